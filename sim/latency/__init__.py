@@ -1,0 +1,54 @@
+"""Iteration latency models for the simulator (see docs/latency-models.md).
+
+Heavy models (vidur, splitwise, roofline, measured) import pandas/scikit-learn, so they
+load lazily on first attribute access; ``IterationShape``, ``LatencyModel`` and
+``LinearLatencyModel`` are always cheap to import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import IterationShape, LatencyModel
+from .linear import LinearLatencyModel
+
+_LAZY = {
+    "BUILTIN_LATENCY_MODELS": ".registry",
+    "make_latency_model": ".registry",
+    "VidurProfileModel": ".vidur_profile",
+    "ProfileNotFoundError": ".vidur_profile",
+    "list_vidur_profiles": ".vidur_profile",
+    "SplitwiseModel": ".splitwise",
+    "RooflineModel": ".roofline",
+    "MeasuredProfileModel": ".measured",
+    "write_profile": ".measured",
+    "read_profile": ".measured",
+    "ModelSpec": ".specs",
+    "GPUSpec": ".specs",
+    "Precision": ".specs",
+    "MODELS": ".specs",
+    "GPUS": ".specs",
+    "PRECISIONS": ".specs",
+    "get_model": ".specs",
+    "get_gpu": ".specs",
+    "get_precision": ".specs",
+    "MemoryPlan": ".memory",
+    "plan_replica_memory": ".memory",
+    "cold_start_s": ".memory",
+}
+
+__all__ = ["IterationShape", "LatencyModel", "LinearLatencyModel", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,28 @@
+"""Request traces for the simulator: readers for public LLM-serving traces, one canonical
+record (`TraceRequest`), streaming transforms, and a bundled Azure trace. See docs/traces.md.
+"""
+
+from .bundled import BUNDLED_TRACES, bundled_trace_path
+from .canonical import write_canonical
+from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, read_trace
+from .errors import TraceFormatError
+from .record import TraceRequest
+from .transforms import apply_transforms, limit, scale_rate, speed_up, time_window
+
+__all__ = [
+    "TraceRequest",
+    "TraceFormatError",
+    "TraceReader",
+    "read_trace",
+    "detect_format",
+    "write_canonical",
+    "bundled_trace_path",
+    "BUNDLED_TRACES",
+    "FORMATS",
+    "FORMAT_OPTIONS",
+    "time_window",
+    "speed_up",
+    "scale_rate",
+    "limit",
+    "apply_transforms",
+]

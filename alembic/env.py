@@ -1,0 +1,70 @@
+"""Alembic environment for the controlplane run database.
+
+The URL comes from, in order: a Connection handed over programmatically in
+``config.attributes["connection"]`` (what ``controlplane.storage.db.upgrade``
+does), ``-x url=...``, ``$CONTROLPLANE_DB_URL``, else
+``sqlite:///controlplane.db``. Batch mode is on so later revisions can alter
+tables on SQLite, which lacks most ALTER TABLE forms.
+"""
+
+from __future__ import annotations
+
+import os
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import Connection
+
+from controlplane.storage.db import DEFAULT_URL, make_engine
+from controlplane.storage.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+if config.config_file_name is not None and "connection" not in config.attributes:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def _url() -> str:
+    return context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("CONTROLPLANE_DB_URL") or DEFAULT_URL
+
+
+def _configure(**kwargs: object) -> None:
+    context.configure(
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+        compare_server_default=True,
+        **kwargs,
+    )
+
+
+def _run_with(connection: Connection) -> None:
+    _configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_offline() -> None:
+    _configure(url=_url(), literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run_with(connection)
+        return
+    engine = make_engine(_url())
+    try:
+        with engine.connect() as connection:
+            _run_with(connection)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,23 @@
+"""The `controlplane` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import typer
+
+from controlplane.cli import db, plugins, runs, sim
+
+app = typer.Typer(
+    name="controlplane",
+    help="Simulation-backed control plane for LLM serving clusters: replay traces through pluggable "
+    "policies, compare runs, serve live.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sim.app, name="sim")
+app.add_typer(runs.app, name="runs")
+app.add_typer(plugins.app, name="plugins")
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,129 @@
+"""`controlplane sim ...`: replay traces in the simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from controlplane.cli.common import err, out, user_errors
+from controlplane.cli.summary_table import summary_table
+
+app = typer.Typer(help="Replay request traces through the control plane in the simulator.", no_args_is_help=True)
+
+
+def count_rows(path: Path, limit_bytes: int = 256 << 20) -> int | None:
+    """Data rows in a trace file, for the progress bar (None for large or compressed files)."""
+    try:
+        if path.suffix in (".gz", ".bz2", ".xz") or path.stat().st_size > limit_bytes:
+            return None
+        with path.open("rb") as f:
+            lines = sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+    return lines - (0 if path.suffix == ".jsonl" else 1)
+
+
+def _overrides(
+    db: str | None, seed: int | None, name: str | None, exact: bool, slo_ttft: float | None, slo_tpot: float | None,
+    until: float | None,
+) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    if db:
+        o["storage"] = {"url": db}
+    if seed is not None:
+        o["seed"] = seed
+    if name:
+        o["name"] = name
+    sim: dict[str, Any] = {}
+    if exact:
+        sim["exact"] = True
+    if until is not None:
+        sim["until_s"] = until
+    if sim:
+        o["sim"] = sim
+    slo: dict[str, Any] = {}
+    if slo_ttft is not None:
+        slo["ttft_s"] = slo_ttft
+    if slo_tpot is not None:
+        slo["tpot_s"] = slo_tpot
+    if slo:
+        o["slo"] = slo
+    return o
+
+
+@app.command()
+def replay(
+    trace: Annotated[
+        Optional[Path], typer.Argument(help="Trace file. Default: the bundled Azure LLM code trace (8,819 requests).")
+    ] = None,
+    format: Annotated[
+        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical (default: detect).")
+    ] = None,
+    db: Annotated[Optional[str], typer.Option(help="Database URL (default sqlite:///controlplane.db).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+    name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
+    window_start: Annotated[Optional[float], typer.Option(help="Keep requests arriving at or after this second.")] = None,
+    window_end: Annotated[Optional[float], typer.Option(help="Keep requests arriving before this second.")] = None,
+    speed_up: Annotated[Optional[float], typer.Option(help="Divide arrival times by this factor.")] = None,
+    rate_scale: Annotated[
+        Optional[float], typer.Option(help="Thin (<1) or replicate (>1) requests to scale the rate.")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Replay at most this many requests.")] = None,
+    qps: Annotated[Optional[float], typer.Option(help="Vidur traces: arrival rate of the synthetic process.")] = None,
+    arrival: Annotated[Optional[str], typer.Option(help="Vidur traces: poisson | gamma.")] = None,
+    exact: Annotated[bool, typer.Option(help="One control-plane step per iteration (slow, for checking).")] = False,
+    until: Annotated[Optional[float], typer.Option(help="Stop at this simulated second; the rest is in flight.")] = None,
+    slo_ttft: Annotated[Optional[float], typer.Option(help="TTFT target (s) for SLO attainment.")] = None,
+    slo_tpot: Annotated[Optional[float], typer.Option(help="TPOT target (s) for SLO attainment.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Replay a trace with the configured plugins, store the run, print its summary."""
+    from controlplane.config import load_config
+    from sim.replay import replay as run_replay
+    from sim.traces import apply_transforms, bundled_trace_path, read_trace
+
+    with user_errors():
+        cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
+        path = trace if trace is not None else bundled_trace_path()
+        if format is None and trace is None:
+            format = "azure"
+        options: dict[str, Any] = {}
+        if qps is not None:
+            options["qps"] = qps
+        if arrival is not None:
+            options["arrival"] = arrival
+        rng = np.random.default_rng([cfg.seed, 11])
+        reader = read_trace(path, format, rng=rng, **options)
+        window = (window_start, window_end) if window_start is not None or window_end is not None else None
+        requests = apply_transforms(reader, window=window, speed_up=speed_up, rate_scale=rate_scale, limit=limit,
+                                    rng=np.random.default_rng([cfg.seed, 13]))
+        total = count_rows(Path(path)) if window is None and rate_scale is None else None
+        if total is not None and limit is not None:
+            total = min(total, limit)
+        show = progress and not json_out and err.is_terminal
+        bar = Progress(
+            TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("sim t={task.fields[t]:.0f}s"),
+            TimeElapsedColumn(), console=err, disable=not show, transient=True,
+        )
+        with bar:
+            task = bar.add_task("replay", total=total, t=0.0)
+
+            def on_progress(n: int, t: float) -> None:
+                bar.update(task, completed=n, t=t)
+
+            summary, session = run_replay(
+                requests, cfg, trace_name=str(path), trace_format=reader.format, on_progress=on_progress
+            )
+    if json_out:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    out.print(summary_table(summary, f"run {summary.get('run_id')} - {Path(path).name} ({reader.format})"))
+    out.print(f"stored in {cfg.storage.url} as run {summary.get('run_id')}; "
+              f"see `controlplane runs show {summary.get('run_id')}`")

@@ -1,0 +1,81 @@
+"""Render run summaries as rich tables: one run, or two side by side with deltas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from controlplane.metrics import LATENCY_METRICS, PERCENTILES
+
+HEADLINE = [
+    ("num_requests", "requests"),
+    ("num_completed", "completed"),
+    ("num_rejected", "rejected"),
+    ("num_failed", "failed"),
+    ("num_in_flight", "in flight at end"),
+]
+TAIL = [
+    ("throughput_rps", "throughput (req/s)"),
+    ("output_tokens_per_s", "output tokens/s"),
+    ("slo_attainment", "SLO attainment"),
+    ("goodput_rps", "goodput (req/s)"),
+    ("gpu_seconds", "GPU-seconds"),
+    ("cache_hit_rate", "cache hit rate"),
+    ("num_preemptions", "preemptions"),
+    ("num_scale_events", "scale events"),
+    ("num_plugin_errors", "plugin errors"),
+    ("sim_end_s", "simulated time (s)"),
+    ("wall_s", "wall time (s)"),
+]
+
+
+def summary_rows() -> list[tuple[str, str]]:
+    rows = list(HEADLINE)
+    for m in LATENCY_METRICS:
+        for p in PERCENTILES:
+            rows.append((f"{m}_p{p}_s", f"{m.upper()} p{p} (s)"))
+    return rows + TAIL
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def summary_table(summary: dict[str, Any], title: str) -> Table:
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for key, label in summary_rows():
+        if key in summary:
+            t.add_row(label, _fmt(summary[key]))
+    reasons = summary.get("reject_reasons") or {}
+    for reason, n in reasons.items():
+        t.add_row(f"  rejected/failed: {reason}", str(n))
+    return t
+
+
+def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: str) -> Table:
+    t = Table(title=f"{title_a} vs {title_b}", header_style="bold")
+    t.add_column("metric")
+    t.add_column(title_a, justify="right")
+    t.add_column(title_b, justify="right")
+    t.add_column("delta", justify="right")
+    t.add_column("delta %", justify="right")
+    for key, label in summary_rows():
+        va, vb = a.get(key), b.get(key)
+        if va is None and vb is None:
+            continue
+        delta = pct = "-"
+        if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
+            d = vb - va
+            delta = _fmt(d) if isinstance(d, float) else f"{d:+d}"
+            if isinstance(d, float):
+                delta = f"{d:+.4g}"
+            pct = f"{100 * d / va:+.1f}%" if va else "-"
+        t.add_row(label, _fmt(va), _fmt(vb), delta, pct)
+    return t

@@ -1,0 +1,199 @@
+"""A run's configuration: one pydantic-settings model from a YAML/TOML file, env vars and flags.
+
+Precedence, highest first: explicit overrides (CLI flags), environment variables
+(``CONTROLPLANE_SEED=3``, nested with ``__``: ``CONTROLPLANE_SIM__TICK_S=0.5``), the config
+file, the defaults below. Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from controlplane.errors import ConfigError
+
+#: The built-in plugins a run enables when the config names none: one per policy family.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "queue-limit",  # admission and queueing
+    "exact-cache",  # response caching
+    "least-loaded",  # routing
+    "continuous-batching",  # batching
+    "fixed-replicas",  # autoscaling
+    "static-memory",  # GPU memory planning
+    "sampled-guardian",  # guardians
+    "builtin-latency-models",  # simulator latency models
+)
+
+#: Which built-in plugin decides when every enabled plugin defers (or raises) on a policy hook.
+FALLBACK_PLUGINS: dict[str, str] = {
+    "cp_admit_request": "queue-limit",
+    "cp_route_request": "least-loaded",
+    "cp_form_batch": "continuous-batching",
+    "cp_scale": "fixed-replicas",
+    "cp_plan_memory": "static-memory",
+    "cp_guardian_plan": "sampled-guardian",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginsConfig(_Section):
+    enabled: list[str] = Field(default_factory=lambda: list(DEFAULT_PLUGINS))
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ModelDeployment(_Section):
+    """One served model: its replicas, hardware and how fast it runs."""
+
+    name: str = "default"
+    replicas: int = Field(2, ge=0)  # replicas at the start of the run
+    latency_model: str = "linear"  # a registered latency model (simulator)
+    latency: dict[str, Any] = Field(default_factory=dict)  # its settings
+    gpu: str = "a100-80gb"
+    gpus_per_replica: int = Field(1, ge=1)  # tensor-parallel degree
+    precision: str = "fp16"
+    max_num_seqs: int = Field(128, ge=1)
+    max_batch_tokens: int = Field(8192, ge=1)
+    kv_block_size: int = Field(16, ge=1)
+    num_kv_blocks: int | None = Field(None, ge=1)  # None: from the memory plan, else unlimited
+    cold_start_s: float = Field(30.0, ge=0)  # simulated time from scale-up to ready
+    max_model_len: int | None = Field(None, ge=1)  # prompt+output cap; None: no cap
+
+
+class ClusterConfig(_Section):
+    models: list[ModelDeployment] = Field(default_factory=lambda: [ModelDeployment()])
+    max_retries: int = Field(2, ge=0)  # re-routes after a worker failure before failing a request
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ClusterConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        if not names:
+            raise ValueError("at least one model is needed")
+        return self
+
+    def deployment(self, model: str | None) -> ModelDeployment | None:
+        if model is None:
+            return self.models[0]
+        for m in self.models:
+            if m.name == model:
+                return m
+        return None
+
+
+class SimConfig(_Section):
+    tick_s: float = Field(1.0, gt=0)  # control loop period: autoscaling, metric samples
+    exact: bool = False  # one core round trip per iteration (slow; to check the fast mode)
+    guardian_latency_s: float = Field(0.05, ge=0)  # simulated guardian check time
+    guardian_block_rate: float = Field(0.0, ge=0, le=1)  # simulated share of blocked responses
+    until_s: float | None = Field(None, gt=0)  # stop the run at this time (in flight = cut off)
+
+
+class SLOConfig(_Section):
+    ttft_s: float = Field(2.0, gt=0)
+    tpot_s: float = Field(0.2, gt=0)
+    e2e_s: float | None = Field(None, gt=0)
+
+
+class StorageConfig(_Section):
+    url: str = "sqlite:///controlplane.db"
+    batch_size: int = Field(20000, ge=1)
+    record_batches: bool = True  # store every batch decision (the bulk of the decision table)
+
+
+_file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_values", default={})
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values read from the config file given to `load_config`."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _file_values.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get())
+
+
+class RunConfig(BaseSettings):
+    """Everything a run needs besides its trace."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONTROLPLANE_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    name: str | None = None
+    seed: int = 0
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    slo: SLOConfig = Field(default_factory=SLOConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML, TOML or JSON config file into a dict, with errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Build the run config from a file, the environment and explicit overrides."""
+    file_values = read_config_file(path) if path else {}
+    token = _file_values.set(file_values)
+    try:
+        init = dict(overrides or {})
+        # Explicit overrides of a section replace only the keys they name.
+        for key, value in list(init.items()):
+            if isinstance(value, dict) and isinstance(file_values.get(key), dict):
+                init[key] = _deep_merge(file_values[key], value)
+        return RunConfig(**init)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(lines)) from None
+    finally:
+        _file_values.reset(token)

@@ -1,0 +1,83 @@
+"""The run's own time, randomness and ids, and the read-only view policies get of it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from controlplane.config import RunConfig
+    from controlplane.types import Worker
+
+
+class Clock:
+    """Run time in seconds, set by the driver (SimPy's ``env.now`` or a monotonic live clock)."""
+
+    __slots__ = ("now_s",)
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self.now_s = start_s
+
+
+@dataclass
+class RunInfo:
+    """Facts about the run that plugins may read (and the recorder stores)."""
+
+    run_id: int | None
+    mode: str  # "sim" | "live"
+    seed: int
+    name: str | None = None
+    trace: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class IdSource:
+    """Counters owned by one run, so two runs in a process never share ids."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def next(self, kind: str) -> int:
+        n = self._next.get(kind, 0)
+        self._next[kind] = n + 1
+        return n
+
+
+class PolicyContext:
+    """What every hook receives: run time, the run's RNG, the cluster and the config.
+
+    Read-only by convention: policies return decisions; only the core changes state.
+    """
+
+    __slots__ = ("_clock", "rng", "ids", "config", "run", "workers", "metrics")
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        rng: np.random.Generator,
+        config: RunConfig,
+        run: RunInfo,
+        workers: Mapping[str, Worker],
+        metrics: Mapping[str, float],
+    ) -> None:
+        self._clock = clock
+        self.rng = rng
+        self.ids = IdSource()
+        self.config = config
+        self.run = run
+        self.workers = workers
+        self.metrics = metrics  # live gauges: queue length, arrival rate, ... (see core)
+
+    @property
+    def now_s(self) -> float:
+        return self._clock.now_s
+
+    def plugin_settings(self, name: str) -> Any:
+        """The validated settings of plugin ``name`` in this run."""
+        return self.config.plugin_settings.get(name)

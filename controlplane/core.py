@@ -1,0 +1,621 @@
+"""The control plane: a sans-I/O state machine from events to actions.
+
+Drivers (the SimPy simulator, the live daemon) feed events stamped with run time into
+`ControlPlane.handle` and carry out the actions it returns. The core keeps requests and
+workers, asks the plugins' policy hooks for every decision, records each decision with its
+reason on the event bus, and never reads a clock, sleeps or does I/O itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.config import RunConfig
+from controlplane.context import Clock, PolicyContext, RunInfo
+from controlplane.decisions import Admission, BatchPlan, MemoryPlan, RouteDecision, ScaleDecision
+from controlplane.metrics import RunStats
+from controlplane.plugin_manager import PluginSet, fast_caller
+from controlplane.types import Batch, Decision, Request, RequestStatus, Worker, WorkerState
+
+_ROUTABLE = (WorkerState.READY, WorkerState.STARTING)
+_SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
+
+
+class ControlPlane:
+    """One run's control plane. Not thread-safe: one driver feeds it events in time order."""
+
+    def __init__(
+        self,
+        *,
+        config: RunConfig,
+        plugins: PluginSet,
+        clock: Clock,
+        run: RunInfo,
+        fallbacks: Mapping[str, object],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.plugins = plugins
+        self.workers: dict[str, Worker] = {}
+        self.unrouted: deque[Request] = deque()  # admitted, waiting for a worker of their model
+        self.active: dict[str, Request] = {}  # every request in the system, by id
+        self.guardian_pending: dict[str, Request] = {}
+        self.stats = RunStats()
+        self.gauges: dict[str, float] = {}
+        self.ctx = PolicyContext(
+            clock=clock,
+            rng=np.random.default_rng(config.seed),
+            config=config,
+            run=run,
+            workers=self.workers,
+            metrics=self.gauges,
+        )
+        self._batches: dict[str, Batch] = {}
+        self._interrupted: set[str] = set()
+        self._worker_alive_since: dict[str, float] = {}
+        self._out: list[Any] = []
+        self._deployments = {m.name: m for m in config.cluster.models}
+        self._default_model = config.cluster.models[0].name
+        self._arrivals_since_tick = 0
+        hook = plugins.hook
+        self._monitor = plugins.monitor
+        self._emit_hook = fast_caller(hook.cp_on_event)
+        self._record_batches = config.storage.record_batches
+        self._policy_hooks = {
+            name: (fast_caller(getattr(hook, name)), fallbacks.get(name))
+            for name in (
+                "cp_admit_request",
+                "cp_cache_lookup",
+                "cp_route_request",
+                "cp_form_batch",
+                "cp_scale",
+                "cp_plan_memory",
+                "cp_guardian_plan",
+            )
+        }
+        self._cache_store = fast_caller(hook.cp_cache_store)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ev.RequestArrived: self._on_arrival,
+            ev.BatchFinished: self._on_batch_finished,
+            ev.BatchFailed: self._on_batch_failed,
+            ev.WorkerReady: self._on_worker_ready,
+            ev.WorkerFailed: self._on_worker_failed,
+            ev.WorkerStopped: self._on_worker_stopped,
+            ev.WorkerWake: self._on_wake,
+            ev.GuardianFinished: self._on_guardian_finished,
+            ev.Tick: self._on_tick,
+        }
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def start(self) -> list[Any]:
+        """Start the initial replicas of every model; returns the actions."""
+        self._out = []
+        self.plugins.hook.cp_run_started(ctx=self.ctx)
+        self._drain_plugin_errors()
+        for m in self.config.cluster.models:
+            for _ in range(m.replicas):
+                self._add_worker(m.name, reason="initial replicas")
+        return self._take()
+
+    def handle(self, event: Any) -> list[Any]:
+        """Apply one event at ``event.time_s``; returns the actions for the driver."""
+        self.clock.now_s = event.time_s
+        self._out = []
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"the control plane does not handle {type(event).__name__} events")
+        handler(event)
+        return self._take()
+
+    def finish(self) -> dict[str, Any]:
+        """End the run: what is still in the system is recorded as in flight; returns the summary."""
+        self._out = []
+        now = self.clock.now_s
+        for r in list(self.active.values()):
+            r.status = RequestStatus.IN_FLIGHT
+            r.reason = r.reason or "still in the system when the run ended"
+            self._finish(r, r.status)
+        for w in self.workers.values():
+            self._stop_gpu_clock(w, now)
+        summary = self.stats.summary(now)
+        summary["sim_end_s"] = round(now, 9)
+        self.plugins.hook.cp_run_finished(ctx=self.ctx, summary=summary)
+        self._drain_plugin_errors()
+        return summary
+
+    @property
+    def num_active(self) -> int:
+        return len(self.active)
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _take(self) -> list[Any]:
+        out, self._out = self._out, []
+        return out
+
+    def _emit(self, event: Any) -> None:
+        self._emit_hook(ctx=self.ctx, event=event)
+        if self._monitor.errors:
+            self._drain_plugin_errors()
+
+    def _decide(self, hook: str, **kwargs: Any) -> tuple[Any, str | None]:
+        """Ask a policy hook; the built-in fallback decides if every plugin defers or raises."""
+        caller, fallback = self._policy_hooks[hook]
+        monitor = self._monitor
+        monitor.last_plugin = None
+        result = caller(ctx=self.ctx, **kwargs)
+        if monitor.errors:
+            self._drain_plugin_errors()
+        if result is not None:
+            return result, monitor.last_plugin
+        if fallback is None:
+            return None, None
+        return getattr(fallback, hook)(ctx=self.ctx, **kwargs), f"{fallback.name} (fallback)"
+
+    def _decision(
+        self, hook: str, plugin: str | None, action: str, subject: str | None, reason: str | None, payload=None
+    ) -> None:
+        self._emit(Decision(self.clock.now_s, hook, plugin or "core", action, subject, reason or None, payload))
+
+    def _drain_plugin_errors(self) -> None:
+        for err in self._monitor.take_errors():
+            self.stats.num_plugin_errors += 1
+            self._emit_hook(
+                ctx=self.ctx,
+                event=Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
+            )
+        self._monitor.errors.clear()  # errors raised by observers of the error events are dropped
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def _on_arrival(self, e: ev.RequestArrived) -> None:
+        r = e.request
+        if r.max_output_tokens < 1:
+            r.max_output_tokens = 1
+        if r.request_id in self.active:
+            raise ValueError(f"request id {r.request_id!r} is already in the system")
+        self.active[r.request_id] = r
+        self.stats.on_arrival(r)
+        self._arrivals_since_tick += 1
+        self._emit(e)
+        model = r.model or self._default_model
+        deployment = self._deployments.get(model)
+        if deployment is None:
+            self._reject(r, f"unknown model: no deployment serves {model!r}", "core", "cp_admit_request")
+            return
+        if r.model is None:
+            r.model = model
+        if deployment.max_model_len and r.prompt_tokens + r.max_output_tokens > deployment.max_model_len:
+            self._reject(
+                r,
+                f"too long: {r.prompt_tokens}+{r.max_output_tokens} tokens > max_model_len {deployment.max_model_len}",
+                "core",
+                "cp_admit_request",
+            )
+            return
+        admission: Admission
+        admission, plugin = self._decide("cp_admit_request", request=r)
+        if admission is not None and not admission.admit:
+            self._reject(r, admission.reason or "rejected by admission policy", plugin, "cp_admit_request")
+            return
+        if admission is not None and admission.priority is not None:
+            r.priority = admission.priority
+        hit, plugin = self._decide("cp_cache_lookup", request=r)
+        if hit is not None:
+            self._serve_from_cache(r, hit, plugin)
+            return
+        self._route(r)
+
+    def _route(self, r: Request) -> None:
+        candidates = [w for w in self.workers.values() if w.model == r.model and w.state in _ROUTABLE]
+        if not candidates:
+            self.unrouted.append(r)
+            return
+        decision: RouteDecision
+        decision, plugin = self._decide("cp_route_request", request=r, workers=candidates)
+        worker = self.workers.get(decision.worker_id) if decision is not None else None
+        if worker is None or worker not in candidates:
+            bad = decision.worker_id if decision is not None else None
+            self._emit(
+                Decision(self.clock.now_s, "cp_route_request", plugin or "core", "error", r.request_id,
+                         f"routed to {bad!r}, which is not a candidate; sent to the least loaded", None, True)
+            )
+            worker = min(candidates, key=lambda w: w.load)
+            plugin = "core"
+        self._decision("cp_route_request", plugin, "route", r.request_id, decision.reason if decision else None,
+                       {"worker": worker.worker_id})
+        self._enqueue(worker, r)
+
+    def _enqueue(self, w: Worker, r: Request) -> None:
+        r.worker_id = w.worker_id
+        r.status = RequestStatus.WAITING
+        w.waiting.append(r)
+        if w.busy:
+            batch = self._batches.get(w.worker_id)
+            if (
+                batch is not None
+                and batch.max_iterations > 1
+                and w.worker_id not in self._interrupted
+                and len(w.running) < w.max_num_seqs
+            ):
+                self._interrupted.add(w.worker_id)
+                self._out.append(act.InterruptBatch(w.worker_id))
+        else:
+            self._schedule(w)
+
+    def _serve_from_cache(self, r: Request, hit: Any, plugin: str | None) -> None:
+        now = self.clock.now_s
+        r.cache_hit = hit.kind
+        r.scheduled_s = now
+        r.first_token_s = r.finish_s = now + hit.latency_s
+        r.output_tokens = r.max_output_tokens
+        r.output_text = hit.response_text
+        self._decision("cp_cache_lookup", plugin, "cache_hit", r.request_id, hit.reason,
+                       {"kind": hit.kind, "similarity": hit.similarity})
+        self._finish(r, RequestStatus.COMPLETED, finish_s=r.finish_s)
+
+    def _reject(self, r: Request, reason: str, plugin: str | None, hook: str) -> None:
+        r.reason = reason
+        self._decision(hook, plugin, "reject", r.request_id, reason)
+        self._finish(r, RequestStatus.REJECTED)
+
+    def _fail(self, r: Request, reason: str) -> None:
+        r.reason = reason
+        self._decision("core", "core", "fail", r.request_id, reason)
+        self._finish(r, RequestStatus.FAILED)
+
+    def _finish(self, r: Request, status: RequestStatus, finish_s: float | None = None) -> None:
+        r.status = status
+        if r.finish_s is None and status is not RequestStatus.IN_FLIGHT:
+            r.finish_s = finish_s if finish_s is not None else self.clock.now_s
+        self.active.pop(r.request_id, None)
+        self.stats.on_finished(r, self.config.slo)
+        self._emit(ev.RequestFinished(self.clock.now_s, r))
+        self._out.append(act.FinishRequest(r))
+
+    def _complete(self, r: Request) -> None:
+        """A worker produced the last token; a guardian may check it before the reply."""
+        plan, plugin = self._decide("cp_guardian_plan", request=r)
+        if plan is not None and plan.check:
+            self._decision("cp_guardian_plan", plugin, "guardian_check", r.request_id, plan.reason,
+                           {"guardian": plan.guardian, "mode": plan.mode})
+            self._out.append(act.RunGuardian(r, plan.guardian, plan.mode))
+            if plan.mode == "sync":
+                r.finish_s = None
+                self.guardian_pending[r.request_id] = r
+                return
+        self._cache_store(ctx=self.ctx, request=r)
+        self._finish(r, RequestStatus.COMPLETED)
+
+    def _on_guardian_finished(self, e: ev.GuardianFinished) -> None:
+        r = self.guardian_pending.pop(e.request_id, None)
+        if r is None:  # an async check of a request already answered
+            self._decision("cp_guardian_plan", "core", "guardian_verdict", e.request_id, e.verdict)
+            return
+        r.guardian_verdict = e.verdict
+        if e.verdict == "block":
+            r.reason = "blocked by guardian"
+            self._finish(r, RequestStatus.COMPLETED)
+            return
+        self._cache_store(ctx=self.ctx, request=r)
+        self._finish(r, RequestStatus.COMPLETED)
+
+    # --- batching -----------------------------------------------------------------------------
+
+    def _schedule(self, w: Worker) -> None:
+        """Ask the batching policy for the idle worker's next batch and start it."""
+        while not w.busy and w.state in _SCHEDULABLE and (w.waiting or w.running):
+            plan: BatchPlan
+            plan, plugin = self._decide("cp_form_batch", worker=w)
+            if plan is None:
+                plan = BatchPlan()
+            for r in plan.preempt:
+                self._preempt(w, r)
+            if plan.prefill or plan.decode:
+                self._start_batch(w, plan, plugin)
+                return
+            if plan.wake_after_s is not None:
+                self._out.append(act.WakeWorker(w.worker_id, self.clock.now_s + plan.wake_after_s))
+                return
+            if plan.preempt:
+                continue  # memory was freed: plan again
+            if w.running:
+                self._stalled(w, plugin, plan.reason)
+                return
+            # Nothing runs and nothing can start: the head request can never fit this worker.
+            head = w.waiting.popleft()
+            self._reject(head, f"does not fit worker {w.worker_id}: {plan.reason or 'batching returned nothing'}",
+                         plugin, "cp_form_batch")
+        if w.state is WorkerState.DRAINING and not w.busy and not w.waiting and not w.running:
+            self._out.append(act.StopWorker(w.worker_id))
+
+    def _stalled(self, w: Worker, plugin: str | None, reason: str) -> None:
+        """Running requests but an empty batch: fail them rather than hang forever."""
+        for r in list(w.running):
+            w.running.remove(r)
+            self._fail(r, f"batching policy {plugin} stalled worker {w.worker_id}: {reason or 'empty batch'}")
+        self._recount_kv(w)
+
+    def _start_batch(self, w: Worker, plan: BatchPlan, plugin: str | None) -> None:
+        now = self.clock.now_s
+        wid = w.worker_id
+        for r, n in plan.prefill:
+            if r.worker_id != wid or n <= 0 or n > r.remaining_prefill_tokens:
+                raise RuntimeError(
+                    f"batching plugin {plugin} planned an invalid prefill of {n} tokens for {r.request_id}"
+                )
+            if r.status is RequestStatus.WAITING:
+                if w.waiting[0] is r:
+                    w.waiting.popleft()
+                else:
+                    w.waiting.remove(r)
+                r.status = RequestStatus.RUNNING
+                w.running.append(r)
+                if r.scheduled_s is None:
+                    r.scheduled_s = now
+        iterations = plan.max_iterations if not plan.prefill else 1
+        batch = Batch(
+            batch_id=self.ctx.ids.next("batch"),
+            worker_id=wid,
+            prefill=plan.prefill,
+            decode=plan.decode,
+            max_iterations=max(1, min(iterations, min((r.remaining_output_tokens for r in plan.decode), default=1)))
+            if plan.decode and not plan.prefill
+            else 1,
+        )
+        if self.config.sim.exact:
+            batch = Batch(batch.batch_id, wid, batch.prefill, batch.decode, 1)
+        w.busy = True
+        w.current_batch_id = batch.batch_id
+        self._batches[wid] = batch
+        self._interrupted.discard(wid)
+        self._recount_kv(w, extra_tokens=sum(n for _, n in plan.prefill))
+        if self._record_batches:
+            self._decision(
+                "cp_form_batch", plugin, "batch", wid, plan.reason,
+                {"batch": batch.batch_id, "prefill": len(plan.prefill), "prefill_tokens": batch.num_prefill_tokens,
+                 "decode": len(plan.decode), "iterations": batch.max_iterations},
+            )
+        self._out.append(act.StartBatch(batch))
+
+    def _preempt(self, w: Worker, r: Request) -> None:
+        if r not in w.running:
+            return
+        w.running.remove(r)
+        r.num_preemptions += 1
+        r.recompute_tokens = r.output_tokens
+        r.num_computed_tokens = 0
+        r.status = RequestStatus.WAITING
+        w.waiting.appendleft(r)
+        self._decision("cp_form_batch", None, "preempt", r.request_id, "KV cache full: recompute later",
+                       {"worker": w.worker_id})
+        self._recount_kv(w)
+
+    def _recount_kv(self, w: Worker, extra_tokens: int = 0) -> None:
+        if w.num_kv_blocks >= 1 << 30:
+            return  # no KV budget: nobody reads the count
+        bs = w.kv_block_size
+        w.num_kv_blocks_used = sum(-(-r.context_tokens // bs) for r in w.running) + (
+            -(-extra_tokens // bs) if extra_tokens else 0
+        )
+
+    def _on_batch_finished(self, e: ev.BatchFinished) -> None:
+        w = self.workers.get(e.worker_id)
+        batch = self._batches.get(e.worker_id)
+        if w is None or batch is None or batch.batch_id != e.batch_id:
+            return  # a stale report from a worker that failed or was replaced
+        del self._batches[e.worker_id]
+        w.busy = False
+        w.current_batch_id = None
+        k = e.num_iterations
+        now = self.clock.now_s
+        w.busy_s += e.busy_s if e.busy_s is not None else 0.0
+        finished_by_worker = dict(e.finished) if e.finished else None
+        done: list[Request] = []
+        for r, n in batch.prefill:
+            r.num_computed_tokens += n
+            if r.num_computed_tokens >= r.prompt_tokens + r.recompute_tokens:
+                r.output_tokens += 1  # the prefill iteration samples the next token
+                if r.first_token_s is None:
+                    r.first_token_s = now
+                if r.output_tokens >= r.max_output_tokens:
+                    done.append(r)
+        for r in batch.decode:
+            r.output_tokens += k
+            if r.output_tokens >= r.max_output_tokens:
+                done.append(r)
+        if finished_by_worker:
+            for r in w.running:
+                if r.request_id in finished_by_worker and r not in done:
+                    done.append(r)
+        for r in done:
+            w.running.remove(r)
+            w.num_completed += 1
+            r.output_tokens = min(r.output_tokens, r.max_output_tokens)
+            if finished_by_worker and r.request_id in finished_by_worker:
+                r.reason = finished_by_worker[r.request_id]
+            self._complete(r)
+        self._recount_kv(w)
+        self._schedule(w)
+
+    def _on_batch_failed(self, e: ev.BatchFailed) -> None:
+        w = self.workers.get(e.worker_id)
+        batch = self._batches.pop(e.worker_id, None)
+        if w is None or batch is None or batch.batch_id != e.batch_id:
+            return
+        w.busy = False
+        w.current_batch_id = None
+        self._decision("core", "core", "batch_failed", e.worker_id, e.reason, {"batch": e.batch_id})
+        for r, _ in batch.prefill:
+            self._preempt(w, r)
+        for r in batch.decode:
+            self._preempt(w, r)
+        if e.out_of_memory:
+            self._plan_memory(w, "out_of_memory")
+        self._schedule(w)
+
+    def _on_wake(self, e: ev.WorkerWake) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is not None:
+            self._schedule(w)
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def _add_worker(self, model: str, reason: str) -> Worker:
+        n = self.ctx.ids.next(f"worker:{model}")
+        wid = f"{model}-{n}"
+        w = Worker(worker_id=wid, model=model, started_s=self.clock.now_s)
+        d = self._deployments[model]
+        w.max_num_seqs, w.max_batch_tokens, w.kv_block_size = d.max_num_seqs, d.max_batch_tokens, d.kv_block_size
+        self.workers[wid] = w
+        self._worker_alive_since[wid] = self.clock.now_s
+        self._emit(ev.WorkerChanged(self.clock.now_s, wid, "starting", {"model": model, "reason": reason}))
+        self._out.append(act.StartWorker(wid, model))
+        return w
+
+    def _plan_memory(self, w: Worker, trigger: str) -> None:
+        plan: MemoryPlan
+        plan, plugin = self._decide("cp_plan_memory", worker=w, trigger=trigger)
+        if plan is None:
+            return
+        w.max_num_seqs = plan.max_num_seqs
+        w.max_batch_tokens = plan.max_batch_tokens
+        w.num_kv_blocks = plan.num_kv_blocks
+        w.kv_block_size = plan.kv_block_size
+        self._decision("cp_plan_memory", plugin, "memory_plan", w.worker_id, plan.reason,
+                       {"trigger": trigger, "max_num_seqs": plan.max_num_seqs,
+                        "max_batch_tokens": plan.max_batch_tokens, "num_kv_blocks": plan.num_kv_blocks,
+                        "kv_block_size": plan.kv_block_size})
+
+    def _on_worker_ready(self, e: ev.WorkerReady) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is None or w.state is not WorkerState.STARTING:
+            return
+        w.state = WorkerState.READY
+        w.ready_s = e.time_s
+        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "ready", e.memory or None))
+        self._plan_memory(w, "ready")
+        self._route_unrouted(w.model)
+        self._schedule(w)
+
+    def _route_unrouted(self, model: str) -> None:
+        if not self.unrouted:
+            return
+        pending, self.unrouted = self.unrouted, deque()
+        for r in pending:
+            if r.model == model:
+                self._route(r)
+            else:
+                self.unrouted.append(r)
+
+    def _evacuate(self, w: Worker, reason: str) -> None:
+        """Send a lost worker's requests elsewhere (or fail them after too many retries)."""
+        batch = self._batches.pop(w.worker_id, None)
+        if batch is not None:
+            w.busy = False
+        victims = list(w.running) + list(w.waiting)
+        w.running.clear()
+        w.waiting.clear()
+        w.num_kv_blocks_used = 0
+        for r in victims:
+            r.num_retries += 1
+            if r.num_retries > self.config.cluster.max_retries:
+                self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}")
+                continue
+            if r.output_tokens:
+                r.recompute_tokens = r.output_tokens
+            r.num_computed_tokens = 0
+            r.status = RequestStatus.WAITING
+            r.worker_id = None
+            self._route(r)
+
+    def _on_worker_failed(self, e: ev.WorkerFailed) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is None or w.state in (WorkerState.FAILED, WorkerState.STOPPED):
+            return
+        w.state = WorkerState.FAILED
+        self._stop_gpu_clock(w, e.time_s)
+        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed", {"reason": e.reason}))
+        self._evacuate(w, e.reason)
+
+    def _on_worker_stopped(self, e: ev.WorkerStopped) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is None or w.state is WorkerState.STOPPED:
+            return
+        w.state = WorkerState.STOPPED
+        self._stop_gpu_clock(w, e.time_s)
+        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "stopped", None))
+        if w.running or w.waiting:
+            self._evacuate(w, "stopped")
+
+    def _stop_gpu_clock(self, w: Worker, now: float) -> None:
+        since = self._worker_alive_since.pop(w.worker_id, None)
+        if since is not None:
+            self.stats.gpu_seconds += (now - since) * self._deployments[w.model].gpus_per_replica
+
+    # --- control loop -------------------------------------------------------------------------
+
+    def _on_tick(self, e: ev.Tick) -> None:
+        now = e.time_s
+        arrivals, self._arrivals_since_tick = self._arrivals_since_tick, 0
+        self.gauges["arrivals_per_s"] = arrivals / self.config.sim.tick_s
+        for model in self._deployments:
+            workers = [w for w in self.workers.values() if w.model == model]
+            self._sample(now, model, workers)
+            self._autoscale(model, workers)
+        for w in list(self.workers.values()):
+            if not w.busy and (w.waiting or w.running):
+                self._schedule(w)
+
+    def _sample(self, now: float, model: str, workers: list[Worker]) -> None:
+        live = [w for w in workers if w.state in (WorkerState.READY, WorkerState.DRAINING, WorkerState.STARTING)]
+        queued = sum(len(w.waiting) for w in live) + sum(1 for r in self.unrouted if r.model == model)
+        running = sum(len(w.running) for w in live)
+        blocks = sum(w.num_kv_blocks for w in live if w.num_kv_blocks < 1 << 30)
+        used = sum(w.num_kv_blocks_used for w in live if w.num_kv_blocks < 1 << 30)
+        self.gauges[f"queue:{model}"] = queued
+        labels = {"model": model}
+        for name, value in (
+            ("replicas", float(sum(1 for w in live if w.state is WorkerState.READY))),
+            ("replicas_starting", float(sum(1 for w in live if w.state is WorkerState.STARTING))),
+            ("queue_length", float(queued)),
+            ("running", float(running)),
+            ("kv_utilization", used / blocks if blocks else 0.0),
+            ("arrivals_per_s", self.gauges["arrivals_per_s"]),
+        ):
+            self._emit(ev.MetricSample(now, name, value, labels))
+
+    def _autoscale(self, model: str, workers: list[Worker]) -> None:
+        decision: ScaleDecision
+        decision, plugin = self._decide("cp_scale", model=model, workers=workers)
+        if decision is None:
+            return
+        current = [w for w in workers if w.state in _ROUTABLE]
+        target = max(0, decision.target_replicas)
+        if target == len(current):
+            return
+        self.stats.num_scale_events += 1
+        self._decision("cp_scale", plugin, "scale", model, decision.reason,
+                       {"from": len(current), "to": target})
+        if target > len(current):
+            for _ in range(target - len(current)):
+                self._add_worker(model, decision.reason or "scale up")
+            return
+        # Drain the least loaded (starting ones first): they finish what they hold, then stop.
+        for w in sorted(current, key=lambda w: (w.state is WorkerState.READY, w.load))[: len(current) - target]:
+            w.state = WorkerState.DRAINING
+            self._emit(ev.WorkerChanged(self.clock.now_s, w.worker_id, "draining", {"reason": decision.reason}))
+            waiting = list(w.waiting)
+            w.waiting.clear()
+            for r in waiting:
+                r.worker_id = None
+                self._route(r)
+            if not w.busy and not w.running:
+                self._out.append(act.StopWorker(w.worker_id))

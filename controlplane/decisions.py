@@ -1,0 +1,72 @@
+"""What policy hooks return. Each carries a `reason`, stored with the decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controlplane.types import Request
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    admit: bool
+    reason: str = ""
+    priority: int | None = None  # overrides the request's priority when set
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """A response served from a cache instead of a worker."""
+
+    kind: str  # "exact" | "semantic"
+    latency_s: float = 0.0  # run time the lookup and reply take
+    response_text: str | None = None
+    similarity: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    worker_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """The next batch for one worker; empty prefill and decode means "stay idle"."""
+
+    prefill: tuple[tuple[Request, int], ...] = ()  # (waiting or partly prefilled request, tokens)
+    decode: tuple[Request, ...] = ()
+    preempt: tuple[Request, ...] = ()  # running requests to evict (recompute later)
+    max_iterations: int = 1  # decode-only batches: iterations to run while nothing changes
+    wake_after_s: float | None = None  # empty plan: ask again after this delay (dynamic batching)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDecision:
+    model: str
+    target_replicas: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """Limits for one worker, derived from its memory."""
+
+    max_num_seqs: int
+    max_batch_tokens: int
+    num_kv_blocks: int
+    kv_block_size: int = 16
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianPlan:
+    """Whether and how a guardian model checks a finished response."""
+
+    check: bool
+    guardian: str = ""
+    mode: str = "sync"  # "sync": the reply waits for the verdict; "async": it does not
+    reason: str = ""
+    extra: dict = field(default_factory=dict)

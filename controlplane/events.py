@@ -1,0 +1,119 @@
+"""Events: what drivers feed into the core, and what the core reports to observers.
+
+Every event carries `time_s`, the run time at which it happened (simulated or live).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.types import Batch, Request
+
+# --- inbound: driver -> core ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestArrived:
+    time_s: float
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFinished:
+    """A worker finished `num_iterations` iterations of a batch."""
+
+    time_s: float
+    worker_id: str
+    batch_id: int
+    num_iterations: int = 1
+    # Live workers decide when a request stops (EOS, stop strings): (request_id, reason).
+    finished: tuple[tuple[str, str], ...] = ()
+    # Live workers may report fewer generated tokens for some requests than the iteration count.
+    busy_s: float | None = None  # time the worker spent executing; defaults to the batch span
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailed:
+    """A batch could not run (worker crash, out of memory); its requests are retried."""
+
+    time_s: float
+    worker_id: str
+    batch_id: int
+    reason: str
+    out_of_memory: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    time_s: float
+    worker_id: str
+    memory: dict[str, Any] = field(default_factory=dict)  # device facts for the memory plan
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFailed:
+    time_s: float
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStopped:
+    time_s: float
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianFinished:
+    time_s: float
+    request_id: str
+    verdict: str  # "pass" | "block" | "error"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerWake:
+    """The wake-up a batching policy asked for (see `BatchPlan.wake_after_s`)."""
+
+    time_s: float
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    time_s: float
+
+
+# --- outbound: core -> observers (cp_on_event) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinished:
+    """A request reached its final state (completed, rejected or failed)."""
+
+    time_s: float
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStarted:
+    time_s: float
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSample:
+    time_s: float
+    name: str
+    value: float
+    labels: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerChanged:
+    """A worker's lifecycle step: starting, ready, draining, failed, stopped."""
+
+    time_s: float
+    worker_id: str
+    kind: str
+    detail: dict[str, Any] | None = None

@@ -1,0 +1,387 @@
+"""Iteration-level (continuous) batching over a transformers causal LM.
+
+The engine does not schedule: the caller - the worker, driven by the control plane's scheduling
+plugins - decides each iteration which waiting requests to prefill and which running ones to
+decode, and calls ``step()`` once per iteration. The engine runs that iteration as batched as it
+can (one padded prefill forward, one decode forward over a shared padded KV cache) and reports
+tokens, streamed text and the iteration's measured shape and duration for profiling.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from controlplane.live.kv_batch import BatchKV
+from controlplane.live.model_source import LoadedModel, WorkerModelSettings, load_model
+from controlplane.live.sampling import SamplingParams, StopCondition, sample_next
+from controlplane.live.streaming import OutputStream
+
+__all__ = [
+    "CausalLMBackend",
+    "GenerationOutput",
+    "RequestOutput",
+    "SamplingParams",
+    "StepResult",
+    "StopCondition",
+]
+
+PROFILE_KEYS = (
+    "num_prefill_tokens",
+    "num_prefill_seqs",
+    "num_decode_seqs",
+    "sum_decode_context",
+    "sum_prefill_context",
+    "iteration_s",
+)
+
+
+@dataclass
+class RequestOutput:
+    """What one request produced in one iteration."""
+
+    request_id: str
+    token_id: int
+    text_delta: str
+    finished: bool
+    finish_reason: str | None  # "stop" | "length" | "eos" once finished
+    num_generated: int
+
+
+@dataclass
+class StepResult:
+    """One iteration: per-request outputs plus the shape and measured time the profiler needs."""
+
+    outputs: list[RequestOutput]
+    duration_s: float
+    num_prefill_tokens: int = 0  # real prompt tokens prefilled
+    num_prefill_seqs: int = 0
+    num_decode_seqs: int = 0
+    sum_decode_context: int = 0  # sum over decoded seqs of the KV length each attended to
+    sum_prefill_context: int = 0  # sum over prefilled seqs of their context after prefill
+    padded_prefill_tokens: int = 0  # prefill tokens computed including left padding
+    decode_kv_columns: int = 0  # padded KV length of the decode forward
+    by_id: dict[str, RequestOutput] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_id = {o.request_id: o for o in self.outputs}
+
+    def profile_row(self) -> dict[str, float | int]:
+        """The row format of ``sim/latency/measured.py`` profiles."""
+        return {
+            "num_prefill_tokens": self.num_prefill_tokens,
+            "num_prefill_seqs": self.num_prefill_seqs,
+            "num_decode_seqs": self.num_decode_seqs,
+            "sum_decode_context": self.sum_decode_context,
+            "sum_prefill_context": self.sum_prefill_context,
+            "iteration_s": self.duration_s,
+        }
+
+
+@dataclass
+class GenerationOutput:
+    """A whole request's result (the one-at-a-time path)."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    num_steps: int
+    duration_s: float
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    generator: torch.Generator | None
+    stream: OutputStream
+    context_len: int = 0  # tokens of this request held in the KV cache
+    next_input: int | None = None  # last sampled token, fed to the next decode
+
+
+class CausalLMBackend:
+    """Continuous-batching engine: one iteration per ``step()`` call, state kept between calls."""
+
+    def __init__(self, loaded: LoadedModel, *, max_batch_size: int | None = None, max_seq_len: int | None = None):
+        self.loaded = loaded
+        self.model = loaded.model
+        base = loaded.base_model if loaded.base_model is not None else loaded.model
+        self.config = loaded.config if loaded.config is not None else base.config
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.max_batch_size = max_batch_size
+        limit = getattr(self.config, "max_position_embeddings", None) or max_seq_len or 2048
+        self.max_seq_len = min(max_seq_len, limit) if max_seq_len else limit
+        self.vocab_size = int(self.config.vocab_size)
+        self.eos_token_ids = _default_eos(self.config, self.tokenizer)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        self.pad_token_id = int(pad) if pad is not None else 0
+        self._forward_kwargs = _forward_kwarg_names(base)
+        self._num_layers = int(self.config.get_text_config().num_hidden_layers)
+        self._waiting: dict[str, _Request] = {}
+        self._running: dict[str, _Request] = {}
+        self._rows: list[str] = []  # request id of each KV row
+        self._kv = BatchKV(self._num_layers, self.device, loaded.dtype)
+        self._anon = itertools.count()
+
+    @classmethod
+    def from_settings(cls, settings: WorkerModelSettings, **kwargs) -> CausalLMBackend:
+        return cls(load_model(settings), max_seq_len=settings.max_seq_len, **kwargs)
+
+    # -- introspection -------------------------------------------------------------------------
+    @property
+    def num_running(self) -> int:
+        """Requests prefilled and holding KV (decodable)."""
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def kv_tokens_in_use(self) -> int:
+        """Real tokens held in the KV cache (padding excluded)."""
+        return sum(r.context_len for r in self._running.values())
+
+    @property
+    def kv_bytes_allocated(self) -> int:
+        """Bytes of the padded KV buffers, including padding and growth headroom."""
+        return self._kv.nbytes()
+
+    def running_ids(self) -> list[str]:
+        return list(self._rows)
+
+    def waiting_ids(self) -> list[str]:
+        return list(self._waiting)
+
+    def has_request(self, request_id: str) -> bool:
+        return request_id in self._waiting or request_id in self._running
+
+    # -- request lifecycle ---------------------------------------------------------------------
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        stop: StopCondition | None = None,
+        sampling: SamplingParams | None = None,
+    ) -> None:
+        """Queue a request; it is prefilled by the first ``step()`` that lists it in ``prefill_ids``."""
+        if self.has_request(request_id):
+            raise ValueError(f"request {request_id!r} already exists")
+        prompt = [int(t) for t in prompt_token_ids]
+        if not prompt:
+            raise ValueError("prompt_token_ids must not be empty")
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids out of vocabulary range [0, {self.vocab_size}): {bad[:5]}")
+        if len(prompt) >= self.max_seq_len:
+            raise ValueError(f"prompt has {len(prompt)} tokens; max_seq_len {self.max_seq_len} leaves no room to generate")
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        stop = stop or StopCondition()
+        sampling = sampling or SamplingParams()
+        budget = min(max_new_tokens, stop.max_new_tokens or max_new_tokens, self.max_seq_len - len(prompt))
+        eos = self.eos_token_ids if stop.eos_token_ids is None else stop.eos_token_ids
+        self._waiting[request_id] = _Request(
+            request_id=request_id,
+            prompt_ids=prompt,
+            sampling=sampling,
+            generator=sampling.make_generator(self.device),
+            stream=OutputStream(self.tokenizer, prompt, stop, eos, budget),
+        )
+
+    @torch.inference_mode()
+    def remove(self, request_id: str) -> bool:
+        """Drop a request (abort / preempt) and free its KV; False if it is not known."""
+        if self._waiting.pop(request_id, None) is not None:
+            return True
+        if self._running.pop(request_id, None) is None:
+            return False
+        self._compact()
+        return True
+
+    # -- the iteration -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self, prefill_ids: Sequence[str] = (), decode_ids: Sequence[str] = ()) -> StepResult:
+        """Run one iteration: prefill ``prefill_ids`` (first token each), decode one token for ``decode_ids``.
+
+        Finished requests leave the engine at the end of the step; their last output says why.
+        """
+        start = time.perf_counter()
+        prefill = self._take(prefill_ids, self._waiting, "waiting")
+        decode = self._take(decode_ids, self._running, "running")
+        if set(prefill_ids) & set(decode_ids):
+            raise ValueError("a request cannot be prefilled and decoded in the same step")
+        if self.max_batch_size is not None and len(self._running) + len(prefill) > self.max_batch_size:
+            raise ValueError(f"batch would exceed max_batch_size={self.max_batch_size}")
+        result = StepResult(outputs=[], duration_s=0.0)
+        outputs: list[RequestOutput] = []
+        if decode:
+            outputs += self._decode(decode, result)
+        new_kv = None
+        if prefill:
+            new_kv, prefill_out = self._prefill(prefill, result)
+            outputs += prefill_out
+        self._retire_finished(new_kv, prefill)
+        result.outputs = outputs
+        result.by_id = {o.request_id: o for o in outputs}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        result.duration_s = time.perf_counter() - start
+        return result
+
+    def generate_one(
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        *,
+        stop: StopCondition | None = None,
+        sampling: SamplingParams | None = None,
+    ) -> GenerationOutput:
+        """Run one request alone to completion through the same engine (the sequential baseline)."""
+        rid = f"__generate_one_{next(self._anon)}"
+        self.add_request(rid, prompt_ids, max_new_tokens=max_new_tokens, stop=stop, sampling=sampling)
+        start = time.perf_counter()
+        steps, tokens, text, reason = 0, [], [], None
+        prefill, decode = [rid], []
+        while reason is None:
+            out = self.step(prefill, decode).by_id[rid]
+            steps += 1
+            tokens.append(out.token_id)
+            text.append(out.text_delta)
+            reason = out.finish_reason
+            prefill, decode = [], [rid]
+        return GenerationOutput(tokens, "".join(text), reason, steps, time.perf_counter() - start)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _take(self, ids: Sequence[str], pool: dict[str, _Request], state: str) -> list[_Request]:
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate request ids in one step")
+        missing = [i for i in ids if i not in pool]
+        if missing:
+            raise KeyError(f"not {state}: {missing}")
+        return [pool[i] for i in ids]
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache):
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            self._forward_kwargs["cache"]: cache,
+            "use_cache": True,
+        }
+        if self._forward_kwargs.get("logits_to_keep"):
+            kwargs[self._forward_kwargs["logits_to_keep"]] = 1
+        out = self.model(**kwargs)
+        return out.logits[:, -1, :]
+
+    def _decode(self, reqs: list[_Request], result: StepResult) -> list[RequestOutput]:
+        row_of = {rid: i for i, rid in enumerate(self._rows)}
+        wanted = {r.request_id for r in reqs}
+        if len(wanted) == len(self._rows):
+            rows, ordered = None, [self._running[rid] for rid in self._rows]  # fast path: the whole batch
+        else:
+            rows = sorted(row_of[r.request_id] for r in reqs)
+            ordered = [self._running[self._rows[i]] for i in rows]
+        dev = self.device
+        input_ids = torch.tensor([[r.next_input] for r in ordered], dtype=torch.long, device=dev)
+        positions = torch.tensor([[r.context_len] for r in ordered], dtype=torch.long, device=dev)
+        mask = self._kv.attention_mask(rows, 1)
+        cache = self._kv.forward_cache(rows, 1)
+        try:
+            logits = self._forward(input_ids, mask, positions, cache)
+        except BaseException:
+            self._kv.abort()
+            raise
+        self._kv.commit()
+        result.num_decode_seqs = len(ordered)
+        result.decode_kv_columns = self._kv.length
+        outputs = []
+        tokens = sample_next(logits.float(), [r.sampling for r in ordered], [r.generator for r in ordered])
+        for req, token in zip(ordered, tokens):
+            req.context_len += 1
+            result.sum_decode_context += req.context_len
+            outputs.append(self._emit(req, token))
+        return outputs
+
+    def _prefill(self, reqs: list[_Request], result: StepResult) -> tuple[BatchKV, list[RequestOutput]]:
+        lengths = [len(r.prompt_ids) for r in reqs]
+        width = max(lengths)
+        ids = torch.full((len(reqs), width), self.pad_token_id, dtype=torch.long)
+        real = torch.zeros((len(reqs), width), dtype=torch.long)
+        for i, r in enumerate(reqs):  # left padding: every prompt ends in the last column
+            ids[i, width - lengths[i] :] = torch.tensor(r.prompt_ids)
+            real[i, width - lengths[i] :] = 1
+        ids, real = ids.to(self.device), real.to(self.device)
+        positions = torch.arange(width).expand(len(reqs), width)
+        kv = BatchKV(self._num_layers, self.device, self.loaded.dtype)
+        kv.reset_rows(len(reqs))
+        cache = kv.forward_cache(None, width)
+        logits = self._forward(ids, real, positions, cache)
+        kv.commit(real)
+        result.num_prefill_seqs = len(reqs)
+        result.num_prefill_tokens = sum(lengths)
+        result.sum_prefill_context = sum(lengths)
+        result.padded_prefill_tokens = len(reqs) * width
+        tokens = sample_next(logits.float(), [r.sampling for r in reqs], [r.generator for r in reqs])
+        outputs = []
+        for req, token in zip(reqs, tokens):
+            req.context_len = len(req.prompt_ids)
+            del self._waiting[req.request_id]
+            self._running[req.request_id] = req
+            outputs.append(self._emit(req, token))
+        return kv, outputs
+
+    def _emit(self, req: _Request, token: int) -> RequestOutput:
+        delta = req.stream.append(token)
+        req.next_input = token
+        return RequestOutput(
+            request_id=req.request_id,
+            token_id=token,
+            text_delta=delta,
+            finished=req.stream.finished,
+            finish_reason=req.stream.finish_reason,
+            num_generated=len(req.stream.token_ids),
+        )
+
+    def _retire_finished(self, new_kv: BatchKV | None, prefilled: list[_Request]) -> None:
+        """Drop finished requests and merge this step's prefilled survivors into the batch."""
+        for rid in [rid for rid, r in self._running.items() if r.stream.finished]:
+            del self._running[rid]
+        self._compact()
+        if new_kv is not None:
+            keep = [i for i, r in enumerate(prefilled) if not r.stream.finished]
+            new_kv.keep(keep)
+            self._kv.extend(new_kv)
+            self._rows += [prefilled[i].request_id for i in keep]
+
+    def _compact(self) -> None:
+        alive = [i for i, rid in enumerate(self._rows) if rid in self._running]
+        if len(alive) != len(self._rows):
+            self._kv.keep(alive)
+            self._rows = [self._rows[i] for i in alive]
+
+
+def _forward_kwarg_names(model: torch.nn.Module) -> dict[str, str | None]:
+    """Keyword names of the cache / logits-slicing arguments, which differ across transformers versions."""
+    params = inspect.signature(model.forward).parameters
+    cache = "cache" if "cache" in params else "past_key_values"
+    keep = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in params), None)
+    return {"cache": cache, "logits_to_keep": keep}
+
+
+def _default_eos(config, tokenizer) -> tuple[int, ...]:
+    ids: list[int] = []
+    for source in (getattr(config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if source is None:
+            continue
+        ids += list(source) if isinstance(source, (list, tuple)) else [source]
+    return tuple(dict.fromkeys(int(i) for i in ids))

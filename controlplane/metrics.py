@@ -1,0 +1,115 @@
+"""Per-run statistics: request outcomes collected as they finish, summarised at the end."""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from controlplane.config import SLOConfig
+from controlplane.types import Request, RequestStatus
+
+PERCENTILES = (50, 90, 99)
+LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue")
+
+
+def request_latencies(r: Request) -> tuple[float | None, float | None, float | None, float | None]:
+    """(ttft, tpot, e2e, queue) of a request in seconds; None where undefined."""
+    if r.first_token_s is None or r.finish_s is None:
+        return None, None, None, None
+    ttft = r.first_token_s - r.arrival_s
+    e2e = r.finish_s - r.arrival_s
+    tpot = (r.finish_s - r.first_token_s) / (r.output_tokens - 1) if r.output_tokens > 1 else 0.0
+    queue = (r.scheduled_s if r.scheduled_s is not None else r.first_token_s) - r.arrival_s
+    return ttft, tpot, e2e, queue
+
+
+class RunStats:
+    """Streaming collector: a few floats per finished request, nothing per token."""
+
+    def __init__(self) -> None:
+        self.num_arrived = 0
+        self.status_counts: Counter[str] = Counter()
+        self.reject_reasons: Counter[str] = Counter()
+        self.cache_hits: Counter[str] = Counter()
+        self.values = {m: array("d") for m in LATENCY_METRICS}
+        self.slo_ok = array("b")
+        self.prompt_tokens = 0
+        self.output_tokens = 0
+        self.num_preemptions = 0
+        self.num_scale_events = 0
+        self.num_plugin_errors = 0
+        self.gpu_seconds = 0.0
+        self.first_arrival_s: float | None = None
+        self.last_finish_s = 0.0
+
+    def on_arrival(self, r: Request) -> None:
+        self.num_arrived += 1
+        if self.first_arrival_s is None:
+            self.first_arrival_s = r.arrival_s
+
+    def on_finished(self, r: Request, slo: SLOConfig) -> None:
+        self.status_counts[r.status.value] += 1
+        if r.status is RequestStatus.REJECTED or r.status is RequestStatus.FAILED:
+            self.reject_reasons[(r.reason or "unknown").split(":")[0]] += 1
+            return
+        if r.status is not RequestStatus.COMPLETED:
+            return
+        if r.cache_hit:
+            self.cache_hits[r.cache_hit] += 1
+        self.num_preemptions += r.num_preemptions
+        self.prompt_tokens += r.prompt_tokens
+        self.output_tokens += r.output_tokens
+        ttft, tpot, e2e, queue = request_latencies(r)
+        v = self.values
+        v["ttft"].append(ttft)
+        v["tpot"].append(tpot)
+        v["e2e"].append(e2e)
+        v["queue"].append(queue)
+        ok = ttft <= slo.ttft_s and tpot <= slo.tpot_s and (slo.e2e_s is None or e2e <= slo.e2e_s)
+        self.slo_ok.append(1 if ok else 0)
+        if r.finish_s is not None and r.finish_s > self.last_finish_s:
+            self.last_finish_s = r.finish_s
+
+    def summary(self, end_s: float) -> dict[str, Any]:
+        """The run's headline numbers; every value is deterministic for a seed (no wall time)."""
+        completed = self.status_counts["completed"]
+        out: dict[str, Any] = {
+            "num_requests": self.num_arrived,
+            "num_completed": completed,
+            "num_rejected": self.status_counts["rejected"],
+            "num_failed": self.status_counts["failed"],
+            "num_in_flight": self.status_counts["in_flight"],
+        }
+        for m in LATENCY_METRICS:
+            arr = np.frombuffer(self.values[m], dtype=np.float64) if len(self.values[m]) else None
+            for p in PERCENTILES:
+                out[f"{m}_p{p}_s"] = _round(float(np.percentile(arr, p))) if arr is not None else None
+            out[f"{m}_mean_s"] = _round(float(arr.mean())) if arr is not None else None
+        start = self.first_arrival_s or 0.0
+        span = max(self.last_finish_s, end_s) - start
+        out["sim_span_s"] = _round(span)
+        out["throughput_rps"] = _round(completed / span) if span > 0 else None
+        out["output_tokens_per_s"] = _round(self.output_tokens / span) if span > 0 else None
+        slo = np.frombuffer(self.slo_ok, dtype=np.int8) if len(self.slo_ok) else None
+        attained = int(slo.sum()) if slo is not None else 0
+        out["slo_attainment"] = _round(attained / self.num_arrived) if self.num_arrived else None
+        out["goodput_rps"] = _round(attained / span) if span > 0 else None
+        out["gpu_seconds"] = _round(self.gpu_seconds)
+        hits = sum(self.cache_hits.values())
+        out["cache_hits"] = hits
+        out["cache_hit_rate"] = _round(hits / self.num_arrived) if self.num_arrived else None
+        out["num_preemptions"] = self.num_preemptions
+        out["num_scale_events"] = self.num_scale_events
+        out["num_plugin_errors"] = self.num_plugin_errors
+        out["reject_reasons"] = dict(sorted(self.reject_reasons.items()))
+        out["prompt_tokens"] = self.prompt_tokens
+        out["output_tokens"] = self.output_tokens
+        return out
+
+
+def _round(x: float) -> float:
+    """Round to 9 significant digits so summaries compare equal across platforms' last bits."""
+    return float(f"{x:.9g}")

@@ -1,0 +1,267 @@
+"""Build a run's plugin manager: discover entry points, select, configure, isolate failures.
+
+Built-in policies are found through the ``controlplane`` entry-point group exactly like
+third-party plugins. Nothing is loaded at import time: every run builds its own manager.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+from pydantic import ValidationError
+
+from controlplane import hookspecs
+from controlplane.errors import ConfigError, PluginError
+from controlplane.plugin import Plugin
+
+ENTRY_POINT_GROUP = "controlplane"
+ALLOW_ENV = "CONTROLPLANE_PLUGINS"  # comma-separated allow-list of plugin names
+TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to stderr
+MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    target: Any  # a Plugin subclass or a module of hook implementations
+    dist: str | None
+    version: str | None
+    entry_point: str | None
+
+    @property
+    def hooks(self) -> list[str]:
+        return sorted(n for n in dir(self.target) if n.startswith("cp_"))
+
+    @property
+    def doc(self) -> str:
+        return ((self.target.__doc__ or "").strip().splitlines() or [""])[0]
+
+
+def discover_plugins() -> dict[str, PluginInfo]:
+    """Every plugin installed under the entry-point group, by name (loaded, not instantiated)."""
+    found: dict[str, PluginInfo] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = ep.load()
+        except Exception as exc:  # a broken third-party install must not hide the others
+            raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        name = getattr(target, "name", None) if isinstance(target, type) else ep.name
+        name = name or ep.name
+        if name in found:
+            raise PluginError(
+                f"two installed plugins are named {name!r}: {found[name].entry_point} and {ep.value}"
+            )
+        dist = ep.dist.name if ep.dist else None
+        version = ep.dist.version if ep.dist else None
+        found[name] = PluginInfo(name, target, dist, version, ep.value)
+    return found
+
+
+@dataclass
+class PluginErrorRecord:
+    plugin: str
+    hook: str
+    error: str
+
+
+@dataclass
+class HookMonitor:
+    """Remembers which plugin answered the last policy call and which plugins raised."""
+
+    last_plugin: str | None = None
+    errors: list[PluginErrorRecord] = field(default_factory=list)
+    error_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def take_errors(self) -> list[PluginErrorRecord]:
+        errors, self.errors = self.errors, []
+        return errors
+
+
+def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any:
+    """Wrap one hook implementation so an exception is recorded and the next one decides."""
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            key = (plugin_name, hook)
+            n = monitor.error_counts.get(key, 0) + 1
+            monitor.error_counts[key] = n
+            if n <= MAX_RECORDED_ERRORS:
+                monitor.errors.append(PluginErrorRecord(plugin_name, hook, f"{type(exc).__name__}: {exc}"))
+            return None
+        if result is not None:
+            monitor.last_plugin = plugin_name
+        return result
+
+    return call
+
+
+def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> object:
+    proxy = types.SimpleNamespace()
+    marker = f"{hookspecs.PROJECT_NAME}_impl"
+    for attr in dir(plugin):
+        if not attr.startswith("cp_"):
+            continue
+        fn = getattr(plugin, attr)
+        opts = getattr(fn, marker, None)
+        if opts is None:
+            continue
+        if opts.get("wrapper") or opts.get("hookwrapper"):
+            wrapped = fn  # wrappers see exceptions themselves
+        else:
+            wrapped = _isolated(fn, plugin_name, attr, monitor)
+            setattr(wrapped, marker, opts)
+        setattr(proxy, attr, wrapped)
+    return proxy
+
+
+@dataclass
+class LoadedPlugin:
+    info: PluginInfo
+    instance: object
+
+
+@dataclass
+class PluginSet:
+    """The run's plugin manager and what was loaded into it."""
+
+    pm: pluggy.PluginManager
+    hook: Any
+    monitor: HookMonitor
+    loaded: list[LoadedPlugin]
+
+    def versions(self) -> list[dict[str, str | None]]:
+        return [{"name": p.info.name, "dist": p.info.dist, "version": p.info.version} for p in self.loaded]
+
+    def get(self, name: str) -> object | None:
+        for p in self.loaded:
+            if p.info.name == name:
+                return p.instance
+        return None
+
+
+def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None) -> object:
+    """Validate a plugin's settings and create its per-run instance."""
+    target = info.target
+    if isinstance(target, type) and issubclass(target, Plugin):
+        try:
+            settings = target.Settings(**(raw_settings or {}))
+        except ValidationError as exc:
+            lines = [
+                f"plugins.settings.{info.name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                for err in exc.errors()
+            ]
+            raise ConfigError("invalid plugin settings:\n  " + "\n  ".join(lines)) from None
+        return target(settings)
+    if raw_settings:
+        raise ConfigError(f"plugins.settings.{info.name}: this plugin takes no settings")
+    return target() if isinstance(target, type) else target
+
+
+def build_plugin_set(
+    enabled: Sequence[str],
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    extra: Iterable[object] = (),
+    available: Mapping[str, PluginInfo] | None = None,
+) -> PluginSet:
+    """Create a plugin manager with the ``enabled`` plugins, first listed = first asked.
+
+    ``extra`` objects (the run's recorder, progress bar, test plugins) are registered too, after
+    the named plugins, so they are asked first.
+    """
+    settings = dict(settings or {})
+    available = dict(available if available is not None else discover_plugins())
+    allow = os.environ.get(ALLOW_ENV)
+    if allow:
+        allowed = {n.strip() for n in allow.split(",") if n.strip()}
+        enabled = [n for n in enabled if n in allowed]
+    unknown = [n for n in enabled if n not in available]
+    if unknown:
+        raise ConfigError(
+            f"plugins.enabled: unknown plugin(s) {', '.join(map(repr, unknown))}; "
+            f"installed: {', '.join(sorted(available)) or 'none'}"
+        )
+    if len(set(enabled)) != len(enabled):
+        raise ConfigError("plugins.enabled: a plugin is listed twice")
+    stray = [n for n in settings if n not in enabled]
+    if stray:
+        raise ConfigError(
+            f"plugins.settings: settings given for plugin(s) not enabled: {', '.join(map(repr, stray))}"
+        )
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    monitor = HookMonitor()
+    loaded: list[LoadedPlugin] = []
+    for name in reversed(list(enabled)):  # pluggy asks the last registered first
+        info = available[name]
+        instance = instantiate(info, settings.get(name))
+        pm.register(_isolating_proxy(instance, name, monitor), name=name)
+        loaded.append(LoadedPlugin(info, instance))
+    loaded.reverse()
+    for i, obj in enumerate(extra):
+        name = getattr(obj, "name", None) or f"extra-{i}"
+        pm.register(_isolating_proxy(obj, name, monitor), name=name)
+        loaded.append(LoadedPlugin(PluginInfo(name, type(obj), None, None, None), obj))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements a hook that does not exist: {exc}") from None
+    if os.environ.get(TRACE_ENV):
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
+        pm.enable_tracing()
+    return PluginSet(pm=pm, hook=pm.hook, monitor=monitor, loaded=loaded)
+
+
+class _FirstResult:
+    """Call implementations in pluggy's order and return the first non-None result."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: list[tuple[Any, tuple[str, ...]]]) -> None:
+        self.calls = calls
+
+    def __call__(self, **kwargs: Any) -> Any:
+        for fn, names in self.calls:
+            result = fn(*[kwargs[n] for n in names])
+            if result is not None:
+                return result
+        return None
+
+
+class _Broadcast:
+    """Call every implementation in pluggy's order; results are dropped."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: list[tuple[Any, tuple[str, ...]]]) -> None:
+        self.calls = calls
+
+    def __call__(self, **kwargs: Any) -> None:
+        for fn, names in self.calls:
+            fn(*[kwargs[n] for n in names])
+
+
+def fast_caller(caller: Any) -> Any:
+    """A cheaper equivalent of a pluggy hook caller for the simulator's hot path.
+
+    The plugin set is fixed for a run, so the implementation list can be resolved once. Hooks
+    with wrappers keep pluggy's own caller (wrappers need its machinery).
+    """
+    impls = caller.get_hookimpls()
+    if any(i.wrapper or i.hookwrapper for i in impls):
+        return caller
+    calls = [(i.function, tuple(i.argnames)) for i in reversed(impls)]
+    firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
+    return _FirstResult(calls) if firstresult else _Broadcast(calls)

@@ -1,0 +1,123 @@
+"""One run's wiring, shared by the simulator and the daemon: plugins, core, clock, recorder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from controlplane.config import FALLBACK_PLUGINS, RunConfig
+from controlplane.context import Clock, RunInfo
+from controlplane.core import ControlPlane
+from controlplane.errors import ConfigError
+from controlplane.plugin_manager import PluginInfo, PluginSet, build_plugin_set, discover_plugins, instantiate
+from controlplane.recording import SqlRecorder
+
+
+def _fallbacks(available: Mapping[str, PluginInfo]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for hook, name in FALLBACK_PLUGINS.items():
+        info = available.get(name)
+        if info is not None:
+            out[hook] = instantiate(info, None)
+    return out
+
+
+def latency_factories(plugins: PluginSet) -> dict[str, Any]:
+    """Latency-model factories every plugin registered, by name (duplicates are errors)."""
+    found: dict[str, Any] = {}
+
+    def register(name: str, factory: Any) -> None:
+        if name in found:
+            raise ConfigError(f"two plugins register a latency model named {name!r}")
+        found[name] = factory
+
+    plugins.hook.cp_register_latency_models(register=register)
+    return found
+
+
+class RunSession:
+    """Builds and owns one run. Use as a context manager; `close` records the outcome."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        mode: str,
+        trace: str | None = None,
+        trace_format: str | None = None,
+        record: bool = True,
+        extra_plugins: Iterable[object] = (),
+        available: Mapping[str, PluginInfo] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.mode = mode
+        self.clock = clock or Clock()
+        available = dict(available if available is not None else discover_plugins())
+        self.engine = None
+        self.recorder = None
+        run_id = None
+        extra = list(extra_plugins)
+        if record:
+            from controlplane.storage import RunRecorder, ensure_schema, make_engine
+
+            self.engine = make_engine(config.storage.url)
+            ensure_schema(self.engine)
+            self.recorder = RunRecorder(self.engine, batch_size=config.storage.batch_size)
+            extra.insert(0, SqlRecorder(self.recorder))
+        self.plugins = build_plugin_set(
+            config.plugins.enabled, config.plugins.settings, extra=extra, available=available
+        )
+        if self.recorder is not None:
+            run_id = self.recorder.start_run(
+                name=config.name,
+                mode=mode,
+                trace=trace,
+                trace_format=trace_format,
+                seed=config.seed,
+                config=config.model_dump(mode="json"),
+                plugins=self.plugins.versions(),
+                started_at=datetime.now(timezone.utc),
+            )
+        self.run = RunInfo(run_id=run_id, mode=mode, seed=config.seed, name=config.name, trace=trace)
+        self.core = ControlPlane(
+            config=config, plugins=self.plugins, clock=self.clock, run=self.run, fallbacks=_fallbacks(available)
+        )
+        self._wall_start = time.perf_counter()
+        self._closed = False
+
+    @property
+    def run_id(self) -> int | None:
+        return self.run.run_id
+
+    def close(self, summary: dict[str, Any] | None, *, status: str = "finished") -> dict[str, Any] | None:
+        """Flush everything and mark the run finished (or failed); adds run_id and wall_s."""
+        if self._closed:
+            return summary
+        self._closed = True
+        wall_s = time.perf_counter() - self._wall_start
+        if summary is not None:
+            summary = {"run_id": self.run_id, **summary, "wall_s": round(wall_s, 3)}
+        if self.recorder is not None:
+            try:
+                self.recorder.finish_run(
+                    self.run_id,
+                    status=status,
+                    summary=summary,
+                    finished_at=datetime.now(timezone.utc),
+                    wall_s=wall_s,
+                    sim_end_s=self.clock.now_s,
+                )
+            finally:
+                self.recorder.close()
+        return summary
+
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and not self._closed:
+            status = "interrupted" if exc_type is KeyboardInterrupt else "failed"
+            self.close({"error": f"{exc_type.__name__}: {exc}"}, status=status)

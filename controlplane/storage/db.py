@@ -1,0 +1,191 @@
+"""Engines and schema migrations.
+
+Nothing here runs at import time: callers create an engine for the URL they
+were given (CLI flag, settings, test fixture) and pass it around explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from controlplane.storage import jsoncodec
+from controlplane.storage.errors import StorageError
+
+DEFAULT_URL: Final = "sqlite:///controlplane.db"
+ALEMBIC_DIR: Final = Path(__file__).resolve().parents[2] / "alembic"
+
+_PG_MIGRATION_LOCK: Final = 0x636F6E74726F6C  # any constant shared by all controlplane processes
+_SQLITE_BEGIN_OPTION: Final = "controlplane_sqlite_begin"
+
+
+def _mask_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def describe_url(engine: Engine) -> str:
+    """The engine's URL with any password hidden, for error messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _parse_url(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"malformed database URL {_mask_password(str(url))!r}: {exc}; "
+            "expected e.g. 'sqlite:///path/to/runs.db' or "
+            "'postgresql+psycopg://user@host:5432/dbname'"
+        ) from exc
+    return parsed
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    """WAL + synchronous=NORMAL for fast durable-enough bulk writes, and real transactions.
+
+    pysqlite on Python < 3.12 silently runs DDL outside any transaction and
+    starts transactions lazily; handing transaction control to SQLAlchemy
+    (SQLAlchemy's documented recipe) makes migrations atomic and lets
+    :func:`upgrade` take the write lock up front with ``BEGIN IMMEDIATE``.
+    Foreign keys are switched on so ON DELETE CASCADE works as on PostgreSQL.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql(connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "BEGIN"))
+
+
+def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
+    """Create an engine for ``url`` (default ``sqlite:///controlplane.db`` in the cwd).
+
+    For SQLite files the parent directory is created. For server databases
+    connections are pinged on checkout, so a long-running daemon survives a
+    database restart without a failed write. ``engine_kwargs`` go to
+    :func:`sqlalchemy.create_engine` and override these defaults.
+
+    Raises ``ValueError`` naming the URL when it is malformed or names an
+    unknown driver.
+    """
+    parsed = _parse_url(url if url is not None else DEFAULT_URL)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    kwargs: dict[str, Any] = {"json_serializer": jsoncodec.dumps}
+    if not is_sqlite:
+        kwargs["pool_pre_ping"] = True
+    kwargs.update(engine_kwargs)
+    if is_sqlite and (path := _sqlite_file(parsed)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except NoSuchModuleError as exc:
+        raise ValueError(
+            f"unknown database driver in URL {parsed.render_as_string(hide_password=True)!r}: {exc}"
+        ) from exc
+    if is_sqlite:
+        _install_sqlite_hooks(engine)
+    return engine
+
+
+def sqlite_path(engine: Engine) -> Path | None:
+    """The database file behind a SQLite engine, or None (server DB, in-memory)."""
+    if engine.url.get_backend_name() != "sqlite":
+        return None
+    return _sqlite_file(engine.url)
+
+
+def _alembic_config() -> Config:
+    if not (ALEMBIC_DIR / "env.py").is_file():
+        raise StorageError(
+            f"Alembic migrations not found at {ALEMBIC_DIR}; "
+            "controlplane must be installed from a source checkout (pip install -e)"
+        )
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    return config
+
+
+def head_revisions() -> set[str]:
+    """The revision(s) the code expects the database to be at."""
+    return set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+
+
+def _known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(_alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    """The revision(s) recorded in the database's ``alembic_version`` table (empty if none)."""
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` in one transaction.
+
+    Concurrent callers (several simulator processes starting against one
+    database) are serialised with a PostgreSQL advisory lock or SQLite's
+    write lock, so the second one finds the schema already upgraded.
+    """
+    owns_engine = not isinstance(engine_or_url, Engine)
+    engine = make_engine(engine_or_url) if owns_engine else engine_or_url
+    config = _alembic_config()
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                connection.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+            with connection.begin():
+                if engine.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+    finally:
+        if owns_engine:
+            engine.dispose()
+
+
+def ensure_schema(engine: Engine) -> bool:
+    """Upgrade the database to head unless it is already there; return whether it upgraded.
+
+    The check reads only ``alembic_version``, so calling this at every start
+    is cheap. A database migrated by newer code is refused rather than
+    silently written with an older schema's assumptions.
+    """
+    heads = head_revisions()
+    current = current_revisions(engine)
+    if current == heads:
+        return False
+    unknown = current - _known_revisions()
+    if unknown:
+        raise StorageError(
+            f"database {describe_url(engine)} is at revision {sorted(unknown)}, "
+            f"unknown to this controlplane (expects {sorted(heads)}); upgrade controlplane"
+        )
+    upgrade(engine)
+    return True

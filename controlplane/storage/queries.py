@@ -1,0 +1,192 @@
+"""Reading recorded runs back: listings, streaming row iterators and exports.
+
+Results are plain dicts (and JSON columns plain dicts/lists), so callers
+(CLI, notebooks, the daemon's API) never hold ORM objects tied to a session.
+Row iterators stream with a server-side cursor where the driver has one, so
+exporting a multi-million-request run does not load it into memory.
+
+Export column order is fixed and part of the interface (downstream scripts
+read CSVs by position as well as by name); see :data:`EXPORT_COLUMNS`.
+Database surrogate keys (``id``, ``run_id``) are not exported.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any, Final, Literal, TextIO
+
+from sqlalchemy import Engine, Table, case, func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from controlplane.storage.db import describe_url
+from controlplane.storage.jsoncodec import dumps
+from controlplane.storage.models import Decision, MetricSample, Request, Run, WorkerEvent
+
+What = Literal["requests", "decisions", "metrics", "worker_events"]
+Format = Literal["csv", "json", "jsonl"]
+
+EXPORT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "requests": (
+        "request_id",
+        "arrival_s",
+        "first_token_s",
+        "finish_s",
+        "status",
+        "reason",
+        "model",
+        "tenant",
+        "worker_id",
+        "scheduled_s",
+        "prompt_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "cache_hit",
+        "num_preemptions",
+        "guardian_verdict",
+        "ttft_s",
+        "tpot_s",
+        "e2e_s",
+        "queue_s",
+    ),
+    "decisions": ("time_s", "plugin", "hook", "subject", "action", "reason", "is_error", "payload"),
+    "metrics": ("time_s", "name", "value", "labels"),
+    "worker_events": ("time_s", "worker_id", "kind", "detail"),
+}
+"""Columns of each export, in output order."""
+
+FORMATS: Final = ("csv", "json", "jsonl")
+
+_TABLES: Final[dict[str, Table]] = {
+    "requests": Request.__table__,
+    "decisions": Decision.__table__,
+    "metrics": MetricSample.__table__,
+    "worker_events": WorkerEvent.__table__,
+}
+_RUN: Final = Run.__table__
+_STREAM_CHUNK: Final = 2000
+
+
+def _order_by(what: str, table: Table) -> list[ColumnElement[Any]]:
+    if what == "requests":
+        return [table.c.arrival_s, table.c.request_id]
+    return [table.c.time_s, table.c.id]
+
+
+def list_runs(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    """The most recent ``limit`` runs, newest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(_RUN).order_by(_RUN.c.id.desc()).limit(limit)).mappings()
+        return [dict(row) for row in rows]
+
+
+def get_run(engine: Engine, run_id: int) -> dict[str, Any]:
+    """One run's row; ``LookupError`` naming the database if there is no such run."""
+    with engine.connect() as conn:
+        row = conn.execute(select(_RUN).where(_RUN.c.id == run_id)).mappings().first()
+    if row is None:
+        raise LookupError(f"run {run_id} not found in {describe_url(engine)}")
+    return dict(row)
+
+
+def _stream(engine: Engine, what: str, run_id: int) -> Iterator[dict[str, Any]]:
+    table = _TABLES[what]
+    columns = EXPORT_COLUMNS[what]
+    stmt = (
+        select(*(table.c[name] for name in columns))
+        .where(table.c.run_id == run_id)
+        .order_by(*_order_by(what, table))
+    )
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=_STREAM_CHUNK).execute(stmt)
+        for row in result.mappings():
+            yield dict(row)
+
+
+def iter_rows(engine: Engine, run_id: int, what: What | str) -> Iterator[dict[str, Any]]:
+    """Stream one run's rows of ``what`` as dicts with the :data:`EXPORT_COLUMNS` keys.
+
+    Requests come ordered by ``(arrival_s, request_id)``, everything else by
+    time and then insertion order. The run and ``what`` are checked now, not
+    at the first ``next()``; the connection is held until the iterator is
+    exhausted or closed.
+    """
+    if what not in _TABLES:
+        raise ValueError(f"unknown row kind {what!r}; expected one of {list(_TABLES)}")
+    get_run(engine, run_id)
+    return _stream(engine, what, run_id)
+
+
+def iter_request_rows(engine: Engine, run_id: int) -> Iterator[dict[str, Any]]:
+    """Stream one run's requests, ordered by ``(arrival_s, request_id)``."""
+    return iter_rows(engine, run_id, "requests")
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return dumps(value)
+    return value
+
+
+def export_rows(engine: Engine, run_id: int, what: What | str, fmt: Format | str, out: TextIO) -> int:
+    """Write one run's rows of ``what`` to ``out``; return how many rows were written.
+
+    ``csv``: a header then one line per row, columns as in
+    :data:`EXPORT_COLUMNS`, empty cells for NULL, JSON columns as JSON text,
+    booleans as ``true``/``false``. ``json``: one array of objects.
+    ``jsonl``: one object per line. NaN/inf become ``null`` in JSON output.
+    Open ``out`` with ``newline=""`` for CSV, as the csv module requires.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {list(FORMATS)}")
+    rows = iter_rows(engine, run_id, what)
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS[what])
+        for row in rows:
+            writer.writerow([_csv_value(v) for v in row.values()])
+            count += 1
+    elif fmt == "jsonl":
+        for row in rows:
+            out.write(dumps(row))
+            out.write("\n")
+            count += 1
+    else:
+        out.write("[")
+        for row in rows:
+            out.write(",\n" if count else "\n")
+            out.write(dumps(row))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def decision_counts(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """How often each plugin took each action at each hook, and how many of those were errors.
+
+    Returns ``{"hook", "plugin", "action", "count", "errors"}`` dicts sorted
+    by hook, plugin, action (``None`` actions first).
+    """
+    get_run(engine, run_id)
+    table = _TABLES["decisions"]
+    stmt = (
+        select(
+            table.c.hook,
+            table.c.plugin,
+            table.c.action,
+            func.count().label("count"),
+            func.sum(case((table.c.is_error, 1), else_=0)).label("errors"),
+        )
+        .where(table.c.run_id == run_id)
+        .group_by(table.c.hook, table.c.plugin, table.c.action)
+    )
+    with engine.connect() as conn:
+        rows = [dict(row) for row in conn.execute(stmt).mappings()]
+    for row in rows:
+        row["errors"] = int(row["errors"] or 0)
+    return sorted(rows, key=lambda r: (r["hook"], r["plugin"], r["action"] is not None, r["action"] or ""))

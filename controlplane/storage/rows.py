@@ -1,0 +1,180 @@
+"""Turning caller dicts into complete, valid, self-contained rows for the bulk writer.
+
+Rows are checked when they are appended, not when they are flushed: a bad
+row found at flush time would fail its whole batch, far from the code that
+produced it. So :meth:`RowSpec.build`
+
+* completes the row to the table's full column set (an executemany needs the
+  same keys in every parameter set) and fills defaults;
+* refuses unknown columns, missing required values and unknown enum values;
+* makes numbers, strings and booleans plain ``int``/``float``/``str``/``bool``
+  (numpy scalars and integer ids from traces are common; drivers reject or
+  mistype them);
+* encodes JSON columns to text right away, which both surfaces
+  unserialisable payloads at the call site and snapshots dicts the caller
+  may go on mutating.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
+
+from controlplane.storage.jsoncodec import dumps
+from controlplane.storage.models import (
+    CACHE_HITS,
+    REQUEST_STATUSES,
+    WORKER_EVENT_KINDS,
+    Decision,
+    MetricSample,
+    Request,
+    WorkerEvent,
+)
+
+Coercion = Callable[[str, Any], Any]
+
+
+def _as_int(column: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{column} = {value!r} must be an integer, not a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{column} = {value!r} must be an integer") from None
+
+
+def _as_float(column: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{column} = {value!r} must be a real number")
+    return float(value)
+
+
+def _as_str(column: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise ValueError(f"{column} = {value!r} must be a string")
+    return str(value)
+
+
+def _as_bool(column: str, value: Any) -> bool:
+    if value in (0, 1):  # also numpy.bool_
+        return bool(value)
+    raise ValueError(f"{column} = {value!r} must be a bool")
+
+
+def _as_json(column: str, value: Any) -> str:
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{column} = {value!r} is not JSON-serialisable: {exc}") from None
+
+
+class _AlwaysCoerce:
+    """Stands in for an exact type no value has, so JSON values are always encoded."""
+
+
+_COERCIONS: Final[tuple[tuple[type, type, Coercion], ...]] = (
+    (Boolean, bool, _as_bool),
+    (Integer, int, _as_int),
+    (Float, float, _as_float),
+    (String, str, _as_str),
+    (JSON, _AlwaysCoerce, _as_json),
+)
+
+
+def _keep(column: str, value: Any) -> Any:
+    return value
+
+
+class RowSpec:
+    """What a caller may and must put in a row of ``table``, and how to complete it.
+
+    :meth:`build` runs once per recorded row, so it copies a prepared template
+    and visits only the keys the caller gave, rather than every column.
+    """
+
+    def __init__(self, table: Table, allowed: Mapping[str, frozenset[str | None]] | None = None) -> None:
+        self.table = table
+        self.name = table.name
+        self.columns: tuple[str, ...] = tuple(c.name for c in table.columns if c.name not in ("id", "run_id"))
+        cols = [table.c[name] for name in self.columns]
+        self.defaults: dict[str, Any] = {
+            c.name: (c.default.arg if c.default is not None and c.default.is_scalar else None) for c in cols
+        }
+        self.required = tuple(c.name for c in cols if not c.nullable and c.default is None)
+        self.allowed = dict(allowed or {})
+        self.json_columns = tuple(c.name for c in cols if isinstance(c.type, JSON))
+        self._template = {**self.defaults, "run_id": None}
+        self._exact: dict[str, type] = {}
+        self._coerce: dict[str, Coercion] = {}
+        for c in cols:
+            exact, coerce = next(((e, f) for t, e, f in _COERCIONS if isinstance(c.type, t)), (object, _keep))
+            self._exact[c.name] = exact
+            self._coerce[c.name] = coerce
+
+    def build(self, row: Mapping[str, Any], run_id: int) -> dict[str, Any]:
+        """Return ``row`` completed, coerced, JSON-encoded and with ``run_id``; ``ValueError`` if invalid."""
+        exact = self._exact
+        if not row.keys() <= exact.keys():
+            unknown = sorted(row.keys() - exact.keys())
+            raise ValueError(f"{self.name} row has unknown column(s) {unknown}; columns are {list(self.columns)}")
+        out = self._template.copy()
+        for column, value in row.items():
+            if value is None:
+                continue
+            if type(value) is not exact[column]:
+                value = self._coerce[column](f"{self.name}.{column}", value)
+            out[column] = value
+        for column in self.required:
+            if out[column] is None:
+                missing = sorted(c for c in self.required if out[c] is None)
+                raise ValueError(f"{self.name} row is missing required column(s) {missing}: {dict(row)!r}")
+        for column, values in self.allowed.items():
+            if out[column] not in values:
+                allowed = sorted(v for v in values if v is not None)
+                raise ValueError(f"{self.name}.{column} = {out[column]!r} is not one of {allowed}")
+        out["run_id"] = run_id
+        return out
+
+    def decoded(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A built row with its JSON columns decoded again, for spill files a person may read."""
+        out = dict(row)
+        for column in self.json_columns:
+            if out[column] is not None:
+                out[column] = json.loads(out[column])
+        return out
+
+
+def derive_latencies(row: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``ttft_s``, ``tpot_s``, ``e2e_s`` and ``queue_s`` from the timestamps, unless given.
+
+    One definition shared by the simulator and the daemon, so their numbers
+    are comparable: TTFT = first token - arrival, E2E = finish - arrival,
+    queue = first scheduled - arrival, TPOT = (finish - first token) /
+    (output tokens - 1), i.e. the mean gap between tokens after the first.
+    """
+    arrival = row["arrival_s"]
+    first = row["first_token_s"]
+    finish = row["finish_s"]
+    if row["ttft_s"] is None and first is not None:
+        row["ttft_s"] = first - arrival
+    if row["e2e_s"] is None and finish is not None:
+        row["e2e_s"] = finish - arrival
+    if row["queue_s"] is None and row["scheduled_s"] is not None:
+        row["queue_s"] = row["scheduled_s"] - arrival
+    if row["tpot_s"] is None and first is not None and finish is not None and row["output_tokens"] > 1:
+        row["tpot_s"] = (finish - first) / (row["output_tokens"] - 1)
+    return row
+
+
+SPECS: Final[dict[str, RowSpec]] = {
+    "request": RowSpec(Request.__table__, {"status": REQUEST_STATUSES, "cache_hit": CACHE_HITS | {None}}),
+    "decision": RowSpec(Decision.__table__),
+    "metric_sample": RowSpec(MetricSample.__table__),
+    "worker_event": RowSpec(WorkerEvent.__table__, {"kind": WORKER_EVENT_KINDS}),
+}
+"""Row specs by table name, in foreign-key-safe write order."""

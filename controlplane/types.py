@@ -1,0 +1,164 @@
+"""Domain types shared by the core, the drivers and every plugin.
+
+The core owns and mutates `Request` and `Worker`; plugins receive them read-only (policies
+return decisions, they never change state themselves). Units are in the names: `_s` is
+seconds of run time (simulated or live), `_tokens` counts tokens.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class RequestStatus(str, Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    IN_FLIGHT = "in_flight"  # still unfinished when the run was cut off
+
+
+class WorkerState(str, Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One inference request and its progress; owned by the core."""
+
+    request_id: str
+    arrival_s: float
+    prompt_tokens: int
+    max_output_tokens: int  # tokens to generate (sim: from the trace; live: the max_tokens asked)
+    model: str | None = None
+    tenant: str | None = None
+    priority: int = 0
+    prompt: str | None = None
+    hash_ids: tuple[int, ...] = ()  # prefix KV block hashes, if the trace has them
+    hash_block_tokens: int | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+    # --- progress, written by the core only ---
+    status: RequestStatus = RequestStatus.WAITING
+    worker_id: str | None = None
+    scheduled_s: float | None = None  # first time it entered a batch
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    num_computed_tokens: int = 0  # tokens prefilled into the KV cache so far
+    output_tokens: int = 0  # tokens generated so far
+    recompute_tokens: int = 0  # generated tokens to prefill again after a preemption
+    cached_tokens: int = 0  # prompt tokens served from a prefix cache
+    cache_hit: str | None = None  # "exact" | "semantic" | "prefix"
+    num_preemptions: int = 0
+    num_retries: int = 0
+    reason: str | None = None  # why it was rejected or failed
+    guardian_verdict: str | None = None
+    output_text: str | None = None  # live mode / cache hits: the response text
+
+    @property
+    def prefill_target_tokens(self) -> int:
+        """Tokens to prefill before decoding: the prompt, plus lost output after a preemption."""
+        return self.prompt_tokens + self.recompute_tokens
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens this request holds in the KV cache now."""
+        return self.num_computed_tokens + self.output_tokens - self.recompute_tokens
+
+    @property
+    def remaining_prefill_tokens(self) -> int:
+        return self.prompt_tokens + self.recompute_tokens - self.num_computed_tokens
+
+    @property
+    def is_decoding(self) -> bool:
+        return self.num_computed_tokens >= self.prompt_tokens + self.recompute_tokens
+
+    @property
+    def remaining_output_tokens(self) -> int:
+        return self.max_output_tokens - self.output_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.FAILED)
+
+
+@dataclass(slots=True, eq=False)
+class Worker:
+    """One model replica (a GPU, a TP group or a CPU process) and its queues."""
+
+    worker_id: str
+    model: str
+    state: WorkerState = WorkerState.STARTING
+    started_s: float = 0.0
+    ready_s: float | None = None
+    # --- limits, set by the memory plan when the worker becomes ready ---
+    max_num_seqs: int = 128
+    max_batch_tokens: int = 4096
+    kv_block_size: int = 16
+    num_kv_blocks: int = 1 << 30
+    # --- queues and load ---
+    waiting: deque[Request] = field(default_factory=deque)
+    running: list[Request] = field(default_factory=list)
+    busy: bool = False  # a batch is executing on it now
+    current_batch_id: int | None = None
+    num_kv_blocks_used: int = 0
+    num_completed: int = 0
+    busy_s: float = 0.0  # accumulated time spent executing batches
+
+    @property
+    def accepts_requests(self) -> bool:
+        return self.state in (WorkerState.READY, WorkerState.STARTING)
+
+    @property
+    def num_free_kv_blocks(self) -> int:
+        return self.num_kv_blocks - self.num_kv_blocks_used
+
+    @property
+    def load(self) -> int:
+        """Requests queued or running on this worker."""
+        return len(self.waiting) + len(self.running)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.kv_block_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a worker executes next: prefill chunks and decode steps for running requests."""
+
+    batch_id: int
+    worker_id: str
+    prefill: tuple[tuple[Request, int], ...]  # (request, prompt tokens to prefill now)
+    decode: tuple[Request, ...]
+    # Decode-only batches may run many iterations while membership is unchanged; the worker
+    # stops early when a request finishes or when the core interrupts it.
+    max_iterations: int = 1
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return sum(n for _, n in self.prefill)
+
+    @property
+    def size(self) -> int:
+        return len(self.prefill) + len(self.decode)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A policy's decision with its reason, as it goes to the event bus and the database."""
+
+    time_s: float
+    hook: str
+    plugin: str
+    action: str
+    subject: str | None = None  # request or worker id
+    reason: str | None = None
+    payload: dict[str, Any] | None = None
+    is_error: bool = False  # a plugin raised; the next implementation or the default decided

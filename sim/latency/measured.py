@@ -1,0 +1,166 @@
+"""A latency model fitted from our own live iteration measurements.
+
+The live worker's ``controlplane profile`` command times real engine iterations and
+calls :func:`write_profile`; the simulator loads the file with
+:meth:`MeasuredProfileModel.from_file`. File format (JSON, see docs/latency-models.md)::
+
+    {"format": "controlplane-profile/1", "model": "...", "device": "...",
+     "precision": "fp16", "compiled": false, "tensor_parallel": 1,
+     "rows": [{"num_prefill_tokens": 512, "num_prefill_seqs": 1, "num_decode_seqs": 8,
+               "sum_decode_context": 4100, "sum_prefill_context": 0,
+               "iteration_s": 0.0421}, ...]}
+
+The fit is a non-negative linear model on physically motivated features (fixed cost,
+prefill tokens, their square for attention, decode sequences, total decode context,
+prefill tokens x prefill context), weighted for relative error so both 5 ms decode
+steps and 2 s prefills are fitted well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from .base import IterationShape, LatencyModel
+
+__all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
+
+PROFILE_FORMAT = "controlplane-profile/1"
+ROW_FIELDS: tuple[str, ...] = (
+    "num_prefill_tokens",
+    "num_prefill_seqs",
+    "num_decode_seqs",
+    "sum_decode_context",
+    "sum_prefill_context",
+    "iteration_s",
+)
+FEATURES: tuple[str, ...] = ("base", "prefill_tokens", "prefill_tokens_sq", "decode_seqs", "sum_decode_context", "prefill_tokens_x_context")
+# Feature scales keep the solver well conditioned; coefficients are stored unscaled.
+_SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6])
+
+
+def _normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
+    if isinstance(row, Mapping):
+        missing = [k for k in ROW_FIELDS if k not in row]
+        if missing:
+            raise ValueError(f"row {i}: missing {missing}; a row needs {list(ROW_FIELDS)}")
+        vals = {k: row[k] for k in ROW_FIELDS}
+    else:
+        if len(row) != len(ROW_FIELDS):
+            raise ValueError(f"row {i}: expected {len(ROW_FIELDS)} values {list(ROW_FIELDS)}, got {len(row)}")
+        vals = dict(zip(ROW_FIELDS, row))
+    out: dict[str, float] = {}
+    for k, v in vals.items():
+        f = float(v)
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
+        out[k] = int(f) if k != "iteration_s" else f
+    if out["num_prefill_seqs"] == 0 and out["num_prefill_tokens"] > 0:
+        raise ValueError(f"row {i}: prefill tokens without prefill sequences")
+    if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
+        raise ValueError(f"row {i}: empty iteration")
+    return out
+
+
+def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any]) -> Path:
+    """Validate and write a profile; ``meta`` needs model and device (precision, compiled, ... optional)."""
+    meta = dict(meta)
+    for key in ("model", "device"):
+        if not meta.get(key):
+            raise ValueError(f"profile metadata needs {key!r}")
+    if "rows" in meta or "format" in meta:
+        raise ValueError("metadata must not contain 'rows' or 'format'")
+    clean = [_normalise_row(r, i) for i, r in enumerate(rows)]
+    if not clean:
+        raise ValueError("a profile needs at least one row")
+    doc = {"format": PROFILE_FORMAT, "precision": "fp16", "compiled": False, **meta, "rows": clean}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
+        raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})")
+    rows = [_normalise_row(r, i) for i, r in enumerate(doc.get("rows", []))]
+    if not rows:
+        raise ValueError(f"{path}: profile has no rows")
+    meta = {k: v for k, v in doc.items() if k not in ("rows", "format")}
+    return rows, meta
+
+
+def _features(p_tok: float, d_seqs: float, d_ctx: float, p_ctx: float) -> list[float]:
+    return [1.0, p_tok, p_tok * p_tok, d_seqs, d_ctx, p_tok * p_ctx]
+
+
+class MeasuredProfileModel(LatencyModel):
+    """Non-negative linear fit of measured iteration times."""
+
+    name = "measured"
+
+    def __init__(self, coef: Sequence[float], meta: Mapping[str, Any] | None = None) -> None:
+        c = [float(x) for x in coef]
+        if len(c) != len(FEATURES) or any(not math.isfinite(x) or x < 0 for x in c):
+            raise ValueError(f"coef must be {len(FEATURES)} finite non-negative numbers ({list(FEATURES)})")
+        self.coef = tuple(c)
+        self.meta = dict(meta or {})
+        self.fit_stats: dict[str, float] = {}
+
+    @classmethod
+    def fit(cls, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any] | None = None) -> MeasuredProfileModel:
+        clean = [_normalise_row(r, i) for i, r in enumerate(rows)]
+        if len(clean) < 3:
+            raise ValueError(f"need at least 3 rows to fit, got {len(clean)}")
+        X = np.array(
+            [_features(r["num_prefill_tokens"], r["num_decode_seqs"], r["sum_decode_context"], r["sum_prefill_context"]) for r in clean]
+        )
+        y = np.array([r["iteration_s"] for r in clean])
+        w = 1.0 / np.maximum(y, 1e-6) ** 2  # relative error
+        reg = LinearRegression(fit_intercept=False, positive=True)
+        reg.fit(X / _SCALE, y, sample_weight=w)
+        model = cls(np.maximum(reg.coef_, 0.0) / _SCALE, meta)
+        pred = (X * np.asarray(model.coef)).sum(axis=1)
+        rel = np.abs(pred - y) / np.maximum(y, 1e-12)
+        model.fit_stats = {"rows": float(len(y)), "median_rel_err": float(np.median(rel)), "p90_rel_err": float(np.percentile(rel, 90))}
+        return model
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> MeasuredProfileModel:
+        rows, meta = read_profile(path)
+        return cls.fit(rows, {**meta, "path": str(path)})
+
+    def iteration_s(self, shape: IterationShape) -> float:
+        nd = len(shape.decode_context_tokens)
+        p_tok = int(sum(shape.prefill_chunk_tokens)) if len(shape.prefill_chunk_tokens) else 0
+        if p_tok == 0 and nd == 0:
+            return 0.0
+        p_ctx = int(sum(shape.prefill_context_tokens)) if len(shape.prefill_context_tokens) else 0
+        d_ctx = int(sum(shape.decode_context_tokens)) if nd else 0
+        c = self.coef
+        f = _features(float(p_tok), float(nd), float(d_ctx), float(p_ctx))
+        return c[0] * f[0] + c[1] * f[1] + c[2] * f[2] + c[3] * f[3] + c[4] * f[4] + c[5] * f[5]
+
+    def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
+        ctx = np.asarray(decode_context_tokens, dtype=np.int64)
+        n = int(num_iterations)
+        if n < 0:
+            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        b = ctx.size
+        if b == 0 or n == 0:
+            return np.zeros(n)
+        c = self.coef
+        d_ctx = float(ctx.sum()) + b * np.arange(n, dtype=np.float64)
+        return c[0] * 1.0 + c[1] * 0.0 + c[2] * 0.0 + c[3] * float(b) + c[4] * d_ctx + c[5] * 0.0
+
+    def __repr__(self) -> str:
+        return f"MeasuredProfileModel(model={self.meta.get('model')!r}, device={self.meta.get('device')!r}, coef={self.coef})"

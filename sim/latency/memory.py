@@ -1,0 +1,130 @@
+"""How many KV-cache blocks a replica has, and how long it takes to load.
+
+The default rules follow Vidur's memory planner (vidur/scheduler/utils/memory_planner.py
+and vidur/utils/param_counter.py) so simulated replicas admit the same number of
+requests as the reference runs: weights are the transformer blocks only (QKV, O, MLP,
+sharded over TP with KV heads rounded up per worker), ``memory_fraction`` of device
+memory is usable, and the KV pool is sized in whole max-length request slots
+(``request_slot_tokens``). Pass ``request_slot_tokens=None`` for a plain
+block-granular pool, and ``include_embeddings=True`` to also charge embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .specs import GPUSpec, ModelSpec, Precision, get_gpu, get_model, get_precision
+
+__all__ = ["MemoryPlan", "plan_replica_memory", "weights_bytes_per_gpu", "kv_bytes_per_token_per_gpu", "cold_start_s"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    weights_bytes_per_gpu: int
+    kv_bytes_per_token_per_gpu: int
+    num_kv_blocks: int
+    block_size: int
+    max_kv_tokens: int
+
+
+def _check_tp(model: ModelSpec, tensor_parallel: int) -> None:
+    if tensor_parallel < 1:
+        raise ValueError(f"tensor_parallel must be >= 1, got {tensor_parallel}")
+    if model.num_heads % tensor_parallel or model.hidden_size % tensor_parallel:
+        raise ValueError(
+            f"{model.name}: tensor_parallel={tensor_parallel} must divide num_heads={model.num_heads} "
+            f"and hidden_size={model.hidden_size}"
+        )
+
+
+def weights_bytes_per_gpu(
+    model: ModelSpec | str,
+    precision: Precision | str = "fp16",
+    tensor_parallel: int = 1,
+    *,
+    include_embeddings: bool = False,
+) -> int:
+    """Bytes of weights one TP shard holds (Vidur's per-device parameter count)."""
+    m, p = get_model(model), get_precision(precision)
+    _check_tp(m, tensor_parallel)
+    h, d = m.hidden_size, m.head_dim
+    q_per = m.num_heads // tensor_parallel
+    kv_per = math.ceil(m.num_kv_heads / tensor_parallel)
+    per_layer = h * d * (q_per + 2 * kv_per) + h * d * q_per + m.mlp_matrices * h * m.intermediate_size // tensor_parallel
+    params = per_layer * m.num_layers
+    if include_embeddings:
+        params += m.embedding_params // tensor_parallel
+    return int(math.ceil(params * p.bytes_per_weight))
+
+
+def kv_bytes_per_token_per_gpu(model: ModelSpec | str, precision: Precision | str = "fp16", tensor_parallel: int = 1) -> int:
+    m, p = get_model(model), get_precision(precision)
+    _check_tp(m, tensor_parallel)
+    kv_per = math.ceil(m.num_kv_heads / tensor_parallel)
+    return int(2 * m.num_layers * kv_per * m.head_dim * p.kv_bytes_per_element)
+
+
+def plan_replica_memory(
+    model: ModelSpec | str,
+    gpu: GPUSpec | str,
+    *,
+    tensor_parallel: int = 1,
+    precision: Precision | str = "fp16",
+    block_size: int = 16,
+    memory_fraction: float = 0.9,
+    activation_bytes: int | None = None,
+    request_slot_tokens: int | None = 4096,
+    include_embeddings: bool = False,
+) -> MemoryPlan:
+    """KV capacity of one replica (TP shards share the token count).
+
+    Reproduces the Vidur anchors: Llama-2-70B, A100-80GB, TP2, fp16 -> 63.75 GiB of
+    weights per GPU and 3,328 blocks of 16 tokens (53,248 tokens).
+    """
+    m, g = get_model(model), get_gpu(gpu)
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if not 0 < memory_fraction <= 1:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
+    weights = weights_bytes_per_gpu(m, precision, tensor_parallel, include_embeddings=include_embeddings)
+    kv_tok = kv_bytes_per_token_per_gpu(m, precision, tensor_parallel)
+    free = g.memory_bytes * memory_fraction - weights - (activation_bytes or 0)
+    if request_slot_tokens:
+        blocks_per_slot = request_slot_tokens // block_size
+        slots = int(free // (kv_tok * request_slot_tokens)) if free > 0 else 0
+        blocks = slots * blocks_per_slot
+    else:
+        blocks = int(free // (kv_tok * block_size)) if free > 0 else 0
+    if blocks <= 0:
+        need = weights + (activation_bytes or 0) + kv_tok * (request_slot_tokens or block_size)
+        raise ValueError(
+            f"{m.name} does not fit on {g.name} with tensor_parallel={tensor_parallel}, "
+            f"precision={get_precision(precision).name}: needs ~{need / 2**30:.1f} GiB per GPU, "
+            f"usable {g.memory_bytes * memory_fraction / 2**30:.1f} GiB"
+        )
+    return MemoryPlan(
+        weights_bytes_per_gpu=weights,
+        kv_bytes_per_token_per_gpu=kv_tok,
+        num_kv_blocks=blocks,
+        block_size=block_size,
+        max_kv_tokens=blocks * block_size,
+    )
+
+
+def cold_start_s(
+    model: ModelSpec | str,
+    precision: Precision | str = "fp16",
+    tensor_parallel: int = 1,
+    load_bandwidth_bytes_s: float = 2.0e9,
+    fixed_overhead_s: float = 15.0,
+) -> float:
+    """Time for a new replica to become ready: shards load in parallel, plus engine start.
+
+    ``load_bandwidth_bytes_s`` is per GPU (local NVMe ~2-5 GB/s, network store less);
+    ``fixed_overhead_s`` covers process start, CUDA init and graph capture.
+    """
+    if load_bandwidth_bytes_s <= 0:
+        raise ValueError("load_bandwidth_bytes_s must be positive")
+    shard = weights_bytes_per_gpu(model, precision, tensor_parallel, include_embeddings=True)
+    return fixed_overhead_s + shard / load_bandwidth_bytes_s

@@ -1,0 +1,497 @@
+"""Iteration latency from Vidur's real GPU operator profiles, with Vidur's arithmetic.
+
+Vidur (microsoft/vidur, vidur/execution_time_predictor/sklearn_execution_time_predictor.py
+and vidur/entities/execution_time.py) predicts a batch's time as
+
+    layers_per_stage * ( pre_proj + post_proj + rope + kv_cache_save
+                         + attn_prefill + attn_decode + input_layernorm
+                         + mlp_up + mlp_down + mlp_act + post_attention_layernorm + add
+                         + 2 * tp_comm )                       [ms]
+
+where the linear-layer ops are looked up at the batch's token count rounded up to a
+multiple of 8; ``tp_comm`` is the all-reduce at that many tokens (Vidur converts a
+profiled message of ``size`` fp16 elements to ``size / hidden / 2`` tokens) plus a
+0.02 ms NCCL launch overhead; prefill attention aggregates the batch's prefills into
+one (sum of KV sizes rounded up to 64, sqrt of the sum of squared chunk sizes) and
+decode attention uses (batch size, mean KV length rounded up to 64). Both attention
+terms get +10% when several requests share the kernel on a GQA model. Embedding and
+LM head are not counted; CPU overheads are off unless asked for (the anchors ran
+without them). Vidur's KV length for a decode counts the token being decoded, so it
+is ``decode_context_tokens + 1`` here.
+
+Instead of Vidur's random forests (minutes to train), each operator is a
+piecewise-linear interpolant over the profile (see ``_interp``), tabulated on Vidur's
+own prediction grid once per configuration; iteration_s is then a few table lookups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._interp import Curve1D, RatioSurface
+from .base import IterationShape, LatencyModel
+from .specs import GPUS, GPUSpec, ModelSpec, get_gpu, get_model, get_precision
+
+__all__ = [
+    "PROFILES_DIR",
+    "VidurProfileModel",
+    "ProfileNotFoundError",
+    "list_vidur_profiles",
+    "fit_op_curves",
+    "fit_attention_surfaces",
+]
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+LINEAR_OPS: tuple[str, ...] = (
+    "attn_pre_proj",
+    "attn_post_proj",
+    "mlp_up_proj",
+    "mlp_down_proj",
+    "mlp_act",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "attn_rope",
+    "add",
+)
+_GPU_DIRS = {"a100-80gb": "a100", "h100-80gb": "h100"}
+_DEFAULT_NETWORK = {"a100": "a100_pairwise_nvlink", "h100": "h100_pairwise_nvlink"}
+# Attention profiles that live outside compute/<gpu>/<model>/ (only the legacy one today).
+_EXTRA_ATTENTION = {"a100": ("vidur/legacy_a100_2024-05/attention.csv",)}
+_CPU_OVERHEAD_FILE = "vidur/legacy_a100_2024-05/cpu_overheads.csv"
+_CPU_OPS = ("schedule_median", "sampler_e2e_median", "prepare_inputs_e2e_median", "process_model_outputs_median", "ray_comm_time_mean")
+_NO_POST_ATTN_NORM = {"microsoft/phi-2"}  # parallel attention/MLP block, one norm
+
+
+class ProfileNotFoundError(LookupError):
+    """No profile for the requested (model, gpu, tensor_parallel, network)."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _gpu_dir(gpu: GPUSpec) -> str:
+    return _GPU_DIRS.get(gpu.name, gpu.name)
+
+
+def list_vidur_profiles(profiles_dir: Path | str | None = None) -> dict[tuple[str, str], list[int]]:
+    """{(gpu_dir, model_name): [tensor_parallel, ...]} for every shipped mlp.csv."""
+    root = Path(profiles_dir or PROFILES_DIR) / "vidur" / "compute"
+    out: dict[tuple[str, str], list[int]] = {}
+    for f in sorted(root.glob("*/*/*/mlp.csv")):
+        rel = f.relative_to(root).parts
+        tps = pd.read_csv(f, usecols=["num_tensor_parallel_workers"])["num_tensor_parallel_workers"]
+        out[(rel[0], f"{rel[1]}/{rel[2]}")] = sorted(int(t) for t in tps.unique())
+    return out
+
+
+def _describe_profiles(profiles_dir: Path) -> str:
+    lines = [f"  {gpu:5s} {model:40s} tp={tps}" for (gpu, model), tps in list_vidur_profiles(profiles_dir).items()]
+    return "available compute profiles:\n" + "\n".join(lines)
+
+
+def _find_compute_file(root: Path, gpu_dir: str, model: ModelSpec) -> Path:
+    base = root / "vidur" / "compute" / gpu_dir
+    exact = base / model.name / "mlp.csv"
+    if exact.exists():
+        return exact
+    want = model.name.split("/")[-1].lower()
+    for f in base.glob("*/*/mlp.csv"):
+        if f.parent.name.lower() == want:
+            return f
+    raise ProfileNotFoundError(f"no Vidur compute profile for model {model.name!r} on {gpu_dir!r}.\n{_describe_profiles(root)}")
+
+
+# --------------------------------------------------------------------------- fitting (cached)
+
+
+def fit_op_curves(df: pd.DataFrame, ops: Sequence[str] = LINEAR_OPS) -> dict[str, Curve1D]:
+    """One num_tokens -> ms curve per operator (median column; missing ops are zero)."""
+    x = df["num_tokens"].to_numpy(dtype=np.float64)
+    out = {}
+    for op in ops:
+        col = f"time_stats.{op}.median"
+        y = df[col].fillna(0.0).to_numpy(dtype=np.float64) if col in df else np.zeros_like(x)
+        out[op] = Curve1D.fit(x, y)
+    return out
+
+
+def _prefill_features(kv: np.ndarray, c: np.ndarray) -> np.ndarray:
+    c = c / 1e3
+    return np.stack([np.ones_like(c), c, c * c, c * kv / 1e3], axis=-1)
+
+
+def _decode_features(b: np.ndarray, kv: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(b), b / 100.0, b * kv / 1e5, kv / 1e4], axis=-1)
+
+
+def fit_attention_surfaces(df: pd.DataFrame) -> tuple[RatioSurface, RatioSurface, Curve1D | None]:
+    """(prefill(kv_cache_size, chunk), decode(batch_size, kv_cache_size), kv_save(num_tokens))."""
+    pre = df[df["prefill_chunk_size"] > 0]
+    dec = df[df["prefill_chunk_size"] == 0]
+    if pre.empty or dec.empty:
+        raise ProfileNotFoundError("attention profile needs both prefill and decode rows")
+    prefill = RatioSurface(
+        pre["kv_cache_size"].to_numpy(), pre["prefill_chunk_size"].to_numpy(), pre["time_stats.attn_prefill.median"].to_numpy(), _prefill_features
+    )
+    decode = RatioSurface(
+        dec["batch_size"].to_numpy(), dec["kv_cache_size"].to_numpy(), dec["time_stats.attn_decode.median"].to_numpy(), _decode_features
+    )
+    kv_save = None
+    col = "time_stats.attn_kv_cache_save.median"
+    if col in df and df[col].notna().any():
+        n = np.maximum(df["prefill_chunk_size"].to_numpy(), df["batch_size"].to_numpy())
+        kv_save = Curve1D.fit(n, df[col].fillna(0.0).to_numpy())
+    return prefill, decode, kv_save
+
+
+@lru_cache(maxsize=64)
+def _compute_curves(path: str, tp: int, shape: tuple[int, int, int, int]) -> dict[str, Curve1D]:
+    df = pd.read_csv(path).drop_duplicates()
+    heads, kv_heads, hidden, inter = shape
+    match = df[(df["n_head"] == heads) & (df["n_kv_head"] == kv_heads) & (df["n_embd"] == hidden) & (df["n_expanded_embd"] == inter)]
+    if match.empty:
+        have = df[["n_head", "n_kv_head", "n_embd", "n_expanded_embd"]].drop_duplicates().to_dict("records")
+        raise ProfileNotFoundError(f"{path}: no rows with model shape (heads, kv_heads, hidden, intermediate)={shape}; file has {have}")
+    sub = match[match["num_tensor_parallel_workers"] == tp]
+    if sub.empty:
+        raise ProfileNotFoundError(
+            f"{path}: no rows for tensor_parallel={tp}; profiled: {sorted(int(t) for t in match['num_tensor_parallel_workers'].unique())}"
+        )
+    return fit_op_curves(sub)
+
+
+@lru_cache(maxsize=32)
+def _all_reduce_curve(path: str, tp: int, hidden: int) -> Curve1D:
+    df = pd.read_csv(path).drop_duplicates()
+    sub = df[(df["num_workers"] == tp) & (df["devices_per_node"] == tp) & (df["collective"] == "all_reduce")]
+    if sub.empty:
+        have = sorted({(int(a), int(b)) for a, b in zip(df["num_workers"], df["devices_per_node"])})
+        raise ProfileNotFoundError(f"{path}: no all_reduce rows for {tp} workers on {tp} devices/node; (workers, devices_per_node) profiled: {have}")
+    tokens = sub["size"].to_numpy(dtype=np.float64) / hidden / 2  # Vidur's conversion
+    return Curve1D.fit(tokens, sub["time_stats.all_reduce.median"].to_numpy(dtype=np.float64))
+
+
+@lru_cache(maxsize=32)
+def _attention_fit(path: str, hidden: int, heads: int, kv_heads: int, block: int, tp: int | None) -> tuple[RatioSurface, RatioSurface, Curve1D | None]:
+    df = pd.read_csv(path).drop_duplicates()
+    if tp is not None:
+        df = df[
+            (df["n_embd"] == hidden)
+            & (df["n_q_head"] == heads)
+            & (df["n_kv_head"] == kv_heads)
+            & (df["block_size"] == block)
+            & (df["num_tensor_parallel_workers"] == tp)
+        ]
+    else:  # 'scaled' mode: take the reference shape's rows as they are
+        df = df[df["block_size"] == block]
+    if df.empty:
+        raise ProfileNotFoundError(f"{path}: no attention rows for this shape")
+    return fit_attention_surfaces(df)
+
+
+@lru_cache(maxsize=8)
+def _cpu_curves(path: str, model: str, tp: int) -> dict[str, Curve1D]:
+    df = pd.read_csv(path)
+    sub = df[(df["model_name"] == model) & (df["tensor_parallel_degree"] == tp)]
+    if sub.empty:
+        have = sorted({(m, int(t)) for m, t in zip(df["model_name"], df["tensor_parallel_degree"])})
+        raise ProfileNotFoundError(f"no CPU-overhead profile for ({model}, tp={tp}); profiled: {have}")
+    return {op: Curve1D.fit(sub["batch_size"].to_numpy(), sub[op].to_numpy()) for op in _CPU_OPS}
+
+
+def _attention_candidates(root: Path, gpu_dir: str) -> list[Path]:
+    files = sorted((root / "vidur" / "compute" / gpu_dir).glob("*/*/attention.csv"))
+    files += [root / p for p in _EXTRA_ATTENTION.get(gpu_dir, ()) if (root / p).exists()]
+    return files
+
+
+def _attention_shapes(files: list[Path]) -> list[dict]:
+    cols = ["n_embd", "n_q_head", "n_kv_head", "block_size", "num_tensor_parallel_workers"]
+    out = []
+    for f in files:
+        for rec in pd.read_csv(f, usecols=cols).drop_duplicates().to_dict("records"):
+            out.append({"file": str(f), **{k: int(v) for k, v in rec.items()}})
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, slots=True)
+class _AttentionScale:
+    prefill: float = 1.0
+    decode: float = 1.0
+
+
+def _ceil_to(x: int, g: int) -> int:
+    return -(-x // g) * g
+
+
+class VidurProfileModel(LatencyModel):
+    """Vidur's per-operator execution-time model, fitted by interpolation.
+
+    ``attention="profile"`` (default) requires an attention profile matching the
+    model's shape and TP exactly (today: A100, 64 q / 8 kv heads, hidden 8192, TP2 —
+    Llama-2-70B and CodeLlama-34B); ``attention="scaled"`` instead rescales that A100
+    profile by heads per GPU and by the GPU's FLOP/s (prefill) or bandwidth (decode),
+    which is an approximation, useful for other models and for H100.
+    """
+
+    name = "vidur"
+
+    def __init__(
+        self,
+        model: str | ModelSpec = "meta-llama/Llama-2-70b-hf",
+        gpu: str | GPUSpec = "a100",
+        tensor_parallel: int = 2,
+        network: str | None = None,
+        precision: str = "fp16",
+        *,
+        attention: str = "profile",
+        pipeline_stages: int = 1,
+        block_size: int = 16,
+        kv_cache_granularity: int = 64,
+        max_tokens: int = 4096,
+        max_batch_size: int = 128,
+        attention_batching_overhead: float = 0.1,
+        nccl_launch_overhead_ms: float = 0.02,
+        nccl_skew_overhead_per_device_ms: float = 0.0,
+        cpu_overhead: bool = False,
+        profiles_dir: str | Path | None = None,
+    ) -> None:
+        self.model = get_model(model)
+        self.gpu = get_gpu(gpu)
+        self.tensor_parallel = int(tensor_parallel)
+        prec = get_precision(precision)
+        if prec.name not in ("fp16", "bf16"):
+            raise ValueError(f"Vidur profiles were measured in fp16; precision {prec.name!r} is not profiled (use the 'roofline' model)")
+        self.precision = prec.name
+        if pipeline_stages != 1:
+            raise ValueError("pipeline_stages > 1 is not supported yet (needs send_recv profiles)")
+        if attention not in ("profile", "scaled"):
+            raise ValueError(f"attention must be 'profile' or 'scaled', got {attention!r}")
+        if self.model.num_layers % pipeline_stages:
+            raise ValueError("num_layers must divide by pipeline_stages")
+        root = Path(profiles_dir or PROFILES_DIR)
+        gdir = _gpu_dir(self.gpu)
+        m = self.model
+        self.layers = m.num_layers // pipeline_stages
+        self.granularity = int(kv_cache_granularity)
+        self.max_tokens = int(max_tokens)
+        self.max_batch_size = int(max_batch_size)
+
+        compute_file = _find_compute_file(root, gdir, m)
+        ops = _compute_curves(str(compute_file), self.tensor_parallel, (m.num_heads, m.num_kv_heads, m.hidden_size, m.intermediate_size))
+        if m.name in _NO_POST_ATTN_NORM:
+            ops = {k: v for k, v in ops.items() if k != "post_attention_layernorm"}
+        self.op_curves = ops
+
+        self.network = None
+        self.all_reduce: Curve1D | None = None
+        comm_const = 0.0
+        if self.tensor_parallel > 1:
+            self.network = network or _DEFAULT_NETWORK.get(gdir)
+            net_file = root / "vidur" / "network" / str(self.network) / "all_reduce.csv"
+            if not net_file.exists():
+                have = sorted(p.parent.name for p in (root / "vidur" / "network").glob("*/all_reduce.csv"))
+                raise ProfileNotFoundError(f"no all_reduce profile for network {self.network!r}; available: {have}")
+            self.all_reduce = _all_reduce_curve(str(net_file), self.tensor_parallel, m.hidden_size)
+            comm_const = nccl_launch_overhead_ms + nccl_skew_overhead_per_device_ms * self.tensor_parallel**1.25
+
+        self.attention_mode = attention
+        self.attn_scale = _AttentionScale()
+        self.prefill_surface, self.decode_surface, self.kv_save = self._load_attention(root, gdir, block_size, attention)
+        gqa = m.num_heads > m.num_kv_heads
+        self.batching_overhead = float(attention_batching_overhead) if gqa else 0.0
+
+        self.cpu_curves = None
+        if cpu_overhead:
+            self.cpu_curves = _cpu_curves(str(root / _CPU_OVERHEAD_FILE), m.name, self.tensor_parallel)
+
+        self._comm_const = comm_const
+        self._build_tables()
+
+    # ------------------------------------------------------------------ fitting helpers
+
+    def _load_attention(self, root: Path, gdir: str, block: int, mode: str):
+        m, tp = self.model, self.tensor_parallel
+        if mode == "profile":
+            files = _attention_candidates(root, gdir)
+            for f in files:
+                try:
+                    return _attention_fit(str(f), m.hidden_size, m.num_heads, m.num_kv_heads, block, tp)
+                except ProfileNotFoundError:
+                    continue
+            have = _attention_shapes(files) if files else []
+            raise ProfileNotFoundError(
+                f"no Vidur attention profile on {gdir!r} for {m.name} (hidden={m.hidden_size}, q_heads={m.num_heads}, "
+                f"kv_heads={m.num_kv_heads}, block={block}, tp={tp}); profiled shapes: {have or 'none'}. "
+                "Pass attention='scaled' to rescale the A100 reference profile."
+            )
+        ref_files = _attention_candidates(root, "a100")
+        if not ref_files:
+            raise ProfileNotFoundError("attention='scaled' needs the A100 reference attention profile")
+        ref = _attention_shapes(ref_files[:1])[0]
+        ref_q = ref["n_q_head"] // ref["num_tensor_parallel_workers"]
+        ref_kv = max(1, ref["n_kv_head"] // ref["num_tensor_parallel_workers"])
+        ref_dim = ref["n_embd"] // ref["n_q_head"]
+        q_per = m.num_heads // tp
+        kv_per = math.ceil(m.num_kv_heads / tp)
+        a100 = GPUS["a100-80gb"]
+        self.attn_scale = _AttentionScale(
+            prefill=(q_per * m.head_dim) / (ref_q * ref_dim) * a100.fp16_flops / self.gpu.fp16_flops,
+            decode=(kv_per * m.head_dim) / (ref_kv * ref_dim) * a100.memory_bandwidth_bytes_s / self.gpu.memory_bandwidth_bytes_s,
+        )
+        return _attention_fit(ref["file"], 0, 0, 0, block, None)
+
+    def _build_tables(self) -> None:
+        """Tabulate every term on Vidur's prediction grid, pre-multiplied by layers."""
+        L = float(self.layers)
+        n_max = _ceil_to(self.max_tokens, 8)
+        n = np.arange(n_max + 1, dtype=np.float64)
+        self._lin_ms = self._linear_ms(n)
+        self._lin_list = self._lin_ms.tolist()
+        self._kvsave_ms = L * self.kv_save(n) if self.kv_save is not None else None
+        if self._kvsave_ms is not None:
+            self._kvsave_ms[0] = 0.0
+        g = self.granularity
+        kv_levels = np.arange(0, _ceil_to(self.max_tokens, g) + 1, g, dtype=np.float64)
+        chunks = np.arange(0, self.max_tokens + 1, dtype=np.float64)
+        kk, cc = np.meshgrid(kv_levels, chunks, indexing="ij")
+        self._prefill_tab = L * self.attn_scale.prefill * self.prefill_surface(kk, cc)
+        self._prefill_rows = [row.tolist() for row in self._prefill_tab]
+        bb, kd = np.meshgrid(np.arange(self.max_batch_size + 1, dtype=np.float64), kv_levels, indexing="ij")
+        self._decode_tab = L * self.attn_scale.decode * self.decode_surface(bb, kd)
+        self._decode_rows = [row.tolist() for row in self._decode_tab]
+        self._n_lin = n_max
+        self._n_kv_levels = len(kv_levels)
+
+    def _linear_ms(self, n: np.ndarray) -> np.ndarray:
+        """Layers x (linear ops + 2 all-reduces) at token count n (already rounded)."""
+        per_layer = np.zeros_like(n, dtype=np.float64)
+        for curve in self.op_curves.values():
+            per_layer = per_layer + curve(n)
+        if self.all_reduce is not None:
+            per_layer = per_layer + 2.0 * (self.all_reduce(n) + self._comm_const)
+        out = self.layers * per_layer
+        return np.where(n > 0, out, 0.0)
+
+    # ------------------------------------------------------------------ per-term lookups
+
+    def _tokens_ms(self, num_tokens: int) -> float:
+        nr = (num_tokens + 7) // 8 * 8
+        if nr <= self._n_lin:
+            ms = self._lin_list[nr]
+        else:
+            ms = float(self._linear_ms(np.array([float(nr)]))[0])
+        if self._kvsave_ms is not None:
+            if num_tokens <= self._n_lin:
+                ms += float(self._kvsave_ms[num_tokens])
+            else:
+                ms += self.layers * float(self.kv_save(float(num_tokens)))
+        return ms
+
+    def _prefill_ms(self, chunks: Sequence[int], contexts: Sequence[int]) -> float:
+        g = self.granularity
+        if len(chunks) == 1:
+            kv = _ceil_to(int(contexts[0]), g) if len(contexts) else 0
+            c = int(chunks[0])
+            factor = 1.0
+        else:
+            kv = sum(_ceil_to(int(x), g) for x in contexts) if len(contexts) else 0
+            c = round(math.sqrt(sum(int(x) * int(x) for x in chunks)))
+            factor = 1.0 + self.batching_overhead
+        if kv // g < self._n_kv_levels and c <= self.max_tokens:
+            t = self._prefill_rows[kv // g][c]
+        else:
+            t = self.layers * self.attn_scale.prefill * float(self.prefill_surface(float(kv), float(c)))
+        return t * factor
+
+    def _decode_table(self, b: int, kvq: np.ndarray) -> np.ndarray:
+        if b <= self.max_batch_size and kvq.size and kvq[-1] // self.granularity < self._n_kv_levels:
+            return self._decode_tab[b, kvq // self.granularity]
+        return self.layers * self.attn_scale.decode * self.decode_surface(np.full(kvq.shape, float(b)), kvq.astype(np.float64))
+
+    def _decode_ms(self, b: int, mean_kv: int) -> float:
+        kvq = _ceil_to(mean_kv, self.granularity)
+        if b <= self.max_batch_size and kvq // self.granularity < self._n_kv_levels:
+            t = self._decode_rows[b][kvq // self.granularity]
+        else:
+            t = float(self._decode_table(b, np.array([kvq]))[0])
+        return t * (1.0 + self.batching_overhead) if b > 1 else t
+
+    def _cpu_ms(self, batch_size: int) -> float:
+        if self.cpu_curves is None:
+            return 0.0
+        return float(sum(float(c(float(batch_size))) for c in self.cpu_curves.values()))
+
+    # ------------------------------------------------------------------ LatencyModel API
+
+    def iteration_s(self, shape: IterationShape) -> float:
+        chunks = shape.prefill_chunk_tokens
+        dec = shape.decode_context_tokens
+        np_ = len(chunks)
+        nd = len(dec)
+        n = (int(sum(chunks)) if np_ else 0) + nd
+        if n == 0:
+            return 0.0
+        ms = self._tokens_ms(n)
+        if np_:
+            ctx = shape.prefill_context_tokens
+            if len(ctx) and len(ctx) != np_:
+                raise ValueError("prefill_context_tokens must be empty or match prefill_chunk_tokens in length")
+            ms += self._prefill_ms(chunks, ctx)
+        if nd:
+            ms += self._decode_ms(nd, (int(sum(dec)) + nd) // nd)  # Vidur's kv = context + 1
+        if self.cpu_curves is not None:
+            ms += self._cpu_ms(np_ + nd)
+        return ms * 1e-3
+
+    def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
+        ctx = np.asarray(decode_context_tokens, dtype=np.int64)
+        k = int(num_iterations)
+        if k < 0:
+            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        b = int(ctx.size)
+        if b == 0 or k == 0:
+            return np.zeros(k)
+        base = self._tokens_ms(b)
+        mean_kv = (int(ctx.sum()) + b) // b + np.arange(k, dtype=np.int64)  # contexts all grow by one
+        kvq = -(-mean_kv // self.granularity) * self.granularity
+        att = self._decode_table(b, kvq)
+        if b > 1:
+            att = att * (1.0 + self.batching_overhead)
+        ms = base + att
+        if self.cpu_curves is not None:
+            ms = ms + self._cpu_ms(b)
+        return ms * 1e-3
+
+    # ------------------------------------------------------------------ introspection
+
+    def breakdown_ms(self, shape: IterationShape) -> dict[str, float]:
+        """Per-term milliseconds of one iteration (for debugging and docs)."""
+        n = int(sum(shape.prefill_chunk_tokens)) + len(shape.decode_context_tokens)
+        nr = float((n + 7) // 8 * 8)
+        out = {op: self.layers * float(c(nr)) for op, c in self.op_curves.items()} if n else {}
+        if self.all_reduce is not None and n:
+            out["tp_comm"] = self.layers * 2.0 * (float(self.all_reduce(nr)) + self._comm_const)
+        if shape.prefill_chunk_tokens:
+            out["attn_prefill"] = self._prefill_ms(shape.prefill_chunk_tokens, shape.prefill_context_tokens)
+        nd = len(shape.decode_context_tokens)
+        if nd:
+            out["attn_decode"] = self._decode_ms(nd, (int(sum(shape.decode_context_tokens)) + nd) // nd)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"VidurProfileModel(model={self.model.name!r}, gpu={self.gpu.name!r}, tensor_parallel={self.tensor_parallel}, "
+            f"network={self.network!r}, attention={self.attention_mode!r})"
+        )

@@ -1,0 +1,135 @@
+"""Shared plumbing for the readers: opening files, CSV headers, value checks.
+
+Kept apart so each format module only holds what is specific to that format.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, TextIO
+
+from .errors import TraceFormatError
+
+# Rows whose arrival goes backwards by less than this (seconds) are clamped to the previous
+# arrival instead of rejected: float round-off in converted traces, not a real disorder.
+ORDER_TOLERANCE_S = 1e-6
+
+PathLike = str | os.PathLike[str]
+
+
+def open_text(path: PathLike) -> TextIO:
+    """Open a trace as text: UTF-8 (a BOM is dropped), newlines untranslated for csv, .gz allowed."""
+    p = Path(path)
+    if p.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8-sig", newline="")
+    return open(p, "r", encoding="utf-8-sig", newline="", buffering=1 << 18)
+
+
+def base_suffix(path: PathLike) -> str:
+    """The extension that names the format, ignoring a trailing .gz ('x.csv.gz' -> '.csv')."""
+    p = Path(path)
+    if p.suffix.lower() == ".gz":
+        p = p.with_suffix("")
+    return p.suffix.lower()
+
+
+def empty_file(path: PathLike) -> TraceFormatError:
+    return TraceFormatError(path, None, None, "empty file: expected a header row and data rows")
+
+
+def no_rows(path: PathLike) -> TraceFormatError:
+    return TraceFormatError(path, None, None, "no data rows (the file holds only a header or blank lines)")
+
+
+def csv_header(path: PathLike, reader: Iterator[list[str]]) -> list[str]:
+    """The first non-blank row of a CSV, stripped; raises on an empty file."""
+    for row in reader:
+        if row and any(c.strip() for c in row):
+            return [c.strip() for c in row]
+    raise empty_file(path)
+
+
+def column_index(
+    path: PathLike, header: Sequence[str], line: int, required: Iterable[str],
+    optional: Iterable[str] = (), *, ignore_case: bool = False,
+) -> dict[str, int]:
+    """Map each wanted column name to its index; a missing required one is an error on the header line."""
+    key = (lambda s: s.lower()) if ignore_case else (lambda s: s)
+    pos: dict[str, int] = {}
+    for i, name in enumerate(header):
+        pos.setdefault(key(name), i)
+    out: dict[str, int] = {}
+    for name in required:
+        i = pos.get(key(name))
+        if i is None:
+            raise TraceFormatError(path, line, name,
+                                   f"missing required column (header has: {', '.join(header) or 'nothing'})")
+        out[name] = i
+    for name in optional:
+        i = pos.get(key(name))
+        if i is not None:
+            out[name] = i
+    return out
+
+
+def row_start_line(reader: "csv._reader", row: Sequence[str]) -> int:
+    """Physical line where `row` began: csv's line_num is where it ended (quoted newlines span lines)."""
+    breaks = sum(f.count("\n") + f.count("\r") - f.count("\r\n") for f in row)
+    return reader.line_num - breaks
+
+
+def parse_count(path: PathLike, line: int, field: str, text: object) -> int:
+    """A token count: a non-negative integer (CSV text, or a JSON int / integral float)."""
+    if isinstance(text, str):
+        try:
+            v = int(text)
+        except ValueError:
+            v = -1
+    elif isinstance(text, bool):
+        v = -1
+    elif isinstance(text, int):
+        v = text
+    elif isinstance(text, float) and text.is_integer():
+        v = int(text)
+    else:
+        v = -1
+    if v < 0:
+        raise TraceFormatError(path, line, field, f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def parse_int(path: PathLike, line: int, field: str, text: object) -> int:
+    """Any integer (priority may be negative)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    if isinstance(text, float) and text.is_integer():
+        return int(text)
+    if isinstance(text, str):
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    raise TraceFormatError(path, line, field, f"expected an integer, got {text!r}")
+
+
+def parse_seconds(path: PathLike, line: int, field: str, text: object) -> float:
+    """A finite, non-negative number of seconds."""
+    try:
+        v = float(text) if isinstance(text, (str, int, float)) and not isinstance(text, bool) else math.nan
+    except ValueError:
+        v = math.nan
+    if not (0.0 <= v < math.inf):
+        raise TraceFormatError(path, line, field, f"expected a finite non-negative number of seconds, got {text!r}")
+    return v
+
+
+def backwards(path: PathLike, line: int, field: str, value: float, previous: float, unit: str = "s") -> TraceFormatError:
+    return TraceFormatError(
+        path, line, field,
+        f"arrival goes backwards: {value:g} {unit} is before the previous row's {previous:g} {unit} "
+        "(rows must be in arrival order)")

@@ -1,0 +1,23 @@
+"""Traces shipped inside the package (under sim/data), so tests and demos run offline."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+BUNDLED_TRACES: dict[str, str] = {
+    # name -> path under sim/data; credit and license next to each file
+    "azure_code": "azure_llm_2023/AzureLLMInferenceTrace_code.csv",
+}
+
+
+def bundled_trace_path(name: str = "azure_code") -> Path:
+    """Filesystem path of a bundled trace (see sim/data/*/README.md for source and license)."""
+    rel = BUNDLED_TRACES.get(name)
+    if rel is None:
+        raise ValueError(f"unknown bundled trace {name!r}; valid names: {', '.join(sorted(BUNDLED_TRACES))}")
+    res = resources.files("sim").joinpath("data", *rel.split("/"))
+    path = res if isinstance(res, Path) else Path(__file__).resolve().parent.parent / "data" / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"bundled trace {name!r} is missing: {path}")
+    return path

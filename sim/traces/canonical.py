@@ -1,0 +1,304 @@
+"""The project's own trace format: canonical CSV and JSONL, read and written.
+
+Any trace can be converted to it once (after transforms, too) and replayed without the
+original reader's options. The Vidur anchors' `workload.csv` files are canonical CSV as is.
+
+CSV: header with `request_id,arrival_s,prompt_tokens,output_tokens` (required, any order),
+optional `model,tenant,priority,prompt,hash_ids,hash_block_tokens,params`; `hash_ids` is
+space-separated integers, `params` a JSON object. JSONL: one object per line with the same keys
+(`hash_ids` a list, `params` an object). Unknown columns/keys are ignored. arrival_s is kept
+as written (not rebased) and must be non-decreasing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from typing import Any, Iterable, Iterator, Sequence
+
+from ._io import (ORDER_TOLERANCE_S, PathLike, backwards, base_suffix, column_index, csv_header,
+                  empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
+from .errors import OnError, TraceFormatError, as_sink
+from .record import TraceRequest, new_basic, params_from_mapping, thaw, with_arrival
+
+REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
+OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tokens", "params")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+def read_canonical(path: PathLike, *, on_error: OnError = "raise",
+                   errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
+    """Canonical CSV or JSONL, chosen by extension (.jsonl/.ndjson/.json) or else a leading '{'."""
+    if base_suffix(path) in JSONL_SUFFIXES or _starts_with_brace(path):
+        return read_canonical_jsonl(path, on_error=on_error, errors=errors)
+    return read_canonical_csv(path, on_error=on_error, errors=errors)
+
+
+def _starts_with_brace(path: PathLike) -> bool:
+    with open_text(path) as f:
+        for line in f:
+            if line.strip():
+                return line.lstrip().startswith("{")
+    return False
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
+                       errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
+    """Stream canonical CSV; an empty request_id falls back to the 0-based row index."""
+    sink = as_sink(on_error, errors)
+    with open_text(path) as f:
+        reader = csv.reader(f)
+        header = csv_header(path, reader)
+        cols = column_index(path, header, reader.line_num, REQUIRED, OPTIONAL)
+        ii, ia, ip, io_ = (cols[c] for c in REQUIRED)
+        extra = [(name, cols[name]) for name in OPTIONAL if name in cols]
+        basic = not extra and (ii, ia, ip, io_) == (0, 1, 2, 3) and len(header) == 4
+        last = 0.0
+        idx = 0
+        for row in reader:
+            try:
+                if not basic:
+                    raise ValueError  # general path below
+                rid, a, p, o = row
+                t = float(a)
+                p = int(p)
+                o = int(o)
+                if not (last <= t < math.inf) or p < 0 or o < 0 or not rid:
+                    raise ValueError
+                req = new_basic(rid, t, p, o)
+            except (ValueError, IndexError):
+                if not row or not any(c.strip() for c in row):
+                    continue
+                line = row_start_line(reader, row)
+                try:
+                    req = _csv_row(path, line, row, header, ii, ia, ip, io_, extra, idx)
+                    if req.arrival_s < last:
+                        if req.arrival_s < last - ORDER_TOLERANCE_S:
+                            raise backwards(path, line, "arrival_s", req.arrival_s, last)
+                        req = with_arrival(req, last)
+                except TraceFormatError as err:
+                    sink(err)
+                    idx += 1
+                    continue
+            last = req.arrival_s
+            yield req
+            idx += 1
+        if idx == 0:
+            raise no_rows(path)
+
+
+def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: int, ia: int, ip: int,
+             io_: int, extra: list[tuple[str, int]], idx: int) -> TraceRequest:
+    """Slow, careful parse of one canonical CSV row."""
+    def cell(name: str, i: int) -> str:
+        if i >= len(row):
+            raise TraceFormatError(path, line, name, f"row has {len(row)} fields, expected {len(header)}")
+        return row[i].strip()
+
+    rid = cell("request_id", ii) and row[ii]  # ids are kept verbatim, as on the fast path
+    rid = rid or str(idx)
+    t = parse_seconds(path, line, "arrival_s", cell("arrival_s", ia))
+    p = parse_count(path, line, "prompt_tokens", cell("prompt_tokens", ip))
+    o = parse_count(path, line, "output_tokens", cell("output_tokens", io_))
+    kw: dict[str, Any] = {}
+    for name, i in extra:
+        raw = row[i] if i < len(row) else ""
+        text = raw.strip()
+        if not text:
+            continue  # empty cell = field default
+        if name in ("model", "tenant"):
+            kw[name] = text
+        elif name == "prompt":
+            kw[name] = raw  # prompt text kept verbatim, whitespace included
+        elif name == "priority":
+            kw[name] = parse_int(path, line, name, text)
+        elif name == "hash_block_tokens":
+            kw[name] = parse_count(path, line, name, text)
+        elif name == "hash_ids":
+            try:
+                kw[name] = tuple(int(h) for h in text.split())
+            except ValueError:
+                raise TraceFormatError(path, line, name,
+                                       f"expected space-separated integers, got {text[:80]!r}") from None
+        elif name == "params":
+            kw[name] = _params(path, line, _json_cell(path, line, name, text))
+    return TraceRequest(rid, t, p, o, **kw)
+
+
+def _json_cell(path: PathLike, line: int, name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TraceFormatError(path, line, name, f"invalid JSON: {e.msg}") from None
+
+
+def _params(path: PathLike, line: int, value: Any) -> tuple[tuple[str, object], ...]:
+    if not isinstance(value, dict):
+        raise TraceFormatError(path, line, "params", f"expected a JSON object, got {type(value).__name__}")
+    return params_from_mapping(value)
+
+
+# --- JSONL -------------------------------------------------------------------------------
+
+def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise",
+                         errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
+    """Stream canonical JSONL; a missing/null/empty request_id falls back to the 0-based row index."""
+    sink = as_sink(on_error, errors)
+    loads = json.loads
+    with open_text(path) as f:
+        last = 0.0
+        idx = 0
+        seen = False
+        for lineno, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            seen = True
+            try:
+                try:
+                    obj = loads(text)
+                except json.JSONDecodeError as e:
+                    raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+                req = _json_obj(path, lineno, obj, idx)
+                if req.arrival_s < last:
+                    if req.arrival_s < last - ORDER_TOLERANCE_S:
+                        raise backwards(path, lineno, "arrival_s", req.arrival_s, last)
+                    req = with_arrival(req, last)
+            except TraceFormatError as err:
+                sink(err)
+                idx += 1
+                continue
+            last = req.arrival_s
+            yield req
+            idx += 1
+        if not seen:
+            raise empty_file(path)
+
+
+def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
+    if not isinstance(obj, dict):
+        raise TraceFormatError(path, line, None, f"expected a JSON object, got {type(obj).__name__}")
+    for key in REQUIRED[1:]:
+        if key not in obj:
+            raise TraceFormatError(path, line, key, "missing required key")
+    rid = obj.get("request_id")
+    rid = str(idx) if rid is None or rid == "" else str(rid)
+    t = parse_seconds(path, line, "arrival_s", obj["arrival_s"])
+    p = parse_count(path, line, "prompt_tokens", obj["prompt_tokens"])
+    o = parse_count(path, line, "output_tokens", obj["output_tokens"])
+    kw: dict[str, Any] = {}
+    for name in ("model", "tenant", "prompt"):
+        v = obj.get(name)
+        if v is not None:
+            if not isinstance(v, str):
+                raise TraceFormatError(path, line, name, f"expected a string, got {v!r:.80}")
+            kw[name] = v
+    if obj.get("priority") is not None:
+        kw["priority"] = parse_int(path, line, "priority", obj["priority"])
+    if obj.get("hash_block_tokens") is not None:
+        kw["hash_block_tokens"] = parse_count(path, line, "hash_block_tokens", obj["hash_block_tokens"])
+    hashes = obj.get("hash_ids")
+    if hashes is not None:
+        if not (isinstance(hashes, list) and all(type(h) is int for h in hashes)):
+            raise TraceFormatError(path, line, "hash_ids", f"expected a list of integers, got {str(hashes)[:80]!r}")
+        kw["hash_ids"] = tuple(hashes)
+    if obj.get("params") is not None:
+        kw["params"] = _params(path, line, obj["params"])
+    return TraceRequest(rid, t, p, o, **kw)
+
+
+# --- writing -----------------------------------------------------------------------------
+
+def write_canonical(reqs: Iterable[TraceRequest], path: PathLike, *,
+                    columns: Sequence[str] | None = None) -> int:
+    """Write requests as canonical JSONL (.jsonl/.ndjson/.json) or CSV (else); returns the count.
+
+    Streams in O(1) memory. A CSV header must be known before the first row, so its optional
+    `columns` default to those the first request sets (a length-only trace stays in the fast
+    four-column form); a later request setting another optional field raises ValueError — pass
+    `columns` or write JSONL then. A trailing .gz compresses.
+    """
+    if base_suffix(path) in JSONL_SUFFIXES:
+        return _write_jsonl(reqs, path)
+    if columns is not None:
+        unknown = [c for c in columns if c not in OPTIONAL]
+        if unknown:
+            raise ValueError(f"unknown canonical column(s) {', '.join(unknown)}; optional columns: {', '.join(OPTIONAL)}")
+    return _write_csv(reqs, path, columns)
+
+
+def _write_jsonl(reqs: Iterable[TraceRequest], path: PathLike) -> int:
+    n = 0
+    with _open_write(path) as f:
+        for r in reqs:
+            obj: dict[str, Any] = {"request_id": r.request_id, "arrival_s": r.arrival_s,
+                                   "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens}
+            for name in ("model", "tenant", "prompt", "hash_block_tokens"):
+                v = getattr(r, name)
+                if v is not None:
+                    obj[name] = v
+            if r.priority:
+                obj["priority"] = r.priority
+            if r.hash_ids:
+                obj["hash_ids"] = list(r.hash_ids)
+            if r.params:
+                obj["params"] = {k: thaw(v) for k, v in r.params}
+            f.write(json.dumps(obj, ensure_ascii=False))
+            f.write("\n")
+            n += 1
+    return n
+
+
+def _write_csv(reqs: Iterable[TraceRequest], path: PathLike, columns: Sequence[str] | None) -> int:
+    it = iter(reqs)
+    first = next(it, None)
+    if columns is not None:
+        optional = [name for name in OPTIONAL if name in columns]
+    else:
+        optional = [] if first is None else [name for name in OPTIONAL if _is_set(first, name)]
+    n = 0
+    with _open_write(path) as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(REQUIRED + tuple(optional))
+        if first is None:
+            return 0
+        for r in _chain(first, it):
+            lost = [name for name in OPTIONAL if name not in optional and _is_set(r, name)]
+            if lost:
+                raise ValueError(f"request {r.request_id!r} sets {', '.join(lost)}, which has no CSV column; "
+                                 "pass columns=... or write JSONL")
+            w.writerow([r.request_id, repr(r.arrival_s), r.prompt_tokens, r.output_tokens,
+                        *(_csv_value(r, name) for name in optional)])
+            n += 1
+    return n
+
+
+def _chain(first: TraceRequest, rest: Iterator[TraceRequest]) -> Iterator[TraceRequest]:
+    yield first
+    yield from rest
+
+
+def _is_set(r: TraceRequest, name: str) -> bool:
+    v = getattr(r, name)
+    return bool(v) if name in ("priority", "hash_ids", "params") else v is not None
+
+
+def _csv_value(r: TraceRequest, name: str) -> object:
+    v = getattr(r, name)
+    if name == "hash_ids":
+        return " ".join(map(str, v))
+    if name == "params":
+        return json.dumps({k: thaw(x) for k, x in v}, ensure_ascii=False) if v else ""
+    return "" if v is None else v
+
+
+def _open_write(path: PathLike):
+    import gzip
+    import io
+    from pathlib import Path
+    p = Path(path)
+    if p.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(p, "wb"), encoding="utf-8", newline="")
+    return open(p, "w", encoding="utf-8", newline="")

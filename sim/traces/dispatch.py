@@ -1,0 +1,152 @@
+"""One entry point for every trace format: `read_trace` and `detect_format`.
+
+Callers (configs, the CLI) name a file and maybe a format and options; this module checks the
+options against what that format takes, so a typo such as `qsp=2` fails loudly instead of
+being ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ._io import PathLike, base_suffix, empty_file, open_text
+from .azure import read_azure
+from .canonical import read_canonical
+from .errors import ErrorSink, OnError, TraceFormatError
+from .mooncake import read_mooncake
+from .record import TraceRequest
+from .vidur import read_vidur
+
+FORMATS: tuple[str, ...] = ("azure", "mooncake", "vidur", "canonical")
+
+
+@dataclass(frozen=True)
+class _Format:
+    reader: Callable[..., Iterator[TraceRequest]]
+    options: tuple[str, ...]  # format-specific keyword options, besides on_error
+    uses_rng: bool
+
+
+_READERS: dict[str, _Format] = {
+    "azure": _Format(read_azure, (), False),
+    "mooncake": _Format(read_mooncake, ("spread", "block_tokens"), True),
+    "vidur": _Format(read_vidur, ("arrival", "qps", "cv"), True),
+    "canonical": _Format(read_canonical, (), False),
+}
+
+# Header signatures used to sniff a file, checked in this order (lower-case names).
+_CSV_SIGNATURES = (
+    ("azure", {"timestamp", "contexttokens", "generatedtokens"}),
+    ("vidur", {"num_prefill_tokens", "num_decode_tokens"}),
+    ("canonical", {"arrival_s", "prompt_tokens", "output_tokens"}),
+)
+_JSON_SIGNATURES = (
+    ("mooncake", {"timestamp", "input_length", "output_length"}),
+    ("canonical", {"arrival_s", "prompt_tokens", "output_tokens"}),
+)
+
+
+def detect_format(path: PathLike) -> str:
+    """Guess a trace's format from its extension and first line (header or first JSON object).
+
+    A header matching no format fully but one best (e.g. an Azure file missing a column) returns
+    that one, so reading it reports the missing column by name.
+    """
+    with open_text(path) as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        raise empty_file(path)
+    suffix = base_suffix(path)
+    as_json = suffix in (".jsonl", ".ndjson", ".json") or (suffix != ".csv" and first.lstrip().startswith("{"))
+    if as_json:
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError as e:
+            raise TraceFormatError(path, None, None, f"cannot detect format: first line is not JSON ({e.msg})") from None
+        keys = set(obj) if isinstance(obj, dict) else set()
+        signatures = _JSON_SIGNATURES
+    else:
+        keys = {c.strip().lower() for c in next(csv.reader([first]))}
+        signatures = _CSV_SIGNATURES
+    for name, needed in signatures:
+        if needed <= keys:
+            return name
+    # No full match: take a unique best partial match, so the reader can name the missing column.
+    overlap = sorted(((len(needed & keys), name) for name, needed in signatures), reverse=True)
+    if overlap[0][0] > 0 and overlap[0][0] > overlap[1][0]:
+        return overlap[0][1]
+    expected = "; ".join(f"{name}: {', '.join(sorted(k))}" for name, k in signatures)
+    raise TraceFormatError(path, 1, None,
+                           f"cannot detect format from {'keys' if as_json else 'header'} {sorted(keys)}; "
+                           f"expected one of ({expected}); pass format= explicitly (one of {', '.join(FORMATS)})")
+
+
+class TraceReader(Iterator[TraceRequest]):
+    """Iterator over one trace's requests that also holds the rows skipped under on_error='skip'."""
+
+    def __init__(self, path: PathLike, fmt: str, requests: Iterator[TraceRequest], sink: ErrorSink) -> None:
+        self.path = path
+        self.format = fmt
+        self._requests = requests
+        self._sink = sink
+
+    @property
+    def errors(self) -> list[TraceFormatError]:
+        """Skipped rows' errors (the first 1000; see `skipped` for the count)."""
+        return self._sink.errors
+
+    @property
+    def skipped(self) -> int:
+        return self._sink.count
+
+    def __iter__(self) -> "TraceReader":
+        return self
+
+    def __next__(self) -> TraceRequest:
+        return next(self._requests)
+
+    def close(self) -> None:
+        """Stop early and release the file now (generators otherwise close when collected)."""
+        close = getattr(self._requests, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "TraceReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_trace(path: PathLike, format: str | None = None, *, rng: np.random.Generator | None = None,
+               on_error: OnError = "raise", **options: Any) -> TraceReader:
+    """Stream a trace file as TraceRequests in arrival order.
+
+    format: one of FORMATS, or None to detect it. rng: a seeded numpy Generator, required where
+    the format needs randomness (mooncake spread='uniform', vidur arrivals). on_error: 'raise'
+    (default), 'skip' (bad rows are left out and listed in the returned reader's `errors`), or a
+    callable given each error. Other options are format-specific (see FORMAT_OPTIONS).
+    """
+    fmt = detect_format(path) if format is None else format
+    spec = _READERS.get(fmt)
+    if spec is None:
+        raise ValueError(f"unknown trace format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        valid = ", ".join(spec.options + ("on_error",))
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for trace format {fmt!r}; "
+                         f"valid options: {valid}")
+    sink = ErrorSink(on_error)
+    kwargs: dict[str, Any] = dict(options)
+    if spec.uses_rng:
+        kwargs["rng"] = rng
+    requests = spec.reader(path, on_error=sink, errors=sink.errors, **kwargs)
+    return TraceReader(path, fmt, requests, sink)
+
+
+FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {name: spec.options for name, spec in _READERS.items()}

@@ -1,0 +1,172 @@
+"""Streaming transforms over TraceRequest iterators: cut a window, speed up, scale the rate, cap.
+
+Each takes and returns an iterator in arrival order and holds at most one request of
+lookahead, so they compose over million-row traces. Randomness only from a passed-in
+numpy Generator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ._rng import require_rng
+from .record import TraceRequest, with_arrival
+
+__all__ = ["time_window", "speed_up", "scale_rate", "limit", "apply_transforms"]
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < float(value) < math.inf):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _optional_time(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def time_window(reqs: Iterable[TraceRequest], start_s: float | None = None, end_s: float | None = None,
+                rebase: bool = True) -> Iterator[TraceRequest]:
+    """Requests with start_s <= arrival_s < end_s (None = open side).
+
+    rebase=True shifts arrivals by -start_s so the window starts at 0.0 (an idle lead-in inside
+    the window is kept, so rates stay true). Stops reading at the first arrival >= end_s, which
+    relies on the input being in arrival order (all readers guarantee it).
+    """
+    start = _optional_time("start_s", start_s)
+    end = _optional_time("end_s", end_s)
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"time_window: end_s ({end}) must be greater than start_s ({start})")
+    return _window(reqs, start, end, rebase and bool(start))
+
+
+def _window(reqs: Iterable[TraceRequest], start: float | None, end: float | None,
+            shift: bool) -> Iterator[TraceRequest]:
+    for r in reqs:
+        a = r.arrival_s
+        if start is not None and a < start:
+            continue
+        if end is not None and a >= end:
+            return
+        yield with_arrival(r, a - start) if shift else r
+
+
+def speed_up(reqs: Iterable[TraceRequest], factor: float) -> Iterator[TraceRequest]:
+    """Compress time by `factor` (arrival_s / factor): 2.0 replays the same requests twice as fast."""
+    f = _positive("speed_up factor", factor)
+    return _speed_up(reqs, f)
+
+
+def _speed_up(reqs: Iterable[TraceRequest], f: float) -> Iterator[TraceRequest]:
+    if f == 1.0:
+        yield from reqs
+        return
+    for r in reqs:
+        yield with_arrival(r, r.arrival_s / f)
+
+
+class _Uniforms:
+    """Buffered U[0,1) draws: numpy per-scalar calls are slow, chunks are deterministic too."""
+
+    __slots__ = ("rng", "buf", "i")
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng, self.buf, self.i = rng, [], 0
+
+    def __call__(self) -> float:
+        if self.i >= len(self.buf):
+            self.buf, self.i = self.rng.random(4096).tolist(), 0
+        u = self.buf[self.i]
+        self.i += 1
+        return u
+
+
+def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Generator, *,
+               max_jitter_s: float | None = None) -> Iterator[TraceRequest]:
+    """Change the request rate by `factor` while keeping the trace's time axis.
+
+    Each request is emitted floor(factor) or ceil(factor) times (the fractional part is the
+    seeded probability of the extra copy), so factor < 1 is Bernoulli thinning and factor > 1
+    replicates. The original keeps its id; copies get ids "{id}.r1", "{id}.r2", ... and arrive at
+    sorted uniform-random offsets inside the gap to the next input request (capped at
+    max_jitter_s when given, to keep bursts tight), so order is kept. Copies of the last request
+    arrive with it.
+    """
+    f = _positive("rate_scale factor", factor)
+    gen = require_rng(rng, "scale_rate")
+    if max_jitter_s is not None:
+        max_jitter_s = _positive("max_jitter_s", max_jitter_s)
+    return _scale_rate(reqs, f, gen, max_jitter_s)
+
+
+def _scale_rate(reqs: Iterable[TraceRequest], f: float, rng: np.random.Generator,
+                cap: float | None) -> Iterator[TraceRequest]:
+    whole = math.floor(f)
+    frac = f - whole
+    u = _Uniforms(rng)
+    it = iter(reqs)
+    cur = next(it, None)
+    while cur is not None:
+        nxt = next(it, None)
+        k = whole + (1 if frac and u() < frac else 0)
+        if k:
+            yield cur
+            if k > 1:
+                gap = nxt.arrival_s - cur.arrival_s if nxt is not None else 0.0
+                if cap is not None and gap > cap:
+                    gap = cap
+                a = cur.arrival_s
+                for j, off in enumerate(sorted(u() * gap for _ in range(k - 1)), 1):
+                    yield with_arrival(cur, a + off, f"{cur.request_id}.r{j}")
+        cur = nxt
+
+
+def limit(reqs: Iterable[TraceRequest], n: int) -> Iterator[TraceRequest]:
+    """The first n requests (stops reading after them)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"limit must be an integer >= 0, got {n!r}")
+    return itertools.islice(reqs, int(n))
+
+
+# apply_transforms' keyword names shadow these two functions inside it.
+_speed_up_fn = speed_up
+_limit_fn = limit
+
+
+def apply_transforms(reqs: Iterable[TraceRequest], *,
+                     window: Sequence[float | None] | Mapping[str, Any] | None = None,
+                     speed_up: float | None = None, rate_scale: float | None = None,
+                     limit: int | None = None, rng: np.random.Generator | None = None) -> Iterator[TraceRequest]:
+    """Apply the usual trace edits in a fixed, documented order: window -> speed_up -> rate_scale -> limit.
+
+    The window is cut in the original trace's time; limit counts requests after rate scaling.
+    window: (start_s, end_s) with None for an open side, or {"start_s":..., "end_s":..., "rebase":...}.
+    rng is needed only for rate_scale. All arguments are checked before anything is read.
+    """
+    out: Iterable[TraceRequest] = reqs
+    if window is not None:
+        if isinstance(window, Mapping):
+            unknown = set(window) - {"start_s", "end_s", "rebase"}
+            if unknown:
+                raise ValueError(f"unknown window key(s) {sorted(unknown)}; valid keys: start_s, end_s, rebase")
+            out = time_window(out, window.get("start_s"), window.get("end_s"), window.get("rebase", True))
+        elif isinstance(window, (tuple, list)) and len(window) == 2:
+            out = time_window(out, window[0], window[1])
+        else:
+            raise ValueError(f"window must be (start_s, end_s) or a mapping, got {window!r}")
+    if speed_up is not None:
+        out = _speed_up_fn(out, speed_up)
+    if rate_scale is not None:
+        out = scale_rate(out, rate_scale, rng)  # type: ignore[arg-type]  # scale_rate checks rng
+    if limit is not None:
+        out = _limit_fn(out, limit)
+    return iter(out)

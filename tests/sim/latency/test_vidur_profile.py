@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.latency import IterationShape, LatencyModel
+from sim.latency._interp import Curve1D
+from sim.latency.vidur_profile import (
+    LINEAR_OPS,
+    PROFILES_DIR,
+    ProfileNotFoundError,
+    VidurProfileModel,
+    fit_attention_surfaces,
+    fit_op_curves,
+    list_vidur_profiles,
+)
+
+
+def _holdout(df: pd.DataFrame, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    levels = np.sort(df[key].unique())
+    held = set(levels[1:-1:3])  # interior points only: interpolation, not extrapolation
+    return df[~df[key].isin(held)], df[df[key].isin(held)]
+
+
+@pytest.mark.parametrize(
+    "gpu,model",
+    [("a100", "meta-llama/Llama-2-70b-hf"), ("h100", "meta-llama/Llama-2-7b-hf"), ("a100", "meta-llama/Meta-Llama-3-8B"), ("h100", "Qwen/Qwen-72B")],
+)
+def test_linear_ops_reproduce_held_out_rows(gpu, model):
+    df = pd.read_csv(PROFILES_DIR / f"vidur/compute/{gpu}/{model}/mlp.csv")
+    for tp in sorted(df["num_tensor_parallel_workers"].unique()):
+        train, test = _holdout(df[df["num_tensor_parallel_workers"] == tp], "num_tokens")
+        curves = fit_op_curves(train)
+        x = test["num_tokens"].to_numpy()
+        pred = sum(curves[o](x) for o in LINEAR_OPS)
+        true = sum(test[f"time_stats.{o}.median"].to_numpy() for o in LINEAR_OPS)
+        rel = np.abs(pred / true - 1)
+        assert np.median(rel) < 0.02, (tp, np.median(rel))
+        assert np.percentile(rel, 90) < 0.06, (tp, np.percentile(rel, 90))
+        for op in ("mlp_up_proj", "mlp_down_proj", "attn_pre_proj"):
+            y = test[f"time_stats.{op}.median"].to_numpy()
+            assert np.median(np.abs(curves[op](x) / y - 1)) < 0.03, (tp, op)
+
+
+def test_attention_surfaces_reproduce_held_out_rows():
+    df = pd.read_csv(PROFILES_DIR / "vidur/legacy_a100_2024-05/attention.csv").drop_duplicates()
+    mask = np.random.default_rng(0).random(len(df)) < 0.2
+    prefill, decode, _ = fit_attention_surfaces(df[~mask])
+    test = df[mask]
+    tp_, td = test[test["prefill_chunk_size"] > 0], test[test["prefill_chunk_size"] == 0]
+    yp = tp_["time_stats.attn_prefill.median"].to_numpy()
+    ep = np.abs(prefill(tp_["kv_cache_size"].to_numpy(), tp_["prefill_chunk_size"].to_numpy()) / yp - 1)
+    yd = td["time_stats.attn_decode.median"].to_numpy()
+    ed = np.abs(decode(td["batch_size"].to_numpy(), td["kv_cache_size"].to_numpy()) / yd - 1)
+    assert np.median(ep) < 0.03 and np.median(ed) < 0.03
+    # Kernels above timer granularity (~1 us steps) are reproduced tightly.
+    assert np.percentile(ep[yp > 0.1], 90) < 0.10
+    assert np.percentile(ed[yd > 0.05], 90) < 0.06
+
+
+def test_all_reduce_curve_reproduces_held_out_sizes():
+    df = pd.read_csv(PROFILES_DIR / "vidur/network/a100_pairwise_nvlink/all_reduce.csv")
+    df = df[(df["num_workers"] == 2) & (df["devices_per_node"] == 2)].sort_values("size")
+    x = df["size"].to_numpy() / 8192 / 2
+    y = df["time_stats.all_reduce.median"].to_numpy()
+    held = np.zeros(len(x), dtype=bool)
+    held[1:-1:3] = True
+    c = Curve1D.fit(x[~held], y[~held])
+    rel = np.abs(c(x[held]) / y[held] - 1)
+    big = x[held] >= 256
+    assert np.median(rel[big]) < 0.02
+
+
+def test_curve_extrapolates_linearly_and_clamps_low():
+    c = Curve1D.fit(np.array([1, 2, 3, 4.0]), np.array([1, 2, 3, 4.0]))
+    assert float(c(0.0)) == 1.0
+    assert float(c(10.0)) == pytest.approx(10.0)
+
+
+def test_anchor_prefill_matches_vidur_when_replica_idle(vidur70b, anchors_dir):
+    """A request that arrives at an idle replica is prefilled alone: TTFT = one iteration."""
+    for run in ("code_r1_n10000_qps0.8", "arxiv_r1_n10000_qps0.4"):
+        w = pd.read_csv(anchors_dir / run / "workload.csv")
+        r = pd.read_csv(anchors_dir / run / "vidur_request_metrics.csv")
+        df = w.merge(r, on="request_id")
+        idle = df[(df["scheduling_delay_s"] == 0) & (df["num_restarts"] == 0)]
+        assert len(idle) >= 1
+        pred = np.array([vidur70b.iteration_s(IterationShape((p,), (0,))) for p in idle["prompt_tokens"]])
+        rel = np.abs(pred / idle["ttft_s"].to_numpy() - 1)
+        assert np.median(rel) < 0.02, (run, np.median(rel))
+        assert np.percentile(rel, 90) < 0.05
+
+
+def test_anchor_decode_matches_vidur_for_isolated_requests(vidur70b, anchors_dir):
+    w = pd.read_csv(anchors_dir / "code_r1_n10000_qps0.8" / "workload.csv")
+    r = pd.read_csv(anchors_dir / "code_r1_n10000_qps0.8" / "vidur_request_metrics.csv")
+    df = w.merge(r, on="request_id").sort_values("arrival_s").reset_index(drop=True)
+    end = (df["arrival_s"] + df["e2e_s"]).to_numpy()
+    start = df["arrival_s"].to_numpy()
+    prev_end = np.concatenate([[-np.inf], np.maximum.accumulate(end)[:-1]])
+    next_start = np.concatenate([start[1:], [np.inf]])
+    iso = df[(prev_end < start) & (next_start > end) & (df["output_tokens"] > 1)]
+    assert len(iso) > 50
+    # Vidur's tpot = (e2e - ttft) / output_tokens; the first token comes with the prefill.
+    pred = np.array([vidur70b.decode_run_s(np.array([p]), o - 1).sum() / o for p, o in zip(iso["prompt_tokens"], iso["output_tokens"])])
+    rel = pred / iso["tpot_s"].to_numpy() - 1
+    assert np.median(np.abs(rel)) < 0.03
+
+
+def test_decode_run_equals_loop(vidur70b):
+    rng = np.random.default_rng(1)
+    for b in (1, 2, 32, 128, 150):
+        ctx = rng.integers(1, 3900, size=b)
+        fast = vidur70b.decode_run_s(ctx, 300)
+        slow = LatencyModel.decode_run_s(vidur70b, ctx, 300)
+        np.testing.assert_allclose(fast, slow, rtol=1e-9)
+
+
+def test_breakdown_sums_to_iteration(vidur70b):
+    s = IterationShape((700, 300), (0, 128), (900, 1500, 40))
+    assert sum(vidur70b.breakdown_ms(s).values()) * 1e-3 == pytest.approx(vidur70b.iteration_s(s), rel=1e-9)
+
+
+def test_vidur_arithmetic_details(vidur70b):
+    m = vidur70b
+    # token count rounds up to a multiple of 8 for the linear ops
+    assert m._tokens_ms(9) == m._tokens_ms(16)
+    # decode attention is keyed by mean KV rounded up to 64 (+1 for the token being decoded)
+    a = m.iteration_s(IterationShape(decode_context_tokens=[64, 64]))
+    b = m.iteration_s(IterationShape(decode_context_tokens=[100, 100]))
+    assert a == b
+    # several prefills are aggregated: sqrt of sum of squares, +10% batching overhead
+    two = m.breakdown_ms(IterationShape((300, 400)))["attn_prefill"]
+    one = m.breakdown_ms(IterationShape((500,)))["attn_prefill"]
+    assert two == pytest.approx(one * 1.1)
+    assert m.iteration_s(IterationShape()) == 0.0
+
+
+def test_monotone_in_prompt_and_batch(vidur70b):
+    t = [vidur70b.iteration_s(IterationShape((p,))) for p in (64, 512, 1024, 2048, 4096)]
+    assert all(a < b for a, b in zip(t, t[1:]))
+    d = [vidur70b.iteration_s(IterationShape(decode_context_tokens=[1000] * b)) for b in (1, 8, 32, 128)]
+    assert all(a <= b for a, b in zip(d, d[1:]))
+
+
+def test_beyond_profile_extrapolates(vidur70b):
+    big = vidur70b.iteration_s(IterationShape((6000,)))
+    assert big > vidur70b.iteration_s(IterationShape((4096,)))
+    long = vidur70b.decode_run_s(np.array([8000, 9000]), 5)
+    assert np.all(np.diff(long) >= 0) and np.all(long > 0)
+
+
+def test_missing_profiles_raise_with_listing():
+    with pytest.raises(ProfileNotFoundError, match="available compute profiles"):
+        VidurProfileModel("meta-llama/Llama-2-7b-hf", "l4", 1)
+    with pytest.raises(ProfileNotFoundError, match="attention='scaled'"):
+        VidurProfileModel("meta-llama/Llama-2-7b-hf", "a100", 1)
+    with pytest.raises(ProfileNotFoundError, match="tensor_parallel=2"):
+        VidurProfileModel("microsoft/phi-2", "a100", 2, attention="scaled")
+    with pytest.raises(ProfileNotFoundError, match="available"):
+        VidurProfileModel(network="nvl72")
+    with pytest.raises(ValueError, match="fp16"):
+        VidurProfileModel(precision="int8")
+    profiles = list_vidur_profiles()
+    assert profiles[("a100", "meta-llama/Llama-2-70b-hf")] == [1, 2, 4, 8]
+
+
+def test_scaled_attention_for_other_models_and_gpus():
+    a = VidurProfileModel("meta-llama/Llama-2-7b-hf", "a100", 1, attention="scaled")
+    h = VidurProfileModel("meta-llama/Llama-2-7b-hf", "h100", 1, attention="scaled")
+    s = IterationShape((1000,), (0,), [1000] * 16)
+    assert 0 < h.iteration_s(s) < a.iteration_s(s)
+    np.testing.assert_allclose(h.decode_run_s(np.full(8, 500), 20), LatencyModel.decode_run_s(h, np.full(8, 500), 20), rtol=1e-9)
+
+
+def test_cpu_overhead_option_adds_time():
+    plain = VidurProfileModel("codellama/CodeLlama-34b-Instruct-hf", "a100", 2)
+    cpu = VidurProfileModel("codellama/CodeLlama-34b-Instruct-hf", "a100", 2, cpu_overhead=True)
+    s = IterationShape(decode_context_tokens=[500] * 16)
+    assert cpu.iteration_s(s) > plain.iteration_s(s)
+    np.testing.assert_allclose(cpu.decode_run_s(np.full(16, 500), 10), LatencyModel.decode_run_s(cpu, np.full(16, 500), 10), rtol=1e-9)

@@ -1,0 +1,127 @@
+import csv
+import datetime as dt
+import math
+
+import pytest
+
+from sim.traces import TraceFormatError, bundled_trace_path, detect_format, read_trace
+from sim.traces.azure import read_azure
+
+HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\r\n"
+
+
+def _reference_arrivals(path):
+    """Independent oracle: datetime parsing (microsecond resolution) of every row."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    stamps = [dt.datetime.strptime(r[0][:26], "%Y-%m-%d %H:%M:%S.%f") for r in rows]
+    return rows, [(s - stamps[0]).total_seconds() for s in stamps]
+
+
+def test_bundled_azure_code_trace():
+    path = bundled_trace_path("azure_code")
+    assert detect_format(path) == "azure"
+    reqs = list(read_trace(path))
+    rows, ref = _reference_arrivals(path)
+    assert len(reqs) == len(rows) == 8819
+    assert reqs[0].arrival_s == 0.0
+    assert all(a.arrival_s <= b.arrival_s for a, b in zip(reqs, reqs[1:]))
+    assert [r.request_id for r in reqs] == [str(i) for i in range(len(reqs))]
+    assert max(abs(r.arrival_s - t) for r, t in zip(reqs, ref)) < 1e-6  # 100 ns digits beyond us
+    assert [(r.prompt_tokens, r.output_tokens) for r in reqs] == [(int(c), int(g)) for _, c, g in rows]
+    span = reqs[-1].arrival_s
+    assert 3435 < span < 3437  # the README's 3,436 s
+    assert all(r.hash_ids == () and r.model is None for r in reqs)
+
+
+def test_first_rows_exact(write):
+    p = write("t.csv", HEADER + "2023-11-16 18:17:03.9799600,4808,10\r\n2023-11-16 18:17:04.0319600,3180,8\r\n"
+              "2023-11-16 18:18:00.0000001,1,2\r\n2023-11-17 00:00:00.0000000,3,4")
+    reqs = list(read_azure(p))
+    assert [r.request_id for r in reqs] == ["0", "1", "2", "3"]
+    assert reqs[0].arrival_s == 0.0
+    assert reqs[1].arrival_s == pytest.approx(0.052, abs=1e-12)
+    assert reqs[2].arrival_s == pytest.approx(56.0200401, abs=1e-9)  # 100 ns resolution kept
+    day_end = (dt.datetime(2023, 11, 17) - dt.datetime(2023, 11, 16, 18, 17, 3, 979960)).total_seconds()
+    assert reqs[3].arrival_s == pytest.approx(day_end, abs=1e-9)  # crosses midnight
+
+
+def test_2024_format_case_insensitive_headers_and_time_zone(write):
+    p = write("azure2024.csv", "timestamp,contexttokens,generatedtokens\n"
+              "2024-05-10 00:00:00.009930+00:00,2162,5\n2024-05-10 00:00:01+00:00,7,1\n"
+              "2024-05-10 02:00:02.5+02:00,1,1\n2024-05-10T00:00:03Z,1,1\n")
+    assert detect_format(p) == "azure"
+    reqs = list(read_trace(p))
+    assert [round(r.arrival_s, 6) for r in reqs] == [0.0, 0.99007, 2.49007, 2.99007]
+    assert (reqs[0].prompt_tokens, reqs[0].output_tokens) == (2162, 5)
+
+
+def test_columns_in_any_order_and_extra_columns(write):
+    p = write("t.csv", "GeneratedTokens,Extra,TIMESTAMP,ContextTokens\n5,x,2023-11-16 18:17:03.5,10\n6,y,2023-11-16 18:17:04.5,11\n")
+    reqs = list(read_trace(p, "azure"))
+    assert [(r.arrival_s, r.prompt_tokens, r.output_tokens) for r in reqs] == [(0.0, 10, 5), (1.0, 11, 6)]
+
+
+@pytest.mark.parametrize("row, field, needle", [
+    ("2023-11-16 18:17:04.0,3180,abc", "GeneratedTokens", "expected a non-negative integer, got 'abc'"),
+    ("2023-11-16 18:17:04.0,-3,1", "ContextTokens", "got '-3'"),
+    ("2023-11-16 18:17:04.0,1.5,1", "ContextTokens", "got '1.5'"),
+    ("2023-11-16 18:17:xx.0,1,1", "TIMESTAMP", "malformed timestamp"),
+    ("2023-13-16 18:17:04.0,1,1", "TIMESTAMP", "malformed timestamp"),
+    ("2023-11-16 25:17:04.0,1,1", "TIMESTAMP", "malformed timestamp"),
+    ("2023-11-16 18:17:04.0", "ContextTokens", "row has 1 fields"),
+    ("2023-11-16 18:17:02.0,1,1", "TIMESTAMP", "arrival goes backwards"),
+])
+def test_bad_rows_name_file_line_and_field(write, row, field, needle):
+    p = write("trace.csv", HEADER + "2023-11-16 18:17:03.0,1,1\r\n\r\n" + row + "\r\n")
+    with pytest.raises(TraceFormatError) as exc:
+        list(read_azure(p))
+    e = exc.value
+    assert (e.path, e.line, e.field) == (str(p), 4, field)
+    assert str(e).startswith(f"{p}:4: field '{field}': ")
+    assert needle in str(e)
+    assert isinstance(e, ValueError)
+
+
+def test_tiny_backwards_jitter_is_clamped(write):
+    p = write("t.csv", HEADER + "2023-11-16 18:17:03.0000005,1,1\n2023-11-16 18:17:03.0000000,1,1\n")
+    reqs = list(read_azure(p))
+    assert reqs[1].arrival_s == reqs[0].arrival_s == 0.0
+
+
+def test_missing_column_empty_and_header_only(write):
+    with pytest.raises(TraceFormatError, match=r"t\.csv:1: field 'GeneratedTokens': missing required column"):
+        list(read_azure(write("t.csv", "TIMESTAMP,ContextTokens\n2023-11-16 18:17:03.0,1\n")))
+    with pytest.raises(TraceFormatError, match="empty file"):
+        list(read_azure(write("e.csv", "")))
+    with pytest.raises(TraceFormatError, match="no data rows"):
+        list(read_azure(write("h.csv", HEADER)))
+
+
+def test_skip_mode_records_errors_and_keeps_ids_stable(write):
+    p = write("t.csv", HEADER + "2023-11-16 18:17:03.0,1,1\nbad,1,1\n2023-11-16 18:17:05.0,2,x\n2023-11-16 18:17:06.0,3,3\n")
+    reader = read_trace(p, on_error="skip")
+    reqs = list(reader)
+    assert [(r.request_id, r.arrival_s) for r in reqs] == [("0", 0.0), ("3", 3.0)]
+    assert [(e.line, e.field) for e in reader.errors] == [(3, "TIMESTAMP"), (4, "GeneratedTokens")]
+    assert reader.skipped == 2
+    seen = []
+    assert len(list(read_azure(p, on_error=seen.append))) == 2
+    assert len(seen) == 2
+
+
+def test_gzip_input(tmp_path):
+    import gzip
+    p = tmp_path / "t.csv.gz"
+    with gzip.open(p, "wt", newline="") as f:
+        f.write(HEADER + "2023-11-16 18:17:03.0,1,1\r\n2023-11-16 18:17:04.0,2,2\r\n")
+    assert detect_format(p) == "azure"
+    assert [r.arrival_s for r in read_trace(p)] == [0.0, 1.0]
+
+
+def test_shared_copy_matches_bundled():
+    from .conftest import AZURE_SHARED, need
+    shared = list(read_trace(need(AZURE_SHARED)))
+    bundled = list(read_trace(bundled_trace_path()))
+    assert shared == bundled
+    assert not math.isnan(bundled[-1].arrival_s)

@@ -1,0 +1,140 @@
+import csv
+import json
+
+import pytest
+
+from sim.traces import TraceFormatError, TraceRequest, detect_format, read_trace, write_canonical
+from sim.traces.canonical import read_canonical_csv, read_canonical_jsonl
+from sim.traces.record import params_from_mapping
+
+from .conftest import ANCHORS
+
+HEADER = "request_id,arrival_s,prompt_tokens,output_tokens\n"
+
+
+@pytest.mark.skipif(not ANCHORS, reason="Vidur anchors not available")
+@pytest.mark.parametrize("path", ANCHORS, ids=lambda p: p.parent.name)
+def test_vidur_anchor_workloads_read_unchanged(path):
+    assert detect_format(path) == "canonical"
+    reqs = list(read_trace(path))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(reqs) == len(rows) == 10000
+    for r, row in zip(reqs, rows):
+        assert (r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens) == (
+            row["request_id"], float(row["arrival_s"]), int(row["prompt_tokens"]), int(row["output_tokens"]))
+    assert reqs[0].arrival_s == 0.0
+
+
+def test_optional_columns(write):
+    p = write("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens,model,tenant,priority,prompt,hash_ids,params\n"
+              'a,0.5,10,2,llama,t1,-1,"hello, ""world""\nsecond line",1 2 3,"{""temperature"": 0.2, ""stop"": [""\\n""]}"\n'
+              "b,1.0,3,4,,,,,,\n")
+    a, b = read_trace(p)
+    assert a == TraceRequest("a", 0.5, 10, 2, model="llama", tenant="t1", priority=-1,
+                             prompt='hello, "world"\nsecond line', hash_ids=(1, 2, 3),
+                             params=params_from_mapping({"temperature": 0.2, "stop": ["\n"]}))
+    assert b == TraceRequest("b", 1.0, 3, 4)
+
+
+def test_arrival_kept_as_written_and_empty_id_falls_back_to_row_index(write):
+    p = write("c.csv", HEADER + "x,5.0,1,1\n,6.0,1,1\n")
+    assert [(r.request_id, r.arrival_s) for r in read_trace(p)] == [("x", 5.0), ("1", 6.0)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".csv.gz"])
+def test_round_trip(tmp_path, suffix):
+    reqs = [
+        TraceRequest("a", 0.0, 10, 2, model="m", tenant="t", priority=2, prompt="p, \"q\"\nr",
+                     hash_ids=(4, 5), hash_block_tokens=16, params=params_from_mapping({"temperature": 0.5, "stop": ["x"]})),
+        TraceRequest("b", 0.1 + 0.2, 3, 4, model="m", tenant="t", priority=0, prompt="s",
+                     hash_ids=(6,), hash_block_tokens=16),
+    ]
+    p = tmp_path / f"out{suffix}"
+    assert write_canonical(reqs, p) == 2
+    assert detect_format(p) == "canonical"
+    assert list(read_trace(p)) == reqs
+
+
+def test_csv_writer_keeps_four_columns_for_length_only_traces(tmp_path):
+    p = tmp_path / "w.csv"
+    write_canonical([TraceRequest("0", 0.0, 1, 2)], p)
+    assert p.read_text().splitlines()[0] == HEADER.strip()
+    with pytest.raises(ValueError, match="pass columns="):
+        write_canonical([TraceRequest("0", 0.0, 1, 2), TraceRequest("1", 1.0, 1, 2, model="m")], tmp_path / "x.csv")
+    write_canonical([TraceRequest("0", 0.0, 1, 2), TraceRequest("1", 1.0, 1, 2, model="m")], tmp_path / "y.csv",
+                    columns=["model"])
+    assert [r.model for r in read_trace(tmp_path / "y.csv")] == [None, "m"]
+
+
+def test_jsonl(write):
+    lines = [
+        {"request_id": 7, "arrival_s": 0.25, "prompt_tokens": 5, "output_tokens": 1, "params": {"top_p": 0.9}},
+        {"arrival_s": 0.5, "prompt_tokens": 5, "output_tokens": 1, "hash_ids": [1, 2], "unknown_key": True},
+    ]
+    p = write("c.jsonl", "\n".join(json.dumps(o) for o in lines) + "\n")
+    a, b = read_trace(p)
+    assert a == TraceRequest("7", 0.25, 5, 1, params=(("top_p", 0.9),))
+    assert b == TraceRequest("1", 0.5, 5, 1, hash_ids=(1, 2))
+
+
+@pytest.mark.parametrize("row, line, field, needle", [
+    ("b,abc,1,1", 3, "arrival_s", "expected a finite non-negative number of seconds, got 'abc'"),
+    ("b,nan,1,1", 3, "arrival_s", "got 'nan'"),
+    ("b,-1,1,1", 3, "arrival_s", "got '-1'"),
+    ("b,2.0,x,1", 3, "prompt_tokens", "non-negative integer"),
+    ("b,2.0,1,-4", 3, "output_tokens", "non-negative integer"),
+    ("b,0.5,1,1", 3, "arrival_s", "arrival goes backwards"),
+    ("b,2.0", 3, "prompt_tokens", "row has 2 fields"),
+])
+def test_csv_errors(write, row, line, field, needle):
+    p = write("trace.csv", HEADER + "a,1.0,1,1\n" + row + "\n")
+    with pytest.raises(TraceFormatError) as exc:
+        list(read_canonical_csv(p))
+    assert (exc.value.line, exc.value.field) == (line, field)
+    assert str(exc.value).startswith(f"{p}:{line}: field '{field}': ")
+    assert needle in str(exc.value)
+
+
+def test_csv_error_line_counts_quoted_newlines(write):
+    p = write("trace.csv", HEADER.strip() + ",prompt\n" + 'a,1.0,1,1,"two\nlines"\nb,2.0,1,1,"x\ny"\nc,3.0,z,1,ok\n')
+    with pytest.raises(TraceFormatError) as exc:
+        list(read_canonical_csv(p))
+    assert (exc.value.line, exc.value.field) == (6, "prompt_tokens")
+
+
+def test_csv_header_errors(write):
+    with pytest.raises(TraceFormatError, match=r"c\.csv:1: field 'request_id': missing required column"):
+        list(read_canonical_csv(write("c.csv", "arrival_s,prompt_tokens,output_tokens\n0,1,1\n")))
+    with pytest.raises(TraceFormatError, match="bad hash_ids|space-separated integers"):
+        list(read_canonical_csv(write("h.csv", HEADER.strip() + ",hash_ids\na,0,1,1,1 x\n")))
+
+
+def test_jsonl_errors(write):
+    ok = json.dumps({"request_id": "a", "arrival_s": 1.0, "prompt_tokens": 1, "output_tokens": 1})
+    cases = [
+        ('{"arrival_s": 1.0, "prompt_tokens": 1}', "output_tokens", "missing required key"),
+        ('{"arrival_s": 2.0, "prompt_tokens": 1.5, "output_tokens": 1}', "prompt_tokens", "non-negative integer"),
+        ('{"arrival_s": 2.0, "prompt_tokens": 1, "output_tokens": 1, "params": [1]}', "params", "JSON object"),
+        ('{"arrival_s": 2.0, "prompt_tokens": 1, "output_tokens": 1, "model": 3}', "model", "expected a string"),
+        ('{"arrival_s": 0.5, "prompt_tokens": 1, "output_tokens": 1}', "arrival_s", "arrival goes backwards"),
+        ('{"arrival_s": 2.0,', None, "invalid JSON"),
+    ]
+    for i, (text, field, needle) in enumerate(cases):
+        p = write(f"t{i}.jsonl", ok + "\n" + text + "\n")
+        with pytest.raises(TraceFormatError) as exc:
+            list(read_canonical_jsonl(p))
+        assert (exc.value.line, exc.value.field) == (2, field), text
+        assert needle in str(exc.value)
+
+
+def test_skip_and_streaming_raise(write):
+    p = write("trace.csv", HEADER + "a,0.0,1,1\nb,x,1,1\nc,1.0,1,1\n")
+    reader = read_trace(p, on_error="skip")
+    assert [r.request_id for r in reader] == ["a", "c"]
+    assert [(e.line, e.field) for e in reader.errors] == [(3, "arrival_s")]
+    got = []
+    with pytest.raises(TraceFormatError):
+        for r in read_trace(p):
+            got.append(r.request_id)
+    assert got == ["a"]  # rows before the bad one were already delivered

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from sim.traces import FORMAT_OPTIONS, FORMATS, TraceFormatError, detect_format, read_trace
+
+AZURE = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.0,1,1\n2023-11-16 18:17:04.0,2,2\n"
+
+
+def test_format_names():
+    assert FORMATS == ("azure", "mooncake", "vidur", "canonical")
+    assert set(FORMAT_OPTIONS) == set(FORMATS)
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("a.csv", AZURE, "azure"),
+    ("a.txt", AZURE, "azure"),
+    ("v.csv", "num_prefill_tokens,num_decode_tokens\n1,1\n", "vidur"),
+    ("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens\n0,0,1,1\n", "canonical"),
+    ("m.jsonl", '{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [0]}\n', "mooncake"),
+    ("m.txt", '\n{"timestamp": 0, "input_length": 1, "output_length": 1}\n', "mooncake"),
+    ("c.jsonl", '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 1, "output_tokens": 1}\n', "canonical"),
+])
+def test_detect_format(write, name, text, expected):
+    assert detect_format(write(name, text)) == expected
+
+
+def test_detect_format_errors(write):
+    with pytest.raises(TraceFormatError, match=r"x\.csv:1: cannot detect format.*pass format="):
+        detect_format(write("x.csv", "a,b,c\n1,2,3\n"))
+    with pytest.raises(TraceFormatError, match="empty file"):
+        detect_format(write("e.csv", ""))
+    with pytest.raises(TraceFormatError, match="not JSON"):
+        detect_format(write("bad.jsonl", "{nope\n"))
+
+
+def test_unknown_format_and_option(write):
+    p = write("a.csv", AZURE)
+    with pytest.raises(ValueError, match="unknown trace format 'csv'; valid formats: azure, mooncake, vidur, canonical"):
+        read_trace(p, "csv")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'spread' for trace format 'azure'; valid options: on_error"):
+        read_trace(p, spread="none")
+    with pytest.raises(ValueError, match="unknown on_error 'ignore'"):
+        read_trace(p, on_error="ignore")
+
+
+def test_reader_object(write):
+    p = write("a.csv", AZURE)
+    with read_trace(p) as reader:
+        assert reader.format == "azure"
+        assert next(reader).request_id == "0"
+    assert list(reader) == []  # closed early: nothing more
+    assert reader.errors == [] and reader.skipped == 0
+
+
+def test_explicit_format_overrides_detection(write):
+    p = write("w.csv", "request_id,arrival_s,prompt_tokens,output_tokens\n0,0.0,1,1\n")
+    assert len(list(read_trace(p, "canonical"))) == 1
+    with pytest.raises(TraceFormatError, match="field 'num_prefill_tokens': missing required column"):
+        list(read_trace(p, "vidur", rng=np.random.default_rng(0)))

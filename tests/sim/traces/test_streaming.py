@@ -1,0 +1,28 @@
+import tracemalloc
+
+import pytest
+
+from sim.traces import read_trace
+
+
+@pytest.mark.slow
+def test_large_canonical_csv_streams_in_bounded_memory(tmp_path):
+    n = 200_000
+    p = tmp_path / "big.csv"
+    with open(p, "w", newline="") as f:
+        f.write("request_id,arrival_s,prompt_tokens,output_tokens\n")
+        f.writelines(f"req-{i},{i * 0.01:.6f},{100 + i % 4000},{1 + i % 500}\n" for i in range(n))
+    size = p.stat().st_size
+    tracemalloc.start()
+    try:
+        count, tokens = 0, 0
+        for r in read_trace(p):
+            count += 1
+            tokens += r.prompt_tokens
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == n
+    assert size > 5_000_000
+    print(f"peak {peak} B for a {size} B file")
+    assert peak < size / 10, (peak, size)  # read buffer + one row, never the file

@@ -1,0 +1,129 @@
+import math
+
+import numpy as np
+import pytest
+
+from sim.traces import (TraceRequest, apply_transforms, bundled_trace_path, limit, read_trace, scale_rate,
+                        speed_up, time_window)
+
+
+def _reqs(times):
+    return [TraceRequest(str(i), float(t), 10 + i, 1) for i, t in enumerate(times)]
+
+
+class _Guarded:
+    """Iterator that fails if read past `allowed` items: proves transforms stop early."""
+
+    def __init__(self, items, allowed):
+        self.items, self.allowed, self.read = list(items), allowed, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.read >= len(self.items):
+            raise StopIteration
+        if self.read >= self.allowed:
+            raise AssertionError("read past the needed requests")
+        self.read += 1
+        return self.items[self.read - 1]
+
+
+def test_time_window():
+    reqs = _reqs([0, 1, 2, 3, 4, 5])
+    assert [r.arrival_s for r in time_window(reqs, 1.5, 4.0)] == [0.5, 1.5]
+    assert [r.arrival_s for r in time_window(reqs, 1.5, 4.0, rebase=False)] == [2.0, 3.0]
+    assert [r.request_id for r in time_window(reqs, end_s=2)] == ["0", "1"]
+    assert [r.request_id for r in time_window(reqs, start_s=4)] == ["4", "5"]
+    assert list(time_window(_Guarded(reqs, 4), 0, 3.0))[-1].request_id == "2"  # reads one past the end only
+
+
+@pytest.mark.parametrize("start, end", [(3, 3), (4, 1), (float("nan"), None), (None, float("inf")), ("1", None)])
+def test_time_window_validation(start, end):
+    with pytest.raises(ValueError):
+        time_window([], start, end)
+
+
+def test_speed_up():
+    out = list(speed_up(_reqs([0, 1, 3]), 2.0))
+    assert [r.arrival_s for r in out] == [0.0, 0.5, 1.5]
+    assert [r.prompt_tokens for r in out] == [10, 11, 12]
+    for bad in (0, -1, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="speed_up factor must be a finite number > 0"):
+            speed_up([], bad)
+
+
+def test_scale_rate_thinning_on_real_trace():
+    reqs = list(read_trace(bundled_trace_path()))
+    a = list(scale_rate(reqs, 0.5, np.random.default_rng(1)))
+    b = list(scale_rate(reqs, 0.5, np.random.default_rng(1)))
+    assert a == b
+    n = len(reqs)
+    assert abs(len(a) - n / 2) < 4 * math.sqrt(n * 0.25)  # binomial, 4 sigma
+    assert set(r.request_id for r in a) <= set(r.request_id for r in reqs)
+    assert all(x.arrival_s <= y.arrival_s for x, y in zip(a, a[1:]))
+
+
+@pytest.mark.parametrize("factor", [2.0, 3.0])
+def test_scale_rate_integer_replication(factor):
+    reqs = _reqs([0, 1, 1, 4, 10])
+    out = list(scale_rate(reqs, factor, np.random.default_rng(5)))
+    k = int(factor)
+    assert len(out) == k * len(reqs)
+    assert all(x.arrival_s <= y.arrival_s for x, y in zip(out, out[1:]))
+    for i, r in enumerate(reqs):
+        group = out[i * k:(i + 1) * k]
+        assert group[0] is r
+        assert [c.request_id for c in group[1:]] == [f"{r.request_id}.r{j}" for j in range(1, k)]
+        nxt = reqs[i + 1].arrival_s if i + 1 < len(reqs) else r.arrival_s
+        assert all(r.arrival_s <= c.arrival_s <= nxt for c in group[1:])
+        assert all(c.prompt_tokens == r.prompt_tokens for c in group)
+
+
+def test_scale_rate_fractional_and_jitter_cap():
+    reqs = list(read_trace(bundled_trace_path()))
+    out = list(scale_rate(reqs, 2.5, np.random.default_rng(2), max_jitter_s=0.01))
+    n = len(reqs)
+    assert abs(len(out) - 2.5 * n) < 4 * math.sqrt(n * 0.25)
+    assert all(x.arrival_s <= y.arrival_s for x, y in zip(out, out[1:]))
+    origin = {r.request_id: r.arrival_s for r in reqs}
+    for c in out:
+        base = c.request_id.split(".r")[0]
+        assert 0.0 <= c.arrival_s - origin[base] <= 0.01
+    assert len({r.request_id for r in out}) == len(out)
+
+
+def test_scale_rate_validation():
+    with pytest.raises(ValueError, match="rate_scale factor must be"):
+        scale_rate([], 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="rng"):
+        scale_rate([], 2.0, None)  # type: ignore[arg-type]
+    assert list(scale_rate(_reqs([0, 1]), 1.0, np.random.default_rng(0))) == _reqs([0, 1])
+
+
+def test_limit():
+    assert [r.request_id for r in limit(_reqs(range(5)), 2)] == ["0", "1"]
+    assert list(limit(_reqs(range(5)), 0)) == []
+    assert len(list(limit(_Guarded(_reqs(range(100)), 3), 3))) == 3
+    for bad in (-1, 1.5, None):
+        with pytest.raises(ValueError, match="limit must be an integer"):
+            limit([], bad)  # type: ignore[arg-type]
+
+
+def test_apply_transforms_order_and_validation():
+    reqs = _reqs(range(0, 100))  # one request per second
+    out = list(apply_transforms(reqs, window=(10, 30), speed_up=2.0, rate_scale=3.0, limit=7,
+                                rng=np.random.default_rng(0)))
+    assert len(out) == 7
+    assert out[0].request_id == "10" and out[0].arrival_s == 0.0
+    assert [r.request_id for r in out[:4]] == ["10", "10.r1", "10.r2", "11"]
+    assert out[3].arrival_s == 0.5
+    same = list(apply_transforms(reqs, window={"start_s": 10, "end_s": 30, "rebase": False}))
+    assert [r.arrival_s for r in same] == [float(t) for t in range(10, 30)]
+    assert list(apply_transforms(iter(reqs))) == reqs
+    with pytest.raises(ValueError, match="rng"):
+        apply_transforms(reqs, rate_scale=2.0)
+    with pytest.raises(ValueError, match="unknown window key"):
+        apply_transforms(reqs, window={"begin": 1})
+    with pytest.raises(ValueError, match="window must be"):
+        apply_transforms(reqs, window=5)  # type: ignore[arg-type]
