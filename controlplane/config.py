@@ -67,6 +67,7 @@ class ModelDeployment(_Section):
     num_kv_blocks: int | None = Field(None, ge=1)  # None: from the memory plan, else unlimited
     cold_start_s: float = Field(30.0, ge=0)  # simulated time from scale-up to ready
     max_model_len: int | None = Field(None, ge=1)  # prompt+output cap; None: no cap
+    worker: dict[str, Any] = Field(default_factory=dict)  # live mode: the worker's model settings
 
 
 class ClusterConfig(_Section):

@@ -63,10 +63,26 @@ class ControlPlane:
         self._deployments = {m.name: m for m in config.cluster.models}
         self._default_model = config.cluster.models[0].name
         self._arrivals_since_tick = 0
+        self._record_batches = config.storage.record_batches
+        self.bind_plugins(plugins, fallbacks)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ev.RequestArrived: self._on_arrival,
+            ev.BatchFinished: self._on_batch_finished,
+            ev.BatchFailed: self._on_batch_failed,
+            ev.WorkerReady: self._on_worker_ready,
+            ev.WorkerFailed: self._on_worker_failed,
+            ev.WorkerStopped: self._on_worker_stopped,
+            ev.WorkerWake: self._on_wake,
+            ev.GuardianFinished: self._on_guardian_finished,
+            ev.Tick: self._on_tick,
+        }
+
+    def bind_plugins(self, plugins: PluginSet, fallbacks: Mapping[str, object]) -> None:
+        """Use this plugin set from now on (the daemon's config reload swaps it at run time)."""
+        self.plugins = plugins
         hook = plugins.hook
         self._monitor = plugins.monitor
         self._emit_hook = fast_caller(hook.cp_on_event)
-        self._record_batches = config.storage.record_batches
         self._policy_hooks = {
             name: (fast_caller(getattr(hook, name)), fallbacks.get(name))
             for name in (
@@ -80,17 +96,6 @@ class ControlPlane:
             )
         }
         self._cache_store = fast_caller(hook.cp_cache_store)
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            ev.RequestArrived: self._on_arrival,
-            ev.BatchFinished: self._on_batch_finished,
-            ev.BatchFailed: self._on_batch_failed,
-            ev.WorkerReady: self._on_worker_ready,
-            ev.WorkerFailed: self._on_worker_failed,
-            ev.WorkerStopped: self._on_worker_stopped,
-            ev.WorkerWake: self._on_wake,
-            ev.GuardianFinished: self._on_guardian_finished,
-            ev.Tick: self._on_tick,
-        }
 
     # --- public API ---------------------------------------------------------------------------
 

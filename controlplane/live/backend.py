@@ -321,11 +321,11 @@ class CausalLMBackend:
             ids[i, width - lengths[i] :] = torch.tensor(r.prompt_ids)
             real[i, width - lengths[i] :] = 1
         ids, real = ids.to(self.device), real.to(self.device)
-        positions = torch.arange(width).expand(len(reqs), width)
+        positions = (real.cumsum(dim=1) - 1).clamp(min=0)
         kv = BatchKV(self._num_layers, self.device, self.loaded.dtype)
         kv.reset_rows(len(reqs))
         cache = kv.forward_cache(None, width)
-        logits = self._forward(ids, real, positions, cache)
+        logits = self._forward(ids, torch.ones_like(real), positions, cache)
         kv.commit(real)
         result.num_prefill_seqs = len(reqs)
         result.num_prefill_tokens = sum(lengths)

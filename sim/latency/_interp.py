@@ -7,12 +7,16 @@ milliseconds, so that is what we use. Both interpolators are vectorised and pure
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import nnls
 
-__all__ = ["Curve1D", "RatioSurface"]
+__all__ = ["Curve1D", "RatioSurface", "bagged_nn"]
+
+# Probability that a given row lands in a bootstrap sample of the same size (n -> inf).
+_BOOTSTRAP_P = 1.0 - math.exp(-1.0)
 
 
 def _mean_by_key(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -22,6 +26,27 @@ def _mean_by_key(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ux, sums / counts
 
 
+def bagged_nn(x: np.ndarray, y: np.ndarray, q: np.ndarray, k: int = 16) -> np.ndarray:
+    """Expected prediction of a fully grown bagged regression forest on 1-D data.
+
+    A deep tree fitted to a bootstrap sample answers with the value of the nearest
+    *sampled* knot (thresholds sit at midpoints), so the forest's expectation is
+    sum_j p (1-p)^j y_(j) over knots ordered by distance, p = 1 - 1/e. This is what
+    Vidur's random forests converge to, computed exactly and deterministically.
+    ``x`` must be sorted and distinct.
+    """
+    q = np.atleast_1d(np.asarray(q, dtype=np.float64))
+    n = len(x)
+    k = min(k, n)
+    lo = np.clip(np.searchsorted(x, q) - k, 0, max(n - 2 * k, 0))
+    idx = lo[:, None] + np.arange(min(2 * k, n))[None, :]
+    dist = np.abs(x[idx] - q[:, None])
+    order = np.argsort(dist, axis=1, kind="stable")
+    ranked = np.take_along_axis(y[idx], order, axis=1)
+    w = _BOOTSTRAP_P * (1.0 - _BOOTSTRAP_P) ** np.arange(ranked.shape[1])
+    return (ranked * w).sum(axis=1) / w.sum()
+
+
 class Curve1D:
     """y(x): linear between knots, flat below the first knot, linear trend above the last.
 
@@ -29,13 +54,16 @@ class Curve1D:
     (at least two), which follows the compute-bound regime of GEMMs and collectives.
     """
 
-    __slots__ = ("x", "y", "slope")
+    __slots__ = ("x", "y", "slope", "method")
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, slope: float) -> None:
-        self.x, self.y, self.slope = x, y, slope
+    def __init__(self, x: np.ndarray, y: np.ndarray, slope: float, method: str = "linear") -> None:
+        self.x, self.y, self.slope, self.method = x, y, slope, method
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray) -> Curve1D:
+    def fit(cls, x: np.ndarray, y: np.ndarray, method: str = "linear") -> Curve1D:
+        """``method="linear"`` interpolates; ``"forest"`` reproduces a deep bagged forest (Vidur)."""
+        if method not in ("linear", "forest"):
+            raise ValueError(f"method must be 'linear' or 'forest', got {method!r}")
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         ok = np.isfinite(x) & np.isfinite(y)
@@ -48,11 +76,14 @@ class Curve1D:
             slope = max(slope, 0.0)
         else:
             slope = 0.0
-        return cls(ux, uy, slope)
+        return cls(ux, uy, slope, method)
 
     def __call__(self, q: np.ndarray | float) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64)
-        out = np.interp(q, self.x, self.y)
+        if self.method == "forest":
+            out = bagged_nn(self.x, self.y, q.ravel()).reshape(q.shape)
+        else:
+            out = np.interp(q, self.x, self.y)
         hi = q > self.x[-1]
         if np.any(hi):
             out = np.where(hi, self.y[-1] + self.slope * (q - self.x[-1]), out)

@@ -19,9 +19,13 @@ LM head are not counted; CPU overheads are off unless asked for (the anchors ran
 without them). Vidur's KV length for a decode counts the token being decoded, so it
 is ``decode_context_tokens + 1`` here.
 
-Instead of Vidur's random forests (minutes to train), each operator is a
-piecewise-linear interpolant over the profile (see ``_interp``), tabulated on Vidur's
-own prediction grid once per configuration; iteration_s is then a few table lookups.
+Instead of training Vidur's random forests (minutes), the 1-D operator curves
+(linear layers, all-reduce) use the closed-form expectation of a deep bagged forest
+(``op_fit="forest"``, default: weights p(1-p)^j on the j-th nearest profiled point,
+which is what Vidur's forests converge to and matters on noisy small all-reduces) or
+plain piecewise-linear interpolation (``op_fit="linear"``); attention uses a
+parametric base times an interpolated correction grid. Everything is tabulated on
+Vidur's own prediction grid once per configuration, so iteration_s is a few lookups.
 """
 
 from __future__ import annotations
@@ -112,14 +116,14 @@ def _find_compute_file(root: Path, gpu_dir: str, model: ModelSpec) -> Path:
 # --------------------------------------------------------------------------- fitting (cached)
 
 
-def fit_op_curves(df: pd.DataFrame, ops: Sequence[str] = LINEAR_OPS) -> dict[str, Curve1D]:
+def fit_op_curves(df: pd.DataFrame, ops: Sequence[str] = LINEAR_OPS, method: str = "linear") -> dict[str, Curve1D]:
     """One num_tokens -> ms curve per operator (median column; missing ops are zero)."""
     x = df["num_tokens"].to_numpy(dtype=np.float64)
     out = {}
     for op in ops:
         col = f"time_stats.{op}.median"
         y = df[col].fillna(0.0).to_numpy(dtype=np.float64) if col in df else np.zeros_like(x)
-        out[op] = Curve1D.fit(x, y)
+        out[op] = Curve1D.fit(x, y, method)
     return out
 
 
@@ -153,7 +157,7 @@ def fit_attention_surfaces(df: pd.DataFrame) -> tuple[RatioSurface, RatioSurface
 
 
 @lru_cache(maxsize=64)
-def _compute_curves(path: str, tp: int, shape: tuple[int, int, int, int]) -> dict[str, Curve1D]:
+def _compute_curves(path: str, tp: int, shape: tuple[int, int, int, int], method: str) -> dict[str, Curve1D]:
     df = pd.read_csv(path).drop_duplicates()
     heads, kv_heads, hidden, inter = shape
     match = df[(df["n_head"] == heads) & (df["n_kv_head"] == kv_heads) & (df["n_embd"] == hidden) & (df["n_expanded_embd"] == inter)]
@@ -165,18 +169,18 @@ def _compute_curves(path: str, tp: int, shape: tuple[int, int, int, int]) -> dic
         raise ProfileNotFoundError(
             f"{path}: no rows for tensor_parallel={tp}; profiled: {sorted(int(t) for t in match['num_tensor_parallel_workers'].unique())}"
         )
-    return fit_op_curves(sub)
+    return fit_op_curves(sub, method=method)
 
 
 @lru_cache(maxsize=32)
-def _all_reduce_curve(path: str, tp: int, hidden: int) -> Curve1D:
+def _all_reduce_curve(path: str, tp: int, hidden: int, method: str) -> Curve1D:
     df = pd.read_csv(path).drop_duplicates()
     sub = df[(df["num_workers"] == tp) & (df["devices_per_node"] == tp) & (df["collective"] == "all_reduce")]
     if sub.empty:
         have = sorted({(int(a), int(b)) for a, b in zip(df["num_workers"], df["devices_per_node"])})
         raise ProfileNotFoundError(f"{path}: no all_reduce rows for {tp} workers on {tp} devices/node; (workers, devices_per_node) profiled: {have}")
     tokens = sub["size"].to_numpy(dtype=np.float64) / hidden / 2  # Vidur's conversion
-    return Curve1D.fit(tokens, sub["time_stats.all_reduce.median"].to_numpy(dtype=np.float64))
+    return Curve1D.fit(tokens, sub["time_stats.all_reduce.median"].to_numpy(dtype=np.float64), method)
 
 
 @lru_cache(maxsize=32)
@@ -238,7 +242,8 @@ def _ceil_to(x: int, g: int) -> int:
 class VidurProfileModel(LatencyModel):
     """Vidur's per-operator execution-time model, fitted by interpolation.
 
-    ``attention="profile"`` (default) requires an attention profile matching the
+    ``op_fit`` picks "forest" (Vidur-faithful, default) or "linear" interpolation for
+    the 1-D operator curves. ``attention="profile"`` (default) requires an attention profile matching the
     model's shape and TP exactly (today: A100, 64 q / 8 kv heads, hidden 8192, TP2 —
     Llama-2-70B and CodeLlama-34B); ``attention="scaled"`` instead rescales that A100
     profile by heads per GPU and by the GPU's FLOP/s (prefill) or bandwidth (decode),
@@ -265,6 +270,7 @@ class VidurProfileModel(LatencyModel):
         nccl_launch_overhead_ms: float = 0.02,
         nccl_skew_overhead_per_device_ms: float = 0.0,
         cpu_overhead: bool = False,
+        op_fit: str = "forest",
         profiles_dir: str | Path | None = None,
     ) -> None:
         self.model = get_model(model)
@@ -289,7 +295,11 @@ class VidurProfileModel(LatencyModel):
         self.max_batch_size = int(max_batch_size)
 
         compute_file = _find_compute_file(root, gdir, m)
-        ops = _compute_curves(str(compute_file), self.tensor_parallel, (m.num_heads, m.num_kv_heads, m.hidden_size, m.intermediate_size))
+        if op_fit not in ("forest", "linear"):
+            raise ValueError(f"op_fit must be 'forest' or 'linear', got {op_fit!r}")
+        self.op_fit = op_fit
+        shape = (m.num_heads, m.num_kv_heads, m.hidden_size, m.intermediate_size)
+        ops = _compute_curves(str(compute_file), self.tensor_parallel, shape, op_fit)
         if m.name in _NO_POST_ATTN_NORM:
             ops = {k: v for k, v in ops.items() if k != "post_attention_layernorm"}
         self.op_curves = ops
@@ -303,7 +313,7 @@ class VidurProfileModel(LatencyModel):
             if not net_file.exists():
                 have = sorted(p.parent.name for p in (root / "vidur" / "network").glob("*/all_reduce.csv"))
                 raise ProfileNotFoundError(f"no all_reduce profile for network {self.network!r}; available: {have}")
-            self.all_reduce = _all_reduce_curve(str(net_file), self.tensor_parallel, m.hidden_size)
+            self.all_reduce = _all_reduce_curve(str(net_file), self.tensor_parallel, m.hidden_size, op_fit)
             comm_const = nccl_launch_overhead_ms + nccl_skew_overhead_per_device_ms * self.tensor_parallel**1.25
 
         self.attention_mode = attention

@@ -108,6 +108,9 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                     if len(row) <= max(its, ictx, igen):
                         bad = next(n for n, i in zip(HEADER, (its, ictx, igen)) if i >= len(row))
                         raise TraceFormatError(path, line, bad, f"row has {len(row)} fields, expected {len(header)}")
+                    # counts first: a skipped row must not become the clock's origin
+                    p = parse_count(path, line, CTX, row[ictx].strip())
+                    o = parse_count(path, line, GEN, row[igen].strip())
                     ts = row[its].strip()
                     try:
                         t, new_prefix, new_suffix, new_base = clock.parse(ts)
@@ -116,8 +119,6 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                             path, line, TS,
                             f"malformed timestamp {ts!r} (expected 'YYYY-MM-DD HH:MM:SS[.fffffff][+HH:MM]')"
                         ) from None
-                    p = parse_count(path, line, CTX, row[ictx].strip())
-                    o = parse_count(path, line, GEN, row[igen].strip())
                     if t < last:
                         if t < last - ORDER_TOLERANCE_S:
                             raise backwards(path, line, TS, t, last)

@@ -84,7 +84,7 @@ def _rows(path: PathLike, sink: ErrorSink) -> Iterator[_Row]:
                 hashes = obj.get(HASH)
                 if hashes is None:
                     hashes = ()
-                elif isinstance(hashes, list) and all(type(h) is int for h in hashes):
+                elif type(hashes) is list and _all_ints(hashes):
                     hashes = tuple(hashes)
                 else:
                     raise TraceFormatError(path, lineno, HASH, f"expected a list of integers, got {str(hashes)[:80]!r}")
@@ -97,6 +97,15 @@ def _rows(path: PathLike, sink: ErrorSink) -> Iterator[_Row]:
             yield rid, ts, p, o, hashes
         if not seen_any:
             raise empty_file(path)
+
+
+def _all_ints(xs: list) -> bool:
+    """All JSON integers? A C-speed sum instead of a per-item check: floats make the sum a
+    float, strings/null/lists raise (JSON true/false would pass, as 1/0)."""
+    try:
+        return type(sum(xs)) is int
+    except TypeError:
+        return False
 
 
 def _plain(rows: Iterator[_Row], block: int) -> Iterator[TraceRequest]:

@@ -125,3 +125,9 @@ def test_shared_copy_matches_bundled():
     bundled = list(read_trace(bundled_trace_path()))
     assert shared == bundled
     assert not math.isnan(bundled[-1].arrival_s)
+
+
+def test_skipped_first_row_is_not_the_time_origin(write):
+    p = write("t.csv", HEADER + "2023-11-16 18:17:01.0,1,x\n2023-11-16 18:17:03.0,1,1\n2023-11-16 18:17:04.0,1,1\n")
+    reqs = list(read_trace(p, on_error="skip"))
+    assert [(r.request_id, r.arrival_s) for r in reqs] == [("1", 0.0), ("2", 1.0)]

@@ -1,0 +1,157 @@
+"""Test helpers for plugin authors (and our own tests).
+
+    from controlplane.testing import make_context, make_requests, replay_with
+
+    decisions = replay_with(MyRouter(), make_trace(n=200, qps=5)).decisions
+    assert all(d.plugin == "my-router" for d in decisions if d.hook == "cp_route_request")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from controlplane.config import RunConfig, load_config
+from controlplane.context import Clock, PolicyContext, RunInfo
+from controlplane.events import RequestFinished
+from controlplane.hookspecs import hookimpl
+from controlplane.plugin_manager import PluginSet, build_plugin_set
+from controlplane.types import Decision, Request, Worker, WorkerState
+
+
+def make_config(**overrides: Any) -> RunConfig:
+    """A run config with defaults, nested overrides as dicts (``sim={"tick_s": 0.5}``)."""
+    return load_config(None, overrides)
+
+
+def make_requests(
+    n: int = 10,
+    *,
+    prompt_tokens: int | Sequence[int] = 128,
+    output_tokens: int | Sequence[int] = 16,
+    interval_s: float = 0.1,
+    model: str | None = None,
+    prefix: str = "r",
+) -> list[Request]:
+    """``n`` requests arriving every ``interval_s`` seconds."""
+
+    def pick(v: int | Sequence[int], i: int) -> int:
+        return v if isinstance(v, int) else v[i % len(v)]
+
+    return [
+        Request(f"{prefix}{i}", i * interval_s, pick(prompt_tokens, i), pick(output_tokens, i), model=model)
+        for i in range(n)
+    ]
+
+
+def make_worker(worker_id: str = "default-0", model: str = "default", **fields: Any) -> Worker:
+    """A ready worker; pass ``waiting=deque([...])``, ``running=[...]`` or limits as fields."""
+    w = Worker(worker_id=worker_id, model=model, state=WorkerState.READY)
+    for k, v in fields.items():
+        setattr(w, k, v)
+    for r in w.waiting:
+        r.worker_id = worker_id
+    for r in w.running:
+        r.worker_id = worker_id
+    return w
+
+
+def make_context(
+    *,
+    now_s: float = 0.0,
+    workers: Iterable[Worker] = (),
+    config: RunConfig | None = None,
+    seed: int = 0,
+    metrics: Mapping[str, float] | None = None,
+) -> PolicyContext:
+    """A policy context for calling one hook implementation directly."""
+    config = config or make_config(seed=seed)
+    return PolicyContext(
+        clock=Clock(now_s),
+        rng=np.random.default_rng(seed),
+        config=config,
+        run=RunInfo(run_id=None, mode="sim", seed=seed),
+        workers={w.worker_id: w for w in workers},
+        metrics=dict(metrics or {}),
+    )
+
+
+def make_plugin_set(*plugins: object, enabled: Sequence[str] | None = None, **settings: Any) -> PluginSet:
+    """A fresh plugin manager: the default (or ``enabled``) built-ins plus ``plugins`` asked first."""
+    config = make_config()
+    return build_plugin_set(enabled if enabled is not None else config.plugins.enabled, settings, extra=plugins)
+
+
+def make_trace(n: int = 100, *, qps: float = 2.0, prompt_tokens: int = 512, output_tokens: int = 64, seed: int = 0):
+    """A small synthetic trace (Poisson arrivals, lognormal lengths) as TraceRequests."""
+    from sim.traces.record import TraceRequest
+
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1.0 / qps, size=n))
+    t -= t[0]
+    p = np.maximum(1, rng.lognormal(np.log(prompt_tokens), 0.5, size=n)).astype(int)
+    o = np.maximum(1, rng.lognormal(np.log(output_tokens), 0.5, size=n)).astype(int)
+    return [TraceRequest(str(i), float(t[i]), int(p[i]), int(o[i])) for i in range(n)]
+
+
+class EventLog:
+    """An observer that keeps every event and decision of a run in memory."""
+
+    name = "event-log"
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    @hookimpl
+    def cp_on_event(self, event):
+        self.events.append(event)
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return [e for e in self.events if isinstance(e, Decision)]
+
+    @property
+    def finished(self) -> list[Request]:
+        return [e.request for e in self.events if isinstance(e, RequestFinished)]
+
+
+@dataclass
+class ReplayResult:
+    summary: dict[str, Any]
+    events: list[Any] = field(default_factory=list)
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return [e for e in self.events if isinstance(e, Decision)]
+
+    @property
+    def requests(self) -> list[Request]:
+        return [e.request for e in self.events if isinstance(e, RequestFinished)]
+
+
+def replay_with(
+    *plugins: object,
+    trace: Iterable[Any] | None = None,
+    config: RunConfig | None = None,
+    db_url: str | None = None,
+    **config_overrides: Any,
+) -> ReplayResult:
+    """Replay a small trace with ``plugins`` asked before the configured ones.
+
+    Returns the summary and every event and decision. Nothing is stored unless ``db_url`` is given.
+    """
+    from sim.replay import replay
+
+    if config is None:
+        overrides = dict(config_overrides)
+        if db_url:
+            overrides.setdefault("storage", {})["url"] = db_url
+        config = make_config(**overrides)
+    log = EventLog()
+    summary, _ = replay(
+        trace if trace is not None else make_trace(), config, record=db_url is not None, extra_plugins=[*plugins, log]
+    )
+    return ReplayResult(summary, log.events)
