@@ -325,7 +325,7 @@ class CausalLMBackend:
         kv = BatchKV(self._num_layers, self.device, self.loaded.dtype)
         kv.reset_rows(len(reqs))
         cache = kv.forward_cache(None, width)
-        logits = self._forward(ids, torch.ones_like(real), positions, cache)
+        logits = self._forward(ids, real, positions, cache)
         kv.commit(real)
         result.num_prefill_seqs = len(reqs)
         result.num_prefill_tokens = sum(lengths)

@@ -80,13 +80,16 @@ class Curve1D:
 
     def __call__(self, q: np.ndarray | float) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64)
+        top = self.x[-1]
         if self.method == "forest":
-            out = bagged_nn(self.x, self.y, q.ravel()).reshape(q.shape)
+            out = bagged_nn(self.x, self.y, np.minimum(q, top).ravel()).reshape(q.shape)
+            edge = out  # continuous at the last knot: extend from the forest's own value there
         else:
             out = np.interp(q, self.x, self.y)
-        hi = q > self.x[-1]
+            edge = self.y[-1]
+        hi = q > top
         if np.any(hi):
-            out = np.where(hi, self.y[-1] + self.slope * (q - self.x[-1]), out)
+            out = np.where(hi, edge + self.slope * (q - top), out)
         return out
 
 

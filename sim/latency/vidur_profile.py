@@ -226,7 +226,7 @@ def _attention_shapes(files: list[Path]) -> list[dict]:
     return out
 
 
-# --------------------------------------------------------------------------- the model
+# --------------------------------------------------------------------------- tables (cached)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +237,70 @@ class _AttentionScale:
 
 def _ceil_to(x: int, g: int) -> int:
     return -(-x // g) * g
+
+
+@dataclass(frozen=True)
+class _Tables:
+    lin_list: list[float]
+    kvsave_ms: np.ndarray | None
+    prefill_rows: list[list[float]]
+    decode_tab: np.ndarray
+    decode_rows: list[list[float]]
+    n_lin: int
+    n_kv_levels: int
+
+
+def _linear_ms(n: np.ndarray, curves: tuple[Curve1D, ...], all_reduce: Curve1D | None, comm_const: float, layers: int) -> np.ndarray:
+    """Layers x (linear ops + 2 all-reduces) at token count n (already rounded to 8)."""
+    per_layer = np.zeros_like(n, dtype=np.float64)
+    for curve in curves:
+        per_layer = per_layer + curve(n)
+    if all_reduce is not None:
+        per_layer = per_layer + 2.0 * (all_reduce(n) + comm_const)
+    return np.where(n > 0, layers * per_layer, 0.0)
+
+
+@lru_cache(maxsize=32)
+def _tables(
+    op_items: tuple[tuple[str, Curve1D], ...],
+    all_reduce: Curve1D | None,
+    comm_const: float,
+    prefill: RatioSurface,
+    decode: RatioSurface,
+    kv_save: Curve1D | None,
+    scale: _AttentionScale,
+    layers: int,
+    max_tokens: int,
+    max_batch: int,
+    granularity: int,
+) -> _Tables:
+    # Keys hold the fitted objects themselves (identity-hashed, kept alive by this cache).
+    L = float(layers)
+    n_max = _ceil_to(max_tokens, 8)
+    n = np.arange(n_max + 1, dtype=np.float64)
+    lin = _linear_ms(n, tuple(c for _, c in op_items), all_reduce, comm_const, layers)
+    kvsave = None
+    if kv_save is not None:
+        kvsave = L * kv_save(n)
+        kvsave[0] = 0.0
+    kv_levels = np.arange(0, _ceil_to(max_tokens, granularity) + 1, granularity, dtype=np.float64)
+    kk, cc = np.meshgrid(kv_levels, np.arange(0, max_tokens + 1, dtype=np.float64), indexing="ij")
+    prefill_tab = L * scale.prefill * prefill(kk, cc)
+    bb, kd = np.meshgrid(np.arange(max_batch + 1, dtype=np.float64), kv_levels, indexing="ij")
+    decode_tab = L * scale.decode * decode(bb, kd)
+    decode_tab.setflags(write=False)
+    return _Tables(
+        lin_list=lin.tolist(),
+        kvsave_ms=kvsave,
+        prefill_rows=[row.tolist() for row in prefill_tab],
+        decode_tab=decode_tab,
+        decode_rows=[row.tolist() for row in decode_tab],
+        n_lin=n_max,
+        n_kv_levels=len(kv_levels),
+    )
+
+
+# --------------------------------------------------------------------------- the model
 
 
 class VidurProfileModel(LatencyModel):
@@ -363,36 +427,30 @@ class VidurProfileModel(LatencyModel):
         return _attention_fit(ref["file"], 0, 0, 0, block, None)
 
     def _build_tables(self) -> None:
-        """Tabulate every term on Vidur's prediction grid, pre-multiplied by layers."""
-        L = float(self.layers)
-        n_max = _ceil_to(self.max_tokens, 8)
-        n = np.arange(n_max + 1, dtype=np.float64)
-        self._lin_ms = self._linear_ms(n)
-        self._lin_list = self._lin_ms.tolist()
-        self._kvsave_ms = L * self.kv_save(n) if self.kv_save is not None else None
-        if self._kvsave_ms is not None:
-            self._kvsave_ms[0] = 0.0
-        g = self.granularity
-        kv_levels = np.arange(0, _ceil_to(self.max_tokens, g) + 1, g, dtype=np.float64)
-        chunks = np.arange(0, self.max_tokens + 1, dtype=np.float64)
-        kk, cc = np.meshgrid(kv_levels, chunks, indexing="ij")
-        self._prefill_tab = L * self.attn_scale.prefill * self.prefill_surface(kk, cc)
-        self._prefill_rows = [row.tolist() for row in self._prefill_tab]
-        bb, kd = np.meshgrid(np.arange(self.max_batch_size + 1, dtype=np.float64), kv_levels, indexing="ij")
-        self._decode_tab = L * self.attn_scale.decode * self.decode_surface(bb, kd)
-        self._decode_rows = [row.tolist() for row in self._decode_tab]
-        self._n_lin = n_max
-        self._n_kv_levels = len(kv_levels)
+        """Tabulate every term on Vidur's prediction grid (shared between equal configs)."""
+        t = _tables(
+            tuple(self.op_curves.items()),
+            self.all_reduce,
+            self._comm_const,
+            self.prefill_surface,
+            self.decode_surface,
+            self.kv_save,
+            self.attn_scale,
+            self.layers,
+            self.max_tokens,
+            self.max_batch_size,
+            self.granularity,
+        )
+        self._lin_list = t.lin_list
+        self._kvsave_ms = t.kvsave_ms
+        self._prefill_rows = t.prefill_rows
+        self._decode_tab = t.decode_tab
+        self._decode_rows = t.decode_rows
+        self._n_lin = t.n_lin
+        self._n_kv_levels = t.n_kv_levels
 
     def _linear_ms(self, n: np.ndarray) -> np.ndarray:
-        """Layers x (linear ops + 2 all-reduces) at token count n (already rounded)."""
-        per_layer = np.zeros_like(n, dtype=np.float64)
-        for curve in self.op_curves.values():
-            per_layer = per_layer + curve(n)
-        if self.all_reduce is not None:
-            per_layer = per_layer + 2.0 * (self.all_reduce(n) + self._comm_const)
-        out = self.layers * per_layer
-        return np.where(n > 0, out, 0.0)
+        return _linear_ms(n, tuple(self.op_curves.values()), self.all_reduce, self._comm_const, self.layers)
 
     # ------------------------------------------------------------------ per-term lookups
 

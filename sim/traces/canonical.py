@@ -59,17 +59,18 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
         last = 0.0
         idx = 0
         for row in reader:
-            try:
-                if not basic:
-                    raise ValueError  # general path below
-                rid, a, p, o = row
-                t = float(a)
-                p = int(p)
-                o = int(o)
-                if not (last <= t < math.inf) or p < 0 or o < 0 or not rid:
-                    raise ValueError
-                req = new_basic(rid, t, p, o)
-            except (ValueError, IndexError):
+            req = None
+            if basic:  # four plain columns (e.g. the Vidur anchors): no per-field dispatch
+                try:
+                    rid, a, p, o = row
+                    t = float(a)
+                    p = int(p)
+                    o = int(o)
+                    if last <= t < math.inf and p >= 0 and o >= 0 and rid:
+                        req = new_basic(rid, t, p, o)
+                except ValueError:
+                    pass
+            if req is None:  # general path: optional columns, or a row the fast path refused
                 if not row or not any(c.strip() for c in row):
                     continue
                 line = row_start_line(reader, row)
@@ -233,8 +234,8 @@ def _write_jsonl(reqs: Iterable[TraceRequest], path: PathLike) -> int:
     n = 0
     with _open_write(path) as f:
         for r in reqs:
-            obj: dict[str, Any] = {"request_id": r.request_id, "arrival_s": r.arrival_s,
-                                   "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens}
+            obj: dict[str, Any] = {"request_id": r.request_id, "arrival_s": float(r.arrival_s),
+                                   "prompt_tokens": int(r.prompt_tokens), "output_tokens": int(r.output_tokens)}
             for name in ("model", "tenant", "prompt", "hash_block_tokens"):
                 v = getattr(r, name)
                 if v is not None:
@@ -269,7 +270,7 @@ def _write_csv(reqs: Iterable[TraceRequest], path: PathLike, columns: Sequence[s
             if lost:
                 raise ValueError(f"request {r.request_id!r} sets {', '.join(lost)}, which has no CSV column; "
                                  "pass columns=... or write JSONL")
-            w.writerow([r.request_id, repr(r.arrival_s), r.prompt_tokens, r.output_tokens,
+            w.writerow([r.request_id, repr(float(r.arrival_s)), int(r.prompt_tokens), int(r.output_tokens),
                         *(_csv_value(r, name) for name in optional)])
             n += 1
     return n
