@@ -58,7 +58,7 @@ def detect_format(path: PathLike) -> str:
     that one, so reading it reports the missing column by name.
     """
     with open_text(path) as f:
-        first = next((line for line in f if line.strip()), None)
+        lineno, first = next(((i, line) for i, line in enumerate(f, 1) if line.strip()), (None, None))
     if first is None:
         raise empty_file(path)
     suffix = base_suffix(path)
@@ -67,7 +67,7 @@ def detect_format(path: PathLike) -> str:
         try:
             obj = json.loads(first)
         except json.JSONDecodeError as e:
-            raise TraceFormatError(path, None, None, f"cannot detect format: first line is not JSON ({e.msg})") from None
+            raise TraceFormatError(path, lineno, None, f"cannot detect format: not JSON ({e.msg})") from None
         keys = set(obj) if isinstance(obj, dict) else set()
         signatures = _JSON_SIGNATURES
     else:
@@ -81,7 +81,7 @@ def detect_format(path: PathLike) -> str:
     if overlap[0][0] > 0 and overlap[0][0] > overlap[1][0]:
         return overlap[0][1]
     expected = "; ".join(f"{name}: {', '.join(sorted(k))}" for name, k in signatures)
-    raise TraceFormatError(path, 1, None,
+    raise TraceFormatError(path, lineno, None,
                            f"cannot detect format from {'keys' if as_json else 'header'} {sorted(keys)}; "
                            f"expected one of ({expected}); pass format= explicitly (one of {', '.join(FORMATS)})")
 
@@ -104,8 +104,9 @@ class TraceReader(Iterator[TraceRequest]):
     def skipped(self) -> int:
         return self._sink.count
 
-    def __iter__(self) -> "TraceReader":
-        return self
+    def __iter__(self) -> Iterator[TraceRequest]:
+        # The underlying generator itself, so a for-loop skips this wrapper's __next__ per row.
+        return self._requests
 
     def __next__(self) -> TraceRequest:
         return next(self._requests)
