@@ -82,9 +82,9 @@ class ControlPlane:
         self.plugins = plugins
         hook = plugins.hook
         self._monitor = plugins.monitor
-        self._emit_hook = fast_caller(hook.cp_on_event)
+        self._emit_hook = fast_caller(hook.cp_on_event, self._monitor)
         self._policy_hooks = {
-            name: (fast_caller(getattr(hook, name)), fallbacks.get(name))
+            name: (fast_caller(getattr(hook, name), self._monitor), fallbacks.get(name))
             for name in (
                 "cp_admit_request",
                 "cp_cache_lookup",
@@ -95,7 +95,7 @@ class ControlPlane:
                 "cp_guardian_plan",
             )
         }
-        self._cache_store = fast_caller(hook.cp_cache_store)
+        self._cache_store = fast_caller(hook.cp_cache_store, self._monitor)
 
     # --- public API ---------------------------------------------------------------------------
 

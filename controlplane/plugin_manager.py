@@ -80,6 +80,13 @@ class HookMonitor:
     errors: list[PluginErrorRecord] = field(default_factory=list)
     error_counts: dict[tuple[str, str], int] = field(default_factory=dict)
 
+    def record(self, plugin: str, hook: str, exc: Exception) -> None:
+        key = (plugin, hook)
+        n = self.error_counts.get(key, 0) + 1
+        self.error_counts[key] = n
+        if n <= MAX_RECORDED_ERRORS:
+            self.errors.append(PluginErrorRecord(plugin, hook, f"{type(exc).__name__}: {exc}"))
+
     def take_errors(self) -> list[PluginErrorRecord]:
         errors, self.errors = self.errors, []
         return errors
@@ -93,11 +100,7 @@ def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any
         try:
             result = fn(*args)
         except Exception as exc:
-            key = (plugin_name, hook)
-            n = monitor.error_counts.get(key, 0) + 1
-            monitor.error_counts[key] = n
-            if n <= MAX_RECORDED_ERRORS:
-                monitor.errors.append(PluginErrorRecord(plugin_name, hook, f"{type(exc).__name__}: {exc}"))
+            monitor.record(plugin_name, hook, exc)
             return None
         if result is not None:
             monitor.last_plugin = plugin_name
@@ -227,41 +230,49 @@ def build_plugin_set(
 class _FirstResult:
     """Call implementations in pluggy's order and return the first non-None result."""
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "hook", "monitor")
 
-    def __init__(self, calls: list[tuple[Any, tuple[str, ...]]]) -> None:
+    def __init__(self, calls: list[tuple[Any, tuple[str, ...], str]], hook: str, monitor: HookMonitor) -> None:
         self.calls = calls
+        self.hook = hook
+        self.monitor = monitor
 
     def __call__(self, **kwargs: Any) -> Any:
-        for fn, names in self.calls:
-            result = fn(*[kwargs[n] for n in names])
+        for fn, names, plugin in self.calls:
+            try:
+                result = fn(*[kwargs[n] for n in names])
+            except Exception as exc:
+                self.monitor.record(plugin, self.hook, exc)
+                continue
             if result is not None:
+                self.monitor.last_plugin = plugin
                 return result
         return None
 
 
-class _Broadcast:
+class _Broadcast(_FirstResult):
     """Call every implementation in pluggy's order; results are dropped."""
 
-    __slots__ = ("calls",)
-
-    def __init__(self, calls: list[tuple[Any, tuple[str, ...]]]) -> None:
-        self.calls = calls
+    __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> None:
-        for fn, names in self.calls:
-            fn(*[kwargs[n] for n in names])
+        for fn, names, plugin in self.calls:
+            try:
+                fn(*[kwargs[n] for n in names])
+            except Exception as exc:
+                self.monitor.record(plugin, self.hook, exc)
 
 
-def fast_caller(caller: Any) -> Any:
+def fast_caller(caller: Any, monitor: HookMonitor) -> Any:
     """A cheaper equivalent of a pluggy hook caller for the simulator's hot path.
 
-    The plugin set is fixed for a run, so the implementation list can be resolved once. Hooks
-    with wrappers keep pluggy's own caller (wrappers need its machinery).
+    The plugin set is fixed for a run, so the implementation list is resolved once and the
+    isolation wrappers are bypassed (errors are caught here instead). Hooks with wrappers keep
+    pluggy's own caller: wrappers need its machinery.
     """
     impls = caller.get_hookimpls()
     if any(i.wrapper or i.hookwrapper for i in impls):
         return caller
-    calls = [(i.function, tuple(i.argnames)) for i in reversed(impls)]
+    calls = [(getattr(i.function, "__wrapped__", i.function), tuple(i.argnames), i.plugin_name) for i in reversed(impls)]
     firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
-    return _FirstResult(calls) if firstresult else _Broadcast(calls)
+    return (_FirstResult if firstresult else _Broadcast)(calls, caller.name, monitor)

@@ -78,9 +78,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_request")),
         sa.UniqueConstraint("run_id", "request_id", name=op.f("uq_request_run_id_request_id")),
     )
-    op.create_index(
-        op.f("ix_request_run_id_arrival_s_request_id"), "request", ["run_id", "arrival_s", "request_id"]
-    )
 
     op.create_table(
         "decision",

@@ -119,7 +119,8 @@ class Request(Base):
     """Final state of one trace request (written once, when it finished or the run ended).
 
     ``(run_id, request_id)`` is unique, and its index also serves lookups by
-    run; ``(run_id, arrival_s, request_id)`` serves the ordered export.
+    run. There is deliberately no ``(run_id, arrival_s)`` index: it would cost
+    10-15% of bulk insert throughput on every run to save one sort per export.
     """
 
     __tablename__ = "request"
@@ -149,7 +150,6 @@ class Request(Base):
 
     __table_args__ = (
         UniqueConstraint("run_id", "request_id"),
-        Index("ix_request_run_id_arrival_s_request_id", "run_id", "arrival_s", "request_id"),
     )
 
 

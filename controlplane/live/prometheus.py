@@ -1,0 +1,140 @@
+"""Prometheus metrics: an observer plugin on the run's event bus, plus the daemon's HTTP counters.
+
+Everything lives in the exporter's own ``CollectorRegistry``, so two runs (or two daemons in one
+test process) never share a metric. Time series come from the same events the SQL recorder
+stores: finished requests (status counts, TTFT / TPOT / end-to-end histograms, tokens), the
+core's periodic metric samples (queue length, replicas, KV use, ...), decisions and worker
+lifecycle events.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from controlplane.events import MetricSample, RequestArrived, RequestFinished, WorkerChanged
+from controlplane.hookspecs import hookimpl
+from controlplane.types import Decision
+
+__all__ = ["CONTENT_TYPE_LATEST", "PrometheusExporter"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class PrometheusExporter:
+    """`cp_on_event` observer that keeps Prometheus metrics for one run."""
+
+    name = "prometheus-exporter"
+
+    def __init__(self, namespace: str = "controlplane", registry: CollectorRegistry | None = None) -> None:
+        self.namespace = namespace
+        self.registry = registry if registry is not None else CollectorRegistry()
+        ns, reg = namespace, self.registry
+        self.requests_arrived = Counter("requests_arrived", "Requests that arrived.", ["model"], namespace=ns, registry=reg)
+        self.requests = Counter(
+            "requests", "Requests that reached a final state, by status.", ["model", "status"], namespace=ns, registry=reg
+        )
+        self.ttft = Histogram(
+            "request_ttft_seconds", "Time to first token.", ["model"], namespace=ns, registry=reg, buckets=LATENCY_BUCKETS
+        )
+        self.e2e = Histogram(
+            "request_e2e_seconds", "Arrival to last token.", ["model"], namespace=ns, registry=reg, buckets=LATENCY_BUCKETS
+        )
+        self.queue = Histogram(
+            "request_queue_seconds", "Arrival to first scheduled.", ["model"], namespace=ns, registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.tpot = Histogram(
+            "request_tpot_seconds", "Time per output token after the first.", ["model"], namespace=ns, registry=reg,
+            buckets=TPOT_BUCKETS,
+        )
+        self.tokens = Counter("tokens", "Tokens processed, by kind.", ["model", "kind"], namespace=ns, registry=reg)
+        self.cache_hits = Counter("cache_hits", "Requests served from a cache.", ["model", "kind"], namespace=ns,
+                                  registry=reg)
+        self.decisions = Counter(
+            "decisions", "Policy decisions, by hook, plugin and action.", ["hook", "plugin", "action"], namespace=ns,
+            registry=reg,
+        )
+        self.plugin_errors = Counter(
+            "plugin_errors", "Plugin exceptions caught by the control plane.", ["plugin", "hook"], namespace=ns,
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            "batch_size", "Requests per batch.", ["worker"], namespace=ns, registry=reg, buckets=BATCH_BUCKETS
+        )
+        self.worker_events = Counter("worker_events", "Worker lifecycle events.", ["kind"], namespace=ns, registry=reg)
+        self.http_requests = Counter(
+            "http_requests", "HTTP responses, by route and status code.", ["route", "code"], namespace=ns, registry=reg
+        )
+        self.http_in_flight = Gauge("http_in_flight", "HTTP requests being served.", namespace=ns, registry=reg)
+        self.draining = Gauge("draining", "1 while the daemon drains.", namespace=ns, registry=reg)
+        self._samples: dict[str, Gauge] = {}
+
+    # --- the observer hook ----------------------------------------------------------------------
+
+    @hookimpl
+    def cp_on_event(self, event: Any) -> None:
+        kind = type(event)
+        if kind is RequestFinished:
+            self._finished(event.request)
+        elif kind is Decision:
+            self._decision(event)
+        elif kind is MetricSample:
+            self._sample(event)
+        elif kind is RequestArrived:
+            self.requests_arrived.labels(event.request.model or "").inc()
+        elif kind is WorkerChanged:
+            self.worker_events.labels(event.kind).inc()
+
+    def _finished(self, r: Any) -> None:
+        model = r.model or ""
+        self.requests.labels(model, r.status.value).inc()
+        if r.cache_hit:
+            self.cache_hits.labels(model, r.cache_hit).inc()
+        if r.status.value != "completed":
+            return
+        self.tokens.labels(model, "prompt").inc(r.prompt_tokens)
+        self.tokens.labels(model, "generated").inc(r.output_tokens)
+        if r.first_token_s is not None:
+            self.ttft.labels(model).observe(max(0.0, r.first_token_s - r.arrival_s))
+        if r.finish_s is not None:
+            self.e2e.labels(model).observe(max(0.0, r.finish_s - r.arrival_s))
+        if r.scheduled_s is not None:
+            self.queue.labels(model).observe(max(0.0, r.scheduled_s - r.arrival_s))
+        if r.first_token_s is not None and r.finish_s is not None and r.output_tokens > 1:
+            self.tpot.labels(model).observe(max(0.0, (r.finish_s - r.first_token_s) / (r.output_tokens - 1)))
+
+    def _decision(self, d: Decision) -> None:
+        if d.is_error:
+            self.plugin_errors.labels(d.plugin, d.hook).inc()
+            return
+        self.decisions.labels(d.hook, d.plugin, d.action).inc()
+        if d.action == "batch" and d.payload:
+            self.batch_size.labels(d.subject or "").observe(d.payload.get("prefill", 0) + d.payload.get("decode", 0))
+
+    def _sample(self, m: MetricSample) -> None:
+        gauge = self._samples.get(m.name)
+        if gauge is None:
+            labels = sorted((m.labels or {}).keys())
+            gauge = self._samples[m.name] = Gauge(
+                _NAME_RE.sub("_", m.name), f"Control-plane sample {m.name!r} (at each tick).", labels,
+                namespace=self.namespace, registry=self.registry,
+            )
+        if m.labels:
+            gauge.labels(**m.labels).set(m.value)
+        else:
+            gauge.set(m.value)
+
+    # --- the daemon's own counters ----------------------------------------------------------------
+
+    def http_response(self, route: str, code: int) -> None:
+        self.http_requests.labels(route, str(code)).inc()
+
+    def render(self) -> bytes:
+        """The text exposition format, for ``GET /metrics``."""
+        return generate_latest(self.registry)
