@@ -365,23 +365,20 @@ class ControlPlane:
                 w.running.append(r)
                 if r.scheduled_s is None:
                     r.scheduled_s = now
-        iterations = plan.max_iterations if not plan.prefill else 1
-        batch = Batch(
-            batch_id=self.ctx.ids.next("batch"),
-            worker_id=wid,
-            prefill=plan.prefill,
-            decode=plan.decode,
-            max_iterations=max(1, min(iterations, min((r.remaining_output_tokens for r in plan.decode), default=1)))
-            if plan.decode and not plan.prefill
-            else 1,
-        )
-        if self.config.sim.exact:
-            batch = Batch(batch.batch_id, wid, batch.prefill, batch.decode, 1)
+        iterations = 1
+        if plan.decode and not plan.prefill and plan.max_iterations > 1 and not self.config.sim.exact:
+            iterations = plan.max_iterations
+            for r in plan.decode:
+                left = r.max_output_tokens - r.output_tokens
+                if left < iterations:
+                    iterations = left if left > 1 else 1
+        batch = Batch(self.ctx.ids.next("batch"), wid, plan.prefill, plan.decode, iterations)
         w.busy = True
         w.current_batch_id = batch.batch_id
         self._batches[wid] = batch
         self._interrupted.discard(wid)
-        self._recount_kv(w, extra_tokens=sum(n for _, n in plan.prefill))
+        if plan.prefill:  # a decode-only batch holds what the last recount found
+            self._recount_kv(w, extra_tokens=sum(n for _, n in plan.prefill))
         if self._record_batches:
             self._decision(
                 "cp_form_batch", plugin, "batch", wid, plan.reason,
@@ -407,9 +404,10 @@ class ControlPlane:
         if w.num_kv_blocks >= 1 << 30:
             return  # no KV budget: nobody reads the count
         bs = w.kv_block_size
-        w.num_kv_blocks_used = sum(-(-r.context_tokens // bs) for r in w.running) + (
-            -(-extra_tokens // bs) if extra_tokens else 0
-        )
+        used = -(-extra_tokens // bs) if extra_tokens else 0
+        for r in w.running:  # Request.context_tokens, inlined: this runs twice per batch
+            used += (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + bs - 1) // bs
+        w.num_kv_blocks_used = used
 
     def _on_batch_finished(self, e: ev.BatchFinished) -> None:
         w = self.workers.get(e.worker_id)
@@ -580,22 +578,30 @@ class ControlPlane:
                 self._schedule(w)
 
     def _sample(self, now: float, model: str, workers: list[Worker]) -> None:
-        live = [w for w in workers if w.state in (WorkerState.READY, WorkerState.DRAINING, WorkerState.STARTING)]
-        queued = sum(len(w.waiting) for w in live) + sum(1 for r in self.unrouted if r.model == model)
-        running = sum(len(w.running) for w in live)
-        blocks = sum(w.num_kv_blocks for w in live if w.num_kv_blocks < 1 << 30)
-        used = sum(w.num_kv_blocks_used for w in live if w.num_kv_blocks < 1 << 30)
+        queued = sum(1 for r in self.unrouted if r.model == model) if self.unrouted else 0
+        running = ready = starting = blocks = used = 0
+        for w in workers:  # one pass: this runs every tick
+            state = w.state
+            if state is WorkerState.READY:
+                ready += 1
+            elif state is WorkerState.STARTING:
+                starting += 1
+            elif state is not WorkerState.DRAINING:
+                continue
+            queued += len(w.waiting)
+            running += len(w.running)
+            if w.num_kv_blocks < 1 << 30:
+                blocks += w.num_kv_blocks
+                used += w.num_kv_blocks_used
         self.gauges[f"queue:{model}"] = queued
         labels = {"model": model}
-        for name, value in (
-            ("replicas", float(sum(1 for w in live if w.state is WorkerState.READY))),
-            ("replicas_starting", float(sum(1 for w in live if w.state is WorkerState.STARTING))),
-            ("queue_length", float(queued)),
-            ("running", float(running)),
-            ("kv_utilization", used / blocks if blocks else 0.0),
-            ("arrivals_per_s", self.gauges["arrivals_per_s"]),
-        ):
-            self._emit(ev.MetricSample(now, name, value, labels))
+        emit = self._emit
+        emit(ev.MetricSample(now, "replicas", float(ready), labels))
+        emit(ev.MetricSample(now, "replicas_starting", float(starting), labels))
+        emit(ev.MetricSample(now, "queue_length", float(queued), labels))
+        emit(ev.MetricSample(now, "running", float(running), labels))
+        emit(ev.MetricSample(now, "kv_utilization", used / blocks if blocks else 0.0, labels))
+        emit(ev.MetricSample(now, "arrivals_per_s", self.gauges["arrivals_per_s"], labels))
 
     def _autoscale(self, model: str, workers: list[Worker]) -> None:
         decision: ScaleDecision

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
@@ -23,27 +22,28 @@ from controlplane.decisions import BatchPlan
 UNLIMITED_BLOCKS = 1 << 30
 
 
-def kv_horizon(context_tokens: np.ndarray, block_size: int, num_blocks: int, max_iterations: int) -> int:
+def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations: int) -> int:
     """How many decode iterations fit before the batch needs more than ``num_blocks`` blocks.
 
-    Iteration ``j`` (from 0) needs ``sum(ceil((c + j) / block_size))`` blocks.
+    Iteration ``j`` (from 0) needs ``sum(ceil((c + j) / block_size))`` blocks; the caller has
+    checked that iteration 0 fits. Each request takes one more block every ``block_size``
+    iterations, first at iteration ``(-c) % block_size + 1``, so the answer is closed-form:
+    ``q`` whole periods of ``block_size`` iterations use ``q`` blocks per request, then the
+    ``r + 1``-th earliest first-increment in the next period is the first that does not fit.
+    O(n log n) in the batch size, independent of ``max_iterations``.
     """
     if num_blocks >= UNLIMITED_BLOCKS:
         return max_iterations
-
-    def need(j: int) -> int:
-        return int(((context_tokens + (j + block_size - 1)) // block_size).sum())
-
-    if need(max_iterations - 1) <= num_blocks:
+    ctx = [int(c) for c in context_tokens]
+    n = len(ctx)
+    if n == 0:
         return max_iterations
-    lo, hi = 0, max_iterations - 1  # need(lo) fits (checked by the caller), need(hi) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if need(mid) <= num_blocks:
-            lo = mid
-        else:
-            hi = mid
-    return lo + 1
+    bs = block_size
+    free = num_blocks - sum((c + bs - 1) // bs for c in ctx)
+    q, r = divmod(free, n)
+    offsets = sorted((-c) % bs for c in ctx)
+    horizon = q * bs + offsets[r] + 1
+    return horizon if horizon < max_iterations else max_iterations
 
 
 def _blocks(tokens: int, block_size: int) -> int:
@@ -61,15 +61,19 @@ class ContinuousBatching(Plugin):
         chunk_size: int = Field(512, ge=1)  # sarathi: token budget per iteration
         max_iterations: int = Field(1 << 20, ge=1)  # cap on a multi-iteration decode step
 
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._form = self._sarathi if self.settings.policy == "sarathi" else self._vllm
+
     @hookimpl
     def cp_form_batch(self, ctx, worker):
-        if self.settings.policy == "sarathi":
-            return self._sarathi(worker)
-        return self._vllm(worker)
+        return self._form(worker)
 
     # --- vLLM: prefill-first, homogeneous batches ----------------------------------------------
 
     def _vllm(self, w):
+        if not w.waiting:  # the common case: nothing to prefill, decode everything running
+            return self._decode_all(w, w.running) if w.running else BatchPlan(reason="nothing to run")
         bs = w.kv_block_size
         limited = w.num_kv_blocks < UNLIMITED_BLOCKS
         watermark = int(self.settings.watermark * w.num_kv_blocks) if limited else 0
@@ -100,14 +104,24 @@ class ContinuousBatching(Plugin):
 
     def _decode_all(self, w, running, blocker: str = ""):
         bs = w.kv_block_size
-        steps = min(self.settings.max_iterations, min(r.remaining_output_tokens for r in running))
+        cap = self.settings.max_iterations
         if w.num_kv_blocks >= UNLIMITED_BLOCKS:
-            return BatchPlan(decode=tuple(running), max_iterations=steps, reason="decode all running")
-        ctx_tokens = np.fromiter((r.context_tokens for r in running), dtype=np.int64, count=len(running))
-        need_now = int(((ctx_tokens + (bs - 1)) // bs).sum())
+            steps = min(r.max_output_tokens - r.output_tokens for r in running)
+            return BatchPlan(decode=tuple(running), max_iterations=min(cap, steps), reason="decode all running")
+        # One pass: KV tokens held (Request.context_tokens), blocks, fewest tokens left.
+        ctx = []
+        need_now = 0
+        steps = cap
+        for r in running:
+            c = r.num_computed_tokens + r.output_tokens - r.recompute_tokens
+            ctx.append(c)
+            need_now += (c + bs - 1) // bs
+            left = r.max_output_tokens - r.output_tokens
+            if left < steps:
+                steps = left
         if need_now <= w.num_kv_blocks:
-            horizon = kv_horizon(ctx_tokens, bs, w.num_kv_blocks, steps)
-            why = "decode all running" if not blocker else f"decode all running; waiting: {blocker}"
+            horizon = kv_horizon(ctx, bs, w.num_kv_blocks, steps)
+            why = f"decode all running; waiting: {blocker}" if blocker else "decode all running"
             return BatchPlan(decode=tuple(running), max_iterations=horizon, reason=why)
         # Out of KV blocks: evict the newest arrivals until the rest fit (they recompute later).
         order = sorted(range(len(running)), key=lambda i: (running[i].arrival_s, i))
@@ -115,14 +129,14 @@ class ContinuousBatching(Plugin):
         evicted = []
         while keep and need_now > w.num_kv_blocks:
             i = keep.pop()
-            need_now -= _blocks(int(ctx_tokens[i]), bs)
+            need_now -= _blocks(ctx[i], bs)
             evicted.append(running[i])
         keep.sort()
         decode = tuple(running[i] for i in keep)
         if not decode:
             return BatchPlan(preempt=tuple(evicted), reason="KV cache full: evicted every running request")
-        steps = min(self.settings.max_iterations, min(r.remaining_output_tokens for r in decode))
-        horizon = kv_horizon(ctx_tokens[keep], bs, w.num_kv_blocks, steps)
+        steps = min(cap, min(r.max_output_tokens - r.output_tokens for r in decode))
+        horizon = kv_horizon([ctx[i] for i in keep], bs, w.num_kv_blocks, steps)
         return BatchPlan(
             decode=decode,
             preempt=tuple(evicted),

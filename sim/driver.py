@@ -1,19 +1,25 @@
 """The SimPy driver: replays a trace through the unchanged control-plane core.
 
 SimPy's environment is the run's clock. Arrivals come from the trace (streamed), ticks from
-a periodic process, and simulated workers turn each batch into a duration with their model's
+a periodic timer, and simulated workers turn each batch into a duration with their model's
 latency model. A decode batch that may run many iterations is one timeout, cut short at the
 next iteration boundary when the core interrupts it, so events grow with batches, not tokens.
+
+Every timer is a plain SimPy ``Timeout`` whose value is what to do when it fires and whose
+only callback is a bound method: no generator processes and no closures on the hot path
+(a process resume or a lambda per event was a third of the driver's cost).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import simpy
+from simpy.events import Timeout
 
 from controlplane import actions as act
 from controlplane import events as ev
@@ -25,29 +31,113 @@ from sim.traces.record import TraceRequest
 #: Ticks with nothing running after the trace ended before the run gives up on what is left.
 STALL_TICKS = 3
 
+_sum = np.add.reduce
+
 
 def request_from_trace(t: TraceRequest) -> Request:
     return Request(
-        request_id=t.request_id,
-        arrival_s=t.arrival_s,
-        prompt_tokens=t.prompt_tokens,
-        max_output_tokens=t.output_tokens,
-        model=t.model,
-        tenant=t.tenant,
-        priority=t.priority,
-        prompt=t.prompt,
-        hash_ids=t.hash_ids,
-        hash_block_tokens=t.hash_block_tokens,
-        params=t.params,
+        t.request_id,
+        t.arrival_s,
+        t.prompt_tokens,
+        t.output_tokens,
+        t.model,
+        t.tenant,
+        t.priority,
+        t.prompt,
+        t.hash_ids,
+        t.hash_block_tokens,
+        t.params,
     )
 
 
-@dataclass
 class _RunningBatch:
-    batch: Batch
-    start_s: float
-    ends_s: np.ndarray | None  # cumulative iteration end offsets of a multi-iteration batch
-    token: object  # identifies the timeout that currently ends this batch
+    """A batch executing on a simulated worker."""
+
+    __slots__ = ("batch", "start_s", "durations", "ends_s", "steps", "timer")
+
+    def __init__(self, batch: Batch, start_s: float) -> None:
+        self.batch = batch
+        self.start_s = start_s
+        self.durations: np.ndarray | None = None  # per-iteration durations of a multi-iteration batch
+        self.ends_s: np.ndarray | None = None  # their cumulative sums, computed on first interrupt
+        self.steps: list[tuple[int, float]] | None = None  # or (iterations, duration) runs (stepped models)
+        self.timer: Timeout | None = None  # the timeout that ends this batch now (an interrupt replaces it)
+
+
+class SteppedDecode:
+    """Decode runs of a model whose decode iteration depends only on (batch size, mean KV
+    length rounded up to ``granularity``): Vidur's profile model (``VidurProfileModel``).
+
+    A run of k iterations is then a few constant steps, each priced once with the model's own
+    ``iteration_s`` on a uniform shape of the same batch size and rounded mean, and cached.
+    That is exactly what ``iteration_s`` (the exact mode) gives for every iteration, for the
+    price of a dict lookup instead of ~8 numpy calls per batch (``decode_run_s`` on tiny
+    arrays cost about as much as the rest of the batch's bookkeeping).
+    """
+
+    __slots__ = ("model", "granularity", "_cache")
+
+    def __init__(self, model: LatencyModel, granularity: int) -> None:
+        self.model = model
+        self.granularity = granularity
+        self._cache: dict[tuple[int, int], float] = {}
+
+    @staticmethod
+    def for_model(model: LatencyModel) -> SteppedDecode | None:
+        vidur = sys.modules.get("sim.latency.vidur_profile")
+        if vidur is not None and type(model) is vidur.VidurProfileModel:
+            return SteppedDecode(model, int(model.granularity))
+        return None
+
+    def steps(self, batch_size: int, sum_context: int, num_iterations: int) -> list[tuple[int, float]]:
+        """[(iterations, seconds each), ...] covering ``num_iterations`` decode iterations."""
+        g = self.granularity
+        b = batch_size
+        mean = (sum_context + b) // b  # Vidur's mean KV length counts the token being decoded
+        cache = self._cache
+        out = []
+        left = num_iterations
+        while left > 0:
+            kvq = -(-mean // g) * g
+            n = kvq - mean + 1
+            if n > left:
+                n = left
+            d = cache.get((b, kvq))
+            if d is None:
+                d = cache[(b, kvq)] = self.model.iteration_s(IterationShape((), (), [kvq - 1] * b))
+            out.append((n, d))
+            left -= n
+            mean += n
+        return out
+
+
+def _steps_total(steps: list[tuple[int, float]]) -> float:
+    t = 0.0
+    for n, d in steps:
+        t += n * d
+    return t
+
+
+def _steps_boundary(steps: list[tuple[int, float]], elapsed: float) -> tuple[int, float]:
+    """(k, end): the first iteration boundary at or after ``elapsed`` (k >= 1 iterations)."""
+    t = 0.0
+    done = 0
+    for n, d in steps:
+        seg_end = t + n * d
+        if elapsed <= seg_end or d <= 0.0:
+            i = max(0, math.ceil((elapsed - t) / d)) if d > 0.0 else 0
+            if i > n:
+                i = n
+            while i > 0 and t + (i - 1) * d >= elapsed:
+                i -= 1
+            while i < n and t + i * d < elapsed:
+                i += 1
+            if done + i == 0:
+                i = 1
+            return done + i, t + i * d
+        t = seg_end
+        done += n
+    return done, t
 
 
 class SimDriver:
@@ -73,7 +163,16 @@ class SimDriver:
         self._timers = 0  # pending cold starts, wakes and guardian checks
         self._trace_done = False
         self._started = False
+        self._trace: Iterator[TraceRequest] | None = None
+        self._next: TraceRequest | None = None  # the next arrival, scheduled but not handled
+        self._last_arrival_s = float("-inf")
+        self._idle_ticks = 0
+        self._done: simpy.Event | None = None
         self.num_arrived = 0
+        self._core_handle = core.handle
+        self._worker_models: dict[str, LatencyModel] = {}
+        self._stepped_models: dict[LatencyModel, SteppedDecode | None] = {}
+        self._stepped: dict[str, SteppedDecode | None] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             act.StartBatch: self._start_batch,
             act.InterruptBatch: self._interrupt,
@@ -88,34 +187,51 @@ class SimDriver:
 
     def run(self, trace: Iterable[TraceRequest]) -> dict[str, Any]:
         """Replay ``trace`` (in arrival order) to the end; returns the core's summary."""
+        env = self.env
         self._apply(self.core.start())
         self._started = True
-        self.env.process(self._arrivals(iter(trace)))
-        ticker = self.env.process(self._ticks())
+        self._done = env.event()
+        self._trace = iter(trace)
+        self._schedule_next_arrival()
+        self._after(self.config.sim.tick_s, self._tick, None)
         until = self.config.sim.until_s
-        self.env.run(until=ticker if until is None else min_event(self.env, ticker, until))
+        env.run(until=self._done if until is None else min_event(env, self._done, until))
         return self.core.finish()
 
     def _handle(self, event: Any) -> None:
-        self._apply(self.core.handle(event))
+        actions = self._core_handle(event)
+        if actions:
+            handlers = self._handlers
+            for a in actions:
+                handlers[type(a)](a)
 
     def _apply(self, actions: list[Any]) -> None:
         handlers = self._handlers
         for a in actions:
             handlers[type(a)](a)
 
-    def _arrivals(self, trace: Iterable[TraceRequest]):
+    def _after(self, delay: float, fn: Callable[[Any], None], value: Any) -> Timeout:
+        """Call ``fn(value)`` after ``delay`` simulated seconds."""
+        t = Timeout(self.env, delay, value)
+        t.callbacks.append(fn)
+        return t
+
+    # --- arrivals and ticks ---------------------------------------------------------------
+
+    def _schedule_next_arrival(self) -> None:
+        """Handle every arrival due now; schedule a timer for the next later one."""
         env = self.env
         handle = self._handle
         progress = self.on_progress
-        last = float("-inf")
-        for t in trace:
-            if t.arrival_s < last:
+        for t in self._trace:  # type: ignore[union-attr]
+            arrival = t.arrival_s
+            if arrival < self._last_arrival_s:
                 raise ValueError(f"trace is not in arrival order at request {t.request_id!r}")
-            last = t.arrival_s
-            delay = t.arrival_s - env.now
+            self._last_arrival_s = arrival
+            delay = arrival - env.now
             if delay > 0:
-                yield env.timeout(delay)
+                self._after(delay, self._arrive, t)
+                return
             handle(ev.RequestArrived(env.now, request_from_trace(t)))
             self.num_arrived += 1
             if progress is not None and not self.num_arrived & 255:
@@ -124,104 +240,130 @@ class SimDriver:
         if progress is not None:
             progress(self.num_arrived, env.now)
 
-    def _ticks(self):
-        env = self.env
-        tick = self.config.sim.tick_s
-        idle_ticks = 0
-        while True:
-            yield env.timeout(tick)
-            self._handle(ev.Tick(env.now))
-            if not self._trace_done:
-                continue
+    def _arrive(self, timer: Timeout) -> None:
+        t = timer._value
+        self._handle(ev.RequestArrived(self.env._now, request_from_trace(t)))
+        self.num_arrived += 1
+        if self.on_progress is not None and not self.num_arrived & 255:
+            self.on_progress(self.num_arrived, self.env._now)
+        self._schedule_next_arrival()
+
+    def _tick(self, _timer: Timeout) -> None:
+        self._handle(ev.Tick(self.env._now))
+        if self._trace_done:
             if self.core.num_active == 0:
+                self._finish()
                 return
-            idle_ticks = idle_ticks + 1 if not self._running and not self._timers else 0
-            if idle_ticks >= STALL_TICKS:
-                return  # what is left cannot progress; finish() records it as in flight
+            self._idle_ticks = self._idle_ticks + 1 if not self._running and not self._timers else 0
+            if self._idle_ticks >= STALL_TICKS:
+                self._finish()  # what is left cannot progress; finish() records it as in flight
+                return
+        self._after(self.config.sim.tick_s, self._tick, None)
+
+    def _finish(self) -> None:
+        if self._done is not None and not self._done.triggered:
+            self._done.succeed()
 
     # --- workers --------------------------------------------------------------------------
+
+    def _model_of(self, wid: str) -> LatencyModel:
+        model = self._worker_models.get(wid)
+        if model is None:
+            model = self._worker_models[wid] = self.latency[self.core.workers[wid].model]
+            if model not in self._stepped_models:
+                self._stepped_models[model] = SteppedDecode.for_model(model)
+            self._stepped[wid] = self._stepped_models[model]
+        return model
 
     def _start_batch(self, a: act.StartBatch) -> None:
         b = a.batch
         wid = b.worker_id
-        model = self.latency[self.core.workers[wid].model]
-        token = object()
+        model = self._model_of(wid)
+        rb = _RunningBatch(b, self.env._now)
         if b.prefill or b.max_iterations == 1:
-            shape = IterationShape(
-                prefill_chunk_tokens=[n for _, n in b.prefill],
-                prefill_context_tokens=[r.num_computed_tokens for r, _ in b.prefill],
-                decode_context_tokens=[r.context_tokens for r in b.decode],
-            )
-            duration = model.iteration_s(shape)
-            self._running[wid] = _RunningBatch(b, self.env.now, None, token)
-            self._after(duration, self._batch_done, wid, token, 1, duration)
+            duration = model.iteration_s(IterationShape(
+                [n for _, n in b.prefill],
+                [r.num_computed_tokens for r, _ in b.prefill],
+                [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode],
+            ))
+            rb.timer = self._after(duration, self._batch_done, (wid, 1, duration))
+            self._running[wid] = rb
             return
-        ctx = np.fromiter((r.context_tokens for r in b.decode), dtype=np.int64, count=len(b.decode))
-        ends = np.cumsum(model.decode_run_s(ctx, b.max_iterations))
-        self._running[wid] = _RunningBatch(b, self.env.now, ends, token)
-        self._after(float(ends[-1]), self._batch_done, wid, token, b.max_iterations, float(ends[-1]))
+        stepped = self._stepped.get(wid)
+        if stepped is not None:
+            total_ctx = 0
+            for r in b.decode:
+                total_ctx += r.num_computed_tokens + r.output_tokens - r.recompute_tokens
+            rb.steps = steps = stepped.steps(len(b.decode), total_ctx, b.max_iterations)
+            total = _steps_total(steps)
+        else:
+            ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode]
+            rb.durations = durations = model.decode_run_s(ctx, b.max_iterations)
+            total = float(_sum(durations))
+        rb.timer = self._after(total, self._batch_done, (wid, b.max_iterations, total))
+        self._running[wid] = rb
 
     def _interrupt(self, a: act.InterruptBatch) -> None:
         rb = self._running.get(a.worker_id)
-        if rb is None or rb.ends_s is None:
+        if rb is None or (rb.durations is None and rb.steps is None):
             return
-        elapsed = self.env.now - rb.start_s
-        k = int(np.searchsorted(rb.ends_s, elapsed, side="left")) + 1  # first boundary at or after now
-        if k >= len(rb.ends_s):
+        elapsed = self.env._now - rb.start_s
+        if rb.steps is not None:
+            k, end = _steps_boundary(rb.steps, elapsed)
+        else:
+            ends = rb.ends_s
+            if ends is None:
+                ends = rb.ends_s = np.cumsum(rb.durations)
+            k = int(np.searchsorted(ends, elapsed, side="left")) + 1  # first boundary at or after now
+            end = float(ends[k - 1]) if k <= len(ends) else 0.0
+        if k >= rb.batch.max_iterations:
             return  # it ends at its last iteration anyway
-        rb.token = token = object()
-        end = float(rb.ends_s[k - 1])
-        self._after(end - elapsed, self._batch_done, a.worker_id, token, k, end)
+        rb.timer = self._after(end - elapsed, self._batch_done, (a.worker_id, k, end))
 
-    def _batch_done(self, wid: str, token: object, iterations: int, busy_s: float) -> None:
+    def _batch_done(self, timer: Timeout) -> None:
+        wid, iterations, busy_s = timer._value
         rb = self._running.get(wid)
-        if rb is None or rb.token is not token:
+        if rb is None or rb.timer is not timer:
             return  # superseded by an interrupt
         del self._running[wid]
-        self._handle(ev.BatchFinished(self.env.now, wid, rb.batch.batch_id, iterations, busy_s=busy_s))
+        self._handle(ev.BatchFinished(self.env._now, wid, rb.batch.batch_id, iterations, busy_s=busy_s))
 
     def _start_worker(self, a: act.StartWorker) -> None:
         if not self._started:  # the initial replicas are warm
-            self._handle_later(0.0, ev.WorkerReady, a.worker_id)
+            self._after(0.0, self._initial_ready, a.worker_id)
             return
         self._timers += 1
-        self._handle_later(self.cold_start_s.get(a.model, 0.0), ev.WorkerReady, a.worker_id)
+        self._after(self.cold_start_s.get(a.model, 0.0), self._timer_event, (ev.WorkerReady, a.worker_id))
+
+    def _initial_ready(self, timer: Timeout) -> None:
+        self._handle(ev.WorkerReady(self.env._now, timer._value))
 
     def _stop_worker(self, a: act.StopWorker) -> None:
         self._running.pop(a.worker_id, None)
-        self._handle(ev.WorkerStopped(self.env.now, a.worker_id))
+        self._worker_models.pop(a.worker_id, None)
+        self._stepped.pop(a.worker_id, None)
+        self._handle(ev.WorkerStopped(self.env._now, a.worker_id))
 
     def _run_guardian(self, a: act.RunGuardian) -> None:
         verdict = "block" if self.rng.random() < self.config.sim.guardian_block_rate else "pass"
         self._timers += 1
         self._after(self.config.sim.guardian_latency_s, self._timer_event,
-                    ev.GuardianFinished, a.request.request_id, verdict)
+                    (ev.GuardianFinished, a.request.request_id, verdict))
 
     def _wake(self, a: act.WakeWorker) -> None:
         self._timers += 1
-        self._handle_later(max(0.0, a.at_s - self.env.now), ev.WorkerWake, a.worker_id)
+        self._after(max(0.0, a.at_s - self.env._now), self._timer_event, (ev.WorkerWake, a.worker_id))
 
-    # --- timers ---------------------------------------------------------------------------
-
-    def _after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        t = self.env.timeout(delay)
-        t.callbacks.append(lambda _e: fn(*args))
-
-    def _handle_later(self, delay: float, event_type: type, *args: Any) -> None:
-        if self._started:
-            self._after(delay, self._timer_event, event_type, *args)
-        else:
-            self._after(delay, lambda *a: self._handle(event_type(self.env.now, *a)), *args)
-
-    def _timer_event(self, event_type: type, *args: Any) -> None:
+    def _timer_event(self, timer: Timeout) -> None:
+        event_type, *args = timer._value
         self._timers -= 1
-        self._handle(event_type(self.env.now, *args))
+        self._handle(event_type(self.env._now, *args))
 
 
 def _ignore(_a: Any) -> None:
     pass
 
 
-def min_event(env: simpy.Environment, process: simpy.Process, until_s: float) -> simpy.Event:
-    """An event that fires when ``process`` ends or at ``until_s``, whichever is first."""
-    return env.any_of([process, env.timeout(max(0.0, until_s - env.now))])
+def min_event(env: simpy.Environment, event: simpy.Event, until_s: float) -> simpy.Event:
+    """An event that fires when ``event`` does or at ``until_s``, whichever is first."""
+    return env.any_of([event, env.timeout(max(0.0, until_s - env.now))])

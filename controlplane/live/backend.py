@@ -62,8 +62,8 @@ class StepResult:
     num_prefill_tokens: int = 0  # real prompt tokens prefilled
     num_prefill_seqs: int = 0
     num_decode_seqs: int = 0
-    sum_decode_context: int = 0  # sum over decoded seqs of the KV length each attended to
-    sum_prefill_context: int = 0  # sum over prefilled seqs of their context after prefill
+    sum_decode_context: int = 0  # sum over decoded seqs of their KV length before this iteration
+    sum_prefill_context: int = 0  # KV already cached for the prefilled seqs before this chunk (always 0 here)
     padded_prefill_tokens: int = 0  # prefill tokens computed including left padding
     decode_kv_columns: int = 0  # padded KV length of the decode forward
     by_id: dict[str, RequestOutput] = field(default_factory=dict, repr=False)
@@ -123,11 +123,11 @@ class CausalLMBackend:
         pad = getattr(self.tokenizer, "pad_token_id", None)
         self.pad_token_id = int(pad) if pad is not None else 0
         self._forward_kwargs = _forward_kwarg_names(base)
-        self._num_layers = int(self.config.get_text_config().num_hidden_layers)
+        self._kv_shape = _kv_shape(self.config)
         self._waiting: dict[str, _Request] = {}
         self._running: dict[str, _Request] = {}
         self._rows: list[str] = []  # request id of each KV row
-        self._kv = BatchKV(self._num_layers, self.device, loaded.dtype)
+        self._kv = self._new_kv()
         self._anon = itertools.count()
 
     @classmethod
@@ -270,6 +270,10 @@ class CausalLMBackend:
             raise KeyError(f"not {state}: {missing}")
         return [pool[i] for i in ids]
 
+    def _new_kv(self) -> BatchKV:
+        layers, kv_heads, head_dim = self._kv_shape
+        return BatchKV(layers, self.device, self.loaded.dtype, kv_heads=kv_heads, head_dim=head_dim)
+
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache):
         kwargs = {
             "input_ids": input_ids,
@@ -307,8 +311,8 @@ class CausalLMBackend:
         outputs = []
         tokens = sample_next(logits.float(), [r.sampling for r in ordered], [r.generator for r in ordered])
         for req, token in zip(ordered, tokens):
-            req.context_len += 1
             result.sum_decode_context += req.context_len
+            req.context_len += 1
             outputs.append(self._emit(req, token))
         return outputs
 
@@ -322,14 +326,14 @@ class CausalLMBackend:
             real[i, width - lengths[i] :] = 1
         ids, real = ids.to(self.device), real.to(self.device)
         positions = (real.cumsum(dim=1) - 1).clamp(min=0)
-        kv = BatchKV(self._num_layers, self.device, self.loaded.dtype)
+        kv = self._new_kv()
         kv.reset_rows(len(reqs))
         cache = kv.forward_cache(None, width)
         logits = self._forward(ids, real, positions, cache)
         kv.commit(real)
         result.num_prefill_seqs = len(reqs)
         result.num_prefill_tokens = sum(lengths)
-        result.sum_prefill_context = sum(lengths)
+        result.sum_prefill_context = 0  # no prefix caching or chunking: nothing cached before the prompt
         result.padded_prefill_tokens = len(reqs) * width
         tokens = sample_next(logits.float(), [r.sampling for r in reqs], [r.generator for r in reqs])
         outputs = []
@@ -376,6 +380,22 @@ def _forward_kwarg_names(model: torch.nn.Module) -> dict[str, str | None]:
     cache = "cache" if "cache" in params else "past_key_values"
     keep = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in params), None)
     return {"cache": cache, "logits_to_keep": keep}
+
+
+def _kv_shape(config) -> tuple[int, int | None, int | None]:
+    """(layers, kv_heads, head_dim) of the KV cache; the last two None when the config is unusual."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = int(text.num_hidden_layers)
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else None)
+    if getattr(text, "model_type", "") not in _PLAIN_KV_MODELS:
+        return layers, None, None  # let the first write size the buffers
+    return layers, kv_heads, head_dim
+
+
+# Model families whose per-layer KV is plainly [batch, num_key_value_heads, seq, head_dim].
+_PLAIN_KV_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gpt_neox", "olmo", "granite"})
 
 
 def _default_eos(config, tokenizer) -> tuple[int, ...]:

@@ -21,10 +21,22 @@ _MIN_GROWTH = 32
 class BatchKV:
     """KV storage for ``rows`` sequences. Padding is zero-filled: masked entries must not be NaN."""
 
-    def __init__(self, num_layers: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        num_layers: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        kv_heads: int | None = None,
+        head_dim: int | None = None,
+    ) -> None:
+        """``kv_heads``/``head_dim`` known up front let buffers be allocated outside the model's
+        forward (no data-dependent branch for ``torch.compile`` to guard on); unknown, the first
+        write allocates them from the key's shape."""
         self.num_layers = num_layers
         self.device = device
         self.dtype = dtype
+        self.kv_heads = kv_heads
+        self.head_dim = head_dim
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=device)
@@ -51,6 +63,8 @@ class BatchKV:
     # -- forward plumbing ----------------------------------------------------------------------
     def forward_cache(self, rows: list[int] | None, new_columns: int) -> Cache:
         """A ``Cache`` for one forward over ``rows`` (None = every row) adding ``new_columns`` tokens."""
+        if not self.keys and self.kv_heads is not None and self.head_dim is not None:
+            self._allocate((self.rows, self.kv_heads, 0, self.head_dim), self.dtype)
         self._ensure_capacity(self.length + new_columns)
         self._rows_idx = None if rows is None else torch.tensor(rows, dtype=torch.long, device=self.device)
         self._pending = new_columns
@@ -65,7 +79,9 @@ class BatchKV:
     def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the forward's new keys/values for ``layer``; return the keys/values to attend over."""
         if not self.keys:
-            self._allocate_like(key)
+            if key.shape[0] != self.rows:
+                raise RuntimeError(f"first write has {key.shape[0]} rows but the batch has {self.rows}")
+            self._allocate((self.rows, key.shape[1], self.capacity, key.shape[3]), key.dtype)
         end = self.length + key.shape[-2]
         k_buf, v_buf = self.keys[layer], self.values[layer]
         if self._rows_idx is None:
@@ -143,13 +159,9 @@ class BatchKV:
         self.keys, self.values, self.mask, self.length = keys, values, mask, length
 
     # -- internals -----------------------------------------------------------------------------
-    def _allocate_like(self, key: torch.Tensor) -> None:
-        rows, heads, _, dim = key.shape
-        if rows != self.rows:
-            raise RuntimeError(f"first write has {rows} rows but the batch has {self.rows}")
-        shape = (rows, heads, self.capacity, dim)
-        self.keys = [torch.zeros(shape, dtype=key.dtype, device=self.device) for _ in range(self.num_layers)]
-        self.values = [torch.zeros(shape, dtype=key.dtype, device=self.device) for _ in range(self.num_layers)]
+    def _allocate(self, shape: tuple[int, int, int, int], dtype: torch.dtype) -> None:
+        self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
 
     def reset_rows(self, rows: int) -> None:
         """Start empty with ``rows`` sequences (buffers are allocated by the first write)."""

@@ -231,11 +231,15 @@ def _build(settings: WorkerModelSettings, precision: str, device: torch.device):
         else:
             config = build_config(settings)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tokenizer = _load_tokenizer(settings.path, config)
+    tokenizer = load_tokenizer(settings.path, config)
     return model, tokenizer, config
 
 
-def _load_tokenizer(path: str | None, config):
+def load_tokenizer(path: str | None, config):
+    """The tokenizer a worker uses: the model directory's own, else the byte-level one sized to the vocab.
+
+    Needs no weights, so a driver can tokenize for a deployment without loading the model.
+    """
     names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
     if path is not None and any(os.path.exists(os.path.join(path, n)) for n in names):
         from transformers import AutoTokenizer
@@ -252,3 +256,6 @@ def _apply_precision(model: torch.nn.Module, precision: str, device: torch.devic
         model = quantize_nf4(model, device)
         return model.to(device)
     return model.to(device=device, dtype=_TORCH_DTYPES[precision])
+
+
+_load_tokenizer = load_tokenizer  # older name, used by the live driver

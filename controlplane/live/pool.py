@@ -62,10 +62,14 @@ class AddSpec:
     """Register a request with the worker's backend before the step that prefills it."""
 
     request_id: str
-    prompt_ids: tuple[int, ...]  # the prompt, plus output already streamed when it is recomputed
-    max_new_tokens: int
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int  # the request's whole budget, ``generated`` included
     stop: StopCondition | None = None
     sampling: SamplingParams | None = None
+    # Output already streamed to the client: set when a request is computed again after a
+    # preemption or on another worker after a failure. It is prefilled with the prompt, and the
+    # request's stream resumes exactly where the client's left off.
+    generated: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +157,12 @@ class WorkerRuntime:
         for a in cmd.adds:
             if b.has_request(a.request_id):
                 b.remove(a.request_id)
-            b.add_request(a.request_id, a.prompt_ids, max_new_tokens=a.max_new_tokens, stop=a.stop, sampling=a.sampling)
+            b.add_request(
+                a.request_id, a.prompt_ids + a.generated, max_new_tokens=max(1, a.max_new_tokens - len(a.generated)),
+                stop=a.stop, sampling=a.sampling,
+            )
+            if a.generated:
+                self._resume_stream(a)
         try:
             res = b.step(cmd.prefill_ids, cmd.decode_ids)
         except BaseException as exc:
@@ -165,6 +174,29 @@ class WorkerRuntime:
             TokenOut(o.request_id, o.token_id, o.text_delta, o.finished, o.finish_reason) for o in res.outputs
         )
         return StepReply(cmd.batch_id, outputs, res.duration_s, res.profile_row())
+
+    def _resume_stream(self, a: AddSpec) -> None:
+        """Give a recomputed request the output stream it had: the original prompt, then ``generated``.
+
+        The backend would otherwise start a fresh stream that takes the already generated tokens
+        for prompt, losing text held back at the cut (half a UTF-8 character, the start of a
+        stop string) and counting the budget from the cut. ``CausalLMBackend`` has no public
+        way to resume a request yet, so this reaches into its request record.
+        """
+        from controlplane.live.streaming import OutputStream
+
+        b = self.backend
+        record = getattr(b, "_waiting", {}).get(a.request_id)
+        if record is None or not hasattr(record, "stream"):
+            log.warning("cannot resume the output stream of %s: backend internals changed", a.request_id)
+            return
+        stop = a.stop or StopCondition()
+        eos = b.eos_token_ids if stop.eos_token_ids is None else stop.eos_token_ids
+        budget = min(a.max_new_tokens, stop.max_new_tokens or a.max_new_tokens, b.max_seq_len - len(a.prompt_ids))
+        stream = OutputStream(b.tokenizer, a.prompt_ids, stop, eos, budget)
+        for token in a.generated:
+            stream.append(token)
+        record.stream = stream
 
     def facts(self) -> dict[str, Any]:
         """Device and model facts for the memory plan (`WorkerReady.memory`)."""
@@ -323,7 +355,7 @@ class WorkerPool(ABC):
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -626,7 +658,10 @@ class ProcessPool(WorkerPool):
         if w is None:
             return
         w.stopping = True
-        if w.process.is_alive():
+        if not w.ready.done():  # still loading: nothing to finish
+            with contextlib.suppress(Exception):
+                w.process.kill()
+        elif w.process.is_alive():
             with contextlib.suppress(Exception):
                 w.conn.send(("stop",))
             try:

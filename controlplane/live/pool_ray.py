@@ -225,7 +225,7 @@ class RayWorkerPool(WorkerPool):
 
     def alive(self, worker_id: str) -> bool:
         w = self._workers.get(worker_id)
-        return w is not None and w.dead is None
+        return w is not None and w.dead is None and w.pid is not None
 
     def info(self, worker_id: str) -> dict[str, Any]:
         w = self._workers.get(worker_id)

@@ -97,9 +97,8 @@ def run_quant_bench(
 def _bench_variant(base, variant, batch_sizes, prompt_tokens, new_tokens, repeats) -> list[BenchRow]:
     settings = base.model_copy(update={"precision": variant.precision, "compile": variant.compile})
     device = base.device
-    release_cached_memory(device if device != "auto" else "cpu")
-    before = device_memory(_mem_device(device)).allocated_bytes
-    reset_peak(_mem_device(device))
+    release_cached_memory(_mem_device(device))
+    before = device_memory(_mem_device(device)).allocated_bytes  # so peaks include the weights
     try:
         loaded = load_model(settings)
     except PrecisionUnavailable as exc:
@@ -107,14 +106,14 @@ def _bench_variant(base, variant, batch_sizes, prompt_tokens, new_tokens, repeat
     except Exception as exc:  # a broken optional backend must not take down the whole bench
         return [BenchRow(variant.label, variant.precision, variant.compile, device, f"error: {exc.__class__.__name__}: {exc}")]
     mem_dev = loaded.device
-    if mem_dev.type == "cuda":
-        before = device_memory(mem_dev).allocated_bytes - loaded.model_bytes  # peak then includes weights
     engine = CausalLMBackend(loaded, max_seq_len=prompt_tokens + new_tokens + 1)
     vocab = engine.vocab_size
     rows = []
     try:
         for batch in batch_sizes:
             prompts = _prompts(batch, prompt_tokens, vocab, seed=base.seed)
+            gc.collect()
+            reset_peak(mem_dev)  # peak of this batch size only, not of loading or earlier sizes
             _generate_batch(engine, prompts, min(new_tokens, 4))  # warm-up (and compilation)
             durations = [_generate_batch(engine, prompts, new_tokens) for _ in range(repeats)]
             peak = _peak_bytes(mem_dev) - before

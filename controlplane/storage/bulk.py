@@ -53,7 +53,7 @@ class BulkInsert:
         if self.positional:
             get = self._get
             if not self._processors:
-                return [get(row) for row in rows]
+                return list(map(get, rows))
             out = []
             for row in rows:
                 values = list(get(row))
@@ -63,7 +63,7 @@ class BulkInsert:
                 out.append(tuple(values))
             return out
         if not self._processors:
-            return [{name: row[name] for name in self.names} for row in rows]
+            return list(rows)  # built rows carry exactly the bound columns
         out_dicts = []
         for row in rows:
             values = {name: row[name] for name in self.names}

@@ -85,7 +85,9 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     """Create an engine for ``url`` (default ``sqlite:///controlplane.db`` in the cwd).
 
-    For SQLite files the parent directory is created. For server databases
+    For SQLite files the parent directory is created. A bare
+    ``postgresql://`` URL means psycopg 3, the driver controlplane depends
+    on, rather than SQLAlchemy's default psycopg2. For server databases
     connections are pinged on checkout, so a long-running daemon survives a
     database restart without a failed write. ``engine_kwargs`` go to
     :func:`sqlalchemy.create_engine` and override these defaults.
@@ -94,6 +96,8 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     unknown driver.
     """
     parsed = _parse_url(url if url is not None else DEFAULT_URL)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
     is_sqlite = parsed.get_backend_name() == "sqlite"
     kwargs: dict[str, Any] = {"json_serializer": jsoncodec.dumps}
     if not is_sqlite:
@@ -103,9 +107,9 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         engine = create_engine(parsed, **kwargs)
-    except NoSuchModuleError as exc:
+    except (NoSuchModuleError, ImportError) as exc:
         raise ValueError(
-            f"unknown database driver in URL {parsed.render_as_string(hide_password=True)!r}: {exc}"
+            f"unknown or uninstalled database driver in URL {parsed.render_as_string(hide_password=True)!r}: {exc}"
         ) from exc
     if is_sqlite:
         _install_sqlite_hooks(engine)

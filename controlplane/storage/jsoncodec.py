@@ -1,14 +1,15 @@
 """JSON encoding shared by the JSON columns and the spill files.
 
 Plugins put whatever they like into decision payloads and summaries: numpy
-scalars, tuples, paths, NaN for an empty percentile. The stdlib encoder
-rejects some of these and PostgreSQL's ``json`` type rejects ``NaN``, and a
-row that cannot be encoded would fail its whole batch at flush time, so the
-encoder turns them into plain JSON instead.
+scalars, sets, paths, enums, dataclasses, pydantic models, NaN for an empty
+percentile. The stdlib encoder rejects some of these and PostgreSQL's
+``json`` type rejects ``NaN``, so the encoder turns them into plain JSON
+rather than let one payload fail a run's recording.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import date, datetime
@@ -29,6 +30,10 @@ def encode_default(obj: Any) -> Any:
         return sorted(obj, key=repr)
     if hasattr(obj, "tolist"):  # numpy arrays and scalars
         return obj.tolist()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "model_dump"):  # pydantic models
+        return obj.model_dump(mode="json")
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 

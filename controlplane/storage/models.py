@@ -56,7 +56,6 @@ WORKER_EVENT_KINDS: Final = frozenset({"starting", "ready", "failed", "stopped",
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit surrogate key; plain INTEGER on SQLite, where only ``INTEGER PRIMARY KEY`` autoincrements."""
 
-
 NullableJSON = JSON(none_as_null=True)
 """JSON column where Python ``None`` is SQL NULL (not the JSON text ``null``), so ``IS NULL`` works."""
 

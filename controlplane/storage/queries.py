@@ -99,8 +99,11 @@ def _stream(engine: Engine, what: str, run_id: int) -> Iterator[dict[str, Any]]:
     )
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=_STREAM_CHUNK).execute(stmt)
-        for row in result.mappings():
-            yield dict(row)
+        try:
+            for row in result.mappings():
+                yield dict(row)
+        finally:
+            result.close()
 
 
 def iter_rows(engine: Engine, run_id: int, what: What | str) -> Iterator[dict[str, Any]]:

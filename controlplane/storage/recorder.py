@@ -8,7 +8,8 @@ transaction per flush, and never dropped: a failed flush keeps its rows,
 retries with exponential backoff, and :meth:`RunRecorder.close` saves
 whatever is still unwritten to a spill file that
 :meth:`RunRecorder.replay_spill` can load later. Because a flush is a single
-transaction, a retry never writes a row twice.
+transaction, a retry does not write a row twice (unless a commit succeeded
+but its acknowledgement was lost; the unique request id then reports it).
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ class RunRecorder:
     """Buffers rows for one or more runs and writes them in bulk; see the module docstring.
 
     Not meant to be shared across processes; within a process it is
-    thread-safe (one lock around buffers and flushes).
+    thread-safe (one lock around buffers and flushes). Retries sleep in the
+    calling thread, so an asyncio daemon should append from a worker thread,
+    or pass ``max_retries=0`` and rely on ``flush_interval_s`` and
+    :meth:`close` for the next attempts.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class RunRecorder:
         self._sleep = sleep
         self._clock = clock
         self._buffers: dict[str, list[dict[str, Any]]] = {name: [] for name in SPECS}
+        self._specs = SPECS
         self._inserts = {name: BulkInsert(spec.table, engine.dialect) for name, spec in SPECS.items()}
         self._run_updates: list[dict[str, Any]] = []
         self._flush_at = batch_size
@@ -140,7 +145,7 @@ class RunRecorder:
         with self._lock:
             run_id, failure = self._attempt(write)
             if failure is not None:
-                raise StorageError(f"could not start run in {describe_url(self.engine)}: {failure}")
+                raise StorageError(f"could not start run in {describe_url(self.engine)}: {failure.error}")
             self.run_id = run_id
             return run_id
 
@@ -181,29 +186,29 @@ class RunRecorder:
 
     def add_request(self, row: Mapping[str, Any]) -> None:
         """Buffer a request's final state; latency columns are derived when not given."""
-        self._append("request", derive_latencies(SPECS["request"].build(row, self._current_run())))
+        self._append(self._buffers["request"], derive_latencies(self._specs["request"].build(row, self._run())))
 
     def add_decision(self, row: Mapping[str, Any]) -> None:
         """Buffer one plugin decision."""
-        self._append("decision", SPECS["decision"].build(row, self._current_run()))
+        self._append(self._buffers["decision"], self._specs["decision"].build(row, self._run()))
 
     def add_metric(self, row: Mapping[str, Any]) -> None:
         """Buffer one metric sample."""
-        self._append("metric_sample", SPECS["metric_sample"].build(row, self._current_run()))
+        self._append(self._buffers["metric_sample"], self._specs["metric_sample"].build(row, self._run()))
 
     def add_worker_event(self, row: Mapping[str, Any]) -> None:
         """Buffer one worker lifecycle event."""
-        self._append("worker_event", SPECS["worker_event"].build(row, self._current_run()))
+        self._append(self._buffers["worker_event"], self._specs["worker_event"].build(row, self._run()))
 
-    def _current_run(self) -> int:
-        self._check_open()
-        if self.run_id is None:
+    def _run(self) -> int:
+        run_id = self.run_id
+        if run_id is None or self._closed:
+            self._check_open()
             raise StorageError("no run started: call start_run() before adding rows")
-        return self.run_id
+        return run_id
 
-    def _append(self, table: str, row: dict[str, Any]) -> None:
+    def _append(self, buffer: list[dict[str, Any]], row: dict[str, Any]) -> None:
         with self._lock:
-            buffer = self._buffers[table]
             buffer.append(row)
             if len(buffer) >= self._flush_at or (
                 self.flush_interval_s is not None and self._clock() - self._last_flush >= self.flush_interval_s
@@ -263,7 +268,8 @@ class RunRecorder:
             for values in self._run_updates[:updates]:
                 run_id = values["id"]
                 changes = {k: v for k, v in values.items() if k != "id"}
-                conn.execute(update(_RUN).where(_RUN.c.id == run_id).values(changes))
+                if conn.execute(update(_RUN).where(_RUN.c.id == run_id).values(changes)).rowcount == 0:
+                    log.warning("storage: finish_run for run %s, which is not in %s", run_id, describe_url(self.engine))
 
     def _attempt(self, fn: Callable[[], Any]) -> tuple[Any, FlushFailure | None]:
         attempt = 0

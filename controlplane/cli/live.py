@@ -1,0 +1,82 @@
+"""`controlplane daemon`: serve models live through the control plane (OpenAI-compatible HTTP)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from controlplane.cli.common import err, user_errors
+
+app = typer.Typer(help="Serve models live through the control plane.", no_args_is_help=False)
+
+
+@app.command("daemon")
+def daemon(
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON); re-read on POST /admin/reload.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.", envvar="CONTROLPLANE_DAEMON_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="CONTROLPLANE_DAEMON_PORT")] = 8000,
+    db: Annotated[
+        Optional[str], typer.Option(help="Database URL for the run (default: the config's storage.url).")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(min=0, help="Replicas of the model (default: one per GPU, else 1).")
+    ] = None,
+    preset: Annotated[
+        Optional[str], typer.Option(help="Random-weight model preset: tiny-llama, small-llama, medium-llama.")
+    ] = None,
+    model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
+    model_name: Annotated[Optional[str], typer.Option(help="Name the model is served as (default: its source).")] = None,
+    precision: Annotated[
+        Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | nf4 (default: fp32 on CPU, bf16 on GPU).")
+    ] = None,
+    pool: Annotated[
+        str, typer.Option(help="Where workers run: thread | process | ray.", envvar="CONTROLPLANE_DAEMON_POOL")
+    ] = "process",
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster to join (pool ray; default: start a local one).")
+    ] = None,
+    cpu_threads: Annotated[
+        Optional[int], typer.Option(min=1, help="torch threads per CPU worker (default: cores / workers).")
+    ] = None,
+    drain_timeout: Annotated[
+        float, typer.Option(help="Longest wait (s) for requests in flight when draining.")
+    ] = 120.0,
+    request_timeout: Annotated[
+        float, typer.Option(help="A request unanswered this long (s) gets HTTP 504; 0 disables.")
+    ] = 600.0,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+) -> None:
+    """Run the daemon: OpenAI-compatible API, health, readiness, metrics, admin; drains on SIGTERM.
+
+    Admin endpoints need CONTROLPLANE_ADMIN_TOKEN in the environment (they are off without it).
+    """
+    from controlplane.live.daemon import DaemonOptions, admin_token_from_env, daemon_config, serve
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with user_errors():
+        cfg, overrides = daemon_config(
+            config, db=db, workers=workers, preset=preset, model_path=model_path, precision=precision,
+            model_name=model_name,
+        )
+        options = DaemonOptions(
+            host=host, port=port, pool=pool, admin_token=admin_token_from_env(), config_path=config,
+            overrides=overrides, drain_timeout_s=drain_timeout, request_timeout_s=request_timeout or None,
+            cpu_threads=cpu_threads, ray_address=ray_address, log_level=log_level.lower(), access_log=access_log,
+        )
+    err.print(
+        f"controlplane daemon: {', '.join(f'{m.name} x{m.replicas}' for m in cfg.cluster.models)} on the {pool} pool, "
+        f"http://{host}:{port}, run recorded in {cfg.storage.url}",
+        highlight=False,
+    )
+    code = serve(cfg, options)
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":  # python -m controlplane.cli.live [options]: the daemon command alone
+    typer.run(daemon)

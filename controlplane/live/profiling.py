@@ -1,0 +1,181 @@
+"""Measure real iteration times over a grid of batch shapes, for the simulator's profile model.
+
+Each grid point builds the shape for real - ``decode_batch`` running sequences at ``context``
+tokens, plus ``prefill_seqs`` new prompts of ``prefill_tokens`` each - and times ``step()`` on it.
+Rows are in the ``controlplane-profile/1`` format that ``sim/latency/measured.py`` fits, so a
+simulated cluster can replay traces at the speed this worker actually runs.
+
+Run: ``python -m controlplane.live.profiling --preset small-llama --out profiles/small-cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from controlplane.live.backend import CausalLMBackend
+from controlplane.live.model_source import WorkerModelSettings
+from controlplane.live.sampling import StopCondition
+
+PROFILE_FORMAT = "controlplane-profile/1"
+ROW_KEYS = (
+    "num_prefill_tokens",
+    "num_prefill_seqs",
+    "num_decode_seqs",
+    "sum_decode_context",
+    "sum_prefill_context",
+    "iteration_s",
+)
+_NO_EOS = StopCondition(eos_token_ids=())
+
+
+@dataclass(frozen=True)
+class ProfileGrid:
+    """The shapes to time. A 0 in ``prefill_tokens`` / ``decode_batch_sizes`` means none of that kind."""
+
+    prefill_tokens: Sequence[int] = (0, 32, 128, 512)
+    prefill_seqs: Sequence[int] = (1,)
+    decode_batch_sizes: Sequence[int] = (0, 1, 8, 32)
+    context_lens: Sequence[int] = (32, 256, 1024)
+    repeats: int = 3
+    warmup: int = 1
+
+    def points(self) -> Iterator[tuple[int, int, int, int]]:
+        """(context, decode_batch, prefill_tokens, prefill_seqs), grouped so each decode batch is built once."""
+        for context, batch in itertools.product(sorted(set(self.context_lens)), sorted(set(self.decode_batch_sizes))):
+            if batch == 0 and context != min(self.context_lens):
+                continue  # without decodes the context axis means nothing
+            for tokens, seqs in itertools.product(sorted(set(self.prefill_tokens)), sorted(set(self.prefill_seqs))):
+                if tokens == 0 and seqs != min(self.prefill_seqs):
+                    continue
+                if tokens == 0 and batch == 0:
+                    continue
+                yield context, batch, tokens, seqs
+
+
+def profile_backend(
+    backend_or_settings: CausalLMBackend | WorkerModelSettings, grid: ProfileGrid | None = None, *, seed: int = 0
+) -> list[dict[str, float | int]]:
+    """Time ``grid.repeats`` iterations at every grid point that fits ``max_seq_len``; return the rows."""
+    grid = grid or ProfileGrid()
+    backend = (
+        backend_or_settings
+        if isinstance(backend_or_settings, CausalLMBackend)
+        else CausalLMBackend.from_settings(backend_or_settings)
+    )
+    if backend.num_running or backend.num_waiting:
+        raise RuntimeError("profile an idle backend: its requests would distort the shapes")
+    rng = random.Random(seed)
+    steps_per_point = grid.warmup + grid.repeats
+    ids = itertools.count()
+    rows: list[dict[str, float | int]] = []
+    points = list(grid.points())
+    for (context, batch), group in itertools.groupby(points, key=lambda p: (p[0], p[1])):
+        group = list(group)
+        growth = len(group) * steps_per_point  # decode seqs gain one token per measured step
+        if batch and context + growth + 1 > backend.max_seq_len:
+            continue
+        running = [f"profile-d{next(ids)}" for _ in range(batch)]
+        for rid in running:
+            backend.add_request(rid, _prompt(rng, context, backend.vocab_size), max_new_tokens=growth + 1, stop=_NO_EOS)
+        if running:
+            backend.step(running, [])
+        try:
+            for _, _, tokens, seqs in group:
+                if tokens >= backend.max_seq_len:
+                    continue
+                for step in range(steps_per_point):
+                    new = [f"profile-p{next(ids)}" for _ in range(seqs if tokens else 0)]
+                    for rid in new:
+                        backend.add_request(rid, _prompt(rng, tokens, backend.vocab_size), max_new_tokens=2, stop=_NO_EOS)
+                    result = backend.step(new, running)
+                    for rid in new:
+                        backend.remove(rid)
+                    if step >= grid.warmup:
+                        rows.append(result.profile_row())
+        finally:
+            for rid in running:
+                backend.remove(rid)
+    return rows
+
+
+def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:
+    low = min(4, vocab - 1)
+    return [rng.randrange(low, vocab) for _ in range(length)]
+
+
+def profile_meta(backend: CausalLMBackend) -> dict[str, Any]:
+    """What the profile was measured on: the simulator keys its fits by these."""
+    device = backend.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "model": backend.loaded.name or "model",
+        "device": str(device),
+        "device_name": name,
+        "precision": backend.loaded.precision,
+        "compiled": bool(backend.loaded.compiled),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def write_profile(path: str | Path, rows: Sequence[dict[str, float | int]], meta: dict[str, Any]) -> Path:
+    """Write via the simulator's own ``write_profile`` (its validation), else the same JSON directly."""
+    try:
+        from sim.latency.measured import write_profile as sim_write_profile
+    except ImportError:
+        sim_write_profile = None
+    if sim_write_profile is not None:
+        return Path(sim_write_profile(path, rows, meta))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": PROFILE_FORMAT, **meta, "rows": [{k: r[k] for k in ROW_KEYS} for r in rows]}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="tiny-llama")
+    parser.add_argument("--path", default=None)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--prefill-tokens", default="0,32,128,512")
+    parser.add_argument("--decode-batch-sizes", default="0,1,8,32")
+    parser.add_argument("--context-lens", default="32,256,1024")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (process-wide)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source = {"path": args.path} if args.path else {"preset": args.preset}
+    settings = WorkerModelSettings(**source, precision=args.precision, device=args.device, compile=args.compile)
+    backend = CausalLMBackend.from_settings(settings)
+    grid = ProfileGrid(
+        prefill_tokens=_ints(args.prefill_tokens),
+        decode_batch_sizes=_ints(args.decode_batch_sizes),
+        context_lens=_ints(args.context_lens),
+        repeats=args.repeats,
+    )
+    rows = profile_backend(backend, grid)
+    path = write_profile(args.out, rows, profile_meta(backend))
+    print(f"wrote {len(rows)} rows to {path}")
+
+
+if __name__ == "__main__":
+    main()

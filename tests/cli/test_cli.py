@@ -1,0 +1,262 @@
+"""The `controlplane` command line: replays, stored runs, plugins, migrations, and user errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from controlplane.cli import app
+from controlplane.cli import common
+from controlplane.metrics import LATENCY_METRICS, PERCENTILES
+from controlplane.storage import EXPORT_COLUMNS, head_revisions, iter_rows, make_engine
+from tests.fixtures.common import FIXTURES, azure_trace
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILTINS = ("queue-limit", "exact-cache", "least-loaded", "round-robin", "continuous-batching", "fixed-replicas",
+            "static-memory", "sampled-guardian", "builtin-latency-models")
+
+
+@pytest.fixture(autouse=True)
+def _wide_consoles(monkeypatch):
+    """Rich wraps at 80 columns when not on a terminal; tables and paths must stay on one line."""
+    for console in (common.out, common.err):
+        monkeypatch.setattr(console, "_width", 400)
+    for key in list(os.environ):
+        if key.startswith("CONTROLPLANE_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+def cli(*args: str, ok: bool = True):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+    return result
+
+
+def replay_json(*args: str) -> dict:
+    result = cli("sim", "replay", "--json", *args)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # one JSON object, nothing else on stdout
+    return json.loads(lines[0])
+
+
+# --- sim replay --------------------------------------------------------------------------------
+
+
+def test_sim_replay_json_prints_one_summary_object(db):
+    s = replay_json("--limit", "200", "--db", db, "--seed", "3")
+    assert s["run_id"] == 1
+    assert s["num_requests"] == 200
+    assert s["num_completed"] + s["num_rejected"] + s["num_failed"] + s["num_in_flight"] == 200
+    assert isinstance(s["num_rejected"], int)
+    for m in LATENCY_METRICS:
+        for p in PERCENTILES:
+            assert isinstance(s[f"{m}_p{p}_s"], float)
+    assert s["ttft_p50_s"] <= s["ttft_p90_s"] <= s["ttft_p99_s"]
+
+
+def test_sim_replay_table_names_the_stored_run(db):
+    out = cli("sim", "replay", "--limit", "20", "--db", db, "--name", "table-run").stdout
+    assert "requests" in out and "TTFT p50 (s)" in out
+    assert f"stored in {db} as run 1" in out
+
+
+def _arrivals(db: str, run_id: int) -> list[float]:
+    return [r["arrival_s"] for r in iter_rows(make_engine(db), run_id, "requests")]
+
+
+def test_limit_speed_up_and_window(db):
+    azure = azure_trace()
+    assert replay_json("--limit", "150", "--db", db)["num_requests"] == 150
+    fast = replay_json("--limit", "150", "--speed-up", "4", "--db", db)
+    assert fast["num_requests"] == 150
+    normal, sped = _arrivals(db, 1), _arrivals(db, 2)
+    assert sped == pytest.approx([a / 4 for a in normal], abs=1e-9)
+    assert max(normal) == pytest.approx(azure[149].arrival_s)
+
+    windowed = replay_json("--window-start", "600", "--window-end", "700", "--db", db)
+    expected = [t for t in azure if 600 <= t.arrival_s < 700]
+    assert windowed["num_requests"] == len(expected) > 100
+    arrivals = _arrivals(db, 3)
+    assert min(arrivals) >= 0 and max(arrivals) < 100  # rebased to the window's start
+    assert sorted(arrivals) == pytest.approx(sorted(t.arrival_s - 600 for t in expected), abs=1e-6)
+
+
+def test_a_canonical_trace_with_prompts_hits_the_cache(db):
+    s = replay_json(FIXTURES / "prompts.jsonl", "--db", db)
+    assert (s["num_requests"], s["cache_hits"]) == (6, 2)
+
+
+def test_the_example_config_replays(db):
+    s = replay_json("--config", ROOT / "examples" / "cluster.yaml", "--limit", "300", "--db", db)
+    assert s["num_requests"] == 300 and s["num_completed"] == 300
+
+
+def test_until_and_exact_flags(db):
+    cut = replay_json("--limit", "400", "--until", "30", "--db", db)
+    assert cut["sim_end_s"] <= 30
+    assert 0 < cut["num_requests"] == sum(t.arrival_s <= 30 for t in azure_trace()[:400]) < 400
+    a = replay_json("--limit", "100", "--db", db)
+    b = replay_json("--limit", "100", "--exact", "--db", db)
+    assert a["e2e_p99_s"] == pytest.approx(b["e2e_p99_s"], rel=1e-9)
+
+
+def _bad_azure_trace(tmp_path: Path) -> Path:
+    lines = (ROOT / "sim/data/azure_llm_2023/AzureLLMInferenceTrace_code.csv").read_text().splitlines()[:10]
+    ts, _, gen = lines[4].split(",")
+    lines[4] = f"{ts},12x,{gen}"  # line 5: a bad ContextTokens
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_malformed_trace_row_exits_2_naming_file_line_and_field(tmp_path, db):
+    path = _bad_azure_trace(tmp_path)
+    result = cli("sim", "replay", path, "--db", db, ok=False)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:5" in result.stderr and "ContextTokens" in result.stderr
+
+
+def test_a_malformed_trace_header_exits_2_naming_the_file_and_column(tmp_path, db):
+    path = tmp_path / "noheader.csv"
+    path.write_text("TIMESTAMP,ContextTokens\n2023-11-16 18:17:03.9799600,4808\n")
+    result = cli("sim", "replay", path, "--format", "azure", "--db", db, ok=False)
+    assert result.exit_code == 2
+    assert str(path) in result.stderr and "GeneratedTokens" in result.stderr
+
+
+def test_a_bad_config_key_exits_2_naming_it(tmp_path, db):
+    path = tmp_path / "run.yaml"
+    path.write_text("sim:\n  tick_z: 1\n")
+    result = cli("sim", "replay", "--config", path, "--limit", "5", "--db", db, ok=False)
+    assert result.exit_code == 2
+    assert "sim.tick_z" in result.stderr and str(path) in result.stderr
+    assert result.stdout == ""
+
+
+def test_an_unknown_plugin_in_the_config_exits_2(tmp_path, db):
+    path = tmp_path / "run.toml"
+    path.write_text('[plugins]\nenabled = ["least-loaded", "fastest-gpu"]\n')
+    result = cli("sim", "replay", "--config", path, "--limit", "5", "--db", db, ok=False)
+    assert result.exit_code == 2
+    assert "'fastest-gpu'" in result.stderr and "installed:" in result.stderr
+
+
+def test_an_unknown_trace_format_exits_2(db):
+    result = cli("sim", "replay", "--format", "parquet", "--limit", "5", "--db", db, ok=False)
+    assert result.exit_code == 2 and "parquet" in result.stderr
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_runs(db) -> str:
+    cli("sim", "replay", "--limit", "40", "--db", db, "--name", "small", "--json")
+    cli("sim", "replay", "--limit", "60", "--db", db, "--name", "bigger", "--json")
+    return db
+
+
+def test_runs_list(two_runs):
+    out = cli("runs", "list", "--db", two_runs).stdout
+    rows = [line for line in out.splitlines() if re.search(r"│ [12] +│", line)]
+    assert len(rows) == 2
+    assert "bigger" in rows[0] and "60" in rows[0]  # newest first
+    assert "small" in rows[1] and "40" in rows[1]
+    assert "finished" in rows[0] and "AzureLLMInferenceTrace_code.csv" in rows[0]
+
+
+def test_runs_show(two_runs):
+    out = cli("runs", "show", "1", "--db", two_runs).stdout
+    assert "run 1" in out and "small" in out and "status=finished" in out
+    assert re.search(r"requests\s+│\s+40 │", out)
+    assert "plugins: queue-limit 0.1.0" in out
+    assert re.search(r"cp_route_request\s+│\s+least-loaded\s+│\s+route\s+│\s+40 ", out)
+
+
+def test_runs_show_a_missing_run_exits_2(two_runs):
+    result = cli("runs", "show", "99", "--db", two_runs, ok=False)
+    assert result.exit_code == 2 and "run 99 not found" in result.stderr
+
+
+def test_runs_compare(two_runs):
+    out = cli("runs", "compare", "1", "2", "--db", two_runs).stdout
+    assert "run 1 vs run 2" in out
+    assert re.search(r"requests\s+│\s+40 │\s+60 │\s+\+20 │\s+\+50\.0% │", out)
+
+
+def test_runs_export_csv_and_json(two_runs, tmp_path):
+    out = cli("runs", "export", "1", "--db", two_runs, "--format", "csv").stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    assert tuple(rows[0]) == EXPORT_COLUMNS["requests"]
+    assert len(rows) == 41
+    assert len({r[0] for r in rows[1:]}) == 40
+
+    data = json.loads(cli("runs", "export", "2", "--db", two_runs, "--format", "json").stdout)
+    assert len(data) == 60 and set(data[0]) == set(EXPORT_COLUMNS["requests"])
+    assert all(r["status"] == "completed" and r["first_token_s"] <= r["finish_s"] for r in data)
+
+    target = tmp_path / "decisions.json"
+    msg = cli("runs", "export", "2", "--db", two_runs, "--what", "decisions", "--format", "json",
+              "--output", target).stdout
+    decisions = json.loads(target.read_text())
+    assert f"wrote {len(decisions)} rows to {target}" in msg
+    assert sum(d["action"] == "route" for d in decisions) == 60
+
+
+def test_runs_export_rejects_an_unknown_format(two_runs):
+    result = cli("runs", "export", "1", "--db", two_runs, "--format", "xml", ok=False)
+    assert result.exit_code == 2 and "xml" in result.stderr
+
+
+# --- plugins and db -----------------------------------------------------------------------------
+
+
+def test_plugins_list_shows_every_builtin_with_its_distribution():
+    out = cli("plugins", "list").stdout
+    for name in BUILTINS:
+        line = next((ln for ln in out.splitlines() if re.search(rf"│ {re.escape(name)} +│", ln)), None)
+        assert line is not None, f"{name} missing from:\n{out}"
+        assert re.search(r"│ controlplane +│ 0\.1\.0 +│", line), line
+    default_line = next(ln for ln in out.splitlines() if "│ least-loaded " in ln)
+    assert "cp_route_request" in default_line and "│ yes " in default_line
+
+
+def test_db_upgrade_migrates_to_head(db):
+    out = cli("db", "upgrade", "--db", db).stdout
+    assert f"database at revision {', '.join(sorted(head_revisions()))}" in out
+    # Running it again is a no-op.
+    assert "database at revision" in cli("db", "upgrade", "--db", db).stdout
+
+
+# --- the installed script ----------------------------------------------------------------------
+
+
+def test_the_installed_controlplane_script_replays(tmp_path):
+    script = Path(sys.executable).parent / "controlplane"
+    if not script.exists():
+        pytest.skip(f"{script} is not installed (pip install -e .)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    proc = subprocess.run(
+        [str(script), "sim", "replay", "--limit", "50", "--json", "--no-progress",
+         "--db", f"sqlite:///{tmp_path / 'runs.db'}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["run_id"], summary["num_requests"], summary["num_completed"]) == (1, 50, 50)
+    assert not (tmp_path / "controlplane.db").exists()  # --db was honoured

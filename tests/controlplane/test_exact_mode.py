@@ -1,0 +1,101 @@
+"""`sim.exact` (one core round trip per iteration) checks the fast multi-iteration mode.
+
+Both modes must give every request the same outcome and the same finish time (to 1e-9
+relative): the fast mode only skips core round trips where nothing can change.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import RouteDecision
+from controlplane.testing import make_trace, replay_with
+from tests.fixtures.common import azure_head, finish_time_mismatches
+
+ONE_REPLICA_TIGHT_KV = {"models": [{"name": "default", "replicas": 1, "num_kv_blocks": 400}]}
+
+
+def _both(trace, *plugins, **overrides):
+    fast = replay_with(*plugins, trace=trace, **overrides)
+    exact = replay_with(*plugins, trace=trace, sim={"exact": True}, **overrides)
+    return fast, exact
+
+
+def _batches(res):
+    return [d for d in res.decisions if d.action == "batch"]
+
+
+def _assert_agree(fast, exact):
+    assert finish_time_mismatches(fast.requests, exact.requests) == []
+    assert len(fast.requests) == len(exact.requests) == fast.summary["num_requests"]
+    for key in ("num_completed", "num_rejected", "num_preemptions"):
+        assert fast.summary[key] == exact.summary[key], key
+    # The point of the fast mode: far fewer core round trips for the same result.
+    assert len(_batches(exact)) > len(_batches(fast))
+    assert all(d.payload["iterations"] == 1 for d in _batches(exact))
+
+
+def test_exact_and_fast_agree_on_a_synthetic_trace():
+    fast, exact = _both(make_trace(300, qps=8, output_tokens=96, seed=4))
+    _assert_agree(fast, exact)
+    assert fast.summary["num_completed"] == 300
+
+
+def test_exact_and_fast_agree_on_the_first_1500_azure_rows():
+    fast, exact = _both(azure_head(1500))
+    _assert_agree(fast, exact)
+    assert fast.summary["num_completed"] == 1500
+
+
+def test_exact_and_fast_agree_with_preemptions_on_a_synthetic_trace():
+    fast, exact = _both(make_trace(300, qps=8, output_tokens=128, seed=0), cluster=ONE_REPLICA_TIGHT_KV)
+    assert fast.summary["num_preemptions"] > 0
+    _assert_agree(fast, exact)
+
+
+def test_exact_and_fast_agree_with_a_kv_budget_on_the_first_1500_azure_rows():
+    fast, exact = _both(azure_head(1500), cluster=ONE_REPLICA_TIGHT_KV)
+    assert sum(d.action == "preempt" for d in fast.decisions) > 0
+    _assert_agree(fast, exact)
+
+
+def test_exact_and_fast_agree_with_sarathi_chunked_prefill():
+    fast, exact = _both(
+        make_trace(200, qps=6, output_tokens=128, seed=1),
+        cluster={"models": [{"name": "default", "replicas": 1, "num_kv_blocks": 150}]},
+        plugins={"settings": {"continuous-batching": {"policy": "sarathi", "chunk_size": 256}}},
+    )
+    assert fast.summary["num_preemptions"] > 0
+    _assert_agree(fast, exact)
+
+
+class LoadOnlyRouter(Plugin):
+    """Least loaded by queued + running requests only (no KV tie-break)."""
+
+    name = "load-only"
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        best = min(workers, key=lambda w: w.load)
+        return RouteDecision(best.worker_id, "fewest requests")
+
+
+TWO_REPLICAS_TIGHT_KV = {"models": [{"name": "default", "replicas": 2, "num_kv_blocks": 150}]}
+
+
+def test_exact_and_fast_agree_with_two_replicas_when_routing_reads_only_load():
+    fast, exact = _both(make_trace(200, qps=6, output_tokens=128), LoadOnlyRouter(), cluster=TWO_REPLICAS_TIGHT_KV)
+    assert fast.summary["num_preemptions"] > 0
+    _assert_agree(fast, exact)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: least-loaded breaks ties on Worker.num_kv_blocks_used, which the core recounts only at "
+    "batch boundaries; exact mode has a boundary every iteration, so mid-decode arrivals are routed "
+    "differently in the two modes when there are 2+ replicas and a KV budget",
+)
+def test_exact_and_fast_agree_with_two_replicas_and_a_kv_budget():
+    fast, exact = _both(make_trace(200, qps=6, output_tokens=128), cluster=TWO_REPLICAS_TIGHT_KV)
+    _assert_agree(fast, exact)

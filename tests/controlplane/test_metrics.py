@@ -1,0 +1,49 @@
+"""Per-request latencies and the run summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.config import SLOConfig
+from controlplane.metrics import RunStats, request_latencies
+from controlplane.types import Request, RequestStatus
+
+
+def _done(rid: str, arrival: float, scheduled: float, first: float, finish: float, out: int) -> Request:
+    r = Request(rid, arrival, 100, out, status=RequestStatus.COMPLETED)
+    r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens = scheduled, first, finish, out
+    return r
+
+
+def test_request_latencies():
+    r = _done("a", 1.0, 1.5, 2.0, 4.0, 5)
+    assert request_latencies(r) == (1.0, 0.5, 3.0, 0.5)  # ttft, tpot, e2e, queue
+    one = _done("b", 0.0, 0.0, 0.2, 0.2, 1)
+    assert request_latencies(one)[1] == 0.0
+    assert request_latencies(Request("c", 0.0, 1, 1)) == (None, None, None, None)
+
+
+def test_summary_counts_outcomes_slo_and_percentiles():
+    stats = RunStats()
+    slo = SLOConfig(ttft_s=1.5, tpot_s=0.6)
+    fast = _done("fast", 0.0, 0.0, 1.0, 2.0, 3)  # ttft 1.0, tpot 0.5: meets the SLO
+    slow = _done("slow", 0.0, 0.5, 2.0, 4.0, 3)  # ttft 2.0: misses it
+    rejected = Request("rej", 1.0, 10, 1, status=RequestStatus.REJECTED, reason="queue full: 3 waiting")
+    cut = Request("cut", 3.0, 10, 1, status=RequestStatus.IN_FLIGHT)
+    for r in (fast, slow, rejected, cut):
+        stats.on_arrival(r)
+    for r in (fast, slow, rejected, cut):
+        stats.on_finished(r, slo)
+    s = stats.summary(4.0)
+    assert (s["num_requests"], s["num_completed"], s["num_rejected"], s["num_failed"], s["num_in_flight"]) == (4, 2, 1, 0, 1)
+    assert s["reject_reasons"] == {"queue full": 1}
+    assert s["ttft_p50_s"] == pytest.approx(1.5) and s["ttft_mean_s"] == pytest.approx(1.5)
+    assert s["e2e_p99_s"] == pytest.approx(3.98)
+    assert s["slo_attainment"] == pytest.approx(1 / 4)  # of all arrivals
+    assert s["throughput_rps"] == pytest.approx(2 / 4.0)
+    assert s["output_tokens"] == 6 and s["prompt_tokens"] == 200
+
+
+def test_an_empty_run_has_no_percentiles():
+    s = RunStats().summary(0.0)
+    assert s["num_requests"] == 0 and s["ttft_p50_s"] is None and s["throughput_rps"] is None

@@ -1,0 +1,249 @@
+"""The live driver without HTTP: real tiny models in worker threads, the real core and plugins.
+
+Greedy decoding makes outputs comparable with the backend run alone, so batching, chunked
+prefill and preemption are checked to change nothing in what a client receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.live.driver import (
+    GUARDIAN_UNAVAILABLE,
+    InvalidRequest,
+    LiveDriver,
+    ModelNotFound,
+    ServiceUnavailable,
+)
+from controlplane.live.model_source import WorkerModelSettings
+from controlplane.live.pool import LocalThreadPool
+from controlplane.live.sampling import StopCondition
+from controlplane.testing import make_config
+
+PROMPTS = [f"The quick brown fox number {i} jumps over the lazy dog" for i in range(6)]
+N_OUT = 12
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, str]:
+    """Each prompt's greedy text from the backend alone (no batching, no control plane)."""
+    from controlplane.live.backend import CausalLMBackend
+
+    backend = CausalLMBackend.from_settings(WorkerModelSettings(preset="tiny-llama"))
+    return {
+        p: backend.generate_one(backend.tokenizer(p)["input_ids"], N_OUT, stop=StopCondition(eos_token_ids=())).text
+        for p in PROMPTS
+    }
+
+
+def config(tmp_path: Path, *, replicas: int = 1, model: dict[str, Any] | None = None, **overrides: Any):
+    deployment = {"name": "tiny", "replicas": replicas, "worker": {"preset": "tiny-llama"}, **(model or {})}
+    cluster = {"models": [deployment], **overrides.pop("cluster", {})}
+    return make_config(
+        storage={"url": f"sqlite:///{tmp_path / 'live.db'}"}, cluster=cluster, sim={"tick_s": 0.2}, **overrides
+    )
+
+
+def run(cfg, body, **kwargs: Any) -> tuple[Any, dict[str, Any], LiveDriver]:
+    """Start a driver on a thread pool, run ``body(driver)``, close; returns (body's result, summary, driver)."""
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1), **kwargs)
+        await driver.start(wait_ready_s=120)
+        try:
+            out = await body(driver)
+        finally:
+            summary = await driver.close()
+        return out, summary, driver
+
+    return asyncio.run(main())
+
+
+def rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import iter_rows
+
+    engine = make_engine(url)
+    try:
+        return list(iter_rows(engine, run_id, what))
+    finally:
+        engine.dispose()
+
+
+def run_row(url: str, run_id: int) -> dict[str, Any]:
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import get_run
+
+    engine = make_engine(url)
+    try:
+        return get_run(engine, run_id)
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_requests_are_batched_streamed_and_recorded(tmp_path, reference):
+    cfg = config(tmp_path)
+
+    async def body(d: LiveDriver):
+        async def one(p: str):
+            h = await d.submit(p, max_tokens=N_OUT, ignore_eos=True)
+            deltas = [x async for x in h]
+            return deltas, await h.result()
+
+        return await asyncio.gather(*(one(p) for p in PROMPTS))
+
+    out, summary, d = run(cfg, body)
+    for p, (deltas, r) in zip(PROMPTS, out):
+        assert r.status == "completed" and r.http_status == 200
+        assert r.completion_tokens == N_OUT and r.finish_reason == "length"
+        assert "".join(deltas) == r.text == reference[p]  # batching changes nothing
+        assert r.arrival_s <= r.first_token_s <= r.finish_s
+    assert summary["num_completed"] == len(PROMPTS) and summary["output_tokens"] == N_OUT * len(PROMPTS)
+
+    url = cfg.storage.url
+    run_info = run_row(url, d.run_id)
+    assert run_info["mode"] == "live" and run_info["status"] == "finished"
+    requests = rows(url, d.run_id, "requests")
+    assert len(requests) == len(PROMPTS)
+    for row in requests:
+        assert row["status"] == "completed" and row["output_tokens"] == N_OUT
+        assert row["arrival_s"] <= row["scheduled_s"] <= row["first_token_s"] <= row["finish_s"]
+        assert row["ttft_s"] == pytest.approx(row["first_token_s"] - row["arrival_s"])
+    batches = [x for x in rows(url, d.run_id, "decisions") if x["action"] == "batch"]
+    sizes = [x["payload"]["prefill"] + x["payload"]["decode"] for x in batches]
+    assert max(sizes) > 1, "concurrent requests should share batches"
+    events = {(e["worker_id"], e["kind"]) for e in rows(url, d.run_id, "worker_events")}
+    assert {("tiny-0", "starting"), ("tiny-0", "ready"), ("tiny-0", "stopped")} <= events
+    ready = next(e for e in rows(url, d.run_id, "worker_events") if e["kind"] == "ready")
+    assert ready["detail"]["device"] == "cpu" and ready["detail"]["total_bytes"] > 0
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("chunked prefill", {"plugins": {"settings": {"continuous-batching": {"policy": "sarathi", "chunk_size": 16}}}}),
+        ("preemption", {"model": {"kv_block_size": 4, "num_kv_blocks": 40}}),
+    ],
+)
+def test_chunked_prefill_and_preemption_keep_the_output(tmp_path, reference, name, overrides):
+    cfg = config(tmp_path, **overrides)
+
+    async def body(d: LiveDriver):
+        return await asyncio.gather(*(d.generate(p, max_tokens=N_OUT, ignore_eos=True) for p in PROMPTS))
+
+    results, summary, d = run(cfg, body)
+    assert [r.text for r in results] == [reference[p] for p in PROMPTS]
+    decisions = rows(cfg.storage.url, d.run_id, "decisions")
+    if name == "chunked prefill":
+        prompt_tokens = min(r.prompt_tokens for r in results)
+        chunks = [x["payload"]["prefill_tokens"] for x in decisions if x["action"] == "batch" and x["payload"]["prefill"]]
+        assert chunks and max(chunks) <= 16 < prompt_tokens  # every prompt really was split
+    else:
+        assert summary["num_preemptions"] > 0
+        assert any(x["action"] == "preempt" for x in decisions)
+        assert sum(r.num_preemptions for r in results) == summary["num_preemptions"]
+
+
+def test_rejections_carry_reasons_and_http_statuses(tmp_path):
+    cfg = config(tmp_path, model={"max_model_len": 40},
+                 plugins={"settings": {"queue-limit": {"max_prompt_tokens": 30}}})
+
+    async def body(d: LiveDriver):
+        too_long = await d.generate("x" * 31, max_tokens=2)  # admission policy
+        over_context = await d.generate("y" * 20, max_tokens=30)  # the core's max_model_len
+        fine = await d.generate("z" * 20, max_tokens=3, ignore_eos=True)
+        return too_long, over_context, fine
+
+    (too_long, over_context, fine), summary, d = run(cfg, body)
+    assert too_long.status == "rejected" and too_long.reason.startswith("prompt too long") and too_long.http_status == 400
+    assert over_context.status == "rejected" and "max_model_len 40" in over_context.reason
+    assert over_context.http_status == 400
+    assert fine.ok and fine.completion_tokens == 3
+    assert summary["num_rejected"] == 2
+    stored = {r["request_id"]: r for r in rows(cfg.storage.url, d.run_id, "requests")}
+    assert stored[too_long.request_id]["status"] == "rejected"
+    assert stored[too_long.request_id]["reason"] == too_long.reason
+
+    cfg = config(tmp_path / "full", plugins={"settings": {"queue-limit": {"max_queued": 0}}})
+    (tmp_path / "full").mkdir()
+
+    async def overload(d: LiveDriver):
+        return await d.generate("hello", max_tokens=2)
+
+    shed, _, _ = run(cfg, overload)
+    assert shed.status == "rejected" and shed.reason.startswith("queue full") and shed.http_status == 429
+
+
+def test_guardian_checks_are_recorded_as_unavailable_not_passed(tmp_path):
+    cfg = config(tmp_path, plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync"}}})
+
+    async def body(d: LiveDriver):
+        return await d.generate("check me", max_tokens=4, ignore_eos=True)
+
+    result, _, d = run(cfg, body)
+    assert result.ok and result.completion_tokens == 4
+    assert result.guardian_verdict == GUARDIAN_UNAVAILABLE
+    (row,) = rows(cfg.storage.url, d.run_id, "requests")
+    assert row["guardian_verdict"] == GUARDIAN_UNAVAILABLE
+    assert not any(x["guardian_verdict"] == "pass" for x in [row])
+
+
+def test_bad_requests_timeouts_and_drain(tmp_path):
+    cfg = config(tmp_path)
+
+    async def body(d: LiveDriver):
+        with pytest.raises(InvalidRequest, match="empty"):
+            await d.submit("", max_tokens=2)
+        with pytest.raises(InvalidRequest, match="token ids"):
+            await d.submit([1, 2, 99999], max_tokens=2)
+        with pytest.raises(InvalidRequest, match="max_tokens"):
+            await d.submit("hi", max_tokens=0)
+        with pytest.raises(InvalidRequest, match="temperature"):
+            await d.submit("hi", temperature=-1)
+        with pytest.raises(ModelNotFound, match="served: tiny"):
+            await d.submit("hi", model="gpt-4")
+        ids = await d.generate([5, 6, 7, 8], max_tokens=3, ignore_eos=True)  # token ids work too
+        d.request_timeout_s = 0.01
+        slow = await d.generate("a slow one", max_tokens=400, ignore_eos=True)
+        d.request_timeout_s = None
+        d.begin_drain()
+        assert not d.ready
+        with pytest.raises(ServiceUnavailable, match="draining"):
+            await d.submit("late", max_tokens=2)
+        assert await d.drain(timeout_s=60)  # the timed-out request is answered: nothing pending
+        return ids, slow
+
+    (ids, slow), summary, _ = run(cfg, body)
+    assert ids.ok and ids.prompt_tokens == 4 and ids.completion_tokens == 3
+    assert slow.status == "timeout" and slow.http_status == 504
+    assert summary["num_requests"] == 2  # refused submissions never reach the core
+
+
+def test_reload_swaps_plugins_and_records_it(tmp_path):
+    cfg = config(tmp_path, replicas=2)
+    enabled = [p if p != "least-loaded" else "round-robin" for p in cfg.plugins.enabled]
+    reloaded = cfg.model_copy(update={"plugins": cfg.plugins.model_copy(update={"enabled": enabled})})
+
+    async def body(d: LiveDriver):
+        while sum(w.state.value == "ready" for w in d.core.workers.values()) < 2:
+            await asyncio.sleep(0.05)
+        await d.generate("before", max_tokens=2)
+        changed = d.reload(reloaded)
+        for i in range(4):
+            await d.generate(f"after {i}", max_tokens=2)
+        return changed
+
+    changed, _, d = run(cfg, body)
+    assert "round-robin" in changed["plugins"] and "least-loaded" not in changed["plugins"]
+    assert changed["needs_restart"] == []
+    decisions = rows(cfg.storage.url, d.run_id, "decisions")
+    (reload,) = [x for x in decisions if x["action"] == "reload"]
+    routes = [x for x in decisions if x["hook"] == "cp_route_request" and x["action"] == "route"]
+    assert {x["plugin"] for x in routes if x["time_s"] < reload["time_s"]} == {"least-loaded"}
+    after = [x for x in routes if x["time_s"] > reload["time_s"]]
+    assert {x["plugin"] for x in after} == {"round-robin"}
+    assert {x["payload"]["worker"] for x in after} == {"tiny-0", "tiny-1"}

@@ -1,0 +1,46 @@
+"""Profiling rows in the simulator's format."""
+
+from __future__ import annotations
+
+import json
+
+from controlplane.live.profiling import ROW_KEYS, ProfileGrid, profile_backend, profile_meta, write_profile
+
+
+def test_profile_rows_cover_the_grid(engine, tmp_path):
+    grid = ProfileGrid(prefill_tokens=(0, 8), decode_batch_sizes=(0, 1, 3), context_lens=(5, 20), repeats=2)
+    rows = profile_backend(engine, grid)
+    # (b=0: prefill only, once) + (b in 1,3) x (ctx 5, 20) x (prefill 0, 8) = 1 + 8 points, 2 repeats each
+    assert len(rows) == 18
+    for row in rows:
+        assert set(row) == set(ROW_KEYS) and row["iteration_s"] > 0
+        assert row["num_prefill_tokens"] in (0, 8) and row["num_prefill_seqs"] == (1 if row["num_prefill_tokens"] else 0)
+        assert row["sum_prefill_context"] == 0
+    decode_rows = [r for r in rows if r["num_decode_seqs"] == 3]
+    assert min(r["sum_decode_context"] for r in decode_rows) >= 3 * 5
+    assert max(r["sum_decode_context"] for r in decode_rows) >= 3 * 20
+    assert engine.num_running == 0 and engine.num_waiting == 0  # the profiler cleans up
+
+    path = write_profile(tmp_path / "p.json", rows, profile_meta(engine))
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "controlplane-profile/1"
+    assert doc["model"] == "tiny-llama" and doc["device"] == "cpu" and doc["precision"] == "fp32"
+    assert doc["compiled"] is False and len(doc["rows"]) == 18
+
+
+def test_profile_fits_the_simulator_model(engine, tmp_path):
+    from sim.latency.measured import MeasuredProfileModel
+
+    rows = profile_backend(engine, ProfileGrid(prefill_tokens=(0, 16), decode_batch_sizes=(0, 2), context_lens=(8,), repeats=2))
+    path = write_profile(tmp_path / "p.json", rows, profile_meta(engine))
+    model = MeasuredProfileModel.from_file(path)
+    assert model.meta["model"] == "tiny-llama"
+
+
+def test_points_skip_empty_and_oversized_shapes(tiny_loaded):
+    from controlplane.live.backend import CausalLMBackend
+
+    small = CausalLMBackend(tiny_loaded, max_seq_len=32)
+    rows = profile_backend(small, ProfileGrid(prefill_tokens=(0, 64), decode_batch_sizes=(0, 2), context_lens=(8, 500), repeats=1))
+    assert rows and all(r["num_prefill_tokens"] == 0 for r in rows)  # 64-token prompts do not fit
+    assert all(r["sum_decode_context"] < 2 * 32 for r in rows)

@@ -1,0 +1,127 @@
+"""Continuous batching (vLLM and Sarathi styles) and its KV-horizon arithmetic."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+
+from controlplane.testing import make_context, make_requests, make_worker
+from controlplane.types import RequestStatus
+from plugins.batching import ContinuousBatching, kv_horizon
+
+
+def _running(n: int, *, prompt: int = 100, output_done: int = 5, output: int = 50, prefix: str = "run"):
+    reqs = make_requests(n, prompt_tokens=prompt, output_tokens=output, prefix=prefix)
+    for r in reqs:
+        r.status = RequestStatus.RUNNING
+        r.num_computed_tokens = prompt
+        r.output_tokens = output_done
+    return reqs
+
+
+def _plan(worker, **settings):
+    plugin = ContinuousBatching(ContinuousBatching.Settings(**settings))
+    return plugin.cp_form_batch(ctx=make_context(workers=[worker]), worker=worker)
+
+
+def _brute_horizon(ctx: list[int], bs: int, blocks: int, max_iterations: int) -> int:
+    c = np.asarray(ctx)
+    for j in range(max_iterations):
+        if int(((c + j + bs - 1) // bs).sum()) > blocks:
+            return j
+    return max_iterations
+
+
+def test_kv_horizon_matches_its_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        n = int(rng.integers(1, 8))
+        bs = int(rng.choice([1, 4, 16]))
+        ctx = [int(x) for x in rng.integers(1, 300, size=n)]
+        need0 = sum(-(-c // bs) for c in ctx)
+        blocks = need0 + int(rng.integers(0, 40))
+        max_it = int(rng.integers(1, 200))
+        assert kv_horizon(ctx, bs, blocks, max_it) == _brute_horizon(ctx, bs, blocks, max_it), (ctx, bs, blocks, max_it)
+    assert kv_horizon([10, 20], 16, 1 << 30, 77) == 77
+
+
+def test_vllm_prefills_waiting_requests_first_come_first_served():
+    w = make_worker(waiting=deque(make_requests(3, prompt_tokens=[300, 20, 100])), running=_running(2))
+    plan = _plan(w)
+    assert [(r.request_id, n) for r, n in plan.prefill] == [("r0", 300), ("r1", 20), ("r2", 100)]
+    assert plan.decode == () and plan.reason == "prefill 3 waiting"
+
+
+def test_vllm_prefill_respects_the_padded_token_budget_and_sequence_limit():
+    w = make_worker(waiting=deque(make_requests(4, prompt_tokens=[300, 20, 100, 10])), max_batch_tokens=700)
+    plan = _plan(w)  # (k + 1) * longest <= 700: two requests of (padded) 300
+    assert [n for _, n in plan.prefill] == [300, 20]
+    w = make_worker(waiting=deque(make_requests(4, prompt_tokens=10)), running=_running(3), max_num_seqs=4)
+    assert len(_plan(w).prefill) == 1
+
+
+def test_vllm_decodes_everything_running_for_as_long_as_nothing_finishes():
+    running = _running(3, output=50, output_done=5)
+    running[1].output_tokens = 40  # 10 left
+    w = make_worker(running=running)
+    plan = _plan(w)
+    assert plan.prefill == () and plan.decode == tuple(running)
+    assert plan.max_iterations == 10
+    assert _plan(w, max_iterations=4).max_iterations == 4
+
+
+def test_vllm_decode_stops_where_the_kv_cache_would_run_out():
+    running = _running(2, prompt=100, output_done=12)  # 112 tokens each: 7 blocks of 16
+    w = make_worker(running=running, num_kv_blocks=15, num_kv_blocks_used=14)
+    plan = _plan(w)
+    ctx = [r.context_tokens for r in running]
+    assert plan.max_iterations == _brute_horizon(ctx, 16, 15, 38) < 38
+
+
+def test_vllm_preempts_the_newest_when_the_kv_cache_is_full():
+    running = _running(3, prompt=160)  # 165 tokens: 11 blocks each
+    w = make_worker(running=running, num_kv_blocks=15, num_kv_blocks_used=33)
+    plan = _plan(w)
+    assert plan.preempt == (running[2], running[1])  # newest first, until the rest fit
+    assert plan.decode == (running[0],)
+    assert "preempted 2 newest" in plan.reason
+
+
+def test_vllm_waiting_request_that_cannot_fit_gets_an_empty_plan_with_the_reason():
+    w = make_worker(waiting=deque(make_requests(1, prompt_tokens=9000)))
+    plan = _plan(w)
+    assert plan.prefill == plan.decode == () and "9000 prompt tokens exceed the batch budget" in plan.reason
+    w = make_worker(waiting=deque(make_requests(1, prompt_tokens=4000)), num_kv_blocks=100)
+    assert "needs 250 KV blocks, 100 free" in _plan(w).reason
+
+
+def test_sarathi_mixes_decodes_with_chunked_prefills_under_the_budget():
+    decoding = _running(2)
+    w = make_worker(waiting=deque(make_requests(2, prompt_tokens=[300, 500])), running=list(decoding))
+    plan = _plan(w, policy="sarathi", chunk_size=256)
+    assert plan.decode == tuple(decoding)
+    assert [(r.request_id, n) for r, n in plan.prefill] == [("r0", 254)]  # 256 - 2 decodes
+    # The partly prefilled request continues first next time.
+    r0 = plan.prefill[0][0]
+    w.waiting.popleft()
+    r0.status = RequestStatus.RUNNING
+    r0.num_computed_tokens = 254
+    w.running.append(r0)
+    plan = _plan(w, policy="sarathi", chunk_size=256)
+    assert [(r.request_id, n) for r, n in plan.prefill] == [("r0", 46), ("r1", 208)]
+    assert plan.decode == tuple(decoding)
+
+
+def test_sarathi_with_nothing_to_do_says_so():
+    w = make_worker(waiting=deque(make_requests(1, prompt_tokens=4000)), num_kv_blocks=100)
+    plan = _plan(w, policy="sarathi")
+    assert plan.prefill == plan.decode == () and plan.reason
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError):
+        ContinuousBatching.Settings(policy="fifo")
+    with pytest.raises(ValueError):
+        ContinuousBatching.Settings(watermark=1.0)

@@ -1,0 +1,29 @@
+"""Guardians: sampled checks."""
+
+from __future__ import annotations
+
+from controlplane.testing import make_context, make_requests
+from plugins.guardians import SampledGuardian
+
+
+def _plans(rate: float, n: int = 400, **settings):
+    g = SampledGuardian(SampledGuardian.Settings(rate=rate, **settings))
+    ctx = make_context(seed=5)
+    return [g.cp_guardian_plan(ctx=ctx, request=r) for r in make_requests(n)]
+
+
+def test_off_by_default():
+    plans = _plans(0.0, 5)
+    assert not any(p.check for p in plans) and plans[0].reason == "guardian sampling off"
+
+
+def test_rate_one_checks_everything_in_the_configured_mode():
+    plans = _plans(1.0, 5, mode="sync", guardian="llama-guard")
+    assert all(p.check and p.mode == "sync" and p.guardian == "llama-guard" for p in plans)
+
+
+def test_partial_rate_samples_from_the_runs_rng():
+    plans = _plans(0.25)
+    share = sum(p.check for p in plans) / len(plans)
+    assert 0.18 < share < 0.32
+    assert [p.check for p in plans] == [p.check for p in _plans(0.25)]  # same seed, same sample

@@ -1,0 +1,137 @@
+"""The SimPy driver: arrivals, iteration timing, interrupts, cold starts, ticks and stalls."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from controlplane import events as ev
+from controlplane.config import DEFAULT_PLUGINS
+from controlplane.testing import make_config, make_trace, replay_with
+from controlplane.types import RequestStatus
+from sim.driver import STALL_TICKS, SimDriver, request_from_trace
+from sim.replay import build_latency_models
+from sim.traces import TraceRequest
+
+# One second per iteration, whatever the batch: timings become whole numbers.
+ONE_SECOND = {"base_s": 1.0, "prefill_s_per_token": 0.0, "decode_s_per_seq": 0.0,
+              "decode_s_per_context_token": 0.0}
+
+
+def _one_replica(**deployment):
+    return {"models": [{"name": "default", "replicas": 1, **deployment}]}
+
+
+def test_request_from_trace_copies_every_field():
+    t = TraceRequest("r9", 1.5, 100, 20, model="chat", tenant="acme", priority=2, prompt="hi",
+                     hash_ids=(1, 2), hash_block_tokens=512, params=(("temperature", 0.2),))
+    r = request_from_trace(t)
+    assert (r.request_id, r.arrival_s, r.prompt_tokens, r.max_output_tokens) == ("r9", 1.5, 100, 20)
+    assert (r.model, r.tenant, r.priority, r.prompt) == ("chat", "acme", 2, "hi")
+    assert (r.hash_ids, r.hash_block_tokens, r.params) == ((1, 2), 512, (("temperature", 0.2),))
+    assert r.status is RequestStatus.WAITING and r.output_tokens == 0
+
+
+def test_iteration_times_come_from_the_latency_model():
+    trace = [TraceRequest("a", 0.5, 100, 3), TraceRequest("b", 10.0, 100, 1)]
+    res = replay_with(trace=trace, cluster=_one_replica(latency=ONE_SECOND))
+    a, b = sorted(res.requests, key=lambda r: r.request_id)
+    assert (a.scheduled_s, a.first_token_s, a.finish_s) == (0.5, 1.5, 3.5)  # prefill, then 2 decodes
+    assert (b.first_token_s, b.finish_s) == (11.0, 11.0)  # one token: the prefill's
+
+
+def test_initial_replicas_are_warm():
+    res = replay_with(trace=make_trace(3), cluster={"models": [{"name": "default", "replicas": 3,
+                                                                  "cold_start_s": 100.0}]})
+    ready = [(e.worker_id, e.time_s) for e in res.events if isinstance(e, ev.WorkerChanged) and e.kind == "ready"]
+    assert ready == [("default-0", 0.0), ("default-1", 0.0), ("default-2", 0.0)]
+
+
+def test_an_arrival_interrupts_a_long_decode_at_the_next_iteration_boundary():
+    trace = [TraceRequest("long", 0.0, 100, 2000), TraceRequest("late", 1.0, 100, 5)]
+    res = replay_with(trace=trace, cluster=_one_replica())
+    late = {r.request_id: r for r in res.requests}["late"]
+    assert 1.0 <= late.scheduled_s < 1.01  # one decode iteration is ~5 ms, the whole run ~10 s
+    batches = [d for d in res.decisions if d.action == "batch"]
+    assert len(batches) < 12  # a handful of batches, not one per token
+    interrupted = [d for d in batches if d.time_s < 1.0 and d.payload["decode"] == 1]
+    assert interrupted and interrupted[0].payload["iterations"] > 100
+
+
+def test_events_grow_with_batches_not_tokens():
+    trace = make_trace(100, qps=1, output_tokens=256)
+    res = replay_with(trace=trace)
+    total_tokens = sum(t.output_tokens for t in trace)
+    assert len(res.events) < total_tokens / 5
+
+
+def test_a_trace_out_of_arrival_order_is_an_error():
+    trace = make_trace(5)
+    trace[2], trace[3] = trace[3], trace[2]
+    with pytest.raises(ValueError, match=rf"not in arrival order at request '{trace[3].request_id}'"):
+        replay_with(trace=trace)
+
+
+def test_requests_that_cannot_progress_end_the_run_after_a_few_idle_ticks():
+    # No replica and an autoscaler that keeps it that way: nothing can ever serve them.
+    trace = make_trace(4, qps=2)
+    res = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": 0}]}, sim={"tick_s": 0.5})
+    s = res.summary
+    assert s["num_in_flight"] == 4 and s["num_completed"] == 0
+    last = trace[-1].arrival_s
+    assert last < s["sim_end_s"] <= last + (STALL_TICKS + 2) * 0.5
+
+
+def test_until_s_stops_the_clock():
+    res = replay_with(trace=make_trace(200, qps=5), sim={"until_s": 12.5})
+    assert res.summary["sim_end_s"] <= 12.5
+    assert max(r.arrival_s for r in res.requests) <= 12.5
+
+
+def test_ticks_sample_metrics_every_tick_s():
+    res = replay_with(trace=make_trace(30, qps=5), sim={"tick_s": 0.25})
+    times = sorted({e.time_s for e in res.events if isinstance(e, ev.MetricSample) and e.name == "replicas"})
+    assert times[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(b - a == pytest.approx(0.25) for a, b in zip(times, times[1:]))
+
+
+def test_gpu_seconds_count_every_replica_for_the_whole_run():
+    res = replay_with(trace=make_trace(40, qps=4), cluster={"models": [{"name": "default", "replicas": 2,
+                                                                         "gpus_per_replica": 4}]})
+    assert res.summary["gpu_seconds"] == pytest.approx(2 * 4 * res.summary["sim_end_s"])
+
+
+def test_progress_is_reported_until_the_last_arrival():
+    from controlplane.session import RunSession
+
+    seen: list[tuple[int, float]] = []
+    config = make_config()
+    session = RunSession(config, mode="sim", record=False)
+    driver = SimDriver(session.core, build_latency_models(session), cold_start_s={"default": 30.0},
+                       on_progress=lambda n, t: seen.append((n, t)))
+    trace = make_trace(600, qps=50)
+    summary = driver.run(trace)
+    assert summary["num_requests"] == 600 == driver.num_arrived
+    counts = [n for n, _ in seen]
+    assert counts == sorted(counts) and counts[-1] == 600 and 256 in counts
+    assert seen[-1][1] == pytest.approx(trace[-1].arrival_s)
+
+
+def test_two_models_are_served_by_their_own_workers():
+    trace = [dataclasses.replace(t, model="chat" if i % 2 else "code") for i, t in enumerate(make_trace(40, qps=8))]
+    res = replay_with(trace=trace, cluster={"models": [{"name": "code", "replicas": 1}, {"name": "chat", "replicas": 2}]})
+    assert res.summary["num_completed"] == 40
+    for r in res.requests:
+        assert r.worker_id.startswith(f"{r.model}-")
+    assert {r.worker_id for r in res.requests if r.model == "chat"} == {"chat-0", "chat-1"}
+
+
+def test_a_sync_guardian_keeps_the_run_alive_until_its_verdict():
+    trace = [TraceRequest("only", 0.0, 10, 1)]
+    res = replay_with(trace=trace, plugins={"enabled": list(DEFAULT_PLUGINS),
+                                            "settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync"}}},
+                      sim={"guardian_latency_s": 30.0})
+    (r,) = res.requests
+    assert r.status is RequestStatus.COMPLETED and r.guardian_verdict == "pass"
+    assert r.finish_s == pytest.approx(r.first_token_s + 30.0)

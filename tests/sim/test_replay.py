@@ -1,0 +1,88 @@
+"""`sim.replay.replay`, the library entry point: latency models, recording, trace errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.config import DEFAULT_PLUGINS
+from controlplane.errors import ConfigError
+from controlplane.storage import get_run, list_runs, make_engine
+from controlplane.testing import make_config, make_trace
+from sim.replay import build_latency_models, replay
+from sim.traces import TraceFormatError, read_trace
+from tests.fixtures.common import FinishedLog, azure_head
+
+
+def test_replay_without_recording_returns_the_summary_and_session():
+    summary, session = replay(make_trace(30), make_config(), record=False)
+    assert summary["run_id"] is None and session.run_id is None and session.engine is None
+    assert summary["num_requests"] == summary["num_completed"] == 30
+    assert summary["wall_s"] >= 0 and summary["sim_end_s"] > 0
+    assert session.core.num_active == 0
+
+
+def test_recorded_replays_get_consecutive_run_ids(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    config = make_config(storage={"url": url}, name="first")
+    a, _ = replay(make_trace(10), config, trace_name="synthetic", trace_format="canonical")
+    b, _ = replay(make_trace(10), make_config(storage={"url": url}))
+    assert (a["run_id"], b["run_id"]) == (1, 2)
+    engine = make_engine(url)
+    run = get_run(engine, 1)
+    assert (run["name"], run["trace"], run["trace_format"], run["status"]) == ("first", "synthetic", "canonical",
+                                                                               "finished")
+    assert run["summary"]["num_requests"] == 10 and run["sim_end_s"] == pytest.approx(a["sim_end_s"])
+    assert [r["id"] for r in list_runs(engine)] == [2, 1]
+
+
+def test_an_unknown_latency_model_names_the_key_and_the_registered_ones():
+    config = make_config(cluster={"models": [{"name": "default", "latency_model": "quantum"}]})
+    with pytest.raises(ConfigError) as exc:
+        replay(make_trace(2), config, record=False)
+    msg = str(exc.value)
+    assert "cluster.models[default].latency_model" in msg and "'quantum'" in msg
+    assert "linear" in msg and "vidur" in msg
+
+
+def test_bad_latency_settings_name_the_key():
+    config = make_config(cluster={"models": [{"name": "default", "latency": {"base_s": -1.0}}]})
+    with pytest.raises(ConfigError, match=r"cluster\.models\[default\]\.latency: base_s must be"):
+        replay(make_trace(2), config, record=False)
+    config = make_config(cluster={"models": [{"name": "default", "latency": {"bogus": 1}}]})
+    with pytest.raises(ConfigError, match=r"cluster\.models\[default\]\.latency"):
+        replay(make_trace(2), config, record=False)
+
+
+def test_without_the_latency_model_plugin_the_error_says_so():
+    enabled = [n for n in DEFAULT_PLUGINS if n != "builtin-latency-models"]
+    with pytest.raises(ConfigError, match="is builtin-latency-models enabled"):
+        replay(make_trace(2), make_config(plugins={"enabled": enabled}), record=False)
+
+
+def test_each_deployment_gets_its_own_latency_model():
+    from controlplane.session import RunSession
+
+    config = make_config(cluster={"models": [
+        {"name": "small", "latency": {"base_s": 0.001}},
+        {"name": "big", "latency": {"base_s": 0.05}},
+    ]})
+    models = build_latency_models(RunSession(config, mode="sim", record=False))
+    assert set(models) == {"small", "big"} and models["small"] is not models["big"]
+
+
+def test_a_profile_fitted_latency_model_replays_azure_rows():
+    config = make_config(cluster={"models": [{"name": "default", "replicas": 2, "latency_model": "splitwise"}]})
+    log = FinishedLog()
+    summary, _ = replay(azure_head(300), config, record=False, extra_plugins=[log])
+    assert summary["num_completed"] == 300
+    linear, _ = replay(azure_head(300), make_config(), record=False)
+    assert summary["ttft_p50_s"] != linear["ttft_p50_s"]  # a different model, different timings
+
+
+def test_a_malformed_trace_row_raises_its_trace_error(tmp_path):
+    path = tmp_path / "trace.csv"
+    path.write_text("request_id,arrival_s,prompt_tokens,output_tokens\n"
+                    "a,0.0,10,2\nb,0.5,10,2\nc,1.0,ten,2\nd,1.5,10,2\n")
+    with pytest.raises(TraceFormatError) as exc:
+        replay(read_trace(path, "canonical"), make_config(), record=False)
+    assert (exc.value.path, exc.value.line, exc.value.field) == (str(path), 4, "prompt_tokens")

@@ -1,0 +1,36 @@
+"""BulkInsert: the compiled-insert fast path writes what SQLAlchemy's own executemany would."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, insert, select
+
+from controlplane.storage.bulk import BulkInsert
+from controlplane.storage.models import UTCDateTime
+
+
+def test_other_column_types_still_get_their_bind_processors(engine: Engine) -> None:
+    metadata = MetaData()
+    table = Table(
+        "bulk_probe",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("at", UTCDateTime),
+        Column("name", String),
+        Column("x", Float),
+    )
+    metadata.create_all(engine)
+    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5)))
+    rows = [{"at": at + timedelta(seconds=i), "name": f"n{i}", "x": i / 2} for i in range(3)] + [
+        {"at": None, "name": None, "x": None}
+    ]
+    bulk = BulkInsert(table, engine.dialect)
+    with engine.begin() as conn:
+        bulk.execute(conn, rows)
+        conn.execute(insert(table), rows)
+        stored = conn.execute(select(table.c.at, table.c.name, table.c.x).order_by(table.c.id)).all()
+    assert stored[:4] == stored[4:], "identical to SQLAlchemy's own executemany"
+    assert stored[0] == (at, "n0", 0.0) and stored[0][0].tzinfo == timezone.utc
+    assert stored[3] == (None, None, None)
+    assert rows[0]["at"] is not None and rows[0]["at"].tzinfo != timezone.utc, "caller's rows are untouched"

@@ -1,0 +1,117 @@
+"""Engine construction: defaults, SQLite pragmas, clear errors, timestamps."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, insert, select, text
+
+from controlplane.storage import make_engine
+from controlplane.storage.models import Request, Run
+
+
+def test_default_url_is_sqlite_file_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine()
+    try:
+        assert engine.url.render_as_string() == "sqlite:///controlplane.db"
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        assert (tmp_path / "controlplane.db").exists()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "runs.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        assert path.exists()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_pragmas(sqlite_engine: Engine) -> None:
+    with sqlite_engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_sqlite_transactions_roll_back(sqlite_engine: Engine) -> None:
+    """pysqlite's own transaction handling is replaced; a rollback must still undo writes."""
+    values = dict(mode="sim", status="running", config={}, plugins=[], started_at=datetime.now(timezone.utc))
+    with sqlite_engine.connect() as conn:
+        with conn.begin() as tx:
+            conn.execute(insert(Run.__table__).values(values))
+            tx.rollback()
+        assert conn.execute(select(Run.__table__.c.id)).first() is None
+
+
+@pytest.mark.parametrize("url", ["not a url", "sqlite//missing-colon.db", "://nohost"])
+def test_malformed_url_names_it(url: str) -> None:
+    with pytest.raises(ValueError, match="malformed database URL") as info:
+        make_engine(url)
+    assert url in str(info.value)
+
+
+def test_unknown_driver_names_url() -> None:
+    with pytest.raises(ValueError, match=r"unknown or uninstalled database driver.*nosuchdb://u@h/d"):
+        make_engine("nosuchdb://u@h/d")
+    with pytest.raises(ValueError, match=r"uninstalled database driver.*postgresql\+nosuch://u@h/d"):
+        make_engine("postgresql+nosuch://u@h/d")
+
+
+def test_bare_postgresql_url_uses_psycopg3() -> None:
+    engine = make_engine("postgresql://u@127.0.0.1:1/d")
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
+
+
+def test_malformed_url_hides_password() -> None:
+    with pytest.raises(ValueError) as info:
+        make_engine("postgresql+psycopg://user:s3cret@host:notaport/db")
+    assert "s3cret" not in str(info.value)
+
+
+def test_timestamps_round_trip_as_aware_utc(engine: Engine) -> None:
+    started = datetime(2025, 3, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    table = Run.__table__
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            insert(table).values(mode="sim", status="running", config={}, plugins=[], started_at=started)
+        ).inserted_primary_key[0]
+    with engine.connect() as conn:
+        stored = conn.execute(select(table.c.started_at).where(table.c.id == run_id)).scalar_one()
+    assert stored == started
+    assert stored.utcoffset() == timedelta(0)
+
+
+def test_naive_timestamps_are_refused(engine: Engine) -> None:
+    with pytest.raises(Exception, match="naive"):
+        with engine.begin() as conn:
+            conn.execute(
+                insert(Run.__table__).values(
+                    mode="sim", status="running", config={}, plugins=[], started_at=datetime(2025, 1, 1)
+                )
+            )
+
+
+def test_delete_run_cascades(engine: Engine) -> None:
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            insert(Run.__table__).values(
+                mode="sim", status="running", config={}, plugins=[], started_at=datetime.now(timezone.utc)
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(Request.__table__).values(
+                run_id=run_id, request_id="r1", status="completed", arrival_s=0.0, prompt_tokens=1, output_tokens=1
+            )
+        )
+        conn.execute(Run.__table__.delete().where(Run.__table__.c.id == run_id))
+        assert conn.execute(select(Request.__table__.c.id)).first() is None

@@ -1,0 +1,342 @@
+"""A failing database loses nothing: rows are retried, kept, spilled on close and replayable.
+
+Failures are real: another SQLite connection holding the write lock, a table
+renamed away underneath the recorder, PostgreSQL backends killed with
+pg_terminate_backend, and a PostgreSQL database closed to new connections.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from controlplane.storage import RunRecorder, StorageError, get_run, iter_rows, make_engine, upgrade
+from controlplane.storage.models import Decision, MetricSample, Request, WorkerEvent
+
+from .support import FINISHED, decision_row, metric_row, request_row, start_run, worker_event_row
+
+TABLES = {"request": Request.__table__, "decision": Decision.__table__, "metric_sample": MetricSample.__table__,
+          "worker_event": WorkerEvent.__table__}
+
+
+def _counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(t)).scalar_one() for name, t in TABLES.items()}
+
+
+def _distinct_request_ids(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count(func.distinct(Request.__table__.c.request_id)))).scalar_one()
+
+
+def _add_mixed(rec: RunRecorder, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        rec.add_request(request_row(i))
+        rec.add_decision(decision_row(i))
+        rec.add_metric(metric_row(i))
+    rec.add_worker_event(worker_event_row(start))
+
+
+class Sleeper:
+    """Injectable sleep that records delays and can heal the database after the n-th wait."""
+
+    def __init__(self, heal_after: int | None = None, heal: Callable[[], None] | None = None) -> None:
+        self.delays: list[float] = []
+        self._heal_after, self._heal = heal_after, heal
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        if self._heal is not None and len(self.delays) == self._heal_after:
+            self._heal()
+
+
+# -- SQLite ------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
+    """A migrated SQLite file whose engine gives up on a lock after 50 ms instead of 5 s."""
+    path = tmp_path / "runs.db"
+    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    upgrade(engine)
+    yield engine, path
+    engine.dispose()
+
+
+class WriteLock:
+    """Holds SQLite's write lock from a second connection, as a competing writer would."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.conn.execute("COMMIT")
+            self.held = False
+
+    def close(self) -> None:
+        self.release()
+        self.conn.close()
+
+
+def test_locked_sqlite_is_retried_until_it_frees(sqlite_db: tuple[Engine, Path]) -> None:
+    engine, path = sqlite_db
+    lock: WriteLock | None = None
+    sleeper = Sleeper(heal_after=2, heal=lambda: lock.release())
+    rec = RunRecorder(engine, max_retries=3, retry_backoff_s=0.1, sleep=sleeper)
+    start_run(rec)
+    _add_mixed(rec, 0, 50)
+    lock = WriteLock(path)
+    try:
+        assert rec.flush() is True
+    finally:
+        lock.close()
+    assert sleeper.delays == [0.1, 0.2]
+    assert rec.retries == 2 and rec.errors == [] and rec.pending == 0
+    assert _counts(engine) == {"request": 50, "decision": 50, "metric_sample": 50, "worker_event": 1}
+    rec.close()
+
+
+def test_rows_are_kept_when_retries_run_out(sqlite_db: tuple[Engine, Path]) -> None:
+    engine, path = sqlite_db
+    sleeper = Sleeper()
+    rec = RunRecorder(engine, batch_size=100, max_retries=2, retry_backoff_s=0.5, sleep=sleeper)
+    run_id = start_run(rec)
+    _add_mixed(rec, 0, 60)
+    lock = WriteLock(path)
+    try:
+        assert rec.flush() is False
+        assert sleeper.delays == [0.5, 1.0]
+        assert len(rec.errors) == 1
+        failure = rec.errors[0]
+        assert failure.attempts == 3 and failure.retryable and "database is locked" in failure.error
+        assert rec.pending == 181
+        assert rec.pending_by_table() == {"request": 60, "decision": 60, "metric_sample": 60, "worker_event": 1,
+                                          "run_update": 0}
+
+        _add_mixed(rec, 60, 39)  # 99 requests buffered: below the backed-off threshold of 160
+        assert len(rec.errors) == 1, "a failed flush must not be retried on every append"
+        _add_mixed(rec, 99, 61)  # reaches 160: one more automatic attempt
+        assert len(rec.errors) == 2
+        assert _counts(engine)["request"] == 0
+    finally:
+        lock.close()
+
+    assert rec.finish_run(run_id, status="finished", summary={"n": 160}, finished_at=FINISHED, wall_s=1.0,
+                          sim_end_s=80.0)
+    assert rec.pending == 0
+    assert _counts(engine) == {"request": 160, "decision": 160, "metric_sample": 160, "worker_event": 3}
+    assert _distinct_request_ids(engine) == 160
+    assert get_run(engine, run_id)["status"] == "finished"
+    rec.close()
+
+
+def test_table_dropped_mid_run_is_retried(engine: Engine) -> None:
+    """The table vanishes (a botched manual migration) and comes back while the recorder waits."""
+
+    def rename(src: str, dst: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {src} RENAME TO {dst}"))
+
+    sleeper = Sleeper(heal_after=1, heal=lambda: rename("metric_sample_away", "metric_sample"))
+    rec = RunRecorder(engine, max_retries=2, retry_backoff_s=0.01, sleep=sleeper)
+    start_run(rec)
+    _add_mixed(rec, 0, 25)
+    rename("metric_sample", "metric_sample_away")
+    assert rec.flush() is True
+    assert rec.retries == 1 and sleeper.delays == [0.01]
+    assert _counts(engine) == {"request": 25, "decision": 25, "metric_sample": 25, "worker_event": 1}
+    rec.close()
+
+
+def test_close_spills_next_to_sqlite_file_and_replays(sqlite_db: tuple[Engine, Path]) -> None:
+    engine, path = sqlite_db
+    rec = RunRecorder(engine, max_retries=1, retry_backoff_s=0.0, sleep=Sleeper())
+    run_id = start_run(rec)
+    _add_mixed(rec, 0, 30)
+    rec.add_decision(decision_row(99, payload=None, is_error=True))
+    lock = WriteLock(path)
+    try:
+        assert rec.finish_run(run_id, status="failed", summary={"why": "test"}, finished_at=FINISHED, wall_s=2.0,
+                              sim_end_s=15.0) is False
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+
+    spill_path = info.value.spill_path
+    assert spill_path is not None and spill_path.parent == path.parent
+    assert str(spill_path) in str(info.value)
+    assert "93 rows could not be written" in str(info.value) and "database is locked" in str(info.value)
+    lines = spill_path.read_text().splitlines()
+    assert json.loads(lines[0])["format"] == "controlplane-spill"
+    entries = [json.loads(line) for line in lines[1:]]
+    assert len(entries) == 93
+    assert entries[-1] == {"table": "run_update", "row": {"id": run_id, "status": "failed", "summary": {"why": "test"},
+                                                         "finished_at": FINISHED.isoformat(), "wall_s": 2.0,
+                                                         "sim_end_s": 15.0}}
+    decision = next(e["row"] for e in entries if e["table"] == "decision")
+    assert decision["payload"] == {"worker": "w0", "load": [1, 2]}, "JSON is stored decoded, for people"
+    assert rec.pending == 0
+    assert _counts(engine)["request"] == 0
+
+    replayer = RunRecorder(engine)
+    assert replayer.replay_spill(spill_path) == 93
+    replayer.close()
+    assert _counts(engine) == {"request": 30, "decision": 31, "metric_sample": 30, "worker_event": 1}
+    run = get_run(engine, run_id)
+    assert (run["status"], run["finished_at"], run["summary"]) == ("failed", FINISHED, {"why": "test"})
+    decisions = list(iter_rows(engine, run_id, "decisions"))
+    assert decisions[0]["payload"] == {"worker": "w0", "load": [1, 2]}
+    assert [d for d in decisions if d["is_error"]][0]["payload"] is None
+
+
+def test_spill_goes_to_given_dir(sqlite_db: tuple[Engine, Path], tmp_path: Path) -> None:
+    engine, path = sqlite_db
+    rec = RunRecorder(engine, max_retries=0, sleep=Sleeper(), spill_dir=tmp_path / "spills")
+    start_run(rec)
+    rec.add_request(request_row(1))
+    lock = WriteLock(path)
+    try:
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    assert info.value.spill_path.parent == tmp_path / "spills"
+
+
+def test_replay_refuses_rows_of_unknown_run(sqlite_db: tuple[Engine, Path], tmp_path: Path) -> None:
+    engine, path = sqlite_db
+    rec = RunRecorder(engine, max_retries=0, sleep=Sleeper(), spill_dir=tmp_path)
+    start_run(rec)
+    rec.add_request(request_row(1))
+    lock = WriteLock(path)
+    try:
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    upgrade(other)
+    with pytest.raises(StorageError, match=r"run\(s\) \[1\], not present in sqlite:///.*other.db"):
+        RunRecorder(other).replay_spill(info.value.spill_path)
+    other.dispose()
+
+
+def test_replay_refuses_other_files(sqlite_engine: Engine, tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.jsonl"
+    bogus.write_text('{"hello": "world"}\n')
+    with pytest.raises(StorageError, match="not a controlplane spill file"):
+        RunRecorder(sqlite_engine).replay_spill(bogus)
+
+
+def test_bad_data_is_kept_but_not_retried(engine: Engine, tmp_path: Path) -> None:
+    """A duplicate request id can never succeed: no backoff, rows kept, spilled at close."""
+    sleeper = Sleeper()
+    rec = RunRecorder(engine, sleep=sleeper)
+    start_run(rec)
+    rec.add_request(request_row(1))
+    assert rec.flush()
+    rec.add_request(request_row(1))
+    rec.add_metric(metric_row(1))
+    assert rec.flush() is False
+    assert sleeper.delays == [] and rec.errors[-1].retryable is False
+    assert "IntegrityError" in rec.errors[-1].error
+    assert rec.pending == 2
+    with pytest.raises(StorageError) as info:
+        rec.close(spill_dir=tmp_path)
+    assert info.value.spill_path.parent == tmp_path
+    assert len(info.value.spill_path.read_text().splitlines()) == 1 + 2
+
+
+# -- PostgreSQL --------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_app_engine(pg_url: str) -> Iterator[tuple[Engine, str]]:
+    """An engine without pre-ping whose connections are tagged with a unique application_name."""
+    app = f"cp-recorder-{uuid.uuid4().hex[:8]}"
+    engine = make_engine(pg_url, pool_pre_ping=False, connect_args={"application_name": app})
+    upgrade(engine)
+    yield engine, app
+    engine.dispose()
+
+
+def _terminate(pg_admin: Engine, app: str) -> int:
+    with pg_admin.connect() as conn:
+        return len(conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :app"
+        ), {"app": app}).all())
+
+
+def _allow_connections(pg_admin: Engine, url: str, allow: bool) -> None:
+    database = make_url(url).database
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {"true" if allow else "false"}'))
+
+
+@pytest.mark.postgres
+def test_killed_postgres_connection_is_retried(pg_app_engine: tuple[Engine, str], pg_admin: Engine) -> None:
+    engine, app = pg_app_engine
+    sleeper = Sleeper()
+    rec = RunRecorder(engine, max_retries=3, retry_backoff_s=0.01, sleep=sleeper)
+    start_run(rec)
+    _add_mixed(rec, 0, 100)
+    assert rec.flush()
+    _add_mixed(rec, 100, 100)
+    assert _terminate(pg_admin, app) >= 1
+    assert rec.flush() is True
+    assert rec.retries >= 1 and sleeper.delays[0] == 0.01
+    assert _counts(engine) == {"request": 200, "decision": 200, "metric_sample": 200, "worker_event": 2}
+    assert _distinct_request_ids(engine) == 200
+    rec.close()
+
+
+@pytest.mark.postgres
+def test_pre_ping_engine_survives_killed_connection(pg_url: str, pg_admin: Engine) -> None:
+    app = f"cp-preping-{uuid.uuid4().hex[:8]}"
+    engine = make_engine(pg_url, connect_args={"application_name": app})
+    upgrade(engine)
+    rec = RunRecorder(engine, sleep=Sleeper())
+    start_run(rec)
+    assert _terminate(pg_admin, app) >= 1
+    _add_mixed(rec, 0, 10)
+    assert rec.flush() and rec.retries == 0
+    rec.close()
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_outage_spill_and_replay(
+    pg_app_engine: tuple[Engine, str], pg_admin: Engine, pg_url: str, tmp_path: Path
+) -> None:
+    engine, app = pg_app_engine
+    rec = RunRecorder(engine, max_retries=2, retry_backoff_s=0.01, sleep=Sleeper())
+    run_id = start_run(rec)
+    _add_mixed(rec, 0, 40)
+    assert rec.flush()
+    _add_mixed(rec, 40, 40)
+    _allow_connections(pg_admin, pg_url, False)
+    try:
+        _terminate(pg_admin, app)
+        assert rec.flush() is False
+        assert rec.errors[-1].attempts == 3 and rec.errors[-1].retryable
+        assert rec.pending == 121
+        with pytest.raises(StorageError) as info:
+            rec.close(spill_dir=tmp_path)
+    finally:
+        _allow_connections(pg_admin, pg_url, True)
+    assert _counts(engine)["request"] == 40
+    assert RunRecorder(engine).replay_spill(info.value.spill_path) == 121
+    assert _counts(engine) == {"request": 80, "decision": 80, "metric_sample": 80, "worker_event": 2}
+    assert _distinct_request_ids(engine) == 80
+    assert get_run(engine, run_id)["status"] == "running"

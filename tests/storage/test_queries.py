@@ -1,0 +1,165 @@
+"""Read side: run listings, ordered streaming, CSV/JSON exports, decision counts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from sqlalchemy import Engine
+
+from controlplane.storage import (
+    EXPORT_COLUMNS,
+    RunRecorder,
+    decision_counts,
+    export_rows,
+    get_run,
+    iter_request_rows,
+    iter_rows,
+    list_runs,
+)
+from controlplane.storage.rows import SPECS
+
+from .support import FINISHED, decision_row, metric_row, request_row, start_run, worker_event_row
+
+
+@pytest.fixture
+def recorded(engine: Engine) -> tuple[Engine, int]:
+    """A finished run whose rows were appended out of arrival order."""
+    with RunRecorder(engine, batch_size=3) as rec:
+        run_id = start_run(rec)
+        for i in (3, 1, 2, 0):
+            rec.add_request(request_row(i))
+        rec.add_request(request_row(5, request_id="b-tie", arrival_s=0.5))
+        rec.add_request(request_row(6, request_id="a-tie", arrival_s=0.5, status="rejected", reason='quota, "hard"',
+                                    first_token_s=None, finish_s=None, scheduled_s=None, output_tokens=0))
+        rec.add_decision(decision_row(0))
+        rec.add_decision(decision_row(1))
+        rec.add_decision(decision_row(2, hook="admit", plugin="quota", action="reject"))
+        rec.add_decision(decision_row(3, is_error=True, action=None, payload=None))
+        rec.add_metric(metric_row(0))
+        rec.add_worker_event(worker_event_row(0, detail={"note": "line1\nline2"}))
+        rec.finish_run(run_id, status="finished", summary={}, finished_at=FINISHED, wall_s=1.0, sim_end_s=3.0)
+    return engine, run_id
+
+
+def test_export_columns_cover_every_table_column() -> None:
+    tables = {"requests": "request", "decisions": "decision", "metrics": "metric_sample",
+              "worker_events": "worker_event"}
+    for what, table in tables.items():
+        assert sorted(EXPORT_COLUMNS[what]) == sorted(SPECS[table].columns), what
+    assert EXPORT_COLUMNS["requests"][:5] == ("request_id", "arrival_s", "first_token_s", "finish_s", "status")
+
+
+def test_list_runs_newest_first(engine: Engine) -> None:
+    with RunRecorder(engine) as rec:
+        ids = [start_run(rec, name=f"run{i}") for i in range(3)]
+    runs = list_runs(engine)
+    assert [r["id"] for r in runs] == ids[::-1]
+    assert runs[0]["name"] == "run2" and runs[0]["mode"] == "sim"
+    assert [r["id"] for r in list_runs(engine, limit=2)] == ids[:0:-1]
+
+
+def test_get_run_missing_names_run_and_database(engine: Engine) -> None:
+    with pytest.raises(LookupError) as info:
+        get_run(engine, 42)
+    message = str(info.value)
+    assert message.startswith("run 42 not found in ")
+    assert engine.url.render_as_string(hide_password=True) in message
+    with pytest.raises(LookupError, match="run 42 not found"):
+        iter_request_rows(engine, 42)
+
+
+def test_request_rows_stream_in_arrival_order(recorded: tuple[Engine, int]) -> None:
+    engine, run_id = recorded
+    rows = iter_request_rows(engine, run_id)
+    ids = [r["request_id"] for r in rows]
+    assert ids == ["req-000000", "a-tie", "b-tie", "req-000001", "req-000002", "req-000003"]
+
+
+def test_iter_rows_rejects_unknown_kind(recorded: tuple[Engine, int]) -> None:
+    engine, run_id = recorded
+    with pytest.raises(ValueError, match=r"unknown row kind 'bananas'; expected one of \['requests'"):
+        iter_rows(engine, run_id, "bananas")
+
+
+def test_csv_export(recorded: tuple[Engine, int]) -> None:
+    engine, run_id = recorded
+    out = io.StringIO(newline="")
+    assert export_rows(engine, run_id, "requests", "csv", out) == 6
+    text = out.getvalue()
+    assert text.splitlines()[0] == ",".join(EXPORT_COLUMNS["requests"])
+    assert text.splitlines()[0].startswith("request_id,arrival_s,first_token_s,finish_s,status,")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["request_id"] for r in rows][:3] == ["req-000000", "a-tie", "b-tie"]
+    first = rows[0]
+    assert (first["arrival_s"], first["first_token_s"], first["finish_s"], first["status"]) == (
+        "0.0", "0.5", "2.5", "completed")
+    assert first["ttft_s"] == "0.5" and first["tpot_s"] == "0.05" and first["cache_hit"] == ""
+    rejected = rows[1]
+    assert rejected["reason"] == 'quota, "hard"' and rejected["first_token_s"] == "" and rejected["ttft_s"] == ""
+
+    out = io.StringIO(newline="")
+    assert export_rows(engine, run_id, "decisions", "csv", out) == 4
+    decisions = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(decisions[0]) == list(EXPORT_COLUMNS["decisions"])
+    assert json.loads(decisions[0]["payload"]) == {"worker": "w0", "load": [1, 2]}
+    assert [d["is_error"] for d in decisions] == ["false", "false", "false", "true"]
+    assert decisions[3]["payload"] == "" and decisions[3]["action"] == ""
+
+    out = io.StringIO(newline="")
+    export_rows(engine, run_id, "worker_events", "csv", out)
+    event = next(csv.DictReader(io.StringIO(out.getvalue())))
+    assert json.loads(event["detail"]) == {"note": "line1\nline2"}
+
+
+def test_json_and_jsonl_export(recorded: tuple[Engine, int]) -> None:
+    engine, run_id = recorded
+    out = io.StringIO()
+    assert export_rows(engine, run_id, "requests", "json", out) == 6
+    rows = json.loads(out.getvalue())
+    assert list(rows[0]) == list(EXPORT_COLUMNS["requests"])
+    assert rows[1]["request_id"] == "a-tie" and rows[1]["first_token_s"] is None
+    assert rows[0]["prompt_tokens"] == 100 and isinstance(rows[0]["prompt_tokens"], int)
+
+    out = io.StringIO()
+    assert export_rows(engine, run_id, "metrics", "jsonl", out) == 1
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [
+        {"time_s": 0.0, "name": "queue_depth", "value": 0.0, "labels": {"worker": "w0"}}
+    ]
+
+
+def test_empty_exports(engine: Engine) -> None:
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec)
+    out = io.StringIO()
+    assert export_rows(engine, run_id, "decisions", "json", out) == 0
+    assert json.loads(out.getvalue()) == []
+    out = io.StringIO()
+    export_rows(engine, run_id, "decisions", "csv", out)
+    assert out.getvalue() == ",".join(EXPORT_COLUMNS["decisions"]) + "\n"
+
+
+def test_export_rejects_unknown_format(recorded: tuple[Engine, int]) -> None:
+    engine, run_id = recorded
+    with pytest.raises(ValueError, match="unknown export format 'xml'"):
+        export_rows(engine, run_id, "requests", "xml", io.StringIO())
+
+
+def test_decision_counts(recorded: tuple[Engine, int]) -> None:
+    engine, run_id = recorded
+    assert decision_counts(engine, run_id) == [
+        {"hook": "admit", "plugin": "quota", "action": "reject", "count": 1, "errors": 0},
+        {"hook": "route", "plugin": "least_loaded", "action": None, "count": 1, "errors": 1},
+        {"hook": "route", "plugin": "least_loaded", "action": "route", "count": 2, "errors": 0},
+    ]
+
+
+def test_streaming_large_run_in_chunks(engine: Engine) -> None:
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec)
+        for i in range(4500):
+            rec.add_request(request_row(4500 - i))
+    arrivals = [r["arrival_s"] for r in iter_request_rows(engine, run_id)]
+    assert len(arrivals) == 4500 and arrivals == sorted(arrivals)
