@@ -60,12 +60,15 @@ class ModelDeployment(_Section):
     latency: dict[str, Any] = Field(default_factory=dict)  # its settings
     gpu: str = "a100-80gb"
     gpus_per_replica: int = Field(1, ge=1)  # tensor-parallel degree
-    precision: str = "fp16"
+    precision: str = "fp16"  # weight format: fp16 | bf16 | int8 | nf4 (changes weight memory, so KV room)
+    # The model's shape for memory planning, a catalogue name (sim.latency.specs.MODELS) such as
+    # "meta-llama/Llama-2-70b-hf"; None: the latency settings' "model", if any.
+    model_spec: str | None = None
     max_num_seqs: int = Field(128, ge=1)
     max_batch_tokens: int = Field(8192, ge=1)
     kv_block_size: int = Field(16, ge=1)
-    num_kv_blocks: int | None = Field(None, ge=1)  # None: from the memory plan, else unlimited
-    cold_start_s: float = Field(30.0, ge=0)  # simulated time from scale-up to ready
+    num_kv_blocks: int | None = Field(None, ge=1)  # None: from the memory plan (known model), else unlimited
+    cold_start_s: float | None = Field(None, ge=0)  # scale-up to ready; None: from weights and load speed
     max_model_len: int | None = Field(None, ge=1)  # prompt+output cap; None: no cap
     worker: dict[str, Any] = Field(default_factory=dict)  # live mode: the worker's model settings
 
@@ -174,24 +177,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build the run config from a file, the environment and explicit overrides."""
     file_values = read_config_file(path) if path else {}
     token = _file_values.set(file_values)
     try:
-        init = dict(overrides or {})
-        # Explicit overrides of a section replace only the keys they name.
-        for key, value in list(init.items()):
-            if isinstance(value, dict) and isinstance(file_values.get(key), dict):
-                init[key] = _deep_merge(file_values[key], value)
-        return RunConfig(**init)
+        return RunConfig(**(overrides or {}))
     except ValidationError as exc:
         where = f" in {path}" if path else ""
         lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]

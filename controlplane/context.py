@@ -77,7 +77,3 @@ class PolicyContext:
     @property
     def now_s(self) -> float:
         return self._clock.now_s
-
-    def plugin_settings(self, name: str) -> Any:
-        """The validated settings of plugin ``name`` in this run."""
-        return self.config.plugin_settings.get(name)

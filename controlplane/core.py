@@ -129,6 +129,7 @@ class ControlPlane:
             self._finish(r, r.status)
         for w in self.workers.values():
             self._stop_gpu_clock(w, now)
+        self.stats.num_plugin_errors = self._monitor.num_errors
         summary = self.stats.summary(now)
         summary["sim_end_s"] = round(now, 9)
         self.plugins.hook.cp_run_finished(ctx=self.ctx, summary=summary)
@@ -155,7 +156,12 @@ class ControlPlane:
         caller, fallback = self._policy_hooks[hook]
         monitor = self._monitor
         monitor.last_plugin = None
-        result = caller(ctx=self.ctx, **kwargs)
+        try:
+            result = caller(ctx=self.ctx, **kwargs)
+        except Exception as exc:  # only pluggy's own callers (hooks with wrappers) get here
+            wrappers = [i.plugin_name for i in caller.get_hookimpls() if i.wrapper or i.hookwrapper]
+            monitor.record(", ".join(wrappers) or "wrapper", hook, exc)
+            result = None
         if monitor.errors:
             self._drain_plugin_errors()
         if result is not None:
@@ -171,7 +177,6 @@ class ControlPlane:
 
     def _drain_plugin_errors(self) -> None:
         for err in self._monitor.take_errors():
-            self.stats.num_plugin_errors += 1
             self._emit_hook(
                 ctx=self.ctx,
                 event=Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
@@ -392,6 +397,7 @@ class ControlPlane:
             return
         w.running.remove(r)
         r.num_preemptions += 1
+        self.stats.num_preemptions += 1
         r.recompute_tokens = r.output_tokens
         r.num_computed_tokens = 0
         r.status = RequestStatus.WAITING

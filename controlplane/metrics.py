@@ -59,7 +59,6 @@ class RunStats:
             return
         if r.cache_hit:
             self.cache_hits[r.cache_hit] += 1
-        self.num_preemptions += r.num_preemptions
         self.prompt_tokens += r.prompt_tokens
         self.output_tokens += r.output_tokens
         ttft, tpot, e2e, queue = request_latencies(r)

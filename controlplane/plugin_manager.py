@@ -23,7 +23,7 @@ from controlplane.errors import ConfigError, PluginError
 from controlplane.plugin import Plugin
 
 ENTRY_POINT_GROUP = "controlplane"
-ALLOW_ENV = "CONTROLPLANE_PLUGINS"  # comma-separated allow-list of plugin names
+ALLOW_ENV = "CONTROLPLANE_LOAD_PLUGINS"  # comma-separated allow-list of plugin names
 TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to stderr
 MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
 
@@ -79,8 +79,10 @@ class HookMonitor:
     last_plugin: str | None = None
     errors: list[PluginErrorRecord] = field(default_factory=list)
     error_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    num_errors: int = 0
 
     def record(self, plugin: str, hook: str, exc: Exception) -> None:
+        self.num_errors += 1
         key = (plugin, hook)
         n = self.error_counts.get(key, 0) + 1
         self.error_counts[key] = n
@@ -109,13 +111,23 @@ def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any
     return call
 
 
+class _PluginProxy(types.SimpleNamespace):
+    """What pluggy registers for a plugin: its hook implementations, isolated."""
+
+    def __repr__(self) -> str:
+        return f"<plugin {self.__dict__.get('_plugin_name', '?')}>"
+
+
 def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> object:
-    proxy = types.SimpleNamespace()
+    proxy = _PluginProxy(_plugin_name=plugin_name)
     marker = f"{hookspecs.PROJECT_NAME}_impl"
     for attr in dir(plugin):
-        if not attr.startswith("cp_"):
+        if attr.startswith("__"):
             continue
-        fn = getattr(plugin, attr)
+        try:
+            fn = getattr(plugin, attr)
+        except Exception:
+            continue
         opts = getattr(fn, marker, None)
         if opts is None:
             continue
@@ -271,7 +283,7 @@ def fast_caller(caller: Any, monitor: HookMonitor) -> Any:
     pluggy's own caller: wrappers need its machinery.
     """
     impls = caller.get_hookimpls()
-    if any(i.wrapper or i.hookwrapper for i in impls):
+    if os.environ.get(TRACE_ENV) or any(i.wrapper or i.hookwrapper for i in impls):
         return caller
     calls = [(getattr(i.function, "__wrapped__", i.function), tuple(i.argnames), i.plugin_name) for i in reversed(impls)]
     firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))

@@ -27,13 +27,19 @@ def _fallbacks(available: Mapping[str, PluginInfo]) -> dict[str, object]:
 def latency_factories(plugins: PluginSet) -> dict[str, Any]:
     """Latency-model factories every plugin registered, by name (duplicates are errors)."""
     found: dict[str, Any] = {}
+    duplicates: list[str] = []
 
     def register(name: str, factory: Any) -> None:
         if name in found:
-            raise ConfigError(f"two plugins register a latency model named {name!r}")
+            duplicates.append(name)
         found[name] = factory
 
     plugins.hook.cp_register_latency_models(register=register)
+    if duplicates:
+        raise ConfigError(f"two plugins register a latency model named {duplicates[0]!r}")
+    errors = plugins.monitor.take_errors()
+    if errors:
+        raise ConfigError(f"plugin {errors[0].plugin} failed to register latency models: {errors[0].error}")
     return found
 
 

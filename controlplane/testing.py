@@ -150,8 +150,11 @@ def replay_with(
         if db_url:
             overrides.setdefault("storage", {})["url"] = db_url
         config = make_config(**overrides)
-    log = EventLog()
-    summary, _ = replay(
-        trace if trace is not None else make_trace(), config, record=db_url is not None, extra_plugins=[*plugins, log]
-    )
+    log = next((p for p in plugins if isinstance(p, EventLog)), None)
+    extra = list(plugins)
+    if log is None:
+        log = EventLog()
+        extra.append(log)
+    summary, _ = replay(trace if trace is not None else make_trace(), config, record=db_url is not None,
+                        extra_plugins=extra)
     return ReplayResult(summary, log.events)

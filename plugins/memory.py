@@ -2,19 +2,102 @@
 
 from __future__ import annotations
 
-from controlplane import Plugin, hookimpl
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import MemoryPlan
 
 UNLIMITED_BLOCKS = 1 << 30
+#: Cold start of a replica whose model the catalogue does not know (and no cold_start_s given).
+DEFAULT_COLD_START_S = 30.0
+
+
+def deployment_model_name(deployment) -> str | None:
+    """The catalogue model a deployment serves: ``model_spec``, else its latency settings' ``model``."""
+    return deployment.model_spec or deployment.latency.get("model")
+
+
+def _known_model(deployment):
+    """The deployment's ModelSpec, or None when it names none or one the catalogue lacks.
+
+    An explicit ``model_spec`` must be known; a latency ``model`` may name something only its
+    latency model understands, and then memory stays as configured.
+    """
+    from sim.latency.specs import get_model
+
+    name = deployment_model_name(deployment)
+    if name is None:
+        return None
+    try:
+        return get_model(name)
+    except KeyError:
+        if deployment.model_spec:
+            raise
+        return None
+
+
+def deployment_cold_start_s(deployment, *, load_bandwidth_bytes_s: float = 2.0e9, fixed_overhead_s: float = 15.0) -> float:
+    """Seconds from scale-up to ready: ``cold_start_s`` if set, else weight shards over load speed."""
+    if deployment.cold_start_s is not None:
+        return float(deployment.cold_start_s)
+    model = _known_model(deployment)
+    if model is None:
+        return DEFAULT_COLD_START_S
+    from sim.latency.memory import cold_start_s
+
+    return cold_start_s(model, deployment.precision, deployment.gpus_per_replica,
+                        load_bandwidth_bytes_s=load_bandwidth_bytes_s, fixed_overhead_s=fixed_overhead_s)
 
 
 class StaticMemory(Plugin):
-    """Limits from the deployment config; KV blocks from the config, the device or unlimited.
+    """Limits from the deployment config; KV blocks from the config, else from the model's memory plan.
 
+    With a known model (``model_spec`` or the latency settings' ``model``) and GPU, the KV pool is
+    what ``sim.latency.memory.plan_replica_memory`` leaves after the weights in the deployment's
+    precision (Vidur's planner: Llama-2-70B on A100-80GB, TP2, fp16 gives 3,328 blocks of 16);
+    an explicit ``num_kv_blocks`` overrides it, and with neither the budget is unlimited.
     On out-of-memory, halve the batch limits (never below one sequence).
     """
 
     name = "static-memory"
+
+    class Settings(PluginSettings):
+        memory_fraction: float = Field(0.9, gt=0, le=1)  # usable device memory (Vidur: 1 - memory margin)
+        request_slot_tokens: int | None = Field(4096, ge=1)  # KV pool in whole max-length slots (Vidur); None: block-granular
+        include_embeddings: bool = False  # charge embedding / LM-head weights too
+        activation_gib: float = Field(0.0, ge=0)  # per-GPU memory reserved for activations
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._plans: dict[str, tuple[int, str]] = {}  # model name -> (KV blocks, reason)
+
+    def kv_blocks(self, deployment) -> tuple[int, str]:
+        """(KV blocks per replica, why) for a deployment."""
+        d = deployment
+        if d.num_kv_blocks:
+            return d.num_kv_blocks, f"{d.num_kv_blocks} KV blocks from config"
+        cached = self._plans.get(d.name)
+        if cached is not None:
+            return cached
+        model = _known_model(d)
+        if model is None:
+            out = UNLIMITED_BLOCKS, "no KV budget configured and no known model: unlimited"
+        else:
+            from sim.latency.memory import plan_replica_memory
+
+            s = self.settings
+            plan = plan_replica_memory(
+                model, d.gpu, tensor_parallel=d.gpus_per_replica, precision=d.precision, block_size=d.kv_block_size,
+                memory_fraction=s.memory_fraction, activation_bytes=int(s.activation_gib * 2**30) or None,
+                request_slot_tokens=s.request_slot_tokens, include_embeddings=s.include_embeddings,
+            )
+            out = plan.num_kv_blocks, (
+                f"{plan.num_kv_blocks} KV blocks ({plan.max_kv_tokens} tokens) from the memory plan: {model.name} "
+                f"{d.precision} on {d.gpus_per_replica}x {d.gpu}, {plan.weights_bytes_per_gpu / 2**30:.2f} GiB "
+                f"weights per GPU"
+            )
+        self._plans[d.name] = out
+        return out
 
     @hookimpl
     def cp_plan_memory(self, ctx, worker, trigger):
@@ -24,6 +107,5 @@ class StaticMemory(Plugin):
             tokens = max(1, worker.max_batch_tokens // 2)
             return MemoryPlan(seqs, tokens, worker.num_kv_blocks, worker.kv_block_size,
                               f"out of memory: halved limits to {seqs} sequences, {tokens} tokens")
-        blocks = d.num_kv_blocks or UNLIMITED_BLOCKS
-        why = f"{blocks} KV blocks from config" if d.num_kv_blocks else "no KV budget configured: unlimited"
+        blocks, why = self.kv_blocks(d)
         return MemoryPlan(d.max_num_seqs, d.max_batch_tokens, blocks, d.kv_block_size, why)

@@ -13,7 +13,7 @@ class LeastLoaded(Plugin):
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
-        best = min(workers, key=lambda w: (w.load, w.num_kv_blocks_used))
+        best = min(workers, key=lambda w: w.load)  # ties: the first in cluster order
         return RouteDecision(best.worker_id, f"least loaded ({best.load} queued+running)")
 
 

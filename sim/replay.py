@@ -8,6 +8,7 @@ from typing import Any
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 from controlplane.session import RunSession, latency_factories
+from plugins.memory import deployment_cold_start_s
 from sim.driver import SimDriver
 from sim.latency.base import LatencyModel
 from sim.traces.record import TraceRequest
@@ -53,7 +54,7 @@ def replay(
         available=available,
     ) as session:
         models = build_latency_models(session)
-        cold = {d.name: d.cold_start_s for d in config.cluster.models}
+        cold = {d.name: deployment_cold_start_s(d) for d in config.cluster.models}
         driver = SimDriver(session.core, models, cold_start_s=cold, seed=config.seed, on_progress=on_progress)
         summary = session.close(driver.run(trace))
     return summary, session

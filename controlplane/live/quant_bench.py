@@ -22,7 +22,7 @@ import torch
 
 from controlplane.live.backend import CausalLMBackend
 from controlplane.live.memory import device_memory, peak_rss_bytes, release_cached_memory, reset_peak
-from controlplane.live.model_source import WorkerModelSettings, load_model
+from controlplane.live.model_source import WorkerModelSettings, load_model, resolve_device
 from controlplane.live.quantize import PrecisionUnavailable
 from controlplane.live.sampling import StopCondition
 
@@ -97,15 +97,15 @@ def run_quant_bench(
 def _bench_variant(base, variant, batch_sizes, prompt_tokens, new_tokens, repeats) -> list[BenchRow]:
     settings = base.model_copy(update={"precision": variant.precision, "compile": variant.compile})
     device = base.device
-    release_cached_memory(_mem_device(device))
-    before = device_memory(_mem_device(device)).allocated_bytes  # so peaks include the weights
     try:
+        mem_dev = resolve_device(device)
+        release_cached_memory(mem_dev)
+        before = device_memory(mem_dev).allocated_bytes  # taken before loading, so peaks include the weights
         loaded = load_model(settings)
     except PrecisionUnavailable as exc:
         return [BenchRow(variant.label, variant.precision, variant.compile, device, f"skipped: {exc}")]
     except Exception as exc:  # a broken optional backend must not take down the whole bench
         return [BenchRow(variant.label, variant.precision, variant.compile, device, f"error: {exc.__class__.__name__}: {exc}")]
-    mem_dev = loaded.device
     engine = CausalLMBackend(loaded, max_seq_len=prompt_tokens + new_tokens + 1)
     vocab = engine.vocab_size
     rows = []
@@ -144,12 +144,6 @@ def _bench_variant(base, variant, batch_sizes, prompt_tokens, new_tokens, repeat
         gc.collect()
         release_cached_memory(mem_dev)
     return rows
-
-
-def _mem_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _peak_bytes(device: torch.device) -> int:

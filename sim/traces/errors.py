@@ -23,7 +23,10 @@ class TraceFormatError(ValueError):
         self.line = line
         self.field = field
         self.reason = reason
-        super().__init__(self._render())
+        super().__init__(path, line, field, reason)
+
+    def __str__(self) -> str:
+        return self._render()
 
     def _render(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"

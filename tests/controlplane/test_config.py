@@ -84,12 +84,6 @@ def test_an_override_of_a_section_keeps_its_other_keys(tmp_path):
     assert (c.storage.url, c.storage.batch_size) == ("sqlite:///b.db", 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_config deep-merges the file's section into the explicit overrides, so the "
-    "file's keys of that section get override precedence and beat environment variables "
-    "(pydantic-settings already deep-merges its sources; the manual merge is what breaks it)",
-)
 def test_overriding_one_key_of_a_section_keeps_the_environment_above_the_file(tmp_path, monkeypatch):
     path = tmp_path / "run.yaml"
     path.write_text("sim: {tick_s: 2.5}\n")

