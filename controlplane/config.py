@@ -97,6 +97,7 @@ class ClusterConfig(_Section):
 
 class SimConfig(_Section):
     tick_s: float = Field(1.0, gt=0)  # control loop period: autoscaling, metric samples
+    metrics_interval_s: float = Field(5.0, gt=0)  # metric time-series resolution (at most one sample a tick)
     exact: bool = False  # one core round trip per iteration (slow; to check the fast mode)
     guardian_latency_s: float = Field(0.05, ge=0)  # simulated guardian check time
     guardian_block_rate: float = Field(0.0, ge=0, le=1)  # simulated share of blocked responses

@@ -63,6 +63,7 @@ class ControlPlane:
         self._deployments = {m.name: m for m in config.cluster.models}
         self._default_model = config.cluster.models[0].name
         self._arrivals_since_tick = 0
+        self._last_sample_s = float("-inf")
         self._record_batches = config.storage.record_batches
         self.bind_plugins(plugins, fallbacks)
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -575,9 +576,13 @@ class ControlPlane:
         now = e.time_s
         arrivals, self._arrivals_since_tick = self._arrivals_since_tick, 0
         self.gauges["arrivals_per_s"] = arrivals / self.config.sim.tick_s
+        sample = now - self._last_sample_s >= self.config.sim.metrics_interval_s - 1e-9
+        if sample:
+            self._last_sample_s = now
         for model in self._deployments:
             workers = [w for w in self.workers.values() if w.model == model]
-            self._sample(now, model, workers)
+            if sample:
+                self._sample(now, model, workers)
             self._autoscale(model, workers)
         for w in list(self.workers.values()):
             if not w.busy and (w.waiting or w.running):

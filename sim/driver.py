@@ -169,6 +169,8 @@ class SimDriver:
         self._idle_ticks = 0
         self._done: simpy.Event | None = None
         self.num_arrived = 0
+        self.num_events = 0  # events handed to the core (arrivals, batch ends, ticks, ...)
+        self.num_timers = 0  # SimPy timeouts scheduled
         self._core_handle = core.handle
         self._worker_models: dict[str, LatencyModel] = {}
         self._stepped_models: dict[LatencyModel, SteppedDecode | None] = {}
@@ -199,6 +201,7 @@ class SimDriver:
         return self.core.finish()
 
     def _handle(self, event: Any) -> None:
+        self.num_events += 1
         actions = self._core_handle(event)
         if actions:
             handlers = self._handlers
@@ -212,6 +215,7 @@ class SimDriver:
 
     def _after(self, delay: float, fn: Callable[[Any], None], value: Any) -> Timeout:
         """Call ``fn(value)`` after ``delay`` simulated seconds."""
+        self.num_timers += 1
         t = Timeout(self.env, delay, value)
         t.callbacks.append(fn)
         return t

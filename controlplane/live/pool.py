@@ -213,41 +213,32 @@ def device_facts(backend: Any, settings: WorkerModelSettings, threads: int | Non
     """Real memory facts of the worker's device, plus what the model needs per token of KV cache."""
     import torch
 
-    cfg = backend.config.get_text_config()
-    heads = int(getattr(cfg, "num_attention_heads", 1))
-    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
-    dtype = backend.loaded.dtype
-    elem = torch.tensor([], dtype=dtype).element_size()
+    from controlplane.live.memory import device_memory, kv_bytes_per_token
+
     dev = backend.device
+    elem = torch.tensor([], dtype=backend.loaded.dtype).element_size()
+    mem = device_memory(dev)
     facts: dict[str, Any] = {
         "device": str(dev),
         "model": settings.source_name(),
         "precision": backend.loaded.precision,
         "model_bytes": int(backend.loaded.model_bytes),
-        "kv_bytes_per_token": 2 * int(cfg.num_hidden_layers) * kv_heads * head_dim * elem,
+        "kv_bytes_per_token": kv_bytes_per_token(backend.config, elem),
         "max_seq_len": int(backend.max_seq_len),
         "vocab_size": int(backend.vocab_size),
+        "total_bytes": mem.total_bytes,
+        "free_bytes": mem.free_bytes,
+        "allocated_bytes": mem.allocated_bytes,
+        "reserved_bytes": mem.reserved_bytes,
+        "peak_allocated_bytes": mem.peak_allocated_bytes,
         "pid": os.getpid(),
     }
     if dev.type == "cuda":
-        free, total = torch.cuda.mem_get_info(dev)
-        facts.update(
-            device_name=torch.cuda.get_device_name(dev),
-            total_bytes=int(total),
-            free_bytes=int(free),
-            allocated_bytes=int(torch.cuda.memory_allocated(dev)),
-            reserved_bytes=int(torch.cuda.memory_reserved(dev)),
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-        )
+        facts["device_name"] = torch.cuda.get_device_name(dev)
+        facts["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     else:
-        import psutil
-
-        vm = psutil.virtual_memory()
-        facts.update(
-            device_name="cpu", total_bytes=int(vm.total), free_bytes=int(vm.available),
-            torch_threads=int(threads or torch.get_num_threads()),
-        )
+        facts["device_name"] = "cpu"
+        facts["torch_threads"] = int(threads or torch.get_num_threads())
     return facts
 
 

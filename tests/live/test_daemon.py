@@ -45,7 +45,8 @@ class DaemonProcess:
         config.write_text("cluster:\n  max_retries: 1\nsim:\n  tick_s: 0.5\n")
         self.log_path = tmp / "daemon.log"
         env = {**os.environ, "CONTROLPLANE_ADMIN_TOKEN": TOKEN}
-        env.pop("CONTROLPLANE_PLUGINS", None)
+        for name in ("CONTROLPLANE_PLUGINS", "CONTROLPLANE_LOAD_PLUGINS"):
+            env.pop(name, None)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controlplane.cli.live", "--config", str(config), "--port", str(self.port),
