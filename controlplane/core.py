@@ -97,6 +97,8 @@ class ControlPlane:
             )
         }
         self._cache_store = fast_caller(hook.cp_cache_store, self._monitor)
+        self._prefix_lookup = fast_caller(hook.cp_prefix_lookup, self._monitor)
+        self._prefix_store = fast_caller(hook.cp_prefix_store, self._monitor)
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -357,11 +359,16 @@ class ControlPlane:
     def _start_batch(self, w: Worker, plan: BatchPlan, plugin: str | None) -> None:
         now = self.clock.now_s
         wid = w.worker_id
-        for r, n in plan.prefill:
+        prefill = plan.prefill
+        for i, (r, n) in enumerate(prefill):
             if r.worker_id != wid or n <= 0 or n > r.remaining_prefill_tokens:
                 raise RuntimeError(
                     f"batching plugin {plugin} planned an invalid prefill of {n} tokens for {r.request_id}"
                 )
+            if r.hash_ids and r.num_computed_tokens == 0:
+                cached = self._prefix_hit(w, r)
+                if cached:  # the prefill computes only what the prefix cache lacks
+                    prefill = prefill[:i] + ((r, min(n, r.remaining_prefill_tokens)),) + prefill[i + 1:]
             if r.status is RequestStatus.WAITING:
                 if w.waiting[0] is r:
                     w.waiting.popleft()
@@ -378,13 +385,13 @@ class ControlPlane:
                 left = r.max_output_tokens - r.output_tokens
                 if left < iterations:
                     iterations = left if left > 1 else 1
-        batch = Batch(self.ctx.ids.next("batch"), wid, plan.prefill, plan.decode, iterations)
+        batch = Batch(self.ctx.ids.next("batch"), wid, prefill, plan.decode, iterations)
         w.busy = True
         w.current_batch_id = batch.batch_id
         self._batches[wid] = batch
         self._interrupted.discard(wid)
-        if plan.prefill:  # a decode-only batch holds what the last recount found
-            self._recount_kv(w, extra_tokens=sum(n for _, n in plan.prefill))
+        if prefill:  # a decode-only batch holds what the last recount found
+            self._recount_kv(w, extra_tokens=sum(n for _, n in prefill))
         if self._record_batches:
             self._decision(
                 "cp_form_batch", plugin, "batch", wid, plan.reason,
@@ -392,6 +399,23 @@ class ControlPlane:
                  "decode": len(plan.decode), "iterations": batch.max_iterations},
             )
         self._out.append(act.StartBatch(batch))
+
+    def _prefix_hit(self, w: Worker, r: Request) -> int:
+        """Ask the prefix caches how much of ``r``'s prompt ``w`` holds; mark it computed."""
+        monitor = self._monitor
+        cached = self._prefix_lookup(ctx=self.ctx, worker=w, request=r)
+        if monitor.errors:
+            self._drain_plugin_errors()
+        if not cached or cached < 0:
+            return 0
+        # At least one token is computed: its logits give the first output token (as vLLM does).
+        cached = min(int(cached), r.prompt_tokens + r.recompute_tokens - 1)
+        if cached <= 0:
+            return 0
+        r.num_computed_tokens = r.cached_tokens = cached
+        if r.cache_hit is None:
+            r.cache_hit = "prefix"
+        return cached
 
     def _preempt(self, w: Worker, r: Request) -> None:
         if r not in w.running:
@@ -432,6 +456,8 @@ class ControlPlane:
         for r, n in batch.prefill:
             r.num_computed_tokens += n
             if r.num_computed_tokens >= r.prompt_tokens + r.recompute_tokens:
+                if r.hash_ids:
+                    self._prefix_store(ctx=self.ctx, worker=w, request=r)
                 r.output_tokens += 1  # the prefill iteration samples the next token
                 if r.first_token_s is None:
                     r.first_token_s = now

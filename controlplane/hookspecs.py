@@ -80,6 +80,19 @@ def cp_cache_store(ctx: PolicyContext, request: Request) -> None:
     """Offer a completed response to the caches; each cache decides whether to keep it."""
 
 
+# --- prefix (KV-block) caching ---------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def cp_prefix_lookup(ctx: PolicyContext, worker: Worker, request: Request) -> int | None:
+    """Prompt tokens of ``request`` whose KV blocks ``worker`` already holds (a prefix hit), or ``None``."""
+
+
+@hookspec
+def cp_prefix_store(ctx: PolicyContext, worker: Worker, request: Request) -> None:
+    """``request``'s prompt KV blocks are now computed on ``worker``; prefix caches may keep them."""
+
+
 # --- routing and load balancing --------------------------------------------------------------
 
 

@@ -82,11 +82,13 @@ class ContinuousBatching(Plugin):
         longest = 0
         blocker = ""
         for r in w.waiting:
-            n = r.remaining_prefill_tokens
-            if limited and free - _blocks(r.prefill_target_tokens, bs) < watermark:
-                blocker = f"{r.request_id} needs {_blocks(r.prefill_target_tokens, bs)} KV blocks, {free} free"
+            target = r.prompt_tokens + r.recompute_tokens  # Request.prefill_target_tokens, inlined
+            n = target - r.num_computed_tokens
+            need = (target + bs - 1) // bs  # blocks for the whole prefill (Vidur and vLLM reserve them)
+            if limited and free - need < watermark:
+                blocker = f"{r.request_id} needs {need} KV blocks, {free} free"
                 break
-            longest_if = max(longest, n)
+            longest_if = n if n > longest else longest
             if (len(prefill) + 1) * longest_if > w.max_batch_tokens:
                 blocker = f"{r.request_id}: {n} prompt tokens exceed the batch budget of {w.max_batch_tokens}"
                 break
@@ -94,7 +96,7 @@ class ContinuousBatching(Plugin):
                 blocker = f"batch full ({w.max_num_seqs} sequences)"
                 break
             prefill.append((r, n))
-            free -= _blocks(r.prefill_target_tokens, bs)
+            free -= need
             longest = longest_if
         if prefill:
             return BatchPlan(prefill=tuple(prefill), reason=f"prefill {len(prefill)} waiting")
@@ -120,7 +122,11 @@ class ContinuousBatching(Plugin):
             if left < steps:
                 steps = left
         if need_now <= w.num_kv_blocks:
-            horizon = kv_horizon(ctx, bs, w.num_kv_blocks, steps)
+            # Every request takes a block at most every bs iterations: with free // n whole
+            # periods of room the KV cache cannot run out first (the common case, no sort).
+            free = w.num_kv_blocks - need_now
+            n = len(ctx)
+            horizon = steps if (free // n) * bs >= steps else kv_horizon(ctx, bs, w.num_kv_blocks, steps)
             why = f"decode all running; waiting: {blocker}" if blocker else "decode all running"
             return BatchPlan(decode=tuple(running), max_iterations=horizon, reason=why)
         # Out of KV blocks: evict the newest arrivals until the rest fit (they recompute later).

@@ -80,7 +80,7 @@ class SteppedDecode:
     def __init__(self, model: LatencyModel, granularity: int) -> None:
         self.model = model
         self.granularity = granularity
-        self._cache: dict[tuple[int, int], float] = {}
+        self._cache: dict[int, float] = {}  # (batch size << 32 | rounded mean KV) -> seconds
 
     @staticmethod
     def for_model(model: LatencyModel) -> SteppedDecode | None:
@@ -102,9 +102,10 @@ class SteppedDecode:
             n = kvq - mean + 1
             if n > left:
                 n = left
-            d = cache.get((b, kvq))
+            key = b << 32 | kvq
+            d = cache.get(key)
             if d is None:
-                d = cache[(b, kvq)] = self.model.iteration_s(IterationShape((), (), [kvq - 1] * b))
+                d = cache[key] = self.model.iteration_s(IterationShape((), (), [kvq - 1] * b))
             out.append((n, d))
             left -= n
             mean += n

@@ -16,7 +16,8 @@ app = typer.Typer(help="Serve models live through the control plane.", no_args_i
 @app.command("daemon")
 def daemon(
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON); re-read on POST /admin/reload.")
+        Optional[Path],
+        typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON); re-read on POST /admin/reload."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.", envvar="CONTROLPLANE_DAEMON_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", envvar="CONTROLPLANE_DAEMON_PORT")] = 8000,
@@ -30,7 +31,9 @@ def daemon(
         Optional[str], typer.Option(help="Random-weight model preset: tiny-llama, small-llama, medium-llama.")
     ] = None,
     model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
-    model_name: Annotated[Optional[str], typer.Option(help="Name the model is served as (default: its source).")] = None,
+    model_name: Annotated[
+        Optional[str], typer.Option(help="Name the model is served as (default: its source).")
+    ] = None,
     precision: Annotated[
         Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | nf4 (default: fp32 on CPU, bf16 on GPU).")
     ] = None,
@@ -59,6 +62,7 @@ def daemon(
     from controlplane.live.daemon import DaemonOptions, admin_token_from_env, daemon_config, serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     with user_errors():
         cfg, overrides = daemon_config(
             config, db=db, workers=workers, preset=preset, model_path=model_path, precision=precision,

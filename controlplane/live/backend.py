@@ -106,7 +106,10 @@ class _Request:
 
 
 class CausalLMBackend:
-    """Continuous-batching engine: one iteration per ``step()`` call, state kept between calls."""
+    """Continuous-batching engine: one iteration per ``step()`` call, state kept between calls.
+
+    Not thread-safe: one worker thread (or process) owns an engine.
+    """
 
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int | None = None, max_seq_len: int | None = None):
         self.loaded = loaded
@@ -116,9 +119,10 @@ class CausalLMBackend:
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.max_batch_size = max_batch_size
-        limit = getattr(self.config, "max_position_embeddings", None) or max_seq_len or 2048
+        text = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        limit = getattr(text, "max_position_embeddings", None) or max_seq_len or 2048
         self.max_seq_len = min(max_seq_len, limit) if max_seq_len else limit
-        self.vocab_size = int(self.config.vocab_size)
+        self.vocab_size = int(text.vocab_size)
         self.eos_token_ids = _default_eos(self.config, self.tokenizer)
         pad = getattr(self.tokenizer, "pad_token_id", None)
         self.pad_token_id = int(pad) if pad is not None else 0
@@ -213,7 +217,9 @@ class CausalLMBackend:
     def step(self, prefill_ids: Sequence[str] = (), decode_ids: Sequence[str] = ()) -> StepResult:
         """Run one iteration: prefill ``prefill_ids`` (first token each), decode one token for ``decode_ids``.
 
-        Finished requests leave the engine at the end of the step; their last output says why.
+        Both forwards run before any request state changes, so an exception (out of memory, say)
+        leaves the engine as it was and the step can be retried or reshaped. Finished requests
+        leave the engine at the end of the step; their last output says why.
         """
         start = time.perf_counter()
         prefill = self._take(prefill_ids, self._waiting, "waiting")
@@ -223,14 +229,14 @@ class CausalLMBackend:
         if self.max_batch_size is not None and len(self._running) + len(prefill) > self.max_batch_size:
             raise ValueError(f"batch would exceed max_batch_size={self.max_batch_size}")
         result = StepResult(outputs=[], duration_s=0.0)
+        pre = self._prefill_forward(prefill, result) if prefill else None
+        dec = self._decode_forward(decode, result) if decode else None  # commits the shared KV last
         outputs: list[RequestOutput] = []
-        if decode:
-            outputs += self._decode(decode, result)
-        new_kv = None
-        if prefill:
-            new_kv, prefill_out = self._prefill(prefill, result)
-            outputs += prefill_out
-        self._retire_finished(new_kv, prefill)
+        if dec is not None:
+            outputs += self._accept_decode(*dec)
+        if pre is not None:
+            outputs += self._accept_prefill(prefill, pre[1])
+        self._retire_finished(pre[0] if pre else None, prefill)
         result.outputs = outputs
         result.by_id = {o.request_id: o for o in outputs}
         if self.device.type == "cuda":
@@ -287,10 +293,10 @@ class CausalLMBackend:
         out = self.model(**kwargs)
         return out.logits[:, -1, :]
 
-    def _decode(self, reqs: list[_Request], result: StepResult) -> list[RequestOutput]:
+    def _decode_forward(self, reqs: list[_Request], result: StepResult) -> tuple[list[_Request], torch.Tensor]:
+        """One token for each of ``reqs`` in one forward over the shared cache (all rows, or a subset)."""
         row_of = {rid: i for i, rid in enumerate(self._rows)}
-        wanted = {r.request_id for r in reqs}
-        if len(wanted) == len(self._rows):
+        if len(reqs) == len(self._rows):
             rows, ordered = None, [self._running[rid] for rid in self._rows]  # fast path: the whole batch
         else:
             rows = sorted(row_of[r.request_id] for r in reqs)
@@ -298,9 +304,9 @@ class CausalLMBackend:
         dev = self.device
         input_ids = torch.tensor([[r.next_input] for r in ordered], dtype=torch.long, device=dev)
         positions = torch.tensor([[r.context_len] for r in ordered], dtype=torch.long, device=dev)
-        mask = self._kv.attention_mask(rows, 1)
-        cache = self._kv.forward_cache(rows, 1)
         try:
+            mask = self._kv.attention_mask(rows, 1)
+            cache = self._kv.forward_cache(rows, 1)
             logits = self._forward(input_ids, mask, positions, cache)
         except BaseException:
             self._kv.abort()
@@ -308,15 +314,19 @@ class CausalLMBackend:
         self._kv.commit()
         result.num_decode_seqs = len(ordered)
         result.decode_kv_columns = self._kv.length
-        outputs = []
+        result.sum_decode_context = sum(r.context_len for r in ordered)
+        return ordered, logits
+
+    def _accept_decode(self, ordered: list[_Request], logits: torch.Tensor) -> list[RequestOutput]:
         tokens = sample_next(logits.float(), [r.sampling for r in ordered], [r.generator for r in ordered])
+        outputs = []
         for req, token in zip(ordered, tokens):
-            result.sum_decode_context += req.context_len
             req.context_len += 1
             outputs.append(self._emit(req, token))
         return outputs
 
-    def _prefill(self, reqs: list[_Request], result: StepResult) -> tuple[BatchKV, list[RequestOutput]]:
+    def _prefill_forward(self, reqs: list[_Request], result: StepResult) -> tuple[BatchKV, torch.Tensor]:
+        """All prompts in one left-padded forward into a fresh cache, merged into the batch later."""
         lengths = [len(r.prompt_ids) for r in reqs]
         width = max(lengths)
         ids = torch.full((len(reqs), width), self.pad_token_id, dtype=torch.long)
@@ -325,7 +335,7 @@ class CausalLMBackend:
             ids[i, width - lengths[i] :] = torch.tensor(r.prompt_ids)
             real[i, width - lengths[i] :] = 1
         ids, real = ids.to(self.device), real.to(self.device)
-        positions = (real.cumsum(dim=1) - 1).clamp(min=0)
+        positions = (real.cumsum(dim=1) - 1).clamp(min=0)  # each prompt starts at position 0
         kv = self._new_kv()
         kv.reset_rows(len(reqs))
         cache = kv.forward_cache(None, width)
@@ -335,6 +345,9 @@ class CausalLMBackend:
         result.num_prefill_tokens = sum(lengths)
         result.sum_prefill_context = 0  # no prefix caching or chunking: nothing cached before the prompt
         result.padded_prefill_tokens = len(reqs) * width
+        return kv, logits
+
+    def _accept_prefill(self, reqs: list[_Request], logits: torch.Tensor) -> list[RequestOutput]:
         tokens = sample_next(logits.float(), [r.sampling for r in reqs], [r.generator for r in reqs])
         outputs = []
         for req, token in zip(reqs, tokens):
@@ -342,7 +355,7 @@ class CausalLMBackend:
             del self._waiting[req.request_id]
             self._running[req.request_id] = req
             outputs.append(self._emit(req, token))
-        return kv, outputs
+        return outputs
 
     def _emit(self, req: _Request, token: int) -> RequestOutput:
         delta = req.stream.append(token)

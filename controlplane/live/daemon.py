@@ -125,7 +125,8 @@ def daemon_config(
     if models:
         if given and len(models) != 1:
             raise ConfigError(
-                f"--{given[0].replace('_', '-')} applies to a one-model config; {config_path} serves {len(models)} models"
+                f"--{given[0].replace('_', '-')} applies to a one-model config; "
+                f"{config_path} serves {len(models)} models"
             )
         deployments = [dict(m) for m in models]
     else:
@@ -146,6 +147,8 @@ def daemon_config(
             settings = WorkerModelSettings(**worker)
         except Exception as exc:
             raise ConfigError(f"worker settings: {exc}") from None
+        if settings.path is not None and not Path(settings.path).is_dir():
+            raise ConfigError(f"model path {settings.path} is not a directory (models are never downloaded)")
         d["worker"] = worker
         if model_name or "name" not in d:
             d["name"] = model_name or settings.source_name()
@@ -348,7 +351,8 @@ def create_app(daemon: Daemon) -> FastAPI:
                 if mt is None:  # chat without max_tokens: up to the context, capped
                     if room is None:
                         served = driver.model(body.model)
-                        n_prompt = len(served.encode(prompt, special_tokens=False)) if isinstance(prompt, str) else len(prompt)
+                        ids = served.encode(prompt, special_tokens=False) if isinstance(prompt, str) else prompt
+                        n_prompt = len(ids)
                         room = max(1, served.max_seq_len - n_prompt)
                     mt = min(daemon.options.default_max_tokens, room)
                 handles.append(await driver.submit(prompt, max_tokens=mt, model=body.model, seed=seed, chat=chat,

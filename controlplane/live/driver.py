@@ -250,7 +250,10 @@ def load_served_model(name: str, settings: WorkerModelSettings) -> ServedModel:
     if settings.path is not None:
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(settings.path, local_files_only=True)
+        try:
+            cfg = AutoConfig.from_pretrained(settings.path, local_files_only=True)
+        except OSError as exc:
+            raise ConfigError(f"model {name}: cannot read a model config in {settings.path}: {exc}") from None
     else:
         cfg = build_config(settings)
     # The worker's own tokenizer choice (model_source has no public helper for it yet).
@@ -342,7 +345,8 @@ class LiveDriver:
             raise RuntimeError("the driver is already started")
         self._loop = asyncio.get_running_loop()
         for d in self.config.cluster.models:
-            self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, worker_settings(self.config, d.name))
+            settings = worker_settings(self.config, d.name)
+            self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings)
         self.session = await asyncio.to_thread(
             RunSession, self.config, mode="live", clock=Clock(), record=self.record, extra_plugins=self._extras
         )
@@ -350,7 +354,12 @@ class LiveDriver:
         self.pool.bind(self._loop, self._on_pool_failure)
         self._t0 = time.monotonic()
         self._started = True
-        self._apply(self.core.start())
+        try:
+            self._apply(self.core.start())
+        except BaseException as exc:
+            self._closed = True
+            await asyncio.to_thread(self.session.close, {"error": _describe(exc)}, status="failed")
+            raise
         self._background.append(self._loop.create_task(self._ticks(), name="cp-ticks"))
         if self.session.recorder is not None and self.flush_interval_s:
             self._background.append(self._loop.create_task(self._flusher(), name="cp-flush"))
@@ -382,7 +391,7 @@ class LiveDriver:
         return sum(1 for lr in self._live.values() if lr.result is None)
 
     async def wait_ready(self, timeout_s: float = 600.0) -> None:
-        """Wait until a worker is ready (raises TimeoutError, or RuntimeError if none can start)."""
+        """Wait until a worker is ready and the driver takes requests (else TimeoutError)."""
         deadline = time.monotonic() + timeout_s
         while not self.ready:
             if time.monotonic() > deadline:
@@ -635,7 +644,7 @@ class LiveDriver:
             if r.num_computed_tokens == 0:
                 if lr.registered_on == wid:
                     removes.add(r.request_id)  # KV from before a preemption: compute it again
-                elif lr.registered_on is not None:
+                elif lr.registered_on is not None and self.pool.alive(lr.registered_on):
                     self._pending_removes.setdefault(lr.registered_on, set()).add(r.request_id)
                 adds.append(
                     AddSpec(r.request_id, lr.prompt_ids, lr.max_tokens, lr.stop, lr.sampling, tuple(lr.generated))
@@ -658,7 +667,6 @@ class LiveDriver:
                 streak = self._oom_streak[wid] = self._oom_streak.get(wid, 0) + 1
                 if streak >= MAX_OOM_STREAK:
                     self._worker_failed(wid, f"out of memory {streak} times in a row: {exc}")
-                    self._spawn(self.pool.stop(wid), f"cp-stop-{wid}")
                 else:
                     self._feed(ev.BatchFailed(self._now(), wid, batch_id, f"out of memory: {exc}", out_of_memory=True))
                 return
@@ -668,7 +676,6 @@ class LiveDriver:
             except Exception as exc:
                 log.exception("step on %s failed", wid)
                 self._worker_failed(wid, f"step failed: {_describe(exc)}")
-                self._spawn(self.pool.stop(wid), f"cp-stop-{wid}")
                 return
             self._oom_streak.pop(wid, None)
             outputs, busy_s = reply.outputs, reply.duration_s
@@ -704,7 +711,8 @@ class LiveDriver:
             finished.append((out.request_id, out.finish_reason or "stop"))
 
     def _start_worker(self, a: act.StartWorker) -> None:
-        self._starting[a.worker_id] = self._spawn(self._run_start_worker(a.worker_id, a.model), f"cp-start-{a.worker_id}")
+        task = self._spawn(self._run_start_worker(a.worker_id, a.model), f"cp-start-{a.worker_id}")
+        self._starting[a.worker_id] = task
 
     async def _run_start_worker(self, wid: str, model: str) -> None:
         expected = sum(m.replicas for m in self.config.cluster.models) or 1
@@ -755,7 +763,8 @@ class LiveDriver:
         lr = self._live.get(rid)
         if lr is None or lr.registered_on is None:
             return
-        self._pending_removes.setdefault(lr.registered_on, set()).add(rid)
+        if self.pool.alive(lr.registered_on):
+            self._pending_removes.setdefault(lr.registered_on, set()).add(rid)
         lr.registered_on, lr.hold, lr.held = None, False, None
 
     def _run_guardian(self, a: act.RunGuardian) -> None:
@@ -773,7 +782,7 @@ class LiveDriver:
         lr = self._live.pop(r.request_id, None)
         if lr is None:
             return
-        if lr.registered_on is not None and not lr.backend_done and lr.registered_on not in self._failed_workers:
+        if lr.registered_on is not None and not lr.backend_done and self.pool.alive(lr.registered_on):
             self._pending_removes.setdefault(lr.registered_on, set()).add(r.request_id)
         status = r.status.value if r.status is not RequestStatus.IN_FLIGHT else "in_flight"
         if r.cache_hit and r.output_text:

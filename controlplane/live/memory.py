@@ -67,11 +67,25 @@ def reset_peak(device: torch.device | str = "cpu") -> None:
 
 
 def release_cached_memory(device: torch.device | str = "cpu") -> None:
-    """Free what Python and torch's caching allocator hold but no tensor uses (after unloading a model)."""
+    """Free what Python and torch's caching allocator hold but no tensor uses (after unloading a model).
+
+    On the CPU also asks glibc to hand freed heap back to the OS, so RSS readings reflect live data.
+    """
     gc.collect()
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    else:
+        _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _peak_rss() -> int:

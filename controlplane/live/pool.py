@@ -28,10 +28,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controlplane.live.model_source import WorkerModelSettings
-from controlplane.live.sampling import SamplingParams, StopCondition
+if TYPE_CHECKING:  # torch is imported lazily: a worker process sets CUDA_VISIBLE_DEVICES first
+    from controlplane.live.model_source import WorkerModelSettings
+    from controlplane.live.sampling import SamplingParams, StopCondition
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class WorkerRuntime:
         stop string) and counting the budget from the cut. ``CausalLMBackend`` has no public
         way to resume a request yet, so this reaches into its request record.
         """
+        from controlplane.live.sampling import StopCondition
         from controlplane.live.streaming import OutputStream
 
         b = self.backend
@@ -316,7 +318,9 @@ class WorkerPool(ABC):
         return self.cpu_threads or default_cpu_threads(expected_workers)
 
     @abstractmethod
-    async def start(self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1) -> dict[str, Any]:
+    async def start(
+        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+    ) -> dict[str, Any]:
         """Start a worker and load its model; returns its device facts. Raises `WorkerStartError`."""
 
     @abstractmethod
@@ -371,7 +375,9 @@ class LocalThreadPool(WorkerPool):
         self._gpus = _GpuSlots(gpus)
         self._workers: dict[str, _ThreadWorker] = {}
 
-    async def start(self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1) -> dict[str, Any]:
+    async def start(
+        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+    ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
         threads: int | None = None
@@ -441,7 +447,9 @@ class LocalThreadPool(WorkerPool):
 
 def _process_main(conn: Any, settings: dict[str, Any], env: dict[str, str], threads: int | None) -> None:
     """A worker process: load the model, then answer step / stop messages until the pipe closes."""
-    os.environ.update(env)
+    os.environ.update(env)  # before torch is imported: CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS
+    from controlplane.live.model_source import WorkerModelSettings
+
     # The daemon decides when workers stop: a SIGTERM or Ctrl+C sent to the whole process group
     # must not kill them in the middle of a graceful drain. The parent closing the pipe ends them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -511,7 +519,9 @@ class ProcessPool(WorkerPool):
         self._seq = itertools.count()
         self.stop_timeout_s = stop_timeout_s
 
-    async def start(self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1) -> dict[str, Any]:
+    async def start(
+        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+    ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
         loop = asyncio.get_running_loop()
@@ -657,7 +667,7 @@ class ProcessPool(WorkerPool):
                 w.conn.send(("stop",))
             try:
                 await asyncio.wait_for(asyncio.shield(w.stopped), self.stop_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("worker %s did not stop in %.0fs; killing it", worker_id, self.stop_timeout_s)
                 with contextlib.suppress(Exception):
                     w.process.kill()

@@ -131,14 +131,17 @@ class RayWorkerPool(WorkerPool):
             return 0
         return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
 
-    async def start(self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1) -> dict[str, Any]:
+    async def start(
+        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+    ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
         ray = self._ensure_ray()
         gpus = self._gpus_for(ray, settings)
         threads = None if gpus else self.threads_for(expected_workers)
         if gpus:
-            settings = settings.model_copy(update={"device": "cuda:0" if settings.device == "auto" else settings.device})
+            device = "cuda:0" if settings.device == "auto" else settings.device
+            settings = settings.model_copy(update={"device": device})
         actor = self._remote_cls.options(
             num_cpus=self.num_cpus_per_worker, num_gpus=gpus, max_restarts=0, max_concurrency=1
         ).remote(settings.model_dump(), threads)
@@ -196,7 +199,7 @@ class RayWorkerPool(WorkerPool):
                 except ray.exceptions.RayActorError as exc:
                     if self._workers.get(wid) is w:
                         self._lost(wid, w, f"ray actor died: {_describe(exc)}")
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.warning("ray worker %s did not answer a ping", wid)
                 except Exception as exc:  # pragma: no cover - defensive
                     log.warning("ray worker %s ping failed: %s", wid, exc)

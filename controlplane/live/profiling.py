@@ -15,7 +15,7 @@ import itertools
 import json
 import platform
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +63,16 @@ class ProfileGrid:
 
 
 def profile_backend(
-    backend_or_settings: CausalLMBackend | WorkerModelSettings, grid: ProfileGrid | None = None, *, seed: int = 0
+    backend_or_settings: CausalLMBackend | WorkerModelSettings,
+    grid: ProfileGrid | None = None,
+    *,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float | int]]:
-    """Time ``grid.repeats`` iterations at every grid point that fits ``max_seq_len``; return the rows."""
+    """Time ``grid.repeats`` iterations at every grid point that fits ``max_seq_len``; return the rows.
+
+    ``progress(points_done, points_total)`` is called after each grid point (for progress bars).
+    """
     grid = grid or ProfileGrid()
     backend = (
         backend_or_settings
@@ -79,10 +86,14 @@ def profile_backend(
     ids = itertools.count()
     rows: list[dict[str, float | int]] = []
     points = list(grid.points())
+    done = 0
     for (context, batch), group in itertools.groupby(points, key=lambda p: (p[0], p[1])):
         group = list(group)
         growth = len(group) * steps_per_point  # decode seqs gain one token per measured step
         if batch and context + growth + 1 > backend.max_seq_len:
+            done += len(group)
+            if progress is not None:
+                progress(done, len(points))
             continue
         running = [f"profile-d{next(ids)}" for _ in range(batch)]
         for rid in running:
@@ -92,6 +103,7 @@ def profile_backend(
         try:
             for _, _, tokens, seqs in group:
                 if tokens >= backend.max_seq_len:
+                    done += 1
                     continue
                 for step in range(steps_per_point):
                     new = [f"profile-p{next(ids)}" for _ in range(seqs if tokens else 0)]
@@ -102,6 +114,9 @@ def profile_backend(
                         backend.remove(rid)
                     if step >= grid.warmup:
                         rows.append(result.profile_row())
+                done += 1
+                if progress is not None:
+                    progress(done, len(points))
         finally:
             for rid in running:
                 backend.remove(rid)

@@ -35,15 +35,20 @@ class PrometheusExporter:
         self.namespace = namespace
         self.registry = registry if registry is not None else CollectorRegistry()
         ns, reg = namespace, self.registry
-        self.requests_arrived = Counter("requests_arrived", "Requests that arrived.", ["model"], namespace=ns, registry=reg)
+        self.requests_arrived = Counter(
+            "requests_arrived", "Requests that arrived.", ["model"], namespace=ns, registry=reg
+        )
         self.requests = Counter(
-            "requests", "Requests that reached a final state, by status.", ["model", "status"], namespace=ns, registry=reg
+            "requests", "Requests that reached a final state, by status.", ["model", "status"], namespace=ns,
+            registry=reg,
         )
         self.ttft = Histogram(
-            "request_ttft_seconds", "Time to first token.", ["model"], namespace=ns, registry=reg, buckets=LATENCY_BUCKETS
+            "request_ttft_seconds", "Time to first token.", ["model"], namespace=ns, registry=reg,
+            buckets=LATENCY_BUCKETS,
         )
         self.e2e = Histogram(
-            "request_e2e_seconds", "Arrival to last token.", ["model"], namespace=ns, registry=reg, buckets=LATENCY_BUCKETS
+            "request_e2e_seconds", "Arrival to last token.", ["model"], namespace=ns, registry=reg,
+            buckets=LATENCY_BUCKETS,
         )
         self.queue = Histogram(
             "request_queue_seconds", "Arrival to first scheduled.", ["model"], namespace=ns, registry=reg,

@@ -239,3 +239,29 @@ def test_engine_runs_other_precisions(precision):
     assert all(len(got["tokens"][f"q{i}"]) == 6 for i in range(3))
     # No batched == alone check here: torch dynamic int8 quantizes activations with one scale per
     # tensor, i.e. across the whole batch, so a row's output depends on its batch-mates.
+
+
+def test_a_failed_step_leaves_the_engine_unchanged(engine):
+    prompts = _prompts(3, seed=11)
+    alone = [engine.generate_one(p, 8, stop=NO_EOS).token_ids for p in prompts]
+    for i, p in enumerate(prompts):
+        engine.add_request(f"r{i}", p, max_new_tokens=8, stop=NO_EOS)
+    engine.step(["r0", "r1"], [])
+    before = (engine.kv_tokens_in_use, engine.running_ids(), engine.waiting_ids(), engine._kv.length)
+    real_forward = engine._forward
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the prefill forward succeeded, the decode forward fails
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    engine._forward = failing
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.step(["r2"], ["r0", "r1"])
+    engine._forward = real_forward
+    assert (engine.kv_tokens_in_use, engine.running_ids(), engine.waiting_ids(), engine._kv.length) == before
+    got = _run_all(engine, lambda s, w, r: (w, r))
+    assert [got["tokens"]["r0"], got["tokens"]["r1"]] == [alone[0][1:], alone[1][1:]]
+    assert got["tokens"]["r2"] == alone[2]

@@ -219,6 +219,10 @@ def test_metrics_expose_counters_histograms_and_gauges(daemon):
     assert _value(text, "controlplane_request_ttft_seconds_count", model=MODEL) >= 12
     assert _value(text, "controlplane_request_e2e_seconds_count", model=MODEL) >= 12
     assert _value(text, "controlplane_tokens_total", model=MODEL, kind="generated") >= 8 * 12
+    deadline = time.monotonic() + 10  # gauges are sampled at each tick
+    while _value(text, "controlplane_replicas", model=MODEL) != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        text = httpx.get(f"{daemon.base}/metrics").text
     assert _value(text, "controlplane_replicas", model=MODEL) == 2
     assert "controlplane_queue_length{" in text
     assert _value(text, "controlplane_http_requests_total", route="/v1/completions", code="404") >= 1

@@ -97,7 +97,7 @@ def test_concurrent_requests_are_batched_streamed_and_recorded(tmp_path, referen
         return await asyncio.gather(*(one(p) for p in PROMPTS))
 
     out, summary, d = run(cfg, body)
-    for p, (deltas, r) in zip(PROMPTS, out):
+    for p, (deltas, r) in zip(PROMPTS, out, strict=True):
         assert r.status == "completed" and r.http_status == 200
         assert r.completion_tokens == N_OUT and r.finish_reason == "length"
         assert "".join(deltas) == r.text == reference[p]  # batching changes nothing
@@ -125,7 +125,8 @@ def test_concurrent_requests_are_batched_streamed_and_recorded(tmp_path, referen
 @pytest.mark.parametrize(
     "name, overrides",
     [
-        ("chunked prefill", {"plugins": {"settings": {"continuous-batching": {"policy": "sarathi", "chunk_size": 16}}}}),
+        ("chunked prefill", {"plugins": {"settings": {"continuous-batching": {"policy": "sarathi",
+                                                                              "chunk_size": 16}}}}),
         ("preemption", {"model": {"kv_block_size": 4, "num_kv_blocks": 40}}),
     ],
 )
@@ -140,7 +141,8 @@ def test_chunked_prefill_and_preemption_keep_the_output(tmp_path, reference, nam
     decisions = rows(cfg.storage.url, d.run_id, "decisions")
     if name == "chunked prefill":
         prompt_tokens = min(r.prompt_tokens for r in results)
-        chunks = [x["payload"]["prefill_tokens"] for x in decisions if x["action"] == "batch" and x["payload"]["prefill"]]
+        batches = [x["payload"] for x in decisions if x["action"] == "batch"]
+        chunks = [b["prefill_tokens"] for b in batches if b["prefill"]]
         assert chunks and max(chunks) <= 16 < prompt_tokens  # every prompt really was split
     else:
         assert summary["num_preemptions"] > 0
@@ -159,7 +161,8 @@ def test_rejections_carry_reasons_and_http_statuses(tmp_path):
         return too_long, over_context, fine
 
     (too_long, over_context, fine), summary, d = run(cfg, body)
-    assert too_long.status == "rejected" and too_long.reason.startswith("prompt too long") and too_long.http_status == 400
+    assert too_long.status == "rejected" and too_long.reason.startswith("prompt too long")
+    assert too_long.http_status == 400
     assert over_context.status == "rejected" and "max_model_len 40" in over_context.reason
     assert over_context.http_status == 400
     assert fine.ok and fine.completion_tokens == 3

@@ -1,0 +1,474 @@
+"""`controlplane profile`, `controlplane bench quant`, `controlplane calibrate`: measure live workers.
+
+* ``profile`` times a live worker's iterations over a grid of batch shapes and writes a
+  ``controlplane-profile/1`` file, which the simulator loads as ``latency_model: measured``.
+* ``bench quant`` compares precisions and compilation (tokens/s, latency, peak memory, size).
+* ``calibrate RUN_ID`` fits a profile from a recorded live run's own iterations, as the control
+  plane saw them (backend time plus the live driver's per-iteration overhead).
+
+A live run records its iterations when its workers run in a `TimedPool` (the fidelity benchmark
+does this): every step becomes an ``iteration`` decision holding the batch's shape, the backend's
+own time and the effective time from the core's start of the batch to the reply.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from controlplane.cli.common import DB_OPTION_HELP, err, out, resolve_db, user_errors
+from controlplane.hookspecs import hookimpl
+from controlplane.live.pool import StepCommand, StepReply, WorkerPool
+from controlplane.types import Decision
+
+if TYPE_CHECKING:
+    from controlplane.live.model_source import WorkerModelSettings
+    from controlplane.live.profiling import ProfileGrid
+
+app = typer.Typer(help="Profile, benchmark and calibrate live workers.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks of live workers.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+#: The ``action`` of the decisions a `TimedPool` records, one per worker iteration.
+ITERATION_ACTION = "iteration"
+ROW_KEYS = ("num_prefill_tokens", "num_prefill_seqs", "num_decode_seqs", "sum_decode_context",
+            "sum_prefill_context", "iteration_s")
+
+
+def grids() -> dict[str, ProfileGrid]:
+    """The named profiling grids: ``small`` (a minute on a CPU) and ``full`` (GPU-sized shapes)."""
+    from controlplane.live.profiling import ProfileGrid
+
+    return {
+        "small": ProfileGrid(prefill_tokens=(0, 16, 64, 256), prefill_seqs=(1, 4), decode_batch_sizes=(0, 1, 4, 16),
+                             context_lens=(32, 256), repeats=3),
+        "full": ProfileGrid(prefill_tokens=(0, 16, 64, 128, 256, 512, 1024), prefill_seqs=(1, 4),
+                            decode_batch_sizes=(0, 1, 2, 4, 8, 16, 32, 64), context_lens=(16, 128, 512, 1024),
+                            repeats=5),
+    }
+
+
+# --- timing live iterations as the control plane sees them ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IterationSample:
+    """One live iteration: its shape and backend time (``row``) and when the core started and saw it end."""
+
+    worker_id: str
+    batch_id: int
+    start_s: float  # run time the core started the batch
+    end_s: float  # run time the reply was back on the driver's loop (the batch's BatchFinished)
+    row: dict[str, float]  # the backend's profile row: shape + its own iteration_s
+
+    @property
+    def backend_s(self) -> float:
+        return float(self.row["iteration_s"])
+
+    @property
+    def wall_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def num_seqs(self) -> int:
+        return int(self.row["num_prefill_seqs"]) + int(self.row["num_decode_seqs"])
+
+    def wall_row(self) -> dict[str, float]:
+        """The profile row with the time the control plane saw instead of the backend's."""
+        return {**self.row, "iteration_s": self.wall_s}
+
+
+class _BatchStarts:
+    """Observer: the run time at which the core started each batch."""
+
+    name = "step-timer"
+
+    def __init__(self) -> None:
+        self.start_s: dict[int, float] = {}
+
+    @hookimpl
+    def cp_on_event(self, event: Any) -> None:
+        if type(event) is Decision and event.action == "batch" and event.payload:
+            self.start_s[event.payload["batch"]] = event.time_s
+
+
+class TimedPool(WorkerPool):
+    """A worker pool that times every iteration as the control plane sees it (wraps another pool).
+
+    Give ``pool.observer`` to the driver as an extra plugin (it sees when the core starts each
+    batch) and call ``attach(driver)`` after building the driver: each step is then kept in
+    ``samples`` and sent to the run's event bus as an ``iteration`` decision, which the SQL
+    recorder stores for ``controlplane calibrate``.
+    """
+
+    kind = "timed"
+
+    def __init__(self, inner: WorkerPool, *, emit: bool = True) -> None:
+        super().__init__(cpu_threads=inner.cpu_threads)
+        self.inner = inner
+        self.emit = emit
+        self.observer = _BatchStarts()
+        self.samples: list[IterationSample] = []
+        self._driver: Any = None
+
+    def attach(self, driver: Any) -> TimedPool:
+        self._driver = driver
+        return self
+
+    def _now(self) -> float:
+        now = getattr(self._driver, "_now", None)  # the driver's run clock (LiveDriver has no public one yet)
+        return now() if now is not None else time.monotonic()
+
+    def bind(self, loop: Any, on_failure: Any) -> None:
+        super().bind(loop, on_failure)
+        self.inner.bind(loop, on_failure)
+
+    def threads_for(self, expected_workers: int) -> int:
+        return self.inner.threads_for(expected_workers)
+
+    async def start(self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1) -> dict[str, Any]:
+        return await self.inner.start(worker_id, settings, expected_workers=expected_workers)
+
+    async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
+        called = self._now()
+        reply = await self.inner.step(worker_id, cmd)
+        end = self._now()
+        if reply.profile and (reply.profile.get("num_prefill_tokens") or reply.profile.get("num_decode_seqs")):
+            start = self.observer.start_s.pop(cmd.batch_id, called)
+            sample = IterationSample(worker_id, cmd.batch_id, start, end, dict(reply.profile))
+            self.samples.append(sample)
+            if self.emit:
+                self._record(sample)
+        return reply
+
+    def _record(self, s: IterationSample) -> None:
+        driver = self._driver
+        session = getattr(driver, "session", None)
+        if session is None or driver.core is None:
+            return
+        payload = {"batch": s.batch_id, **s.row, "start_s": s.start_s, "wall_s": s.wall_s}
+        session.plugins.hook.cp_on_event(
+            ctx=driver.core.ctx,
+            event=Decision(s.end_s, "worker", self.observer.name, ITERATION_ACTION, s.worker_id, None, payload),
+        )
+
+    async def stop(self, worker_id: str) -> None:
+        await self.inner.stop(worker_id)
+
+    def alive(self, worker_id: str) -> bool:
+        return self.inner.alive(worker_id)
+
+    def info(self, worker_id: str) -> dict[str, Any]:
+        return self.inner.info(worker_id)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def worker_ids(self) -> list[str]:
+        return self.inner.worker_ids()
+
+
+# --- folding the live overhead into a profile ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Per-iteration time the live path adds to the backend's: ``base_s + per_seq_s`` x sequences."""
+
+    base_s: float
+    per_seq_s: float
+    samples: int
+    median_s: float
+
+    def at(self, num_seqs: int) -> float:
+        return self.base_s + self.per_seq_s * num_seqs
+
+    def as_dict(self) -> dict[str, float]:
+        return {"overhead_base_s": self.base_s, "overhead_per_seq_s": self.per_seq_s,
+                "overhead_median_s": self.median_s, "overhead_samples": self.samples}
+
+
+def fit_overhead(samples: Iterable[IterationSample]) -> Overhead:
+    """Fit the live per-iteration overhead (wall - backend) as a + b x sequences, robustly.
+
+    Medians per batch size resist the odd stall (GC, a noisy neighbour); a non-negative
+    weighted line through them gives the base and the per-sequence cost.
+    """
+    import numpy as np
+
+    by_size: dict[int, list[float]] = {}
+    for s in samples:
+        by_size.setdefault(s.num_seqs, []).append(max(0.0, s.wall_s - s.backend_s))
+    if not by_size:
+        raise ValueError("no live iterations to measure the overhead from")
+    sizes = sorted(by_size)
+    med = np.array([statistics.median(by_size[n]) for n in sizes])
+    every = [x for xs in by_size.values() for x in xs]
+    if len(sizes) == 1:
+        return Overhead(float(med[0]), 0.0, len(every), statistics.median(every))
+    from sklearn.linear_model import LinearRegression
+
+    X = np.array(sizes, dtype=float).reshape(-1, 1)
+    w = np.array([len(by_size[n]) for n in sizes], dtype=float)
+    reg = LinearRegression(positive=True).fit(X, med, sample_weight=w)
+    base = float(reg.intercept_)
+    if base < 0:  # the line through the origin instead
+        reg = LinearRegression(positive=True, fit_intercept=False).fit(X, med, sample_weight=w)
+        base = 0.0
+    return Overhead(base, float(reg.coef_[0]), len(every), statistics.median(every))
+
+
+def add_overhead(rows: Iterable[dict[str, Any]], overhead: Overhead) -> list[dict[str, Any]]:
+    """Profile rows with the live overhead added to each iteration's time."""
+    out_rows = []
+    for r in rows:
+        seqs = int(r["num_prefill_seqs"]) + int(r["num_decode_seqs"])
+        out_rows.append({**{k: r[k] for k in ROW_KEYS}, "iteration_s": float(r["iteration_s"]) + overhead.at(seqs)})
+    return out_rows
+
+
+def run_iterations(engine: Any, run_id: int, worker: str | None = None) -> list[IterationSample]:
+    """The iterations a live run recorded (``iteration`` decisions), oldest first."""
+    from controlplane.storage import iter_rows
+
+    found = []
+    for d in iter_rows(engine, run_id, "decisions"):
+        if d["action"] != ITERATION_ACTION or not d.get("payload"):
+            continue
+        if worker is not None and d["subject"] != worker:
+            continue
+        p = d["payload"]
+        found.append(IterationSample(d["subject"], int(p["batch"]), float(p["start_s"]),
+                                     float(p["start_s"]) + float(p["wall_s"]), {k: p[k] for k in ROW_KEYS}))
+    return found
+
+
+def _worker_meta(engine: Any, run_id: int) -> dict[str, Any]:
+    """Model, device and precision of a run's first ready worker (its reported facts)."""
+    from controlplane.storage import iter_rows
+
+    for e in iter_rows(engine, run_id, "worker_events"):
+        if e["kind"] == "ready" and e.get("detail"):
+            d = e["detail"]
+            return {k: d[k] for k in ("model", "device", "precision", "device_name") if d.get(k) is not None}
+    return {}
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def _settings(preset: str | None, model_path: str | None, precision: str, compile_: bool, device: str,
+              max_seq_len: int, seed: int = 0) -> WorkerModelSettings:
+    from controlplane.live.model_source import WorkerModelSettings
+
+    if preset and model_path:
+        raise ValueError("give --preset or --model-path, not both")
+    source = {"path": model_path} if model_path else {"preset": preset or "tiny-llama"}
+    return WorkerModelSettings(**source, precision=precision, compile=compile_, device=device,
+                               max_seq_len=max_seq_len, seed=seed)
+
+
+def _progress(label: str, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, disable=not enabled, transient=True)
+
+
+def _fit_table(title: str, model: Any) -> Any:
+    from rich.table import Table
+
+    from sim.latency.base import IterationShape
+
+    t = Table(title=title, header_style="bold")
+    t.add_column("shape")
+    t.add_column("predicted", justify="right")
+    shapes = [
+        ("prefill 1 x 128 tokens", IterationShape((128,), (0,), ())),
+        ("prefill 4 x 64 tokens", IterationShape((64,) * 4, (0,) * 4, ())),
+        ("decode 1 seq @ 256", IterationShape((), (), (256,))),
+        ("decode 8 seqs @ 256", IterationShape((), (), (256,) * 8)),
+        ("decode 32 seqs @ 256", IterationShape((), (), (256,) * 32)),
+    ]
+    for label, shape in shapes:
+        t.add_row(label, f"{model.iteration_s(shape) * 1000:.2f} ms")
+    stats = getattr(model, "fit_stats", {})
+    if stats:
+        t.caption = (f"fit on {int(stats['rows'])} rows: median |rel err| {stats['median_rel_err']:.1%}, "
+                     f"p90 {stats['p90_rel_err']:.1%}")
+    return t
+
+
+@app.command("profile")
+def profile(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write (JSON).")] = Path(
+        "profile.json"),
+    preset: Annotated[Optional[str], typer.Option(help="Random-weight preset: tiny-llama, small-llama, medium-llama.")]
+    = None,
+    model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 | int8 | nf4.")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    grid: Annotated[str, typer.Option(help="Batch shapes to time: small | full.")] = "small",
+    repeats: Annotated[Optional[int], typer.Option(min=1, help="Timed iterations per shape (default: the grid's).")]
+    = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (CPU).")] = None,
+    max_seq_len: Annotated[int, typer.Option(min=2, help="Context the worker allows.")] = 2048,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Time a live worker's iterations over a grid of batch shapes; write a profile the simulator loads.
+
+    Use it with ``latency_model: measured`` and ``latency: {path: PROFILE}`` in a deployment.
+    """
+    import dataclasses
+
+    import torch
+
+    from controlplane.live.backend import CausalLMBackend
+    from controlplane.live.profiling import profile_backend, profile_meta, write_profile
+    from sim.latency.measured import MeasuredProfileModel
+
+    with user_errors():
+        named = grids()
+        if grid not in named:
+            raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(named)}")
+        shapes = named[grid] if repeats is None else dataclasses.replace(named[grid], repeats=repeats)
+        if threads:
+            torch.set_num_threads(threads)
+        settings = _settings(preset, model_path, precision, compile_, device, max_seq_len)
+        err.print(f"loading {settings.source_name()} ({precision}) on {device} ...", highlight=False)
+        backend = CausalLMBackend.from_settings(settings)
+        bar = _progress("profile", progress and err.is_terminal)
+        with bar:
+            task = bar.add_task("profile", total=None)
+            rows = profile_backend(backend, shapes, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                               total=total))
+        meta = {**profile_meta(backend), "grid": grid, "source": "controlplane profile"}
+        path = write_profile(output, rows, meta)
+        model = MeasuredProfileModel.from_file(path)
+    out.print(_fit_table(f"{meta['model']} {meta['precision']} on {meta['device']}", model))
+    out.print(f"wrote {len(rows)} rows to {path}; simulate with "
+              f"latency_model: measured, latency: {{path: {path}}}", highlight=False)
+
+
+@app.command("calibrate")
+def calibrate(
+    run_id: Annotated[int, typer.Argument(help="A recorded live run whose iterations were timed.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write.")] = Path(
+        "calibrated-profile.json"),
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
+    profile_path: Annotated[
+        Optional[Path],
+        typer.Option("--profile", help="A grid profile of the same worker: add the run's measured overhead to it "
+                                       "instead of fitting the run's own iterations alone."),
+    ] = None,
+    worker: Annotated[Optional[str], typer.Option(help="Only this worker's iterations.")] = None,
+    timing: Annotated[str, typer.Option(help="wall: as the control plane saw them (with the live overhead); "
+                                             "backend: the backend's own time.")] = "wall",
+) -> None:
+    """Fit a measured latency profile from a recorded live run's own iteration timings."""
+    from controlplane.storage import get_run, make_engine
+    from sim.latency.measured import MeasuredProfileModel, read_profile, write_profile
+
+    with user_errors():
+        if timing not in ("wall", "backend"):
+            raise ValueError("--timing must be wall or backend")
+        engine = make_engine(resolve_db(db))
+        try:
+            run = get_run(engine, run_id)
+            if run["mode"] != "live":
+                raise ValueError(f"run {run_id} is a {run['mode']} run; calibrate needs a live run")
+            samples = run_iterations(engine, run_id, worker)
+            meta = {"model": "model", "device": "unknown", **_worker_meta(engine, run_id)}
+        finally:
+            engine.dispose()
+        if not samples:
+            raise ValueError(
+                f"run {run_id} recorded no iteration timings: its workers must run in a TimedPool "
+                "(controlplane.cli.bench), as benchmarks/fidelity.py does"
+            )
+        overhead = fit_overhead(samples)
+        if profile_path is not None:
+            grid_rows, grid_meta = read_profile(profile_path)
+            rows = add_overhead(grid_rows, overhead) if timing == "wall" else grid_rows
+            meta = {**grid_meta, "source": f"{profile_path} + overhead of live run {run_id}"}
+        else:
+            rows = [s.wall_row() if timing == "wall" else s.row for s in samples]
+            meta["source"] = f"live run {run_id} ({timing} timings)"
+        meta.update({"run_id": run_id, "timing": timing, **overhead.as_dict()})
+        meta.pop("path", None)
+        path = write_profile(output, rows, meta)
+        model = MeasuredProfileModel.from_file(path)
+    out.print(_fit_table(f"run {run_id}: {len(samples)} iterations", model))
+    out.print(f"live overhead per iteration: {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.1f} us/seq "
+              f"(median {overhead.median_s * 1e3:.2f} ms over {overhead.samples} iterations)")
+    out.print(f"wrote {len(rows)} rows to {path}", highlight=False)
+
+
+@bench_app.command("quant")
+def quant(
+    preset: Annotated[Optional[str], typer.Option(help="Random-weight preset (default tiny-llama).")] = None,
+    model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    variants: Annotated[str, typer.Option(help="Comma-separated PRECISION or PRECISION+compile.")] =
+    "fp32,bf16,int8,nf4",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    prompt_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (CPU).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows here as JSON.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Quantization / compilation benchmark: each variant loaded, warmed up, timed at several batch sizes."""
+    import torch
+
+    from controlplane.live.quant_bench import run_quant_bench, render_table
+
+    with user_errors():
+        if threads:
+            torch.set_num_threads(threads)
+        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        specs = [v.strip() for v in variants.split(",") if v.strip()]
+        base = _settings(preset, model_path, "auto", False, device, prompt_tokens + new_tokens + 1)
+        rows = []
+        bar = _progress("bench quant", progress and err.is_terminal)
+        with bar:
+            task = bar.add_task("quant", total=len(specs))
+            for spec in specs:
+                rows += run_quant_bench(base, [spec], sizes, prompt_tokens, new_tokens, repeats)
+                bar.advance(task)
+    out.print(render_table(rows, title=f"{base.source_name()} (threads={torch.get_num_threads()})"))
+    if json_path is not None:
+        json_path.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
+        out.print(f"wrote {json_path}", highlight=False)
+
+
+def samples_table(samples: Sequence[IterationSample], title: str) -> Any:
+    """Live iterations by batch size: backend time, wall time and the overhead between them (ms)."""
+    from rich.table import Table
+
+    by: dict[str, list[IterationSample]] = {}
+    for s in samples:
+        kind = "prefill" if s.row["num_prefill_seqs"] else "decode"
+        by.setdefault(f"{kind} x{s.num_seqs}", []).append(s)
+    t = Table(title=title, header_style="bold")
+    for col in ("iterations", "n", "backend p50", "wall p50", "overhead p50"):
+        t.add_column(col, justify="left" if col == "iterations" else "right")
+    for key in sorted(by, key=lambda k: (k.split()[0], int(k.split("x")[1]))):
+        xs = by[key]
+        t.add_row(key, str(len(xs)), f"{statistics.median(s.backend_s for s in xs) * 1e3:.2f} ms",
+                  f"{statistics.median(s.wall_s for s in xs) * 1e3:.2f} ms",
+                  f"{statistics.median(s.wall_s - s.backend_s for s in xs) * 1e3:.2f} ms")
+    return t
+
+
+if __name__ == "__main__":  # python -m controlplane.cli.bench profile|calibrate|bench quant ...
+    app()

@@ -1,0 +1,142 @@
+"""GPU memory planning from a live worker's real device memory.
+
+A live worker reports its device facts when it becomes ready (``WorkerReady.memory``, built by
+``controlplane.live.pool.device_facts``): free and total bytes (``torch.cuda.mem_get_info`` on a
+GPU, available host memory on the CPU), torch's allocator counters, the model's weight bytes and
+the KV-cache bytes one token costs (``controlplane.live.memory.kv_bytes_per_token``). This plugin
+turns them into the worker's limits: the KV-cache token budget is ``safety`` x the free memory
+over the bytes per token, the batch size is that budget over an average sequence length, and an
+out-of-memory iteration halves the batch. Simulated workers report no facts, so the plugin defers
+and ``static-memory`` (or the next memory plugin) decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import MemoryPlan
+from controlplane.events import WorkerChanged
+from controlplane.types import WorkerState
+
+_ALIVE = (WorkerState.STARTING, WorkerState.READY, WorkerState.DRAINING)
+_GIB = 2**30
+
+
+class DeviceMemory(Plugin):
+    """Batch size, token budget and KV blocks from the free memory a live worker measured."""
+
+    name = "device-memory"
+
+    class Settings(PluginSettings):
+        # Share of the free memory the KV cache may fill; the rest is for activations, the
+        # allocator's fragmentation and the padding of the live backend's KV layout.
+        safety: float = Field(0.8, gt=0, le=1)
+        # CPU workers: share of the host's available memory that all CPU workers' KV caches may
+        # use together (the host also runs the OS, the daemon and other processes).
+        host_memory_fraction: float = Field(0.5, gt=0, le=1)
+        # Tokens a sequence holds on average, to turn the token budget into a batch size;
+        # None: the deployment's max_model_len, else the worker's max_seq_len.
+        avg_seq_len: int | None = Field(None, ge=1)
+        # Never exceed the deployment's configured max_num_seqs / max_batch_tokens.
+        cap_to_config: bool = True
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(settings)
+        self._facts: dict[str, dict[str, Any]] = {}  # worker id -> the facts it reported when ready
+
+    @hookimpl
+    def cp_on_event(self, event: Any) -> None:
+        if type(event) is not WorkerChanged:
+            return
+        if event.kind == "ready" and event.detail and "free_bytes" in event.detail:
+            self._facts[event.worker_id] = dict(event.detail)
+        elif event.kind in ("failed", "stopped"):
+            self._facts.pop(event.worker_id, None)
+
+    @hookimpl
+    def cp_plan_memory(self, ctx, worker, trigger):
+        facts = self._facts.get(worker.worker_id)
+        if facts is None:
+            return None  # no device facts (simulated worker): the next memory plugin decides
+        if trigger == "out_of_memory":
+            seqs = max(1, worker.max_num_seqs // 2)
+            tokens = max(1, worker.max_batch_tokens // 2)
+            return MemoryPlan(
+                seqs, tokens, worker.num_kv_blocks, worker.kv_block_size,
+                f"out of memory on {facts.get('device', 'the device')}: halved the batch from "
+                f"{worker.max_num_seqs} to {seqs} sequences and {worker.max_batch_tokens} to {tokens} tokens",
+            )
+        deployment = ctx.config.cluster.deployment(worker.model)
+        return self.plan(facts, deployment, num_cpu_workers=self._cpu_workers(ctx, worker))
+
+    def plan(self, facts: dict[str, Any], deployment: Any, *, num_cpu_workers: int = 1) -> MemoryPlan:
+        """The limits for a worker that reported ``facts``, serving ``deployment``."""
+        s = self.settings
+        per_token = int(facts.get("kv_bytes_per_token") or 0)
+        if per_token <= 0:
+            per_token = _kv_bytes_from_config(deployment, facts)
+        device = str(facts.get("device", "cpu"))
+        free = int(facts.get("free_bytes", 0))
+        if device.startswith("cuda"):
+            # What the driver reports free, plus what torch's caching allocator holds unused.
+            cached = max(0, int(facts.get("reserved_bytes", 0)) - int(facts.get("allocated_bytes", 0)))
+            usable = free + cached
+            where = f"{device}: {free / _GIB:.2f} GiB free + {cached / _GIB:.2f} GiB cached by torch"
+        else:
+            n = max(1, num_cpu_workers)
+            usable = int(free * s.host_memory_fraction / n)
+            where = (f"{device}: {free / _GIB:.2f} GiB host memory available, {s.host_memory_fraction:.0%} "
+                     f"shared by {n} CPU worker{'s' if n > 1 else ''}")
+        budget = int(usable * s.safety)
+        kv_tokens = budget // per_token
+        block = deployment.kv_block_size
+        blocks = max(1, kv_tokens // block)
+        avg = s.avg_seq_len or deployment.max_model_len or int(facts.get("max_seq_len") or 2048)
+        seqs = max(1, kv_tokens // avg)
+        tokens = max(1, kv_tokens)
+        capped = ""
+        if s.cap_to_config:
+            if seqs > deployment.max_num_seqs:
+                seqs, capped = deployment.max_num_seqs, " (the configured cap)"
+            tokens = min(tokens, deployment.max_batch_tokens)
+        reason = (
+            f"{where}; {s.safety:.0%} of {usable / _GIB:.2f} GiB for the KV cache at {per_token / 1024:.1f} KiB "
+            f"per token = {kv_tokens:,} tokens = {blocks:,} blocks of {block}; batch {seqs} sequences{capped} of "
+            f"~{avg} tokens, {tokens:,} tokens per iteration"
+        )
+        if kv_tokens < block:
+            reason = f"not even one KV block fits: {reason}"
+        return MemoryPlan(seqs, tokens, blocks, block, reason)
+
+    def _cpu_workers(self, ctx: Any, worker: Any) -> int:
+        """Workers that may share this host's memory: alive and not known to be on a GPU."""
+        n = 0
+        for w in ctx.workers.values():
+            if w.state not in _ALIVE and w is not worker:
+                continue
+            device = str(self._facts.get(w.worker_id, {}).get("device", "cpu"))
+            if not device.startswith("cuda"):
+                n += 1
+        return max(1, n)
+
+
+def _kv_bytes_from_config(deployment: Any, facts: dict[str, Any]) -> int:
+    """KV bytes per token from the deployment's worker model config (facts lacked the number)."""
+    from controlplane.live.memory import kv_bytes_per_token
+    import torch
+
+    from controlplane.live.model_source import WorkerModelSettings, activation_dtype, build_config
+
+    settings = WorkerModelSettings(**(deployment.worker or {}))
+    if settings.path is not None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(settings.path, local_files_only=True)
+    else:
+        config = build_config(settings)
+    precision = str(facts.get("precision") or "fp32")
+    dtype = activation_dtype(precision, torch.device(str(facts.get("device", "cpu"))))
+    return kv_bytes_per_token(config, dtype.itemsize)

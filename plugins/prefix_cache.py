@@ -1,0 +1,157 @@
+"""Prefix (KV-block) caching: reuse the prompt blocks a replica already computed.
+
+Requests that carry prefix-block hashes (``Request.hash_ids``, e.g. the Mooncake trace: one
+hash per 512-token block, equal hashes = equal prefixes) can skip the prefill of their leading
+blocks when the replica still holds them, as vLLM's automatic prefix caching does. Two plugins:
+
+* ``prefix-cache`` keeps, per replica, an LRU set of block hashes whose KV is resident. The core
+  asks it (``cp_prefix_lookup``) when a request's prefill starts on a replica: the leading run
+  of hashes found there is served from cache, so the prefill computes only the rest (the latency
+  model sees those tokens as ``prefill_context_tokens``). When a prefill completes
+  (``cp_prefix_store``) the request's blocks are inserted. Capacity is bounded by the replica's
+  free KV blocks at that moment (cached blocks live in the free part of the pool and are
+  evicted first, LRU), or by ``capacity_blocks``.
+* ``prefix-affinity`` is an optional cache-aware router: it remembers which replica last
+  received each block hash and sends a request to the replica holding most of its blocks,
+  unless that replica is more than ``max_imbalance`` requests busier than the least loaded.
+
+Simplification: a hit saves compute, not memory; the KV budget still counts each request's
+full context (shared blocks are not deduplicated), which is conservative.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import RouteDecision
+
+
+class PrefixCache(Plugin):
+    """Per-replica LRU cache of prompt KV blocks by prefix hash (automatic prefix caching)."""
+
+    name = "prefix-cache"
+
+    class Settings(PluginSettings):
+        capacity_blocks: int | None = Field(None, ge=0)  # hash blocks per replica; None: its free KV blocks
+        block_tokens: int = Field(512, ge=1)  # tokens per hash when a request does not say
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._caches: dict[str, OrderedDict[int, None]] = {}
+        self.num_lookups = 0
+        self.num_hits = 0  # lookups that found at least one block
+        self.lookup_tokens = 0  # prompt tokens of every looked-up request
+        self.hit_tokens = 0  # of which served from cache
+
+    def _block_tokens(self, request) -> int:
+        return request.hash_block_tokens or self.settings.block_tokens
+
+    def capacity(self, worker, block_tokens: int) -> int:
+        """Hash blocks the replica can keep now."""
+        if self.settings.capacity_blocks is not None:
+            return self.settings.capacity_blocks
+        free_tokens = max(0, worker.num_kv_blocks - worker.num_kv_blocks_used) * worker.kv_block_size
+        return free_tokens // block_tokens
+
+    @staticmethod
+    def _trim(cache: OrderedDict, capacity: int) -> None:
+        while len(cache) > capacity:
+            cache.popitem(last=False)
+
+    @hookimpl
+    def cp_prefix_lookup(self, ctx, worker, request):
+        if not request.hash_ids:
+            return None
+        self.num_lookups += 1
+        self.lookup_tokens += request.prompt_tokens
+        cache = self._caches.get(worker.worker_id)
+        if not cache:
+            return 0
+        bt = self._block_tokens(request)
+        self._trim(cache, self.capacity(worker, bt))
+        n = 0
+        for h in request.hash_ids:
+            if h not in cache:
+                break
+            cache.move_to_end(h)
+            n += 1
+        tokens = min(n * bt, request.prompt_tokens)
+        if tokens:
+            self.num_hits += 1
+            self.hit_tokens += tokens
+        return tokens
+
+    @hookimpl
+    def cp_prefix_store(self, ctx, worker, request):
+        if not request.hash_ids:
+            return
+        cache = self._caches.get(worker.worker_id)
+        if cache is None:
+            cache = self._caches[worker.worker_id] = OrderedDict()
+        for h in request.hash_ids:
+            cache[h] = None
+            cache.move_to_end(h)
+        self._trim(cache, self.capacity(worker, self._block_tokens(request)))
+
+    def stats(self) -> dict[str, float | int]:
+        """Lookups, hits and the prefix-token hit ratio (served from cache / looked-up prompt tokens)."""
+        return {
+            "prefix_lookups": self.num_lookups,
+            "prefix_hits": self.num_hits,
+            "prefix_hit_tokens": self.hit_tokens,
+            "prefix_lookup_tokens": self.lookup_tokens,
+            "prefix_token_hit_ratio": round(self.hit_tokens / self.lookup_tokens, 6) if self.lookup_tokens else None,
+        }
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        summary.update(self.stats())
+
+
+class PrefixAffinity(Plugin):
+    """Route a request to the replica that received most of its prefix blocks (cache-aware routing)."""
+
+    name = "prefix-affinity"
+
+    class Settings(PluginSettings):
+        max_imbalance: int = Field(2, ge=0)  # extra queued+running requests tolerated for a cache hit
+        max_entries: int = Field(1_000_000, ge=1)  # block hashes remembered (LRU)
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._owner: OrderedDict[int, str] = OrderedDict()  # block hash -> replica that last got it
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        if not request.hash_ids:
+            return None  # no prefix information: let the next router decide
+        least = min(workers, key=lambda w: w.load)
+        by_id = {w.worker_id: w for w in workers}
+        # The replica that got the deepest block of the request's leading run of known blocks
+        # holds the longest reusable prefix (hot shared blocks, like a system prompt, are on
+        # every replica and say little; a conversation's own blocks say where it ran).
+        depth: dict[str, int] = {}
+        owner = self._owner
+        for i, h in enumerate(request.hash_ids, 1):
+            wid = owner.get(h)
+            if wid is None:
+                break  # only a leading run of known blocks can be reused
+            if wid in by_id:
+                depth[wid] = i
+        best, why = least, f"no cached prefix: least loaded ({least.load} queued+running)"
+        if depth:
+            wid, n = max(depth.items(), key=lambda kv: (kv[1], -by_id[kv[0]].load))
+            w = by_id[wid]
+            if w.load <= least.load + self.settings.max_imbalance:
+                best, why = w, f"prefix of {n} blocks last sent here ({w.load} queued+running)"
+            else:
+                why = f"prefix owner {wid} too busy ({w.load} vs {least.load}): least loaded"
+        for h in request.hash_ids:
+            owner[h] = best.worker_id
+            owner.move_to_end(h)
+        while len(owner) > self.settings.max_entries:
+            owner.popitem(last=False)
+        return RouteDecision(best.worker_id, why)
