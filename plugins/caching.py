@@ -29,7 +29,11 @@ class ExactCache(Plugin):
 
     @staticmethod
     def _key(request) -> tuple | None:
+        """None when the response is not reproducible: no prompt text, or sampling without a seed."""
         if request.prompt is None:
+            return None
+        params = dict(request.params)
+        if float(params.get("temperature", 0.0) or 0.0) > 0 and params.get("seed") is None:
             return None
         return (request.model, request.prompt, request.params)
 

@@ -127,7 +127,7 @@ class PrometheusExporter:
         if gauge is None:
             labels = sorted((m.labels or {}).keys())
             gauge = self._samples[m.name] = Gauge(
-                _NAME_RE.sub("_", m.name), f"Control-plane sample {m.name!r} (at each tick).", labels,
+                _NAME_RE.sub("_", m.name), f"Control-plane sample {m.name!r} (every metrics_interval_s).", labels,
                 namespace=self.namespace, registry=self.registry,
             )
         if m.labels:

@@ -42,7 +42,7 @@ class DaemonProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.db_url = f"sqlite:///{tmp / 'daemon.db'}"
         config = tmp / "daemon.yaml"
-        config.write_text("cluster:\n  max_retries: 1\nsim:\n  tick_s: 0.5\n")
+        config.write_text("cluster:\n  max_retries: 1\nsim:\n  tick_s: 0.5\n  metrics_interval_s: 0.5\n")
         self.log_path = tmp / "daemon.log"
         env = {**os.environ, "CONTROLPLANE_ADMIN_TOKEN": TOKEN}
         for name in ("CONTROLPLANE_PLUGINS", "CONTROLPLANE_LOAD_PLUGINS"):
@@ -219,7 +219,7 @@ def test_metrics_expose_counters_histograms_and_gauges(daemon):
     assert _value(text, "controlplane_request_ttft_seconds_count", model=MODEL) >= 12
     assert _value(text, "controlplane_request_e2e_seconds_count", model=MODEL) >= 12
     assert _value(text, "controlplane_tokens_total", model=MODEL, kind="generated") >= 8 * 12
-    deadline = time.monotonic() + 10  # gauges are sampled at each tick
+    deadline = time.monotonic() + 10  # gauges are sampled every metrics_interval_s
     while _value(text, "controlplane_replicas", model=MODEL) != 2 and time.monotonic() < deadline:
         time.sleep(0.1)
         text = httpx.get(f"{daemon.base}/metrics").text
