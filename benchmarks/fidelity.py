@@ -49,6 +49,7 @@ from controlplane.cli.bench import (  # noqa: E402
     Overhead,
     TimedPool,
     add_overhead,
+    aggregate_rows,
     fit_overhead,
     samples_table,
 )
@@ -234,7 +235,7 @@ def profile_grid(reqs: list[TraceRequest], max_seq_len: int, repeats: int):
     tokens = sorted({int(np.percentile(prompts, q)) for q in (10, 50, 90)} | {int(prompts.max())} | {0})
     ctx = sorted({max(8, int(np.percentile(contexts, 50))), max(8, int(contexts.max()))})
     ctx = [c for c in ctx if c + 200 < max_seq_len] or [32]
-    return ProfileGrid(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=(0, 1, 2, 4, 8, 16),
+    return ProfileGrid(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=(0, 1, 2, 4, 8, 16, 32),
                        context_lens=tuple(ctx), repeats=repeats, warmup=1)
 
 
@@ -255,7 +256,7 @@ def calibrated_profile(path: Path, grid_rows: list[dict[str, Any]], meta: dict[s
     from sim.latency.measured import write_profile
 
     meta = {**meta, "source": "grid profile + live per-iteration overhead", **overhead.as_dict()}
-    return write_profile(path, add_overhead(grid_rows, overhead), meta)
+    return write_profile(path, add_overhead(aggregate_rows(grid_rows), overhead), meta)
 
 
 # --- comparison -----------------------------------------------------------------------------------
@@ -398,7 +399,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     own_path = Path(tmp) / "insample-profile.json"
     from sim.latency.measured import write_profile
 
-    write_profile(own_path, [s.wall_row() for s in live.samples], {**meta, "source": f"live run {live.run_id}"})
+    write_profile(own_path, aggregate_rows(s.wall_row() for s in live.samples),
+                  {**meta, "source": f"live run {live.run_id}"})
     own, _ = replay_sim(run_config(base, worker, db_url, name="fidelity sim (in-sample)", profile=own_path), arrivals,
                         record=False)
     own_err = errors(live_stats, stats(own))

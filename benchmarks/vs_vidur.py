@@ -28,7 +28,9 @@ workload in both the fast (multi-iteration) and the exact (one core round trip p
 iteration) modes and compares them.
 
 Ends with one JSON line: speed_ratio (worst over runs of ours-with-SQL over Vidur's best
-req/s), speed_ratio_no_sql, ttft/tpot/e2e p50 differences (largest absolute over runs).
+req/s, wall time), speed_ratio_no_sql, the same from CPU time (speed_ratio_cpu*: what the
+replay costs when the machine is not shared), ttft/tpot/e2e p50 differences (largest absolute
+over runs; tpot in Vidur's definition, tpot_p50_diff_pct_our_definition in ours).
 """
 
 from __future__ import annotations
@@ -171,8 +173,6 @@ def _pre_migrated_sqlite(path: Path) -> str:
 
 
 def worker(run: str, anchors: Path, repeats: int, tick_s: float, check_exact: int) -> dict:
-    import numpy as np
-
     from sim.replay import replay
     from sim.traces import read_trace
 

@@ -5,9 +5,9 @@ a periodic timer, and simulated workers turn each batch into a duration with the
 latency model. A decode batch that may run many iterations is one timeout, cut short at the
 next iteration boundary when the core interrupts it, so events grow with batches, not tokens.
 
-Every timer is a plain SimPy ``Timeout`` whose value is what to do when it fires and whose
-only callback is a bound method: no generator processes and no closures on the hot path
-(a process resume or a lambda per event was a third of the driver's cost).
+Every timer is a plain SimPy ``Timeout`` whose value says what fired and whose only callback
+is a bound method: no generator processes or closures on the hot path, which run once per
+event. Decode runs of Vidur's profile model are priced in constant steps (``SteppedDecode``).
 """
 
 from __future__ import annotations
@@ -165,7 +165,6 @@ class SimDriver:
         self._trace_done = False
         self._started = False
         self._trace: Iterator[TraceRequest] | None = None
-        self._next: TraceRequest | None = None  # the next arrival, scheduled but not handled
         self._last_arrival_s = float("-inf")
         self._idle_ticks = 0
         self._done: simpy.Event | None = None

@@ -40,6 +40,7 @@ app.add_typer(bench_app, name="bench")
 ITERATION_ACTION = "iteration"
 ROW_KEYS = ("num_prefill_tokens", "num_prefill_seqs", "num_decode_seqs", "sum_decode_context",
             "sum_prefill_context", "iteration_s")
+PADDED_KEYS = ("padded_prefill_tokens", "padded_decode_context")
 
 
 def grids() -> dict[str, ProfileGrid]:
@@ -66,7 +67,7 @@ class IterationSample:
     batch_id: int
     start_s: float  # run time the core started the batch
     end_s: float  # run time the reply was back on the driver's loop (the batch's BatchFinished)
-    row: dict[str, float]  # the backend's profile row: shape + its own iteration_s
+    row: dict[str, float]  # the backend's profile row (shape + its own iteration_s) and the padded counts
 
     @property
     def backend_s(self) -> float:
@@ -117,6 +118,7 @@ class TimedPool(WorkerPool):
         self.observer = _BatchStarts()
         self.samples: list[IterationSample] = []
         self._driver: Any = None
+        self._kv: dict[str, dict[str, int]] = {}  # worker -> request -> tokens it holds in the KV cache
 
     def attach(self, driver: Any) -> TimedPool:
         self._driver = driver
@@ -138,15 +140,41 @@ class TimedPool(WorkerPool):
 
     async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
         called = self._now()
+        padded = self._padded(worker_id, cmd)
         reply = await self.inner.step(worker_id, cmd)
         end = self._now()
+        self._advance(worker_id, cmd, reply)
         if reply.profile and (reply.profile.get("num_prefill_tokens") or reply.profile.get("num_decode_seqs")):
             start = self.observer.start_s.pop(cmd.batch_id, called)
-            sample = IterationSample(worker_id, cmd.batch_id, start, end, dict(reply.profile))
+            sample = IterationSample(worker_id, cmd.batch_id, start, end, {**reply.profile, **padded})
             self.samples.append(sample)
             if self.emit:
                 self._record(sample)
         return reply
+
+    def _padded(self, worker_id: str, cmd: StepCommand) -> dict[str, int]:
+        """What the padded backend computes: prefills x the longest prompt, decodes x the KV length."""
+        kv = self._kv.setdefault(worker_id, {})
+        for rid in cmd.removes:
+            kv.pop(rid, None)
+        for a in cmd.adds:
+            kv.pop(a.request_id, None)
+        lengths = {a.request_id: len(a.prompt_ids) + len(a.generated) for a in cmd.adds}
+        width = max((lengths.get(rid, 0) for rid in cmd.prefill_ids), default=0)
+        columns = max(kv.values(), default=0) if cmd.decode_ids else 0
+        return {"padded_prefill_tokens": len(cmd.prefill_ids) * width,
+                "padded_decode_context": len(cmd.decode_ids) * columns}
+
+    def _advance(self, worker_id: str, cmd: StepCommand, reply: StepReply) -> None:
+        kv = self._kv[worker_id]
+        lengths = {a.request_id: len(a.prompt_ids) + len(a.generated) for a in cmd.adds}
+        for rid in cmd.decode_ids:
+            kv[rid] = kv.get(rid, 0) + 1
+        for rid in cmd.prefill_ids:
+            kv[rid] = lengths.get(rid, 0)
+        for o in reply.outputs:
+            if o.finished:
+                kv.pop(o.request_id, None)
 
     def _record(self, s: IterationSample) -> None:
         driver = self._driver
@@ -196,33 +224,46 @@ class Overhead:
 
 
 def fit_overhead(samples: Iterable[IterationSample]) -> Overhead:
-    """Fit the live per-iteration overhead (wall - backend) as a + b x sequences, robustly.
+    """Fit the live per-iteration overhead (wall - backend) as a + b x sequences.
 
-    Medians per batch size resist the odd stall (GC, a noisy neighbour); a non-negative
-    weighted line through them gives the base and the per-sequence cost.
+    A least-squares (mean) fit, not a median: latencies add up iteration times, so the odd
+    stall (a GC pause, a noisy neighbour taking the CPU) belongs in the expectation.
     """
     import numpy as np
-
-    by_size: dict[int, list[float]] = {}
-    for s in samples:
-        by_size.setdefault(s.num_seqs, []).append(max(0.0, s.wall_s - s.backend_s))
-    if not by_size:
-        raise ValueError("no live iterations to measure the overhead from")
-    sizes = sorted(by_size)
-    med = np.array([statistics.median(by_size[n]) for n in sizes])
-    every = [x for xs in by_size.values() for x in xs]
-    if len(sizes) == 1:
-        return Overhead(float(med[0]), 0.0, len(every), statistics.median(every))
     from sklearn.linear_model import LinearRegression
 
-    X = np.array(sizes, dtype=float).reshape(-1, 1)
-    w = np.array([len(by_size[n]) for n in sizes], dtype=float)
-    reg = LinearRegression(positive=True).fit(X, med, sample_weight=w)
-    base = float(reg.intercept_)
-    if base < 0:  # the line through the origin instead
-        reg = LinearRegression(positive=True, fit_intercept=False).fit(X, med, sample_weight=w)
-        base = 0.0
-    return Overhead(base, float(reg.coef_[0]), len(every), statistics.median(every))
+    pairs = [(s.num_seqs, max(0.0, s.wall_s - s.backend_s)) for s in samples]
+    if not pairs:
+        raise ValueError("no live iterations to measure the overhead from")
+    seqs = np.array([[1.0, n] for n, _ in pairs])
+    extra = np.array([x for _, x in pairs])
+    median = float(np.median(extra))
+    if len({n for n, _ in pairs}) == 1:
+        return Overhead(float(extra.mean()), 0.0, len(pairs), median)
+    coef = LinearRegression(positive=True, fit_intercept=False).fit(seqs, extra).coef_
+    return Overhead(float(coef[0]), float(coef[1]), len(pairs), median)
+
+
+def aggregate_rows(rows: Iterable[dict[str, Any]], *, buckets_per_octave: int = 2) -> list[dict[str, Any]]:
+    """Mean row per shape (same sequence counts, token and context counts within a fraction of an octave).
+
+    Fitting means instead of single noisy iterations keeps the relative-error fit from leaning
+    low, and stops the commonest shapes of a live run from drowning the rare large ones.
+    """
+    import math
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        nd = r["num_decode_seqs"]
+        ctx = r["sum_decode_context"] / nd if nd else 0.0
+        key = (r["num_prefill_seqs"], round(math.log2(r["num_prefill_tokens"] + 1) * buckets_per_octave), nd,
+               round(math.log2(ctx + 1) * buckets_per_octave))
+        groups.setdefault(key, []).append(r)
+    out_rows = []
+    for members in groups.values():
+        keys = [k for k in members[0] if all(k in m for m in members)]
+        out_rows.append({k: statistics.fmean(float(m[k]) for m in members) for k in keys})
+    return out_rows
 
 
 def add_overhead(rows: Iterable[dict[str, Any]], overhead: Overhead) -> list[dict[str, Any]]:
@@ -230,7 +271,7 @@ def add_overhead(rows: Iterable[dict[str, Any]], overhead: Overhead) -> list[dic
     out_rows = []
     for r in rows:
         seqs = int(r["num_prefill_seqs"]) + int(r["num_decode_seqs"])
-        out_rows.append({**{k: r[k] for k in ROW_KEYS}, "iteration_s": float(r["iteration_s"]) + overhead.at(seqs)})
+        out_rows.append({**r, "iteration_s": float(r["iteration_s"]) + overhead.at(seqs)})
     return out_rows
 
 
@@ -245,8 +286,9 @@ def run_iterations(engine: Any, run_id: int, worker: str | None = None) -> list[
         if worker is not None and d["subject"] != worker:
             continue
         p = d["payload"]
+        row = {k: p[k] for k in (*ROW_KEYS, *PADDED_KEYS) if k in p}
         found.append(IterationSample(d["subject"], int(p["batch"]), float(p["start_s"]),
-                                     float(p["start_s"]) + float(p["wall_s"]), {k: p[k] for k in ROW_KEYS}))
+                                     float(p["start_s"]) + float(p["wall_s"]), row))
     return found
 
 
@@ -400,8 +442,8 @@ def calibrate(
             rows = add_overhead(grid_rows, overhead) if timing == "wall" else grid_rows
             meta = {**grid_meta, "source": f"{profile_path} + overhead of live run {run_id}"}
         else:
-            rows = [s.wall_row() if timing == "wall" else s.row for s in samples]
-            meta["source"] = f"live run {run_id} ({timing} timings)"
+            rows = aggregate_rows(s.wall_row() if timing == "wall" else s.row for s in samples)
+            meta.update(source=f"live run {run_id} ({timing} timings, mean per shape)", batching="padded")
         meta.update({"run_id": run_id, "timing": timing, **overhead.as_dict()})
         meta.pop("path", None)
         path = write_profile(output, rows, meta)

@@ -21,6 +21,7 @@ from controlplane.live.quantize import (
     PrecisionUnavailable,
     int8_unavailable_reason,
     model_bytes,
+    nf4_unavailable_reason,
     nf4_compute_dtype,
     quantize_int8,
     quantize_nf4,
@@ -147,6 +148,8 @@ def resolve_device(device: str) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PrecisionUnavailable(f"device {device} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise PrecisionUnavailable(f"device {device} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
 
 
@@ -209,6 +212,10 @@ def load_model(settings: WorkerModelSettings) -> LoadedModel:
 def _check_precision(precision: str, device: torch.device) -> None:
     if precision == "int8":
         reason = int8_unavailable_reason(device)
+        if reason:
+            raise PrecisionUnavailable(reason)
+    elif precision == "nf4":
+        reason = nf4_unavailable_reason(str(device))  # before building: a big model takes a while
         if reason:
             raise PrecisionUnavailable(reason)
     elif precision == "fp16" and device.type == "cpu":

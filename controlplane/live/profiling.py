@@ -140,6 +140,7 @@ def profile_meta(backend: CausalLMBackend) -> dict[str, Any]:
         "compiled": bool(backend.loaded.compiled),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "batching": "padded",  # the backend pads each forward to its longest sequence (see sim/latency/measured.py)
     }
 
 

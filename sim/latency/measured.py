@@ -14,6 +14,13 @@ The fit is a non-negative linear model on physically motivated features (fixed c
 prefill tokens, their square for attention, decode sequences, total decode context,
 prefill tokens x prefill context), weighted for relative error so both 5 ms decode
 steps and 2 s prefills are fitted well.
+
+Engines that pad a batch to its longest member (our live ``CausalLMBackend``; profile metadata
+``"batching": "padded"``) compute what the padding costs: there the prefill tokens are
+``sequences x the longest prompt``, the attention term is per sequence (``sequences x longest²``)
+and the decode context is ``sequences x the longest KV``. Rows may then carry the padded counts
+(``padded_prefill_tokens``, ``padded_decode_context``); rows without them (uniform batches, as a
+profiling grid times) are their own padded counts.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ ROW_FIELDS: tuple[str, ...] = (
     "iteration_s",
 )
 FEATURES: tuple[str, ...] = ("base", "prefill_tokens", "prefill_tokens_sq", "decode_seqs", "sum_decode_context", "prefill_tokens_x_context")
+#: Optional row fields of padded engines: prefill tokens and decode KV entries computed, padding included.
+PADDED_FIELDS: tuple[str, ...] = ("padded_prefill_tokens", "padded_decode_context")
 # Feature scales keep the solver well conditioned; coefficients are stored unscaled.
 _SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6])
 
@@ -61,6 +70,13 @@ def _normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
         out[k] = int(f) if k != "iteration_s" else f
+    if isinstance(row, Mapping):
+        for k in PADDED_FIELDS:
+            if k in row:
+                f = float(row[k])
+                if not math.isfinite(f) or f < 0:
+                    raise ValueError(f"row {i}: {k}={row[k]!r} must be a finite non-negative number")
+                out[k] = int(f)
     if out["num_prefill_seqs"] == 0 and out["num_prefill_tokens"] > 0:
         raise ValueError(f"row {i}: prefill tokens without prefill sequences")
     if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
@@ -103,6 +119,15 @@ def _features(p_tok: float, d_seqs: float, d_ctx: float, p_ctx: float) -> list[f
     return [1.0, p_tok, p_tok * p_tok, d_seqs, d_ctx, p_tok * p_ctx]
 
 
+def _row_features(r: Mapping[str, float], padded: bool) -> list[float]:
+    if not padded:
+        return _features(r["num_prefill_tokens"], r["num_decode_seqs"], r["sum_decode_context"], r["sum_prefill_context"])
+    p = r.get("padded_prefill_tokens", r["num_prefill_tokens"])
+    n = r["num_prefill_seqs"]
+    d = r.get("padded_decode_context", r["sum_decode_context"])
+    return [1.0, p, p * p / n if n else 0.0, r["num_decode_seqs"], d, r["num_prefill_tokens"] * r["sum_prefill_context"]]
+
+
 class MeasuredProfileModel(LatencyModel):
     """Non-negative linear fit of measured iteration times."""
 
@@ -114,6 +139,7 @@ class MeasuredProfileModel(LatencyModel):
             raise ValueError(f"coef must be {len(FEATURES)} finite non-negative numbers ({list(FEATURES)})")
         self.coef = tuple(c)
         self.meta = dict(meta or {})
+        self.padded = self.meta.get("batching") == "padded"
         self.fit_stats: dict[str, float] = {}
 
     @classmethod
@@ -121,9 +147,8 @@ class MeasuredProfileModel(LatencyModel):
         clean = [_normalise_row(r, i) for i, r in enumerate(rows)]
         if len(clean) < 3:
             raise ValueError(f"need at least 3 rows to fit, got {len(clean)}")
-        X = np.array(
-            [_features(r["num_prefill_tokens"], r["num_decode_seqs"], r["sum_decode_context"], r["sum_prefill_context"]) for r in clean]
-        )
+        padded = (meta or {}).get("batching") == "padded"
+        X = np.array([_row_features(r, padded) for r in clean])
         y = np.array([r["iteration_s"] for r in clean])
         w = 1.0 / np.maximum(y, 1e-6) ** 2  # relative error
         reg = LinearRegression(fit_intercept=False, positive=True)
@@ -147,6 +172,11 @@ class MeasuredProfileModel(LatencyModel):
         p_ctx = int(sum(shape.prefill_context_tokens)) if len(shape.prefill_context_tokens) else 0
         d_ctx = int(sum(shape.decode_context_tokens)) if nd else 0
         c = self.coef
+        if self.padded:
+            n = len(shape.prefill_chunk_tokens)
+            w = float(max(shape.prefill_chunk_tokens)) if n else 0.0
+            d_pad = nd * float(max(shape.decode_context_tokens)) if nd else 0.0
+            return c[0] + c[1] * n * w + c[2] * n * w * w + c[3] * nd + c[4] * d_pad + c[5] * p_tok * p_ctx
         f = _features(float(p_tok), float(nd), float(d_ctx), float(p_ctx))
         return c[0] * f[0] + c[1] * f[1] + c[2] * f[2] + c[3] * f[3] + c[4] * f[4] + c[5] * f[5]
 
@@ -159,7 +189,10 @@ class MeasuredProfileModel(LatencyModel):
         if b == 0 or n == 0:
             return np.zeros(n)
         c = self.coef
-        d_ctx = float(ctx.sum()) + b * np.arange(n, dtype=np.float64)
+        if self.padded:
+            d_ctx = b * (float(ctx.max()) + np.arange(n, dtype=np.float64))
+        else:
+            d_ctx = float(ctx.sum()) + b * np.arange(n, dtype=np.float64)
         return c[0] * 1.0 + c[1] * 0.0 + c[2] * 0.0 + c[3] * float(b) + c[4] * d_ctx + c[5] * 0.0
 
     def __repr__(self) -> str:

@@ -90,10 +90,17 @@ def test_until_s_stops_the_clock():
 
 
 def test_ticks_sample_metrics_every_tick_s():
-    res = replay_with(trace=make_trace(30, qps=5), sim={"tick_s": 0.25})
+    res = replay_with(trace=make_trace(30, qps=5), sim={"tick_s": 0.25, "metrics_interval_s": 0.25})
     times = sorted({e.time_s for e in res.events if isinstance(e, ev.MetricSample) and e.name == "replicas"})
     assert times[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(b - a == pytest.approx(0.25) for a, b in zip(times, times[1:]))
+
+
+def test_metric_samples_follow_metrics_interval_s_not_every_tick():
+    res = replay_with(trace=make_trace(30, qps=5), sim={"tick_s": 0.25, "metrics_interval_s": 1.0})
+    times = sorted({e.time_s for e in res.events if isinstance(e, ev.MetricSample) and e.name == "replicas"})
+    assert times[:3] == [0.25, 1.25, 2.25]
+    assert all(b - a == pytest.approx(1.0) for a, b in zip(times, times[1:]))
 
 
 def test_gpu_seconds_count_every_replica_for_the_whole_run():
