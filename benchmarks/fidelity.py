@@ -69,11 +69,19 @@ TARGET_PCT = 10.0
 
 @dataclass
 class Slices:
+    """The calibration slice and the evaluated one after it: scaled lengths, arrivals from 0 at trace speed."""
+
     calibration: list[TraceRequest]
     evaluation: list[TraceRequest]
     prompt_scale: float
     output_scale: float
-    speed_up: float
+
+    def at_speed(self, speed_up: float) -> tuple[list[TraceRequest], list[TraceRequest]]:
+        def fast(rs: list[TraceRequest]) -> list[TraceRequest]:
+            return [TraceRequest(r.request_id, r.arrival_s / speed_up, r.prompt_tokens, r.output_tokens, None,
+                                 r.tenant, r.priority) for r in rs]
+
+        return fast(self.calibration), fast(self.evaluation)
 
 
 def _scale(value: str, values: list[int], target_p50: float) -> float:
@@ -93,8 +101,8 @@ def scaled(r: TraceRequest, arrival_s: float, prompt_scale: float, output_scale:
 
 def load_slices(trace: Path, fmt: str | None, *, start_s: float | None, calibration: int, limit: int,
                 prompt_scale: str, output_scale: str, prompt_p50: float, output_p50: float, max_prompt: int,
-                max_output: int, speed_up: str, duration_s: float, seed: int) -> Slices:
-    """The calibration slice and the evaluation slice after it, scaled and sped up alike."""
+                max_output: int, seed: int) -> Slices:
+    """The calibration slice and the evaluation slice after it, lengths scaled alike."""
     reader = read_trace(trace, fmt, rng=np.random.default_rng([seed, 11]))
     window = (start_s, None) if start_s is not None else None
     raw = list(itertools.islice(apply_transforms(reader, window=window), calibration + limit))
@@ -103,14 +111,35 @@ def load_slices(trace: Path, fmt: str | None, *, start_s: float | None, calibrat
     cal_raw, ev_raw = raw[:calibration], raw[calibration:]
     ps = _scale(prompt_scale, [r.prompt_tokens for r in raw], prompt_p50)
     os_ = _scale(output_scale, [r.output_tokens for r in raw], output_p50)
-    span = ev_raw[-1].arrival_s - ev_raw[0].arrival_s
-    su = float(speed_up) if speed_up != "auto" else max(1.0, span / duration_s)
 
     def rebase(rs: list[TraceRequest]) -> list[TraceRequest]:
         t0 = rs[0].arrival_s if rs else 0.0
-        return [scaled(r, (r.arrival_s - t0) / su, ps, os_, max_prompt, max_output) for r in rs]
+        return [scaled(r, r.arrival_s - t0, ps, os_, max_prompt, max_output) for r in rs]
 
-    return Slices(rebase(cal_raw), rebase(ev_raw), ps, os_, su)
+    return Slices(rebase(cal_raw), rebase(ev_raw), ps, os_)
+
+
+def isolated_service_s(model: Any, r: TraceRequest) -> float:
+    """Seconds the worker needs for ``r`` alone: its prefill, then its decodes at batch size 1."""
+    from sim.latency.base import IterationShape
+
+    prefill = model.iteration_s(IterationShape((r.prompt_tokens,), (0,), ()))
+    decode = model.iteration_s(IterationShape((), (), (r.prompt_tokens + r.output_tokens // 2,)))
+    return prefill + (r.output_tokens - 1) * decode
+
+
+def auto_speed_up(model: Any, reqs: list[TraceRequest], *, utilization: float, duration_s: float) -> float:
+    """Compress the slice towards ``duration_s``, but never past ``utilization`` of one worker.
+
+    The load is each request's service time alone over the slice's span: a conservative figure
+    (batching serves a burst faster), so a bursty trace stays servable rather than piling up a
+    backlog whose length, not the simulator, would decide every latency.
+    """
+    span = reqs[-1].arrival_s - reqs[0].arrival_s
+    if span <= 0:
+        return 1.0
+    busy = sum(isolated_service_s(model, r) for r in reqs)
+    return min(max(1.0, span / duration_s), utilization * span / busy)
 
 
 # --- live replay ----------------------------------------------------------------------------------
@@ -321,8 +350,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--start-s", type=float, default=None, help="start the slices at this trace second")
     ap.add_argument("--limit", type=int, default=120, help="requests in the evaluated slice")
     ap.add_argument("--calibration", type=int, default=40, help="requests in the calibration slice before it")
-    ap.add_argument("--speed-up", default="auto", help="divide arrival times by this (auto: the slice lasts --duration)")
+    ap.add_argument("--speed-up", default="auto",
+                    help="divide arrival times by this (auto: towards --duration, at most --utilization of the worker)")
     ap.add_argument("--duration", type=float, default=45.0, help="target seconds of the evaluated slice (auto speed-up)")
+    ap.add_argument("--utilization", type=float, default=0.5,
+                    help="auto speed-up: the most offered load (isolated service time / span) to allow")
     ap.add_argument("--prompt-scale", default="auto", help="multiply prompt lengths (auto: median -> --prompt-p50)")
     ap.add_argument("--output-scale", default="auto", help="multiply output lengths (auto: median -> --output-p50)")
     ap.add_argument("--prompt-p50", type=float, default=64)
@@ -353,29 +385,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     slices = load_slices(trace, fmt, start_s=args.start_s, calibration=args.calibration, limit=args.limit,
                          prompt_scale=args.prompt_scale, output_scale=args.output_scale, prompt_p50=args.prompt_p50,
                          output_p50=args.output_p50, max_prompt=args.max_prompt_tokens,
-                         max_output=args.max_output_tokens, speed_up=args.speed_up, duration_s=args.duration,
-                         seed=args.seed)
-    ev_reqs = slices.evaluation
-    max_seq = max(512, max(r.prompt_tokens + r.output_tokens for r in slices.calibration + ev_reqs) + 64)
+                         max_output=args.max_output_tokens, seed=args.seed)
+    every = slices.calibration + slices.evaluation
+    max_seq = max(512, max(r.prompt_tokens + r.output_tokens for r in every) + 64)
     source = {"path": args.model_path} if args.model_path else {"preset": args.preset}
     worker = {**source, "precision": args.precision, "device": args.device, "max_seq_len": max_seq, "seed": args.seed}
     base = load_config(args.config)
-    console.print(f"[bold]trace[/] {Path(trace).name}: {len(slices.calibration)} calibration + {len(ev_reqs)} "
-                  f"evaluated requests; lengths x{slices.prompt_scale:.3g} (prompt) x{slices.output_scale:.3g} "
-                  f"(output), capped at {args.max_prompt_tokens}/{args.max_output_tokens}; arrivals /"
-                  f"{slices.speed_up:.3g} -> {ev_reqs[-1].arrival_s:.1f}s", highlight=False)
+    console.print(f"[bold]trace[/] {Path(trace).name}: {len(slices.calibration)} calibration + "
+                  f"{len(slices.evaluation)} evaluated requests; lengths x{slices.prompt_scale:.3g} (prompt) "
+                  f"x{slices.output_scale:.3g} (output), capped at {args.max_prompt_tokens}/{args.max_output_tokens}",
+                  highlight=False)
 
     # 1. calibrate: the grid profile, then the live overhead on the calibration slice
     from controlplane.live.model_source import WorkerModelSettings
+    from sim.latency.measured import MeasuredProfileModel
 
     settings = WorkerModelSettings(**worker)
     t = time.perf_counter()
-    grid = profile_grid(slices.calibration + ev_reqs, max_seq, args.repeats)
+    grid = profile_grid(every, max_seq, args.repeats)
     grid_rows, meta = profile_worker(settings, grid, args.threads)
     console.print(f"profiled {len(grid_rows)} iterations over {len(list(grid.points()))} batch shapes in "
                   f"{time.perf_counter() - t:.1f}s", highlight=False)
+    if args.speed_up == "auto":
+        bare = MeasuredProfileModel.fit(aggregate_rows(grid_rows), meta)
+        speed_up = auto_speed_up(bare, slices.evaluation, utilization=args.utilization, duration_s=args.duration)
+    else:
+        speed_up = float(args.speed_up)
+    cal_reqs, ev_reqs = slices.at_speed(speed_up)
+    console.print(f"arrivals / {speed_up:.3g}: the evaluated slice lasts {ev_reqs[-1].arrival_s:.1f}s", highlight=False)
     vocab = int(settings.config["vocab_size"]) if settings.config else _vocab(settings)
-    cal = replay_live(run_config(base, worker, db_url, name="fidelity calibration"), slices.calibration,
+    cal = replay_live(run_config(base, worker, db_url, name="fidelity calibration"), cal_reqs,
                       threads=args.threads, vocab=vocab, seed=args.seed + 1, record=True)
     overhead = fit_overhead(cal.samples)
     calibrated_profile(profile_path, grid_rows, meta, overhead)
@@ -429,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "completed": completed,
         "prompt_scale": round(slices.prompt_scale, 5),
         "output_scale": round(slices.output_scale, 5),
-        "speed_up": round(slices.speed_up, 4),
+        "speed_up": round(speed_up, 4),
         "model": settings.source_name(),
         "device": str(live.facts.get("device", args.device)),
         "db": db_url,
