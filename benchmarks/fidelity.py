@@ -184,11 +184,11 @@ def run_config(base: RunConfig, worker: dict[str, Any], db_url: str, *, name: st
 
 
 async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int, vocab: int, seed: int,
-                       record: bool) -> LiveRun:
+                       record: bool, pool_kind: str = "process") -> LiveRun:
     from controlplane.live.driver import LiveDriver
-    from controlplane.live.pool import LocalThreadPool
+    from controlplane.live.pool import make_pool
 
-    pool = TimedPool(LocalThreadPool(cpu_threads=threads))
+    pool = TimedPool(make_pool(pool_kind, cpu_threads=threads))
     driver = LiveDriver(cfg, pool=pool, record=record, extra_plugins=[pool.observer])
     pool.attach(driver)
     await driver.start(wait_ready_s=300)

@@ -84,18 +84,25 @@ class ControlPlane:
         hook = plugins.hook
         self._monitor = plugins.monitor
         self._emit_hook = fast_caller(hook.cp_on_event, self._monitor)
-        self._policy_hooks = {
-            name: (fast_caller(getattr(hook, name), self._monitor), fallbacks.get(name))
-            for name in (
-                "cp_admit_request",
-                "cp_cache_lookup",
-                "cp_route_request",
-                "cp_form_batch",
-                "cp_scale",
-                "cp_plan_memory",
-                "cp_guardian_plan",
-            )
-        }
+        enabled = {p.info.name for p in plugins.loaded}
+        self._fallback_names: dict[str, str] = {}
+        self._policy_hooks = {}
+        for name in (
+            "cp_admit_request",
+            "cp_cache_lookup",
+            "cp_route_request",
+            "cp_form_batch",
+            "cp_scale",
+            "cp_plan_memory",
+            "cp_guardian_plan",
+        ):
+            fallback = fallbacks.get(name)
+            if fallback is not None and fallback.name in enabled:
+                fallback = None  # it was asked already and deferred: asking again changes nothing
+            if fallback is not None:
+                self._fallback_names[name] = f"{fallback.name} (fallback)"
+                fallback = getattr(fallback, name)
+            self._policy_hooks[name] = (fast_caller(getattr(hook, name), self._monitor), fallback)
         self._cache_store = fast_caller(hook.cp_cache_store, self._monitor)
         self._prefix_lookup = fast_caller(hook.cp_prefix_lookup, self._monitor)
         self._prefix_store = fast_caller(hook.cp_prefix_store, self._monitor)
@@ -150,17 +157,18 @@ class ControlPlane:
         return out
 
     def _emit(self, event: Any) -> None:
-        self._emit_hook(ctx=self.ctx, event=event)
+        self._emit_hook(self.ctx, event)
         if self._monitor.errors:
             self._drain_plugin_errors()
 
-    def _decide(self, hook: str, **kwargs: Any) -> tuple[Any, str | None]:
-        """Ask a policy hook; the built-in fallback decides if every plugin defers or raises."""
+    def _decide(self, hook: str, *args: Any) -> tuple[Any, str | None]:
+        """Ask a policy hook (arguments after ``ctx``, in the spec's order); the built-in
+        fallback decides if every plugin defers or raises."""
         caller, fallback = self._policy_hooks[hook]
         monitor = self._monitor
         monitor.last_plugin = None
         try:
-            result = caller(ctx=self.ctx, **kwargs)
+            result = caller(self.ctx, *args)
         except Exception as exc:  # only pluggy's own callers (hooks with wrappers) get here
             wrappers = [i.plugin_name for i in caller.get_hookimpls() if i.wrapper or i.hookwrapper]
             monitor.record(", ".join(wrappers) or "wrapper", hook, exc)
@@ -171,7 +179,7 @@ class ControlPlane:
             return result, monitor.last_plugin
         if fallback is None:
             return None, None
-        return getattr(fallback, hook)(ctx=self.ctx, **kwargs), f"{fallback.name} (fallback)"
+        return fallback(self.ctx, *args), self._fallback_names[hook]
 
     def _decision(
         self, hook: str, plugin: str | None, action: str, subject: str | None, reason: str | None, payload=None
@@ -181,8 +189,8 @@ class ControlPlane:
     def _drain_plugin_errors(self) -> None:
         for err in self._monitor.take_errors():
             self._emit_hook(
-                ctx=self.ctx,
-                event=Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
+                self.ctx,
+                Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
             )
         self._monitor.errors.clear()  # errors raised by observers of the error events are dropped
 
@@ -214,13 +222,13 @@ class ControlPlane:
             )
             return
         admission: Admission
-        admission, plugin = self._decide("cp_admit_request", request=r)
+        admission, plugin = self._decide("cp_admit_request", r)
         if admission is not None and not admission.admit:
             self._reject(r, admission.reason or "rejected by admission policy", plugin, "cp_admit_request")
             return
         if admission is not None and admission.priority is not None:
             r.priority = admission.priority
-        hit, plugin = self._decide("cp_cache_lookup", request=r)
+        hit, plugin = self._decide("cp_cache_lookup", r)
         if hit is not None:
             self._serve_from_cache(r, hit, plugin)
             return
@@ -232,7 +240,7 @@ class ControlPlane:
             self.unrouted.append(r)
             return
         decision: RouteDecision
-        decision, plugin = self._decide("cp_route_request", request=r, workers=candidates)
+        decision, plugin = self._decide("cp_route_request", r, candidates)
         worker = self.workers.get(decision.worker_id) if decision is not None else None
         if worker is None or worker not in candidates:
             bad = decision.worker_id if decision is not None else None
@@ -295,7 +303,7 @@ class ControlPlane:
 
     def _complete(self, r: Request) -> None:
         """A worker produced the last token; a guardian may check it before the reply."""
-        plan, plugin = self._decide("cp_guardian_plan", request=r)
+        plan, plugin = self._decide("cp_guardian_plan", r)
         if plan is not None and plan.check:
             self._decision("cp_guardian_plan", plugin, "guardian_check", r.request_id, plan.reason,
                            {"guardian": plan.guardian, "mode": plan.mode})
@@ -304,7 +312,7 @@ class ControlPlane:
                 r.finish_s = None
                 self.guardian_pending[r.request_id] = r
                 return
-        self._cache_store(ctx=self.ctx, request=r)
+        self._cache_store(self.ctx, r)
         self._finish(r, RequestStatus.COMPLETED)
 
     def _on_guardian_finished(self, e: ev.GuardianFinished) -> None:
@@ -317,7 +325,7 @@ class ControlPlane:
             r.reason = "blocked by guardian"
             self._finish(r, RequestStatus.COMPLETED)
             return
-        self._cache_store(ctx=self.ctx, request=r)
+        self._cache_store(self.ctx, r)
         self._finish(r, RequestStatus.COMPLETED)
 
     # --- batching -----------------------------------------------------------------------------
@@ -326,7 +334,7 @@ class ControlPlane:
         """Ask the batching policy for the idle worker's next batch and start it."""
         while not w.busy and w.state in _SCHEDULABLE and (w.waiting or w.running):
             plan: BatchPlan
-            plan, plugin = self._decide("cp_form_batch", worker=w)
+            plan, plugin = self._decide("cp_form_batch", w)
             if plan is None:
                 plan = BatchPlan()
             for r in plan.preempt:
@@ -403,7 +411,7 @@ class ControlPlane:
     def _prefix_hit(self, w: Worker, r: Request) -> int:
         """Ask the prefix caches how much of ``r``'s prompt ``w`` holds; mark it computed."""
         monitor = self._monitor
-        cached = self._prefix_lookup(ctx=self.ctx, worker=w, request=r)
+        cached = self._prefix_lookup(self.ctx, w, r)
         if monitor.errors:
             self._drain_plugin_errors()
         if not cached or cached < 0:
@@ -457,7 +465,7 @@ class ControlPlane:
             r.num_computed_tokens += n
             if r.num_computed_tokens >= r.prompt_tokens + r.recompute_tokens:
                 if r.hash_ids:
-                    self._prefix_store(ctx=self.ctx, worker=w, request=r)
+                    self._prefix_store(self.ctx, w, r)
                 r.output_tokens += 1  # the prefill iteration samples the next token
                 if r.first_token_s is None:
                     r.first_token_s = now
@@ -518,7 +526,7 @@ class ControlPlane:
 
     def _plan_memory(self, w: Worker, trigger: str) -> None:
         plan: MemoryPlan
-        plan, plugin = self._decide("cp_plan_memory", worker=w, trigger=trigger)
+        plan, plugin = self._decide("cp_plan_memory", w, trigger)
         if plan is None:
             return
         w.max_num_seqs = plan.max_num_seqs
@@ -642,7 +650,7 @@ class ControlPlane:
 
     def _autoscale(self, model: str, workers: list[Worker]) -> None:
         decision: ScaleDecision
-        decision, plugin = self._decide("cp_scale", model=model, workers=workers)
+        decision, plugin = self._decide("cp_scale", model, workers)
         if decision is None:
             return
         current = [w for w in workers if w.state in _ROUTABLE]

@@ -240,19 +240,23 @@ def build_plugin_set(
 
 
 class _FirstResult:
-    """Call implementations in pluggy's order and return the first non-None result."""
+    """Call implementations in pluggy's order and return the first non-None result.
+
+    Arguments are positional, in the hook spec's order; an implementation that takes fewer
+    arguments gets the ones it names.
+    """
 
     __slots__ = ("calls", "hook", "monitor")
 
-    def __init__(self, calls: list[tuple[Any, tuple[str, ...], str]], hook: str, monitor: HookMonitor) -> None:
+    def __init__(self, calls: list[tuple[Any, tuple[int, ...] | None, str]], hook: str, monitor: HookMonitor) -> None:
         self.calls = calls
         self.hook = hook
         self.monitor = monitor
 
-    def __call__(self, **kwargs: Any) -> Any:
-        for fn, names, plugin in self.calls:
+    def __call__(self, *args: Any) -> Any:
+        for fn, pick, plugin in self.calls:
             try:
-                result = fn(*[kwargs[n] for n in names])
+                result = fn(*args) if pick is None else fn(*[args[i] for i in pick])
             except Exception as exc:
                 self.monitor.record(plugin, self.hook, exc)
                 continue
@@ -267,24 +271,46 @@ class _Broadcast(_FirstResult):
 
     __slots__ = ()
 
-    def __call__(self, **kwargs: Any) -> None:
-        for fn, names, plugin in self.calls:
+    def __call__(self, *args: Any) -> None:
+        for fn, pick, plugin in self.calls:
             try:
-                fn(*[kwargs[n] for n in names])
+                fn(*args) if pick is None else fn(*[args[i] for i in pick])
             except Exception as exc:
                 self.monitor.record(plugin, self.hook, exc)
+
+
+class _PluggyPositional:
+    """pluggy's own caller (needed for wrappers and tracing), called with positional arguments."""
+
+    __slots__ = ("caller", "argnames")
+
+    def __init__(self, caller: Any) -> None:
+        self.caller = caller
+        self.argnames = tuple(caller.spec.argnames)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.caller(**dict(zip(self.argnames, args)))
+
+    def get_hookimpls(self) -> list[Any]:
+        return self.caller.get_hookimpls()
 
 
 def fast_caller(caller: Any, monitor: HookMonitor) -> Any:
     """A cheaper equivalent of a pluggy hook caller for the simulator's hot path.
 
-    The plugin set is fixed for a run, so the implementation list is resolved once and the
-    isolation wrappers are bypassed (errors are caught here instead). Hooks with wrappers keep
-    pluggy's own caller: wrappers need its machinery.
+    It takes the hook's arguments positionally, in the spec's order. The plugin set is fixed
+    for a run, so the implementation list is resolved once and the isolation wrappers are
+    bypassed (errors are caught here instead). Hooks with wrappers, and every hook while
+    tracing is on, keep pluggy's own caller: they need its machinery.
     """
     impls = caller.get_hookimpls()
     if os.environ.get(TRACE_ENV) or any(i.wrapper or i.hookwrapper for i in impls):
-        return caller
-    calls = [(getattr(i.function, "__wrapped__", i.function), tuple(i.argnames), i.plugin_name) for i in reversed(impls)]
+        return _PluggyPositional(caller)
+    spec_args = tuple(caller.spec.argnames)
+    calls = []
+    for i in reversed(impls):
+        names = tuple(i.argnames)
+        pick = None if names == spec_args else tuple(spec_args.index(n) for n in names)
+        calls.append((getattr(i.function, "__wrapped__", i.function), pick, i.plugin_name))
     firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
     return (_FirstResult if firstresult else _Broadcast)(calls, caller.name, monitor)
