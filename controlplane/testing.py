@@ -97,6 +97,14 @@ def make_trace(n: int = 100, *, qps: float = 2.0, prompt_tokens: int = 512, outp
     return [TraceRequest(str(i), float(t[i]), int(p[i]), int(o[i])) for i in range(n)]
 
 
+def decisions_in(events: Iterable[Any]) -> list[Decision]:
+    return [e for e in events if isinstance(e, Decision)]
+
+
+def finished_in(events: Iterable[Any]) -> list[Request]:
+    return [e.request for e in events if isinstance(e, RequestFinished)]
+
+
 class EventLog:
     """An observer that keeps every event and decision of a run in memory."""
 
@@ -111,11 +119,11 @@ class EventLog:
 
     @property
     def decisions(self) -> list[Decision]:
-        return [e for e in self.events if isinstance(e, Decision)]
+        return decisions_in(self.events)
 
     @property
     def finished(self) -> list[Request]:
-        return [e.request for e in self.events if isinstance(e, RequestFinished)]
+        return finished_in(self.events)
 
 
 @dataclass
@@ -125,11 +133,11 @@ class ReplayResult:
 
     @property
     def decisions(self) -> list[Decision]:
-        return [e for e in self.events if isinstance(e, Decision)]
+        return decisions_in(self.events)
 
     @property
     def requests(self) -> list[Request]:
-        return [e.request for e in self.events if isinstance(e, RequestFinished)]
+        return finished_in(self.events)
 
 
 def replay_with(

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
+from controlplane.cli.common import fmt_value
 from controlplane.metrics import LATENCY_METRICS, PERCENTILES
 
 HEADLINE = [
@@ -38,21 +39,13 @@ def summary_rows() -> list[tuple[str, str]]:
     return rows + TAIL
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def summary_table(summary: dict[str, Any], title: str) -> Table:
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for key, label in summary_rows():
         if key in summary:
-            t.add_row(label, _fmt(summary[key]))
+            t.add_row(label, fmt_value(summary[key]))
     reasons = summary.get("reject_reasons") or {}
     for reason, n in reasons.items():
         t.add_row(f"  rejected/failed: {reason}", str(n))
@@ -73,9 +66,7 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: s
         delta = pct = "-"
         if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
             d = vb - va
-            delta = _fmt(d) if isinstance(d, float) else f"{d:+d}"
-            if isinstance(d, float):
-                delta = f"{d:+.4g}"
+            delta = f"{d:+.4g}" if isinstance(d, float) else f"{d:+d}"
             pct = f"{100 * d / va:+.1f}%" if va else "-"
-        t.add_row(label, _fmt(va), _fmt(vb), delta, pct)
+        t.add_row(label, fmt_value(va), fmt_value(vb), delta, pct)
     return t
