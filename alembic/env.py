@@ -2,7 +2,7 @@
 
 The URL comes from, in order: a Connection handed over programmatically in
 ``config.attributes["connection"]`` (what ``controlplane.storage.db.upgrade``
-does), ``-x url=...``, ``$CONTROLPLANE_DB_URL``, else
+does), ``-x url=...``, ``$CONTROLPLANE_DB_URL`` or ``$CONTROLPLANE_STORAGE__URL``, else
 ``sqlite:///controlplane.db``. Batch mode is on so later revisions can alter
 tables on SQLite, which lacks most ALTER TABLE forms.
 """
@@ -26,7 +26,9 @@ if config.config_file_name is not None and "connection" not in config.attributes
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("CONTROLPLANE_DB_URL") or DEFAULT_URL
+    x_url = context.get_x_argument(as_dictionary=True).get("url")
+    env_url = os.environ.get("CONTROLPLANE_DB_URL") or os.environ.get("CONTROLPLANE_STORAGE__URL")
+    return x_url or env_url or DEFAULT_URL
 
 
 def _configure(**kwargs: object) -> None:
