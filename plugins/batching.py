@@ -59,6 +59,8 @@ class ContinuousBatching(Plugin):
         policy: Literal["vllm", "sarathi"] = "vllm"
         watermark: float = Field(0.01, ge=0, lt=1)  # share of KV blocks kept free for decodes
         chunk_size: int = Field(512, ge=1)  # sarathi: token budget per iteration
+        # vllm: a prompt longer than the batch token budget is prefilled alone, or rejected
+        long_prompts: Literal["alone", "reject"] = "alone"
         max_iterations: int = Field(1 << 20, ge=1)  # cap on a multi-iteration decode step
 
     def __init__(self, settings=None) -> None:
@@ -89,11 +91,14 @@ class ContinuousBatching(Plugin):
                 blocker = f"{r.request_id} needs {need} KV blocks, {free} free"
                 break
             longest_if = n if n > longest else longest
-            if (len(prefill) + 1) * longest_if > w.max_batch_tokens:
-                blocker = f"{r.request_id}: {n} prompt tokens exceed the batch budget of {w.max_batch_tokens}"
-                break
             if len(w.running) + len(prefill) >= w.max_num_seqs:
                 blocker = f"batch full ({w.max_num_seqs} sequences)"
+                break
+            if (len(prefill) + 1) * longest_if > w.max_batch_tokens:
+                if not prefill and n > w.max_batch_tokens and self.settings.long_prompts == "alone":
+                    return BatchPlan(prefill=((r, n),), reason=f"prefill {n} tokens alone: over the batch budget "
+                                                               f"of {w.max_batch_tokens}")
+                blocker = f"{r.request_id}: {n} prompt tokens exceed the batch budget of {w.max_batch_tokens}"
                 break
             prefill.append((r, n))
             free -= need

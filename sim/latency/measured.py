@@ -12,7 +12,7 @@ calls :func:`write_profile`; the simulator loads the file with
 
 The fit is a non-negative linear model on physically motivated features (fixed cost,
 prefill tokens, their square for attention, decode sequences, total decode context,
-prefill tokens x prefill context), weighted for relative error so both 5 ms decode
+prefill tokens x prefill context, prefill sequences), weighted for relative error so both 5 ms decode
 steps and 2 s prefills are fitted well.
 
 Engines that pad a batch to its longest member (our live ``CausalLMBackend``; profile metadata
@@ -47,11 +47,14 @@ ROW_FIELDS: tuple[str, ...] = (
     "sum_prefill_context",
     "iteration_s",
 )
-FEATURES: tuple[str, ...] = ("base", "prefill_tokens", "prefill_tokens_sq", "decode_seqs", "sum_decode_context", "prefill_tokens_x_context")
+FEATURES: tuple[str, ...] = (
+    "base", "prefill_tokens", "prefill_tokens_sq", "decode_seqs", "sum_decode_context", "prefill_tokens_x_context",
+    "prefill_seqs",  # a prompt's own fixed cost (its cache set-up, first sample), apart from its tokens
+)
 #: Optional row fields of padded engines: prefill tokens and decode KV entries computed, padding included.
 PADDED_FIELDS: tuple[str, ...] = ("padded_prefill_tokens", "padded_decode_context")
 # Feature scales keep the solver well conditioned; coefficients are stored unscaled.
-_SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6])
+_SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6, 1e1])
 
 
 def _normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
@@ -115,17 +118,17 @@ def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, An
     return rows, meta
 
 
-def _features(p_tok: float, d_seqs: float, d_ctx: float, p_ctx: float) -> list[float]:
-    return [1.0, p_tok, p_tok * p_tok, d_seqs, d_ctx, p_tok * p_ctx]
+def _features(p_tok: float, d_seqs: float, d_ctx: float, p_ctx: float, p_seqs: float = 0.0) -> list[float]:
+    return [1.0, p_tok, p_tok * p_tok, d_seqs, d_ctx, p_tok * p_ctx, p_seqs]
 
 
 def _row_features(r: Mapping[str, float], padded: bool) -> list[float]:
-    if not padded:
-        return _features(r["num_prefill_tokens"], r["num_decode_seqs"], r["sum_decode_context"], r["sum_prefill_context"])
-    p = r.get("padded_prefill_tokens", r["num_prefill_tokens"])
     n = r["num_prefill_seqs"]
+    if not padded:
+        return _features(r["num_prefill_tokens"], r["num_decode_seqs"], r["sum_decode_context"], r["sum_prefill_context"], n)
+    p = r.get("padded_prefill_tokens", r["num_prefill_tokens"])
     d = r.get("padded_decode_context", r["sum_decode_context"])
-    return [1.0, p, p * p / n if n else 0.0, r["num_decode_seqs"], d, r["num_prefill_tokens"] * r["sum_prefill_context"]]
+    return [1.0, p, p * p / n if n else 0.0, r["num_decode_seqs"], d, r["num_prefill_tokens"] * r["sum_prefill_context"], n]
 
 
 class MeasuredProfileModel(LatencyModel):
@@ -176,9 +179,9 @@ class MeasuredProfileModel(LatencyModel):
             n = len(shape.prefill_chunk_tokens)
             w = float(max(shape.prefill_chunk_tokens)) if n else 0.0
             d_pad = nd * float(max(shape.decode_context_tokens)) if nd else 0.0
-            return c[0] + c[1] * n * w + c[2] * n * w * w + c[3] * nd + c[4] * d_pad + c[5] * p_tok * p_ctx
-        f = _features(float(p_tok), float(nd), float(d_ctx), float(p_ctx))
-        return c[0] * f[0] + c[1] * f[1] + c[2] * f[2] + c[3] * f[3] + c[4] * f[4] + c[5] * f[5]
+            return c[0] + c[1] * n * w + c[2] * n * w * w + c[3] * nd + c[4] * d_pad + c[5] * p_tok * p_ctx + c[6] * n
+        f = _features(float(p_tok), float(nd), float(d_ctx), float(p_ctx), float(len(shape.prefill_chunk_tokens)))
+        return c[0] * f[0] + c[1] * f[1] + c[2] * f[2] + c[3] * f[3] + c[4] * f[4] + c[5] * f[5] + c[6] * f[6]
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
         ctx = np.asarray(decode_context_tokens, dtype=np.int64)

@@ -199,7 +199,7 @@ def test_until_s_cut_off_leaves_requests_in_flight_and_records_them(tmp_path):
 def test_a_request_too_big_for_any_batch_is_rejected_with_a_reason():
     trace = make_trace(20, qps=5)
     trace.insert(3, dataclasses.replace(trace[3], request_id="huge", prompt_tokens=20_000))
-    res = replay_with(trace=trace)
+    res = replay_with(trace=trace, plugins={"settings": {"continuous-batching": {"long_prompts": "reject"}}})
     by_id = {r.request_id: r for r in res.requests}
     huge = by_id["huge"]
     assert huge.status is RequestStatus.REJECTED

@@ -91,10 +91,19 @@ def test_vllm_preempts_the_newest_when_the_kv_cache_is_full():
 
 def test_vllm_waiting_request_that_cannot_fit_gets_an_empty_plan_with_the_reason():
     w = make_worker(waiting=deque(make_requests(1, prompt_tokens=9000)))
-    plan = _plan(w)
+    plan = _plan(w, long_prompts="reject")
     assert plan.prefill == plan.decode == () and "9000 prompt tokens exceed the batch budget" in plan.reason
     w = make_worker(waiting=deque(make_requests(1, prompt_tokens=4000)), num_kv_blocks=100)
     assert "needs 250 KV blocks, 100 free" in _plan(w).reason
+
+
+def test_vllm_prefills_a_prompt_over_the_token_budget_alone_by_default():
+    long, short = make_requests(2, prompt_tokens=[9000, 100])
+    w = make_worker(waiting=deque([long, short]))
+    plan = _plan(w)
+    assert [(r.request_id, n) for r, n in plan.prefill] == [("r0", 9000)] and "alone" in plan.reason
+    w = make_worker(waiting=deque([short, long]))
+    assert [r.request_id for r, _ in _plan(w).prefill] == ["r1"]  # never batched with others
 
 
 def test_sarathi_mixes_decodes_with_chunked_prefills_under_the_budget():
