@@ -5,10 +5,13 @@
 1. Calibrate. Time the worker's iterations over a grid of batch shapes sized to the slice
    (what `controlplane profile` does). Then replay a calibration slice - the requests just before
    the evaluated ones - live, timing every iteration as the control plane sees it (from the core's
-   start of the batch to the reply on the driver's loop). The difference to the backend's own time
-   is the live path's overhead (asyncio, the hand-off to the worker thread, the core and its
-   plugins), fitted as ``a + b x sequences`` and added to every grid row. The result is a
-   ``controlplane-profile/1`` file: the simulator's ``measured`` latency model.
+   start of the batch to the reply on the driver's loop). Two systematic live effects are measured
+   there and folded in: the live path's per-iteration overhead (wall - backend time: asyncio, the
+   hand-off to the worker process, the core and its plugins), fitted as ``a + b x sequences``, and
+   the live backend's slowdown against the grid (mixed-length batches, KV merges and compaction).
+   The profile is the calibration run's own iterations (mean per shape) plus the grid rows scaled by
+   the slowdown with the overhead added - a ``controlplane-profile/1`` file, the simulator's
+   ``measured`` latency model (what ``controlplane calibrate RUN --profile GRID`` writes too).
 2. Replay the evaluation slice LIVE: a real worker behind the live driver, the same plugins,
    requests injected at their (sped-up) trace arrival times, exact prompt and output lengths.
 3. Replay the same slice in the SIMULATOR: the same config, latency model = the calibrated profile,
@@ -46,11 +49,9 @@ from rich.table import Table  # noqa: E402
 
 from controlplane.cli.bench import (  # noqa: E402
     IterationSample,
-    Overhead,
     TimedPool,
-    add_overhead,
     aggregate_rows,
-    fit_overhead,
+    calibrate_rows,
     samples_table,
 )
 from controlplane.config import RunConfig, load_config  # noqa: E402
@@ -58,7 +59,7 @@ from controlplane.events import RequestFinished  # noqa: E402
 from controlplane.hookspecs import hookimpl  # noqa: E402
 from sim.traces import TraceRequest, apply_transforms, bundled_trace_path, read_trace  # noqa: E402
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 METRICS = ("ttft", "tpot", "e2e")
 PCTS = (50, 90, 99)
 TARGET_PCT = 10.0
@@ -184,11 +185,11 @@ def run_config(base: RunConfig, worker: dict[str, Any], db_url: str, *, name: st
 
 
 async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int, vocab: int, seed: int,
-                       record: bool, pool_kind: str = "process") -> LiveRun:
+                       record: bool, pool: str = "process") -> LiveRun:
     from controlplane.live.driver import LiveDriver
     from controlplane.live.pool import make_pool
 
-    pool = TimedPool(make_pool(pool_kind, cpu_threads=threads))
+    pool = TimedPool(make_pool(pool, cpu_threads=threads))
     driver = LiveDriver(cfg, pool=pool, record=record, extra_plugins=[pool.observer])
     pool.attach(driver)
     await driver.start(wait_ready_s=300)
@@ -280,14 +281,6 @@ def profile_worker(settings: Any, grid: Any, threads: int) -> tuple[list[dict[st
     return rows, profile_meta(backend)
 
 
-def calibrated_profile(path: Path, grid_rows: list[dict[str, Any]], meta: dict[str, Any],
-                       overhead: Overhead) -> Path:
-    from sim.latency.measured import write_profile
-
-    meta = {**meta, "source": "grid profile + live per-iteration overhead", **overhead.as_dict()}
-    return write_profile(path, add_overhead(aggregate_rows(grid_rows), overhead), meta)
-
-
 # --- comparison -----------------------------------------------------------------------------------
 
 
@@ -318,9 +311,10 @@ def paired_abs_error(live: list[RequestTimes], sim: list[RequestTimes], metric: 
     return 100.0 * statistics.median(errs) if errs else math.nan
 
 
-def comparison_table(title: str, live: dict, sim: dict, err: dict) -> Table:
+def comparison_table(title: str, live: dict, sim: dict, err: dict,
+                     columns: tuple[str, str] = ("live (measured)", "sim (predicted)")) -> Table:
     t = Table(title=title, header_style="bold")
-    for col in ("metric", "live (measured)", "sim (predicted)", "error"):
+    for col in ("metric", *columns, "error"):
         t.add_column(col, justify="left" if col == "metric" else "right")
     for m in METRICS:
         for p in PCTS:
@@ -366,10 +360,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the worker (CPU)")
+    ap.add_argument("--pool", default="process", help="where the live worker runs: process | thread")
     ap.add_argument("--repeats", type=int, default=2, help="timed iterations per profile grid point")
     ap.add_argument("--config", type=Path, default=None, help="run config whose plugins both sides use")
     ap.add_argument("--db", default=None, help="database URL for the runs (default: a temporary SQLite file)")
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated profile")
+    ap.add_argument("--live-repeat", action="store_true",
+                    help="replay the slice live a second time to measure the live-vs-live noise floor")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
@@ -398,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 1. calibrate: the grid profile, then the live overhead on the calibration slice
     from controlplane.live.model_source import WorkerModelSettings
-    from sim.latency.measured import MeasuredProfileModel
+    from sim.latency.measured import MeasuredProfileModel, write_profile
 
     settings = WorkerModelSettings(**worker)
     t = time.perf_counter()
@@ -414,18 +411,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cal_reqs, ev_reqs = slices.at_speed(speed_up)
     console.print(f"arrivals / {speed_up:.3g}: the evaluated slice lasts {ev_reqs[-1].arrival_s:.1f}s", highlight=False)
     vocab = int(settings.config["vocab_size"]) if settings.config else _vocab(settings)
-    cal = replay_live(run_config(base, worker, db_url, name="fidelity calibration"), cal_reqs,
-                      threads=args.threads, vocab=vocab, seed=args.seed + 1, record=True)
-    overhead = fit_overhead(cal.samples)
-    calibrated_profile(profile_path, grid_rows, meta, overhead)
+    live_args = {"threads": args.threads, "vocab": vocab, "record": True, "pool": args.pool}
+    cal = replay_live(run_config(base, worker, db_url, name="fidelity calibration"), cal_reqs, seed=args.seed + 1,
+                      **live_args)
+    calibration = calibrate_rows(cal.samples, grid_rows, meta)
+    write_profile(profile_path, calibration.rows,
+                  {**meta, "source": f"live run {cal.run_id} + grid profile scaled to it", **calibration.meta()})
+    overhead = calibration.overhead
     console.print(samples_table(cal.samples, f"calibration run {cal.run_id}: live iterations"))
-    console.print(f"live overhead per iteration: {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.0f} "
-                  f"us x sequences (median {overhead.median_s * 1e3:.2f} ms); profile -> {profile_path}",
-                  highlight=False)
+    console.print(f"folded in: live overhead {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.0f} us x "
+                  f"sequences per iteration; live backend {calibration.slowdown:.2f}x the grid profile; "
+                  f"profile -> {profile_path}", highlight=False)
 
     # 2. live, 3. simulated
-    live = replay_live(run_config(base, worker, db_url, name="fidelity live"), ev_reqs, threads=args.threads,
-                       vocab=vocab, seed=args.seed + 2, record=True)
+    live = replay_live(run_config(base, worker, db_url, name="fidelity live"), ev_reqs, seed=args.seed + 2,
+                       **live_args)
     arrivals = observed_arrivals(ev_reqs, live)
     sim_cfg = run_config(base, worker, db_url, name="fidelity sim", profile=profile_path)
     sim, sim_run = replay_sim(sim_cfg, arrivals, record=True)
@@ -436,14 +436,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # The same simulation with a model fitted on the evaluated run's own iterations (in-sample: a ceiling).
     own_path = Path(tmp) / "insample-profile.json"
-    from sim.latency.measured import write_profile
-
-    write_profile(own_path, aggregate_rows(s.wall_row() for s in live.samples),
-                  {**meta, "source": f"live run {live.run_id}"})
+    write_profile(own_path, calibrate_rows(live.samples).rows, {**meta, "source": f"live run {live.run_id}"})
     own, _ = replay_sim(run_config(base, worker, db_url, name="fidelity sim (in-sample)", profile=own_path), arrivals,
                         record=False)
     own_err = errors(live_stats, stats(own))
     client = [r.client_e2e_s - r.latencies()["e2e"] for r in live.requests if r.latencies()["e2e"] is not None]
+    noise: dict[str, float] = {}
+    if args.live_repeat:  # the same slice live again: how far two live runs land apart (the noise floor)
+        again = replay_live(run_config(base, worker, db_url, name="fidelity live (repeat)"), ev_reqs,
+                            seed=args.seed + 2, **live_args)
+        diff = errors(live_stats, stats(again.requests))
+        noise = {f"live_repeat_{m}_p{p}_diff_pct": round(diff[m][p], 2) for m in METRICS for p in (50, 90)}
+        console.print(comparison_table(f"noise floor: live run {live.run_id} vs the same slice live again "
+                                       f"(run {again.run_id})", live_stats, stats(again.requests), diff,
+                                       ("live", "live again")))
     completed = sum(r.status == "completed" for r in live.requests)
     console.print(f"live: {completed}/{len(ev_reqs)} completed in {live.wall_s:.1f}s; per-request time outside the "
                   f"core (submit -> result in the client's hands) p50 {statistics.median(client) * 1e3:.2f} ms, "
@@ -459,10 +465,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "e2e_paired_median_abs_err_pct": round(paired_abs_error(live.requests, sim, "e2e"), 2),
         "insample_ttft_p50_err_pct": round(own_err["ttft"][50], 2),
         "insample_e2e_p50_err_pct": round(own_err["e2e"][50], 2),
+        **noise,
         "live_ms": {f"{m}_p{p}": round(live_stats[m][p] * 1e3, 3) for m in METRICS for p in PCTS},
         "sim_ms": {f"{m}_p{p}": round(sim_stats[m][p] * 1e3, 3) for m in METRICS for p in PCTS},
         "overhead_ms": {"base": round(overhead.base_s * 1e3, 3), "per_seq": round(overhead.per_seq_s * 1e3, 4),
                         "median": round(overhead.median_s * 1e3, 3)},
+        "live_slowdown": round(calibration.slowdown or 1.0, 3),
         "trace": Path(trace).name,
         "requests": len(ev_reqs),
         "completed": completed,

@@ -275,6 +275,58 @@ def add_overhead(rows: Iterable[dict[str, Any]], overhead: Overhead) -> list[dic
     return out_rows
 
 
+def live_slowdown(grid_rows: Sequence[dict[str, Any]], grid_meta: dict[str, Any],
+                  samples: Sequence[IterationSample]) -> float:
+    """How much slower the live backend ran than the grid profile predicts for the same shapes.
+
+    The grid times uniform batches on an idle engine; live batches mix lengths (padding masks),
+    merge and compact their KV cache as requests come and go, and share the machine with the
+    driver. Sum of live backend time over sum of predicted, over the live iterations.
+    """
+    from sim.latency.base import IterationShape
+    from sim.latency.measured import MeasuredProfileModel
+
+    model = MeasuredProfileModel.fit(aggregate_rows(grid_rows), grid_meta)
+    predicted = actual = 0.0
+    for s in samples:
+        r = s.row
+        n, nd = int(r["num_prefill_seqs"]), int(r["num_decode_seqs"])
+        width = r.get("padded_prefill_tokens", r["num_prefill_tokens"]) / n if n else 0
+        ctx = r.get("padded_decode_context", r["sum_decode_context"]) / nd if nd else 0
+        predicted += model.iteration_s(IterationShape([width] * n, [0] * n, [ctx] * nd))
+        actual += s.backend_s
+    return actual / predicted if predicted > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Profile rows for the simulator from a live run, and what was folded into them."""
+
+    rows: list[dict[str, Any]]
+    overhead: Overhead
+    slowdown: float | None  # live backend / grid profile; None without a grid
+
+    def meta(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"live_slowdown": self.slowdown} if self.slowdown is not None else {}
+        return {**self.overhead.as_dict(), **extra}
+
+
+def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[dict[str, Any]] | None = None,
+                   grid_meta: dict[str, Any] | None = None) -> Calibration:
+    """The live run's own iterations as the control plane saw them (mean per shape); with a grid
+    profile of the same worker, also the grid's rows scaled by the live slowdown plus the live
+    per-iteration overhead, for the shapes the run did not reach."""
+    if not samples:
+        raise ValueError("no live iterations to calibrate from")
+    overhead = fit_overhead(samples)
+    rows = aggregate_rows(s.wall_row() for s in samples)
+    if grid_rows is None:
+        return Calibration(rows, overhead, None)
+    slowdown = live_slowdown(grid_rows, grid_meta or {}, samples)
+    scaled = [{**r, "iteration_s": r["iteration_s"] * slowdown} for r in aggregate_rows(grid_rows)]
+    return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdown)
+
+
 def run_iterations(engine: Any, run_id: int, worker: str | None = None) -> list[IterationSample]:
     """The iterations a live run recorded (``iteration`` decisions), oldest first."""
     from controlplane.storage import iter_rows
@@ -436,22 +488,27 @@ def calibrate(
                 f"run {run_id} recorded no iteration timings: its workers must run in a TimedPool "
                 "(controlplane.cli.bench), as benchmarks/fidelity.py does"
             )
-        overhead = fit_overhead(samples)
-        if profile_path is not None:
+        meta["batching"] = "padded"  # live runs come from CausalLMBackend
+        if timing == "backend":  # the engine alone, as `controlplane profile` measures it
+            cal = Calibration(aggregate_rows(s.row for s in samples), fit_overhead(samples), None)
+            meta["source"] = f"live run {run_id} (backend timings, mean per shape)"
+        elif profile_path is not None:
             grid_rows, grid_meta = read_profile(profile_path)
-            rows = add_overhead(grid_rows, overhead) if timing == "wall" else grid_rows
-            meta = {**grid_meta, "source": f"{profile_path} + overhead of live run {run_id}"}
+            cal = calibrate_rows(samples, grid_rows, grid_meta)
+            meta = {**grid_meta, "source": f"live run {run_id} + {profile_path} scaled to it"}
         else:
-            rows = aggregate_rows(s.wall_row() if timing == "wall" else s.row for s in samples)
-            meta.update(source=f"live run {run_id} ({timing} timings, mean per shape)", batching="padded")
-        meta.update({"run_id": run_id, "timing": timing, **overhead.as_dict()})
+            cal = calibrate_rows(samples)
+            meta["source"] = f"live run {run_id} (as the control plane saw it, mean per shape)"
+        meta.update({"run_id": run_id, "timing": timing, **cal.meta()})
         meta.pop("path", None)
-        path = write_profile(output, rows, meta)
+        path = write_profile(output, cal.rows, meta)
         model = MeasuredProfileModel.from_file(path)
     out.print(_fit_table(f"run {run_id}: {len(samples)} iterations", model))
-    out.print(f"live overhead per iteration: {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.1f} us/seq "
-              f"(median {overhead.median_s * 1e3:.2f} ms over {overhead.samples} iterations)")
-    out.print(f"wrote {len(rows)} rows to {path}", highlight=False)
+    oh = cal.overhead
+    out.print(f"live overhead per iteration: {oh.base_s * 1e3:.2f} ms + {oh.per_seq_s * 1e6:.1f} us/seq "
+              f"(median {oh.median_s * 1e3:.2f} ms over {oh.samples} iterations)"
+              + (f"; live backend {cal.slowdown:.2f}x the profile" if cal.slowdown else ""))
+    out.print(f"wrote {len(cal.rows)} rows to {path}", highlight=False)
 
 
 @bench_app.command("quant")

@@ -1,0 +1,89 @@
+"""benchmarks/fidelity.py: trace slicing and scaling, the comparison, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.latency.linear import LinearLatencyModel
+from sim.traces import TraceRequest, bundled_trace_path
+
+ROOT = Path(__file__).resolve().parents[2]
+MOONCAKE = ROOT.parent / "shared" / "data" / "traces" / "mooncake_fast25" / "conversation_trace.jsonl"
+_spec = importlib.util.spec_from_file_location("fidelity_bench", ROOT / "benchmarks" / "fidelity.py")
+F = importlib.util.module_from_spec(_spec)
+sys.modules["fidelity_bench"] = F  # dataclasses look their module up while the file executes
+_spec.loader.exec_module(F)
+
+
+def _slices(path, fmt, **kw):
+    args = dict(start_s=None, calibration=10, limit=30, prompt_scale="auto", output_scale="auto", prompt_p50=64,
+                output_p50=16, max_prompt=256, max_output=48, seed=0)
+    return F.load_slices(path, fmt, **{**args, **kw})
+
+
+def test_the_bundled_azure_trace_is_scaled_to_a_tiny_model():
+    s = _slices(bundled_trace_path(), "azure")
+    assert len(s.calibration) == 10 and len(s.evaluation) == 30
+    assert 0 < s.prompt_scale < 0.1 and s.output_scale == 1.0  # Azure code outputs are short already
+    every = s.calibration + s.evaluation
+    assert all(1 <= r.prompt_tokens <= 256 and 1 <= r.output_tokens <= 48 for r in every)
+    assert s.calibration[0].arrival_s == 0 == s.evaluation[0].arrival_s  # each slice starts at 0
+    assert [r.arrival_s for r in s.evaluation] == sorted(r.arrival_s for r in s.evaluation)
+    cal, ev = s.at_speed(4.0)
+    assert ev[-1].arrival_s == pytest.approx(s.evaluation[-1].arrival_s / 4)
+    assert [r.prompt_tokens for r in ev] == [r.prompt_tokens for r in s.evaluation]
+
+
+def test_mooncake_long_contexts_are_scaled_and_lose_their_prefix_hashes():
+    if not MOONCAKE.exists():
+        pytest.skip("no Mooncake trace in ../shared")
+    s = _slices(MOONCAKE, "mooncake", prompt_scale="0.01", max_output=32)
+    assert s.prompt_scale == 0.01 and s.output_scale < 0.1
+    assert all(r.hash_ids == () and r.output_tokens <= 32 for r in s.evaluation)
+
+
+def test_auto_speed_up_compresses_towards_the_duration_but_not_past_the_utilization():
+    reqs = [TraceRequest(str(i), 10.0 * i, 64, 16) for i in range(11)]  # 100 s span
+    model = LinearLatencyModel(base_s=0.01, prefill_s_per_token=0.0, decode_s_per_seq=0.0,
+                               decode_s_per_context_token=0.0)
+    service = sum(F.isolated_service_s(model, r) for r in reqs)
+    assert service == pytest.approx(11 * 16 * 0.01)
+    assert F.auto_speed_up(model, reqs, utilization=0.9, duration_s=50) == pytest.approx(2.0)  # the duration binds
+    slow = F.auto_speed_up(model, reqs, utilization=0.01, duration_s=50)
+    assert slow == pytest.approx(0.01 * 100 / service)  # the load binds: slower than the trace
+    assert F.auto_speed_up(model, reqs[:1], utilization=0.5, duration_s=50) == 1.0
+
+
+def test_stats_and_signed_errors():
+    live = [F.RequestTimes(str(i), 0.0, 0.1, 0.1 + 0.01 * 9, 10, "completed") for i in range(5)]
+    sim = [F.RequestTimes(str(i), 0.0, 0.11, 0.11 + 0.009 * 9, 10, "completed") for i in range(5)]
+    failed = F.RequestTimes("x", 0.0, None, None, 0, "failed")
+    a, b = F.stats(live + [failed]), F.stats(sim)
+    assert a["ttft"][50] == pytest.approx(0.1) and a["tpot"][50] == pytest.approx(0.01)
+    err = F.errors(a, b)
+    assert err["ttft"][50] == pytest.approx(10.0) and err["tpot"][50] == pytest.approx(-10.0)
+    assert F.paired_abs_error(live, sim, "ttft") == pytest.approx(10.0)
+    assert math.isnan(F.stats([failed])["e2e"][50])
+
+
+def test_a_tiny_fidelity_run_end_to_end(tmp_path, capsys):
+    result = F.main(["--limit", "12", "--calibration", "8", "--duration", "3", "--repeats", "1", "--pool", "thread",
+                     "--max-prompt-tokens", "32", "--max-output-tokens", "8", "--prompt-p50", "16",
+                     "--output-p50", "4", "--db", f"sqlite:///{tmp_path / 'f.db'}",
+                     "--profile-out", str(tmp_path / "p.json")])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == json.loads(json.dumps(result))
+    assert result["completed"] == result["requests"] == 12
+    for key in ("ttft_p50_err_pct", "e2e_p50_err_pct", "tpot_p50_err_pct", "insample_e2e_p50_err_pct"):
+        assert math.isfinite(result[key])
+    assert result["target_met"] == (abs(result["ttft_p50_err_pct"]) <= 10 and abs(result["e2e_p50_err_pct"]) <= 10)
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["batching"] == "padded" and doc["live_slowdown"] > 0 and doc["overhead_samples"] > 0
+    runs = result["runs"]
+    assert runs["calibration"] < runs["live"] < runs["sim"]  # all three recorded in --db
