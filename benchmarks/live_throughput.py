@@ -119,7 +119,8 @@ def quant(args: argparse.Namespace) -> list[Any]:
     from controlplane.live.quant_bench import run_quant_bench
 
     base = WorkerModelSettings(**worker_dict(args))
-    return run_quant_bench(base, ["fp32", "int8"], [1, 32], args.prompt_tokens, args.max_tokens, args.quant_repeats)
+    return run_quant_bench(base, [args.quant_base, args.quant_low], [1, 32], args.prompt_tokens, args.max_tokens,
+                           args.quant_repeats)
 
 
 # --- (c) the daemon's overhead -------------------------------------------------------------------
@@ -265,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--quant-repeats", type=int, default=2)
+    ap.add_argument("--quant-base", default="fp32", help="(b) the reference precision")
+    ap.add_argument("--quant-low", default="int8", help="(b) the quantized precision (int8 is CPU-only; nf4 on CUDA)")
     ap.add_argument("--daemon-preset", default="tiny-llama", help="(c) model: small, so the overhead shows")
     ap.add_argument("--daemon-pool", default="process", help="(c) the daemon's worker pool: process | thread")
     ap.add_argument("--daemon-requests", type=int, default=40)
@@ -303,11 +306,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from controlplane.live.quant_bench import render_table
 
     rows = quant(args)
-    console.print(render_table(rows, title=f"(b) {model}: fp32 vs int8 (dynamic quantization)"))
-    by = {(r.precision, r.batch_size): r for r in rows if r.ok}
-    fp32, int8 = by.get(("fp32", 32)), by.get(("int8", 32))
+    console.print(render_table(rows, title=f"(b) {model}: {args.quant_base} vs {args.quant_low}"))
+    by = {(r.variant, r.batch_size): r for r in rows if r.ok}
+    fp32, int8 = by.get((args.quant_base, 32)), by.get((args.quant_low, 32))
     quant_ratio = int8.tokens_per_s / fp32.tokens_per_s if fp32 and int8 else float("nan")
-    console.print(f"int8 / fp32 at batch 32: {quant_ratio:.2f}x tokens/s", highlight=False)
+    console.print(f"{args.quant_low} / {args.quant_base} at batch 32: {quant_ratio:.2f}x tokens/s", highlight=False)
 
     # (c)
     daemon: dict[str, Any] = {}
@@ -333,7 +336,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         "batched_over_sequential": round(ratio, 3),
-        "int8_over_fp32_bs32": round(quant_ratio, 3),
+        "int8_over_fp32_bs32": round(quant_ratio, 3),  # --quant-low over --quant-base (default int8 / fp32)
+        "quant_pair": f"{args.quant_low}/{args.quant_base}",
         "batched_rps": round(bat["rps"], 3),
         "sequential_rps": round(seq["rps"], 4),
         "fp32_tok_s_bs32": round(fp32.tokens_per_s, 1) if fp32 else None,

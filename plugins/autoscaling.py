@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
-from controlplane import Plugin, hookimpl
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
+from controlplane.events import WorkerChanged
 from controlplane.types import WorkerState
 
 
 class FixedReplicas(Plugin):
-    """Keep each model at its configured replica count, replacing failed replicas."""
+    """Keep each model at its configured replica count, replacing failed replicas.
+
+    Replacements back off exponentially while replicas keep failing (a model that cannot
+    load must not be restarted at every tick), and the backoff resets when one becomes ready.
+    """
 
     name = "fixed-replicas"
+
+    class Settings(PluginSettings):
+        restart_backoff_s: float = Field(5.0, ge=0)  # wait after a second failure in a row; doubles after each
+        max_restart_backoff_s: float = Field(300.0, ge=0)
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._failures: dict[str, int] = {}  # consecutive failures per model
+        self._last_failure_s: dict[str, float] = {}
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if type(event) is not WorkerChanged or event.kind not in ("failed", "ready"):
+            return
+        w = ctx.workers.get(event.worker_id)
+        if w is None:
+            return
+        if event.kind == "ready":
+            self._failures.pop(w.model, None)
+        else:
+            self._failures[w.model] = self._failures.get(w.model, 0) + 1
+            self._last_failure_s[w.model] = event.time_s
 
     @hookimpl
     def cp_scale(self, ctx, model, workers):
@@ -18,4 +47,10 @@ class FixedReplicas(Plugin):
         alive = sum(1 for w in workers if w.state in (WorkerState.READY, WorkerState.STARTING))
         if alive == deployment.replicas:
             return ScaleDecision(model, alive, "at configured replicas")
+        failures = self._failures.get(model, 0)
+        if alive < deployment.replicas and failures > 1:  # the first replacement is immediate
+            s = self.settings
+            wait = min(s.max_restart_backoff_s, s.restart_backoff_s * 2 ** (failures - 2))
+            if ctx.now_s - self._last_failure_s[model] < wait:
+                return ScaleDecision(model, alive, f"{failures} failure(s) in a row: next restart after {wait:g} s")
         return ScaleDecision(model, deployment.replicas, f"restore configured {deployment.replicas} replicas")

@@ -145,7 +145,11 @@ class TimedPool(WorkerPool):
         end = self._now()
         self._advance(worker_id, cmd, reply)
         if reply.profile and (reply.profile.get("num_prefill_tokens") or reply.profile.get("num_decode_seqs")):
-            start = self.observer.start_s.pop(cmd.batch_id, called)
+            starts = self.observer.start_s
+            start = starts.pop(cmd.batch_id, called)
+            if len(starts) > 4096:  # batches that never reached a worker (middle prefill chunks)
+                for b in [b for b in starts if b < cmd.batch_id - 1024]:
+                    del starts[b]
             sample = IterationSample(worker_id, cmd.batch_id, start, end, {**reply.profile, **padded})
             self.samples.append(sample)
             if self.emit:
@@ -438,7 +442,12 @@ def profile(
             torch.set_num_threads(threads)
         settings = _settings(preset, model_path, precision, compile_, device, max_seq_len)
         err.print(f"loading {settings.source_name()} ({precision}) on {device} ...", highlight=False)
-        backend = CausalLMBackend.from_settings(settings)
+        from controlplane.live.quantize import PrecisionUnavailable
+
+        try:
+            backend = CausalLMBackend.from_settings(settings)
+        except PrecisionUnavailable as exc:
+            raise ValueError(str(exc)) from None
         bar = _progress("profile", progress and err.is_terminal)
         with bar:
             task = bar.add_task("profile", total=None)

@@ -116,14 +116,14 @@ def test_unknown_grid_is_a_clear_error(tmp_path):
 
 def test_bench_quant_prints_the_table_and_writes_json(tmp_path):
     path = tmp_path / "q.json"
-    res = invoke("bench", "quant", "--preset", "tiny-llama", "--device", "cpu", "--variants", "fp32,int8,nf4",
+    res = invoke("bench", "quant", "--preset", "tiny-llama", "--device", "cpu", "--variants", "fp32,int8",
                  "--batch-sizes", "1,2", "--prompt-tokens", "4", "--new-tokens", "3", "--repeats", "1",
                  "--threads", "1", "--json", path, "--no-progress")
     assert "tok/s" in res.output
     rows = json.loads(path.read_text())
     ok = {(r["variant"], r["batch_size"]) for r in rows if r["status"] == "ok"}
     assert {("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)} <= ok
-    assert any(r["variant"] == "nf4" and r["status"].startswith(("skipped", "ok")) for r in rows)
+    assert all(r["model_mb"] > 0 and r["tokens_per_s"] > 0 for r in rows)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sim.latency.linear import LinearLatencyModel
@@ -48,16 +49,20 @@ def test_mooncake_long_contexts_are_scaled_and_lose_their_prefix_hashes():
     assert all(r.hash_ids == () and r.output_tokens <= 32 for r in s.evaluation)
 
 
-def test_auto_speed_up_compresses_towards_the_duration_but_not_past_the_utilization():
-    reqs = [TraceRequest(str(i), 10.0 * i, 64, 16) for i in range(11)]  # 100 s span
+def test_auto_speed_up_compresses_towards_the_duration_but_keeps_the_busiest_window_servable():
+    reqs = [TraceRequest(str(i), 10.0 * i, 64, 16) for i in range(11)]  # one every 10 s, 100 s span
     model = LinearLatencyModel(base_s=0.01, prefill_s_per_token=0.0, decode_s_per_seq=0.0,
                                decode_s_per_context_token=0.0)
-    service = sum(F.isolated_service_s(model, r) for r in reqs)
-    assert service == pytest.approx(11 * 16 * 0.01)
+    assert F.isolated_service_s(model, reqs[0]) == pytest.approx(0.16)
     assert F.auto_speed_up(model, reqs, utilization=0.9, duration_s=50) == pytest.approx(2.0)  # the duration binds
-    slow = F.auto_speed_up(model, reqs, utilization=0.01, duration_s=50)
-    assert slow == pytest.approx(0.01 * 100 / service)  # the load binds: slower than the trace
+    # 2x faster puts two requests in some 10 s window: 0.032 of load; 0.02 allows only one.
+    assert F.auto_speed_up(model, reqs, utilization=0.02, duration_s=50) <= 1.0
+    # Nothing is light enough: slowed down, but the replay lasts at most 3 x the duration.
+    assert F.auto_speed_up(model, reqs, utilization=0.001, duration_s=50) == pytest.approx(100 / 150)
     assert F.auto_speed_up(model, reqs[:1], utilization=0.5, duration_s=50) == 1.0
+    burst = [TraceRequest(str(i), 0.1 * i, 64, 16) for i in range(100)]  # 10 req/s for 10 s
+    speed = F.auto_speed_up(model, burst, utilization=0.5, duration_s=100)
+    assert speed < 1 and F.peak_load(np.full(100, 0.16), np.array([r.arrival_s for r in burst]), speed) <= 0.5
 
 
 def test_stats_and_signed_errors():

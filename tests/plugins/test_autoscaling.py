@@ -22,3 +22,32 @@ def test_restores_after_a_failure_and_ignores_draining_and_dead_workers():
                make_worker("default-2", state=WorkerState.DRAINING)]
     d = _decide(workers, replicas=3)
     assert d.target_replicas == 3 and d.reason == "restore configured 3 replicas"
+
+
+def test_fixed_replicas_backs_off_while_replacements_keep_failing():
+    from controlplane.events import WorkerChanged
+    from controlplane.testing import make_config, make_context, make_worker
+    from controlplane.types import WorkerState
+    from plugins.autoscaling import FixedReplicas
+
+    plugin = FixedReplicas(FixedReplicas.Settings(restart_backoff_s=10, max_restart_backoff_s=25))
+    dead = make_worker("default-0")
+    dead.state = WorkerState.FAILED
+    cfg = make_config(cluster={"models": [{"name": "default", "replicas": 1}]})
+    ctx = make_context(now_s=50.0, workers=[dead], config=cfg)
+    plugin.cp_on_event(ctx=ctx, event=WorkerChanged(50.0, "default-0", "failed"))
+    assert plugin.cp_scale(ctx=ctx, model="default", workers=[dead]).target_replicas == 1  # first: at once
+    for n, t in enumerate((100.0, 200.0, 300.0), start=1):
+        ctx = make_context(now_s=t, workers=[dead], config=cfg)
+        plugin.cp_on_event(ctx=ctx, event=WorkerChanged(t, "default-0", "failed"))
+        wait = min(25, 10 * 2 ** (n - 1))
+        held = plugin.cp_scale(ctx=make_context(now_s=t + wait - 1, workers=[dead], config=cfg), model="default",
+                               workers=[dead])
+        assert held.target_replicas == 0 and "next restart" in held.reason
+        restored = plugin.cp_scale(ctx=make_context(now_s=t + wait, workers=[dead], config=cfg), model="default",
+                                   workers=[dead])
+        assert restored.target_replicas == 1
+    ready = make_worker("default-1")
+    plugin.cp_on_event(ctx=make_context(workers=[ready], config=cfg), event=WorkerChanged(400.0, "default-1", "ready"))
+    assert plugin.cp_scale(ctx=make_context(now_s=401, workers=[dead], config=cfg), model="default",
+                           workers=[dead]).target_replicas == 1
