@@ -38,9 +38,8 @@ app.add_typer(bench_app, name="bench")
 
 #: The ``action`` of the decisions a `TimedPool` records, one per worker iteration.
 ITERATION_ACTION = "iteration"
-ROW_KEYS = ("num_prefill_tokens", "num_prefill_seqs", "num_decode_seqs", "sum_decode_context",
-            "sum_prefill_context", "iteration_s")
-PADDED_KEYS = ("padded_prefill_tokens", "padded_decode_context")
+from sim.latency.profile_format import PADDED_FIELDS as PADDED_KEYS  # noqa: E402
+from sim.latency.profile_format import ROW_FIELDS as ROW_KEYS  # noqa: E402
 
 
 def grids() -> dict[str, ProfileGrid]:

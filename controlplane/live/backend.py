@@ -31,14 +31,7 @@ __all__ = [
     "StopCondition",
 ]
 
-PROFILE_KEYS = (
-    "num_prefill_tokens",
-    "num_prefill_seqs",
-    "num_decode_seqs",
-    "sum_decode_context",
-    "sum_prefill_context",
-    "iteration_s",
-)
+from sim.latency.profile_format import ROW_FIELDS as PROFILE_KEYS  # noqa: E402
 
 
 @dataclass

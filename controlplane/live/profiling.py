@@ -26,15 +26,8 @@ from controlplane.live.backend import CausalLMBackend
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.sampling import StopCondition
 
-PROFILE_FORMAT = "controlplane-profile/1"
-ROW_KEYS = (
-    "num_prefill_tokens",
-    "num_prefill_seqs",
-    "num_decode_seqs",
-    "sum_decode_context",
-    "sum_prefill_context",
-    "iteration_s",
-)
+from sim.latency.profile_format import PROFILE_FORMAT
+from sim.latency.profile_format import ROW_FIELDS as ROW_KEYS
 _NO_EOS = StopCondition(eos_token_ids=())
 
 

@@ -35,24 +35,14 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from .base import IterationShape, LatencyModel
+from .profile_format import PADDED_FIELDS, PROFILE_FORMAT, ROW_FIELDS
 
 __all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
 
-PROFILE_FORMAT = "controlplane-profile/1"
-ROW_FIELDS: tuple[str, ...] = (
-    "num_prefill_tokens",
-    "num_prefill_seqs",
-    "num_decode_seqs",
-    "sum_decode_context",
-    "sum_prefill_context",
-    "iteration_s",
-)
 FEATURES: tuple[str, ...] = (
     "base", "prefill_tokens", "prefill_tokens_sq", "decode_seqs", "sum_decode_context", "prefill_tokens_x_context",
     "prefill_seqs",  # a prompt's own fixed cost (its cache set-up, first sample), apart from its tokens
 )
-#: Optional row fields of padded engines: prefill tokens and decode KV entries computed, padding included.
-PADDED_FIELDS: tuple[str, ...] = ("padded_prefill_tokens", "padded_decode_context")
 # Feature scales keep the solver well conditioned; coefficients are stored unscaled.
 _SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6, 1e1])
 
