@@ -92,6 +92,8 @@ def replay(
     with user_errors():
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
         path = trace if trace is not None else bundled_trace_path()
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"trace file not found: {path}")
         if format is None and trace is None:
             format = "azure"
         options: dict[str, Any] = {}
