@@ -59,6 +59,14 @@ def prefill_contexts(shape: IterationShape) -> Sequence[int]:
     return shape.prefill_context_tokens
 
 
+def decode_run_args(decode_context_tokens, num_iterations: int, dtype=np.int64) -> tuple[np.ndarray, int]:
+    """Validate and normalise `decode_run_s` arguments: (contexts as an array, iteration count)."""
+    n = int(num_iterations)
+    if n < 0:
+        raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+    return np.asarray(decode_context_tokens, dtype=dtype), n
+
+
 class LatencyModel(ABC):
     """Maps an iteration's batch shape to its duration in seconds."""
 
@@ -70,10 +78,7 @@ class LatencyModel(ABC):
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
         """Durations (s) of the next num_iterations decode-only iterations with unchanged membership; each request's context grows by one token per iteration. Base implementation loops iteration_s; subclasses vectorise (this is the simulator's hot path)."""
-        ctx = np.asarray(decode_context_tokens, dtype=np.int64)
-        n = int(num_iterations)
-        if n < 0:
-            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        ctx, n = decode_run_args(decode_context_tokens, num_iterations)
         out = np.empty(n, dtype=np.float64)
         for k in range(n):
             out[k] = self.iteration_s(IterationShape(decode_context_tokens=(ctx + k).tolist()))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import IterationShape, LatencyModel, prefill_contexts
+from .base import IterationShape, LatencyModel, decode_run_args, prefill_contexts
 
 __all__ = ["LinearLatencyModel"]
 
@@ -68,10 +68,7 @@ class LinearLatencyModel(LatencyModel):
         return float(t)
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
-        ctx = np.asarray(decode_context_tokens, dtype=np.float64)
-        n = int(num_iterations)
-        if n < 0:
-            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        ctx, n = decode_run_args(decode_context_tokens, num_iterations, np.float64)
         if ctx.size == 0:
             return np.zeros(n)
         c = self.c

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LinearRegression
 
-from .base import IterationShape, LatencyModel
+from .base import IterationShape, LatencyModel, decode_run_args
 from .profile_format import PADDED_FIELDS, PROFILE_FORMAT, ROW_FIELDS
 
 __all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
@@ -174,10 +174,7 @@ class MeasuredProfileModel(LatencyModel):
         return c[0] * f[0] + c[1] * f[1] + c[2] * f[2] + c[3] * f[3] + c[4] * f[4] + c[5] * f[5] + c[6] * f[6]
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
-        ctx = np.asarray(decode_context_tokens, dtype=np.int64)
-        n = int(num_iterations)
-        if n < 0:
-            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        ctx, n = decode_run_args(decode_context_tokens, num_iterations)
         b = ctx.size
         if b == 0 or n == 0:
             return np.zeros(n)

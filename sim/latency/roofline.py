@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import IterationShape, LatencyModel, prefill_contexts
+from .base import IterationShape, LatencyModel, prefill_contexts, decode_run_args
 from .memory import kv_bytes_per_token_per_gpu
 from .specs import GPUSpec, ModelSpec, Precision, get_gpu, get_model, get_precision
 
@@ -103,10 +103,7 @@ class RooflineModel(LatencyModel):
         return self._fixed_s(tokens, np_ + nd) + attn
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
-        ctx = np.asarray(decode_context_tokens, dtype=np.int64)
-        n = int(num_iterations)
-        if n < 0:
-            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        ctx, n = decode_run_args(decode_context_tokens, num_iterations)
         b = int(ctx.size)
         if b == 0 or n == 0:
             return np.zeros(n)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import IterationShape, LatencyModel
+from .base import IterationShape, LatencyModel, decode_run_args
 from .vidur_profile import PROFILES_DIR, ProfileNotFoundError
 
 __all__ = ["SplitwiseModel", "list_splitwise_profiles"]
@@ -97,10 +97,8 @@ class SplitwiseModel(LatencyModel):
         return t * MIXED_BATCH_FACTOR if nd else t
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
-        n = int(num_iterations)
-        if n < 0:
-            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
-        b = int(np.asarray(decode_context_tokens).size)
+        ctx, n = decode_run_args(decode_context_tokens, num_iterations)
+        b = int(ctx.size)
         return np.full(n, max(self.token_s(b), 0.0) if b else 0.0)
 
     def __repr__(self) -> str:

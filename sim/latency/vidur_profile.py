@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ._interp import Curve1D, RatioSurface
-from .base import IterationShape, LatencyModel
+from .base import IterationShape, LatencyModel, decode_run_args
 from .specs import GPUS, GPUSpec, ModelSpec, get_gpu, get_model, get_precision
 
 __all__ = [
@@ -524,10 +524,7 @@ class VidurProfileModel(LatencyModel):
         return ms * 1e-3
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
-        ctx = np.asarray(decode_context_tokens, dtype=np.int64)
-        k = int(num_iterations)
-        if k < 0:
-            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        ctx, k = decode_run_args(decode_context_tokens, num_iterations)
         b = int(ctx.size)
         if b == 0 or k == 0:
             return np.zeros(k)

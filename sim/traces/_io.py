@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TextIO
 
 from .errors import TraceFormatError
+from .record import with_arrival
 
 # Rows whose arrival goes backwards by less than this (seconds) are clamped to the previous
 # arrival instead of rejected: float round-off in converted traces, not a real disorder.
@@ -133,3 +134,12 @@ def backwards(path: PathLike, line: int, field: str, value: float, previous: flo
         path, line, field,
         f"arrival goes backwards: {value:g} {unit} is before the previous row's {previous:g} {unit} "
         "(rows must be in arrival order)")
+
+
+def in_order(path: PathLike, line: int, req, last: float):
+    """`req`, clamped to `last` if it is a hair early; an error naming the line if it is earlier."""
+    if req.arrival_s < last:
+        if req.arrival_s < last - ORDER_TOLERANCE_S:
+            raise backwards(path, line, "arrival_s", req.arrival_s, last)
+        return with_arrival(req, last)
+    return req

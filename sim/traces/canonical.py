@@ -17,10 +17,10 @@ import json
 import math
 from typing import Any, Iterable, Iterator, Sequence
 
-from ._io import (ORDER_TOLERANCE_S, PathLike, backwards, base_suffix, column_index, csv_header,
+from ._io import (PathLike, base_suffix, column_index, csv_header, in_order,
                   empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
-from .record import TraceRequest, new_basic, params_from_mapping, thaw, with_arrival
+from .record import TraceRequest, new_basic, params_from_mapping, thaw
 
 REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tokens", "params")
@@ -76,10 +76,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
                 line = row_start_line(reader, row)
                 try:
                     req = _csv_row(path, line, row, header, ii, ia, ip, io_, extra, idx)
-                    if req.arrival_s < last:
-                        if req.arrival_s < last - ORDER_TOLERANCE_S:
-                            raise backwards(path, line, "arrival_s", req.arrival_s, last)
-                        req = with_arrival(req, last)
+                    req = in_order(path, line, req, last)
                 except TraceFormatError as err:
                     sink(err)
                     idx += 1
@@ -163,10 +160,7 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise",
                 except json.JSONDecodeError as e:
                     raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
                 req = _json_obj(path, lineno, obj, idx)
-                if req.arrival_s < last:
-                    if req.arrival_s < last - ORDER_TOLERANCE_S:
-                        raise backwards(path, lineno, "arrival_s", req.arrival_s, last)
-                    req = with_arrival(req, last)
+                req = in_order(path, lineno, req, last)
             except TraceFormatError as err:
                 sink(err)
                 idx += 1
