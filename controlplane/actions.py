@@ -7,37 +7,37 @@ from dataclasses import dataclass
 from controlplane.types import Batch, Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartBatch:
     batch: Batch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InterruptBatch:
     """Stop the worker's multi-iteration batch at its next iteration boundary."""
 
     worker_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartWorker:
     worker_id: str
     model: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StopWorker:
     worker_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunGuardian:
     request: Request
     guardian: str
     mode: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinishRequest:
     """Reply to the client: the request completed, was rejected or failed (see its status)."""
 
@@ -46,7 +46,7 @@ class FinishRequest:
 
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WakeWorker:
     """Send a `WorkerWake` event for this worker at `at_s` (a policy chose to wait)."""
 

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from controlplane.types import Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
     admit: bool
     reason: str = ""
     priority: int | None = None  # overrides the request's priority when set
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CacheHit:
     """A response served from a cache instead of a worker."""
 
@@ -25,13 +25,13 @@ class CacheHit:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteDecision:
     worker_id: str
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchPlan:
     """The next batch for one worker; empty prefill and decode means "stay idle"."""
 
@@ -43,14 +43,14 @@ class BatchPlan:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScaleDecision:
     model: str
     target_replicas: int
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemoryPlan:
     """Limits for one worker, derived from its memory."""
 
@@ -61,7 +61,7 @@ class MemoryPlan:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GuardianPlan:
     """Whether and how a guardian model checks a finished response."""
 

@@ -13,13 +13,13 @@ from controlplane.types import Batch, Request
 # --- inbound: driver -> core ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestArrived:
     time_s: float
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchFinished:
     """A worker finished `num_iterations` iterations of a batch."""
 
@@ -33,7 +33,7 @@ class BatchFinished:
     busy_s: float | None = None  # time the worker spent executing; defaults to the batch span
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchFailed:
     """A batch could not run (worker crash, out of memory); its requests are retried."""
 
@@ -44,34 +44,34 @@ class BatchFailed:
     out_of_memory: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerReady:
     time_s: float
     worker_id: str
     memory: dict[str, Any] = field(default_factory=dict)  # device facts for the memory plan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerFailed:
     time_s: float
     worker_id: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerStopped:
     time_s: float
     worker_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GuardianFinished:
     time_s: float
     request_id: str
     verdict: str  # "pass" | "block" | "error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerWake:
     """The wake-up a batching policy asked for (see `BatchPlan.wake_after_s`)."""
 
@@ -79,7 +79,7 @@ class WorkerWake:
     worker_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tick:
     time_s: float
 
@@ -87,7 +87,7 @@ class Tick:
 # --- outbound: core -> observers (cp_on_event) ---------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFinished:
     """A request reached its final state (completed, rejected or failed)."""
 
@@ -95,13 +95,13 @@ class RequestFinished:
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchStarted:
     time_s: float
     batch: Batch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetricSample:
     time_s: float
     name: str
@@ -109,7 +109,7 @@ class MetricSample:
     labels: dict[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerChanged:
     """A worker's lifecycle step: starting, ready, draining, failed, stopped."""
 

@@ -1,34 +1,47 @@
-"""The SQL recorder: an observer plugin that turns the run's events into database rows."""
+"""The SQL recorder: an observer plugin that turns the run's events into database rows.
+
+It sees every request, decision and metric sample of a run (a few rows per simulated
+request), so rows go to the recorder as value tuples in the table's column order
+(:meth:`RunRecorder.add_values`): checked like dict rows, without building dicts.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from controlplane.events import MetricSample, RequestFinished, WorkerChanged
 from controlplane.hookspecs import hookimpl
+from controlplane.storage.rows import SPECS
 from controlplane.types import Decision
 
+#: Column orders the tuples below are written in; checked against the tables on import.
+REQUEST_COLUMNS: Final = (
+    "request_id", "model", "tenant", "worker_id", "status", "reason", "arrival_s", "scheduled_s",
+    "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "cached_tokens", "cache_hit",
+    "num_preemptions", "guardian_verdict", "ttft_s", "tpot_s", "e2e_s", "queue_s",
+)
+DECISION_COLUMNS: Final = ("time_s", "plugin", "hook", "subject", "action", "payload", "reason", "is_error")
+METRIC_COLUMNS: Final = ("time_s", "name", "value", "labels")
+for _table, _columns in (("request", REQUEST_COLUMNS), ("decision", DECISION_COLUMNS),
+                         ("metric_sample", METRIC_COLUMNS)):
+    if SPECS[_table].columns != _columns:
+        raise RuntimeError(f"controlplane.recording: {_table} columns are {SPECS[_table].columns}, not {_columns}")
 
-def request_row(r: Any) -> dict[str, Any]:
-    """A request's final state as a `request` table row."""
-    return {
-        "request_id": r.request_id,
-        "model": r.model,
-        "tenant": r.tenant,
-        "worker_id": r.worker_id,
-        "status": r.status.value,
-        "reason": r.reason,
-        "arrival_s": r.arrival_s,
-        "scheduled_s": r.scheduled_s,
-        "first_token_s": r.first_token_s,
-        "finish_s": r.finish_s,
-        "prompt_tokens": r.prompt_tokens,
-        "output_tokens": r.output_tokens,
-        "cached_tokens": r.cached_tokens,
-        "cache_hit": r.cache_hit,
-        "num_preemptions": r.num_preemptions,
-        "guardian_verdict": r.guardian_verdict,
-    }
+
+def request_values(r: Any) -> tuple:
+    """A request's final state as a `request` row (``REQUEST_COLUMNS`` order), with the
+    latencies as :func:`controlplane.storage.rows.derive_latencies` defines them."""
+    arrival, first, finish, scheduled = r.arrival_s, r.first_token_s, r.finish_s, r.scheduled_s
+    out = r.output_tokens
+    return (
+        r.request_id, r.model, r.tenant, r.worker_id, r.status.value, r.reason, arrival, scheduled,
+        first, finish, r.prompt_tokens, out, r.cached_tokens, r.cache_hit, r.num_preemptions,
+        r.guardian_verdict,
+        None if first is None else first - arrival,
+        (finish - first) / (out - 1) if first is not None and finish is not None and out > 1 else None,
+        None if finish is None else finish - arrival,
+        None if scheduled is None else scheduled - arrival,
+    )
 
 
 class SqlRecorder:
@@ -38,10 +51,12 @@ class SqlRecorder:
 
     def __init__(self, recorder: Any) -> None:
         self.recorder = recorder
+        add = recorder.add_values
         self._dispatch = {
-            RequestFinished: self._request,
-            Decision: self._decision,
-            MetricSample: self._metric,
+            RequestFinished: lambda e: add("request", request_values(e.request)),
+            Decision: lambda d: add("decision", (d.time_s, d.plugin, d.hook, d.subject, d.action, d.payload,
+                                                 d.reason, d.is_error)),
+            MetricSample: lambda m: add("metric_sample", (m.time_s, m.name, m.value, m.labels)),
             WorkerChanged: self._worker,
         }
 
@@ -50,26 +65,6 @@ class SqlRecorder:
         fn = self._dispatch.get(type(event))
         if fn is not None:
             fn(event)
-
-    def _request(self, e: RequestFinished) -> None:
-        self.recorder.add_request(request_row(e.request))
-
-    def _decision(self, d: Decision) -> None:
-        self.recorder.add_decision(
-            {
-                "time_s": d.time_s,
-                "plugin": d.plugin,
-                "hook": d.hook,
-                "subject": d.subject,
-                "action": d.action,
-                "payload": d.payload,
-                "reason": d.reason,
-                "is_error": d.is_error,
-            }
-        )
-
-    def _metric(self, m: MetricSample) -> None:
-        self.recorder.add_metric({"time_s": m.time_s, "name": m.name, "value": m.value, "labels": m.labels})
 
     def _worker(self, w: WorkerChanged) -> None:
         self.recorder.add_worker_event({"time_s": w.time_s, "worker_id": w.worker_id, "kind": w.kind, "detail": w.detail})

@@ -129,7 +129,7 @@ class Worker:
         return -(-num_tokens // self.kv_block_size)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     """What a worker executes next: prefill chunks and decode steps for running requests."""
 
@@ -150,7 +150,7 @@ class Batch:
         return len(self.prefill) + len(self.decode)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """A policy's decision with its reason, as it goes to the event bus and the database."""
 

@@ -95,9 +95,9 @@ class RunRecorder:
         self.run_id: int | None = None
         self._sleep = sleep
         self._clock = clock
-        self._buffers: dict[str, list[dict[str, Any]]] = {name: [] for name in SPECS}
+        self._buffers: dict[str, list[tuple]] = {name: [] for name in SPECS}
         self._specs = SPECS
-        self._inserts = {name: BulkInsert(spec.table, engine.dialect) for name, spec in SPECS.items()}
+        self._inserts = {name: BulkInsert(spec.table, engine.dialect, spec.fields) for name, spec in SPECS.items()}
         self._run_updates: list[dict[str, Any]] = []
         self._flush_at = batch_size
         self._last_flush = clock()
@@ -186,19 +186,31 @@ class RunRecorder:
 
     def add_request(self, row: Mapping[str, Any]) -> None:
         """Buffer a request's final state; latency columns are derived when not given."""
-        self._append(self._buffers["request"], derive_latencies(self._specs["request"].build(row, self._run())))
+        spec = self._specs["request"]
+        self._append(self._buffers["request"], spec.to_tuple(derive_latencies(spec.build(row, self._run()))))
 
     def add_decision(self, row: Mapping[str, Any]) -> None:
         """Buffer one plugin decision."""
-        self._append(self._buffers["decision"], self._specs["decision"].build(row, self._run()))
+        self._add("decision", row)
 
     def add_metric(self, row: Mapping[str, Any]) -> None:
         """Buffer one metric sample."""
-        self._append(self._buffers["metric_sample"], self._specs["metric_sample"].build(row, self._run()))
+        self._add("metric_sample", row)
 
     def add_worker_event(self, row: Mapping[str, Any]) -> None:
         """Buffer one worker lifecycle event."""
-        self._append(self._buffers["worker_event"], self._specs["worker_event"].build(row, self._run()))
+        self._add("worker_event", row)
+
+    def add_values(self, table: str, values: tuple) -> None:
+        """Buffer one row of ``table`` given as values for every column in
+        ``SPECS[table].columns`` order: the fast path for producers that know the table (the
+        run's SQL recorder, once per request and decision). Checked like the dict methods;
+        request latency columns are not derived here."""
+        self._append(self._buffers[table], self._specs[table].pack(values, self._run()))
+
+    def _add(self, table: str, row: Mapping[str, Any]) -> None:
+        spec = self._specs[table]
+        self._append(self._buffers[table], spec.to_tuple(spec.build(row, self._run())))
 
     def _run(self) -> int:
         run_id = self.run_id
@@ -207,7 +219,7 @@ class RunRecorder:
             raise StorageError("no run started: call start_run() before adding rows")
         return run_id
 
-    def _append(self, buffer: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    def _append(self, buffer: list[tuple], row: tuple) -> None:
         with self._lock:
             buffer.append(row)
             if len(buffer) >= self._flush_at or (
@@ -332,7 +344,7 @@ class RunRecorder:
             directory = db_file.resolve().parent if db_file is not None else None
         entries = [(name, SPECS[name].decoded(row)) for name, rows in self._buffers.items() for row in rows]
         entries += [(spill.RUN_UPDATE, values) for values in self._run_updates]
-        run_ids = [row["run_id"] for _, row in entries if "run_id" in row] + [u["id"] for u in self._run_updates]
+        run_ids = [row[0] for rows in self._buffers.values() for row in rows] + [u["id"] for u in self._run_updates]
         path = spill.write_spill(
             entries,
             directories=spill.default_directories(directory),
@@ -374,7 +386,8 @@ class RunRecorder:
                 if table == spill.RUN_UPDATE:
                     self._run_updates.append(row)
                 else:
-                    self._buffers[table].append(SPECS[table].build(row, row.pop("run_id")))
+                    spec = SPECS[table]
+                    self._buffers[table].append(spec.to_tuple(spec.build(row, row.pop("run_id"))))
             if not self.flush():
                 raise StorageError(
                     f"could not write the {len(entries)} rows from {path} to {describe_url(self.engine)}: "

@@ -39,9 +39,10 @@ def main(url: str | None, n: int) -> None:
         print(f"RunRecorder.add_request+flush, {n} rows: {_rate(n, time.perf_counter() - wall, time.process_time() - cpu)}")
 
     if engine.dialect.name == "sqlite":
-        insert = BulkInsert(SPECS["request"].table, engine.dialect)
-        built = [derive_latencies(SPECS["request"].build(dict(r, request_id=f"x{i}"), run_id)) for i, r in
-                 enumerate(rows)]
+        spec = SPECS["request"]
+        insert = BulkInsert(spec.table, engine.dialect, spec.fields)
+        built = [spec.to_tuple(derive_latencies(spec.build(dict(r, request_id=f"x{i}"), run_id)))
+                 for i, r in enumerate(rows)]
         params = insert.parameters(built)
         raw = engine.raw_connection()
         try:

@@ -25,12 +25,22 @@ def test_other_column_types_still_get_their_bind_processors(engine: Engine) -> N
     rows = [{"at": at + timedelta(seconds=i), "name": f"n{i}", "x": i / 2} for i in range(3)] + [
         {"at": None, "name": None, "x": None}
     ]
-    bulk = BulkInsert(table, engine.dialect)
+    fields = ("name", "x", "at")  # any order of the columns
+    bulk = BulkInsert(table, engine.dialect, fields)
+    tuples = [tuple(row[f] for f in fields) for row in rows]
     with engine.begin() as conn:
-        bulk.execute(conn, rows)
+        bulk.execute(conn, tuples)
         conn.execute(insert(table), rows)
         stored = conn.execute(select(table.c.at, table.c.name, table.c.x).order_by(table.c.id)).all()
     assert stored[:4] == stored[4:], "identical to SQLAlchemy's own executemany"
     assert stored[0] == (at, "n0", 0.0) and stored[0][0].tzinfo == timezone.utc
     assert stored[3] == (None, None, None)
-    assert rows[0]["at"] is not None and rows[0]["at"].tzinfo != timezone.utc, "caller's rows are untouched"
+    assert tuples[0][2] is not None and tuples[0][2].tzinfo != timezone.utc, "caller's rows are untouched"
+
+
+def test_fields_must_be_the_columns(engine: Engine) -> None:
+    import pytest
+
+    table = Table("bulk_probe2", MetaData(), Column("id", Integer, primary_key=True), Column("name", String))
+    with pytest.raises(ValueError, match="not the columns"):
+        BulkInsert(table, engine.dialect, ("name", "extra"))

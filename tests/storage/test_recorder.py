@@ -243,3 +243,47 @@ def test_start_run_fails_clearly_without_schema(tmp_path) -> None:
     with pytest.raises(StorageError, match=r"could not start run in sqlite:///.*empty.db.*no such table: run"):
         start_run(rec)
     engine.dispose()
+
+
+def _values(table: str, row: dict) -> tuple:
+    from controlplane.storage.rows import SPECS
+
+    return tuple(row.get(c) for c in SPECS[table].columns)
+
+
+def test_add_values_stores_what_the_dict_path_stores(sqlite_engine: Engine) -> None:
+    from controlplane.storage.rows import SPECS, derive_latencies
+
+    with RunRecorder(sqlite_engine) as rec:
+        run_id = start_run(rec)
+        row = request_row(1)
+        rec.add_request(row)
+        derived = derive_latencies(SPECS["request"].build(row, run_id))
+        rec.add_values("request", _values("request", dict(derived, request_id="req-b")))
+        rec.add_values("decision", _values("decision", decision_row(2)))
+        rec.add_values("metric_sample", (np.float64(3.0), "queue_length", np.int64(4), {"model": "m"}))
+    a, b = sorted(iter_request_rows(sqlite_engine, run_id), key=lambda r: r["request_id"])
+    assert {k: v for k, v in a.items() if k not in ("id", "request_id")} == \
+        {k: v for k, v in b.items() if k not in ("id", "request_id")}
+    (sample,) = list(iter_rows(sqlite_engine, run_id, "metrics"))
+    assert (sample["time_s"], sample["value"], sample["labels"]) == (3.0, 4.0, {"model": "m"})
+
+
+@pytest.mark.parametrize(
+    ("table", "values", "message"),
+    [
+        ("request", ("r", "m", None, None, "done", None, 0.0, None, None, None, 1, 1) + (None,) * 8,
+         "status = 'done' is not one of"),
+        ("request", (None, "m", None, None, "completed", None, 0.0, None, None, None, 1, 1) + (None,) * 8,
+         "missing required column 'request_id'"),
+        ("metric_sample", (0.0, "x", "high", None), "metric_sample.value = 'high' must be a real number"),
+        ("metric_sample", (0.0, "x", 1.0), "3 values for 4 columns"),
+        ("decision", (0.0, "p", "h", None, "a", {"bad": object()}, None, False), "payload .* is not JSON"),
+    ],
+)
+def test_add_values_refuses_invalid_rows(sqlite_engine: Engine, table: str, values: tuple, message: str) -> None:
+    with RunRecorder(sqlite_engine) as rec:
+        start_run(rec)
+        with pytest.raises(ValueError, match=message):
+            rec.add_values(table, values)
+        assert rec.pending == 0
