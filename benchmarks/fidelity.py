@@ -2,21 +2,22 @@
 
     python benchmarks/fidelity.py [--trace PATH --format F] [--limit 120] [--duration 45] [--device cpu]
 
-1. Calibrate. Time the worker's iterations over a grid of batch shapes sized to the slice
-   (what `controlplane profile` does). Then replay a calibration slice - the requests just before
-   the evaluated ones - live, timing every iteration as the control plane sees it (from the core's
-   start of the batch to the reply on the driver's loop). Two systematic live effects are measured
-   there and folded in: the live path's per-iteration overhead (wall - backend time: asyncio, the
-   hand-off to the worker process, the core and its plugins), fitted as ``a + b x sequences``, and
-   the live backend's slowdown against the grid (mixed-length batches, KV merges and compaction).
-   The profile is the calibration run's own iterations (mean per shape) plus the grid rows scaled by
-   the slowdown with the overhead added - a ``controlplane-profile/1`` file, the simulator's
-   ``measured`` latency model (what ``controlplane calibrate RUN --profile GRID`` writes too).
-2. Replay the evaluation slice LIVE: a real worker behind the live driver, the same plugins,
-   requests injected at their (sped-up) trace arrival times, exact prompt and output lengths.
-3. Replay the same slice in the SIMULATOR: the same config, latency model = the calibrated profile,
-   arrivals as they reached the live core.
-4. Print predicted vs measured TTFT, TPOT and end-to-end p50/p90/p99. Errors are signed,
+1. Profile. Time the worker's iterations over a grid of batch shapes sized to the slice (what
+   `controlplane profile` does; mixed prefill+decode shapes only when the batching policy runs them).
+2. Replay LIVE, each on a fresh worker behind the live driver with the config's plugins, requests
+   injected at their (sped-up) trace arrival times with exact prompt and output lengths: a
+   calibration slice (the requests just before the evaluated ones), the evaluated slice, and a
+   second calibration slice (the requests just after it). Calibrating on both sides of the
+   evaluated run keeps a slow drift of the machine's speed (other jobs on a shared host) from
+   reading as a model error.
+3. Calibrate (`controlplane.live.calibration`) on the calibration runs' iterations as the control
+   plane saw them: from the core's start of a batch to the moment it could start the next one.
+   The profile is those iterations (mean per shape, weighted by how many each mean stands for)
+   plus the grid rows scaled by the live slowdown with the live per-iteration overhead added - a
+   ``controlplane-profile/1`` file for the simulator's ``measured`` latency model.
+4. Replay the evaluated slice in the SIMULATOR: the same config, the calibrated profile, arrivals
+   as they reached the live core.
+5. Print predicted vs measured TTFT, TPOT and end-to-end p50/p90/p99. Errors are signed,
    ``(sim - live) / live`` in %; the target (|p50 error| <= 10% for TTFT and E2E) uses absolute values.
 
 Long-context traces are scaled to what a tiny CPU model serves: prompt and output lengths are
@@ -32,6 +33,7 @@ import asyncio
 import itertools
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -47,11 +49,12 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from controlplane.cli.bench import (  # noqa: E402
+from controlplane.live.calibration import (  # noqa: E402
     IterationSample,
     TimedPool,
     aggregate_rows,
     calibrate_rows,
+    join_runs,
     samples_table,
 )
 from controlplane.config import RunConfig, load_config  # noqa: E402
@@ -75,19 +78,20 @@ TARGET_PCT = 10.0
 
 @dataclass
 class Slices:
-    """The calibration slice and the evaluated one after it: scaled lengths, arrivals from 0 at trace speed."""
+    """The calibration slices around the evaluated one: scaled lengths, arrivals from 0 at trace speed."""
 
-    calibration: list[TraceRequest]
+    calibration: list[TraceRequest]  # the requests just before the evaluated ones
     evaluation: list[TraceRequest]
     prompt_scale: float
     output_scale: float
+    after: list[TraceRequest] = field(default_factory=list)  # the requests just after them
 
-    def at_speed(self, speed_up: float) -> tuple[list[TraceRequest], list[TraceRequest]]:
+    def at_speed(self, speed_up: float) -> tuple[list[TraceRequest], list[TraceRequest], list[TraceRequest]]:
         def fast(rs: list[TraceRequest]) -> list[TraceRequest]:
             return [TraceRequest(r.request_id, r.arrival_s / speed_up, r.prompt_tokens, r.output_tokens, None,
                                  r.tenant, r.priority) for r in rs]
 
-        return fast(self.calibration), fast(self.evaluation)
+        return fast(self.calibration), fast(self.evaluation), fast(self.after)
 
 
 def _scale(value: str, values: list[int], target_p50: float) -> float:
@@ -107,22 +111,23 @@ def scaled(r: TraceRequest, arrival_s: float, prompt_scale: float, output_scale:
 
 def load_slices(trace: Path, fmt: str | None, *, start_s: float | None, calibration: int, limit: int,
                 prompt_scale: str, output_scale: str, prompt_p50: float, output_p50: float, max_prompt: int,
-                max_output: int, seed: int) -> Slices:
-    """The calibration slice and the evaluation slice after it, lengths scaled alike."""
+                max_output: int, seed: int, after: int = 0) -> Slices:
+    """The calibration slice, the evaluation slice after it and up to ``after`` requests after that
+    (a second calibration slice, when the trace has them), lengths scaled alike."""
     reader = read_trace(trace, fmt, rng=np.random.default_rng([seed, 11]))
     window = (start_s, None) if start_s is not None else None
-    raw = list(itertools.islice(apply_transforms(reader, window=window), calibration + limit))
+    raw = list(itertools.islice(apply_transforms(reader, window=window), calibration + limit + after))
     if len(raw) < calibration + 2:
         raise SystemExit(f"{trace}: only {len(raw)} requests after {start_s or 0}s; need more than {calibration + 1}")
-    cal_raw, ev_raw = raw[:calibration], raw[calibration:]
-    ps = _scale(prompt_scale, [r.prompt_tokens for r in raw], prompt_p50)
-    os_ = _scale(output_scale, [r.output_tokens for r in raw], output_p50)
+    cal_raw, ev_raw, after_raw = raw[:calibration], raw[calibration:calibration + limit], raw[calibration + limit:]
+    ps = _scale(prompt_scale, [r.prompt_tokens for r in cal_raw + ev_raw], prompt_p50)
+    os_ = _scale(output_scale, [r.output_tokens for r in cal_raw + ev_raw], output_p50)
 
     def rebase(rs: list[TraceRequest]) -> list[TraceRequest]:
         t0 = rs[0].arrival_s if rs else 0.0
         return [scaled(r, r.arrival_s - t0, ps, os_, max_prompt, max_output) for r in rs]
 
-    return Slices(rebase(cal_raw), rebase(ev_raw), ps, os_)
+    return Slices(rebase(cal_raw), rebase(ev_raw), ps, os_, rebase(after_raw) if len(after_raw) > 1 else [])
 
 
 def isolated_service_s(model: Any, r: TraceRequest) -> float:
@@ -280,8 +285,9 @@ def replay_sim(cfg: RunConfig, reqs: list[TraceRequest], *, record: bool) -> tup
 # --- calibration ----------------------------------------------------------------------------------
 
 
-def profile_grid(reqs: list[TraceRequest], max_seq_len: int, repeats: int):
-    """Batch shapes sized to the slice: its prompt lengths, contexts and batch sizes up to 16."""
+def profile_grid(reqs: list[TraceRequest], max_seq_len: int, repeats: int, *, mixed: bool = True):
+    """Batch shapes sized to the slice: its prompt lengths, contexts and batch sizes up to 32; iterations
+    that prefill and decode together only when the batching policy runs them (``mixed``)."""
     from controlplane.live.profiling import ProfileGrid
 
     prompts = np.array([r.prompt_tokens for r in reqs])
@@ -290,7 +296,15 @@ def profile_grid(reqs: list[TraceRequest], max_seq_len: int, repeats: int):
     ctx = sorted({max(8, int(np.percentile(contexts, 50))), max(8, int(contexts.max()))})
     ctx = [c for c in ctx if c + 200 < max_seq_len] or [32]
     return ProfileGrid(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=(0, 1, 2, 4, 8, 16, 32),
-                       context_lens=tuple(ctx), repeats=repeats, warmup=1)
+                       context_lens=tuple(ctx), repeats=repeats, warmup=1, mixed=mixed, interleave=True)
+
+
+def policy_mixes(cfg: RunConfig) -> bool:
+    """Whether the config's batching can put prefills and decodes in one iteration (all but vLLM-style)."""
+    if "continuous-batching" not in cfg.plugins.enabled:
+        return True  # another batching plugin: assume it may
+    settings = cfg.plugins.settings.get("continuous-batching") or {}
+    return settings.get("policy", "vllm") != "vllm"
 
 
 def profile_worker(settings: Any, grid: Any, threads: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -369,6 +383,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"start the slices at this trace second (default: 0; {BUNDLED_START_S:g} in the bundled trace)")
     ap.add_argument("--limit", type=int, default=120, help="requests in the evaluated slice")
     ap.add_argument("--calibration", type=int, default=40, help="requests in the calibration slice before it")
+    ap.add_argument("--calibration-after", type=int, default=None,
+                    help="requests in the calibration slice after it, replayed after the evaluated run "
+                         "(default: as many as --calibration; 0: none)")
     ap.add_argument("--speed-up", default="auto",
                     help="divide arrival times by this (auto: towards --duration, at most --utilization of the worker)")
     ap.add_argument("--duration", type=float, default=45.0, help="target seconds of the evaluated slice (auto speed-up)")
@@ -386,7 +403,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the worker (CPU)")
     ap.add_argument("--pool", default="process", help="where the live worker runs: process | thread")
-    ap.add_argument("--repeats", type=int, default=2, help="timed iterations per profile grid point")
+    ap.add_argument("--repeats", type=int, default=4, help="timed iterations per profile grid point")
     ap.add_argument("--config", type=Path, default=None, help="run config whose plugins both sides use")
     ap.add_argument("--db", default=None, help="database URL for the runs (default: a temporary SQLite file)")
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated profile")
@@ -405,27 +422,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     db_url = args.db or f"sqlite:///{tmp}/fidelity.db"
     profile_path = args.profile_out or Path(tmp) / "calibrated-profile.json"
     start_s = args.start_s if args.start_s is not None or args.trace is not None else BUNDLED_START_S
+    after_n = args.calibration if args.calibration_after is None else args.calibration_after
     slices = load_slices(trace, fmt, start_s=start_s, calibration=args.calibration, limit=args.limit,
                          prompt_scale=args.prompt_scale, output_scale=args.output_scale, prompt_p50=args.prompt_p50,
                          output_p50=args.output_p50, max_prompt=args.max_prompt_tokens,
-                         max_output=args.max_output_tokens, seed=args.seed)
-    every = slices.calibration + slices.evaluation
+                         max_output=args.max_output_tokens, seed=args.seed, after=after_n)
+    every = slices.calibration + slices.evaluation + slices.after
     max_seq = max(512, max(r.prompt_tokens + r.output_tokens for r in every) + 64)
     source = {"path": args.model_path} if args.model_path else {"preset": args.preset}
     worker = {**source, "precision": args.precision, "device": args.device, "max_seq_len": max_seq, "seed": args.seed}
     base = load_config(args.config)
     console.print(f"[bold]trace[/] {Path(trace).name}: {len(slices.calibration)} calibration + "
-                  f"{len(slices.evaluation)} evaluated requests; lengths x{slices.prompt_scale:.3g} (prompt) "
-                  f"x{slices.output_scale:.3g} (output), capped at {args.max_prompt_tokens}/{args.max_output_tokens}",
-                  highlight=False)
+                  f"{len(slices.evaluation)} evaluated + {len(slices.after)} calibration requests; lengths "
+                  f"x{slices.prompt_scale:.3g} (prompt) x{slices.output_scale:.3g} (output), capped at "
+                  f"{args.max_prompt_tokens}/{args.max_output_tokens}", highlight=False)
 
-    # 1. calibrate: the grid profile, then the live overhead on the calibration slice
+    # 1. the grid profile of the worker, sized to the slices and to what the batching policy runs
     from controlplane.live.model_source import WorkerModelSettings
     from sim.latency.measured import MeasuredProfileModel, write_profile
 
     settings = WorkerModelSettings(**worker)
     t = time.perf_counter()
-    grid = profile_grid(every, max_seq, args.repeats)
+    grid = profile_grid(every, max_seq, args.repeats, mixed=policy_mixes(base))
     grid_rows, meta = profile_worker(settings, grid, args.threads)
     console.print(f"profiled {len(grid_rows)} iterations over {len(list(grid.points()))} batch shapes in "
                   f"{time.perf_counter() - t:.1f}s", highlight=False)
@@ -434,24 +452,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         speed_up = auto_speed_up(bare, slices.evaluation, utilization=args.utilization, duration_s=args.duration)
     else:
         speed_up = float(args.speed_up)
-    cal_reqs, ev_reqs = slices.at_speed(speed_up)
+    cal_reqs, ev_reqs, after_reqs = slices.at_speed(speed_up)
     console.print(f"arrivals / {speed_up:.3g}: the evaluated slice lasts {ev_reqs[-1].arrival_s:.1f}s", highlight=False)
     vocab = int(settings.config["vocab_size"]) if settings.config else _vocab(settings)
     live_args = {"threads": args.threads, "vocab": vocab, "record": True, "pool": args.pool}
+
+    # 2. live: the calibration slice before, the evaluated slice, the calibration slice after it
     cal = replay_live(run_config(base, worker, db_url, name="fidelity calibration"), cal_reqs, seed=args.seed + 1,
                       **live_args)
-    calibration = calibrate_rows(cal.samples, grid_rows, meta)
-    write_profile(profile_path, calibration.rows,
-                  {**meta, "source": f"live run {cal.run_id} + grid profile scaled to it", **calibration.meta()})
-    overhead = calibration.overhead
-    console.print(samples_table(cal.samples, f"calibration run {cal.run_id}: live iterations"))
-    console.print(f"folded in: live overhead {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.0f} us x "
-                  f"sequences per iteration; live backend {calibration.slowdown:.2f}x the grid profile; "
-                  f"profile -> {profile_path}", highlight=False)
-
-    # 2. live, 3. simulated
     live = replay_live(run_config(base, worker, db_url, name="fidelity live"), ev_reqs, seed=args.seed + 2,
                        **live_args)
+    cal_runs = [cal]
+    if after_reqs:
+        cal_runs.append(replay_live(run_config(base, worker, db_url, name="fidelity calibration (after)"),
+                                    after_reqs, seed=args.seed + 3, **live_args))
+
+    # 3. calibrate: the calibration runs' own iterations + the grid, scaled to them, with their overhead
+    cal_samples = join_runs(*(run.samples for run in cal_runs))
+    calibration = calibrate_rows(cal_samples, grid_rows, meta)
+    cal_ids = [run.run_id for run in cal_runs]
+    write_profile(profile_path, calibration.rows,
+                  {**meta, "source": f"live runs {cal_ids} + grid profile scaled to them", **calibration.meta()})
+    overhead = calibration.overhead
+    console.print(samples_table(cal_samples, f"calibration runs {cal_ids}: live iterations"))
+    slow = calibration.slowdowns
+    console.print(f"folded in: live overhead {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.0f} us x "
+                  f"sequences + {overhead.per_prompt_s * 1e3:.2f} ms x prompts per iteration (the hand-off to the "
+                  f"next batch, {calibration.handoff_s * 1e3:.2f} ms, included); live backend "
+                  f"{slow.get('prefill', 1.0):.2f}x (prefills) / {slow.get('decode', 1.0):.2f}x (decodes) the grid "
+                  f"profile; profile -> {profile_path}", highlight=False)
+
+    # 4. simulated: the evaluated slice as it reached the live core, on the calibrated profile
     arrivals = observed_arrivals(ev_reqs, live)
     sim_cfg = run_config(base, worker, db_url, name="fidelity sim", profile=profile_path)
     sim, sim_run = replay_sim(sim_cfg, arrivals, record=True)
@@ -495,19 +526,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "live_ms": {f"{m}_p{p}": round(live_stats[m][p] * 1e3, 3) for m in METRICS for p in PCTS},
         "sim_ms": {f"{m}_p{p}": round(sim_stats[m][p] * 1e3, 3) for m in METRICS for p in PCTS},
         "overhead_ms": {"base": round(overhead.base_s * 1e3, 3), "per_seq": round(overhead.per_seq_s * 1e3, 4),
-                        "median": round(overhead.median_s * 1e3, 3)},
+                        "per_prompt": round(overhead.per_prompt_s * 1e3, 3),
+                        "handoff": round(calibration.handoff_s * 1e3, 3), "median": round(overhead.median_s * 1e3, 3)},
         "live_slowdown": round(calibration.slowdown or 1.0, 3),
+        "live_slowdown_prefill": round(slow.get("prefill", 1.0), 3),
+        "live_slowdown_decode": round(slow.get("decode", 1.0), 3),
         "trace": Path(trace).name,
         "requests": len(ev_reqs),
         "completed": completed,
+        "calibration_requests": [len(cal_reqs), len(after_reqs)],
         "prompt_scale": round(slices.prompt_scale, 5),
         "output_scale": round(slices.output_scale, 5),
         "speed_up": round(speed_up, 4),
         "start_s": start_s,
         "model": settings.source_name(),
         "device": str(live.facts.get("device", args.device)),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "db": db_url,
-        "runs": {"calibration": cal.run_id, "live": live.run_id, "sim": sim_run},
+        "runs": {"calibration": cal.run_id, "calibration_after": cal_ids[1] if len(cal_ids) > 1 else None,
+                 "live": live.run_id, "sim": sim_run},
         "profile": str(profile_path),
         "wall_s": round(time.perf_counter() - wall0, 1),
     }

@@ -387,13 +387,28 @@ class ControlPlane:
                 if r.scheduled_s is None:
                     r.scheduled_s = now
         iterations = 1
-        if plan.decode and not plan.prefill and plan.max_iterations > 1 and not self.config.sim.exact:
-            iterations = plan.max_iterations
-            for r in plan.decode:
-                left = r.max_output_tokens - r.output_tokens
-                if left < iterations:
-                    iterations = left if left > 1 else 1
-        batch = Batch(self.ctx.ids.next("batch"), wid, prefill, plan.decode, iterations)
+        then_decode: tuple[Request, ...] = ()
+        if plan.max_iterations > 1 and not self.config.sim.exact:
+            if not prefill:
+                if plan.decode:
+                    iterations = plan.max_iterations
+                    for r in plan.decode:
+                        left = r.max_output_tokens - r.output_tokens
+                        if left < iterations:
+                            iterations = left if left > 1 else 1
+            elif all(n == r.remaining_prefill_tokens for r, n in prefill):
+                # A prefill, then decodes of everything running (the prefilled included)
+                # while nothing changes: one step instead of two batches (vLLM's next steps).
+                iterations = plan.max_iterations
+                prefilled = {id(r) for r, _ in prefill}
+                in_decode = {id(r) for r in plan.decode}
+                for r in w.running:  # tokens left after the first iteration
+                    left = r.max_output_tokens - r.output_tokens - (id(r) in prefilled or id(r) in in_decode)
+                    if left + 1 < iterations:
+                        iterations = left + 1 if left > 0 else 1
+                if iterations > 1:
+                    then_decode = tuple(w.running)
+        batch = Batch(self.ctx.ids.next("batch"), wid, prefill, plan.decode, iterations, then_decode)
         w.busy = True
         w.current_batch_id = batch.batch_id
         self._batches[wid] = batch
@@ -461,20 +476,32 @@ class ControlPlane:
         w.busy_s += e.busy_s if e.busy_s is not None else 0.0
         finished_by_worker = dict(e.finished) if e.finished else None
         done: list[Request] = []
-        for r, n in batch.prefill:
-            r.num_computed_tokens += n
-            if r.num_computed_tokens >= r.prompt_tokens + r.recompute_tokens:
-                if r.hash_ids:
-                    self._prefix_store(self.ctx, w, r)
-                r.output_tokens += 1  # the prefill iteration samples the next token
-                if r.first_token_s is None:
-                    r.first_token_s = now
+        if batch.prefill:
+            first_end = e.first_end_s if k > 1 and e.first_end_s is not None else now
+            for r, n in batch.prefill:
+                r.num_computed_tokens += n
+                if r.num_computed_tokens >= r.prompt_tokens + r.recompute_tokens:
+                    if r.hash_ids:
+                        self._prefix_store(self.ctx, w, r)
+                    r.output_tokens += 1  # the prefill iteration samples the next token
+                    if r.first_token_s is None:
+                        r.first_token_s = first_end
+                    if r.output_tokens >= r.max_output_tokens:
+                        done.append(r)
+            for r in batch.decode:
+                r.output_tokens += 1
                 if r.output_tokens >= r.max_output_tokens:
                     done.append(r)
-        for r in batch.decode:
-            r.output_tokens += k
-            if r.output_tokens >= r.max_output_tokens:
-                done.append(r)
+            if k > 1:
+                for r in batch.then_decode:
+                    r.output_tokens += k - 1
+                    if r.output_tokens >= r.max_output_tokens and r not in done:
+                        done.append(r)
+        else:
+            for r in batch.decode:
+                r.output_tokens += k
+                if r.output_tokens >= r.max_output_tokens:
+                    done.append(r)
         if finished_by_worker:
             for r in w.running:
                 if r.request_id in finished_by_worker and r not in done:
@@ -500,6 +527,8 @@ class ControlPlane:
         for r, _ in batch.prefill:
             self._preempt(w, r)
         for r in batch.decode:
+            self._preempt(w, r)
+        for r in batch.then_decode:
             self._preempt(w, r)
         if e.out_of_memory:
             self._plan_memory(w, "out_of_memory")

@@ -38,7 +38,11 @@ class BatchPlan:
     prefill: tuple[tuple[Request, int], ...] = ()  # (waiting or partly prefilled request, tokens)
     decode: tuple[Request, ...] = ()
     preempt: tuple[Request, ...] = ()  # running requests to evict (recompute later)
-    max_iterations: int = 1  # decode-only batches: iterations to run while nothing changes
+    # Iterations to run while nothing changes. Decode-only: each decodes `decode`. With a
+    # prefill that completes every prompt in it: iteration 1 is the prefill (+ `decode`),
+    # iterations 2.. decode every running request, the prefilled ones included (vLLM's next
+    # steps when nothing else is waiting). Drivers may stop earlier (the live one runs one).
+    max_iterations: int = 1
     wake_after_s: float | None = None  # empty plan: ask again after this delay (dynamic batching)
     reason: str = ""
 

@@ -31,6 +31,9 @@ class BatchFinished:
     finished: tuple[tuple[str, str], ...] = ()
     # Live workers may report fewer generated tokens for some requests than the iteration count.
     busy_s: float | None = None  # time the worker spent executing; defaults to the batch span
+    # End of the first iteration of a prefill batch that went on decoding (num_iterations > 1):
+    # its first tokens are stamped then. None: the first iteration ended at time_s.
+    first_end_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -45,8 +45,24 @@ class PluginInfo:
         return ((self.target.__doc__ or "").strip().splitlines() or [""])[0]
 
 
-def discover_plugins() -> dict[str, PluginInfo]:
-    """Every plugin installed under the entry-point group, by name (loaded, not instantiated)."""
+_discovered: tuple[tuple[str, ...], dict[str, PluginInfo]] | None = None
+
+
+def discover_plugins(*, refresh: bool = False) -> dict[str, PluginInfo]:
+    """Every plugin installed under the entry-point group, by name (loaded, not instantiated).
+
+    Scanning every installed distribution's metadata takes tens of milliseconds, so the
+    result is kept for the process until ``sys.path`` changes; ``refresh=True`` scans again
+    (the daemon's config reload does, to see plugins installed since it started).
+    """
+    global _discovered
+    key = tuple(sys.path)
+    if refresh or _discovered is None or _discovered[0] != key:
+        _discovered = (key, _scan_entry_points())
+    return dict(_discovered[1])
+
+
+def _scan_entry_points() -> dict[str, PluginInfo]:
     found: dict[str, PluginInfo] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:

@@ -137,9 +137,12 @@ class Batch:
     worker_id: str
     prefill: tuple[tuple[Request, int], ...]  # (request, prompt tokens to prefill now)
     decode: tuple[Request, ...]
-    # Decode-only batches may run many iterations while membership is unchanged; the worker
-    # stops early when a request finishes or when the core interrupts it.
+    # A batch may run many iterations while membership is unchanged; the worker stops early
+    # when the core interrupts it. Decode-only: every iteration decodes `decode`. With a
+    # prefill: the first iteration is `prefill` + `decode`, the later ones decode `then_decode`
+    # (the worker's running requests, the prefilled ones included).
     max_iterations: int = 1
+    then_decode: tuple[Request, ...] = ()
 
     @property
     def num_prefill_tokens(self) -> int:

@@ -104,10 +104,38 @@ class ContinuousBatching(Plugin):
             free -= need
             longest = longest_if
         if prefill:
-            return BatchPlan(prefill=tuple(prefill), reason=f"prefill {len(prefill)} waiting")
+            iterations = 1
+            if len(prefill) == len(w.waiting):  # nothing left waiting: decodes of all follow
+                iterations = 1 + self._decode_horizon(w, prefill)
+            return BatchPlan(prefill=tuple(prefill), max_iterations=iterations,
+                             reason=f"prefill {len(prefill)} waiting")
         if not w.running:
             return BatchPlan(reason=blocker)
         return self._decode_all(w, w.running, blocker)
+
+    def _decode_horizon(self, w, prefill) -> int:
+        """Decode iterations of every running request that can follow this prefill (as
+        :meth:`_decode_all` would plan them next) before a request finishes or the KV cache
+        runs out; 0 if none can."""
+        steps = self.settings.max_iterations - 1
+        ctx = []
+        for r, n in prefill:  # after the prefill: the whole prompt and one sampled token
+            left = r.max_output_tokens - r.output_tokens - 1
+            if left < steps:
+                steps = left
+            ctx.append(r.num_computed_tokens + n + r.output_tokens + 1 - r.recompute_tokens)
+        for r in w.running:
+            left = r.max_output_tokens - r.output_tokens
+            if left < steps:
+                steps = left
+            ctx.append(r.num_computed_tokens + r.output_tokens - r.recompute_tokens)
+        if steps <= 0 or w.num_kv_blocks >= UNLIMITED_BLOCKS:
+            return max(steps, 0)
+        bs = w.kv_block_size
+        free = w.num_kv_blocks - sum((c + bs - 1) // bs for c in ctx)
+        if free < 0:
+            return 0  # the decodes would preempt first
+        return steps if (free // len(ctx)) * bs >= steps else kv_horizon(ctx, bs, w.num_kv_blocks, steps)
 
     def _decode_all(self, w, running, blocker: str = ""):
         bs = w.kv_block_size

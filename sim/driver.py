@@ -53,11 +53,12 @@ def request_from_trace(t: TraceRequest) -> Request:
 class _RunningBatch:
     """A batch executing on a simulated worker."""
 
-    __slots__ = ("batch", "start_s", "durations", "ends_s", "steps", "timer")
+    __slots__ = ("batch", "start_s", "first_s", "durations", "ends_s", "steps", "timer")
 
     def __init__(self, batch: Batch, start_s: float) -> None:
         self.batch = batch
         self.start_s = start_s
+        self.first_s = 0.0  # a prefill's duration when decode iterations follow it, else 0
         self.durations: np.ndarray | None = None  # per-iteration durations of a multi-iteration batch
         self.ends_s: np.ndarray | None = None  # their cumulative sums, computed on first interrupt
         self.steps: list[tuple[int, float]] | None = None  # or (iterations, duration) runs (stepped models)
@@ -284,53 +285,74 @@ class SimDriver:
         wid = b.worker_id
         model = self._model_of(wid)
         rb = _RunningBatch(b, self.env._now)
-        if b.prefill or b.max_iterations == 1:
-            duration = model.iteration_s(IterationShape(
+        self._running[wid] = rb
+        if b.prefill:
+            first = model.iteration_s(IterationShape(
                 [n for _, n in b.prefill],
                 [r.num_computed_tokens for r, _ in b.prefill],
                 [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode],
             ))
-            rb.timer = self._after(duration, self._batch_done, (wid, 1, duration))
-            self._running[wid] = rb
-            return
-        stepped = self._stepped.get(wid)
-        if stepped is not None:
-            total_ctx = 0
+            if b.max_iterations == 1:
+                rb.timer = self._after(first, self._batch_done, (wid, 1, first))
+                return
+            # Then decodes of `then_decode`, with the KV context the first iteration left.
+            grown = {id(r): n + 1 for r, n in b.prefill}
             for r in b.decode:
-                total_ctx += r.num_computed_tokens + r.output_tokens - r.recompute_tokens
-            rb.steps = steps = stepped.steps(len(b.decode), total_ctx, b.max_iterations)
-            total = _steps_total(steps)
+                grown[id(r)] = 1
+            ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens + grown.get(id(r), 0)
+                   for r in b.then_decode]
+            rb.first_s = first
+            total = first + self._price_decode(rb, wid, model, ctx, b.max_iterations - 1)
         else:
             ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode]
-            rb.durations = durations = model.decode_run_s(ctx, b.max_iterations)
-            total = float(_sum(durations))
+            if b.max_iterations == 1:
+                total = model.iteration_s(IterationShape((), (), ctx))
+            else:
+                total = self._price_decode(rb, wid, model, ctx, b.max_iterations)
         rb.timer = self._after(total, self._batch_done, (wid, b.max_iterations, total))
-        self._running[wid] = rb
+
+    def _price_decode(self, rb: _RunningBatch, wid: str, model: LatencyModel, ctx: list[int], n: int) -> float:
+        """Seconds of ``n`` decode iterations from KV contexts ``ctx``; keeps what interrupts need."""
+        stepped = self._stepped.get(wid)
+        if stepped is not None:
+            rb.steps = steps = stepped.steps(len(ctx), sum(ctx), n)
+            return _steps_total(steps)
+        rb.durations = durations = model.decode_run_s(ctx, n)
+        return float(_sum(durations))
 
     def _interrupt(self, a: act.InterruptBatch) -> None:
         rb = self._running.get(a.worker_id)
         if rb is None or (rb.durations is None and rb.steps is None):
             return
         elapsed = self.env._now - rb.start_s
-        if rb.steps is not None:
-            k, end = _steps_boundary(rb.steps, elapsed)
+        first = rb.first_s
+        if first and elapsed <= first:
+            k, end = 1, first  # still in the prefill: it ends with it
         else:
-            ends = rb.ends_s
-            if ends is None:
-                ends = rb.ends_s = np.cumsum(rb.durations)
-            k = int(np.searchsorted(ends, elapsed, side="left")) + 1  # first boundary at or after now
-            end = float(ends[k - 1]) if k <= len(ends) else 0.0
+            if rb.steps is not None:
+                k, end = _steps_boundary(rb.steps, elapsed - first)
+            else:
+                ends = rb.ends_s
+                if ends is None:
+                    ends = rb.ends_s = np.cumsum(rb.durations)
+                k = int(np.searchsorted(ends, elapsed - first, side="left")) + 1  # first boundary at or after now
+                end = float(ends[k - 1]) if k <= len(ends) else 0.0
+            if first:
+                k, end = k + 1, first + end
         if k >= rb.batch.max_iterations:
             return  # it ends at its last iteration anyway
+        rb.timer.callbacks.clear()  # superseded: its end is never delivered
         rb.timer = self._after(end - elapsed, self._batch_done, (a.worker_id, k, end))
 
     def _batch_done(self, timer: Timeout) -> None:
         wid, iterations, busy_s = timer._value
         rb = self._running.get(wid)
         if rb is None or rb.timer is not timer:
-            return  # superseded by an interrupt
+            return  # the worker stopped meanwhile
         del self._running[wid]
-        self._handle(ev.BatchFinished(self.env._now, wid, rb.batch.batch_id, iterations, busy_s=busy_s))
+        first_end = rb.start_s + rb.first_s if rb.first_s and iterations > 1 else None
+        self._handle(ev.BatchFinished(self.env._now, wid, rb.batch.batch_id, iterations, busy_s=busy_s,
+                                      first_end_s=first_end))
 
     def _start_worker(self, a: act.StartWorker) -> None:
         if not self._started:  # the initial replicas are warm

@@ -6,27 +6,21 @@
 * ``calibrate RUN_ID`` fits a profile from a recorded live run's own iterations, as the control
   plane saw them (backend time plus the live driver's per-iteration overhead).
 
-A live run records its iterations when its workers run in a `TimedPool` (the fidelity benchmark
-does this): every step becomes an ``iteration`` decision holding the batch's shape, the backend's
-own time and the effective time from the core's start of the batch to the reply.
+The measuring and the folding into a profile live in `controlplane.live.calibration`: a live
+run records its iterations when its workers run in a `TimedPool` (the fidelity benchmark does
+this).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from controlplane.cli.common import DB_OPTION_HELP, err, out, resolve_db, user_errors
-from controlplane.hookspecs import hookimpl
-from controlplane.live.pool import StepCommand, StepReply, WorkerPool
-from controlplane.types import Decision
 
 if TYPE_CHECKING:
     from controlplane.live.model_source import WorkerModelSettings
@@ -35,11 +29,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Profile, benchmark and calibrate live workers.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks of live workers.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-
-#: The ``action`` of the decisions a `TimedPool` records, one per worker iteration.
-ITERATION_ACTION = "iteration"
-from sim.latency.profile_format import PADDED_FIELDS as PADDED_KEYS  # noqa: E402
-from sim.latency.profile_format import ROW_FIELDS as ROW_KEYS  # noqa: E402
 
 
 def grids() -> dict[str, ProfileGrid]:
@@ -53,309 +42,6 @@ def grids() -> dict[str, ProfileGrid]:
                             decode_batch_sizes=(0, 1, 2, 4, 8, 16, 32, 64), context_lens=(16, 128, 512, 1024),
                             repeats=5),
     }
-
-
-# --- timing live iterations as the control plane sees them ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IterationSample:
-    """One live iteration: its shape and backend time (``row``) and when the core started and saw it end."""
-
-    worker_id: str
-    batch_id: int
-    start_s: float  # run time the core started the batch
-    end_s: float  # run time the reply was back on the driver's loop (the batch's BatchFinished)
-    row: dict[str, float]  # the backend's profile row (shape + its own iteration_s) and the padded counts
-
-    @property
-    def backend_s(self) -> float:
-        return float(self.row["iteration_s"])
-
-    @property
-    def wall_s(self) -> float:
-        return self.end_s - self.start_s
-
-    @property
-    def num_seqs(self) -> int:
-        return int(self.row["num_prefill_seqs"]) + int(self.row["num_decode_seqs"])
-
-    def wall_row(self) -> dict[str, float]:
-        """The profile row with the time the control plane saw instead of the backend's."""
-        return {**self.row, "iteration_s": self.wall_s}
-
-
-class _BatchStarts:
-    """Observer: the run time at which the core started each batch."""
-
-    name = "step-timer"
-
-    def __init__(self) -> None:
-        self.start_s: dict[int, float] = {}
-
-    @hookimpl
-    def cp_on_event(self, event: Any) -> None:
-        if type(event) is Decision and event.action == "batch" and event.payload:
-            self.start_s[event.payload["batch"]] = event.time_s
-
-
-class TimedPool(WorkerPool):
-    """A worker pool that times every iteration as the control plane sees it (wraps another pool).
-
-    Give ``pool.observer`` to the driver as an extra plugin (it sees when the core starts each
-    batch) and call ``attach(driver)`` after building the driver: each step is then kept in
-    ``samples`` and sent to the run's event bus as an ``iteration`` decision, which the SQL
-    recorder stores for ``controlplane calibrate``.
-    """
-
-    kind = "timed"
-
-    def __init__(self, inner: WorkerPool, *, emit: bool = True) -> None:
-        super().__init__(cpu_threads=inner.cpu_threads)
-        self.inner = inner
-        self.emit = emit
-        self.observer = _BatchStarts()
-        self.samples: list[IterationSample] = []
-        self._driver: Any = None
-        self._kv: dict[str, dict[str, int]] = {}  # worker -> request -> tokens it holds in the KV cache
-
-    def attach(self, driver: Any) -> TimedPool:
-        self._driver = driver
-        return self
-
-    def _now(self) -> float:
-        now = getattr(self._driver, "_now", None)  # the driver's run clock (LiveDriver has no public one yet)
-        return now() if now is not None else time.monotonic()
-
-    def bind(self, loop: Any, on_failure: Any) -> None:
-        super().bind(loop, on_failure)
-        self.inner.bind(loop, on_failure)
-
-    def threads_for(self, expected_workers: int) -> int:
-        return self.inner.threads_for(expected_workers)
-
-    async def start(self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1) -> dict[str, Any]:
-        return await self.inner.start(worker_id, settings, expected_workers=expected_workers)
-
-    async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
-        called = self._now()
-        padded = self._padded(worker_id, cmd)
-        reply = await self.inner.step(worker_id, cmd)
-        end = self._now()
-        self._advance(worker_id, cmd, reply)
-        if reply.profile and (reply.profile.get("num_prefill_tokens") or reply.profile.get("num_decode_seqs")):
-            starts = self.observer.start_s
-            start = starts.pop(cmd.batch_id, called)
-            if len(starts) > 4096:  # batches that never reached a worker (middle prefill chunks)
-                for b in [b for b in starts if b < cmd.batch_id - 1024]:
-                    del starts[b]
-            sample = IterationSample(worker_id, cmd.batch_id, start, end, {**reply.profile, **padded})
-            self.samples.append(sample)
-            if self.emit:
-                self._record(sample)
-        return reply
-
-    def _padded(self, worker_id: str, cmd: StepCommand) -> dict[str, int]:
-        """What the padded backend computes: prefills x the longest prompt, decodes x the KV length."""
-        kv = self._kv.setdefault(worker_id, {})
-        for rid in cmd.removes:
-            kv.pop(rid, None)
-        for a in cmd.adds:
-            kv.pop(a.request_id, None)
-        lengths = {a.request_id: len(a.prompt_ids) + len(a.generated) for a in cmd.adds}
-        width = max((lengths.get(rid, 0) for rid in cmd.prefill_ids), default=0)
-        columns = max(kv.values(), default=0) if cmd.decode_ids else 0
-        return {"padded_prefill_tokens": len(cmd.prefill_ids) * width,
-                "padded_decode_context": len(cmd.decode_ids) * columns}
-
-    def _advance(self, worker_id: str, cmd: StepCommand, reply: StepReply) -> None:
-        kv = self._kv[worker_id]
-        lengths = {a.request_id: len(a.prompt_ids) + len(a.generated) for a in cmd.adds}
-        for rid in cmd.decode_ids:
-            kv[rid] = kv.get(rid, 0) + 1
-        for rid in cmd.prefill_ids:
-            kv[rid] = lengths.get(rid, 0)
-        for o in reply.outputs:
-            if o.finished:
-                kv.pop(o.request_id, None)
-
-    def _record(self, s: IterationSample) -> None:
-        driver = self._driver
-        session = getattr(driver, "session", None)
-        if session is None or driver.core is None:
-            return
-        payload = {"batch": s.batch_id, **s.row, "start_s": s.start_s, "wall_s": s.wall_s}
-        session.plugins.hook.cp_on_event(
-            ctx=driver.core.ctx,
-            event=Decision(s.end_s, "worker", self.observer.name, ITERATION_ACTION, s.worker_id, None, payload),
-        )
-
-    async def stop(self, worker_id: str) -> None:
-        await self.inner.stop(worker_id)
-
-    def alive(self, worker_id: str) -> bool:
-        return self.inner.alive(worker_id)
-
-    def info(self, worker_id: str) -> dict[str, Any]:
-        return self.inner.info(worker_id)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def worker_ids(self) -> list[str]:
-        return self.inner.worker_ids()
-
-
-# --- folding the live overhead into a profile ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Overhead:
-    """Per-iteration time the live path adds to the backend's: ``base_s + per_seq_s`` x sequences."""
-
-    base_s: float
-    per_seq_s: float
-    samples: int
-    median_s: float
-
-    def at(self, num_seqs: int) -> float:
-        return self.base_s + self.per_seq_s * num_seqs
-
-    def as_dict(self) -> dict[str, float]:
-        return {"overhead_base_s": self.base_s, "overhead_per_seq_s": self.per_seq_s,
-                "overhead_median_s": self.median_s, "overhead_samples": self.samples}
-
-
-def fit_overhead(samples: Iterable[IterationSample]) -> Overhead:
-    """Fit the live per-iteration overhead (wall - backend) as a + b x sequences.
-
-    A least-squares (mean) fit, not a median: latencies add up iteration times, so the odd
-    stall (a GC pause, a noisy neighbour taking the CPU) belongs in the expectation.
-    """
-    import numpy as np
-    from sklearn.linear_model import LinearRegression
-
-    pairs = [(s.num_seqs, max(0.0, s.wall_s - s.backend_s)) for s in samples]
-    if not pairs:
-        raise ValueError("no live iterations to measure the overhead from")
-    seqs = np.array([[1.0, n] for n, _ in pairs])
-    extra = np.array([x for _, x in pairs])
-    median = float(np.median(extra))
-    if len({n for n, _ in pairs}) == 1:
-        return Overhead(float(extra.mean()), 0.0, len(pairs), median)
-    coef = LinearRegression(positive=True, fit_intercept=False).fit(seqs, extra).coef_
-    return Overhead(float(coef[0]), float(coef[1]), len(pairs), median)
-
-
-def aggregate_rows(rows: Iterable[dict[str, Any]], *, buckets_per_octave: int = 2) -> list[dict[str, Any]]:
-    """Mean row per shape (same sequence counts, token and context counts within a fraction of an octave).
-
-    Fitting means instead of single noisy iterations keeps the relative-error fit from leaning
-    low, and stops the commonest shapes of a live run from drowning the rare large ones.
-    """
-    import math
-
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        nd = r["num_decode_seqs"]
-        ctx = r["sum_decode_context"] / nd if nd else 0.0
-        key = (r["num_prefill_seqs"], round(math.log2(r["num_prefill_tokens"] + 1) * buckets_per_octave), nd,
-               round(math.log2(ctx + 1) * buckets_per_octave))
-        groups.setdefault(key, []).append(r)
-    out_rows = []
-    for members in groups.values():
-        keys = [k for k in members[0] if all(k in m for m in members)]
-        out_rows.append({k: statistics.fmean(float(m[k]) for m in members) for k in keys})
-    return out_rows
-
-
-def add_overhead(rows: Iterable[dict[str, Any]], overhead: Overhead) -> list[dict[str, Any]]:
-    """Profile rows with the live overhead added to each iteration's time."""
-    out_rows = []
-    for r in rows:
-        seqs = int(r["num_prefill_seqs"]) + int(r["num_decode_seqs"])
-        out_rows.append({**r, "iteration_s": float(r["iteration_s"]) + overhead.at(seqs)})
-    return out_rows
-
-
-def live_slowdown(grid_rows: Sequence[dict[str, Any]], grid_meta: dict[str, Any],
-                  samples: Sequence[IterationSample]) -> float:
-    """How much slower the live backend ran than the grid profile predicts for the same shapes.
-
-    The grid times uniform batches on an idle engine; live batches mix lengths (padding masks),
-    merge and compact their KV cache as requests come and go, and share the machine with the
-    driver. Sum of live backend time over sum of predicted, over the live iterations.
-    """
-    from sim.latency.base import IterationShape
-    from sim.latency.measured import MeasuredProfileModel
-
-    model = MeasuredProfileModel.fit(aggregate_rows(grid_rows), grid_meta)
-    predicted = actual = 0.0
-    for s in samples:
-        r = s.row
-        n, nd = int(r["num_prefill_seqs"]), int(r["num_decode_seqs"])
-        width = r.get("padded_prefill_tokens", r["num_prefill_tokens"]) / n if n else 0
-        ctx = r.get("padded_decode_context", r["sum_decode_context"]) / nd if nd else 0
-        predicted += model.iteration_s(IterationShape([width] * n, [0] * n, [ctx] * nd))
-        actual += s.backend_s
-    return actual / predicted if predicted > 0 else 1.0
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Profile rows for the simulator from a live run, and what was folded into them."""
-
-    rows: list[dict[str, Any]]
-    overhead: Overhead
-    slowdown: float | None  # live backend / grid profile; None without a grid
-
-    def meta(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"live_slowdown": self.slowdown} if self.slowdown is not None else {}
-        return {**self.overhead.as_dict(), **extra}
-
-
-def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[dict[str, Any]] | None = None,
-                   grid_meta: dict[str, Any] | None = None) -> Calibration:
-    """The live run's own iterations as the control plane saw them (mean per shape); with a grid
-    profile of the same worker, also the grid's rows scaled by the live slowdown plus the live
-    per-iteration overhead, for the shapes the run did not reach."""
-    if not samples:
-        raise ValueError("no live iterations to calibrate from")
-    overhead = fit_overhead(samples)
-    rows = aggregate_rows(s.wall_row() for s in samples)
-    if grid_rows is None:
-        return Calibration(rows, overhead, None)
-    slowdown = live_slowdown(grid_rows, grid_meta or {}, samples)
-    scaled = [{**r, "iteration_s": r["iteration_s"] * slowdown} for r in aggregate_rows(grid_rows)]
-    return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdown)
-
-
-def run_iterations(engine: Any, run_id: int, worker: str | None = None) -> list[IterationSample]:
-    """The iterations a live run recorded (``iteration`` decisions), oldest first."""
-    from controlplane.storage import iter_rows
-
-    found = []
-    for d in iter_rows(engine, run_id, "decisions"):
-        if d["action"] != ITERATION_ACTION or not d.get("payload"):
-            continue
-        if worker is not None and d["subject"] != worker:
-            continue
-        p = d["payload"]
-        row = {k: p[k] for k in (*ROW_KEYS, *PADDED_KEYS) if k in p}
-        found.append(IterationSample(d["subject"], int(p["batch"]), float(p["start_s"]),
-                                     float(p["start_s"]) + float(p["wall_s"]), row))
-    return found
-
-
-def _worker_meta(engine: Any, run_id: int) -> dict[str, Any]:
-    """Model, device and precision of a run's first ready worker (its reported facts)."""
-    from controlplane.storage import iter_rows
-
-    for e in iter_rows(engine, run_id, "worker_events"):
-        if e["kind"] == "ready" and e.get("detail"):
-            d = e["detail"]
-            return {k: d[k] for k in ("model", "device", "precision", "device_name") if d.get(k) is not None}
-    return {}
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -476,6 +162,15 @@ def calibrate(
                                              "backend: the backend's own time.")] = "wall",
 ) -> None:
     """Fit a measured latency profile from a recorded live run's own iteration timings."""
+    from controlplane.live.calibration import (
+        Calibration,
+        aggregate_rows,
+        calibrate_rows,
+        fit_overhead,
+        run_iterations,
+        with_handoffs,
+        worker_meta,
+    )
     from controlplane.storage import get_run, make_engine
     from sim.latency.measured import MeasuredProfileModel, read_profile, write_profile
 
@@ -487,18 +182,19 @@ def calibrate(
             run = get_run(engine, run_id)
             if run["mode"] != "live":
                 raise ValueError(f"run {run_id} is a {run['mode']} run; calibrate needs a live run")
-            samples = run_iterations(engine, run_id, worker)
-            meta = {"model": "model", "device": "unknown", **_worker_meta(engine, run_id)}
+            samples = with_handoffs(run_iterations(engine, run_id, worker))
+            meta = {"model": "model", "device": "unknown", **worker_meta(engine, run_id)}
         finally:
             engine.dispose()
         if not samples:
             raise ValueError(
                 f"run {run_id} recorded no iteration timings: its workers must run in a TimedPool "
-                "(controlplane.cli.bench), as benchmarks/fidelity.py does"
+                "(controlplane.live.calibration), as benchmarks/fidelity.py does"
             )
         meta["batching"] = "padded"  # live runs come from CausalLMBackend
         if timing == "backend":  # the engine alone, as `controlplane profile` measures it
-            cal = Calibration(aggregate_rows(s.row for s in samples), fit_overhead(samples), None)
+            cal = Calibration(aggregate_rows(s.row for s in samples), fit_overhead(samples), None,
+                              handoff_s=statistics.median(s.handoff_s or 0.0 for s in samples))
             meta["source"] = f"live run {run_id} (backend timings, mean per shape)"
         elif profile_path is not None:
             grid_rows, grid_meta = read_profile(profile_path)
@@ -514,7 +210,8 @@ def calibrate(
     out.print(_fit_table(f"run {run_id}: {len(samples)} iterations", model))
     oh = cal.overhead
     out.print(f"live overhead per iteration: {oh.base_s * 1e3:.2f} ms + {oh.per_seq_s * 1e6:.1f} us/seq "
-              f"(median {oh.median_s * 1e3:.2f} ms over {oh.samples} iterations)"
+              f"+ {oh.per_prompt_s * 1e3:.2f} ms/prompt prefilled (median {oh.median_s * 1e3:.2f} ms over "
+              f"{oh.samples} iterations, hand-off to the next batch {cal.handoff_s * 1e3:.2f} ms included)"
               + (f"; live backend {cal.slowdown:.2f}x the profile" if cal.slowdown else ""))
     out.print(f"wrote {len(cal.rows)} rows to {path}", highlight=False)
 
@@ -556,25 +253,6 @@ def quant(
     if json_path is not None:
         json_path.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
         out.print(f"wrote {json_path}", highlight=False)
-
-
-def samples_table(samples: Sequence[IterationSample], title: str) -> Any:
-    """Live iterations by batch size: backend time, wall time and the overhead between them (ms)."""
-    from rich.table import Table
-
-    by: dict[str, list[IterationSample]] = {}
-    for s in samples:
-        kind = "prefill" if s.row["num_prefill_seqs"] else "decode"
-        by.setdefault(f"{kind} x{s.num_seqs}", []).append(s)
-    t = Table(title=title, header_style="bold")
-    for col in ("iterations", "n", "backend p50", "wall p50", "overhead p50"):
-        t.add_column(col, justify="left" if col == "iterations" else "right")
-    for key in sorted(by, key=lambda k: (k.split()[0], int(k.split("x")[1]))):
-        xs = by[key]
-        t.add_row(key, str(len(xs)), f"{statistics.median(s.backend_s for s in xs) * 1e3:.2f} ms",
-                  f"{statistics.median(s.wall_s for s in xs) * 1e3:.2f} ms",
-                  f"{statistics.median(s.wall_s - s.backend_s for s in xs) * 1e3:.2f} ms")
-    return t
 
 
 if __name__ == "__main__":  # python -m controlplane.cli.bench profile|calibrate|bench quant ...

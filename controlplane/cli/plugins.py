@@ -17,7 +17,7 @@ def list_() -> None:
     from controlplane.plugin_manager import discover_plugins
 
     with user_errors():
-        found = discover_plugins()
+        found = discover_plugins(refresh=True)
     t = Table(header_style="bold")
     for col in ("name", "distribution", "version", "hooks", "default", "description"):
         t.add_column(col)

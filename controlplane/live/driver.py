@@ -801,7 +801,7 @@ class LiveDriver:
         from controlplane.plugin_manager import build_plugin_set, discover_plugins
         from controlplane.session import _fallbacks
 
-        available = discover_plugins()
+        available = discover_plugins(refresh=True)
         extras = [p for p in (self.session.plugins.get("sql-recorder"),) if p is not None] + self._extras
         plugins = build_plugin_set(config.plugins.enabled, config.plugins.settings, extra=extras, available=available)
         old = self.config.model_dump(mode="json")

@@ -41,6 +41,11 @@ class ProfileGrid:
     context_lens: Sequence[int] = (32, 256, 1024)
     repeats: int = 3
     warmup: int = 1
+    mixed: bool = True  # also iterations that prefill and decode together (False: a policy that never mixes)
+    # Time the grid ``repeats`` times over, one iteration per point per pass, instead of a point's
+    # repeats back to back: on a machine whose speed drifts (other jobs), each point's mean then
+    # spans the whole profiling time and the points' relative costs are not the drift's.
+    interleave: bool = False
 
     def points(self) -> Iterator[tuple[int, int, int, int]]:
         """(context, decode_batch, prefill_tokens, prefill_seqs), grouped so each decode batch is built once."""
@@ -51,6 +56,8 @@ class ProfileGrid:
                 if tokens == 0 and seqs != min(self.prefill_seqs):
                     continue
                 if tokens == 0 and batch == 0:
+                    continue
+                if tokens and batch and not self.mixed:
                     continue
                 yield context, batch, tokens, seqs
 
@@ -64,7 +71,8 @@ def profile_backend(
 ) -> list[dict[str, float | int]]:
     """Time ``grid.repeats`` iterations at every grid point that fits ``max_seq_len``; return the rows.
 
-    ``progress(points_done, points_total)`` is called after each grid point (for progress bars).
+    ``progress(points_done, points_total)`` is called after each grid point (for progress bars; with
+    ``grid.interleave`` a point counts once per pass).
     """
     grid = grid or ProfileGrid()
     backend = (
@@ -75,44 +83,51 @@ def profile_backend(
     if backend.num_running or backend.num_waiting:
         raise RuntimeError("profile an idle backend: its requests would distort the shapes")
     rng = random.Random(seed)
-    steps_per_point = grid.warmup + grid.repeats
     ids = itertools.count()
     rows: list[dict[str, float | int]] = []
     points = list(grid.points())
+    passes = [(grid.warmup, grid.repeats)]  # (untimed, timed) steps per point in each pass over the grid
+    if grid.interleave:
+        passes = [(grid.warmup if i == 0 else 0, 1) for i in range(grid.repeats)]
+    total = len(points) * len(passes)
     done = 0
-    for (context, batch), group in itertools.groupby(points, key=lambda p: (p[0], p[1])):
-        group = list(group)
-        growth = len(group) * steps_per_point  # decode seqs gain one token per measured step
-        if batch and context + growth + 1 > backend.max_seq_len:
-            done += len(group)
-            if progress is not None:
-                progress(done, len(points))
-            continue
-        running = [f"profile-d{next(ids)}" for _ in range(batch)]
-        for rid in running:
-            backend.add_request(rid, _prompt(rng, context, backend.vocab_size), max_new_tokens=growth + 1, stop=_NO_EOS)
-        if running:
-            backend.step(running, [])
-        try:
-            for _, _, tokens, seqs in group:
-                if tokens >= backend.max_seq_len:
-                    done += 1
-                    continue
-                for step in range(steps_per_point):
-                    new = [f"profile-p{next(ids)}" for _ in range(seqs if tokens else 0)]
-                    for rid in new:
-                        backend.add_request(rid, _prompt(rng, tokens, backend.vocab_size), max_new_tokens=2, stop=_NO_EOS)
-                    result = backend.step(new, running)
-                    for rid in new:
-                        backend.remove(rid)
-                    if step >= grid.warmup:
-                        rows.append(result.profile_row())
-                done += 1
+    for warmup, repeats in passes:
+        steps_per_point = warmup + repeats
+        for (context, batch), group in itertools.groupby(points, key=lambda p: (p[0], p[1])):
+            group = list(group)
+            growth = len(group) * steps_per_point  # decode seqs gain one token per measured step
+            if batch and context + growth + 1 > backend.max_seq_len:
+                done += len(group)
                 if progress is not None:
-                    progress(done, len(points))
-        finally:
+                    progress(done, total)
+                continue
+            running = [f"profile-d{next(ids)}" for _ in range(batch)]
             for rid in running:
-                backend.remove(rid)
+                backend.add_request(rid, _prompt(rng, context, backend.vocab_size), max_new_tokens=growth + 1,
+                                    stop=_NO_EOS)
+            if running:
+                backend.step(running, [])
+            try:
+                for _, _, tokens, seqs in group:
+                    if tokens >= backend.max_seq_len:
+                        done += 1
+                        continue
+                    for step in range(steps_per_point):
+                        new = [f"profile-p{next(ids)}" for _ in range(seqs if tokens else 0)]
+                        for rid in new:
+                            backend.add_request(rid, _prompt(rng, tokens, backend.vocab_size), max_new_tokens=2,
+                                                stop=_NO_EOS)
+                        result = backend.step(new, running)
+                        for rid in new:
+                            backend.remove(rid)
+                        if step >= warmup:
+                            rows.append(result.profile_row())
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            finally:
+                for rid in running:
+                    backend.remove(rid)
     return rows
 
 

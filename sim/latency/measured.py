@@ -12,8 +12,10 @@ calls :func:`write_profile`; the simulator loads the file with
 
 The fit is a non-negative linear model on physically motivated features (fixed cost,
 prefill tokens, their square for attention, decode sequences, total decode context,
-prefill tokens x prefill context, prefill sequences), weighted for relative error so both 5 ms decode
-steps and 2 s prefills are fitted well.
+prefill tokens x prefill context, prefill sequences, and whether the iteration both prefills and
+decodes - our live engine runs such an iteration as two forwards, each with its fixed cost),
+weighted for relative error so both 5 ms decode steps and 2 s prefills are fitted well, and by
+each row's ``samples`` (how many timed iterations the row averages; default 1).
 
 Engines that pad a batch to its longest member (our live ``CausalLMBackend``; profile metadata
 ``"batching": "padded"``) compute what the padding costs: there the prefill tokens are
@@ -35,16 +37,19 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from .base import IterationShape, LatencyModel, decode_run_args
-from .profile_format import PADDED_FIELDS, PROFILE_FORMAT, ROW_FIELDS
+from .profile_format import PADDED_FIELDS, PROFILE_FORMAT, ROW_FIELDS, WEIGHT_FIELD
 
 __all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
 
 FEATURES: tuple[str, ...] = (
     "base", "prefill_tokens", "prefill_tokens_sq", "decode_seqs", "sum_decode_context", "prefill_tokens_x_context",
     "prefill_seqs",  # a prompt's own fixed cost (its cache set-up, first sample), apart from its tokens
+    "mixed",  # an iteration that prefills and decodes: engines that run them as two forwards pay twice
 )
+#: Per-batch-size corrections (`_batch_factors`) count as this many iterations at ratio 1.
+FACTOR_PRIOR_SAMPLES = 4.0
 # Feature scales keep the solver well conditioned; coefficients are stored unscaled.
-_SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6, 1e1])
+_SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6, 1e1, 1.0])
 
 
 def _normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
@@ -70,6 +75,11 @@ def _normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str
                 if not math.isfinite(f) or f < 0:
                     raise ValueError(f"row {i}: {k}={row[k]!r} must be a finite non-negative number")
                 out[k] = int(f)
+        if WEIGHT_FIELD in row:
+            f = float(row[WEIGHT_FIELD])
+            if not math.isfinite(f) or f <= 0:
+                raise ValueError(f"row {i}: {WEIGHT_FIELD}={row[WEIGHT_FIELD]!r} must be a finite positive number")
+            out[WEIGHT_FIELD] = f
     if out["num_prefill_seqs"] == 0 and out["num_prefill_tokens"] > 0:
         raise ValueError(f"row {i}: prefill tokens without prefill sequences")
     if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
@@ -109,7 +119,7 @@ def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, An
 
 
 def _features(p_tok: float, d_seqs: float, d_ctx: float, p_ctx: float, p_seqs: float = 0.0) -> list[float]:
-    return [1.0, p_tok, p_tok * p_tok, d_seqs, d_ctx, p_tok * p_ctx, p_seqs]
+    return [1.0, p_tok, p_tok * p_tok, d_seqs, d_ctx, p_tok * p_ctx, p_seqs, 1.0 if p_seqs and d_seqs else 0.0]
 
 
 def _row_features(r: Mapping[str, float], padded: bool) -> list[float]:
@@ -118,7 +128,29 @@ def _row_features(r: Mapping[str, float], padded: bool) -> list[float]:
         return _features(r["num_prefill_tokens"], r["num_decode_seqs"], r["sum_decode_context"], r["sum_prefill_context"], n)
     p = r.get("padded_prefill_tokens", r["num_prefill_tokens"])
     d = r.get("padded_decode_context", r["sum_decode_context"])
-    return [1.0, p, p * p / n if n else 0.0, r["num_decode_seqs"], d, r["num_prefill_tokens"] * r["sum_prefill_context"], n]
+    nd = r["num_decode_seqs"]
+    return [1.0, p, p * p / n if n else 0.0, nd, d, r["num_prefill_tokens"] * r["sum_prefill_context"], n,
+            1.0 if n and nd else 0.0]
+
+
+def _batch_factors(sizes: np.ndarray, ratios: np.ndarray, samples: np.ndarray) -> tuple[float, ...]:
+    """Measured / linear-fit ratio by batch size, indexed by size (0 unused), up to the largest measured.
+
+    The linear features cannot follow every engine's step from one sequence to a few (a CPU
+    matrix-vector product becoming a matrix product, a GPU kernel changing tiles), so the fit is
+    scaled per batch size by the mean ratio of its rows (weighted by ``samples``), shrunk towards 1
+    by `FACTOR_PRIOR_SAMPLES` so a size timed only a few times stays near the linear fit; sizes
+    between measured ones interpolate in log size, sizes beyond the largest take its ratio.
+    """
+    known = sorted({int(k) for k in sizes if k > 0})
+    if not known:
+        return ()
+    means = []
+    for k in known:
+        w = samples[sizes == k]
+        means.append(float((np.dot(w, ratios[sizes == k]) + FACTOR_PRIOR_SAMPLES) / (w.sum() + FACTOR_PRIOR_SAMPLES)))
+    table = np.interp(np.log(np.arange(1, known[-1] + 1)), np.log(known), means)
+    return (1.0, *(float(x) for x in table))
 
 
 class MeasuredProfileModel(LatencyModel):
@@ -128,12 +160,25 @@ class MeasuredProfileModel(LatencyModel):
 
     def __init__(self, coef: Sequence[float], meta: Mapping[str, Any] | None = None) -> None:
         c = [float(x) for x in coef]
+        if len(c) == len(FEATURES) - 1:  # coefficients from before the ``mixed`` feature
+            c.append(0.0)
         if len(c) != len(FEATURES) or any(not math.isfinite(x) or x < 0 for x in c):
             raise ValueError(f"coef must be {len(FEATURES)} finite non-negative numbers ({list(FEATURES)})")
         self.coef = tuple(c)
         self.meta = dict(meta or {})
         self.padded = self.meta.get("batching") == "padded"
         self.fit_stats: dict[str, float] = {}
+        # Measured / linear ratio by batch size (index = sequences; see `fit`): empty = no correction.
+        self.decode_factors: tuple[float, ...] = ()
+        self.prefill_factors: tuple[float, ...] = ()
+
+    def _factor(self, num_prefill: int, num_decode: int) -> float:
+        if num_prefill and num_decode:
+            return 1.0
+        table, k = (self.prefill_factors, num_prefill) if num_prefill else (self.decode_factors, num_decode)
+        if not table:
+            return 1.0
+        return table[k] if k < len(table) else table[-1]
 
     @classmethod
     def fit(cls, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any] | None = None) -> MeasuredProfileModel:
@@ -143,11 +188,19 @@ class MeasuredProfileModel(LatencyModel):
         padded = (meta or {}).get("batching") == "padded"
         X = np.array([_row_features(r, padded) for r in clean])
         y = np.array([r["iteration_s"] for r in clean])
-        w = 1.0 / np.maximum(y, 1e-6) ** 2  # relative error
+        # Relative error, each row weighted by the iterations it averages (``samples``, default 1).
+        w = np.array([r.get(WEIGHT_FIELD, 1.0) for r in clean]) / np.maximum(y, 1e-6) ** 2
         reg = LinearRegression(fit_intercept=False, positive=True)
         reg.fit(X / _SCALE, y, sample_weight=w)
         model = cls(np.maximum(reg.coef_, 0.0) / _SCALE, meta)
         pred = (X * np.asarray(model.coef)).sum(axis=1)
+        samples = np.array([r.get(WEIGHT_FIELD, 1.0) for r in clean])
+        n_pre = np.array([r["num_prefill_seqs"] for r in clean])
+        n_dec = np.array([r["num_decode_seqs"] for r in clean])
+        ratio = y / np.maximum(pred, 1e-12)
+        model.decode_factors = _batch_factors(n_dec[n_pre == 0], ratio[n_pre == 0], samples[n_pre == 0])
+        model.prefill_factors = _batch_factors(n_pre[n_dec == 0], ratio[n_dec == 0], samples[n_dec == 0])
+        pred = pred * np.array([model._factor(int(a), int(b)) for a, b in zip(n_pre, n_dec)])
         rel = np.abs(pred - y) / np.maximum(y, 1e-12)
         model.fit_stats = {"rows": float(len(y)), "median_rel_err": float(np.median(rel)), "p90_rel_err": float(np.percentile(rel, 90))}
         return model
@@ -169,9 +222,12 @@ class MeasuredProfileModel(LatencyModel):
             n = len(shape.prefill_chunk_tokens)
             w = float(max(shape.prefill_chunk_tokens)) if n else 0.0
             d_pad = nd * float(max(shape.decode_context_tokens)) if nd else 0.0
-            return c[0] + c[1] * n * w + c[2] * n * w * w + c[3] * nd + c[4] * d_pad + c[5] * p_tok * p_ctx + c[6] * n
-        f = _features(float(p_tok), float(nd), float(d_ctx), float(p_ctx), float(len(shape.prefill_chunk_tokens)))
-        return c[0] * f[0] + c[1] * f[1] + c[2] * f[2] + c[3] * f[3] + c[4] * f[4] + c[5] * f[5] + c[6] * f[6]
+            return (c[0] + c[1] * n * w + c[2] * n * w * w + c[3] * nd + c[4] * d_pad + c[5] * p_tok * p_ctx + c[6] * n
+                    + (c[7] if n and nd else 0.0)) * self._factor(n, nd)
+        n = len(shape.prefill_chunk_tokens)
+        f = _features(float(p_tok), float(nd), float(d_ctx), float(p_ctx), float(n))
+        return (c[0] * f[0] + c[1] * f[1] + c[2] * f[2] + c[3] * f[3] + c[4] * f[4] + c[5] * f[5] + c[6] * f[6]
+                + c[7] * f[7]) * self._factor(n, nd)
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
         ctx, n = decode_run_args(decode_context_tokens, num_iterations)
@@ -183,7 +239,7 @@ class MeasuredProfileModel(LatencyModel):
             d_ctx = b * (float(ctx.max()) + np.arange(n, dtype=np.float64))
         else:
             d_ctx = float(ctx.sum()) + b * np.arange(n, dtype=np.float64)
-        return c[0] * 1.0 + c[1] * 0.0 + c[2] * 0.0 + c[3] * float(b) + c[4] * d_ctx + c[5] * 0.0
+        return (c[0] * 1.0 + c[1] * 0.0 + c[2] * 0.0 + c[3] * float(b) + c[4] * d_ctx + c[5] * 0.0) * self._factor(0, b)
 
     def __repr__(self) -> str:
         return f"MeasuredProfileModel(model={self.meta.get('model')!r}, device={self.meta.get('device')!r}, coef={self.coef})"

@@ -17,3 +17,7 @@ ROW_FIELDS: tuple[str, ...] = (
 )
 #: Optional row fields of padded engines: prefill tokens and decode KV entries computed, padding included.
 PADDED_FIELDS: tuple[str, ...] = ("padded_prefill_tokens", "padded_decode_context")
+#: Optional row field: how many timed iterations the row's ``iteration_s`` averages (default 1).
+#: The measured model weights its fit by it, so a mean over 500 iterations of a common shape
+#: counts for more than one timing of a rare one.
+WEIGHT_FIELD = "samples"

@@ -37,3 +37,41 @@ def tiny_loaded(tiny_settings):
 def engine(tiny_loaded) -> CausalLMBackend:
     """A fresh engine over the shared fp32 model (engines hold no weights of their own)."""
     return CausalLMBackend(tiny_loaded, max_seq_len=256)
+
+
+@pytest.fixture(scope="session")
+def timed_live_run(tmp_path_factory):
+    """A short recorded live run whose iterations were timed by a `TimedPool` (what `calibrate` reads)."""
+    import asyncio
+
+    from controlplane.live.calibration import TimedPool
+    from controlplane.live.driver import LiveDriver
+    from controlplane.live.pool import LocalThreadPool
+    from controlplane.testing import make_config
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'live.db'}"
+    cfg = make_config(storage={"url": url}, cluster={"models": [
+        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "device": "cpu", "max_seq_len": 128}}]})
+
+    async def main():
+        pool = TimedPool(LocalThreadPool(cpu_threads=1))
+        driver = LiveDriver(cfg, pool=pool, extra_plugins=[pool.observer])
+        pool.attach(driver)
+        await driver.start(wait_ready_s=120)
+        try:
+            first = [await driver.submit([5 + i] * (4 + 3 * i), max_tokens=6, ignore_eos=True) for i in range(3)]
+            await asyncio.sleep(0.02)
+            later = [await driver.submit([9] * 20, max_tokens=4, ignore_eos=True) for _ in range(2)]
+            results = [await h.result() for h in first + later]
+        finally:
+            await driver.close()
+        return driver.run_id, pool.samples, results
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_id, samples, results = asyncio.run(main())
+    finally:
+        torch.set_num_threads(before)
+    assert all(r.ok for r in results)
+    return url, run_id, samples

@@ -36,7 +36,8 @@ def test_the_bundled_azure_trace_is_scaled_to_a_tiny_model():
     assert all(1 <= r.prompt_tokens <= 256 and 1 <= r.output_tokens <= 48 for r in every)
     assert s.calibration[0].arrival_s == 0 == s.evaluation[0].arrival_s  # each slice starts at 0
     assert [r.arrival_s for r in s.evaluation] == sorted(r.arrival_s for r in s.evaluation)
-    cal, ev = s.at_speed(4.0)
+    cal, ev, after = s.at_speed(4.0)
+    assert after == []  # no second calibration slice asked for
     assert ev[-1].arrival_s == pytest.approx(s.evaluation[-1].arrival_s / 4)
     assert [r.prompt_tokens for r in ev] == [r.prompt_tokens for r in s.evaluation]
 
@@ -91,4 +92,4 @@ def test_a_tiny_fidelity_run_end_to_end(tmp_path, capsys):
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["batching"] == "padded" and doc["live_slowdown"] > 0 and doc["overhead_samples"] > 0
     runs = result["runs"]
-    assert runs["calibration"] < runs["live"] < runs["sim"]  # all three recorded in --db
+    assert runs["calibration"] < runs["live"] < runs["calibration_after"] < runs["sim"]  # all recorded in --db

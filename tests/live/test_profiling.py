@@ -44,3 +44,17 @@ def test_points_skip_empty_and_oversized_shapes(tiny_loaded):
     rows = profile_backend(small, ProfileGrid(prefill_tokens=(0, 64), decode_batch_sizes=(0, 2), context_lens=(8, 500), repeats=1))
     assert rows and all(r["num_prefill_tokens"] == 0 for r in rows)  # 64-token prompts do not fit
     assert all(r["sum_decode_context"] < 2 * 32 for r in rows)
+
+
+def test_a_grid_without_mixed_shapes_and_interleaved_passes(engine):
+    grid = ProfileGrid(prefill_tokens=(0, 8), decode_batch_sizes=(0, 1, 3), context_lens=(5, 20), repeats=3,
+                       mixed=False, interleave=True)
+    points = list(grid.points())
+    assert all(not (tokens and batch) for _, batch, tokens, _ in points) and len(points) == 1 + 4
+    seen = []
+    rows = profile_backend(engine, grid, progress=lambda done, total: seen.append((done, total)))
+    assert len(rows) == 3 * len(points) and seen[-1] == (15, 15)
+    # One pass over the grid after another: every point once per pass, in the same order.
+    shape = [(r["num_prefill_tokens"], r["num_decode_seqs"]) for r in rows]
+    assert shape[:5] == shape[5:10] == shape[10:]
+    assert engine.num_running == 0 and engine.num_waiting == 0

@@ -55,8 +55,20 @@ def test_an_arrival_interrupts_a_long_decode_at_the_next_iteration_boundary():
     assert 1.0 <= late.scheduled_s < 1.01  # one decode iteration is ~5 ms, the whole run ~10 s
     batches = [d for d in res.decisions if d.action == "batch"]
     assert len(batches) < 12  # a handful of batches, not one per token
-    interrupted = [d for d in batches if d.time_s < 1.0 and d.payload["decode"] == 1]
-    assert interrupted and interrupted[0].payload["iterations"] > 100
+    # The first batch prefills "long" and goes on decoding it until "late" cuts it short.
+    assert batches[0].time_s == 0.0 and batches[0].payload["prefill"] == 1
+    assert batches[0].payload["iterations"] == 2000
+    assert len([d for d in batches if d.time_s < 1.0]) == 1
+
+
+def test_a_prefill_goes_on_decoding_with_the_same_timings_as_two_batches():
+    trace = [TraceRequest("a", 0.0, 300, 40), TraceRequest("b", 0.1, 200, 30), TraceRequest("c", 2.0, 50, 3)]
+    fast = {r.request_id: r for r in replay_with(trace=trace, cluster=_one_replica()).requests}
+    exact = {r.request_id: r for r in replay_with(trace=trace, cluster=_one_replica(), sim={"exact": True}).requests}
+    for rid, r in fast.items():
+        e = exact[rid]
+        assert (r.first_token_s, r.finish_s, r.output_tokens) == pytest.approx(
+            (e.first_token_s, e.finish_s, e.output_tokens), rel=1e-12), rid
 
 
 def test_events_grow_with_batches_not_tokens():

@@ -146,9 +146,12 @@ def test_events_per_request_do_not_grow_with_output_tokens():
                               sim={"tick_s": 1e6, "exact": exact})
             assert res.summary["num_completed"] == 60
             per_request[exact, out] = sum(1 for d in res.decisions if d.action == "batch") / 60
-    # 16x the tokens: the exact mode does ~16x the core round trips, the fast mode about the same.
+    # 16x the tokens: the exact mode does ~16x the core round trips; the fast mode stays at a
+    # few batches per request (a prefill that goes on decoding, then one more run per arrival
+    # or finish of a neighbour), whatever the output length.
     assert per_request[True, 512] > 8 * per_request[True, 32]
-    assert per_request[False, 512] < 1.5 * per_request[False, 32]
+    assert per_request[False, 32] <= 1.5 and per_request[False, 512] <= 2.5
+    assert per_request[True, 512] > 20 * per_request[False, 512]
 
 
 # --- fidelity on slices of Vidur's runs -------------------------------------------------------
