@@ -2,6 +2,8 @@
 
 Nothing here runs at import time: callers create an engine for the URL they
 were given (CLI flag, settings, test fixture) and pass it around explicitly.
+Alembic is imported when a migration function runs (half a second of imports
+a background writer process does not need).
 """
 
 from __future__ import annotations
@@ -10,10 +12,6 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -129,6 +127,8 @@ def _alembic_config() -> Config:
             f"Alembic migrations not found at {ALEMBIC_DIR}; "
             "controlplane must be installed from a source checkout (pip install -e)"
         )
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     return config
@@ -136,16 +136,22 @@ def _alembic_config() -> Config:
 
 def head_revisions() -> set[str]:
     """The revision(s) the code expects the database to be at."""
+    from alembic.script import ScriptDirectory
+
     return set(ScriptDirectory.from_config(_alembic_config()).get_heads())
 
 
 def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config())
     return {rev.revision for rev in script.walk_revisions()}
 
 
 def current_revisions(engine: Engine) -> set[str]:
     """The revision(s) recorded in the database's ``alembic_version`` table (empty if none)."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())
 
@@ -157,6 +163,8 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     database) are serialised with a PostgreSQL advisory lock or SQLite's
     write lock, so the second one finds the schema already upgraded.
     """
+    from alembic import command
+
     owns_engine = not isinstance(engine_or_url, Engine)
     engine = make_engine(engine_or_url) if owns_engine else engine_or_url
     config = _alembic_config()
