@@ -58,6 +58,7 @@ class ControlPlane:
         )
         self._batches: dict[str, Batch] = {}
         self._interrupted: set[str] = set()
+        self._cancelling: dict[str, str] = {}  # request id -> reason, for requests in a running batch
         self._worker_alive_since: dict[str, float] = {}
         self._out: list[Any] = []
         self._deployments = {m.name: m for m in config.cluster.models}
@@ -68,6 +69,7 @@ class ControlPlane:
         self.bind_plugins(plugins, fallbacks)
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.RequestArrived: self._on_arrival,
+            ev.RequestCancelled: self._on_cancel,
             ev.BatchFinished: self._on_batch_finished,
             ev.BatchFailed: self._on_batch_failed,
             ev.WorkerReady: self._on_worker_ready,
@@ -287,6 +289,43 @@ class ControlPlane:
         self._decision(hook, plugin, "reject", r.request_id, reason)
         self._finish(r, RequestStatus.REJECTED)
 
+    def _on_cancel(self, e: ev.RequestCancelled) -> None:
+        r = self.active.get(e.request_id)
+        if r is None:
+            return  # already answered
+        w = self.workers.get(r.worker_id) if r.worker_id is not None else None
+        batch = self._batches.get(w.worker_id) if w is not None else None
+        if batch is not None and (r in batch.decode or r in batch.then_decode
+                                  or any(p is r for p, _ in batch.prefill)):
+            self._cancelling[r.request_id] = e.reason  # it leaves at the batch's next boundary
+            if batch.max_iterations > 1 and w.worker_id not in self._interrupted:
+                self._interrupted.add(w.worker_id)
+                self._out.append(act.InterruptBatch(w.worker_id))
+            return
+        self._cancel(r, w, e.reason)
+
+    def _apply_cancellations(self, w: Worker) -> None:
+        """Cancel the requests of ``w`` whose cancellation waited for their batch to end."""
+        for r in [r for r in (*w.running, *w.waiting) if r.request_id in self._cancelling]:
+            self._cancel(r, w, self._cancelling[r.request_id], schedule=False)
+
+    def _cancel(self, r: Request, w: Worker | None, reason: str, *, schedule: bool = True) -> None:
+        self._cancelling.pop(r.request_id, None)
+        if w is not None:
+            if r in w.running:
+                w.running.remove(r)
+                self._recount_kv(w)
+            elif r in w.waiting:
+                w.waiting.remove(r)
+        elif r in self.unrouted:
+            self.unrouted.remove(r)
+        self.guardian_pending.pop(r.request_id, None)
+        r.reason = reason
+        self._decision("core", "core", "cancel", r.request_id, reason)
+        self._finish(r, RequestStatus.CANCELLED)
+        if w is not None and schedule:
+            self._schedule(w)
+
     def _fail(self, r: Request, reason: str) -> None:
         r.reason = reason
         self._decision("core", "core", "fail", r.request_id, reason)
@@ -297,6 +336,8 @@ class ControlPlane:
         if r.finish_s is None and status is not RequestStatus.IN_FLIGHT:
             r.finish_s = finish_s if finish_s is not None else self.clock.now_s
         self.active.pop(r.request_id, None)
+        if self._cancelling:
+            self._cancelling.pop(r.request_id, None)
         self.stats.on_finished(r, self.config.slo)
         self._emit(ev.RequestFinished(self.clock.now_s, r))
         self._out.append(act.FinishRequest(r))
@@ -513,6 +554,8 @@ class ControlPlane:
             if finished_by_worker and r.request_id in finished_by_worker:
                 r.reason = finished_by_worker[r.request_id]
             self._complete(r)
+        if self._cancelling:
+            self._apply_cancellations(w)
         self._recount_kv(w)
         self._schedule(w)
 
@@ -532,6 +575,8 @@ class ControlPlane:
             self._preempt(w, r)
         if e.out_of_memory:
             self._plan_memory(w, "out_of_memory")
+        if self._cancelling:
+            self._apply_cancellations(w)
         self._schedule(w)
 
     def _on_wake(self, e: ev.WorkerWake) -> None:
@@ -598,6 +643,9 @@ class ControlPlane:
         w.waiting.clear()
         w.num_kv_blocks_used = 0
         for r in victims:
+            if r.request_id in self._cancelling:
+                self._cancel(r, None, self._cancelling[r.request_id])
+                continue
             r.num_retries += 1
             if r.num_retries > self.config.cluster.max_retries:
                 self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}")

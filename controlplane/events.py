@@ -37,6 +37,16 @@ class BatchFinished:
 
 
 @dataclass(slots=True)
+class RequestCancelled:
+    """The client no longer wants the request (disconnected, timed out). Waiting requests
+    leave at once; one in a running batch leaves when that batch's iteration ends."""
+
+    time_s: float
+    request_id: str
+    reason: str = "cancelled by the client"
+
+
+@dataclass(slots=True)
 class BatchFailed:
     """A batch could not run (worker crash, out of memory); its requests are retried."""
 

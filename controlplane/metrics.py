@@ -52,7 +52,8 @@ class RunStats:
 
     def on_finished(self, r: Request, slo: SLOConfig) -> None:
         self.status_counts[r.status.value] += 1
-        if r.status is RequestStatus.REJECTED or r.status is RequestStatus.FAILED:
+        if r.status is RequestStatus.REJECTED or r.status is RequestStatus.FAILED \
+                or r.status is RequestStatus.CANCELLED:
             self.reject_reasons[(r.reason or "unknown").split(":")[0]] += 1
             return
         if r.status is not RequestStatus.COMPLETED:
@@ -81,6 +82,7 @@ class RunStats:
             "num_rejected": self.status_counts["rejected"],
             "num_failed": self.status_counts["failed"],
             "num_in_flight": self.status_counts["in_flight"],
+            "num_cancelled": self.status_counts["cancelled"],
         }
         for m in LATENCY_METRICS:
             arr = np.frombuffer(self.values[m], dtype=np.float64) if len(self.values[m]) else None

@@ -20,6 +20,7 @@ class RequestStatus(str, Enum):
     REJECTED = "rejected"
     FAILED = "failed"
     IN_FLIGHT = "in_flight"  # still unfinished when the run was cut off
+    CANCELLED = "cancelled"  # the client went away or gave up (live: disconnect, timeout)
 
 
 class WorkerState(str, Enum):

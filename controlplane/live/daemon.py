@@ -359,7 +359,22 @@ def create_app(daemon: Daemon) -> FastAPI:
                                                    **kwargs))
         return handles
 
-    async def run(body: Any, prompts: list[Any], max_tokens: int | None, chat: bool) -> Response:
+    async def results_unless_gone(request: HTTPRequest, handles: list[LiveRequestHandle]) -> list[LiveResult] | None:
+        """The handles' results, or None if the client disconnects first (the requests are
+        then cancelled: their workers stop on them at the next iteration)."""
+        results = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
+        while True:
+            done, _ = await asyncio.wait({results}, timeout=0.25)
+            if done:
+                return results.result()
+            if await request.is_disconnected():
+                for h in handles:
+                    h.cancel("client disconnected")
+                results.cancel()
+                return None
+
+    async def run(request: HTTPRequest, body: Any, prompts: list[Any], max_tokens: int | None,
+                  chat: bool) -> Response:
         bad = body.unsupported()
         if bad:
             return _error(400, f"{bad} is not supported by this server", bad)
@@ -379,7 +394,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         rid = new_id("chatcmpl" if chat else "cmpl")
         if body.stream:
             return await stream(handles[0], rid, model, chat, body.include_usage())
-        results = list(await asyncio.gather(*(h.result() for h in handles)))
+        gathered = await results_unless_gone(request, handles)
+        if gathered is None:
+            return Response(status_code=499)  # nobody is listening any more
+        results = list(gathered)
         failed = next((r for r in results if not r.ok), None)
         if failed is not None:
             return _result_error(failed)
@@ -404,41 +422,44 @@ def create_app(daemon: Daemon) -> FastAPI:
             return completion_chunk(rid, model, created, text or "", finish, usage_)
 
         async def events() -> AsyncIterator[bytes]:
-            if chat:
-                yield sse(chat_chunk(rid, model, created, {"role": "assistant", "content": ""}))
-            if first:
-                yield sse(chunk(first))
-            async for delta in it:
-                yield sse(chunk(delta))
-            result = await handle.result()
-            if result.ok:
-                yield sse(chunk(None, result.finish_reason))
-                if include_usage:
-                    yield sse(chunk(None, usage_=usage([result])))
-            else:  # the stream had started: report the failure in-band
-                body = _result_error(result).body
-                yield b"data: " + body + b"\n\n"
-            yield sse("[DONE]")
+            try:
+                if chat:
+                    yield sse(chat_chunk(rid, model, created, {"role": "assistant", "content": ""}))
+                if first:
+                    yield sse(chunk(first))
+                async for delta in it:
+                    yield sse(chunk(delta))
+                result = await handle.result()
+                if result.ok:
+                    yield sse(chunk(None, result.finish_reason))
+                    if include_usage:
+                        yield sse(chunk(None, usage_=usage([result])))
+                else:  # the stream had started: report the failure in-band
+                    body = _result_error(result).body
+                    yield b"data: " + body + b"\n\n"
+                yield sse("[DONE]")
+            finally:  # the client went away mid-stream (the server closed this generator)
+                handle.cancel("client disconnected")
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Response:
+    async def completions(body: CompletionRequest, request: HTTPRequest) -> Response:
         prompts = body.prompts()
         if not prompts:
             return _error(400, "prompt is empty", "prompt")
-        return await run(body, prompts, body.max_tokens if body.max_tokens is not None else 16, chat=False)
+        return await run(request, body, prompts, body.max_tokens if body.max_tokens is not None else 16, chat=False)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest) -> Response:
         if not body.messages:
             return _error(400, "messages is empty", "messages")
         if body.model is not None and body.model not in driver.models:
             return _error(404, f"model {body.model!r} is not served here; served: {', '.join(driver.models)}", "model")
         served = driver.model(body.model)
         prompt, _ = served.render_chat(body.messages)
-        return await run(body, [prompt], body.max_new_tokens(), chat=True)
+        return await run(request, body, [prompt], body.max_new_tokens(), chat=True)
 
     # --- admin ----------------------------------------------------------------------------------
 

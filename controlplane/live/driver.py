@@ -99,6 +99,8 @@ def http_status_for(status: str, reason: str | None) -> int:
         return 400 if reason and reason.startswith(_CLIENT_ERRORS) else 429
     if status == "timeout":
         return 504
+    if status == "cancelled":
+        return 499  # client closed the request (nginx's code; nobody is left to read it)
     return 503  # failed, or still in flight when the daemon stopped
 
 
@@ -108,7 +110,7 @@ class LiveResult:
 
     request_id: str
     model: str
-    status: str  # completed | rejected | failed | in_flight | timeout
+    status: str  # completed | rejected | failed | in_flight | timeout | cancelled
     text: str
     finish_reason: str | None  # OpenAI style: "stop" | "length" (completed requests)
     reason: str | None  # why it was rejected or failed; the worker's stop reason when completed
@@ -173,12 +175,19 @@ class _Live:
 
 
 class LiveRequestHandle:
-    """A submitted request: ``async for delta in handle`` streams text; ``await handle.result()``."""
+    """A submitted request: ``async for delta in handle`` streams text; ``await handle.result()``;
+    ``handle.cancel()`` when the client goes away."""
 
-    def __init__(self, live: _Live) -> None:
+    def __init__(self, live: _Live, driver: LiveDriver | None = None) -> None:
         self._live = live
+        self._driver = driver
         self.request_id = live.request.request_id
         self._result: LiveResult | None = None
+
+    def cancel(self, reason: str = "cancelled by the client") -> None:
+        """Give up on the request: it leaves its worker at the next iteration, recorded as cancelled."""
+        if self._driver is not None and not self.done:
+            self._driver.cancel(self.request_id, reason)
 
     @property
     def done(self) -> bool:
@@ -409,10 +418,11 @@ class LiveDriver:
         self.metrics.draining.set(0)
 
     async def drain(self, timeout_s: float | None = None) -> bool:
-        """Stop taking requests and wait for the pending ones; True when none is left."""
+        """Stop taking requests and wait for the pending ones; True when none is left (answered,
+        and off the workers: a timed-out request leaves its batch at the next iteration)."""
         self.begin_drain()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.num_pending:
+        while self.num_pending or self.core.num_active:
             if deadline is not None and time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.05)
@@ -537,7 +547,13 @@ class LiveDriver:
         if self.request_timeout_s:
             lr.timer = self._loop.call_later(self.request_timeout_s, self._expire, rid)
         self._feed(ev.RequestArrived(now, request))
-        return LiveRequestHandle(lr)
+        return LiveRequestHandle(lr, self)
+
+    def cancel(self, request_id: str, reason: str = "cancelled by the client") -> None:
+        """The client gave up on ``request_id``: the core takes it off its worker (at the next
+        iteration boundary if it is in a batch) and records it as cancelled."""
+        if request_id in self._live and not self._finished:
+            self._feed(ev.RequestCancelled(self._now(), request_id, reason))
 
     async def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> LiveResult:
         """Submit and wait for the final result."""
@@ -546,7 +562,9 @@ class LiveDriver:
     def _expire(self, rid: str) -> None:
         lr = self._live.get(rid)
         if lr is not None and lr.result is None:
-            lr.resolve(self._result(lr, "timeout", f"no answer within {self.request_timeout_s:g}s"))
+            reason = f"no answer within {self.request_timeout_s:g}s"
+            lr.resolve(self._result(lr, "timeout", reason))
+            self.cancel(rid, f"timed out: {reason}")  # free its worker; recorded as cancelled
 
     def _result(self, lr: _Live, status: str, reason: str | None) -> LiveResult:
         r = lr.request

@@ -243,6 +243,24 @@ def test_admin_endpoints_need_the_token(daemon):
     assert daemon.client().completions.create(model=MODEL, prompt="after reload", max_tokens=2).usage
 
 
+def test_clients_that_disconnect_have_their_requests_cancelled(daemon):
+    daemon.wait_ready()
+    body = {"model": MODEL, "prompt": "a very long answer", "max_tokens": 2000, "temperature": 0, **NO_EOS}
+    with httpx.stream("POST", f"{daemon.base}/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+        rid = r.headers["x-request-id"]
+        for n, _ in enumerate(r.iter_lines()):
+            if n == 6:
+                break  # the client hangs up mid-stream
+    with pytest.raises(httpx.ReadTimeout):  # a client that gives up before the answer
+        httpx.post(f"{daemon.base}/v1/completions", json=body, timeout=1.5)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(w["running"] or w["waiting"] for w in daemon.workers()):
+        time.sleep(0.1)
+    assert not any(w["running"] or w["waiting"] for w in daemon.workers()), "the workers kept generating"
+    metrics = httpx.get(f"{daemon.base}/metrics", timeout=10).text
+    assert _value(metrics, "controlplane_requests_total", model=MODEL, status="cancelled") == 2, rid
+
+
 def test_killed_worker_processes_retry_then_fail_the_request_clearly(daemon):
     """max_retries is 1: the first kill moves the request to the other worker, the second fails it."""
     daemon.wait_ready()
@@ -310,7 +328,9 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(daemon):
     by_status: dict[str, list[dict[str, Any]]] = {}
     for row in requests:
         by_status.setdefault(row["status"], []).append(row)
-    assert set(by_status) == {"completed", "failed"} and len(by_status["failed"]) == 1
+    assert set(by_status) == {"completed", "failed", "cancelled"} and len(by_status["failed"]) == 1
+    assert {r["reason"] for r in by_status["cancelled"]} == {"client disconnected"}
+    assert len(by_status["cancelled"]) == 2 and all(r["output_tokens"] < 2000 for r in by_status["cancelled"])
     assert "killed by SIGKILL" in by_status["failed"][0]["reason"]
     for row in by_status["completed"]:
         assert row["arrival_s"] <= row["scheduled_s"] <= row["first_token_s"] <= row["finish_s"] <= run["sim_end_s"]

@@ -224,6 +224,35 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
     assert ids.ok and ids.prompt_tokens == 4 and ids.completion_tokens == 3
     assert slow.status == "timeout" and slow.http_status == 504
     assert summary["num_requests"] == 2  # refused submissions never reach the core
+    # The timed-out request did not keep its worker busy for 400 tokens: it was cancelled.
+    assert summary["num_cancelled"] == 1 and summary["num_completed"] == 1
+    (row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["request_id"] == slow.request_id]
+    assert row["status"] == "cancelled" and row["reason"].startswith("timed out")
+    assert row["output_tokens"] < 400
+
+
+def test_a_cancelled_request_frees_its_worker_and_is_recorded(tmp_path):
+    cfg = config(tmp_path)
+
+    async def body(d: LiveDriver):
+        handle = await d.submit("a long story", max_tokens=500, ignore_eos=True)
+        got = []
+        async for delta in handle:
+            got.append(delta)
+            if len(got) == 3:
+                handle.cancel("client disconnected")
+        result = await handle.result()
+        after = await d.generate("and then", max_tokens=4, ignore_eos=True)  # the worker serves others
+        (w,) = d.core.workers.values()
+        return result, after, list(w.running), list(w.waiting)
+
+    (result, after, running, waiting), summary, _ = run(cfg, body)
+    assert result.status == "cancelled" and result.http_status == 499 and result.reason == "client disconnected"
+    assert 3 <= result.completion_tokens < 500
+    assert after.ok and running == [] and waiting == []
+    assert summary["num_cancelled"] == 1 and summary["num_completed"] == 1
+    decisions = [d for d in rows(cfg.storage.url, summary["run_id"], "decisions") if d["action"] == "cancel"]
+    assert [(d["subject"], d["reason"]) for d in decisions] == [(result.request_id, "client disconnected")]
 
 
 def test_reload_swaps_plugins_and_records_it(tmp_path):
