@@ -437,14 +437,19 @@ class ControlPlane:
                         left = r.max_output_tokens - r.output_tokens
                         if left < iterations:
                             iterations = left if left > 1 else 1
-            elif all(n == r.remaining_prefill_tokens for r, n in prefill):
+            else:
                 # A prefill, then decodes of everything running (the prefilled included)
                 # while nothing changes: one step instead of two batches (vLLM's next steps).
+                # Only when every prompt completes in the first iteration.
                 iterations = plan.max_iterations
-                prefilled = {id(r) for r, _ in prefill}
-                in_decode = {id(r) for r in plan.decode}
-                for r in w.running:  # tokens left after the first iteration
-                    left = r.max_output_tokens - r.output_tokens - (id(r) in prefilled or id(r) in in_decode)
+                first = set(plan.decode)  # requests that get a token in the first iteration
+                for r, n in prefill:
+                    if n != r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
+                        iterations = 1
+                        break
+                    first.add(r)
+                for r in w.running if iterations > 1 else ():  # tokens left after the first iteration
+                    left = r.max_output_tokens - r.output_tokens - (r in first)
                     if left + 1 < iterations:
                         iterations = left + 1 if left > 0 else 1
                 if iterations > 1:

@@ -132,7 +132,9 @@ class ContinuousBatching(Plugin):
         if steps <= 0 or w.num_kv_blocks >= UNLIMITED_BLOCKS:
             return max(steps, 0)
         bs = w.kv_block_size
-        free = w.num_kv_blocks - sum((c + bs - 1) // bs for c in ctx)
+        free = w.num_kv_blocks
+        for c in ctx:
+            free -= (c + bs - 1) // bs
         if free < 0:
             return 0  # the decodes would preempt first
         return steps if (free // len(ctx)) * bs >= steps else kv_horizon(ctx, bs, w.num_kv_blocks, steps)

@@ -24,7 +24,7 @@ class SampledGuardian(Plugin):
     def cp_guardian_plan(self, ctx, request):
         s = self.settings
         if s.rate <= 0:
-            return GuardianPlan(False, reason="guardian sampling off")
+            return None  # sampling off: no plan, nothing checked (and nothing to record)
         if s.rate >= 1 or ctx.rng.random() < s.rate:
             return GuardianPlan(True, s.guardian, s.mode, f"sampled at rate {s.rate}")
         return GuardianPlan(False, reason=f"not sampled (rate {s.rate})")

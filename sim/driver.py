@@ -299,10 +299,10 @@ class SimDriver:
                 rb.timer = self._after(first, self._batch_done, (wid, 1, first))
                 return
             # Then decodes of `then_decode`, with the KV context the first iteration left.
-            grown = {id(r): n + 1 for r, n in b.prefill}
+            grown = {r: n + 1 for r, n in b.prefill}  # requests hash by identity
             for r in b.decode:
-                grown[id(r)] = 1
-            ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens + grown.get(id(r), 0)
+                grown[r] = 1
+            ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens + grown.get(r, 0)
                    for r in b.then_decode]
             rb.first_s = first
             total = first + self._price_decode(rb, wid, model, ctx, b.max_iterations - 1)
