@@ -1,6 +1,6 @@
 """Our simulator next to Vidur on Vidur's own recorded runs: speed and per-request fidelity.
 
-    python benchmarks/vs_vidur.py [--runs code_r1_n10000_qps0.8,...] [--repeats 3]
+    python benchmarks/vs_vidur.py [--runs code_r1_n10000_qps0.8,...] [--repeats 5]
                                   [--tick-s 10] [--check-exact [N]] [--anchors DIR]
 
 For each recorded Vidur run in ``--anchors`` (default ``../shared/anchors/vidur``) this
@@ -382,7 +382,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--anchors", type=Path, default=Path(os.environ.get("VIDUR_ANCHORS", DEFAULT_ANCHORS)))
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated run folders")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="timed repetitions per mode (best and median shown: the machine may be shared)")
     ap.add_argument("--tick-s", type=float, default=10.0, help="control-loop period (metric samples), simulated s")
     ap.add_argument("--check-exact", type=int, nargs="?", const=1000, default=0, metavar="N",
                     help="also compare exact and fast modes on the first N requests (default 1000)")
