@@ -55,7 +55,9 @@ from controlplane.live.calibration import (  # noqa: E402
     aggregate_rows,
     calibrate_rows,
     join_runs,
+    live_slowdowns,
     samples_table,
+    with_handoffs,
 )
 from controlplane.config import RunConfig, load_config  # noqa: E402
 from controlplane.events import RequestFinished  # noqa: E402
@@ -296,7 +298,7 @@ def profile_grid(reqs: list[TraceRequest], max_seq_len: int, repeats: int, *, mi
     ctx = sorted({max(8, int(np.percentile(contexts, 50))), max(8, int(contexts.max()))})
     ctx = [c for c in ctx if c + 200 < max_seq_len] or [32]
     return ProfileGrid(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=(0, 1, 2, 4, 8, 16, 32),
-                       context_lens=tuple(ctx), repeats=repeats, warmup=1, mixed=mixed, interleave=True)
+                       context_lens=tuple(ctx), repeats=repeats, warmup=1, mixed=mixed, interleave=True, spread=True)
 
 
 def policy_mixes(cfg: RunConfig) -> bool:
@@ -316,7 +318,7 @@ def profile_worker(settings: Any, grid: Any, threads: int) -> tuple[list[dict[st
     torch.set_num_threads(threads)
     backend = CausalLMBackend.from_settings(settings)
     rows = profile_backend(backend, grid)
-    return rows, profile_meta(backend)
+    return rows, {**profile_meta(backend), "interleaved": grid.interleave, "spread": grid.spread}
 
 
 # --- comparison -----------------------------------------------------------------------------------
@@ -336,6 +338,21 @@ def errors(live: dict, sim: dict) -> dict[str, dict[int, float]]:
     """Signed relative errors (sim - live) / live in %."""
     return {m: {p: 100.0 * (sim[m][p] - live[m][p]) / live[m][p] if live[m][p] else math.nan for p in PCTS}
             for m in METRICS}
+
+
+def p50_standard_error(times: list[RequestTimes], metric: str, *, resamples: int = 1000, seed: int = 0) -> float:
+    """Bootstrap standard error of the p50 of ``metric`` over these requests, in % of the p50.
+
+    What the p50 of a slice this size moves by when its requests vary: with ~100 requests and a
+    clumpy latency distribution (output lengths), a few percent of per-request error can move a
+    request across a gap at the median. Reported only, to read the p50 errors against.
+    """
+    values = np.array([v for t in times if (v := t.latencies()[metric]) is not None])
+    if len(values) < 2:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    p50 = np.percentile(rng.choice(values, (resamples, len(values))), 50, axis=1)
+    return float(100.0 * p50.std() / np.percentile(values, 50))
 
 
 def paired_abs_error(live: list[RequestTimes], sim: list[RequestTimes], metric: str) -> float:
@@ -482,6 +499,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{slow.get('prefill', 1.0):.2f}x (prefills) / {slow.get('decode', 1.0):.2f}x (decodes) the grid "
                   f"profile; profile -> {profile_path}", highlight=False)
 
+    # How much slower the machine ran the evaluated slice than the calibration slices, the same grid
+    # profile as yardstick: reported to tell machine drift from model error, never used to predict.
+    drift = live_slowdowns(grid_rows, meta, with_handoffs(live.samples))["all"] / (calibration.slowdown or 1.0)
+
     # 4. simulated: the evaluated slice as it reached the live core, on the calibrated profile
     arrivals = observed_arrivals(ev_reqs, live)
     sim_cfg = run_config(base, worker, db_url, name="fidelity sim", profile=profile_path)
@@ -511,7 +532,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console.print(f"live: {completed}/{len(ev_reqs)} completed in {live.wall_s:.1f}s; per-request time outside the "
                   f"core (submit -> result in the client's hands) p50 {statistics.median(client) * 1e3:.2f} ms, "
                   f"not in either side's numbers. In-sample refit (the run's own iterations): TTFT p50 "
-                  f"{own_err['ttft'][50]:+.1f}%, E2E p50 {own_err['e2e'][50]:+.1f}%", highlight=False)
+                  f"{own_err['ttft'][50]:+.1f}%, E2E p50 {own_err['e2e'][50]:+.1f}%. The live backend ran "
+                  f"{drift:.2f}x as long as during calibration for the same shapes (machine drift).", highlight=False)
     result = {
         "ttft_p50_err_pct": round(err["ttft"][50], 2),
         "e2e_p50_err_pct": round(err["e2e"][50], 2),
@@ -520,6 +542,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target_met": abs(err["ttft"][50]) <= TARGET_PCT and abs(err["e2e"][50]) <= TARGET_PCT,
         **{f"{m}_p{p}_err_pct": round(err[m][p], 2) for m in METRICS for p in (90, 99)},
         "e2e_paired_median_abs_err_pct": round(paired_abs_error(live.requests, sim, "e2e"), 2),
+        "live_p50_bootstrap_se_pct": {m: round(p50_standard_error(live.requests, m), 2) for m in ("ttft", "e2e")},
         "insample_ttft_p50_err_pct": round(own_err["ttft"][50], 2),
         "insample_e2e_p50_err_pct": round(own_err["e2e"][50], 2),
         **noise,
@@ -531,6 +554,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "live_slowdown": round(calibration.slowdown or 1.0, 3),
         "live_slowdown_prefill": round(slow.get("prefill", 1.0), 3),
         "live_slowdown_decode": round(slow.get("decode", 1.0), 3),
+        "machine_drift": round(drift, 3),
         "trace": Path(trace).name,
         "requests": len(ev_reqs),
         "completed": completed,

@@ -103,6 +103,9 @@ def profile(
     repeats: Annotated[Optional[int], typer.Option(min=1, help="Timed iterations per shape (default: the grid's).")]
     = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (CPU).")] = None,
+    interleave: Annotated[bool, typer.Option(help="Time the grid in passes, one iteration per shape each, so a "
+                                                  "machine whose speed drifts does not skew shapes against "
+                                                  "each other.")] = False,
     max_seq_len: Annotated[int, typer.Option(min=2, help="Context the worker allows.")] = 2048,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
@@ -122,7 +125,7 @@ def profile(
         named = grids()
         if grid not in named:
             raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(named)}")
-        shapes = named[grid] if repeats is None else dataclasses.replace(named[grid], repeats=repeats)
+        shapes = dataclasses.replace(named[grid], repeats=repeats or named[grid].repeats, interleave=interleave)
         if threads:
             torch.set_num_threads(threads)
         settings = _settings(preset, model_path, precision, compile_, device, max_seq_len)
@@ -138,7 +141,8 @@ def profile(
             task = bar.add_task("profile", total=None)
             rows = profile_backend(backend, shapes, progress=lambda done, total: bar.update(task, completed=done,
                                                                                                total=total))
-        meta = {**profile_meta(backend), "grid": grid, "source": "controlplane profile"}
+        meta = {**profile_meta(backend), "grid": grid, "interleaved": shapes.interleave,
+                "source": "controlplane profile"}
         path = write_profile(output, rows, meta)
         model = MeasuredProfileModel.from_file(path)
     out.print(_fit_table(f"{meta['model']} {meta['precision']} on {meta['device']}", model))

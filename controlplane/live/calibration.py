@@ -18,11 +18,20 @@ run and turns it into a ``controlplane-profile/1`` profile (``latency_model: mea
   (it is registered with the backend, its prompt shipped to the worker, its arrival routed).
 * `live_slowdowns` compares the live backend's times with what the grid profile predicts for
   the same shapes, separately for iterations that prefill and those that only decode.
-* `calibrate_rows` makes the profile: the run's own iterations (mean per shape, weighted by the
-  number of one-second windows it was timed in, so the fit follows the shapes the workload runs
-  most while a burst of a rare shape - one moment of a machine whose speed drifts - counts as one
-  observation), plus - with a grid profile - the grid's rows scaled by the slowdowns with the
-  overhead added, one window's weight each, so shapes the run never reached are still priced.
+* `machine_speed` separates the machine's speed from the shapes' costs: on a machine shared with
+  other jobs a decode step takes 5 ms one second and 7 ms the next, and the rare shapes (large
+  batches, bursts of prompts) are only timed during a burst, i.e. at one moment of it. Each
+  backend time is divided by the speed around it (the median of its neighbours' times over their
+  shapes' costs), so every shape is costed at the run's average speed.
+* `calibrate_rows` makes the profile: the run's own iterations (mean per shape at the average
+  speed plus the live overhead, weighted by the number of one-second windows it was timed in, so
+  the fit follows the shapes the workload runs most while a burst counts as one observation),
+  plus - with a grid profile - the grid's rows scaled by the slowdowns with the overhead added, so
+  shapes the run never reached are still priced. `join_runs` puts several runs (a calibration
+  slice before and one after the evaluated one) on one timeline.
+
+The measured model (`sim.latency.measured`) fits these rows by weighted relative error, with a
+fixed cost for iterations that prefill and decode together and a correction per batch size.
 """
 
 from __future__ import annotations
@@ -516,7 +525,8 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[dict[
     """A profile from a live run: its own iterations at their effective times (mean per shape,
     weighted by the time windows it was timed in, `live_rows`); with a grid profile of the same
     worker, also the grid's rows scaled by the live slowdown of their kind plus the live overhead
-    (one window's weight each), for the shapes the run did not reach. Several runs: `join_runs`."""
+    (one window's weight each, or one per pass of an interleaved grid), for the shapes the run did
+    not reach. Several runs: `join_runs`."""
     if not samples:
         raise ValueError("no live iterations to calibrate from")
     timed = samples if all(s.handoff_s is not None for s in samples) else with_handoffs(samples)
@@ -526,7 +536,11 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[dict[
     if grid_rows is None:
         return Calibration(rows, overhead, None, {}, handoff)
     slowdowns = live_slowdowns(grid_rows, grid_meta or {}, timed)
-    scaled = [{**r, "iteration_s": r["iteration_s"] * slowdowns[iteration_kind(r)], WEIGHT_FIELD: 1.0}
+    # A grid timed in interleaved passes (``"interleaved": true`` in its metadata) observed each shape
+    # once per pass, at moments spread over the profiling; otherwise its repeats ran back to back.
+    interleaved = bool((grid_meta or {}).get("interleaved"))
+    scaled = [{**r, "iteration_s": r["iteration_s"] * slowdowns[iteration_kind(r)],
+               WEIGHT_FIELD: r[WEIGHT_FIELD] if interleaved else 1.0}
               for r in aggregate_rows(grid_rows)]
     return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdowns["all"], slowdowns, handoff)
 

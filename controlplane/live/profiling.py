@@ -46,6 +46,10 @@ class ProfileGrid:
     # repeats back to back: on a machine whose speed drifts (other jobs), each point's mean then
     # spans the whole profiling time and the points' relative costs are not the drift's.
     interleave: bool = False
+    # Batches of mixed lengths, as live batches are: the members of a decode batch (of a prefill) hold
+    # contexts (prompts) spread evenly from half the point's length up to it, so the padded engine
+    # pays for padding and its attention masks as it does live. Rows then carry the padded counts.
+    spread: bool = False
 
     def points(self) -> Iterator[tuple[int, int, int, int]]:
         """(context, decode_batch, prefill_tokens, prefill_seqs), grouped so each decode batch is built once."""
@@ -102,8 +106,8 @@ def profile_backend(
                     progress(done, total)
                 continue
             running = [f"profile-d{next(ids)}" for _ in range(batch)]
-            for rid in running:
-                backend.add_request(rid, _prompt(rng, context, backend.vocab_size), max_new_tokens=growth + 1,
+            for rid, length in zip(running, _lengths(context, batch, grid.spread)):
+                backend.add_request(rid, _prompt(rng, length, backend.vocab_size), max_new_tokens=growth + 1,
                                     stop=_NO_EOS)
             if running:
                 backend.step(running, [])
@@ -114,14 +118,19 @@ def profile_backend(
                         continue
                     for step in range(steps_per_point):
                         new = [f"profile-p{next(ids)}" for _ in range(seqs if tokens else 0)]
-                        for rid in new:
-                            backend.add_request(rid, _prompt(rng, tokens, backend.vocab_size), max_new_tokens=2,
+                        for rid, length in zip(new, _lengths(tokens, len(new), grid.spread)):
+                            backend.add_request(rid, _prompt(rng, length, backend.vocab_size), max_new_tokens=2,
                                                 stop=_NO_EOS)
                         result = backend.step(new, running)
                         for rid in new:
                             backend.remove(rid)
                         if step >= warmup:
-                            rows.append(result.profile_row())
+                            row = result.profile_row()
+                            if grid.spread:  # what the padded engine computed (see sim/latency/measured.py)
+                                row["padded_prefill_tokens"] = result.padded_prefill_tokens
+                                row["padded_decode_context"] = result.num_decode_seqs * max(
+                                    0, result.decode_kv_columns - 1)
+                            rows.append(row)
                     done += 1
                     if progress is not None:
                         progress(done, total)
@@ -129,6 +138,14 @@ def profile_backend(
                 for rid in running:
                     backend.remove(rid)
     return rows
+
+
+def _lengths(longest: int, count: int, spread: bool) -> list[int]:
+    """``count`` lengths: all ``longest``, or spread evenly from about half of it up to it."""
+    if not spread or count < 2:
+        return [longest] * count
+    low = max(1, longest // 2)
+    return [low + (longest - low) * i // (count - 1) for i in range(count)]
 
 
 def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:

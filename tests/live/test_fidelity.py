@@ -89,7 +89,16 @@ def test_a_tiny_fidelity_run_end_to_end(tmp_path, capsys):
     for key in ("ttft_p50_err_pct", "e2e_p50_err_pct", "tpot_p50_err_pct", "insample_e2e_p50_err_pct"):
         assert math.isfinite(result[key])
     assert result["target_met"] == (abs(result["ttft_p50_err_pct"]) <= 10 and abs(result["e2e_p50_err_pct"]) <= 10)
+    assert result["machine_drift"] > 0 and result["calibration_requests"] == [8, 8]
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["batching"] == "padded" and doc["live_slowdown"] > 0 and doc["overhead_samples"] > 0
     runs = result["runs"]
     assert runs["calibration"] < runs["live"] < runs["calibration_after"] < runs["sim"]  # all recorded in --db
+
+
+def test_the_p50_standard_error_grows_with_a_gap_at_the_median():
+    smooth = [F.RequestTimes(str(i), 0.0, 0.01, 0.1 + 0.001 * i, 10, "completed") for i in range(100)]
+    gapped = [F.RequestTimes(str(i), 0.0, 0.01, (0.1 if i < 50 else 0.2) + 0.0001 * i, 10, "completed")
+              for i in range(100)]
+    assert 0 < F.p50_standard_error(smooth, "e2e") < F.p50_standard_error(gapped, "e2e")
+    assert math.isnan(F.p50_standard_error(smooth[:1], "e2e"))

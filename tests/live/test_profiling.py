@@ -58,3 +58,18 @@ def test_a_grid_without_mixed_shapes_and_interleaved_passes(engine):
     shape = [(r["num_prefill_tokens"], r["num_decode_seqs"]) for r in rows]
     assert shape[:5] == shape[5:10] == shape[10:]
     assert engine.num_running == 0 and engine.num_waiting == 0
+
+
+def test_a_spread_grid_times_mixed_length_batches_with_their_padding(engine):
+    grid = ProfileGrid(prefill_tokens=(0, 16), prefill_seqs=(1, 3), decode_batch_sizes=(0, 1, 3), context_lens=(20,),
+                       repeats=1, spread=True)
+    rows = profile_backend(engine, grid)
+    three = [r for r in rows if r["num_decode_seqs"] == 3 and not r["num_prefill_seqs"]]
+    # Contexts spread from half the length up to it (10, 15, 20 tokens, then a token more per step):
+    # the engine computes 3 x the longest.
+    assert three and all(r["padded_decode_context"] - r["sum_decode_context"] == 10 + 5 for r in three)
+    prompts = [r for r in rows if r["num_prefill_seqs"] == 3 and not r["num_decode_seqs"]]
+    assert prompts and all(r["padded_prefill_tokens"] == 48 and r["num_prefill_tokens"] == 8 + 12 + 16
+                           for r in prompts)
+    one = [r for r in rows if r["num_decode_seqs"] == 1 and not r["num_prefill_seqs"]]
+    assert one and all(r["padded_decode_context"] == r["sum_decode_context"] >= 20 for r in one)
