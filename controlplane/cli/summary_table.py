@@ -15,6 +15,7 @@ HEADLINE = [
     ("num_rejected", "rejected"),
     ("num_failed", "failed"),
     ("num_in_flight", "in flight at end"),
+    ("num_cancelled", "cancelled by clients"),
 ]
 TAIL = [
     ("throughput_rps", "throughput (req/s)"),
