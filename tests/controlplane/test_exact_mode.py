@@ -93,3 +93,35 @@ def test_exact_and_fast_agree_with_two_replicas_when_routing_reads_only_load():
 def test_exact_and_fast_agree_with_two_replicas_and_a_kv_budget():
     fast, exact = _both(make_trace(200, qps=6, output_tokens=128), cluster=TWO_REPLICAS_TIGHT_KV)
     _assert_agree(fast, exact)
+
+
+def _shared_prefix_trace(n: int, seed: int = 3):
+    """Conversations that share prompt prefixes (Mooncake-style ``hash_ids``, 16-token blocks)."""
+    import numpy as np
+
+    from sim.traces import TraceRequest
+
+    rng = np.random.default_rng(seed)
+    t, out = 0.0, []
+    for i in range(n):
+        t += float(rng.exponential(1 / 6))
+        system = int(rng.integers(0, 4))  # four shared system prompts of 8 blocks
+        own = int(rng.integers(1, 6))
+        blocks = tuple(range(system * 100, system * 100 + 8)) + tuple(1000 + i * 10 + j for j in range(own))
+        out.append(TraceRequest(str(i), t, len(blocks) * 16, int(rng.integers(4, 80)), hash_ids=blocks,
+                                hash_block_tokens=16))
+    return out
+
+
+def test_exact_and_fast_agree_with_prefix_caching_and_affinity_routing():
+    fast, exact = _both(
+        _shared_prefix_trace(300),
+        cluster={"models": [{"name": "default", "replicas": 3}]},
+        plugins={"enabled": ["prefix-affinity", "prefix-cache", "continuous-batching", "fixed-replicas",
+                             "static-memory", "builtin-latency-models"]},
+    )
+    assert fast.summary["prefix_hits"] > 100
+    assert fast.summary["prefix_hits"] == exact.summary["prefix_hits"]
+    assert [d.payload for d in fast.decisions if d.action == "route"] == \
+        [d.payload for d in exact.decisions if d.action == "route"]
+    _assert_agree(fast, exact)
