@@ -22,7 +22,8 @@ from controlplane.decisions import BatchPlan
 UNLIMITED_BLOCKS = 1 << 30
 
 
-def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations: int) -> int:
+def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations: int,
+               used_blocks: int | None = None) -> int:
     """How many decode iterations fit before the batch needs more than ``num_blocks`` blocks.
 
     Iteration ``j`` (from 0) needs ``sum(ceil((c + j) / block_size))`` blocks; the caller has
@@ -30,7 +31,9 @@ def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations:
     iterations, first at iteration ``(-c) % block_size + 1``, so the answer is closed-form:
     ``q`` whole periods of ``block_size`` iterations use ``q`` blocks per request, then the
     ``r + 1``-th earliest first-increment in the next period is the first that does not fit.
-    O(n log n) in the batch size, independent of ``max_iterations``.
+    O(n log n) in the batch size, independent of ``max_iterations``, and O(n) when ``q`` whole
+    periods already cover ``max_iterations`` (the common case). ``used_blocks``: the blocks
+    ``context_tokens`` hold, when the caller has counted them.
     """
     if num_blocks >= UNLIMITED_BLOCKS:
         return max_iterations
@@ -39,8 +42,10 @@ def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations:
     if n == 0:
         return max_iterations
     bs = block_size
-    free = num_blocks - sum((c + bs - 1) // bs for c in ctx)
+    free = num_blocks - (used_blocks if used_blocks is not None else sum((c + bs - 1) // bs for c in ctx))
     q, r = divmod(free, n)
+    if q * bs >= max_iterations:
+        return max_iterations  # every request takes a block at most every bs iterations: room enough
     offsets = sorted((-c) % bs for c in ctx)
     horizon = q * bs + offsets[r] + 1
     return horizon if horizon < max_iterations else max_iterations
@@ -132,12 +137,12 @@ class ContinuousBatching(Plugin):
         if steps <= 0 or w.num_kv_blocks >= UNLIMITED_BLOCKS:
             return max(steps, 0)
         bs = w.kv_block_size
-        free = w.num_kv_blocks
+        used = 0
         for c in ctx:
-            free -= (c + bs - 1) // bs
-        if free < 0:
+            used += (c + bs - 1) // bs
+        if used > w.num_kv_blocks:
             return 0  # the decodes would preempt first
-        return steps if (free // len(ctx)) * bs >= steps else kv_horizon(ctx, bs, w.num_kv_blocks, steps)
+        return kv_horizon(ctx, bs, w.num_kv_blocks, steps, used)
 
     def _decode_all(self, w, running, blocker: str = ""):
         bs = w.kv_block_size
@@ -157,11 +162,7 @@ class ContinuousBatching(Plugin):
             if left < steps:
                 steps = left
         if need_now <= w.num_kv_blocks:
-            # Every request takes a block at most every bs iterations: with free // n whole
-            # periods of room the KV cache cannot run out first (the common case, no sort).
-            free = w.num_kv_blocks - need_now
-            n = len(ctx)
-            horizon = steps if (free // n) * bs >= steps else kv_horizon(ctx, bs, w.num_kv_blocks, steps)
+            horizon = kv_horizon(ctx, bs, w.num_kv_blocks, steps, need_now)
             why = f"decode all running; waiting: {blocker}" if blocker else "decode all running"
             return BatchPlan(decode=tuple(running), max_iterations=horizon, reason=why)
         # Out of KV blocks: evict the newest arrivals until the rest fit (they recompute later).
