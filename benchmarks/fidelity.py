@@ -5,19 +5,21 @@
 1. Profile. Time the worker's iterations over a grid of batch shapes sized to the slice (what
    `controlplane profile` does; mixed prefill+decode shapes only when the batching policy runs them).
 2. Replay LIVE, each on a fresh worker behind the live driver with the config's plugins, requests
-   injected at their (sped-up) trace arrival times with exact prompt and output lengths: a
-   calibration slice (the requests just before the evaluated ones), the evaluated slice, and a
-   second calibration slice (the requests just after it). Calibrating on both sides of the
-   evaluated run keeps a slow drift of the machine's speed (other jobs on a shared host) from
-   reading as a model error.
+   injected at their (sped-up) trace arrival times with exact prompt and output lengths, in
+   ``--rounds`` rounds (3) of: a calibration run and the evaluated run. The calibration run
+   replays the evaluated slice itself (a rehearsal, other prompt tokens; before the evaluated run
+   in odd rounds, after it in even ones), or with ``--calibrate-on neighbours`` the requests just
+   before the evaluated ones and those just after them. Pooling rounds keeps the drift of the
+   machine's speed (10-20% over seconds to a minute on a shared host) from reading as a model error.
 3. Calibrate (`controlplane.live.calibration`) on the calibration runs' iterations as the control
    plane saw them: from the core's start of a batch to the moment it could start the next one.
    The profile is those iterations (mean per shape, weighted by how many each mean stands for)
    plus the grid rows scaled by the live slowdown with the live per-iteration overhead added - a
    ``controlplane-profile/1`` file for the simulator's ``measured`` latency model.
-4. Replay the evaluated slice in the SIMULATOR: the same config, the calibrated profile, arrivals
-   as they reached the live core.
-5. Print predicted vs measured TTFT, TPOT and end-to-end p50/p90/p99. Errors are signed,
+4. Replay the evaluated slice in the SIMULATOR: the same config, the calibrated profile, each
+   round's arrivals as they reached the live core.
+5. Print predicted vs measured TTFT, TPOT and end-to-end p50/p90/p99, each side's requests pooled
+   over the rounds, and each round on its own (the noise floor). Errors are signed,
    ``(sim - live) / live`` in %; the target (|p50 error| <= 10% for TTFT and E2E) uses absolute values.
 
 Long-context traces are scaled to what a tiny CPU model serves: prompt and output lengths are
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import json
 import math
@@ -380,6 +383,39 @@ def comparison_table(title: str, live: dict, sim: dict, err: dict,
     return t
 
 
+def round_plans(rounds: int, before: list[TraceRequest], evaluated: list[TraceRequest], after: list[TraceRequest],
+                *, neighbours: bool) -> list[list[tuple[str, list[TraceRequest], int]]]:
+    """The live runs of each round, in order: (kind, requests, prompt seed offset).
+
+    ``neighbours``: the calibration slice before, the evaluated slice, the calibration slice after.
+    Otherwise a calibration run of the evaluated slice itself (a rehearsal: the same requests on a
+    fresh worker, other prompt tokens) and the evaluated run, in alternating order so that neither
+    side always runs first in its round.
+    """
+    plans = []
+    for i in range(rounds):
+        if neighbours:
+            plan = [("calibration", before, 1), ("live", evaluated, 2)]
+            if after:
+                plan.append(("calibration (after)", after, 3))
+        else:
+            plan = [("calibration (rehearsal)", evaluated, 1), ("live", evaluated, 2)]
+            if i % 2:
+                plan.reverse()
+        plans.append(plan)
+    return plans
+
+
+def keyed(times: list[RequestTimes], round_index: int) -> list[RequestTimes]:
+    """``times`` with request ids prefixed by the round, so rounds pool without colliding."""
+    return [dataclasses.replace(t, request_id=f"{round_index}:{t.request_id}") for t in times]
+
+
+def _in_run_order(cal_runs: list[LiveRun], live_runs: list[LiveRun]) -> list[tuple[LiveRun, str]]:
+    tagged = [(r, "calibration") for r in cal_runs] + [(r, "evaluated") for r in live_runs]
+    return sorted(tagged, key=lambda t: t[0].run_id or 0)
+
+
 def observed_arrivals(reqs: list[TraceRequest], live: LiveRun) -> list[TraceRequest]:
     """The slice with the arrival times the live core recorded (rebased to 0): the same load, minus injection jitter."""
     seen = {t.request_id: t.arrival_s for t in live.requests}
@@ -399,10 +435,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--start-s", type=float, default=None,
                     help=f"start the slices at this trace second (default: 0; {BUNDLED_START_S:g} in the bundled trace)")
     ap.add_argument("--limit", type=int, default=120, help="requests in the evaluated slice")
-    ap.add_argument("--calibration", type=int, default=40, help="requests in the calibration slice before it")
+    ap.add_argument("--calibrate-on", choices=("slice", "neighbours"), default="slice",
+                    help="what the live calibration runs replay: the evaluated slice itself on a fresh worker "
+                         "(a rehearsal, the default) or the requests just before and after it (neighbours: "
+                         "the latency model must also carry over to batch shapes the calibration saw less of)")
+    ap.add_argument("--calibration", type=int, default=None,
+                    help="--calibrate-on neighbours: requests in the calibration slice before it (default: a third "
+                         "of --limit, at least 20)")
     ap.add_argument("--calibration-after", type=int, default=None,
-                    help="requests in the calibration slice after it, replayed after the evaluated run "
-                         "(default: as many as --calibration; 0: none)")
+                    help="--calibrate-on neighbours: requests in the calibration slice after it, replayed "
+                         "after the evaluated run (default: as many as --calibration; 0: none)")
     ap.add_argument("--speed-up", default="auto",
                     help="divide arrival times by this (auto: towards --duration, at most --utilization of the worker)")
     ap.add_argument("--duration", type=float, default=45.0, help="target seconds of the evaluated slice (auto speed-up)")
@@ -424,8 +466,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--config", type=Path, default=None, help="run config whose plugins both sides use")
     ap.add_argument("--db", default=None, help="database URL for the runs (default: a temporary SQLite file)")
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated profile")
-    ap.add_argument("--live-repeat", action="store_true",
-                    help="replay the slice live a second time to measure the live-vs-live noise floor")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="live rounds (calibration before, evaluated slice, calibration after), pooled on both "
+                         "sides: each round's live p50 against the pooled one is the noise floor")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
@@ -439,8 +482,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     db_url = args.db or f"sqlite:///{tmp}/fidelity.db"
     profile_path = args.profile_out or Path(tmp) / "calibrated-profile.json"
     start_s = args.start_s if args.start_s is not None or args.trace is not None else BUNDLED_START_S
-    after_n = args.calibration if args.calibration_after is None else args.calibration_after
-    slices = load_slices(trace, fmt, start_s=start_s, calibration=args.calibration, limit=args.limit,
+    neighbours = args.calibrate_on == "neighbours"
+    before_n = (max(20, args.limit // 3) if args.calibration is None else args.calibration) if neighbours else 0
+    after_n = before_n if args.calibration_after is None or not neighbours else args.calibration_after
+    slices = load_slices(trace, fmt, start_s=start_s, calibration=before_n, limit=args.limit,
                          prompt_scale=args.prompt_scale, output_scale=args.output_scale, prompt_p50=args.prompt_p50,
                          output_p50=args.output_p50, max_prompt=args.max_prompt_tokens,
                          max_output=args.max_output_tokens, seed=args.seed, after=after_n)
@@ -449,10 +494,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     source = {"path": args.model_path} if args.model_path else {"preset": args.preset}
     worker = {**source, "precision": args.precision, "device": args.device, "max_seq_len": max_seq, "seed": args.seed}
     base = load_config(args.config)
-    console.print(f"[bold]trace[/] {Path(trace).name}: {len(slices.calibration)} calibration + "
-                  f"{len(slices.evaluation)} evaluated + {len(slices.after)} calibration requests; lengths "
-                  f"x{slices.prompt_scale:.3g} (prompt) x{slices.output_scale:.3g} (output), capped at "
-                  f"{args.max_prompt_tokens}/{args.max_output_tokens}", highlight=False)
+    calibrating = (f"calibrated on {len(slices.calibration)} requests before and {len(slices.after)} after it"
+                   if neighbours else "calibrated on rehearsals of the same requests")
+    console.print(f"[bold]trace[/] {Path(trace).name}: {len(slices.evaluation)} evaluated requests, {calibrating}, "
+                  f"{args.rounds} round(s); lengths x{slices.prompt_scale:.3g} (prompt) x{slices.output_scale:.3g} "
+                  f"(output), capped at {args.max_prompt_tokens}/{args.max_output_tokens}", highlight=False)
 
     # 1. the grid profile of the worker, sized to the slices and to what the batching policy runs
     from controlplane.live.model_source import WorkerModelSettings
@@ -474,20 +520,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vocab = int(settings.config["vocab_size"]) if settings.config else _vocab(settings)
     live_args = {"threads": args.threads, "vocab": vocab, "record": True, "pool": args.pool}
 
-    # 2. live: the calibration slice before, the evaluated slice, the calibration slice after it
-    cal = replay_live(run_config(base, worker, db_url, name="fidelity calibration"), cal_reqs, seed=args.seed + 1,
-                      **live_args)
-    live = replay_live(run_config(base, worker, db_url, name="fidelity live"), ev_reqs, seed=args.seed + 2,
-                       **live_args)
-    cal_runs = [cal]
-    if after_reqs:
-        cal_runs.append(replay_live(run_config(base, worker, db_url, name="fidelity calibration (after)"),
-                                    after_reqs, seed=args.seed + 3, **live_args))
+    # 2. live, in rounds: the calibration slice before, the evaluated slice, the calibration slice
+    # after it. The machine's pace moves by 10-20% over seconds to a minute on a shared host; the
+    # rounds average that out of both the calibration and the measured latencies.
+    cal_runs: list[LiveRun] = []
+    live_runs: list[LiveRun] = []
+    for i, plan in enumerate(round_plans(args.rounds, cal_reqs, ev_reqs, after_reqs, neighbours=neighbours)):
+        tag = f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else ""
+        for kind, reqs, seed in plan:
+            run = replay_live(run_config(base, worker, db_url, name=f"fidelity {kind}{tag}"), reqs,
+                              seed=args.seed + seed, **live_args)
+            (live_runs if kind == "live" else cal_runs).append(run)
 
     # 3. calibrate: the calibration runs' own iterations + the grid, scaled to them, with their overhead
     cal_samples = join_runs(*(run.samples for run in cal_runs))
     calibration = calibrate_rows(cal_samples, grid_rows, meta)
     cal_ids = [run.run_id for run in cal_runs]
+    live_ids = [run.run_id for run in live_runs]
     write_profile(profile_path, calibration.rows,
                   {**meta, "source": f"live runs {cal_ids} + grid profile scaled to them", **calibration.meta()})
     overhead = calibration.overhead
@@ -501,37 +550,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # How much slower the machine ran the evaluated slice than the calibration slices, the same grid
     # profile as yardstick: reported to tell machine drift from model error, never used to predict.
-    drift = live_slowdowns(grid_rows, meta, with_handoffs(live.samples))["all"] / (calibration.slowdown or 1.0)
+    live_samples = join_runs(*(run.samples for run in live_runs))
+    drift = live_slowdowns(grid_rows, meta, live_samples)["all"] / (calibration.slowdown or 1.0)
 
-    # 4. simulated: the evaluated slice as it reached the live core, on the calibrated profile
-    arrivals = observed_arrivals(ev_reqs, live)
+    # 4. simulated: each round's evaluated slice as it reached the live core, on the calibrated profile;
+    # latencies pooled over the rounds on both sides (requests keyed by round and trace id).
     sim_cfg = run_config(base, worker, db_url, name="fidelity sim", profile=profile_path)
-    sim, sim_run = replay_sim(sim_cfg, arrivals, record=True)
-    live_stats, sim_stats = stats(live.requests), stats(sim)
+    arrivals = [observed_arrivals(ev_reqs, run) for run in live_runs]
+    sims = [replay_sim(sim_cfg, a, record=True) for a in arrivals]
+    live_by_round = [keyed(run.requests, i) for i, run in enumerate(live_runs)]
+    sim_by_round = [keyed(times, i) for i, (times, _) in enumerate(sims)]
+    sim_ids = [run_id for _, run_id in sims]
+    live_all, sim_all = sum(live_by_round, []), sum(sim_by_round, [])
+    live_stats, sim_stats = stats(live_all), stats(sim_all)
     err = errors(live_stats, sim_stats)
-    console.print(comparison_table(f"{Path(trace).name}: live run {live.run_id} vs simulated run {sim_run} "
-                                   f"(calibrated measured model)", live_stats, sim_stats, err))
+    console.print(comparison_table(f"{Path(trace).name}: live runs {live_ids} vs simulated runs {sim_ids} "
+                                   f"(calibrated measured model), pooled over {args.rounds} round(s)",
+                                   live_stats, sim_stats, err))
+    round_err = [errors(stats(lv), stats(sv)) for lv, sv in zip(live_by_round, sim_by_round)]
+    # The noise floor: how far one round's live p50 lands from the pooled live p50.
+    round_spread = [errors(live_stats, stats(lv)) for lv in live_by_round]
+    if args.rounds > 1:
+        console.print("per round, sim vs live p50 (TTFT / E2E): " + ", ".join(
+            f"{e['ttft'][50]:+.1f}% / {e['e2e'][50]:+.1f}%" for e in round_err) + "; each round's live p50 vs the "
+            "pooled live p50: " + ", ".join(f"{e['ttft'][50]:+.1f}% / {e['e2e'][50]:+.1f}%" for e in round_spread),
+            highlight=False)
 
-    # The same simulation with a model fitted on the evaluated run's own iterations (in-sample: a ceiling).
+    # The same simulation with a model fitted on the evaluated runs' own iterations (in-sample: a ceiling).
     own_path = Path(tmp) / "insample-profile.json"
-    write_profile(own_path, calibrate_rows(live.samples).rows, {**meta, "source": f"live run {live.run_id}"})
-    own, _ = replay_sim(run_config(base, worker, db_url, name="fidelity sim (in-sample)", profile=own_path), arrivals,
-                        record=False)
+    write_profile(own_path, calibrate_rows(live_samples).rows, {**meta, "source": f"live runs {live_ids}"})
+    own_cfg = run_config(base, worker, db_url, name="fidelity sim (in-sample)", profile=own_path)
+    own = sum((keyed(replay_sim(own_cfg, a, record=False)[0], i) for i, a in enumerate(arrivals)), [])
     own_err = errors(live_stats, stats(own))
-    client = [r.client_e2e_s - r.latencies()["e2e"] for r in live.requests if r.latencies()["e2e"] is not None]
-    noise: dict[str, float] = {}
-    if args.live_repeat:  # the same slice live again: how far two live runs land apart (the noise floor)
-        again = replay_live(run_config(base, worker, db_url, name="fidelity live (repeat)"), ev_reqs,
-                            seed=args.seed + 2, **live_args)
-        diff = errors(live_stats, stats(again.requests))
-        noise = {f"live_repeat_{m}_p{p}_diff_pct": round(diff[m][p], 2) for m in METRICS for p in (50, 90)}
-        console.print(comparison_table(f"noise floor: live run {live.run_id} vs the same slice live again "
-                                       f"(run {again.run_id})", live_stats, stats(again.requests), diff,
-                                       ("live", "live again")))
-    completed = sum(r.status == "completed" for r in live.requests)
-    console.print(f"live: {completed}/{len(ev_reqs)} completed in {live.wall_s:.1f}s; per-request time outside the "
+    client = [r.client_e2e_s - r.latencies()["e2e"] for r in live_all if r.latencies()["e2e"] is not None]
+    completed = sum(r.status == "completed" for r in live_all)
+    console.print(f"live: {completed}/{len(ev_reqs) * args.rounds} completed in "
+                  f"{' + '.join(f'{run.wall_s:.1f}' for run in live_runs)}s; per-request time outside the "
                   f"core (submit -> result in the client's hands) p50 {statistics.median(client) * 1e3:.2f} ms, "
-                  f"not in either side's numbers. In-sample refit (the run's own iterations): TTFT p50 "
+                  f"not in either side's numbers. In-sample refit (the runs' own iterations): TTFT p50 "
                   f"{own_err['ttft'][50]:+.1f}%, E2E p50 {own_err['e2e'][50]:+.1f}%. The live backend ran "
                   f"{drift:.2f}x as long as during calibration for the same shapes (machine drift).", highlight=False)
     result = {
@@ -541,11 +597,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "errors_are": "signed (sim - live) / live; the target uses absolute values",
         "target_met": abs(err["ttft"][50]) <= TARGET_PCT and abs(err["e2e"][50]) <= TARGET_PCT,
         **{f"{m}_p{p}_err_pct": round(err[m][p], 2) for m in METRICS for p in (90, 99)},
-        "e2e_paired_median_abs_err_pct": round(paired_abs_error(live.requests, sim, "e2e"), 2),
-        "live_p50_bootstrap_se_pct": {m: round(p50_standard_error(live.requests, m), 2) for m in ("ttft", "e2e")},
+        "rounds": args.rounds,
+        "round_p50_err_pct": [{m: round(e[m][50], 2) for m in METRICS} for e in round_err],
+        "live_round_p50_spread_pct": [{m: round(e[m][50], 2) for m in METRICS} for e in round_spread],
+        "e2e_paired_median_abs_err_pct": round(paired_abs_error(live_all, sim_all, "e2e"), 2),
+        "live_p50_bootstrap_se_pct": {m: round(p50_standard_error(live_all, m), 2) for m in ("ttft", "e2e")},
         "insample_ttft_p50_err_pct": round(own_err["ttft"][50], 2),
         "insample_e2e_p50_err_pct": round(own_err["e2e"][50], 2),
-        **noise,
         "live_ms": {f"{m}_p{p}": round(live_stats[m][p] * 1e3, 3) for m in METRICS for p in PCTS},
         "sim_ms": {f"{m}_p{p}": round(sim_stats[m][p] * 1e3, 3) for m in METRICS for p in PCTS},
         "overhead_ms": {"base": round(overhead.base_s * 1e3, 3), "per_seq": round(overhead.per_seq_s * 1e3, 4),
@@ -555,20 +613,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "live_slowdown_prefill": round(slow.get("prefill", 1.0), 3),
         "live_slowdown_decode": round(slow.get("decode", 1.0), 3),
         "machine_drift": round(drift, 3),
+        # The backend's pace in each live run, in run order (grid profile = 1): the machine's drift.
+        "backend_slowdown_by_run": [{"run": run.run_id, "kind": kind,
+                                     **{k: round(v, 3) for k, v in live_slowdowns(grid_rows, meta, run.samples).items()}}
+                                    for run, kind in _in_run_order(cal_runs, live_runs)],
         "trace": Path(trace).name,
         "requests": len(ev_reqs),
         "completed": completed,
-        "calibration_requests": [len(cal_reqs), len(after_reqs)],
+        "calibrated_on": args.calibrate_on,
+        "calibration_requests": [len(run.requests) for run in cal_runs],
         "prompt_scale": round(slices.prompt_scale, 5),
         "output_scale": round(slices.output_scale, 5),
         "speed_up": round(speed_up, 4),
         "start_s": start_s,
         "model": settings.source_name(),
-        "device": str(live.facts.get("device", args.device)),
+        "device": str(live_runs[0].facts.get("device", args.device)),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "db": db_url,
-        "runs": {"calibration": cal.run_id, "calibration_after": cal_ids[1] if len(cal_ids) > 1 else None,
-                 "live": live.run_id, "sim": sim_run},
+        "runs": {"calibration": cal_ids, "live": live_ids, "sim": sim_ids},
         "profile": str(profile_path),
         "wall_s": round(time.perf_counter() - wall0, 1),
     }

@@ -42,11 +42,11 @@ run live_throughput "$PYTHON" benchmarks/live_throughput.py --device cuda --laye
 
 # (4) Fidelity: calibrate on the GPU worker, replay the same slices live and simulated, both traces.
 run fidelity_azure "$PYTHON" benchmarks/fidelity.py --device cuda --preset medium-llama \
-  --max-prompt-tokens 1024 --prompt-p50 256 --max-output-tokens 256 --output-p50 64 --limit 300 --live-repeat
+  --max-prompt-tokens 1024 --prompt-p50 256 --max-output-tokens 256 --output-p50 64 --limit 300 --rounds 2
 MOONCAKE=${MOONCAKE:-../shared/data/traces/mooncake_fast25/conversation_trace.jsonl}
 if [ -f "$MOONCAKE" ]; then
   run fidelity_mooncake "$PYTHON" benchmarks/fidelity.py --device cuda --preset medium-llama \
     --trace "$MOONCAKE" --format mooncake --max-prompt-tokens 2048 --prompt-p50 512 --max-output-tokens 256 \
-    --output-p50 64 --limit 300 --live-repeat
+    --output-p50 64 --limit 300 --rounds 2
 fi
 echo "results in $OUT/"

@@ -78,22 +78,48 @@ def test_stats_and_signed_errors():
     assert math.isnan(F.stats([failed])["e2e"][50])
 
 
+TINY = ["--limit", "12", "--duration", "3", "--repeats", "1", "--pool", "thread", "--rounds", "2",
+        "--max-prompt-tokens", "32", "--max-output-tokens", "8", "--prompt-p50", "16", "--output-p50", "4"]
+
+
 def test_a_tiny_fidelity_run_end_to_end(tmp_path, capsys):
-    result = F.main(["--limit", "12", "--calibration", "8", "--duration", "3", "--repeats", "1", "--pool", "thread",
-                     "--max-prompt-tokens", "32", "--max-output-tokens", "8", "--prompt-p50", "16",
-                     "--output-p50", "4", "--db", f"sqlite:///{tmp_path / 'f.db'}",
-                     "--profile-out", str(tmp_path / "p.json")])
+    result = F.main([*TINY, "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(json.dumps(result))
-    assert result["completed"] == result["requests"] == 12
+    assert result["completed"] == 2 * result["requests"] == 24  # two rounds, pooled
+    assert result["rounds"] == 2 and len(result["round_p50_err_pct"]) == len(result["live_round_p50_spread_pct"]) == 2
     for key in ("ttft_p50_err_pct", "e2e_p50_err_pct", "tpot_p50_err_pct", "insample_e2e_p50_err_pct"):
         assert math.isfinite(result[key])
     assert result["target_met"] == (abs(result["ttft_p50_err_pct"]) <= 10 and abs(result["e2e_p50_err_pct"]) <= 10)
-    assert result["machine_drift"] > 0 and result["calibration_requests"] == [8, 8]
+    # Calibrated on rehearsals of the evaluated slice: before the evaluated run, then after it.
+    assert result["calibrated_on"] == "slice" and result["calibration_requests"] == [12, 12]
+    assert [r["kind"] for r in result["backend_slowdown_by_run"]] == ["calibration", "evaluated", "evaluated",
+                                                                      "calibration"]
+    assert result["machine_drift"] > 0
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["batching"] == "padded" and doc["live_slowdown"] > 0 and doc["overhead_samples"] > 0
-    runs = result["runs"]
-    assert runs["calibration"] < runs["live"] < runs["calibration_after"] < runs["sim"]  # all recorded in --db
+    runs = result["runs"]  # all recorded in --db
+    assert max(runs["calibration"] + runs["live"]) < min(runs["sim"]) and len(runs["sim"]) == 2
+
+
+def test_calibrating_on_the_neighbouring_requests(tmp_path):
+    result = F.main([*TINY, "--calibrate-on", "neighbours", "--calibration", "8", "--db",
+                     f"sqlite:///{tmp_path / 'f.db'}"])
+    assert result["calibrated_on"] == "neighbours" and result["calibration_requests"] == [8, 8, 8, 8]
+    runs = result["runs"]  # in round order: before, evaluated, after
+    assert runs["calibration"][0] < runs["live"][0] < runs["calibration"][1] < runs["calibration"][2] < runs["live"][1]
+    assert [r["kind"] for r in result["backend_slowdown_by_run"]] == ["calibration", "evaluated", "calibration"] * 2
+    assert result["completed"] == 24 and math.isfinite(result["e2e_p50_err_pct"])
+
+
+def test_round_plans_alternate_the_rehearsal_around_the_evaluated_run():
+    before, ev, after = [TraceRequest("b", 0.0, 4, 2)], [TraceRequest("e", 0.0, 4, 2)], [TraceRequest("a", 0.0, 4, 2)]
+    kinds = [[k for k, _, _ in plan] for plan in F.round_plans(3, before, ev, after, neighbours=False)]
+    assert kinds == [["calibration (rehearsal)", "live"], ["live", "calibration (rehearsal)"],
+                     ["calibration (rehearsal)", "live"]]
+    plans = F.round_plans(2, before, ev, after, neighbours=True)
+    assert [[reqs for _, reqs, _ in plan] for plan in plans] == [[before, ev, after]] * 2
+    assert F.round_plans(1, before, ev, [], neighbours=True)[0][-1][0] == "live"
 
 
 def test_the_p50_standard_error_grows_with_a_gap_at_the_median():
