@@ -60,7 +60,6 @@ from controlplane.live.calibration import (  # noqa: E402
     join_runs,
     live_slowdowns,
     samples_table,
-    with_handoffs,
 )
 from controlplane.config import RunConfig, load_config  # noqa: E402
 from controlplane.events import RequestFinished  # noqa: E402
