@@ -117,6 +117,8 @@ def test_round_plans_alternate_the_rehearsal_around_the_evaluated_run():
     kinds = [[k for k, _, _ in plan] for plan in F.round_plans(3, before, ev, after, neighbours=False)]
     assert kinds == [["calibration (rehearsal)", "live"], ["live", "calibration (rehearsal)"],
                      ["calibration (rehearsal)", "live"]]
+    # A rehearsal replays the evaluated run's prompt tokens too (the same seed).
+    assert all(len({seed for _, _, seed in plan}) == 1 for plan in F.round_plans(2, before, ev, after, neighbours=False))
     plans = F.round_plans(2, before, ev, after, neighbours=True)
     assert [[reqs for _, reqs, _ in plan] for plan in plans] == [[before, ev, after]] * 2
     assert F.round_plans(1, before, ev, [], neighbours=True)[0][-1][0] == "live"
