@@ -485,8 +485,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     profile_path = args.profile_out or Path(tmp) / "calibrated-profile.json"
     start_s = args.start_s if args.start_s is not None or args.trace is not None else BUNDLED_START_S
     neighbours = args.calibrate_on == "neighbours"
-    before_n = (max(20, args.limit // 3) if args.calibration is None else args.calibration) if neighbours else 0
-    after_n = before_n if args.calibration_after is None or not neighbours else args.calibration_after
+    before_n = after_n = 0  # a rehearsal replays the evaluated slice: no other requests needed
+    if neighbours:
+        before_n = max(20, args.limit // 3) if args.calibration is None else args.calibration
+        after_n = before_n if args.calibration_after is None else args.calibration_after
     slices = load_slices(trace, fmt, start_s=start_s, calibration=before_n, limit=args.limit,
                          prompt_scale=args.prompt_scale, output_scale=args.output_scale, prompt_p50=args.prompt_p50,
                          output_p50=args.output_p50, max_prompt=args.max_prompt_tokens,
