@@ -11,6 +11,11 @@
    in odd rounds, after it in even ones), or with ``--calibrate-on neighbours`` the requests just
    before the evaluated ones and those just after them. Pooling rounds keeps the drift of the
    machine's speed (10-20% over seconds to a minute on a shared host) from reading as a model error.
+   A round whose evaluated run the machine ran more than ``--max-pace-gap`` (10%) faster or slower
+   than its calibration run - the backend's time over the grid profile's for the same batch
+   shapes, the workload aside - is reported and replaced by another (up to ``--max-rounds``): a
+   simulator calibrated on one machine is not asked to predict a slower one. ``all_rounds_*``
+   in the JSON pools every round anyway.
 3. Calibrate (`controlplane.live.calibration`) on the calibration runs' iterations as the control
    plane saw them: from the core's start of a batch to the moment it could start the next one.
    The profile is those iterations (mean per shape, weighted by how many each mean stands for)
@@ -19,7 +24,7 @@
 4. Replay the evaluated slice in the SIMULATOR: the same config, the calibrated profile, each
    round's arrivals as they reached the live core.
 5. Print predicted vs measured TTFT, TPOT and end-to-end p50/p90/p99, each side's requests pooled
-   over the rounds, and each round on its own (the noise floor). Errors are signed,
+   over the steady rounds, and each round on its own (the noise floor). Errors are signed,
    ``(sim - live) / live`` in %; the target (|p50 error| <= 10% for TTFT and E2E) uses absolute values.
 
 Long-context traces are scaled to what a tiny CPU model serves: prompt and output lengths are
@@ -33,6 +38,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
+import gc
 import itertools
 import json
 import math
@@ -56,10 +63,13 @@ from controlplane.live.calibration import (  # noqa: E402
     IterationSample,
     TimedPool,
     aggregate_rows,
+    at_pace,
     calibrate_rows,
     join_runs,
     live_slowdowns,
     samples_table,
+    split_stalls,
+    with_handoffs,
 )
 from controlplane.config import RunConfig, load_config  # noqa: E402
 from controlplane.events import RequestFinished  # noqa: E402
@@ -212,6 +222,25 @@ def run_config(base: RunConfig, worker: dict[str, Any], db_url: str, *, name: st
     return RunConfig(**data)
 
 
+class GcPauses:
+    """The garbage collector's pauses in this process while it is installed (count, longest)."""
+
+    def __init__(self) -> None:
+        self.count, self.max_s, self._t0 = 0, 0.0, 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.count += 1
+            self.max_s = max(self.max_s, time.perf_counter() - self._t0)
+
+    def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+
 async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int, vocab: int, seed: int,
                        record: bool, pool: str = "process") -> LiveRun:
     from controlplane.live.driver import LiveDriver
@@ -229,6 +258,11 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
                                                 ignore_eos=True)).result() for i in warm])
     pool.samples.clear()
     out: list[RequestTimes | None] = [None] * len(reqs)
+    # The benchmark's own heap (earlier runs' samples and results) is not part of the system under
+    # test: frozen, the collector does not walk it during this run. Its pauses are timed anyway.
+    gc.collect()
+    gc.freeze()
+    pauses = GcPauses()
 
     async def one(i: int, handle: Any, submitted: float) -> None:
         res = await handle.result()
@@ -248,8 +282,11 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
         await asyncio.gather(*waiters)
         wall = time.perf_counter() - start
     finally:
+        pauses.stop()
+        gc.unfreeze()
         await driver.close()
-    facts = next(iter(driver.worker_facts.values()), {})
+    facts = {**next(iter(driver.worker_facts.values()), {}), "gc_pauses": pauses.count,
+             "gc_pause_max_ms": round(pauses.max_s * 1e3, 2)}
     return LiveRun([r for r in out if r is not None], pool.samples, driver.run_id, wall, facts)
 
 
@@ -382,29 +419,56 @@ def comparison_table(title: str, live: dict, sim: dict, err: dict,
     return t
 
 
-def round_plans(rounds: int, before: list[TraceRequest], evaluated: list[TraceRequest], after: list[TraceRequest],
-                *, neighbours: bool) -> list[list[tuple[str, list[TraceRequest], int]]]:
-    """The live runs of each round, in order: (kind, requests, prompt seed offset).
+def round_plan(index: int, before: list[TraceRequest], evaluated: list[TraceRequest], after: list[TraceRequest],
+               *, neighbours: bool) -> list[tuple[str, list[TraceRequest], int]]:
+    """The live runs of round ``index`` (from 0), in order: (kind, requests, prompt seed offset).
 
     ``neighbours``: the calibration slice before, the evaluated slice, the calibration slice after.
     Otherwise a calibration run of the evaluated slice itself (a rehearsal: the same requests, prompt
     tokens included, on a fresh worker) and the evaluated run, in alternating order so that neither
     side always runs first in its round.
     """
-    plans = []
-    for i in range(rounds):
-        if neighbours:
-            plan = [("calibration", before, 1), ("live", evaluated, 2)]
-            if after:
-                plan.append(("calibration (after)", after, 3))
-        else:
-            # The same prompt tokens as the evaluated run: on this engine the token ids move the
-            # iteration times by ~5% (seen as the sign of `machine_drift` flipping with the seeds).
-            plan = [("calibration (rehearsal)", evaluated, 2), ("live", evaluated, 2)]
-            if i % 2:
-                plan.reverse()
-        plans.append(plan)
-    return plans
+    if neighbours:
+        plan = [("calibration", before, 1), ("live", evaluated, 2)]
+        if after:
+            plan.append(("calibration (after)", after, 3))
+        return plan
+    # The same prompt tokens as the evaluated run: on this engine the token ids move the
+    # iteration times by ~5% (seen as the sign of `machine_drift` flipping with the seeds).
+    plan = [("calibration (rehearsal)", evaluated, 2), ("live", evaluated, 2)]
+    return plan[::-1] if index % 2 else plan
+
+
+def round_plans(rounds: int, before: list[TraceRequest], evaluated: list[TraceRequest], after: list[TraceRequest],
+                *, neighbours: bool) -> list[list[tuple[str, list[TraceRequest], int]]]:
+    """`round_plan` for the first ``rounds`` rounds."""
+    return [round_plan(i, before, evaluated, after, neighbours=neighbours) for i in range(rounds)]
+
+
+@dataclass
+class Round:
+    """One round's live runs, with the backend's pace in each (its time over the grid profile's for
+    the same batch shapes: the machine's speed then, whatever the workload)."""
+
+    index: int
+    calibration: list[LiveRun]
+    live: LiveRun
+    calibration_pace: float
+    live_pace: float
+
+    @property
+    def pace_gap(self) -> float:
+        """How much slower (+) or faster (-) the machine ran the evaluated run than its calibration."""
+        return self.live_pace / self.calibration_pace - 1.0 if self.calibration_pace > 0 else math.inf
+
+    def steady(self, max_gap: float) -> bool:
+        return max_gap <= 0 or abs(self.pace_gap) <= max_gap
+
+
+def pooled_rounds(rounds: list[Round], max_gap: float) -> list[Round]:
+    """The rounds the comparison pools: those whose machine kept its pace between the calibration and
+    the evaluated run (within ``max_gap``); all of them when none did."""
+    return [r for r in rounds if r.steady(max_gap)] or list(rounds)
 
 
 def keyed(times: list[RequestTimes], round_index: int) -> list[RequestTimes]:
@@ -471,6 +535,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="live rounds of a calibration run and the evaluated run, pooled on both sides; an even "
                          "number balances a steady drift (C E, E C, ...); each round's live p50 against the "
                          "pooled one is the noise floor")
+    ap.add_argument("--max-pace-gap", type=float, default=0.10,
+                    help="a round whose evaluated run the machine ran more than this fraction faster or slower "
+                         "than its calibration run (backend time over the grid profile's for the same shapes) is "
+                         "reported, left out of the pool and replaced by another round; 0: pool every round")
+    ap.add_argument("--pace", choices=("round", "pooled"), default="round",
+                    help="the machine's speed each round is simulated at: its own calibration run's (round, the "
+                         "default: the calibration run nearest it in time) or all calibration runs' average (pooled)")
+    ap.add_argument("--max-rounds", type=int, default=None,
+                    help="replace unsteady rounds until this many have run in all (default: twice --rounds)")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
@@ -524,76 +597,92 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vocab = int(settings.config["vocab_size"]) if settings.config else _vocab(settings)
     live_args = {"threads": args.threads, "vocab": vocab, "record": True, "pool": args.pool}
 
-    # 2. live, in rounds: the calibration slice before, the evaluated slice, the calibration slice
-    # after it. The machine's pace moves by 10-20% over seconds to a minute on a shared host; the
-    # rounds average that out of both the calibration and the measured latencies.
-    cal_runs: list[LiveRun] = []
-    live_runs: list[LiveRun] = []
-    for i, plan in enumerate(round_plans(args.rounds, cal_reqs, ev_reqs, after_reqs, neighbours=neighbours)):
-        tag = f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else ""
-        for kind, reqs, seed in plan:
-            run = replay_live(run_config(base, worker, db_url, name=f"fidelity {kind}{tag}"), reqs,
-                              seed=args.seed + seed, **live_args)
-            (live_runs if kind == "live" else cal_runs).append(run)
+    # 2. live, in rounds of a calibration run and the evaluated run. The machine's pace moves by
+    # 10-40% over seconds to a minute on a shared host: pooling rounds averages the small moves out,
+    # and a round whose evaluated run the machine ran at another pace than its calibration run
+    # (more than --max-pace-gap apart) is reported, left out of the pool and replaced by another.
+    def pace(samples: list[IterationSample]) -> float:
+        return live_slowdowns(grid_rows, meta, samples)["all"]
 
-    # 3. calibrate: the calibration runs' own iterations + the grid, scaled to them, with their overhead
-    cal_samples = join_runs(*(run.samples for run in cal_runs))
-    calibration = calibrate_rows(cal_samples, grid_rows, meta)
-    cal_ids = [run.run_id for run in cal_runs]
-    live_ids = [run.run_id for run in live_runs]
-    write_profile(profile_path, calibration.rows,
-                  {**meta, "source": f"live runs {cal_ids} + grid profile scaled to them", **calibration.meta()})
-    overhead = calibration.overhead
-    console.print(samples_table(cal_samples, f"calibration runs {cal_ids}: live iterations"))
-    slow = calibration.slowdowns
+    max_rounds = max(args.rounds, args.max_rounds if args.max_rounds is not None else 2 * args.rounds)
+    rounds: list[Round] = []
+    while sum(r.steady(args.max_pace_gap) for r in rounds) < args.rounds and len(rounds) < max_rounds:
+        i = len(rounds)
+        runs: dict[str, list[LiveRun]] = {"calibration": [], "live": []}
+        for kind, reqs, seed in round_plan(i, cal_reqs, ev_reqs, after_reqs, neighbours=neighbours):
+            run = replay_live(run_config(base, worker, db_url, name=f"fidelity {kind} (round {i + 1})"), reqs,
+                              seed=args.seed + seed, **live_args)
+            runs["live" if kind == "live" else "calibration"].append(run)
+        cal_pace = pace(join_runs(*(run.samples for run in runs["calibration"])))
+        rnd = Round(i, runs["calibration"], runs["live"][0], cal_pace, pace(runs["live"][0].samples))
+        rounds.append(rnd)
+        console.print(f"round {i + 1}: backend pace {rnd.calibration_pace:.3f} (calibration) / {rnd.live_pace:.3f} "
+                      f"(evaluated) x the grid profile, {rnd.pace_gap:+.1%} apart"
+                      + ("" if rnd.steady(args.max_pace_gap) else
+                         f" [yellow]> {args.max_pace_gap:.0%}: the machine changed pace; not pooled[/]"),
+                      highlight=False)
+    pooled = pooled_rounds(rounds, args.max_pace_gap)
+    steady = all(r.steady(args.max_pace_gap) for r in pooled)
+    if not steady:
+        console.print(f"[yellow]no round kept the machine's pace within {args.max_pace_gap:.0%}: pooling all "
+                      f"{len(rounds)}; the host is too noisy for this comparison to mean much[/]")
+
+    # 3-4. calibrate on the pooled rounds' calibration runs, simulate their evaluated runs
+    common = dict(base=base, worker=worker, db_url=db_url, grid_rows=grid_rows, meta=meta, ev_reqs=ev_reqs,
+                  workdir=Path(tmp), per_round_pace=args.pace == "round")
+    cmp = compare(pooled, profile=profile_path, **common)
+    every_round = cmp if len(pooled) == len(rounds) else compare(rounds, profile=Path(tmp) / "all-rounds.json",
+                                                                  **common)
+    # The same rounds simulated at the calibration runs' average pace (the comparison before --pace round).
+    at_average = cmp if args.pace == "pooled" else compare(pooled, profile=Path(tmp) / "average-pace.json",
+                                                           **{**common, "per_round_pace": False})
+    calibration, overhead, slow = cmp.calibration, cmp.calibration.overhead, cmp.calibration.slowdowns
+    console.print(samples_table(cmp.cal_samples, f"calibration runs {cmp.ids('calibration')}: live iterations"))
     console.print(f"folded in: live overhead {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.0f} us x "
                   f"sequences + {overhead.per_prompt_s * 1e3:.2f} ms x prompts per iteration (the hand-off to the "
-                  f"next batch, {calibration.handoff_s * 1e3:.2f} ms, included); live backend "
+                  f"next batch, {calibration.handoff_s * 1e3:.2f} ms, included; {calibration.stalls} stall(s) left out); live backend "
                   f"{slow.get('prefill', 1.0):.2f}x (prefills) / {slow.get('decode', 1.0):.2f}x (decodes) the grid "
                   f"profile; profile -> {profile_path}", highlight=False)
 
-    # How much slower the machine ran the evaluated slice than the calibration slices, the same grid
-    # profile as yardstick: reported to tell machine drift from model error, never used to predict.
-    live_samples = join_runs(*(run.samples for run in live_runs))
-    drift = live_slowdowns(grid_rows, meta, live_samples)["all"] / (calibration.slowdown or 1.0)
-
-    # 4. simulated: each round's evaluated slice as it reached the live core, on the calibrated profile;
-    # latencies pooled over the rounds on both sides (requests keyed by round and trace id).
-    sim_cfg = run_config(base, worker, db_url, name="fidelity sim", profile=profile_path)
-    arrivals = [observed_arrivals(ev_reqs, run) for run in live_runs]
-    sims = [replay_sim(sim_cfg, a, record=True) for a in arrivals]
-    live_by_round = [keyed(run.requests, i) for i, run in enumerate(live_runs)]
-    sim_by_round = [keyed(times, i) for i, (times, _) in enumerate(sims)]
-    sim_ids = [run_id for _, run_id in sims]
-    live_all, sim_all = sum(live_by_round, []), sum(sim_by_round, [])
-    live_stats, sim_stats = stats(live_all), stats(sim_all)
-    err = errors(live_stats, sim_stats)
-    console.print(comparison_table(f"{Path(trace).name}: live runs {live_ids} vs simulated runs {sim_ids} "
-                                   f"(calibrated measured model), pooled over {args.rounds} round(s)",
+    # 5. compare
+    live_stats, sim_stats, err = cmp.live_stats, cmp.sim_stats, cmp.err
+    console.print(comparison_table(f"{Path(trace).name}: live runs {cmp.ids('live')} vs simulated runs "
+                                   f"{cmp.sim_ids} (calibrated measured model), pooled over {len(pooled)} round(s)",
                                    live_stats, sim_stats, err))
-    round_err = [errors(stats(lv), stats(sv)) for lv, sv in zip(live_by_round, sim_by_round)]
+    round_err = [errors(stats(lv), stats(sv)) for lv, sv in zip(cmp.live_by_round, cmp.sim_by_round)]
     # The noise floor: how far one round's live p50 lands from the pooled live p50.
-    round_spread = [errors(live_stats, stats(lv)) for lv in live_by_round]
-    if args.rounds > 1:
-        console.print("per round, sim vs live p50 (TTFT / E2E): " + ", ".join(
+    round_spread = [errors(live_stats, stats(lv)) for lv in cmp.live_by_round]
+    if len(pooled) > 1:
+        console.print("per pooled round, sim vs live p50 (TTFT / E2E): " + ", ".join(
             f"{e['ttft'][50]:+.1f}% / {e['e2e'][50]:+.1f}%" for e in round_err) + "; each round's live p50 vs the "
             "pooled live p50: " + ", ".join(f"{e['ttft'][50]:+.1f}% / {e['e2e'][50]:+.1f}%" for e in round_spread),
             highlight=False)
+    if at_average is not cmp:
+        console.print(f"simulated at the calibration runs' average pace instead of each round's own: TTFT p50 "
+                      f"{at_average.err['ttft'][50]:+.1f}%, E2E p50 {at_average.err['e2e'][50]:+.1f}%", highlight=False)
+    if every_round is not cmp:
+        console.print(f"all {len(rounds)} rounds pooled (calibrated on all their calibration runs): TTFT p50 "
+                      f"{every_round.err['ttft'][50]:+.1f}%, E2E p50 {every_round.err['e2e'][50]:+.1f}%", highlight=False)
 
     # The same simulation with a model fitted on the evaluated runs' own iterations (in-sample: a ceiling).
     own_path = Path(tmp) / "insample-profile.json"
-    write_profile(own_path, calibrate_rows(live_samples).rows, {**meta, "source": f"live runs {live_ids}"})
+    write_profile(own_path, calibrate_rows(cmp.live_samples).rows, {**meta, "source": f"live runs {cmp.ids('live')}"})
     own_cfg = run_config(base, worker, db_url, name="fidelity sim (in-sample)", profile=own_path)
-    own = sum((keyed(replay_sim(own_cfg, a, record=False)[0], i) for i, a in enumerate(arrivals)), [])
+    own = sum((keyed(replay_sim(own_cfg, a, record=False)[0], i) for i, a in enumerate(cmp.arrivals)), [])
     own_err = errors(live_stats, stats(own))
+    live_all = cmp.live_all
     client = [r.client_e2e_s - r.latencies()["e2e"] for r in live_all if r.latencies()["e2e"] is not None]
     completed = sum(r.status == "completed" for r in live_all)
-    console.print(f"live: {completed}/{len(ev_reqs) * args.rounds} completed in "
-                  f"{' + '.join(f'{run.wall_s:.1f}' for run in live_runs)}s; per-request time outside the "
+    console.print(f"live: {completed}/{len(ev_reqs) * len(pooled)} completed in "
+                  f"{' + '.join(f'{r.live.wall_s:.1f}' for r in pooled)}s; per-request time outside the "
                   f"core (submit -> result in the client's hands) p50 {statistics.median(client) * 1e3:.2f} ms, "
                   f"not in either side's numbers. In-sample refit (the runs' own iterations): TTFT p50 "
                   f"{own_err['ttft'][50]:+.1f}%, E2E p50 {own_err['e2e'][50]:+.1f}%. The live backend ran "
-                  f"{drift:.2f}x as long as during calibration for the same shapes (machine drift).", highlight=False)
+                  f"{cmp.drift:.2f}x as long as during calibration for the same shapes (machine drift).",
+                  highlight=False)
+    pooled_index = {r.index for r in pooled}
+    all_cal = [run for r in rounds for run in r.calibration]
+    all_live = [r.live for r in rounds]
     result = {
         "ttft_p50_err_pct": round(err["ttft"][50], 2),
         "e2e_p50_err_pct": round(err["e2e"][50], 2),
@@ -601,10 +690,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "errors_are": "signed (sim - live) / live; the target uses absolute values",
         "target_met": abs(err["ttft"][50]) <= TARGET_PCT and abs(err["e2e"][50]) <= TARGET_PCT,
         **{f"{m}_p{p}_err_pct": round(err[m][p], 2) for m in METRICS for p in (90, 99)},
-        "rounds": args.rounds,
+        "rounds": len(pooled),
+        "rounds_run": len(rounds),
+        "max_pace_gap": args.max_pace_gap,
+        "pace": args.pace,
+        "steady": steady,
+        # Every round, pooled or not: the machine's pace in its calibration and evaluated run.
+        "round_pace": [{"round": r.index + 1, "calibration": round(r.calibration_pace, 3),
+                        "evaluated": round(r.live_pace, 3), "gap_pct": round(100 * r.pace_gap, 1),
+                        "pooled": r.index in pooled_index} for r in rounds],
+        "all_rounds_ttft_p50_err_pct": round(every_round.err["ttft"][50], 2),
+        "all_rounds_e2e_p50_err_pct": round(every_round.err["e2e"][50], 2),
+        "average_pace_ttft_p50_err_pct": round(at_average.err["ttft"][50], 2),
+        "average_pace_e2e_p50_err_pct": round(at_average.err["e2e"][50], 2),
         "round_p50_err_pct": [{m: round(e[m][50], 2) for m in METRICS} for e in round_err],
         "live_round_p50_spread_pct": [{m: round(e[m][50], 2) for m in METRICS} for e in round_spread],
-        "e2e_paired_median_abs_err_pct": round(paired_abs_error(live_all, sim_all, "e2e"), 2),
+        "e2e_paired_median_abs_err_pct": round(paired_abs_error(live_all, cmp.sim_all, "e2e"), 2),
         "live_p50_bootstrap_se_pct": {m: round(p50_standard_error(live_all, m), 2) for m in ("ttft", "e2e")},
         "insample_ttft_p50_err_pct": round(own_err["ttft"][50], 2),
         "insample_e2e_p50_err_pct": round(own_err["e2e"][50], 2),
@@ -613,33 +714,116 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overhead_ms": {"base": round(overhead.base_s * 1e3, 3), "per_seq": round(overhead.per_seq_s * 1e3, 4),
                         "per_prompt": round(overhead.per_prompt_s * 1e3, 3),
                         "handoff": round(calibration.handoff_s * 1e3, 3), "median": round(overhead.median_s * 1e3, 3)},
+        "stalls_left_out": calibration.stalls,
         "live_slowdown": round(calibration.slowdown or 1.0, 3),
         "live_slowdown_prefill": round(slow.get("prefill", 1.0), 3),
         "live_slowdown_decode": round(slow.get("decode", 1.0), 3),
-        "machine_drift": round(drift, 3),
+        "machine_drift": round(cmp.drift, 3),
         # The backend's pace in each live run, in run order (grid profile = 1): the machine's drift.
+        # with the run's stalls (iterations the calibration leaves out) and longest GC pause in the driver.
         "backend_slowdown_by_run": [{"run": run.run_id, "kind": kind,
-                                     **{k: round(v, 3) for k, v in live_slowdowns(grid_rows, meta, run.samples).items()}}
-                                    for run, kind in _in_run_order(cal_runs, live_runs)],
+                                     **{k: round(v, 3) for k, v in live_slowdowns(grid_rows, meta, run.samples).items()},
+                                     "stalls": len(split_stalls(with_handoffs(run.samples))[1]),
+                                     "gc_pause_max_ms": run.facts.get("gc_pause_max_ms")}
+                                    for run, kind in _in_run_order(all_cal, all_live)],
         "trace": Path(trace).name,
         "requests": len(ev_reqs),
         "completed": completed,
         "calibrated_on": args.calibrate_on,
-        "calibration_requests": [len(run.requests) for run in cal_runs],
+        "calibration_requests": [len(run.requests) for r in pooled for run in r.calibration],
         "prompt_scale": round(slices.prompt_scale, 5),
         "output_scale": round(slices.output_scale, 5),
         "speed_up": round(speed_up, 4),
         "start_s": start_s,
         "model": settings.source_name(),
-        "device": str(live_runs[0].facts.get("device", args.device)),
+        "device": str(rounds[0].live.facts.get("device", args.device)),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "db": db_url,
-        "runs": {"calibration": cal_ids, "live": live_ids, "sim": sim_ids},
+        "runs": {"calibration": cmp.ids("calibration"), "live": cmp.ids("live"), "sim": cmp.sim_ids},
         "profile": str(profile_path),
         "wall_s": round(time.perf_counter() - wall0, 1),
     }
     print(json.dumps(result))
     return result
+
+
+@dataclass
+class Comparison:
+    """Rounds pooled: the model calibrated on their calibration runs, their evaluated runs simulated on it."""
+
+    rounds: list[Round]
+    calibration: Any  # controlplane.live.calibration.Calibration
+    cal_samples: list[IterationSample]
+    live_samples: list[IterationSample]
+    drift: float  # evaluated runs' backend time over the calibration runs' for the same shapes
+    arrivals: list[list[TraceRequest]]
+    live_by_round: list[list[RequestTimes]]
+    sim_by_round: list[list[RequestTimes]]
+    sim_ids: list[int | None]
+
+    def ids(self, kind: str) -> list[int | None]:
+        if kind == "live":
+            return [r.live.run_id for r in self.rounds]
+        return [run.run_id for r in self.rounds for run in r.calibration]
+
+    @property
+    def live_all(self) -> list[RequestTimes]:
+        return sum(self.live_by_round, [])
+
+    @property
+    def sim_all(self) -> list[RequestTimes]:
+        return sum(self.sim_by_round, [])
+
+    @functools.cached_property
+    def live_stats(self) -> dict[str, dict[int, float]]:
+        return stats(self.live_all)
+
+    @functools.cached_property
+    def sim_stats(self) -> dict[str, dict[int, float]]:
+        return stats(self.sim_all)
+
+    @property
+    def err(self) -> dict[str, dict[int, float]]:
+        return errors(self.live_stats, self.sim_stats)
+
+
+def compare(rounds: list[Round], *, base: RunConfig, worker: dict[str, Any], db_url: str, grid_rows: list[dict],
+            meta: dict[str, Any], ev_reqs: list[TraceRequest], profile: Path, workdir: Path,
+            per_round_pace: bool = True) -> Comparison:
+    """Calibrate on the rounds' calibration runs (their iterations + the grid scaled to them, with their
+    overhead; the profile written to ``profile``), then simulate each round's evaluated slice as it reached
+    the live core; requests keyed by round and trace id, so rounds pool.
+
+    ``per_round_pace``: each round is simulated on the same calibration brought to the pace of its own
+    calibration run (`at_pace`), the one nearest it in time: on a shared host the machine's pace drifts
+    by tens of percent over the minutes the rounds take, and a calibration at the rounds' average pace
+    would predict the early rounds too slow and the late ones too fast. Those profiles go to ``workdir``.
+    """
+    from sim.latency.measured import write_profile
+
+    cal_ids = [run.run_id for r in rounds for run in r.calibration]
+    cal_samples = join_runs(*(run.samples for r in rounds for run in r.calibration))
+    calibration = calibrate_rows(cal_samples, grid_rows, meta)
+    source = f"live runs {cal_ids} + grid profile scaled to them"
+    write_profile(profile, calibration.rows, {**meta, "source": source, **calibration.meta()})
+    live_samples = join_runs(*(r.live.samples for r in rounds))
+    # How much slower the machine ran the evaluated slices than the calibration runs, the same grid
+    # profile as yardstick: reported to tell machine drift from model error, never used to predict.
+    drift = live_slowdowns(grid_rows, meta, live_samples)["all"] / (calibration.slowdown or 1.0)
+    arrivals = [observed_arrivals(ev_reqs, r.live) for r in rounds]
+    sims = []
+    for r, a in zip(rounds, arrivals):
+        path = profile
+        if per_round_pace and len(rounds) > 1 and calibration.slowdown:
+            paced = calibrate_rows(at_pace(cal_samples, r.calibration_pace / calibration.slowdown), grid_rows, meta)
+            path = workdir / f"{profile.stem}-round{r.index + 1}{profile.suffix}"
+            write_profile(path, paced.rows, {**meta, **paced.meta(), "source": f"{source}, at the pace of "
+                                             f"{[run.run_id for run in r.calibration]}"})
+        cfg = run_config(base, worker, db_url, name=f"fidelity sim (round {r.index + 1})", profile=path)
+        sims.append(replay_sim(cfg, a, record=True))
+    return Comparison(rounds, calibration, cal_samples, live_samples, drift, arrivals,
+                      [keyed(r.live.requests, i) for i, r in enumerate(rounds)],
+                      [keyed(times, i) for i, (times, _) in enumerate(sims)], [run_id for _, run_id in sims])
 
 
 def _vocab(settings: Any) -> int:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HANDOFF_MAX_S",
+    "STALL_FACTOR",
     "ITERATION_ACTION",
     "WINDOW_S",
     "PADDED_KEYS",
@@ -69,7 +70,9 @@ __all__ = [
     "calibrate_rows",
     "fit_overhead",
     "iteration_kind",
+    "at_pace",
     "join_runs",
+    "split_stalls",
     "live_rows",
     "machine_speed",
     "live_slowdown",
@@ -90,6 +93,10 @@ SPEED_WINDOW_S = 3.0
 #: A next batch starting this soon after a reply followed it at once (the worker stayed busy);
 #: a later one waited for an arrival, and the iteration gets the run's typical hand-off instead.
 HANDOFF_MAX_S = 0.002
+#: An iteration whose live-path time (effective - backend) is more than this many times the run's
+#: median is a stall of the host or the driver (a scheduler hiccup, a long GC pause): the simulator
+#: does not model those, and spread over every iteration as a mean they would bias every prediction.
+STALL_FACTOR = 10.0
 
 
 def iteration_kind(row: dict[str, Any]) -> str:
@@ -333,6 +340,26 @@ def fit_overhead(samples: Iterable[IterationSample]) -> Overhead:
     return Overhead(got["base"], got.get("seqs", 0.0), len(triples), median, got.get("prompts", 0.0))
 
 
+def split_stalls(samples: Sequence[IterationSample], factor: float = STALL_FACTOR,
+                 ) -> tuple[list[IterationSample], list[IterationSample]]:
+    """(steady iterations, stalls): a stall's live-path time (effective - backend) is more than
+    ``factor`` x the median over ``samples``.
+
+    A 290 ms pause on one of 1,600 iterations (seen on a shared host, on the driver's side) delays
+    the few requests in flight then; folded into a mean per-prompt overhead it added 2.8 ms to
+    every prompt of its run and moved the predicted TTFT p50 by several percent. Stalls are left
+    out of the calibration and counted (`Calibration.stalls`).
+    """
+    extra = [max(0.0, s.effective_s - s.backend_s) for s in samples]
+    if not extra:
+        return [], []
+    cap = factor * statistics.median(extra)
+    if cap <= 0:
+        return list(samples), []
+    steady = [s for s, x in zip(samples, extra) if x <= cap]
+    return steady, [s for s, x in zip(samples, extra) if x > cap]
+
+
 def add_overhead(rows: Iterable[dict[str, Any]], overhead: Overhead) -> list[dict[str, Any]]:
     """Profile rows with the live overhead added to each iteration's time."""
     out_rows = []
@@ -456,6 +483,25 @@ def join_runs(*runs: Sequence[IterationSample]) -> list[IterationSample]:
     return out
 
 
+def at_pace(samples: Sequence[IterationSample], factor: float) -> list[IterationSample]:
+    """The samples as if the machine had run the backend ``factor`` times as long: each backend time
+    scaled and the reply that much later, the live path's own time (``effective - backend``) kept.
+
+    To calibrate on several runs at the pace of one of them: shapes costed over all of them, the
+    machine's speed of the run nearest in time (a shared host's pace drifts by tens of percent
+    over minutes). Hand-offs must be measured first (`with_handoffs` / `join_runs`).
+    """
+    if factor <= 0 or not math.isfinite(factor):
+        raise ValueError(f"pace factor must be positive and finite, got {factor}")
+    out = []
+    for s in samples:
+        if s.handoff_s is None:
+            raise ValueError("at_pace needs hand-offs measured first (with_handoffs / join_runs)")
+        extra = s.backend_s * (factor - 1.0)
+        out.append(dataclasses.replace(s, row={**s.row, "iteration_s": s.backend_s * factor}, end_s=s.end_s + extra))
+    return out
+
+
 def _grid_model(grid_rows: Sequence[dict[str, Any]], grid_meta: dict[str, Any]) -> Any:
     from sim.latency.measured import MeasuredProfileModel
 
@@ -511,13 +557,14 @@ class Calibration:
     slowdown: float | None  # live backend / grid profile over all iterations; None without a grid
     slowdowns: dict[str, float] = dataclasses.field(default_factory=dict)  # by kind: prefill, decode, all
     handoff_s: float = 0.0  # median reply -> next batch hand-off folded into the iterations
+    stalls: int = 0  # iterations left out as stalls of the host or driver (`split_stalls`)
 
     def meta(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"live_slowdown": self.slowdown} if self.slowdown is not None else {}
         for kind in ("prefill", "decode"):
             if kind in self.slowdowns:
                 extra[f"live_slowdown_{kind}"] = self.slowdowns[kind]
-        return {**self.overhead.as_dict(), "handoff_s": self.handoff_s, **extra}
+        return {**self.overhead.as_dict(), "handoff_s": self.handoff_s, "stalls": self.stalls, **extra}
 
 
 def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[dict[str, Any]] | None = None,
@@ -526,15 +573,16 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[dict[
     weighted by the time windows it was timed in, `live_rows`); with a grid profile of the same
     worker, also the grid's rows scaled by the live slowdown of their kind plus the live overhead
     (one window's weight each, or one per pass of an interleaved grid), for the shapes the run did
-    not reach. Several runs: `join_runs`."""
+    not reach. Several runs: `join_runs`. Stalls of the host or driver are left out (`split_stalls`)."""
     if not samples:
         raise ValueError("no live iterations to calibrate from")
     timed = samples if all(s.handoff_s is not None for s in samples) else with_handoffs(samples)
     handoff = statistics.median(s.handoff_s or 0.0 for s in timed)
+    timed, stalls = split_stalls(timed)
     overhead = fit_overhead(timed)
     rows = live_rows(timed)
     if grid_rows is None:
-        return Calibration(rows, overhead, None, {}, handoff)
+        return Calibration(rows, overhead, None, {}, handoff, len(stalls))
     slowdowns = live_slowdowns(grid_rows, grid_meta or {}, timed)
     # A grid timed in interleaved passes (``"interleaved": true`` in its metadata) observed each shape
     # once per pass, at moments spread over the profiling; otherwise its repeats ran back to back.
@@ -542,7 +590,8 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[dict[
     scaled = [{**r, "iteration_s": r["iteration_s"] * slowdowns[iteration_kind(r)],
                WEIGHT_FIELD: r[WEIGHT_FIELD] if interleaved else 1.0}
               for r in aggregate_rows(grid_rows)]
-    return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdowns["all"], slowdowns, handoff)
+    return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdowns["all"], slowdowns, handoff,
+                       len(stalls))
 
 
 # --- recorded runs -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from controlplane.live.calibration import (
     Overhead,
     add_overhead,
     aggregate_rows,
+    at_pace,
     calibrate_rows,
     fit_overhead,
     join_runs,
@@ -18,6 +19,7 @@ from controlplane.live.calibration import (
     live_slowdowns,
     run_iterations,
     samples_table,
+    split_stalls,
     with_handoffs,
 )
 from sim.latency.base import IterationShape
@@ -114,6 +116,23 @@ def test_join_runs_keeps_runs_apart():
     assert [s.wall_s for s in joined] == pytest.approx([s.wall_s for s in one + two])
 
 
+def test_at_pace_scales_the_backend_and_keeps_the_live_paths_own_time():
+    grid = [row(d_seqs=b, d_ctx=b * 32, t=0.002 + 0.001 * b) for b in (1, 2, 4)]
+    run = with_handoffs([sample(0.01 * i, 0.004 + 0.001 * (i % 2), 0.003 + 0.001 * (i % 2), d_seqs=1 + i % 2,
+                                d_ctx=32 * (1 + i % 2)) for i in range(8)])
+    slow = at_pace(run, 1.25)
+    assert [s.backend_s for s in slow] == pytest.approx([1.25 * s.backend_s for s in run])
+    assert [s.effective_s - s.backend_s for s in slow] == pytest.approx([s.effective_s - s.backend_s for s in run])
+    assert [s.start_s for s in slow] == [s.start_s for s in run]
+    assert live_slowdowns(grid, {}, slow)["all"] == pytest.approx(1.25 * live_slowdowns(grid, {}, run)["all"])
+    fitted = [calibrate_rows(x, grid, {}).overhead for x in (run, slow)]
+    assert fitted[0].base_s == pytest.approx(fitted[1].base_s)
+    with pytest.raises(ValueError, match="hand-offs"):
+        at_pace([sample(0, 0.01, 0.008, handoff=None, d_seqs=1, d_ctx=8)], 1.1)
+    with pytest.raises(ValueError, match="positive"):
+        at_pace(run, 0.0)
+
+
 def test_padded_profiles_price_the_longest_member_of_a_batch(tmp_path):
     # Truth: 1 ms + 0.1 ms per computed prefill token + 2 ms per prompt + 0.01 ms per decode KV entry.
     rows = []
@@ -186,6 +205,21 @@ def test_calibrate_rows_folds_slowdown_and_overhead_into_the_grid():
     assert calibrate_rows(live).slowdown is None
     with pytest.raises(ValueError):
         calibrate_rows([])
+
+
+def test_a_stall_is_left_out_of_the_calibration():
+    grid = [row(d_seqs=b, d_ctx=b * 32, t=0.002 + 0.001 * b) for b in (1, 2, 4)]
+    grid += [row(p_tok=w, p_seqs=1, t=0.003 + 1e-4 * w) for w in (16, 64, 256)]
+    live = [sample(0.02 * i, 0.004 + 0.001, 0.004, d_seqs=2, d_ctx=64) for i in range(40)]
+    live += [sample(1 + 0.02 * i, 0.0094 + 0.002, 0.0094, p_tok=64, p_seqs=1) for i in range(10)]
+    stalled = [*live, sample(2.0, 0.0094 + 0.29, 0.0094, p_tok=64, p_seqs=1)]  # a 290 ms pause on one prompt
+    steady, stalls = split_stalls(stalled)
+    assert len(stalls) == 1 and len(steady) == len(live)
+    with_stall, without = calibrate_rows(stalled, grid, {}), calibrate_rows(live, grid, {})
+    assert with_stall.stalls == 1 and without.stalls == 0 and with_stall.meta()["stalls"] == 1
+    assert with_stall.overhead.per_prompt_s == pytest.approx(without.overhead.per_prompt_s, rel=1e-6)
+    assert fit_overhead(stalled).per_prompt_s > 10 * without.overhead.per_prompt_s  # what the mean would have made of it
+    assert split_stalls([]) == ([], [])
 
 
 def test_live_slowdowns_fall_back_to_the_overall_ratio_for_a_kind_never_run():

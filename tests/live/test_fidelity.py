@@ -78,8 +78,10 @@ def test_stats_and_signed_errors():
     assert math.isnan(F.stats([failed])["e2e"][50])
 
 
+# --max-pace-gap 0: every round pooled, so the run counts below do not hang on the machine's pace.
 TINY = ["--limit", "12", "--duration", "3", "--repeats", "1", "--pool", "thread", "--rounds", "2",
-        "--max-prompt-tokens", "32", "--max-output-tokens", "8", "--prompt-p50", "16", "--output-p50", "4"]
+        "--max-prompt-tokens", "32", "--max-output-tokens", "8", "--prompt-p50", "16", "--output-p50", "4",
+        "--max-pace-gap", "0"]
 
 
 def test_a_tiny_fidelity_run_end_to_end(tmp_path, capsys):
@@ -87,7 +89,10 @@ def test_a_tiny_fidelity_run_end_to_end(tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(json.dumps(result))
     assert result["completed"] == 2 * result["requests"] == 24  # two rounds, pooled
-    assert result["rounds"] == 2 and len(result["round_p50_err_pct"]) == len(result["live_round_p50_spread_pct"]) == 2
+    assert result["rounds"] == result["rounds_run"] == 2 and result["steady"]
+    assert len(result["round_p50_err_pct"]) == len(result["live_round_p50_spread_pct"]) == 2
+    assert [r["pooled"] for r in result["round_pace"]] == [True, True]
+    assert result["all_rounds_e2e_p50_err_pct"] == result["e2e_p50_err_pct"]
     for key in ("ttft_p50_err_pct", "e2e_p50_err_pct", "tpot_p50_err_pct", "insample_e2e_p50_err_pct"):
         assert math.isfinite(result[key])
     assert result["target_met"] == (abs(result["ttft_p50_err_pct"]) <= 10 and abs(result["e2e_p50_err_pct"]) <= 10)
@@ -110,6 +115,29 @@ def test_calibrating_on_the_neighbouring_requests(tmp_path):
     assert runs["calibration"][0] < runs["live"][0] < runs["calibration"][1] < runs["calibration"][2] < runs["live"][1]
     assert [r["kind"] for r in result["backend_slowdown_by_run"]] == ["calibration", "evaluated", "calibration"] * 2
     assert result["completed"] == 24 and math.isfinite(result["e2e_p50_err_pct"])
+
+
+def test_a_round_the_machine_ran_at_another_pace_is_replaced_and_reported(tmp_path):
+    # No two live runs keep the same pace to within 1e-9: every round is unsteady, so rounds are
+    # replaced up to --max-rounds, and with none steady all of them are pooled and flagged.
+    args = [a for a in TINY if a not in ("--max-pace-gap", "0", "--rounds", "2")]
+    result = F.main([*args, "--rounds", "1", "--max-pace-gap", "1e-9", "--max-rounds", "2",
+                     "--db", f"sqlite:///{tmp_path / 'f.db'}"])
+    assert result["rounds_run"] == 2 and result["rounds"] == 2 and not result["steady"]
+    assert [r["round"] for r in result["round_pace"]] == [1, 2]
+    assert all(abs(r["gap_pct"]) > 0 and r["calibration"] > 0 and r["evaluated"] > 0 for r in result["round_pace"])
+    assert result["completed"] == 24 and len(result["runs"]["live"]) == 2
+
+
+def test_only_steady_rounds_are_pooled():
+    def rnd(i: int, cal: float, live: float):
+        return F.Round(i, [], None, cal, live)
+
+    rounds = [rnd(0, 1.0, 1.05), rnd(1, 1.0, 1.3), rnd(2, 1.2, 1.0), rnd(3, 1.1, 1.0)]
+    assert rounds[1].pace_gap == pytest.approx(0.3) and rounds[2].pace_gap == pytest.approx(-1 / 6)
+    assert [r.index for r in F.pooled_rounds(rounds, 0.1)] == [0, 3]
+    assert [r.index for r in F.pooled_rounds(rounds, 0.0)] == [0, 1, 2, 3]  # 0: every round
+    assert [r.index for r in F.pooled_rounds(rounds[1:3], 0.1)] == [1, 2]  # none steady: all of them
 
 
 def test_round_plans_alternate_the_rehearsal_around_the_evaluated_run():
