@@ -585,8 +585,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t = time.perf_counter()
     grid = profile_grid(every, max_seq, args.repeats, mixed=policy_mixes(base))
     grid_rows, meta = profile_worker(settings, grid, args.threads)
+    grid_path = write_profile(Path(tmp) / "grid-profile.json", grid_rows, {**meta, "source": "grid profile"})
     console.print(f"profiled {len(grid_rows)} iterations over {len(list(grid.points()))} batch shapes in "
-                  f"{time.perf_counter() - t:.1f}s", highlight=False)
+                  f"{time.perf_counter() - t:.1f}s -> {grid_path}", highlight=False)
     if args.speed_up == "auto":
         bare = MeasuredProfileModel.fit(aggregate_rows(grid_rows), meta)
         speed_up = auto_speed_up(bare, slices.evaluation, utilization=args.utilization, duration_s=args.duration)
@@ -741,6 +742,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "db": db_url,
         "runs": {"calibration": cmp.ids("calibration"), "live": cmp.ids("live"), "sim": cmp.sim_ids},
         "profile": str(profile_path),
+        "grid_profile": str(grid_path),
         "wall_s": round(time.perf_counter() - wall0, 1),
     }
     print(json.dumps(result))
