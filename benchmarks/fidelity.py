@@ -11,7 +11,7 @@
    in odd rounds, after it in even ones), or with ``--calibrate-on neighbours`` the requests just
    before the evaluated ones and those just after them. Pooling rounds keeps the drift of the
    machine's speed (10-20% over seconds to a minute on a shared host) from reading as a model error.
-   A round whose evaluated run the machine ran more than ``--max-pace-gap`` (10%) faster or slower
+   A round whose evaluated run the machine ran more than ``--max-pace-gap`` (5%) faster or slower
    than its calibration run - the backend's time over the grid profile's for the same batch
    shapes, the workload aside - is reported and replaced by another (up to ``--max-rounds``): a
    simulator calibrated on one machine is not asked to predict a slower one. ``all_rounds_*``
@@ -85,6 +85,8 @@ PEAK_WINDOW_S = 10.0
 BUNDLED_START_S = 600.0
 PCTS = (50, 90, 99)
 TARGET_PCT = 10.0
+#: --pace: how many pooled rounds either side of a round its simulated machine pace averages (None: all).
+PACE_SPANS: dict[str, int | None] = {"round": 0, "neighbours": 1, "pooled": None}
 
 
 # --- the trace slice ------------------------------------------------------------------------------
@@ -535,13 +537,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="live rounds of a calibration run and the evaluated run, pooled on both sides; an even "
                          "number balances a steady drift (C E, E C, ...); each round's live p50 against the "
                          "pooled one is the noise floor")
-    ap.add_argument("--max-pace-gap", type=float, default=0.10,
+    ap.add_argument("--max-pace-gap", type=float, default=0.05,
                     help="a round whose evaluated run the machine ran more than this fraction faster or slower "
                          "than its calibration run (backend time over the grid profile's for the same shapes) is "
                          "reported, left out of the pool and replaced by another round; 0: pool every round")
-    ap.add_argument("--pace", choices=("round", "pooled"), default="round",
-                    help="the machine's speed each round is simulated at: its own calibration run's (round, the "
-                         "default: the calibration run nearest it in time) or all calibration runs' average (pooled)")
+    ap.add_argument("--pace", choices=tuple(PACE_SPANS), default="neighbours",
+                    help="the machine's speed each round is simulated at: its own calibration run's (round), the "
+                         "mean of its own and the rounds' either side (neighbours) or all calibration runs' (pooled)")
     ap.add_argument("--max-rounds", type=int, default=None,
                     help="replace unsteady rounds until this many have run in all (default: twice --rounds)")
     ap.add_argument("--seed", type=int, default=0)
@@ -630,13 +632,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 3-4. calibrate on the pooled rounds' calibration runs, simulate their evaluated runs
     common = dict(base=base, worker=worker, db_url=db_url, grid_rows=grid_rows, meta=meta, ev_reqs=ev_reqs,
-                  workdir=Path(tmp), per_round_pace=args.pace == "round")
+                  workdir=Path(tmp), pace_span=PACE_SPANS[args.pace])
     cmp = compare(pooled, profile=profile_path, **common)
     every_round = cmp if len(pooled) == len(rounds) else compare(rounds, profile=Path(tmp) / "all-rounds.json",
                                                                   **common)
     # The same rounds simulated at the calibration runs' average pace (the comparison before --pace round).
-    at_average = cmp if args.pace == "pooled" else compare(pooled, profile=Path(tmp) / "average-pace.json",
-                                                           **{**common, "per_round_pace": False})
+    at_average = cmp if PACE_SPANS[args.pace] is None else compare(pooled, profile=Path(tmp) / "average-pace.json",
+                                                           **{**common, "pace_span": None})
     calibration, overhead, slow = cmp.calibration, cmp.calibration.overhead, cmp.calibration.slowdowns
     console.print(samples_table(cmp.cal_samples, f"calibration runs {cmp.ids('calibration')}: live iterations"))
     console.print(f"folded in: live overhead {overhead.base_s * 1e3:.2f} ms + {overhead.per_seq_s * 1e6:.0f} us x "
@@ -791,15 +793,17 @@ class Comparison:
 
 def compare(rounds: list[Round], *, base: RunConfig, worker: dict[str, Any], db_url: str, grid_rows: list[dict],
             meta: dict[str, Any], ev_reqs: list[TraceRequest], profile: Path, workdir: Path,
-            per_round_pace: bool = True) -> Comparison:
+            pace_span: int | None = 1) -> Comparison:
     """Calibrate on the rounds' calibration runs (their iterations + the grid scaled to them, with their
     overhead; the profile written to ``profile``), then simulate each round's evaluated slice as it reached
     the live core; requests keyed by round and trace id, so rounds pool.
 
-    ``per_round_pace``: each round is simulated on the same calibration brought to the pace of its own
-    calibration run (`at_pace`), the one nearest it in time: on a shared host the machine's pace drifts
-    by tens of percent over the minutes the rounds take, and a calibration at the rounds' average pace
-    would predict the early rounds too slow and the late ones too fast. Those profiles go to ``workdir``.
+    ``pace_span``: each round is simulated on the same calibration brought to the machine's pace
+    (`at_pace`) in the calibration runs nearest it in time: its own and those of the ``pace_span``
+    rounds either side (mean); None: the average over all rounds (one profile). On a shared host the
+    machine's pace drifts by tens of percent over the minutes the rounds take, and at the rounds'
+    average pace the early rounds would be predicted too slow and the late ones too fast; a single
+    run's pace is itself noisy by ~5%, hence the neighbours. The profiles go to ``workdir``.
     """
     from sim.latency.measured import write_profile
 
@@ -814,10 +818,12 @@ def compare(rounds: list[Round], *, base: RunConfig, worker: dict[str, Any], db_
     drift = live_slowdowns(grid_rows, meta, live_samples)["all"] / (calibration.slowdown or 1.0)
     arrivals = [observed_arrivals(ev_reqs, r.live) for r in rounds]
     sims = []
-    for r, a in zip(rounds, arrivals):
+    for i, (r, a) in enumerate(zip(rounds, arrivals)):
         path = profile
-        if per_round_pace and len(rounds) > 1 and calibration.slowdown:
-            paced = calibrate_rows(at_pace(cal_samples, r.calibration_pace / calibration.slowdown), grid_rows, meta)
+        if pace_span is not None and len(rounds) > 1 and calibration.slowdown:
+            near = rounds[max(0, i - pace_span):i + pace_span + 1]
+            pace = statistics.fmean(n.calibration_pace for n in near)
+            paced = calibrate_rows(at_pace(cal_samples, pace / calibration.slowdown), grid_rows, meta)
             path = workdir / f"{profile.stem}-round{r.index + 1}{profile.suffix}"
             write_profile(path, paced.rows, {**meta, **paced.meta(), "source": f"{source}, at the pace of "
                                              f"{[run.run_id for run in r.calibration]}"})
