@@ -20,9 +20,11 @@
    plane saw them: from the core's start of a batch to the moment it could start the next one.
    The profile is those iterations (mean per shape, weighted by how many each mean stands for)
    plus the grid rows scaled by the live slowdown with the live per-iteration overhead added - a
-   ``controlplane-profile/1`` file for the simulator's ``measured`` latency model.
-4. Replay the evaluated slice in the SIMULATOR: the same config, the calibrated profile, each
-   round's arrivals as they reached the live core.
+   ``controlplane-profile/1`` file for the simulator's ``measured`` latency model. Stalls of the
+   host or driver (an iteration's live-path time over 10x the median) are left out.
+4. Replay the evaluated slice in the SIMULATOR: the same config, the calibrated profile brought
+   to the machine's pace in the calibration runs nearest each round (``--pace``), each round's
+   arrivals as they reached the live core.
 5. Print predicted vs measured TTFT, TPOT and end-to-end p50/p90/p99, each side's requests pooled
    over the steady rounds, and each round on its own (the noise floor). Errors are signed,
    ``(sim - live) / live`` in %; the target (|p50 error| <= 10% for TTFT and E2E) uses absolute values.
@@ -540,10 +542,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-pace-gap", type=float, default=0.05,
                     help="a round whose evaluated run the machine ran more than this fraction faster or slower "
                          "than its calibration run (backend time over the grid profile's for the same shapes) is "
-                         "reported, left out of the pool and replaced by another round; 0: pool every round")
+                         "reported, left out of the pool and replaced by another round (default %(default)s); 0: pool "
+                         "every round")
     ap.add_argument("--pace", choices=tuple(PACE_SPANS), default="neighbours",
                     help="the machine's speed each round is simulated at: its own calibration run's (round), the "
-                         "mean of its own and the rounds' either side (neighbours) or all calibration runs' (pooled)")
+                         "mean of its own and the rounds' either side (neighbours, the default) or all calibration "
+                         "runs' (pooled)")
     ap.add_argument("--max-rounds", type=int, default=None,
                     help="replace unsteady rounds until this many have run in all (default: twice --rounds)")
     ap.add_argument("--seed", type=int, default=0)
