@@ -475,6 +475,27 @@ def pooled_rounds(rounds: list[Round], max_gap: float) -> list[Round]:
     return [r for r in rounds if r.steady(max_gap)] or list(rounds)
 
 
+def play_rounds(live_run: Any, pace: Any, plan: Any, *, wanted: int, max_rounds: int, max_gap: float) -> list[Round]:
+    """Run rounds (``plan(i)``: its live runs, each run by ``live_run(kind, i, requests, seed)``) until
+    ``wanted`` of them are steady (`Round.steady`) or ``max_rounds`` have run; ``pace(samples)`` is the
+    machine's pace in a run. Each round is reported as it ends."""
+    rounds: list[Round] = []
+    while sum(r.steady(max_gap) for r in rounds) < wanted and len(rounds) < max_rounds:
+        i = len(rounds)
+        runs: dict[str, list[LiveRun]] = {"calibration": [], "live": []}
+        for kind, reqs, seed in plan(i):
+            runs["live" if kind == "live" else "calibration"].append(live_run(kind, i, reqs, seed))
+        cal_pace = pace([s for run in runs["calibration"] for s in run.samples])
+        rnd = Round(i, runs["calibration"], runs["live"][0], cal_pace, pace(runs["live"][0].samples))
+        rounds.append(rnd)
+        console.print(f"round {i + 1}: backend pace {rnd.calibration_pace:.3f} (calibration) / {rnd.live_pace:.3f} "
+                      f"(evaluated) x the grid profile, {rnd.pace_gap:+.1%} apart"
+                      + ("" if rnd.steady(max_gap) else
+                         f" [yellow]> {max_gap:.0%}: the machine changed pace; not pooled[/]"),
+                      highlight=False)
+    return rounds
+
+
 def keyed(times: list[RequestTimes], round_index: int) -> list[RequestTimes]:
     """``times`` with request ids prefixed by the round, so rounds pool without colliding."""
     return [dataclasses.replace(t, request_id=f"{round_index}:{t.request_id}") for t in times]
@@ -551,7 +572,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-rounds", type=int, default=None,
                     help="replace unsteady rounds until this many have run in all (default: twice --rounds)")
     ap.add_argument("--seed", type=int, default=0)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.max_pace_gap < 0:
+        ap.error(f"--max-pace-gap must be 0 (pool every round) or more, got {args.max_pace_gap}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -611,23 +637,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def pace(samples: list[IterationSample]) -> float:
         return live_slowdowns(grid_rows, meta, samples)["all"]
 
+    def live_run(kind: str, i: int, reqs: list[TraceRequest], seed: int) -> LiveRun:
+        return replay_live(run_config(base, worker, db_url, name=f"fidelity {kind} (round {i + 1})"), reqs,
+                           seed=args.seed + seed, **live_args)
+
     max_rounds = max(args.rounds, args.max_rounds if args.max_rounds is not None else 2 * args.rounds)
-    rounds: list[Round] = []
-    while sum(r.steady(args.max_pace_gap) for r in rounds) < args.rounds and len(rounds) < max_rounds:
-        i = len(rounds)
-        runs: dict[str, list[LiveRun]] = {"calibration": [], "live": []}
-        for kind, reqs, seed in round_plan(i, cal_reqs, ev_reqs, after_reqs, neighbours=neighbours):
-            run = replay_live(run_config(base, worker, db_url, name=f"fidelity {kind} (round {i + 1})"), reqs,
-                              seed=args.seed + seed, **live_args)
-            runs["live" if kind == "live" else "calibration"].append(run)
-        cal_pace = pace(join_runs(*(run.samples for run in runs["calibration"])))
-        rnd = Round(i, runs["calibration"], runs["live"][0], cal_pace, pace(runs["live"][0].samples))
-        rounds.append(rnd)
-        console.print(f"round {i + 1}: backend pace {rnd.calibration_pace:.3f} (calibration) / {rnd.live_pace:.3f} "
-                      f"(evaluated) x the grid profile, {rnd.pace_gap:+.1%} apart"
-                      + ("" if rnd.steady(args.max_pace_gap) else
-                         f" [yellow]> {args.max_pace_gap:.0%}: the machine changed pace; not pooled[/]"),
-                      highlight=False)
+    rounds = play_rounds(live_run, pace, lambda i: round_plan(i, cal_reqs, ev_reqs, after_reqs, neighbours=neighbours),
+                         wanted=args.rounds, max_rounds=max_rounds, max_gap=args.max_pace_gap)
     pooled = pooled_rounds(rounds, args.max_pace_gap)
     steady = all(r.steady(args.max_pace_gap) for r in pooled)
     if not steady:

@@ -216,7 +216,8 @@ def calibrate(
     out.print(f"live overhead per iteration: {oh.base_s * 1e3:.2f} ms + {oh.per_seq_s * 1e6:.1f} us/seq "
               f"+ {oh.per_prompt_s * 1e3:.2f} ms/prompt prefilled (median {oh.median_s * 1e3:.2f} ms over "
               f"{oh.samples} iterations, hand-off to the next batch {cal.handoff_s * 1e3:.2f} ms included)"
-              + (f"; live backend {cal.slowdown:.2f}x the profile" if cal.slowdown else ""))
+              + (f"; live backend {cal.slowdown:.2f}x the profile" if cal.slowdown else "")
+              + (f"; {cal.stalls} stall(s) of the host or driver left out" if cal.stalls else ""))
     out.print(f"wrote {len(cal.rows)} rows to {path}", highlight=False)
 
 

@@ -140,6 +140,38 @@ def test_only_steady_rounds_are_pooled():
     assert [r.index for r in F.pooled_rounds(rounds[1:3], 0.1)] == [1, 2]  # none steady: all of them
 
 
+def test_rounds_are_played_until_enough_are_steady_or_the_budget_is_spent():
+    # Each fake run's "samples" is its pace; rounds 1 and 3 have their evaluated run 20% slower.
+    paces = iter([1.0, 1.2, 1.0, 1.01, 1.0, 1.2, 1.0, 0.98])
+    calls = []
+
+    def live_run(kind, i, reqs, seed):
+        calls.append((i, kind))
+        return F.LiveRun([], [next(paces)], i, 0.0)
+
+    def pace(samples):
+        return float(samples[0])
+
+    ev = [TraceRequest("e", 0.0, 4, 2)]
+
+    def plan(i):
+        return F.round_plan(i, [], ev, [], neighbours=False)
+
+    got = F.play_rounds(live_run, pace, plan, wanted=2, max_rounds=8, max_gap=0.05)
+    assert [r.index for r in got] == [0, 1, 2, 3] and [r.steady(0.05) for r in got] == [False, True, False, True]
+    assert [r.index for r in F.pooled_rounds(got, 0.05)] == [1, 3]
+    assert calls[:4] == [(0, "calibration (rehearsal)"), (0, "live"), (1, "live"), (1, "calibration (rehearsal)")]
+    paces = iter([1.0, 1.3] * 4)
+    assert len(F.play_rounds(live_run, pace, plan, wanted=2, max_rounds=3, max_gap=0.05)) == 3  # the budget
+
+
+def test_bad_round_options_are_refused(capsys):
+    for bad in (["--rounds", "0"], ["--max-pace-gap", "-0.1"]):
+        with pytest.raises(SystemExit):
+            F.parse_args(bad)
+        assert bad[0] in capsys.readouterr().err
+
+
 def test_round_plans_alternate_the_rehearsal_around_the_evaluated_run():
     before, ev, after = [TraceRequest("b", 0.0, 4, 2)], [TraceRequest("e", 0.0, 4, 2)], [TraceRequest("a", 0.0, 4, 2)]
     kinds = [[k for k, _, _ in plan] for plan in F.round_plans(3, before, ev, after, neighbours=False)]
