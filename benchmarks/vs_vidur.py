@@ -272,7 +272,7 @@ def exact_check(run_dir: Path, workload: Path, n: int, tick_s: float) -> dict:
     from sim.driver import SimDriver
     from sim.replay import build_latency_models
     from sim.traces import read_trace
-    from plugins.memory import deployment_cold_start_s
+    from controlplane.hardware.memory_plan import deployment_cold_start_s
 
     res = {}
     for mode in ("fast", "exact"):

@@ -61,7 +61,7 @@ class ModelDeployment(_Section):
     gpu: str = "a100-80gb"
     gpus_per_replica: int = Field(1, ge=1)  # tensor-parallel degree
     precision: str = "fp16"  # weight format: fp16 | bf16 | int8 | nf4 (changes weight memory, so KV room)
-    # The model's shape for memory planning, a catalogue name (sim.latency.specs.MODELS) such as
+    # The model's shape for memory planning, a catalogue name (controlplane.hardware.specs.MODELS) such as
     # "meta-llama/Llama-2-70b-hf"; None: the latency settings' "model", if any.
     model_spec: str | None = None
     max_num_seqs: int = Field(128, ge=1)

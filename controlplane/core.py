@@ -21,7 +21,7 @@ from controlplane.context import Clock, PolicyContext, RunInfo
 from controlplane.decisions import Admission, BatchPlan, MemoryPlan, RouteDecision, ScaleDecision
 from controlplane.metrics import RunStats
 from controlplane.plugin_manager import PluginSet, fast_caller
-from controlplane.types import Batch, Decision, Request, RequestStatus, Worker, WorkerState
+from controlplane.types import UNLIMITED_KV_BLOCKS, Batch, Decision, Request, RequestStatus, Worker, WorkerState
 
 _ROUTABLE = (WorkerState.READY, WorkerState.STARTING)
 _SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
@@ -501,7 +501,7 @@ class ControlPlane:
         self._recount_kv(w)
 
     def _recount_kv(self, w: Worker, extra_tokens: int = 0) -> None:
-        if w.num_kv_blocks >= 1 << 30:
+        if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
             return  # no KV budget: nobody reads the count
         bs = w.kv_block_size
         used = -(-extra_tokens // bs) if extra_tokens else 0
@@ -717,7 +717,7 @@ class ControlPlane:
                 continue
             queued += len(w.waiting)
             running += len(w.running)
-            if w.num_kv_blocks < 1 << 30:
+            if w.num_kv_blocks < UNLIMITED_KV_BLOCKS:
                 blocks += w.num_kv_blocks
                 used += w.num_kv_blocks_used
         self.gauges[f"queue:{model}"] = queued

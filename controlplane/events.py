@@ -97,6 +97,30 @@ class Tick:
     time_s: float
 
 
+@dataclass(slots=True)
+class IterationTimed:
+    """A live worker's iteration, timed as the control plane saw it (for calibration).
+
+    ``time_s`` is when the reply was back on the driver's loop; ``start_s`` when the core
+    started the batch. ``row`` is the backend's profile row: the iteration's shape
+    (``controlplane.hardware.profile_format.ROW_FIELDS``), its own ``iteration_s`` and the
+    padded counts. The core passes it to observers unchanged; the SQL recorder stores it in the
+    ``iteration`` table when ``storage.record_iterations`` is on.
+    """
+
+    time_s: float
+    worker_id: str
+    batch_id: int
+    start_s: float
+    row: dict[str, float]
+
+
+#: Every event a driver may feed `ControlPlane.handle`; the core has a handler for each.
+INBOUND_EVENTS: tuple[type, ...] = (
+    RequestArrived, RequestCancelled, BatchFinished, BatchFailed, WorkerReady, WorkerFailed,
+    WorkerStopped, GuardianFinished, WorkerWake, Tick, IterationTimed,
+)
+
 # --- outbound: core -> observers (cp_on_event) ---------------------------------------------
 
 
@@ -110,8 +134,12 @@ class RequestFinished:
 
 @dataclass(slots=True)
 class BatchStarted:
+    """The core started a batch on a worker (the `StartBatch` action it returned with it)."""
+
     time_s: float
     batch: Batch
+    plugin: str | None = None  # the batching policy that formed it
+    reason: str | None = None
 
 
 @dataclass(slots=True)

@@ -31,6 +31,32 @@ class WorkerState(str, Enum):
     STOPPED = "stopped"
 
 
+#: States of a replica that exists and holds (or will hold) its model: starting, ready, draining.
+ALIVE_STATES = frozenset((WorkerState.STARTING, WorkerState.READY, WorkerState.DRAINING))
+#: ``Worker.num_kv_blocks`` of a worker without a KV-cache budget (no memory plan limited it).
+UNLIMITED_KV_BLOCKS = 1 << 30
+
+
+class ReasonCode(str, Enum):
+    """Why a request was rejected or failed, as a machine reads it (the reason text is for people).
+
+    The daemon maps each code to an HTTP status (`controlplane.live.http_errors`); the ``request``
+    table stores it beside the reason.
+    """
+
+    UNKNOWN_MODEL = "unknown_model"  # no deployment serves the model asked for
+    TOO_LONG = "too_long"  # prompt + max output tokens exceed the model's length
+    DOES_NOT_FIT = "does_not_fit"  # can never fit one worker's batch or KV budget
+    INVALID = "invalid"  # the request cannot be served as asked (bad parameters)
+    ADMISSION_DENIED = "admission_denied"  # an admission policy said no (overload, SLO)
+    QUEUE_FULL = "queue_full"  # a bounded queue is full
+    RATE_LIMITED = "rate_limited"  # a tenant quota or token-rate limit
+    BLOCKED = "blocked"  # a guardian blocked the prompt or the response
+    WORKER_FAILED = "worker_failed"  # its workers failed more often than the retries allow
+    STALLED = "stalled"  # a batching policy planned nothing while requests were running
+    UNAVAILABLE = "unavailable"  # no capacity to serve it (draining, shut down)
+
+
 @dataclass(slots=True, eq=False)
 class Request:
     """One inference request and its progress; owned by the core."""
@@ -60,6 +86,7 @@ class Request:
     num_preemptions: int = 0
     num_retries: int = 0
     reason: str | None = None  # why it was rejected or failed
+    reason_code: ReasonCode | None = None  # the same, as a code (rejected and failed requests)
     guardian_verdict: str | None = None
     output_text: str | None = None  # live mode / cache hits: the response text
 
@@ -103,7 +130,7 @@ class Worker:
     max_num_seqs: int = 128
     max_batch_tokens: int = 4096
     kv_block_size: int = 16
-    num_kv_blocks: int = 1 << 30
+    num_kv_blocks: int = UNLIMITED_KV_BLOCKS
     # --- queues and load ---
     waiting: deque[Request] = field(default_factory=deque)
     running: list[Request] = field(default_factory=list)
@@ -115,7 +142,18 @@ class Worker:
 
     @property
     def accepts_requests(self) -> bool:
+        """Routable: ready, or starting (requests wait in its queue until it is ready)."""
         return self.state in (WorkerState.READY, WorkerState.STARTING)
+
+    @property
+    def is_alive(self) -> bool:
+        """Starting, ready or draining: the replica exists and holds its model."""
+        return self.state in ALIVE_STATES
+
+    @property
+    def has_kv_budget(self) -> bool:
+        """A memory plan limited its KV cache (else ``num_kv_blocks`` is `UNLIMITED_KV_BLOCKS`)."""
+        return self.num_kv_blocks < UNLIMITED_KV_BLOCKS
 
     @property
     def num_free_kv_blocks(self) -> int:

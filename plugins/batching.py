@@ -18,8 +18,7 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import BatchPlan
-
-UNLIMITED_BLOCKS = 1 << 30
+from controlplane.types import UNLIMITED_KV_BLOCKS
 
 
 def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations: int,
@@ -35,7 +34,7 @@ def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations:
     periods already cover ``max_iterations`` (the common case). ``used_blocks``: the blocks
     ``context_tokens`` hold, when the caller has counted them.
     """
-    if num_blocks >= UNLIMITED_BLOCKS:
+    if num_blocks >= UNLIMITED_KV_BLOCKS:
         return max_iterations
     ctx = [int(c) for c in context_tokens]
     n = len(ctx)
@@ -82,7 +81,7 @@ class ContinuousBatching(Plugin):
         if not w.waiting:  # the common case: nothing to prefill, decode everything running
             return self._decode_all(w, w.running) if w.running else BatchPlan(reason="nothing to run")
         bs = w.kv_block_size
-        limited = w.num_kv_blocks < UNLIMITED_BLOCKS
+        limited = w.num_kv_blocks < UNLIMITED_KV_BLOCKS
         watermark = int(self.settings.watermark * w.num_kv_blocks) if limited else 0
         free = w.num_kv_blocks - w.num_kv_blocks_used
         prefill = []
@@ -134,7 +133,7 @@ class ContinuousBatching(Plugin):
             if left < steps:
                 steps = left
             ctx.append(r.num_computed_tokens + r.output_tokens - r.recompute_tokens)
-        if steps <= 0 or w.num_kv_blocks >= UNLIMITED_BLOCKS:
+        if steps <= 0 or w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
             return max(steps, 0)
         bs = w.kv_block_size
         used = 0
@@ -147,7 +146,7 @@ class ContinuousBatching(Plugin):
     def _decode_all(self, w, running, blocker: str = ""):
         bs = w.kv_block_size
         cap = self.settings.max_iterations
-        if w.num_kv_blocks >= UNLIMITED_BLOCKS:
+        if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
             steps = min(r.max_output_tokens - r.output_tokens for r in running)
             return BatchPlan(decode=tuple(running), max_iterations=min(cap, steps), reason="decode all running")
         # One pass: KV tokens held (Request.context_tokens), blocks, fewest tokens left.
@@ -191,7 +190,7 @@ class ContinuousBatching(Plugin):
     def _sarathi(self, w):
         budget = self.settings.chunk_size
         bs = w.kv_block_size
-        limited = w.num_kv_blocks < UNLIMITED_BLOCKS
+        limited = w.num_kv_blocks < UNLIMITED_KV_BLOCKS
         decode = [r for r in w.running if r.is_decoding]
         partial = [r for r in w.running if not r.is_decoding]
         budget -= len(decode)

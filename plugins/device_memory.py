@@ -3,7 +3,7 @@
 A live worker reports its device facts when it becomes ready (``WorkerReady.memory``, built by
 ``controlplane.live.pool.device_facts``): free and total bytes (``torch.cuda.mem_get_info`` on a
 GPU, available host memory on the CPU), torch's allocator counters, the model's weight bytes and
-the KV-cache bytes one token costs (``controlplane.live.memory.kv_bytes_per_token``). This plugin
+the KV-cache bytes one token costs (``controlplane.hardware.kv.kv_bytes_per_token``). This plugin
 turns them into the worker's limits: the KV-cache token budget is ``safety`` x the free memory
 over the bytes per token, the batch size is that budget over an average sequence length, and an
 out-of-memory iteration halves the batch. Simulated workers report no facts, so the plugin defers
@@ -19,9 +19,6 @@ from pydantic import Field
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import MemoryPlan
 from controlplane.events import WorkerChanged
-from controlplane.types import WorkerState
-
-_ALIVE = (WorkerState.STARTING, WorkerState.READY, WorkerState.DRAINING)
 _GIB = 2**30
 
 
@@ -72,12 +69,13 @@ class DeviceMemory(Plugin):
         deployment = ctx.config.cluster.deployment(worker.model)
         return self.plan(facts, deployment, num_cpu_workers=self._cpu_workers(ctx, worker))
 
-    def plan(self, facts: dict[str, Any], deployment: Any, *, num_cpu_workers: int = 1) -> MemoryPlan:
-        """The limits for a worker that reported ``facts``, serving ``deployment``."""
+    def plan(self, facts: dict[str, Any], deployment: Any, *, num_cpu_workers: int = 1) -> MemoryPlan | None:
+        """The limits for a worker that reported ``facts``, serving ``deployment``; None without
+        ``kv_bytes_per_token`` in the facts."""
         s = self.settings
         per_token = int(facts.get("kv_bytes_per_token") or 0)
         if per_token <= 0:
-            per_token = _kv_bytes_from_config(deployment, facts)
+            return None  # the worker did not say what a token costs: the next memory plugin decides
         device = str(facts.get("device", "cpu"))
         free = int(facts.get("free_bytes", 0))
         if device.startswith("cuda"):
@@ -115,28 +113,10 @@ class DeviceMemory(Plugin):
         """Workers that may share this host's memory: alive and not known to be on a GPU."""
         n = 0
         for w in ctx.workers.values():
-            if w.state not in _ALIVE and w is not worker:
+            if not w.is_alive and w is not worker:
                 continue
             device = str(self._facts.get(w.worker_id, {}).get("device", "cpu"))
             if not device.startswith("cuda"):
                 n += 1
         return max(1, n)
 
-
-def _kv_bytes_from_config(deployment: Any, facts: dict[str, Any]) -> int:
-    """KV bytes per token from the deployment's worker model config (facts lacked the number)."""
-    from controlplane.live.memory import kv_bytes_per_token
-    import torch
-
-    from controlplane.live.model_source import WorkerModelSettings, activation_dtype, build_config
-
-    settings = WorkerModelSettings(**(deployment.worker or {}))
-    if settings.path is not None:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(settings.path, local_files_only=True)
-    else:
-        config = build_config(settings)
-    precision = str(facts.get("precision") or "fp32")
-    dtype = activation_dtype(precision, torch.device(str(facts.get("device", "cpu"))))
-    return kv_bytes_per_token(config, dtype.itemsize)

@@ -6,54 +6,14 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import MemoryPlan
-
-UNLIMITED_BLOCKS = 1 << 30
-#: Cold start of a replica whose model the catalogue does not know (and no cold_start_s given).
-DEFAULT_COLD_START_S = 30.0
-
-
-def deployment_model_name(deployment) -> str | None:
-    """The catalogue model a deployment serves: ``model_spec``, else its latency settings' ``model``."""
-    return deployment.model_spec or deployment.latency.get("model")
-
-
-def _known_model(deployment):
-    """The deployment's ModelSpec, or None when it names none or one the catalogue lacks.
-
-    An explicit ``model_spec`` must be known; a latency ``model`` may name something only its
-    latency model understands, and then memory stays as configured.
-    """
-    from sim.latency.specs import get_model
-
-    name = deployment_model_name(deployment)
-    if name is None:
-        return None
-    try:
-        return get_model(name)
-    except KeyError:
-        if deployment.model_spec:
-            raise
-        return None
-
-
-def deployment_cold_start_s(deployment, *, load_bandwidth_bytes_s: float = 2.0e9, fixed_overhead_s: float = 15.0) -> float:
-    """Seconds from scale-up to ready: ``cold_start_s`` if set, else weight shards over load speed."""
-    if deployment.cold_start_s is not None:
-        return float(deployment.cold_start_s)
-    model = _known_model(deployment)
-    if model is None:
-        return DEFAULT_COLD_START_S
-    from sim.latency.memory import cold_start_s
-
-    return cold_start_s(model, deployment.precision, deployment.gpus_per_replica,
-                        load_bandwidth_bytes_s=load_bandwidth_bytes_s, fixed_overhead_s=fixed_overhead_s)
-
+from controlplane.hardware.memory_plan import known_model, plan_replica_memory
+from controlplane.types import UNLIMITED_KV_BLOCKS
 
 class StaticMemory(Plugin):
     """Limits from the deployment config; KV blocks from the config, else from the model's memory plan.
 
     With a known model (``model_spec`` or the latency settings' ``model``) and GPU, the KV pool is
-    what ``sim.latency.memory.plan_replica_memory`` leaves after the weights in the deployment's
+    what ``controlplane.hardware.memory_plan.plan_replica_memory`` leaves after the weights in the deployment's
     precision (Vidur's planner: Llama-2-70B on A100-80GB, TP2, fp16 gives 3,328 blocks of 16);
     an explicit ``num_kv_blocks`` overrides it, and with neither the budget is unlimited.
     On out-of-memory, halve the batch limits (never below one sequence).
@@ -79,12 +39,10 @@ class StaticMemory(Plugin):
         cached = self._plans.get(d.name)
         if cached is not None:
             return cached
-        model = _known_model(d)
+        model = known_model(d)
         if model is None:
-            out = UNLIMITED_BLOCKS, "no KV budget configured and no known model: unlimited"
+            out = UNLIMITED_KV_BLOCKS, "no KV budget configured and no known model: unlimited"
         else:
-            from sim.latency.memory import plan_replica_memory
-
             s = self.settings
             plan = plan_replica_memory(
                 model, d.gpu, tensor_parallel=d.gpus_per_replica, precision=d.precision, block_size=d.kv_block_size,

@@ -7,8 +7,8 @@ from typing import Any
 
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
+from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
-from plugins.memory import deployment_cold_start_s
 from sim.driver import SimDriver
 from sim.latency.base import LatencyModel
 from sim.traces.record import TraceRequest

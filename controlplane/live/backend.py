@@ -31,7 +31,7 @@ __all__ = [
     "StopCondition",
 ]
 
-from sim.latency.profile_format import ROW_FIELDS as PROFILE_KEYS  # noqa: E402
+from controlplane.hardware.profile_format import ROW_FIELDS as PROFILE_KEYS  # noqa: E402
 
 
 @dataclass

@@ -47,9 +47,9 @@ from typing import TYPE_CHECKING, Any
 from controlplane.hookspecs import hookimpl
 from controlplane.live.pool import StepCommand, StepReply, WorkerPool
 from controlplane.types import Decision
-from sim.latency.profile_format import PADDED_FIELDS as PADDED_KEYS
-from sim.latency.profile_format import ROW_FIELDS as ROW_KEYS
-from sim.latency.profile_format import WEIGHT_FIELD
+from controlplane.hardware.profile_format import PADDED_FIELDS as PADDED_KEYS
+from controlplane.hardware.profile_format import ROW_FIELDS as ROW_KEYS
+from controlplane.hardware.profile_format import WEIGHT_FIELD
 
 if TYPE_CHECKING:
     from controlplane.live.model_source import WorkerModelSettings

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from controlplane.hardware.kv import kv_bytes_per_token
+
 
 @dataclass(frozen=True)
 class DeviceMemory:
@@ -98,26 +100,6 @@ def _peak_rss() -> int:
 
 
 # -- pure arithmetic -----------------------------------------------------------------------------
-def _cfg(config: Any, name: str, default: Any = None) -> Any:
-    if isinstance(config, dict):
-        return config.get(name, default)
-    return getattr(config, name, default)
-
-
-def kv_bytes_per_token(model_config: Any, dtype_bytes: int) -> int:
-    """KV-cache bytes one token costs: layers x 2 (K and V) x kv_heads x head_dim x dtype_bytes.
-
-    ``model_config`` is a transformers config or a dict with the same keys; grouped-query models
-    count their KV heads (``num_key_value_heads``), not their query heads.
-    """
-    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    layers = int(_cfg(text, "num_hidden_layers"))
-    heads = int(_cfg(text, "num_attention_heads"))
-    kv_heads = int(_cfg(text, "num_key_value_heads") or heads)
-    head_dim = _cfg(text, "head_dim") or int(_cfg(text, "hidden_size")) // heads
-    return layers * 2 * kv_heads * int(head_dim) * int(dtype_bytes)
-
-
 def suggest_batch_limits(
     free_bytes: int,
     model_config: Any,

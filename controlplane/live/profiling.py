@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -26,8 +25,7 @@ from controlplane.live.backend import CausalLMBackend
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.sampling import StopCondition
 
-from sim.latency.profile_format import PROFILE_FORMAT
-from sim.latency.profile_format import ROW_FIELDS as ROW_KEYS
+from controlplane.hardware.profile_format import write_profile
 _NO_EOS = StopCondition(eos_token_ids=())
 
 
@@ -167,21 +165,6 @@ def profile_meta(backend: CausalLMBackend) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "batching": "padded",  # the backend pads each forward to its longest sequence (see sim/latency/measured.py)
     }
-
-
-def write_profile(path: str | Path, rows: Sequence[dict[str, float | int]], meta: dict[str, Any]) -> Path:
-    """Write via the simulator's own ``write_profile`` (its validation), else the same JSON directly."""
-    try:
-        from sim.latency.measured import write_profile as sim_write_profile
-    except ImportError:
-        sim_write_profile = None
-    if sim_write_profile is not None:
-        return Path(sim_write_profile(path, rows, meta))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": PROFILE_FORMAT, **meta, "rows": [{k: r[k] for k in ROW_KEYS} for r in rows]}
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
 
 
 def _ints(text: str) -> list[int]:

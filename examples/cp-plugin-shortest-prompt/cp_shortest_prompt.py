@@ -13,8 +13,6 @@ from pydantic import Field
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import BatchPlan
 
-UNLIMITED_BLOCKS = 1 << 30
-
 
 class ShortestPromptFirst(Plugin):
     """Prefill waiting requests in order of prompt length, shortest first."""
@@ -28,7 +26,7 @@ class ShortestPromptFirst(Plugin):
     def cp_form_batch(self, ctx, worker):
         if not worker.waiting:
             return None
-        limited = worker.num_kv_blocks < UNLIMITED_BLOCKS
+        limited = worker.has_kv_budget
         free_blocks = worker.num_kv_blocks - worker.num_kv_blocks_used
         budget = worker.max_batch_tokens
         seats = min(self.settings.max_prefills, worker.max_num_seqs - len(worker.running))

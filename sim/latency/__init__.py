@@ -24,18 +24,6 @@ _LAZY = {
     "MeasuredProfileModel": ".measured",
     "write_profile": ".measured",
     "read_profile": ".measured",
-    "ModelSpec": ".specs",
-    "GPUSpec": ".specs",
-    "Precision": ".specs",
-    "MODELS": ".specs",
-    "GPUS": ".specs",
-    "PRECISIONS": ".specs",
-    "get_model": ".specs",
-    "get_gpu": ".specs",
-    "get_precision": ".specs",
-    "MemoryPlan": ".memory",
-    "plan_replica_memory": ".memory",
-    "cold_start_s": ".memory",
 }
 
 __all__ = ["IterationShape", "LatencyModel", "LinearLatencyModel", *_LAZY]

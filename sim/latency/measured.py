@@ -27,7 +27,6 @@ profiling grid times) are their own padded counts.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,7 +36,15 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from .base import IterationShape, LatencyModel, decode_run_args
-from .profile_format import PADDED_FIELDS, PROFILE_FORMAT, ROW_FIELDS, WEIGHT_FIELD
+from controlplane.hardware.profile_format import (
+    PADDED_FIELDS,
+    PROFILE_FORMAT,
+    ROW_FIELDS,
+    WEIGHT_FIELD,
+    normalise_row,
+    read_profile,
+    write_profile,
+)
 
 __all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
 
@@ -50,72 +57,6 @@ FEATURES: tuple[str, ...] = (
 FACTOR_PRIOR_SAMPLES = 4.0
 # Feature scales keep the solver well conditioned; coefficients are stored unscaled.
 _SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6, 1e1, 1.0])
-
-
-def _normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
-    if isinstance(row, Mapping):
-        missing = [k for k in ROW_FIELDS if k not in row]
-        if missing:
-            raise ValueError(f"row {i}: missing {missing}; a row needs {list(ROW_FIELDS)}")
-        vals = {k: row[k] for k in ROW_FIELDS}
-    else:
-        if len(row) != len(ROW_FIELDS):
-            raise ValueError(f"row {i}: expected {len(ROW_FIELDS)} values {list(ROW_FIELDS)}, got {len(row)}")
-        vals = dict(zip(ROW_FIELDS, row))
-    out: dict[str, float] = {}
-    for k, v in vals.items():
-        f = float(v)
-        if not math.isfinite(f) or f < 0:
-            raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
-        out[k] = int(f) if k != "iteration_s" else f
-    if isinstance(row, Mapping):
-        for k in PADDED_FIELDS:
-            if k in row:
-                f = float(row[k])
-                if not math.isfinite(f) or f < 0:
-                    raise ValueError(f"row {i}: {k}={row[k]!r} must be a finite non-negative number")
-                out[k] = int(f)
-        if WEIGHT_FIELD in row:
-            f = float(row[WEIGHT_FIELD])
-            if not math.isfinite(f) or f <= 0:
-                raise ValueError(f"row {i}: {WEIGHT_FIELD}={row[WEIGHT_FIELD]!r} must be a finite positive number")
-            out[WEIGHT_FIELD] = f
-    if out["num_prefill_seqs"] == 0 and out["num_prefill_tokens"] > 0:
-        raise ValueError(f"row {i}: prefill tokens without prefill sequences")
-    if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
-        raise ValueError(f"row {i}: empty iteration")
-    return out
-
-
-def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any]) -> Path:
-    """Validate and write a profile; ``meta`` needs model and device (precision, compiled, ... optional)."""
-    meta = dict(meta)
-    for key in ("model", "device"):
-        if not meta.get(key):
-            raise ValueError(f"profile metadata needs {key!r}")
-    if "rows" in meta or "format" in meta:
-        raise ValueError("metadata must not contain 'rows' or 'format'")
-    clean = [_normalise_row(r, i) for i, r in enumerate(rows)]
-    if not clean:
-        raise ValueError("a profile needs at least one row")
-    doc = {"format": PROFILE_FORMAT, "precision": "fp16", "compiled": False, **meta, "rows": clean}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    doc = json.loads(Path(path).read_text())
-    if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
-        raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})")
-    rows = [_normalise_row(r, i) for i, r in enumerate(doc.get("rows", []))]
-    if not rows:
-        raise ValueError(f"{path}: profile has no rows")
-    meta = {k: v for k, v in doc.items() if k not in ("rows", "format")}
-    return rows, meta
 
 
 def _features(p_tok: float, d_seqs: float, d_ctx: float, p_ctx: float, p_seqs: float = 0.0) -> list[float]:
@@ -182,7 +123,7 @@ class MeasuredProfileModel(LatencyModel):
 
     @classmethod
     def fit(cls, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any] | None = None) -> MeasuredProfileModel:
-        clean = [_normalise_row(r, i) for i, r in enumerate(rows)]
+        clean = [normalise_row(r, i) for i, r in enumerate(rows)]
         if len(clean) < 3:
             raise ValueError(f"need at least 3 rows to fit, got {len(clean)}")
         padded = (meta or {}).get("batching") == "padded"

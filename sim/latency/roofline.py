@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from .base import IterationShape, LatencyModel, prefill_contexts, decode_run_args
-from .memory import kv_bytes_per_token_per_gpu
-from .specs import GPUSpec, ModelSpec, Precision, get_gpu, get_model, get_precision
+from controlplane.hardware.memory_plan import kv_bytes_per_token_per_gpu
+from controlplane.hardware.specs import GPUSpec, ModelSpec, Precision, get_gpu, get_model, get_precision
 
 __all__ = ["RooflineModel"]
 

@@ -41,7 +41,7 @@ import pandas as pd
 
 from ._interp import Curve1D, RatioSurface
 from .base import IterationShape, LatencyModel, decode_run_args
-from .specs import GPUS, GPUSpec, ModelSpec, get_gpu, get_model, get_precision
+from controlplane.hardware.specs import GPUS, GPUSpec, ModelSpec, get_gpu, get_model, get_precision
 
 __all__ = [
     "PROFILES_DIR",

@@ -42,7 +42,7 @@ BUILTINS = {
     "fixed-replicas": "plugins.autoscaling:FixedReplicas",
     "static-memory": "plugins.memory:StaticMemory",
     "sampled-guardian": "plugins.guardians:SampledGuardian",
-    "builtin-latency-models": "plugins.latency_models:BuiltinLatencyModels",
+    "builtin-latency-models": "sim.latency.plugin:BuiltinLatencyModels",
 }
 
 

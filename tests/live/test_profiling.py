@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from controlplane.live.profiling import ROW_KEYS, ProfileGrid, profile_backend, profile_meta, write_profile
+from controlplane.hardware.profile_format import ROW_FIELDS as ROW_KEYS
+from controlplane.hardware.profile_format import write_profile
+from controlplane.live.profiling import ProfileGrid, profile_backend, profile_meta
 
 
 def test_profile_rows_cover_the_grid(engine, tmp_path):

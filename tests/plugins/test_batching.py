@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from controlplane.testing import make_context, make_requests, make_worker
-from controlplane.types import RequestStatus
+from controlplane.types import UNLIMITED_KV_BLOCKS, RequestStatus
 from plugins.batching import ContinuousBatching, kv_horizon
 
 
@@ -44,7 +44,7 @@ def test_kv_horizon_matches_its_definition():
         blocks = need0 + int(rng.integers(0, 40))
         max_it = int(rng.integers(1, 200))
         assert kv_horizon(ctx, bs, blocks, max_it) == _brute_horizon(ctx, bs, blocks, max_it), (ctx, bs, blocks, max_it)
-    assert kv_horizon([10, 20], 16, 1 << 30, 77) == 77
+    assert kv_horizon([10, 20], 16, UNLIMITED_KV_BLOCKS, 77) == 77
 
 
 def test_vllm_prefills_waiting_requests_first_come_first_served():

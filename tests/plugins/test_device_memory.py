@@ -133,7 +133,7 @@ def test_through_the_core_the_plan_and_the_out_of_memory_shrink_are_recorded_dec
 def test_real_worker_facts_from_a_tiny_model():
     pytest.importorskip("torch")
     from controlplane.live.backend import CausalLMBackend
-    from controlplane.live.memory import kv_bytes_per_token
+    from controlplane.hardware.kv import kv_bytes_per_token
     from controlplane.live.model_source import WorkerModelSettings, build_config
     from controlplane.live.pool import device_facts
 
@@ -144,6 +144,6 @@ def test_real_worker_facts_from_a_tiny_model():
     deployment = {"name": "default", "worker": {"preset": "tiny-llama"}}
     plan = _plan(facts, deployment=deployment)
     assert plan.num_kv_blocks > 1 and plan.reason.startswith("cpu:")
-    # Facts without the per-token size: computed from the deployment's worker model config.
+    # Facts without the per-token size: the plugin defers (it reads no model config itself).
     no_size = {k: v for k, v in facts.items() if k != "kv_bytes_per_token"}
-    assert _plan(no_size, deployment=deployment).num_kv_blocks == plan.num_kv_blocks
+    assert _plan(no_size, deployment=deployment) is None

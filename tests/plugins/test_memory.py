@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from controlplane.testing import make_config, make_context, make_worker
-from plugins.memory import UNLIMITED_BLOCKS, StaticMemory
+from controlplane.types import UNLIMITED_KV_BLOCKS as UNLIMITED_BLOCKS
+from plugins.memory import StaticMemory
 
 
 def _plan(trigger: str, worker=None, **deployment):

@@ -8,8 +8,14 @@ from controlplane import Plugin, hookimpl
 from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
 from controlplane.testing import make_config, make_context, make_trace, make_worker, replay_with
-from plugins.memory import DEFAULT_COLD_START_S, UNLIMITED_BLOCKS, StaticMemory, deployment_cold_start_s
-from sim.latency.memory import cold_start_s, plan_replica_memory
+from controlplane.hardware.memory_plan import (
+    DEFAULT_COLD_START_S,
+    cold_start_s,
+    deployment_cold_start_s,
+    plan_replica_memory,
+)
+from controlplane.types import UNLIMITED_KV_BLOCKS as UNLIMITED_BLOCKS
+from plugins.memory import StaticMemory
 
 LLAMA70 = "meta-llama/Llama-2-70b-hf"
 ANCHOR = {"name": "default", "gpu": "a100-80gb", "gpus_per_replica": 2, "latency": {"model": LLAMA70}}

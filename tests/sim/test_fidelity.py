@@ -21,7 +21,7 @@ from controlplane.hookspecs import hookimpl
 from controlplane.session import RunSession
 from controlplane.testing import make_trace, replay_with
 from plugins.batching import kv_horizon
-from plugins.memory import deployment_cold_start_s
+from controlplane.hardware.memory_plan import deployment_cold_start_s
 from sim.driver import SimDriver, SteppedDecode
 from sim.latency.base import IterationShape
 from sim.replay import build_latency_models

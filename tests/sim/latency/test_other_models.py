@@ -50,7 +50,7 @@ def test_roofline_scales_with_gpu_bandwidth():
     shape = IterationShape(decode_context_tokens=[1000] * 8)  # memory bound
     times = {g: RooflineModel("meta-llama/Llama-2-7b-hf", g, 1, overhead_s=0.0).iteration_s(shape) for g in ("a100-80gb", "h100-80gb", "h200")}
     assert times["h200"] < times["h100-80gb"] < times["a100-80gb"]
-    from sim.latency.specs import GPUS
+    from controlplane.hardware.specs import GPUS
 
     ratio = GPUS["h100-80gb"].memory_bandwidth_bytes_s / GPUS["h200"].memory_bandwidth_bytes_s
     assert times["h200"] / times["h100-80gb"] == pytest.approx(ratio, rel=1e-6)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.latency.memory import cold_start_s, plan_replica_memory, weights_bytes_per_gpu
-from sim.latency.specs import GPUS, MODELS, PRECISIONS, ModelSpec, get_gpu, get_model
+from controlplane.hardware.memory_plan import cold_start_s, plan_replica_memory, weights_bytes_per_gpu
+from controlplane.hardware.specs import GPUS, MODELS, PRECISIONS, ModelSpec, get_gpu, get_model
 
 GiB = 1024**3
 

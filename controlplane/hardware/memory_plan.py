@@ -14,13 +14,31 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .specs import GPUSpec, ModelSpec, Precision, get_gpu, get_model, get_precision
+from typing import Any
 
-__all__ = ["MemoryPlan", "plan_replica_memory", "weights_bytes_per_gpu", "kv_bytes_per_token_per_gpu", "cold_start_s"]
+from controlplane.hardware.kv import kv_bytes_per_token_of
+from controlplane.hardware.specs import GPUSpec, ModelSpec, Precision, get_gpu, get_model, get_precision
+
+__all__ = [
+    "DEFAULT_COLD_START_S",
+    "ReplicaMemory",
+    "cold_start_s",
+    "deployment_cold_start_s",
+    "deployment_model_name",
+    "known_model",
+    "kv_bytes_per_token_per_gpu",
+    "plan_replica_memory",
+    "weights_bytes_per_gpu",
+]
+
+#: Cold start of a replica whose model the catalogue does not know (and no cold_start_s given).
+DEFAULT_COLD_START_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
-class MemoryPlan:
+class ReplicaMemory:
+    """How one replica's device memory splits between weights and the KV cache."""
+
     weights_bytes_per_gpu: int
     kv_bytes_per_token_per_gpu: int
     num_kv_blocks: int
@@ -62,7 +80,7 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec | str, precision: Precision | st
     m, p = get_model(model), get_precision(precision)
     _check_tp(m, tensor_parallel)
     kv_per = math.ceil(m.num_kv_heads / tensor_parallel)
-    return int(2 * m.num_layers * kv_per * m.head_dim * p.kv_bytes_per_element)
+    return int(kv_bytes_per_token_of(m.num_layers, kv_per, m.head_dim, p.kv_bytes_per_element))
 
 
 def plan_replica_memory(
@@ -76,7 +94,7 @@ def plan_replica_memory(
     activation_bytes: int | None = None,
     request_slot_tokens: int | None = 4096,
     include_embeddings: bool = False,
-) -> MemoryPlan:
+) -> ReplicaMemory:
     """KV capacity of one replica (TP shards share the token count).
 
     Reproduces the Vidur anchors: Llama-2-70B, A100-80GB, TP2, fp16 -> 63.75 GiB of
@@ -103,7 +121,7 @@ def plan_replica_memory(
             f"precision={get_precision(precision).name}: needs ~{need / 2**30:.1f} GiB per GPU, "
             f"usable {g.memory_bytes * memory_fraction / 2**30:.1f} GiB"
         )
-    return MemoryPlan(
+    return ReplicaMemory(
         weights_bytes_per_gpu=weights,
         kv_bytes_per_token_per_gpu=kv_tok,
         num_kv_blocks=blocks,
@@ -128,3 +146,37 @@ def cold_start_s(
         raise ValueError("load_bandwidth_bytes_s must be positive")
     shard = weights_bytes_per_gpu(model, precision, tensor_parallel, include_embeddings=True)
     return fixed_overhead_s + shard / load_bandwidth_bytes_s
+
+
+def deployment_model_name(deployment: Any) -> str | None:
+    """The catalogue model a deployment serves: ``model_spec``, else its latency settings' ``model``."""
+    return deployment.model_spec or deployment.latency.get("model")
+
+
+def known_model(deployment: Any) -> ModelSpec | None:
+    """The deployment's ModelSpec, or None when it names none or one the catalogue lacks.
+
+    An explicit ``model_spec`` must be known; a latency ``model`` may name something only its
+    latency model understands, and then memory stays as configured.
+    """
+    name = deployment_model_name(deployment)
+    if name is None:
+        return None
+    try:
+        return get_model(name)
+    except KeyError:
+        if deployment.model_spec:
+            raise
+        return None
+
+
+def deployment_cold_start_s(deployment: Any, *, load_bandwidth_bytes_s: float = 2.0e9,
+                            fixed_overhead_s: float = 15.0) -> float:
+    """Seconds from scale-up to ready: ``cold_start_s`` if set, else weight shards over load speed."""
+    if deployment.cold_start_s is not None:
+        return float(deployment.cold_start_s)
+    model = known_model(deployment)
+    if model is None:
+        return DEFAULT_COLD_START_S
+    return cold_start_s(model, deployment.precision, deployment.gpus_per_replica,
+                        load_bandwidth_bytes_s=load_bandwidth_bytes_s, fixed_overhead_s=fixed_overhead_s)

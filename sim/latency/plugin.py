@@ -1,4 +1,4 @@
-"""Registers the simulator's built-in latency models (see docs/latency-models.md)."""
+"""The simulator's built-in latency models as a plugin (see docs/latency-models.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class BuiltinLatencyModels(Plugin):
 
     @hookimpl
     def cp_register_latency_models(self, register):
-        from sim.latency.registry import BUILTIN_LATENCY_MODELS
+        from sim.latency.registry import BUILTIN_LATENCY_MODELS  # noqa: PLC0415 (scikit-learn loads lazily)
 
         for name, factory in BUILTIN_LATENCY_MODELS.items():
             register(name, factory)

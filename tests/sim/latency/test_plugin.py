@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugins.latency_models import BuiltinLatencyModels
+from sim.latency.plugin import BuiltinLatencyModels
 from sim.latency.registry import BUILTIN_LATENCY_MODELS
 
 

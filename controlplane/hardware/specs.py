@@ -80,7 +80,9 @@ class ModelSpec:
 
     def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
         """K and V for one token across all layers, whole model (not per GPU)."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_element
+        from controlplane.hardware.kv import kv_bytes_per_token_of
+
+        return kv_bytes_per_token_of(self.num_layers, self.num_kv_heads, self.head_dim, bytes_per_element)
 
     @classmethod
     def from_hf_config(cls, config: Mapping[str, Any] | Any, name: str | None = None) -> ModelSpec:

@@ -1,0 +1,100 @@
+"""The `controlplane-profile/1` file format shared by the live profiler and the measured model:
+its fields, one row's validation, and reading and writing a file.
+
+Kept free of heavy imports: live workers write profiles without loading scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD", "normalise_row", "read_profile",
+           "write_profile"]
+
+PROFILE_FORMAT = "controlplane-profile/1"
+#: One row per timed iteration; contexts are KV lengths before the iteration.
+ROW_FIELDS: tuple[str, ...] = (
+    "num_prefill_tokens",
+    "num_prefill_seqs",
+    "num_decode_seqs",
+    "sum_decode_context",
+    "sum_prefill_context",
+    "iteration_s",
+)
+#: Optional row fields of padded engines: prefill tokens and decode KV entries computed, padding included.
+PADDED_FIELDS: tuple[str, ...] = ("padded_prefill_tokens", "padded_decode_context")
+#: Optional row field: how many timed iterations the row's ``iteration_s`` averages (default 1).
+#: The measured model weights its fit by it, so a mean over 500 iterations of a common shape
+#: counts for more than one timing of a rare one.
+WEIGHT_FIELD = "samples"
+
+
+def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
+    """One profile row checked and typed (counts as ints); ``i`` names it in the error."""
+    if isinstance(row, Mapping):
+        missing = [k for k in ROW_FIELDS if k not in row]
+        if missing:
+            raise ValueError(f"row {i}: missing {missing}; a row needs {list(ROW_FIELDS)}")
+        vals = {k: row[k] for k in ROW_FIELDS}
+    else:
+        if len(row) != len(ROW_FIELDS):
+            raise ValueError(f"row {i}: expected {len(ROW_FIELDS)} values {list(ROW_FIELDS)}, got {len(row)}")
+        vals = dict(zip(ROW_FIELDS, row))
+    out: dict[str, float] = {}
+    for k, v in vals.items():
+        f = float(v)
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
+        out[k] = int(f) if k != "iteration_s" else f
+    if isinstance(row, Mapping):
+        for k in PADDED_FIELDS:
+            if k in row:
+                f = float(row[k])
+                if not math.isfinite(f) or f < 0:
+                    raise ValueError(f"row {i}: {k}={row[k]!r} must be a finite non-negative number")
+                out[k] = int(f)
+        if WEIGHT_FIELD in row:
+            f = float(row[WEIGHT_FIELD])
+            if not math.isfinite(f) or f <= 0:
+                raise ValueError(f"row {i}: {WEIGHT_FIELD}={row[WEIGHT_FIELD]!r} must be a finite positive number")
+            out[WEIGHT_FIELD] = f
+    if out["num_prefill_seqs"] == 0 and out["num_prefill_tokens"] > 0:
+        raise ValueError(f"row {i}: prefill tokens without prefill sequences")
+    if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
+        raise ValueError(f"row {i}: empty iteration")
+    return out
+
+
+def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any]) -> Path:
+    """Validate and write a profile; ``meta`` needs model and device (precision, compiled, ... optional)."""
+    meta = dict(meta)
+    for key in ("model", "device"):
+        if not meta.get(key):
+            raise ValueError(f"profile metadata needs {key!r}")
+    if "rows" in meta or "format" in meta:
+        raise ValueError("metadata must not contain 'rows' or 'format'")
+    clean = [normalise_row(r, i) for i, r in enumerate(rows)]
+    if not clean:
+        raise ValueError("a profile needs at least one row")
+    doc = {"format": PROFILE_FORMAT, "precision": "fp16", "compiled": False, **meta, "rows": clean}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
+        raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})")
+    rows = [normalise_row(r, i) for i, r in enumerate(doc.get("rows", []))]
+    if not rows:
+        raise ValueError(f"{path}: profile has no rows")
+    meta = {k: v for k, v in doc.items() if k not in ("rows", "format")}
+    return rows, meta
