@@ -21,7 +21,7 @@ from controlplane.context import Clock, PolicyContext, RunInfo
 from controlplane.decisions import Admission, BatchPlan, MemoryPlan, RouteDecision, ScaleDecision
 from controlplane.metrics import RunStats
 from controlplane.plugin_manager import PluginSet, fast_caller
-from controlplane.types import UNLIMITED_KV_BLOCKS, Batch, Decision, Request, RequestStatus, Worker, WorkerState
+from controlplane.types import UNLIMITED_KV_BLOCKS, Batch, ReasonCode, Decision, Request, RequestStatus, Worker, WorkerState
 
 _ROUTABLE = (WorkerState.READY, WorkerState.STARTING)
 _SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
@@ -68,6 +68,7 @@ class ControlPlane:
         self._record_batches = config.storage.record_batches
         self.bind_plugins(plugins, fallbacks)
         self._handlers: dict[type, Callable[[Any], None]] = {
+            ev.IterationTimed: self._emit,
             ev.RequestArrived: self._on_arrival,
             ev.RequestCancelled: self._on_cancel,
             ev.BatchFinished: self._on_batch_finished,
@@ -79,6 +80,9 @@ class ControlPlane:
             ev.GuardianFinished: self._on_guardian_finished,
             ev.Tick: self._on_tick,
         }
+        missing = [t.__name__ for t in ev.INBOUND_EVENTS if t not in self._handlers]
+        if missing:
+            raise TypeError(f"the control plane has no handler for {', '.join(missing)}")
 
     def bind_plugins(self, plugins: PluginSet, fallbacks: Mapping[str, object]) -> None:
         """Use this plugin set from now on (the daemon's config reload swaps it at run time)."""
@@ -211,7 +215,8 @@ class ControlPlane:
         model = r.model or self._default_model
         deployment = self._deployments.get(model)
         if deployment is None:
-            self._reject(r, f"unknown model: no deployment serves {model!r}", "core", "cp_admit_request")
+            self._reject(r, f"unknown model: no deployment serves {model!r}", "core", "cp_admit_request",
+                         ReasonCode.UNKNOWN_MODEL)
             return
         if r.model is None:
             r.model = model
@@ -221,12 +226,14 @@ class ControlPlane:
                 f"too long: {r.prompt_tokens}+{r.max_output_tokens} tokens > max_model_len {deployment.max_model_len}",
                 "core",
                 "cp_admit_request",
+                ReasonCode.TOO_LONG,
             )
             return
         admission: Admission
         admission, plugin = self._decide("cp_admit_request", r)
         if admission is not None and not admission.admit:
-            self._reject(r, admission.reason or "rejected by admission policy", plugin, "cp_admit_request")
+            self._reject(r, admission.reason or "rejected by admission policy", plugin, "cp_admit_request",
+                         admission.code)
             return
         if admission is not None and admission.priority is not None:
             r.priority = admission.priority
@@ -284,9 +291,10 @@ class ControlPlane:
                        {"kind": hit.kind, "similarity": hit.similarity})
         self._finish(r, RequestStatus.COMPLETED, finish_s=r.finish_s)
 
-    def _reject(self, r: Request, reason: str, plugin: str | None, hook: str) -> None:
+    def _reject(self, r: Request, reason: str, plugin: str | None, hook: str, code: ReasonCode) -> None:
         r.reason = reason
-        self._decision(hook, plugin, "reject", r.request_id, reason)
+        r.reason_code = code
+        self._decision(hook, plugin, "reject", r.request_id, reason, {"code": code.value})
         self._finish(r, RequestStatus.REJECTED)
 
     def _on_cancel(self, e: ev.RequestCancelled) -> None:
@@ -326,9 +334,10 @@ class ControlPlane:
         if w is not None and schedule:
             self._schedule(w)
 
-    def _fail(self, r: Request, reason: str) -> None:
+    def _fail(self, r: Request, reason: str, code: ReasonCode) -> None:
         r.reason = reason
-        self._decision("core", "core", "fail", r.request_id, reason)
+        r.reason_code = code
+        self._decision("core", "core", "fail", r.request_id, reason, {"code": code.value})
         self._finish(r, RequestStatus.FAILED)
 
     def _finish(self, r: Request, status: RequestStatus, finish_s: float | None = None) -> None:
@@ -394,7 +403,7 @@ class ControlPlane:
             # Nothing runs and nothing can start: the head request can never fit this worker.
             head = w.waiting.popleft()
             self._reject(head, f"does not fit worker {w.worker_id}: {plan.reason or 'batching returned nothing'}",
-                         plugin, "cp_form_batch")
+                         plugin, "cp_form_batch", ReasonCode.DOES_NOT_FIT)
         if w.state is WorkerState.DRAINING and not w.busy and not w.waiting and not w.running:
             self._out.append(act.StopWorker(w.worker_id))
 
@@ -402,7 +411,8 @@ class ControlPlane:
         """Running requests but an empty batch: fail them rather than hang forever."""
         for r in list(w.running):
             w.running.remove(r)
-            self._fail(r, f"batching policy {plugin} stalled worker {w.worker_id}: {reason or 'empty batch'}")
+            self._fail(r, f"batching policy {plugin} stalled worker {w.worker_id}: {reason or 'empty batch'}",
+                       ReasonCode.STALLED)
         self._recount_kv(w)
 
     def _start_batch(self, w: Worker, plan: BatchPlan, plugin: str | None) -> None:
@@ -498,6 +508,7 @@ class ControlPlane:
         w.waiting.appendleft(r)
         self._decision("cp_form_batch", None, "preempt", r.request_id, "KV cache full: recompute later",
                        {"worker": w.worker_id})
+        self._out.append(act.PreemptRequest(w.worker_id, r.request_id))
         self._recount_kv(w)
 
     def _recount_kv(self, w: Worker, extra_tokens: int = 0) -> None:
@@ -653,7 +664,8 @@ class ControlPlane:
                 continue
             r.num_retries += 1
             if r.num_retries > self.config.cluster.max_retries:
-                self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}")
+                self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}",
+                           ReasonCode.WORKER_FAILED)
                 continue
             if r.output_tokens:
                 r.recompute_tokens = r.output_tokens

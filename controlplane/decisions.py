@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controlplane.types import Request
+from controlplane.types import ReasonCode, Request
 
 
 @dataclass(slots=True)
@@ -12,6 +12,7 @@ class Admission:
     admit: bool
     reason: str = ""
     priority: int | None = None  # overrides the request's priority when set
+    code: ReasonCode = ReasonCode.ADMISSION_DENIED  # why, for machines (a refusal's HTTP status)
 
 
 @dataclass(slots=True)

@@ -133,16 +133,6 @@ class RequestFinished:
 
 
 @dataclass(slots=True)
-class BatchStarted:
-    """The core started a batch on a worker (the `StartBatch` action it returned with it)."""
-
-    time_s: float
-    batch: Batch
-    plugin: str | None = None  # the batching policy that formed it
-    reason: str | None = None
-
-
-@dataclass(slots=True)
 class MetricSample:
     time_s: float
     name: str

@@ -178,15 +178,16 @@ class SimDriver:
         self._worker_models: dict[str, LatencyModel] = {}
         self._stepped_models: dict[LatencyModel, SteppedDecode | None] = {}
         self._stepped: dict[str, SteppedDecode | None] = {}
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self._handlers: dict[type, Callable[[Any], None]] = act.dispatch_table({
             act.StartBatch: self._start_batch,
             act.InterruptBatch: self._interrupt,
             act.StartWorker: self._start_worker,
             act.StopWorker: self._stop_worker,
+            act.PreemptRequest: _ignore,  # simulated KV is the core's count: nothing to drop
             act.RunGuardian: self._run_guardian,
             act.WakeWorker: self._wake,
             act.FinishRequest: _ignore,
-        }
+        }, "SimDriver")
 
     # --- running --------------------------------------------------------------------------
 

@@ -42,7 +42,6 @@ from controlplane import events as ev
 from controlplane.config import RunConfig
 from controlplane.context import Clock
 from controlplane.errors import ConfigError
-from controlplane.hookspecs import hookimpl
 from controlplane.live.model_source import WorkerModelSettings, build_config
 from controlplane.live.pool import (
     AddSpec,
@@ -272,20 +271,6 @@ def load_served_model(name: str, settings: WorkerModelSettings) -> ServedModel:
     return ServedModel(name, settings, tokenizer, min(settings.max_seq_len, int(limit)), int(text_cfg.vocab_size))
 
 
-class _DriverObserver:
-    """Watches the event bus for what the driver must mirror in the backends (preemptions)."""
-
-    name = "live-driver"
-
-    def __init__(self, driver: LiveDriver) -> None:
-        self._driver = driver
-
-    @hookimpl
-    def cp_on_event(self, event: Any) -> None:
-        if type(event) is Decision and event.action == "preempt" and event.subject is not None:
-            self._driver._on_preempted(event.subject)
-
-
 class LiveDriver:
     """Runs one live run: the core, a worker pool, ticks and the requests' streams.
 
@@ -311,8 +296,7 @@ class LiveDriver:
         self.request_timeout_s = request_timeout_s
         self.flush_interval_s = flush_interval_s
         self.metrics = exporter if exporter is not None else PrometheusExporter()
-        self._observer = _DriverObserver(self)
-        self._extras = [self._observer, self.metrics, *extra_plugins]
+        self._extras = [self.metrics, *extra_plugins]
         self.session: Any = None
         self.core: Any = None
         self.models: dict[str, ServedModel] = {}
@@ -334,15 +318,16 @@ class LiveDriver:
         self._finished = False  # core.finish() ran: no more events
         self._closed = False
         self._guardian_warned = False
-        self._handlers = {
+        self._handlers = act.dispatch_table({
             act.StartBatch: self._start_batch,
             act.InterruptBatch: _ignore,  # every batch runs one iteration: nothing to interrupt
             act.StartWorker: self._start_worker,
             act.StopWorker: self._stop_worker,
+            act.PreemptRequest: self._preempt,
             act.RunGuardian: self._run_guardian,
             act.FinishRequest: self._finish_request,
             act.WakeWorker: self._wake,
-        }
+        }, "LiveDriver")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -777,7 +762,8 @@ class LiveDriver:
         self._feed(ev.WorkerFailed(self._now(), wid, reason))
         self._spawn(self.pool.stop(wid), f"cp-stop-{wid}")
 
-    def _on_preempted(self, rid: str) -> None:
+    def _preempt(self, a: act.PreemptRequest) -> None:
+        rid = a.request_id
         lr = self._live.get(rid)
         if lr is None or lr.registered_on is None:
             return
