@@ -130,6 +130,7 @@ class EventLog:
 class ReplayResult:
     summary: dict[str, Any]
     events: list[Any] = field(default_factory=list)
+    run_id: int | None = None  # the stored run's id (None when nothing was stored)
 
     @property
     def decisions(self) -> list[Decision]:
@@ -145,10 +146,13 @@ def replay_with(
     trace: Iterable[Any] | None = None,
     config: RunConfig | None = None,
     db_url: str | None = None,
+    transforms: Any = None,
     **config_overrides: Any,
 ) -> ReplayResult:
     """Replay a small trace with ``plugins`` asked before the configured ones.
 
+    ``trace`` is a stream of requests or a trace file; ``transforms`` a ``sim.replay.TraceTransforms``
+    (window, speed-up, rate, limit), seeded by the run, as ``controlplane sim replay`` applies them.
     Returns the summary and every event and decision. Nothing is stored unless ``db_url`` is given.
     """
     from sim.replay import replay
@@ -163,6 +167,6 @@ def replay_with(
     if log is None:
         log = EventLog()
         extra.append(log)
-    summary, _ = replay(trace if trace is not None else make_trace(), config, record=db_url is not None,
-                        extra_plugins=extra)
-    return ReplayResult(summary, log.events)
+    result = replay(trace if trace is not None else make_trace(), config, transforms=transforms,
+                    record=db_url is not None, extra_plugins=extra)
+    return ReplayResult(result.summary, log.events, result.run_id)

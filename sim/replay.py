@@ -1,9 +1,22 @@
-"""Replay a trace through the control plane in the simulator: the library entry point."""
+"""Replay a trace through the control plane in the simulator: the library workflow.
+
+``replay`` is what ``controlplane sim replay``, the benchmarks and ``controlplane.testing``
+call. It reads a trace file (or takes any stream of ``TraceRequest``), applies the trace
+transforms with random streams derived from one seed, builds the run (plugins, core,
+recorder), the latency models and the SimPy driver, and runs to the end. Identical arguments
+give identical results, whoever calls it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
@@ -11,7 +24,104 @@ from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
 from sim.latency.base import LatencyModel
-from sim.traces.record import TraceRequest
+from sim.traces import TraceReader, TraceRequest, apply_transforms, read_trace
+
+__all__ = [
+    "READER_STREAM",
+    "TRANSFORM_STREAM",
+    "ReplayResult",
+    "TraceTransforms",
+    "build_driver",
+    "build_latency_models",
+    "open_trace",
+    "prepare_trace",
+    "replay",
+    "trace_rng",
+]
+
+#: Random streams of a trace, derived from its seed: ``numpy.random.default_rng([seed, stream])``.
+#: The reader's (synthetic arrivals of Vidur traces, Mooncake's spread inside a timestamp bucket)
+#: and the transforms' (rate scaling). The driver's own stream is ``[seed, 7]``.
+READER_STREAM = 11
+TRANSFORM_STREAM = 13
+
+
+def trace_rng(seed: int, stream: int) -> np.random.Generator:
+    """The generator of one of a trace's random streams (``READER_STREAM`` or ``TRANSFORM_STREAM``)."""
+    return np.random.default_rng([seed, stream])
+
+
+@dataclass(frozen=True)
+class TraceTransforms:
+    """Edits to a trace before it is replayed, applied in this order: window, speed-up, rate, limit.
+
+    The window is cut in the trace's own time and rebased to start at 0; ``limit`` counts
+    requests after rate scaling. ``seed`` seeds the trace's random streams (the reader's and
+    rate scaling's); ``None`` takes the run's ``config.seed``. See docs/traces.md.
+    """
+
+    window_start_s: float | None = None  # keep arrivals at or after this second
+    window_end_s: float | None = None  # keep arrivals before this second
+    speed_up: float | None = None  # divide arrival times by this factor
+    rate_scale: float | None = None  # thin (< 1) or replicate (> 1) requests, seeded
+    limit: int | None = None  # at most this many requests
+    seed: int | None = None  # seed of the trace's random streams; None: the run's seed
+
+    @property
+    def window(self) -> tuple[float | None, float | None] | None:
+        if self.window_start_s is None and self.window_end_s is None:
+            return None
+        return (self.window_start_s, self.window_end_s)
+
+    def trace_seed(self, run_seed: int) -> int:
+        """The seed of the trace's random streams in a run seeded ``run_seed``."""
+        return self.seed if self.seed is not None else run_seed
+
+    def apply(self, requests: Iterable[TraceRequest], run_seed: int) -> Iterator[TraceRequest]:
+        """The transformed stream (arguments are checked now, rows are read lazily)."""
+        rng = trace_rng(self.trace_seed(run_seed), TRANSFORM_STREAM)
+        return apply_transforms(requests, window=self.window, speed_up=self.speed_up, rate_scale=self.rate_scale,
+                                limit=self.limit, rng=rng)
+
+
+NO_TRANSFORMS = TraceTransforms()
+
+
+def open_trace(
+    path: str | os.PathLike[str],
+    trace_format: str | None = None,
+    *,
+    seed: int,
+    options: Mapping[str, Any] | None = None,
+) -> TraceReader:
+    """A trace file's reader, its format detected unless given, its random choices (synthetic
+    arrivals, Mooncake's spread) from ``[seed, READER_STREAM]``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"trace file not found: {path}")
+    return read_trace(path, trace_format, rng=trace_rng(seed, READER_STREAM), **dict(options or {}))
+
+
+def prepare_trace(
+    trace: Iterable[TraceRequest] | str | os.PathLike[str],
+    *,
+    seed: int,
+    transforms: TraceTransforms | None = None,
+    trace_format: str | None = None,
+    trace_options: Mapping[str, Any] | None = None,
+) -> Iterator[TraceRequest]:
+    """The requests a replay with these arguments sees: the file read, then transformed.
+
+    ``trace`` is a file (see ``open_trace``) or any stream of requests in arrival order.
+    ``seed`` is the run's; ``transforms.seed``, when set, replaces it for the trace's streams.
+    """
+    transforms = transforms or NO_TRANSFORMS
+    if isinstance(trace, (str, os.PathLike)):
+        trace = open_trace(trace, trace_format, seed=transforms.trace_seed(seed), options=trace_options)
+    elif trace_options:
+        raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
+    if transforms == NO_TRANSFORMS:
+        return iter(trace)
+    return transforms.apply(trace, seed)
 
 
 def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
@@ -32,18 +142,74 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
     return models
 
 
+def build_driver(session: RunSession, *, on_progress: Callable[[int, float], None] | None = None) -> SimDriver:
+    """The SimPy driver of an open session: its latency models, cold starts and seed."""
+    config = session.config
+    cold = {d.name: deployment_cold_start_s(d) for d in config.cluster.models}
+    return SimDriver(session.core, build_latency_models(session), cold_start_s=cold, seed=config.seed,
+                     on_progress=on_progress)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What a replay returns. Unpacks as ``summary, session`` (what ``replay`` returned before)."""
+
+    summary: dict[str, Any]  # the run summary (also stored with the run when recorded)
+    session: RunSession  # the closed run: its core, plugins, run id
+    driver: SimDriver  # the driver after the run: its counters
+    trace_format: str | None  # the format the trace was read as (None for an unnamed stream)
+    loop_s: float  # wall seconds of the event loop alone (set-up and the final flush excluded)
+
+    @property
+    def run_id(self) -> int | None:
+        return self.session.run_id
+
+    @property
+    def num_events(self) -> int:
+        """Events handed to the core (arrivals, batch ends, ticks, ...)."""
+        return self.driver.num_events
+
+    @property
+    def num_timers(self) -> int:
+        """SimPy timeouts scheduled."""
+        return self.driver.num_timers
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.summary, self.session))
+
+
 def replay(
-    trace: Iterable[TraceRequest],
+    trace: Iterable[TraceRequest] | str | os.PathLike[str],
     config: RunConfig,
     *,
-    trace_name: str | None = None,
+    transforms: TraceTransforms | None = None,
     trace_format: str | None = None,
+    trace_options: Mapping[str, Any] | None = None,
+    trace_name: str | None = None,
     record: bool = True,
     extra_plugins: Iterable[object] = (),
     on_progress: Callable[[int, float], None] | None = None,
     available: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, Any], RunSession]:
-    """Run the simulation to the end; returns (summary, session). Results are in the database."""
+) -> ReplayResult:
+    """Run the simulation to the end; results are in the database when ``record``.
+
+    ``trace``: a trace file or a stream of requests (see ``prepare_trace``; a ``TraceReader``
+    names its file and format in the run row). ``transforms`` and their seed (the run's
+    ``config.seed`` unless ``transforms.seed``) decide what is replayed, exactly as
+    ``controlplane sim replay`` does. ``trace_options`` are the reader's format options
+    (``{"qps": 2}`` for a Vidur trace). ``on_progress(requests_arrived, sim_s)`` is called
+    every 256 arrivals.
+    """
+    transforms = transforms or NO_TRANSFORMS
+    if isinstance(trace, (str, os.PathLike)):
+        trace_name = trace_name if trace_name is not None else str(trace)
+        trace = open_trace(trace, trace_format, seed=transforms.trace_seed(config.seed), options=trace_options)
+    elif trace_options:
+        raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
+    if isinstance(trace, TraceReader):
+        trace_name = trace_name if trace_name is not None else str(trace.path)
+        trace_format = trace_format if trace_format is not None else trace.format
+    requests = prepare_trace(trace, seed=config.seed, transforms=transforms)
     with RunSession(
         config,
         mode="sim",
@@ -53,8 +219,10 @@ def replay(
         extra_plugins=extra_plugins,
         available=available,
     ) as session:
-        models = build_latency_models(session)
-        cold = {d.name: deployment_cold_start_s(d) for d in config.cluster.models}
-        driver = SimDriver(session.core, models, cold_start_s=cold, seed=config.seed, on_progress=on_progress)
-        summary = session.close(driver.run(trace))
-    return summary, session
+        driver = build_driver(session, on_progress=on_progress)
+        t0 = time.perf_counter()
+        finished = driver.run(requests)
+        loop_s = time.perf_counter() - t0
+        summary = session.close(finished)
+    return ReplayResult(summary, session, driver, trace_format, loop_s)
+

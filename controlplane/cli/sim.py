@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -86,14 +85,13 @@ def replay(
 ) -> None:
     """Replay a trace with the configured plugins, store the run, print its summary."""
     from controlplane.config import load_config
+    from sim.replay import TraceTransforms
     from sim.replay import replay as run_replay
-    from sim.traces import apply_transforms, bundled_trace_path, read_trace
+    from sim.traces import bundled_trace_path
 
     with user_errors():
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
         path = trace if trace is not None else bundled_trace_path()
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"trace file not found: {path}")
         if format is None and trace is None:
             format = "azure"
         options: dict[str, Any] = {}
@@ -101,12 +99,9 @@ def replay(
             options["qps"] = qps
         if arrival is not None:
             options["arrival"] = arrival
-        rng = np.random.default_rng([cfg.seed, 11])
-        reader = read_trace(path, format, rng=rng, **options)
-        window = (window_start, window_end) if window_start is not None or window_end is not None else None
-        requests = apply_transforms(reader, window=window, speed_up=speed_up, rate_scale=rate_scale, limit=limit,
-                                    rng=np.random.default_rng([cfg.seed, 13]))
-        total = count_rows(Path(path)) if window is None and rate_scale is None else None
+        transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
+                                     rate_scale=rate_scale, limit=limit)
+        total = count_rows(Path(path)) if transforms.window is None and rate_scale is None else None
         if total is not None and limit is not None:
             total = min(total, limit)
         show = progress and not json_out and err.is_terminal
@@ -120,12 +115,12 @@ def replay(
             def on_progress(n: int, t: float) -> None:
                 bar.update(task, completed=n, t=t)
 
-            summary, session = run_replay(
-                requests, cfg, trace_name=str(path), trace_format=reader.format, on_progress=on_progress
-            )
+            result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
+                                on_progress=on_progress)
+    summary = result.summary
     if json_out:
         typer.echo(json.dumps(summary, sort_keys=True))
         return
-    out.print(summary_table(summary, f"run {summary.get('run_id')} - {Path(path).name} ({reader.format})"))
+    out.print(summary_table(summary, f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"))
     out.print(f"stored in {cfg.storage.url} as run {summary.get('run_id')}; "
               f"see `controlplane runs show {summary.get('run_id')}`")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .base import IterationShape, LatencyModel, decode_run_args
-from .vidur_profile import PROFILES_DIR, ProfileNotFoundError
+from .vidur_files import PROFILES_DIR, ProfileNotFoundError
 
 __all__ = ["SplitwiseModel", "list_splitwise_profiles"]
 

@@ -1,0 +1,210 @@
+"""Vidur's profile files: where they are, which one fits a (model, GPU, tensor parallel) and
+the operator curves fitted from them (cached per file and shape).
+
+The model that adds these curves up into an iteration's time is ``vidur_profile.VidurProfileModel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._interp import Curve1D, RatioSurface
+from controlplane.hardware.specs import GPUSpec, ModelSpec
+
+__all__ = [
+    "PROFILES_DIR",
+    "LINEAR_OPS",
+    "DEFAULT_NETWORK",
+    "CPU_OVERHEAD_FILE",
+    "NO_POST_ATTN_NORM",
+    "ProfileNotFoundError",
+    "gpu_dir",
+    "list_vidur_profiles",
+    "find_compute_file",
+    "fit_op_curves",
+    "fit_attention_surfaces",
+    "load_compute_curves",
+    "load_all_reduce_curve",
+    "load_attention_fit",
+    "load_cpu_curves",
+    "attention_candidates",
+    "attention_shapes",
+]
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+LINEAR_OPS: tuple[str, ...] = (
+    "attn_pre_proj",
+    "attn_post_proj",
+    "mlp_up_proj",
+    "mlp_down_proj",
+    "mlp_act",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "attn_rope",
+    "add",
+)
+_GPU_DIRS = {"a100-80gb": "a100", "h100-80gb": "h100"}
+DEFAULT_NETWORK = {"a100": "a100_pairwise_nvlink", "h100": "h100_pairwise_nvlink"}
+# Attention profiles that live outside compute/<gpu>/<model>/ (only the legacy one today).
+_EXTRA_ATTENTION = {"a100": ("vidur/legacy_a100_2024-05/attention.csv",)}
+CPU_OVERHEAD_FILE = "vidur/legacy_a100_2024-05/cpu_overheads.csv"
+_CPU_OPS = ("schedule_median", "sampler_e2e_median", "prepare_inputs_e2e_median", "process_model_outputs_median", "ray_comm_time_mean")
+NO_POST_ATTN_NORM = {"microsoft/phi-2"}  # parallel attention/MLP block, one norm
+
+
+class ProfileNotFoundError(LookupError):
+    """No profile for the requested (model, gpu, tensor_parallel, network)."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def gpu_dir(gpu: GPUSpec) -> str:
+    return _GPU_DIRS.get(gpu.name, gpu.name)
+
+
+def list_vidur_profiles(profiles_dir: Path | str | None = None) -> dict[tuple[str, str], list[int]]:
+    """{(gpu_dir, model_name): [tensor_parallel, ...]} for every shipped mlp.csv."""
+    root = Path(profiles_dir or PROFILES_DIR) / "vidur" / "compute"
+    out: dict[tuple[str, str], list[int]] = {}
+    for f in sorted(root.glob("*/*/*/mlp.csv")):
+        rel = f.relative_to(root).parts
+        tps = pd.read_csv(f, usecols=["num_tensor_parallel_workers"])["num_tensor_parallel_workers"]
+        out[(rel[0], f"{rel[1]}/{rel[2]}")] = sorted(int(t) for t in tps.unique())
+    return out
+
+
+def _describe_profiles(profiles_dir: Path) -> str:
+    lines = [f"  {gpu:5s} {model:40s} tp={tps}" for (gpu, model), tps in list_vidur_profiles(profiles_dir).items()]
+    return "available compute profiles:\n" + "\n".join(lines)
+
+
+def find_compute_file(root: Path, gpu_dir: str, model: ModelSpec) -> Path:
+    base = root / "vidur" / "compute" / gpu_dir
+    exact = base / model.name / "mlp.csv"
+    if exact.exists():
+        return exact
+    want = model.name.split("/")[-1].lower()
+    for f in base.glob("*/*/mlp.csv"):
+        if f.parent.name.lower() == want:
+            return f
+    raise ProfileNotFoundError(f"no Vidur compute profile for model {model.name!r} on {gpu_dir!r}.\n{_describe_profiles(root)}")
+
+
+# --------------------------------------------------------------------------- fitting (cached)
+
+
+def fit_op_curves(df: pd.DataFrame, ops: Sequence[str] = LINEAR_OPS, method: str = "linear") -> dict[str, Curve1D]:
+    """One num_tokens -> ms curve per operator (median column; missing ops are zero)."""
+    x = df["num_tokens"].to_numpy(dtype=np.float64)
+    out = {}
+    for op in ops:
+        col = f"time_stats.{op}.median"
+        y = df[col].fillna(0.0).to_numpy(dtype=np.float64) if col in df else np.zeros_like(x)
+        out[op] = Curve1D.fit(x, y, method)
+    return out
+
+
+def _prefill_features(kv: np.ndarray, c: np.ndarray) -> np.ndarray:
+    c = c / 1e3
+    return np.stack([np.ones_like(c), c, c * c, c * kv / 1e3], axis=-1)
+
+
+def _decode_features(b: np.ndarray, kv: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(b), b / 100.0, b * kv / 1e5, kv / 1e4], axis=-1)
+
+
+def fit_attention_surfaces(df: pd.DataFrame) -> tuple[RatioSurface, RatioSurface, Curve1D | None]:
+    """(prefill(kv_cache_size, chunk), decode(batch_size, kv_cache_size), kv_save(num_tokens))."""
+    pre = df[df["prefill_chunk_size"] > 0]
+    dec = df[df["prefill_chunk_size"] == 0]
+    if pre.empty or dec.empty:
+        raise ProfileNotFoundError("attention profile needs both prefill and decode rows")
+    prefill = RatioSurface(
+        pre["kv_cache_size"].to_numpy(), pre["prefill_chunk_size"].to_numpy(), pre["time_stats.attn_prefill.median"].to_numpy(), _prefill_features
+    )
+    decode = RatioSurface(
+        dec["batch_size"].to_numpy(), dec["kv_cache_size"].to_numpy(), dec["time_stats.attn_decode.median"].to_numpy(), _decode_features
+    )
+    kv_save = None
+    col = "time_stats.attn_kv_cache_save.median"
+    if col in df and df[col].notna().any():
+        n = np.maximum(df["prefill_chunk_size"].to_numpy(), df["batch_size"].to_numpy())
+        kv_save = Curve1D.fit(n, df[col].fillna(0.0).to_numpy())
+    return prefill, decode, kv_save
+
+
+@lru_cache(maxsize=64)
+def load_compute_curves(path: str, tp: int, shape: tuple[int, int, int, int], method: str) -> dict[str, Curve1D]:
+    df = pd.read_csv(path).drop_duplicates()
+    heads, kv_heads, hidden, inter = shape
+    match = df[(df["n_head"] == heads) & (df["n_kv_head"] == kv_heads) & (df["n_embd"] == hidden) & (df["n_expanded_embd"] == inter)]
+    if match.empty:
+        have = df[["n_head", "n_kv_head", "n_embd", "n_expanded_embd"]].drop_duplicates().to_dict("records")
+        raise ProfileNotFoundError(f"{path}: no rows with model shape (heads, kv_heads, hidden, intermediate)={shape}; file has {have}")
+    sub = match[match["num_tensor_parallel_workers"] == tp]
+    if sub.empty:
+        raise ProfileNotFoundError(
+            f"{path}: no rows for tensor_parallel={tp}; profiled: {sorted(int(t) for t in match['num_tensor_parallel_workers'].unique())}"
+        )
+    return fit_op_curves(sub, method=method)
+
+
+@lru_cache(maxsize=32)
+def load_all_reduce_curve(path: str, tp: int, hidden: int, method: str) -> Curve1D:
+    df = pd.read_csv(path).drop_duplicates()
+    sub = df[(df["num_workers"] == tp) & (df["devices_per_node"] == tp) & (df["collective"] == "all_reduce")]
+    if sub.empty:
+        have = sorted({(int(a), int(b)) for a, b in zip(df["num_workers"], df["devices_per_node"])})
+        raise ProfileNotFoundError(f"{path}: no all_reduce rows for {tp} workers on {tp} devices/node; (workers, devices_per_node) profiled: {have}")
+    tokens = sub["size"].to_numpy(dtype=np.float64) / hidden / 2  # Vidur's conversion
+    return Curve1D.fit(tokens, sub["time_stats.all_reduce.median"].to_numpy(dtype=np.float64), method)
+
+
+@lru_cache(maxsize=32)
+def load_attention_fit(path: str, hidden: int, heads: int, kv_heads: int, block: int, tp: int | None) -> tuple[RatioSurface, RatioSurface, Curve1D | None]:
+    df = pd.read_csv(path).drop_duplicates()
+    if tp is not None:
+        df = df[
+            (df["n_embd"] == hidden)
+            & (df["n_q_head"] == heads)
+            & (df["n_kv_head"] == kv_heads)
+            & (df["block_size"] == block)
+            & (df["num_tensor_parallel_workers"] == tp)
+        ]
+    else:  # 'scaled' mode: take the reference shape's rows as they are
+        df = df[df["block_size"] == block]
+    if df.empty:
+        raise ProfileNotFoundError(f"{path}: no attention rows for this shape")
+    return fit_attention_surfaces(df)
+
+
+@lru_cache(maxsize=8)
+def load_cpu_curves(path: str, model: str, tp: int) -> dict[str, Curve1D]:
+    df = pd.read_csv(path)
+    sub = df[(df["model_name"] == model) & (df["tensor_parallel_degree"] == tp)]
+    if sub.empty:
+        have = sorted({(m, int(t)) for m, t in zip(df["model_name"], df["tensor_parallel_degree"])})
+        raise ProfileNotFoundError(f"no CPU-overhead profile for ({model}, tp={tp}); profiled: {have}")
+    return {op: Curve1D.fit(sub["batch_size"].to_numpy(), sub[op].to_numpy()) for op in _CPU_OPS}
+
+
+def attention_candidates(root: Path, gpu_dir: str) -> list[Path]:
+    files = sorted((root / "vidur" / "compute" / gpu_dir).glob("*/*/attention.csv"))
+    files += [root / p for p in _EXTRA_ATTENTION.get(gpu_dir, ()) if (root / p).exists()]
+    return files
+
+
+def attention_shapes(files: list[Path]) -> list[dict]:
+    cols = ["n_embd", "n_q_head", "n_kv_head", "block_size", "num_tensor_parallel_workers"]
+    out = []
+    for f in files:
+        for rec in pd.read_csv(f, usecols=cols).drop_duplicates().to_dict("records"):
+            out.append({"file": str(f), **{k: int(v) for k, v in rec.items()}})
+    return out
