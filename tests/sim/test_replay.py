@@ -9,7 +9,7 @@ from controlplane.errors import ConfigError
 from controlplane.storage import get_run, list_runs, make_engine
 from controlplane.testing import make_config, make_trace
 from sim.replay import build_latency_models, replay
-from sim.traces import TraceFormatError, read_trace
+from sim.traces import TraceFormatError, bundled_trace_path, read_trace
 from tests.fixtures.common import FinishedLog, azure_head
 
 
@@ -86,3 +86,74 @@ def test_a_malformed_trace_row_raises_its_trace_error(tmp_path):
     with pytest.raises(TraceFormatError) as exc:
         replay(read_trace(path, "canonical"), make_config(), record=False)
     assert (exc.value.path, exc.value.line, exc.value.field) == (str(path), 4, "prompt_tokens")
+
+
+# --- the library workflow: transforms, seeds, determinism, what a benchmark reads ---------------
+
+
+def _export(url: str, run_id: int, what: str) -> str:
+    import io
+
+    from controlplane.storage import export_rows
+
+    buf = io.StringIO(newline="")
+    export_rows(make_engine(url), run_id, what, "csv", buf)
+    return buf.getvalue()
+
+
+def test_two_replays_store_byte_for_byte_the_same_rows(tmp_path):
+    from sim.replay import TraceTransforms
+
+    transforms = TraceTransforms(window_start_s=30, rate_scale=1.4, limit=600)
+    runs = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        result = replay(bundled_trace_path(), make_config(seed=11, storage={"url": url}), transforms=transforms)
+        runs.append((url, result))
+    (url_a, a), (url_b, b) = runs
+    assert a.summary["num_requests"] == 600
+    assert {k: v for k, v in a.summary.items() if k != "wall_s"} == {k: v for k, v in b.summary.items() if k != "wall_s"}
+    for what in ("requests", "decisions", "metrics"):
+        rows_a = _export(url_a, a.run_id, what)
+        assert rows_a.count("\n") > 1 and rows_a == _export(url_b, b.run_id, what), what
+
+
+def test_the_result_unpacks_as_summary_and_session_and_carries_the_drivers_counters():
+    result = replay(make_trace(40), make_config(), record=False)
+    summary, session = result
+    assert summary is result.summary and session is result.session and result.run_id is None
+    assert result.num_events >= 40 and result.num_timers >= 40 and result.driver.num_arrived == 40
+    assert 0 < result.loop_s <= summary["wall_s"] + 1e-3
+    assert result.trace_format is None
+
+
+def test_a_trace_file_is_read_by_the_library_and_named_in_the_run(tmp_path):
+    from sim.replay import TraceTransforms
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = replay(bundled_trace_path(), make_config(storage={"url": url}), transforms=TraceTransforms(limit=50))
+    assert result.trace_format == "azure" and result.summary["num_requests"] == 50
+    run = get_run(make_engine(url), result.run_id)
+    assert (run["trace"], run["trace_format"]) == (str(bundled_trace_path()), "azure")
+
+
+def test_reader_options_need_a_file_and_a_missing_file_is_named():
+    with pytest.raises(ValueError, match="trace_options apply to a trace file"):
+        replay(make_trace(2), make_config(), record=False, trace_options={"qps": 2})
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        replay("nope.csv", make_config(), record=False)
+
+
+def test_prepare_trace_is_what_a_replay_sees():
+    from sim.replay import TraceTransforms, prepare_trace
+
+    transforms = TraceTransforms(speed_up=3, rate_scale=2.5, limit=300)
+    trace = list(prepare_trace(bundled_trace_path(), seed=5, transforms=transforms, trace_format="azure"))
+    log = FinishedLog()
+    result = replay(bundled_trace_path(), make_config(seed=5), record=False, extra_plugins=[log],
+                    transforms=transforms)
+    assert len(trace) == result.summary["num_requests"] == 300
+    assert sorted(r.request_id for r in log.requests) == sorted(t.request_id for t in trace)
+    again = replay(trace, make_config(seed=5), record=False)
+    assert {k: v for k, v in again.summary.items() if k != "wall_s"} == {
+        k: v for k, v in result.summary.items() if k != "wall_s"}
