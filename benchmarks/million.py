@@ -87,31 +87,30 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from itertools import islice
-
     from sim.replay import replay
-    from sim.traces import read_trace, write_canonical
+    from sim.traces import write_canonical
 
     with tempfile.TemporaryDirectory(prefix="million_") as tmp:
         db = Path(tmp) / "million.db"
         url = f"sqlite:///{db}"
         cfg = config(url, args.replicas, args.latency)
         # Warm-up (untimed): imports and the latency model's tables.
-        replay(islice(synthetic_trace(300, args.qps, seed=99), 300), config("sqlite://", 1, args.latency), record=False)
+        replay(synthetic_trace(300, args.qps, seed=99), config("sqlite://", 1, args.latency), record=False)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         trace_desc = "generator"
         write_s = 0.0
+        trace_format = None
         if args.from_disk:
             path = Path(tmp) / "trace.csv"
             t0 = time.perf_counter()
             write_canonical(synthetic_trace(args.requests, args.qps, args.seed), path)
             write_s = time.perf_counter() - t0
-            trace = read_trace(path, "canonical")
+            trace, trace_format = path, "canonical"
             trace_desc = f"canonical CSV on disk ({path.stat().st_size / 2**20:.0f} MiB, written in {write_s:.1f} s)"
         else:
             trace = synthetic_trace(args.requests, args.qps, args.seed)
         t0, c0 = time.perf_counter(), time.process_time()
-        summary, session = replay(trace, cfg, record=not args.no_sql, trace_name=trace_desc)
+        summary, session = replay(trace, cfg, trace_format=trace_format, record=not args.no_sql, trace_name=trace_desc)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rows = {}

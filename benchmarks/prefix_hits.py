@@ -16,12 +16,10 @@ import argparse
 import json
 import sys
 import time
-from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -73,9 +71,11 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=8)
     args = ap.parse_args()
 
-    from sim.traces import read_trace
+    from sim.replay import TraceTransforms, prepare_trace
 
-    trace = list(islice(read_trace(args.trace, "mooncake", rng=np.random.default_rng(0)), args.limit))
+    # What `controlplane sim replay TRACE --format mooncake --seed 0 --limit N` replays (seed 0 is
+    # the runs' seed too), read once and replayed by every configuration.
+    trace = list(prepare_trace(args.trace, seed=0, trace_format="mooncake", transforms=TraceTransforms(limit=args.limit)))
     bound = offline_ratio(trace)
     t = Table(title=f"prefix-token hit ratio, Mooncake conversation trace ({len(trace):,} requests, "
                     f"{args.replicas} replicas of Llama-3-70B on 4x H100)")

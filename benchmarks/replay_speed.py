@@ -25,9 +25,8 @@ from rich.table import Table  # noqa: E402
 
 from controlplane.config import load_config  # noqa: E402
 from controlplane.storage import make_engine, upgrade  # noqa: E402
-from sim.replay import build_latency_models  # noqa: E402,F401  (warm imports before timing)
-from sim.replay import replay  # noqa: E402
-from sim.traces import bundled_trace_path, read_trace  # noqa: E402
+from sim.replay import replay  # noqa: E402  (imported before timing)
+from sim.traces import bundled_trace_path  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +50,7 @@ def main() -> None:
             if not args.no_record:
                 upgrade(make_engine(url))  # schema creation is set-up, not the replay's writes
             t0 = time.perf_counter()
-            summary, _ = replay(read_trace(trace, fmt), cfg, record=not args.no_record)
+            summary, _ = replay(trace, cfg, trace_format=fmt, record=not args.no_record)
             wall = time.perf_counter() - t0
             rows.append((i, summary["num_requests"], summary["num_completed"], wall, summary["num_requests"] / wall))
     t = Table(title=f"replay speed: {Path(trace).name} ({'no SQL' if args.no_record else 'with SQL writes'})")

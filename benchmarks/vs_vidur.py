@@ -44,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,8 +172,7 @@ def _pre_migrated_sqlite(path: Path) -> str:
 
 
 def worker(run: str, anchors: Path, repeats: int, tick_s: float, check_exact: int) -> dict:
-    from sim.replay import replay
-    from sim.traces import read_trace
+    from sim.replay import TraceTransforms, replay
 
     run_dir = anchors / run
     workload = run_dir / "workload.csv"
@@ -182,7 +180,8 @@ def worker(run: str, anchors: Path, repeats: int, tick_s: float, check_exact: in
     with tempfile.TemporaryDirectory(prefix="vs_vidur_") as tmp:
         tmp = Path(tmp)
         # Warm-up (untimed): imports, plugin discovery, the latency model's fitted tables.
-        replay(islice(read_trace(workload, "canonical"), 200), run_config(run_dir, tick_s=tick_s), record=False)
+        replay(workload, run_config(run_dir, tick_s=tick_s), trace_format="canonical",
+               transforms=TraceTransforms(limit=200), record=False)
 
         timings: dict[str, list[tuple[float, float]]] = {"sql": [], "no_sql": []}
         summaries = []
@@ -192,8 +191,7 @@ def worker(run: str, anchors: Path, repeats: int, tick_s: float, check_exact: in
                 url = _pre_migrated_sqlite(tmp / f"run{i}.db") if record else "sqlite://"
                 cfg = run_config(run_dir, db_url=url, tick_s=tick_s)
                 t0, c0 = time.perf_counter(), time.process_time()
-                summary, session = replay(read_trace(workload, "canonical"), cfg, record=record,
-                                          trace_name=str(workload), trace_format="canonical")
+                summary, session = replay(workload, cfg, trace_format="canonical", record=record)
                 timings[mode].append((time.perf_counter() - t0, time.process_time() - c0))
                 summaries.append({k: v for k, v in summary.items() if k not in ("run_id", "wall_s")})
                 if record:
@@ -206,8 +204,8 @@ def worker(run: str, anchors: Path, repeats: int, tick_s: float, check_exact: in
 
         # Fidelity: one more (untimed) replay with an observer keeping per-request timings.
         obs = _observer()
-        summary, session = replay(read_trace(workload, "canonical"), run_config(run_dir, tick_s=tick_s), record=False,
-                                  extra_plugins=[obs])
+        summary, session = replay(workload, run_config(run_dir, tick_s=tick_s), trace_format="canonical",
+                                  record=False, extra_plugins=[obs])
         out["memory_plan"] = _memory_reason(session)
         ids, ours = latencies(obs.rows)
         vidur = _vidur_metrics(run_dir, ids)
@@ -268,25 +266,18 @@ def exact_check(run_dir: Path, workload: Path, n: int, tick_s: float) -> dict:
     """Fast and exact modes on the first ``n`` requests: percentiles, per-request gaps, event counts."""
     import numpy as np
 
-    from controlplane.session import RunSession
-    from sim.driver import SimDriver
-    from sim.replay import build_latency_models
-    from sim.traces import read_trace
-    from controlplane.hardware.memory_plan import deployment_cold_start_s
+    from sim.replay import TraceTransforms, replay
 
     res = {}
     for mode in ("fast", "exact"):
         cfg = run_config(run_dir, tick_s=tick_s, exact=mode == "exact", record_batches=True)
         obs = _observer()
-        with RunSession(cfg, mode="sim", record=False, extra_plugins=[obs]) as session:
-            driver = SimDriver(session.core, build_latency_models(session),
-                               cold_start_s={d.name: deployment_cold_start_s(d) for d in cfg.cluster.models})
-            t0 = time.perf_counter()
-            summary = session.close(driver.run(islice(read_trace(workload, "canonical"), n)))
-            wall = time.perf_counter() - t0
+        result = replay(workload, cfg, trace_format="canonical", transforms=TraceTransforms(limit=n), record=False,
+                        extra_plugins=[obs])
+        summary = result.summary
         ids, lat = latencies(obs.rows)
         res[mode] = {"lat": lat, "ids": ids, "batches": obs.batches, "iterations": obs.iterations,
-                     "simpy_events": driver.num_timers, "core_events": driver.num_events, "wall_s": wall,
+                     "simpy_events": result.num_timers, "core_events": result.num_events, "wall_s": result.loop_s,
                      "completed": summary["num_completed"], "preemptions": summary["num_preemptions"],
                      "tokens": float(np.mean([row[3] for row in obs.rows.values()]))}
     fast, exact = res["fast"], res["exact"]
