@@ -16,8 +16,10 @@
    shapes, the workload aside - is reported and replaced by another (up to ``--max-rounds``): a
    simulator calibrated on one machine is not asked to predict a slower one. ``all_rounds_*``
    in the JSON pools every round anyway.
-3. Calibrate (`controlplane.live.calibration`) on the calibration runs' iterations as the control
-   plane saw them: from the core's start of a batch to the moment it could start the next one.
+3. Calibrate (`sim.calibration.calibrate`, what ``controlplane calibrate`` runs) on the calibration
+   runs' iterations as the control plane saw them (the driver's ``IterationTimed`` events, kept by
+   an `IterationLog` observer): from the core's start of a batch to the moment it could start the
+   next one.
    The profile is those iterations (mean per shape, weighted by how many each mean stands for)
    plus the grid rows scaled by the live slowdown with the live per-iteration overhead added - a
    ``controlplane-profile/1`` file for the simulator's ``measured`` latency model. Stalls of the
@@ -61,21 +63,14 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from controlplane.live.calibration import (  # noqa: E402
-    IterationSample,
-    TimedPool,
-    aggregate_rows,
-    at_pace,
-    calibrate_rows,
-    join_runs,
-    live_slowdowns,
-    samples_table,
-    split_stalls,
-    with_handoffs,
-)
 from controlplane.config import RunConfig, load_config  # noqa: E402
 from controlplane.events import RequestFinished  # noqa: E402
+from controlplane.hardware.profile_format import write_profile  # noqa: E402
 from controlplane.hookspecs import hookimpl  # noqa: E402
+from controlplane.live.calibration_table import samples_table  # noqa: E402
+from controlplane.live.iteration_log import IterationLog  # noqa: E402
+from controlplane.live.iteration_samples import IterationSample, join_runs, split_stalls, with_handoffs  # noqa: E402
+from sim.calibration import calibrate, grid_model, live_slowdowns  # noqa: E402
 from sim.traces import TraceRequest, apply_transforms, bundled_trace_path, read_trace  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -216,13 +211,15 @@ class LiveRun:
 
 def run_config(base: RunConfig, worker: dict[str, Any], db_url: str, *, name: str,
                profile: Path | None = None) -> RunConfig:
-    """The benchmark's config: the user's plugins, one replica of the worker model, measured latency in the sim."""
+    """The benchmark's config: the user's plugins, one replica of the worker model, measured latency in the sim;
+    live runs record their iterations (``storage.record_iterations``) so ``controlplane calibrate`` works on them."""
     d = base.cluster.models[0].model_dump()
     d.update(name="fidelity", replicas=1, worker=worker, max_model_len=worker["max_seq_len"])
     if profile is not None:
         d.update(latency_model="measured", latency={"path": str(profile)})
     data = base.model_dump()
-    data.update(name=name, cluster={**data["cluster"], "models": [d]}, storage={**data["storage"], "url": db_url})
+    data.update(name=name, cluster={**data["cluster"], "models": [d]}, storage={**data["storage"], "url": db_url,
+                                                                                         "record_iterations": True})
     return RunConfig(**data)
 
 
@@ -250,9 +247,8 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
     from controlplane.live.driver import LiveDriver
     from controlplane.live.pool import make_pool
 
-    pool = TimedPool(make_pool(pool, cpu_threads=threads))
-    driver = LiveDriver(cfg, pool=pool, record=record, extra_plugins=[pool.observer])
-    pool.attach(driver)
+    log = IterationLog()
+    driver = LiveDriver(cfg, pool=make_pool(pool, cpu_threads=threads), record=record, extra_plugins=[log])
     await driver.start(wait_ready_s=300)
     rng = random.Random(seed)
     prompts = [[rng.randrange(4, vocab) for _ in range(r.prompt_tokens)] for r in reqs]
@@ -260,7 +256,7 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
     warm = sorted(range(len(reqs)), key=lambda i: reqs[i].prompt_tokens)[:: max(1, len(reqs) // 6)]
     await asyncio.gather(*[(await driver.submit(prompts[i], max_tokens=min(8, reqs[i].output_tokens),
                                                 ignore_eos=True)).result() for i in warm])
-    pool.samples.clear()
+    log.clear()
     out: list[RequestTimes | None] = [None] * len(reqs)
     # The benchmark's own heap (earlier runs' samples and results) is not part of the system under
     # test: frozen, the collector does not walk it during this run. Its pauses are timed anyway.
@@ -291,7 +287,7 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
         await driver.close()
     facts = {**next(iter(driver.worker_facts.values()), {}), "gc_pauses": pauses.count,
              "gc_pause_max_ms": round(pauses.max_s * 1e3, 2)}
-    return LiveRun([r for r in out if r is not None], pool.samples, driver.run_id, wall, facts)
+    return LiveRun([r for r in out if r is not None], log.samples, driver.run_id, wall, facts)
 
 
 def replay_live(cfg: RunConfig, reqs: list[TraceRequest], **kwargs: Any) -> LiveRun:
@@ -611,7 +607,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 1. the grid profile of the worker, sized to the slices and to what the batching policy runs
     from controlplane.live.model_source import WorkerModelSettings
-    from sim.latency.measured import MeasuredProfileModel, write_profile
 
     settings = WorkerModelSettings(**worker)
     t = time.perf_counter()
@@ -621,8 +616,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console.print(f"profiled {len(grid_rows)} iterations over {len(list(grid.points()))} batch shapes in "
                   f"{time.perf_counter() - t:.1f}s -> {grid_path}", highlight=False)
     if args.speed_up == "auto":
-        bare = MeasuredProfileModel.fit(aggregate_rows(grid_rows), meta)
-        speed_up = auto_speed_up(bare, slices.evaluation, utilization=args.utilization, duration_s=args.duration)
+        speed_up = auto_speed_up(grid_model(grid_rows, meta), slices.evaluation, utilization=args.utilization,
+                                 duration_s=args.duration)
     else:
         speed_up = float(args.speed_up)
     cal_reqs, ev_reqs, after_reqs = slices.at_speed(speed_up)
@@ -689,7 +684,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # The same simulation with a model fitted on the evaluated runs' own iterations (in-sample: a ceiling).
     own_path = Path(tmp) / "insample-profile.json"
-    write_profile(own_path, calibrate_rows(cmp.live_samples).rows, {**meta, "source": f"live runs {cmp.ids('live')}"})
+    calibrate(cmp.live_samples, own_path, meta=meta, run_ids=cmp.ids("live"))
     own_cfg = run_config(base, worker, db_url, name="fidelity sim (in-sample)", profile=own_path)
     own = sum((keyed(replay_sim(own_cfg, a, record=False)[0], i) for i, a in enumerate(cmp.arrivals)), [])
     own_err = errors(live_stats, stats(own))
@@ -776,7 +771,7 @@ class Comparison:
     """Rounds pooled: the model calibrated on their calibration runs, their evaluated runs simulated on it."""
 
     rounds: list[Round]
-    calibration: Any  # controlplane.live.calibration.Calibration
+    calibration: Any  # controlplane.live.calibration.Calibration (what `calibrate` folded in)
     cal_samples: list[IterationSample]
     live_samples: list[IterationSample]
     drift: float  # evaluated runs' backend time over the calibration runs' for the same shapes
@@ -825,13 +820,9 @@ def compare(rounds: list[Round], *, base: RunConfig, worker: dict[str, Any], db_
     average pace the early rounds would be predicted too slow and the late ones too fast; a single
     run's pace is itself noisy by ~5%, hence the neighbours. The profiles go to ``workdir``.
     """
-    from sim.latency.measured import write_profile
-
     cal_ids = [run.run_id for r in rounds for run in r.calibration]
     cal_samples = join_runs(*(run.samples for r in rounds for run in r.calibration))
-    calibration = calibrate_rows(cal_samples, grid_rows, meta)
-    source = f"live runs {cal_ids} + grid profile scaled to them"
-    write_profile(profile, calibration.rows, {**meta, "source": source, **calibration.meta()})
+    calibration = calibrate(cal_samples, profile, grid=(grid_rows, meta), run_ids=cal_ids).calibration
     live_samples = join_runs(*(r.live.samples for r in rounds))
     # How much slower the machine ran the evaluated slices than the calibration runs, the same grid
     # profile as yardstick: reported to tell machine drift from model error, never used to predict.
@@ -843,10 +834,8 @@ def compare(rounds: list[Round], *, base: RunConfig, worker: dict[str, Any], db_
         if pace_span is not None and len(rounds) > 1 and calibration.slowdown:
             near = rounds[max(0, i - pace_span):i + pace_span + 1]
             pace = statistics.fmean(n.calibration_pace for n in near)
-            paced = calibrate_rows(at_pace(cal_samples, pace / calibration.slowdown), grid_rows, meta)
             path = workdir / f"{profile.stem}-round{r.index + 1}{profile.suffix}"
-            write_profile(path, paced.rows, {**meta, **paced.meta(), "source": f"{source}, at the pace of "
-                                             f"{[run.run_id for run in r.calibration]}"})
+            calibrate(cal_samples, path, grid=(grid_rows, meta), pace=pace / calibration.slowdown, run_ids=cal_ids)
         cfg = run_config(base, worker, db_url, name=f"fidelity sim (round {r.index + 1})", profile=path)
         sims.append(replay_sim(cfg, a, record=True))
     return Comparison(rounds, calibration, cal_samples, live_samples, drift, arrivals,

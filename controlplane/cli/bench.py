@@ -6,15 +6,14 @@
 * ``calibrate RUN_ID`` fits a profile from a recorded live run's own iterations, as the control
   plane saw them (backend time plus the live driver's per-iteration overhead).
 
-The measuring and the folding into a profile live in `controlplane.live.calibration`: a live
-run records its iterations when its workers run in a `TimedPool` (the fidelity benchmark does
-this).
+A live run records its iterations (the ``iteration`` table) when its config says
+``storage.record_iterations: true``; the calibration itself is the library's workflow,
+`sim.calibration.calibrate`, which ``benchmarks/fidelity.py`` runs too.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -118,7 +117,8 @@ def profile(
     import torch
 
     from controlplane.live.backend import CausalLMBackend
-    from controlplane.live.profiling import profile_backend, profile_meta, write_profile
+    from controlplane.hardware.profile_format import write_profile
+    from controlplane.live.profiling import profile_backend, profile_meta
     from sim.latency.measured import MeasuredProfileModel
 
     with user_errors():
@@ -166,59 +166,31 @@ def calibrate(
                                              "backend: the backend's own time.")] = "wall",
 ) -> None:
     """Fit a measured latency profile from a recorded live run's own iteration timings."""
-    from controlplane.live.calibration import (
-        Calibration,
-        aggregate_rows,
-        calibrate_rows,
-        fit_overhead,
-        run_iterations,
-        with_handoffs,
-        worker_meta,
-    )
-    from controlplane.storage import get_run, make_engine
-    from sim.latency.measured import MeasuredProfileModel, read_profile, write_profile
+    from controlplane.live.iteration_log import read_live_run
+    from controlplane.storage import make_engine
+    from sim.calibration import calibrate as calibrate_profile
+    from sim.latency.measured import MeasuredProfileModel
 
     with user_errors():
         if timing not in ("wall", "backend"):
             raise ValueError("--timing must be wall or backend")
         engine = make_engine(resolve_db(db))
         try:
-            run = get_run(engine, run_id)
-            if run["mode"] != "live":
-                raise ValueError(f"run {run_id} is a {run['mode']} run; calibrate needs a live run")
-            samples = with_handoffs(run_iterations(engine, run_id, worker))
-            meta = {"model": "model", "device": "unknown", **worker_meta(engine, run_id)}
+            run = read_live_run(engine, run_id, worker)
         finally:
             engine.dispose()
-        if not samples:
-            raise ValueError(
-                f"run {run_id} recorded no iteration timings: its workers must run in a TimedPool "
-                "(controlplane.live.calibration), as benchmarks/fidelity.py does"
-            )
-        meta["batching"] = "padded"  # live runs come from CausalLMBackend
-        if timing == "backend":  # the engine alone, as `controlplane profile` measures it
-            cal = Calibration(aggregate_rows(s.row for s in samples), fit_overhead(samples), None,
-                              handoff_s=statistics.median(s.handoff_s or 0.0 for s in samples))
-            meta["source"] = f"live run {run_id} (backend timings, mean per shape)"
-        elif profile_path is not None:
-            grid_rows, grid_meta = read_profile(profile_path)
-            cal = calibrate_rows(samples, grid_rows, grid_meta)
-            meta = {**grid_meta, "source": f"live run {run_id} + {profile_path} scaled to it"}
-        else:
-            cal = calibrate_rows(samples)
-            meta["source"] = f"live run {run_id} (as the control plane saw it, mean per shape)"
-        meta.update({"run_id": run_id, "timing": timing, **cal.meta()})
-        meta.pop("path", None)
-        path = write_profile(output, cal.rows, meta)
-        model = MeasuredProfileModel.from_file(path)
-    out.print(_fit_table(f"run {run_id}: {len(samples)} iterations", model))
+        done = calibrate_profile(run.samples, output, grid=profile_path, timing=timing, meta=run.meta,
+                                 run_ids=[run_id])
+        model = MeasuredProfileModel.from_file(done.path)
+    cal = done.calibration
+    out.print(_fit_table(f"run {run_id}: {len(done.samples)} iterations", model))
     oh = cal.overhead
     out.print(f"live overhead per iteration: {oh.base_s * 1e3:.2f} ms + {oh.per_seq_s * 1e6:.1f} us/seq "
               f"+ {oh.per_prompt_s * 1e3:.2f} ms/prompt prefilled (median {oh.median_s * 1e3:.2f} ms over "
               f"{oh.samples} iterations, hand-off to the next batch {cal.handoff_s * 1e3:.2f} ms included)"
               + (f"; live backend {cal.slowdown:.2f}x the profile" if cal.slowdown else "")
               + (f"; {cal.stalls} stall(s) of the host or driver left out" if cal.stalls else ""))
-    out.print(f"wrote {len(cal.rows)} rows to {path}", highlight=False)
+    out.print(f"wrote {len(cal.rows)} rows to {done.path}", highlight=False)
 
 
 @bench_app.command("quant")

@@ -2,8 +2,9 @@
 
 Each grid point builds the shape for real - ``decode_batch`` running sequences at ``context``
 tokens, plus ``prefill_seqs`` new prompts of ``prefill_tokens`` each - and times ``step()`` on it.
-Rows are in the ``controlplane-profile/1`` format that ``sim/latency/measured.py`` fits, so a
-simulated cluster can replay traces at the speed this worker actually runs.
+Rows are in the ``controlplane-profile/1`` format (`controlplane.hardware.profile_format`) that the
+simulator's ``measured`` latency model fits, so a simulated cluster can replay traces at the
+speed this worker actually runs.
 
 Run: ``python -m controlplane.live.profiling --preset small-llama --out profiles/small-cpu.json``.
 """
@@ -21,11 +22,11 @@ from typing import Any
 
 import torch
 
+from controlplane.hardware.profile_format import write_profile
 from controlplane.live.backend import CausalLMBackend
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.sampling import StopCondition
 
-from controlplane.hardware.profile_format import write_profile
 _NO_EOS = StopCondition(eos_token_ids=())
 
 

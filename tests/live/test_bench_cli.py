@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import bench
+from controlplane.hardware.profile_format import read_profile, write_profile
 from sim.latency.base import IterationShape
-from sim.latency.measured import MeasuredProfileModel, read_profile, write_profile
+from sim.latency.measured import MeasuredProfileModel
+from tests.live.calibration_runs import record_live_run
 
 
 def invoke(*args):
@@ -21,6 +24,11 @@ def invoke(*args):
 def row(p_tok=0, p_seqs=0, d_seqs=0, d_ctx=0, t=0.01, **extra):
     return {"num_prefill_tokens": p_tok, "num_prefill_seqs": p_seqs, "num_decode_seqs": d_seqs,
             "sum_decode_context": d_ctx, "sum_prefill_context": 0, "iteration_s": t, **extra}
+
+
+@pytest.fixture(scope="module")
+def timed_live_run(tmp_path_factory):
+    return record_live_run(tmp_path_factory.mktemp("bench-cli"))
 
 
 # --- the commands -----------------------------------------------------------------------------------
@@ -71,7 +79,16 @@ def test_calibrate_fits_a_profile_from_the_recorded_run(timed_live_run, tmp_path
     res = invoke("calibrate", run_id, "--db", url, "-o", both, "--profile", grid)
     assert "the profile" in res.output
     rows2, meta2 = read_profile(both)
-    assert len(rows2) == len(rows) + 8 and meta2["live_slowdown"] > 0
+    assert len(rows2) == len(rows) + 8 and meta2["live_slowdown"] > 0 and meta2["run_id"] == run_id
+    # The engine's own times, one worker's iterations.
+    backend = tmp_path / "backend.json"
+    res = invoke("calibrate", run_id, "--db", url, "-o", backend, "--timing", "backend", "--worker",
+                 samples[0].worker_id)
+    assert read_profile(backend)[1]["timing"] == "backend" and "the profile" not in res.output
+    res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--worker", "nobody"])
+    assert res.exit_code == 2 and "no iteration timings" in res.output
+    res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--timing", "cpu"])
+    assert res.exit_code == 2 and "--timing must be wall or backend" in res.output
 
 
 def test_calibrate_refuses_runs_without_timings(tmp_path):

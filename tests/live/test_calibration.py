@@ -1,29 +1,28 @@
-"""controlplane.live.calibration: timing live iterations and folding them into a profile."""
+"""Calibration: live iterations (controlplane.live.iteration_samples, .calibration, .iteration_log)
+folded into a profile by the workflow (sim.calibration)."""
 
 from __future__ import annotations
 
 import pytest
 
-from controlplane.live.calibration import (
+from controlplane.events import IterationTimed, Tick
+from controlplane.hardware.profile_format import read_profile, write_profile
+from controlplane.live.calibration import Overhead, add_overhead, aggregate_rows, fit_overhead, live_rows
+from controlplane.live.calibration_table import samples_table
+from controlplane.live.iteration_log import IterationLog, read_live_run, run_iterations
+from controlplane.live.iteration_samples import (
     HANDOFF_MAX_S,
     WINDOW_S,
     IterationSample,
-    Overhead,
-    add_overhead,
-    aggregate_rows,
     at_pace,
-    calibrate_rows,
-    fit_overhead,
     join_runs,
-    live_rows,
-    live_slowdowns,
-    run_iterations,
-    samples_table,
     split_stalls,
     with_handoffs,
 )
+from sim.calibration import calibrate, calibrate_rows, live_slowdowns
 from sim.latency.base import IterationShape
-from sim.latency.measured import MeasuredProfileModel, read_profile, write_profile
+from sim.latency.measured import MeasuredProfileModel
+from tests.live.calibration_runs import record_live_run
 
 
 def row(p_tok=0, p_seqs=0, d_seqs=0, d_ctx=0, t=0.01, **extra):
@@ -230,10 +229,79 @@ def test_live_slowdowns_fall_back_to_the_overall_ratio_for_a_kind_never_run():
     assert got["decode"] == pytest.approx(2.0, rel=0.05) and got["prefill"] == got["all"] == got["decode"]
 
 
+# --- the workflow -----------------------------------------------------------------------------------
+
+
+def _grid():
+    grid = [row(d_seqs=b, d_ctx=b * 32, t=0.002 + 0.001 * b) for b in (1, 2, 4, 8)]
+    return grid + [row(p_tok=w, p_seqs=1, t=0.003 + 1e-4 * w) for w in (16, 64, 256)]
+
+
+def _live():
+    live = [sample(0.01 * i, 1.5 * (0.002 + 0.001 * b) + 0.001, 1.5 * (0.002 + 0.001 * b), d_seqs=b, d_ctx=b * 32,
+                   handoff=None) for i, b in enumerate((1, 2, 2, 4) * 4)]
+    return live + [sample(2 + 0.02 * i, 1.2 * 0.0094 + 0.003, 1.2 * 0.0094, p_tok=64, p_seqs=1, handoff=None)
+                   for i in range(4)]
+
+
+def test_calibrate_writes_the_profile_calibrate_rows_makes(tmp_path):
+    live, grid = _live(), _grid()
+    meta = {"model": "tiny-llama", "device": "cpu", "precision": "fp32"}
+    done = calibrate(live, tmp_path / "own.json", meta=meta, run_ids=[7])
+    rows, doc = read_profile(done.path)
+    assert len(rows) == len(calibrate_rows(live).rows) == len(done.calibration.rows)
+    assert doc["run_id"] == 7 and doc["timing"] == "wall" and doc["batching"] == "padded"
+    assert doc["model"] == "tiny-llama" and doc["source"] == "live run 7 (as the control plane saw it, mean per shape)"
+    assert doc["overhead_samples"] == len(live) and "live_slowdown" not in doc
+    assert all(s.handoff_s is not None for s in done.samples) and done.meta.items() <= doc.items()
+    # With a grid, as rows and metadata or as a file: its rows join the run's, scaled to it.
+    grid_path = write_profile(tmp_path / "grid.json", grid, {"model": "tiny-llama", "device": "cpu",
+                                                             "batching": "padded", "interleaved": False})
+    by_path = calibrate(live, tmp_path / "g1.json", grid=grid_path, meta=meta, run_ids=[7, 8])
+    by_rows = calibrate(live, tmp_path / "g2.json", grid=read_profile(grid_path), meta=meta, run_ids=[7, 8])
+    assert by_path.calibration.rows == by_rows.calibration.rows == calibrate_rows(live, grid, {}).rows
+    assert by_path.meta["run_ids"] == [7, 8] and "run_id" not in by_path.meta
+    assert by_path.meta["live_slowdown_decode"] == pytest.approx(1.5, rel=0.02)
+    assert str(grid_path) in by_path.meta["source"]
+    # The backend's own times: one mean row per shape, the grid ignored.
+    backend = calibrate(live, tmp_path / "b.json", grid=grid_path, timing="backend")
+    assert backend.meta["timing"] == "backend" and backend.calibration.slowdown is None
+    assert backend.calibration.rows == aggregate_rows(s.row for s in live)
+    with pytest.raises(ValueError, match="timing"):
+        calibrate(live, tmp_path / "x.json", timing="cpu")
+    with pytest.raises(ValueError, match="no live iterations"):
+        calibrate([], tmp_path / "x.json")
+
+
+def test_calibrate_at_another_pace_is_calibrate_rows_of_the_paced_samples(tmp_path):
+    joined = join_runs(_live(), _live())
+    done = calibrate(joined, tmp_path / "p.json", grid=(_grid(), {}), pace=1.2)
+    again = calibrate_rows(at_pace(joined, 1.2), _grid(), {})
+    assert done.calibration.rows == again.rows and done.calibration.slowdown == again.slowdown
+    assert done.calibration.slowdown == pytest.approx(1.2 * calibrate_rows(joined, _grid(), {}).slowdown)
+    assert "1.200x" in done.meta["source"]
+
+
+def test_an_iteration_log_keeps_each_timed_iteration_as_a_sample():
+    log = IterationLog()
+    shape = row(p_tok=12, p_seqs=2, d_seqs=1, d_ctx=30, t=0.004, padded_prefill_tokens=16, padded_decode_context=30)
+    log.cp_on_event(event=IterationTimed(1.25, "w-0", 3, 1.2, shape))
+    log.cp_on_event(event=Tick(1.3))
+    assert log.samples == [IterationSample("w-0", 3, 1.2, 1.25, shape)]
+    assert log.samples[0].wall_s == pytest.approx(0.05) and log.samples[0].backend_s == 0.004
+    log.clear()
+    assert log.samples == []
+
+
 # --- a real timed run -------------------------------------------------------------------------------
 
 
-def test_timed_pool_sees_each_iteration_with_its_padding(timed_live_run):
+@pytest.fixture(scope="module")
+def timed_live_run(tmp_path_factory):
+    return record_live_run(tmp_path_factory.mktemp("calibration"))
+
+
+def test_the_driver_times_each_iteration_with_its_padding(timed_live_run):
     _, _, samples = timed_live_run
     prefills = [s for s in samples if s.row["num_prefill_seqs"]]
     decodes = [s for s in samples if s.row["num_decode_seqs"]]
@@ -254,10 +322,15 @@ def test_a_recorded_run_reads_back_as_its_samples_with_hand_offs(timed_live_run)
     engine = make_engine(url)
     try:
         back = run_iterations(engine, run_id)
+        run = read_live_run(engine, run_id)
+        assert run_iterations(engine, run_id, worker="no-such-worker") == []
+        with pytest.raises(ValueError, match="no iteration timings of worker no-such-worker"):
+            read_live_run(engine, run_id, worker="no-such-worker")
     finally:
         engine.dispose()
     assert [(s.batch_id, s.row) for s in back] == [(s.batch_id, s.row) for s in samples]
     assert all(a.wall_s == pytest.approx(b.wall_s) for a, b in zip(back, samples))
+    assert run.samples == back and run.meta["model"] == "tiny-llama" and run.meta["device"] == "cpu"
     timed = with_handoffs(back)
     assert all(0 <= s.handoff_s <= HANDOFF_MAX_S and s.effective_s >= s.wall_s for s in timed)
     # The worker stays busy through the run: batches follow each other through a short hand-off.
