@@ -157,3 +157,17 @@ def test_prepare_trace_is_what_a_replay_sees():
     again = replay(trace, make_config(seed=5), record=False)
     assert {k: v for k, v in again.summary.items() if k != "wall_s"} == {
         k: v for k, v in result.summary.items() if k != "wall_s"}
+
+
+def test_replay_with_takes_the_same_transforms(tmp_path):
+    from controlplane.testing import replay_with
+    from sim.replay import TraceTransforms
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = replay_with(trace=bundled_trace_path(), db_url=url, transforms=TraceTransforms(speed_up=4, limit=120),
+                         seed=2)
+    library = replay(bundled_trace_path(), make_config(seed=2), record=False,
+                     transforms=TraceTransforms(speed_up=4, limit=120))
+    assert result.run_id == 1 and len(result.requests) == 120
+    assert {k: v for k, v in result.summary.items() if k not in ("run_id", "wall_s")} == {
+        k: v for k, v in library.summary.items() if k not in ("run_id", "wall_s")}

@@ -197,3 +197,13 @@ def test_cpu_overhead_option_adds_time():
     s = IterationShape(decode_context_tokens=[500] * 16)
     assert cpu.iteration_s(s) > plain.iteration_s(s)
     np.testing.assert_allclose(cpu.decode_run_s(np.full(16, 500), 10), LatencyModel.decode_run_s(cpu, np.full(16, 500), 10), rtol=1e-9)
+
+
+def test_profile_files_and_the_model_are_one_set_of_names():
+    import sim.latency as latency
+    from sim.latency import vidur_files, vidur_profile
+
+    assert latency.ProfileNotFoundError is vidur_profile.ProfileNotFoundError is vidur_files.ProfileNotFoundError
+    assert latency.list_vidur_profiles is vidur_profile.list_vidur_profiles is vidur_files.list_vidur_profiles
+    assert latency.VidurProfileModel is vidur_profile.VidurProfileModel
+    assert vidur_profile.PROFILES_DIR == vidur_files.PROFILES_DIR and vidur_profile.LINEAR_OPS == vidur_files.LINEAR_OPS
