@@ -18,7 +18,7 @@ def record_live_run(directory: Path) -> tuple[str, int, list[Any]]:
 
     from controlplane.live.driver import LiveDriver
     from controlplane.live.iteration_log import IterationLog
-    from controlplane.live.pool import LocalThreadPool
+    from controlplane.live.pool import make_pool
     from controlplane.testing import make_config
 
     url = f"sqlite:///{directory / 'live.db'}"
@@ -27,7 +27,7 @@ def record_live_run(directory: Path) -> tuple[str, int, list[Any]]:
 
     async def main():
         log = IterationLog()
-        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1), extra_plugins=[log])
+        driver = LiveDriver(cfg, pool=make_pool("thread", cpu_threads=1), extra_plugins=[log])
         await driver.start(wait_ready_s=120)
         try:
             first = [await driver.submit([5 + i] * (4 + 3 * i), max_tokens=6, ignore_eos=True) for i in range(3)]
