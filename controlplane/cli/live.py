@@ -59,7 +59,8 @@ def daemon(
 
     Admin endpoints need CONTROLPLANE_ADMIN_TOKEN in the environment (they are off without it).
     """
-    from controlplane.live.daemon import DaemonOptions, admin_token_from_env, daemon_config, serve
+    from controlplane.live.daemon import DaemonOptions, admin_token_from_env, serve
+    from controlplane.live.daemon_config import daemon_config
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -59,14 +59,16 @@ class StepResult:
     sum_prefill_context: int = 0  # KV already cached for the prefilled seqs before this chunk (always 0 here)
     padded_prefill_tokens: int = 0  # prefill tokens computed including left padding
     decode_kv_columns: int = 0  # padded KV length of the decode forward
+    padded_decode_context: int = 0  # KV entries the decode forward attended over, padding included
     by_id: dict[str, RequestOutput] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.by_id = {o.request_id: o for o in self.outputs}
 
-    def profile_row(self) -> dict[str, float | int]:
-        """The row format of ``sim/latency/measured.py`` profiles."""
-        return {
+    def profile_row(self, *, padded: bool = False) -> dict[str, float | int]:
+        """The iteration as a profile row (`controlplane.hardware.profile_format`); with
+        ``padded``, also what this padded engine really computed (``PADDED_FIELDS``)."""
+        row: dict[str, float | int] = {
             "num_prefill_tokens": self.num_prefill_tokens,
             "num_prefill_seqs": self.num_prefill_seqs,
             "num_decode_seqs": self.num_decode_seqs,
@@ -74,6 +76,10 @@ class StepResult:
             "sum_prefill_context": self.sum_prefill_context,
             "iteration_s": self.duration_s,
         }
+        if padded:
+            row["padded_prefill_tokens"] = self.padded_prefill_tokens
+            row["padded_decode_context"] = self.padded_decode_context
+        return row
 
 
 @dataclass
@@ -295,6 +301,7 @@ class CausalLMBackend:
             rows = sorted(row_of[r.request_id] for r in reqs)
             ordered = [self._running[self._rows[i]] for i in rows]
         dev = self.device
+        columns = self._kv.length  # every decoded row attends over the batch's padded KV length
         input_ids = torch.tensor([[r.next_input] for r in ordered], dtype=torch.long, device=dev)
         positions = torch.tensor([[r.context_len] for r in ordered], dtype=torch.long, device=dev)
         try:
@@ -308,6 +315,7 @@ class CausalLMBackend:
         result.num_decode_seqs = len(ordered)
         result.decode_kv_columns = self._kv.length
         result.sum_decode_context = sum(r.context_len for r in ordered)
+        result.padded_decode_context = len(ordered) * columns
         return ordered, logits
 
     def _accept_decode(self, ordered: list[_Request], logits: torch.Tensor) -> list[RequestOutput]:

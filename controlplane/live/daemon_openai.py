@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controlplane.live.driver import LiveResult
+from controlplane.live.results import LiveResult
 
 __all__ = [
     "ChatCompletionRequest",
@@ -144,6 +144,7 @@ def _extension(results: Sequence[LiveResult]) -> dict[str, Any]:
                 "request_id": r.request_id,
                 "worker_id": r.worker_id,
                 "reason": r.reason,
+                "reason_code": r.reason_code.value if r.reason_code is not None else None,
                 "num_retries": r.num_retries,
                 "cache_hit": r.cache_hit,
                 "guardian_verdict": r.guardian_verdict,

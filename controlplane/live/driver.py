@@ -2,22 +2,22 @@
 
 It is the live twin of `sim/driver.py`. Requests come from `submit()` (the daemon's HTTP
 handlers, a benchmark, a test), workers live in a `WorkerPool`, and ticks come from a timer.
-Every event fed to the core is stamped ``time.monotonic() - start``, this driver being the only
-place that reads a clock; every core call happens on the driver's event loop (the core is not
-thread-safe) while model iterations run in worker threads, processes or Ray actors.
+Every event fed to the core is stamped with the run clock (`now_s`: ``time.monotonic()`` since
+the start), this driver being the only place that reads a clock; every core call happens on the
+driver's event loop (the core is not thread-safe) while model iterations run in worker threads,
+processes or Ray actors.
 
-Carrying out the core's actions:
+Carrying out the core's actions (one handler per action type, checked by `dispatch_table`):
 
-* ``StartBatch``: one iteration on the worker. Requests are registered with the worker's backend
-  lazily, when a batch first prefills them there. A request prefilled again from token 0 (after a
-  preemption or a worker failure) is registered again with its prompt plus the output already
-  streamed, so the client's stream simply continues. A prompt the batching policy splits into
-  chunks is prefilled by the backend at the first chunk; its first token is held back until the
-  core schedules the last chunk. The result comes back as ``BatchFinished`` with one iteration
-  (the core re-plans after each), the backend's finished requests and its measured busy time.
+* ``StartBatch``: one iteration on the worker, planned and run by `BatchRunner`
+  (`controlplane.live.batch_runner`: lazy registration with the backend, recomputation after a
+  preemption, chunked prefill). The reply comes back as ``BatchFinished``, preceded by
+  ``IterationTimed`` when the worker computed something: the batch's start and the reply's
+  return on the run clock, and the backend's profile row (shape, its own time, padding).
 * ``StartWorker`` / ``StopWorker``: the pool starts or stops a worker; ``WorkerReady`` carries
   the worker's real device facts.
-* ``FinishRequest``: the client's handle resolves with the request's final state.
+* ``PreemptRequest``: the worker drops the request's KV at its next step (`BatchRunner`).
+* ``FinishRequest``: the client's handle resolves with the request's final state and code.
 * ``RunGuardian``: guardian models do not run live yet; the verdict fed back is
   ``"unavailable"`` (never a made-up "pass").
 * ``WakeWorker``: a timer feeds ``WorkerWake``.
@@ -33,242 +33,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.config import RunConfig
 from controlplane.context import Clock
-from controlplane.errors import ConfigError
-from controlplane.live.model_source import WorkerModelSettings, build_config
-from controlplane.live.pool import (
-    AddSpec,
-    StepCommand,
-    StepOutOfMemory,
-    WorkerLost,
-    WorkerPool,
-    _describe,
-    make_pool,
-)
+from controlplane.live import driver_admin
+from controlplane.live.batch_runner import BatchRunner
+from controlplane.live.http_errors import ModelNotFound, ServiceUnavailable
+from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
-from controlplane.live.sampling import SamplingParams, StopCondition
-from controlplane.types import Decision, Request, RequestStatus, WorkerState
+from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
+from controlplane.live.served_model import ServedModel, load_served_model, worker_settings
+from controlplane.live.worker_messages import describe_error
+from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "GUARDIAN_UNAVAILABLE",
-    "InvalidRequest",
-    "LiveDriver",
-    "LiveRequestHandle",
-    "LiveResult",
-    "ModelNotFound",
-    "ServedModel",
-    "ServiceUnavailable",
-    "http_status_for",
-]
+__all__ = ["GUARDIAN_UNAVAILABLE", "LiveDriver"]
 
 #: The verdict fed back for guardian checks: guardian models do not run in live mode yet.
 GUARDIAN_UNAVAILABLE = "unavailable"
-#: Out-of-memory iterations in a row after which a worker is given up as failed.
-MAX_OOM_STREAK = 8
-
-_CLIENT_ERRORS = ("unknown model", "too long", "prompt too long", "does not fit")
-
-
-class ServiceUnavailable(RuntimeError):
-    """The driver is not running or is draining (HTTP 503)."""
-
-
-class InvalidRequest(ValueError):
-    """The request cannot be served as asked (HTTP 400)."""
-
-
-class ModelNotFound(LookupError):
-    """No deployment serves the requested model (HTTP 404)."""
-
-
-def http_status_for(status: str, reason: str | None) -> int:
-    """The HTTP status of a request's final state."""
-    if status == "completed":
-        return 200
-    if status == "rejected":
-        return 400 if reason and reason.startswith(_CLIENT_ERRORS) else 429
-    if status == "timeout":
-        return 504
-    if status == "cancelled":
-        return 499  # client closed the request (nginx's code; nobody is left to read it)
-    return 503  # failed, or still in flight when the daemon stopped
-
-
-@dataclass
-class LiveResult:
-    """A request's final state, as its client sees it. Times are run seconds (the core's clock)."""
-
-    request_id: str
-    model: str
-    status: str  # completed | rejected | failed | in_flight | timeout | cancelled
-    text: str
-    finish_reason: str | None  # OpenAI style: "stop" | "length" (completed requests)
-    reason: str | None  # why it was rejected or failed; the worker's stop reason when completed
-    prompt_tokens: int
-    completion_tokens: int
-    worker_id: str | None = None
-    num_retries: int = 0
-    num_preemptions: int = 0
-    cache_hit: str | None = None
-    guardian_verdict: str | None = None
-    arrival_s: float | None = None
-    first_token_s: float | None = None
-    finish_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
-
-    @property
-    def http_status(self) -> int:
-        return http_status_for(self.status, self.reason)
-
-
-class _End:
-    __slots__ = ("result",)
-
-    def __init__(self, result: LiveResult) -> None:
-        self.result = result
-
-
-@dataclass(eq=False)
-class _Live:
-    """The driver's side of one request: what the backend needs and what the client is owed."""
-
-    request: Request
-    prompt_ids: tuple[int, ...]
-    max_tokens: int
-    stop: StopCondition
-    sampling: SamplingParams
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    generated: list[int] = field(default_factory=list)
-    text: str = ""
-    finish_reason: str | None = None
-    registered_on: str | None = None  # the worker whose backend holds the request
-    backend_done: bool = False  # the backend retired it (finished)
-    hold: bool = False  # prefilled at its first chunk; the core has not scheduled the last one yet
-    held: Any = None  # the token that prefill produced, delivered with the last chunk
-    result: LiveResult | None = None
-    timer: asyncio.TimerHandle | None = None
-
-    def push(self, delta: str) -> None:
-        if self.result is None:
-            self.queue.put_nowait(delta)
-
-    def resolve(self, result: LiveResult) -> None:
-        if self.result is not None:
-            return
-        self.result = result
-        if self.timer is not None:
-            self.timer.cancel()
-        self.queue.put_nowait(_End(result))
-
-
-class LiveRequestHandle:
-    """A submitted request: ``async for delta in handle`` streams text; ``await handle.result()``;
-    ``handle.cancel()`` when the client goes away."""
-
-    def __init__(self, live: _Live, driver: LiveDriver | None = None) -> None:
-        self._live = live
-        self._driver = driver
-        self.request_id = live.request.request_id
-        self._result: LiveResult | None = None
-
-    def cancel(self, reason: str = "cancelled by the client") -> None:
-        """Give up on the request: it leaves its worker at the next iteration, recorded as cancelled."""
-        if self._driver is not None and not self.done:
-            self._driver.cancel(self.request_id, reason)
-
-    @property
-    def done(self) -> bool:
-        return self._live.result is not None
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        while self._result is None:
-            item = await self._live.queue.get()
-            if isinstance(item, _End):
-                self._result = item.result
-                return
-            yield item
-
-    async def result(self) -> LiveResult:
-        """Wait for the final state (deltas not yet read are part of its ``text``)."""
-        async for _ in self:
-            pass
-        assert self._result is not None
-        return self._result
-
-
-@dataclass
-class ServedModel:
-    """A deployment as the driver sees it: worker settings and the tokenizer for requests."""
-
-    name: str
-    settings: WorkerModelSettings
-    tokenizer: Any
-    max_seq_len: int
-    vocab_size: int
-
-    def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
-
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> tuple[str, bool]:
-        """The prompt for a chat; True when it came from the tokenizer's chat template."""
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-            return text, True
-        lines = [f"{m.get('role', 'user')}: {_content_text(m.get('content'))}" for m in messages]
-        return "\n".join(lines) + "\nassistant:", False
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
-    return str(content)
-
-
-def worker_settings(config: RunConfig, model: str) -> WorkerModelSettings:
-    """The deployment's ``worker`` section as validated worker settings (default: tiny-llama)."""
-    d = config.cluster.deployment(model)
-    if d is None:
-        raise ConfigError(f"no deployment named {model!r}")
-    try:
-        return WorkerModelSettings(**(d.worker or {}))
-    except Exception as exc:
-        raise ConfigError(f"cluster.models[{d.name}].worker: {exc}") from None
-
-
-def load_served_model(name: str, settings: WorkerModelSettings) -> ServedModel:
-    """Tokenizer and limits of a deployment's model, without loading its weights."""
-    from controlplane.live import model_source
-
-    if settings.path is not None:
-        from transformers import AutoConfig
-
-        try:
-            cfg = AutoConfig.from_pretrained(settings.path, local_files_only=True)
-        except OSError as exc:
-            raise ConfigError(f"model {name}: cannot read a model config in {settings.path}: {exc}") from None
-    else:
-        cfg = build_config(settings)
-    # The worker's own tokenizer choice (model_source has no public helper for it yet).
-    tokenizer = model_source._load_tokenizer(settings.path, cfg)
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    limit = getattr(text_cfg, "max_position_embeddings", None) or settings.max_seq_len
-    return ServedModel(name, settings, tokenizer, min(settings.max_seq_len, int(limit)), int(text_cfg.vocab_size))
 
 
 class LiveDriver:
@@ -296,7 +83,8 @@ class LiveDriver:
         self.request_timeout_s = request_timeout_s
         self.flush_interval_s = flush_interval_s
         self.metrics = exporter if exporter is not None else PrometheusExporter()
-        self._extras = [self.metrics, *extra_plugins]
+        #: Plugins added to the run's own (the Prometheus exporter first); kept across reloads.
+        self.extra_plugins: list[object] = [self.metrics, *extra_plugins]
         self.session: Any = None
         self.core: Any = None
         self.models: dict[str, ServedModel] = {}
@@ -307,11 +95,11 @@ class LiveDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._last_s = 0.0
-        self._live: dict[str, _Live] = {}
-        self._pending_removes: dict[str, set[str]] = {}
+        self._live: dict[str, LiveRequest] = {}
         self._failed_workers: set[str] = set()
         self._starting: dict[str, asyncio.Task] = {}
-        self._oom_streak: dict[str, int] = {}
+        self.batches = BatchRunner(self.pool, self._live, now_s=self.now_s, feed=self._feed,
+                                   worker_failed=self._worker_failed, is_current=self._is_current)
         self._tasks: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
         self._started = False
@@ -342,17 +130,17 @@ class LiveDriver:
             settings = worker_settings(self.config, d.name)
             self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings)
         self.session = await asyncio.to_thread(
-            RunSession, self.config, mode="live", clock=Clock(), record=self.record, extra_plugins=self._extras
+            RunSession, self.config, mode="live", clock=Clock(), record=self.record, extra_plugins=self.extra_plugins
         )
         self.core = self.session.core
-        self.pool.bind(self._loop, self._on_pool_failure)
+        self.pool.bind(self._loop, self._worker_failed)
         self._t0 = time.monotonic()
         self._started = True
         try:
             self._apply(self.core.start())
         except BaseException as exc:
             self._closed = True
-            await asyncio.to_thread(self.session.close, {"error": _describe(exc)}, status="failed")
+            await asyncio.to_thread(self.session.close, {"error": describe_error(exc)}, status="failed")
             raise
         self._background.append(self._loop.create_task(self._ticks(), name="cp-ticks"))
         if self.session.recorder is not None and self.flush_interval_s:
@@ -429,19 +217,19 @@ class LiveDriver:
             for t in list(self._starting.values()):
                 t.cancel()  # a worker still loading is not waited for
             for wid, w in list(self.core.workers.items()):
-                if w.state in (WorkerState.READY, WorkerState.DRAINING, WorkerState.STARTING):
+                if w.is_alive:
                     with contextlib.suppress(Exception):
                         await self.pool.stop(wid)
-                    self._feed(ev.WorkerStopped(self._now(), wid))
-        self.session.clock.now_s = self._now()
+                    self._feed(ev.WorkerStopped(self.now_s(), wid))
+        self.session.clock.now_s = self.now_s()
         self._finished = True
         try:
             summary = self.core.finish()
         except Exception as exc:
             log.exception("core.finish() failed")
-            summary, status = {"error": _describe(exc)}, "failed"
+            summary, status = {"error": describe_error(exc)}, "failed"
         for lr in list(self._live.values()):
-            lr.resolve(self._result(lr, "in_flight", "the daemon stopped before the request finished"))
+            lr.resolve(lr.final("in_flight", "the daemon stopped before the request finished", ReasonCode.UNAVAILABLE))
         self._live.clear()
         for t in list(self._tasks):
             t.cancel()
@@ -453,11 +241,12 @@ class LiveDriver:
     # --- requests -------------------------------------------------------------------------------
 
     def model(self, name: str | None) -> ServedModel:
+        """The deployment serving ``name`` (the first one for None); else `ModelNotFound`."""
         if name is None:
             return next(iter(self.models.values()))
         served = self.models.get(name)
         if served is None:
-            raise ModelNotFound(f"model {name!r} is not served here; served: {', '.join(self.models)}")
+            raise ModelNotFound(f"model {name!r} is not served here; served: {', '.join(self.models)}", param="model")
         return served
 
     async def submit(
@@ -478,56 +267,23 @@ class LiveDriver:
     ) -> LiveRequestHandle:
         """Submit a request (text or token ids); returns its handle at once.
 
-        Raises `ServiceUnavailable` (draining / not running), `ModelNotFound` or `InvalidRequest`.
+        Raises `ServiceUnavailable` (draining / not running), `ModelNotFound` or `InvalidRequest`
+        (all `RequestError`\\ s, with a code and an HTTP status).
         """
         if not self._started or self._closed:
             raise ServiceUnavailable("the control plane is not running")
         if self.draining:
             raise ServiceUnavailable("the daemon is draining: no new requests")
         served = self.model(model)
-        if isinstance(prompt, str):
-            text: str | None = prompt
-            ids = served.encode(prompt, special_tokens=not chat)
-        else:
-            text = None
-            ids = [int(t) for t in prompt]
-        if not ids:
-            raise InvalidRequest("the prompt is empty")
-        if any(not 0 <= t < served.vocab_size for t in ids):
-            raise InvalidRequest(f"prompt token ids must be in [0, {served.vocab_size})")
-        if len(ids) >= served.max_seq_len:
-            raise InvalidRequest(
-                f"too long: the prompt has {len(ids)} tokens; the model's context is {served.max_seq_len}"
-            )
-        if max_tokens < 1:
-            raise InvalidRequest("max_tokens must be at least 1")
-        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-        try:
-            sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-            stop_cond = StopCondition(eos_token_ids=() if ignore_eos else None, stop_strings=stops)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
-        if seed is not None:
-            params["seed"] = seed
-        if stops:
-            params["stop"] = stops
-        if ignore_eos:
-            params["ignore_eos"] = True
-        now = self._now()
+        p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                           seed=seed, stop=stop, ignore_eos=ignore_eos, chat=chat)
+        now = self.now_s()
         rid = f"req-{self.core.ctx.ids.next('live-request')}"
         request = Request(
-            request_id=rid,
-            arrival_s=now,
-            prompt_tokens=len(ids),
-            max_output_tokens=max_tokens,
-            model=served.name,
-            tenant=tenant,
-            priority=priority,
-            prompt=text,
-            params=tuple(sorted(params.items())),
+            request_id=rid, arrival_s=now, prompt_tokens=len(p.ids), max_output_tokens=max_tokens,
+            model=served.name, tenant=tenant, priority=priority, prompt=p.text, params=p.params,
         )
-        lr = _Live(request, tuple(ids), max_tokens, stop_cond, sampling)
+        lr = LiveRequest(request, p.ids, max_tokens, p.stop, p.sampling)
         self._live[rid] = lr
         if self.request_timeout_s:
             lr.timer = self._loop.call_later(self.request_timeout_s, self._expire, rid)
@@ -538,7 +294,7 @@ class LiveDriver:
         """The client gave up on ``request_id``: the core takes it off its worker (at the next
         iteration boundary if it is in a batch) and records it as cancelled."""
         if request_id in self._live and not self._finished:
-            self._feed(ev.RequestCancelled(self._now(), request_id, reason))
+            self._feed(ev.RequestCancelled(self.now_s(), request_id, reason))
 
     async def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> LiveResult:
         """Submit and wait for the final result."""
@@ -548,29 +304,14 @@ class LiveDriver:
         lr = self._live.get(rid)
         if lr is not None and lr.result is None:
             reason = f"no answer within {self.request_timeout_s:g}s"
-            lr.resolve(self._result(lr, "timeout", reason))
+            lr.resolve(lr.final("timeout", reason))
             self.cancel(rid, f"timed out: {reason}")  # free its worker; recorded as cancelled
-
-    def _result(self, lr: _Live, status: str, reason: str | None) -> LiveResult:
-        r = lr.request
-        finish = None
-        if status == "completed":
-            finish = "length" if (lr.finish_reason == "length" or len(lr.generated) >= lr.max_tokens) else "stop"
-        text = lr.text
-        completion = len(lr.generated)
-        if r.cache_hit:
-            text, completion = r.output_text or "", r.output_tokens
-        return LiveResult(
-            request_id=r.request_id, model=r.model or "", status=status, text=text, finish_reason=finish,
-            reason=reason, prompt_tokens=r.prompt_tokens, completion_tokens=completion, worker_id=r.worker_id,
-            num_retries=r.num_retries, num_preemptions=r.num_preemptions, cache_hit=r.cache_hit,
-            guardian_verdict=r.guardian_verdict, arrival_s=r.arrival_s, first_token_s=r.first_token_s,
-            finish_s=r.finish_s,
-        )
 
     # --- feeding the core -----------------------------------------------------------------------
 
-    def _now(self) -> float:
+    def now_s(self) -> float:
+        """The run clock: seconds since the run started (monotonic, never going back). Every
+        event this driver feeds the core is stamped with it."""
         now = time.monotonic() - self._t0
         if now < self._last_s:
             now = self._last_s
@@ -593,7 +334,7 @@ class LiveDriver:
         """Feed ``make(now, *args)`` after ``delay_s`` (0: on the next loop turn, never re-entrantly)."""
 
         def fire() -> None:
-            self._feed(make(self._now(), *args))
+            self._feed(make(self.now_s(), *args))
 
         if delay_s <= 0:
             self._loop.call_soon(fire)
@@ -616,12 +357,12 @@ class LiveDriver:
             log.error("driver task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _ticks(self) -> None:
-        tick = self.config.sim.tick_s
-        due = self._now() + tick
+        tick = self.config.control.tick_s
+        due = self.now_s() + tick
         while True:
-            await asyncio.sleep(max(0.0, due - self._now()))
-            self._feed(ev.Tick(self._now()))
-            due = max(due + tick, self._now())
+            await asyncio.sleep(max(0.0, due - self.now_s()))
+            self._feed(ev.Tick(self.now_s()))
+            due = max(due + tick, self.now_s())
 
     async def _flusher(self) -> None:
         recorder = self.session.recorder
@@ -632,86 +373,16 @@ class LiveDriver:
             except Exception:  # the recorder keeps what it could not write
                 log.exception("flushing the run's rows failed")
 
-    # --- actions --------------------------------------------------------------------------------
+    # --- batches (`controlplane.live.batch_runner`) ---------------------------------------------
 
     def _start_batch(self, a: act.StartBatch) -> None:
-        b = a.batch
-        wid = b.worker_id
-        removes = self._pending_removes.pop(wid, set())
-        adds: list[AddSpec] = []
-        prefill_ids: list[str] = []
-        releases: list[_Live] = []
-        for r, n in b.prefill:
-            lr = self._live[r.request_id]
-            final = r.num_computed_tokens + n >= r.prefill_target_tokens
-            if r.num_computed_tokens == 0:
-                if lr.registered_on == wid:
-                    removes.add(r.request_id)  # KV from before a preemption: compute it again
-                elif lr.registered_on is not None and self.pool.alive(lr.registered_on):
-                    self._pending_removes.setdefault(lr.registered_on, set()).add(r.request_id)
-                adds.append(
-                    AddSpec(r.request_id, lr.prompt_ids, lr.max_tokens, lr.stop, lr.sampling, tuple(lr.generated))
-                )
-                lr.registered_on, lr.backend_done, lr.hold, lr.held = wid, False, not final, None
-                prefill_ids.append(r.request_id)
-            elif final:
-                releases.append(lr)
-        cmd = StepCommand(b.batch_id, tuple(prefill_ids), tuple(r.request_id for r in b.decode), tuple(adds),
-                          tuple(removes))
-        self._spawn(self._run_step(wid, b.batch_id, cmd, releases), f"cp-step-{wid}-{b.batch_id}")
+        step = self.batches.plan(a.batch)
+        self._spawn(self.batches.run(step), f"cp-step-{step.worker_id}-{a.batch.batch_id}")
 
-    async def _run_step(self, wid: str, batch_id: int, cmd: StepCommand, releases: list[_Live]) -> None:
-        outputs: tuple = ()
-        busy_s = 0.0
-        if cmd.prefill_ids or cmd.decode_ids or cmd.adds or cmd.removes:
-            try:
-                reply = await self.pool.step(wid, cmd)
-            except StepOutOfMemory as exc:
-                streak = self._oom_streak[wid] = self._oom_streak.get(wid, 0) + 1
-                if streak >= MAX_OOM_STREAK:
-                    self._worker_failed(wid, f"out of memory {streak} times in a row: {exc}")
-                else:
-                    self._feed(ev.BatchFailed(self._now(), wid, batch_id, f"out of memory: {exc}", out_of_memory=True))
-                return
-            except WorkerLost as exc:
-                self._worker_failed(wid, str(exc))
-                return
-            except Exception as exc:
-                log.exception("step on %s failed", wid)
-                self._worker_failed(wid, f"step failed: {_describe(exc)}")
-                return
-            self._oom_streak.pop(wid, None)
-            outputs, busy_s = reply.outputs, reply.duration_s
-        else:
-            await asyncio.sleep(0)  # middle prefill chunks only: no compute, but never re-entrant
-        if wid in self._failed_workers or self._finished:
-            return
-        finished: list[tuple[str, str]] = []
-        for out in outputs:
-            lr = self._live.get(out.request_id)
-            if lr is None:
-                continue
-            if lr.hold:
-                lr.held = out
-            else:
-                self._deliver(lr, out, finished)
-        for lr in releases:
-            out, lr.held, lr.hold = lr.held, None, False
-            if out is not None:
-                self._deliver(lr, out, finished)
-        self._feed(ev.BatchFinished(self._now(), wid, batch_id, 1, tuple(finished), busy_s=busy_s))
+    def _preempt(self, a: act.PreemptRequest) -> None:
+        self.batches.preempt(a.request_id)
 
-    def _deliver(self, lr: _Live, out: Any, finished: list[tuple[str, str]]) -> None:
-        lr.generated.append(out.token_id)
-        if out.text_delta:
-            lr.text += out.text_delta
-            lr.request.output_text = lr.text
-            lr.push(out.text_delta)
-        if out.finished:
-            lr.backend_done = True
-            lr.finish_reason = out.finish_reason
-            lr.request.output_text = lr.text
-            finished.append((out.request_id, out.finish_reason or "stop"))
+    # --- workers --------------------------------------------------------------------------------
 
     def _start_worker(self, a: act.StartWorker) -> None:
         task = self._spawn(self._run_start_worker(a.worker_id, a.model), f"cp-start-{a.worker_id}")
@@ -725,7 +396,7 @@ class LiveDriver:
             raise
         except Exception as exc:
             log.error("worker %s could not start: %s", wid, exc)
-            self._worker_failed(wid, f"could not start: {_describe(exc)}")
+            self._worker_failed(wid, f"could not start: {describe_error(exc)}")
             return
         finally:
             self._starting.pop(wid, None)
@@ -734,7 +405,7 @@ class LiveDriver:
             await self.pool.stop(wid)
             return
         log.info("worker %s ready: %s", wid, {k: facts.get(k) for k in ("device", "precision", "pid")})
-        self._feed(ev.WorkerReady(self._now(), wid, memory=facts))
+        self._feed(ev.WorkerReady(self.now_s(), wid, memory=facts))
 
     def _stop_worker(self, a: act.StopWorker) -> None:
         self._spawn(self._run_stop_worker(a.worker_id), f"cp-stop-{a.worker_id}")
@@ -745,31 +416,33 @@ class LiveDriver:
             with contextlib.suppress(Exception):
                 await asyncio.wait([starting])
         await self.pool.stop(wid)
-        self._pending_removes.pop(wid, None)
-        self._feed(ev.WorkerStopped(self._now(), wid))
+        self.batches.forget_worker(wid)
+        self._feed(ev.WorkerStopped(self.now_s(), wid))
 
-    def _on_pool_failure(self, wid: str, reason: str) -> None:
-        self._worker_failed(wid, reason)
+    def _is_current(self, wid: str) -> bool:
+        return wid not in self._failed_workers and not self._finished
 
     def _worker_failed(self, wid: str, reason: str) -> None:
+        """A worker died (the pool's ``on_failure``, a failed step or start): tell the core."""
         if wid in self._failed_workers or self._finished:
             return
         self._failed_workers.add(wid)
-        self._pending_removes.pop(wid, None)
-        for lr in self._live.values():
-            if lr.registered_on == wid:
-                lr.registered_on, lr.hold, lr.held = None, False, None
-        self._feed(ev.WorkerFailed(self._now(), wid, reason))
+        self.batches.forget_worker(wid)
+        self._feed(ev.WorkerFailed(self.now_s(), wid, reason))
         self._spawn(self.pool.stop(wid), f"cp-stop-{wid}")
 
-    def _preempt(self, a: act.PreemptRequest) -> None:
-        rid = a.request_id
-        lr = self._live.get(rid)
-        if lr is None or lr.registered_on is None:
+    # --- replies, guardians, wake-ups -----------------------------------------------------------
+
+    def _finish_request(self, a: act.FinishRequest) -> None:
+        r = a.request
+        lr = self._live.pop(r.request_id, None)
+        if lr is None:
             return
-        if self.pool.alive(lr.registered_on):
-            self._pending_removes.setdefault(lr.registered_on, set()).add(rid)
-        lr.registered_on, lr.hold, lr.held = None, False, None
+        self.batches.release(lr)
+        status = r.status.value if r.status is not RequestStatus.IN_FLIGHT else "in_flight"
+        if r.cache_hit and r.output_text:
+            lr.push(r.output_text)
+        lr.resolve(lr.final(status, r.reason, r.reason_code))
 
     def _run_guardian(self, a: act.RunGuardian) -> None:
         if not self._guardian_warned:
@@ -779,22 +452,9 @@ class LiveDriver:
         self._feed_later(0.0, ev.GuardianFinished, a.request.request_id, GUARDIAN_UNAVAILABLE)
 
     def _wake(self, a: act.WakeWorker) -> None:
-        self._feed_later(max(0.0, a.at_s - self._now()), ev.WorkerWake, a.worker_id)
+        self._feed_later(max(0.0, a.at_s - self.now_s()), ev.WorkerWake, a.worker_id)
 
-    def _finish_request(self, a: act.FinishRequest) -> None:
-        r = a.request
-        lr = self._live.pop(r.request_id, None)
-        if lr is None:
-            return
-        if lr.registered_on is not None and not lr.backend_done and self.pool.alive(lr.registered_on):
-            self._pending_removes.setdefault(lr.registered_on, set()).add(r.request_id)
-        status = r.status.value if r.status is not RequestStatus.IN_FLIGHT else "in_flight"
-        if r.cache_hit and r.output_text:
-            lr.push(r.output_text)
-        reason = r.reason
-        lr.resolve(self._result(lr, status, reason))
-
-    # --- admin ----------------------------------------------------------------------------------
+    # --- admin (`controlplane.live.driver_admin`) -----------------------------------------------
 
     def reload(self, config: RunConfig) -> dict[str, Any]:
         """Swap in the plugins of ``config`` (same recorder and exporters); returns what changed.
@@ -802,59 +462,16 @@ class LiveDriver:
         Only the ``plugins`` section takes effect at run time; changes to other sections are
         reported as needing a restart.
         """
-        from controlplane.plugin_manager import build_plugin_set, discover_plugins
-        from controlplane.session import _fallbacks
-
-        available = discover_plugins(refresh=True)
-        extras = [p for p in (self.session.plugins.get("sql-recorder"),) if p is not None] + self._extras
-        plugins = build_plugin_set(config.plugins.enabled, config.plugins.settings, extra=extras, available=available)
-        old = self.config.model_dump(mode="json")
-        new = config.model_dump(mode="json")
-        restart = sorted(k for k in new if k != "plugins" and new[k] != old.get(k))
-        self.core.bind_plugins(plugins, _fallbacks(available))
-        self.session.plugins = plugins
+        changed = driver_admin.swap_plugins(self.session, self.core, self.config, config, self.extra_plugins,
+                                            self.now_s())
         self.config = self.config.model_copy(update={"plugins": config.plugins})
-        now = self._now()
-        self.session.clock.now_s = max(self.session.clock.now_s, now)
-        plugins.hook.cp_run_started(ctx=self.core.ctx)
-        names = [p.info.name for p in plugins.loaded]
-        plugins.hook.cp_on_event(
-            ctx=self.core.ctx,
-            event=Decision(now, "admin", "daemon", "reload", None, "plugins reloaded from the config",
-                           {"plugins": names, "needs_restart": restart}),
-        )
-        return {"plugins": names, "needs_restart": restart}
+        return changed
 
     def plugin_listing(self) -> list[dict[str, Any]]:
-        out = []
-        for p in self.session.plugins.loaded:
-            settings = getattr(p.instance, "settings", None)
-            out.append({
-                "name": p.info.name,
-                "dist": p.info.dist,
-                "version": p.info.version,
-                "entry_point": p.info.entry_point,
-                "hooks": sorted(n for n in dir(p.instance) if n.startswith("cp_")),
-                "settings": settings.model_dump(mode="json") if hasattr(settings, "model_dump") else None,
-            })
-        return out
+        return driver_admin.plugin_listing(self.session.plugins)
 
     def worker_listing(self) -> list[dict[str, Any]]:
-        out = []
-        for wid, w in self.core.workers.items():
-            out.append({
-                "worker_id": wid,
-                "model": w.model,
-                "state": w.state.value,
-                "waiting": len(w.waiting),
-                "running": len(w.running),
-                "busy": w.busy,
-                "num_completed": w.num_completed,
-                "alive": self.pool.alive(wid),
-                **self.pool.info(wid),
-                "facts": self.worker_facts.get(wid),
-            })
-        return out
+        return driver_admin.worker_listing(self.core, self.pool, self.worker_facts)
 
 
 def _ignore(_a: Any) -> None:

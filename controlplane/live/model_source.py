@@ -263,6 +263,3 @@ def _apply_precision(model: torch.nn.Module, precision: str, device: torch.devic
         model = quantize_nf4(model, device)
         return model.to(device)
     return model.to(device=device, dtype=_TORCH_DTYPES[precision])
-
-
-_load_tokenizer = load_tokenizer  # older name, used by the live driver

@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.live.model_source import WorkerModelSettings
-from controlplane.live.pool import (
+from controlplane.live.pool import WorkerPool
+from controlplane.live.worker_messages import (
     StepCommand,
     StepOutOfMemory,
     StepReply,
     WorkerLost,
-    WorkerPool,
-    WorkerRuntime,
     WorkerStartError,
-    _describe,
+    describe_error,
 )
+from controlplane.live.worker_runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class RayWorkerPool(WorkerPool):
             self._workers.pop(worker_id, None)
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-            raise WorkerStartError(f"ray actor for {worker_id} did not start: {_describe(exc)}") from exc
+            raise WorkerStartError(f"ray actor for {worker_id} did not start: {describe_error(exc)}") from exc
         w.pid = facts.get("pid")
         if self._monitor is None:
             self._monitor = asyncio.get_running_loop().create_task(self._watch())
@@ -167,11 +167,11 @@ class RayWorkerPool(WorkerPool):
         try:
             kind, value = await _await_ref(w.actor.step.remote(cmd))
         except ray.exceptions.RayActorError as exc:
-            self._lost(worker_id, w, f"ray actor died: {_describe(exc)}")
+            self._lost(worker_id, w, f"ray actor died: {describe_error(exc)}")
             raise WorkerLost(w.dead) from None
         except Exception as exc:  # the step raised inside the actor: retire the worker
             log.error("worker %s step failed: %s", worker_id, exc)
-            self._lost(worker_id, w, f"worker step raised {_describe(exc)}")
+            self._lost(worker_id, w, f"worker step raised {describe_error(exc)}")
             with contextlib.suppress(Exception):
                 ray.kill(w.actor, no_restart=True)
             raise WorkerLost(w.dead) from None
@@ -198,7 +198,7 @@ class RayWorkerPool(WorkerPool):
                     await asyncio.wait_for(_await_ref(w.actor.ping.remote()), max(5.0, self.health_interval_s * 5))
                 except ray.exceptions.RayActorError as exc:
                     if self._workers.get(wid) is w:
-                        self._lost(wid, w, f"ray actor died: {_describe(exc)}")
+                        self._lost(wid, w, f"ray actor died: {describe_error(exc)}")
                 except TimeoutError:
                     log.warning("ray worker %s did not answer a ping", wid)
                 except Exception as exc:  # pragma: no cover - defensive

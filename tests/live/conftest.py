@@ -41,22 +41,22 @@ def engine(tiny_loaded) -> CausalLMBackend:
 
 @pytest.fixture(scope="session")
 def timed_live_run(tmp_path_factory):
-    """A short recorded live run whose iterations were timed by a `TimedPool` (what `calibrate` reads)."""
+    """A short recorded live run with its iterations timed (the driver's `IterationTimed` events,
+    kept by an `IterationLog` and stored with ``storage.record_iterations``: what `calibrate` reads)."""
     import asyncio
 
-    from controlplane.live.calibration import TimedPool
     from controlplane.live.driver import LiveDriver
-    from controlplane.live.pool import LocalThreadPool
+    from controlplane.live.iteration_log import IterationLog
+    from controlplane.live.pool_thread import LocalThreadPool
     from controlplane.testing import make_config
 
     url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'live.db'}"
-    cfg = make_config(storage={"url": url}, cluster={"models": [
+    cfg = make_config(storage={"url": url, "record_iterations": True}, cluster={"models": [
         {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "device": "cpu", "max_seq_len": 128}}]})
 
     async def main():
-        pool = TimedPool(LocalThreadPool(cpu_threads=1))
-        driver = LiveDriver(cfg, pool=pool, extra_plugins=[pool.observer])
-        pool.attach(driver)
+        log = IterationLog()
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1), extra_plugins=[log])
         await driver.start(wait_ready_s=120)
         try:
             first = [await driver.submit([5 + i] * (4 + 3 * i), max_tokens=6, ignore_eos=True) for i in range(3)]
@@ -65,7 +65,7 @@ def timed_live_run(tmp_path_factory):
             results = [await h.result() for h in first + later]
         finally:
             await driver.close()
-        return driver.run_id, pool.samples, results
+        return driver.run_id, log.samples, results
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -95,6 +95,10 @@ def test_step_reports_shape_and_kv_usage(engine):
         "sum_prefill_context",
         "iteration_s",
     }
+    # What the padded engine computed: the decode attends over the batch's longest KV (7) per row.
+    padded = mixed.profile_row(padded=True)
+    assert (padded["padded_prefill_tokens"], padded["padded_decode_context"]) == (4, 2 * 7)
+    assert first.profile_row(padded=True)["padded_prefill_tokens"] == 14
     assert engine.kv_bytes_allocated > 0
     assert engine._kv.valid_tokens() == 16  # the padded cache agrees with the bookkeeping
     assert engine.remove("a") and engine.kv_tokens_in_use == 4 + 4 == engine._kv.valid_tokens()

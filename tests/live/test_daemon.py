@@ -23,7 +23,8 @@ import openai
 import pytest
 
 from controlplane.errors import ConfigError
-from controlplane.live.daemon import Daemon, DaemonOptions, daemon_config
+from controlplane.live.daemon import Daemon, DaemonOptions
+from controlplane.live.daemon_config import daemon_config
 
 TOKEN = "test-admin-token"
 MODEL = "tiny-llama"

@@ -12,17 +12,13 @@ from typing import Any
 
 import pytest
 
-from controlplane.live.driver import (
-    GUARDIAN_UNAVAILABLE,
-    InvalidRequest,
-    LiveDriver,
-    ModelNotFound,
-    ServiceUnavailable,
-)
+from controlplane.live.driver import GUARDIAN_UNAVAILABLE, LiveDriver
+from controlplane.live.http_errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from controlplane.live.model_source import WorkerModelSettings
-from controlplane.live.pool import LocalThreadPool
+from controlplane.live.pool_thread import LocalThreadPool
 from controlplane.live.sampling import StopCondition
 from controlplane.testing import make_config
+from controlplane.types import ReasonCode
 
 PROMPTS = [f"The quick brown fox number {i} jumps over the lazy dog" for i in range(6)]
 N_OUT = 12
@@ -162,9 +158,9 @@ def test_rejections_carry_reasons_and_http_statuses(tmp_path):
 
     (too_long, over_context, fine), summary, d = run(cfg, body)
     assert too_long.status == "rejected" and too_long.reason.startswith("prompt too long")
-    assert too_long.http_status == 400
+    assert too_long.reason_code is ReasonCode.TOO_LONG and too_long.http_status == 400
     assert over_context.status == "rejected" and "max_model_len 40" in over_context.reason
-    assert over_context.http_status == 400
+    assert over_context.reason_code is ReasonCode.TOO_LONG and over_context.http_status == 400
     assert fine.ok and fine.completion_tokens == 3
     assert summary["num_rejected"] == 2
     stored = {r["request_id"]: r for r in rows(cfg.storage.url, d.run_id, "requests")}
@@ -179,6 +175,7 @@ def test_rejections_carry_reasons_and_http_statuses(tmp_path):
 
     shed, _, _ = run(cfg, overload)
     assert shed.status == "rejected" and shed.reason.startswith("queue full") and shed.http_status == 429
+    assert shed.reason_code is ReasonCode.QUEUE_FULL
 
 
 def test_guardian_checks_are_recorded_as_unavailable_not_passed(tmp_path):
@@ -207,16 +204,21 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
             await d.submit("hi", max_tokens=0)
         with pytest.raises(InvalidRequest, match="temperature"):
             await d.submit("hi", temperature=-1)
-        with pytest.raises(ModelNotFound, match="served: tiny"):
+        with pytest.raises(ModelNotFound, match="served: tiny") as unknown:
             await d.submit("hi", model="gpt-4")
+        assert (unknown.value.code, unknown.value.http_status) == (ReasonCode.UNKNOWN_MODEL, 404)
+        with pytest.raises(InvalidRequest, match="too long") as too_long:
+            await d.submit([5] * 5000, max_tokens=2)
+        assert (too_long.value.code, too_long.value.http_status) == (ReasonCode.TOO_LONG, 400)
         ids = await d.generate([5, 6, 7, 8], max_tokens=3, ignore_eos=True)  # token ids work too
         d.request_timeout_s = 0.01
         slow = await d.generate("a slow one", max_tokens=400, ignore_eos=True)
         d.request_timeout_s = None
         d.begin_drain()
         assert not d.ready
-        with pytest.raises(ServiceUnavailable, match="draining"):
+        with pytest.raises(ServiceUnavailable, match="draining") as late:
             await d.submit("late", max_tokens=2)
+        assert (late.value.code, late.value.http_status) == (ReasonCode.UNAVAILABLE, 503)
         assert await d.drain(timeout_s=60)  # the timed-out request is answered: nothing pending
         return ids, slow
 
@@ -279,3 +281,49 @@ def test_reload_swaps_plugins_and_records_it(tmp_path):
     after = [x for x in routes if x["time_s"] > reload["time_s"]]
     assert {x["plugin"] for x in after} == {"round-robin"}
     assert {x["payload"]["worker"] for x in after} == {"tiny-0", "tiny-1"}
+
+
+def test_every_iteration_is_reported_as_a_timed_event(tmp_path):
+    """The driver feeds `IterationTimed` into the core for each worker step that computed
+    something: stamped on the run clock, with the backend's profile row and its padding."""
+    from controlplane.events import IterationTimed
+    from controlplane.hardware.profile_format import PADDED_FIELDS, ROW_FIELDS
+    from controlplane.hookspecs import hookimpl
+
+    class Timings:
+        name = "timings"
+
+        def __init__(self) -> None:
+            self.events: list[IterationTimed] = []
+            self.batch_ends: dict[int, float] = {}
+
+        @hookimpl
+        def cp_on_event(self, event: Any) -> None:
+            if type(event) is IterationTimed:
+                self.events.append(event)
+
+    timings = Timings()
+
+    async def body(d: LiveDriver):
+        handles = [await d.submit([5 + i] * (3 + 4 * i), max_tokens=5, ignore_eos=True) for i in range(3)]
+        results = [await h.result() for h in handles]
+        return results, d.now_s()
+
+    (results, end_s), _, d = run(config(tmp_path), body, extra_plugins=[timings])
+    assert all(r.ok and r.completion_tokens == 5 for r in results)
+    events = timings.events
+    assert events and all(e.worker_id == "tiny-0" for e in events)
+    for e in events:
+        assert 0 <= e.start_s <= e.time_s <= end_s
+        assert set(ROW_FIELDS) | set(PADDED_FIELDS) <= set(e.row)
+        assert e.row["num_prefill_tokens"] or e.row["num_decode_seqs"]
+        assert e.row["padded_prefill_tokens"] >= e.row["num_prefill_tokens"]
+        assert e.row["padded_decode_context"] >= e.row["sum_decode_context"]
+        assert e.time_s - e.start_s >= e.row["iteration_s"] > 0  # the loop saw the backend's time and more
+    assert [e.time_s for e in events] == sorted(e.time_s for e in events)
+    assert len({e.batch_id for e in events}) == len(events)
+    # Each request's tokens: one from its prefill, the rest from decodes; every one timed once.
+    assert sum(e.row["num_prefill_seqs"] + e.row["num_decode_seqs"] for e in events) == 3 * 5
+    assert sum(e.row["num_prefill_tokens"] for e in events) == 3 + 7 + 11
+    # Prompts of 3, 7 and 11 tokens decoded together: each row attends over the longest KV.
+    assert any(e.row["padded_decode_context"] > e.row["sum_decode_context"] for e in events)

@@ -11,15 +11,10 @@ import time
 import pytest
 
 from controlplane.live.model_source import WorkerModelSettings
-from controlplane.live.pool import (
-    AddSpec,
-    LocalThreadPool,
-    StepCommand,
-    WorkerLost,
-    WorkerPool,
-    is_out_of_memory,
-    make_pool,
-)
+from controlplane.live.pool import WorkerPool, make_pool
+from controlplane.live.pool_thread import LocalThreadPool
+from controlplane.live.worker_messages import AddSpec, StepCommand, WorkerLost
+from controlplane.live.worker_runtime import is_out_of_memory
 from controlplane.live.sampling import StopCondition
 
 TINY = WorkerModelSettings(preset="tiny-llama")
@@ -44,11 +39,13 @@ def reference():
 async def _generate(pool: WorkerPool, wid: str, rid: str, ids: list[int], n: int) -> list[int]:
     """One request through a worker: a prefill step, then decode steps until it finishes."""
     reply = await pool.step(wid, StepCommand(0, prefill_ids=(rid,), adds=(AddSpec(rid, tuple(ids), n, NO_EOS),)))
+    assert reply.profile["padded_prefill_tokens"] == reply.profile["num_prefill_tokens"] == len(ids)
     tokens = [reply.outputs[0].token_id]
     step = 1
     while not reply.outputs[0].finished:
         reply = await pool.step(wid, StepCommand(step, decode_ids=(rid,)))
         assert reply.batch_id == step and reply.duration_s > 0
+        assert reply.profile["padded_decode_context"] == reply.profile["sum_decode_context"]  # one sequence
         tokens.append(reply.outputs[0].token_id)
         step += 1
     assert reply.outputs[0].finish_reason == "length"

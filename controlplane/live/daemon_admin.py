@@ -1,0 +1,72 @@
+"""The daemon's admin routes, behind ``Authorization: Bearer $CONTROLPLANE_ADMIN_TOKEN`` (404 when
+no token is set): ``GET /admin/plugins``, ``GET /admin/workers``, ``POST /admin/reload``,
+``POST /admin/drain``, ``POST /admin/resume``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from starlette.requests import Request as HTTPRequest
+
+from controlplane.config import load_config
+from controlplane.errors import ConfigError
+from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, require_admin
+
+__all__ = ["router"]
+
+log = logging.getLogger("controlplane.daemon")
+
+router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+
+
+@router.get("/plugins")
+async def admin_plugins(driver: DriverDep) -> dict[str, Any]:
+    return {"run_id": driver.run_id, "plugins": driver.plugin_listing()}
+
+
+@router.get("/workers")
+async def admin_workers(driver: DriverDep) -> dict[str, Any]:
+    return {"pool": driver.pool.kind, "workers": driver.worker_listing()}
+
+
+@router.post("/reload")
+async def admin_reload(daemon: DaemonDep) -> JSONResponse:
+    """Re-read the config file (with the command line's overrides) and swap in its plugins."""
+    opts = daemon.options
+    try:
+        cfg = await asyncio.to_thread(load_config, opts.config_path, opts.overrides)
+        changed = daemon.driver.reload(cfg)
+    except ConfigError as exc:
+        raise APIError(400, str(exc)) from None
+    except Exception as exc:  # e.g. a plugin that fails to load: keep the old plugins
+        log.exception("reload failed")
+        raise APIError(400, f"reload failed, old plugins kept: {type(exc).__name__}: {exc}") from None
+    return JSONResponse({"reloaded": True, "config": str(opts.config_path) if opts.config_path else None, **changed})
+
+
+@router.post("/drain")
+async def admin_drain(request: HTTPRequest, daemon: DaemonDep) -> JSONResponse:
+    """Drain, then exit; with ``{"exit": false}`` drain and stay up (`/admin/resume` undoes it)."""
+    exit_after = True
+    with contextlib.suppress(Exception):
+        body = await request.json()
+        if isinstance(body, dict) and "exit" in body:
+            exit_after = bool(body["exit"])
+    if exit_after:
+        daemon.request_exit("POST /admin/drain")
+    else:
+        daemon.driver.begin_drain()
+    return JSONResponse({"draining": True, "exit": exit_after, "pending": daemon.driver.num_pending}, 202)
+
+
+@router.post("/resume")
+async def admin_resume(daemon: DaemonDep) -> JSONResponse:
+    if daemon.exiting:
+        raise APIError(409, "the daemon is shutting down")
+    daemon.driver.resume()
+    return JSONResponse({"draining": False})

@@ -1,0 +1,171 @@
+"""The daemon's OpenAI-compatible routes: ``POST /v1/completions``, ``POST /v1/chat/completions``
+(both with ``stream: true`` server-sent events) and ``GET /v1/models``.
+
+A request's prompts go to the live driver; the answer waits for every result unless the client
+disconnects first (its requests are then cancelled). A stream starts once the first text is
+ready, so a request refused before then gets a plain HTTP error; a failure after the start is
+sent in-band before ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import Request as HTTPRequest
+
+from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, result_error
+from controlplane.live.daemon_openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    new_id,
+    sse,
+    usage,
+)
+from controlplane.live.driver import LiveDriver
+from controlplane.live.results import LiveRequestHandle, LiveResult
+from controlplane.types import ReasonCode
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1")
+
+_INVALID = ReasonCode.INVALID.value
+
+
+@router.get("/models")
+async def models(driver: DriverDep) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "controlplane",
+             "max_model_len": m.max_seq_len, "source": m.settings.source_name()}
+            for name, m in driver.models.items()
+        ],
+    }
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: HTTPRequest, daemon: DaemonDep) -> Response:
+    prompts = body.prompts()
+    if not prompts:
+        raise APIError(400, "prompt is empty", param="prompt", code=_INVALID)
+    max_tokens = body.max_tokens if body.max_tokens is not None else 16
+    return await _serve(request, daemon.driver, body, prompts, max_tokens, daemon.options.default_max_tokens,
+                        chat=False)
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, daemon: DaemonDep) -> Response:
+    if not body.messages:
+        raise APIError(400, "messages is empty", param="messages", code=_INVALID)
+    prompt, _ = daemon.driver.model(body.model).render_chat(body.messages)
+    return await _serve(request, daemon.driver, body, [prompt], body.max_new_tokens(),
+                        daemon.options.default_max_tokens, chat=True)
+
+
+async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: list[Any], max_tokens: int | None,
+                 default_max_tokens: int, *, chat: bool) -> Response:
+    bad = body.unsupported()
+    if bad:
+        raise APIError(400, f"{bad} is not supported by this server", param=bad, code=_INVALID)
+    if body.stream and (len(prompts) != 1 or body.n != 1):
+        raise APIError(400, "streaming supports one prompt and n=1", param="stream", code=_INVALID)
+    driver.model(body.model)  # an unknown model is a 404 before anything else
+    handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat)
+    model = body.model or next(iter(driver.models))
+    rid = new_id("chatcmpl" if chat else "cmpl")
+    if body.stream:
+        return await _stream(handles[0], rid, model, chat, body.include_usage())
+    gathered = await _results_unless_gone(request, handles)
+    if gathered is None:
+        return Response(status_code=499)  # nobody is listening any more
+    results = list(gathered)
+    failed = next((r for r in results if not r.ok), None)
+    if failed is not None:
+        raise result_error(failed)
+    payload = (chat_response if chat else completion_response)(rid, model, results)
+    return JSONResponse(payload, headers={"x-request-id": ",".join(r.request_id for r in results)})
+
+
+async def _submit_all(driver: LiveDriver, prompts: list[Any], body: Any, max_tokens: int | None,
+                      default_max_tokens: int, chat: bool) -> list[LiveRequestHandle]:
+    kwargs = body.sampling_kwargs()
+    handles = []
+    for prompt in prompts:
+        room = None
+        for j in range(body.n):
+            seed = body.seed + j if body.seed is not None and body.n > 1 else body.seed
+            mt = max_tokens
+            if mt is None:  # chat without max_tokens: up to the context, capped
+                if room is None:
+                    served = driver.model(body.model)
+                    ids = served.encode(prompt, special_tokens=False) if isinstance(prompt, str) else prompt
+                    room = max(1, served.max_seq_len - len(ids))
+                mt = min(default_max_tokens, room)
+            handles.append(await driver.submit(prompt, max_tokens=mt, model=body.model, seed=seed, chat=chat,
+                                               **kwargs))
+    return handles
+
+
+async def _results_unless_gone(request: HTTPRequest, handles: list[LiveRequestHandle]) -> list[LiveResult] | None:
+    """The handles' results, or None if the client disconnects first (the requests are then
+    cancelled: their workers stop on them at the next iteration)."""
+    results = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
+    while True:
+        done, _ = await asyncio.wait({results}, timeout=0.25)
+        if done:
+            return results.result()
+        if await request.is_disconnected():
+            for h in handles:
+                h.cancel("client disconnected")
+            results.cancel()
+            return None
+
+
+async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, include_usage: bool) -> Response:
+    it = handle.__aiter__()
+    try:
+        first: str | None = await it.__anext__()
+    except StopAsyncIteration:
+        first = None
+        result = await handle.result()
+        if not result.ok:  # nothing was sent yet: a proper HTTP error
+            raise result_error(result) from None
+    created = int(time.time())
+
+    def chunk(text: str | None, finish: str | None = None, usage_: dict | None = None) -> dict[str, Any]:
+        if chat:
+            delta = {"content": text} if text is not None else {}
+            return chat_chunk(rid, model, created, delta, finish, usage_)
+        return completion_chunk(rid, model, created, text or "", finish, usage_)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            if chat:
+                yield sse(chat_chunk(rid, model, created, {"role": "assistant", "content": ""}))
+            if first:
+                yield sse(chunk(first))
+            async for delta in it:
+                yield sse(chunk(delta))
+            result = await handle.result()
+            if result.ok:
+                yield sse(chunk(None, result.finish_reason))
+                if include_usage:
+                    yield sse(chunk(None, usage_=usage([result])))
+            else:  # the stream had started: report the failure in-band
+                yield b"data: " + result_error(result).response().body + b"\n\n"
+            yield sse("[DONE]")
+        finally:  # the client went away mid-stream (the server closed this generator)
+            handle.cancel("client disconnected")
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})

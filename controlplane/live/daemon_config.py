@@ -1,0 +1,90 @@
+"""The daemon's run config: a config file (YAML, TOML or JSON), the command line's choices and
+the defaults merged into one `RunConfig`, plus the overrides to apply again on ``/admin/reload``.
+
+Without a config file (or one with no ``cluster.models``) the daemon serves one model, by default
+the random-weight ``tiny-llama`` preset, on one replica per GPU or one CPU worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from controlplane.config import RunConfig, load_config, read_config_file
+from controlplane.errors import ConfigError
+from controlplane.live.model_source import WorkerModelSettings
+from controlplane.live.placement import cuda_device_count
+
+__all__ = ["DEFAULT_PRESET", "daemon_config", "default_workers"]
+
+DEFAULT_PRESET = "tiny-llama"
+
+
+def default_workers() -> int:
+    """One replica per GPU when CUDA is present, else one CPU worker."""
+    return cuda_device_count() or 1
+
+
+def daemon_config(
+    config_path: str | Path | None = None,
+    *,
+    db: str | None = None,
+    workers: int | None = None,
+    preset: str | None = None,
+    model_path: str | None = None,
+    precision: str | None = None,
+    model_name: str | None = None,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """The run config for a daemon: the file, with command-line choices applied; also the overrides.
+
+    Without a config file (or one with no ``cluster.models``) the daemon serves one model, by
+    default the random-weight ``tiny-llama`` preset, on one replica per GPU or one CPU worker.
+    """
+    if preset and model_path:
+        raise ConfigError("give --preset or --model-path, not both")
+    file_values = read_config_file(config_path) if config_path else {}
+    overrides: dict[str, Any] = {}
+    if db:
+        overrides["storage"] = {"url": db}
+    models = (file_values.get("cluster") or {}).get("models")
+    flags = {"workers": workers, "preset": preset, "model_path": model_path, "precision": precision,
+             "model_name": model_name}
+    given = [k for k, v in flags.items() if v is not None]
+    if models:
+        if given and len(models) != 1:
+            raise ConfigError(
+                f"--{given[0].replace('_', '-')} applies to a one-model config; "
+                f"{config_path} serves {len(models)} models"
+            )
+        deployments = [dict(m) for m in models]
+    else:
+        deployments = [{}]
+    if not models or given:
+        d = deployments[0]
+        worker = dict(d.get("worker") or {})
+        if preset or model_path:
+            worker.pop("preset", None)
+            worker.pop("path", None)
+            worker.pop("config", None)
+            worker["preset" if preset else "path"] = preset or model_path
+        if not any(k in worker for k in ("preset", "path", "config")):
+            worker["preset"] = DEFAULT_PRESET
+        if precision:
+            worker["precision"] = precision
+        try:
+            settings = WorkerModelSettings(**worker)
+        except Exception as exc:
+            raise ConfigError(f"worker settings: {exc}") from None
+        if settings.path is not None and not Path(settings.path).is_dir():
+            raise ConfigError(f"model path {settings.path} is not a directory (models are never downloaded)")
+        d["worker"] = worker
+        if model_name or "name" not in d:
+            d["name"] = model_name or settings.source_name()
+        if workers is not None or "replicas" not in d:
+            d["replicas"] = workers if workers is not None else default_workers()
+        d.setdefault("max_model_len", settings.max_seq_len)
+        d.setdefault("precision", settings.precision)
+        cluster = dict(file_values.get("cluster") or {})
+        cluster["models"] = deployments
+        overrides["cluster"] = cluster
+    return load_config(config_path, overrides), overrides

@@ -1,0 +1,101 @@
+"""What the daemon's routes depend on (FastAPI ``Depends``): the app's `Daemon`, its live driver,
+the admin token check; and errors as OpenAI error bodies.
+
+A route raises `APIError` (or lets a driver's `RequestError` through); the app's exception
+handlers turn both into ``{"error": {"message", "type", "param", "code"}}`` with the right status.
+``code`` is the `ReasonCode` value where there is one (``unknown_model``, ``too_long``,
+``queue_full``...).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.requests import Request as HTTPRequest
+
+from controlplane.live.daemon import ADMIN_TOKEN_ENV, Daemon
+from controlplane.live.daemon_openai import error_body
+from controlplane.live.driver import LiveDriver
+from controlplane.live.http_errors import RequestError
+from controlplane.live.results import LiveResult
+from controlplane.types import ReasonCode
+
+__all__ = [
+    "APIError",
+    "DaemonDep",
+    "DriverDep",
+    "error_handlers",
+    "get_daemon",
+    "get_driver",
+    "require_admin",
+    "result_error",
+]
+
+
+class APIError(Exception):
+    """An HTTP error answered with OpenAI's error body."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(error_body(self.status, self.message, param=self.param, code=self.code), self.status,
+                            headers=self.headers)
+
+
+def get_daemon(request: HTTPRequest) -> Daemon:
+    return request.app.state.daemon
+
+
+def get_driver(daemon: Annotated[Daemon, Depends(get_daemon)]) -> LiveDriver:
+    return daemon.driver
+
+
+DaemonDep = Annotated[Daemon, Depends(get_daemon)]
+DriverDep = Annotated[LiveDriver, Depends(get_driver)]
+
+
+def require_admin(request: HTTPRequest, daemon: DaemonDep) -> None:
+    """Admin endpoints: 404 when no token is set (they are off), 401 without the right bearer token."""
+    if not daemon.admin_token:
+        raise APIError(404, f"admin endpoints are disabled: set {ADMIN_TOKEN_ENV} to enable them")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), daemon.admin_token.encode()):
+        raise APIError(401, "admin endpoints need 'Authorization: Bearer <token>'",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+def result_error(r: LiveResult) -> APIError:
+    """The error for a request that did not complete: its status from its final state and code."""
+    status = r.http_status
+    message = r.reason or r.status
+    if r.status in ("rejected", "failed"):
+        message = f"{r.status}: {message}"
+    code = r.reason_code.value if r.reason_code is not None else r.status
+    return APIError(status, message, code=code, headers={"retry-after": "1"} if status in (429, 503) else None)
+
+
+async def _api_error(request: HTTPRequest, exc: APIError) -> JSONResponse:
+    return exc.response()
+
+
+async def _request_error(request: HTTPRequest, exc: RequestError) -> JSONResponse:
+    headers = {"retry-after": "5"} if exc.http_status == 503 else None
+    return APIError(exc.http_status, str(exc), param=exc.param, code=exc.code.value, headers=headers).response()
+
+
+async def _invalid(request: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+    return APIError(400, message, param=where or None, code=ReasonCode.INVALID.value).response()
+
+
+#: The app's exception handlers (`fastapi.FastAPI(exception_handlers=...)`).
+error_handlers = {APIError: _api_error, RequestError: _request_error, RequestValidationError: _invalid}

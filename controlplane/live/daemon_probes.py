@@ -1,0 +1,38 @@
+"""The daemon's probes and metrics: ``GET /healthz`` (the process answers), ``GET /readyz`` (a
+worker is ready and the daemon is not draining) and ``GET /metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from controlplane.live.daemon_deps import DaemonDep, DriverDep
+from controlplane.live.prometheus import CONTENT_TYPE_LATEST
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz(driver: DriverDep) -> dict[str, Any]:
+    return {"status": "ok", "draining": driver.draining}
+
+
+@router.get("/readyz")
+async def readyz(driver: DriverDep) -> JSONResponse:
+    states: dict[str, int] = {}
+    if driver.core is not None:
+        for w in driver.core.workers.values():
+            states[w.state.value] = states.get(w.state.value, 0) + 1
+    body: dict[str, Any] = {"ready": driver.ready, "draining": driver.draining, "workers": states}
+    if not driver.ready:
+        body["reason"] = "draining" if driver.draining else "no worker is ready yet"
+    return JSONResponse(body, 200 if driver.ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(daemon: DaemonDep) -> Response:
+    return Response(daemon.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,296 @@
+"""Workers in OS processes (multiprocessing spawn), one per worker, talking over a pipe: a crash
+or an out-of-memory kill takes only that worker. The default pool of the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from controlplane.live.placement import GpuSlots
+from controlplane.live.pool import WorkerPool
+from controlplane.live.worker_messages import (
+    StepCommand,
+    StepOutOfMemory,
+    StepReply,
+    WorkerLost,
+    WorkerStartError,
+    describe_error,
+)
+from controlplane.live.worker_runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from controlplane.live.model_source import WorkerModelSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ProcessPool"]
+
+
+
+def _process_main(conn: Any, settings: dict[str, Any], env: dict[str, str], threads: int | None) -> None:
+    """A worker process: load the model, then answer step / stop messages until the pipe closes."""
+    os.environ.update(env)  # before torch is imported: CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS
+    from controlplane.live.model_source import WorkerModelSettings
+
+    # The daemon decides when workers stop: a SIGTERM or Ctrl+C sent to the whole process group
+    # must not kill them in the middle of a graceful drain. The parent closing the pipe ends them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        runtime = WorkerRuntime.create(WorkerModelSettings(**settings), threads)
+        conn.send(("ready", runtime.facts()))
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            conn.send(("start_error", describe_error(exc), traceback.format_exc()))
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the daemon is gone
+        kind = msg[0]
+        try:
+            if kind == "step":
+                seq, cmd = msg[1], msg[2]
+                try:
+                    conn.send(("reply", seq, runtime.step(cmd)))
+                except StepOutOfMemory as exc:
+                    conn.send(("oom", seq, str(exc)))
+                except Exception as exc:
+                    conn.send(("error", seq, describe_error(exc), traceback.format_exc()))
+            elif kind == "ping":
+                conn.send(("pong", msg[1]))
+            elif kind == "stop":
+                conn.send(("stopped",))
+                return
+        except (BrokenPipeError, EOFError, OSError):
+            return
+
+
+@dataclass
+class _ProcWorker:
+    worker_id: str
+    process: Any
+    conn: Any
+    device: str
+    ready: asyncio.Future
+    stopped: asyncio.Future
+    pending: dict[int, asyncio.Future] = field(default_factory=dict)
+    stopping: bool = False
+    dead: str | None = None
+
+
+class ProcessPool(WorkerPool):
+    """One OS process per worker (multiprocessing spawn), talking over a pipe.
+
+    A worker process that exits or is killed is noticed by a reader thread at once (its pipe
+    closes), whether it was busy or idle.
+    """
+
+    kind = "process"
+
+    def __init__(
+        self, *, cpu_threads: int | None = None, gpus: int | None = None, stop_timeout_s: float = 10.0
+    ) -> None:
+        super().__init__(cpu_threads=cpu_threads)
+        import multiprocessing
+
+        self._ctx = multiprocessing.get_context("spawn")
+        self._gpus = GpuSlots(gpus)
+        self._workers: dict[str, _ProcWorker] = {}
+        self._seq = itertools.count()
+        self.stop_timeout_s = stop_timeout_s
+
+    async def start(
+        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+    ) -> dict[str, Any]:
+        if worker_id in self._workers:
+            raise WorkerStartError(f"worker {worker_id} already exists")
+        loop = asyncio.get_running_loop()
+        env: dict[str, str] = {}
+        threads: int | None = None
+        device = "cpu"
+        if self._gpus.wants_gpu(settings):
+            idx = self._gpus.take(worker_id)
+            env["CUDA_VISIBLE_DEVICES"] = self._gpus.visible_name(idx)
+            settings = settings.model_copy(update={"device": "cuda:0"})
+            device = f"cuda (physical {env['CUDA_VISIBLE_DEVICES']})"
+        else:
+            threads = self.threads_for(expected_workers)
+            env["OMP_NUM_THREADS"] = str(threads)
+            if settings.device != "auto":
+                device = settings.device
+            elif self._gpus.count == 0:
+                env["CUDA_VISIBLE_DEVICES"] = ""
+        parent_conn, child_conn = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_process_main,
+            args=(child_conn, settings.model_dump(), env, threads),
+            name=f"controlplane-worker-{worker_id}",
+            daemon=True,
+        )
+        try:
+            await loop.run_in_executor(None, proc.start)
+        except Exception as exc:
+            self._gpus.release(worker_id)
+            raise WorkerStartError(f"could not start a worker process: {describe_error(exc)}") from exc
+        finally:
+            child_conn.close()
+        w = _ProcWorker(worker_id, proc, parent_conn, device, loop.create_future(), loop.create_future())
+        self._workers[worker_id] = w
+        threading.Thread(target=self._reader, args=(w, loop), name=f"cp-reader-{worker_id}", daemon=True).start()
+        try:
+            return await asyncio.shield(w.ready)
+        except WorkerLost as exc:
+            raise WorkerStartError(str(exc)) from None
+
+    def _reader(self, w: _ProcWorker, loop: asyncio.AbstractEventLoop) -> None:
+        """Blocks on the worker's pipe (in a thread) and posts everything to the loop."""
+        while True:
+            try:
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception as exc:  # an unpicklable reply: the worker is unusable
+                msg = ("error", -1, f"bad message from worker: {describe_error(exc)}", "")
+            if not _post(loop, self._on_message, w, msg):
+                return
+        w.process.join(timeout=5)
+        code = w.process.exitcode
+        if code is None:
+            reason = f"worker process {w.process.pid} closed its pipe"
+        elif code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            reason = f"worker process {w.process.pid} was killed by {name}"
+        else:
+            reason = f"worker process {w.process.pid} exited with code {code}"
+        _post(loop, self._on_exit, w, reason)
+
+    def _on_message(self, w: _ProcWorker, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "ready":
+            if not w.ready.done():
+                w.ready.set_result(msg[1])
+        elif kind == "start_error":
+            if not w.ready.done():
+                w.ready.set_exception(WorkerLost(msg[1]))
+            log.error("worker %s failed to start:\n%s", w.worker_id, msg[2])
+        elif kind in ("reply", "oom", "error"):
+            fut = w.pending.pop(msg[1], None)
+            if kind == "error":
+                # A step that raised for another reason than memory leaves the backend in an
+                # unknown state: the worker is retired and its requests retried elsewhere.
+                log.error("worker %s step failed:\n%s", w.worker_id, msg[3])
+                self._kill(w, f"worker step raised {msg[2]}")
+                if fut is not None and not fut.done():
+                    fut.set_exception(WorkerLost(w.dead))
+                return
+            if fut is None or fut.done():
+                return
+            if kind == "reply":
+                fut.set_result(msg[2])
+            else:
+                fut.set_exception(StepOutOfMemory(msg[2]))
+        elif kind == "stopped":
+            w.stopping = True
+
+    def _on_exit(self, w: _ProcWorker, reason: str) -> None:
+        self._gpus.release(w.worker_id)
+        with contextlib.suppress(Exception):
+            w.conn.close()
+        if not w.stopped.done():
+            w.stopped.set_result(None)
+        expected = w.stopping or w.dead is not None
+        w.dead = w.dead or reason
+        err = WorkerLost(w.dead)
+        if not w.ready.done():
+            w.ready.set_exception(err)
+        for fut in w.pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        w.pending.clear()
+        if not expected:
+            self._report_failure(w.worker_id, reason)
+
+    def _kill(self, w: _ProcWorker, reason: str) -> None:
+        if w.dead is None:
+            w.dead = reason
+            self._report_failure(w.worker_id, reason)
+        with contextlib.suppress(Exception):
+            w.process.kill()
+
+    async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
+        w = self._workers.get(worker_id)
+        if w is None or w.dead or w.stopping or not w.ready.done():
+            raise WorkerLost(f"worker {worker_id} is not running" + (f" ({w.dead})" if w and w.dead else ""))
+        seq = next(self._seq)
+        fut = asyncio.get_running_loop().create_future()
+        w.pending[seq] = fut
+        try:
+            w.conn.send(("step", seq, cmd))
+        except (OSError, ValueError) as exc:
+            w.pending.pop(seq, None)
+            raise WorkerLost(f"worker {worker_id}: {describe_error(exc)}") from None
+        return await fut
+
+    async def stop(self, worker_id: str) -> None:
+        w = self._workers.pop(worker_id, None)
+        if w is None:
+            return
+        w.stopping = True
+        if not w.ready.done():  # still loading: nothing to finish
+            with contextlib.suppress(Exception):
+                w.process.kill()
+        elif w.process.is_alive():
+            with contextlib.suppress(Exception):
+                w.conn.send(("stop",))
+            try:
+                await asyncio.wait_for(asyncio.shield(w.stopped), self.stop_timeout_s)
+            except TimeoutError:
+                log.warning("worker %s did not stop in %.0fs; killing it", worker_id, self.stop_timeout_s)
+                with contextlib.suppress(Exception):
+                    w.process.kill()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(w.stopped), 5)
+        self._gpus.release(worker_id)
+
+    def alive(self, worker_id: str) -> bool:
+        w = self._workers.get(worker_id)
+        return w is not None and w.dead is None and not w.stopping and w.ready.done() and not w.ready.exception()
+
+    def info(self, worker_id: str) -> dict[str, Any]:
+        w = self._workers.get(worker_id)
+        return {"pid": w.process.pid, "device": w.device} if w else {}
+
+    def pid(self, worker_id: str) -> int | None:
+        w = self._workers.get(worker_id)
+        return w.process.pid if w else None
+
+    def kill(self, worker_id: str) -> None:
+        """SIGKILL a worker process (chaos testing); the pool reports it as failed."""
+        w = self._workers.get(worker_id)
+        if w is not None:
+            os.kill(w.process.pid, signal.SIGKILL)
+
+    def worker_ids(self) -> list[str]:
+        return list(self._workers)
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> bool:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+        return True
+    except RuntimeError:  # the loop is closed: nobody is listening any more
+        return False

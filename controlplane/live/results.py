@@ -1,0 +1,147 @@
+"""What a client of the live driver holds: a request's handle (its text stream and final result)
+and the driver's record of the request behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from controlplane.live.http_errors import http_status_for
+from controlplane.live.sampling import SamplingParams, StopCondition
+from controlplane.types import ReasonCode, Request
+
+if TYPE_CHECKING:
+    from controlplane.live.driver import LiveDriver
+
+__all__ = ["LiveRequest", "LiveRequestHandle", "LiveResult"]
+
+
+@dataclass
+class LiveResult:
+    """A request's final state, as its client sees it. Times are run seconds (the core's clock)."""
+
+    request_id: str
+    model: str
+    status: str  # completed | rejected | failed | in_flight | timeout | cancelled
+    text: str
+    finish_reason: str | None  # OpenAI style: "stop" | "length" (completed requests)
+    reason: str | None  # why it was rejected or failed; the worker's stop reason when completed
+    prompt_tokens: int
+    completion_tokens: int
+    worker_id: str | None = None
+    num_retries: int = 0
+    num_preemptions: int = 0
+    cache_hit: str | None = None
+    guardian_verdict: str | None = None
+    arrival_s: float | None = None
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    reason_code: ReasonCode | None = None  # why it was rejected or failed, as a code
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def http_status(self) -> int:
+        return http_status_for(self.status, self.reason_code)
+
+
+class _End:
+    __slots__ = ("result",)
+
+    def __init__(self, result: LiveResult) -> None:
+        self.result = result
+
+
+@dataclass(eq=False)
+class LiveRequest:
+    """The driver's side of one request: what the backend needs and what the client is owed."""
+
+    request: Request
+    prompt_ids: tuple[int, ...]
+    max_tokens: int
+    stop: StopCondition
+    sampling: SamplingParams
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    registered_on: str | None = None  # the worker whose backend holds the request
+    backend_done: bool = False  # the backend retired it (finished)
+    hold: bool = False  # prefilled at its first chunk; the core has not scheduled the last one yet
+    held: Any = None  # the token that prefill produced, delivered with the last chunk
+    result: LiveResult | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def push(self, delta: str) -> None:
+        if self.result is None:
+            self.queue.put_nowait(delta)
+
+    def resolve(self, result: LiveResult) -> None:
+        if self.result is not None:
+            return
+        self.result = result
+        if self.timer is not None:
+            self.timer.cancel()
+        self.queue.put_nowait(_End(result))
+
+    def unregister(self) -> None:
+        """The worker no longer holds the request's KV (preempted, failed, or removed)."""
+        self.registered_on, self.hold, self.held = None, False, None
+
+    def final(self, status: str, reason: str | None, code: ReasonCode | None = None) -> LiveResult:
+        """The request's `LiveResult` in final state ``status``."""
+        r = self.request
+        finish = None
+        if status == "completed":
+            done = self.finish_reason == "length" or len(self.generated) >= self.max_tokens
+            finish = "length" if done else "stop"
+        text, completion = self.text, len(self.generated)
+        if r.cache_hit:
+            text, completion = r.output_text or "", r.output_tokens
+        return LiveResult(
+            request_id=r.request_id, model=r.model or "", status=status, text=text, finish_reason=finish,
+            reason=reason, prompt_tokens=r.prompt_tokens, completion_tokens=completion, worker_id=r.worker_id,
+            num_retries=r.num_retries, num_preemptions=r.num_preemptions, cache_hit=r.cache_hit,
+            guardian_verdict=r.guardian_verdict, arrival_s=r.arrival_s, first_token_s=r.first_token_s,
+            finish_s=r.finish_s, reason_code=code,
+        )
+
+
+class LiveRequestHandle:
+    """A submitted request: ``async for delta in handle`` streams text; ``await handle.result()``;
+    ``handle.cancel()`` when the client goes away."""
+
+    def __init__(self, live: LiveRequest, driver: LiveDriver | None = None) -> None:
+        self._live = live
+        self._driver = driver
+        self.request_id = live.request.request_id
+        self._result: LiveResult | None = None
+
+    def cancel(self, reason: str = "cancelled by the client") -> None:
+        """Give up on the request: it leaves its worker at the next iteration, recorded as cancelled."""
+        if self._driver is not None and not self.done:
+            self._driver.cancel(self.request_id, reason)
+
+    @property
+    def done(self) -> bool:
+        return self._live.result is not None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while self._result is None:
+            item = await self._live.queue.get()
+            if isinstance(item, _End):
+                self._result = item.result
+                return
+            yield item
+
+    async def result(self) -> LiveResult:
+        """Wait for the final state (deltas not yet read are part of its ``text``)."""
+        async for _ in self:
+            pass
+        assert self._result is not None
+        return self._result

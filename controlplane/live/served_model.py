@@ -1,0 +1,136 @@
+"""A deployment as the live driver sees it: its tokenizer and limits (loaded without the weights),
+chat rendering, and a client's request checked and tokenized for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane.config import RunConfig
+from controlplane.errors import ConfigError
+from controlplane.live.http_errors import InvalidRequest
+from controlplane.live.model_source import WorkerModelSettings, build_config, load_tokenizer
+from controlplane.live.sampling import SamplingParams, StopCondition
+from controlplane.types import ReasonCode
+
+__all__ = ["PreparedPrompt", "ServedModel", "content_text", "load_served_model", "worker_settings"]
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A request checked against its model: token ids, how to sample and stop, the recorded params."""
+
+    text: str | None  # the prompt text (None when the client sent token ids)
+    ids: tuple[int, ...]
+    sampling: SamplingParams
+    stop: StopCondition
+    params: tuple[tuple[str, Any], ...]  # ``Request.params``: the generation options, sorted
+
+
+@dataclass
+class ServedModel:
+    """A deployment as the driver sees it: worker settings and the tokenizer for requests."""
+
+    name: str
+    settings: WorkerModelSettings
+    tokenizer: Any
+    max_seq_len: int
+    vocab_size: int
+
+    def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> tuple[str, bool]:
+        """The prompt for a chat; True when it came from the tokenizer's chat template."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            return text, True
+        lines = [f"{m.get('role', 'user')}: {content_text(m.get('content'))}" for m in messages]
+        return "\n".join(lines) + "\nassistant:", False
+
+    def prepare(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        stop: Sequence[str] | str | None = None,
+        ignore_eos: bool = False,
+        chat: bool = False,
+    ) -> PreparedPrompt:
+        """Tokenize and check a request (text or token ids); raises `InvalidRequest` saying what is wrong."""
+        if isinstance(prompt, str):
+            text: str | None = prompt
+            ids = self.encode(prompt, special_tokens=not chat)
+        else:
+            text = None
+            ids = [int(t) for t in prompt]
+        if not ids:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if any(not 0 <= t < self.vocab_size for t in ids):
+            raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})", param="prompt")
+        if len(ids) >= self.max_seq_len:
+            raise InvalidRequest(
+                f"too long: the prompt has {len(ids)} tokens; the model's context is {self.max_seq_len}",
+                code=ReasonCode.TOO_LONG, param="prompt",
+            )
+        if max_tokens < 1:
+            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        try:
+            sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+            stop_cond = StopCondition(eos_token_ids=() if ignore_eos else None, stop_strings=stops)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+        if seed is not None:
+            params["seed"] = seed
+        if stops:
+            params["stop"] = stops
+        if ignore_eos:
+            params["ignore_eos"] = True
+        return PreparedPrompt(text, tuple(ids), sampling, stop_cond, tuple(sorted(params.items())))
+
+
+def content_text(content: Any) -> str:
+    """A chat message's content as text (of OpenAI content parts, the text ones)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    return str(content)
+
+
+def worker_settings(config: RunConfig, model: str) -> WorkerModelSettings:
+    """The deployment's ``worker`` section as validated worker settings (default: tiny-llama)."""
+    d = config.cluster.deployment(model)
+    if d is None:
+        raise ConfigError(f"no deployment named {model!r}")
+    try:
+        return WorkerModelSettings(**(d.worker or {}))
+    except Exception as exc:
+        raise ConfigError(f"cluster.models[{d.name}].worker: {exc}") from None
+
+
+def load_served_model(name: str, settings: WorkerModelSettings) -> ServedModel:
+    """Tokenizer and limits of a deployment's model, without loading its weights."""
+    if settings.path is not None:
+        from transformers import AutoConfig
+
+        try:
+            cfg = AutoConfig.from_pretrained(settings.path, local_files_only=True)
+        except OSError as exc:
+            raise ConfigError(f"model {name}: cannot read a model config in {settings.path}: {exc}") from None
+    else:
+        cfg = build_config(settings)
+    tokenizer = load_tokenizer(settings.path, cfg)
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    limit = getattr(text_cfg, "max_position_embeddings", None) or settings.max_seq_len
+    return ServedModel(name, settings, tokenizer, min(settings.max_seq_len, int(limit)), int(text_cfg.vocab_size))
