@@ -1,0 +1,78 @@
+"""The daemon's error bodies carry the request's code (in process, on a thread pool): OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` with the `ReasonCode` value as ``code``."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from controlplane.live.daemon import Daemon, DaemonOptions
+from controlplane.live.daemon_config import daemon_config
+
+TOKEN = "errors-token"
+
+
+@pytest.fixture(scope="module")
+def http():
+    from fastapi.testclient import TestClient
+
+    cfg, _ = daemon_config(None, workers=1)
+    cfg = cfg.model_copy(update={"plugins": cfg.plugins.model_copy(update={"settings": {
+        **cfg.plugins.settings, "queue-limit": {"max_prompt_tokens": 40}}})})
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", admin_token=TOKEN, cpu_threads=1), record=False)
+    with TestClient(daemon.app) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the in-process daemon never became ready"
+            time.sleep(0.05)
+        yield client
+
+
+def error(r) -> dict:
+    return r.json()["error"]
+
+
+def test_unknown_models_are_404_with_their_code(http):
+    for path, body in (("/v1/completions", {"prompt": "x"}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})):
+        r = http.post(path, json={"model": "gpt-4", "max_tokens": 2, **body})
+        assert r.status_code == 404
+        assert error(r) | {"message": None} == {"message": None, "type": "not_found_error", "param": "model",
+                                                 "code": "unknown_model"}
+        assert "not served here" in error(r)["message"]
+
+
+def test_bad_requests_are_400_with_their_code(http):
+    over_context = http.post("/v1/completions", json={"prompt": [5] * 3000, "max_tokens": 2})
+    assert over_context.status_code == 400 and error(over_context)["code"] == "too_long"
+    assert error(over_context)["param"] == "prompt"
+    unsupported = http.post("/v1/completions", json={"prompt": "x", "logprobs": 2})
+    assert unsupported.status_code == 400 and error(unsupported) | {"message": None} == {
+        "message": None, "type": "invalid_request_error", "param": "logprobs", "code": "invalid"}
+    malformed = http.post("/v1/completions", json={"prompt": "x", "max_tokens": "lots"})
+    assert malformed.status_code == 400 and error(malformed)["code"] == "invalid"
+    assert error(malformed)["param"] == "max_tokens"
+
+
+def test_a_rejection_by_a_plugin_carries_the_core_s_code(http):
+    r = http.post("/v1/completions", json={"prompt": [5] * 41, "max_tokens": 2})  # queue-limit's max_prompt_tokens
+    assert r.json()["error"]["message"].startswith("rejected: prompt too long")
+    assert r.status_code == {"too_long": 400, "admission_denied": 429}[error(r)["code"]]
+
+
+def test_admin_needs_the_token_and_draining_is_503_unavailable(http):
+    r = http.get("/admin/workers")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and error(r)["code"] is None
+    admin = {"authorization": f"Bearer {TOKEN}"}
+    assert http.get("/admin/workers", headers=admin).json()["pool"] == "thread"
+    assert http.post("/admin/drain", json={"exit": False}, headers=admin).status_code == 202
+    try:
+        late = http.post("/v1/completions", json={"prompt": "late", "max_tokens": 2})
+        assert late.status_code == 503 and late.headers["retry-after"] == "5"
+        assert error(late)["code"] == "unavailable" and "draining" in error(late)["message"]
+        assert http.get("/readyz").json()["reason"] == "draining"
+    finally:
+        assert http.post("/admin/resume", headers=admin).json() == {"draining": False}
+    ok = http.post("/v1/completions", json={"prompt": "again", "max_tokens": 2, "ignore_eos": True})
+    assert ok.status_code == 200 and ok.json()["controlplane"]["requests"][0]["reason_code"] is None
