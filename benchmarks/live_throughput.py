@@ -88,16 +88,17 @@ def sequential(args: argparse.Namespace, ps: list[list[int]]) -> dict[str, float
 
 
 def live_config(worker: dict[str, Any], *, max_num_seqs: int, db: str | None = None):
-    from controlplane.testing import make_config
+    """The run config of one deployment serving ``worker`` (defaults for everything else)."""
+    from controlplane.config import load_config
 
     deployment = {"name": "bench", "replicas": 1, "worker": worker, "max_num_seqs": max_num_seqs,
                   "max_model_len": worker["max_seq_len"]}
-    return make_config(cluster={"models": [deployment]}, storage={"url": db or "sqlite://"})
+    return load_config(None, {"cluster": {"models": [deployment]}, "storage": {"url": db or "sqlite://"}})
 
 
 async def _batched(args: argparse.Namespace, ps: list[list[int]]) -> dict[str, float]:
     from controlplane.live.driver import LiveDriver
-    from controlplane.live.pool import LocalThreadPool
+    from controlplane.live.pool_thread import LocalThreadPool
 
     cfg = live_config(worker_dict(args), max_num_seqs=max(len(ps), 1))
     async with LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=args.threads), record=False) as driver:
@@ -240,7 +241,7 @@ def daemon_overhead(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
 
     async def in_process() -> tuple[float, list[float]]:
         from controlplane.live.driver import LiveDriver
-        from controlplane.live.pool import LocalThreadPool
+        from controlplane.live.pool_thread import LocalThreadPool
 
         cfg = live_config({"preset": args.daemon_preset, "precision": "fp32", "device": args.device,
                            "seed": args.seed, "max_seq_len": 2048}, max_num_seqs=128)
