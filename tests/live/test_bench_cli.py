@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import bench
 from controlplane.hardware.profile_format import read_profile, write_profile
 from sim.latency.base import IterationShape
 from sim.latency.measured import MeasuredProfileModel
-from tests.live.calibration_runs import record_live_run
 
 
 def invoke(*args):
@@ -24,11 +22,6 @@ def invoke(*args):
 def row(p_tok=0, p_seqs=0, d_seqs=0, d_ctx=0, t=0.01, **extra):
     return {"num_prefill_tokens": p_tok, "num_prefill_seqs": p_seqs, "num_decode_seqs": d_seqs,
             "sum_decode_context": d_ctx, "sum_prefill_context": 0, "iteration_s": t, **extra}
-
-
-@pytest.fixture(scope="module")
-def timed_live_run(tmp_path_factory):
-    return record_live_run(tmp_path_factory.mktemp("bench-cli"))
 
 
 # --- the commands -----------------------------------------------------------------------------------

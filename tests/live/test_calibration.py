@@ -22,7 +22,6 @@ from controlplane.live.iteration_samples import (
 from sim.calibration import calibrate, calibrate_rows, live_slowdowns
 from sim.latency.base import IterationShape
 from sim.latency.measured import MeasuredProfileModel
-from tests.live.calibration_runs import record_live_run
 
 
 def row(p_tok=0, p_seqs=0, d_seqs=0, d_ctx=0, t=0.01, **extra):
@@ -294,11 +293,6 @@ def test_an_iteration_log_keeps_each_timed_iteration_as_a_sample():
 
 
 # --- a real timed run -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def timed_live_run(tmp_path_factory):
-    return record_live_run(tmp_path_factory.mktemp("calibration"))
 
 
 def test_the_driver_times_each_iteration_with_its_padding(timed_live_run):
