@@ -175,30 +175,42 @@ class CausalLMBackend:
         max_new_tokens: int,
         stop: StopCondition | None = None,
         sampling: SamplingParams | None = None,
+        generated: Sequence[int] = (),
     ) -> None:
-        """Queue a request; it is prefilled by the first ``step()`` that lists it in ``prefill_ids``."""
+        """Queue a request; it is prefilled by the first ``step()`` that lists it in ``prefill_ids``.
+
+        ``generated`` is output the request produced before (it is computed again after a
+        preemption, or on another worker after a failure): it is prefilled after the prompt, and
+        the request's output stream goes on after it, so text held back at the cut (half a UTF-8
+        character, the start of a stop string) is not lost. ``max_new_tokens`` counts it.
+        """
         if self.has_request(request_id):
             raise ValueError(f"request {request_id!r} already exists")
         prompt = [int(t) for t in prompt_token_ids]
+        done = [int(t) for t in generated]
         if not prompt:
             raise ValueError("prompt_token_ids must not be empty")
-        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        bad = [t for t in prompt + done if not 0 <= t < self.vocab_size]
         if bad:
             raise ValueError(f"token ids out of vocabulary range [0, {self.vocab_size}): {bad[:5]}")
-        if len(prompt) >= self.max_seq_len:
-            raise ValueError(f"prompt has {len(prompt)} tokens; max_seq_len {self.max_seq_len} leaves no room to generate")
+        if len(prompt) + len(done) >= self.max_seq_len:
+            raise ValueError(f"prompt has {len(prompt) + len(done)} tokens; max_seq_len {self.max_seq_len} leaves "
+                             "no room to generate")
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         stop = stop or StopCondition()
         sampling = sampling or SamplingParams()
         budget = min(max_new_tokens, stop.max_new_tokens or max_new_tokens, self.max_seq_len - len(prompt))
         eos = self.eos_token_ids if stop.eos_token_ids is None else stop.eos_token_ids
+        stream = OutputStream(self.tokenizer, prompt, stop, eos, budget)
+        for token in done:
+            stream.append(token)
         self._waiting[request_id] = _Request(
             request_id=request_id,
-            prompt_ids=prompt,
+            prompt_ids=prompt + done,
             sampling=sampling,
             generator=sampling.make_generator(self.device),
-            stream=OutputStream(self.tokenizer, prompt, stop, eos, budget),
+            stream=stream,
         )
 
     @torch.inference_mode()

@@ -1,22 +1,20 @@
 """The worker side of every pool: one model backend and the bookkeeping a driver needs around it.
 
-It registers requests with the `CausalLMBackend` lazily, drops preempted ones, runs one
-``backend.step`` per `StepCommand` and returns a plain `StepReply` whose profile row carries the
-iteration's shape, its own time and the padded counts the backend really computed.
+It registers requests with the `CausalLMBackend` lazily (a recomputed one with the output it
+already streamed), drops preempted ones, runs one ``backend.step`` per `StepCommand` and returns
+a plain `StepReply` whose profile row carries the iteration's shape, its own time and the padded
+counts the backend really computed.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from controlplane.live.device_facts import device_facts
-from controlplane.live.worker_messages import AddSpec, StepCommand, StepOutOfMemory, StepReply, TokenOut
+from controlplane.live.worker_messages import StepCommand, StepOutOfMemory, StepReply, TokenOut
 
 if TYPE_CHECKING:  # torch is imported lazily: a worker process sets CUDA_VISIBLE_DEVICES first
     from controlplane.live.model_source import WorkerModelSettings
-
-log = logging.getLogger(__name__)
 
 __all__ = ["WorkerRuntime", "is_out_of_memory"]
 
@@ -61,12 +59,8 @@ class WorkerRuntime:
         for a in cmd.adds:
             if b.has_request(a.request_id):
                 b.remove(a.request_id)
-            b.add_request(
-                a.request_id, a.prompt_ids + a.generated, max_new_tokens=max(1, a.max_new_tokens - len(a.generated)),
-                stop=a.stop, sampling=a.sampling,
-            )
-            if a.generated:
-                self._resume_stream(a)
+            b.add_request(a.request_id, a.prompt_ids, max_new_tokens=a.max_new_tokens, stop=a.stop,
+                          sampling=a.sampling, generated=a.generated)
         try:
             res = b.step(cmd.prefill_ids, cmd.decode_ids)
         except BaseException as exc:
@@ -78,30 +72,6 @@ class WorkerRuntime:
             TokenOut(o.request_id, o.token_id, o.text_delta, o.finished, o.finish_reason) for o in res.outputs
         )
         return StepReply(cmd.batch_id, outputs, res.duration_s, res.profile_row(padded=True))
-
-    def _resume_stream(self, a: AddSpec) -> None:
-        """Give a recomputed request the output stream it had: the original prompt, then ``generated``.
-
-        The backend would otherwise start a fresh stream that takes the already generated tokens
-        for prompt, losing text held back at the cut (half a UTF-8 character, the start of a
-        stop string) and counting the budget from the cut. ``CausalLMBackend`` has no public
-        way to resume a request yet, so this reaches into its request record.
-        """
-        from controlplane.live.sampling import StopCondition
-        from controlplane.live.streaming import OutputStream
-
-        b = self.backend
-        record = getattr(b, "_waiting", {}).get(a.request_id)
-        if record is None or not hasattr(record, "stream"):
-            log.warning("cannot resume the output stream of %s: backend internals changed", a.request_id)
-            return
-        stop = a.stop or StopCondition()
-        eos = b.eos_token_ids if stop.eos_token_ids is None else stop.eos_token_ids
-        budget = min(a.max_new_tokens, stop.max_new_tokens or a.max_new_tokens, b.max_seq_len - len(a.prompt_ids))
-        stream = OutputStream(b.tokenizer, a.prompt_ids, stop, eos, budget)
-        for token in a.generated:
-            stream.append(token)
-        record.stream = stream
 
     def facts(self) -> dict[str, Any]:
         """Device and model facts for the memory plan (`WorkerReady.memory`)."""

@@ -104,6 +104,21 @@ def test_step_reports_shape_and_kv_usage(engine):
     assert engine.remove("a") and engine.kv_tokens_in_use == 4 + 4 == engine._kv.valid_tokens()
 
 
+def test_a_recomputed_request_continues_its_stream(engine):
+    """Registered again with the output it had (after a preemption): prefilled with it, its
+    stream goes on where it stopped, and its budget counts what it had generated."""
+    prompt = [5, 9, 13, 17, 21]
+    whole = engine.generate_one(prompt, 8, stop=NO_EOS)
+    engine.add_request("r", prompt, max_new_tokens=8, stop=NO_EOS, generated=whole.token_ids[:3])
+    outs = [engine.step(["r"], []).by_id["r"]]
+    while not outs[-1].finished:
+        outs.append(engine.step([], ["r"]).by_id["r"])
+    assert [o.token_id for o in outs] == whole.token_ids[3:]
+    assert outs[-1].num_generated == 8 and outs[-1].finish_reason == "length"
+    head = engine.generate_one(prompt, 3, stop=NO_EOS).text
+    assert head + "".join(o.text_delta for o in outs) == whole.text
+
+
 def test_bad_calls_are_rejected(engine):
     engine.add_request("a", [5, 6], max_new_tokens=3)
     with pytest.raises(ValueError):
