@@ -31,8 +31,6 @@ __all__ = [
     "StopCondition",
 ]
 
-from controlplane.hardware.profile_format import ROW_FIELDS as PROFILE_KEYS  # noqa: E402
-
 
 @dataclass
 class RequestOutput:

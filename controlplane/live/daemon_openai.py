@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +25,9 @@ __all__ = [
     "completion_chunk",
     "completion_response",
     "error_body",
+    "new_id",
     "sse",
+    "usage",
 ]
 
 
@@ -235,9 +237,3 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
 def sse(payload: dict[str, Any] | str) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
-
-
-async def sse_stream(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async for c in chunks:
-        yield sse(c)
-    yield sse("[DONE]")
