@@ -9,21 +9,13 @@ from typing import Any
 import numpy as np
 
 from controlplane.config import SLOConfig
+from controlplane.request_latency import request_latencies
 from controlplane.types import Request, RequestStatus
 
 PERCENTILES = (50, 90, 99)
 LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue")
 
-
-def request_latencies(r: Request) -> tuple[float | None, float | None, float | None, float | None]:
-    """(ttft, tpot, e2e, queue) of a request in seconds; None where undefined."""
-    if r.first_token_s is None or r.finish_s is None:
-        return None, None, None, None
-    ttft = r.first_token_s - r.arrival_s
-    e2e = r.finish_s - r.arrival_s
-    tpot = (r.finish_s - r.first_token_s) / (r.output_tokens - 1) if r.output_tokens > 1 else 0.0
-    queue = (r.scheduled_s if r.scheduled_s is not None else r.first_token_s) - r.arrival_s
-    return ttft, tpot, e2e, queue
+__all__ = ["LATENCY_METRICS", "PERCENTILES", "RunStats", "request_latencies"]
 
 
 class RunStats:
@@ -64,11 +56,18 @@ class RunStats:
         self.output_tokens += r.output_tokens
         ttft, tpot, e2e, queue = request_latencies(r)
         v = self.values
-        v["ttft"].append(ttft)
-        v["tpot"].append(tpot)
-        v["e2e"].append(e2e)
-        v["queue"].append(queue)
-        ok = ttft <= slo.ttft_s and tpot <= slo.tpot_s and (slo.e2e_s is None or e2e <= slo.e2e_s)
+        # Undefined latencies (a one-token output's TPOT) are left out of the percentiles.
+        if ttft is not None:
+            v["ttft"].append(ttft)
+        if tpot is not None:
+            v["tpot"].append(tpot)
+        if e2e is not None:
+            v["e2e"].append(e2e)
+        if queue is not None:
+            v["queue"].append(queue)
+        # No inter-token gap (one output token) cannot miss a TPOT target.
+        ok = (ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
+              and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
         self.slo_ok.append(1 if ok else 0)
         if r.finish_s is not None and r.finish_s > self.last_finish_s:
             self.last_finish_s = r.finish_s

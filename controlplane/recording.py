@@ -9,47 +9,71 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from controlplane.events import MetricSample, RequestFinished, WorkerChanged
+from controlplane.events import IterationTimed, MetricSample, RequestFinished, WorkerChanged
 from controlplane.hookspecs import hookimpl
+from controlplane.request_latency import latencies
 from controlplane.storage.rows import SPECS
 from controlplane.types import Decision
 
 #: Column orders the tuples below are written in; checked against the tables on import.
 REQUEST_COLUMNS: Final = (
-    "request_id", "model", "tenant", "worker_id", "status", "reason", "arrival_s", "scheduled_s",
+    "request_id", "model", "tenant", "worker_id", "status", "reason", "reason_code", "arrival_s", "scheduled_s",
     "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "cached_tokens", "cache_hit",
     "num_preemptions", "guardian_verdict", "ttft_s", "tpot_s", "e2e_s", "queue_s",
 )
 DECISION_COLUMNS: Final = ("time_s", "plugin", "hook", "subject", "action", "payload", "reason", "is_error")
 METRIC_COLUMNS: Final = ("time_s", "name", "value", "labels")
+#: The profile row's fields, stored one column each (``controlplane.hardware.profile_format``).
+ITERATION_ROW_FIELDS: Final = (
+    "num_prefill_tokens", "num_prefill_seqs", "num_decode_seqs", "sum_decode_context", "sum_prefill_context",
+    "iteration_s", "padded_prefill_tokens", "padded_decode_context",
+)
+ITERATION_COLUMNS: Final = ("worker_id", "batch_id", "start_s", "end_s", *ITERATION_ROW_FIELDS)
 for _table, _columns in (("request", REQUEST_COLUMNS), ("decision", DECISION_COLUMNS),
-                         ("metric_sample", METRIC_COLUMNS)):
+                         ("metric_sample", METRIC_COLUMNS), ("iteration", ITERATION_COLUMNS)):
     if SPECS[_table].columns != _columns:
         raise RuntimeError(f"controlplane.recording: {_table} columns are {SPECS[_table].columns}, not {_columns}")
 
 
 def request_values(r: Any) -> tuple:
     """A request's final state as a `request` row (``REQUEST_COLUMNS`` order), with the
-    latencies as :func:`controlplane.storage.rows.derive_latencies` defines them."""
+    latencies of :func:`controlplane.request_latency.latencies` (the summary's own)."""
     arrival, first, finish, scheduled = r.arrival_s, r.first_token_s, r.finish_s, r.scheduled_s
     out = r.output_tokens
+    code = r.reason_code
     return (
-        r.request_id, r.model, r.tenant, r.worker_id, r.status.value, r.reason, arrival, scheduled,
-        first, finish, r.prompt_tokens, out, r.cached_tokens, r.cache_hit, r.num_preemptions,
-        r.guardian_verdict,
-        None if first is None else first - arrival,
-        (finish - first) / (out - 1) if first is not None and finish is not None and out > 1 else None,
-        None if finish is None else finish - arrival,
-        None if scheduled is None else scheduled - arrival,
+        r.request_id, r.model, r.tenant, r.worker_id, r.status.value, r.reason,
+        None if code is None else code.value, arrival, scheduled, first, finish, r.prompt_tokens, out,
+        r.cached_tokens, r.cache_hit, r.num_preemptions, r.guardian_verdict,
+        *latencies(arrival, scheduled, first, finish, out),
+    )
+
+
+def _count(value: Any) -> Any:
+    """Profile rows may carry counts as floats (``3.0``); the columns are integers."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+def iteration_values(e: IterationTimed) -> tuple:
+    """An `IterationTimed` event as an `iteration` row (``ITERATION_COLUMNS`` order); the
+    padded counts are NULL for backends that do not pad."""
+    row = e.row
+    get = row.get
+    return (
+        e.worker_id, e.batch_id, e.start_s, e.time_s,
+        _count(row["num_prefill_tokens"]), _count(row["num_prefill_seqs"]), _count(row["num_decode_seqs"]),
+        _count(row["sum_decode_context"]), _count(row["sum_prefill_context"]), row["iteration_s"],
+        _count(get("padded_prefill_tokens")), _count(get("padded_decode_context")),
     )
 
 
 class SqlRecorder:
-    """Buffers every finished request, decision, metric sample and worker event for bulk writes."""
+    """Buffers every finished request, decision, metric sample and worker event for bulk writes,
+    and each live iteration's timing when ``record_iterations`` is on (``storage.record_iterations``)."""
 
     name = "sql-recorder"
 
-    def __init__(self, recorder: Any) -> None:
+    def __init__(self, recorder: Any, *, record_iterations: bool = False) -> None:
         self.recorder = recorder
         add = recorder.add_values
         self._dispatch = {
@@ -59,6 +83,8 @@ class SqlRecorder:
             MetricSample: lambda m: add("metric_sample", (m.time_s, m.name, m.value, m.labels)),
             WorkerChanged: self._worker,
         }
+        if record_iterations:
+            self._dispatch[IterationTimed] = lambda e: add("iteration", iteration_values(e))
 
     @hookimpl
     def cp_on_event(self, event):

@@ -14,6 +14,9 @@ from controlplane.errors import ConfigError
 from controlplane.plugin_manager import PluginInfo, PluginSet, build_plugin_set, discover_plugins, instantiate
 from controlplane.recording import SqlRecorder
 
+#: How often a live run's rows are written at the latest (a busy daemon fills a batch sooner).
+LIVE_FLUSH_INTERVAL_S = 1.0
+
 
 def _fallbacks(available: Mapping[str, PluginInfo]) -> dict[str, object]:
     out: dict[str, object] = {}
@@ -68,11 +71,22 @@ class RunSession:
         extra = list(extra_plugins)
         if record:
             from controlplane.storage import RunRecorder, ensure_schema, make_engine
+            from controlplane.storage.recorder import DEFAULT_MAX_PENDING_ROWS
 
-            self.engine = make_engine(config.storage.url)
+            storage = config.storage
+            self.engine = make_engine(storage.url)
             ensure_schema(self.engine)
-            self.recorder = RunRecorder(self.engine, batch_size=config.storage.batch_size)
-            extra.insert(0, SqlRecorder(self.recorder))
+            # Live: the recorder's own thread writes, so the driver's event loop never waits for
+            # the database; the simulator flushes inline, in the thread that replays.
+            self.recorder = RunRecorder(
+                self.engine,
+                batch_size=storage.batch_size,
+                max_pending_rows=getattr(storage, "max_pending_rows", DEFAULT_MAX_PENDING_ROWS),
+                background=mode == "live",
+                flush_interval_s=LIVE_FLUSH_INTERVAL_S if mode == "live" else None,
+            )
+            extra.insert(0, SqlRecorder(self.recorder,
+                                        record_iterations=getattr(storage, "record_iterations", False)))
         self.plugins = build_plugin_set(
             config.plugins.enabled, config.plugins.settings, extra=extra, available=available
         )

@@ -20,7 +20,7 @@ from controlplane.storage.db import (
     upgrade,
 )
 from controlplane.storage.errors import StorageError
-from controlplane.storage.models import Base, Decision, MetricSample, Request, Run, WorkerEvent
+from controlplane.storage.models import Base, Decision, Iteration, MetricSample, Request, Run, WorkerEvent
 from controlplane.storage.queries import (
     EXPORT_COLUMNS,
     decision_counts,
@@ -28,6 +28,7 @@ from controlplane.storage.queries import (
     get_run,
     iter_request_rows,
     iter_rows,
+    iteration_rows,
     list_runs,
 )
 from controlplane.storage.recorder import FlushFailure, RunRecorder
@@ -39,6 +40,7 @@ __all__ = [
     "Base",
     "Decision",
     "FlushFailure",
+    "Iteration",
     "MetricSample",
     "Request",
     "Run",
@@ -54,6 +56,7 @@ __all__ = [
     "head_revisions",
     "iter_request_rows",
     "iter_rows",
+    "iteration_rows",
     "list_runs",
     "make_engine",
     "upgrade",

@@ -1,7 +1,7 @@
 """SQL schema for recorded runs.
 
 One row per run, plus append-only child tables (requests, decisions, metric
-samples, worker events) that reference it with ON DELETE CASCADE so deleting a
+samples, worker events, live iteration timings) that reference it with ON DELETE CASCADE so deleting a
 run removes everything it produced. The child tables are written in bulk by
 :class:`controlplane.storage.recorder.RunRecorder` and read back by
 :mod:`controlplane.storage.queries`.
@@ -132,6 +132,7 @@ class Request(Base):
     worker_id: Mapped[str | None] = mapped_column(String)
     status: Mapped[str] = mapped_column(String)
     reason: Mapped[str | None] = mapped_column(Text)
+    reason_code: Mapped[str | None] = mapped_column(String)  # ``controlplane.types.ReasonCode`` value
     arrival_s: Mapped[float] = mapped_column(Float)
     scheduled_s: Mapped[float | None] = mapped_column(Float)
     first_token_s: Mapped[float | None] = mapped_column(Float)
@@ -202,3 +203,46 @@ class WorkerEvent(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
 
     __table_args__ = (Index("ix_worker_event_run_id_time_s", "run_id", "time_s"),)
+
+
+class Iteration(Base):
+    """One live worker iteration as the control plane timed it (``storage.record_iterations``).
+
+    The calibration's raw material: the batch's shape (the profile row fields of
+    ``controlplane.hardware.profile_format``), the backend's own ``iteration_s``, and the run
+    times the core started the batch (``start_s``) and saw its reply (``end_s``).
+    ``run_id`` is indexed via ``(run_id, end_s)``.
+    """
+
+    __tablename__ = "iteration"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    worker_id: Mapped[str] = mapped_column(String)
+    batch_id: Mapped[int] = mapped_column(BigInteger)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    num_prefill_tokens: Mapped[int] = mapped_column(Integer)
+    num_prefill_seqs: Mapped[int] = mapped_column(Integer)
+    num_decode_seqs: Mapped[int] = mapped_column(Integer)
+    sum_decode_context: Mapped[int] = mapped_column(BigInteger)
+    sum_prefill_context: Mapped[int] = mapped_column(BigInteger)
+    iteration_s: Mapped[float] = mapped_column(Float)
+    padded_prefill_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    padded_decode_context: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_iteration_run_id_end_s", "run_id", "end_s"),)
+
+
+class WriterMark(Base):
+    """How far each recorder's flushes got: the sequence number of its last committed flush.
+
+    Written in the same transaction as the flush's rows, so after a failed commit whose
+    outcome is unknown (the connection died while committing) the recorder reads it back and
+    knows whether to write those rows again: nothing is lost and nothing is written twice.
+    """
+
+    __tablename__ = "writer_mark"
+
+    writer: Mapped[str] = mapped_column(String, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)

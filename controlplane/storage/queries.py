@@ -21,9 +21,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.storage.db import describe_url
 from controlplane.storage.jsoncodec import dumps
-from controlplane.storage.models import Decision, MetricSample, Request, Run, WorkerEvent
+from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, WorkerEvent
 
-What = Literal["requests", "decisions", "metrics", "worker_events"]
+What = Literal["requests", "decisions", "metrics", "worker_events", "iterations"]
 Format = Literal["csv", "json", "jsonl"]
 
 EXPORT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
@@ -48,10 +48,25 @@ EXPORT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "tpot_s",
         "e2e_s",
         "queue_s",
+        "reason_code",
     ),
     "decisions": ("time_s", "plugin", "hook", "subject", "action", "reason", "is_error", "payload"),
     "metrics": ("time_s", "name", "value", "labels"),
     "worker_events": ("time_s", "worker_id", "kind", "detail"),
+    "iterations": (
+        "worker_id",
+        "batch_id",
+        "start_s",
+        "end_s",
+        "num_prefill_tokens",
+        "num_prefill_seqs",
+        "num_decode_seqs",
+        "sum_decode_context",
+        "sum_prefill_context",
+        "iteration_s",
+        "padded_prefill_tokens",
+        "padded_decode_context",
+    ),
 }
 """Columns of each export, in output order."""
 
@@ -62,6 +77,7 @@ _TABLES: Final[dict[str, Table]] = {
     "decisions": Decision.__table__,
     "metrics": MetricSample.__table__,
     "worker_events": WorkerEvent.__table__,
+    "iterations": Iteration.__table__,
 }
 _RUN: Final = Run.__table__
 _STREAM_CHUNK: Final = 2000
@@ -70,6 +86,8 @@ _STREAM_CHUNK: Final = 2000
 def _order_by(what: str, table: Table) -> list[ColumnElement[Any]]:
     if what == "requests":
         return [table.c.arrival_s, table.c.request_id]
+    if what == "iterations":
+        return [table.c.end_s, table.c.id]
     return [table.c.time_s, table.c.id]
 
 
@@ -109,8 +127,8 @@ def _stream(engine: Engine, what: str, run_id: int) -> Iterator[dict[str, Any]]:
 def iter_rows(engine: Engine, run_id: int, what: What | str) -> Iterator[dict[str, Any]]:
     """Stream one run's rows of ``what`` as dicts with the :data:`EXPORT_COLUMNS` keys.
 
-    Requests come ordered by ``(arrival_s, request_id)``, everything else by
-    time and then insertion order. The run and ``what`` are checked now, not
+    Requests come ordered by ``(arrival_s, request_id)``, iterations by when
+    their reply came (``end_s``), everything else by time; ties in insertion order. The run and ``what`` are checked now, not
     at the first ``next()``; the connection is held until the iterator is
     exhausted or closed.
     """
@@ -123,6 +141,16 @@ def iter_rows(engine: Engine, run_id: int, what: What | str) -> Iterator[dict[st
 def iter_request_rows(engine: Engine, run_id: int) -> Iterator[dict[str, Any]]:
     """Stream one run's requests, ordered by ``(arrival_s, request_id)``."""
     return iter_rows(engine, run_id, "requests")
+
+
+def iteration_rows(engine: Engine, run_id: int, worker: str | None = None) -> list[dict[str, Any]]:
+    """A live run's timed iterations (``storage.record_iterations``), oldest reply first,
+    optionally of one worker: dicts with the ``iterations`` :data:`EXPORT_COLUMNS` keys, the
+    padded counts ``None`` where the backend does not pad."""
+    rows = iter_rows(engine, run_id, "iterations")
+    if worker is None:
+        return list(rows)
+    return [r for r in rows if r["worker_id"] == worker]
 
 
 def _csv_value(value: Any) -> Any:

@@ -4,12 +4,20 @@ The simulator produces rows far faster than row-at-a-time ORM inserts can
 take them, and the daemon must keep serving when the database hiccups. So
 rows are validated and buffered in memory, written with a compiled Core
 ``insert(table)`` executemany (see :mod:`controlplane.storage.bulk`), one
-transaction per flush, and never dropped: a failed flush keeps its rows,
-retries with exponential backoff, and :meth:`RunRecorder.close` saves
-whatever is still unwritten to a spill file that
-:meth:`RunRecorder.replay_spill` can load later. Because a flush is a single
-transaction, a retry does not write a row twice (unless a commit succeeded
-but its acknowledgement was lost; the unique request id then reports it).
+transaction per flush, and never dropped.
+
+Appending never waits for the database: a flush takes the buffers under a
+short lock (appends go on into fresh ones) and writes and retries outside it.
+With ``background=True`` (the daemon) a thread of the recorder's own does all
+writing; otherwise the append that fills a buffer flushes in its own thread
+(the simulator, which has nothing better to do). A failed flush keeps its
+rows, retries with exponential backoff, and past ``max_pending_rows`` spills
+the oldest to a local file; when the database is back, spilled rows go in
+first, in order. Each flush's transaction also records how far this
+recorder got (:mod:`controlplane.storage.backlog`), so a commit whose
+acknowledgement was lost is not written twice. :meth:`RunRecorder.close`
+saves whatever is still unwritten to one spill file that
+:meth:`RunRecorder.replay_spill` can load later.
 """
 
 from __future__ import annotations
@@ -17,52 +25,46 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import Engine, insert, select
 
 from controlplane.storage import spill
+from controlplane.storage.backlog import (
+    Backlog,
+    Chunk,
+    chunks_from_entries,
+    read_mark,
+    skip_committed,
+)
 from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url, sqlite_path
 from controlplane.storage.errors import StorageError
 from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
+from controlplane.storage.retry import FlushFailure, with_retries
 from controlplane.storage.rows import SPECS, derive_latencies
+
+__all__ = ["DEFAULT_MAX_PENDING_ROWS", "FlushFailure", "RunRecorder"]
 
 log = logging.getLogger(__name__)
 
 _RUN: Final = Run.__table__
-_PERMANENT: Final = (IntegrityError, DataError)
-
-
-@dataclass(frozen=True)
-class FlushFailure:
-    """A flush that gave up: its rows are still pending in the recorder."""
-
-    at: datetime
-    attempts: int
-    pending: int
-    error: str
-    retryable: bool
-
-
-def _is_retryable(exc: SQLAlchemyError) -> bool:
-    """Connection loss, lock timeouts, a missing table mid-migration: worth retrying. Bad data is not."""
-    return isinstance(exc, DBAPIError) and not isinstance(exc, _PERMANENT)
+_MAX_ERRORS: Final = 1000
+DEFAULT_MAX_PENDING_ROWS: Final = 200_000
 
 
 class RunRecorder:
     """Buffers rows for one or more runs and writes them in bulk; see the module docstring.
 
     Not meant to be shared across processes; within a process it is
-    thread-safe (one lock around buffers and flushes). Retries sleep in the
-    calling thread, so an asyncio daemon should append from a worker thread,
-    or pass ``max_retries=0`` and rely on ``flush_interval_s`` and
-    :meth:`close` for the next attempts.
+    thread-safe. Appends take one short lock; flushes (and their retries'
+    sleeps) run in the thread that calls :meth:`flush`, in the recorder's own
+    thread with ``background=True``, else in the appending thread once a
+    buffer holds ``batch_size`` rows.
     """
 
     def __init__(
@@ -73,36 +75,59 @@ class RunRecorder:
         max_retries: int = 3,
         retry_backoff_s: float = 0.5,
         flush_interval_s: float | None = None,
+        max_pending_rows: int = DEFAULT_MAX_PENDING_ROWS,
+        background: bool = False,
         spill_dir: str | Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``flush_interval_s`` also flushes on append once that long has passed since the last
-        flush, for slow producers such as the daemon; ``sleep``/``clock`` are injectable for tests."""
+        """``flush_interval_s`` also flushes once that long has passed since the last flush, for
+        slow producers such as the daemon. ``max_pending_rows`` bounds the rows kept in memory
+        while the database is away (give or take what arrives during one flush's retries); the
+        rest are spilled. ``background`` starts a writer thread, so appends never write.
+        ``sleep``/``clock`` are injectable for tests."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_pending_rows < 1:
+            raise ValueError(f"max_pending_rows must be >= 1, got {max_pending_rows}")
         self.engine = engine
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.flush_interval_s = flush_interval_s
+        self.max_pending_rows = max_pending_rows
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
         self.errors: list[FlushFailure] = []
+        self.num_flush_failures = 0
         self.retries = 0
         self.written: dict[str, int] = {name: 0 for name in SPECS}
         self.run_id: int | None = None
+        #: This recorder's row in ``writer_mark``; also in the header of the files it spills.
+        self.writer = uuid.uuid4().hex
         self._sleep = sleep
         self._clock = clock
-        self._buffers: dict[str, list[tuple]] = {name: [] for name in SPECS}
         self._specs = SPECS
         self._inserts = {name: BulkInsert(spec.table, engine.dialect, spec.fields) for name, spec in SPECS.items()}
+        # Appends: under _lock, swapped out whole by a flush.
+        self._lock = threading.Lock()
+        self._buffers: dict[str, list[tuple]] = {name: [] for name in SPECS}
         self._run_updates: list[dict[str, Any]] = []
-        self._flush_at = batch_size
+        # Flushes, retries and the backlog: under _io, never held by an append.
+        self._io = threading.RLock()
+        self._backlog = Backlog(self.writer)
+        self._seq = 0
         self._last_flush = clock()
-        self._lock = threading.RLock()
         self._closed = False
+        self._interval = None if background else flush_interval_s
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._woken = False
+        if background:
+            self._thread = threading.Thread(target=self._writer_loop, name="cp-recorder", daemon=True)
+            self._thread.start()
 
     # -- runs ---------------------------------------------------------------
 
@@ -126,23 +151,14 @@ class RunRecorder:
         self._check_open()
         if mode not in RUN_MODES:
             raise ValueError(f"run mode {mode!r} is not one of {sorted(RUN_MODES)}")
-        values = {
-            "name": name,
-            "mode": mode,
-            "status": "running",
-            "trace": trace,
-            "trace_format": trace_format,
-            "seed": seed,
-            "config": config,
-            "plugins": plugins,
-            "started_at": started_at,
-        }
+        values = {"name": name, "mode": mode, "status": "running", "trace": trace, "trace_format": trace_format,
+                  "seed": seed, "config": config, "plugins": plugins, "started_at": started_at}
 
         def write() -> int:
             with self.engine.begin() as conn:
                 return int(conn.execute(insert(_RUN).values(values)).inserted_primary_key[0])
 
-        with self._lock:
+        with self._io:
             run_id, failure = self._attempt(write)
             if failure is not None:
                 raise StorageError(f"could not start run in {describe_url(self.engine)}: {failure.error}")
@@ -169,25 +185,18 @@ class RunRecorder:
             raise ValueError(f"run status {status!r} is not one of {sorted(RUN_STATUSES)}")
         if finished_at.tzinfo is None:
             raise ValueError(f"finished_at {finished_at!r} is naive; pass a timezone-aware datetime")
+        update_ = {"id": run_id, "status": status, "summary": summary, "finished_at": finished_at,
+                   "wall_s": wall_s, "sim_end_s": sim_end_s}
         with self._lock:
-            self._run_updates.append(
-                {
-                    "id": run_id,
-                    "status": status,
-                    "summary": summary,
-                    "finished_at": finished_at,
-                    "wall_s": wall_s,
-                    "sim_end_s": sim_end_s,
-                }
-            )
-            return self.flush()
+            self._run_updates.append(update_)
+        return self.flush()
 
     # -- appends ------------------------------------------------------------
 
     def add_request(self, row: Mapping[str, Any]) -> None:
         """Buffer a request's final state; latency columns are derived when not given."""
         spec = self._specs["request"]
-        self._append(self._buffers["request"], spec.to_tuple(derive_latencies(spec.build(row, self._run()))))
+        self._append("request", spec.to_tuple(derive_latencies(spec.build(row, self._run()))))
 
     def add_decision(self, row: Mapping[str, Any]) -> None:
         """Buffer one plugin decision."""
@@ -201,16 +210,35 @@ class RunRecorder:
         """Buffer one worker lifecycle event."""
         self._add("worker_event", row)
 
+    def add_iteration(self, row: Mapping[str, Any]) -> None:
+        """Buffer one timed live iteration."""
+        self._add("iteration", row)
+
     def add_values(self, table: str, values: tuple) -> None:
         """Buffer one row of ``table`` given as values for every column in
         ``SPECS[table].columns`` order: the fast path for producers that know the table (the
         run's SQL recorder, once per request and decision). Checked like the dict methods;
         request latency columns are not derived here."""
-        self._append(self._buffers[table], self._specs[table].pack(values, self._run()))
+        row = self._specs[table].pack(values, self._run())
+        with self._lock:  # _append, inlined: this runs a few times per simulated request
+            buffer = self._buffers[table]
+            buffer.append(row)
+            n = len(buffer)
+        if n >= self.batch_size or (self._interval is not None and self._clock() - self._last_flush >= self._interval):
+            self._flush_due()
 
     def _add(self, table: str, row: Mapping[str, Any]) -> None:
         spec = self._specs[table]
-        self._append(self._buffers[table], spec.to_tuple(spec.build(row, self._run())))
+        self._append(table, spec.to_tuple(spec.build(row, self._run())))
+
+    def _append(self, table: str, row: tuple) -> None:
+        with self._lock:
+            buffer = self._buffers[table]
+            buffer.append(row)
+            n = len(buffer)
+        if n >= self.batch_size or (self._interval is not None and
+                                    self._clock() - self._last_flush >= self._interval):
+            self._flush_due()
 
     def _run(self) -> int:
         run_id = self.run_id
@@ -219,117 +247,163 @@ class RunRecorder:
             raise StorageError("no run started: call start_run() before adding rows")
         return run_id
 
-    def _append(self, buffer: list[tuple], row: tuple) -> None:
-        with self._lock:
-            buffer.append(row)
-            if len(buffer) >= self._flush_at or (
-                self.flush_interval_s is not None and self._clock() - self._last_flush >= self.flush_interval_s
-            ):
-                self.flush()
+    def _flush_due(self) -> None:
+        if self._thread is None:
+            self.flush()
+        elif not self._woken:  # one wake-up per flush, not one per append while the writer is busy
+            self._woken = True
+            self._wake.set()
 
     # -- flushing -----------------------------------------------------------
 
     @property
     def pending(self) -> int:
-        """Rows (and run updates) buffered but not yet in the database."""
-        return sum(len(b) for b in self._buffers.values()) + len(self._run_updates)
+        """Rows (and run updates) not yet in the database: buffered, retrying or spilled."""
+        return sum(len(b) for b in self._buffers.values()) + len(self._run_updates) + len(self._backlog)
 
     def pending_by_table(self) -> dict[str, int]:
         """Pending rows per table, plus ``run_update`` for pending :meth:`finish_run` calls."""
-        counts = {name: len(b) for name, b in self._buffers.items()}
-        counts[spill.RUN_UPDATE] = len(self._run_updates)
+        counts = self._backlog.counts()
+        for name, rows in self._buffers.items():
+            counts[name] += len(rows)
+        counts[spill.RUN_UPDATE] += len(self._run_updates)
         return counts
 
-    def flush(self) -> bool:
-        """Write all pending rows in one transaction, retrying transient failures; return success.
+    @property
+    def spilled(self) -> list[Path]:
+        """Spill files holding rows that waited too long for the database; written back first."""
+        return [f.path for f in self._backlog.files]
 
-        After the retries are exhausted the rows stay pending, the failure is
-        appended to :attr:`errors`, and automatic flushing backs off until
-        another ``batch_size`` rows have arrived, so a dead database does not
-        stall every append.
+    def flush(self) -> bool:
+        """Write all pending rows, oldest first, retrying transient failures; return success.
+
+        Spill files go first (one transaction each), then the rows in memory in
+        one transaction. After the retries are exhausted the rows stay pending,
+        the failure is appended to :attr:`errors`, and if more than
+        ``max_pending_rows`` are in memory they are spilled. Appends go on
+        meanwhile, into fresh buffers; an automatic flush comes again after
+        another ``batch_size`` rows (or ``flush_interval_s``).
         """
-        with self._lock:
+        with self._io:
             self._last_flush = self._clock()
-            if not self.pending:
+            self._take_buffers()
+            backlog = self._backlog
+            if not backlog.chunks and not backlog.files:
                 return True
-            counts = {name: len(b) for name, b in self._buffers.items()}
-            updates = len(self._run_updates)
-            _, failure = self._attempt(lambda: self._write(counts, updates))
+            failure = self._write_backlog()
             if failure is None:
-                for name, n in counts.items():
-                    del self._buffers[name][:n]
-                    self.written[name] += n
-                del self._run_updates[:updates]
-                self._flush_at = self.batch_size
                 return True
-            self.errors.append(failure)
-            self._flush_at = max(len(b) for b in self._buffers.values()) + self.batch_size
-            log.error(
-                "storage: flush to %s failed after %d attempt(s); %d rows kept pending: %s",
-                describe_url(self.engine),
-                failure.attempts,
-                failure.pending,
-                failure.error,
-            )
+            self._note(failure)
+            self._take_buffers()
+            if backlog.in_memory > self.max_pending_rows:
+                self._spill_overflow()
             return False
 
-    def _write(self, counts: Mapping[str, int], updates: int) -> None:
-        with self.engine.begin() as conn:
-            for name, n in counts.items():
-                self._inserts[name].execute(conn, self._buffers[name][:n])
-            for values in self._run_updates[:updates]:
-                run_id = values["id"]
-                changes = {k: v for k, v in values.items() if k != "id"}
-                if conn.execute(update(_RUN).where(_RUN.c.id == run_id).values(changes)).rowcount == 0:
-                    log.warning("storage: finish_run for run %s, which is not in %s", run_id, describe_url(self.engine))
+    def _take_buffers(self) -> None:
+        """Move the buffers into the backlog as the next chunk; appends carry on into fresh ones."""
+        with self._lock:
+            if not self._run_updates and not any(self._buffers.values()):
+                return
+            rows, updates = self._buffers, self._run_updates
+            self._buffers = {name: [] for name in SPECS}
+            self._run_updates = []
+            self._woken = False
+        self._seq += 1
+        self._backlog.chunks.append(Chunk(self._seq, rows, updates))
+
+    def _write_backlog(self) -> FlushFailure | None:
+        backlog = self._backlog
+        while backlog.files:
+            saved = backlog.files[0]
+            loaded: list[Chunk] = []
+            _, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, loaded, saved))
+            if failure is not None:
+                return failure
+            self._count_written(backlog.drop_through(saved.last_seq))
+            log.info("storage: %d spilled rows from %s written to %s", len(saved), saved.path,
+                     describe_url(self.engine))
+        if backlog.chunks:
+            chunks = list(backlog.chunks)
+            _, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, chunks))
+            if failure is not None:
+                return failure
+            self._count_written(backlog.drop_through(backlog.chunks[-1].seq))
+        return None
+
+    def _count_written(self, counts: Mapping[str, int]) -> None:
+        for name, n in counts.items():
+            if name in self.written:
+                self.written[name] += n
+
+    def _note(self, failure: FlushFailure) -> None:
+        self.num_flush_failures += 1
+        self.errors.append(failure)
+        if len(self.errors) > _MAX_ERRORS:
+            del self.errors[: _MAX_ERRORS // 2]
+        log.error("storage: flush to %s failed after %d attempt(s); %d rows kept pending: %s",
+                  describe_url(self.engine), failure.attempts, failure.pending, failure.error)
+
+    def _spill_overflow(self) -> None:
+        try:
+            saved = self._backlog.spill(self._spill_directories(None), source=describe_url(self.engine),
+                                        writer=self.writer)
+        except StorageError as exc:
+            log.error("storage: %d rows wait in memory for %s and could not be spilled: %s",
+                      self._backlog.in_memory, describe_url(self.engine), exc)
+            return
+        log.warning("storage: %s is unavailable; %d rows spilled to %s, to be written when it is back",
+                    describe_url(self.engine), len(saved), saved.path)
 
     def _attempt(self, fn: Callable[[], Any]) -> tuple[Any, FlushFailure | None]:
-        attempt = 0
-        while True:
-            attempt += 1
+        return with_retries(fn, max_retries=self.max_retries, backoff_s=self.retry_backoff_s, sleep=self._sleep,
+                            target=describe_url(self.engine), pending=lambda: self.pending, on_retry=self._retried)
+
+    def _retried(self) -> None:
+        self.retries += 1
+
+    def _writer_loop(self) -> None:
+        """The background writer: flush when woken by appends or every ``flush_interval_s``."""
+        interval = self.flush_interval_s or 1.0
+        pause = max(self.retry_backoff_s * 2 ** self.max_retries, interval)
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
-                return fn(), None
-            except SQLAlchemyError as exc:
-                retryable = _is_retryable(exc)
-                message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-                if not retryable or attempt > self.max_retries:
-                    failure = FlushFailure(
-                        at=datetime.now(timezone.utc),
-                        attempts=attempt,
-                        pending=self.pending,
-                        error=message,
-                        retryable=retryable,
-                    )
-                    return None, failure
-                self.retries += 1
-                delay = self.retry_backoff_s * 2 ** (attempt - 1)
-                log.warning(
-                    "storage: write to %s failed (attempt %d/%d), retrying in %.2fs: %s",
-                    describe_url(self.engine),
-                    attempt,
-                    self.max_retries + 1,
-                    delay,
-                    message,
-                )
-                self._sleep(delay)
+                ok = self.flush()
+            except Exception:  # the rows stay pending; close() reports what is left
+                log.exception("storage: background flush failed")
+                ok = False
+            if not ok:
+                self._stop.wait(pause)
+
+    def _stop_writer(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join()
 
     # -- closing and spills -------------------------------------------------
 
     def close(self, *, spill_dir: str | Path | None = None) -> None:
         """Flush what is left; if the database still refuses it, spill it and raise ``StorageError``.
 
-        The error's message and ``spill_path`` say where the rows went. The
-        spill goes to ``spill_dir`` (argument, else constructor), else next to
-        the SQLite file, else the cwd, falling back to the temp directory.
-        Closing twice is harmless.
+        Everything unwritten, earlier spills included, goes to one file; the
+        error's message and ``spill_path`` say where. The spill goes to
+        ``spill_dir`` (argument, else constructor), else next to the SQLite
+        file, else the cwd, falling back to the temp directory. Closing twice
+        is harmless.
         """
-        with self._lock:
+        self._stop_writer()
+        with self._io:
             if self._closed:
                 return
             if self.flush():
                 self._closed = True
                 return
-            path, count = self._spill(Path(spill_dir) if spill_dir is not None else self.spill_dir)
+            path, count = self._spill_all(Path(spill_dir) if spill_dir is not None else None)
             self._closed = True
             last = self.errors[-1].error if self.errors else "unknown error"
             raise StorageError(
@@ -338,68 +412,73 @@ class RunRecorder:
                 spill_path=path,
             )
 
-    def _spill(self, directory: Path | None) -> tuple[Path, int]:
+    def _spill_directories(self, directory: Path | None) -> list[Path]:
+        directory = directory if directory is not None else self.spill_dir
         if directory is None:
             db_file = sqlite_path(self.engine)
             directory = db_file.resolve().parent if db_file is not None else None
-        entries = [(name, SPECS[name].decoded(row)) for name, rows in self._buffers.items() for row in rows]
-        entries += [(spill.RUN_UPDATE, values) for values in self._run_updates]
-        run_ids = [row[0] for rows in self._buffers.values() for row in rows] + [u["id"] for u in self._run_updates]
-        path = spill.write_spill(
-            entries,
-            directories=spill.default_directories(directory),
-            run_ids=run_ids,
-            source=describe_url(self.engine),
-        )
-        for rows in self._buffers.values():
-            rows.clear()
-        self._run_updates.clear()
-        log.error("storage: %d unwritten rows spilled to %s", len(entries), path)
-        return path, len(entries)
+        return spill.default_directories(directory)
+
+    def _spill_all(self, directory: Path | None) -> tuple[Path, int]:
+        self._take_buffers()
+        backlog = self._backlog
+        count = len(backlog)
+        path = spill.write_spill(backlog.all_entries, directories=self._spill_directories(directory),
+                                 run_ids=backlog.run_ids(), source=describe_url(self.engine), writer=self.writer)
+        for f in backlog.files:
+            f.path.unlink(missing_ok=True)
+        backlog.files, backlog.chunks = [], []
+        log.error("storage: %d unwritten rows spilled to %s", count, path)
+        return path, count
 
     def replay_spill(self, path: str | Path) -> int:
         """Load a spill file's rows and write them now; return how many were written.
 
-        The runs they belong to must exist in this recorder's database. The
-        file is left in place: replaying it twice would duplicate rows (or
-        fail on the unique request ids), so delete it once this returns.
-        Raises ``StorageError`` if the rows could not be written; they then
-        stay pending here and a later :meth:`close` spills them again.
+        The runs they belong to must exist in this recorder's database. Rows
+        whose flush the spilling recorder did commit after all (its
+        acknowledgement was lost) are skipped. The file is left in place:
+        delete it once this returns. Raises ``StorageError`` if the rows could
+        not be written; they then stay pending here and a later :meth:`close`
+        spills them again.
         """
         self._check_open()
         path = Path(path)
-        entries = list(spill.read_spill(path))
-        unknown_tables = {t for t, _ in entries} - set(SPECS) - {spill.RUN_UPDATE}
+        writer = spill.read_header(path).get("writer")
+        entries = list(spill.read_entries(path))
+        unknown_tables = {t for t, _, _ in entries} - set(SPECS) - {spill.RUN_UPDATE}
         if unknown_tables:
             raise StorageError(f"{path}: unknown table(s) {sorted(unknown_tables)}")
-        run_ids = {row["id"] if t == spill.RUN_UPDATE else row["run_id"] for t, row in entries}
-        with self._lock:
-            existing, failure = self._attempt(lambda: self._existing_runs(run_ids))
+        run_ids = {row["id"] if t == spill.RUN_UPDATE else row["run_id"] for t, row, _ in entries}
+        with self._io:
+            found, failure = self._attempt(lambda: self._existing_runs(run_ids, writer))
             if failure is not None:
                 raise StorageError(f"could not read runs from {describe_url(self.engine)}: {failure.error}")
+            existing, mark = found
             missing = run_ids - existing
             if missing:
                 raise StorageError(
                     f"{path} holds rows of run(s) {sorted(missing)}, not present in {describe_url(self.engine)}"
                 )
-            for table, row in entries:
-                if table == spill.RUN_UPDATE:
-                    self._run_updates.append(row)
-                else:
-                    spec = SPECS[table]
-                    self._buffers[table].append(spec.to_tuple(spec.build(row, row.pop("run_id"))))
+            todo = list(skip_committed(iter(entries), mark))
+            loaded = chunks_from_entries(((t, row, None) for t, row, _ in todo), 0)
+            with self._lock:
+                for chunk in loaded:
+                    for name, rows in chunk.rows.items():
+                        self._buffers[name].extend(rows)
+                    self._run_updates.extend(chunk.updates)
             if not self.flush():
                 raise StorageError(
-                    f"could not write the {len(entries)} rows from {path} to {describe_url(self.engine)}: "
+                    f"could not write the {len(todo)} rows from {path} to {describe_url(self.engine)}: "
                     f"{self.errors[-1].error}"
                 )
-            return len(entries)
+            return len(todo)
 
-    def _existing_runs(self, run_ids: set[int]) -> set[int]:
-        if not run_ids:
-            return set()
+    def _existing_runs(self, run_ids: set[int], writer: str | None) -> tuple[set[int], int | None]:
         with self.engine.connect() as conn:
-            return set(conn.scalars(select(_RUN.c.id).where(_RUN.c.id.in_(sorted(run_ids)))))
+            mark = read_mark(conn, writer) if writer is not None else None
+            if not run_ids:
+                return set(), mark
+            return set(conn.scalars(select(_RUN.c.id).where(_RUN.c.id.in_(sorted(run_ids))))), mark
 
     def _check_open(self) -> None:
         if self._closed:

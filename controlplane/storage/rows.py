@@ -21,20 +21,26 @@ import json
 import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from typing import Any, Final
 
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
 
+from controlplane.request_latency import latencies
 from controlplane.storage.jsoncodec import dumps
 from controlplane.storage.models import (
     CACHE_HITS,
     REQUEST_STATUSES,
     WORKER_EVENT_KINDS,
     Decision,
+    Iteration,
     MetricSample,
     Request,
     WorkerEvent,
 )
+from controlplane.types import ReasonCode
+
+REASON_CODES: Final = frozenset(c.value for c in ReasonCode)
 
 Coercion = Callable[[str, Any], Any]
 
@@ -55,6 +61,8 @@ def _as_float(column: str, value: Any) -> float:
 
 
 def _as_str(column: str, value: Any) -> str:
+    if isinstance(value, Enum):  # str() of a (str, Enum) member is its name, not its value
+        value = value.value
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
         raise ValueError(f"{column} = {value!r} must be a string")
     return str(value)
@@ -191,29 +199,23 @@ class RowSpec:
 def derive_latencies(row: dict[str, Any]) -> dict[str, Any]:
     """Fill ``ttft_s``, ``tpot_s``, ``e2e_s`` and ``queue_s`` from the timestamps, unless given.
 
-    One definition shared by the simulator and the daemon, so their numbers
-    are comparable: TTFT = first token - arrival, E2E = finish - arrival,
-    queue = first scheduled - arrival, TPOT = (finish - first token) /
-    (output tokens - 1), i.e. the mean gap between tokens after the first.
+    The definitions are :func:`controlplane.request_latency.latencies`, the same the run
+    summary uses, so stored rows and summaries agree (a one-token output's TPOT is NULL).
     """
-    arrival = row["arrival_s"]
-    first = row["first_token_s"]
-    finish = row["finish_s"]
-    if row["ttft_s"] is None and first is not None:
-        row["ttft_s"] = first - arrival
-    if row["e2e_s"] is None and finish is not None:
-        row["e2e_s"] = finish - arrival
-    if row["queue_s"] is None and row["scheduled_s"] is not None:
-        row["queue_s"] = row["scheduled_s"] - arrival
-    if row["tpot_s"] is None and first is not None and finish is not None and row["output_tokens"] > 1:
-        row["tpot_s"] = (finish - first) / (row["output_tokens"] - 1)
+    derived = latencies(row["arrival_s"], row["scheduled_s"], row["first_token_s"], row["finish_s"],
+                        row["output_tokens"])
+    for column, value in zip(("ttft_s", "tpot_s", "e2e_s", "queue_s"), derived):
+        if row[column] is None:
+            row[column] = value
     return row
 
 
 SPECS: Final[dict[str, RowSpec]] = {
-    "request": RowSpec(Request.__table__, {"status": REQUEST_STATUSES, "cache_hit": CACHE_HITS | {None}}),
+    "request": RowSpec(Request.__table__, {"status": REQUEST_STATUSES, "cache_hit": CACHE_HITS | {None},
+                                           "reason_code": REASON_CODES | {None}}),
     "decision": RowSpec(Decision.__table__),
     "metric_sample": RowSpec(MetricSample.__table__),
     "worker_event": RowSpec(WorkerEvent.__table__, {"kind": WORKER_EVENT_KINDS}),
+    "iteration": RowSpec(Iteration.__table__),
 }
 """Row specs by table name, in foreign-key-safe write order."""

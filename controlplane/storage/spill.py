@@ -2,7 +2,10 @@
 
 A spill file is JSON lines: a header object, then one ``{"table", "row"}``
 object per pending row (``table`` is a table name, or ``run_update`` for a
-pending :meth:`RunRecorder.finish_run`). It is written to a temporary name,
+pending :meth:`RunRecorder.finish_run`). Rows a recorder spilled also carry
+the ``seq`` of the flush they belong to, and the header the recorder's
+``writer`` id, so a later replay can skip rows whose commit did succeed (see
+:mod:`controlplane.storage.backlog`). It is written to a temporary name,
 fsynced and renamed, so a file with the final name is always complete.
 """
 
@@ -12,7 +15,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
@@ -32,27 +35,41 @@ def _file_name(run_ids: Sequence[int]) -> str:
     return f"controlplane-spill-run{runs}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
 
 
+Entry = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], int | None]
+"""``(table, row)``, or ``(table, row, seq)`` for a row of a recorder's numbered flush."""
+
+
 def write_spill(
-    entries: Iterable[tuple[str, dict[str, Any]]],
+    entries: Iterable[Entry] | Callable[[], Iterable[Entry]],
     *,
     directories: Sequence[Path],
-    run_ids: Sequence[int],
+    run_ids: Iterable[int],
     source: str,
+    writer: str | None = None,
 ) -> Path:
-    """Write ``(table, row)`` entries to a new spill file in the first writable directory."""
-    name = _file_name(run_ids)
-    header = {"format": FORMAT, "version": VERSION, "source": source, "created_at": datetime.now(timezone.utc)}
+    """Write entries to a new spill file in the first writable directory, line by line.
+
+    ``entries`` may be a callable returning a fresh iterable, so a large spill streams from
+    its sources and can start over in the next directory when one fails.
+    """
+    name = _file_name(list(run_ids))
+    header: dict[str, Any] = {"format": FORMAT, "version": VERSION, "source": source,
+                              "created_at": datetime.now(timezone.utc)}
+    if writer is not None:
+        header["writer"] = writer
     failures: list[str] = []
-    lines = [json.dumps(header, default=encode_default)]
-    lines.extend(json.dumps({"table": t, "row": r}, default=encode_default) for t, r in entries)
-    payload = "\n".join(lines) + "\n"
     for directory in directories:
         final = directory / name
         partial = directory / (name + ".partial")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             with open(partial, "w", encoding="utf-8") as fh:
-                fh.write(payload)
+                fh.write(json.dumps(header, default=encode_default) + "\n")
+                for entry in entries() if callable(entries) else entries:
+                    line = {"table": entry[0], "row": entry[1]}
+                    if len(entry) > 2 and entry[2] is not None:
+                        line["seq"] = entry[2]
+                    fh.write(json.dumps(line, default=encode_default) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(partial, final)
@@ -70,18 +87,28 @@ def default_directories(preferred: Path | None) -> list[Path]:
     return [first] if first.resolve() == fallback.resolve() else [first, fallback]
 
 
-def read_spill(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield the ``(table, row)`` entries of a spill file, checking its header."""
+def read_header(path: Path) -> dict[str, Any]:
+    """A spill file's header, checked (``StorageError`` if it is not a spill file of this version)."""
     with open(path, encoding="utf-8") as fh:
-        first = fh.readline()
-        try:
-            header = json.loads(first)
-        except json.JSONDecodeError as exc:
-            raise StorageError(f"{path} is not a controlplane spill file: {exc}") from exc
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise StorageError(f"{path} is not a controlplane spill file (header {first.strip()[:200]!r})")
-        if header.get("version") != VERSION:
-            raise StorageError(f"{path} is spill format version {header.get('version')}, expected {VERSION}")
+        return _header(path, fh.readline())
+
+
+def _header(path: Path, first: str) -> dict[str, Any]:
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{path} is not a controlplane spill file: {exc}") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise StorageError(f"{path} is not a controlplane spill file (header {first.strip()[:200]!r})")
+    if header.get("version") != VERSION:
+        raise StorageError(f"{path} is spill format version {header.get('version')}, expected {VERSION}")
+    return header
+
+
+def read_entries(path: Path) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+    """Yield the ``(table, row, seq)`` entries of a spill file (``seq`` None where not recorded)."""
+    with open(path, encoding="utf-8") as fh:
+        _header(path, fh.readline())
         for lineno, line in enumerate(fh, start=2):
             if not line.strip():
                 continue
@@ -93,4 +120,10 @@ def read_spill(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             for field in _DATETIME_FIELDS & row.keys():
                 if row[field] is not None:
                     row[field] = datetime.fromisoformat(row[field])
-            yield table, row
+            yield table, row, entry.get("seq")
+
+
+def read_spill(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield the ``(table, row)`` entries of a spill file, checking its header."""
+    for table, row, _ in read_entries(path):
+        yield table, row

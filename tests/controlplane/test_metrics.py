@@ -19,8 +19,35 @@ def test_request_latencies():
     r = _done("a", 1.0, 1.5, 2.0, 4.0, 5)
     assert request_latencies(r) == (1.0, 0.5, 3.0, 0.5)  # ttft, tpot, e2e, queue
     one = _done("b", 0.0, 0.0, 0.2, 0.2, 1)
-    assert request_latencies(one)[1] == 0.0
+    assert request_latencies(one) == (0.2, None, 0.2, 0.0), "one output token: no gap, TPOT undefined"
     assert request_latencies(Request("c", 0.0, 1, 1)) == (None, None, None, None)
+    rejected = Request("d", 1.0, 1, 1, status=RequestStatus.REJECTED)
+    rejected.finish_s = 1.25
+    assert request_latencies(rejected) == (None, None, 0.25, None), "never scheduled: no queue time"
+
+
+def test_one_token_outputs_meet_any_tpot_target_and_stay_out_of_tpot_percentiles():
+    stats = RunStats()
+    slo = SLOConfig(ttft_s=1.0, tpot_s=0.01)
+    one = _done("one", 0.0, 0.0, 0.5, 0.5, 1)
+    slow = _done("slow", 0.0, 0.0, 0.5, 2.5, 3)  # tpot 1.0: misses
+    for r in (one, slow):
+        stats.on_arrival(r)
+        stats.on_finished(r, slo)
+    s = stats.summary(3.0)
+    assert s["tpot_p50_s"] == pytest.approx(1.0) and s["tpot_mean_s"] == pytest.approx(1.0)
+    assert s["ttft_p50_s"] == pytest.approx(0.5)
+    assert s["slo_attainment"] == pytest.approx(1 / 2)
+
+
+def test_only_one_token_outputs_have_no_tpot():
+    stats = RunStats()
+    r = _done("one", 0.0, 0.0, 0.5, 0.5, 1)
+    stats.on_arrival(r)
+    stats.on_finished(r, SLOConfig())
+    s = stats.summary(1.0)
+    assert s["tpot_p50_s"] is None and s["ttft_p50_s"] == pytest.approx(0.5)
+    assert s["slo_attainment"] == 1.0
 
 
 def test_summary_counts_outcomes_slo_and_percentiles():

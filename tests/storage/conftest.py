@@ -4,7 +4,8 @@ PostgreSQL tests use the server at ``$CONTROLPLANE_TEST_PG_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) only to create and
 drop a uniquely named ``cp_test_<random>`` database per test, so concurrent
 test runs against the same server never see each other's tables. They are
-skipped, with the reason, when the server cannot be reached.
+skipped, with the reason, when the server cannot be reached, except under
+``CI=true``, where a missing server fails them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def pg_admin() -> Iterator[Engine]:
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        pytest.skip(f"PostgreSQL unreachable at {make_url(PG_ADMIN_URL).render_as_string()}: {reason}")
+        message = f"PostgreSQL unreachable at {make_url(PG_ADMIN_URL).render_as_string()}: {reason}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+        pytest.skip(message)
     yield engine
     engine.dispose()
 

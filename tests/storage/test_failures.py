@@ -121,7 +121,7 @@ def test_rows_are_kept_when_retries_run_out(sqlite_db: tuple[Engine, Path]) -> N
         assert failure.attempts == 3 and failure.retryable and "database is locked" in failure.error
         assert rec.pending == 181
         assert rec.pending_by_table() == {"request": 60, "decision": 60, "metric_sample": 60, "worker_event": 1,
-                                          "run_update": 0}
+                                          "iteration": 0, "run_update": 0}
 
         _add_mixed(rec, 60, 39)  # 99 requests buffered: below the backed-off threshold of 160
         assert len(rec.errors) == 1, "a failed flush must not be retried on every append"
@@ -178,12 +178,13 @@ def test_close_spills_next_to_sqlite_file_and_replays(sqlite_db: tuple[Engine, P
     assert str(spill_path) in str(info.value)
     assert "93 rows could not be written" in str(info.value) and "database is locked" in str(info.value)
     lines = spill_path.read_text().splitlines()
-    assert json.loads(lines[0])["format"] == "controlplane-spill"
+    header = json.loads(lines[0])
+    assert header["format"] == "controlplane-spill" and header["writer"] == rec.writer
     entries = [json.loads(line) for line in lines[1:]]
     assert len(entries) == 93
     assert entries[-1] == {"table": "run_update", "row": {"id": run_id, "status": "failed", "summary": {"why": "test"},
                                                          "finished_at": FINISHED.isoformat(), "wall_s": 2.0,
-                                                         "sim_end_s": 15.0}}
+                                                         "sim_end_s": 15.0}, "seq": 1}
     decision = next(e["row"] for e in entries if e["table"] == "decision")
     assert decision["payload"] == {"worker": "w0", "load": [1, 2]}, "JSON is stored decoded, for people"
     assert rec.pending == 0

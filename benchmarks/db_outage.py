@@ -1,0 +1,296 @@
+"""Serving through a database outage: request latency before, during and after, and no row lost.
+
+    python benchmarks/db_outage.py [--outage-s 30] [--before-s 20] [--after-s 20] [--rate 4]
+
+Starts ``controlplane daemon --workers 2 --preset tiny-llama`` recording into a PostgreSQL
+database made for the purpose (on the server of ``--admin-url``), sends a steady open-loop
+stream of small completion requests over HTTP, and in the middle makes that database
+unreachable for ``--outage-s`` seconds: it refuses new connections (``ALLOW_CONNECTIONS
+false``) and its connections are killed every 0.2 s, while the rest of the server keeps
+running. Then the database comes back, the stream goes on, the daemon drains on SIGTERM and
+the run's ``request`` rows are counted: every answered request must be there exactly once.
+
+Prints a table of latency percentiles by phase and ends with one JSON line: ``latency_p50_ms_normal``,
+``latency_p99_ms_normal``, ``latency_p50_ms_outage``, ``latency_p99_ms_outage``, ``..._after``,
+``rows_expected``, ``rows_found``, ``rows_duplicated``, and the daemon's storage log counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from sqlalchemy import Engine, create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from controlplane.storage import iter_rows, list_runs, make_engine  # noqa: E402
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_URL = os.environ.get("CONTROLPLANE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PHASES = ("normal", "outage", "after")
+
+
+@dataclass
+class Sent:
+    """One request of the stream: when it was sent, how long it took, what came back."""
+
+    sent_s: float
+    phase: str
+    latency_s: float | None = None
+    status: int | None = None
+    request_ids: tuple[str, ...] = ()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def daemon_command() -> list[str]:
+    """``controlplane daemon`` from this interpreter's environment."""
+    script = Path(sys.executable).with_name("controlplane")
+    if script.exists():
+        return [str(script), "daemon"]
+    found = shutil.which("controlplane")
+    if found:
+        return [found, "daemon"]
+    return [sys.executable, "-c", "from controlplane.cli import main; main()", "daemon"]
+
+
+@contextlib.contextmanager
+def dedicated_database(admin: Engine, keep: bool):
+    """A fresh database on the admin URL's server; dropped afterwards unless ``keep``."""
+    name = f"cp_outage_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class Outage:
+    """Refuses and kills connections to one database from ``begin()`` to ``end()``."""
+
+    def __init__(self, admin: Engine, database: str) -> None:
+        self.admin, self.database = admin, database
+        self.killed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._kill, daemon=True)
+
+    def _allow(self, allow: bool) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{self.database}" WITH ALLOW_CONNECTIONS {str(allow).lower()}'))
+
+    def _kill(self) -> None:
+        while not self._stop.is_set():
+            with self.admin.connect() as conn:
+                self.killed += sum(1 for _ in conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": self.database}))
+            self._stop.wait(0.2)
+
+    def begin(self) -> None:
+        self._allow(False)
+        self._thread.start()
+
+    def end(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._allow(True)
+
+
+@contextlib.contextmanager
+def daemon(args: argparse.Namespace, db_url: str, workdir: Path):
+    """The daemon in its own process (cwd ``workdir``, where it would spill), until SIGTERM."""
+    import httpx
+
+    port = free_port()
+    cmd = [*daemon_command(), "--workers", str(args.workers), "--preset", args.preset, "--db", db_url,
+           "--port", str(port), "--pool", args.pool, "--log-level", "warning"]
+    log_path = workdir / "daemon.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the daemon exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the daemon did not become ready in 300s")
+                time.sleep(0.3)
+            yield base, proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+async def stream(base: str, args: argparse.Namespace, outage: Outage) -> list[Sent]:
+    """Open-loop requests at ``args.rate``/s through the three phases; the outage spans the middle one."""
+    import httpx
+
+    rng = random.Random(0)
+    sent: list[Sent] = []
+    tasks: list[asyncio.Task] = []
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=args.request_timeout_s, limits=limits) as http:
+
+        async def one(record: Sent) -> None:
+            body = {"prompt": [rng.randrange(4, 200) for _ in range(args.prompt_tokens)],
+                    "max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True}
+            t0 = time.perf_counter()
+            try:
+                r = await http.post(f"{base}/v1/completions", json=body)
+                record.status = r.status_code
+                header = r.headers.get("x-request-id")
+                record.request_ids = tuple(header.split(",")) if header else ()
+            except httpx.HTTPError:
+                record.status = -1
+            record.latency_s = time.perf_counter() - t0
+
+        warm = Sent(0.0, "warm-up")
+        await one(warm)
+        sent.append(warm)
+        start = time.perf_counter()
+        bounds = (args.before_s, args.before_s + args.outage_s, args.before_s + args.outage_s + args.after_s)
+        next_s, phase = 0.0, 0
+        while next_s < bounds[-1]:
+            while next_s >= bounds[phase]:
+                phase += 1
+                if phase == 1:
+                    await asyncio.to_thread(outage.begin)
+                    console.print(f"[bold red]outage[/]: {outage.database} refuses connections for {args.outage_s:g} s")
+                elif phase == 2:
+                    await asyncio.to_thread(outage.end)
+                    console.print(f"[bold green]restored[/] ({outage.killed} connections killed)")
+            delay = start + next_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            record = Sent(next_s, PHASES[phase])
+            sent.append(record)
+            tasks.append(asyncio.create_task(one(record)))
+            next_s += 1.0 / args.rate
+        await asyncio.gather(*tasks)
+    return sent
+
+
+def ms(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(xs, q)) * 1000, 1) if xs else None
+
+
+def count_rows(db_url: str, sent: list[Sent]) -> dict[str, Any]:
+    engine = make_engine(db_url)
+    try:
+        run = list_runs(engine, limit=1)[0]
+        ids = Counter(r["request_id"] for r in iter_rows(engine, run["id"], "requests"))
+    finally:
+        engine.dispose()
+    expected = {rid for s in sent for rid in s.request_ids}
+    return {"run_id": run["id"], "run_status": run["status"], "rows_expected": len(expected),
+            "rows_found": sum(1 for rid in expected if rid in ids), "rows_in_run": sum(ids.values()),
+            "rows_duplicated": sum(n - 1 for n in ids.values() if n > 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--outage-s", type=float, default=30.0, help="how long the database is unreachable")
+    ap.add_argument("--before-s", type=float, default=20.0, help="steady traffic before the outage")
+    ap.add_argument("--after-s", type=float, default=20.0, help="steady traffic after it")
+    ap.add_argument("--rate", type=float, default=4.0, help="requests per second (open loop)")
+    ap.add_argument("--prompt-tokens", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--preset", default="tiny-llama")
+    ap.add_argument("--pool", default="process", help="thread | process")
+    ap.add_argument("--request-timeout-s", type=float, default=120.0)
+    ap.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL database to create the test database from")
+    ap.add_argument("--keep-db", action="store_true", help="keep the test database afterwards")
+    args = ap.parse_args()
+
+    admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    with tempfile.TemporaryDirectory() as tmp, dedicated_database(admin, args.keep_db) as db_url:
+        workdir = Path(tmp)
+        outage = Outage(admin, make_url(db_url).database)
+        with daemon(args, db_url, workdir) as (base, proc):
+            try:
+                sent = asyncio.run(stream(base, args, outage))
+            finally:
+                if outage._thread.is_alive():
+                    outage.end()
+            proc.send_signal(signal.SIGTERM)
+            exit_code = proc.wait(180)
+        log = (workdir / "daemon.log").read_text()
+        spills = sorted(p.name for p in workdir.glob("controlplane-spill-*"))
+        rows = count_rows(db_url, sent)
+    admin.dispose()
+
+    t = Table(title=f"daemon latency through a {args.outage_s:g} s database outage "
+                    f"({args.rate:g} req/s, {args.max_tokens} tokens, {args.workers} x {args.preset})")
+    for col in ("phase", "requests", "ok", "p50 ms", "p90 ms", "p99 ms", "max ms"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    out: dict[str, Any] = {}
+    for phase in PHASES:
+        xs = [s.latency_s for s in sent if s.phase == phase and s.status == 200]
+        n = sum(1 for s in sent if s.phase == phase)
+        t.add_row(phase, str(n), str(len(xs)), *(str(ms(xs, q)) for q in (50, 90, 99, 100)))
+        out[f"requests_{phase}"] = n
+        out[f"requests_ok_{phase}"] = len(xs)
+        out[f"latency_p50_ms_{phase}"] = ms(xs, 50)
+        out[f"latency_p99_ms_{phase}"] = ms(xs, 99)
+    console.print(t)
+    out.update(rows)
+    out.update({
+        "daemon_exit_code": exit_code,
+        "flush_failures_logged": log.count("storage: flush to"),
+        "spills_logged": log.count("rows spilled to"),
+        "spill_files_left": len(spills),
+        "outage_s": args.outage_s,
+        "connections_killed": outage.killed,
+    })
+    lost = out["rows_expected"] - out["rows_found"]
+    console.print(f"run {rows['run_id']} ({rows['run_status']}): {rows['rows_found']}/{rows['rows_expected']} answered "
+                  f"requests stored, {rows['rows_duplicated']} duplicated, {lost} missing; "
+                  f"{out['flush_failures_logged']} failed flushes logged by the daemon, "
+                  f"{len(spills)} spill file(s) left", highlight=False)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

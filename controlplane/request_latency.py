@@ -1,0 +1,45 @@
+"""The one definition of a request's latencies, shared by the run summary, the ``request`` table
+and the benchmarks, so that a p99 in a summary and a p99 computed from the stored rows agree.
+
+Kept free of imports: the storage layer and the core's statistics both use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Latencies = tuple["float | None", "float | None", "float | None", "float | None"]
+
+
+def latencies(
+    arrival_s: float,
+    scheduled_s: float | None,
+    first_token_s: float | None,
+    finish_s: float | None,
+    output_tokens: int,
+) -> Latencies:
+    """``(ttft_s, tpot_s, e2e_s, queue_s)`` from a request's timestamps; ``None`` where undefined.
+
+    * TTFT = first token - arrival.
+    * E2E = finish - arrival (for a rejected or failed request: until it was turned away).
+    * queue = first scheduled - arrival: the time before it first entered a batch (a cache hit
+      is "scheduled" when it is answered). ``None`` if it never was, even when it has a finish.
+    * TPOT = (finish - first token) / (output tokens - 1): the mean gap between the tokens after
+      the first. A one-token (or empty) output has no such gap, so its TPOT is ``None``, not 0:
+      percentiles leave it out, and an SLO on TPOT counts it as met (there is no inter-token
+      latency to miss).
+    """
+    ttft = None if first_token_s is None else first_token_s - arrival_s
+    e2e = None if finish_s is None else finish_s - arrival_s
+    queue = None if scheduled_s is None else scheduled_s - arrival_s
+    tpot = (
+        (finish_s - first_token_s) / (output_tokens - 1)
+        if first_token_s is not None and finish_s is not None and output_tokens > 1
+        else None
+    )
+    return ttft, tpot, e2e, queue
+
+
+def request_latencies(r: Any) -> Latencies:
+    """:func:`latencies` of anything with a request's timestamp attributes (``types.Request``)."""
+    return latencies(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens)

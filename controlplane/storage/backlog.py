@@ -1,0 +1,233 @@
+"""Rows the recorder has taken from its buffers but the database has not yet committed.
+
+Each flush takes whatever was appended since the last one as a numbered *chunk*. Chunks are
+committed oldest first, and the same transaction sets the recorder's row in ``writer_mark``
+to the newest chunk it wrote. When a commit fails in a way that leaves its outcome unknown (the
+connection died while committing), the next attempt reads the mark back first and drops the
+chunks it covers: nothing is lost and nothing is written twice, in every table, not only the
+one with a unique key.
+
+During a long outage the chunks would grow without bound, so past a row limit the oldest go
+to a spill file (still numbered); files are written back, in order, before the chunks still
+in memory. A spill file left behind by a process that died is an ordinary spill file that
+:meth:`RunRecorder.replay_spill` loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from controlplane.storage import spill
+from controlplane.storage.bulk import BulkInsert
+from controlplane.storage.db import describe_url
+from controlplane.storage.models import Run, WriterMark
+from controlplane.storage.rows import SPECS
+
+log = logging.getLogger("controlplane.storage.recorder")
+
+_MARK: Final = WriterMark.__table__
+_RUN: Final = Run.__table__
+
+
+@dataclass
+class Chunk:
+    """One flush's worth of rows: stored tuples by table, and pending run updates."""
+
+    seq: int
+    rows: dict[str, list[tuple]]
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.rows.values())) + len(self.updates)
+
+    def run_ids(self) -> set[int]:
+        ids = {row[0] for rows in self.rows.values() for row in rows}
+        return ids | {u["id"] for u in self.updates}
+
+    def entries(self) -> Iterator[tuple[str, dict[str, Any], int]]:
+        """The chunk as spill entries (JSON columns decoded, for people), rows before updates."""
+        for name, rows in self.rows.items():
+            decoded = SPECS[name].decoded
+            for row in rows:
+                yield name, decoded(row), self.seq
+        for values in self.updates:
+            yield spill.RUN_UPDATE, values, self.seq
+
+
+@dataclass
+class SpillFile:
+    """Chunks ``first_seq`` to ``last_seq`` saved to ``path`` while the database was away."""
+
+    path: Path
+    first_seq: int
+    last_seq: int
+    counts: dict[str, int]
+    run_ids: set[int]
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+
+def chunks_from_entries(entries: Iterator[tuple[str, dict[str, Any], int | None]], default_seq: int) -> list[Chunk]:
+    """Spill entries grouped back into chunks by ``seq`` (oldest first), rows rebuilt as stored tuples."""
+    chunks: dict[int, Chunk] = {}
+    for table, row, seq in entries:
+        key = default_seq if seq is None else seq
+        chunk = chunks.get(key)
+        if chunk is None:
+            chunk = chunks[key] = Chunk(key, {name: [] for name in SPECS})
+        if table == spill.RUN_UPDATE:
+            chunk.updates.append(row)
+        else:
+            spec = SPECS[table]
+            chunk.rows[table].append(spec.to_tuple(spec.build(row, row.pop("run_id"))))
+    return [chunks[k] for k in sorted(chunks)]
+
+
+class Backlog:
+    """Uncommitted chunks in memory and spilled chunks on disk, oldest first, and committing
+    them exactly once under ``writer``'s mark; see the module docstring."""
+
+    def __init__(self, writer: str) -> None:
+        self.writer = writer
+        self.chunks: list[Chunk] = []
+        self.files: list[SpillFile] = []
+        self._mark_exists = False
+        self._uncertain = False  # the last commit failed: it may have happened all the same
+
+    def __len__(self) -> int:
+        return self.in_memory + sum(map(len, self.files))
+
+    @property
+    def in_memory(self) -> int:
+        return sum(map(len, self.chunks))
+
+    def counts(self) -> dict[str, int]:
+        """Rows by table (and ``run_update``), in memory and spilled."""
+        out = {name: 0 for name in SPECS}
+        out[spill.RUN_UPDATE] = 0
+        for c in self.chunks:
+            for name, rows in c.rows.items():
+                out[name] += len(rows)
+            out[spill.RUN_UPDATE] += len(c.updates)
+        for f in self.files:
+            for name, n in f.counts.items():
+                out[name] += n
+        return out
+
+    def drop_through(self, seq: int) -> dict[str, int]:
+        """Forget the chunks and whole spill files up to ``seq`` (committed); return their row counts.
+
+        A file only partly covered stays; its committed rows are skipped when it is read back.
+        """
+        counts = {name: 0 for name in SPECS}
+        counts[spill.RUN_UPDATE] = 0
+        for f in [f for f in self.files if f.last_seq <= seq]:
+            f.path.unlink(missing_ok=True)
+            for name, n in f.counts.items():
+                counts[name] += n
+        for c in [c for c in self.chunks if c.seq <= seq]:
+            for name, rows in c.rows.items():
+                counts[name] += len(rows)
+            counts[spill.RUN_UPDATE] += len(c.updates)
+        self.files = [f for f in self.files if f.last_seq > seq]
+        self.chunks = [c for c in self.chunks if c.seq > seq]
+        return counts
+
+    def spill(self, directories: Sequence[Path], *, source: str, writer: str) -> SpillFile:
+        """Move every chunk in memory to a new spill file (``StorageError`` if none can be written)."""
+        chunks = self.chunks
+        counts = {name: 0 for name in SPECS}
+        counts[spill.RUN_UPDATE] = 0
+        run_ids: set[int] = set()
+        for c in chunks:
+            for name, rows in c.rows.items():
+                counts[name] += len(rows)
+            counts[spill.RUN_UPDATE] += len(c.updates)
+            run_ids |= c.run_ids()
+        path = spill.write_spill(lambda: (e for c in chunks for e in c.entries()), directories=directories,
+                                 run_ids=run_ids, source=source, writer=writer)
+        saved = SpillFile(path, chunks[0].seq, chunks[-1].seq, counts, run_ids)
+        self.files.append(saved)
+        self.chunks = []
+        return saved
+
+    def commit(self, engine: Engine, inserts: Mapping[str, BulkInsert], chunks: list[Chunk],
+               saved: SpillFile | None = None) -> None:
+        """Write ``chunks`` (read from ``saved`` once connected, if given) and the writer's mark
+        in one transaction, leaving out what a commit whose outcome was lost did write
+        (``chunks`` keeps only what is left). Raises what the database raised."""
+        try:
+            with engine.begin() as conn:
+                if saved is not None and not chunks:  # no use reading the file while the database is away
+                    chunks.extend(chunks_from_entries(spill.read_entries(saved.path), saved.last_seq))
+                if self._uncertain:
+                    mark = read_mark(conn, self.writer)
+                    self._mark_exists = mark is not None
+                    if mark is not None and any(c.seq <= mark for c in chunks):
+                        chunks[:] = [c for c in chunks if c.seq > mark]
+                        log.warning("storage: rows up to flush %d were committed before the connection was "
+                                    "lost; not writing them again", mark)
+                if not chunks:
+                    return
+                for name, insert_ in inserts.items():
+                    rows = chunks[0].rows[name] if len(chunks) == 1 else [r for c in chunks for r in c.rows[name]]
+                    insert_.execute(conn, rows)
+                for chunk in chunks:
+                    for values in chunk.updates:
+                        changes = {k: v for k, v in values.items() if k != "id"}
+                        if conn.execute(update(_RUN).where(_RUN.c.id == values["id"]).values(changes)).rowcount == 0:
+                            log.warning("storage: finish_run for run %s, which is not in %s", values["id"],
+                                        describe_url(engine))
+                write_mark(conn, self.writer, chunks[-1].seq, exists=self._mark_exists)
+        except BaseException:
+            self._uncertain = True
+            raise
+        self._mark_exists = True
+        self._uncertain = False
+
+    def all_entries(self) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+        """Every pending row as spill entries, oldest first: the spill files, then memory."""
+        for f in self.files:
+            yield from spill.read_entries(f.path)
+        for c in self.chunks:
+            yield from c.entries()
+
+    def run_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for f in self.files:
+            ids |= f.run_ids
+        for c in self.chunks:
+            ids |= c.run_ids()
+        return ids
+
+
+# -- the writer mark ---------------------------------------------------------------------------
+
+
+def read_mark(conn: Connection, writer: str) -> int | None:
+    """The last sequence number ``writer`` committed, or None if it never committed."""
+    return conn.execute(select(_MARK.c.seq).where(_MARK.c.writer == writer)).scalar_one_or_none()
+
+
+def write_mark(conn: Connection, writer: str, seq: int, *, exists: bool) -> None:
+    """Record in the current transaction that ``writer`` committed everything up to ``seq``."""
+    if exists:
+        conn.execute(update(_MARK).where(_MARK.c.writer == writer).values(seq=seq))
+    else:
+        conn.execute(insert(_MARK).values(writer=writer, seq=seq))
+
+
+def skip_committed(entries: Iterator[tuple[str, dict[str, Any], int | None]],
+                   mark: int | None) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+    """The entries not covered by ``mark`` (entries without a ``seq`` are always kept)."""
+    for entry in entries:
+        if mark is None or entry[2] is None or entry[2] > mark:
+            yield entry
+

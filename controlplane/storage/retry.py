@@ -1,0 +1,70 @@
+"""Retrying a database write with exponential backoff, and what a write that gave up reports.
+
+Connection loss, lock timeouts and a table missing mid-migration pass; bad data (a duplicate
+key, a value the column refuses) fails the same way every time, so it is not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+
+log = logging.getLogger("controlplane.storage.recorder")
+
+_PERMANENT: Final = (IntegrityError, DataError)
+
+
+@dataclass(frozen=True)
+class FlushFailure:
+    """A flush that gave up: its rows are still pending in the recorder."""
+
+    at: datetime
+    attempts: int
+    pending: int
+    error: str
+    retryable: bool
+
+
+def is_retryable(exc: SQLAlchemyError) -> bool:
+    """Connection loss, lock timeouts, a missing table mid-migration: worth retrying. Bad data is not."""
+    return isinstance(exc, DBAPIError) and not isinstance(exc, _PERMANENT)
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(exc)}"
+
+
+def with_retries(
+    fn: Callable[[], Any],
+    *,
+    max_retries: int,
+    backoff_s: float,
+    sleep: Callable[[float], None],
+    target: str,
+    pending: Callable[[], int],
+    on_retry: Callable[[], None] = lambda: None,
+) -> tuple[Any, FlushFailure | None]:
+    """``(fn(), None)``, calling ``fn`` again after ``backoff_s``, twice that, ... while it raises a
+    retryable error, at most ``max_retries`` times; ``(None, failure)`` when it gives up."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn(), None
+        except SQLAlchemyError as exc:
+            retryable = is_retryable(exc)
+            message = describe_error(exc)
+            if not retryable or attempt > max_retries:
+                return None, FlushFailure(at=datetime.now(timezone.utc), attempts=attempt, pending=pending(),
+                                          error=message, retryable=retryable)
+            on_retry()
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.warning("storage: write to %s failed (attempt %d/%d), retrying in %.2fs: %s",
+                        target, attempt, max_retries + 1, delay, message)
+            sleep(delay)
