@@ -59,7 +59,8 @@ GUARDIAN_UNAVAILABLE = "unavailable"
 
 
 class LiveDriver:
-    """Runs one live run: the core, a worker pool, ticks and the requests' streams.
+    """Runs one live run: the core, a worker pool, ticks and the requests' streams. (The run's
+    recorder writes its rows from its own thread: the loop never waits for the database.)
 
     Use ``await driver.start()`` inside a running event loop, then ``submit`` / ``generate``, and
     ``await driver.close()`` (or ``async with LiveDriver(...) as driver``).
@@ -74,14 +75,12 @@ class LiveDriver:
         extra_plugins: Iterable[object] = (),
         request_timeout_s: float | None = None,
         cpu_threads: int | None = None,
-        flush_interval_s: float = 2.0,
         exporter: PrometheusExporter | None = None,
     ) -> None:
         self.config = config
         self.pool = make_pool(pool, cpu_threads=cpu_threads) if isinstance(pool, str) else pool
         self.record = record
         self.request_timeout_s = request_timeout_s
-        self.flush_interval_s = flush_interval_s
         self.metrics = exporter if exporter is not None else PrometheusExporter()
         #: Plugins added to the run's own (the Prometheus exporter first); kept across reloads.
         self.extra_plugins: list[object] = [self.metrics, *extra_plugins]
@@ -143,8 +142,6 @@ class LiveDriver:
             await asyncio.to_thread(self.session.close, {"error": describe_error(exc)}, status="failed")
             raise
         self._background.append(self._loop.create_task(self._ticks(), name="cp-ticks"))
-        if self.session.recorder is not None and self.flush_interval_s:
-            self._background.append(self._loop.create_task(self._flusher(), name="cp-flush"))
         if wait_ready_s:
             await self.wait_ready(wait_ready_s)
 
@@ -363,15 +360,6 @@ class LiveDriver:
             await asyncio.sleep(max(0.0, due - self.now_s()))
             self._feed(ev.Tick(self.now_s()))
             due = max(due + tick, self.now_s())
-
-    async def _flusher(self) -> None:
-        recorder = self.session.recorder
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
-            try:
-                await asyncio.to_thread(recorder.flush)
-            except Exception:  # the recorder keeps what it could not write
-                log.exception("flushing the run's rows failed")
 
     # --- batches (`controlplane.live.batch_runner`) ---------------------------------------------
 
