@@ -10,7 +10,8 @@ false``) and its connections are killed every 0.2 s, while the rest of the serve
 running. Then the database comes back, the stream goes on, the daemon drains on SIGTERM and
 the run's ``request`` rows are counted: every answered request must be there exactly once.
 
-Prints a table of latency percentiles by phase and ends with one JSON line: ``latency_p50_ms_normal``,
+``--max-pending-rows 50`` makes the daemon spill rows to a file during the outage (and write
+them back first afterwards). Prints a table of latency percentiles by phase and ends with one JSON line: ``latency_p50_ms_normal``,
 ``latency_p99_ms_normal``, ``latency_p50_ms_outage``, ``latency_p99_ms_outage``, ``..._after``,
 ``rows_expected``, ``rows_found``, ``rows_duplicated``, and the daemon's storage log counts.
 """
@@ -136,9 +137,11 @@ def daemon(args: argparse.Namespace, db_url: str, workdir: Path):
     cmd = [*daemon_command(), "--workers", str(args.workers), "--preset", args.preset, "--db", db_url,
            "--port", str(port), "--pool", args.pool, "--log-level", "warning"]
     log_path = workdir / "daemon.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.max_pending_rows is not None:  # a small bound makes the daemon spill during the outage
+        env["CONTROLPLANE_STORAGE__MAX_PENDING_ROWS"] = str(args.max_pending_rows)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 300
@@ -240,6 +243,8 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny-llama")
     ap.add_argument("--pool", default="process", help="thread | process")
     ap.add_argument("--request-timeout-s", type=float, default=120.0)
+    ap.add_argument("--max-pending-rows", type=int, default=None,
+                    help="the daemon's storage.max_pending_rows (default: its own); small values make it spill")
     ap.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL database to create the test database from")
     ap.add_argument("--keep-db", action="store_true", help="keep the test database afterwards")
     args = ap.parse_args()
