@@ -70,6 +70,7 @@ from controlplane.hookspecs import hookimpl  # noqa: E402
 from controlplane.live.calibration_table import samples_table  # noqa: E402
 from controlplane.live.iteration_log import IterationLog  # noqa: E402
 from controlplane.live.iteration_samples import IterationSample, join_runs, split_stalls, with_handoffs  # noqa: E402
+from controlplane.request_latency import latencies  # noqa: E402
 from sim.calibration import calibrate, grid_model, live_slowdowns  # noqa: E402
 from sim.traces import TraceRequest, apply_transforms, bundled_trace_path, read_trace  # noqa: E402
 
@@ -196,8 +197,8 @@ class RequestTimes:
     def latencies(self) -> dict[str, float | None]:
         if self.first_token_s is None or self.finish_s is None or self.status != "completed":
             return {"ttft": None, "tpot": None, "e2e": None}
-        tpot = (self.finish_s - self.first_token_s) / (self.output_tokens - 1) if self.output_tokens > 1 else None
-        return {"ttft": self.first_token_s - self.arrival_s, "tpot": tpot, "e2e": self.finish_s - self.arrival_s}
+        ttft, tpot, e2e, _ = latencies(self.arrival_s, None, self.first_token_s, self.finish_s, self.output_tokens)
+        return {"ttft": ttft, "tpot": tpot, "e2e": e2e}
 
 
 @dataclass

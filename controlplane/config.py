@@ -1,7 +1,7 @@
 """A run's configuration: one pydantic-settings model from a YAML/TOML file, env vars and flags.
 
 Precedence, highest first: explicit overrides (CLI flags), environment variables
-(``CONTROLPLANE_SEED=3``, nested with ``__``: ``CONTROLPLANE_SIM__TICK_S=0.5``), the config
+(``CONTROLPLANE_SEED=3``, nested with ``__``: ``CONTROLPLANE_CONTROL__TICK_S=0.5``), the config
 file, the defaults below. Unknown keys are errors that name the key.
 """
 
@@ -95,9 +95,19 @@ class ClusterConfig(_Section):
         return None
 
 
-class SimConfig(_Section):
+class ControlConfig(_Section):
+    """The control loop, in both modes."""
+
     tick_s: float = Field(1.0, gt=0)  # control loop period: autoscaling, metric samples
     metrics_interval_s: float = Field(5.0, gt=0)  # metric time-series resolution (at most one sample a tick)
+    latency_window_s: float = Field(60.0, gt=0)  # recent latencies an autoscaler sees (ScalingContext)
+
+
+#: Keys that moved from ``sim`` to ``control`` (they drive live runs too); the old spelling still works.
+_MOVED_TO_CONTROL = ("tick_s", "metrics_interval_s")
+
+
+class SimConfig(_Section):
     exact: bool = False  # one core round trip per iteration (slow; to check the fast mode)
     guardian_latency_s: float = Field(0.05, ge=0)  # simulated guardian check time
     guardian_block_rate: float = Field(0.0, ge=0, le=1)  # simulated share of blocked responses
@@ -114,6 +124,9 @@ class StorageConfig(_Section):
     url: str = "sqlite:///controlplane.db"
     batch_size: int = Field(20000, ge=1)
     record_batches: bool = True  # store every batch decision (the bulk of the decision table)
+    record_iterations: bool = False  # store live workers' timed iterations (the `iteration` table; calibration)
+    # Rows kept in memory while the database is unreachable; the oldest beyond are spilled to a file.
+    max_pending_rows: int = Field(200_000, ge=1)
 
 
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_values", default={})
@@ -140,9 +153,28 @@ class RunConfig(BaseSettings):
     seed: int = 0
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     slo: SLOConfig = Field(default_factory=SLOConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """``sim.tick_s`` / ``sim.metrics_interval_s`` (before they moved) mean ``control.*``."""
+        if not isinstance(data, dict) or not isinstance(data.get("sim"), dict):
+            return data
+        sim = dict(data["sim"])
+        moved = {k: sim.pop(k) for k in _MOVED_TO_CONTROL if k in sim}
+        if not moved:
+            return data
+        control = data.get("control")
+        control = dict(control) if isinstance(control, dict) else {}
+        for key, value in moved.items():
+            if key in control and control[key] != value:
+                raise ValueError(f"sim.{key} and control.{key} disagree; sim.{key} is the old name of control.{key}")
+            control.setdefault(key, value)
+        return {**data, "sim": sim, "control": control}
 
     @classmethod
     def settings_customise_sources(

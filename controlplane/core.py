@@ -18,16 +18,22 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.config import RunConfig
 from controlplane.context import Clock, PolicyContext, RunInfo
-from controlplane.decisions import Admission, BatchPlan, MemoryPlan, RouteDecision, ScaleDecision
+from controlplane.control_loop import ControlLoop
+from controlplane.decisions import Admission, BatchPlan, RouteDecision
+from controlplane.iterations import advance_batch, plan_iterations
+from controlplane.kv_cache import KVCacheManager
 from controlplane.metrics import RunStats
-from controlplane.plugin_manager import PluginSet, fast_caller
-from controlplane.types import UNLIMITED_KV_BLOCKS, Batch, ReasonCode, Decision, Request, RequestStatus, Worker, WorkerState
+from controlplane.plugin_manager import PluginSet
+from controlplane.policy_calls import PolicyCalls
+from controlplane.request_latency import request_latencies
+from controlplane.scaling import RecentLatencies
+from controlplane.types import Batch, Decision, ReasonCode, Request, RequestStatus, Worker, WorkerState
+from controlplane.worker_lifecycle import WorkerLifecycle
 
-_ROUTABLE = (WorkerState.READY, WorkerState.STARTING)
 _SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
 
 
-class ControlPlane:
+class ControlPlane(WorkerLifecycle, ControlLoop):
     """One run's control plane. Not thread-safe: one driver feeds it events in time order."""
 
     def __init__(
@@ -38,7 +44,10 @@ class ControlPlane:
         clock: Clock,
         run: RunInfo,
         fallbacks: Mapping[str, object],
+        multi_iteration: bool = False,
     ) -> None:
+        """``multi_iteration``: the driver can run a batch for several iterations (`Batch.max_iterations`)
+        and stop it early on `InterruptBatch`; otherwise every batch is one iteration."""
         self.config = config
         self.clock = clock
         self.plugins = plugins
@@ -63,9 +72,12 @@ class ControlPlane:
         self._out: list[Any] = []
         self._deployments = {m.name: m for m in config.cluster.models}
         self._default_model = config.cluster.models[0].name
-        self._arrivals_since_tick = 0
+        self._arrivals_since_tick = dict.fromkeys(self._deployments, 0)
+        self._recent = {m: RecentLatencies(config.control.latency_window_s) for m in self._deployments}
         self._last_sample_s = float("-inf")
         self._record_batches = config.storage.record_batches
+        self._multi_iteration = multi_iteration
+        self.kv = KVCacheManager(None)
         self.bind_plugins(plugins, fallbacks)
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.IterationTimed: self._emit,
@@ -87,31 +99,11 @@ class ControlPlane:
     def bind_plugins(self, plugins: PluginSet, fallbacks: Mapping[str, object]) -> None:
         """Use this plugin set from now on (the daemon's config reload swaps it at run time)."""
         self.plugins = plugins
-        hook = plugins.hook
+        self.calls = PolicyCalls(plugins, fallbacks, self.ctx, self.clock)
         self._monitor = plugins.monitor
-        self._emit_hook = fast_caller(hook.cp_on_event, self._monitor)
-        enabled = {p.info.name for p in plugins.loaded}
-        self._fallback_names: dict[str, str] = {}
-        self._policy_hooks = {}
-        for name in (
-            "cp_admit_request",
-            "cp_cache_lookup",
-            "cp_route_request",
-            "cp_form_batch",
-            "cp_scale",
-            "cp_plan_memory",
-            "cp_guardian_plan",
-        ):
-            fallback = fallbacks.get(name)
-            if fallback is not None and fallback.name in enabled:
-                fallback = None  # it was asked already and deferred: asking again changes nothing
-            if fallback is not None:
-                self._fallback_names[name] = f"{fallback.name} (fallback)"
-                fallback = getattr(fallback, name)
-            self._policy_hooks[name] = (fast_caller(getattr(hook, name), self._monitor), fallback)
-        self._cache_store = fast_caller(hook.cp_cache_store, self._monitor)
-        self._prefix_lookup = fast_caller(hook.cp_prefix_lookup, self._monitor)
-        self._prefix_store = fast_caller(hook.cp_prefix_store, self._monitor)
+        self._emit = self.calls.emit
+        self._decide = self.calls.decide
+        self.kv.bind(self.calls)
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -119,7 +111,7 @@ class ControlPlane:
         """Start the initial replicas of every model; returns the actions."""
         self._out = []
         self.plugins.hook.cp_run_started(ctx=self.ctx)
-        self._drain_plugin_errors()
+        self.calls.drain_errors()
         for m in self.config.cluster.models:
             for _ in range(m.replicas):
                 self._add_worker(m.name, reason="initial replicas")
@@ -149,7 +141,7 @@ class ControlPlane:
         summary = self.stats.summary(now)
         summary["sim_end_s"] = round(now, 9)
         self.plugins.hook.cp_run_finished(ctx=self.ctx, summary=summary)
-        self._drain_plugin_errors()
+        self.calls.drain_errors()
         return summary
 
     @property
@@ -162,43 +154,10 @@ class ControlPlane:
         out, self._out = self._out, []
         return out
 
-    def _emit(self, event: Any) -> None:
-        self._emit_hook(self.ctx, event)
-        if self._monitor.errors:
-            self._drain_plugin_errors()
-
-    def _decide(self, hook: str, *args: Any) -> tuple[Any, str | None]:
-        """Ask a policy hook (arguments after ``ctx``, in the spec's order); the built-in
-        fallback decides if every plugin defers or raises."""
-        caller, fallback = self._policy_hooks[hook]
-        monitor = self._monitor
-        monitor.last_plugin = None
-        try:
-            result = caller(self.ctx, *args)
-        except Exception as exc:  # only pluggy's own callers (hooks with wrappers) get here
-            wrappers = [i.plugin_name for i in caller.get_hookimpls() if i.wrapper or i.hookwrapper]
-            monitor.record(", ".join(wrappers) or "wrapper", hook, exc)
-            result = None
-        if monitor.errors:
-            self._drain_plugin_errors()
-        if result is not None:
-            return result, monitor.last_plugin
-        if fallback is None:
-            return None, None
-        return fallback(self.ctx, *args), self._fallback_names[hook]
-
     def _decision(
         self, hook: str, plugin: str | None, action: str, subject: str | None, reason: str | None, payload=None
     ) -> None:
         self._emit(Decision(self.clock.now_s, hook, plugin or "core", action, subject, reason or None, payload))
-
-    def _drain_plugin_errors(self) -> None:
-        for err in self._monitor.take_errors():
-            self._emit_hook(
-                self.ctx,
-                Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
-            )
-        self._monitor.errors.clear()  # errors raised by observers of the error events are dropped
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -210,11 +169,12 @@ class ControlPlane:
             raise ValueError(f"request id {r.request_id!r} is already in the system")
         self.active[r.request_id] = r
         self.stats.on_arrival(r)
-        self._arrivals_since_tick += 1
         self._emit(e)
         model = r.model or self._default_model
         deployment = self._deployments.get(model)
-        if deployment is None:
+        if deployment is not None:
+            self._arrivals_since_tick[model] += 1
+        else:
             self._reject(r, f"unknown model: no deployment serves {model!r}", "core", "cp_admit_request",
                          ReasonCode.UNKNOWN_MODEL)
             return
@@ -244,7 +204,7 @@ class ControlPlane:
         self._route(r)
 
     def _route(self, r: Request) -> None:
-        candidates = [w for w in self.workers.values() if w.model == r.model and w.state in _ROUTABLE]
+        candidates = [w for w in self.workers.values() if w.model == r.model and w.accepts_requests]
         if not candidates:
             self.unrouted.append(r)
             return
@@ -322,7 +282,7 @@ class ControlPlane:
         if w is not None:
             if r in w.running:
                 w.running.remove(r)
-                self._recount_kv(w)
+                self.kv.recount(w)
             elif r in w.waiting:
                 w.waiting.remove(r)
         elif r in self.unrouted:
@@ -348,6 +308,11 @@ class ControlPlane:
         if self._cancelling:
             self._cancelling.pop(r.request_id, None)
         self.stats.on_finished(r, self.config.slo)
+        if status is RequestStatus.COMPLETED and r.first_token_s is not None:
+            recent = self._recent.get(r.model)
+            if recent is not None:
+                ttft, _, e2e, queue = request_latencies(r)
+                recent.add(r.finish_s, ttft, e2e, queue)
         self._emit(ev.RequestFinished(self.clock.now_s, r))
         self._out.append(act.FinishRequest(r))
 
@@ -362,7 +327,7 @@ class ControlPlane:
                 r.finish_s = None
                 self.guardian_pending[r.request_id] = r
                 return
-        self._cache_store(self.ctx, r)
+        self.calls.call_observer(self.calls.cache_store, r)
         self._finish(r, RequestStatus.COMPLETED)
 
     def _on_guardian_finished(self, e: ev.GuardianFinished) -> None:
@@ -375,7 +340,7 @@ class ControlPlane:
             r.reason = "blocked by guardian"
             self._finish(r, RequestStatus.COMPLETED)
             return
-        self._cache_store(self.ctx, r)
+        self.calls.call_observer(self.calls.cache_store, r)
         self._finish(r, RequestStatus.COMPLETED)
 
     # --- batching -----------------------------------------------------------------------------
@@ -413,7 +378,7 @@ class ControlPlane:
             w.running.remove(r)
             self._fail(r, f"batching policy {plugin} stalled worker {w.worker_id}: {reason or 'empty batch'}",
                        ReasonCode.STALLED)
-        self._recount_kv(w)
+        self.kv.recount(w)
 
     def _start_batch(self, w: Worker, plan: BatchPlan, plugin: str | None) -> None:
         now = self.clock.now_s
@@ -425,7 +390,7 @@ class ControlPlane:
                     f"batching plugin {plugin} planned an invalid prefill of {n} tokens for {r.request_id}"
                 )
             if r.hash_ids and r.num_computed_tokens == 0:
-                cached = self._prefix_hit(w, r)
+                cached = self.kv.prefix_hit(w, r)
                 if cached:  # the prefill computes only what the prefix cache lacks
                     prefill = prefill[:i] + ((r, min(n, r.remaining_prefill_tokens)),) + prefill[i + 1:]
             if r.status is RequestStatus.WAITING:
@@ -437,40 +402,16 @@ class ControlPlane:
                 w.running.append(r)
                 if r.scheduled_s is None:
                     r.scheduled_s = now
-        iterations = 1
-        then_decode: tuple[Request, ...] = ()
-        if plan.max_iterations > 1 and not self.config.sim.exact:
-            if not prefill:
-                if plan.decode:
-                    iterations = plan.max_iterations
-                    for r in plan.decode:
-                        left = r.max_output_tokens - r.output_tokens
-                        if left < iterations:
-                            iterations = left if left > 1 else 1
-            else:
-                # A prefill, then decodes of everything running (the prefilled included)
-                # while nothing changes: one step instead of two batches (vLLM's next steps).
-                # Only when every prompt completes in the first iteration.
-                iterations = plan.max_iterations
-                first = set(plan.decode)  # requests that get a token in the first iteration
-                for r, n in prefill:
-                    if n != r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
-                        iterations = 1
-                        break
-                    first.add(r)
-                for r in w.running if iterations > 1 else ():  # tokens left after the first iteration
-                    left = r.max_output_tokens - r.output_tokens - (r in first)
-                    if left + 1 < iterations:
-                        iterations = left + 1 if left > 0 else 1
-                if iterations > 1:
-                    then_decode = tuple(w.running)
+        iterations, then_decode = 1, ()
+        if plan.max_iterations > 1 and self._multi_iteration:
+            iterations, then_decode = plan_iterations(plan, prefill, w.running)
         batch = Batch(self.ctx.ids.next("batch"), wid, prefill, plan.decode, iterations, then_decode)
         w.busy = True
         w.current_batch_id = batch.batch_id
         self._batches[wid] = batch
         self._interrupted.discard(wid)
         if prefill:  # a decode-only batch holds what the last recount found
-            self._recount_kv(w, extra_tokens=sum(n for _, n in prefill))
+            self.kv.recount(w, extra_tokens=sum(n for _, n in prefill))
         if self._record_batches:
             self._decision(
                 "cp_form_batch", plugin, "batch", wid, plan.reason,
@@ -479,46 +420,19 @@ class ControlPlane:
             )
         self._out.append(act.StartBatch(batch))
 
-    def _prefix_hit(self, w: Worker, r: Request) -> int:
-        """Ask the prefix caches how much of ``r``'s prompt ``w`` holds; mark it computed."""
-        monitor = self._monitor
-        cached = self._prefix_lookup(self.ctx, w, r)
-        if monitor.errors:
-            self._drain_plugin_errors()
-        if not cached or cached < 0:
-            return 0
-        # At least one token is computed: its logits give the first output token (as vLLM does).
-        cached = min(int(cached), r.prompt_tokens + r.recompute_tokens - 1)
-        if cached <= 0:
-            return 0
-        r.num_computed_tokens = r.cached_tokens = cached
-        if r.cache_hit is None:
-            r.cache_hit = "prefix"
-        return cached
-
     def _preempt(self, w: Worker, r: Request) -> None:
         if r not in w.running:
             return
         w.running.remove(r)
         r.num_preemptions += 1
         self.stats.num_preemptions += 1
-        r.recompute_tokens = r.output_tokens
-        r.num_computed_tokens = 0
+        self.kv.drop(r)
         r.status = RequestStatus.WAITING
         w.waiting.appendleft(r)
         self._decision("cp_form_batch", None, "preempt", r.request_id, "KV cache full: recompute later",
                        {"worker": w.worker_id})
         self._out.append(act.PreemptRequest(w.worker_id, r.request_id))
-        self._recount_kv(w)
-
-    def _recount_kv(self, w: Worker, extra_tokens: int = 0) -> None:
-        if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
-            return  # no KV budget: nobody reads the count
-        bs = w.kv_block_size
-        used = -(-extra_tokens // bs) if extra_tokens else 0
-        for r in w.running:  # Request.context_tokens, inlined: this runs twice per batch
-            used += (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + bs - 1) // bs
-        w.num_kv_blocks_used = used
+        self.kv.recount(w)
 
     def _on_batch_finished(self, e: ev.BatchFinished) -> None:
         w = self.workers.get(e.worker_id)
@@ -532,33 +446,11 @@ class ControlPlane:
         now = self.clock.now_s
         w.busy_s += e.busy_s if e.busy_s is not None else 0.0
         finished_by_worker = dict(e.finished) if e.finished else None
-        done: list[Request] = []
-        if batch.prefill:
-            first_end = e.first_end_s if k > 1 and e.first_end_s is not None else now
-            for r, n in batch.prefill:
-                r.num_computed_tokens += n
-                if r.num_computed_tokens >= r.prompt_tokens + r.recompute_tokens:
-                    if r.hash_ids:
-                        self._prefix_store(self.ctx, w, r)
-                    r.output_tokens += 1  # the prefill iteration samples the next token
-                    if r.first_token_s is None:
-                        r.first_token_s = first_end
-                    if r.output_tokens >= r.max_output_tokens:
-                        done.append(r)
-            for r in batch.decode:
-                r.output_tokens += 1
-                if r.output_tokens >= r.max_output_tokens:
-                    done.append(r)
-            if k > 1:
-                for r in batch.then_decode:
-                    r.output_tokens += k - 1
-                    if r.output_tokens >= r.max_output_tokens and r not in done:
-                        done.append(r)
-        else:
-            for r in batch.decode:
-                r.output_tokens += k
-                if r.output_tokens >= r.max_output_tokens:
-                    done.append(r)
+        first_end = e.first_end_s if k > 1 and e.first_end_s is not None else now
+        prefilled, done = advance_batch(batch, k, first_end)
+        for r in prefilled:
+            if r.hash_ids:
+                self.kv.prefix_store(w, r)
         if finished_by_worker:
             for r in w.running:
                 if r.request_id in finished_by_worker and r not in done:
@@ -572,7 +464,7 @@ class ControlPlane:
             self._complete(r)
         if self._cancelling:
             self._apply_cancellations(w)
-        self._recount_kv(w)
+        self.kv.recount(w)
         self._schedule(w)
 
     def _on_batch_failed(self, e: ev.BatchFailed) -> None:
@@ -599,173 +491,3 @@ class ControlPlane:
         w = self.workers.get(e.worker_id)
         if w is not None:
             self._schedule(w)
-
-    # --- workers ------------------------------------------------------------------------------
-
-    def _add_worker(self, model: str, reason: str) -> Worker:
-        n = self.ctx.ids.next(f"worker:{model}")
-        wid = f"{model}-{n}"
-        w = Worker(worker_id=wid, model=model, started_s=self.clock.now_s)
-        d = self._deployments[model]
-        w.max_num_seqs, w.max_batch_tokens, w.kv_block_size = d.max_num_seqs, d.max_batch_tokens, d.kv_block_size
-        self.workers[wid] = w
-        self._worker_alive_since[wid] = self.clock.now_s
-        self._emit(ev.WorkerChanged(self.clock.now_s, wid, "starting", {"model": model, "reason": reason}))
-        self._out.append(act.StartWorker(wid, model))
-        return w
-
-    def _plan_memory(self, w: Worker, trigger: str) -> None:
-        plan: MemoryPlan
-        plan, plugin = self._decide("cp_plan_memory", w, trigger)
-        if plan is None:
-            return
-        w.max_num_seqs = plan.max_num_seqs
-        w.max_batch_tokens = plan.max_batch_tokens
-        w.num_kv_blocks = plan.num_kv_blocks
-        w.kv_block_size = plan.kv_block_size
-        self._decision("cp_plan_memory", plugin, "memory_plan", w.worker_id, plan.reason,
-                       {"trigger": trigger, "max_num_seqs": plan.max_num_seqs,
-                        "max_batch_tokens": plan.max_batch_tokens, "num_kv_blocks": plan.num_kv_blocks,
-                        "kv_block_size": plan.kv_block_size})
-
-    def _on_worker_ready(self, e: ev.WorkerReady) -> None:
-        w = self.workers.get(e.worker_id)
-        if w is None or w.state is not WorkerState.STARTING:
-            return
-        w.state = WorkerState.READY
-        w.ready_s = e.time_s
-        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "ready", e.memory or None))
-        self._plan_memory(w, "ready")
-        self._route_unrouted(w.model)
-        self._schedule(w)
-
-    def _route_unrouted(self, model: str) -> None:
-        if not self.unrouted:
-            return
-        pending, self.unrouted = self.unrouted, deque()
-        for r in pending:
-            if r.model == model:
-                self._route(r)
-            else:
-                self.unrouted.append(r)
-
-    def _evacuate(self, w: Worker, reason: str) -> None:
-        """Send a lost worker's requests elsewhere (or fail them after too many retries)."""
-        batch = self._batches.pop(w.worker_id, None)
-        if batch is not None:
-            w.busy = False
-        victims = list(w.running) + list(w.waiting)
-        w.running.clear()
-        w.waiting.clear()
-        w.num_kv_blocks_used = 0
-        for r in victims:
-            if r.request_id in self._cancelling:
-                self._cancel(r, None, self._cancelling[r.request_id])
-                continue
-            r.num_retries += 1
-            if r.num_retries > self.config.cluster.max_retries:
-                self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}",
-                           ReasonCode.WORKER_FAILED)
-                continue
-            if r.output_tokens:
-                r.recompute_tokens = r.output_tokens
-            r.num_computed_tokens = 0
-            r.status = RequestStatus.WAITING
-            r.worker_id = None
-            self._route(r)
-
-    def _on_worker_failed(self, e: ev.WorkerFailed) -> None:
-        w = self.workers.get(e.worker_id)
-        if w is None or w.state in (WorkerState.FAILED, WorkerState.STOPPED):
-            return
-        w.state = WorkerState.FAILED
-        self._stop_gpu_clock(w, e.time_s)
-        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed", {"reason": e.reason}))
-        self._evacuate(w, e.reason)
-
-    def _on_worker_stopped(self, e: ev.WorkerStopped) -> None:
-        w = self.workers.get(e.worker_id)
-        if w is None or w.state is WorkerState.STOPPED:
-            return
-        w.state = WorkerState.STOPPED
-        self._stop_gpu_clock(w, e.time_s)
-        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "stopped", None))
-        if w.running or w.waiting:
-            self._evacuate(w, "stopped")
-
-    def _stop_gpu_clock(self, w: Worker, now: float) -> None:
-        since = self._worker_alive_since.pop(w.worker_id, None)
-        if since is not None:
-            self.stats.gpu_seconds += (now - since) * self._deployments[w.model].gpus_per_replica
-
-    # --- control loop -------------------------------------------------------------------------
-
-    def _on_tick(self, e: ev.Tick) -> None:
-        now = e.time_s
-        arrivals, self._arrivals_since_tick = self._arrivals_since_tick, 0
-        self.gauges["arrivals_per_s"] = arrivals / self.config.sim.tick_s
-        sample = now - self._last_sample_s >= self.config.sim.metrics_interval_s - 1e-9
-        if sample:
-            self._last_sample_s = now
-        for model in self._deployments:
-            workers = [w for w in self.workers.values() if w.model == model]
-            if sample:
-                self._sample(now, model, workers)
-            self._autoscale(model, workers)
-        for w in list(self.workers.values()):
-            if not w.busy and (w.waiting or w.running):
-                self._schedule(w)
-
-    def _sample(self, now: float, model: str, workers: list[Worker]) -> None:
-        queued = sum(1 for r in self.unrouted if r.model == model) if self.unrouted else 0
-        running = ready = starting = blocks = used = 0
-        for w in workers:  # one pass: this runs every tick
-            state = w.state
-            if state is WorkerState.READY:
-                ready += 1
-            elif state is WorkerState.STARTING:
-                starting += 1
-            elif state is not WorkerState.DRAINING:
-                continue
-            queued += len(w.waiting)
-            running += len(w.running)
-            if w.num_kv_blocks < UNLIMITED_KV_BLOCKS:
-                blocks += w.num_kv_blocks
-                used += w.num_kv_blocks_used
-        self.gauges[f"queue:{model}"] = queued
-        labels = {"model": model}
-        emit = self._emit
-        emit(ev.MetricSample(now, "replicas", float(ready), labels))
-        emit(ev.MetricSample(now, "replicas_starting", float(starting), labels))
-        emit(ev.MetricSample(now, "queue_length", float(queued), labels))
-        emit(ev.MetricSample(now, "running", float(running), labels))
-        emit(ev.MetricSample(now, "kv_utilization", used / blocks if blocks else 0.0, labels))
-        emit(ev.MetricSample(now, "arrivals_per_s", self.gauges["arrivals_per_s"], labels))
-
-    def _autoscale(self, model: str, workers: list[Worker]) -> None:
-        decision: ScaleDecision
-        decision, plugin = self._decide("cp_scale", model, workers)
-        if decision is None:
-            return
-        current = [w for w in workers if w.state in _ROUTABLE]
-        target = max(0, decision.target_replicas)
-        if target == len(current):
-            return
-        self.stats.num_scale_events += 1
-        self._decision("cp_scale", plugin, "scale", model, decision.reason,
-                       {"from": len(current), "to": target})
-        if target > len(current):
-            for _ in range(target - len(current)):
-                self._add_worker(model, decision.reason or "scale up")
-            return
-        # Drain the least loaded (starting ones first): they finish what they hold, then stop.
-        for w in sorted(current, key=lambda w: (w.state is WorkerState.READY, w.load))[: len(current) - target]:
-            w.state = WorkerState.DRAINING
-            self._emit(ev.WorkerChanged(self.clock.now_s, w.worker_id, "draining", {"reason": decision.reason}))
-            waiting = list(w.waiting)
-            w.waiting.clear()
-            for r in waiting:
-                r.worker_id = None
-                self._route(r)
-            if not w.busy and not w.running:
-                self._out.append(act.StopWorker(w.worker_id))

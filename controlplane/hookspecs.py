@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         RouteDecision,
         ScaleDecision,
     )
+    from controlplane.scaling import ScalingContext
     from controlplane.types import Request, Worker
 
 PROJECT_NAME = "controlplane"
@@ -115,8 +116,10 @@ def cp_form_batch(ctx: PolicyContext, worker: Worker) -> BatchPlan | None:
 
 
 @hookspec(firstresult=True)
-def cp_scale(ctx: PolicyContext, model: str, workers: Sequence[Worker]) -> ScaleDecision | None:
-    """Decide the replica count for ``model`` at a tick; wrappers clamp and add cooldowns."""
+def cp_scale(
+    ctx: PolicyContext, model: str, workers: Sequence[Worker], scaling: ScalingContext
+) -> ScaleDecision | None:
+    """Decide ``model``'s replica count at a tick from its fresh ``scaling`` context (alive ``workers``)."""
 
 
 # --- GPU memory planning ---------------------------------------------------------------------

@@ -18,7 +18,8 @@ from controlplane.recording import SqlRecorder
 LIVE_FLUSH_INTERVAL_S = 1.0
 
 
-def _fallbacks(available: Mapping[str, PluginInfo]) -> dict[str, object]:
+def fallback_plugins(available: Mapping[str, PluginInfo]) -> dict[str, object]:
+    """The built-in plugin that decides each policy hook when every enabled plugin defers."""
     out: dict[str, object] = {}
     for hook, name in FALLBACK_PLUGINS.items():
         info = available.get(name)
@@ -71,7 +72,6 @@ class RunSession:
         extra = list(extra_plugins)
         if record:
             from controlplane.storage import RunRecorder, ensure_schema, make_engine
-            from controlplane.storage.recorder import DEFAULT_MAX_PENDING_ROWS
 
             storage = config.storage
             self.engine = make_engine(storage.url)
@@ -81,12 +81,12 @@ class RunSession:
             self.recorder = RunRecorder(
                 self.engine,
                 batch_size=storage.batch_size,
-                max_pending_rows=getattr(storage, "max_pending_rows", DEFAULT_MAX_PENDING_ROWS),
+                max_pending_rows=storage.max_pending_rows,
                 background=mode == "live",
                 flush_interval_s=LIVE_FLUSH_INTERVAL_S if mode == "live" else None,
             )
             extra.insert(0, SqlRecorder(self.recorder,
-                                        record_iterations=getattr(storage, "record_iterations", False)))
+                                        record_iterations=storage.record_iterations))
         self.plugins = build_plugin_set(
             config.plugins.enabled, config.plugins.settings, extra=extra, available=available
         )
@@ -103,7 +103,8 @@ class RunSession:
             )
         self.run = RunInfo(run_id=run_id, mode=mode, seed=config.seed, name=config.name, trace=trace)
         self.core = ControlPlane(
-            config=config, plugins=self.plugins, clock=self.clock, run=self.run, fallbacks=_fallbacks(available)
+            config=config, plugins=self.plugins, clock=self.clock, run=self.run, fallbacks=fallback_plugins(available),
+            multi_iteration=mode == "sim" and not config.sim.exact,  # live workers run one iteration a batch
         )
         self._wall_start = time.perf_counter()
         self._closed = False

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission
+from controlplane.types import ReasonCode
 
 
 class QueueLimit(Plugin):
@@ -22,7 +23,8 @@ class QueueLimit(Plugin):
     def cp_admit_request(self, ctx, request):
         s = self.settings
         if s.max_prompt_tokens is not None and request.prompt_tokens > s.max_prompt_tokens:
-            return Admission(False, f"prompt too long: {request.prompt_tokens} > {s.max_prompt_tokens} tokens")
+            return Admission(False, f"prompt too long: {request.prompt_tokens} > {s.max_prompt_tokens} tokens",
+                             code=ReasonCode.TOO_LONG)
         if s.max_queued is None and s.max_queued_per_replica is None:
             return Admission(True)
         workers = [w for w in ctx.workers.values() if w.model == request.model and w.accepts_requests]
@@ -32,5 +34,5 @@ class QueueLimit(Plugin):
             limits.append(s.max_queued_per_replica * max(1, len(workers)))
         limit = min(limits)
         if queued >= limit:
-            return Admission(False, f"queue full: {queued} waiting >= limit {limit}")
+            return Admission(False, f"queue full: {queued} waiting >= limit {limit}", code=ReasonCode.QUEUE_FULL)
         return Admission(True)

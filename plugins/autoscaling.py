@@ -7,7 +7,6 @@ from pydantic import Field
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
 from controlplane.events import WorkerChanged
-from controlplane.types import WorkerState
 
 
 class FixedReplicas(Plugin):
@@ -42,9 +41,9 @@ class FixedReplicas(Plugin):
             self._last_failure_s[w.model] = event.time_s
 
     @hookimpl
-    def cp_scale(self, ctx, model, workers):
+    def cp_scale(self, ctx, model, scaling):
         deployment = ctx.config.cluster.deployment(model)
-        alive = sum(1 for w in workers if w.state in (WorkerState.READY, WorkerState.STARTING))
+        alive = scaling.num_current
         if alive == deployment.replicas:
             return ScaleDecision(model, alive, "at configured replicas")
         failures = self._failures.get(model, 0)

@@ -1,7 +1,7 @@
 """GPU memory planning from a live worker's real device memory.
 
 A live worker reports its device facts when it becomes ready (``WorkerReady.memory``, built by
-``controlplane.live.pool.device_facts``): free and total bytes (``torch.cuda.mem_get_info`` on a
+``controlplane.live.device_facts.device_facts``): free and total bytes (``torch.cuda.mem_get_info`` on a
 GPU, available host memory on the CPU), torch's allocator counters, the model's weight bytes and
 the KV-cache bytes one token costs (``controlplane.hardware.kv.kv_bytes_per_token``). This plugin
 turns them into the worker's limits: the KV-cache token budget is ``safety`` x the free memory

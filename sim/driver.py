@@ -199,7 +199,7 @@ class SimDriver:
         self._done = env.event()
         self._trace = iter(trace)
         self._schedule_next_arrival()
-        self._after(self.config.sim.tick_s, self._tick, None)
+        self._after(self.config.control.tick_s, self._tick, None)
         until = self.config.sim.until_s
         with run_objects_only_for_gc():
             env.run(until=self._done if until is None else min_event(env, self._done, until))
@@ -267,7 +267,7 @@ class SimDriver:
             if self._idle_ticks >= STALL_TICKS:
                 self._finish()  # what is left cannot progress; finish() records it as in flight
                 return
-        self._after(self.config.sim.tick_s, self._tick, None)
+        self._after(self.config.control.tick_s, self._tick, None)
 
     def _finish(self) -> None:
         if self._done is not None and not self._done.triggered:

@@ -89,7 +89,7 @@ def compare(run_a: int, run_b: int, db: DbOpt = None) -> None:
 def export(
     run_id: int,
     db: DbOpt = None,
-    what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events")] = "requests",
+    what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events | iterations")] = "requests",
     format: Annotated[str, typer.Option("--format", help="csv | json | jsonl")] = "csv",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:

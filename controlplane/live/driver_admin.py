@@ -17,14 +17,14 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     core; the swap is recorded as a ``reload`` decision. Returns the plugins loaded and the config
     sections that changed but need a restart (only ``plugins`` takes effect at run time)."""
     from controlplane.plugin_manager import build_plugin_set, discover_plugins
-    from controlplane.session import _fallbacks
+    from controlplane.session import fallback_plugins
 
     available = discover_plugins(refresh=True)
     kept = [p for p in (session.plugins.get("sql-recorder"),) if p is not None] + list(extras)
     plugins = build_plugin_set(new.plugins.enabled, new.plugins.settings, extra=kept, available=available)
     before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
     restart = sorted(k for k in after if k != "plugins" and after[k] != before.get(k))
-    core.bind_plugins(plugins, _fallbacks(available))
+    core.bind_plugins(plugins, fallback_plugins(available))
     session.plugins = plugins
     session.clock.now_s = max(session.clock.now_s, now_s)
     plugins.hook.cp_run_started(ctx=core.ctx)

@@ -23,7 +23,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from controlplane.live.device_facts import device_facts  # noqa: F401 - its old home (tests/plugins use it)
 from controlplane.live.placement import default_cpu_threads
 from controlplane.live.worker_messages import StepCommand, StepReply
 

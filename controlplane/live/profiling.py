@@ -124,12 +124,8 @@ def profile_backend(
                         for rid in new:
                             backend.remove(rid)
                         if step >= warmup:
-                            row = result.profile_row()
-                            if grid.spread:  # what the padded engine computed (see sim/latency/measured.py)
-                                row["padded_prefill_tokens"] = result.padded_prefill_tokens
-                                row["padded_decode_context"] = result.num_decode_seqs * max(
-                                    0, result.decode_kv_columns - 1)
-                            rows.append(row)
+                            # spread lengths: also what the padded engine computed (sim/latency/measured.py)
+                            rows.append(result.profile_row(padded=grid.spread))
                     done += 1
                     if progress is not None:
                         progress(done, total)

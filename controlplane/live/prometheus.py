@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controlplane.request_latency import request_latencies
 from controlplane.events import MetricSample, RequestArrived, RequestFinished, WorkerChanged
 from controlplane.hookspecs import hookimpl
 from controlplane.types import Decision
@@ -105,14 +106,10 @@ class PrometheusExporter:
             return
         self.tokens.labels(model, "prompt").inc(r.prompt_tokens)
         self.tokens.labels(model, "generated").inc(r.output_tokens)
-        if r.first_token_s is not None:
-            self.ttft.labels(model).observe(max(0.0, r.first_token_s - r.arrival_s))
-        if r.finish_s is not None:
-            self.e2e.labels(model).observe(max(0.0, r.finish_s - r.arrival_s))
-        if r.scheduled_s is not None:
-            self.queue.labels(model).observe(max(0.0, r.scheduled_s - r.arrival_s))
-        if r.first_token_s is not None and r.finish_s is not None and r.output_tokens > 1:
-            self.tpot.labels(model).observe(max(0.0, (r.finish_s - r.first_token_s) / (r.output_tokens - 1)))
+        ttft, tpot, e2e, queue = request_latencies(r)
+        for histogram, value in ((self.ttft, ttft), (self.tpot, tpot), (self.e2e, e2e), (self.queue, queue)):
+            if value is not None:
+                histogram.labels(model).observe(max(0.0, value))
 
     def _decision(self, d: Decision) -> None:
         if d.is_error:

@@ -31,7 +31,7 @@ def test_defaults():
     assert c.seed == 0 and c.name is None
     assert c.plugins.enabled == list(DEFAULT_PLUGINS) and c.plugins.settings == {}
     assert [(m.name, m.replicas) for m in c.cluster.models] == [("default", 2)]
-    assert (c.sim.tick_s, c.sim.exact, c.sim.until_s) == (1.0, False, None)
+    assert (c.control.tick_s, c.sim.exact, c.sim.until_s) == (1.0, False, None)
     assert c.storage.url == "sqlite:///controlplane.db"
 
 
@@ -46,7 +46,7 @@ def test_yaml_toml_and_json_files_give_the_same_config(tmp_path, suffix):
     path = tmp_path / f"run.{suffix}"
     path.write_text(SAME_CONFIG[suffix])
     c = load_config(path)
-    assert (c.seed, c.sim.tick_s, c.sim.exact) == (5, 2.5, True)
+    assert (c.seed, c.control.tick_s, c.sim.exact) == (5, 2.5, True)
     assert [(m.name, m.replicas, m.max_num_seqs) for m in c.cluster.models] == [("chat", 3, 128)]
     assert c.cluster.deployment("chat") is c.cluster.models[0]
     assert c.cluster.deployment(None) is c.cluster.models[0]
@@ -64,7 +64,7 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTROLPLANE_SEED", "9")
     monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0.5")
     c = load_config(path)
-    assert (c.seed, c.sim.tick_s, c.sim.exact) == (9, 0.5, True)  # exact: still from the file
+    assert (c.seed, c.control.tick_s, c.sim.exact) == (9, 0.5, True)  # exact: still from the file
 
 
 def test_explicit_overrides_win_over_environment_and_file(tmp_path, monkeypatch):
@@ -73,14 +73,14 @@ def test_explicit_overrides_win_over_environment_and_file(tmp_path, monkeypatch)
     monkeypatch.setenv("CONTROLPLANE_SEED", "9")
     monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0.5")
     c = load_config(path, {"seed": 11, "sim": {"tick_s": 4.0}})
-    assert (c.seed, c.sim.tick_s, c.sim.exact) == (11, 4.0, True)
+    assert (c.seed, c.control.tick_s, c.sim.exact) == (11, 4.0, True)
 
 
 def test_an_override_of_a_section_keeps_its_other_keys(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("sim: {tick_s: 2.5, exact: true}\nstorage: {url: 'sqlite:///a.db', batch_size: 10}\n")
     c = load_config(path, {"sim": {"until_s": 30.0}, "storage": {"url": "sqlite:///b.db"}})
-    assert (c.sim.tick_s, c.sim.exact, c.sim.until_s) == (2.5, True, 30.0)
+    assert (c.control.tick_s, c.sim.exact, c.sim.until_s) == (2.5, True, 30.0)
     assert (c.storage.url, c.storage.batch_size) == ("sqlite:///b.db", 10)
 
 
@@ -89,13 +89,13 @@ def test_overriding_one_key_of_a_section_keeps_the_environment_above_the_file(tm
     path.write_text("sim: {tick_s: 2.5}\n")
     monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0.5")
     c = load_config(path, {"sim": {"exact": True}})  # e.g. `--exact` on the command line
-    assert (c.sim.tick_s, c.sim.exact) == (0.5, True)
+    assert (c.control.tick_s, c.sim.exact) == (0.5, True)
 
 
 def test_environment_alone_merges_with_overrides(monkeypatch):
     monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0.5")
     c = load_config(None, {"sim": {"exact": True}})
-    assert (c.sim.tick_s, c.sim.exact) == (0.5, True)
+    assert (c.control.tick_s, c.sim.exact) == (0.5, True)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_unknown_keys_in_overrides_and_environment_name_the_key(monkeypatch):
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"sim": {"tick_s": 0}}, "sim.tick_s"),
+        ({"control": {"tick_s": 0}}, "control.tick_s"),
         ({"sim": {"guardian_block_rate": 2}}, "sim.guardian_block_rate"),
         ({"cluster": {"models": [{"replicas": -1}]}}, "cluster.models.0.replicas"),
         ({"seed": "abc"}, "seed"),

@@ -135,7 +135,7 @@ def test_real_worker_facts_from_a_tiny_model():
     from controlplane.live.backend import CausalLMBackend
     from controlplane.hardware.kv import kv_bytes_per_token
     from controlplane.live.model_source import WorkerModelSettings, build_config
-    from controlplane.live.pool import device_facts
+    from controlplane.live.device_facts import device_facts
 
     settings = WorkerModelSettings(preset="tiny-llama", device="cpu", max_seq_len=256)
     facts = device_facts(CausalLMBackend.from_settings(settings), settings, 1)

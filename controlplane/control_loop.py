@@ -1,0 +1,86 @@
+"""The core's control loop: at every tick, one `ScalingContext` per model becomes the metric
+samples and the autoscaler's input, and the scale decision becomes started or drained replicas.
+A mixin of `controlplane.core.ControlPlane`, which owns the state these methods use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.decisions import ScaleDecision
+from controlplane.scaling import ScalingContext, build_scaling_context
+from controlplane.types import Worker, WorkerState
+
+__all__ = ["ControlLoop"]
+
+
+
+class ControlLoop:
+    """Ticks in, metric samples and scale actions out."""
+
+    workers: dict[str, Worker]
+    _out: list[Any]
+
+    def _on_tick(self, e: ev.Tick) -> None:
+        now = e.time_s
+        tick_s = self.config.control.tick_s
+        arrivals, self._arrivals_since_tick = self._arrivals_since_tick, dict.fromkeys(self._deployments, 0)
+        self.gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
+        sample = now - self._last_sample_s >= self.config.control.metrics_interval_s - 1e-9
+        if sample:
+            self._last_sample_s = now
+        by_model: dict[str, list[Worker]] = {m: [] for m in self._deployments}
+        for w in self.workers.values():
+            by_model[w.model].append(w)
+        for model, workers in by_model.items():
+            scaling = build_scaling_context(
+                model=model, now_s=now, configured_replicas=self._deployments[model].replicas, workers=workers,
+                unrouted=self.unrouted, arrivals=arrivals[model], tick_s=tick_s, recent=self._recent[model],
+            )
+            self.gauges[f"queue:{model}"] = scaling.num_queued
+            if sample:
+                self._sample(now, scaling)
+            self._autoscale(scaling)
+        for w in list(self.workers.values()):
+            if not w.busy and (w.waiting or w.running):
+                self._schedule(w)
+
+    def _sample(self, now: float, s: ScalingContext) -> None:
+        labels = {"model": s.model}
+        emit = self._emit
+        emit(ev.MetricSample(now, "replicas", float(s.num_ready), labels))
+        emit(ev.MetricSample(now, "replicas_starting", float(s.num_starting), labels))
+        emit(ev.MetricSample(now, "queue_length", float(s.num_queued), labels))
+        emit(ev.MetricSample(now, "running", float(s.num_running), labels))
+        emit(ev.MetricSample(now, "kv_utilization", s.kv_utilization, labels))
+        emit(ev.MetricSample(now, "arrivals_per_s", s.arrivals_per_s, labels))
+
+    def _autoscale(self, scaling: ScalingContext) -> None:
+        model = scaling.model
+        decision: ScaleDecision
+        decision, plugin = self._decide("cp_scale", model, list(scaling.workers), scaling)
+        if decision is None:
+            return
+        current = [w for w in scaling.workers if w.accepts_requests]
+        target = max(0, decision.target_replicas)
+        if target == len(current):
+            return
+        self.stats.num_scale_events += 1
+        self._decision("cp_scale", plugin, "scale", model, decision.reason,
+                       {"from": len(current), "to": target})
+        if target > len(current):
+            for _ in range(target - len(current)):
+                self._add_worker(model, decision.reason or "scale up")
+            return
+        # Drain the least loaded (starting ones first): they finish what they hold, then stop.
+        for w in sorted(current, key=lambda w: (w.state is WorkerState.READY, w.load))[: len(current) - target]:
+            w.state = WorkerState.DRAINING
+            self._emit(ev.WorkerChanged(self.clock.now_s, w.worker_id, "draining", {"reason": decision.reason}))
+            waiting = list(w.waiting)
+            w.waiting.clear()
+            for r in waiting:
+                r.worker_id = None
+                self._route(r)
+            if not w.busy and not w.running:
+                self._out.append(act.StopWorker(w.worker_id))

@@ -1,0 +1,142 @@
+"""What an autoscaler sees: one model's replicas, queue, arrivals and recent latencies, fresh at
+every tick (`ScalingContext`), and the window of recent latencies it is computed from.
+
+The core builds a `ScalingContext` per model at every `Tick` and hands it to `cp_scale`; the
+same numbers become the tick's metric samples. Nothing here reads a clock: the window is in
+run time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controlplane.types import Request, Worker, WorkerState
+
+__all__ = ["LATENCY_KINDS", "RecentLatencies", "ScalingContext", "build_scaling_context"]
+
+#: Latencies a `RecentLatencies` window keeps, per completed request.
+LATENCY_KINDS = ("ttft", "e2e", "queue")
+
+
+class RecentLatencies:
+    """Latencies of one model's requests that completed within the last ``window_s`` of run time.
+
+    Appending is O(1) per request; percentiles are computed only when a policy asks for one.
+    """
+
+    __slots__ = ("window_s", "_items")
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._items: deque[tuple[float, float, float, float]] = deque()  # (finish_s, ttft, e2e, queue)
+
+    def add(self, finish_s: float, ttft_s: float, e2e_s: float, queue_s: float) -> None:
+        self._items.append((finish_s, ttft_s, e2e_s, queue_s))
+
+    def prune(self, now_s: float) -> None:
+        """Forget requests that completed more than ``window_s`` before ``now_s``."""
+        items, oldest = self._items, now_s - self.window_s
+        while items and items[0][0] < oldest:
+            items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def percentile(self, kind: str, q: float) -> float | None:
+        """The ``q``-th percentile (0-100) of ``kind`` ("ttft", "e2e" or "queue"); None if empty."""
+        if kind not in LATENCY_KINDS:
+            raise ValueError(f"unknown latency {kind!r}; one of {', '.join(LATENCY_KINDS)}")
+        if not self._items:
+            return None
+        col = 1 + LATENCY_KINDS.index(kind)
+        return float(np.percentile(np.fromiter((it[col] for it in self._items), float, len(self._items)), q))
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingContext:
+    """One model's state at one tick, for `cp_scale`. Counts are replicas or requests now."""
+
+    model: str
+    now_s: float
+    configured_replicas: int  # the deployment's `replicas`
+    num_ready: int
+    num_starting: int
+    num_draining: int
+    num_queued: int  # waiting for a batch: on its workers' queues plus not yet routed
+    num_unrouted: int  # admitted but waiting for a worker of this model to exist or be ready
+    num_running: int  # in a running batch on its workers
+    arrivals_per_s: float  # this model's arrivals over the last tick
+    kv_utilization: float  # used / total KV blocks over its workers with a KV budget (0 without)
+    workers: tuple[Worker, ...]  # its alive workers: starting, ready, draining
+    recent: RecentLatencies = field(repr=False, compare=False)
+
+    @property
+    def num_current(self) -> int:
+        """Replicas that count toward the target: ready plus starting (draining ones are leaving)."""
+        return self.num_ready + self.num_starting
+
+    @property
+    def window_s(self) -> float:
+        return self.recent.window_s
+
+    @property
+    def num_recent(self) -> int:
+        """Requests completed within the latency window."""
+        return len(self.recent)
+
+    def latency_percentile(self, kind: str, q: float) -> float | None:
+        """``q``-th percentile of "ttft", "e2e" or "queue" over the window; None without requests."""
+        return self.recent.percentile(kind, q)
+
+
+def build_scaling_context(
+    *,
+    model: str,
+    now_s: float,
+    configured_replicas: int,
+    workers: Iterable[Worker],
+    unrouted: Iterable[Request],
+    arrivals: int,
+    tick_s: float,
+    recent: RecentLatencies,
+) -> ScalingContext:
+    """Count one model's replicas, queue and KV use in one pass (this runs every tick)."""
+    ready = starting = draining = queued = running = blocks = used = 0
+    alive = []
+    for w in workers:
+        state = w.state
+        if state is WorkerState.READY:
+            ready += 1
+        elif state is WorkerState.STARTING:
+            starting += 1
+        elif state is WorkerState.DRAINING:
+            draining += 1
+        else:
+            continue
+        alive.append(w)
+        queued += len(w.waiting)
+        running += len(w.running)
+        if w.has_kv_budget:
+            blocks += w.num_kv_blocks
+            used += w.num_kv_blocks_used
+    num_unrouted = sum(1 for r in unrouted if r.model == model)
+    recent.prune(now_s)
+    return ScalingContext(
+        model=model,
+        now_s=now_s,
+        configured_replicas=configured_replicas,
+        num_ready=ready,
+        num_starting=starting,
+        num_draining=draining,
+        num_queued=queued + num_unrouted,
+        num_unrouted=num_unrouted,
+        num_running=running,
+        arrivals_per_s=arrivals / tick_s,
+        kv_utilization=used / blocks if blocks else 0.0,
+        workers=tuple(alive),
+        recent=recent,
+    )

@@ -1,0 +1,129 @@
+"""The core's worker lifecycle: replicas start, become ready (and get their memory plan), fail or
+stop; a lost replica's requests go elsewhere, and its GPU time is counted. A mixin of
+`controlplane.core.ControlPlane`, which owns the state these methods use."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.decisions import MemoryPlan
+from controlplane.types import ReasonCode, RequestStatus, Worker, WorkerState
+
+if TYPE_CHECKING:
+    from controlplane.types import Request
+
+__all__ = ["WorkerLifecycle"]
+
+
+class WorkerLifecycle:
+    """Worker events in, replicas and their requests' fate out."""
+
+    workers: dict[str, Worker]
+    unrouted: deque[Request]
+    _out: list[Any]
+
+    def _add_worker(self, model: str, reason: str) -> Worker:
+        n = self.ctx.ids.next(f"worker:{model}")
+        wid = f"{model}-{n}"
+        w = Worker(worker_id=wid, model=model, started_s=self.clock.now_s)
+        d = self._deployments[model]
+        w.max_num_seqs, w.max_batch_tokens, w.kv_block_size = d.max_num_seqs, d.max_batch_tokens, d.kv_block_size
+        self.workers[wid] = w
+        self._worker_alive_since[wid] = self.clock.now_s
+        self._emit(ev.WorkerChanged(self.clock.now_s, wid, "starting", {"model": model, "reason": reason}))
+        self._out.append(act.StartWorker(wid, model))
+        return w
+
+    def _plan_memory(self, w: Worker, trigger: str) -> None:
+        plan: MemoryPlan
+        plan, plugin = self._decide("cp_plan_memory", w, trigger)
+        if plan is None:
+            return
+        w.max_num_seqs = plan.max_num_seqs
+        w.max_batch_tokens = plan.max_batch_tokens
+        w.num_kv_blocks = plan.num_kv_blocks
+        w.kv_block_size = plan.kv_block_size
+        self._decision("cp_plan_memory", plugin, "memory_plan", w.worker_id, plan.reason,
+                       {"trigger": trigger, "max_num_seqs": plan.max_num_seqs,
+                        "max_batch_tokens": plan.max_batch_tokens, "num_kv_blocks": plan.num_kv_blocks,
+                        "kv_block_size": plan.kv_block_size})
+
+    def _on_worker_ready(self, e: ev.WorkerReady) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is None or w.state is not WorkerState.STARTING:
+            return
+        w.state = WorkerState.READY
+        w.ready_s = e.time_s
+        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "ready", e.memory or None))
+        self._plan_memory(w, "ready")
+        self._route_unrouted(w.model)
+        self._schedule(w)
+
+    def _route_unrouted(self, model: str) -> None:
+        if not self.unrouted:
+            return
+        pending, self.unrouted = self.unrouted, deque()
+        for r in pending:
+            if r.model == model:
+                self._route(r)
+            else:
+                self.unrouted.append(r)
+
+    def _evacuate(self, w: Worker, reason: str) -> None:
+        """Send a lost worker's requests elsewhere (or fail them after too many retries)."""
+        batch = self._batches.pop(w.worker_id, None)
+        if batch is not None:
+            w.busy = False
+        victims = list(w.running) + list(w.waiting)
+        w.running.clear()
+        w.waiting.clear()
+        w.num_kv_blocks_used = 0
+        for r in victims:
+            if r.request_id in self._cancelling:
+                self._cancel(r, None, self._cancelling[r.request_id])
+                continue
+            r.num_retries += 1
+            if r.num_retries > self.config.cluster.max_retries:
+                self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}",
+                           ReasonCode.WORKER_FAILED)
+                continue
+            self.kv.drop(r)
+            r.status = RequestStatus.WAITING
+            r.worker_id = None
+            self._route(r)
+
+    def _on_worker_failed(self, e: ev.WorkerFailed) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is None or w.state in (WorkerState.FAILED, WorkerState.STOPPED):
+            return
+        w.state = WorkerState.FAILED
+        self._stop_gpu_clock(w, e.time_s)
+        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed", {"reason": e.reason}))
+        self._evacuate(w, e.reason)
+        self._forget(w)
+
+    def _on_worker_stopped(self, e: ev.WorkerStopped) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is None or w.state is WorkerState.STOPPED:
+            return
+        w.state = WorkerState.STOPPED
+        self._stop_gpu_clock(w, e.time_s)
+        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "stopped", None))
+        if w.running or w.waiting:
+            self._evacuate(w, "stopped")
+        self._forget(w)
+
+    def _forget(self, w: Worker) -> None:
+        """A stopped or failed worker leaves the cluster view: per-tick work stays proportional to
+        the live replicas however long the run (reports from it later are stale and ignored)."""
+        self.workers.pop(w.worker_id, None)
+        self._batches.pop(w.worker_id, None)
+        self._interrupted.discard(w.worker_id)
+
+    def _stop_gpu_clock(self, w: Worker, now: float) -> None:
+        since = self._worker_alive_since.pop(w.worker_id, None)
+        if since is not None:
+            self.stats.gpu_seconds += (now - since) * self._deployments[w.model].gpus_per_replica
