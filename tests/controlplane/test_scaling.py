@@ -1,0 +1,95 @@
+"""What autoscalers see: a fresh per-model ScalingContext at every tick, and no dead workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane import Plugin, hookimpl
+from controlplane import events as ev
+from controlplane.decisions import ScaleDecision
+from controlplane.scaling import RecentLatencies, build_scaling_context
+from controlplane.testing import make_trace, make_worker, replay_with
+from controlplane.types import Request, WorkerState
+
+
+class _Watch(Plugin):
+    """Keeps every ScalingContext it is given; defers the decision."""
+
+    name = "watch-scaling"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers, scaling):
+        assert list(workers) == list(scaling.workers)
+        self.seen.append(scaling)
+        return None
+
+
+def test_counts_replicas_queue_and_kv_in_one_pass():
+    ready, starting, draining = make_worker("m-0"), make_worker("m-1", state=WorkerState.STARTING), \
+        make_worker("m-2", state=WorkerState.DRAINING)
+    dead = make_worker("m-3", state=WorkerState.STOPPED)
+    ready.waiting.extend(Request(f"w{i}", 0.0, 4, 4) for i in range(3))
+    ready.running.append(Request("run", 0.0, 4, 4))
+    ready.num_kv_blocks, ready.num_kv_blocks_used = 100, 25
+    unrouted = [Request("u0", 0.0, 4, 4, model="m"), Request("u1", 0.0, 4, 4, model="other")]
+    s = build_scaling_context(model="m", now_s=10.0, configured_replicas=2, workers=[ready, starting, draining, dead],
+                              unrouted=unrouted, arrivals=6, tick_s=2.0, recent=RecentLatencies(60.0))
+    assert (s.num_ready, s.num_starting, s.num_draining, s.num_current) == (1, 1, 1, 2)
+    assert (s.num_queued, s.num_unrouted, s.num_running) == (4, 1, 1)
+    assert s.arrivals_per_s == 3.0 and s.kv_utilization == 0.25
+    assert s.workers == (ready, starting, draining)
+
+
+def test_latency_percentiles_cover_the_window_only():
+    recent = RecentLatencies(10.0)
+    for t in range(20):
+        recent.add(float(t), ttft_s=float(t), e2e_s=2.0 * t, queue_s=0.0)
+    s = build_scaling_context(model="m", now_s=19.0, configured_replicas=1, workers=[], unrouted=[], arrivals=0,
+                              tick_s=1.0, recent=recent)
+    assert s.num_recent == 11  # completed at 9..19 s
+    assert s.latency_percentile("ttft", 50) == 14.0 and s.latency_percentile("e2e", 100) == 38.0
+    with pytest.raises(ValueError, match="unknown latency"):
+        s.latency_percentile("tpot", 50)
+    empty = RecentLatencies(10.0)
+    assert empty.percentile("ttft", 99) is None
+
+
+def test_the_scaler_sees_this_tick_s_queue_and_arrivals_per_model():
+    watch = _Watch()
+    res = replay_with(watch, trace=make_trace(200, qps=20, seed=1),
+                      cluster={"models": [{"name": "default", "replicas": 1, "max_num_seqs": 2}]},
+                      control={"tick_s": 1.0, "metrics_interval_s": 5.0})
+    assert len(watch.seen) >= 10
+    # Every tick's context is new and counts at that tick: the queue gauge sampled every 5 s
+    # would repeat itself between samples; the context does not have to.
+    queues = [s.num_queued for s in watch.seen]
+    assert len(set(queues)) > len(queues) // 5
+    assert sum(s.arrivals_per_s for s in watch.seen) == pytest.approx(200, abs=20)
+    assert any(s.num_recent > 0 and s.latency_percentile("ttft", 50) is not None for s in watch.seen)
+    assert res.summary["num_completed"] == 200
+
+
+class _UpThenDown(Plugin):
+    """Three replicas for 5 s, then one: two drain and stop."""
+
+    name = "up-then-down"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        return ScaleDecision(model, 3 if ctx.now_s < 5 else 1, "test")
+
+
+def test_stopped_workers_are_forgotten():
+    watch = _Watch()
+    res = replay_with(_UpThenDown(), watch, trace=make_trace(120, qps=10, seed=2),
+                      cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": 1.0}]})
+    stopped = {e.worker_id for e in res.events if isinstance(e, ev.WorkerChanged) and e.kind == "stopped"}
+    assert len(stopped) >= 2
+    late = [s for s in watch.seen if s.now_s > 8]
+    assert late and all(len(s.workers) == 1 and s.num_draining == 0 for s in late)
+    assert all(w.worker_id not in stopped for s in late for w in s.workers)
+    assert res.summary["num_completed"] == 120
