@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -47,6 +46,7 @@ from sqlalchemy import Engine, create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from controlplane.storage import iter_rows, list_runs, make_engine  # noqa: E402
+from controlplane.storage.outage import PostgresOutage  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,37 +97,6 @@ def dedicated_database(admin: Engine, keep: bool):
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-class Outage:
-    """Refuses and kills connections to one database from ``begin()`` to ``end()``."""
-
-    def __init__(self, admin: Engine, database: str) -> None:
-        self.admin, self.database = admin, database
-        self.killed = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._kill, daemon=True)
-
-    def _allow(self, allow: bool) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{self.database}" WITH ALLOW_CONNECTIONS {str(allow).lower()}'))
-
-    def _kill(self) -> None:
-        while not self._stop.is_set():
-            with self.admin.connect() as conn:
-                self.killed += sum(1 for _ in conn.execute(text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": self.database}))
-            self._stop.wait(0.2)
-
-    def begin(self) -> None:
-        self._allow(False)
-        self._thread.start()
-
-    def end(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._allow(True)
-
-
 @contextlib.contextmanager
 def daemon(args: argparse.Namespace, db_url: str, workdir: Path):
     """The daemon in its own process (cwd ``workdir``, where it would spill), until SIGTERM."""
@@ -165,7 +134,7 @@ def daemon(args: argparse.Namespace, db_url: str, workdir: Path):
                     proc.wait()
 
 
-async def stream(base: str, args: argparse.Namespace, outage: Outage) -> list[Sent]:
+async def stream(base: str, args: argparse.Namespace, outage: PostgresOutage) -> list[Sent]:
     """Open-loop requests at ``args.rate``/s through the three phases; the outage spans the middle one."""
     import httpx
 
@@ -252,7 +221,7 @@ def main() -> None:
     admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
     with tempfile.TemporaryDirectory() as tmp, dedicated_database(admin, args.keep_db) as db_url:
         workdir = Path(tmp)
-        outage = Outage(admin, make_url(db_url).database)
+        outage = PostgresOutage(admin, make_url(db_url).database)
         with daemon(args, db_url, workdir) as (base, proc):
             try:
                 sent = asyncio.run(stream(base, args, outage))

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from controlplane.storage import RunRecorder, iter_rows, make_engine, upgrade
 from controlplane.storage.models import Decision, Request
+from controlplane.storage.outage import PostgresOutage
 
 from .support import decision_row, metric_row, request_row, start_run
 from .test_failures import Sleeper, WriteLock, _counts
@@ -213,35 +214,6 @@ def test_appends_do_not_wait_for_a_locked_sqlite(sqlite_db: tuple[Engine, Path],
 # -- PostgreSQL: connections refused and killed for a while -----------------------------------
 
 
-class Outage:
-    """Makes one PostgreSQL database refuse connections and kills the ones it has, until ``end``."""
-
-    def __init__(self, admin: Engine, url: str) -> None:
-        self.admin, self.database = admin, make_url(url).database
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._kill, daemon=True)
-
-    def _allow(self, allow: bool) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{self.database}" WITH ALLOW_CONNECTIONS {str(allow).lower()}'))
-
-    def _kill(self) -> None:
-        while not self._stop.is_set():
-            with self.admin.connect() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": self.database})
-            self._stop.wait(0.05)
-
-    def begin(self) -> None:
-        self._allow(False)
-        self._thread.start()
-
-    def end(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._allow(True)
-
-
 @pytest.mark.postgres
 def test_postgres_outage_mid_run_loses_nothing_and_appends_never_wait(
     pg_url: str, pg_admin: Engine, tmp_path: Path
@@ -252,7 +224,7 @@ def test_postgres_outage_mid_run_loses_nothing_and_appends_never_wait(
     rec = RunRecorder(engine, batch_size=200, max_retries=2, retry_backoff_s=0.25, flush_interval_s=0.1,
                       background=True, max_pending_rows=400, spill_dir=tmp_path)
     run_id = start_run(rec)
-    outage = Outage(pg_admin, pg_url)
+    outage = PostgresOutage(pg_admin, make_url(pg_url).database, interval_s=0.05)
     with AppendTimer(rec) as producer:
         time.sleep(0.5)
         before = producer.count
