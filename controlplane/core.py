@@ -54,7 +54,8 @@ class ControlPlane(WorkerLifecycle, ControlLoop):
         self.workers: dict[str, Worker] = {}
         self.unrouted: deque[Request] = deque()  # admitted, waiting for a worker of their model
         self.active: dict[str, Request] = {}  # every request in the system, by id
-        self.guardian_pending: dict[str, Request] = {}
+        self.guardian_pending: dict[str, Request] = {}  # sync checks: the reply waits for them
+        self._unverified: dict[str, Request] = {}  # answered, async check pending: not cacheable yet
         self.stats = RunStats()
         self.gauges: dict[str, float] = {}
         self.ctx = PolicyContext(
@@ -245,7 +246,8 @@ class ControlPlane(WorkerLifecycle, ControlLoop):
         r.cache_hit = hit.kind
         r.scheduled_s = now
         r.first_token_s = r.finish_s = now + hit.latency_s
-        r.output_tokens = r.max_output_tokens
+        tokens = hit.output_tokens if hit.output_tokens is not None else r.max_output_tokens
+        r.output_tokens = max(0, min(int(tokens), r.max_output_tokens))
         r.output_text = hit.response_text
         self._decision("cp_cache_lookup", plugin, "cache_hit", r.request_id, hit.reason,
                        {"kind": hit.kind, "similarity": hit.similarity})
@@ -327,6 +329,10 @@ class ControlPlane(WorkerLifecycle, ControlLoop):
                 r.finish_s = None
                 self.guardian_pending[r.request_id] = r
                 return
+            # Async: the reply goes now; the caches get the response only once it passed.
+            self._unverified[r.request_id] = r
+            self._finish(r, RequestStatus.COMPLETED)
+            return
         self.calls.call_observer(self.calls.cache_store, r)
         self._finish(r, RequestStatus.COMPLETED)
 
@@ -334,6 +340,10 @@ class ControlPlane(WorkerLifecycle, ControlLoop):
         r = self.guardian_pending.pop(e.request_id, None)
         if r is None:  # an async check of a request already answered
             self._decision("cp_guardian_plan", "core", "guardian_verdict", e.request_id, e.verdict)
+            answered = self._unverified.pop(e.request_id, None)
+            if answered is not None and e.verdict == "pass":
+                answered.guardian_verdict = e.verdict
+                self.calls.call_observer(self.calls.cache_store, answered)
             return
         r.guardian_verdict = e.verdict
         if e.verdict == "block":

@@ -24,6 +24,8 @@ class CacheHit:
     response_text: str | None = None
     similarity: float | None = None
     reason: str = ""
+    # Tokens of the cached answer (what the reply counts); None: the request's max_output_tokens.
+    output_tokens: int | None = None
 
 
 @dataclass(slots=True)

@@ -62,3 +62,53 @@ def test_each_instance_has_its_own_entries():
     a, b = ExactCache(), ExactCache()
     a.cp_cache_store(ctx=make_context(), request=_req("a", "hi"))
     assert b.cp_cache_lookup(ctx=make_context(), request=_req("b", "hi")) is None
+
+
+def test_an_answer_cut_at_4_tokens_is_not_served_to_a_request_for_200():
+    cache = ExactCache()
+    short = _req("a", "hi")  # generated under max_tokens 4 and cut there
+    cache.cp_cache_store(ctx=make_context(), request=short)
+    wants_more = Request("b", 0.0, 10, 200, model="default", prompt="hi")
+    assert cache.cp_cache_lookup(ctx=make_context(), request=wants_more) is None
+    same = Request("c", 0.0, 10, 4, model="default", prompt="hi")
+    assert cache.cp_cache_lookup(ctx=make_context(), request=same).output_tokens == 4
+
+
+def test_an_answer_that_stopped_by_itself_serves_any_request_with_room_for_it():
+    cache = ExactCache()
+    stopped = Request("a", 0.0, 10, 50, model="default", prompt="hi")
+    stopped.output_tokens, stopped.output_text = 7, "done."
+    cache.cp_cache_store(ctx=make_context(), request=stopped)
+    hit = cache.cp_cache_lookup(ctx=make_context(), request=Request("b", 0.0, 10, 200, model="default", prompt="hi"))
+    assert (hit.response_text, hit.output_tokens) == ("done.", 7)
+    assert cache.cp_cache_lookup(ctx=make_context(), request=Request("c", 0.0, 10, 6, model="default", prompt="hi")) is None
+
+
+def test_a_cache_hit_counts_the_cached_answer_s_tokens():
+    from controlplane.testing import replay_with
+    from controlplane.types import RequestStatus
+    from sim.traces.record import TraceRequest
+
+    def row(i: int, t: float, max_out: int) -> TraceRequest:
+        return TraceRequest(request_id=f"r{i}", arrival_s=t, prompt_tokens=10, output_tokens=max_out, prompt="same")
+
+    res = replay_with(trace=[row(0, 0.0, 4), row(1, 5.0, 4), row(2, 10.0, 200)])
+    by_id = {r.request_id: r for r in res.requests}
+    assert by_id["r1"].cache_hit == "exact" and by_id["r1"].output_tokens == 4
+    assert by_id["r2"].cache_hit is None and by_id["r2"].output_tokens == 200  # cut at 4: not its answer
+    assert all(r.status is RequestStatus.COMPLETED for r in res.requests)
+
+
+def test_responses_a_guardian_blocks_or_has_not_passed_are_never_cached():
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    def trace(n: int) -> list[TraceRequest]:
+        return [TraceRequest(request_id=f"r{i}", arrival_s=10.0 * i, prompt_tokens=10, output_tokens=4,
+                             prompt="same") for i in range(n)]
+
+    guard = {"sampled-guardian": {"rate": 1.0, "mode": "async"}}
+    blocked = replay_with(trace=trace(3), plugins={"settings": guard}, sim={"guardian_block_rate": 1.0})
+    assert [r.cache_hit for r in blocked.requests] == [None, None, None]
+    passed = replay_with(trace=trace(3), plugins={"settings": guard}, sim={"guardian_block_rate": 0.0})
+    assert [r.cache_hit for r in passed.requests] == [None, "exact", "exact"]
