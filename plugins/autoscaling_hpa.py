@@ -1,0 +1,126 @@
+"""Kubernetes HPA-style target tracking: desired = ceil(current x metric / target), with a
+tolerance, a scale-down stabilisation window and min/max replicas."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import ScaleDecision
+
+#: What each metric measures, per replica (queue includes requests not yet routed).
+METRICS = {
+    "load": "queued+running requests per replica",
+    "running": "running requests per replica",
+    "queued": "queued requests per replica",
+    "kv_utilization": "KV-cache utilisation",
+    "arrivals": "arrivals/s per replica",
+}
+
+
+def metric_value(metric: str, scaling) -> float:
+    """``metric`` now, averaged per replica counting toward the target (ready + starting)."""
+    if metric == "kv_utilization":
+        return scaling.kv_utilization
+    total = {
+        "load": scaling.num_queued + scaling.num_running,
+        "running": scaling.num_running,
+        "queued": scaling.num_queued,
+        "arrivals": scaling.arrivals_per_s,
+    }[metric]
+    return total / max(1, scaling.num_current)
+
+
+class HpaAutoscaler(Plugin):
+    """Target tracking like Kubernetes' HPA: ceil(current x metric / target), 10% tolerance, 300 s down window."""
+
+    name = "hpa"
+
+    class Settings(PluginSettings):
+        metric: Literal["load", "running", "queued", "kv_utilization", "arrivals"] = "load"
+        target: float = Field(16.0, gt=0)  # wanted metric value per replica
+        tolerance: float = Field(0.1, ge=0)  # no change while |metric/target - 1| <= tolerance
+        metric_window_s: float = Field(30.0, ge=0)  # the metric is averaged over this window (0: latest tick)
+        sync_period_s: float = Field(15.0, ge=0)  # decide this often (Kubernetes: 15 s)
+        scale_down_stabilization_s: float = Field(300.0, ge=0)  # scale down to the max recommended in it
+        scale_up_stabilization_s: float = Field(0.0, ge=0)  # scale up to the min recommended in it
+        min_replicas: int = Field(1, ge=0)
+        max_replicas: int = Field(64, ge=1)
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if self.min_replicas > self.max_replicas:
+                raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+            return self
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._samples: dict[str, deque[tuple[float, float]]] = {}  # per model: (time, metric, per replica)
+        self._recommendations: dict[str, deque[tuple[float, int]]] = {}  # per model: (time, desired)
+        self._last_sync_s: dict[str, float] = {}
+        self._last: dict[str, ScaleDecision] = {}
+
+    def _average(self, model: str, now_s: float, value: float) -> float:
+        samples = self._samples.setdefault(model, deque())
+        samples.append((now_s, value))
+        while samples[0][0] <= now_s - self.settings.metric_window_s and len(samples) > 1:
+            samples.popleft()
+        return sum(v for _, v in samples) / len(samples)
+
+    def decide(self, now_s: float, model: str, scaling) -> ScaleDecision:
+        s = self.settings
+        current = scaling.num_current
+        value = self._average(model, now_s, metric_value(s.metric, scaling))
+        last = self._last_sync_s.get(model)
+        if last is not None and now_s - last < s.sync_period_s - 1e-9 and model in self._last:
+            held = max(s.min_replicas, min(s.max_replicas, current))
+            return ScaleDecision(model, held, f"between syncs, keep {held}; last sync: {self._last[model].reason}")
+        self._last_sync_s[model] = now_s
+        ratio = value / s.target
+        what = f"{METRICS[s.metric]} {value:.2f} vs target {s.target:g} (ratio {ratio:.2f})"
+        if current == 0:
+            desired = math.ceil(value / s.target) if value > 0 else 0  # value is the total at zero replicas
+            rule = f"from zero: ceil({value:.2f} / {s.target:g}) = {desired}"
+        elif abs(ratio - 1.0) <= s.tolerance:
+            desired = current
+            rule = f"within {s.tolerance:.0%} tolerance: keep {current}"
+        else:
+            desired = math.ceil(current * ratio - 1e-9)
+            rule = f"ceil({current} x {ratio:.2f}) = {desired}"
+        recs = self._recommendations.get(model)
+        if recs is None:  # the run starts at its current count: no scale-down before a window has passed
+            recs = self._recommendations[model] = deque([(now_s, current)])
+        recs.append((now_s, desired))
+        horizon = max(s.scale_down_stabilization_s, s.scale_up_stabilization_s)
+        while recs and recs[0][0] < now_s - horizon:
+            recs.popleft()
+        target = desired
+        notes = []
+        if desired < current:
+            window = [desired] + [d for t, d in recs if t > now_s - s.scale_down_stabilization_s]
+            target = min(current, max(window))
+            if target != desired:
+                notes.append(f"down-stabilisation: max recommended in {s.scale_down_stabilization_s:g}s is {target}")
+        elif desired > current and s.scale_up_stabilization_s > 0:
+            window = [desired] + [d for t, d in recs if t > now_s - s.scale_up_stabilization_s]
+            target = max(current, min(window))
+            if target != desired:
+                notes.append(f"up-stabilisation: min recommended in {s.scale_up_stabilization_s:g}s is {target}")
+        if target > s.max_replicas:
+            notes.append(f"max {s.max_replicas}")
+            target = s.max_replicas
+        if target < s.min_replicas:
+            notes.append(f"min {s.min_replicas}")
+            target = s.min_replicas
+        reason = f"hpa: {what}; {rule}" + (f"; {'; '.join(notes)}" if notes else "") + f" -> {target}"
+        decision = ScaleDecision(model, target, reason)
+        self._last[model] = decision
+        return decision
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        return self.decide(ctx.now_s, model, scaling)

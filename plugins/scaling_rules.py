@@ -1,0 +1,89 @@
+"""Shared scaling rules: bounds, step limits, cooldown and scale-down stabilisation around any
+autoscaler, as one `cp_scale` wrapper. Every clamp it applies is stated in the decision's reason."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pydantic import Field, model_validator
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import ScaleDecision
+
+
+class ScalingRules(Plugin):
+    """Clamp whatever autoscaler decides: min/max replicas, max step, cooldown, scale-down stabilisation."""
+
+    name = "scaling-rules"
+
+    class Settings(PluginSettings):
+        min_replicas: int | None = Field(None, ge=0)  # never fewer (None: no bound)
+        max_replicas: int | None = Field(None, ge=0)  # never more (None: no bound)
+        max_step_up: int | None = Field(None, ge=1)  # replicas added per decision at most
+        max_step_down: int | None = Field(None, ge=1)  # replicas removed per decision at most
+        cooldown_s: float = Field(0.0, ge=0)  # hold the count this long after any change
+        scale_down_stabilization_s: float = Field(0.0, ge=0)  # scale down only to the max wanted in this window
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+                raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+            return self
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._last_change_s: dict[str, float] = {}  # per model
+        self._wanted: dict[str, deque[tuple[float, int]]] = {}  # per model: (time, policy's target)
+
+    def clamp(self, now_s: float, model: str, current: int, decision: ScaleDecision) -> ScaleDecision:
+        """The decision after the rules, with each clamp that changed it named in the reason."""
+        s = self.settings
+        wanted = target = decision.target_replicas
+        notes: list[str] = []
+        if s.scale_down_stabilization_s > 0:
+            window = self._wanted.setdefault(model, deque())
+            window.append((now_s, wanted))
+            while window and window[0][0] < now_s - s.scale_down_stabilization_s:
+                window.popleft()
+            if target < current:
+                peak = min(current, max(t for _, t in window))
+                if peak > target:
+                    notes.append(f"stabilisation: max wanted in {s.scale_down_stabilization_s:g}s is {peak}")
+                    target = peak
+        if s.max_replicas is not None and target > s.max_replicas:
+            notes.append(f"max {s.max_replicas} replicas")
+            target = s.max_replicas
+        if s.min_replicas is not None and target < s.min_replicas:
+            notes.append(f"min {s.min_replicas} replicas")
+            target = s.min_replicas
+        if s.max_step_up is not None and target > current + s.max_step_up:
+            notes.append(f"step up at most {s.max_step_up}")
+            target = current + s.max_step_up
+        if s.max_step_down is not None and target < current - s.max_step_down:
+            notes.append(f"step down at most {s.max_step_down}")
+            target = current - s.max_step_down
+        if target != current and s.cooldown_s > 0:
+            last = self._last_change_s.get(model)
+            # Bounds are not held back by the cooldown: a count outside them is fixed at once.
+            outside = (s.min_replicas is not None and current < s.min_replicas) or (
+                s.max_replicas is not None and current > s.max_replicas)
+            if last is not None and now_s - last < s.cooldown_s and not outside:
+                notes.append(f"cooldown: {last + s.cooldown_s - now_s:.0f}s left")
+                target = current
+        if target != current:
+            self._last_change_s[model] = now_s
+        if not notes:
+            return decision
+        reason = f"{decision.reason} | rules: {wanted} -> {target} ({'; '.join(notes)})"
+        return ScaleDecision(model, target, reason)
+
+    @hookimpl(wrapper=True)
+    def cp_scale(self, ctx, model, scaling):
+        decision = yield
+        if decision is None:
+            return None
+        try:
+            return self.clamp(ctx.now_s, model, scaling.num_current, decision)
+        except Exception as exc:  # keep the wrapped policy's decision rather than lose it
+            return ScaleDecision(model, decision.target_replicas,
+                                 f"{decision.reason} | rules skipped: {type(exc).__name__}: {exc}")

@@ -1,0 +1,90 @@
+"""The scaling-rules wrapper: bounds, step limits, cooldown and stabilisation around any policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import ScaleDecision
+from controlplane.testing import make_trace, replay_with
+from plugins.autoscaling_hpa import HpaAutoscaler
+from plugins.autoscaling_kpa import KpaAutoscaler
+from plugins.autoscaling_seed import SeedAutoscaler
+from plugins.scaling_rules import ScalingRules
+from tests.fixtures.common import assert_conserved
+
+
+def _rules(**kw) -> ScalingRules:
+    return ScalingRules(ScalingRules.Settings(**kw))
+
+
+def _d(target: int) -> ScaleDecision:
+    return ScaleDecision("default", target, "policy")
+
+
+def test_bounds_and_steps_are_clamped_and_stated():
+    r = _rules(min_replicas=2, max_replicas=6, max_step_up=2, max_step_down=1)
+    d = r.clamp(0.0, "default", 3, _d(10))
+    assert d.target_replicas == 5 and d.reason == "policy | rules: 10 -> 5 (max 6 replicas; step up at most 2)"
+    d = r.clamp(1.0, "default", 3, _d(0))
+    assert d.target_replicas == 2 and "min 2 replicas" in d.reason
+    d = r.clamp(2.0, "default", 5, _d(2))
+    assert d.target_replicas == 4 and "step down at most 1" in d.reason
+    same = _d(4)
+    assert r.clamp(3.0, "default", 3, same) is same  # nothing to clamp: the policy's decision as is
+    with pytest.raises(ValueError):
+        ScalingRules.Settings(min_replicas=3, max_replicas=2)
+
+
+def test_cooldown_holds_after_a_change_but_not_outside_the_bounds():
+    r = _rules(cooldown_s=60, max_replicas=4)
+    assert r.clamp(0.0, "default", 2, _d(3)).target_replicas == 3
+    d = r.clamp(30.0, "default", 3, _d(1))
+    assert d.target_replicas == 3 and "cooldown: 30s left" in d.reason
+    assert r.clamp(45.0, "default", 6, _d(6)).target_replicas == 4  # above max: fixed at once
+    assert r.clamp(106.0, "default", 4, _d(1)).target_replicas == 1
+
+
+def test_scale_down_stabilisation_takes_the_max_wanted_in_the_window():
+    r = _rules(scale_down_stabilization_s=100)
+    assert r.clamp(0.0, "default", 4, _d(4)).target_replicas == 4
+    d = r.clamp(50.0, "default", 4, _d(1))
+    assert d.target_replicas == 4 and "stabilisation: max wanted in 100s is 4" in d.reason
+    assert r.clamp(90.0, "default", 4, _d(2)).target_replicas == 4
+    assert r.clamp(120.0, "default", 4, _d(1)).target_replicas == 2  # max(1 at 50, 2 at 90, 1)
+    assert r.clamp(121.0, "default", 2, _d(5)).target_replicas == 5  # scale-up is not held
+
+
+class Wild(Plugin):
+    """A policy that wants 12 replicas on even ten-seconds and 0 on odd ones."""
+
+    name = "wild"
+
+    @hookimpl
+    def cp_scale(self, ctx, model):
+        return ScaleDecision(model, 12 if int(ctx.now_s // 10) % 2 == 0 else 0, "wild")
+
+
+CLUSTER = {"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0}]}
+
+
+def _replicas_over_time(result):
+    return [(d.time_s, d.payload["from"], d.payload["to"], d.reason) for d in result.decisions if d.action == "scale"]
+
+
+@pytest.mark.parametrize("policy", [Wild, SeedAutoscaler, HpaAutoscaler, KpaAutoscaler], ids=lambda p: p.name)
+def test_the_wrapper_clamps_any_policy_in_a_replay(policy):
+    rules = _rules(min_replicas=1, max_replicas=3, max_step_up=1, cooldown_s=20)
+    trace = make_trace(1500, qps=40, output_tokens=128)
+    result = replay_with(rules, policy(), trace=trace, cluster=CLUSTER)
+    assert_conserved(result.summary, result.requests)
+    events = _replicas_over_time(result)
+    assert all(1 <= to <= 3 and to - frm <= 1 for _, frm, to, _ in events), events
+    assert all(b[0] - a[0] >= 20 for a, b in zip(events, events[1:])), events
+    if policy is Wild:
+        assert events and all("rules:" in reason for *_, reason in events)
+
+
+def test_without_the_wrapper_the_wild_policy_goes_out_of_bounds():
+    result = replay_with(Wild(), trace=make_trace(600, qps=20), cluster=CLUSTER)
+    assert max(to for _, _, to, _ in _replicas_over_time(result)) == 12
