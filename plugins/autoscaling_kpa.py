@@ -36,7 +36,7 @@ class KpaAutoscaler(Plugin):
         panic_threshold: float = Field(2.0, gt=1)  # panic when panic-window desired >= this x current
         max_scale_up_rate: float = Field(1000.0, gt=1)  # at most current x this per decision
         max_scale_down_rate: float = Field(2.0, gt=1)  # at least current / this per decision
-        scale_down_delay_s: float = Field(0.0, ge=0)  # scale down only to the max desired in this window
+        scale_down_delay_s: float = Field(60.0, ge=0)  # scale down only to the max desired in this window (Knative: 0)
         min_replicas: int = Field(1, ge=0)
         max_replicas: int = Field(64, ge=1)
         scale_to_zero: bool = False  # allow 0 replicas (min_replicas must be 0)

@@ -1,0 +1,114 @@
+"""Autoscaling policies on a trace that needs several replicas, against static provisioning at the peak.
+
+    python benchmarks/autoscaling.py                       # the bundled Azure code trace at its own pace
+    python benchmarks/autoscaling.py --trace t.jsonl --format mooncake --speed-up 1
+
+Each policy (`seed-autoscaler`, `hpa`, `kpa`) replays the trace from `--start-replicas` with
+cold starts of `--cold-start` seconds. `static_peak` is the fewest fixed replicas (searched up to
+`--max-replicas`) that keep `--target` of the requests within the TTFT and TPOT SLOs: what
+provisioning for the peak costs. Prints a table of every run, then one JSON line mapping each
+name to `slo_attainment`, `gpu_hours`, `scale_events` and `oscillations` (scale-ups followed by
+a scale-down within the policy's own stabilisation window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from controlplane.config import load_config  # noqa: E402
+from controlplane.testing import EventLog  # noqa: E402
+from sim.replay import TraceTransforms, replay  # noqa: E402
+from sim.traces.bundled import bundled_trace_path  # noqa: E402
+
+#: Each policy's own stabilisation window: an up then down within it is an oscillation.
+WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0}
+BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
+                "sampled-guardian", "builtin-latency-models"]
+
+
+def oscillations(events: list[tuple[float, int, int]], window_s: float) -> int:
+    """Scale-ups followed by a scale-down within ``window_s``."""
+    return sum(1 for (t0, a0, b0), (t1, a1, b1) in zip(events, events[1:])
+               if b0 > a0 and b1 < a1 and t1 - t0 < window_s)
+
+
+def run(args, policy: str, replicas: int, settings: dict | None = None) -> dict:
+    config = load_config(None, {
+        "seed": args.seed,
+        "cluster": {"models": [{"name": "default", "replicas": replicas, "cold_start_s": args.cold_start}]},
+        "plugins": {"enabled": [policy, *BASE_PLUGINS], "settings": {policy: settings} if settings else {}},
+        "slo": {"ttft_s": args.ttft, "tpot_s": args.tpot},
+    })
+    log = EventLog()
+    t0 = time.perf_counter()
+    result = replay(args.trace or bundled_trace_path(), config, trace_format=args.format, record=False,
+                    transforms=TraceTransforms(speed_up=args.speed_up, limit=args.limit), extra_plugins=[log])
+    s = result.summary
+    events = [(d.time_s, d.payload["from"], d.payload["to"]) for d in log.decisions if d.action == "scale"]
+    peak = replicas
+    level = replicas
+    for _, _, to in events:
+        level = to
+        peak = max(peak, level)
+    return {
+        "slo_attainment": round(float(s["slo_attainment"]), 4),
+        "gpu_hours": round(float(s["gpu_seconds"]) / 3600, 4),
+        "scale_events": int(s["num_scale_events"]),
+        "oscillations": oscillations(events, WINDOWS_S.get(policy, 0.0)),
+        "ttft_p99_s": round(float(s["ttft_p99_s"] or 0), 3),
+        "max_replicas": peak,
+        "num_requests": int(s["num_requests"]),
+        "num_completed": int(s["num_completed"]),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trace", help="trace file (default: the bundled Azure code trace)")
+    ap.add_argument("--format", default=None, help="trace format (default: azure for the bundled trace)")
+    ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
+    ap.add_argument("--limit", type=int, default=None, help="replay at most this many requests")
+    ap.add_argument("--cold-start", type=float, default=30.0, help="seconds from scale-up to ready")
+    ap.add_argument("--start-replicas", type=int, default=1)
+    ap.add_argument("--max-replicas", type=int, default=16)
+    ap.add_argument("--target", type=float, default=0.99, help="SLO attainment static_peak must reach")
+    ap.add_argument("--ttft", type=float, default=2.0)
+    ap.add_argument("--tpot", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.trace is None and args.format is None:
+        args.format = "azure"
+    bounds = {"min_replicas": 1, "max_replicas": args.max_replicas}
+    results: dict[str, dict] = {}
+    for name in ("seed-autoscaler", "hpa", "kpa"):
+        results[name] = run(args, name, args.start_replicas, bounds)
+        print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
+    static: dict[int, dict] = {}
+    n = 1
+    while n <= args.max_replicas:  # the fewest fixed replicas that meet the target
+        static[n] = run(args, "fixed-replicas", n)
+        print(f"static {n}: {static[n]}", file=sys.stderr, flush=True)
+        if static[n]["slo_attainment"] >= args.target:
+            break
+        n += 1
+    best = min(n, args.max_replicas)
+    results["static_peak"] = {**static[best], "replicas": best}
+    cols = ("slo_attainment", "gpu_hours", "scale_events", "oscillations", "ttft_p99_s", "max_replicas", "wall_s")
+    print(f"{'policy':<18}" + "".join(f"{c:>16}" for c in cols))
+    for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
+        print(f"{name:<18}" + "".join(f"{r[c]!s:>16}" for c in cols))
+    print(json.dumps({k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations",
+                                             *(("replicas",) if k == "static_peak" else ()))}
+                      for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
