@@ -88,3 +88,20 @@ def test_the_wrapper_clamps_any_policy_in_a_replay(policy):
 def test_without_the_wrapper_the_wild_policy_goes_out_of_bounds():
     result = replay_with(Wild(), trace=make_trace(600, qps=20), cluster=CLUSTER)
     assert max(to for _, _, to, _ in _replicas_over_time(result)) == 12
+
+
+def test_the_docs_example_config_runs():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from controlplane.testing import make_config
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "autoscaling.md").read_text()
+    block = re.search(r"^```yaml\n(.*?)^```$", text, re.S | re.M).group(1)
+    overrides = yaml.safe_load(block)
+    result = replay_with(trace=make_trace(600, qps=30, output_tokens=128), config=make_config(**overrides))
+    assert_conserved(result.summary, result.requests)
+    scale = [d for d in result.decisions if d.action == "scale"]
+    assert scale and {d.plugin for d in scale} == {"hpa"} and all(d.payload["to"] <= 12 for d in scale)
