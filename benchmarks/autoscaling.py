@@ -7,8 +7,9 @@ Each policy (`seed-autoscaler`, `hpa`, `kpa`) replays the trace from `--start-re
 cold starts of `--cold-start` seconds. `static_peak` is the fewest fixed replicas (searched up to
 `--max-replicas`) that keep `--target` of the requests within the TTFT and TPOT SLOs: what
 provisioning for the peak costs. Prints a table of every run, then one JSON line mapping each
-name to `slo_attainment`, `gpu_hours`, `scale_events` and `oscillations` (scale-ups followed by
-a scale-down within the policy's own stabilisation window).
+name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by
+a scale-down within the policy's own stabilisation window) and `cost_per_1k_requests` (GPU-hours
+at `--price` per GPU-hour; the config has no prices yet).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None) -> dict:
         "gpu_hours": round(float(s["gpu_seconds"]) / 3600, 4),
         "scale_events": int(s["num_scale_events"]),
         "oscillations": oscillations(events, WINDOWS_S.get(policy, 0.0)),
+        "cost_per_1k_requests": round(float(s["gpu_seconds"]) / 3600 * args.price * 1000 / max(1, s["num_requests"]), 4),
         "ttft_p99_s": round(float(s["ttft_p99_s"] or 0), 3),
         "max_replicas": peak,
         "num_requests": int(s["num_requests"]),
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ttft", type=float, default=2.0)
     ap.add_argument("--tpot", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--price", type=float, default=2.0, help="price of one GPU-hour, for cost per 1,000 requests")
     args = ap.parse_args(argv)
     if args.trace is None and args.format is None:
         args.format = "azure"
@@ -100,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         n += 1
     best = min(n, args.max_replicas)
     results["static_peak"] = {**static[best], "replicas": best}
-    cols = ("slo_attainment", "gpu_hours", "scale_events", "oscillations", "ttft_p99_s", "max_replicas", "wall_s")
-    print(f"{'policy':<18}" + "".join(f"{c:>16}" for c in cols))
+    cols = ("slo_attainment", "gpu_hours", "cost_per_1k_requests", "scale_events", "oscillations", "ttft_p99_s",
+            "max_replicas", "wall_s")
+    print(f"{'policy':<18}" + "".join(f"{c:>21}" for c in cols))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
-        print(f"{name:<18}" + "".join(f"{r[c]!s:>16}" for c in cols))
+        print(f"{name:<18}" + "".join(f"{r[c]!s:>21}" for c in cols))
     print(json.dumps({k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations",
+                                             "cost_per_1k_requests",
                                              *(("replicas",) if k == "static_peak" else ()))}
                       for k, v in results.items()}))
     return 0
