@@ -1,0 +1,29 @@
+"""benchmarks/autoscaling.py ends with one JSON line: each policy and static_peak with its numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("autoscaling_benchmark", ROOT / "benchmarks" / "autoscaling.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_oscillations_count_up_then_down_within_the_window():
+    events = [(0.0, 1, 2), (30.0, 2, 1), (100.0, 1, 2), (200.0, 2, 3), (400.0, 3, 2)]
+    assert bench.oscillations(events, 60.0) == 1
+    assert bench.oscillations(events, 300.0) == 2
+
+
+def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
+    assert bench.main(["--limit", "400", "--speed-up", "8", "--max-replicas", "3", "--cold-start", "5"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert set(result) == {"seed-autoscaler", "hpa", "kpa", "static_peak"}
+    for row in result.values():
+        assert {"slo_attainment", "gpu_hours", "scale_events", "oscillations"} <= set(row)
+        assert 0 <= row["slo_attainment"] <= 1 and row["gpu_hours"] > 0
+    assert 1 <= result["static_peak"]["replicas"] <= 3
