@@ -182,6 +182,23 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
             engine.dispose()
 
 
+#: The newest migration in ``alembic/versions``; a test keeps it equal to Alembic's head. A
+#: database already there is recognised without importing Alembic (a fifth of a second).
+SCHEMA_HEAD: Final = "0002"
+
+
+def _recorded_revisions(engine: Engine) -> set[str]:
+    """``alembic_version`` read with plain SQL; empty when the table does not exist yet."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect() as connection:
+            return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+    except DBAPIError:
+        return set()
+
+
 def ensure_schema(engine: Engine) -> bool:
     """Upgrade the database to head unless it is already there; return whether it upgraded.
 
@@ -189,6 +206,8 @@ def ensure_schema(engine: Engine) -> bool:
     is cheap. A database migrated by newer code is refused rather than
     silently written with an older schema's assumptions.
     """
+    if _recorded_revisions(engine) == {SCHEMA_HEAD}:
+        return False
     heads = head_revisions()
     current = current_revisions(engine)
     if current == heads:

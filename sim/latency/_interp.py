@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy.optimize import nnls
 
 __all__ = ["Curve1D", "RatioSurface", "bagged_nn"]
 
@@ -115,6 +114,8 @@ class RatioSurface:
         self.features = features
         X = features(u, v)
         # Relative least squares: every point matters equally, small kernels included.
+        from scipy.optimize import nnls  # loaded only when a surface is fitted (scipy is slow to import)
+
         self.w, _ = nnls(X / z[:, None], np.ones_like(z))
         base = X @ self.w
         if np.any(base <= 0):

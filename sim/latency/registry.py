@@ -1,32 +1,61 @@
-"""Name -> latency model factory, so configs can say ``latency_model: vidur``."""
+"""Name -> latency model factory, so configs can say ``latency_model: vidur``.
+
+Factories import their module on first use: a replay on the linear model never loads pandas or
+scikit-learn, and one on the Vidur profiles never loads the measured model's scikit-learn.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .base import LatencyModel
-from .linear import LinearLatencyModel
-from .measured import MeasuredProfileModel
-from .roofline import RooflineModel
-from .splitwise import SplitwiseModel
-from .vidur_profile import VidurProfileModel
 
-__all__ = ["BUILTIN_LATENCY_MODELS", "make_latency_model"]
+__all__ = ["BUILTIN_LATENCY_MODELS", "LazyFactory", "make_latency_model"]
 
 
-def _measured(path: str | Path) -> MeasuredProfileModel:
+class LazyFactory:
+    """A latency model factory named by ``module:attribute``, imported when called or inspected."""
+
+    __slots__ = ("path", "_target")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._target: Callable[..., LatencyModel] | None = None
+
+    @property
+    def target(self) -> Callable[..., LatencyModel]:
+        if self._target is None:
+            module, attr = self.path.split(":")
+            self._target = getattr(importlib.import_module(module, __package__), attr)
+        return self._target
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.target)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> LatencyModel:
+        return self.target(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LazyFactory({self.path!r})"
+
+
+def _measured(path: str | Path) -> LatencyModel:
     """Fit a MeasuredProfileModel from a controlplane-profile/1 JSON file."""
+    from .measured import MeasuredProfileModel
+
     return MeasuredProfileModel.from_file(path)
 
 
 BUILTIN_LATENCY_MODELS: dict[str, Callable[..., LatencyModel]] = {
-    "linear": LinearLatencyModel,
-    "vidur": VidurProfileModel,
-    "splitwise": SplitwiseModel,
-    "roofline": RooflineModel,
+    "linear": LazyFactory(".linear:LinearLatencyModel"),
+    "vidur": LazyFactory(".vidur_profile:VidurProfileModel"),
+    "splitwise": LazyFactory(".splitwise:SplitwiseModel"),
+    "roofline": LazyFactory(".roofline:RooflineModel"),
     "measured": _measured,
 }
 

@@ -138,3 +138,9 @@ def test_offline_sql_renders(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "CREATE TABLE request" in result.stdout
     assert "ON DELETE CASCADE" in result.stdout
+
+
+def test_the_schema_head_constant_is_alembic_s_head():
+    from controlplane.storage.db import SCHEMA_HEAD
+
+    assert head_revisions() == {SCHEMA_HEAD}  # a new migration must move SCHEMA_HEAD too
