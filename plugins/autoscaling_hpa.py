@@ -22,17 +22,20 @@ METRICS = {
 }
 
 
-def metric_value(metric: str, scaling) -> float:
-    """``metric`` now, averaged per replica counting toward the target (ready + starting)."""
-    if metric == "kv_utilization":
-        return scaling.kv_utilization
-    total = {
-        "load": scaling.num_queued + scaling.num_running,
-        "running": scaling.num_running,
-        "queued": scaling.num_queued,
-        "arrivals": scaling.arrivals_per_s,
-    }[metric]
-    return total / max(1, scaling.num_current)
+def metric_total(metric: str, scaling) -> float:
+    """``metric`` now over the model's replicas: a total (a mean for ``kv_utilization``)."""
+    return {
+        "load": lambda: scaling.num_queued + scaling.num_running,
+        "running": lambda: scaling.num_running,
+        "queued": lambda: scaling.num_queued,
+        "arrivals": lambda: scaling.arrivals_per_s,
+        "kv_utilization": lambda: scaling.kv_utilization,
+    }[metric]()
+
+
+def per_replica(metric: str, total: float, replicas: int) -> float:
+    """A total per replica counting toward the target (ready + starting); at zero, the total."""
+    return total if metric == "kv_utilization" else total / max(1, replicas)
 
 
 class HpaAutoscaler(Plugin):
@@ -48,6 +51,9 @@ class HpaAutoscaler(Plugin):
         sync_period_s: float = Field(15.0, ge=0)  # decide this often (Kubernetes: 15 s)
         scale_down_stabilization_s: float = Field(300.0, ge=0)  # scale down to the max recommended in it
         scale_up_stabilization_s: float = Field(0.0, ge=0)  # scale up to the min recommended in it
+        # Kubernetes' default scale-up behaviour: per sync, at most max(double, +4 replicas).
+        max_scale_up_percent: float | None = Field(100.0, gt=0)  # None: no percent limit
+        max_scale_up_replicas: int | None = Field(4, ge=1)  # None: no absolute limit
         min_replicas: int = Field(1, ge=0)
         max_replicas: int = Field(64, ge=1)
 
@@ -59,7 +65,7 @@ class HpaAutoscaler(Plugin):
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        self._samples: dict[str, deque[tuple[float, float]]] = {}  # per model: (time, metric, per replica)
+        self._samples: dict[str, deque[tuple[float, float]]] = {}  # per model: (time, metric total)
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}  # per model: (time, desired)
         self._last_sync_s: dict[str, float] = {}
         self._last: dict[str, ScaleDecision] = {}
@@ -74,7 +80,9 @@ class HpaAutoscaler(Plugin):
     def decide(self, now_s: float, model: str, scaling) -> ScaleDecision:
         s = self.settings
         current = scaling.num_current
-        value = self._average(model, now_s, metric_value(s.metric, scaling))
+        # Totals are averaged, then divided by today's replicas: per-replica values taken while the
+        # count was different would mislead (a queue that one replica held is not 14 replicas' load).
+        value = per_replica(s.metric, self._average(model, now_s, metric_total(s.metric, scaling)), current)
         last = self._last_sync_s.get(model)
         if last is not None and now_s - last < s.sync_period_s - 1e-9 and model in self._last:
             held = max(s.min_replicas, min(s.max_replicas, current))
@@ -110,6 +118,15 @@ class HpaAutoscaler(Plugin):
             target = max(current, min(window))
             if target != desired:
                 notes.append(f"up-stabilisation: min recommended in {s.scale_up_stabilization_s:g}s is {target}")
+        if target > current > 0 and (s.max_scale_up_percent is not None or s.max_scale_up_replicas is not None):
+            limits = []
+            if s.max_scale_up_percent is not None:
+                limits.append(math.ceil(current * (1 + s.max_scale_up_percent / 100) - 1e-9))
+            if s.max_scale_up_replicas is not None:
+                limits.append(current + s.max_scale_up_replicas)
+            if target > max(limits):
+                target = max(limits)
+                notes.append(f"scale-up limit {target}")
         if target > s.max_replicas:
             notes.append(f"max {s.max_replicas}")
             target = s.max_replicas

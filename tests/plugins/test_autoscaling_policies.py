@@ -87,6 +87,22 @@ def test_hpa_decides_at_its_sync_period_and_averages_the_metric():
     assert d.target_replicas == 3
 
 
+def test_hpa_averages_totals_so_a_changed_replica_count_does_not_inflate_the_metric():
+    hpa = HpaAutoscaler(HpaAutoscaler.Settings(target=8, sync_period_s=0, metric_window_s=30))
+    assert hpa.decide(0.0, "default", _loaded(1, 40)).target_replicas == 5
+    # 15 s later 4 replicas hold the same 40 requests: 10 each (not the mean of 40 and 10 per replica)
+    d = hpa.decide(15.0, "default", _loaded(4, 10))
+    assert d.target_replicas == 5 and "per replica 10.00" in d.reason
+
+
+def test_hpa_scale_up_is_limited_like_kubernetes_default_behaviour():
+    d = _hpa().decide(0.0, "default", _loaded(2, 100))  # wants ceil(2 x 12.5) = 25: at most max(2 x 2, 2 + 4)
+    assert d.target_replicas == 6 and "scale-up limit 6" in d.reason
+    assert _hpa().decide(0.0, "default", _loaded(10, 100)).target_replicas == 20  # doubling beats +4
+    free = _hpa(max_scale_up_percent=None, max_scale_up_replicas=None)
+    assert free.decide(0.0, "default", _loaded(2, 100)).target_replicas == 25
+
+
 def test_hpa_from_zero_replicas():
     unrouted = make_requests(20, model="default")
     d = _hpa(min_replicas=0).decide(0.0, "default", _scaling([], unrouted=unrouted))
