@@ -18,14 +18,15 @@ import argparse
 import json
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane.config import load_config  # noqa: E402
-from controlplane.testing import EventLog  # noqa: E402
-from sim.replay import TraceTransforms, replay  # noqa: E402
-from sim.traces.bundled import bundled_trace_path  # noqa: E402
+from controlplane.config import load_config
+from controlplane.testing import EventLog
+from sim.replay import TraceTransforms, replay
+from sim.traces.bundled import bundled_trace_path
 
 #: Each policy's own stabilisation window: an up then down within it is an oscillation.
 WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0}
@@ -35,7 +36,7 @@ BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batchi
 
 def oscillations(events: list[tuple[float, int, int]], window_s: float) -> int:
     """Scale-ups followed by a scale-down within ``window_s``."""
-    return sum(1 for (t0, a0, b0), (t1, a1, b1) in zip(events, events[1:])
+    return sum(1 for (t0, a0, b0), (t1, a1, b1) in pairwise(events)
                if b0 > a0 and b1 < a1 and t1 - t0 < window_s)
 
 

@@ -13,7 +13,7 @@ from controlplane.decisions import ScaleDecision
 
 
 class _ModelState:
-    __slots__ = ("samples", "panic_until_s", "panic_peak", "idle_since_s", "last_up_s")
+    __slots__ = ("idle_since_s", "last_up_s", "panic_peak", "panic_until_s", "samples")
 
     def __init__(self) -> None:
         self.samples: deque[tuple[float, float]] = deque()  # (time, concurrency: queued + running)

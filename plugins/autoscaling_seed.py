@@ -50,7 +50,7 @@ class Signals:
 
 
 class _ModelState:
-    __slots__ = ("samples", "bucket_start_s", "bucket_arrivals", "bucket_ticks", "busy", "last_action_s")
+    __slots__ = ("bucket_arrivals", "bucket_start_s", "bucket_ticks", "busy", "last_action_s", "samples")
 
     def __init__(self) -> None:
         self.samples: deque[tuple[float, float]] = deque()  # (bucket end, mean arrivals/s)

@@ -84,6 +84,6 @@ class ScalingRules(Plugin):
             return None
         try:
             return self.clamp(ctx.now_s, model, scaling.num_current, decision)
-        except Exception as exc:  # keep the wrapped policy's decision rather than lose it
+        except Exception as exc:  # noqa: BLE001 - keep the wrapped policy's decision rather than lose it
             return ScaleDecision(model, decision.target_replicas,
                                  f"{decision.reason} | rules skipped: {type(exc).__name__}: {exc}")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections import deque
+from itertools import pairwise
 
 import pytest
 
 from controlplane.events import RequestFinished
 from controlplane.scaling import RecentLatencies, build_scaling_context
-from controlplane.testing import make_context, make_requests, make_trace, make_worker, replay_with
+from controlplane.testing import (
+    make_context,
+    make_requests,
+    make_trace,
+    make_worker,
+    replay_with,
+)
 from controlplane.types import RequestStatus, WorkerState
 from plugins.autoscaling_hpa import HpaAutoscaler
 from plugins.autoscaling_kpa import KpaAutoscaler
@@ -36,7 +43,7 @@ def scale_events(result):
 
 def oscillations(events, window_s: float) -> int:
     """Scale-ups followed by a scale-down within ``window_s``."""
-    return sum(1 for (t0, a0, b0), (t1, a1, b1) in zip(events, events[1:])
+    return sum(1 for (t0, a0, b0), (t1, a1, b1) in pairwise(events)
                if b0 > a0 and b1 < a1 and t1 - t0 < window_s)
 
 
@@ -200,7 +207,7 @@ def test_seed_scales_down_within_bounds():
 def test_seed_trend_forecast_and_error_signals():
     s = SeedAutoscaler.Settings(sample_interval_s=10)
     seed = SeedAutoscaler(s)
-    for t in range(0, 101):  # the rate rises 0.1/s each second
+    for t in range(101):  # the rate rises 0.1/s each second
         seed.decide(float(t), "default", _scaling(_busy_workers(2, 0, 4), now_s=float(t), arrivals=t // 10))
     sig, confidence = seed.signals("default", 101.0, _scaling(_busy_workers(2, 0, 4), now_s=101.0, arrivals=10))
     assert sig.slope == pytest.approx(0.1, rel=0.05) and sig.trend > 0.6

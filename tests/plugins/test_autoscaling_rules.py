@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from controlplane import Plugin, hookimpl
@@ -80,7 +82,7 @@ def test_the_wrapper_clamps_any_policy_in_a_replay(policy):
     assert_conserved(result.summary, result.requests)
     events = _replicas_over_time(result)
     assert all(1 <= to <= 3 and to - frm <= 1 for _, frm, to, _ in events), events
-    assert all(b[0] - a[0] >= 20 for a, b in zip(events, events[1:])), events
+    assert all(b[0] - a[0] >= 20 for a, b in pairwise(events)), events
     if policy is Wild:
         assert events and all("rules:" in reason for *_, reason in events)
 
@@ -99,7 +101,7 @@ def test_the_docs_example_config_runs():
     from controlplane.testing import make_config
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "autoscaling.md").read_text()
-    block = re.search(r"^```yaml\n(.*?)^```$", text, re.S | re.M).group(1)
+    block = re.search(r"^```yaml\n(.*?)^```$", text, re.DOTALL | re.MULTILINE).group(1)
     overrides = yaml.safe_load(block)
     result = replay_with(trace=make_trace(600, qps=30, output_tokens=128), config=make_config(**overrides))
     assert_conserved(result.summary, result.requests)
