@@ -19,7 +19,7 @@ import torch
 
 from controlplane.live.kv_batch import BatchKV
 from controlplane.live.model_source import LoadedModel, WorkerModelSettings, load_model
-from controlplane.live.sampling import SamplingParams, StopCondition, sample_next
+from controlplane.live.sampling import SamplingParams, StopCondition, sample_rows
 from controlplane.live.streaming import OutputStream
 
 __all__ = [
@@ -40,8 +40,9 @@ class RequestOutput:
     token_id: int
     text_delta: str
     finished: bool
-    finish_reason: str | None  # "stop" | "length" | "eos" once finished
+    finish_reason: str | None  # "stop" | "length" | "eos" once finished; "error" when it failed
     num_generated: int
+    error: str | None = None  # why this request failed here (it left the engine; the others went on)
 
 
 @dataclass
@@ -100,6 +101,11 @@ class _Request:
     stream: OutputStream
     context_len: int = 0  # tokens of this request held in the KV cache
     next_input: int | None = None  # last sampled token, fed to the next decode
+    error: str | None = None  # set when this request failed in a step: it leaves at the step's end
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or self.stream.finished
 
 
 class CausalLMBackend:
@@ -269,6 +275,8 @@ class CausalLMBackend:
         prefill, decode = [rid], []
         while reason is None:
             out = self.step(prefill, decode).by_id[rid]
+            if out.error is not None:
+                raise ValueError(out.error)
             steps += 1
             tokens.append(out.token_id)
             text.append(out.text_delta)
@@ -329,11 +337,11 @@ class CausalLMBackend:
         return ordered, logits
 
     def _accept_decode(self, ordered: list[_Request], logits: torch.Tensor) -> list[RequestOutput]:
-        tokens = sample_next(logits.float(), [r.sampling for r in ordered], [r.generator for r in ordered])
+        tokens, errors = sample_rows(logits.float(), [r.sampling for r in ordered], [r.generator for r in ordered])
         outputs = []
-        for req, token in zip(ordered, tokens):
+        for i, (req, token) in enumerate(zip(ordered, tokens)):
             req.context_len += 1
-            outputs.append(self._emit(req, token))
+            outputs.append(self._fail(req, errors[i]) if i in errors else self._emit(req, token))
         return outputs
 
     def _prefill_forward(self, reqs: list[_Request], result: StepResult) -> tuple[BatchKV, torch.Tensor]:
@@ -359,14 +367,20 @@ class CausalLMBackend:
         return kv, logits
 
     def _accept_prefill(self, reqs: list[_Request], logits: torch.Tensor) -> list[RequestOutput]:
-        tokens = sample_next(logits.float(), [r.sampling for r in reqs], [r.generator for r in reqs])
+        tokens, errors = sample_rows(logits.float(), [r.sampling for r in reqs], [r.generator for r in reqs])
         outputs = []
-        for req, token in zip(reqs, tokens):
+        for i, (req, token) in enumerate(zip(reqs, tokens)):
             req.context_len = len(req.prompt_ids)
             del self._waiting[req.request_id]
             self._running[req.request_id] = req
-            outputs.append(self._emit(req, token))
+            outputs.append(self._fail(req, errors[i]) if i in errors else self._emit(req, token))
         return outputs
+
+    def _fail(self, req: _Request, error: str) -> RequestOutput:
+        """The request cannot go on (its row could not be sampled): it leaves at the step's end."""
+        req.error = error
+        return RequestOutput(request_id=req.request_id, token_id=-1, text_delta="", finished=True,
+                             finish_reason="error", num_generated=len(req.stream.token_ids), error=error)
 
     def _emit(self, req: _Request, token: int) -> RequestOutput:
         delta = req.stream.append(token)
@@ -382,11 +396,11 @@ class CausalLMBackend:
 
     def _retire_finished(self, new_kv: BatchKV | None, prefilled: list[_Request]) -> None:
         """Drop finished requests and merge this step's prefilled survivors into the batch."""
-        for rid in [rid for rid, r in self._running.items() if r.stream.finished]:
+        for rid in [rid for rid, r in self._running.items() if r.done]:
             del self._running[rid]
         self._compact()
         if new_kv is not None:
-            keep = [i for i, r in enumerate(prefilled) if not r.stream.finished]
+            keep = [i for i, r in enumerate(prefilled) if not r.done]
             new_kv.keep(keep)
             self._kv.extend(new_kv)
             self._rows += [prefilled[i].request_id for i in keep]

@@ -12,6 +12,13 @@ Every reply is reported as ``BatchFinished`` (one iteration, the backend's finis
 busy time), preceded by ``IterationTimed`` when the worker computed something. Out-of-memory
 steps are ``BatchFailed``; after `MAX_OOM_STREAK` in a row, or any other error, the worker is
 reported failed.
+
+A request the worker could not compute (refused at registration, or a row that could not be
+sampled: ``TokenOut.error``) fails alone: its client gets the reason (400, ``invalid``) and the
+core a ``RequestCancelled`` with it, fed before the batch's ``BatchFinished`` so that it leaves
+at that boundary; the worker and the batch's other requests go on. A request that was in the
+step of `QUARANTINE_AFTER` workers that failed is quarantined: failed (503, ``worker_failed``)
+rather than retried on yet another replica (with no retry left, the core fails it itself).
 """
 
 from __future__ import annotations
@@ -34,14 +41,16 @@ from controlplane.live.worker_messages import (
     WorkerLost,
     describe_error,
 )
-from controlplane.types import Batch
+from controlplane.types import Batch, ReasonCode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_OOM_STREAK", "BatchRunner", "PlannedStep", "iteration_row"]
+__all__ = ["MAX_OOM_STREAK", "QUARANTINE_AFTER", "BatchRunner", "PlannedStep", "iteration_row"]
 
 #: Out-of-memory iterations in a row after which a worker is given up as failed.
 MAX_OOM_STREAK = 8
+#: Worker failures during a request's steps after which the request is failed, not retried.
+QUARANTINE_AFTER = 2
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,9 @@ class BatchRunner:
     """Plans and runs worker steps for the driver; reports back through ``feed``.
 
     ``live`` is the driver's table of requests not yet answered; ``now_s`` its run clock;
-    ``worker_failed(worker_id, reason)`` reports a dead worker; ``is_current(worker_id)`` says
-    whether a reply from that worker still counts (the worker has not failed, the run goes on).
+    ``worker_failed(worker_id, reason)`` reports a dead worker (and calls `worker_lost` first);
+    ``is_current(worker_id)`` says whether a reply from that worker still counts (the worker has
+    not failed, the run goes on); ``max_retries`` is the core's ``cluster.max_retries``.
     """
 
     def __init__(
@@ -71,6 +81,7 @@ class BatchRunner:
         feed: Callable[[Any], None],
         worker_failed: Callable[[str, str], None],
         is_current: Callable[[str], bool],
+        max_retries: int | None = None,
     ) -> None:
         self.pool = pool
         self.live = live
@@ -78,8 +89,11 @@ class BatchRunner:
         self.feed = feed
         self.worker_failed = worker_failed
         self.is_current = is_current
+        self.max_retries = max_retries  # the core's re-routes after a worker failure (None: unknown)
         self._pending_removes: dict[str, set[str]] = {}  # worker -> requests to drop at its next step
         self._oom_streak: dict[str, int] = {}
+        self._strikes: dict[str, int] = {}  # request -> workers that failed during its steps
+        self._in_step: dict[str, StepCommand] = {}  # worker -> the step it is running
 
     def plan(self, b: Batch) -> PlannedStep:
         """The step for batch ``b``; registers its new prefills with the worker (call at `StartBatch`)."""
@@ -113,6 +127,7 @@ class BatchRunner:
         wid, cmd = step.worker_id, step.cmd
         reply: StepReply | None = None
         if cmd.has_work:
+            self._in_step[wid] = cmd
             try:
                 reply = await self.pool.step(wid, cmd)
             except StepOutOfMemory as exc:
@@ -130,6 +145,8 @@ class BatchRunner:
                 log.exception("step on %s failed", wid)
                 self.worker_failed(wid, f"step failed: {describe_error(exc)}")
                 return
+            finally:
+                self._in_step.pop(wid, None)
             back_s = self.now_s()
             self._oom_streak.pop(wid, None)
         else:
@@ -143,7 +160,9 @@ class BatchRunner:
             lr = self.live.get(out.request_id)
             if lr is None:
                 continue
-            if lr.hold:
+            if out.error is not None:
+                self._failed_here(lr, out.error)
+            elif lr.hold:
                 lr.held = out
             else:
                 _deliver(lr, out, finished)
@@ -153,6 +172,34 @@ class BatchRunner:
                 _deliver(lr, out, finished)
         busy_s = reply.duration_s if reply is not None else 0.0
         self.feed(ev.BatchFinished(self.now_s(), wid, cmd.batch_id, 1, tuple(finished), busy_s=busy_s))
+
+    def _failed_here(self, lr: LiveRequest, error: str) -> None:
+        """The worker could not compute ``lr`` (and dropped it): fail it alone."""
+        lr.backend_done = True
+        lr.unregister()
+        reason = f"the worker could not compute this request: {error}"
+        log.warning("request %s failed on its worker: %s", lr.request.request_id, error)
+        lr.resolve(lr.final("failed", reason, ReasonCode.INVALID))
+        self.feed(ev.RequestCancelled(self.now_s(), lr.request.request_id, f"failed: {reason}"))
+
+    def worker_lost(self, worker_id: str, reason: str) -> None:
+        """The worker failed (call before telling the core, so that it does not re-route what is
+        quarantined here): each request of the step it was running gets a strike, and those
+        with `QUARANTINE_AFTER` strikes are failed."""
+        cmd = self._in_step.pop(worker_id, None)
+        if cmd is None:
+            return
+        for rid in (*cmd.prefill_ids, *cmd.decode_ids):
+            n = self._strikes[rid] = self._strikes.get(rid, 0) + 1
+            lr = self.live.get(rid)
+            if n < QUARANTINE_AFTER or lr is None or lr.result is not None:
+                continue
+            if self.max_retries is not None and lr.request.num_retries >= self.max_retries:
+                continue  # no retry left: the core fails it itself (recorded as failed)
+            why = f"quarantined: {n} workers failed while computing this request (last: {reason}); not retried"
+            log.warning("request %s %s", rid, why)
+            lr.resolve(lr.final("failed", why, ReasonCode.WORKER_FAILED))
+            self.feed(ev.RequestCancelled(self.now_s(), rid, why))
 
     def drop(self, worker_id: str, request_id: str) -> None:
         """Have a live worker drop the request at its next step."""
@@ -169,6 +216,7 @@ class BatchRunner:
 
     def release(self, lr: LiveRequest) -> None:
         """The request is answered (`FinishRequest`): whatever its worker still holds goes."""
+        self._strikes.pop(lr.request.request_id, None)
         if lr.registered_on is not None and not lr.backend_done:
             self.drop(lr.registered_on, lr.request.request_id)
 

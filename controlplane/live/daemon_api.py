@@ -16,12 +16,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from jinja2 import TemplateError
 from starlette.requests import Request as HTTPRequest
 
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, result_error
 from controlplane.live.daemon_openai import (
-    ChatCompletionRequest,
-    CompletionRequest,
     chat_chunk,
     chat_response,
     completion_chunk,
@@ -29,6 +28,12 @@ from controlplane.live.daemon_openai import (
     new_id,
     sse,
     usage,
+)
+from controlplane.live.daemon_requests import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EdgeError,
+    check_for_model,
 )
 from controlplane.live.driver import LiveDriver
 from controlplane.live.results import LiveRequestHandle, LiveResult
@@ -67,7 +72,13 @@ async def completions(body: CompletionRequest, request: HTTPRequest, daemon: Dae
 async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, daemon: DaemonDep) -> Response:
     if not body.messages:
         raise APIError(400, "messages is empty", param="messages", code=_INVALID)
-    prompt, _ = daemon.driver.model(body.model).render_chat(body.messages)
+    served = daemon.driver.model(body.model)  # an unknown model is a 404 before anything else
+    _check(body, daemon.driver)
+    try:
+        prompt, _ = served.render_chat(body.template_messages())
+    except (TemplateError, ValueError, TypeError) as exc:  # a template refusing the conversation
+        raise APIError(400, f"messages: the model's chat template refused them: {str(exc)[:200]}",
+                       param="messages", code=_INVALID) from None
     return await _serve(request, daemon.driver, body, [prompt], body.max_new_tokens(),
                         daemon.options.default_max_tokens, chat=True)
 
@@ -79,7 +90,7 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
         raise APIError(400, f"{bad} is not supported by this server", param=bad, code=_INVALID)
     if body.stream and (len(prompts) != 1 or body.n != 1):
         raise APIError(400, "streaming supports one prompt and n=1", param="stream", code=_INVALID)
-    driver.model(body.model)  # an unknown model is a 404 before anything else
+    _check(body, driver)
     handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat)
     model = body.model or next(iter(driver.models))
     rid = new_id("chatcmpl" if chat else "cmpl")
@@ -94,6 +105,15 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
         raise result_error(failed)
     payload = (chat_response if chat else completion_response)(rid, model, results)
     return JSONResponse(payload, headers={"x-request-id": ",".join(r.request_id for r in results)})
+
+
+def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) -> None:
+    """The checks that need the model (404 for an unknown one, then its length and vocabulary)."""
+    served = driver.model(body.model)
+    try:
+        check_for_model(body, served.max_seq_len, served.vocab_size)
+    except EdgeError as exc:
+        raise APIError(400, str(exc), param=exc.param, code=_INVALID) from None
 
 
 async def _submit_all(driver: LiveDriver, prompts: list[Any], body: Any, max_tokens: int | None,

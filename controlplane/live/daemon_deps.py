@@ -10,11 +10,13 @@ handlers turn both into ``{"error": {"message", "type", "param", "code"}}`` with
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as HTTPRequest
 
 from controlplane.live.daemon import ADMIN_TOKEN_ENV, Daemon
@@ -23,6 +25,8 @@ from controlplane.live.driver import LiveDriver
 from controlplane.live.http_errors import RequestError
 from controlplane.live.results import LiveResult
 from controlplane.types import ReasonCode
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "APIError",
@@ -92,10 +96,38 @@ async def _request_error(request: HTTPRequest, exc: RequestError) -> JSONRespons
 
 async def _invalid(request: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
-    return APIError(400, message, param=where or None, code=ReasonCode.INVALID.value).response()
+    where = _param(first.get("loc", ()))
+    what = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    if first.get("type") == "json_invalid":
+        where, what = None, "the request body is not valid JSON"
+    elif not where:  # the body itself is not an object
+        what = "the request body must be a JSON object"
+    message = f"{where}: {what}" if where else what
+    return APIError(400, message, param=where, code=ReasonCode.INVALID.value).response()
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _param(loc: Any) -> str | None:
+    """The field a validation error is about, as OpenAI names it (``messages.0.content``), without
+    pydantic's union-member tags."""
+    parts = [str(p) for p in loc
+             if isinstance(p, int) or (p != "body" and str(p).isidentifier() and p not in _TYPE_TAGS)]
+    return ".".join(parts)[:200] or None
+
+
+async def _http_error(request: HTTPRequest, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (no such route, wrong method) in the OpenAI shape."""
+    return APIError(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)).response()
+
+
+async def _unexpected(request: HTTPRequest, exc: Exception) -> JSONResponse:
+    """A bug: a 500 in the OpenAI shape (the traceback goes to the log, not to the client)."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return APIError(500, f"internal error: {type(exc).__name__}").response()
 
 
 #: The app's exception handlers (`fastapi.FastAPI(exception_handlers=...)`).
-error_handlers = {APIError: _api_error, RequestError: _request_error, RequestValidationError: _invalid}
+error_handlers = {APIError: _api_error, RequestValidationError: _invalid, RequestError: _request_error,
+                  StarletteHTTPException: _http_error, Exception: _unexpected}

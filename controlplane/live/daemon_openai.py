@@ -1,8 +1,6 @@
-"""The OpenAI-compatible request and response shapes the daemon speaks.
-
-Only what the control plane can honour is accepted: options it cannot apply (logprobs, echo,
-penalties, tools) are refused with a 400 naming the option rather than silently ignored.
-Extensions, as in vLLM: ``top_k``, ``ignore_eos`` and ``priority``.
+"""The OpenAI-compatible response shapes the daemon speaks: completions, chat completions, their
+stream chunks and error bodies. (The request bodies, checked at the edge, are in
+`controlplane.live.daemon_requests`; they are re-exported here.)
 """
 
 from __future__ import annotations
@@ -13,8 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from controlplane.live.daemon_requests import ChatCompletionRequest, CompletionRequest
 from controlplane.live.results import LiveResult
 
 __all__ = [
@@ -29,100 +26,6 @@ __all__ = [
     "sse",
     "usage",
 ]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int = Field(1, ge=1, le=16)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    user: str | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
-    # extensions (vLLM-style)
-    top_k: int | None = None
-    ignore_eos: bool = False
-    priority: int = 0
-
-    def unsupported(self) -> str | None:
-        """The first option given that the daemon cannot honour, if any."""
-        if self.presence_penalty:
-            return "presence_penalty"
-        if self.frequency_penalty:
-            return "frequency_penalty"
-        if self.logit_bias:
-            return "logit_bias"
-        return None
-
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
-
-    def sampling_kwargs(self) -> dict[str, Any]:
-        return {
-            "temperature": 1.0 if self.temperature is None else self.temperature,
-            "top_p": 1.0 if self.top_p is None else self.top_p,
-            "top_k": self.top_k or 0,
-            "stop": self.stop,
-            "ignore_eos": self.ignore_eos,
-            "tenant": self.user,
-            "priority": self.priority,
-        }
-
-
-class CompletionRequest(_Body):
-    prompt: str | list[str] | list[int] | list[list[int]] = ""
-    max_tokens: int | None = 16
-    echo: bool = False
-    logprobs: int | None = None
-    suffix: str | None = None
-    best_of: int | None = None
-
-    def prompts(self) -> list[str | list[int]]:
-        p = self.prompt
-        if isinstance(p, str):
-            return [p]
-        if p and all(isinstance(x, int) for x in p):
-            return [list(p)]  # one prompt of token ids
-        return list(p)  # several prompts: strings or id lists
-
-    def unsupported(self) -> str | None:
-        if self.echo:
-            return "echo"
-        if self.logprobs is not None:
-            return "logprobs"
-        if self.suffix:
-            return "suffix"
-        if self.best_of not in (None, 1):
-            return "best_of"
-        return super().unsupported()
-
-
-class ChatCompletionRequest(_Body):
-    messages: list[dict[str, Any]]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    logprobs: bool | None = None
-    tools: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
-
-    def unsupported(self) -> str | None:
-        if self.logprobs:
-            return "logprobs"
-        if self.tools:
-            return "tools"
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            return "response_format"
-        return super().unsupported()
-
-    def max_new_tokens(self) -> int | None:
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 # --- responses ------------------------------------------------------------------------------------
@@ -222,6 +125,10 @@ ErrorType = Literal[
 
 _TYPES: dict[int, ErrorType] = {
     400: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
     429: "rate_limit_error",

@@ -98,7 +98,8 @@ class LiveDriver:
         self._failed_workers: set[str] = set()
         self._starting: dict[str, asyncio.Task] = {}
         self.batches = BatchRunner(self.pool, self._live, now_s=self.now_s, feed=self._feed,
-                                   worker_failed=self._worker_failed, is_current=self._is_current)
+                                   worker_failed=self._worker_failed, is_current=self._is_current,
+                                   max_retries=config.cluster.max_retries)
         self._tasks: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
         self._started = False
@@ -415,6 +416,7 @@ class LiveDriver:
         if wid in self._failed_workers or self._finished:
             return
         self._failed_workers.add(wid)
+        self.batches.worker_lost(wid, reason)  # quarantines its step's requests: not re-routed
         self.batches.forget_worker(wid)
         self._feed(ev.WorkerFailed(self.now_s(), wid, reason))
         self._spawn(self.pool.stop(wid), f"cp-stop-{wid}")

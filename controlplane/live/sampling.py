@@ -6,6 +6,7 @@ output whatever else shares the batch, and nothing touches the process-global RN
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 
@@ -26,9 +27,9 @@ class SamplingParams:
     seed: int | None = None  # None: a fresh random seed for this request
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError("temperature must be a finite number >= 0")
+        if not 0 < self.top_p <= 1:  # NaN fails this too
             raise ValueError("top_p must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
@@ -76,16 +77,45 @@ class StopCondition:
 def sample_next(
     logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
 ) -> list[int]:
-    """One token per row of ``logits`` [rows, vocab]: greedy rows by argmax in one op, the rest per row."""
+    """One token per row of ``logits`` [rows, vocab]: greedy rows by argmax in one op, the rest per row.
+    Raises ValueError when a row cannot be sampled (see `sample_rows`)."""
+    tokens, errors = sample_rows(logits, params, generators)
+    if errors:
+        raise ValueError(f"row {min(errors)}: {errors[min(errors)]}")
+    return tokens
+
+
+def sample_rows(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
+) -> tuple[list[int], dict[int, str]]:
+    """One token per row of ``logits``, and why each row that could not be sampled failed (its
+    token is then -1): non-finite logits (NaN, +inf, all -inf) or a draw that raised. One bad row
+    never costs the others their token."""
     chosen = torch.argmax(logits, dim=-1)
-    sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
-    for i in sampled_rows:
-        chosen[i] = _draw(logits[i].float(), params[i], generators[i])
-    return chosen.tolist()
+    broken = torch.isnan(logits).any(dim=-1) | torch.isposinf(logits).any(dim=-1) | torch.isneginf(logits).all(dim=-1)
+    errors: dict[int, str] = {}
+    for i in torch.nonzero(broken).flatten().tolist():
+        errors[i] = "the model produced non-finite logits for this request"
+    for i, p in enumerate(params):
+        if p.greedy or i in errors:
+            continue
+        try:
+            chosen[i] = _draw(logits[i].float(), p, generators[i])
+        except (RuntimeError, ValueError) as exc:  # e.g. "probability tensor contains inf/nan"
+            errors[i] = f"sampling failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    tokens = chosen.tolist()
+    for i in errors:
+        tokens[i] = -1
+    return tokens, errors
 
 
 def _draw(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    logits = logits / params.temperature
+    if not (math.isfinite(params.temperature) and params.temperature > 0):
+        raise ValueError(f"temperature {params.temperature} is not a finite positive number")
+    scaled = logits / params.temperature
+    if not torch.isfinite(scaled.max()):  # a tiny temperature overflowed: that is greedy
+        return torch.argmax(logits)
+    logits = scaled
     if params.top_k and params.top_k < logits.numel():
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

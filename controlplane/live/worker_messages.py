@@ -63,7 +63,10 @@ class TokenOut:
     token_id: int
     text_delta: str
     finished: bool
-    finish_reason: str | None  # "eos" | "stop" | "length" once finished
+    finish_reason: str | None  # "eos" | "stop" | "length" once finished; "error" when it failed
+    # Why the request failed on this worker (it could not be added or sampled); the worker and
+    # the batch's other requests went on. The driver fails the request with this reason.
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from controlplane.live.device_facts import device_facts
-from controlplane.live.worker_messages import StepCommand, StepOutOfMemory, StepReply, TokenOut
+from controlplane.live.worker_messages import (
+    StepCommand,
+    StepOutOfMemory,
+    StepReply,
+    TokenOut,
+)
 
 if TYPE_CHECKING:  # torch is imported lazily: a worker process sets CUDA_VISIBLE_DEVICES first
     from controlplane.live.model_source import WorkerModelSettings
@@ -56,20 +61,27 @@ class WorkerRuntime:
         b = self.backend
         for rid in cmd.removes:
             b.remove(rid)
+        refused: list[TokenOut] = []
         for a in cmd.adds:
             if b.has_request(a.request_id):
                 b.remove(a.request_id)
-            b.add_request(a.request_id, a.prompt_ids, max_new_tokens=a.max_new_tokens, stop=a.stop,
-                          sampling=a.sampling, generated=a.generated)
+            try:
+                b.add_request(a.request_id, a.prompt_ids, max_new_tokens=a.max_new_tokens, stop=a.stop,
+                              sampling=a.sampling, generated=a.generated)
+            except (ValueError, TypeError) as exc:  # this request only: the others still run
+                refused.append(TokenOut(a.request_id, -1, "", True, "error", error=f"refused by the worker: {exc}"))
+        skip = {o.request_id for o in refused}
+        prefill = tuple(r for r in cmd.prefill_ids if r not in skip)
         try:
-            res = b.step(cmd.prefill_ids, cmd.decode_ids)
+            res = b.step(prefill, cmd.decode_ids)
         except BaseException as exc:
             if is_out_of_memory(exc):
                 self._free_cache()
                 raise StepOutOfMemory(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
             raise
-        outputs = tuple(
-            TokenOut(o.request_id, o.token_id, o.text_delta, o.finished, o.finish_reason) for o in res.outputs
+        outputs = tuple(refused) + tuple(
+            TokenOut(o.request_id, o.token_id, o.text_delta, o.finished, o.finish_reason, o.error)
+            for o in res.outputs
         )
         return StepReply(cmd.batch_id, outputs, res.duration_s, res.profile_row(padded=True))
 

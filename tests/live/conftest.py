@@ -75,3 +75,37 @@ def timed_live_run(tmp_path_factory):
         torch.set_num_threads(before)
     assert all(r.ok for r in results)
     return url, run_id, samples
+
+
+class StepCounter:
+    """Counts the worker steps a pool runs (wraps its ``step``): invalid requests must cause none."""
+
+    def __init__(self, pool) -> None:
+        self.count = 0
+        self._step = pool.step
+        pool.step = self
+
+    async def __call__(self, worker_id, cmd):
+        self.count += 1
+        return await self._step(worker_id, cmd)
+
+
+@pytest.fixture(scope="session")
+def api():
+    """An in-process daemon on a thread pool (one tiny-llama worker, no recording) as a
+    ``TestClient``, with its pool's steps counted: ``(client, daemon, steps)``."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.daemon import Daemon, DaemonOptions
+    from controlplane.live.daemon_config import daemon_config
+
+    cfg, _ = daemon_config(None, workers=1)
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, default_max_tokens=4), record=False)
+    with TestClient(daemon.app, raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the in-process daemon never became ready"
+            time.sleep(0.05)
+        yield client, daemon, StepCounter(daemon.driver.pool)

@@ -1,0 +1,130 @@
+"""Workers defend themselves (issue 18): a request that cannot be computed fails alone, with its
+reason, and its worker and the other requests of its batch go on; a request in the steps of two
+workers that failed is quarantined rather than retried on a third replica."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from controlplane.live.driver import LiveDriver
+from controlplane.live.pool_thread import LocalThreadPool
+from controlplane.live.sampling import (
+    SamplingParams,
+    StopCondition,
+    sample_next,
+    sample_rows,
+)
+from controlplane.live.worker_messages import AddSpec, StepCommand, WorkerLost
+from controlplane.live.worker_runtime import WorkerRuntime
+from controlplane.testing import make_config
+from controlplane.types import ReasonCode, WorkerState
+
+
+def poisoned(temperature: float = math.nan) -> SamplingParams:
+    """Sampling params that got past every check (as a bug or a new client path might let them)."""
+    p = SamplingParams(temperature=1.0, seed=1)
+    object.__setattr__(p, "temperature", temperature)
+    return p
+
+
+def test_sampling_params_refuse_non_finite_values():
+    for bad in ({"temperature": math.nan}, {"temperature": math.inf}, {"top_p": math.nan}, {"temperature": -1}):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)
+
+
+def test_a_row_that_cannot_be_sampled_fails_alone():
+    logits = torch.randn(3, 16)
+    logits[1, 4] = math.nan
+    params = [SamplingParams(), SamplingParams(), poisoned()]
+    tokens, errors = sample_rows(logits, params, [None, None, params[2].make_generator(torch.device("cpu"))])
+    assert set(errors) == {1, 2} and "non-finite" in errors[1] and "sampling failed" in errors[2]
+    assert tokens[0] == int(torch.argmax(logits[0])) and tokens[1] == tokens[2] == -1
+    with pytest.raises(ValueError, match="row 1"):
+        sample_next(logits, params, [None] * 3)
+    # a tiny temperature is greedy, not an overflow
+    assert sample_rows(logits[:1], [SamplingParams(temperature=1e-300)], [torch.Generator()])[0] == [tokens[0]]
+
+
+def test_the_worker_fails_one_request_and_keeps_the_others(engine):
+    runtime = WorkerRuntime(engine, settings=None, threads=None)
+    prompt = tuple(engine.tokenizer("hello there")["input_ids"])
+    stop = StopCondition(eos_token_ids=())
+    adds = (AddSpec("good", prompt, 4, stop, SamplingParams()), AddSpec("bad", prompt, 4, stop, poisoned()),
+            AddSpec("refused", (10**9,), 4, stop, SamplingParams()))
+    reply = runtime.step(StepCommand(1, ("good", "bad", "refused"), (), adds))
+    by_id = {o.request_id: o for o in reply.outputs}
+    assert by_id["good"].error is None and not by_id["good"].finished
+    assert by_id["bad"].finish_reason == "error" and "sampling failed" in by_id["bad"].error
+    assert by_id["refused"].error.startswith("refused by the worker")
+    assert engine.running_ids() == ["good"] and not engine.has_request("bad")
+    for _ in range(3):  # the survivor decodes to its end on the same worker
+        reply = runtime.step(StepCommand(2, (), ("good",)))
+    assert reply.outputs[0].finished and reply.outputs[0].finish_reason == "length"
+
+
+def config(tmp_path: Path, replicas: int = 1):
+    return make_config(storage={"url": f"sqlite:///{tmp_path / 'live.db'}"}, control={"tick_s": 0.2},
+                       cluster={"models": [{"name": "tiny", "replicas": replicas,
+                                            "worker": {"preset": "tiny-llama", "max_seq_len": 128}}]})
+
+
+def run(cfg, body):
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        try:
+            return await body(driver), driver
+        finally:
+            await driver.close()
+
+    return asyncio.run(main())
+
+
+def test_a_poisoned_request_fails_alone_and_no_worker_fails(tmp_path, monkeypatch):
+    async def body(driver):
+        with monkeypatch.context() as m:  # let a NaN temperature through every check
+            m.setattr(SamplingParams, "__post_init__", lambda self: None)
+            good = await driver.submit("a fine prompt", max_tokens=6, ignore_eos=True)
+            bad = await driver.submit("a poisoned prompt", max_tokens=6, temperature=math.nan)
+        results = await asyncio.gather(good.result(), bad.result())
+        after = await driver.generate("and another one", max_tokens=3, ignore_eos=True)
+        return results, after, [w.state for w in driver.core.workers.values()], driver.core.stats
+
+    (ok, failed), after, states, _ = run(config(tmp_path), body)[0]
+    assert ok.ok and ok.completion_tokens == 6 and after.ok
+    assert failed.status == "failed" and failed.reason_code is ReasonCode.INVALID and failed.http_status == 400
+    assert "could not compute this request" in failed.reason and "sampling failed" in failed.reason
+    assert states == [WorkerState.READY] and failed.num_retries == 0
+
+
+def test_a_request_that_failed_two_workers_is_quarantined(tmp_path):
+    killer: set[str] = set()
+    steps_seen: list[str] = []
+
+    async def body(driver):
+        real_step = driver.pool.step
+
+        async def step(wid, cmd):
+            if killer & {*cmd.prefill_ids, *cmd.decode_ids}:
+                steps_seen.append(wid)
+                raise WorkerLost(f"worker {wid} died (test)")
+            return await real_step(wid, cmd)
+
+        driver.pool.step = step
+        handle = await driver.submit("a request that kills workers", max_tokens=4)
+        killer.add(handle.request_id)  # its step has not run yet: nothing awaited since submit
+        result = await handle.result()
+        after = await asyncio.wait_for(driver.generate("still served", max_tokens=3, ignore_eos=True), 120)
+        return result, after
+
+    (result, after), _ = run(config(tmp_path, replicas=3), body)
+    assert len(steps_seen) == 2 and len(set(steps_seen)) == 2  # two workers, never a third
+    assert result.status == "failed" and result.reason_code is ReasonCode.WORKER_FAILED
+    assert result.reason.startswith("quarantined: 2 workers failed")
+    assert after.ok
