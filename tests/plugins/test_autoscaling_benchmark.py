@@ -22,8 +22,17 @@ def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
     assert bench.main(["--limit", "400", "--speed-up", "8", "--max-replicas", "3", "--cold-start", "5"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
-    assert set(result) == {"seed-autoscaler", "hpa", "kpa", "static_peak"}
+    assert {"seed-autoscaler", "hpa", "kpa", "static_peak"} <= set(result)
     for row in result.values():
         assert {"slo_attainment", "gpu_hours", "scale_events", "oscillations"} <= set(row)
         assert 0 <= row["slo_attainment"] <= 1 and row["gpu_hours"] > 0
     assert 1 <= result["static_peak"]["replicas"] <= 3
+
+
+def test_policies_and_settings_from_the_command_line(capsys):
+    assert bench.parse_sets(["hpa.target=8", "hpa.metric=running", "kpa.scale_to_zero=true"]) == {
+        "hpa": {"target": 8, "metric": "running"}, "kpa": {"scale_to_zero": True}}
+    assert bench.window_s("kpa", {}) == 60.0 and bench.window_s("hpa", {"scale_down_stabilization_s": 100}) == 100.0
+    assert bench.main(["--limit", "200", "--policies", "hpa", "--set", "hpa.target=4", "--max-replicas", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"hpa", "static_peak"}
