@@ -195,6 +195,29 @@ def test_bad_requests_get_openai_errors(daemon):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_hostile_requests_over_http_are_400s_and_no_worker_fails(daemon):
+    """Issue 18's reports, through uvicorn to worker processes: a non-finite sampling parameter,
+    a lone surrogate, an unknown chat role, a non-text content part; then a 200."""
+    daemon.wait_ready()
+    url = f"{daemon.base}/v1"
+    hostile = [
+        ("completions", b'{"model": "%s", "prompt": "x", "max_tokens": 2, "temperature": NaN}' % MODEL.encode()),
+        ("completions", b'{"model": "%s", "prompt": "x", "max_tokens": 2, "top_p": 1e999}' % MODEL.encode()),
+        ("completions", b'{"model": "%s", "prompt": "\\ud800", "max_tokens": 2}' % MODEL.encode()),
+        ("chat/completions", json.dumps({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}).encode()),
+        ("chat/completions", json.dumps({"model": MODEL, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://x"}}]}]}).encode()),
+        ("completions", b"{" * 3 + b"x"),
+    ]
+    for path, raw in hostile:
+        r = httpx.post(f"{url}/{path}", content=raw, headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 400, (path, raw, r.text)
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    ok = daemon.client().completions.create(model=MODEL, prompt="still fine", max_tokens=2)
+    assert ok.choices[0].text is not None
+    assert all(w["state"] == "ready" and w["alive"] for w in daemon.workers())
+
+
 def test_concurrent_requests_are_batched(daemon):
     daemon.wait_ready()
     client = daemon.client()
