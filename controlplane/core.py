@@ -299,11 +299,13 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         if self._cancelling:
             self._cancelling.pop(r.request_id, None)
         self.stats.on_finished(r, self.config.slo)
-        if status is RequestStatus.COMPLETED and r.first_token_s is not None:
-            recent = self._recent.get(r.model)
-            if recent is not None:
-                ttft, _, e2e, queue = request_latencies(r)
-                recent.add(r.finish_s, ttft, e2e, queue)
+        recent = self._recent.get(r.model)
+        if recent is not None:
+            if status is RequestStatus.COMPLETED and r.first_token_s is not None:
+                ttft, tpot, e2e, queue = request_latencies(r)
+                recent.add(r.finish_s, ttft, e2e, queue, tpot)
+            elif status is RequestStatus.REJECTED or status is RequestStatus.FAILED:
+                recent.add_error(self.clock.now_s)
         self._emit(ev.RequestFinished(self.clock.now_s, r))
         self._out.append(act.FinishRequest(r))
 

@@ -19,41 +19,60 @@ from controlplane.types import Request, Worker, WorkerState
 __all__ = ["LATENCY_KINDS", "RecentLatencies", "ScalingContext", "build_scaling_context"]
 
 #: Latencies a `RecentLatencies` window keeps, per completed request.
-LATENCY_KINDS = ("ttft", "e2e", "queue")
+LATENCY_KINDS = ("ttft", "tpot", "e2e", "queue")
 
 
 class RecentLatencies:
-    """Latencies of one model's requests that completed within the last ``window_s`` of run time.
+    """One model's requests that ended within the last ``window_s`` of run time: the latencies of
+    the completed ones, and when requests were rejected or failed (the error rate).
 
     Appending is O(1) per request; percentiles are computed only when a policy asks for one.
     """
 
-    __slots__ = ("window_s", "_items")
+    __slots__ = ("window_s", "_items", "_errors")
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
-        self._items: deque[tuple[float, float, float, float]] = deque()  # (finish_s, ttft, e2e, queue)
+        # (finish_s, ttft, tpot, e2e, queue); tpot and queue may be None (one-token output, ...)
+        self._items: deque[tuple[float, float | None, float | None, float | None, float | None]] = deque()
+        self._errors: deque[float] = deque()  # when requests were rejected or failed
 
-    def add(self, finish_s: float, ttft_s: float, e2e_s: float, queue_s: float) -> None:
-        self._items.append((finish_s, ttft_s, e2e_s, queue_s))
+    def add(self, finish_s: float, ttft_s: float | None = None, e2e_s: float | None = None,
+            queue_s: float | None = None, tpot_s: float | None = None) -> None:
+        self._items.append((finish_s, ttft_s, tpot_s, e2e_s, queue_s))
+
+    def add_error(self, time_s: float) -> None:
+        self._errors.append(time_s)
 
     def prune(self, now_s: float) -> None:
-        """Forget requests that completed more than ``window_s`` before ``now_s``."""
-        items, oldest = self._items, now_s - self.window_s
+        """Forget requests that ended more than ``window_s`` before ``now_s``."""
+        oldest = now_s - self.window_s
+        items, errors = self._items, self._errors
         while items and items[0][0] < oldest:
             items.popleft()
+        while errors and errors[0] < oldest:
+            errors.popleft()
 
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def num_errors(self) -> int:
+        return len(self._errors)
+
+    def error_rate(self) -> float:
+        """Rejected or failed over all requests that ended in the window (0 when none did)."""
+        n = len(self._items) + len(self._errors)
+        return len(self._errors) / n if n else 0.0
+
     def percentile(self, kind: str, q: float) -> float | None:
-        """The ``q``-th percentile (0-100) of ``kind`` ("ttft", "e2e" or "queue"); None if empty."""
+        """The ``q``-th percentile (0-100) of ``kind`` (one of `LATENCY_KINDS`) over the completed
+        requests that have one; None if none has."""
         if kind not in LATENCY_KINDS:
             raise ValueError(f"unknown latency {kind!r}; one of {', '.join(LATENCY_KINDS)}")
-        if not self._items:
-            return None
         col = 1 + LATENCY_KINDS.index(kind)
-        return float(np.percentile(np.fromiter((it[col] for it in self._items), float, len(self._items)), q))
+        values = [it[col] for it in self._items if it[col] is not None]
+        return float(np.percentile(np.asarray(values, dtype=float), q)) if values else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +107,13 @@ class ScalingContext:
         """Requests completed within the latency window."""
         return len(self.recent)
 
+    @property
+    def error_rate(self) -> float:
+        """Share of the requests that ended within the window that were rejected or failed."""
+        return self.recent.error_rate()
+
     def latency_percentile(self, kind: str, q: float) -> float | None:
-        """``q``-th percentile of "ttft", "e2e" or "queue" over the window; None without requests."""
+        """``q``-th percentile of "ttft", "tpot", "e2e" or "queue" over the window; None without requests."""
         return self.recent.percentile(kind, q)
 
 

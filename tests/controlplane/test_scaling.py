@@ -52,8 +52,9 @@ def test_latency_percentiles_cover_the_window_only():
                               tick_s=1.0, recent=recent)
     assert s.num_recent == 11  # completed at 9..19 s
     assert s.latency_percentile("ttft", 50) == 14.0 and s.latency_percentile("e2e", 100) == 38.0
+    assert s.latency_percentile("tpot", 50) is None  # none of them has one
     with pytest.raises(ValueError, match="unknown latency"):
-        s.latency_percentile("tpot", 50)
+        s.latency_percentile("itl", 50)
     empty = RecentLatencies(10.0)
     assert empty.percentile("ttft", 99) is None
 
@@ -93,3 +94,22 @@ def test_stopped_workers_are_forgotten():
     assert late and all(len(s.workers) == 1 and s.num_draining == 0 for s in late)
     assert all(w.worker_id not in stopped for s in late for w in s.workers)
     assert res.summary["num_completed"] == 120
+
+
+def test_error_rate_counts_rejections_and_failures_in_the_window():
+    recent = RecentLatencies(10.0)
+    recent.add(1.0, ttft_s=0.1, e2e_s=1.0, queue_s=0.0, tpot_s=0.02)
+    recent.add(12.0, ttft_s=0.1, e2e_s=1.0, queue_s=0.0, tpot_s=None)
+    recent.add_error(2.0)
+    recent.add_error(13.0)
+    s = build_scaling_context(model="m", now_s=15.0, configured_replicas=1, workers=[], unrouted=[], arrivals=0,
+                              tick_s=1.0, recent=recent)
+    assert (s.num_recent, s.recent.num_errors, s.error_rate) == (1, 1, 0.5)
+    assert s.latency_percentile("tpot", 50) is None  # the one left in the window has no TPOT
+
+
+def test_the_scaler_sees_rejections_as_errors():
+    watch = _Watch()
+    replay_with(watch, trace=make_trace(60, qps=10, seed=4),
+                cluster={"models": [{"name": "default", "replicas": 1, "max_model_len": 300}]})
+    assert max(s.error_rate for s in watch.seen) > 0
