@@ -85,8 +85,10 @@ class ServedModel:
         try:
             sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
             stop_cond = StopCondition(eos_token_ids=() if ignore_eos else None, stop_strings=stops)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        except ValueError as exc:  # the message starts with the field at fault
+            field = str(exc).split(" ", 1)[0]
+            param = field if field in ("temperature", "top_p", "top_k") else "stop" if "stop" in str(exc) else None
+            raise InvalidRequest(str(exc), param=param) from None
         params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
         if seed is not None:
             params["seed"] = seed

@@ -86,6 +86,22 @@ def run(cfg, body):
     return asyncio.run(main())
 
 
+def test_the_library_path_refuses_non_finite_sampling_before_the_core(tmp_path):
+    from controlplane.live.http_errors import InvalidRequest
+
+    async def body(driver):
+        refused = []
+        for kwargs in ({"temperature": math.nan}, {"temperature": math.inf}, {"top_p": math.nan}):
+            with pytest.raises(InvalidRequest) as err:
+                await driver.submit("x", max_tokens=2, **kwargs)
+            refused.append(err.value.param)
+        return refused, driver.core.ctx.ids.next("live-request")
+
+    (params, next_id), _ = run(config(tmp_path), body)
+    assert params == ["temperature", "temperature", "top_p"]
+    assert next_id == 0  # no request id was ever taken: nothing reached the core
+
+
 def test_a_poisoned_request_fails_alone_and_no_worker_fails(tmp_path, monkeypatch):
     async def body(driver):
         with monkeypatch.context() as m:  # let a NaN temperature through every check
