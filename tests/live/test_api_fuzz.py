@@ -108,3 +108,17 @@ def test_the_daemon_still_serves_after_the_fuzzing(api):
     r = client.post("/v1/completions", json={"prompt": "after the storm", "max_tokens": 2})
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("length", "stop")
     assert all(w.is_alive for w in daemon.driver.core.workers.values())
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(raw=st.binary(max_size=200) | JSON.map(lambda b: json.dumps(b).encode()))
+def test_the_body_guard_only_ever_refuses_with_a_reason(raw):
+    from controlplane.live.request_guard import BodyProblem, check_body
+
+    try:
+        body = check_body(raw)
+    except BodyProblem as exc:
+        assert exc.status in (400, 413) and str(exc)
+        return
+    # what passes is plain, finite, valid JSON that round-trips
+    assert json.loads(json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")) == body
