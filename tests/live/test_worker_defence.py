@@ -68,6 +68,27 @@ def test_the_worker_fails_one_request_and_keeps_the_others(engine):
     assert reply.outputs[0].finished and reply.outputs[0].finish_reason == "length"
 
 
+def test_a_request_that_fails_mid_decode_leaves_the_batch_intact(engine):
+    prompt = engine.tokenizer("one two three")["input_ids"]
+    stop = StopCondition(eos_token_ids=())
+    for rid in ("a", "bad", "b"):
+        engine.add_request(rid, prompt, max_new_tokens=5, stop=stop)
+    texts = {rid: o.text_delta for rid, o in engine.step(["a", "bad", "b"], []).by_id.items()}
+    engine._running["bad"].sampling = poisoned()  # noqa: SLF001 - it goes bad after its prefill
+    out = engine.step([], ["a", "bad", "b"]).by_id
+    assert out["bad"].error and out["bad"].finish_reason == "error"
+    assert engine.running_ids() == ["a", "b"]
+    while True:
+        for rid in ("a", "b"):
+            texts[rid] += out[rid].text_delta
+        if not engine.num_running:
+            break
+        out = engine.step([], engine.running_ids()).by_id
+    assert out["a"].finish_reason == out["b"].finish_reason == "length"
+    alone = engine.generate_one(prompt, 5, stop=stop).text  # greedy: the failure changed nothing for them
+    assert texts["a"] == texts["b"] == alone
+
+
 def config(tmp_path: Path, replicas: int = 1):
     return make_config(storage={"url": f"sqlite:///{tmp_path / 'live.db'}"}, control={"tick_s": 0.2},
                        cluster={"models": [{"name": "tiny", "replicas": replicas,
