@@ -119,6 +119,11 @@ def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) 
 async def _submit_all(driver: LiveDriver, prompts: list[Any], body: Any, max_tokens: int | None,
                       default_max_tokens: int, chat: bool) -> list[LiveRequestHandle]:
     kwargs = body.sampling_kwargs()
+    if len(prompts) > 1:  # all of them are checked before any is submitted: all or nothing
+        served = driver.model(body.model)
+        checks = {k: kwargs[k] for k in ("temperature", "top_p", "top_k", "stop", "ignore_eos")}
+        for prompt in prompts:
+            served.prepare(prompt, max_tokens=max_tokens or 1, seed=body.seed, chat=chat, **checks)
     handles = []
     for prompt in prompts:
         room = None

@@ -121,6 +121,14 @@ def test_invalid_fields_are_400s_naming_the_field_and_reach_no_worker(api, path,
     assert steps.count == before
 
 
+def test_one_bad_prompt_of_several_refuses_them_all_before_any_is_submitted(api):
+    client, daemon, steps = api
+    before, ids = steps.count, daemon.driver.core.ctx.ids.next("live-request")
+    r = client.post(COMPLETIONS, json={"prompt": [[1, 2], [3] * 5000], "max_tokens": 2})
+    assert check_error(r, param="prompt")["code"] == "too_long"
+    assert steps.count == before and daemon.driver.core.ctx.ids.next("live-request") == ids + 1
+
+
 def test_limits_on_size_and_depth(api):
     client, _, steps = api
     before = steps.count
