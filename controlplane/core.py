@@ -69,7 +69,9 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         )
         self._batches: dict[str, Batch] = {}
         self._interrupted: set[str] = set()
-        self._cancelling: dict[str, str] = {}  # request id -> reason, for requests in a running batch
+        # Requests in a running batch that leave at its next boundary: id -> (reason, None to cancel
+        # or the code to fail it with).
+        self._cancelling: dict[str, tuple[str, ReasonCode | None]] = {}
         self._worker_alive_since: dict[str, float] = {}
         self._out: list[Any] = []
         self._deployments = {m.name: m for m in config.cluster.models}
@@ -85,6 +87,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
             ev.IterationTimed: self._emit,
             ev.RequestArrived: self._on_arrival,
             ev.RequestCancelled: self._on_cancel,
+            ev.RequestFailed: self._on_request_failed,
             ev.BatchFinished: self._on_batch_finished,
             ev.BatchFailed: self._on_batch_failed,
             ev.WorkerReady: self._on_worker_ready,
@@ -249,26 +252,35 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         self._finish(r, RequestStatus.REJECTED)
 
     def _on_cancel(self, e: ev.RequestCancelled) -> None:
-        r = self.active.get(e.request_id)
+        self._leave(e.request_id, e.reason, None)
+
+    def _on_request_failed(self, e: ev.RequestFailed) -> None:
+        self._leave(e.request_id, e.reason, e.code)
+
+    def _leave(self, request_id: str, reason: str, code: ReasonCode | None) -> None:
+        """Cancel (``code`` None) or fail a request: now, or at its running batch's next boundary."""
+        r = self.active.get(request_id)
         if r is None:
             return  # already answered
         w = self.workers.get(r.worker_id) if r.worker_id is not None else None
         batch = self._batches.get(w.worker_id) if w is not None else None
         if batch is not None and (r in batch.decode or r in batch.then_decode
                                   or any(p is r for p, _ in batch.prefill)):
-            self._cancelling[r.request_id] = e.reason  # it leaves at the batch's next boundary
+            self._cancelling[r.request_id] = (reason, code)  # it leaves at the batch's next boundary
             if batch.max_iterations > 1 and w.worker_id not in self._interrupted:
                 self._interrupted.add(w.worker_id)
                 self._out.append(act.InterruptBatch(w.worker_id))
             return
-        self._cancel(r, w, e.reason)
+        self._cancel(r, w, reason, code)
 
     def _apply_cancellations(self, w: Worker) -> None:
         """Cancel the requests of ``w`` whose cancellation waited for their batch to end."""
         for r in [r for r in (*w.running, *w.waiting) if r.request_id in self._cancelling]:
-            self._cancel(r, w, self._cancelling[r.request_id], schedule=False)
+            self._cancel(r, w, *self._cancelling[r.request_id], schedule=False)
 
-    def _cancel(self, r: Request, w: Worker | None, reason: str, *, schedule: bool = True) -> None:
+    def _cancel(self, r: Request, w: Worker | None, reason: str, code: ReasonCode | None = None, *,
+                schedule: bool = True) -> None:
+        """Take ``r`` out of the system: cancelled, or failed with ``code``."""
         self._cancelling.pop(r.request_id, None)
         if w is not None:
             if r in w.running:
@@ -279,9 +291,12 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         elif r in self.unrouted:
             self.unrouted.remove(r)
         self.guardian_pending.pop(r.request_id, None)
-        r.reason = reason
-        self._decision("core", "core", "cancel", r.request_id, reason)
-        self._finish(r, RequestStatus.CANCELLED)
+        if code is None:
+            r.reason = reason
+            self._decision("core", "core", "cancel", r.request_id, reason)
+            self._finish(r, RequestStatus.CANCELLED)
+        else:
+            self._fail(r, reason, code)
         if w is not None and schedule:
             self._schedule(w)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.types import Batch, Request
+from controlplane.types import Batch, ReasonCode, Request
 
 # --- inbound: driver -> core ---------------------------------------------------------------
 
@@ -44,6 +44,18 @@ class RequestCancelled:
     time_s: float
     request_id: str
     reason: str = "cancelled by the client"
+
+
+@dataclass(slots=True)
+class RequestFailed:
+    """The driver cannot serve this one request (its worker could not compute it, or it was in the
+    steps of too many failed workers). Like a cancellation it leaves at its batch's next boundary,
+    but it is recorded as failed, with ``code``."""
+
+    time_s: float
+    request_id: str
+    reason: str
+    code: ReasonCode = ReasonCode.INVALID
 
 
 @dataclass(slots=True)
@@ -117,7 +129,7 @@ class IterationTimed:
 
 #: Every event a driver may feed `ControlPlane.handle`; the core has a handler for each.
 INBOUND_EVENTS: tuple[type, ...] = (
-    RequestArrived, RequestCancelled, BatchFinished, BatchFailed, WorkerReady, WorkerFailed,
+    RequestArrived, RequestCancelled, RequestFailed, BatchFinished, BatchFailed, WorkerReady, WorkerFailed,
     WorkerStopped, GuardianFinished, WorkerWake, Tick, IterationTimed,
 )
 

@@ -83,7 +83,7 @@ class WorkerLifecycle:
         w.num_kv_blocks_used = 0
         for r in victims:
             if r.request_id in self._cancelling:
-                self._cancel(r, None, self._cancelling[r.request_id])
+                self._cancel(r, None, *self._cancelling[r.request_id])
                 continue
             r.num_retries += 1
             if r.num_retries > self.config.cluster.max_retries:

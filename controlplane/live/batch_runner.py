@@ -15,7 +15,7 @@ reported failed.
 
 A request the worker could not compute (refused at registration, or a row that could not be
 sampled: ``TokenOut.error``) fails alone: its client gets the reason (400, ``invalid``) and the
-core a ``RequestCancelled`` with it, fed before the batch's ``BatchFinished`` so that it leaves
+core a ``RequestFailed`` with it, fed before the batch's ``BatchFinished`` so that it leaves
 at that boundary; the worker and the batch's other requests go on. A request that was in the
 step of `QUARANTINE_AFTER` workers that failed is quarantined: failed (503, ``worker_failed``)
 rather than retried on yet another replica (with no retry left, the core fails it itself).
@@ -180,7 +180,7 @@ class BatchRunner:
         reason = f"the worker could not compute this request: {error}"
         log.warning("request %s failed on its worker: %s", lr.request.request_id, error)
         lr.resolve(lr.final("failed", reason, ReasonCode.INVALID))
-        self.feed(ev.RequestCancelled(self.now_s(), lr.request.request_id, f"failed: {reason}"))
+        self.feed(ev.RequestFailed(self.now_s(), lr.request.request_id, reason, ReasonCode.INVALID))
 
     def worker_lost(self, worker_id: str, reason: str) -> None:
         """The worker failed (call before telling the core, so that it does not re-route what is
@@ -199,7 +199,7 @@ class BatchRunner:
             why = f"quarantined: {n} workers failed while computing this request (last: {reason}); not retried"
             log.warning("request %s %s", rid, why)
             lr.resolve(lr.final("failed", why, ReasonCode.WORKER_FAILED))
-            self.feed(ev.RequestCancelled(self.now_s(), rid, why))
+            self.feed(ev.RequestFailed(self.now_s(), rid, why, ReasonCode.WORKER_FAILED))
 
     def drop(self, worker_id: str, request_id: str) -> None:
         """Have a live worker drop the request at its next step."""

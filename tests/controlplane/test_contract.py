@@ -135,3 +135,19 @@ def test_live_sessions_plan_one_iteration_per_batch():
     for mode, exact, multi in (("sim", False, True), ("sim", True, False), ("live", False, False)):
         with RunSession(make_config(sim={"exact": exact}), mode=mode, record=False) as s:
             assert isinstance(s.core, ControlPlane) and s.core._multi_iteration is multi
+
+
+def test_a_request_the_driver_cannot_serve_fails_with_its_code(harness):
+    h = harness(cluster={"models": [{"name": "default", "replicas": 1}]})
+    wid = h.worker_ids[0]
+    h.handle(ev.RequestArrived(0.0, Request("a", 0.0, 8, 4)))
+    h.handle(ev.RequestArrived(0.0, Request("waiting", 0.0, 8, 4)))
+    (batch,) = h.batches(h.actions)
+    h.handle(ev.RequestFailed(0.05, "waiting", "quarantined", ReasonCode.WORKER_FAILED))  # not running: at once
+    h.handle(ev.RequestFailed(0.05, "a", "bad logits", ReasonCode.INVALID))  # in the batch: at its boundary
+    assert [r.request_id for r in h.log.finished] == ["waiting"]
+    h.handle(ev.BatchFinished(0.1, wid, batch.batch_id))
+    failed = {r.request_id: r for r in h.log.finished}
+    assert failed["a"].status is RequestStatus.FAILED and failed["a"].reason_code is ReasonCode.INVALID
+    assert failed["waiting"].reason_code is ReasonCode.WORKER_FAILED and failed["a"].reason == "bad logits"
+    assert {d.action for d in h.log.decisions if d.subject in ("a", "waiting")} >= {"fail"}
