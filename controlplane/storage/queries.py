@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, TextIO
 from sqlalchemy import Engine, Table, case, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from controlplane.hardware.profile_format import PADDED_FIELDS, ROW_FIELDS
 from controlplane.storage.db import describe_url
 from controlplane.storage.jsoncodec import dumps
 from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, WorkerEvent
@@ -53,20 +54,7 @@ EXPORT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "decisions": ("time_s", "plugin", "hook", "subject", "action", "reason", "is_error", "payload"),
     "metrics": ("time_s", "name", "value", "labels"),
     "worker_events": ("time_s", "worker_id", "kind", "detail"),
-    "iterations": (
-        "worker_id",
-        "batch_id",
-        "start_s",
-        "end_s",
-        "num_prefill_tokens",
-        "num_prefill_seqs",
-        "num_decode_seqs",
-        "sum_decode_context",
-        "sum_prefill_context",
-        "iteration_s",
-        "padded_prefill_tokens",
-        "padded_decode_context",
-    ),
+    "iterations": ("worker_id", "batch_id", "start_s", "end_s", *ROW_FIELDS, *PADDED_FIELDS),
 }
 """Columns of each export, in output order."""
 
