@@ -6,15 +6,20 @@ The model that adds these curves up into an iteration's time is ``vidur_profile.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ._interp import Curve1D, RatioSurface
+from .fit_cache import disk_cached
 from controlplane.hardware.specs import GPUSpec, ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "PROFILES_DIR",
@@ -71,6 +76,8 @@ def gpu_dir(gpu: GPUSpec) -> str:
 
 def list_vidur_profiles(profiles_dir: Path | str | None = None) -> dict[tuple[str, str], list[int]]:
     """{(gpu_dir, model_name): [tensor_parallel, ...]} for every shipped mlp.csv."""
+    import pandas as pd  # slow to import: only when a profile is read
+
     root = Path(profiles_dir or PROFILES_DIR) / "vidur" / "compute"
     out: dict[tuple[str, str], list[int]] = {}
     for f in sorted(root.glob("*/*/*/mlp.csv")):
@@ -141,7 +148,10 @@ def fit_attention_surfaces(df: pd.DataFrame) -> tuple[RatioSurface, RatioSurface
 
 
 @lru_cache(maxsize=64)
+@disk_cached
 def load_compute_curves(path: str, tp: int, shape: tuple[int, int, int, int], method: str) -> dict[str, Curve1D]:
+    import pandas as pd  # slow to import: only when a profile is read
+
     df = pd.read_csv(path).drop_duplicates()
     heads, kv_heads, hidden, inter = shape
     match = df[(df["n_head"] == heads) & (df["n_kv_head"] == kv_heads) & (df["n_embd"] == hidden) & (df["n_expanded_embd"] == inter)]
@@ -157,7 +167,10 @@ def load_compute_curves(path: str, tp: int, shape: tuple[int, int, int, int], me
 
 
 @lru_cache(maxsize=32)
+@disk_cached
 def load_all_reduce_curve(path: str, tp: int, hidden: int, method: str) -> Curve1D:
+    import pandas as pd  # slow to import: only when a profile is read
+
     df = pd.read_csv(path).drop_duplicates()
     sub = df[(df["num_workers"] == tp) & (df["devices_per_node"] == tp) & (df["collective"] == "all_reduce")]
     if sub.empty:
@@ -168,7 +181,10 @@ def load_all_reduce_curve(path: str, tp: int, hidden: int, method: str) -> Curve
 
 
 @lru_cache(maxsize=32)
+@disk_cached
 def load_attention_fit(path: str, hidden: int, heads: int, kv_heads: int, block: int, tp: int | None) -> tuple[RatioSurface, RatioSurface, Curve1D | None]:
+    import pandas as pd  # slow to import: only when a profile is read
+
     df = pd.read_csv(path).drop_duplicates()
     if tp is not None:
         df = df[
@@ -186,7 +202,10 @@ def load_attention_fit(path: str, hidden: int, heads: int, kv_heads: int, block:
 
 
 @lru_cache(maxsize=8)
+@disk_cached
 def load_cpu_curves(path: str, model: str, tp: int) -> dict[str, Curve1D]:
+    import pandas as pd  # slow to import: only when a profile is read
+
     df = pd.read_csv(path)
     sub = df[(df["model_name"] == model) & (df["tensor_parallel_degree"] == tp)]
     if sub.empty:
@@ -202,6 +221,8 @@ def attention_candidates(root: Path, gpu_dir: str) -> list[Path]:
 
 
 def attention_shapes(files: list[Path]) -> list[dict]:
+    import pandas as pd  # slow to import: only when a profile is read
+
     cols = ["n_embd", "n_q_head", "n_kv_head", "block_size", "num_tensor_parallel_workers"]
     out = []
     for f in files:

@@ -1,0 +1,81 @@
+"""Fitted latency-model pieces cached on disk, so a replay does not re-read and re-fit the same
+profile CSVs (or import pandas and scipy to do it) at every start.
+
+An entry's key is the fitting function, its arguments, the profile file's content and the code
+that fits it (this package's fitting modules), so editing either makes a new entry. Entries live
+in ``$CONTROLPLANE_CACHE_DIR`` or the user's cache directory (platformdirs); set
+``CONTROLPLANE_CACHE_DIR=off`` to fit every time. A missing, unreadable or stale entry is simply
+fitted again; the cache never changes a result.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["CACHE_ENV", "cache_dir", "disk_cached"]
+
+CACHE_ENV = "CONTROLPLANE_CACHE_DIR"
+#: The modules whose code decides what a fit returns: a change in any of them changes every key.
+_FIT_MODULES = ("vidur_files.py", "_interp.py", "fit_cache.py")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cache_dir() -> Path | None:
+    """Where fitted pieces are kept; None when caching is off."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return None if configured.lower() in ("off", "0", "none") else Path(configured)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("controlplane")) / "latency-fits"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in _FIT_MODULES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def disk_cached(fn: F) -> F:
+    """Cache ``fn(path, *args)`` (``path`` a profile file, ``args`` hashable and repr-stable)."""
+
+    @functools.wraps(fn)
+    def cached(path: str, *args: Any) -> Any:
+        where = cache_dir()
+        if where is None:
+            return fn(path, *args)
+        stat = os.stat(path)
+        key = hashlib.sha256(
+            repr((fn.__qualname__, args, _file_digest(path, stat.st_size, stat.st_mtime_ns), _code_version()))
+            .encode()
+        ).hexdigest()[:40]
+        entry = where / f"{fn.__name__}-{key}.pkl"
+        try:
+            return pickle.loads(entry.read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+            pass  # no entry yet, or one this code cannot read: fit it
+        result = fn(path, *args)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(entry)
+        except OSError:
+            pass  # a read-only home still replays, only slower
+        return result
+
+    return cached  # type: ignore[return-value]
