@@ -67,8 +67,12 @@ class ControlLoop:
         if target == len(current):
             return
         self.stats.num_scale_events += 1
-        self._decision("cp_scale", plugin, "scale", model, decision.reason,
-                       {"from": len(current), "to": target})
+        payload: dict[str, Any] = {"from": len(current), "to": target}
+        if decision.confidence is not None:
+            payload["confidence"] = decision.confidence
+        if decision.signals:
+            payload["signals"] = dict(decision.signals)
+        self._decision("cp_scale", plugin, "scale", model, decision.reason, payload)
         if target > len(current):
             for _ in range(target - len(current)):
                 self._add_worker(model, decision.reason or "scale up")

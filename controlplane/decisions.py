@@ -55,6 +55,8 @@ class ScaleDecision:
     model: str
     target_replicas: int
     reason: str = ""
+    confidence: float | None = None  # the policy's confidence in it, 0-1 (stored with the decision)
+    signals: dict[str, float] | None = None  # the inputs it decided on, by name (stored with the decision)
 
 
 @dataclass(slots=True)

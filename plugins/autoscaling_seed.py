@@ -216,7 +216,11 @@ class SeedAutoscaler(Plugin):
         else:
             return ScaleDecision(model, current, f"keep {current}: {desc}")
         st.last_action_s = now_s
-        return ScaleDecision(model, target, f"scale {action} {current} -> {target}: {desc}")
+        signals = {"score": score, "utilization": sig.utilization, "trend": sig.trend, "queue": sig.queue,
+                   "error": sig.error, "forecast": sig.forecast, "rate_per_s": sig.rate,
+                   "forecast_rate_per_s": sig.forecast_rate, "error_rate": sig.error_rate}
+        return ScaleDecision(model, target, f"scale {action} {current} -> {target}: {desc}",
+                             confidence=round(confidence, 4), signals={k: round(v, 6) for k, v in signals.items()})
 
     @hookimpl
     def cp_scale(self, ctx, model, scaling):
