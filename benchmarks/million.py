@@ -69,7 +69,7 @@ def config(db_url: str, replicas: int, latency: str):
         deployment.update(latency_model="linear", num_kv_blocks=3328)
     return load_config(None, {
         "storage": {"url": db_url, "record_batches": False},
-        "sim": {"tick_s": 10.0},
+        "control": {"tick_s": 10.0},
         "plugins": {"enabled": ["least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
                                 "builtin-latency-models"]},
         "cluster": {"models": [deployment]},

@@ -50,7 +50,7 @@ def run(trace, router: str, replicas: int, unbounded: bool):
     if unbounded:
         settings["prefix-cache"] = {"capacity_blocks": 10**12}
     cfg = load_config(None, {
-        "sim": {"tick_s": 10.0},
+        "control": {"tick_s": 10.0},
         "plugins": {"enabled": enabled, "settings": settings},
         "cluster": {"models": [{
             "name": "kimi", "replicas": replicas, "latency_model": "roofline",

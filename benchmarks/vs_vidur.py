@@ -100,7 +100,8 @@ def run_config(run_dir: Path, *, db_url: str = "sqlite://", tick_s: float = 10.0
     return load_config(None, {
         "seed": vc.get("seed", 0),
         "storage": {"url": db_url, "record_batches": record_batches},
-        "sim": {"tick_s": tick_s, "exact": exact},
+        "control": {"tick_s": tick_s},
+        "sim": {"exact": exact},
         "plugins": {
             "enabled": ["round-robin", "continuous-batching", "fixed-replicas", "static-memory",
                         "builtin-latency-models"],
