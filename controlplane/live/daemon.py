@@ -82,6 +82,7 @@ class Daemon:
         self.exiting = False
         self.drained_cleanly = True
         self._drain_task: asyncio.Task | None = None
+        self.crashed_runs: list[dict[str, Any]] = []  # runs of dead daemons marked crashed at start
         from controlplane.live.daemon_app import create_app  # the app's routes depend on this module
 
         self.app = create_app(self)
@@ -90,9 +91,25 @@ class Daemon:
 
     async def startup(self) -> None:
         await self.driver.start()
+        await asyncio.to_thread(self._claim_run_and_mark_crashed)
         models = ", ".join(f"{d.name} x{d.replicas}" for d in self.config.cluster.models)
         log.info("run %s (mode live) recording to %s; starting %s on the %s pool", self.driver.run_id,
                  self.config.storage.url if self.driver.record else "nowhere", models, self.options.pool)
+
+    def _claim_run_and_mark_crashed(self) -> None:
+        """Record this process as the owner of its run, and mark ``crashed`` the runs of dead daemons."""
+        session = self.driver.session
+        engine = getattr(session, "engine", None)
+        run_id = self.driver.run_id
+        if engine is None or run_id is None:
+            return
+        from controlplane.storage.crashed import claim_run, mark_crashed_runs
+
+        try:
+            claim_run(engine, run_id)
+            self.crashed_runs = mark_crashed_runs(engine, exclude={run_id})
+        except Exception as exc:  # never stop serving for this bookkeeping
+            log.warning("could not check for crashed runs: %s", exc)
 
     async def shutdown(self) -> None:
         if not self.exiting:  # stopped without a drain (uvicorn's own exit): drain now

@@ -48,7 +48,7 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
 }
 
 RUN_MODES: Final = frozenset({"sim", "live"})
-RUN_STATUSES: Final = frozenset({"running", "finished", "failed", "interrupted"})
+RUN_STATUSES: Final = frozenset({"running", "finished", "failed", "interrupted", "crashed"})
 REQUEST_STATUSES: Final = frozenset({"completed", "rejected", "failed", "in_flight", "cancelled"})
 CACHE_HITS: Final = frozenset({"exact", "semantic", "prefix"})
 WORKER_EVENT_KINDS: Final = frozenset({"starting", "ready", "failed", "stopped", "draining"})

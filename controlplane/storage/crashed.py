@@ -1,0 +1,116 @@
+"""Runs left ``running`` by a daemon that no longer exists are marked ``crashed``.
+
+A daemon killed with SIGKILL (or by the OOM killer, or a power cut) never closes its run, so the
+row stays ``running`` forever. At start the daemon records which process owns its run
+(:func:`claim_run`: host name, pid and the process's start time, under ``config["process"]``),
+and before serving it calls :func:`mark_crashed_runs`, which marks ``crashed`` every ``running``
+run that was claimed by a process of *this host* that is gone. Runs of other hosts, runs of live
+processes and runs never claimed (the simulator, older daemons) are never touched. A pid reused by
+an unrelated process is told apart by its start time.
+
+The crashed run's ``summary`` says what is in the database: ``requests_recorded`` (request rows
+written before the kill), and ``finished_at`` is when it was found, not when it died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import Engine, func, select, update
+
+from controlplane.storage.models import Request, Run
+
+log = logging.getLogger("controlplane.storage")
+
+__all__ = ["claim_run", "mark_crashed_runs", "process_alive", "process_marker"]
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    try:  # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def process_marker(pid: int | None = None) -> dict[str, Any]:
+    """Who owns a run: this host, the pid and (where known) the process's start time."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "start_ticks": _start_ticks(pid)}
+
+
+def process_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether ``pid`` runs on this host and is the same process (same start time, when known)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start_ticks is not None:
+        now = _start_ticks(pid)
+        if now is not None and now != start_ticks:
+            return False  # the pid was reused
+        if now is None and os.path.isdir("/proc"):
+            return os.path.exists(f"/proc/{pid}")
+    return True
+
+
+def claim_run(engine: Engine, run_id: int, marker: dict[str, Any] | None = None) -> None:
+    """Record in the run's config which process owns it (``config["process"]``)."""
+    marker = marker or process_marker()
+    with engine.begin() as conn:
+        config = conn.execute(select(Run.config).where(Run.id == run_id)).scalar_one()
+        config = dict(config or {})
+        config["process"] = marker
+        conn.execute(update(Run).where(Run.id == run_id).values(config=config))
+
+
+def mark_crashed_runs(
+    engine: Engine,
+    *,
+    exclude: set[int] | frozenset[int] = frozenset(),
+    host: str | None = None,
+    alive: Callable[[int, int | None], bool] = process_alive,
+) -> list[dict[str, Any]]:
+    """Mark ``crashed`` the ``running`` runs owned by dead processes of this host; return them.
+
+    Each returned dict holds ``run_id``, ``pid`` and ``requests_recorded``. The update is
+    conditional on the run still being ``running``, so two daemons starting at once agree.
+    """
+    host = socket.gethostname() if host is None else host
+    marked: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        rows = conn.execute(select(Run.id, Run.config, Run.summary).where(Run.status == "running")).all()
+    for run_id, config, summary in rows:
+        if run_id in exclude:
+            continue
+        owner = (config or {}).get("process") if isinstance(config, dict) else None
+        if not isinstance(owner, dict) or owner.get("host") != host or not isinstance(owner.get("pid"), int):
+            continue
+        if alive(owner["pid"], owner.get("start_ticks")):
+            continue
+        with engine.begin() as conn:
+            recorded = conn.execute(select(func.count()).select_from(Request).where(Request.run_id == run_id)).scalar_one()
+            new_summary = {**(summary or {}), "crashed": True, "requests_recorded": int(recorded),
+                           "found_by": process_marker()}
+            done = conn.execute(
+                update(Run).where(Run.id == run_id, Run.status == "running")
+                .values(status="crashed", summary=new_summary, finished_at=datetime.now(timezone.utc))
+            ).rowcount
+        if done:
+            log.warning("run %d was left running by pid %d on %s, which is gone: marked crashed "
+                        "(%d request rows recorded)", run_id, owner["pid"], host, recorded)
+            marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded)})
+    return marked

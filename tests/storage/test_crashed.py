@@ -1,0 +1,64 @@
+"""Runs left ``running`` by a process that is gone are marked ``crashed``; nothing else is touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from sqlalchemy import Engine
+
+from controlplane.storage import RunRecorder, get_run
+from controlplane.storage.crashed import claim_run, mark_crashed_runs, process_alive, process_marker
+
+from .support import request_row, start_run
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_only_dead_processes_of_this_host_have_their_runs_marked(engine: Engine) -> None:
+    dead = _dead_pid()
+    me = process_marker()
+    with RunRecorder(engine) as rec:
+        crashed = start_run(rec)
+        for i in range(3):
+            rec.add_request(request_row(i))
+        rec.flush()
+        live = start_run(rec)
+        other_host = start_run(rec)
+        unclaimed = start_run(rec)  # a simulator run, or a daemon from before claims existed
+        reused = start_run(rec)  # our pid, but a different process start time: the pid was reused
+    claim_run(engine, crashed, {**me, "pid": dead, "start_ticks": None})
+    claim_run(engine, live, me)
+    claim_run(engine, other_host, {**me, "host": me["host"] + "-elsewhere", "pid": dead})
+    if me["start_ticks"] is not None:
+        claim_run(engine, reused, {**me, "start_ticks": me["start_ticks"] + 1})
+
+    marked = mark_crashed_runs(engine)
+
+    expected = {crashed} | ({reused} if me["start_ticks"] is not None else set())
+    assert {m["run_id"] for m in marked} == expected
+    run = get_run(engine, crashed)
+    assert run["status"] == "crashed"
+    assert run["finished_at"] is not None
+    assert run["summary"]["crashed"] is True and run["summary"]["requests_recorded"] == 3
+    assert run["config"]["process"]["pid"] == dead
+    for run_id in (live, other_host, unclaimed):
+        assert get_run(engine, run_id)["status"] == "running"
+    assert mark_crashed_runs(engine) == []  # already marked: nothing more
+
+
+def test_excluded_runs_and_the_liveness_check(engine: Engine) -> None:
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec)
+    claim_run(engine, run_id, {**process_marker(), "pid": _dead_pid(), "start_ticks": None})
+    assert mark_crashed_runs(engine, exclude={run_id}) == []
+    assert mark_crashed_runs(engine, alive=lambda pid, ticks: True) == []
+    assert get_run(engine, run_id)["status"] == "running"
+    assert [m["run_id"] for m in mark_crashed_runs(engine)] == [run_id]
+    assert process_alive(os.getpid(), process_marker()["start_ticks"])
+    assert not process_alive(0)
