@@ -35,11 +35,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from db_outage import daemon, ms  # noqa: E402  (starts the daemon and waits until it is ready)
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from db_outage import daemon, ms
+from rich.console import Console
+from rich.table import Table
 
-from controlplane.storage import iter_rows, list_runs, make_engine  # noqa: E402
+from controlplane.storage import iter_rows, list_runs, make_engine
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 KINDS = ("normal", "stream", "cancel", "invalid")
@@ -56,15 +56,18 @@ class Sent:
 
 # --- memory ---------------------------------------------------------------------------------------
 
-def _children(pid: int) -> list[int]:
-    try:
-        import psutil
+try:
+    import psutil
+except ImportError:  # not a dependency: /proc does on Linux
+    psutil = None
 
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except ImportError:
-        pass
-    except Exception:
-        return []
+
+def _children(pid: int) -> list[int]:
+    if psutil is not None:
+        try:
+            return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return []
     out: list[int] = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -77,14 +80,11 @@ def _children(pid: int) -> list[int]:
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory of one process in MiB (psutil when installed, else /proc)."""
-    try:
-        import psutil
-
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except ImportError:
-        pass
-    except Exception:
-        return None
+    if psutil is not None:
+        try:
+            return psutil.Process(pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return None
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:

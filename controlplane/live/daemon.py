@@ -83,7 +83,9 @@ class Daemon:
         self.drained_cleanly = True
         self._drain_task: asyncio.Task | None = None
         self.crashed_runs: list[dict[str, Any]] = []  # runs of dead daemons marked crashed at start
-        from controlplane.live.daemon_app import create_app  # the app's routes depend on this module
+        from controlplane.live.daemon_app import (
+            create_app,  # the app's routes depend on this module
+        )
 
         self.app = create_app(self)
 
@@ -103,12 +105,14 @@ class Daemon:
         run_id = self.driver.run_id
         if engine is None or run_id is None:
             return
+        from sqlalchemy.exc import SQLAlchemyError
+
         from controlplane.storage.crashed import claim_run, mark_crashed_runs
 
         try:
             claim_run(engine, run_id)
             self.crashed_runs = mark_crashed_runs(engine, exclude={run_id})
-        except Exception as exc:  # never stop serving for this bookkeeping
+        except (SQLAlchemyError, OSError) as exc:  # never stop serving for this bookkeeping
             log.warning("could not check for crashed runs: %s", exc)
 
     async def shutdown(self) -> None:

@@ -30,7 +30,7 @@ class _Daemon:
         self.base = f"http://127.0.0.1:{(port := _free_port())}"
         self.log_path = tmp / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if k not in ("CONTROLPLANE_PLUGINS", "CONTROLPLANE_LOAD_PLUGINS")}
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed by stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controlplane.cli.live", "--port", str(port), "--pool", "thread",
              "--workers", "1", "--db", db_url, "--drain-timeout", "30"],

@@ -9,7 +9,12 @@ import sys
 from sqlalchemy import Engine
 
 from controlplane.storage import RunRecorder, get_run
-from controlplane.storage.crashed import claim_run, mark_crashed_runs, process_alive, process_marker
+from controlplane.storage.crashed import (
+    claim_run,
+    mark_crashed_runs,
+    process_alive,
+    process_marker,
+)
 
 from .support import request_row, start_run
 
