@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,52 +22,23 @@ import pytest
 from controlplane.errors import ConfigError
 from controlplane.live.daemon import Daemon, DaemonOptions
 from controlplane.live.daemon_config import daemon_config
+from tests.live.daemon_process import DaemonProcess
 
 TOKEN = "test-admin-token"
 MODEL = "tiny-llama"
 NO_EOS = {"ignore_eos": True}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class TinyDaemon(DaemonProcess):
+    """Two tiny-llama workers in processes, an admin token, a half-second control loop."""
 
-
-class DaemonProcess:
     def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.db_url = f"sqlite:///{tmp / 'daemon.db'}"
         config = tmp / "daemon.yaml"
-        config.write_text("cluster:\n  max_retries: 1\nsim:\n  tick_s: 0.5\n  metrics_interval_s: 0.5\n")
-        self.log_path = tmp / "daemon.log"
-        env = {**os.environ, "CONTROLPLANE_ADMIN_TOKEN": TOKEN}
-        for name in ("CONTROLPLANE_PLUGINS", "CONTROLPLANE_LOAD_PLUGINS"):
-            env.pop(name, None)
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli.live", "--config", str(config), "--port", str(self.port),
-             "--pool", "process", "--workers", "2", "--db", self.db_url, "--drain-timeout", "60"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tmp,
-        )
+        config.write_text("cluster:\n  max_retries: 1\ncontrol:\n  tick_s: 0.5\n  metrics_interval_s: 0.5\n")
+        super().__init__(tmp, ["--config", str(config), "--pool", "process", "--workers", "2", "--db", self.db_url,
+                               "--drain-timeout", "60"], env={"CONTROLPLANE_ADMIN_TOKEN": TOKEN})
         self.admin = {"authorization": f"Bearer {TOKEN}"}
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def wait_ready(self, timeout_s: float = 240) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"the daemon was not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
 
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base}/v1", api_key="x", max_retries=0, timeout=60)
@@ -78,16 +46,10 @@ class DaemonProcess:
     def workers(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.base}/admin/workers", headers=self.admin, timeout=10).json()["workers"]
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = DaemonProcess(tmp_path_factory.mktemp("daemon"))
+    d = TinyDaemon(tmp_path_factory.mktemp("daemon"))
     yield d
     d.close()
 

@@ -3,63 +3,21 @@ and the request rows it wrote before the kill are still there."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from controlplane.storage import get_run, iter_rows, list_runs, make_engine
+from tests.live.daemon_process import DaemonProcess
 
 MODEL = "tiny-llama"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Daemon:
-    def __init__(self, tmp: Path, db_url: str, name: str) -> None:
-        self.base = f"http://127.0.0.1:{(port := _free_port())}"
-        self.log_path = tmp / f"{name}.log"
-        env = {k: v for k, v in os.environ.items() if k not in ("CONTROLPLANE_PLUGINS", "CONTROLPLANE_LOAD_PLUGINS")}
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed by stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli.live", "--port", str(port), "--pool", "thread",
-             "--workers", "1", "--db", db_url, "--drain-timeout", "30"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tmp,
-        )
-
-    def wait_ready(self, timeout_s: float = 240) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the daemon exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"the daemon was not ready after {timeout_s:.0f}s:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
+def _daemon(tmp: Path, db_url: str, name: str) -> DaemonProcess:
+    return DaemonProcess(tmp, ["--pool", "thread", "--workers", "1", "--db", db_url, "--drain-timeout", "30"],
+                         name=name)
 
 
 def _request_ids(engine, run_id: int) -> set[str]:
@@ -68,7 +26,7 @@ def _request_ids(engine, run_id: int) -> set[str]:
 
 def test_a_sigkilled_daemons_run_is_marked_crashed_at_the_next_start(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'crash.db'}"
-    first = _Daemon(tmp_path, db_url, "first")
+    first = _daemon(tmp_path, db_url, "first")
     second = None
     engine = None
     try:
@@ -91,7 +49,7 @@ def test_a_sigkilled_daemons_run_is_marked_crashed_at_the_next_start(tmp_path: P
         first.proc.wait(30)
         assert get_run(engine, run_id)["status"] == "running"  # nobody closed it
 
-        second = _Daemon(tmp_path, db_url, "second")
+        second = _daemon(tmp_path, db_url, "second")
         second.wait_ready()
         old = get_run(engine, run_id)
         assert old["status"] == "crashed"

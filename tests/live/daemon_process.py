@@ -1,0 +1,70 @@
+"""`python -m controlplane.cli.live` in a subprocess on a free port, for the tests that need the
+daemon for real (its own process, signals, a database shared across starts)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaemonProcess:
+    """The daemon started with ``args`` (port added), its output in ``<tmp>/<name>.log``."""
+
+    def __init__(self, tmp: Path, args: Sequence[str], *, name: str = "daemon",
+                 env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"{name}.log"
+        full_env = {k: v for k, v in os.environ.items() if k not in ("CONTROLPLANE_PLUGINS", "CONTROLPLANE_LOAD_PLUGINS")}
+        full_env.update(env or {})
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed by stop / close)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controlplane.cli.live", "--port", str(self.port), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp,
+        )
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def wait_ready(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"the daemon was not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
+        """Send ``sig`` and wait for the exit (killed after ``timeout_s``); returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop(signal.SIGKILL, timeout_s=10)
