@@ -24,10 +24,7 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # daemon_run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from daemon_run import running_daemon  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
@@ -65,23 +64,6 @@ class Sent:
     request_ids: tuple[str, ...] = ()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def daemon_command() -> list[str]:
-    """``controlplane daemon`` from this interpreter's environment."""
-    script = Path(sys.executable).with_name("controlplane")
-    if script.exists():
-        return [str(script), "daemon"]
-    found = shutil.which("controlplane")
-    if found:
-        return [found, "daemon"]
-    return [sys.executable, "-c", "from controlplane.cli import main; main()", "daemon"]
-
-
 @contextlib.contextmanager
 def dedicated_database(admin: Engine, keep: bool):
     """A fresh database on the admin URL's server; dropped afterwards unless ``keep``."""
@@ -100,38 +82,12 @@ def dedicated_database(admin: Engine, keep: bool):
 @contextlib.contextmanager
 def daemon(args: argparse.Namespace, db_url: str, workdir: Path):
     """The daemon in its own process (cwd ``workdir``, where it would spill), until SIGTERM."""
-    import httpx
-
-    port = free_port()
-    cmd = [*daemon_command(), "--workers", str(args.workers), "--preset", args.preset, "--db", db_url,
-           "--port", str(port), "--pool", args.pool, "--log-level", "warning"]
-    log_path = workdir / "daemon.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {}
     if args.max_pending_rows is not None:  # a small bound makes the daemon spill during the outage
         env["CONTROLPLANE_STORAGE__MAX_PENDING_ROWS"] = str(args.max_pending_rows)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the daemon exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the daemon did not become ready in 300s")
-                time.sleep(0.3)
-            yield base, proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(120)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    with running_daemon(["--workers", str(args.workers), "--preset", args.preset, "--db", db_url, "--pool", args.pool,
+                         "--log-level", "warning"], cwd=workdir, log_path=workdir / "daemon.log", env=env) as run:
+        yield run
 
 
 async def stream(base: str, args: argparse.Namespace, outage: PostgresOutage) -> list[Sent]:

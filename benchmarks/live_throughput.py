@@ -26,18 +26,18 @@ import contextlib
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # daemon_run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from daemon_run import running_daemon  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -139,46 +139,17 @@ def quant(args: argparse.Namespace) -> list[Any]:
 # --- (c) the daemon's overhead -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def daemon_process(args: argparse.Namespace, db: str, config: Path | None = None):
     """The daemon in its own process on a free loopback port: ``args.daemon_preset`` on one worker,
     or the run config file ``config`` as it stands."""
-    import httpx
-
-    port = free_port()
     model = ["--config", str(config)] if config else ["--preset", args.daemon_preset, "--precision", "fp32",
                                                        "--workers", "1"]
-    cmd = [sys.executable, "-m", "controlplane.cli.live", *model, "--port", str(port), "--pool", args.daemon_pool,
-           "--cpu-threads", str(args.threads), "--db", db, "--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the daemon did not become ready in 180s")
-            time.sleep(0.2)
+    log_path = Path(tempfile.mkdtemp(prefix="cp-daemon-")) / "daemon.log"
+    with running_daemon([*model, "--pool", args.daemon_pool, "--cpu-threads", str(args.threads), "--db", db,
+                         "--log-level", "warning"], cwd=ROOT, log_path=log_path, ready_timeout_s=180,
+                        stop_timeout_s=30) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _body(p: list[int], max_tokens: int) -> dict[str, Any]:
