@@ -1,0 +1,299 @@
+"""Key-value stores behind the response caches (and anything else a plugin wants to cache).
+
+A store maps ``str`` keys to ``bytes`` values with a TTL. Callers serialise their own values
+(``orjson.dumps`` / ``orjson.loads`` is the usual choice)::
+
+    store = open_store(StoreSettings(backend="redis", redis_url="redis://127.0.0.1:6379/0"))
+    store.set("verdict:ab12", b"pass", ttl_s=3600.0, now_s=ctx.now_s)
+    store.get("verdict:ab12", now_s=ctx.now_s)      # -> b"pass" or None
+    store.delete("verdict:ab12")
+
+Every method takes the caller's time as ``now_s`` (policies pass ``ctx.now_s``, so a replay stays
+deterministic and no policy reads the wall clock). Two stores:
+
+- :class:`MemoryStore` (``backend="memory"``, the default): this process only. Entries expire by
+  ``now_s``; the store is bounded by entries and by bytes and evicts by ``lru``, ``lfu`` or
+  ``ttl`` (the entry that expires soonest). It counts accesses per entry.
+- :class:`RedisStore` (``backend="redis"``): one Redis server shared by several processes (daemons).
+  Expiry is Redis's own (server time, ``ttl_s`` seconds after the write; ``now_s`` is not used),
+  bounds and eviction are the server's ``maxmemory`` / ``maxmemory-policy``. Access counts live
+  in the entry (a hash ``{v: value, n: hits}``). When Redis is unreachable the store degrades:
+  ``get`` misses, ``set``/``delete`` are skipped, one warning is logged per outage, never an
+  exception; after ``retry_after_s`` it tries again and logs when Redis is back.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["CacheStore", "MemoryStore", "RedisStore", "StoreSettings", "open_store"]
+
+log = logging.getLogger(__name__)
+
+Eviction = Literal["lru", "lfu", "ttl"]
+
+
+class CacheStore(ABC):
+    """``get``/``set``/``delete`` of bytes under str keys, with a TTL. Never raises for an outage."""
+
+    @abstractmethod
+    def get(self, key: str, *, now_s: float) -> bytes | None:
+        """The value stored under ``key``, or None (absent, expired, or the store unreachable).
+        A hit counts one access."""
+
+    @abstractmethod
+    def set(self, key: str, value: bytes, ttl_s: float | None = None, *, now_s: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl_s`` seconds (None: until evicted)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Forget ``key`` (no error when it is absent)."""
+
+    @abstractmethod
+    def access_count(self, key: str) -> int:
+        """Hits ``get`` counted for the entry under ``key`` since it was stored (0 when absent)."""
+
+    def close(self) -> None:
+        """Release connections (no-op for in-process stores)."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: bytes
+    expires_s: float  # inf: no TTL
+    hits: int
+    last_used: int  # a sequence number, not a time
+    stored: int  # sequence number of the write (ties)
+
+
+class MemoryStore(CacheStore):
+    """An in-process store bounded by ``max_entries`` and ``max_bytes`` (values plus keys).
+
+    ``eviction`` picks what goes when a bound is exceeded: ``lru`` the least recently used,
+    ``lfu`` the least often used (ties: least recently used), ``ttl`` the entry that expires
+    soonest. Expired entries are dropped when read and before any live entry is evicted.
+    """
+
+    def __init__(self, *, max_entries: int = 10_000, max_bytes: int | None = None,
+                 eviction: Eviction = "lru") -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes}")
+        if eviction not in ("lru", "lfu", "ttl"):
+            raise ValueError(f"eviction must be 'lru', 'lfu' or 'ttl', got {eviction!r}")
+        self.max_entries, self.max_bytes, self.eviction = max_entries, max_bytes, eviction
+        self._entries: dict[str, _Entry] = {}
+        self._bytes = 0
+        self._seq = itertools.count()
+        # Lazy heaps: (priority, key); a popped item whose priority is stale is skipped.
+        self._heap: list[tuple[tuple, str]] = []
+        self._expiry: list[tuple[float, int, str]] = []
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def _priority(self, e: _Entry) -> tuple:
+        if self.eviction == "lfu":
+            return (e.hits, e.last_used)
+        if self.eviction == "ttl":
+            return (e.expires_s, e.stored)
+        return (e.last_used,)
+
+    def _push(self, key: str, e: _Entry) -> None:
+        heapq.heappush(self._heap, (self._priority(e), key))
+        if len(self._heap) > 4 * len(self._entries) + 64:  # drop stale items now and then
+            self._heap = [(self._priority(v), k) for k, v in self._entries.items()]
+            heapq.heapify(self._heap)
+
+    def _remove(self, key: str) -> None:
+        e = self._entries.pop(key, None)
+        if e is not None:
+            self._bytes -= len(e.value) + len(key)
+
+    def get(self, key: str, *, now_s: float) -> bytes | None:
+        e = self._entries.get(key)
+        if e is None:
+            return None
+        if now_s > e.expires_s:
+            self._remove(key)
+            return None
+        e.hits += 1
+        e.last_used = next(self._seq)
+        if self.eviction != "ttl":
+            self._push(key, e)
+        return e.value
+
+    def set(self, key: str, value: bytes, ttl_s: float | None = None, *, now_s: float) -> None:
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"cache values are bytes, got {type(value).__name__} for key {key!r}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"ttl_s must be > 0 or None, got {ttl_s} for key {key!r}")
+        self._remove(key)
+        size = len(value) + len(key)
+        if self.max_bytes is not None and size > self.max_bytes:
+            return  # larger than the whole store: not cached
+        self._make_room(size, now_s)  # before the insert: LFU never evicts the newcomer
+        seq = next(self._seq)
+        expires = float("inf") if ttl_s is None else now_s + ttl_s
+        e = _Entry(bytes(value), expires, 0, seq, seq)
+        self._entries[key] = e
+        self._bytes += size
+        self._push(key, e)
+        if expires != float("inf"):
+            heapq.heappush(self._expiry, (expires, seq, key))
+            if len(self._expiry) > 4 * len(self._entries) + 64:
+                self._expiry = [(v.expires_s, v.stored, k) for k, v in self._entries.items()
+                                if v.expires_s != float("inf")]
+                heapq.heapify(self._expiry)
+
+    def _full(self, incoming: int) -> bool:
+        return len(self._entries) + 1 > self.max_entries or (
+            self.max_bytes is not None and self._bytes + incoming > self.max_bytes)
+
+    def _make_room(self, incoming: int, now_s: float) -> None:
+        while self._full(incoming) and self._expiry and self._expiry[0][0] < now_s:
+            _, seq, key = heapq.heappop(self._expiry)
+            e = self._entries.get(key)
+            if e is not None and e.stored == seq:
+                self._remove(key)
+        while self._full(incoming):
+            priority, key = heapq.heappop(self._heap)
+            e = self._entries.get(key)
+            if e is not None and self._priority(e) == priority:
+                self._remove(key)
+                self.evictions += 1
+
+    def delete(self, key: str) -> None:
+        self._remove(key)
+
+    def access_count(self, key: str) -> int:
+        e = self._entries.get(key)
+        return 0 if e is None else e.hits
+
+
+# One round trip: read the value and count the access only when the entry exists (HINCRBY on an
+# existing hash keeps its TTL; on a missing key it would create one without a TTL).
+_GET_AND_COUNT = """
+local v = redis.call('HGET', KEYS[1], 'v')
+if v then redis.call('HINCRBY', KEYS[1], 'n', 1) end
+return v
+"""
+
+
+class RedisStore(CacheStore):
+    """A store on a Redis server, shared by every process that opens the same URL and namespace.
+
+    Unreachable Redis (refused, timed out, restarting): misses and skipped writes, one warning
+    per outage; while it is down, calls return at once for ``retry_after_s`` seconds instead of
+    each waiting for a timeout. The retry pause is measured on the process's monotonic clock (an
+    I/O concern, like the socket timeouts; it decides when to reconnect, never what is served).
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "cp",
+                 socket_timeout_s: float = 0.05, retry_after_s: float = 1.0) -> None:
+        import redis  # the `redis` extra
+
+        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                              redis.exceptions.BusyLoadingError, OSError)
+        self.url, self.namespace, self.retry_after_s = url, namespace, retry_after_s
+        self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
+                                            socket_connect_timeout=socket_timeout_s)
+        self._get_and_count = self._client.register_script(_GET_AND_COUNT)
+        self._down_since: float | None = None  # monotonic time of the last failure
+        self.failures = 0  # calls that found Redis unreachable (for tests and metrics)
+
+    def _k(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    @property
+    def available(self) -> bool:
+        """False while an outage is being waited out."""
+        return self._down_since is None
+
+    def _call(self, fn, default):
+        if self._down_since is not None:
+            if time.monotonic() - self._down_since < self.retry_after_s:
+                return default
+        try:
+            result = fn()
+        except self._redis_errors as exc:
+            self.failures += 1
+            if self._down_since is None:
+                log.warning("Redis cache store at %s is unreachable (%s): serving misses until it is back",
+                            self.url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._down_since = time.monotonic()
+            return default
+        if self._down_since is not None:
+            log.info("Redis cache store at %s is reachable again", self.url)
+            self._down_since = None
+        return result
+
+    def get(self, key: str, *, now_s: float) -> bytes | None:
+        return self._call(lambda: self._get_and_count(keys=[self._k(key)]), None)
+
+    def set(self, key: str, value: bytes, ttl_s: float | None = None, *, now_s: float) -> None:
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"cache values are bytes, got {type(value).__name__} for key {key!r}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"ttl_s must be > 0 or None, got {ttl_s} for key {key!r}")
+
+        def write():
+            pipe = self._client.pipeline(transaction=True)
+            k = self._k(key)
+            pipe.delete(k)
+            pipe.hset(k, mapping={"v": bytes(value), "n": 0})
+            if ttl_s is not None:
+                pipe.pexpire(k, max(1, int(ttl_s * 1000)))
+            pipe.execute()
+
+        self._call(write, None)
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self._client.delete(self._k(key)), None)
+
+    def access_count(self, key: str) -> int:
+        n = self._call(lambda: self._client.hget(self._k(key), "n"), None)
+        return 0 if n is None else int(n)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class StoreSettings(BaseModel):
+    """Which store a cache plugin uses (a nested ``store:`` block in its settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["memory", "redis"] = "memory"
+    max_entries: int = Field(10_000, ge=1)  # memory backend
+    max_bytes: int | None = Field(None, ge=1)  # memory backend; None: entries bound only
+    eviction: Eviction = "lru"  # memory backend; Redis uses its maxmemory-policy
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "cp"  # key prefix in Redis: processes with the same namespace share entries
+    socket_timeout_s: float = Field(0.05, gt=0)
+    retry_after_s: float = Field(1.0, ge=0)
+
+
+def open_store(settings: StoreSettings | None = None, *, namespace: str | None = None) -> CacheStore:
+    """The store ``settings`` describe; ``namespace`` (e.g. the plugin's name) is appended to the
+    settings' namespace so that two caches on one Redis never read each other's keys."""
+    s = settings or StoreSettings()
+    if s.backend == "redis":
+        ns = s.namespace if namespace is None else f"{s.namespace}:{namespace}"
+        return RedisStore(s.redis_url, namespace=ns, socket_timeout_s=s.socket_timeout_s,
+                          retry_after_s=s.retry_after_s)
+    return MemoryStore(max_entries=s.max_entries, max_bytes=s.max_bytes, eviction=s.eviction)

@@ -1,0 +1,251 @@
+"""Cache stores: the in-process store's bounds and eviction, and the Redis store against the real
+server (the shared one on 6379, and a server of this test's own that it stops mid-run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from plugins.cache_backends import MemoryStore, RedisStore, StoreSettings, open_store
+
+REDIS_URL = os.environ.get("CONTROLPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _need(ok: bool, message: str) -> None:
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: Redis tests must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def shared_redis():
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.exceptions.RedisError as exc:
+        _need(False, f"Redis at {REDIS_URL} is unreachable: {exc}")
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    stores = []
+
+    def make(**kw):
+        s = RedisStore(REDIS_URL, namespace=ns, **kw)
+        stores.append(s)
+        return s
+
+    yield make
+    client = redis.Redis.from_url(REDIS_URL)
+    for k in client.scan_iter(f"{ns}:*"):
+        client.delete(k)
+    for s in stores:
+        s.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnRedis:
+    """A redis-server on a free port that this test starts and stops (never the shared one)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.exceptions.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis():
+    _need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+# -- in-process store ---------------------------------------------------------------------------
+
+def test_memory_store_round_trip_ttl_and_access_counts():
+    s = MemoryStore()
+    s.set("k", b"v", ttl_s=10.0, now_s=0.0)
+    assert s.get("k", now_s=5.0) == b"v"
+    assert s.get("k", now_s=10.0) == b"v"
+    assert s.access_count("k") == 2
+    assert s.get("k", now_s=10.01) is None  # expired
+    assert s.access_count("k") == 0 and len(s) == 0
+    s.set("k", b"v", now_s=0.0)
+    s.delete("k")
+    assert s.get("k", now_s=0.0) is None
+
+
+def test_lru_evicts_the_least_recently_used():
+    s = MemoryStore(max_entries=2, eviction="lru")
+    s.set("a", b"1", now_s=0)
+    s.set("b", b"2", now_s=0)
+    s.get("a", now_s=0)
+    s.set("c", b"3", now_s=0)
+    assert (s.get("a", now_s=0), s.get("b", now_s=0), s.get("c", now_s=0)) == (b"1", None, b"3")
+
+
+def test_lfu_evicts_the_least_often_used_even_if_recent():
+    s = MemoryStore(max_entries=2, eviction="lfu")
+    s.set("a", b"1", now_s=0)
+    for _ in range(3):
+        s.get("a", now_s=0)
+    s.set("b", b"2", now_s=0)
+    s.get("b", now_s=0)  # b is the most recent, but used once
+    s.set("c", b"3", now_s=0)
+    assert s.get("a", now_s=0) == b"1" and s.get("b", now_s=0) is None
+
+
+def test_ttl_eviction_drops_the_entry_that_expires_soonest():
+    s = MemoryStore(max_entries=2, eviction="ttl")
+    s.set("long", b"1", ttl_s=100, now_s=0)
+    s.set("short", b"2", ttl_s=10, now_s=0)
+    s.get("short", now_s=0)
+    s.set("new", b"3", ttl_s=50, now_s=0)
+    assert s.get("short", now_s=1) is None and s.get("long", now_s=1) == b"1" and s.get("new", now_s=1) == b"3"
+
+
+def test_expired_entries_go_before_any_live_one_is_evicted():
+    s = MemoryStore(max_entries=2, eviction="lru")
+    s.set("old", b"1", ttl_s=1, now_s=0)
+    s.set("live", b"2", now_s=0)
+    s.get("old", now_s=0.5)  # old is the most recently used ...
+    s.set("new", b"3", now_s=5)  # ... but expired by now: it goes, not live
+    assert s.get("live", now_s=5) == b"2" and s.get("new", now_s=5) == b"3" and len(s) == 2
+
+
+def test_byte_bound_evicts_until_it_fits_and_refuses_oversized_values():
+    s = MemoryStore(max_entries=100, max_bytes=30, eviction="lru")
+    s.set("a", b"x" * 9, now_s=0)  # 10 bytes with its key
+    s.set("b", b"x" * 9, now_s=0)
+    s.set("c", b"x" * 9, now_s=0)
+    assert s.bytes_used == 30
+    s.set("d", b"x" * 14, now_s=0)  # 15 bytes: a and b must go
+    assert s.get("a", now_s=0) is None and s.get("b", now_s=0) is None
+    assert s.get("c", now_s=0) is not None and s.get("d", now_s=0) is not None and s.bytes_used == 25
+    s.set("big", b"x" * 40, now_s=0)
+    assert s.get("big", now_s=0) is None and s.bytes_used == 25 and s.evictions == 2
+
+
+def test_many_accesses_keep_the_eviction_heap_small_and_correct():
+    s = MemoryStore(max_entries=50, eviction="lfu")
+    for i in range(50):
+        s.set(f"k{i}", b"v", now_s=0)
+    for rep in range(200):
+        s.get(f"k{rep % 49}", now_s=0)  # k49 is never read
+    assert len(s._heap) <= 4 * len(s) + 64
+    s.set("new", b"v", now_s=0)
+    assert s.get("k49", now_s=0) is None and len(s) == 50
+
+
+def test_bad_values_name_the_key():
+    s = MemoryStore()
+    with pytest.raises(TypeError, match="'k'"):
+        s.set("k", "text", now_s=0)
+    with pytest.raises(ValueError, match="ttl_s"):
+        s.set("k", b"v", ttl_s=0, now_s=0)
+    with pytest.raises(ValueError, match="eviction"):
+        MemoryStore(eviction="fifo")
+
+
+def test_open_store_builds_what_the_settings_name():
+    assert isinstance(open_store(), MemoryStore)
+    m = open_store(StoreSettings(max_entries=3, max_bytes=99, eviction="lfu"))
+    assert (m.max_entries, m.max_bytes, m.eviction) == (3, 99, "lfu")
+    r = open_store(StoreSettings(backend="redis", namespace="x"), namespace="exact-cache")
+    assert isinstance(r, RedisStore) and r.namespace == "x:exact-cache"
+    r.close()
+
+
+# -- Redis store --------------------------------------------------------------------------------
+
+def test_redis_round_trip_ttl_and_access_counts(shared_redis):
+    s = shared_redis()
+    s.set("k", b"\x00bin", ttl_s=0.3, now_s=0)
+    assert s.get("k", now_s=0) == b"\x00bin" and s.get("k", now_s=0) == b"\x00bin"
+    assert s.access_count("k") == 2
+    time.sleep(0.45)  # Redis's own clock expires it
+    assert s.get("k", now_s=0) is None and s.access_count("k") == 0
+    s.set("k", b"v", now_s=0)
+    s.delete("k")
+    assert s.get("k", now_s=0) is None
+    assert s.get("never", now_s=0) is None and s.access_count("never") == 0  # a miss creates nothing
+
+
+def test_two_processes_share_entries_through_redis(shared_redis):
+    writer = shared_redis()
+    code = ("import sys; from plugins.cache_backends import RedisStore; "
+            "s = RedisStore(sys.argv[1], namespace=sys.argv[2]); v = s.get('shared', now_s=0); "
+            "s.set('reply', b'seen:' + (v or b'none'), ttl_s=30, now_s=0); print(s.failures)")
+    writer.set("shared", b"from-parent", ttl_s=30, now_s=0)
+    out = subprocess.run([os.sys.executable, "-c", code, REDIS_URL, writer.namespace],
+                         capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(
+                             os.path.dirname(os.path.abspath(__file__)))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+    assert writer.get("reply", now_s=0) == b"seen:from-parent"
+
+
+def test_a_redis_stop_mid_run_degrades_to_misses_with_one_warning_and_recovers(own_redis, caplog):
+    s = RedisStore(f"redis://127.0.0.1:{own_redis.port}/0", namespace="t", retry_after_s=0.2)
+    s.set("a", b"1", ttl_s=60, now_s=0)
+    assert s.get("a", now_s=0) == b"1"
+    caplog.set_level(logging.INFO, logger="plugins.cache_backends")
+    own_redis.stop()
+    started = time.monotonic()
+    for i in range(50):  # a run keeps going: misses, skipped writes, no exception
+        assert s.get("a", now_s=i) is None
+        s.set(f"w{i}", b"x", ttl_s=60, now_s=i)
+        s.delete("a")
+        assert s.access_count("a") == 0
+    assert time.monotonic() - started < 5.0  # no call waits long for a dead server
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert s.failures >= 1 and not s.available
+    own_redis.start()  # an empty server (no persistence): the entry is gone, writes work again
+    time.sleep(0.25)
+    assert s.get("a", now_s=100) is None
+    s.set("b", b"2", ttl_s=60, now_s=100)
+    assert s.get("b", now_s=100) == b"2" and s.available
+    assert any("reachable again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+    s.close()
+
+
+def test_redis_settings_errors_name_the_field():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="backend"):
+        StoreSettings(backend="memcached")
