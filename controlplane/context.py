@@ -54,7 +54,7 @@ class PolicyContext:
     Read-only by convention: policies return decisions; only the core changes state.
     """
 
-    __slots__ = ("_clock", "rng", "ids", "config", "run", "workers", "metrics")
+    __slots__ = ("_clock", "rng", "ids", "config", "run", "workers", "metrics", "_prefix_peek")
 
     def __init__(
         self,
@@ -73,6 +73,17 @@ class PolicyContext:
         self.run = run
         self.workers = workers
         self.metrics = metrics  # live gauges: queue length, arrival rate, ... (see core)
+        self._prefix_peek = None  # the cp_prefix_peek caller, bound by the core's PolicyCalls
+
+    def bind_prefix_peek(self, caller) -> None:
+        self._prefix_peek = caller
+
+    def prefix_match(self, worker: Worker, request) -> int:
+        """Prompt tokens of ``request`` that ``worker``'s prefix cache holds now (0 without one)."""
+        peek = self._prefix_peek
+        if peek is None:
+            return 0
+        return int(peek(self, worker, request) or 0)
 
     @property
     def now_s(self) -> float:

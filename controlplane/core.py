@@ -224,8 +224,11 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
             )
             worker = min(candidates, key=lambda w: w.load)
             plugin = "core"
+        payload = {"worker": worker.worker_id}
+        if decision is not None and decision.scores and plugin != "core":
+            payload["scores"] = decision.scores  # what chose it
         self._decision("cp_route_request", plugin, "route", r.request_id, decision.reason if decision else None,
-                       {"worker": worker.worker_id})
+                       payload)
         self._enqueue(worker, r)
 
     def _enqueue(self, w: Worker, r: Request) -> None:
@@ -335,14 +338,20 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
                 plan = BatchPlan()
             for r in plan.preempt:
                 self._preempt(w, r)
+            expired = 0
+            for r, why in plan.expire:  # waited too long: refused rather than served late
+                if r in w.waiting and r not in plan.preempt:
+                    w.waiting.remove(r)
+                    expired += 1
+                    self._reject(r, why, plugin, "cp_form_batch", ReasonCode.QUEUE_TIMEOUT)
             if plan.prefill or plan.decode:
                 self._start_batch(w, plan, plugin)
                 return
             if plan.wake_after_s is not None:
                 self._out.append(act.WakeWorker(w.worker_id, self.clock.now_s + plan.wake_after_s))
                 return
-            if plan.preempt:
-                continue  # memory was freed: plan again
+            if plan.preempt or expired:
+                continue  # memory was freed, or the queue changed: plan again
             if w.running:
                 self._stalled(w, plugin, plan.reason)
                 return

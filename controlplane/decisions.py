@@ -32,6 +32,7 @@ class CacheHit:
 class RouteDecision:
     worker_id: str
     reason: str = ""
+    scores: dict | None = None  # what chose it (per replica, per scorer); stored in the decision's payload
 
 
 @dataclass(slots=True)
@@ -47,6 +48,9 @@ class BatchPlan:
     # steps when nothing else is waiting). Drivers may stop earlier (the live one runs one).
     max_iterations: int = 1
     wake_after_s: float | None = None  # empty plan: ask again after this delay (dynamic batching)
+    # Waiting requests to refuse now (a queue timeout), each with its reason: rejected with
+    # ReasonCode.QUEUE_TIMEOUT rather than served late.
+    expire: tuple[tuple[Request, str], ...] = ()
     reason: str = ""
 
 

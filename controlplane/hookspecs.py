@@ -89,6 +89,12 @@ def cp_prefix_lookup(ctx: PolicyContext, worker: Worker, request: Request) -> in
     """Prompt tokens of ``request`` whose KV blocks ``worker`` already holds (a prefix hit), or ``None``."""
 
 
+@hookspec(firstresult=True)
+def cp_prefix_peek(ctx: PolicyContext, worker: Worker, request: Request) -> int | None:
+    """Like ``cp_prefix_lookup`` but read-only: no hit counted, no LRU order changed. Routers ask
+    it through ``ctx.prefix_match(worker, request)`` to score replicas by their actual cache."""
+
+
 @hookspec
 def cp_prefix_store(ctx: PolicyContext, worker: Worker, request: Request) -> None:
     """``request``'s prompt KV blocks are now computed on ``worker``; prefix caches may keep them."""

@@ -50,6 +50,7 @@ class PolicyCalls:
         self.cache_store = fast_caller(hook.cp_cache_store, self.monitor)
         self.prefix_lookup = fast_caller(hook.cp_prefix_lookup, self.monitor)
         self.prefix_store = fast_caller(hook.cp_prefix_store, self.monitor)
+        ctx.bind_prefix_peek(fast_caller(hook.cp_prefix_peek, self.monitor))
 
     def emit(self, event: Any) -> None:
         """Send an event (or a `Decision`) to every observer."""

@@ -50,6 +50,7 @@ class ReasonCode(str, Enum):
     INVALID = "invalid"  # the request cannot be served as asked (bad parameters)
     ADMISSION_DENIED = "admission_denied"  # an admission policy said no (overload, SLO)
     QUEUE_FULL = "queue_full"  # a bounded queue is full
+    QUEUE_TIMEOUT = "queue_timeout"  # waited in a queue longer than its class allows
     RATE_LIMITED = "rate_limited"  # a tenant quota or token-rate limit
     BLOCKED = "blocked"  # a guardian blocked the prompt or the response
     WORKER_FAILED = "worker_failed"  # its workers failed more often than the retries allow

@@ -29,6 +29,7 @@ HTTP_STATUS_BY_CODE: dict[ReasonCode, int] = {
     ReasonCode.ADMISSION_DENIED: 429,
     ReasonCode.QUEUE_FULL: 429,
     ReasonCode.RATE_LIMITED: 429,
+    ReasonCode.QUEUE_TIMEOUT: 429,  # waited past its class's queue timeout: overloaded, retry later
     # A guardian refused the content: the same request would be refused again, so the client
     # must change it (OpenAI answers content-policy refusals with 400 as well).
     ReasonCode.BLOCKED: 400,
