@@ -49,7 +49,7 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
 
 RUN_MODES: Final = frozenset({"sim", "live"})
 RUN_STATUSES: Final = frozenset({"running", "finished", "failed", "interrupted", "crashed"})
-REQUEST_STATUSES: Final = frozenset({"completed", "rejected", "failed", "in_flight", "cancelled"})
+REQUEST_STATUSES: Final = frozenset({"completed", "rejected", "failed", "in_flight", "cancelled", "blocked"})
 CACHE_HITS: Final = frozenset({"exact", "semantic", "prefix"})
 WORKER_EVENT_KINDS: Final = frozenset({"starting", "ready", "failed", "stopped", "draining"})
 
@@ -112,6 +112,36 @@ class Run(Base):
     sim_end_s: Mapped[float | None] = mapped_column(Float)
     summary: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
     notes: Mapped[str | None] = mapped_column(Text)
+    # A run of a sweep or search (`controlplane sim sweep`): its sweep and its point's key there.
+    # Not a foreign key: adding one to SQLite's existing run table needs a rebuild (see 0003).
+    sweep_id: Mapped[int | None] = mapped_column(Integer)
+    sweep_key: Mapped[str | None] = mapped_column(String)
+
+    __table_args__ = (Index("ix_run_sweep_id_sweep_key", "sweep_id", "sweep_key", unique=True),)
+
+
+class Sweep(Base):
+    """A sweep or configuration search: its spec, and its runs (``run.sweep_id``), one per point and seed.
+
+    ``spec_hash`` identifies the spec, so running the same spec against the same database
+    resumes an unfinished sweep; ``result`` holds a search's outcome (its best configuration).
+    """
+
+    __tablename__ = "sweep"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str | None] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)  # grid | random | search
+    status: Mapped[str] = mapped_column(String)  # running | finished | failed | interrupted
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_hash: Mapped[str] = mapped_column(String)
+    trace: Mapped[str | None] = mapped_column(String)
+    num_runs: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
+
+    __table_args__ = (Index("ix_sweep_spec_hash", "spec_hash"),)
 
 
 class Request(Base):

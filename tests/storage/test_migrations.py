@@ -15,11 +15,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from controlplane.storage import StorageError, current_revisions, ensure_schema, head_revisions, make_engine, upgrade
-from controlplane.storage.db import ALEMBIC_DIR
+from controlplane.storage.db import ALEMBIC_DIR, SCHEMA_HEAD
 from controlplane.storage.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"run", "request", "decision", "metric_sample", "worker_event", "iteration", "writer_mark"}
+TABLES = {"run", "request", "decision", "metric_sample", "worker_event", "iteration", "writer_mark", "sweep"}
 
 
 def _diffs(engine: Engine) -> list:
@@ -53,7 +53,7 @@ def test_upgrade_fresh_database_to_head(db_url: str) -> None:
     try:
         assert current_revisions(engine) == set()
         upgrade(engine)
-        assert current_revisions(engine) == head_revisions() == {"0002"}
+        assert current_revisions(engine) == head_revisions() == {SCHEMA_HEAD}
         assert TABLES <= set(inspect(engine).get_table_names())
         assert _diffs(engine) == []
     finally:
@@ -64,7 +64,7 @@ def test_upgrade_accepts_a_url(db_url: str) -> None:
     upgrade(db_url)
     engine = make_engine(db_url)
     try:
-        assert current_revisions(engine) == {"0002"}
+        assert current_revisions(engine) == {SCHEMA_HEAD}
     finally:
         engine.dispose()
 
