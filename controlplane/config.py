@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from controlplane.errors import ConfigError
+from controlplane.guardian_config import GuardiansConfig
+from controlplane.hardware.cost import DEFAULT_GPU_PRICES
 
 #: The built-in plugins a run enables when the config names none: one per policy family.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -76,6 +78,16 @@ class ModelDeployment(_Section):
 class ClusterConfig(_Section):
     models: list[ModelDeployment] = Field(default_factory=lambda: [ModelDeployment()])
     max_retries: int = Field(2, ge=0)  # re-routes after a worker failure before failing a request
+    # USD per GPU-hour by GPU type (controlplane.hardware.cost): the run's cost in its summary
+    gpu_prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GPU_PRICES))
+
+    @field_validator("gpu_prices")
+    @classmethod
+    def _prices_non_negative(cls, prices: dict[str, float]) -> dict[str, float]:
+        bad = {gpu: p for gpu, p in prices.items() if not p >= 0}
+        if bad:
+            raise ValueError(f"GPU prices must be >= 0 USD per GPU-hour, got {bad}")
+        return {**DEFAULT_GPU_PRICES, **prices}
 
     @model_validator(mode="after")
     def _unique_names(self) -> ClusterConfig:
@@ -129,6 +141,27 @@ class StorageConfig(_Section):
     max_pending_rows: int = Field(200_000, ge=1)
 
 
+class ApiKey(_Section):
+    """One API key of the daemon's inference endpoints: its SHA-256 (never the key) and its tenant."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # `controlplane daemon hash-key` prints it
+    tenant: str = Field(min_length=1, max_length=256)  # attached to every request made with the key
+    name: str | None = None  # for people: who holds it
+
+
+class AuthConfig(_Section):
+    """Who may call the daemon's inference endpoints. No keys: anyone (loopback by default)."""
+
+    api_keys: list[ApiKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> AuthConfig:
+        digests = [k.sha256 for k in self.api_keys]
+        if len(set(digests)) != len(digests):
+            raise ValueError("api_keys: the same key is listed twice")
+        return self
+
+
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_values", default={})
 
 
@@ -157,6 +190,8 @@ class RunConfig(BaseSettings):
     sim: SimConfig = Field(default_factory=SimConfig)
     slo: SLOConfig = Field(default_factory=SLOConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    guardians: GuardiansConfig = Field(default_factory=GuardiansConfig)
 
     @model_validator(mode="before")
     @classmethod

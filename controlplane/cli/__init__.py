@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from controlplane.cli import bench, db, live, plugins, runs, sim
+from controlplane.cli import bench, db, keys, live, plugins, runs, sim
 
 app = typer.Typer(
     name="controlplane",
@@ -17,6 +17,7 @@ app.add_typer(sim.app, name="sim")
 app.add_typer(runs.app, name="runs")
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
 app.add_typer(live.app)  # the top-level `controlplane daemon` command
 app.add_typer(bench.bench_app, name="bench")  # controlplane bench quant
 app.command("profile")(bench.profile)

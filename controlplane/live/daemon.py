@@ -30,6 +30,7 @@ from typing import Any
 
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
+from controlplane.live.api_keys import KeyRing
 from controlplane.live.driver import LiveDriver
 from controlplane.live.pool import POOL_KINDS, make_pool
 
@@ -77,6 +78,7 @@ class Daemon:
                                  cpu_threads=self.options.cpu_threads)
         self.metrics = self.driver.metrics
         self.admin_token = self.options.admin_token or None
+        self.keys = KeyRing(config.auth.api_keys)  # inference endpoints' API keys (none: open)
         self.server: Any = None  # the uvicorn server, when `serve` runs it
         self.api_in_flight = 0
         self.exiting = False

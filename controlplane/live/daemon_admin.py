@@ -15,6 +15,7 @@ from starlette.requests import Request as HTTPRequest
 
 from controlplane.config import load_config
 from controlplane.errors import ConfigError
+from controlplane.live.api_keys import KeyRing
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, require_admin
 
 __all__ = ["router"]
@@ -41,6 +42,8 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
     try:
         cfg = await asyncio.to_thread(load_config, opts.config_path, opts.overrides)
         changed = daemon.driver.reload(cfg)
+        daemon.keys = KeyRing(cfg.auth.api_keys)  # keys rotate with the config
+        changed = {**changed, "api_keys": len(cfg.auth.api_keys)}
     except ConfigError as exc:
         raise APIError(400, str(exc)) from None
     except Exception as exc:  # e.g. a plugin that fails to load: keep the old plugins

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError
 from starlette.requests import Request as HTTPRequest
 
-from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, result_error
+from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, TenantDep, result_error
 from controlplane.live.daemon_openai import (
     chat_chunk,
     chat_response,
@@ -47,7 +47,7 @@ _INVALID = ReasonCode.INVALID.value
 
 
 @router.get("/models")
-async def models(driver: DriverDep) -> dict[str, Any]:
+async def models(driver: DriverDep, tenant: TenantDep) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
@@ -59,17 +59,19 @@ async def models(driver: DriverDep) -> dict[str, Any]:
 
 
 @router.post("/completions")
-async def completions(body: CompletionRequest, request: HTTPRequest, daemon: DaemonDep) -> Response:
+async def completions(body: CompletionRequest, request: HTTPRequest, daemon: DaemonDep,
+                      tenant: TenantDep) -> Response:
     prompts = body.prompts()
     if not prompts:
         raise APIError(400, "prompt is empty", param="prompt", code=_INVALID)
     max_tokens = body.max_tokens if body.max_tokens is not None else 16
     return await _serve(request, daemon.driver, body, prompts, max_tokens, daemon.options.default_max_tokens,
-                        chat=False)
+                        chat=False, tenant=tenant)
 
 
 @router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, daemon: DaemonDep) -> Response:
+async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, daemon: DaemonDep,
+                           tenant: TenantDep) -> Response:
     if not body.messages:
         raise APIError(400, "messages is empty", param="messages", code=_INVALID)
     served = daemon.driver.model(body.model)  # an unknown model is a 404 before anything else
@@ -80,18 +82,18 @@ async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, da
         raise APIError(400, f"messages: the model's chat template refused them: {str(exc)[:200]}",
                        param="messages", code=_INVALID) from None
     return await _serve(request, daemon.driver, body, [prompt], body.max_new_tokens(),
-                        daemon.options.default_max_tokens, chat=True)
+                        daemon.options.default_max_tokens, chat=True, tenant=tenant)
 
 
 async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: list[Any], max_tokens: int | None,
-                 default_max_tokens: int, *, chat: bool) -> Response:
+                 default_max_tokens: int, *, chat: bool, tenant: str | None = None) -> Response:
     bad = body.unsupported()
     if bad:
         raise APIError(400, f"{bad} is not supported by this server", param=bad, code=_INVALID)
     if body.stream and (len(prompts) != 1 or body.n != 1):
         raise APIError(400, "streaming supports one prompt and n=1", param="stream", code=_INVALID)
     _check(body, driver)
-    handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat)
+    handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat, tenant)
     model = body.model or next(iter(driver.models))
     rid = new_id("chatcmpl" if chat else "cmpl")
     if body.stream:
@@ -117,8 +119,10 @@ def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) 
 
 
 async def _submit_all(driver: LiveDriver, prompts: list[Any], body: Any, max_tokens: int | None,
-                      default_max_tokens: int, chat: bool) -> list[LiveRequestHandle]:
+                      default_max_tokens: int, chat: bool, tenant: str | None) -> list[LiveRequestHandle]:
     kwargs = body.sampling_kwargs()
+    if tenant is not None:  # the API key's tenant, not the client's own `user` field
+        kwargs["tenant"] = tenant
     if len(prompts) > 1:  # all of them are checked before any is submitted: all or nothing
         served = driver.model(body.model)
         checks = {k: kwargs[k] for k in ("temperature", "top_p", "top_k", "stop", "ignore_eos")}

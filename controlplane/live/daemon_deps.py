@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "APIError",
     "DaemonDep",
+    "TenantDep",
+    "api_tenant",
     "DriverDep",
     "error_handlers",
     "get_daemon",
@@ -73,6 +75,24 @@ def require_admin(request: HTTPRequest, daemon: DaemonDep) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), daemon.admin_token.encode()):
         raise APIError(401, "admin endpoints need 'Authorization: Bearer <token>'",
                        headers={"WWW-Authenticate": "Bearer"})
+
+
+def api_tenant(request: HTTPRequest, daemon: DaemonDep) -> str | None:
+    """Inference endpoints: without configured keys, open (None); else the presented key's tenant,
+    or a 401 (``invalid_api_key``) as OpenAI answers a missing or wrong key."""
+    if not daemon.keys.enabled:
+        return None
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip() if scheme.lower() == "bearer" else ""
+    tenant = daemon.keys.tenant_for(key) if key else None
+    if tenant is None:
+        what = "Incorrect API key provided" if key else "No API key provided: send 'Authorization: Bearer KEY'"
+        raise APIError(401, what, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    return tenant
+
+
+#: The tenant of the request's API key (None when the daemon has no keys).
+TenantDep = Annotated[str | None, Depends(api_tenant)]
 
 
 def result_error(r: LiveResult) -> APIError:
