@@ -85,6 +85,27 @@ class PrefixCache(Plugin):
         return tokens
 
     @hookimpl
+    def cp_prefix_peek(self, ctx, worker, request):
+        """The tokens a lookup would find now, read-only (what routers score replicas by)."""
+        if not request.hash_ids:
+            return None
+        cache = self._caches.get(worker.worker_id)
+        if not cache:
+            return 0
+        bt = self._block_tokens(request)
+        room = self.capacity(worker, bt)
+        if len(cache) > room:  # what a lookup would trim first: the least recently used blocks
+            lost = set(list(cache)[:len(cache) - room])
+        else:
+            lost = ()
+        n = 0
+        for h in request.hash_ids:
+            if h not in cache or h in lost:
+                break
+            n += 1
+        return min(n * bt, request.prompt_tokens)
+
+    @hookimpl
     def cp_prefix_store(self, ctx, worker, request):
         if not request.hash_ids:
             return
