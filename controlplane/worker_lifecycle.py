@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.decisions import MemoryPlan
+from controlplane.hardware.cost import cost_per_1k_requests, run_cost
 from controlplane.types import ReasonCode, RequestStatus, Worker, WorkerState
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class WorkerLifecycle:
         w.max_num_seqs, w.max_batch_tokens, w.kv_block_size = d.max_num_seqs, d.max_batch_tokens, d.kv_block_size
         self.workers[wid] = w
         self._worker_alive_since[wid] = self.clock.now_s
+        self.stats.peak_replicas = max(self.stats.peak_replicas, len(self._worker_alive_since))
         self._emit(ev.WorkerChanged(self.clock.now_s, wid, "starting", {"model": model, "reason": reason}))
         self._out.append(act.StartWorker(wid, model))
         return w
@@ -126,4 +128,20 @@ class WorkerLifecycle:
     def _stop_gpu_clock(self, w: Worker, now: float) -> None:
         since = self._worker_alive_since.pop(w.worker_id, None)
         if since is not None:
-            self.stats.gpu_seconds += (now - since) * self._deployments[w.model].gpus_per_replica
+            d = self._deployments[w.model]
+            gpu_s = (now - since) * d.gpus_per_replica
+            self.stats.gpu_seconds += gpu_s
+            self.stats.gpu_seconds_by_gpu[d.gpu] += gpu_s
+
+    def _add_cost(self, summary: dict[str, Any]) -> None:
+        """The run's GPU-hours and their price (``cluster.gpu_prices``) in its summary."""
+        summary["gpu_hours"] = float(f"{self.stats.gpu_seconds / 3600.0:.9g}")
+        try:
+            cost = run_cost(self.stats.gpu_seconds_by_gpu, self.config.cluster.gpu_prices)
+        except KeyError as exc:  # a GPU type without a price: the run still ends, the cost is unknown
+            summary["cost_usd"] = None
+            summary["cost_error"] = str(exc.args[0])
+            return
+        summary["cost_usd"] = float(f"{cost:.9g}")
+        per_1k = cost_per_1k_requests(cost, summary.get("num_requests") or 0)
+        summary["cost_per_1k_requests_usd"] = float(f"{per_1k:.9g}") if per_1k is not None else None

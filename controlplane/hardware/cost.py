@@ -1,0 +1,71 @@
+"""Money next to GPU-hours: a price per GPU-hour per GPU type (`cluster.gpu_prices` in the run
+config) and a run's cost from the GPU-seconds each GPU type was held.
+
+A replica costs its ``gpus_per_replica`` GPUs from the moment it is requested (through its cold
+start) until it has drained and stopped; the core accumulates those GPU-seconds per GPU type
+(``gpu_seconds_by_gpu`` in a run's summary) and this module prices them.
+
+The defaults are rounded on-demand cloud list prices (USD per GPU-hour, 2025); set your own in
+the config, e.g. ``cluster: {gpu_prices: {a100-80gb: 1.8}}``.
+
+Stable API (the sweeps use it): `DEFAULT_GPU_PRICES`, `gpu_price_per_hour`, `run_cost`,
+`cost_per_1k_requests`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["DEFAULT_GPU_PRICES", "cost_per_1k_requests", "gpu_price_per_hour", "run_cost"]
+
+#: USD per GPU-hour, by the GPU names of `controlplane.hardware.specs.GPUS`.
+DEFAULT_GPU_PRICES: dict[str, float] = {
+    "a100-80gb": 2.50,
+    "h100-80gb": 4.00,
+    "h200": 5.00,
+    "l4": 0.80,
+    "a10g": 1.20,
+    "cpu": 0.05,
+}
+
+
+def _canonical(gpu: str) -> str:
+    """The catalogue name of ``gpu`` (aliases such as "A100" resolved); unknown names unchanged."""
+    from controlplane.hardware.specs import get_gpu
+
+    try:
+        return get_gpu(gpu).name
+    except (KeyError, ValueError):
+        return gpu
+
+
+def gpu_price_per_hour(gpu: str, prices: Mapping[str, float] | None = None) -> float:
+    """Price of one hour of one ``gpu``: from ``prices`` (a run's ``cluster.gpu_prices``), else the
+    defaults. Raises KeyError naming the GPU and the config key when neither has it."""
+    for table in (prices or {}, DEFAULT_GPU_PRICES):
+        if gpu in table:
+            return float(table[gpu])
+        name = _canonical(gpu)
+        if name in table:
+            return float(table[name])
+        for key, value in table.items():
+            if _canonical(key) == name:
+                return float(value)
+    raise KeyError(f"no price for GPU {gpu!r}: set cluster.gpu_prices.{gpu} (USD per GPU-hour) in the config")
+
+
+def run_cost(gpu_seconds_by_gpu: Mapping[str, float], prices: Mapping[str, float] | None = None) -> float:
+    """Money cost (USD with the default prices) of holding GPUs for ``gpu_seconds_by_gpu``
+    ({gpu type: GPU-seconds}, as in a run summary's ``gpu_seconds_by_gpu``)."""
+    total = 0.0
+    for gpu, seconds in gpu_seconds_by_gpu.items():
+        if seconds < 0:
+            raise ValueError(f"negative GPU-seconds for {gpu!r}: {seconds}")
+        if seconds:
+            total += seconds / 3600.0 * gpu_price_per_hour(gpu, prices)
+    return total
+
+
+def cost_per_1k_requests(cost: float, num_requests: int) -> float | None:
+    """Cost of 1,000 requests at a run's cost and request count (None without requests)."""
+    return cost * 1000.0 / num_requests if num_requests else None

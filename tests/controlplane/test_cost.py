@@ -1,0 +1,61 @@
+"""The cost model: GPU-seconds per GPU type priced from `cluster.gpu_prices`, in a run's summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane import Plugin, hookimpl
+from controlplane.config import load_config
+from controlplane.decisions import ScaleDecision
+from controlplane.events import WorkerChanged
+from controlplane.errors import ConfigError
+from controlplane.hardware.cost import DEFAULT_GPU_PRICES, cost_per_1k_requests, gpu_price_per_hour, run_cost
+from controlplane.testing import make_trace, replay_with
+
+
+def test_prices_gpu_seconds_per_type():
+    assert run_cost({"a100-80gb": 3600.0, "h100-80gb": 1800.0}) == pytest.approx(
+        DEFAULT_GPU_PRICES["a100-80gb"] + DEFAULT_GPU_PRICES["h100-80gb"] / 2)
+    assert run_cost({"a100-80gb": 7200.0}, {"a100-80gb": 1.5}) == pytest.approx(3.0)
+    assert gpu_price_per_hour("H100", {}) == DEFAULT_GPU_PRICES["h100-80gb"]  # alias of the catalogue name
+    assert run_cost({}) == 0.0
+    assert cost_per_1k_requests(2.0, 500) == pytest.approx(4.0) and cost_per_1k_requests(1.0, 0) is None
+
+
+def test_unknown_gpu_and_bad_prices_are_named():
+    with pytest.raises(KeyError, match="cluster.gpu_prices.tpu-v9"):
+        run_cost({"tpu-v9": 10.0})
+    with pytest.raises(ValueError, match="negative GPU-seconds"):
+        run_cost({"a100-80gb": -1.0})
+    with pytest.raises(ConfigError, match="gpu_prices"):
+        load_config(None, {"cluster": {"gpu_prices": {"a100-80gb": -2}}})
+    cfg = load_config(None, {"cluster": {"gpu_prices": {"tpu-v9": 9.0}}})
+    assert cfg.cluster.gpu_prices["tpu-v9"] == 9.0 and cfg.cluster.gpu_prices["a100-80gb"] == DEFAULT_GPU_PRICES["a100-80gb"]
+
+
+class _UpAt5(Plugin):
+    """Two replicas from t=5 s on."""
+
+    name = "up-at-5"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers, scaling):
+        return ScaleDecision(model, 2 if ctx.now_s >= 5.0 else 1, "test")
+
+
+def test_summary_prices_every_replica_from_its_request_including_the_cold_start():
+    # One replica of a 2-GPU deployment on h100s, a second requested at 5 s with a 40 s cold start.
+    cluster = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 40.0, "gpu": "h100-80gb",
+                           "gpus_per_replica": 2}], "gpu_prices": {"h100-80gb": 10.0}}
+    res = replay_with(_UpAt5(), trace=make_trace(20, qps=0.5), cluster=cluster)
+    s = res.summary
+    end = s["sim_end_s"]
+    started = [e for e in res.events if type(e) is WorkerChanged and e.kind == "starting"][-1]
+    ready = [e for e in res.events if type(e) is WorkerChanged and e.kind == "ready" and e.worker_id == started.worker_id]
+    assert started.time_s == pytest.approx(5.0) and ready[0].time_s == pytest.approx(45.0)
+    # The second replica costs from its request (5 s), through its cold start, to the end.
+    assert s["gpu_seconds_by_gpu"] == {"h100-80gb": pytest.approx(2 * end + 2 * (end - 5.0))}
+    assert s["gpu_hours"] == pytest.approx(s["gpu_seconds"] / 3600, rel=1e-6)
+    assert s["cost_usd"] == pytest.approx(s["gpu_seconds"] / 3600 * 10.0, rel=1e-6)
+    assert s["cost_per_1k_requests_usd"] == pytest.approx(s["cost_usd"] * 1000 / 20, rel=1e-6)
+    assert s["peak_replicas"] == 2
