@@ -1,36 +1,52 @@
-"""Our simulator next to Vidur on Vidur's own recorded runs: speed and per-request fidelity.
+"""Our simulator next to Vidur on Vidur's own recorded runs, timed as a user meets it.
 
-    python benchmarks/vs_vidur.py [--runs code_r1_n10000_qps0.8,...] [--repeats 5]
-                                  [--tick-s 10] [--check-exact [N]] [--anchors DIR]
+    python benchmarks/vs_vidur.py [--runs code_r1_n10000_qps0.8,...] [--repeats 3]
+                                  [--check-exact [N]] [--anchors DIR]
 
-For each recorded Vidur run in ``--anchors`` (default ``../shared/anchors/vidur``) this
-replays the run's exact ``workload.csv`` with the configuration read from its
-``vidur_config.json``: the ``vidur`` latency model (Llama-2-70B, A100, TP2,
-a100_pairwise_nvlink), ``replicas`` from the config, round-robin routing, the
-``continuous-batching`` plugin in vLLM mode (batch cap 128, block 16, watermark 1%, 4,096
-tokens per batch, preemption by restart) and KV blocks from the ``static-memory`` plugin's
-memory plan (3,328 blocks per replica, not configured by hand).
+**Speed.** For each recorded Vidur run in ``--anchors`` (default ``../shared/anchors/vidur``)
+this writes the run's configuration as a YAML file (``anchor_settings``: the ``vidur`` latency
+model for Llama-2-70B on A100 TP2, the run's replicas, round-robin routing, the
+``continuous-batching`` plugin in vLLM mode, KV blocks from the ``static-memory`` memory plan;
+nothing else, so the control loop runs every second and every batch decision is stored, as
+``controlplane sim replay`` does by default) and times the command a user types, as a whole
+process from spawn to exit::
 
-Each run is timed in a fresh subprocess (so its peak RSS is its own), after one untimed
-warm-up replay (imports and the latency model's tables: Vidur's figures are with a warm
-predictor cache too). Timed: the library call ``sim.replay.replay`` on the streamed CSV, (a)
-with SQL writes to a temporary SQLite file whose schema was created before the clock started
-(requests, routing decisions and metric samples; per-batch decision rows off, as Vidur keeps
-no per-batch rows either) and (b) without SQL. ``--repeats`` repetitions each; best and
-median are shown, with CPU time, because this machine is shared (see the load average).
+    controlplane sim replay workload.csv --format canonical --config run.yaml --json --no-progress
 
-Fidelity is per request against ``vidur_request_metrics.csv``: TTFT (arrival to the end of
-the prefill iteration), E2E, and TPOT in both definitions — ours, (finish - first token) /
+in a fresh working folder per run (the default database ``sqlite:///controlplane.db`` lands
+there; the repetitions append to it as a user's runs would). ``--repeats`` repetitions of the
+four runs, interleaved (rep 1 of each run, then rep 2, ...), every repetition reported. One
+untimed ``--limit 200`` run first fills the disk cache of fitted latency-model pieces, as a
+user's first run would (Vidur's figures are with a warm predictor cache too). The process
+prints its phase stamps (``CONTROLPLANE_TIMINGS=1``, see ``controlplane/timings.py``), so each
+repetition splits into: interpreter start and CLI imports (spawn to ``main``), set-up (config,
+plugin discovery, latency models, schema check, run row: ``main`` to ``loop_start``), the
+event loop, the final write (last rows, run row), and exit (summary printed, interpreter
+torn down). ``startup_s`` is spawn to the first event (``loop_start``).
+
+Vidur's side is its whole-process wall time from the anchors README's "Side by side" table
+(median of three, warm cache, 2026-12-03) scaled by the README's host yardstick: ``python3 -m
+timeit "sum(i*i for i in range(1000))"`` read 29.5 us per loop then; this benchmark runs the
+same command at its start and at its end and scales Vidur's walls by (mean of the two) / 29.5.
+The README has no phase split of Vidur's time, so ``loop_ratio`` (Vidur's whole process over
+our event loop alone) is an upper bound of the loop-against-loop ratio: Vidur's loop is
+shorter than its whole process by its import, init and write phases, which are not recorded.
+
+**Fidelity** (per request against ``vidur_request_metrics.csv``) comes from one more, untimed
+in-process replay of the same config with an observer that keeps each request's timings
+(the CLI's rows do not hold Vidur's TPOT definition's recompute count); its summary is checked
+to be identical to the CLI's. TPOT in both definitions: ours, (finish - first token) /
 (output tokens - 1), and Vidur's, (finish - first token) / num_decode_tokens, where Vidur
 counts the prefill's token as a decode token and, after a restart, only the tokens still to
 generate (see docs/simulator.md). ``--check-exact`` replays the first N requests of each
-workload in both the fast (multi-iteration) and the exact (one core round trip per
-iteration) modes and compares them.
+workload in both the fast (multi-iteration) and the exact (one core round trip per iteration)
+modes and compares them.
 
-Ends with one JSON line: speed_ratio (worst over runs of ours-with-SQL over Vidur's best
-req/s, wall time), speed_ratio_no_sql, the same from CPU time (speed_ratio_cpu*: what the
-replay costs when the machine is not shared), ttft/tpot/e2e p50 differences (largest absolute
-over runs; tpot in Vidur's definition, tpot_p50_diff_pct_our_definition in ours).
+The machine may be shared: every timing is printed beside the yardstick and the load average.
+Ends with one JSON line: ``speed_ratio`` (worst over runs of Vidur's scaled wall over our
+median whole-process wall), ``startup_s`` (median spawn-to-first-event), ``loop_ratio``,
+per-run and per-repetition figures, phases, ttft/tpot/e2e p50 and p99 differences (largest
+absolute over runs; tpot in Vidur's definition, ``tpot_p50_diff_pct_our_definition`` in ours).
 """
 
 from __future__ import annotations
@@ -38,7 +54,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,18 +68,21 @@ sys.path.insert(0, str(ROOT))
 
 from controlplane.events import RequestFinished  # noqa: E402
 from controlplane.hookspecs import hookimpl  # noqa: E402
+from controlplane.timings import parse as parse_timings  # noqa: E402
 from controlplane.types import Decision  # noqa: E402
 
 DEFAULT_ANCHORS = ROOT.parent / "shared" / "anchors" / "vidur"
 RUNS = ("code_r1_n10000_qps0.8", "code_r4_n10000_qps3.2", "arxiv_r1_n10000_qps0.4", "arxiv_r4_n10000_qps1.6")
-#: Vidur's recorded speed (anchors README, warm predictor cache): the faster repetition's wall
-#: seconds and the peak RSS, on a 2-core machine with Python 3.11.
-VIDUR_SPEED = {
-    "code_r1_n10000_qps0.8": (16.2, 1.39e3),
-    "code_r4_n10000_qps3.2": (16.2, 1.39e3),
-    "arxiv_r1_n10000_qps0.4": (53.0, 1.76e3),
-    "arxiv_r4_n10000_qps1.6": (50.4, 1.76e3),
+#: Vidur's whole-process wall seconds from the anchors README's "Side by side" table (median of
+#: three, warm predictor cache) and whether they were measured there (r4: scaled, not re-measured).
+VIDUR_WALL = {
+    "code_r1_n10000_qps0.8": (12.81, "measured side by side"),
+    "code_r4_n10000_qps3.2": (12.8, "recorded 16.2 scaled by the code r1 factor (README; not re-measured)"),
+    "arxiv_r1_n10000_qps0.4": (40.06, "measured side by side"),
+    "arxiv_r4_n10000_qps1.6": (38.1, "recorded 50.4 scaled by the arxiv r1 factor (README; not re-measured)"),
 }
+#: The anchors README's host yardstick during the side-by-side runs, µs per loop.
+YARDSTICK_REF_US = 29.5
 PCTS = (50, 90, 99)
 METRICS = ("ttft", "tpot_vidur", "tpot", "e2e")
 
@@ -70,11 +90,10 @@ METRICS = ("ttft", "tpot_vidur", "tpot", "e2e")
 # --- configuration ------------------------------------------------------------------------
 
 
-def run_config(run_dir: Path, *, db_url: str = "sqlite://", tick_s: float = 10.0, exact: bool = False,
-               record_batches: bool = False):
-    """Our RunConfig for one Vidur run, read from its ``vidur_config.json``."""
-    from controlplane.config import load_config
-
+def anchor_settings(run_dir: Path) -> dict:
+    """The run config a user writes for one Vidur run (what ``--config`` gets as YAML): only what
+    is needed to match Vidur's model, cluster and scheduler, read from its ``vidur_config.json``.
+    Everything else (control loop every second, per-batch decision rows, storage) is default."""
     vc = json.loads((run_dir / "vidur_config.json").read_text())
     cluster, rs = vc["cluster_config"], vc["cluster_config"]["replica_scheduler_config"]
     replica = cluster["replica_config"]
@@ -97,11 +116,8 @@ def run_config(run_dir: Path, *, db_url: str = "sqlite://", tick_s: float = 10.0
     }
     if rs.get("num_blocks"):
         deployment["num_kv_blocks"] = rs["num_blocks"]
-    return load_config(None, {
+    return {
         "seed": vc.get("seed", 0),
-        "storage": {"url": db_url, "record_batches": record_batches},
-        "control": {"tick_s": tick_s},
-        "sim": {"exact": exact},
         "plugins": {
             "enabled": ["round-robin", "continuous-batching", "fixed-replicas", "static-memory",
                         "builtin-latency-models"],
@@ -112,7 +128,20 @@ def run_config(run_dir: Path, *, db_url: str = "sqlite://", tick_s: float = 10.0
             },
         },
         "cluster": {"models": [deployment]},
-    })
+    }
+
+
+def run_config(run_dir: Path, *, db_url: str = "sqlite://", tick_s: float | None = 10.0, exact: bool = False,
+               record_batches: bool = False):
+    """Our RunConfig for one Vidur run (``anchor_settings``), with a database, a control-loop
+    period (``None``: the default, as the CLI runs it) and the exact mode set."""
+    from controlplane.config import load_config
+
+    settings = {**anchor_settings(run_dir), "storage": {"url": db_url, "record_batches": record_batches},
+                "sim": {"exact": exact}}
+    if tick_s is not None:
+        settings["control"] = {"tick_s": tick_s}
+    return load_config(None, settings)
 
 
 # --- one run, in its own process ---------------------------------------------------------
@@ -162,74 +191,6 @@ def latencies(rows: dict[str, tuple]):
     }
 
 
-def _pre_migrated_sqlite(path: Path) -> str:
-    from controlplane.storage import ensure_schema, make_engine
-
-    url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    ensure_schema(engine)
-    engine.dispose()
-    return url
-
-
-def worker(run: str, anchors: Path, repeats: int, tick_s: float, check_exact: int) -> dict:
-    from sim.replay import TraceTransforms, replay
-
-    run_dir = anchors / run
-    workload = run_dir / "workload.csv"
-    out: dict = {"run": run}
-    with tempfile.TemporaryDirectory(prefix="vs_vidur_") as tmp:
-        tmp = Path(tmp)
-        # Warm-up (untimed): imports, plugin discovery, the latency model's fitted tables.
-        replay(workload, run_config(run_dir, tick_s=tick_s), trace_format="canonical",
-               transforms=TraceTransforms(limit=200), record=False)
-
-        timings: dict[str, list[tuple[float, float]]] = {"sql": [], "no_sql": []}
-        summaries = []
-        for i in range(repeats):
-            for mode in ("sql", "no_sql"):
-                record = mode == "sql"
-                url = _pre_migrated_sqlite(tmp / f"run{i}.db") if record else "sqlite://"
-                cfg = run_config(run_dir, db_url=url, tick_s=tick_s)
-                t0, c0 = time.perf_counter(), time.process_time()
-                summary, session = replay(workload, cfg, trace_format="canonical", record=record)
-                timings[mode].append((time.perf_counter() - t0, time.process_time() - c0))
-                summaries.append({k: v for k, v in summary.items() if k not in ("run_id", "wall_s")})
-                if record:
-                    out["sql_rows"] = _count_rows(tmp / f"run{i}.db", session.run_id)
-        out["deterministic"] = all(s == summaries[0] for s in summaries)
-        out["timings"] = timings
-        out["num_requests"] = summaries[0]["num_requests"]
-        out["num_completed"] = summaries[0]["num_completed"]
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-        # Fidelity: one more (untimed) replay with an observer keeping per-request timings.
-        obs = _observer()
-        summary, session = replay(workload, run_config(run_dir, tick_s=tick_s), trace_format="canonical",
-                                  record=False, extra_plugins=[obs])
-        out["memory_plan"] = _memory_reason(session)
-        ids, ours = latencies(obs.rows)
-        vidur = _vidur_metrics(run_dir, ids)
-        out["fidelity"] = _compare(ours, vidur)
-        out["restarts"] = {"ours": int(ours["restarts"].sum()), "vidur": int(vidur["restarts"].sum())}
-        out["kv_blocks"] = session.core.workers[next(iter(session.core.workers))].num_kv_blocks
-
-        if check_exact:
-            out["exact_check"] = exact_check(run_dir, workload, check_exact, tick_s)
-    return out
-
-
-def _count_rows(db: Path, run_id: int) -> dict[str, int]:
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    try:
-        return {t: con.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (run_id,)).fetchone()[0]
-                for t in ("request", "decision", "metric_sample")}
-    finally:
-        con.close()
-
-
 def _memory_reason(session) -> str:
     plugin = session.plugins.get("static-memory")
     d = session.config.cluster.models[0]
@@ -263,7 +224,7 @@ def _compare(ours: dict, vidur: dict) -> dict:
     return out
 
 
-def exact_check(run_dir: Path, workload: Path, n: int, tick_s: float) -> dict:
+def exact_check(run_dir: Path, workload: Path, n: int, tick_s: float | None = None) -> dict:
     """Fast and exact modes on the first ``n`` requests: percentiles, per-request gaps, event counts."""
     import numpy as np
 
@@ -296,7 +257,7 @@ def exact_check(run_dir: Path, workload: Path, n: int, tick_s: float) -> dict:
     return out
 
 
-# --- the parent: spawn, tabulate, summarise -----------------------------------------------
+# --- the report ---------------------------------------------------------------------------
 
 
 def _load_avg() -> str:
@@ -306,54 +267,8 @@ def _load_avg() -> str:
         return "n/a"
 
 
-def host_speed_us() -> float:
-    """A yardstick of this machine's speed right now: best-of-5 µs of a pure-Python loop.
-
-    About 34 µs on the idle 2-core box Vidur's figures come from the same class of; a shared
-    host under load reads 50-75 µs, and every ratio here drops with it.
-    """
-    import timeit
-
-    timer = timeit.Timer("sum(i * i for i in range(1000))")
-    return min(timer.repeat(5, 2000)) / 2000 * 1e6
-
-
 def _pct(x: float) -> str:
     return f"{x:+.2f}%"
-
-
-def _table(r: dict, tick_s: float):
-    from rich.table import Table
-
-    run = r["run"]
-    vidur_wall, vidur_rss = VIDUR_SPEED[run]
-    n = r["num_requests"]
-    vidur_rps = n / vidur_wall
-    t = Table(title=f"{run}: ours vs Vidur ({n:,} requests, {r['kv_blocks']:,} KV blocks/replica from the memory plan)",
-              caption=f"timed: sim.replay.replay on the streamed CSV; 'with SQL' writes {r['sql_rows']['request']:,} request, "
-                      f"{r['sql_rows']['decision']:,} decision and {r['sql_rows']['metric_sample']:,} metric rows to a "
-                      f"temporary SQLite file (schema made before timing); control loop every {tick_s:g} s; "
-                      f"best / median of {len(r['timings']['sql'])}; Vidur: faster of its two recorded repetitions")
-    for col in ("metric", "ours", "Vidur", "ours vs Vidur"):
-        t.add_column(col, justify="right" if col != "metric" else "left")
-    for mode, label in (("sql", "with SQL writes"), ("no_sql", "no SQL")):
-        walls = [w for w, _ in r["timings"][mode]]
-        cpus = [c for _, c in r["timings"][mode]]
-        best, med = min(walls), statistics.median(walls)
-        t.add_row(f"wall s, {label} (best / median)", f"{best:.2f} / {med:.2f}", f"{vidur_wall:.1f}", "")
-        t.add_row(f"CPU s, {label} (best)", f"{min(cpus):.2f}", "", "")
-        t.add_row(f"simulated requests / wall s, {label} (best / median)", f"{n / best:,.0f} / {n / med:,.0f}",
-                  f"{vidur_rps:,.0f}", f"{n / best / vidur_rps:.1f}x / {n / med / vidur_rps:.1f}x")
-    t.add_row("peak RSS MB (whole process)", f"{r['peak_rss_mb']:,.0f}", f"{vidur_rss:,.0f}", f"{r['peak_rss_mb'] / vidur_rss:.2f}x")
-    names = {"ttft": "TTFT", "tpot_vidur": "TPOT, Vidur's definition", "tpot": "TPOT, ours vs Vidur's", "e2e": "E2E"}
-    for m in METRICS:
-        row = r["fidelity"][m]
-        for p in PCTS:
-            a, b, d = row[f"p{p}"]
-            t.add_row(f"{names[m]} p{p} s", f"{a:.4f}", f"{b:.4f}", _pct(d))
-        t.add_row(f"{names[m]} per request Pearson / Spearman", "", "", f"{row['pearson']:.4f} / {row['spearman']:.4f}")
-    t.add_row("restarts (preemptions)", str(r["restarts"]["ours"]), str(r["restarts"]["vidur"]), "")
-    return t
 
 
 def _exact_table(results: list[dict]):
@@ -382,82 +297,239 @@ def _exact_table(results: list[dict]):
     return t
 
 
+# --- the user's command, timed from outside -----------------------------------------------
+
+
+def yardstick_us() -> float:
+    """The anchors README's host yardstick: ``python3 -m timeit "sum(i*i for i in range(1000))"``,
+    µs per loop (timeit's best of 5)."""
+    python3 = shutil.which("python3") or sys.executable
+    out = subprocess.run([python3, "-m", "timeit", "sum(i*i for i in range(1000))"], capture_output=True,
+                         text=True, check=True).stdout
+    m = re.search(r"best of \d+: ([0-9.]+) (nsec|usec|msec|sec) per loop", out)
+    if m is None:
+        raise SystemExit(f"could not read the yardstick from: {out!r}")
+    return float(m.group(1)) * {"nsec": 1e-3, "usec": 1.0, "msec": 1e3, "sec": 1e6}[m.group(2)]
+
+
+def cli_command(workload: Path, config: Path, limit: int | None = None) -> list[str]:
+    exe = shutil.which("controlplane", path=str(Path(sys.executable).parent)) or shutil.which("controlplane")
+    cmd = [exe] if exe else [sys.executable, "-m", "controlplane.cli"]
+    cmd += ["sim", "replay", str(workload), "--format", "canonical", "--config", str(config), "--json", "--no-progress"]
+    if limit is not None:
+        cmd += ["--limit", str(limit)]
+    return cmd
+
+
+def time_cli(cmd: list[str], cwd: Path) -> dict:
+    """One whole process: wall seconds spawn to exit, its own peak RSS (``wait4``), its phases
+    (``CONTROLPLANE_TIMINGS``), its summary."""
+    env = {**os.environ, "CONTROLPLANE_TIMINGS": "1"}
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out_f, stderr=err_f, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        t1 = time.time()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_f.seek(0)
+        err_f.seek(0)
+        stdout, stderr = out_f.read(), err_f.read()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    stamps = parse_timings(stderr)
+    if stamps is None:
+        raise SystemExit(f"{' '.join(cmd)} printed no phase stamps on stderr:\n{stderr[-2000:]}")
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    phases = {
+        "start_and_imports": stamps["main"] - t0,
+        "setup": stamps["loop_start"] - stamps["main"],
+        "loop": stamps["loop_end"] - stamps["loop_start"],
+        "write": stamps["closed"] - stamps["loop_end"],
+        "exit": t1 - stamps["closed"],
+    }
+    return {"wall_s": t1 - t0, "startup_s": stamps["loop_start"] - t0, "loop_s": phases["loop"],
+            "peak_rss_mb": usage.ru_maxrss / 1024, "phases": {k: round(v, 4) for k, v in phases.items()}, "summary": summary}
+
+
+def fidelity(run: str, anchors: Path, config: Path, check_exact: int) -> dict:
+    """The untimed in-process replay with an observer: per-request comparison with Vidur."""
+    from controlplane.config import load_config
+    from sim.replay import replay
+
+    run_dir = anchors / run
+    obs = _observer()
+    cfg = load_config(config, {"storage": {"url": "sqlite://"}})
+    result = replay(run_dir / "workload.csv", cfg, trace_format="canonical", record=False, extra_plugins=[obs])
+    ids, ours = latencies(obs.rows)
+    vidur = _vidur_metrics(run_dir, ids)
+    out = {"summary": result.summary, "fidelity": _compare(ours, vidur), "memory_plan": _memory_reason(result.session),
+           "restarts": {"ours": int(ours["restarts"].sum()), "vidur": int(vidur["restarts"].sum())},
+           "kv_blocks": result.session.core.workers[next(iter(result.session.core.workers))].num_kv_blocks}
+    if check_exact:
+        out["exact_check"] = exact_check(run_dir, run_dir / "workload.csv", check_exact)
+    return out
+
+
+def _comparable(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in ("run_id", "wall_s")}
+
+
+def _speed_table(run: str, reps: list[dict], vidur_scaled: float, n: int):
+    from rich.table import Table
+
+    t = Table(title=f"{run}: `controlplane sim replay` whole process vs Vidur ({n:,} requests)")
+    for col in ("rep", "whole s", "startup s", "imports", "setup", "loop", "write", "exit", "peak RSS MB",
+                "Vidur s (scaled)", "ratio"):
+        t.add_column(col, justify="right")
+    for i, r in enumerate(reps, 1):
+        p = r["phases"]
+        t.add_row(str(i), f"{r['wall_s']:.2f}", f"{r['startup_s']:.3f}", f"{p['start_and_imports']:.3f}",
+                  f"{p['setup']:.3f}", f"{p['loop']:.3f}", f"{p['write']:.3f}", f"{p['exit']:.3f}",
+                  f"{r['peak_rss_mb']:,.0f}", f"{vidur_scaled:.2f}", f"{vidur_scaled / r['wall_s']:.1f}x")
+    return t
+
+
+def _fidelity_table(run: str, f: dict):
+    from rich.table import Table
+
+    t = Table(title=f"{run}: per-request fidelity against Vidur ({f['kv_blocks']:,} KV blocks/replica from the memory plan)")
+    for col in ("metric", "ours", "Vidur", "ours vs Vidur"):
+        t.add_column(col, justify="right" if col != "metric" else "left")
+    names = {"ttft": "TTFT", "tpot_vidur": "TPOT, Vidur's definition", "tpot": "TPOT, ours vs Vidur's", "e2e": "E2E"}
+    for m in METRICS:
+        row = f["fidelity"][m]
+        for p in PCTS:
+            a, b, d = row[f"p{p}"]
+            t.add_row(f"{names[m]} p{p} s", f"{a:.4f}", f"{b:.4f}", _pct(d))
+        t.add_row(f"{names[m]} per request Pearson / Spearman", "", "", f"{row['pearson']:.4f} / {row['spearman']:.4f}")
+    t.add_row("restarts (preemptions)", str(f["restarts"]["ours"]), str(f["restarts"]["vidur"]), "")
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--anchors", type=Path, default=Path(os.environ.get("VIDUR_ANCHORS", DEFAULT_ANCHORS)))
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated run folders")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repetitions per mode (best and median shown: the machine may be shared)")
-    ap.add_argument("--tick-s", type=float, default=10.0, help="control-loop period (metric samples), simulated s")
+    ap.add_argument("--repeats", type=int, default=3, help="whole-process repetitions per run (every one reported)")
+    ap.add_argument("--small", type=int, default=1000,
+                    help="also time the code r1 run cut to its first N requests (the start-up target; 0: skip)")
     ap.add_argument("--check-exact", type=int, nargs="?", const=1000, default=0, metavar="N",
                     help="also compare exact and fast modes on the first N requests (default 1000)")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--no-fidelity", action="store_true", help="skip the per-request comparison (speed only)")
     args = ap.parse_args()
 
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.anchors, args.repeats, args.tick_s, args.check_exact)))
-        return
-
+    import yaml
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=max(Console().width, 140))
+    runs = args.runs.split(",")
     load_before = _load_avg()
-    speed_before = host_speed_us()
-    results = []
-    for run in args.runs.split(","):
-        cmd = [sys.executable, __file__, "--worker", run, "--anchors", str(args.anchors), "--repeats", str(args.repeats),
-               "--tick-s", str(args.tick_s)]
-        if args.check_exact:
-            cmd += ["--check-exact", str(args.check_exact)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"{run}: worker failed:\n{proc.stderr[-3000:]}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append(r)
-        console.print(_table(r, args.tick_s))
-    if args.check_exact:
-        console.print(_exact_table(results))
-    speed_after = host_speed_us()
-    console.print(f"load average before / after: {load_before} / {_load_avg()} on {os.cpu_count()} CPUs; "
-                  f"host yardstick (sum of squares to 1,000, best of 5) {speed_before:.1f} / {speed_after:.1f} µs "
-                  f"(~34 µs on this class of machine when idle)")
+    yard_before = yardstick_us()
+    console.print(f"host yardstick at start: {yard_before:.1f} µs (anchors: {YARDSTICK_REF_US} µs); "
+                  f"load average {load_before} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="vs_vidur_") as tmp:
+        tmp = Path(tmp)
+        dirs, configs = {}, {}
+        for run in runs:
+            dirs[run] = tmp / run
+            dirs[run].mkdir()
+            configs[run] = dirs[run] / "run.yaml"
+            configs[run].write_text(yaml.safe_dump(anchor_settings(args.anchors / run)))
+        # Untimed: fills the disk cache of fitted latency-model pieces (a user's first run).
+        warm = tmp / "warm"
+        warm.mkdir()
+        time_cli(cli_command(args.anchors / runs[0] / "workload.csv", configs[runs[0]], limit=200), warm)
+
+        reps: dict[str, list[dict]] = {run: [] for run in runs}
+        small: list[dict] = []
+        for i in range(args.repeats):
+            for run in runs:
+                r = time_cli(cli_command(args.anchors / run / "workload.csv", configs[run]), dirs[run])
+                reps[run].append(r)
+                console.print(f"  rep {i + 1} {run}: {r['wall_s']:.2f} s whole, {r['startup_s']:.3f} s to first event, "
+                              f"loop {r['loop_s']:.2f} s (load {_load_avg()})")
+            if args.small:
+                r = time_cli(cli_command(args.anchors / runs[0] / "workload.csv", configs[runs[0]], limit=args.small),
+                             warm)
+                small.append(r)
+        yard_after = yardstick_us()
+        fid = {} if args.no_fidelity else {run: fidelity(run, args.anchors, configs[run], args.check_exact)
+                                           for run in runs}
+
+    scale = (yard_before + yard_after) / 2 / YARDSTICK_REF_US
+    per_run = {}
+    for run in runs:
+        vidur_scaled = VIDUR_WALL[run][0] * scale
+        n = reps[run][0]["summary"]["num_requests"]
+        console.print(_speed_table(run, reps[run], vidur_scaled, n))
+        if run in fid:
+            console.print(_fidelity_table(run, fid[run]))
+        walls = [r["wall_s"] for r in reps[run]]
+        loops = [r["loop_s"] for r in reps[run]]
+        summaries = [_comparable(r["summary"]) for r in reps[run]]
+        per_run[run] = {
+            "num_requests": n,
+            "whole_s": [round(w, 3) for w in walls],
+            "startup_s": [round(r["startup_s"], 3) for r in reps[run]],
+            "loop_s": [round(x, 3) for x in loops],
+            "phases_median_s": {k: round(statistics.median(r["phases"][k] for r in reps[run]), 4)
+                                for k in reps[run][0]["phases"]},
+            "vidur_wall_s": VIDUR_WALL[run][0], "vidur_wall_basis": VIDUR_WALL[run][1],
+            "vidur_wall_scaled_s": round(vidur_scaled, 2),
+            "speed_ratio": round(vidur_scaled / statistics.median(walls), 2),
+            "speed_ratio_per_rep": [round(vidur_scaled / w, 2) for w in walls],
+            "loop_ratio": round(vidur_scaled / statistics.median(loops), 2),
+            "deterministic": all(s == summaries[0] for s in summaries)
+                             and (run not in fid or _comparable(fid[run]["summary"]) == summaries[0]),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in reps[run]), 1),
+        }
+    if args.check_exact and fid:
+        console.print(_exact_table([{"run": run, **fid[run]} for run in runs]))
+    if small:
+        console.print(f"code r1 cut to {args.small:,} requests, whole process: "
+                      + ", ".join(f"{r['wall_s']:.2f} s (startup {r['startup_s']:.3f}, loop {r['loop_s']:.3f})"
+                                  for r in small) + " (target 0.5 s)")
+    console.print(f"host yardstick start / end: {yard_before:.1f} / {yard_after:.1f} µs (anchors {YARDSTICK_REF_US} µs: "
+                  f"Vidur's walls x{scale:.3f}); load average before / after: {load_before} / {_load_avg()} "
+                  f"on {os.cpu_count()} CPUs. The machine may be shared: read the timings beside these.")
 
     def worst(values):
         return max(values, key=abs)
 
-    ratios, ratios_no_sql, ratios_med, ratios_cpu, ratios_cpu_no_sql = [], [], [], [], []
-    for r in results:
-        vidur_rps = r["num_requests"] / VIDUR_SPEED[r["run"]][0]
-        ratios.append(r["num_requests"] / min(w for w, _ in r["timings"]["sql"]) / vidur_rps)
-        ratios_med.append(r["num_requests"] / statistics.median(w for w, _ in r["timings"]["sql"]) / vidur_rps)
-        ratios_no_sql.append(r["num_requests"] / min(w for w, _ in r["timings"]["no_sql"]) / vidur_rps)
-        # CPU seconds instead of wall: what the replay costs when the machine is not shared.
-        ratios_cpu.append(r["num_requests"] / min(c for _, c in r["timings"]["sql"]) / vidur_rps)
-        ratios_cpu_no_sql.append(r["num_requests"] / min(c for _, c in r["timings"]["no_sql"]) / vidur_rps)
+    results = [fid[run] for run in runs if run in fid]
     summary = {
-        "speed_ratio": round(min(ratios), 2),
-        "speed_ratio_median": round(min(ratios_med), 2),
-        "speed_ratio_no_sql": round(min(ratios_no_sql), 2),
-        "speed_ratio_cpu": round(min(ratios_cpu), 2),
-        "speed_ratio_cpu_no_sql": round(min(ratios_cpu_no_sql), 2),
-        "ttft_p50_diff_pct": round(worst([r["fidelity"]["ttft"]["p50"][2] for r in results]), 3),
-        "tpot_p50_diff_pct": round(worst([r["fidelity"]["tpot_vidur"]["p50"][2] for r in results]), 3),
-        "tpot_p50_diff_pct_our_definition": round(worst([r["fidelity"]["tpot"]["p50"][2] for r in results]), 3),
-        "e2e_p50_diff_pct": round(worst([r["fidelity"]["e2e"]["p50"][2] for r in results]), 3),
-        "ttft_p99_diff_pct": round(worst([r["fidelity"]["ttft"]["p99"][2] for r in results]), 3),
-        "tpot_p99_diff_pct": round(worst([r["fidelity"]["tpot_vidur"]["p99"][2] for r in results]), 3),
-        "e2e_p99_diff_pct": round(worst([r["fidelity"]["e2e"]["p99"][2] for r in results]), 3),
-        "min_pearson_e2e": round(min(r["fidelity"]["e2e"]["pearson"] for r in results), 4),
-        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
-        "deterministic": all(r["deterministic"] for r in results),
-        "runs": {r["run"]: {"speed_ratio": round(x, 2), "speed_ratio_no_sql": round(y, 2), "speed_ratio_cpu": round(c, 2),
-                            "speed_ratio_cpu_no_sql": round(d, 2)}
-                 for r, x, y, c, d in zip(results, ratios, ratios_no_sql, ratios_cpu, ratios_cpu_no_sql)},
-        "sql": True,
-        "tick_s": args.tick_s,
-        "load_avg": _load_avg(),
-        "host_yardstick_us": [round(speed_before, 1), round(speed_after, 1)],
+        "speed_ratio": min(v["speed_ratio"] for v in per_run.values()),
+        "startup_s": round(statistics.median(s for v in per_run.values() for s in v["startup_s"]), 3),
+        "loop_ratio": min(v["loop_ratio"] for v in per_run.values()),
+        "loop_ratio_basis": "Vidur's whole-process wall over our event loop: an upper bound (Vidur's phases are "
+                            "not in the anchors)",
     }
-    if args.check_exact:
+    if results:
+        summary.update({
+            "ttft_p50_diff_pct": round(worst([r["fidelity"]["ttft"]["p50"][2] for r in results]), 3),
+            "tpot_p50_diff_pct": round(worst([r["fidelity"]["tpot_vidur"]["p50"][2] for r in results]), 3),
+            "tpot_p50_diff_pct_our_definition": round(worst([r["fidelity"]["tpot"]["p50"][2] for r in results]), 3),
+            "e2e_p50_diff_pct": round(worst([r["fidelity"]["e2e"]["p50"][2] for r in results]), 3),
+            "ttft_p99_diff_pct": round(worst([r["fidelity"]["ttft"]["p99"][2] for r in results]), 3),
+            "tpot_p99_diff_pct": round(worst([r["fidelity"]["tpot_vidur"]["p99"][2] for r in results]), 3),
+            "e2e_p99_diff_pct": round(worst([r["fidelity"]["e2e"]["p99"][2] for r in results]), 3),
+            "min_pearson_e2e": round(min(r["fidelity"]["e2e"]["pearson"] for r in results), 4),
+        })
+    summary.update({
+        "deterministic": all(v["deterministic"] for v in per_run.values()),
+        "peak_rss_mb": max(v["peak_rss_mb"] for v in per_run.values()),
+        "small_run": {"requests": args.small, "whole_s": [round(r["wall_s"], 3) for r in small],
+                      "startup_s": [round(r["startup_s"], 3) for r in small],
+                      "phases_median_s": {k: round(statistics.median(r["phases"][k] for r in small), 4)
+                                          for k in small[0]["phases"]} if small else {}},
+        "runs": per_run,
+        "repeats": args.repeats,
+        "command": "controlplane sim replay workload.csv --format canonical --config run.yaml --json --no-progress",
+        "host_yardstick_us": [round(yard_before, 1), round(yard_after, 1)],
+        "yardstick_ref_us": YARDSTICK_REF_US,
+        "load_avg": _load_avg(),
+    })
+    if args.check_exact and results:
         summary["exact_vs_fast_max_pct"] = round(max(
             abs(r["exact_check"][m][f"p{p}"]) for r in results for m in ("ttft", "tpot", "e2e") for p in PCTS), 6)
     print(json.dumps(summary))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from controlplane import timings
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 from controlplane.hardware.memory_plan import deployment_cold_start_s
@@ -220,9 +221,12 @@ def replay(
         available=available,
     ) as session:
         driver = build_driver(session, on_progress=on_progress)
+        timings.mark("loop_start")
         t0 = time.perf_counter()
         finished = driver.run(requests)
         loop_s = time.perf_counter() - t0
+        timings.mark("loop_end")
         summary = session.close(finished)
+        timings.mark("closed")
     return ReplayResult(summary, session, driver, trace_format, loop_s)
 

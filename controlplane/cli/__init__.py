@@ -25,4 +25,7 @@ app.command("calibrate")(bench.calibrate)
 
 
 def main() -> None:
+    from controlplane import timings
+
+    timings.mark("main")
     app()

@@ -1,0 +1,89 @@
+"""Where a command's wall time goes: named phase stamps, printed to stderr on request.
+
+Set ``CONTROLPLANE_TIMINGS=1`` in the environment of a ``controlplane`` command and the
+process prints, as it exits, one line to stderr::
+
+    controlplane-timings {"main": 1764750000.12, "loop_start": ..., "phases": {...}}
+
+The stamps are wall-clock epoch seconds (``time.time()``) so that a parent process can line
+them up with its own clock (``benchmarks/vs_vidur.py`` measures the interpreter's start and
+the imports that way); ``phases`` holds the durations between consecutive stamps. The stamps
+the replay path sets, in order: ``main`` (the CLI's entry function is running: interpreter
+start and the CLI's imports are behind), ``loop_start`` (the run is set up: config, plugins,
+latency models, schema and run row; the first event comes next), ``loop_end`` (the trace is
+exhausted and the simulation drained), ``closed`` (the last rows are written and the run row
+finished), ``exit`` (stamped by the exit handler: the summary is printed). Marking costs one dict store when on and one
+global read when off; it never changes what a run does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import time
+from typing import Final
+
+ENV: Final = "CONTROLPLANE_TIMINGS"
+PREFIX: Final = "controlplane-timings "
+
+_stamps: dict[str, float] = {}
+_enabled = bool(os.environ.get(ENV))
+_registered = False
+
+
+def enable() -> None:
+    """Turn the stamps on for this process; they print at exit."""
+    global _enabled
+    _enabled = True
+    _register()
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def mark(name: str) -> None:
+    """Stamp the wall-clock time of ``name`` (a later stamp of the same name replaces it)."""
+    if _enabled:
+        _stamps[name] = time.time()
+        _register()
+
+
+def stamps() -> dict[str, float]:
+    """The stamps so far, in the order they were first made."""
+    return dict(_stamps)
+
+
+def phases(stamps_: dict[str, float] | None = None) -> dict[str, float]:
+    """Seconds between consecutive stamps, named ``<earlier>-><later>``."""
+    items = list((stamps_ if stamps_ is not None else _stamps).items())
+    return {f"{a}->{b}": round(tb - ta, 6) for (a, ta), (b, tb) in zip(items, items[1:])}
+
+
+def report() -> str:
+    """The line printed at exit."""
+    return PREFIX + json.dumps({**_stamps, "phases": phases()})
+
+
+def parse(stderr: str) -> dict | None:
+    """The stamps a process printed to ``stderr`` (None when it printed none)."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(PREFIX):
+            return json.loads(line[len(PREFIX):])
+    return None
+
+
+def _print_report() -> None:
+    if _enabled and _stamps:
+        _stamps["exit"] = time.time()
+        sys.stderr.write(report() + "\n")
+        sys.stderr.flush()
+
+
+def _register() -> None:
+    global _registered
+    if not _registered:
+        atexit.register(_print_report)
+        _registered = True
