@@ -124,3 +124,9 @@ def replay(
     out.print(summary_table(summary, f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"))
     out.print(f"stored in {cfg.storage.url} as run {summary.get('run_id')}; "
               f"see `controlplane runs show {summary.get('run_id')}`")
+
+
+# Sweeps and configuration search (docs/sweeps.md): their own modules, registered here.
+from controlplane.cli.sweep import sweep as _sweep  # noqa: E402
+
+app.command("sweep")(_sweep)

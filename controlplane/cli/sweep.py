@@ -1,0 +1,92 @@
+"""`controlplane sim sweep SPEC.yaml`: a grid or random sweep over config keys and seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, out, resolve_db, user_errors
+
+BACKEND_HELP = "ray | pool | serial; default: ray when installed, else a local process pool."
+
+SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (YAML): base config, trace, space of keys, seeds. "
+                                              "See docs/sweeps.md.")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)]
+BackendOpt = Annotated[str, typer.Option("--backend", help=BACKEND_HELP)]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Parallel runs (default: the machine's cores).")]
+RayOpt = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (ray://host:10001 or "
+                                                                     "auto); default: a local Ray.")]
+
+
+def progress_bar(label: str, show: bool) -> Progress:
+    return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not show, transient=True)
+
+
+def sweep(
+    spec: SpecArg,
+    db: DbOpt = None,
+    backend: BackendOpt = "auto",
+    workers: WorkersOpt = None,
+    ray_address: RayOpt = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new sweep even if this spec has one to resume.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="End with one JSON line: sweep id, runs, their summaries.")]
+    = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Run every point of a sweep spec once per seed, in parallel, each run stored under one sweep id.
+
+    Rerunning the same spec against the same database resumes it: runs already stored are skipped.
+    """
+    from controlplane.storage import make_engine
+    from sim.sweep import load_spec, run_sweep
+    from sim.sweep.store import sweep_runs
+
+    url = resolve_db(db)
+    with user_errors():
+        loaded = load_spec(spec)
+        bar = progress_bar("sweep", progress and err.is_terminal and not json_out)
+        with bar:
+            task = bar.add_task("", total=None)
+
+            def on_start(total: int, stored: int, name: str) -> None:
+                bar.update(task, total=total, completed=stored, description=f"on {name}")
+
+            def on_run(outcome, run_id: int) -> None:
+                bar.advance(task)
+
+            result = run_sweep(loaded, url, backend=backend, workers=workers, ray_address=ray_address, fresh=fresh,
+                               on_start=on_start, on_run=on_run)
+        engine = make_engine(url)
+        runs = sweep_runs(engine, result.sweep_id)
+        engine.dispose()
+    if json_out:
+        typer.echo(json.dumps({"sweep_id": result.sweep_id, "resumed": result.resumed, "total": result.total,
+                               "skipped": result.skipped, "ran": result.ran, "backend": result.backend,
+                               "runs": [{"run_id": r["id"], "key": r["sweep_key"], "seed": r["seed"],
+                                         "overrides": r["overrides"], "summary": r["summary"]} for r in runs]},
+                              sort_keys=True, default=str))
+        return
+    out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})"))
+    verb = "resumed" if result.resumed else "ran"
+    out.print(f"{verb} sweep {result.sweep_id}: {result.ran} runs now on {result.backend}, {result.skipped} already "
+              f"stored; see `controlplane runs report --sweep {result.sweep_id} --html sweep.html`", highlight=False)
+
+
+def sweep_table(runs: list[dict], title: str) -> Table:
+    t = Table(title=title, header_style="bold")
+    keys = sorted({k for r in runs for k in r["overrides"]})
+    for col in ("run", "seed", *keys, "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h"):
+        t.add_column(col)
+    for r in runs:
+        s = r["summary"] or {}
+        gpu_h = (s.get("gpu_seconds") or 0) / 3600
+        t.add_row(str(r["id"]), str(r["seed"]), *(fmt_value(r["overrides"].get(k)) for k in keys),
+                  fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
+                  f"{gpu_h:.2f}")
+    return t

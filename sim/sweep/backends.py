@@ -1,0 +1,172 @@
+"""Where a sweep's runs execute: in this process, a local process pool, or Ray.
+
+Each backend yields ``RunOutcome``s as runs finish (in any order). Traces are shipped once:
+Ray puts each into the object store and passes the reference to every run; the pool hands
+them to each worker process once, at its start. ``auto`` takes Ray when it is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+from sim.sweep.worker import RunOutcome, RunTask, run_task
+from sim.traces import TraceRequest
+
+__all__ = ["BACKENDS", "Backend", "make_backend", "ray_available"]
+
+BACKENDS = ("auto", "ray", "pool", "serial")
+
+Traces = Mapping[str, list[TraceRequest]]
+
+
+def ray_available() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Backend:
+    name = "serial"
+
+    def run(self, tasks: Sequence[RunTask], traces: Traces) -> Iterator[RunOutcome]:
+        for task in tasks:
+            yield run_task(task, traces[task.trace_id])
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- process pool --------------------------------------------------------------------------
+
+_POOL_TRACES: dict[str, list[TraceRequest]] = {}
+
+
+def _pool_init(traces: dict[str, list[TraceRequest]]) -> None:
+    _POOL_TRACES.clear()
+    _POOL_TRACES.update(traces)
+
+
+def _pool_run(task: RunTask) -> RunOutcome:
+    return run_task(task, _POOL_TRACES[task.trace_id])
+
+
+class PoolBackend(Backend):
+    """A ``ProcessPoolExecutor`` (forkserver) whose workers get the traces once, at start."""
+
+    name = "pool"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._executor: ProcessPoolExecutor | None = None
+        self._shipped: set[str] = set()
+
+    def _pool(self, traces: Traces) -> ProcessPoolExecutor:
+        if self._executor is None or not set(traces) <= self._shipped:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+            import multiprocessing
+
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_pool_init, initargs=(dict(traces),),
+            )
+            self._shipped = set(traces)
+        return self._executor
+
+    def run(self, tasks: Sequence[RunTask], traces: Traces) -> Iterator[RunOutcome]:
+        if not tasks:
+            return
+        pool = self._pool(traces)
+        futures: set[Future] = {pool.submit(_pool_run, t) for t in tasks}
+        try:
+            while futures:
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+# -- Ray -----------------------------------------------------------------------------------
+
+
+def _ray_run(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
+    return run_task(task, trace)
+
+
+class RayBackend(Backend):
+    """Runs as Ray tasks (one CPU each); a local Ray with this machine's cores unless ``address``."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        import ray
+
+        self.ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "configure_logging": False}
+            if address:
+                kwargs["address"] = address
+            else:
+                kwargs["num_cpus"] = workers or os.cpu_count() or 1
+            ray.init(**kwargs)
+            self._started = True
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
+        self._refs: dict[str, Any] = {}
+
+    def run(self, tasks: Sequence[RunTask], traces: Traces) -> Iterator[RunOutcome]:
+        ray = self.ray
+        for trace_id, trace in traces.items():
+            if trace_id not in self._refs:
+                self._refs[trace_id] = ray.put(trace)  # once: every run gets the reference
+        pending = [self._remote.remote(t, self._refs[t.trace_id]) for t in tasks]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    yield ray.get(ref)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def close(self) -> None:
+        self._refs.clear()
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+def make_backend(name: str = "auto", *, workers: int | None = None, ray_address: str | None = None) -> Backend:
+    """``auto``: Ray when installed (and always when ``ray_address`` is given), else the pool."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        name = "ray" if ray_available() or ray_address else "pool"
+    if name == "ray":
+        if not ray_available():
+            raise ValueError("backend ray: Ray is not installed (pip install 'controlplane[ray]'), or use --backend pool")
+        return RayBackend(ray_address, workers)
+    if ray_address:
+        raise ValueError(f"--ray-address needs the ray backend, not {name}")
+    if name == "pool":
+        return PoolBackend(workers)
+    return Backend()

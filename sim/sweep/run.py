@@ -1,0 +1,130 @@
+"""`run_sweep`: every point of a spec, once per seed, on a backend, stored under one sweep id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from controlplane.storage import ensure_schema, make_engine
+from sim.replay import TraceTransforms, prepare_trace
+from sim.sweep.backends import Backend, make_backend
+from sim.sweep.spec import LoadedSpec, Point
+from sim.sweep.store import create_or_resume, finish_sweep, store_outcome, stored_keys
+from sim.sweep.worker import RunOutcome, RunTask
+from sim.traces import TraceRequest
+
+__all__ = ["SweepResult", "load_traces", "make_tasks", "run_sweep", "transforms_of"]
+
+
+@dataclass
+class SweepResult:
+    sweep_id: int
+    resumed: bool
+    total: int  # runs in the sweep
+    skipped: int  # already stored (a resumed sweep)
+    ran: int
+    run_ids: dict[str, int] = field(default_factory=dict)  # point key -> run id, of the runs done now
+    backend: str = "serial"
+
+
+def transforms_of(loaded: LoadedSpec, *, limit: int | None = None) -> TraceTransforms:
+    t = loaded.spec.trace
+    return TraceTransforms(window_start_s=t.window_start_s, window_end_s=t.window_end_s, speed_up=t.speed_up,
+                           rate_scale=t.rate_scale, limit=limit if limit is not None else t.limit)
+
+
+def load_traces(loaded: LoadedSpec, seeds: Iterable[int], transforms: TraceTransforms | None = None,
+                trace_path: str | None = None, trace_format: str | None = None) -> dict[str, list[TraceRequest]]:
+    """The requests each seed's runs replay, read once per seed (the reader and the transforms
+    draw from the seed's streams, exactly as ``replay`` would)."""
+    transforms = transforms or transforms_of(loaded)
+    path = trace_path or loaded.trace_path()
+    fmt = trace_format if trace_format is not None else loaded.trace_format()
+    out: dict[str, list[TraceRequest]] = {}
+    for seed in sorted(set(seeds)):
+        out[trace_id(seed)] = list(prepare_trace(path, seed=seed, transforms=transforms, trace_format=fmt,
+                                                 trace_options=loaded.spec.trace.options or None))
+    return out
+
+
+def trace_id(seed: int, stage: str | None = None) -> str:
+    return f"seed={seed}" if stage is None else f"{stage}:seed={seed}"
+
+
+def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, *,
+               record: str | None = None, trace_path: str | None = None,
+               trace_format: str | None = None) -> list[RunTask]:
+    """Each point's task, its config validated now (a bad value fails before anything runs)."""
+    name = loaded.name
+    path = trace_path or loaded.trace_path()
+    fmt = trace_format if trace_format is not None else loaded.trace_format()
+    return [
+        RunTask(key=p.key, index=p.index, seed=p.seed, overrides=p.overrides,
+                config=loaded.run_config(p.overrides, p.seed, db_url=db_url, name=f"{name} #{p.index} seed {p.seed}"),
+                trace_id=trace_id(p.seed), trace_name=path, trace_format=fmt,
+                record=record or loaded.spec.record)
+        for p in points
+    ]
+
+
+def run_sweep(
+    loaded: LoadedSpec,
+    db_url: str,
+    *,
+    backend: str | Backend = "auto",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    fresh: bool = False,
+    trace_path: str | None = None,
+    trace_format: str | None = None,
+    on_start: Callable[[int, int, str], None] | None = None,
+    on_run: Callable[[RunOutcome, int], None] | None = None,
+    engine: Engine | None = None,
+) -> SweepResult:
+    """Run (or resume) a sweep; ``on_start(total, already_stored, backend)`` then
+    ``on_run(outcome, run_id)`` after each run is stored."""
+    own_engine = engine is None
+    engine = engine or make_engine(db_url)
+    ensure_schema(engine)
+    points = loaded.points()
+    tasks = make_tasks(loaded, points, db_url, trace_path=trace_path, trace_format=trace_format)
+    trace = trace_path or loaded.trace_path()
+    spec_hash = loaded.run_hash(trace, trace_format)
+    sweep_id, resumed = create_or_resume(
+        engine, name=loaded.name, kind=loaded.spec.mode, spec=loaded.spec.model_dump(mode="json"),
+        spec_hash=spec_hash, trace=trace, num_runs=len(tasks), fresh=fresh)
+    done = stored_keys(engine, sweep_id)
+    pending = [t for t in tasks if t.key not in done]
+    result = SweepResult(sweep_id, resumed, len(tasks), len(tasks) - len(pending), 0)
+    status = "failed"
+    try:
+        back = backend if isinstance(backend, Backend) else (
+            make_backend(backend, workers=workers, ray_address=ray_address) if pending else Backend())
+        result.backend = back.name
+        if on_start is not None:
+            on_start(len(tasks), result.skipped, back.name)
+        try:
+            if pending:
+                traces = load_traces(loaded, {t.seed for t in pending}, trace_path=trace_path,
+                                     trace_format=trace_format)
+                for outcome in back.run(pending, traces):
+                    run_id = store_outcome(engine, sweep_id, outcome)
+                    result.run_ids[outcome.task.key] = run_id
+                    result.ran += 1
+                    if on_run is not None:
+                        on_run(outcome, run_id)
+        finally:
+            if not isinstance(backend, Backend):
+                back.close()
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        finish_sweep(engine, sweep_id, status)
+        if own_engine:
+            engine.dispose()
+    return result

@@ -1,0 +1,308 @@
+"""A sweep's spec (``SPEC.yaml``): a base config, a trace, a space of config keys, seeds.
+
+The space maps dotted config keys (``cluster.models.0.replicas``, ``plugins.enabled``,
+``plugins.settings.continuous-batching.policy``) to the values to try. A key without a dot
+whose values are mappings is a *bundle*: each value sets several keys together (a GPU type
+and its latency model's GPU). ``mode: grid`` tries every combination; ``mode: random`` draws
+``samples`` points (values from the lists, or from ``{low, high, log, int}`` ranges). Every
+point runs once per seed in ``seeds``. See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controlplane.config import RunConfig, load_config, read_config_file
+from controlplane.errors import ConfigError
+
+__all__ = ["Point", "RangeSpec", "SearchSettings", "SweepSpec", "TraceSpec", "apply_dotted", "load_spec",
+           "point_key"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RangeSpec(_Section):
+    """A continuous or integer range for random search."""
+
+    low: float
+    high: float
+    log: bool = False
+    int: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if not self.low <= self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    def draw(self, rng: np.random.Generator) -> float | int:
+        if self.log:
+            x = float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
+        else:
+            x = float(rng.uniform(self.low, self.high))
+        return int(round(x)) if self.int else x
+
+
+class TraceSpec(_Section):
+    """The trace every run replays, and its transforms (as `controlplane sim replay`'s flags)."""
+
+    path: str | None = None  # None: the bundled Azure code trace
+    format: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # reader options (vidur: qps, arrival)
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+    speed_up: float | None = Field(None, gt=0)
+    rate_scale: float | None = Field(None, gt=0)
+    limit: int | None = Field(None, ge=1)
+
+
+class SearchSettings(_Section):
+    """How `controlplane sim search` narrows the candidates (docs/sweeps.md, "Search")."""
+
+    screen_fraction: float = Field(0.25, gt=0, le=1)  # share of the trace's requests the screen replays
+    eta: int = Field(3, ge=2)  # successive halving: keep about 1/eta of the survivors per rung
+    min_keep: int = Field(6, ge=1)  # ... but at least this many
+    slack: float = Field(0.03, ge=0, lt=1)  # attainment allowance below the target on a partial trace
+    confirm_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    neighbours: int = Field(3, ge=0)  # next-cheaper rejected candidates confirmed over the seeds too
+
+
+Value = Any
+
+
+class SweepSpec(_Section):
+    name: str | None = None
+    config: str | None = None  # a run config file, relative to the spec's folder
+    base: dict[str, Any] = Field(default_factory=dict)  # overrides on top of it (dotted or nested keys)
+    trace: TraceSpec = Field(default_factory=TraceSpec)
+    mode: Literal["grid", "random"] = "grid"
+    samples: int | None = Field(None, ge=1)  # random: how many points
+    sample_seed: int = 0  # random: seed of the draws
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    record: Literal["full", "summary"] = "full"  # full: every request, decision and metric; summary: the run row
+    space: dict[str, list[Value] | RangeSpec] = Field(default_factory=dict)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _check_space(self) -> SweepSpec:
+        for key, values in self.space.items():
+            if isinstance(values, RangeSpec):
+                if self.mode == "grid":
+                    raise ValueError(f"space.{key}: a range needs mode: random (a grid takes a list of values)")
+                continue
+            if not values:
+                raise ValueError(f"space.{key}: no values")
+            if "." not in key and not all(isinstance(v, dict) for v in values):
+                raise ValueError(f"space.{key}: a key without a dot is a bundle, its values must be mappings "
+                                 "of dotted keys (e.g. {{cluster.models.0.gpu: h100-80gb}})")
+        if self.mode == "random" and self.samples is None:
+            raise ValueError("mode: random needs samples (how many points to draw)")
+        return self
+
+    # -- points -----------------------------------------------------------------------------
+
+    def points(self) -> list[dict[str, Any]]:
+        """The space's points as flat ``{dotted key: value}`` overrides, bundles expanded."""
+        keys = list(self.space)
+        if self.mode == "grid":
+            combos = itertools.product(*(self.space[k] for k in keys))
+            raw = [dict(zip(keys, combo)) for combo in combos]
+        else:
+            rng = np.random.default_rng(self.sample_seed)
+            raw = []
+            for _ in range(self.samples or 0):
+                point = {}
+                for k in keys:
+                    v = self.space[k]
+                    point[k] = v.draw(rng) if isinstance(v, RangeSpec) else v[int(rng.integers(len(v)))]
+                raw.append(point)
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for point in raw:
+            flat: dict[str, Any] = {}
+            for k, v in point.items():
+                if "." in k:
+                    flat[k] = v
+                else:
+                    flat.update(v)
+            key = point_key(flat, None)
+            if key not in seen:  # random draws may repeat a point
+                seen.add(key)
+                out.append(flat)
+        return out
+
+    def spec_hash(self, base_config: dict[str, Any]) -> str:
+        """Identifies what the sweep computes: the spec and the base config's content."""
+        data = {"spec": self.model_dump(mode="json", exclude={"name"}), "base": base_config}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class Point:
+    """One run of a sweep: a point's overrides and a seed, with the key it is stored under."""
+
+    __slots__ = ("index", "overrides", "seed", "key")
+
+    def __init__(self, index: int, overrides: dict[str, Any], seed: int, key: str | None = None) -> None:
+        self.index = index
+        self.overrides = overrides
+        self.seed = seed
+        self.key = key or point_key(overrides, seed)
+
+    def __repr__(self) -> str:
+        return f"Point({self.index}, {self.overrides}, seed={self.seed})"
+
+
+def point_key(overrides: dict[str, Any], seed: int | None) -> str:
+    """A stable key of a point's overrides (and seed): the same point always gets the same key."""
+    text = json.dumps({"o": overrides, "s": seed}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _index(container: list, part: str, path: str) -> int:
+    try:
+        i = int(part)
+    except ValueError:
+        raise ConfigError(f"{path}: {part!r} is not a list index") from None
+    if not 0 <= i < len(container):
+        raise ConfigError(f"{path}: index {i} out of range (the list has {len(container)} items)")
+    return i
+
+
+def apply_dotted(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a config dict with ``{dotted key: value}`` set (list items by index:
+    ``cluster.models.0.replicas``); missing mapping keys are created (validation names them)."""
+    out = copy.deepcopy(config)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = out
+        for depth, part in enumerate(parts[:-1]):
+            path = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                node = node[_index(node, part, path)]
+            elif isinstance(node, dict):
+                nxt = node.get(part)
+                if nxt is None:
+                    nxt = node[part] = {}
+                node = nxt
+            else:
+                raise ConfigError(f"{dotted}: {'.'.join(parts[:depth])} is a value, not a section")
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, dotted)] = copy.deepcopy(value)
+        elif isinstance(node, dict):
+            node[last] = copy.deepcopy(value)
+        else:
+            raise ConfigError(f"{dotted}: {'.'.join(parts[:-1])} is a value, not a section")
+    return out
+
+
+def _nested(base: dict[str, Any]) -> dict[str, Any]:
+    dotted = {k: v for k, v in base.items() if "." in k}
+    nested = {k: v for k, v in base.items() if "." not in k}
+    return apply_dotted(nested, dotted) if dotted else nested
+
+
+class LoadedSpec:
+    """A parsed spec with its base config resolved (a full config dict every point starts from)."""
+
+    def __init__(self, spec: SweepSpec, path: Path | None, base_config: dict[str, Any]) -> None:
+        self.spec = spec
+        self.path = path
+        self.base_config = base_config
+        self.name = spec.name or (path.stem if path else "sweep")
+        self.hash = spec.spec_hash(base_config)
+
+    def run_hash(self, trace: str, trace_format: str | None) -> str:
+        """The spec's hash with the trace it replays (a ``--trace`` flag may replace the spec's)."""
+        text = f"{self.hash}|{trace}|{trace_format if trace_format is not None else self.trace_format()}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def trace_path(self) -> str:
+        from sim.traces import bundled_trace_path
+
+        t = self.spec.trace
+        if t.path is None:
+            return str(bundled_trace_path())
+        p = Path(t.path)
+        if not p.is_absolute() and self.path is not None and not p.exists():
+            p = self.path.parent / p
+        return str(p)
+
+    def trace_format(self) -> str | None:
+        t = self.spec.trace
+        return "azure" if t.path is None and t.format is None else t.format
+
+    def run_config(self, overrides: dict[str, Any], seed: int, *, db_url: str | None = None,
+                   name: str | None = None) -> dict[str, Any]:
+        """The validated config dict of one point (``ConfigError`` naming the point and key)."""
+        data = apply_dotted(self.base_config, overrides)
+        data["seed"] = seed
+        if name is not None:
+            data["name"] = name
+        if db_url is not None:
+            data.setdefault("storage", {})["url"] = db_url
+        try:
+            return RunConfig(**data).model_dump(mode="json")
+        except ValidationError as exc:
+            lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError(f"sweep point {overrides}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+    def points(self) -> list[Point]:
+        """Every run: each point of the space once per seed, in a stable order."""
+        out = []
+        for i, overrides in enumerate(self.spec.points()):
+            for seed in self.spec.seeds:
+                out.append(Point(i, overrides, seed))
+        return out
+
+
+def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None) -> LoadedSpec:
+    """Read and check a sweep spec (a YAML file, or its parsed ``data``); errors name the file."""
+    where = str(path) if path is not None else "sweep spec"
+    if data is None:
+        if path is None:
+            raise ValueError("load_spec needs a path or data")
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"sweep spec not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping (name, config, trace, space, seeds, ...)")
+    try:
+        spec = SweepSpec(**data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid sweep spec {where}:\n  " + "\n  ".join(lines)) from None
+    spec_path = Path(path) if path is not None else None
+    config_path = None
+    if spec.config is not None:
+        config_path = Path(spec.config)
+        if not config_path.is_absolute() and spec_path is not None and not config_path.exists():
+            config_path = spec_path.parent / config_path
+        read_config_file(config_path)  # a clear error for a missing or broken file
+    try:
+        base = load_config(config_path, _nested(spec.base)).model_dump(mode="json")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: base config: {exc}") from None
+    loaded = LoadedSpec(spec, spec_path, base)
+    for overrides in spec.points()[:1] + spec.points()[-1:]:
+        loaded.run_config(overrides, spec.seeds[0])  # a bad key fails now, not in a worker
+    return loaded

@@ -1,0 +1,94 @@
+"""A sweep's rows: the ``sweep`` row, and each finished run written from the driver process.
+
+One writer (the driver) per sweep keeps SQLite safe and makes the database reachable from
+nowhere else: workers return their rows, :func:`store_outcome` writes them through a
+``RunRecorder`` (the same bulk path a replay uses) with the run's ``sweep_id`` and ``sweep_key``.
+A run is ``finished`` only once its rows are in; a resumed sweep skips those and deletes any
+other run of the sweep (a run cut off while it was being written) before doing it again.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+
+from controlplane.storage import RunRecorder
+from controlplane.storage.models import Run, Sweep
+from sim.sweep.worker import RunOutcome
+
+__all__ = ["create_or_resume", "finish_sweep", "stored_keys", "store_outcome", "sweep_runs"]
+
+_SWEEP = Sweep.__table__
+_RUN = Run.__table__
+
+
+def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, Any], spec_hash: str,
+                     trace: str | None, num_runs: int, fresh: bool = False) -> tuple[int, bool]:
+    """The id of the newest sweep with this spec hash (resumed), or of a new one; and whether resumed."""
+    with engine.begin() as conn:
+        if not fresh:
+            row = conn.execute(select(_SWEEP.c.id).where(_SWEEP.c.spec_hash == spec_hash, _SWEEP.c.kind == kind)
+                               .order_by(_SWEEP.c.id.desc()).limit(1)).first()
+            if row is not None:
+                conn.execute(update(_SWEEP).where(_SWEEP.c.id == row[0])
+                             .values(status="running", finished_at=None, num_runs=num_runs))
+                return int(row[0]), True
+        values = {"name": name, "kind": kind, "status": "running", "spec": spec, "spec_hash": spec_hash,
+                  "trace": trace, "num_runs": num_runs, "created_at": datetime.now(timezone.utc)}
+        return int(conn.execute(insert(_SWEEP).values(values)).inserted_primary_key[0]), False
+
+
+def stored_keys(engine: Engine, sweep_id: int) -> set[str]:
+    """Keys of the sweep's finished runs; other runs of the sweep (cut off mid-write) are deleted."""
+    with engine.begin() as conn:
+        conn.execute(delete(_RUN).where(_RUN.c.sweep_id == sweep_id, _RUN.c.status != "finished"))
+        rows = conn.execute(select(_RUN.c.sweep_key).where(_RUN.c.sweep_id == sweep_id))
+        return {r[0] for r in rows}
+
+
+def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_size: int = 50_000) -> int:
+    """Write one run (its row, then its rows, then ``finished``); return its run id."""
+    task = outcome.task
+    summary = dict(outcome.summary)
+    with RunRecorder(engine, batch_size=batch_size) as rec:
+        run_id = rec.start_run(
+            name=task.config.get("name"), mode="sim", trace=task.trace_name, trace_format=task.trace_format,
+            seed=task.seed, config=task.config, plugins=outcome.plugins,
+            started_at=outcome.started_at or datetime.now(timezone.utc),
+        )
+        with engine.begin() as conn:
+            notes = json.dumps({"overrides": task.overrides, "stage": task.stage}, sort_keys=True, default=str)
+            conn.execute(update(_RUN).where(_RUN.c.id == run_id)
+                         .values(sweep_id=sweep_id, sweep_key=task.key, notes=notes))
+        for table, rows in outcome.rows.items():
+            for values in rows:
+                rec.add_values(table, values)
+        for row in outcome.worker_events:
+            rec.add_worker_event(row)
+        summary = {"run_id": run_id, **summary, "wall_s": round(outcome.wall_s, 3)}
+        rec.finish_run(run_id, status="finished", summary=summary,
+                       finished_at=outcome.finished_at or datetime.now(timezone.utc), wall_s=outcome.wall_s,
+                       sim_end_s=outcome.sim_end_s)
+    return run_id
+
+
+def finish_sweep(engine: Engine, sweep_id: int, status: str, result: dict[str, Any] | None = None) -> None:
+    values: dict[str, Any] = {"status": status, "finished_at": datetime.now(timezone.utc)}
+    if result is not None:
+        values["result"] = result
+    with engine.begin() as conn:
+        conn.execute(update(_SWEEP).where(_SWEEP.c.id == sweep_id).values(values))
+
+
+def sweep_runs(engine: Engine, sweep_id: int) -> list[dict[str, Any]]:
+    """The sweep's finished runs (id, key, seed, config, summary), in run id order."""
+    cols = (_RUN.c.id, _RUN.c.sweep_key, _RUN.c.seed, _RUN.c.config, _RUN.c.summary, _RUN.c.status, _RUN.c.notes)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in
+                conn.execute(select(*cols).where(_RUN.c.sweep_id == sweep_id).order_by(_RUN.c.id))]
+    for r in rows:
+        r["overrides"] = json.loads(r.pop("notes") or "{}").get("overrides", {})
+    return rows
