@@ -52,6 +52,11 @@ def daemon(
     request_timeout: Annotated[
         float, typer.Option(help="A request unanswered this long (s) gets HTTP 504; 0 disables.")
     ] = 600.0,
+    journal_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="Where the run's journal of accepted requests is kept until it closes (lists the "
+                     "requests a crash lost); default: $CONTROLPLANE_JOURNAL_DIR or the user's state directory."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
 ) -> None:
@@ -73,6 +78,7 @@ def daemon(
             host=host, port=port, pool=pool, admin_token=admin_token_from_env(), config_path=config,
             overrides=overrides, drain_timeout_s=drain_timeout, request_timeout_s=request_timeout or None,
             cpu_threads=cpu_threads, ray_address=ray_address, log_level=log_level.lower(), access_log=access_log,
+            journal_dir=journal_dir,
         )
     err.print(
         f"controlplane daemon: {', '.join(f'{m.name} x{m.replicas}' for m in cfg.cluster.models)} on the {pool} pool, "

@@ -56,6 +56,7 @@ class DaemonOptions:
     default_max_tokens: int = 256  # chat requests without max_tokens
     cpu_threads: int | None = None  # torch threads per CPU worker (default: cores / workers)
     ray_address: str | None = None
+    journal_dir: Path | None = None  # journal of accepted requests (None: $CONTROLPLANE_JOURNAL_DIR or state dir)
     log_level: str = "info"
     access_log: bool = False
 
@@ -85,6 +86,7 @@ class Daemon:
         self.drained_cleanly = True
         self._drain_task: asyncio.Task | None = None
         self.crashed_runs: list[dict[str, Any]] = []  # runs of dead daemons marked crashed at start
+        self.journal: Any = None  # the run's journal of accepted requests (when recording)
         from controlplane.live.daemon_app import (
             create_app,  # the app's routes depend on this module
         )
@@ -109,10 +111,19 @@ class Daemon:
             return
         from sqlalchemy.exc import SQLAlchemyError
 
-        from controlplane.storage.crashed import claim_run, mark_crashed_runs
+        from controlplane.storage.crashed import claim_run, mark_crashed_runs, process_marker
 
+        from controlplane.storage.journal import RequestJournal
+
+        marker = process_marker()
         try:
-            claim_run(engine, run_id)
+            self.journal = RequestJournal.for_run(run_id, self.options.journal_dir)
+            marker["journal"] = str(self.journal.path.resolve())
+            self.driver.journal = self.journal
+        except OSError as exc:  # serve anyway; a crash then cannot say which requests were lost
+            log.warning("no journal of accepted requests (a crash could not list lost requests): %s", exc)
+        try:
+            claim_run(engine, run_id, marker)
             self.crashed_runs = mark_crashed_runs(engine, exclude={run_id})
         except (SQLAlchemyError, OSError) as exc:  # never stop serving for this bookkeeping
             log.warning("could not check for crashed runs: %s", exc)
@@ -123,6 +134,8 @@ class Daemon:
             self.drained_cleanly = await self._wait_drained()
         status = "finished" if self.drained_cleanly else "interrupted"
         summary = await self.driver.close(status=status)
+        if self.journal is not None:  # the run is closed: its rows are in the database (or spilled)
+            self.journal.close(remove=True)
         log.info("run %s closed (%s): %s", self.driver.run_id, status,
                  {k: (summary or {}).get(k) for k in ("num_completed", "num_failed", "num_rejected")})
 

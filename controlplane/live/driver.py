@@ -81,6 +81,7 @@ class LiveDriver:
         self.pool = make_pool(pool, cpu_threads=cpu_threads) if isinstance(pool, str) else pool
         self.record = record
         self.request_timeout_s = request_timeout_s
+        self.journal: Any = None  # the daemon's journal of accepted requests (`storage.journal`), if any
         self.metrics = exporter if exporter is not None else PrometheusExporter()
         #: Plugins added to the run's own (the Prometheus exporter first); kept across reloads.
         self.extra_plugins: list[object] = [self.metrics, *extra_plugins]
@@ -277,6 +278,8 @@ class LiveDriver:
                            seed=seed, stop=stop, ignore_eos=ignore_eos, chat=chat)
         now = self.now_s()
         rid = f"req-{self.core.ctx.ids.next('live-request')}"
+        if self.journal is not None:  # before anything can happen to it: a crash can then name it
+            self.journal.accepted(rid)
         request = Request(
             request_id=rid, arrival_s=now, prompt_tokens=len(p.ids), max_output_tokens=max_tokens,
             model=served.name, tenant=tenant, priority=priority, prompt=p.text, params=p.params,

@@ -9,7 +9,11 @@ processes and runs never claimed (the simulator, older daemons) are never touche
 an unrelated process is told apart by its start time.
 
 The crashed run's ``summary`` says what is in the database: ``requests_recorded`` (request rows
-written before the kill), and ``finished_at`` is when it was found, not when it died.
+written before the kill), and, from the run's journal of accepted requests
+(`controlplane.storage.journal`, its path under ``config["process"]["journal"]``),
+``requests_accepted``, ``requests_lost`` and ``lost_request_ids``: the requests the daemon had
+accepted and not recorded when it died, so nothing is silently missing. ``finished_at`` is when
+it was found, not when it died.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
+from controlplane.storage.journal import read_journal
 from controlplane.storage.models import Request, Run
 
 log = logging.getLogger("controlplane.storage")
@@ -78,6 +84,26 @@ def claim_run(engine: Engine, run_id: int, marker: dict[str, Any] | None = None)
         conn.execute(update(Run).where(Run.id == run_id).values(config=config))
 
 
+#: At most this many lost request ids are listed in a crashed run's summary (all are counted).
+MAX_LOST_LISTED = 10_000
+
+
+def _lost_requests(conn: Any, run_id: int, journal: Any) -> dict[str, Any]:
+    """What the run's journal says about requests accepted without a row: ``requests_accepted``,
+    ``requests_lost`` and ``lost_request_ids`` (None where the run kept no journal)."""
+    if not isinstance(journal, str) or not Path(journal).exists():
+        return {"requests_accepted": None, "requests_lost": None,
+                "lost_note": "no journal: requests accepted but not recorded cannot be told"}
+    accepted = read_journal(journal)
+    have = set(conn.execute(select(Request.request_id).where(Request.run_id == run_id)).scalars())
+    lost = [rid for rid in accepted if rid not in have]
+    out: dict[str, Any] = {"requests_accepted": len(accepted), "requests_lost": len(lost),
+                           "lost_request_ids": lost[:MAX_LOST_LISTED]}
+    if len(lost) > MAX_LOST_LISTED:
+        out["lost_request_ids_truncated"] = True
+    return out
+
+
 def mark_crashed_runs(
     engine: Engine,
     *,
@@ -105,13 +131,18 @@ def mark_crashed_runs(
         with engine.begin() as conn:
             recorded = conn.execute(select(func.count()).select_from(Request).where(Request.run_id == run_id)).scalar_one()
             new_summary = {**(summary or {}), "crashed": True, "requests_recorded": int(recorded),
-                           "found_by": process_marker()}
+                           "found_by": process_marker(), **_lost_requests(conn, run_id, owner.get("journal"))}
             done = conn.execute(
                 update(Run).where(Run.id == run_id, Run.status == "running")
                 .values(status="crashed", summary=new_summary, finished_at=datetime.now(timezone.utc))
             ).rowcount
         if done:
+            lost = new_summary.get("requests_lost")
             log.warning("run %d was left running by pid %d on %s, which is gone: marked crashed "
-                        "(%d request rows recorded)", run_id, owner["pid"], host, recorded)
-            marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded)})
+                        "(%d request rows recorded, %s accepted requests lost)", run_id, owner["pid"], host,
+                        recorded, "unknown" if lost is None else lost)
+            if owner.get("journal"):
+                Path(owner["journal"]).unlink(missing_ok=True)  # its content is in the summary now
+            marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded),
+                           "requests_lost": lost})
     return marked

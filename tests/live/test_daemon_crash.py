@@ -1,9 +1,12 @@
 """A daemon killed with SIGKILL: the next start on the same database marks its run ``crashed``,
-and the request rows it wrote before the kill are still there."""
+the request rows it wrote before the kill are still there, and the requests it had accepted
+without a row are listed as lost (from the run's journal)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +20,24 @@ MODEL = "tiny-llama"
 
 def _daemon(tmp: Path, db_url: str, name: str) -> DaemonProcess:
     return DaemonProcess(tmp, ["--pool", "thread", "--workers", "1", "--db", db_url, "--drain-timeout", "30"],
-                         name=name)
+                         name=name, env={"CONTROLPLANE_JOURNAL_DIR": str(tmp / "journal")})
+
+
+def _journal_lines(tmp: Path) -> list[str]:
+    return [line for f in (tmp / "journal").glob("run-*.log") for line in f.read_text().splitlines()]
+
+
+def _send_in_background(base: str, n: int) -> list[threading.Thread]:
+    """Long requests the daemon will still be generating when it is killed (their answers never come)."""
+    def send(i: int) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(f"{base}/v1/completions", timeout=120,
+                       json={"model": MODEL, "prompt": [9, i, 9], "max_tokens": 2000, "ignore_eos": True})
+
+    threads = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
 
 
 def _request_ids(engine, run_id: int) -> set[str]:
@@ -45,6 +65,12 @@ def test_a_sigkilled_daemons_run_is_marked_crashed_at_the_next_start(tmp_path: P
             time.sleep(0.2)
         assert answered <= _request_ids(engine, run_id)
 
+        _send_in_background(first.base, 2)
+        deadline = time.monotonic() + 30
+        while len(_journal_lines(tmp_path)) < len(answered) + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        accepted = _journal_lines(tmp_path)
+        assert set(accepted) >= answered and len(accepted) == len(answered) + 2
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(30)
         assert get_run(engine, run_id)["status"] == "running"  # nobody closed it
@@ -57,12 +83,20 @@ def test_a_sigkilled_daemons_run_is_marked_crashed_at_the_next_start(tmp_path: P
         assert old["summary"]["crashed"] is True
         assert old["summary"]["requests_recorded"] == len(_request_ids(engine, run_id)) >= len(answered)
         assert answered <= _request_ids(engine, run_id)
+        # Nothing silently missing: every accepted request has a row or is listed as lost.
+        recorded = _request_ids(engine, run_id)
+        lost = old["summary"]["lost_request_ids"]
+        assert old["summary"]["requests_accepted"] == len(accepted)
+        assert old["summary"]["requests_lost"] == len(lost) >= 2  # the two killed mid-generation
+        assert set(lost) | recorded == set(accepted) and not set(lost) & recorded
+        assert not list((tmp_path / "journal").glob(f"run-{run_id}-*.log"))  # consumed into the summary
         new = list_runs(engine, limit=1)[0]
         assert new["id"] != run_id and new["status"] == "running"  # the live one is left alone
         assert "marked crashed" in second.log_path.read_text()
 
         assert second.stop() == 0
         assert get_run(engine, new["id"])["status"] == "finished"
+        assert not list((tmp_path / "journal").glob("run-*.log"))  # a clean close removes the journal
         assert get_run(engine, run_id)["status"] == "crashed"
     finally:
         first.stop(signal.SIGKILL)

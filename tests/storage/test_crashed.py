@@ -67,3 +67,51 @@ def test_excluded_runs_and_the_liveness_check(engine: Engine) -> None:
     assert [m["run_id"] for m in mark_crashed_runs(engine)] == [run_id]
     assert process_alive(os.getpid(), process_marker()["start_ticks"])
     assert not process_alive(0)
+
+
+def test_a_crashed_runs_journal_lists_the_accepted_requests_without_a_row(engine: Engine, tmp_path) -> None:
+    from controlplane.storage.journal import RequestJournal
+
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec)
+        for i in range(3):
+            rec.add_request(request_row(i))
+        rec.flush()
+    recorded = {r["request_id"] for r in (request_row(i) for i in range(3))}
+    journal = RequestJournal.for_run(run_id, tmp_path)
+    for rid in [*sorted(recorded), "lost-a", "lost-b"]:
+        journal.accepted(rid)
+    journal.close(remove=False)  # the process died: nobody removed it
+    claim_run(engine, run_id, {**process_marker(), "pid": _dead_pid(), "start_ticks": None,
+                               "journal": str(journal.path)})
+
+    [marked] = mark_crashed_runs(engine)
+
+    summary = get_run(engine, run_id)["summary"]
+    assert marked["requests_lost"] == summary["requests_lost"] == 2
+    assert summary["requests_accepted"] == 5 and summary["requests_recorded"] == 3
+    assert summary["lost_request_ids"] == ["lost-a", "lost-b"]
+    assert not journal.path.exists()  # consumed into the summary
+
+
+def test_a_crashed_run_without_a_journal_says_its_losses_are_unknown(engine: Engine) -> None:
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec)
+    claim_run(engine, run_id, {**process_marker(), "pid": _dead_pid(), "start_ticks": None})
+    mark_crashed_runs(engine)
+    summary = get_run(engine, run_id)["summary"]
+    assert summary["requests_lost"] is None and "no journal" in summary["lost_note"]
+
+
+def test_read_journal_keeps_order_drops_repeats_and_a_torn_last_line(tmp_path) -> None:
+    from controlplane.storage.journal import RequestJournal, read_journal
+
+    path = tmp_path / "j.log"
+    path.write_bytes(b"a\nb\na\nc\npartial")
+    assert read_journal(path) == ["a", "b", "c"]
+    assert read_journal(tmp_path / "missing.log") == []
+    journal = RequestJournal(tmp_path / "sub" / "k.log")
+    journal.accepted("x")
+    journal.close(remove=True)
+    journal.accepted("y")  # after close: ignored, no error
+    assert not (tmp_path / "sub" / "k.log").exists()
