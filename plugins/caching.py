@@ -2,62 +2,89 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import hashlib
+from typing import Literal
 
+import orjson
 from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
+from plugins.cache_backends import CacheStore, StoreSettings, open_store
+
+
+def normalise_prompt(text: str) -> str:
+    """The seed's normalisation: surrounding whitespace trimmed, lower-cased."""
+    return text.strip().lower()
+
+
+def exact_key(request, *, normalise: bool = False) -> str | None:
+    """SHA-256 of (model, prompt, sorted generation params); None when the answer is not
+    reproducible: no prompt text, or sampling (temperature > 0) without a seed."""
+    if request.prompt is None:
+        return None
+    params = dict(request.params)
+    if float(params.get("temperature", 0.0) or 0.0) > 0 and params.get("seed") is None:
+        return None
+    prompt = normalise_prompt(request.prompt) if normalise else request.prompt
+    body = orjson.dumps([request.model, prompt, sorted((str(k), repr(v)) for k, v in params.items())])
+    return hashlib.sha256(body).hexdigest()
 
 
 class ExactCache(Plugin):
-    """LRU cache of responses keyed by (model, prompt text, generation params), with a TTL.
+    """Responses keyed by SHA-256 of (model, prompt text, sorted generation params), with a TTL.
 
     A cached answer is served only when it is the answer this request would get: one that stopped
     by itself (end of sequence, a stop string) within the request's ``max_tokens``, or one cut at
     exactly the same ``max_tokens``. The hit counts the answer's real tokens. Requests without
-    prompt text (most public traces) never hit.
+    prompt text (most public traces) never hit (see ``trace-hit-model`` for those).
+
+    ``normalise: true`` keys on the prompt trimmed and lower-cased (the seed design): "Hi " and
+    "hi" share an answer. Entries live in a store (``plugins.cache_backends``): in-process by
+    default, bounded by ``capacity`` entries and ``max_bytes`` and evicted by ``eviction``
+    (lru / lfu / ttl); ``backend: redis`` shares them between daemons.
     """
 
     name = "exact-cache"
 
     class Settings(PluginSettings):
-        capacity: int = Field(10_000, ge=1)
+        capacity: int = Field(10_000, ge=1)  # entries (memory backend)
+        max_bytes: int | None = Field(None, ge=1)  # key + stored answer bytes (memory backend)
+        eviction: Literal["lru", "lfu", "ttl"] = "lru"
         ttl_s: float = Field(3600.0, gt=0)
         latency_s: float = Field(0.002, ge=0)  # lookup + reply time of a hit
+        normalise: bool = False  # key on the prompt trimmed and lower-cased
+        backend: Literal["memory", "redis"] = "memory"
+        redis_url: str = "redis://127.0.0.1:6379/0"
+        namespace: str = "cp"
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        # key -> (stored at, text, output tokens, the max_output_tokens it was generated under)
-        self._entries: OrderedDict[tuple, tuple[float, str | None, int, int]] = OrderedDict()
+        s = self.settings
+        self.store: CacheStore = open_store(StoreSettings(
+            backend=s.backend, max_entries=s.capacity, max_bytes=s.max_bytes, eviction=s.eviction,
+            redis_url=s.redis_url, namespace=s.namespace), namespace=self.name)
+        self.hits = 0
+        self.lookups = 0
 
-    @staticmethod
-    def _key(request) -> tuple | None:
-        """None when the response is not reproducible: no prompt text, or sampling without a seed."""
-        if request.prompt is None:
-            return None
-        params = dict(request.params)
-        if float(params.get("temperature", 0.0) or 0.0) > 0 and params.get("seed") is None:
-            return None
-        return (request.model, request.prompt, request.params)
+    def _key(self, request) -> str | None:
+        return exact_key(request, normalise=self.settings.normalise)
 
     @hookimpl
     def cp_cache_lookup(self, ctx, request):
         key = self._key(request)
         if key is None:
             return None
-        entry = self._entries.get(key)
-        if entry is None:
+        self.lookups += 1
+        raw = self.store.get(key, now_s=ctx.now_s)
+        if raw is None:
             return None
-        stored_s, text, tokens, max_tokens = entry
-        if ctx.now_s - stored_s > self.settings.ttl_s:
-            del self._entries[key]
-            return None
+        text, tokens, max_tokens = orjson.loads(raw)
         stopped_by_itself = tokens < max_tokens
         if not (request.max_output_tokens == max_tokens
                 or (stopped_by_itself and request.max_output_tokens >= tokens)):
             return None  # cut at another length: not the answer this request asks for
-        self._entries.move_to_end(key)
+        self.hits += 1
         return CacheHit("exact", self.settings.latency_s, text, 1.0, "same prompt and parameters",
                         output_tokens=tokens)
 
@@ -66,7 +93,5 @@ class ExactCache(Plugin):
         key = self._key(request)
         if key is None or request.cache_hit:
             return
-        self._entries[key] = (ctx.now_s, request.output_text, request.output_tokens, request.max_output_tokens)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.settings.capacity:
-            self._entries.popitem(last=False)
+        value = orjson.dumps([request.output_text, request.output_tokens, request.max_output_tokens])
+        self.store.set(key, value, self.settings.ttl_s, now_s=ctx.now_s)

@@ -1,0 +1,121 @@
+"""The exact cache's key options, eviction bounds, access counts and shared Redis backend."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import pytest
+
+from controlplane.testing import make_context
+from controlplane.types import Request
+from plugins.caching import ExactCache, exact_key
+from tests.plugins.test_cache_backends import OwnRedis, _need, shared_redis  # noqa: F401  (fixture)
+
+
+def _req(rid: str, prompt: str, params=(), model: str = "default", max_out: int = 4, text: str | None = None) -> Request:
+    r = Request(rid, 0.0, 10, max_out, model=model, prompt=prompt, params=params)
+    r.output_tokens = max_out
+    r.output_text = text if text is not None else f"answer to {prompt}"
+    return r
+
+
+def test_the_key_is_a_sha256_of_model_prompt_and_sorted_params():
+    a = exact_key(_req("a", "hi", params=(("top_p", 0.9), ("seed", 1))))
+    b = exact_key(_req("b", "hi", params=(("seed", 1), ("top_p", 0.9))))
+    assert a == b and len(a) == 64
+    assert exact_key(_req("c", "hi", params=(("seed", 2), ("top_p", 0.9)))) != a
+    assert exact_key(_req("d", "hi", params=(("temperature", 0.7),))) is None  # sampling without a seed
+    assert exact_key(_req("e", "hi", params=(("temperature", 0.7), ("seed", 3)))) is not None
+
+
+def test_seed_normalisation_trims_and_lower_cases_only_when_asked():
+    ctx = make_context()
+    plain, norm = ExactCache(), ExactCache(ExactCache.Settings(normalise=True))
+    for cache in (plain, norm):
+        cache.cp_cache_store(ctx=ctx, request=_req("a", "What is my balance?"))
+    assert plain.cp_cache_lookup(ctx=ctx, request=_req("b", "  what IS my balance?\n")) is None
+    hit = norm.cp_cache_lookup(ctx=ctx, request=_req("b", "  what IS my balance?\n"))
+    assert hit.response_text == "answer to What is my balance?"
+    assert norm.cp_cache_lookup(ctx=ctx, request=_req("c", "what is my balance")) is None  # not a paraphrase cache
+
+
+def test_access_counts_follow_the_hits():
+    ctx = make_context()
+    cache = ExactCache()
+    cache.cp_cache_store(ctx=ctx, request=_req("a", "hi"))
+    for i in range(3):
+        assert cache.cp_cache_lookup(ctx=ctx, request=_req(f"b{i}", "hi")) is not None
+    assert cache.store.access_count(exact_key(_req("x", "hi"))) == 3
+    assert (cache.hits, cache.lookups) == (3, 3)
+
+
+def test_lfu_eviction_keeps_the_popular_answer():
+    ctx = make_context()
+    cache = ExactCache(ExactCache.Settings(capacity=2, eviction="lfu"))
+    cache.cp_cache_store(ctx=ctx, request=_req("a", "popular"))
+    for i in range(5):
+        cache.cp_cache_lookup(ctx=ctx, request=_req(f"p{i}", "popular"))
+    cache.cp_cache_store(ctx=ctx, request=_req("b", "once"))
+    cache.cp_cache_lookup(ctx=ctx, request=_req("o", "once"))
+    cache.cp_cache_store(ctx=ctx, request=_req("c", "new"))
+    assert cache.cp_cache_lookup(ctx=ctx, request=_req("x", "popular")) is not None
+    assert cache.cp_cache_lookup(ctx=ctx, request=_req("y", "once")) is None
+
+
+def test_ttl_eviction_drops_the_soonest_to_expire_first():
+    cache = ExactCache(ExactCache.Settings(capacity=2, eviction="ttl", ttl_s=100))
+    cache.cp_cache_store(ctx=make_context(now_s=0.0), request=_req("a", "old"))
+    cache.cp_cache_store(ctx=make_context(now_s=50.0), request=_req("b", "newer"))
+    cache.cp_cache_store(ctx=make_context(now_s=60.0), request=_req("c", "newest"))
+    ctx = make_context(now_s=61.0)
+    assert cache.cp_cache_lookup(ctx=ctx, request=_req("x", "old")) is None
+    assert cache.cp_cache_lookup(ctx=ctx, request=_req("y", "newer")) is not None
+
+
+def test_byte_bound_limits_what_the_cache_holds():
+    ctx = make_context()
+    cache = ExactCache(ExactCache.Settings(max_bytes=400))
+    for i in range(20):
+        cache.cp_cache_store(ctx=ctx, request=_req(f"r{i}", f"prompt {i}", text="x" * 50))
+    assert cache.store.bytes_used <= 400
+    assert 0 < len(cache.store) < 20
+    assert cache.cp_cache_lookup(ctx=ctx, request=_req("last", "prompt 19")) is not None
+    assert cache.cp_cache_lookup(ctx=ctx, request=_req("first", "prompt 0")) is None
+
+
+def test_two_caches_on_one_redis_namespace_share_answers(shared_redis):  # noqa: F811
+    ns = shared_redis().namespace  # a fresh namespace the fixture cleans up
+    settings = ExactCache.Settings(backend="redis", namespace=ns)
+    daemon_a, daemon_b = ExactCache(settings), ExactCache(settings)
+    ctx = make_context()
+    daemon_a.cp_cache_store(ctx=ctx, request=_req("a", "hi", max_out=50, text="hello there"))
+    hit = daemon_b.cp_cache_lookup(ctx=ctx, request=_req("b", "hi", max_out=50))
+    assert (hit.response_text, hit.output_tokens) == ("hello there", 50)
+    other = ExactCache(ExactCache.Settings(backend="redis", namespace=ns + "-other"))
+    assert other.cp_cache_lookup(ctx=ctx, request=_req("c", "hi", max_out=50)) is None
+
+
+def test_a_redis_outage_is_a_miss_not_an_error():
+    _need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    server = OwnRedis()
+    server.start()
+    try:
+        cache = ExactCache(ExactCache.Settings(backend="redis", redis_url=f"redis://127.0.0.1:{server.port}/0",
+                                               namespace=uuid.uuid4().hex[:6]))
+        ctx = make_context()
+        cache.cp_cache_store(ctx=ctx, request=_req("a", "hi"))
+        assert cache.cp_cache_lookup(ctx=ctx, request=_req("b", "hi")) is not None
+        server.stop()
+        assert cache.cp_cache_lookup(ctx=ctx, request=_req("c", "hi")) is None
+        cache.cp_cache_store(ctx=ctx, request=_req("d", "other"))  # skipped, no exception
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("field,value", [("eviction", "fifo"), ("backend", "memcached"), ("capacity", 0)])
+def test_bad_settings_name_the_field(field, value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        ExactCache.Settings(**{field: value})
