@@ -71,6 +71,15 @@ class ContinuousBatching(Plugin):
         super().__init__(settings)
         self._form = self._sarathi if self.settings.policy == "sarathi" else self._vllm
 
+    def _queue(self, w):
+        """The waiting requests in the order this policy serves them (FIFO here)."""
+        return w.waiting
+
+    @staticmethod
+    def _evict_key(r):
+        """Running requests sorted by this key; the last are evicted first (newest arrivals here)."""
+        return (r.arrival_s,)
+
     @hookimpl
     def cp_form_batch(self, ctx, worker):
         return self._form(worker)
@@ -87,7 +96,7 @@ class ContinuousBatching(Plugin):
         prefill = []
         longest = 0
         blocker = ""
-        for r in w.waiting:
+        for r in self._queue(w):
             target = r.prompt_tokens + r.recompute_tokens  # Request.prefill_target_tokens, inlined
             n = target - r.num_computed_tokens
             need = (target + bs - 1) // bs  # blocks for the whole prefill (Vidur and vLLM reserve them)
@@ -164,8 +173,10 @@ class ContinuousBatching(Plugin):
             horizon = kv_horizon(ctx, bs, w.num_kv_blocks, steps, need_now)
             why = f"decode all running; waiting: {blocker}" if blocker else "decode all running"
             return BatchPlan(decode=tuple(running), max_iterations=horizon, reason=why)
-        # Out of KV blocks: evict the newest arrivals until the rest fit (they recompute later).
-        order = sorted(range(len(running)), key=lambda i: (running[i].arrival_s, i))
+        # Out of KV blocks: evict the newest arrivals until the rest fit (they recompute later);
+        # by priority first when the queue order is priority-aware (lower classes go first).
+        key = self._evict_key
+        order = sorted(range(len(running)), key=lambda i: (*key(running[i]), i))
         keep = list(order)
         evicted = []
         while keep and need_now > w.num_kv_blocks:
@@ -204,7 +215,7 @@ class ContinuousBatching(Plugin):
             budget -= n
             free -= _blocks(n, bs)
         watermark = int(self.settings.watermark * w.num_kv_blocks) if limited else 0
-        for r in w.waiting:
+        for r in self._queue(w):
             if budget <= 0 or len(w.running) + len(prefill) - len(partial) >= w.max_num_seqs:
                 break
             if limited and free - _blocks(r.prefill_target_tokens, bs) < watermark:
@@ -219,3 +230,27 @@ class ContinuousBatching(Plugin):
         if decode:
             return self._decode_all(w, decode)
         return BatchPlan(reason="nothing fits the KV cache or token budget")
+
+
+def priority_then_age(r) -> tuple[int, float]:
+    """Queue order of priority-aware policies: the most important (largest priority) first, then the oldest."""
+    return (-r.priority, r.arrival_s)
+
+
+class PriorityContinuousBatching(ContinuousBatching):
+    """Continuous batching that schedules the highest priority class first and preempts it last.
+
+    Waiting requests are served by priority, then age; when KV blocks run out the running
+    requests of the lowest priority (newest first within it) are evicted first.
+    """
+
+    name = "priority-continuous-batching"
+
+    def _queue(self, w):
+        if len(w.waiting) < 2:
+            return w.waiting
+        return sorted(w.waiting, key=priority_then_age)
+
+    @staticmethod
+    def _evict_key(r):
+        return priority_then_age(r)

@@ -1,0 +1,122 @@
+"""The seed design's dynamic batcher, and a static one-request-at-a-time baseline.
+
+``dynamic-batching`` forms request-level batches, as Triton's or TorchServe's dynamic batchers
+do, and runs each to completion (nobody joins a running batch; that is what continuous
+batching changes):
+
+* a batch starts when ``max_batch_size`` requests with the same generation parameters wait
+  (``group_by_params``: ``Request.params``, e.g. temperature and stop strings), or when the
+  oldest waiting request has waited ``max_wait_s``. Until then the plan is empty with
+  ``wake_after_s`` set to that deadline, so the simulator wakes the replica at exactly
+  ``arrival_s + max_wait_s`` (to the simulated microsecond and below);
+* waiting requests are taken by priority (larger first), then age; the batch is the group of
+  the first of them, in that order, up to the size, the replica's ``max_num_seqs`` and
+  ``max_batch_tokens`` (summed prefill tokens) and its free KV blocks;
+* the queue is bounded: at admission, when ``max_queued`` requests of the model wait (on all
+  its replicas: one logical queue, as in the seed), the request is refused with
+  ``ReasonCode.QUEUE_FULL`` (HTTP 429).
+
+While a batch decodes it is planned like ``continuous-batching``'s decode step (many
+iterations at once, preempting the newest when KV blocks run out).
+
+``static-batching`` is the same machinery with one request at a time and no wait: the
+baseline that neither batches nor overlaps requests.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from controlplane import hookimpl
+from controlplane.decisions import Admission, BatchPlan
+from controlplane.types import UNLIMITED_KV_BLOCKS, ReasonCode
+
+from plugins.batching import ContinuousBatching, priority_then_age
+
+#: Slack when comparing run times: a wake-up scheduled for a deadline may land a rounding error
+#: before it (well under a simulated microsecond); it counts as the deadline.
+_EPS_S = 1e-9
+
+
+def _params_key(r):
+    return r.params
+
+
+class DynamicBatching(ContinuousBatching):
+    """Request-level batches: size or max wait, priority then age, same generation parameters."""
+
+    name = "dynamic-batching"
+
+    class Settings(ContinuousBatching.Settings):
+        max_batch_size: int = Field(8, ge=1)
+        max_wait_s: float = Field(0.1, ge=0)
+        max_queued: int | None = Field(100, ge=0)  # waiting requests of a model; None: unbounded
+        group_by_params: bool = True
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        cap = self.settings.max_queued
+        if cap is None:
+            return None
+        queued = sum(len(w.waiting) for w in ctx.workers.values() if w.model == request.model and w.is_alive)
+        if queued >= cap:
+            return Admission(False, f"queue full: {queued} requests wait for a batch (max_queued {cap})",
+                             code=ReasonCode.QUEUE_FULL)
+        return None
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        w = worker
+        if w.running:  # a batch is under way: run it to completion, nobody joins
+            return self._decode_all(w, w.running, f"{len(w.waiting)} waiting for the batch to finish")
+        if not w.waiting:
+            return BatchPlan(reason="nothing to run")
+        s = self.settings
+        order = sorted(w.waiting, key=priority_then_age) if len(w.waiting) > 1 else list(w.waiting)
+        head = order[0]
+        key = _params_key(head) if s.group_by_params else None
+        group = [r for r in order if not s.group_by_params or _params_key(r) == key]
+        now = ctx.now_s
+        oldest = min(r.arrival_s for r in w.waiting)
+        deadline = oldest + s.max_wait_s
+        size = min(s.max_batch_size, w.max_num_seqs)
+        if len(group) < size and now + _EPS_S < deadline:
+            return BatchPlan(wake_after_s=deadline - now,
+                             reason=f"{len(group)}/{size} of a batch; oldest waits until {deadline:.6f}")
+        return self._take(w, group, size, "full batch" if len(group) >= size else "max wait reached")
+
+    def _take(self, w, group, size: int, why: str) -> BatchPlan:
+        bs = w.kv_block_size
+        limited = w.num_kv_blocks < UNLIMITED_KV_BLOCKS
+        free = w.num_kv_blocks - w.num_kv_blocks_used
+        batch, tokens = [], 0
+        for r in group:
+            if len(batch) >= size:
+                break
+            n = r.remaining_prefill_tokens
+            need = -(-r.prefill_target_tokens // bs)
+            if limited and need > free:
+                break
+            if batch and tokens + n > w.max_batch_tokens:
+                break
+            if not batch and n > w.max_batch_tokens and self.settings.long_prompts == "reject":
+                break
+            batch.append((r, n))
+            tokens += n
+            free -= need
+        if not batch:
+            return BatchPlan(reason=f"{group[0].request_id} fits neither the token budget nor the KV cache")
+        iterations = 1 + self._decode_horizon(w, batch)
+        return BatchPlan(prefill=tuple(batch), max_iterations=iterations,
+                         reason=f"{why}: batch of {len(batch)} ({tokens} prefill tokens)")
+
+
+class StaticBatching(DynamicBatching):
+    """One request at a time, run to completion: the no-batching baseline."""
+
+    name = "static-batching"
+
+    class Settings(DynamicBatching.Settings):
+        max_batch_size: int = Field(1, ge=1)
+        max_wait_s: float = Field(0.0, ge=0)
+        max_queued: int | None = Field(None, ge=0)

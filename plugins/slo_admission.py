@@ -1,0 +1,119 @@
+"""SLO-aware admission: refuse (or demote) a request early when its predicted TTFT already misses.
+
+Plugins cannot reach the simulator's latency models (``plugins`` imports only ``controlplane``),
+and live workers have none, so the prediction comes from **observed service rates**, the same
+way in both modes. From every completed request the plugin learns, per model, an exponentially
+weighted prefill rate (prompt tokens computed / (first token - scheduled)) and a completion
+rate (requests finished per second per replica, over ``window_s``). For a new request it takes
+the replica where it would start soonest and predicts
+
+    TTFT = max(prefill tokens queued ahead + its own prompt) / prefill rate,
+               requests waiting beyond the free batch slots / completion rate per replica)
+
+(the prefill work ahead, or the wait for a batch slot, whichever binds). If that exceeds
+``margin`` x the target (``ttft_s``, default the run's ``slo.ttft_s``), the request is refused
+with ``ReasonCode.ADMISSION_DENIED`` (HTTP 429) or, with ``on_miss: deprioritize``, admitted at
+``demote_to`` priority so requests that can still make it go first. Until ``min_samples``
+requests completed nothing is refused (no rates yet).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import Admission
+from controlplane.events import RequestFinished
+from controlplane.types import ReasonCode, RequestStatus
+
+
+class _Rates:
+    __slots__ = ("prefill_tps", "finishes", "samples")
+
+    def __init__(self) -> None:
+        self.prefill_tps: float | None = None
+        self.finishes: deque[float] = deque()
+        self.samples = 0
+
+
+class SloAdmission(Plugin):
+    """Refuse or demote requests whose predicted TTFT (queue + observed service rates) misses the target."""
+
+    name = "slo-admission"
+
+    class Settings(PluginSettings):
+        ttft_s: float | None = Field(None, gt=0)  # the target; None: the run's slo.ttft_s
+        margin: float = Field(1.0, gt=0)  # refuse when predicted > margin x target
+        on_miss: Literal["reject", "deprioritize"] = "reject"
+        demote_to: int = -1  # priority given to a request predicted to miss (deprioritize)
+        min_samples: int = Field(20, ge=1)  # completed requests before predictions are trusted
+        alpha: float = Field(0.1, gt=0, le=1)  # weight of a new prefill-rate sample
+        window_s: float = Field(30.0, gt=0)  # completions counted for the completion rate
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._rates: dict[str, _Rates] = {}
+
+    def predict_ttft_s(self, ctx, request) -> float | None:
+        """Predicted TTFT on the replica where ``request`` would start soonest; None without rates."""
+        rates = self._rates.get(request.model)
+        if rates is None or rates.samples < self.settings.min_samples or not rates.prefill_tps:
+            return None
+        now = ctx.now_s
+        window = self.settings.window_s
+        while rates.finishes and rates.finishes[0] < now - window:
+            rates.finishes.popleft()
+        workers = [w for w in ctx.workers.values() if w.model == request.model and w.accepts_requests]
+        if not workers:
+            return None
+        span = min(window, max(now - rates.finishes[0], 1e-9)) if rates.finishes else window
+        per_replica_rps = len(rates.finishes) / span / len(workers)
+        best = None
+        for w in workers:
+            ahead = sum(r.remaining_prefill_tokens for r in w.waiting)
+            ahead += sum(r.remaining_prefill_tokens for r in w.running if not r.is_decoding)
+            prefill_s = (ahead + request.prompt_tokens) / rates.prefill_tps
+            beyond = len(w.waiting) + 1 - max(0, w.max_num_seqs - len(w.running))
+            slot_s = 0.0
+            if beyond > 0:
+                slot_s = beyond / per_replica_rps if per_replica_rps > 0 else float("inf")
+            t = max(prefill_s, slot_s)
+            if best is None or t < best:
+                best = t
+        return best
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        target = self.settings.ttft_s if self.settings.ttft_s is not None else ctx.config.slo.ttft_s
+        predicted = self.predict_ttft_s(ctx, request)
+        if predicted is None or predicted <= self.settings.margin * target:
+            return None  # can make it (or no rates yet): the next admission policy decides
+        why = f"SLO: predicted TTFT {predicted:.3f} s > {self.settings.margin:g} x target {target} s"
+        if self.settings.on_miss == "deprioritize":
+            if request.priority <= self.settings.demote_to:
+                return None
+            return Admission(True, f"{why}: demoted to priority {self.settings.demote_to}",
+                             priority=self.settings.demote_to)
+        return Admission(False, why, code=ReasonCode.ADMISSION_DENIED)
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if type(event) is not RequestFinished:
+            return
+        r = event.request
+        if r.status is not RequestStatus.COMPLETED or r.first_token_s is None or r.scheduled_s is None:
+            return
+        rates = self._rates.get(r.model)
+        if rates is None:
+            rates = self._rates[r.model] = _Rates()
+        rates.finishes.append(r.finish_s if r.finish_s is not None else ctx.now_s)
+        rates.samples += 1
+        took = r.first_token_s - r.scheduled_s
+        computed = r.prompt_tokens - r.cached_tokens
+        if took > 0 and computed > 0:
+            tps = computed / took
+            a = self.settings.alpha
+            rates.prefill_tps = tps if rates.prefill_tps is None else (1 - a) * rates.prefill_tps + a * tps

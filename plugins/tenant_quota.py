@@ -1,0 +1,121 @@
+"""Per-tenant quotas: concurrent requests and a token rate (a token bucket on prompt + output tokens).
+
+Each tenant (``Request.tenant``: the daemon's API-key tenant or the OpenAI ``user``; requests
+without one share the tenant ``""``) has a bucket of ``burst_tokens`` that refills at
+``tokens_per_s`` in run time (``ctx.now_s``). A request costs its prompt tokens plus the output
+tokens it asks for (``max_output_tokens``: what it may use, known at admission); it is
+admitted only if the bucket holds its cost, which is then taken. ``max_in_flight`` caps a
+tenant's requests in the system (admitted and not yet finished). Refusals are
+``ReasonCode.RATE_LIMITED`` (HTTP 429 with Retry-After) and say when the bucket will hold
+enough again. ``tenants`` overrides the limits per tenant; ``default`` applies to the others.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import Admission
+from controlplane.events import RequestFinished
+from controlplane.types import ReasonCode
+
+
+class TenantLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens_per_s: float | None = Field(None, gt=0)  # refill rate; None: no token-rate limit
+    burst_tokens: int | None = Field(None, ge=1)  # bucket size; None: one minute of tokens_per_s
+    max_in_flight: int | None = Field(None, ge=0)  # requests admitted and not finished
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self):
+        if self.burst_tokens is not None and self.tokens_per_s is None:
+            raise ValueError("burst_tokens needs tokens_per_s (the bucket's refill rate)")
+        return self
+
+    @property
+    def bucket_size(self) -> float | None:
+        if self.tokens_per_s is None:
+            return None
+        return float(self.burst_tokens) if self.burst_tokens is not None else 60.0 * self.tokens_per_s
+
+
+class TokenBucket:
+    """Tokens available at a time; refills linearly up to its size."""
+
+    __slots__ = ("size", "rate", "tokens", "at_s")
+
+    def __init__(self, size: float, rate: float, now_s: float) -> None:
+        self.size, self.rate, self.tokens, self.at_s = size, rate, size, now_s
+
+    def level(self, now_s: float) -> float:
+        if now_s > self.at_s:
+            self.tokens = min(self.size, self.tokens + (now_s - self.at_s) * self.rate)
+            self.at_s = now_s
+        return self.tokens
+
+    def seconds_until(self, cost: float, now_s: float) -> float:
+        return max(0.0, (cost - self.level(now_s)) / self.rate)
+
+
+class TenantQuota(Plugin):
+    """Per-tenant concurrency quota and token-rate limit (token bucket)."""
+
+    name = "tenant-quota"
+
+    class Settings(PluginSettings):
+        default: TenantLimits = TenantLimits()
+        tenants: dict[str, TenantLimits] = Field(default_factory=dict)
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._in_flight: dict[str, set[str]] = {}
+        self._tenant_of: dict[str, str] = {}  # admitted request id -> tenant
+
+    def limits(self, tenant: str) -> TenantLimits:
+        return self.settings.tenants.get(tenant, self.settings.default)
+
+    def bucket(self, tenant: str, now_s: float) -> TokenBucket | None:
+        lim = self.limits(tenant)
+        size = lim.bucket_size
+        if size is None:
+            return None
+        b = self._buckets.get(tenant)
+        if b is None:
+            b = self._buckets[tenant] = TokenBucket(size, lim.tokens_per_s, now_s)
+        return b
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        tenant = request.tenant or ""
+        lim = self.limits(tenant)
+        now = ctx.now_s
+        flying = self._in_flight.get(tenant)
+        if lim.max_in_flight is not None and flying is not None and len(flying) >= lim.max_in_flight:
+            return Admission(False, f"rate limited: tenant {tenant!r} has {len(flying)} requests in flight "
+                                    f"(quota {lim.max_in_flight})", code=ReasonCode.RATE_LIMITED)
+        b = self.bucket(tenant, now)
+        if b is not None:
+            cost = request.prompt_tokens + request.max_output_tokens
+            if cost > b.size:
+                return Admission(False, f"rate limited: request needs {cost} tokens, more than tenant {tenant!r}'s "
+                                        f"burst of {b.size:.0f}", code=ReasonCode.RATE_LIMITED)
+            level = b.level(now)
+            if level < cost:
+                wait = b.seconds_until(cost, now)
+                return Admission(False, f"rate limited: tenant {tenant!r} needs {cost} tokens, its bucket holds "
+                                        f"{level:.0f} (refills {b.rate:g}/s; enough in {wait:.3f} s)",
+                                 code=ReasonCode.RATE_LIMITED)
+            b.tokens = level - cost
+        if lim.max_in_flight is not None:
+            self._in_flight.setdefault(tenant, set()).add(request.request_id)
+            self._tenant_of[request.request_id] = tenant
+        return None  # within its quota: the next admission policy decides
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if type(event) is RequestFinished and self._tenant_of:
+            tenant = self._tenant_of.pop(event.request.request_id, None)
+            if tenant is not None:
+                self._in_flight[tenant].discard(event.request.request_id)

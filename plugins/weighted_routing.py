@@ -1,0 +1,116 @@
+"""Routing by weighted scorers (llm-d's endpoint picker), power-of-two choices, prefix-only affinity.
+
+``weighted-router`` scores every candidate replica with the scorers of ``plugins.scorers``
+and sends the request to the highest weighted sum (ties: fewer queued + running requests,
+then cluster order). ``weights`` maps scorer names to weights; a scorer with weight 0 is not
+computed. The route decision stores every replica's scores and total
+(``RouteDecision.scores``: the ``scores`` of the decision's payload).
+
+``power-of-two`` samples ``choices`` replicas with the run's RNG and picks the better of them
+by the same weighted sum (default: queue depth only), as in Mitzenmacher's two choices.
+
+``prefix-only`` routes by the prefix-cache hit alone (ties: least loaded): the cache-affinity
+routing that llm-d's benchmark shows overloading the replicas that hold hot prefixes.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import RouteDecision
+
+from plugins.scorers import SCORERS, ReplicaStats
+
+
+def _default_weights() -> dict[str, float]:
+    return {"prefix-cache-hit": 2.0, "queue-depth": 1.0, "kv-utilization": 1.0}
+
+
+def _check_weights(v: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(v) - set(SCORERS))
+    if unknown:
+        raise ValueError(f"weights: unknown scorer(s) {', '.join(unknown)}; valid: {', '.join(SCORERS)}")
+    negative = [k for k, x in v.items() if x < 0]
+    if negative:
+        raise ValueError(f"weights: negative weight for {', '.join(negative)}")
+    if not any(x > 0 for x in v.values()):
+        raise ValueError("weights: give at least one scorer a positive weight")
+    return v
+
+
+class WeightedRouter(Plugin):
+    """Send each request to the replica with the highest weighted sum of scorer scores."""
+
+    name = "weighted-router"
+
+    class Settings(PluginSettings):
+        weights: dict[str, float] = Field(default_factory=_default_weights)
+        record_scores: bool = True  # store every replica's scores in the route decision
+
+        @field_validator("weights")
+        @classmethod
+        def _valid(cls, v):
+            return _check_weights(v)
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self.stats = ReplicaStats()
+        self._scorers = [(n, SCORERS[n], w) for n, w in self.settings.weights.items() if w > 0]
+
+    def candidates(self, ctx, workers):
+        return list(workers)
+
+    def score(self, ctx, request, workers) -> tuple[list[float], dict[str, list[float]]]:
+        totals = [0.0] * len(workers)
+        parts: dict[str, list[float]] = {}
+        for name, fn, weight in self._scorers:
+            values = fn(ctx, request, workers, self.stats)
+            parts[name] = values
+            for i, v in enumerate(values):
+                totals[i] += weight * v
+        return totals, parts
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        pool = self.candidates(ctx, workers)
+        totals, parts = self.score(ctx, request, pool)
+        best = max(range(len(pool)), key=lambda i: (totals[i], -pool[i].load, -i))
+        w = pool[best]
+        self.stats.routed(request, w.worker_id)
+        scores = None
+        if self.settings.record_scores:
+            scores = {p.worker_id: {**{n: round(v[i], 6) for n, v in parts.items()}, "total": round(totals[i], 6)}
+                      for i, p in enumerate(pool)}
+        top = ", ".join(f"{n} {parts[n][best]:.2f}" for n in parts)
+        return RouteDecision(w.worker_id, f"best weighted score {totals[best]:.3f} of {len(pool)} ({top})", scores)
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        self.stats.observe(event)
+
+
+class PowerOfTwo(WeightedRouter):
+    """Sample ``choices`` replicas at random (the run's RNG) and take the better by weighted score."""
+
+    name = "power-of-two"
+
+    class Settings(WeightedRouter.Settings):
+        weights: dict[str, float] = Field(default_factory=lambda: {"queue-depth": 1.0, "active-requests": 1.0})
+        choices: int = Field(2, ge=1)
+
+    def candidates(self, ctx, workers):
+        k = self.settings.choices
+        if len(workers) <= k:
+            return list(workers)
+        picks = sorted(ctx.rng.choice(len(workers), size=k, replace=False).tolist())
+        return [workers[i] for i in picks]
+
+
+class PrefixOnly(WeightedRouter):
+    """Route by the prefix-cache hit alone (least loaded among equal hits): cache affinity without load."""
+
+    name = "prefix-only"
+
+    class Settings(WeightedRouter.Settings):
+        weights: dict[str, float] = Field(default_factory=lambda: {"prefix-cache-hit": 1.0})
