@@ -1,31 +1,113 @@
-"""The `controlplane` command line (typer + rich)."""
+"""The `controlplane` command line (typer + rich).
+
+Each command group lives in its own module and is imported only when it runs: ``controlplane
+sim replay`` does not pay for the daemon's, the exports' or the profiler's imports (see
+``COMMANDS``). ``controlplane --help`` (or anything not named there) builds the whole app.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import typer
 
-from controlplane.cli import bench, db, keys, live, plugins, runs, sim
+HELP = ("Simulation-backed control plane for LLM serving clusters: replay traces through pluggable "
+        "policies, compare runs, serve live.")
 
-app = typer.Typer(
-    name="controlplane",
-    help="Simulation-backed control plane for LLM serving clusters: replay traces through pluggable "
-    "policies, compare runs, serve live.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(sim.app, name="sim")
-app.add_typer(runs.app, name="runs")
-app.add_typer(plugins.app, name="plugins")
-app.add_typer(db.app, name="db")
-app.add_typer(keys.app, name="keys")
-app.add_typer(live.app)  # the top-level `controlplane daemon` command
-app.add_typer(bench.bench_app, name="bench")  # controlplane bench quant
-app.command("profile")(bench.profile)
-app.command("calibrate")(bench.calibrate)
+
+def _group(module: str, attr: str = "app") -> Callable[[typer.Typer, str], None]:
+    def add(app: typer.Typer, name: str) -> None:
+        from importlib import import_module
+
+        app.add_typer(getattr(import_module(f"controlplane.cli.{module}"), attr), name=name)
+
+    return add
+
+
+def _live(app: typer.Typer, name: str) -> None:
+    from controlplane.cli import live
+
+    app.add_typer(live.app)  # the top-level `controlplane daemon` command
+
+
+def _bench_command(app: typer.Typer, name: str) -> None:
+    from controlplane.cli import bench
+
+    app.command(name)(getattr(bench, name))
+
+
+#: Top-level command name -> how to register it, in the order ``--help`` lists them.
+COMMANDS: dict[str, Callable[[typer.Typer, str], None]] = {
+    "sim": _group("sim"),
+    "runs": _group("runs"),
+    "plugins": _group("plugins"),
+    "db": _group("db"),
+    "keys": _group("keys"),
+    "daemon": _live,
+    "bench": _group("bench", "bench_app"),  # controlplane bench quant
+    "profile": _bench_command,
+    "calibrate": _bench_command,
+}
+
+
+def build_app(names: Iterable[str] | None = None) -> typer.Typer:
+    """The typer app with the commands ``names`` (default: all of ``COMMANDS``)."""
+    app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
+    for name in COMMANDS if names is None else names:
+        COMMANDS[name](app, name)
+    return app
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The top-level command ``argv`` runs, when it is one of ``COMMANDS`` (else None)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS and argv and argv[0] == first else None
+
+
+_full_app: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the whole app, built on first use (tests, `from controlplane.cli import app`)
+        global _full_app
+        if _full_app is None:
+            _full_app = build_app()
+        return _full_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    """The `controlplane` entry point: only the command that runs is imported, and the process
+    ends as soon as its output is flushed and the exit handlers ran (``os._exit``: the
+    interpreter's teardown of a few hundred modules is a tenth of a second or more that
+    nothing needs; files and the database were closed by the command)."""
+    import atexit
+    import os
+    import threading
+
     from controlplane import timings
 
     timings.mark("main")
-    app()
+    name = _command_name(sys.argv[1:])
+    app = build_app([name]) if name is not None else __getattr__("app")
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)  # a thread the interpreter would wait for: the normal exit
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: leave it to the normal exit
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    os._exit(code)
