@@ -8,6 +8,7 @@ being ignored.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -57,8 +58,11 @@ def detect_format(path: PathLike) -> str:
     A header matching no format fully but one best (e.g. an Azure file missing a column) returns
     that one, so reading it reports the missing column by name.
     """
-    with open_text(path) as f:
-        lineno, first = next(((i, line) for i, line in enumerate(f, 1) if line.strip()), (None, None))
+    try:
+        with open_text(path) as f:
+            lineno, first = next(((i, line) for i, line in enumerate(f, 1) if line.strip()), (None, None))
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     if first is None:
         raise empty_file(path)
     suffix = base_suffix(path)
@@ -146,8 +150,32 @@ def read_trace(path: PathLike, format: str | None = None, *, rng: np.random.Gene
     kwargs: dict[str, Any] = dict(options)
     if spec.uses_rng:
         kwargs["rng"] = rng
-    requests = spec.reader(path, on_error=sink, errors=sink.errors, **kwargs)
-    return TraceReader(path, fmt, requests, sink)
+    try:
+        requests = spec.reader(path, on_error=sink, errors=sink.errors, **kwargs)
+    except UnicodeDecodeError as exc:  # a reader that looks at the file before its first row
+        raise not_utf8(path, exc) from None
+    return TraceReader(path, fmt, _decoded(path, requests), sink)
+
+
+def _decoded(path: PathLike, requests: Iterator[TraceRequest]) -> Iterator[TraceRequest]:
+    """The reader's requests; bytes that are not UTF-8 become a `TraceFormatError` naming the line."""
+    try:
+        yield from requests
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def not_utf8(path: PathLike, exc: UnicodeDecodeError) -> TraceFormatError:
+    """The error for a file that is not UTF-8 text, at the first line that does not decode."""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return TraceFormatError(path, number, None, f"not UTF-8 text (byte {bad.start + 1} of the line: "
+                                        f"{bad.reason}); convert the file to UTF-8")
+    return TraceFormatError(path, None, None, f"not UTF-8 text ({exc.reason}); convert the file to UTF-8")
 
 
 FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {name: spec.options for name, spec in _READERS.items()}
