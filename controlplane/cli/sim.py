@@ -127,6 +127,8 @@ def replay(
 
 
 # Sweeps and configuration search (docs/sweeps.md): their own modules, registered here.
+from controlplane.cli.sweep import search as _search  # noqa: E402
 from controlplane.cli.sweep import sweep as _sweep  # noqa: E402
 
 app.command("sweep")(_sweep)
+app.command("search")(_search)

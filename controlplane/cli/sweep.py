@@ -90,3 +90,85 @@ def sweep_table(runs: list[dict], title: str) -> Table:
                   fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
                   f"{gpu_h:.2f}")
     return t
+
+
+def search(
+    spec: SpecArg,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Trace file (default: the spec's trace).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical.")]
+    = None,
+    slo_ttft: Annotated[Optional[float], typer.Option("--slo-ttft", help="TTFT target (s); default: the spec's.")]
+    = None,
+    slo_tpot: Annotated[Optional[float], typer.Option("--slo-tpot", help="TPOT target (s); default: the spec's.")]
+    = None,
+    slo_attainment: Annotated[float, typer.Option("--slo-attainment", min=0.0, max=1.0,
+                                                  help="Share of requests that must meet both targets.")] = 0.99,
+    db: Annotated[Optional[str], typer.Option("--db", help="Store the runs under a new sweep in this database "
+                                                           "(default: not stored).")] = None,
+    backend: BackendOpt = "auto",
+    workers: WorkersOpt = None,
+    ray_address: RayOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="End with one JSON line: best, candidates, runs, wall_s, "
+                                                          "rejected_cheaper, pareto.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Find the cheapest configuration of the spec's space that meets the SLO attainment target.
+
+    Screens every candidate on a prefix of the trace (stopping runs that can no longer meet the
+    target), refines the survivors by successive halving up to the full trace, then confirms the
+    winner and its next-cheaper neighbours over several seeds. Cost is money from the cost model
+    (USD per GPU-hour by GPU type) when installed, else GPU-hours; the output says which.
+    """
+    from sim.sweep import load_spec
+    from sim.sweep.search import search as run_search
+
+    with user_errors():
+        loaded = load_spec(spec)
+        base: dict = {}
+        if slo_ttft is not None:
+            base["slo.ttft_s"] = slo_ttft
+        if slo_tpot is not None:
+            base["slo.tpot_s"] = slo_tpot
+        if base:
+            loaded = loaded.with_base(base)
+        if trace is not None and not trace.is_file():
+            raise FileNotFoundError(f"trace file not found: {trace}")
+        bar = progress_bar("search", progress and err.is_terminal)
+        with bar:
+            task = bar.add_task("", total=None)
+
+            def on_progress(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=stage, completed=done, total=total)
+
+            result = run_search(loaded, target=slo_attainment, backend=backend, workers=workers,
+                                ray_address=ray_address, db_url=resolve_db(db) if db else None,
+                                trace_path=str(trace) if trace else None, trace_format=format, on_progress=on_progress)
+    d = result.as_dict()
+    if not json_out or err.is_terminal:
+        _print_search(d, err if json_out else out)
+    if json_out:
+        typer.echo(json.dumps(d, sort_keys=True, default=str))
+
+
+def _print_search(d: dict, console) -> None:
+    unit = "USD" if d["cost_unit"] == "usd" else "GPU-hours"
+    t = Table(title="stages", header_style="bold")
+    for col in ("stage", "runs", "stopped early", "wall (s)"):
+        t.add_column(col)
+    for s in d["stages"]:
+        t.add_row(s["stage"], str(s["runs"]), str(s["stopped_early"]), fmt_value(s["wall_s"]))
+    console.print(t)
+    p = Table(title=f"Pareto front: cost ({unit}) against SLO attainment", header_style="bold")
+    for col in ("cost", "attainment", "overrides"):
+        p.add_column(col)
+    for row in d["pareto"]:
+        p.add_row(fmt_value(row["cost"]), fmt_value(row["attainment"]), json.dumps(row["overrides"]))
+    console.print(p)
+    best = d["best"]
+    if best is None:
+        console.print(f"[bold red]no candidate meets attainment {d['target']}[/] (SLO {d['slo']})")
+    else:
+        console.print(f"[bold]best[/]: {json.dumps(best['overrides'])} cost {best['cost']} {unit}, attainment "
+                  f"{best['attainment']} (min over seeds {list(best.get('attainment_by_seed', {}))})", highlight=False)
+    console.print(f"{d['candidates']} candidates, {d['runs']} runs, {d['wall_s']} s; "
+              f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)

@@ -211,10 +211,16 @@ def apply_dotted(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
-def _nested(base: dict[str, Any]) -> dict[str, Any]:
-    dotted = {k: v for k, v in base.items() if "." in k}
-    nested = {k: v for k, v in base.items() if "." not in k}
-    return apply_dotted(nested, dotted) if dotted else nested
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{dotted key: value}`` (lists and empty mappings are values)."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 class LoadedSpec:
@@ -226,6 +232,18 @@ class LoadedSpec:
         self.base_config = base_config
         self.name = spec.name or (path.stem if path else "sweep")
         self.hash = spec.spec_hash(base_config)
+
+    def with_base(self, overrides: dict[str, Any]) -> LoadedSpec:
+        """This spec with ``{dotted key: value}`` set in its base config (``--slo-ttft`` and the like)."""
+        base = apply_dotted(self.base_config, overrides)
+        try:
+            base = RunConfig(**base).model_dump(mode="json")
+        except ValidationError as exc:
+            lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        out = LoadedSpec(self.spec, self.path, base)
+        out.name = self.name
+        return out
 
     def run_hash(self, trace: str, trace_format: str | None) -> str:
         """The spec's hash with the trace it replays (a ``--trace`` flag may replace the spec's)."""
@@ -299,10 +317,10 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
             config_path = spec_path.parent / config_path
         read_config_file(config_path)  # a clear error for a missing or broken file
     try:
-        base = load_config(config_path, _nested(spec.base)).model_dump(mode="json")
+        base = load_config(config_path).model_dump(mode="json")
+        loaded = LoadedSpec(spec, spec_path, base).with_base(flatten(spec.base))
     except ConfigError as exc:
-        raise ConfigError(f"{where}: base config: {exc}") from None
-    loaded = LoadedSpec(spec, spec_path, base)
+        raise ConfigError(f"{where}: base: {exc}") from None
     for overrides in spec.points()[:1] + spec.points()[-1:]:
         loaded.run_config(overrides, spec.seeds[0])  # a bad key fails now, not in a worker
     return loaded

@@ -43,6 +43,7 @@ class RunTask:
     record: str = "full"  # full: collect every row; summary: the summary only
     stop_below: float | None = None  # stop once SLO attainment can no longer reach this
     stage: str | None = None  # search: which rung
+    limit: int | None = None  # replay only the trace's first ``limit`` requests (a search's screen)
 
 
 @dataclass
@@ -107,10 +108,24 @@ class _SloBudget:
             self.misses += 1
 
 
+_AVAILABLE: dict[str, Any] = {}
+
+
+def _available_plugins() -> dict[str, Any]:
+    """The installed plugins, discovered once per worker process (not once per run)."""
+    if not _AVAILABLE:
+        from controlplane.plugin_manager import discover_plugins
+
+        _AVAILABLE.update(discover_plugins())
+    return _AVAILABLE
+
+
 def run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
     """Replay ``trace`` with the task's config (not recorded in any database) and return the run."""
     from sim.replay import replay
 
+    if task.limit is not None:
+        trace = trace[: task.limit]
     config = RunConfig(**task.config)
     collector = _Collector() if task.record == "full" else None
     extra: list[object] = []
@@ -132,7 +147,7 @@ def run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
     t0 = time.perf_counter()
     try:
         result = replay(trace, config, trace_format=task.trace_format, trace_name=task.trace_name, record=False,
-                        extra_plugins=extra, on_progress=on_progress)
+                        extra_plugins=extra, on_progress=on_progress, available=_available_plugins())
     except _Stop:
         wall = time.perf_counter() - t0
         bound = 1.0 - budget.misses / n if n else 0.0

@@ -1,0 +1,317 @@
+"""`search`: the cheapest configuration of a spec's space that meets an SLO attainment target.
+
+1. **Screen**: every candidate replays the first ``screen_fraction`` of the trace's requests,
+   stopped as soon as it has missed the SLO on more requests than it may miss
+   (attainment ``target - slack`` on a partial trace).
+2. **Successive halving**: the survivors move to ``eta`` times more of the trace, the cheapest
+   ``max(min_keep, n / eta)`` of them at each rung (the rest wait in reserve), up to the full
+   trace, where the target holds without slack. Promoting the cheapest is what makes this exact
+   for the screen's verdicts: a candidate left in reserve costs at least as much as every one
+   promoted, so it only matters when none of those meets the target, and then the reserve
+   moves up next, cheapest first.
+3. **Confirm**: the cheapest candidate meeting the target on the full trace, and the
+   ``neighbours`` next-cheaper candidates it beat, replay the full trace once per seed in
+   ``confirm_seeds``. The winner must meet the target on every seed; a neighbour that does
+   replaces it (the screen was wrong about it) and the confirmation repeats.
+
+Cost: money from the cost model, or GPU-hours (``controlplane.report.cost``), of the run on
+the full trace; a candidate only seen on part of it is ranked by its partial cost scaled to the
+full trace, or, stopped early, by its initial replicas held for the trace's span.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.report.cost import cost_unit, estimated_cost, run_cost
+from controlplane.report.pareto import pareto_front
+from sim.sweep.backends import Backend, make_backend
+from sim.sweep.run import load_traces, trace_id, transforms_of
+from sim.sweep.spec import LoadedSpec, point_key
+from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
+from sim.sweep.worker import RunOutcome, RunTask
+
+__all__ = ["Candidate", "SearchResult", "search"]
+
+
+@dataclass
+class Candidate:
+    index: int
+    overrides: dict[str, Any]
+    config: dict[str, Any]  # at the search seed
+    estimate: float  # initial replicas held for the trace's span
+    stage: str = "none"  # the furthest stage it ran: screen, rung1.., full, confirmed
+    fraction: float = 0.0
+    attainment: float | None = None  # at that stage (an upper bound when stopped)
+    stopped: bool = False
+    cost: float | None = None  # measured (scaled to the full trace) when it ran to the end
+    by_seed: dict[int, float] = field(default_factory=dict)  # confirmation: attainment per seed
+    cost_by_seed: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def rank_cost(self) -> float:
+        return self.cost if self.cost is not None else self.estimate
+
+    def public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"overrides": self.overrides, "cost": _r(self.rank_cost), "attainment": _r(self.attainment),
+                               "stage": self.stage, "stopped": self.stopped}
+        if self.by_seed:
+            out["attainment_by_seed"] = {str(k): _r(v) for k, v in sorted(self.by_seed.items())}
+            out["attainment"] = _r(min(self.by_seed.values()))
+            out["attainment_mean"] = _r(sum(self.by_seed.values()) / len(self.by_seed))
+        return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.6g}")
+
+
+@dataclass
+class SearchResult:
+    best: dict[str, Any] | None
+    candidates: int
+    runs: int
+    wall_s: float
+    rejected_cheaper: list[dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    cost_unit: str
+    target: float
+    slo: dict[str, Any]
+    stages: list[dict[str, Any]]
+    sweep_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "candidates": self.candidates, "runs": self.runs, "wall_s": round(self.wall_s, 2),
+                "rejected_cheaper": self.rejected_cheaper, "pareto": self.pareto, "cost_unit": self.cost_unit,
+                "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id}
+
+
+class _Searcher:
+    def __init__(self, loaded: LoadedSpec, backend: Backend, traces: dict[str, list], seed: int, target: float,
+                 store: Callable[[RunOutcome], None] | None, on_progress: Callable[[str, int, int], None] | None,
+                 trace_name: str, trace_format: str | None) -> None:
+        self.loaded = loaded
+        self.settings = loaded.spec.search
+        self.backend = backend
+        self.traces = traces
+        self.seed = seed
+        self.target = target
+        self.store = store
+        self.on_progress = on_progress
+        self.trace_name = trace_name
+        self.trace_format = trace_format
+        self.n = len(traces[trace_id(seed)])
+        full = traces[trace_id(seed)]
+        self.span_s = (full[-1].arrival_s - full[0].arrival_s) if full else 0.0
+        self.runs = 0
+        self.stages: list[dict[str, Any]] = []
+
+    def _task(self, c: Candidate, seed: int, stage: str, limit: int | None, stop_below: float | None) -> RunTask:
+        config = c.config if seed == self.seed else self.loaded.run_config(c.overrides, seed)
+        key = f"{stage}:{point_key(c.overrides, seed)}"
+        return RunTask(key=key, index=c.index, seed=seed, overrides=c.overrides, config=config,
+                       trace_id=trace_id(seed), trace_name=self.trace_name, trace_format=self.trace_format,
+                       record="summary", stop_below=stop_below, stage=stage, limit=limit)
+
+    def _run(self, stage: str, tasks: list[RunTask]) -> list[RunOutcome]:
+        out = []
+        t0 = time.perf_counter()
+        if self.on_progress is not None:
+            self.on_progress(stage, 0, len(tasks))
+        for i, outcome in enumerate(self.backend.run(tasks, self.traces), 1):
+            out.append(outcome)
+            self.runs += 1
+            if self.store is not None and outcome.status == "finished":
+                self.store(outcome)
+            if self.on_progress is not None:
+                self.on_progress(stage, i, len(tasks))
+        stopped = sum(o.status == "stopped" for o in out)
+        self.stages.append({"stage": stage, "runs": len(tasks), "stopped_early": stopped,
+                            "wall_s": round(time.perf_counter() - t0, 2)})
+        return out
+
+    def evaluate(self, stage: str, cands: list[Candidate], fraction: float, threshold: float) -> list[Candidate]:
+        """Run ``cands`` on the first ``fraction`` of the trace; return those reaching ``threshold``."""
+        limit = None if fraction >= 1 else max(1, math.ceil(fraction * self.n))
+        by_index = {c.index: c for c in cands}
+        tasks = [self._task(c, self.seed, stage, limit, threshold) for c in cands]
+        passed = []
+        for o in self._run(stage, tasks):
+            c = by_index[o.task.index]
+            c.stage, c.fraction = stage, fraction
+            c.stopped = o.status == "stopped"
+            if c.stopped:
+                c.attainment = o.summary["slo_attainment_max"]
+                continue
+            c.attainment = o.summary.get("slo_attainment") or 0.0
+            cost = run_cost(c.config, o.summary)
+            c.cost = cost / fraction if cost is not None and fraction < 1 else cost
+            if c.attainment >= threshold:
+                passed.append(c)
+        return passed
+
+    def confirm(self, c: Candidate, seeds: list[int]) -> bool:
+        """Full replays over ``seeds`` (no early stop: the attainment is reported); all must meet."""
+        tasks = [self._task(c, s, "confirm", None, None) for s in seeds if s not in c.by_seed]
+        for o in self._run("confirm", tasks):
+            c.by_seed[o.task.seed] = o.summary.get("slo_attainment") or 0.0
+            cost = run_cost(o.task.config, o.summary)
+            if cost is not None:
+                c.cost_by_seed[o.task.seed] = cost
+        c.stage = "confirmed"
+        c.stopped = False
+        c.attainment = min(c.by_seed.values())
+        if c.cost_by_seed:
+            c.cost = sum(c.cost_by_seed.values()) / len(c.cost_by_seed)
+        return c.attainment >= self.target
+
+
+def _order(cands: list[Candidate]) -> list[Candidate]:
+    return sorted(cands, key=lambda c: (c.rank_cost, -(c.attainment or 0.0), c.index))
+
+
+def search(
+    loaded: LoadedSpec,
+    *,
+    target: float = 0.99,
+    backend: str | Backend = "auto",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    db_url: str | None = None,
+    trace_path: str | None = None,
+    trace_format: str | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> SearchResult:
+    """Find the cheapest candidate of ``loaded``'s space meeting ``target`` (see the module doc).
+
+    The SLO is the spec's base config's ``slo`` (set it there or with ``--slo-ttft/--slo-tpot``).
+    With ``db_url`` the runs that reached the end are stored under a new sweep (kind ``search``).
+    """
+    t0 = time.perf_counter()
+    settings = loaded.spec.search
+    seed = settings.confirm_seeds[0] if settings.confirm_seeds else loaded.spec.seeds[0]
+    confirm_seeds = list(dict.fromkeys([seed, *settings.confirm_seeds]))
+    path = trace_path or loaded.trace_path()
+    fmt = trace_format if trace_format is not None else loaded.trace_format()
+    traces = load_traces(loaded, confirm_seeds, transforms=transforms_of(loaded), trace_path=path, trace_format=fmt)
+    points = loaded.spec.points()
+    engine = sweep_id = None
+    store = None
+    if db_url is not None:
+        from controlplane.storage import ensure_schema, make_engine
+
+        engine = make_engine(db_url)
+        ensure_schema(engine)
+        sweep_id, _ = create_or_resume(engine, name=loaded.name, kind="search",
+                                       spec=loaded.spec.model_dump(mode="json"), spec_hash=loaded.run_hash(path, fmt),
+                                       trace=path, num_runs=None, fresh=True)
+
+        def store(outcome: RunOutcome) -> None:
+            store_outcome(engine, sweep_id, outcome)
+
+    back = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers, ray_address=ray_address)
+    status = "failed"
+    try:
+        s = _Searcher(loaded, back, traces, seed, target, store, on_progress, path, fmt)
+        cands = [Candidate(i, o, loaded.run_config(o, seed), 0.0) for i, o in enumerate(points)]
+        for c in cands:
+            c.estimate = estimated_cost(c.config, s.span_s)
+        best, reserve = _halving(s, cands)
+        best = _confirm(s, cands, best, reserve, confirm_seeds)
+        status = "finished"
+    finally:
+        if not isinstance(backend, Backend):
+            back.close()
+    full = [c for c in cands if c.stage in ("full", "confirmed")]
+    front = pareto_front([c.public() for c in full])
+    best_cost = best.public()["cost"] if best else math.inf
+    cheaper = [c.public() for c in _order(cands) if c is not best and c.rank_cost < best_cost]
+    slo = loaded.base_config.get("slo", {})
+    result = SearchResult(
+        best=best.public() if best else None, candidates=len(cands), runs=s.runs, wall_s=time.perf_counter() - t0,
+        rejected_cheaper=sorted(cheaper, key=lambda p: -p["cost"]), pareto=front, cost_unit=cost_unit(),
+        target=target, slo={"ttft_s": slo.get("ttft_s"), "tpot_s": slo.get("tpot_s")}, stages=s.stages,
+        sweep_id=sweep_id)
+    if engine is not None:
+        finish_sweep(engine, sweep_id, status, result.as_dict())
+        engine.dispose()
+    return result
+
+
+def _halving(s: _Searcher, cands: list[Candidate]) -> tuple[Candidate | None, list[Candidate]]:
+    """Screen, then rungs up to the full trace; the cheapest candidate meeting the target on it."""
+    st = s.settings
+    fractions = []
+    f = st.screen_fraction
+    while f < 1:
+        fractions.append(f)
+        f *= st.eta
+    fractions.append(1.0)
+    alive = cands
+    reserve: list[Candidate] = []
+    for r, frac in enumerate(fractions):
+        final = frac >= 1
+        stage = "full" if final else ("screen" if r == 0 else f"rung{r}")
+        passed = _order(s.evaluate(stage, alive, frac, s.target if final else s.target - st.slack))
+        if final:
+            if passed:
+                return passed[0], reserve
+            break
+        keep = max(st.min_keep, math.ceil(len(passed) / st.eta))
+        alive, rest = passed[:keep], passed[keep:]
+        reserve.extend(rest)
+        if not alive:
+            break
+    # Nothing promoted met the target on the full trace: the reserve, cheapest first.
+    reserve = _order(reserve)
+    batch = max(st.min_keep, 1)
+    while reserve:
+        chunk, reserve = reserve[:batch], reserve[batch:]
+        passed = _order(s.evaluate("full", chunk, 1.0, s.target))
+        if passed:
+            return passed[0], reserve
+    return None, reserve
+
+
+def _confirm(s: _Searcher, cands: list[Candidate], best: Candidate | None, reserve: list[Candidate],
+             seeds: list[int]) -> Candidate | None:
+    """Confirm the winner over the seeds, with its cheaper neighbours; a cheaper one that holds wins."""
+    tried: set[int] = set()
+    while best is not None:
+        tried.add(best.index)
+        ok = s.confirm(best, seeds)
+        cost = best.public()["cost"]
+        neighbours = [c for c in reversed(_order(cands)) if c.rank_cost < cost and c.index not in tried
+                      ][: s.settings.neighbours]
+        winner = None
+        for c in sorted(neighbours, key=lambda c: c.rank_cost):
+            tried.add(c.index)
+            if s.confirm(c, seeds) and winner is None:
+                winner = c  # the cheapest neighbour that holds over every seed
+        if winner is not None:
+            best = winner
+            continue
+        if ok:
+            return best
+        # The winner failed on another seed: the next candidate meeting the target on the full trace.
+        nxt = [c for c in _order(cands) if c.index not in tried and c.stage == "full"
+               and (c.attainment or 0) >= s.target and not c.stopped]
+        if not nxt:
+            more, reserve = _halving_reserve(s, reserve)
+            nxt = more
+        best = nxt[0] if nxt else None
+    return None
+
+
+def _halving_reserve(s: _Searcher, reserve: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+    batch = max(s.settings.min_keep, 1)
+    while reserve:
+        chunk, reserve = reserve[:batch], reserve[batch:]
+        passed = _order(s.evaluate("full", chunk, 1.0, s.target))
+        if passed:
+            return passed, reserve
+    return [], reserve
