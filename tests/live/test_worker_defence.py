@@ -165,3 +165,48 @@ def test_a_request_that_failed_two_workers_is_quarantined(tmp_path):
     assert result.status == "failed" and result.reason_code is ReasonCode.WORKER_FAILED
     assert result.reason.startswith("quarantined: 2 workers failed")
     assert after.ok
+
+
+def _poison_forward(engine, monkeypatch, poison: int) -> None:
+    """Make the model's forward raise whenever ``poison`` is among its input ids (a request that
+    breaks the model, as a kernel bug or a corrupt input could)."""
+    real = engine._forward  # noqa: SLF001
+
+    def forward(input_ids, *args, **kwargs):
+        if (input_ids == poison).any():
+            raise RuntimeError("index out of range in self (poisoned input)")
+        return real(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_forward", forward)
+
+
+def test_a_request_that_breaks_the_forward_pass_fails_alone(engine, monkeypatch):
+    runtime = WorkerRuntime(engine, settings=None, threads=None)
+    stop = StopCondition(eos_token_ids=())
+    prompt = tuple(engine.tokenizer("hello there")["input_ids"])
+    poison = 7
+    assert poison not in prompt
+    _poison_forward(engine, monkeypatch, poison)
+    adds = (AddSpec("good", prompt, 3, stop, SamplingParams()), AddSpec("bad", (*prompt, poison), 3, stop,
+                                                                         SamplingParams()),
+            AddSpec("also-good", prompt, 3, stop, SamplingParams()))
+    reply = runtime.step(StepCommand(1, ("good", "bad", "also-good"), (), adds))
+    by_id = {o.request_id: o for o in reply.outputs}
+    assert by_id["bad"].finish_reason == "error" and "forward pass failed" in by_id["bad"].error
+    assert by_id["good"].error is None and by_id["also-good"].error is None
+    assert sorted(engine.running_ids()) == ["also-good", "good"] and not engine.has_request("bad")
+    assert not reply.did_compute  # a reshaped step is no calibration sample
+    for _ in range(2):  # the survivors decode to their end together on the same worker
+        reply = runtime.step(StepCommand(2, (), ("good", "also-good")))
+    assert all(o.finish_reason == "length" for o in reply.outputs) and len(reply.outputs) == 2
+
+
+def test_a_step_where_every_request_fails_alone_is_the_workers_fault(engine, monkeypatch):
+    runtime = WorkerRuntime(engine, settings=None, threads=None)
+    stop = StopCondition(eos_token_ids=())
+    prompt = tuple(engine.tokenizer("hello there")["input_ids"])
+    monkeypatch.setattr(engine, "_forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("device lost")))
+    adds = (AddSpec("a", prompt, 3, stop, SamplingParams()), AddSpec("b", prompt, 3, stop, SamplingParams()))
+    with pytest.raises(RuntimeError, match="device lost"):  # the worker fails; its requests are retried elsewhere
+        runtime.step(StepCommand(1, ("a", "b"), (), adds))
+    assert sorted(engine.waiting_ids()) == ["a", "b"]  # nothing changed: another step could run them
