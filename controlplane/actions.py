@@ -59,6 +59,7 @@ class RunGuardian:
     request: Request
     guardian: str
     mode: str
+    stage: str = "output"  # "input": check the prompt (before generation); "output": the response
 
 
 @dataclass(slots=True)

@@ -133,7 +133,9 @@ _MOVED_TO_CONTROL = ("tick_s", "metrics_interval_s")
 class SimConfig(_Section):
     exact: bool = False  # one core round trip per iteration (slow; to check the fast mode)
     guardian_latency_s: float = Field(0.05, ge=0)  # simulated guardian check time
-    guardian_block_rate: float = Field(0.0, ge=0, le=1)  # simulated share of blocked responses
+    guardian_block_rate: float = Field(0.0, ge=0, le=1)  # synthetic label: the share of harmful requests
+    # the same per tenant (others: guardian_block_rate); see sim.guardian_labels
+    guardian_tenant_block_rates: dict[str, float] = Field(default_factory=dict)
     until_s: float | None = Field(None, gt=0)  # stop the run at this time (in flight = cut off)
 
 

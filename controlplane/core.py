@@ -57,6 +57,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         self.active: dict[str, Request] = {}  # every request in the system, by id
         self.guardian_pending: dict[str, Request] = {}  # sync checks: the reply waits for them
         self._unverified: dict[str, Request] = {}  # answered, async check pending: not cacheable yet
+        self._checks: dict = {}  # (request id, stage) -> guardian checks in flight (Responses)
         self.stats = RunStats()
         self.gauges: dict[str, float] = {}
         self.ctx = PolicyContext(
@@ -203,11 +204,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
             return
         if admission is not None and admission.priority is not None:
             r.priority = admission.priority
-        hit, plugin = self._decide("cp_cache_lookup", r)
-        if hit is not None:
-            self._serve_from_cache(r, hit, plugin)
-            return
-        self._route(r)
+        self._admitted(r)  # the prompt's guardian check, then the response cache or a worker
 
     def _route(self, r: Request) -> None:
         candidates = [w for w in self.workers.values() if w.model == r.model and w.accepts_requests]
@@ -295,6 +292,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         elif r in self.unrouted:
             self.unrouted.remove(r)
         self.guardian_pending.pop(r.request_id, None)
+        self._drop_checks(r.request_id)
         if code is None:
             r.reason = reason
             self._decision("core", "core", "cancel", r.request_id, reason)

@@ -76,10 +76,22 @@ class MemoryPlan:
 
 @dataclass(slots=True)
 class GuardianPlan:
-    """Whether and how a guardian model checks a finished response."""
+    """Whether and how guardian models check a request's prompt (stage "input") or its response
+    ("output"). Several guardians run in parallel and their verdicts are combined by ``combine``;
+    a cascade's ``then`` plan runs next when the combined score reaches ``then_above`` (or it blocked)."""
 
     check: bool
     guardian: str = ""
-    mode: str = "sync"  # "sync": the reply waits for the verdict; "async": it does not
+    mode: str = "sync"  # "sync": the reply (input: the generation) waits for the verdict; "async": it does not
     reason: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # "backoff": True records a skip as a back-off decision
+    guardians: tuple[str, ...] = ()  # checked in parallel; empty: (guardian,)
+    combine: str | None = None  # "any" | "majority" | "weighted"; None: the config's guardians.combine
+    then: GuardianPlan | None = None  # the next tier of a cascade
+    then_above: float = 0.5  # escalate to ``then`` when the combined score is at least this
+    # A verdict known already (a verdict cache): {"verdict", "score", "guardian", "reason"}; nothing runs.
+    cached: dict | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.guardians or ((self.guardian,) if self.guardian else ())

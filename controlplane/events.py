@@ -93,7 +93,11 @@ class WorkerStopped:
 class GuardianFinished:
     time_s: float
     request_id: str
-    verdict: str  # "pass" | "block" | "error"
+    verdict: str  # "pass" | "block" | "error" | "timeout" | "unavailable"
+    guardian: str | None = None  # which guardian answered (None: the only one asked)
+    score: float | None = None  # its score, 0-1 (higher: more likely harmful), when it gives one
+    reason: str | None = None  # why, for people (the rule that matched, the judge's category)
+    stage: str = "output"  # "input": the prompt was checked; "output": the response
 
 
 @dataclass(slots=True)

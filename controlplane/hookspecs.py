@@ -140,8 +140,9 @@ def cp_plan_memory(ctx: PolicyContext, worker: Worker, trigger: str) -> MemoryPl
 
 
 @hookspec(firstresult=True)
-def cp_guardian_plan(ctx: PolicyContext, request: Request) -> GuardianPlan | None:
-    """Decide whether and how a guardian model checks a completed response."""
+def cp_guardian_plan(ctx: PolicyContext, request: Request, stage: str) -> GuardianPlan | None:
+    """Decide whether and how guardian models check a request: its prompt on arrival (``stage``
+    "input", before generation) or its completed response ("output")."""
 
 
 # --- observers -------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ class RunStats:
             "num_failed": self.status_counts["failed"],
             "num_in_flight": self.status_counts["in_flight"],
             "num_cancelled": self.status_counts["cancelled"],
+            "num_blocked": self.status_counts["blocked"],  # by a guardian: not served, not goodput
         }
         for m in LATENCY_METRICS:
             arr = np.frombuffer(self.values[m], dtype=np.float64) if len(self.values[m]) else None

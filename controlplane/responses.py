@@ -1,7 +1,20 @@
-"""The core's responses: a generated answer may be checked by a guardian (the reply waits for a
-sync check; an async one runs beside it) before the reply, and only answers that passed reach the
-response caches; a cached answer is served instead of a generation. A mixin of
-`controlplane.core.ControlPlane`, which owns the state these methods use."""
+"""The core's responses: guardian checks of a prompt (stage "input", before generation) and of an
+answer ("output", before or beside the reply), cache hits, and what reaches the response caches.
+A mixin of `controlplane.core.ControlPlane`, which owns the state these methods use.
+
+* A plan (``cp_guardian_plan``) names guardians run in parallel on one request; the driver runs
+  each (`RunGuardian`) and reports `GuardianFinished`; verdicts combine by the plan's rule
+  (`controlplane.guardian_checks`). A cascade's next tier runs when the first tier's score
+  reaches the plan's ``then_above``; the last tier's verdict decides.
+* Sync: the request waits. A blocked prompt never reaches a worker (status ``blocked``, code
+  ``BLOCKED``); a blocked answer is withheld (status ``blocked``, no code: the daemon answers
+  ``finish_reason: "content_filter"``). Blocked requests are not goodput.
+* Async: the generation or reply goes on; the request's row says ``pending``; a later block is
+  recorded as a ``guardian_block_after_reply`` decision (the API's retraction convention).
+* Only answers that passed reach the response caches, so nothing unchecked or blocked is served
+  from them; a cached answer is served instead of a generation only after the prompt's sync
+  check passed.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +22,9 @@ from typing import Any
 
 from controlplane import actions as act
 from controlplane import events as ev
-from controlplane.types import Request, RequestStatus
+from controlplane.decisions import GuardianPlan
+from controlplane.guardian_checks import CheckGroup, Outcome, combine, outcome_payload
+from controlplane.types import ReasonCode, Request, RequestStatus
 
 __all__ = ["Responses"]
 
@@ -17,9 +32,28 @@ __all__ = ["Responses"]
 class Responses:
     """Completed generations and cache hits in, replies (and cache entries) out."""
 
-    guardian_pending: dict[str, Request]  # sync checks: the reply waits for them
+    guardian_pending: dict[str, Request]  # sync checks: the request waits for them
     _unverified: dict[str, Request]  # answered, async check pending: not cacheable yet
+    _checks: dict[tuple[str, str], CheckGroup]  # (request id, stage) -> the guardians asked
     _out: list[Any]
+
+    # --- arrivals: the prompt's check, then the cache or a worker --------------------------------
+
+    def _admitted(self, r: Request) -> None:
+        """An admitted request: check its prompt if a plan says so, then serve or route it."""
+        plan, plugin = self._decide("cp_guardian_plan", r, "input")
+        if self._start_checks(r, "input", plan, plugin) == "sync":
+            return  # it waits for the verdict
+        if r.status is RequestStatus.BLOCKED:
+            return  # a cached block
+        self._lookup_or_route(r)
+
+    def _lookup_or_route(self, r: Request) -> None:
+        hit, plugin = self._decide("cp_cache_lookup", r)
+        if hit is not None:
+            self._serve_from_cache(r, hit, plugin)
+            return
+        self._route(r)
 
     def _serve_from_cache(self, r: Request, hit: Any, plugin: str | None) -> None:
         now = self.clock.now_s
@@ -33,37 +67,136 @@ class Responses:
                        {"kind": hit.kind, "similarity": hit.similarity})
         self._finish(r, RequestStatus.COMPLETED, finish_s=r.finish_s)
 
+    # --- completions: the answer's check, then the reply ------------------------------------------
+
     def _complete(self, r: Request) -> None:
-        """A worker produced the last token; a guardian may check it before the reply."""
-        plan, plugin = self._decide("cp_guardian_plan", r)
-        if plan is not None and plan.check:
-            self._decision("cp_guardian_plan", plugin, "guardian_check", r.request_id, plan.reason,
-                           {"guardian": plan.guardian, "mode": plan.mode})
-            self._out.append(act.RunGuardian(r, plan.guardian, plan.mode))
-            if plan.mode == "sync":
-                r.finish_s = None
-                self.guardian_pending[r.request_id] = r
-                return
-            # Async: the reply goes now; the caches get the response only once it passed.
+        """A worker produced the last token; guardians may check it before the reply."""
+        if r.guardian_verdict == "block":  # its prompt was blocked by an async check meanwhile
+            why = r.reason if r.reason and r.reason.startswith("blocked by") else "blocked by an async prompt check"
+            self._block(r, "input", why)
+            return
+        plan, plugin = self._decide("cp_guardian_plan", r, "output")
+        mode = self._start_checks(r, "output", plan, plugin)
+        if mode == "sync" or r.status is RequestStatus.BLOCKED:
+            return
+        if mode == "async":  # the reply goes now; the caches get the answer only once it passed
             self._unverified[r.request_id] = r
+            r.guardian_verdict = "pending"
             self._finish(r, RequestStatus.COMPLETED)
+            return
+        self.calls.call_observer(self.calls.cache_store, r)  # checked and passed, or not checked
+        self._finish(r, RequestStatus.COMPLETED)
+
+    # --- checks ------------------------------------------------------------------------------------
+
+    def _start_checks(self, r: Request, stage: str, plan: GuardianPlan | None, plugin: str | None) -> str | None:
+        """Start the checks ``plan`` asks for; returns their mode, or None when nothing runs."""
+        if plan is None:
+            return None
+        if not plan.check:
+            if plan.extra.get("backoff"):
+                self._decision("cp_guardian_plan", plugin, "guardian_backoff", r.request_id, plan.reason,
+                               {"stage": stage, **{k: v for k, v in plan.extra.items() if k != "backoff"}})
+            return None
+        if plan.cached is not None:
+            c = plan.cached
+            out = Outcome(c.get("verdict", "pass"), c.get("guardian", plan.guardian), c.get("score"),
+                          c.get("reason") or "cached verdict")
+            self._decision("cp_guardian_plan", plugin, "guardian_cached", r.request_id, plan.reason,
+                           {"stage": stage, "guardian": out.guardian, "verdict": out.verdict, "score": out.score})
+            self._decided(r, stage, "sync", out)
+            return None
+        names = plan.names
+        if not names:
+            self._decision("cp_guardian_plan", plugin, "error", r.request_id, "a check with no guardian named")
+            return None
+        self._decision("cp_guardian_plan", plugin, "guardian_check", r.request_id, plan.reason,
+                       {"guardian": ",".join(names), "mode": plan.mode, "stage": stage})
+        self._run_group(CheckGroup(r, stage, plan.mode, plan, set(names)))
+        if plan.mode == "sync":
+            r.finish_s = None
+            self.guardian_pending[r.request_id] = r
+        return plan.mode
+
+    def _drop_checks(self, request_id: str) -> None:
+        """The request left (cancelled, failed): verdicts still to come change nothing."""
+        self._checks.pop((request_id, "input"), None)
+        self._checks.pop((request_id, "output"), None)
+
+    def _run_group(self, group: CheckGroup) -> None:
+        self._checks[(group.request.request_id, group.stage)] = group
+        for name in sorted(group.pending):
+            key = f"guardian_inflight:{name}"
+            self.gauges[key] = self.gauges.get(key, 0) + 1
+            self._out.append(act.RunGuardian(group.request, name, group.mode, group.stage))
+
+    def _on_guardian_finished(self, e: ev.GuardianFinished) -> None:
+        stage = e.stage
+        group = self._checks.get((e.request_id, stage))
+        guardian = e.guardian
+        if group is not None and guardian is None and len(group.pending) == 1:
+            guardian = next(iter(group.pending))
+        if guardian is not None:
+            key = f"guardian_inflight:{guardian}"
+            if self.gauges.get(key, 0) > 0:
+                self.gauges[key] -= 1
+        self._decision("cp_guardian_plan", guardian, "guardian_verdict", e.request_id, e.reason or e.verdict,
+                       {"guardian": guardian, "verdict": e.verdict, "score": e.score, "stage": stage})
+        if group is None or guardian not in group.pending:
+            return  # a check of a request that left (cancelled), or a duplicate
+        if not group.add(guardian, e.verdict, e.score, e.reason):
+            return
+        del self._checks[(e.request_id, stage)]
+        out = combine(self.config.guardians, group.plan.combine, group.verdicts)
+        plan = group.plan
+        nxt = plan.then
+        escalate = nxt is not None and bool(nxt.names) and (out.verdict == "block"
+                                                            or (out.score or 0.0) >= plan.then_above)
+        if len(group.verdicts) > 1 or plan.then is not None or group.tier > 1:
+            self._decision("cp_guardian_plan", "core", "guardian_outcome", e.request_id, out.reason,
+                           {**outcome_payload(group, out), "final": not escalate})
+        if escalate:
+            self._decision("cp_guardian_plan", "core", "guardian_escalate", e.request_id,
+                           f"tier {group.tier} score {out.score} >= {plan.then_above} or blocked",
+                           {"to": ",".join(nxt.names), "stage": stage})
+            self._run_group(CheckGroup(group.request, stage, group.mode, nxt, set(nxt.names), tier=group.tier + 1))
+            return
+        self._decided(group.request, stage, group.mode, out)
+
+    def _decided(self, r: Request, stage: str, mode: str, out: Outcome) -> None:
+        """Apply a final verdict to the request (waiting, still generating, or answered)."""
+        waiting = self.guardian_pending.pop(r.request_id, None) is not None
+        if mode == "async" and not waiting:
+            answered = self._unverified.pop(r.request_id, None)
+            if stage == "output" or r.status is RequestStatus.COMPLETED:
+                r.guardian_verdict = out.verdict
+                if answered is not None and out.verdict == "pass":
+                    self.calls.call_observer(self.calls.cache_store, answered)
+                elif out.verdict == "block":
+                    self._decision("cp_guardian_plan", "core", "guardian_block_after_reply", r.request_id,
+                                   out.reason, {"guardian": out.guardian, "score": out.score, "stage": stage})
+                return
+            # An async prompt check: the request is still in the system.
+            if r.request_id in self.active:
+                r.guardian_verdict = out.verdict
+                if out.verdict == "block":
+                    r.reason = f"blocked by {out.guardian}: {out.reason}"
+            return
+        r.guardian_verdict = out.verdict
+        if out.verdict == "block":
+            r.reason = f"blocked by {out.guardian}: {out.reason}"
+            self._block(r, stage, r.reason)
+            return
+        if not waiting:
+            return  # a cached pass at planning time: the caller goes on
+        if stage == "input":
+            self._lookup_or_route(r)
             return
         self.calls.call_observer(self.calls.cache_store, r)
         self._finish(r, RequestStatus.COMPLETED)
 
-    def _on_guardian_finished(self, e: ev.GuardianFinished) -> None:
-        r = self.guardian_pending.pop(e.request_id, None)
-        if r is None:  # an async check of a request already answered
-            self._decision("cp_guardian_plan", "core", "guardian_verdict", e.request_id, e.verdict)
-            answered = self._unverified.pop(e.request_id, None)
-            if answered is not None and e.verdict == "pass":
-                answered.guardian_verdict = e.verdict
-                self.calls.call_observer(self.calls.cache_store, answered)
-            return
-        r.guardian_verdict = e.verdict
-        if e.verdict == "block":
-            r.reason = "blocked by guardian"
-            self._finish(r, RequestStatus.COMPLETED)
-            return
-        self.calls.call_observer(self.calls.cache_store, r)
-        self._finish(r, RequestStatus.COMPLETED)
+    def _block(self, r: Request, stage: str, reason: str) -> None:
+        r.reason = reason
+        if stage == "input":
+            r.reason_code = ReasonCode.BLOCKED  # refused: the client must change the prompt
+        self._finish(r, RequestStatus.BLOCKED)

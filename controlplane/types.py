@@ -21,6 +21,7 @@ class RequestStatus(str, Enum):
     FAILED = "failed"
     IN_FLIGHT = "in_flight"  # still unfinished when the run was cut off
     CANCELLED = "cancelled"  # the client went away or gave up (live: disconnect, timeout)
+    BLOCKED = "blocked"  # a guardian blocked its prompt (never generated) or its response (withheld)
 
 
 class WorkerState(str, Enum):
@@ -115,7 +116,8 @@ class Request:
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.FAILED)
+        return self.status in (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.FAILED,
+                               RequestStatus.BLOCKED)
 
 
 @dataclass(slots=True, eq=False)

@@ -1,4 +1,10 @@
-"""Guardians: which responses a guardian model checks, and whether the reply waits for it."""
+"""Guardians: which requests a guardian model checks, and whether the reply waits for it.
+
+`SampledGuardian` checks a uniform random share (none by default) of the responses (and, with
+``stages: [input]``, of the prompts), with one guardian or several in parallel.
+Risk-based sampling is `plugins.guardian_risk`, cascades `plugins.guardian_cascade`; all three
+share cached verdicts and back-off (`plugins.guardian_planner`).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,27 @@ from typing import Literal
 
 from pydantic import Field
 
-from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import GuardianPlan
+from plugins.guardian_planner import GuardianPlanner, PlannerSettings
 
 
-class SampledGuardian(Plugin):
+class SampledGuardian(GuardianPlanner):
     """Check a random share of responses (none by default), synchronously or in the background."""
 
     name = "sampled-guardian"
 
-    class Settings(PluginSettings):
+    class Settings(PlannerSettings):
         rate: float = Field(0.0, ge=0, le=1)
         guardian: str = "guardian"
+        guardians: tuple[str, ...] = ()  # several in parallel (overrides `guardian`)
+        combine: Literal["any", "majority", "weighted"] | None = None  # None: guardians.combine
         mode: Literal["sync", "async"] = "async"
 
-    @hookimpl
-    def cp_guardian_plan(self, ctx, request):
+    def plan(self, ctx, request, stage):
         s = self.settings
         if s.rate <= 0:
             return None  # sampling off: no plan, nothing checked (and nothing to record)
         if s.rate >= 1 or ctx.rng.random() < s.rate:
-            return GuardianPlan(True, s.guardian, s.mode, f"sampled at rate {s.rate}")
+            return GuardianPlan(True, s.guardian, s.mode, f"sampled at rate {s.rate}", guardians=s.guardians,
+                                combine=s.combine)
         return GuardianPlan(False, reason=f"not sampled (rate {s.rate})")

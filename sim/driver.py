@@ -27,6 +27,7 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.core import ControlPlane
 from controlplane.types import Batch, Request
+from sim.guardian_pool import SimGuardianPool
 from sim.latency.base import IterationShape, LatencyModel
 from sim.traces.record import TraceRequest
 
@@ -178,6 +179,8 @@ class SimDriver:
         self._worker_models: dict[str, LatencyModel] = {}
         self._stepped_models: dict[LatencyModel, SteppedDecode | None] = {}
         self._stepped: dict[str, SteppedDecode | None] = {}
+        self.guardians = SimGuardianPool(self.config, seed=seed, after=self._after, now=lambda: self.env._now,
+                                         deliver=self._guardian_verdict)
         self._handlers: dict[type, Callable[[Any], None]] = act.dispatch_table({
             act.StartBatch: self._start_batch,
             act.InterruptBatch: self._interrupt,
@@ -203,7 +206,10 @@ class SimDriver:
         until = self.config.sim.until_s
         with run_objects_only_for_gc():
             env.run(until=self._done if until is None else min_event(env, self._done, until))
-        return self.core.finish()
+        summary = self.core.finish()
+        if self.guardians.guardians:
+            summary.update(self.guardians.summary())  # guardian GPU-seconds and queueing
+        return summary
 
     def _handle(self, event: Any) -> None:
         self.num_events += 1
@@ -375,10 +381,13 @@ class SimDriver:
         self._handle(ev.WorkerStopped(self.env._now, a.worker_id))
 
     def _run_guardian(self, a: act.RunGuardian) -> None:
-        verdict = "block" if self.rng.random() < self.config.sim.guardian_block_rate else "pass"
-        self._timers += 1
-        self._after(self.config.sim.guardian_latency_s, self._timer_event,
-                    (ev.GuardianFinished, a.request.request_id, verdict))
+        self._timers += 1  # until its verdict: guardian replicas and queues in sim.guardian_pool
+        self.guardians.submit(a)
+
+    def _guardian_verdict(self, rid: str, verdict: str, guardian: str, score: float | None, reason: str | None,
+                          stage: str) -> None:
+        self._timers -= 1
+        self._handle(ev.GuardianFinished(self.env._now, rid, verdict, guardian, score, reason, stage))
 
     def _wake(self, a: act.WakeWorker) -> None:
         self._timers += 1

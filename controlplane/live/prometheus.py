@@ -70,6 +70,10 @@ class PrometheusExporter:
             "plugin_errors", "Plugin exceptions caught by the control plane.", ["plugin", "hook"], namespace=ns,
             registry=reg,
         )
+        self.guardian_verdicts = Counter(
+            "guardian_verdicts", "Guardian verdicts, by guardian, verdict and stage (input: prompts, output: answers).",
+            ["guardian", "verdict", "stage"], namespace=ns, registry=reg,
+        )
         self.batch_size = Histogram(
             "batch_size", "Requests per batch.", ["worker"], namespace=ns, registry=reg, buckets=BATCH_BUCKETS
         )
@@ -116,6 +120,9 @@ class PrometheusExporter:
             self.plugin_errors.labels(d.plugin, d.hook).inc()
             return
         self.decisions.labels(d.hook, d.plugin, d.action).inc()
+        if d.action == "guardian_verdict" and d.payload:
+            p = d.payload
+            self.guardian_verdicts.labels(str(p.get("guardian")), str(p.get("verdict")), str(p.get("stage"))).inc()
         if d.action == "batch" and d.payload:
             self.batch_size.labels(d.subject or "").observe(d.payload.get("prefill", 0) + d.payload.get("decode", 0))
 

@@ -43,11 +43,12 @@ class LiveResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "completed"
+        """Answered: completed, or generated and withheld by a guardian (``finish_reason: "content_filter"``)."""
+        return self.status == "completed" or (self.status == "blocked" and self.reason_code is None)
 
     @property
     def http_status(self) -> int:
-        return http_status_for(self.status, self.reason_code)
+        return 200 if self.ok else http_status_for(self.status, self.reason_code)
 
 
 class _End:
@@ -103,6 +104,8 @@ class LiveRequest:
         text, completion = self.text, len(self.generated)
         if r.cache_hit:
             text, completion = r.output_text or "", r.output_tokens
+        if status == "blocked" and code is None:  # a guardian blocked the answer: withheld, OpenAI's way
+            text, finish = "", "content_filter"
         return LiveResult(
             request_id=r.request_id, model=r.model or "", status=status, text=text, finish_reason=finish,
             reason=reason, prompt_tokens=r.prompt_tokens, completion_tokens=completion, worker_id=r.worker_id,

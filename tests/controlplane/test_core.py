@@ -444,8 +444,9 @@ def test_async_guardian_does_not_delay_and_blocked_responses_say_why():
         sim={"guardian_block_rate": 1.0},
     )
     assert {(r.status, r.guardian_verdict, r.reason) for r in blocked.requests} == {
-        (RequestStatus.COMPLETED, "block", "blocked by guardian")
+        (RequestStatus.BLOCKED, "block", "blocked by guardian: simulated label: harmful")
     }
+    assert blocked.summary["num_blocked"] == 30 and blocked.summary["goodput_rps"] == 0
 
 
 def test_exact_cache_serves_a_repeated_prompt():

@@ -9,7 +9,7 @@ from plugins.guardians import SampledGuardian
 def _plans(rate: float, n: int = 400, **settings):
     g = SampledGuardian(SampledGuardian.Settings(rate=rate, **settings))
     ctx = make_context(seed=5)
-    return [g.cp_guardian_plan(ctx=ctx, request=r) for r in make_requests(n)]
+    return [g.cp_guardian_plan(ctx=ctx, request=r, stage="output") for r in make_requests(n)]
 
 
 def test_off_by_default():

@@ -128,7 +128,7 @@ def test_payload_is_snapshotted_at_append(sqlite_engine: Engine) -> None:
     [
         (request_row(1, colour="red"), r"unknown column\(s\) \['colour'\]"),
         ({"request_id": "x", "status": "completed"}, r"missing required column\(s\) \['arrival_s', 'output_tokens'"),
-        (request_row(1, status="done"), r"request.status = 'done' is not one of \['cancelled', 'completed', 'failed', 'in_flight'"),
+        (request_row(1, status="done"), r"request.status = 'done' is not one of \['blocked', 'cancelled', 'completed', 'failed', 'in_flight'"),
         (request_row(1, cache_hit="maybe"), r"cache_hit = 'maybe' is not one of"),
         (request_row(1, prompt_tokens=1.5), r"request.prompt_tokens = 1.5 must be an integer"),
         (request_row(1, arrival_s="soon"), r"request.arrival_s = 'soon' must be a real number"),

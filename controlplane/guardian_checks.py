@@ -1,0 +1,104 @@
+"""Guardian checks in flight and how their verdicts combine: pure bookkeeping for the core's
+`controlplane.responses.Responses` (no I/O, no clock).
+
+One `CheckGroup` is the guardians a plan asked for on one request at one stage, run in parallel.
+Each guardian's verdict is first read through its failure behaviour (``on_error``: an ``error``,
+``timeout`` or ``unavailable`` verdict counts as a pass when open, as a block when closed), then
+the group's verdicts combine by its rule:
+
+* ``any``: one block blocks;
+* ``majority``: more than half of the guardians that gave a decisive verdict block;
+* ``weighted``: the blocking guardians' weights reach ``weighted_threshold`` of the weight of all.
+
+A group whose guardians all failed open reports the failure verdict itself (``unavailable``,
+``timeout``, ``error``), never a made-up ``pass``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.decisions import GuardianPlan
+from controlplane.guardian_config import GuardiansConfig
+from controlplane.types import Request
+
+__all__ = ["DECISIVE", "CheckGroup", "Outcome", "combine"]
+
+#: Verdicts that say something about the text; anything else is a failure to check it.
+DECISIVE = frozenset({"pass", "block"})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A group's combined verdict."""
+
+    verdict: str  # "pass" | "block" | a failure verdict when every guardian failed open
+    guardian: str  # who decided: the blocking guardian(s), or every guardian that answered
+    score: float | None
+    reason: str
+
+
+@dataclass(slots=True)
+class CheckGroup:
+    request: Request
+    stage: str  # "input" | "output"
+    mode: str  # "sync" | "async"
+    plan: GuardianPlan
+    pending: set[str]
+    verdicts: dict[str, tuple[str, float | None, str | None]] = field(default_factory=dict)
+    tier: int = 1
+
+    def add(self, guardian: str, verdict: str, score: float | None, reason: str | None) -> bool:
+        """Record one guardian's verdict; True when every guardian of the group has answered."""
+        self.pending.discard(guardian)
+        self.verdicts[guardian] = (verdict, score, reason)
+        return not self.pending
+
+
+def _effective(config: GuardiansConfig, guardian: str, verdict: str) -> str:
+    """The verdict after the guardian's failure behaviour: "pass", "block" or "abstain"."""
+    if verdict in DECISIVE:
+        return verdict
+    spec = config.spec(guardian)
+    return "block" if spec is not None and spec.on_error == "closed" else "abstain"
+
+
+def combine(config: GuardiansConfig, rule: str | None,
+            verdicts: dict[str, tuple[str, float | None, str | None]]) -> Outcome:
+    """The combined verdict of one group (see the module's docstring)."""
+    rule = rule or config.combine
+    effective = {g: _effective(config, g, v) for g, (v, _, _) in verdicts.items()}
+    scores = [s for _, s, _ in verdicts.values() if s is not None]
+    score = max(scores) if scores else None
+    blockers = sorted(g for g, e in effective.items() if e == "block")
+    voters = [g for g, e in effective.items() if e != "abstain"]
+    if not voters:  # every guardian failed open: say so
+        failures = sorted({v for v, _, _ in verdicts.values()})
+        return Outcome(failures[0] if len(failures) == 1 else "error", ",".join(sorted(verdicts)), score,
+                       "; ".join(f"{g}: {v} ({r or 'no reason'})" for g, (v, _, r) in sorted(verdicts.items())))
+    if rule == "any":
+        blocked = bool(blockers)
+    elif rule == "majority":
+        blocked = len(blockers) * 2 > len(voters)
+    elif rule == "weighted":
+        def weight(g: str) -> float:
+            spec = config.spec(g)
+            return spec.weight if spec is not None else 1.0
+        total = sum(weight(g) for g in voters)
+        blocked = total > 0 and sum(weight(g) for g in blockers) >= config.weighted_threshold * total
+    else:
+        raise ValueError(f"unknown guardian combine rule {rule!r} (any, majority, weighted)")
+    if blocked:
+        why = verdicts[blockers[0]][2] or "blocked" if len(verdicts) == 1 else \
+            "; ".join(f"{g}: {verdicts[g][2] or 'blocked'}" for g in blockers)
+        return Outcome("block", ",".join(blockers), score, why)
+    names = ",".join(sorted(voters))
+    return Outcome("pass", names, score, f"passed ({rule} of {len(voters)})" if len(verdicts) > 1 else
+                   (verdicts[voters[0]][2] or "passed"))
+
+
+def outcome_payload(group: CheckGroup, out: Outcome) -> dict[str, Any]:
+    return {"guardian": out.guardian, "verdict": out.verdict, "score": out.score, "stage": group.stage,
+            "mode": group.mode, "tier": group.tier,
+            "verdicts": {g: v for g, (v, _, _) in sorted(group.verdicts.items())}}

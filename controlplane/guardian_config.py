@@ -1,0 +1,102 @@
+"""The ``guardians:`` section of a run's configuration: which guardian models exist, what they cost
+and how their verdicts combine. Plugins decide *which* requests they check (``cp_guardian_plan``);
+this section says what a guardian *is* (its kind, model, replicas, timeout, failure behaviour).
+
+    guardians:
+      combine: any                    # any | majority | weighted (per plan, unless it names its own)
+      models:
+        - name: rules
+          kind: rules
+          patterns: ["(?i)how to make a bomb"]
+          blocklist: ["forbidden phrase"]
+        - name: judge
+          kind: causal-lm              # or classifier, simulated
+          model: /models/llama-guard   # any local path
+          replicas: 2
+          timeout_s: 2.0
+          on_error: open               # open: an error or timeout counts as pass; closed: as block
+          latency: {base_s: 0.03, per_token_s: 0.00002, max_batch: 16}   # the simulator's price
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["GuardianLatency", "GuardianQuality", "GuardianSpec", "GuardiansConfig"]
+
+GuardianKind = Literal["rules", "causal-lm", "classifier", "simulated"]
+Combine = Literal["any", "majority", "weighted"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GuardianLatency(_Section):
+    """The simulator's price of one guardian batch on one replica: ``base_s + per_token_s * tokens``."""
+
+    base_s: float = Field(0.02, ge=0)  # fixed cost of a forward pass
+    per_token_s: float = Field(0.0, ge=0)  # per token checked (input: the prompt; output: prompt + answer)
+    max_batch: int = Field(16, ge=1)  # checks one replica runs together
+
+
+class GuardianQuality(_Section):
+    """The simulator's verdict model for a ``simulated`` guardian on labelled requests.
+
+    Score = sigmoid(separation * (label - 0.5) + noise * z), z ~ N(0, 1) fixed per (text, guardian):
+    an informative but noisy score. The guardian never sees the label, only this score.
+    """
+
+    separation: float = Field(12.0, ge=0)  # how far apart harmful and benign scores sit
+    noise: float = Field(0.0, ge=0)  # how much they overlap
+
+
+class GuardianSpec(_Section):
+    name: str = Field(min_length=1)
+    kind: GuardianKind = "simulated"
+    model: str | None = None  # local model path (causal-lm, classifier)
+    replicas: int = Field(1, ge=1)  # workers of its own (live: threads; sim: replicas with a queue)
+    gpus_per_replica: int = Field(1, ge=1)  # what a replica-second costs in GPU-seconds (sim)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (live weights)
+    placement: Literal["own", "shared"] = "own"  # its own workers, or beside the generation workers
+    device: str = "cpu"  # live: where its model runs
+    timeout_s: float = Field(5.0, gt=0)  # a check that takes longer answers "timeout"
+    on_error: Literal["open", "closed"] = "open"  # error/timeout: "open" passes, "closed" blocks
+    threshold: float = Field(0.5, ge=0, le=1)  # a score at or above blocks
+    weight: float = Field(1.0, ge=0)  # its vote under combine "weighted"
+    latency: GuardianLatency = Field(default_factory=GuardianLatency)
+    quality: GuardianQuality = Field(default_factory=GuardianQuality)
+    # rules: regular expressions and plain phrases (case-insensitive) that block
+    patterns: list[str] = Field(default_factory=list)
+    blocklist: list[str] = Field(default_factory=list)
+    # causal-lm: the judge's prompt ({text} is the checked text) and the words of its verdict
+    prompt_template: str = (
+        "Task: check whether the text below is unsafe.\n\nText: {text}\n\nAnswer safe or unsafe.\nAnswer:"
+    )
+    safe_word: str = " safe"
+    unsafe_word: str = " unsafe"
+    # classifier: the label index that means harmful
+    block_label: int = Field(1, ge=0)
+    max_input_tokens: int = Field(512, ge=8)  # live: longer texts are cut (from the start)
+
+
+class GuardiansConfig(_Section):
+    combine: Combine = "any"  # how a plan's parallel verdicts combine unless it names a rule
+    weighted_threshold: float = Field(0.5, ge=0, le=1)  # "weighted": block at this share of the weight
+    models: list[GuardianSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GuardiansConfig:
+        names = [g.name for g in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"guardian names must be unique, got {dupes} twice")
+        return self
+
+    def spec(self, name: str) -> GuardianSpec | None:
+        for g in self.models:
+            if g.name == name:
+                return g
+        return None

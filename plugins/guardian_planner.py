@@ -1,0 +1,134 @@
+"""What every guardian planner shares: cached verdicts and backing off when guardians saturate.
+
+* **Cached verdicts**: the same text checked by the same guardians gets the same verdict within
+  ``verdict_ttl_s``, from a `plugins.cache_backends` store (in-process by default; ``backend:
+  redis`` shares it between daemons). The text is the prompt (stage "input") or the answer
+  ("output"; in the simulator, where answers have no text, the prompt and generation parameters
+  of a reproducible answer stand for it, as in the exact response cache). Only decisive verdicts
+  (pass, block) are cached, learnt from the run's verdict decisions (``cp_on_event``).
+* **Back-off**: a plan is skipped when one of its guardians has ``max_inflight_per_replica``
+  checks in flight per replica (the core's ``guardian_inflight:NAME`` gauge); the skip is a
+  ``guardian_backoff`` decision with the numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import GuardianPlan
+from controlplane.types import Decision
+from plugins.cache_backends import StoreSettings, open_store
+
+__all__ = ["GuardianPlanner", "PlannerSettings", "text_key"]
+
+
+class PlannerSettings(PluginSettings):
+    stages: tuple[str, ...] = ("output",)  # "input" (prompts, before generation), "output" (answers)
+    verdict_ttl_s: float = Field(0.0, ge=0)  # 0: no verdict cache
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    max_inflight_per_replica: float | None = Field(None, gt=0)  # None: never back off
+
+
+def text_key(request: Any, stage: str) -> str | None:
+    """What identifies the checked text, or None when it is not known (or not reproducible)."""
+    if stage == "input":
+        return None if request.prompt is None else f"in\0{request.prompt}"
+    if request.output_text is not None:
+        return f"out\0{request.output_text}"
+    if request.prompt is None:
+        return None
+    params = dict(request.params)
+    if float(params.get("temperature", 0.0) or 0.0) > 0 and params.get("seed") is None:
+        return None
+    return f"gen\0{request.model}\0{request.prompt}\0{request.params}\0{request.max_output_tokens}"
+
+
+class GuardianPlanner(Plugin):
+    """Base of the guardian planners: subclasses implement `plan` (their sampling or cascade)."""
+
+    Settings = PlannerSettings
+
+    def __init__(self, settings: PlannerSettings | None = None) -> None:
+        super().__init__(settings)
+        s = self.settings
+        self._store = open_store(s.store, namespace=f"verdicts:{self.name}") if s.verdict_ttl_s > 0 else None
+        # request id -> (cache key, several guardians or tiers: their outcome decides) of a check in flight
+        self._asked: dict[str, tuple[str, bool]] = {}
+        self.cache_hits = 0
+        if self._store is None and type(self).cp_on_event is GuardianPlanner.cp_on_event:
+            self.cp_on_event = None  # nothing to learn from events: not an observer (it sees every event)
+
+    def plan(self, ctx: Any, request: Any, stage: str) -> GuardianPlan | None:
+        raise NotImplementedError
+
+    @hookimpl
+    def cp_guardian_plan(self, ctx, request, stage):
+        if stage not in self.settings.stages:
+            return None
+        plan = self.plan(ctx, request, stage)
+        if plan is None or not plan.check:
+            return plan
+        key = self._key(plan, request, stage)
+        if key is not None:
+            raw = self._store.get(key, now_s=ctx.now_s)
+            if raw is not None:
+                self.cache_hits += 1
+                plan.cached = orjson.loads(raw)
+                plan.reason = f"{plan.reason}; verdict cached within {self.settings.verdict_ttl_s:g} s"
+                return plan
+            self._asked[request.request_id] = (key, len(plan.names) > 1 or plan.then is not None)
+        backoff = self._saturated(ctx, plan)
+        if backoff is not None:
+            self._asked.pop(request.request_id, None)
+            return backoff
+        return plan
+
+    def _key(self, plan: GuardianPlan, request: Any, stage: str) -> str | None:
+        if self._store is None:
+            return None
+        text = text_key(request, stage)
+        if text is None:
+            return None
+        tiers = []
+        p: GuardianPlan | None = plan
+        while p is not None:
+            tiers.append(",".join(sorted(p.names)))
+            p = p.then
+        return hashlib.sha256(f"{'>'.join(tiers)}\0{stage}\0{text}".encode()).hexdigest()
+
+    def _saturated(self, ctx: Any, plan: GuardianPlan) -> GuardianPlan | None:
+        limit = self.settings.max_inflight_per_replica
+        if limit is None:
+            return None
+        for name in plan.names:
+            spec = ctx.config.guardians.spec(name)
+            replicas = spec.replicas if spec is not None else 1
+            inflight = ctx.metrics.get(f"guardian_inflight:{name}", 0)
+            if inflight >= limit * replicas:
+                return GuardianPlan(False, name, plan.mode,
+                                    f"backed off: {name} has {inflight:g} checks in flight "
+                                    f"(limit {limit:g} x {replicas} replicas)",
+                                    extra={"backoff": True, "guardian": name, "inflight": inflight})
+        return None
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if not self._asked or type(event) is not Decision:
+            return
+        asked = self._asked.get(event.subject)
+        if asked is None:
+            return
+        key, multi = asked
+        action, p = event.action, event.payload or {}
+        if action != ("guardian_outcome" if multi else "guardian_verdict") or (multi and not p.get("final")):
+            return  # not this check's last word (one guardian of several, or a tier before the last)
+        del self._asked[event.subject]
+        if p.get("verdict") in ("pass", "block"):
+            value = {"verdict": p["verdict"], "score": p.get("score"), "guardian": p.get("guardian"),
+                     "reason": event.reason}
+            self._store.set(key, orjson.dumps(value), ttl_s=self.settings.verdict_ttl_s, now_s=ctx.now_s)

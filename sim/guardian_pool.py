@@ -1,0 +1,137 @@
+"""Simulated guardian replicas: checks that cost GPU-seconds and wait when guardians are saturated.
+
+Each guardian declared in ``guardians.models`` gets ``replicas`` simulated replicas and one FIFO
+queue. An idle replica takes up to ``latency.max_batch`` queued checks and runs them as one
+batch of ``latency.base_s + latency.per_token_s * tokens`` seconds (tokens checked: the prompt
+for an input check, prompt + answer for an output check), which costs that time times
+``gpus_per_replica`` in GPU-seconds. A check still unanswered ``timeout_s`` after it was asked
+answers ``timeout`` (a queued one leaves the queue). Verdicts come from `sim.guardian_labels`:
+score at or above the guardian's ``threshold`` blocks.
+
+A guardian a plan names but the config does not declare runs as the old fixed delay
+(``sim.guardian_latency_s``, no capacity limit, no GPU cost) with a perfect verdict (the label).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane import actions as act
+from controlplane.config import RunConfig
+from controlplane.guardian_config import GuardianSpec
+from sim.guardian_labels import LabelModel
+
+__all__ = ["SimGuardianPool"]
+
+#: deliver(request id, verdict, guardian, score, reason, stage)
+Deliver = Callable[[str, str, str, "float | None", "str | None", str], None]
+
+
+@dataclass(slots=True, eq=False)
+class _Check:
+    request: Any
+    guardian: str
+    stage: str
+    asked_s: float
+    tokens: int
+    done: bool = False
+
+
+class _Guardian:
+    __slots__ = ("spec", "queue", "idle", "busy_s", "gpu_s", "num_checks", "num_timeouts", "wait_s", "num_batches")
+
+    def __init__(self, spec: GuardianSpec) -> None:
+        self.spec = spec
+        self.queue: deque[_Check] = deque()
+        self.idle = spec.replicas
+        self.busy_s = self.gpu_s = self.wait_s = 0.0
+        self.num_checks = self.num_timeouts = self.num_batches = 0
+
+
+class SimGuardianPool:
+    def __init__(self, config: RunConfig, *, seed: int, after: Callable[[float, Callable[[Any], None], Any], Any],
+                 now: Callable[[], float], deliver: Deliver) -> None:
+        self.labels = LabelModel(config.sim.guardian_block_rate, config.sim.guardian_tenant_block_rates, seed)
+        self.default_latency_s = config.sim.guardian_latency_s
+        self.guardians = {g.name: _Guardian(g) for g in config.guardians.models}
+        self._after, self._now, self._deliver = after, now, deliver
+        self.num_undeclared = 0
+
+    def submit(self, a: act.RunGuardian) -> None:
+        g = self.guardians.get(a.guardian)
+        r = a.request
+        if g is None:
+            self.num_undeclared += 1
+            harmful = self.labels.is_harmful(r)
+            self._after(self.default_latency_s, self._fixed_done,
+                        (r.request_id, "block" if harmful else "pass", a.guardian, 1.0 if harmful else 0.0, a.stage))
+            return
+        tokens = r.prompt_tokens + (r.output_tokens if a.stage == "output" else 0)
+        check = _Check(r, a.guardian, a.stage, self._now(), tokens)
+        g.num_checks += 1
+        g.queue.append(check)
+        self._after(g.spec.timeout_s, self._timeout, check)
+        self._dispatch(g)
+
+    def _fixed_done(self, timer: Any) -> None:
+        rid, verdict, guardian, score, stage = timer._value
+        self._deliver(rid, verdict, guardian, score, f"simulated label: {'harmful' if verdict == 'block' else 'benign'}",
+                      stage)
+
+    def _dispatch(self, g: _Guardian) -> None:
+        lat = g.spec.latency
+        while g.idle and g.queue:
+            batch: list[_Check] = []
+            while g.queue and len(batch) < lat.max_batch:
+                c = g.queue.popleft()
+                if not c.done:
+                    batch.append(c)
+            if not batch:
+                return
+            now = self._now()
+            seconds = lat.base_s + lat.per_token_s * sum(c.tokens for c in batch)
+            g.idle -= 1
+            g.busy_s += seconds
+            g.gpu_s += seconds * g.spec.gpus_per_replica
+            g.num_batches += 1
+            for c in batch:
+                g.wait_s += now - c.asked_s
+            self._after(seconds, self._batch_done, (g, batch))
+
+    def _batch_done(self, timer: Any) -> None:
+        g, batch = timer._value
+        g.idle += 1
+        spec = g.spec
+        for c in batch:
+            if c.done:
+                continue  # timed out meanwhile: its verdict came too late
+            c.done = True
+            score = self.labels.score(spec.name, c.stage, c.request, spec.quality.separation, spec.quality.noise)
+            verdict = "block" if score >= spec.threshold else "pass"
+            self._deliver(c.request.request_id, verdict, spec.name, round(score, 6),
+                          f"score {score:.3f} {'>=' if verdict == 'block' else '<'} {spec.threshold}", c.stage)
+        self._dispatch(g)
+
+    def _timeout(self, timer: Any) -> None:
+        c: _Check = timer._value
+        if c.done:
+            return
+        c.done = True  # a queued check is skipped by the next dispatch; a running one's verdict is dropped
+        g = self.guardians[c.guardian]
+        g.num_timeouts += 1
+        self._deliver(c.request.request_id, "timeout", c.guardian, None,
+                      f"no verdict within {g.spec.timeout_s:g} s", c.stage)
+
+    def summary(self) -> dict[str, Any]:
+        """GPU-seconds and queueing per guardian, for the run's summary."""
+        per = {
+            name: {"checks": g.num_checks, "batches": g.num_batches, "timeouts": g.num_timeouts,
+                   "gpu_seconds": round(g.gpu_s, 6), "busy_s": round(g.busy_s, 6),
+                   "mean_wait_s": round(g.wait_s / g.num_checks, 6) if g.num_checks else None}
+            for name, g in self.guardians.items()
+        }
+        return {"guardian_gpu_seconds": round(sum(g.gpu_s for g in self.guardians.values()), 6),
+                "guardians": per}
