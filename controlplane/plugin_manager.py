@@ -28,13 +28,59 @@ TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to s
 MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
 
 
-@dataclass(frozen=True)
 class PluginInfo:
-    name: str
-    target: Any  # a Plugin subclass or a module of hook implementations
-    dist: str | None
-    version: str | None
-    entry_point: str | None
+    """An installed plugin: its name, what its entry point loads, its distribution.
+
+    Discovery reads entry points without importing them: ``target`` (and with it ``hooks`` and
+    ``doc``) imports the plugin's module on first use, ``dist`` and ``version`` read its
+    distribution's metadata on first use. A run imports only the plugins it enables.
+    """
+
+    __slots__ = ("name", "entry_point", "_target", "_dist", "_ep")
+
+    _UNSET: Any = object()
+
+    def __init__(self, name: str, target: Any, dist: str | None = _UNSET, version: str | None = _UNSET,
+                 entry_point: str | None = None, *, ep: metadata.EntryPoint | None = None) -> None:
+        self.name = name
+        self.entry_point = entry_point
+        self._target = target
+        self._ep = ep
+        self._dist: tuple[str | None, str | None] | None = None if dist is self._UNSET else (dist, version)
+
+    @classmethod
+    def from_entry_point(cls, ep: metadata.EntryPoint) -> PluginInfo:
+        return cls(ep.name, cls._UNSET, entry_point=ep.value, ep=ep)
+
+    @property
+    def target(self) -> Any:
+        """A Plugin subclass or a module of hook implementations (imported on first use)."""
+        if self._target is self._UNSET:
+            ep = self._ep
+            try:
+                target = ep.load()
+            except Exception as exc:  # a broken third-party install names itself
+                raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            declared = getattr(target, "name", None) if isinstance(target, type) else None
+            if declared and declared != ep.name:
+                raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) loads a plugin named {declared!r}: "
+                                  "an entry point must be named after its plugin")
+            self._target = target
+        return self._target
+
+    def _distribution(self) -> tuple[str | None, str | None]:
+        if self._dist is None:
+            dist = self._ep.dist if self._ep is not None else None
+            self._dist = (dist.name, dist.version) if dist is not None else (None, None)
+        return self._dist
+
+    @property
+    def dist(self) -> str | None:
+        return self._distribution()[0]
+
+    @property
+    def version(self) -> str | None:
+        return self._distribution()[1]
 
     @property
     def hooks(self) -> list[str]:
@@ -44,16 +90,19 @@ class PluginInfo:
     def doc(self) -> str:
         return ((self.target.__doc__ or "").strip().splitlines() or [""])[0]
 
+    def __repr__(self) -> str:
+        return f"PluginInfo({self.name!r}, entry_point={self.entry_point!r})"
+
 
 _discovered: tuple[tuple[str, ...], dict[str, PluginInfo]] | None = None
 
 
 def discover_plugins(*, refresh: bool = False) -> dict[str, PluginInfo]:
-    """Every plugin installed under the entry-point group, by name (loaded, not instantiated).
+    """Every plugin installed under the entry-point group, by name (found, not yet imported).
 
-    Scanning every installed distribution's metadata takes tens of milliseconds, so the
-    result is kept for the process until ``sys.path`` changes; ``refresh=True`` scans again
-    (the daemon's config reload does, to see plugins installed since it started).
+    Scanning every installed distribution's metadata takes milliseconds, so the result is kept
+    for the process until ``sys.path`` changes; ``refresh=True`` scans again (the daemon's
+    config reload does, to see plugins installed since it started).
     """
     global _discovered
     key = tuple(sys.path)
@@ -65,19 +114,11 @@ def discover_plugins(*, refresh: bool = False) -> dict[str, PluginInfo]:
 def _scan_entry_points() -> dict[str, PluginInfo]:
     found: dict[str, PluginInfo] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            target = ep.load()
-        except Exception as exc:  # a broken third-party install must not hide the others
-            raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-        name = getattr(target, "name", None) if isinstance(target, type) else ep.name
-        name = name or ep.name
-        if name in found:
+        if ep.name in found:
             raise PluginError(
-                f"two installed plugins are named {name!r}: {found[name].entry_point} and {ep.value}"
+                f"two installed plugins are named {ep.name!r}: {found[ep.name].entry_point} and {ep.value}"
             )
-        dist = ep.dist.name if ep.dist else None
-        version = ep.dist.version if ep.dist else None
-        found[name] = PluginInfo(name, target, dist, version, ep.value)
+        found[ep.name] = PluginInfo.from_entry_point(ep)
     return found
 
 

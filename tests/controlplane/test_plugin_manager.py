@@ -67,6 +67,41 @@ def test_discover_finds_every_builtin_through_its_entry_point():
     assert set(DEFAULT_PLUGINS) <= set(found)
 
 
+def test_discovery_imports_no_plugin_module_and_a_run_imports_only_what_it_enables():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from controlplane.plugin_manager import build_plugin_set, discover_plugins\n"
+        "found = discover_plugins()\n"
+        "print(sorted(m for m in ('plugins.routing', 'plugins.caching', 'plugins.batching') if m in sys.modules))\n"
+        "build_plugin_set(['round-robin'])\n"
+        "print(sorted(m for m in ('plugins.routing', 'plugins.caching', 'plugins.batching') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["[]", "['plugins.routing']"]
+
+
+def test_a_broken_entry_point_fails_only_the_run_that_uses_it_naming_itself():
+    from importlib import metadata
+
+    ep = metadata.EntryPoint("broken", "no_such_module_xyz:Thing", "controlplane")
+    info = PluginInfo.from_entry_point(ep)
+    available = {**discover_plugins(), "broken": info}
+    build_plugin_set(["round-robin"], available=available)  # not enabled: not imported, no error
+    with pytest.raises(PluginError, match="'broken' .*no_such_module_xyz:Thing.* failed to load"):
+        build_plugin_set(["round-robin", "broken"], available=available)
+
+
+def test_an_entry_point_named_unlike_its_plugin_is_refused_naming_both():
+    from importlib import metadata
+
+    ep = metadata.EntryPoint("rr-alias", "plugins.routing:RoundRobin", "controlplane")
+    with pytest.raises(PluginError, match="'rr-alias'.*named 'round-robin'"):
+        PluginInfo.from_entry_point(ep).target
+
+
 def test_each_build_gets_fresh_plugin_instances():
     a, b = make_plugin_set(), make_plugin_set()
     assert a.pm is not b.pm
