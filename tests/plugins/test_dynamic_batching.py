@@ -1,0 +1,139 @@
+"""The seed's dynamic batcher, the static baseline and priority-aware continuous batching."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from controlplane.testing import EventLog, make_context, make_requests, make_worker, replay_with
+from controlplane.types import ReasonCode, Request, RequestStatus
+from plugins.batching import PriorityContinuousBatching
+from plugins.dynamic_batching import DynamicBatching, StaticBatching
+from sim.traces.record import TraceRequest
+
+
+def _plan(plugin, w, now=0.0):
+    return plugin.cp_form_batch(ctx=make_context(now_s=now, workers=[w]), worker=w)
+
+
+def _req(rid, arrival, prio=0, params=(), prompt=100, out=10):
+    return Request(rid, arrival, prompt, out, model="default", priority=prio, params=params)
+
+
+def test_priority_then_age_order():
+    reqs = [_req("old-low", 0.0), _req("new-high", 0.05, prio=5), _req("old-high", 0.01, prio=5),
+            _req("mid", 0.02, prio=1)]
+    w = make_worker(waiting=deque(reqs))
+    plan = _plan(DynamicBatching(DynamicBatching.Settings(max_wait_s=0.0)), w, now=1.0)
+    assert [r.request_id for r, _ in plan.prefill] == ["old-high", "new-high", "mid", "old-low"]
+
+
+def test_waits_until_max_wait_then_starts():
+    w = make_worker(waiting=deque([_req("a", 0.3), _req("b", 0.35)]))
+    plugin = DynamicBatching()
+    plan = _plan(plugin, w, now=0.35)
+    assert not plan.prefill and plan.wake_after_s == pytest.approx(0.05, abs=1e-12)
+    plan = _plan(plugin, w, now=0.3 + 0.1)
+    assert [r.request_id for r, _ in plan.prefill] == ["a", "b"]
+
+
+def test_a_full_batch_starts_at_once():
+    w = make_worker(waiting=deque(_req(f"r{i}", 0.0) for i in range(9)))
+    plan = _plan(DynamicBatching(), w, now=0.0)
+    assert len(plan.prefill) == 8 and plan.wake_after_s is None
+
+
+def test_max_wait_is_honoured_to_the_simulated_microsecond():
+    """One request alone: its batch starts max_wait_s after it arrived, not at the next event."""
+    trace = [TraceRequest("0", 0.0, 64, 4), TraceRequest("1", 5.123457, 64, 4)]
+    res = replay_with(trace=trace, plugins={"enabled": ["dynamic-batching", "least-loaded", "fixed-replicas",
+                                                        "static-memory", "builtin-latency-models"],
+                                            "settings": {"dynamic-batching": {"max_wait_s": 0.1}}},
+                      cluster={"models": [{"replicas": 1}]})
+    by_id = {r.request_id: r for r in res.requests}
+    assert by_id["0"].scheduled_s == pytest.approx(0.1, abs=1e-6)
+    assert by_id["1"].scheduled_s == pytest.approx(5.223457, abs=1e-6)
+
+
+def test_groups_requests_with_the_same_generation_parameters():
+    hot = (("temperature", 0.0),)
+    cold = (("temperature", 1.0),)
+    reqs = [_req("c0", 0.0, params=cold), _req("h0", 0.01, params=hot), _req("c1", 0.02, params=cold),
+            _req("h1", 0.03, params=hot)]
+    w = make_worker(waiting=deque(reqs))
+    plan = _plan(DynamicBatching(DynamicBatching.Settings(max_wait_s=0.0)), w, now=1.0)
+    assert [r.request_id for r, _ in plan.prefill] == ["c0", "c1"]
+    plan = _plan(DynamicBatching(DynamicBatching.Settings(max_wait_s=0.0, group_by_params=False)), w, now=1.0)
+    assert len(plan.prefill) == 4
+
+
+def test_a_running_batch_runs_to_completion():
+    running = make_requests(2, prefix="run")
+    for r in running:
+        r.status = RequestStatus.RUNNING
+        r.num_computed_tokens = r.prompt_tokens
+        r.output_tokens = 1
+    w = make_worker(running=running, waiting=deque([_req("late", 0.0)]))
+    plan = _plan(DynamicBatching(DynamicBatching.Settings(max_wait_s=0.0)), w, now=1.0)
+    assert not plan.prefill and set(plan.decode) == set(running)
+
+
+def test_token_budget_and_kv_blocks_are_never_exceeded():
+    reqs = [_req(f"r{i}", 0.0, prompt=300) for i in range(8)]
+    w = make_worker(waiting=deque(reqs), max_batch_tokens=1000, num_kv_blocks=60, kv_block_size=16)
+    plan = _plan(DynamicBatching(DynamicBatching.Settings(max_wait_s=0.0)), w, now=1.0)
+    assert sum(n for _, n in plan.prefill) <= 1000
+    assert sum(-(-r.prompt_tokens // 16) for r, _ in plan.prefill) <= 60
+    assert len(plan.prefill) == 3  # 3 x 300 tokens; a fourth would pass 1000 (and 76 > 60 blocks)
+
+
+def test_full_queue_refuses_with_code_and_reason():
+    w = make_worker(waiting=deque(_req(f"q{i}", 0.0) for i in range(3)))
+    plugin = DynamicBatching(DynamicBatching.Settings(max_queued=3))
+    ctx = make_context(workers=[w])
+    a = plugin.cp_admit_request(ctx=ctx, request=_req("new", 0.0))
+    assert a is not None and not a.admit and a.code is ReasonCode.QUEUE_FULL and "queue full" in a.reason
+    w.waiting.pop()
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("new", 0.0)) is None
+
+
+def test_full_queue_in_a_replay_rejects_and_loses_nothing():
+    trace = [TraceRequest(str(i), 0.001 * i, 2000, 200) for i in range(300)]
+    log = EventLog()
+    res = replay_with(log, trace=trace, plugins={"enabled": ["dynamic-batching", "least-loaded", "fixed-replicas",
+                                                             "static-memory", "builtin-latency-models"]},
+                      cluster={"models": [{"replicas": 1}]})
+    rejected = [r for r in res.requests if r.status is RequestStatus.REJECTED]
+    assert rejected and all(r.reason_code is ReasonCode.QUEUE_FULL for r in rejected)
+    ids = [r.request_id for r in res.requests]
+    assert sorted(ids, key=int) == [str(i) for i in range(300)]  # each once: none lost, none twice
+    assert res.summary["num_completed"] + len(rejected) == 300
+
+
+def test_static_batching_runs_one_request_at_a_time():
+    trace = [TraceRequest(str(i), 0.0, 128, 8) for i in range(5)]
+    res = replay_with(trace=trace, plugins={"enabled": ["static-batching", "least-loaded", "fixed-replicas",
+                                                        "static-memory", "builtin-latency-models"]},
+                      cluster={"models": [{"replicas": 1}]})
+    spans = sorted((r.scheduled_s, r.finish_s) for r in res.requests)
+    assert len(spans) == 5
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end - 1e-9  # the next starts only when the previous finished
+    assert StaticBatching().settings.max_batch_size == 1
+
+
+def test_priority_continuous_schedules_higher_first_and_preempts_it_last():
+    waiting = [_req("low", 0.0, prio=0), _req("high", 0.5, prio=3)]
+    w = make_worker(waiting=deque(waiting), max_num_seqs=1)
+    plan = _plan(PriorityContinuousBatching(), w, now=1.0)
+    assert [r.request_id for r, _ in plan.prefill] == ["high"]
+    # KV runs out while decoding: the low-priority request goes, though it is the older one.
+    running = [_req("hi-run", 0.5, prio=3, prompt=64), _req("lo-run", 0.0, prio=0, prompt=64)]
+    for r in running:
+        r.status = RequestStatus.RUNNING
+        r.num_computed_tokens = 64
+        r.output_tokens = 1
+    w = make_worker(running=running, num_kv_blocks=6, kv_block_size=16)
+    plan = _plan(PriorityContinuousBatching(), w, now=1.0)
+    assert [r.request_id for r in plan.preempt] == ["lo-run"]

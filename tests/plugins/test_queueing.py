@@ -1,0 +1,143 @@
+"""Admission and queueing: priority classes, tenant quotas (token bucket), fair share, SLO-aware admission."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+from pydantic import ValidationError
+
+from controlplane.events import RequestArrived, RequestFinished
+from controlplane.testing import make_context, make_worker, replay_with
+from controlplane.types import ReasonCode, Request, RequestStatus
+from plugins.fair_share import FairShare
+from plugins.priority_classes import PriorityClasses
+from plugins.slo_admission import SloAdmission
+from plugins.tenant_quota import TenantQuota
+from sim.traces.record import TraceRequest
+
+
+def _req(rid, arrival=0.0, prio=0, tenant=None, prompt=100, out=50):
+    return Request(rid, arrival, prompt, out, model="default", priority=prio, tenant=tenant)
+
+
+CLASSES = {"classes": [{"name": "gold", "min_priority": 5, "max_queued": 1, "queue_timeout_s": 0.5},
+                       {"name": "std", "min_priority": 0, "max_queued": 3}]}
+
+
+def test_priority_class_caps_count_only_their_class():
+    plugin = PriorityClasses(PriorityClasses.Settings(**CLASSES))
+    w = make_worker(waiting=deque([_req("g", prio=7), _req("s1"), _req("s2")]))
+    ctx = make_context(workers=[w])
+    a = plugin.cp_admit_request(ctx=ctx, request=_req("g2", prio=5))
+    assert not a.admit and a.code is ReasonCode.QUEUE_FULL and "'gold'" in a.reason
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("s3")) is None  # std: 2 of 3
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("below", prio=-3)) is None  # no class: no cap
+
+
+def test_queue_timeout_expires_only_past_the_class_timeout():
+    plugin = PriorityClasses(PriorityClasses.Settings(**CLASSES))
+    w = make_worker(waiting=deque([_req("g-old", arrival=0.0, prio=5), _req("g-new", arrival=0.4, prio=5),
+                                   _req("s-old", arrival=0.0)]))
+    plan = plugin.cp_form_batch(ctx=make_context(now_s=0.6, workers=[w]), worker=w)
+    assert [r.request_id for r, _ in plan.expire] == ["g-old"]  # std has no timeout
+    assert "queue timeout" in plan.expire[0][1]
+    assert plugin.cp_form_batch(ctx=make_context(now_s=0.5, workers=[w]), worker=w) is None
+
+
+def test_queue_timeouts_in_a_replay_are_rejected_with_their_code():
+    trace = [TraceRequest(str(i), 0.0, 4000, 400, priority=5) for i in range(40)]
+    settings = {"priority-classes": {"classes": [{"name": "gold", "min_priority": 0, "queue_timeout_s": 0.5}]},
+                "static-batching": {}}
+    res = replay_with(trace=trace, plugins={"enabled": ["priority-classes", "static-batching", "least-loaded",
+                                                        "fixed-replicas", "static-memory", "builtin-latency-models"],
+                                            "settings": settings},
+                      cluster={"models": [{"replicas": 1}]})
+    timed_out = [r for r in res.requests if r.reason_code is ReasonCode.QUEUE_TIMEOUT]
+    assert timed_out and all(r.status is RequestStatus.REJECTED and r.scheduled_s is None for r in timed_out)
+    assert len(res.requests) == 40 and res.summary["num_completed"] + len(timed_out) == 40
+
+
+def test_class_settings_are_checked():
+    with pytest.raises(ValidationError, match="duplicate class names"):
+        PriorityClasses.Settings(classes=[{"name": "a"}, {"name": "a", "min_priority": 3}])
+
+
+def test_token_bucket_limits_a_tenant_and_refills_with_run_time():
+    plugin = TenantQuota(TenantQuota.Settings(tenants={"t": {"tokens_per_s": 100, "burst_tokens": 300}}))
+    ctx = make_context(now_s=0.0)
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("1", tenant="t", prompt=100, out=100)) is None
+    a = plugin.cp_admit_request(ctx=ctx, request=_req("2", tenant="t", prompt=100, out=100))
+    assert not a.admit and a.code is ReasonCode.RATE_LIMITED and "enough in 1.000 s" in a.reason
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("3", tenant="other", prompt=100, out=100)) is None
+    later = make_context(now_s=1.0)
+    assert plugin.cp_admit_request(ctx=later, request=_req("2", tenant="t", prompt=100, out=100)) is None
+    big = plugin.cp_admit_request(ctx=later, request=_req("4", tenant="t", prompt=300, out=1))
+    assert not big.admit and "more than tenant 't''s burst" in big.reason
+
+
+def test_in_flight_quota_frees_a_slot_when_a_request_finishes():
+    plugin = TenantQuota(TenantQuota.Settings(default={"max_in_flight": 2}))
+    ctx = make_context()
+    first, second = _req("1", tenant="t"), _req("2", tenant="t")
+    assert plugin.cp_admit_request(ctx=ctx, request=first) is None
+    assert plugin.cp_admit_request(ctx=ctx, request=second) is None
+    a = plugin.cp_admit_request(ctx=ctx, request=_req("3", tenant="t"))
+    assert not a.admit and "2 requests in flight (quota 2)" in a.reason
+    first.status = RequestStatus.COMPLETED
+    plugin.cp_on_event(ctx=ctx, event=RequestFinished(1.0, first))
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("3", tenant="t")) is None
+
+
+def test_fair_share_serves_the_least_served_tenant_first():
+    plugin = FairShare()
+    ctx = make_context()
+    hog = [_req(f"h{i}", arrival=0.01 * i, tenant="hog") for i in range(3)]
+    for r in hog:
+        plugin.cp_on_event(ctx=ctx, event=RequestArrived(0.0, r))
+    w = make_worker(waiting=deque(hog), max_num_seqs=1)
+    plan = plugin.cp_form_batch(ctx=ctx, worker=w)
+    assert [r.request_id for r, _ in plan.prefill] == ["h0"] and plugin.counters["hog"] == 100
+    w.waiting.popleft()
+    late = _req("m0", arrival=5.0, tenant="mouse")
+    plugin.cp_on_event(ctx=ctx, event=RequestArrived(5.0, late))
+    w.waiting.append(late)
+    plan = plugin.cp_form_batch(ctx=ctx, worker=w)
+    # The newcomer is lifted to the smallest busy counter (100), not 0, and ties go to the older...
+    assert plugin.counters["mouse"] == 100
+    assert [r.request_id for r, _ in plan.prefill] == ["h1"]
+    # ...but once hog got more, mouse goes before hog's older requests.
+    plan = plugin.cp_form_batch(ctx=ctx, worker=w)
+    assert [r.request_id for r, _ in plan.prefill] == ["m0"]
+
+
+def test_slo_admission_refuses_when_the_queue_already_misses_the_target():
+    plugin = SloAdmission(SloAdmission.Settings(ttft_s=1.0, min_samples=1))
+    ctx = make_context(now_s=10.0)
+    done = _req("d", prompt=1000)
+    done.status, done.scheduled_s, done.first_token_s, done.finish_s = RequestStatus.COMPLETED, 9.0, 9.5, 9.9
+    plugin.cp_on_event(ctx=ctx, event=RequestFinished(9.9, done))  # 2000 prompt tokens/s
+    light = make_worker("a", waiting=deque([_req("q", prompt=1000)]))
+    ctx = make_context(now_s=10.0, workers=[light])
+    assert plugin.predict_ttft_s(ctx, _req("n", prompt=500)) == pytest.approx(0.75)
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("n", prompt=500)) is None
+    light.waiting.append(_req("q2", prompt=3000))
+    a = plugin.cp_admit_request(ctx=ctx, request=_req("n", prompt=500))
+    assert not a.admit and a.code is ReasonCode.ADMISSION_DENIED and "predicted TTFT 2.250 s" in a.reason
+    demote = SloAdmission(SloAdmission.Settings(ttft_s=1.0, min_samples=1, on_miss="deprioritize"))
+    demote._rates = plugin._rates
+    d = demote.cp_admit_request(ctx=ctx, request=_req("n", prompt=500))
+    assert d.admit and d.priority == -1
+
+
+def test_slo_admission_in_a_replay_sheds_overload_early():
+    trace = [TraceRequest(str(i), 0.05 * i, 3000, 100) for i in range(1200)]
+    enabled = ["continuous-batching", "least-loaded", "fixed-replicas", "static-memory", "builtin-latency-models"]
+    base = replay_with(trace=trace, plugins={"enabled": enabled}, cluster={"models": [{"replicas": 1}]}, slo={"ttft_s": 1.0})
+    slo = replay_with(trace=trace, plugins={"enabled": ["slo-admission", *enabled],
+                                            "settings": {"slo-admission": {"min_samples": 5}}},
+                      cluster={"models": [{"replicas": 1}]}, slo={"ttft_s": 1.0})
+    denied = [r for r in slo.requests if r.reason_code is ReasonCode.ADMISSION_DENIED]
+    assert denied and slo.summary["ttft_p90_s"] < base.summary["ttft_p90_s"]
+    assert len(slo.requests) == 1200
+    assert slo.summary["slo_attainment"] > base.summary["slo_attainment"]

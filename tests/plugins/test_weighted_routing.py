@@ -1,0 +1,138 @@
+"""Weighted scorer routing: scorer values, weights, the actual prefix cache, power of two, stored scores."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+from pydantic import ValidationError
+
+from controlplane.events import RequestFinished
+from controlplane.testing import make_context, make_plugin_set, make_worker, replay_with
+from controlplane.types import Request, RequestStatus
+from plugins.prefix_cache import PrefixCache
+from plugins.scorers import ReplicaStats, estimated_work, queue_depth
+from plugins.weighted_routing import PowerOfTwo, PrefixOnly, WeightedRouter
+from sim.traces.shared_prefix import shared_prefix_trace
+
+
+def _req(rid="x", prompt=64, out=8, hashes=(), tenant=None, params=()):
+    return Request(rid, 0.0, prompt, out, model="default", tenant=tenant, hash_ids=tuple(hashes),
+                   hash_block_tokens=16 if hashes else None, params=params)
+
+
+def _ctx_with_cache(workers, cache):
+    """A context whose ctx.prefix_match reads ``cache`` (as the core binds it)."""
+    ctx = make_context(workers=workers)
+    ctx.bind_prefix_peek(lambda c, w, r: cache.cp_prefix_peek(ctx=c, worker=w, request=r))
+    return ctx
+
+
+def test_queue_depth_is_min_max_normalised():
+    ws = [make_worker(f"w{i}", waiting=deque(_req(f"{i}-{j}") for j in range(n))) for i, n in enumerate((0, 2, 4))]
+    assert queue_depth(None, _req(), ws, ReplicaStats()) == [1.0, 0.5, 0.0]
+
+
+def test_prefix_score_reads_the_replicas_actual_cache():
+    a, b = make_worker("a"), make_worker("b")
+    cache = PrefixCache(PrefixCache.Settings(capacity_blocks=100))
+    done = _req("old", prompt=64, hashes=(1, 2, 3, 4))
+    cache.cp_prefix_store(ctx=None, worker=b, request=done)
+    ctx = _ctx_with_cache([a, b], cache)
+    router = WeightedRouter(WeightedRouter.Settings(weights={"prefix-cache-hit": 1.0}))
+    d = router.cp_route_request(ctx=ctx, request=_req("new", prompt=80, hashes=(1, 2, 3, 9, 10)), workers=[a, b])
+    assert d.worker_id == "b"
+    assert d.scores["b"]["prefix-cache-hit"] == pytest.approx(48 / 80)
+    assert d.scores["a"]["prefix-cache-hit"] == 0.0
+    assert cache.num_lookups == 0  # peeking counts no lookup
+
+
+def test_weights_decide_between_prefix_and_load():
+    a = make_worker("a")
+    b = make_worker("b", waiting=deque(_req(f"q{i}") for i in range(5)))
+    cache = PrefixCache(PrefixCache.Settings(capacity_blocks=100))
+    cache.cp_prefix_store(ctx=None, worker=b, request=_req("old", hashes=(1, 2, 3, 4)))
+    ctx = _ctx_with_cache([a, b], cache)
+    req = _req("new", hashes=(1, 2, 3, 4))  # 64 tokens, all cached on b: prefix score 1 there
+    prefix_heavy = WeightedRouter(WeightedRouter.Settings(weights={"prefix-cache-hit": 3.0, "queue-depth": 1.0}))
+    load_heavy = WeightedRouter(WeightedRouter.Settings(weights={"prefix-cache-hit": 1.0, "queue-depth": 3.0}))
+    assert prefix_heavy.cp_route_request(ctx=ctx, request=req, workers=[a, b]).worker_id == "b"
+    assert load_heavy.cp_route_request(ctx=ctx, request=req, workers=[a, b]).worker_id == "a"
+
+
+def test_bad_weights_are_refused_with_the_scorer_named():
+    with pytest.raises(ValidationError, match="unknown scorer.*prefix-hit"):
+        WeightedRouter.Settings(weights={"prefix-hit": 1.0})
+    with pytest.raises(ValidationError, match="positive weight"):
+        WeightedRouter.Settings(weights={"queue-depth": 0.0})
+
+
+def test_estimated_work_weights_replicas_by_measured_speed():
+    """Equal queued work, but replica b computed twice as many tokens per busy second."""
+    stats = ReplicaStats()
+    a = make_worker("a", waiting=deque([_req("qa", prompt=1000, out=0)]), busy_s=10.0)
+    b = make_worker("b", waiting=deque([_req("qb", prompt=1000, out=0)]), busy_s=10.0)
+    for wid, tokens in (("a", 1000), ("b", 2000)):
+        r = _req(f"done-{wid}", prompt=tokens, out=0)
+        r.worker_id, r.first_token_s, r.status = wid, 1.0, RequestStatus.COMPLETED
+        stats.observe(RequestFinished(1.0, r))
+    assert stats.relative_speeds([a, b]) == [0.5, 1.0]
+    assert estimated_work(None, _req(), [a, b], stats) == [0.0, 1.0]
+
+
+def test_session_affinity_follows_the_session():
+    ws = [make_worker("a"), make_worker("b")]
+    router = WeightedRouter(WeightedRouter.Settings(weights={"session-affinity": 1.0}))
+    ctx = make_context(workers=ws)
+    ws[0].waiting.append(_req("busy"))  # a is busier, but the session was on a
+    router.stats.routed(_req(params=(("session_id", "s1"),)), "a")
+    d = router.cp_route_request(ctx=ctx, request=_req("n", params=(("session_id", "s1"),)), workers=ws)
+    assert d.worker_id == "a"
+    d = router.cp_route_request(ctx=ctx, request=_req("m", params=(("session_id", "s2"),)), workers=ws)
+    assert d.worker_id == "b"  # no session yet: ties broken by load
+
+
+def test_power_of_two_uses_the_run_rng_and_picks_the_better_of_its_sample():
+    ws = [make_worker(f"w{i}", waiting=deque(_req(f"{i}-{j}") for j in range(i))) for i in range(6)]
+    picks = set()
+    for seed in range(20):
+        ctx = make_context(workers=ws, seed=seed)
+        d = PowerOfTwo().cp_route_request(ctx=ctx, request=_req(), workers=ws)
+        assert len(d.scores) == 2  # it scored its sample only
+        chosen = int(d.worker_id[1:])
+        assert chosen == min(int(k[1:]) for k in d.scores)  # the less loaded of the two
+        picks.add(d.worker_id)
+    assert len(picks) > 1
+    again = [PowerOfTwo().cp_route_request(ctx=make_context(workers=ws, seed=3), request=_req(), workers=ws).worker_id
+             for _ in range(2)]
+    assert again[0] == again[1]  # same seed, same choice
+
+
+def test_route_decisions_store_their_scores_in_a_replay():
+    trace = shared_prefix_trace(num_requests=40, qps=20, num_tenants=2, system_prompt_tokens=512)
+    res = replay_with(trace=trace, plugins={"enabled": ["weighted-router", "prefix-cache", "continuous-batching",
+                                                        "fixed-replicas", "static-memory", "builtin-latency-models"]},
+                      cluster={"models": [{"replicas": 3}]})
+    routes = [d for d in res.decisions if d.hook == "cp_route_request" and d.action == "route"]
+    assert len(routes) == 40 and all(d.plugin == "weighted-router" for d in routes)
+    for d in routes:
+        scores = d.payload["scores"]
+        assert set(scores) == {"default-0", "default-1", "default-2"}
+        chosen = d.payload["worker"]
+        assert scores[chosen]["total"] == max(s["total"] for s in scores.values())
+    assert any(s["prefix-cache-hit"] > 0 for d in routes for s in d.payload["scores"].values())
+
+
+def test_prefix_only_ignores_load():
+    a = make_worker("a", waiting=deque(_req(f"q{i}") for i in range(50)))
+    b = make_worker("b")
+    cache = PrefixCache(PrefixCache.Settings(capacity_blocks=100))
+    cache.cp_prefix_store(ctx=None, worker=a, request=_req("old", hashes=(1, 2)))
+    ctx = _ctx_with_cache([a, b], cache)
+    assert PrefixOnly().cp_route_request(ctx=ctx, request=_req("n", prompt=32, hashes=(1, 2)),
+                                         workers=[a, b]).worker_id == "a"
+
+
+def test_the_plugins_are_registered():
+    ps = make_plugin_set(enabled=["weighted-router", "power-of-two", "prefix-only"])
+    assert {p.info.name for p in ps.loaded} >= {"weighted-router", "power-of-two", "prefix-only"}
