@@ -1,0 +1,166 @@
+"""`run_sweep`: points and seeds, stored under one sweep id by the driver, identical on every
+backend, resumable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from controlplane.errors import ConfigError
+from controlplane.storage import make_engine
+from controlplane.storage.models import Request, Run, Sweep
+from sim.sweep import load_spec, run_sweep
+from sim.sweep.backends import Backend
+from sim.sweep.spec import apply_dotted
+from sim.sweep.store import sweep_runs
+from sim.sweep.worker import RunOutcome, RunTask
+
+SPEC = {
+    "name": "tiny",
+    "trace": {"limit": 150},
+    "seeds": [0, 1],
+    "space": {
+        "cluster.models.0.replicas": [1, 3],
+        "plugins.settings.continuous-batching.policy": ["vllm", "sarathi"],
+    },
+}
+VOLATILE = ("run_id", "wall_s")  # the run's id in its database and the wall time of its replay
+
+
+def _summaries(db: str, sweep_id: int) -> dict[str, dict]:
+    engine = make_engine(db)
+    try:
+        return {r["sweep_key"]: {k: v for k, v in r["summary"].items() if k not in VOLATILE}
+                for r in sweep_runs(engine, sweep_id)}
+    finally:
+        engine.dispose()
+
+
+def test_grid_points_expand_bundles_and_seeds():
+    loaded = load_spec(data={**SPEC, "space": {**SPEC["space"], "hw": [
+        {"cluster.models.0.gpu": "a100-80gb", "cluster.models.0.precision": "fp16"},
+        {"cluster.models.0.gpu": "h100-80gb", "cluster.models.0.precision": "int8"}]}})
+    points = loaded.points()
+    assert len(points) == 2 * 2 * 2 * 2  # replicas x policy x bundle x seeds
+    assert len({p.key for p in points}) == len(points)
+    cfg = loaded.run_config(points[-1].overrides, points[-1].seed)
+    assert cfg["cluster"]["models"][0]["gpu"] == "h100-80gb" and cfg["cluster"]["models"][0]["precision"] == "int8"
+    assert cfg["cluster"]["models"][0]["replicas"] == 3 and cfg["seed"] == 1
+
+
+def test_random_points_are_drawn_from_lists_and_ranges():
+    loaded = load_spec(data={"mode": "random", "samples": 6, "sample_seed": 3, "space": {
+        "cluster.models.0.replicas": {"low": 1, "high": 8, "int": True},
+        "control.tick_s": {"low": 0.1, "high": 10, "log": True}}})
+    points = loaded.spec.points()
+    assert 1 <= len(points) <= 6
+    assert all(1 <= p["cluster.models.0.replicas"] <= 8 and 0.1 <= p["control.tick_s"] <= 10 for p in points)
+    assert load_spec(data=loaded.spec.model_dump()).spec.points() == points  # the same draws for the same seed
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"cluster.models.3.replicas": [1]}, "cluster.models.3: index 3 out of range"),
+    ({"cluster.models.0.replicaz": [1]}, "replicaz"),
+    ({"cluster.models.0.replicas": [-1]}, "cluster.models.0.replicas"),
+    ({"replicas": [1, 2]}, "space.replicas: a key without a dot is a bundle"),
+])
+def test_bad_keys_and_values_are_named(space, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_spec(data={"space": space})
+
+
+def test_apply_dotted_sets_list_items_and_creates_settings():
+    out = apply_dotted({"cluster": {"models": [{"replicas": 2}]}, "plugins": {"settings": {}}},
+                       {"cluster.models.0.replicas": 5, "plugins.settings.queue-limit.max_queued_per_replica": 3})
+    assert out == {"cluster": {"models": [{"replicas": 5}]},
+                   "plugins": {"settings": {"queue-limit": {"max_queued_per_replica": 3}}}}
+
+
+def test_sweep_stores_every_run_with_its_rows(tmp_path):
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = run_sweep(load_spec(data=SPEC), db, backend="pool", workers=2)
+    assert (result.total, result.ran, result.skipped) == (8, 8, 0)
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        assert conn.execute(select(Sweep.status)).scalar_one() == "finished"
+        runs = conn.execute(select(Run.id, Run.summary, Run.sweep_id, Run.status)).all()
+        counts = dict(conn.execute(select(Request.run_id, func.count()).group_by(Request.run_id)).all())
+    engine.dispose()
+    assert len(runs) == 8 and {r.sweep_id for r in runs} == {result.sweep_id}
+    assert all(r.status == "finished" and counts[r.id] == r.summary["num_requests"] == 150 for r in runs)
+    summaries = _summaries(db, result.sweep_id)
+    one = [s for s in summaries.values()]
+    assert len({json.dumps(s, sort_keys=True) for s in one}) > 1  # the points differ
+
+
+def test_pool_and_ray_give_identical_summaries(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    loaded = load_spec(data=SPEC)
+    pool = run_sweep(loaded, db, backend="pool", workers=2)
+    ray = run_sweep(loaded, db, backend="ray", workers=2, fresh=True)
+    assert ray.backend == "ray" and pool.backend == "pool" and ray.sweep_id != pool.sweep_id
+    a, b = _summaries(db, pool.sweep_id), _summaries(db, ray.sweep_id)
+    assert len(a) == 8 and a == b
+    serial = run_sweep(loaded, db, backend="serial", fresh=True)
+    assert _summaries(db, serial.sweep_id) == a
+
+
+class _Interrupting(Backend):
+    """Runs serially and is interrupted (Ctrl-C) after ``after`` runs."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    def run(self, tasks: Sequence[RunTask], traces) -> Iterator[RunOutcome]:
+        for i, outcome in enumerate(super().run(tasks, traces)):
+            if i == self.after:
+                raise KeyboardInterrupt
+            yield outcome
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    loaded = load_spec(data=SPEC)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(loaded, db, backend=_Interrupting(3))
+    engine = make_engine(db)
+    with engine.begin() as conn:
+        sweep_id, status = conn.execute(select(Sweep.id, Sweep.status)).one()
+        assert status == "interrupted"
+        assert conn.execute(select(func.count()).select_from(Run)).scalar_one() == 3
+        # A run cut off while the driver was writing it: not finished, so done again.
+        cut = conn.execute(select(Run.id).order_by(Run.id.desc()).limit(1)).scalar_one()
+        conn.execute(update(Run).where(Run.id == cut).values(status="running"))
+    resumed = run_sweep(loaded, db, backend="serial")
+    assert resumed.sweep_id == sweep_id and resumed.resumed
+    assert (resumed.skipped, resumed.ran) == (2, 6)
+    with engine.connect() as conn:
+        keys = [r[0] for r in conn.execute(select(Run.sweep_key).where(Run.sweep_id == sweep_id))]
+        assert conn.execute(select(Sweep.status)).scalar_one() == "finished"
+        assert {r[0] for r in conn.execute(select(Run.status))} == {"finished"}  # the cut-off run was replaced
+        assert conn.execute(select(func.count()).select_from(Run)).scalar_one() == 8
+    engine.dispose()
+    assert sorted(keys) == sorted(p.key for p in loaded.points())
+    again = run_sweep(loaded, db, backend="serial")
+    assert (again.ran, again.skipped) == (0, 8)
+    fresh = run_sweep(loaded, db, backend="serial", fresh=True)
+    assert fresh.sweep_id != sweep_id and fresh.ran == 8
+    assert _summaries(db, fresh.sweep_id) == _summaries(db, sweep_id)
+
+
+def test_the_sweep_table_and_run_columns_exist_after_migration(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    from controlplane.storage import ensure_schema
+    from datetime import datetime, timezone
+
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        sid = conn.execute(insert(Sweep).values(kind="grid", status="running", spec={}, spec_hash="h",
+                                                created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+        assert sid == 1
+    engine.dispose()
