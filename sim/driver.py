@@ -266,7 +266,7 @@ class SimDriver:
     def _tick(self, _timer: Timeout) -> None:
         self._handle(ev.Tick(self.env._now))
         if self._trace_done:
-            if self.core.num_active == 0:
+            if self.core.num_active == 0 and not self.guardians.num_pending:  # async verdicts count too
                 self._finish()
                 return
             self._idle_ticks = self._idle_ticks + 1 if not self._running and not self._timers else 0

@@ -57,12 +57,19 @@ class SimGuardianPool:
         self.labels = LabelModel(config.sim.guardian_block_rate, config.sim.guardian_tenant_block_rates, seed)
         self.default_latency_s = config.sim.guardian_latency_s
         self.guardians = {g.name: _Guardian(g) for g in config.guardians.models}
-        self._after, self._now, self._deliver = after, now, deliver
+        self._after, self._now, self._send = after, now, deliver
         self.num_undeclared = 0
+        self.num_pending = 0  # checks asked and not answered yet (the run waits for them)
+
+    def _deliver(self, rid: str, verdict: str, guardian: str, score: float | None, reason: str | None,
+                 stage: str) -> None:
+        self.num_pending -= 1
+        self._send(rid, verdict, guardian, score, reason, stage)
 
     def submit(self, a: act.RunGuardian) -> None:
         g = self.guardians.get(a.guardian)
         r = a.request
+        self.num_pending += 1
         if g is None:
             self.num_undeclared += 1
             harmful = self.labels.is_harmful(r)

@@ -1,0 +1,122 @@
+"""Guardian planners: cached verdicts, back-off under saturation, risk-based sampling, cascades."""
+
+from __future__ import annotations
+
+from controlplane.testing import make_context, make_requests, make_trace, replay_with
+from controlplane.types import Decision, RequestStatus
+from plugins.guardian_cascade import CascadeGuardian
+from plugins.guardian_risk import RiskSampledGuardian
+from sim.traces.record import TraceRequest
+
+PROMPT = "Say hello to the cluster."
+
+
+def _repeats(times, prompt=PROMPT):
+    return [TraceRequest(f"r{i}", t, 12, 8, prompt=prompt) for i, t in enumerate(times)]
+
+
+def _guard(**settings):
+    # exact-cache off: every repeat is generated and checked again (the verdict cache is what is tested)
+    return {"enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+                        "sampled-guardian", "builtin-latency-models"],
+            "settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", **settings}}}
+
+
+def test_the_same_text_gets_the_cached_verdict_within_the_ttl():
+    res = replay_with(trace=_repeats([0.0, 5.0, 10.0, 200.0]), plugins=_guard(verdict_ttl_s=60.0),
+                      sim={"guardian_block_rate": 1.0})
+    cached = {d.subject for d in res.decisions if d.action == "guardian_cached"}
+    checked = {d.subject for d in res.decisions if d.action == "guardian_check"}
+    assert cached == {"r1", "r2"}  # within 60 s of r0's verdict
+    assert checked == {"r0", "r3"}  # r3 comes after the TTL: checked again
+    assert {r.status for r in res.requests} == {RequestStatus.BLOCKED}  # the cached block blocks too
+    rows = {r.request_id: r for r in res.requests}
+    assert rows["r1"].finish_s - rows["r1"].first_token_s < rows["r0"].finish_s - rows["r0"].first_token_s
+
+
+def test_without_a_ttl_nothing_is_cached():
+    res = replay_with(trace=_repeats([0.0, 5.0]), plugins=_guard())
+    assert not [d for d in res.decisions if d.action == "guardian_cached"]
+
+
+def test_cached_prompt_verdicts_block_before_generation():
+    res = replay_with(trace=_repeats([0.0, 5.0]), plugins=_guard(verdict_ttl_s=60.0, stages=["input"]),
+                      sim={"guardian_block_rate": 1.0})
+    assert [d.subject for d in res.decisions if d.action == "guardian_cached"] == ["r1"]
+    assert all(r.worker_id is None and r.status is RequestStatus.BLOCKED for r in res.requests)
+
+
+def test_sampling_backs_off_when_the_guardian_is_saturated_and_says_so():
+    slow = {"name": "slow", "replicas": 1, "latency": {"base_s": 2.0, "max_batch": 1}, "timeout_s": 60}
+    trace = [TraceRequest(str(i), i * 0.1, 16, 1) for i in range(10)]
+    res = replay_with(trace=trace, plugins=_guard(guardian="slow", max_inflight_per_replica=2),
+                      guardians={"models": [slow]})
+    backoffs = [d for d in res.decisions if d.action == "guardian_backoff"]
+    checks = [d for d in res.decisions if d.action == "guardian_check"]
+    assert backoffs and checks and len(backoffs) + len(checks) == 10
+    assert all(d.payload["guardian"] == "slow" and d.payload["inflight"] >= 2 for d in backoffs)
+    unbounded = replay_with(trace=trace, plugins=_guard(guardian="slow"), guardians={"models": [slow]})
+    assert not [d for d in unbounded.decisions if d.action == "guardian_backoff"]
+
+
+def _verdict(rid, verdict):
+    return Decision(0.0, "cp_guardian_plan", "judge", "guardian_verdict", rid, None,
+                    {"guardian": "judge", "verdict": verdict, "stage": "output"})
+
+
+def test_risk_sampling_learns_which_tenants_are_risky_from_verdicts_only():
+    g = RiskSampledGuardian(RiskSampledGuardian.Settings(rate=0.2, min_rate=0.01))
+    ctx = make_context(seed=3)
+    reqs = make_requests(4000)
+    for i, r in enumerate(reqs):
+        r.tenant = "bad" if i % 10 == 0 else f"good{i % 7}"
+    sampled = {"bad": 0, "good": 0}
+    seen = {"bad": 0, "good": 0}
+    for r in reqs:
+        plan = g.cp_guardian_plan(ctx=ctx, request=r, stage="output")
+        kind = "bad" if r.tenant == "bad" else "good"
+        seen[kind] += 1
+        if plan.check:
+            sampled[kind] += 1
+            g.cp_on_event(ctx=ctx, event=_verdict(r.request_id, "block" if kind == "bad" else "pass"))
+    bad, good = sampled["bad"] / seen["bad"], sampled["good"] / seen["good"]
+    assert bad > 0.8 and good < 0.15  # the risky tenant is checked far more often
+    total = (sampled["bad"] + sampled["good"]) / len(reqs)
+    assert 0.1 < total < 0.35  # near the budget
+
+
+def test_risky_terms_raise_a_prompts_chance():
+    g = RiskSampledGuardian(RiskSampledGuardian.Settings(rate=0.1, risky_terms=("exploit",), term_boost=8))
+    ctx = make_context(seed=1)
+    reqs = make_requests(2000)
+    for i, r in enumerate(reqs):
+        r.prompt = "write an exploit" if i % 5 == 0 else "write a poem"
+    plans = [(r.prompt, g.cp_guardian_plan(ctx=ctx, request=r, stage="output").check) for r in reqs]
+    risky = [c for p, c in plans if "exploit" in p]
+    plain = [c for p, c in plans if "exploit" not in p]
+    assert sum(risky) / len(risky) > 3 * sum(plain) / len(plain)
+
+
+def test_risk_sampling_draws_from_the_runs_rng():
+    def run():
+        g = RiskSampledGuardian(RiskSampledGuardian.Settings(rate=0.3))
+        ctx = make_context(seed=9)
+        return [g.cp_guardian_plan(ctx=ctx, request=r, stage="output").check for r in make_requests(200)]
+    assert run() == run()
+
+
+def test_a_cascade_plan_screens_then_escalates():
+    g = CascadeGuardian(CascadeGuardian.Settings(screen=("a", "b"), judge=("j",), escalate_above=0.3))
+    plan = g.cp_guardian_plan(ctx=make_context(), request=make_requests(1)[0], stage="output")
+    assert plan.check and plan.names == ("a", "b") and plan.then.names == ("j",) and plan.then_above == 0.3
+    assert g.cp_guardian_plan(ctx=make_context(), request=make_requests(1)[0], stage="input") is None
+
+
+def test_risk_planner_in_a_replay_checks_within_budget():
+    trace = make_trace(300, qps=10)
+    res = replay_with(trace=trace, plugins={
+        "enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+                    "risk-guardian", "builtin-latency-models"],
+        "settings": {"risk-guardian": {"rate": 0.25}}}, sim={"guardian_block_rate": 0.1})
+    checked = sum(d.action == "guardian_check" for d in res.decisions)
+    assert 0.1 * 300 < checked < 0.45 * 300
