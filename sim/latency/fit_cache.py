@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["CACHE_ENV", "cache_dir", "disk_cached"]
+__all__ = ["CACHE_ENV", "cache_dir", "cached_by_content", "disk_cached"]
 
 CACHE_ENV = "CONTROLPLANE_CACHE_DIR"
 #: The modules whose code decides what a fit returns: a change in any of them changes every key.
@@ -79,3 +79,31 @@ def disk_cached(fn: F) -> F:
         return result
 
     return cached  # type: ignore[return-value]
+
+
+def cached_by_content(name: str, inputs: Any, compute: Callable[[], Any], *, code: tuple[str, ...] = ()) -> Any:
+    """``compute()``, cached under a key made of ``inputs``' pickled bytes (fitted pieces, numbers)
+    and the code of this package's fitting modules plus ``code`` (more module file names here):
+    for what is derived from fitted pieces, such as the Vidur model's prediction tables."""
+    where = cache_dir()
+    if where is None:
+        return compute()
+    here = Path(__file__).parent
+    digest = hashlib.sha256(pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL))
+    digest.update(_code_version().encode())
+    for module in code:
+        digest.update((here / module).read_bytes())
+    entry = where / f"{name}-{digest.hexdigest()[:40]}.pkl"
+    try:
+        return pickle.loads(entry.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+        pass
+    result = compute()
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(entry)
+    except OSError:
+        pass
+    return result

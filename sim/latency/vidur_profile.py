@@ -31,6 +31,7 @@ Vidur's own prediction grid once per configuration, so iteration_s is a few look
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,7 +90,7 @@ def _ceil_to(x: int, g: int) -> int:
 class _Tables:
     lin_list: list[float]
     kvsave_ms: np.ndarray | None
-    prefill_rows: list[list[float]]
+    prefill_rows: list[Sequence[float]]  # array('d') rows: made by a copy, indexed like lists
     decode_tab: np.ndarray
     decode_rows: list[list[float]]
     n_lin: int
@@ -120,7 +121,47 @@ def _tables(
     max_batch: int,
     granularity: int,
 ) -> _Tables:
-    # Keys hold the fitted objects themselves (identity-hashed, kept alive by this cache).
+    # Keys hold the fitted objects themselves (identity-hashed, kept alive by this cache). On disk
+    # the arrays are cached by the inputs' content (fit_cache); the row lists are made here.
+    from .fit_cache import cached_by_content
+
+    args = (op_items, all_reduce, comm_const, prefill, decode, kv_save, scale, layers, max_tokens, max_batch,
+            granularity)
+    lin, kvsave, prefill_tab, decode_tab, n_max, n_kv = cached_by_content(
+        "vidur-tables", args, lambda: _table_arrays(*args), code=("vidur_profile.py",))
+    decode_tab.setflags(write=False)
+    return _Tables(
+        lin_list=lin.tolist(),
+        kvsave_ms=kvsave,
+        prefill_rows=[_float_row(row) for row in prefill_tab],
+        decode_tab=decode_tab,
+        decode_rows=[row.tolist() for row in decode_tab],
+        n_lin=n_max,
+        n_kv_levels=n_kv,
+    )
+
+
+def _float_row(row: np.ndarray) -> array:
+    """A row of floats for scalar lookups: an ``array('d')`` copy (no Python float per cell)."""
+    out = array("d")
+    out.frombytes(np.ascontiguousarray(row, dtype=np.float64).tobytes())
+    return out
+
+
+def _table_arrays(
+    op_items: tuple[tuple[str, Curve1D], ...],
+    all_reduce: Curve1D | None,
+    comm_const: float,
+    prefill: RatioSurface,
+    decode: RatioSurface,
+    kv_save: Curve1D | None,
+    scale: _AttentionScale,
+    layers: int,
+    max_tokens: int,
+    max_batch: int,
+    granularity: int,
+) -> tuple:
+    """The prediction tables as arrays: linear ops, KV save, prefill and decode attention."""
     L = float(layers)
     n_max = _ceil_to(max_tokens, 8)
     n = np.arange(n_max + 1, dtype=np.float64)
@@ -134,16 +175,7 @@ def _tables(
     prefill_tab = L * scale.prefill * prefill(kk, cc)
     bb, kd = np.meshgrid(np.arange(max_batch + 1, dtype=np.float64), kv_levels, indexing="ij")
     decode_tab = L * scale.decode * decode(bb, kd)
-    decode_tab.setflags(write=False)
-    return _Tables(
-        lin_list=lin.tolist(),
-        kvsave_ms=kvsave,
-        prefill_rows=[row.tolist() for row in prefill_tab],
-        decode_tab=decode_tab,
-        decode_rows=[row.tolist() for row in decode_tab],
-        n_lin=n_max,
-        n_kv_levels=len(kv_levels),
-    )
+    return lin, kvsave, prefill_tab, decode_tab, n_max, len(kv_levels)
 
 
 # --------------------------------------------------------------------------- the model
