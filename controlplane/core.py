@@ -58,6 +58,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         self.guardian_pending: dict[str, Request] = {}  # sync checks: the reply waits for them
         self._unverified: dict[str, Request] = {}  # answered, async check pending: not cacheable yet
         self._checks: dict = {}  # (request id, stage) -> guardian checks in flight (Responses)
+        self._blocked_answers: dict = {}  # (model, prompt) a guardian blocked: never served from a cache
         self.stats = RunStats()
         self.gauges: dict[str, float] = {}
         self.ctx = PolicyContext(

@@ -26,7 +26,10 @@ from controlplane.decisions import GuardianPlan
 from controlplane.guardian_checks import CheckGroup, Outcome, combine, outcome_payload
 from controlplane.types import ReasonCode, Request, RequestStatus
 
-__all__ = ["Responses"]
+__all__ = ["MAX_BLOCKED_PROMPTS", "Responses"]
+
+#: Prompts whose answer a guardian blocked, remembered so no cache serves an answer to them.
+MAX_BLOCKED_PROMPTS = 100_000
 
 
 class Responses:
@@ -35,6 +38,7 @@ class Responses:
     guardian_pending: dict[str, Request]  # sync checks: the request waits for them
     _unverified: dict[str, Request]  # answered, async check pending: not cacheable yet
     _checks: dict[tuple[str, str], CheckGroup]  # (request id, stage) -> the guardians asked
+    _blocked_answers: dict[tuple[str | None, str], None]  # (model, prompt) blocked, oldest first
     _out: list[Any]
 
     # --- arrivals: the prompt's check, then the cache or a worker --------------------------------
@@ -51,8 +55,14 @@ class Responses:
     def _lookup_or_route(self, r: Request) -> None:
         hit, plugin = self._decide("cp_cache_lookup", r)
         if hit is not None:
-            self._serve_from_cache(r, hit, plugin)
-            return
+            if r.prompt is not None and (r.model, r.prompt) in self._blocked_answers:
+                # An answer to this prompt was blocked: whatever a cache kept for it (stored unchecked,
+                # before the block) is not served; it is generated and checked again.
+                self._decision("cp_cache_lookup", "core", "cache_hit_refused", r.request_id,
+                               "an answer to this prompt was blocked by a guardian", {"kind": hit.kind})
+            else:
+                self._serve_from_cache(r, hit, plugin)
+                return
         self._route(r)
 
     def _serve_from_cache(self, r: Request, hit: Any, plugin: str | None) -> None:
@@ -173,6 +183,7 @@ class Responses:
                 if answered is not None and out.verdict == "pass":
                     self.calls.call_observer(self.calls.cache_store, answered)
                 elif out.verdict == "block":
+                    self._remember_block(r)
                     self._decision("cp_guardian_plan", "core", "guardian_block_after_reply", r.request_id,
                                    out.reason, {"guardian": out.guardian, "score": out.score, "stage": stage})
                 return
@@ -195,7 +206,16 @@ class Responses:
         self.calls.call_observer(self.calls.cache_store, r)
         self._finish(r, RequestStatus.COMPLETED)
 
+    def _remember_block(self, r: Request) -> None:
+        if r.prompt is None:
+            return
+        blocked = self._blocked_answers
+        blocked[(r.model, r.prompt)] = None
+        if len(blocked) > MAX_BLOCKED_PROMPTS:
+            del blocked[next(iter(blocked))]  # the oldest
+
     def _block(self, r: Request, stage: str, reason: str) -> None:
+        self._remember_block(r)
         r.reason = reason
         if stage == "input":
             r.reason_code = ReasonCode.BLOCKED  # refused: the client must change the prompt

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import GuardianPlan
 from controlplane.testing import make_trace, replay_with
 from controlplane.types import ReasonCode, RequestStatus
 from sim.traces import read_trace
@@ -158,3 +160,35 @@ def test_unknown_combine_rule_and_duplicate_guardians_are_config_errors():
         load_config(overrides={"guardians": {"combine": "vote"}})
     with pytest.raises(ConfigError, match="guardian names must be unique"):
         load_config(overrides={"guardians": {"models": [JUDGE, JUDGE]}})
+
+
+class CheckOnly(Plugin):
+    """Checks the answers of the named requests only (sync)."""
+
+    name = "check-only"
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids = set(ids)
+
+    @hookimpl
+    def cp_guardian_plan(self, ctx, request, stage):
+        if stage == "output" and request.request_id in self.ids:
+            return GuardianPlan(True, "guardian", "sync", "picked")
+        return GuardianPlan(False)
+
+
+def test_an_unchecked_cached_answer_is_not_served_once_its_prompt_was_blocked():
+    # r0 is not checked (its 8-token answer is cached unchecked); r1 asks for 16 tokens (no hit), is
+    # checked and blocked; r2 asks for 8 again and would hit r0's entry: the core refuses the hit.
+    prompt = "Say hello to the cluster."
+    trace = [TraceRequest("r0", 0.0, 12, 8, prompt=prompt), TraceRequest("r1", 10.0, 12, 16, prompt=prompt),
+             TraceRequest("r2", 20.0, 12, 8, prompt=prompt)]
+    res = replay_with(CheckOnly({"r1", "r2"}), trace=trace, sim={"guardian_block_rate": 1.0})
+    rows = by_id(res)
+    assert rows["r1"].cache_hit is None and rows["r1"].status is RequestStatus.BLOCKED
+    refused = [d.subject for d in res.decisions if d.action == "cache_hit_refused"]
+    assert refused == ["r2"] and rows["r2"].cache_hit is None and rows["r2"].status is RequestStatus.BLOCKED
+    # without the block (nothing checked), r2 is served from the cache
+    plain = by_id(replay_with(CheckOnly(()), trace=trace, sim={"guardian_block_rate": 1.0}))
+    assert plain["r2"].cache_hit == "exact"
