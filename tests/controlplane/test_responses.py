@@ -189,6 +189,6 @@ def test_an_unchecked_cached_answer_is_not_served_once_its_prompt_was_blocked():
     assert rows["r1"].cache_hit is None and rows["r1"].status is RequestStatus.BLOCKED
     refused = [d.subject for d in res.decisions if d.action == "cache_hit_refused"]
     assert refused == ["r2"] and rows["r2"].cache_hit is None and rows["r2"].status is RequestStatus.BLOCKED
-    # without the block (nothing checked), r2 is served from the cache
-    plain = by_id(replay_with(CheckOnly(()), trace=trace, sim={"guardian_block_rate": 1.0}))
+    # without r1's block, r2 is served r0's cached answer
+    plain = by_id(replay_with(CheckOnly({"r2"}), trace=[trace[0], trace[2]], sim={"guardian_block_rate": 1.0}))
     assert plain["r2"].cache_hit == "exact"
