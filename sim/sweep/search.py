@@ -229,7 +229,7 @@ def search(
     full = [c for c in cands if c.stage in ("full", "confirmed")]
     front = pareto_front([c.public() for c in full])
     best_cost = best.public()["cost"] if best else math.inf
-    cheaper = [c.public() for c in _order(cands) if c is not best and c.rank_cost < best_cost]
+    cheaper = [p for p in (c.public() for c in _order(cands) if c is not best) if p["cost"] < best_cost]
     slo = loaded.base_config.get("slo", {})
     result = SearchResult(
         best=best.public() if best else None, candidates=len(cands), runs=s.runs, wall_s=time.perf_counter() - t0,

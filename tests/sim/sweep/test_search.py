@@ -1,0 +1,86 @@
+"""`search`: the cheapest candidate meeting the target, checked against replaying every candidate."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from controlplane.cli import app
+from controlplane.report.cost import run_cost
+from sim.replay import replay
+from sim.sweep import load_spec
+from sim.sweep.run import load_traces, transforms_of
+from sim.sweep.search import search
+
+SPEC = {
+    "name": "small",
+    "base": {"cluster.models.0.latency_model": "roofline", "cluster.models.0.latency.model": "meta-llama/Llama-2-7b-hf",
+             "slo": {"ttft_s": 2.0, "tpot_s": 0.2}},
+    "trace": {"format": "azure", "limit": 1200},
+    "space": {
+        "cluster.models.0.replicas": [1, 2, 3, 4, 6],
+        "hw": [{"cluster.models.0.gpu": "a100-80gb", "cluster.models.0.latency.gpu": "a100-80gb"},
+               {"cluster.models.0.gpu": "h100-80gb", "cluster.models.0.latency.gpu": "h100-80gb"}],
+        "plugins.settings.continuous-batching.policy": ["vllm", "sarathi"],
+    },
+    "search": {"screen_fraction": 0.3, "min_keep": 3, "confirm_seeds": [0, 1], "neighbours": 2},
+}
+TARGET = 0.95
+
+
+def _exhaustive(loaded):
+    """Every candidate replayed on the whole trace over the confirm seeds: (cost, min attainment)."""
+    traces = load_traces(loaded, [0, 1], transforms_of(loaded))
+    out = []
+    for overrides in loaded.spec.points():
+        atts, costs = [], []
+        for seed in (0, 1):
+            cfg = loaded.run_config(overrides, seed)
+            from controlplane.config import RunConfig
+
+            s = replay(traces[f"seed={seed}"], RunConfig(**cfg), record=False).summary
+            atts.append(s["slo_attainment"])
+            costs.append(run_cost(cfg, s))
+        out.append((sum(costs) / 2, min(atts), overrides))
+    return out
+
+
+def test_search_finds_the_cheapest_candidate_meeting_the_target():
+    loaded = load_spec(data=SPEC)
+    result = search(loaded, target=TARGET, backend="pool", workers=2).as_dict()
+    assert result["candidates"] == 20 and result["runs"] >= 20 and result["wall_s"] > 0
+    assert result["stages"][0]["stage"] == "screen" and result["stages"][0]["stopped_early"] > 0
+    best = result["best"]
+    assert best is not None and best["stage"] == "confirmed"
+    assert set(best["attainment_by_seed"]) == {"0", "1"} and best["attainment"] >= TARGET
+
+    truth = _exhaustive(loaded)
+    feasible = sorted((c for c in truth if c[1] >= TARGET), key=lambda c: c[0])
+    assert abs(best["cost"] - feasible[0][0]) < 1e-3 * feasible[0][0]  # as cheap as the exhaustive answer
+    by_key = {json.dumps(o, sort_keys=True): (cost, att) for cost, att, o in truth}
+    assert by_key[json.dumps(best["overrides"], sort_keys=True)][1] >= TARGET
+    assert result["rejected_cheaper"], "some cheaper candidates must have been rejected"
+    for c in result["rejected_cheaper"]:
+        cost, att = by_key[json.dumps(c["overrides"], sort_keys=True)]
+        assert c["cost"] < best["cost"]
+        assert att < TARGET  # replayed in full, none of the cheaper ones meets the target
+    front = result["pareto"]
+    assert [p["cost"] for p in front] == sorted(p["cost"] for p in front)
+    assert all(a["attainment"] < b["attainment"] for a, b in zip(front, front[1:]))
+
+
+def test_search_cli_ends_with_one_json_line(tmp_path):
+    spec = tmp_path / "search.yaml"
+    import yaml
+
+    spec.write_text(yaml.safe_dump({**SPEC, "space": {"cluster.models.0.replicas": [1, 2, 4],
+                                                        "hw": SPEC["space"]["hw"]}}))
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    r = CliRunner().invoke(app, ["sim", "search", str(spec), "--slo-ttft", "2", "--slo-tpot", "0.2",
+                                 "--slo-attainment", "0.9", "--backend", "serial", "--db", db, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output.strip().splitlines()[-1])
+    assert {"best", "candidates", "runs", "wall_s", "rejected_cheaper"} <= set(d)
+    assert d["candidates"] == 6 and d["best"]["attainment"] >= 0.9 and d["sweep_id"] == 1
+    assert all({"cost", "attainment"} <= set(c) for c in d["rejected_cheaper"])
