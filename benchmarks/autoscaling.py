@@ -29,10 +29,13 @@ from controlplane.testing import EventLog
 from sim.replay import TraceTransforms, replay
 from sim.traces.bundled import bundled_trace_path
 
+#: The bundled default run config (`controlplane sim replay` without arguments uses it too).
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default_replay.yaml"
+
 #: Each policy's own stabilisation window: an up then down within it is an oscillation. Other
 #: autoscalers: the first of these settings they have, else 300 s.
-WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0}
-WINDOW_SETTINGS = ("scale_down_stabilization_s", "stabilization_window_s", "hold_s", "stable_window_s")
+WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0, "slo-planner": 600.0}
+WINDOW_SETTINGS = ("scale_down_stabilization_s", "scale_down_delay_s", "stabilization_window_s", "hold_s", "stable_window_s")
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
                 "sampled-guardian", "builtin-latency-models"]
 
@@ -84,32 +87,59 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
+AUTOSCALERS = {"fixed-replicas", "seed-autoscaler", "hpa", "kpa"}
+
+
+def base_config(args) -> dict:
+    """The run config every policy shares (the bundled default: Vidur Llama-3-8B, Sarathi, cold starts
+    from the weights), as a dict of overrides; the autoscaler in it is replaced per run."""
+    from controlplane.config import read_config_file
+
+    data = read_config_file(args.config or DEFAULT_CONFIG)
+    data.pop("storage", None)
+    return data
+
+
 def run(args, policy: str, replicas: int, settings: dict | None = None) -> dict:
+    data = base_config(args)
+    plugins = data.get("plugins") or {}
+    scalers = AUTOSCALERS | set(autoscalers())
+    enabled = [p for p in plugins.get("enabled", BASE_PLUGINS) if p not in scalers]
+    model = dict((data.get("cluster") or {}).get("models", [{"name": "default"}])[0])
+    model["replicas"] = replicas
+    if args.cold_start is not None:
+        model["cold_start_s"] = args.cold_start
+    cluster = {**(data.get("cluster") or {}), "models": [model]}
+    if args.price is not None:
+        cluster["gpu_prices"] = {**cluster.get("gpu_prices", {}), model.get("gpu", "a100-80gb"): args.price}
     config = load_config(None, {
+        **{k: v for k, v in data.items() if k not in ("plugins", "cluster", "slo", "seed")},
         "seed": args.seed,
-        "cluster": {"models": [{"name": "default", "replicas": replicas, "cold_start_s": args.cold_start}]},
-        "plugins": {"enabled": [policy, *BASE_PLUGINS], "settings": {policy: settings} if settings else {}},
-        "slo": {"ttft_s": args.ttft, "tpot_s": args.tpot},
+        "cluster": cluster,
+        "plugins": {"enabled": [policy, *enabled],
+                    "settings": {**{k: v for k, v in (plugins.get("settings") or {}).items() if k not in scalers},
+                                 **({policy: settings} if settings else {})}},
+        "slo": {**(data.get("slo") or {}), **({"ttft_s": args.ttft} if args.ttft else {}),
+                **({"tpot_s": args.tpot} if args.tpot else {})},
     })
     log = EventLog()
     t0 = time.perf_counter()
-    result = replay(args.trace or bundled_trace_path(), config, trace_format=args.format, record=False,
-                    transforms=TraceTransforms(speed_up=args.speed_up, limit=args.limit), extra_plugins=[log])
+    trace = args.trace or bundled_trace_path()
+    result = replay(trace, config, trace_format=args.format, record=False, extra_plugins=[log],
+                    transforms=TraceTransforms(speed_up=args.speed_up, rate_scale=args.rate_scale, limit=args.limit,
+                                               window_start_s=args.window_start, window_end_s=args.window_end))
     s = result.summary
     events = [(d.time_s, d.payload["from"], d.payload["to"]) for d in log.decisions if d.action == "scale"]
-    peak = replicas
-    level = replicas
-    for _, _, to in events:
-        level = to
-        peak = max(peak, level)
     return {
         "slo_attainment": round(float(s["slo_attainment"]), 4),
         "gpu_hours": round(float(s["gpu_seconds"]) / 3600, 4),
         "scale_events": int(s["num_scale_events"]),
         "oscillations": oscillations(events, window_s(policy, settings or {})) if policy != "fixed-replicas" else 0,
-        "cost_per_1k_requests": round(float(s["gpu_seconds"]) / 3600 * args.price * 1000 / max(1, s["num_requests"]), 4),
+        "cost_per_1k_requests": round(float(s["cost_per_1k_requests_usd"] or 0), 4),
+        "cost_usd": round(float(s["cost_usd"] or 0), 3),
         "ttft_p99_s": round(float(s["ttft_p99_s"] or 0), 3),
-        "max_replicas": peak,
+        "tpot_p99_s": round(float(s["tpot_p99_s"] or 0), 3),
+        "max_replicas": int(s["peak_replicas"]),
         "num_requests": int(s["num_requests"]),
         "num_completed": int(s["num_completed"]),
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -122,14 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", default=None, help="trace format (default: azure for the bundled trace)")
     ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="replay at most this many requests")
-    ap.add_argument("--cold-start", type=float, default=30.0, help="seconds from scale-up to ready")
+    ap.add_argument("--rate-scale", type=float, default=None, help="thin (<1) or replicate (>1) requests")
+    ap.add_argument("--window-start", type=float, default=None, help="keep requests arriving from this second")
+    ap.add_argument("--window-end", type=float, default=None, help="keep requests arriving before this second")
+    ap.add_argument("--config", help="base run config (default: the bundled sim/data/default_replay.yaml)")
+    ap.add_argument("--cold-start", type=float, default=None,
+                    help="seconds from scale-up to ready (default: the config's, else from the weights' size)")
     ap.add_argument("--start-replicas", type=int, default=1)
     ap.add_argument("--max-replicas", type=int, default=16)
     ap.add_argument("--target", type=float, default=0.99, help="SLO attainment static_peak must reach")
-    ap.add_argument("--ttft", type=float, default=2.0)
-    ap.add_argument("--tpot", type=float, default=0.2)
+    ap.add_argument("--ttft", type=float, default=None, help="TTFT target (default: the config's slo.ttft_s)")
+    ap.add_argument("--tpot", type=float, default=None, help="TPOT target (default: the config's slo.tpot_s)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--price", type=float, default=2.0, help="price of one GPU-hour, for cost per 1,000 requests")
+    ap.add_argument("--price", type=float, default=None,
+                    help="price of one GPU-hour of the model's GPU (default: the config's cluster.gpu_prices)")
+    ap.add_argument("--static-from", type=int, default=1, help="first static replica count tried")
+    ap.add_argument("--no-static", action="store_true", help="skip the static provisioning search")
     ap.add_argument("--policies", help="comma-separated autoscalers (default: every installed one)")
     ap.add_argument("--set", action="append", default=[], metavar="POLICY.KEY=VALUE",
                     help="a policy setting, e.g. --set hpa.target=8 (repeatable)")
@@ -144,20 +182,24 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = run(args, name, args.start_replicas, {**bounds, **sets.get(name, {})})
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
     static: dict[int, dict] = {}
-    n = 1
-    while n <= args.max_replicas:  # the fewest fixed replicas that meet the target
+    n = args.static_from
+    while n <= args.max_replicas and not args.no_static:  # the fewest fixed replicas that meet the target
         static[n] = run(args, "fixed-replicas", n)
         print(f"static {n}: {static[n]}", file=sys.stderr, flush=True)
         if static[n]["slo_attainment"] >= args.target:
             break
         n += 1
-    best = min(n, args.max_replicas)
-    results["static_peak"] = {**static[best], "replicas": best}
-    cols = ("slo_attainment", "gpu_hours", "cost_per_1k_requests", "scale_events", "oscillations", "ttft_p99_s",
-            "max_replicas", "wall_s")
-    print(f"{'policy':<18}" + "".join(f"{c:>21}" for c in cols))
+    if static:
+        best = min(n, args.max_replicas)
+        results["static_peak"] = {**static[best], "replicas": best}
+        for name, r in results.items():  # GPU-hours against provisioning for the peak
+            r["gpu_hours_vs_static_peak"] = round(r["gpu_hours"] / static[best]["gpu_hours"], 3)
+    cols = ("slo_attainment", "gpu_hours", "gpu_hours_vs_static_peak", "cost_per_1k_requests", "scale_events",
+            "oscillations", "ttft_p99_s", "max_replicas", "wall_s")
+    heads = ("SLO", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "TTFT p99", "max rep", "wall s")
+    print(f"{'policy':<18}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
-        print(f"{name:<18}" + "".join(f"{r[c]!s:>21}" for c in cols))
+        print(f"{name:<18}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
     print(json.dumps({k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations",
                                              "cost_per_1k_requests",
                                              *(("replicas",) if k == "static_peak" else ()))}

@@ -4,11 +4,14 @@ A mixin of `controlplane.core.ControlPlane`, which owns the state these methods 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
+from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.scaling import ScalingContext, build_scaling_context
 from controlplane.types import Worker, WorkerState
 
@@ -21,6 +24,20 @@ class ControlLoop:
 
     workers: dict[str, Worker]
     _out: list[Any]
+    _iteration_estimator: Callable[[str, int, int, int], float] | None = None
+    _cold_start_by_model: dict[str, float] | None = None
+
+    def set_iteration_estimator(self, estimate: Callable[[str, int, int, int], float] | None) -> None:
+        """Bind ``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens) -> seconds``, an
+        iteration's expected duration (the simulator: its latency models), for `ScalingContext.iteration_s`."""
+        self._iteration_estimator = estimate
+
+    def _scaling_extras(self, model: str) -> tuple[Any, float | None]:
+        if self._cold_start_by_model is None:
+            self._cold_start_by_model = {m: deployment_cold_start_s(d) for m, d in self._deployments.items()}
+        est = self._iteration_estimator
+        bound = None if est is None else partial(est, model)
+        return bound, self._cold_start_by_model.get(model)
 
     def _on_tick(self, e: ev.Tick) -> None:
         now = e.time_s
@@ -34,9 +51,11 @@ class ControlLoop:
         for w in self.workers.values():
             by_model[w.model].append(w)
         for model, workers in by_model.items():
+            extras = self._scaling_extras(model)
             scaling = build_scaling_context(
                 model=model, now_s=now, configured_replicas=self._deployments[model].replicas, workers=workers,
                 unrouted=self.unrouted, arrivals=arrivals[model], tick_s=tick_s, recent=self._recent[model],
+                iteration_s=extras[0], cold_start_s=extras[1],
             )
             self.gauges[f"queue:{model}"] = scaling.num_queued
             if sample:

@@ -9,14 +9,20 @@ run time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from controlplane.types import Request, Worker, WorkerState
 
-__all__ = ["LATENCY_KINDS", "RecentLatencies", "ScalingContext", "build_scaling_context"]
+__all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingContext", "build_scaling_context"]
+
+#: One engine iteration's expected duration (s) on one replica of a model, from its batch:
+#: ``(prefill_tokens, decode_seqs, decode_context_tokens)`` (the decodes' mean KV length). The
+#: simulator binds the run's latency model (`ControlLoop.set_iteration_estimator`); a live driver
+#: may bind a calibrated profile. Planners use it to turn SLO targets into replicas.
+IterationEstimate = Callable[[int, int, int], float]
 
 #: Latencies a `RecentLatencies` window keeps, per completed request.
 LATENCY_KINDS = ("ttft", "tpot", "e2e", "queue")
@@ -92,6 +98,9 @@ class ScalingContext:
     kv_utilization: float  # used / total KV blocks over its workers with a KV budget (0 without)
     workers: tuple[Worker, ...]  # its alive workers: starting, ready, draining
     recent: RecentLatencies = field(repr=False, compare=False)
+    # the run's latency model for this model's replicas (None: not known, e.g. live without a profile)
+    iteration_s: IterationEstimate | None = field(default=None, repr=False, compare=False)
+    cold_start_s: float | None = None  # seconds from a scale-up to a ready replica (None: not known)
 
     @property
     def num_current(self) -> int:
@@ -127,6 +136,8 @@ def build_scaling_context(
     arrivals: int,
     tick_s: float,
     recent: RecentLatencies,
+    iteration_s: IterationEstimate | None = None,
+    cold_start_s: float | None = None,
 ) -> ScalingContext:
     """Count one model's replicas, queue and KV use in one pass (this runs every tick)."""
     ready = starting = draining = queued = running = blocks = used = 0
@@ -163,4 +174,6 @@ def build_scaling_context(
         kv_utilization=used / blocks if blocks else 0.0,
         workers=tuple(alive),
         recent=recent,
+        iteration_s=iteration_s,
+        cold_start_s=cold_start_s,
     )

@@ -25,6 +25,7 @@ from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
 from sim.latency.base import LatencyModel
+from sim.latency.estimate import iteration_estimator
 from sim.traces import TraceReader, TraceRequest, apply_transforms, read_trace
 
 __all__ = [
@@ -147,7 +148,9 @@ def build_driver(session: RunSession, *, on_progress: Callable[[int, float], Non
     """The SimPy driver of an open session: its latency models, cold starts and seed."""
     config = session.config
     cold = {d.name: deployment_cold_start_s(d) for d in config.cluster.models}
-    return SimDriver(session.core, build_latency_models(session), cold_start_s=cold, seed=config.seed,
+    models = build_latency_models(session)
+    session.core.set_iteration_estimator(iteration_estimator(models))  # planners size replicas from it
+    return SimDriver(session.core, models, cold_start_s=cold, seed=config.seed,
                      on_progress=on_progress)
 
 

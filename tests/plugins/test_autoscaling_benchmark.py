@@ -22,9 +22,10 @@ def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
     assert bench.main(["--limit", "400", "--speed-up", "8", "--max-replicas", "3", "--cold-start", "5"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
-    assert {"seed-autoscaler", "hpa", "kpa", "static_peak"} <= set(result)
+    assert {"seed-autoscaler", "hpa", "kpa", "slo-planner", "static_peak"} <= set(result)
     for row in result.values():
-        assert {"slo_attainment", "gpu_hours", "scale_events", "oscillations"} <= set(row)
+        assert {"slo_attainment", "gpu_hours", "scale_events", "oscillations", "cost_per_1k_requests"} <= set(row)
+        assert row["cost_per_1k_requests"] > 0  # priced from the config's cluster.gpu_prices
         assert 0 <= row["slo_attainment"] <= 1 and row["gpu_hours"] > 0
     assert 1 <= result["static_peak"]["replicas"] <= 3
 

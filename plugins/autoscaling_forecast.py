@@ -1,0 +1,128 @@
+"""What the SLO planner needs besides its decision: an arrival-rate forecast with an upper bound,
+and the request rate one replica sustains within TTFT and TPOT targets (from an iteration
+estimate). Plain functions and a small state class; no hooks here."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Capacity", "RateForecaster", "replica_capacity"]
+
+
+class RateForecaster:
+    """Arrivals per second in buckets of ``bucket_s``, forecast by Holt's linear exponential
+    smoothing (level ``alpha``, trend ``beta``), with an upper bound from the ``quantile`` of the
+    last ``residual_buckets`` one-bucket-ahead forecast errors (scaled by sqrt of the steps ahead)."""
+
+    def __init__(self, bucket_s: float, alpha: float, beta: float, quantile: float, residual_buckets: int) -> None:
+        self.bucket_s = bucket_s
+        self.alpha, self.beta, self.quantile = alpha, beta, quantile
+        self.level: float | None = None
+        self.trend = 0.0
+        self.residuals: deque[float] = deque(maxlen=residual_buckets)
+        self.history: deque[float] = deque(maxlen=residual_buckets)
+        self._bucket_start: float | None = None
+        self._count = 0.0
+        self.num_buckets = 0
+
+    def add(self, now_s: float, arrivals: float) -> None:
+        """``arrivals`` requests seen in the tick ending at ``now_s``."""
+        if self._bucket_start is None:
+            self._bucket_start = now_s
+        while now_s - self._bucket_start >= self.bucket_s - 1e-9:
+            self._close(self._count / self.bucket_s)
+            self._count = 0.0
+            self._bucket_start += self.bucket_s
+        self._count += arrivals
+
+    def _close(self, rate: float) -> None:
+        self.num_buckets += 1
+        self.history.append(rate)
+        if self.level is None:
+            self.level = rate
+            return
+        predicted = self.level + self.trend
+        self.residuals.append(rate - predicted)
+        level = self.alpha * rate + (1 - self.alpha) * predicted
+        self.trend = self.beta * (level - self.level) + (1 - self.beta) * self.trend
+        self.level = level
+
+    def partial_rate(self, now_s: float) -> float:
+        """The rate of the bucket still filling, over at least half a bucket (0 before any arrival)."""
+        if self._bucket_start is None:
+            return 0.0
+        return self._count / max(now_s - self._bucket_start, self.bucket_s / 2)
+
+    def recent_max(self, window_s: float) -> float:
+        """The highest closed-bucket rate within the last ``window_s`` (0 without one)."""
+        n = min(len(self.history), math.ceil(window_s / self.bucket_s))
+        return max(list(self.history)[-n:]) if n > 0 else 0.0
+
+    def forecast(self, horizon_s: float) -> tuple[float, float]:
+        """(point, upper): the highest rate the smoothed line reaches within ``horizon_s``, and it
+        plus the error quantile for that many steps ahead. (0, 0) before the first bucket closes."""
+        if self.level is None:
+            return 0.0, 0.0
+        steps = max(1, math.ceil(horizon_s / self.bucket_s))
+        point = max(0.0, self.level + max(0.0, self.trend) * steps)
+        err = float(np.quantile(np.abs(self.residuals), self.quantile)) if len(self.residuals) >= 3 else point
+        return point, point + err * math.sqrt(steps)
+
+    def relative_error(self) -> float | None:
+        """Mean absolute one-step error over the mean rate (None with too few buckets)."""
+        if len(self.residuals) < 3:
+            return None
+        mean = float(np.mean(self.history)) or 1.0
+        return float(np.mean(np.abs(self.residuals))) / mean
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What one replica sustains within the targets, and the batch it does it at."""
+
+    rate_per_s: float  # requests per second
+    concurrency: int  # requests in the batch
+    iteration_s: float  # the batch's iteration time (~ TPOT)
+    ttft_s: float  # a new request's expected time to first token at that load
+    limit: str  # what stopped a larger batch: "tpot", "ttft", "kv", "max_num_seqs"
+
+
+def replica_capacity(
+    estimate: Callable[[int, int, int], float], *, prompt_tokens: float, output_tokens: float, tpot_s: float,
+    ttft_s: float, max_num_seqs: int, kv_tokens: int | None, chunk_tokens: int,
+) -> Capacity:
+    """The largest steady request rate one replica serves with its mean iteration (TPOT) within
+    ``tpot_s`` and a new request's prefill plus one iteration within ``ttft_s``.
+
+    At ``n`` requests in flight, each iteration decodes ``n`` sequences and prefills the tokens that
+    arrive meanwhile (``n x prompt / output`` per iteration on average); Little's law gives the rate,
+    ``n / (ttft + output x iteration)``. The first ``n`` that breaks a target (or the KV or batch
+    limit) stops the search; the last one that kept them is the capacity.
+    """
+    prompt, output = max(1.0, prompt_tokens), max(1.0, output_tokens)
+    context = int(prompt + output / 2)
+    best = Capacity(0.0, 0, 0.0, 0.0, "tpot")
+    n = 1
+    while n <= max_num_seqs:
+        prefill = int(n * prompt / output)
+        t = estimate(prefill, n, context)
+        chunks = max(1, math.ceil(prompt / max(1, chunk_tokens)))
+        ttft = t + chunks * estimate(min(int(prompt), chunk_tokens), n, context)
+        limit = None
+        if t > tpot_s:
+            limit = "tpot"
+        elif ttft > ttft_s:
+            limit = "ttft"
+        elif kv_tokens is not None and n * (prompt + output) > kv_tokens:
+            limit = "kv"
+        if limit is not None:
+            return Capacity(best.rate_per_s, best.concurrency, best.iteration_s, best.ttft_s, limit) \
+                if best.concurrency else Capacity(0.0, 0, t, ttft, limit)
+        best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs")
+        n = n + 1 if n < 16 else n + max(1, n // 8)  # finer where it matters, coarse past 16
+    return best

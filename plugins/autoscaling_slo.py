@@ -1,0 +1,214 @@
+"""An SLO-driven predictive planner: forecast each model's arrivals over the cold-start horizon and
+run the fewest replicas that keep TTFT and TPOT within the run's SLO at that load.
+
+Capacity per replica comes from the run's latency model (`ScalingContext.iteration_s`: the
+simulator binds its latency models; see `replica_capacity`), for the mean prompt and output of
+the requests the model has served. Without an iteration estimate (live without a profile) the
+planner learns the rate one replica sustains from what it observes: it raises the estimate when
+replicas carried more within the SLO and lowers it when the window missed the SLO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from pydantic import Field, model_validator
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import ScaleDecision
+from controlplane.events import RequestFinished
+from controlplane.types import RequestStatus
+
+from .autoscaling_forecast import Capacity, RateForecaster, replica_capacity
+
+
+class _ModelState:
+    """One model's forecaster, request-shape averages, capacity cache and wanted-count window."""
+
+    def __init__(self, s) -> None:
+        self.forecaster = RateForecaster(s.bucket_s, s.alpha, s.beta, s.forecast_quantile, s.residual_buckets)
+        self.prompt: float | None = None
+        self.output: float | None = None
+        self.num_seen = 0
+        self.capacity: Capacity | None = None
+        self.capacity_key: tuple | None = None
+        self.learned_rate: float = s.initial_capacity_rps
+        self.wanted: deque[tuple[float, int]] = deque()  # (time, count wanted) for the scale-down delay
+        self.idle_since: float | None = None
+
+
+class SLOPlanner(Plugin):
+    """Fewest replicas that keep TTFT and TPOT targets through the cold start, from a rate forecast."""
+
+    name = "slo-planner"
+
+    class Settings(PluginSettings):
+        ttft_s: float | None = Field(None, gt=0)  # TTFT target (None: the run's slo.ttft_s)
+        tpot_s: float | None = Field(None, gt=0)  # TPOT target (None: the run's slo.tpot_s)
+        ttft_headroom: float = Field(0.5, gt=0, le=1)  # plan a replica's expected TTFT at this share of the target
+        tpot_headroom: float = Field(0.7, gt=0, le=1)  # plan its iteration time at this share of the TPOT target
+        target_utilization: float = Field(0.8, gt=0, le=1)  # run replicas at this share of their capacity
+        bucket_s: float = Field(30.0, gt=0)  # arrival-rate bucket of the forecast
+        alpha: float = Field(0.5, gt=0, le=1)  # Holt level smoothing
+        beta: float = Field(0.2, ge=0, le=1)  # Holt trend smoothing
+        forecast_quantile: float = Field(0.9, gt=0, lt=1)  # upper bound: this quantile of forecast errors
+        residual_buckets: int = Field(60, ge=3)  # forecast errors (buckets) the bound is taken over
+        horizon_s: float | None = Field(None, ge=0)  # how far ahead to plan (None: cold start + lead_s)
+        lead_s: float = Field(10.0, ge=0)  # added to the cold start for the horizon
+        peak_memory_s: float = Field(120.0, ge=0)  # also plan for the highest bucket rate this recent
+        backlog_drain_s: float = Field(20.0, gt=0)  # extra replicas to clear the queue within this
+        scale_down_delay_s: float = Field(600.0, ge=0)  # scale down only to the max wanted in this window
+        prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: max_batch_tokens)
+        default_prompt_tokens: float = Field(1024.0, gt=0)  # request shape before any request finished
+        default_output_tokens: float = Field(128.0, gt=0)
+        shape_smoothing: float = Field(0.02, gt=0, le=1)  # EWMA weight of each finished request's shape
+        initial_capacity_rps: float = Field(1.0, gt=0)  # without an iteration estimate: start here, then learn
+        min_replicas: int = Field(1, ge=0)
+        max_replicas: int = Field(64, ge=1)
+        scale_to_zero: bool = False  # zero replicas after scale_to_zero_grace_s without any load (min_replicas 0)
+        scale_to_zero_grace_s: float = Field(300.0, ge=0)
+
+        @model_validator(mode="after")
+        def _bounds(self):
+            if self.min_replicas > self.max_replicas:
+                raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+            if self.min_replicas == 0 and not self.scale_to_zero:
+                raise ValueError("min_replicas 0 needs scale_to_zero: true")
+            return self
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._models: dict[str, _ModelState] = {}
+
+    def _state(self, model: str) -> _ModelState:
+        st = self._models.get(model)
+        if st is None:
+            st = self._models[model] = _ModelState(self.settings)
+        return st
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if type(event) is not RequestFinished or event.request.status is not RequestStatus.COMPLETED:
+            return
+        r = event.request
+        st = self._state(r.model)
+        w = max(self.settings.shape_smoothing, 1.0 / (st.num_seen + 1))  # a plain mean for the first ones
+        st.num_seen += 1
+        st.prompt = r.prompt_tokens if st.prompt is None else (1 - w) * st.prompt + w * r.prompt_tokens
+        out = max(1, r.output_tokens)
+        st.output = out if st.output is None else (1 - w) * st.output + w * out
+
+    # --- the pieces of a decision ------------------------------------------------------------
+
+    def _shape(self, st: _ModelState, scaling) -> tuple[float, float]:
+        if st.prompt is not None:
+            return st.prompt, st.output
+        waiting = [r for w in scaling.workers for r in (*w.waiting, *w.running)]
+        if waiting:
+            return (sum(r.prompt_tokens for r in waiting) / len(waiting),
+                    sum(max(1, r.max_output_tokens) for r in waiting) / len(waiting))
+        return self.settings.default_prompt_tokens, self.settings.default_output_tokens
+
+    def _capacity(self, ctx, st: _ModelState, scaling, prompt: float, output: float) -> Capacity | None:
+        """Requests per second one replica sustains within the targets (None: no iteration estimate)."""
+        if scaling.iteration_s is None:
+            return None
+        s = self.settings
+        d = ctx.config.cluster.deployment(scaling.model)
+        ttft, tpot = self._targets(ctx)
+        chunk = s.prefill_chunk_tokens or d.max_batch_tokens
+        kv = next((w.num_kv_blocks * w.kv_block_size for w in scaling.workers if w.has_kv_budget), None)
+        key = (round(math.log(prompt) * 20), round(math.log(output) * 20), kv)  # ~5% shape steps
+        if st.capacity_key != key:
+            st.capacity = replica_capacity(
+                scaling.iteration_s, prompt_tokens=prompt, output_tokens=output, tpot_s=tpot * s.tpot_headroom,
+                ttft_s=ttft * s.ttft_headroom, max_num_seqs=d.max_num_seqs, kv_tokens=kv, chunk_tokens=chunk)
+            st.capacity_key = key
+        return st.capacity
+
+    def _targets(self, ctx) -> tuple[float, float]:
+        s = self.settings
+        return s.ttft_s or ctx.config.slo.ttft_s, s.tpot_s or ctx.config.slo.tpot_s
+
+    def _learn(self, ctx, st: _ModelState, scaling) -> float:
+        """Without a latency model: the rate per replica, raised to what replicas carried within the
+        SLO, lowered below it when the window missed the SLO."""
+        ttft_t, tpot_t = self._targets(ctx)
+        if scaling.num_ready and scaling.num_recent >= 10:
+            carried = scaling.arrivals_per_s / scaling.num_ready
+            ttft = scaling.latency_percentile("ttft", 90) or 0.0
+            tpot = scaling.latency_percentile("tpot", 90) or 0.0
+            if ttft > ttft_t or tpot > tpot_t:
+                st.learned_rate = max(0.05, min(st.learned_rate, 0.9 * carried) if carried else st.learned_rate * 0.95)
+            elif carried > st.learned_rate and scaling.num_queued <= scaling.num_ready:
+                st.learned_rate = carried
+        return st.learned_rate
+
+    # --- the decision ------------------------------------------------------------------------
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        s = self.settings
+        now = scaling.now_s
+        st = self._state(model)
+        tick_s = ctx.config.control.tick_s
+        st.forecaster.add(now, scaling.arrivals_per_s * tick_s)
+        prompt, output = self._shape(st, scaling)
+        capacity = self._capacity(ctx, st, scaling, prompt, output)
+        if capacity is not None:
+            per_replica = capacity.rate_per_s if capacity.rate_per_s > 0 else 1.0 / max(
+                1e-9, capacity.ttft_s + output * capacity.iteration_s)
+        else:
+            per_replica = self._learn(ctx, st, scaling)
+        cold = scaling.cold_start_s or 0.0
+        horizon = s.horizon_s if s.horizon_s is not None else cold + s.lead_s
+        point, upper = st.forecaster.forecast(horizon)
+        now_rate = st.forecaster.partial_rate(now)
+        recent_peak = st.forecaster.recent_max(s.peak_memory_s)
+        plan_rate = max(upper, now_rate, recent_peak)
+        serve = per_replica * s.target_utilization
+        needed = math.ceil(plan_rate / serve - 1e-9) if serve > 0 else s.max_replicas
+        backlog = scaling.num_queued
+        extra = math.ceil(backlog / (serve * s.backlog_drain_s)) if backlog and serve > 0 else 0
+        busy = scaling.num_queued + scaling.num_running + scaling.arrivals_per_s > 0
+        if busy:
+            st.idle_since = None
+        elif st.idle_since is None:
+            st.idle_since = now
+        idle_long = (s.scale_to_zero and st.idle_since is not None
+                     and now - st.idle_since >= s.scale_to_zero_grace_s)
+        floor = s.min_replicas if not s.scale_to_zero else (0 if idle_long else max(1, s.min_replicas))
+        wanted = min(s.max_replicas, max(floor, needed + extra, 1 if busy else 0))
+        if idle_long:  # no load for the grace period: whatever the forecast's error band says
+            wanted = floor
+        current = scaling.num_current
+        st.wanted.append((now, wanted))
+        while st.wanted and st.wanted[0][0] < now - s.scale_down_delay_s:
+            st.wanted.popleft()
+        target = wanted
+        if wanted < current and not (idle_long and wanted == 0):  # down only to the most wanted in the delay
+            target = min(current, max(w for _, w in st.wanted))
+        err = st.forecaster.relative_error()
+        confidence = min(1.0, st.forecaster.num_buckets / 10) * (1.0 / (1.0 + err) if err is not None else 0.5)
+        signals = {"arrivals_per_s": round(now_rate, 4), "forecast_per_s": round(point, 4),
+                   "forecast_upper_per_s": round(upper, 4), "recent_peak_per_s": round(recent_peak, 4),
+                   "capacity_per_replica_per_s": round(per_replica, 4), "horizon_s": round(horizon, 2),
+                   "prompt_tokens": round(prompt, 1), "output_tokens": round(output, 1),
+                   "queued": float(backlog), "needed": float(needed), "backlog_replicas": float(extra)}
+        if capacity is not None:
+            signals["batch"] = float(capacity.concurrency)
+            signals["iteration_s"] = round(capacity.iteration_s, 5)
+        for kind in ("ttft", "tpot"):
+            p = scaling.latency_percentile(kind, 90)
+            if p is not None:
+                signals[f"{kind}_p90_s"] = round(p, 4)
+        how = (f"1 replica serves {per_replica:.2f}/s within TTFT/TPOT targets "
+               + (f"(batch {capacity.concurrency}, iteration {capacity.iteration_s * 1e3:.0f} ms, "
+                  f"limit {capacity.limit})" if capacity is not None else "(learned from observed load)"))
+        reason = (f"slo-planner: plan {plan_rate:.2f} req/s (forecast {point:.2f}, upper {upper:.2f} over "
+                  f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}); {how} at "
+                  f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}; want {wanted}, {current} -> {target}")
+        if target < wanted or (target > wanted and target == current):
+            reason += f" (held: max wanted in {s.scale_down_delay_s:g}s)"
+        return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

@@ -1,0 +1,25 @@
+"""The run's latency models as the control plane's iteration estimate (`ScalingContext.iteration_s`):
+what an SLO-driven planner asks "how long would an iteration of this batch take on one replica?"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from .base import IterationShape, LatencyModel
+
+__all__ = ["iteration_estimator"]
+
+
+def iteration_estimator(models: Mapping[str, LatencyModel]) -> Callable[[str, int, int, int], float]:
+    """``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens) -> seconds`` from ``models``
+    (one latency model per deployed model): one prefill chunk of ``prefill_tokens`` and ``decode_seqs``
+    decodes each holding ``decode_context_tokens`` of KV."""
+    models = dict(models)
+
+    def estimate(model: str, prefill_tokens: int, decode_seqs: int, decode_context_tokens: int) -> float:
+        prefill = (int(prefill_tokens),) if prefill_tokens > 0 else ()
+        shape = IterationShape(prefill_chunk_tokens=prefill, prefill_context_tokens=(0,) * len(prefill),
+                               decode_context_tokens=(int(decode_context_tokens),) * max(0, int(decode_seqs)))
+        return float(models[model].iteration_s(shape)) if not shape.is_empty else 0.0
+
+    return estimate

@@ -1,0 +1,96 @@
+"""The SLO-driven planner: its capacity arithmetic and forecast, then replays with cold starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.scaling import RecentLatencies, build_scaling_context
+from controlplane.testing import make_context, make_trace, replay_with
+from plugins.autoscaling_forecast import RateForecaster, replica_capacity
+from plugins.autoscaling_slo import SLOPlanner
+from tests.fixtures.common import assert_conserved
+from tests.plugins.test_autoscaling_policies import oscillations, scale_events
+
+
+def _linear(prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
+    return 0.005 + 1e-4 * prefill_tokens + 5e-4 * decode_seqs + 1e-7 * context_tokens * decode_seqs
+
+
+def test_capacity_is_the_largest_batch_within_the_targets():
+    cap = replica_capacity(_linear, prompt_tokens=512, output_tokens=64, tpot_s=0.05, ttft_s=1.0,
+                           max_num_seqs=256, kv_tokens=None, chunk_tokens=512)
+    assert cap.limit == "tpot" and cap.iteration_s <= 0.05
+    n = cap.concurrency
+    assert _linear(int((n + 1) * 512 / 64), n + 1, 544) > 0.05 or n >= 16  # one more would break it
+    assert cap.rate_per_s == pytest.approx(n / (cap.ttft_s + 64 * cap.iteration_s))
+    looser = replica_capacity(_linear, prompt_tokens=512, output_tokens=64, tpot_s=0.1, ttft_s=1.0,
+                              max_num_seqs=256, kv_tokens=None, chunk_tokens=512)
+    assert looser.rate_per_s > cap.rate_per_s
+    kv = replica_capacity(_linear, prompt_tokens=512, output_tokens=64, tpot_s=0.1, ttft_s=1.0,
+                          max_num_seqs=256, kv_tokens=576 * 3, chunk_tokens=512)
+    assert kv.limit == "kv" and kv.concurrency == 3
+    impossible = replica_capacity(_linear, prompt_tokens=512, output_tokens=64, tpot_s=0.001, ttft_s=1.0,
+                                  max_num_seqs=256, kv_tokens=None, chunk_tokens=512)
+    assert impossible.rate_per_s == 0.0 and impossible.concurrency == 0
+
+
+def test_forecast_follows_a_steady_and_a_rising_rate():
+    steady = RateForecaster(10.0, 0.5, 0.2, 0.9, 60)
+    rising = RateForecaster(10.0, 0.5, 0.2, 0.9, 60)
+    for t in range(1, 301):
+        steady.add(float(t), 5.0)
+        rising.add(float(t), 1.0 + t / 30.0)  # +1/s every 30 s
+    point, upper = steady.forecast(30.0)
+    assert point == pytest.approx(5.0, rel=0.02) and upper == pytest.approx(point, rel=0.05)
+    point, upper = rising.forecast(60.0)
+    assert point > 1.0 + 300 / 30.0  # ahead of the last bucket, not behind it
+    assert upper >= point
+
+
+def _planner(**kw):
+    return SLOPlanner(SLOPlanner.Settings(**{"max_replicas": 16, **kw}))
+
+
+def test_without_an_iteration_estimate_it_learns_a_rate_per_replica():
+    p = _planner(initial_capacity_rps=2.0)
+    ctx = make_context()
+    s = build_scaling_context(model="default", now_s=1.0, configured_replicas=1, workers=[], unrouted=[],
+                              arrivals=0, tick_s=1.0, recent=RecentLatencies(60.0))
+    assert s.iteration_s is None
+    d = p.cp_scale(ctx, "default", s)
+    assert d.target_replicas == 1 and "learned" in d.reason and d.signals["capacity_per_replica_per_s"] == 2.0
+
+
+CLUSTER = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 20.0}]}
+
+
+def test_scales_a_steady_load_to_its_slo_without_oscillating():
+    trace = make_trace(3000, qps=12.0, prompt_tokens=512, output_tokens=64)
+    res = replay_with(_planner(), trace=trace, cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1})
+    assert_conserved(res.summary)
+    events = scale_events(res)
+    ups = [e for e in events if e[2] > e[1]]
+    assert ups and max(e[2] for e in events) >= 2  # one replica is not enough for 12 req/s
+    assert oscillations(events, 600.0) == 0
+    tail = [r for r in res.requests if r.arrival_s > 60.0]  # after the first cold start
+    ok = [r for r in tail if r.first_token_s - r.arrival_s <= 2.0]
+    assert len(ok) / len(tail) >= 0.99
+    scales = [d for d in res.decisions if d.action == "scale"]
+    assert all(d.payload["signals"]["capacity_per_replica_per_s"] > 0 for d in scales)
+    assert all("batch" in d.payload["signals"] for d in scales)  # sized from the run's latency model
+    assert all(0 <= d.payload["confidence"] <= 1 for d in scales)
+
+
+def test_scale_to_zero_and_back_loses_no_request():
+    first = make_trace(50, qps=5.0)
+    later = [type(r)(f"late{i}", r.arrival_s + 400.0, r.prompt_tokens, r.output_tokens)
+             for i, r in enumerate(make_trace(20, qps=5.0, seed=1))]
+    p = _planner(min_replicas=0, scale_to_zero=True, scale_to_zero_grace_s=60.0, scale_down_delay_s=30.0)
+    res = replay_with(p, trace=[*first, *later], cluster=CLUSTER)
+    assert_conserved(res.summary)
+    assert res.summary["num_completed"] == 70
+    events = scale_events(res)
+    assert any(to == 0 for _, _, to in events)  # went to zero in the gap
+    zero_at = next(t for t, _, to in events if to == 0)
+    assert 60.0 <= zero_at < 400.0
+    assert any(t >= 400.0 and frm == 0 and to >= 1 for t, frm, to in events)  # and came back for the late ones
