@@ -148,7 +148,6 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         summary = self.stats.summary(now)
         summary["sim_end_s"] = round(now, 9)
         self._add_cost(summary)
-        self._add_cost(summary)
         self.plugins.hook.cp_run_finished(ctx=self.ctx, summary=summary)
         self.calls.drain_errors()
         return summary

@@ -36,8 +36,6 @@ class RunStats:
         self.gpu_seconds = 0.0
         self.gpu_seconds_by_gpu: Counter[str] = Counter()  # by GPU type (cost: controlplane.hardware.cost)
         self.peak_replicas = 0  # most replicas alive (starting, ready or draining) at once
-        self.gpu_seconds_by_gpu: Counter[str] = Counter()  # by GPU type (cost: controlplane.hardware.cost)
-        self.peak_replicas = 0  # most replicas alive (starting, ready or draining) at once
         self.first_arrival_s: float | None = None
         self.last_finish_s = 0.0
 
@@ -103,8 +101,6 @@ class RunStats:
         out["slo_attainment"] = _round(attained / self.num_arrived) if self.num_arrived else None
         out["goodput_rps"] = _round(attained / span) if span > 0 else None
         out["gpu_seconds"] = _round(self.gpu_seconds)
-        out["gpu_seconds_by_gpu"] = {gpu: _round(v) for gpu, v in sorted(self.gpu_seconds_by_gpu.items())}
-        out["peak_replicas"] = self.peak_replicas
         out["gpu_seconds_by_gpu"] = {gpu: _round(v) for gpu, v in sorted(self.gpu_seconds_by_gpu.items())}
         out["peak_replicas"] = self.peak_replicas
         hits = sum(self.cache_hits.values())
