@@ -72,17 +72,52 @@ def show(run_id: int, db: DbOpt = None) -> None:
 
 
 @app.command()
-def compare(run_a: int, run_b: int, db: DbOpt = None) -> None:
-    """Compare two runs side by side, with deltas (B - A)."""
+def compare(
+    run_a: Annotated[Optional[int], typer.Argument(help="Run A (or use --a).")] = None,
+    run_b: Annotated[Optional[int], typer.Argument(help="Run B (or use --b).")] = None,
+    db: DbOpt = None,
+    a: Annotated[Optional[str], typer.Option("--a", help="Side A: run ids, e.g. 1,2,3 (one config over seeds).")]
+    = None,
+    b: Annotated[Optional[str], typer.Option("--b", help="Side B: run ids, e.g. 4,5,6.")] = None,
+    a_sweep: Annotated[Optional[int], typer.Option("--a-sweep", help="Side A: every run of this sweep.")] = None,
+    b_sweep: Annotated[Optional[int], typer.Option("--b-sweep", help="Side B: every run of this sweep.")] = None,
+    ci: Annotated[bool, typer.Option(help="Bootstrap confidence intervals of the differences.")] = True,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence level.")] = 0.95,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object.")] = False,
+) -> None:
+    """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
+    interval over requests (and over seeds with several runs a side), saying when it is within noise."""
+    from controlplane.cli.compare_ci import ci_table, parse_run_ids, sweep_run_ids
+    from controlplane.compare import compare_runs
     from controlplane.storage import get_run
 
     with user_errors():
         engine = _engine(db)
-        a, b = get_run(engine, run_a), get_run(engine, run_b)
-    for r in (a, b):
+        side_a = [run_a] if run_a is not None else []
+        side_b = [run_b] if run_b is not None else []
+        side_a += parse_run_ids(a, "--a") if a else []
+        side_b += parse_run_ids(b, "--b") if b else []
+        side_a += sweep_run_ids(engine, a_sweep, "--a-sweep") if a_sweep is not None else []
+        side_b += sweep_run_ids(engine, b_sweep, "--b-sweep") if b_sweep is not None else []
+        if not side_a or not side_b:
+            raise typer.BadParameter("give runs A and B: `runs compare A B`, or --a/--b run ids, or --a-sweep/--b-sweep")
+        runs_a, runs_b = [get_run(engine, r) for r in side_a], [get_run(engine, r) for r in side_b]
+        diffs = compare_runs(engine, side_a, side_b, confidence=confidence, n_resamples=resamples) if ci else []
+    for r in (*runs_a, *runs_b):
         if not r.get("summary"):
             raise typer.BadParameter(f"run {r['id']} has no summary (status {r['status']})")
-    out.print(compare_table(a["summary"], b["summary"], f"run {run_a}", f"run {run_b}"))
+    if json_out:
+        import json
+
+        typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence,
+                               "metrics": [d.as_dict() for d in diffs]}, sort_keys=True))
+        return
+    if len(side_a) == 1 and len(side_b) == 1:
+        out.print(compare_table(runs_a[0]["summary"], runs_b[0]["summary"], f"run {side_a[0]}", f"run {side_b[0]}"))
+    if diffs:
+        names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
+        out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))
 
 
 @app.command()

@@ -1,0 +1,191 @@
+"""Differences between runs with bootstrap confidence intervals: is B really better than A?
+
+Each side is one run or several (the same configuration over seeds). Every metric is a
+statistic of per-request values: TTFT, TPOT, E2E and queue time (mean, p50, p90, p99 over the
+requests that completed) and SLO attainment (the share of all requests that met both targets,
+judged against side A's SLO for both sides).
+
+* One run a side: ``scipy.stats.bootstrap`` over requests. When both runs replayed the same
+  requests (the same ids) the resampling is paired (the same requests drawn on both sides),
+  which removes the trace's own variation from the difference.
+* Several runs a side: a two-level bootstrap, runs (seeds) drawn with replacement, then
+  requests within each drawn run, so seed-to-seed variation widens the interval as it should.
+
+A difference whose interval contains 0 is reported as within noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from controlplane.storage.models import Request
+from controlplane.storage.queries import get_run
+
+__all__ = ["METRICS", "MetricDiff", "RunSample", "compare_runs", "compare_samples", "load_sample"]
+
+LATENCIES = ("ttft", "tpot", "e2e", "queue")
+STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda x: np.mean(x, axis=-1),
+    "p50": lambda x: np.percentile(x, 50, axis=-1),
+    "p90": lambda x: np.percentile(x, 90, axis=-1),
+    "p99": lambda x: np.percentile(x, 99, axis=-1),
+}
+#: (metric, statistic) pairs compared, in output order.
+METRICS: tuple[tuple[str, str], ...] = (
+    ("slo_attainment", "mean"),
+    *((m, s) for m in ("ttft", "tpot", "e2e") for s in ("mean", "p50", "p90", "p99")),
+    ("queue", "mean"), ("queue", "p99"),
+)
+
+
+@dataclass
+class RunSample:
+    """One run's per-request values: latencies (NaN where undefined) and whether each met the SLO."""
+
+    run_id: int
+    request_ids: np.ndarray
+    values: dict[str, np.ndarray]  # ttft, tpot, e2e, queue: NaN for requests without one
+    slo: dict[str, Any]
+
+    def attained(self, slo: dict[str, Any]) -> np.ndarray:
+        v = self.values
+        ttft, tpot, e2e = v["ttft"], v["tpot"], v["e2e"]
+        ok = ~np.isnan(ttft) & (ttft <= slo["ttft_s"]) & (np.isnan(tpot) | (tpot <= slo["tpot_s"]))
+        if slo.get("e2e_s") is not None:
+            ok &= ~np.isnan(e2e) & (e2e <= slo["e2e_s"])
+        return ok.astype(np.float64)
+
+
+@dataclass
+class MetricDiff:
+    metric: str
+    stat: str
+    a: float | None
+    b: float | None
+    diff: float | None  # b - a
+    low: float | None  # the confidence interval of the difference
+    high: float | None
+    method: str  # paired | independent | hierarchical
+
+    @property
+    def within_noise(self) -> bool | None:
+        if self.low is None or self.high is None:
+            return None
+        return self.low <= 0.0 <= self.high
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "stat": self.stat, "a": self.a, "b": self.b, "diff": self.diff,
+                "low": self.low, "high": self.high, "method": self.method, "within_noise": self.within_noise}
+
+
+def load_sample(engine: Engine, run_id: int) -> RunSample:
+    """A stored run's requests (in request id order) as a ``RunSample``; ``LookupError`` if none."""
+    run = get_run(engine, run_id)
+    t = Request.__table__
+    cols = (t.c.request_id, t.c.status, t.c.ttft_s, t.c.tpot_s, t.c.e2e_s, t.c.queue_s)
+    with engine.connect() as conn:
+        rows = conn.execute(select(*cols).where(t.c.run_id == run_id).order_by(t.c.request_id)).all()
+    if not rows:
+        raise LookupError(f"run {run_id} has no stored requests to compare (was it recorded with record: full?)")
+    ids = np.array([r[0] for r in rows], dtype=object)
+    completed = np.array([r[1] == "completed" for r in rows])
+    values = {}
+    for i, m in enumerate(LATENCIES, start=2):
+        x = np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.float64)
+        x[~completed] = np.nan
+        values[m] = x
+    slo = ((run.get("config") or {}).get("slo")) or {"ttft_s": 2.0, "tpot_s": 0.2}
+    return RunSample(run_id, ids, values, slo)
+
+
+def _column(sample: RunSample, metric: str, slo: dict[str, Any]) -> np.ndarray:
+    return sample.attained(slo) if metric == "slo_attainment" else sample.values[metric]
+
+
+def _point(xs: Sequence[np.ndarray], stat: str) -> float | None:
+    x = np.concatenate([v[~np.isnan(v)] for v in xs])
+    return float(STATS[stat](x)) if x.size else None
+
+
+def _single(a: np.ndarray, b: np.ndarray, stat: str, paired: bool, confidence: float, n: int,
+            rng: np.random.Generator) -> tuple[float | None, float | None, str]:
+    from scipy.stats import bootstrap
+
+    f = STATS[stat]
+    if paired:
+        keep = ~np.isnan(a) & ~np.isnan(b)
+        a, b = a[keep], b[keep]
+    else:
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if a.size < 2 or b.size < 2:
+        return None, None, "paired" if paired else "independent"
+
+    def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return f(y) - f(x)
+
+    res = bootstrap((a, b), diff, paired=paired, vectorized=True, n_resamples=n, confidence_level=confidence,
+                    method="percentile", random_state=rng)
+    low, high = res.confidence_interval
+    return float(low), float(high), "paired" if paired else "independent"
+
+
+def _hierarchical(a: Sequence[np.ndarray], b: Sequence[np.ndarray], stat: str, confidence: float, n: int,
+                  rng: np.random.Generator, batch: int = 50) -> tuple[float | None, float | None]:
+    """Runs drawn with replacement, then requests within each; the statistic over the pooled draw."""
+    f = STATS[stat]
+    a = [x[~np.isnan(x)] for x in a]
+    b = [x[~np.isnan(x)] for x in b]
+    if any(x.size == 0 for x in (*a, *b)):
+        return None, None
+
+    def draws(group: list[np.ndarray], k: int) -> np.ndarray:
+        out = []
+        for _ in range(k):
+            runs = rng.integers(len(group), size=len(group))
+            out.append(np.concatenate([group[r][rng.integers(group[r].size, size=group[r].size)] for r in runs]))
+        size = min(len(x) for x in out)  # pooled draws differ in length when runs do: trim to a common one
+        return np.stack([x[:size] if len(x) == size else rng.choice(x, size, replace=False) for x in out])
+
+    diffs = []
+    for start in range(0, n, batch):
+        k = min(batch, n - start)
+        diffs.append(f(draws(b, k)) - f(draws(a, k)))
+    d = np.concatenate(diffs)
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))
+
+
+def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidence: float = 0.95,
+                    n_resamples: int = 1000, seed: int = 0,
+                    metrics: Sequence[tuple[str, str]] = METRICS) -> list[MetricDiff]:
+    """Each metric's value on both sides, B - A, and its bootstrap confidence interval."""
+    if not a or not b:
+        raise ValueError("compare needs at least one run on each side")
+    rng = np.random.default_rng(seed)
+    slo = a[0].slo
+    single = len(a) == 1 and len(b) == 1
+    paired = single and a[0].request_ids.shape == b[0].request_ids.shape and bool(
+        np.all(a[0].request_ids == b[0].request_ids))
+    out = []
+    for metric, stat in metrics:
+        xa = [_column(s, metric, slo) for s in a]
+        xb = [_column(s, metric, slo) for s in b]
+        va, vb = _point(xa, stat), _point(xb, stat)
+        if single:
+            low, high, method = _single(xa[0], xb[0], stat, paired, confidence, n_resamples, rng)
+        else:
+            (low, high), method = _hierarchical(xa, xb, stat, confidence, n_resamples, rng), "hierarchical"
+        diff = None if va is None or vb is None else vb - va
+        out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method))
+    return out
+
+
+def compare_runs(engine: Engine, runs_a: Sequence[int], runs_b: Sequence[int], **kwargs: Any) -> list[MetricDiff]:
+    """``compare_samples`` of stored runs (one or several run ids a side)."""
+    return compare_samples([load_sample(engine, r) for r in runs_a], [load_sample(engine, r) for r in runs_b],
+                           **kwargs)

@@ -1,0 +1,103 @@
+"""Bootstrap confidence intervals of run differences (controlplane.compare)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controlplane.compare import RunSample, compare_runs, compare_samples
+from controlplane.storage import make_engine
+from sim.sweep import load_spec, run_sweep
+from sim.sweep.store import sweep_runs
+
+SLO = {"ttft_s": 1.0, "tpot_s": 0.2, "e2e_s": None}
+
+
+def _sample(run_id: int, ttft: np.ndarray, ids: np.ndarray | None = None) -> RunSample:
+    n = len(ttft)
+    ids = ids if ids is not None else np.array([f"{run_id}-{i:05d}" for i in range(n)], dtype=object)
+    values = {"ttft": ttft, "tpot": np.full(n, 0.05), "e2e": ttft + 1.0, "queue": ttft / 2}
+    return RunSample(run_id, ids, values, SLO)
+
+
+def _by(diffs, metric, stat):
+    return next(d for d in diffs if d.metric == metric and d.stat == stat)
+
+
+def test_same_distribution_is_within_noise_and_a_shift_is_not():
+    rng = np.random.default_rng(1)
+    a = _sample(1, rng.exponential(0.5, 3000))
+    same = _sample(2, rng.exponential(0.5, 3000))  # other requests, same distribution
+    shifted = _sample(3, rng.exponential(0.5, 3000) * 1.25)
+    d_same = compare_samples([a], [same], n_resamples=500)
+    d_shift = compare_samples([a], [shifted], n_resamples=500)
+    for metric, stat in (("ttft", "mean"), ("ttft", "p50"), ("slo_attainment", "mean")):
+        assert _by(d_same, metric, stat).within_noise, (metric, stat)
+    m = _by(d_shift, "ttft", "mean")
+    assert m.method == "independent" and not m.within_noise and m.low > 0 and m.diff > 0
+    att = _by(d_shift, "slo_attainment", "mean")
+    assert not att.within_noise and att.high < 0  # slower TTFT: fewer requests within 1 s
+
+
+def test_paired_resampling_sees_a_small_shift_on_the_same_requests():
+    rng = np.random.default_rng(2)
+    base = rng.exponential(0.5, 2000)
+    same_ids = np.array([f"r{i:05d}" for i in range(2000)], dtype=object)
+    a, b = _sample(1, base, same_ids), _sample(2, base * 1.02, same_ids)  # the same requests, each 2% slower
+    paired = _by(compare_samples([a], [b], n_resamples=500), "ttft", "mean")
+    assert paired.method == "paired" and not paired.within_noise
+    b_other_ids = _sample(2, base * 1.02, ids=np.array([f"x{i}" for i in range(2000)], dtype=object))
+    unpaired = _by(compare_samples([a], [b_other_ids], n_resamples=500), "ttft", "mean")
+    assert unpaired.method == "independent" and unpaired.within_noise  # 2% is lost in the trace's spread
+    assert (unpaired.high - unpaired.low) > 5 * (paired.high - paired.low)
+
+
+def test_several_runs_a_side_widen_the_interval_by_their_spread():
+    rng = np.random.default_rng(3)
+    seeds_a = [_sample(i, rng.exponential(0.5, 800) * s) for i, s in enumerate((0.8, 1.0, 1.2))]
+    seeds_b = [_sample(10 + i, rng.exponential(0.5, 800) * s) for i, s in enumerate((0.85, 1.05, 1.25))]
+    d = _by(compare_samples(seeds_a, seeds_b, n_resamples=300), "ttft", "mean")
+    assert d.method == "hierarchical" and d.within_noise  # a 5% shift under 20% seed-to-seed spread
+    one = _by(compare_samples(seeds_a[1:2], seeds_b[1:2], n_resamples=300), "ttft", "mean")
+    assert (d.high - d.low) > (one.high - one.low)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    db = f"sqlite:///{tmp_path_factory.mktemp('cmp') / 'runs.db'}"
+    spec = {"trace": {"limit": 400}, "seeds": [0, 1], "space": {"cluster.models.0.replicas": [1, 4]}}
+    run_sweep(load_spec(data=spec), db, backend="serial")
+    engine = make_engine(db)
+    runs = {(r["overrides"]["cluster.models.0.replicas"], r["seed"]): r["id"] for r in sweep_runs(engine, 1)}
+    yield db, engine, runs
+    engine.dispose()
+
+
+def test_stored_runs_one_against_itself_and_against_more_replicas(stored):
+    _, engine, runs = stored
+    itself = compare_runs(engine, [runs[1, 0]], [runs[1, 1]], n_resamples=300)  # seeds replay the same trace
+    assert all(d.within_noise and d.diff == 0 for d in itself if d.diff is not None)
+    more = compare_runs(engine, [runs[1, 0]], [runs[4, 0]], n_resamples=300)
+    assert _by(more, "slo_attainment", "mean").low > 0 and _by(more, "ttft", "p99").high < 0
+    both = compare_runs(engine, [runs[1, 0], runs[1, 1]], [runs[4, 0], runs[4, 1]], n_resamples=200)
+    assert _by(both, "ttft", "mean").method == "hierarchical" and not _by(both, "ttft", "mean").within_noise
+
+
+def test_cli_compare_over_seeds_and_sweeps(stored):
+    import json
+
+    from typer.testing import CliRunner
+
+    from controlplane.cli import app
+
+    db, _, runs = stored
+    r = CliRunner().invoke(app, ["runs", "compare", "--a", f"{runs[1, 0]},{runs[1, 1]}", "--b",
+                                 f"{runs[4, 0]},{runs[4, 1]}", "--db", db, "--json", "--resamples", "200"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    att = next(m for m in d["metrics"] if m["metric"] == "slo_attainment")
+    assert att["within_noise"] is False and att["low"] > 0
+    r = CliRunner().invoke(app, ["runs", "compare", str(runs[1, 0]), str(runs[1, 1]), "--db", db])
+    assert r.exit_code == 0 and "within noise" in r.output and "B - A" in r.output
+    r = CliRunner().invoke(app, ["runs", "compare", "--a", "1,x", "--b", "2", "--db", db])
+    assert r.exit_code != 0 and "--a: 'x' is not a run id" in r.output
