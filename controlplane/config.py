@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from controlplane.errors import ConfigError
-from controlplane.hardware.cost import DEFAULT_GPU_PRICES
 from controlplane.guardian_config import GuardiansConfig
 from controlplane.hardware.cost import DEFAULT_GPU_PRICES
 
@@ -79,16 +78,6 @@ class ModelDeployment(_Section):
 class ClusterConfig(_Section):
     models: list[ModelDeployment] = Field(default_factory=lambda: [ModelDeployment()])
     max_retries: int = Field(2, ge=0)  # re-routes after a worker failure before failing a request
-    # USD per GPU-hour by GPU type (controlplane.hardware.cost): the run's cost in its summary
-    gpu_prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GPU_PRICES))
-
-    @field_validator("gpu_prices")
-    @classmethod
-    def _prices_non_negative(cls, prices: dict[str, float]) -> dict[str, float]:
-        bad = {gpu: p for gpu, p in prices.items() if not p >= 0}
-        if bad:
-            raise ValueError(f"GPU prices must be >= 0 USD per GPU-hour, got {bad}")
-        return {**DEFAULT_GPU_PRICES, **prices}
     # USD per GPU-hour by GPU type (controlplane.hardware.cost): the run's cost in its summary
     gpu_prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GPU_PRICES))
 
