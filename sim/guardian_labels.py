@@ -27,7 +27,7 @@ __all__ = ["LabelModel"]
 _NORMAL = NormalDist()
 
 
-def _uniform(*parts: object) -> float:
+def fixed_uniform(*parts: object) -> float:
     """A uniform (0, 1) number fixed by ``parts``."""
     digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") + 0.5) / 2.0**64
@@ -48,10 +48,10 @@ class LabelModel:
 
     def is_harmful(self, request: Any) -> bool:
         rate = self.tenant_rates.get(request.tenant or "", self.rate)
-        return rate > 0 and _uniform(self.seed, "label", self.text_id(request)) < rate
+        return rate > 0 and fixed_uniform(self.seed, "label", self.text_id(request)) < rate
 
     def score(self, guardian: str, stage: str, request: Any, separation: float, noise: float) -> float:
         label = 1.0 if self.is_harmful(request) else 0.0
-        z = _NORMAL.inv_cdf(_uniform(self.seed, "score", guardian, stage, self.text_id(request))) if noise else 0.0
+        z = _NORMAL.inv_cdf(fixed_uniform(self.seed, "score", guardian, stage, self.text_id(request))) if noise else 0.0
         x = separation * (label - 0.5) + noise * z
         return 1.0 / (1.0 + math.exp(-x)) if x > -700 else 0.0
