@@ -1,0 +1,39 @@
+"""benchmarks/batching_routing.py ends with one JSON line: each policy with the keys the checks read."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("batching_routing_benchmark", ROOT / "benchmarks" / "batching_routing.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+KEYS = {"throughput_rps", "ttft_p50_s", "ttft_p90_s", "e2e_p99_s", "prefix_hit_rate", "num_lost"}
+
+
+def test_every_policy_has_the_keys_and_loses_nothing(capsys):
+    bench.main(["--requests", "150", "--qps", "6", "--tenants", "8", "--system-prompt-tokens", "1024"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = set(result)
+    for part in ("continuous", "dynamic", "least-loaded", "prefix-only", "weighted"):
+        assert any(part in n for n in names), part
+    for name, row in result.items():
+        assert KEYS <= set(row), name
+        assert row["num_lost"] == 0 and row["num_duplicated"] == 0, name
+        assert row["num_completed"] + row["num_rejected"] == 150, name
+    assert result["weighted"]["prefix_hit_rate"] > 0
+
+
+def test_a_trace_file_and_bad_policies(capsys, tmp_path):
+    bench.main(["--trace", "bundled:azure_code", "--limit", "120", "--policies", "continuous-batching,dynamic-batching"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"continuous-batching", "dynamic-batching"}
+    with pytest.raises(SystemExit):
+        bench.main(["--policies", "nope"])
+    with pytest.raises(SystemExit, match="no such file"):
+        bench.main(["--trace", str(tmp_path / "missing.csv")])
