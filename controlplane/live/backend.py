@@ -19,6 +19,7 @@ import torch
 
 from controlplane.live.kv_batch import BatchKV
 from controlplane.live.model_source import LoadedModel, WorkerModelSettings, load_model
+from controlplane.live.prefix_store import PrefixKVStore, prefill_with_store
 from controlplane.live.sampling import SamplingParams, StopCondition, sample_rows
 from controlplane.live.streaming import OutputStream
 
@@ -114,7 +115,8 @@ class CausalLMBackend:
     Not thread-safe: one worker thread (or process) owns an engine.
     """
 
-    def __init__(self, loaded: LoadedModel, *, max_batch_size: int | None = None, max_seq_len: int | None = None):
+    def __init__(self, loaded: LoadedModel, *, max_batch_size: int | None = None, max_seq_len: int | None = None,
+                 prefix_cache_tokens: int = 0, prefix_block_tokens: int = 16):
         self.loaded = loaded
         self.model = loaded.model
         base = loaded.base_model if loaded.base_model is not None else loaded.model
@@ -136,9 +138,13 @@ class CausalLMBackend:
         self._rows: list[str] = []  # request id of each KV row
         self._kv = self._new_kv()
         self._anon = itertools.count()
+        # Prompt KV kept after prefill and reused by later prompts with the same prefix (0: off)
+        self.prefix_store = PrefixKVStore(prefix_cache_tokens, prefix_block_tokens) if prefix_cache_tokens else None
 
     @classmethod
     def from_settings(cls, settings: WorkerModelSettings, **kwargs) -> CausalLMBackend:
+        kwargs.setdefault("prefix_cache_tokens", settings.prefix_cache_tokens)
+        kwargs.setdefault("prefix_block_tokens", settings.prefix_block_tokens)
         return cls(load_model(settings), max_seq_len=settings.max_seq_len, **kwargs)
 
     # -- introspection -------------------------------------------------------------------------
@@ -346,6 +352,8 @@ class CausalLMBackend:
 
     def _prefill_forward(self, reqs: list[_Request], result: StepResult) -> tuple[BatchKV, torch.Tensor]:
         """All prompts in one left-padded forward into a fresh cache, merged into the batch later."""
+        if self.prefix_store is not None:  # reuse stored prompt prefixes, compute only the rest
+            return prefill_with_store(self, reqs, result)
         lengths = [len(r.prompt_ids) for r in reqs]
         width = max(lengths)
         ids = torch.full((len(reqs), width), self.pad_token_id, dtype=torch.long)

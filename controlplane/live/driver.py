@@ -18,7 +18,8 @@ Carrying out the core's actions (one handler per action type, checked by `dispat
   the worker's real device facts.
 * ``PreemptRequest``: the worker drops the request's KV at its next step (`BatchRunner`).
 * ``FinishRequest``: the client's handle resolves with the request's final state and code.
-* ``RunGuardian``: guardian models do not run live yet; the verdict fed back is
+* ``RunGuardian``: a guardian declared in ``guardians.models`` checks the prompt or the answer
+  on its own threads (`controlplane.live.guardian_pool`); one not declared answers
   ``"unavailable"`` (never a made-up "pass").
 * ``WakeWorker``: a timer feeds ``WorkerWake``.
 
@@ -42,6 +43,7 @@ from controlplane.config import RunConfig
 from controlplane.context import Clock
 from controlplane.live import driver_admin
 from controlplane.live.batch_runner import BatchRunner
+from controlplane.live.guardian_pool import LiveGuardianPool
 from controlplane.live.http_errors import ModelNotFound, ServiceUnavailable
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GUARDIAN_UNAVAILABLE", "LiveDriver"]
 
-#: The verdict fed back for guardian checks: guardian models do not run in live mode yet.
+#: The verdict fed back for checks by a guardian the config does not declare.
 GUARDIAN_UNAVAILABLE = "unavailable"
 
 
@@ -107,6 +109,7 @@ class LiveDriver:
         self._finished = False  # core.finish() ran: no more events
         self._closed = False
         self._guardian_warned = False
+        self.guardians = LiveGuardianPool(config.guardians)
         self._handlers = act.dispatch_table({
             act.StartBatch: self._start_batch,
             act.InterruptBatch: _ignore,  # every batch runs one iteration: nothing to interrupt
@@ -130,6 +133,7 @@ class LiveDriver:
         for d in self.config.cluster.models:
             settings = worker_settings(self.config, d.name)
             self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings)
+        await self.guardians.start()
         self.session = await asyncio.to_thread(
             RunSession, self.config, mode="live", clock=Clock(), record=self.record, extra_plugins=self.extra_plugins
         )
@@ -234,6 +238,7 @@ class LiveDriver:
             t.cancel()
         with contextlib.suppress(Exception):
             await self.pool.close()
+        self.guardians.close()
         self.summary = await asyncio.to_thread(self.session.close, summary, status=status)
         return self.summary
 
@@ -438,11 +443,22 @@ class LiveDriver:
         lr.resolve(lr.final(status, r.reason, r.reason_code))
 
     def _run_guardian(self, a: act.RunGuardian) -> None:
+        r = a.request
+        if a.guardian in self.guardians:
+            self._spawn(self._guardian_check(a, r.prompt if a.stage == "input" else r.output_text),
+                        f"cp-guardian-{a.guardian}-{r.request_id}")
+            return
         if not self._guardian_warned:
             self._guardian_warned = True
-            log.warning("guardian %r asked for, but guardian models do not run live yet: verdict %r",
+            log.warning("guardian %r asked for, but guardians.models does not declare it: verdict %r",
                         a.guardian, GUARDIAN_UNAVAILABLE)
-        self._feed_later(0.0, ev.GuardianFinished, a.request.request_id, GUARDIAN_UNAVAILABLE)
+        self._feed_later(0.0, ev.GuardianFinished, r.request_id, GUARDIAN_UNAVAILABLE, a.guardian, None,
+                         "not declared in guardians.models", a.stage)
+
+    async def _guardian_check(self, a: act.RunGuardian, text: str | None) -> None:
+        verdict, score, reason = await self.guardians.check(a.guardian, text)
+        self._feed(ev.GuardianFinished(self.now_s(), a.request.request_id, verdict, a.guardian, score, reason,
+                                       a.stage))
 
     def _wake(self, a: act.WakeWorker) -> None:
         self._feed_later(max(0.0, a.at_s - self.now_s()), ev.WorkerWake, a.worker_id)

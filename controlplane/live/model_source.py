@@ -88,6 +88,9 @@ class WorkerModelSettings(BaseModel):
     device: str = "auto"
     seed: int = 0
     max_seq_len: int = Field(default=2048, ge=2)
+    # Prefix reuse: prompt KV kept per worker (LRU, tokens; 0: off) in blocks of this many tokens
+    prefix_cache_tokens: int = Field(default=0, ge=0)
+    prefix_block_tokens: int = Field(default=16, ge=1)
 
     @field_validator("device")
     @classmethod

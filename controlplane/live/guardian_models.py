@@ -1,0 +1,155 @@
+"""Live guardian models: what checks one text and says pass or block, with a score and a reason.
+
+* `RuleGuardian` (kind ``rules``): regular expressions and plain phrases (case-insensitive); the
+  cheapest real tier. Score 1.0 on a match, 0.0 otherwise.
+* `ClassifierGuardian` (``classifier``): any local sequence-classification model
+  (``AutoModelForSequenceClassification``); score = the softmax probability of ``block_label``.
+* `JudgeGuardian` (``causal-lm``): any local causal LM used as a judge, Llama-Guard style: the text
+  goes into ``prompt_template`` and the verdict is read from the model's own likelihood of
+  answering ``unsafe_word`` rather than ``safe_word`` (score = P(unsafe) / (P(safe) + P(unsafe)),
+  from one forward pass over both continuations), so every check gives a verdict (a random or
+  confused model gives a score near 0.5, never "unavailable").
+
+A verdict blocks when the score reaches the guardian's ``threshold``. Models load from
+``model`` (a local directory; nothing is downloaded) with the directory's tokenizer, else the
+byte-level tokenizer sized to the model's vocabulary, as generation workers do.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from controlplane.guardian_config import GuardianSpec
+
+__all__ = ["ClassifierGuardian", "GuardianModel", "JudgeGuardian", "RuleGuardian", "load_guardian"]
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class GuardianModel:
+    """One guardian's checker. ``check`` runs in a worker thread; it must be thread-safe."""
+
+    def __init__(self, spec: GuardianSpec) -> None:
+        self.spec = spec
+
+    def check(self, text: str) -> tuple[str, float, str]:
+        """(verdict "pass" | "block", score 0-1, reason)."""
+        score, reason = self.score(text)
+        return ("block" if score >= self.spec.threshold else "pass"), score, reason
+
+    def score(self, text: str) -> tuple[float, str]:
+        raise NotImplementedError
+
+
+class RuleGuardian(GuardianModel):
+    def __init__(self, spec: GuardianSpec) -> None:
+        super().__init__(spec)
+        self.patterns = []
+        for p in spec.patterns:
+            try:
+                self.patterns.append(re.compile(p, re.IGNORECASE))
+            except re.error as exc:
+                raise ValueError(f"guardians.models[{spec.name}].patterns: {p!r} is not a valid pattern: {exc}") from None
+        self.phrases = [w.lower() for w in spec.blocklist if w]
+
+    def score(self, text: str) -> tuple[float, str]:
+        low = text.lower()
+        for w in self.phrases:
+            if w in low:
+                return 1.0, f"blocklisted phrase {w!r}"
+        for p in self.patterns:
+            if p.search(text):
+                return 1.0, f"matched pattern {p.pattern!r}"
+        return 0.0, "no rule matched"
+
+    def check(self, text: str) -> tuple[str, float, str]:
+        score, reason = self.score(text)
+        return ("block" if score > 0 else "pass"), score, reason
+
+
+class _TorchGuardian(GuardianModel):
+    auto_class = ""
+
+    def __init__(self, spec: GuardianSpec) -> None:
+        super().__init__(spec)
+        import torch
+        import transformers
+
+        from controlplane.live.model_source import load_tokenizer
+
+        if not spec.model:
+            raise ValueError(f"guardians.models[{spec.name}]: kind {spec.kind} needs `model`, a local model directory")
+        dtype = getattr(torch, _DTYPES.get(spec.precision, ""), None)
+        if dtype is None:
+            raise ValueError(f"guardians.models[{spec.name}].precision: {spec.precision!r} is not one of "
+                             f"{sorted(_DTYPES)}")
+        try:
+            model = getattr(transformers, self.auto_class).from_pretrained(spec.model, dtype=dtype,
+                                                                           local_files_only=True)
+        except OSError as exc:
+            raise ValueError(f"guardians.models[{spec.name}].model: cannot load {spec.model!r}: {exc}") from None
+        self.model = model.to(spec.device).eval()
+        self.tokenizer = load_tokenizer(spec.model, model.config)
+        self.torch = torch
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[-self.spec.max_input_tokens:]
+
+
+class ClassifierGuardian(_TorchGuardian):
+    auto_class = "AutoModelForSequenceClassification"
+
+    def score(self, text: str) -> tuple[float, str]:
+        torch = self.torch
+        ids = self._ids(text) or [0]
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.spec.device)).logits[0].float()
+        probs = torch.softmax(logits, dim=-1)
+        label = self.spec.block_label
+        if label >= probs.numel():
+            raise ValueError(f"guardians.models[{self.spec.name}].block_label {label}: the model has "
+                             f"{probs.numel()} labels")
+        p = float(probs[label])
+        return p, f"P(label {label}) = {p:.3f}"
+
+
+class JudgeGuardian(_TorchGuardian):
+    auto_class = "AutoModelForCausalLM"
+
+    def __init__(self, spec: GuardianSpec) -> None:
+        super().__init__(spec)
+        self.safe = self.tokenizer(spec.safe_word, add_special_tokens=False)["input_ids"]
+        self.unsafe = self.tokenizer(spec.unsafe_word, add_special_tokens=False)["input_ids"]
+        if not self.safe or not self.unsafe or self.safe == self.unsafe:
+            raise ValueError(f"guardians.models[{spec.name}]: safe_word and unsafe_word must tokenize to "
+                             "different, non-empty token sequences")
+
+    def score(self, text: str) -> tuple[float, str]:
+        torch = self.torch
+        budget = self.spec.max_input_tokens
+        prompt = self.tokenizer(self.spec.prompt_template.format(text=text), add_special_tokens=False)["input_ids"]
+        prompt = prompt[-budget:]
+        logp = []
+        with torch.inference_mode():
+            for word in (self.safe, self.unsafe):  # log P(word | prompt), token by token
+                ids = torch.tensor([prompt + word], device=self.spec.device)
+                out = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
+                n = len(prompt)
+                logp.append(sum(float(out[n - 1 + i, t]) for i, t in enumerate(word)))
+        safe, unsafe = logp
+        p = float(torch.sigmoid(torch.tensor(unsafe - safe)))
+        return p, f"judge: P(unsafe) = {p:.3f}"
+
+
+def load_guardian(spec: GuardianSpec) -> GuardianModel:
+    """The checker of a declared guardian (loads its model; call it off the event loop)."""
+    if spec.kind == "rules":
+        return RuleGuardian(spec)
+    if spec.kind == "classifier":
+        return ClassifierGuardian(spec)
+    if spec.kind == "causal-lm":
+        return JudgeGuardian(spec)
+    raise ValueError(f"guardians.models[{spec.name}]: kind {spec.kind!r} runs only in the simulator; live "
+                     "guardians are rules, classifier or causal-lm")

@@ -1,0 +1,218 @@
+"""Live guardians: a rule guardian and tiny random-weight guardian models (a causal-LM judge and a
+sequence classifier, built from transformers configs and saved to a temp dir) check every response
+on their own threads; verdicts are recorded, blocked replies end with ``content_filter`` and
+blocked prompts are refused with a 400 in the OpenAI error shape."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from controlplane.guardian_config import GuardianSpec
+from controlplane.live.driver import LiveDriver
+from controlplane.live.guardian_models import ClassifierGuardian, JudgeGuardian, RuleGuardian, load_guardian
+from controlplane.live.pool_thread import LocalThreadPool
+from controlplane.testing import make_config
+from controlplane.types import ReasonCode
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def _tiny(**extra):
+    return transformers.LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                                    pad_token_id=0, **extra)
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("guardians")
+    torch.manual_seed(0)
+    judge = transformers.LlamaForCausalLM(_tiny())
+    judge.save_pretrained(root / "judge")
+    clf = transformers.LlamaForSequenceClassification(_tiny(num_labels=2))
+    clf.save_pretrained(root / "classifier")
+    return {"judge": str(root / "judge"), "classifier": str(root / "classifier")}
+
+
+def run_rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import iter_rows
+
+    engine = make_engine(url)
+    try:
+        return list(iter_rows(engine, run_id, what))
+    finally:
+        engine.dispose()
+
+
+def specs(dirs, *, rule: dict[str, Any] | None = None, judge_threshold=1.0, clf_threshold=1.0):
+    return [
+        {"name": "rules", "kind": "rules", **(rule or {"blocklist": ["never matches this phrase"]})},
+        {"name": "judge", "kind": "causal-lm", "model": dirs["judge"], "threshold": judge_threshold},
+        {"name": "classifier", "kind": "classifier", "model": dirs["classifier"], "threshold": clf_threshold,
+         "replicas": 2},
+    ]
+
+
+# --- the guardian models alone ---------------------------------------------------------------------
+
+
+def test_rules_block_on_phrases_and_patterns():
+    g = RuleGuardian(GuardianSpec(name="r", kind="rules", patterns=[r"\bbomb\b"], blocklist=["Credit Card"]))
+    assert g.check("how to build a bomb")[:2] == ("block", 1.0)
+    assert g.check("my credit card number")[0] == "block" and "credit card" in g.check("my credit card")[2]
+    assert g.check("a bombastic poem") == ("pass", 0.0, "no rule matched")
+    with pytest.raises(ValueError, match=r"guardians.models\[r\].patterns: '\(' is not a valid pattern"):
+        RuleGuardian(GuardianSpec(name="r", kind="rules", patterns=["("]))
+
+
+def test_model_guardians_score_every_text(model_dirs):
+    judge = JudgeGuardian(GuardianSpec(name="j", kind="causal-lm", model=model_dirs["judge"]))
+    clf = ClassifierGuardian(GuardianSpec(name="c", kind="classifier", model=model_dirs["classifier"]))
+    for g in (judge, clf):
+        a = g.check("some text to check")
+        b = g.check("some text to check")
+        assert a == b and a[0] in ("pass", "block") and 0.0 < a[1] < 1.0  # a real score, deterministic
+        assert g.check("another, rather different text")[1] != a[1]
+    blocking = JudgeGuardian(GuardianSpec(name="j", kind="causal-lm", model=model_dirs["judge"], threshold=0.0))
+    assert blocking.check("anything")[0] == "block"
+
+
+def test_bad_guardian_declarations_name_the_guardian(tmp_path):
+    with pytest.raises(ValueError, match=r"guardians.models\[j\].model: cannot load"):
+        load_guardian(GuardianSpec(name="j", kind="causal-lm", model=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match=r"guardians.models\[s\]: kind 'simulated' runs only in the simulator"):
+        load_guardian(GuardianSpec(name="s", kind="simulated"))
+
+
+# --- through the live driver ----------------------------------------------------------------------------
+
+
+def config(tmp_path: Path, guardians, **settings):
+    return make_config(
+        storage={"url": f"sqlite:///{tmp_path / 'live.db'}"},
+        cluster={"models": [{"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama"}}]},
+        plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync",
+                                                   "guardians": [g["name"] for g in guardians], **settings}}},
+        guardians={"models": guardians},
+    )
+
+
+def run(cfg, prompts, max_tokens=4):
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        try:
+            results = [await driver.generate(p, max_tokens=max_tokens, ignore_eos=True) for p in prompts]
+            text = driver.metrics.render().decode()
+        finally:
+            await driver.close()
+        return results, driver, text
+
+    return asyncio.run(main())
+
+
+def test_every_response_is_checked_by_rules_and_tiny_models(tmp_path, model_dirs):
+    cfg = config(tmp_path, specs(model_dirs))
+    results, driver, metrics = run(cfg, ["hello there", "what is a cache"])
+    assert all(r.ok and r.status == "completed" and r.guardian_verdict == "pass" for r in results)
+    rows = run_rows(cfg.storage.url, driver.run_id, "decisions")
+    verdicts = [(d["subject"], d["payload"]["guardian"], d["payload"]["verdict"]) for d in rows
+                if d["action"] == "guardian_verdict"]
+    assert sorted(g for _, g, _ in verdicts) == ["classifier", "classifier", "judge", "judge", "rules", "rules"]
+    assert {v for *_, v in verdicts} == {"pass"}  # a real verdict from each, never "unavailable"
+    scores = [d["payload"]["score"] for d in rows if d["action"] == "guardian_verdict"
+              and d["payload"]["guardian"] != "rules"]
+    assert all(0.0 < s < 1.0 for s in scores)
+    requests = run_rows(cfg.storage.url, driver.run_id, "requests")
+    assert {r["guardian_verdict"] for r in requests} == {"pass"}
+    assert 'controlplane_guardian_verdicts_total{guardian="judge",stage="output",verdict="pass"} 2.0' in metrics
+
+
+def test_a_blocked_reply_ends_with_content_filter(tmp_path, model_dirs):
+    cfg = config(tmp_path, specs(model_dirs, rule={"patterns": ["."]}))  # the rule blocks any answer
+    (result,), driver, metrics = run(cfg, ["hello there"])
+    assert result.status == "blocked" and result.ok and result.http_status == 200
+    assert result.finish_reason == "content_filter" and result.text == "" and result.reason_code is None
+    assert result.guardian_verdict == "block" and result.reason.startswith("blocked by rules")
+    (row,) = run_rows(cfg.storage.url, driver.run_id, "requests")
+    assert row["status"] == "blocked" and row["guardian_verdict"] == "block"
+    assert 'controlplane_guardian_verdicts_total{guardian="rules",stage="output",verdict="block"} 1.0' in metrics
+
+
+def test_a_blocked_prompt_never_reaches_a_worker(tmp_path, model_dirs):
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"]}], stages=["input"])
+    (bad, good), driver, _ = run(cfg, ["a Forbidden request", "a fine request"])
+    assert bad.status == "blocked" and not bad.ok and bad.http_status == 400
+    assert bad.reason_code is ReasonCode.BLOCKED and bad.worker_id is None and bad.completion_tokens == 0
+    assert good.ok and good.status == "completed"
+
+
+def test_a_guardian_that_times_out_fails_as_configured(tmp_path, model_dirs):
+    slow = {"name": "judge", "kind": "causal-lm", "model": model_dirs["judge"], "timeout_s": 0.000001,
+            "on_error": "closed"}
+    cfg = config(tmp_path, [slow])
+    (result,), _, _ = run(cfg, ["hello"])
+    assert result.status == "blocked" and result.finish_reason == "content_filter"
+    assert "no verdict within" in result.reason
+
+
+def _daemon(tmp_path, yaml_text):
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.daemon import Daemon, DaemonOptions
+    from controlplane.live.daemon_config import daemon_config
+
+    path = tmp_path / "daemon.yaml"
+    path.write_text(yaml_text)
+    cfg, _ = daemon_config(path, workers=1)
+    d = Daemon(cfg, DaemonOptions(pool="thread", admin_token=None, cpu_threads=1), record=False)
+    http = TestClient(d.app)
+    http.__enter__()
+    deadline = time.monotonic() + 120
+    while http.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return http, openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+
+
+def test_the_daemon_answers_a_blocked_reply_with_content_filter(tmp_path, model_dirs):
+    http, client = _daemon(tmp_path, (
+        "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: sync, guardian: judge}\n"
+        "guardians:\n  models:\n"
+        f"    - {{name: judge, kind: causal-lm, model: '{model_dirs['judge']}', threshold: 0.0}}\n"))
+    try:
+        r = client.completions.create(model="tiny-llama", prompt="hello", max_tokens=3,
+                                      extra_body={"ignore_eos": True})
+        assert r.choices[0].finish_reason == "content_filter" and r.choices[0].text == ""
+        c = client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=3, extra_body={"ignore_eos": True})
+        assert c.choices[0].finish_reason == "content_filter" and c.choices[0].message.content == ""
+        ext = r.model_extra["controlplane"]["requests"][0]
+        assert ext["guardian_verdict"] == "block" and ext["reason"].startswith("blocked by judge")
+    finally:
+        http.__exit__(None, None, None)
+
+
+def test_the_daemon_refuses_a_blocked_prompt_with_a_400(tmp_path, model_dirs):
+    http, client = _daemon(tmp_path, (
+        "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: sync, stages: [input], guardian: rules}\n"
+        "guardians:\n  models:\n    - {name: rules, kind: rules, blocklist: [forbidden]}\n"))
+    try:
+        ok = client.completions.create(model="tiny-llama", prompt="fine", max_tokens=3,
+                                       extra_body={"ignore_eos": True})
+        assert ok.choices[0].finish_reason == "length"
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "forbidden"}],
+                                           max_tokens=3)
+        body = refused.value.response.json()["error"]
+        assert body["code"] == "blocked" and "blocked by rules" in body["message"]
+    finally:
+        http.__exit__(None, None, None)
