@@ -140,3 +140,9 @@ def export(
             with output.open("w", newline="") as f:
                 n = export_rows(engine, run_id, what, format, f)
             out.print(f"wrote {n} rows to {output}", highlight=False)
+
+
+# HTML reports of a run or a sweep (controlplane.report), in their own module.
+from controlplane.cli.report import report as _report  # noqa: E402
+
+app.command("report")(_report)

@@ -150,6 +150,10 @@ class _Searcher:
             c.attainment = o.summary.get("slo_attainment") or 0.0
             cost = run_cost(c.config, o.summary)
             c.cost = cost / fraction if cost is not None and fraction < 1 else cost
+            if fraction >= 1:  # a full replay at the search seed: the first of its confirmation
+                c.by_seed[self.seed] = c.attainment
+                if cost is not None:
+                    c.cost_by_seed[self.seed] = cost
             if c.attainment >= threshold:
                 passed.append(c)
         return passed

@@ -1,0 +1,38 @@
+"""`controlplane runs report RUN|--sweep ID --html out.html`: a self-contained HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from controlplane.cli.common import DB_OPTION_HELP, out, resolve_db, user_errors
+
+
+def report(
+    run_id: Annotated[Optional[int], typer.Argument(help="The run to report on (or --sweep).")] = None,
+    sweep: Annotated[Optional[int], typer.Option("--sweep", help="Report on a sweep or search instead.")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
+    html: Annotated[Path, typer.Option("--html", help="The HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write a self-contained HTML report (plots embedded, no network needed to view it).
+
+    A run: summary, latency CDFs, per-minute throughput and latency, replicas and queue over
+    time, the decision timeline. A sweep: the Pareto front of cost against SLO attainment and a
+    sortable table of its runs.
+    """
+    from controlplane.report import write_report
+    from controlplane.storage import ensure_schema, make_engine
+
+    if (run_id is None) == (sweep is None):
+        raise typer.BadParameter("give a run id or --sweep ID (not both)")
+    with user_errors():
+        engine = make_engine(resolve_db(db))
+        ensure_schema(engine)
+        try:
+            path = write_report(engine, html, run_id=run_id, sweep_id=sweep)
+        finally:
+            engine.dispose()
+    what = f"run {run_id}" if run_id is not None else f"sweep {sweep}"
+    out.print(f"wrote the report of {what} to {path}", highlight=False)

@@ -1,0 +1,153 @@
+"""Self-contained HTML reports: inline CSS, PNGs as data URIs, a few lines of inline JS to sort
+tables. Nothing is fetched from a network."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from controlplane.report import plots
+from controlplane.report.cost import cost_unit, run_cost
+from controlplane.report.data import load_run, load_sweep
+from controlplane.report.pareto import pareto_front
+
+__all__ = ["run_report", "sweep_report", "write_report"]
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}
+td.l,th.l{text-align:left}img{max-width:100%;display:block;margin:8px 0}
+table.sortable th{cursor:pointer}table.sortable th:after{content:" \\2195";color:#aaa}
+.muted{color:#777;font-size:13px}.err{color:#b00}
+"""
+
+# Click a header to sort by that column (numbers numerically), again to reverse.
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+    var b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+    rows.sort(function(x,y){var a=x.cells[i].dataset.v||x.cells[i].textContent,c=y.cells[i].dataset.v||y.cells[i].textContent;
+      var na=parseFloat(a),nc=parseFloat(c);var r=(isNaN(na)||isNaN(nc))?a.localeCompare(c):na-nc;return asc?r:-r;});
+    rows.forEach(function(r){b.appendChild(r);});});});});
+"""
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
+
+
+def _table(headers: list[str], rows: list[list[Any]], *, sortable: bool = False, left: int = 1) -> str:
+    cls = ' class="sortable"' if sortable else ""
+    head = "".join(f'<th class="l">{html.escape(h)}</th>' if i < left else f"<th>{html.escape(h)}</th>"
+                   for i, h in enumerate(headers))
+    body = []
+    for row in rows:
+        cells = []
+        for i, v in enumerate(row):
+            num = f' data-v="{v}"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            klass = ' class="l"' if i < left else ""
+            cells.append(f"<td{klass}{num}>{html.escape(_fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>{body}<script>{SORT_JS}</script></body></html>")
+
+
+def run_report(engine: Engine, run_id: int) -> str:
+    """One run's page: summary, latency CDFs, per-minute throughput and latency, replicas and
+    queue over time, the decision timeline and the rare decisions with their reasons."""
+    data = load_run(engine, run_id)
+    run = data.run
+    summary = run.get("summary") or {}
+    parts = [f"<h1>run {run_id} {html.escape(run.get('name') or '')}</h1>",
+             f'<p class="muted">mode {run["mode"]}, status {run["status"]}, seed {run.get("seed")}, '
+             f'trace {html.escape(str(run.get("trace")))}; {data.arrival.size} requests stored</p>',
+             "<h2>summary</h2>",
+             _table(["metric", "value"], [[k, v] for k, v in summary.items()])]
+    cost = run_cost(run.get("config") or {}, summary)
+    if cost is not None:
+        parts.append(f'<p class="muted">cost {cost:.4g} {cost_unit()}</p>')
+    parts += ["<h2>latency CDFs</h2>", _img(plots.latency_cdfs(data), "latency CDFs"),
+              "<h2>per minute</h2>", _img(plots.per_minute(data), "throughput and latency per minute"),
+              "<h2>replicas and queue</h2>", _img(plots.replicas_and_queue(data), "replicas and queue over time"),
+              "<h2>decisions</h2>", _img(plots.timeline(data), "decision timeline"),
+              _table(["hook", "plugin", "action", "count", "errors"],
+                     [[c["hook"], c["plugin"], c["action"], c["count"], c["errors"]] for c in data.decision_counts],
+                     sortable=True, left=3)]
+    if data.notable:
+        parts += [f"<details><summary>rare decisions and plugin errors, with their reasons ({len(data.notable)})"
+                  "</summary>",
+                  _table(["time (s)", "hook", "plugin", "subject", "action", "reason"],
+                         [[n["time_s"], n["hook"], n["plugin"], n["subject"], n["action"], n["reason"]]
+                          for n in data.notable], sortable=True, left=0), "</details>"]
+    return _page(f"run {run_id}", "".join(parts))
+
+
+def sweep_report(engine: Engine, sweep_id: int) -> str:
+    """A sweep's (or search's) page: the Pareto front of cost against attainment, a sortable table."""
+    data = load_sweep(engine, sweep_id)
+    sweep = data.sweep
+    unit = cost_unit()
+    result = sweep.get("result") or {}
+    full = [r for r in data.runs if r.get("stage") in (None, "full", "confirm")]
+    points = []
+    for r in full:
+        s = r["summary"] or {}
+        points.append({"run": r["id"], "cost": run_cost(r["config"] or {}, s), "attainment": s.get("slo_attainment"),
+                       "overrides": r["overrides"]})
+    front = pareto_front(points)
+    keys = sorted({k for r in data.runs for k in r["overrides"]})
+    rows = []
+    for r, p in zip(full, points):
+        s = r["summary"] or {}
+        rows.append([r["id"], r["seed"], r.get("stage") or "-", *(_fmt(r["overrides"].get(k)) for k in keys),
+                     p["cost"], s.get("slo_attainment"), s.get("ttft_p99_s"), s.get("tpot_p99_s"),
+                     s.get("e2e_p50_s"), s.get("throughput_rps"), r["id"] in {q["run"] for q in front}])
+    parts = [f"<h1>{html.escape(sweep['kind'])} {sweep_id} {html.escape(sweep.get('name') or '')}</h1>",
+             f'<p class="muted">status {sweep["status"]}, {len(data.runs)} runs stored, trace '
+             f'{html.escape(str(sweep.get("trace")))}; cost in {unit}</p>']
+    if result.get("best") is not None:
+        best = result["best"]
+        parts.append(f"<p><b>best</b>: {html.escape(json.dumps(best['overrides'], sort_keys=True))}, cost "
+                     f"{_fmt(best['cost'])}, attainment {_fmt(best['attainment'])} over seeds "
+                     f"{html.escape(', '.join(best.get('attainment_by_seed', {})))}; "
+                     f"{result.get('candidates')} candidates, {result.get('runs')} runs, {result.get('wall_s')} s</p>")
+    parts += ["<h2>Pareto front</h2>", _img(plots.pareto_plot(points, front, unit, result.get("target")), "Pareto front"),
+              _table(["run", "cost", "attainment", "overrides"],
+                     [[p["run"], p["cost"], p["attainment"], json.dumps(p["overrides"], sort_keys=True)] for p in front],
+                     left=0),
+              "<h2>runs</h2><p class=\"muted\">click a column to sort</p>",
+              _table(["run", "seed", "stage", *keys, "cost", "attainment", "ttft p99 (s)", "tpot p99 (s)",
+                      "e2e p50 (s)", "throughput (req/s)", "on front"], rows, sortable=True, left=0)]
+    return _page(f"sweep {sweep_id}", "".join(parts))
+
+
+def write_report(engine: Engine, path: str | Path, *, run_id: int | None = None, sweep_id: int | None = None) -> Path:
+    """Write a run's or a sweep's report to ``path``; return it."""
+    if (run_id is None) == (sweep_id is None):
+        raise ValueError("give a run or a sweep")
+    page = run_report(engine, run_id) if run_id is not None else sweep_report(engine, sweep_id)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
