@@ -26,6 +26,7 @@ class ControlLoop:
     _out: list[Any]
     _iteration_estimator: Callable[[str, int, int, int], float] | None = None
     _cold_start_by_model: dict[str, float] | None = None
+    _advisory_last: dict[tuple[str, str], int] | None = None  # (shadow policy, model) -> its last target
 
     def set_iteration_estimator(self, estimate: Callable[[str, int, int, int], float] | None) -> None:
         """Bind ``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens) -> seconds``, an
@@ -65,6 +66,25 @@ class ControlLoop:
             if not w.busy and (w.waiting or w.running):
                 self._schedule(w)
 
+    def _record_advisory(self, model: str, current: int, decision: ScaleDecision) -> None:
+        """Shadow policies' would-be decisions, recorded (action ``shadow_scale``) when one's target
+        changes, beside the active decision; nothing is applied."""
+        last = self._advisory_last
+        if last is None:
+            last = self._advisory_last = {}
+        for policy, d in decision.advisory:
+            key = (policy, model)
+            if d is None or last.get(key) == d.target_replicas:
+                continue
+            last[key] = d.target_replicas
+            payload: dict[str, Any] = {"from": current, "to": max(0, d.target_replicas),
+                                       "active_to": max(0, decision.target_replicas)}
+            if d.confidence is not None:
+                payload["confidence"] = d.confidence
+            if d.signals:
+                payload["signals"] = dict(d.signals)
+            self._decision("cp_scale", policy, "shadow_scale", model, d.reason, payload)
+
     def _sample(self, now: float, s: ScalingContext) -> None:
         labels = {"model": s.model}
         emit = self._emit
@@ -79,9 +99,11 @@ class ControlLoop:
         model = scaling.model
         decision: ScaleDecision
         decision, plugin = self._decide("cp_scale", model, list(scaling.workers), scaling)
+        current = [w for w in scaling.workers if w.accepts_requests]
+        if decision is not None and decision.advisory:
+            self._record_advisory(model, len(current), decision)
         if decision is None:
             return
-        current = [w for w in scaling.workers if w.accepts_requests]
         target = max(0, decision.target_replicas)
         if target == len(current):
             return

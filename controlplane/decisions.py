@@ -61,6 +61,8 @@ class ScaleDecision:
     reason: str = ""
     confidence: float | None = None  # the policy's confidence in it, 0-1 (stored with the decision)
     signals: dict[str, float] | None = None  # the inputs it decided on, by name (stored with the decision)
+    # advisory (shadow) policies' would-be decisions beside this one, by policy name: recorded, never applied
+    advisory: tuple[tuple[str, ScaleDecision], ...] = ()
 
 
 @dataclass(slots=True)

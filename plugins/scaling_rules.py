@@ -4,6 +4,7 @@ autoscaler, as one `cp_scale` wrapper. Every clamp it applies is stated in the d
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 from pydantic import Field, model_validator
 
@@ -75,7 +76,7 @@ class ScalingRules(Plugin):
         if not notes:
             return decision
         reason = f"{decision.reason} | rules: {wanted} -> {target} ({'; '.join(notes)})"
-        return ScaleDecision(model, target, reason)
+        return replace(decision, target_replicas=target, reason=reason)  # confidence, signals, advisory kept
 
     @hookimpl(wrapper=True)
     def cp_scale(self, ctx, model, scaling):
@@ -85,5 +86,4 @@ class ScalingRules(Plugin):
         try:
             return self.clamp(ctx.now_s, model, scaling.num_current, decision)
         except Exception as exc:  # noqa: BLE001 - keep the wrapped policy's decision rather than lose it
-            return ScaleDecision(model, decision.target_replicas,
-                                 f"{decision.reason} | rules skipped: {type(exc).__name__}: {exc}")
+            return replace(decision, reason=f"{decision.reason} | rules skipped: {type(exc).__name__}: {exc}")

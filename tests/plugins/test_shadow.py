@@ -1,0 +1,73 @@
+"""Advisory (shadow) mode: shadow autoscalers' would-be decisions are recorded, never applied."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.errors import ConfigError
+from controlplane.storage import iter_rows, make_engine
+from controlplane.testing import make_config, make_trace, replay_with
+from plugins.shadow import ShadowScaling
+
+CLUSTER = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 15.0}]}
+BASE = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
+        "sampled-guardian", "builtin-latency-models"]
+
+
+def _run(tmp_path, name: str, shadow: dict | None):
+    enabled = ["hpa", *BASE, *(["shadow"] if shadow else [])]
+    settings = {"hpa": {"target": 4, "metric_window_s": 10, "sync_period_s": 5, "max_replicas": 8}}
+    if shadow:
+        settings["shadow"] = shadow
+    url = f"sqlite:///{tmp_path / name}.db"
+    cfg = make_config(cluster=CLUSTER, plugins={"enabled": enabled, "settings": settings}, storage={"url": url})
+    res = replay_with(trace=make_trace(1500, qps=10.0, prompt_tokens=512, output_tokens=64), config=cfg, db_url=url)
+    engine = make_engine(url)
+    rows = [{k: v for k, v in r.items() if k not in ("id", "run_id")} for r in iter_rows(engine, res.run_id, "requests")]
+    return res, rows
+
+
+def test_a_shadow_changes_no_request_row_and_records_what_it_would_do(tmp_path):
+    plain, rows_plain = _run(tmp_path, "plain", None)
+    shadowed, rows_shadow = _run(tmp_path, "shadow", {
+        "policies": ["slo-planner", "kpa"], "settings": {"kpa": {"target_concurrency": 8, "max_replicas": 8}}})
+    assert len(rows_plain) == 1500 and rows_plain == rows_shadow  # identical request rows
+    active = [(d.time_s, d.plugin, d.payload) for d in plain.decisions if d.action == "scale"]
+    assert active and active == [(d.time_s, d.plugin, d.payload) for d in shadowed.decisions if d.action == "scale"]
+    shadow = [d for d in shadowed.decisions if d.action == "shadow_scale"]
+    assert {d.plugin for d in shadow} == {"slo-planner", "kpa"}
+    assert not any(d.action == "shadow_scale" for d in plain.decisions)
+    for d in shadow:
+        assert {"from", "to", "active_to"} <= set(d.payload) and d.reason
+    planner = [d for d in shadow if d.plugin == "slo-planner"]
+    assert all("signals" in d.payload and "confidence" in d.payload for d in planner)
+    # recorded when its target changes, not at every tick
+    targets = [d.payload["to"] for d in planner]
+    assert all(a != b for a, b in zip(targets, targets[1:]))
+    assert {k: v for k, v in plain.summary.items() if k != "wall_s"} == \
+        {k: v for k, v in shadowed.summary.items() if k != "wall_s"}
+
+
+def test_bad_shadow_settings_name_the_key():
+    cfg = make_config(plugins={"enabled": ["shadow", *BASE, "fixed-replicas"],
+                               "settings": {"shadow": {"policies": ["no-such-scaler"]}}})
+    with pytest.raises(ConfigError, match="shadow.policies: .*unknown plugin 'no-such-scaler'"):
+        replay_with(trace=make_trace(5), config=cfg)
+    cfg = make_config(plugins={"enabled": ["shadow", *BASE, "fixed-replicas"],
+                               "settings": {"shadow": {"policies": ["least-loaded"]}}})
+    with pytest.raises(ConfigError, match="not an autoscaler"):
+        replay_with(trace=make_trace(5), config=cfg)
+
+
+class _Broken:
+    def cp_scale(self, ctx, model, scaling):
+        raise RuntimeError("boom")
+
+
+def test_a_failing_shadow_is_isolated_and_its_failure_recorded():
+    shadow = ShadowScaling(ShadowScaling.Settings())
+    shadow.shadows = {"broken": _Broken()}
+    res = replay_with(shadow, trace=make_trace(200, qps=5.0), cluster=CLUSTER)
+    rows = [d for d in res.decisions if d.action == "shadow_scale"]
+    assert rows and rows[0].plugin == "broken" and "shadow broken failed: RuntimeError: boom" in rows[0].reason
+    assert res.summary["num_completed"] == 200 and shadow.num_errors >= 1
