@@ -1,152 +1,143 @@
-"""A million-request replay in bounded memory, results streamed to SQLite.
+"""A million-request replay as a user runs it: the CLI, default settings, whole process.
 
-    python benchmarks/million.py [--requests 1000000] [--replicas 16] [--qps 12.8]
-                                 [--from-disk] [--no-sql] [--latency vidur|linear]
+    python benchmarks/million.py [--requests 1000000] [--qps-per-replica 4] [--trace PATH --format F]
 
-The trace is synthetic and streamed: Poisson arrivals at ``--qps`` and lognormal prompt /
-output lengths (medians 1,024 / 64 tokens, prompt + output <= 4,096), generated lazily from a
-seeded generator, or (``--from-disk``) written first to a canonical CSV in a temporary folder
-and streamed back by the canonical reader. The cluster is the Vidur anchors' replica
-(Llama-2-70B on 2x A100-80GB, TP2, vLLM batching, KV blocks from the memory plan) times
-``--replicas``, least-loaded routing, control loop every 10 s.
+The trace is a real one replicated: the bundled Azure LLM code trace (8,819 requests over
+57 minutes, 2.6 requests/s) by default, scaled with ``--rate-scale`` to the requested count
+(2% more than needed; ``--limit`` cuts the rest), so the arrival process keeps the trace's
+burstiness at about ``--requests`` / 8,819 times its rate. The cluster is sized for it: Llama-3-8B on one
+A100-80GB per replica (the bundled run config's model, Vidur-profiled iteration times),
+``replicas`` = the scaled rate / ``--qps-per-replica``. Everything else is the default:
+the default plugins, control loop every second, every batch decision stored, rows to the
+default SQLite database (``controlplane.db`` in a temporary working folder). Timed: the
+command a user types, spawn to exit::
 
-Memory stays bounded: nothing per request outlives the request except the few floats the run
-summary's percentiles need (4 latencies and an SLO flag); rows go to SQLite in bulk as the
-run goes. Ends with one JSON line with ``wall_s`` and ``peak_rss_mb`` (``ru_maxrss``).
+    controlplane sim replay TRACE --rate-scale K --limit N --config run.yaml --json --no-progress
+
+with its peak RSS from ``wait4`` and its phases (``CONTROLPLANE_TIMINGS=1``). ``rows_written``
+counts every row the run left in the database (requests, decisions, metric samples, worker
+events). Ends with one JSON line: ``wall_s``, ``peak_rss_mb``, ``num_requests``,
+``rows_written``, the phases, the rows by table and the host yardstick (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import resource
+import sqlite3
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from vs_vidur import _load_avg, controlplane_exe, time_cli, yardstick_us  # noqa: E402
 
-
-def synthetic_trace(n: int, qps: float, seed: int = 0, chunk: int = 65536) -> Iterator:
-    """``n`` TraceRequests, generated ``chunk`` at a time (O(chunk) memory)."""
-    import numpy as np
-
-    from sim.traces.record import new_basic
-
-    rng = np.random.default_rng(seed)
-    t = 0.0
-    made = 0
-    while made < n:
-        m = min(chunk, n - made)
-        gaps = rng.exponential(1.0 / qps, size=m)
-        gaps[0] = 0.0 if made == 0 else gaps[0]
-        arrivals = (t + np.cumsum(gaps)).tolist()
-        t = arrivals[-1]
-        prompt = np.clip(rng.lognormal(np.log(1024), 0.8, size=m), 16, 3584).astype(np.int64)
-        output = np.clip(rng.lognormal(np.log(64), 1.0, size=m), 1, 4096 - prompt).astype(np.int64)
-        for i, (a, p, o) in enumerate(zip(arrivals, prompt.tolist(), output.tolist())):
-            yield new_basic(str(made + i), a, p, o)
-        made += m
+TABLES = ("request", "decision", "metric_sample", "worker_event", "iteration")
 
 
-def config(db_url: str, replicas: int, latency: str):
-    from controlplane.config import load_config
+def settings(replicas: int) -> dict:
+    return {
+        "cluster": {"models": [{
+            "name": "default", "replicas": replicas, "latency_model": "vidur",
+            "latency": {"model": "meta-llama/Meta-Llama-3-8B", "gpu": "a100", "tensor_parallel": 1,
+                        "attention": "scaled"},
+            "model_spec": "meta-llama/Meta-Llama-3-8B", "gpu": "a100-80gb", "gpus_per_replica": 1,
+        }]},
+    }
 
-    deployment = {"name": "llama", "replicas": replicas, "max_num_seqs": 128, "max_batch_tokens": 4096,
-                  "kv_block_size": 16}
-    if latency == "vidur":
-        deployment.update(latency_model="vidur", model_spec="meta-llama/Llama-2-70b-hf", gpu="a100-80gb",
-                          gpus_per_replica=2,
-                          latency={"model": "meta-llama/Llama-2-70b-hf", "gpu": "a100", "tensor_parallel": 2,
-                                   "network": "a100_pairwise_nvlink"})
-    else:
-        deployment.update(latency_model="linear", num_kv_blocks=3328)
-    return load_config(None, {
-        "storage": {"url": db_url, "record_batches": False},
-        "control": {"tick_s": 10.0},
-        "plugins": {"enabled": ["least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
-                                "builtin-latency-models"]},
-        "cluster": {"models": [deployment]},
-    })
+
+def trace_rate(path: Path, trace_format: str | None) -> tuple[int, float]:
+    """Requests in the trace and their mean rate (requests per second of the trace's span)."""
+    from sim.traces import read_trace
+
+    n, first, last = 0, None, 0.0
+    for r in read_trace(path, trace_format):
+        n += 1
+        first = r.arrival_s if first is None else first
+        last = r.arrival_s
+    return n, n / max(last - (first or 0.0), 1e-9)
+
+
+def rows_in(db: Path, run_id: int) -> dict[str, int]:
+    con = sqlite3.connect(db)
+    try:
+        have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {t: con.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (run_id,)).fetchone()[0]
+                for t in TABLES if t in have}
+    finally:
+        con.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=1_000_000)
-    ap.add_argument("--replicas", type=int, default=16)
-    ap.add_argument("--qps", type=float, default=12.8, help="total arrival rate (0.8 per replica by default)")
-    ap.add_argument("--latency", choices=("vidur", "linear"), default="vidur")
-    ap.add_argument("--from-disk", action="store_true", help="write the trace to a canonical CSV, replay from it")
-    ap.add_argument("--no-sql", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--qps-per-replica", type=float, default=1.5, help="arrival rate one replica is sized for")
+    ap.add_argument("--trace", type=Path, default=None, help="trace to replicate (default: the bundled Azure code trace)")
+    ap.add_argument("--format", default=None, help="its format (default: azure for the bundled trace, else detect)")
     args = ap.parse_args()
 
-    from sim.replay import replay
-    from sim.traces import write_canonical
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
 
+    from sim.traces import bundled_trace_path
+
+    trace = args.trace or bundled_trace_path()
+    fmt = args.format or ("azure" if args.trace is None else None)
+    base_n, base_rate = trace_rate(trace, fmt)
+    # Replication is seeded and random (``--rate-scale``): 2% more than needed, cut by ``--limit``.
+    scale = args.requests / base_n * 1.02
+    replicas = max(1, math.ceil(base_rate * scale / args.qps_per_replica))
+    yard_before = yardstick_us()
     with tempfile.TemporaryDirectory(prefix="million_") as tmp:
-        db = Path(tmp) / "million.db"
-        url = f"sqlite:///{db}"
-        cfg = config(url, args.replicas, args.latency)
-        # Warm-up (untimed): imports and the latency model's tables.
-        replay(synthetic_trace(300, args.qps, seed=99), config("sqlite://", 1, args.latency), record=False)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        trace_desc = "generator"
-        write_s = 0.0
-        trace_format = None
-        if args.from_disk:
-            path = Path(tmp) / "trace.csv"
-            t0 = time.perf_counter()
-            write_canonical(synthetic_trace(args.requests, args.qps, args.seed), path)
-            write_s = time.perf_counter() - t0
-            trace, trace_format = path, "canonical"
-            trace_desc = f"canonical CSV on disk ({path.stat().st_size / 2**20:.0f} MiB, written in {write_s:.1f} s)"
-        else:
-            trace = synthetic_trace(args.requests, args.qps, args.seed)
-        t0, c0 = time.perf_counter(), time.process_time()
-        summary, session = replay(trace, cfg, trace_format=trace_format, record=not args.no_sql, trace_name=trace_desc)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rows = {}
-        if not args.no_sql:
-            import sqlite3
-
-            con = sqlite3.connect(db)
-            rows = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                    for t in ("request", "decision", "metric_sample")}
-            rows["db_mib"] = round(db.stat().st_size / 2**20, 1)
-            con.close()
+        tmp = Path(tmp)
+        config = tmp / "run.yaml"
+        config.write_text(yaml.safe_dump(settings(replicas)))
+        cmd = [*controlplane_exe(), "sim", "replay", str(trace), "--config", str(config), "--json", "--no-progress",
+               "--rate-scale", repr(scale), "--limit", str(args.requests)]
+        if fmt:
+            cmd += ["--format", fmt]
+        r = time_cli(cmd, tmp)
+        summary = r["summary"]
+        db = tmp / "controlplane.db"
+        rows = rows_in(db, summary["run_id"])
+        db_mib = db.stat().st_size / 2**20
+    yard_after = yardstick_us()
 
     n = summary["num_requests"]
-    t = Table(title=f"{n:,}-request synthetic replay ({args.replicas} replicas, {args.latency} latency model)",
-              caption=f"trace: {trace_desc}; {'no SQL' if args.no_sql else 'rows streamed to a temporary SQLite file'}; "
-                      f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    t = Table(title=f"{n:,}-request replay: {Path(trace).name} x{scale:.2f} on {replicas} replicas (Llama-3-8B, A100)",
+              caption=f"`controlplane sim replay` whole process at default settings; host yardstick "
+                      f"{yard_before:.1f} / {yard_after:.1f} µs at start / end (29.5 µs idle reference); "
+                      f"load average {_load_avg()} on {os.cpu_count()} CPUs")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in (
         ("requests / completed / in flight", f"{n:,} / {summary['num_completed']:,} / {summary['num_in_flight']:,}"),
-        ("simulated span", f"{summary['sim_span_s']:,.0f} s ({summary['sim_span_s'] / 3600:.1f} h)"),
-        ("wall s / CPU s", f"{wall:.1f} / {cpu:.1f}"),
-        ("simulated requests / wall s", f"{n / wall:,.0f}"),
-        ("peak RSS MB (before the run / after)", f"{rss_before:,.0f} / {peak:,.0f}"),
+        ("simulated span", f"{summary['sim_span_s']:,.0f} s"),
+        ("whole process wall s", f"{r['wall_s']:.1f}"),
+        *((f"  phase: {k}", f"{v:.2f} s") for k, v in r["phases"].items()),
+        ("simulated requests / wall s", f"{n / r['wall_s']:,.0f}"),
+        ("peak RSS MB", f"{r['peak_rss_mb']:,.0f}"),
         ("TTFT p50 / p99 s", f"{summary['ttft_p50_s']:.3f} / {summary['ttft_p99_s']:.3f}"),
-        ("TPOT p50 / p99 s", f"{summary['tpot_p50_s']:.4f} / {summary['tpot_p99_s']:.4f}"),
         ("E2E p50 / p99 s", f"{summary['e2e_p50_s']:.2f} / {summary['e2e_p99_s']:.2f}"),
-        ("preemptions", f"{summary['num_preemptions']:,}"),
-        *((f"SQL rows: {k}", f"{v:,}") for k, v in rows.items()),
+        *((f"rows: {k}", f"{v:,}") for k, v in rows.items()),
+        ("database MiB", f"{db_mib:,.0f}"),
     ):
         t.add_row(k, v)
-    Console().print(t)
-    print(json.dumps({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(peak, 1),
-                      "rss_before_run_mb": round(rss_before, 1), "num_requests": n,
-                      "num_completed": summary["num_completed"], "sim_requests_per_wall_s": round(n / wall, 1),
-                      "sql": not args.no_sql, "trace": "disk" if args.from_disk else "generator"}))
+    Console(width=120).print(t)
+    print(json.dumps({
+        "wall_s": round(r["wall_s"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1), "num_requests": n,
+        "rows_written": sum(rows.values()), "rows": rows, "num_completed": summary["num_completed"],
+        "startup_s": round(r["startup_s"], 3), "phases_s": r["phases"], "replicas": replicas,
+        "rate_scale": round(scale, 4), "sim_requests_per_wall_s": round(n / r["wall_s"], 1),
+        "db_mib": round(db_mib, 1), "host_yardstick_us": [round(yard_before, 1), round(yard_after, 1)],
+        "load_avg": _load_avg(),
+    }))
 
 
 if __name__ == "__main__":

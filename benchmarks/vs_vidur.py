@@ -312,9 +312,14 @@ def yardstick_us() -> float:
     return float(m.group(1)) * {"nsec": 1e-3, "usec": 1.0, "msec": 1e3, "sec": 1e6}[m.group(2)]
 
 
-def cli_command(workload: Path, config: Path, limit: int | None = None) -> list[str]:
+def controlplane_exe() -> list[str]:
+    """The ``controlplane`` command next to this interpreter (or ``python -m controlplane.cli``)."""
     exe = shutil.which("controlplane", path=str(Path(sys.executable).parent)) or shutil.which("controlplane")
-    cmd = [exe] if exe else [sys.executable, "-m", "controlplane.cli"]
+    return [exe] if exe else [sys.executable, "-m", "controlplane.cli"]
+
+
+def cli_command(workload: Path, config: Path, limit: int | None = None) -> list[str]:
+    cmd = controlplane_exe()
     cmd += ["sim", "replay", str(workload), "--format", "canonical", "--config", str(config), "--json", "--no-progress"]
     if limit is not None:
         cmd += ["--limit", str(limit)]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from controlplane.config import SLOConfig
+from controlplane.quantiles import SpilledValues
 from controlplane.request_latency import request_latencies
 from controlplane.types import Request, RequestStatus
 
@@ -19,15 +17,17 @@ __all__ = ["LATENCY_METRICS", "PERCENTILES", "RunStats", "request_latencies"]
 
 
 class RunStats:
-    """Streaming collector: a few floats per finished request, nothing per token."""
+    """Streaming collector: a few floats per finished request, nothing per token; past 2^18
+    requests the older latencies wait in a temporary file (``controlplane.quantiles``), so a
+    run's memory does not grow with its length."""
 
     def __init__(self) -> None:
         self.num_arrived = 0
         self.status_counts: Counter[str] = Counter()
         self.reject_reasons: Counter[str] = Counter()
         self.cache_hits: Counter[str] = Counter()
-        self.values = {m: array("d") for m in LATENCY_METRICS}
-        self.slo_ok = array("b")
+        self.values = {m: SpilledValues() for m in LATENCY_METRICS}
+        self.slo_attained = 0  # completed requests within every SLO target
         self.prompt_tokens = 0
         self.output_tokens = 0
         self.num_preemptions = 0
@@ -70,7 +70,8 @@ class RunStats:
         # No inter-token gap (one output token) cannot miss a TPOT target.
         ok = (ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
               and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
-        self.slo_ok.append(1 if ok else 0)
+        if ok:
+            self.slo_attained += 1
         if r.finish_s is not None and r.finish_s > self.last_finish_s:
             self.last_finish_s = r.finish_s
 
@@ -87,17 +88,17 @@ class RunStats:
             "num_blocked": self.status_counts["blocked"],  # by a guardian: not served, not goodput
         }
         for m in LATENCY_METRICS:
-            arr = np.frombuffer(self.values[m], dtype=np.float64) if len(self.values[m]) else None
-            for p in PERCENTILES:
-                out[f"{m}_p{p}_s"] = _round(float(np.percentile(arr, p))) if arr is not None else None
-            out[f"{m}_mean_s"] = _round(float(arr.mean())) if arr is not None else None
+            values = self.values[m]
+            pcts = values.percentiles(PERCENTILES) if len(values) else [None] * len(PERCENTILES)
+            for p, x in zip(PERCENTILES, pcts):
+                out[f"{m}_p{p}_s"] = _round(x) if x is not None else None
+            out[f"{m}_mean_s"] = _round(values.mean()) if len(values) else None
         start = self.first_arrival_s or 0.0
         span = max(self.last_finish_s, end_s) - start
         out["sim_span_s"] = _round(span)
         out["throughput_rps"] = _round(completed / span) if span > 0 else None
         out["output_tokens_per_s"] = _round(self.output_tokens / span) if span > 0 else None
-        slo = np.frombuffer(self.slo_ok, dtype=np.int8) if len(self.slo_ok) else None
-        attained = int(slo.sum()) if slo is not None else 0
+        attained = self.slo_attained
         out["slo_attainment"] = _round(attained / self.num_arrived) if self.num_arrived else None
         out["goodput_rps"] = _round(attained / span) if span > 0 else None
         out["gpu_seconds"] = _round(self.gpu_seconds)

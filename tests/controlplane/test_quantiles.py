@@ -1,0 +1,74 @@
+"""Exact percentiles in bounded memory: equal to numpy's, bit for bit, spilled or not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controlplane.quantiles import SpilledValues
+
+PS = (0, 1, 33.3, 50, 90, 99, 99.9, 100)
+
+
+def _filled(data: np.ndarray, chunk: int) -> SpilledValues:
+    s = SpilledValues(chunk)
+    for v in data.tolist():
+        s.append(v)
+    return s
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 1 << 18])
+@pytest.mark.parametrize("kind", ["lognormal", "normal", "few-distinct", "one-value", "single"])
+def test_percentiles_equal_numpys_exactly(kind, chunk):
+    rng = np.random.default_rng(3)
+    data = {
+        "lognormal": rng.lognormal(0.0, 2.0, 20_011),
+        "normal": rng.normal(0.0, 1.0, 9_999),  # negative values too
+        "few-distinct": rng.integers(0, 4, 12_000).astype(float) - 1.5,
+        "one-value": np.full(5_000, 0.125),
+        "single": np.array([3.0]),
+    }[kind]
+    s = _filled(data, chunk)
+    assert len(s) == len(data)
+    assert s.percentiles(PS) == [float(np.percentile(data, p)) for p in PS]
+    assert s.mean() == pytest.approx(float(data.mean()), rel=1e-12, abs=1e-15)
+    assert (s.spilled > 0) == (len(data) >= chunk)
+
+
+def test_only_the_newest_chunk_stays_in_memory():
+    s = _filled(np.arange(10_000, dtype=float), 1024)
+    assert len(s.buffer) < 1024 and s.spilled == 10_000 - len(s.buffer)
+    assert [float(x) for c in s.chunks() for x in c] == list(map(float, range(10_000)))  # order kept
+    s.close()
+
+
+def test_no_values_is_an_error_not_a_number():
+    with pytest.raises(ValueError, match="no values"):
+        SpilledValues().percentiles([50])
+    with pytest.raises(ValueError, match="no values"):
+        SpilledValues().mean()
+
+
+def test_a_run_summary_is_the_same_whether_its_latencies_were_spilled_or_not():
+    from controlplane.config import SLOConfig
+    from controlplane.metrics import LATENCY_METRICS, RunStats
+    from controlplane.types import Request, RequestStatus
+
+    rng = np.random.default_rng(5)
+    slo = SLOConfig(ttft_s=1.0, tpot_s=0.05)
+    in_memory, spilled = RunStats(), RunStats()
+    spilled.values = {m: SpilledValues(64) for m in LATENCY_METRICS}
+    for i in range(3_000):
+        arrival = float(i)
+        scheduled = arrival + float(rng.exponential(0.3))
+        first = scheduled + float(rng.exponential(0.5))
+        out = int(rng.integers(1, 200))
+        r = Request(str(i), arrival, 100, out, status=RequestStatus.COMPLETED)
+        r.scheduled_s, r.first_token_s, r.output_tokens = scheduled, first, out
+        r.finish_s = first + out * float(rng.exponential(0.04))
+        for stats in (in_memory, spilled):
+            stats.on_arrival(r)
+            stats.on_finished(r, slo)
+    assert all(v.spilled for v in spilled.values.values())
+    a, b = in_memory.summary(4_000.0), spilled.summary(4_000.0)
+    assert a == b and 0 < a["slo_attainment"] < 1
