@@ -163,6 +163,34 @@ class BatchKV:
         self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
 
+    def load_prefixes(self, prefixes: list, length: int) -> None:
+        """Start with one row per entry of ``prefixes``: ``(keys, values)`` per layer, each
+        ``[kv_heads, tokens, head_dim]``, right-aligned to end at column ``length`` (or ``None``:
+        an empty row). The reused prompt prefixes of a prefill that computes only the rest."""
+        rows = len(prefixes)
+        some = next(p for p in prefixes if p is not None)
+        kv_heads, head_dim = some[0][0].shape[0], some[0][0].shape[-1]
+        capacity = _grown(length)
+        self.mask = torch.zeros(rows, capacity, dtype=torch.long, device=self.device)
+        shape = (rows, kv_heads, capacity, head_dim)
+        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
+        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
+        for i, p in enumerate(prefixes):
+            if p is None:
+                continue
+            keys, values = p
+            n = keys[0].shape[-2]
+            for layer in range(self.num_layers):
+                self.keys[layer][i, :, length - n : length] = keys[layer].to(self.dtype)
+                self.values[layer][i, :, length - n : length] = values[layer].to(self.dtype)
+            self.mask[i, length - n : length] = 1
+        self.length = length
+
+    def row_tokens(self, row: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """A row's real (unmasked) keys and values per layer, in order: ``[kv_heads, tokens, head_dim]``."""
+        idx = torch.nonzero(self.mask[row, : self.length]).flatten()
+        return ([k[row].index_select(1, idx) for k in self.keys], [v[row].index_select(1, idx) for v in self.values])
+
     def reset_rows(self, rows: int) -> None:
         """Start empty with ``rows`` sequences (buffers are allocated by the first write)."""
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=self.device)
