@@ -13,9 +13,9 @@ simulated guardian replicas that have their own queue and cost GPU-seconds (`sim
 * ``risk``: the judge checks a ``--budget`` share picked by risk (tenants' block rates learnt
   online from verdicts, `plugins.guardian_risk`), sync;
 * ``cascade``: a cheap screen checks everything, only responses it scores at or above a threshold
-  go to the judge (`plugins.guardian_cascade`), sync. The threshold is tuned on a held-out
-  synthetic sample (another seed, other requests): the highest that keeps 98% of the judge's
-  blocks there.
+  go to the judge (`plugins.guardian_cascade`), sync. The threshold is tuned on held-out data
+  (the same requests under another seed's tenants, prompts, labels and scores): the highest that
+  keeps ``--keep`` (99%) of the judge's blocks there.
 
 **Synthetic labels** (stated, since public traces have none): requests get synthetic tenants
 (``--tenants``, the first ``--risky-tenants`` of them harmful at ``--risky-rate``, the others at
@@ -99,20 +99,16 @@ def synthetic(trace, args) -> list:
     return out
 
 
-def tune_threshold(args) -> tuple[float, float, float]:
-    """The cascade's threshold, on held-out synthetic requests (another seed): the highest score
-    that keeps ``args.keep`` of the judge's blocks. Returns (threshold, kept, share escalated)."""
-    rate, tenants = label_rates(args)
-    model = LabelModel(rate, tenants, seed=args.seed + 1000)
+def tune_threshold(raw, args) -> tuple[float, float, float]:
+    """The cascade's threshold, tuned on held-out data: the same workload shape (these requests'
+    arrivals and lengths) with another seed's tenants, prompts, labels and guardian scores, so
+    nothing of the replayed run's labels or scores is seen. The highest screen score that keeps
+    ``args.keep`` of the judge's blocks there. Returns (threshold, kept, share escalated)."""
+    held = argparse.Namespace(**{**vars(args), "seed": args.seed + 1000})
+    rate, tenants = label_rates(held)
+    model = LabelModel(rate, tenants, seed=held.seed)
     g = {s["name"]: s["quality"] for s in guardians(args)}
-
-    @dataclasses.dataclass
-    class R:
-        request_id: str
-        tenant: str
-        prompt: None = None
-
-    reqs = [R(f"held-out-{i}", f"t{i % args.tenants}") for i in range(args.held_out)]
+    reqs = synthetic(raw, held)
     screen = np.array([model.score("screen", "output", r, g["screen"]["separation"], g["screen"]["noise"])
                        for r in reqs])
     judge = np.array([model.score("judge", "output", r, g["judge"]["separation"], g["judge"]["noise"]) >= 0.5
@@ -239,17 +235,18 @@ def main() -> None:
     ap.add_argument("--popular-share", type=float, default=0.15, help="share of requests with a popular prompt")
     ap.add_argument("--screen-separation", type=float, default=4.0)
     ap.add_argument("--screen-noise", type=float, default=1.2)
-    ap.add_argument("--keep", type=float, default=0.98, help="share of the judge's blocks the cascade keeps (held out)")
-    ap.add_argument("--held-out", type=int, default=20000, help="held-out synthetic requests to tune the cascade")
+    ap.add_argument("--keep", type=float, default=0.99,
+                    help="share of the judge's blocks the cascade keeps on the held-out data (margin over 95%%)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args()
 
     console = Console(stderr=True)
     path = args.trace or bundled_trace_path()
-    trace = synthetic(prepare_trace(path, seed=args.seed, trace_format=args.format,
-                                    transforms=TraceTransforms(limit=args.limit, speed_up=args.speed_up)), args)
-    threshold, kept, escalated = tune_threshold(args)
+    raw = list(prepare_trace(path, seed=args.seed, trace_format=args.format,
+                             transforms=TraceTransforms(limit=args.limit, speed_up=args.speed_up)))
+    trace = synthetic(raw, args)
+    threshold, kept, escalated = tune_threshold(raw, args)
     rate, tenants = label_rates(args)
     labels = LabelModel(rate, tenants, seed=args.seed)
     harmful_share = np.mean([labels.is_harmful(t) for t in trace])
@@ -258,7 +255,8 @@ def main() -> None:
                   f"at {args.harmful_rate:.0%} ({harmful_share:.2%} of this trace); {args.popular_share:.0%} of "
                   f"requests reuse {args.popular} popular prompts")
     console.print(f"cheap screen: separation {args.screen_separation}, noise {args.screen_noise}; cascade threshold "
-                  f"{threshold:.3f} tuned on {args.held_out:,} held-out requests (seed {args.seed + 1000}): it keeps "
+                  f"{threshold:.3f} tuned on held-out data (the same requests with seed {args.seed + 1000}'s tenants, "
+                  f"prompts, labels and scores): it keeps "
                   f"{kept:.1%} of the judge's blocks there and escalates {escalated:.1%}")
     results = {}
     with console.status("replaying") as status:

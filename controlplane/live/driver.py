@@ -288,6 +288,7 @@ class LiveDriver:
         request = Request(
             request_id=rid, arrival_s=now, prompt_tokens=len(p.ids), max_output_tokens=max_tokens,
             model=served.name, tenant=tenant, priority=priority, prompt=p.text, params=p.params,
+            hash_ids=p.hash_ids, hash_block_tokens=p.hash_block_tokens,
         )
         lr = LiveRequest(request, p.ids, max_tokens, p.stop, p.sampling)
         self._live[rid] = lr
