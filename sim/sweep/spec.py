@@ -257,8 +257,8 @@ class LoadedSpec:
         if t.path is None:
             return str(bundled_trace_path())
         p = Path(t.path)
-        if not p.is_absolute() and self.path is not None and not p.exists():
-            p = self.path.parent / p
+        if not p.is_absolute() and self.path is not None and (self.path.parent / p).exists():
+            p = self.path.parent / p  # relative to the spec first, then to the working directory
         return str(p)
 
     def trace_format(self) -> str | None:
@@ -313,8 +313,8 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
     config_path = None
     if spec.config is not None:
         config_path = Path(spec.config)
-        if not config_path.is_absolute() and spec_path is not None and not config_path.exists():
-            config_path = spec_path.parent / config_path
+        if not config_path.is_absolute() and spec_path is not None and (spec_path.parent / config_path).exists():
+            config_path = spec_path.parent / config_path  # relative to the spec first
         read_config_file(config_path)  # a clear error for a missing or broken file
     try:
         base = load_config(config_path).model_dump(mode="json")
