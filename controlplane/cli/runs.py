@@ -46,8 +46,22 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(help="How many ru
 
 
 @app.command()
-def show(run_id: int, db: DbOpt = None) -> None:
-    """Show one run: its summary, plugins and decision counts."""
+def show(
+    run_id: int,
+    db: DbOpt = None,
+    timeline: Annotated[bool, typer.Option("--timeline", help="Print the scale decision timeline (time, policy, "
+                                           "action, target, confidence, signals, reason), shadows included.")]
+    = False,
+    full: Annotated[bool, typer.Option(help="With --timeline: every signal and the whole reason.")] = False,
+) -> None:
+    """Show one run: its summary, plugins and decision counts (--timeline: its scale decisions)."""
+    if timeline:
+        from controlplane.cli.runs_timeline import scale_decisions, timeline_table
+
+        with user_errors():
+            rows = scale_decisions(_engine(db), run_id)
+        out.print(timeline_table(rows, f"run {run_id}: scale decisions", full=full))
+        return
     from controlplane.storage import decision_counts, get_run
 
     with user_errors():
@@ -85,6 +99,9 @@ def compare(
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence level.")] = 0.95,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
     json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object.")] = False,
+    decisions: Annotated[bool, typer.Option("--decisions", help="Where the scale decisions differ: A's policy "
+                                            "against B's, and each shadow policy against its run's active one.")]
+    = False,
 ) -> None:
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
     interval over requests (and over seeds with several runs a side), saying when it is within noise."""
@@ -118,6 +135,28 @@ def compare(
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))
+    if decisions:
+        from controlplane.cli.runs_timeline import compare_decisions
+
+        with user_errors():
+            for table in compare_decisions(engine, side_a[0], side_b[0]):
+                out.print(table)
+
+
+@app.command()
+def plot(
+    run_id: int,
+    db: DbOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write (default: run-RUN.png).")]
+    = None,
+    window_s: Annotated[float, typer.Option(min=1.0, help="Latency percentile window (s).")] = 30.0,
+) -> None:
+    """Plot a run's replicas (with every scale decision), load, queue and TTFT/TPOT p90 over time as a PNG."""
+    from controlplane.cli.runs_plot import plot_run
+
+    with user_errors():
+        drawn = plot_run(_engine(db), run_id, output or Path(f"run-{run_id}.png"), window_s=window_s)
+    out.print(f"wrote {drawn['path']} ({drawn['decisions']} scale decisions; series: {', '.join(drawn['series'])})")
 
 
 @app.command()

@@ -1,0 +1,120 @@
+"""`controlplane runs plot RUN`: one PNG of a run's replicas, load, queue and latency over time, with
+every scale decision (active and shadow) marked, so "why did it scale at 18:32?" is one picture.
+Drawn with matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+
+from controlplane.cli.runs_timeline import scale_decisions
+from controlplane.storage.models import MetricSample, Request
+from controlplane.storage.queries import get_run
+
+__all__ = ["load_series", "plot_run"]
+
+SERIES = ("replicas", "replicas_starting", "queue_length", "running", "arrivals_per_s")
+
+
+def load_series(engine: Engine, run_id: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The run's metric samples of `SERIES`, summed over models: name -> (time_s, value)."""
+    m = MetricSample.__table__
+    stmt = (select(m.c.name, m.c.time_s, func.sum(m.c.value)).where(m.c.run_id == run_id, m.c.name.in_(SERIES))
+            .group_by(m.c.name, m.c.time_s).order_by(m.c.name, m.c.time_s))
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    with engine.connect() as conn:
+        for name, t, v in conn.execute(stmt):
+            xs, ys = out.setdefault(name, ([], []))
+            xs.append(t)
+            ys.append(v)
+    return {k: (np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for k, (x, y) in out.items()}
+
+
+def _latency_windows(engine: Engine, run_id: int, window_s: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """p90 TTFT and TPOT of the requests that finished in each window."""
+    r = Request.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(r.c.finish_s, r.c.ttft_s, r.c.tpot_s)
+                            .where(r.c.run_id == run_id, r.c.status == "completed")).all()
+    if not rows:
+        return {}
+    a = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+    bins = np.floor(a[:, 0] / window_s).astype(int)
+    out = {}
+    for col, name in ((1, "ttft"), (2, "tpot")):
+        xs, ys = [], []
+        for b in np.unique(bins):
+            vals = a[bins == b, col]
+            vals = vals[~np.isnan(vals)]
+            if vals.size:
+                xs.append((b + 0.5) * window_s)
+                ys.append(float(np.percentile(vals, 90)))
+        out[name] = (np.asarray(xs), np.asarray(ys))
+    return out
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("`runs plot` needs matplotlib: pip install 'controlplane[report]'") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.0) -> dict[str, Any]:
+    """Write the PNG; returns what it drew (series names, decision counts) for the caller to report."""
+    run = get_run(engine, run_id)
+    series = load_series(engine, run_id)
+    latency = _latency_windows(engine, run_id, window_s)
+    decisions = scale_decisions(engine, run_id)
+    slo = ((run.get("config") or {}).get("slo") or {}) if isinstance(run.get("config"), dict) else {}
+    plt = _pyplot()
+    fig, axes = plt.subplots(4, 1, figsize=(14, 11), sharex=True)
+    ax_rep, ax_load, ax_queue, ax_lat = axes
+    if "replicas" in series:
+        t, ready = series["replicas"]
+        starting = series.get("replicas_starting", (t, np.zeros_like(ready)))[1]
+        if starting.shape != ready.shape:
+            starting = np.zeros_like(ready)
+        ax_rep.step(t, ready, where="post", label="ready", color="tab:blue")
+        ax_rep.step(t, ready + starting, where="post", label="ready + starting", color="tab:blue", alpha=0.4, ls="--")
+    for r in decisions:
+        p = r["payload"]
+        shadow = r["action"] == "shadow_scale"
+        ax_rep.scatter([r["time_s"]], [p.get("to", 0)], marker="x" if shadow else "o", s=18,
+                       color="tab:orange" if shadow else ("tab:green" if p.get("to", 0) > p.get("from", 0)
+                                                          else "tab:red"), zorder=3)
+    ax_rep.set_ylabel("replicas")
+    ax_rep.set_title(f"run {run_id} {run.get('name') or ''}: replicas (o active decisions, x shadow)")
+    for name, color in (("arrivals_per_s", "tab:purple"), ("running", "tab:gray")):
+        if name in series:
+            ax_load.plot(*series[name], label=name.replace("_", " "), color=color, lw=0.8)
+    ax_load.set_ylabel("load")
+    if "queue_length" in series:
+        ax_queue.step(*series["queue_length"], where="post", color="tab:brown", label="queued (incl. unrouted)")
+    ax_queue.set_ylabel("queued requests")
+    for name, color in (("ttft", "tab:blue"), ("tpot", "tab:red")):
+        if name in latency and latency[name][0].size:
+            ax_lat.plot(*latency[name], marker=".", lw=0.8, color=color, label=f"{name.upper()} p90 ({window_s:g}s)")
+            target = slo.get(f"{name}_s")
+            if target:
+                ax_lat.axhline(target, color=color, ls=":", lw=1, label=f"{name.upper()} target {target:g}s")
+    ax_lat.set_yscale("log")
+    ax_lat.set_ylabel("seconds")
+    ax_lat.set_xlabel("run time (s)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, format="png", dpi=90)
+    plt.close(fig)
+    return {"series": sorted(series), "latency": sorted(latency), "decisions": len(decisions), "path": str(output)}

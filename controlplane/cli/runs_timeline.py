@@ -1,0 +1,148 @@
+"""A run's scale decisions as a timeline (`controlplane runs show RUN --timeline`), and where two
+sequences of decisions differ: a run's active policy against its shadow (advisory) policies, or two
+runs' policies against each other (`controlplane runs compare A B --decisions`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.table import Table
+from sqlalchemy import Engine, select
+
+from controlplane.cli.common import fmt_value
+from controlplane.storage.models import Decision
+from controlplane.storage.queries import get_run
+
+__all__ = ["decision_differences", "differences_table", "scale_decisions", "target_steps", "timeline_table"]
+
+SCALE_ACTIONS = ("scale", "shadow_scale")
+
+
+def scale_decisions(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """The run's scale decisions (active ``scale`` and advisory ``shadow_scale``) in time order."""
+    get_run(engine, run_id)
+    d = Decision.__table__
+    stmt = (select(d.c.time_s, d.c.plugin, d.c.action, d.c.subject, d.c.payload, d.c.reason, d.c.is_error)
+            .where(d.c.run_id == run_id, d.c.hook == "cp_scale", d.c.action.in_(SCALE_ACTIONS))
+            .order_by(d.c.time_s, d.c.id))
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    for r in rows:
+        if isinstance(r["payload"], str):
+            r["payload"] = json.loads(r["payload"])
+        r["payload"] = r["payload"] or {}
+    return rows
+
+
+def _clock(t: float) -> str:
+    m, s = divmod(int(round(t)), 60)
+    h, m = divmod(m, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
+
+
+def _signals(signals: dict[str, Any] | None, limit: int) -> str:
+    if not signals:
+        return "-"
+    items = [f"{k}={fmt_value(v)}" for k, v in signals.items()]
+    return ", ".join(items[:limit]) + (f", +{len(items) - limit}" if len(items) > limit else "")
+
+
+def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False) -> Table:
+    """One line per decision: when, which policy, active or shadow, from -> to, confidence, signals, reason."""
+    t = Table(title=title, header_style="bold", show_lines=full)
+    for col, kw in (("time (s)", {"justify": "right"}), ("clock", {}), ("policy", {}), ("action", {}),
+                    ("model", {}), ("from -> to", {"justify": "right"}), ("confidence", {"justify": "right"}),
+                    ("signals", {"overflow": "fold"}), ("reason", {"overflow": "fold"})):
+        t.add_column(col, **kw)
+    for r in rows:
+        p = r["payload"]
+        reason = r["reason"] or "-"
+        if not full and len(reason) > 160:
+            reason = reason[:157] + "..."
+        target = f"{p.get('from', '?')} -> {p.get('to', '?')}"
+        if r["action"] == "shadow_scale" and "active_to" in p:
+            target += f" (active {p['active_to']})"
+        t.add_row(f"{r['time_s']:.1f}", _clock(r["time_s"]), r["plugin"],
+                  "shadow" if r["action"] == "shadow_scale" else "scale", r["subject"] or "-", target,
+                  fmt_value(p.get("confidence")), _signals(p.get("signals"), 99 if full else 4), reason)
+    if not rows:
+        t.add_row("-", "-", "-", "-", "-", "-", "-", "-", "no scale decisions recorded")
+    return t
+
+
+def target_steps(rows: list[dict[str, Any]], *, action: str = "scale", plugin: str | None = None,
+                 start: int | None = None) -> dict[str, list[tuple[float, int]]]:
+    """Per model, the target replica count over time, (time, target) at each change."""
+    steps: dict[str, list[tuple[float, int]]] = {}
+    for r in rows:
+        if r["action"] != action or (plugin is not None and r["plugin"] != plugin):
+            continue
+        model = r["subject"] or "-"
+        seq = steps.setdefault(model, [])
+        if not seq and start is None and "from" in r["payload"]:
+            seq.append((float("-inf"), int(r["payload"]["from"])))
+        seq.append((float(r["time_s"]), int(r["payload"]["to"])))
+    return steps
+
+
+def _at(seq: list[tuple[float, int]], t: float) -> int | None:
+    value = None
+    for when, target in seq:
+        if when > t:
+            break
+        value = target
+    return value
+
+
+def decision_differences(a: dict[str, list[tuple[float, int]]], b: dict[str, list[tuple[float, int]]]
+                         ) -> list[dict[str, Any]]:
+    """Intervals where two target sequences disagree: model, start, end (None: to the end), a, b."""
+    out: list[dict[str, Any]] = []
+    for model in sorted(set(a) | set(b)):
+        sa, sb = a.get(model, []), b.get(model, [])
+        times = sorted({t for t, _ in sa} | {t for t, _ in sb})
+        current: dict[str, Any] | None = None
+        for t in times:
+            va, vb = _at(sa, t), _at(sb, t)
+            if va != vb and va is not None and vb is not None:
+                if current is None or (current["a"], current["b"]) != (va, vb):
+                    if current is not None:
+                        current["end_s"] = t
+                        out.append(current)
+                    current = {"model": model, "start_s": max(t, 0.0), "end_s": None, "a": va, "b": vb}
+            elif current is not None:
+                current["end_s"] = t
+                out.append(current)
+                current = None
+        if current is not None:
+            out.append(current)
+    return out
+
+
+def differences_table(diffs: list[dict[str, Any]], title: str, label_a: str, label_b: str) -> Table:
+    t = Table(title=title, header_style="bold")
+    for col in ("model", "from (s)", "to (s)", "clock", label_a, label_b):
+        t.add_column(col, justify="right" if col not in ("model", "clock") else "left")
+    for d in diffs:
+        end = "end" if d["end_s"] is None else f"{d['end_s']:.0f}"
+        t.add_row(d["model"], f"{d['start_s']:.0f}", end, _clock(d["start_s"]), str(d["a"]), str(d["b"]))
+    if not diffs:
+        t.add_row("-", "-", "-", "-", "-", "the same targets throughout")
+    return t
+
+
+def compare_decisions(engine: Engine, run_a: int, run_b: int) -> list[Table]:
+    """Tables for `runs compare A B --decisions`: A's active policy against B's, then each shadow
+    policy of either run against that run's active one."""
+    rows_a, rows_b = scale_decisions(engine, run_a), scale_decisions(engine, run_b)
+    tables = [differences_table(decision_differences(target_steps(rows_a), target_steps(rows_b)),
+                                f"scale targets: run {run_a} vs run {run_b} (where they differ)",
+                                f"run {run_a}", f"run {run_b}")]
+    for run_id, rows in ((run_a, rows_a), (run_b, rows_b)):
+        active = target_steps(rows)
+        for shadow in sorted({r["plugin"] for r in rows if r["action"] == "shadow_scale"}):
+            diffs = decision_differences(active, target_steps(rows, action="shadow_scale", plugin=shadow))
+            tables.append(differences_table(diffs, f"run {run_id}: active vs shadow {shadow} (where they differ)",
+                                            "active", shadow))
+    return tables

@@ -1,0 +1,75 @@
+"""`runs show --timeline`, `runs compare --decisions` and `runs plot`: a run's scale decisions as a
+table, where policies differ, and a PNG of replicas, load, queue and latency."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from controlplane.cli import app
+from controlplane.cli.runs_timeline import decision_differences
+from controlplane.testing import make_config, make_trace, replay_with
+
+BASE = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
+        "sampled-guardian", "builtin-latency-models"]
+runner = CliRunner()
+
+
+def _record(url: str, active: str, shadow: list[str] | None = None) -> int:
+    settings = {"hpa": {"target": 4, "metric_window_s": 10, "sync_period_s": 5, "max_replicas": 8},
+                "slo-planner": {"max_replicas": 8, "scale_down_delay_s": 60}}
+    enabled = [active, *BASE, *(["shadow"] if shadow else [])]
+    plugin_settings = {active: settings[active]}
+    if shadow:
+        plugin_settings["shadow"] = {"policies": shadow, "settings": {s: settings[s] for s in shadow}}
+    cfg = make_config(cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": 15.0}]},
+                      plugins={"enabled": enabled, "settings": plugin_settings}, storage={"url": url},
+                      slo={"ttft_s": 2.0, "tpot_s": 0.1})
+    return replay_with(trace=make_trace(1200, qps=10.0), config=cfg, db_url=url).run_id
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('tl') / 'runs.db'}"
+    return url, _record(url, "hpa", ["slo-planner"]), _record(url, "slo-planner")
+
+
+def test_timeline_lists_active_and_shadow_decisions(runs):
+    url, with_shadow, _ = runs
+    res = runner.invoke(app, ["runs", "show", str(with_shadow), "--db", url, "--timeline", "--full"],
+                        env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "scale decisions" in res.output and "hpa" in res.output and "slo-planner" in res.output
+    assert "shadow" in res.output and "(active " in res.output  # a shadow row names the active target
+    assert "capacity_per_replica_per_s=" in res.output  # signals are printed
+    missing = runner.invoke(app, ["runs", "show", "999", "--db", url, "--timeline"])
+    assert missing.exit_code != 0 and "run 999 not found" in missing.output
+
+
+def test_compare_decisions_shows_where_policies_differ(runs):
+    url, a, b = runs
+    res = runner.invoke(app, ["runs", "compare", str(a), str(b), "--db", url, "--decisions", "--no-ci"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert f"run {a} vs run {b} (where they differ)" in res.output
+    assert f"run {a}: active vs shadow slo-planner" in res.output
+
+
+def test_plot_writes_a_png(runs, tmp_path):
+    url, run_id, _ = runs
+    out = tmp_path / "plots" / "run.png"
+    res = runner.invoke(app, ["runs", "plot", str(run_id), "--db", url, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert "replicas" in res.output and "scale decisions" in res.output
+
+
+def test_differences_are_the_intervals_where_targets_disagree():
+    a = {"m": [(float("-inf"), 1), (10.0, 3), (50.0, 2)]}
+    b = {"m": [(float("-inf"), 1), (20.0, 3), (40.0, 4)]}
+    diffs = decision_differences(a, b)
+    assert diffs == [{"model": "m", "start_s": 10.0, "end_s": 20.0, "a": 3, "b": 1},
+                     {"model": "m", "start_s": 40.0, "end_s": 50.0, "a": 3, "b": 4},
+                     {"model": "m", "start_s": 50.0, "end_s": None, "a": 2, "b": 4}]
+    assert decision_differences(a, a) == []
