@@ -26,6 +26,7 @@ class RunStats:
         self.status_counts: Counter[str] = Counter()
         self.reject_reasons: Counter[str] = Counter()
         self.cache_hits: Counter[str] = Counter()
+        self.cache_hit_tokens = 0  # prompt + output tokens of the requests a response cache served
         self.values = {m: SpilledValues() for m in LATENCY_METRICS}
         self.slo_attained = 0  # completed requests within every SLO target
         self.prompt_tokens = 0
@@ -54,6 +55,8 @@ class RunStats:
             return
         if r.cache_hit:
             self.cache_hits[r.cache_hit] += 1
+            if r.cache_hit != "prefix":
+                self.cache_hit_tokens += r.prompt_tokens + r.output_tokens
         self.prompt_tokens += r.prompt_tokens
         self.output_tokens += r.output_tokens
         ttft, tpot, e2e, queue = request_latencies(r)
@@ -107,6 +110,10 @@ class RunStats:
         hits = sum(self.cache_hits.values())
         out["cache_hits"] = hits
         out["cache_hit_rate"] = _round(hits / self.num_arrived) if self.num_arrived else None
+        # An estimate: the hits' tokens at the run's GPU-seconds per token generated or prefilled.
+        computed = self.prompt_tokens + self.output_tokens - self.cache_hit_tokens
+        out["cache_gpu_seconds_saved"] = (_round(self.gpu_seconds * self.cache_hit_tokens / computed)
+                                          if computed > 0 else None)
         out["num_preemptions"] = self.num_preemptions
         out["num_scale_events"] = self.num_scale_events
         out["num_plugin_errors"] = self.num_plugin_errors

@@ -228,8 +228,12 @@ def replay(
         t0 = time.perf_counter()
         finished = driver.run(requests)
         loop_s = time.perf_counter() - t0
+        # Response caches that know which of their hits were wrong (plugins with cache_report()).
+        reports = [p.instance.cache_report() for p in session.plugins.loaded if hasattr(p.instance, "cache_report")]
+        checked = sum(r["checked_hits"] for r in reports)
+        if isinstance(finished, dict) and checked:
+            finished = {**finished, "cache_false_hit_rate": round(sum(r["false_hits"] for r in reports) / checked, 6)}
         timings.mark("loop_end")
         summary = session.close(finished)
         timings.mark("closed")
     return ReplayResult(summary, session, driver, trace_format, loop_s)
-

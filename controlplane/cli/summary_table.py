@@ -28,6 +28,8 @@ TAIL = [
     ("cost_usd", "cost (USD)"),
     ("cost_per_1k_requests_usd", "cost per 1,000 requests (USD)"),
     ("cache_hit_rate", "cache hit rate"),
+    ("cache_false_hit_rate", "cache false-hit rate (where known)"),
+    ("cache_gpu_seconds_saved", "GPU-seconds saved by cache hits (est.)"),
     ("num_preemptions", "preemptions"),
     ("num_scale_events", "scale events"),
     ("num_plugin_errors", "plugin errors"),

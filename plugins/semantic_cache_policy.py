@@ -1,0 +1,99 @@
+"""When is a semantic neighbour's answer good enough to serve? A score per lookup and a threshold
+on it, learned online from verified outcomes so that the share of wrong cached answers stays
+under a bound the user sets.
+
+Score. A lookup's neighbours (the ``k`` nearest cached prompts) vote: ``score = s1 * share``,
+where ``s1`` is the nearest one's cosine similarity and ``share`` the softmax-weighted
+(``exp(s / temperature)``) share of the neighbours whose answer is the nearest one's answer. A
+question whose neighbourhood mixes answers (a question and its negation, two close intents)
+scores low even when one neighbour is very similar; that is what a single fixed cosine
+threshold cannot see.
+
+Threshold. Every lookup whose nearest entry was not served yields a verified outcome for free
+once the model's answer arrives (is the generated answer the cached one?); would-be hits are
+verified by exploration (a sampled fraction is treated as a miss, see the plugin). From the
+latest ``window`` outcomes, candidate thresholds are tested from high to low (fixed-sequence
+testing): at threshold t, the outcomes with score >= t must have a one-sided Clopper-Pearson
+upper bound, at ``confidence``, on their error rate of at most ``bound``. The lowest threshold
+reached before the first failure is used; with too few outcomes none passes and nothing is served.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from scipy.stats import beta
+
+__all__ = ["consensus_score", "ThresholdLearner"]
+
+
+def consensus_score(sims: np.ndarray, same_answer: np.ndarray, temperature: float) -> float:
+    """``s1 * share`` for neighbours sorted best first (``same_answer[0]`` is True)."""
+    if len(sims) == 0:
+        return 0.0
+    w = np.exp((sims - sims[0]) / temperature)
+    return float(sims[0] * w[same_answer].sum() / w.sum())
+
+
+def min_outcomes(bound: float, confidence: float) -> int:
+    """Outcomes (all correct) needed before any threshold can pass: (1-bound)^n <= 1-confidence."""
+    return int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - bound)))
+
+
+class ThresholdLearner:
+    """Online threshold on the score from (score, correct) outcomes; see the module docstring."""
+
+    def __init__(self, bound: float = 0.02, confidence: float = 0.95, window: int = 20_000,
+                 step: float = 0.005, refit_every: int = 25) -> None:
+        if not 0 < bound < 1:
+            raise ValueError(f"bound must be in (0, 1), got {bound}")
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        self.bound, self.confidence, self.step, self.refit_every = bound, confidence, step, refit_every
+        self._outcomes: deque[tuple[float, bool]] = deque(maxlen=window)
+        self._since_fit = 0
+        self.threshold = float("inf")  # nothing is served until the outcomes support a threshold
+        self.n_min = min_outcomes(bound, confidence)
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def observe(self, score: float, correct: bool) -> None:
+        self._outcomes.append((float(score), bool(correct)))
+        self._since_fit += 1
+        if self._since_fit >= self.refit_every:
+            self.refit()
+
+    def refit(self) -> float:
+        """Recompute the threshold from the outcomes in the window; returns it."""
+        self._since_fit = 0
+        if len(self._outcomes) < self.n_min:
+            self.threshold = float("inf")
+            return self.threshold
+        data = np.array(self._outcomes, dtype=np.float64)
+        order = np.argsort(-data[:, 0], kind="stable")
+        scores, wrong = data[order, 0], 1.0 - data[order, 1]
+        grid = np.arange(1.0, -self.step / 2, -self.step)
+        # n(t), errors(t): outcomes with score >= t (scores sorted descending)
+        n = np.searchsorted(-scores, -grid, side="right")
+        cum_wrong = np.concatenate([[0.0], np.cumsum(wrong)])
+        errors = cum_wrong[n]
+        # The sequence starts at the highest threshold with enough outcomes to pass at all: the
+        # start depends on the scores only, never on the outcomes, so the test stays valid.
+        start = int(np.argmax(n >= self.n_min)) if (n >= self.n_min).any() else len(grid)
+        n, errors, grid = n[start:], errors[start:], grid[start:]
+        ok = n > errors
+        upper = np.ones_like(grid)
+        upper[ok] = beta.ppf(self.confidence, errors[ok] + 1, n[ok] - errors[ok])
+        failed = upper > self.bound
+        passed = len(grid) if not failed.any() else int(np.argmax(failed))  # fixed sequence: stop at the first failure
+        self.threshold = float(grid[passed - 1]) if passed > 0 else float("inf")
+        return self.threshold
+
+    def error_upper_bound(self, threshold: float) -> tuple[int, int, float]:
+        """(outcomes, wrong, Clopper-Pearson upper bound) at ``threshold`` (for reports)."""
+        data = [(s, c) for s, c in self._outcomes if s >= threshold]
+        n, e = len(data), sum(1 for _, c in data if not c)
+        upper = 1.0 if n == e else float(beta.ppf(self.confidence, e + 1, n - e))
+        return n, e, upper

@@ -1,0 +1,75 @@
+"""Cache hits on traces without prompt text: repeated hash_ids, or a stated hit rate; the replay
+summary's hit rate, false-hit rate and GPU-seconds saved."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from controlplane.testing import make_config, make_context, replay_with
+from controlplane.types import Request, RequestStatus
+from plugins.cache_hit_model import TraceHitModel
+from sim.traces.record import TraceRequest
+
+
+def _enabled(*extra: str) -> list[str]:
+    return list(make_config().plugins.enabled) + list(extra)
+
+
+def _trace(blocks: list[tuple[int, ...]], gap_s: float = 5.0) -> list[TraceRequest]:
+    return [TraceRequest(request_id=f"r{i}", arrival_s=gap_s * i, prompt_tokens=512 * len(h), output_tokens=20,
+                         hash_ids=h, hash_block_tokens=512) for i, h in enumerate(blocks)]
+
+
+def test_repeated_hash_ids_hit_at_lookup_cost_and_the_summary_counts_the_saving():
+    blocks = [(1, 2), (3,), (1, 2), (1, 2, 4), (3,), (1, 2)]
+    res = replay_with(trace=_trace(blocks), plugins={"enabled": _enabled("trace-hit-model")})
+    by_id = {r.request_id: r for r in res.requests}
+    assert [by_id[f"r{i}"].cache_hit for i in range(6)] == [None, None, "exact", None, "exact", "exact"]
+    hit, miss = by_id["r2"], by_id["r0"]
+    assert hit.finish_s - hit.arrival_s == pytest.approx(0.002)  # lookup, no generation
+    assert miss.finish_s - miss.arrival_s > 0.05
+    assert hit.output_tokens == 20 and all(r.status is RequestStatus.COMPLETED for r in res.requests)
+    s = res.summary
+    assert s["cache_hit_rate"] == pytest.approx(0.5)
+    assert s["cache_gpu_seconds_saved"] > 0
+    assert s["cache_false_hit_rate"] == 0.0  # exact duplicates: known correct
+    plain = replay_with(trace=_trace(blocks))
+    assert plain.summary["cache_hit_rate"] == 0 and plain.summary["cache_gpu_seconds_saved"] == 0
+
+
+def test_stated_rate_hits_about_that_share_and_reports_the_stated_false_hits():
+    trace = [TraceRequest(request_id=f"r{i}", arrival_s=0.5 * i, prompt_tokens=100, output_tokens=10)
+             for i in range(600)]
+    settings = {"trace-hit-model": {"mode": "rate", "hit_rate": 0.3, "false_hit_rate": 0.2, "kind": "semantic"}}
+    res = replay_with(trace=trace, plugins={"enabled": _enabled("trace-hit-model"), "settings": settings})
+    hits = [r for r in res.requests if r.cache_hit == "semantic"]
+    assert 0.24 < len(hits) / 600 < 0.36  # binomial(600, 0.3): +-5 sd is 0.09
+    assert all(r.finish_s - r.arrival_s == pytest.approx(0.012) for r in hits)  # lookup + embedding
+    assert 0.1 < res.summary["cache_false_hit_rate"] < 0.3
+    again = replay_with(trace=trace, plugins={"enabled": _enabled("trace-hit-model"), "settings": settings})
+    assert [r.cache_hit for r in again.requests] == [r.cache_hit for r in res.requests]  # ctx.rng: same seed, same hits
+
+
+def test_requests_with_text_are_left_to_the_real_caches():
+    model = TraceHitModel(TraceHitModel.Settings(mode="rate", hit_rate=1.0))
+    r = Request("a", 0.0, 10, 4, prompt="hi")
+    assert model.cp_cache_lookup(ctx=make_context(), request=r) is None
+    assert model.cp_cache_lookup(ctx=make_context(), request=Request("b", 0.0, 10, 4)) is not None
+
+
+def test_hash_mode_forgets_after_the_ttl_and_needs_the_same_token_count():
+    model = TraceHitModel(TraceHitModel.Settings(ttl_s=10))
+    first = Request("a", 0.0, 1024, 30, hash_ids=(7, 8))
+    first.output_tokens = 30
+    model.cp_cache_store(ctx=make_context(now_s=0.0), request=first)
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("b", 5.0, 1024, 50, hash_ids=(7, 8))).output_tokens == 30
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("c", 5.0, 1000, 50, hash_ids=(7, 8))) is None
+    assert model.cp_cache_lookup(ctx=make_context(now_s=11.0), request=Request("d", 11.0, 1024, 50, hash_ids=(7, 8))) is None
+
+
+@pytest.mark.parametrize("settings,field", [({"mode": "rate"}, "hit_rate"), ({"hit_rate": 0.2}, "mode"),
+                                            ({"mode": "rate", "hit_rate": 1.5}, "hit_rate")])
+def test_bad_settings_say_what_is_wrong(settings, field):
+    with pytest.raises(ValidationError, match=field):
+        TraceHitModel.Settings(**settings)
