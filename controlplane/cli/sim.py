@@ -65,7 +65,9 @@ def replay(
     ] = None,
     db: Annotated[Optional[str], typer.Option(help="Database URL (default sqlite:///controlplane.db).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON). Default: "
+                                                   "the built-in defaults; with no trace either, the bundled "
+                                                   "sim/data/default_replay.yaml (SLO planner, cold starts).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
     window_start: Annotated[Optional[float], typer.Option(help="Keep requests arriving at or after this second.")] = None,
@@ -90,6 +92,13 @@ def replay(
     from sim.traces import bundled_trace_path
 
     with user_errors():
+        if config is None and trace is None:  # the first replay: a realistic cluster that scales to its SLO
+            from sim.traces.bundled import bundled_default_config_path
+
+            config = bundled_default_config_path()
+            if not json_out:
+                err.print(f"[dim]no --config and no trace: using the bundled run config {config} "
+                          "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
         path = trace if trace is not None else bundled_trace_path()
         if format is None and trace is None:

@@ -21,3 +21,13 @@ def bundled_trace_path(name: str = "azure_code") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"bundled trace {name!r} is missing: {path}")
     return path
+
+
+def bundled_default_config_path() -> Path:
+    """The run config `controlplane sim replay` uses with neither --config nor a trace: the bundled trace
+    on a Vidur-profiled model with the SLO planner and cold starts (sim/data/default_replay.yaml)."""
+    res = resources.files("sim").joinpath("data", "default_replay.yaml")
+    path = res if isinstance(res, Path) else Path(__file__).resolve().parent.parent / "data" / "default_replay.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"the bundled default run config is missing: {path}")
+    return path
