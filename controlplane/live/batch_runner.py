@@ -106,7 +106,9 @@ class BatchRunner:
         for r, n in b.prefill:
             lr = self.live[r.request_id]
             final = r.num_computed_tokens + n >= r.prefill_target_tokens
-            if r.num_computed_tokens == 0:
+            # Its first chunk: nothing computed yet, or only what a prefix cache holds (the core
+            # counts those tokens computed; the worker's engine reuses them from its prefix store).
+            if r.num_computed_tokens == 0 or lr.registered_on != wid:
                 if lr.registered_on == wid:
                     removes.add(r.request_id)  # KV from before a preemption: compute it again
                 elif lr.registered_on is not None:

@@ -12,6 +12,7 @@ from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 from controlplane.live.http_errors import InvalidRequest
 from controlplane.live.model_source import WorkerModelSettings, build_config, load_tokenizer
+from controlplane.live.prefix_store import block_hashes
 from controlplane.live.sampling import SamplingParams, StopCondition
 from controlplane.types import ReasonCode
 
@@ -27,6 +28,11 @@ class PreparedPrompt:
     sampling: SamplingParams
     stop: StopCondition
     params: tuple[tuple[str, Any], ...]  # ``Request.params``: the generation options, sorted
+    # Chained hashes of the prompt's whole blocks of ``hash_block_tokens`` token ids (the engine's
+    # prefix block size), when the workers keep prefix KV: ``Request.hash_ids``, so the prefix-cache
+    # plugin and the routers see live prefixes as they see a trace's. Empty when they do not.
+    hash_ids: tuple[int, ...] = ()
+    hash_block_tokens: int | None = None
 
 
 @dataclass
@@ -96,7 +102,12 @@ class ServedModel:
             params["stop"] = stops
         if ignore_eos:
             params["ignore_eos"] = True
-        return PreparedPrompt(text, tuple(ids), sampling, stop_cond, tuple(sorted(params.items())))
+        hashes, block = (), None
+        if self.settings.prefix_cache_tokens > 0:
+            block = self.settings.prefix_block_tokens
+            hashes = block_hashes(ids, block)
+        return PreparedPrompt(text, tuple(ids), sampling, stop_cond, tuple(sorted(params.items())), hashes,
+                              block if hashes else None)
 
 
 def content_text(content: Any) -> str:

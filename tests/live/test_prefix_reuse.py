@@ -93,3 +93,74 @@ def test_a_batch_mixing_hits_and_misses_matches_the_plain_engine(tiny_loaded):
         results.append((toks, res.sum_prefill_context))
     assert results[1][0] == results[0][0]
     assert results[1][1] == 32 * 3 and results[0][1] == 0
+
+
+# -- the live driver: hashes on requests, hits reported like the simulator's, same text ----------
+
+SYSTEM = ("You are a careful assistant for the accounts team. Answer in one short sentence, cite the "
+          "policy section, never invent numbers, and say when you do not know. ") * 3
+QUESTIONS = [f"Question {i}: what is the refund window for order {1000 + i}?" for i in range(4)]
+
+
+def _live(tmp_path, prefix_cache_tokens, enabled_first=(), replicas=1):
+    import asyncio
+
+    from controlplane.config import DEFAULT_PLUGINS
+    from controlplane.live.driver import LiveDriver
+    from controlplane.live.pool_thread import LocalThreadPool
+    from controlplane.testing import EventLog, make_config
+
+    worker = {"preset": "tiny-llama", "prefix_cache_tokens": prefix_cache_tokens, "prefix_block_tokens": 16}
+    cfg = make_config(
+        storage={"url": f"sqlite:///{tmp_path / f'live{prefix_cache_tokens}-{replicas}.db'}"},
+        cluster={"models": [{"name": "tiny", "replicas": replicas, "worker": worker}]},
+        plugins={"enabled": [*enabled_first, "prefix-cache", *DEFAULT_PLUGINS],
+                 "settings": {"prefix-cache": {"capacity_blocks": prefix_cache_tokens // 16}}},
+    )
+    log = EventLog()
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1), record=False, extra_plugins=[log])
+        await driver.start(wait_ready_s=120)
+        try:
+            out = []
+            for q in QUESTIONS:  # one after another: each finds the system prompt's KV
+                out.append(await driver.generate(SYSTEM + q, max_tokens=6, ignore_eos=True))
+            return out
+        finally:
+            await driver.close()
+
+    return asyncio.run(main()), log
+
+
+def _reused_context(log):
+    from controlplane.events import IterationTimed
+
+    return [e.row["sum_prefill_context"] for e in log.events
+            if isinstance(e, IterationTimed) and e.row.get("num_prefill_seqs")]
+
+
+def test_live_requests_reuse_the_prefix_and_answer_the_same(tmp_path):
+    # One replica: thread-pool workers that load at the same time do not get the same random weights.
+    plain, _ = _live(tmp_path, 0)
+    reuse, log = _live(tmp_path, 4096)
+    assert [r.status for r in reuse] == ["completed"] * 4
+    assert [r.text for r in reuse] == [r.text for r in plain]
+    assert reuse[0].cache_hit is None and all(r.cache_hit == "prefix" for r in reuse[1:])
+    assert all(r.cache_hit is None for r in plain)
+    # The engine really reused KV: prefills after the first computed on top of cached context.
+    reused = _reused_context(log)
+    assert reused[0] == 0 and all(c > 0 for c in reused[1:])
+
+
+def test_live_weighted_routing_follows_the_actual_prefix(tmp_path):
+    from controlplane.types import Decision
+
+    reuse, log = _live(tmp_path, 4096, enabled_first=("weighted-router",), replicas=2)
+    assert [r.status for r in reuse] == ["completed"] * 4
+    assert all(c > 0 for c in _reused_context(log)[1:])
+    # The weighted router sent every follow-up to the replica holding the prefix, from its scores.
+    routes = [d for d in log.events if isinstance(d, Decision) and d.hook == "cp_route_request" and d.action == "route"]
+    workers = [d.payload["worker"] for d in routes]
+    assert len(set(workers[1:])) == 1 and workers[1] == workers[0]
+    assert all(d.payload["scores"][d.payload["worker"]]["prefix-cache-hit"] > 0.5 for d in routes[1:])
