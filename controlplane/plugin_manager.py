@@ -324,14 +324,30 @@ class _FirstResult:
 
 
 class _Broadcast(_FirstResult):
-    """Call every implementation in pluggy's order; results are dropped."""
+    """Call every implementation in pluggy's order; results are dropped.
 
-    __slots__ = ()
+    The event bus (``cp_on_event``) goes through here a few times per simulated request, and
+    most observers take only the event: an implementation taking one argument is called with
+    it directly, without building an argument list.
+    """
+
+    __slots__ = ("single",)
+
+    def __init__(self, calls: list[tuple[Any, tuple[int, ...] | None, str]], hook: str, monitor: HookMonitor) -> None:
+        super().__init__(calls, hook, monitor)
+        # (fn, index of its one argument or -1 for all of them or -2 for a pick, pick, plugin)
+        self.single = [(fn, -1 if pick is None else (pick[0] if len(pick) == 1 else -2), pick, plugin)
+                       for fn, pick, plugin in calls]
 
     def __call__(self, *args: Any) -> None:
-        for fn, pick, plugin in self.calls:
+        for fn, index, pick, plugin in self.single:
             try:
-                fn(*args) if pick is None else fn(*[args[i] for i in pick])
+                if index >= 0:
+                    fn(args[index])
+                elif index == -1:
+                    fn(*args)
+                else:
+                    fn(*[args[i] for i in pick])
             except Exception as exc:
                 self.monitor.record(plugin, self.hook, exc)
 

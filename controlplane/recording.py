@@ -2,7 +2,7 @@
 
 It sees every request, decision and metric sample of a run (a few rows per simulated
 request), so rows go to the recorder as value tuples in the table's column order
-(:meth:`RunRecorder.add_values`): checked like dict rows, without building dicts.
+(:meth:`RunRecorder.appender`, one per table): checked like dict rows, without building dicts.
 """
 
 from __future__ import annotations
@@ -67,6 +67,16 @@ def iteration_values(e: IterationTimed) -> tuple:
     )
 
 
+def _appender(recorder: Any, table: str) -> Any:
+    """The recorder's adder for one table: ``RunRecorder.appender``, or ``add_values`` bound to
+    the table for stand-ins that have only that (the sweep's row collector)."""
+    appender = getattr(recorder, "appender", None)
+    if appender is not None:
+        return appender(table)
+    add = recorder.add_values
+    return lambda values: add(table, values)
+
+
 class SqlRecorder:
     """Buffers every finished request, decision, metric sample and worker event for bulk writes,
     and each live iteration's timing when ``record_iterations`` is on (``storage.record_iterations``)."""
@@ -75,16 +85,17 @@ class SqlRecorder:
 
     def __init__(self, recorder: Any, *, record_iterations: bool = False) -> None:
         self.recorder = recorder
-        add = recorder.add_values
+        add_request, add_decision, add_metric = (_appender(recorder, t) for t in ("request", "decision", "metric_sample"))
         self._dispatch = {
-            RequestFinished: lambda e: add("request", request_values(e.request)),
-            Decision: lambda d: add("decision", (d.time_s, d.plugin, d.hook, d.subject, d.action, d.payload,
-                                                 d.reason, d.is_error)),
-            MetricSample: lambda m: add("metric_sample", (m.time_s, m.name, m.value, m.labels)),
+            RequestFinished: lambda e: add_request(request_values(e.request)),
+            Decision: lambda d: add_decision((d.time_s, d.plugin, d.hook, d.subject, d.action, d.payload,
+                                              d.reason, d.is_error)),
+            MetricSample: lambda m: add_metric((m.time_s, m.name, m.value, m.labels)),
             WorkerChanged: self._worker,
         }
         if record_iterations:
-            self._dispatch[IterationTimed] = lambda e: add("iteration", iteration_values(e))
+            add_iteration = _appender(recorder, "iteration")
+            self._dispatch[IterationTimed] = lambda e: add_iteration(iteration_values(e))
 
     @hookimpl
     def cp_on_event(self, event):

@@ -227,6 +227,26 @@ class RunRecorder:
         if n >= self.batch_size or (self._interval is not None and self._clock() - self._last_flush >= self._interval):
             self._flush_due()
 
+    def appender(self, table: str) -> Callable[[tuple], None]:
+        """``add_values`` bound to one table: for a producer that adds rows of that table one at
+        a time, several per simulated request (the run's SQL recorder)."""
+        pack = self._specs[table].pack
+        lock = self._lock
+
+        def add(values: tuple) -> None:
+            run_id = self.run_id
+            if run_id is None or self._closed:
+                run_id = self._run()
+            row = pack(values, run_id)
+            with lock:
+                buffer = self._buffers[table]
+                buffer.append(row)
+                n = len(buffer)
+            if n >= self.batch_size or (self._interval is not None and self._clock() - self._last_flush >= self._interval):
+                self._flush_due()
+
+        return add
+
     def _add(self, table: str, row: Mapping[str, Any]) -> None:
         spec = self._specs[table]
         self._append(table, spec.to_tuple(spec.build(row, self._run())))

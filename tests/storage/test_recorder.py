@@ -287,3 +287,21 @@ def test_add_values_refuses_invalid_rows(sqlite_engine: Engine, table: str, valu
         with pytest.raises(ValueError, match=message):
             rec.add_values(table, values)
         assert rec.pending == 0
+        with pytest.raises(ValueError, match=message):
+            rec.appender(table)(values)  # the per-table adder checks the same
+        assert rec.pending == 0
+
+
+def test_a_tables_appender_buffers_what_add_values_does_and_flushes_at_the_batch_size(sqlite_engine: Engine) -> None:
+    with RunRecorder(sqlite_engine, batch_size=3) as rec:
+        add = rec.appender("metric_sample")
+        with pytest.raises(StorageError, match="no run started"):
+            add((0.0, "queue_length", 1.0, None))
+        run_id = start_run(rec)
+        add((1.0, "queue_length", np.int64(2), {"model": "m"}))
+        rec.add_values("metric_sample", (1.0, "queue_length", np.int64(2), {"model": "m"}))
+        a, b = rec._buffers["metric_sample"]
+        assert a == b and rec.pending == 2
+        add((2.0, "queue_length", 3.0, None))  # the third row: flushed
+        assert rec.pending == 0 and rec.written["metric_sample"] == 3
+    assert [r["time_s"] for r in iter_rows(sqlite_engine, run_id, "metrics")] == [1.0, 1.0, 2.0]
