@@ -112,6 +112,7 @@ class Responses:
             c = plan.cached
             out = Outcome(c.get("verdict", "pass"), c.get("guardian", plan.guardian), c.get("score"),
                           c.get("reason") or "cached verdict")
+            stage = c.get("stage", stage)  # a known blocked answer is an output block, before generation
             self._decision("cp_guardian_plan", plugin, "guardian_cached", r.request_id, plan.reason,
                            {"stage": stage, "guardian": out.guardian, "verdict": out.verdict, "score": out.score})
             self._decided(r, stage, "sync", out)

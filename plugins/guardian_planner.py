@@ -24,7 +24,7 @@ from controlplane.decisions import GuardianPlan
 from controlplane.types import Decision
 from plugins.cache_backends import StoreSettings, open_store
 
-__all__ = ["GuardianPlanner", "PlannerSettings", "text_key"]
+__all__ = ["GuardianPlanner", "PlannerSettings", "answer_key", "text_key"]
 
 
 class PlannerSettings(PluginSettings):
@@ -40,6 +40,12 @@ def text_key(request: Any, stage: str) -> str | None:
         return None if request.prompt is None else f"in\0{request.prompt}"
     if request.output_text is not None:
         return f"out\0{request.output_text}"
+    return answer_key(request)
+
+
+def answer_key(request: Any) -> str | None:
+    """What identifies a reproducible answer before it is generated: the prompt and generation
+    parameters (sampling without a seed is not reproducible: None)."""
     if request.prompt is None:
         return None
     params = dict(request.params)
@@ -58,7 +64,8 @@ class GuardianPlanner(Plugin):
         s = self.settings
         self._store = open_store(s.store, namespace=f"verdicts:{self.name}") if s.verdict_ttl_s > 0 else None
         # request id -> (cache key, several guardians or tiers: their outcome decides) of a check in flight
-        self._asked: dict[str, tuple[str, bool]] = {}
+        # (and the key of its blocked answer, for an output check of a reproducible answer)
+        self._asked: dict[str, tuple[str, bool, str | None]] = {}
         self.cache_hits = 0
         if self._store is None and type(self).cp_on_event is GuardianPlanner.cp_on_event:
             self.cp_on_event = None  # nothing to learn from events: not an observer (it sees every event)
@@ -68,6 +75,10 @@ class GuardianPlanner(Plugin):
 
     @hookimpl
     def cp_guardian_plan(self, ctx, request, stage):
+        if stage == "input" and self._store is not None and "output" in self.settings.stages:
+            known = self._known_blocked_answer(ctx, request)
+            if known is not None:
+                return known
         if stage not in self.settings.stages:
             return None
         plan = self.plan(ctx, request, stage)
@@ -81,12 +92,31 @@ class GuardianPlanner(Plugin):
                 plan.cached = orjson.loads(raw)
                 plan.reason = f"{plan.reason}; verdict cached within {self.settings.verdict_ttl_s:g} s"
                 return plan
-            self._asked[request.request_id] = (key, len(plan.names) > 1 or plan.then is not None)
+            blocked = self._answer_key(request) if stage == "output" else None
+            self._asked[request.request_id] = (key, len(plan.names) > 1 or plan.then is not None, blocked)
         backoff = self._saturated(ctx, plan)
         if backoff is not None:
             self._asked.pop(request.request_id, None)
             return backoff
         return plan
+
+    @staticmethod
+    def _answer_key(request: Any) -> str | None:
+        text = answer_key(request)
+        return None if text is None else hashlib.sha256(f"blocked-answer\0{text}".encode()).hexdigest()
+
+    def _known_blocked_answer(self, ctx: Any, request: Any) -> GuardianPlan | None:
+        """A request whose reproducible answer was blocked within the TTL: blocked on arrival, as an
+        output block (the answer would be the same text), without generating it again."""
+        key = self._answer_key(request)
+        raw = None if key is None else self._store.get(key, now_s=ctx.now_s)
+        if raw is None:
+            return None
+        self.cache_hits += 1
+        known = orjson.loads(raw)
+        return GuardianPlan(True, known.get("guardian") or "", "sync",
+                            f"its answer was blocked within {self.settings.verdict_ttl_s:g} s",
+                            cached={**known, "stage": "output"})
 
     def _key(self, plan: GuardianPlan, request: Any, stage: str) -> str | None:
         if self._store is None:
@@ -123,7 +153,7 @@ class GuardianPlanner(Plugin):
         asked = self._asked.get(event.subject)
         if asked is None:
             return
-        key, multi = asked
+        key, multi, blocked = asked
         action, p = event.action, event.payload or {}
         if action != ("guardian_outcome" if multi else "guardian_verdict") or (multi and not p.get("final")):
             return  # not this check's last word (one guardian of several, or a tier before the last)
@@ -132,3 +162,5 @@ class GuardianPlanner(Plugin):
             value = {"verdict": p["verdict"], "score": p.get("score"), "guardian": p.get("guardian"),
                      "reason": event.reason}
             self._store.set(key, orjson.dumps(value), ttl_s=self.settings.verdict_ttl_s, now_s=ctx.now_s)
+            if blocked is not None and p["verdict"] == "block":
+                self._store.set(blocked, orjson.dumps(value), ttl_s=self.settings.verdict_ttl_s, now_s=ctx.now_s)

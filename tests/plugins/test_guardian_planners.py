@@ -31,7 +31,19 @@ def test_the_same_text_gets_the_cached_verdict_within_the_ttl():
     assert checked == {"r0", "r3"}  # r3 comes after the TTL: checked again
     assert {r.status for r in res.requests} == {RequestStatus.BLOCKED}  # the cached block blocks too
     rows = {r.request_id: r for r in res.requests}
-    assert rows["r1"].finish_s - rows["r1"].first_token_s < rows["r0"].finish_s - rows["r0"].first_token_s
+    # a reproducible answer known to be blocked is not generated again: blocked on arrival, as an answer
+    for rid in ("r1", "r2"):
+        r = rows[rid]
+        assert r.worker_id is None and r.output_tokens == 0 and r.reason_code is None and r.finish_s == r.arrival_s
+    assert rows["r3"].output_tokens == 8  # after the TTL: generated and checked again
+
+
+def test_a_passed_answer_is_generated_again_and_its_cached_pass_costs_no_check():
+    res = replay_with(trace=_repeats([0.0, 5.0]), plugins=_guard(verdict_ttl_s=60.0))
+    rows = {r.request_id: r for r in res.requests}
+    assert rows["r1"].output_tokens == 8 and rows["r1"].guardian_verdict == "pass"
+    assert [d.subject for d in res.decisions if d.action == "guardian_cached"] == ["r1"]
+    assert [d.subject for d in res.decisions if d.action == "guardian_check"] == ["r0"]
 
 
 def test_without_a_ttl_nothing_is_cached():
