@@ -1,0 +1,74 @@
+"""`controlplane sim replay` as a user runs it, a whole process: the same command twice stores
+the same run, and CONTROLPLANE_TIMINGS reports where its wall time went."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from controlplane import timings
+from controlplane.storage import export_rows, make_engine
+from sim.traces import bundled_trace_path
+
+CONFIG = {
+    "seed": 42,
+    "plugins": {"enabled": ["round-robin", "continuous-batching", "fixed-replicas", "static-memory",
+                            "builtin-latency-models"],
+                "settings": {"continuous-batching": {"policy": "vllm", "watermark": 0.01}}},
+    "cluster": {"models": [{
+        "name": "llama", "replicas": 1, "latency_model": "vidur",
+        "latency": {"model": "meta-llama/Llama-2-70b-hf", "gpu": "a100", "tensor_parallel": 2,
+                    "network": "a100_pairwise_nvlink"},
+        "model_spec": "meta-llama/Llama-2-70b-hf", "gpu": "a100-80gb", "gpus_per_replica": 2,
+        "max_num_seqs": 128, "max_batch_tokens": 4096, "kv_block_size": 16,
+    }]},
+}
+
+
+def _run(cwd: Path, config: Path, **env: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "controlplane.cli", "sim", "replay", str(bundled_trace_path()), "--format", "azure",
+           "--config", str(config), "--limit", "300", "--json", "--no-progress"]
+    base = {k: v for k, v in os.environ.items() if k != timings.ENV}
+    proc = subprocess.run(cmd, cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def _requests(db: Path, run_id: int) -> str:
+    buf = io.StringIO(newline="")
+    export_rows(make_engine(f"sqlite:///{db}"), run_id, "requests", "csv", buf)
+    return buf.getvalue()
+
+
+def test_the_same_command_twice_stores_the_same_summary_and_request_rows(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    summaries, rows = [], []
+    for name in ("first", "second"):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        proc = _run(cwd, config)
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["num_requests"] == 300 and summary["num_completed"] == 300
+        summaries.append({k: v for k, v in summary.items() if k != "wall_s"})
+        rows.append(_requests(cwd / "controlplane.db", summary["run_id"]))  # the default database
+    assert summaries[0] == summaries[1]
+    assert rows[0].count("\n") == 301 and rows[0] == rows[1]
+
+
+def test_timings_stamp_the_phases_in_order_and_only_when_asked(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    assert timings.parse(_run(tmp_path, config).stderr) is None
+    stamps = timings.parse(_run(tmp_path, config, **{timings.ENV: "1"}).stderr)
+    order = ["main", "loop_start", "loop_end", "closed", "exit"]
+    assert [k for k in stamps if k != "phases"] == order
+    assert all(stamps[a] <= stamps[b] for a, b in zip(order, order[1:]))
+    assert list(stamps["phases"]) == [f"{a}->{b}" for a, b in zip(order, order[1:])]
+    assert stamps["phases"]["loop_start->loop_end"] > 0
