@@ -107,6 +107,8 @@ class ControlLoop:
         target = max(0, decision.target_replicas)
         if target == len(current):
             return
+        if target > len(current) and self.__dict__.get("_unplaced_until", {}).get(model, -1.0) > self.clock.now_s:
+            return  # the last scale-up could not be placed: asked again after UNPLACED_RETRY_S
         self.stats.num_scale_events += 1
         payload: dict[str, Any] = {"from": len(current), "to": target}
         if decision.confidence is not None:

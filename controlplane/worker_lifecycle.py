@@ -16,7 +16,12 @@ from controlplane.types import ReasonCode, RequestStatus, Worker, WorkerState
 if TYPE_CHECKING:
     from controlplane.types import Request
 
-__all__ = ["WorkerLifecycle"]
+__all__ = ["UNPLACEABLE", "WorkerLifecycle"]
+
+#: How a driver's start failure says "no device or slot was free" (controlplane.live.placement):
+#: such a scale-up is recorded as a ``scale_unplaced`` decision rather than a plain failure.
+UNPLACEABLE = "unplaceable"
+UNPLACED_RETRY_S = 15.0  # after an unplaced scale-up, the next scale-up of that model waits this long
 
 
 class WorkerLifecycle:
@@ -101,9 +106,18 @@ class WorkerLifecycle:
         w = self.workers.get(e.worker_id)
         if w is None or w.state in (WorkerState.FAILED, WorkerState.STOPPED):
             return
+        never_ready = w.state is WorkerState.STARTING
         w.state = WorkerState.FAILED
         self._stop_gpu_clock(w, e.time_s)
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed", {"reason": e.reason}))
+        if never_ready:  # a scale-up that did not happen is a decision outcome, not only a worker event
+            unplaced = UNPLACEABLE in (e.reason or "")
+            self._decision("cp_scale", "core", "scale_unplaced" if unplaced else "start_failed", w.model,
+                           f"replica {w.worker_id} {'could not be placed' if unplaced else 'did not start'}: "
+                           f"{e.reason}", {"worker": w.worker_id, "placed": not unplaced})
+            if unplaced:  # no more scale-ups of this model for a while: one row per attempt, not per tick
+                holds = self.__dict__.setdefault("_unplaced_until", {})
+                holds[w.model] = e.time_s + UNPLACED_RETRY_S
         self._evacuate(w, e.reason)
         self._forget(w)
 

@@ -7,11 +7,20 @@ import os
 from typing import TYPE_CHECKING
 
 from controlplane.live.worker_messages import WorkerStartError
+from controlplane.worker_lifecycle import UNPLACEABLE
 
 if TYPE_CHECKING:
     from controlplane.live.model_source import WorkerModelSettings
 
-__all__ = ["GpuSlots", "cuda_device_count", "default_cpu_threads"]
+__all__ = ["GpuSlots", "NoFreeDevice", "WorkerSlots", "cuda_device_count", "default_cpu_threads"]
+
+
+class NoFreeDevice(WorkerStartError):
+    """A worker cannot be placed: every device (or worker slot) is taken. The core records the
+    scale-up as unplaced (a ``scale_unplaced`` decision), and the autoscaler may ask again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"{UNPLACEABLE}: {detail}")
 
 
 def cuda_device_count() -> int:
@@ -44,7 +53,7 @@ class GpuSlots:
             if i not in self.owner:
                 self.owner[i] = worker_id
                 return i
-        raise WorkerStartError(f"no free GPU for {worker_id}: all {self.count} are in use (one replica per GPU)")
+        raise NoFreeDevice(f"no free GPU for {worker_id}: all {self.count} are in use (one replica per GPU)")
 
     def release(self, worker_id: str) -> None:
         for i, owner in list(self.owner.items()):
@@ -53,3 +62,16 @@ class GpuSlots:
 
     def visible_name(self, index: int) -> str:
         return self.physical[index] if self.physical and index < len(self.physical) else str(index)
+
+
+class WorkerSlots:
+    """At most ``limit`` workers at once in a pool (None: no limit): what a machine can hold."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"max_workers must be >= 1 or None, got {limit}")
+        self.limit = limit
+
+    def check(self, worker_id: str, running: int) -> None:
+        if self.limit is not None and running >= self.limit:
+            raise NoFreeDevice(f"no free slot for {worker_id}: all {self.limit} worker slots of this pool are in use")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from controlplane.live.placement import GpuSlots
+from controlplane.live.placement import GpuSlots, WorkerSlots
 from controlplane.live.pool import WorkerPool
 from controlplane.live.worker_messages import (
     StepCommand,
@@ -99,13 +99,15 @@ class ProcessPool(WorkerPool):
     kind = "process"
 
     def __init__(
-        self, *, cpu_threads: int | None = None, gpus: int | None = None, stop_timeout_s: float = 10.0
+        self, *, cpu_threads: int | None = None, gpus: int | None = None, stop_timeout_s: float = 10.0,
+        max_workers: int | None = None,
     ) -> None:
         super().__init__(cpu_threads=cpu_threads)
         import multiprocessing
 
         self._ctx = multiprocessing.get_context("spawn")
         self._gpus = GpuSlots(gpus)
+        self._slots = WorkerSlots(max_workers)
         self._workers: dict[str, _ProcWorker] = {}
         self._seq = itertools.count()
         self.stop_timeout_s = stop_timeout_s
@@ -115,6 +117,7 @@ class ProcessPool(WorkerPool):
     ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
+        self._slots.check(worker_id, len(self._workers))
         loop = asyncio.get_running_loop()
         env: dict[str, str] = {}
         threads: int | None = None

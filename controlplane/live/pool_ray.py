@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.live.model_source import WorkerModelSettings
+from controlplane.live.placement import WorkerSlots
 from controlplane.live.pool import WorkerPool
 from controlplane.live.worker_messages import (
     StepCommand,
@@ -99,8 +100,10 @@ class RayWorkerPool(WorkerPool):
         init_kwargs: dict[str, Any] | None = None,
         health_interval_s: float = 2.0,
         start_timeout_s: float = 600.0,
+        max_workers: int | None = None,
     ) -> None:
         super().__init__(cpu_threads=cpu_threads)
+        self._slots = WorkerSlots(max_workers)
         self.address = address
         self.num_cpus_per_worker = num_cpus_per_worker
         self.num_gpus_per_worker = num_gpus_per_worker
@@ -136,6 +139,7 @@ class RayWorkerPool(WorkerPool):
     ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
+        self._slots.check(worker_id, len(self._workers))
         ray = self._ensure_ray()
         gpus = self._gpus_for(ray, settings)
         threads = None if gpus else self.threads_for(expected_workers)

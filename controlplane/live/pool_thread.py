@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controlplane.live.placement import GpuSlots
+from controlplane.live.placement import GpuSlots, WorkerSlots
 from controlplane.live.pool import WorkerPool
 from controlplane.live.worker_messages import (
     StepCommand,
@@ -44,9 +44,11 @@ class LocalThreadPool(WorkerPool):
 
     kind = "thread"
 
-    def __init__(self, *, cpu_threads: int | None = None, gpus: int | None = None) -> None:
+    def __init__(self, *, cpu_threads: int | None = None, gpus: int | None = None,
+                 max_workers: int | None = None) -> None:
         super().__init__(cpu_threads=cpu_threads)
         self._gpus = GpuSlots(gpus)
+        self._slots = WorkerSlots(max_workers)
         self._workers: dict[str, _ThreadWorker] = {}
 
     async def start(
@@ -54,6 +56,7 @@ class LocalThreadPool(WorkerPool):
     ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
+        self._slots.check(worker_id, len(self._workers))
         threads: int | None = None
         if self._gpus.wants_gpu(settings):
             settings = settings.model_copy(update={"device": f"cuda:{self._gpus.take(worker_id)}"})

@@ -1,0 +1,105 @@
+"""The live driver scales its worker pool from the same scale decisions as the simulator; a
+scale-up the pool cannot place is recorded as a decision, and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import ScaleDecision
+from controlplane.live.driver import LiveDriver
+from controlplane.live.placement import NoFreeDevice, WorkerSlots
+from controlplane.live.pool_thread import LocalThreadPool
+from tests.live.test_driver import config, rows
+
+
+class _Steps(Plugin):
+    """Wants ``targets[i]`` replicas from ``times[i]`` seconds after ``t0`` on (one before ``t0`` is set)."""
+
+    name = "steps"
+
+    def __init__(self, times, targets) -> None:
+        super().__init__()
+        self.times, self.targets = times, targets
+        self.t0: float | None = None
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        want = 1
+        for t, n in zip(self.times, self.targets):
+            if self.t0 is not None and ctx.now_s >= self.t0 + t:
+                want = n
+        return ScaleDecision(model, want, f"test wants {want}")
+
+
+def _run(cfg, plugin, pool, body):
+    async def main():
+        driver = LiveDriver(cfg, pool=pool, extra_plugins=[plugin])
+        await driver.start(wait_ready_s=120)
+        try:
+            out = await body(driver)
+        finally:
+            summary = await driver.close()
+        return out, summary, driver
+
+    return asyncio.run(main())
+
+
+async def _complete(d: LiveDriver, n: int):
+    return await asyncio.gather(*(d.generate(f"hello number {i}", max_tokens=4, ignore_eos=True) for i in range(n)))
+
+
+def test_the_pool_follows_scale_decisions_up_and_down(tmp_path):
+    cfg = config(tmp_path, model={"cold_start_s": 0})
+    pool = LocalThreadPool(cpu_threads=1)
+    seen: list[int] = []
+    steps = _Steps([0.5, 6.0], [2, 1])
+
+    async def body(d: LiveDriver):
+        await _complete(d, 2)
+        steps.t0 = d.now_s()
+        for _ in range(600):  # up to 2 at +0.5 s, back to 1 at +6 s
+            seen.append(len([w for w in pool.worker_ids() if pool.alive(w)]))
+            if d.now_s() > steps.t0 + 8.0:
+                break
+            await asyncio.sleep(0.05)
+        return await _complete(d, 3)
+
+    replies, summary, d = _run(cfg, steps, pool, body)
+    assert max(seen) == 2 and seen[-1] == 1  # a second worker started, then drained and stopped
+    assert summary["num_completed"] == 5 and all(r.text for r in replies)
+    scale = [r for r in rows(cfg.storage.url, d.run_id, "decisions") if r["action"] == "scale"]
+    assert [(r["payload"]["from"], r["payload"]["to"]) for r in scale] == [(1, 2), (2, 1)]
+
+
+def test_an_unplaceable_scale_up_is_a_decision_row_and_loses_nothing(tmp_path):
+    cfg = config(tmp_path, model={"cold_start_s": 0})
+    pool = LocalThreadPool(cpu_threads=1, max_workers=1)
+
+    steps = _Steps([0.0], [3])
+
+    async def body(d: LiveDriver):
+        steps.t0 = d.now_s()
+        await asyncio.sleep(1.0)
+        return await _complete(d, 3)
+
+    replies, summary, d = _run(cfg, steps, pool, body)
+    assert summary["num_completed"] == 3 and all(r.text for r in replies)
+    decisions = rows(cfg.storage.url, d.run_id, "decisions")
+    unplaced = [r for r in decisions if r["action"] == "scale_unplaced"]
+    assert unplaced and unplaced[0]["subject"] == "tiny" and unplaced[0]["payload"]["placed"] is False
+    assert "could not be placed" in unplaced[0]["reason"] and "worker slots" in unplaced[0]["reason"]
+    # retried after a pause, not at every tick
+    assert len(unplaced) <= 2 * (1 + int(d.now_s() // 15))
+
+
+def test_worker_slots_refuse_beyond_the_limit():
+    slots = WorkerSlots(2)
+    slots.check("a", 0)
+    slots.check("b", 1)
+    with pytest.raises(NoFreeDevice, match="unplaceable: no free slot for c"):
+        slots.check("c", 2)
+    with pytest.raises(ValueError):
+        WorkerSlots(0)
