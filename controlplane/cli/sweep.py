@@ -114,9 +114,10 @@ def search(
 ) -> None:
     """Find the cheapest configuration of the spec's space that meets the SLO attainment target.
 
-    Screens every candidate on a prefix of the trace (stopping runs that can no longer meet the
-    target), refines the survivors by successive halving up to the full trace, then confirms the
-    winner and its next-cheaper neighbours over several seeds. Cost is money from the cost model
+    Cheapest (estimated) first: screens candidates on a prefix of the trace (stopping runs that
+    can no longer meet the target), refines the survivors on rungs of more of the trace up to all
+    of it, skips candidates estimated above the cheapest one found meeting the target, then
+    confirms the winner and its next-cheaper neighbours over several seeds. Cost is money from the cost model
     (USD per GPU-hour by GPU type) when installed, else GPU-hours; the output says which.
     """
     from sim.sweep import load_spec
@@ -170,5 +171,6 @@ def _print_search(d: dict, console) -> None:
     else:
         console.print(f"[bold]best[/]: {json.dumps(best['overrides'])} cost {best['cost']} {unit}, attainment "
                   f"{best['attainment']} (min over seeds {list(best.get('attainment_by_seed', {}))})", highlight=False)
-    console.print(f"{d['candidates']} candidates, {d['runs']} runs, {d['wall_s']} s; "
+    console.print(f"{d['candidates']} candidates ({d['replayed']} replayed, {d['skipped_by_cost']} estimated above the "
+                  f"best's cost), {d['runs']} runs, {d['wall_s']} s; "
               f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)

@@ -1,22 +1,26 @@
 """`search`: the cheapest configuration of a spec's space that meets an SLO attainment target.
 
-1. **Screen**: every candidate replays the first ``screen_fraction`` of the trace's requests,
-   stopped as soon as it has missed the SLO on more requests than it may miss
-   (attainment ``target - slack`` on a partial trace).
-2. **Successive halving**: the survivors move to ``eta`` times more of the trace, the cheapest
-   ``max(min_keep, n / eta)`` of them at each rung (the rest wait in reserve), up to the full
-   trace, where the target holds without slack. Promoting the cheapest is what makes this exact
-   for the screen's verdicts: a candidate left in reserve costs at least as much as every one
-   promoted, so it only matters when none of those meets the target, and then the reserve
-   moves up next, cheapest first.
-3. **Confirm**: the cheapest candidate meeting the target on the full trace, and the
+Candidates are taken cheapest first by their estimated cost (their initial replicas held for
+the trace's span), ``chunk`` at a time:
+
+1. **Screen**: each candidate replays the first ``screen_fraction`` of the trace's requests,
+   stopped as soon as it has missed the SLO on more requests than it may miss and still reach
+   ``target - slack``.
+2. **Rungs** (successive-halving style): the survivors replay ``eta`` times more of the trace,
+   dropping those below ``target - slack`` (stopped early the same way), up to the full trace,
+   where the target holds without slack.
+3. **Cost bound**: once a candidate met the target on the full trace, candidates estimated
+   above its cost are never replayed. For fixed replicas the estimate is at most the run's
+   measured cost, so none of them could have been cheaper.
+4. **Confirm**: the cheapest candidate meeting the target on the full trace, and the
    ``neighbours`` next-cheaper candidates it beat, replay the full trace once per seed in
    ``confirm_seeds``. The winner must meet the target on every seed; a neighbour that does
-   replaces it (the screen was wrong about it) and the confirmation repeats.
+   replaces it (the screen was wrong about it) and the confirmation repeats; a winner that fails
+   on a seed gives way to the next cheapest (screening further chunks if need be).
 
 Cost: money from the cost model, or GPU-hours (``controlplane.report.cost``), of the run on
 the full trace; a candidate only seen on part of it is ranked by its partial cost scaled to the
-full trace, or, stopped early, by its initial replicas held for the trace's span.
+full trace, or, stopped early, by its estimate.
 """
 
 from __future__ import annotations
@@ -83,11 +87,14 @@ class SearchResult:
     slo: dict[str, Any]
     stages: list[dict[str, Any]]
     sweep_id: int | None = None
+    replayed: int = 0  # candidates replayed at least on the screen's prefix
+    skipped_by_cost: int = 0  # estimated above the best's cost, so never replayed
 
     def as_dict(self) -> dict[str, Any]:
         return {"best": self.best, "candidates": self.candidates, "runs": self.runs, "wall_s": round(self.wall_s, 2),
                 "rejected_cheaper": self.rejected_cheaper, "pareto": self.pareto, "cost_unit": self.cost_unit,
-                "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id}
+                "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id,
+                "replayed": self.replayed, "skipped_by_cost": self.skipped_by_cost}
 
 
 class _Searcher:
@@ -108,7 +115,7 @@ class _Searcher:
         full = traces[trace_id(seed)]
         self.span_s = (full[-1].arrival_s - full[0].arrival_s) if full else 0.0
         self.runs = 0
-        self.stages: list[dict[str, Any]] = []
+        self.stages: dict[str, dict[str, Any]] = {}
 
     def _task(self, c: Candidate, seed: int, stage: str, limit: int | None, stop_below: float | None) -> RunTask:
         config = c.config if seed == self.seed else self.loaded.run_config(c.overrides, seed)
@@ -125,13 +132,16 @@ class _Searcher:
         for i, outcome in enumerate(self.backend.run(tasks, self.traces), 1):
             out.append(outcome)
             self.runs += 1
-            if self.store is not None and outcome.status == "finished":
+            if self.store is not None and outcome.status == "finished" and outcome.task.limit is None:
                 self.store(outcome)
             if self.on_progress is not None:
                 self.on_progress(stage, i, len(tasks))
-        stopped = sum(o.status == "stopped" for o in out)
-        self.stages.append({"stage": stage, "runs": len(tasks), "stopped_early": stopped,
-                            "wall_s": round(time.perf_counter() - t0, 2)})
+        row = self.stages.get(stage)
+        if row is None:
+            row = self.stages[stage] = {"stage": stage, "runs": 0, "stopped_early": 0, "wall_s": 0.0}
+        row["runs"] += len(tasks)
+        row["stopped_early"] += sum(o.status == "stopped" for o in out)
+        row["wall_s"] = round(row["wall_s"] + time.perf_counter() - t0, 2)
         return out
 
     def evaluate(self, stage: str, cands: list[Candidate], fraction: float, threshold: float) -> list[Candidate]:
@@ -224,8 +234,10 @@ def search(
         cands = [Candidate(i, o, loaded.run_config(o, seed), 0.0) for i, o in enumerate(points)]
         for c in cands:
             c.estimate = estimated_cost(c.config, s.span_s)
-        best, reserve = _halving(s, cands)
-        best = _confirm(s, cands, best, reserve, confirm_seeds)
+        scan = _Scan(s, cands)
+        best = _confirm(s, scan, cands, confirm_seeds)
+        for c in scan.skipped():
+            c.stage = "skipped"  # estimated above the best's cost: not replayed
         status = "finished"
     finally:
         if not isinstance(backend, Backend):
@@ -238,59 +250,76 @@ def search(
     result = SearchResult(
         best=best.public() if best else None, candidates=len(cands), runs=s.runs, wall_s=time.perf_counter() - t0,
         rejected_cheaper=sorted(cheaper, key=lambda p: -p["cost"]), pareto=front, cost_unit=cost_unit(),
-        target=target, slo={"ttft_s": slo.get("ttft_s"), "tpot_s": slo.get("tpot_s")}, stages=s.stages,
-        sweep_id=sweep_id)
+        target=target, slo={"ttft_s": slo.get("ttft_s"), "tpot_s": slo.get("tpot_s")},
+        stages=list(s.stages.values()), sweep_id=sweep_id,
+        replayed=sum(c.stage != "skipped" for c in cands), skipped_by_cost=sum(c.stage == "skipped" for c in cands))
     if engine is not None:
         finish_sweep(engine, sweep_id, status, result.as_dict())
         engine.dispose()
     return result
 
 
-def _halving(s: _Searcher, cands: list[Candidate]) -> tuple[Candidate | None, list[Candidate]]:
-    """Screen, then rungs up to the full trace; the cheapest candidate meeting the target on it."""
-    st = s.settings
-    fractions = []
-    f = st.screen_fraction
-    while f < 1:
-        fractions.append(f)
-        f *= st.eta
-    fractions.append(1.0)
-    alive = cands
-    reserve: list[Candidate] = []
-    for r, frac in enumerate(fractions):
-        final = frac >= 1
-        stage = "full" if final else ("screen" if r == 0 else f"rung{r}")
-        passed = _order(s.evaluate(stage, alive, frac, s.target if final else s.target - st.slack))
-        if final:
-            if passed:
-                return passed[0], reserve
-            break
-        keep = max(st.min_keep, math.ceil(len(passed) / st.eta))
-        alive, rest = passed[:keep], passed[keep:]
-        reserve.extend(rest)
-        if not alive:
-            break
-    # Nothing promoted met the target on the full trace: the reserve, cheapest first.
-    reserve = _order(reserve)
-    batch = max(st.min_keep, 1)
-    while reserve:
-        chunk, reserve = reserve[:batch], reserve[batch:]
-        passed = _order(s.evaluate("full", chunk, 1.0, s.target))
-        if passed:
-            return passed[0], reserve
-    return None, reserve
+class _Scan:
+    """Candidates in order of their estimated cost, screened and refined a chunk at a time.
+
+    ``best(excluded)`` returns the cheapest candidate that met the target on the full trace,
+    screening further chunks while the next candidate's estimate is within that candidate's
+    cost: a candidate estimated above it cannot be cheaper (for fixed replicas the estimate, the
+    initial replicas held for the trace's span, is at most the run's cost), so it is skipped.
+    """
+
+    def __init__(self, s: _Searcher, cands: list[Candidate]) -> None:
+        self.s = s
+        self.order = sorted(cands, key=lambda c: (c.estimate, c.index))
+        self.pos = 0
+        self.feasible: list[Candidate] = []
+        st = s.settings
+        self.fractions = []
+        f = st.screen_fraction
+        while f < 1:
+            self.fractions.append(f)
+            f *= st.eta
+        self.fractions.append(1.0)
+
+    def _refine(self, chunk: list[Candidate]) -> None:
+        """Screen ``chunk``, then rungs of ``eta`` times more of the trace up to all of it."""
+        alive = chunk
+        st = self.s.settings
+        for r, frac in enumerate(self.fractions):
+            final = frac >= 1
+            stage = "full" if final else ("screen" if r == 0 else f"rung{r}")
+            alive = self.s.evaluate(stage, alive, frac, self.s.target if final else self.s.target - st.slack)
+            if not alive:
+                return
+        self.feasible.extend(alive)
+
+    def best(self, excluded: set[int]) -> Candidate | None:
+        size = self.s.settings.chunk
+        while True:
+            pool = [c for c in self.feasible if c.index not in excluded]
+            bound = min((c.rank_cost for c in pool), default=math.inf) if self.s.settings.cost_bound else math.inf
+            chunk = []
+            while self.pos < len(self.order) and len(chunk) < size and self.order[self.pos].estimate <= bound:
+                chunk.append(self.order[self.pos])
+                self.pos += 1
+            if not chunk:
+                return _order(pool)[0] if pool else None
+            self._refine(chunk)
+
+    def skipped(self) -> list[Candidate]:
+        return self.order[self.pos:]
 
 
-def _confirm(s: _Searcher, cands: list[Candidate], best: Candidate | None, reserve: list[Candidate],
-             seeds: list[int]) -> Candidate | None:
+def _confirm(s: _Searcher, scan: _Scan, cands: list[Candidate], seeds: list[int]) -> Candidate | None:
     """Confirm the winner over the seeds, with its cheaper neighbours; a cheaper one that holds wins."""
     tried: set[int] = set()
+    best = scan.best(tried)
     while best is not None:
         tried.add(best.index)
         ok = s.confirm(best, seeds)
-        cost = best.public()["cost"]
-        neighbours = [c for c in reversed(_order(cands)) if c.rank_cost < cost and c.index not in tried
-                      ][: s.settings.neighbours]
+        cost = best.rank_cost
+        neighbours = [c for c in reversed(_order(cands)) if c.stage != "none" and c.rank_cost < cost
+                      and c.index not in tried][: s.settings.neighbours]
         winner = None
         for c in sorted(neighbours, key=lambda c: c.rank_cost):
             tried.add(c.index)
@@ -301,21 +330,5 @@ def _confirm(s: _Searcher, cands: list[Candidate], best: Candidate | None, reser
             continue
         if ok:
             return best
-        # The winner failed on another seed: the next candidate meeting the target on the full trace.
-        nxt = [c for c in _order(cands) if c.index not in tried and c.stage == "full"
-               and (c.attainment or 0) >= s.target and not c.stopped]
-        if not nxt:
-            more, reserve = _halving_reserve(s, reserve)
-            nxt = more
-        best = nxt[0] if nxt else None
+        best = scan.best(tried)  # the winner failed on another seed: the next cheapest, screening on if need be
     return None
-
-
-def _halving_reserve(s: _Searcher, reserve: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
-    batch = max(s.settings.min_keep, 1)
-    while reserve:
-        chunk, reserve = reserve[:batch], reserve[batch:]
-        passed = _order(s.evaluate("full", chunk, 1.0, s.target))
-        if passed:
-            return passed, reserve
-    return [], reserve

@@ -73,8 +73,9 @@ class SearchSettings(_Section):
     """How `controlplane sim search` narrows the candidates (docs/sweeps.md, "Search")."""
 
     screen_fraction: float = Field(0.25, gt=0, le=1)  # share of the trace's requests the screen replays
-    eta: int = Field(3, ge=2)  # successive halving: keep about 1/eta of the survivors per rung
-    min_keep: int = Field(6, ge=1)  # ... but at least this many
+    eta: int = Field(3, ge=2)  # each rung replays eta times more of the trace than the one before
+    chunk: int = Field(32, ge=1)  # candidates screened per round, cheapest (estimated) first
+    cost_bound: bool = True  # skip candidates estimated above the cheapest one found meeting the target
     slack: float = Field(0.03, ge=0, lt=1)  # attainment allowance below the target on a partial trace
     confirm_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     neighbours: int = Field(3, ge=0)  # next-cheaper rejected candidates confirmed over the seeds too
