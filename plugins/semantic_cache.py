@@ -84,6 +84,7 @@ class SemanticCache(Plugin):
         confidence: float = Field(0.95, gt=0, lt=1)  # of the upper bound tested against it
         explore_rate: float = Field(0.05, ge=0, le=1)  # would-be hits sent to the model to verify
         neighbours: int = Field(10, ge=1, le=100)
+        min_similarity: float = Field(0.5, ge=-1, le=1)  # never serve a nearest entry less similar
         temperature: float = Field(0.05, gt=0)  # of the neighbours' vote weights
         window: int = Field(20_000, ge=100)  # verified outcomes the threshold is learned from
         capacity: int = Field(100_000, ge=1)  # entries per model and params; the oldest goes first
@@ -161,7 +162,7 @@ class SemanticCache(Plugin):
         fits = nearest is not None and (request.max_output_tokens == nearest.max_tokens or (
             nearest.tokens < nearest.max_tokens and request.max_output_tokens >= nearest.tokens))
         threshold = self.learner.threshold
-        if fits and score >= threshold:
+        if fits and score >= threshold and sim >= self.settings.min_similarity:
             if ctx.rng.random() >= self.settings.explore_rate:
                 self.stats["hits"] += 1
                 s = self.settings

@@ -79,16 +79,19 @@ class ThresholdLearner:
         n = np.searchsorted(-scores, -grid, side="right")
         cum_wrong = np.concatenate([[0.0], np.cumsum(wrong)])
         errors = cum_wrong[n]
-        # The sequence starts at the highest threshold with enough outcomes to pass at all: the
-        # start depends on the scores only, never on the outcomes, so the test stays valid.
-        start = int(np.argmax(n >= self.n_min)) if (n >= self.n_min).any() else len(grid)
+        # The sequence starts at the highest threshold with enough outcomes to pass with a few
+        # errors (3x the minimum, or all there are): the start depends on the scores only, never
+        # on the outcomes, so the test stays valid.
+        need = min(3 * self.n_min, len(scores))
+        start = int(np.argmax(n >= need))
         n, errors, grid = n[start:], errors[start:], grid[start:]
         ok = n > errors
         upper = np.ones_like(grid)
         upper[ok] = beta.ppf(self.confidence, errors[ok] + 1, n[ok] - errors[ok])
         failed = upper > self.bound
         passed = len(grid) if not failed.any() else int(np.argmax(failed))  # fixed sequence: stop at the first failure
-        self.threshold = float(grid[passed - 1]) if passed > 0 else float("inf")
+        # Never below the lowest verified score: no evidence says anything about lower scores.
+        self.threshold = max(float(grid[passed - 1]), float(scores[-1])) if passed > 0 else float("inf")
         return self.threshold
 
     def error_upper_bound(self, threshold: float) -> tuple[int, int, float]:

@@ -1,0 +1,218 @@
+"""The semantic cache: the threshold learner's bound, the neighbour vote, the HNSW index, and the
+plugin on real all-MiniLM-L6-v2 embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controlplane.testing import make_context
+from controlplane.types import Request
+from plugins.semantic_cache import SemanticCache, answers_match
+from plugins.semantic_cache_index import VectorIndex
+from plugins.semantic_cache_policy import ThresholdLearner, consensus_score, min_outcomes
+
+# -- threshold learner --------------------------------------------------------------------------
+
+
+def _outcomes(rng, n, p_wrong):
+    scores = rng.random(n)
+    return scores, rng.random(n) >= p_wrong(scores)
+
+
+def test_no_threshold_before_enough_outcomes():
+    learner = ThresholdLearner(bound=0.02, confidence=0.95, refit_every=1)
+    assert min_outcomes(0.02, 0.95) == 149
+    for _ in range(148):
+        learner.observe(0.99, True)
+    assert learner.threshold == float("inf")
+    learner.observe(0.99, True)
+    assert learner.threshold <= 0.99
+
+
+@pytest.mark.parametrize("bound", [0.01, 0.02, 0.05])
+def test_learned_threshold_meets_the_bound_on_fresh_data(bound):
+    """Error falls with the score; the learned threshold's true error among hits is under the bound."""
+    p_wrong = lambda s: 0.4 * (1 - s) ** 2  # noqa: E731
+    rng = np.random.default_rng(1)
+    violations = 0
+    for trial in range(20):
+        learner = ThresholdLearner(bound=bound, confidence=0.95, refit_every=10**9)
+        for s, ok in zip(*_outcomes(rng, 20000, p_wrong)):
+            learner.observe(s, ok)
+        t = learner.refit()
+        assert t < 1.0  # it serves something
+        grid = np.linspace(t, 1, 20001)
+        true_error = p_wrong(grid).mean()  # scores are uniform: the tail's mean error
+        violations += true_error > bound
+    assert violations <= 2  # 95% confidence: about 1 in 20 may miss
+
+
+def test_the_threshold_is_as_low_as_the_bound_allows():
+    learner = ThresholdLearner(bound=0.05, confidence=0.95, refit_every=10**9)
+    rng = np.random.default_rng(2)
+    for s, ok in zip(*_outcomes(rng, 8000, lambda s: np.where(s >= 0.6, 0.0, 0.5))):
+        learner.observe(s, ok)
+    # Tail error at t < 0.6: 0.5 (0.6 - t) / (1 - t); <= 5% needs t >= about 0.56
+    assert 0.54 <= learner.refit() <= 0.61
+
+
+def test_bad_bounds_are_refused():
+    with pytest.raises(ValueError, match="bound"):
+        ThresholdLearner(bound=0)
+    with pytest.raises(ValueError, match="confidence"):
+        ThresholdLearner(confidence=1.0)
+
+
+def test_a_mixed_neighbourhood_scores_lower_than_an_agreeing_one():
+    sims = np.array([0.9, 0.89, 0.88, 0.7])
+    agree = consensus_score(sims, np.array([True, True, True, True]), 0.05)
+    mixed = consensus_score(sims, np.array([True, False, False, True]), 0.05)
+    assert agree == pytest.approx(0.9) and mixed < 0.45
+
+
+# -- index ---------------------------------------------------------------------------------------
+
+
+def _unit(rng, n, d=16):
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_index_finds_the_nearest_and_keeps_ids_across_removal_and_rebuild():
+    rng = np.random.default_rng(0)
+    v = _unit(rng, 3000)
+    index = VectorIndex(16)
+    ids = index.add(v, [f"p{i}" for i in range(3000)])
+    assert ids == list(range(3000))
+    sim, best = index.search(v[42], 1)[0]
+    assert best == 42 and sim == pytest.approx(1.0, abs=1e-5)
+    for i in range(2000):  # past a quarter dead: rebuilt from the live vectors
+        index.remove(i)
+    assert len(index) == 1000 and index.dead < 1000
+    assert index.search(v[2500], 1)[0][1] == 2500 and index.payload(2500) == "p2500"
+    assert all(i >= 2000 for _, i in index.search(v[10], 5))
+
+
+def test_index_refuses_wrong_shapes():
+    with pytest.raises(ValueError, match="dim 16"):
+        VectorIndex(16).add(np.zeros((2, 8), np.float32), ["a", "b"])
+
+
+# -- the plugin on the real model ---------------------------------------------------------------
+
+ARRIVAL = ["Where is my new card?", "My card has not arrived yet", "When will my card be delivered?",
+           "I am still waiting for my card to arrive", "How long does card delivery take?",
+           "Has my card been sent out yet?"]
+CANCEL = ["How do I cancel a transfer?", "I want to stop a payment I just made",
+          "Can I reverse a transfer I sent by mistake?", "Please cancel my last transaction",
+          "Is it possible to undo a bank transfer?", "I need to cancel the money I sent"]
+
+
+def _req(rid, prompt, params=(), model="default", max_out=64):
+    return Request(rid, 0.0, 10, max_out, model=model, prompt=prompt, params=params)
+
+
+def _serve(cache, ctx, rid, prompt, answer, **kw):
+    """A request as the core runs it: lookup, and on a miss the model's answer is stored."""
+    r = _req(rid, prompt, **kw)
+    hit = cache.cp_cache_lookup(ctx=ctx, request=r)
+    if hit is None:
+        r.output_text, r.output_tokens = answer, 5
+        cache.cp_cache_store(ctx=ctx, request=r)
+    return hit
+
+
+@pytest.fixture(scope="module")
+def learned():
+    """A cache that has seen both intents twice over (a loose bound so that a dozen outcomes do)."""
+    cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=0.0))
+    ctx = make_context(seed=3)
+    for rep in range(2):
+        for i, (a, c) in enumerate(zip(ARRIVAL, CANCEL)):
+            _serve(cache, ctx, f"a{rep}{i}", a + ("" if rep == 0 else " please"), "CARD_ARRIVAL")
+            _serve(cache, ctx, f"c{rep}{i}", c + ("" if rep == 0 else " please"), "CANCEL_TRANSFER")
+    cache.learner.refit()
+    return cache
+
+
+def test_a_paraphrase_gets_its_intent_s_answer_and_an_unrelated_prompt_misses(learned):
+    ctx = make_context(seed=4)
+    assert learned.learner.threshold < 1.0
+    hit = learned.cp_cache_lookup(ctx=ctx, request=_req("x", "my card still hasn't come, where is it?"))
+    assert hit is not None and hit.kind == "semantic" and hit.response_text == "CARD_ARRIVAL"
+    assert hit.latency_s == pytest.approx(0.011) and hit.output_tokens == 5  # lookup + embedding
+    hit = learned.cp_cache_lookup(ctx=ctx, request=_req("y", "how can I cancel a payment I made?"))
+    assert hit is not None and hit.response_text == "CANCEL_TRANSFER"
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("z", "What is the capital of Australia?")) is None
+
+
+def test_other_params_or_models_never_match(learned):
+    ctx = make_context(seed=4)
+    prompt = "my card still hasn't come, where is it?"
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("p", prompt, params=(("top_p", 0.5),))) is None
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("m", prompt, model="other")) is None
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("t", prompt, params=(("temperature", 0.8),))) is None
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("s", prompt, max_out=3)) is None  # answer needs 5
+
+
+def test_explored_would_be_hits_are_verified_and_a_wrong_one_is_learned():
+    cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=1.0))
+    ctx = make_context(seed=5)
+    for i, a in enumerate(ARRIVAL):
+        _serve(cache, ctx, f"a{i}", a, "CARD_ARRIVAL")
+    for i, a in enumerate(ARRIVAL):  # the same prompts again: misses verify a perfect agreement
+        _serve(cache, ctx, f"b{i}", a, "CARD_ARRIVAL")
+    cache.learner.refit()
+    assert cache.learner.threshold < 1.0 and cache.stats["outcomes"] >= 6
+    r = _req("e", "Where is my new card?")
+    assert cache.cp_cache_lookup(ctx=ctx, request=r) is None  # explored: served by the model
+    assert cache.stats["explored"] == 1
+    r.output_text, r.output_tokens = "SOMETHING_ELSE", 5  # the model disagrees with the cache
+    cache.cp_cache_store(ctx=ctx, request=r)
+    assert (cache.stats["explored_verified"], cache.stats["explored_wrong"]) == (1, 1)
+    assert cache.measured_false_hit_rate == 1.0
+    assert cache.cache_report() == {"checked_hits": 1, "false_hits": 1}
+
+
+def test_an_answer_that_never_reaches_the_store_is_neither_cached_nor_learned():
+    cache = SemanticCache(SemanticCache.Settings(explore_rate=0.0))
+    ctx = make_context()
+    cache.cp_cache_lookup(ctx=ctx, request=_req("a", ARRIVAL[0]))  # then a guardian blocks it
+    assert sum(len(ix) for ix in cache._indexes.values()) == 0 and cache.stats["outcomes"] == 0
+    served = _req("b", ARRIVAL[0])
+    served.cache_hit, served.output_text = "semantic", "X"
+    cache.cp_cache_store(ctx=ctx, request=served)  # served from a cache: not stored again
+    assert sum(len(ix) for ix in cache._indexes.values()) == 0
+
+
+def test_entries_expire_and_capacity_drops_the_oldest():
+    cache = SemanticCache(SemanticCache.Settings(capacity=3, ttl_s=10, max_false_hit_rate=0.3, confidence=0.5))
+    for i, a in enumerate(ARRIVAL[:5]):
+        _serve(cache, make_context(now_s=float(i)), f"a{i}", a, "CARD_ARRIVAL")
+    assert sum(len(ix) for ix in cache._indexes.values()) == 3
+    vec = cache.embedder.encode([ARRIVAL[4]])[0]
+    _, nearest, sim = cache.evaluate(vec, _req("q", ARRIVAL[4]), 5.0)
+    assert sim == pytest.approx(1.0, abs=1e-4)
+    _, nearest, _ = cache.evaluate(vec, _req("q", ARRIVAL[4]), 100.0)
+    assert nearest is None  # all expired
+
+
+def test_the_same_seed_gives_the_same_decisions():
+    def run(seed):
+        cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=0.5))
+        ctx = make_context(seed=seed)
+        out = []
+        for rep in range(8):  # the threshold is refitted every 25 outcomes
+            for i, a in enumerate(ARRIVAL):
+                out.append(_serve(cache, ctx, f"{rep}-{i}", a, "CARD_ARRIVAL") is not None)
+        return out, cache.stats["explored"]
+
+    assert run(7) == run(7)
+    assert run(7)[1] > 0
+
+
+def test_answers_match_ignores_case_and_spacing_only():
+    assert answers_match("Your card  arrives\nin 3 days.", "your card arrives in 3 days.")
+    assert not answers_match("Your card arrives in 3 days.", "Your card arrives in 5 days.")
+    assert not answers_match(None, None)
