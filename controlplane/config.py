@@ -146,7 +146,7 @@ class StorageConfig(_Section):
 class ApiKey(_Section):
     """One API key of the daemon's inference endpoints: its SHA-256 (never the key) and its tenant."""
 
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # `controlplane daemon hash-key` prints it
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # `controlplane keys new|hash` prints it
     tenant: str = Field(min_length=1, max_length=256)  # attached to every request made with the key
     name: str | None = None  # for people: who holds it
 
@@ -230,7 +230,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
