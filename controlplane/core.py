@@ -200,6 +200,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         admission: Admission
         admission, plugin = self._decide("cp_admit_request", r)
         if admission is not None and not admission.admit:
+            r.retry_after_s = admission.retry_after_s
             self._reject(r, admission.reason or "rejected by admission policy", plugin, "cp_admit_request",
                          admission.code)
             return

@@ -13,6 +13,7 @@ class Admission:
     reason: str = ""
     priority: int | None = None  # overrides the request's priority when set
     code: ReasonCode = ReasonCode.ADMISSION_DENIED  # why, for machines (a refusal's HTTP status)
+    retry_after_s: float | None = None  # a refusal: when trying again can succeed (HTTP Retry-After)
 
 
 @dataclass(slots=True)

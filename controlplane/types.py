@@ -89,6 +89,7 @@ class Request:
     num_retries: int = 0
     reason: str | None = None  # why it was rejected or failed
     reason_code: ReasonCode | None = None  # the same, as a code (rejected and failed requests)
+    retry_after_s: float | None = None  # a rejection: when the policy says a retry can succeed
     guardian_verdict: str | None = None
     output_text: str | None = None  # live mode / cache hits: the response text
 

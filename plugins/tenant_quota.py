@@ -106,7 +106,7 @@ class TenantQuota(Plugin):
                 wait = b.seconds_until(cost, now)
                 return Admission(False, f"rate limited: tenant {tenant!r} needs {cost} tokens, its bucket holds "
                                         f"{level:.0f} (refills {b.rate:g}/s; enough in {wait:.3f} s)",
-                                 code=ReasonCode.RATE_LIMITED)
+                                 code=ReasonCode.RATE_LIMITED, retry_after_s=wait)
             b.tokens = level - cost
         if lim.max_in_flight is not None:
             self._in_flight.setdefault(tenant, set()).add(request.request_id)

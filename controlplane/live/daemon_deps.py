@@ -10,6 +10,7 @@ handlers turn both into ``{"error": {"message", "type", "param", "code"}}`` with
 from __future__ import annotations
 
 import hmac
+import math
 import logging
 from typing import Annotated, Any
 
@@ -102,7 +103,11 @@ def result_error(r: LiveResult) -> APIError:
     if r.status in ("rejected", "failed"):
         message = f"{r.status}: {message}"
     code = r.reason_code.value if r.reason_code is not None else r.status
-    return APIError(status, message, code=code, headers={"retry-after": "1"} if status in (429, 503) else None)
+    headers = None
+    if status in (429, 503):  # the policy's own hint where it gave one (whole seconds, at least 1)
+        retry = r.retry_after_s
+        headers = {"retry-after": str(max(1, math.ceil(retry))) if retry is not None and retry < 1e9 else "1"}
+    return APIError(status, message, code=code, headers=headers)
 
 
 async def _api_error(request: HTTPRequest, exc: APIError) -> JSONResponse:

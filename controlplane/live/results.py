@@ -40,6 +40,7 @@ class LiveResult:
     first_token_s: float | None = None
     finish_s: float | None = None
     reason_code: ReasonCode | None = None  # why it was rejected or failed, as a code
+    retry_after_s: float | None = None  # a rejection: when the admission policy says a retry can succeed
 
     @property
     def ok(self) -> bool:
@@ -111,7 +112,7 @@ class LiveRequest:
             reason=reason, prompt_tokens=r.prompt_tokens, completion_tokens=completion, worker_id=r.worker_id,
             num_retries=r.num_retries, num_preemptions=r.num_preemptions, cache_hit=r.cache_hit,
             guardian_verdict=r.guardian_verdict, arrival_s=r.arrival_s, first_token_s=r.first_token_s,
-            finish_s=r.finish_s, reason_code=code,
+            finish_s=r.finish_s, reason_code=code, retry_after_s=r.retry_after_s,
         )
 
 

@@ -19,6 +19,16 @@ def _keys_config() -> dict:
                                   {"sha256": hash_key(KEY_B), "tenant": "team-b"}]}}
 
 
+def _keys_and_quota_config() -> dict:
+    """Keys, and a tight token bucket for team-a only (each test request costs about 7 tokens)."""
+    from controlplane.config import DEFAULT_PLUGINS
+
+    return {**_keys_config(), "plugins": {
+        "enabled": ["tenant-quota", *DEFAULT_PLUGINS],  # earlier plugins decide first
+        "settings": {"tenant-quota": {"tenants": {"team-a": {"tokens_per_s": 0.5, "burst_tokens": 20}}}},
+    }}
+
+
 def test_key_ring_answers_the_tenant_of_a_listed_key_only():
     ring = KeyRing(load_config(overrides=_keys_config()).auth.api_keys)
     assert ring.enabled
@@ -62,7 +72,7 @@ def keyed(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "keys.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump(_keys_config()))
+    path.write_text(yaml.safe_dump(_keys_and_quota_config()))
     cfg, _ = daemon_config(path, workers=1, db=db)
     daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, default_max_tokens=4))
     with TestClient(daemon.app, raise_server_exceptions=False) as client:
@@ -120,3 +130,16 @@ def test_a_valid_key_is_served_and_its_tenant_recorded_in_place_of_the_user_fiel
     with engine.connect() as conn:
         stored = str(conn.execute(select(Run.config).where(Run.id == run_id)).scalar_one())
     assert hash_key(KEY_B) in stored and KEY_A not in stored and KEY_B not in stored  # digests, never keys
+
+
+def test_a_keys_tenant_quota_answers_429_with_the_buckets_retry_after(keyed):
+    client, _, _ = keyed
+    a, b = {"authorization": f"Bearer {KEY_A}"}, {"authorization": f"Bearer {KEY_B}"}
+    body = {"prompt": [5, 6, 7], "max_tokens": 4, "ignore_eos": True}
+    codes = [client.post("/v1/completions", json=body, headers=a).status_code for _ in range(4)]
+    assert codes[:2] == [200, 200] and codes[-1] == 429, codes  # 20 tokens of burst: 7 + 7, then empty
+    r = client.post("/v1/completions", json=body, headers=a)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    assert "team-a" in r.json()["error"]["message"]
+    assert 1 <= int(r.headers["retry-after"]) <= 20  # the bucket's own refill time, not a fixed guess
+    assert all(client.post("/v1/completions", json=body, headers=b).status_code == 200 for _ in range(4))
