@@ -22,7 +22,10 @@ prints its phase stamps (``CONTROLPLANE_TIMINGS=1``, see ``controlplane/timings.
 repetition splits into: interpreter start and CLI imports (spawn to ``main``), set-up (config,
 plugin discovery, latency models, schema check, run row: ``main`` to ``loop_start``), the
 event loop, the final write (last rows, run row), and exit (summary printed, interpreter
-torn down). ``startup_s`` is spawn to the first event (``loop_start``).
+torn down). Set-up splits further into the command's imports (``main`` to
+``replay_imported``), the session (config, plugins, engine, schema, run row: to
+``session_open``) and the latency models (to ``loop_start``). ``startup_s`` is spawn to the
+first event (``loop_start``).
 
 Vidur's side is its whole-process wall time from the anchors README's "Side by side" table
 (median of three, warm cache, 2026-12-03) scaled by the README's host yardstick: ``python3 -m
@@ -348,6 +351,9 @@ def time_cli(cmd: list[str], cwd: Path) -> dict:
     phases = {
         "start_and_imports": stamps["main"] - t0,
         "setup": stamps["loop_start"] - stamps["main"],
+        "setup_imports": stamps["replay_imported"] - stamps["main"],
+        "setup_session": stamps["session_open"] - stamps["replay_imported"],
+        "setup_latency_models": stamps["loop_start"] - stamps["session_open"],
         "loop": stamps["loop_end"] - stamps["loop_start"],
         "write": stamps["closed"] - stamps["loop_end"],
         "exit": t1 - stamps["closed"],
@@ -383,13 +389,14 @@ def _speed_table(run: str, reps: list[dict], vidur_scaled: float, n: int):
     from rich.table import Table
 
     t = Table(title=f"{run}: `controlplane sim replay` whole process vs Vidur ({n:,} requests)")
-    for col in ("rep", "whole s", "startup s", "imports", "setup", "loop", "write", "exit", "peak RSS MB",
-                "Vidur s (scaled)", "ratio"):
+    for col in ("rep", "whole s", "startup s", "python+cli", "imports", "session", "latency", "loop", "write",
+                "exit", "peak RSS MB", "Vidur s (scaled)", "ratio"):
         t.add_column(col, justify="right")
     for i, r in enumerate(reps, 1):
         p = r["phases"]
         t.add_row(str(i), f"{r['wall_s']:.2f}", f"{r['startup_s']:.3f}", f"{p['start_and_imports']:.3f}",
-                  f"{p['setup']:.3f}", f"{p['loop']:.3f}", f"{p['write']:.3f}", f"{p['exit']:.3f}",
+                  f"{p['setup_imports']:.3f}", f"{p['setup_session']:.3f}", f"{p['setup_latency_models']:.3f}",
+                  f"{p['loop']:.3f}", f"{p['write']:.3f}", f"{p['exit']:.3f}",
                   f"{r['peak_rss_mb']:,.0f}", f"{vidur_scaled:.2f}", f"{vidur_scaled / r['wall_s']:.1f}x")
     return t
 

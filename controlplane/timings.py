@@ -9,8 +9,10 @@ The stamps are wall-clock epoch seconds (``time.time()``) so that a parent proce
 them up with its own clock (``benchmarks/vs_vidur.py`` measures the interpreter's start and
 the imports that way); ``phases`` holds the durations between consecutive stamps. The stamps
 the replay path sets, in order: ``main`` (the CLI's entry function is running: interpreter
-start and the CLI's imports are behind), ``loop_start`` (the run is set up: config, plugins,
-latency models, schema and run row; the first event comes next), ``loop_end`` (the trace is
+start and the CLI's imports are behind), ``replay_imported`` (the command's and the simulator's
+modules are imported: config, core, storage, SQLAlchemy, numpy, SimPy), ``session_open`` (the
+config is read and the run is open: plugins, database engine, schema check, run row),
+``loop_start`` (the latency models are built; the first event comes next), ``loop_end`` (the trace is
 exhausted and the simulation drained), ``closed`` (the last rows are written and the run row
 finished), ``exit`` (stamped by the exit handler: the summary is printed). Marking costs one dict store when on and one
 global read when off; it never changes what a run does.

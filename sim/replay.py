@@ -87,6 +87,7 @@ class TraceTransforms:
 
 
 NO_TRANSFORMS = TraceTransforms()
+timings.mark("replay_imported")  # (CONTROLPLANE_TIMINGS) the simulator's modules are imported
 
 
 def open_trace(
@@ -223,6 +224,7 @@ def replay(
         extra_plugins=extra_plugins,
         available=available,
     ) as session:
+        timings.mark("session_open")
         driver = build_driver(session, on_progress=on_progress)
         timings.mark("loop_start")
         t0 = time.perf_counter()
@@ -237,3 +239,4 @@ def replay(
         summary = session.close(finished)
         timings.mark("closed")
     return ReplayResult(summary, session, driver, trace_format, loop_s)
+

@@ -67,7 +67,7 @@ def test_timings_stamp_the_phases_in_order_and_only_when_asked(tmp_path):
     config.write_text(yaml.safe_dump(CONFIG))
     assert timings.parse(_run(tmp_path, config).stderr) is None
     stamps = timings.parse(_run(tmp_path, config, **{timings.ENV: "1"}).stderr)
-    order = ["main", "loop_start", "loop_end", "closed", "exit"]
+    order = ["main", "replay_imported", "session_open", "loop_start", "loop_end", "closed", "exit"]
     assert [k for k in stamps if k != "phases"] == order
     assert all(stamps[a] <= stamps[b] for a, b in zip(order, order[1:]))
     assert list(stamps["phases"]) == [f"{a}->{b}" for a, b in zip(order, order[1:])]
