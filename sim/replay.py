@@ -239,4 +239,3 @@ def replay(
         summary = session.close(finished)
         timings.mark("closed")
     return ReplayResult(summary, session, driver, trace_format, loop_s)
-
