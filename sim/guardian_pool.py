@@ -1,7 +1,8 @@
 """Simulated guardian replicas: checks that cost GPU-seconds and wait when guardians are saturated.
 
 Each guardian declared in ``guardians.models`` gets ``replicas`` simulated replicas and one FIFO
-queue. An idle replica takes up to ``latency.max_batch`` queued checks and runs them as one
+queue. An idle replica takes up to ``latency.max_batch`` queued checks (the checks asked at one
+instant are queued before it takes any, so they batch together) and runs them as one
 batch of ``latency.base_s + latency.per_token_s * tokens`` seconds (tokens checked: the prompt
 for an input check, prompt + answer for an output check), which costs that time times
 ``gpus_per_replica`` in GPU-seconds. A check still unanswered ``timeout_s`` after it was asked
@@ -41,7 +42,8 @@ class _Check:
 
 
 class _Guardian:
-    __slots__ = ("spec", "queue", "idle", "busy_s", "gpu_s", "num_checks", "num_timeouts", "wait_s", "num_batches")
+    __slots__ = ("spec", "queue", "idle", "busy_s", "gpu_s", "num_checks", "num_timeouts", "wait_s", "num_batches",
+                 "kick")
 
     def __init__(self, spec: GuardianSpec) -> None:
         self.spec = spec
@@ -49,6 +51,7 @@ class _Guardian:
         self.idle = spec.replicas
         self.busy_s = self.gpu_s = self.wait_s = 0.0
         self.num_checks = self.num_timeouts = self.num_batches = 0
+        self.kick = False  # a dispatch is due at the end of this instant
 
 
 class SimGuardianPool:
@@ -81,6 +84,13 @@ class SimGuardianPool:
         g.num_checks += 1
         g.queue.append(check)
         self._after(g.spec.timeout_s, self._timeout, check)
+        if g.idle and not g.kick:  # dispatch once the instant's checks are all queued: they batch together
+            g.kick = True
+            self._after(0.0, self._kicked, g)
+
+    def _kicked(self, timer: Any) -> None:
+        g = timer._value
+        g.kick = False
         self._dispatch(g)
 
     def _fixed_done(self, timer: Any) -> None:

@@ -192,3 +192,19 @@ def test_an_unchecked_cached_answer_is_not_served_once_its_prompt_was_blocked():
     # without r1's block, r2 is served r0's cached answer
     plain = by_id(replay_with(CheckOnly({"r2"}), trace=[trace[0], trace[2]], sim={"guardian_block_rate": 1.0}))
     assert plain["r2"].cache_hit == "exact"
+
+
+def test_combine_reports_failures_rather_than_a_pass():
+    from controlplane.guardian_checks import combine
+    from controlplane.guardian_config import GuardiansConfig
+
+    cfg = GuardiansConfig(models=[{"name": "a"}, {"name": "b"}, {"name": "c", "on_error": "closed"}])
+    both_failed = combine(cfg, None, {"a": ("timeout", None, "slow"), "b": ("timeout", None, "slow")})
+    assert both_failed.verdict == "timeout" and "a: timeout (slow)" in both_failed.reason
+    mixed = combine(cfg, None, {"a": ("error", None, "x"), "b": ("unavailable", None, None)})
+    assert mixed.verdict == "error"
+    closed = combine(cfg, "majority", {"a": ("pass", 0.1, None), "c": ("error", None, "boom")})
+    assert closed.verdict == "pass"  # one block of two voters is no majority
+    assert combine(cfg, "any", {"a": ("pass", 0.1, None), "c": ("error", None, "boom")}).verdict == "block"
+    with pytest.raises(ValueError, match="unknown guardian combine rule 'vote'"):
+        combine(cfg, "vote", {"a": ("pass", 0.1, None)})
