@@ -25,7 +25,7 @@ class LiveResult:
 
     request_id: str
     model: str
-    status: str  # completed | rejected | failed | in_flight | timeout | cancelled
+    status: str  # completed | blocked | rejected | failed | in_flight | timeout | cancelled
     text: str
     finish_reason: str | None  # OpenAI style: "stop" | "length" (completed requests)
     reason: str | None  # why it was rejected or failed; the worker's stop reason when completed
