@@ -362,6 +362,68 @@ def time_cli(cmd: list[str], cwd: Path) -> dict:
             "peak_rss_mb": usage.ru_maxrss / 1024, "phases": {k: round(v, 4) for k, v in phases.items()}, "summary": summary}
 
 
+#: Where a function's own time is counted in the profile by area (first match of its file).
+AREAS = (
+    ("imports", ("<frozen importlib", "importlib/", "marshal.loads", "builtins.compile", "__build_class__",
+                 "_imp.", "posix.stat", "io.open_code", "builtins.exec")),
+    ("SQL rows (recorder, row checks)", ("controlplane/storage/", "controlplane/recording.py")),
+    ("SQL driver (sqlite3, SQLAlchemy)", ("sqlalchemy/", "sqlite3")),
+    ("event bus and hook calls", ("controlplane/plugin_manager.py", "controlplane/policy_calls.py", "pluggy/")),
+    ("control loop (ticks, scaling, samples)", ("controlplane/control_loop.py", "controlplane/scaling.py")),
+    ("core (requests, batches, KV)", ("controlplane/",)),
+    ("policies (plugins/)", ("/plugins/",)),
+    ("sim driver", ("sim/driver.py",)),
+    ("latency model", ("sim/latency/",)),
+    ("trace reading", ("sim/traces/",)),
+    ("SimPy", ("simpy/",)),
+    ("numpy", ("numpy/",)),
+)
+
+
+def profile_cli(cmd: list[str], cwd: Path, top: int = 15) -> dict:
+    """The command once under cProfile (``python -m cProfile -m controlplane.cli ...``): its own
+    time by area and the ``top`` functions by own time. Profiling slows Python code several
+    times over, unevenly: read the shares, not the seconds."""
+    import pstats
+
+    out = cwd / "replay.prof"
+    args = cmd[cmd.index("sim"):]
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "controlplane.cli", *args], cwd=cwd,
+                   check=True, capture_output=True)
+    stats = pstats.Stats(str(out)).stats
+    total = sum(v[2] for v in stats.values())
+    areas: dict[str, float] = {}
+    rows = []
+    for (path, line, name), (_, ncalls, tottime, _, _) in stats.items():
+        where = f"{path}:{name}"
+        area = next((a for a, keys in AREAS if any(k in where for k in keys)),
+                    "builtins and C calls" if path == "~" else "other Python")
+        areas[area] = areas.get(area, 0.0) + tottime
+        rows.append((tottime, ncalls, f"{path.split('/work/main/')[-1].split('site-packages/')[-1]}:{line}({name})"))
+    rows.sort(reverse=True)
+    return {
+        "total_s": round(total, 3),
+        "by_area_pct": {a: round(100 * t / total, 1) for a, t in sorted(areas.items(), key=lambda x: -x[1])},
+        "top_functions": [{"function": f, "calls": n, "own_s": round(t, 3), "pct": round(100 * t / total, 1)}
+                          for t, n, f in rows[:top]],
+    }
+
+
+def _profile_table(run: str, prof: dict):
+    from rich.table import Table
+
+    t = Table(title=f"{run}: where the time goes (one run under cProfile: shares of {prof['total_s']:.1f} profiled s)")
+    t.add_column("area / function")
+    t.add_column("share", justify="right")
+    t.add_column("calls", justify="right")
+    for area, pct in prof["by_area_pct"].items():
+        t.add_row(area, f"{pct:.1f}%", "")
+    t.add_section()
+    for f in prof["top_functions"]:
+        t.add_row(f["function"], f"{f['pct']:.1f}%", f"{f['calls']:,}")
+    return t
+
+
 def fidelity(run: str, anchors: Path, config: Path, check_exact: int) -> dict:
     """The untimed in-process replay with an observer: per-request comparison with Vidur."""
     from controlplane.config import load_config
@@ -428,6 +490,7 @@ def main() -> None:
     ap.add_argument("--check-exact", type=int, nargs="?", const=1000, default=0, metavar="N",
                     help="also compare exact and fast modes on the first N requests (default 1000)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the per-request comparison (speed only)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the profiled run of each workload")
     args = ap.parse_args()
 
     import yaml
@@ -465,6 +528,8 @@ def main() -> None:
                              warm)
                 small.append(r)
         yard_after = yardstick_us()
+        profiles = {} if args.no_profile else {
+            run: profile_cli(cli_command(args.anchors / run / "workload.csv", configs[run]), dirs[run]) for run in runs}
         fid = {} if args.no_fidelity else {run: fidelity(run, args.anchors, configs[run], args.check_exact)
                                            for run in runs}
 
@@ -474,6 +539,8 @@ def main() -> None:
         vidur_scaled = VIDUR_WALL[run][0] * scale
         n = reps[run][0]["summary"]["num_requests"]
         console.print(_speed_table(run, reps[run], vidur_scaled, n))
+        if run in profiles:
+            console.print(_profile_table(run, profiles[run]))
         if run in fid:
             console.print(_fidelity_table(run, fid[run]))
         walls = [r["wall_s"] for r in reps[run]]
@@ -495,6 +562,8 @@ def main() -> None:
                              and (run not in fid or _comparable(fid[run]["summary"]) == summaries[0]),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in reps[run]), 1),
         }
+        if run in profiles:
+            per_run[run]["profile"] = profiles[run]
     if args.check_exact and fid:
         console.print(_exact_table([{"run": run, **fid[run]} for run in runs]))
     if small:
