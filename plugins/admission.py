@@ -26,7 +26,7 @@ class QueueLimit(Plugin):
             return Admission(False, f"prompt too long: {request.prompt_tokens} > {s.max_prompt_tokens} tokens",
                              code=ReasonCode.TOO_LONG)
         if s.max_queued is None and s.max_queued_per_replica is None:
-            return Admission(True)
+            return None  # no limit: the next admission policy decides
         workers = [w for w in ctx.workers.values() if w.model == request.model and w.accepts_requests]
         queued = sum(len(w.waiting) for w in workers)
         limits = [x for x in (s.max_queued,) if x is not None]
@@ -35,4 +35,4 @@ class QueueLimit(Plugin):
         limit = min(limits)
         if queued >= limit:
             return Admission(False, f"queue full: {queued} waiting >= limit {limit}", code=ReasonCode.QUEUE_FULL)
-        return Admission(True)
+        return None  # within the limit: defer, so admission policies listed after this one still decide

@@ -24,7 +24,7 @@ def _keys_and_quota_config() -> dict:
     from controlplane.config import DEFAULT_PLUGINS
 
     return {**_keys_config(), "plugins": {
-        "enabled": ["tenant-quota", *DEFAULT_PLUGINS],  # earlier plugins decide first
+        "enabled": [*DEFAULT_PLUGINS, "tenant-quota"],  # after queue-limit, which defers when admitting
         "settings": {"tenant-quota": {"tenants": {"team-a": {"tokens_per_s": 0.5, "burst_tokens": 20}}}},
     }}
 
