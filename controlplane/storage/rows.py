@@ -132,6 +132,7 @@ class RowSpec:
             for name in self.columns
         )
         self._allowed_at = tuple((self.columns.index(c), c, v) for c, v in self.allowed.items())
+        self.pack = self._compiled_pack()  # type: ignore[method-assign]
 
     def build(self, row: Mapping[str, Any], run_id: int) -> dict[str, Any]:
         """Return ``row`` completed, coerced, JSON-encoded and with ``run_id``; ``ValueError`` if invalid."""
@@ -161,11 +162,40 @@ class RowSpec:
         """A row :meth:`build` returned, as the stored tuple (:attr:`fields` order)."""
         return tuple([row[name] for name in self.fields])
 
+    def _compiled_pack(self) -> Callable[[Sequence[Any], int], tuple]:
+        """:meth:`pack` unrolled for this table's columns (generated once per spec): the same
+        checks and coercions without a loop over the columns; whatever it refuses, the generic
+        :meth:`pack` refuses with its message."""
+        env: dict[str, Any] = {"_slow": RowSpec.pack.__get__(self), "_n": len(self.columns)}
+        names = [f"v{i}" for i in range(len(self.columns))]
+        lines = ["def pack(values, run_id):",
+                 "    if len(values) != _n:",
+                 "        return _slow(values, run_id)",
+                 f"    {', '.join(names)}{',' if len(names) == 1 else ''} = values"]
+        for i, (_, label, exact, coerce, required, default) in enumerate(self._checks):
+            v = names[i]
+            env[f"_e{i}"], env[f"_c{i}"], env[f"_l{i}"], env[f"_d{i}"] = exact, coerce, label, default
+            if required:
+                lines += [f"    if {v} is None:", "        return _slow(values, run_id)"]
+            elif default is not None:
+                lines += [f"    if {v} is None:", f"        {v} = _d{i}"]
+            else:
+                lines += [f"    if {v} is None:", "        pass"]
+            if coerce is not _keep:
+                lines += [f"    elif type({v}) is not _e{i}:", f"        {v} = _c{i}(_l{i}, {v})"]
+        for index, _, allowed in self._allowed_at:
+            env[f"_a{index}"] = allowed
+            lines += [f"    if {names[index]} not in _a{index}:", "        return _slow(values, run_id)"]
+        lines.append(f"    return (run_id, {', '.join(names)})")
+        exec("\n".join(lines), env)  # noqa: S102  (code made here from the table's own columns)
+        return env["pack"]
+
     def pack(self, values: Sequence[Any], run_id: int) -> tuple:
         """The stored tuple for ``values`` given for every column, in :attr:`columns` order.
 
         The fast path of :meth:`build` for producers that know the table (the run's SQL
-        recorder): the same checks and coercions, without the dict round trips.
+        recorder): the same checks and coercions, without the dict round trips. (Each spec's
+        own ``pack`` is this, unrolled by :meth:`_compiled_pack`.)
         """
         if len(values) != len(self.columns):
             raise ValueError(f"{self.name} row has {len(values)} values for {len(self.columns)} columns "
