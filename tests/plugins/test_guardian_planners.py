@@ -132,3 +132,39 @@ def test_risk_planner_in_a_replay_checks_within_budget():
         "settings": {"risk-guardian": {"rate": 0.25}}}, sim={"guardian_block_rate": 0.1})
     checked = sum(d.action == "guardian_check" for d in res.decisions)
     assert 0.1 * 300 < checked < 0.45 * 300
+
+
+def test_verdicts_are_shared_between_planners_through_redis():
+    import os
+    import uuid
+
+    import pytest
+    import redis
+
+    from plugins.guardians import SampledGuardian
+
+    url = os.environ.get("CONTROLPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.exceptions.RedisError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Redis at {url} is unreachable: {exc} (CI=true: Redis tests must run)")
+        pytest.skip(f"Redis at {url} is unreachable")
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    settings = SampledGuardian.Settings(rate=1.0, guardian="judge", verdict_ttl_s=60.0, stages=("input",),
+                                        store={"backend": "redis", "redis_url": url, "namespace": ns})
+    a, b = SampledGuardian(settings), SampledGuardian(settings)  # two daemons
+    ctx = make_context()
+    r1, r2 = make_requests(2)
+    r1.prompt = r2.prompt = "the same prompt"
+    try:
+        plan = a.cp_guardian_plan(ctx=ctx, request=r1, stage="input")
+        assert plan.check and plan.cached is None
+        a.cp_on_event(ctx=ctx, event=Decision(0.0, "cp_guardian_plan", "judge", "guardian_verdict", r1.request_id,
+                                              "unsafe", {"guardian": "judge", "verdict": "block", "stage": "input"}))
+        shared = b.cp_guardian_plan(ctx=ctx, request=r2, stage="input")
+        assert shared.cached["verdict"] == "block" and shared.cached["reason"] == "unsafe"
+    finally:
+        client = redis.Redis.from_url(url)
+        for k in client.scan_iter(f"{ns}:*"):
+            client.delete(k)
