@@ -52,9 +52,15 @@ COMMANDS: dict[str, Callable[[typer.Typer, str], None]] = {
 }
 
 
+def _group_callback() -> None:
+    pass
+
+
 def build_app(names: Iterable[str] | None = None) -> typer.Typer:
     """The typer app with the commands ``names`` (default: all of ``COMMANDS``)."""
     app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
+    # A group even with one command registered (typer would make a lone command the whole app).
+    app.callback()(_group_callback)
     for name in COMMANDS if names is None else names:
         COMMANDS[name](app, name)
     return app

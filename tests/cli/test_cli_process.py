@@ -72,3 +72,25 @@ def test_timings_stamp_the_phases_in_order_and_only_when_asked(tmp_path):
     assert all(stamps[a] <= stamps[b] for a, b in zip(order, order[1:]))
     assert list(stamps["phases"]) == [f"{a}->{b}" for a, b in zip(order, order[1:])]
     assert stamps["phases"]["loop_start->loop_end"] > 0
+
+
+def test_every_command_runs_as_itself_when_only_it_is_loaded():
+    from controlplane.cli import COMMANDS
+
+    for name in COMMANDS:
+        proc = subprocess.run([sys.executable, "-m", "controlplane.cli", name, "--help"], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+        assert proc.returncode == 0, (name, proc.stderr[-1000:])
+        assert f"Usage: python -m controlplane.cli {name} " in proc.stdout, (name, proc.stdout[:300])
+
+
+def test_a_replay_imports_none_of_the_other_commands():
+    code = ("import sys\n"
+            "from controlplane.cli import build_app\n"
+            "build_app(['sim'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('controlplane.cli.', 'controlplane.live'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = eval(out)  # a printed list of module names
+    assert "controlplane.cli.sim" in loaded
+    assert not [m for m in loaded if m.split(".")[2] in ("live", "bench", "runs", "db", "keys", "plugins")
+                or m.startswith("controlplane.live")], loaded
