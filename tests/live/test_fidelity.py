@@ -79,7 +79,7 @@ def test_stats_and_signed_errors():
 
 
 # --max-pace-gap 0: every round pooled, so the run counts below do not hang on the machine's pace.
-TINY = ["--limit", "12", "--duration", "3", "--repeats", "1", "--pool", "thread", "--rounds", "2",
+TINY = ["--protocol", "in-sample", "--limit", "12", "--duration", "3", "--repeats", "1", "--pool", "thread", "--rounds", "2",
         "--max-prompt-tokens", "32", "--max-output-tokens", "8", "--prompt-p50", "16", "--output-p50", "4",
         "--max-pace-gap", "0"]
 

@@ -1,0 +1,36 @@
+"""Where a slice's error comes from, computed after the fact on the evaluated runs' own iterations.
+
+* Latency model: the profile the round was simulated on, asked for the time of each iteration
+  the live worker actually ran (same shapes), against what it took (as the control plane saw
+  it: backend + live path + hand-off). ``iteration_err_pct`` is (predicted - measured) / measured
+  over the run's iterations, summed.
+* Scheduling: the same simulation on a profile refitted on the evaluated run's own iterations
+  (its iteration times, in-sample). What error is left is queueing and batching - the simulator's
+  scheduling, not its latency model. The latency model's share is the rest: total - scheduling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from controlplane.live.iteration_samples import IterationSample, with_handoffs
+from sim.calibration import calibrate, predict_row
+
+
+def iteration_error_pct(profile: Path, samples: Sequence[IterationSample]) -> float:
+    """(predicted - measured) / measured in %, summed over the live iterations, on ``profile``'s model."""
+    from sim.latency.measured import MeasuredProfileModel
+
+    model = MeasuredProfileModel.from_file(profile)
+    timed = with_handoffs(samples)
+    predicted = sum(predict_row(model, s.row) for s in timed)
+    measured = sum(s.effective_s for s in timed)
+    return 100.0 * (predicted - measured) / measured if measured > 0 else float("nan")
+
+
+def refit_profile(samples: Sequence[IterationSample], output: Path, grid: tuple[list[dict], dict[str, Any]],
+                  run_id: int | None) -> Path:
+    """A profile fitted on the evaluated run's own iterations (in-sample: attribution only, never a prediction)."""
+    return calibrate(list(samples), output, grid=grid, run_ids=[run_id]).path

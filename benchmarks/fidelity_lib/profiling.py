@@ -1,0 +1,109 @@
+"""The worker's grid profile and the short pace probe taken right before a live run.
+
+`generic_grid` picks batch shapes from the model's limits (the longest prompt and output the
+benchmark lets through, the batch sizes the batching policy allows), never from the evaluated
+trace. `Probe` times a handful of those shapes on the benchmark's own copy of the worker model:
+its time over the grid profile's for the same shapes is the machine's pace at that moment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from controlplane.config import RunConfig
+from sim.traces import TraceRequest
+
+
+def profile_grid(reqs: list[TraceRequest], max_seq_len: int, repeats: int, *, mixed: bool = True):
+    """Batch shapes sized to the slice: its prompt lengths, contexts and batch sizes up to 32; iterations
+    that prefill and decode together only when the batching policy runs them (``mixed``)."""
+    from controlplane.live.profiling import ProfileGrid
+
+    prompts = np.array([r.prompt_tokens for r in reqs])
+    contexts = np.array([r.prompt_tokens + r.output_tokens for r in reqs])
+    tokens = sorted({int(np.percentile(prompts, q)) for q in (10, 50, 90)} | {int(prompts.max())} | {0})
+    ctx = sorted({max(8, int(np.percentile(contexts, 50))), max(8, int(contexts.max()))})
+    ctx = [c for c in ctx if c + 200 < max_seq_len] or [32]
+    return ProfileGrid(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=(0, 1, 2, 4, 8, 16, 32),
+                       context_lens=tuple(ctx), repeats=repeats, warmup=1, mixed=mixed, interleave=True, spread=True)
+
+
+def policy_mixes(cfg: RunConfig) -> bool:
+    """Whether the config's batching can put prefills and decodes in one iteration (all but vLLM-style)."""
+    if "continuous-batching" not in cfg.plugins.enabled:
+        return True  # another batching plugin: assume it may
+    settings = cfg.plugins.settings.get("continuous-batching") or {}
+    return settings.get("policy", "vllm") != "vllm"
+
+
+def profile_worker(settings: Any, grid: Any, threads: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import torch
+
+    from controlplane.live.backend import CausalLMBackend
+    from controlplane.live.profiling import profile_backend, profile_meta
+
+    torch.set_num_threads(threads)
+    backend = CausalLMBackend.from_settings(settings)
+    rows = profile_backend(backend, grid)
+    return rows, {**profile_meta(backend), "interleaved": grid.interleave, "spread": grid.spread}
+
+
+
+def generic_grid(max_prompt: int, max_output: int, max_batch: int, repeats: int, *, mixed: bool = True):
+    """Batch shapes from the model's limits alone: prompts up to ``max_prompt`` tokens (powers of 4 from 16
+    and the limit), contexts to ``max_prompt + max_output``, decode batches in powers of 2 up to ``max_batch``."""
+    from controlplane.live.profiling import ProfileGrid
+
+    tokens = sorted({0, max_prompt} | {t for t in (16, 64, 256, 1024) if t < max_prompt})
+    longest = max_prompt + max_output
+    contexts = sorted({max(8, longest // 8), max(8, longest // 2), longest})
+    batches = sorted({0, max_batch} | {b for b in (1, 2, 4, 8, 16, 32, 64) if b < max_batch})
+    return ProfileGrid(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=tuple(batches),
+                       context_lens=tuple(contexts), repeats=repeats, warmup=1, mixed=mixed, interleave=True,
+                       spread=True)
+
+
+def load_backend(settings: Any, threads: int) -> Any:
+    import torch
+
+    from controlplane.live.backend import CausalLMBackend
+
+    torch.set_num_threads(threads)
+    return CausalLMBackend.from_settings(settings)
+
+
+def profile_with(backend: Any, grid: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from controlplane.live.profiling import profile_backend, profile_meta
+
+    rows = profile_backend(backend, grid)
+    return rows, {**profile_meta(backend), "interleaved": grid.interleave, "spread": grid.spread}
+
+
+class Probe:
+    """The machine's pace now: a few grid shapes timed on the benchmark's own copy of the worker model,
+    their time over the grid profile's for the same shapes (1.0: the speed the grid was profiled at).
+
+    Taken right before a live run starts, it is a measurement earlier than the run, as an operator
+    could take one; it never looks at the run it corrects.
+    """
+
+    def __init__(self, backend: Any, grid_rows: list[dict[str, Any]], grid_meta: dict[str, Any], *,
+                 max_prompt: int, max_output: int, repeats: int = 5) -> None:
+        from controlplane.live.profiling import ProfileGrid
+        from sim.calibration import grid_model
+
+        self.backend, self.model = backend, grid_model(grid_rows, grid_meta)
+        ctx = max(8, (max_prompt + max_output) // 2)
+        self.grid = ProfileGrid(prefill_tokens=(0, min(64, max_prompt)), prefill_seqs=(1,), decode_batch_sizes=(0, 1, 8),
+                                context_lens=(ctx,), repeats=repeats, warmup=1, mixed=False, interleave=True,
+                                spread=True)
+
+    def __call__(self) -> float:
+        from controlplane.live.profiling import profile_backend
+        from sim.calibration import predict_row
+
+        rows = profile_backend(self.backend, self.grid)
+        predicted = sum(predict_row(self.model, r) for r in rows)
+        return float(sum(r["iteration_s"] for r in rows) / predicted) if predicted > 0 else 1.0

@@ -1,0 +1,309 @@
+"""The operator's protocol (the default of ``benchmarks/fidelity.py``): profile once, calibrate on
+one window of traffic, freeze the profile, predict other windows, report every round.
+
+1. Profile the worker on a generic grid chosen from the model's limits (`profiling.generic_grid`).
+2. Calibrate: one live run of the calibration window - the trace's first requests, at a medium
+   load - folded into the grid profile (`sim.calibration.calibrate`). The profile is then frozen:
+   written once, its SHA-256 printed; every prediction below uses it (brought to the machine's
+   pace by a factor measured before the run, with ``--pace-correction probe``).
+3. Predict K evaluated slices (later, disjoint windows of the trace) at low and high load, each run
+   live R times on a fresh worker and simulated on the same arrivals. Every round is reported and
+   pooled: none is dropped or replaced.
+4. Capacity: a short sweep of rates over another window, live and simulated.
+5. After the fact: per-iteration model error and a refit on the evaluated runs' own iterations
+   split each slice's error into latency model and scheduling (`attribution`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from controlplane.config import load_config
+from controlplane.hardware.profile_format import write_profile
+from controlplane.live.iteration_samples import with_handoffs
+from fidelity_lib import capacity as cap
+from fidelity_lib.attribution import iteration_error_pct, refit_profile
+from fidelity_lib.metrics import busiest_busy_fraction, stats
+from fidelity_lib.pace import PaceLog
+from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with
+from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
+from fidelity_lib.slices import Scaling, Window, at_rate, carve_windows, count_for, ramp, read_requests
+from sim.calibration import calibrate
+from sim.traces import TraceRequest, bundled_trace_path
+
+#: Where the windows start in the bundled Azure trace by default (its first minutes are a trickle and a flash crowd).
+BUNDLED_START_S = 600.0
+#: Requests the length scaling and the calibration run's load are fitted on: the calibration window's first ones.
+SCALING_SAMPLE = 100
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class EvalRound:
+    """One live run of an evaluated slice and its simulation, as measured: none is ever dropped."""
+
+    index: int
+    slice_name: str
+    level: str  # low | high
+    repeat: int
+    rate: float
+    live: LiveRun
+    sim: list[RequestTimes]
+    sim_run_id: int | None
+    arrivals: list[TraceRequest]
+    profile: Path
+    pace: float
+    pace_label: str | None
+    pace_taken_s: float | None  # since the protocol started (monotonic)
+    live_started_s: float
+    busy: float  # busiest minute's busy fraction of the live worker
+    sim_unpaced: list[RequestTimes] = field(default_factory=list)  # on the frozen profile as it is (a diagnostic)
+
+    @property
+    def live_keyed(self) -> list[RequestTimes]:
+        return keyed(self.live.requests, self.index)
+
+    @property
+    def sim_keyed(self) -> list[RequestTimes]:
+        return keyed(self.sim, self.index)
+
+
+@dataclass
+class SweepPoint:
+    rate: float
+    live: LiveRun
+    sim: list[RequestTimes]
+    pace: float
+
+    def slo_values(self, pct: int) -> tuple[float, float]:
+        return stats(self.live.requests)["ttft"].get(pct, math.nan), stats(self.sim)["ttft"].get(pct, math.nan)
+
+
+@dataclass
+class Outcome:
+    """Everything the protocol measured, for the report."""
+
+    args: Any
+    trace: str
+    windows: list[Window]
+    levels: dict[str, str]  # slice name -> low | high
+    rates: dict[str, float]
+    scaling: Scaling
+    grid_path: Path
+    grid_rows: list[dict]
+    meta: dict[str, Any]
+    frozen: Path
+    frozen_sha256: str
+    calibration: Any
+    calibration_run: LiveRun
+    calibration_rate: float
+    rounds: list[EvalRound]
+    sweep: list[SweepPoint]
+    sim_capacity_bisect: float
+    pace_log: PaceLog
+    t0: float
+    attribution: dict[str, dict[str, float]] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+class Protocol:
+    """One run of the protocol; ``console`` gets the progress as it goes."""
+
+    def __init__(self, args: Any, console: Console) -> None:
+        self.args, self.console = args, console
+        self.trace = args.trace or bundled_trace_path()
+        self.fmt = args.format or ("azure" if args.trace is None else None)
+        self.tmp = Path(tempfile.mkdtemp(prefix="cp-fidelity-"))
+        self.db_url = args.db or f"sqlite:///{self.tmp}/fidelity.db"
+        self.start_s = args.start_s if args.start_s is not None or args.trace is not None else BUNDLED_START_S
+        self.base = load_config(args.config)
+        self.t0 = time.monotonic()
+        self.pace_log = PaceLog()
+
+    # --- small steps ---------------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        self.console.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/] {text}", highlight=False)
+
+    def cfg(self, name: str, profile: Path | None = None):
+        return run_config(self.base, self.worker, self.db_url, name=name, profile=profile)
+
+    def sim(self, reqs: list[TraceRequest], profile: Path, name: str, *, record: bool = False):
+        return replay_sim(self.cfg(name, profile), reqs, record=record)
+
+    def slo_metric(self, reqs: list[TraceRequest], profile: Path) -> float:
+        times, _ = self.sim(reqs, profile, "fidelity capacity (sim)")
+        value = stats(times)["ttft"][self.args.slo_pct]
+        return value if len(times) == len(reqs) else math.inf
+
+    def live(self, reqs: list[TraceRequest], name: str, seed: int) -> LiveRun:
+        return replay_live(self.cfg(name), reqs, threads=self.args.threads, vocab=self.vocab, seed=self.args.seed + seed,
+                           record=True, pool=self.args.pool)
+
+    def probe(self, label: str, *, reference: bool = False) -> None:
+        if self.args.pace_correction == "probe" or reference:
+            self.pace_log.record(label, self.prober(), reference=reference)
+
+    def paced_profile(self, label: str) -> tuple[Path, float, Any, float]:
+        """Probe, then the frozen calibration at the probe's pace (``--pace-correction``), all before the run."""
+        self.probe(label)
+        start = time.monotonic()
+        factor, m = self.pace_log.factor(start, self.args.pace_correction)
+        if factor == 1.0:
+            return self.frozen, factor, m, start
+        path = self.tmp / f"paced-{label.replace(' ', '-')}.json"
+        calibrate(self.cal_samples, path, grid=(self.grid_rows, self.meta), pace=factor, run_ids=[self.cal_run.run_id])
+        return path, factor, m, time.monotonic()
+
+    # --- the protocol --------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        a = self.args
+        raw = read_requests(self.trace, self.fmt, start_s=self.start_s, count=a.max_trace_requests, seed=a.seed)
+        if len(raw) < SCALING_SAMPLE:
+            raise SystemExit(f"{self.trace}: {len(raw)} requests after {self.start_s or 0}s; need {SCALING_SAMPLE}+")
+        scaling = Scaling.fit(raw[:SCALING_SAMPLE], prompt_scale=a.prompt_scale, output_scale=a.output_scale,
+                              prompt_p50=a.prompt_p50, output_p50=a.output_p50, max_prompt=a.max_prompt_tokens,
+                              max_output=a.max_output_tokens)
+        max_seq = max(512, a.max_prompt_tokens + a.max_output_tokens + 64)
+        source = {"path": a.model_path} if a.model_path else {"preset": a.preset}
+        self.worker = {**source, "precision": a.precision, "device": a.device, "max_seq_len": max_seq, "seed": a.seed}
+        from controlplane.live.model_source import WorkerModelSettings
+
+        settings = WorkerModelSettings(**self.worker)
+        self.vocab = int(settings.config["vocab_size"]) if settings.config else _vocab(settings)
+
+        # 1. the generic grid profile
+        backend = load_backend(settings, a.threads)
+        grid = generic_grid(a.max_prompt_tokens, a.max_output_tokens, a.grid_max_batch, a.repeats,
+                            mixed=policy_mixes(self.base))
+        self.grid_rows, self.meta = profile_with(backend, grid)
+        grid_path = write_profile(self.tmp / "grid-profile.json", self.grid_rows, {**self.meta, "source": "grid profile"})
+        self.say(f"profiled {len(self.grid_rows)} iterations over {len(list(grid.points()))} generic batch shapes "
+                 f"(prompts {tuple(grid.prefill_tokens)}, batches {tuple(grid.decode_batch_sizes)}, contexts "
+                 f"{tuple(grid.context_lens)}) -> {grid_path}")
+        self.prober = Probe(backend, self.grid_rows, self.meta, max_prompt=a.max_prompt_tokens,
+                            max_output=a.max_output_tokens)
+
+        # 2. calibration: the trace's first window at a ramp of loads, placed by the grid-only simulator's capacity
+        sample = scaling.apply(raw[:SCALING_SAMPLE])
+        grid_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(sample, r), grid_path), a.slo_ttft_s,
+                                       low=0.05, high=1.0)
+        cal_rates = [f * grid_cap for f in a.calibration_load]
+        n_cal = max(SCALING_SAMPLE, sum(count_for(r, a.calibration_s / len(cal_rates)) for r in cal_rates))
+        (cal_window,) = carve_windows(raw, [("calibration", n_cal)], scaling)
+        cal_rate = statistics.fmean(cal_rates)
+        self.say(f"calibration window: {n_cal} requests (trace {cal_window.trace_start_s:.0f}-"
+                 f"{cal_window.trace_end_s:.0f}s) at {', '.join(f'{r:.2f}' for r in cal_rates)}/s in turn "
+                 f"({', '.join(f'{f:.0%}' for f in a.calibration_load)} of the grid-only simulator's {grid_cap:.2f}/s), "
+                 f"live ...")
+        self.probe("before calibration", reference=True)
+        self.cal_run = self.live(ramp(cal_window.requests, cal_rates, a.calibration_s), "fidelity calibration", seed=1)
+        self.probe("after calibration", reference=True)
+        self.frozen = a.profile_out or self.tmp / "calibrated-profile.json"
+        done = calibrate(self.cal_run.samples, self.frozen, grid=(self.grid_rows, self.meta),
+                         run_ids=[self.cal_run.run_id])
+        self.cal_samples = done.samples
+        digest = sha256(self.frozen)
+        self.say(f"[bold]frozen profile[/] {self.frozen} sha256 {digest}")
+
+        # 3. the simulator's capacity on the frozen profile places the load levels and the sweep
+        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cal_window.requests, r), self.frozen),
+                                       a.slo_ttft_s, low=0.05, high=grid_cap)
+        levels = ["low"] * a.low_slices + ["high"] * a.high_slices
+        order = levels[::2] + levels[1::2] if len(levels) > 2 else levels  # interleave low and high in the trace
+        rates = {"low": a.low_load * sim_cap0, "high": a.high_load * sim_cap0}
+        dur = {"low": a.low_s, "high": a.high_s}
+        sizes, lv = [], {}
+        for i, level in enumerate(order):
+            name = f"{level}-{i + 1}"
+            sizes.append((name, count_for(rates[level], dur[level])))
+            lv[name] = level
+        sizes.append(("capacity", count_for(sim_cap0, a.capacity_s)))
+        later = raw[n_cal:]
+        windows = [cal_window] + carve_windows(later, sizes, scaling)
+        cap_window = windows[-1]
+        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cap_window.requests, r), self.frozen),
+                                      a.slo_ttft_s, low=0.05, high=2 * sim_cap0)
+        self.say(f"simulated capacity (frozen profile, {a.slo_pct}th-percentile TTFT <= {a.slo_ttft_s:g}s): "
+                 f"{sim_cap0:.2f}/s on the calibration window, {sim_cap:.2f}/s on the capacity window; load levels "
+                 f"low {rates['low']:.2f}/s, high {rates['high']:.2f}/s")
+
+        # 4. the evaluated slices, each R times, every round kept
+        rounds: list[EvalRound] = []
+        for rep in range(a.runs_per_slice):
+            for w in windows[1:-1]:
+                rounds.append(self.eval_round(len(rounds), w, lv[w.name], rep, rates[lv[w.name]]))
+
+        # 5. the capacity sweep, live and simulated at the same arrivals
+        sweep = []
+        for frac in a.capacity_fractions:
+            rate = frac * sim_cap
+            path, factor, _, _ = self.paced_profile(f"sweep {frac:g}")
+            run = self.live(at_rate(cap_window.requests, rate), f"fidelity capacity {rate:.2f}/s", seed=3)
+            sim, _ = self.sim(observed_arrivals(at_rate(cap_window.requests, rate), run), path,
+                              f"fidelity capacity {rate:.2f}/s (sim)")
+            sweep.append(SweepPoint(rate, run, sim, factor))
+            lv_v, sv_v = sweep[-1].slo_values(a.slo_pct)
+            self.say(f"sweep {rate:.2f}/s: TTFT p{a.slo_pct} live {lv_v * 1e3:.0f} ms, sim {sv_v * 1e3:.0f} ms")
+
+        out = Outcome(a, Path(self.trace).name, windows, lv, {n: rates[l] for n, l in lv.items()}, scaling, grid_path,
+                      self.grid_rows, self.meta, self.frozen, digest, done.calibration, self.cal_run, cal_rate, rounds,
+                      sweep, sim_cap, self.pace_log, self.t0)
+        out.attribution = self.attribute(rounds)
+        out.wall_s = time.monotonic() - self.t0
+        return out
+
+    def eval_round(self, index: int, w: Window, level: str, rep: int, rate: float) -> EvalRound:
+        reqs = at_rate(w.requests, rate)
+        path, factor, m, start = self.paced_profile(f"round {index + 1}")
+        live_started = time.monotonic()
+        if m is not None and m.taken_s >= live_started:
+            raise AssertionError("a pace measurement taken after the run started")
+        run = self.live(reqs, f"fidelity {w.name} (run {rep + 1})", seed=2)
+        arrivals = observed_arrivals(reqs, run)
+        sim, sim_id = self.sim(arrivals, path, f"fidelity {w.name} run {rep + 1} (sim)", record=True)
+        unpaced = sim if path == self.frozen else self.sim(arrivals, self.frozen, f"fidelity {w.name} (unpaced sim)")[0]
+        busy = busiest_busy_fraction([(s.start_s, s.start_s + s.effective_s) for s in with_handoffs(run.samples)])
+        rnd = EvalRound(index, w.name, level, rep, rate, run, sim, sim_id, arrivals, path, factor,
+                        m.label if m else None, (m.taken_s - self.t0) if m else None, live_started - self.t0, busy,
+                        unpaced)
+        e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
+        self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
+                 f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%")
+        return rnd
+
+    def attribute(self, rounds: list[EvalRound]) -> dict[str, dict[str, float]]:
+        """Per slice: per-iteration model error, and the error left with the runs' own iteration times."""
+        out = {}
+        for name in dict.fromkeys(r.slice_name for r in rounds):
+            mine = [r for r in rounds if r.slice_name == name]
+            own, it_err = [], []
+            for r in mine:
+                it_err.append(iteration_error_pct(r.profile, r.live.samples))
+                refit = refit_profile(r.live.samples, self.tmp / f"refit-{r.index}.json", (self.grid_rows, self.meta),
+                                      r.live.run_id)
+                own += keyed(self.sim(r.arrivals, refit, f"fidelity {name} refit (sim)")[0], r.index)
+            live = sum((r.live_keyed for r in mine), [])
+            sim = sum((r.sim_keyed for r in mine), [])
+            ls, ss, os_ = stats(live), stats(sim), stats(own)
+            row = {"iteration_err_pct": sum(it_err) / len(it_err)}
+            for m in ("ttft", "e2e"):
+                total = 100 * (ss[m][50] / ls[m][50] - 1)
+                sched = 100 * (os_[m][50] / ls[m][50] - 1)
+                row.update({f"{m}_p50_err_pct": total, f"{m}_scheduling_pct": sched,
+                            f"{m}_latency_model_pct": total - sched})
+            out[name] = row
+        return out

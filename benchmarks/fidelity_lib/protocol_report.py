@@ -1,0 +1,180 @@
+"""The out-of-sample protocol's report: tables on the console and the JSON line's fields."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fidelity_lib import capacity as cap
+from fidelity_lib.metrics import (
+    METRICS,
+    PCTS,
+    TARGET_P99_PCT,
+    TARGET_PCT,
+    comparison_table,
+    e2e_correlation,
+    errors,
+    live_spread,
+    paired_abs_error,
+    stats,
+)
+from fidelity_lib.protocol import EvalRound, Outcome
+from fidelity_lib.replay import keyed
+
+
+def _r(x: float, nd: int = 2) -> float | None:
+    return round(x, nd) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def pooled(rounds: list[EvalRound]) -> tuple[list, list]:
+    return sum((r.live_keyed for r in rounds), []), sum((r.sim_keyed for r in rounds), [])
+
+
+def _style(e: float, target: float) -> str:
+    return "green" if abs(e) <= target else ("yellow" if abs(e) <= 2 * target else "red")
+
+
+def rounds_table(rounds: list[EvalRound]) -> Table:
+    t = Table(title="every round (none dropped): sim vs live p50", header_style="bold")
+    for col in ("round", "slice", "run", "rate/s", "pace", "busy (busiest min)", "TTFT live", "TTFT sim", "err",
+                "E2E live", "E2E sim", "err"):
+        t.add_column(col, justify="left" if col in ("slice",) else "right")
+    for r in rounds:
+        ls, ss = stats(r.live.requests), stats(r.sim)
+        cells = []
+        for m in ("ttft", "e2e"):
+            e = 100 * (ss[m][50] / ls[m][50] - 1)
+            cells += [f"{ls[m][50] * 1e3:.0f} ms", f"{ss[m][50] * 1e3:.0f} ms", f"[{_style(e, TARGET_PCT)}]{e:+.1f}%[/]"]
+        t.add_row(str(r.index + 1), r.slice_name, str(r.repeat + 1), f"{r.rate:.2f}", f"x{r.pace:.3f}",
+                  f"{r.busy:.0%}", *cells)
+    return t
+
+
+def attribution_table(attr: dict[str, dict[str, float]], noise: dict[str, float]) -> Table:
+    t = Table(title="where the error comes from (per slice, p50; after the fact)", header_style="bold")
+    for col in ("slice", "E2E err", "live noise", "latency model", "scheduling", "TTFT err", "latency model",
+                "scheduling", "per-iteration err"):
+        t.add_column(col, justify="left" if col == "slice" else "right")
+    for name, a in attr.items():
+        miss = abs(a["e2e_p50_err_pct"]) > TARGET_PCT or abs(a["ttft_p50_err_pct"]) > TARGET_PCT
+        t.add_row(f"{name}{' [red](miss)[/]' if miss else ''}", f"{a['e2e_p50_err_pct']:+.1f}%",
+                  f"{noise.get(name, math.nan):.1f}%", f"{a['e2e_latency_model_pct']:+.1f}%",
+                  f"{a['e2e_scheduling_pct']:+.1f}%", f"{a['ttft_p50_err_pct']:+.1f}%",
+                  f"{a['ttft_latency_model_pct']:+.1f}%", f"{a['ttft_scheduling_pct']:+.1f}%",
+                  f"{a['iteration_err_pct']:+.1f}%")
+    t.caption = ("latency model: the frozen profile's time for the live iterations' own shapes vs measured (and the "
+                 "E2E/TTFT error it explains); scheduling: the error left when the simulator runs on a profile refitted "
+                 "on the evaluated run's own iterations")
+    return t
+
+
+def report(o: Outcome, console: Console) -> dict[str, Any]:
+    a = o.args
+    live, sim = pooled(o.rounds)
+    err = errors(stats(live), stats(sim))
+    console.print(rounds_table(o.rounds))
+    console.print(comparison_table(f"{o.trace}: every round of {len(o.windows) - 2} unseen slice(s) x "
+                                   f"{a.runs_per_slice} live run(s), pooled", stats(live), stats(sim), err))
+    by_level = {}
+    for level in ("low", "high"):
+        rs = [r for r in o.rounds if r.level == level]
+        if rs:
+            lv, sv = pooled(rs)
+            by_level[level] = errors(stats(lv), stats(sv))
+    names = list(dict.fromkeys(r.slice_name for r in o.rounds))
+    noise = {n: live_spread([r.live.requests for r in o.rounds if r.slice_name == n], "e2e") for n in names}
+    noise_ttft = {n: live_spread([r.live.requests for r in o.rounds if r.slice_name == n], "ttft") for n in names}
+    console.print(attribution_table(o.attribution, noise))
+    corr = e2e_correlation(live, sim)
+    unpaced = errors(stats(live), stats(sum((keyed(r.sim_unpaced, r.index) for r in o.rounds), [])))
+    console.print(f"the same rounds on the frozen profile without pace correction: TTFT p50 {unpaced['ttft'][50]:+.1f}%, "
+                  f"E2E p50 {unpaced['e2e'][50]:+.1f}%, TTFT p99 {unpaced['ttft'][99]:+.1f}%, E2E p99 "
+                  f"{unpaced['e2e'][99]:+.1f}%", highlight=False)
+
+    # capacity
+    live_x = cap.crossing_rate([p.rate for p in o.sweep], [p.slo_values(a.slo_pct)[0] for p in o.sweep], a.slo_ttft_s)
+    sim_x = cap.crossing_rate([p.rate for p in o.sweep], [p.slo_values(a.slo_pct)[1] for p in o.sweep], a.slo_ttft_s)
+    cap_err = (100 * (sim_x.rate / live_x.rate - 1) if live_x.status == sim_x.status == "within" else math.nan)
+    console.print(f"capacity ({a.slo_pct}th-percentile TTFT <= {a.slo_ttft_s:g}s), sweep of "
+                  f"{', '.join(f'{p.rate:.2f}' for p in o.sweep)}/s: live {live_x.rate:.2f}/s ({live_x.status}), "
+                  f"simulated {sim_x.rate:.2f}/s ({sim_x.status}; bisection {o.sim_capacity_bisect:.2f}/s): "
+                  f"{cap_err:+.1f}%", highlight=False)
+    high = [r for r in o.rounds if r.level == "high"]
+    noise_vals = [v for v in noise.values() if math.isfinite(v)]
+    mean_noise = statistics.fmean(noise_vals) if noise_vals else math.nan
+    console.print(f"live-vs-live noise floor (E2E p50 spread between the {a.runs_per_slice} runs of a slice, mean over "
+                  f"slices): {mean_noise:.1f}%; per-request E2E correlation sim vs live: {corr:.3f}; frozen profile "
+                  f"sha256 {o.frozen_sha256}; {o.wall_s:.0f}s; load average {os.getloadavg()[0]:.1f}", highlight=False)
+    cal_ids = o.windows[0].ids
+    overlap = sum(len(cal_ids & w.ids) for w in o.windows[1:])
+    p50_ok = all(abs(err[m][50]) <= TARGET_PCT for m in ("ttft", "e2e"))
+    p99_ok = all(abs(err[m][99]) <= TARGET_P99_PCT for m in ("ttft", "e2e"))
+    level_ok = all(abs(e[m][50]) <= TARGET_PCT and abs(e[m][99]) <= TARGET_P99_PCT
+                   for e in by_level.values() for m in ("ttft", "e2e"))
+    return {
+        "protocol": "out-of-sample",
+        "ttft_p50_err_pct": _r(err["ttft"][50]),
+        "e2e_p50_err_pct": _r(err["e2e"][50]),
+        "ttft_p99_err_pct": _r(err["ttft"][99]),
+        "e2e_p99_err_pct": _r(err["e2e"][99]),
+        "tpot_p50_err_pct": _r(err["tpot"][50]),
+        "tpot_p99_err_pct": _r(err["tpot"][99]),
+        "live_noise_e2e_p50_pct": _r(mean_noise),
+        "live_noise_ttft_p50_pct": _r(statistics.fmean([v for v in noise_ttft.values() if math.isfinite(v)] or [math.nan])),
+        "low_load_ttft_p50_err_pct": _r(by_level.get("low", {}).get("ttft", {}).get(50, math.nan)),
+        "low_load_e2e_p50_err_pct": _r(by_level.get("low", {}).get("e2e", {}).get(50, math.nan)),
+        "high_load_ttft_p50_err_pct": _r(by_level.get("high", {}).get("ttft", {}).get(50, math.nan)),
+        "high_load_e2e_p50_err_pct": _r(by_level.get("high", {}).get("e2e", {}).get(50, math.nan)),
+        "by_level": {lv: {f"{m}_p{p}_err_pct": _r(e[m][p]) for m in METRICS for p in PCTS} for lv, e in by_level.items()},
+        "high_load_busy_pct": [round(100 * r.busy, 1) for r in high],
+        "capacity_err_pct": _r(cap_err),
+        "capacity_live_rps": _r(live_x.rate, 3),
+        "capacity_sim_rps": _r(sim_x.rate, 3),
+        "capacity_status": {"live": live_x.status, "sim": sim_x.status},
+        "capacity_sim_bisect_rps": _r(o.sim_capacity_bisect, 3),
+        "capacity_sweep": [{"rate": round(p.rate, 3), "pace": round(p.pace, 3),
+                            f"live_ttft_p{a.slo_pct}_ms": _r(p.slo_values(a.slo_pct)[0] * 1e3, 1),
+                            f"sim_ttft_p{a.slo_pct}_ms": _r(p.slo_values(a.slo_pct)[1] * 1e3, 1)} for p in o.sweep],
+        "unpaced_err_pct": {f"{m}_p{p}": _r(unpaced[m][p]) for m in ("ttft", "e2e") for p in (50, 99)},
+        "e2e_correlation": _r(corr, 4),
+        "e2e_paired_median_abs_err_pct": _r(paired_abs_error(live, sim, "e2e")),
+        "rounds": len(o.rounds),
+        "rounds_planned": len(o.windows[1:-1]) * a.runs_per_slice,
+        "rounds_dropped": len(o.windows[1:-1]) * a.runs_per_slice - len(o.rounds),
+        "target_met": bool(p50_ok and p99_ok and level_ok and math.isfinite(cap_err) and abs(cap_err) <= TARGET_PCT),
+        "round_detail": [{
+            "round": r.index + 1, "slice": r.slice_name, "level": r.level, "run": r.repeat + 1,
+            "rate": round(r.rate, 3), "requests": len(r.arrivals), "completed": sum(t.status == "completed" for t in r.live.requests),
+            "pace": round(r.pace, 4), "pace_from": r.pace_label,
+            "pace_measured_at_s": _r(r.pace_taken_s, 3), "live_started_at_s": round(r.live_started_s, 3),
+            "busy_pct": round(100 * r.busy, 1), "live_run": r.live.run_id, "sim_run": r.sim_run_id,
+            **{f"{m}_p50_err_pct": _r(errors(stats(r.live.requests), stats(r.sim))[m][50]) for m in ("ttft", "e2e")},
+        } for r in o.rounds],
+        "attribution": {n: {k: _r(v) for k, v in d.items()} for n, d in o.attribution.items()},
+        "live_noise_by_slice": {n: {"e2e_p50": _r(noise[n]), "ttft_p50": _r(noise_ttft[n])} for n in names},
+        "windows": [{"name": w.name, "requests": len(w.requests), "trace_start_s": round(w.trace_start_s, 3),
+                     "trace_end_s": round(w.trace_end_s, 3), "rate": _r(o.rates.get(w.name, math.nan), 3)}
+                    for w in o.windows],
+        "calibration_overlap_requests": overlap,
+        "calibration_rate": round(o.calibration_rate, 3),
+        "pace_references": [{"label": m.label, "pace": round(m.pace, 4)} for m in o.pace_log.references],
+        "calibration_run": o.calibration_run.run_id,
+        "profile": str(o.frozen),
+        "profile_sha256": o.frozen_sha256,
+        "grid_profile": str(o.grid_path),
+        "live_slowdown": _r(o.calibration.slowdown or 1.0, 3),
+        "pace_correction": a.pace_correction,
+        "pace_reference": _r(o.pace_log.reference.pace, 4) if o.pace_log.reference else None,
+        "prompt_scale": round(o.scaling.prompt, 5),
+        "output_scale": round(o.scaling.output, 5),
+        "trace": o.trace,
+        "model": a.model_path or a.preset,
+        "device": str(o.calibration_run.facts.get("device", a.device)),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(o.wall_s, 1),
+    }
