@@ -119,7 +119,7 @@ def main() -> None:
     for k, v in (
         ("requests / completed / in flight", f"{n:,} / {summary['num_completed']:,} / {summary['num_in_flight']:,}"),
         ("simulated span", f"{summary['sim_span_s']:,.0f} s"),
-        ("whole process wall s", f"{r['wall_s']:.1f}"),
+        ("whole process wall s / CPU s", f"{r['wall_s']:.1f} / {r['cpu_s']:.1f}"),
         *((f"  phase: {k}", f"{v:.2f} s") for k, v in r["phases"].items()),
         ("simulated requests / wall s", f"{n / r['wall_s']:,.0f}"),
         ("peak RSS MB", f"{r['peak_rss_mb']:,.0f}"),
@@ -131,7 +131,8 @@ def main() -> None:
         t.add_row(k, v)
     Console(width=120).print(t)
     print(json.dumps({
-        "wall_s": round(r["wall_s"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1), "num_requests": n,
+        "wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1),
+        "num_requests": n,
         "rows_written": sum(rows.values()), "rows": rows, "num_completed": summary["num_completed"],
         "startup_s": round(r["startup_s"], 3), "phases_s": r["phases"], "replicas": replicas,
         "rate_scale": round(scale, 4), "sim_requests_per_wall_s": round(n / r["wall_s"], 1),
