@@ -26,6 +26,7 @@ def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
     for row in result.values():
         assert {"slo_attainment", "gpu_hours", "scale_events", "oscillations", "cost_per_1k_requests"} <= set(row)
         assert row["cost_per_1k_requests"] > 0  # priced from the config's cluster.gpu_prices
+        assert "slo_after_warmup" in row
         assert 0 <= row["slo_attainment"] <= 1 and row["gpu_hours"] > 0
     assert 1 <= result["static_peak"]["replicas"] <= 3
 
@@ -37,3 +38,18 @@ def test_policies_and_settings_from_the_command_line(capsys):
     assert bench.main(["--limit", "200", "--policies", "hpa", "--set", "hpa.target=4", "--max-replicas", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"hpa", "static_peak"}
+
+
+def test_attainment_after_warmup_counts_only_later_arrivals():
+    from controlplane.config import SLOConfig
+    from controlplane.types import Request, RequestStatus
+
+    def req(i, arrival, ttft):
+        r = Request(str(i), arrival, 10, 2)
+        r.status, r.scheduled_s, r.first_token_s = RequestStatus.COMPLETED, arrival, arrival + ttft
+        r.finish_s, r.output_tokens = arrival + ttft + 0.01, 2
+        return r
+
+    rows = [req(0, 0.0, 9.0), req(1, 5.0, 9.0), req(2, 20.0, 0.5), req(3, 30.0, 3.0)]
+    assert bench.after_warmup(rows, SLOConfig(ttft_s=2.0, tpot_s=0.2), 10.0) == 0.5  # 2 of them, 1 in time
+    assert bench.after_warmup(rows, SLOConfig(ttft_s=2.0, tpot_s=0.2), 0.0) == 0.25
