@@ -16,6 +16,7 @@ HEADLINE = [
     ("num_failed", "failed"),
     ("num_in_flight", "in flight at end"),
     ("num_cancelled", "cancelled by clients"),
+    ("num_blocked", "blocked by guardians"),
 ]
 TAIL = [
     ("throughput_rps", "throughput (req/s)"),
@@ -23,6 +24,7 @@ TAIL = [
     ("slo_attainment", "SLO attainment"),
     ("goodput_rps", "goodput (req/s)"),
     ("gpu_seconds", "GPU-seconds"),
+    ("guardian_gpu_seconds", "guardian GPU-seconds"),
     ("peak_replicas", "replicas (peak)"),
     ("gpu_hours", "GPU-hours"),
     ("cost_usd", "cost (USD)"),
