@@ -560,6 +560,9 @@ def main() -> None:
             "speed_ratio": round(vidur_scaled / statistics.median(walls), 2),
             "speed_ratio_per_rep": [round(vidur_scaled / w, 2) for w in walls],
             "loop_ratio": round(vidur_scaled / statistics.median(loops), 2),
+            # Vidur's wall on the idle machine over our CPU seconds (not scaled): what the run costs
+            # when it has a core to itself; CPU seconds inflate too on a crowded host (shared caches).
+            "speed_ratio_cpu": round(VIDUR_WALL[run][0] / statistics.median(r["cpu_s"] for r in reps[run]), 2),
             "deterministic": all(s == summaries[0] for s in summaries)
                              and (run not in fid or _comparable(fid[run]["summary"]) == summaries[0]),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in reps[run]), 1),
@@ -584,6 +587,7 @@ def main() -> None:
         "speed_ratio": min(v["speed_ratio"] for v in per_run.values()),
         "startup_s": round(statistics.median(s for v in per_run.values() for s in v["startup_s"]), 3),
         "loop_ratio": min(v["loop_ratio"] for v in per_run.values()),
+        "speed_ratio_cpu": min(v["speed_ratio_cpu"] for v in per_run.values()),
         "loop_ratio_basis": "Vidur's whole-process wall over our event loop: an upper bound (Vidur's phases are "
                             "not in the anchors)",
     }
