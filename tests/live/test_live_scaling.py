@@ -103,3 +103,25 @@ def test_worker_slots_refuse_beyond_the_limit():
         slots.check("c", 2)
     with pytest.raises(ValueError):
         WorkerSlots(0)
+
+
+def test_a_shadow_policy_is_recorded_live_and_applies_nothing(tmp_path):
+    base = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+            "sampled-guardian", "builtin-latency-models", "shadow"]
+    cfg = config(tmp_path, model={"cold_start_s": 0}, plugins={
+        "enabled": base, "settings": {"shadow": {"policies": ["slo-planner"],
+                                                 "settings": {"slo-planner": {"min_replicas": 2, "max_replicas": 4}}}}})
+    pool = LocalThreadPool(cpu_threads=1)
+
+    async def body(d: LiveDriver):
+        out = await _complete(d, 3)
+        await asyncio.sleep(0.5)
+        return out, len(pool.worker_ids())
+
+    (replies, workers), summary, d = _run(cfg, _Steps([], []), pool, body)
+    assert summary["num_completed"] == 3 and workers == 1  # the shadow wanted 2; nothing was applied
+    decisions = rows(cfg.storage.url, d.run_id, "decisions")
+    shadow = [r for r in decisions if r["action"] == "shadow_scale"]
+    assert shadow and shadow[0]["plugin"] == "slo-planner" and shadow[0]["payload"]["to"] >= 2
+    assert shadow[0]["payload"]["active_to"] == 1 and "learned" in shadow[0]["reason"]  # no latency model live
+    assert not [r for r in decisions if r["action"] == "scale"]
