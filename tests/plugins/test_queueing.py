@@ -141,3 +141,17 @@ def test_slo_admission_in_a_replay_sheds_overload_early():
     assert denied and slo.summary["ttft_p90_s"] < base.summary["ttft_p90_s"]
     assert len(slo.requests) == 1200
     assert slo.summary["slo_attainment"] > base.summary["slo_attainment"]
+
+
+def test_fair_share_in_a_replay_protects_a_light_tenant_from_a_flood():
+    flood = [TraceRequest(f"hog{i}", 0.001 * i, 2000, 50, tenant="hog") for i in range(300)]
+    light = [TraceRequest(f"mouse{i}", 0.5 + 0.5 * i, 2000, 50, tenant="mouse") for i in range(10)]
+    trace = sorted(flood + light, key=lambda t: t.arrival_s)
+    rest = ["least-loaded", "fixed-replicas", "static-memory", "builtin-latency-models"]
+    ttft = {}
+    for batcher in ("continuous-batching", "fair-share"):
+        res = replay_with(trace=trace, plugins={"enabled": [batcher, *rest]}, cluster={"models": [{"replicas": 1}]})
+        assert len(res.requests) == 310
+        mouse = [r.first_token_s - r.arrival_s for r in res.requests if r.tenant == "mouse"]
+        ttft[batcher] = sorted(mouse)[len(mouse) // 2]
+    assert ttft["fair-share"] < ttft["continuous-batching"] / 5
