@@ -52,17 +52,11 @@ def profile_worker(settings: Any, grid: Any, threads: int) -> tuple[list[dict[st
 
 
 def generic_grid(max_prompt: int, max_output: int, max_batch: int, repeats: int, *, mixed: bool = True):
-    """Batch shapes from the model's limits alone: prompts up to ``max_prompt`` tokens (powers of 4 from 16
-    and the limit), contexts to ``max_prompt + max_output``, decode batches in powers of 2 up to ``max_batch``."""
+    """Batch shapes from the model's limits alone (`ProfileGrid.from_limits`, what ``controlplane profile
+    --grid limits`` times), never from the evaluated trace."""
     from controlplane.live.profiling import ProfileGrid
 
-    tokens = sorted({0, max_prompt} | {t for t in (16, 64, 256, 1024) if t < max_prompt})
-    longest = max_prompt + max_output
-    contexts = sorted({max(8, longest // 8), max(8, longest // 2), longest})
-    batches = sorted({0, max_batch} | {b for b in (1, 2, 4, 8, 16, 32, 64) if b < max_batch})
-    return ProfileGrid(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=tuple(batches),
-                       context_lens=tuple(contexts), repeats=repeats, warmup=1, mixed=mixed, interleave=True,
-                       spread=True)
+    return ProfileGrid.from_limits(max_prompt, max_output, max_batch, repeats, mixed=mixed)
 
 
 def load_backend(settings: Any, threads: int) -> Any:

@@ -57,6 +57,13 @@ def _settings(preset: str | None, model_path: str | None, precision: str, compil
                                max_seq_len=max_seq_len, seed=seed)
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file: a profile is frozen once written, and its hash says which one a result used."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _progress(label: str, enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -98,7 +105,12 @@ def profile(
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 | int8 | nf4.")] = "auto",
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
-    grid: Annotated[str, typer.Option(help="Batch shapes to time: small | full.")] = "small",
+    grid: Annotated[str, typer.Option(help="Batch shapes to time: small | full | limits (from --max-prompt-tokens, "
+                                           "--max-output-tokens and --max-batch: the model's limits, no trace).")]
+    = "small",
+    max_prompt_tokens: Annotated[int, typer.Option(min=1, help="--grid limits: the longest prompt served.")] = 256,
+    max_output_tokens: Annotated[int, typer.Option(min=1, help="--grid limits: the longest output served.")] = 48,
+    max_batch: Annotated[int, typer.Option(min=1, help="--grid limits: the largest decode batch.")] = 32,
     repeats: Annotated[Optional[int], typer.Option(min=1, help="Timed iterations per shape (default: the grid's).")]
     = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (CPU).")] = None,
@@ -122,10 +134,16 @@ def profile(
     from sim.latency.measured import MeasuredProfileModel
 
     with user_errors():
+        from controlplane.live.profiling import ProfileGrid
+
         named = grids()
-        if grid not in named:
-            raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(named)}")
-        shapes = dataclasses.replace(named[grid], repeats=repeats or named[grid].repeats, interleave=interleave)
+        if grid == "limits":
+            shapes = ProfileGrid.from_limits(max_prompt_tokens, max_output_tokens, max_batch, repeats or 2)
+            max_seq_len = max(max_seq_len, max_prompt_tokens + max_output_tokens + 1)
+        elif grid not in named:
+            raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(named)}, limits")
+        else:
+            shapes = dataclasses.replace(named[grid], repeats=repeats or named[grid].repeats, interleave=interleave)
         if threads:
             torch.set_num_threads(threads)
         settings = _settings(preset, model_path, precision, compile_, device, max_seq_len)
@@ -141,12 +159,12 @@ def profile(
             task = bar.add_task("profile", total=None)
             rows = profile_backend(backend, shapes, progress=lambda done, total: bar.update(task, completed=done,
                                                                                                total=total))
-        meta = {**profile_meta(backend), "grid": grid, "interleaved": shapes.interleave,
+        meta = {**profile_meta(backend), "grid": grid, "interleaved": shapes.interleave, "spread": shapes.spread,
                 "source": "controlplane profile"}
         path = write_profile(output, rows, meta)
         model = MeasuredProfileModel.from_file(path)
     out.print(_fit_table(f"{meta['model']} {meta['precision']} on {meta['device']}", model))
-    out.print(f"wrote {len(rows)} rows to {path}; simulate with "
+    out.print(f"wrote {len(rows)} rows to {path} (sha256 {file_sha256(path)}); simulate with "
               f"latency_model: measured, latency: {{path: {path}}}", highlight=False)
 
 
@@ -190,7 +208,8 @@ def calibrate(
               f"{oh.samples} iterations, hand-off to the next batch {cal.handoff_s * 1e3:.2f} ms included)"
               + (f"; live backend {cal.slowdown:.2f}x the profile" if cal.slowdown else "")
               + (f"; {cal.stalls} stall(s) of the host or driver left out" if cal.stalls else ""))
-    out.print(f"wrote {len(cal.rows)} rows to {done.path}", highlight=False)
+    out.print(f"wrote {len(cal.rows)} rows to {done.path}; frozen: sha256 {file_sha256(done.path)} (check it "
+              f"before each replay: `sha256sum {done.path}`)", highlight=False)
 
 
 @bench_app.command("quant")

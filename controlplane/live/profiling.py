@@ -50,6 +50,22 @@ class ProfileGrid:
     # pays for padding and its attention masks as it does live. Rows then carry the padded counts.
     spread: bool = False
 
+    @classmethod
+    def from_limits(cls, max_prompt: int, max_output: int, max_batch: int, repeats: int = 2, *,
+                    mixed: bool = True) -> ProfileGrid:
+        """A generic grid from the model's limits alone, never from a trace: prompts up to ``max_prompt``
+        tokens (16, 64, 256, 1024 below it, and it), contexts at 1/8, 1/2 and all of ``max_prompt +
+        max_output``, decode batches in powers of 2 up to ``max_batch``; interleaved passes, spread lengths."""
+        if min(max_prompt, max_output, max_batch) < 1:
+            raise ValueError(f"limits must be positive: max_prompt={max_prompt}, max_output={max_output}, "
+                             f"max_batch={max_batch}")
+        tokens = sorted({0, max_prompt} | {t for t in (16, 64, 256, 1024) if t < max_prompt})
+        longest = max_prompt + max_output
+        contexts = sorted({max(8, longest // 8), max(8, longest // 2), longest})
+        batches = sorted({0, max_batch} | {b for b in (1, 2, 4, 8, 16, 32, 64) if b < max_batch})
+        return cls(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=tuple(batches),
+                   context_lens=tuple(contexts), repeats=repeats, warmup=1, mixed=mixed, interleave=True, spread=True)
+
     def points(self) -> Iterator[tuple[int, int, int, int]]:
         """(context, decode_batch, prefill_tokens, prefill_seqs), grouped so each decode batch is built once."""
         for context, batch in itertools.product(sorted(set(self.context_lens)), sorted(set(self.decode_batch_sizes))):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -190,3 +191,126 @@ def test_the_p50_standard_error_grows_with_a_gap_at_the_median():
               for i in range(100)]
     assert 0 < F.p50_standard_error(smooth, "e2e") < F.p50_standard_error(gapped, "e2e")
     assert math.isnan(F.p50_standard_error(smooth[:1], "e2e"))
+
+
+# --- the out-of-sample protocol (the default) -------------------------------------------------------
+
+from fidelity_lib import capacity as CAP  # noqa: E402  (benchmarks/ is on sys.path once fidelity.py is loaded)
+from fidelity_lib.metrics import busiest_busy_fraction, e2e_correlation, live_spread  # noqa: E402
+from fidelity_lib.pace import PaceLog  # noqa: E402
+from fidelity_lib.profiling import generic_grid  # noqa: E402
+from fidelity_lib.slices import Scaling, at_rate, carve_windows, ramp, read_requests  # noqa: E402
+
+
+def test_windows_are_consecutive_disjoint_and_later_than_the_calibration():
+    raw = read_requests(bundled_trace_path(), "azure", start_s=600.0, count=400, seed=0)
+    scaling = Scaling.fit(raw[:100], prompt_scale="auto", output_scale="auto", prompt_p50=64, output_p50=16,
+                          max_prompt=256, max_output=48)
+    wins = carve_windows(raw, [("calibration", 100), ("low-1", 60), ("high-2", 120), ("capacity", 50)], scaling)
+    assert [len(w.requests) for w in wins] == [100, 60, 120, 50]
+    for a, b in zip(wins, wins[1:]):
+        assert a.trace_end_s <= b.trace_start_s and not (a.ids & b.ids)
+    assert all(w.requests[0].arrival_s == 0 for w in wins)
+    with pytest.raises(SystemExit, match="capacity"):
+        carve_windows(raw, [("calibration", 300), ("capacity", 200)], scaling)
+
+
+def test_replay_rates_and_the_calibration_ramp():
+    reqs = [TraceRequest(str(i), float(i * i), 8, 4) for i in range(21)]  # uneven gaps
+    fast = at_rate(reqs, 5.0)
+    assert fast[-1].arrival_s == pytest.approx(20 / 5.0)
+    assert fast[4].arrival_s / fast[2].arrival_s == pytest.approx(16 / 4)  # the gaps keep their shape
+    both = ramp(reqs, [2.0, 8.0], duration_s=4.0)
+    assert [r.request_id for r in both] == [r.request_id for r in reqs]
+    assert [r.arrival_s for r in both] == sorted(r.arrival_s for r in both)
+    first = [r for r in both if int(r.request_id) < 5]  # count_for(2/s, 2 s) = 5 requests at 2/s
+    assert first[-1].arrival_s == pytest.approx(4 / 2.0)
+
+
+def test_a_pace_correction_only_uses_measurements_taken_before_the_run():
+    now = iter([1.0, 2.0, 5.0, 9.0])
+    log = PaceLog(clock=lambda: next(now))
+    log.record("before calibration", 0.8, reference=True)  # t=1
+    log.record("after calibration", 1.2, reference=True)  # t=2: reference pace 1.0
+    log.record("round 1", 1.1)  # t=5
+    assert log.factor(6.0, "probe")[0] == pytest.approx(1.1)
+    assert log.factor(6.0, "none") == (1.0, None)
+    log.record("round 2", 2.0)  # t=9: after a run starting at t=6, so never used for it
+    factor, used = log.factor(6.0, "probe")
+    assert used.label == "round 1" and used.taken_s < 6.0 and factor == pytest.approx(1.1)
+    assert log.factor(9.5, "probe")[0] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="reference"):
+        log.factor(1.5, "probe")  # the reference is not complete before t=2
+    with pytest.raises(ValueError, match="pace correction"):
+        log.factor(6.0, "later")
+
+
+def test_capacity_is_where_the_slo_metric_crosses_the_bound():
+    got = CAP.crossing_rate([1.0, 2.0, 3.0], [0.1, 0.5, 2.0], slo=1.0)
+    assert got.status == "within" and 2.0 < got.rate < 3.0
+    assert got.rate == pytest.approx(2.0 + math.log(2.0) / math.log(4.0))  # linear in log latency
+    assert CAP.crossing_rate([1.0, 2.0], [0.1, 0.2], 1.0).status == "above"
+    assert CAP.crossing_rate([1.0, 2.0], [3.0, 4.0], 1.0).status == "below"
+    assert CAP.crossing_rate([2.0, 1.0], [math.inf, 0.5], 1.0) == CAP.Crossing(1.0, "within")  # a run that failed
+    # bisection on a metric that crosses 1.0 at rate 7: it doubles its bracket, then closes in
+    assert CAP.bisect_capacity(lambda r: r / 7.0, 1.0, low=0.1, high=1.0, steps=30) == pytest.approx(7.0, rel=1e-3)
+
+
+def test_noise_floor_busy_fraction_and_per_request_correlation():
+    def times(e2es):
+        return [F.RequestTimes(str(i), 0.0, 0.01, e, 4, "completed") for i, e in enumerate(e2es)]
+
+    assert live_spread([times([1.0, 1.0, 1.0]), times([1.2, 1.2, 1.2])], "e2e") == pytest.approx(100 * 0.2 / 1.1)
+    assert math.isnan(live_spread([times([1.0])], "e2e"))
+    assert e2e_correlation(times([1.0, 2.0, 3.0, 4.0]), times([1.1, 2.3, 2.9, 4.2])) > 0.95
+    assert e2e_correlation(times([1.0, 2.0, 3.0]), times([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    # one worker busy 45 of the 60 s starting at t=10 (and idle before): 75%
+    assert busiest_busy_fraction([(0.0, 1.0), (10.0, 40.0), (50.0, 65.0)]) == pytest.approx(0.75)
+    assert busiest_busy_fraction([(0.0, 1.0), (1.0, 2.0)]) == pytest.approx(1.0)  # a run shorter than a minute
+
+
+def test_the_generic_grid_comes_from_the_model_limits_alone():
+    g = generic_grid(256, 48, 32, 2, mixed=False)
+    assert tuple(g.prefill_tokens) == (0, 16, 64, 256) and tuple(g.context_lens) == (38, 152, 304)
+    assert tuple(g.decode_batch_sizes) == (0, 1, 2, 4, 8, 16, 32) and g.interleave and g.spread and not g.mixed
+    assert generic_grid(32, 8, 8, 1).prefill_tokens == (0, 16, 32)
+
+
+OOS_TINY = ["--pool", "thread", "--repeats", "1", "--max-prompt-tokens", "32", "--max-output-tokens", "8",
+            "--prompt-p50", "16", "--output-p50", "4", "--grid-max-batch", "8", "--calibration-s", "3", "--low-s", "2",
+            "--high-s", "3", "--capacity-s", "2", "--low-slices", "1", "--high-slices", "1", "--runs-per-slice", "2",
+            "--capacity-fractions", "0.8,1.25"]
+
+
+def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
+    result = F.main([*OOS_TINY, "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
+    for key in ("ttft_p50_err_pct", "e2e_p50_err_pct", "ttft_p99_err_pct", "e2e_p99_err_pct", "live_noise_e2e_p50_pct",
+                "high_load_e2e_p50_err_pct", "capacity_err_pct", "rounds", "rounds_dropped"):
+        assert key in result
+    # every round of every slice reported, none dropped or replaced
+    assert result["protocol"] == "out-of-sample"
+    assert result["rounds"] == result["rounds_planned"] == 4 and result["rounds_dropped"] == 0
+    detail = result["round_detail"]
+    assert [(d["slice"], d["run"]) for d in detail] == [("low-1", 1), ("high-2", 1), ("low-1", 2), ("high-2", 2)]
+    assert all(d["completed"] == d["requests"] for d in detail)
+    # the calibration never saw the evaluated requests: an earlier, disjoint window of the trace
+    cal, *rest = result["windows"]
+    assert cal["name"] == "calibration" and result["calibration_overlap_requests"] == 0
+    assert all(cal["trace_end_s"] <= w["trace_start_s"] for w in rest)
+    # each round's pace comes from a probe taken before its live run started
+    for d in detail:
+        assert d["pace_from"] == f"round {d['round']}" and d["pace_measured_at_s"] < d["live_started_at_s"]
+    # the frozen profile is the file whose hash was printed
+    assert result["profile_sha256"] == hashlib.sha256((tmp_path / "p.json").read_bytes()).hexdigest()
+    assert len(result["capacity_sweep"]) == 2 and result["capacity_status"]["live"] in ("within", "above", "below")
+    assert set(result["attribution"]) == {"low-1", "high-2"}
+    assert all(math.isfinite(result[k]) for k in ("ttft_p50_err_pct", "e2e_p50_err_pct", "live_noise_e2e_p50_pct"))
+
+
+def test_bad_protocol_options_are_refused(capsys):
+    for bad in (["--runs-per-slice", "0"], ["--capacity-fractions", "1.0"], ["--high-load", "0"],
+                ["--protocol", "rehearsal"]):
+        with pytest.raises(SystemExit):
+            F.parse_args(bad)
+        assert bad[0] in capsys.readouterr().err

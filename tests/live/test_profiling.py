@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from controlplane.hardware.profile_format import ROW_FIELDS as ROW_KEYS
 from controlplane.hardware.profile_format import write_profile
 from controlplane.live.profiling import ProfileGrid, profile_backend, profile_meta
@@ -75,3 +77,34 @@ def test_a_spread_grid_times_mixed_length_batches_with_their_padding(engine):
                            for r in prompts)
     one = [r for r in rows if r["num_decode_seqs"] == 1 and not r["num_prefill_seqs"]]
     assert one and all(r["padded_decode_context"] == r["sum_decode_context"] >= 20 for r in one)
+
+
+def test_a_grid_from_the_model_limits_alone():
+    grid = ProfileGrid.from_limits(256, 48, 32)
+    assert tuple(grid.prefill_tokens) == (0, 16, 64, 256) and tuple(grid.context_lens) == (38, 152, 304)
+    assert tuple(grid.decode_batch_sizes) == (0, 1, 2, 4, 8, 16, 32) and tuple(grid.prefill_seqs) == (1, 4)
+    assert grid.interleave and grid.spread and grid.mixed and grid.repeats == 2
+    small = ProfileGrid.from_limits(32, 8, 3, 1, mixed=False)
+    assert tuple(small.prefill_tokens) == (0, 16, 32) and tuple(small.decode_batch_sizes) == (0, 1, 2, 3)
+    assert not any(tokens and batch for _, batch, tokens, _ in small.points())  # no mixed shapes
+    with pytest.raises(ValueError, match="max_batch=0"):
+        ProfileGrid.from_limits(32, 8, 0)
+
+
+def test_controlplane_profile_times_the_grid_of_the_model_limits_and_prints_its_hash(tmp_path):
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from controlplane.cli import bench
+
+    out = tmp_path / "limits.json"
+    res = CliRunner().invoke(bench.app, ["profile", "--preset", "tiny-llama", "--device", "cpu", "--threads", "1",
+                                         "--grid", "limits", "--max-prompt-tokens", "16", "--max-output-tokens", "4",
+                                         "--max-batch", "2", "--repeats", "1", "-o", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["grid"] == "limits" and doc["spread"] and doc["interleaved"]
+    assert {r["num_decode_seqs"] for r in doc["rows"]} == {0, 1, 2}
+    assert max(r["num_prefill_tokens"] / max(1, r["num_prefill_seqs"]) for r in doc["rows"]) <= 16
+    assert hashlib.sha256(out.read_bytes()).hexdigest() in res.output.replace("\n", "")

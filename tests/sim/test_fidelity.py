@@ -9,6 +9,7 @@ our per-request timings track Vidur's.
 from __future__ import annotations
 
 import importlib.util
+import math
 from itertools import islice
 from pathlib import Path
 
@@ -182,3 +183,42 @@ def test_tpot_definitions_ours_excludes_the_prefills_token_vidurs_does_not():
     assert lat["tpot_vidur"][0] == 0.8  # Vidur: / num_decode_tokens, which counts the prefill's token
     restarted = {"0": (0.0, 1.0, 5.0, 5, 2, 1)}  # restarted after 2 tokens: Vidur divides by the 3 left
     assert vs_vidur.latencies(restarted)[1]["tpot_vidur"][0] == pytest.approx(4.0 / 3)
+
+
+# --- the fidelity benchmark's capacity check, on the simulator alone --------------------------------
+
+
+def test_the_capacity_sweep_finds_where_a_simulated_worker_leaves_the_slo(tmp_path):
+    """The estimator `benchmarks/fidelity.py` applies to both sides: on a simulated worker the sweep's
+    interpolated crossing lands next to the capacity bisection finds, and an SLO metric that rises with load."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from controlplane.config import RunConfig
+    from controlplane.hardware.profile_format import write_profile
+    from fidelity_lib import capacity as cap
+    from fidelity_lib.metrics import stats
+    from fidelity_lib.replay import replay_sim, run_config
+    from fidelity_lib.slices import at_rate
+
+    rows = [{"num_prefill_tokens": p * s, "num_prefill_seqs": s, "num_decode_seqs": 0, "sum_decode_context": 0,
+             "sum_prefill_context": 0, "iteration_s": 0.004 + 1e-4 * p * s} for p in (16, 64) for s in (1, 4)]
+    rows += [{"num_prefill_tokens": 0, "num_prefill_seqs": 0, "num_decode_seqs": b, "sum_decode_context": 64 * b,
+              "sum_prefill_context": 0, "iteration_s": 0.002 + 0.001 * b} for b in (1, 2, 4, 8, 16, 32, 64)]
+    profile = write_profile(tmp_path / "p.json", rows, {"model": "tiny-llama", "device": "cpu", "batching": "padded"})
+    worker = {"preset": "tiny-llama", "device": "cpu", "max_seq_len": 512, "seed": 0}
+    cfg = run_config(RunConfig(), worker, f"sqlite:///{tmp_path / 'f.db'}", name="capacity", profile=profile)
+    rng = np.random.default_rng(0)
+    reqs = [TraceRequest(str(i), float(t), int(rng.integers(16, 64)), int(rng.integers(16, 48)))
+            for i, t in enumerate(np.cumsum(rng.exponential(1.0, 300)))]
+
+    def ttft_p90(rate):
+        times, _ = replay_sim(cfg, at_rate(reqs, rate), record=False)
+        return stats(times)["ttft"][90] if len(times) == len(reqs) else math.inf
+
+    best = cap.bisect_capacity(ttft_p90, 0.5, low=1.0, high=8.0, steps=10)
+    rates = [f * best for f in cap.SWEEP_FRACTIONS]
+    values = [ttft_p90(r) for r in rates]
+    assert values == sorted(values) and values[0] < 0.5 < values[-1]
+    swept = cap.crossing_rate(rates, values, 0.5)
+    assert swept.status == "within" and abs(swept.rate / best - 1) < 0.15
