@@ -18,6 +18,9 @@ class VectorIndex:
         import faiss  # the `semantic` extra
 
         self._faiss = faiss
+        # Lookups and inserts are one vector each: an OpenMP team costs more than it gives
+        # (measured 30x the CPU time with 2 threads on a busy 2-core machine). Process-wide.
+        faiss.omp_set_num_threads(1)
         self.dim, self.hnsw_m, self.ef_construction, self.ef_search = dim, hnsw_m, ef_construction, ef_search
         # rows in the graph, dead ones included: the first _rows of buffers grown by doubling
         self._vec_buf = np.empty((1024, dim), dtype=np.float32)
