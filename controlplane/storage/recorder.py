@@ -215,23 +215,13 @@ class RunRecorder:
         self._add("iteration", row)
 
     def add_values(self, table: str, values: tuple) -> None:
-        """Buffer one row of ``table`` given as values for every column in
-        ``SPECS[table].columns`` order: the fast path for producers that know the table (the
-        run's SQL recorder, once per request and decision). Checked like the dict methods;
-        request latency columns are not derived here."""
-        row = self._specs[table].pack(values, self._run())
-        with self._lock:  # _append, inlined: this runs a few times per simulated request
-            buffer = self._buffers[table]
-            buffer.append(row)
-            n = len(buffer)
-        if n >= self.batch_size or (self._interval is not None and self._clock() - self._last_flush >= self._interval):
-            self._flush_due()
+        """Buffer one row of ``table`` given as values for every column in ``SPECS[table].columns``
+        order, checked like the dict methods (request latency columns are not derived here)."""
+        self._append(table, self._specs[table].pack(values, self._run()))
 
     def appender(self, table: str) -> Callable[[tuple], None]:
-        """``add_values`` bound to one table: for a producer that adds rows of that table one at
-        a time, several per simulated request (the run's SQL recorder)."""
-        pack = self._specs[table].pack
-        lock = self._lock
+        """``add_values`` for one table, inlined: the run's SQL recorder adds a few rows per request."""
+        pack, lock, timed = self._specs[table].pack, self._lock, self._interval is not None
 
         def add(values: tuple) -> None:
             run_id = self.run_id
@@ -242,7 +232,7 @@ class RunRecorder:
                 buffer = self._buffers[table]
                 buffer.append(row)
                 n = len(buffer)
-            if n >= self.batch_size or (self._interval is not None and self._clock() - self._last_flush >= self._interval):
+            if n >= self.batch_size or (timed and self._clock() - self._last_flush >= self._interval):
                 self._flush_due()
 
         return add
@@ -256,8 +246,7 @@ class RunRecorder:
             buffer = self._buffers[table]
             buffer.append(row)
             n = len(buffer)
-        if n >= self.batch_size or (self._interval is not None and
-                                    self._clock() - self._last_flush >= self._interval):
+        if n >= self.batch_size or (self._interval is not None and self._clock() - self._last_flush >= self._interval):
             self._flush_due()
 
     def _run(self) -> int:
