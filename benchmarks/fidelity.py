@@ -14,10 +14,11 @@ The default protocol (`fidelity_lib.protocol`, docs/calibration.md "3. Check"):
    (``--low-load`` of the frozen simulator's capacity) and high load (``--high-load``: the busiest
    minute keeps the worker above ~85% busy, with queueing), each run live ``--runs-per-slice``
    times on a fresh worker and simulated on the same arrivals. Every round is reported and pooled;
-   none is dropped or replaced. A pace correction (``--pace-correction probe``) only uses a probe
+   none is dropped or replaced. The optional pace correction (``--pace-correction probe``) only uses a probe
    of the machine taken right before the evaluated run starts.
-4. Capacity: the highest rate within the SLO (``--slo-pct``-th percentile TTFT <= ``--slo-ttft-s``),
-   a short sweep of rates on another window, live and simulated.
+4. Capacity: the highest rate within the SLO (by default E2E p90 within ``--slo-x 4`` times what
+   the frozen simulator gives the same requests at 10% load), a short sweep of rates on another
+   window, live and simulated.
 5. Report p50/p90/p99 of TTFT, TPOT and E2E (every round pooled, and by load level), the live-vs-live
    spread of repeated runs of a slice (the noise floor), the per-request E2E correlation, and for each
    slice the error split into latency model and scheduling.
@@ -115,10 +116,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos.add_argument("--low-s", type=float, default=40.0, help="seconds of a low-load slice")
     oos.add_argument("--high-s", type=float, default=70.0, help="seconds of a high-load slice (a busiest minute)")
     oos.add_argument("--runs-per-slice", type=int, default=2, help="live runs of each slice (R); all reported")
-    oos.add_argument("--pace-correction", choices=PACE_CORRECTIONS, default="probe",
-                     help="bring the frozen profile to the machine's pace from a probe taken right before each run")
-    oos.add_argument("--slo-ttft-s", type=float, default=1.0, help="capacity SLO: TTFT bound (seconds)")
-    oos.add_argument("--slo-pct", type=int, choices=(50, 90, 99), default=90, help="capacity SLO: TTFT percentile")
+    oos.add_argument("--pace-correction", choices=PACE_CORRECTIONS, default="none",
+                     help="none: every round on the frozen profile as it is; probe: brought to the machine's pace by a "
+                          "probe taken right before each run (on a busy shared host a 0.3 s probe is noisier than "
+                          "the drift it corrects: probes 2.7x apart around one calibration run were seen)")
+    oos.add_argument("--slo-metric", choices=("e2e", "ttft", "tpot"), default="e2e", help="capacity SLO: the latency")
+    oos.add_argument("--slo-pct", type=int, choices=(50, 90, 99), default=90, help="capacity SLO: its percentile")
+    oos.add_argument("--slo-s", type=float, default=None, help="capacity SLO: the bound in seconds (default: --slo-x)")
+    oos.add_argument("--slo-x", type=float, default=4.0,
+                     help="capacity SLO without --slo-s: this many times what the frozen simulator gives the same "
+                          "requests at 10%% load")
     oos.add_argument("--capacity-s", type=float, default=20.0, help="seconds of a sweep run at the simulated capacity")
     oos.add_argument("--capacity-fractions", type=_fractions, default=SWEEP_FRACTIONS,
                      help="sweep rates, fractions of the simulated capacity (comma-separated)")
@@ -143,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="the pace each round is simulated at: its own calibration's, with its neighbours', or all")
     ins.add_argument("--max-rounds", type=int, default=None, help="replace unsteady rounds up to this many runs")
     args = ap.parse_args(argv)
+    if args.slo_s is not None and args.slo_s <= 0:
+        ap.error(f"--slo-s must be positive, got {args.slo_s}")
     if args.rounds < 1:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.max_pace_gap < 0:
@@ -151,7 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--runs-per-slice must be at least 1, got {args.runs_per_slice}")
     if args.low_slices < 0 or args.high_slices < 0 or args.low_slices + args.high_slices < 1:
         ap.error("--low-slices and --high-slices: at least one evaluated slice, none negative")
-    for name in ("low_load", "high_load", "slo_ttft_s", "low_s", "high_s", "calibration_s",
+    for name in ("low_load", "high_load", "slo_x", "low_s", "high_s", "calibration_s",
                  "capacity_s"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")

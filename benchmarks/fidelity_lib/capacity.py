@@ -1,6 +1,8 @@
 """Capacity: the highest request rate a worker sustains within the SLO, live and simulated.
 
-The SLO is a TTFT percentile bound (``--slo-ttft-s`` at ``--slo-pct``). One window of trace
+The SLO is a percentile bound on one latency (`Slo`: by default E2E p90 within 4x what the
+frozen simulator gives the same requests alone - TTFT stays low under prefill-first batching long
+after decodes have slowed to a crawl, so E2E is what saturation shows in). One window of trace
 requests is replayed at a short sweep of rates (its gaps compressed alike, `slices.at_rate`),
 live and in the simulator; on each side the capacity is where the SLO metric crosses the bound,
 interpolated between the two sweep rates around the crossing (linear in log latency). The same
@@ -13,6 +15,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+@dataclass(frozen=True)
+class Slo:
+    metric: str  # ttft | tpot | e2e
+    pct: int
+    bound_s: float
+
+    def value(self, times: Sequence[Any], expected: int) -> float:
+        """The SLO metric over ``times`` (`replay.RequestTimes`); infinite when requests did not complete."""
+        from fidelity_lib.metrics import stats
+
+        done = [t for t in times if t.status == "completed"]
+        return stats(done)[self.metric][self.pct] if len(done) == expected else math.inf
+
+    def __str__(self) -> str:
+        return f"{self.metric.upper()} p{self.pct} <= {self.bound_s * 1e3:.0f} ms"
+
 
 #: The sweep's rates, as fractions of the simulator's capacity estimate made before any live sweep run.
 SWEEP_FRACTIONS = (0.7, 0.85, 1.0, 1.15, 1.3)

@@ -36,7 +36,7 @@ from fidelity_lib.metrics import busiest_busy_fraction, stats
 from fidelity_lib.pace import PaceLog
 from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with
 from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
-from fidelity_lib.slices import Scaling, Window, at_rate, carve_windows, count_for, ramp, read_requests
+from fidelity_lib.slices import Scaling, isolated_service_s, Window, at_rate, carve_windows, count_for, ramp, read_requests
 from sim.calibration import calibrate
 from sim.traces import TraceRequest, bundled_trace_path
 
@@ -87,8 +87,8 @@ class SweepPoint:
     sim: list[RequestTimes]
     pace: float
 
-    def slo_values(self, pct: int) -> tuple[float, float]:
-        return stats(self.live.requests)["ttft"].get(pct, math.nan), stats(self.sim)["ttft"].get(pct, math.nan)
+    def slo_values(self, slo: cap.Slo, expected: int) -> tuple[float, float]:
+        return slo.value(self.live.requests, expected), slo.value(self.sim, expected)
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Outcome:
     sim_capacity_bisect: float
     pace_log: PaceLog
     t0: float
+    slo: cap.Slo
     attribution: dict[str, dict[str, float]] = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -143,10 +144,20 @@ class Protocol:
     def sim(self, reqs: list[TraceRequest], profile: Path, name: str, *, record: bool = False):
         return replay_sim(self.cfg(name, profile), reqs, record=record)
 
-    def slo_metric(self, reqs: list[TraceRequest], profile: Path) -> float:
-        times, _ = self.sim(reqs, profile, "fidelity capacity (sim)")
-        value = stats(times)["ttft"][self.args.slo_pct]
-        return value if len(times) == len(reqs) else math.inf
+    def slo_metric(self, reqs: list[TraceRequest], profile: Path, slo: cap.Slo) -> float:
+        return slo.value(self.sim(reqs, profile, "fidelity capacity (sim)")[0], len(reqs))
+
+    def slo_for(self, reqs: list[TraceRequest], profile: Path) -> cap.Slo:
+        """``--slo-s``, or ``--slo-x`` times the metric the simulator gives ``reqs`` on ``profile`` at 10% load."""
+        a = self.args
+        if a.slo_s is not None:
+            return cap.Slo(a.slo_metric, a.slo_pct, a.slo_s)
+        from sim.latency.measured import MeasuredProfileModel
+
+        model = MeasuredProfileModel.from_file(profile)
+        service = statistics.fmean(isolated_service_s(model, r) for r in reqs)
+        alone = cap.Slo(a.slo_metric, a.slo_pct, math.inf)
+        return cap.Slo(a.slo_metric, a.slo_pct, a.slo_x * self.slo_metric(at_rate(reqs, 0.1 / service), profile, alone))
 
     def live(self, reqs: list[TraceRequest], name: str, seed: int) -> LiveRun:
         return replay_live(self.cfg(name), reqs, threads=self.args.threads, vocab=self.vocab, seed=self.args.seed + seed,
@@ -199,7 +210,9 @@ class Protocol:
 
         # 2. calibration: the trace's first window at a ramp of loads, placed by the grid-only simulator's capacity
         sample = scaling.apply(raw[:SCALING_SAMPLE])
-        grid_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(sample, r), grid_path), a.slo_ttft_s,
+        grid_slo = self.slo_for(sample, grid_path)
+        grid_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(sample, r), grid_path, grid_slo),
+                                       grid_slo.bound_s,
                                        low=0.05, high=1.0)
         cal_rates = [f * grid_cap for f in a.calibration_load]
         n_cal = max(SCALING_SAMPLE, sum(count_for(r, a.calibration_s / len(cal_rates)) for r in cal_rates))
@@ -220,8 +233,9 @@ class Protocol:
         self.say(f"[bold]frozen profile[/] {self.frozen} sha256 {digest}")
 
         # 3. the simulator's capacity on the frozen profile places the load levels and the sweep
-        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cal_window.requests, r), self.frozen),
-                                       a.slo_ttft_s, low=0.05, high=grid_cap)
+        slo = self.slo = self.slo_for(cal_window.requests, self.frozen)
+        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cal_window.requests, r), self.frozen, slo),
+                                       slo.bound_s, low=0.05, high=grid_cap)
         levels = ["low"] * a.low_slices + ["high"] * a.high_slices
         order = levels[::2] + levels[1::2] if len(levels) > 2 else levels  # interleave low and high in the trace
         rates = {"low": a.low_load * sim_cap0, "high": a.high_load * sim_cap0}
@@ -235,9 +249,9 @@ class Protocol:
         later = raw[n_cal:]
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
-        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cap_window.requests, r), self.frozen),
-                                      a.slo_ttft_s, low=0.05, high=2 * sim_cap0)
-        self.say(f"simulated capacity (frozen profile, {a.slo_pct}th-percentile TTFT <= {a.slo_ttft_s:g}s): "
+        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cap_window.requests, r), self.frozen, slo),
+                                      slo.bound_s, low=0.05, high=2 * sim_cap0)
+        self.say(f"simulated capacity (frozen profile, {slo}): "
                  f"{sim_cap0:.2f}/s on the calibration window, {sim_cap:.2f}/s on the capacity window; load levels "
                  f"low {rates['low']:.2f}/s, high {rates['high']:.2f}/s")
 
@@ -256,12 +270,13 @@ class Protocol:
             sim, _ = self.sim(observed_arrivals(at_rate(cap_window.requests, rate), run), path,
                               f"fidelity capacity {rate:.2f}/s (sim)")
             sweep.append(SweepPoint(rate, run, sim, factor))
-            lv_v, sv_v = sweep[-1].slo_values(a.slo_pct)
-            self.say(f"sweep {rate:.2f}/s: TTFT p{a.slo_pct} live {lv_v * 1e3:.0f} ms, sim {sv_v * 1e3:.0f} ms")
+            lv_v, sv_v = sweep[-1].slo_values(slo, len(cap_window.requests))
+            self.say(f"sweep {rate:.2f}/s: {slo.metric.upper()} p{slo.pct} live {lv_v * 1e3:.0f} ms, sim "
+                     f"{sv_v * 1e3:.0f} ms (bound {slo.bound_s * 1e3:.0f} ms)")
 
         out = Outcome(a, Path(self.trace).name, windows, lv, {n: rates[l] for n, l in lv.items()}, scaling, grid_path,
                       self.grid_rows, self.meta, self.frozen, digest, done.calibration, self.cal_run, cal_rate, rounds,
-                      sweep, sim_cap, self.pace_log, self.t0)
+                      sweep, sim_cap, self.pace_log, self.t0, slo)
         out.attribution = self.attribute(rounds)
         out.wall_s = time.monotonic() - self.t0
         return out

@@ -97,10 +97,12 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"{unpaced['e2e'][99]:+.1f}%", highlight=False)
 
     # capacity
-    live_x = cap.crossing_rate([p.rate for p in o.sweep], [p.slo_values(a.slo_pct)[0] for p in o.sweep], a.slo_ttft_s)
-    sim_x = cap.crossing_rate([p.rate for p in o.sweep], [p.slo_values(a.slo_pct)[1] for p in o.sweep], a.slo_ttft_s)
+    n_cap = len(o.windows[-1].requests)
+    slo_values = [p.slo_values(o.slo, n_cap) for p in o.sweep]
+    live_x = cap.crossing_rate([p.rate for p in o.sweep], [v[0] for v in slo_values], o.slo.bound_s)
+    sim_x = cap.crossing_rate([p.rate for p in o.sweep], [v[1] for v in slo_values], o.slo.bound_s)
     cap_err = (100 * (sim_x.rate / live_x.rate - 1) if live_x.status == sim_x.status == "within" else math.nan)
-    console.print(f"capacity ({a.slo_pct}th-percentile TTFT <= {a.slo_ttft_s:g}s), sweep of "
+    console.print(f"capacity ({o.slo}), sweep of "
                   f"{', '.join(f'{p.rate:.2f}' for p in o.sweep)}/s: live {live_x.rate:.2f}/s ({live_x.status}), "
                   f"simulated {sim_x.rate:.2f}/s ({sim_x.status}; bisection {o.sim_capacity_bisect:.2f}/s): "
                   f"{cap_err:+.1f}%", highlight=False)
@@ -137,9 +139,9 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "capacity_sim_rps": _r(sim_x.rate, 3),
         "capacity_status": {"live": live_x.status, "sim": sim_x.status},
         "capacity_sim_bisect_rps": _r(o.sim_capacity_bisect, 3),
-        "capacity_sweep": [{"rate": round(p.rate, 3), "pace": round(p.pace, 3),
-                            f"live_ttft_p{a.slo_pct}_ms": _r(p.slo_values(a.slo_pct)[0] * 1e3, 1),
-                            f"sim_ttft_p{a.slo_pct}_ms": _r(p.slo_values(a.slo_pct)[1] * 1e3, 1)} for p in o.sweep],
+        "capacity_slo": {"metric": o.slo.metric, "pct": o.slo.pct, "bound_ms": round(o.slo.bound_s * 1e3, 1)},
+        "capacity_sweep": [{"rate": round(p.rate, 3), "pace": round(p.pace, 3), "live_ms": _r(v[0] * 1e3, 1),
+                            "sim_ms": _r(v[1] * 1e3, 1)} for p, v in zip(o.sweep, slo_values)],
         "unpaced_err_pct": {f"{m}_p{p}": _r(unpaced[m][p]) for m in ("ttft", "e2e") for p in (50, 99)},
         "e2e_correlation": _r(corr, 4),
         "e2e_paired_median_abs_err_pct": _r(paired_abs_error(live, sim, "e2e")),
