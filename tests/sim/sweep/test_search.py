@@ -86,3 +86,8 @@ def test_search_cli_ends_with_one_json_line(tmp_path):
     assert {"best", "candidates", "runs", "wall_s", "rejected_cheaper"} <= set(d)
     assert d["candidates"] == 6 and d["best"]["attainment"] >= 0.9 and d["sweep_id"] == 1
     assert all({"cost", "attainment"} <= set(c) for c in d["rejected_cheaper"])
+    page = tmp_path / "search.html"
+    r = CliRunner().invoke(app, ["runs", "report", "--sweep", str(d["sweep_id"]), "--db", db, "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    assert "<h2>Pareto front</h2>" in text and "<b>best</b>" in text and "data:image/png;base64," in text
