@@ -46,6 +46,10 @@ def daemon(
     cpu_threads: Annotated[
         Optional[int], typer.Option(min=1, help="torch threads per CPU worker (default: cores / workers).")
     ] = None,
+    max_workers: Annotated[
+        Optional[int], typer.Option(min=1, help="Workers the pool may hold at once (default: no limit; a GPU pool "
+                                    "holds one per GPU); an autoscaler's scale-up beyond is recorded as unplaced.")
+    ] = None,
     drain_timeout: Annotated[
         float, typer.Option(help="Longest wait (s) for requests in flight when draining.")
     ] = 120.0,
@@ -78,6 +82,7 @@ def daemon(
             host=host, port=port, pool=pool, admin_token=admin_token_from_env(), config_path=config,
             overrides=overrides, drain_timeout_s=drain_timeout, request_timeout_s=request_timeout or None,
             cpu_threads=cpu_threads, ray_address=ray_address, log_level=log_level.lower(), access_log=access_log,
+            max_workers=max_workers,
             journal_dir=journal_dir,
         )
     err.print(

@@ -56,6 +56,7 @@ class DaemonOptions:
     default_max_tokens: int = 256  # chat requests without max_tokens
     cpu_threads: int | None = None  # torch threads per CPU worker (default: cores / workers)
     ray_address: str | None = None
+    max_workers: int | None = None  # workers the pool may hold at once; a scale-up beyond is recorded as unplaced
     journal_dir: Path | None = None  # journal of accepted requests (None: $CONTROLPLANE_JOURNAL_DIR or state dir)
     log_level: str = "info"
     access_log: bool = False
@@ -72,6 +73,8 @@ class Daemon:
         self.options = options or DaemonOptions()
         self.config = config
         pool_options: dict[str, Any] = {}
+        if self.options.max_workers is not None:
+            pool_options["max_workers"] = self.options.max_workers
         if self.options.pool == "ray" and self.options.ray_address:
             pool_options["address"] = self.options.ray_address
         pool = make_pool(self.options.pool, cpu_threads=self.options.cpu_threads, **pool_options)

@@ -125,3 +125,10 @@ def test_a_shadow_policy_is_recorded_live_and_applies_nothing(tmp_path):
     assert shadow and shadow[0]["plugin"] == "slo-planner" and shadow[0]["payload"]["to"] >= 2
     assert shadow[0]["payload"]["active_to"] == 1 and "learned" in shadow[0]["reason"]  # no latency model live
     assert not [r for r in decisions if r["action"] == "scale"]
+
+
+def test_the_daemon_passes_its_worker_limit_to_the_pool(tmp_path):
+    from controlplane.live.daemon import Daemon, DaemonOptions
+
+    d = Daemon(config(tmp_path), DaemonOptions(pool="thread", max_workers=2), record=False)
+    assert d.driver.pool._slots.limit == 2
