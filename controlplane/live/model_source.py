@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +30,8 @@ from controlplane.live.quantize import (
 from controlplane.live.tokenizer import build_byte_tokenizer
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4"]
+
+_INIT_LOCK = threading.Lock()  # one random init at a time per process (see `_build`)
 
 _LLAMA_COMMON: dict[str, Any] = {
     "model_type": "llama",
@@ -231,8 +234,10 @@ def _build(settings: WorkerModelSettings, precision: str, device: torch.device):
     from transformers import AutoModelForCausalLM
 
     # Random init (and any weights a checkpoint lacks) draws from a private RNG stream so the
-    # same seed gives the same weights and the caller's global RNG is left as it was.
-    with torch.random.fork_rng(devices=[]):
+    # same seed gives the same weights and the caller's global RNG is left as it was. That stream
+    # is torch's global generator: the lock keeps workers loading at once on threads of one
+    # process from drawing from it in turns (which gave replicas of one model different weights).
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         if settings.path is not None:
             load_dtype = torch.float32 if precision in ("fp32", "int8") else activation_dtype(precision, device)

@@ -72,6 +72,15 @@ def test_seed_changes_weights_and_global_rng_is_untouched():
     assert not torch.equal(_logits(a), _logits(b))
 
 
+def test_replicas_loading_at_once_on_threads_get_the_same_weights():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:  # as a thread pool's workers start together
+        loaded = list(pool.map(lambda _: load_model(_cpu("fp32")), range(4)))
+    first = _logits(loaded[0])
+    assert all(torch.equal(_logits(m), first) for m in loaded[1:])
+
+
 def test_bf16_halves_the_size():
     fp32, bf16 = load_model(_cpu("fp32")), load_model(_cpu("bf16"))
     assert bf16.dtype == torch.bfloat16
