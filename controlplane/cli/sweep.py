@@ -68,11 +68,16 @@ def sweep(
     if json_out:
         typer.echo(json.dumps({"sweep_id": result.sweep_id, "resumed": result.resumed, "total": result.total,
                                "skipped": result.skipped, "ran": result.ran, "backend": result.backend,
+                               "failed": result.failed,
                                "runs": [{"run_id": r["id"], "key": r["sweep_key"], "seed": r["seed"],
                                          "overrides": r["overrides"], "summary": r["summary"]} for r in runs]},
                               sort_keys=True, default=str))
         return
     out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})"))
+    for key, error in list(result.failed.items())[:5]:
+        err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {error}", highlight=False)
+    if result.failed:
+        err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
     verb = "resumed" if result.resumed else "ran"
     out.print(f"{verb} sweep {result.sweep_id}: {result.ran} runs now on {result.backend}, {result.skipped} already "
               f"stored; see `controlplane runs report --sweep {result.sweep_id} --html sweep.html`", highlight=False)

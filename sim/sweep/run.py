@@ -27,6 +27,7 @@ class SweepResult:
     skipped: int  # already stored (a resumed sweep)
     ran: int
     run_ids: dict[str, int] = field(default_factory=dict)  # point key -> run id, of the runs done now
+    failed: dict[str, str] = field(default_factory=dict)  # point key -> error, of runs that raised (done again on resume)
     backend: str = "serial"
 
 
@@ -114,6 +115,8 @@ def run_sweep(
                     run_id = store_outcome(engine, sweep_id, outcome)
                     result.run_ids[outcome.task.key] = run_id
                     result.ran += 1
+                    if outcome.status == "failed":
+                        result.failed[outcome.task.key] = outcome.summary.get("error", "")
                     if on_run is not None:
                         on_run(outcome, run_id)
         finally:

@@ -55,6 +55,7 @@ class Candidate:
     cost: float | None = None  # measured (scaled to the full trace) when it ran to the end
     by_seed: dict[int, float] = field(default_factory=dict)  # confirmation: attainment per seed
     cost_by_seed: dict[int, float] = field(default_factory=dict)
+    error: str | None = None  # the run raised (a bad plugin setting, say): rejected with it
 
     @property
     def rank_cost(self) -> float:
@@ -63,6 +64,8 @@ class Candidate:
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {"overrides": self.overrides, "cost": _r(self.rank_cost), "attainment": _r(self.attainment),
                                "stage": self.stage, "stopped": self.stopped}
+        if self.error is not None:
+            out["error"] = self.error
         if self.by_seed:
             out["attainment_by_seed"] = {str(k): _r(v) for k, v in sorted(self.by_seed.items())}
             out["attainment"] = _r(min(self.by_seed.values()))
@@ -153,6 +156,9 @@ class _Searcher:
         for o in self._run(stage, tasks):
             c = by_index[o.task.index]
             c.stage, c.fraction = stage, fraction
+            if o.status == "failed":
+                c.stage, c.error, c.attainment = "failed", o.summary.get("error"), 0.0
+                continue
             c.stopped = o.status == "stopped"
             if c.stopped:
                 c.attainment = o.summary["slo_attainment_max"]
@@ -172,6 +178,8 @@ class _Searcher:
         """Full replays over ``seeds`` (no early stop: the attainment is reported); all must meet."""
         tasks = [self._task(c, s, "confirm", None, None) for s in seeds if s not in c.by_seed]
         for o in self._run("confirm", tasks):
+            if o.status == "failed":
+                c.error = o.summary.get("error")
             c.by_seed[o.task.seed] = o.summary.get("slo_attainment") or 0.0
             cost = run_cost(o.task.config, o.summary)
             if cost is not None:

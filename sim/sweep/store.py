@@ -50,7 +50,8 @@ def stored_keys(engine: Engine, sweep_id: int) -> set[str]:
 
 
 def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_size: int = 50_000) -> int:
-    """Write one run (its row, then its rows, then ``finished``); return its run id."""
+    """Write one run (its row, then its rows, then ``finished``, or ``failed`` with the error in its
+    summary); return its run id."""
     task = outcome.task
     summary = dict(outcome.summary)
     with RunRecorder(engine, batch_size=batch_size) as rec:
@@ -63,13 +64,14 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
             notes = json.dumps({"overrides": task.overrides, "stage": task.stage}, sort_keys=True, default=str)
             conn.execute(update(_RUN).where(_RUN.c.id == run_id)
                          .values(sweep_id=sweep_id, sweep_key=task.key, notes=notes))
+        status = "finished" if outcome.status == "finished" else "failed"
         for table, rows in outcome.rows.items():
             for values in rows:
                 rec.add_values(table, values)
         for row in outcome.worker_events:
             rec.add_worker_event(row)
         summary = {"run_id": run_id, **summary, "wall_s": round(outcome.wall_s, 3)}
-        rec.finish_run(run_id, status="finished", summary=summary,
+        rec.finish_run(run_id, status=status, summary=summary,
                        finished_at=outcome.finished_at or datetime.now(timezone.utc), wall_s=outcome.wall_s,
                        sim_end_s=outcome.sim_end_s)
     return run_id

@@ -121,7 +121,18 @@ def _available_plugins() -> dict[str, Any]:
 
 
 def run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
-    """Replay ``trace`` with the task's config (not recorded in any database) and return the run."""
+    """Replay ``trace`` with the task's config (not recorded in any database) and return the run;
+    a run that raises (a plugin setting its plugin refuses, say) comes back ``failed`` with the
+    error, so one bad point does not stop a sweep."""
+    started = datetime.now(timezone.utc)
+    try:
+        return _run_task(task, trace)
+    except Exception as exc:  # noqa: BLE001 - reported with the run, the sweep goes on
+        return RunOutcome(task, "failed", {"error": f"{type(exc).__name__}: {exc}"}, started_at=started,
+                          finished_at=datetime.now(timezone.utc))
+
+
+def _run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
     from sim.replay import replay
 
     if task.limit is not None:

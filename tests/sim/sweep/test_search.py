@@ -91,3 +91,15 @@ def test_search_cli_ends_with_one_json_line(tmp_path):
     assert r.exit_code == 0, r.output
     text = page.read_text()
     assert "<h2>Pareto front</h2>" in text and "<b>best</b>" in text and "data:image/png;base64," in text
+
+
+def test_a_candidate_whose_run_raises_is_rejected_with_its_error():
+    spec = {**SPEC, "trace": {"format": "azure", "limit": 400},
+            "space": {"cluster.models.0.replicas": [1, 4],
+                      "plugins.settings.continuous-batching.policy": ["vllm", "nonsense"]}}
+    result = search(load_spec(data=spec), target=0.5, backend="serial").as_dict()
+    assert result["best"] is not None and result["best"]["overrides"]["plugins.settings.continuous-batching.policy"] \
+        == "vllm"
+    failed = [c for c in result["rejected_cheaper"] if "error" in c]
+    assert {c["overrides"]["cluster.models.0.replicas"] for c in failed} == {1, 4}  # both nonsense candidates
+    assert all("Input should be 'vllm' or 'sarathi'" in c["error"] and c["attainment"] == 0 for c in failed)

@@ -164,3 +164,21 @@ def test_the_sweep_table_and_run_columns_exist_after_migration(tmp_path):
                                                 created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
         assert sid == 1
     engine.dispose()
+
+
+def test_a_point_whose_run_raises_is_stored_failed_and_the_sweep_goes_on(tmp_path):
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    loaded = load_spec(data={"trace": {"limit": 60},
+                             "space": {"plugins.settings.continuous-batching.policy": ["vllm", "nonsense"]}})
+    result = run_sweep(loaded, db, backend="pool", workers=2)
+    assert result.ran == 2 and len(result.failed) == 1
+    (error,) = result.failed.values()
+    assert "plugins.settings.continuous-batching.policy" in error
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        statuses = sorted(r[0] for r in conn.execute(select(Run.status)))
+        assert statuses == ["failed", "finished"]
+        assert conn.execute(select(Sweep.status)).scalar_one() == "finished"
+    engine.dispose()
+    again = run_sweep(loaded, db, backend="serial")  # a resumed sweep tries the failed point again
+    assert (again.skipped, again.ran, len(again.failed)) == (1, 1, 1)
