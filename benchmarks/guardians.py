@@ -14,8 +14,8 @@ simulated guardian replicas that have their own queue and cost GPU-seconds (`sim
   online from verdicts, `plugins.guardian_risk`), sync;
 * ``cascade``: a cheap screen checks everything, only responses it scores at or above a threshold
   go to the judge (`plugins.guardian_cascade`), sync. The threshold is tuned on held-out data
-  (the same requests under another seed's tenants, prompts, labels and scores): the highest that
-  keeps ``--keep`` (99%) of the judge's blocks there.
+  (the same requests under ``--held-out-seeds`` (10) other seeds' tenants, prompts, labels and
+  scores, pooled): the highest that keeps ``--keep`` (99%) of the judge's blocks there.
 
 **Synthetic labels** (stated, since public traces have none): requests get synthetic tenants
 (``--tenants``, the first ``--risky-tenants`` of them harmful at ``--risky-rate``, the others at
@@ -101,21 +101,23 @@ def synthetic(trace, args) -> list:
 
 def tune_threshold(raw, args) -> tuple[float, float, float]:
     """The cascade's threshold, tuned on held-out data: the same workload shape (these requests'
-    arrivals and lengths) with another seed's tenants, prompts, labels and guardian scores, so
-    nothing of the replayed run's labels or scores is seen. The highest screen score that keeps
-    ``args.keep`` of the judge's blocks there. Returns (threshold, kept, share escalated)."""
-    held = argparse.Namespace(**{**vars(args), "seed": args.seed + 1000})
-    rate, tenants = label_rates(held)
-    model = LabelModel(rate, tenants, seed=held.seed)
+    arrivals and lengths) under ``args.held_out_seeds`` other seeds' tenants, prompts, labels and
+    guardian scores, pooled, so nothing of the replayed run's labels or scores is seen. The
+    highest screen score that keeps ``args.keep`` of the judge's blocks there. Returns
+    (threshold, kept, share escalated)."""
     g = {s["name"]: s["quality"] for s in guardians(args)}
-    reqs = synthetic(raw, held)
-    screen = np.array([model.score("screen", "output", r, g["screen"]["separation"], g["screen"]["noise"])
-                       for r in reqs])
-    judge = np.array([model.score("judge", "output", r, g["judge"]["separation"], g["judge"]["noise"]) >= 0.5
-                      for r in reqs])
-    blocked = np.sort(screen[judge])
+    screen, judge = [], []
+    for k in range(args.held_out_seeds):
+        held = argparse.Namespace(**{**vars(args), "seed": args.seed + 1000 + k})
+        rate, tenants = label_rates(held)
+        model = LabelModel(rate, tenants, seed=held.seed)
+        for r in synthetic(raw, held):
+            screen.append(model.score("screen", "output", r, g["screen"]["separation"], g["screen"]["noise"]))
+            judge.append(model.score("judge", "output", r, g["judge"]["separation"], g["judge"]["noise"]) >= 0.5)
+    screen_a, judge_a = np.array(screen), np.array(judge)
+    blocked = np.sort(screen_a[judge_a])
     t = float(blocked[int(np.floor((1 - args.keep) * len(blocked)))]) if len(blocked) else 0.5
-    return t, float((screen[judge] >= t).mean()), float((screen >= t).mean())
+    return t, float((screen_a[judge_a] >= t).mean()), float((screen_a >= t).mean())
 
 
 def config(args, variant: str, threshold: float):
@@ -237,6 +239,8 @@ def main() -> None:
     ap.add_argument("--screen-noise", type=float, default=1.2)
     ap.add_argument("--keep", type=float, default=0.99,
                     help="share of the judge's blocks the cascade keeps on the held-out data (margin over 95%%)")
+    ap.add_argument("--held-out-seeds", type=int, default=10,
+                    help="held-out replicas of the workload (other seeds) the cascade is tuned on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args()
@@ -255,8 +259,8 @@ def main() -> None:
                   f"at {args.harmful_rate:.0%} ({harmful_share:.2%} of this trace); {args.popular_share:.0%} of "
                   f"requests reuse {args.popular} popular prompts")
     console.print(f"cheap screen: separation {args.screen_separation}, noise {args.screen_noise}; cascade threshold "
-                  f"{threshold:.3f} tuned on held-out data (the same requests with seed {args.seed + 1000}'s tenants, "
-                  f"prompts, labels and scores): it keeps "
+                  f"{threshold:.3f} tuned on held-out data (the same requests under seeds {args.seed + 1000}.."
+                  f"{args.seed + 999 + args.held_out_seeds}'s tenants, prompts, labels and scores): it keeps "
                   f"{kept:.1%} of the judge's blocks there and escalates {escalated:.1%}")
     results = {}
     with console.status("replaying") as status:
