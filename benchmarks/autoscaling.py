@@ -1,16 +1,19 @@
 """Autoscaling policies on a trace that needs several replicas, against static provisioning at the peak.
 
-    python benchmarks/autoscaling.py                       # the bundled Azure code trace at its own pace
-    python benchmarks/autoscaling.py --trace t.jsonl --format mooncake --speed-up 1
+    python benchmarks/autoscaling.py                        # the bundled Azure code trace at its own pace
+    python benchmarks/autoscaling.py --window-start 1718    # its second half only
+    python benchmarks/autoscaling.py --trace conversation_trace.jsonl --format mooncake --rate-scale 0.25 --ttft 30
 
-Each autoscaler (every installed plugin with a `cp_scale` policy but `fixed-replicas`, or
-`--policies`; settings with `--set POLICY.KEY=VALUE`) replays the trace from `--start-replicas`
-with cold starts of `--cold-start` seconds and bounds 1..`--max-replicas`. `static_peak` is the fewest fixed replicas (searched up to
-`--max-replicas`) that keep `--target` of the requests within the TTFT and TPOT SLOs: what
-provisioning for the peak costs. Prints a table of every run, then one JSON line mapping each
-name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by
-a scale-down within the policy's own stabilisation window) and `cost_per_1k_requests` (GPU-hours
-at `--price` per GPU-hour; the config has no prices yet).
+Every run uses the bundled run config (sim/data/default_replay.yaml: Llama-3-8B on A100s from Vidur
+profiles, Sarathi, cold starts from the weights, SLO TTFT 2 s / TPOT 0.1 s, prices) or `--config`,
+with its autoscaler replaced. Each autoscaler (every installed plugin with a `cp_scale` policy but
+`fixed-replicas` and the wrappers, or `--policies`; settings with `--set POLICY.KEY=VALUE`) replays
+the trace from `--start-replicas` (1) within 1..`--max-replicas`. `static_peak` is the fewest fixed
+replicas (all ready at the start) that keep `--target` of the requests within the TTFT and TPOT
+SLOs: what provisioning for the peak costs. Prints a table of every run, then one JSON line mapping
+each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by a
+scale-down within the policy's own stabilisation window), `cost_per_1k_requests` (USD at the
+config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests after `--warmup` s).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default
 #: Each policy's own stabilisation window: an up then down within it is an oscillation. Other
 #: autoscalers: the first of these settings they have, else 300 s.
 WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0, "slo-planner": 600.0}
-WINDOW_SETTINGS = ("scale_down_stabilization_s", "scale_down_delay_s", "stabilization_window_s", "hold_s", "stable_window_s")
+WINDOW_SETTINGS = ("scale_down_stabilization_s", "scale_down_delay_s", "stabilization_window_s", "hold_s",
+                   "stable_window_s")
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
                 "sampled-guardian", "builtin-latency-models"]
 

@@ -30,7 +30,8 @@ def test_unknown_gpu_and_bad_prices_are_named():
     with pytest.raises(ConfigError, match="gpu_prices"):
         load_config(None, {"cluster": {"gpu_prices": {"a100-80gb": -2}}})
     cfg = load_config(None, {"cluster": {"gpu_prices": {"tpu-v9": 9.0}}})
-    assert cfg.cluster.gpu_prices["tpu-v9"] == 9.0 and cfg.cluster.gpu_prices["a100-80gb"] == DEFAULT_GPU_PRICES["a100-80gb"]
+    prices = cfg.cluster.gpu_prices
+    assert prices["tpu-v9"] == 9.0 and prices["a100-80gb"] == DEFAULT_GPU_PRICES["a100-80gb"]
 
 
 class _UpAt5(Plugin):
@@ -51,7 +52,8 @@ def test_summary_prices_every_replica_from_its_request_including_the_cold_start(
     s = res.summary
     end = s["sim_end_s"]
     started = [e for e in res.events if type(e) is WorkerChanged and e.kind == "starting"][-1]
-    ready = [e for e in res.events if type(e) is WorkerChanged and e.kind == "ready" and e.worker_id == started.worker_id]
+    ready = [e for e in res.events
+             if type(e) is WorkerChanged and e.kind == "ready" and e.worker_id == started.worker_id]
     assert started.time_s == pytest.approx(5.0) and ready[0].time_s == pytest.approx(45.0)
     # The second replica costs from its request (5 s), through its cold start, to the end.
     assert s["gpu_seconds_by_gpu"] == {"h100-80gb": pytest.approx(2 * end + 2 * (end - 5.0))}

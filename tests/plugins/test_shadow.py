@@ -23,7 +23,8 @@ def _run(tmp_path, name: str, shadow: dict | None):
     cfg = make_config(cluster=CLUSTER, plugins={"enabled": enabled, "settings": settings}, storage={"url": url})
     res = replay_with(trace=make_trace(1500, qps=10.0, prompt_tokens=512, output_tokens=64), config=cfg, db_url=url)
     engine = make_engine(url)
-    rows = [{k: v for k, v in r.items() if k not in ("id", "run_id")} for r in iter_rows(engine, res.run_id, "requests")]
+    rows = [{k: v for k, v in r.items() if k not in ("id", "run_id")}
+            for r in iter_rows(engine, res.run_id, "requests")]
     return res, rows
 
 
