@@ -219,7 +219,7 @@ def measure(trace, cfg, labels: LabelModel) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--trace", type=Path, default=None, help="trace file (default: the bundled Azure code trace)")
@@ -243,7 +243,7 @@ def main() -> None:
                     help="held-out replicas of the workload (other seeds) the cascade is tuned on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     console = Console(stderr=True)
     path = args.trace or bundled_trace_path()
@@ -294,7 +294,8 @@ def main() -> None:
     keys = ("e2e_p99_s", "ttft_p99_s", "guardian_gpu_s", "harmful_caught", "served_before_verdict",
             "blocked_served_from_cache")
     print(json.dumps({v: {k: m[k] for k in keys} for v, m in results.items()}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
