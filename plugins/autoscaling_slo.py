@@ -155,7 +155,12 @@ class SLOPlanner(Plugin):
         tick_s = ctx.config.control.tick_s
         st.forecaster.add(now, scaling.arrivals_per_s * tick_s)
         prompt, output = self._shape(st, scaling)
-        capacity = self._capacity(ctx, st, scaling, prompt, output)
+        estimate_error = None
+        try:
+            capacity = self._capacity(ctx, st, scaling, prompt, output)
+        except Exception as exc:  # noqa: BLE001 - a latency model that cannot answer: learn instead
+            capacity, estimate_error = None, f"{type(exc).__name__}: {exc}"
+            st.capacity_key = None
         if capacity is not None:
             per_replica = capacity.rate_per_s if capacity.rate_per_s > 0 else 1.0 / max(
                 1e-9, capacity.ttft_s + output * capacity.iteration_s)
@@ -205,7 +210,8 @@ class SLOPlanner(Plugin):
                 signals[f"{kind}_p90_s"] = round(p, 4)
         how = (f"1 replica serves {per_replica:.2f}/s within TTFT/TPOT targets "
                + (f"(batch {capacity.concurrency}, iteration {capacity.iteration_s * 1e3:.0f} ms, "
-                  f"limit {capacity.limit})" if capacity is not None else "(learned from observed load)"))
+                  f"limit {capacity.limit})" if capacity is not None else "(learned from observed load"
+                  + (f"; the latency model failed: {estimate_error})" if estimate_error else ")")))
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s (forecast {point:.2f}, upper {upper:.2f} over "
                   f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}); {how} at "
                   f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}; want {wanted}, {current} -> {target}")

@@ -94,3 +94,14 @@ def test_scale_to_zero_and_back_loses_no_request():
     zero_at = next(t for t, _, to in events if to == 0)
     assert 60.0 <= zero_at < 400.0
     assert any(t >= 400.0 and frm == 0 and to >= 1 for t, frm, to in events)  # and came back for the late ones
+
+
+def test_a_latency_model_that_fails_falls_back_to_learning():
+    def broken(prefill_tokens, decode_seqs, context_tokens):
+        raise KeyError("no profile for this shape")
+
+    s = build_scaling_context(model="default", now_s=1.0, configured_replicas=1, workers=[], unrouted=[],
+                              arrivals=0, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=broken)
+    d = _planner(initial_capacity_rps=3.0).cp_scale(make_context(), "default", s)
+    assert d.target_replicas == 1 and "the latency model failed: KeyError" in d.reason
+    assert d.signals["capacity_per_replica_per_s"] == 3.0
