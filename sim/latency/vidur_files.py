@@ -221,11 +221,15 @@ def attention_candidates(root: Path, gpu_dir: str) -> list[Path]:
 
 
 def attention_shapes(files: list[Path]) -> list[dict]:
-    import pandas as pd  # slow to import: only when a profile is read
+    """The model shapes each attention profile covers (one dict per shape, with its file)."""
+    return [{"file": str(f), **shape} for f in files for shape in _shapes_in(str(f))]
+
+
+@lru_cache(maxsize=64)
+@disk_cached
+def _shapes_in(path: str) -> tuple[dict, ...]:
+    import pandas as pd  # slow to import: only when a profile is read (cached on disk after)
 
     cols = ["n_embd", "n_q_head", "n_kv_head", "block_size", "num_tensor_parallel_workers"]
-    out = []
-    for f in files:
-        for rec in pd.read_csv(f, usecols=cols).drop_duplicates().to_dict("records"):
-            out.append({"file": str(f), **{k: int(v) for k, v in rec.items()}})
-    return out
+    return tuple({k: int(v) for k, v in rec.items()}
+                 for rec in pd.read_csv(path, usecols=cols).drop_duplicates().to_dict("records"))
