@@ -71,6 +71,7 @@ class ModelDeployment(_Section):
     kv_block_size: int = Field(16, ge=1)
     num_kv_blocks: int | None = Field(None, ge=1)  # None: from the memory plan (known model), else unlimited
     cold_start_s: float | None = Field(None, ge=0)  # scale-up to ready; None: from weights and load speed
+    load_bandwidth_gb_s: float = Field(2.0, gt=0)  # weight load speed (GB/s) for that cold start
     max_model_len: int | None = Field(None, ge=1)  # prompt+output cap; None: no cap
     worker: dict[str, Any] = Field(default_factory=dict)  # live mode: the worker's model settings
 

@@ -172,11 +172,15 @@ def known_model(deployment: Any) -> ModelSpec | None:
 
 def deployment_cold_start_s(deployment: Any, *, load_bandwidth_bytes_s: float = 2.0e9,
                             fixed_overhead_s: float = 15.0) -> float:
-    """Seconds from scale-up to ready: ``cold_start_s`` if set, else weight shards over load speed."""
+    """Seconds from scale-up to ready: ``cold_start_s`` if set, else weight shards over load speed (the
+    deployment's ``load_bandwidth_gb_s`` when it has one, else ``load_bandwidth_bytes_s``)."""
     if deployment.cold_start_s is not None:
         return float(deployment.cold_start_s)
     model = known_model(deployment)
     if model is None:
         return DEFAULT_COLD_START_S
+    configured = getattr(deployment, "load_bandwidth_gb_s", None)  # cluster.models[].load_bandwidth_gb_s
+    if configured is not None:
+        load_bandwidth_bytes_s = float(configured) * 1e9
     return cold_start_s(model, deployment.precision, deployment.gpus_per_replica,
                         load_bandwidth_bytes_s=load_bandwidth_bytes_s, fixed_overhead_s=fixed_overhead_s)

@@ -61,3 +61,17 @@ def test_summary_prices_every_replica_from_its_request_including_the_cold_start(
     assert s["cost_usd"] == pytest.approx(s["gpu_seconds"] / 3600 * 10.0, rel=1e-6)
     assert s["cost_per_1k_requests_usd"] == pytest.approx(s["cost_usd"] * 1000 / 20, rel=1e-6)
     assert s["peak_replicas"] == 2
+
+
+def test_cold_start_follows_the_configured_load_bandwidth():
+    from controlplane.hardware.memory_plan import deployment_cold_start_s
+
+    def cold(**model):
+        cfg = load_config(None, {"cluster": {"models": [{"name": "m", "model_spec": "meta-llama/Meta-Llama-3-8B",
+                                                          **model}]}})
+        return deployment_cold_start_s(cfg.cluster.models[0])
+
+    default, fast = cold(), cold(load_bandwidth_gb_s=8.0)
+    assert default > fast > 15.0  # the fixed engine start stays
+    assert default - 15.0 == pytest.approx(4 * (fast - 15.0))  # 4x the bandwidth, a quarter of the load time
+    assert cold(cold_start_s=7.0, load_bandwidth_gb_s=8.0) == 7.0
