@@ -73,3 +73,22 @@ def test_the_vidur_tables_come_back_from_disk_equal_and_are_keyed_by_their_input
     monkeypatch.setenv(fit_cache.CACHE_ENV, "off")
     assert fit_cache.cached_by_content("t", (1, 2.0), lambda: "fresh") == "fresh"
     vidur_profile._tables.cache_clear()
+
+
+@pytest.mark.parametrize("attention", ["profile", "scaled"])
+def test_a_second_process_builds_the_model_from_the_cache_without_pandas(tmp_path, attention):
+    import os
+    import subprocess
+    import sys
+
+    model = "meta-llama/Llama-2-70b-hf" if attention == "profile" else "meta-llama/Meta-Llama-3-8B"
+    tp = 2 if attention == "profile" else 1
+    code = ("import sys\n"
+            "from sim.latency.vidur_profile import VidurProfileModel\n"
+            f"m = VidurProfileModel({model!r}, 'a100', {tp}, attention={attention!r})\n"
+            "print('pandas' in sys.modules, 'scipy' in sys.modules, 'sklearn' in sys.modules)\n")
+    env = {**os.environ, fit_cache.CACHE_ENV: str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                           timeout=600).stdout.split() for _ in range(2)]
+    assert runs[0][0] == "True"  # the first fits from the CSVs
+    assert runs[1] == ["False", "False", "False"]  # the second reads every piece from the cache
