@@ -116,10 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos.add_argument("--low-s", type=float, default=40.0, help="seconds of a low-load slice")
     oos.add_argument("--high-s", type=float, default=70.0, help="seconds of a high-load slice (a busiest minute)")
     oos.add_argument("--runs-per-slice", type=int, default=2, help="live runs of each slice (R); all reported")
-    oos.add_argument("--pace-correction", choices=PACE_CORRECTIONS, default="none",
-                     help="none: every round on the frozen profile as it is; probe: brought to the machine's pace by a "
-                          "probe taken right before each run (on a busy shared host a 0.3 s probe is noisier than "
-                          "the drift it corrects: probes 2.7x apart around one calibration run were seen)")
+    oos.add_argument("--pace-correction", choices=PACE_CORRECTIONS, default="probe",
+                     help="probe: bring the frozen profile to the machine's pace by a probe taken right before each "
+                          "run (its pace over the mean of two probes around the calibration run); none: every round "
+                          "on the frozen profile as it is (both are reported)")
     oos.add_argument("--slo-metric", choices=("e2e", "ttft", "tpot"), default="e2e", help="capacity SLO: the latency")
     oos.add_argument("--slo-pct", type=int, choices=(50, 90, 99), default=90, help="capacity SLO: its percentile")
     oos.add_argument("--slo-s", type=float, default=None, help="capacity SLO: the bound in seconds (default: --slo-x)")

@@ -84,7 +84,7 @@ class Probe:
     """
 
     def __init__(self, backend: Any, grid_rows: list[dict[str, Any]], grid_meta: dict[str, Any], *,
-                 max_prompt: int, max_output: int, repeats: int = 5) -> None:
+                 max_prompt: int, max_output: int, repeats: int = 8) -> None:
         from controlplane.live.profiling import ProfileGrid
         from sim.calibration import grid_model
 
@@ -95,9 +95,11 @@ class Probe:
                                 spread=True)
 
     def __call__(self) -> float:
+        """The median over the probe's iterations of their time over the grid profile's for their shape
+        (a median: one iteration the scheduler delayed does not move it)."""
         from controlplane.live.profiling import profile_backend
         from sim.calibration import predict_row
 
         rows = profile_backend(self.backend, self.grid)
-        predicted = sum(predict_row(self.model, r) for r in rows)
-        return float(sum(r["iteration_s"] for r in rows) / predicted) if predicted > 0 else 1.0
+        ratios = [r["iteration_s"] / p for r in rows if (p := predict_row(self.model, r)) > 0]
+        return float(np.median(ratios)) if ratios else 1.0

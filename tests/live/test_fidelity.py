@@ -298,8 +298,11 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     cal, *rest = result["windows"]
     assert cal["name"] == "calibration" and result["calibration_overlap_requests"] == 0
     assert all(cal["trace_end_s"] <= w["trace_start_s"] for w in rest)
-    # by default every round runs on the frozen profile as it is
-    assert result["pace_correction"] == "none" and all(d["pace"] == 1.0 and d["pace_from"] is None for d in detail)
+    # by default each round's pace comes from a probe taken before its live run started
+    assert result["pace_correction"] == "probe"
+    assert [m["label"] for m in result["pace_references"]] == ["before calibration", "after calibration"]
+    for d in detail:
+        assert d["pace_from"] == f"round {d['round']}" and d["pace_measured_at_s"] < d["live_started_at_s"]
     # the frozen profile is the file whose hash was printed
     assert result["profile_sha256"] == hashlib.sha256((tmp_path / "p.json").read_bytes()).hexdigest()
     assert len(result["capacity_sweep"]) == 2 and result["capacity_status"]["live"] in ("within", "above", "below")
@@ -307,15 +310,13 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     assert all(math.isfinite(result[k]) for k in ("ttft_p50_err_pct", "e2e_p50_err_pct", "live_noise_e2e_p50_pct"))
 
 
-def test_with_a_pace_probe_each_round_uses_one_taken_before_its_live_run(tmp_path):
-    result = F.main([*OOS_TINY, "--low-slices", "0", "--pace-correction", "probe", "--capacity-fractions", "0.5,2",
-                     "--db", f"sqlite:///{tmp_path / 'f.db'}"])
+def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is(tmp_path):
+    result = F.main([*OOS_TINY, "--low-slices", "0", "--pace-correction", "none", "--capacity-fractions", "0.5,2",
+                     "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
     assert result["rounds"] == 2 and result["rounds_dropped"] == 0
-    assert [m["label"] for m in result["pace_references"]] == ["before calibration", "after calibration"]
-    for d in result["round_detail"]:
-        assert d["pace_from"] == f"round {d['round']}" and d["pace_measured_at_s"] < d["live_started_at_s"]
-        assert d["pace"] > 0
-    assert len(result["capacity_sweep"]) == 2
+    assert all(d["pace"] == 1.0 and d["pace_from"] is None for d in result["round_detail"])
+    assert result["unpaced_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]  # the same simulation
+    assert result["profile"] == str(tmp_path / "p.json") and len(result["capacity_sweep"]) == 2
 
 
 def test_bad_protocol_options_are_refused(capsys):
