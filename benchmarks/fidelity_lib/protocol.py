@@ -232,9 +232,11 @@ class Protocol:
         digest = sha256(self.frozen)
         self.say(f"[bold]frozen profile[/] {self.frozen} sha256 {digest}")
 
-        # 3. the simulator's capacity on the frozen profile places the load levels and the sweep
+        # 3. the simulator's capacity on the frozen profile (at the pace a probe measures now, with
+        # --pace-correction probe) places the load levels and the sweep; the SLO's bound is fixed here
         slo = self.slo = self.slo_for(cal_window.requests, self.frozen)
-        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cal_window.requests, r), self.frozen, slo),
+        place, place_factor, _, _ = self.paced_profile("before the slices")
+        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cal_window.requests, r), place, slo),
                                        slo.bound_s, low=0.05, high=grid_cap)
         levels = ["low"] * a.low_slices + ["high"] * a.high_slices
         order = levels[::2] + levels[1::2] if len(levels) > 2 else levels  # interleave low and high in the trace
@@ -249,9 +251,9 @@ class Protocol:
         later = raw[n_cal:]
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
-        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cap_window.requests, r), self.frozen, slo),
+        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cap_window.requests, r), place, slo),
                                       slo.bound_s, low=0.05, high=2 * sim_cap0)
-        self.say(f"simulated capacity (frozen profile, {slo}): "
+        self.say(f"simulated capacity (frozen profile at pace x{place_factor:.3f}, {slo}): "
                  f"{sim_cap0:.2f}/s on the calibration window, {sim_cap:.2f}/s on the capacity window; load levels "
                  f"low {rates['low']:.2f}/s, high {rates['high']:.2f}/s")
 
