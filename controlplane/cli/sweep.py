@@ -79,8 +79,10 @@ def sweep(
     if result.failed:
         err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
     verb = "resumed" if result.resumed else "ran"
-    out.print(f"{verb} sweep {result.sweep_id}: {result.ran} runs now on {result.backend}, {result.skipped} already "
-              f"stored; see `controlplane runs report --sweep {result.sweep_id} --html sweep.html`", highlight=False)
+    done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
+            else f"nothing to run, all {result.total} runs already stored")
+    out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep {result.sweep_id} "
+              "--html sweep.html`", highlight=False)
 
 
 def sweep_table(runs: list[dict], title: str) -> Table:
