@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
@@ -70,8 +71,8 @@ def _partition(request) -> str | None:
     """Entries are comparable only with the same model and generation params (prompt excluded)."""
     if request.prompt is None:
         return None
-    probe = type("P", (), {"prompt": "", "model": request.model, "params": request.params})
-    return exact_key(probe)
+    params = sorted((str(k), repr(v)) for k, v in request.params)
+    return hashlib.sha256(orjson.dumps([request.model, params])).hexdigest()
 
 
 class SemanticCache(Plugin):
