@@ -36,7 +36,7 @@ from fidelity_lib.metrics import busiest_busy_fraction, stats
 from fidelity_lib.pace import PaceLog
 from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with
 from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
-from fidelity_lib.slices import Scaling, isolated_service_s, Window, at_rate, carve_windows, count_for, ramp, read_requests
+from fidelity_lib.slices import Scaling, isolated_service_s, poisson_at_rate, Window, at_rate, carve_windows, count_for, ramp, read_requests
 from sim.calibration import calibrate
 from sim.traces import TraceRequest, bundled_trace_path
 
@@ -159,6 +159,11 @@ class Protocol:
         alone = cap.Slo(a.slo_metric, a.slo_pct, math.inf)
         return cap.Slo(a.slo_metric, a.slo_pct, a.slo_x * self.slo_metric(at_rate(reqs, 0.1 / service), profile, alone))
 
+    def sweep_arrivals(self, window: Window, rate: float) -> list[TraceRequest]:
+        """The capacity window's requests as a Poisson process of ``rate``: a sweep measures the rate, not
+        where the trace's bursts happen to fall."""
+        return poisson_at_rate(window.requests, rate, self.args.seed)
+
     def live(self, reqs: list[TraceRequest], name: str, seed: int) -> LiveRun:
         return replay_live(self.cfg(name), reqs, threads=self.args.threads, vocab=self.vocab, seed=self.args.seed + seed,
                            record=True, pool=self.args.pool)
@@ -251,7 +256,7 @@ class Protocol:
         later = raw[n_cal:]
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
-        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cap_window.requests, r), place, slo),
+        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(self.sweep_arrivals(cap_window, r), place, slo),
                                       slo.bound_s, low=0.05, high=2 * sim_cap0)
         self.say(f"simulated capacity (frozen profile at pace x{place_factor:.3f}, {slo}): "
                  f"{sim_cap0:.2f}/s on the calibration window, {sim_cap:.2f}/s on the capacity window; load levels "
@@ -268,8 +273,8 @@ class Protocol:
         for frac in a.capacity_fractions:
             rate = frac * sim_cap
             path, factor, _, _ = self.paced_profile(f"sweep {frac:g}")
-            run = self.live(at_rate(cap_window.requests, rate), f"fidelity capacity {rate:.2f}/s", seed=3)
-            sim, _ = self.sim(observed_arrivals(at_rate(cap_window.requests, rate), run), path,
+            run = self.live(self.sweep_arrivals(cap_window, rate), f"fidelity capacity {rate:.2f}/s", seed=3)
+            sim, _ = self.sim(observed_arrivals(self.sweep_arrivals(cap_window, rate), run), path,
                               f"fidelity capacity {rate:.2f}/s (sim)")
             sweep.append(SweepPoint(rate, run, sim, factor))
             lv_v, sv_v = sweep[-1].slo_values(slo, len(cap_window.requests))

@@ -207,3 +207,15 @@ def ramp(reqs: list[TraceRequest], rates: list[float], duration_s: float) -> lis
         t0 = out[-1].arrival_s + 1.0 / rate
         at += n
     return out
+
+
+def poisson_at_rate(reqs: list[TraceRequest], rate: float, seed: int) -> list[TraceRequest]:
+    """``reqs`` (their lengths, in order) arriving as a Poisson process of ``rate`` per second: the same
+    unit-rate gaps for every rate (seeded), so the rates of a sweep differ by their rate only."""
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    gaps = np.random.default_rng([seed, 17]).exponential(1.0, len(reqs))
+    gaps[0] = 0.0
+    times = np.cumsum(gaps) / rate
+    return [TraceRequest(r.request_id, float(t), r.prompt_tokens, r.output_tokens, None, r.tenant, r.priority)
+            for r, t in zip(reqs, times)]

@@ -199,7 +199,7 @@ from fidelity_lib import capacity as CAP  # noqa: E402  (benchmarks/ is on sys.p
 from fidelity_lib.metrics import busiest_busy_fraction, e2e_correlation, live_spread  # noqa: E402
 from fidelity_lib.pace import PaceLog  # noqa: E402
 from fidelity_lib.profiling import generic_grid  # noqa: E402
-from fidelity_lib.slices import Scaling, at_rate, carve_windows, ramp, read_requests  # noqa: E402
+from fidelity_lib.slices import Scaling, at_rate, carve_windows, poisson_at_rate, ramp, read_requests  # noqa: E402
 
 
 def test_windows_are_consecutive_disjoint_and_later_than_the_calibration():
@@ -225,6 +225,15 @@ def test_replay_rates_and_the_calibration_ramp():
     assert [r.arrival_s for r in both] == sorted(r.arrival_s for r in both)
     first = [r for r in both if int(r.request_id) < 5]  # count_for(2/s, 2 s) = 5 requests at 2/s
     assert first[-1].arrival_s == pytest.approx(4 / 2.0)
+
+
+def test_the_capacity_sweep_replays_a_window_as_a_poisson_process_of_each_rate():
+    reqs = [TraceRequest(str(i), 0.0, 8 + i % 5, 4) for i in range(2000)]
+    slow, fast = poisson_at_rate(reqs, 2.0, seed=0), poisson_at_rate(reqs, 8.0, seed=0)
+    assert [r.prompt_tokens for r in fast] == [r.prompt_tokens for r in reqs] and slow[0].arrival_s == 0
+    assert (len(reqs) - 1) / slow[-1].arrival_s == pytest.approx(2.0, rel=0.1)
+    assert [4 * f.arrival_s for f in fast] == pytest.approx([s.arrival_s for s in slow])  # the same gaps, scaled
+    assert poisson_at_rate(reqs, 2.0, seed=1)[5].arrival_s != slow[5].arrival_s
 
 
 def test_a_pace_correction_only_uses_measurements_taken_before_the_run():
