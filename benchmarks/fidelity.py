@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos = ap.add_argument_group("out-of-sample protocol")
     oos.add_argument("--grid-max-batch", type=int, default=32, help="largest decode batch of the generic grid")
     oos.add_argument("--calibration-s", type=float, default=60.0, help="seconds of the live calibration run")
-    oos.add_argument("--calibration-load", type=_loads, default=(0.25, 0.55),
+    oos.add_argument("--calibration-load", type=_loads, default=(0.15, 0.35),
                      help="calibration rates in turn (comma-separated), fractions of the grid-only simulator's capacity")
     oos.add_argument("--low-slices", type=int, default=2, help="evaluated slices at low load")
     oos.add_argument("--high-slices", type=int, default=1, help="evaluated slices at high load")
