@@ -105,7 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated (frozen) profile")
     ap.add_argument("--seed", type=int, default=0)
     oos = ap.add_argument_group("out-of-sample protocol")
-    oos.add_argument("--grid-max-batch", type=int, default=32, help="largest decode batch of the generic grid")
+    oos.add_argument("--grid-max-batch", type=int, default=None,
+                     help="largest decode batch of the generic grid (default: the config's max_num_seqs, 128)")
     oos.add_argument("--calibration-s", type=float, default=60.0, help="seconds of the live calibration run")
     oos.add_argument("--calibration-load", type=_loads, default=(0.15, 0.35),
                      help="calibration rates in turn (comma-separated), fractions of the grid-only simulator's capacity")

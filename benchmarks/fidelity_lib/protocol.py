@@ -203,7 +203,8 @@ class Protocol:
 
         # 1. the generic grid profile
         backend = load_backend(settings, a.threads)
-        grid = generic_grid(a.max_prompt_tokens, a.max_output_tokens, a.grid_max_batch, a.repeats,
+        max_batch = a.grid_max_batch or int(self.base.cluster.models[0].max_num_seqs)
+        grid = generic_grid(a.max_prompt_tokens, a.max_output_tokens, max_batch, a.repeats,
                             mixed=policy_mixes(self.base))
         self.grid_rows, self.meta = profile_with(backend, grid)
         grid_path = write_profile(self.tmp / "grid-profile.json", self.grid_rows, {**self.meta, "source": "grid profile"})
