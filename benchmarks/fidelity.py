@@ -8,8 +8,8 @@ The default protocol (`fidelity_lib.protocol`, docs/calibration.md "3. Check"):
 1. Profile the worker once on a generic grid chosen from the model's limits (prompt lengths up to
    ``--max-prompt-tokens``, contexts up to prompt + ``--max-output-tokens``, decode batches up to
    ``--grid-max-batch``), never from the evaluated traffic.
-2. Calibrate on one live run of the trace's first window (at ``--calibration-load`` of the grid-only
-   simulator's capacity). Freeze the calibrated profile: written once, its SHA-256 printed.
+2. Calibrate on two live runs of the trace's first window, light then heavy load (``--calibration-load``).
+   Freeze the calibrated profile: written once, its SHA-256 printed.
 3. Predict K slices the calibration never saw - later, disjoint windows of the trace - at low load
    (``--low-load`` of the frozen simulator's capacity) and high load (``--high-load``: the busiest
    minute keeps the worker above ~85% busy, with queueing), each run live ``--runs-per-slice``
@@ -108,8 +108,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos.add_argument("--grid-max-batch", type=int, default=None,
                      help="largest decode batch of the generic grid (default: the config's max_num_seqs, 128)")
     oos.add_argument("--calibration-s", type=float, default=60.0, help="seconds of the live calibration run")
-    oos.add_argument("--calibration-load", type=_loads, default=(0.15, 0.35),
-                     help="calibration rates in turn (comma-separated), fractions of the grid-only simulator's capacity")
+    oos.add_argument("--calibration-load", type=_loads, default=(0.3, 0.8),
+                     help="LIGHT,HEAVY: the calibration window's first half runs at LIGHT x the rate of one request "
+                          "at a time (grid profile), its second half at HEAVY x the capacity the simulator predicts "
+                          "once calibrated on the first")
     oos.add_argument("--low-slices", type=int, default=2, help="evaluated slices at low load")
     oos.add_argument("--high-slices", type=int, default=1, help="evaluated slices at high load")
     oos.add_argument("--low-load", type=float, default=0.4, help="low-load rate, fraction of the simulated capacity")
@@ -151,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="the pace each round is simulated at: its own calibration's, with its neighbours', or all")
     ins.add_argument("--max-rounds", type=int, default=None, help="replace unsteady rounds up to this many runs")
     args = ap.parse_args(argv)
+    if len(args.calibration_load) != 2:
+        ap.error(f"--calibration-load takes LIGHT,HEAVY, got {args.calibration_load}")
     if args.slo_s is not None and args.slo_s <= 0:
         ap.error(f"--slo-s must be positive, got {args.slo_s}")
     if args.rounds < 1:

@@ -29,14 +29,15 @@ from rich.console import Console
 
 from controlplane.config import load_config
 from controlplane.hardware.profile_format import write_profile
-from controlplane.live.iteration_samples import with_handoffs
+from controlplane.live.iteration_samples import join_runs, with_handoffs
 from fidelity_lib import capacity as cap
 from fidelity_lib.attribution import iteration_error_pct, refit_profile
 from fidelity_lib.metrics import busiest_busy_fraction, stats
 from fidelity_lib.pace import PaceLog
 from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with
 from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
-from fidelity_lib.slices import Scaling, isolated_service_s, poisson_at_rate, Window, at_rate, carve_windows, count_for, ramp, read_requests
+from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_for, isolated_service_s, poisson_at_rate,
+                                 read_requests)
 from sim.calibration import calibrate
 from sim.traces import TraceRequest, bundled_trace_path
 
@@ -87,8 +88,10 @@ class SweepPoint:
     sim: list[RequestTimes]
     pace: float
 
-    def slo_values(self, slo: cap.Slo, expected: int) -> tuple[float, float]:
-        return slo.value(self.live.requests, expected), slo.value(self.sim, expected)
+    sent: int = 0  # requests the run sent
+
+    def slo_values(self, slo: cap.Slo) -> tuple[float, float]:
+        return slo.value(self.live.requests, self.sent), slo.value(self.sim, self.sent)
 
 
 @dataclass
@@ -116,6 +119,7 @@ class Outcome:
     t0: float
     slo: cap.Slo
     attribution: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration_ids: list[int | None] = field(default_factory=list)
     wall_s: float = 0.0
 
 
@@ -160,9 +164,10 @@ class Protocol:
         return cap.Slo(a.slo_metric, a.slo_pct, a.slo_x * self.slo_metric(at_rate(reqs, 0.1 / service), profile, alone))
 
     def sweep_arrivals(self, window: Window, rate: float) -> list[TraceRequest]:
-        """The capacity window's requests as a Poisson process of ``rate``: a sweep measures the rate, not
-        where the trace's bursts happen to fall."""
-        return poisson_at_rate(window.requests, rate, self.args.seed)
+        """The capacity window's first ``--capacity-s`` worth of requests at ``rate`` as a Poisson process:
+        every sweep run lasts about as long, and measures the rate, not where the trace's bursts fall."""
+        head = window.requests[:count_for(rate, self.args.capacity_s)]
+        return poisson_at_rate(head, rate, self.args.seed)
 
     def live(self, reqs: list[TraceRequest], name: str, seed: int) -> LiveRun:
         return replay_live(self.cfg(name), reqs, threads=self.args.threads, vocab=self.vocab, seed=self.args.seed + seed,
@@ -180,7 +185,7 @@ class Protocol:
         if factor == 1.0:
             return self.frozen, factor, m, start
         path = self.tmp / f"paced-{label.replace(' ', '-')}.json"
-        calibrate(self.cal_samples, path, grid=(self.grid_rows, self.meta), pace=factor, run_ids=[self.cal_run.run_id])
+        calibrate(self.cal_samples, path, grid=(self.grid_rows, self.meta), pace=factor, run_ids=self.cal_ids)
         return path, factor, m, time.monotonic()
 
     # --- the protocol --------------------------------------------------------------------------
@@ -214,26 +219,38 @@ class Protocol:
         self.prober = Probe(backend, self.grid_rows, self.meta, max_prompt=a.max_prompt_tokens,
                             max_output=a.max_output_tokens)
 
-        # 2. calibration: the trace's first window at a ramp of loads, placed by the grid-only simulator's capacity
-        sample = scaling.apply(raw[:SCALING_SAMPLE])
-        grid_slo = self.slo_for(sample, grid_path)
-        grid_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(sample, r), grid_path, grid_slo),
-                                       grid_slo.bound_s,
-                                       low=0.05, high=1.0)
-        cal_rates = [f * grid_cap for f in a.calibration_load]
-        n_cal = max(SCALING_SAMPLE, sum(count_for(r, a.calibration_s / len(cal_rates)) for r in cal_rates))
-        (cal_window,) = carve_windows(raw, [("calibration", n_cal)], scaling)
-        cal_rate = statistics.fmean(cal_rates)
-        self.say(f"calibration window: {n_cal} requests (trace {cal_window.trace_start_s:.0f}-"
-                 f"{cal_window.trace_end_s:.0f}s) at {', '.join(f'{r:.2f}' for r in cal_rates)}/s in turn "
-                 f"({', '.join(f'{f:.0%}' for f in a.calibration_load)} of the grid-only simulator's {grid_cap:.2f}/s), "
-                 f"live ...")
+        # 2. calibration: the trace's first window in two live runs - light load, then heavy load placed by
+        # the simulator calibrated on the light run - folded together into one profile, then frozen
+        from sim.calibration import grid_model
+
+        service = statistics.fmean(isolated_service_s(grid_model(self.grid_rows, self.meta), r)
+                                   for r in scaling.apply(raw[:SCALING_SAMPLE]))
+        light_rate = a.calibration_load[0] / service
+        n_light = max(SCALING_SAMPLE, count_for(light_rate, a.calibration_s / 2))
         self.probe("before calibration", reference=True)
-        self.cal_run = self.live(ramp(cal_window.requests, cal_rates, a.calibration_s), "fidelity calibration", seed=1)
+        self.say(f"calibration, light: the trace's first {n_light} requests at {light_rate:.2f}/s "
+                 f"({a.calibration_load[0]:.0%} of one request at a time on the grid profile), live ...")
+        light = self.live(at_rate(scaling.apply(raw[:n_light]), light_rate), "fidelity calibration (light)", seed=1)
+        light_profile = calibrate(light.samples, self.tmp / "calibration-light.json", grid=(self.grid_rows, self.meta),
+                                  run_ids=[light.run_id]).path
+        nxt = scaling.apply(raw[n_light:n_light + SCALING_SAMPLE])
+        light_slo = self.slo_for(nxt, light_profile)
+        light_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(nxt, r), light_profile, light_slo),
+                                        light_slo.bound_s, low=0.05, high=2 * light_rate)
+        heavy_rate = a.calibration_load[1] * light_cap
+        n_heavy = count_for(heavy_rate, a.calibration_s / 2)
+        self.say(f"calibration, heavy: the next {n_heavy} requests at {heavy_rate:.2f}/s ({a.calibration_load[1]:.0%} "
+                 f"of the capacity simulated on the light run's calibration, {light_cap:.2f}/s), live ...")
+        heavy = self.live(at_rate(scaling.apply(raw[n_light:n_light + n_heavy]), heavy_rate),
+                          "fidelity calibration (heavy)", seed=4)
         self.probe("after calibration", reference=True)
+        (cal_window,) = carve_windows(raw, [("calibration", n_light + n_heavy)], scaling)
+        self.cal_run, self.cal_ids = heavy, [light.run_id, heavy.run_id]
+        cal_rate = (light_rate + heavy_rate) / 2
+        grid_cap = 2 * light_cap
         self.frozen = a.profile_out or self.tmp / "calibrated-profile.json"
-        done = calibrate(self.cal_run.samples, self.frozen, grid=(self.grid_rows, self.meta),
-                         run_ids=[self.cal_run.run_id])
+        done = calibrate(join_runs(light.samples, heavy.samples), self.frozen, grid=(self.grid_rows, self.meta),
+                         run_ids=self.cal_ids)
         self.cal_samples = done.samples
         digest = sha256(self.frozen)
         self.say(f"[bold]frozen profile[/] {self.frozen} sha256 {digest}")
@@ -242,7 +259,9 @@ class Protocol:
         # --pace-correction probe) places the load levels and the sweep; the SLO's bound is fixed here
         slo = self.slo = self.slo_for(cal_window.requests, self.frozen)
         place, place_factor, _, _ = self.paced_profile("before the slices")
-        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cal_window.requests, r), place, slo),
+        # (the calibration window's first --high-s worth of requests at each rate: a load like a high slice's)
+        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(
+            at_rate(cal_window.requests[:count_for(r, a.high_s)], r), place, slo),
                                        slo.bound_s, low=0.05, high=grid_cap)
         levels = ["low"] * a.low_slices + ["high"] * a.high_slices
         order = levels[::2] + levels[1::2] if len(levels) > 2 else levels  # interleave low and high in the trace
@@ -253,8 +272,8 @@ class Protocol:
             name = f"{level}-{i + 1}"
             sizes.append((name, count_for(rates[level], dur[level])))
             lv[name] = level
-        sizes.append(("capacity", count_for(sim_cap0, a.capacity_s)))
-        later = raw[n_cal:]
+        sizes.append(("capacity", count_for(3 * sim_cap0, a.capacity_s)))  # enough for a sweep to 3x
+        later = raw[n_light + n_heavy:]
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
         sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(self.sweep_arrivals(cap_window, r), place, slo),
@@ -274,11 +293,12 @@ class Protocol:
         for frac in a.capacity_fractions:
             rate = frac * sim_cap
             path, factor, _, _ = self.paced_profile(f"sweep {frac:g}")
-            run = self.live(self.sweep_arrivals(cap_window, rate), f"fidelity capacity {rate:.2f}/s", seed=3)
-            sim, _ = self.sim(observed_arrivals(self.sweep_arrivals(cap_window, rate), run), path,
+            sent = self.sweep_arrivals(cap_window, rate)
+            run = self.live(sent, f"fidelity capacity {rate:.2f}/s", seed=3)
+            sim, _ = self.sim(observed_arrivals(sent, run), path,
                               f"fidelity capacity {rate:.2f}/s (sim)")
-            sweep.append(SweepPoint(rate, run, sim, factor))
-            lv_v, sv_v = sweep[-1].slo_values(slo, len(cap_window.requests))
+            sweep.append(SweepPoint(rate, run, sim, factor, len(sent)))
+            lv_v, sv_v = sweep[-1].slo_values(slo)
             self.say(f"sweep {rate:.2f}/s: {slo.metric.upper()} p{slo.pct} live {lv_v * 1e3:.0f} ms, sim "
                      f"{sv_v * 1e3:.0f} ms (bound {slo.bound_s * 1e3:.0f} ms)")
 
@@ -286,6 +306,7 @@ class Protocol:
                       self.grid_rows, self.meta, self.frozen, digest, done.calibration, self.cal_run, cal_rate, rounds,
                       sweep, sim_cap, self.pace_log, self.t0, slo)
         out.attribution = self.attribute(rounds)
+        out.calibration_ids = self.cal_ids
         out.wall_s = time.monotonic() - self.t0
         return out
 

@@ -97,8 +97,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"{unpaced['e2e'][99]:+.1f}%", highlight=False)
 
     # capacity
-    n_cap = len(o.windows[-1].requests)
-    slo_values = [p.slo_values(o.slo, n_cap) for p in o.sweep]
+    slo_values = [p.slo_values(o.slo) for p in o.sweep]
     live_x = cap.crossing_rate([p.rate for p in o.sweep], [v[0] for v in slo_values], o.slo.bound_s)
     sim_x = cap.crossing_rate([p.rate for p in o.sweep], [v[1] for v in slo_values], o.slo.bound_s)
     cap_err = (100 * (sim_x.rate / live_x.rate - 1) if live_x.status == sim_x.status == "within" else math.nan)
@@ -165,7 +164,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "calibration_overlap_requests": overlap,
         "calibration_rate": round(o.calibration_rate, 3),
         "pace_references": [{"label": m.label, "pace": round(m.pace, 4)} for m in o.pace_log.references],
-        "calibration_run": o.calibration_run.run_id,
+        "calibration_runs": o.calibration_ids,
         "profile": str(o.frozen),
         "profile_sha256": o.frozen_sha256,
         "grid_profile": str(o.grid_path),
