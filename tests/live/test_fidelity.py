@@ -306,6 +306,8 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     # the calibration never saw the evaluated requests: an earlier, disjoint window of the trace
     cal, *rest = result["windows"]
     assert cal["name"] == "calibration" and result["calibration_overlap_requests"] == 0
+    assert len(result["calibration_runs"]) == 2  # light, then heavy: both before any evaluated run
+    assert max(result["calibration_runs"]) < min(d["live_run"] for d in detail)
     assert all(cal["trace_end_s"] <= w["trace_start_s"] for w in rest)
     # by default each round's pace comes from a probe taken before its live run started
     assert result["pace_correction"] == "probe"
