@@ -44,6 +44,18 @@ def _add(rec: RunRecorder, i: int) -> None:
     rec.add_decision(decision_row(i))
 
 
+def assert_every_row_once(url: str, run_id: int, count: int) -> None:
+    """The run holds the ``count`` rows `AppendTimer` appended: each request row exactly once, and the
+    decisions in the order they were made."""
+    check = make_engine(url)
+    try:
+        ids = [r["request_id"] for r in iter_rows(check, run_id, "requests")]
+        assert len(ids) == len(set(ids)) == count, "every request row exactly once"
+        assert _decision_subjects(check) == [f"req-{i:06d}" for i in range(count)], "in order"
+    finally:
+        check.dispose()
+
+
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
     path = tmp_path / "runs.db"
@@ -245,10 +257,4 @@ def test_postgres_outage_mid_run_loses_nothing_and_appends_never_wait(
     assert max(during) < 0.2, f"an append waited {max(during) * 1000:.1f} ms"
     print(f"\nappends during the outage: {len(during)}, max {max(during) * 1000:.2f} ms; "
           f"{failures} failed flushes, {len(spilled)} spill file(s)")
-    check = make_engine(pg_url)
-    try:
-        ids = [r["request_id"] for r in iter_rows(check, run_id, "requests")]
-        assert len(ids) == len(set(ids)) == producer.count, "every request row exactly once"
-        assert _decision_subjects(check) == [f"req-{i:06d}" for i in range(producer.count)], "in order"
-    finally:
-        check.dispose()
+    assert_every_row_once(pg_url, run_id, producer.count)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.storage import RunRecorder, iter_rows, make_engine, upgrade
+from controlplane.storage import RunRecorder, make_engine, upgrade
 
 from .support import start_run
-from .test_outage import AppendTimer, _decision_subjects
+from .test_outage import AppendTimer, assert_every_row_once
 
 pytestmark = pytest.mark.postgres
 
@@ -86,10 +86,4 @@ def test_a_restarted_server_loses_and_duplicates_no_row(private_pg, tmp_path: Pa
     engine.dispose()
     assert producer.count > before + 100, "rows were appended across the restart"
     assert max(during) < 0.2, f"an append waited {max(during) * 1000:.1f} ms for the restart"
-    check = make_engine(url)
-    try:
-        ids = [r["request_id"] for r in iter_rows(check, run_id, "requests")]
-        assert len(ids) == len(set(ids)) == producer.count, "every request row exactly once"
-        assert _decision_subjects(check) == [f"req-{i:06d}" for i in range(producer.count)], "in order"
-    finally:
-        check.dispose()
+    assert_every_row_once(url, run_id, producer.count)
