@@ -63,22 +63,26 @@ def disk_cached(fn: F) -> F:
             repr((fn.__qualname__, args, _file_digest(path, stat.st_size, stat.st_mtime_ns), _code_version()))
             .encode()
         ).hexdigest()[:40]
-        entry = where / f"{fn.__name__}-{key}.pkl"
-        try:
-            return pickle.loads(entry.read_bytes())
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
-            pass  # no entry yet, or one this code cannot read: fit it
-        result = fn(path, *args)
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-            tmp.replace(entry)
-        except OSError:
-            pass  # a read-only home still replays, only slower
-        return result
+        return _load_or_compute(where / f"{fn.__name__}-{key}.pkl", lambda: fn(path, *args))
 
     return cached  # type: ignore[return-value]
+
+
+def _load_or_compute(entry: Path, compute: Callable[[], Any]) -> Any:
+    """The value pickled in ``entry``, or ``compute()`` stored there (atomically) for next time."""
+    try:
+        return pickle.loads(entry.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+        pass  # no entry yet, or one this code cannot read: compute it
+    result = compute()
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(entry)
+    except OSError:
+        pass  # a read-only home still replays, only slower
+    return result
 
 
 def cached_by_content(name: str, inputs: Any, compute: Callable[[], Any], *, code: tuple[str, ...] = ()) -> Any:
@@ -93,17 +97,4 @@ def cached_by_content(name: str, inputs: Any, compute: Callable[[], Any], *, cod
     digest.update(_code_version().encode())
     for module in code:
         digest.update((here / module).read_bytes())
-    entry = where / f"{name}-{digest.hexdigest()[:40]}.pkl"
-    try:
-        return pickle.loads(entry.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
-        pass
-    result = compute()
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        tmp.replace(entry)
-    except OSError:
-        pass
-    return result
+    return _load_or_compute(where / f"{name}-{digest.hexdigest()[:40]}.pkl", compute)

@@ -45,10 +45,12 @@ def config(tmp_path: Path, *, replicas: int = 1, model: dict[str, Any] | None = 
 
 
 def run(cfg, body, **kwargs: Any) -> tuple[Any, dict[str, Any], LiveDriver]:
-    """Start a driver on a thread pool, run ``body(driver)``, close; returns (body's result, summary, driver)."""
+    """Start a driver (on a one-thread thread pool unless ``pool=`` is given), run ``body(driver)``,
+    close; returns (body's result, summary, driver)."""
+    kwargs.setdefault("pool", LocalThreadPool(cpu_threads=1))
 
     async def main():
-        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1), **kwargs)
+        driver = LiveDriver(cfg, **kwargs)
         await driver.start(wait_ready_s=120)
         try:
             out = await body(driver)

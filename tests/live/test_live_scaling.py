@@ -12,7 +12,7 @@ from controlplane.decisions import ScaleDecision
 from controlplane.live.driver import LiveDriver
 from controlplane.live.placement import NoFreeDevice, WorkerSlots
 from controlplane.live.pool_thread import LocalThreadPool
-from tests.live.test_driver import config, rows
+from tests.live.test_driver import config, rows, run
 
 
 class _Steps(Plugin):
@@ -35,16 +35,7 @@ class _Steps(Plugin):
 
 
 def _run(cfg, plugin, pool, body):
-    async def main():
-        driver = LiveDriver(cfg, pool=pool, extra_plugins=[plugin])
-        await driver.start(wait_ready_s=120)
-        try:
-            out = await body(driver)
-        finally:
-            summary = await driver.close()
-        return out, summary, driver
-
-    return asyncio.run(main())
+    return run(cfg, body, pool=pool, extra_plugins=[plugin])
 
 
 async def _complete(d: LiveDriver, n: int):
