@@ -116,10 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos.add_argument("--high-slices", type=int, default=1, help="evaluated slices at high load")
     oos.add_argument("--low-load", type=float, default=0.4, help="low-load rate, fraction of the simulated capacity")
     oos.add_argument("--high-load", type=float, default=0.9, help="high-load rate, fraction of the simulated capacity")
+    oos.add_argument("--high-arrivals", choices=("poisson", "trace"), default="poisson",
+                     help="high-load slices: their requests as a Poisson process at --high-load of the simulated "
+                          "Poisson capacity, or the trace's own arrival pattern at --high-load of its capacity")
     oos.add_argument("--low-s", type=float, default=40.0, help="seconds of a low-load slice")
     oos.add_argument("--high-s", type=float, default=70.0, help="seconds of a high-load slice (a busiest minute)")
     oos.add_argument("--runs-per-slice", type=int, default=2, help="live runs of each slice (R); all reported")
-    oos.add_argument("--pace-correction", choices=PACE_CORRECTIONS, default="probe",
+    oos.add_argument("--pace-correction", choices=PACE_CORRECTIONS, default="none",
                      help="probe: bring the frozen profile to the machine's pace by a probe taken right before each "
                           "run (its pace over the mean of two probes around the calibration run); none: every round "
                           "on the frozen profile as it is (both are reported)")

@@ -263,23 +263,30 @@ class Protocol:
         sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(
             at_rate(cal_window.requests[:count_for(r, a.high_s)], r), place, slo),
                                        slo.bound_s, low=0.05, high=grid_cap)
+        # high load arrives as a Poisson process (--high-arrivals poisson): the trace's bursts at a mean rate
+        # near the bursts' capacity leave the worker idle between them, never 85% busy over a minute
+        poisson_cap = cap.bisect_capacity(lambda r: self.slo_metric(
+            poisson_at_rate(cal_window.requests[:count_for(r, a.high_s)], r, a.seed), place, slo),
+                                          slo.bound_s, low=0.05, high=2 * grid_cap)
         levels = ["low"] * a.low_slices + ["high"] * a.high_slices
         order = levels[::2] + levels[1::2] if len(levels) > 2 else levels  # interleave low and high in the trace
-        rates = {"low": a.low_load * sim_cap0, "high": a.high_load * sim_cap0}
+        rates = {"low": a.low_load * sim_cap0,
+                 "high": a.high_load * (poisson_cap if a.high_arrivals == "poisson" else sim_cap0)}
         dur = {"low": a.low_s, "high": a.high_s}
         sizes, lv = [], {}
         for i, level in enumerate(order):
             name = f"{level}-{i + 1}"
             sizes.append((name, count_for(rates[level], dur[level])))
             lv[name] = level
-        sizes.append(("capacity", count_for(3 * sim_cap0, a.capacity_s)))  # enough for a sweep to 3x
+        sizes.append(("capacity", count_for(2 * poisson_cap, a.capacity_s)))  # enough for a sweep to 2x
         later = raw[n_light + n_heavy:]
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
         sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(self.sweep_arrivals(cap_window, r), place, slo),
-                                      slo.bound_s, low=0.05, high=2 * sim_cap0)
+                                      slo.bound_s, low=0.05, high=poisson_cap)
         self.say(f"simulated capacity (frozen profile at pace x{place_factor:.3f}, {slo}): "
-                 f"{sim_cap0:.2f}/s on the calibration window, {sim_cap:.2f}/s on the capacity window; load levels "
+                 f"{sim_cap0:.2f}/s on the calibration window as the trace has it, {poisson_cap:.2f}/s as a Poisson "
+                 f"process, {sim_cap:.2f}/s on the capacity window; load levels "
                  f"low {rates['low']:.2f}/s, high {rates['high']:.2f}/s")
 
         # 4. the evaluated slices, each R times, every round kept
@@ -311,7 +318,8 @@ class Protocol:
         return out
 
     def eval_round(self, index: int, w: Window, level: str, rep: int, rate: float) -> EvalRound:
-        reqs = at_rate(w.requests, rate)
+        poisson = level == "high" and self.args.high_arrivals == "poisson"
+        reqs = poisson_at_rate(w.requests, rate, self.args.seed + 1) if poisson else at_rate(w.requests, rate)
         path, factor, m, start = self.paced_profile(f"round {index + 1}")
         live_started = time.monotonic()
         if m is not None and m.taken_s >= live_started:

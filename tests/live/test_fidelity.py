@@ -292,7 +292,8 @@ OOS_TINY = ["--pool", "thread", "--repeats", "1", "--max-prompt-tokens", "32", "
 
 
 def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
-    result = F.main([*OOS_TINY, "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
+    result = F.main([*OOS_TINY, "--pace-correction", "probe", "--db", f"sqlite:///{tmp_path / 'f.db'}",
+                     "--profile-out", str(tmp_path / "p.json")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
     for key in ("ttft_p50_err_pct", "e2e_p50_err_pct", "ttft_p99_err_pct", "e2e_p99_err_pct", "live_noise_e2e_p50_pct",
                 "high_load_e2e_p50_err_pct", "capacity_err_pct", "rounds", "rounds_dropped"):
@@ -309,7 +310,7 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     assert len(result["calibration_runs"]) == 2  # light, then heavy: both before any evaluated run
     assert max(result["calibration_runs"]) < min(d["live_run"] for d in detail)
     assert all(cal["trace_end_s"] <= w["trace_start_s"] for w in rest)
-    # by default each round's pace comes from a probe taken before its live run started
+    # with the probe, each round's pace comes from one taken before its live run started
     assert result["pace_correction"] == "probe"
     assert [m["label"] for m in result["pace_references"]] == ["before calibration", "after calibration"]
     for d in detail:
@@ -322,7 +323,8 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
 
 
 def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is(tmp_path):
-    result = F.main([*OOS_TINY, "--low-slices", "0", "--pace-correction", "none", "--capacity-fractions", "0.5,2",
+    assert F.parse_args([]).pace_correction == "none"  # the default
+    result = F.main([*OOS_TINY, "--low-slices", "0", "--capacity-fractions", "0.5,2",
                      "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
     assert result["rounds"] == 2 and result["rounds_dropped"] == 0
     assert all(d["pace"] == 1.0 and d["pace_from"] is None for d in result["round_detail"])
