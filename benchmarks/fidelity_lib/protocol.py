@@ -2,14 +2,16 @@
 one window of traffic, freeze the profile, predict other windows, report every round.
 
 1. Profile the worker on a generic grid chosen from the model's limits (`profiling.generic_grid`).
-2. Calibrate: one live run of the calibration window - the trace's first requests, at a medium
-   load - folded into the grid profile (`sim.calibration.calibrate`). The profile is then frozen:
-   written once, its SHA-256 printed; every prediction below uses it (brought to the machine's
-   pace by a factor measured before the run, with ``--pace-correction probe``).
-3. Predict K evaluated slices (later, disjoint windows of the trace) at low and high load, each run
-   live R times on a fresh worker and simulated on the same arrivals. Every round is reported and
-   pooled: none is dropped or replaced.
-4. Capacity: a short sweep of rates over another window, live and simulated.
+2. Calibrate: two live runs of the calibration window - the trace's first requests, at light load,
+   then at heavy load placed by the light run's calibration - folded into the grid profile
+   (`sim.calibration.calibrate`). The profile is then frozen: written once, its SHA-256 printed;
+   every prediction below uses it (brought to the machine's pace by a factor measured before the
+   run only with ``--pace-correction probe``).
+3. Predict K evaluated slices (later, disjoint windows of the trace) at low load (the trace's
+   arrival pattern) and high load (a Poisson process near the simulated capacity), each run live R
+   times on a fresh worker and simulated on the same arrivals. Every round is reported and pooled:
+   none is dropped or replaced.
+4. Capacity: a short sweep of rates over another window (Poisson arrivals), live and simulated.
 5. After the fact: per-iteration model error and a refit on the evaluated runs' own iterations
    split each slice's error into latency model and scheduling (`attribution`).
 """
