@@ -117,6 +117,7 @@ def test_a_hostile_jsonl_value_is_read_or_named(tmp_path_factory, fmt, key_index
     except TraceFormatError as exc:
         _check_error(exc, path, 2, key)
         return
+    assert len(requests) == len(rows)  # read whole: no row silently dropped
     _check_sane(requests)
 
 
