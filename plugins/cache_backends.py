@@ -27,7 +27,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
@@ -198,9 +197,9 @@ class RedisStore(CacheStore):
     """A store on a Redis server, shared by every process that opens the same URL and namespace.
 
     Unreachable Redis (refused, timed out, restarting): misses and skipped writes, one warning
-    per outage; while it is down, calls return at once for ``retry_after_s`` seconds instead of
-    each waiting for a timeout. The retry pause is measured on the process's monotonic clock (an
-    I/O concern, like the socket timeouts; it decides when to reconnect, never what is served).
+    per outage; while it is down, calls return at once for ``retry_after_s`` seconds of run time
+    (the ``now_s`` its callers pass, as for every plugin: never the wall clock) instead of each
+    waiting for a timeout.
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "cp",
@@ -213,7 +212,8 @@ class RedisStore(CacheStore):
         self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                             socket_connect_timeout=socket_timeout_s)
         self._get_and_count = self._client.register_script(_GET_AND_COUNT)
-        self._down_since: float | None = None  # monotonic time of the last failure
+        self._down_since: float | None = None  # run time of the last failure
+        self._now_s: float | None = None  # the latest run time a caller passed
         self.failures = 0  # calls that found Redis unreachable (for tests and metrics)
 
     def _k(self, key: str) -> str:
@@ -224,9 +224,12 @@ class RedisStore(CacheStore):
         """False while an outage is being waited out."""
         return self._down_since is None
 
-    def _call(self, fn, default):
-        if self._down_since is not None:
-            if time.monotonic() - self._down_since < self.retry_after_s:
+    def _call(self, fn, default, now_s: float | None = None):
+        if now_s is not None:
+            self._now_s = now_s
+        now = self._now_s  # delete / access_count pass no time: the latest one given stands
+        if self._down_since is not None and now is not None:
+            if now - self._down_since < self.retry_after_s:
                 return default
         try:
             result = fn()
@@ -235,7 +238,7 @@ class RedisStore(CacheStore):
             if self._down_since is None:
                 log.warning("Redis cache store at %s is unreachable (%s): serving misses until it is back",
                             self.url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            self._down_since = time.monotonic()
+            self._down_since = now if now is not None else 0.0
             return default
         if self._down_since is not None:
             log.info("Redis cache store at %s is reachable again", self.url)
@@ -243,7 +246,7 @@ class RedisStore(CacheStore):
         return result
 
     def get(self, key: str, *, now_s: float) -> bytes | None:
-        return self._call(lambda: self._get_and_count(keys=[self._k(key)]), None)
+        return self._call(lambda: self._get_and_count(keys=[self._k(key)]), None, now_s)
 
     def set(self, key: str, value: bytes, ttl_s: float | None = None, *, now_s: float) -> None:
         if not isinstance(value, (bytes, bytearray)):
@@ -260,7 +263,7 @@ class RedisStore(CacheStore):
                 pipe.pexpire(k, max(1, int(ttl_s * 1000)))
             pipe.execute()
 
-        self._call(write, None)
+        self._call(write, None, now_s)
 
     def delete(self, key: str) -> None:
         self._call(lambda: self._client.delete(self._k(key)), None)

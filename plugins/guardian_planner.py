@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from typing import Any
 
 import orjson
@@ -54,7 +55,7 @@ def answer_key(request: Any) -> str | None:
     return f"gen\0{request.model}\0{request.prompt}\0{request.params}\0{request.max_output_tokens}"
 
 
-class GuardianPlanner(Plugin):
+class GuardianPlanner(Plugin, ABC):
     """Base of the guardian planners: subclasses implement `plan` (their sampling or cascade)."""
 
     Settings = PlannerSettings
@@ -70,8 +71,9 @@ class GuardianPlanner(Plugin):
         if self._store is None and type(self).cp_on_event is GuardianPlanner.cp_on_event:
             self.cp_on_event = None  # nothing to learn from events: not an observer (it sees every event)
 
+    @abstractmethod
     def plan(self, ctx: Any, request: Any, stage: str) -> GuardianPlan | None:
-        raise NotImplementedError
+        """This planner's own decision for ``request`` at ``stage`` (cached verdicts come first)."""
 
     @hookimpl
     def cp_guardian_plan(self, ctx, request, stage):

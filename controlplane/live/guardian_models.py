@@ -18,6 +18,7 @@ byte-level tokenizer sized to the model's vocabulary, as generation workers do.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from typing import Any
 
 from controlplane.guardian_config import GuardianSpec
@@ -27,7 +28,7 @@ __all__ = ["ClassifierGuardian", "GuardianModel", "JudgeGuardian", "RuleGuardian
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-class GuardianModel:
+class GuardianModel(ABC):
     """One guardian's checker. ``check`` runs in a worker thread; it must be thread-safe."""
 
     def __init__(self, spec: GuardianSpec) -> None:
@@ -38,8 +39,9 @@ class GuardianModel:
         score, reason = self.score(text)
         return ("block" if score >= self.spec.threshold else "pass"), score, reason
 
+    @abstractmethod
     def score(self, text: str) -> tuple[float, str]:
-        raise NotImplementedError
+        """(score 0-1, reason): how likely ``text`` is to be harmful, by this guardian's kind."""
 
 
 class RuleGuardian(GuardianModel):
