@@ -13,6 +13,7 @@ pytest.importorskip("transformers")
 
 from controlplane.live.backend import CausalLMBackend  # noqa: E402
 from controlplane.live.model_source import WorkerModelSettings, load_model  # noqa: E402
+from tests.live.daemon_process import wait_until_ready
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +95,6 @@ class StepCounter:
 def api():
     """An in-process daemon on a thread pool (one tiny-llama worker, no recording) as a
     ``TestClient``, with its pool's steps counted: ``(client, daemon, steps)``."""
-    import time
 
     from fastapi.testclient import TestClient
 
@@ -104,8 +104,5 @@ def api():
     cfg, _ = daemon_config(None, workers=1)
     daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, default_max_tokens=4), record=False)
     with TestClient(daemon.app, raise_server_exceptions=False) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the in-process daemon never became ready"
-            time.sleep(0.05)
+        wait_until_ready(client)
         yield client, daemon, StepCounter(daemon.driver.pool)

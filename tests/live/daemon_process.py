@@ -22,6 +22,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_ready(client, timeout_s: float = 120) -> None:
+    """Poll an in-process daemon's ``/readyz`` (a ``TestClient``) until its workers are ready."""
+    deadline = time.monotonic() + timeout_s
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the in-process daemon never became ready"
+        time.sleep(0.05)
+
+
 class DaemonProcess:
     """The daemon started with ``args`` (port added), its output in ``<tmp>/<name>.log``."""
 

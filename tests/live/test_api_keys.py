@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, select
 from controlplane.config import load_config
 from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing, hash_key, new_key
+from tests.live.daemon_process import wait_until_ready
 
 KEY_A, KEY_B = "cp-key-of-team-a", "cp-key-of-team-b"
 
@@ -76,10 +77,7 @@ def keyed(tmp_path_factory):
     cfg, _ = daemon_config(path, workers=1, db=db)
     daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, default_max_tokens=4))
     with TestClient(daemon.app, raise_server_exceptions=False) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/readyz").status_code != 200:  # probes need no key
-            assert time.monotonic() < deadline, "the in-process daemon never became ready"
-            time.sleep(0.05)
+        wait_until_ready(client)
         yield client, db, daemon.driver.run_id
 
 

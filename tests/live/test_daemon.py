@@ -22,7 +22,7 @@ import pytest
 from controlplane.errors import ConfigError
 from controlplane.live.daemon import Daemon, DaemonOptions
 from controlplane.live.daemon_config import daemon_config
-from tests.live.daemon_process import DaemonProcess
+from tests.live.daemon_process import DaemonProcess, wait_until_ready
 
 TOKEN = "test-admin-token"
 MODEL = "tiny-llama"
@@ -85,10 +85,7 @@ def test_in_process_daemon_has_no_admin_without_a_token(tmp_path, daemon):
         for method, path in (("GET", "/admin/plugins"), ("POST", "/admin/reload"), ("POST", "/admin/drain")):
             r = http.request(method, path, headers={"authorization": f"Bearer {TOKEN}"})
             assert r.status_code == 404 and "CONTROLPLANE_ADMIN_TOKEN" in r.json()["error"]["message"]
-        deadline = time.monotonic() + 120
-        while http.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the in-process daemon never became ready"
-            time.sleep(0.05)
+        wait_until_ready(http)
         client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
         r = client.completions.create(model=MODEL, prompt="in process", max_tokens=3, extra_body=NO_EOS)
         assert r.usage.completion_tokens == 3 and r.choices[0].finish_reason == "length"

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from controlplane.live.daemon import Daemon, DaemonOptions
 from controlplane.live.daemon_config import daemon_config
+from tests.live.daemon_process import wait_until_ready
 
 TOKEN = "errors-token"
 
@@ -22,10 +22,7 @@ def http():
         **cfg.plugins.settings, "queue-limit": {"max_prompt_tokens": 40}}})})
     daemon = Daemon(cfg, DaemonOptions(pool="thread", admin_token=TOKEN, cpu_threads=1), record=False)
     with TestClient(daemon.app) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the in-process daemon never became ready"
-            time.sleep(0.05)
+        wait_until_ready(client)
         yield client
 
 

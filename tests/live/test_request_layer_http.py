@@ -3,12 +3,12 @@ Retry-After and the ``rate_limited`` code (in process, on a thread pool)."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from controlplane.live.daemon import Daemon, DaemonOptions
 from controlplane.live.daemon_config import daemon_config
+from tests.live.daemon_process import wait_until_ready
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,7 @@ def http():
     cfg = cfg.model_copy(update={"plugins": plugins})
     daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1), record=False)
     with TestClient(daemon.app) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the in-process daemon never became ready"
-            time.sleep(0.05)
+        wait_until_ready(client)
         yield client
 
 
