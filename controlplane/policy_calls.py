@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane.context import Clock, PolicyContext
-from controlplane.plugin_manager import PluginSet, fast_caller
+from controlplane.plugin_manager import PluginSet, _Broadcast, _FirstResult, fast_caller
 from controlplane.types import Decision
 
 __all__ = ["POLICY_HOOKS", "PolicyCalls"]
@@ -38,6 +38,7 @@ class PolicyCalls:
         enabled = {p.info.name for p in plugins.loaded}
         self._fallback_names: dict[str, str] = {}
         self._policy_hooks: dict[str, tuple[Any, Any]] = {}
+        self._empty: dict[str, tuple[Any, str | None]] = {}  # hooks no plugin implements: (fallback, its name)
         for name in POLICY_HOOKS:
             fallback = fallbacks.get(name)
             if fallback is not None and fallback.name in enabled:
@@ -46,21 +47,54 @@ class PolicyCalls:
             if fallback is not None:
                 self._fallback_names[name] = f"{fallback.name} (fallback)"
                 fallback = _positional(getattr(fallback, name), tuple(caller.spec.argnames))
-            self._policy_hooks[name] = (fast_caller(caller, self.monitor), fallback)
-        self.cache_store = fast_caller(hook.cp_cache_store, self.monitor)
+            fast = fast_caller(caller, self.monitor)
+            if _is_empty(fast):  # nothing implements it: straight to the fallback, or None
+                self._empty[name] = (fallback, self._fallback_names.get(name))
+            self._policy_hooks[name] = (fast, fallback)
+        self._observers = _observer_calls(self._emit_hook, ctx)
+        self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
+        cache_store = fast_caller(hook.cp_cache_store, self.monitor)
+        self.cache_store = _NOBODY if _is_empty(cache_store) else cache_store
         self.prefix_lookup = fast_caller(hook.cp_prefix_lookup, self.monitor)
         self.prefix_store = fast_caller(hook.cp_prefix_store, self.monitor)
         ctx.bind_prefix_peek(fast_caller(hook.cp_prefix_peek, self.monitor))
 
     def emit(self, event: Any) -> None:
-        """Send an event (or a `Decision`) to every observer."""
-        self._emit_hook(self.ctx, event)
+        """Send an event (or a `Decision`) to every observer.
+
+        The bus runs a few times per simulated request, so each event type's observers are
+        resolved once (`_observer_calls`): an observer that names its handlers by event type
+        (``event_handlers``, the SQL recorder) is called only for those types, with the event
+        alone. A raising observer is recorded, as pluggy's isolation would, and the rest go on.
+        """
+        if self._observers is None:  # pluggy's own caller (wrappers, tracing)
+            self._emit_hook(self.ctx, event)
+        else:
+            calls = self._routes.get(type(event))
+            if calls is None:
+                calls = self._routes[type(event)] = tuple(
+                    (fn, ctx, plugin) for fn, ctx, plugin in
+                    ((_route(handler, type(event)), ctx, plugin) for handler, ctx, plugin in self._observers)
+                    if fn is not None
+                )
+            for fn, ctx, plugin in calls:
+                try:
+                    if ctx is None:
+                        fn(event)
+                    else:
+                        fn(ctx, event)
+                except Exception as exc:
+                    self.monitor.record(plugin, "cp_on_event", exc)
         if self.monitor.errors:
             self.drain_errors()
 
     def decide(self, hook: str, *args: Any) -> tuple[Any, str | None]:
         """Ask a policy hook (arguments after ``ctx``, in the spec's order); the built-in fallback
         decides if every plugin defers or raises. Returns (decision, the plugin that made it)."""
+        empty = self._empty.get(hook)
+        if empty is not None:  # no plugin implements it
+            fallback, name = empty
+            return (None, None) if fallback is None else (fallback(self.ctx, *args), name)
         caller, fallback = self._policy_hooks[hook]
         monitor = self.monitor
         monitor.last_plugin = None
@@ -80,6 +114,8 @@ class PolicyCalls:
 
     def call_observer(self, caller: Any, *args: Any) -> Any:
         """Call a non-policy hook caller (``cache_store``, ``prefix_lookup``, ...) with ``ctx``."""
+        if caller is _NOBODY:
+            return None
         result = caller(self.ctx, *args)
         if self.monitor.errors:
             self.drain_errors()
@@ -103,3 +139,53 @@ def _positional(method: Callable[..., Any], spec_args: tuple[str, ...]) -> Calla
         return method
     pick = tuple(spec_args.index(n) for n in names)
     return lambda *args: method(*(args[i] for i in pick))
+
+
+class _Nobody:
+    """The caller of a hook no plugin implements."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any) -> None:
+        return None
+
+
+_NOBODY = _Nobody()
+
+
+def _is_empty(caller: Any) -> bool:
+    """Whether ``caller`` (from ``fast_caller``) calls no implementation at all."""
+    return type(caller) in (_FirstResult, _Broadcast) and not caller.calls
+
+
+def _observer_calls(emit_hook: Any, ctx: PolicyContext) -> tuple[tuple[Any, Any, str], ...] | None:
+    """``cp_on_event``'s implementations in call order, as (handler, ctx or None, plugin name):
+    the handler takes the event alone when ctx is None, else (ctx, event). A handler is a
+    callable, or a mapping of event types to callables taking the event (``event_handlers``).
+    None when pluggy's own caller must run (wrappers, tracing)."""
+    if type(emit_hook) is not _Broadcast:
+        return None
+    out = []
+    for fn, _index, pick, plugin in emit_hook.single:
+        handlers = getattr(getattr(fn, "__self__", None), "event_handlers", None)
+        if handlers is not None and getattr(fn, "__name__", None) == "cp_on_event":
+            out.append((dict(handlers), None, plugin))
+        elif pick is None:
+            out.append((fn, ctx, plugin))
+        elif pick == (1,):
+            out.append((fn, None, plugin))
+        else:  # it takes ctx alone, or nothing
+            out.append((_picking(fn, pick), ctx, plugin))
+    return tuple(out)
+
+
+def _picking(fn: Callable[..., Any], pick: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+    """``fn`` called with the arguments at ``pick`` of (ctx, event)."""
+    return lambda ctx, event: fn(*[(ctx, event)[i] for i in pick])
+
+
+def _route(handler: Any, event_type: type) -> Any:
+    """The callable of one observer for events of ``event_type`` (None: it ignores them)."""
+    if isinstance(handler, dict):
+        return handler.get(event_type)
+    return handler

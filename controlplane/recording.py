@@ -86,7 +86,9 @@ class SqlRecorder:
     def __init__(self, recorder: Any, *, record_iterations: bool = False) -> None:
         self.recorder = recorder
         add_request, add_decision, add_metric = (_appender(recorder, t) for t in ("request", "decision", "metric_sample"))
-        self._dispatch = {
+        #: What the event bus calls, by event type, with the event alone (``PolicyCalls.emit``);
+        #: events of other types are not delivered. ``cp_on_event`` does the same for pluggy's caller.
+        self.event_handlers: dict[type, Any] = {
             RequestFinished: lambda e: add_request(request_values(e.request)),
             Decision: lambda d: add_decision((d.time_s, d.plugin, d.hook, d.subject, d.action, d.payload,
                                               d.reason, d.is_error)),
@@ -95,11 +97,11 @@ class SqlRecorder:
         }
         if record_iterations:
             add_iteration = _appender(recorder, "iteration")
-            self._dispatch[IterationTimed] = lambda e: add_iteration(iteration_values(e))
+            self.event_handlers[IterationTimed] = lambda e: add_iteration(iteration_values(e))
 
     @hookimpl
     def cp_on_event(self, event):
-        fn = self._dispatch.get(type(event))
+        fn = self.event_handlers.get(type(event))
         if fn is not None:
             fn(event)
 
