@@ -16,10 +16,10 @@ from alembic import context
 from sqlalchemy import Connection
 
 from controlplane.storage.db import DEFAULT_URL, make_engine
-from controlplane.storage.models import Base
+from controlplane.storage.models import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 if config.config_file_name is not None and "connection" not in config.attributes:
     fileConfig(config.config_file_name, disable_existing_loggers=False)

@@ -12,6 +12,12 @@ allowed values live here and the recorder validates them on append.
 
 The Alembic revisions under ``alembic/versions`` must match this module
 exactly; ``alembic check`` (and ``tests/storage``) enforce that.
+
+The tables are SQLAlchemy Core :class:`~sqlalchemy.Table` objects (nothing here uses the ORM,
+whose import alone costs a simulator run a twentieth of a second). Each table also has a
+name in the style of a mapped class (``Run``, ``Request``, ...): ``Run.__table__`` is the
+table, ``Run.id`` its column, and ``select(Run.id).where(...)``, ``update(Run)`` or
+``select_from(Request)`` work as they did with the declarative classes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -31,13 +38,13 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
     false,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION: Final[dict[str, str]] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -88,191 +95,218 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""Every table of the run database (what Alembic compares the migrations with)."""
 
 
-class Run(Base):
-    """One simulator or daemon run: what was run (config, plugins, trace) and how it ended."""
+class TableClass:
+    """A table under a class-like name: ``__table__`` is the :class:`~sqlalchemy.Table`, each
+    column is an attribute, and SQLAlchemy takes the class wherever it takes the table
+    (``__clause_element__``). Made by :func:`_table_class`; never instantiated."""
 
-    __tablename__ = "run"
+    __table__: Table
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str | None] = mapped_column(String)
-    mode: Mapped[str] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String)
-    trace: Mapped[str | None] = mapped_column(String)
-    trace_format: Mapped[str | None] = mapped_column(String)
-    seed: Mapped[int | None] = mapped_column(Integer)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    plugins: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    wall_s: Mapped[float | None] = mapped_column(Float)
-    sim_end_s: Mapped[float | None] = mapped_column(Float)
-    summary: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
-    notes: Mapped[str | None] = mapped_column(Text)
+    @classmethod
+    def __clause_element__(cls) -> Table:
+        return cls.__table__
+
+    def __init__(self) -> None:
+        raise TypeError(f"{type(self).__name__} is a table, not a row class; insert rows with SQLAlchemy Core")
+
+
+def _table_class(table: Table, doc: str) -> Any:
+    attrs: dict[str, Any] = {"__table__": table, "__doc__": doc, "__module__": __name__}
+    for column in table.columns:
+        attrs[column.key] = column
+    return type(table.name.title().replace("_", ""), (TableClass,), attrs)
+
+
+class Base:
+    """What the declarative base used to give: ``Base.metadata`` (Alembic's ``target_metadata``)."""
+
+    metadata = metadata
+
+
+def _col(name: str, type_: Any, *args: Any, nullable: bool = True, **kwargs: Any) -> Column[Any]:
+    """A column, nullable unless said otherwise (what ``Mapped[X | None]`` meant)."""
+    return Column(name, type_, *args, nullable=nullable, **kwargs)
+
+
+def _required(name: str, type_: Any, *args: Any, **kwargs: Any) -> Column[Any]:
+    """A NOT NULL column (what ``Mapped[X]`` meant)."""
+    return Column(name, type_, *args, nullable=False, **kwargs)
+
+
+def _run_fk() -> Column[Any]:
+    return _required("run_id", Integer, ForeignKey("run.id", ondelete="CASCADE"))
+
+
+run = Table(
+    "run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _col("name", String),
+    _required("mode", String),
+    _required("status", String),
+    _col("trace", String),
+    _col("trace_format", String),
+    _col("seed", Integer),
+    _required("config", JSON),
+    _required("plugins", JSON),
+    _required("started_at", UTCDateTime),
+    _col("finished_at", UTCDateTime),
+    _col("wall_s", Float),
+    _col("sim_end_s", Float),
+    _col("summary", NullableJSON),
+    _col("notes", Text),
     # A run of a sweep or search (`controlplane sim sweep`): its sweep and its point's key there.
     # Not a foreign key: adding one to SQLite's existing run table needs a rebuild (see 0003).
-    sweep_id: Mapped[int | None] = mapped_column(Integer)
-    sweep_key: Mapped[str | None] = mapped_column(String)
+    _col("sweep_id", Integer),
+    _col("sweep_key", String),
+    Index("ix_run_sweep_id_sweep_key", "sweep_id", "sweep_key", unique=True),
+)
+Run = _table_class(run, "One simulator or daemon run: what was run (config, plugins, trace) and how it ended.")
 
-    __table_args__ = (Index("ix_run_sweep_id_sweep_key", "sweep_id", "sweep_key", unique=True),)
-
-
-class Sweep(Base):
-    """A sweep or configuration search: its spec, and its runs (``run.sweep_id``), one per point and seed.
+sweep = Table(
+    "sweep",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _col("name", String),
+    _required("kind", String),  # grid | random | search
+    _required("status", String),  # running | finished | failed | interrupted
+    _required("spec", JSON),
+    _required("spec_hash", String),
+    _col("trace", String),
+    _col("num_runs", Integer),
+    _required("created_at", UTCDateTime),
+    _col("finished_at", UTCDateTime),
+    _col("result", NullableJSON),
+    Index("ix_sweep_spec_hash", "spec_hash"),
+)
+Sweep = _table_class(sweep, """A sweep or configuration search: its spec, and its runs (``run.sweep_id``), one per point and seed.
 
     ``spec_hash`` identifies the spec, so running the same spec against the same database
     resumes an unfinished sweep; ``result`` holds a search's outcome (its best configuration).
-    """
+    """)
 
-    __tablename__ = "sweep"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str | None] = mapped_column(String)
-    kind: Mapped[str] = mapped_column(String)  # grid | random | search
-    status: Mapped[str] = mapped_column(String)  # running | finished | failed | interrupted
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    spec_hash: Mapped[str] = mapped_column(String)
-    trace: Mapped[str | None] = mapped_column(String)
-    num_runs: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    result: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
-
-    __table_args__ = (Index("ix_sweep_spec_hash", "spec_hash"),)
-
-
-class Request(Base):
-    """Final state of one trace request (written once, when it finished or the run ended).
+request = Table(
+    "request",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    _run_fk(),
+    _required("request_id", String),
+    _col("model", String),
+    _col("tenant", String),
+    _col("worker_id", String),
+    _required("status", String),
+    _col("reason", Text),
+    _col("reason_code", String),  # ``controlplane.types.ReasonCode`` value
+    _required("arrival_s", Float),
+    _col("scheduled_s", Float),
+    _col("first_token_s", Float),
+    _col("finish_s", Float),
+    _required("prompt_tokens", Integer),
+    _required("output_tokens", Integer),
+    _required("cached_tokens", Integer, default=0, server_default=text("0")),
+    _col("cache_hit", String),
+    _required("num_preemptions", Integer, default=0, server_default=text("0")),
+    _col("guardian_verdict", String),
+    _col("ttft_s", Float),
+    _col("tpot_s", Float),
+    _col("e2e_s", Float),
+    _col("queue_s", Float),
+    UniqueConstraint("run_id", "request_id"),
+)
+Request = _table_class(request, """Final state of one trace request (written once, when it finished or the run ended).
 
     ``(run_id, request_id)`` is unique, and its index also serves lookups by
     run. There is deliberately no ``(run_id, arrival_s)`` index: it would cost
     10-15% of bulk insert throughput on every run to save one sort per export.
-    """
+    """)
 
-    __tablename__ = "request"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
-    request_id: Mapped[str] = mapped_column(String)
-    model: Mapped[str | None] = mapped_column(String)
-    tenant: Mapped[str | None] = mapped_column(String)
-    worker_id: Mapped[str | None] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String)
-    reason: Mapped[str | None] = mapped_column(Text)
-    reason_code: Mapped[str | None] = mapped_column(String)  # ``controlplane.types.ReasonCode`` value
-    arrival_s: Mapped[float] = mapped_column(Float)
-    scheduled_s: Mapped[float | None] = mapped_column(Float)
-    first_token_s: Mapped[float | None] = mapped_column(Float)
-    finish_s: Mapped[float | None] = mapped_column(Float)
-    prompt_tokens: Mapped[int] = mapped_column(Integer)
-    output_tokens: Mapped[int] = mapped_column(Integer)
-    cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    cache_hit: Mapped[str | None] = mapped_column(String)
-    num_preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    guardian_verdict: Mapped[str | None] = mapped_column(String)
-    ttft_s: Mapped[float | None] = mapped_column(Float)
-    tpot_s: Mapped[float | None] = mapped_column(Float)
-    e2e_s: Mapped[float | None] = mapped_column(Float)
-    queue_s: Mapped[float | None] = mapped_column(Float)
-
-    __table_args__ = (
-        UniqueConstraint("run_id", "request_id"),
-    )
-
-
-class Decision(Base):
-    """One plugin decision at one hook, with the plugin's stated reason.
+decision = Table(
+    "decision",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    _run_fk(),
+    _required("time_s", Float),
+    _required("plugin", String),
+    _required("hook", String),
+    _col("subject", String),
+    _col("action", String),
+    _col("payload", NullableJSON),
+    _col("reason", Text),
+    _required("is_error", Boolean, default=False, server_default=false()),
+    Index("ix_decision_run_id_hook_time_s", "run_id", "hook", "time_s"),
+)
+Decision = _table_class(decision, """One plugin decision at one hook, with the plugin's stated reason.
 
     ``run_id`` is indexed as the leading column of ``(run_id, hook, time_s)``.
-    """
+    """)
 
-    __tablename__ = "decision"
+metric_sample = Table(
+    "metric_sample",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    _run_fk(),
+    _required("time_s", Float),
+    _required("name", String),
+    _required("value", Float),
+    _col("labels", NullableJSON),
+    Index("ix_metric_sample_run_id_name_time_s", "run_id", "name", "time_s"),
+)
+MetricSample = _table_class(
+    metric_sample, "One point of a metric time series; ``run_id`` is indexed via ``(run_id, name, time_s)``.")
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
-    time_s: Mapped[float] = mapped_column(Float)
-    plugin: Mapped[str] = mapped_column(String)
-    hook: Mapped[str] = mapped_column(String)
-    subject: Mapped[str | None] = mapped_column(String)
-    action: Mapped[str | None] = mapped_column(String)
-    payload: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
-    reason: Mapped[str | None] = mapped_column(Text)
-    is_error: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+worker_event = Table(
+    "worker_event",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    _run_fk(),
+    _required("time_s", Float),
+    _required("worker_id", String),
+    _required("kind", String),
+    _col("detail", NullableJSON),
+    Index("ix_worker_event_run_id_time_s", "run_id", "time_s"),
+)
+WorkerEvent = _table_class(worker_event, "A worker lifecycle transition; ``run_id`` is indexed via ``(run_id, time_s)``.")
 
-    __table_args__ = (Index("ix_decision_run_id_hook_time_s", "run_id", "hook", "time_s"),)
-
-
-class MetricSample(Base):
-    """One point of a metric time series; ``run_id`` is indexed via ``(run_id, name, time_s)``."""
-
-    __tablename__ = "metric_sample"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
-    time_s: Mapped[float] = mapped_column(Float)
-    name: Mapped[str] = mapped_column(String)
-    value: Mapped[float] = mapped_column(Float)
-    labels: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
-
-    __table_args__ = (Index("ix_metric_sample_run_id_name_time_s", "run_id", "name", "time_s"),)
-
-
-class WorkerEvent(Base):
-    """A worker lifecycle transition; ``run_id`` is indexed via ``(run_id, time_s)``."""
-
-    __tablename__ = "worker_event"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
-    time_s: Mapped[float] = mapped_column(Float)
-    worker_id: Mapped[str] = mapped_column(String)
-    kind: Mapped[str] = mapped_column(String)
-    detail: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
-
-    __table_args__ = (Index("ix_worker_event_run_id_time_s", "run_id", "time_s"),)
-
-
-class Iteration(Base):
-    """One live worker iteration as the control plane timed it (``storage.record_iterations``).
+iteration = Table(
+    "iteration",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    _run_fk(),
+    _required("worker_id", String),
+    _required("batch_id", BigInteger),
+    _required("start_s", Float),
+    _required("end_s", Float),
+    _required("num_prefill_tokens", Integer),
+    _required("num_prefill_seqs", Integer),
+    _required("num_decode_seqs", Integer),
+    _required("sum_decode_context", BigInteger),
+    _required("sum_prefill_context", BigInteger),
+    _required("iteration_s", Float),
+    _col("padded_prefill_tokens", BigInteger),
+    _col("padded_decode_context", BigInteger),
+    Index("ix_iteration_run_id_end_s", "run_id", "end_s"),
+)
+Iteration = _table_class(iteration, """One live worker iteration as the control plane timed it (``storage.record_iterations``).
 
     The calibration's raw material: the batch's shape (the profile row fields of
     ``controlplane.hardware.profile_format``), the backend's own ``iteration_s``, and the run
     times the core started the batch (``start_s``) and saw its reply (``end_s``).
     ``run_id`` is indexed via ``(run_id, end_s)``.
-    """
+    """)
 
-    __tablename__ = "iteration"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
-    worker_id: Mapped[str] = mapped_column(String)
-    batch_id: Mapped[int] = mapped_column(BigInteger)
-    start_s: Mapped[float] = mapped_column(Float)
-    end_s: Mapped[float] = mapped_column(Float)
-    num_prefill_tokens: Mapped[int] = mapped_column(Integer)
-    num_prefill_seqs: Mapped[int] = mapped_column(Integer)
-    num_decode_seqs: Mapped[int] = mapped_column(Integer)
-    sum_decode_context: Mapped[int] = mapped_column(BigInteger)
-    sum_prefill_context: Mapped[int] = mapped_column(BigInteger)
-    iteration_s: Mapped[float] = mapped_column(Float)
-    padded_prefill_tokens: Mapped[int | None] = mapped_column(BigInteger)
-    padded_decode_context: Mapped[int | None] = mapped_column(BigInteger)
-
-    __table_args__ = (Index("ix_iteration_run_id_end_s", "run_id", "end_s"),)
-
-
-class WriterMark(Base):
-    """How far each recorder's flushes got: the sequence number of its last committed flush.
+writer_mark = Table(
+    "writer_mark",
+    metadata,
+    Column("writer", String, primary_key=True),
+    _required("seq", BigInteger),
+)
+WriterMark = _table_class(writer_mark, """How far each recorder's flushes got: the sequence number of its last committed flush.
 
     Written in the same transaction as the flush's rows, so after a failed commit whose
     outcome is unknown (the connection died while committing) the recorder reads it back and
     knows whether to write those rows again: nothing is lost and nothing is written twice.
-    """
-
-    __tablename__ = "writer_mark"
-
-    writer: Mapped[str] = mapped_column(String, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
+    """)
