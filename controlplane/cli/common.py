@@ -5,14 +5,32 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import typer
-from rich.console import Console
 
 from controlplane.errors import ControlPlaneError
 
-out = Console()
-err = Console(stderr=True)
+#: The two consoles, ``out`` (stdout) and ``err`` (stderr), are made on first use (module
+#: ``__getattr__``): ``controlplane sim replay --json`` prints nothing through rich and so does
+#: not import it. Modules on that path refer to them as ``common.out`` / ``common.err``.
+_CONSOLES: dict[str, dict[str, Any]] = {"out": {}, "err": {"stderr": True}}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONSOLES:
+        from rich.console import Console
+
+        console = globals()[name] = Console(**_CONSOLES[name])
+        return console
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def console(name: str) -> Any:
+    """``out`` or ``err``, made now if it was not yet (this module's own code cannot rely on
+    ``__getattr__``, which only answers lookups from outside)."""
+    return globals().get(name) or __getattr__(name)
+
 
 DB_OPTION_HELP = "Database URL (default: the config's storage.url, sqlite:///controlplane.db)."
 
@@ -23,7 +41,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ControlPlaneError, ValueError, LookupError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        console("err").print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from controlplane.cli.common import err, out, user_errors
+from controlplane.cli import common
+from controlplane.cli.common import user_errors
 from controlplane.cli.summary_table import summary_table
 
 app = typer.Typer(help="Replay request traces through the control plane in the simulator.", no_args_is_help=True)
@@ -25,6 +27,32 @@ def count_rows(path: Path, limit_bytes: int = 256 << 20) -> int | None:
     except OSError:
         return None
     return lines - (0 if path.suffix == ".jsonl" else 1)
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool, path: Path, transforms: Any, rate_scale: float | None,
+                  limit: int | None) -> Iterator[Callable[[int, float], None] | None]:
+    """The replay's progress callback: a rich progress bar on stderr when ``show``, else None
+    (and neither rich nor a pass over the trace to count its rows)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = count_rows(path) if transforms.window is None and rate_scale is None else None
+    if total is not None and limit is not None:
+        total = min(total, limit)
+    bar = Progress(
+        TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("sim t={task.fields[t]:.0f}s"),
+        TimeElapsedColumn(), console=common.err, transient=True,
+    )
+    with bar:
+        task = bar.add_task("replay", total=total, t=0.0)
+
+        def on_progress(n: int, t: float) -> None:
+            bar.update(task, completed=n, t=t)
+
+        yield on_progress
 
 
 def _overrides(
@@ -97,7 +125,7 @@ def replay(
 
             config = bundled_default_config_path()
             if not json_out:
-                err.print(f"[dim]no --config and no trace: using the bundled run config {config} "
+                common.err.print(f"[dim]no --config and no trace: using the bundled run config {config} "
                           "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
         path = trace if trace is not None else bundled_trace_path()
@@ -110,28 +138,17 @@ def replay(
             options["arrival"] = arrival
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      rate_scale=rate_scale, limit=limit)
-        total = count_rows(Path(path)) if transforms.window is None and rate_scale is None else None
-        if total is not None and limit is not None:
-            total = min(total, limit)
-        show = progress and not json_out and err.is_terminal
-        bar = Progress(
-            TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("sim t={task.fields[t]:.0f}s"),
-            TimeElapsedColumn(), console=err, disable=not show, transient=True,
-        )
-        with bar:
-            task = bar.add_task("replay", total=total, t=0.0)
-
-            def on_progress(n: int, t: float) -> None:
-                bar.update(task, completed=n, t=t)
-
+        show = progress and not json_out and common.err.is_terminal
+        with _progress_bar(show, Path(path), transforms, rate_scale, limit) as on_progress:
             result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
                                 on_progress=on_progress)
     summary = result.summary
     if json_out:
         typer.echo(json.dumps(summary, sort_keys=True))
         return
-    out.print(summary_table(summary, f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"))
-    out.print(f"stored in {cfg.storage.url} as run {summary.get('run_id')}; "
+    title = f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"
+    common.out.print(summary_table(summary, title))
+    common.out.print(f"stored in {cfg.storage.url} as run {summary.get('run_id')}; "
               f"see `controlplane runs show {summary.get('run_id')}`")
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.table import Table
-
 from controlplane.cli.common import fmt_value
 from controlplane.metrics import LATENCY_METRICS, PERCENTILES
 
@@ -48,7 +46,10 @@ def summary_rows() -> list[tuple[str, str]]:
     return rows + TAIL
 
 
-def summary_table(summary: dict[str, Any], title: str) -> Table:
+def summary_table(summary: dict[str, Any], title: str) -> Any:
+    """A rich ``Table`` of one run's summary."""
+    from rich.table import Table
+
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -61,7 +62,10 @@ def summary_table(summary: dict[str, Any], title: str) -> Table:
     return t
 
 
-def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: str) -> Table:
+def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: str) -> Any:
+    """A rich ``Table`` of two runs' summaries side by side, with deltas."""
+    from rich.table import Table
+
     t = Table(title=f"{title_a} vs {title_b}", header_style="bold")
     t.add_column("metric")
     t.add_column(title_a, justify="right")

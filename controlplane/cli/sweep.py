@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, out, resolve_db, user_errors
+from controlplane.cli import common
+from controlplane.cli.common import DB_OPTION_HELP, fmt_value, resolve_db, user_errors
 
 BACKEND_HELP = "ray | pool | serial; default: ray when installed, else a local process pool."
 
@@ -23,9 +22,18 @@ RayOpt = Annotated[Optional[str], typer.Option("--ray-address", help="An existin
                                                                      "auto); default: a local Ray.")]
 
 
-def progress_bar(label: str, show: bool) -> Progress:
+def progress_bar(label: str, show: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not show, transient=True)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=common.err, disable=not show, transient=True)
 
 
 def sweep(
@@ -50,7 +58,7 @@ def sweep(
     url = resolve_db(db)
     with user_errors():
         loaded = load_spec(spec)
-        bar = progress_bar("sweep", progress and err.is_terminal and not json_out)
+        bar = progress_bar("sweep", progress and common.err.is_terminal and not json_out)
         with bar:
             task = bar.add_task("", total=None)
 
@@ -73,19 +81,21 @@ def sweep(
                                          "overrides": r["overrides"], "summary": r["summary"]} for r in runs]},
                               sort_keys=True, default=str))
         return
-    out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})"))
+    common.out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})"))
     for key, error in list(result.failed.items())[:5]:
-        err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {error}", highlight=False)
+        common.err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {error}", highlight=False)
     if result.failed:
-        err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
+        common.err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
     verb = "resumed" if result.resumed else "ran"
     done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
             else f"nothing to run, all {result.total} runs already stored")
-    out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep {result.sweep_id} "
+    common.out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep {result.sweep_id} "
               "--html sweep.html`", highlight=False)
 
 
-def sweep_table(runs: list[dict], title: str) -> Table:
+def sweep_table(runs: list[dict], title: str) -> Any:
+    from rich.table import Table
+
     t = Table(title=title, header_style="bold")
     keys = sorted({k for r in runs for k in r["overrides"]})
     for col in ("run", "seed", *keys, "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h"):
@@ -141,7 +151,7 @@ def search(
             loaded = loaded.with_base(base)
         if trace is not None and not trace.is_file():
             raise FileNotFoundError(f"trace file not found: {trace}")
-        bar = progress_bar("search", progress and err.is_terminal)
+        bar = progress_bar("search", progress and common.err.is_terminal)
         with bar:
             task = bar.add_task("", total=None)
 
@@ -152,13 +162,15 @@ def search(
                                 ray_address=ray_address, db_url=resolve_db(db) if db else None,
                                 trace_path=str(trace) if trace else None, trace_format=format, on_progress=on_progress)
     d = result.as_dict()
-    if not json_out or err.is_terminal:
-        _print_search(d, err if json_out else out)
+    if not json_out or common.err.is_terminal:
+        _print_search(d, common.err if json_out else common.out)
     if json_out:
         typer.echo(json.dumps(d, sort_keys=True, default=str))
 
 
 def _print_search(d: dict, console) -> None:
+    from rich.table import Table
+
     unit = "USD" if d["cost_unit"] == "usd" else "GPU-hours"
     t = Table(title="stages", header_style="bold")
     for col in ("stage", "runs", "stopped early", "wall (s)"):
