@@ -84,6 +84,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _gc_paused() -> Any:
+    from controlplane.cli import common
+
+    common.freeze_after_pause = True  # this process is the command: what it imported stays
+    return common.gc_paused()
+
+
 def main() -> None:
     """The `controlplane` entry point: only the command that runs is imported, and the process
     ends as soon as its output is flushed and the exit handlers ran (``os._exit``: the
@@ -97,7 +104,8 @@ def main() -> None:
 
     timings.mark("main")
     name = _command_name(sys.argv[1:])
-    app = build_app([name]) if name is not None else __getattr__("app")
+    with _gc_paused():  # the command's modules: only long-lived objects
+        app = build_app([name]) if name is not None else __getattr__("app")
     try:
         app()
         code: Any = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,29 @@ def console(name: str) -> Any:
     """``out`` or ``err``, made now if it was not yet (this module's own code cannot rely on
     ``__getattr__``, which only answers lookups from outside)."""
     return globals().get(name) or __getattr__(name)
+
+
+#: Set by the ``controlplane`` entry point (a process of its own): objects made while the
+#: collector is paused are then frozen (``gc.freeze``), so no later collection walks them.
+freeze_after_pause = False
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Run a block with the cyclic garbage collector paused: for a command's imports, which
+    make a few hundred thousand long-lived objects (modules, classes, functions) and no
+    garbage, so every collection there walks them for nothing (a tenth of the imports' time).
+    In the ``controlplane`` process they are frozen afterwards (``freeze_after_pause``): else
+    the first collection after the pause walks them all once more."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            if freeze_after_pause:
+                gc.freeze()
+            gc.enable()
 
 
 DB_OPTION_HELP = "Database URL (default: the config's storage.url, sqlite:///controlplane.db)."

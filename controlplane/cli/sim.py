@@ -114,10 +114,11 @@ def replay(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Replay a trace with the configured plugins, store the run, print its summary."""
-    from controlplane.config import load_config
-    from sim.replay import TraceTransforms
-    from sim.replay import replay as run_replay
-    from sim.traces import bundled_trace_path
+    with common.gc_paused():  # the simulator's imports: only long-lived objects
+        from controlplane.config import load_config
+        from sim.replay import TraceTransforms
+        from sim.replay import replay as run_replay
+        from sim.traces import bundled_trace_path
 
     with user_errors():
         if config is None and trace is None:  # the first replay: a realistic cluster that scales to its SLO
@@ -126,7 +127,7 @@ def replay(
             config = bundled_default_config_path()
             if not json_out:
                 common.err.print(f"[dim]no --config and no trace: using the bundled run config {config} "
-                          "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
+                                 "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
         path = trace if trace is not None else bundled_trace_path()
         if format is None and trace is None:

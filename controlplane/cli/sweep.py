@@ -89,8 +89,8 @@ def sweep(
     verb = "resumed" if result.resumed else "ran"
     done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
             else f"nothing to run, all {result.total} runs already stored")
-    common.out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep {result.sweep_id} "
-              "--html sweep.html`", highlight=False)
+    common.out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep "
+                     f"{result.sweep_id} --html sweep.html`", highlight=False)
 
 
 def sweep_table(runs: list[dict], title: str) -> Any:
