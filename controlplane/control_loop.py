@@ -27,6 +27,7 @@ class ControlLoop:
     _iteration_estimator: Callable[[str, int, int, int], float] | None = None
     _cold_start_by_model: dict[str, float] | None = None
     _advisory_last: dict[tuple[str, str], int] | None = None  # (shadow policy, model) -> its last target
+    _extras: dict[str, tuple[Any, tuple[Any, float | None]]] | None = None  # model -> (estimator, extras)
 
     def set_iteration_estimator(self, estimate: Callable[[str, int, int, int], float] | None) -> None:
         """Bind ``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens) -> seconds``, an
@@ -34,11 +35,18 @@ class ControlLoop:
         self._iteration_estimator = estimate
 
     def _scaling_extras(self, model: str) -> tuple[Any, float | None]:
+        """(the iteration estimate bound to ``model``, its cold start), made once per estimator."""
+        est = self._iteration_estimator
+        cached = self._extras.get(model) if self._extras is not None else None
+        if cached is not None and cached[0] is est:
+            return cached[1]
         if self._cold_start_by_model is None:
             self._cold_start_by_model = {m: deployment_cold_start_s(d) for m, d in self._deployments.items()}
-        est = self._iteration_estimator
-        bound = None if est is None else partial(est, model)
-        return bound, self._cold_start_by_model.get(model)
+        extras = (None if est is None else partial(est, model), self._cold_start_by_model.get(model))
+        if self._extras is None:
+            self._extras = {}
+        self._extras[model] = (est, extras)
+        return extras
 
     def _on_tick(self, e: ev.Tick) -> None:
         now = e.time_s
@@ -123,6 +131,7 @@ class ControlLoop:
         # Drain the least loaded (starting ones first): they finish what they hold, then stop.
         for w in sorted(current, key=lambda w: (w.state is WorkerState.READY, w.load))[: len(current) - target]:
             w.state = WorkerState.DRAINING
+            self._workers_changed()
             self._emit(ev.WorkerChanged(self.clock.now_s, w.worker_id, "draining", {"reason": decision.reason}))
             waiting = list(w.waiting)
             w.waiting.clear()

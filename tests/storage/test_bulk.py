@@ -44,3 +44,18 @@ def test_fields_must_be_the_columns(engine: Engine) -> None:
     table = Table("bulk_probe2", MetaData(), Column("id", Integer, primary_key=True), Column("name", String))
     with pytest.raises(ValueError, match="not the columns"):
         BulkInsert(table, engine.dialect, ("name", "extra"))
+
+
+def test_many_rows_go_in_whole_and_in_order(engine: Engine) -> None:
+    """More rows than one multi-row statement holds (SQLite), and a remainder: every row, in order."""
+    table = Table("bulk_probe3", MetaData(), Column("id", Integer, primary_key=True), Column("name", String),
+                  Column("x", Float), Column("n", Integer))
+    table.metadata.create_all(engine)
+    bulk = BulkInsert(table, engine.dialect, ("n", "name", "x"))
+    rows = [(i, None if i % 7 == 0 else f"r{i}", i / 3) for i in range(1, 1038)]
+    with engine.begin() as conn:
+        bulk.execute(conn, rows)
+        stored = conn.execute(select(table.c.n, table.c.name, table.c.x).order_by(table.c.id)).all()
+    assert [tuple(r) for r in stored] == rows
+    if engine.dialect.name == "sqlite":
+        assert bulk._multi is not None and bulk._multi[1] > 1, "SQLite inserts many rows per statement"
