@@ -1,0 +1,70 @@
+"""What `controlplane sim replay --json` imports, as a whole process: nothing heavy that the run
+does not use. Start-up is most of a short replay's wall time (docs/simulator.md, "Start-up"), so a
+module-level import of the ORM, rich, alembic, pandas, scipy, sklearn or torch on the replay path
+would silently cost every run; this test names the one that crept in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from controlplane import timings
+from tests.cli.test_cli_process import CONFIG
+
+#: Never imported by a replay with the Vidur-profiled config once its schema exists and its
+#: fitted profile pieces are cached (the second run): what each costs, measured with
+#: `python -X importtime`, is in docs/simulator.md.
+HEAVY = (
+    "sqlalchemy.orm",  # the tables are Core Tables
+    "alembic",  # only when the schema is created or upgraded
+    "rich",  # only when a table or a progress bar is printed
+    "pandas", "scipy", "sklearn",  # only when a profile is fitted (then cached on disk)
+    "torch", "transformers", "matplotlib", "fastapi", "uvicorn", "httpx", "ray", "redis", "psycopg",
+)
+
+_PROBE = """
+import atexit, json, sys
+def _report():
+    sys.stderr.write("imported-modules " + json.dumps(sorted(sys.modules)) + "\\n")
+atexit.register(_report)
+sys.argv = ["controlplane", *sys.argv[1:]]
+from controlplane.cli import main
+main()
+"""
+
+
+def _replay(tmp_path: Path, trace: Path, config: Path) -> tuple[dict, set[str]]:
+    cmd = [sys.executable, "-c", _PROBE, "sim", "replay", str(trace), "--format", "canonical", "--config", str(config),
+           "--json", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k != timings.ENV}
+    env["CONTROLPLANE_CACHE_DIR"] = str(tmp_path / "cache")  # a cache of this test's own: cold, then warm
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("imported-modules "))
+    return json.loads(proc.stdout.strip().splitlines()[-1]), set(json.loads(line.split(" ", 1)[1]))
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_a_second_replay_imports_nothing_heavy(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    trace = tmp_path / "trace.csv"
+    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\n"
+                     + "".join(f"{i},{i * 0.25:.2f},{200 + 37 * i % 900},{5 + i % 40}\n" for i in range(60)))
+    first, first_modules = _replay(tmp_path, trace, config)
+    second, modules = _replay(tmp_path, trace, config)
+    assert first["num_completed"] == second["num_completed"] == 60
+    assert {k: v for k, v in first.items() if k not in ("run_id", "wall_s")} == \
+        {k: v for k, v in second.items() if k not in ("run_id", "wall_s")}
+    # The first run created the schema (alembic): the probe sees imports, so an empty list below
+    # is not for want of looking.
+    assert "alembic" in first_modules and "sqlalchemy" in modules and "numpy" in modules
+    assert _heavy(modules) == [], f"the replay path imports {_heavy(modules)}: import them where they are used"
