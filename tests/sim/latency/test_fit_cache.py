@@ -47,6 +47,35 @@ def test_a_changed_profile_file_gets_a_new_entry_and_a_broken_entry_is_refitted(
     assert len(list((tmp_path / "cache").glob("*.pkl"))) == 2
 
 
+def test_a_profile_file_is_hashed_once_and_again_when_it_changes_even_with_its_old_mtime(tmp_path, monkeypatch):
+    import hashlib
+    import json
+    import os
+    import time
+
+    monkeypatch.setenv(fit_cache.CACHE_ENV, str(tmp_path / "cache"))
+    copy = tmp_path / "all_reduce.csv"
+    shutil.copy(NETWORK, copy)
+    cached = fit_cache.disk_cached(load_all_reduce_curve.__wrapped__.__wrapped__)
+    cached(str(copy), 2, 8192, "linear")
+    memo = json.loads((tmp_path / "cache" / fit_cache._DIGESTS).read_text())
+    assert memo == {fit_cache._stat_key(str(copy), os.stat(copy)): hashlib.sha256(copy.read_bytes()).hexdigest()}
+    # Same size, mtime set back: only the ctime (and the content) tell; a new process sees a new key.
+    before = os.stat(copy)
+    time.sleep(0.01)
+    data = bytearray(copy.read_bytes())
+    data[-2:] = b"9\n" if data[-2:] != b"9\n" else b"8\n"
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(copy).st_size == before.st_size and os.stat(copy).st_mtime_ns == before.st_mtime_ns
+    fit_cache._file_digest.cache_clear()
+    fit_cache._digest_memo.cache_clear()
+    cached(str(copy), 2, 8192, "linear")
+    assert len(list((tmp_path / "cache").glob("*.pkl"))) == 2
+    memo = json.loads((tmp_path / "cache" / fit_cache._DIGESTS).read_text())
+    assert list(memo.values()) == [hashlib.sha256(bytes(data)).hexdigest()]  # the stale entry is dropped
+
+
 @pytest.mark.parametrize("value", ["off", "0"])
 def test_caching_can_be_turned_off(tmp_path, monkeypatch, value):
     monkeypatch.setenv(fit_cache.CACHE_ENV, value)
