@@ -1,0 +1,68 @@
+"""Plugin discovery's on-disk cache: the same plugins as a scan, and a new scan whenever what
+``importlib.metadata`` would read changes (a distribution installed, changed or removed)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from controlplane import plugin_manager
+from controlplane.plugin_manager import CACHE_ENV, _cached_scan, _entry_point_cache_file, _scan_entry_points
+
+
+def _rows(found):
+    return [(i.name, i.entry_point, i.dist, i.version) for i in found.values()]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _distribution(folder, entry_points: str, version: str = "0.1"):
+    info = folder / "fakeplug-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakeplug\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    importlib.invalidate_caches()
+
+
+def test_the_cached_discovery_is_the_scan_in_the_same_order(cache):
+    scanned = _scan_entry_points()
+    first = _cached_scan()  # scans, writes the file
+    assert _entry_point_cache_file().is_file()
+    second = _cached_scan()  # reads it
+    assert _rows(first) == _rows(second) == _rows(scanned) and "round-robin" in second
+    assert second["round-robin"].target.__name__ == "RoundRobin"  # still loads what the entry point names
+
+
+def test_a_distribution_installed_changed_or_removed_is_seen_at_once(cache, tmp_path, monkeypatch):
+    _cached_scan()  # a cache written before the install
+    site = tmp_path / "site"
+    _distribution(site, "[controlplane]\nfake-plugin = fakeplug:Fake\n")
+    monkeypatch.syspath_prepend(str(site))
+    found = _cached_scan()
+    assert ("fake-plugin", "fakeplug:Fake", "fakeplug", "0.1") in _rows(found)
+    _distribution(site, "[controlplane]\nrenamed-plugin = fakeplug:Fake\n", version="0.2")
+    found = _cached_scan()
+    assert "fake-plugin" not in found and found["renamed-plugin"].version == "0.2"
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # sys.path itself changes too
+    import shutil
+
+    shutil.rmtree(site / "fakeplug-0.1.dist-info")
+    importlib.invalidate_caches()
+    assert "renamed-plugin" not in _cached_scan()
+
+
+def test_a_broken_cache_file_is_scanned_again_and_off_writes_none(cache, tmp_path, monkeypatch):
+    _cached_scan()
+    path = _entry_point_cache_file()
+    path.write_text("{not json")
+    assert _rows(_cached_scan()) == _rows(_scan_entry_points())
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert plugin_manager._entry_point_cache_file() is None
+    path.unlink()
+    assert _rows(_cached_scan()) == _rows(_scan_entry_points())
+    assert not any(cache.glob("entry-points-*"))
