@@ -13,8 +13,10 @@ class LeastLoaded(Plugin):
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
-        best = min(workers, key=lambda w: w.load)  # ties: the first in cluster order
-        return RouteDecision(best.worker_id, f"least loaded ({best.load} queued+running)")
+        loads = [len(w.waiting) + len(w.running) for w in workers]  # Worker.load, without a call per replica
+        least = min(loads)
+        best = workers[loads.index(least)]  # ties: the first in cluster order
+        return RouteDecision(best.worker_id, f"least loaded ({least} queued+running)")
 
 
 class RoundRobin(Plugin):
