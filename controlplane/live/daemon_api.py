@@ -1,10 +1,13 @@
 """The daemon's OpenAI-compatible routes: ``POST /v1/completions``, ``POST /v1/chat/completions``
-(both with ``stream: true`` server-sent events) and ``GET /v1/models``.
+(both with ``stream: true`` server-sent events) and ``GET /v1/models``; and ``GET /v1/requests/{id}``,
+a request's state and guardian verdict, including a block that came after its reply
+(`controlplane.live.guardian_verdicts`).
 
 A request's prompts go to the live driver; the answer waits for every result unless the client
 disconnects first (its requests are then cancelled). A stream starts once the first text is
 ready, so a request refused before then gets a plain HTTP error; a failure after the start is
-sent in-band before ``[DONE]``.
+sent in-band before ``[DONE]``, except a guardian's block: the stream then ends with
+``finish_reason: "content_filter"``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,17 @@ async def models(driver: DriverDep, tenant: TenantDep) -> dict[str, Any]:
             for name, m in driver.models.items()
         ],
     }
+
+
+@router.get("/requests/{request_id}")
+async def request_state(request_id: str, driver: DriverDep, tenant: TenantDep) -> dict[str, Any]:
+    """A request in flight or among the last finished: status, finish reason, guardian verdict
+    (``retracted``: a guardian blocked it after its reply). With API keys, a tenant's own only."""
+    state = driver.guardians.late.status(request_id, tenant)
+    if state is None:
+        raise APIError(404, f"no request {request_id!r} here (unknown, another tenant's, or long finished)",
+                       param="request_id", code="not_found")
+    return state
 
 
 @router.post("/completions")
@@ -186,8 +200,8 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
             async for delta in it:
                 yield sse(chunk(delta))
             result = await handle.result()
-            if result.ok:
-                yield sse(chunk(None, result.finish_reason))
+            if result.ok or result.status == "blocked":  # a block after text went out: content_filter
+                yield sse(chunk(None, result.finish_reason or "content_filter"))
                 if include_usage:
                     yield sse(chunk(None, usage_=usage([result])))
             else:  # the stream had started: report the failure in-band

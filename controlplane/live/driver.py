@@ -19,8 +19,9 @@ Carrying out the core's actions (one handler per action type, checked by `dispat
 * ``PreemptRequest``: the worker drops the request's KV at its next step (`BatchRunner`).
 * ``FinishRequest``: the client's handle resolves with the request's final state and code.
 * ``RunGuardian``: a guardian declared in ``guardians.models`` checks the prompt or the answer
-  on its own threads (`controlplane.live.guardian_pool`); one not declared answers
-  ``"unavailable"`` (never a made-up "pass").
+  in workers of the same pool, its own or the generation workers (`controlplane.live.guardian_pool`);
+  one not declared answers ``"unavailable"`` (never a made-up "pass"). A verdict after the reply
+  is written to the request's row (`controlplane.live.guardian_verdicts`).
 * ``WakeWorker``: a timer feeds ``WorkerWake``.
 
 A worker that dies is reported as ``WorkerFailed``; the core retries its requests elsewhere or
@@ -43,7 +44,7 @@ from controlplane.config import RunConfig
 from controlplane.context import Clock
 from controlplane.live import driver_admin
 from controlplane.live.batch_runner import BatchRunner
-from controlplane.live.guardian_pool import LiveGuardianPool
+from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
 from controlplane.live.http_errors import ModelNotFound, ServiceUnavailable
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
@@ -55,9 +56,6 @@ from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
 log = logging.getLogger(__name__)
 
 __all__ = ["GUARDIAN_UNAVAILABLE", "LiveDriver"]
-
-#: The verdict fed back for checks by a guardian the config does not declare.
-GUARDIAN_UNAVAILABLE = "unavailable"
 
 
 class LiveDriver:
@@ -85,8 +83,10 @@ class LiveDriver:
         self.request_timeout_s = request_timeout_s
         self.journal: Any = None  # the daemon's journal of accepted requests (`storage.journal`), if any
         self.metrics = exporter if exporter is not None else PrometheusExporter()
+        self._live: dict[str, LiveRequest] = {}
+        self.guardians = LiveGuardians(config.guardians, self.pool, live=self._live, feed=self._feed, now_s=self.now_s)
         #: Plugins added to the run's own (the Prometheus exporter first); kept across reloads.
-        self.extra_plugins: list[object] = [self.metrics, *extra_plugins]
+        self.extra_plugins: list[object] = [self.metrics, self.guardians.ledger, *extra_plugins]
         self.session: Any = None
         self.core: Any = None
         self.models: dict[str, ServedModel] = {}
@@ -97,7 +97,6 @@ class LiveDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._last_s = 0.0
-        self._live: dict[str, LiveRequest] = {}
         self._failed_workers: set[str] = set()
         self._starting: dict[str, asyncio.Task] = {}
         self.batches = BatchRunner(self.pool, self._live, now_s=self.now_s, feed=self._feed,
@@ -108,15 +107,13 @@ class LiveDriver:
         self._started = False
         self._finished = False  # core.finish() ran: no more events
         self._closed = False
-        self._guardian_warned = False
-        self.guardians = LiveGuardianPool(config.guardians)
         self._handlers = act.dispatch_table({
             act.StartBatch: self._start_batch,
             act.InterruptBatch: _ignore,  # every batch runs one iteration: nothing to interrupt
             act.StartWorker: self._start_worker,
             act.StopWorker: self._stop_worker,
             act.PreemptRequest: self._preempt,
-            act.RunGuardian: self._run_guardian,
+            act.RunGuardian: self.guardians.run,
             act.FinishRequest: self._finish_request,
             act.WakeWorker: self._wake,
         }, "LiveDriver")
@@ -133,12 +130,13 @@ class LiveDriver:
         for d in self.config.cluster.models:
             settings = worker_settings(self.config, d.name)
             self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings)
-        await self.guardians.start()
+        self.pool.bind(self._loop, self._worker_failed)
+        await self.guardians.start(sum(m.replicas for m in self.config.cluster.models) or 1)
         self.session = await asyncio.to_thread(
             RunSession, self.config, mode="live", clock=Clock(), record=self.record, extra_plugins=self.extra_plugins
         )
         self.core = self.session.core
-        self.pool.bind(self._loop, self._worker_failed)
+        self.guardians.attach(self.session)
         self._t0 = time.monotonic()
         self._started = True
         try:
@@ -236,9 +234,11 @@ class LiveDriver:
         self._live.clear()
         for t in list(self._tasks):
             t.cancel()
+        await self.guardians.close()
         with contextlib.suppress(Exception):
             await self.pool.close()
-        self.guardians.close()
+        if self.guardians.declared and summary is not None:
+            summary.update(self.guardians.summary())  # busy and GPU seconds per guardian
         self.summary = await asyncio.to_thread(self.session.close, summary, status=status)
         return self.summary
 
@@ -399,6 +399,8 @@ class LiveDriver:
         finally:
             self._starting.pop(wid, None)
         self.worker_facts[wid] = facts
+        if not self._closed:
+            await self.guardians.host(wid)  # shared guardians load before the worker takes requests
         if self._closed:
             await self.pool.stop(wid)
             return
@@ -413,6 +415,7 @@ class LiveDriver:
         if starting is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait([starting])
+        self.guardians.unhost(wid)
         await self.pool.stop(wid)
         self.batches.forget_worker(wid)
         self._feed(ev.WorkerStopped(self.now_s(), wid))
@@ -421,8 +424,9 @@ class LiveDriver:
         return wid not in self._failed_workers and not self._finished
 
     def _worker_failed(self, wid: str, reason: str) -> None:
-        """A worker died (the pool's ``on_failure``, a failed step or start): tell the core."""
-        if wid in self._failed_workers or self._finished:
+        """A worker died (the pool's ``on_failure``, a failed step or start): tell the core (a
+        guardian's own worker: its guardian handles it)."""
+        if self.guardians.worker_failed(wid, reason) or wid in self._failed_workers or self._finished:
             return
         self._failed_workers.add(wid)
         self.batches.worker_lost(wid, reason)  # quarantines its step's requests: not re-routed
@@ -442,24 +446,6 @@ class LiveDriver:
         if r.cache_hit and r.output_text:
             lr.push(r.output_text)
         lr.resolve(lr.final(status, r.reason, r.reason_code))
-
-    def _run_guardian(self, a: act.RunGuardian) -> None:
-        r = a.request
-        if a.guardian in self.guardians:
-            self._spawn(self._guardian_check(a, r.prompt if a.stage == "input" else r.output_text),
-                        f"cp-guardian-{a.guardian}-{r.request_id}")
-            return
-        if not self._guardian_warned:
-            self._guardian_warned = True
-            log.warning("guardian %r asked for, but guardians.models does not declare it: verdict %r",
-                        a.guardian, GUARDIAN_UNAVAILABLE)
-        self._feed_later(0.0, ev.GuardianFinished, r.request_id, GUARDIAN_UNAVAILABLE, a.guardian, None,
-                         "not declared in guardians.models", a.stage)
-
-    async def _guardian_check(self, a: act.RunGuardian, text: str | None) -> None:
-        verdict, score, reason = await self.guardians.check(a.guardian, text)
-        self._feed(ev.GuardianFinished(self.now_s(), a.request.request_id, verdict, a.guardian, score, reason,
-                                       a.stage))
 
     def _wake(self, a: act.WakeWorker) -> None:
         self._feed_later(max(0.0, a.at_s - self.now_s()), ev.WorkerWake, a.worker_id)

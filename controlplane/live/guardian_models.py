@@ -13,6 +13,9 @@
 A verdict blocks when the score reaches the guardian's ``threshold``. Models load from
 ``model`` (a local directory; nothing is downloaded) with the directory's tokenizer, else the
 byte-level tokenizer sized to the model's vocabulary, as generation workers do.
+
+They run inside workers of the live pool (`controlplane.live.worker_runtime`): a guardian worker
+of its own starts from `GuardianWorkerSettings`; a generation worker loads one beside its model.
 """
 
 from __future__ import annotations
@@ -21,15 +24,45 @@ import re
 from abc import ABC, abstractmethod
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from controlplane.guardian_config import GuardianSpec
 
-__all__ = ["ClassifierGuardian", "GuardianModel", "JudgeGuardian", "RuleGuardian", "load_guardian"]
+__all__ = ["ClassifierGuardian", "GuardianModel", "GuardianWorkerSettings", "JudgeGuardian", "RuleGuardian",
+           "load_guardian"]
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+class GuardianWorkerSettings(BaseModel):
+    """What a guardian worker of its own (``placement: own``) loads: one declared guardian.
+    ``device`` is where its model runs; a pool may rewrite it as it does a generation worker's
+    (``auto``/``cuda``: a GPU of its own when there is one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    guardian: GuardianSpec
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, spec: GuardianSpec) -> GuardianWorkerSettings:
+        return cls(guardian=spec, device=spec.device)
+
+    def spec(self) -> GuardianSpec:
+        """The guardian with the device it got (``auto`` resolved where the worker runs)."""
+        device = self.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self.guardian.model_copy(update={"device": device})
+
+    def source_name(self) -> str:
+        return f"guardian {self.guardian.name} ({self.guardian.kind}{', ' + self.guardian.model if self.guardian.model else ''})"
+
+
 class GuardianModel(ABC):
-    """One guardian's checker. ``check`` runs in a worker thread; it must be thread-safe."""
+    """One guardian's checker. ``check`` runs in the worker that hosts it, one check at a time."""
 
     def __init__(self, spec: GuardianSpec) -> None:
         self.spec = spec

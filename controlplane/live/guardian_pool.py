@@ -1,29 +1,58 @@
-"""Live guardians on workers of their own: one thread pool per declared guardian, ``replicas``
-threads wide, so checks of one guardian run in parallel up to its replicas and queue beyond;
-several guardians check one request at once. A check that exceeds the guardian's ``timeout_s``
-answers ``timeout`` (its thread finishes in the background, its verdict is dropped); one that
-raises answers ``error`` with the exception. Both are then read through the guardian's
-``on_error`` (fail open or closed) by the core.
+"""Live guardians on the live worker pool: the driver's side of ``RunGuardian``.
 
-Guardian models run in the daemon's own process (CPU or the configured device), beside the
-generation workers' pool; ``placement: shared`` is accepted and means the same here.
+Every declared guardian runs in workers of the same `WorkerPool` as the generation workers
+(threads, processes or Ray actors, whichever the daemon runs), hosted by the same
+`WorkerRuntime` and reached with the pool's one generic call, `WorkerPool.command`
+(`GuardianCheck` in, `GuardianVerdict` out: verdict, score, reason and the worker's busy seconds).
+
+* ``placement: own``: ``replicas`` guardian workers of its own (``guardian-NAME-I``), started
+  with the driver from `GuardianWorkerSettings`; a check goes to the live replica with the fewest
+  checks in flight and queues there behind the others.
+* ``placement: shared``: the guardian loads into every generation worker of the pool (whatever
+  its model) when the worker starts, before it is ready (`LoadGuardian`); a check goes to the
+  ready generation worker with the fewest checks in flight. A worker runs one command at a time,
+  so a check runs between two of its iterations: it delays that worker's next iteration by its
+  own time. ``replicas`` is not used.
+
+A check still unanswered after the guardian's ``timeout_s`` answers ``timeout`` (its worker
+finishes it and the verdict is dropped); a model that raises answers ``error`` (the worker goes
+on); a worker that dies answers ``error`` for every check it held, is reported (log, the run
+summary's ``worker_failures``) and, for a guardian worker of its own, started again up to
+`MAX_RESTARTS` times; while no worker hosts the guardian its checks answer ``error`` at once.
+All of them then follow the guardian's ``on_error`` in the core. A guardian a plan names that is
+not declared answers ``unavailable``. No check ever waits longer than its timeout.
+
+What happens after a verdict that reaches an answered request (a late block) is in
+`controlplane.live.guardian_verdicts`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.guardian_config import GuardiansConfig
-from controlplane.live.guardian_models import GuardianModel, load_guardian
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.guardian_config import GuardiansConfig, GuardianSpec
+from controlplane.live.guardian_models import GuardianWorkerSettings
+from controlplane.live.guardian_verdicts import GuardianLedger, LateVerdicts
+from controlplane.live.pool import WorkerPool
+from controlplane.live.worker_messages import GuardianCheck, GuardianVerdict, LoadGuardian, WorkerLost, describe_error
+from controlplane.types import RequestStatus
 
-__all__ = ["LiveGuardianPool"]
+__all__ = ["GUARDIAN_UNAVAILABLE", "LIVE_KINDS", "MAX_RESTARTS", "LiveGuardians"]
 
 log = logging.getLogger(__name__)
+
+#: The verdict fed back for checks by a guardian the config does not declare.
+GUARDIAN_UNAVAILABLE = "unavailable"
+#: How many times a guardian worker of its own is started again after it died.
+MAX_RESTARTS = 3
+LIVE_KINDS = ("rules", "classifier", "causal-lm")
 
 
 @dataclass
@@ -31,56 +60,244 @@ class _Stats:
     checks: int = 0
     timeouts: int = 0
     errors: int = 0
-    busy_s: float = 0.0
+    busy_s: float = 0.0  # the workers' own time on checks (any device)
+    gpu_seconds: float = 0.0  # of which on a GPU
+    worker_failures: int = 0
+    restarts: int = 0
 
 
-class LiveGuardianPool:
-    def __init__(self, config: GuardiansConfig) -> None:
+@dataclass
+class _Host:
+    """A worker that hosts a guardian: one of its own, or a generation worker (shared)."""
+
+    worker_id: str
+    inflight: int = 0
+
+
+@dataclass
+class _Guardian:
+    spec: GuardianSpec
+    hosts: dict[str, _Host] = field(default_factory=dict)  # live workers that host it
+    stats: _Stats = field(default_factory=_Stats)
+    trouble: str | None = None  # why no worker hosts it (the last failure or load error)
+    seen: list[str] = field(default_factory=list)  # every worker that hosted it
+
+    def add(self, wid: str) -> None:
+        self.hosts[wid] = _Host(wid)
+        self.seen.append(wid)
+
+
+class LiveGuardians:
+    """Declared guardians, their workers in the pool, and their stats (one per driver)."""
+
+    def __init__(self, config: GuardiansConfig, pool: WorkerPool, *, live: dict[str, Any],
+                 feed: Callable[[Any], None], now_s: Callable[[], float]) -> None:
         self.config = config
-        self.models: dict[str, GuardianModel] = {}
-        self._executors: dict[str, ThreadPoolExecutor] = {}
-        self.stats: dict[str, _Stats] = {}
+        self.pool = pool
+        self.guardians = {s.name: _Guardian(s) for s in config.models}
+        self.ledger = GuardianLedger()  # an observer plugin of the run: finished requests, late blocks
+        self.late = LateVerdicts(self.ledger, live)
+        self._feed = feed
+        self._now_s = now_s
+        self._owner: dict[str, tuple[str, int, int]] = {}  # own worker id -> (guardian, replica, restarts)
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+        self._warned = False
 
     def __contains__(self, name: str) -> bool:
-        return name in self.models
+        return name in self.guardians
 
-    async def start(self) -> None:
-        """Load every declared guardian (in a thread: models take a while)."""
-        for spec in self.config.models:
-            self.models[spec.name] = await asyncio.to_thread(load_guardian, spec)
-            self._executors[spec.name] = ThreadPoolExecutor(spec.replicas, thread_name_prefix=f"guardian-{spec.name}")
-            self.stats[spec.name] = _Stats()
+    @property
+    def declared(self) -> bool:
+        return bool(self.guardians)
+
+    # --- workers ------------------------------------------------------------------------------
+
+    async def start(self, generation_workers: int = 1) -> None:
+        """Start the guardian workers of their own (``placement: own``); a guardian that cannot
+        start fails the run with the error naming its key."""
+        for g in self.guardians.values():
+            if g.spec.kind not in LIVE_KINDS:
+                raise ValueError(f"guardians.models[{g.spec.name}]: kind {g.spec.kind!r} runs only in the simulator; "
+                                 "live guardians are rules, classifier or causal-lm")
+        own = [(g, i) for g in self.guardians.values() if g.spec.placement == "own" for i in range(g.spec.replicas)]
+        expected = generation_workers + len(own)
+        results = await asyncio.gather(*(self._start_own(g, i, 0, expected) for g, i in own), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise errors[0]
+
+    async def _start_own(self, g: _Guardian, replica: int, restarts: int, expected: int) -> None:
+        wid = f"guardian-{g.spec.name}-{replica}" + (f"-r{restarts}" if restarts else "")
+        self._owner[wid] = (g.spec.name, replica, restarts)
+        try:
+            facts = await self.pool.start(wid, GuardianWorkerSettings.of(g.spec), expected_workers=expected)
+        except Exception as exc:
+            self._owner.pop(wid, None)
+            with contextlib.suppress(Exception):
+                await self.pool.stop(wid)  # whatever the pool kept of it
+            why = str(exc).removeprefix("ValueError: ")
+            g.trouble = f"its worker {wid} did not start: {why}"
+            raise ValueError(why if why.startswith("guardians.models[") else
+                             f"guardians.models[{g.spec.name}]: {g.trouble}") from None
+        if self._closing:
+            await self.pool.stop(wid)
+            return
+        g.add(wid)
+        log.info("guardian %s: worker %s ready on %s", g.spec.name, wid, facts.get("device"))
+
+    def worker_failed(self, wid: str, reason: str) -> bool:
+        """The pool reported a dead worker. True when it was a guardian's own (handled here: its
+        checks answered ``error``, it is started again); for a generation worker, the guardians
+        it hosted stop using it and the driver goes on."""
+        owner = self._owner.pop(wid, None)
+        if owner is None:
+            self.unhost(wid, reason)
+            return False
+        name, replica, restarts = owner
+        g = self.guardians[name]
+        g.hosts.pop(wid, None)
+        g.stats.worker_failures += 1
+        g.trouble = f"guardian worker {wid} failed: {reason}"
+        self._spawn(self._replace(g, wid, replica, restarts))
+        return True
+
+    async def _replace(self, g: _Guardian, wid: str, replica: int, restarts: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.stop(wid)
+        if self._closing:
+            return
+        if restarts >= MAX_RESTARTS:
+            log.error("guardian %s: worker %s failed %d times; not started again (%s)", g.spec.name, wid,
+                      restarts + 1, g.trouble)
+            return
+        log.warning("guardian %s: %s; starting it again", g.spec.name, g.trouble)
+        try:
+            await self._start_own(g, replica, restarts + 1, 1)
+        except ValueError as exc:
+            log.error("guardian %s: could not start its worker again: %s", g.spec.name, exc)
+            return
+        g.stats.restarts += 1
+
+    async def host(self, wid: str) -> None:
+        """Load the shared guardians into a generation worker that just started (before it is ready)."""
+        for g in self.guardians.values():
+            if g.spec.placement != "shared" or self._closing:
+                continue
+            try:
+                loaded = await self.pool.command(wid, LoadGuardian(g.spec))
+            except Exception as exc:  # the worker died meanwhile: the pool reports it
+                log.warning("guardian %s: could not load on %s: %s", g.spec.name, wid, exc)
+                continue
+            if loaded.error:
+                g.trouble = f"could not load on {wid}: {loaded.error}"
+                log.error("guardian %s: %s", g.spec.name, g.trouble)
+                continue
+            g.add(wid)
+
+    def unhost(self, wid: str, reason: str = "stopped") -> None:
+        """A generation worker stopped or died: shared guardians stop sending it checks."""
+        for g in self.guardians.values():
+            if g.spec.placement == "shared" and g.hosts.pop(wid, None) is not None:
+                g.trouble = f"its worker {wid} left: {reason}"
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def run(self, a: act.RunGuardian) -> None:
+        """The driver's ``RunGuardian`` handler."""
+        r = a.request
+        if a.guardian in self.guardians:
+            self._spawn(self._check_and_feed(a, r.prompt if a.stage == "input" else r.output_text))
+            return
+        if not self._warned:
+            self._warned = True
+            log.warning("guardian %r asked for, but guardians.models does not declare it: verdict %r",
+                        a.guardian, GUARDIAN_UNAVAILABLE)
+        asyncio.get_running_loop().call_soon(lambda: self._feed(ev.GuardianFinished(
+            self._now_s(), r.request_id, GUARDIAN_UNAVAILABLE, a.guardian, None, "not declared in guardians.models",
+            a.stage)))
+
+    async def _check_and_feed(self, a: act.RunGuardian, text: str | None) -> None:
+        verdict, score, reason = await self.check(a.guardian, text)
+        r = a.request
+        answered = r.status is RequestStatus.COMPLETED and r.guardian_verdict == "pending"
+        self._feed(ev.GuardianFinished(self._now_s(), r.request_id, verdict, a.guardian, score, reason, a.stage))
+        self.late.after_verdict(r, answered)
 
     async def check(self, name: str, text: str | None) -> tuple[str, float | None, str]:
-        """(verdict, score, reason) of guardian ``name`` on ``text``."""
-        model = self.models[name]
-        stats = self.stats[name]
+        """(verdict, score, reason) of guardian ``name`` on ``text``, from one of its workers."""
+        g = self.guardians[name]
+        stats = g.stats
         stats.checks += 1
         if text is None:
+            stats.errors += 1
             return "error", None, "no text to check (the request was given as token ids)"
-        loop = asyncio.get_running_loop()
-
-        def run() -> tuple[tuple[str, float, str], float]:
-            t0 = time.perf_counter()
-            out = model.check(text)
-            return out, time.perf_counter() - t0
-
+        host = min(g.hosts.values(), key=lambda h: h.inflight, default=None)
+        if host is None:
+            stats.errors += 1
+            return "error", None, f"no worker hosts guardian {name} ({g.trouble or 'none started'})"
+        host.inflight += 1
         try:
-            (verdict, score, reason), busy = await asyncio.wait_for(
-                loop.run_in_executor(self._executors[name], run), model.spec.timeout_s)
+            v: GuardianVerdict = await asyncio.wait_for(self.pool.command(host.worker_id, GuardianCheck(name, text)),
+                                                        g.spec.timeout_s)
         except TimeoutError:
             stats.timeouts += 1
-            return "timeout", None, f"no verdict within {model.spec.timeout_s:g} s"
-        except Exception as exc:  # a guardian that fails is isolated: its check answers "error"
+            return "timeout", None, f"no verdict within {g.spec.timeout_s:g} s"
+        except WorkerLost as exc:
             stats.errors += 1
-            log.warning("guardian %s failed: %s", name, exc)
-            return "error", None, f"{type(exc).__name__}: {exc}"
-        stats.busy_s += busy
-        return verdict, round(score, 6), reason
+            return "error", None, f"its worker {host.worker_id} was lost: {exc}"
+        except Exception as exc:  # anything else a pool raises: this check answers "error"
+            stats.errors += 1
+            log.warning("guardian %s failed on %s: %s", name, host.worker_id, exc)
+            return "error", None, describe_error(exc)
+        finally:
+            host.inflight -= 1
+        stats.busy_s += v.busy_s
+        if v.device.startswith("cuda"):
+            stats.gpu_seconds += v.busy_s
+        if v.verdict not in ("pass", "block"):
+            stats.errors += 1
+        return v.verdict, v.score, v.reason
+
+    # --- the end --------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        return {name: vars(s) | {"busy_s": round(s.busy_s, 6)} for name, s in self.stats.items()}
+        """Per guardian: checks, timeouts, errors, busy and GPU seconds, worker failures and
+        restarts; plus the run's ``guardian_gpu_seconds`` and ``guardian_busy_s`` (as the simulator's)."""
+        per = {}
+        for name, g in self.guardians.items():
+            s = g.stats
+            per[name] = {"placement": g.spec.placement, "workers": g.seen, **vars(s),
+                         "busy_s": round(s.busy_s, 6), "gpu_seconds": round(s.gpu_seconds, 6)}
+        return {"guardian_gpu_seconds": round(sum(g.stats.gpu_seconds for g in self.guardians.values()), 6),
+                "guardian_busy_s": round(sum(g.stats.busy_s for g in self.guardians.values()), 6),
+                "guardians": per}
 
-    def close(self) -> None:
-        for ex in self._executors.values():
-            ex.shutdown(wait=False, cancel_futures=True)
+    def attach(self, session: Any) -> None:
+        """The run's session (its recorder and run id), for late verdicts' row updates."""
+        self.late.attach(session)
+
+    async def close(self) -> None:
+        """Stop the guardian workers of their own (checks still running answer ``error``) and
+        write the late verdicts still pending (before the run's recorder closes)."""
+        self._closing = True
+        for t in list(self._tasks):
+            t.cancel()
+        for wid in list(self._owner):
+            self._owner.pop(wid, None)
+            with contextlib.suppress(Exception):
+                await self.pool.stop(wid)
+        for g in self.guardians.values():
+            g.hosts.clear()
+        await self.late.rows.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("guardian task failed", exc_info=task.exception())

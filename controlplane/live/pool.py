@@ -1,7 +1,8 @@
 """Where live workers run: threads, OS processes or Ray actors, one model backend each.
 
 The live driver talks to every kind of worker through one small async interface, `WorkerPool`:
-start a worker (load its model, report its device facts), run one iteration on it, stop it.
+start a worker (load its model, report its device facts), run one iteration on it, send it any
+other command (`WorkerPool.command`: guardian loads and checks), stop it.
 Whatever hosts the worker, the worker side is the same `WorkerRuntime`
 (`controlplane.live.worker_runtime`), and the messages are the same plain values
 (`controlplane.live.worker_messages`). A worker that dies (its process is killed, its actor
@@ -13,6 +14,10 @@ The pools: `LocalThreadPool` (`pool_thread`), `ProcessPool` (`pool_process`), `R
 (`pool_ray`); `make_pool` picks one by name. Placement (`controlplane.live.placement`): when CUDA
 is present each worker gets one GPU of its own; otherwise workers run on the CPU with
 ``cpu_threads`` torch threads each.
+
+Guardian workers (`controlplane.live.guardian_pool`) are workers of the same pools, started from
+`GuardianWorkerSettings` instead of a model's settings; they take no slot of ``max_workers``
+(which bounds generation workers: guardians are declared with their own ``replicas``).
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from controlplane.live.guardian_models import GuardianWorkerSettings
 from controlplane.live.placement import default_cpu_threads
 from controlplane.live.worker_messages import StepCommand, StepReply
 
 if TYPE_CHECKING:
     from controlplane.live.model_source import WorkerModelSettings
+    from controlplane.live.placement import WorkerSlots
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ class WorkerPool(ABC):
         self.cpu_threads = cpu_threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_failure: Callable[[str, str], None] | None = None
+        self._guardian_workers: set[str] = set()
 
     def bind(self, loop: asyncio.AbstractEventLoop, on_failure: Callable[[str, str], None]) -> None:
         self._loop = loop
@@ -62,15 +70,29 @@ class WorkerPool(ABC):
     def threads_for(self, expected_workers: int) -> int:
         return self.cpu_threads or default_cpu_threads(expected_workers)
 
+    def _take_slot(self, slots: WorkerSlots, worker_id: str, settings: Any) -> None:
+        """``max_workers`` counts generation workers; a guardian worker takes no slot."""
+        if isinstance(settings, GuardianWorkerSettings):
+            self._guardian_workers.add(worker_id)
+            return
+        slots.check(worker_id, sum(1 for w in self.worker_ids() if w not in self._guardian_workers))
+
     @abstractmethod
     async def start(
-        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+        self, worker_id: str, settings: WorkerModelSettings | GuardianWorkerSettings, *, expected_workers: int = 1
     ) -> dict[str, Any]:
-        """Start a worker and load its model; returns its device facts. Raises `WorkerStartError`."""
+        """Start a worker and load its model (a generation model, or a guardian's); returns its
+        device facts. Raises `WorkerStartError`."""
 
     @abstractmethod
     async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
         """Run one iteration. Raises `WorkerLost` or `StepOutOfMemory`."""
+
+    @abstractmethod
+    async def command(self, worker_id: str, cmd: Any) -> Any:
+        """Send the worker one command (`WorkerRuntime.command`: `LoadGuardian`, `GuardianCheck`,
+        `StepCommand`) and return its answer. It runs after the commands already sent, one at a
+        time; a command that raises retires the worker as a step does. Raises `WorkerLost`."""
 
     @abstractmethod
     async def stop(self, worker_id: str) -> None:

@@ -25,9 +25,10 @@ from controlplane.live.worker_messages import (
     WorkerStartError,
     describe_error,
 )
-from controlplane.live.worker_runtime import WorkerRuntime
+from controlplane.live.worker_runtime import WorkerRuntime, settings_from_payload, settings_payload
 
 if TYPE_CHECKING:
+    from controlplane.live.guardian_models import GuardianWorkerSettings
     from controlplane.live.model_source import WorkerModelSettings
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,17 @@ __all__ = ["ProcessPool"]
 
 
 
-def _process_main(conn: Any, settings: dict[str, Any], env: dict[str, str], threads: int | None) -> None:
-    """A worker process: load the model, then answer step / stop messages until the pipe closes."""
+def _process_main(conn: Any, settings: tuple[str, dict[str, Any]], env: dict[str, str], threads: int | None) -> None:
+    """A worker process: load the model, then answer step / command / stop messages until the
+    pipe closes."""
     os.environ.update(env)  # before torch is imported: CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS
-    from controlplane.live.model_source import WorkerModelSettings
 
     # The daemon decides when workers stop: a SIGTERM or Ctrl+C sent to the whole process group
     # must not kill them in the middle of a graceful drain. The parent closing the pipe ends them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        runtime = WorkerRuntime.create(WorkerModelSettings(**settings), threads)
+        runtime = WorkerRuntime.create(settings_from_payload(settings), threads)
         conn.send(("ready", runtime.facts()))
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -59,10 +60,10 @@ def _process_main(conn: Any, settings: dict[str, Any], env: dict[str, str], thre
             return  # the daemon is gone
         kind = msg[0]
         try:
-            if kind == "step":
+            if kind in ("step", "command"):
                 seq, cmd = msg[1], msg[2]
                 try:
-                    conn.send(("reply", seq, runtime.step(cmd)))
+                    conn.send(("reply", seq, (runtime.step if kind == "step" else runtime.command)(cmd)))
                 except StepOutOfMemory as exc:
                     conn.send(("oom", seq, str(exc)))
                 except Exception as exc:
@@ -113,11 +114,11 @@ class ProcessPool(WorkerPool):
         self.stop_timeout_s = stop_timeout_s
 
     async def start(
-        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+        self, worker_id: str, settings: WorkerModelSettings | GuardianWorkerSettings, *, expected_workers: int = 1
     ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
-        self._slots.check(worker_id, len(self._workers))
+        self._take_slot(self._slots, worker_id, settings)
         loop = asyncio.get_running_loop()
         env: dict[str, str] = {}
         threads: int | None = None
@@ -137,7 +138,7 @@ class ProcessPool(WorkerPool):
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_process_main,
-            args=(child_conn, settings.model_dump(), env, threads),
+            args=(child_conn, settings_payload(settings), env, threads),
             name=f"controlplane-worker-{worker_id}",
             daemon=True,
         )
@@ -235,6 +236,12 @@ class ProcessPool(WorkerPool):
             w.process.kill()
 
     async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
+        return await self._send(worker_id, "step", cmd)
+
+    async def command(self, worker_id: str, cmd: Any) -> Any:
+        return await self._send(worker_id, "command", cmd)
+
+    async def _send(self, worker_id: str, kind: str, cmd: Any) -> Any:
         w = self._workers.get(worker_id)
         if w is None or w.dead or w.stopping or not w.ready.done():
             raise WorkerLost(f"worker {worker_id} is not running" + (f" ({w.dead})" if w and w.dead else ""))
@@ -242,7 +249,7 @@ class ProcessPool(WorkerPool):
         fut = asyncio.get_running_loop().create_future()
         w.pending[seq] = fut
         try:
-            w.conn.send(("step", seq, cmd))
+            w.conn.send((kind, seq, cmd))
         except (OSError, ValueError) as exc:
             w.pending.pop(seq, None)
             raise WorkerLost(f"worker {worker_id}: {describe_error(exc)}") from None

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.live.guardian_models import GuardianWorkerSettings
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.placement import WorkerSlots
 from controlplane.live.pool import WorkerPool
@@ -29,7 +30,7 @@ from controlplane.live.worker_messages import (
     WorkerStartError,
     describe_error,
 )
-from controlplane.live.worker_runtime import WorkerRuntime
+from controlplane.live.worker_runtime import WorkerRuntime, settings_from_payload, settings_payload
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ def import_ray() -> Any:
 class RayWorkerActor:
     """The body of a worker actor (wrapped with ``ray.remote`` by the pool)."""
 
-    def __init__(self, settings: dict[str, Any], threads: int | None) -> None:
-        self._settings = WorkerModelSettings(**settings)
+    def __init__(self, settings: tuple[str, dict[str, Any]], threads: int | None) -> None:
+        self._settings = settings_from_payload(settings)
         self._threads = threads
         self._runtime: WorkerRuntime | None = None
 
@@ -64,6 +65,10 @@ class RayWorkerActor:
         except StepOutOfMemory as exc:
             return ("oom", str(exc))
 
+    def command(self, cmd: Any) -> Any:
+        assert self._runtime is not None, "start() first"
+        return self._runtime.command(cmd)
+
     def ping(self) -> int:
         return os.getpid()
 
@@ -79,7 +84,7 @@ def _node_ip() -> str | None:
 @dataclass
 class _RayWorker:
     actor: Any
-    busy: bool = False
+    busy: int = 0  # calls in flight (a step and guardian checks may queue on one actor)
     dead: str | None = None
     pid: int | None = None
     device: str = "cpu"
@@ -127,7 +132,7 @@ class RayWorkerPool(WorkerPool):
             self._remote_cls = ray.remote(RayWorkerActor)
         return ray
 
-    def _gpus_for(self, ray: Any, settings: WorkerModelSettings) -> float:
+    def _gpus_for(self, ray: Any, settings: WorkerModelSettings | GuardianWorkerSettings) -> float:
         if self.num_gpus_per_worker is not None:
             return self.num_gpus_per_worker
         if settings.device not in ("auto", "cuda"):
@@ -135,11 +140,11 @@ class RayWorkerPool(WorkerPool):
         return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
 
     async def start(
-        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+        self, worker_id: str, settings: WorkerModelSettings | GuardianWorkerSettings, *, expected_workers: int = 1
     ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
-        self._slots.check(worker_id, len(self._workers))
+        self._take_slot(self._slots, worker_id, settings)
         ray = self._ensure_ray()
         gpus = self._gpus_for(ray, settings)
         threads = None if gpus else self.threads_for(expected_workers)
@@ -148,7 +153,7 @@ class RayWorkerPool(WorkerPool):
             settings = settings.model_copy(update={"device": device})
         actor = self._remote_cls.options(
             num_cpus=self.num_cpus_per_worker, num_gpus=gpus, max_restarts=0, max_concurrency=1
-        ).remote(settings.model_dump(), threads)
+        ).remote(settings_payload(settings), threads)
         w = self._workers[worker_id] = _RayWorker(actor, device="cuda" if gpus else "cpu")
         try:
             facts = await asyncio.wait_for(_await_ref(actor.start.remote()), self.start_timeout_s)
@@ -163,27 +168,33 @@ class RayWorkerPool(WorkerPool):
         return facts
 
     async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
+        kind, value = await self._call(worker_id, "step", cmd)
+        if kind == "oom":
+            raise StepOutOfMemory(value)
+        return value
+
+    async def command(self, worker_id: str, cmd: Any) -> Any:
+        return await self._call(worker_id, "command", cmd)
+
+    async def _call(self, worker_id: str, method: str, cmd: Any) -> Any:
         ray = import_ray()
         w = self._workers.get(worker_id)
         if w is None or w.dead:
             raise WorkerLost(f"worker {worker_id} is not running" + (f" ({w.dead})" if w and w.dead else ""))
-        w.busy = True
+        w.busy += 1
         try:
-            kind, value = await _await_ref(w.actor.step.remote(cmd))
+            return await _await_ref(getattr(w.actor, method).remote(cmd))
         except ray.exceptions.RayActorError as exc:
             self._lost(worker_id, w, f"ray actor died: {describe_error(exc)}")
             raise WorkerLost(w.dead) from None
-        except Exception as exc:  # the step raised inside the actor: retire the worker
-            log.error("worker %s step failed: %s", worker_id, exc)
-            self._lost(worker_id, w, f"worker step raised {describe_error(exc)}")
+        except Exception as exc:  # the call raised inside the actor: retire the worker
+            log.error("worker %s %s failed: %s", worker_id, method, exc)
+            self._lost(worker_id, w, f"worker {method} raised {describe_error(exc)}")
             with contextlib.suppress(Exception):
                 ray.kill(w.actor, no_restart=True)
             raise WorkerLost(w.dead) from None
         finally:
-            w.busy = False
-        if kind == "oom":
-            raise StepOutOfMemory(value)
-        return value
+            w.busy -= 1
 
     def _lost(self, worker_id: str, w: _RayWorker, reason: str) -> None:
         if w.dead is None:

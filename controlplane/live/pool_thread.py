@@ -24,6 +24,7 @@ from controlplane.live.worker_messages import (
 from controlplane.live.worker_runtime import WorkerRuntime
 
 if TYPE_CHECKING:
+    from controlplane.live.guardian_models import GuardianWorkerSettings
     from controlplane.live.model_source import WorkerModelSettings
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,11 @@ class LocalThreadPool(WorkerPool):
         self._workers: dict[str, _ThreadWorker] = {}
 
     async def start(
-        self, worker_id: str, settings: WorkerModelSettings, *, expected_workers: int = 1
+        self, worker_id: str, settings: WorkerModelSettings | GuardianWorkerSettings, *, expected_workers: int = 1
     ) -> dict[str, Any]:
         if worker_id in self._workers:
             raise WorkerStartError(f"worker {worker_id} already exists")
-        self._slots.check(worker_id, len(self._workers))
+        self._take_slot(self._slots, worker_id, settings)
         threads: int | None = None
         if self._gpus.wants_gpu(settings):
             settings = settings.model_copy(update={"device": f"cuda:{self._gpus.take(worker_id)}"})
@@ -73,16 +74,19 @@ class LocalThreadPool(WorkerPool):
             raise WorkerStartError(describe_error(exc)) from exc
 
     async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
+        return await self.command(worker_id, cmd)
+
+    async def command(self, worker_id: str, cmd: Any) -> Any:
         w = self._workers.get(worker_id)
         if w is None or w.runtime is None or w.dead:
             raise WorkerLost(f"worker {worker_id} is not running" + (f" ({w.dead})" if w and w.dead else ""))
         try:
-            return await asyncio.get_running_loop().run_in_executor(w.executor, w.runtime.step, cmd)
+            return await asyncio.get_running_loop().run_in_executor(w.executor, w.runtime.command, cmd)
         except StepOutOfMemory:
             raise
         except Exception as exc:
             w.dead = f"worker thread raised {describe_error(exc)}"
-            log.error("worker %s step failed:\n%s", worker_id, "".join(traceback.format_exception(exc)))
+            log.error("worker %s command failed:\n%s", worker_id, "".join(traceback.format_exception(exc)))
             self._report_failure(worker_id, w.dead)
             raise WorkerLost(w.dead) from exc
 

@@ -1,5 +1,7 @@
 """The messages between the live driver and a worker, wherever the worker runs: what one
-iteration must do (`StepCommand`), what it produced (`StepReply`), and the errors a pool raises.
+iteration must do (`StepCommand`), what it produced (`StepReply`), the guardian commands a pool
+sends with `WorkerPool.command` (`LoadGuardian`, `GuardianCheck`, answered by `GuardianLoaded`
+and `GuardianVerdict`), and the errors a pool raises.
 
 All of them are plain, picklable values: they cross pipes to worker processes and go to Ray actors.
 """
@@ -10,10 +12,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from controlplane.guardian_config import GuardianSpec
     from controlplane.live.sampling import SamplingParams, StopCondition
 
 __all__ = [
     "AddSpec",
+    "GuardianCheck",
+    "GuardianLoaded",
+    "GuardianVerdict",
+    "LoadGuardian",
     "StepCommand",
     "StepOutOfMemory",
     "StepReply",
@@ -82,6 +89,39 @@ class StepReply:
     def did_compute(self) -> bool:
         """The backend ran a forward: it prefilled or decoded something."""
         return bool(self.profile.get("num_prefill_tokens") or self.profile.get("num_decode_seqs"))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadGuardian:
+    """Load a guardian model into the worker, beside what it hosts already (``placement: shared``
+    on a generation worker). Answered by `GuardianLoaded`."""
+
+    spec: GuardianSpec
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianLoaded:
+    guardian: str
+    device: str
+    error: str | None = None  # why it could not load; the worker goes on without it
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianCheck:
+    """Check ``text`` with the guardian the worker hosts under that name. Answered by `GuardianVerdict`."""
+
+    guardian: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianVerdict:
+    guardian: str
+    verdict: str  # "pass" | "block" | "error" (the model raised: the worker goes on)
+    score: float | None
+    reason: str
+    busy_s: float  # the worker's own time on the check (its model's forward passes)
+    device: str  # where it ran: "cpu", "cuda:0"...
 
 
 class WorkerLost(RuntimeError):

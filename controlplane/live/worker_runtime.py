@@ -5,25 +5,41 @@ already streamed), drops preempted ones, runs one ``backend.step`` per `StepComm
 a plain `StepReply` whose profile row carries the iteration's shape, its own time and the padded
 counts the backend really computed. A step whose forward pass raises is run again one request at
 a time, so a request that breaks the model fails alone and its worker and batch go on.
+
+The same runtime hosts guardian models (`controlplane.live.guardian_models`): a guardian worker
+of its own (``placement: own``) is a runtime created from `GuardianWorkerSettings`, with no
+generation backend; a generation worker loads guardians beside its model on a `LoadGuardian`
+command (``placement: shared``). `WorkerRuntime.command` answers every command a pool sends
+(`StepCommand`, `LoadGuardian`, `GuardianCheck`); a guardian check that raises answers verdict
+``error`` and the worker goes on. Commands run one at a time, in the order they arrive: on a
+shared worker a check runs between two iterations.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from controlplane.live.device_facts import device_facts
+from controlplane.live.guardian_models import GuardianWorkerSettings
 from controlplane.live.worker_messages import (
+    GuardianCheck,
+    GuardianLoaded,
+    GuardianVerdict,
+    LoadGuardian,
     StepCommand,
     StepOutOfMemory,
     StepReply,
     TokenOut,
+    describe_error,
 )
 
 if TYPE_CHECKING:  # torch is imported lazily: a worker process sets CUDA_VISIBLE_DEVICES first
     from controlplane.live.model_source import WorkerModelSettings
 
-__all__ = ["WorkerRuntime", "is_out_of_memory"]
+__all__ = ["WorkerRuntime", "is_out_of_memory", "settings_from_payload", "settings_payload"]
 
 log = logging.getLogger("controlplane.worker")
 
@@ -43,16 +59,44 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-class WorkerRuntime:
-    """One model backend and the bookkeeping a driver needs around it (lives in the worker)."""
+def settings_payload(settings: WorkerModelSettings | GuardianWorkerSettings) -> tuple[str, dict[str, Any]]:
+    """What a pool sends to a worker process or actor to start it: (kind, plain values)."""
+    kind = "guardian" if isinstance(settings, GuardianWorkerSettings) else "model"
+    return kind, settings.model_dump()
 
-    def __init__(self, backend: Any, settings: WorkerModelSettings, threads: int | None) -> None:
+
+def settings_from_payload(payload: tuple[str, dict[str, Any]]) -> WorkerModelSettings | GuardianWorkerSettings:
+    kind, values = payload
+    if kind == "guardian":
+        return GuardianWorkerSettings(**values)
+    from controlplane.live.model_source import WorkerModelSettings
+
+    return WorkerModelSettings(**values)
+
+
+class WorkerRuntime:
+    """One model backend (or none: a guardian worker), the guardian models it hosts, and the
+    bookkeeping a driver needs around them (lives in the worker)."""
+
+    def __init__(self, backend: Any, settings: WorkerModelSettings | GuardianWorkerSettings,
+                 threads: int | None) -> None:
         self.backend = backend
         self.settings = settings
         self.threads = threads
+        self.guardians: dict[str, Any] = {}  # name -> GuardianModel
 
     @classmethod
-    def create(cls, settings: WorkerModelSettings, threads: int | None = None) -> WorkerRuntime:
+    def create(cls, settings: WorkerModelSettings | GuardianWorkerSettings, threads: int | None = None) -> WorkerRuntime:
+        if isinstance(settings, GuardianWorkerSettings):
+            if threads and settings.guardian.kind != "rules":  # rules need no torch
+                import torch
+
+                torch.set_num_threads(threads)
+            runtime = cls(None, settings, threads)
+            loaded = runtime.load_guardian(settings.spec())
+            if loaded.error:
+                raise ValueError(loaded.error)
+            return runtime
         import torch
 
         from controlplane.live.backend import CausalLMBackend
@@ -61,8 +105,53 @@ class WorkerRuntime:
             torch.set_num_threads(threads)
         return cls(CausalLMBackend.from_settings(settings), settings, threads)
 
+    def command(self, cmd: Any) -> Any:
+        """Answer one command of `WorkerPool.command`."""
+        if isinstance(cmd, GuardianCheck):
+            return self.check(cmd)
+        if isinstance(cmd, LoadGuardian):
+            spec = cmd.spec
+            if self.backend is not None:  # a guardian sharing a generation worker runs on its device
+                spec = spec.model_copy(update={"device": str(self.backend.device)})
+            return self.load_guardian(spec)
+        if isinstance(cmd, StepCommand):
+            return self.step(cmd)
+        raise TypeError(f"unknown worker command {type(cmd).__name__}")
+
+    def load_guardian(self, spec: Any) -> GuardianLoaded:
+        """Load a guardian model into this worker; a model that does not load is an answer with
+        the error (naming the guardian's key), and the worker goes on without it."""
+        from controlplane.live.guardian_models import load_guardian
+
+        try:
+            self.guardians[spec.name] = load_guardian(spec)
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which records it
+            return GuardianLoaded(spec.name, spec.device, str(exc) or describe_error(exc))
+        return GuardianLoaded(spec.name, spec.device)
+
+    def check(self, cmd: GuardianCheck) -> GuardianVerdict:
+        """One guardian check; a guardian that raises answers ``error`` (the worker goes on)."""
+        model = self.guardians.get(cmd.guardian)
+        if model is None:
+            return GuardianVerdict(cmd.guardian, "error", None, f"this worker hosts no guardian {cmd.guardian!r}",
+                                   0.0, "none")
+        device = model.spec.device if model.spec.kind != "rules" else "cpu"
+        t0 = time.perf_counter()
+        try:
+            verdict, score, reason = model.check(cmd.text)
+        except Exception as exc:  # noqa: BLE001 - this check only: the guardian answers "error"
+            if is_out_of_memory(exc) and device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+            return GuardianVerdict(cmd.guardian, "error", None, describe_error(exc), time.perf_counter() - t0, device)
+        return GuardianVerdict(cmd.guardian, verdict, round(float(score), 6), reason, time.perf_counter() - t0,
+                               device)
+
     def step(self, cmd: StepCommand) -> StepReply:
         b = self.backend
+        if b is None:
+            raise RuntimeError("a guardian worker runs no generation steps")
         for rid in cmd.removes:
             b.remove(rid)
         refused: list[TokenOut] = []
@@ -128,7 +217,12 @@ class WorkerRuntime:
         return tuple(outputs), duration
 
     def facts(self) -> dict[str, Any]:
-        """Device and model facts for the memory plan (`WorkerReady.memory`)."""
+        """Device and model facts for the memory plan (`WorkerReady.memory`); a guardian worker's
+        guardian, kind, model and device."""
+        if self.backend is None:
+            spec = self.settings.spec()
+            return {"guardian": spec.name, "kind": spec.kind, "model": spec.model, "precision": spec.precision,
+                    "device": "cpu" if spec.kind == "rules" else spec.device, "pid": os.getpid()}
         return device_facts(self.backend, self.settings, self.threads)
 
     def _free_cache(self) -> None:

@@ -1,0 +1,347 @@
+"""Live guardians on the live worker pool (`controlplane.live.guardian_pool`): guardian workers of
+their own and guardians shared with the generation workers, in the thread and process pools (Ray
+when it is installed), through the pool's generic ``command``; a guardian worker that dies is
+reported, its checks answer ``error`` (then ``on_error``) and it is started again; verdicts after
+the reply reach the request row and ``GET /v1/requests/{id}``; the live summary has each
+guardian's busy and GPU seconds. Tiny random-weight guardian models are built from a config (no
+downloads)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.live.driver import LiveDriver
+from controlplane.live.pool import make_pool
+from controlplane.live.pool_thread import LocalThreadPool
+from controlplane.testing import make_config
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+POOLS = ["thread", "process"]
+
+
+@pytest.fixture(scope="module")
+def judge_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("guardian-models")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                                   pad_token_id=0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(root / "judge")
+    transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**cfg.to_dict(), num_labels=2)) \
+        .save_pretrained(root / "classifier")
+    return str(root / "judge")
+
+
+def rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import iter_rows
+
+    engine = make_engine(url)
+    try:
+        return list(iter_rows(engine, run_id, what))
+    finally:
+        engine.dispose()
+
+
+def config(tmp_path: Path, guardians: list[dict[str, Any]], *, replicas: int = 1, **plan: Any):
+    return make_config(
+        storage={"url": f"sqlite:///{tmp_path / 'live.db'}"},
+        cluster={"models": [{"name": "tiny", "replicas": replicas,
+                             "worker": {"preset": "tiny-llama", "max_seq_len": 256}}]},
+        plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync",
+                                                   "guardians": [g["name"] for g in guardians], **plan}}},
+        guardians={"models": guardians},
+    )
+
+
+def drive(cfg, pool, prompts, *, during=None, max_tokens=3):
+    """Run ``prompts`` one after the other through a live driver on ``pool``; ``during(driver)``
+    (a coroutine function) runs after them, before the driver closes."""
+
+    async def main():
+        driver = LiveDriver(cfg, pool=pool)
+        await driver.start(wait_ready_s=180)
+        try:
+            workers = {w: driver.pool.info(w) for w in driver.pool.worker_ids()}
+            results = [await driver.generate(p, max_tokens=max_tokens, ignore_eos=True) for p in prompts]
+            extra = await during(driver) if during else None
+        finally:
+            summary = await driver.close()
+        return driver, workers, results, summary, extra
+
+    return asyncio.run(main())
+
+
+def run_summary(url: str, run_id: int) -> dict[str, Any]:
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import get_run
+
+    engine = make_engine(url)
+    try:
+        return get_run(engine, run_id)["summary"]
+    finally:
+        engine.dispose()
+
+
+def verdicts(url: str, run_id: int) -> list[tuple[str, str, str]]:
+    return [(d["subject"], d["payload"]["guardian"], d["payload"]["verdict"]) for d in rows(url, run_id, "decisions")
+            if d["action"] == "guardian_verdict"]
+
+
+@pytest.mark.parametrize("kind", POOLS)
+def test_guardians_of_their_own_run_as_workers_of_the_pool(tmp_path, judge_dir, kind):
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["never said"], "replicas": 2},
+                            {"name": "judge", "kind": "causal-lm", "model": judge_dir, "threshold": 1.0}])
+    driver, workers, results, summary, _ = drive(cfg, make_pool(kind, cpu_threads=1),
+                                                 ["hello there", "what is a cache", "one more"])
+    assert set(workers) == {"tiny-0", "guardian-rules-0", "guardian-rules-1", "guardian-judge-0"}
+    pids = {w: info["pid"] for w, info in workers.items()}
+    if kind == "process":  # each guardian replica is a process of its own, like a generation worker
+        assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
+    assert all(r.ok and r.status == "completed" and r.guardian_verdict == "pass" for r in results)
+    got = verdicts(cfg.storage.url, driver.run_id)
+    assert sorted(g for _, g, _ in got) == ["judge"] * 3 + ["rules"] * 3
+    assert {v for *_, v in got} == {"pass"}  # real verdicts, none "unavailable"
+    judge, rules = summary["guardians"]["judge"], summary["guardians"]["rules"]
+    assert judge["checks"] == rules["checks"] == 3 and judge["errors"] == judge["timeouts"] == 0
+    assert judge["workers"] == ["guardian-judge-0"] and judge["placement"] == "own"
+    assert judge["busy_s"] > 0 and rules["busy_s"] > 0 and judge["busy_s"] > rules["busy_s"]  # a model, a regex
+    assert judge["gpu_seconds"] == 0.0 and summary["guardian_gpu_seconds"] == 0.0  # all on the CPU
+    assert summary["guardian_busy_s"] == pytest.approx(judge["busy_s"] + rules["busy_s"], abs=1e-5)
+    stored = run_summary(cfg.storage.url, driver.run_id)  # the run's row keeps them
+    assert stored["guardians"]["judge"]["busy_s"] == judge["busy_s"] and "guardian_gpu_seconds" in stored
+
+
+@pytest.mark.parametrize("kind", POOLS)
+def test_shared_guardians_load_into_the_generation_workers(tmp_path, judge_dir, kind):
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "placement": "shared"},
+                            {"name": "judge", "kind": "causal-lm", "model": judge_dir, "threshold": 1.0,
+                             "placement": "shared"}], replicas=2)
+
+    async def concurrently(driver):  # several at once: the checks spread over both workers
+        hs = [await driver.submit(f"prompt number {i}", max_tokens=3, ignore_eos=True) for i in range(6)]
+        return [await h.result() for h in hs]
+
+    driver, workers, results, summary, more = drive(cfg, make_pool(kind, cpu_threads=1), ["hi"],
+                                                    during=concurrently)
+    assert set(workers) == {"tiny-0", "tiny-1"}  # no guardian worker of its own
+    assert all(r.ok and r.guardian_verdict == "pass" for r in results + more)
+    for name in ("rules", "judge"):
+        g = summary["guardians"][name]
+        assert g["placement"] == "shared" and sorted(g["workers"]) == ["tiny-0", "tiny-1"]
+        assert g["checks"] == 7 and g["errors"] == 0 and g["busy_s"] > 0
+    assert {v for *_, v in verdicts(cfg.storage.url, driver.run_id)} == {"pass"}
+
+
+def test_a_blocked_reply_and_the_guardian_workers_in_the_daemon_process_pool(tmp_path, judge_dir):
+    """The issue's live check, through the daemon on the process pool: a tiny guardian model and
+    a rule guardian check every response in worker processes; every verdict is recorded, none
+    "unavailable"; a blocked reply has ``finish_reason: "content_filter"``."""
+    import openai
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.daemon import Daemon, DaemonOptions
+    from controlplane.live.daemon_config import daemon_config
+
+    db = tmp_path / "daemon.db"
+    path = tmp_path / "daemon.yaml"
+    path.write_text(
+        f"storage: {{url: 'sqlite:///{db}'}}\n"
+        "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: sync, guardians: [rules, judge]}\n"
+        "guardians:\n  models:\n    - {name: rules, kind: rules, blocklist: [never said]}\n"
+        f"    - {{name: judge, kind: causal-lm, model: '{judge_dir}', threshold: 0.0}}\n")
+    cfg, _ = daemon_config(path, workers=1)
+    daemon = Daemon(cfg, DaemonOptions(pool="process", admin_token=None, cpu_threads=1))
+    with TestClient(daemon.app) as http:
+        deadline = time.monotonic() + 180
+        while http.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pool = daemon.driver.pool
+        assert pool.kind == "process" and {"guardian-rules-0", "guardian-judge-0"} <= set(pool.worker_ids())
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+        r = client.completions.create(model="tiny-llama", prompt="hello", max_tokens=3,
+                                      extra_body={"ignore_eos": True})
+        c = client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=3, extra_body={"ignore_eos": True})
+        stream = list(client.completions.create(model="tiny-llama", prompt="a streamed one", max_tokens=3,
+                                                stream=True, extra_body={"ignore_eos": True}))
+        run_id = daemon.driver.run_id
+    assert r.choices[0].finish_reason == "content_filter" and r.choices[0].text == ""
+    assert c.choices[0].finish_reason == "content_filter" and c.choices[0].message.content == ""
+    assert stream[-1].choices[0].finish_reason == "content_filter"
+    ext = r.model_extra["controlplane"]["requests"][0]
+    assert ext["guardian_verdict"] == "block" and ext["reason"].startswith("blocked by judge")
+    got = verdicts(f"sqlite:///{db}", run_id)
+    assert len(got) == 6 and {(g, v) for _, g, v in got} == {("rules", "pass"), ("judge", "block")}
+    assert {q["status"] for q in rows(f"sqlite:///{db}", run_id, "requests")} == {"blocked"}
+    summary = daemon.driver.summary
+    assert summary["guardians"]["judge"]["checks"] == 3 and summary["guardians"]["judge"]["busy_s"] > 0
+
+
+def test_a_guardian_worker_that_dies_fails_its_checks_as_configured_and_comes_back(tmp_path, judge_dir):
+    cfg = config(tmp_path, [{"name": "judge", "kind": "causal-lm", "model": judge_dir, "threshold": 1.0,
+                             "on_error": "closed", "timeout_s": 30}])
+
+    async def kill_and_recover(driver):
+        driver.pool.kill("guardian-judge-0")
+        lost = await driver.generate("checked while its guardian is down", max_tokens=3, ignore_eos=True)
+        judge = driver.guardians.guardians["judge"]
+        deadline = time.monotonic() + 120
+        while not judge.hosts:  # started again
+            assert time.monotonic() < deadline, judge.trouble
+            await asyncio.sleep(0.1)
+        back = await driver.generate("checked after it came back", max_tokens=3, ignore_eos=True)
+        return lost, back, sorted(judge.hosts), driver.core.workers["tiny-0"].state.value
+
+    driver, _, (before,), summary, (lost, back, hosts, gen_state) = drive(
+        cfg, make_pool("process", cpu_threads=1), ["checked before"], during=kill_and_recover)
+    assert before.status == "completed" and before.guardian_verdict == "pass"
+    # on_error: closed: the check that could not run blocks the answer, with the reason
+    assert lost.status == "blocked" and lost.finish_reason == "content_filter" and lost.guardian_verdict == "block"
+    assert "guardian-judge-0" in lost.reason
+    assert back.status == "completed" and back.guardian_verdict == "pass"
+    assert hosts == ["guardian-judge-0-r1"] and gen_state == "ready"  # the generation worker was untouched
+    judge = summary["guardians"]["judge"]
+    assert judge["worker_failures"] == 1 and judge["restarts"] == 1 and judge["errors"] == 1
+    got = verdicts(cfg.storage.url, driver.run_id)
+    assert [v for _, _, v in got] == ["pass", "error", "pass"]
+
+
+def test_a_guardian_that_raises_answers_error_and_its_worker_goes_on(tmp_path, judge_dir):
+    bad = {"name": "clf", "kind": "classifier", "model": str(Path(judge_dir).parent / "classifier"),
+           "block_label": 5}  # the model has 2 labels: every check raises inside the worker
+    cfg = config(tmp_path, [bad])
+    _, _, results, summary, _ = drive(cfg, LocalThreadPool(cpu_threads=1), ["one", "two"])
+    assert all(r.status == "completed" and r.guardian_verdict == "error" for r in results)  # on_error: open
+    clf = summary["guardians"]["clf"]
+    assert clf["errors"] == 2 and clf["worker_failures"] == 0 and clf["workers"] == ["guardian-clf-0"]
+
+
+def test_guardian_workers_take_no_generation_slot(tmp_path):
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "replicas": 2}])
+    _, workers, (r,), _, _ = drive(cfg, LocalThreadPool(cpu_threads=1, max_workers=1), ["hello"])
+    assert set(workers) == {"tiny-0", "guardian-rules-0", "guardian-rules-1"} and r.guardian_verdict == "pass"
+
+
+def test_a_guardian_that_cannot_load_stops_the_start_naming_its_key(tmp_path):
+    cfg = config(tmp_path, [{"name": "judge", "kind": "causal-lm", "model": str(tmp_path / "missing")}])
+
+    async def main():
+        driver = LiveDriver(cfg, pool=make_pool("process", cpu_threads=1), record=False)
+        with pytest.raises(ValueError, match=r"guardians.models\[judge\].model: cannot load"):
+            await driver.start()
+        assert driver.pool.worker_ids() == []
+
+    asyncio.run(main())
+
+
+def test_async_verdicts_after_the_reply_reach_the_request_row(tmp_path, judge_dir):
+    cfg = config(tmp_path, [{"name": "judge", "kind": "causal-lm", "model": judge_dir, "threshold": 1.0}],
+                 mode="async")
+
+    async def wait_checked(driver):
+        judge = driver.guardians.guardians["judge"]
+        while judge.stats.checks < 2 or any(h.inflight for h in judge.hosts.values()):
+            await asyncio.sleep(0.05)
+
+    driver, _, results, _, _ = drive(cfg, LocalThreadPool(cpu_threads=1), ["first", "second"], during=wait_checked)
+    assert [r.guardian_verdict for r in results] == ["pending", "pending"]  # the replies left first
+    requests = rows(cfg.storage.url, driver.run_id, "requests")
+    assert [q["guardian_verdict"] for q in requests] == ["pass", "pass"]  # then the verdicts came
+    assert all(q["status"] == "completed" for q in requests)
+
+
+def _daemon(tmp_path: Path, yaml_text: str):
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.daemon import Daemon, DaemonOptions
+    from controlplane.live.daemon_config import daemon_config
+
+    path = tmp_path / "daemon.yaml"
+    path.write_text(f"storage: {{url: 'sqlite:///{tmp_path / 'daemon.db'}'}}\n" + yaml_text)
+    cfg, _ = daemon_config(path, workers=1)
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", admin_token=None, cpu_threads=1))
+    http = TestClient(daemon.app)
+    http.__enter__()
+    deadline = time.monotonic() + 120
+    while http.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return daemon, http
+
+
+def test_a_block_after_the_reply_is_retracted_on_the_row_and_the_api(tmp_path, judge_dir):
+    daemon, http = _daemon(tmp_path, (
+        "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: async, guardian: judge}\n"
+        "guardians:\n  models:\n"
+        f"    - {{name: judge, kind: causal-lm, model: '{judge_dir}', threshold: 0.0}}\n"))
+    try:
+        reply = http.post("/v1/completions", json={"model": "tiny-llama", "prompt": "hello", "max_tokens": 3,
+                                                   "ignore_eos": True}).json()
+        assert reply["choices"][0]["finish_reason"] == "length"  # the answer went out
+        (ext,) = reply["controlplane"]["requests"]
+        assert ext["guardian_verdict"] == "pending"
+        rid = ext["request_id"]
+        deadline = time.monotonic() + 60
+        while (state := http.get(f"/v1/requests/{rid}").json())["guardian_verdict"] == "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state["status"] == "completed" and state["retracted"] is True
+        g = state["guardian"]
+        assert g["verdict"] == "block" and g["guardian"] == "judge" and g["after_reply"] is True
+        assert g["stage"] == "output" and "P(unsafe)" in g["reason"] and 0.0 < g["score"] < 1.0
+        missing = http.get("/v1/requests/req-999999")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        run_id = daemon.driver.run_id
+    finally:
+        http.__exit__(None, None, None)
+    (row,) = rows(f"sqlite:///{tmp_path / 'daemon.db'}", run_id, "requests")
+    assert row["status"] == "completed" and row["guardian_verdict"] == "block"
+    assert row["reason"].startswith("retracted: blocked after the reply by judge: judge: P(unsafe)")
+
+
+def test_an_async_block_ends_an_open_stream_with_content_filter(tmp_path):
+    daemon, http = _daemon(tmp_path, (
+        "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: async, stages: [input], guardian: rules}\n"
+        "guardians:\n  models:\n    - {name: rules, kind: rules, blocklist: [forbidden]}\n"))
+    try:
+        body = {"model": "tiny-llama", "prompt": "a forbidden prompt", "max_tokens": 200, "ignore_eos": True,
+                "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as resp:
+            assert resp.status_code == 200
+            chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
+        rid = resp.headers["x-request-id"]
+        deadline = time.monotonic() + 60
+        while (state := http.get(f"/v1/requests/{rid}").json())["status"] == "in_flight":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        run_id = daemon.driver.run_id
+    finally:
+        http.__exit__(None, None, None)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert sum(1 for c in chunks if c["choices"][0]["text"]) < 200  # ended before the generation did
+    assert state["status"] == "blocked" and state["guardian_verdict"] == "block"
+    (row,) = rows(f"sqlite:///{tmp_path / 'daemon.db'}", run_id, "requests")
+    assert row["status"] == "blocked" and row["reason"].startswith("blocked by")
+
+
+def test_guardians_on_ray_workers(tmp_path, judge_dir):
+    pytest.importorskip("ray")
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["never said"]},
+                            {"name": "judge", "kind": "causal-lm", "model": judge_dir, "threshold": 1.0,
+                             "placement": "shared"}])
+    pool = make_pool("ray", cpu_threads=1, init_kwargs={"num_cpus": 4})
+    _, workers, results, summary, _ = drive(cfg, pool, ["hello", "there"])
+    assert set(workers) == {"tiny-0", "guardian-rules-0"} and all(w.get("ray") for w in workers.values())
+    assert all(r.guardian_verdict == "pass" for r in results)
+    assert summary["guardians"]["judge"]["workers"] == ["tiny-0"] and summary["guardians"]["rules"]["checks"] == 2
