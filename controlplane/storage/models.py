@@ -183,11 +183,14 @@ sweep = Table(
     _col("result", NullableJSON),
     Index("ix_sweep_spec_hash", "spec_hash"),
 )
-Sweep = _table_class(sweep, """A sweep or configuration search: its spec, and its runs (``run.sweep_id``), one per point and seed.
+Sweep = _table_class(
+    sweep,
+    """A sweep or configuration search: its spec, and its runs (``run.sweep_id``), one per point and seed.
 
     ``spec_hash`` identifies the spec, so running the same spec against the same database
     resumes an unfinished sweep; ``result`` holds a search's outcome (its best configuration).
-    """)
+    """,
+)
 
 request = Table(
     "request",
@@ -269,7 +272,8 @@ worker_event = Table(
     _col("detail", NullableJSON),
     Index("ix_worker_event_run_id_time_s", "run_id", "time_s"),
 )
-WorkerEvent = _table_class(worker_event, "A worker lifecycle transition; ``run_id`` is indexed via ``(run_id, time_s)``.")
+WorkerEvent = _table_class(
+    worker_event, "A worker lifecycle transition; ``run_id`` is indexed via ``(run_id, time_s)``.")
 
 iteration = Table(
     "iteration",
@@ -290,13 +294,16 @@ iteration = Table(
     _col("padded_decode_context", BigInteger),
     Index("ix_iteration_run_id_end_s", "run_id", "end_s"),
 )
-Iteration = _table_class(iteration, """One live worker iteration as the control plane timed it (``storage.record_iterations``).
+Iteration = _table_class(
+    iteration,
+    """One live worker iteration as the control plane timed it (``storage.record_iterations``).
 
     The calibration's raw material: the batch's shape (the profile row fields of
     ``controlplane.hardware.profile_format``), the backend's own ``iteration_s``, and the run
     times the core started the batch (``start_s``) and saw its reply (``end_s``).
     ``run_id`` is indexed via ``(run_id, end_s)``.
-    """)
+    """,
+)
 
 writer_mark = Table(
     "writer_mark",
@@ -304,9 +311,12 @@ writer_mark = Table(
     Column("writer", String, primary_key=True),
     _required("seq", BigInteger),
 )
-WriterMark = _table_class(writer_mark, """How far each recorder's flushes got: the sequence number of its last committed flush.
+WriterMark = _table_class(
+    writer_mark,
+    """How far each recorder's flushes got: the sequence number of its last committed flush.
 
     Written in the same transaction as the flush's rows, so after a failed commit whose
     outcome is unknown (the connection died while committing) the recorder reads it back and
     knows whether to write those rows again: nothing is lost and nothing is written twice.
-    """)
+    """,
+)
