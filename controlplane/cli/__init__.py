@@ -104,6 +104,11 @@ def main() -> None:
 
     timings.mark("main")
     name = _command_name(sys.argv[1:])
+    if name == "sim":
+        # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a
+        # thread per core at import (CPU and wall on a busy host, for nothing). Set before
+        # numpy is imported; an explicit setting wins.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     with _gc_paused():  # the command's modules: only long-lived objects
         app = build_app([name]) if name is not None else __getattr__("app")
     try:
