@@ -17,6 +17,8 @@ from controlplane.types import Worker, WorkerState
 
 __all__ = ["ControlLoop"]
 
+_ACCEPTING = frozenset((WorkerState.READY, WorkerState.STARTING))
+
 
 
 class ControlLoop:
@@ -107,7 +109,7 @@ class ControlLoop:
         model = scaling.model
         decision: ScaleDecision
         decision, plugin = self._decide("cp_scale", model, list(scaling.workers), scaling)
-        current = [w for w in scaling.workers if w.accepts_requests]
+        current = [w for w in scaling.workers if w.state in _ACCEPTING]  # Worker.accepts_requests
         if decision is not None and decision.advisory:
             self._record_advisory(model, len(current), decision)
         if decision is None:
