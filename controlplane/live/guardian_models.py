@@ -58,7 +58,8 @@ class GuardianWorkerSettings(BaseModel):
         return self.guardian.model_copy(update={"device": device})
 
     def source_name(self) -> str:
-        return f"guardian {self.guardian.name} ({self.guardian.kind}{', ' + self.guardian.model if self.guardian.model else ''})"
+        g = self.guardian
+        return f"guardian {g.name} ({g.kind}{', ' + g.model if g.model else ''})"
 
 
 class GuardianModel(ABC):

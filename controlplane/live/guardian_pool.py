@@ -7,7 +7,7 @@ Every declared guardian runs in workers of the same `WorkerPool` as the generati
 
 * ``placement: own``: ``replicas`` guardian workers of its own (``guardian-NAME-I``), started
   with the driver from `GuardianWorkerSettings`; a check goes to the live replica with the fewest
-  checks in flight and queues there behind the others.
+  checks in flight (ties: the one that took the fewest so far) and queues there behind the others.
 * ``placement: shared``: the guardian loads into every generation worker of the pool (whatever
   its model) when the worker starts, before it is ready (`LoadGuardian`); a check goes to the
   ready generation worker with the fewest checks in flight. A worker runs one command at a time,
@@ -72,6 +72,7 @@ class _Host:
 
     worker_id: str
     inflight: int = 0
+    checks: int = 0
 
 
 @dataclass
@@ -80,11 +81,10 @@ class _Guardian:
     hosts: dict[str, _Host] = field(default_factory=dict)  # live workers that host it
     stats: _Stats = field(default_factory=_Stats)
     trouble: str | None = None  # why no worker hosts it (the last failure or load error)
-    seen: list[str] = field(default_factory=list)  # every worker that hosted it
+    seen: dict[str, _Host] = field(default_factory=dict)  # every worker that hosted it
 
     def add(self, wid: str) -> None:
-        self.hosts[wid] = _Host(wid)
-        self.seen.append(wid)
+        self.hosts[wid] = self.seen[wid] = _Host(wid)
 
 
 class LiveGuardians:
@@ -221,7 +221,7 @@ class LiveGuardians:
     async def _check_and_feed(self, a: act.RunGuardian, text: str | None) -> None:
         verdict, score, reason = await self.check(a.guardian, text)
         r = a.request
-        answered = r.status is RequestStatus.COMPLETED and r.guardian_verdict == "pending"
+        answered = r.status is RequestStatus.COMPLETED  # the reply left before this verdict
         self._feed(ev.GuardianFinished(self._now_s(), r.request_id, verdict, a.guardian, score, reason, a.stage))
         self.late.after_verdict(r, answered)
 
@@ -233,11 +233,12 @@ class LiveGuardians:
         if text is None:
             stats.errors += 1
             return "error", None, "no text to check (the request was given as token ids)"
-        host = min(g.hosts.values(), key=lambda h: h.inflight, default=None)
+        host = min(g.hosts.values(), key=lambda h: (h.inflight, h.checks), default=None)  # then turn about
         if host is None:
             stats.errors += 1
             return "error", None, f"no worker hosts guardian {name} ({g.trouble or 'none started'})"
         host.inflight += 1
+        host.checks += 1
         try:
             v: GuardianVerdict = await asyncio.wait_for(self.pool.command(host.worker_id, GuardianCheck(name, text)),
                                                         g.spec.timeout_s)
@@ -263,12 +264,13 @@ class LiveGuardians:
     # --- the end --------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        """Per guardian: checks, timeouts, errors, busy and GPU seconds, worker failures and
-        restarts; plus the run's ``guardian_gpu_seconds`` and ``guardian_busy_s`` (as the simulator's)."""
+        """Per guardian: its workers (with the checks each took), checks, timeouts, errors, busy and
+        GPU seconds, worker failures and restarts; plus the run's ``guardian_gpu_seconds`` and
+        ``guardian_busy_s`` (as the simulator's)."""
         per = {}
         for name, g in self.guardians.items():
             s = g.stats
-            per[name] = {"placement": g.spec.placement, "workers": g.seen, **vars(s),
+            per[name] = {"placement": g.spec.placement, "workers": {w: h.checks for w, h in g.seen.items()}, **vars(s),
                          "busy_s": round(s.busy_s, 6), "gpu_seconds": round(s.gpu_seconds, 6)}
         return {"guardian_gpu_seconds": round(sum(g.stats.gpu_seconds for g in self.guardians.values()), 6),
                 "guardian_busy_s": round(sum(g.stats.busy_s for g in self.guardians.values()), 6),

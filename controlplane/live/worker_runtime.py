@@ -86,7 +86,8 @@ class WorkerRuntime:
         self.guardians: dict[str, Any] = {}  # name -> GuardianModel
 
     @classmethod
-    def create(cls, settings: WorkerModelSettings | GuardianWorkerSettings, threads: int | None = None) -> WorkerRuntime:
+    def create(cls, settings: WorkerModelSettings | GuardianWorkerSettings,
+               threads: int | None = None) -> WorkerRuntime:
         if isinstance(settings, GuardianWorkerSettings):
             if threads and settings.guardian.kind != "rules":  # rules need no torch
                 import torch

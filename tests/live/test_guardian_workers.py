@@ -113,7 +113,9 @@ def test_guardians_of_their_own_run_as_workers_of_the_pool(tmp_path, judge_dir, 
     assert {v for *_, v in got} == {"pass"}  # real verdicts, none "unavailable"
     judge, rules = summary["guardians"]["judge"], summary["guardians"]["rules"]
     assert judge["checks"] == rules["checks"] == 3 and judge["errors"] == judge["timeouts"] == 0
-    assert judge["workers"] == ["guardian-judge-0"] and judge["placement"] == "own"
+    assert judge["workers"] == {"guardian-judge-0": 3} and judge["placement"] == "own"
+    assert sorted(rules["workers"]) == ["guardian-rules-0", "guardian-rules-1"]
+    assert sorted(rules["workers"].values()) == [1, 2]  # the replicas took turns
     assert judge["busy_s"] > 0 and rules["busy_s"] > 0 and judge["busy_s"] > rules["busy_s"]  # a model, a regex
     assert judge["gpu_seconds"] == 0.0 and summary["guardian_gpu_seconds"] == 0.0  # all on the CPU
     assert summary["guardian_busy_s"] == pytest.approx(judge["busy_s"] + rules["busy_s"], abs=1e-5)
@@ -138,7 +140,8 @@ def test_shared_guardians_load_into_the_generation_workers(tmp_path, judge_dir, 
     for name in ("rules", "judge"):
         g = summary["guardians"][name]
         assert g["placement"] == "shared" and sorted(g["workers"]) == ["tiny-0", "tiny-1"]
-        assert g["checks"] == 7 and g["errors"] == 0 and g["busy_s"] > 0
+        assert g["checks"] == sum(g["workers"].values()) == 7 and g["errors"] == 0 and g["busy_s"] > 0
+        assert min(g["workers"].values()) >= 1  # both generation workers checked
     assert {v for *_, v in verdicts(cfg.storage.url, driver.run_id)} == {"pass"}
 
 
@@ -213,6 +216,8 @@ def test_a_guardian_worker_that_dies_fails_its_checks_as_configured_and_comes_ba
     assert hosts == ["guardian-judge-0-r1"] and gen_state == "ready"  # the generation worker was untouched
     judge = summary["guardians"]["judge"]
     assert judge["worker_failures"] == 1 and judge["restarts"] == 1 and judge["errors"] == 1
+    # the check after the kill reached the dead worker, or found it already reported: both answer error
+    assert judge["workers"]["guardian-judge-0-r1"] == 1 and judge["workers"]["guardian-judge-0"] in (1, 2)
     got = verdicts(cfg.storage.url, driver.run_id)
     assert [v for _, _, v in got] == ["pass", "error", "pass"]
 
@@ -224,7 +229,7 @@ def test_a_guardian_that_raises_answers_error_and_its_worker_goes_on(tmp_path, j
     _, _, results, summary, _ = drive(cfg, LocalThreadPool(cpu_threads=1), ["one", "two"])
     assert all(r.status == "completed" and r.guardian_verdict == "error" for r in results)  # on_error: open
     clf = summary["guardians"]["clf"]
-    assert clf["errors"] == 2 and clf["worker_failures"] == 0 and clf["workers"] == ["guardian-clf-0"]
+    assert clf["errors"] == 2 and clf["worker_failures"] == 0 and clf["workers"] == {"guardian-clf-0": 2}
 
 
 def test_guardian_workers_take_no_generation_slot(tmp_path):
@@ -344,4 +349,4 @@ def test_guardians_on_ray_workers(tmp_path, judge_dir):
     _, workers, results, summary, _ = drive(cfg, pool, ["hello", "there"])
     assert set(workers) == {"tiny-0", "guardian-rules-0"} and all(w.get("ray") for w in workers.values())
     assert all(r.guardian_verdict == "pass" for r in results)
-    assert summary["guardians"]["judge"]["workers"] == ["tiny-0"] and summary["guardians"]["rules"]["checks"] == 2
+    assert summary["guardians"]["judge"]["workers"] == {"tiny-0": 2} and summary["guardians"]["rules"]["checks"] == 2
