@@ -17,10 +17,11 @@ Every declared guardian runs in workers of the same `WorkerPool` as the generati
 A check still unanswered after the guardian's ``timeout_s`` answers ``timeout`` (its worker
 finishes it and the verdict is dropped); a model that raises answers ``error`` (the worker goes
 on); a worker that dies answers ``error`` for every check it held, is reported (log, the run
-summary's ``worker_failures``) and, for a guardian worker of its own, started again up to
-`MAX_RESTARTS` times; while no worker hosts the guardian its checks answer ``error`` at once.
-All of them then follow the guardian's ``on_error`` in the core. A guardian a plan names that is
-not declared answers ``unavailable``. No check ever waits longer than its timeout.
+summary's ``worker_failures``, a ``guardian_worker_failed`` decision row) and, for a guardian
+worker of its own, started again up to `MAX_RESTARTS` times (``guardian_worker_restarted``);
+while no worker hosts the guardian its checks answer ``error`` at once. All of them then follow
+the guardian's ``on_error`` in the core. A guardian a plan names that is not declared answers
+``unavailable``. No check ever waits longer than its timeout.
 
 What happens after a verdict that reaches an answered request (a late block) is in
 `controlplane.live.guardian_verdicts`.
@@ -42,7 +43,7 @@ from controlplane.live.guardian_models import GuardianWorkerSettings
 from controlplane.live.guardian_verdicts import GuardianLedger, LateVerdicts
 from controlplane.live.pool import WorkerPool
 from controlplane.live.worker_messages import GuardianCheck, GuardianVerdict, LoadGuardian, WorkerLost, describe_error
-from controlplane.types import RequestStatus
+from controlplane.types import Decision, RequestStatus
 
 __all__ = ["GUARDIAN_UNAVAILABLE", "LIVE_KINDS", "MAX_RESTARTS", "LiveGuardians"]
 
@@ -103,6 +104,7 @@ class LiveGuardians:
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self._warned = False
+        self._session: Any = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.guardians
@@ -160,6 +162,7 @@ class LiveGuardians:
         g.hosts.pop(wid, None)
         g.stats.worker_failures += 1
         g.trouble = f"guardian worker {wid} failed: {reason}"
+        self._record("guardian_worker_failed", wid, reason, {"guardian": name, "restarts": restarts})
         self._spawn(self._replace(g, wid, replica, restarts))
         return True
 
@@ -179,6 +182,8 @@ class LiveGuardians:
             log.error("guardian %s: could not start its worker again: %s", g.spec.name, exc)
             return
         g.stats.restarts += 1
+        new = f"guardian-{g.spec.name}-{replica}-r{restarts + 1}"
+        self._record("guardian_worker_restarted", new, f"in place of {wid}", {"guardian": g.spec.name, "replaces": wid})
 
     async def host(self, wid: str) -> None:
         """Load the shared guardians into a generation worker that just started (before it is ready)."""
@@ -193,6 +198,7 @@ class LiveGuardians:
             if loaded.error:
                 g.trouble = f"could not load on {wid}: {loaded.error}"
                 log.error("guardian %s: %s", g.spec.name, g.trouble)
+                self._record("guardian_load_failed", wid, loaded.error, {"guardian": g.spec.name})
                 continue
             g.add(wid)
 
@@ -277,8 +283,16 @@ class LiveGuardians:
                 "guardians": per}
 
     def attach(self, session: Any) -> None:
-        """The run's session (its recorder and run id), for late verdicts' row updates."""
+        """The run's session (its recorder and run id), for late verdicts' row updates and the
+        decision rows of guardian workers' failures."""
+        self._session = session
         self.late.attach(session)
+
+    def _record(self, action: str, wid: str, reason: str, payload: dict[str, Any]) -> None:
+        """A decision row on the run's event bus (recorder, Prometheus), as the core's own."""
+        core = self._session.core if self._session is not None else None
+        if core is not None and not self._closing:
+            core.calls.emit(Decision(self._now_s(), "core", "guardian-pool", action, wid, reason, payload))
 
     async def close(self) -> None:
         """Stop the guardian workers of their own (checks still running answer ``error``) and

@@ -220,6 +220,10 @@ def test_a_guardian_worker_that_dies_fails_its_checks_as_configured_and_comes_ba
     assert judge["workers"]["guardian-judge-0-r1"] == 1 and judge["workers"]["guardian-judge-0"] in (1, 2)
     got = verdicts(cfg.storage.url, driver.run_id)
     assert [v for _, _, v in got] == ["pass", "error", "pass"]
+    workers = [(d["action"], d["subject"]) for d in rows(cfg.storage.url, driver.run_id, "decisions")
+               if d["plugin"] == "guardian-pool"]
+    assert workers == [("guardian_worker_failed", "guardian-judge-0"),
+                       ("guardian_worker_restarted", "guardian-judge-0-r1")]
 
 
 def test_a_guardian_that_raises_answers_error_and_its_worker_goes_on(tmp_path, judge_dir):
