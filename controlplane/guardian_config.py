@@ -57,10 +57,10 @@ class GuardianSpec(_Section):
     name: str = Field(min_length=1)
     kind: GuardianKind = "simulated"
     model: str | None = None  # local model path (causal-lm, classifier)
-    replicas: int = Field(1, ge=1)  # workers of its own (live: threads; sim: replicas with a queue)
+    replicas: int = Field(1, ge=1)  # workers of its own (live: in the worker pool; sim: replicas with a queue)
     gpus_per_replica: int = Field(1, ge=1)  # what a replica-second costs in GPU-seconds (sim)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (live weights)
-    placement: Literal["own", "shared"] = "own"  # its own workers, or beside the generation workers
+    placement: Literal["own", "shared"] = "own"  # live: its own workers, or loaded into every generation worker
     device: str = "cpu"  # live: where its model runs
     timeout_s: float = Field(5.0, gt=0)  # a check that takes longer answers "timeout"
     on_error: Literal["open", "closed"] = "open"  # error/timeout: "open" passes, "closed" blocks

@@ -354,3 +354,15 @@ def test_guardians_on_ray_workers(tmp_path, judge_dir):
     assert set(workers) == {"tiny-0", "guardian-rules-0"} and all(w.get("ray") for w in workers.values())
     assert all(r.guardian_verdict == "pass" for r in results)
     assert summary["guardians"]["judge"]["workers"] == {"tiny-0": 2} and summary["guardians"]["rules"]["checks"] == 2
+
+
+def test_a_shared_guardian_that_does_not_load_is_recorded_and_fails_its_checks_as_configured(tmp_path):
+    bad = {"name": "judge", "kind": "causal-lm", "model": str(tmp_path / "missing"), "placement": "shared",
+           "on_error": "closed"}
+    cfg = config(tmp_path, [bad])
+    driver, _, (r,), summary, _ = drive(cfg, LocalThreadPool(cpu_threads=1), ["hello"])
+    assert r.status == "blocked" and r.finish_reason == "content_filter"  # on_error: closed
+    assert "no worker hosts guardian judge" in r.reason and "guardians.models[judge].model: cannot load" in r.reason
+    (row,) = [d for d in rows(cfg.storage.url, driver.run_id, "decisions") if d["plugin"] == "guardian-pool"]
+    assert row["action"] == "guardian_load_failed" and row["subject"] == "tiny-0"
+    assert summary["guardians"]["judge"]["workers"] == {} and summary["guardians"]["judge"]["errors"] == 1
