@@ -3,6 +3,7 @@
     python benchmarks/autoscaling.py                        # the bundled Azure code trace at its own pace
     python benchmarks/autoscaling.py --window-start 1718    # its second half only
     python benchmarks/autoscaling.py --trace conversation_trace.jsonl --format mooncake --rate-scale 0.25 --ttft 30
+    python benchmarks/autoscaling.py --suite --out runs.jsonl   # both real traces at the scales of SUITE
 
 Every run uses the bundled run config (sim/data/default_replay.yaml: Llama-3-8B on A100s from Vidur
 profiles, Sarathi, cold starts from the weights, SLO TTFT 2 s / TPOT 0.1 s, prices) or `--config`,
@@ -14,6 +15,12 @@ SLOs: what provisioning for the peak costs. Prints a table of every run, then on
 each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by a
 scale-down within the policy's own stabilisation window), `cost_per_1k_requests` (USD at the
 config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests after `--warmup` s).
+
+`--suite` replays each setup of `SUITE` (the bundled Azure code trace and Mooncake's conversation
+trace, each thinned or replicated with `--rate-scale` so that static provisioning at the peak needs
+from about 4 to 16 replicas) with the same options, prints every run (each policy, every static
+count tried) as a table row and to `--out` (JSON lines), and ends with one JSON line mapping each
+setup to the mapping above.
 """
 
 from __future__ import annotations
@@ -39,9 +46,27 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default
 
 #: Each policy's own stabilisation window: an up then down within it is an oscillation. Other
 #: autoscalers: the first of these settings they have, else 300 s.
-WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0, "slo-planner": 600.0}
+WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0, "slo-planner": 300.0}
 WINDOW_SETTINGS = ("scale_down_stabilization_s", "scale_down_delay_s", "stabilization_window_s", "hold_s",
                    "stable_window_s")
+#: Where Mooncake's conversation trace is looked for (the project's shared data), unless --mooncake.
+MOONCAKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "mooncake_fast25" / \
+    "conversation_trace.jsonl"
+
+#: The --suite setups: name -> (trace: "azure" for the bundled one or "mooncake", rate scale, TTFT
+#: target or None for the config's, first static count tried). Scales put static provisioning at
+#: the peak at about 4, 7 and 14 replicas (Azure) and 4, 6 and 14 (Mooncake). Mooncake's TTFT
+#: target is 30 s: its longest prompts (up to 126k tokens) take over 10 s to prefill on one A100
+#: at any replica count. The first static count only saves runs; every count tried is reported.
+SUITE = {
+    "azure-code x0.5": ("azure", 0.5, None, 2),
+    "azure-code x1": ("azure", None, None, 5),
+    "azure-code x2": ("azure", 2.0, None, 11),
+    "mooncake-conv x0.25": ("mooncake", 0.25, 30.0, 3),
+    "mooncake-conv x0.5": ("mooncake", 0.5, 30.0, 4),
+    "mooncake-conv x1": ("mooncake", 1.0, 30.0, 11),
+}
+
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
                 "sampled-guardian", "builtin-latency-models"]
 
@@ -199,9 +224,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", help="comma-separated autoscalers (default: every installed one)")
     ap.add_argument("--set", action="append", default=[], metavar="POLICY.KEY=VALUE",
                     help="a policy setting, e.g. --set hpa.target=8 (repeatable)")
+    ap.add_argument("--suite", action="store_true", help="replay every setup of SUITE (both real traces, "
+                    "several rate scales); --trace, --format, --rate-scale, --ttft and --static-from come from it")
+    ap.add_argument("--setups", help="with --suite: comma-separated setup names (default: all)")
+    ap.add_argument("--mooncake", default=str(MOONCAKE), help="Mooncake conversation_trace.jsonl for --suite")
+    ap.add_argument("--out", help="append every run as a JSON line to this file")
     args = ap.parse_args(argv)
+    if args.suite:
+        return suite(args)
     if args.trace is None and args.format is None:
         args.format = "azure"
+    results, static = evaluate(args)
+    print(json.dumps(summary(results)))
+    return 0
+
+
+def summary(results: dict[str, dict]) -> dict[str, dict]:
+    """The JSON line's mapping: each policy (and static_peak) to its headline numbers."""
+    return {k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations",
+                                  "cost_per_1k_requests", "slo_after_warmup",
+                                  *(("replicas",) if k == "static_peak" else ()))}
+            for k, v in results.items()}
+
+
+def suite(args) -> int:
+    """Every setup of SUITE (or --setups) with the same options; one JSON line of every setup at the end."""
+    names = args.setups.split(",") if args.setups else list(SUITE)
+    unknown = [n for n in names if n not in SUITE]
+    if unknown:
+        raise SystemExit(f"unknown setup(s) {unknown}; valid: {', '.join(SUITE)}")
+    out: dict[str, dict] = {}
+    for name in names:
+        kind, scale, ttft, static_from = SUITE[name]
+        if kind == "mooncake" and not Path(args.mooncake).is_file():
+            print(f"# {name}: skipped, no Mooncake trace at {args.mooncake} (--mooncake PATH)", flush=True)
+            continue
+        sub = argparse.Namespace(**vars(args))
+        sub.trace, sub.format = (None, "azure") if kind == "azure" else (args.mooncake, "mooncake")
+        sub.rate_scale, sub.ttft, sub.static_from, sub.setup = scale, ttft, static_from, name
+        print(f"# {name}: --rate-scale {scale or 1} --ttft {ttft or 'config'}", flush=True)
+        results, _ = evaluate(sub)
+        out[name] = summary(results)
+    print(json.dumps(out))
+    return 0
+
+
+def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
+    """Each policy, then static counts up to the fewest that reach --target; prints the table."""
     bounds = {"min_replicas": 1, "max_replicas": args.max_replicas}
     sets = parse_sets(args.set)
     policies = args.policies.split(",") if args.policies else autoscalers()
@@ -209,11 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in policies:
         results[name] = run(args, name, args.start_replicas, {**bounds, **sets.get(name, {})})
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
+        record(args, name, results[name])
     static: dict[int, dict] = {}
     n = args.static_from
     while n <= args.max_replicas and not args.no_static:  # the fewest fixed replicas that meet the target
         static[n] = run(args, "fixed-replicas", n)
         print(f"static {n}: {static[n]}", file=sys.stderr, flush=True)
+        record(args, f"static x{n}", static[n])
         if static[n]["slo_attainment"] >= args.target:
             break
         n += 1
@@ -228,11 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'policy':<18}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
         print(f"{name:<18}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
-    print(json.dumps({k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations",
-                                             "cost_per_1k_requests", "slo_after_warmup",
-                                             *(("replicas",) if k == "static_peak" else ()))}
-                      for k, v in results.items()}))
-    return 0
+    return results, static
+
+
+def record(args, name: str, row: dict) -> None:
+    """Append one run to --out (a JSON line with its setup and options)."""
+    if not args.out:
+        return
+    with open(args.out, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"setup": getattr(args, "setup", None), "trace": str(args.trace or "bundled azure code"),
+                            "rate_scale": args.rate_scale, "ttft": args.ttft, "policy": name, **row}) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""What the SLO planner needs besides its decision: an arrival-rate forecast with an upper bound,
-and the request rate one replica sustains within TTFT and TPOT targets (from an iteration
-estimate). Plain functions and a small state class; no hooks here."""
+"""What the SLO planner needs besides its decision: an arrival-rate forecast with an upper bound, the
+arrival curve of recent bursts (`BurstCurve`), and the request rate one replica sustains within TTFT
+and TPOT targets (from an iteration estimate). Plain functions and small state classes; no hooks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Capacity", "RateForecaster", "replica_capacity"]
+__all__ = ["BurstCurve", "Capacity", "RateForecaster", "replica_capacity"]
 
 
 class RateForecaster:
@@ -126,3 +126,51 @@ def replica_capacity(
         best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs")
         n = n + 1 if n < 16 else n + max(1, n // 8)  # finer where it matters, coarse past 16
     return best
+
+
+class BurstCurve:
+    """The arrival curve of the last ``memory_s``: for each window length ``L`` in ``windows_s``,
+    the most requests that arrived within any ``L`` seconds of it (counted in bins of ``bin_s``).
+    `rate` gives the service rate that would have served every such burst within a queueing delay
+    ``D``: a server of rate ``C`` that faces ``A(L)`` requests within ``L`` seconds has made the last
+    of them wait at most ``A(L) / C - L``, so ``C = max over L of A(L) / (L + D)`` (network
+    calculus' delay bound for a constant-rate server)."""
+
+    def __init__(self, bin_s: float, memory_s: float, windows_s: tuple[float, ...]) -> None:
+        self.bin_s = bin_s
+        self.num_bins = max(1, math.ceil(memory_s / bin_s))
+        self.windows = sorted({min(self.num_bins, max(1, round(w / bin_s))) for w in windows_s})
+        self._bins: deque[list[float]] = deque()  # [bin index, requests] of bins with arrivals, oldest first
+
+    def add(self, time_s: float, weight: float = 1.0) -> None:
+        i = math.floor(time_s / self.bin_s + 1e-9)
+        if self._bins and self._bins[-1][0] >= i:
+            self._bins[-1][1] += weight  # out of order by less than a bin: the newest bin
+        else:
+            self._bins.append([i, weight])
+
+    def rate(self, now_s: float, delay_s: float) -> tuple[float, float, float]:
+        """``(C, L, A(L))``: the rate that serves every burst of the memory within ``delay_s``, the
+        window length that binds it and the requests that arrived in that window."""
+        last = math.floor(now_s / self.bin_s + 1e-9)
+        first = last - self.num_bins + 1
+        bins = self._bins
+        while bins and bins[0][0] < first:
+            bins.popleft()
+        if not bins:
+            return 0.0, 0.0, 0.0
+        dense = np.zeros(last - max(first, bins[0][0]) + 1)
+        base = last - len(dense) + 1
+        for i, w in bins:
+            dense[min(i, last) - base] += w
+        cs = np.concatenate(([0.0], np.cumsum(dense)))
+        best = (0.0, 0.0, 0.0)
+        for n in self.windows:
+            if n > len(dense):
+                n = len(dense)
+            work = float(np.max(cs[n:] - cs[:-n]))
+            length = n * self.bin_s
+            r = work / (length + delay_s)
+            if r > best[0]:
+                best = (r, length, work)
+        return best

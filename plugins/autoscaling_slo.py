@@ -17,10 +17,10 @@ from pydantic import Field, model_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
-from controlplane.events import RequestFinished
+from controlplane.events import RequestArrived, RequestFinished
 from controlplane.types import RequestStatus
 
-from .autoscaling_forecast import Capacity, RateForecaster, replica_capacity
+from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, replica_capacity
 
 
 class _ModelState:
@@ -28,6 +28,8 @@ class _ModelState:
 
     def __init__(self, s) -> None:
         self.forecaster = RateForecaster(s.bucket_s, s.alpha, s.beta, s.forecast_quantile, s.residual_buckets)
+        self.bursts = BurstCurve(s.burst_bin_s, s.burst_memory_s, tuple(s.burst_windows_s)) \
+            if s.burst_windows_s else None
         self.prompt: float | None = None
         self.output: float | None = None
         self.num_seen = 0
@@ -48,7 +50,7 @@ class SLOPlanner(Plugin):
         tpot_s: float | None = Field(None, gt=0)  # TPOT target (None: the run's slo.tpot_s)
         ttft_headroom: float = Field(0.5, gt=0, le=1)  # plan a replica's expected TTFT at this share of the target
         tpot_headroom: float = Field(0.7, gt=0, le=1)  # plan its iteration time at this share of the TPOT target
-        target_utilization: float = Field(0.8, gt=0, le=1)  # run replicas at this share of their capacity
+        target_utilization: float = Field(0.9, gt=0, le=1)  # run replicas at this share of their capacity
         bucket_s: float = Field(30.0, gt=0)  # arrival-rate bucket of the forecast
         alpha: float = Field(0.5, gt=0, le=1)  # Holt level smoothing
         beta: float = Field(0.2, ge=0, le=1)  # Holt trend smoothing
@@ -57,8 +59,11 @@ class SLOPlanner(Plugin):
         horizon_s: float | None = Field(None, ge=0)  # how far ahead to plan (None: cold start + lead_s)
         lead_s: float = Field(10.0, ge=0)  # added to the cold start for the horizon
         peak_memory_s: float = Field(120.0, ge=0)  # also plan for the highest bucket rate this recent
+        burst_windows_s: list[float] = Field(default_factory=lambda: [5.0, 10.0])  # arrival-curve windows ([]: off)
+        burst_memory_s: float = Field(30.0, gt=0)  # ... over the arrivals of this recent past
+        burst_bin_s: float = Field(1.0, gt=0)  # arrivals are counted in bins this long
         backlog_drain_s: float = Field(20.0, gt=0)  # extra replicas to clear the queue within this
-        scale_down_delay_s: float = Field(600.0, ge=0)  # scale down only to the max wanted in this window
+        scale_down_delay_s: float = Field(300.0, ge=0)  # scale down only to the max wanted in this window
         prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: max_batch_tokens)
         default_prompt_tokens: float = Field(1024.0, gt=0)  # request shape before any request finished
         default_output_tokens: float = Field(128.0, gt=0)
@@ -71,6 +76,8 @@ class SLOPlanner(Plugin):
 
         @model_validator(mode="after")
         def _bounds(self):
+            if any(w <= 0 for w in self.burst_windows_s):
+                raise ValueError(f"burst_windows_s must be positive seconds, got {self.burst_windows_s}")
             if self.min_replicas > self.max_replicas:
                 raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
             if self.min_replicas == 0 and not self.scale_to_zero:
@@ -89,7 +96,14 @@ class SLOPlanner(Plugin):
 
     @hookimpl
     def cp_on_event(self, ctx, event):
-        if type(event) is not RequestFinished or event.request.status is not RequestStatus.COMPLETED:
+        kind = type(event)
+        if kind is RequestArrived:
+            if self.settings.burst_windows_s:
+                d = ctx.config.cluster.deployment(event.request.model)
+                if d is not None:
+                    self._state(d.name).bursts.add(event.time_s)
+            return
+        if kind is not RequestFinished or event.request.status is not RequestStatus.COMPLETED:
             return
         r = event.request
         st = self._state(r.model)
@@ -171,11 +185,20 @@ class SLOPlanner(Plugin):
         point, upper = st.forecaster.forecast(horizon)
         now_rate = st.forecaster.partial_rate(now)
         recent_peak = st.forecaster.recent_max(s.peak_memory_s)
-        plan_rate = max(upper, now_rate, recent_peak)
+        burst_rate = burst_len = burst_n = 0.0
+        if st.bursts is not None:  # what a burst of the memory needs: served within the TTFT left after prefill
+            ttft_t, _ = self._targets(ctx)
+            prefill_s = capacity.ttft_s if capacity is not None and capacity.concurrency else 0.0
+            delay = max(0.1 * ttft_t, ttft_t - prefill_s)
+            burst_rate, burst_len, burst_n = st.bursts.rate(now, delay)
+        plan_rate = max(upper, now_rate, recent_peak, burst_rate)
         serve = per_replica * s.target_utilization
         needed = math.ceil(plan_rate / serve - 1e-9) if serve > 0 else s.max_replicas
         backlog = scaling.num_queued
-        extra = math.ceil(backlog / (serve * s.backlog_drain_s)) if backlog and serve > 0 else 0
+        # the queue adds its drain rate to the plan before rounding (a request or two waiting for the next
+        # iteration is not a replica's worth of load)
+        drain_rate = backlog / s.backlog_drain_s
+        extra = (math.ceil((plan_rate + drain_rate) / serve - 1e-9) - needed) if serve > 0 and backlog else 0
         busy = scaling.num_queued + scaling.num_running + scaling.arrivals_per_s > 0
         if busy:
             st.idle_since = None
@@ -198,6 +221,7 @@ class SLOPlanner(Plugin):
         confidence = min(1.0, st.forecaster.num_buckets / 10) * (1.0 / (1.0 + err) if err is not None else 0.5)
         signals = {"arrivals_per_s": round(now_rate, 4), "forecast_per_s": round(point, 4),
                    "forecast_upper_per_s": round(upper, 4), "recent_peak_per_s": round(recent_peak, 4),
+                   "burst_per_s": round(burst_rate, 4),
                    "capacity_per_replica_per_s": round(per_replica, 4), "horizon_s": round(horizon, 2),
                    "prompt_tokens": round(prompt, 1), "output_tokens": round(output, 1),
                    "queued": float(backlog), "needed": float(needed), "backlog_replicas": float(extra)}
@@ -213,7 +237,8 @@ class SLOPlanner(Plugin):
                   f"limit {capacity.limit})" if capacity is not None else "(learned from observed load"
                   + (f"; the latency model failed: {estimate_error})" if estimate_error else ")")))
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s (forecast {point:.2f}, upper {upper:.2f} over "
-                  f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}); {how} at "
+                  f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}, burst {burst_n:.0f} in {burst_len:g}s "
+                  f"{burst_rate:.2f}); {how} at "
                   f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}; want {wanted}, {current} -> {target}")
         if target < wanted or (target > wanted and target == current):
             reason += f" (held: max wanted in {s.scale_down_delay_s:g}s)"

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("autoscaling_benchmark", ROOT / "benchmarks" / "autoscaling.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -53,3 +55,19 @@ def test_attainment_after_warmup_counts_only_later_arrivals():
     rows = [req(0, 0.0, 9.0), req(1, 5.0, 9.0), req(2, 20.0, 0.5), req(3, 30.0, 3.0)]
     assert bench.after_warmup(rows, SLOConfig(ttft_s=2.0, tpot_s=0.2), 10.0) == 0.5  # 2 of them, 1 in time
     assert bench.after_warmup(rows, SLOConfig(ttft_s=2.0, tpot_s=0.2), 0.0) == 0.25
+
+
+def test_the_suite_replays_each_setup_and_records_every_run(capsys, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    assert bench.main(["--suite", "--setups", "azure-code x0.5", "--limit", "200", "--speed-up", "8",
+                       "--max-replicas", "3", "--cold-start", "5", "--policies", "hpa,slo-planner",
+                       "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"azure-code x0.5"}
+    assert {"hpa", "slo-planner", "static_peak"} <= set(result["azure-code x0.5"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["policy"] for r in rows[:2]] == ["hpa", "slo-planner"]
+    assert all(r["policy"].startswith("static x") for r in rows[2:]) and rows[2:]  # every static count tried
+    assert all(r["setup"] == "azure-code x0.5" and r["rate_scale"] == 0.5 for r in rows)
+    with pytest.raises(SystemExit, match="unknown setup"):
+        bench.main(["--suite", "--setups", "nope"])

@@ -105,3 +105,44 @@ def test_a_latency_model_that_fails_falls_back_to_learning():
     d = _planner(initial_capacity_rps=3.0).cp_scale(make_context(), "default", s)
     assert d.target_replicas == 1 and "the latency model failed: KeyError" in d.reason
     assert d.signals["capacity_per_replica_per_s"] == 3.0
+
+
+def test_burst_curve_is_the_rate_that_serves_every_recent_burst_within_the_delay():
+    from plugins.autoscaling_forecast import BurstCurve
+
+    curve = BurstCurve(1.0, 60.0, (1.0, 10.0))
+    for t in range(100):  # a steady 2/s ...
+        curve.add(t + 0.5)
+        curve.add(t + 0.7)
+    rate, length, n = curve.rate(100.0, 2.0)
+    assert (length, n) == (10.0, 20.0) and rate == pytest.approx(20 / 12)
+    for _ in range(30):  # ... then 30 requests within one second
+        curve.add(100.2)
+    rate, length, n = curve.rate(100.5, 2.0)
+    assert (length, n) == (1.0, 30.0) and rate == pytest.approx(30 / 3)
+    assert curve.rate(170.0, 2.0)[0] < 10  # out of the 60 s memory
+    assert curve.rate(400.0, 2.0) == (0.0, 0.0, 0.0)
+
+
+def test_a_request_or_two_waiting_is_not_a_replica_of_backlog():
+    from controlplane.testing import make_requests
+
+    waiting = make_requests(2, prompt_tokens=512, output_tokens=64)
+    worker = make_worker_with(waiting)
+    s = build_scaling_context(model="default", now_s=1.0, configured_replicas=1, workers=[worker], unrouted=[],
+                              arrivals=3, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=_linear)
+    d = _planner().cp_scale(make_context(), "default", s)
+    assert d.target_replicas == 1 and d.signals["needed"] == 1 and d.signals["backlog_replicas"] == 0
+    many = make_requests(400, prompt_tokens=512, output_tokens=64)
+    s = build_scaling_context(model="default", now_s=1.0, configured_replicas=1, workers=[make_worker_with(many)],
+                              unrouted=[], arrivals=0, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=_linear)
+    d = _planner().cp_scale(make_context(), "default", s)
+    assert d.target_replicas > 1 and d.signals["backlog_replicas"] >= 1
+
+
+def make_worker_with(waiting):
+    from collections import deque
+
+    from controlplane.testing import make_worker
+
+    return make_worker(waiting=deque(waiting))
