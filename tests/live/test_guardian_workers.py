@@ -366,3 +366,28 @@ def test_a_shared_guardian_that_does_not_load_is_recorded_and_fails_its_checks_a
     (row,) = [d for d in rows(cfg.storage.url, driver.run_id, "decisions") if d["plugin"] == "guardian-pool"]
     assert row["action"] == "guardian_load_failed" and row["subject"] == "tiny-0"
     assert summary["guardians"]["judge"]["workers"] == {} and summary["guardians"]["judge"]["errors"] == 1
+
+
+def test_a_tenant_sees_only_its_own_requests(tmp_path):
+    from controlplane.live.api_keys import hash_key
+
+    daemon, http = _daemon(tmp_path, (
+        f"auth:\n  api_keys:\n    - {{sha256: '{hash_key('key-a')}', tenant: team-a}}\n"
+        f"    - {{sha256: '{hash_key('key-b')}', tenant: team-b}}\n"
+        "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: async, guardian: rules}\n"
+        "guardians:\n  models:\n    - {name: rules, kind: rules, blocklist: [never said]}\n"))
+    try:
+        a, b = ({"authorization": f"Bearer key-{t}"} for t in "ab")
+        reply = http.post("/v1/completions", headers=a, json={"model": "tiny-llama", "prompt": "hello",
+                                                               "max_tokens": 2, "ignore_eos": True}).json()
+        rid = reply["controlplane"]["requests"][0]["request_id"]
+        deadline = time.monotonic() + 60
+        while (state := http.get(f"/v1/requests/{rid}", headers=a).json())["guardian_verdict"] == "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state["status"] == "completed" and state["guardian"]["verdict"] == "pass"
+        assert state["retracted"] is False
+        assert http.get(f"/v1/requests/{rid}", headers=b).status_code == 404  # another tenant's
+        assert http.get(f"/v1/requests/{rid}").status_code == 401
+    finally:
+        http.__exit__(None, None, None)
