@@ -38,7 +38,9 @@ class PolicyCalls:
         enabled = {p.info.name for p in plugins.loaded}
         self._fallback_names: dict[str, str] = {}
         self._policy_hooks: dict[str, tuple[Any, Any]] = {}
-        self._empty: dict[str, tuple[Any, str | None]] = {}  # hooks no plugin implements: (fallback, its name)
+        # Hooks that no plugin, or exactly one taking every argument, implements: called without
+        # the generic caller's loop. (implementation or None, its plugin, fallback, fallback's name)
+        self._direct: dict[str, tuple[Any, str | None, Any, str | None]] = {}
         for name in POLICY_HOOKS:
             fallback = fallbacks.get(name)
             if fallback is not None and fallback.name in enabled:
@@ -48,8 +50,10 @@ class PolicyCalls:
                 self._fallback_names[name] = f"{fallback.name} (fallback)"
                 fallback = _positional(getattr(fallback, name), tuple(caller.spec.argnames))
             fast = fast_caller(caller, self.monitor)
-            if _is_empty(fast):  # nothing implements it: straight to the fallback, or None
-                self._empty[name] = (fallback, self._fallback_names.get(name))
+            if type(fast) is _FirstResult and len(fast.calls) <= 1:
+                fn, pick, plugin = fast.calls[0] if fast.calls else (None, None, None)
+                if pick is None:
+                    self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name))
             self._policy_hooks[name] = (fast, fallback)
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
@@ -91,9 +95,21 @@ class PolicyCalls:
     def decide(self, hook: str, *args: Any) -> tuple[Any, str | None]:
         """Ask a policy hook (arguments after ``ctx``, in the spec's order); the built-in fallback
         decides if every plugin defers or raises. Returns (decision, the plugin that made it)."""
-        empty = self._empty.get(hook)
-        if empty is not None:  # no plugin implements it
-            fallback, name = empty
+        direct = self._direct.get(hook)
+        if direct is not None:  # one implementation or none: what `_FirstResult` does, inlined
+            fn, plugin, fallback, name = direct
+            if fn is not None:
+                monitor = self.monitor
+                try:
+                    result = fn(self.ctx, *args)
+                except Exception as exc:
+                    monitor.record(plugin, hook, exc)
+                    result = None
+                if monitor.errors:
+                    self.drain_errors()
+                if result is not None:
+                    monitor.last_plugin = plugin
+                    return result, plugin
             return (None, None) if fallback is None else (fallback(self.ctx, *args), name)
         caller, fallback = self._policy_hooks[hook]
         monitor = self.monitor
