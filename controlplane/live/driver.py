@@ -132,9 +132,13 @@ class LiveDriver:
             self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings)
         self.pool.bind(self._loop, self._worker_failed)
         await self.guardians.start(sum(m.replicas for m in self.config.cluster.models) or 1)
-        self.session = await asyncio.to_thread(
-            RunSession, self.config, mode="live", clock=Clock(), record=self.record, extra_plugins=self.extra_plugins
-        )
+        try:
+            self.session = await asyncio.to_thread(
+                RunSession, self.config, mode="live", clock=Clock(), record=self.record,
+                extra_plugins=self.extra_plugins)
+        except BaseException:
+            await self.guardians.close()  # their workers started: stop them
+            raise
         self.core = self.session.core
         self.guardians.attach(self.session)
         self._t0 = time.monotonic()
@@ -143,6 +147,7 @@ class LiveDriver:
             self._apply(self.core.start())
         except BaseException as exc:
             self._closed = True
+            await self.guardians.close()
             await asyncio.to_thread(self.session.close, {"error": describe_error(exc)}, status="failed")
             raise
         self._background.append(self._loop.create_task(self._ticks(), name="cp-ticks"))

@@ -105,6 +105,7 @@ class LiveGuardians:
         self._closing = False
         self._warned = False
         self._session: Any = None
+        self._expected = 1  # workers the pool expects (its CPU threads are shared among them)
 
     def __contains__(self, name: str) -> bool:
         return name in self.guardians
@@ -123,18 +124,18 @@ class LiveGuardians:
                 raise ValueError(f"guardians.models[{g.spec.name}]: kind {g.spec.kind!r} runs only in the simulator; "
                                  "live guardians are rules, classifier or causal-lm")
         own = [(g, i) for g in self.guardians.values() if g.spec.placement == "own" for i in range(g.spec.replicas)]
-        expected = generation_workers + len(own)
-        results = await asyncio.gather(*(self._start_own(g, i, 0, expected) for g, i in own), return_exceptions=True)
+        self._expected = generation_workers + len(own)
+        results = await asyncio.gather(*(self._start_own(g, i, 0) for g, i in own), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await self.close()
             raise errors[0]
 
-    async def _start_own(self, g: _Guardian, replica: int, restarts: int, expected: int) -> None:
+    async def _start_own(self, g: _Guardian, replica: int, restarts: int) -> None:
         wid = f"guardian-{g.spec.name}-{replica}" + (f"-r{restarts}" if restarts else "")
         self._owner[wid] = (g.spec.name, replica, restarts)
         try:
-            facts = await self.pool.start(wid, GuardianWorkerSettings.of(g.spec), expected_workers=expected)
+            facts = await self.pool.start(wid, GuardianWorkerSettings.of(g.spec), expected_workers=self._expected)
         except Exception as exc:
             self._owner.pop(wid, None)
             with contextlib.suppress(Exception):
@@ -177,7 +178,7 @@ class LiveGuardians:
             return
         log.warning("guardian %s: %s; starting it again", g.spec.name, g.trouble)
         try:
-            await self._start_own(g, replica, restarts + 1, 1)
+            await self._start_own(g, replica, restarts + 1)
         except ValueError as exc:
             log.error("guardian %s: could not start its worker again: %s", g.spec.name, exc)
             return
