@@ -167,8 +167,8 @@ class LateVerdicts:
         rid = r.request_id
         if not answered:
             lr = self.live.get(rid)
-            if (lr is not None and lr.result is None and r.status is RequestStatus.IN_FLIGHT
-                    and r.guardian_verdict == "block"):
+            if (lr is not None and lr.result is None and r.guardian_verdict == "block"
+                    and r.status in (RequestStatus.WAITING, RequestStatus.RUNNING)):
                 lr.resolve(lr.final("blocked", r.reason or "blocked by a guardian", None))
             return
         verdict = r.guardian_verdict
