@@ -185,19 +185,19 @@ class SLOPlanner(Plugin):
         point, upper = st.forecaster.forecast(horizon)
         now_rate = st.forecaster.partial_rate(now)
         recent_peak = st.forecaster.recent_max(s.peak_memory_s)
+        ttft_t, _ = self._targets(ctx)
+        prefill_s = capacity.ttft_s if capacity is not None and capacity.concurrency else 0.0
+        delay = max(0.1 * ttft_t, ttft_t - prefill_s)  # the queueing the TTFT target leaves after the prefill
         burst_rate = burst_len = burst_n = 0.0
-        if st.bursts is not None:  # what a burst of the memory needs: served within the TTFT left after prefill
-            ttft_t, _ = self._targets(ctx)
-            prefill_s = capacity.ttft_s if capacity is not None and capacity.concurrency else 0.0
-            delay = max(0.1 * ttft_t, ttft_t - prefill_s)
+        if st.bursts is not None:  # what a burst of the memory needs: served within that delay
             burst_rate, burst_len, burst_n = st.bursts.rate(now, delay)
         plan_rate = max(upper, now_rate, recent_peak, burst_rate)
         serve = per_replica * s.target_utilization
         needed = math.ceil(plan_rate / serve - 1e-9) if serve > 0 else s.max_replicas
         backlog = scaling.num_queued
         # the queue adds its drain rate to the plan before rounding (a request or two waiting for the next
-        # iteration is not a replica's worth of load)
-        drain_rate = backlog / s.backlog_drain_s
+        # iteration is not a replica's worth of load), within what the TTFT target lets it wait
+        drain_rate = backlog / max(s.backlog_drain_s, delay)
         extra = (math.ceil((plan_rate + drain_rate) / serve - 1e-9) - needed) if serve > 0 and backlog else 0
         busy = scaling.num_queued + scaling.num_running + scaling.arrivals_per_s > 0
         if busy:
