@@ -168,6 +168,23 @@ def test_beyond_profile_extrapolates(vidur70b):
     assert np.all(np.diff(long) >= 0) and np.all(long > 0)
 
 
+def test_off_grid_terms_remembered_give_the_same_seconds_bit_for_bit(vidur70b):
+    """Past the tabulated grid the model prices with numpy once per exact argument and remembers it."""
+    from sim.latency import vidur_profile
+    from sim.latency.vidur_profile import VidurProfileModel
+
+    shapes = [IterationShape((6000,)), IterationShape((5000, 3000), (0, 512)), IterationShape((4500,), (),
+                                                                                              [700] * 9)]
+    first = [vidur70b.iteration_s(s) for s in shapes]
+    assert len(vidur70b._beyond) > 0, "these shapes are off the grid"
+    assert [vidur70b.iteration_s(s) for s in shapes] == first  # from what it remembers
+    fresh = VidurProfileModel("meta-llama/Llama-2-70b-hf", "a100", 2, "a100_pairwise_nvlink")
+    assert [fresh.iteration_s(s) for s in shapes] == first
+    vidur70b._beyond.clear()
+    assert [vidur70b.iteration_s(s) for s in shapes] == first
+    assert vidur_profile._MAX_REMEMBERED >= 1024
+
+
 def test_missing_profiles_raise_with_listing():
     with pytest.raises(ProfileNotFoundError, match="available compute profiles"):
         VidurProfileModel("meta-llama/Llama-2-7b-hf", "l4", 1)

@@ -1,0 +1,84 @@
+"""PolicyCalls: the event bus's per-type observers and the direct call of single-implementation hooks
+behave as the generic callers do (who gets which event, errors recorded, fallbacks)."""
+
+from __future__ import annotations
+
+from controlplane import hookimpl
+from controlplane.decisions import Admission
+from controlplane.events import RequestArrived, RequestFinished
+from controlplane.testing import make_trace, replay_with
+from controlplane.types import Decision, RequestStatus
+
+
+class Typed:
+    """An observer naming its handlers by event type: it gets only those, with the event alone."""
+
+    name = "typed-observer"
+
+    def __init__(self) -> None:
+        self.seen: list[type] = []
+        self.event_handlers = {RequestFinished: self._finished}
+
+    def _finished(self, event) -> None:
+        self.seen.append(type(event))
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):  # pluggy's path (wrappers, tracing) only
+        raise AssertionError("the bus calls event_handlers instead")
+
+
+class Everything:
+    name = "every-event"
+
+    def __init__(self) -> None:
+        self.types: set[type] = set()
+
+    @hookimpl
+    def cp_on_event(self, event):  # takes the event alone
+        self.types.add(type(event))
+
+
+class Raising:
+    name = "raising-observer"
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if type(event) is RequestArrived:
+            raise RuntimeError("observer broke")
+
+
+class Refusing:
+    """The only admission policy, and it raises for every second request: the fallback decides."""
+
+    name = "flaky-admission"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        self.n += 1
+        if self.n % 2 == 0:
+            raise ValueError("admission broke")
+        return Admission(False, "no")
+
+
+def test_typed_observers_get_only_their_events_and_a_raising_observer_does_not_stop_the_others():
+    typed, every = Typed(), Everything()
+    res = replay_with(Raising(), typed, every, trace=make_trace(20))
+    assert res.summary["num_requests"] == 20
+    assert typed.seen == [RequestFinished] * 20
+    assert {RequestArrived, RequestFinished, Decision} <= every.types
+    errors = [d for d in res.decisions if d.is_error and d.plugin == "raising-observer"]
+    assert len(errors) == 20 and all(d.hook == "cp_on_event" and "observer broke" in d.reason for d in errors)
+
+
+def test_a_single_admission_policy_that_raises_is_recorded_and_the_request_goes_on():
+    policy = Refusing()
+    res = replay_with(policy, trace=make_trace(10))
+    finished = {r.request_id: r for r in res.requests}
+    rejected = [r for r in finished.values() if r.status is RequestStatus.REJECTED]
+    assert len(rejected) == 5 and all(r.reason == "no" for r in rejected)
+    errors = [d for d in res.decisions if d.is_error and d.plugin == "flaky-admission"]
+    assert len(errors) == 5 and all(d.hook == "cp_admit_request" for d in errors)
+    assert sum(r.status is RequestStatus.COMPLETED for r in finished.values()) == 5
