@@ -134,7 +134,9 @@ _METADATA_FILES = ("entry_points.txt", "METADATA", "PKG-INFO")
 
 
 def _entry_point_cache_file() -> Path | None:
-    """One file per Python environment (``sys.prefix``), in the user's cache directory."""
+    """One file per Python environment and ``sys.path`` (which holds the working folder under
+    ``python -m``), in the user's cache directory: processes with different paths do not take
+    turns overwriting one file."""
     configured = os.environ.get(CACHE_ENV)
     if configured and configured.lower() in ("off", "0", "none"):
         return None
@@ -144,7 +146,7 @@ def _entry_point_cache_file() -> Path | None:
         import platformdirs
 
         where = Path(platformdirs.user_cache_dir("controlplane"))
-    env = hashlib.sha256(f"{sys.prefix}|{sys.executable}".encode()).hexdigest()[:16]
+    env = hashlib.sha256("\0".join([sys.prefix, sys.executable, *sys.path]).encode()).hexdigest()[:16]
     return where / f"entry-points-{env}.json"
 
 

@@ -39,21 +39,30 @@ def test_the_cached_discovery_is_the_scan_in_the_same_order(cache):
 
 
 def test_a_distribution_installed_changed_or_removed_is_seen_at_once(cache, tmp_path, monkeypatch):
-    _cached_scan()  # a cache written before the install
     site = tmp_path / "site"
-    _distribution(site, "[controlplane]\nfake-plugin = fakeplug:Fake\n")
+    site.mkdir()
     monkeypatch.syspath_prepend(str(site))
+    before = _cached_scan()  # the cache file of this sys.path, written before the install
+    assert "fake-plugin" not in before and _entry_point_cache_file().is_file()
+    _distribution(site, "[controlplane]\nfake-plugin = fakeplug:Fake\n")
     found = _cached_scan()
     assert ("fake-plugin", "fakeplug:Fake", "fakeplug", "0.1") in _rows(found)
     _distribution(site, "[controlplane]\nrenamed-plugin = fakeplug:Fake\n", version="0.2")
     found = _cached_scan()
     assert "fake-plugin" not in found and found["renamed-plugin"].version == "0.2"
-    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # sys.path itself changes too
     import shutil
 
     shutil.rmtree(site / "fakeplug-0.1.dist-info")
     importlib.invalidate_caches()
-    assert "renamed-plugin" not in _cached_scan()
+    assert _rows(_cached_scan()) == _rows(before)
+
+
+def test_processes_with_different_paths_keep_their_own_cache_file(cache, tmp_path, monkeypatch):
+    _cached_scan()
+    first = _entry_point_cache_file()
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    _cached_scan()
+    assert _entry_point_cache_file() != first and first.is_file() and _entry_point_cache_file().is_file()
 
 
 def test_a_broken_cache_file_is_scanned_again_and_off_writes_none(cache, tmp_path, monkeypatch):
