@@ -63,6 +63,7 @@ class SLOPlanner(Plugin):
         burst_memory_s: float = Field(30.0, gt=0)  # ... over the arrivals of this recent past
         burst_bin_s: float = Field(1.0, gt=0)  # arrivals are counted in bins this long
         backlog_drain_s: float = Field(20.0, gt=0)  # extra replicas to clear the queue within this
+        queue_age_share: float = Field(0.25, ge=0)  # a request queued this share of the TTFT slack: a replica more
         scale_down_delay_s: float = Field(300.0, ge=0)  # scale down only to the max wanted in this window
         prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: max_batch_tokens)
         default_prompt_tokens: float = Field(1024.0, gt=0)  # request shape before any request finished
@@ -199,6 +200,9 @@ class SLOPlanner(Plugin):
         # iteration is not a replica's worth of load), within what the TTFT target lets it wait
         drain_rate = backlog / max(s.backlog_drain_s, delay)
         extra = (math.ceil((plan_rate + drain_rate) / serve - 1e-9) - needed) if serve > 0 and backlog else 0
+        oldest = max((now - r.arrival_s for w in scaling.workers for r in w.waiting), default=0.0)
+        if backlog and serve > 0 and oldest > s.queue_age_share * delay:  # the queue eats the TTFT: act now
+            extra = max(extra, math.ceil(backlog / (serve * s.backlog_drain_s)))
         busy = scaling.num_queued + scaling.num_running + scaling.arrivals_per_s > 0
         if busy:
             st.idle_since = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controlplane.scaling import RecentLatencies, build_scaling_context
-from controlplane.testing import make_context, make_trace, replay_with
+from controlplane.testing import make_config, make_context, make_trace, replay_with
 from plugins.autoscaling_forecast import RateForecaster, replica_capacity
 from plugins.autoscaling_slo import SLOPlanner
 from tests.fixtures.common import assert_conserved
@@ -124,20 +124,31 @@ def test_burst_curve_is_the_rate_that_serves_every_recent_burst_within_the_delay
     assert curve.rate(400.0, 2.0) == (0.0, 0.0, 0.0)
 
 
-def test_a_request_or_two_waiting_is_not_a_replica_of_backlog():
+def _decide_with_queue(waiting, now_s, **settings):
+    s = build_scaling_context(model="default", now_s=now_s, configured_replicas=1, workers=[make_worker_with(waiting)],
+                              unrouted=[], arrivals=3, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=_linear)
+    return _planner(**settings).cp_scale(make_context(config=make_config(slo={"ttft_s": 2.0, "tpot_s": 0.1})),
+                                         "default", s)
+
+
+def test_a_request_or_two_just_queued_is_not_a_replica_of_backlog():
     from controlplane.testing import make_requests
 
-    waiting = make_requests(2, prompt_tokens=512, output_tokens=64)
-    worker = make_worker_with(waiting)
-    s = build_scaling_context(model="default", now_s=1.0, configured_replicas=1, workers=[worker], unrouted=[],
-                              arrivals=3, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=_linear)
-    d = _planner().cp_scale(make_context(), "default", s)
+    d = _decide_with_queue(make_requests(2, prompt_tokens=512, output_tokens=64, interval_s=0.0), 0.05)
     assert d.target_replicas == 1 and d.signals["needed"] == 1 and d.signals["backlog_replicas"] == 0
-    many = make_requests(400, prompt_tokens=512, output_tokens=64)
-    s = build_scaling_context(model="default", now_s=1.0, configured_replicas=1, workers=[make_worker_with(many)],
-                              unrouted=[], arrivals=0, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=_linear)
-    d = _planner().cp_scale(make_context(), "default", s)
+    many = make_requests(400, prompt_tokens=512, output_tokens=64, interval_s=0.0)
+    d = _decide_with_queue(many, 0.05)
     assert d.target_replicas > 1 and d.signals["backlog_replicas"] >= 1
+
+
+def test_a_queue_that_eats_the_ttft_adds_a_replica_at_once():
+    from controlplane.testing import make_requests
+
+    waiting = make_requests(2, prompt_tokens=512, output_tokens=64, interval_s=0.0)
+    d = _decide_with_queue(waiting, 1.5)  # waited 1.5 s of a 2 s TTFT target
+    assert d.target_replicas == 2 and d.signals["backlog_replicas"] == 1
+    d = _decide_with_queue(waiting, 1.5, queue_age_share=1.0)  # allowed to wait the whole slack: no replica
+    assert d.target_replicas == 1
 
 
 def make_worker_with(waiting):
