@@ -7,15 +7,12 @@ third-party plugins. Nothing is loaded at import time: every run builds its own 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import sys
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -127,84 +124,26 @@ def _scan_entry_points() -> dict[str, PluginInfo]:
     return found
 
 
-# --- the scan, cached on disk ------------------------------------------------------------------
-
-CACHE_ENV = "CONTROLPLANE_CACHE_DIR"  # the fitted latency models' cache directory; "off" disables both
-_METADATA_FILES = ("entry_points.txt", "METADATA", "PKG-INFO")
-
-
-def _entry_point_cache_file() -> Path | None:
-    """One file per Python environment and ``sys.path`` (which holds the working folder under
-    ``python -m``), in the user's cache directory: processes with different paths do not take
-    turns overwriting one file."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured and configured.lower() in ("off", "0", "none"):
-        return None
-    if configured:
-        where = Path(configured)
-    else:
-        import platformdirs
-
-        where = Path(platformdirs.user_cache_dir("controlplane"))
-    env = hashlib.sha256("\0".join([sys.prefix, sys.executable, *sys.path]).encode()).hexdigest()[:16]
-    return where / f"entry-points-{env}.json"
-
-
-def _installed_signature() -> str:
-    """A digest of what ``importlib.metadata`` reads to find entry points: ``sys.path`` in
-    order, the distributions' metadata folders on it, and the stat (size, mtime, ctime, inode)
-    of their ``entry_points.txt`` and ``METADATA``. Installing, removing or upgrading a
-    distribution changes it; it costs a directory listing per ``sys.path`` entry."""
-    digest = hashlib.sha256()
-    for entry in sys.path:
-        digest.update(f"\0path {entry}".encode())
-        try:
-            with os.scandir(entry or ".") as it:
-                names = sorted(e.name for e in it if e.name.endswith((".dist-info", ".egg-info")))
-        except OSError:  # not a folder (a zip, a missing entry): its own stat
-            try:
-                st = os.stat(entry or ".")
-                digest.update(f" {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}".encode())
-            except OSError:
-                pass
-            continue
-        for name in names:
-            folder = os.path.join(entry or ".", name)
-            digest.update(f"\0{name}".encode())
-            for meta in _METADATA_FILES if os.path.isdir(folder) else ("",):
-                try:
-                    st = os.stat(os.path.join(folder, meta) if meta else folder)
-                except OSError:
-                    continue
-                digest.update(f" {meta} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}".encode())
-    return digest.hexdigest()
-
-
 def _cached_scan() -> dict[str, PluginInfo]:
-    """:func:`_scan_entry_points`, read from the cache file when the installed distributions'
-    signature is the one it was written under; else scanned and written there."""
-    path = _entry_point_cache_file()
+    """:func:`_scan_entry_points`, read from the on-disk cache (:mod:`controlplane.entry_point_cache`)
+    when the installed distributions are those it was written for; else scanned and written there."""
+    from controlplane import entry_point_cache as cache
+
+    path = cache.cache_file()
     if path is None:
         return _scan_entry_points()
-    signature = _installed_signature()
-    try:
-        saved = json.loads(path.read_bytes())
-        if saved["signature"] == signature:
+    signature = cache.signature()
+    rows = cache.read(path, signature)
+    if rows is not None:
+        try:
             return {row["name"]: PluginInfo(row["name"], PluginInfo._UNSET, row["dist"], row["version"], row["value"],
                                             ep=metadata.EntryPoint(row["name"], row["value"], ENTRY_POINT_GROUP))
-                    for row in saved["plugins"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no cache yet, or one this code cannot read: scan
+                    for row in rows}
+        except (KeyError, TypeError):
+            pass  # a file this code cannot read: scan
     found = _scan_entry_points()
-    rows = [{"name": info.name, "value": info.entry_point, "dist": info.dist, "version": info.version}
-            for info in found.values()]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"signature": signature, "plugins": rows}))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only home still discovers, only slower
+    cache.write(path, signature, [{"name": info.name, "value": info.entry_point, "dist": info.dist,
+                                   "version": info.version} for info in found.values()])
     return found
 
 

@@ -7,8 +7,10 @@ import importlib
 
 import pytest
 
-from controlplane import plugin_manager
-from controlplane.plugin_manager import CACHE_ENV, _cached_scan, _entry_point_cache_file, _scan_entry_points
+from controlplane import entry_point_cache
+from controlplane.entry_point_cache import CACHE_ENV
+from controlplane.entry_point_cache import cache_file as _entry_point_cache_file
+from controlplane.plugin_manager import _cached_scan, _scan_entry_points
 
 
 def _rows(found):
@@ -57,12 +59,21 @@ def test_a_distribution_installed_changed_or_removed_is_seen_at_once(cache, tmp_
     assert _rows(_cached_scan()) == _rows(before)
 
 
-def test_processes_with_different_paths_keep_their_own_cache_file(cache, tmp_path, monkeypatch):
+def test_processes_with_different_paths_keep_their_own_cache_file_and_old_ones_go(cache, tmp_path, monkeypatch):
+    import os
+    import time
+
     _cached_scan()
     first = _entry_point_cache_file()
     monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
     _cached_scan()
-    assert _entry_point_cache_file() != first and first.is_file() and _entry_point_cache_file().is_file()
+    second = _entry_point_cache_file()
+    assert second != first and first.is_file() and second.is_file()
+    old = time.time() - entry_point_cache.PRUNE_AFTER_S - 60
+    os.utime(first, (old, old))  # not written for longer than PRUNE_AFTER_S
+    monkeypatch.syspath_prepend(str(tmp_path / "third"))
+    _cached_scan()  # writes a third file, and removes the stale one
+    assert not first.exists() and second.is_file() and _entry_point_cache_file().is_file()
 
 
 def test_a_broken_cache_file_is_scanned_again_and_off_writes_none(cache, tmp_path, monkeypatch):
@@ -71,7 +82,7 @@ def test_a_broken_cache_file_is_scanned_again_and_off_writes_none(cache, tmp_pat
     path.write_text("{not json")
     assert _rows(_cached_scan()) == _rows(_scan_entry_points())
     monkeypatch.setenv(CACHE_ENV, "off")
-    assert plugin_manager._entry_point_cache_file() is None
+    assert entry_point_cache.cache_file() is None
     path.unlink()
     assert _rows(_cached_scan()) == _rows(_scan_entry_points())
     assert not any(cache.glob("entry-points-*"))
