@@ -1,5 +1,6 @@
 """An SLO-driven predictive planner: forecast each model's arrivals over the cold-start horizon and
-run the fewest replicas that keep TTFT and TPOT within the run's SLO at that load.
+run the fewest replicas that keep TTFT and TPOT within the run's SLO at that load, and at the rate
+the last seconds' bursts need (`BurstCurve`: every burst served within the TTFT left after prefill).
 
 Capacity per replica comes from the run's latency model (`ScalingContext.iteration_s`: the
 simulator binds its latency models; see `replica_capacity`), for the mean prompt and output of
