@@ -239,7 +239,7 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         decision: RouteDecision
         decision, plugin = self._decide("cp_route_request", r, candidates)
         worker = self.workers.get(decision.worker_id) if decision is not None else None
-        if worker is None or worker not in candidates:
+        if worker is None or worker.model != r.model or worker.state not in _ACCEPTING:  # not a candidate
             bad = decision.worker_id if decision is not None else None
             self._emit(
                 Decision(self.clock.now_s, "cp_route_request", plugin or "core", "error", r.request_id,

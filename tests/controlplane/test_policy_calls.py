@@ -82,3 +82,22 @@ def test_a_single_admission_policy_that_raises_is_recorded_and_the_request_goes_
     errors = [d for d in res.decisions if d.is_error and d.plugin == "flaky-admission"]
     assert len(errors) == 5 and all(d.hook == "cp_admit_request" for d in errors)
     assert sum(r.status is RequestStatus.COMPLETED for r in finished.values()) == 5
+
+
+class Misrouting:
+    """Routes every request to a replica that does not exist: the core sends it to the least loaded."""
+
+    name = "misrouting"
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        from controlplane.decisions import RouteDecision
+
+        return RouteDecision("no-such-replica", "wrong on purpose")
+
+
+def test_a_route_to_a_replica_that_is_not_a_candidate_is_an_error_row_and_the_request_is_served():
+    res = replay_with(Misrouting(), trace=make_trace(12))
+    errors = [d for d in res.decisions if d.hook == "cp_route_request" and d.is_error]
+    assert len(errors) == 12 and all("not a candidate" in d.reason for d in errors)
+    assert res.summary["num_completed"] == 12
