@@ -30,7 +30,8 @@ def __getattr__(name: str) -> Any:
 def console(name: str) -> Any:
     """``out`` or ``err``, made now if it was not yet (this module's own code cannot rely on
     ``__getattr__``, which only answers lookups from outside)."""
-    return globals().get(name) or __getattr__(name)
+    made = globals().get(name)
+    return made if made is not None else __getattr__(name)
 
 
 #: Set by the ``controlplane`` entry point (a process of its own): objects made while the
