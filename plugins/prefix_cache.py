@@ -14,6 +14,8 @@ blocks when the replica still holds them, as vLLM's automatic prefix caching doe
 * ``prefix-affinity`` is an optional cache-aware router: it remembers which replica last
   received each block hash and sends a request to the replica holding most of its blocks,
   unless that replica is more than ``max_imbalance`` requests busier than the least loaded.
+  A starting replica is a candidate only when its expected wait (the rest of its cold start
+  plus its queued work) is below every ready replica's (``plugins.routing_wait``).
 
 Simplification: a hit saves compute, not memory; the KV budget still counts each request's
 full context (shared blocks are not deduplicated), which is conservative.
@@ -27,6 +29,9 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import RouteDecision
+
+from plugins.routing_wait import ReadinessGate
+from plugins.scorers import ReplicaStats
 
 
 class PrefixCache(Plugin):
@@ -144,11 +149,16 @@ class PrefixAffinity(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self._owner: OrderedDict[int, str] = OrderedDict()  # block hash -> replica that last got it
+        self._speeds = ReplicaStats()  # measured replica speeds, for the starting replicas' expected wait
+        self._gate = ReadinessGate()
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
         if not request.hash_ids:
             return None  # no prefix information: let the next router decide
+        keep, _ = self._gate.pool(ctx, workers, self._speeds)  # a starting replica only if less backed up
+        if len(keep) < len(workers):
+            workers = [workers[i] for i in keep]
         least = min(workers, key=lambda w: w.load)
         by_id = {w.worker_id: w for w in workers}
         # The replica that got the deepest block of the request's leading run of known blocks
@@ -176,3 +186,7 @@ class PrefixAffinity(Plugin):
         while len(owner) > self.settings.max_entries:
             owner.popitem(last=False)
         return RouteDecision(best.worker_id, why)
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        self._speeds.observe(event)

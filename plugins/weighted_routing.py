@@ -2,7 +2,9 @@
 
 ``weighted-router`` scores every candidate replica with the scorers of ``plugins.scorers``
 and sends the request to the highest weighted sum (ties: fewer queued + running requests,
-then cluster order). ``weights`` maps scorer names to weights; a scorer with weight 0 is not
+then cluster order). A starting replica is a candidate only when its expected wait (the rest
+of its cold start plus its queued work) is below every ready candidate's
+(``plugins.routing_wait``). ``weights`` maps scorer names to weights; a scorer with weight 0 is not
 computed. The route decision stores every replica's scores and total
 (``RouteDecision.scores``: the ``scores`` of the decision's payload).
 
@@ -20,6 +22,7 @@ from pydantic import Field, field_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import RouteDecision
 
+from plugins.routing_wait import ReadinessGate
 from plugins.scorers import SCORERS, ReplicaStats
 
 
@@ -56,6 +59,7 @@ class WeightedRouter(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self.stats = ReplicaStats()
+        self.gate = ReadinessGate()
         self._scorers = [(n, SCORERS[n], w) for n, w in self.settings.weights.items() if w > 0]
 
     def candidates(self, ctx, workers):
@@ -74,6 +78,9 @@ class WeightedRouter(Plugin):
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
         pool = self.candidates(ctx, workers)
+        keep, _ = self.gate.pool(ctx, pool, self.stats)  # a starting replica only if less backed up
+        if len(keep) < len(pool):
+            pool = [pool[i] for i in keep]
         totals, parts = self.score(ctx, request, pool)
         best = max(range(len(pool)), key=lambda i: (totals[i], -pool[i].load, -i))
         w = pool[best]

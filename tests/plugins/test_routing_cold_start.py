@@ -1,0 +1,104 @@
+"""Routers weigh a starting replica's remaining cold start as waiting (plugins.routing_wait)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from controlplane.events import RequestFinished
+from controlplane.testing import make_config, make_context, make_worker
+from controlplane.types import Request, RequestStatus, WorkerState
+from plugins.prefix_cache import PrefixAffinity
+from plugins.routing import LeastLoaded
+from plugins.routing_wait import ReadinessGate
+from plugins.weighted_routing import PowerOfTwo, PrefixOnly, WeightedRouter
+
+COLD_START_S = 30.0
+
+
+def _req(rid, prompt=1000, out=0, hashes=()):
+    return Request(rid, 0.0, prompt, out, model="default", hash_ids=tuple(hashes),
+                   hash_block_tokens=16 if hashes else None)
+
+
+def _cluster(queued_on_ready: int, now_s: float = 10.0):
+    """A ready replica with ``queued_on_ready`` 1000-token prompts waiting, and an idle one started at 0."""
+    ready = make_worker("default-0", waiting=deque(_req(f"q{i}") for i in range(queued_on_ready)), busy_s=1.0)
+    starting = make_worker("default-1", state=WorkerState.STARTING, started_s=0.0)
+    config = make_config(cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": COLD_START_S}]})
+    return make_context(now_s=now_s, workers=[ready, starting], config=config), [ready, starting]
+
+
+def _measured(router, tokens=1000):
+    """The ready replica finished a request: ``tokens`` tokens in its 1 busy second."""
+    done = _req("done", prompt=tokens)
+    done.worker_id, done.first_token_s, done.status = "default-0", 1.0, RequestStatus.COMPLETED
+    router.cp_on_event(ctx=None, event=RequestFinished(1.0, done))
+    return router
+
+
+def _route(router, ctx, workers, request=None):
+    return router.cp_route_request(ctx=ctx, request=request or _req("new", out=8), workers=workers).worker_id
+
+
+def test_least_loaded_prefers_a_ready_replica_that_drains_before_the_cold_start_ends():
+    # 3 queued prompts at 1000 tokens/s: 3 s of work, against 20 s left of the cold start. By
+    # request count the starting replica (0 queued) was the least loaded.
+    ctx, workers = _cluster(3)
+    d = _measured(LeastLoaded()).cp_route_request(ctx=ctx, request=_req("new"), workers=workers)
+    assert d.worker_id == "default-0" and d.reason == "least loaded (3 queued+running)"
+
+
+def test_least_loaded_sends_to_the_starting_replica_when_every_ready_one_is_more_backed_up():
+    ctx, workers = _cluster(25)  # 25 s of queued work > 20 s until the starting replica is ready
+    d = _measured(LeastLoaded()).cp_route_request(ctx=ctx, request=_req("new"), workers=workers)
+    assert d.worker_id == "default-1"
+    assert "expected wait 20.0 s (ready in 20.0 s)" in d.reason
+    # later in the cold start (5 s left) a shorter queue already loses to it
+    ctx, workers = _cluster(8, now_s=25.0)
+    assert _route(_measured(LeastLoaded()), ctx, workers) == "default-1"
+
+
+def test_a_starting_replicas_own_queue_adds_to_its_wait():
+    ctx, workers = _cluster(25)
+    workers[1].waiting.extend(_req(f"s{i}") for i in range(6))  # 20 s + 6 s > 25 s
+    assert _route(_measured(LeastLoaded()), ctx, workers) == "default-0"
+
+
+def test_without_a_measured_speed_ready_replicas_win():
+    ctx, workers = _cluster(25)
+    assert _route(LeastLoaded(), ctx, workers) == "default-0"
+
+
+def test_only_starting_replicas_route_by_expected_wait():
+    config = make_config(cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": COLD_START_S}]})
+    early = make_worker("default-0", state=WorkerState.STARTING, started_s=0.0)
+    late = make_worker("default-1", state=WorkerState.STARTING, started_s=8.0)
+    ctx = make_context(now_s=10.0, workers=[late, early], config=config)
+    assert _route(LeastLoaded(), ctx, [late, early]) == "default-0"  # ready in 20 s, not 28 s
+
+
+def test_time_to_ready_comes_from_the_deployments_cold_start():
+    ctx, (ready, starting) = _cluster(0, now_s=12.5)
+    gate = ReadinessGate()
+    assert gate.time_to_ready_s(ctx, starting) == pytest.approx(17.5)
+    assert gate.time_to_ready_s(ctx, ready) == 0.0
+    ctx, (_, starting) = _cluster(0, now_s=45.0)
+    assert gate.time_to_ready_s(ctx, starting) == 0.0  # late: not known to be later still
+
+
+@pytest.mark.parametrize("router_cls", [WeightedRouter, PowerOfTwo, PrefixOnly])
+def test_weighted_routers_skip_a_starting_replica_while_a_ready_one_is_less_backed_up(router_cls):
+    ctx, workers = _cluster(3)
+    assert _route(_measured(router_cls()), ctx, workers) == "default-0"
+    ctx, workers = _cluster(25)
+    assert _route(_measured(router_cls()), ctx, workers) == "default-1"
+
+
+def test_prefix_affinity_skips_a_starting_replica_while_a_ready_one_is_less_backed_up():
+    ctx, workers = _cluster(1)
+    router = _measured(PrefixAffinity())
+    router.cp_route_request(ctx=make_context(workers=workers[1:]), request=_req("a", hashes=(1, 2)),
+                            workers=workers[1:])  # its blocks were last sent to the starting replica
+    assert _route(router, ctx, workers, _req("b", hashes=(1, 2, 3))) == "default-0"
