@@ -322,6 +322,8 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
             r.reason = reason
             self._decision("core", "core", "cancel", r.request_id, reason)
             self._finish(r, RequestStatus.CANCELLED)
+        elif code is ReasonCode.BLOCKED:  # an async prompt check blocked it (`Responses._decided`)
+            self._block(r, "input", reason)
         else:
             self._fail(r, reason, code)
         if w is not None and schedule:

@@ -10,7 +10,10 @@ A mixin of `controlplane.core.ControlPlane`, which owns the state these methods 
   ``BLOCKED``); a blocked answer is withheld (status ``blocked``, no code: the daemon answers
   ``finish_reason: "content_filter"``). Blocked requests are not goodput.
 * Async: the generation or reply goes on; the request's row says ``pending``; a later block is
-  recorded as a ``guardian_block_after_reply`` decision (the API's retraction convention).
+  recorded as a ``guardian_block_after_reply`` decision (the API's retraction convention). A
+  prompt block that arrives while the request is still in the system stops it the way a
+  cancellation does (at once, or at its running batch's next boundary): status ``blocked``, code
+  ``BLOCKED``, the reason naming the guardian.
 * Only answers that passed reach the response caches, so nothing unchecked or blocked is served
   from them; a cached answer is served instead of a generation only after the prompt's sync
   check passed.
@@ -39,6 +42,7 @@ class Responses:
     _unverified: dict[str, Request]  # answered, async check pending: not cacheable yet
     _checks: dict[tuple[str, str], CheckGroup]  # (request id, stage) -> the guardians asked
     _blocked_answers: dict[tuple[str | None, str], None]  # (model, prompt) blocked, oldest first
+    _cancelling: dict[str, tuple[str, ReasonCode | None]]  # leaving at their batch's next boundary
     _out: list[Any]
 
     # --- arrivals: the prompt's check, then the cache or a worker --------------------------------
@@ -81,9 +85,10 @@ class Responses:
 
     def _complete(self, r: Request) -> None:
         """A worker produced the last token; guardians may check it before the reply."""
-        if r.guardian_verdict == "block":  # its prompt was blocked by an async check meanwhile
-            why = r.reason if r.reason and r.reason.startswith("blocked by") else "blocked by an async prompt check"
-            self._block(r, "input", why)
+        if r.guardian_verdict == "block":  # an async prompt check blocked it during this last iteration
+            # Its leave waited for this batch's end (`_decided`); the worker's stop reason replaced r.reason.
+            leaving = self._cancelling.get(r.request_id)
+            self._block(r, "input", leaving[0] if leaving else "blocked by an async prompt check")
             return
         plan, plugin = self._decide("cp_guardian_plan", r, "output")
         mode = self._start_checks(r, "output", plan, plugin)
@@ -188,11 +193,13 @@ class Responses:
                     self._decision("cp_guardian_plan", "core", "guardian_block_after_reply", r.request_id,
                                    out.reason, {"guardian": out.guardian, "score": out.score, "stage": stage})
                 return
-            # An async prompt check: the request is still in the system.
+            # An async prompt check: the request is still in the system. A block stops its
+            # generation: it leaves now, or at its running batch's next boundary, as blocked.
             if r.request_id in self.active:
                 r.guardian_verdict = out.verdict
                 if out.verdict == "block":
                     r.reason = f"blocked by {out.guardian}: {out.reason}"
+                    self._leave(r.request_id, r.reason, ReasonCode.BLOCKED)
             return
         r.guardian_verdict = out.verdict
         if out.verdict == "block":

@@ -208,3 +208,18 @@ def test_combine_reports_failures_rather_than_a_pass():
     assert combine(cfg, "any", {"a": ("pass", 0.1, None), "c": ("error", None, "boom")}).verdict == "block"
     with pytest.raises(ValueError, match="unknown guardian combine rule 'vote'"):
         combine(cfg, "vote", {"a": ("pass", 0.1, None)})
+
+
+def test_an_async_prompt_block_stops_the_generation_and_names_the_guardian():
+    # 0.5 s checks on long answers (~1-3 s each here): every block arrives mid-generation.
+    trace = make_trace(8, qps=1, output_tokens=256)
+    plain = by_id(replay_with(trace=trace))
+    res = replay_with(trace=trace, plugins=guard(stages=["input"], mode="async"),
+                      sim={"guardian_block_rate": 1.0, "guardian_latency_s": 0.5})
+    for r in res.requests:
+        p = plain[r.request_id]
+        assert r.status is RequestStatus.BLOCKED and r.reason_code is ReasonCode.BLOCKED
+        assert r.reason == "blocked by guardian: simulated label: harmful"
+        assert 0 < r.output_tokens < p.output_tokens  # stopped when the verdict came, not run to its end
+        assert r.finish_s < p.finish_s and r.finish_s <= r.arrival_s + 0.5 + 0.05  # at the next batch boundary
+    assert res.summary["num_blocked"] == 8 and res.summary["goodput_rps"] == 0
