@@ -32,6 +32,8 @@ async def admin_plugins(driver: DriverDep) -> dict[str, Any]:
 
 @router.get("/workers")
 async def admin_workers(driver: DriverDep) -> dict[str, Any]:
+    """The generation workers (``role: generation``, with the shared guardians each hosts) and the
+    guardians' workers of their own (``role: guardian``: guardian, checks, busy seconds)."""
     return {"pool": driver.pool.kind, "workers": driver.worker_listing()}
 
 

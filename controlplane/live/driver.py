@@ -21,7 +21,8 @@ Carrying out the core's actions (one handler per action type, checked by `dispat
 * ``RunGuardian``: a guardian declared in ``guardians.models`` checks the prompt or the answer
   in workers of the same pool, its own or the generation workers (`controlplane.live.guardian_pool`);
   one not declared answers ``"unavailable"`` (never a made-up "pass"). A verdict after the reply
-  is written to the request's row (`controlplane.live.guardian_verdicts`).
+  is written to the request's row (`controlplane.live.guardian_verdicts`); a clean end waits for
+  the checks in flight.
 * ``WakeWorker``: a timer feeds ``WorkerWake``.
 
 A worker that dies is reported as ``WorkerFailed``; the core retries its requests elsewhere or
@@ -197,22 +198,29 @@ class LiveDriver:
         self.metrics.draining.set(0)
 
     async def drain(self, timeout_s: float | None = None) -> bool:
-        """Stop taking requests and wait for the pending ones; True when none is left (answered,
-        and off the workers: a timed-out request leaves its batch at the next iteration)."""
+        """Stop taking requests and wait for the pending ones, then for the guardian checks still
+        running (an async check's verdict, or its ``timeout``, reaches the request's row); True when
+        none is left (answered, and off the workers: a timed-out request leaves its batch at the
+        next iteration)."""
         self.begin_drain()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while self.num_pending or self.core.num_active:
             if deadline is not None and time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.05)
-        return True
+        return await self.guardians.settle(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     async def close(self, status: str = "finished") -> dict[str, Any] | None:
-        """End the run: stop workers, record the summary; unfinished requests answer 503."""
+        """End the run: stop workers, record the summary; unfinished requests answer 503. A clean
+        end (status ``finished``) first waits for the guardian checks in flight (each within its
+        guardian's ``timeout_s``), so no async verdict is left ``pending``."""
         if self._closed or not self._started:
             return self.summary
         self._closed = True
         self.draining = True
+        if status == "finished" and self.guardians.checks_in_flight:
+            log.info("waiting for %d guardian checks in flight", self.guardians.checks_in_flight)
+            await self.guardians.settle()
         for t in self._background:
             t.cancel()
         for t in self._background:
@@ -450,7 +458,10 @@ class LiveDriver:
         status = r.status.value if r.status is not RequestStatus.IN_FLIGHT else "in_flight"
         if r.cache_hit and r.output_text:
             lr.push(r.output_text)
-        lr.resolve(lr.final(status, r.reason, r.reason_code))
+        code = r.reason_code
+        if r.status is RequestStatus.BLOCKED and lr.generated:
+            code = None  # an async prompt check stopped it after it generated: withheld, content_filter
+        lr.resolve(lr.final(status, r.reason, code))
 
     def _wake(self, a: act.WakeWorker) -> None:
         self._feed_later(max(0.0, a.at_s - self.now_s()), ev.WorkerWake, a.worker_id)
@@ -472,7 +483,7 @@ class LiveDriver:
         return driver_admin.plugin_listing(self.session.plugins)
 
     def worker_listing(self) -> list[dict[str, Any]]:
-        return driver_admin.worker_listing(self.core, self.pool, self.worker_facts)
+        return driver_admin.worker_listing(self.core, self.pool, self.worker_facts, self.guardians)
 
 
 def _ignore(_a: Any) -> None:

@@ -53,13 +53,17 @@ def plugin_listing(plugins: Any) -> list[dict[str, Any]]:
     return out
 
 
-def worker_listing(core: Any, pool: Any, facts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The core's workers with their state and load, the pool's view (alive, pid, device) and
-    the device facts each reported when it started."""
+def worker_listing(core: Any, pool: Any, facts: dict[str, dict[str, Any]], guardians: Any = None,
+                   ) -> list[dict[str, Any]]:
+    """The core's workers (``role: generation``) with their state and load, the pool's view
+    (alive, pid, device), the device facts each reported when it started and the shared guardians
+    each hosts (checks, busy seconds); then the guardians' workers of their own (``role:
+    guardian``, `LiveGuardians.worker_listing`)."""
     out = []
     for wid, w in core.workers.items():
-        out.append({
+        row = {
             "worker_id": wid,
+            "role": "generation",
             "model": w.model,
             "state": w.state.value,
             "waiting": len(w.waiting),
@@ -69,5 +73,10 @@ def worker_listing(core: Any, pool: Any, facts: dict[str, dict[str, Any]]) -> li
             "alive": pool.alive(wid),
             **pool.info(wid),
             "facts": facts.get(wid),
-        })
+        }
+        if guardians is not None and guardians.declared:
+            row["guardians"] = guardians.hosted(wid)
+        out.append(row)
+    if guardians is not None:
+        out.extend(guardians.worker_listing(pool))
     return out

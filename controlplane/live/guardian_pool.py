@@ -23,6 +23,10 @@ while no worker hosts the guardian its checks answer ``error`` at once. All of t
 the guardian's ``on_error`` in the core. A guardian a plan names that is not declared answers
 ``unavailable``. No check ever waits longer than its timeout.
 
+A clean end of the run (`LiveDriver.drain`, `LiveDriver.close` with status ``finished``) waits
+for the checks still in flight (`settle`), so an async check's verdict, or its ``timeout``,
+reaches the request's row instead of leaving it ``pending``.
+
 What happens after a verdict that reaches an answered request (a late block) is in
 `controlplane.live.guardian_verdicts`.
 """
@@ -74,6 +78,8 @@ class _Host:
     worker_id: str
     inflight: int = 0
     checks: int = 0
+    busy_s: float = 0.0  # its own time on this guardian's checks
+    facts: dict[str, Any] | None = None  # what a worker of its own reported when it started
 
 
 @dataclass
@@ -84,8 +90,8 @@ class _Guardian:
     trouble: str | None = None  # why no worker hosts it (the last failure or load error)
     seen: dict[str, _Host] = field(default_factory=dict)  # every worker that hosted it
 
-    def add(self, wid: str) -> None:
-        self.hosts[wid] = self.seen[wid] = _Host(wid)
+    def add(self, wid: str, facts: dict[str, Any] | None = None) -> None:
+        self.hosts[wid] = self.seen[wid] = _Host(wid, facts=facts)
 
 
 class LiveGuardians:
@@ -102,6 +108,7 @@ class LiveGuardians:
         self._now_s = now_s
         self._owner: dict[str, tuple[str, int, int]] = {}  # own worker id -> (guardian, replica, restarts)
         self._tasks: set[asyncio.Task] = set()
+        self._checking: set[asyncio.Task] = set()  # checks in flight (of `_tasks`)
         self._closing = False
         self._warned = False
         self._session: Any = None
@@ -147,7 +154,7 @@ class LiveGuardians:
         if self._closing:
             await self.pool.stop(wid)
             return
-        g.add(wid)
+        g.add(wid, facts)
         log.info("guardian %s: worker %s ready on %s", g.spec.name, wid, facts.get("device"))
 
     def worker_failed(self, wid: str, reason: str) -> bool:
@@ -215,7 +222,7 @@ class LiveGuardians:
         """The driver's ``RunGuardian`` handler."""
         r = a.request
         if a.guardian in self.guardians:
-            self._spawn(self._check_and_feed(a, r.prompt if a.stage == "input" else r.output_text))
+            self._checking.add(self._spawn(self._check_and_feed(a, r.prompt if a.stage == "input" else r.output_text)))
             return
         if not self._warned:
             self._warned = True
@@ -261,6 +268,7 @@ class LiveGuardians:
             return "error", None, describe_error(exc)
         finally:
             host.inflight -= 1
+        host.busy_s += v.busy_s
         stats.busy_s += v.busy_s
         if v.device.startswith("cuda"):
             stats.gpu_seconds += v.busy_s
@@ -269,6 +277,52 @@ class LiveGuardians:
         return v.verdict, v.score, v.reason
 
     # --- the end --------------------------------------------------------------------------------
+
+    @property
+    def checks_in_flight(self) -> int:
+        return len(self._checking)
+
+    async def settle(self, timeout_s: float | None = None) -> bool:
+        """Wait until no check is in flight (the checks their verdicts start too: a cascade's next
+        tier); True when none is left. Each check ends within its guardian's ``timeout_s`` (then
+        ``timeout``, fed to the core like any verdict), so this ends by itself; ``timeout_s`` bounds
+        the whole wait, and a round in which no check ends within the longest guardian timeout
+        (plus a second) gives up."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout_s is None else loop.time() + timeout_s
+        longest = max((g.spec.timeout_s for g in self.guardians.values()), default=0.0) + 1.0
+        while self._checking:
+            left = longest if end is None else end - loop.time()
+            if left <= 0:
+                return False
+            done, _ = await asyncio.wait(set(self._checking), timeout=min(left, longest),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done and left > longest:
+                log.error("%d guardian checks still running %.0f s after their timeout; not waited for",
+                          len(self._checking), longest)
+                return False
+        return True
+
+    def worker_listing(self, pool: WorkerPool) -> list[dict[str, Any]]:
+        """``GET /admin/workers``: every guardian worker of its own (``role: guardian``), live or
+        gone, with its guardian, checks, checks in flight and busy seconds."""
+        out = []
+        for name, g in self.guardians.items():
+            if g.spec.placement != "own":
+                continue
+            for wid, h in g.seen.items():
+                alive = wid in g.hosts and pool.alive(wid)
+                out.append({"worker_id": wid, "role": "guardian", "guardian": name, "kind": g.spec.kind,
+                            "model": g.spec.model, "state": "ready" if alive else "stopped",
+                            "checks": h.checks, "inflight": h.inflight, "busy_s": round(h.busy_s, 6),
+                            "alive": alive, **pool.info(wid), "facts": h.facts})
+        return out
+
+    def hosted(self, wid: str) -> list[dict[str, Any]]:
+        """The shared guardians a generation worker hosts (or hosted), with its checks and busy seconds."""
+        return [{"guardian": name, "checks": h.checks, "inflight": h.inflight, "busy_s": round(h.busy_s, 6)}
+                for name, g in self.guardians.items() if g.spec.placement == "shared"
+                for h in (g.seen.get(wid),) if h is not None]
 
     def summary(self) -> dict[str, Any]:
         """Per guardian: its workers (with the checks each took), checks, timeouts, errors, busy and
@@ -309,12 +363,14 @@ class LiveGuardians:
             g.hosts.clear()
         await self.late.rows.close()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
+        self._checking.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("guardian task failed", exc_info=task.exception())

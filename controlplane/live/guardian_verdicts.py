@@ -2,8 +2,10 @@
 
 * A block that arrives while the request is still generating (an async prompt check) ends the
   client's answer at once, OpenAI's way: ``finish_reason: "content_filter"`` (a stream ends with
-  that chunk; the text already streamed stays with the client). The core blocks the request
-  when its generation ends (status ``blocked``).
+  that chunk; the text already streamed stays with the client); when it had generated nothing
+  yet, it is refused like a blocked prompt (400, code ``blocked``). The core stops its
+  generation (at once, or at the end of its running batch: one iteration here) and records it
+  ``blocked``, the reason naming the guardian.
 * A verdict that arrives after the reply (an async answer check, or an async prompt check slower
   than the whole generation) is written to the request's row: ``guardian_verdict`` leaves
   ``pending`` for the final verdict, and a block sets the row's ``reason`` to ``retracted: blocked
@@ -24,7 +26,7 @@ from typing import Any
 
 from controlplane.events import RequestFinished
 from controlplane.hookspecs import hookimpl
-from controlplane.types import Decision, Request, RequestStatus
+from controlplane.types import Decision, ReasonCode, Request, RequestStatus
 
 __all__ = ["LEDGER_SIZE", "GuardianLedger", "LateRows", "LateVerdicts", "request_status"]
 
@@ -169,7 +171,10 @@ class LateVerdicts:
             lr = self.live.get(rid)
             if (lr is not None and lr.result is None and r.guardian_verdict == "block"
                     and r.status in (RequestStatus.WAITING, RequestStatus.RUNNING)):
-                lr.resolve(lr.final("blocked", r.reason or "blocked by a guardian", None))
+                # In its running batch: the core takes it off at the batch's end; the client's answer
+                # ends now (nothing generated yet: refused like a blocked prompt).
+                code = None if lr.generated else ReasonCode.BLOCKED
+                lr.resolve(lr.final("blocked", r.reason or "blocked by a guardian", code))
             return
         verdict = r.guardian_verdict
         if verdict in (None, "pending") or self._final.get(rid) == "block":

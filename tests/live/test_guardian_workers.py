@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,10 @@ def test_shared_guardians_load_into_the_generation_workers(tmp_path, judge_dir, 
                              "placement": "shared"}], replicas=2)
 
     async def concurrently(driver):  # several at once: the checks spread over both workers
+        deadline = time.monotonic() + 180  # the start waited for one ready worker: wait for both
+        while sum(w.state.value == "ready" for w in driver.core.workers.values()) < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         hs = [await driver.submit(f"prompt number {i}", max_tokens=3, ignore_eos=True) for i in range(6)]
         return [await h.result() for h in hs]
 
@@ -270,7 +275,7 @@ def test_async_verdicts_after_the_reply_reach_the_request_row(tmp_path, judge_di
     assert all(q["status"] == "completed" for q in requests)
 
 
-def _daemon(tmp_path: Path, yaml_text: str):
+def _daemon(tmp_path: Path, yaml_text: str, admin_token: str | None = None):
     from fastapi.testclient import TestClient
 
     from controlplane.live.daemon import Daemon, DaemonOptions
@@ -279,7 +284,7 @@ def _daemon(tmp_path: Path, yaml_text: str):
     path = tmp_path / "daemon.yaml"
     path.write_text(f"storage: {{url: 'sqlite:///{tmp_path / 'daemon.db'}'}}\n" + yaml_text)
     cfg, _ = daemon_config(path, workers=1)
-    daemon = Daemon(cfg, DaemonOptions(pool="thread", admin_token=None, cpu_threads=1))
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", admin_token=admin_token, cpu_threads=1))
     http = TestClient(daemon.app)
     http.__enter__()
     deadline = time.monotonic() + 120
@@ -319,10 +324,36 @@ def test_a_block_after_the_reply_is_retracted_on_the_row_and_the_api(tmp_path, j
     assert row["reason"].startswith("retracted: blocked after the reply by judge: judge: P(unsafe)")
 
 
-def test_an_async_block_ends_an_open_stream_with_content_filter(tmp_path):
+def hold(pool: LocalThreadPool, wid: str) -> threading.Event:
+    """Keep a thread-pool worker busy (as a slow model would) until the event is set: the checks
+    sent to it meanwhile wait in its queue."""
+    release = threading.Event()
+    pool._workers[wid].executor.submit(release.wait, 120)
+    return release
+
+
+def release_once_generating(driver: LiveDriver, release: threading.Event, tokens: int = 3) -> None:
+    """Set ``release`` once a request of ``driver`` has generated ``tokens`` tokens (a watcher thread)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while not release.is_set() and time.monotonic() < deadline:
+            try:
+                if any(len(lr.generated) >= tokens for lr in list(driver._live.values())):
+                    release.set()
+            except RuntimeError:  # the dict changed while copied: look again
+                pass
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def test_an_async_block_ends_an_open_stream_and_stops_the_generation(tmp_path):
     daemon, http = _daemon(tmp_path, (
         "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: async, stages: [input], guardian: rules}\n"
         "guardians:\n  models:\n    - {name: rules, kind: rules, blocklist: [forbidden]}\n"))
+    release = hold(daemon.driver.pool, "guardian-rules-0")  # the verdict comes once the generation has begun
+    release_once_generating(daemon.driver, release)
     try:
         body = {"model": "tiny-llama", "prompt": "a forbidden prompt", "max_tokens": 200, "ignore_eos": True,
                 "stream": True}
@@ -330,19 +361,100 @@ def test_an_async_block_ends_an_open_stream_with_content_filter(tmp_path):
             assert resp.status_code == 200
             chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
         rid = resp.headers["x-request-id"]
-        ended = http.get(f"/v1/requests/{rid}").json()  # the stream ended while the generation goes on
         deadline = time.monotonic() + 60
         while (state := http.get(f"/v1/requests/{rid}").json())["status"] in ("waiting", "running"):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         run_id = daemon.driver.run_id
     finally:
+        release.set()
         http.__exit__(None, None, None)
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
-    assert ended["status"] in ("waiting", "running") and ended["guardian_verdict"] == "block"
     assert state["status"] == "blocked" and state["guardian_verdict"] == "block"
     (row,) = rows(f"sqlite:///{tmp_path / 'daemon.db'}", run_id, "requests")
-    assert row["status"] == "blocked" and row["reason"].startswith("blocked by")
+    assert row["status"] == "blocked" and row["reason"] == "blocked by rules: blocklisted phrase 'forbidden'"
+    assert 3 <= row["output_tokens"] < 100  # its generation stopped when the block came, far from 200
+    assert len(chunks) >= 3 and "".join(c["choices"][0]["text"] for c in chunks)  # its text went out first
+
+
+def test_an_async_block_of_a_waiting_prompt_takes_it_off_its_worker_unstarted(tmp_path):
+    cfg = make_config(
+        storage={"url": f"sqlite:///{tmp_path / 'live.db'}"},
+        cluster={"models": [{"name": "tiny", "replicas": 1, "max_num_seqs": 1,
+                             "worker": {"preset": "tiny-llama", "max_seq_len": 256}}]},
+        plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "async", "stages": ["input"],
+                                                   "guardian": "rules"}}},
+        guardians={"models": [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"]}]},
+    )
+
+    async def main():
+        async with LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1)) as driver:
+            await driver.wait_ready(120)
+            first = await driver.submit("a long answer", max_tokens=150, ignore_eos=True)
+            blocked = await driver.generate("a forbidden prompt", max_tokens=150, ignore_eos=True)  # waits behind it
+            running = not first.done
+            return driver, await first.result(), blocked, running
+
+    driver, first, blocked, running = asyncio.run(main())
+    assert running  # it was blocked while it waited for the one worker slot
+    assert first.status == "completed" and first.completion_tokens == 150
+    assert blocked.status == "blocked" and blocked.http_status == 400 and blocked.completion_tokens == 0
+    assert blocked.reason == "blocked by rules: blocklisted phrase 'forbidden'"
+    row = {q["request_id"]: q for q in rows(cfg.storage.url, driver.run_id, "requests")}[blocked.request_id]
+    assert row["status"] == "blocked" and row["reason_code"] == "blocked" and row["output_tokens"] == 0
+    assert row["scheduled_s"] is None  # never started on the worker
+
+
+def test_a_clean_close_waits_for_async_checks_in_flight(tmp_path):
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["never said"]}], mode="async")
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        release = hold(driver.pool, "guardian-rules-0")
+        try:
+            reply = await driver.generate("hello", max_tokens=2, ignore_eos=True)
+            closing = asyncio.create_task(driver.close())  # as the daemon's shutdown does
+            await asyncio.sleep(1.0)
+            waited = not closing.done()
+        finally:
+            release.set()  # the check runs now, during the close
+        return driver, reply, waited, await closing
+
+    driver, reply, waited, summary = asyncio.run(main())
+    assert reply.status == "completed" and reply.guardian_verdict == "pending"  # the reply left first
+    assert waited and summary["guardians"]["rules"]["checks"] == 1
+    (row,) = rows(cfg.storage.url, driver.run_id, "requests")
+    assert row["status"] == "completed" and row["guardian_verdict"] == "pass"  # not left "pending"
+    assert [(g, v) for _, g, v in verdicts(cfg.storage.url, driver.run_id)] == [("rules", "pass")]
+
+
+def test_a_drain_waits_for_an_async_check_until_its_timeout(tmp_path):
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"], "timeout_s": 1.0,
+                             "on_error": "closed"}], mode="async")
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        release = hold(driver.pool, "guardian-rules-0")  # its answer check never gets a verdict in time
+        try:
+            reply = await driver.generate("hello", max_tokens=2, ignore_eos=True)
+            t0 = time.monotonic()
+            drained = await driver.drain(timeout_s=30)
+            waited_s = time.monotonic() - t0
+        finally:
+            release.set()
+            summary = await driver.close()
+        return driver, reply, drained, waited_s, summary
+
+    driver, reply, drained, waited_s, summary = asyncio.run(main())
+    assert reply.status == "completed" and reply.guardian_verdict == "pending"
+    assert drained and 0.5 < waited_s < 10  # up to the check's 1 s timeout, not the drain's 30 s
+    assert summary["guardians"]["rules"]["timeouts"] == 1
+    (row,) = rows(cfg.storage.url, driver.run_id, "requests")
+    # on_error: closed: the timeout blocks the answer, after its reply
+    assert row["status"] == "completed" and row["guardian_verdict"] == "block"
+    assert row["reason"] == "retracted: blocked after the reply by rules: no verdict within 1 s"
 
 
 def test_guardians_on_ray_workers(tmp_path, judge_dir):
@@ -392,3 +504,31 @@ def test_a_tenant_sees_only_its_own_requests(tmp_path):
         assert http.get(f"/v1/requests/{rid}").status_code == 401
     finally:
         http.__exit__(None, None, None)
+
+
+def test_admin_workers_lists_the_guardian_workers(tmp_path, judge_dir):
+    daemon, http = _daemon(tmp_path, (
+        "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: sync, guardians: [judge, rules]}\n"
+        "guardians:\n  models:\n"
+        f"    - {{name: judge, kind: causal-lm, model: '{judge_dir}', threshold: 1.0, replicas: 2}}\n"
+        "    - {name: rules, kind: rules, blocklist: [never said], placement: shared}\n"), admin_token="secret")
+    try:
+        for prompt in ("one", "two", "three"):
+            reply = http.post("/v1/completions", json={"model": "tiny-llama", "prompt": prompt, "max_tokens": 2,
+                                                       "ignore_eos": True})
+            assert reply.status_code == 200
+        listing = http.get("/admin/workers", headers={"authorization": "Bearer secret"}).json()
+    finally:
+        http.__exit__(None, None, None)
+    workers = {w["worker_id"]: w for w in listing["workers"]}
+    assert set(workers) == {"tiny-llama-0", "guardian-judge-0", "guardian-judge-1"}
+    gen = workers["tiny-llama-0"]
+    assert gen["role"] == "generation" and gen["state"] == "ready" and gen["num_completed"] == 3
+    (shared,) = gen["guardians"]  # the shared guardian it hosts, with its checks
+    assert shared["guardian"] == "rules" and shared["checks"] == 3 and shared["busy_s"] >= 0
+    judges = [workers[f"guardian-judge-{i}"] for i in range(2)]
+    for w in judges:
+        assert w["role"] == "guardian" and w["guardian"] == "judge" and w["kind"] == "causal-lm"
+        assert w["state"] == "ready" and w["alive"] and w["inflight"] == 0 and w["pid"] == os.getpid()
+        assert w["facts"]["device"] == "cpu" and w["busy_s"] > 0
+    assert sorted(w["checks"] for w in judges) == [1, 2]  # the replicas took turns
