@@ -61,7 +61,7 @@ class SLOPlanner(Plugin):
         lead_s: float = Field(10.0, ge=0)  # added to the cold start for the horizon
         peak_memory_s: float = Field(120.0, ge=0)  # also plan for the highest bucket rate this recent
         burst_windows_s: list[float] = Field(default_factory=lambda: [5.0, 10.0])  # arrival-curve windows ([]: off)
-        burst_memory_s: float = Field(30.0, gt=0)  # ... over the arrivals of this recent past
+        burst_memory_s: float = Field(60.0, gt=0)  # ... over the arrivals of this recent past
         burst_bin_s: float = Field(1.0, gt=0)  # arrivals are counted in bins this long
         backlog_drain_s: float = Field(20.0, gt=0)  # extra replicas to clear the queue within this
         queue_age_share: float = Field(0.25, ge=0)  # a request queued this share of the TTFT slack: a replica more
