@@ -93,7 +93,9 @@ class _ScaleToTwo(Plugin):
 
 
 def test_a_new_replica_is_ready_after_the_derived_cold_start_with_the_planned_kv_blocks():
-    res = replay_with(_ScaleToTwo(), trace=make_trace(40, qps=2, seed=1),
+    # 60 s of arrivals: the run outlasts the 49.5 s cold start (routers no longer park requests on
+    # a starting replica while the ready one keeps up, so nothing else would keep the run going)
+    res = replay_with(_ScaleToTwo(), trace=make_trace(120, qps=2, seed=1),
                       cluster={"models": [{**ANCHOR, "latency": {}, "model_spec": LLAMA70, "replicas": 1}]})
     ready = {e.worker_id: e.time_s for e in res.events if isinstance(e, ev.WorkerChanged) and e.kind == "ready"}
     starting = {e.worker_id: e.time_s for e in res.events if isinstance(e, ev.WorkerChanged) and e.kind == "starting"}
