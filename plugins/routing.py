@@ -32,9 +32,9 @@ class LeastLoaded(Plugin):
             if starting:  # every ready replica (if any) is more backed up than these
                 i = min(starting, key=lambda j: (waits[j], workers[j].load, j))
                 w = workers[i]
+                why = ("below every ready replica's" if len(starting) < len(pool) else "no replica ready")
                 return RouteDecision(w.worker_id, f"starting replica: expected wait {waits[i]:.1f} s "
-                                                  f"(ready in {self.gate.time_to_ready_s(ctx, w):.1f} s), "
-                                                  f"below every ready replica's")
+                                                  f"(ready in {self.gate.time_to_ready_s(ctx, w):.1f} s), {why}")
             workers = [workers[i] for i in pool]
         loads = [len(w.waiting) + len(w.running) for w in workers]  # Worker.load, without a call per replica
         least = min(loads)

@@ -6,8 +6,10 @@ from collections import deque
 
 import pytest
 
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestFinished
-from controlplane.testing import make_config, make_context, make_worker
+from controlplane.testing import make_config, make_context, make_trace, make_worker, replay_with
 from controlplane.types import Request, RequestStatus, WorkerState
 from plugins.prefix_cache import PrefixAffinity
 from plugins.routing import LeastLoaded
@@ -54,7 +56,7 @@ def test_least_loaded_sends_to_the_starting_replica_when_every_ready_one_is_more
     ctx, workers = _cluster(25)  # 25 s of queued work > 20 s until the starting replica is ready
     d = _measured(LeastLoaded()).cp_route_request(ctx=ctx, request=_req("new"), workers=workers)
     assert d.worker_id == "default-1"
-    assert "expected wait 20.0 s (ready in 20.0 s)" in d.reason
+    assert d.reason == "starting replica: expected wait 20.0 s (ready in 20.0 s), below every ready replica's"
     # later in the cold start (5 s left) a shorter queue already loses to it
     ctx, workers = _cluster(8, now_s=25.0)
     assert _route(_measured(LeastLoaded()), ctx, workers) == "default-1"
@@ -76,7 +78,9 @@ def test_only_starting_replicas_route_by_expected_wait():
     early = make_worker("default-0", state=WorkerState.STARTING, started_s=0.0)
     late = make_worker("default-1", state=WorkerState.STARTING, started_s=8.0)
     ctx = make_context(now_s=10.0, workers=[late, early], config=config)
-    assert _route(LeastLoaded(), ctx, [late, early]) == "default-0"  # ready in 20 s, not 28 s
+    d = LeastLoaded().cp_route_request(ctx=ctx, request=_req("new"), workers=[late, early])
+    assert d.worker_id == "default-0"  # ready in 20 s, not 28 s
+    assert d.reason == "starting replica: expected wait 20.0 s (ready in 20.0 s), no replica ready"
 
 
 def test_time_to_ready_comes_from_the_deployments_cold_start():
@@ -102,3 +106,24 @@ def test_prefix_affinity_skips_a_starting_replica_while_a_ready_one_is_less_back
     router.cp_route_request(ctx=make_context(workers=workers[1:]), request=_req("a", hashes=(1, 2)),
                             workers=workers[1:])  # its blocks were last sent to the starting replica
     assert _route(router, ctx, workers, _req("b", hashes=(1, 2, 3))) == "default-0"
+
+
+class _ScaleToTwo(Plugin):
+    name = "scale-to-two"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers):
+        return ScaleDecision(model, 2, "test")
+
+
+def test_in_a_replay_no_request_waits_out_a_cold_start_while_the_ready_replica_keeps_up():
+    # The default router (least-loaded). One ready replica keeps up with 4 req/s; a second one is
+    # started at the first tick with a 20 s cold start. Counting requests, the starting replica
+    # (0 queued) looked least loaded whenever the ready one held a request.
+    res = replay_with(_ScaleToTwo(), trace=make_trace(80, qps=4.0, seed=2),
+                      cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": 20.0}]})
+    assert res.summary["num_completed"] == 80
+    assert {r.worker_id for r in res.requests} == {"default-0"}
+    assert max(r.first_token_s - r.arrival_s for r in res.requests) < 5.0
+    starts = [d for d in res.decisions if d.action == "scale"]
+    assert starts and starts[0].time_s < 5.0  # default-1 was starting while most requests arrived
