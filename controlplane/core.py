@@ -18,6 +18,7 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.config import RunConfig
 from controlplane.context import Clock, PolicyContext, RunInfo
+from controlplane.cancellations import Cancellations
 from controlplane.control_loop import ControlLoop
 from controlplane.decisions import Admission, BatchPlan, RouteDecision
 from controlplane.iterations import advance_batch, plan_iterations
@@ -36,7 +37,7 @@ _WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
 _ACCEPTING = frozenset((WorkerState.READY, WorkerState.STARTING))  # Worker.accepts_requests
 
 
-class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
+class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
     """One run's control plane. Not thread-safe: one driver feeds it events in time order."""
 
     def __init__(
@@ -276,58 +277,6 @@ class ControlPlane(Responses, WorkerLifecycle, ControlLoop):
         r.reason_code = code
         self._decision(hook, plugin, "reject", r.request_id, reason, {"code": code.value})
         self._finish(r, RequestStatus.REJECTED)
-
-    def _on_cancel(self, e: ev.RequestCancelled) -> None:
-        self._leave(e.request_id, e.reason, None)
-
-    def _on_request_failed(self, e: ev.RequestFailed) -> None:
-        self._leave(e.request_id, e.reason, e.code)
-
-    def _leave(self, request_id: str, reason: str, code: ReasonCode | None) -> None:
-        """Cancel (``code`` None) or fail a request: now, or at its running batch's next boundary."""
-        r = self.active.get(request_id)
-        if r is None:
-            return  # already answered
-        w = self.workers.get(r.worker_id) if r.worker_id is not None else None
-        batch = self._batches.get(w.worker_id) if w is not None else None
-        if batch is not None and (r in batch.decode or r in batch.then_decode
-                                  or any(p is r for p, _ in batch.prefill)):
-            self._cancelling[r.request_id] = (reason, code)  # it leaves at the batch's next boundary
-            if batch.max_iterations > 1 and w.worker_id not in self._interrupted:
-                self._interrupted.add(w.worker_id)
-                self._out.append(act.InterruptBatch(w.worker_id))
-            return
-        self._cancel(r, w, reason, code)
-
-    def _apply_cancellations(self, w: Worker) -> None:
-        """Cancel the requests of ``w`` whose cancellation waited for their batch to end."""
-        for r in [r for r in (*w.running, *w.waiting) if r.request_id in self._cancelling]:
-            self._cancel(r, w, *self._cancelling[r.request_id], schedule=False)
-
-    def _cancel(self, r: Request, w: Worker | None, reason: str, code: ReasonCode | None = None, *,
-                schedule: bool = True) -> None:
-        """Take ``r`` out of the system: cancelled, or failed with ``code``."""
-        self._cancelling.pop(r.request_id, None)
-        if w is not None:
-            if r in w.running:
-                w.running.remove(r)
-                self.kv.recount(w)
-            elif r in w.waiting:
-                w.waiting.remove(r)
-        elif r in self.unrouted:
-            self.unrouted.remove(r)
-        self.guardian_pending.pop(r.request_id, None)
-        self._drop_checks(r.request_id)
-        if code is None:
-            r.reason = reason
-            self._decision("core", "core", "cancel", r.request_id, reason)
-            self._finish(r, RequestStatus.CANCELLED)
-        elif code is ReasonCode.BLOCKED:  # an async prompt check blocked it (`Responses._decided`)
-            self._block(r, "input", reason)
-        else:
-            self._fail(r, reason, code)
-        if w is not None and schedule:
-            self._schedule(w)
 
     def _fail(self, r: Request, reason: str, code: ReasonCode) -> None:
         r.reason = reason
