@@ -45,6 +45,10 @@ generate (see docs/simulator.md). ``--check-exact`` replays the first N requests
 workload in both the fast (multi-iteration) and the exact (one core round trip per iteration)
 modes and compares them.
 
+The timed processes get this process's environment less ``PYTHONDONTWRITEBYTECODE`` (set in
+some shells and CI: with it no bytecode is written, and every run would compile ~90 modules from
+source, which a user's install does not), plus ``CONTROLPLANE_TIMINGS=1``.
+
 The machine may be shared: every timing is printed beside the yardstick and the load average.
 Ends with one JSON line: ``speed_ratio`` (worst over runs of Vidur's scaled wall over our
 median whole-process wall), ``startup_s`` (median spawn-to-first-event), ``loop_ratio``,
@@ -67,6 +71,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Left out of the timed processes' environment: with PYTHONDONTWRITEBYTECODE set (as some shells
+#: and CI set it) no ``.pyc`` is ever written, and every run compiles ~90 modules from source; a
+#: user's install has its bytecode.
+_UNTIMED_ENV = frozenset({"PYTHONDONTWRITEBYTECODE"})
 sys.path.insert(0, str(ROOT))
 
 from controlplane.events import RequestFinished  # noqa: E402
@@ -332,7 +340,8 @@ def cli_command(workload: Path, config: Path, limit: int | None = None) -> list[
 def time_cli(cmd: list[str], cwd: Path) -> dict:
     """One whole process: wall seconds spawn to exit, its own peak RSS (``wait4``), its phases
     (``CONTROLPLANE_TIMINGS``), its summary."""
-    env = {**os.environ, "CONTROLPLANE_TIMINGS": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in _UNTIMED_ENV}
+    env["CONTROLPLANE_TIMINGS"] = "1"
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         t0 = time.time()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out_f, stderr=err_f, text=True)
