@@ -39,6 +39,32 @@ def _value(key: int) -> float:
     return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
 
 
+def _in_memory_percentiles(values: np.ndarray, ps: Sequence[float]) -> list[float]:
+    """``[float(numpy.percentile(values, p)) for p in ps]`` (linear method), step for step as numpy
+    2 computes it for one scalar ``p`` (the same partition of a copy, so even which of two equal
+    values, such as -0.0 and 0.0, lands at an index is the same), without calling it: its first
+    call imports ``numpy.ma`` (~6 ms at start-up)."""
+    n = len(values)
+    out = []
+    for p in ps:
+        q = float(p) / 100
+        if not 0.0 <= q <= 1.0:
+            raise ValueError("Percentiles must be in the range [0, 100]")
+        virtual = (n - 1) * q  # numpy's linear method: (n - 1) * quantile
+        # numpy's _get_indexes: floor and floor + 1; at or past the last index, the last value (-1)
+        lo, hi = (-1, -1) if virtual >= n - 1 else (math.floor(virtual), math.floor(virtual) + 1)
+        part = values.copy()
+        part.partition(np.unique(np.array((0, -1, lo, hi), dtype=np.intp)))
+        if math.isnan(part[-1]):  # a NaN sorts last; numpy's answer is then NaN
+            out.append(math.nan)
+            continue
+        a, b = float(part[lo]), float(part[hi])
+        gamma = virtual - lo  # numpy subtracts the index it used (-1 past the end, where a == b)
+        diff = b - a
+        out.append(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)  # numpy's _lerp
+    return out
+
+
 class SpilledValues:
     """An append-only sequence of floats, its tail in memory, the rest in a temporary file."""
 
@@ -101,8 +127,7 @@ class SpilledValues:
         if not n:
             raise ValueError("percentiles of no values")
         if self._file is None:
-            arr = np.frombuffer(self.buffer, dtype=np.float64)
-            return [float(np.percentile(arr, p)) for p in ps]
+            return _in_memory_percentiles(np.frombuffer(self.buffer, dtype=np.float64), ps)
         q = np.asarray(ps, dtype=np.float64) / 100
         virtual = q * (n - 1)  # numpy's linear method: (n - 1) * quantile, floor, gamma
         below = np.floor(virtual)

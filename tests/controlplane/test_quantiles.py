@@ -72,3 +72,18 @@ def test_a_run_summary_is_the_same_whether_its_latencies_were_spilled_or_not():
     assert all(v.spilled for v in spilled.values.values())
     a, b = in_memory.summary(4_000.0), spilled.summary(4_000.0)
     assert a == b and 0 < a["slo_attainment"] < 1
+
+
+def test_in_memory_percentiles_are_numpys_to_the_sign_of_zero():
+    """Below a chunk the percentiles are computed without numpy.percentile (whose first call
+    imports numpy.ma): the same values, even which of -0.0 and 0.0 lands at an index, and NaN."""
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 10, 257):
+        for data in (rng.random(n), np.where(rng.random(n) < 0.5, -0.0, 0.0), rng.integers(-2, 3, n) * 0.5):
+            got = _filled(data, 1 << 18).percentiles(PS + (12.5, 87.5))
+            want = [float(np.percentile(data, p)) for p in PS + (12.5, 87.5)]
+            assert [(g, np.copysign(1.0, g)) for g in got] == [(w, np.copysign(1.0, w)) for w in want]
+    with_nan = _filled(np.array([1.0, np.nan, 2.0]), 1 << 18).percentiles([0, 50])
+    assert all(np.isnan(v) for v in with_nan)
+    with pytest.raises(ValueError, match="range"):
+        _filled(np.array([1.0]), 1 << 18).percentiles([101])
