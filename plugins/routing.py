@@ -2,12 +2,104 @@
 
 from __future__ import annotations
 
+from heapq import heapify, heappop, heappush, heapreplace
+
 from controlplane import Plugin, hookimpl
 from controlplane.decisions import RouteDecision
+from controlplane.events import RequestFinished, WorkerChanged
 from controlplane.types import WorkerState
 
 from plugins.routing_wait import ReadinessGate
 from plugins.scorers import ReplicaStats
+
+
+_ORDER_BITS = 32  # a heap key is load << _ORDER_BITS | the replica's place in cluster order
+_ORDER_MASK = (1 << _ORDER_BITS) - 1
+
+
+class LoadIndex:
+    """Each model's accepting replicas in a heap keyed by (queued + running requests, cluster
+    order), so the least loaded is found without reading every replica's load.
+
+    Kept from the run's events (``observe``), seeded from ``ctx.workers`` at the first question.
+    A key may be stale: loads go up without an event (a request routed, a preempted one requeued),
+    so the top key is checked against the replica's load and replaced until it is current.
+    Every way a load goes down (a request completes, is cancelled, rejected or failed from a
+    replica's queue or batch) ends with that request's `RequestFinished`, which pushes a current
+    key; every replica thus has a key at or below its load, and a current top key is the least
+    load, ties to the first in cluster order, as the scan finds it.
+    """
+
+    def __init__(self) -> None:
+        self._heaps: dict[str, list[int]] | None = None  # None: not seeded
+        self._by_order: dict[int, object] = {}  # place in cluster order -> replica (accepting ones)
+        self._order_of: dict[str, int] = {}  # worker id -> its place
+        self._count: dict[str, int] = {}  # model -> replicas held
+        self._next = 0
+
+    def _add(self, w) -> None:
+        order = self._next
+        self._next += 1
+        if order > _ORDER_MASK:
+            raise OverflowError("more than 2**32 replicas over one run")
+        self._by_order[order] = w
+        self._order_of[w.worker_id] = order
+        self._count[w.model] = self._count.get(w.model, 0) + 1
+        heappush(self._heaps.setdefault(w.model, []), (len(w.waiting) + len(w.running)) << _ORDER_BITS | order)
+
+    def _seed(self, ctx) -> None:
+        self._heaps = {}
+        for w in ctx.workers.values():  # cluster order
+            if w.state is WorkerState.READY or w.state is WorkerState.STARTING:
+                self._add(w)
+
+    def observe(self, ctx, event) -> None:
+        if self._heaps is None:
+            return  # seeded at the first question, from what the events changed
+        t = type(event)
+        if t is RequestFinished:
+            order = self._order_of.get(event.request.worker_id)
+            if order is not None:
+                w = self._by_order[order]
+                heappush(self._heaps[w.model], (len(w.waiting) + len(w.running)) << _ORDER_BITS | order)
+        elif t is WorkerChanged:
+            if event.kind == "starting":
+                w = ctx.workers.get(event.worker_id)
+                if w is not None and event.worker_id not in self._order_of:
+                    self._add(w)
+            elif event.kind != "ready":  # draining, failed, stopped: out of the running
+                order = self._order_of.pop(event.worker_id, None)
+                if order is not None:
+                    w = self._by_order.pop(order)  # its keys are dropped when they come up
+                    self._count[w.model] -= 1
+
+    def size(self, ctx, model: str) -> int:
+        """Replicas of ``model`` the index holds (seeds it on the first call)."""
+        if self._heaps is None:
+            self._seed(ctx)
+        n = self._count.get(model, 0)
+        heap = self._heaps.get(model)
+        if heap is not None and len(heap) > 4 * n + 64:  # stale keys pile up: start over from the loads
+            heap[:] = [(len(w.waiting) + len(w.running)) << _ORDER_BITS | o
+                       for o, w in self._by_order.items() if w.model == model]
+            heapify(heap)
+        return n
+
+    def least_loaded(self, model: str):
+        """(replica, its load): the least loaded accepting replica of ``model``, ties to the first."""
+        heap = self._heaps[model]
+        by_order = self._by_order
+        while True:
+            key = heap[0]
+            order = key & _ORDER_MASK
+            w = by_order.get(order)
+            if w is None:
+                heappop(heap)  # a replica no longer accepting
+                continue
+            load = len(w.waiting) + len(w.running)
+            if load == key >> _ORDER_BITS:
+                return w, load
+            heapreplace(heap, load << _ORDER_BITS | order)
 
 
 class LeastLoaded(Plugin):
@@ -19,13 +111,24 @@ class LeastLoaded(Plugin):
 
     name = "least-loaded"
 
+    #: From this many candidates on, the least loaded comes from a `LoadIndex` (a heap kept from
+    #: events) rather than a scan of every load; the same replica either way.
+    INDEX_FROM = 16
+
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self.stats = ReplicaStats()
         self.gate = ReadinessGate()
+        self.index = LoadIndex()
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
+        n = len(workers)
+        if n >= self.INDEX_FROM and self.gate.all_ready(ctx, workers):
+            model = workers[0].model
+            if self.index.size(ctx, model) == n:  # it holds the candidates: no scan
+                best, least = self.index.least_loaded(model)
+                return RouteDecision(best.worker_id, f"least loaded ({least} queued+running)")
         pool, waits = self.gate.pool(ctx, workers, self.stats)
         if waits is not None:
             starting = [i for i in pool if workers[i].state is WorkerState.STARTING]
@@ -44,6 +147,8 @@ class LeastLoaded(Plugin):
     @hookimpl
     def cp_on_event(self, ctx, event):
         self.stats.observe(event)
+        self.gate.observe(ctx, event)
+        self.index.observe(ctx, event)
 
 
 class RoundRobin(Plugin):

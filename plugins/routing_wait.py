@@ -17,12 +17,21 @@ expected wait is strictly smaller than theirs); the routers then choose within t
 
 Everything comes from the run (``ctx.now_s``, the workers, the config), so simulation and live
 route the same way.
+
+A router that passes the run's events to ``observe`` (``least-loaded`` does) lets the gate
+answer "is any replica of this model starting?" without looking at each candidate: it keeps,
+per model, the replicas that accept requests and those starting, seeded from ``ctx.workers``
+at its first question and then kept from the `WorkerChanged` events. It trusts that only while
+its count of accepting replicas equals the candidates' and it holds the last (newest) of them;
+otherwise (a router that passes no
+events, hand-made workers) it looks at each candidate's state as before. Same answers either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from controlplane.events import WorkerChanged
 from controlplane.hardware.memory_plan import DEFAULT_COLD_START_S, deployment_cold_start_s
 from controlplane.types import Worker, WorkerState
 
@@ -36,6 +45,57 @@ class ReadinessGate:
 
     def __init__(self) -> None:
         self._cold_start: dict[str, float] | None = None
+        self._fed = False  # observe() has been given events: the sets below can be kept
+        # per model, the ids of the replicas that accept requests / of those starting (None: not seeded)
+        self._accepting: dict[str, set[str]] | None = None
+        self._starting: dict[str, set[str]] = {}
+        self._model_of: dict[str, str] = {}
+
+    def observe(self, ctx, event) -> None:
+        """Keep the accepting and starting replicas from the run's worker events."""
+        if type(event) is not WorkerChanged:
+            return
+        self._fed = True
+        if self._accepting is None:
+            return  # seeded from ctx.workers at the first question, this change included
+        wid, kind = event.worker_id, event.kind
+        if kind == "starting":
+            w = ctx.workers.get(wid)
+            model = w.model if w is not None else (event.detail or {}).get("model")
+            if model is None:
+                return
+            self._model_of[wid] = model
+            self._accepting.setdefault(model, set()).add(wid)
+            self._starting.setdefault(model, set()).add(wid)
+            return
+        model = self._model_of.get(wid)
+        if model is None:
+            return
+        self._starting[model].discard(wid)
+        if kind != "ready":  # draining, failed, stopped: no more requests
+            self._accepting[model].discard(wid)
+            del self._model_of[wid]
+
+    def _seed(self, ctx) -> dict[str, set[str]]:
+        accepting: dict[str, set[str]] = {}
+        for w in ctx.workers.values():
+            if w.state is WorkerState.READY or w.state is WorkerState.STARTING:
+                self._model_of[w.worker_id] = w.model
+                accepting.setdefault(w.model, set()).add(w.worker_id)
+                if w.state is WorkerState.STARTING:
+                    self._starting.setdefault(w.model, set()).add(w.worker_id)
+        self._accepting = accepting
+        return accepting
+
+    def all_ready(self, ctx, workers: Sequence[Worker]) -> bool:
+        """No candidate is starting: from the kept sets when they cover the candidates, else by looking."""
+        if self._fed and workers:
+            accepting = self._accepting if self._accepting is not None else self._seed(ctx)
+            model = workers[0].model
+            held = accepting.get(model, ())
+            if len(held) == len(workers) and workers[-1].worker_id in held:  # the newest: a cheap spot check
+                return not self._starting.get(model)
+        return all(w.state is not WorkerState.STARTING for w in workers)
 
     def cold_start_s(self, ctx, model: str) -> float:
         if self._cold_start is None:
@@ -73,7 +133,7 @@ class ReadinessGate:
         All ready replicas; a starting one only when its expected wait is below every ready
         replica's; when none is ready, all of them.
         """
-        if all(w.state is not WorkerState.STARTING for w in workers):
+        if self.all_ready(ctx, workers):
             return list(range(len(workers))), None
         waits = self.expected_waits(ctx, workers, stats)
         ready = [i for i, w in enumerate(workers) if w.state is not WorkerState.STARTING]

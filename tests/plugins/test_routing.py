@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from controlplane.testing import make_context, make_requests, make_worker
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import ScaleDecision
+from controlplane.events import WorkerChanged
+from controlplane.testing import make_context, make_requests, make_trace, make_worker, replay_with
+from controlplane.types import WorkerState
 from plugins.routing import LeastLoaded, RoundRobin
+from plugins.routing_wait import ReadinessGate
 
 
 def test_least_loaded_picks_the_fewest_queued_plus_running():
@@ -31,3 +36,60 @@ def test_round_robin_cycles_and_keeps_its_state_per_instance():
     picks = [rr.cp_route_request(ctx=ctx, request=r, workers=workers).worker_id for r in make_requests(5)]
     assert picks == ["default-0", "default-1", "default-2", "default-0", "default-1"]
     assert RoundRobin().cp_route_request(ctx=ctx, request=make_requests(1)[0], workers=workers).worker_id == "default-0"
+
+
+class _CheckedLeastLoaded(LeastLoaded):
+    """least-loaded with its load index on from one candidate, each choice checked against a scan."""
+
+    name = "checked-least-loaded"
+    INDEX_FROM = 1
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self.checked = self.indexed = 0
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        d = super().cp_route_request(ctx=ctx, request=request, workers=workers)
+        if all(w.state is not WorkerState.STARTING for w in workers):
+            loads = [w.load for w in workers]
+            want = workers[loads.index(min(loads))]
+            assert d.worker_id == want.worker_id, (request.request_id, d.worker_id, want.worker_id)
+            self.checked += 1
+            self.indexed += self.index._heaps is not None
+        return d
+
+
+class _UpAndDown(Plugin):
+    """Scales between 2 and 5 replicas: replicas start, drain and stop while requests flow."""
+
+    name = "up-and-down"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers):
+        return ScaleDecision(model, (2, 5, 3, 5, 2)[int(ctx.now_s // 8) % 5], "test")
+
+
+def test_least_loaded_index_routes_as_the_scan_does_while_replicas_come_and_go():
+    router = _CheckedLeastLoaded()
+    res = replay_with(router, _UpAndDown(), trace=make_trace(600, qps=12.0, seed=4),
+                      cluster={"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0}]})
+    assert res.summary["num_completed"] == 600
+    assert router.checked > 300 and router.indexed == router.checked
+    assert len({r.worker_id for r in res.requests}) > 3
+    assert any(d.action == "scale" for d in res.decisions)
+
+
+def test_readiness_gate_answers_from_worker_events_as_from_the_states():
+    ready = [make_worker(f"default-{i}") for i in range(3)]
+    starting = make_worker("default-3", state=WorkerState.STARTING)
+    ctx = make_context(workers=[*ready, starting])
+    gate = ReadinessGate()
+    assert not gate.all_ready(ctx, [*ready, starting]) and gate.all_ready(ctx, ready)  # not fed: looks
+    gate.observe(ctx, WorkerChanged(0.0, "default-0", "ready"))  # fed: seeded at the next question
+    assert not gate.all_ready(ctx, [*ready, starting])
+    starting.state = WorkerState.READY
+    gate.observe(ctx, WorkerChanged(1.0, "default-3", "ready"))
+    assert gate.all_ready(ctx, [*ready, starting])
+    other = make_worker("default-4", state=WorkerState.STARTING)  # not known to the gate: it looks
+    assert not gate.all_ready(ctx, [*ready, other])
