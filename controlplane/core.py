@@ -351,12 +351,15 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         prefill = plan.prefill
         prefill_tokens = 0
         waiting_, running = w.waiting, w.running
+        joined: list[Request] | None = []  # new to the running set (None: a running one's context changed)
         for i, (r, n) in enumerate(prefill):
             if r.worker_id != wid or n <= 0 or n > r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
                 raise RuntimeError(
                     f"batching plugin {plugin} planned an invalid prefill of {n} tokens for {r.request_id}"
                 )
             if r.hash_ids and r.num_computed_tokens == 0:
+                if r.status is not _WAITING:
+                    joined = None
                 cached = self.kv.prefix_hit(w, r)
                 if cached:  # the prefill computes only what the prefix cache lacks
                     n = min(n, r.remaining_prefill_tokens)
@@ -369,6 +372,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
                     waiting_.remove(r)
                 r.status = _RUNNING
                 running.append(r)
+                if joined is not None:
+                    joined.append(r)
                 if r.scheduled_s is None:
                     r.scheduled_s = now
         iterations, then_decode = 1, ()
@@ -381,7 +386,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self._batches[wid] = batch
         self._interrupted.discard(wid)
         if prefill:  # a decode-only batch holds what the last recount found
-            self.kv.recount(w, prefill_tokens)
+            self.kv.batch_started(w, joined, prefill_tokens)
         if self._record_batches:
             self._emit(Decision(
                 now, "cp_form_batch", plugin or "core", "batch", wid, plan.reason or None,

@@ -15,25 +15,55 @@ __all__ = ["KVCacheManager"]
 class KVCacheManager:
     """Counts KV blocks per worker and asks the prefix-cache hooks; owned by one `ControlPlane`."""
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_held")
 
     def __init__(self, calls: Any) -> None:
         self._calls = calls  # the core's `PolicyCalls` (rebound on a config reload)
+        # worker id -> (blocks its running requests held at the last count, the block size then)
+        self._held: dict[str, tuple[int, int]] = {}
 
     def bind(self, calls: Any) -> None:
         self._calls = calls
 
-    @staticmethod
-    def recount(w: Worker, extra_tokens: int = 0) -> None:
+    def recount(self, w: Worker, extra_tokens: int = 0) -> None:
         """Set ``w.num_kv_blocks_used`` from its running requests (plus ``extra_tokens`` about to be
         prefilled); nothing to count without a KV budget."""
         if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
+            if self._held:
+                self._held.pop(w.worker_id, None)  # a budget set later counts afresh
             return  # no KV budget: nobody reads the count
         bs = w.kv_block_size
-        used = -(-extra_tokens // bs) if extra_tokens else 0
-        for r in w.running:  # Request.context_tokens, inlined: this runs twice per batch
+        used = 0
+        for r in w.running:  # Request.context_tokens, inlined: this runs once per batch
             used += (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + bs - 1) // bs
-        w.num_kv_blocks_used = used
+        self._held[w.worker_id] = (used, bs)
+        w.num_kv_blocks_used = used + (-(-extra_tokens // bs) if extra_tokens else 0)
+
+    def batch_started(self, w: Worker, joined: list[Request] | None, prefill_tokens: int) -> None:
+        """A batch with a prefill starts: ``w.num_kv_blocks_used`` as `recount` (w, prefill_tokens)
+        sets it, without going over every running request.
+
+        Since the last count (every batch's end, and each preemption, cancellation or stall of a
+        running request, counts them all) the running requests' contexts have not changed and
+        the only new ones are ``joined``: their blocks are added to what was held. ``joined`` None
+        (a running request's context changed: a prefix hit), no count yet, or a new block size
+        (a memory plan) count them all."""
+        if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
+            return
+        bs = w.kv_block_size
+        held = self._held.get(w.worker_id)
+        if joined is None or held is None or held[1] != bs:
+            self.recount(w, prefill_tokens)
+            return
+        used = held[0]
+        for r in joined:
+            used += (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + bs - 1) // bs
+        self._held[w.worker_id] = (used, bs)
+        w.num_kv_blocks_used = used + (-(-prefill_tokens // bs) if prefill_tokens else 0)
+
+    def forget(self, w: Worker) -> None:
+        """``w`` holds nothing now (its requests went elsewhere) or left the cluster."""
+        self._held.pop(w.worker_id, None)
 
     def prefix_hit(self, w: Worker, r: Request) -> int:
         """Ask the prefix caches how much of ``r``'s prompt ``w`` holds; mark it computed.

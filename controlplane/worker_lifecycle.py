@@ -90,6 +90,7 @@ class WorkerLifecycle:
         w.running.clear()
         w.waiting.clear()
         w.num_kv_blocks_used = 0
+        self.kv.forget(w)
         for r in victims:
             if r.request_id in self._cancelling:
                 self._cancel(r, None, *self._cancelling[r.request_id])
@@ -141,6 +142,7 @@ class WorkerLifecycle:
         the live replicas however long the run (reports from it later are stale and ignored)."""
         self.workers.pop(w.worker_id, None)
         self._workers_changed()
+        self.kv.forget(w)
         self._batches.pop(w.worker_id, None)
         self._interrupted.discard(w.worker_id)
 
