@@ -1,0 +1,84 @@
+"""The core's KV count: a batch start adds what joined to the last count, and gets the full count."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.kv_cache import KVCacheManager
+from controlplane.testing import make_requests, make_trace, make_worker, replay_with
+from controlplane.types import UNLIMITED_KV_BLOCKS
+from tests.controlplane.test_exact_mode import _shared_prefix_trace
+
+
+def _full_count(w, extra_tokens=0):
+    bs = w.kv_block_size
+    return sum(-(-r.context_tokens // bs) for r in w.running) + -(-extra_tokens // bs)
+
+
+def test_a_batch_start_adds_the_joined_requests_to_the_last_count():
+    kv = KVCacheManager(None)
+    held = make_requests(3, prefix="h")
+    for r, (computed, out) in zip(held, [(100, 5), (33, 0), (16, 16)]):
+        r.num_computed_tokens, r.output_tokens = computed, out
+    w = make_worker(running=list(held), num_kv_blocks=1000, kv_block_size=16)
+    kv.recount(w)
+    assert w.num_kv_blocks_used == _full_count(w) == 7 + 3 + 2
+    new = make_requests(2, prefix="n")
+    new[0].num_computed_tokens = 40  # a prefix hit before it joined
+    w.running.extend(new)
+    kv.batch_started(w, new, 300)
+    assert w.num_kv_blocks_used == _full_count(w, 300) == 12 + 3 + 19
+    kv.recount(w)  # the batch ended: back to what the running requests hold
+    assert w.num_kv_blocks_used == 15
+
+
+@pytest.mark.parametrize("change", ["block size", "no count yet", "running context changed"])
+def test_a_batch_start_counts_everything_when_the_last_count_does_not_hold(change):
+    kv = KVCacheManager(None)
+    r = make_requests(1)[0]
+    r.num_computed_tokens = 100
+    w = make_worker(running=[r], num_kv_blocks=1000, kv_block_size=16)
+    joined = []
+    if change != "no count yet":
+        kv.recount(w)
+    if change == "block size":
+        w.kv_block_size = 32  # a new memory plan
+    if change == "running context changed":
+        r.num_computed_tokens = 200
+        joined = None
+    kv.batch_started(w, joined, 10)
+    assert w.num_kv_blocks_used == _full_count(w, 10)
+
+
+def _checked(monkeypatch):
+    """Every batch start's count checked against a full count of the worker's running requests."""
+    starts = []
+    original = KVCacheManager.batch_started
+
+    def batch_started(self, w, joined, prefill_tokens):
+        original(self, w, joined, prefill_tokens)
+        if w.num_kv_blocks < UNLIMITED_KV_BLOCKS:
+            assert w.num_kv_blocks_used == _full_count(w, prefill_tokens)
+            starts.append(joined is not None)
+    monkeypatch.setattr(KVCacheManager, "batch_started", batch_started)
+    return starts
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_counts_in_a_replay_with_preemptions_equal_full_counts(monkeypatch, exact):
+    starts = _checked(monkeypatch)
+    res = replay_with(trace=make_trace(300, qps=8.0, output_tokens=200, seed=1), sim={"exact": exact},
+                      cluster={"models": [{"name": "default", "replicas": 2, "num_kv_blocks": 150}]})
+    assert res.summary["num_preemptions"] > 0
+    assert len(starts) > 100 and sum(starts) > 100  # most from the held count
+
+
+def test_counts_in_a_replay_with_prefix_hits_equal_full_counts(monkeypatch):
+    starts = _checked(monkeypatch)
+    res = replay_with(
+        trace=_shared_prefix_trace(300),
+        cluster={"models": [{"name": "default", "replicas": 3, "num_kv_blocks": 120}]},
+        plugins={"enabled": ["prefix-affinity", "prefix-cache", "continuous-batching", "fixed-replicas",
+                             "static-memory", "builtin-latency-models"]},
+    )
+    assert res.summary["prefix_hits"] > 100 and sum(starts) > 100
