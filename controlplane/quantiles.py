@@ -54,7 +54,8 @@ def _in_memory_percentiles(values: np.ndarray, ps: Sequence[float]) -> list[floa
         # numpy's _get_indexes: floor and floor + 1; at or past the last index, the last value (-1)
         lo, hi = (-1, -1) if virtual >= n - 1 else (math.floor(virtual), math.floor(virtual) + 1)
         part = values.copy()
-        part.partition(np.unique(np.array((0, -1, lo, hi), dtype=np.intp)))
+        # numpy passes np.unique((0, -1, lo, hi)) (np.unique itself imports numpy.ma)
+        part.partition(np.array(sorted({0, -1, lo, hi}), dtype=np.intp))
         if math.isnan(part[-1]):  # a NaN sorts last; numpy's answer is then NaN
             out.append(math.nan)
             continue
