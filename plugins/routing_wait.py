@@ -71,9 +71,9 @@ class ReadinessGate:
         model = self._model_of.get(wid)
         if model is None:
             return
-        self._starting[model].discard(wid)
+        self._starting.get(model, set()).discard(wid)
         if kind != "ready":  # draining, failed, stopped: no more requests
-            self._accepting[model].discard(wid)
+            self._accepting.get(model, set()).discard(wid)
             del self._model_of[wid]
 
     def _seed(self, ctx) -> dict[str, set[str]]:

@@ -93,3 +93,15 @@ def test_readiness_gate_answers_from_worker_events_as_from_the_states():
     assert gate.all_ready(ctx, [*ready, starting])
     other = make_worker("default-4", state=WorkerState.STARTING)  # not known to the gate: it looks
     assert not gate.all_ready(ctx, [*ready, other])
+
+
+def test_readiness_gate_follows_a_drain_when_it_was_seeded_with_only_ready_replicas():
+    ready = [make_worker(f"default-{i}") for i in range(3)]
+    ctx = make_context(workers=ready)
+    gate = ReadinessGate()
+    gate.observe(ctx, WorkerChanged(0.0, "default-0", "ready"))
+    assert gate.all_ready(ctx, ready)  # seeded: three ready, none starting
+    ready[2].state = WorkerState.DRAINING
+    gate.observe(ctx, WorkerChanged(1.0, "default-2", "draining"))
+    assert gate._accepting == {"default": {"default-0", "default-1"}}
+    assert gate.all_ready(ctx, ready[:2])
