@@ -7,7 +7,7 @@ from heapq import heapify, heappop, heappush, heapreplace
 from controlplane import Plugin, hookimpl
 from controlplane.decisions import RouteDecision
 from controlplane.events import RequestFinished, WorkerChanged
-from controlplane.types import WorkerState
+from controlplane.types import Decision, WorkerState
 
 from plugins.routing_wait import ReadinessGate
 from plugins.scorers import ReplicaStats
@@ -26,8 +26,10 @@ class LoadIndex:
     so the top key is checked against the replica's load and replaced until it is current.
     Every way a load goes down (a request completes, is cancelled, rejected or failed from a
     replica's queue or batch) ends with that request's `RequestFinished`, which pushes a current
-    key; every replica thus has a key at or below its load, and a current top key is the least
-    load, ties to the first in cluster order, as the scan finds it.
+    key, but one: an answer checked synchronously by a guardian leaves its replica at the batch's
+    end and finishes with the verdict; its ``guardian_check`` decision makes every key again at
+    the next question. Every replica thus has a key at or below its load, and a current top key
+    is the least load, ties to the first in cluster order, as the scan finds it.
     """
 
     def __init__(self) -> None:
@@ -36,6 +38,7 @@ class LoadIndex:
         self._order_of: dict[str, int] = {}  # worker id -> its place
         self._count: dict[str, int] = {}  # model -> replicas held
         self._next = 0
+        self._stale = False  # a load went down without an event naming its replica
 
     def _add(self, w) -> None:
         order = self._next
@@ -62,6 +65,11 @@ class LoadIndex:
             if order is not None:
                 w = self._by_order[order]
                 heappush(self._heaps[w.model], (len(w.waiting) + len(w.running)) << _ORDER_BITS | order)
+        elif t is Decision:
+            if event.action == "guardian_check" and event.payload and event.payload.get("mode") == "sync":
+                # a synchronously checked answer left its replica without a RequestFinished (that
+                # comes with the verdict): which replica is not said, so every key is made again
+                self._stale = True
         elif t is WorkerChanged:
             if event.kind == "starting":
                 w = ctx.workers.get(event.worker_id)
@@ -79,11 +87,18 @@ class LoadIndex:
             self._seed(ctx)
         n = self._count.get(model, 0)
         heap = self._heaps.get(model)
-        if heap is not None and len(heap) > 4 * n + 64:  # stale keys pile up: start over from the loads
-            heap[:] = [(len(w.waiting) + len(w.running)) << _ORDER_BITS | o
-                       for o, w in self._by_order.items() if w.model == model]
-            heapify(heap)
+        if self._stale:
+            self._stale = False
+            for m, h in self._heaps.items():
+                self._rebuild(m, h)
+        elif heap is not None and len(heap) > 4 * n + 64:  # stale keys pile up: start over from the loads
+            self._rebuild(model, heap)
         return n
+
+    def _rebuild(self, model: str, heap: list[int]) -> None:
+        heap[:] = [(len(w.waiting) + len(w.running)) << _ORDER_BITS | o
+                   for o, w in self._by_order.items() if w.model == model]
+        heapify(heap)
 
     def least_loaded(self, model: str):
         """(replica, its load): the least loaded accepting replica of ``model``, ties to the first."""
