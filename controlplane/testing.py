@@ -105,6 +105,18 @@ def finished_in(events: Iterable[Any]) -> list[Request]:
     return [e.request for e in events if isinstance(e, RequestFinished)]
 
 
+def stored_rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
+    """A stored run's rows of one kind (``requests``, ``decisions``, ...) from the database at ``url``."""
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import iter_rows
+
+    engine = make_engine(url)
+    try:
+        return list(iter_rows(engine, run_id, what))
+    finally:
+        engine.dispose()
+
+
 class EventLog:
     """An observer that keeps every event and decision of a run in memory."""
 

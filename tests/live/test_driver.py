@@ -17,7 +17,7 @@ from controlplane.live.http_errors import InvalidRequest, ModelNotFound, Service
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.pool_thread import LocalThreadPool
 from controlplane.live.sampling import StopCondition
-from controlplane.testing import make_config
+from controlplane.testing import make_config, stored_rows as rows
 from controlplane.types import ReasonCode
 
 PROMPTS = [f"The quick brown fox number {i} jumps over the lazy dog" for i in range(6)]
@@ -59,17 +59,6 @@ def run(cfg, body, **kwargs: Any) -> tuple[Any, dict[str, Any], LiveDriver]:
         return out, summary, driver
 
     return asyncio.run(main())
-
-
-def rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
-    from controlplane.storage import make_engine
-    from controlplane.storage.queries import iter_rows
-
-    engine = make_engine(url)
-    try:
-        return list(iter_rows(engine, run_id, what))
-    finally:
-        engine.dispose()
 
 
 def run_row(url: str, run_id: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from controlplane.guardian_config import GuardianSpec
 from controlplane.live.driver import LiveDriver
 from controlplane.live.guardian_models import ClassifierGuardian, JudgeGuardian, RuleGuardian, load_guardian
 from controlplane.live.pool_thread import LocalThreadPool
-from controlplane.testing import make_config
+from controlplane.testing import make_config, stored_rows as run_rows
 from controlplane.types import ReasonCode
 
 torch = pytest.importorskip("torch")
@@ -39,17 +39,6 @@ def model_dirs(tmp_path_factory) -> dict[str, str]:
     clf = transformers.LlamaForSequenceClassification(_tiny(num_labels=2))
     clf.save_pretrained(root / "classifier")
     return {"judge": str(root / "judge"), "classifier": str(root / "classifier")}
-
-
-def run_rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
-    from controlplane.storage import make_engine
-    from controlplane.storage.queries import iter_rows
-
-    engine = make_engine(url)
-    try:
-        return list(iter_rows(engine, run_id, what))
-    finally:
-        engine.dispose()
 
 
 def specs(dirs, *, rule: dict[str, Any] | None = None, judge_threshold=1.0, clf_threshold=1.0):

@@ -21,7 +21,7 @@ import pytest
 from controlplane.live.driver import LiveDriver
 from controlplane.live.pool import make_pool
 from controlplane.live.pool_thread import LocalThreadPool
-from controlplane.testing import make_config
+from controlplane.testing import make_config, stored_rows as rows
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -40,17 +40,6 @@ def judge_dir(tmp_path_factory) -> str:
     transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**cfg.to_dict(), num_labels=2)) \
         .save_pretrained(root / "classifier")
     return str(root / "judge")
-
-
-def rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
-    from controlplane.storage import make_engine
-    from controlplane.storage.queries import iter_rows
-
-    engine = make_engine(url)
-    try:
-        return list(iter_rows(engine, run_id, what))
-    finally:
-        engine.dispose()
 
 
 def config(tmp_path: Path, guardians: list[dict[str, Any]], *, replicas: int = 1, **plan: Any):
