@@ -52,23 +52,27 @@ class ControlLoop:
 
     def _on_tick(self, e: ev.Tick) -> None:
         now = e.time_s
-        tick_s = self.config.control.tick_s
-        arrivals, self._arrivals_since_tick = self._arrivals_since_tick, dict.fromkeys(self._deployments, 0)
-        self.gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
-        sample = now - self._last_sample_s >= self.config.control.metrics_interval_s - 1e-9
+        control = self.config.control
+        tick_s = control.tick_s
+        deployments = self._deployments
+        gauges = self.gauges
+        arrivals, self._arrivals_since_tick = self._arrivals_since_tick, dict.fromkeys(deployments, 0)
+        gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
+        sample = now - self._last_sample_s >= control.metrics_interval_s - 1e-9
         if sample:
             self._last_sample_s = now
-        by_model: dict[str, list[Worker]] = {m: [] for m in self._deployments}
+        by_model: dict[str, list[Worker]] = {m: [] for m in deployments}
         for w in self.workers.values():
             by_model[w.model].append(w)
+        unrouted, recent = self.unrouted, self._recent
         for model, workers in by_model.items():
             extras = self._scaling_extras(model)
             scaling = build_scaling_context(
-                model=model, now_s=now, configured_replicas=self._deployments[model].replicas, workers=workers,
-                unrouted=self.unrouted, arrivals=arrivals[model], tick_s=tick_s, recent=self._recent[model],
+                model=model, now_s=now, configured_replicas=deployments[model].replicas, workers=workers,
+                unrouted=unrouted, arrivals=arrivals[model], tick_s=tick_s, recent=recent[model],
                 iteration_s=extras[0], cold_start_s=extras[1],
             )
-            self.gauges[f"queue:{model}"] = scaling.num_queued
+            gauges["queue:" + model] = scaling.num_queued
             if sample:
                 self._sample(now, scaling)
             self._autoscale(scaling)

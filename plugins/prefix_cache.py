@@ -190,3 +190,4 @@ class PrefixAffinity(Plugin):
     @hookimpl
     def cp_on_event(self, ctx, event):
         self._speeds.observe(event)
+        self._gate.observe(ctx, event)  # the gate keeps which replicas are starting: no scan per request

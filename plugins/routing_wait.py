@@ -18,7 +18,8 @@ expected wait is strictly smaller than theirs); the routers then choose within t
 Everything comes from the run (``ctx.now_s``, the workers, the config), so simulation and live
 route the same way.
 
-A router that passes the run's events to ``observe`` (``least-loaded`` does) lets the gate
+A router that passes the run's events to ``observe`` (the built-in ones that use the gate do:
+``least-loaded``, ``weighted-router``, ``power-of-two``, ``prefix-only``, ``prefix-affinity``) lets the gate
 answer "is any replica of this model starting?" without looking at each candidate: it keeps,
 per model, the replicas that accept requests and those starting, seeded from ``ctx.workers``
 at its first question and then kept from the `WorkerChanged` events. It trusts that only while

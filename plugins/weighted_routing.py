@@ -95,6 +95,7 @@ class WeightedRouter(Plugin):
     @hookimpl
     def cp_on_event(self, ctx, event):
         self.stats.observe(event)
+        self.gate.observe(ctx, event)  # the gate keeps which replicas are starting: no scan per request
 
 
 class PowerOfTwo(WeightedRouter):

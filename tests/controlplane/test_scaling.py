@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import FrozenInstanceError, fields
+
 import pytest
 
 from controlplane import Plugin, hookimpl
 from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
-from controlplane.scaling import RecentLatencies, build_scaling_context
+from controlplane.scaling import RecentLatencies, ScalingContext, build_scaling_context
 from controlplane.testing import make_trace, make_worker, replay_with
 from controlplane.types import Request, WorkerState
 
@@ -42,6 +45,31 @@ def test_counts_replicas_queue_and_kv_in_one_pass():
     assert (s.num_queued, s.num_unrouted, s.num_running) == (4, 1, 1)
     assert s.arrivals_per_s == 3.0 and s.kv_utilization == 0.25
     assert s.workers == (ready, starting, draining)
+
+
+def test_the_context_filled_through_its_slots_equals_the_constructors():
+    # build_scaling_context fills the frozen dataclass's slots directly (it runs every tick)
+    ready, starting = make_worker("m-0"), make_worker("m-1", state=WorkerState.STARTING)
+    ready.num_kv_blocks, ready.num_kv_blocks_used = 100, 40
+    starting.waiting.append(Request("w0", 0.0, 4, 4))
+    recent = RecentLatencies(60.0)
+
+    def estimate(prefill, decodes, context):
+        return 0.01
+
+    s = build_scaling_context(model="m", now_s=5.0, configured_replicas=3, workers=[ready, starting],
+                              unrouted=deque([Request("u0", 0.0, 4, 4, model="m")]), arrivals=4, tick_s=2.0,
+                              recent=recent, iteration_s=estimate, cold_start_s=12.5)
+    want = ScalingContext(model="m", now_s=5.0, configured_replicas=3, num_ready=1, num_starting=1, num_draining=0,
+                          num_queued=2, num_unrouted=1, num_running=0, arrivals_per_s=2.0, kv_utilization=0.4,
+                          workers=(ready, starting), recent=recent, iteration_s=estimate, cold_start_s=12.5)
+    assert type(s) is ScalingContext and s == want and repr(s) == repr(want)
+    assert [getattr(s, f.name) for f in fields(ScalingContext)] == [getattr(want, f.name) for f in fields(ScalingContext)]
+    with pytest.raises(FrozenInstanceError):
+        s.num_ready = 2
+    empty = build_scaling_context(model="m", now_s=5.0, configured_replicas=1, workers=[], unrouted=(), arrivals=0,
+                                  tick_s=1.0, recent=recent)
+    assert (empty.num_queued, empty.kv_utilization, empty.iteration_s, empty.cold_start_s) == (0, 0.0, None, None)
 
 
 def test_latency_percentiles_cover_the_window_only():
