@@ -16,8 +16,10 @@ import numpy as np
 
 from controlplane.config import RunConfig, load_config
 from controlplane.context import Clock, PolicyContext, RunInfo
+from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestFinished
 from controlplane.hookspecs import hookimpl
+from controlplane.plugin import Plugin
 from controlplane.plugin_manager import PluginSet, build_plugin_set
 from controlplane.types import Decision, Request, Worker, WorkerState
 
@@ -103,6 +105,20 @@ def decisions_in(events: Iterable[Any]) -> list[Decision]:
 
 def finished_in(events: Iterable[Any]) -> list[Request]:
     return [e.request for e in events if isinstance(e, RequestFinished)]
+
+
+class ScaleTo(Plugin):
+    """An autoscaler that asks for ``replicas`` replicas of every model at every tick."""
+
+    name = "scale-to"
+
+    def __init__(self, replicas: int) -> None:
+        super().__init__()
+        self.replicas = replicas
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers):
+        return ScaleDecision(model, self.replicas, f"test: {self.replicas} replicas")
 
 
 def stored_rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:

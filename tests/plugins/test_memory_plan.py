@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane import Plugin, hookimpl
 from controlplane import events as ev
-from controlplane.decisions import ScaleDecision
-from controlplane.testing import make_config, make_context, make_trace, make_worker, replay_with
+from controlplane.testing import ScaleTo, make_config, make_context, make_trace, make_worker, replay_with
 from controlplane.hardware.memory_plan import (
     DEFAULT_COLD_START_S,
     cold_start_s,
@@ -84,18 +82,10 @@ def test_cold_start_is_derived_from_the_weights_unless_set():
     assert make_config().cluster.models[0].cold_start_s is None  # the field's default means "derived"
 
 
-class _ScaleToTwo(Plugin):
-    name = "scale-to-two"
-
-    @hookimpl
-    def cp_scale(self, ctx, model, workers):
-        return ScaleDecision(model, 2, "test")
-
-
 def test_a_new_replica_is_ready_after_the_derived_cold_start_with_the_planned_kv_blocks():
     # 60 s of arrivals: the run outlasts the 49.5 s cold start (routers no longer park requests on
     # a starting replica while the ready one keeps up, so nothing else would keep the run going)
-    res = replay_with(_ScaleToTwo(), trace=make_trace(120, qps=2, seed=1),
+    res = replay_with(ScaleTo(2), trace=make_trace(120, qps=2, seed=1),
                       cluster={"models": [{**ANCHOR, "latency": {}, "model_spec": LLAMA70, "replicas": 1}]})
     ready = {e.worker_id: e.time_s for e in res.events if isinstance(e, ev.WorkerChanged) and e.kind == "ready"}
     starting = {e.worker_id: e.time_s for e in res.events if isinstance(e, ev.WorkerChanged) and e.kind == "starting"}

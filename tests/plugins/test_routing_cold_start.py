@@ -6,10 +6,8 @@ from collections import deque
 
 import pytest
 
-from controlplane import Plugin, hookimpl
-from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestFinished
-from controlplane.testing import make_config, make_context, make_trace, make_worker, replay_with
+from controlplane.testing import ScaleTo, make_config, make_context, make_trace, make_worker, replay_with
 from controlplane.types import Request, RequestStatus, WorkerState
 from plugins.prefix_cache import PrefixAffinity
 from plugins.routing import LeastLoaded
@@ -108,19 +106,11 @@ def test_prefix_affinity_skips_a_starting_replica_while_a_ready_one_is_less_back
     assert _route(router, ctx, workers, _req("b", hashes=(1, 2, 3))) == "default-0"
 
 
-class _ScaleToTwo(Plugin):
-    name = "scale-to-two"
-
-    @hookimpl
-    def cp_scale(self, ctx, model, workers):
-        return ScaleDecision(model, 2, "test")
-
-
 def test_in_a_replay_no_request_waits_out_a_cold_start_while_the_ready_replica_keeps_up():
     # The default router (least-loaded). One ready replica keeps up with 4 req/s; a second one is
     # started at the first tick with a 20 s cold start. Counting requests, the starting replica
     # (0 queued) looked least loaded whenever the ready one held a request.
-    res = replay_with(_ScaleToTwo(), trace=make_trace(80, qps=4.0, seed=2),
+    res = replay_with(ScaleTo(2), trace=make_trace(80, qps=4.0, seed=2),
                       cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": 20.0}]})
     assert res.summary["num_completed"] == 80
     assert {r.worker_id for r in res.requests} == {"default-0"}
