@@ -16,6 +16,11 @@ each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scal
 scale-down within the policy's own stabilisation window), `cost_per_1k_requests` (USD at the
 config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests after `--warmup` s).
 
+`--match` also sweeps `hpa` and `seed-autoscaler` toward more replicas (MATCH_SWEEPS) and adds
+`hpa matched` and `seed-autoscaler matched`: each one's run with the fewest GPU-hours at or above the
+SLO planner's (`reached`), its `settings`, and `planner_beats` (the planner attains more at no more
+GPU-hours).
+
 `--suite` replays each setup of `SUITE` (the bundled Azure code trace and Mooncake's conversation
 trace, each thinned or replicated with `--rate-scale` so that static provisioning at the peak needs
 from about 4 to 16 replicas) with the same options, prints every run (each policy, every static
@@ -65,6 +70,17 @@ SUITE = {
     "mooncake-conv x0.25": ("mooncake", 0.25, 30.0, 3),
     "mooncake-conv x0.5": ("mooncake", 0.5, 30.0, 4),
     "mooncake-conv x1": ("mooncake", 1.0, 30.0, 11),
+}
+
+#: --match: each baseline's settings from its defaults toward more replicas, one knob set at a time. The
+#: matched run is the one with the fewest GPU-hours at or above the SLO planner's: "equal or more
+#: GPU-hours" - what the baseline attains when it may spend what the planner spends.
+MATCH_SWEEPS = {
+    "hpa": [{"target": t} for t in (16.0, 8.0, 4.0, 2.0, 1.0, 0.5)],
+    "seed-autoscaler": [{"scale_up_threshold": u, "scale_down_threshold": d, "hold_s": h, "step": k}
+                        for u, d, h, k in ((0.8, 0.5, 300.0, 1), (0.5, 0.3, 120.0, 1), (0.35, 0.2, 60.0, 1),
+                                           (0.25, 0.1, 30.0, 1), (0.15, 0.05, 15.0, 1), (0.1, 0.03, 10.0, 2),
+                                           (0.05, 0.01, 10.0, 4))],
 }
 
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
@@ -229,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setups", help="with --suite: comma-separated setup names (default: all)")
     ap.add_argument("--mooncake", default=str(MOONCAKE), help="Mooncake conversation_trace.jsonl for --suite")
     ap.add_argument("--out", help="append every run as a JSON line to this file")
+    ap.add_argument("--match", action="store_true",
+                    help="also sweep each baseline of MATCH_SWEEPS toward more replicas and report, as '<name> matched', "
+                    "its run with the fewest GPU-hours at or above the SLO planner's")
     args = ap.parse_args(argv)
     if args.suite:
         return suite(args)
@@ -243,7 +262,8 @@ def summary(results: dict[str, dict]) -> dict[str, dict]:
     """The JSON line's mapping: each policy (and static_peak) to its headline numbers."""
     return {k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations",
                                   "cost_per_1k_requests", "slo_after_warmup",
-                                  *(("replicas",) if k == "static_peak" else ()))}
+                                  *(("replicas",) if k == "static_peak" else ()),
+                                  *(("settings", "reached", "planner_beats") if k.endswith(" matched") else ()))}
             for k, v in results.items()}
 
 
@@ -279,6 +299,8 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
         results[name] = run(args, name, args.start_replicas, {**bounds, **sets.get(name, {})})
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
         record(args, name, results[name])
+    if getattr(args, "match", False):
+        results.update(matched(args, results, sets))
     static: dict[int, dict] = {}
     n = args.static_from
     while n <= args.max_replicas and not args.no_static:  # the fewest fixed replicas that meet the target
@@ -296,10 +318,36 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     cols = ("slo_attainment", "slo_after_warmup", "gpu_hours", "gpu_hours_vs_static_peak", "cost_per_1k_requests",
             "scale_events", "oscillations", "ttft_p99_s", "max_replicas", "wall_s")
     heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "TTFT p99", "max rep", "wall s")
-    print(f"{'policy':<18}" + "".join(f"{c:>11}" for c in heads))
+    print(f"{'policy':<24}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
-        print(f"{name:<18}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
+        print(f"{name:<24}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
     return results, static
+
+
+def matched(args, results: dict[str, dict], sets: dict[str, dict]) -> dict[str, dict]:
+    """Each baseline of MATCH_SWEEPS at every setting of its sweep (every run printed and recorded); for
+    each, the run with the fewest GPU-hours at or above the SLO planner's (``reached``), or if none
+    reaches them, the one with the most. Its row names its settings."""
+    planner = next((r for n, r in results.items() if "slo" in n), None)
+    if planner is None:
+        return {}
+    out = {}
+    for name, sweep in MATCH_SWEEPS.items():
+        runs = []
+        for setting in sweep:
+            row = run(args, name, args.start_replicas, {"min_replicas": 1, "max_replicas": args.max_replicas,
+                                                         **sets.get(name, {}), **setting})
+            runs.append({**row, "settings": setting})
+            print(f"{name} {setting}: {row}", file=sys.stderr, flush=True)
+            record(args, f"{name} {setting}", row)
+            if row["gpu_hours"] >= planner["gpu_hours"]:
+                break  # the sweep only adds replicas from here
+        enough = [r for r in runs if r["gpu_hours"] >= planner["gpu_hours"]]
+        best = min(enough, key=lambda r: r["gpu_hours"]) if enough else max(runs, key=lambda r: r["gpu_hours"])
+        out[f"{name} matched"] = {**best, "reached": bool(enough),
+                                  "planner_beats": planner["slo_attainment"] > best["slo_attainment"]
+                                  and planner["gpu_hours"] <= best["gpu_hours"]}
+    return out
 
 
 def record(args, name: str, row: dict) -> None:

@@ -71,3 +71,23 @@ def test_the_suite_replays_each_setup_and_records_every_run(capsys, tmp_path):
     assert all(r["setup"] == "azure-code x0.5" and r["rate_scale"] == 0.5 for r in rows)
     with pytest.raises(SystemExit, match="unknown setup"):
         bench.main(["--suite", "--setups", "nope"])
+
+
+def test_match_sweeps_each_baseline_up_to_the_planners_gpu_hours(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "MATCH_SWEEPS", {"hpa": [{"target": 64.0}, {"target": 0.25}, {"target": 0.1}]})
+    out = tmp_path / "runs.jsonl"
+    assert bench.main(["--limit", "300", "--speed-up", "8", "--max-replicas", "4", "--cold-start", "5",
+                       "--policies", "slo-planner", "--match", "--no-static", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row, planner = result["hpa matched"], result["slo-planner"]
+    assert row["settings"] in ({"target": 64.0}, {"target": 0.25}, {"target": 0.1})
+    tried = [json.loads(line) for line in out.read_text().splitlines()][1:]
+    assert tried and all(r["policy"].startswith("hpa {") for r in tried)  # every run of the sweep recorded
+    if row["reached"]:  # the fewest GPU-hours at or above the planner's, and the sweep stopped there
+        assert row["gpu_hours"] >= planner["gpu_hours"]
+        assert row["gpu_hours"] == min(r["gpu_hours"] for r in tried if r["gpu_hours"] >= planner["gpu_hours"])
+        assert tried[-1]["gpu_hours"] >= planner["gpu_hours"]
+    else:
+        assert all(r["gpu_hours"] < planner["gpu_hours"] for r in tried) and len(tried) == 3
+    assert row["planner_beats"] == (planner["slo_attainment"] > row["slo_attainment"]
+                                    and planner["gpu_hours"] <= row["gpu_hours"])
