@@ -72,13 +72,16 @@ class RunSession:
         extra = list(extra_plugins)
         if record:
             from controlplane.storage import RunRecorder, ensure_schema, make_engine
+            from controlplane.storage.writer_process import ProcessRecorder, writer_process_usable
 
             storage = config.storage
             self.engine = make_engine(storage.url)
             ensure_schema(self.engine)
             # Live: the recorder's own thread writes, so the driver's event loop never waits for
-            # the database; the simulator flushes inline, in the thread that replays.
-            self.recorder = RunRecorder(
+            # the database; the simulator hands full buffers to a forked writer process where it
+            # can (controlplane.storage.writer_process), else flushes inline.
+            forked = mode == "sim" and writer_process_usable(self.engine)
+            self.recorder = (ProcessRecorder if forked else RunRecorder)(
                 self.engine,
                 batch_size=storage.batch_size,
                 max_pending_rows=storage.max_pending_rows,
