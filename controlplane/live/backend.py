@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from controlplane.live.kv_batch import BatchKV
+from controlplane.live.kv_batch import BatchKV, hole_filling_order
 from controlplane.live.model_source import LoadedModel, WorkerModelSettings, load_model
 from controlplane.live.prefix_store import PrefixKVStore, prefill_with_store
 from controlplane.live.sampling import SamplingParams, StopCondition, sample_rows
@@ -416,8 +416,9 @@ class CausalLMBackend:
     def _compact(self) -> None:
         alive = [i for i, rid in enumerate(self._rows) if rid in self._running]
         if len(alive) != len(self._rows):
-            self._kv.keep(alive)
-            self._rows = [self._rows[i] for i in alive]
+            order = hole_filling_order(alive)  # the last rows fill the holes: a leave costs what it moves
+            self._kv.keep(order)
+            self._rows = [self._rows[i] for i in order]
 
 
 def _forward_kwarg_names(model: torch.nn.Module) -> dict[str, str | None]:

@@ -4,7 +4,16 @@ Layout per layer: keys/values ``[rows, kv_heads, capacity, head_dim]`` with ``le
 use, plus a ``[rows, capacity]`` validity mask. Rows are right-aligned: a row's tokens end at
 column ``length - 1`` and anything to its left that is not its own is padding (mask 0). Decoding
 writes one new column in place (no re-concatenation of the whole cache per token, unlike
-``DynamicCache``); rows joining or leaving cost one copy, done only when membership changes.
+``DynamicCache``).
+
+Rows joining or leaving cost what they hold, not what the batch holds, as in a paged engine: the
+storage keeps spare rows and spare columns on both sides of the used ones (``keys``, ``values``
+and ``mask`` are views of it). A join writes its rows into spare rows (a prompt longer than the
+batch's KV length takes spare columns on the left); a leave moves the batch's last rows into the
+holes (`hole_filling_order`) and drops leading columns no row uses by moving a start offset. The
+whole cache is copied only when the storage grows (geometrically). Copying it at every join and
+leave (as this store once did) made a prefill next to 120 running sequences cost 8x its forward
+pass, a cost no serving engine with paged KV pays and no latency model of iteration shapes sees.
 
 The model sees it through ``forward_cache()``, a transformers ``Cache`` whose layers write into
 this storage, so any model that takes ``cache=`` / ``past_key_values=`` works unchanged.
@@ -16,6 +25,15 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 _MIN_GROWTH = 32
+
+
+def hole_filling_order(alive: list[int]) -> list[int]:
+    """For a `BatchKV.keep` after the rows not in ``alive`` (sorted) left: the order that moves the
+    fewest rows - every surviving row below ``len(alive)`` stays, the last rows fill the holes."""
+    k = len(alive)
+    kept = set(alive)
+    tail = iter([i for i in alive if i >= k])
+    return [j if j in kept else next(tail) for j in range(k)]
 
 
 class BatchKV:
@@ -37,9 +55,13 @@ class BatchKV:
         self.dtype = dtype
         self.kv_heads = kv_heads
         self.head_dim = head_dim
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
-        self.mask = torch.zeros(0, 0, dtype=torch.long, device=device)
+        # Storage: [row capacity, (kv_heads,) column capacity(, head_dim)]; rows [0, n) and columns
+        # [start, start + length) are in use.
+        self._k: list[torch.Tensor] = []
+        self._v: list[torch.Tensor] = []
+        self._m = torch.zeros(0, 0, dtype=torch.long, device=device)
+        self._n = 0
+        self._start = 0
         self.length = 0  # columns in use
         self._rows_idx: torch.Tensor | None = None  # rows taking part in the running forward (None = all)
         self._pending = 0  # columns written by the running forward, committed after it
@@ -47,15 +69,34 @@ class BatchKV:
     # -- shape ---------------------------------------------------------------------------------
     @property
     def rows(self) -> int:
-        return self.mask.shape[0]
+        return self._n
 
     @property
     def capacity(self) -> int:
-        return self.mask.shape[1]
+        """Columns available from the first used one (used + room to grow on the right)."""
+        return self._m.shape[1] - self._start
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self._m[: self._n, self._start :]
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        return [self._key(i) for i in range(len(self._k))]
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        return [self._value(i) for i in range(len(self._v))]
+
+    def _key(self, layer: int) -> torch.Tensor:
+        return self._k[layer][: self._n, :, self._start :]
+
+    def _value(self, layer: int) -> torch.Tensor:
+        return self._v[layer][: self._n, :, self._start :]
 
     def nbytes(self) -> int:
-        """Bytes allocated for keys and values (capacity, not just the used columns)."""
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+        """Bytes allocated for keys and values (the whole storage, spare rows and columns included)."""
+        return sum(t.numel() * t.element_size() for t in (*self._k, *self._v))
 
     def valid_tokens(self) -> int:
         return int(self.mask[:, : self.length].sum().item()) if self.rows else 0
@@ -63,8 +104,8 @@ class BatchKV:
     # -- forward plumbing ----------------------------------------------------------------------
     def forward_cache(self, rows: list[int] | None, new_columns: int) -> Cache:
         """A ``Cache`` for one forward over ``rows`` (None = every row) adding ``new_columns`` tokens."""
-        if not self.keys and self.kv_heads is not None and self.head_dim is not None:
-            self._allocate((self.rows, self.kv_heads, 0, self.head_dim), self.dtype)
+        if not self._k and self.kv_heads is not None and self.head_dim is not None:
+            self._allocate(self.kv_heads, self.head_dim, self.dtype)
         self._ensure_capacity(self.length + new_columns)
         self._rows_idx = None if rows is None else torch.tensor(rows, dtype=torch.long, device=self.device)
         self._pending = new_columns
@@ -78,12 +119,12 @@ class BatchKV:
 
     def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the forward's new keys/values for ``layer``; return the keys/values to attend over."""
-        if not self.keys:
+        if not self._k:
             if key.shape[0] != self.rows:
                 raise RuntimeError(f"first write has {key.shape[0]} rows but the batch has {self.rows}")
-            self._allocate((self.rows, key.shape[1], self.capacity, key.shape[3]), key.dtype)
+            self._allocate(key.shape[1], key.shape[3], key.dtype)
         end = self.length + key.shape[-2]
-        k_buf, v_buf = self.keys[layer], self.values[layer]
+        k_buf, v_buf = self._key(layer), self._value(layer)
         if self._rows_idx is None:
             k_buf[:, :, self.length : end].copy_(key)
             v_buf[:, :, self.length : end].copy_(value)
@@ -101,12 +142,13 @@ class BatchKV:
         """
         start, end = self.length, self.length + self._pending
         rows = slice(None) if self._rows_idx is None else self._rows_idx
+        mask = self.mask
         if real is None:
-            self.mask[rows, start:end] = 1
+            mask[rows, start:end] = 1
         else:
             if self._rows_idx is not None:
                 raise RuntimeError("padded (prefill) forwards must cover every row")
-            self.mask[:, start:end] = real.to(self.mask.dtype)
+            mask[:, start:end] = real.to(mask.dtype)
             pad = (real == 0)[:, None, :, None]
             for buf in (*self.keys, *self.values):
                 buf[:, :, start:end].masked_fill_(pad, 0)
@@ -121,19 +163,20 @@ class BatchKV:
 
     # -- membership ----------------------------------------------------------------------------
     def keep(self, rows: list[int]) -> None:
-        """Keep only ``rows`` (in that order), then drop leading columns no kept row uses."""
-        if rows == list(range(self.rows)):
-            self._trim_left()
-            return
-        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.mask = self.mask.index_select(0, idx)
-        self.keys = [k.index_select(0, idx) for k in self.keys]
-        self.values = [v.index_select(0, idx) for v in self.values]
+        """Keep only ``rows`` (in that order), then drop leading columns no kept row uses. Costs the
+        rows that move (``hole_filling_order`` moves only the last rows into the holes)."""
         if not rows:
-            self.length = 0
-            self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-            self.keys, self.values = [], []
+            self._m = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+            self._k, self._v = [], []
+            self._n, self._start, self.length = 0, 0, 0
             return
+        dst = [j for j, r in enumerate(rows) if r != j]
+        if dst:
+            d = torch.tensor(dst, dtype=torch.long, device=self.device)
+            s = torch.tensor([rows[j] for j in dst], dtype=torch.long, device=self.device)
+            for buf in (self._m, *self._k, *self._v):
+                buf[d] = buf.index_select(0, s)  # gathered first: overlapping moves are safe
+        self._n = len(rows)
         self._trim_left()
 
     def extend(self, other: BatchKV) -> None:
@@ -141,27 +184,30 @@ class BatchKV:
         if other.rows == 0:
             return
         if self.rows == 0:
-            self.keys, self.values, self.mask, self.length = other.keys, other.values, other.mask, other.length
+            self._k, self._v, self._m = other._k, other._v, other._m
+            self._n, self._start, self.length = other._n, other._start, other.length
             return
-        length = max(self.length, other.length)
-        capacity = max(_grown(length), self.capacity if length <= self.capacity else 0)
-        rows = self.rows + other.rows
-        mask = torch.zeros(rows, capacity, dtype=self.mask.dtype, device=self.device)
-        mask[: self.rows, length - self.length : length] = self.mask[:, : self.length]
-        mask[self.rows :, length - other.length : length] = other.mask[:, : other.length]
-        keys, values = [], []
-        for mine, theirs, out in ((self.keys, other.keys, keys), (self.values, other.values, values)):
+        if not self._k or not other._k:
+            raise RuntimeError("cannot merge a batch KV that was never written")
+        if other.length > self.length:
+            self._grow_left(other.length - self.length)
+        n, m, lo = self._n, other.rows, other.length
+        self._ensure_rows(n + m)
+        first = self._start + self.length - lo  # other's columns, right-aligned to ours
+        new = slice(n, n + m)
+        self._m[new] = 0
+        self._m[new, first : first + lo] = other.mask[:, :lo]
+        for mine, theirs in ((self._k, other.keys), (self._v, other.values)):
             for a, b in zip(mine, theirs):
-                buf = a.new_zeros(rows, a.shape[1], capacity, a.shape[3])
-                buf[: self.rows, :, length - self.length : length] = a[:, :, : self.length]
-                buf[self.rows :, :, length - other.length : length] = b[:, :, : other.length]
-                out.append(buf)
-        self.keys, self.values, self.mask, self.length = keys, values, mask, length
+                a[new].zero_()
+                a[new, :, first : first + lo] = b[:, :, :lo]
+        self._n = n + m
 
     # -- internals -----------------------------------------------------------------------------
-    def _allocate(self, shape: tuple[int, int, int, int], dtype: torch.dtype) -> None:
-        self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
+    def _allocate(self, kv_heads: int, head_dim: int, dtype: torch.dtype) -> None:
+        shape = (self._m.shape[0], kv_heads, self._m.shape[1], head_dim)
+        self._k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
+        self._v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.num_layers)]
 
     def load_prefixes(self, prefixes: list, length: int) -> None:
         """Start with one row per entry of ``prefixes``: ``(keys, values)`` per layer, each
@@ -170,21 +216,18 @@ class BatchKV:
         rows = len(prefixes)
         some = next(p for p in prefixes if p is not None)
         kv_heads, head_dim = some[0][0].shape[0], some[0][0].shape[-1]
-        capacity = _grown(length)
-        self.mask = torch.zeros(rows, capacity, dtype=torch.long, device=self.device)
-        shape = (rows, kv_heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
-        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
+        self._m = torch.zeros(rows, _grown(length), dtype=torch.long, device=self.device)
+        self._n, self._start, self.length = rows, 0, length
+        self._allocate(kv_heads, head_dim, self.dtype)
         for i, p in enumerate(prefixes):
             if p is None:
                 continue
             keys, values = p
             n = keys[0].shape[-2]
             for layer in range(self.num_layers):
-                self.keys[layer][i, :, length - n : length] = keys[layer].to(self.dtype)
-                self.values[layer][i, :, length - n : length] = values[layer].to(self.dtype)
-            self.mask[i, length - n : length] = 1
-        self.length = length
+                self._k[layer][i, :, length - n : length] = keys[layer].to(self.dtype)
+                self._v[layer][i, :, length - n : length] = values[layer].to(self.dtype)
+            self._m[i, length - n : length] = 1
 
     def row_tokens(self, row: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """A row's real (unmasked) keys and values per layer, in order: ``[kv_heads, tokens, head_dim]``."""
@@ -193,29 +236,59 @@ class BatchKV:
 
     def reset_rows(self, rows: int) -> None:
         """Start empty with ``rows`` sequences (buffers are allocated by the first write)."""
-        self.mask = torch.zeros(rows, 0, dtype=torch.long, device=self.device)
-        self.keys, self.values, self.length = [], [], 0
+        self._m = torch.zeros(rows, 0, dtype=torch.long, device=self.device)
+        self._k, self._v = [], []
+        self._n, self._start, self.length = rows, 0, 0
 
     def _ensure_capacity(self, needed: int) -> None:
-        if needed <= self.capacity:
+        if needed > self.capacity:
+            self._relayout(self._m.shape[0], needed)
+
+    def _ensure_rows(self, rows: int) -> None:
+        have = self._m.shape[0]
+        if rows > have:
+            self._relayout(max(rows, have + have // 2), self.length)
+
+    def _grow_left(self, columns: int) -> None:
+        """``columns`` more columns before the used ones (a longer row joins): spare ones if there
+        are enough, zeroed for the rows in use (they become their padding), else new storage."""
+        if columns > self._start:
+            self._relayout(self._m.shape[0], self.length + columns, shift=columns)
             return
-        capacity = _grown(needed)
-        self.mask = _resize(self.mask, capacity, dim=1)
-        self.keys = [_resize(k, capacity, dim=2) for k in self.keys]
-        self.values = [_resize(v, capacity, dim=2) for v in self.values]
+        first = self._start - columns
+        self._m[: self._n, first : self._start] = 0
+        for buf in (*self._k, *self._v):
+            buf[: self._n, :, first : self._start].zero_()
+        self._start, self.length = first, self.length + columns
+
+    def _relayout(self, row_capacity: int, needed: int, shift: int = 0) -> None:
+        """New storage of ``row_capacity`` rows with room for ``needed`` columns and headroom on both
+        sides; the used rows and columns are copied over, ``shift`` columns to the right (zeros before)."""
+        room = _grown(needed) - needed
+        start, columns = room, room + _grown(needed)
+        n, used = self._n, self.length
+        old = slice(self._start, self._start + used)
+        new = slice(start + shift, start + shift + used)
+        mask = torch.zeros(row_capacity, columns, dtype=self._m.dtype, device=self.device)
+        mask[:n, new] = self._m[:n, old]
+        for bufs in (self._k, self._v):
+            for i, t in enumerate(bufs):
+                out = t.new_zeros(row_capacity, t.shape[1], columns, t.shape[3])
+                out[:n, :, new] = t[:n, :, old]
+                bufs[i] = out
+        self._m, self._start, self.length = mask, start, used + shift
 
     def _trim_left(self) -> None:
+        """Drop leading columns no row uses: the used columns start later (nothing is copied)."""
+        if self.length == 0 or self._n == 0:
+            return
         used = self.mask[:, : self.length].any(dim=0)
-        if self.length == 0 or bool(used[0]):
+        if bool(used[0]):
             return
         nz = torch.nonzero(used)
         first = int(nz[0].item()) if nz.numel() else self.length
-        keep = self.length - first
-        capacity = _grown(keep)
-        self.mask = _shift(self.mask, first, keep, capacity, dim=1)
-        self.keys = [_shift(k, first, keep, capacity, dim=2) for k in self.keys]
-        self.values = [_shift(v, first, keep, capacity, dim=2) for v in self.values]
-        self.length = keep
+        self._start += first
+        self.length -= first
 
 
 class _BatchKVLayer(DynamicLayer):
@@ -246,19 +319,3 @@ class _BatchKVLayer(DynamicLayer):
 def _grown(needed: int) -> int:
     """Capacity for ``needed`` columns with headroom, so decoding rarely reallocates."""
     return max(needed + _MIN_GROWTH, needed + needed // 4)
-
-
-def _resize(t: torch.Tensor, capacity: int, dim: int) -> torch.Tensor:
-    shape = list(t.shape)
-    shape[dim] = capacity
-    out = t.new_zeros(shape)
-    out.narrow(dim, 0, t.shape[dim]).copy_(t)
-    return out
-
-
-def _shift(t: torch.Tensor, first: int, keep: int, capacity: int, dim: int) -> torch.Tensor:
-    shape = list(t.shape)
-    shape[dim] = capacity
-    out = t.new_zeros(shape)
-    out.narrow(dim, 0, keep).copy_(t.narrow(dim, first, keep))
-    return out

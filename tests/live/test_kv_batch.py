@@ -57,3 +57,72 @@ def test_subset_forward_leaves_a_masked_hole_for_idle_rows():
     kv.commit()
     assert kv.mask[:, 2].tolist() == [1, 0, 1]
     assert kv.valid_tokens() == 8
+
+
+def _rows_content(kv: BatchKV) -> list[list[float]]:
+    """Each row's real tokens (layer 0 keys, first feature), in order: the store's logical content."""
+    return [kv.row_tokens(i)[0][0][0, :, 0].tolist() for i in range(kv.rows)]
+
+
+def test_hole_filling_order_moves_only_the_last_rows():
+    from controlplane.live.kv_batch import hole_filling_order
+
+    assert hole_filling_order([0, 1, 2]) == [0, 1, 2]
+    assert hole_filling_order([0, 2, 3, 4]) == [0, 4, 2, 3]  # the hole at 1 takes the last row
+    assert hole_filling_order([3, 4]) == [3, 4]
+    assert hole_filling_order([]) == []
+
+
+def test_joins_and_leaves_do_not_copy_the_batch():
+    """A join writes into spare rows and a leave moves only the rows that fill the holes: the
+    storage (and the rows that stay) is not reallocated or copied at every membership change."""
+    kv = _filled(1, [6], 0.0)
+    kv.extend(_filled(3, [5, 4, 2], 10.0))  # grows the row storage once
+    storage = kv._k[0].data_ptr()
+    kv.keep([0, 1, 3])  # row 2 leaves: row 3 fills its hole
+    kv.extend(_filled(1, [3], 20.0))  # shorter than the batch: a spare row, no new storage
+    assert kv._k[0].data_ptr() == storage
+    assert _rows_content(kv) == [[0.0] * 6, [10.0] * 5, [12.0] * 2, [20.0] * 3]
+    assert kv.mask[:, : kv.length].sum(dim=1).tolist() == [6, 5, 2, 3]
+
+
+def test_a_longer_join_takes_spare_columns_on_the_left_and_zeroes_them():
+    kv = _filled(2, [5, 5], 1.0)
+    kv.keep([1])  # trims nothing; then a long row leaves room on the left after a trim
+    kv.extend(_filled(1, [2], 5.0))
+    kv.keep([1])  # only the short row is left: its leading columns are dropped (start moves right)
+    assert kv.length == 2
+    kv.extend(_filled(1, [4], 9.0))  # 2 columns more on the left, from the spare ones
+    assert kv.length == 4
+    assert kv.mask[:, :4].tolist() == [[0, 0, 1, 1], [1, 1, 1, 1]]
+    assert kv.keys[0][0, 0, :2].abs().sum() == 0  # the row's new padding is zeros, not the old row's data
+    assert _rows_content(kv) == [[5.0, 5.0], [9.0] * 4]
+
+
+def test_random_joins_and_leaves_keep_every_row_right_aligned():
+    import random
+
+    rng = random.Random(3)
+    kv = _filled(2, [3, 7], 0.0)
+    model = [[0.0] * 3, [1.0] * 7]  # each row's real tokens
+    for step in range(60):
+        if model and rng.random() < 0.4:  # some rows leave
+            alive = sorted(rng.sample(range(len(model)), rng.randrange(len(model) + 1)))
+            from controlplane.live.kv_batch import hole_filling_order
+
+            order = hole_filling_order(alive)
+            kv.keep(order)
+            model = [model[i] for i in order]
+        else:  # a few rows join, sometimes longer than the batch
+            lengths = [rng.randrange(1, 12) for _ in range(rng.randrange(1, 4))]
+            base = 100.0 * (step + 1)
+            kv.extend(_filled(len(lengths), lengths, base))
+            model += [[base + i] * n for i, n in enumerate(lengths)]
+        assert kv.rows == len(model)
+        assert _rows_content(kv) == model
+        if model:
+            assert kv.length == max(len(r) for r in model)  # leading unused columns are dropped
+            for i, r in enumerate(model):  # right-aligned: the last column is every row's last token
+                assert kv.mask[i, kv.length - len(r) : kv.length].all()
+                assert kv.mask[i, : kv.length - len(r)].sum() == 0
+                assert kv.keys[0][i, :, : kv.length - len(r)].abs().sum() == 0
