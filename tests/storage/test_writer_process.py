@@ -168,6 +168,9 @@ def test_usable_only_where_a_child_reaches_the_same_database(tmp_path: Path, mon
     memory_engine = make_engine("sqlite://")
     assert writer_process_usable(file_engine) is True
     assert writer_process_usable(memory_engine) is False  # the child would write its own copy
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert writer_process_usable(file_engine) is False  # one CPU: the writer would only compete with the run
+    monkeypatch.undo()
     monkeypatch.setenv(ENV_SWITCH, "0")
     assert writer_process_usable(file_engine) is False
     with pytest.raises(ValueError, match="background"):
