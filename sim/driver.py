@@ -17,11 +17,12 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
 import simpy
-from simpy.events import Timeout
+from simpy.events import NORMAL, Timeout
 
 from controlplane import actions as act
 from controlplane import events as ev
@@ -205,7 +206,10 @@ class SimDriver:
         self._after(self.config.control.tick_s, self._tick, None)
         until = self.config.sim.until_s
         with run_objects_only_for_gc():
-            env.run(until=self._done if until is None else min_event(env, self._done, until))
+            if until is None:
+                run_until(env, self._done)
+            else:
+                env.run(until=min_event(env, self._done, until))
         summary = self.core.finish()
         if self.guardians.guardians:
             summary.update(self.guardians.summary())  # guardian GPU-seconds and queueing
@@ -225,10 +229,20 @@ class SimDriver:
             handlers[type(a)](a)
 
     def _after(self, delay: float, fn: Callable[[Any], None], value: Any) -> Timeout:
-        """Call ``fn(value)`` after ``delay`` simulated seconds."""
+        """Call ``fn(value)`` after ``delay`` simulated seconds: a SimPy ``Timeout`` with ``fn`` as
+        its callback, made and scheduled as ``Timeout(env, delay, value)`` does (same heap entry),
+        without its constructor's calls."""
         self.num_timers += 1
-        t = Timeout(self.env, delay, value)
-        t.callbacks.append(fn)
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        env = self.env
+        t = _new_timeout(Timeout)
+        t.env = env
+        t.callbacks = [fn]
+        t._value = value
+        t._delay = delay
+        t._ok = True
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), t))
         return t
 
     # --- arrivals and ticks ---------------------------------------------------------------
@@ -421,6 +435,28 @@ def run_objects_only_for_gc() -> Iterator[None]:
 
 def _ignore(_a: Any) -> None:
     pass
+
+
+_new_timeout = object.__new__
+
+
+def run_until(env: simpy.Environment, done: simpy.Event) -> None:
+    """``env.run(until=done)``, the same events in the same order, without a ``step()`` call
+    per event: pop the next event, run its callbacks, stop once ``done`` has been processed."""
+    queue = env._queue
+    while True:
+        if not queue:
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {done}')
+        env._now, _, _, event = heappop(queue)
+        callbacks, event.callbacks = event.callbacks, None
+        for callback in callbacks:
+            callback(event)
+        if event is done:
+            return
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)  # as Environment.step: a failed event ends the run
+            exc.__cause__ = event._value
+            raise exc
 
 
 def min_event(env: simpy.Environment, event: simpy.Event, until_s: float) -> simpy.Event:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import simpy
 
 from controlplane import events as ev
 from controlplane.config import DEFAULT_PLUGINS
 from controlplane.testing import make_config, make_trace, replay_with
 from controlplane.types import RequestStatus
-from sim.driver import STALL_TICKS, SimDriver, request_from_trace
+from controlplane.session import RunSession
+from sim.driver import STALL_TICKS, SimDriver, request_from_trace, run_until
 from sim.replay import build_latency_models
 from sim.traces import TraceRequest
 
@@ -154,3 +156,65 @@ def test_a_sync_guardian_keeps_the_run_alive_until_its_verdict():
     (r,) = res.requests
     assert r.status is RequestStatus.COMPLETED and r.guardian_verdict == "pass"
     assert r.finish_s == pytest.approx(r.first_token_s + 30.0)
+
+
+def _timers_and_log(env, order):
+    """Timers at equal and different times, some scheduling more: the order they run in is the log."""
+    def fire(name, then=()):
+        def cb(event):
+            order.append((env.now, name))
+            for delay, nxt in then:
+                t = simpy.events.Timeout(env, delay)
+                t.callbacks.append(fire(nxt))
+        return cb
+    for delay, name, then in ((2.0, "a", ((0.0, "a0"), (1.0, "a1"))), (2.0, "b", ()), (0.5, "c", ((1.5, "c1"),)),
+                              (3.0, "d", ()), (9.0, "late", ())):
+        t = simpy.events.Timeout(env, delay)
+        t.callbacks.append(fire(name, then))
+
+
+def test_run_until_processes_events_as_simpy_run_does():
+    logs = []
+    for run in ("simpy", "ours"):
+        env, order = simpy.Environment(), []
+        _timers_and_log(env, order)
+        done = env.event()
+        stop = simpy.events.Timeout(env, 3.0)
+        stop.callbacks.append(lambda _e: done.succeed())
+        if run == "simpy":
+            env.run(until=done)
+        else:
+            run_until(env, done)
+        logs.append((order, env.now))
+    assert logs[0] == logs[1]
+    # ties in time go in scheduling order (c1 was scheduled before a0); "late" is never reached
+    assert [name for _, name in logs[1][0]] == ["c", "a", "b", "c1", "a0", "d", "a1"]
+
+
+def test_run_until_raises_a_failed_event_and_an_empty_schedule():
+    env = simpy.Environment()
+    bad = env.event()
+    bad.fail(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        run_until(env, env.event())
+    with pytest.raises(RuntimeError, match="No scheduled events left"):
+        run_until(simpy.Environment(), simpy.Environment().event())
+
+
+def test_driver_timers_are_simpy_timeouts_in_simpy_order():
+    """``_after`` puts the same heap entry on the queue as ``Timeout(env, delay, value)``."""
+    cfg = make_config(cluster=_one_replica(latency=ONE_SECOND))
+    with RunSession(cfg, mode="sim", record=False) as session:
+        driver = SimDriver(session.core, {}, cold_start_s={})
+    env = driver.env
+    seen: list = []
+    t2 = simpy.events.Timeout(env, 1.0, "y")
+    t2.callbacks.append(lambda e: seen.append(("timeout", e._value)))
+    t1 = driver._after(1.0, lambda e: seen.append(("after", e._value)), "x")
+    assert isinstance(t1, simpy.events.Timeout) and t1.triggered and t1.ok and t1.value == "x"
+    (at2, p2, e2, _), (at1, p1, e1, _) = sorted(env._queue)
+    assert (at1, p1, e1) == (at2, p2, e2 + 1)  # same time and priority, the next sequence number
+    with pytest.raises(ValueError, match="Negative delay"):
+        driver._after(-1.0, seen.append, None)
+    env.run()
+    assert seen == [("timeout", "y"), ("after", "x")] and env.now == 1.0
