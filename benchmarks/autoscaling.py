@@ -301,17 +301,10 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
         record(args, name, results[name])
     if getattr(args, "match", False):
         results.update(matched(args, results, sets))
-    static: dict[int, dict] = {}
-    n = args.static_from
-    while n <= args.max_replicas and not args.no_static:  # the fewest fixed replicas that meet the target
-        static[n] = run(args, "fixed-replicas", n)
-        print(f"static {n}: {static[n]}", file=sys.stderr, flush=True)
-        record(args, f"static x{n}", static[n])
-        if static[n]["slo_attainment"] >= args.target:
-            break
-        n += 1
+    static: dict[int, dict] = {} if args.no_static else static_search(args)
     if static:
-        best = min(n, args.max_replicas)
+        met = [k for k, r in static.items() if r["slo_attainment"] >= args.target]
+        best = min(met) if met else max(static)
         results["static_peak"] = {**static[best], "replicas": best}
         for name, r in results.items():  # GPU-hours against provisioning for the peak
             r["gpu_hours_vs_static_peak"] = round(r["gpu_hours"] / static[best]["gpu_hours"], 3)
@@ -322,6 +315,28 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
         print(f"{name:<24}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
     return results, static
+
+
+def static_search(args) -> dict[int, dict]:
+    """Fixed replica counts from --static-from up to the fewest that meet --target (or --max-replicas);
+    when the first count tried already meets it, down from there until one does not (or 1), so the
+    count reported is the fewest whichever side --static-from was on. Every count tried, by count."""
+    static: dict[int, dict] = {}
+
+    def one(n: int) -> bool:
+        static[n] = run(args, "fixed-replicas", n)
+        print(f"static {n}: {static[n]}", file=sys.stderr, flush=True)
+        record(args, f"static x{n}", static[n])
+        return static[n]["slo_attainment"] >= args.target
+
+    n = max(1, min(args.static_from, args.max_replicas))
+    if one(n):
+        while n > 1 and one(n - 1):
+            n -= 1
+    else:
+        while n < args.max_replicas and not one(n + 1):
+            n += 1
+    return dict(sorted(static.items()))
 
 
 def matched(args, results: dict[str, dict], sets: dict[str, dict]) -> dict[str, dict]:

@@ -91,3 +91,19 @@ def test_match_sweeps_each_baseline_up_to_the_planners_gpu_hours(capsys, tmp_pat
         assert all(r["gpu_hours"] < planner["gpu_hours"] for r in tried) and len(tried) == 3
     assert row["planner_beats"] == (planner["slo_attainment"] > row["slo_attainment"]
                                     and planner["gpu_hours"] <= row["gpu_hours"])
+
+
+@pytest.mark.parametrize(("start", "tried", "peak"), [(2, [2, 3, 4], 4), (6, [3, 4, 5, 6], 4), (4, [3, 4], 4)])
+def test_the_static_search_finds_the_fewest_replicas_from_either_side(monkeypatch, start, tried, peak):
+    attainment = {1: 0.5, 2: 0.9, 3: 0.98, 4: 0.991, 5: 0.995, 6: 0.999}
+    calls = []
+
+    def fake_run(args, policy, n, settings=None):
+        calls.append(n)
+        return {"slo_attainment": attainment[n], "gpu_hours": float(n)}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    args = bench.argparse.Namespace(static_from=start, max_replicas=6, target=0.99, out=None)
+    static = bench.static_search(args)
+    assert sorted(calls) == tried and list(static) == tried
+    assert min(k for k, r in static.items() if r["slo_attainment"] >= 0.99) == peak
