@@ -76,7 +76,7 @@ SUITE = {
 #: matched run is the one with the fewest GPU-hours at or above the SLO planner's: "equal or more
 #: GPU-hours" - what the baseline attains when it may spend what the planner spends.
 MATCH_SWEEPS = {
-    "hpa": [{"target": t} for t in (16.0, 8.0, 4.0, 2.0, 1.0, 0.5)],
+    "hpa": [{"target": t} for t in (16.0, 12.0, 8.0, 6.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.0, 0.5)],
     "seed-autoscaler": [{"scale_up_threshold": u, "scale_down_threshold": d, "hold_s": h, "step": k}
                         for u, d, h, k in ((0.8, 0.5, 300.0, 1), (0.5, 0.3, 120.0, 1), (0.35, 0.2, 60.0, 1),
                                            (0.25, 0.1, 30.0, 1), (0.15, 0.05, 15.0, 1), (0.1, 0.03, 10.0, 2),
