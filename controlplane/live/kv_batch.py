@@ -242,7 +242,12 @@ class BatchKV:
 
     def _ensure_capacity(self, needed: int) -> None:
         if needed > self.capacity:
-            self._relayout(self._m.shape[0], needed)
+            self._relayout(self._spare_rows(), needed)
+
+    def _spare_rows(self) -> int:
+        """Rows for new storage that copies the batch anyway: the rows in use and half as many
+        spare, no more than now (a batch that shrank gives its spare rows back)."""
+        return min(self._m.shape[0], max(self._n + self._n // 2, 1))
 
     def _ensure_rows(self, rows: int) -> None:
         have = self._m.shape[0]

@@ -126,3 +126,17 @@ def test_random_joins_and_leaves_keep_every_row_right_aligned():
                 assert kv.mask[i, kv.length - len(r) : kv.length].all()
                 assert kv.mask[i, : kv.length - len(r)].sum() == 0
                 assert kv.keys[0][i, :, : kv.length - len(r)].abs().sum() == 0
+
+
+def test_a_batch_that_shrank_gives_spare_rows_back_when_its_storage_grows():
+    kv = _filled(1, [2], 0.0)
+    kv.extend(_filled(40, [2] * 40, 1.0))
+    assert kv._m.shape[0] >= 41
+    kv.keep([0, 1])
+    for _ in range(80):  # decode steps until the columns run out and the storage is laid out again
+        cache = kv.forward_cache(None, 1)
+        for layer in range(2):
+            cache.update(torch.ones(2, 1, 1, 2), torch.ones(2, 1, 1, 2), layer)
+        kv.commit()
+    assert kv._m.shape[0] == 3 and kv.rows == 2 and kv.length == 82
+    assert _rows_content(kv) == [[0.0] * 2 + [1.0] * 80, [1.0] * 82]
