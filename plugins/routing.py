@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush, heapreplace
+from typing import Literal
 
-from controlplane import Plugin, hookimpl
+from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import RouteDecision
 from controlplane.events import RequestFinished, WorkerChanged
 from controlplane.types import Decision, WorkerState
@@ -117,8 +118,22 @@ class LoadIndex:
             heapreplace(heap, load << _ORDER_BITS | order)
 
 
+def assigned_tokens(w) -> int:
+    """Prompt plus expected output tokens of every request queued or running on a replica, without
+    progress: it changes only when a request is routed there or leaves it, so the simulator's fast
+    mode (which settles a multi-iteration decode run at its end) and exact mode read the same."""
+    total = 0
+    for r in w.waiting:
+        total += r.prompt_tokens + r.max_output_tokens
+    for r in w.running:
+        total += r.prompt_tokens + r.max_output_tokens
+    return total
+
+
 class LeastLoaded(Plugin):
-    """Send each request to the replica with the fewest queued plus running requests.
+    """Send each request to the replica with the fewest queued plus running requests, or with
+    ``by: tokens`` the fewest prompt plus expected output tokens of those requests (a replica
+    holding one 100k-token prompt is not "less loaded" than one with three short ones).
 
     A starting replica (cold start under way) wins only when its expected wait, the rest of its
     cold start plus its queued work, is below every ready replica's (`plugins.routing_wait`).
@@ -126,8 +141,11 @@ class LeastLoaded(Plugin):
 
     name = "least-loaded"
 
-    #: From this many candidates on, the least loaded comes from a `LoadIndex` (a heap kept from
-    #: events) rather than a scan of every load; the same replica either way.
+    class Settings(PluginSettings):
+        by: Literal["requests", "tokens"] = "requests"  # what a replica's load counts
+
+    #: From this many candidates on, the least loaded by requests comes from a `LoadIndex` (a heap
+    #: kept from events) rather than a scan of every load; the same replica either way.
     INDEX_FROM = 16
 
     def __init__(self, settings=None) -> None:
@@ -135,11 +153,12 @@ class LeastLoaded(Plugin):
         self.stats = ReplicaStats()
         self.gate = ReadinessGate()
         self.index = LoadIndex()
+        self.by_tokens = self.settings.by == "tokens"
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
         n = len(workers)
-        if n >= self.INDEX_FROM and self.gate.all_ready(ctx, workers):
+        if not self.by_tokens and n >= self.INDEX_FROM and self.gate.all_ready(ctx, workers):
             model = workers[0].model
             if self.index.size(ctx, model) == n:  # it holds the candidates: no scan
                 best, least = self.index.least_loaded(model)
@@ -154,6 +173,11 @@ class LeastLoaded(Plugin):
                 return RouteDecision(w.worker_id, f"starting replica: expected wait {waits[i]:.1f} s "
                                                   f"(ready in {self.gate.time_to_ready_s(ctx, w):.1f} s), {why}")
             workers = [workers[i] for i in pool]
+        if self.by_tokens:
+            keys = [(assigned_tokens(w), len(w.waiting) + len(w.running)) for w in workers]
+            least = min(keys)
+            best = workers[keys.index(least)]  # ties: fewer requests, then the first in cluster order
+            return RouteDecision(best.worker_id, f"least loaded ({least[0]} tokens in {least[1]} queued+running)")
         loads = [len(w.waiting) + len(w.running) for w in workers]  # Worker.load, without a call per replica
         least = min(loads)
         best = workers[loads.index(least)]  # ties: the first in cluster order
@@ -163,7 +187,8 @@ class LeastLoaded(Plugin):
     def cp_on_event(self, ctx, event):
         self.stats.observe(event)
         self.gate.observe(ctx, event)
-        self.index.observe(ctx, event)
+        if not self.by_tokens:
+            self.index.observe(ctx, event)
 
 
 class RoundRobin(Plugin):

@@ -125,3 +125,17 @@ def test_exact_and_fast_agree_with_prefix_caching_and_affinity_routing():
     assert [d.payload for d in fast.decisions if d.action == "route"] == \
         [d.payload for d in exact.decisions if d.action == "route"]
     _assert_agree(fast, exact)
+
+
+def test_exact_and_fast_agree_with_least_loaded_by_tokens():
+    # Routing by assigned tokens reads no progress (decode steps, busy time), which the fast mode
+    # settles only at a run's end: both modes route alike. (The `estimated-work` scorer does read
+    # progress, and the two modes route differently with it.)
+    plugins = {"settings": {"least-loaded": {"by": "tokens"}}}
+    fast, exact = _both(make_trace(300, qps=10, output_tokens=96, seed=5), cluster=TWO_REPLICAS_TIGHT_KV,
+                        plugins=plugins)
+    _assert_agree(fast, exact)
+    routes = [d for d in fast.decisions if d.action == "route"]
+    by_load = [d for d in routes if not d.reason.startswith("starting replica")]  # once a replica is ready
+    assert by_load and all("tokens in" in d.reason for d in by_load)
+    assert {d.payload["worker"] for d in by_load} == {"default-0", "default-1"}

@@ -123,3 +123,23 @@ def test_least_loaded_index_routes_as_the_scan_does_with_sync_output_checks():
     assert sum(d.action == "guardian_check" for d in res.decisions) > 100
     assert router.differ == [] and res.summary["num_plugin_errors"] == 0
     assert router.checked > 300 and router.indexed == router.checked
+
+
+def test_least_loaded_by_tokens_counts_prompt_and_output_tokens_not_requests():
+    long_one = make_worker("default-0", running=make_requests(1, prompt_tokens=100_000, prefix="x"))
+    three_short = make_worker("default-1", waiting=deque(make_requests(3, prompt_tokens=500, output_tokens=20)))
+    ctx = make_context(workers=[long_one, three_short])
+    req = make_requests(1, prefix="n")[0]
+    assert LeastLoaded().cp_route_request(ctx=ctx, request=req, workers=[long_one, three_short]).worker_id == "default-0"
+    d = LeastLoaded(LeastLoaded.Settings(by="tokens")).cp_route_request(ctx=ctx, request=req,
+                                                                        workers=[long_one, three_short])
+    assert d.worker_id == "default-1" and d.reason == "least loaded (1560 tokens in 3 queued+running)"
+
+
+def test_least_loaded_by_tokens_breaks_ties_by_requests_then_cluster_order():
+    a = make_worker("default-0", waiting=deque(make_requests(2, prompt_tokens=50, output_tokens=1)))  # 102 tokens
+    b = make_worker("default-1", waiting=deque(make_requests(1, prompt_tokens=101, output_tokens=1, prefix="y")))
+    c = make_worker("default-2", waiting=deque(make_requests(1, prompt_tokens=101, output_tokens=1, prefix="z")))
+    router = LeastLoaded(LeastLoaded.Settings(by="tokens"))
+    assert router.cp_route_request(ctx=make_context(workers=[a, b, c]), request=make_requests(1)[0],
+                                   workers=[a, b, c]).worker_id == "default-1"
