@@ -6,7 +6,6 @@ relative): the fast mode only skips core round trips where nothing can change.
 
 from __future__ import annotations
 
-import pytest
 
 from controlplane import Plugin, hookimpl
 from controlplane.decisions import RouteDecision
