@@ -6,7 +6,6 @@ relative): the fast mode only skips core round trips where nothing can change.
 
 from __future__ import annotations
 
-
 from controlplane import Plugin, hookimpl
 from controlplane.decisions import RouteDecision
 from controlplane.testing import make_trace, replay_with
