@@ -30,3 +30,16 @@ def test_no_arguments_use_the_bundled_autoscaling_config(tmp_path):
     s2 = _replay(str(bundled_trace_path()), "--format", "azure", "--window-end", "300", "--db", url)
     cfg2 = get_run(make_engine(url), s2["run_id"])["config"]
     assert "slo-planner" not in cfg2["plugins"]["enabled"] and s2["num_scale_events"] == 0
+
+
+def test_the_bundled_config_replays_alike_in_fast_and_exact_mode(tmp_path):
+    # Its router (least-loaded by tokens) and the readiness gate must not read progress the fast
+    # mode settles only at a run's end: the first 1,000 seconds, with scale-ups, cold starts and
+    # scale-downs, give the same summary both ways.
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    fast = _replay("--window-end", "1000", "--db", url)
+    exact = _replay("--window-end", "1000", "--exact", "--db", url)
+    assert fast["num_scale_events"] >= 2 and fast["num_requests"] > 1000
+    for key in ("num_completed", "slo_attainment", "gpu_seconds", "num_scale_events", "peak_replicas",
+                "ttft_p50_s", "ttft_p99_s", "e2e_p99_s"):
+        assert fast[key] == exact[key], key
