@@ -121,6 +121,21 @@ class ScaleTo(Plugin):
         return ScaleDecision(model, self.replicas, f"test: {self.replicas} replicas")
 
 
+class ScaleCycle(Plugin):
+    """An autoscaler that cycles through ``counts`` replicas, one count every ``period_s`` seconds:
+    replicas start, drain and stop while requests flow."""
+
+    name = "scale-cycle"
+
+    def __init__(self, counts: tuple[int, ...] = (2, 5, 3, 5, 2), period_s: float = 8.0) -> None:
+        super().__init__()
+        self.counts, self.period_s = counts, period_s
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers):
+        return ScaleDecision(model, self.counts[int(ctx.now_s // self.period_s) % len(self.counts)], "test")
+
+
 def stored_rows(url: str, run_id: int, what: str) -> list[dict[str, Any]]:
     """A stored run's rows of one kind (``requests``, ``decisions``, ...) from the database at ``url``."""
     from controlplane.storage import make_engine

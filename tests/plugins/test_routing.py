@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from controlplane import Plugin, hookimpl
-from controlplane.decisions import ScaleDecision
+from controlplane import hookimpl
 from controlplane.events import WorkerChanged
-from controlplane.testing import make_context, make_requests, make_trace, make_worker, replay_with
+from controlplane.testing import ScaleCycle, make_context, make_requests, make_trace, make_worker, replay_with
 from controlplane.types import WorkerState
 from plugins.routing import LeastLoaded, RoundRobin
 from plugins.routing_wait import ReadinessGate
@@ -62,19 +61,9 @@ class _CheckedLeastLoaded(LeastLoaded):
         return d
 
 
-class _UpAndDown(Plugin):
-    """Scales between 2 and 5 replicas: replicas start, drain and stop while requests flow."""
-
-    name = "up-and-down"
-
-    @hookimpl
-    def cp_scale(self, ctx, model, workers):
-        return ScaleDecision(model, (2, 5, 3, 5, 2)[int(ctx.now_s // 8) % 5], "test")
-
-
 def test_least_loaded_index_routes_as_the_scan_does_while_replicas_come_and_go():
     router = _CheckedLeastLoaded()
-    res = replay_with(router, _UpAndDown(), trace=make_trace(600, qps=12.0, seed=4),
+    res = replay_with(router, ScaleCycle(), trace=make_trace(600, qps=12.0, seed=4),
                       cluster={"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0}]})
     assert res.summary["num_completed"] == 600
     assert router.differ == [] and res.summary["num_plugin_errors"] == 0

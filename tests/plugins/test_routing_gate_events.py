@@ -8,10 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane import Plugin, hookimpl
-from controlplane.decisions import ScaleDecision
 from controlplane.events import WorkerChanged
-from controlplane.testing import make_trace, replay_with
+from controlplane.testing import ScaleCycle, make_trace, replay_with
 from controlplane.types import WorkerState
 from plugins.prefix_cache import PrefixAffinity
 from plugins.routing_wait import ReadinessGate
@@ -45,16 +43,6 @@ class _CountingGate(ReadinessGate):
         return got
 
 
-class _UpAndDown(Plugin):
-    """Scales between 2 and 5 replicas: replicas start, drain and stop while requests flow."""
-
-    name = "up-and-down"
-
-    @hookimpl
-    def cp_scale(self, ctx, model, workers):
-        return ScaleDecision(model, (2, 5, 3, 5, 2)[int(ctx.now_s // 8) % 5], "test")
-
-
 def _trace():
     # prefix blocks from a few shared "system prompts" plus the request's own: prefix-affinity routes them
     return [replace(t, hash_ids=(i % 7, 100 + i % 3, 1000 + i), hash_block_tokens=16)
@@ -65,7 +53,7 @@ def _run(router_cls, attr: str, fed: bool):
     router = router_cls()
     gate = _CountingGate(fed)
     setattr(router, attr, gate)
-    res = replay_with(router, _UpAndDown(), trace=_trace(),
+    res = replay_with(router, ScaleCycle(), trace=_trace(),
                       cluster={"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0}]})
     decisions = [(d.time_s, d.hook, d.plugin, d.action, d.subject, d.reason, d.payload) for d in res.decisions]
     return res, gate, decisions
