@@ -88,12 +88,12 @@ class GcPauses:
 
 
 async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int, vocab: int, seed: int,
-                       record: bool, pool: str = "process") -> LiveRun:
+                       record: bool, pool: str = "process", observers: tuple[Any, ...] = ()) -> LiveRun:
     from controlplane.live.driver import LiveDriver
     from controlplane.live.pool import make_pool
 
     log = IterationLog()
-    driver = LiveDriver(cfg, pool=make_pool(pool, cpu_threads=threads), record=record, extra_plugins=[log])
+    driver = LiveDriver(cfg, pool=make_pool(pool, cpu_threads=threads), record=record, extra_plugins=[log, *observers])
     await driver.start(wait_ready_s=300)
     rng = random.Random(seed)
     prompts = [[rng.randrange(4, vocab) for _ in range(r.prompt_tokens)] for r in reqs]
@@ -102,6 +102,9 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
     await asyncio.gather(*[(await driver.submit(prompts[i], max_tokens=min(8, reqs[i].output_tokens),
                                                 ignore_eos=True)).result() for i in warm])
     log.clear()
+    for o in observers:
+        if hasattr(o, "clear"):
+            o.clear()
     out: list[RequestTimes | None] = [None] * len(reqs)
     # The benchmark's own heap (earlier runs' samples and results) is not part of the system under
     # test: frozen, the collector does not walk it during this run. Its pauses are timed anyway.
@@ -154,11 +157,12 @@ class _Finished:
             self.requests[event.request.request_id] = event.request
 
 
-def replay_sim(cfg: RunConfig, reqs: list[TraceRequest], *, record: bool) -> tuple[list[RequestTimes], int | None]:
+def replay_sim(cfg: RunConfig, reqs: list[TraceRequest], *, record: bool,
+               observers: tuple[Any, ...] = ()) -> tuple[list[RequestTimes], int | None]:
     from sim.replay import replay
 
     seen = _Finished()
-    summary, _ = replay(reqs, cfg, trace_name="fidelity slice", record=record, extra_plugins=[seen])
+    summary, _ = replay(reqs, cfg, trace_name="fidelity slice", record=record, extra_plugins=[seen, *observers])
     times = []
     for t in reqs:
         r = seen.requests.get(t.request_id)

@@ -1,0 +1,50 @@
+"""benchmarks/fidelity_lib/diagnose.py: where each request's time went, the batches and the queue over time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fidelity_lib.diagnose import CpuSampler, batch_summary, cpu_per_window, occupancy, phases  # noqa: E402
+
+
+def _req(arrival, scheduled, first, finish, status="completed"):
+    return {"arrival": arrival, "scheduled": scheduled, "first": first, "finish": finish, "prompt": 10, "output": 4,
+            "status": status}
+
+
+def test_phases_split_a_request_into_queued_prefill_and_decode():
+    p = phases(_req(1.0, 1.5, 1.75, 3.0))
+    assert p == pytest.approx({"queued": 0.5, "prefill": 0.25, "decode": 1.25, "ttft": 0.75, "e2e": 2.0})
+    assert phases(_req(1.0, 1.5, None, None, "failed")) is None
+
+
+def test_occupancy_counts_waiting_and_running_requests():
+    reqs = {"a": _req(0.0, 0.0, 0.1, 2.5), "b": _req(0.5, 1.5, 1.6, 1.8), "c": _req(1.2, None, None, None, "failed")}
+    assert occupancy(reqs, 1.0, 3.0) == [(0.0, 0, 1), (1.0, 1, 1), (2.0, 1, 1)]
+
+
+def test_batch_summary_counts_decode_iterations_after_a_prefill():
+    batches = [{"t": 0.0, "prefill": 2, "prefill_tokens": 30, "decode": 0, "iterations": 3},
+               {"t": 0.1, "prefill": 0, "prefill_tokens": 0, "decode": 2, "iterations": 4}]
+    s = batch_summary(batches)
+    assert (s["prefills"], s["prompts_per_prefill"], s["decode_batches"], s["decode_iterations"]) == (1, 2.0, 1, 6)
+
+
+def test_cpu_sampler_attributes_this_process_and_aligns_to_the_run_clock():
+    cpu = CpuSampler(period_s=0.02).start()
+    x = 0
+    while len(cpu.rows) < 6:
+        x += 1  # busy: this process's CPU
+    cpu.stop()
+    w0 = cpu.rows[0][0]
+    per = cpu.per_second((w0, 10.0), 10.0)  # perf_counter w0 is run time 10 s; rebased to t0 = 10 s
+    assert per and per[0][0] == pytest.approx(0.0, abs=1e-9)
+    assert max(d for _, d, _, _ in per) > 0.3  # the loop above kept this process busy
+    windows = cpu_per_window(per, 1.0)
+    assert windows[0][0] == 0.0 and 0.0 <= windows[0][2] <= 1.0
