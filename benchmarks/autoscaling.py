@@ -21,6 +21,10 @@ config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests af
 SLO planner's (`reached`), its `settings`, and `planner_beats` (the planner attains more at no more
 GPU-hours).
 
+`--clairvoyant` adds `clairvoyant`: a timetable that knew the trace in advance (each minute's fewest
+static replicas that met the SLO, started a cold start ahead; benchmarks/autoscaling_clairvoyant.py),
+replayed with `scheduled-replicas`. No online policy can do this; it bounds what foresight saves.
+
 `--suite` replays each setup of `SUITE` (the bundled Azure code trace and Mooncake's conversation
 trace, each thinned or replicated with `--rate-scale` so that static provisioning at the peak needs
 from about 4 to 16 replicas) with the same options, prints every run (each policy, every static
@@ -38,6 +42,7 @@ from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from controlplane.config import load_config
 from controlplane.request_latency import request_latencies
@@ -45,6 +50,8 @@ from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, replay
 from sim.traces.bundled import bundled_trace_path
+
+from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
 
 #: The bundled default run config (`controlplane sim replay` without arguments uses it too).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default_replay.yaml"
@@ -94,7 +101,8 @@ def oscillations(events: list[tuple[float, int, int]], window_s: float) -> int:
 
 
 def autoscalers() -> list[str]:
-    """Installed plugins that decide `cp_scale` (not wrappers), the static `fixed-replicas` left out."""
+    """Installed plugins that decide `cp_scale` (not wrappers), the ones that read no load (`fixed-replicas`,
+    `scheduled-replicas`) left out."""
     from controlplane.hookspecs import PROJECT_NAME
     from controlplane.plugin_manager import discover_plugins
 
@@ -102,7 +110,7 @@ def autoscalers() -> list[str]:
     for name, info in discover_plugins().items():
         impl = getattr(info.target, "cp_scale", None)
         opts = getattr(impl, f"{PROJECT_NAME}_impl", None)
-        if impl is not None and name != "fixed-replicas" and not (opts or {}).get("wrapper"):
+        if impl is not None and name not in ("fixed-replicas", "scheduled-replicas") and not (opts or {}).get("wrapper"):
             names.append(name)
     known = [n for n in WINDOWS_S if n in names]
     return known + sorted(set(names) - set(known))
@@ -134,7 +142,7 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
-AUTOSCALERS = {"fixed-replicas", "seed-autoscaler", "hpa", "kpa"}
+AUTOSCALERS = {"fixed-replicas", "seed-autoscaler", "hpa", "kpa", "scheduled-replicas"}
 
 
 def base_config(args) -> dict:
@@ -160,13 +168,21 @@ def after_warmup(requests, slo, warmup_s: float) -> float | None:
         if r.arrival_s < start:
             continue
         n += 1
-        if r.status is RequestStatus.COMPLETED:
-            ttft, tpot, _, _ = request_latencies(r)
-            ok += ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
+        ok += meets_slo(r, slo)
     return round(ok / n, 4) if n else None
 
 
-def run(args, policy: str, replicas: int, settings: dict | None = None) -> dict:
+def meets_slo(r, slo) -> bool:
+    """The request completed within the TTFT and TPOT targets."""
+    if r.status is not RequestStatus.COMPLETED:
+        return False
+    ttft, tpot, _, _ = request_latencies(r)
+    return ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
+
+
+def run(args, policy: str, replicas: int, settings: dict | None = None,
+        outcomes: list | None = None) -> dict:
+    """One replay; ``outcomes``, when given, gets each request's (arrival s, met the SLO)."""
     data = base_config(args)
     plugins = data.get("plugins") or {}
     scalers = AUTOSCALERS | set(autoscalers())
@@ -195,6 +211,8 @@ def run(args, policy: str, replicas: int, settings: dict | None = None) -> dict:
                     transforms=TraceTransforms(speed_up=args.speed_up, rate_scale=args.rate_scale, limit=args.limit,
                                                window_start_s=args.window_start, window_end_s=args.window_end))
     s = result.summary
+    if outcomes is not None:
+        outcomes.extend((r.arrival_s, meets_slo(r, config.slo)) for r in finished_in(log.events))
     events = [(d.time_s, d.payload["from"], d.payload["to"]) for d in log.decisions if d.action == "scale"]
     return {
         "slo_after_warmup": after_warmup(finished_in(log.events), config.slo, args.warmup),
@@ -248,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--match", action="store_true",
                     help="also sweep each baseline of MATCH_SWEEPS toward more replicas and report, as '<name> matched', "
                     "its run with the fewest GPU-hours at or above the SLO planner's")
+    ap.add_argument("--clairvoyant", action="store_true",
+                    help="also replay the clairvoyant bound: each window's fewest static replicas that met the SLO, "
+                    "started a cold start ahead (benchmarks/autoscaling_clairvoyant.py)")
+    ap.add_argument("--clairvoyant-window", type=float, default=60.0, help="window of the clairvoyant bound (s)")
     args = ap.parse_args(argv)
     if args.suite:
         return suite(args)
@@ -301,11 +323,14 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
         record(args, name, results[name])
     if getattr(args, "match", False):
         results.update(matched(args, results, sets))
-    static: dict[int, dict] = {} if args.no_static else static_search(args)
+    outcomes: dict[int, list] | None = {} if getattr(args, "clairvoyant", False) else None
+    static: dict[int, dict] = {} if args.no_static else static_search(args, outcomes)
     if static:
         met = [k for k, r in static.items() if r["slo_attainment"] >= args.target]
         best = min(met) if met else max(static)
         results["static_peak"] = {**static[best], "replicas": best}
+        if outcomes is not None:
+            results["clairvoyant"] = clairvoyant(args, outcomes, best)
         for name, r in results.items():  # GPU-hours against provisioning for the peak
             r["gpu_hours_vs_static_peak"] = round(r["gpu_hours"] / static[best]["gpu_hours"], 3)
     cols = ("slo_attainment", "slo_after_warmup", "gpu_hours", "gpu_hours_vs_static_peak", "cost_per_1k_requests",
@@ -317,14 +342,14 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     return results, static
 
 
-def static_search(args) -> dict[int, dict]:
+def static_search(args, outcomes: dict[int, list] | None = None) -> dict[int, dict]:
     """Fixed replica counts from --static-from up to the fewest that meet --target (or --max-replicas);
     when the first count tried already meets it, down from there until one does not (or 1), so the
     count reported is the fewest whichever side --static-from was on. Every count tried, by count."""
     static: dict[int, dict] = {}
 
     def one(n: int) -> bool:
-        static[n] = run(args, "fixed-replicas", n)
+        static[n] = run(args, "fixed-replicas", n, outcomes=outcomes.setdefault(n, []) if outcomes is not None else None)
         print(f"static {n}: {static[n]}", file=sys.stderr, flush=True)
         record(args, f"static x{n}", static[n])
         return static[n]["slo_attainment"] >= args.target
@@ -337,6 +362,30 @@ def static_search(args) -> dict[int, dict]:
         while n < args.max_replicas and not one(n + 1):
             n += 1
     return dict(sorted(static.items()))
+
+
+def clairvoyant(args, outcomes: dict[int, list], peak: int) -> dict:
+    """The clairvoyant bound (benchmarks/autoscaling_clairvoyant.py): static counts below the ones
+    searched are replayed too, then the timetable from every count 1..peak."""
+    for n in range(1, peak + 1):
+        if n not in outcomes or not outcomes[n]:
+            row = run(args, "fixed-replicas", n, outcomes=outcomes.setdefault(n, []))
+            print(f"static {n} (for the clairvoyant bound): {row}", file=sys.stderr, flush=True)
+            record(args, f"static x{n}", row)
+    needs = window_needs({n: outcomes[n] for n in range(1, peak + 1)}, args.clairvoyant_window, args.target)
+    cold = args.cold_start
+    if cold is None:
+        from controlplane.hardware.memory_plan import deployment_cold_start_s
+
+        cluster = load_config(None, {"cluster": base_config(args).get("cluster") or {}}).cluster
+        cold = deployment_cold_start_s(cluster.models[0])
+    table = timetable(needs, args.clairvoyant_window, float(cold) + 2.0)
+    row = run(args, "scheduled-replicas", args.start_replicas, {"schedule": table})
+    row["settings"] = {"window_s": args.clairvoyant_window, "lead_s": round(float(cold) + 2.0, 1),
+                       "entries": len(table)}
+    print(f"clairvoyant: {row}", file=sys.stderr, flush=True)
+    record(args, "clairvoyant", row)
+    return row
 
 
 def matched(args, results: dict[str, dict], sets: dict[str, dict]) -> dict[str, dict]:

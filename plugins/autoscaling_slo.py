@@ -66,6 +66,7 @@ class SLOPlanner(Plugin):
         backlog_drain_s: float = Field(20.0, gt=0)  # extra replicas to clear the queue within this
         queue_age_share: float = Field(0.25, ge=0)  # a request queued this share of the TTFT slack: a replica more
         scale_down_delay_s: float = Field(300.0, ge=0)  # scale down only to the max wanted in this window
+        backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
         prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: max_batch_tokens)
         default_prompt_tokens: float = Field(1024.0, gt=0)  # request shape before any request finished
         default_output_tokens: float = Field(128.0, gt=0)
@@ -201,9 +202,15 @@ class SLOPlanner(Plugin):
         # iteration is not a replica's worth of load), within what the TTFT target lets it wait
         drain_rate = backlog / max(s.backlog_drain_s, delay)
         extra = (math.ceil((plan_rate + drain_rate) / serve - 1e-9) - needed) if serve > 0 and backlog else 0
+        drains = None  # seconds the replicas up now take to clear the queue, when that beats a cold start
         oldest = max((now - r.arrival_s for w in scaling.workers for r in w.waiting), default=0.0)
         if backlog and serve > 0 and oldest > s.queue_age_share * delay:  # the queue eats the TTFT: act now
             extra = max(extra, math.ceil(backlog / (serve * s.backlog_drain_s)))
+        if extra and s.backlog_outlives_cold_start and serve > 0:
+            # a replica started now is ready after the cold start: no use if the replicas up now drain the queue before
+            spare = serve * scaling.num_current - plan_rate
+            if spare > 0 and backlog / spare <= cold:
+                extra, drains = 0, backlog / spare
         busy = scaling.num_queued + scaling.num_running + scaling.arrivals_per_s > 0
         if busy:
             st.idle_since = None
@@ -244,7 +251,9 @@ class SLOPlanner(Plugin):
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s (forecast {point:.2f}, upper {upper:.2f} over "
                   f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}, burst {burst_n:.0f} in {burst_len:g}s "
                   f"{burst_rate:.2f}); {how} at "
-                  f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}; want {wanted}, {current} -> {target}")
+                  f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}"
+                  + (f" (cleared in {drains:.0f}s, before a {cold:.0f}s cold start)" if drains is not None else "")
+                  + f"; want {wanted}, {current} -> {target}")
         if target < wanted or (target > wanted and target == current):
             reason += f" (held: max wanted in {s.scale_down_delay_s:g}s)"
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

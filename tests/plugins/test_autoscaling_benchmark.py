@@ -98,7 +98,7 @@ def test_the_static_search_finds_the_fewest_replicas_from_either_side(monkeypatc
     attainment = {1: 0.5, 2: 0.9, 3: 0.98, 4: 0.991, 5: 0.995, 6: 0.999}
     calls = []
 
-    def fake_run(args, policy, n, settings=None):
+    def fake_run(args, policy, n, settings=None, outcomes=None):
         calls.append(n)
         return {"slo_attainment": attainment[n], "gpu_hours": float(n)}
 
@@ -107,3 +107,26 @@ def test_the_static_search_finds_the_fewest_replicas_from_either_side(monkeypatc
     static = bench.static_search(args)
     assert sorted(calls) == tried and list(static) == tried
     assert min(k for k, r in static.items() if r["slo_attainment"] >= 0.99) == peak
+
+
+def test_the_clairvoyant_timetable_starts_each_windows_replicas_a_lead_ahead():
+    from autoscaling_clairvoyant import timetable, window_needs
+
+    ok, miss = True, False
+    outcomes = {1: [(10.0, ok), (70.0, miss), (75.0, miss), (200.0, ok)],  # minute 1 needs more than one
+                2: [(10.0, ok), (70.0, ok), (75.0, miss), (200.0, ok)],
+                3: [(10.0, ok), (70.0, ok), (75.0, ok), (200.0, ok)]}
+    needs = window_needs(outcomes, 60.0, 0.99)
+    assert needs == {0: 1, 1: 3, 3: 1}  # minute 2 had no arrivals
+    assert window_needs({1: [(5.0, miss)], 2: [(5.0, miss)]}, 60.0, 0.99) == {0: 2}  # none met: the most tried
+    table = timetable(needs, 60.0, 25.0)
+    assert table == [(0.0, 1), (35.0, 3), (120.0, 1)]  # up 25 s before minute 1 opens, down when it closes
+    assert timetable({}, 60.0, 25.0) == [(0.0, 1)]
+
+
+def test_the_clairvoyant_bound_is_replayed_beside_static_peak(capsys):
+    assert bench.main(["--limit", "400", "--speed-up", "8", "--max-replicas", "3", "--cold-start", "5",
+                       "--policies", "slo-planner", "--clairvoyant"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"slo-planner", "static_peak", "clairvoyant"} <= set(result)
+    assert result["clairvoyant"]["gpu_hours"] <= result["static_peak"]["gpu_hours"] * 1.05

@@ -157,3 +157,23 @@ def make_worker_with(waiting):
     from controlplane.testing import make_worker
 
     return make_worker(waiting=deque(waiting))
+
+
+def test_backlog_replicas_only_when_the_queue_outlasts_a_cold_start():
+    from controlplane.testing import make_requests
+
+    def decide(waiting, cold_s, **settings):
+        s = build_scaling_context(model="default", now_s=1.5, configured_replicas=1,
+                                  workers=[make_worker_with(waiting)], unrouted=[], arrivals=3, tick_s=1.0,
+                                  recent=RecentLatencies(60.0), iteration_s=_linear, cold_start_s=cold_s)
+        return _planner(**settings).cp_scale(
+            make_context(config=make_config(slo={"ttft_s": 2.0, "tpot_s": 0.1})), "default", s)
+
+    waiting = make_requests(2, prompt_tokens=512, output_tokens=64, interval_s=0.0)  # waited 1.5 s of 2 s
+    d = decide(waiting, 60.0)  # the replica up now clears two requests long before a new one is ready
+    assert d.target_replicas == 1 and d.signals["backlog_replicas"] == 0 and "before a 60s cold start" in d.reason
+    d = decide(waiting, 60.0, backlog_outlives_cold_start=False)
+    assert d.target_replicas == 2 and d.signals["backlog_replicas"] == 1
+    many = make_requests(400, prompt_tokens=512, output_tokens=64, interval_s=0.0)
+    d = decide(many, 0.5)  # a queue this long outlasts a short cold start
+    assert d.target_replicas > 1 and d.signals["backlog_replicas"] >= 1
