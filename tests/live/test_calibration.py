@@ -12,6 +12,7 @@ from controlplane.live.calibration_table import samples_table
 from controlplane.live.iteration_log import IterationLog, read_live_run, run_iterations
 from controlplane.live.iteration_samples import (
     HANDOFF_MAX_S,
+    STALL_MIN_PEERS,
     WINDOW_S,
     IterationSample,
     at_pace,
@@ -218,6 +219,19 @@ def test_a_stall_is_left_out_of_the_calibration():
     assert with_stall.overhead.per_prompt_s == pytest.approx(without.overhead.per_prompt_s, rel=1e-6)
     assert fit_overhead(stalled).per_prompt_s > 10 * without.overhead.per_prompt_s  # what the mean would have made of it
     assert split_stalls([]) == ([], [])
+
+
+def test_a_large_batchs_dearer_live_path_is_not_a_stall():
+    """The live path grows with the batch: large batches are judged against their own size's median."""
+    small = [sample(0.01 * i, 0.004 + 0.0005, 0.004, d_seqs=2, d_ctx=64) for i in range(100)]
+    large = [sample(2 + 0.05 * i, 0.040 + 0.006 + 0.0005 * (i % 3), 0.040, d_seqs=100, d_ctx=100 * 200)
+             for i in range(30)]  # 6-7 ms: over 10 x the run's median (0.5 ms)
+    paused = sample(5.0, 0.040 + 0.29, 0.040, d_seqs=100, d_ctx=100 * 200)  # a 290 ms pause on a large batch
+    steady, stalls = split_stalls([*small, *large, paused])
+    assert stalls == [paused] and len(steady) == len(small) + len(large)
+    # a size seen too rarely to have its own median is judged against the run's
+    few = [sample(9 + 0.05 * i, 0.040 + 0.006, 0.040, d_seqs=100, d_ctx=100 * 200) for i in range(STALL_MIN_PEERS - 1)]
+    assert len(split_stalls([*small, *few])[1]) == len(few)
 
 
 def test_live_slowdowns_fall_back_to_the_overall_ratio_for_a_kind_never_run():
