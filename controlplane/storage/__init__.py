@@ -9,30 +9,43 @@ Typical use::
         rec.add_request({...})
         rec.finish_run(run_id, ...)
     export_rows(engine, run_id, "requests", "csv", sys.stdout)
+
+Its names are imported when first used (``from controlplane.storage import RunRecorder``
+works as before): a submodule that needs no SQLAlchemy (``columns``, ``rows``, ``errors``,
+``early``) can be imported without it, which is how a simulator run packs its rows while its
+writer process imports the database side.
 """
 
-from controlplane.storage.db import (
-    DEFAULT_URL,
-    current_revisions,
-    ensure_schema,
-    head_revisions,
-    make_engine,
-    upgrade,
-)
-from controlplane.storage.errors import StorageError
-from controlplane.storage.models import Base, Decision, Iteration, MetricSample, Request, Run, WorkerEvent
-from controlplane.storage.queries import (
-    EXPORT_COLUMNS,
-    decision_counts,
-    export_rows,
-    get_run,
-    iter_request_rows,
-    iter_rows,
-    iteration_rows,
-    list_runs,
-)
-from controlplane.storage.recorder import FlushFailure, RunRecorder
-from controlplane.storage.rows import derive_latencies
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_WHERE: dict[str, str] = {
+    **dict.fromkeys(("DEFAULT_URL", "current_revisions", "ensure_schema", "head_revisions", "make_engine", "upgrade"),
+                    "db"),
+    "StorageError": "errors",
+    **dict.fromkeys(("Base", "Decision", "Iteration", "MetricSample", "Request", "Run", "WorkerEvent"), "models"),
+    **dict.fromkeys(("EXPORT_COLUMNS", "decision_counts", "export_rows", "get_run", "iter_request_rows", "iter_rows",
+                     "iteration_rows", "list_runs"), "queries"),
+    **dict.fromkeys(("FlushFailure", "RunRecorder"), "recorder"),
+    "derive_latencies": "rows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "DEFAULT_URL",

@@ -46,6 +46,15 @@ from sqlalchemy import (
     text,
 )
 
+# The allowed values of enumerated columns: plain data, shared with the row checks.
+from controlplane.storage.columns import (  # noqa: F401
+    CACHE_HITS,
+    REQUEST_STATUSES,
+    RUN_MODES,
+    RUN_STATUSES,
+    WORKER_EVENT_KINDS,
+)
+
 NAMING_CONVENTION: Final[dict[str, str]] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -53,12 +62,6 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-RUN_MODES: Final = frozenset({"sim", "live"})
-RUN_STATUSES: Final = frozenset({"running", "finished", "failed", "interrupted", "crashed"})
-REQUEST_STATUSES: Final = frozenset({"completed", "rejected", "failed", "in_flight", "cancelled", "blocked"})
-CACHE_HITS: Final = frozenset({"exact", "semantic", "prefix"})
-WORKER_EVENT_KINDS: Final = frozenset({"starting", "ready", "failed", "stopped", "draining"})
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit surrogate key; plain INTEGER on SQLite, where only ``INTEGER PRIMARY KEY`` autoincrements."""

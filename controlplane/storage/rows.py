@@ -24,20 +24,15 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any, Final
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
-
 from controlplane.request_latency import latencies
-from controlplane.storage.jsoncodec import dumps
-from controlplane.storage.models import (
+from controlplane.storage.columns import (
     CACHE_HITS,
     REQUEST_STATUSES,
+    TABLE_COLUMNS,
     WORKER_EVENT_KINDS,
-    Decision,
-    Iteration,
-    MetricSample,
-    Request,
-    WorkerEvent,
+    Column,
 )
+from controlplane.storage.jsoncodec import dumps
 from controlplane.types import ReasonCode
 
 REASON_CODES: Final = frozenset(c.value for c in ReasonCode)
@@ -85,13 +80,14 @@ class _AlwaysCoerce:
     """Stands in for an exact type no value has, so JSON values are always encoded."""
 
 
-_COERCIONS: Final[tuple[tuple[type, type, Coercion], ...]] = (
-    (Boolean, bool, _as_bool),
-    (Integer, int, _as_int),
-    (Float, float, _as_float),
-    (String, str, _as_str),
-    (JSON, _AlwaysCoerce, _as_json),
-)
+#: A column kind (``controlplane.storage.columns``) -> the exact type kept as it is, and the coercion of others.
+_COERCIONS: Final[dict[str | None, tuple[type, Coercion]]] = {
+    "bool": (bool, _as_bool),
+    "int": (int, _as_int),
+    "float": (float, _as_float),
+    "str": (str, _as_str),
+    "json": (_AlwaysCoerce, _as_json),
+}
 
 
 def _keep(column: str, value: Any) -> Any:
@@ -99,30 +95,27 @@ def _keep(column: str, value: Any) -> Any:
 
 
 class RowSpec:
-    """What a caller may and must put in a row of ``table``, and how to complete it.
+    """What a caller may and must put in a row of table ``name``, and how to complete it.
 
-    :meth:`build` runs once per recorded row, so it copies a prepared template
-    and visits only the keys the caller gave, rather than every column.
+    ``columns`` are the table's (``controlplane.storage.columns.TABLE_COLUMNS``): building
+    and packing rows needs no SQLAlchemy; :attr:`table` (the SQLAlchemy table, for writing)
+    is imported when first asked for. :meth:`build` runs once per recorded row, so it copies
+    a prepared template and visits only the keys the caller gave, rather than every column.
     """
 
-    def __init__(self, table: Table, allowed: Mapping[str, frozenset[str | None]] | None = None) -> None:
-        self.table = table
-        self.name = table.name
-        self.columns: tuple[str, ...] = tuple(c.name for c in table.columns if c.name not in ("id", "run_id"))
-        cols = [table.c[name] for name in self.columns]
-        self.defaults: dict[str, Any] = {
-            c.name: (c.default.arg if c.default is not None and c.default.is_scalar else None) for c in cols
-        }
-        self.required = tuple(c.name for c in cols if not c.nullable and c.default is None)
+    def __init__(self, name: str, columns: Sequence[Column],
+                 allowed: Mapping[str, frozenset[str | None]] | None = None) -> None:
+        self.name = name
+        self.columns: tuple[str, ...] = tuple(c[0] for c in columns)
+        self.defaults: dict[str, Any] = {c[0]: c[3] for c in columns}
+        self.required = tuple(c[0] for c in columns if not c[2] and c[3] is None)
         self.allowed = dict(allowed or {})
-        self.json_columns = tuple(c.name for c in cols if isinstance(c.type, JSON))
+        self.json_columns = tuple(c[0] for c in columns if c[1] == "json")
         self._template = {**self.defaults, "run_id": None}
         self._exact: dict[str, type] = {}
         self._coerce: dict[str, Coercion] = {}
-        for c in cols:
-            exact, coerce = next(((e, f) for t, e, f in _COERCIONS if isinstance(c.type, t)), (object, _keep))
-            self._exact[c.name] = exact
-            self._coerce[c.name] = coerce
+        for column, kind, _, _ in columns:
+            self._exact[column], self._coerce[column] = _COERCIONS.get(kind, (object, _keep))
         #: The order of a stored row: ``run_id``, then :attr:`columns`.
         self.fields: tuple[str, ...] = ("run_id", *self.columns)
         required = set(self.required)
@@ -133,6 +126,13 @@ class RowSpec:
         )
         self._allowed_at = tuple((self.columns.index(c), c, v) for c, v in self.allowed.items())
         self.pack = self._compiled_pack()  # type: ignore[method-assign]
+
+    @property
+    def table(self) -> Any:
+        """The SQLAlchemy table these rows go to (imports the schema: the writer's side)."""
+        from controlplane.storage.models import metadata
+
+        return metadata.tables[self.name]
 
     def build(self, row: Mapping[str, Any], run_id: int) -> dict[str, Any]:
         """Return ``row`` completed, coerced, JSON-encoded and with ``run_id``; ``ValueError`` if invalid."""
@@ -240,12 +240,12 @@ def derive_latencies(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+_ALLOWED: Final[dict[str, dict[str, frozenset[str | None]]]] = {
+    "request": {"status": REQUEST_STATUSES, "cache_hit": CACHE_HITS | {None}, "reason_code": REASON_CODES | {None}},
+    "worker_event": {"kind": WORKER_EVENT_KINDS},
+}
+
 SPECS: Final[dict[str, RowSpec]] = {
-    "request": RowSpec(Request.__table__, {"status": REQUEST_STATUSES, "cache_hit": CACHE_HITS | {None},
-                                           "reason_code": REASON_CODES | {None}}),
-    "decision": RowSpec(Decision.__table__),
-    "metric_sample": RowSpec(MetricSample.__table__),
-    "worker_event": RowSpec(WorkerEvent.__table__, {"kind": WORKER_EVENT_KINDS}),
-    "iteration": RowSpec(Iteration.__table__),
+    name: RowSpec(name, columns, _ALLOWED.get(name)) for name, columns in TABLE_COLUMNS.items()
 }
 """Row specs by table name, in foreign-key-safe write order."""

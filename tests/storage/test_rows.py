@@ -41,3 +41,38 @@ def test_a_valid_request_row_is_coerced_once_and_typed():
               None, 0, None, None, None, None, None]
     row = spec.pack(tuple(values), 3)
     assert row[0] == 3 and row[1] == "r1" and type(row[8]) is float and type(row[12]) is int
+
+
+def _described(column) -> tuple:
+    """A SQLAlchemy column as ``controlplane.storage.columns`` describes it."""
+    from sqlalchemy import JSON, Boolean, Float, Integer, String
+
+    kinds = ((Boolean, "bool"), (Integer, "int"), (Float, "float"), (String, "str"), (JSON, "json"))
+    kind = next((name for type_, name in kinds if isinstance(column.type, type_)), None)
+    if column.default is not None:
+        assert column.default.is_scalar, f"{column}: only scalar defaults are described"
+        assert column.default.arg is not None, f"{column}: a default of None reads as no default"
+    return column.name, kind, column.nullable, column.default.arg if column.default is not None else None
+
+
+@pytest.mark.parametrize("table", sorted(SPECS))
+def test_the_plain_column_catalog_is_the_tables(table):
+    from controlplane.storage.columns import TABLE_COLUMNS
+    from controlplane.storage.models import metadata
+
+    sql_table = metadata.tables[table]
+    assert TABLE_COLUMNS[table] == tuple(_described(c) for c in sql_table.columns if c.name not in ("id", "run_id"))
+    assert SPECS[table].table is sql_table
+    assert list(TABLE_COLUMNS) == list(SPECS)
+
+
+def test_rows_are_checked_and_packed_without_sqlalchemy():
+    import subprocess
+    import sys
+
+    code = ("import sys, controlplane.recording, controlplane.storage.early; "
+            "from controlplane.storage.rows import SPECS; "
+            "SPECS['decision'].pack((1.0, 'p', 'h', None, None, {'a': 1}, None, False), 1); "
+            "print('sqlalchemy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
