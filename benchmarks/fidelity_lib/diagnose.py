@@ -21,7 +21,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np  # noqa: E402
 from controlplane.events import RequestFinished  # noqa: E402
 from controlplane.hookspecs import hookimpl  # noqa: E402
 from controlplane.types import Decision  # noqa: E402
+from fidelity_lib.host_cpu import CpuSampler, backend_by_window, cpu_per_window  # noqa: E402
 
 PHASES = ("queued", "prefill", "decode", "ttft", "e2e")
 
@@ -64,58 +64,6 @@ class Observed:
             if self.clock is None:
                 self.clock = (time.perf_counter(), event.time_s)
             self.batches.append({"t": event.time_s, **event.payload})
-
-
-class CpuSampler:
-    """CPU seconds used every ``period_s`` by this process (the driver, the client), its children (the
-    worker) and everything else on the machine (other jobs), from a background thread."""
-
-    def __init__(self, period_s: float = 0.25) -> None:
-        import psutil
-
-        self.period_s, self.rows, self._stop = period_s, [], threading.Event()
-        self._me = psutil.Process()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> tuple[float, float, float, float]:
-        import psutil
-
-        mine = self._me.cpu_times()
-        kids = 0.0
-        for c in self._me.children(recursive=True):
-            try:
-                t = c.cpu_times()
-                kids += t.user + t.system
-            except psutil.Error:
-                pass
-        total = psutil.cpu_times()
-        busy = total.user + total.system + total.nice + getattr(total, "irq", 0) + getattr(total, "softirq", 0)
-        return time.perf_counter(), mine.user + mine.system, kids, busy
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
-            self.rows.append(self._sample())
-
-    def start(self) -> CpuSampler:
-        self.rows.append(self._sample())
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def per_second(self, clock: tuple[float, float], t0: float) -> list[tuple[float, float, float, float]]:
-        """(run time since ``t0``, driver, worker, others) CPU cores busy in each sampling period."""
-        out = []
-        for (w0, d0, k0, b0), (w1, d1, k1, b1) in zip(self.rows, self.rows[1:]):
-            dt = w1 - w0
-            if dt <= 0 or k1 < k0:  # the worker process started or ended between the two samples
-                continue
-            t = w0 - clock[0] + clock[1] - t0
-            out.append((t, (d1 - d0) / dt, (k1 - k0) / dt, max(0.0, (b1 - b0) - (d1 - d0) - (k1 - k0)) / dt))
-        return out
-
 
 
 def phases(r: dict[str, Any]) -> dict[str, float] | None:
@@ -194,27 +142,6 @@ def report(sides: dict[str, tuple[dict, list]], step_s: float, top: int) -> None
               + " | ".join(row))
 
 
-def busy_per_second(samples: list[Any], t0: float, step_s: float = 1.0) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for s in samples:
-        k = int((s.start_s - t0) // step_s)
-        out[k] = out.get(k, 0.0) + s.backend_s
-    return out
-
-
-def cpu_per_window(rows: list[tuple[float, float, float, float]], step_s: float) -> list[tuple[float, ...]]:
-    acc: dict[int, list[float]] = {}
-    for t, d, k, o in rows:
-        if t < 0:
-            continue
-        a = acc.setdefault(int(t // step_s), [0.0, 0.0, 0.0, 0])
-        a[0] += d
-        a[1] += k
-        a[2] += o
-        a[3] += 1
-    return [(i * step_s, a[0] / a[3], a[1] / a[3], a[2] / a[3]) for i, a in sorted(acc.items())]
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, required=True, help="Poisson arrival rate, requests/s")
@@ -269,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
         grid = (rows, meta)
     own = calibrate(live.samples, tmp / "own.json", grid=grid, run_ids=[live.run_id]).path
     arrivals = observed_arrivals(reqs, live)
-    sides = {"live": (rebased(live_obs.requests, t0), [{**b, "t": b["t"] - t0} for b in live_obs.batches])}
+    trace_id = {t.arrival_s: t.request_id for t in live.requests}  # the core's ids -> the trace's (the sim's)
+    by_trace = {trace_id.get(r["arrival"], k): r for k, r in live_obs.requests.items()}
+    sides = {"live": (rebased(by_trace, t0), [{**b, "t": b["t"] - t0} for b in live_obs.batches])}
     profiles = {"sim-own": own, **({"sim-prof": a.profile} if a.profile else {})}
     for name, prof in profiles.items():
         obs = Observed()
@@ -277,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                    observers=(obs,))
         sides[name] = (obs.requests, obs.batches)
     report(sides, a.step_s, a.top)
-    busy = busy_per_second(live.samples, t0)
+    busy = backend_by_window(live.samples, t0, a.step_s)
     print("\nlive CPU, cores busy per second: driver process / worker process / everything else; worker backend busy")
     for t, d, k, o in cpu_per_window(cpu.per_second(live_obs.clock, t0), a.step_s):
         print(f"  {t:6.1f}s driver {d:4.2f}  worker {k:4.2f}  others {o:4.2f}  backend {busy.get(int(t // a.step_s), 0.0) / a.step_s:4.2f}")

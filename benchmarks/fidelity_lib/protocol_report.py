@@ -154,6 +154,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
             "pace": round(r.pace, 4), "pace_from": r.pace_label,
             "pace_measured_at_s": _r(r.pace_taken_s, 3), "live_started_at_s": round(r.live_started_s, 3),
             "busy_pct": round(100 * r.busy, 1), "live_run": r.live.run_id, "sim_run": r.sim_run_id,
+            **{k: r.live.facts.get(k) for k in ("others_cores_mean", "others_cores_max", "worker_cpu_per_backend")},
             **{f"{m}_p50_err_pct": _r(errors(stats(r.live.requests), stats(r.sim))[m][50]) for m in ("ttft", "e2e")},
         } for r in o.rounds],
         "attribution": {n: {k: _r(v) for k, v in d.items()} for n, d in o.attribution.items()},

@@ -25,6 +25,7 @@ from controlplane.hookspecs import hookimpl
 from controlplane.live.iteration_log import IterationLog
 from controlplane.live.iteration_samples import IterationSample
 from controlplane.request_latency import latencies
+from fidelity_lib.host_cpu import CpuSampler, backend_by_window, contention
 from sim.traces import TraceRequest
 
 
@@ -111,6 +112,8 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
     gc.collect()
     gc.freeze()
     pauses = GcPauses()
+    cpu = CpuSampler(period_s=0.5).start()
+    clock = (time.perf_counter(), driver.now_s())
 
     async def one(i: int, handle: Any, submitted: float) -> None:
         res = await handle.result()
@@ -130,11 +133,14 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
         await asyncio.gather(*waiters)
         wall = time.perf_counter() - start
     finally:
+        cpu.stop()
         pauses.stop()
         gc.unfreeze()
         await driver.close()
+    # the host's other jobs during the run, and how much of its iterations' time the worker was on a core
+    host = contention(cpu, clock, 0.0, backend_by_window(log.samples, 0.0))
     facts = {**next(iter(driver.worker_facts.values()), {}), "gc_pauses": pauses.count,
-             "gc_pause_max_ms": round(pauses.max_s * 1e3, 2)}
+             "gc_pause_max_ms": round(pauses.max_s * 1e3, 2), **host}
     return LiveRun([r for r in out if r is not None], log.samples, driver.run_id, wall, facts)
 
 

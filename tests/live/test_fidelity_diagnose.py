@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fidelity_lib.diagnose import CpuSampler, batch_summary, cpu_per_window, occupancy, phases  # noqa: E402
+from fidelity_lib.diagnose import batch_summary, occupancy, phases  # noqa: E402
+from fidelity_lib.host_cpu import CpuSampler, contention, cpu_per_window  # noqa: E402
 
 
 def _req(arrival, scheduled, first, finish, status="completed"):
@@ -48,3 +49,14 @@ def test_cpu_sampler_attributes_this_process_and_aligns_to_the_run_clock():
     assert max(d for _, d, _, _ in per) > 0.3  # the loop above kept this process busy
     windows = cpu_per_window(per, 1.0)
     assert windows[0][0] == 0.0 and 0.0 <= windows[0][2] <= 1.0
+
+
+def test_contention_reads_the_worker_descheduled_and_the_other_jobs():
+    cpu = CpuSampler()
+    # (perf_counter, this process, children, whole machine busy): 1 s apart; the worker got 0.6 of a core
+    # in a second whose iterations wanted 1.2 s, other jobs took 1.3 cores
+    cpu.rows = [(100.0, 0.0, 0.0, 0.0), (101.0, 0.1, 0.6, 2.0), (102.0, 0.2, 1.5, 3.0)]
+    got = contention(cpu, (100.0, 5.0), 5.0, {0: 1.2, 1: 0.9})
+    assert got["others_cores_max"] == pytest.approx(1.3) and got["others_cores_mean"] == pytest.approx(0.65)
+    assert got["worker_cpu_per_backend"] == pytest.approx((0.6 + 0.9) / (1.2 + 0.9), abs=1e-3)
+    assert contention(cpu, None, 0.0, {}) == {}
