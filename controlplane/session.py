@@ -114,19 +114,15 @@ class RunSession:
         self._closed = False
 
     def _inline_recorder(self, config: RunConfig, mode: str) -> Any:
-        """A recorder in this process (the writes forked at its first full buffer where that
-        helps): live runs, and databases a writer process forked now cannot reach."""
+        """A recorder in this process: live runs (its own thread writes, so the daemon's event
+        loop never waits for the database), and simulator runs no writer process can serve (one
+        CPU, an in-memory database, ``CONTROLPLANE_WRITER_PROCESS=0``), which flush inline."""
         from controlplane.storage import RunRecorder, ensure_schema, make_engine
-        from controlplane.storage.writer_process import ProcessRecorder, writer_process_usable
 
         storage = config.storage
         self.engine = make_engine(storage.url)
         ensure_schema(self.engine)
-        # Live: the recorder's own thread writes, so the driver's event loop never waits for
-        # the database; the simulator hands full buffers to a forked writer process where it
-        # can (controlplane.storage.writer_process), else flushes inline.
-        forked = mode == "sim" and writer_process_usable(self.engine)
-        return (ProcessRecorder if forked else RunRecorder)(
+        return RunRecorder(
             self.engine,
             batch_size=storage.batch_size,
             max_pending_rows=storage.max_pending_rows,

@@ -6,8 +6,8 @@ CPUs that can run beside the rest of the start-up: :class:`EarlyWriter` forks a 
 very start of ``controlplane sim replay`` (before numpy, SimPy, the plugins and the latency
 models are imported and built), and the child imports the database side at once. The
 replaying process never imports SQLAlchemy: :class:`FrontRecorder` checks and packs each row
-(:mod:`controlplane.storage.rows`, plain data) and hands full buffers to the child, as
-:class:`~controlplane.storage.writer_process.ProcessRecorder` does after its own fork.
+(:mod:`controlplane.storage.rows`, plain data) and hands each full buffer to the child
+(:mod:`controlplane.storage.writer_process`), which writes it while the run goes on.
 
 Messages on the pipe (:mod:`controlplane.storage.pipe`): ``CONFIG`` (the database URL and
 the recorder's settings: the child opens the engine, brings the schema to head and makes a
