@@ -336,7 +336,9 @@ class Protocol:
                         unpaced)
         e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
         self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
-                 f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%")
+                 f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%; "
+                 f"host: other jobs {run.facts.get('others_cores_mean')} cores (max {run.facts.get('others_cores_max')}), "
+                 f"worker on a core {run.facts.get('worker_cpu_per_backend')} of its iterations' time")
         return rnd
 
     def attribute(self, rounds: list[EvalRound]) -> dict[str, dict[str, float]]:
