@@ -84,10 +84,11 @@ def cpu_per_window(rows: list[tuple[float, float, float, float]], step_s: float)
 
 
 def contention(sampler: CpuSampler, clock: tuple[float, float] | None, t0: float, backend_s_by_window: dict[int, float],
-               window_s: float = 1.0) -> dict[str, Any]:
+               window_s: float = 1.0, *, worker_is_child: bool = True) -> dict[str, Any]:
     """Over a run: the mean and busiest cores other jobs used, and the worker's CPU over its iterations'
     backend time in the windows where it was busy (1.0: it ran whenever it computed; 0.6: descheduled
-    40% of the time)."""
+    40% of the time). A worker in this process (``worker_is_child`` false: the thread pool) cannot be
+    told apart from the driver: its share is None."""
     if clock is None or len(sampler.rows) < 2:
         return {}
     per = cpu_per_window(sampler.per_second(clock, t0), window_s)
@@ -97,7 +98,8 @@ def contention(sampler: CpuSampler, clock: tuple[float, float] | None, t0: float
     worked = [(k, b) for k, b in busy if b > 0.5]
     return {"others_cores_mean": round(sum(o for *_, o in per) / len(per), 3),
             "others_cores_max": round(max(o for *_, o in per), 3),
-            "worker_cpu_per_backend": round(sum(k for k, _ in worked) / sum(b for _, b in worked), 3) if worked else None}
+            "worker_cpu_per_backend": (round(sum(k for k, _ in worked) / sum(b for _, b in worked), 3)
+                                       if worked and worker_is_child else None)}
 
 
 def backend_by_window(samples: Sequence[Any], t0: float, window_s: float = 1.0) -> dict[int, float]:

@@ -138,7 +138,7 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
         gc.unfreeze()
         await driver.close()
     # the host's other jobs during the run, and how much of its iterations' time the worker was on a core
-    host = contention(cpu, clock, 0.0, backend_by_window(log.samples, 0.0))
+    host = contention(cpu, clock, 0.0, backend_by_window(log.samples, 0.0), worker_is_child=pool == "process")
     facts = {**next(iter(driver.worker_facts.values()), {}), "gc_pauses": pauses.count,
              "gc_pause_max_ms": round(pauses.max_s * 1e3, 2), **host}
     return LiveRun([r for r in out if r is not None], log.samples, driver.run_id, wall, facts)

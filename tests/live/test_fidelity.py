@@ -304,6 +304,8 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     detail = result["round_detail"]
     assert [(d["slice"], d["run"]) for d in detail] == [("low-1", 1), ("high-2", 1), ("low-1", 2), ("high-2", 2)]
     assert all(d["completed"] == d["requests"] for d in detail)
+    # the host's contention is reported per round; a thread-pool worker's CPU is the driver's process's
+    assert all("others_cores_mean" in d and d["worker_cpu_per_backend"] is None for d in detail)
     # the calibration never saw the evaluated requests: an earlier, disjoint window of the trace
     cal, *rest = result["windows"]
     assert cal["name"] == "calibration" and result["calibration_overlap_requests"] == 0

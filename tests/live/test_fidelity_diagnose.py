@@ -60,3 +60,4 @@ def test_contention_reads_the_worker_descheduled_and_the_other_jobs():
     assert got["others_cores_max"] == pytest.approx(1.3) and got["others_cores_mean"] == pytest.approx(0.65)
     assert got["worker_cpu_per_backend"] == pytest.approx((0.6 + 0.9) / (1.2 + 0.9), abs=1e-3)
     assert contention(cpu, None, 0.0, {}) == {}
+    assert contention(cpu, (100.0, 5.0), 5.0, {0: 1.2}, worker_is_child=False)["worker_cpu_per_backend"] is None
