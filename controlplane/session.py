@@ -75,22 +75,22 @@ class RunSession:
         run_id = None
         extra = list(extra_plugins)
         if record:
-            from controlplane.storage.early import early_writer_usable
+            from controlplane.storage.early import EarlyWriter, FrontRecorder, early_writer_usable
 
             storage = config.storage
-            if mode != "sim" or not early_writer_usable(storage.url):
-                if writer is not None:
-                    writer.discard()
-                writer = None
-                self.recorder = self._inline_recorder(config, mode)
-            else:
+            if mode == "sim" and early_writer_usable(storage.url):
                 # A writer process (controlplane.storage.early), forked before this run's imports
                 # when the CLI started it, else now: it opens the database and writes the rows;
                 # this process only packs them.
-                from controlplane.storage.early import EarlyWriter, FrontRecorder
-
-                self.recorder = FrontRecorder(writer or EarlyWriter(), storage.url, batch_size=storage.batch_size,
+                writer = writer or EarlyWriter.fork()
+            elif writer is not None:
+                writer.discard()
+                writer = None
+            if writer is not None:
+                self.recorder = FrontRecorder(writer, storage.url, batch_size=storage.batch_size,
                                               max_pending_rows=storage.max_pending_rows)
+            else:
+                self.recorder = self._inline_recorder(config, mode)
             extra.insert(0, SqlRecorder(self.recorder,
                                         record_iterations=storage.record_iterations))
         elif writer is not None:

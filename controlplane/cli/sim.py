@@ -132,7 +132,7 @@ def _early_writer() -> Any:
 
     writer = early.take_started()
     if writer is None and early.writer_process_possible():
-        writer = early.EarlyWriter()
+        writer = early.EarlyWriter.fork()
     return writer
 
 

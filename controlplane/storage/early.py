@@ -94,7 +94,7 @@ def start_for_command() -> None:
     (before the command's own imports); the command takes it with :func:`take_started`."""
     global _pending
     if _pending is None and writer_process_possible():
-        _pending = EarlyWriter()
+        _pending = EarlyWriter.fork()
 
 
 def take_started() -> EarlyWriter | None:
@@ -127,13 +127,28 @@ class EarlyWriter:
     (``sim.replay.replay(..., writer=...)``), or :meth:`discard` it if the run does not use it.
     """
 
+    @classmethod
+    def fork(cls) -> EarlyWriter | None:
+        """A writer forked now, or None (logged) where the system refuses a process or a pipe:
+        the run then writes from its own process."""
+        try:
+            return cls()
+        except OSError as exc:
+            log.warning("storage: could not fork a writer process (%s); writing in this one", exc)
+            return None
+
     def __init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         widen(to_child_w)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: none run yet here
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: none run yet here
+                pid = os.fork()
+        except OSError:
+            for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+                os.close(fd)
+            raise
         if pid == 0:  # the child: serve, then leave without running the parent's exit handlers
             code = 0
             try:

@@ -176,3 +176,21 @@ def test_usable_only_where_a_child_reaches_the_same_database(tmp_path: Path, mon
     monkeypatch.undo()
     monkeypatch.setenv(ENV_SWITCH, "0")
     assert early_writer_usable(file_url) is False
+
+
+def test_a_refused_fork_leaves_the_run_to_write_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane.session import RunSession
+    from tests.controlplane.test_recording import make_config
+
+    def refuse() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    open_fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", refuse)
+    assert EarlyWriter.fork() is None
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # its pipes closed again
+    session = RunSession(make_config(storage={"url": f"sqlite:///{tmp_path / 'runs.db'}"}), mode="sim")
+    try:
+        assert isinstance(session.recorder, RunRecorder) and session.run_id is not None
+    finally:
+        session.close({})
