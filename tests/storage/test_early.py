@@ -180,7 +180,7 @@ def test_usable_only_where_a_child_reaches_the_same_database(tmp_path: Path, mon
 
 def test_a_refused_fork_leaves_the_run_to_write_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from controlplane.session import RunSession
-    from tests.controlplane.test_recording import make_config
+    from controlplane.testing import make_config
 
     def refuse() -> int:
         raise BlockingIOError(11, "Resource temporarily unavailable")
