@@ -67,7 +67,8 @@ class SLOPlanner(Plugin):
         queue_age_share: float = Field(0.25, ge=0)  # a request queued this share of the TTFT slack: a replica more
         scale_down_delay_s: float = Field(300.0, ge=0)  # scale down only to the max wanted in this window
         backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
-        prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: max_batch_tokens)
+        prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: Sarathi's chunk, else
+        # the deployment's max_batch_tokens)
         default_prompt_tokens: float = Field(1024.0, gt=0)  # request shape before any request finished
         default_output_tokens: float = Field(128.0, gt=0)
         shape_smoothing: float = Field(0.02, gt=0, le=1)  # EWMA weight of each finished request's shape
@@ -134,7 +135,7 @@ class SLOPlanner(Plugin):
         s = self.settings
         d = ctx.config.cluster.deployment(scaling.model)
         ttft, tpot = self._targets(ctx)
-        chunk = s.prefill_chunk_tokens or d.max_batch_tokens
+        chunk = self._prefill_chunk(ctx, d)
         kv = next((w.num_kv_blocks * w.kv_block_size for w in scaling.workers if w.has_kv_budget), None)
         key = (round(math.log(prompt) * 20), round(math.log(output) * 20), kv)  # ~5% shape steps
         if st.capacity_key != key:
@@ -143,6 +144,17 @@ class SLOPlanner(Plugin):
                 ttft_s=ttft * s.ttft_headroom, max_num_seqs=d.max_num_seqs, kv_tokens=kv, chunk_tokens=chunk)
             st.capacity_key = key
         return st.capacity
+
+    def _prefill_chunk(self, ctx, d) -> int:
+        """Prefill tokens per iteration: the setting, else the run's Sarathi chunk (`continuous-batching`
+        with `policy: sarathi`), else the deployment's `max_batch_tokens`."""
+        if self.settings.prefill_chunk_tokens:
+            return self.settings.prefill_chunk_tokens
+        plugins = ctx.config.plugins
+        batching = plugins.settings.get("continuous-batching") or {}
+        if "continuous-batching" in plugins.enabled and batching.get("policy") == "sarathi":
+            return int(batching.get("chunk_size", 512))
+        return d.max_batch_tokens
 
     def _targets(self, ctx) -> tuple[float, float]:
         s = self.settings

@@ -177,3 +177,12 @@ def test_backlog_replicas_only_when_the_queue_outlasts_a_cold_start():
     many = make_requests(400, prompt_tokens=512, output_tokens=64, interval_s=0.0)
     d = decide(many, 0.5)  # a queue this long outlasts a short cold start
     assert d.target_replicas > 1 and d.signals["backlog_replicas"] >= 1
+
+
+def test_the_prefill_chunk_is_the_runs_sarathi_chunk():
+    d = make_config().cluster.models[0]
+    sarathi = make_context(config=make_config(plugins={
+        "enabled": ["continuous-batching"], "settings": {"continuous-batching": {"policy": "sarathi", "chunk_size": 256}}}))
+    assert _planner()._prefill_chunk(sarathi, d) == 256
+    assert _planner(prefill_chunk_tokens=1024)._prefill_chunk(sarathi, d) == 1024  # the setting wins
+    assert _planner()._prefill_chunk(make_context(), d) == d.max_batch_tokens  # vLLM style: the batch budget
