@@ -7,6 +7,11 @@
 * Scheduling: the same simulation on a profile refitted on the evaluated run's own iterations
   (its iteration times, in-sample). What error is left is queueing and batching - the simulator's
   scheduling, not its latency model. The latency model's share is the rest: total - scheduling.
+* Sensitivity: the same simulation with every iteration `SENSITIVITY_STEP` slower (`scaled_profile`):
+  how much the p50s move for a per-iteration error that size. Near saturation it is large - on a
+  run 95-100% busy (2026-12-03), 2% slower iterations moved the simulated E2E p90 by +17% and 5% by
+  +42% - so a scheduling share there is to be read against it: a CPU worker's iterations are not
+  timed more precisely than a few percent.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from controlplane.hardware.profile_format import read_profile, write_profile
 from controlplane.live.iteration_samples import IterationSample, with_handoffs
 from sim.calibration import calibrate, predict_row
+
+#: The per-iteration slow-down the sensitivity is measured for (2%).
+SENSITIVITY_STEP = 0.02
 
 
 def iteration_error_pct(profile: Path, samples: Sequence[IterationSample]) -> float:
@@ -34,3 +43,10 @@ def refit_profile(samples: Sequence[IterationSample], output: Path, grid: tuple[
                   run_id: int | None) -> Path:
     """A profile fitted on the evaluated run's own iterations (in-sample: attribution only, never a prediction)."""
     return calibrate(list(samples), output, grid=grid, run_ids=[run_id]).path
+
+
+def scaled_profile(profile: Path, factor: float, output: Path) -> Path:
+    """``profile`` with every row's time multiplied by ``factor`` (a sensitivity check, never a prediction)."""
+    rows, meta = read_profile(profile)
+    return write_profile(output, [{**r, "iteration_s": r["iteration_s"] * factor} for r in rows],
+                         {**meta, "source": f"{meta.get('source', profile)} x {factor:g} (sensitivity)"})

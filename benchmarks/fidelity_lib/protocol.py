@@ -33,7 +33,7 @@ from controlplane.config import load_config
 from controlplane.hardware.profile_format import write_profile
 from controlplane.live.iteration_samples import join_runs, with_handoffs
 from fidelity_lib import capacity as cap
-from fidelity_lib.attribution import iteration_error_pct, refit_profile
+from fidelity_lib.attribution import SENSITIVITY_STEP, iteration_error_pct, refit_profile, scaled_profile
 from fidelity_lib.metrics import busiest_busy_fraction, stats
 from fidelity_lib.pace import PaceLog
 from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with
@@ -346,20 +346,25 @@ class Protocol:
         out = {}
         for name in dict.fromkeys(r.slice_name for r in rounds):
             mine = [r for r in rounds if r.slice_name == name]
-            own, it_err = [], []
+            own, slower, it_err = [], [], []
             for r in mine:
                 it_err.append(iteration_error_pct(r.profile, r.live.samples))
                 refit = refit_profile(r.live.samples, self.tmp / f"refit-{r.index}.json", (self.grid_rows, self.meta),
                                       r.live.run_id)
                 own += keyed(self.sim(r.arrivals, refit, f"fidelity {name} refit (sim)")[0], r.index)
+                scaled = scaled_profile(r.profile, 1 + SENSITIVITY_STEP, self.tmp / f"slower-{r.index}.json")
+                slower += keyed(self.sim(r.arrivals, scaled, f"fidelity {name} sensitivity (sim)")[0], r.index)
             live = sum((r.live_keyed for r in mine), [])
             sim = sum((r.sim_keyed for r in mine), [])
-            ls, ss, os_ = stats(live), stats(sim), stats(own)
+            ls, ss, os_, xs = stats(live), stats(sim), stats(own), stats(slower)
             row = {"iteration_err_pct": sum(it_err) / len(it_err)}
             for m in ("ttft", "e2e"):
                 total = 100 * (ss[m][50] / ls[m][50] - 1)
                 sched = 100 * (os_[m][50] / ls[m][50] - 1)
                 row.update({f"{m}_p50_err_pct": total, f"{m}_scheduling_pct": sched,
-                            f"{m}_latency_model_pct": total - sched})
+                            f"{m}_latency_model_pct": total - sched,
+                            # how far the simulated p50s move when every iteration is SENSITIVITY_STEP slower
+                            f"{m}_p50_pct_per_2pct_slower": 100 * (xs[m][50] / ss[m][50] - 1),
+                            f"{m}_p90_pct_per_2pct_slower": 100 * (xs[m][90] / ss[m][90] - 1)})
             out[name] = row
         return out

@@ -58,7 +58,7 @@ def rounds_table(rounds: list[EvalRound]) -> Table:
 def attribution_table(attr: dict[str, dict[str, float]], noise: dict[str, float]) -> Table:
     t = Table(title="where the error comes from (per slice, p50; after the fact)", header_style="bold")
     for col in ("slice", "E2E err", "live noise", "latency model", "scheduling", "TTFT err", "latency model",
-                "scheduling", "per-iteration err"):
+                "scheduling", "per-iteration err", "E2E p50 / p90 if 2% slower"):
         t.add_column(col, justify="left" if col == "slice" else "right")
     for name, a in attr.items():
         miss = abs(a["e2e_p50_err_pct"]) > TARGET_PCT or abs(a["ttft_p50_err_pct"]) > TARGET_PCT
@@ -66,10 +66,12 @@ def attribution_table(attr: dict[str, dict[str, float]], noise: dict[str, float]
                   f"{noise.get(name, math.nan):.1f}%", f"{a['e2e_latency_model_pct']:+.1f}%",
                   f"{a['e2e_scheduling_pct']:+.1f}%", f"{a['ttft_p50_err_pct']:+.1f}%",
                   f"{a['ttft_latency_model_pct']:+.1f}%", f"{a['ttft_scheduling_pct']:+.1f}%",
-                  f"{a['iteration_err_pct']:+.1f}%")
+                  f"{a['iteration_err_pct']:+.1f}%",
+                  f"{a.get('e2e_p50_pct_per_2pct_slower', math.nan):+.1f}% / {a.get('e2e_p90_pct_per_2pct_slower', math.nan):+.1f}%")
     t.caption = ("latency model: the frozen profile's time for the live iterations' own shapes vs measured (and the "
                  "E2E/TTFT error it explains); scheduling: the error left when the simulator runs on a profile refitted "
-                 "on the evaluated run's own iterations")
+                 "on the evaluated run's own iterations; 2% slower: how far the simulated E2E moves when every "
+                 "iteration is 2% dearer (near saturation a few percent of per-iteration error is a large E2E one)")
     return t
 
 

@@ -321,6 +321,8 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     assert result["profile_sha256"] == hashlib.sha256((tmp_path / "p.json").read_bytes()).hexdigest()
     assert len(result["capacity_sweep"]) == 2 and result["capacity_status"]["live"] in ("within", "above", "below")
     assert set(result["attribution"]) == {"low-1", "high-2"}
+    # every iteration 2% dearer: the simulated E2E p50 goes up (by about 2% when nothing queues, more when it does)
+    assert all(a["e2e_p50_pct_per_2pct_slower"] > 0 for a in result["attribution"].values())
     assert all(math.isfinite(result[k]) for k in ("ttft_p50_err_pct", "e2e_p50_err_pct", "live_noise_e2e_p50_pct"))
 
 

@@ -61,3 +61,19 @@ def test_contention_reads_the_worker_descheduled_and_the_other_jobs():
     assert got["worker_cpu_per_backend"] == pytest.approx((0.6 + 0.9) / (1.2 + 0.9), abs=1e-3)
     assert contention(cpu, None, 0.0, {}) == {}
     assert contention(cpu, (100.0, 5.0), 5.0, {0: 1.2}, worker_is_child=False)["worker_cpu_per_backend"] is None
+
+
+def test_a_scaled_profile_prices_every_iteration_that_much_dearer(tmp_path):
+    from controlplane.hardware.profile_format import write_profile
+    from fidelity_lib.attribution import scaled_profile
+    from sim.latency.base import IterationShape
+    from sim.latency.measured import MeasuredProfileModel
+
+    rows = [{"num_prefill_tokens": p, "num_prefill_seqs": 1 if p else 0, "num_decode_seqs": n,
+             "sum_decode_context": 100 * n, "sum_prefill_context": 0, "iteration_s": 0.002 + 1e-5 * p + 3e-4 * n}
+            for p, n in ((0, 1), (0, 4), (0, 16), (64, 0), (256, 0))]
+    base = write_profile(tmp_path / "p.json", rows, {"model": "m", "device": "cpu", "source": "test"})
+    slower = scaled_profile(base, 1.02, tmp_path / "s.json")
+    a, b = MeasuredProfileModel.from_file(base), MeasuredProfileModel.from_file(slower)
+    for shape in (IterationShape((), (), [100] * 4), IterationShape((128,), (0,), ())):
+        assert b.iteration_s(shape) == pytest.approx(1.02 * a.iteration_s(shape), rel=1e-6)
