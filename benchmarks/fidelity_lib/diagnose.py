@@ -10,8 +10,12 @@ profile too. For each side it prints, per request, where the time went - queued 
 first batch), prefill (first batch to first token), decode (first token to the last) - as
 percentiles; the batches each side ran (prefills, prompts per prefill, decode sizes, busy time);
 the queue over time (waiting and running requests per second, live vs sim); and the requests with
-the longest live E2E next to their simulated times. A diagnostic, never a prediction: the refit is
-in-sample. ``--out`` keeps every request's times and every batch as JSON.
+the longest live E2E next to their simulated times; and per second, the CPU the driver process,
+the worker process and everything else on the host used (`host_cpu`): a worker that got less CPU
+than its iterations wanted was descheduled by other jobs. A diagnostic, never a prediction: the
+refit is in-sample. ``--exact`` simulates one iteration per batch, so the simulated batches are the
+iterations run (in the fast mode a batch's ``iterations`` is what it planned). ``--out`` keeps every
+request's times, every batch and the live iterations as JSON (what `step_replay` reads).
 """
 
 from __future__ import annotations
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pool", default="process")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exact", action="store_true", help="simulate one iteration per batch (sim.exact)")
     ap.add_argument("--step-s", type=float, default=1.0)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--out", type=Path, default=None, help="directory for the per-request and per-batch JSON")
@@ -202,13 +207,16 @@ def main(argv: list[str] | None = None) -> None:
     profiles = {"sim-own": own, **({"sim-prof": a.profile} if a.profile else {})}
     for name, prof in profiles.items():
         obs = Observed()
-        replay_sim(run_config(base, worker, db, name=f"diagnose {name}", profile=prof), arrivals, record=False,
-                   observers=(obs,))
+        cfg = run_config(base, worker, db, name=f"diagnose {name}", profile=prof)
+        if a.exact:
+            cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"exact": True})})
+        replay_sim(cfg, arrivals, record=False, observers=(obs,))
         sides[name] = (obs.requests, obs.batches)
     report(sides, a.step_s, a.top)
     busy = backend_by_window(live.samples, t0, a.step_s)
     print("\nlive CPU, cores busy per second: driver process / worker process / everything else; worker backend busy")
-    for t, d, k, o in cpu_per_window(cpu.per_second(live_obs.clock, t0), a.step_s):
+    per = cpu.per_second(live_obs.clock, t0) if live_obs.clock else []
+    for t, d, k, o in cpu_per_window(per, a.step_s):
         print(f"  {t:6.1f}s driver {d:4.2f}  worker {k:4.2f}  others {o:4.2f}  backend {busy.get(int(t // a.step_s), 0.0) / a.step_s:4.2f}")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
