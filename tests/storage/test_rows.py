@@ -70,7 +70,7 @@ def test_rows_are_checked_and_packed_without_sqlalchemy():
     import subprocess
     import sys
 
-    code = ("import sys, controlplane.recording, controlplane.storage.early; "
+    code = ("import sys, controlplane.recording; "
             "from controlplane.storage.rows import SPECS; "
             "SPECS['decision'].pack((1.0, 'p', 'h', None, None, {'a': 1}, None, False), 1); "
             "print('sqlalchemy' in sys.modules)")
