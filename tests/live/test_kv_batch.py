@@ -140,3 +140,42 @@ def test_a_batch_that_shrank_gives_spare_rows_back_when_its_storage_grows():
         kv.commit()
     assert kv._m.shape[0] == 3 and kv.rows == 2 and kv.length == 82
     assert _rows_content(kv) == [[0.0] * 2 + [1.0] * 80, [1.0] * 82]
+
+
+def _count_relayouts(kv: BatchKV) -> list[int]:
+    calls: list[int] = []
+    relayout = kv._relayout
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        relayout(*args, **kwargs)
+
+    kv._relayout = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_growing_batch_copies_its_cache_a_few_times_only():
+    """Each growth of the rows copies the whole cache: they double, so 1 to 100 joins copy it 7 times."""
+    kv = _filled(1, [4], 0.0)
+    calls = _count_relayouts(kv)
+    for i in range(99):
+        kv.extend(_filled(1, [3], float(i + 1)))
+    assert kv.rows == 100 and len(calls) == 7  # 2, 4, ..., 128 rows (at 1.5x it was 12)
+    assert _rows_content(kv)[:3] == [[0.0] * 4, [1.0] * 3, [2.0] * 3]
+
+
+def test_a_batch_that_breathes_keeps_its_rows_when_its_columns_are_laid_out_again():
+    kv = _filled(1, [2], 0.0)
+    kv.extend(_filled(39, [2] * 39, 1.0))
+    rows = kv._m.shape[0]
+    kv.keep(list(range(12)))  # 12 of 40: over a quarter of the rows still in use
+    for _ in range(80):  # decode until the columns run out and the storage is laid out again
+        cache = kv.forward_cache(None, 1)
+        for layer in range(2):
+            cache.update(torch.ones(12, 1, 1, 2), torch.ones(12, 1, 1, 2), layer)
+        kv.commit()
+    assert kv._m.shape[0] == rows and kv.rows == 12 and kv.length == 82
+    calls = _count_relayouts(kv)
+    kv.extend(_filled(28, [2] * 28, 5.0))  # the next burst of joins fits the rows it kept
+    assert not calls and kv.rows == 40
+    assert _rows_content(kv)[0] == [0.0] * 2 + [1.0] * 80 and _rows_content(kv)[-1] == [32.0] * 2
