@@ -61,7 +61,11 @@ class RunSession:
         extra_plugins: Iterable[object] = (),
         available: Mapping[str, PluginInfo] | None = None,
         clock: Clock | None = None,
+        writer: Any = None,
     ) -> None:
+        """``writer``: a :class:`controlplane.storage.early.EarlyWriter` forked before the run's
+        imports (the CLI starts one); without it a sim run forks its own where it can. A writer
+        this run cannot use (not a sim run, an in-memory database, ``record=False``) is discarded."""
         self.config = config
         self.mode = mode
         self.clock = clock or Clock()
@@ -71,39 +75,36 @@ class RunSession:
         run_id = None
         extra = list(extra_plugins)
         if record:
-            from controlplane.storage import RunRecorder, ensure_schema, make_engine
-            from controlplane.storage.writer_process import ProcessRecorder, writer_process_usable
+            from controlplane.storage.early import EarlyWriter, FrontRecorder, early_writer_usable
 
             storage = config.storage
-            self.engine = make_engine(storage.url)
-            ensure_schema(self.engine)
-            # Live: the recorder's own thread writes, so the driver's event loop never waits for
-            # the database; the simulator hands full buffers to a forked writer process where it
-            # can (controlplane.storage.writer_process), else flushes inline.
-            forked = mode == "sim" and writer_process_usable(self.engine)
-            self.recorder = (ProcessRecorder if forked else RunRecorder)(
-                self.engine,
-                batch_size=storage.batch_size,
-                max_pending_rows=storage.max_pending_rows,
-                background=mode == "live",
-                flush_interval_s=LIVE_FLUSH_INTERVAL_S if mode == "live" else None,
-            )
+            if mode == "sim" and early_writer_usable(storage.url):
+                # A writer process (controlplane.storage.early), forked before this run's imports
+                # when the CLI started it, else now: it opens the database and writes the rows;
+                # this process only packs them.
+                writer = writer or EarlyWriter.fork()
+            elif writer is not None:
+                writer.discard()
+                writer = None
+            if writer is not None:
+                self.recorder = FrontRecorder(writer, storage.url, batch_size=storage.batch_size,
+                                              max_pending_rows=storage.max_pending_rows)
+            else:
+                self.recorder = self._inline_recorder(config, mode)
             extra.insert(0, SqlRecorder(self.recorder,
                                         record_iterations=storage.record_iterations))
-        self.plugins = build_plugin_set(
-            config.plugins.enabled, config.plugins.settings, extra=extra, available=available
-        )
-        if self.recorder is not None:
-            run_id = self.recorder.start_run(
-                name=config.name,
-                mode=mode,
-                trace=trace,
-                trace_format=trace_format,
-                seed=config.seed,
-                config=config.model_dump(mode="json"),
-                plugins=self.plugins.versions(),
-                started_at=datetime.now(timezone.utc),
+        elif writer is not None:
+            writer.discard()
+        try:
+            self.plugins = build_plugin_set(
+                config.plugins.enabled, config.plugins.settings, extra=extra, available=available
             )
+            if self.recorder is not None:
+                run_id = self._start_run(trace, trace_format)
+        except BaseException:
+            if hasattr(self.recorder, "abandon"):
+                self.recorder.abandon()  # the writer process ends: nothing was recorded
+            raise
         self.run = RunInfo(run_id=run_id, mode=mode, seed=config.seed, name=config.name, trace=trace)
         self.core = ControlPlane(
             config=config, plugins=self.plugins, clock=self.clock, run=self.run, fallbacks=fallback_plugins(available),
@@ -111,6 +112,36 @@ class RunSession:
         )
         self._wall_start = time.perf_counter()
         self._closed = False
+
+    def _inline_recorder(self, config: RunConfig, mode: str) -> Any:
+        """A recorder in this process: live runs (its own thread writes, so the daemon's event
+        loop never waits for the database), and simulator runs no writer process can serve (one
+        CPU, an in-memory database, ``CONTROLPLANE_WRITER_PROCESS=0``), which flush inline."""
+        from controlplane.storage import RunRecorder, ensure_schema, make_engine
+
+        storage = config.storage
+        self.engine = make_engine(storage.url)
+        ensure_schema(self.engine)
+        return RunRecorder(
+            self.engine,
+            batch_size=storage.batch_size,
+            max_pending_rows=storage.max_pending_rows,
+            background=mode == "live",
+            flush_interval_s=LIVE_FLUSH_INTERVAL_S if mode == "live" else None,
+        )
+
+    def _start_run(self, trace: str | None, trace_format: str | None) -> int:
+        config = self.config
+        return self.recorder.start_run(
+            name=config.name,
+            mode=self.mode,
+            trace=trace,
+            trace_format=trace_format,
+            seed=config.seed,
+            config=config.model_dump(mode="json"),
+            plugins=self.plugins.versions(),
+            started_at=datetime.now(timezone.utc),
+        )
 
     @property
     def run_id(self) -> int | None:

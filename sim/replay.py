@@ -195,6 +195,7 @@ def replay(
     extra_plugins: Iterable[object] = (),
     on_progress: Callable[[int, float], None] | None = None,
     available: Mapping[str, Any] | None = None,
+    writer: Any = None,
 ) -> ReplayResult:
     """Run the simulation to the end; results are in the database when ``record``.
 
@@ -203,7 +204,8 @@ def replay(
     ``config.seed`` unless ``transforms.seed``) decide what is replayed, exactly as
     ``controlplane sim replay`` does. ``trace_options`` are the reader's format options
     (``{"qps": 2}`` for a Vidur trace). ``on_progress(requests_arrived, sim_s)`` is called
-    every 256 arrivals.
+    every 256 arrivals. ``writer``: a writer process forked before the caller's imports
+    (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one).
     """
     transforms = transforms or NO_TRANSFORMS
     if isinstance(trace, (str, os.PathLike)):
@@ -223,6 +225,7 @@ def replay(
         record=record,
         extra_plugins=extra_plugins,
         available=available,
+        writer=writer,
     ) as session:
         timings.mark("session_open")
         driver = build_driver(session, on_progress=on_progress)

@@ -72,6 +72,12 @@ def _command_name(argv: list[str]) -> str | None:
     return first if first in COMMANDS and argv and argv[0] == first else None
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    """The word after the top-level command (``replay`` in ``sim replay ...``), if any."""
+    words = [a for a in argv[:2] if not a.startswith("-")]
+    return words[1] if len(words) == 2 else None
+
+
 _full_app: typer.Typer | None = None
 
 
@@ -104,18 +110,28 @@ def main() -> None:
 
     timings.mark("main")
     name = _command_name(sys.argv[1:])
+    early = None
     if name == "sim":
         # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a
         # thread per core at import (CPU and wall on a busy host, for nothing). Set before
         # numpy is imported; an explicit setting wins.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with _gc_paused():  # the command's modules: only long-lived objects
-        app = build_app([name]) if name is not None else __getattr__("app")
+        if _subcommand(sys.argv[1:]) == "replay":
+            # Its writer process, forked before the command's imports: it imports the database
+            # side and opens the database while this process imports the simulator.
+            from controlplane.storage import early
+
+            early.start_for_command()
     try:
+        with _gc_paused():  # the command's modules: only long-lived objects
+            app = build_app([name]) if name is not None else __getattr__("app")
         app()
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
+    finally:
+        if early is not None and (unused := early.take_started()) is not None:
+            unused.discard()  # the command did not run a replay (--help, a usage error)
     if code is None:
         code = 0
     elif not isinstance(code, int):

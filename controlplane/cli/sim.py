@@ -114,6 +114,33 @@ def replay(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Replay a trace with the configured plugins, store the run, print its summary."""
+    writer = _early_writer()
+    try:
+        _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up,
+                rate_scale, limit, qps, arrival, exact, until, slo_ttft, slo_tpot, progress)
+    finally:
+        if writer is not None:
+            writer.discard()  # (after the run it is closed already: this only reaps a writer left unused)
+
+
+def _early_writer() -> Any:
+    """The run's writer process, forked before the simulator's imports so that it imports the
+    database side and opens the database meanwhile (``controlplane.storage.early``): the one
+    the ``controlplane`` entry point forked at its start, else one forked now; None where it
+    cannot help (one CPU, no fork, ``CONTROLPLANE_WRITER_PROCESS=0``)."""
+    from controlplane.storage import early
+
+    writer = early.take_started()
+    if writer is None and early.writer_process_possible():
+        writer = early.EarlyWriter.fork()
+    return writer
+
+
+def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optional[str], seed: Optional[int],
+            config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
+            window_end: Optional[float], speed_up: Optional[float], rate_scale: Optional[float],
+            limit: Optional[int], qps: Optional[float], arrival: Optional[str], exact: bool, until: Optional[float],
+            slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
     with common.gc_paused():  # the simulator's imports: only long-lived objects
         from controlplane.config import load_config
         from sim.replay import TraceTransforms
@@ -142,7 +169,7 @@ def replay(
         show = progress and not json_out and common.err.is_terminal
         with _progress_bar(show, Path(path), transforms, rate_scale, limit) as on_progress:
             result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
-                                on_progress=on_progress)
+                                on_progress=on_progress, writer=writer)
     summary = result.summary
     if json_out:
         typer.echo(json.dumps(summary, sort_keys=True))

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from controlplane import timings
+from controlplane.storage.early import ENV_SWITCH, writer_process_possible
 from tests.cli.test_cli_process import CONFIG
 
 #: Never imported by a replay with the Vidur-profiled config once its schema exists and its
@@ -38,10 +39,11 @@ main()
 """
 
 
-def _replay(tmp_path: Path, trace: Path, config: Path) -> tuple[dict, set[str]]:
+def _replay(tmp_path: Path, trace: Path, config: Path, **extra_env: str) -> tuple[dict, set[str]]:
     cmd = [sys.executable, "-c", _PROBE, "sim", "replay", str(trace), "--format", "canonical", "--config", str(config),
            "--json", "--no-progress"]
-    env = {k: v for k, v in os.environ.items() if k != timings.ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (timings.ENV, ENV_SWITCH)}
+    env.update(extra_env)
     env["CONTROLPLANE_CACHE_DIR"] = str(tmp_path / "cache")  # a cache of this test's own: cold, then warm
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -59,12 +61,16 @@ def test_a_second_replay_imports_nothing_heavy(tmp_path):
     trace = tmp_path / "trace.csv"
     trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\n"
                      + "".join(f"{i},{i * 0.25:.2f},{200 + 37 * i % 900},{5 + i % 40}\n" for i in range(60)))
-    first, first_modules = _replay(tmp_path, trace, config)
+    first, first_modules = _replay(tmp_path, trace, config, **{ENV_SWITCH: "0"})  # the schema, written here
+    inline, inline_modules = _replay(tmp_path, trace, config, **{ENV_SWITCH: "0"})
     second, modules = _replay(tmp_path, trace, config)
-    assert first["num_completed"] == second["num_completed"] == 60
-    assert {k: v for k, v in first.items() if k not in ("run_id", "wall_s")} == \
-        {k: v for k, v in second.items() if k not in ("run_id", "wall_s")}
+    assert first["num_completed"] == second["num_completed"] == inline["num_completed"] == 60
+    same = ({k: v for k, v in r.items() if k not in ("run_id", "wall_s")} for r in (first, inline, second))
+    assert next(same) == next(same) == next(same)
     # The first run created the schema (alembic): the probe sees imports, so an empty list below
     # is not for want of looking.
-    assert "alembic" in first_modules and "sqlalchemy" in modules and "numpy" in modules
-    assert _heavy(modules) == [], f"the replay path imports {_heavy(modules)}: import them where they are used"
+    assert "alembic" in first_modules and "sqlalchemy" in inline_modules and "numpy" in modules
+    assert _heavy(inline_modules) == [], f"the replay path imports {_heavy(inline_modules)}: import them where used"
+    # With a writer process (two CPUs or more) the database side is the writer's alone.
+    heavy = _heavy(modules) + (["sqlalchemy"] if "sqlalchemy" in modules and writer_process_possible() else [])
+    assert heavy == [], f"the replaying process imports {heavy}: import them where they are used"

@@ -1,0 +1,363 @@
+"""A simulator run's writer process, started before the run's own imports.
+
+Importing SQLAlchemy, opening the database, checking its schema and inserting the run row
+took about a third of a short replay's instructions, all before its first event. With two
+CPUs that can run beside the rest of the start-up: :class:`EarlyWriter` forks a child at the
+very start of ``controlplane sim replay`` (before numpy, SimPy, the plugins and the latency
+models are imported and built), and the child imports the database side at once. The
+replaying process never imports SQLAlchemy: :class:`FrontRecorder` checks and packs each row
+(:mod:`controlplane.storage.rows`, plain data) and hands each full buffer to the child
+(:mod:`controlplane.storage.writer_process`), which writes it while the run goes on.
+
+Messages on the pipe (:mod:`controlplane.storage.pipe`): ``CONFIG`` (the database URL and
+the recorder's settings: the child opens the engine, brings the schema to head and makes a
+:class:`~controlplane.storage.recorder.RunRecorder`), ``START`` (the run row's values: the
+child inserts it and replies with its id, or with the error that stopped the engine, the
+schema or the insert, which :meth:`FrontRecorder.start_run` raises as the inline recorder
+would have: a bad URL is the same ``ValueError``, a database that cannot be reached a
+``StorageError`` naming it), then rows, flushes and the close, written by the recorder's own
+code in the child (same transactions, order, retries and spills as inline).
+
+This module imports no SQLAlchemy; the child imports :mod:`controlplane.storage.writer_process`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import pickle
+import sys
+import warnings
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
+from controlplane.storage.errors import StorageError
+from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
+from controlplane.storage.rows import SPECS, derive_latencies
+
+__all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "early_writer_usable", "portable_error", "start_for_command",
+           "take_started", "writer_process_possible"]
+
+log = logging.getLogger("controlplane.storage.recorder")
+
+#: Environment variable: ``0`` keeps every write in the replaying process.
+ENV_SWITCH: Final = "CONTROLPLANE_WRITER_PROCESS"
+
+
+def _sqlite_in_memory_or_unclear(url: str) -> bool:
+    """Whether ``url`` is SQLite without a plain file path (in memory, a ``file:`` URI), or not
+    a URL this check reads: the child could not reach the same database, or the inline
+    recorder had better report what is wrong with it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return True
+    if scheme.split("+", 1)[0] != "sqlite":
+        return False
+    database = rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
+    return not database or database == ":memory:" or database.startswith("file:")
+
+
+def _masked(url: str) -> str:
+    """``url`` without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def writer_process_possible() -> bool:
+    """Whether a writer process can be forked and gains from it: os.fork on Linux, two CPUs or
+    more for this process, and not turned off with ``CONTROLPLANE_WRITER_PROCESS=0``."""
+    if os.environ.get(ENV_SWITCH, "1").strip() in ("0", "false", "no", "off"):
+        return False
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False
+    return len(os.sched_getaffinity(0)) >= 2  # else no core for the writer: it would only add its own cost
+
+
+def early_writer_usable(url: str) -> bool:
+    """Whether a writer process forked now can write ``url``'s database, and gains from it
+    (:func:`writer_process_possible`, and not an in-memory SQLite database)."""
+    return writer_process_possible() and not _sqlite_in_memory_or_unclear(url)
+
+
+_pending: EarlyWriter | None = None  # forked by start_for_command, not yet taken by the run
+
+
+def start_for_command() -> None:
+    """Fork the writer process now, at the start of a ``controlplane sim replay`` process
+    (before the command's own imports); the command takes it with :func:`take_started`."""
+    global _pending
+    if _pending is None and writer_process_possible():
+        _pending = EarlyWriter.fork()
+
+
+def take_started() -> EarlyWriter | None:
+    """The writer :func:`start_for_command` forked (once; None if none)."""
+    global _pending
+    writer, _pending = _pending, None
+    return writer
+
+
+def portable_error(exc: BaseException | None) -> BaseException:
+    """``exc`` as the parent can unpickle it without importing the database side: our own
+    and the standard library's exceptions as they are, others as a ``StorageError`` naming
+    their type."""
+    if exc is None:
+        return StorageError("the writer process could not open the database")
+    module = type(exc).__module__
+    if module == "builtins" or module.startswith("controlplane."):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:  # noqa: BLE001 - not portable as it is
+            pass
+    return StorageError(f"{type(exc).__name__}: {exc}")
+
+
+class EarlyWriter:
+    """A forked child that imports the database side now and waits for a :class:`FrontRecorder`.
+
+    Fork it before the heavy imports (no threads run yet); give it to the run
+    (``sim.replay.replay(..., writer=...)``), or :meth:`discard` it if the run does not use it.
+    """
+
+    @classmethod
+    def fork(cls) -> EarlyWriter | None:
+        """A writer forked now, or None (logged) where the system refuses a process or a pipe:
+        the run then writes from its own process."""
+        try:
+            return cls()
+        except OSError as exc:
+            log.warning("storage: could not fork a writer process (%s); writing in this one", exc)
+            return None
+
+    def __init__(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        widen(to_child_w)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: none run yet here
+                pid = os.fork()
+        except OSError:
+            for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+                os.close(fd)
+            raise
+        if pid == 0:  # the child: serve, then leave without running the parent's exit handlers
+            code = 0
+            try:
+                os.close(to_child_w)
+                os.close(from_child_r)
+                # The parent's objects are shared copy-on-write and the imports make only
+                # long-lived ones: no collection walks them (a third of the imports' time).
+                gc.freeze()
+                gc.disable()
+                from controlplane.storage.writer_process import serve_fresh
+
+                gc.freeze()
+                gc.enable()
+                serve_fresh(to_child_r, from_child_w)
+            except BaseException:  # noqa: BLE001 - reported on stderr; the parent sees the pipe close
+                log.exception("storage: the writer process failed")
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self.pid: int | None = pid
+        self.to_child, self.from_child = to_child_w, from_child_r
+
+    def discard(self) -> None:
+        """End the child (it exits when its pipe closes) and reap it; idempotent."""
+        pid, self.pid = self.pid, None
+        for fd in (self.to_child, self.from_child):
+            if fd >= 0:
+                os.close(fd)
+        self.to_child = self.from_child = -1
+        if pid is not None:
+            os.waitpid(pid, 0)
+
+
+class FrontRecorder:
+    """The replaying process's recorder in front of an :class:`EarlyWriter`: buffers checked
+    rows (the :class:`~controlplane.storage.recorder.RunRecorder` interface the run uses) and
+    sends each full buffer, flush and close to the child. Not thread-safe: for one replaying
+    thread."""
+
+    def __init__(self, writer: EarlyWriter, url: str, *, batch_size: int = 5000,
+                 engine_kwargs: dict[str, Any] | None = None, **recorder_kwargs: Any) -> None:
+        """``engine_kwargs`` go to the child's ``make_engine``, ``recorder_kwargs`` (and
+        ``batch_size``) to its ``RunRecorder``; only plain values cross the pipe."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.writer = writer
+        self.url = _masked(url)
+        self.batch_size = batch_size
+        self.run_id: int | None = None
+        self.errors: list[Any] = []
+        self.num_flush_failures = 0
+        self.retries = 0
+        self.written: dict[str, int] = {name: 0 for name in SPECS}
+        self._buffers: dict[str, list[tuple]] = {name: [] for name in SPECS}
+        self._run_updates: list[dict[str, Any]] = []
+        self._closed = False
+        self._send(CONFIG, (url, engine_kwargs or {}, {"batch_size": batch_size, **recorder_kwargs}))
+
+    # -- runs ---------------------------------------------------------------
+
+    def start_run(self, *, mode: str, **values: Any) -> int:
+        """Have the child insert the run row; its id, or the child's error raised here."""
+        if mode not in RUN_MODES:
+            raise ValueError(f"run mode {mode!r} is not one of {sorted(RUN_MODES)}")
+        if self.run_id is not None:
+            raise StorageError("FrontRecorder: one run per writer process")
+        self._send(START, {"mode": mode, **values})
+        message = receive(self.writer.from_child)
+        if message is None:
+            self._gone()
+            raise StorageError(f"the writer process of {self.url} exited before starting the run")
+        (run_id, error), _ = message
+        if error is not None:
+            self._gone()
+            raise error
+        self.run_id = int(run_id)
+        return self.run_id
+
+    def finish_run(self, run_id: int, *, status: str, summary: dict[str, Any] | None, finished_at: datetime,
+                   wall_s: float | None, sim_end_s: float | None) -> bool:
+        """Flush everything and mark the run finished, in the child's one transaction."""
+        self._check_open()
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status {status!r} is not one of {sorted(RUN_STATUSES)}")
+        if finished_at.tzinfo is None:
+            raise ValueError(f"finished_at {finished_at!r} is naive; pass a timezone-aware datetime")
+        self._run_updates.append({"id": run_id, "status": status, "summary": summary, "finished_at": finished_at,
+                                  "wall_s": wall_s, "sim_end_s": sim_end_s})
+        return self.flush()
+
+    # -- appends ------------------------------------------------------------
+
+    def appender(self, table: str) -> Callable[[tuple], None]:
+        """Add one row of ``table`` given as values in ``SPECS[table].columns`` order, checked."""
+        pack, buffer, size = SPECS[table].pack, self._buffers[table], self.batch_size
+
+        def add(values: tuple) -> None:
+            run_id = self.run_id
+            if run_id is None or self._closed:
+                run_id = self._run()
+            buffer.append(pack(values, run_id))
+            if len(buffer) >= size:
+                self._post(ROWS)
+
+        return add
+
+    def add_values(self, table: str, values: tuple) -> None:
+        self.appender(table)(values)
+
+    def add_request(self, row: dict[str, Any]) -> None:
+        """A request's final state; latency columns are derived when not given (as inline)."""
+        spec, buffer = SPECS["request"], self._buffers["request"]
+        buffer.append(spec.to_tuple(derive_latencies(spec.build(row, self._run()))))
+        if len(buffer) >= self.batch_size:
+            self._post(ROWS)
+
+    def add_worker_event(self, row: dict[str, Any]) -> None:
+        self._add("worker_event", row)
+
+    def add_decision(self, row: dict[str, Any]) -> None:
+        self._add("decision", row)
+
+    def add_metric(self, row: dict[str, Any]) -> None:
+        self._add("metric_sample", row)
+
+    def add_iteration(self, row: dict[str, Any]) -> None:
+        self._add("iteration", row)
+
+    def _add(self, table: str, row: dict[str, Any]) -> None:
+        spec, buffer = SPECS[table], self._buffers[table]
+        buffer.append(spec.to_tuple(spec.build(row, self._run())))
+        if len(buffer) >= self.batch_size:
+            self._post(ROWS)
+
+    # -- flushing and closing -------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Rows (and run updates) not yet sent to the writer process."""
+        return sum(len(b) for b in self._buffers.values()) + len(self._run_updates)
+
+    def flush(self) -> bool:
+        """Send what is buffered; wait until the child has written everything sent so far."""
+        self._check_open()
+        self._post(FLUSH)
+        ok, _ = self._reply()
+        return bool(ok)
+
+    def close(self, *, spill_dir: str | Path | None = None) -> None:
+        """Have the child close its recorder (writing or spilling what is left); raise its ``StorageError``."""
+        if self._closed:
+            return
+        self._post(CLOSE, str(spill_dir) if spill_dir is not None else None)
+        failure, fault = None, None
+        try:
+            failure, fault = self._reply()
+        finally:
+            self._gone()
+        if failure is not None:
+            message, path = failure
+            raise StorageError(message, spill_path=Path(path) if path is not None else None)
+        if fault is not None:
+            raise StorageError(f"the writer process failed: {fault}")
+
+    def _post(self, kind: int, arg: Any = None) -> None:
+        rows = {name: r for name, r in self._buffers.items() if r}
+        updates, self._run_updates = self._run_updates, []
+        marshalled, data = pack_rows(rows) if rows else (True, b"")
+        for r in rows.values():
+            r.clear()  # in place: the appenders hold these lists
+        self._send(kind, arg, data, marshalled=marshalled, updates=updates)
+
+    def _send(self, kind: int, arg: Any, data: bytes = b"", *, marshalled: bool = True,
+              updates: list[dict[str, Any]] | None = None) -> None:
+        try:
+            send(self.writer.to_child, (kind, marshalled, updates or [], arg), data)
+        except OSError as exc:  # the child is gone: what it held is lost with it, say so
+            self._gone()
+            raise StorageError(f"the writer process of {self.url} exited early ({exc}); "
+                               "rows sent to it may be missing") from exc
+
+    def _reply(self) -> tuple[Any, Any]:
+        message = receive(self.writer.from_child)
+        if message is None:
+            self._gone()
+            raise StorageError("the writer process exited without replying; rows sent to it may be missing")
+        (result, state), _ = message
+        self.errors = state["errors"]
+        self.num_flush_failures = state["num_flush_failures"]
+        self.retries = state["retries"]
+        self.written = state["written"]
+        return result, state["fault"]
+
+    def abandon(self) -> None:
+        """End the writer process before the run started (the run's set-up failed)."""
+        self._gone()
+
+    def _gone(self) -> None:
+        self._closed = True
+        self.writer.discard()
+
+    def _run(self) -> int:
+        if self.run_id is None or self._closed:
+            self._check_open()
+            raise StorageError("no run started: call start_run() before adding rows")
+        return self.run_id
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("recorder is closed")

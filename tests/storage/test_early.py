@@ -1,0 +1,196 @@
+"""A writer process forked before the run stores what an inline recorder stores, fails the way it
+fails, and leaves the replaying process without SQLAlchemy."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from controlplane.storage import RunRecorder, StorageError, make_engine, upgrade
+from controlplane.storage.early import ENV_SWITCH, EarlyWriter, FrontRecorder, early_writer_usable
+
+from .support import FINISHED, decision_row, metric_row, request_row, start_run, worker_event_row
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the writer process is forked")
+
+TABLES = ("run", "request", "decision", "metric_sample", "worker_event", "iteration", "writer_mark")
+
+
+def _engine(path: Path, **kwargs) -> Engine:
+    engine = make_engine(f"sqlite:///{path}", **kwargs)
+    upgrade(engine)
+    return engine
+
+
+def _rows(path: Path) -> dict[str, list[tuple]]:
+    con = sqlite3.connect(path)
+    try:
+        out = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in TABLES}
+    finally:
+        con.close()
+    out["writer_mark"] = [r[1:] for r in out["writer_mark"]]  # (writer uuid, seq): the seq counts flushes
+    return out
+
+
+def _record(rec, n: int) -> int:
+    run_id = start_run(rec)
+    for i in range(n):
+        rec.add_request(request_row(i))
+        rec.add_decision(decision_row(i))
+        if i % 7 == 0:
+            rec.add_metric(metric_row(i))
+        if i % 50 == 0:
+            rec.add_worker_event(worker_event_row(i))
+    return run_id
+
+
+def _finish(rec, run_id: int) -> bool:
+    return rec.finish_run(run_id, status="finished", summary={"n": 1}, finished_at=FINISHED, wall_s=1.0,
+                          sim_end_s=10.0)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_rows_equal_an_inline_recorders(tmp_path: Path) -> None:
+    inline_path, early_path = tmp_path / "inline.db", tmp_path / "early.db"
+    inline_engine = _engine(inline_path)
+    inline = RunRecorder(inline_engine, batch_size=64)
+    writer = EarlyWriter()
+    front = FrontRecorder(writer, f"sqlite:///{early_path}", batch_size=64)  # the child creates the schema
+    run_ids = [_record(rec, 700) for rec in (inline, front)]
+    assert front.pending < 64 * 4, "full buffers went to the writer"
+    for rec, run_id in zip((inline, front), run_ids):
+        assert _finish(rec, run_id) is True
+    assert front.written == inline.written and front.written["request"] == 700
+    assert front.errors == [] and front.num_flush_failures == 0
+    pid = writer.pid
+    for rec in (inline, front):
+        rec.close()
+    assert writer.pid is None and _gone(pid)
+    inline_rows, early_rows = _rows(inline_path), _rows(early_path)
+    run_inline, run_early = inline_rows.pop("run"), early_rows.pop("run")
+    assert early_rows == inline_rows
+    assert len(early_rows["decision"]) == 700 and early_rows["writer_mark"] == inline_rows["writer_mark"]
+    assert [r[:9] for r in run_early] == [r[:9] for r in run_inline]
+    inline_engine.dispose()
+
+
+class _WriteLock:
+    """SQLite's write lock held from another connection, as a competing writer would hold it."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+def test_a_locked_database_is_reported_and_spilled_as_inline(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    _engine(path).dispose()
+    rec = FrontRecorder(EarlyWriter(), f"sqlite:///{path}", batch_size=40, max_retries=1, retry_backoff_s=0.0,
+                        engine_kwargs={"connect_args": {"timeout": 0.05}})
+    run_id = start_run(rec)
+    lock = _WriteLock(path)
+    try:
+        for i in range(100):
+            rec.add_request(request_row(i))
+        assert _finish(rec, run_id) is False
+        assert rec.errors and "database is locked" in rec.errors[-1].error
+        assert rec.num_flush_failures == len(rec.errors) >= 1
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    spill_path = info.value.spill_path
+    assert spill_path is not None and spill_path.parent == path.parent
+    assert "101 rows could not be written" in str(info.value) and str(spill_path) in str(info.value)
+    engine = make_engine(f"sqlite:///{path}")
+    assert RunRecorder(engine).replay_spill(spill_path) == 101
+    assert len(_rows(path)["request"]) == 100
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("url", "error", "match"), [
+    ("foo://x/y", ValueError, "unknown or uninstalled database driver in URL 'foo://x/y'"),
+    ("postgresql://nobody:secret@127.0.0.1:1/x", StorageError, "OperationalError: .*127.0.0.1"),
+])
+def test_a_database_the_writer_cannot_open_fails_the_start_as_inline(url: str, error: type, match: str) -> None:
+    writer = EarlyWriter()
+    pid = writer.pid
+    rec = FrontRecorder(writer, url)
+    with pytest.raises(error, match=match):
+        start_run(rec)
+    assert writer.pid is None and _gone(pid)
+    with pytest.raises(StorageError, match="closed"):
+        rec.appender("decision")((1.0, "p", "h", None, None, None, None, False))
+
+
+def test_the_writer_closes_the_recorder_when_its_parent_is_gone(tmp_path: Path) -> None:
+    """The replaying process dies without closing: its writer sees the pipe close, writes what
+    it was sent, and exits."""
+    path = tmp_path / "runs.db"
+    writer = EarlyWriter()
+    rec = FrontRecorder(writer, f"sqlite:///{path}", batch_size=50)
+    _record(rec, 120)
+    pid = writer.pid
+    os.close(writer.to_child)  # what the parent's exit does to the pipe
+    writer.to_child = -1
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    writer.pid = None
+    writer.discard()
+    sent = 120 - len(rec._buffers["request"])  # full buffers went to the writer; the rest never left
+    assert sent >= 50
+    assert len(_rows(path)["request"]) == sent
+
+
+def test_a_writer_left_unused_exits_when_discarded() -> None:
+    writer = EarlyWriter()
+    pid = writer.pid
+    writer.discard()
+    writer.discard()  # idempotent
+    assert _gone(pid)
+
+
+def test_usable_only_where_a_child_reaches_the_same_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert early_writer_usable(file_url) is True
+    assert early_writer_usable("postgresql+psycopg://u@h/db") is True
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true", "not a url"):
+        assert early_writer_usable(url) is False, url  # the child would write its own copy, or cannot tell
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert early_writer_usable(file_url) is False  # one CPU: the writer would only compete with the run
+    monkeypatch.undo()
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    assert early_writer_usable(file_url) is False
+
+
+def test_a_refused_fork_leaves_the_run_to_write_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane.session import RunSession
+    from controlplane.testing import make_config
+
+    def refuse() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    open_fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", refuse)
+    assert EarlyWriter.fork() is None
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # its pipes closed again
+    session = RunSession(make_config(storage={"url": f"sqlite:///{tmp_path / 'runs.db'}"}), mode="sim")
+    try:
+        assert isinstance(session.recorder, RunRecorder) and session.run_id is not None
+    finally:
+        session.close({})
