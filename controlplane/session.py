@@ -75,10 +75,11 @@ class RunSession:
         run_id = None
         extra = list(extra_plugins)
         if record:
-            from controlplane.storage.early import EarlyWriter, FrontRecorder, early_writer_usable
+            from controlplane.storage.early import EarlyWriter, FrontRecorder, early_writer_usable, reachable_from_child
 
             storage = config.storage
-            if mode == "sim" and early_writer_usable(storage.url):
+            if mode == "sim" and (early_writer_usable(storage.url)
+                                  or (writer is not None and reachable_from_child(storage.url))):
                 # A writer process (controlplane.storage.early), forked before this run's imports
                 # when the CLI started it, else now: it opens the database and writes the rows;
                 # this process only packs them.

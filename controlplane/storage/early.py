@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from datetime import datetime
@@ -39,8 +40,8 @@ from controlplane.storage.errors import StorageError
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
 from controlplane.storage.rows import SPECS, derive_latencies
 
-__all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "early_writer_usable", "portable_error", "start_for_command",
-           "take_started", "writer_process_possible"]
+__all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "another_cpu_free", "early_writer_usable", "portable_error",
+           "reachable_from_child", "start_for_command", "take_started", "writer_process_possible"]
 
 log = logging.getLogger("controlplane.storage.recorder")
 
@@ -70,20 +71,47 @@ def _masked(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
-def writer_process_possible() -> bool:
-    """Whether a writer process can be forked and gains from it: os.fork on Linux, two CPUs or
-    more for this process, and not turned off with ``CONTROLPLANE_WRITER_PROCESS=0``."""
-    if os.environ.get(ENV_SWITCH, "1").strip() in ("0", "false", "no", "off"):
+def writer_process_possible(loadavg: str = "/proc/loadavg") -> bool:
+    """Whether to fork a writer process now: os.fork on Linux, two CPUs or more for this process,
+    and ``CONTROLPLANE_WRITER_PROCESS`` not ``0``. Unset (or ``auto``), only when another CPU is
+    free at this moment (:func:`another_cpu_free`): the writer overlaps the start-up only on a
+    free core, and on a busy host it adds its own work (docs/simulator.md); ``1`` forks anyway."""
+    switch = os.environ.get(ENV_SWITCH, "auto").strip().lower()
+    if switch in ("0", "false", "no", "off"):
         return False
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return False
-    return len(os.sched_getaffinity(0)) >= 2  # else no core for the writer: it would only add its own cost
+    if len(os.sched_getaffinity(0)) < 2:  # no core for the writer: it would only add its own cost
+        return False
+    return switch in ("1", "true", "yes", "on") or another_cpu_free(loadavg)
+
+
+def another_cpu_free(loadavg: str = "/proc/loadavg", samples: int = 3) -> bool:
+    """Whether fewer tasks than this process's CPUs are runnable now, this one included (the
+    kernel's count in ``/proc/loadavg``; the least of ``samples`` reads 0.5 ms apart, so that a
+    kernel thread's moment on a CPU does not count as a busy host); True when it cannot be read."""
+    running = None
+    try:
+        for i in range(samples):
+            if i:
+                time.sleep(0.0005)
+            with open(loadavg) as f:
+                n = int(f.read().split()[3].split("/")[0])
+            running = n if running is None else min(running, n)
+    except (OSError, ValueError, IndexError):
+        return True
+    return running is None or running < len(os.sched_getaffinity(0))
 
 
 def early_writer_usable(url: str) -> bool:
     """Whether a writer process forked now can write ``url``'s database, and gains from it
     (:func:`writer_process_possible`, and not an in-memory SQLite database)."""
-    return writer_process_possible() and not _sqlite_in_memory_or_unclear(url)
+    return writer_process_possible() and reachable_from_child(url)
+
+
+def reachable_from_child(url: str) -> bool:
+    """Whether a forked writer process writes the same database as this one (not in-memory SQLite)."""
+    return not _sqlite_in_memory_or_unclear(url)
 
 
 _pending: EarlyWriter | None = None  # forked by start_for_command, not yet taken by the run

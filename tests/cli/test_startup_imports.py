@@ -63,7 +63,7 @@ def test_a_second_replay_imports_nothing_heavy(tmp_path):
                      + "".join(f"{i},{i * 0.25:.2f},{200 + 37 * i % 900},{5 + i % 40}\n" for i in range(60)))
     first, first_modules = _replay(tmp_path, trace, config, **{ENV_SWITCH: "0"})  # the schema, written here
     inline, inline_modules = _replay(tmp_path, trace, config, **{ENV_SWITCH: "0"})
-    second, modules = _replay(tmp_path, trace, config)
+    second, modules = _replay(tmp_path, trace, config, **{ENV_SWITCH: "1"})  # a writer process, busy host or not
     assert first["num_completed"] == second["num_completed"] == inline["num_completed"] == 60
     same = ({k: v for k, v in r.items() if k not in ("run_id", "wall_s")} for r in (first, inline, second))
     assert next(same) == next(same) == next(same)

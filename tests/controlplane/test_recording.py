@@ -268,10 +268,11 @@ def test_iterations_are_recorded_when_asked(tmp_path, record_iterations):
     engine.dispose()
 
 
-def test_live_sessions_write_in_the_background_and_simulations_inline(tmp_path):
+def test_live_sessions_write_in_the_background_and_simulations_inline(tmp_path, monkeypatch):
     from controlplane.session import RunSession
-    from controlplane.storage.early import FrontRecorder, writer_process_possible
+    from controlplane.storage.early import ENV_SWITCH, FrontRecorder, writer_process_possible
 
+    monkeypatch.setenv(ENV_SWITCH, "1")  # a writer process wherever one can run, busy host or not
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     for mode in ("live", "sim"):
         session = RunSession(make_config(storage={"url": url}), mode=mode)

@@ -11,7 +11,14 @@ import pytest
 from sqlalchemy import Engine
 
 from controlplane.storage import RunRecorder, StorageError, make_engine, upgrade
-from controlplane.storage.early import ENV_SWITCH, EarlyWriter, FrontRecorder, early_writer_usable
+from controlplane.storage.early import (
+    ENV_SWITCH,
+    EarlyWriter,
+    FrontRecorder,
+    another_cpu_free,
+    early_writer_usable,
+    writer_process_possible,
+)
 
 from .support import FINISHED, decision_row, metric_row, request_row, start_run, worker_event_row
 
@@ -166,6 +173,7 @@ def test_a_writer_left_unused_exits_when_discarded() -> None:
 
 
 def test_usable_only_where_a_child_reaches_the_same_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_SWITCH, "1")
     file_url = f"sqlite:///{tmp_path / 'runs.db'}"
     assert early_writer_usable(file_url) is True
     assert early_writer_usable("postgresql+psycopg://u@h/db") is True
@@ -178,6 +186,22 @@ def test_usable_only_where_a_child_reaches_the_same_database(tmp_path: Path, mon
     assert early_writer_usable(file_url) is False
 
 
+@pytest.mark.parametrize(("running", "free"), [(1, True), (2, False), (5, False)])
+def test_by_default_only_a_free_cpu_gets_a_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: int,
+                                                  free: bool) -> None:
+    """Unset, the switch forks only when fewer tasks than CPUs run (this one included): on a
+    busy host the writer would add its work without a core to overlap it on."""
+    monkeypatch.delenv(ENV_SWITCH, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text(f"1.46 1.51 1.83 {running}/345 27583\n")
+    assert another_cpu_free(str(loadavg)) is free
+    assert writer_process_possible(str(loadavg)) is free
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    assert writer_process_possible(str(loadavg)) is True  # forced
+    assert another_cpu_free(str(tmp_path / "missing")) is True  # unreadable: assume free
+
+
 def test_a_refused_fork_leaves_the_run_to_write_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from controlplane.session import RunSession
     from controlplane.testing import make_config
@@ -185,6 +209,7 @@ def test_a_refused_fork_leaves_the_run_to_write_inline(tmp_path: Path, monkeypat
     def refuse() -> int:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
+    monkeypatch.setenv(ENV_SWITCH, "1")
     open_fds = len(os.listdir("/proc/self/fd"))
     monkeypatch.setattr(os, "fork", refuse)
     assert EarlyWriter.fork() is None
