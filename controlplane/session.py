@@ -117,7 +117,8 @@ class RunSession:
     def _inline_recorder(self, config: RunConfig, mode: str) -> Any:
         """A recorder in this process: live runs (its own thread writes, so the daemon's event
         loop never waits for the database), and simulator runs no writer process can serve (one
-        CPU, an in-memory database, ``CONTROLPLANE_WRITER_PROCESS=0``), which flush inline."""
+        CPU or none free at its start, an in-memory database, ``CONTROLPLANE_WRITER_PROCESS=0``), which
+        flush inline."""
         from controlplane.storage import RunRecorder, ensure_schema, make_engine
 
         storage = config.storage

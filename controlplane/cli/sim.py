@@ -127,7 +127,7 @@ def _early_writer() -> Any:
     """The run's writer process, forked before the simulator's imports so that it imports the
     database side and opens the database meanwhile (``controlplane.storage.early``): the one
     the ``controlplane`` entry point forked at its start, else one forked now; None where it
-    cannot help (one CPU, no fork, ``CONTROLPLANE_WRITER_PROCESS=0``)."""
+    cannot help (one CPU, none free now, no fork, ``CONTROLPLANE_WRITER_PROCESS=0``)."""
     from controlplane.storage import early
 
     writer = early.take_started()
