@@ -69,3 +69,11 @@ def worker_event_row(i: int, **overrides: Any) -> dict[str, Any]:
     row: dict[str, Any] = dict(time_s=i * 10.0, worker_id="w0", kind="ready", detail={"gpu": "H100"})
     row.update(overrides)
     return row
+
+
+def spill_beside(info, path):
+    """The spill file a ``StorageError`` (``pytest.raises`` info) names: beside the SQLite file at
+    ``path`` and named in the message."""
+    spill_path = info.value.spill_path
+    assert spill_path is not None and spill_path.parent == path.parent and str(spill_path) in str(info.value)
+    return spill_path

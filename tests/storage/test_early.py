@@ -20,7 +20,9 @@ from controlplane.storage.early import (
     writer_process_possible,
 )
 
-from .support import FINISHED, decision_row, metric_row, request_row, start_run, worker_event_row
+from .support import (FINISHED, decision_row, metric_row, request_row, spill_beside, start_run,
+                      worker_event_row)
+from .test_failures import WriteLock
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the writer process is forked")
 
@@ -92,25 +94,13 @@ def test_rows_equal_an_inline_recorders(tmp_path: Path) -> None:
     inline_engine.dispose()
 
 
-class _WriteLock:
-    """SQLite's write lock held from another connection, as a competing writer would hold it."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None)
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def close(self) -> None:
-        self.conn.execute("COMMIT")
-        self.conn.close()
-
-
 def test_a_locked_database_is_reported_and_spilled_as_inline(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     _engine(path).dispose()
     rec = FrontRecorder(EarlyWriter(), f"sqlite:///{path}", batch_size=40, max_retries=1, retry_backoff_s=0.0,
                         engine_kwargs={"connect_args": {"timeout": 0.05}})
     run_id = start_run(rec)
-    lock = _WriteLock(path)
+    lock = WriteLock(path)
     try:
         for i in range(100):
             rec.add_request(request_row(i))
@@ -121,9 +111,8 @@ def test_a_locked_database_is_reported_and_spilled_as_inline(tmp_path: Path) -> 
             rec.close()
     finally:
         lock.close()
-    spill_path = info.value.spill_path
-    assert spill_path is not None and spill_path.parent == path.parent
-    assert "101 rows could not be written" in str(info.value) and str(spill_path) in str(info.value)
+    spill_path = spill_beside(info, path)
+    assert "101 rows could not be written" in str(info.value)
     engine = make_engine(f"sqlite:///{path}")
     assert RunRecorder(engine).replay_spill(spill_path) == 101
     assert len(_rows(path)["request"]) == 100

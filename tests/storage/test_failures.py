@@ -20,7 +20,8 @@ from sqlalchemy.engine import make_url
 from controlplane.storage import RunRecorder, StorageError, get_run, iter_rows, make_engine, upgrade
 from controlplane.storage.models import Decision, MetricSample, Request, WorkerEvent
 
-from .support import FINISHED, decision_row, metric_row, request_row, start_run, worker_event_row
+from .support import (FINISHED, decision_row, metric_row, request_row, spill_beside, start_run,
+                      worker_event_row)
 
 TABLES = {"request": Request.__table__, "decision": Decision.__table__, "metric_sample": MetricSample.__table__,
           "worker_event": WorkerEvent.__table__}
@@ -173,9 +174,7 @@ def test_close_spills_next_to_sqlite_file_and_replays(sqlite_db: tuple[Engine, P
     finally:
         lock.close()
 
-    spill_path = info.value.spill_path
-    assert spill_path is not None and spill_path.parent == path.parent
-    assert str(spill_path) in str(info.value)
+    spill_path = spill_beside(info, path)
     assert "93 rows could not be written" in str(info.value) and "database is locked" in str(info.value)
     lines = spill_path.read_text().splitlines()
     header = json.loads(lines[0])
