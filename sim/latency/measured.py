@@ -39,7 +39,6 @@ from sklearn.linear_model import LinearRegression
 
 from .base import IterationShape, LatencyModel, decode_run_args
 from controlplane.hardware.profile_format import (
-    PADDED_FIELDS,
     PROFILE_FORMAT,
     ROW_FIELDS,
     WEIGHT_FIELD,
