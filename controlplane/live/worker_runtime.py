@@ -13,6 +13,12 @@ command (``placement: shared``). `WorkerRuntime.command` answers every command a
 (`StepCommand`, `LoadGuardian`, `GuardianCheck`); a guardian check that raises answers verdict
 ``error`` and the worker goes on. Commands run one at a time, in the order they arrive: on a
 shared worker a check runs between two iterations.
+
+Before its model loads, a worker steadies the process's memory allocator (`steady_allocator`):
+glibc's default hands freed blocks of 128 KiB and more (logits, MLP activations) back to the kernel
+and maps them again at the next iteration, so each step paid ~120-210 minor page faults, a number
+that moved with the heap's state; with fixed thresholds it pays none (docs/calibration.md, tenth
+session: the steadiness measurements).
 """
 
 from __future__ import annotations
@@ -39,9 +45,40 @@ from controlplane.live.worker_messages import (
 if TYPE_CHECKING:  # torch is imported lazily: a worker process sets CUDA_VISIBLE_DEVICES first
     from controlplane.live.model_source import WorkerModelSettings
 
-__all__ = ["WorkerRuntime", "is_out_of_memory", "settings_from_payload", "settings_payload"]
+__all__ = ["WorkerRuntime", "is_out_of_memory", "settings_from_payload", "settings_payload", "steady_allocator"]
 
 log = logging.getLogger("controlplane.worker")
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values a worker sets: blocks below 32 MiB come from
+#: the heap rather than fresh mappings, and up to 256 MiB of free heap top is kept, not trimmed.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+STEADY_MMAP_THRESHOLD = 32 * 1024 * 1024
+STEADY_TRIM_THRESHOLD = 256 * 1024 * 1024
+#: ``CONTROLPLANE_WORKER_MALLOC=default`` leaves glibc's allocator as it is.
+MALLOC_ENV = "CONTROLPLANE_WORKER_MALLOC"
+
+
+def steady_allocator() -> bool:
+    """Fix glibc malloc's mmap and trim thresholds in this process (True when set).
+
+    glibc's default threshold is dynamic: freed blocks above it are unmapped (or the heap top
+    trimmed) and the next iteration's tensors fault their pages in again. A worker's iterations
+    allocate the same sizes over and over, so it keeps them instead. A no-op off glibc, or when
+    ``CONTROLPLANE_WORKER_MALLOC=default``.
+    """
+    if os.environ.get(MALLOC_ENV, "").lower() == "default":
+        return False
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt, Windows)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -104,6 +141,7 @@ class WorkerRuntime:
 
         if threads:
             torch.set_num_threads(threads)
+        steady_allocator()
         return cls(CausalLMBackend.from_settings(settings), settings, threads)
 
     def command(self, cmd: Any) -> Any:
