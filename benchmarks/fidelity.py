@@ -8,8 +8,9 @@ The default protocol (`fidelity_lib.protocol`, docs/calibration.md "3. Check"):
 1. Profile the worker once on a generic grid chosen from the model's limits (prompt lengths up to
    ``--max-prompt-tokens``, contexts up to prompt + ``--max-output-tokens``, decode batches up to
    ``--grid-max-batch``), never from the evaluated traffic.
-2. Calibrate on two live runs of the trace's first window, light then heavy load (``--calibration-load``).
-   Freeze the calibrated profile: written once, its SHA-256 printed.
+2. Calibrate on two live runs of the trace's first window, light then heavy load (``--calibration-load``),
+   ``--calibration-repeats`` times; freeze the median calibrated profile (written once, its SHA-256
+   printed) and report the repeats' spread (``calibration_spread_pct``).
 3. Predict K slices the calibration never saw - later, disjoint windows of the trace - at low load
    (``--low-load`` of the frozen simulator's capacity) and high load (``--high-load``: the busiest
    minute keeps the worker above ~85% busy, with queueing), each run live ``--runs-per-slice``
@@ -25,7 +26,7 @@ The default protocol (`fidelity_lib.protocol`, docs/calibration.md "3. Check"):
 
 Errors are signed, ``(sim - live) / live`` in %; targets use absolute values. Ends with one JSON line
 (``ttft_p50_err_pct``, ``e2e_p50_err_pct``, ``ttft_p99_err_pct``, ``e2e_p99_err_pct``,
-``live_noise_e2e_p50_pct``, ``high_load_e2e_p50_err_pct``, ``capacity_err_pct``, ``rounds``,
+``live_noise_e2e_p50_pct``, ``calibration_spread_pct``, ``high_load_e2e_p50_err_pct``, ``capacity_err_pct``, ``rounds``,
 ``rounds_dropped``, ...). Needs torch and transformers; builds a random-weight model (no download).
 """
 
@@ -112,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="LIGHT,HEAVY: the calibration window's first half runs at LIGHT x the rate of one request "
                           "at a time (grid profile), its second half at HEAVY x the capacity the simulator predicts "
                           "once calibrated on the first")
+    oos.add_argument("--calibration-repeats", type=int, default=3,
+                     help="live calibrations of the same window (each light then heavy); the median profile is frozen "
+                          "and their spread reported (calibration_spread_pct)")
     oos.add_argument("--low-slices", type=int, default=2, help="evaluated slices at low load")
     oos.add_argument("--high-slices", type=int, default=1, help="evaluated slices at high load")
     oos.add_argument("--low-load", type=float, default=0.4, help="low-load rate, fraction of the simulated capacity")
@@ -164,6 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.max_pace_gap < 0:
         ap.error(f"--max-pace-gap must be 0 (pool every round) or more, got {args.max_pace_gap}")
+    if args.calibration_repeats < 1:
+        ap.error(f"--calibration-repeats must be at least 1, got {args.calibration_repeats}")
     if args.runs_per_slice < 1:
         ap.error(f"--runs-per-slice must be at least 1, got {args.runs_per_slice}")
     if args.low_slices < 0 or args.high_slices < 0 or args.low_slices + args.high_slices < 1:

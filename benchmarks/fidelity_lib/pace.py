@@ -41,6 +41,13 @@ class PaceLog:
             self.references.append(m)
         return m
 
+    def use_references(self, measurements: list[Measurement]) -> None:
+        """Make these (earlier) measurements the reference ones: the probes around the calibration
+        run whose profile was frozen, when the calibration was repeated."""
+        if any(m not in self.measurements for m in measurements):
+            raise ValueError("a reference must be a recorded measurement")
+        self.references = list(measurements)
+
     @property
     def reference(self) -> Measurement | None:
         if not self.references:

@@ -60,11 +60,14 @@ def generic_grid(max_prompt: int, max_output: int, max_batch: int, repeats: int,
 
 
 def load_backend(settings: Any, threads: int) -> Any:
+    """The benchmark's own copy of the worker's engine, set up as a live worker sets its own up."""
     import torch
 
     from controlplane.live.backend import CausalLMBackend
+    from controlplane.live.worker_runtime import steady_allocator
 
     torch.set_num_threads(threads)
+    steady_allocator()
     return CausalLMBackend.from_settings(settings)
 
 

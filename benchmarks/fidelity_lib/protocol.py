@@ -4,7 +4,10 @@ one window of traffic, freeze the profile, predict other windows, report every r
 1. Profile the worker on a generic grid chosen from the model's limits (`profiling.generic_grid`).
 2. Calibrate: two live runs of the calibration window - the trace's first requests, at light load,
    then at heavy load placed by the light run's calibration - folded into the grid profile
-   (`sim.calibration.calibrate`). The profile is then frozen: written once, its SHA-256 printed;
+   (`sim.calibration.calibrate`), and the same window again ``--calibration-repeats`` times in all,
+   each into a profile of its own. The median one (by what each charges for every repeat's live
+   iterations, `sim.calibration.repeat_spread`) is frozen, and the repeats' spread reported: the
+   calibration's own repeatability. The profile is written once, its SHA-256 printed;
    every prediction below uses it (brought to the machine's pace by a factor measured before the
    run only with ``--pace-correction probe``).
 3. Predict K evaluated slices (later, disjoint windows of the trace) at low load (the trace's
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import statistics
 import tempfile
 import time
@@ -40,7 +44,7 @@ from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mix
 from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
 from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_for, isolated_service_s, poisson_at_rate,
                                  read_requests)
-from sim.calibration import calibrate
+from sim.calibration import RepeatSpread, calibrate, repeat_spread
 from sim.traces import TraceRequest, bundled_trace_path
 
 #: Where the windows start in the bundled Azure trace by default (its first minutes are a trickle and a flash crowd).
@@ -122,6 +126,8 @@ class Outcome:
     slo: cap.Slo
     attribution: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration_ids: list[int | None] = field(default_factory=list)
+    calibration_spread: RepeatSpread | None = None  # the repeated calibrations' prices for the same iterations
+    calibration_repeat_ids: list[list[int | None]] = field(default_factory=list)
     wall_s: float = 0.0
 
 
@@ -175,9 +181,10 @@ class Protocol:
         return replay_live(self.cfg(name), reqs, threads=self.args.threads, vocab=self.vocab, seed=self.args.seed + seed,
                            record=True, pool=self.args.pool)
 
-    def probe(self, label: str, *, reference: bool = False) -> None:
+    def probe(self, label: str, *, reference: bool = False) -> Any:
         if self.args.pace_correction == "probe" or reference:
-            self.pace_log.record(label, self.prober(), reference=reference)
+            return self.pace_log.record(label, self.prober(), reference=reference)
+        return None
 
     def paced_profile(self, label: str) -> tuple[Path, float, Any, float]:
         """Probe, then the frozen calibration at the probe's pace (``--pace-correction``), all before the run."""
@@ -229,10 +236,11 @@ class Protocol:
                                    for r in scaling.apply(raw[:SCALING_SAMPLE]))
         light_rate = a.calibration_load[0] / service
         n_light = max(SCALING_SAMPLE, count_for(light_rate, a.calibration_s / 2))
-        self.probe("before calibration", reference=True)
-        self.say(f"calibration, light: the trace's first {n_light} requests at {light_rate:.2f}/s "
-                 f"({a.calibration_load[0]:.0%} of one request at a time on the grid profile), live ...")
-        light = self.live(at_rate(scaling.apply(raw[:n_light]), light_rate), "fidelity calibration (light)", seed=1)
+        light_reqs = at_rate(scaling.apply(raw[:n_light]), light_rate)
+        before = self.probe("before calibration 1", reference=True)
+        self.say(f"calibration 1/{a.calibration_repeats}, light: the trace's first {n_light} requests at "
+                 f"{light_rate:.2f}/s ({a.calibration_load[0]:.0%} of one request at a time on the grid profile), live ...")
+        light = self.live(light_reqs, "fidelity calibration 1 (light)", seed=1)
         light_profile = calibrate(light.samples, self.tmp / "calibration-light.json", grid=(self.grid_rows, self.meta),
                                   run_ids=[light.run_id]).path
         nxt = scaling.apply(raw[n_light:n_light + SCALING_SAMPLE])
@@ -241,19 +249,39 @@ class Protocol:
                                         light_slo.bound_s, low=0.05, high=2 * light_rate)
         heavy_rate = a.calibration_load[1] * light_cap
         n_heavy = count_for(heavy_rate, a.calibration_s / 2)
-        self.say(f"calibration, heavy: the next {n_heavy} requests at {heavy_rate:.2f}/s ({a.calibration_load[1]:.0%} "
-                 f"of the capacity simulated on the light run's calibration, {light_cap:.2f}/s), live ...")
-        heavy = self.live(at_rate(scaling.apply(raw[n_light:n_light + n_heavy]), heavy_rate),
-                          "fidelity calibration (heavy)", seed=4)
-        self.probe("after calibration", reference=True)
+        heavy_reqs = at_rate(scaling.apply(raw[n_light:n_light + n_heavy]), heavy_rate)
+        self.say(f"calibration 1/{a.calibration_repeats}, heavy: the next {n_heavy} requests at {heavy_rate:.2f}/s "
+                 f"({a.calibration_load[1]:.0%} of the capacity simulated on the light run's calibration, "
+                 f"{light_cap:.2f}/s), live ...")
+        heavy = self.live(heavy_reqs, "fidelity calibration 1 (heavy)", seed=4)
+        runs = [(light, heavy, before, self.probe("after calibration 1", reference=True))]
+        # the same calibration window again (same requests, same rates), each folded into a profile of its own
+        for k in range(2, a.calibration_repeats + 1):
+            before = self.probe(f"before calibration {k}", reference=True)
+            self.say(f"calibration {k}/{a.calibration_repeats}: the same window again (light, then heavy), live ...")
+            lk = self.live(light_reqs, f"fidelity calibration {k} (light)", seed=1)
+            hk = self.live(heavy_reqs, f"fidelity calibration {k} (heavy)", seed=4)
+            runs.append((lk, hk, before, self.probe(f"after calibration {k}", reference=True)))
         (cal_window,) = carve_windows(raw, [("calibration", n_light + n_heavy)], scaling)
-        self.cal_run, self.cal_ids = heavy, [light.run_id, heavy.run_id]
         cal_rate = (light_rate + heavy_rate) / 2
         grid_cap = 2 * light_cap
-        self.frozen = a.profile_out or self.tmp / "calibrated-profile.json"
-        done = calibrate(join_runs(light.samples, heavy.samples), self.frozen, grid=(self.grid_rows, self.meta),
-                         run_ids=self.cal_ids)
+        fits = [calibrate(join_runs(lk.samples, hk.samples), self.tmp / f"calibrated-{k + 1}.json",
+                          grid=(self.grid_rows, self.meta), run_ids=[lk.run_id, hk.run_id])
+                for k, (lk, hk, _, _) in enumerate(runs)]
+        # the median repeat, by what each profile charges for every repeat's live iterations, is frozen
+        self.cal_spread = repeat_spread([f.path for f in fits], [s.row for f in fits for s in f.samples])
+        m = self.cal_spread.median_index
+        light, heavy, before, after = runs[m]
+        done = fits[m]
+        if a.calibration_repeats > 1:
+            self.pace_log.use_references([before, after])
+        self.cal_run, self.cal_ids = heavy, [light.run_id, heavy.run_id]
+        self.cal_all_ids = [[lk.run_id, hk.run_id] for lk, hk, _, _ in runs]
+        self.frozen = Path(shutil.copyfile(done.path, a.profile_out or self.tmp / "calibrated-profile.json"))
         self.cal_samples = done.samples
+        self.say(f"calibration repeats price the same {self.cal_spread.iterations} iterations at "
+                 f"{', '.join(f'{x:.3f}' for x in self.cal_spread.mean_iteration_ms())} ms each: spread "
+                 f"{self.cal_spread.spread_pct:.1f}%; the median, repeat {m + 1}, is frozen")
         digest = sha256(self.frozen)
         self.say(f"[bold]frozen profile[/] {self.frozen} sha256 {digest}")
 
@@ -316,6 +344,7 @@ class Protocol:
                       sweep, sim_cap, self.pace_log, self.t0, slo)
         out.attribution = self.attribute(rounds)
         out.calibration_ids = self.cal_ids
+        out.calibration_spread, out.calibration_repeat_ids = self.cal_spread, self.cal_all_ids
         out.wall_s = time.monotonic() - self.t0
         return out
 

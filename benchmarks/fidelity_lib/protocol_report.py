@@ -110,8 +110,11 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
     high = [r for r in o.rounds if r.level == "high"]
     noise_vals = [v for v in noise.values() if math.isfinite(v)]
     mean_noise = statistics.fmean(noise_vals) if noise_vals else math.nan
+    spread = o.calibration_spread
+    cal_spread = spread.spread_pct if spread is not None else math.nan
     console.print(f"live-vs-live noise floor (E2E p50 spread between the {a.runs_per_slice} runs of a slice, mean over "
-                  f"slices): {mean_noise:.1f}%; per-request E2E correlation sim vs live: {corr:.3f}; frozen profile "
+                  f"slices): {mean_noise:.1f}%; calibration spread (the {a.calibration_repeats} calibrations of the same "
+                  f"window: their price for the same iterations, (max - min) / mean): {cal_spread:.1f}%; per-request E2E correlation sim vs live: {corr:.3f}; frozen profile "
                   f"sha256 {o.frozen_sha256}; {o.wall_s:.0f}s; load average {os.getloadavg()[0]:.1f}", highlight=False)
     cal_ids = o.windows[0].ids
     overlap = sum(len(cal_ids & w.ids) for w in o.windows[1:])
@@ -128,6 +131,12 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "tpot_p50_err_pct": _r(err["tpot"][50]),
         "tpot_p99_err_pct": _r(err["tpot"][99]),
         "live_noise_e2e_p50_pct": _r(mean_noise),
+        "calibration_spread_pct": _r(cal_spread),
+        "calibration_repeats": a.calibration_repeats,
+        "calibration_repeat_mean_iteration_ms": [_r(x, 4) for x in spread.mean_iteration_ms()] if spread else [],
+        "calibration_repeat_vs_frozen_pct": [_r(x) for x in spread.relative_to_median()] if spread else [],
+        "calibration_frozen_repeat": spread.median_index + 1 if spread else None,
+        "calibration_repeat_runs": o.calibration_repeat_ids,
         "live_noise_ttft_p50_pct": _r(statistics.fmean([v for v in noise_ttft.values() if math.isfinite(v)] or [math.nan])),
         "low_load_ttft_p50_err_pct": _r(by_level.get("low", {}).get("ttft", {}).get(50, math.nan)),
         "low_load_e2e_p50_err_pct": _r(by_level.get("low", {}).get("e2e", {}).get(50, math.nan)),

@@ -91,8 +91,12 @@ def profile_backend(
     """Time ``grid.repeats`` iterations at every grid point that fits ``max_seq_len``; return the rows.
 
     ``progress(points_done, points_total)`` is called after each grid point (for progress bars; with
-    ``grid.interleave`` a point counts once per pass).
+    ``grid.interleave`` a point counts once per pass). The process's allocator is steadied first, as
+    a live worker's is (`steady_allocator`), so the grid is timed the way the worker runs.
     """
+    from controlplane.live.worker_runtime import steady_allocator
+
+    steady_allocator()
     grid = grid or ProfileGrid()
     backend = (
         backend_or_settings

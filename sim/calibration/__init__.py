@@ -1,12 +1,15 @@
 """Calibrate the simulator's measured latency model on live runs (see docs/calibration.md).
 
 `calibrate` is the workflow (``controlplane calibrate`` and ``benchmarks/fidelity.py`` run it);
-`sim.calibration.grid` compares the live backend with a grid profile. The samples and their
-arithmetic are in `controlplane.live.iteration_samples` and `controlplane.live.calibration`.
+`sim.calibration.grid` compares the live backend with a grid profile; `sim.calibration.repeats`
+prices repeated calibrations of the same traffic against each other (their spread, the median
+one). The samples and their arithmetic are in `controlplane.live.iteration_samples` and
+`controlplane.live.calibration`.
 """
 
 from sim.calibration.grid import grid_model, live_slowdown, live_slowdowns, predict_row
+from sim.calibration.repeats import RepeatSpread, profile_price_s, repeat_spread
 from sim.calibration.workflow import TIMINGS, CalibratedProfile, calibrate, calibrate_rows
 
-__all__ = ["TIMINGS", "CalibratedProfile", "calibrate", "calibrate_rows", "grid_model", "live_slowdown",
-           "live_slowdowns", "predict_row"]
+__all__ = ["TIMINGS", "CalibratedProfile", "RepeatSpread", "calibrate", "calibrate_rows", "grid_model",
+           "live_slowdown", "live_slowdowns", "predict_row", "profile_price_s", "repeat_spread"]

@@ -20,7 +20,7 @@ from controlplane.live.iteration_samples import (
     split_stalls,
     with_handoffs,
 )
-from sim.calibration import calibrate, calibrate_rows, live_slowdowns
+from sim.calibration import calibrate, calibrate_rows, live_slowdowns, profile_price_s, repeat_spread
 from sim.latency.base import IterationShape
 from sim.latency.measured import MeasuredProfileModel
 
@@ -293,6 +293,28 @@ def test_calibrate_at_another_pace_is_calibrate_rows_of_the_paced_samples(tmp_pa
     assert done.calibration.rows == again.rows and done.calibration.slowdown == again.slowdown
     assert done.calibration.slowdown == pytest.approx(1.2 * calibrate_rows(joined, _grid(), {}).slowdown)
     assert "1.200x" in done.meta["source"]
+
+
+def test_repeated_calibrations_are_priced_on_the_same_iterations_and_the_median_one_named(tmp_path):
+    live = _live()
+    # the same window calibrated three times, the machine 30% slower in the second and 10% faster in the third
+    paths = [calibrate(live, tmp_path / f"r{k}.json", grid=(_grid(), {}), pace=pace).path
+             for k, pace in enumerate((1.0, 1.3, 0.9))]
+    rows = [s.row for s in live]
+    got = repeat_spread(paths, rows)
+    assert got.iterations == len(rows) and got.prices_s == tuple(profile_price_s(p, rows) for p in paths)
+    assert got.prices_s[2] < got.prices_s[0] < got.prices_s[1]  # the backend part scales with the pace
+    assert got.median_index == 0 and got.relative_to_median()[0] == 0
+    assert got.relative_to_median()[1] > 0 > got.relative_to_median()[2]
+    mean = sum(got.prices_s) / 3
+    assert got.spread_pct == pytest.approx(100 * (got.prices_s[1] - got.prices_s[2]) / mean)
+    assert got.mean_iteration_ms() == pytest.approx([1e3 * p / len(rows) for p in got.prices_s])
+    assert repeat_spread(paths[:1], rows).spread_pct == 0
+    assert repeat_spread(paths[:2], rows).median_index == 0  # the lower middle of two
+    with pytest.raises(ValueError, match="no calibrated profiles"):
+        repeat_spread([], rows)
+    with pytest.raises(ValueError, match="no iterations"):
+        repeat_spread(paths, [])
 
 
 def test_an_iteration_log_keeps_each_timed_iteration_as_a_sample():

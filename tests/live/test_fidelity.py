@@ -311,10 +311,21 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     assert cal["name"] == "calibration" and result["calibration_overlap_requests"] == 0
     assert len(result["calibration_runs"]) == 2  # light, then heavy: both before any evaluated run
     assert max(result["calibration_runs"]) < min(d["live_run"] for d in detail)
+    # the same window calibrated 3 times (the default), every repeat before any evaluated run; the median frozen
+    repeats = result["calibration_repeat_runs"]
+    assert result["calibration_repeats"] == len(repeats) == 3 and all(len(r) == 2 for r in repeats)
+    assert max(max(r) for r in repeats) < min(d["live_run"] for d in detail)
+    k = result["calibration_frozen_repeat"]
+    assert repeats[k - 1] == result["calibration_runs"] and result["calibration_repeat_vs_frozen_pct"][k - 1] == 0
+    vs = result["calibration_repeat_vs_frozen_pct"]
+    assert sorted(vs)[1] == 0 and math.isfinite(result["calibration_spread_pct"])  # the middle one of three
+    ms = result["calibration_repeat_mean_iteration_ms"]
+    assert result["calibration_spread_pct"] == pytest.approx(100 * (max(ms) - min(ms)) / (sum(ms) / 3), abs=0.02)
     assert all(cal["trace_end_s"] <= w["trace_start_s"] for w in rest)
     # with the probe, each round's pace comes from one taken before its live run started
     assert result["pace_correction"] == "probe"
-    assert [m["label"] for m in result["pace_references"]] == ["before calibration", "after calibration"]
+    # the probes around the frozen repeat's runs are the reference pace
+    assert [m["label"] for m in result["pace_references"]] == [f"before calibration {k}", f"after calibration {k}"]
     for d in detail:
         assert d["pace_from"] == f"round {d['round']}" and d["pace_measured_at_s"] < d["live_started_at_s"]
     # the frozen profile is the file whose hash was printed
@@ -331,9 +342,11 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
 
 def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is(tmp_path):
     assert F.parse_args([]).pace_correction == "none"  # the default
-    result = F.main([*OOS_TINY, "--low-slices", "0", "--capacity-fractions", "0.5,2",
+    assert F.parse_args([]).calibration_repeats == 3  # the default
+    result = F.main([*OOS_TINY, "--low-slices", "0", "--capacity-fractions", "0.5,2", "--calibration-repeats", "1",
                      "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
     assert result["rounds"] == 2 and result["rounds_dropped"] == 0
+    assert result["calibration_spread_pct"] == 0 and result["calibration_repeat_runs"] == [result["calibration_runs"]]
     assert all(d["pace"] == 1.0 and d["pace_from"] is None for d in result["round_detail"])
     assert result["unpaced_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]  # the same simulation
     assert result["profile"] == str(tmp_path / "p.json") and len(result["capacity_sweep"]) == 2
@@ -341,7 +354,7 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
 
 def test_bad_protocol_options_are_refused(capsys):
     for bad in (["--runs-per-slice", "0"], ["--capacity-fractions", "1.0"], ["--high-load", "0"],
-                ["--protocol", "rehearsal"]):
+                ["--protocol", "rehearsal"], ["--calibration-repeats", "0"]):
         with pytest.raises(SystemExit):
             F.parse_args(bad)
         assert bad[0] in capsys.readouterr().err
