@@ -19,8 +19,10 @@ class RateForecaster:
     smoothing (level ``alpha``, trend ``beta``), with an upper bound from the ``quantile`` of the
     last ``residual_buckets`` one-bucket-ahead forecast errors (scaled by sqrt of the steps ahead)."""
 
-    def __init__(self, bucket_s: float, alpha: float, beta: float, quantile: float, residual_buckets: int) -> None:
+    def __init__(self, bucket_s: float, alpha: float, beta: float, quantile: float, residual_buckets: int,
+                 band: str = "holt") -> None:
         self.bucket_s = bucket_s
+        self.band = band
         self.alpha, self.beta, self.quantile = alpha, beta, quantile
         self.level: float | None = None
         self.trend = 0.0
@@ -71,7 +73,15 @@ class RateForecaster:
         steps = max(1, math.ceil(horizon_s / self.bucket_s))
         point = max(0.0, self.level + max(0.0, self.trend) * steps)
         err = float(np.quantile(np.abs(self.residuals), self.quantile)) if len(self.residuals) >= 3 else point
-        return point, point + err * math.sqrt(steps)
+        return point, point + err * self.spread(steps)
+
+    def spread(self, steps: int) -> float:
+        """How much wider the error of a forecast ``steps`` buckets ahead is than a one-bucket one.
+        Holt's method (additive errors): ``sqrt(1 + sum over j < steps of (alpha (1 + beta j))^2)``
+        (Hyndman & Athanasopoulos, FPP3 table 5.2); ``sqrt(steps)`` (``band="sqrt"``) is a random walk's."""
+        if self.band == "sqrt":
+            return math.sqrt(steps)
+        return math.sqrt(1.0 + sum((self.alpha * (1.0 + self.beta * j)) ** 2 for j in range(1, steps)))
 
     def relative_error(self) -> float | None:
         """Mean absolute one-step error over the mean rate (None with too few buckets)."""

@@ -1,6 +1,8 @@
 """An SLO-driven predictive planner: forecast each model's arrivals over the cold-start horizon and
 run the fewest replicas that keep TTFT and TPOT within the run's SLO at that load, and at the rate
 the last seconds' bursts need (`BurstCurve`: every burst served within the TTFT left after prefill).
+A count it no longer wants is kept for the scale-down delay, or for as long as the run has seen that
+count come back after a gap, if shorter (`RecurrenceHold`).
 
 Capacity per replica comes from the run's latency model (`ScalingContext.iteration_s`: the
 simulator binds its latency models; see `replica_capacity`), for the mean prompt and output of
@@ -12,7 +14,7 @@ replicas carried more within the SLO and lowers it when the window missed the SL
 from __future__ import annotations
 
 import math
-from collections import deque
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -22,13 +24,15 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.types import RequestStatus
 
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, replica_capacity
+from .autoscaling_hold import RecurrenceHold
 
 
 class _ModelState:
-    """One model's forecaster, request-shape averages, capacity cache and wanted-count window."""
+    """One model's forecaster, request-shape averages, capacity cache and scale-down hold."""
 
     def __init__(self, s) -> None:
-        self.forecaster = RateForecaster(s.bucket_s, s.alpha, s.beta, s.forecast_quantile, s.residual_buckets)
+        self.forecaster = RateForecaster(s.bucket_s, s.alpha, s.beta, s.forecast_quantile, s.residual_buckets,
+                                         s.forecast_band)
         self.bursts = BurstCurve(s.burst_bin_s, s.burst_memory_s, tuple(s.burst_windows_s)) \
             if s.burst_windows_s else None
         self.prompt: float | None = None
@@ -37,8 +41,8 @@ class _ModelState:
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
         self.learned_rate: float = s.initial_capacity_rps
-        self.wanted: deque[tuple[float, int]] = deque()  # (time, count wanted) for the scale-down delay
         self.idle_since: float | None = None
+        self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps)
 
 
 class SLOPlanner(Plugin):
@@ -57,6 +61,7 @@ class SLOPlanner(Plugin):
         beta: float = Field(0.2, ge=0, le=1)  # Holt trend smoothing
         forecast_quantile: float = Field(0.9, gt=0, lt=1)  # upper bound: this quantile of forecast errors
         residual_buckets: int = Field(60, ge=3)  # forecast errors (buckets) the bound is taken over
+        forecast_band: Literal["holt", "sqrt"] = "holt"  # how the bound widens with the steps ahead
         horizon_s: float | None = Field(None, ge=0)  # how far ahead to plan (None: cold start + lead_s)
         lead_s: float = Field(10.0, ge=0)  # added to the cold start for the horizon
         peak_memory_s: float = Field(120.0, ge=0)  # also plan for the highest bucket rate this recent
@@ -65,7 +70,12 @@ class SLOPlanner(Plugin):
         burst_bin_s: float = Field(1.0, gt=0)  # arrivals are counted in bins this long
         backlog_drain_s: float = Field(20.0, gt=0)  # extra replicas to clear the queue within this
         queue_age_share: float = Field(0.25, ge=0)  # a request queued this share of the TTFT slack: a replica more
-        scale_down_delay_s: float = Field(300.0, ge=0)  # scale down only to the max wanted in this window
+        scale_down_delay_s: float = Field(300.0, ge=0)  # keep a count wanted within this (at most; recurrence_*)
+        recurrence_margin: float | None = Field(1.0, gt=0)  # keep a count this x the longest gap after which it
+        # was wanted again, when shorter than scale_down_delay_s (None: always the whole delay)
+        recurrence_min_gaps: int = Field(1, ge=1)  # ... once this many such returns were seen
+        recurrence_min_gap_s: float | None = Field(None, ge=0)  # a return sooner is the same episode (None: the
+        # horizon, cold start + lead_s)
         backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
         prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: Sarathi's chunk, else
         # the deployment's max_batch_tokens)
@@ -235,12 +245,12 @@ class SLOPlanner(Plugin):
         if idle_long:  # no load for the grace period: whatever the forecast's error band says
             wanted = floor
         current = scaling.num_current
-        st.wanted.append((now, wanted))
-        while st.wanted and st.wanted[0][0] < now - s.scale_down_delay_s:
-            st.wanted.popleft()
+        st.hold.add(now, wanted, s.recurrence_min_gap_s if s.recurrence_min_gap_s is not None else horizon)
         target = wanted
-        if wanted < current and not (idle_long and wanted == 0):  # down only to the most wanted in the delay
-            target = min(current, max(w for _, w in st.wanted))
+        held = None
+        if wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
+            held = st.hold.held(now)
+            target = max(wanted, min(current, held[0]))
         err = st.forecaster.relative_error()
         confidence = min(1.0, st.forecaster.num_buckets / 10) * (1.0 / (1.0 + err) if err is not None else 0.5)
         signals = {"arrivals_per_s": round(now_rate, 4), "forecast_per_s": round(point, 4),
@@ -266,6 +276,12 @@ class SLOPlanner(Plugin):
                   f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}"
                   + (f" (cleared in {drains:.0f}s, before a {cold:.0f}s cold start)" if drains is not None else "")
                   + f"; want {wanted}, {current} -> {target}")
-        if target < wanted or (target > wanted and target == current):
-            reason += f" (held: max wanted in {s.scale_down_delay_s:g}s)"
+        if held is not None and target > wanted:  # kept above what it wants: which count and for how long
+            count, ago, hold, learned = held
+            reason += (f" (held: {count} wanted {ago:.0f}s ago, kept {hold:.0f}s: "
+                       + ("the longest gap before it was wanted again" if learned else "the scale-down delay") + ")")
+        elif target < current and current in st.hold.last:  # released: the hold of the count given up ran out
+            ago, (hold, learned) = now - st.hold.last[current], st.hold.hold_s(current)
+            reason += (f" (released {current}: wanted {ago:.0f}s ago, kept {hold:.0f}s: "
+                       + ("the longest gap before it was wanted again" if learned else "the scale-down delay") + ")")
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

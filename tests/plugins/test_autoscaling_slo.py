@@ -47,6 +47,19 @@ def test_forecast_follows_a_steady_and_a_rising_rate():
     assert upper >= point
 
 
+def test_the_forecast_band_widens_like_holts_errors_not_a_random_walks():
+    holt = RateForecaster(30.0, 0.5, 0.2, 0.9, 60)
+    walk = RateForecaster(30.0, 0.5, 0.2, 0.9, 60, band="sqrt")
+    assert holt.spread(1) == walk.spread(1) == 1.0
+    assert holt.spread(2) == pytest.approx((1 + (0.5 * 1.2) ** 2) ** 0.5)  # 1.166, where sqrt(2) is 1.414
+    assert holt.spread(3) == pytest.approx((1 + 0.6 ** 2 + 0.7 ** 2) ** 0.5) and walk.spread(3) == pytest.approx(3 ** 0.5)
+    for f in (holt, walk):
+        for t in range(1, 601):
+            f.add(float(t), 5.0 + (3.0 if (t // 30) % 2 else 0.0))  # buckets alternate 5/s and 8/s
+    (p1, u1), (p2, u2) = holt.forecast(45.0), walk.forecast(45.0)  # two buckets ahead
+    assert p1 == p2 and u1 - p1 == pytest.approx((u2 - p2) * holt.spread(2) / 2 ** 0.5)
+
+
 def _planner(**kw):
     return SLOPlanner(SLOPlanner.Settings(**{"max_replicas": 16, **kw}))
 

@@ -1,0 +1,54 @@
+"""How long the SLO planner keeps replicas it no longer wants (`RecurrenceHold`): each replica count
+is kept after it was last wanted for at most the scale-down delay, and for less once the run has
+shown how soon wanting that count comes back."""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["RecurrenceHold"]
+
+
+class RecurrenceHold:
+    """For each replica count ``k``: when the planner last wanted at least ``k``, and the gaps after
+    which wanting at least ``k`` came back (the last ``memory`` of them; a return within
+    ``min_gap_s`` of the last want is the same episode, not a gap).
+
+    Count ``k`` is kept ``min(delay_s, margin x the longest gap seen at k)`` after it was last wanted;
+    before ``min_gaps`` gaps were seen at ``k`` (or with ``margin`` None), for the whole ``delay_s``.
+    So a count that has always come back within 90 s is released once 90 s pass without it, and a
+    count never seen to come back is kept as long as the plain delay keeps it. Only the run's past
+    is used: no look-ahead, no clock, no randomness."""
+
+    def __init__(self, delay_s: float, margin: float | None, min_gaps: int = 1, memory: int = 32) -> None:
+        self.delay_s, self.margin, self.min_gaps = delay_s, margin, min_gaps
+        self.memory = memory
+        self.last: dict[int, float] = {}  # count -> when at least it was last wanted
+        self.gaps: dict[int, deque[float]] = {}  # count -> gaps after which it was wanted again
+
+    def add(self, now_s: float, wanted: int, min_gap_s: float) -> None:
+        """The count wanted at ``now_s``; ``min_gap_s``: shorter returns are the same episode."""
+        for k in range(1, wanted + 1):
+            t = self.last.get(k)
+            if self.margin is not None and t is not None and now_s - t >= min_gap_s:
+                self.gaps.setdefault(k, deque(maxlen=self.memory)).append(now_s - t)
+            self.last[k] = now_s
+
+    def hold_s(self, k: int) -> tuple[float, bool]:
+        """How long count ``k`` is kept after it was last wanted, and whether that was learned
+        (False: the plain delay)."""
+        gaps = self.gaps.get(k)
+        if self.margin is None or gaps is None or len(gaps) < self.min_gaps:
+            return self.delay_s, False
+        learned = self.margin * max(gaps)
+        return (learned, True) if learned < self.delay_s else (self.delay_s, False)
+
+    def held(self, now_s: float) -> tuple[int, float, float, bool]:
+        """``(count, wanted_ago_s, hold_s, learned)``: the largest count still within its hold (0 when
+        none is), how long ago it was last wanted, its hold, and whether the hold was learned."""
+        for k in sorted(self.last, reverse=True):
+            ago = now_s - self.last[k]
+            hold, learned = self.hold_s(k)
+            if ago <= hold:
+                return k, ago, hold, learned
+        return 0, 0.0, 0.0, False

@@ -1,0 +1,91 @@
+"""The SLO planner's scale-down hold (`RecurrenceHold`): each count kept for the scale-down delay,
+or for the longest gap after which the run wanted it again; then in a replay with recurring bursts."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.testing import make_trace, replay_with
+from plugins.autoscaling_hold import RecurrenceHold
+from plugins.autoscaling_slo import SLOPlanner
+from tests.fixtures.common import assert_conserved
+from tests.plugins.test_autoscaling_policies import scale_events
+
+
+def _wants(hold: RecurrenceHold, wanted_at: dict[int, int], until: int, min_gap_s: float = 10.0) -> None:
+    """One tick a second: ``wanted_at[t]`` from t on (the last value holds until the next)."""
+    w = 1
+    for t in range(until):
+        w = wanted_at.get(t, w)
+        hold.add(float(t), w, min_gap_s)
+
+
+def test_a_count_never_seen_to_return_is_kept_the_whole_delay():
+    hold = RecurrenceHold(300.0, 1.0)
+    _wants(hold, {0: 5, 20: 2}, 100)  # 5 wanted until t=19, then 2
+    assert hold.held(99.0)[:2] == (5, 80.0)
+    assert hold.held(319.0)[0] == 5 and hold.held(320.0)[0] == 2
+    assert hold.held(319.0)[3] is False  # the plain delay
+
+
+def test_a_count_that_came_back_within_a_gap_is_released_after_that_gap():
+    hold = RecurrenceHold(300.0, 1.0)
+    _wants(hold, {0: 5, 10: 2, 70: 5, 80: 2}, 200)  # 5 came back 61 s after it was last wanted (t=9 -> 70)
+    count, ago, kept, learned = hold.held(140.0)
+    assert (count, kept, learned) == (5, 61.0, True) and ago == pytest.approx(61.0)
+    assert hold.held(141.0)[0] == 2  # released 61 s after the last want, not 300 s
+    margin = RecurrenceHold(300.0, 2.0)
+    _wants(margin, {0: 5, 10: 2, 70: 5, 80: 2}, 200)
+    assert margin.held(201.0)[0] == 5 and margin.held(79.0 + 123.0)[0] == 2  # 2 x 61 s
+    plain = RecurrenceHold(300.0, None)  # the rule off: the whole delay
+    _wants(plain, {0: 5, 10: 2, 70: 5, 80: 2}, 200)
+    assert plain.held(141.0)[0] == 5 and plain.hold_s(5) == (300.0, False)
+
+
+def test_returns_sooner_than_the_minimum_gap_are_one_episode_and_gaps_cap_at_the_delay():
+    hold = RecurrenceHold(300.0, 1.0)
+    _wants(hold, {0: 5, 10: 2, 15: 5, 20: 2}, 100, min_gap_s=10.0)  # back after 6 s: the same burst
+    assert hold.gaps.get(5) is None and hold.hold_s(5) == (300.0, False)
+    long = RecurrenceHold(300.0, 1.0)
+    _wants(long, {0: 5, 10: 2, 500: 5, 510: 2}, 600)  # back after 491 s: longer than the delay
+    assert long.hold_s(5) == (300.0, False)
+    two = RecurrenceHold(300.0, 1.0, min_gaps=2)
+    _wants(two, {0: 5, 10: 2, 70: 5, 80: 2}, 200)
+    assert two.hold_s(5) == (300.0, False)  # one return seen, two needed
+
+
+def _bursts(num: int, every_s: float, then_s: float):
+    """``num`` bursts (30 req/s for 15 s) every ``every_s``, on 1 req/s, for ``then_s`` more after them."""
+    base = make_trace(int(num * every_s + then_s), qps=1.0, seed=3)
+    out = list(base)
+    for b in range(num):
+        burst = make_trace(450, qps=30.0, seed=10 + b)
+        out += [type(r)(f"b{b}-{i}", r.arrival_s + b * every_s + 30.0, r.prompt_tokens, r.output_tokens)
+                for i, r in enumerate(burst)]
+    return sorted(out, key=lambda r: r.arrival_s)
+
+
+def test_the_planner_releases_burst_replicas_once_the_bursts_stay_away_longer_than_they_used_to():
+    cluster = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 10.0}]}
+    trace = _bursts(4, 100.0, 900.0)
+    last_burst_end = 3 * 100.0 + 30.0 + 15.0
+
+    def replay(**settings):
+        p = SLOPlanner(SLOPlanner.Settings(max_replicas=16, **settings))
+        res = replay_with(p, trace=trace, cluster=cluster, slo={"ttft_s": 2.0, "tpot_s": 0.1})
+        assert_conserved(res.summary)
+        events = scale_events(res)
+        down_to_2 = min(t for t, frm, to in events if to <= 2 < frm and t > last_burst_end)
+        return res, events, down_to_2
+
+    res, events, released = replay()
+    plain, plain_events, plain_released = replay(recurrence_margin=None)  # the rule off: the 300 s delay
+    assert max(to for _, _, to in events) >= 3  # the bursts need several replicas
+    # they came back every 100 s: the rule lets their replicas go about 100 s after the last time they
+    # were wanted, the plain delay only after 300 s; same requests, fewer GPU-seconds
+    assert released + 150.0 <= plain_released
+    assert res.summary["gpu_seconds"] < plain.summary["gpu_seconds"]
+    assert res.summary["num_completed"] == plain.summary["num_completed"] == len(trace)
+    assert any(d.action == "scale" and "the longest gap before it was wanted again" in d.reason for d in res.decisions)
+    assert all("the scale-down delay" in d.reason for d in plain.decisions
+               if d.action == "scale" and "held:" in d.reason)
