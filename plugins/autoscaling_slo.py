@@ -184,6 +184,11 @@ class SLOPlanner(Plugin):
                 st.learned_rate = carried
         return st.learned_rate
 
+    @staticmethod
+    def _hold_note(what: str, count: int, ago: float, hold: float, learned: bool) -> str:
+        why = "the longest gap before it was wanted again" if learned else "the scale-down delay"
+        return f"{what} {count}: wanted {ago:.0f}s ago, kept {hold:.0f}s: {why}"
+
     # --- the decision ------------------------------------------------------------------------
 
     @hookimpl
@@ -276,12 +281,11 @@ class SLOPlanner(Plugin):
                   f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}"
                   + (f" (cleared in {drains:.0f}s, before a {cold:.0f}s cold start)" if drains is not None else "")
                   + f"; want {wanted}, {current} -> {target}")
+        notes = []
+        if target < current and current in st.hold.last:  # released: the hold of the top count ran out
+            notes.append(self._hold_note("released", current, now - st.hold.last[current], *st.hold.hold_s(current)))
         if held is not None and target > wanted:  # kept above what it wants: which count and for how long
-            count, ago, hold, learned = held
-            reason += (f" (held: {count} wanted {ago:.0f}s ago, kept {hold:.0f}s: "
-                       + ("the longest gap before it was wanted again" if learned else "the scale-down delay") + ")")
-        elif target < current and current in st.hold.last:  # released: the hold of the count given up ran out
-            ago, (hold, learned) = now - st.hold.last[current], st.hold.hold_s(current)
-            reason += (f" (released {current}: wanted {ago:.0f}s ago, kept {hold:.0f}s: "
-                       + ("the longest gap before it was wanted again" if learned else "the scale-down delay") + ")")
+            notes.append(self._hold_note("held", *held))
+        if notes:
+            reason += f" ({'; '.join(notes)})"
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)
