@@ -1,18 +1,23 @@
 """A million-request replay as a user runs it: the CLI, default settings, whole process.
 
-    python benchmarks/million.py [--requests 1000000] [--qps-per-replica 4] [--trace PATH --format F]
+    python benchmarks/million.py [--requests 1000000] [--per-copy 1000000] [--qps-per-replica 1.5]
+                                 [--trace PATH --format F]
 
 The trace is a real one replicated: the bundled Azure LLM code trace (8,819 requests over
-57 minutes, 2.6 requests/s) by default, scaled with ``--rate-scale`` to the requested count
+57 minutes, 2.6 requests/s) by default, scaled with ``--rate-scale`` to ``--per-copy`` requests
 (2% more than needed; ``--limit`` cuts the rest), so the arrival process keeps the trace's
-burstiness at about ``--requests`` / 8,819 times its rate. The cluster is sized for it: Llama-3-8B on one
-A100-80GB per replica (the bundled run config's model, Vidur-profiled iteration times),
-``replicas`` = the scaled rate / ``--qps-per-replica``. Everything else is the default:
+burstiness at about ``--per-copy`` / 8,819 times its rate. The cluster is sized for that rate:
+Llama-3-8B on one A100-80GB per replica (the bundled run config's model, Vidur-profiled
+iteration times), ``replicas`` = the scaled rate / ``--qps-per-replica``. More requests than
+``--per-copy`` play the scaled trace again, back to back (``--repeat``), on the same cluster:
+``--requests 10000000`` is ten hours of the million-request hour, so what grows with a run's
+length (and nothing else) shows; ``--per-copy 10000000`` instead packs them into one hour on a
+cluster ten times the size. Everything else is the default:
 the default plugins, control loop every second, every batch decision stored, rows to the
 default SQLite database (``controlplane.db`` in a temporary working folder). Timed: the
 command a user types, spawn to exit::
 
-    controlplane sim replay TRACE --rate-scale K --limit N --config run.yaml --json --no-progress
+    controlplane sim replay TRACE [--repeat C] --rate-scale K --limit N --config run.yaml --json --no-progress
 
 with its peak RSS from ``wait4`` and its phases (``CONTROLPLANE_TIMINGS=1``). ``rows_written``
 counts every row the run left in the database (requests, decisions, metric samples, worker
@@ -76,6 +81,9 @@ def rows_in(db: Path, run_id: int) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=1_000_000)
+    ap.add_argument("--per-copy", type=int, default=1_000_000,
+                    help="requests per copy of the scaled trace (the rate the cluster is sized for); "
+                         "more requests play further copies back to back")
     ap.add_argument("--qps-per-replica", type=float, default=1.5, help="arrival rate one replica is sized for")
     ap.add_argument("--trace", type=Path, default=None, help="trace to replicate (default: the bundled Azure code trace)")
     ap.add_argument("--format", default=None, help="its format (default: azure for the bundled trace, else detect)")
@@ -91,7 +99,9 @@ def main() -> None:
     fmt = args.format or ("azure" if args.trace is None else None)
     base_n, base_rate = trace_rate(trace, fmt)
     # Replication is seeded and random (``--rate-scale``): 2% more than needed, cut by ``--limit``.
-    scale = args.requests / base_n * 1.02
+    per_copy = min(args.per_copy, args.requests)
+    copies = math.ceil(args.requests / per_copy)
+    scale = per_copy / base_n * 1.02
     replicas = max(1, math.ceil(base_rate * scale / args.qps_per_replica))
     yard_before = yardstick_us()
     with tempfile.TemporaryDirectory(prefix="million_") as tmp:
@@ -100,6 +110,8 @@ def main() -> None:
         config.write_text(yaml.safe_dump(settings(replicas)))
         cmd = [*controlplane_exe(), "sim", "replay", str(trace), "--config", str(config), "--json", "--no-progress",
                "--rate-scale", repr(scale), "--limit", str(args.requests)]
+        if copies > 1:
+            cmd += ["--repeat", str(copies)]
         if fmt:
             cmd += ["--format", fmt]
         r = time_cli(cmd, tmp)
@@ -110,7 +122,9 @@ def main() -> None:
     yard_after = yardstick_us()
 
     n = summary["num_requests"]
-    t = Table(title=f"{n:,}-request replay: {Path(trace).name} x{scale:.2f} on {replicas} replicas (Llama-3-8B, A100)",
+    played = f" played {copies} times" if copies > 1 else ""
+    t = Table(title=f"{n:,}-request replay: {Path(trace).name} x{scale:.2f}{played} on {replicas} replicas "
+                    f"(Llama-3-8B, A100)",
               caption=f"`controlplane sim replay` whole process at default settings; host yardstick "
                       f"{yard_before:.1f} / {yard_after:.1f} µs at start / end (29.5 µs idle reference); "
                       f"load average {_load_avg()} on {os.cpu_count()} CPUs")
@@ -135,7 +149,7 @@ def main() -> None:
         "num_requests": n,
         "rows_written": sum(rows.values()), "rows": rows, "num_completed": summary["num_completed"],
         "startup_s": round(r["startup_s"], 3), "phases_s": r["phases"], "replicas": replicas,
-        "rate_scale": round(scale, 4), "sim_requests_per_wall_s": round(n / r["wall_s"], 1),
+        "rate_scale": round(scale, 4), "copies": copies, "sim_requests_per_wall_s": round(n / r["wall_s"], 1),
         "db_mib": round(db_mib, 1), "host_yardstick_us": [round(yard_before, 1), round(yard_after, 1)],
         "load_avg": _load_avg(),
     }))

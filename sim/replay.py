@@ -55,9 +55,11 @@ def trace_rng(seed: int, stream: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class TraceTransforms:
-    """Edits to a trace before it is replayed, applied in this order: window, speed-up, rate, limit.
+    """Edits to a trace before it is replayed, applied in this order: window, speed-up, repeat,
+    rate, limit.
 
-    The window is cut in the trace's own time and rebased to start at 0; ``limit`` counts
+    The window is cut in the trace's own time and rebased to start at 0; ``repeat`` plays the
+    result that many times back to back (``sim.traces.transforms.repeat``); ``limit`` counts
     requests after rate scaling. ``seed`` seeds the trace's random streams (the reader's and
     rate scaling's); ``None`` takes the run's ``config.seed``. See docs/traces.md.
     """
@@ -65,6 +67,7 @@ class TraceTransforms:
     window_start_s: float | None = None  # keep arrivals at or after this second
     window_end_s: float | None = None  # keep arrivals before this second
     speed_up: float | None = None  # divide arrival times by this factor
+    repeat: int | None = None  # play the trace this many times back to back
     rate_scale: float | None = None  # thin (< 1) or replicate (> 1) requests, seeded
     limit: int | None = None  # at most this many requests
     seed: int | None = None  # seed of the trace's random streams; None: the run's seed
@@ -79,11 +82,13 @@ class TraceTransforms:
         """The seed of the trace's random streams in a run seeded ``run_seed``."""
         return self.seed if self.seed is not None else run_seed
 
-    def apply(self, requests: Iterable[TraceRequest], run_seed: int) -> Iterator[TraceRequest]:
-        """The transformed stream (arguments are checked now, rows are read lazily)."""
+    def apply(self, requests: Iterable[TraceRequest] | Callable[[], Iterable[TraceRequest]],
+              run_seed: int) -> Iterator[TraceRequest]:
+        """The transformed stream (arguments are checked now, rows are read lazily). ``requests``
+        is a stream, or a function that opens one (what ``repeat`` needs: a copy per call)."""
         rng = trace_rng(self.trace_seed(run_seed), TRANSFORM_STREAM)
-        return apply_transforms(requests, window=self.window, speed_up=self.speed_up, rate_scale=self.rate_scale,
-                                limit=self.limit, rng=rng)
+        return apply_transforms(requests, window=self.window, speed_up=self.speed_up, repeat=self.repeat,
+                                rate_scale=self.rate_scale, limit=self.limit, rng=rng)
 
 
 NO_TRANSFORMS = TraceTransforms()
@@ -105,7 +110,7 @@ def open_trace(
 
 
 def prepare_trace(
-    trace: Iterable[TraceRequest] | str | os.PathLike[str],
+    trace: Iterable[TraceRequest] | Callable[[], Iterable[TraceRequest]] | str | os.PathLike[str],
     *,
     seed: int,
     transforms: TraceTransforms | None = None,
@@ -114,17 +119,32 @@ def prepare_trace(
 ) -> Iterator[TraceRequest]:
     """The requests a replay with these arguments sees: the file read, then transformed.
 
-    ``trace`` is a file (see ``open_trace``) or any stream of requests in arrival order.
+    ``trace`` is a file (see ``open_trace``), any stream of requests in arrival order, or a
+    function that opens one (``reopening``; what ``transforms.repeat`` needs).
     ``seed`` is the run's; ``transforms.seed``, when set, replaces it for the trace's streams.
     """
     transforms = transforms or NO_TRANSFORMS
     if isinstance(trace, (str, os.PathLike)):
         trace = open_trace(trace, trace_format, seed=transforms.trace_seed(seed), options=trace_options)
+        if transforms.repeat is not None and transforms.repeat > 1:
+            trace = reopening(trace, transforms.trace_seed(seed), trace_options)
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
     if transforms == NO_TRANSFORMS:
-        return iter(trace)
+        return iter(trace() if callable(trace) else trace)
     return transforms.apply(trace, seed)
+
+
+def reopening(reader: TraceReader, seed: int,
+              options: Mapping[str, Any] | None = None) -> Callable[[], Iterable[TraceRequest]]:
+    """The trace as a function that gives ``reader`` at the first call and opens its file again
+    (same format, seed and options: the same requests) at each later one: what ``repeat`` reads."""
+    first: list[TraceReader] = [reader]
+
+    def open_copy() -> Iterable[TraceRequest]:
+        return first.pop() if first else open_trace(reader.path, reader.format, seed=seed, options=options)
+
+    return open_copy
 
 
 def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
@@ -211,6 +231,9 @@ def replay(
     if isinstance(trace, (str, os.PathLike)):
         trace_name = trace_name if trace_name is not None else str(trace)
         trace = open_trace(trace, trace_format, seed=transforms.trace_seed(config.seed), options=trace_options)
+        trace_format = trace.format
+        if transforms.repeat is not None and transforms.repeat > 1:  # a copy of the file per repeat
+            trace = reopening(trace, transforms.trace_seed(config.seed), trace_options)
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
     if isinstance(trace, TraceReader):

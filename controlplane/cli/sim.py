@@ -40,6 +40,8 @@ def _progress_bar(show: bool, path: Path, transforms: Any, rate_scale: float | N
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     total = count_rows(path) if transforms.window is None and rate_scale is None else None
+    if total is not None and transforms.repeat:
+        total *= transforms.repeat
     if total is not None and limit is not None:
         total = min(total, limit)
     bar = Progress(
@@ -101,6 +103,10 @@ def replay(
     window_start: Annotated[Optional[float], typer.Option(help="Keep requests arriving at or after this second.")] = None,
     window_end: Annotated[Optional[float], typer.Option(help="Keep requests arriving before this second.")] = None,
     speed_up: Annotated[Optional[float], typer.Option(help="Divide arrival times by this factor.")] = None,
+    repeat: Annotated[Optional[int], typer.Option(
+        min=1, help="Play the trace (after the window and speed-up) this many times back to back: a long run "
+                    "from a short trace. Each copy starts one mean gap after the last arrival of the one before; "
+                    "copies' request ids end in .c1, .c2, ...")] = None,
     rate_scale: Annotated[
         Optional[float], typer.Option(help="Thin (<1) or replicate (>1) requests to scale the rate.")
     ] = None,
@@ -116,7 +122,7 @@ def replay(
     """Replay a trace with the configured plugins, store the run, print its summary."""
     writer = _early_writer()
     try:
-        _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up,
+        _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up, repeat,
                 rate_scale, limit, qps, arrival, exact, until, slo_ttft, slo_tpot, progress)
     finally:
         if writer is not None:
@@ -138,7 +144,8 @@ def _early_writer() -> Any:
 
 def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optional[str], seed: Optional[int],
             config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
-            window_end: Optional[float], speed_up: Optional[float], rate_scale: Optional[float],
+            window_end: Optional[float], speed_up: Optional[float], repeat: Optional[int],
+            rate_scale: Optional[float],
             limit: Optional[int], qps: Optional[float], arrival: Optional[str], exact: bool, until: Optional[float],
             slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
     with common.gc_paused():  # the simulator's imports: only long-lived objects
@@ -165,7 +172,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         if arrival is not None:
             options["arrival"] = arrival
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
-                                     rate_scale=rate_scale, limit=limit)
+                                     repeat=repeat, rate_scale=rate_scale, limit=limit)
         show = progress and not json_out and common.err.is_terminal
         with _progress_bar(show, Path(path), transforms, rate_scale, limit) as on_progress:
             result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,

@@ -65,6 +65,7 @@ class TraceSpec(_Section):
     window_start_s: float | None = None
     window_end_s: float | None = None
     speed_up: float | None = Field(None, gt=0)
+    repeat: int | None = Field(None, ge=1)
     rate_scale: float | None = Field(None, gt=0)
     limit: int | None = Field(None, ge=1)
 

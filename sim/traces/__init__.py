@@ -7,7 +7,7 @@ from .canonical import write_canonical
 from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, read_trace
 from .errors import TraceFormatError
 from .record import TraceRequest
-from .transforms import apply_transforms, limit, scale_rate, speed_up, time_window
+from .transforms import apply_transforms, limit, repeat, scale_rate, speed_up, time_window
 
 __all__ = [
     "TraceRequest",
@@ -22,6 +22,7 @@ __all__ = [
     "FORMAT_OPTIONS",
     "time_window",
     "speed_up",
+    "repeat",
     "scale_rate",
     "limit",
     "apply_transforms",

@@ -1,4 +1,5 @@
-"""Streaming transforms over TraceRequest iterators: cut a window, speed up, scale the rate, cap.
+"""Streaming transforms over TraceRequest iterators: cut a window, speed up, play back to back,
+scale the rate, cap.
 
 Each takes and returns an iterator in arrival order and holds at most one request of
 lookahead, so they compose over million-row traces. Randomness only from a passed-in
@@ -10,14 +11,17 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ._rng import require_rng
 from .record import TraceRequest, with_arrival
 
-__all__ = ["time_window", "speed_up", "scale_rate", "limit", "apply_transforms"]
+__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "limit", "apply_transforms"]
+
+#: Something that yields the trace's requests afresh at each call (a repeat reads it again).
+TraceSource = Callable[[], Iterable[TraceRequest]]
 
 
 def _positive(name: str, value: object) -> float:
@@ -72,6 +76,50 @@ def _speed_up(reqs: Iterable[TraceRequest], f: float) -> Iterator[TraceRequest]:
         return
     for r in reqs:
         yield with_arrival(r, r.arrival_s / f)
+
+
+def repeat(open_copy: TraceSource, times: int) -> Iterator[TraceRequest]:
+    """The trace played ``times`` times back to back, reading it again for each copy.
+
+    A copy starts one mean inter-arrival gap (of the copy before) after the previous copy's last
+    arrival, so the seam looks like the trace itself; within a copy the arrivals keep their
+    spacing. The first copy is the trace unchanged; the ``k``-th after it has ids
+    ``"{id}.c{k}"``. A trace of a single request repeats it at the same instant. Memory does not
+    grow with ``times``: nothing but the current copy's first and last arrival is kept.
+    """
+    if not callable(open_copy):
+        raise TypeError("repeat needs a function that opens the trace again for each copy")
+    _check_times(times)
+    return _repeat(open_copy, int(times))
+
+
+def _check_times(times: object) -> None:
+    if isinstance(times, bool) or not isinstance(times, numbers.Integral) or times < 1:
+        raise ValueError(f"repeat must be an integer >= 1, got {times!r}")
+
+
+def _repeat(open_copy: TraceSource, times: int) -> Iterator[TraceRequest]:
+    start = None  # where the current copy's first arrival lands
+    for k in range(times):
+        first = last = None
+        n = 0
+        suffix = f".c{k}"
+        for r in open_copy():
+            a = r.arrival_s
+            if first is None:
+                first = a
+                if start is None:
+                    start = a
+            last = a
+            n += 1
+            if k == 0:
+                yield r
+            else:
+                yield with_arrival(r, start + (a - first), r.request_id + suffix)
+        if first is None:
+            return  # an empty trace: nothing to repeat
+        span = last - first
+        start += span + (span / (n - 1) if n > 1 else 0.0)
 
 
 class _Uniforms:
@@ -142,16 +190,43 @@ _speed_up_fn = speed_up
 _limit_fn = limit
 
 
-def apply_transforms(reqs: Iterable[TraceRequest], *,
+def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
                      window: Sequence[float | None] | Mapping[str, Any] | None = None,
-                     speed_up: float | None = None, rate_scale: float | None = None,
+                     speed_up: float | None = None, repeat: int | None = None, rate_scale: float | None = None,
                      limit: int | None = None, rng: np.random.Generator | None = None) -> Iterator[TraceRequest]:
-    """Apply the usual trace edits in a fixed, documented order: window -> speed_up -> rate_scale -> limit.
+    """Apply the usual trace edits in a fixed, documented order:
+    window -> speed_up -> repeat -> rate_scale -> limit.
 
-    The window is cut in the original trace's time; limit counts requests after rate scaling.
-    window: (start_s, end_s) with None for an open side, or {"start_s":..., "end_s":..., "rebase":...}.
-    rng is needed only for rate_scale. All arguments are checked before anything is read.
+    The window is cut in the original trace's time (in each copy, when repeated); limit counts
+    requests after rate scaling. window: (start_s, end_s) with None for an open side, or
+    {"start_s":..., "end_s":..., "rebase":...}. ``reqs`` is a stream of requests, or a function
+    that opens one (needed for ``repeat`` > 1, which reads the trace once per copy; a list works
+    too). rng is needed only for rate_scale. All arguments are checked before anything is read.
     """
+    _edited(iter(()), window, speed_up)  # checks them now, reading nothing
+    if repeat is not None and repeat != 1:
+        _check_times(repeat)
+        if callable(reqs):
+            source: TraceSource = reqs
+        elif isinstance(reqs, Collection):  # a list or another collection: read again for each copy
+            source = lambda: reqs  # noqa: E731
+        else:
+            raise ValueError("repeat needs a trace that can be read again: pass a function that opens it "
+                             "(or a list), not a one-pass stream")
+        edit = lambda: _edited(source(), window, speed_up)  # noqa: E731
+        out: Iterable[TraceRequest] = _repeat(edit, int(repeat))
+    else:
+        out = _edited(reqs() if callable(reqs) else reqs, window, speed_up)
+    if rate_scale is not None:
+        out = scale_rate(out, rate_scale, rng)  # type: ignore[arg-type]  # scale_rate checks rng
+    if limit is not None:
+        out = _limit_fn(out, limit)
+    return iter(out)
+
+
+def _edited(reqs: Iterable[TraceRequest], window: Sequence[float | None] | Mapping[str, Any] | None,
+            speed_up: float | None) -> Iterable[TraceRequest]:
+    """A copy of the trace with its window cut and its time sped up."""
     out: Iterable[TraceRequest] = reqs
     if window is not None:
         if isinstance(window, Mapping):
@@ -165,8 +240,4 @@ def apply_transforms(reqs: Iterable[TraceRequest], *,
             raise ValueError(f"window must be (start_s, end_s) or a mapping, got {window!r}")
     if speed_up is not None:
         out = _speed_up_fn(out, speed_up)
-    if rate_scale is not None:
-        out = scale_rate(out, rate_scale, rng)  # type: ignore[arg-type]  # scale_rate checks rng
-    if limit is not None:
-        out = _limit_fn(out, limit)
-    return iter(out)
+    return out

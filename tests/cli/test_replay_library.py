@@ -100,3 +100,25 @@ def test_bad_transforms_fail_before_a_run_is_stored(tmp_path):
         replay(bundled_trace_path(), load_config(None, {"storage": {"url": url}}),
                transforms=TraceTransforms(rate_scale=-1))
     assert not (tmp_path / "runs.db").exists() or list_runs(make_engine(url)) == []
+
+
+def test_repeat_plays_the_file_again_for_each_copy_in_the_cli_and_the_library(tmp_path):
+    path = tmp_path / "lengths.csv"  # a synthetic-arrival trace: each copy is read with the same seed
+    path.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{100 + 37 * i % 900},{5 + i % 40}\n"
+                                                                       for i in range(120)))
+    cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
+    s_cli = cli_summary(path, "--format", "vidur", "--qps", 2, "--seed", 3, "--repeat", 3, "--rate-scale", 1.5,
+                        "--db", cli_db)
+    transforms = TraceTransforms(repeat=3, rate_scale=1.5)
+    result = replay(path, load_config(None, {"seed": 3, "storage": {"url": lib_db}}), trace_format="vidur",
+                    trace_options={"qps": 2}, transforms=transforms)
+    assert stable(result.summary) == stable(s_cli)
+    assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
+    ids = request_ids(lib_db, result.run_id)
+    once = replay(path, load_config(None, {"seed": 3}), record=False, trace_format="vidur",
+                  trace_options={"qps": 2}).summary
+    assert once["num_requests"] == 120 and sum(i.endswith(".c2") for i in ids) >= 100  # the third copy, mostly unscaled
+    assert len(set(ids)) == len(ids) == s_cli["num_requests"] > 2.5 * 120
+    assert s_cli["sim_span_s"] > 2.9 * once["sim_span_s"]
+    with pytest.raises(ValueError, match="can be read again"):  # a one-pass stream cannot be repeated
+        replay(read_trace(bundled_trace_path(), "azure"), load_config(None, {}), record=False, transforms=transforms)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.traces import (TraceRequest, apply_transforms, bundled_trace_path, limit, read_trace, scale_rate,
+from sim.traces import (TraceRequest, apply_transforms, bundled_trace_path, limit, read_trace, repeat, scale_rate,
                         speed_up, time_window)
 
 
@@ -127,3 +127,56 @@ def test_apply_transforms_order_and_validation():
         apply_transforms(reqs, window={"begin": 1})
     with pytest.raises(ValueError, match="window must be"):
         apply_transforms(reqs, window=5)  # type: ignore[arg-type]
+
+
+def test_repeat_plays_copies_back_to_back_one_mean_gap_apart():
+    reqs = _reqs([5.0, 6.0, 9.0])  # span 4 s, mean gap 2 s
+    opened = []
+
+    def open_copy():
+        opened.append(1)
+        return iter(reqs)
+
+    out = list(repeat(open_copy, 3))
+    assert len(opened) == 3  # the trace is read once per copy, never held
+    assert [r.request_id for r in out] == ["0", "1", "2", "0.c1", "1.c1", "2.c1", "0.c2", "1.c2", "2.c2"]
+    assert [r.arrival_s for r in out] == [5.0, 6.0, 9.0, 11.0, 12.0, 15.0, 17.0, 18.0, 21.0]
+    assert out[3].prompt_tokens == reqs[0].prompt_tokens
+    assert list(repeat(open_copy, 1)) == reqs
+    assert list(repeat(lambda: iter(()), 4)) == []
+    single = list(repeat(lambda: iter(_reqs([3.0])), 2))
+    assert [(r.request_id, r.arrival_s) for r in single] == [("0", 3.0), ("0.c1", 3.0)]
+
+
+def test_repeat_validation():
+    with pytest.raises(ValueError, match="repeat must be an integer >= 1"):
+        repeat(lambda: [], 0)
+    with pytest.raises(ValueError, match="repeat must be an integer >= 1"):
+        repeat(lambda: [], 1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="opens the trace again"):
+        repeat(_reqs([1.0]), 2)  # type: ignore[arg-type]
+
+
+def test_apply_transforms_repeat_after_window_and_speed_up_before_rate_scale():
+    reqs = _reqs(range(0, 100))
+    out = list(apply_transforms(reqs, window=(10, 14), speed_up=2.0, repeat=2))  # 0, 0.5, 1, 1.5 then again
+    assert [r.arrival_s for r in out] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert out[4].request_id == "10.c1"
+    scaled = list(apply_transforms(reqs, window=(10, 14), repeat=2, rate_scale=2.0, rng=np.random.default_rng(0)))
+    assert len(scaled) == 16 and scaled[8].request_id == "10.c1" and scaled[9].request_id == "10.c1.r1"
+    assert [r.arrival_s for r in scaled] == sorted(r.arrival_s for r in scaled)
+    with pytest.raises(ValueError, match="can be read again"):
+        apply_transforms(iter(reqs), repeat=2)
+    with pytest.raises(ValueError, match="window must be"):  # checked before anything is read
+        apply_transforms(lambda: iter(reqs), window=5, repeat=2)  # type: ignore[arg-type]
+    assert list(apply_transforms(lambda: iter(reqs), repeat=1)) == reqs
+
+
+def test_repeat_of_the_bundled_trace_keeps_its_rate():
+    path = bundled_trace_path()
+    one = list(read_trace(path, "azure"))
+    three = list(apply_transforms(lambda: read_trace(path, "azure"), repeat=3))
+    assert len(three) == 3 * len(one)
+    assert len({r.request_id for r in three}) == len(three)
+    span = one[-1].arrival_s - one[0].arrival_s
+    assert three[-1].arrival_s - three[0].arrival_s == pytest.approx(3 * span + 2 * span / (len(one) - 1))
