@@ -177,22 +177,37 @@ def _is_empty(caller: Any) -> bool:
 def _observer_calls(emit_hook: Any, ctx: PolicyContext) -> tuple[tuple[Any, Any, str], ...] | None:
     """``cp_on_event``'s implementations in call order, as (handler, ctx or None, plugin name):
     the handler takes the event alone when ctx is None, else (ctx, event). A handler is a
-    callable, or a mapping of event types to callables taking the event (``event_handlers``).
+    callable, a mapping of event types to callables taking the event (``event_handlers``), or a
+    callable for the event types its plugin ``observes`` only (`_Observing`).
     None when pluggy's own caller must run (wrappers, tracing)."""
     if type(emit_hook) is not _Broadcast:
         return None
-    out = []
+    out: list[tuple[Any, Any, str]] = []
     for fn, _index, pick, plugin in emit_hook.single:
-        handlers = getattr(getattr(fn, "__self__", None), "event_handlers", None)
-        if handlers is not None and getattr(fn, "__name__", None) == "cp_on_event":
+        owner = getattr(fn, "__self__", None)
+        handlers = getattr(owner, "event_handlers", None)
+        is_observer = getattr(fn, "__name__", None) == "cp_on_event"
+        if handlers is not None and is_observer:
             out.append((dict(handlers), None, plugin))
-        elif pick is None:
-            out.append((fn, ctx, plugin))
+            continue
+        if pick is None:
+            call, with_ctx = fn, ctx
         elif pick == (1,):
-            out.append((fn, None, plugin))
+            call, with_ctx = fn, None
         else:  # it takes ctx alone, or nothing
-            out.append((_picking(fn, pick), ctx, plugin))
+            call, with_ctx = _picking(fn, pick), ctx
+        observes = getattr(owner, "observes", None) if is_observer else None
+        out.append((call if observes is None else _Observing(call, tuple(observes)), with_ctx, plugin))
     return tuple(out)
+
+
+class _Observing:
+    """An observer's call for the event types its plugin ``observes`` (and their subclasses)."""
+
+    __slots__ = ("call", "types")
+
+    def __init__(self, call: Callable[..., Any], types: tuple[type, ...]) -> None:
+        self.call, self.types = call, types
 
 
 def _picking(fn: Callable[..., Any], pick: tuple[int, ...]) -> Callable[[Any, Any], Any]:
@@ -204,4 +219,6 @@ def _route(handler: Any, event_type: type) -> Any:
     """The callable of one observer for events of ``event_type`` (None: it ignores them)."""
     if isinstance(handler, dict):
         return handler.get(event_type)
+    if isinstance(handler, _Observing):
+        return handler.call if issubclass(event_type, handler.types) else None
     return handler

@@ -17,6 +17,7 @@ class FixedReplicas(Plugin):
     """
 
     name = "fixed-replicas"
+    observes = (WorkerChanged,)
 
     class Settings(PluginSettings):
         restart_backoff_s: float = Field(5.0, ge=0)  # wait after a second failure in a row; doubles after each

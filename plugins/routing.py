@@ -140,6 +140,9 @@ class LeastLoaded(Plugin):
     """
 
     name = "least-loaded"
+    #: Loads go down with a `RequestFinished`; replicas come and go with `WorkerChanged`; a
+    #: synchronous guardian check's `Decision` leaves a replica without either.
+    observes = (RequestFinished, WorkerChanged, Decision)
 
     class Settings(PluginSettings):
         by: Literal["requests", "tokens"] = "requests"  # what a replica's load counts
@@ -185,6 +188,10 @@ class LeastLoaded(Plugin):
 
     @hookimpl
     def cp_on_event(self, ctx, event):
+        if type(event) is Decision:  # most events: only the index reads them
+            if not self.by_tokens:
+                self.index.observe(ctx, event)
+            return
         self.stats.observe(event)
         self.gate.observe(ctx, event)
         if not self.by_tokens:

@@ -3,9 +3,9 @@ behave as the generic callers do (who gets which event, errors recorded, fallbac
 
 from __future__ import annotations
 
-from controlplane import hookimpl
+from controlplane import Plugin, hookimpl
 from controlplane.decisions import Admission
-from controlplane.events import RequestArrived, RequestFinished
+from controlplane.events import RequestArrived, RequestFinished, WorkerChanged
 from controlplane.testing import make_trace, replay_with
 from controlplane.types import Decision, RequestStatus
 
@@ -35,6 +35,22 @@ class Everything:
 
     @hookimpl
     def cp_on_event(self, event):  # takes the event alone
+        self.types.add(type(event))
+
+
+class Observing(Plugin):
+    """Names the event types it wants (``observes``): a base class names its subclasses too."""
+
+    name = "observing"
+    observes = (RequestFinished, WorkerChanged)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: set[type] = set()
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        assert ctx is not None
         self.types.add(type(event))
 
 
@@ -71,6 +87,14 @@ def test_typed_observers_get_only_their_events_and_a_raising_observer_does_not_s
     assert {RequestArrived, RequestFinished, Decision} <= every.types
     errors = [d for d in res.decisions if d.is_error and d.plugin == "raising-observer"]
     assert len(errors) == 20 and all(d.hook == "cp_on_event" and "observer broke" in d.reason for d in errors)
+
+
+def test_an_observer_that_names_its_event_types_gets_only_those():
+    observing, every = Observing(), Everything()
+    res = replay_with(observing, every, trace=make_trace(15))
+    assert res.summary["num_completed"] == 15
+    assert RequestArrived in every.types and Decision in every.types
+    assert observing.types == {RequestFinished, WorkerChanged} & every.types and RequestFinished in observing.types
 
 
 def test_a_single_admission_policy_that_raises_is_recorded_and_the_request_goes_on():
