@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from vs_vidur import _load_avg, controlplane_exe, time_cli, yardstick_us  # noqa: E402
+from vs_vidur import _load_avg, _profile_table, controlplane_exe, profile_cli, time_cli, yardstick_us  # noqa: E402
 
 TABLES = ("request", "decision", "metric_sample", "worker_event", "iteration")
 
@@ -87,6 +87,9 @@ def main() -> None:
     ap.add_argument("--qps-per-replica", type=float, default=1.5, help="arrival rate one replica is sized for")
     ap.add_argument("--trace", type=Path, default=None, help="trace to replicate (default: the bundled Azure code trace)")
     ap.add_argument("--format", default=None, help="its format (default: azure for the bundled trace, else detect)")
+    ap.add_argument("--profile-requests", type=int, default=100_000,
+                    help="after the timed run, profile the same command cut to its first N requests under "
+                         "cProfile (where the time goes, by area and by function; 0: skip)")
     args = ap.parse_args()
 
     import yaml
@@ -119,7 +122,13 @@ def main() -> None:
         db = tmp / "controlplane.db"
         rows = rows_in(db, summary["run_id"])
         db_mib = db.stat().st_size / 2**20
-    yard_after = yardstick_us()
+        yard_after = yardstick_us()
+        profile = None
+        if args.profile_requests > 0:
+            db.unlink()
+            cut = [*cmd[:cmd.index("--limit") + 1], str(min(args.profile_requests, args.requests)),
+                   *cmd[cmd.index("--limit") + 2:]]
+            profile = profile_cli(cut, tmp)
 
     n = summary["num_requests"]
     played = f" played {copies} times" if copies > 1 else ""
@@ -143,7 +152,10 @@ def main() -> None:
         ("database MiB", f"{db_mib:,.0f}"),
     ):
         t.add_row(k, v)
-    Console(width=120).print(t)
+    console = Console(width=120)
+    console.print(t)
+    if profile is not None:
+        console.print(_profile_table(f"the first {min(args.profile_requests, args.requests):,} requests", profile))
     print(json.dumps({
         "wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1),
         "num_requests": n,
@@ -152,6 +164,7 @@ def main() -> None:
         "rate_scale": round(scale, 4), "copies": copies, "sim_requests_per_wall_s": round(n / r["wall_s"], 1),
         "db_mib": round(db_mib, 1), "host_yardstick_us": [round(yard_before, 1), round(yard_after, 1)],
         "load_avg": _load_avg(),
+        **({"profile": {"requests": min(args.profile_requests, args.requests), **profile}} if profile else {}),
     }))
 
 

@@ -430,6 +430,11 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             for r in w.running:
                 if r.request_id in finished_by_worker and r not in done:
                     done.append(r)
+        # Prefills only, one iteration (while a burst queues, most batches; hundreds may be running):
+        # count the KV blocks they changed rather than every running request's.
+        counted = k == 1 and not batch.decode and not finished_by_worker
+        if counted:
+            self.kv.prefill_finished(w, batch.prefill, done)
         for r in done:
             w.running.remove(r)
             w.num_completed += 1
@@ -439,7 +444,9 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             self._complete(r)
         if self._cancelling:
             self._apply_cancellations(w)
-        self.kv.recount(w)
+            self.kv.recount(w)
+        elif not counted:
+            self.kv.recount(w)
         self._schedule(w)
 
     def _on_batch_failed(self, e: ev.BatchFailed) -> None:

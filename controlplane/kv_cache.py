@@ -61,6 +61,35 @@ class KVCacheManager:
         self._held[w.worker_id] = (used, bs)
         w.num_kv_blocks_used = used + (-(-prefill_tokens // bs) if prefill_tokens else 0)
 
+    def prefill_finished(self, w: Worker, prefill: tuple[tuple[Request, int], ...], done: list[Request]) -> None:
+        """A batch of prefills only, one iteration, ended (``done``: those of its requests that
+        finished, still running, about to leave): ``w.num_kv_blocks_used`` as `recount` sets it
+        once they left, from the count held at the batch's start and the batch's own requests.
+
+        Nothing else's context changed meanwhile (every change to a running request recounts),
+        so only the prefilled requests' blocks moved: each went from its context before the
+        batch (now less the ``n`` tokens prefilled, and less the token sampled when the prompt
+        completed) to its context now, and the finished ones left. While a burst queues, vLLM
+        runs many such batches beside hundreds of running requests: this is their count
+        without going over them."""
+        if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
+            self.recount(w)
+            return
+        bs = w.kv_block_size
+        held = self._held.get(w.worker_id)
+        if held is None or held[1] != bs:
+            self.recount(w)
+            return
+        used = held[0]
+        for r, n in prefill:
+            after = r.num_computed_tokens + r.output_tokens - r.recompute_tokens
+            before = after - n - (r.num_computed_tokens >= r.prompt_tokens + r.recompute_tokens)
+            used += (after + bs - 1) // bs - (before + bs - 1) // bs
+        for r in done:
+            used -= (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + bs - 1) // bs
+        self._held[w.worker_id] = (used, bs)
+        w.num_kv_blocks_used = used
+
     def forget(self, w: Worker) -> None:
         """``w`` holds nothing now (its requests went elsewhere) or left the cluster."""
         self._held.pop(w.worker_id, None)
