@@ -77,6 +77,8 @@ class EvalRound:
     live_started_s: float
     busy: float  # busiest minute's busy fraction of the live worker
     sim_unpaced: list[RequestTimes] = field(default_factory=list)  # on the frozen profile as it is (a diagnostic)
+    # on each repeated calibration's profile as it is (a diagnostic: the prediction had that repeat been frozen)
+    sim_by_repeat: list[list[RequestTimes]] = field(default_factory=list)
 
     @property
     def live_keyed(self) -> list[RequestTimes]:
@@ -271,6 +273,7 @@ class Protocol:
         # the median repeat, by what each profile charges for every repeat's live iterations, is frozen
         self.cal_spread = repeat_spread([f.path for f in fits], [s.row for f in fits for s in f.samples])
         m = self.cal_spread.median_index
+        self.cal_fits = fits
         light, heavy, before, after = runs[m]
         done = fits[m]
         if a.calibration_repeats > 1:
@@ -359,10 +362,13 @@ class Protocol:
         arrivals = observed_arrivals(reqs, run)
         sim, sim_id = self.sim(arrivals, path, f"fidelity {w.name} run {rep + 1} (sim)", record=True)
         unpaced = sim if path == self.frozen else self.sim(arrivals, self.frozen, f"fidelity {w.name} (unpaced sim)")[0]
+        by_repeat = [unpaced if f.path == self.cal_fits[self.cal_spread.median_index].path
+                     else self.sim(arrivals, f.path, f"fidelity {w.name} (calibration {k + 1} sim)")[0]
+                     for k, f in enumerate(self.cal_fits)] if len(self.cal_fits) > 1 else []
         busy = busiest_busy_fraction([(s.start_s, s.start_s + s.effective_s) for s in with_handoffs(run.samples)])
         rnd = EvalRound(index, w.name, level, rep, rate, run, sim, sim_id, arrivals, path, factor,
                         m.label if m else None, (m.taken_s - self.t0) if m else None, live_started - self.t0, busy,
-                        unpaced)
+                        unpaced, by_repeat)
         e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
         self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
                  f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%; "

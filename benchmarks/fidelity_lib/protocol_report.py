@@ -98,6 +98,15 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"E2E p50 {unpaced['e2e'][50]:+.1f}%, TTFT p99 {unpaced['ttft'][99]:+.1f}%, E2E p99 "
                   f"{unpaced['e2e'][99]:+.1f}%", highlight=False)
 
+    by_repeat = []  # the pooled p50 errors had each repeated calibration been frozen (a diagnostic)
+    for k in range(min((len(r.sim_by_repeat) for r in o.rounds), default=0)):
+        e = errors(stats(live), stats(sum((keyed(r.sim_by_repeat[k], r.index) for r in o.rounds), [])))
+        by_repeat.append({"repeat": k + 1, "ttft_p50_err_pct": _r(e["ttft"][50]), "e2e_p50_err_pct": _r(e["e2e"][50]),
+                          "e2e_p99_err_pct": _r(e["e2e"][99])})
+    if by_repeat:
+        console.print("the same rounds had each calibration repeat been frozen (pooled E2E p50): " + ", ".join(
+            f"{d['repeat']}: {d['e2e_p50_err_pct']}%" for d in by_repeat), highlight=False)
+
     # capacity
     slo_values = [p.slo_values(o.slo) for p in o.sweep]
     live_x = cap.crossing_rate([p.rate for p in o.sweep], [v[0] for v in slo_values], o.slo.bound_s)
@@ -137,6 +146,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "calibration_repeat_vs_frozen_pct": [_r(x) for x in spread.relative_to_median()] if spread else [],
         "calibration_frozen_repeat": spread.median_index + 1 if spread else None,
         "calibration_repeat_runs": o.calibration_repeat_ids,
+        "err_by_calibration_repeat": by_repeat,
         "live_noise_ttft_p50_pct": _r(statistics.fmean([v for v in noise_ttft.values() if math.isfinite(v)] or [math.nan])),
         "low_load_ttft_p50_err_pct": _r(by_level.get("low", {}).get("ttft", {}).get(50, math.nan)),
         "low_load_e2e_p50_err_pct": _r(by_level.get("low", {}).get("e2e", {}).get(50, math.nan)),

@@ -321,6 +321,10 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     assert sorted(vs)[1] == 0 and math.isfinite(result["calibration_spread_pct"])  # the middle one of three
     ms = result["calibration_repeat_mean_iteration_ms"]
     assert result["calibration_spread_pct"] == pytest.approx(100 * (max(ms) - min(ms)) / (sum(ms) / 3), abs=0.02)
+    # the rounds' error had each repeat been frozen (unpaced): the frozen repeat's is the unpaced error
+    by_repeat = result["err_by_calibration_repeat"]
+    assert [d["repeat"] for d in by_repeat] == [1, 2, 3]
+    assert by_repeat[k - 1]["e2e_p50_err_pct"] == result["unpaced_err_pct"]["e2e_p50"]
     assert all(cal["trace_end_s"] <= w["trace_start_s"] for w in rest)
     # with the probe, each round's pace comes from one taken before its live run started
     assert result["pace_correction"] == "probe"
@@ -347,6 +351,7 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
                      "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
     assert result["rounds"] == 2 and result["rounds_dropped"] == 0
     assert result["calibration_spread_pct"] == 0 and result["calibration_repeat_runs"] == [result["calibration_runs"]]
+    assert result["err_by_calibration_repeat"] == []
     assert all(d["pace"] == 1.0 and d["pace_from"] is None for d in result["round_detail"])
     assert result["unpaced_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]  # the same simulation
     assert result["profile"] == str(tmp_path / "p.json") and len(result["capacity_sweep"]) == 2
