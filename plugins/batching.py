@@ -36,16 +36,17 @@ def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations:
     """
     if num_blocks >= UNLIMITED_KV_BLOCKS:
         return max_iterations
-    ctx = [int(c) for c in context_tokens]
+    # (a list or tuple of ints, as the batching policies pass, is read as it is: no copy per batch)
+    ctx = context_tokens if isinstance(context_tokens, (list, tuple)) else [int(c) for c in context_tokens]
     n = len(ctx)
     if n == 0:
         return max_iterations
     bs = block_size
-    free = num_blocks - (used_blocks if used_blocks is not None else sum((c + bs - 1) // bs for c in ctx))
+    free = num_blocks - (used_blocks if used_blocks is not None else sum((int(c) + bs - 1) // bs for c in ctx))
     q, r = divmod(free, n)
     if q * bs >= max_iterations:
         return max_iterations  # every request takes a block at most every bs iterations: room enough
-    offsets = sorted((-c) % bs for c in ctx)
+    offsets = sorted((-int(c)) % bs for c in ctx)
     horizon = q * bs + offsets[r] + 1
     return horizon if horizon < max_iterations else max_iterations
 
