@@ -11,6 +11,7 @@ from controlplane.request_latency import request_latencies
 from controlplane.types import Request, RequestStatus
 
 PERCENTILES = (50, 90, 99)
+_FLUSH_EVERY = 4096  # finished requests whose latencies wait in plain lists before joining `values`
 LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue")
 
 __all__ = ["LATENCY_METRICS", "PERCENTILES", "RunStats", "request_latencies"]
@@ -28,6 +29,13 @@ class RunStats:
         self.cache_hits: Counter[str] = Counter()
         self.cache_hit_tokens = 0  # prompt + output tokens of the requests a response cache served
         self.values = {m: SpilledValues() for m in LATENCY_METRICS}
+        # The newest latencies, in plain lists that `on_finished` appends to without a call of
+        # its own per value; they join `values` _FLUSH_EVERY at a time and before a summary.
+        self._ttft: list[float] = []
+        self._tpot: list[float] = []
+        self._e2e: list[float] = []
+        self._queue: list[float] = []
+        self._unflushed = 0  # requests whose latencies are in those lists
         self.slo_attained = 0  # completed requests within every SLO target
         self.prompt_tokens = 0
         self.output_tokens = 0
@@ -60,16 +68,18 @@ class RunStats:
         self.prompt_tokens += r.prompt_tokens
         self.output_tokens += r.output_tokens
         ttft, tpot, e2e, queue = request_latencies(r)
-        v = self.values
         # Undefined latencies (a one-token output's TPOT) are left out of the percentiles.
         if ttft is not None:
-            v["ttft"].append(ttft)
+            self._ttft.append(ttft)
         if tpot is not None:
-            v["tpot"].append(tpot)
+            self._tpot.append(tpot)
         if e2e is not None:
-            v["e2e"].append(e2e)
+            self._e2e.append(e2e)
         if queue is not None:
-            v["queue"].append(queue)
+            self._queue.append(queue)
+        self._unflushed += 1
+        if self._unflushed >= _FLUSH_EVERY:
+            self._flush()
         # No inter-token gap (one output token) cannot miss a TPOT target.
         ok = (ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
               and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
@@ -78,8 +88,17 @@ class RunStats:
         if r.finish_s is not None and r.finish_s > self.last_finish_s:
             self.last_finish_s = r.finish_s
 
+    def _flush(self) -> None:
+        """Move the newest latencies into `values` (in order: the same values, the same sequence)."""
+        self._unflushed = 0
+        for m, recent in (("ttft", self._ttft), ("tpot", self._tpot), ("e2e", self._e2e), ("queue", self._queue)):
+            if recent:
+                self.values[m].extend(recent)
+                recent.clear()
+
     def summary(self, end_s: float) -> dict[str, Any]:
         """The run's headline numbers; every value is deterministic for a seed (no wall time)."""
+        self._flush()
         completed = self.status_counts["completed"]
         out: dict[str, Any] = {
             "num_requests": self.num_arrived,

@@ -83,6 +83,16 @@ class SpilledValues:
         if len(buf) >= self.chunk:
             self._spill()
 
+    def extend(self, values: Sequence[float]) -> None:
+        """Append every value of ``values``, in order (as many `append` calls would)."""
+        buf = self.buffer
+        room = self.chunk - len(buf)
+        if len(values) < room:
+            buf.extend(values)
+            return
+        for value in values:
+            self.append(value)
+
     def __len__(self) -> int:
         return self._spilled + len(self.buffer)
 

@@ -328,11 +328,19 @@ class SimDriver:
             rb.first_s = first
             total = first + self._price_decode(rb, wid, model, ctx, b.max_iterations - 1)
         else:
-            ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode]
-            if b.max_iterations == 1:
-                total = model.iteration_s(IterationShape((), (), ctx))
+            stepped = self._stepped.get(wid)
+            if stepped is not None and b.max_iterations > 1:  # the steps need the contexts' sum only
+                held = 0
+                for r in b.decode:
+                    held += r.num_computed_tokens + r.output_tokens - r.recompute_tokens
+                rb.steps = steps = stepped.steps(len(b.decode), held, b.max_iterations)
+                total = _steps_total(steps)
             else:
-                total = self._price_decode(rb, wid, model, ctx, b.max_iterations)
+                ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode]
+                if b.max_iterations == 1:
+                    total = model.iteration_s(IterationShape((), (), ctx))
+                else:
+                    total = self._price_decode(rb, wid, model, ctx, b.max_iterations)
         rb.timer = self._after(total, self._batch_done, (wid, b.max_iterations, total))
 
     def _price_decode(self, rb: _RunningBatch, wid: str, model: LatencyModel, ctx: list[int], n: int) -> float:

@@ -69,9 +69,20 @@ def test_a_run_summary_is_the_same_whether_its_latencies_were_spilled_or_not():
         for stats in (in_memory, spilled):
             stats.on_arrival(r)
             stats.on_finished(r, slo)
-    assert all(v.spilled for v in spilled.values.values())
     a, b = in_memory.summary(4_000.0), spilled.summary(4_000.0)
+    assert all(v.spilled for v in spilled.values.values())
     assert a == b and 0 < a["slo_attainment"] < 1
+
+
+def test_extend_is_appends_in_order_across_a_spill():
+    one, many = SpilledValues(64), SpilledValues(64)
+    values = [float(x) for x in np.random.default_rng(1).normal(size=300)]
+    for v in values:
+        one.append(v)
+    many.extend(values[:10])
+    many.extend(values[10:])  # past a chunk: spills as the appends do
+    assert many.spilled == one.spilled > 0 and len(many) == len(one) == 300
+    assert np.concatenate(list(many.chunks())).tolist() == values
 
 
 def test_in_memory_percentiles_are_numpys_to_the_sign_of_zero():
