@@ -363,3 +363,23 @@ def test_bad_protocol_options_are_refused(capsys):
         with pytest.raises(SystemExit):
             F.parse_args(bad)
         assert bad[0] in capsys.readouterr().err
+
+
+def test_the_steadiness_summary_separates_drift_tail_faults_and_collector_time():
+    from fidelity_lib.steadiness import VARIANTS, _summary
+
+    def block(decode_ms, yard, faults=0, gc_ms=0.0, slow=None):
+        steps = [("prefill", 0.02, 0.02, faults, 0.0)]
+        steps += [("decode", decode_ms / 1e3, decode_ms / 2e3, faults, gc_ms / 1e3) for _ in range(99)]
+        if slow is not None:  # one descheduled step: wall far above its CPU time
+            steps[-1] = ("decode", slow / 1e3, decode_ms / 2e3, faults, 0.0)
+        return (yard, steps, 0.0)
+
+    got = _summary([block(5.0, 30.0, faults=2), block(6.0, 30.0, slow=50.0), block(4.0, 30.0)])
+    assert got["decode_ms_by_block"] == [5.0, 6.0, 4.0]
+    assert got["decode_spread_pct"] == pytest.approx(100 * 2 / 5, abs=0.05)  # (max - min) / mean of block medians
+    assert got["decode_cpu_spread_pct"] == got["decode_spread_pct"]
+    assert got["decode_over_yardstick_spread_pct"] == got["decode_spread_pct"]  # a steady yardstick changes nothing
+    assert got["faults_per_step"] == pytest.approx(2 / 3, abs=0.01) and got["gc_ms_per_1000_steps"] == 0
+    assert got["decode_p99_over_p50"] > 1.1 and got["cpu_over_wall"] < 0.5 and got["steps"] == 300
+    assert "base" in VARIANTS and VARIANTS["steady"][1] == ("steady",)  # the fix kept, as the worker applies it
