@@ -28,10 +28,15 @@ from typing import Any
 from controlplane.storage.db import ensure_schema, make_engine
 from controlplane.storage.early import portable_error
 from controlplane.storage.errors import StorageError
+from controlplane.storage.heap import heap_trimmer
 from controlplane.storage.pipe import CONFIG, FLUSH, INBOX, ROWS, START, read_into, receive, send, unpack_rows
 from controlplane.storage.recorder import RunRecorder
 
-__all__ = ["serve", "serve_fresh"]
+__all__ = ["TRIM_EVERY", "serve", "serve_fresh"]
+
+#: The writer gives its heap's free pages back after this many batches of rows
+#: (``controlplane.storage.heap``): its memory stays level over a run of any length.
+TRIM_EVERY = 8
 
 log = logging.getLogger("controlplane.storage.recorder")
 
@@ -44,6 +49,7 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
     inbox: queue.Queue[Any] = queue.Queue(maxsize=INBOX)
     threading.Thread(target=read_into, args=(rfd, inbox), name="cp-writer-inbox", daemon=True).start()
     fault: str | None = None  # the last unexpected error (not a database failure)
+    trim, batches = heap_trimmer(), 0
 
     def state() -> dict[str, Any]:
         return {"errors": recorder.errors, "num_flush_failures": recorder.num_flush_failures,
@@ -77,6 +83,9 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
             except Exception as exc:  # as the thread writer: rows stay pending, close reports them
                 log.exception("storage: flush in the writer process failed")
                 fault = f"{type(exc).__name__}: {exc}"
+            batches += 1
+            if batches % TRIM_EVERY == 0:
+                trim()
         elif kind == FLUSH:
             try:
                 ok = RunRecorder.flush(recorder)
