@@ -432,7 +432,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
                     done.append(r)
         # Prefills only, one iteration (while a burst queues, most batches; hundreds may be running):
         # count the KV blocks they changed rather than every running request's.
-        counted = k == 1 and not batch.decode and not finished_by_worker
+        counted = k == 1 and not batch.decode and not finished_by_worker and not self._cancelling
         if counted:
             self.kv.prefill_finished(w, batch.prefill, done)
         for r in done:
@@ -444,8 +444,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             self._complete(r)
         if self._cancelling:
             self._apply_cancellations(w)
-            self.kv.recount(w)
-        elif not counted:
+            counted = False  # cancelled running requests left: count them all
+        if not counted:
             self.kv.recount(w)
         self._schedule(w)
 

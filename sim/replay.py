@@ -125,14 +125,22 @@ def prepare_trace(
     """
     transforms = transforms or NO_TRANSFORMS
     if isinstance(trace, (str, os.PathLike)):
-        trace = open_trace(trace, trace_format, seed=transforms.trace_seed(seed), options=trace_options)
-        if transforms.repeat is not None and transforms.repeat > 1:
-            trace = reopening(trace, transforms.trace_seed(seed), trace_options)
+        _, trace = _file_source(trace, trace_format, transforms, seed, trace_options)
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
     if transforms == NO_TRANSFORMS:
         return iter(trace() if callable(trace) else trace)
     return transforms.apply(trace, seed)
+
+
+def _file_source(path: str | os.PathLike[str], trace_format: str | None, transforms: TraceTransforms, seed: int,
+                 options: Mapping[str, Any] | None) -> tuple[TraceReader, Any]:
+    """(the file's reader, what the transforms read: the reader, or with ``repeat`` > 1 a function
+    that opens the file again for each copy)."""
+    reader = open_trace(path, trace_format, seed=transforms.trace_seed(seed), options=options)
+    if transforms.repeat is not None and transforms.repeat > 1:
+        return reader, reopening(reader, transforms.trace_seed(seed), options)
+    return reader, reader
 
 
 def reopening(reader: TraceReader, seed: int,
@@ -230,10 +238,8 @@ def replay(
     transforms = transforms or NO_TRANSFORMS
     if isinstance(trace, (str, os.PathLike)):
         trace_name = trace_name if trace_name is not None else str(trace)
-        trace = open_trace(trace, trace_format, seed=transforms.trace_seed(config.seed), options=trace_options)
-        trace_format = trace.format
-        if transforms.repeat is not None and transforms.repeat > 1:  # a copy of the file per repeat
-            trace = reopening(trace, transforms.trace_seed(config.seed), trace_options)
+        reader, trace = _file_source(trace, trace_format, transforms, config.seed, trace_options)
+        trace_format = reader.format
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
     if isinstance(trace, TraceReader):
