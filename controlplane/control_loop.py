@@ -51,24 +51,30 @@ class ControlLoop:
         return extras
 
     def _on_tick(self, e: ev.Tick) -> None:
+        # Runs every tick (a low-rate replay has about as many ticks as requests): one pass over
+        # the workers, the per-model extras bound once, keyword arguments only where they are read.
         now = e.time_s
         control = self.config.control
         tick_s = control.tick_s
-        deployments = self._deployments
+        arrivals = self._arrivals_since_tick
+        self._arrivals_since_tick = dict.fromkeys(arrivals, 0)
         gauges = self.gauges
-        arrivals, self._arrivals_since_tick = self._arrivals_since_tick, dict.fromkeys(deployments, 0)
         gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
         sample = now - self._last_sample_s >= control.metrics_interval_s - 1e-9
         if sample:
             self._last_sample_s = now
-        by_model: dict[str, list[Worker]] = {m: [] for m in deployments}
-        for w in self.workers.values():
-            by_model[w.model].append(w)
-        unrouted, recent = self.unrouted, self._recent
-        for model, workers in by_model.items():
+        workers = self.workers.values()
+        if len(arrivals) == 1:
+            by_model = {model: workers for model in arrivals}
+        else:
+            by_model = {m: [] for m in arrivals}
+            for w in workers:
+                by_model[w.model].append(w)
+        unrouted, recent, deployments = self.unrouted, self._recent, self._deployments
+        for model, model_workers in by_model.items():
             extras = self._scaling_extras(model)
             scaling = build_scaling_context(
-                model=model, now_s=now, configured_replicas=deployments[model].replicas, workers=workers,
+                model=model, now_s=now, configured_replicas=deployments[model].replicas, workers=model_workers,
                 unrouted=unrouted, arrivals=arrivals[model], tick_s=tick_s, recent=recent[model],
                 iteration_s=extras[0], cold_start_s=extras[1],
             )
@@ -113,14 +119,15 @@ class ControlLoop:
         model = scaling.model
         decision: ScaleDecision
         decision, plugin = self._decide("cp_scale", model, list(scaling.workers), scaling)
-        current = [w for w in scaling.workers if w.state in _ACCEPTING]  # Worker.accepts_requests
-        if decision is not None and decision.advisory:
-            self._record_advisory(model, len(current), decision)
         if decision is None:
             return
+        num_current = scaling.num_ready + scaling.num_starting  # Worker.accepts_requests
+        if decision.advisory:
+            self._record_advisory(model, num_current, decision)
         target = max(0, decision.target_replicas)
-        if target == len(current):
+        if target == num_current:
             return
+        current = [w for w in scaling.workers if w.state in _ACCEPTING]
         if target > len(current) and self.__dict__.get("_unplaced_until", {}).get(model, -1.0) > self.clock.now_s:
             return  # the last scale-up could not be placed: asked again after UNPLACED_RETRY_S
         self.stats.num_scale_events += 1

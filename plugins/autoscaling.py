@@ -27,6 +27,7 @@ class FixedReplicas(Plugin):
         super().__init__(settings)
         self._failures: dict[str, int] = {}  # consecutive failures per model
         self._last_failure_s: dict[str, float] = {}
+        self._steady: dict[str, ScaleDecision] = {}  # model -> its "at configured replicas" decision
 
     @hookimpl
     def cp_on_event(self, ctx, event):
@@ -45,8 +46,11 @@ class FixedReplicas(Plugin):
     def cp_scale(self, ctx, model, scaling):
         deployment = ctx.config.cluster.deployment(model)
         alive = scaling.num_current
-        if alive == deployment.replicas:
-            return ScaleDecision(model, alive, "at configured replicas")
+        if alive == deployment.replicas:  # every tick: the same (unmodified) decision object each time
+            steady = self._steady.get(model)
+            if steady is None or steady.target_replicas != alive:
+                steady = self._steady[model] = ScaleDecision(model, alive, "at configured replicas")
+            return steady
         failures = self._failures.get(model, 0)
         if alive < deployment.replicas and failures > 1:  # the first replacement is immediate
             s = self.settings
