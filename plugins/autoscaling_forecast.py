@@ -60,6 +60,12 @@ class RateForecaster:
             return 0.0
         return self._count / max(now_s - self._bucket_start, self.bucket_s / 2)
 
+    def partial_length(self, now_s: float) -> float:
+        """The seconds `partial_rate` averages over (at least half a bucket)."""
+        if self._bucket_start is None:
+            return self.bucket_s / 2
+        return max(now_s - self._bucket_start, self.bucket_s / 2)
+
     def recent_max(self, window_s: float) -> float:
         """The highest closed-bucket rate within the last ``window_s`` (0 without one)."""
         n = min(len(self.history), math.ceil(window_s / self.bucket_s))

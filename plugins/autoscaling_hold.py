@@ -20,8 +20,9 @@ class RecurrenceHold:
     count never seen to come back is kept as long as the plain delay keeps it. Only the run's past
     is used: no look-ahead, no clock, no randomness."""
 
-    def __init__(self, delay_s: float, margin: float | None, min_gaps: int = 1, memory: int = 32) -> None:
-        self.delay_s, self.margin, self.min_gaps = delay_s, margin, min_gaps
+    def __init__(self, delay_s: float, margin: float | None, min_gaps: int = 1, memory: int = 32,
+                 rearm_lead: float = 2.0) -> None:
+        self.delay_s, self.margin, self.min_gaps, self.rearm_lead = delay_s, margin, min_gaps, rearm_lead
         self.memory = memory
         self.last: dict[int, float] = {}  # count -> when at least it was last wanted
         self.gaps: dict[int, deque[float]] = {}  # count -> gaps after which it was wanted again
@@ -42,6 +43,34 @@ class RecurrenceHold:
             return self.delay_s, False
         learned = self.margin * max(gaps)
         return (learned, True) if learned < self.delay_s else (self.delay_s, False)
+
+    def rearm_window(self, k: int, horizon_s: float, cold_s: float) -> tuple[float, float] | None:
+        """``(off_from, off_until)`` seconds after count ``k`` was last wanted in which it is released and
+        not kept: from the end of its episode (``horizon_s``) until ``rearm_lead`` horizons before the
+        soonest gap after which it has been wanted again (one horizon to be ready; one more because
+        when a want starts and ends within an episode jitters by about that much), when that is longer
+        than a cold start (a replica off for less costs more to restart than it saves). None: kept
+        throughout its hold."""
+        gaps = self.gaps.get(k)
+        if self.margin is None or gaps is None or len(gaps) < self.min_gaps:
+            return None
+        off_from, off_until = horizon_s, min(gaps) - self.rearm_lead * horizon_s
+        return (off_from, off_until) if off_until - off_from > cold_s else None
+
+    def kept(self, now_s: float, horizon_s: float, cold_s: float) -> tuple[int, float, float, bool, bool]:
+        """Like `held`, with each learned count released between its episode and a horizon before its
+        soonest return (`rearm_window`): ``(count, wanted_ago_s, hold_s, learned, rearmed)``, rearmed
+        when the count is kept again after such a release (the planner then starts it ahead)."""
+        for k in sorted(self.last, reverse=True):
+            ago = now_s - self.last[k]
+            hold, learned = self.hold_s(k)
+            if ago > hold:
+                continue
+            window = self.rearm_window(k, horizon_s, cold_s)
+            if window is not None and window[0] < ago < window[1]:
+                continue
+            return k, ago, hold, learned, window is not None and ago >= window[1]
+        return 0, 0.0, 0.0, False, False
 
     def held(self, now_s: float) -> tuple[int, float, float, bool]:
         """``(count, wanted_ago_s, hold_s, learned)``: the largest count still within its hold (0 when

@@ -14,6 +14,7 @@ replicas carried more within the SLO and lowers it when the window missed the SL
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -38,11 +39,15 @@ class _ModelState:
         self.prompt: float | None = None
         self.output: float | None = None
         self.num_seen = 0
+        self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
+        self.finished_sums = [0.0, 0.0]
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
         self.learned_rate: float = s.initial_capacity_rps
         self.idle_since: float | None = None
-        self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps)
+        self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
+        self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps,
+                                   rearm_lead=s.recurrence_rearm_lead)
 
 
 class SLOPlanner(Plugin):
@@ -74,14 +79,24 @@ class SLOPlanner(Plugin):
         recurrence_margin: float | None = Field(1.0, gt=0)  # keep a count this x the longest gap after which it
         # was wanted again, when shorter than scale_down_delay_s (None: always the whole delay)
         recurrence_min_gaps: int = Field(1, ge=1)  # ... once this many such returns were seen
+        recurrence_rearm: bool = True  # release a learned count between its episodes and start it again
+        # recurrence_rearm_lead horizons before its soonest return, when it would be off longer than a cold start
+        recurrence_rearm_lead: float = Field(2.0, ge=1)
         recurrence_min_gap_s: float | None = Field(None, ge=0)  # a return sooner is the same episode (None: the
         # horizon, cold start + lead_s)
         backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
+        work_unit: Literal["requests", "tokens"] = "requests"  # what the forecast and burst curve count:
+        # requests, or prompt tokens (a heavy-tailed prompt weighs what it costs), sized per replica at the mean prompt
+        queueing_credit: bool = False  # a rate averaged over L seconds needs only rate x L / (L + D) (D: the
+        # queueing the TTFT target leaves), never less than the point forecast (False: plan the rates as seen)
         prefill_chunk_tokens: int | None = Field(None, ge=1)  # prefill per iteration (None: Sarathi's chunk, else
         # the deployment's max_batch_tokens)
         default_prompt_tokens: float = Field(1024.0, gt=0)  # request shape before any request finished
         default_output_tokens: float = Field(128.0, gt=0)
         shape_smoothing: float = Field(0.02, gt=0, le=1)  # EWMA weight of each finished request's shape
+        shape_window_s: float | None = Field(None, gt=0)  # instead: the mean shape of the requests finished in
+        # this many seconds (at least the last shape_min_requests): a ratio estimate a flood of finishes cannot swing
+        shape_min_requests: int = Field(50, ge=1)
         initial_capacity_rps: float = Field(1.0, gt=0)  # without an iteration estimate: start here, then learn
         min_replicas: int = Field(1, ge=0)
         max_replicas: int = Field(64, ge=1)
@@ -112,10 +127,15 @@ class SLOPlanner(Plugin):
     def cp_on_event(self, ctx, event):
         kind = type(event)
         if kind is RequestArrived:
-            if self.settings.burst_windows_s:
+            tokens = self.settings.work_unit == "tokens"
+            if self.settings.burst_windows_s or tokens:
                 d = ctx.config.cluster.deployment(event.request.model)
                 if d is not None:
-                    self._state(d.name).bursts.add(event.time_s)
+                    st = self._state(d.name)
+                    work = float(max(1, event.request.prompt_tokens)) if tokens else 1.0
+                    st.tick_work += work
+                    if st.bursts is not None:
+                        st.bursts.add(event.time_s, work)
             return
         if kind is not RequestFinished or event.request.status is not RequestStatus.COMPLETED:
             return
@@ -126,6 +146,16 @@ class SLOPlanner(Plugin):
         st.prompt = r.prompt_tokens if st.prompt is None else (1 - w) * st.prompt + w * r.prompt_tokens
         out = max(1, r.output_tokens)
         st.output = out if st.output is None else (1 - w) * st.output + w * out
+        if self.settings.shape_window_s is not None:  # the windowed ratio estimate replaces the EWMA
+            t, fin, sums = event.time_s, st.finished, st.finished_sums
+            fin.append((t, r.prompt_tokens, out))
+            sums[0] += r.prompt_tokens
+            sums[1] += out
+            while len(fin) > self.settings.shape_min_requests and t - fin[0][0] > self.settings.shape_window_s:
+                _, p0, o0 = fin.popleft()
+                sums[0] -= p0
+                sums[1] -= o0
+            st.prompt, st.output = sums[0] / len(fin), sums[1] / len(fin)
 
     # --- the pieces of a decision ------------------------------------------------------------
 
@@ -197,8 +227,11 @@ class SLOPlanner(Plugin):
         now = scaling.now_s
         st = self._state(model)
         tick_s = ctx.config.control.tick_s
-        st.forecaster.add(now, scaling.arrivals_per_s * tick_s)
+        tokens = s.work_unit == "tokens"
+        st.forecaster.add(now, st.tick_work if tokens else scaling.arrivals_per_s * tick_s)
+        st.tick_work = 0.0
         prompt, output = self._shape(st, scaling)
+        unit = prompt if tokens else 1.0  # the forecast's and burst curve's work per request of the mean shape
         estimate_error = None
         try:
             capacity = self._capacity(ctx, st, scaling, prompt, output)
@@ -212,16 +245,23 @@ class SLOPlanner(Plugin):
             per_replica = self._learn(ctx, st, scaling)
         cold = scaling.cold_start_s or 0.0
         horizon = s.horizon_s if s.horizon_s is not None else cold + s.lead_s
-        point, upper = st.forecaster.forecast(horizon)
-        now_rate = st.forecaster.partial_rate(now)
-        recent_peak = st.forecaster.recent_max(s.peak_memory_s)
+        point, upper = (r / unit for r in st.forecaster.forecast(horizon))  # in requests of the mean shape
+        now_rate = st.forecaster.partial_rate(now) / unit
+        recent_peak = st.forecaster.recent_max(s.peak_memory_s) / unit
         ttft_t, _ = self._targets(ctx)
         prefill_s = capacity.ttft_s if capacity is not None and capacity.concurrency else 0.0
         delay = max(0.1 * ttft_t, ttft_t - prefill_s)  # the queueing the TTFT target leaves after the prefill
         burst_rate = burst_len = burst_n = 0.0
         if st.bursts is not None:  # what a burst of the memory needs: served within that delay
             burst_rate, burst_len, burst_n = st.bursts.rate(now, delay)
-        plan_rate = max(upper, now_rate, recent_peak, burst_rate)
+            burst_rate, burst_n = burst_rate / unit, burst_n / unit
+        upper_plan, now_plan, peak_plan = upper, now_rate, recent_peak
+        if s.queueing_credit:  # each is a rate over a window: its arrivals may wait D (the burst rate's bound)
+            bucket, now_len = st.forecaster.bucket_s, st.forecaster.partial_length(now)
+            upper_plan = max(point, upper * bucket / (bucket + delay))
+            now_plan = now_rate * now_len / (now_len + delay)
+            peak_plan = recent_peak * bucket / (bucket + delay)
+        plan_rate = max(upper_plan, now_plan, peak_plan, burst_rate)
         serve = per_replica * s.target_utilization
         needed = math.ceil(plan_rate / serve - 1e-9) if serve > 0 else s.max_replicas
         backlog = scaling.num_queued
@@ -252,8 +292,15 @@ class SLOPlanner(Plugin):
         current = scaling.num_current
         st.hold.add(now, wanted, s.recurrence_min_gap_s if s.recurrence_min_gap_s is not None else horizon)
         target = wanted
-        held = None
-        if wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
+        held = rearmed = None
+        if s.recurrence_rearm and s.recurrence_margin is not None and not idle_long:
+            kept = st.hold.kept(now, horizon, cold)
+            if kept[4] and kept[0] > wanted:  # a released count's soonest return is a horizon away: start it
+                rearmed, target = kept[:2], kept[0]
+            elif wanted < current:
+                held = kept[:4]
+                target = max(wanted, min(current, held[0]))
+        elif wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
             held = st.hold.held(now)
             target = max(wanted, min(current, held[0]))
         err = st.forecaster.relative_error()
@@ -286,6 +333,10 @@ class SLOPlanner(Plugin):
             notes.append(self._hold_note("released", current, now - st.hold.last[current], *st.hold.hold_s(current)))
         if held is not None and target > wanted:  # kept above what it wants: which count and for how long
             notes.append(self._hold_note("held", *held))
+        if rearmed is not None and target > wanted:  # a released count started again ahead of its return
+            k, ago = rearmed
+            notes.append(f"ahead {k}: wanted {ago:.0f}s ago, released, and back within a horizon of its soonest "
+                         f"return ({min(st.hold.gaps[k]):.0f}s)")
         if notes:
             reason += f" ({'; '.join(notes)})"
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

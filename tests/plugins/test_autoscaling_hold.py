@@ -89,3 +89,43 @@ def test_the_planner_releases_burst_replicas_once_the_bursts_stay_away_longer_th
     assert any(d.action == "scale" and "the longest gap before it was wanted again" in d.reason for d in res.decisions)
     assert all("the scale-down delay" in d.reason for d in plain.decisions
                if d.action == "scale" and ("held " in d.reason or "released " in d.reason))
+
+
+def test_a_learned_count_is_released_between_episodes_and_kept_again_ahead_of_its_soonest_return():
+    hold = RecurrenceHold(300.0, 1.0)
+    _wants(hold, {0: 5, 10: 2, 200: 5, 210: 2}, 215, min_gap_s=20.0)  # 5 back 191 s after it was last wanted
+    assert hold.rearm_window(5, 20.0, 10.0) == (20.0, 151.0)  # off from the episode end to two horizons before
+    assert hold.kept(225.0, 20.0, 10.0)[0] == 5  # within its episode (20 s): kept
+    assert hold.kept(230.0, 20.0, 10.0)[:2] == (2, 16.0)  # released: the soonest return is 191 s after 209
+    count, ago, kept, learned, rearmed = hold.kept(385.0, 20.0, 10.0)
+    assert (count, ago, kept, learned, rearmed) == (5, 176.0, 191.0, True, True)  # kept again ahead of it
+    assert hold.kept(401.0, 20.0, 10.0)[0] == 2  # past the longest gap: released as before
+    assert hold.held(230.0)[0] == 5  # the plain hold keeps it throughout
+    short = RecurrenceHold(300.0, 1.0)
+    _wants(short, {0: 5, 10: 2, 40: 5, 50: 2}, 55, min_gap_s=20.0)  # back after 31 s: off for less than a cold start
+    assert short.rearm_window(5, 20.0, 10.0) is None and short.kept(75.0, 20.0, 10.0)[0] == 5
+    never = RecurrenceHold(300.0, 1.0)
+    _wants(never, {0: 5, 10: 2}, 15, min_gap_s=20.0)  # never seen to return: the whole delay, no release
+    assert never.rearm_window(5, 20.0, 10.0) is None and never.kept(200.0, 20.0, 10.0)[:4] == never.held(200.0)
+
+
+def test_the_planner_releases_recurring_burst_replicas_between_bursts_and_starts_them_ahead():
+    cluster = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 10.0}]}
+    trace = _bursts(5, 240.0, 300.0)
+
+    def replay(**settings):
+        p = SLOPlanner(SLOPlanner.Settings(max_replicas=16, **settings))
+        res = replay_with(p, trace=trace, cluster=cluster, slo={"ttft_s": 2.0, "tpot_s": 0.1})
+        assert_conserved(res.summary)
+        return res
+
+    res, kept = replay(), replay(recurrence_rearm=False)
+    assert res.summary["num_completed"] == kept.summary["num_completed"] == len(trace)
+    assert res.summary["gpu_seconds"] < kept.summary["gpu_seconds"]  # off between the bursts
+    ahead = [d for d in res.decisions if d.action == "scale" and "(ahead " in d.reason]
+    assert ahead and all(d.payload["to"] > d.payload["from"] for d in ahead)  # scale-ups, none a reaction
+    starts = [240.0 * b + 30.0 for b in range(5)]  # ... at least one comes before a burst, by less than 30 s
+    assert any(s - 30.0 <= d.time_s < s for d in ahead for s in starts)
+    plain = [d for d in kept.decisions if d.action == "scale" and "(ahead " in d.reason]
+    assert not plain
+    assert res.summary["slo_attainment"] >= kept.summary["slo_attainment"] - 0.01
