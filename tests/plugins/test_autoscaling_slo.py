@@ -199,3 +199,68 @@ def test_the_prefill_chunk_is_the_runs_sarathi_chunk():
     assert _planner()._prefill_chunk(sarathi, d) == 256
     assert _planner(prefill_chunk_tokens=1024)._prefill_chunk(sarathi, d) == 1024  # the setting wins
     assert _planner()._prefill_chunk(make_context(), d) == d.max_batch_tokens  # vLLM style: the batch budget
+
+
+def _plan_rate(decision) -> float:
+    import re
+
+    return float(re.search(r"plan ([\d.]+) req/s", decision.reason).group(1))
+
+
+def _decide_after(planner, history, ttft_s, now_s, arrivals=0):
+    """A decision at ``now_s`` after ``history``: (time, arrivals in the second before) ticks of 1 s."""
+    ctx = make_context(config=make_config(slo={"ttft_s": ttft_s, "tpot_s": 0.1}))
+    decision = None
+    for t, n in [*history, (now_s, arrivals)]:
+        s = build_scaling_context(model="default", now_s=t, configured_replicas=1, workers=[make_worker_with([])],
+                                  unrouted=[], arrivals=n, tick_s=1.0, recent=RecentLatencies(60.0),
+                                  iteration_s=_linear)
+        decision = planner.cp_scale(ctx, "default", s)
+    return decision
+
+
+def test_queueing_credit_plans_less_for_a_rate_its_arrivals_may_wait_out():
+    history = [(float(t), 2 if (t // 30) % 2 else 8) for t in range(1, 1200)]  # 30 s buckets of 2/s and 8/s
+    for ttft, least in ((30.0, 0.4), (2.0, 0.9)):
+        off = _plan_rate(_decide_after(_planner(burst_windows_s=[]), history, ttft, 1200.0))
+        on = _plan_rate(_decide_after(_planner(burst_windows_s=[], queueing_credit=True), history, ttft, 1200.0))
+        assert on < off and on >= least * off  # a 30 s TTFT lets a 30 s bucket's arrivals wait: much less
+    point = _decide_after(_planner(burst_windows_s=[], queueing_credit=True), history, 30.0, 1200.0)
+    assert _plan_rate(point) >= point.signals["forecast_per_s"] - 0.01  # never below the sustained rate (2 decimals)
+
+
+def test_work_in_tokens_weighs_each_arrival_by_its_prompt():
+    from controlplane.events import RequestArrived
+    from controlplane.testing import make_requests
+
+    ctx = make_context(config=make_config(slo={"ttft_s": 2.0, "tpot_s": 0.1}))
+    rates = {}
+    for unit in ("requests", "tokens"):
+        p = _planner(work_unit=unit, default_prompt_tokens=1000.0)
+        for r in make_requests(20, prompt_tokens=4000, output_tokens=64, interval_s=0.0):
+            p.cp_on_event(ctx, RequestArrived(9.5, r))
+        d = _decide_after(p, [], 2.0, 10.0)
+        rates[unit] = d.signals["burst_per_s"]
+    assert rates["tokens"] == pytest.approx(4 * rates["requests"])  # 20 prompts of 4x the mean shape
+    with pytest.raises(ValueError):
+        SLOPlanner.Settings(work_unit="bytes")
+
+
+def test_a_shape_window_is_a_ratio_estimate_a_flood_of_finishes_cannot_swing():
+    from controlplane.events import RequestFinished
+    from controlplane.testing import make_requests
+    from controlplane.types import RequestStatus
+
+    ctx = make_context(config=make_config())
+    shapes = {}
+    for window in (None, 60.0):
+        p = _planner(shape_window_s=window, shape_min_requests=10)
+        reqs = make_requests(100, prompt_tokens=1000, output_tokens=64, interval_s=0.0) + \
+            make_requests(100, prompt_tokens=3000, output_tokens=64, interval_s=0.0)
+        for i, r in enumerate(reqs):
+            r.status = RequestStatus.COMPLETED
+            r.output_tokens = 64
+            p.cp_on_event(ctx, RequestFinished(float(i) if i < 100 else 100.0, r))
+        shapes[window] = p._state(reqs[0].model).prompt
+    assert shapes[None] > 2600  # the EWMA follows the flood of 100 finishes at once
+    assert shapes[60.0] == pytest.approx((60 * 1000 + 100 * 3000) / 160, rel=0.02)  # the last 60 s
