@@ -2,7 +2,9 @@
 
 ``policy: vllm`` follows vLLM's original scheduler (as Vidur models it): waiting prefills go
 first and a batch is either all prefills or all decodes; running requests are evicted (to be
-recomputed) newest first when KV blocks run out. ``policy: sarathi`` mixes decodes with chunked
+recomputed) newest first when KV blocks run out; with ``max_padding`` (for engines that pad a prefill
+batch to its longest prompt) a prompt joins a prefill batch only while the padding stays within that
+ratio of the real tokens. ``policy: sarathi`` mixes decodes with chunked
 prefills under a per-iteration token budget (Sarathi-Serve / vLLM chunked prefill).
 
 While nothing can change a batch's membership, a decode batch asks for many iterations at
@@ -51,6 +53,10 @@ def kv_horizon(context_tokens, block_size: int, num_blocks: int, max_iterations:
     return horizon if horizon < max_iterations else max_iterations
 
 
+#: ``max_padding``: waiting requests passed over for one prefill batch before it is closed.
+PADDING_LOOKAHEAD = 128
+
+
 def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
@@ -67,6 +73,11 @@ class ContinuousBatching(Plugin):
         # vllm: a prompt longer than the batch token budget is prefilled alone, or rejected
         long_prompts: Literal["alone", "reject"] = "alone"
         max_iterations: int = Field(1 << 20, ge=1)  # cap on a multi-iteration decode step
+        # vllm, for engines that pad a prefill batch to its longest prompt (the live CausalLMBackend):
+        # a prompt joins the batch only while sequences x longest stays within max_padding x the real
+        # tokens; one that would not is left for a later iteration and the next waiting ones are
+        # tried (up to PADDING_LOOKAHEAD of them). None: off (any mix of lengths, up to the budgets).
+        max_padding: float | None = Field(None, ge=1)
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
@@ -97,6 +108,8 @@ class ContinuousBatching(Plugin):
         prefill = []
         longest = 0
         blocker = ""
+        pad = self.settings.max_padding
+        real = passed = 0
         for r in self._queue(w):
             target = r.prompt_tokens + r.recompute_tokens  # Request.prefill_target_tokens, inlined
             n = target - r.num_computed_tokens
@@ -105,6 +118,11 @@ class ContinuousBatching(Plugin):
                 blocker = f"{r.request_id} needs {need} KV blocks, {free} free"
                 break
             longest_if = n if n > longest else longest
+            if pad is not None and prefill and (len(prefill) + 1) * longest_if > pad * (real + n):
+                passed += 1  # this prompt would pad the batch too much: a later batch takes it
+                if passed >= PADDING_LOOKAHEAD:
+                    break
+                continue
             if len(w.running) + len(prefill) >= w.max_num_seqs:
                 blocker = f"batch full ({w.max_num_seqs} sequences)"
                 break
@@ -117,6 +135,7 @@ class ContinuousBatching(Plugin):
             prefill.append((r, n))
             free -= need
             longest = longest_if
+            real += n
         if prefill:
             iterations = 1
             if len(prefill) == len(w.waiting):  # nothing left waiting: decodes of all follow

@@ -134,3 +134,32 @@ def test_settings_are_validated():
         ContinuousBatching.Settings(policy="fifo")
     with pytest.raises(ValueError):
         ContinuousBatching.Settings(watermark=1.0)
+
+
+def test_vllm_max_padding_keeps_a_padded_prefill_within_its_ratio_passing_over_what_does_not_fit():
+    prompts = [100, 20, 90, 250, 80, 10]
+    w = make_worker(waiting=deque(make_requests(6, prompt_tokens=prompts)))
+    assert [n for _, n in _plan(w).prefill] == prompts  # off by default: one batch padded to 250
+    plan = _plan(w, max_padding=1.25)
+    # in queue order against the batch so far: 100 heads it; 20 would pad 2 x 100 = 200 > 1.25 x 120 (passed
+    # over); 90: 200 <= 1.25 x 190; 250: 750 > 1.25 x 440 (passed over); 80: 300 <= 1.25 x 270; 10: 400 > 350
+    assert [n for _, n in plan.prefill] == [100, 90, 80]
+    assert plan.max_iterations == 1  # requests still waiting: no decodes planned behind the prefill
+    padded = len(plan.prefill) * max(n for _, n in plan.prefill)
+    assert padded <= 1.25 * sum(n for _, n in plan.prefill)
+    # the head of the queue always goes, however long; the next batch starts from what was passed over
+    rest = deque(r for r in w.waiting if r.prompt_tokens in (20, 250, 10))
+    w2 = make_worker(waiting=rest)
+    assert [n for _, n in _plan(w2, max_padding=1.25).prefill] == [20]
+    assert [n for _, n in _plan(w2, max_padding=5.0).prefill] == [20, 250, 10]
+
+
+def test_vllm_max_padding_stops_looking_after_the_lookahead():
+    from plugins.batching import PADDING_LOOKAHEAD
+
+    prompts = [10] + [200] * PADDING_LOOKAHEAD + [10]
+    w = make_worker(waiting=deque(make_requests(len(prompts), prompt_tokens=prompts)), max_num_seqs=1000,
+                    max_batch_tokens=10**6)
+    assert [n for _, n in _plan(w, max_padding=1.25).prefill] == [10]
+    with pytest.raises(ValueError, match="max_padding"):
+        ContinuousBatching.Settings(max_padding=0.5)
