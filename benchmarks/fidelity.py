@@ -47,12 +47,13 @@ from fidelity_lib.capacity import SWEEP_FRACTIONS, crossing_rate  # noqa: E402,F
 from fidelity_lib.insample import PACE_SPANS, Round, play_rounds, pooled_rounds, round_plan, round_plans  # noqa: E402,F401
 from fidelity_lib.metrics import errors, p50_standard_error, paired_abs_error, stats  # noqa: E402,F401
 from fidelity_lib.pace import PACE_CORRECTIONS, PaceLog  # noqa: E402,F401
+from fidelity_lib.profiling import DEFAULT_MAX_PADDING  # noqa: E402
 from fidelity_lib.replay import LiveRun, RequestTimes  # noqa: E402,F401
 from fidelity_lib.slices import auto_speed_up, isolated_service_s, load_slices, peak_load  # noqa: E402,F401
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 #: Re-exported for the tests and for scripts that import this file.
-__all__ = ["LiveRun", "PACE_CORRECTIONS", "PaceLog", "RequestTimes", "Round", "auto_speed_up", "crossing_rate",
+__all__ = ["DEFAULT_MAX_PADDING", "LiveRun", "PACE_CORRECTIONS", "PaceLog", "RequestTimes", "Round", "auto_speed_up", "crossing_rate",
            "errors", "isolated_service_s", "load_slices", "main", "p50_standard_error", "paired_abs_error",
            "parse_args", "peak_load", "play_rounds", "pooled_rounds", "round_plan", "round_plans", "stats"]
 PROTOCOLS = ("out-of-sample", "in-sample")
@@ -66,6 +67,18 @@ def _fractions(text: str) -> tuple[float, ...]:
     if len(out) < 2 or any(x <= 0 for x in out):
         raise argparse.ArgumentTypeError(f"expected at least two positive numbers, got {text!r}")
     return tuple(sorted(out))
+
+
+def _padding(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio >= 1 or 'none', got {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a ratio >= 1 or 'none', got {text!r}")
+    return value
 
 
 def _loads(text: str) -> tuple[float, ...]:
@@ -102,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pool", default="process", help="where the live worker runs: process | thread")
     ap.add_argument("--repeats", type=int, default=2, help="timed iterations per profile grid point")
     ap.add_argument("--config", type=Path, default=None, help="run config whose plugins both sides use")
+    ap.add_argument("--max-padding", type=_padding, default=DEFAULT_MAX_PADDING,
+                    help="continuous batching's max_padding for both sides (vLLM-style policy, unless the config sets "
+                         "it): a prompt joins a padded prefill batch only while sequences x longest stays within this "
+                         "ratio of its real tokens; 'none': no cap")
     ap.add_argument("--db", default=None, help="database URL for the runs (default: a temporary SQLite file)")
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated (frozen) profile")
     ap.add_argument("--seed", type=int, default=0)

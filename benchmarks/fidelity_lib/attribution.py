@@ -39,6 +39,45 @@ def iteration_error_pct(profile: Path, samples: Sequence[IterationSample]) -> fl
     return 100.0 * (predicted - measured) / measured if measured > 0 else float("nan")
 
 
+#: Iteration buckets of `iteration_error_by_shape`: (kind, smallest batch) - a bucket runs to the next one's size.
+SHAPE_BUCKETS = (("prefill", 1), ("prefill", 2), ("prefill", 4), ("prefill", 8), ("prefill", 16),
+                 ("decode", 1), ("decode", 8), ("decode", 32), ("decode", 64))
+
+
+def _bucket(row: dict[str, Any]) -> str:
+    n, nd = int(row["num_prefill_seqs"]), int(row["num_decode_seqs"])
+    kind, size = ("prefill", n) if n else ("decode", nd)
+    sizes = [b for k, b in SHAPE_BUCKETS if k == kind]
+    low = max(b for b in sizes if b <= max(size, 1))
+    high = min((b for b in sizes if b > low), default=None)
+    return f"{kind} {low}+" if high is None else (f"{kind} {low}" if high == low + 1 else f"{kind} {low}-{high - 1}")
+
+
+def iteration_error_by_shape(profile: Path, samples: Sequence[IterationSample]) -> dict[str, dict[str, float]]:
+    """`iteration_error_pct` by kind and batch size (`SHAPE_BUCKETS`; prefill buckets by prompts prefilled,
+    mixed iterations with them): where a run's per-iteration error sits - whether the big padded batches
+    a backlog builds are priced as the small ones are. Per bucket: iterations, share of the measured
+    time, mean measured and predicted ms, error in %."""
+    from sim.latency.measured import MeasuredProfileModel
+
+    model = MeasuredProfileModel.from_file(profile)
+    sums: dict[str, list[float]] = {}
+    for s in with_handoffs(samples):
+        b = sums.setdefault(_bucket(s.row), [0, 0.0, 0.0])
+        b[0] += 1
+        b[1] += s.effective_s
+        b[2] += predict_row(model, s.row)
+    total = sum(b[1] for b in sums.values()) or 1.0
+    order = {f"{k} {b}": i for i, (k, b) in enumerate(SHAPE_BUCKETS)}
+    out = {}
+    for name in sorted(sums, key=lambda x: order.get(x.split("-")[0].rstrip("+"), 99)):
+        n, measured, predicted = sums[name]
+        out[name] = {"iterations": n, "time_share_pct": round(100 * measured / total, 1),
+                     "measured_ms": round(1e3 * measured / n, 2), "predicted_ms": round(1e3 * predicted / n, 2),
+                     "err_pct": round(100 * (predicted - measured) / measured, 1) if measured > 0 else None}
+    return out
+
+
 def refit_profile(samples: Sequence[IterationSample], output: Path, grid: tuple[list[dict], dict[str, Any]],
                   run_id: int | None) -> Path:
     """A profile fitted on the evaluated run's own iterations (in-sample: attribution only, never a prediction)."""

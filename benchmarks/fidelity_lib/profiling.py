@@ -38,6 +38,27 @@ def policy_mixes(cfg: RunConfig) -> bool:
     return settings.get("policy", "vllm") != "vllm"
 
 
+#: The padded prefill's cap the benchmark runs both sides with (``--max-padding``): chosen on the calibration
+#: window's traffic (docs/calibration.md, eleventh session), never on the evaluated slices.
+DEFAULT_MAX_PADDING = 1.25
+
+
+def with_max_padding(cfg: RunConfig, max_padding: float | None) -> RunConfig:
+    """``cfg`` with continuous batching's ``max_padding`` set (vLLM-style policy only; a value the config sets
+    itself is kept). The live engine pads a prefill batch to its longest prompt: without a cap a backlog is
+    prefilled as one batch of up to ``max_batch_tokens`` padded tokens, most of them padding. Both sides run
+    the same plugin, so the cap changes the system under test, identically live and simulated."""
+    if max_padding is None or "continuous-batching" not in cfg.plugins.enabled:
+        return cfg
+    settings = dict(cfg.plugins.settings.get("continuous-batching") or {})
+    if settings.get("policy", "vllm") != "vllm" or "max_padding" in settings:
+        return cfg
+    data = cfg.model_dump()
+    data["plugins"]["settings"] = {**data["plugins"]["settings"],
+                                   "continuous-batching": {**settings, "max_padding": float(max_padding)}}
+    return RunConfig(**data)
+
+
 def profile_worker(settings: Any, grid: Any, threads: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import torch
 

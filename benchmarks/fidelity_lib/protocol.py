@@ -37,10 +37,11 @@ from controlplane.config import load_config
 from controlplane.hardware.profile_format import write_profile
 from controlplane.live.iteration_samples import join_runs, with_handoffs
 from fidelity_lib import capacity as cap
-from fidelity_lib.attribution import SENSITIVITY_STEP, iteration_error_pct, refit_profile, scaled_profile
+from fidelity_lib.attribution import (SENSITIVITY_STEP, iteration_error_by_shape, iteration_error_pct, refit_profile,
+                                      scaled_profile)
 from fidelity_lib.metrics import busiest_busy_fraction, stats
 from fidelity_lib.pace import PaceLog
-from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with
+from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with, with_max_padding
 from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
 from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_for, isolated_service_s, poisson_at_rate,
                                  read_requests)
@@ -131,6 +132,9 @@ class Outcome:
     calibration_spread: RepeatSpread | None = None  # the repeated calibrations' prices for the same iterations
     calibration_repeat_ids: list[list[int | None]] = field(default_factory=list)
     wall_s: float = 0.0
+    batching: dict[str, Any] = field(default_factory=dict)  # continuous batching's settings, both sides
+    # per slice, per live run: the frozen profile's per-iteration error by kind and batch size (after the fact)
+    iteration_by_shape: dict[str, list[dict[str, dict[str, float]]]] = field(default_factory=dict)
 
 
 class Protocol:
@@ -143,7 +147,7 @@ class Protocol:
         self.tmp = Path(tempfile.mkdtemp(prefix="cp-fidelity-"))
         self.db_url = args.db or f"sqlite:///{self.tmp}/fidelity.db"
         self.start_s = args.start_s if args.start_s is not None or args.trace is not None else BUNDLED_START_S
-        self.base = load_config(args.config)
+        self.base = with_max_padding(load_config(args.config), getattr(args, "max_padding", None))
         self.t0 = time.monotonic()
         self.pace_log = PaceLog()
 
@@ -227,6 +231,7 @@ class Protocol:
         self.say(f"profiled {len(self.grid_rows)} iterations over {len(list(grid.points()))} generic batch shapes "
                  f"(prompts {tuple(grid.prefill_tokens)}, batches {tuple(grid.decode_batch_sizes)}, contexts "
                  f"{tuple(grid.context_lens)}) -> {grid_path}")
+        self.say(f"continuous batching (both sides): {dict(self.base.plugins.settings.get('continuous-batching') or {})}")
         self.prober = Probe(backend, self.grid_rows, self.meta, max_prompt=a.max_prompt_tokens,
                             max_output=a.max_output_tokens)
 
@@ -346,9 +351,12 @@ class Protocol:
                       self.grid_rows, self.meta, self.frozen, digest, done.calibration, self.cal_run, cal_rate, rounds,
                       sweep, sim_cap, self.pace_log, self.t0, slo)
         out.attribution = self.attribute(rounds)
+        for r in rounds:
+            out.iteration_by_shape.setdefault(r.slice_name, []).append(iteration_error_by_shape(r.profile, r.live.samples))
         out.calibration_ids = self.cal_ids
         out.calibration_spread, out.calibration_repeat_ids = self.cal_spread, self.cal_all_ids
         out.wall_s = time.monotonic() - self.t0
+        out.batching = dict(self.base.plugins.settings.get("continuous-batching") or {})
         return out
 
     def eval_round(self, index: int, w: Window, level: str, rep: int, rate: float) -> EvalRound:

@@ -92,6 +92,10 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
     noise = {n: live_spread([r.live.requests for r in o.rounds if r.slice_name == n], "e2e") for n in names}
     noise_ttft = {n: live_spread([r.live.requests for r in o.rounds if r.slice_name == n], "ttft") for n in names}
     console.print(attribution_table(o.attribution, noise))
+    for name, runs in o.iteration_by_shape.items():  # where the per-iteration error sits, run by run
+        for k, shapes in enumerate(runs):
+            cells = ", ".join(f"{b} {v['err_pct']:+.1f}% ({v['time_share_pct']:.0f}% of time)" for b, v in shapes.items())
+            console.print(f"per-iteration error by shape, {name} run {k + 1}: {cells}", highlight=False)
     corr = e2e_correlation(live, sim)
     unpaced = errors(stats(live), stats(sum((keyed(r.sim_unpaced, r.index) for r in o.rounds), [])))
     console.print(f"the same rounds on the frozen profile without pace correction: TTFT p50 {unpaced['ttft'][50]:+.1f}%, "
@@ -166,6 +170,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "e2e_correlation": _r(corr, 4),
         "e2e_paired_median_abs_err_pct": _r(paired_abs_error(live, sim, "e2e")),
         "rounds": len(o.rounds),
+        "max_padding": o.batching.get("max_padding"),
         "rounds_planned": len(o.windows[1:-1]) * a.runs_per_slice,
         "rounds_dropped": len(o.windows[1:-1]) * a.runs_per_slice - len(o.rounds),
         "target_met": bool(p50_ok and p99_ok and level_ok and math.isfinite(cap_err) and abs(cap_err) <= TARGET_PCT),
@@ -179,6 +184,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
             **{f"{m}_p50_err_pct": _r(errors(stats(r.live.requests), stats(r.sim))[m][50]) for m in ("ttft", "e2e")},
         } for r in o.rounds],
         "attribution": {n: {k: _r(v) for k, v in d.items()} for n, d in o.attribution.items()},
+        "iteration_err_by_shape": o.iteration_by_shape,
         "live_noise_by_slice": {n: {"e2e_p50": _r(noise[n]), "ttft_p50": _r(noise_ttft[n])} for n in names},
         "windows": [{"name": w.name, "requests": len(w.requests), "trace_start_s": round(w.trace_start_s, 3),
                      "trace_end_s": round(w.trace_end_s, 3), "rate": _r(o.rates.get(w.name, math.nan), 3)}

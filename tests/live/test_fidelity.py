@@ -355,11 +355,33 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
     assert all(d["pace"] == 1.0 and d["pace_from"] is None for d in result["round_detail"])
     assert result["unpaced_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]  # the same simulation
     assert result["profile"] == str(tmp_path / "p.json") and len(result["capacity_sweep"]) == 2
+    assert result["max_padding"] == F.DEFAULT_MAX_PADDING  # both sides ran the padded prefill's cap
+
+
+def test_the_padded_prefill_cap_is_set_for_both_sides_unless_the_config_says_otherwise():
+    from controlplane.config import RunConfig, load_config
+    from fidelity_lib.profiling import with_max_padding
+
+    assert F.parse_args([]).max_padding == F.DEFAULT_MAX_PADDING == 1.25
+    assert F.parse_args(["--max-padding", "none"]).max_padding is None
+    assert F.parse_args(["--max-padding", "2"]).max_padding == 2.0
+    base = load_config(None)
+    capped = with_max_padding(base, 1.25)
+    assert capped.plugins.settings["continuous-batching"] == {"max_padding": 1.25}
+    assert with_max_padding(base, None) is base
+    data = base.model_dump()
+    data["plugins"]["settings"] = {"continuous-batching": {"policy": "vllm", "max_padding": 3.0}}
+    own = RunConfig(**data)
+    assert with_max_padding(own, 1.25).plugins.settings["continuous-batching"]["max_padding"] == 3.0  # the config's own
+    data["plugins"]["settings"] = {"continuous-batching": {"policy": "sarathi"}}
+    sarathi = RunConfig(**data)
+    assert with_max_padding(sarathi, 1.25) is sarathi  # chunked prefills: nothing padded together to cap
 
 
 def test_bad_protocol_options_are_refused(capsys):
     for bad in (["--runs-per-slice", "0"], ["--capacity-fractions", "1.0"], ["--high-load", "0"],
-                ["--protocol", "rehearsal"], ["--calibration-repeats", "0"]):
+                ["--protocol", "rehearsal"], ["--calibration-repeats", "0"], ["--max-padding", "0.5"],
+                ["--max-padding", "lots"]):
         with pytest.raises(SystemExit):
             F.parse_args(bad)
         assert bad[0] in capsys.readouterr().err

@@ -77,3 +77,34 @@ def test_a_scaled_profile_prices_every_iteration_that_much_dearer(tmp_path):
     a, b = MeasuredProfileModel.from_file(base), MeasuredProfileModel.from_file(slower)
     for shape in (IterationShape((), (), [100] * 4), IterationShape((128,), (0,), ())):
         assert b.iteration_s(shape) == pytest.approx(1.02 * a.iteration_s(shape), rel=1e-6)
+
+
+def test_the_per_iteration_error_is_split_by_kind_and_batch_size(tmp_path):
+    from controlplane.hardware.profile_format import write_profile
+    from controlplane.live.iteration_samples import IterationSample
+    from fidelity_lib.attribution import iteration_error_by_shape, iteration_error_pct
+    from sim.calibration import predict_row
+    from sim.latency.measured import MeasuredProfileModel
+
+    def row(p, n, d, t):
+        return {"num_prefill_tokens": p * n, "num_prefill_seqs": n, "num_decode_seqs": d,
+                "sum_decode_context": 100 * d, "sum_prefill_context": 0, "iteration_s": t}
+
+    rows = [row(p, n, d, 0.002 + 1e-5 * p * n + 3e-4 * d) for p, n, d in
+            ((0, 0, 1), (0, 0, 4), (0, 0, 16), (64, 1, 0), (256, 1, 0), (64, 4, 0))]
+    path = write_profile(tmp_path / "p.json", rows, {"model": "m", "device": "cpu", "source": "test"})
+    model = MeasuredProfileModel.from_file(path)
+    # the live run: small decodes at the profile's price, big prefills at twice it
+    shapes = [(0, 0, 2)] * 10 + [(64, 12, 0)] * 3 + [(64, 1, 0)] * 4
+    samples, t = [], 0.0
+    for k, (p, n, d) in enumerate(shapes):
+        price = predict_row(model, row(p, n, d, 0.0))
+        took = price * (2.0 if n >= 8 else 1.0)
+        samples.append(IterationSample("w", k, t, t + took, row(p, n, d, took)))
+        t += took + 0.5  # far apart: no hand-off added
+    got = iteration_error_by_shape(path, samples)
+    assert list(got) == ["prefill 1", "prefill 8-15", "decode 1-7"]
+    assert got["prefill 8-15"]["iterations"] == 3 and got["prefill 8-15"]["err_pct"] == pytest.approx(-50, abs=1)
+    assert abs(got["decode 1-7"]["err_pct"]) < 1 and abs(got["prefill 1"]["err_pct"]) < 1
+    assert sum(v["time_share_pct"] for v in got.values()) == pytest.approx(100, abs=0.2)
+    assert iteration_error_pct(path, samples) < -20  # the pooled figure hides where it sits
