@@ -113,16 +113,16 @@ class ContinuousBatching(Plugin):
         for r in self._queue(w):
             target = r.prompt_tokens + r.recompute_tokens  # Request.prefill_target_tokens, inlined
             n = target - r.num_computed_tokens
-            need = (target + bs - 1) // bs  # blocks for the whole prefill (Vidur and vLLM reserve them)
-            if limited and free - need < watermark:
-                blocker = f"{r.request_id} needs {need} KV blocks, {free} free"
-                break
             longest_if = n if n > longest else longest
             if pad is not None and prefill and (len(prefill) + 1) * longest_if > pad * (real + n):
                 passed += 1  # this prompt would pad the batch too much: a later batch takes it
                 if passed >= PADDING_LOOKAHEAD:
                     break
                 continue
+            need = (target + bs - 1) // bs  # blocks for the whole prefill (Vidur and vLLM reserve them)
+            if limited and free - need < watermark:
+                blocker = f"{r.request_id} needs {need} KV blocks, {free} free"
+                break
             if len(w.running) + len(prefill) >= w.max_num_seqs:
                 blocker = f"batch full ({w.max_num_seqs} sequences)"
                 break

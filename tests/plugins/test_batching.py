@@ -163,3 +163,12 @@ def test_vllm_max_padding_stops_looking_after_the_lookahead():
     assert [n for _, n in _plan(w, max_padding=1.25).prefill] == [10]
     with pytest.raises(ValueError, match="max_padding"):
         ContinuousBatching.Settings(max_padding=0.5)
+
+
+def test_vllm_max_padding_passes_over_a_prompt_before_its_kv_blocks_can_stop_the_batch():
+    # 40 tokens (3 blocks), then 400 (25 blocks: more than free), then 30: capped, the 400 is passed over
+    # for its padding and the 30 still joins; uncapped, the 400 stops the batch on KV blocks
+    w = make_worker(waiting=deque(make_requests(3, prompt_tokens=[40, 400, 30])), num_kv_blocks=20,
+                    num_kv_blocks_used=0)
+    assert [n for _, n in _plan(w, max_padding=1.25).prefill] == [40, 30]
+    assert [n for _, n in _plan(w).prefill] == [40]
