@@ -130,3 +130,16 @@ def test_the_clairvoyant_bound_is_replayed_beside_static_peak(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"slo-planner", "static_peak", "clairvoyant"} <= set(result)
     assert result["clairvoyant"]["gpu_hours"] <= result["static_peak"]["gpu_hours"] * 1.05
+
+
+def test_peak_minute_counts_the_minutes_below_the_target():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("autoscaling_peak_minute", ROOT / "benchmarks" / "autoscaling_peak_minute.py")
+    peak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peak)
+    outcomes = [(t + 0.5, True) for t in range(120)] + [(130.0 + i / 10, i % 4 != 0) for i in range(100)]
+    bad, worst, minute = peak.minutes_below(outcomes, 0.99)
+    assert (bad, minute) == (1, 2) and worst == pytest.approx(0.75)  # minute 2: 75 of 100 met it
+    assert peak.minutes_below([(t + 0.5, True) for t in range(300)], 0.99) == (0, 1.0, 0)

@@ -1,0 +1,63 @@
+"""Static provisioning for the peak minute: the fewest fixed replicas at which every minute's requests
+meet the SLO at the target share (not just the hour's, as `static_peak` in benchmarks/autoscaling.py).
+
+    python benchmarks/autoscaling_peak_minute.py "azure-code x1" "azure-code x2"
+
+For each --suite setup named, replays fixed counts upward from the setup's first static count until no
+minute is below the target, and prints each count's hour attainment, GPU-hours, the minutes below the
+target and the worst minute. A second yardstick for "static peak provisioning", reported beside the
+benchmark's, not instead of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import autoscaling as bench  # noqa: E402
+
+
+def minutes_below(outcomes: list[tuple[float, bool]], target: float, window_s: float = 60.0) -> tuple[int, float, int]:
+    """(windows whose requests met the SLO below ``target``, the worst window's share, its index)."""
+    windows: dict[int, list[bool]] = defaultdict(list)
+    for arrival, ok in outcomes:
+        windows[math.floor(arrival / window_s)].append(ok)
+    shares = {w: sum(v) / len(v) for w, v in windows.items()}
+    worst = min(shares, key=shares.get) if shares else 0
+    return sum(1 for v in shares.values() if v < target), shares.get(worst, 1.0), worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("setups", nargs="+", help=f"--suite setups: {', '.join(bench.SUITE)}")
+    ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument("--max-replicas", type=int, default=16)
+    ap.add_argument("--mooncake", default=str(bench.MOONCAKE))
+    args = ap.parse_args(argv)
+    for setup in args.setups:
+        if setup not in bench.SUITE:
+            raise SystemExit(f"unknown setup {setup!r}; valid: {', '.join(bench.SUITE)}")
+        kind, scale, ttft, start = bench.SUITE[setup]
+        ns = argparse.Namespace(
+            trace=None if kind == "azure" else args.mooncake, format="azure" if kind == "azure" else "mooncake",
+            speed_up=1.0, limit=None, rate_scale=scale, window_start=None, window_end=None, config=None,
+            cold_start=None, start_replicas=1, max_replicas=args.max_replicas, target=args.target, ttft=ttft,
+            tpot=None, seed=0, price=None, warmup=300.0, set=[])
+        for n in range(start, args.max_replicas + 1):
+            outcomes: list[tuple[float, bool]] = []
+            row = bench.run(ns, "fixed-replicas", n, outcomes=outcomes)
+            bad, worst, minute = minutes_below(outcomes, args.target)
+            print(f"{setup}: static x{n}: SLO {row['slo_attainment']:.4f}, {row['gpu_hours']:.2f} GPU-h, "
+                  f"{bad} minute(s) below {args.target:.0%}, worst minute {minute}: {worst:.4f}", flush=True)
+            if bad == 0:
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
