@@ -135,6 +135,8 @@ class Outcome:
     batching: dict[str, Any] = field(default_factory=dict)  # continuous batching's settings, both sides
     # per slice, per live run: the frozen profile's per-iteration error by kind and batch size (after the fact)
     iteration_by_shape: dict[str, list[dict[str, dict[str, float]]]] = field(default_factory=dict)
+    # the live backend's pace (over the grid model) by the worker's busy fraction, over every evaluated and sweep run
+    pace_by_busy: dict[str, Any] = field(default_factory=dict)
 
 
 class Protocol:
@@ -351,6 +353,10 @@ class Protocol:
                       self.grid_rows, self.meta, self.frozen, digest, done.calibration, self.cal_run, cal_rate, rounds,
                       sweep, sim_cap, self.pace_log, self.t0, slo)
         out.attribution = self.attribute(rounds)
+        from sim.calibration import grid_model, pace_by_busy
+
+        out.pace_by_busy = pace_by_busy(grid_model(self.grid_rows, self.meta),
+                                        [r.live.samples for r in rounds] + [p.live.samples for p in sweep])
         for r in rounds:
             out.iteration_by_shape.setdefault(r.slice_name, []).append(iteration_error_by_shape(r.profile, r.live.samples))
         out.calibration_ids = self.cal_ids

@@ -92,6 +92,11 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
     noise = {n: live_spread([r.live.requests for r in o.rounds if r.slice_name == n], "e2e") for n in names}
     noise_ttft = {n: live_spread([r.live.requests for r in o.rounds if r.slice_name == n], "ttft") for n in names}
     console.print(attribution_table(o.attribution, noise))
+    if o.pace_by_busy:
+        cells = ", ".join(f"{k.replace('_', ' ')}: {v['median']:.3f} ({v['windows']} windows)"
+                          for k, v in o.pace_by_busy.items() if isinstance(v, dict) and v["median"] is not None)
+        console.print(f"live backend / grid model by the worker's busy fraction (5 s windows): {cells}; "
+                      f"correlation {_r(o.pace_by_busy.get('correlation') or math.nan, 3)}", highlight=False)
     for name, runs in o.iteration_by_shape.items():  # where the per-iteration error sits, run by run
         for k, shapes in enumerate(runs):
             cells = ", ".join(f"{b} {v['err_pct']:+.1f}% ({v['time_share_pct']:.0f}% of time)" for b, v in shapes.items())
@@ -185,6 +190,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         } for r in o.rounds],
         "attribution": {n: {k: _r(v) for k, v in d.items()} for n, d in o.attribution.items()},
         "iteration_err_by_shape": o.iteration_by_shape,
+        "pace_by_busy": o.pace_by_busy,
         "live_noise_by_slice": {n: {"e2e_p50": _r(noise[n]), "ttft_p50": _r(noise_ttft[n])} for n in names},
         "windows": [{"name": w.name, "requests": len(w.requests), "trace_start_s": round(w.trace_start_s, 3),
                      "trace_end_s": round(w.trace_end_s, 3), "rate": _r(o.rates.get(w.name, math.nan), 3)}

@@ -7,9 +7,9 @@ one). The samples and their arithmetic are in `controlplane.live.iteration_sampl
 `controlplane.live.calibration`.
 """
 
-from sim.calibration.grid import grid_model, live_slowdown, live_slowdowns, predict_row
+from sim.calibration.grid import BUSY_BINS, grid_model, live_slowdown, live_slowdowns, pace_by_busy, predict_row
 from sim.calibration.repeats import RepeatSpread, profile_price_s, repeat_spread
 from sim.calibration.workflow import TIMINGS, CalibratedProfile, calibrate, calibrate_rows
 
-__all__ = ["TIMINGS", "CalibratedProfile", "RepeatSpread", "calibrate", "calibrate_rows", "grid_model",
-           "live_slowdown", "live_slowdowns", "predict_row", "profile_price_s", "repeat_spread"]
+__all__ = ["BUSY_BINS", "TIMINGS", "CalibratedProfile", "RepeatSpread", "calibrate", "calibrate_rows", "grid_model",
+           "live_slowdown", "live_slowdowns", "pace_by_busy", "predict_row", "profile_price_s", "repeat_spread"]

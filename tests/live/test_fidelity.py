@@ -356,6 +356,7 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
     assert result["unpaced_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]  # the same simulation
     assert result["profile"] == str(tmp_path / "p.json") and len(result["capacity_sweep"]) == 2
     assert result["max_padding"] == F.DEFAULT_MAX_PADDING  # both sides ran the padded prefill's cap
+    assert {"under_40pct", "40_80pct", "over_80pct", "correlation"} <= set(result["pace_by_busy"])
 
 
 def test_the_padded_prefill_cap_is_set_for_both_sides_unless_the_config_says_otherwise():
