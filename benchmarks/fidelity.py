@@ -19,7 +19,9 @@ The default protocol (`fidelity_lib.protocol`, docs/calibration.md "3. Check"):
    of the machine taken right before the evaluated run starts.
 4. Capacity: the highest rate within the SLO (by default E2E p90 within ``--slo-x 4`` times what
    the frozen simulator gives the same requests at 10% load), a short sweep of rates on another
-   window, live and simulated.
+   window, live and simulated, extended while the live side has not crossed the SLO (up to
+   ``--capacity-max-fraction`` of the simulated capacity); every sweep point compared live vs
+   simulated after the fact (batching, pace, per-iteration error, latency model vs scheduling).
 5. Report p50/p90/p99 of TTFT, TPOT and E2E (every round pooled, and by load level), the live-vs-live
    spread of repeated runs of a slice (the noise floor), the per-request E2E correlation, and for each
    slice the error split into latency model and scheduling.
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
 
-from fidelity_lib.capacity import SWEEP_FRACTIONS, crossing_rate  # noqa: E402,F401
+from fidelity_lib.capacity import EXTEND_STEP, MAX_FRACTION, MIN_FRACTION, SWEEP_FRACTIONS, crossing_rate  # noqa: E402,F401
 from fidelity_lib.insample import PACE_SPANS, Round, play_rounds, pooled_rounds, round_plan, round_plans  # noqa: E402,F401
 from fidelity_lib.metrics import errors, p50_standard_error, paired_abs_error, stats  # noqa: E402,F401
 from fidelity_lib.pace import PACE_CORRECTIONS, PaceLog  # noqa: E402,F401
@@ -156,6 +158,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos.add_argument("--capacity-s", type=float, default=20.0, help="seconds of a sweep run at the simulated capacity")
     oos.add_argument("--capacity-fractions", type=_fractions, default=SWEEP_FRACTIONS,
                      help="sweep rates, fractions of the simulated capacity (comma-separated)")
+    oos.add_argument("--capacity-max-fraction", type=float, default=MAX_FRACTION,
+                     help="adaptive sweep: while the live side is within the SLO at every swept rate, add rates up to "
+                          "this many times the simulated capacity (the capacity window is sized for it)")
+    oos.add_argument("--capacity-min-fraction", type=float, default=MIN_FRACTION,
+                     help="adaptive sweep: while the live side is over the SLO at every swept rate, add rates down to "
+                          "this many times the simulated capacity")
+    oos.add_argument("--capacity-step-fraction", type=float, default=EXTEND_STEP,
+                     help="adaptive sweep: each added rate is this many times the simulated capacity above the highest "
+                          "(below the lowest) swept so far")
     oos.add_argument("--max-trace-requests", type=int, default=20000, help="trace requests read from --start-s on")
     ins = ap.add_argument_group("in-sample diagnostics (--protocol in-sample)")
     ins.add_argument("--limit", type=int, default=120, help="requests in the evaluated slice")
@@ -191,8 +202,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--runs-per-slice must be at least 1, got {args.runs_per_slice}")
     if args.low_slices < 0 or args.high_slices < 0 or args.low_slices + args.high_slices < 1:
         ap.error("--low-slices and --high-slices: at least one evaluated slice, none negative")
+    if not 0 < args.capacity_min_fraction < args.capacity_max_fraction:
+        ap.error(f"expected 0 < --capacity-min-fraction < --capacity-max-fraction, got {args.capacity_min_fraction}, "
+                 f"{args.capacity_max_fraction}")
     for name in ("low_load", "high_load", "slo_x", "low_s", "high_s", "calibration_s",
-                 "capacity_s"):
+                 "capacity_s", "capacity_step_fraction"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     return args

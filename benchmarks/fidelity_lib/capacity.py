@@ -8,6 +8,15 @@ live and in the simulator; on each side the capacity is where the SLO metric cro
 interpolated between the two sweep rates around the crossing (linear in log latency). The same
 estimator on both sides, so its own bias cancels in the error. `bisect_capacity` finds the
 simulator's capacity finely (it costs seconds), which places the sweep.
+
+The sweep is adaptive (`next_sweep_rate`): the planned fractions of the simulated capacity first,
+then, while the live side has not crossed the bound ('above': within it at every swept rate), one
+more rate `EXTEND_STEP` x the simulated capacity above the highest (the planned fractions' own
+spacing, so the interpolation has the same resolution past them), until the live side crosses or
+the cap (``max_fraction`` x the simulated capacity, or the most the capacity window's requests can
+feed for the run's length: `window_max_rate`) has been swept; likewise downwards, to ``min_fraction``,
+while the live side is over the bound at every rate ('below'). The capacity window is sized for the
+cap (`capacity_window_requests`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,14 @@ class Slo:
 
 #: The sweep's rates, as fractions of the simulator's capacity estimate made before any live sweep run.
 SWEEP_FRACTIONS = (0.7, 0.85, 1.0, 1.15, 1.3)
+#: Rates the adaptive sweep adds step by this fraction of the simulated capacity (the planned fractions' spacing).
+EXTEND_STEP = 0.15
+#: The adaptive sweep goes no higher than this many times the simulated capacity ...
+MAX_FRACTION = 2.5
+#: ... and no lower than this many times it.
+MIN_FRACTION = 0.25
+#: Relative slack under which a rate counts as the cap already swept.
+_AT_CAP = 1e-6
 
 
 @dataclass(frozen=True)
@@ -80,3 +97,43 @@ def bisect_capacity(slo_metric_at: Callable[[float], float], slo: float, *, low:
         else:
             high = mid
     return low
+
+
+def next_sweep_rate(rates: Sequence[float], live_values: Sequence[float], slo: float, *, sim_capacity: float,
+                    step: float = EXTEND_STEP, max_fraction: float = MAX_FRACTION, min_fraction: float = MIN_FRACTION,
+                    max_rate: float = math.inf) -> float | None:
+    """The rate the adaptive sweep runs next, or None when it is done.
+
+    Done when the live side crosses ``slo`` inside the swept ``rates`` (`crossing_rate` 'within'), or
+    when the cap in its direction has been swept already. While the live side is within the SLO at
+    every rate ('above'): the highest rate + ``step`` x ``sim_capacity``, clipped to the cap, the lower
+    of ``max_fraction`` x ``sim_capacity`` and ``max_rate`` (what the capacity window can feed). While
+    it is over the SLO at every rate ('below'): the lowest - ``step`` x ``sim_capacity``, clipped to
+    ``min_fraction`` x ``sim_capacity``."""
+    if sim_capacity <= 0 or step <= 0:
+        raise ValueError(f"sim_capacity and step must be positive, got {sim_capacity}, {step}")
+    if not 0 < min_fraction < max_fraction:
+        raise ValueError(f"expected 0 < min_fraction < max_fraction, got {min_fraction}, {max_fraction}")
+    status = crossing_rate(rates, live_values, slo).status
+    if status == "above":
+        top, cap = max(rates), min(max_fraction * sim_capacity, max_rate)
+        return None if top >= cap * (1 - _AT_CAP) else min(top + step * sim_capacity, cap)
+    if status == "below":
+        bottom, floor = min(rates), min_fraction * sim_capacity
+        return None if bottom <= floor * (1 + _AT_CAP) else max(bottom - step * sim_capacity, floor)
+    return None
+
+
+def capacity_window_requests(reference_rate: float, duration_s: float, fractions: Sequence[float],
+                             max_fraction: float = MAX_FRACTION) -> int:
+    """Requests the capacity window needs so that a sweep run at the highest rate the adaptive sweep may reach
+    (the larger of the planned fractions' top and ``max_fraction``, times ``reference_rate``, an upper bound
+    of the simulated capacity) lasts ``duration_s``."""
+    from fidelity_lib.slices import count_for
+
+    return count_for(max(max(fractions), max_fraction) * reference_rate, duration_s)
+
+
+def window_max_rate(requests: int, duration_s: float) -> float:
+    """The highest rate at which ``requests`` still fill a sweep run of ``duration_s`` (`count_for` inverted)."""
+    return max(requests - 1, 1) / duration_s

@@ -14,9 +14,11 @@ one window of traffic, freeze the profile, predict other windows, report every r
    arrival pattern) and high load (a Poisson process near the simulated capacity), each run live R
    times on a fresh worker and simulated on the same arrivals. Every round is reported and pooled:
    none is dropped or replaced.
-4. Capacity: a short sweep of rates over another window (Poisson arrivals), live and simulated.
+4. Capacity: a short sweep of rates over another window (Poisson arrivals), live and simulated,
+   extended upwards (or downwards) until the live side crosses the SLO or a cap (`capacity.next_sweep_rate`).
 5. After the fact: per-iteration model error and a refit on the evaluated runs' own iterations
-   split each slice's error into latency model and scheduling (`attribution`).
+   split each slice's error into latency model and scheduling (`attribution`); the same, and each
+   side's batching and pace, for every sweep point (`saturation`).
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class SweepPoint:
     pace: float
 
     sent: int = 0  # requests the run sent
+    arrivals: list[TraceRequest] = field(default_factory=list)  # as sent (the simulation used the observed ones)
+    profile: Path | None = None  # the profile its simulation ran on
+    added: bool = False  # added by the adaptive sweep (not one of the planned fractions)
 
     def slo_values(self, slo: cap.Slo) -> tuple[float, float]:
         return slo.value(self.live.requests, self.sent), slo.value(self.sim, self.sent)
@@ -137,6 +142,10 @@ class Outcome:
     iteration_by_shape: dict[str, list[dict[str, dict[str, float]]]] = field(default_factory=dict)
     # the live backend's pace (over the grid model) by the worker's busy fraction, over every evaluated and sweep run
     pace_by_busy: dict[str, Any] = field(default_factory=dict)
+    # the adaptive sweep: its cap (requests/s) and why it stopped; every point compared live vs simulated
+    sweep_cap_rps: float = math.nan
+    sweep_floor_rps: float = math.nan
+    capacity_attribution: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Protocol:
@@ -161,8 +170,12 @@ class Protocol:
     def cfg(self, name: str, profile: Path | None = None):
         return run_config(self.base, self.worker, self.db_url, name=name, profile=profile)
 
-    def sim(self, reqs: list[TraceRequest], profile: Path, name: str, *, record: bool = False):
-        return replay_sim(self.cfg(name, profile), reqs, record=record)
+    def sim(self, reqs: list[TraceRequest], profile: Path, name: str, *, record: bool = False,
+            observers: tuple[Any, ...] = (), exact: bool = False):
+        cfg = self.cfg(name, profile)
+        if exact:  # one iteration per batch (a diagnostic: `saturation` counts the batches)
+            cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"exact": True})})
+        return replay_sim(cfg, reqs, record=record, observers=observers)
 
     def slo_metric(self, reqs: list[TraceRequest], profile: Path, slo: cap.Slo) -> float:
         return slo.value(self.sim(reqs, profile, "fidelity capacity (sim)")[0], len(reqs))
@@ -318,7 +331,10 @@ class Protocol:
             name = f"{level}-{i + 1}"
             sizes.append((name, count_for(rates[level], dur[level])))
             lv[name] = level
-        sizes.append(("capacity", count_for(2 * poisson_cap, a.capacity_s)))  # enough for a sweep to 2x
+        # enough requests for a sweep run at the adaptive sweep's cap (sim_cap, bisected below on this window
+        # with poisson_cap as its first bracket, is at most poisson_cap unless the window is lighter)
+        sizes.append(("capacity", cap.capacity_window_requests(poisson_cap, a.capacity_s, a.capacity_fractions,
+                                                               a.capacity_max_fraction)))
         later = raw[n_light + n_heavy:]
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
@@ -335,24 +351,42 @@ class Protocol:
             for w in windows[1:-1]:
                 rounds.append(self.eval_round(len(rounds), w, lv[w.name], rep, rates[lv[w.name]]))
 
-        # 5. the capacity sweep, live and simulated at the same arrivals
-        sweep = []
-        for frac in a.capacity_fractions:
-            rate = frac * sim_cap
-            path, factor, _, _ = self.paced_profile(f"sweep {frac:g}")
+        # 5. the capacity sweep, live and simulated at the same arrivals: the planned fractions, then rates added
+        # upwards (downwards) while the live side has not crossed the SLO, up to the cap (`cap.next_sweep_rate`)
+        sweep: list[SweepPoint] = []
+        window_cap = cap.window_max_rate(len(cap_window.requests), a.capacity_s)
+        sweep_cap = min(a.capacity_max_fraction * sim_cap, window_cap)
+        planned = [frac * sim_cap for frac in a.capacity_fractions]
+        while True:
+            if planned:
+                rate, added = planned.pop(0), False
+            else:
+                rate = cap.next_sweep_rate([p.rate for p in sweep], [p.slo_values(slo)[0] for p in sweep], slo.bound_s,
+                                           sim_capacity=sim_cap, step=a.capacity_step_fraction,
+                                           max_fraction=a.capacity_max_fraction, min_fraction=a.capacity_min_fraction,
+                                           max_rate=window_cap)
+                if rate is None:
+                    break
+                added = True
+            path, factor, _, _ = self.paced_profile(f"sweep {rate / sim_cap:.3g}")
             sent = self.sweep_arrivals(cap_window, rate)
             run = self.live(sent, f"fidelity capacity {rate:.2f}/s", seed=3)
             sim, _ = self.sim(observed_arrivals(sent, run), path,
                               f"fidelity capacity {rate:.2f}/s (sim)")
-            sweep.append(SweepPoint(rate, run, sim, factor, len(sent)))
+            sweep.append(SweepPoint(rate, run, sim, factor, len(sent), sent, path, added))
             lv_v, sv_v = sweep[-1].slo_values(slo)
-            self.say(f"sweep {rate:.2f}/s: {slo.metric.upper()} p{slo.pct} live {lv_v * 1e3:.0f} ms, sim "
+            self.say(f"sweep {rate:.2f}/s ({rate / sim_cap:.2f} x sim capacity{', added' if added else ''}, "
+                     f"{len(sent)} requests): {slo.metric.upper()} p{slo.pct} live {lv_v * 1e3:.0f} ms, sim "
                      f"{sv_v * 1e3:.0f} ms (bound {slo.bound_s * 1e3:.0f} ms)")
 
         out = Outcome(a, Path(self.trace).name, windows, lv, {n: rates[l] for n, l in lv.items()}, scaling, grid_path,
                       self.grid_rows, self.meta, self.frozen, digest, done.calibration, self.cal_run, cal_rate, rounds,
                       sweep, sim_cap, self.pace_log, self.t0, slo)
         out.attribution = self.attribute(rounds)
+        out.sweep_cap_rps, out.sweep_floor_rps = sweep_cap, a.capacity_min_fraction * sim_cap
+        from fidelity_lib.saturation import analyse_sweep
+
+        out.capacity_attribution = analyse_sweep(self, sweep, slo)
         from sim.calibration import grid_model, pace_by_busy
 
         out.pace_by_busy = pace_by_busy(grid_model(self.grid_rows, self.meta),

@@ -75,6 +75,21 @@ def attribution_table(attr: dict[str, dict[str, float]], noise: dict[str, float]
     return t
 
 
+def capacity_note(live: cap.Crossing, sim: cap.Crossing, cap_rps: float, floor_rps: float, bisect_rps: float) -> str:
+    """Why the capacity figure is what it is, in words (``capacity_status.note``)."""
+    if live.status == sim.status == "within":
+        return "both sides crossed the SLO inside the sweep"
+    parts = []
+    if live.status == "above":
+        parts.append(f"the live side stayed within the SLO up to the sweep's cap ({cap_rps:.2f}/s, "
+                     f"{cap_rps / bisect_rps:.2f} x the simulated capacity): live capacity above it, no figure")
+    elif live.status == "below":
+        parts.append(f"the live side was over the SLO down to the sweep's floor ({floor_rps:.2f}/s): no figure")
+    if sim.status != "within":
+        parts.append(f"the simulated side did not cross inside the sweep ({sim.status})")
+    return "; ".join(parts)
+
+
 def report(o: Outcome, console: Console) -> dict[str, Any]:
     a = o.args
     live, sim = pooled(o.rounds)
@@ -121,10 +136,17 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
     live_x = cap.crossing_rate([p.rate for p in o.sweep], [v[0] for v in slo_values], o.slo.bound_s)
     sim_x = cap.crossing_rate([p.rate for p in o.sweep], [v[1] for v in slo_values], o.slo.bound_s)
     cap_err = (100 * (sim_x.rate / live_x.rate - 1) if live_x.status == sim_x.status == "within" else math.nan)
+    added = sum(p.added for p in o.sweep)
+    sweep_note = capacity_note(live_x, sim_x, o.sweep_cap_rps, o.sweep_floor_rps, o.sim_capacity_bisect)
+    from fidelity_lib.saturation import saturation_lines
+
+    for line in saturation_lines(o.capacity_attribution):
+        console.print(line, highlight=False)
     console.print(f"capacity ({o.slo}), sweep of "
-                  f"{', '.join(f'{p.rate:.2f}' for p in o.sweep)}/s: live {live_x.rate:.2f}/s ({live_x.status}), "
+                  f"{', '.join(f'{p.rate:.2f}' for p in sorted(o.sweep, key=lambda p: p.rate))}/s ({added} added by the "
+                  f"adaptive sweep, cap {o.sweep_cap_rps:.2f}/s): live {live_x.rate:.2f}/s ({live_x.status}), "
                   f"simulated {sim_x.rate:.2f}/s ({sim_x.status}; bisection {o.sim_capacity_bisect:.2f}/s): "
-                  f"{cap_err:+.1f}%", highlight=False)
+                  f"{cap_err:+.1f}%; {sweep_note}", highlight=False)
     high = [r for r in o.rounds if r.level == "high"]
     noise_vals = [v for v in noise.values() if math.isfinite(v)]
     mean_noise = statistics.fmean(noise_vals) if noise_vals else math.nan
@@ -166,11 +188,15 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "capacity_err_pct": _r(cap_err),
         "capacity_live_rps": _r(live_x.rate, 3),
         "capacity_sim_rps": _r(sim_x.rate, 3),
-        "capacity_status": {"live": live_x.status, "sim": sim_x.status},
+        "capacity_status": {"live": live_x.status, "sim": sim_x.status, "note": sweep_note},
+        "capacity_points_added": added,
+        "capacity_sweep_cap_rps": _r(o.sweep_cap_rps, 3),
+        "capacity_attribution": o.capacity_attribution,
         "capacity_sim_bisect_rps": _r(o.sim_capacity_bisect, 3),
         "capacity_slo": {"metric": o.slo.metric, "pct": o.slo.pct, "bound_ms": round(o.slo.bound_s * 1e3, 1)},
         "capacity_sweep": [{"rate": round(p.rate, 3), "pace": round(p.pace, 3), "live_ms": _r(v[0] * 1e3, 1),
-                            "sim_ms": _r(v[1] * 1e3, 1)} for p, v in zip(o.sweep, slo_values)],
+                            "sim_ms": _r(v[1] * 1e3, 1), "requests": p.sent, "added": p.added}
+                           for p, v in zip(o.sweep, slo_values)],
         "unpaced_err_pct": {f"{m}_p{p}": _r(unpaced[m][p]) for m in ("ttft", "e2e") for p in (50, 99)},
         "e2e_correlation": _r(corr, 4),
         "e2e_paired_median_abs_err_pct": _r(paired_abs_error(live, sim, "e2e")),

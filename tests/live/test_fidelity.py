@@ -199,7 +199,8 @@ from fidelity_lib import capacity as CAP  # noqa: E402  (benchmarks/ is on sys.p
 from fidelity_lib.metrics import busiest_busy_fraction, e2e_correlation, live_spread  # noqa: E402
 from fidelity_lib.pace import PaceLog  # noqa: E402
 from fidelity_lib.profiling import generic_grid  # noqa: E402
-from fidelity_lib.slices import Scaling, at_rate, carve_windows, poisson_at_rate, ramp, read_requests  # noqa: E402
+from fidelity_lib.slices import Scaling, at_rate, carve_windows, count_for, poisson_at_rate, ramp, read_requests  # noqa: E402
+from controlplane.types import Decision  # noqa: E402
 
 
 def test_windows_are_consecutive_disjoint_and_later_than_the_calibration():
@@ -265,6 +266,76 @@ def test_capacity_is_where_the_slo_metric_crosses_the_bound():
     assert CAP.bisect_capacity(lambda r: r / 7.0, 1.0, low=0.1, high=1.0, steps=30) == pytest.approx(7.0, rel=1e-3)
 
 
+def test_the_adaptive_sweep_adds_rates_until_the_live_side_crosses_or_the_cap():
+    step = dict(sim_capacity=10.0, step=0.15, max_fraction=2.5, min_fraction=0.25)
+    rates = [7.0, 8.5, 10.0, 11.5, 13.0]
+    # the live side crossed inside the sweep: nothing is added
+    assert CAP.next_sweep_rate(rates, [0.2, 0.3, 0.5, 2.0, 3.0], 1.0, **step) is None
+    # within the SLO at every rate: one step of 0.15 x the simulated capacity above the highest, in any order
+    assert CAP.next_sweep_rate(rates[::-1], [0.2] * 5, 1.0, **step) == pytest.approx(14.5)
+    # the last step is clipped to the cap, and once the cap was swept the sweep ends without a crossing
+    assert CAP.next_sweep_rate([7.0, 24.0], [0.2, 0.3], 1.0, **step) == pytest.approx(25.0)
+    assert CAP.next_sweep_rate([7.0, 25.0], [0.2, 0.3], 1.0, **step) is None
+    # the capacity window's requests cap it lower still
+    assert CAP.next_sweep_rate(rates, [0.2] * 5, 1.0, **step, max_rate=13.5) == pytest.approx(13.5)
+    assert CAP.next_sweep_rate([7.0, 13.5], [0.2, 0.2], 1.0, **step, max_rate=13.5) is None
+    # over the SLO at every rate (a failed run counts as over): downwards to the floor, 0.25 x the capacity
+    assert CAP.next_sweep_rate(rates, [2.0, math.inf, 3.0, 4.0, 5.0], 1.0, **step) == pytest.approx(5.5)
+    assert CAP.next_sweep_rate([3.0, 7.0], [2.0, 3.0], 1.0, **step) == pytest.approx(2.5)
+    assert CAP.next_sweep_rate([2.5, 7.0], [2.0, 3.0], 1.0, **step) is None
+    # driven as the protocol drives it, on a live side whose SLO metric crosses 1.0 at 17/s
+    swept = list(rates)
+    while (nxt := CAP.next_sweep_rate(swept, [r / 17.0 for r in swept], 1.0, **step)) is not None:
+        swept.append(nxt)
+    assert swept[5:] == pytest.approx([14.5, 16.0, 17.5])
+    assert CAP.crossing_rate(swept, [r / 17.0 for r in swept], 1.0).status == "within"
+    with pytest.raises(ValueError):
+        CAP.next_sweep_rate(rates, [0.2] * 5, 1.0, sim_capacity=10.0, min_fraction=3.0, max_fraction=2.5)
+
+
+def test_the_capacity_window_is_sized_for_the_sweeps_cap():
+    # a run at the cap (2.5 x the reference rate) lasts the sweep run's length on the window's requests
+    n = CAP.capacity_window_requests(20.0, 20.0, (0.7, 1.0, 1.3), 2.5)
+    assert n == count_for(50.0, 20.0) == 1001
+    assert CAP.window_max_rate(n, 20.0) == pytest.approx(50.0) and count_for(CAP.window_max_rate(n, 20.0), 20.0) == n
+    # planned fractions above the cap size it instead
+    assert CAP.capacity_window_requests(20.0, 20.0, (0.5, 3.0), 2.5) == count_for(60.0, 20.0)
+
+
+def test_the_sweep_points_batching_is_summarised_alike_on_both_sides():
+    from controlplane.live.iteration_samples import IterationSample
+    from fidelity_lib.saturation import BatchLog, attribution_points, batching_summary, live_summary, sim_summary
+
+    times = [F.RequestTimes(str(i), float(i), i + 0.1, i + 2.0, 4, "completed") for i in range(3)]
+    times.append(F.RequestTimes("3", 3.0, None, None, 0, "failed"))
+    shapes = [(2, 0), (0, 2), (1, 2), (0, 3), (0, 3), (0, 3)]
+    got = batching_summary(shapes, times, sent=4)
+    assert got["span_s"] == pytest.approx(4.0) and got["iterations_per_s"] == pytest.approx(1.5)
+    assert got["output_tokens_per_s"] == pytest.approx(3.0) and got["mean_batch_seqs"] == pytest.approx(16 / 6, abs=0.01)
+    assert got["prefill_iteration_pct"] == pytest.approx(33.3) and got["mean_prefill_prompts"] == pytest.approx(1.5)
+    assert got["mean_decode_seqs"] == pytest.approx(2.75) and got["not_completed"] == 1
+    assert got["statuses"] == {"failed": 1}
+    # the live side from its iteration rows (0.5 s each, hand-offs 0 between back-to-back ones)
+    rows = [{"num_prefill_seqs": p, "num_decode_seqs": d, "num_prefill_tokens": 8 * p, "iteration_s": 0.4}
+            for p, d in shapes]
+    samples = [IterationSample("w", k, 0.5 * k, 0.5 * k + 0.5, row) for k, row in enumerate(rows)]
+    live = live_summary(samples, times, 4)
+    assert {k: live[k] for k in got} == got
+    assert live["busy_pct"] == pytest.approx(75.0) and live["mean_iteration_ms"] == pytest.approx(500.0)
+    # the simulated side from its batch decisions (a batch of n iterations counts n times)
+    log = BatchLog()
+    for k, (p, d) in enumerate(shapes[:3]):
+        log.cp_on_event(Decision(float(k), "cp_form_batch", "core", "batch", "w", None,
+                                 {"batch": k, "prefill": p, "prefill_tokens": 8 * p, "decode": d, "iterations": 1}))
+    log.cp_on_event(Decision(4.0, "cp_form_batch", "core", "batch", "w", None,
+                             {"batch": 4, "prefill": 0, "prefill_tokens": 0, "decode": 3, "iterations": 3}))
+    log.cp_on_event(Decision(5.0, "cp_route_request", "core", "route", "1", None, {"worker": "w"}))
+    assert sim_summary(log, times, 4) == got
+    # the attribution's points: the highest rates, in rate order
+    assert attribution_points([7.0, 13.0, 8.5, 14.5, 10.0], 3) == [4, 1, 3]
+    assert attribution_points([1.0, 2.0], 3) == [0, 1] and attribution_points([1.0], 0) == []
+
+
 def test_noise_floor_busy_fraction_and_per_request_correlation():
     def times(e2es):
         return [F.RequestTimes(str(i), 0.0, 0.01, e, 4, "completed") for i, e in enumerate(e2es)]
@@ -288,7 +359,7 @@ def test_the_generic_grid_comes_from_the_model_limits_alone():
 OOS_TINY = ["--pool", "thread", "--repeats", "1", "--max-prompt-tokens", "32", "--max-output-tokens", "8",
             "--prompt-p50", "16", "--output-p50", "4", "--grid-max-batch", "8", "--calibration-s", "3", "--low-s", "2",
             "--high-s", "3", "--capacity-s", "2", "--low-slices", "1", "--high-slices", "1", "--runs-per-slice", "2",
-            "--capacity-fractions", "0.8,1.25"]
+            "--capacity-fractions", "0.8,1.25", "--capacity-max-fraction", "1.4"]
 
 
 def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
@@ -334,7 +405,25 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
         assert d["pace_from"] == f"round {d['round']}" and d["pace_measured_at_s"] < d["live_started_at_s"]
     # the frozen profile is the file whose hash was printed
     assert result["profile_sha256"] == hashlib.sha256((tmp_path / "p.json").read_bytes()).hexdigest()
-    assert len(result["capacity_sweep"]) == 2 and result["capacity_status"]["live"] in ("within", "above", "below")
+    # the planned rates, then at most one added (the cap, 1.4 x the simulated capacity) while the live side had not
+    # crossed; or downwards (to 0.25 x) while it was over the SLO at 0.8 x already
+    sweep, added = result["capacity_sweep"], result["capacity_points_added"]
+    assert len(sweep) == 2 + added and [p["added"] for p in sweep] == [False, False] + [True] * added
+    assert result["capacity_status"]["live"] in ("within", "above", "below") and result["capacity_status"]["note"]
+    if result["capacity_status"]["live"] == "above":
+        assert sweep[-1]["rate"] == pytest.approx(result["capacity_sweep_cap_rps"], rel=1e-3)
+    assert (result["capacity_err_pct"] is None) == (result["capacity_status"]["live"] != "within"
+                                                    or result["capacity_status"]["sim"] != "within")
+    # every sweep point compared after the fact: batching and pace on each side, the frozen profile per iteration,
+    # and on the highest points the simulation on the run's own iterations
+    points = result["capacity_attribution"]
+    assert [p["rate"] for p in points] == [p["rate"] for p in sweep]
+    for p in points:
+        assert p["live"]["iterations"] > 0 and p["sim"]["iterations"] > 0 and p["live"]["not_completed"] == 0
+        assert p["live"]["mean_batch_seqs"] >= 1 and p["sim"]["mean_batch_seqs"] >= 1
+        assert math.isfinite(p["iteration_error_pct"]) and p["iteration_error_by_shape"]
+        assert p["live"]["e2e_p90_ms"] == pytest.approx(sweep[points.index(p)]["live_ms"], abs=0.11)
+    assert all("own_iterations" in p for p in points)  # 3 or fewer points: all of them are the highest
     assert set(result["attribution"]) == {"low-1", "high-2"}
     # every iteration 2% dearer: the simulated E2E p50 goes up (by about 2% when nothing queues, more when it does)
     # (a slice's p50 can stay or even drop when slower iterations batch its requests differently: on the
@@ -354,7 +443,8 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
     assert result["err_by_calibration_repeat"] == []
     assert all(d["pace"] == 1.0 and d["pace_from"] is None for d in result["round_detail"])
     assert result["unpaced_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]  # the same simulation
-    assert result["profile"] == str(tmp_path / "p.json") and len(result["capacity_sweep"]) == 2
+    assert result["profile"] == str(tmp_path / "p.json")
+    assert len(result["capacity_sweep"]) == 2 + result["capacity_points_added"]
     assert result["max_padding"] == F.DEFAULT_MAX_PADDING  # both sides ran the padded prefill's cap
     assert {"under_40pct", "40_80pct", "over_80pct", "correlation"} <= set(result["pace_by_busy"])
 
@@ -382,7 +472,7 @@ def test_the_padded_prefill_cap_is_set_for_both_sides_unless_the_config_says_oth
 def test_bad_protocol_options_are_refused(capsys):
     for bad in (["--runs-per-slice", "0"], ["--capacity-fractions", "1.0"], ["--high-load", "0"],
                 ["--protocol", "rehearsal"], ["--calibration-repeats", "0"], ["--max-padding", "0.5"],
-                ["--max-padding", "lots"]):
+                ["--max-padding", "lots"], ["--capacity-max-fraction", "0.2"], ["--capacity-step-fraction", "0"]):
         with pytest.raises(SystemExit):
             F.parse_args(bad)
         assert bad[0] in capsys.readouterr().err
