@@ -3,8 +3,9 @@
 * ``profile`` times a live worker's iterations over a grid of batch shapes and writes a
   ``controlplane-profile/1`` file, which the simulator loads as ``latency_model: measured``.
 * ``bench quant`` compares precisions and compilation (tokens/s, latency, peak memory, size).
-* ``calibrate RUN_ID`` fits a profile from a recorded live run's own iterations, as the control
-  plane saw them (backend time plus the live driver's per-iteration overhead).
+* ``calibrate RUN...`` fits a profile from a recorded live run's own iterations, as the control
+  plane saw them (backend time plus the live driver's per-iteration overhead); given repeats of
+  the same traffic, it calibrates each, prints their spread and freezes the median one.
 
 A live run records its iterations (the ``iteration`` table) when its config says
 ``storage.record_iterations: true``; the calibration itself is the library's workflow,
@@ -168,9 +169,25 @@ def profile(
               f"latency_model: measured, latency: {{path: {path}}}", highlight=False)
 
 
+def parse_repeats(specs: list[str]) -> list[list[int]]:
+    """``["3", "4+5"]`` -> ``[[3], [4, 5]]``: each argument one repeat, ``+`` joins runs within one."""
+    repeats = []
+    for spec in specs:
+        try:
+            ids = [int(part) for part in spec.split("+")]
+        except ValueError:
+            raise ValueError(f"run {spec!r}: expected a run id or ids joined by '+', like 3 or 3+4") from None
+        repeats.append(ids)
+    return repeats
+
+
 @app.command("calibrate")
 def calibrate(
-    run_id: Annotated[int, typer.Argument(help="A recorded live run whose iterations were timed.")],
+    runs: Annotated[list[str], typer.Argument(
+        help="A recorded live run whose iterations were timed (ID); several put on one timeline (ID+ID, e.g. a light "
+             "and a heavy run); or repeats of the same traffic, one argument each (3+4 5+6 7+8): each repeat is "
+             "calibrated into NAME.repeat-K.json, their spread printed, and the median one written to --output.",
+        metavar="RUN...")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write.")] = Path(
         "calibrated-profile.json"),
     db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
@@ -183,33 +200,66 @@ def calibrate(
     timing: Annotated[str, typer.Option(help="wall: as the control plane saw them (with the live overhead); "
                                              "backend: the backend's own time.")] = "wall",
 ) -> None:
-    """Fit a measured latency profile from a recorded live run's own iteration timings."""
+    """Fit a measured latency profile from recorded live runs' own iteration timings (repeats: freeze the median)."""
     from controlplane.live.iteration_log import read_live_run
+    from controlplane.live.iteration_samples import join_runs
     from controlplane.storage import make_engine
-    from sim.calibration import calibrate as calibrate_profile
+    from sim.calibration import calibrate_repeats
     from sim.latency.measured import MeasuredProfileModel
 
     with user_errors():
         if timing not in ("wall", "backend"):
             raise ValueError("--timing must be wall or backend")
+        repeats = parse_repeats(runs)
         engine = make_engine(resolve_db(db))
         try:
-            run = read_live_run(engine, run_id, worker)
+            loaded = [[read_live_run(engine, run_id, worker) for run_id in ids] for ids in repeats]
         finally:
             engine.dispose()
-        done = calibrate_profile(run.samples, output, grid=profile_path, timing=timing, meta=run.meta,
-                                 run_ids=[run_id])
-        model = MeasuredProfileModel.from_file(done.path)
+        samples = [join_runs(*(r.samples for r in group)) if len(group) > 1 else group[0].samples
+                   for group in loaded]
+        if len(repeats) == 1:
+            from sim.calibration import calibrate as calibrate_profile
+
+            done = calibrate_profile(samples[0], output, grid=profile_path, timing=timing, meta=loaded[0][0].meta,
+                                     run_ids=repeats[0])
+            spread = None
+        else:
+            several = calibrate_repeats(samples, output, run_ids=repeats, grid=profile_path, timing=timing,
+                                        meta=loaded[0][0].meta)
+            done, spread = several.median, several.spread
+        model = MeasuredProfileModel.from_file(output)
+    label = "+".join(str(i) for i in repeats[spread.median_index if spread else 0])
+    out.print(_fit_table(f"run {label}: {len(done.samples)} iterations", model))
     cal = done.calibration
-    out.print(_fit_table(f"run {run_id}: {len(done.samples)} iterations", model))
     oh = cal.overhead
     out.print(f"live overhead per iteration: {oh.base_s * 1e3:.2f} ms + {oh.per_seq_s * 1e6:.1f} us/seq "
               f"+ {oh.per_prompt_s * 1e3:.2f} ms/prompt prefilled (median {oh.median_s * 1e3:.2f} ms over "
               f"{oh.samples} iterations, hand-off to the next batch {cal.handoff_s * 1e3:.2f} ms included)"
               + (f"; live backend {cal.slowdown:.2f}x the profile" if cal.slowdown else "")
               + (f"; {cal.stalls} stall(s) of the host or driver left out" if cal.stalls else ""))
-    out.print(f"wrote {len(cal.rows)} rows to {done.path}; frozen: sha256 {file_sha256(done.path)} (check it "
-              f"before each replay: `sha256sum {done.path}`)", highlight=False)
+    if spread is not None:
+        out.print(_spread_table(repeats, several, spread))
+        out.print(f"the repeats price the same {spread.iterations} iterations {spread.spread_pct:.1f}% apart "
+                  f"(max - min over mean): read it beside the live-vs-live noise of repeated runs; the median, "
+                  f"repeat {spread.median_index + 1}, is frozen")
+    out.print(f"wrote {len(cal.rows)} rows to {output}; frozen: sha256 {file_sha256(output)} (check it "
+              f"before each replay: `sha256sum {output}`)", highlight=False)
+
+
+def _spread_table(repeats: list[list[int]], several: Any, spread: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"repeats of the calibration (every repeat's iterations priced on each profile; "
+                        f"files beside {several.path.name})")
+    for col in ("repeat", "runs", "ms per iteration", "vs median", "profile"):
+        table.add_column(col, justify="left" if col in ("runs", "profile") else "right")
+    per_iter = spread.mean_iteration_ms()
+    for k, (ids, fit) in enumerate(zip(repeats, several.fits)):
+        mark = " (frozen)" if k == spread.median_index else ""
+        table.add_row(f"{k + 1}{mark}", "+".join(map(str, ids)), f"{per_iter[k]:.3f}",
+                      f"{spread.relative_to_median()[k]:+.1f}%", fit.path.name)
+    return table
 
 
 @bench_app.command("quant")

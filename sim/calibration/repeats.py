@@ -12,15 +12,18 @@ how the simulator reads it.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controlplane.live.iteration_samples import IterationSample
 from sim.calibration.grid import predict_row
+from sim.calibration.workflow import CalibratedProfile, calibrate
 
-__all__ = ["RepeatSpread", "profile_price_s", "repeat_spread"]
+__all__ = ["RepeatSpread", "RepeatedCalibration", "calibrate_repeats", "profile_price_s", "repeat_spread"]
 
 
 def profile_price_s(profile: str | Path, rows: Sequence[Mapping[str, Any]]) -> float:
@@ -67,3 +70,40 @@ def repeat_spread(profiles: Sequence[str | Path], rows: Sequence[Mapping[str, An
     if not rows:
         raise ValueError("no iterations to price the profiles on")
     return RepeatSpread(tuple(profile_price_s(p, rows) for p in profiles), len(rows))
+
+
+@dataclass(frozen=True)
+class RepeatedCalibration:
+    """Every repeat's calibrated profile, how far apart they price the worker, and which is frozen."""
+
+    fits: tuple[CalibratedProfile, ...]  # one per repeat, each in its own file
+    spread: RepeatSpread  # every repeat's iterations priced on each profile
+    path: Path  # the median repeat's profile, copied to the output
+
+    @property
+    def median(self) -> CalibratedProfile:
+        return self.fits[self.spread.median_index]
+
+
+def repeat_path(output: str | Path, k: int) -> Path:
+    """Where repeat ``k`` (from 1) of a calibration written to ``output`` is kept: ``NAME.repeat-K.json``."""
+    out = Path(output)
+    return out.with_name(f"{out.stem}.repeat-{k}{out.suffix or '.json'}")
+
+
+def calibrate_repeats(repeats: Sequence[Sequence[IterationSample]], output: str | Path, *,
+                      run_ids: Sequence[Sequence[int | None]] = (), **options: Any) -> RepeatedCalibration:
+    """Calibrate each repeat of the same traffic (``repeats``: one live run's samples, or several put on
+    one timeline with `join_runs`) into a profile of its own (`repeat_path`), price every repeat's
+    iterations on each (`repeat_spread`), and copy the median one to ``output``: the profile to freeze.
+    ``options`` go to `calibrate` (``grid``, ``timing``, ``pace``, ``meta``) for every repeat alike."""
+    if not repeats:
+        raise ValueError("no repeats to calibrate")
+    ids = list(run_ids) or [()] * len(repeats)
+    if len(ids) != len(repeats):
+        raise ValueError(f"{len(repeats)} repeats but {len(ids)} lists of run ids")
+    fits = tuple(calibrate(samples, repeat_path(output, k + 1), run_ids=list(r), **options)
+                 for k, (samples, r) in enumerate(zip(repeats, ids)))
+    spread = repeat_spread([f.path for f in fits], [s.row for f in fits for s in f.samples])
+    path = Path(shutil.copyfile(fits[spread.median_index].path, output))
+    return RepeatedCalibration(fits, spread, path)

@@ -40,10 +40,10 @@ def engine(tiny_loaded) -> CausalLMBackend:
     return CausalLMBackend(tiny_loaded, max_seq_len=256)
 
 
-@pytest.fixture(scope="session")
-def timed_live_run(tmp_path_factory):
-    """A short recorded live run with its iterations timed (the driver's `IterationTimed` events,
-    kept by an `IterationLog` and stored with ``storage.record_iterations``: what `calibrate` reads)."""
+def record_timed_live_runs(url: str, count: int) -> list[tuple[int, list]]:
+    """``count`` short live runs of the same requests into ``url``, their iterations timed (the driver's
+    `IterationTimed` events, kept by an `IterationLog` and stored with ``storage.record_iterations``:
+    what `calibrate` reads): ``[(run_id, samples), ...]``."""
     import asyncio
 
     from controlplane.live.driver import LiveDriver
@@ -51,7 +51,6 @@ def timed_live_run(tmp_path_factory):
     from controlplane.live.pool_thread import LocalThreadPool
     from controlplane.testing import make_config
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'live.db'}"
     cfg = make_config(storage={"url": url, "record_iterations": True}, cluster={"models": [
         {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "device": "cpu", "max_seq_len": 128}}]})
 
@@ -66,16 +65,30 @@ def timed_live_run(tmp_path_factory):
             results = [await h.result() for h in first + later]
         finally:
             await driver.close()
-        return driver.run_id, log.samples, results
+        assert all(r.ok for r in results)
+        return driver.run_id, log.samples
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_id, samples, results = asyncio.run(main())
+        return [asyncio.run(main()) for _ in range(count)]
     finally:
         torch.set_num_threads(before)
-    assert all(r.ok for r in results)
+
+
+@pytest.fixture(scope="session")
+def timed_live_run(tmp_path_factory):
+    """A short recorded live run with its iterations timed: ``(url, run_id, samples)``."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'live.db'}"
+    ((run_id, samples),) = record_timed_live_runs(url, 1)
     return url, run_id, samples
+
+
+@pytest.fixture(scope="session")
+def timed_live_repeats(tmp_path_factory):
+    """Three recorded live runs of the same requests (repeats of one window of traffic): ``(url, [run_id, ...])``."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('repeats') / 'live.db'}"
+    return url, [run_id for run_id, _ in record_timed_live_runs(url, 3)]
 
 
 class StepCounter:

@@ -95,3 +95,35 @@ def test_calibrate_refuses_runs_without_timings(tmp_path):
     assert res.exit_code == 2 and "needs a live run" in res.output
     res = CliRunner().invoke(bench.app, ["calibrate", "999", "--db", url])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_calibrate_repeats_freezes_the_median_and_prints_the_spread(timed_live_repeats, tmp_path):
+    from sim.calibration import repeat_spread
+
+    url, (a, b, c) = timed_live_repeats
+    out = tmp_path / "cal.json"
+    res = invoke("calibrate", a, f"{b}+{c}", c, "--db", url, "-o", out)
+    text = " ".join(res.output.split())  # the console wraps long lines
+    assert "repeats of the calibration" in text and "is frozen" in text
+    kept = [tmp_path / f"cal.repeat-{k}.json" for k in (1, 2, 3)]
+    assert all(p.exists() for p in kept)
+    assert read_profile(kept[1])[1]["run_ids"] == [b, c] and read_profile(kept[2])[1]["run_id"] == c
+    # The frozen profile is the repeat whose price for every repeat's iterations is the median one.
+    from controlplane.live.iteration_log import read_live_run
+    from controlplane.live.iteration_samples import join_runs, with_handoffs_once
+    from controlplane.storage import make_engine
+
+    engine = make_engine(url)
+    try:
+        runs = {i: read_live_run(engine, i).samples for i in (a, b, c)}
+    finally:
+        engine.dispose()
+    rows = [s.row for s in with_handoffs_once(runs[a]) + join_runs(runs[b], runs[c]) + with_handoffs_once(runs[c])]
+    spread = repeat_spread(kept, rows)
+    assert out.read_bytes() == kept[spread.median_index].read_bytes()
+    assert f"{spread.spread_pct:.1f}% apart" in text and f"repeat {spread.median_index + 1}, is frozen" in text
+
+
+def test_calibrate_names_a_bad_run_argument(tmp_path):
+    res = CliRunner().invoke(bench.app, ["calibrate", "3+x", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert res.exit_code == 2 and "expected a run id or ids joined by '+'" in res.output

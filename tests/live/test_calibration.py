@@ -20,7 +20,14 @@ from controlplane.live.iteration_samples import (
     split_stalls,
     with_handoffs,
 )
-from sim.calibration import calibrate, calibrate_rows, live_slowdowns, profile_price_s, repeat_spread
+from sim.calibration import (
+    calibrate,
+    calibrate_repeats,
+    calibrate_rows,
+    live_slowdowns,
+    profile_price_s,
+    repeat_spread,
+)
 from sim.latency.base import IterationShape
 from sim.latency.measured import MeasuredProfileModel
 
@@ -315,6 +322,21 @@ def test_repeated_calibrations_are_priced_on_the_same_iterations_and_the_median_
         repeat_spread([], rows)
     with pytest.raises(ValueError, match="no iterations"):
         repeat_spread(paths, [])
+
+
+def test_calibrate_repeats_writes_each_repeat_and_copies_the_median_one(tmp_path):
+    live = _live()
+    repeats = [at_pace(with_handoffs(live), pace) for pace in (1.3, 0.9, 1.0)]  # slow, fast, between
+    got = calibrate_repeats(repeats, tmp_path / "frozen.json", run_ids=[[7], [8, 9], []], grid=(_grid(), {}))
+    assert [f.path.name for f in got.fits] == ["frozen.repeat-1.json", "frozen.repeat-2.json", "frozen.repeat-3.json"]
+    assert got.spread.median_index == 2 and got.median is got.fits[2] and got.path == tmp_path / "frozen.json"
+    assert got.path.read_bytes() == got.fits[2].path.read_bytes()
+    assert got.spread == repeat_spread([f.path for f in got.fits], [s.row for f in got.fits for s in f.samples])
+    assert got.fits[0].meta["run_id"] == 7 and got.fits[1].meta["run_ids"] == [8, 9]
+    with pytest.raises(ValueError, match="no repeats"):
+        calibrate_repeats([], tmp_path / "x.json")
+    with pytest.raises(ValueError, match="2 repeats but 1 lists"):
+        calibrate_repeats(repeats[:2], tmp_path / "x.json", run_ids=[[1]])
 
 
 def test_an_iteration_log_keeps_each_timed_iteration_as_a_sample():
