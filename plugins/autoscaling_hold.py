@@ -4,9 +4,10 @@ shown how soon wanting that count comes back."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
-__all__ = ["RecurrenceHold"]
+__all__ = ["RecurrenceHold", "SteadyWant"]
 
 
 class RecurrenceHold:
@@ -81,3 +82,42 @@ class RecurrenceHold:
             if ago <= hold:
                 return k, ago, hold, learned
         return 0, 0.0, 0.0, False
+
+
+class SteadyWant:
+    """On a steady load (`RateForecaster.excess_cv` low), the count to run: the ``quantile`` of the
+    counts wanted at the ticks of the last ``window_s`` (nearest rank, the current tick included),
+    so a count wanted by a few ticks only - a heavy-tailed prompt's swing of the request-shape
+    estimate, not more load - neither starts a replica nor is kept for the scale-down delay; and
+    never down within ``stable_s`` of the last scale-up (no oscillation). Past only; no clock."""
+
+    def __init__(self, window_s: float, quantile: float, stable_s: float) -> None:
+        self.window_s, self.quantile, self.stable_s = window_s, quantile, stable_s
+        self.wants: deque[tuple[float, int]] = deque()
+        self.last_up: float | None = None
+
+    def add(self, now_s: float, wanted: int) -> None:
+        """The count wanted at ``now_s`` (every tick, steady or not, so the window is full when needed)."""
+        self.wants.append((now_s, wanted))
+        while self.wants and now_s - self.wants[0][0] > self.window_s:
+            self.wants.popleft()
+
+    def want(self) -> int:
+        """The window's ``quantile`` of the counts wanted (0 before any)."""
+        if not self.wants:
+            return 0
+        ranked = sorted(w for _, w in self.wants)
+        return ranked[min(len(ranked) - 1, max(0, math.ceil(self.quantile * len(ranked)) - 1))]
+
+    def target(self, now_s: float, current: int, floor: int) -> int:
+        """What to run now: the window's quantile (at least ``floor``), not below ``current`` within
+        ``stable_s`` of the last scale-up."""
+        t = max(floor, self.want())
+        if t < current and self.last_up is not None and now_s - self.last_up < self.stable_s:
+            t = current
+        return t
+
+    def scaled(self, now_s: float, current: int, target: int) -> None:
+        """The target applied this tick (any mode): remembers when it last went up."""
+        if target > current:
+            self.last_up = now_s

@@ -25,7 +25,7 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.types import RequestStatus
 
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, replica_capacity
-from .autoscaling_hold import RecurrenceHold
+from .autoscaling_hold import RecurrenceHold, SteadyWant
 
 
 class _ModelState:
@@ -33,7 +33,7 @@ class _ModelState:
 
     def __init__(self, s) -> None:
         self.forecaster = RateForecaster(s.bucket_s, s.alpha, s.beta, s.forecast_quantile, s.residual_buckets,
-                                         s.forecast_band)
+                                         s.forecast_band, s.first_band)
         self.bursts = BurstCurve(s.burst_bin_s, s.burst_memory_s, tuple(s.burst_windows_s)) \
             if s.burst_windows_s else None
         self.prompt: float | None = None
@@ -48,6 +48,8 @@ class _ModelState:
         self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
         self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps,
                                    rearm_lead=s.recurrence_rearm_lead)
+        self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
+                                 s.steady_quantile, s.scale_down_delay_s)
 
 
 class SLOPlanner(Plugin):
@@ -67,6 +69,8 @@ class SLOPlanner(Plugin):
         forecast_quantile: float = Field(0.9, gt=0, lt=1)  # upper bound: this quantile of forecast errors
         residual_buckets: int = Field(60, ge=3)  # forecast errors (buckets) the bound is taken over
         forecast_band: Literal["holt", "sqrt"] = "holt"  # how the bound widens with the steps ahead
+        first_band: Literal["point", "poisson"] = "poisson"  # the bound's error before 3 buckets' errors: the point
+        # forecast itself (upper = 2 x point and more), or a Poisson count's at forecast_quantile
         horizon_s: float | None = Field(None, ge=0)  # how far ahead to plan (None: cold start + lead_s)
         lead_s: float = Field(10.0, ge=0)  # added to the cold start for the horizon
         peak_memory_s: float = Field(120.0, ge=0)  # also plan for the highest bucket rate this recent
@@ -84,6 +88,16 @@ class SLOPlanner(Plugin):
         recurrence_rearm_lead: float = Field(2.0, ge=1)
         recurrence_min_gap_s: float | None = Field(None, ge=0)  # a return sooner is the same episode (None: the
         # horizon, cold start + lead_s)
+        first_bucket_min_s: float | None = Field(5.0, gt=0)  # the rate now over at least this, until the first
+        # bucket closes (None: half a bucket, as always after it)
+        steady_cv: float | None = Field(0.25, ge=0)  # a steady load: the last steady_buckets' arrival counts
+        # vary at most this much more than Poisson's (excess CV); then run the steady_quantile of the counts wanted
+        # over steady_window_s instead of holding each one wanted (None: off)
+        steady_buckets: int = Field(10, ge=3)
+        steady_quantile: float = Field(0.95, gt=0, le=1)
+        steady_window_s: float | None = Field(None, gt=0)  # None: scale_down_delay_s
+        steady_queue_at_once: bool = False  # on a steady load, backlog replicas still start at once (False: only
+        # through the wants' quantile)
         backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
         work_unit: Literal["requests", "tokens"] = "requests"  # what the forecast and burst curve count:
         # requests, or prompt tokens (a heavy-tailed prompt weighs what it costs), sized per replica at the mean prompt
@@ -246,7 +260,7 @@ class SLOPlanner(Plugin):
         cold = scaling.cold_start_s or 0.0
         horizon = s.horizon_s if s.horizon_s is not None else cold + s.lead_s
         point, upper = (r / unit for r in st.forecaster.forecast(horizon))  # in requests of the mean shape
-        now_rate = st.forecaster.partial_rate(now) / unit
+        now_rate = st.forecaster.partial_rate(now, s.first_bucket_min_s) / unit
         recent_peak = st.forecaster.recent_max(s.peak_memory_s) / unit
         ttft_t, _ = self._targets(ctx)
         prefill_s = capacity.ttft_s if capacity is not None and capacity.concurrency else 0.0
@@ -290,19 +304,27 @@ class SLOPlanner(Plugin):
         if idle_long:  # no load for the grace period: whatever the forecast's error band says
             wanted = floor
         current = scaling.num_current
-        st.hold.add(now, wanted, s.recurrence_min_gap_s if s.recurrence_min_gap_s is not None else horizon)
+        min_gap = s.recurrence_min_gap_s if s.recurrence_min_gap_s is not None else horizon
+        st.steady.add(now, wanted)
+        cv = st.forecaster.excess_cv(s.steady_buckets) if s.steady_cv is not None else None
+        steady = cv is not None and cv <= s.steady_cv and not idle_long
         target = wanted
         held = rearmed = None
-        if s.recurrence_rearm and s.recurrence_margin is not None and not idle_long:
-            kept = st.hold.kept(now, horizon, cold)
-            if kept[4] and kept[0] > wanted:  # a released count's soonest return is a horizon away: start it
-                rearmed, target = kept[:2], kept[0]
-            elif wanted < current:
-                held = kept[:4]
+        if steady:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
+            target = max(st.steady.target(now, current, floor), wanted if extra and s.steady_queue_at_once else 0)
+            st.hold.add(now, target, min_gap)  # leaving the steady mode, the hold keeps what it ran
+        else:
+            st.hold.add(now, wanted, min_gap)
+            if s.recurrence_rearm and s.recurrence_margin is not None and not idle_long:
+                kept = st.hold.kept(now, horizon, cold)
+                if kept[4] and kept[0] > wanted:  # a released count's soonest return is a horizon away: start it
+                    rearmed, target = kept[:2], kept[0]
+                elif wanted < current:
+                    held = kept[:4]
+                    target = max(wanted, min(current, held[0]))
+            elif wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
+                held = st.hold.held(now)
                 target = max(wanted, min(current, held[0]))
-        elif wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
-            held = st.hold.held(now)
-            target = max(wanted, min(current, held[0]))
         err = st.forecaster.relative_error()
         confidence = min(1.0, st.forecaster.num_buckets / 10) * (1.0 / (1.0 + err) if err is not None else 0.5)
         signals = {"arrivals_per_s": round(now_rate, 4), "forecast_per_s": round(point, 4),
@@ -311,6 +333,10 @@ class SLOPlanner(Plugin):
                    "capacity_per_replica_per_s": round(per_replica, 4), "horizon_s": round(horizon, 2),
                    "prompt_tokens": round(prompt, 1), "output_tokens": round(output, 1),
                    "queued": float(backlog), "needed": float(needed), "backlog_replicas": float(extra)}
+        if cv is not None:
+            signals["excess_cv"] = round(cv, 4)
+        if steady:
+            signals["steady_want"] = float(st.steady.want())
         if capacity is not None:
             signals["batch"] = float(capacity.concurrency)
             signals["iteration_s"] = round(capacity.iteration_s, 5)
@@ -327,9 +353,12 @@ class SLOPlanner(Plugin):
                   f"{burst_rate:.2f}); {how} at "
                   f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}"
                   + (f" (cleared in {drains:.0f}s, before a {cold:.0f}s cold start)" if drains is not None else "")
-                  + f"; want {wanted}, {current} -> {target}")
+                  + f"; want {wanted}, {current} -> {target}"
+                  + (f" (steady load: arrivals {cv:.2f} over Poisson; {s.steady_quantile:.0%} of the wants of "
+                     f"{st.steady.window_s:.0f}s {st.steady.want()})" if steady else ""))
+        st.steady.scaled(now, current, target)
         notes = []
-        if target < current and current in st.hold.last:  # released: the hold of the top count ran out
+        if target < current and current in st.hold.last and not steady:  # released: the hold of the top count ran out
             notes.append(self._hold_note("released", current, now - st.hold.last[current], *st.hold.hold_s(current)))
         if held is not None and target > wanted:  # kept above what it wants: which count and for how long
             notes.append(self._hold_note("held", *held))

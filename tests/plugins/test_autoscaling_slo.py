@@ -264,3 +264,99 @@ def test_a_shape_window_is_a_ratio_estimate_a_flood_of_finishes_cannot_swing():
         shapes[window] = p._state(reqs[0].model).prompt
     assert shapes[None] > 2600  # the EWMA follows the flood of 100 finishes at once
     assert shapes[60.0] == pytest.approx((60 * 1000 + 100 * 3000) / 160, rel=0.02)  # the last 60 s
+
+
+def test_excess_cv_is_zero_for_poisson_arrivals_and_large_for_bursts():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    poisson, bursty = RateForecaster(30.0, 0.5, 0.2, 0.9, 60), RateForecaster(30.0, 0.5, 0.2, 0.9, 60)
+    for t in range(1, 601):
+        poisson.add(float(t), float(rng.poisson(3.0)))
+        bursty.add(float(t), 30.0 if (t // 30) % 4 == 0 else 0.5)  # a 30 s burst every 2 minutes
+    assert poisson.excess_cv(30) is None  # fewer buckets than asked
+    assert poisson.excess_cv(10) < 0.1  # a Poisson stream's variance is its mean, whatever the rate
+    assert bursty.excess_cv(10) > 1.0
+
+
+def test_the_steady_want_ignores_a_few_ticks_and_never_goes_down_soon_after_going_up():
+    from plugins.autoscaling_hold import SteadyWant
+
+    w = SteadyWant(100.0, 0.95, 300.0)
+    for t in range(100):
+        w.add(float(t), 9 if t in (10, 50, 90) else 4)  # three ticks of 100 want 9: a shape swing, not load
+    assert w.want() == 4 and w.target(99.0, 4, 1) == 4
+    for t in range(100, 110):
+        w.add(float(t), 6)  # 10 ticks of 101 want 6 or more: a 95% quantile takes it
+    assert w.want() == 6 and w.target(109.0, 4, 1) == 6
+    w.scaled(109.0, 4, 6)
+    for t in range(110, 260):
+        w.add(float(t), 4)
+    assert w.want() == 4
+    assert w.target(259.0, 6, 1) == 6  # down only once the scale-up is 300 s old: no oscillation
+    assert w.target(409.0, 6, 1) == 4 and w.target(409.0, 6, 5) == 5  # then down, to the floor at least
+
+
+def test_the_first_bucket_is_seen_within_seconds_and_its_band_is_poissons():
+    f = RateForecaster(30.0, 0.5, 0.2, 0.9, 60, first_band="poisson")
+    for t in range(1, 6):
+        f.add(float(t), 4.0)  # 4/s from the first second
+    assert f.partial_rate(6.0) == pytest.approx(20 / 15)  # half a bucket: a third of the rate
+    assert f.partial_rate(6.0, 5.0) == pytest.approx(4.0)  # the floor of 5 s: the rate
+    for t in range(6, 62):
+        f.add(float(t), 4.0)
+    assert f.partial_rate(62.0, 5.0) == f.partial_rate(62.0)  # after the first bucket: half a bucket again
+    point, upper = f.forecast(30.0)  # two buckets closed, no forecast errors yet
+    assert upper - point == pytest.approx(1.6449 * (point / 30.0) ** 0.5, rel=1e-3)
+    plain = RateForecaster(30.0, 0.5, 0.2, 0.9, 60)
+    for t in range(1, 62):
+        plain.add(float(t), 4.0)
+    assert plain.forecast(30.0)[1] == pytest.approx(2 * point)  # the point itself as the error, as before
+
+
+def _steady_heavy_tail(n: int = 6000, qps: float = 10.0):
+    """Poisson arrivals; one prompt in 10 is 8x the others (a heavy tail that swings the shape estimate)."""
+    return [type(r)(r.request_id, r.arrival_s, r.prompt_tokens * (8 if i % 10 == 0 else 1), r.output_tokens)
+            for i, r in enumerate(make_trace(n, qps=qps, prompt_tokens=512, output_tokens=64, seed=5))]
+
+
+def test_on_a_steady_load_the_planner_runs_a_quantile_of_its_wants_without_oscillating():
+    trace = _steady_heavy_tail()
+
+    def replay(**kw):
+        res = replay_with(_planner(**kw), trace=trace, cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1})
+        assert_conserved(res.summary)
+        return res
+
+    steady, held = replay(), replay(steady_cv=None)
+    assert steady.summary["num_completed"] == held.summary["num_completed"] == len(trace)
+    events = scale_events(steady)
+    assert oscillations(events, 300.0) == 0  # its own stabilisation window (scale_down_delay_s)
+    on = [d for d in steady.decisions if d.action == "scale" and "steady load" in d.reason]
+    assert on and all("excess_cv" in d.payload["signals"] and "steady_want" in d.payload["signals"] for d in on)
+    assert all(d.time_s >= 300.0 for d in on)  # only once 10 buckets of 30 s were seen
+    assert not any("steady load" in d.reason for d in held.decisions)
+    assert steady.summary["gpu_seconds"] <= 1.05 * held.summary["gpu_seconds"]
+    assert steady.summary["slo_attainment"] >= held.summary["slo_attainment"] - 0.01
+
+
+def test_a_steady_shadow_planner_changes_no_request():
+    from controlplane.testing import EventLog
+
+    trace = _steady_heavy_tail(4000)
+    plugins = ["hpa", "queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
+               "sampled-guardian", "builtin-latency-models"]
+    settings = {"hpa": {"target": 4, "max_replicas": 8}}
+
+    def replay(shadow: bool):
+        cfg = make_config(cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1}, plugins={
+            "enabled": plugins + (["shadow"] if shadow else []),
+            "settings": {**settings, **({"shadow": {"policies": ["slo-planner"]}} if shadow else {})}})
+        log = EventLog()
+        res = replay_with(log, trace=trace, config=cfg)
+        rows = sorted((r.request_id, r.arrival_s, r.first_token_s, r.finish_s, r.worker_id) for r in log.finished)
+        return res, rows
+
+    (plain, rows_plain), (shadowed, rows_shadow) = replay(False), replay(True)
+    assert rows_plain == rows_shadow and len(rows_plain) == len(trace)
+    assert any("steady load" in d.reason for d in shadowed.decisions if d.action == "shadow_scale")
