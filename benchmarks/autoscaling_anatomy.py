@@ -1,0 +1,119 @@
+"""Where `slo-planner`'s replica-seconds go, tick by tick: the count its point forecast needs, what the
+rate now, the forecast band, the recent peak, the burst rate and the backlog add on top of it (the
+count wanted), what the hold (or, on a steady load, the wants' quantile) keeps above the count wanted,
+attributed to the layer that last raised each kept count ("start-up" when that was in the first
+``--startup`` seconds), and the replicas up or starting less the target.
+
+    python benchmarks/autoscaling_anatomy.py --setup "mooncake-conv x1" --window-end 1800
+    python benchmarks/autoscaling_anatomy.py --setup "mooncake-conv x0.5" --set slo-planner.steady_cv=null
+
+It replays one `benchmarks/autoscaling.py` setup (`SUITE`) with the planner alone, exactly as the
+benchmark's `run` does, and records the planner's decision at every tick (the decision rows a run
+stores are written only when the target changes). Prints the run's JSON row, then replica-hours by
+layer and by cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import autoscaling as bench  # noqa: E402
+
+LAYERS = ("point", "now", "band", "peak", "burst", "backlog")
+
+
+def layers(signals: dict, wanted: int, target_utilization: float) -> list[tuple[str, int]]:
+    """The count wanted at one tick, split: the point forecast's count, then what the rate now, the
+    band, the recent peak, the burst rate and the backlog each add on top of the layers before."""
+    serve = signals["capacity_per_replica_per_s"] * target_utilization
+    count = (lambda r: max(1, math.ceil(r / serve - 1e-9))) if serve > 0 else (lambda r: wanted)
+    n = [count(signals["forecast_per_s"])]
+    for key in ("arrivals_per_s", "forecast_upper_per_s", "recent_peak_per_s"):
+        n.append(max(n[-1], count(signals[key])))
+    n.append(max(n[-1], int(signals["needed"])))
+    n.append(max(n[-1], wanted))
+    return [(LAYERS[0], n[0])] + [(LAYERS[i], n[i] - n[i - 1]) for i in range(1, len(n))]
+
+
+class Anatomy:
+    """Replica-seconds by layer and by the cause of each count kept above the want."""
+
+    def __init__(self, startup_s: float = 300.0) -> None:
+        self.startup_s = startup_s
+        self.seconds: Counter[str] = Counter()
+        self.last_raised: dict[int, tuple[str, float]] = {}  # count -> (layer, when) that last wanted it
+        self.last_now: float | None = None
+
+    def tick(self, now: float, signals: dict, wanted: int, current: int, target: int, utilization: float,
+             rearmed: bool = False) -> None:
+        dt = 0.0 if self.last_now is None else now - self.last_now
+        self.last_now = now
+        parts = layers(signals, wanted, utilization)
+        top = 0
+        for name, inc in parts:
+            for k in range(top + 1, top + inc + 1):
+                self.last_raised[k] = (name, now)
+            top += inc
+            self.seconds[name] += inc * dt
+        for k in range(top + 1, target + 1):
+            name, when = self.last_raised.get(k, ("never wanted", 0.0))
+            start = "start-up " if when < self.startup_s else ""
+            self.seconds[f"kept: {start}{name}{' (re-armed)' if rearmed else ''}"] += dt
+        self.seconds["kept above the want"] += (target - top) * dt
+        self.seconds["current less target"] += (current - target) * dt
+        self.seconds["replica-seconds"] += current * dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--setup", default="mooncake-conv x0.5", choices=list(bench.SUITE))
+    ap.add_argument("--window-start", type=float)
+    ap.add_argument("--window-end", type=float)
+    ap.add_argument("--mooncake", default=str(bench.MOONCAKE))
+    ap.add_argument("--startup", type=float, default=300.0, help="counts raised before this are start-up (s)")
+    ap.add_argument("--set", action="append", default=[], metavar="slo-planner.KEY=VALUE")
+    args = ap.parse_args(argv)
+    from plugins.autoscaling_slo import SLOPlanner
+
+    anatomy = Anatomy(args.startup)
+    original = SLOPlanner.cp_scale
+
+    @functools.wraps(original)  # keeps the hook marker
+    def recorded(self, ctx, model, scaling):
+        d = original(self, ctx, model, scaling)
+        wanted = int(re.search(r"want (\d+), \d+ -> \d+", d.reason).group(1))
+        anatomy.tick(scaling.now_s, d.signals, wanted, scaling.num_current, d.target_replicas,
+                     self.settings.target_utilization, "(ahead " in d.reason)
+        return d
+
+    SLOPlanner.cp_scale = recorded
+    try:
+        kind, scale, ttft, _ = bench.SUITE[args.setup]
+        ns = argparse.Namespace(
+            trace=None if kind == "azure" else args.mooncake, format="azure" if kind == "azure" else "mooncake",
+            speed_up=1.0, limit=None, rate_scale=scale, window_start=args.window_start, window_end=args.window_end,
+            config=None, cold_start=None, start_replicas=1, max_replicas=16, target=0.99, ttft=ttft, tpot=None,
+            seed=0, price=None, warmup=300.0)
+        sets = bench.parse_sets(args.set).get("slo-planner", {})
+        row = bench.run(ns, "slo-planner", 1, {"min_replicas": 1, "max_replicas": 16, **sets})
+    finally:
+        SLOPlanner.cp_scale = original
+    print(json.dumps(row))
+    total = anatomy.seconds["replica-seconds"] or 1.0
+    for name, s in anatomy.seconds.items():
+        print(f"{name:>40} {s / 3600:8.3f} replica-h {s / total:7.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

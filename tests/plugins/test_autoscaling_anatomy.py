@@ -1,0 +1,47 @@
+"""benchmarks/autoscaling_anatomy.py: the planner's replica-seconds split by layer and by cause."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("autoscaling_anatomy", ROOT / "benchmarks" / "autoscaling_anatomy.py")
+anatomy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(anatomy)
+
+SIGNALS = {"capacity_per_replica_per_s": 1.0, "forecast_per_s": 1.5, "arrivals_per_s": 1.0,
+           "forecast_upper_per_s": 3.5, "recent_peak_per_s": 2.0, "needed": 4.0}
+
+
+def test_the_want_is_split_into_layers_on_top_of_the_point_forecasts_count():
+    parts = dict(anatomy.layers(SIGNALS, 5, 1.0))
+    # point 1.5/s: 2 replicas; the rate now adds none, the band (3.5/s) 2, the peak none, the burst
+    # (needed 4) none, the backlog (wanted 5) 1
+    assert parts == {"point": 2, "now": 0, "band": 2, "peak": 0, "burst": 0, "backlog": 1}
+
+
+def test_kept_counts_are_charged_to_the_layer_that_last_raised_them():
+    a = anatomy.Anatomy(startup_s=10.0)
+    a.tick(0.0, SIGNALS, 5, 1, 5, 1.0)
+    a.tick(20.0, {**SIGNALS, "forecast_upper_per_s": 1.5, "needed": 2.0}, 2, 5, 5, 1.0)  # wants 2, keeps 5
+    a.tick(21.0, {**SIGNALS, "forecast_upper_per_s": 1.5, "needed": 2.0}, 2, 5, 4, 1.0)
+    s = a.seconds
+    assert s["kept: start-up band"] == pytest.approx(2 * 20.0 + 2 * 1.0)  # counts 3 and 4, raised by the band at 0 s
+    assert s["kept: start-up backlog"] == pytest.approx(20.0)  # count 5, raised by the backlog
+    assert s["kept above the want"] == pytest.approx(3 * 20.0 + 2 * 1.0)
+    assert s["current less target"] == pytest.approx(1.0)  # the first tick has no length; then 5 up, 4 asked
+    layered = sum(s[k] for k in anatomy.LAYERS) + s["kept above the want"] + s["current less target"]
+    assert layered == pytest.approx(s["replica-seconds"])
+
+
+def test_it_replays_a_suite_setup_with_the_planner_alone(capsys):
+    assert anatomy.main(["--setup", "azure-code x0.5", "--window-end", "240"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(out[0])
+    assert row["num_requests"] == row["num_completed"] > 0
+    hours = {line.split()[0]: float(line.split()[-3]) for line in out[1:] if line.split()[0] in anatomy.LAYERS}
+    assert hours["point"] > 0
