@@ -325,6 +325,9 @@ class SLOPlanner(Plugin):
             elif wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
                 held = st.hold.held(now)
                 target = max(wanted, min(current, held[0]))
+        if (s.steady_cv is not None and cv is None and not idle_long and target < current
+                and st.steady.last_up is not None and now - st.steady.last_up < s.scale_down_delay_s):
+            target = current  # too early to tell a steady load: no scale-down within the delay of a scale-up
         err = st.forecaster.relative_error()
         confidence = min(1.0, st.forecaster.num_buckets / 10) * (1.0 / (1.0 + err) if err is not None else 0.5)
         signals = {"arrivals_per_s": round(now_rate, 4), "forecast_per_s": round(point, 4),

@@ -360,3 +360,18 @@ def test_a_steady_shadow_planner_changes_no_request():
     (plain, rows_plain), (shadowed, rows_shadow) = replay(False), replay(True)
     assert rows_plain == rows_shadow and len(rows_plain) == len(trace)
     assert any("steady load" in d.reason for d in shadowed.decisions if d.action == "shadow_scale")
+
+
+def test_before_a_load_can_be_called_steady_no_count_is_given_up_soon_after_a_scale_up():
+    cluster = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 20.0}]}
+    trace = make_trace(9000, qps=12.0, prompt_tokens=1024, output_tokens=128, seed=7)  # a steady 12/s, 750 s
+
+    def events(**kw):
+        res = replay_with(_planner(**kw), trace=trace, cluster=cluster, slo={"ttft_s": 2.0, "tpot_s": 0.1})
+        assert res.summary["num_completed"] == len(trace)
+        return scale_events(res)
+
+    # without the steady rule, the start's quick scale-up to 4 is given up 156 s later (a hold learned from
+    # a 32 s gap in the first minute) and taken back: an oscillation on a steady load
+    assert oscillations(events(steady_cv=None), 300.0) == 1
+    assert oscillations(events(), 300.0) == 0
