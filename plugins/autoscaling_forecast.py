@@ -145,6 +145,7 @@ class Capacity:
 def replica_capacity(
     estimate: Callable[[int, int, int], float], *, prompt_tokens: float, output_tokens: float, tpot_s: float,
     ttft_s: float, max_num_seqs: int, kv_tokens: int | None, chunk_tokens: int,
+    prefill_tokens: float | None = None,
 ) -> Capacity:
     """The largest steady request rate one replica serves with its mean iteration (TPOT) within
     ``tpot_s`` and a new request's prefill plus one iteration within ``ttft_s``.
@@ -153,16 +154,22 @@ def replica_capacity(
     arrive meanwhile (``n x prompt / output`` per iteration on average); Little's law gives the rate,
     ``n / (ttft + output x iteration)``. The first ``n`` that breaks a target (or the KV or batch
     limit) stops the search; the last one that kept them is the capacity.
+
+    ``prefill_tokens`` (default: the prompt) is the prompt whose prefill each request is charged, and
+    a new request's TTFT is priced at: the cost-equivalent prompt of `RequestCosts` when the mean
+    prompt's cost understates the mean cost. The KV budget and the decodes' context stay at the
+    mean prompt (both are linear in it).
     """
     prompt, output = max(1.0, prompt_tokens), max(1.0, output_tokens)
+    work = prompt if prefill_tokens is None else max(1.0, prefill_tokens)
     context = int(prompt + output / 2)
     best = Capacity(0.0, 0, 0.0, 0.0, "tpot")
     n = 1
     while n <= max_num_seqs:
-        prefill = int(n * prompt / output)
+        prefill = int(n * work / output)
         t = estimate(prefill, n, context)
-        chunks = max(1, math.ceil(prompt / max(1, chunk_tokens)))
-        ttft = t + chunks * estimate(min(int(prompt), chunk_tokens), n, context)
+        chunks = max(1, math.ceil(work / max(1, chunk_tokens)))
+        ttft = t + chunks * estimate(min(int(work), chunk_tokens), n, context)
         limit = None
         if t > tpot_s:
             limit = "tpot"

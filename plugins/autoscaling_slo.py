@@ -6,7 +6,9 @@ count come back after a gap, if shorter (`RecurrenceHold`).
 
 Capacity per replica comes from the run's latency model (`ScalingContext.iteration_s`: the
 simulator binds its latency models; see `replica_capacity`), for the mean prompt and output of
-the requests the model has served. Without an iteration estimate (live without a profile) the
+the requests the model has served, or (`capacity_from: request_costs`) charging each request the
+prefill of the prompt whose price is the mean price of the prompts that arrived recently
+(`RequestCosts`). Without an iteration estimate (live without a profile) the
 planner learns the rate one replica sustains from what it observes: it raises the estimate when
 replicas carried more within the SLO and lowers it when the window missed the SLO.
 """
@@ -24,6 +26,7 @@ from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestArrived, RequestFinished
 from controlplane.types import RequestStatus
 
+from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, replica_capacity
 from .autoscaling_hold import RecurrenceHold, SteadyWant
 
@@ -41,6 +44,8 @@ class _ModelState:
         self.num_seen = 0
         self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
         self.finished_sums = [0.0, 0.0]
+        self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests) \
+            if s.capacity_from == "request_costs" else None
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
         self.learned_rate: float = s.initial_capacity_rps
@@ -111,6 +116,10 @@ class SLOPlanner(Plugin):
         shape_window_s: float | None = Field(None, gt=0)  # instead: the mean shape of the requests finished in
         # this many seconds (at least the last shape_min_requests): a ratio estimate a flood of finishes cannot swing
         shape_min_requests: int = Field(50, ge=1)
+        capacity_from: Literal["mean_shape", "request_costs"] = "mean_shape"  # size a replica for the mean
+        # prompt, or for the prompt whose prefill price (iteration_s) is the mean price of the prompts that arrived
+        # in request_cost_window_s (at least shape_min_requests): each request charged what it costs on average
+        request_cost_window_s: float = Field(300.0, gt=0)
         initial_capacity_rps: float = Field(1.0, gt=0)  # without an iteration estimate: start here, then learn
         min_replicas: int = Field(1, ge=0)
         max_replicas: int = Field(64, ge=1)
@@ -142,10 +151,13 @@ class SLOPlanner(Plugin):
         kind = type(event)
         if kind is RequestArrived:
             tokens = self.settings.work_unit == "tokens"
-            if self.settings.burst_windows_s or tokens:
+            costs = self.settings.capacity_from == "request_costs"
+            if self.settings.burst_windows_s or tokens or costs:
                 d = ctx.config.cluster.deployment(event.request.model)
                 if d is not None:
                     st = self._state(d.name)
+                    if costs:
+                        st.costs.add(event.time_s, event.request.prompt_tokens)
                     work = float(max(1, event.request.prompt_tokens)) if tokens else 1.0
                     st.tick_work += work
                     if st.bursts is not None:
@@ -182,7 +194,8 @@ class SLOPlanner(Plugin):
                     sum(max(1, r.max_output_tokens) for r in waiting) / len(waiting))
         return self.settings.default_prompt_tokens, self.settings.default_output_tokens
 
-    def _capacity(self, ctx, st: _ModelState, scaling, prompt: float, output: float) -> Capacity | None:
+    def _capacity(self, ctx, st: _ModelState, scaling, prompt: float, output: float,
+                  work: float | None = None) -> Capacity | None:
         """Requests per second one replica sustains within the targets (None: no iteration estimate)."""
         if scaling.iteration_s is None:
             return None
@@ -191,11 +204,13 @@ class SLOPlanner(Plugin):
         ttft, tpot = self._targets(ctx)
         chunk = self._prefill_chunk(ctx, d)
         kv = next((w.num_kv_blocks * w.kv_block_size for w in scaling.workers if w.has_kv_budget), None)
-        key = (round(math.log(prompt) * 20), round(math.log(output) * 20), kv)  # ~5% shape steps
+        key = (round(math.log(prompt) * 20), round(math.log(output) * 20), kv,  # ~5% shape steps
+               None if work is None else round(math.log(max(1.0, work)) * 20))
         if st.capacity_key != key:
             st.capacity = replica_capacity(
                 scaling.iteration_s, prompt_tokens=prompt, output_tokens=output, tpot_s=tpot * s.tpot_headroom,
-                ttft_s=ttft * s.ttft_headroom, max_num_seqs=d.max_num_seqs, kv_tokens=kv, chunk_tokens=chunk)
+                ttft_s=ttft * s.ttft_headroom, max_num_seqs=d.max_num_seqs, kv_tokens=kv, chunk_tokens=chunk,
+                prefill_tokens=work)
             st.capacity_key = key
         return st.capacity
 
@@ -246,9 +261,12 @@ class SLOPlanner(Plugin):
         st.tick_work = 0.0
         prompt, output = self._shape(st, scaling)
         unit = prompt if tokens else 1.0  # the forecast's and burst curve's work per request of the mean shape
-        estimate_error = None
+        estimate_error = work = None
         try:
-            capacity = self._capacity(ctx, st, scaling, prompt, output)
+            if st.costs is not None and scaling.iteration_s is not None:  # the prompt of the mean prefill price
+                price = scaling.iteration_s
+                work = st.costs.effective_prompt(now, lambda p: price(int(round(p)), 0, 0))
+            capacity = self._capacity(ctx, st, scaling, prompt, output, work)
         except Exception as exc:  # noqa: BLE001 - a latency model that cannot answer: learn instead
             capacity, estimate_error = None, f"{type(exc).__name__}: {exc}"
             st.capacity_key = None
@@ -340,6 +358,8 @@ class SLOPlanner(Plugin):
             signals["excess_cv"] = round(cv, 4)
         if steady:
             signals["steady_want"] = float(st.steady.want())
+        if work is not None:
+            signals["prefill_work_tokens"] = round(work, 1)
         if capacity is not None:
             signals["batch"] = float(capacity.concurrency)
             signals["iteration_s"] = round(capacity.iteration_s, 5)
@@ -347,10 +367,15 @@ class SLOPlanner(Plugin):
             p = scaling.latency_percentile(kind, 90)
             if p is not None:
                 signals[f"{kind}_p90_s"] = round(p, 4)
-        how = (f"1 replica serves {per_replica:.2f}/s within TTFT/TPOT targets "
-               + (f"(batch {capacity.concurrency}, iteration {capacity.iteration_s * 1e3:.0f} ms, "
-                  f"limit {capacity.limit})" if capacity is not None else "(learned from observed load"
-                  + (f"; the latency model failed: {estimate_error})" if estimate_error else ")")))
+        if capacity is not None:
+            charged = (f", each charged a {work:.0f}-token prompt's prefill: the mean price of {len(st.costs)} arrived"
+                       if work is not None else "")
+            basis = (f"(batch {capacity.concurrency}, iteration {capacity.iteration_s * 1e3:.0f} ms, "
+                     f"limit {capacity.limit}{charged})")
+        else:
+            basis = "(learned from observed load" + (f"; the latency model failed: {estimate_error})"
+                                                     if estimate_error else ")")
+        how = f"1 replica serves {per_replica:.2f}/s within TTFT/TPOT targets {basis}"
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s (forecast {point:.2f}, upper {upper:.2f} over "
                   f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}, burst {burst_n:.0f} in {burst_len:g}s "
                   f"{burst_rate:.2f}); {how} at "

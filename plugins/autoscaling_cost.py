@@ -1,0 +1,89 @@
+"""The mean of each recent request's own prefill cost, for the SLO planner's replica capacity.
+
+A replica's capacity computed for the mean request shape prices the mean prompt; when prefill time
+grows faster than linearly with the prompt (attention), the mean prompt's cost understates the mean
+cost per request, the more so the heavier the prompts' tail. `RequestCosts` prices each arriving
+request's prompt with the run's latency model (``price(prompt_tokens) -> seconds``: the planner
+passes ``ScalingContext.iteration_s(prompt, 0, 0)``, the whole prompt prefilled as one batch), keeps
+the mean over the requests that arrived in the last ``window_s`` (at least the last
+``min_requests``), and gives the **cost-equivalent prompt**: the prompt whose own price is that
+mean. Sizing a replica at that prompt charges each request what it costs on average. A prompt's
+price is known when it arrives, so a long prompt counts at once, and a window of arrivals, not an
+EWMA of finishes, so one long prompt finishing moves it by its share of the window only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["RequestCosts"]
+
+
+class RequestCosts:
+    """Prices of the prompts that arrived in the last ``window_s`` (at least the last ``min_requests``)."""
+
+    def __init__(self, window_s: float, min_requests: int, bisection_steps: int = 24) -> None:
+        self.window_s = window_s
+        self.min_requests = max(1, min_requests)
+        self.bisection_steps = bisection_steps
+        self._pending: list[tuple[float, float]] = []  # (arrival time, prompt tokens) not yet priced
+        self._priced: deque[tuple[float, float, float]] = deque()  # (time, prompt, price), oldest first
+        self._sum = 0.0
+        self._prompt_sum = 0.0
+        self._effective: float | None = None  # the cost-equivalent prompt of the current window
+        self._changed = False
+
+    def add(self, time_s: float, prompt_tokens: float) -> None:
+        """A request arrived with ``prompt_tokens`` (priced at the next `effective_prompt`)."""
+        self._pending.append((time_s, max(1.0, float(prompt_tokens))))
+
+    def __len__(self) -> int:
+        return len(self._priced) + len(self._pending)
+
+    def _update(self, now_s: float, price: Callable[[float], float]) -> None:
+        for t, p in self._pending:
+            c = float(price(p))
+            self._priced.append((t, p, c))
+            self._sum += c
+            self._prompt_sum += p
+            self._changed = True
+        self._pending.clear()
+        q = self._priced
+        while len(q) > self.min_requests and now_s - q[0][0] > self.window_s:
+            _, p, c = q.popleft()
+            self._sum -= c
+            self._prompt_sum -= p
+            self._changed = True
+
+    def mean_cost(self, now_s: float, price: Callable[[float], float]) -> float | None:
+        """The mean price of the window's prompts (None before any arrived)."""
+        self._update(now_s, price)
+        return self._sum / len(self._priced) if self._priced else None
+
+    def mean_prompt(self) -> float | None:
+        """The plain mean prompt of the window (as of the last update; None before any)."""
+        return self._prompt_sum / len(self._priced) if self._priced else None
+
+    def effective_prompt(self, now_s: float, price: Callable[[float], float]) -> float | None:
+        """The prompt whose price is the window's mean price (None before any request arrived).
+
+        Found by bisection between the window's shortest and longest prompt (the mean price lies
+        between their prices when the price grows with the prompt); equal to the mean prompt when
+        the price is linear in it, above it when the price is convex."""
+        mean = self.mean_cost(now_s, price)
+        if mean is None:
+            return None
+        if not self._changed and self._effective is not None:
+            return self._effective
+        lo = min(p for _, p, _ in self._priced)
+        hi = max(p for _, p, _ in self._priced)
+        for _ in range(self.bisection_steps if hi > lo else 0):
+            mid = (lo + hi) / 2
+            if price(mid) < mean:
+                lo = mid
+            else:
+                hi = mid
+        self._effective = (lo + hi) / 2
+        self._changed = False
+        return self._effective
