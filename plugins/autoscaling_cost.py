@@ -14,6 +14,7 @@ EWMA of finishes, so one long prompt finishing moves it by its share of the wind
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -21,16 +22,21 @@ __all__ = ["RequestCosts"]
 
 
 class RequestCosts:
-    """Prices of the prompts that arrived in the last ``window_s`` (at least the last ``min_requests``)."""
+    """Prices of the prompts that arrived in the last ``window_s`` (at least the last ``min_requests``).
 
-    def __init__(self, window_s: float, min_requests: int, bisection_steps: int = 24) -> None:
+    A prompt is priced at the nearest point of a grid of ``1 / steps_per_e`` steps in log tokens (1%
+    apart by default), each point priced once: a latency model asked about a 100k-token prefill can take
+    a millisecond, and a run asks about thousands of prompts and a bisection per tick."""
+
+    def __init__(self, window_s: float, min_requests: int, steps_per_e: int = 100) -> None:
         self.window_s = window_s
         self.min_requests = max(1, min_requests)
-        self.bisection_steps = bisection_steps
+        self.steps = steps_per_e
         self._pending: list[tuple[float, float]] = []  # (arrival time, prompt tokens) not yet priced
-        self._priced: deque[tuple[float, float, float]] = deque()  # (time, prompt, price), oldest first
+        self._priced: deque[tuple[float, float, int, float]] = deque()  # (time, prompt, grid key, price)
         self._sum = 0.0
         self._prompt_sum = 0.0
+        self._grid: dict[int, float] = {}  # grid key -> price
         self._effective: float | None = None  # the cost-equivalent prompt of the current window
         self._changed = False
 
@@ -41,17 +47,27 @@ class RequestCosts:
     def __len__(self) -> int:
         return len(self._priced) + len(self._pending)
 
+    def _tokens(self, key: int) -> float:
+        return math.exp(key / self.steps)
+
+    def _price(self, key: int, price: Callable[[float], float]) -> float:
+        c = self._grid.get(key)
+        if c is None:
+            c = self._grid[key] = float(price(self._tokens(key)))
+        return c
+
     def _update(self, now_s: float, price: Callable[[float], float]) -> None:
         for t, p in self._pending:
-            c = float(price(p))
-            self._priced.append((t, p, c))
+            key = round(math.log(p) * self.steps)
+            c = self._price(key, price)
+            self._priced.append((t, p, key, c))
             self._sum += c
             self._prompt_sum += p
             self._changed = True
         self._pending.clear()
         q = self._priced
         while len(q) > self.min_requests and now_s - q[0][0] > self.window_s:
-            _, p, c = q.popleft()
+            _, p, _, c = q.popleft()
             self._sum -= c
             self._prompt_sum -= p
             self._changed = True
@@ -68,22 +84,28 @@ class RequestCosts:
     def effective_prompt(self, now_s: float, price: Callable[[float], float]) -> float | None:
         """The prompt whose price is the window's mean price (None before any request arrived).
 
-        Found by bisection between the window's shortest and longest prompt (the mean price lies
-        between their prices when the price grows with the prompt); equal to the mean prompt when
-        the price is linear in it, above it when the price is convex."""
+        Found by bisection on the grid between the window's shortest and longest prompt (the mean price
+        lies between their prices when the price grows with the prompt), then linearly between the two
+        grid points whose prices bracket the mean: the mean prompt when the price is linear in it,
+        above it when the price is convex."""
         mean = self.mean_cost(now_s, price)
         if mean is None:
             return None
         if not self._changed and self._effective is not None:
             return self._effective
-        lo = min(p for _, p, _ in self._priced)
-        hi = max(p for _, p, _ in self._priced)
-        for _ in range(self.bisection_steps if hi > lo else 0):
-            mid = (lo + hi) / 2
-            if price(mid) < mean:
-                lo = mid
-            else:
-                hi = mid
-        self._effective = (lo + hi) / 2
+        lo = min(k for _, _, k, _ in self._priced)
+        hi = max(k for _, _, k, _ in self._priced)
+        if self._price(lo, price) >= mean or lo == hi:
+            self._effective = self._tokens(lo)
+        else:  # price(lo) < mean <= price(hi), kept while the bracket narrows to adjacent points
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self._price(mid, price) < mean:
+                    lo = mid
+                else:
+                    hi = mid
+            c_lo, c_hi = self._price(lo, price), self._price(hi, price)
+            share = (mean - c_lo) / (c_hi - c_lo) if c_hi > c_lo else 1.0
+            self._effective = self._tokens(lo) + share * (self._tokens(hi) - self._tokens(lo))
         self._changed = False
         return self._effective

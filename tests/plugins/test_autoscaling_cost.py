@@ -24,12 +24,12 @@ def test_the_cost_equivalent_prompt_is_the_one_whose_price_is_the_mean_price():
     for t, p in ((1.0, 1000.0), (2.0, 3000.0)):
         costs.add(t, p)
     # a convex price: the mean price (5 ms) is the price of sqrt(5) thousand tokens, not of the mean 2000
-    assert costs.effective_prompt(3.0, _square) == pytest.approx(5 ** 0.5 * 1000, rel=1e-4)
+    assert costs.effective_prompt(3.0, _square) == pytest.approx(5 ** 0.5 * 1000, rel=1e-2)  # a 1% grid
     assert costs.mean_prompt() == pytest.approx(2000.0)
     linear = RequestCosts(window_s=60.0, min_requests=2)
     for t, p in ((1.0, 1000.0), (2.0, 3000.0)):
         linear.add(t, p)
-    assert linear.effective_prompt(3.0, lambda p: 1e-4 * p) == pytest.approx(2000.0, rel=1e-4)  # linear: the mean
+    assert linear.effective_prompt(3.0, lambda p: 1e-4 * p) == pytest.approx(2000.0, rel=1e-2)  # linear: the mean
 
 
 def test_the_window_keeps_the_last_seconds_but_at_least_the_last_requests():
@@ -37,9 +37,27 @@ def test_the_window_keeps_the_last_seconds_but_at_least_the_last_requests():
     for t, p in ((0.0, 4000.0), (1.0, 1000.0), (2.0, 1000.0), (3.0, 1000.0)):
         costs.add(t, p)
     assert costs.effective_prompt(5.0, _square) > 2000.0  # the long prompt is in the window: it weighs its cost
-    assert costs.effective_prompt(11.0, _square) == pytest.approx(1000.0)  # 11 s later it left
+    assert costs.effective_prompt(11.0, _square) == pytest.approx(1000.0, rel=1e-2)  # 11 s later it left
     assert len(costs) == 3
-    assert costs.effective_prompt(100.0, _square) == pytest.approx(1000.0) and len(costs) == 2  # the last two stay
+    assert costs.effective_prompt(100.0, _square) == pytest.approx(1000.0, rel=1e-2)
+    assert len(costs) == 2  # the last two stay
+
+
+def test_each_point_of_the_price_grid_is_priced_once():
+    calls = []
+
+    def price(p: float) -> float:
+        calls.append(p)
+        return _square(p)
+
+    costs = RequestCosts(window_s=1e9, min_requests=1)
+    for i in range(1000):
+        costs.add(float(i), 1000.0 if i % 2 else 1004.0)  # both within half a step of the same point
+    first = costs.effective_prompt(1000.0, price)
+    assert len(calls) == 1 and first == pytest.approx(1000.0, rel=1e-2)
+    costs.add(1001.0, 50000.0)
+    costs.effective_prompt(1002.0, price)
+    assert len(calls) <= 2 + 12  # the new point, and a bisection over the ~400 points between
 
 
 def _linear(prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
@@ -78,7 +96,7 @@ def test_the_planner_charges_heavy_tailed_prompts_their_mean_cost():
     assert "prefill_work_tokens" not in mean.signals
     work = costs.signals["prefill_work_tokens"]
     mean_price = sum(_convex(r.prompt_tokens, 0, 0) for r in reqs) / len(reqs)
-    assert _convex(int(work), 0, 0) == pytest.approx(mean_price, rel=1e-3) and work > 2800
+    assert _convex(int(work), 0, 0) == pytest.approx(mean_price, rel=1e-2) and work > 2800
     assert costs.signals["capacity_per_replica_per_s"] < mean.signals["capacity_per_replica_per_s"]
     assert costs.target_replicas >= mean.target_replicas
     assert "the mean price of 100 arrived" in costs.reason
