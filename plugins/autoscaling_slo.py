@@ -45,7 +45,7 @@ class _ModelState:
         self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
         self.finished_sums = [0.0, 0.0]
         self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests) \
-            if s.capacity_from == "request_costs" else None
+            if s.capacity_from != "mean_shape" else None
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
         self.learned_rate: float = s.initial_capacity_rps
@@ -116,9 +116,11 @@ class SLOPlanner(Plugin):
         shape_window_s: float | None = Field(None, gt=0)  # instead: the mean shape of the requests finished in
         # this many seconds (at least the last shape_min_requests): a ratio estimate a flood of finishes cannot swing
         shape_min_requests: int = Field(50, ge=1)
-        capacity_from: Literal["mean_shape", "request_costs"] = "mean_shape"  # size a replica for the mean
-        # prompt, or for the prompt whose prefill price (iteration_s) is the mean price of the prompts that arrived
-        # in request_cost_window_s (at least shape_min_requests): each request charged what it costs on average
+        capacity_from: Literal["mean_shape", "request_costs", "cost_ratio"] = "cost_ratio"  # size a replica
+        # for the mean prompt; or for the prompt whose prefill price (iteration_s) is the mean price of the prompts
+        # that arrived in request_cost_window_s (at least shape_min_requests): each request charged what it costs
+        # on average; or ("cost_ratio") for the mean prompt times that prompt over the window's mean prompt: the
+        # shape estimate's level, the window's convexity
         request_cost_window_s: float = Field(300.0, gt=0)
         initial_capacity_rps: float = Field(1.0, gt=0)  # without an iteration estimate: start here, then learn
         min_replicas: int = Field(1, ge=0)
@@ -151,7 +153,7 @@ class SLOPlanner(Plugin):
         kind = type(event)
         if kind is RequestArrived:
             tokens = self.settings.work_unit == "tokens"
-            costs = self.settings.capacity_from == "request_costs"
+            costs = self.settings.capacity_from != "mean_shape"
             if self.settings.burst_windows_s or tokens or costs:
                 d = ctx.config.cluster.deployment(event.request.model)
                 if d is not None:
@@ -266,6 +268,8 @@ class SLOPlanner(Plugin):
             if st.costs is not None and scaling.iteration_s is not None:  # the prompt of the mean prefill price
                 price = scaling.iteration_s
                 work = st.costs.effective_prompt(now, lambda p: price(int(round(p)), 0, 0))
+                if work is not None and s.capacity_from == "cost_ratio":  # the window's Jensen gap on the shape
+                    work = prompt * work / st.costs.mean_prompt()
             capacity = self._capacity(ctx, st, scaling, prompt, output, work)
         except Exception as exc:  # noqa: BLE001 - a latency model that cannot answer: learn instead
             capacity, estimate_error = None, f"{type(exc).__name__}: {exc}"
@@ -368,8 +372,9 @@ class SLOPlanner(Plugin):
             if p is not None:
                 signals[f"{kind}_p90_s"] = round(p, 4)
         if capacity is not None:
-            charged = (f", each charged a {work:.0f}-token prompt's prefill: the mean price of {len(st.costs)} arrived"
-                       if work is not None else "")
+            charged = "" if work is None else (
+                f", each charged a {work:.0f}-token prompt's prefill: the mean price of {len(st.costs)} arrived"
+                + (f" at the mean prompt {prompt:.0f}" if s.capacity_from == "cost_ratio" else ""))
             basis = (f"(batch {capacity.concurrency}, iteration {capacity.iteration_s * 1e3:.0f} ms, "
                      f"limit {capacity.limit}{charged})")
         else:

@@ -84,8 +84,9 @@ def test_the_planner_charges_heavy_tailed_prompts_their_mean_cost():
     for i, r in enumerate(reqs):
         r.prompt_tokens = 19000 if i % 10 == 0 else 1000  # mean 2800; one in 10 costs far more
     decisions = {}
-    for how in ("mean_shape", "request_costs"):
-        p = SLOPlanner(SLOPlanner.Settings(capacity_from=how, max_replicas=64, default_prompt_tokens=2800.0,
+    for how in ("mean_shape", "request_costs", "cost_ratio"):
+        shape = 1400.0 if how == "cost_ratio" else 2800.0  # no request finished: the shape is the default
+        p = SLOPlanner(SLOPlanner.Settings(capacity_from=how, max_replicas=64, default_prompt_tokens=shape,
                                            default_output_tokens=64.0))
         for r in reqs:
             p.cp_on_event(ctx, RequestArrived(r.arrival_s, r))
@@ -100,6 +101,9 @@ def test_the_planner_charges_heavy_tailed_prompts_their_mean_cost():
     assert costs.signals["capacity_per_replica_per_s"] < mean.signals["capacity_per_replica_per_s"]
     assert costs.target_replicas >= mean.target_replicas
     assert "the mean price of 100 arrived" in costs.reason
+    ratio = decisions["cost_ratio"]  # the shape's mean prompt (1400) times the window's cost-equivalent / mean 2800
+    assert ratio.signals["prefill_work_tokens"] == pytest.approx(1400 * work / 2800, rel=1e-3)
+    assert "at the mean prompt 1400" in ratio.reason
     with pytest.raises(ValueError):
         SLOPlanner.Settings(capacity_from="median")
 
@@ -112,9 +116,9 @@ def _steady_heavy_tail(n: int, qps: float):
             for i, r in enumerate(make_trace(n, qps=qps, prompt_tokens=512, output_tokens=64, seed=5))]
 
 
-def test_request_costs_on_a_steady_heavy_tailed_load_do_not_oscillate():
+def test_priced_request_costs_on_a_steady_heavy_tailed_load_do_not_oscillate():
     trace = _steady_heavy_tail(4000, 10.0)
-    res = replay_with(SLOPlanner(SLOPlanner.Settings(capacity_from="request_costs", max_replicas=16)),
+    res = replay_with(SLOPlanner(SLOPlanner.Settings(max_replicas=16)),  # the default: cost_ratio
                       trace=trace, cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1})
     assert_conserved(res.summary)
     assert res.summary["num_completed"] == len(trace)
@@ -131,7 +135,7 @@ def test_a_shadow_planner_pricing_request_costs_changes_no_request():
     plugins = ["hpa", "queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
                "sampled-guardian", "builtin-latency-models"]
     settings = {"hpa": {"target": 4, "max_replicas": 8}}
-    planner = {"policies": ["slo-planner"], "settings": {"slo-planner": {"capacity_from": "request_costs"}}}
+    planner = {"policies": ["slo-planner"]}  # the default capacity_from: cost_ratio
 
     def replay(shadow: bool):
         cfg = make_config(cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1}, plugins={

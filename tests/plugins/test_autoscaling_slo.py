@@ -241,7 +241,7 @@ def test_work_in_tokens_weighs_each_arrival_by_its_prompt():
             p.cp_on_event(ctx, RequestArrived(9.5, r))
         d = _decide_after(p, [], 2.0, 10.0)
         rates[unit] = d.signals["burst_per_s"]
-    assert rates["tokens"] == pytest.approx(4 * rates["requests"])  # 20 prompts of 4x the mean shape
+    assert rates["tokens"] == pytest.approx(4 * rates["requests"], abs=4e-4)  # 20 prompts of 4x the mean shape (4 decimals)
     with pytest.raises(ValueError):
         SLOPlanner.Settings(work_unit="bytes")
 
