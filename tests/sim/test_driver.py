@@ -218,3 +218,19 @@ def test_driver_timers_are_simpy_timeouts_in_simpy_order():
         driver._after(-1.0, seen.append, None)
     env.run()
     assert seen == [("timeout", "y"), ("after", "x")] and env.now == 1.0
+
+
+def test_run_gc_settings_are_given_back():
+    """During a run the collector's youngest generation waits for more allocations and the
+    objects from before the run are frozen; both are as they were afterwards, also on an error."""
+    import gc
+
+    from sim.driver import RUN_GC_THRESHOLD, run_objects_only_for_gc
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with run_objects_only_for_gc():
+        assert gc.get_threshold() == RUN_GC_THRESHOLD
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+    with pytest.raises(KeyError), run_objects_only_for_gc():
+        raise KeyError("x")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
