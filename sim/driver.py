@@ -13,8 +13,6 @@ event. Decode runs of Vidur's profile model are priced in constant steps (``Step
 from __future__ import annotations
 
 import gc
-import math
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from heapq import heappop, heappush
@@ -30,6 +28,7 @@ from controlplane.core import ControlPlane
 from controlplane.types import Batch, Request
 from sim.guardian_pool import SimGuardianPool
 from sim.latency.base import IterationShape, LatencyModel
+from sim.stepped_decode import SteppedDecode, _steps_boundary, _steps_total
 from sim.traces.record import TraceRequest
 
 #: Ticks with nothing running after the trace ended before the run gives up on what is left.
@@ -67,83 +66,6 @@ class _RunningBatch:
         self.ends_s: np.ndarray | None = None  # their cumulative sums, computed on first interrupt
         self.steps: list[tuple[int, float]] | None = None  # or (iterations, duration) runs (stepped models)
         self.timer: Timeout | None = None  # the timeout that ends this batch now (an interrupt replaces it)
-
-
-class SteppedDecode:
-    """Decode runs of a model whose decode iteration depends only on (batch size, mean KV
-    length rounded up to ``granularity``): Vidur's profile model (``VidurProfileModel``).
-
-    A run of k iterations is then a few constant steps, each priced once with the model's own
-    ``iteration_s`` on a uniform shape of the same batch size and rounded mean, and cached.
-    That is exactly what ``iteration_s`` (the exact mode) gives for every iteration, for the
-    price of a dict lookup instead of ~8 numpy calls per batch (``decode_run_s`` on tiny
-    arrays cost about as much as the rest of the batch's bookkeeping).
-    """
-
-    __slots__ = ("model", "granularity", "_cache")
-
-    def __init__(self, model: LatencyModel, granularity: int) -> None:
-        self.model = model
-        self.granularity = granularity
-        self._cache: dict[int, float] = {}  # (batch size << 32 | rounded mean KV) -> seconds
-
-    @staticmethod
-    def for_model(model: LatencyModel) -> SteppedDecode | None:
-        vidur = sys.modules.get("sim.latency.vidur_profile")
-        if vidur is not None and type(model) is vidur.VidurProfileModel:
-            return SteppedDecode(model, int(model.granularity))
-        return None
-
-    def steps(self, batch_size: int, sum_context: int, num_iterations: int) -> list[tuple[int, float]]:
-        """[(iterations, seconds each), ...] covering ``num_iterations`` decode iterations."""
-        g = self.granularity
-        b = batch_size
-        mean = (sum_context + b) // b  # Vidur's mean KV length counts the token being decoded
-        cache = self._cache
-        out = []
-        left = num_iterations
-        while left > 0:
-            kvq = -(-mean // g) * g
-            n = kvq - mean + 1
-            if n > left:
-                n = left
-            key = b << 32 | kvq
-            d = cache.get(key)
-            if d is None:
-                d = cache[key] = self.model.iteration_s(IterationShape((), (), [kvq - 1] * b))
-            out.append((n, d))
-            left -= n
-            mean += n
-        return out
-
-
-def _steps_total(steps: list[tuple[int, float]]) -> float:
-    t = 0.0
-    for n, d in steps:
-        t += n * d
-    return t
-
-
-def _steps_boundary(steps: list[tuple[int, float]], elapsed: float) -> tuple[int, float]:
-    """(k, end): the first iteration boundary at or after ``elapsed`` (k >= 1 iterations)."""
-    t = 0.0
-    done = 0
-    for n, d in steps:
-        seg_end = t + n * d
-        if elapsed <= seg_end or d <= 0.0:
-            i = max(0, math.ceil((elapsed - t) / d)) if d > 0.0 else 0
-            if i > n:
-                i = n
-            while i > 0 and t + (i - 1) * d >= elapsed:
-                i -= 1
-            while i < n and t + i * d < elapsed:
-                i += 1
-            if done + i == 0:
-                i = 1
-            return done + i, t + i * d
-        t = seg_end
-        done += n
-    return done, t
 
 
 class SimDriver:
@@ -311,11 +233,16 @@ class SimDriver:
         rb = _RunningBatch(b, self.env._now)
         self._running[wid] = rb
         if b.prefill:
-            first = model.iteration_s(IterationShape(
-                [n for _, n in b.prefill],
-                [r.num_computed_tokens for r, _ in b.prefill],
-                [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode],
-            ))
+            stepped = self._stepped.get(wid)
+            if stepped is not None and len(b.prefill) == 1 and not b.decode:
+                r, n = b.prefill[0]
+                first = stepped.prefill_s(n, r.num_computed_tokens)
+            else:
+                first = model.iteration_s(IterationShape(
+                    [n for _, n in b.prefill],
+                    [r.num_computed_tokens for r, _ in b.prefill],
+                    [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode],
+                ))
             if b.max_iterations == 1:
                 rb.timer = self._after(first, self._batch_done, (wid, 1, first))
                 return

@@ -121,6 +121,32 @@ def test_stepped_decode_prices_every_iteration_like_the_vidur_model():
         assert got[j] == pytest.approx(model.iteration_s(IterationShape((), (), (ctx + j).tolist())), rel=1e-14)
 
 
+
+def test_stepped_decode_prices_a_single_prefill_as_the_vidur_model_does():
+    """`SteppedDecode.prefill_s` (the driver's price of a batch of one prefill and no decodes) is
+    the model's own ``iteration_s`` of that shape, bit for bit, on and off the tabulated grid,
+    asked once or again, and after it started over."""
+    import sim.stepped_decode as sd
+    from sim.latency.vidur_profile import VidurProfileModel
+
+    model = VidurProfileModel(network="a100_pairwise_nvlink")
+    stepped = SteppedDecode.for_model(model)
+    rng = np.random.default_rng(5)
+    pairs = [(int(rng.integers(1, 9000)), int(rng.choice([0, 0, int(rng.integers(1, 5000))]))) for _ in range(300)]
+    pairs += [(1, 0), (4096, 0), (20000, 0), (3, 100_000)]
+    for _ in range(2):
+        for n, c in pairs:
+            assert stepped.prefill_s(n, c) == model.iteration_s(IterationShape([n], [c], []))
+    old = sd._MAX_PREFILLS
+    sd._MAX_PREFILLS = 10
+    stepped = SteppedDecode.for_model(model)
+    try:
+        for n, c in pairs[:30]:
+            assert stepped.prefill_s(n, c) == model.iteration_s(IterationShape([n], [c], []))
+        assert len(stepped._prefills) <= 10
+    finally:
+        sd._MAX_PREFILLS = old
+
 def test_kv_horizon_is_the_first_iteration_that_would_not_fit():
     rng = np.random.default_rng(0)
     for _ in range(3000):
