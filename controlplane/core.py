@@ -291,11 +291,12 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self.active.pop(r.request_id, None)
         if self._cancelling:
             self._cancelling.pop(r.request_id, None)
-        self.stats.on_finished(r, self.config.slo)
+        latencies = request_latencies(r) if status is RequestStatus.COMPLETED else None  # computed once
+        self.stats.on_finished(r, self.config.slo, latencies)
         recent = self._recent.get(r.model)
         if recent is not None:
-            if status is RequestStatus.COMPLETED and r.first_token_s is not None:
-                ttft, tpot, e2e, queue = request_latencies(r)
+            if latencies is not None and r.first_token_s is not None:
+                ttft, tpot, e2e, queue = latencies
                 recent.add(r.finish_s, ttft, e2e, queue, tpot)
             elif status is RequestStatus.REJECTED or status is RequestStatus.FAILED:
                 recent.add_error(self.clock.now_s)

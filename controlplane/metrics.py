@@ -7,7 +7,7 @@ from typing import Any
 
 from controlplane.config import SLOConfig
 from controlplane.quantiles import SpilledValues
-from controlplane.request_latency import request_latencies
+from controlplane.request_latency import Latencies, request_latencies
 from controlplane.types import Request, RequestStatus
 
 PERCENTILES = (50, 90, 99)
@@ -53,7 +53,9 @@ class RunStats:
         if self.first_arrival_s is None:
             self.first_arrival_s = r.arrival_s
 
-    def on_finished(self, r: Request, slo: SLOConfig) -> None:
+    def on_finished(self, r: Request, slo: SLOConfig, latencies: Latencies | None = None) -> None:
+        """Count ``r``, which just reached its final status; ``latencies``: its
+        ``request_latencies(r)`` when the caller has them (computed here otherwise)."""
         self.status_counts[r.status.value] += 1
         if r.status is RequestStatus.REJECTED or r.status is RequestStatus.FAILED \
                 or r.status is RequestStatus.CANCELLED:
@@ -67,7 +69,7 @@ class RunStats:
                 self.cache_hit_tokens += r.prompt_tokens + r.output_tokens
         self.prompt_tokens += r.prompt_tokens
         self.output_tokens += r.output_tokens
-        ttft, tpot, e2e, queue = request_latencies(r)
+        ttft, tpot, e2e, queue = request_latencies(r) if latencies is None else latencies
         # Undefined latencies (a one-token output's TPOT) are left out of the percentiles.
         if ttft is not None:
             self._ttft.append(ttft)
