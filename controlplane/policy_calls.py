@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from controlplane.context import Clock, PolicyContext
@@ -52,8 +53,9 @@ class PolicyCalls:
             fast = fast_caller(caller, self.monitor)
             if type(fast) is _FirstResult and len(fast.calls) <= 1:
                 fn, pick, plugin = fast.calls[0] if fast.calls else (None, None, None)
-                if pick is None:
-                    self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name))
+                if pick is not None:  # it takes fewer arguments than the spec (fixed-replicas' cp_scale)
+                    fn = _picking_args(fn, pick)
+                self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name))
             self._policy_hooks[name] = (fast, fallback)
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
@@ -155,6 +157,17 @@ def _positional(method: Callable[..., Any], spec_args: tuple[str, ...]) -> Calla
         return method
     pick = tuple(spec_args.index(n) for n in names)
     return lambda *args: method(*(args[i] for i in pick))
+
+
+def _picking_args(fn: Callable[..., Any], pick: tuple[int, ...]) -> Callable[..., Any]:
+    """``fn`` called with the arguments at ``pick`` of the spec's (ctx, ...), as `_FirstResult` calls it."""
+    if not pick:
+        return lambda *args: fn()
+    if len(pick) == 1:
+        (i,) = pick
+        return lambda *args: fn(args[i])
+    get = itemgetter(*pick)
+    return lambda *args: fn(*get(args))
 
 
 class _Nobody:

@@ -108,6 +108,37 @@ def test_a_single_admission_policy_that_raises_is_recorded_and_the_request_goes_
     assert sum(r.status is RequestStatus.COMPLETED for r in finished.values()) == 5
 
 
+
+class RefusingWithoutCtx:
+    """As `Refusing`, taking fewer arguments than the spec (no ctx): called directly with the one it names."""
+
+    name = "flaky-admission-no-ctx"
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.seen: list = []
+
+    @hookimpl
+    def cp_admit_request(self, request):
+        self.seen.append(request)
+        self.n += 1
+        if self.n % 2 == 0:
+            raise ValueError("admission broke")
+        return Admission(False, "no")
+
+
+def test_a_single_policy_taking_fewer_arguments_is_called_directly_with_those_it_names():
+    from controlplane.types import Request
+
+    policy = RefusingWithoutCtx()
+    res = replay_with(policy, trace=make_trace(10))
+    assert policy.n == 10 and all(type(r) is Request for r in policy.seen)
+    finished = {r.request_id: r for r in res.requests}
+    assert sum(r.status is RequestStatus.REJECTED and r.reason == "no" for r in finished.values()) == 5
+    errors = [d for d in res.decisions if d.is_error and d.plugin == "flaky-admission-no-ctx"]
+    assert len(errors) == 5 and all(d.hook == "cp_admit_request" for d in errors)
+    assert sum(r.status is RequestStatus.COMPLETED for r in finished.values()) == 5
+
 class Misrouting:
     """Routes every request to a replica that does not exist: the core sends it to the least loaded."""
 
