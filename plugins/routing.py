@@ -31,6 +31,10 @@ class LoadIndex:
     end and finishes with the verdict; its ``guardian_check`` decision makes every key again at
     the next question. Every replica thus has a key at or below its load, and a current top key
     is the least load, ties to the first in cluster order, as the scan finds it.
+
+    Each replica's key is also remembered (``_key``): an entry that is not its replica's key any
+    more (a newer one was pushed) is dropped when it comes to the top rather than made current
+    again, so the heap does not fill with copies of the same replica.
     """
 
     def __init__(self) -> None:
@@ -38,6 +42,7 @@ class LoadIndex:
         self._by_order: dict[int, object] = {}  # place in cluster order -> replica (accepting ones)
         self._order_of: dict[str, int] = {}  # worker id -> its place
         self._count: dict[str, int] = {}  # model -> replicas held
+        self._key: dict[int, int] = {}  # place -> its replica's key (entries holding another value are stale copies)
         self._next = 0
         self._stale = False  # a load went down without an event naming its replica
 
@@ -49,7 +54,8 @@ class LoadIndex:
         self._by_order[order] = w
         self._order_of[w.worker_id] = order
         self._count[w.model] = self._count.get(w.model, 0) + 1
-        heappush(self._heaps.setdefault(w.model, []), (len(w.waiting) + len(w.running)) << _ORDER_BITS | order)
+        key = self._key[order] = (len(w.waiting) + len(w.running)) << _ORDER_BITS | order
+        heappush(self._heaps.setdefault(w.model, []), key)
 
     def _seed(self, ctx) -> None:
         self._heaps = {}
@@ -65,7 +71,10 @@ class LoadIndex:
             order = self._order_of.get(event.request.worker_id)
             if order is not None:
                 w = self._by_order[order]
-                heappush(self._heaps[w.model], (len(w.waiting) + len(w.running)) << _ORDER_BITS | order)
+                key = (len(w.waiting) + len(w.running)) << _ORDER_BITS | order
+                if key != self._key[order]:  # an entry with this key is in the heap already otherwise
+                    self._key[order] = key
+                    heappush(self._heaps[w.model], key)
         elif t is Decision:
             if event.action == "guardian_check" and event.payload and event.payload.get("mode") == "sync":
                 # a synchronously checked answer left its replica without a RequestFinished (that
@@ -80,6 +89,7 @@ class LoadIndex:
                 order = self._order_of.pop(event.worker_id, None)
                 if order is not None:
                     w = self._by_order.pop(order)  # its keys are dropped when they come up
+                    del self._key[order]
                     self._count[w.model] -= 1
 
     def size(self, ctx, model: str) -> int:
@@ -99,23 +109,26 @@ class LoadIndex:
     def _rebuild(self, model: str, heap: list[int]) -> None:
         heap[:] = [(len(w.waiting) + len(w.running)) << _ORDER_BITS | o
                    for o, w in self._by_order.items() if w.model == model]
+        for key in heap:
+            self._key[key & _ORDER_MASK] = key
         heapify(heap)
 
     def least_loaded(self, model: str):
         """(replica, its load): the least loaded accepting replica of ``model``, ties to the first."""
         heap = self._heaps[model]
-        by_order = self._by_order
+        by_order, keys = self._by_order, self._key
         while True:
             key = heap[0]
             order = key & _ORDER_MASK
             w = by_order.get(order)
-            if w is None:
-                heappop(heap)  # a replica no longer accepting
+            if w is None or key != keys[order]:
+                heappop(heap)  # a replica no longer accepting, or a stale copy
                 continue
             load = len(w.waiting) + len(w.running)
             if load == key >> _ORDER_BITS:
                 return w, load
-            heapreplace(heap, load << _ORDER_BITS | order)
+            key = keys[order] = load << _ORDER_BITS | order
+            heapreplace(heap, key)
 
 
 def assigned_tokens(w) -> int:
