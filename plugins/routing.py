@@ -201,12 +201,14 @@ class LeastLoaded(Plugin):
 
     @hookimpl
     def cp_on_event(self, ctx, event):
-        if type(event) is Decision:  # most events: only the index reads them
-            if not self.by_tokens:
+        t = type(event)
+        if t is Decision:  # most events (every route and batch): only a guardian check's concerns the index
+            if event.action == "guardian_check" and not self.by_tokens:
                 self.index.observe(ctx, event)
             return
         self.stats.observe(event)
-        self.gate.observe(ctx, event)
+        if t is WorkerChanged:  # the only events the gate keeps anything from
+            self.gate.observe(ctx, event)
         if not self.by_tokens:
             self.index.observe(ctx, event)
 
