@@ -56,7 +56,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self.clock = clock
         self.plugins = plugins
         self.workers: dict[str, Worker] = {}
-        self._routable: dict[str | None, list[Worker]] | None = None  # see _routable_workers
+        self._routable: dict[str | None, tuple[Worker, ...]] | None = None  # see _routable_workers
         self.unrouted: deque[Request] = deque()  # admitted, waiting for a worker of their model
         self.active: dict[str, Request] = {}  # every request in the system, by id
         self.guardian_pending: dict[str, Request] = {}  # sync checks: the reply waits for them
@@ -213,18 +213,20 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             r.priority = admission.priority
         self._admitted(r)  # the prompt's guardian check, then the response cache or a worker
 
-    def _routable_workers(self, model: str | None) -> list[Worker] | None:
+    def _routable_workers(self, model: str | None) -> tuple[Worker, ...] | None:
         """The workers of ``model`` that accept requests (ready or starting), in cluster order.
 
         Kept per model between worker changes (every change of the worker set or of a worker's
         state calls `_workers_changed`): routing runs once per request, and scanning every
-        replica for it was a tenth of a 200-replica replay."""
+        replica for it was a tenth of a 200-replica replay. A tuple: the routing policy gets it
+        as it is (the hook's ``workers`` is a read-only sequence), not a copy per request."""
         routable = self._routable
         if routable is None:
-            routable = self._routable = {}
+            found: dict[str | None, list[Worker]] = {}
             for w in self.workers.values():
                 if w.state in _ACCEPTING:
-                    routable.setdefault(w.model, []).append(w)
+                    found.setdefault(w.model, []).append(w)
+            routable = self._routable = {m: tuple(ws) for m, ws in found.items()}
         return routable.get(model)
 
     def _workers_changed(self) -> None:
@@ -236,7 +238,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         if not routable:
             self.unrouted.append(r)
             return
-        candidates = list(routable)  # the policy's own list
+        candidates = routable
         decision: RouteDecision
         decision, plugin = self._decide("cp_route_request", r, candidates)
         worker = self.workers.get(decision.worker_id) if decision is not None else None
