@@ -56,7 +56,7 @@ class RunStats:
     def on_finished(self, r: Request, slo: SLOConfig, latencies: Latencies | None = None) -> None:
         """Count ``r``, which just reached its final status; ``latencies``: its
         ``request_latencies(r)`` when the caller has them (computed here otherwise)."""
-        self.status_counts[r.status.value] += 1
+        self.status_counts[r.status._value_] += 1  # .value: two Python calls (enum's property)
         if r.status is RequestStatus.REJECTED or r.status is RequestStatus.FAILED \
                 or r.status is RequestStatus.CANCELLED:
             self.reject_reasons[(r.reason or "unknown").split(":")[0]] += 1

@@ -41,9 +41,9 @@ def request_values(r: Any) -> tuple:
     arrival, first, finish, scheduled = r.arrival_s, r.first_token_s, r.finish_s, r.scheduled_s
     out = r.output_tokens
     code = r.reason_code
-    return (
-        r.request_id, r.model, r.tenant, r.worker_id, r.status.value, r.reason,
-        None if code is None else code.value, arrival, scheduled, first, finish, r.prompt_tokens, out,
+    return (  # the enums' ``_value_`` is their ``.value`` without the two Python calls of enum's property
+        r.request_id, r.model, r.tenant, r.worker_id, r.status._value_, r.reason,
+        None if code is None else code._value_, arrival, scheduled, first, finish, r.prompt_tokens, out,
         r.cached_tokens, r.cache_hit, r.num_preemptions, r.guardian_verdict,
         *latencies(arrival, scheduled, first, finish, out),
     )
