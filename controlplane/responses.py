@@ -50,7 +50,7 @@ class Responses:
     def _admitted(self, r: Request) -> None:
         """An admitted request: check its prompt if a plan says so, then serve or route it."""
         plan, plugin = self._decide("cp_guardian_plan", r, "input")
-        if self._start_checks(r, "input", plan, plugin) == "sync":
+        if plan is not None and self._start_checks(r, "input", plan, plugin) == "sync":
             return  # it waits for the verdict
         if r.status is RequestStatus.BLOCKED:
             return  # a cached block
@@ -91,7 +91,7 @@ class Responses:
             self._block(r, "input", leaving[0] if leaving else "blocked by an async prompt check")
             return
         plan, plugin = self._decide("cp_guardian_plan", r, "output")
-        mode = self._start_checks(r, "output", plan, plugin)
+        mode = None if plan is None else self._start_checks(r, "output", plan, plugin)  # no plan: no checks
         if mode == "sync" or r.status is RequestStatus.BLOCKED:
             return
         if mode == "async":  # the reply goes now; the caches get the answer only once it passed
