@@ -229,7 +229,7 @@ class SimDriver:
     def _start_batch(self, a: act.StartBatch) -> None:
         b = a.batch
         wid = b.worker_id
-        model = self._model_of(wid)
+        model = self._worker_models.get(wid) or self._model_of(wid)
         rb = _RunningBatch(b, self.env._now)
         self._running[wid] = rb
         if b.prefill:
