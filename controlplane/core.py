@@ -253,8 +253,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         payload = {"worker": worker.worker_id}
         if decision is not None and decision.scores and plugin != "core":
             payload["scores"] = decision.scores  # what chose it
-        self._decision("cp_route_request", plugin, "route", r.request_id, decision.reason if decision else None,
-                       payload)
+        self._emit(Decision(self.clock.now_s, "cp_route_request", plugin or "core", "route", r.request_id,
+                            (decision.reason or None) if decision else None, payload))  # as _decision, inlined
         self._enqueue(worker, r)
 
     def _enqueue(self, w: Worker, r: Request) -> None:

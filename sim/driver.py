@@ -192,8 +192,10 @@ class SimDriver:
             progress(self.num_arrived, env.now)
 
     def _arrive(self, timer: Timeout) -> None:
-        t = timer._value
-        self._handle(ev.RequestArrived(self.env._now, request_from_trace(t)))
+        t = timer._value  # request_from_trace(t), inlined: once per request
+        self._handle(ev.RequestArrived(self.env._now, Request(
+            t.request_id, t.arrival_s, t.prompt_tokens, t.output_tokens, t.model, t.tenant, t.priority, t.prompt,
+            t.hash_ids, t.hash_block_tokens, t.params)))
         self.num_arrived += 1
         if self.on_progress is not None and not self.num_arrived & 255:
             self.on_progress(self.num_arrived, self.env._now)
