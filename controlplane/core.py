@@ -34,6 +34,10 @@ from controlplane.worker_lifecycle import WorkerLifecycle
 
 _SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
 _WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
+# Enum members as module globals: `RequestStatus.X` goes through the enum's metaclass (~5x a global's read).
+_COMPLETED, _REJECTED, _FAILED, _IN_FLIGHT = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.FAILED,
+                                             RequestStatus.IN_FLIGHT)
+_DRAINING = WorkerState.DRAINING
 _ACCEPTING = frozenset((WorkerState.READY, WorkerState.STARTING))  # Worker.accepts_requests
 
 
@@ -259,7 +263,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
 
     def _enqueue(self, w: Worker, r: Request) -> None:
         r.worker_id = w.worker_id
-        r.status = RequestStatus.WAITING
+        r.status = _WAITING
         w.waiting.append(r)
         if w.busy:
             batch = self._batches.get(w.worker_id)
@@ -288,19 +292,19 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
 
     def _finish(self, r: Request, status: RequestStatus, finish_s: float | None = None) -> None:
         r.status = status
-        if r.finish_s is None and status is not RequestStatus.IN_FLIGHT:
+        if r.finish_s is None and status is not _IN_FLIGHT:
             r.finish_s = finish_s if finish_s is not None else self.clock.now_s
         self.active.pop(r.request_id, None)
         if self._cancelling:
             self._cancelling.pop(r.request_id, None)
-        latencies = request_latencies(r) if status is RequestStatus.COMPLETED else None  # computed once
+        latencies = request_latencies(r) if status is _COMPLETED else None  # computed once
         self.stats.on_finished(r, self.config.slo, latencies)
         recent = self._recent.get(r.model)
         if recent is not None:
             if latencies is not None and r.first_token_s is not None:
                 ttft, tpot, e2e, queue = latencies
                 recent.add(r.finish_s, ttft, e2e, queue, tpot)
-            elif status is RequestStatus.REJECTED or status is RequestStatus.FAILED:
+            elif status is _REJECTED or status is _FAILED:
                 recent.add_error(self.clock.now_s)
         self._emit(ev.RequestFinished(self.clock.now_s, r))
         self._out.append(act.FinishRequest(r))
@@ -337,7 +341,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             head = w.waiting.popleft()
             self._reject(head, f"does not fit worker {w.worker_id}: {plan.reason or 'batching returned nothing'}",
                          plugin, "cp_form_batch", ReasonCode.DOES_NOT_FIT)
-        if w.state is WorkerState.DRAINING and not w.busy and not w.waiting and not w.running:
+        if w.state is _DRAINING and not w.busy and not w.waiting and not w.running:
             self._out.append(act.StopWorker(w.worker_id))
 
     def _stalled(self, w: Worker, plugin: str | None, reason: str) -> None:

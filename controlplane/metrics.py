@@ -11,6 +11,9 @@ from controlplane.request_latency import Latencies, request_latencies
 from controlplane.types import Request, RequestStatus
 
 PERCENTILES = (50, 90, 99)
+# Enum members as module globals: `RequestStatus.X` goes through the enum's metaclass (~5x a global's read).
+_COMPLETED, _REJECTED, _FAILED, _CANCELLED = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.FAILED,
+                                             RequestStatus.CANCELLED)
 _FLUSH_EVERY = 4096  # finished requests whose latencies wait in plain lists before joining `values`
 LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue")
 
@@ -56,12 +59,12 @@ class RunStats:
     def on_finished(self, r: Request, slo: SLOConfig, latencies: Latencies | None = None) -> None:
         """Count ``r``, which just reached its final status; ``latencies``: its
         ``request_latencies(r)`` when the caller has them (computed here otherwise)."""
-        self.status_counts[r.status._value_] += 1  # .value: two Python calls (enum's property)
-        if r.status is RequestStatus.REJECTED or r.status is RequestStatus.FAILED \
-                or r.status is RequestStatus.CANCELLED:
+        status = r.status
+        self.status_counts[status._value_] += 1  # .value: two Python calls (enum's property)
+        if status is _REJECTED or status is _FAILED or status is _CANCELLED:
             self.reject_reasons[(r.reason or "unknown").split(":")[0]] += 1
             return
-        if r.status is not RequestStatus.COMPLETED:
+        if status is not _COMPLETED:
             return
         if r.cache_hit:
             self.cache_hits[r.cache_hit] += 1
