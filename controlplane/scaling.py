@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from controlplane.types import Request, Worker, WorkerState
+from controlplane.types import UNLIMITED_KV_BLOCKS, Request, Worker, WorkerState
 
 __all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingContext", "build_scaling_context"]
 
@@ -171,7 +171,7 @@ def build_scaling_context(
         alive.append(w)
         queued += len(w.waiting)
         running += len(w.running)
-        if w.has_kv_budget:
+        if w.num_kv_blocks < UNLIMITED_KV_BLOCKS:  # Worker.has_kv_budget, without the property's call
             blocks += w.num_kv_blocks
             used += w.num_kv_blocks_used
     num_unrouted = sum(1 for r in unrouted if r.model == model) if unrouted else 0

@@ -179,11 +179,11 @@ class SimDriver:
             if arrival < self._last_arrival_s:
                 raise ValueError(f"trace is not in arrival order at request {t.request_id!r}")
             self._last_arrival_s = arrival
-            delay = arrival - env.now
+            delay = arrival - env._now  # (SimPy's env.now is a property: a Python call per read)
             if delay > 0:
                 self._after(delay, self._arrive, t)
                 return
-            handle(ev.RequestArrived(env.now, request_from_trace(t)))
+            handle(ev.RequestArrived(env._now, request_from_trace(t)))
             self.num_arrived += 1
             if progress is not None and not self.num_arrived & 255:
                 progress(self.num_arrived, env.now)
