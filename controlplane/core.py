@@ -27,7 +27,7 @@ from controlplane.metrics import RunStats
 from controlplane.plugin_manager import PluginSet
 from controlplane.policy_calls import PolicyCalls
 from controlplane.responses import Responses
-from controlplane.request_latency import request_latencies
+from controlplane.request_latency import latencies as request_latency
 from controlplane.scaling import RecentLatencies
 from controlplane.types import Batch, Decision, ReasonCode, Request, RequestStatus, Worker, WorkerState
 from controlplane.worker_lifecycle import WorkerLifecycle
@@ -238,7 +238,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self._routable = None
 
     def _route(self, r: Request) -> None:
-        routable = self._routable_workers(r.model)
+        routable = self._routable
+        routable = routable.get(r.model) if routable is not None else self._routable_workers(r.model)
         if not routable:
             self.unrouted.append(r)
             return
@@ -297,7 +298,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self.active.pop(r.request_id, None)
         if self._cancelling:
             self._cancelling.pop(r.request_id, None)
-        latencies = request_latencies(r) if status is _COMPLETED else None  # computed once
+        latencies = (request_latency(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens)
+                     if status is _COMPLETED else None)  # request_latencies(r), computed once
         self.stats.on_finished(r, self.config.slo, latencies)
         recent = self._recent.get(r.model)
         if recent is not None:
