@@ -82,6 +82,7 @@ class ContinuousBatching(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self._form = self._sarathi if self.settings.policy == "sarathi" else self._vllm
+        self._fifo = type(self)._queue is ContinuousBatching._queue  # the queue is w.waiting as it is
 
     def _queue(self, w):
         """The waiting requests in the order this policy serves them (FIFO here)."""
@@ -110,7 +111,7 @@ class ContinuousBatching(Plugin):
         blocker = ""
         pad = self.settings.max_padding
         real = passed = 0
-        for r in self._queue(w):
+        for r in w.waiting if self._fifo else self._queue(w):
             target = r.prompt_tokens + r.recompute_tokens  # Request.prefill_target_tokens, inlined
             n = target - r.num_computed_tokens
             longest_if = n if n > longest else longest

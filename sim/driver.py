@@ -143,7 +143,9 @@ class SimDriver:
         if actions:
             handlers = self._handlers
             for a in actions:
-                handlers[type(a)](a)
+                h = handlers[type(a)]
+                if h is not _ignore:  # FinishRequest, once per request: nothing to do here
+                    h(a)
 
     def _apply(self, actions: list[Any]) -> None:
         handlers = self._handlers
