@@ -65,14 +65,16 @@ class ControlLoop:
             self._last_sample_s = now
         workers = self.workers.values()
         if len(arrivals) == 1:
-            by_model = {model: workers for model in arrivals}
+            by_model = dict.fromkeys(arrivals, workers)
         else:
             by_model = {m: [] for m in arrivals}
             for w in workers:
                 by_model[w.model].append(w)
         unrouted, recent, deployments = self.unrouted, self._recent, self._deployments
+        extras_by_model, est = self._extras, self._iteration_estimator
         for model, model_workers in by_model.items():
-            extras = self._scaling_extras(model)
+            cached = extras_by_model.get(model) if extras_by_model is not None else None
+            extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
             scaling = build_scaling_context(
                 model=model, now_s=now, configured_replicas=deployments[model].replicas, workers=model_workers,
                 unrouted=unrouted, arrivals=arrivals[model], tick_s=tick_s, recent=recent[model],
