@@ -102,8 +102,14 @@ class PolicyCalls:
             fn, plugin, fallback, name = direct
             if fn is not None:
                 monitor = self.monitor
-                try:
-                    result = fn(self.ctx, *args)
+                try:  # one or two arguments (every hook but cp_scale): a plain call, not f(*args)'s
+                    n = len(args)
+                    if n == 1:
+                        result = fn(self.ctx, args[0])
+                    elif n == 2:
+                        result = fn(self.ctx, args[0], args[1])
+                    else:
+                        result = fn(self.ctx, *args)
                 except Exception as exc:
                     monitor.record(plugin, hook, exc)
                     result = None
