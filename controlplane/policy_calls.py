@@ -140,7 +140,7 @@ class PolicyCalls:
         """Call a non-policy hook caller (``cache_store``, ``prefix_lookup``, ...) with ``ctx``."""
         if caller is _NOBODY:
             return None
-        result = caller(self.ctx, *args)
+        result = caller(self.ctx, args[0]) if len(args) == 1 else caller(self.ctx, *args)  # cache_store: one
         if self.monitor.errors:
             self.drain_errors()
         return result
