@@ -142,11 +142,12 @@ class PolicyCalls:
             return None, None
         return fallback(self.ctx, *args), self._fallback_names[hook]
 
-    def call_observer(self, caller: Any, *args: Any) -> Any:
-        """Call a non-policy hook caller (``cache_store``, ``prefix_lookup``, ...) with ``ctx``."""
+    def call_observer(self, caller: Any, a: Any, b: Any = _ABSENT) -> Any:
+        """Call a non-policy hook caller (``cache_store``, ``prefix_lookup``, ...) with ``ctx``
+        and its one or two arguments (parameters, not ``*args``: see `decide`)."""
         if caller is _NOBODY:
             return None
-        result = caller(self.ctx, args[0]) if len(args) == 1 else caller(self.ctx, *args)  # cache_store: one
+        result = caller(self.ctx, a) if b is _ABSENT else caller(self.ctx, a, b)
         if self.monitor.errors:
             self.drain_errors()
         return result
