@@ -123,7 +123,11 @@ class PolicyCalls:
                 if result is not None:
                     monitor.last_plugin = plugin
                     return result, plugin
-            return (None, None) if fallback is None else (fallback(self.ctx, *_given(a, b, c)), name)
+            if fallback is None:
+                return None, None
+            if b is _ABSENT:  # the built-in fallback (admission, guardian plan, cache lookup without a plugin)
+                return (fallback(self.ctx, a) if a is not _ABSENT else fallback(self.ctx)), name
+            return (fallback(self.ctx, a, b) if c is _ABSENT else fallback(self.ctx, a, b, c)), name
         args = _given(a, b, c)
         caller, fallback = self._policy_hooks[hook]
         monitor = self.monitor
@@ -185,7 +189,9 @@ def _picking_args(fn: Callable[..., Any], pick: tuple[int, ...]) -> Callable[...
 
 def _given(a: Any, b: Any, c: Any) -> tuple[Any, ...]:
     """The arguments `PolicyCalls.decide` was given, as a tuple."""
-    return tuple(x for x in (a, b, c) if x is not _ABSENT)
+    if b is _ABSENT:
+        return () if a is _ABSENT else (a,)
+    return (a, b) if c is _ABSENT else (a, b, c)
 
 
 class _Nobody:
