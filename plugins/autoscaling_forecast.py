@@ -20,8 +20,9 @@ class RateForecaster:
     last ``residual_buckets`` one-bucket-ahead forecast errors (scaled by sqrt of the steps ahead)."""
 
     def __init__(self, bucket_s: float, alpha: float, beta: float, quantile: float, residual_buckets: int,
-                 band: str = "holt", first_band: str = "point") -> None:
+                 band: str = "holt", first_band: str = "point", errors: str = "absolute") -> None:
         self.bucket_s = bucket_s
+        self.errors = errors  # the band's errors: "absolute" |e|, or "signed": only under-forecasts widen it
         self.band = band
         self.first_band = first_band  # the error before 3 were seen: the point itself, or "poisson"
         self.alpha, self.beta, self.quantile = alpha, beta, quantile
@@ -85,7 +86,10 @@ class RateForecaster:
         steps = max(1, math.ceil(horizon_s / self.bucket_s))
         point = max(0.0, self.level + max(0.0, self.trend) * steps)
         if len(self.residuals) >= 3:
-            err = float(np.quantile(np.abs(self.residuals), self.quantile))
+            if self.errors == "signed":  # how far arrivals ran above the forecast: over-forecasts do not widen it
+                err = max(0.0, float(np.quantile(self.residuals, self.quantile)))
+            else:
+                err = float(np.quantile(np.abs(self.residuals), self.quantile))
         elif self.first_band == "poisson":  # no errors yet: a Poisson count's at this quantile (normal approx.)
             err = _normal_abs_quantile(self.quantile) * math.sqrt(point / self.bucket_s)
         else:

@@ -36,7 +36,7 @@ class _ModelState:
 
     def __init__(self, s) -> None:
         self.forecaster = RateForecaster(s.bucket_s, s.alpha, s.beta, s.forecast_quantile, s.residual_buckets,
-                                         s.forecast_band, s.first_band)
+                                         s.forecast_band, s.first_band, s.band_errors)
         self.bursts = BurstCurve(s.burst_bin_s, s.burst_memory_s, tuple(s.burst_windows_s)) \
             if s.burst_windows_s else None
         self.prompt: float | None = None
@@ -45,7 +45,7 @@ class _ModelState:
         self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
         self.finished_sums = [0.0, 0.0]
         self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests) \
-            if s.capacity_from != "mean_shape" else None
+            if s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape") else None
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
         self.learned_rate: float = s.initial_capacity_rps
@@ -74,6 +74,10 @@ class SLOPlanner(Plugin):
         forecast_quantile: float = Field(0.9, gt=0, lt=1)  # upper bound: this quantile of forecast errors
         residual_buckets: int = Field(60, ge=3)  # forecast errors (buckets) the bound is taken over
         forecast_band: Literal["holt", "sqrt"] = "holt"  # how the bound widens with the steps ahead
+        band_errors: Literal["absolute", "signed"] = "absolute"  # the bound's quantile of |error|, or of the signed
+        # error (arrivals above the forecast; an over-forecast does not widen the upper bound)
+        steady_capacity_from: Literal["mean_shape", "request_costs", "cost_ratio"] | None = None  # on a steady
+        # load (steady_cv), size a replica this way instead of capacity_from (None: capacity_from throughout)
         first_band: Literal["point", "poisson"] = "poisson"  # the bound's error before 3 buckets' errors: the point
         # forecast itself (upper = 2 x point and more), or a Poisson count's at forecast_quantile
         horizon_s: float | None = Field(None, ge=0)  # how far ahead to plan (None: cold start + lead_s)
@@ -142,6 +146,11 @@ class SLOPlanner(Plugin):
         super().__init__(settings)
         self._models: dict[str, _ModelState] = {}
 
+    def _state_costs(self) -> bool:
+        """Whether arrivals are priced (some charge of the capacity uses request costs)."""
+        s = self.settings
+        return s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape")
+
     def _state(self, model: str) -> _ModelState:
         st = self._models.get(model)
         if st is None:
@@ -153,7 +162,7 @@ class SLOPlanner(Plugin):
         kind = type(event)
         if kind is RequestArrived:
             tokens = self.settings.work_unit == "tokens"
-            costs = self.settings.capacity_from != "mean_shape"
+            costs = self._state_costs()
             if self.settings.burst_windows_s or tokens or costs:
                 d = ctx.config.cluster.deployment(event.request.model)
                 if d is not None:
@@ -264,11 +273,15 @@ class SLOPlanner(Plugin):
         prompt, output = self._shape(st, scaling)
         unit = prompt if tokens else 1.0  # the forecast's and burst curve's work per request of the mean shape
         estimate_error = work = None
+        cv = st.forecaster.excess_cv(s.steady_buckets) if s.steady_cv is not None else None
+        charge = s.capacity_from  # a steady load may be charged its own way (steady_capacity_from)
+        if s.steady_capacity_from is not None and cv is not None and cv <= s.steady_cv:
+            charge = s.steady_capacity_from
         try:
-            if st.costs is not None and scaling.iteration_s is not None:  # the prompt of the mean prefill price
-                price = scaling.iteration_s
+            if st.costs is not None and scaling.iteration_s is not None and charge != "mean_shape":
+                price = scaling.iteration_s  # the prompt of the mean prefill price
                 work = st.costs.effective_prompt(now, lambda p: price(int(round(p)), 0, 0))
-                if work is not None and s.capacity_from == "cost_ratio":  # the window's Jensen gap on the shape
+                if work is not None and charge == "cost_ratio":  # the window's Jensen gap on the shape
                     work = prompt * work / st.costs.mean_prompt()
             capacity = self._capacity(ctx, st, scaling, prompt, output, work)
         except Exception as exc:  # noqa: BLE001 - a latency model that cannot answer: learn instead
@@ -328,7 +341,6 @@ class SLOPlanner(Plugin):
         current = scaling.num_current
         min_gap = s.recurrence_min_gap_s if s.recurrence_min_gap_s is not None else horizon
         st.steady.add(now, wanted)
-        cv = st.forecaster.excess_cv(s.steady_buckets) if s.steady_cv is not None else None
         steady = cv is not None and cv <= s.steady_cv and not idle_long
         target = wanted
         held = rearmed = None
@@ -374,7 +386,7 @@ class SLOPlanner(Plugin):
         if capacity is not None:
             charged = "" if work is None else (
                 f", each charged a {work:.0f}-token prompt's prefill: the mean price of {len(st.costs)} arrived"
-                + (f" at the mean prompt {prompt:.0f}" if s.capacity_from == "cost_ratio" else ""))
+                + (f" at the mean prompt {prompt:.0f}" if charge == "cost_ratio" else ""))
             basis = (f"(batch {capacity.concurrency}, iteration {capacity.iteration_s * 1e3:.0f} ms, "
                      f"limit {capacity.limit}{charged})")
         else:

@@ -375,3 +375,58 @@ def test_before_a_load_can_be_called_steady_no_count_is_given_up_soon_after_a_sc
     # a 32 s gap in the first minute) and taken back: an oscillation on a steady load
     assert oscillations(events(steady_cv=None), 300.0) == 1
     assert oscillations(events(), 300.0) == 0
+
+
+def test_signed_band_errors_widen_the_upper_bound_only_for_arrivals_above_the_forecast():
+    absolute = RateForecaster(30.0, 0.5, 0.2, 0.9, 60)
+    signed = RateForecaster(30.0, 0.5, 0.2, 0.9, 60, errors="signed")
+    for f in (absolute, signed):
+        f.level, f.trend = 10.0, 0.0
+        f.residuals.extend([-5.0, -5.0, -5.0, -5.0, 1.0, 1.0])  # mostly over-forecasts
+    assert absolute.forecast(30.0) == pytest.approx((10.0, 15.0))  # |error| 0.9 quantile: 5
+    assert signed.forecast(30.0) == pytest.approx((10.0, 11.0))  # arrivals ran at most 1/s above it
+    signed.residuals.clear()
+    signed.residuals.extend([-5.0, -4.0, -3.0])  # only over-forecasts: no band, never below the point
+    assert signed.forecast(30.0) == pytest.approx((10.0, 10.0))
+    for f in (absolute, signed):
+        f.residuals.clear()
+        f.residuals.extend([5.0] * 6)  # only under-forecasts: the two agree
+    assert absolute.forecast(30.0) == pytest.approx(signed.forecast(30.0))
+    with pytest.raises(ValueError):
+        SLOPlanner.Settings(band_errors="both")
+
+
+def test_a_steady_load_is_charged_its_own_way_and_an_unsteady_one_as_before():
+    from controlplane.events import RequestArrived
+
+    def convex(prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
+        return 0.005 + 1e-8 * prefill_tokens ** 2 + 5e-4 * decode_seqs + 1e-7 * context_tokens * decode_seqs
+
+    ctx = make_context(config=make_config(slo={"ttft_s": 30.0, "tpot_s": 0.1}))
+    trace = _steady_heavy_tail(n=3000, qps=5.0)  # Poisson: steady once 10 buckets were seen
+
+    def decide(steady_load: bool, **kw):
+        p = _planner(default_prompt_tokens=900.0, default_output_tokens=64.0, **kw)
+        decision, i = None, 0
+        for t in range(1, 601):
+            n = 0
+            while i < len(trace) and trace[i].arrival_s < t:
+                p.cp_on_event(ctx, RequestArrived(trace[i].arrival_s, trace[i]))
+                i, n = i + 1, n + 1
+            if not steady_load:
+                n = n * 8 if (t // 30) % 2 else 0  # the same prompts, in bursts: never steady
+            s = build_scaling_context(model="default", now_s=float(t), configured_replicas=1,
+                                      workers=[make_worker_with([])], unrouted=[], arrivals=n, tick_s=1.0,
+                                      recent=RecentLatencies(60.0), iteration_s=convex)
+            decision = p.cp_scale(ctx, "default", s)
+        return decision
+
+    ratio, costs = decide(True), decide(True, steady_capacity_from="request_costs")
+    assert "steady load" in ratio.reason and "steady load" in costs.reason
+    assert "at the mean prompt 900" in ratio.reason and "at the mean prompt" not in costs.reason
+    assert costs.signals["prefill_work_tokens"] != pytest.approx(ratio.signals["prefill_work_tokens"])
+    mean = decide(True, steady_capacity_from="mean_shape")
+    assert "prefill_work_tokens" not in mean.signals
+    unsteady, unsteady_costs = decide(False), decide(False, steady_capacity_from="request_costs")
+    assert "steady load" not in unsteady.reason
+    assert unsteady.signals == unsteady_costs.signals and unsteady.reason == unsteady_costs.reason
