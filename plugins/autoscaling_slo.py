@@ -66,7 +66,7 @@ class SLOPlanner(Plugin):
         ttft_s: float | None = Field(None, gt=0)  # TTFT target (None: the run's slo.ttft_s)
         tpot_s: float | None = Field(None, gt=0)  # TPOT target (None: the run's slo.tpot_s)
         ttft_headroom: float = Field(0.5, gt=0, le=1)  # plan a replica's expected TTFT at this share of the target
-        tpot_headroom: float = Field(0.7, gt=0, le=1)  # plan its iteration time at this share of the TPOT target
+        tpot_headroom: float = Field(0.78, gt=0, le=1)  # plan its iteration time at this share of the TPOT target
         target_utilization: float = Field(0.9, gt=0, le=1)  # run replicas at this share of their capacity
         bucket_s: float = Field(30.0, gt=0)  # arrival-rate bucket of the forecast
         alpha: float = Field(0.5, gt=0, le=1)  # Holt level smoothing
@@ -76,8 +76,9 @@ class SLOPlanner(Plugin):
         forecast_band: Literal["holt", "sqrt"] = "holt"  # how the bound widens with the steps ahead
         band_errors: Literal["absolute", "signed"] = "absolute"  # the bound's quantile of |error|, or of the signed
         # error (arrivals above the forecast; an over-forecast does not widen the upper bound)
-        steady_capacity_from: Literal["mean_shape", "request_costs", "cost_ratio"] | None = None  # on a steady
-        # load (steady_cv), size a replica this way instead of capacity_from (None: capacity_from throughout)
+        steady_capacity_from: Literal["mean_shape", "request_costs", "cost_ratio"] | None = "request_costs"  # on a steady
+        # load (steady_cv), size a replica this way instead of capacity_from (None: capacity_from throughout): the
+        # window's cost-equivalent prompt itself, once arrivals are steady enough for a window to be their mean
         first_band: Literal["point", "poisson"] = "poisson"  # the bound's error before 3 buckets' errors: the point
         # forecast itself (upper = 2 x point and more), or a Poisson count's at forecast_quantile
         horizon_s: float | None = Field(None, ge=0)  # how far ahead to plan (None: cold start + lead_s)

@@ -421,12 +421,12 @@ def test_a_steady_load_is_charged_its_own_way_and_an_unsteady_one_as_before():
             decision = p.cp_scale(ctx, "default", s)
         return decision
 
-    ratio, costs = decide(True), decide(True, steady_capacity_from="request_costs")
+    ratio, costs = decide(True, steady_capacity_from=None), decide(True)  # the default: request_costs
     assert "steady load" in ratio.reason and "steady load" in costs.reason
     assert "at the mean prompt 900" in ratio.reason and "at the mean prompt" not in costs.reason
     assert costs.signals["prefill_work_tokens"] != pytest.approx(ratio.signals["prefill_work_tokens"])
     mean = decide(True, steady_capacity_from="mean_shape")
     assert "prefill_work_tokens" not in mean.signals
-    unsteady, unsteady_costs = decide(False), decide(False, steady_capacity_from="request_costs")
+    unsteady, unsteady_costs = decide(False, steady_capacity_from=None), decide(False)
     assert "steady load" not in unsteady.reason
     assert unsteady.signals == unsteady_costs.signals and unsteady.reason == unsteady_costs.reason
