@@ -11,7 +11,7 @@ from plugins.autoscaling_cost import RequestCosts
 from plugins.autoscaling_forecast import replica_capacity
 from plugins.autoscaling_slo import SLOPlanner
 from tests.fixtures.common import assert_conserved
-from tests.plugins.test_autoscaling_policies import oscillations, scale_events
+from tests.plugins.test_autoscaling_policies import oscillations, replay_beside_a_shadow, scale_events
 
 
 def _square(prompt: float) -> float:
@@ -129,24 +129,9 @@ def test_priced_request_costs_on_a_steady_heavy_tailed_load_do_not_oscillate():
 
 
 def test_a_shadow_planner_pricing_request_costs_changes_no_request():
-    from controlplane.testing import EventLog
-
     trace = _steady_heavy_tail(3000, 10.0)
-    plugins = ["hpa", "queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
-               "sampled-guardian", "builtin-latency-models"]
-    settings = {"hpa": {"target": 4, "max_replicas": 8}}
-    planner = {"policies": ["slo-planner"]}  # the default capacity_from: cost_ratio
-
-    def replay(shadow: bool):
-        cfg = make_config(cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1}, plugins={
-            "enabled": plugins + (["shadow"] if shadow else []),
-            "settings": {**settings, **({"shadow": planner} if shadow else {})}})
-        log = EventLog()
-        res = replay_with(log, trace=trace, config=cfg)
-        rows = sorted((r.request_id, r.arrival_s, r.first_token_s, r.finish_s, r.worker_id) for r in log.finished)
-        return res, rows
-
-    (_, rows_plain), (shadowed, rows_shadow) = replay(False), replay(True)
+    # the default capacity_from: cost_ratio
+    (_, rows_plain), (shadowed, rows_shadow) = replay_beside_a_shadow(trace, CLUSTER, {"policies": ["slo-planner"]})
     assert rows_plain == rows_shadow and len(rows_plain) == len(trace)
     shadow = [d for d in shadowed.decisions if d.action == "shadow_scale"]
     assert shadow and any("mean price" in d.reason for d in shadow)

@@ -10,6 +10,8 @@ import pytest
 from controlplane.events import RequestFinished
 from controlplane.scaling import RecentLatencies, build_scaling_context
 from controlplane.testing import (
+    EventLog,
+    make_config,
     make_context,
     make_requests,
     make_trace,
@@ -39,6 +41,25 @@ def _loaded(n: int, per_replica: int, now_s: float = 0.0, arrivals: int = 0):
 
 def scale_events(result):
     return [(d.time_s, d.payload["from"], d.payload["to"]) for d in result.decisions if d.action == "scale"]
+
+
+def replay_beside_a_shadow(trace, cluster, shadow: dict):
+    """The same hpa run twice, without and with ``shadow`` (the shadow plugin's settings) beside it:
+    each run's result and its finished requests' rows, to show advisory mode changes no request."""
+    plugins = ["hpa", "queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
+               "sampled-guardian", "builtin-latency-models"]
+    settings = {"hpa": {"target": 4, "max_replicas": 8}}
+
+    def replay(with_shadow: bool):
+        cfg = make_config(cluster=cluster, slo={"ttft_s": 2.0, "tpot_s": 0.1}, plugins={
+            "enabled": plugins + (["shadow"] if with_shadow else []),
+            "settings": {**settings, **({"shadow": shadow} if with_shadow else {})}})
+        log = EventLog()
+        res = replay_with(log, trace=trace, config=cfg)
+        rows = sorted((r.request_id, r.arrival_s, r.first_token_s, r.finish_s, r.worker_id) for r in log.finished)
+        return res, rows
+
+    return replay(False), replay(True)
 
 
 def oscillations(events, window_s: float) -> int:

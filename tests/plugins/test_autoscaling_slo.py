@@ -9,7 +9,7 @@ from controlplane.testing import make_config, make_context, make_trace, replay_w
 from plugins.autoscaling_forecast import RateForecaster, replica_capacity
 from plugins.autoscaling_slo import SLOPlanner
 from tests.fixtures.common import assert_conserved
-from tests.plugins.test_autoscaling_policies import oscillations, scale_events
+from tests.plugins.test_autoscaling_policies import oscillations, replay_beside_a_shadow, scale_events
 
 
 def _linear(prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
@@ -341,23 +341,8 @@ def test_on_a_steady_load_the_planner_runs_a_quantile_of_its_wants_without_oscil
 
 
 def test_a_steady_shadow_planner_changes_no_request():
-    from controlplane.testing import EventLog
-
     trace = _steady_heavy_tail(4000)
-    plugins = ["hpa", "queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
-               "sampled-guardian", "builtin-latency-models"]
-    settings = {"hpa": {"target": 4, "max_replicas": 8}}
-
-    def replay(shadow: bool):
-        cfg = make_config(cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1}, plugins={
-            "enabled": plugins + (["shadow"] if shadow else []),
-            "settings": {**settings, **({"shadow": {"policies": ["slo-planner"]}} if shadow else {})}})
-        log = EventLog()
-        res = replay_with(log, trace=trace, config=cfg)
-        rows = sorted((r.request_id, r.arrival_s, r.first_token_s, r.finish_s, r.worker_id) for r in log.finished)
-        return res, rows
-
-    (plain, rows_plain), (shadowed, rows_shadow) = replay(False), replay(True)
+    (_, rows_plain), (shadowed, rows_shadow) = replay_beside_a_shadow(trace, CLUSTER, {"policies": ["slo-planner"]})
     assert rows_plain == rows_shadow and len(rows_plain) == len(trace)
     assert any("steady load" in d.reason for d in shadowed.decisions if d.action == "shadow_scale")
 
