@@ -32,8 +32,7 @@ from controlplane.storage.columns import (
     WORKER_EVENT_KINDS,
     Column,
 )
-from controlplane.storage.jsoncodec import _ORJSON_OPTIONS, dumps, encode_default
-from controlplane.storage.jsoncodec import orjson as _orjson
+from controlplane.storage.jsoncodec import dumps
 from controlplane.types import ReasonCode
 
 REASON_CODES: Final = frozenset(c.value for c in ReasonCode)
@@ -182,11 +181,7 @@ class RowSpec:
                 lines += [f"    if {v} is None:", f"        {v} = _d{i}"]
             else:
                 lines += [f"    if {v} is None:", "        pass"]
-            if coerce is _as_json and _orjson is not None:  # what dumps() does first, without its two calls
-                env["_j"], env["_jd"], env["_jo"] = _orjson.dumps, encode_default, _ORJSON_OPTIONS
-                lines += ["    else:", "        try:", f"            {v} = _j({v}, default=_jd, option=_jo).decode()",
-                          "        except TypeError:", f"            {v} = _c{i}(_l{i}, {v})"]
-            elif coerce is not _keep:
+            if coerce is not _keep:
                 lines += [f"    elif type({v}) is not _e{i}:", f"        {v} = _c{i}(_l{i}, {v})"]
         for index, _, allowed in self._allowed_at:
             env[f"_a{index}"] = allowed
