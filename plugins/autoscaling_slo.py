@@ -31,6 +31,11 @@ from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, replica_
 from .autoscaling_hold import RecurrenceHold, SteadyWant
 
 
+def _prices_arrivals(s) -> bool:
+    """Whether the planner prices arriving requests: some charge of its capacity uses request costs."""
+    return s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape")
+
+
 class _ModelState:
     """One model's forecaster, request-shape averages, capacity cache and scale-down hold."""
 
@@ -44,8 +49,7 @@ class _ModelState:
         self.num_seen = 0
         self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
         self.finished_sums = [0.0, 0.0]
-        self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests) \
-            if s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape") else None
+        self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests) if _prices_arrivals(s) else None
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
         self.learned_rate: float = s.initial_capacity_rps
@@ -147,11 +151,6 @@ class SLOPlanner(Plugin):
         super().__init__(settings)
         self._models: dict[str, _ModelState] = {}
 
-    def _state_costs(self) -> bool:
-        """Whether arrivals are priced (some charge of the capacity uses request costs)."""
-        s = self.settings
-        return s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape")
-
     def _state(self, model: str) -> _ModelState:
         st = self._models.get(model)
         if st is None:
@@ -163,7 +162,7 @@ class SLOPlanner(Plugin):
         kind = type(event)
         if kind is RequestArrived:
             tokens = self.settings.work_unit == "tokens"
-            costs = self._state_costs()
+            costs = _prices_arrivals(self.settings)
             if self.settings.burst_windows_s or tokens or costs:
                 d = ctx.config.cluster.deployment(event.request.model)
                 if d is not None:
