@@ -28,7 +28,7 @@ from controlplane.core import ControlPlane
 from controlplane.types import Batch, Request
 from sim.guardian_pool import SimGuardianPool
 from sim.latency.base import IterationShape, LatencyModel
-from sim.stepped_decode import SteppedDecode, _steps_boundary, _steps_total
+from sim.stepped_decode import SteppedDecode, steps_boundary, steps_total
 from sim.traces.record import TraceRequest
 
 #: Ticks with nothing running after the trace ended before the run gives up on what is left.
@@ -194,10 +194,7 @@ class SimDriver:
             progress(self.num_arrived, env.now)
 
     def _arrive(self, timer: Timeout) -> None:
-        t = timer._value  # request_from_trace(t), inlined: once per request
-        self._handle(ev.RequestArrived(self.env._now, Request(
-            t.request_id, t.arrival_s, t.prompt_tokens, t.output_tokens, t.model, t.tenant, t.priority, t.prompt,
-            t.hash_ids, t.hash_block_tokens, t.params)))
+        self._handle(ev.RequestArrived(self.env._now, request_from_trace(timer._value)))
         self.num_arrived += 1
         if self.on_progress is not None and not self.num_arrived & 255:
             self.on_progress(self.num_arrived, self.env._now)
@@ -265,7 +262,7 @@ class SimDriver:
                 for r in b.decode:
                     held += r.num_computed_tokens + r.output_tokens - r.recompute_tokens
                 rb.steps = steps = stepped.steps(len(b.decode), held, b.max_iterations)
-                total = _steps_total(steps)
+                total = steps_total(steps)
             else:
                 ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode]
                 if b.max_iterations == 1:
@@ -279,7 +276,7 @@ class SimDriver:
         stepped = self._stepped.get(wid)
         if stepped is not None:
             rb.steps = steps = stepped.steps(len(ctx), sum(ctx), n)
-            return _steps_total(steps)
+            return steps_total(steps)
         rb.durations = durations = model.decode_run_s(ctx, n)
         return float(_sum(durations))
 
@@ -293,7 +290,7 @@ class SimDriver:
             k, end = 1, first  # still in the prefill: it ends with it
         else:
             if rb.steps is not None:
-                k, end = _steps_boundary(rb.steps, elapsed - first)
+                k, end = steps_boundary(rb.steps, elapsed - first)
             else:
                 ends = rb.ends_s
                 if ends is None:

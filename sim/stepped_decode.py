@@ -8,7 +8,7 @@ import sys
 
 from sim.latency.base import IterationShape, LatencyModel
 
-__all__ = ["SteppedDecode"]
+__all__ = ["SteppedDecode", "steps_boundary", "steps_total"]
 
 #: Single-prefill prices `SteppedDecode.prefill_s` keeps before it starts over.
 _MAX_PREFILLS = 65_536
@@ -79,14 +79,15 @@ class SteppedDecode:
         return d
 
 
-def _steps_total(steps: list[tuple[int, float]]) -> float:
+def steps_total(steps: list[tuple[int, float]]) -> float:
+    """The seconds of a decode run's steps ([(iterations, seconds each), ...])."""
     t = 0.0
     for n, d in steps:
         t += n * d
     return t
 
 
-def _steps_boundary(steps: list[tuple[int, float]], elapsed: float) -> tuple[int, float]:
+def steps_boundary(steps: list[tuple[int, float]], elapsed: float) -> tuple[int, float]:
     """(k, end): the first iteration boundary at or after ``elapsed`` (k >= 1 iterations)."""
     t = 0.0
     done = 0
