@@ -7,7 +7,9 @@ next iteration boundary when the core interrupts it, so events grow with batches
 
 Every timer is a plain SimPy ``Timeout`` whose value says what fired and whose only callback
 is a bound method: no generator processes or closures on the hot path, which run once per
-event. Decode runs of Vidur's profile model are priced in constant steps (``SteppedDecode``).
+event. The next arrival and the next tick are kept beside SimPy's heap (`SimDriver._next_beside`:
+two timers at most, under the same ordering key), not pushed and popped as timeouts. Decode
+runs of Vidur's profile model are priced in constant steps (``SteppedDecode``).
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ class SimDriver:
         self._last_arrival_s = float("-inf")
         self._idle_ticks = 0
         self._done: simpy.Event | None = None
+        # The next arrival and the next tick, beside SimPy's heap (see `_next_beside`): a heap
+        # entry's key (time, priority, event id) and what fires; None when none is due.
+        self._beside = False
+        self._next_arrival: tuple[float, int, int, TraceRequest] | None = None
+        self._next_tick: tuple[float, int, int, None] | None = None
         self.num_arrived = 0
         self.num_events = 0  # events handed to the core (arrivals, batch ends, ticks, ...)
         self.num_timers = 0  # SimPy timeouts scheduled
@@ -124,18 +131,43 @@ class SimDriver:
         self._started = True
         self._done = env.event()
         self._trace = iter(trace)
-        self._schedule_next_arrival()
-        self._after(self.config.control.tick_s, self._tick, None)
         until = self.config.sim.until_s
+        self._beside = until is None  # SimPy's own run (until a time) sees only its heap
+        self._schedule_next_arrival()
+        self._schedule_tick()
         with run_objects_only_for_gc():
             if until is None:
-                run_until(env, self._done)
+                run_until(env, self._done, self)
             else:
                 env.run(until=min_event(env, self._done, until))
         summary = self.core.finish()
         if self.guardians.guardians:
             summary.update(self.guardians.summary())  # guardian GPU-seconds and queueing
         return summary
+
+    def _next_beside(self) -> tuple | None:
+        """The earlier (by heap key) of the next arrival and the next tick kept beside SimPy's heap.
+
+        Each is scheduled as `_after` would push it, with the heap entry's key (time, priority,
+        event id: the same time arithmetic, an id from SimPy's counter at the same moment), and
+        `run_until` takes whichever key is least, this one or the heap's top: the events run in
+        exactly the order of a heap holding all of them (ids are unique, so keys never tie),
+        without a ``Timeout`` made, pushed and popped per arrival and per tick."""
+        arrival, tick = self._next_arrival, self._next_tick
+        return arrival if tick is None or (arrival is not None and arrival < tick) else tick
+
+    def _run_beside(self, entry: tuple) -> tuple | None:
+        """Run the arrival or tick ``entry`` (`_next_beside`'s); returns the next one. Only an
+        arrival schedules the next arrival and only a tick the next tick, so `run_until` asks
+        again after one of them, not after a heap event."""
+        self.env._now = entry[0]
+        if entry is self._next_arrival:
+            self._next_arrival = None
+            self._arrived(entry[3])
+        else:
+            self._next_tick = None
+            self._tick(None)
+        return self._next_beside()
 
     def _handle(self, event: Any) -> None:
         self.num_events += 1
@@ -183,7 +215,11 @@ class SimDriver:
             self._last_arrival_s = arrival
             delay = arrival - env._now  # (SimPy's env.now is a property: a Python call per read)
             if delay > 0:
-                self._after(delay, self._arrive, t)
+                if self._beside:  # the key `_after` would push (see `_next_beside`)
+                    self.num_timers += 1
+                    self._next_arrival = (env._now + delay, NORMAL, next(env._eid), t)
+                else:
+                    self._after(delay, self._arrive, t)
                 return
             handle(ev.RequestArrived(env._now, request_from_trace(t)))
             self.num_arrived += 1
@@ -194,7 +230,10 @@ class SimDriver:
             progress(self.num_arrived, env.now)
 
     def _arrive(self, timer: Timeout) -> None:
-        self._handle(ev.RequestArrived(self.env._now, request_from_trace(timer._value)))
+        self._arrived(timer._value)
+
+    def _arrived(self, t: TraceRequest) -> None:
+        self._handle(ev.RequestArrived(self.env._now, request_from_trace(t)))
         self.num_arrived += 1
         if self.on_progress is not None and not self.num_arrived & 255:
             self.on_progress(self.num_arrived, self.env._now)
@@ -210,7 +249,18 @@ class SimDriver:
             if self._idle_ticks >= STALL_TICKS:
                 self._finish()  # what is left cannot progress; finish() records it as in flight
                 return
-        self._after(self.config.control.tick_s, self._tick, None)
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        delay = self.config.control.tick_s
+        if not self._beside:
+            self._after(delay, self._tick, None)
+            return
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        self.num_timers += 1  # the key `_after` would push (see `_next_beside`)
+        env = self.env
+        self._next_tick = (env._now + delay, NORMAL, next(env._eid), None)
 
     def _finish(self) -> None:
         if self._done is not None and not self._done.triggered:
@@ -392,11 +442,17 @@ def _ignore(_a: Any) -> None:
 _new_timeout = object.__new__
 
 
-def run_until(env: simpy.Environment, done: simpy.Event) -> None:
+def run_until(env: simpy.Environment, done: simpy.Event, driver: SimDriver | None = None) -> None:
     """``env.run(until=done)``, the same events in the same order, without a ``step()`` call
-    per event: pop the next event, run its callbacks, stop once ``done`` has been processed."""
+    per event: pop the next event, run its callbacks, stop once ``done`` has been processed.
+    With a ``driver``, its next arrival and next tick, kept beside the heap, run in their turn
+    (`SimDriver._next_beside`)."""
     queue = env._queue
+    beside = None if driver is None else driver._next_beside()
     while True:
+        if beside is not None and (not queue or beside < queue[0]):
+            beside = driver._run_beside(beside)  # type: ignore[union-attr]
+            continue
         if not queue:
             raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {done}')
         env._now, _, _, event = heappop(queue)
