@@ -147,8 +147,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos.add_argument("--runs-per-slice", type=int, default=2, help="live runs of each slice (R); all reported")
     oos.add_argument("--pace-correction", choices=PACE_CORRECTIONS, default="none",
                      help="probe: bring the frozen profile to the machine's pace by a probe taken right before each "
-                          "run (its pace over the mean of two probes around the calibration run); none: every round "
-                          "on the frozen profile as it is (both are reported)")
+                          "run on the benchmark's own copy of the model (its pace over the mean of two probes around "
+                          "the calibration run); worker-probe: by a fixed load the serving worker itself runs after its "
+                          "start and before the run's first arrival (its pace over the frozen calibration runs'); "
+                          "none: every round on the frozen profile as it is (none and worker-probe are always reported)")
     oos.add_argument("--slo-metric", choices=("e2e", "ttft", "tpot"), default="e2e", help="capacity SLO: the latency")
     oos.add_argument("--slo-pct", type=int, choices=(50, 90, 99), default=90, help="capacity SLO: its percentile")
     oos.add_argument("--slo-s", type=float, default=None, help="capacity SLO: the bound in seconds (default: --slo-x)")

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: How a round's simulated machine pace is chosen: none (the frozen profile as it is) or probe.
-PACE_CORRECTIONS = ("probe", "none")
+#: How a round's simulated machine pace is chosen: none (the frozen profile as it is), probe (the benchmark's
+#: own copy of the model, timed right before the run) or worker-probe (the serving worker itself, timed after
+#: its start and before the run's first arrival: `worker_probe`, which this log does not hold).
+PACE_CORRECTIONS = ("probe", "worker-probe", "none")
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,11 @@ class PaceLog:
 
     def factor(self, start_s: float, mode: str) -> tuple[float, Measurement | None]:
         """The factor to scale the calibration's backend times by for a run starting at ``start_s``
-        (monotonic clock), and the measurement it came from; 1.0 with ``mode`` none."""
+        (monotonic clock), and the measurement it came from; 1.0 with ``mode`` none or worker-probe (whose
+        measurement is the run's own, `worker_probe.pace_factor`)."""
         if mode not in PACE_CORRECTIONS:
             raise ValueError(f"pace correction must be one of {', '.join(PACE_CORRECTIONS)}, got {mode!r}")
-        if mode == "none":
+        if mode in ("none", "worker-probe"):
             return 1.0, None
         if self.reference is None or self.reference.taken_s >= start_s:
             raise ValueError("no reference pace measured before the calibration run")

@@ -47,6 +47,7 @@ from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mix
 from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
 from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_for, isolated_service_s, poisson_at_rate,
                                  read_requests)
+from fidelity_lib.worker_probe import WorkerProbe, pace_factor, probe_pace
 from sim.calibration import RepeatSpread, calibrate, repeat_spread
 from sim.traces import TraceRequest, bundled_trace_path
 
@@ -82,6 +83,10 @@ class EvalRound:
     sim_unpaced: list[RequestTimes] = field(default_factory=list)  # on the frozen profile as it is (a diagnostic)
     # on each repeated calibration's profile as it is (a diagnostic: the prediction had that repeat been frozen)
     sim_by_repeat: list[list[RequestTimes]] = field(default_factory=list)
+    # on the frozen profile at the pace the serving worker's own probe measured before the run (a diagnostic
+    # unless --pace-correction worker-probe, when it is ``sim``), and that factor
+    sim_worker_probe: list[RequestTimes] = field(default_factory=list)
+    worker_probe_factor: float = 1.0
 
     @property
     def live_keyed(self) -> list[RequestTimes]:
@@ -146,6 +151,9 @@ class Outcome:
     sweep_cap_rps: float = math.nan
     sweep_floor_rps: float = math.nan
     capacity_attribution: list[dict[str, Any]] = field(default_factory=list)
+    # the worker probe's pace (`worker_probe`) in the frozen repeat's two calibration runs, and in every repeat's
+    probe_reference: list[float | None] = field(default_factory=list)
+    probe_by_repeat: list[list[float | None]] = field(default_factory=list)
 
 
 class Protocol:
@@ -200,7 +208,21 @@ class Protocol:
 
     def live(self, reqs: list[TraceRequest], name: str, seed: int) -> LiveRun:
         return replay_live(self.cfg(name), reqs, threads=self.args.threads, vocab=self.vocab, seed=self.args.seed + seed,
-                           record=True, pool=self.args.pool)
+                           record=True, pool=self.args.pool, probe=self.worker_probe)
+
+    def worker_probe_factor(self, run: LiveRun) -> float:
+        """The run's worker-probe pace over the frozen calibration's (`worker_probe`); measured before its first arrival."""
+        if run.probe_taken_s is not None and run.started_s is not None and run.probe_taken_s >= run.started_s:
+            raise AssertionError("a worker probe ended after the run's first arrival")
+        return pace_factor(probe_pace(run.probe_samples, self.grid_fit), self.probe_reference)
+
+    def at_pace(self, factor: float, label: str) -> Path:
+        """The frozen calibration with its backend times scaled by ``factor`` (the frozen profile itself at 1.0)."""
+        if factor == 1.0:
+            return self.frozen
+        path = self.tmp / f"paced-{label.replace(' ', '-').replace('/', '-')}.json"
+        calibrate(self.cal_samples, path, grid=(self.grid_rows, self.meta), pace=factor, run_ids=self.cal_ids)
+        return path
 
     def probe(self, label: str, *, reference: bool = False) -> Any:
         if self.args.pace_correction == "probe" or reference:
@@ -209,14 +231,14 @@ class Protocol:
 
     def paced_profile(self, label: str) -> tuple[Path, float, Any, float]:
         """Probe, then the frozen calibration at the probe's pace (``--pace-correction``), all before the run."""
+        if self.args.pace_correction == "worker-probe":  # measured by the run's own worker (`worker_probe_factor`)
+            return self.frozen, 1.0, None, time.monotonic()
         self.probe(label)
         start = time.monotonic()
         factor, m = self.pace_log.factor(start, self.args.pace_correction)
         if factor == 1.0:
             return self.frozen, factor, m, start
-        path = self.tmp / f"paced-{label.replace(' ', '-')}.json"
-        calibrate(self.cal_samples, path, grid=(self.grid_rows, self.meta), pace=factor, run_ids=self.cal_ids)
-        return path, factor, m, time.monotonic()
+        return self.at_pace(factor, label), factor, m, time.monotonic()
 
     # --- the protocol --------------------------------------------------------------------------
 
@@ -249,12 +271,14 @@ class Protocol:
         self.say(f"continuous batching (both sides): {dict(self.base.plugins.settings.get('continuous-batching') or {})}")
         self.prober = Probe(backend, self.grid_rows, self.meta, max_prompt=a.max_prompt_tokens,
                             max_output=a.max_output_tokens)
+        from sim.calibration import grid_model
+
+        self.grid_fit = grid_model(self.grid_rows, self.meta)
+        self.worker_probe = WorkerProbe.for_limits(a.max_prompt_tokens, a.max_output_tokens, max_batch)
 
         # 2. calibration: the trace's first window in two live runs - light load, then heavy load placed by
         # the simulator calibrated on the light run - folded together into one profile, then frozen
-        from sim.calibration import grid_model
-
-        service = statistics.fmean(isolated_service_s(grid_model(self.grid_rows, self.meta), r)
+        service = statistics.fmean(isolated_service_s(self.grid_fit, r)
                                    for r in scaling.apply(raw[:SCALING_SAMPLE]))
         light_rate = a.calibration_load[0] / service
         n_light = max(SCALING_SAMPLE, count_for(light_rate, a.calibration_s / 2))
@@ -299,6 +323,9 @@ class Protocol:
         if a.calibration_repeats > 1:
             self.pace_log.use_references([before, after])
         self.cal_run, self.cal_ids = heavy, [light.run_id, heavy.run_id]
+        # the frozen repeat's two workers' own probes: the pace the frozen profile was calibrated at
+        self.probe_reference = [probe_pace(light.probe_samples, self.grid_fit), probe_pace(heavy.probe_samples, self.grid_fit)]
+        self.probe_by_repeat = [[probe_pace(r.probe_samples, self.grid_fit) for r in (lk, hk)] for lk, hk, _, _ in runs]
         self.cal_all_ids = [[lk.run_id, hk.run_id] for lk, hk, _, _ in runs]
         self.frozen = Path(shutil.copyfile(done.path, a.profile_out or self.tmp / "calibrated-profile.json"))
         self.cal_samples = done.samples
@@ -371,6 +398,9 @@ class Protocol:
             path, factor, _, _ = self.paced_profile(f"sweep {rate / sim_cap:.3g}")
             sent = self.sweep_arrivals(cap_window, rate)
             run = self.live(sent, f"fidelity capacity {rate:.2f}/s", seed=3)
+            if a.pace_correction == "worker-probe":
+                factor = self.worker_probe_factor(run)
+                path = self.at_pace(factor, f"sweep {rate:.2f}")
             sim, _ = self.sim(observed_arrivals(sent, run), path,
                               f"fidelity capacity {rate:.2f}/s (sim)")
             sweep.append(SweepPoint(rate, run, sim, factor, len(sent), sent, path, added))
@@ -394,6 +424,7 @@ class Protocol:
         for r in rounds:
             out.iteration_by_shape.setdefault(r.slice_name, []).append(iteration_error_by_shape(r.profile, r.live.samples))
         out.calibration_ids = self.cal_ids
+        out.probe_reference, out.probe_by_repeat = self.probe_reference, self.probe_by_repeat
         out.calibration_spread, out.calibration_repeat_ids = self.cal_spread, self.cal_all_ids
         out.wall_s = time.monotonic() - self.t0
         out.batching = dict(self.base.plugins.settings.get("continuous-batching") or {})
@@ -408,15 +439,23 @@ class Protocol:
             raise AssertionError("a pace measurement taken after the run started")
         run = self.live(reqs, f"fidelity {w.name} (run {rep + 1})", seed=2)
         arrivals = observed_arrivals(reqs, run)
+        probe_factor = self.worker_probe_factor(run)
+        probe_path = self.at_pace(probe_factor, f"round {index + 1} worker probe")
+        if self.args.pace_correction == "worker-probe":
+            path, factor = probe_path, probe_factor
         sim, sim_id = self.sim(arrivals, path, f"fidelity {w.name} run {rep + 1} (sim)", record=True)
+        by_probe = sim if probe_path == path else self.sim(arrivals, probe_path, f"fidelity {w.name} (worker probe sim)")[0]
         unpaced = sim if path == self.frozen else self.sim(arrivals, self.frozen, f"fidelity {w.name} (unpaced sim)")[0]
         by_repeat = [unpaced if f.path == self.cal_fits[self.cal_spread.median_index].path
                      else self.sim(arrivals, f.path, f"fidelity {w.name} (calibration {k + 1} sim)")[0]
                      for k, f in enumerate(self.cal_fits)] if len(self.cal_fits) > 1 else []
         busy = busiest_busy_fraction([(s.start_s, s.start_s + s.effective_s) for s in with_handoffs(run.samples)])
+        label, taken = (m.label, m.taken_s) if m else (None, None)
+        if self.args.pace_correction == "worker-probe" and run.probe_taken_s is not None:
+            label, taken, live_started = "worker probe", run.probe_taken_s, run.started_s
         rnd = EvalRound(index, w.name, level, rep, rate, run, sim, sim_id, arrivals, path, factor,
-                        m.label if m else None, (m.taken_s - self.t0) if m else None, live_started - self.t0, busy,
-                        unpaced, by_repeat)
+                        label, (taken - self.t0) if taken is not None else None, live_started - self.t0, busy,
+                        unpaced, by_repeat, by_probe, probe_factor)
         e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
         self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
                  f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%; "

@@ -35,6 +35,22 @@ def pooled(rounds: list[EvalRound]) -> tuple[list, list]:
     return sum((r.live_keyed for r in rounds), []), sum((r.sim_keyed for r in rounds), [])
 
 
+def worker_probe_errors(rounds: list[EvalRound]) -> dict[str, float]:
+    """The rounds' pooled errors had each been simulated at its worker's own probe pace: TTFT and E2E p50
+    and p99, and E2E p50 by load level (nan where a level has no round)."""
+    def err(rs: list[EvalRound]) -> dict:
+        if not rs:
+            return {m: {p: math.nan for p in PCTS} for m in METRICS}
+        return errors(stats(sum((r.live_keyed for r in rs), [])),
+                      stats(sum((keyed(r.sim_worker_probe, r.index) for r in rs), [])))
+
+    e = err(rounds)
+    out = {f"{m}_p{p}": e[m][p] for m in ("ttft", "e2e") for p in (50, 99)}
+    for level in ("low", "high"):
+        out[f"{level}_e2e_p50"] = err([r for r in rounds if r.level == level])["e2e"][50]
+    return out
+
+
 def _style(e: float, target: float) -> str:
     return "green" if abs(e) <= target else ("yellow" if abs(e) <= 2 * target else "red")
 
@@ -122,6 +138,13 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"E2E p50 {unpaced['e2e'][50]:+.1f}%, TTFT p99 {unpaced['ttft'][99]:+.1f}%, E2E p99 "
                   f"{unpaced['e2e'][99]:+.1f}%", highlight=False)
 
+    probed = worker_probe_errors(o.rounds)
+    console.print(f"the same rounds at each serving worker's own probe pace (measured before its first arrival; "
+                  f"factors {', '.join(f'x{r.worker_probe_factor:.3f}' for r in o.rounds)}): TTFT p50 "
+                  f"{probed['ttft_p50']:+.1f}%, E2E p50 {probed['e2e_p50']:+.1f}% (low {probed['low_e2e_p50']:+.1f}%, "
+                  f"high {probed['high_e2e_p50']:+.1f}%), TTFT p99 {probed['ttft_p99']:+.1f}%, E2E p99 "
+                  f"{probed['e2e_p99']:+.1f}%", highlight=False)
+
     by_repeat = []  # the pooled p50 errors had each repeated calibration been frozen (a diagnostic)
     for k in range(min((len(r.sim_by_repeat) for r in o.rounds), default=0)):
         e = errors(stats(live), stats(sum((keyed(r.sim_by_repeat[k], r.index) for r in o.rounds), [])))
@@ -198,6 +221,9 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                             "sim_ms": _r(v[1] * 1e3, 1), "requests": p.sent, "added": p.added}
                            for p, v in zip(o.sweep, slo_values)],
         "unpaced_err_pct": {f"{m}_p{p}": _r(unpaced[m][p]) for m in ("ttft", "e2e") for p in (50, 99)},
+        "worker_probe_err_pct": {k: _r(v) for k, v in probed.items()},
+        "worker_probe_reference": [_r(x, 4) for x in o.probe_reference],
+        "worker_probe_by_repeat": [[_r(x, 4) for x in r] for r in o.probe_by_repeat],
         "e2e_correlation": _r(corr, 4),
         "e2e_paired_median_abs_err_pct": _r(paired_abs_error(live, sim, "e2e")),
         "rounds": len(o.rounds),
@@ -211,6 +237,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
             "pace": round(r.pace, 4), "pace_from": r.pace_label,
             "pace_measured_at_s": _r(r.pace_taken_s, 3), "live_started_at_s": round(r.live_started_s, 3),
             "busy_pct": round(100 * r.busy, 1), "live_run": r.live.run_id, "sim_run": r.sim_run_id,
+            "worker_probe_factor": round(r.worker_probe_factor, 4),
             **{k: r.live.facts.get(k) for k in ("others_cores_mean", "others_cores_max", "worker_cpu_per_backend")},
             **{f"{m}_p50_err_pct": _r(errors(stats(r.live.requests), stats(r.sim))[m][50]) for m in ("ttft", "e2e")},
         } for r in o.rounds],

@@ -53,6 +53,11 @@ class LiveRun:
     run_id: int | None
     wall_s: float
     facts: dict[str, Any] = field(default_factory=dict)
+    # the worker probe (`worker_probe.WorkerProbe`) served before the first arrival: its iterations, and when
+    # it ended and the run's first arrival was sent (monotonic clock); empty / None without a probe
+    probe_samples: list[IterationSample] = field(default_factory=list)
+    probe_taken_s: float | None = None
+    started_s: float | None = None
 
 
 def run_config(base: RunConfig, worker: dict[str, Any], db_url: str, *, name: str,
@@ -89,7 +94,8 @@ class GcPauses:
 
 
 async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int, vocab: int, seed: int,
-                       record: bool, pool: str = "process", observers: tuple[Any, ...] = ()) -> LiveRun:
+                       record: bool, pool: str = "process", observers: tuple[Any, ...] = (),
+                       probe: Any = None) -> LiveRun:
     from controlplane.live.driver import LiveDriver
     from controlplane.live.pool import make_pool
 
@@ -103,6 +109,11 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
     await asyncio.gather(*[(await driver.submit(prompts[i], max_tokens=min(8, reqs[i].output_tokens),
                                                 ignore_eos=True)).result() for i in warm])
     log.clear()
+    probe_samples, probe_taken = [], None
+    if probe is not None:  # the serving worker's own pace, measured before the first arrival
+        await probe.serve(driver, vocab, seed)
+        probe_samples, probe_taken = list(log.samples), time.monotonic()
+        log.clear()
     for o in observers:
         if hasattr(o, "clear"):
             o.clear()
@@ -121,6 +132,7 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
                               res.completion_tokens, res.status, time.perf_counter() - submitted)
 
     waiters = []
+    started = time.monotonic()
     start = time.perf_counter()
     try:
         for i, r in enumerate(reqs):
@@ -141,7 +153,8 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
     host = contention(cpu, clock, 0.0, backend_by_window(log.samples, 0.0), worker_is_child=pool == "process")
     facts = {**next(iter(driver.worker_facts.values()), {}), "gc_pauses": pauses.count,
              "gc_pause_max_ms": round(pauses.max_s * 1e3, 2), **host}
-    return LiveRun([r for r in out if r is not None], log.samples, driver.run_id, wall, facts)
+    return LiveRun([r for r in out if r is not None], log.samples, driver.run_id, wall, facts, probe_samples,
+                   probe_taken, started)
 
 
 def replay_live(cfg: RunConfig, reqs: list[TraceRequest], **kwargs: Any) -> LiveRun:

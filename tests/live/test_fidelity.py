@@ -199,7 +199,10 @@ from fidelity_lib import capacity as CAP  # noqa: E402  (benchmarks/ is on sys.p
 from fidelity_lib.metrics import busiest_busy_fraction, e2e_correlation, live_spread  # noqa: E402
 from fidelity_lib.pace import PaceLog  # noqa: E402
 from fidelity_lib.profiling import generic_grid  # noqa: E402
+from fidelity_lib.saturation import attribution_points  # noqa: E402
 from fidelity_lib.slices import Scaling, at_rate, carve_windows, count_for, poisson_at_rate, ramp, read_requests  # noqa: E402
+from fidelity_lib.worker_probe import WorkerProbe, pace_factor, probe_pace  # noqa: E402
+from controlplane.live.iteration_samples import IterationSample  # noqa: E402
 from controlplane.types import Decision  # noqa: E402
 
 
@@ -253,6 +256,28 @@ def test_a_pace_correction_only_uses_measurements_taken_before_the_run():
         log.factor(1.5, "probe")  # the reference is not complete before t=2
     with pytest.raises(ValueError, match="pace correction"):
         log.factor(6.0, "later")
+
+
+def test_the_worker_probe_pace_is_its_iterations_median_time_over_the_models():
+    class Flat:  # every shape 10 ms
+        def iteration_s(self, shape):
+            return 0.010
+
+    def sample(i, ms, nd):
+        row = {"num_prefill_seqs": 0, "num_prefill_tokens": 0, "num_decode_seqs": nd, "sum_decode_context": 64 * nd,
+               "sum_prefill_context": 0, "iteration_s": ms / 1e3}
+        return IterationSample("w", i, i * 0.02, i * 0.02 + ms / 1e3, row)
+
+    samples = [sample(0, 12, 1), sample(1, 13, 16), sample(2, 40, 16)]  # one stalled iteration: the median ignores it
+    assert probe_pace(samples, Flat()) == pytest.approx(1.3)
+    assert probe_pace([], Flat()) is None
+    # a run's factor: its probe over the mean of the frozen calibration runs' probes; 1.0 when either is missing
+    assert pace_factor(1.3, [1.0, 1.6]) == pytest.approx(1.0)
+    assert pace_factor(1.2, [1.0, None]) == pytest.approx(1.2)
+    assert pace_factor(None, [1.0]) == 1.0 and pace_factor(1.2, [None]) == 1.0
+    # the probe's load comes from the model's limits, never from a trace
+    assert WorkerProbe.for_limits(256, 48, 128) == WorkerProbe(128, 24, 16)
+    assert WorkerProbe.for_limits(32, 8, 8) == WorkerProbe(16, 8, 8)
 
 
 def test_capacity_is_where_the_slo_metric_crosses_the_bound():
@@ -423,7 +448,10 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
         assert p["live"]["mean_batch_seqs"] >= 1 and p["sim"]["mean_batch_seqs"] >= 1
         assert math.isfinite(p["iteration_error_pct"]) and p["iteration_error_by_shape"]
         assert p["live"]["e2e_p90_ms"] == pytest.approx(sweep[points.index(p)]["live_ms"], abs=0.11)
-    assert all("own_iterations" in p for p in points)  # 3 or fewer points: all of them are the highest
+    # the run's own iterations simulated at the sweep's highest rates (a sweep extended downwards on a slow host
+    # has more points than those)
+    deep = attribution_points([p["rate"] for p in points])
+    assert all(("own_iterations" in p) == (i in deep) for i, p in enumerate(points))
     assert set(result["attribution"]) == {"low-1", "high-2"}
     # every iteration 2% dearer: the simulated E2E p50 goes up (by about 2% when nothing queues, more when it does)
     # (a slice's p50 can stay or even drop when slower iterations batch its requests differently: on the
@@ -447,6 +475,22 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
     assert len(result["capacity_sweep"]) == 2 + result["capacity_points_added"]
     assert result["max_padding"] == F.DEFAULT_MAX_PADDING  # both sides ran the padded prefill's cap
     assert {"under_40pct", "40_80pct", "over_80pct", "correlation"} <= set(result["pace_by_busy"])
+    # the serving workers' own probes are always taken and reported beside the default
+    assert len(result["worker_probe_reference"]) == 2 and all(p > 0 for p in result["worker_probe_reference"])
+    assert all(d["worker_probe_factor"] > 0 for d in result["round_detail"])
+    assert all(math.isfinite(v) for k, v in result["worker_probe_err_pct"].items() if k != "low_e2e_p50")
+
+
+def test_with_the_worker_probe_each_round_runs_at_its_own_workers_pace_measured_before_its_first_arrival(tmp_path):
+    result = F.main([*OOS_TINY, "--low-slices", "0", "--capacity-fractions", "0.5,2", "--calibration-repeats", "1",
+                     "--pace-correction", "worker-probe", "--db", f"sqlite:///{tmp_path / 'f.db'}"])
+    assert result["pace_correction"] == "worker-probe" and result["rounds"] == 2 and result["rounds_dropped"] == 0
+    for d in result["round_detail"]:
+        assert d["pace_from"] == "worker probe" and d["pace"] == d["worker_probe_factor"] > 0
+        assert d["pace_measured_at_s"] < d["live_started_at_s"]
+    # the rounds simulated at the probe's pace are the headline: the diagnostic equals it
+    assert result["worker_probe_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]
+    assert all(p["pace"] > 0 for p in result["capacity_sweep"])  # each sweep point at its own worker's pace
 
 
 def test_the_padded_prefill_cap_is_set_for_both_sides_unless_the_config_says_otherwise():
