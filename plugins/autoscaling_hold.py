@@ -22,11 +22,15 @@ class RecurrenceHold:
     is used: no look-ahead, no clock, no randomness."""
 
     def __init__(self, delay_s: float, margin: float | None, min_gaps: int = 1, memory: int = 32,
-                 rearm_lead: float = 2.0) -> None:
+                 rearm_lead: float = 2.0, onset_hazard: float | None = None, onset_min_gaps: int = 3,
+                 onset_prior: float = 0.0) -> None:
         self.delay_s, self.margin, self.min_gaps, self.rearm_lead = delay_s, margin, min_gaps, rearm_lead
         self.memory = memory
+        self.onset_hazard, self.onset_min_gaps, self.onset_prior = onset_hazard, onset_min_gaps, onset_prior
         self.last: dict[int, float] = {}  # count -> when at least it was last wanted
         self.gaps: dict[int, deque[float]] = {}  # count -> gaps after which it was wanted again
+        self._version: dict[int, int] = {}  # count -> gaps appended so far (the off windows' cache key)
+        self._off: dict[int, tuple[tuple, list[tuple[float, float]]]] = {}
 
     def add(self, now_s: float, wanted: int, min_gap_s: float) -> None:
         """The count wanted at ``now_s``; ``min_gap_s``: shorter returns are the same episode."""
@@ -34,7 +38,54 @@ class RecurrenceHold:
             t = self.last.get(k)
             if self.margin is not None and t is not None and now_s - t >= min_gap_s:
                 self.gaps.setdefault(k, deque(maxlen=self.memory)).append(now_s - t)
+                self._version[k] = self._version.get(k, 0) + 1
             self.last[k] = now_s
+
+    def hazard(self, k: int, ago_s: float, lead_s: float) -> tuple[float, int, int] | None:
+        """The onset forecast of count ``k`` wanted ``ago_s`` ago: ``(hazard, soon, later)``, where
+        ``later`` of its gaps were longer than ``ago_s`` and ``soon`` of those ended within ``lead_s``
+        more: the run's own estimate of the chance that it is wanted again within ``lead_s``, given
+        that it has not been so far (the empirical hazard of its gaps). None: off, or fewer than
+        ``onset_min_gaps`` gaps seen (no pattern yet)."""
+        gaps = self.gaps.get(k)
+        if self.onset_hazard is None or gaps is None or len(gaps) < self.onset_min_gaps:
+            return None
+        later = [g for g in gaps if g > ago_s]
+        soon = sum(1 for g in later if g <= ago_s + lead_s)
+        if self.onset_prior:  # shrunk toward the memoryless chance (exponential gaps of the same mean)
+            memoryless = 1.0 - math.exp(-lead_s / (sum(gaps) / len(gaps)))
+            return (soon + self.onset_prior * memoryless) / (len(later) + self.onset_prior), soon, len(later)
+        return (soon / len(later) if later else 0.0), soon, len(later)
+
+    def off_windows(self, k: int, horizon_s: float, cold_s: float) -> list[tuple[float, float]]:
+        """The ``(off_from, off_until)`` spans after count ``k`` was last wanted in which it is released:
+        with the onset forecast (`hazard`, once ``onset_min_gaps`` gaps were seen), every span after
+        its episode (``horizon_s``) and within its hold where the chance of its return within
+        ``rearm_lead`` horizons is below ``onset_hazard``, each longer than a cold start (a replica off
+        for less costs more to restart than it saves); else `rearm_window`'s one span, or none."""
+        gaps = self.gaps.get(k)
+        if self.onset_hazard is None or gaps is None or len(gaps) < self.onset_min_gaps:
+            window = self.rearm_window(k, horizon_s, cold_s)
+            return [] if window is None else [window]
+        key = (self._version.get(k, 0), horizon_s, cold_s)
+        cached = self._off.get(k)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        hold, _ = self.hold_s(k)
+        lead = self.rearm_lead * horizon_s
+        # the hazard is constant between these points: where a gap enters the lead, and where it ends
+        points = sorted({horizon_s, hold, *(p for g in gaps for p in (g - lead, g) if horizon_s < p < hold)})
+        spans: list[tuple[float, float]] = []
+        for a, b in zip(points, points[1:]):
+            if self.hazard(k, (a + b) / 2, lead)[0] < self.onset_hazard:
+                if spans and spans[-1][1] == a:
+                    spans[-1] = (spans[-1][0], b)
+                else:
+                    spans.append((a, b))
+        # one reaching the hold's end runs on past it (the count is not started again just as its hold ends)
+        spans = [(a, math.inf if b >= hold else b) for a, b in spans if b - a > cold_s]
+        self._off[k] = (key, spans)
+        return spans
 
     def hold_s(self, k: int) -> tuple[float, bool]:
         """How long count ``k`` is kept after it was last wanted, and whether that was learned
@@ -67,10 +118,10 @@ class RecurrenceHold:
             hold, learned = self.hold_s(k)
             if ago > hold:
                 continue
-            window = self.rearm_window(k, horizon_s, cold_s)
-            if window is not None and window[0] < ago < window[1]:
+            windows = self.off_windows(k, horizon_s, cold_s)
+            if any(a < ago < b for a, b in windows):
                 continue
-            return k, ago, hold, learned, window is not None and ago >= window[1]
+            return k, ago, hold, learned, any(ago >= b for _, b in windows)
         return 0, 0.0, 0.0, False, False
 
     def held(self, now_s: float) -> tuple[int, float, float, bool]:

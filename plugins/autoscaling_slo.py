@@ -56,7 +56,8 @@ class _ModelState:
         self.idle_since: float | None = None
         self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
         self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps,
-                                   rearm_lead=s.recurrence_rearm_lead)
+                                   rearm_lead=s.recurrence_rearm_lead, onset_hazard=s.onset_hazard,
+                                   onset_min_gaps=s.onset_min_gaps, onset_prior=s.onset_prior)
         self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
                                  s.steady_quantile, s.scale_down_delay_s)
 
@@ -102,6 +103,12 @@ class SLOPlanner(Plugin):
         recurrence_rearm_lead: float = Field(2.0, ge=1)
         recurrence_min_gap_s: float | None = Field(None, ge=0)  # a return sooner is the same episode (None: the
         # horizon, cold start + lead_s)
+        onset_hazard: float | None = Field(None, gt=0, le=1)  # the re-arm by a forecast of each count's return: once
+        # onset_min_gaps gaps were seen, a count is released wherever the share of its past gaps longer than the time
+        # since it was last wanted that ended within recurrence_rearm_lead horizons more is below this (None: off)
+        onset_min_gaps: int = Field(3, ge=1)  # ... fewer gaps seen: the re-arm as without it
+        onset_prior: float = Field(0.0, ge=0)  # ... its chance shrunk toward a memoryless one (exponential gaps of
+        # the same mean) with this weight in gaps: few gaps are weak evidence of a pattern (0: the gaps alone)
         first_bucket_min_s: float | None = Field(5.0, gt=0)  # the rate now over at least this, until the first
         # bucket closes (None: half a bucket, as always after it)
         steady_cv: float | None = Field(0.25, ge=0)  # a steady load: the last steady_buckets' arrival counts
@@ -145,6 +152,8 @@ class SLOPlanner(Plugin):
                 raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
             if self.min_replicas == 0 and not self.scale_to_zero:
                 raise ValueError("min_replicas 0 needs scale_to_zero: true")
+            if self.onset_hazard is not None and (not self.recurrence_rearm or self.recurrence_margin is None):
+                raise ValueError("onset_hazard refines the re-arm: it needs recurrence_rearm and recurrence_margin")
             return self
 
     def __init__(self, settings=None) -> None:
@@ -258,6 +267,20 @@ class SLOPlanner(Plugin):
     def _hold_note(what: str, count: int, ago: float, hold: float, learned: bool) -> str:
         why = "the longest gap before it was wanted again" if learned else "the scale-down delay"
         return f"{what} {count}: wanted {ago:.0f}s ago, kept {hold:.0f}s: {why}"
+
+    def _onset_note(self, st: _ModelState, signals: dict, count: int, ago: float, lead: float) -> str:
+        """What the onset forecast (`onset_hazard`) saw for ``count`` wanted ``ago`` seconds ago, also
+        stored as the ``onset_hazard`` signal; empty when it is off or has seen too few gaps."""
+        seen = st.hold.hazard(count, ago, lead)
+        if seen is None:
+            return ""
+        hazard, soon, later = seen
+        signals["onset_hazard"] = round(hazard, 4)
+        side = ">=" if hazard >= self.settings.onset_hazard else "<"
+        prior = (f" with {self.settings.onset_prior:g} memoryless gaps of their mean" if self.settings.onset_prior
+                 else "")
+        return (f", onset forecast: of its {len(st.hold.gaps[count])} gaps {later} outlasted {ago:.0f}s and {soon} "
+                f"of those ended within {lead:.0f}s more ({hazard:.2f}{prior} {side} {self.settings.onset_hazard:g})")
 
     # --- the decision ------------------------------------------------------------------------
 
@@ -403,14 +426,18 @@ class SLOPlanner(Plugin):
                      f"{st.steady.window_s:.0f}s {st.steady.want()})" if steady else ""))
         st.steady.scaled(now, current, target)
         notes = []
+        lead = s.recurrence_rearm_lead * horizon
         if target < current and current in st.hold.last and not steady:  # released: the hold of the top count ran out
-            notes.append(self._hold_note("released", current, now - st.hold.last[current], *st.hold.hold_s(current)))
+            ago = now - st.hold.last[current]
+            notes.append(self._hold_note("released", current, ago, *st.hold.hold_s(current))
+                         + self._onset_note(st, signals, current, ago, lead))
         if held is not None and target > wanted:  # kept above what it wants: which count and for how long
-            notes.append(self._hold_note("held", *held))
+            notes.append(self._hold_note("held", *held) + self._onset_note(st, signals, held[0], held[1], lead))
         if rearmed is not None and target > wanted:  # a released count started again ahead of its return
             k, ago = rearmed
-            notes.append(f"ahead {k}: wanted {ago:.0f}s ago, released, and back within a horizon of its soonest "
-                         f"return ({min(st.hold.gaps[k]):.0f}s)")
+            onset = self._onset_note(st, signals, k, ago, lead)
+            notes.append(f"ahead {k}: wanted {ago:.0f}s ago, released, and back" + (onset or (
+                f" within a horizon of its soonest return ({min(st.hold.gaps[k]):.0f}s)")))
         if notes:
             reason += f" ({'; '.join(notes)})"
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

@@ -3,6 +3,8 @@ or for the longest gap after which the run wanted it again; then in a replay wit
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from controlplane.testing import make_trace, replay_with
@@ -129,3 +131,91 @@ def test_the_planner_releases_recurring_burst_replicas_between_bursts_and_starts
     plain = [d for d in kept.decisions if d.action == "scale" and "(ahead " in d.reason]
     assert not plain
     assert res.summary["slo_attainment"] >= kept.summary["slo_attainment"] - 0.01
+
+
+def _bimodal() -> RecurrenceHold:
+    """Count 5 wanted in four episodes whose gaps are 61, 192 and 62 s (the onset forecast on)."""
+    hold = RecurrenceHold(300.0, 1.0, onset_hazard=0.3, onset_min_gaps=3)
+    _wants(hold, {0: 5, 10: 2, 70: 5, 80: 2, 271: 5, 281: 2, 342: 5, 352: 2}, 460, min_gap_s=20.0)
+    assert list(hold.gaps[5]) == [61.0, 192.0, 62.0]
+    return hold
+
+
+def test_the_onset_forecast_is_the_share_of_longer_gaps_that_end_within_the_lead():
+    hold = _bimodal()
+    assert hold.hazard(5, 21.5, 40.0) == (1 / 3, 1, 3)  # all three outlasted 21.5 s; the 61 s one ends by 61.5
+    assert hold.hazard(5, 61.5, 40.0) == (0.5, 1, 2)  # 62 and 192 outlasted it; 62 ends within 40 s more
+    assert hold.hazard(5, 100.0, 40.0) == (0.0, 0, 1)  # only the 192 s gap is left, 92 s away
+    assert hold.hazard(5, 160.0, 40.0) == (1.0, 1, 1)
+    assert hold.hazard(5, 200.0, 40.0) == (0.0, 0, 0)  # longer than every gap seen
+    off = RecurrenceHold(300.0, 1.0)  # off: no forecast
+    _wants(off, {0: 5, 10: 2, 70: 5, 80: 2, 271: 5, 281: 2, 342: 5, 352: 2}, 460, min_gap_s=20.0)
+    assert off.hazard(5, 100.0, 40.0) is None
+
+
+def test_the_onset_forecast_releases_a_count_where_its_return_is_unlikely_and_starts_it_a_lead_ahead():
+    hold = _bimodal()  # last wanted at t=351
+    # off from the second gap (62 s) until 40 s (two 20 s horizons) before the third (192 s); the span
+    # (20, 21) before the first return is shorter than the 10 s cold start and kept
+    assert hold.off_windows(5, 20.0, 10.0) == [(62.0, 152.0)]
+    assert hold.kept(351.0 + 50.0, 20.0, 10.0)[0] == 5  # a return like the 61/62 s ones is likely: kept
+    assert hold.kept(351.0 + 100.0, 20.0, 10.0)[0] == 2  # released: no return this soon was ever seen
+    count, ago, _, learned, rearmed = hold.kept(351.0 + 160.0, 20.0, 10.0)
+    assert (count, ago, learned, rearmed) == (5, 160.0, True, True)  # started again ahead of a 192 s return
+    # the re-arm alone keeps it throughout: its soonest return (61 s) leaves no span off longer than a cold start
+    plain = RecurrenceHold(300.0, 1.0)
+    _wants(plain, {0: 5, 10: 2, 70: 5, 80: 2, 271: 5, 281: 2, 342: 5, 352: 2}, 460, min_gap_s=20.0)
+    assert plain.off_windows(5, 20.0, 10.0) == [] and plain.kept(451.0, 20.0, 10.0)[0] == 5
+    # a stricter forecast releases more; fewer gaps than onset_min_gaps: the re-arm as without it
+    strict = RecurrenceHold(300.0, 1.0, onset_hazard=0.6)
+    _wants(strict, {0: 5, 10: 2, 70: 5, 80: 2, 271: 5, 281: 2, 342: 5, 352: 2}, 460, min_gap_s=20.0)
+    assert strict.off_windows(5, 20.0, 10.0) == [(61.0, 152.0)]
+    few = RecurrenceHold(300.0, 1.0, onset_hazard=0.3, onset_min_gaps=4)
+    _wants(few, {0: 5, 10: 2, 70: 5, 80: 2, 271: 5, 281: 2, 342: 5, 352: 2}, 460, min_gap_s=20.0)
+    assert few.hazard(5, 100.0, 40.0) is None and few.off_windows(5, 20.0, 10.0) == []
+
+
+def test_the_planner_with_the_onset_forecast_releases_between_irregular_bursts_and_says_what_it_saw():
+    cluster = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 10.0}]}
+    base = make_trace(2000, qps=1.0, seed=3)
+    out = list(base)
+    # 15 s bursts after 150 s and 250 s of quiet in turn: the hold sees gaps of about 105 and 200 s, and the
+    # re-arm alone keeps the count through both (its soonest gap leaves no span off)
+    for b, start in enumerate([30.0, 195.0, 460.0, 625.0, 890.0, 1055.0, 1320.0, 1485.0]):
+        burst = make_trace(450, qps=30.0, seed=10 + b)
+        out += [type(r)(f"b{b}-{i}", r.arrival_s + start, r.prompt_tokens, r.output_tokens)
+                for i, r in enumerate(burst)]
+    trace = sorted(out, key=lambda r: r.arrival_s)
+
+    def replay(**settings):  # the steady rule off: 1 req/s between the bursts can be called steady
+        p = SLOPlanner(SLOPlanner.Settings(max_replicas=16, steady_cv=None, **settings))
+        res = replay_with(p, trace=trace, cluster=cluster, slo={"ttft_s": 2.0, "tpot_s": 0.1})
+        assert_conserved(res.summary)
+        return res
+
+    res, plain = replay(onset_hazard=0.3), replay()
+    assert res.summary["num_completed"] == plain.summary["num_completed"] == len(trace)
+    assert res.summary["gpu_seconds"] < plain.summary["gpu_seconds"] - 100.0  # off in the long gaps
+    seen = [d for d in res.decisions if d.action == "scale" and "onset forecast: of its" in d.reason]
+    assert seen and all("onset_hazard" in d.payload["signals"] for d in seen)
+    assert any("(ahead " in d.reason and d.payload["to"] > d.payload["from"] for d in seen)
+    assert not any("onset forecast" in d.reason for d in plain.decisions)
+    assert res.summary["slo_attainment"] >= plain.summary["slo_attainment"] - 0.01
+
+
+def test_the_onset_forecast_needs_the_rearm():
+    with pytest.raises(ValueError, match="onset_hazard"):
+        SLOPlanner.Settings(onset_hazard=0.3, recurrence_rearm=False)
+    with pytest.raises(ValueError, match="onset_hazard"):
+        SLOPlanner.Settings(onset_hazard=0.3, recurrence_margin=None)
+
+
+def test_the_onset_forecast_shrinks_toward_a_memoryless_chance_with_onset_prior():
+    hold = RecurrenceHold(300.0, 1.0, onset_hazard=0.3, onset_min_gaps=3, onset_prior=2.0)
+    _wants(hold, {0: 5, 10: 2, 70: 5, 80: 2, 271: 5, 281: 2, 342: 5, 352: 2}, 460, min_gap_s=20.0)
+    memoryless = 1.0 - math.exp(-40.0 / ((61.0 + 192.0 + 62.0) / 3))  # exponential gaps of their mean (105 s)
+    assert hold.hazard(5, 100.0, 40.0) == (pytest.approx(2.0 * memoryless / 3.0), 0, 1)  # 0 of 1, plus 2 x 0.32
+    assert hold.hazard(5, 160.0, 40.0)[0] == pytest.approx((1.0 + 2.0 * memoryless) / 3.0)
+    assert hold.hazard(5, 200.0, 40.0)[0] == pytest.approx(memoryless)  # past every gap: the memoryless chance
+    assert hold.off_windows(5, 20.0, 10.0) == [(62.0, 152.0)]  # 0.21 < 0.3 still; the 61/62 s span kept
+    assert SLOPlanner.Settings(onset_hazard=0.3, onset_prior=2.0).onset_prior == 2.0
