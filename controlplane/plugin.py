@@ -20,6 +20,11 @@ event bus then calls it for events of those types (and their subclasses) only. T
 few times per simulated request, so this is worth saying. Without it (``None``) every event
 comes; either way the method should check what it got, since under pluggy's own caller (hook
 wrappers, tracing) every event still reaches it.
+
+A plugin whose settings make a hook defer every call (return None: a queue limit with no limit,
+a guardian sampling nothing) can say so when it is made, ``self.withdraw("cp_admit_request")``:
+it is then neither registered for that hook nor asked as the hook's built-in fallback, so the
+core does not call it per request; calling the method directly still returns None.
 """
 
 from __future__ import annotations
@@ -44,5 +49,18 @@ class Plugin:
     def __init__(self, settings: PluginSettings | None = None) -> None:
         self.settings = settings if settings is not None else self.Settings()
 
+    def withdraw(self, hook: str) -> None:
+        """Leave ``hook`` unimplemented by this instance: with its settings it defers every call.
+        The method is replaced by one that returns None and carries no hook-implementation
+        mark, so the plugin manager does not register it and no fallback caller asks it."""
+        if not callable(getattr(self, hook, None)):
+            raise AttributeError(f"{self.name} has no hook {hook!r} to withdraw")
+        setattr(self, hook, _defers)
+
     def __repr__(self) -> str:
         return f"<plugin {self.name}>"
+
+
+def _defers(*_args: Any, **_kwargs: Any) -> None:
+    """A withdrawn hook (`Plugin.withdraw`): it defers."""
+    return None

@@ -9,6 +9,7 @@ from operator import itemgetter
 from typing import Any
 
 from controlplane.context import Clock, PolicyContext
+from controlplane.hookspecs import PROJECT_NAME
 from controlplane.plugin_manager import PluginSet, _Broadcast, _FirstResult, fast_caller
 from controlplane.types import Decision
 
@@ -50,6 +51,8 @@ class PolicyCalls:
             fallback = fallbacks.get(name)
             if fallback is not None and fallback.name in enabled:
                 fallback = None  # it was asked already and deferred: asking again changes nothing
+            if fallback is not None and not _implements(fallback, name):
+                fallback = None  # withdrawn (`Plugin.withdraw`): it would defer every call
             caller = getattr(hook, name)
             if fallback is not None:
                 self._fallback_names[name] = f"{fallback.name} (fallback)"
@@ -164,6 +167,11 @@ class PolicyCalls:
                 Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
             )
         self.monitor.errors.clear()  # errors raised by observers of the error events are dropped
+
+
+def _implements(plugin: object, hook: str) -> bool:
+    """Whether ``plugin`` implements ``hook`` (a method with pluggy's hook-implementation mark)."""
+    return getattr(getattr(plugin, hook, None), f"{PROJECT_NAME}_impl", None) is not None
 
 
 def _positional(method: Callable[..., Any], spec_args: tuple[str, ...]) -> Callable[..., Any]:

@@ -19,6 +19,12 @@ class QueueLimit(Plugin):
         max_queued_per_replica: int | None = Field(None, ge=0)
         max_prompt_tokens: int | None = Field(None, ge=1)
 
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        s = self.settings
+        if s.max_prompt_tokens is None and s.max_queued is None and s.max_queued_per_replica is None:
+            self.withdraw("cp_admit_request")  # no limit: it would defer every request
+
     @hookimpl
     def cp_admit_request(self, ctx, request):
         s = self.settings

@@ -28,6 +28,13 @@ class SampledGuardian(GuardianPlanner):
         combine: Literal["any", "majority", "weighted"] | None = None  # None: guardians.combine
         mode: Literal["sync", "async"] = "async"
 
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        if self.settings.rate <= 0 and self._store is None:
+            # Sampling off and no shared verdicts to look up: every plan would be None (the
+            # default, and so the built-in fallback of `cp_guardian_plan`).
+            self.withdraw("cp_guardian_plan")
+
     def plan(self, ctx, request, stage):
         s = self.settings
         if s.rate <= 0:

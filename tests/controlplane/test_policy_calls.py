@@ -156,3 +156,43 @@ def test_a_route_to_a_replica_that_is_not_a_candidate_is_an_error_row_and_the_re
     errors = [d for d in res.decisions if d.hook == "cp_route_request" and d.is_error]
     assert len(errors) == 12 and all("not a candidate" in d.reason for d in errors)
     assert res.summary["num_completed"] == 12
+
+
+class Withdrawing(Plugin):
+    """Refuses every request, unless made with ``withdraw``: then its settings would defer every call."""
+
+    name = "withdrawing-admission"
+
+    def __init__(self, withdraw: bool) -> None:
+        super().__init__()
+        self.n = 0
+        if withdraw:
+            self.withdraw("cp_admit_request")
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        self.n += 1
+        return Admission(False, "no")
+
+
+def test_a_withdrawn_hook_is_neither_registered_nor_asked_as_the_fallback():
+    import pytest
+
+    from controlplane.policy_calls import PolicyCalls
+    from controlplane.session import RunSession
+    from controlplane.testing import make_config, make_requests
+
+    withdrawn = Withdrawing(True)
+    res = replay_with(withdrawn, trace=make_trace(6))
+    assert withdrawn.n == 0 and res.summary["num_completed"] == 6  # not registered: never asked
+    assert withdrawn.cp_admit_request(None, None) is None  # called directly, it defers
+    with pytest.raises(AttributeError, match="no hook"):
+        withdrawn.withdraw("cp_no_such_hook")
+    with RunSession(make_config(), mode="sim", record=False) as session:
+        core = session.core
+        for plugin, asked, answer in ((Withdrawing(False), 1, "withdrawing-admission (fallback)"),
+                                      (Withdrawing(True), 0, None)):
+            calls = PolicyCalls(session.plugins, {"cp_admit_request": plugin}, core.ctx, core.clock)
+            decision, by = calls.decide("cp_admit_request", make_requests(1)[0])
+            assert plugin.n == asked and by == answer
+            assert (decision is None) == (asked == 0)

@@ -48,3 +48,11 @@ def test_max_prompt_tokens():
 def test_settings_are_validated():
     with pytest.raises(ValueError):
         QueueLimit.Settings(max_queued=-1)
+
+
+def test_without_a_limit_it_withdraws_its_hook():
+    """No limit set: every request would be deferred, so it is not asked (`Plugin.withdraw`)."""
+    marked = "controlplane_impl"
+    assert getattr(QueueLimit().cp_admit_request, marked, None) is None
+    for limit in ({"max_queued": 3}, {"max_queued_per_replica": 1}, {"max_prompt_tokens": 10}):
+        assert getattr(QueueLimit(QueueLimit.Settings(**limit)).cp_admit_request, marked, None) is not None

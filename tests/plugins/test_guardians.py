@@ -26,3 +26,12 @@ def test_partial_rate_samples_from_the_runs_rng():
     share = sum(p.check for p in plans) / len(plans)
     assert 0.18 < share < 0.32
     assert [p.check for p in plans] == [p.check for p in _plans(0.25)]  # same seed, same sample
+
+
+def test_sampling_nothing_without_a_verdict_store_withdraws_its_hook():
+    """Rate 0 and no shared verdicts: every plan would be None, so it is not asked (`Plugin.withdraw`)."""
+    marked = "controlplane_impl"
+    assert getattr(SampledGuardian().cp_guardian_plan, marked, None) is None
+    for settings in ({"rate": 0.1}, {"verdict_ttl_s": 60.0}):
+        g = SampledGuardian(SampledGuardian.Settings(**settings))
+        assert getattr(g.cp_guardian_plan, marked, None) is not None
