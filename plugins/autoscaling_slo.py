@@ -100,12 +100,13 @@ class SLOPlanner(Plugin):
         recurrence_min_gaps: int = Field(1, ge=1)  # ... once this many such returns were seen
         recurrence_rearm: bool = True  # release a learned count between its episodes and start it again
         # recurrence_rearm_lead horizons before its soonest return, when it would be off longer than a cold start
-        recurrence_rearm_lead: float = Field(2.0, ge=1)
+        recurrence_rearm_lead: float = Field(2.5, ge=1)  # (2.0 until 2026-12-04 evening)
         recurrence_min_gap_s: float | None = Field(None, ge=0)  # a return sooner is the same episode (None: the
         # horizon, cold start + lead_s)
-        onset_hazard: float | None = Field(None, gt=0, le=1)  # the re-arm by a forecast of each count's return: once
+        onset_hazard: float | None = Field(0.3, gt=0, le=1)  # the re-arm by a forecast of each count's return: once
         # onset_min_gaps gaps were seen, a count is released wherever the share of its past gaps longer than the time
-        # since it was last wanted that ended within recurrence_rearm_lead horizons more is below this (None: off)
+        # since it was last wanted that ended within recurrence_rearm_lead horizons more is below this (None: off;
+        # no effect without recurrence_rearm and recurrence_margin)
         onset_min_gaps: int = Field(3, ge=1)  # ... fewer gaps seen: the re-arm as without it
         onset_prior: float = Field(0.0, ge=0)  # ... its chance shrunk toward a memoryless one (exponential gaps of
         # the same mean) with this weight in gaps: few gaps are weak evidence of a pattern (0: the gaps alone)
@@ -152,8 +153,6 @@ class SLOPlanner(Plugin):
                 raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
             if self.min_replicas == 0 and not self.scale_to_zero:
                 raise ValueError("min_replicas 0 needs scale_to_zero: true")
-            if self.onset_hazard is not None and (not self.recurrence_rearm or self.recurrence_margin is None):
-                raise ValueError("onset_hazard refines the re-arm: it needs recurrence_rearm and recurrence_margin")
             return self
 
     def __init__(self, settings=None) -> None:
@@ -271,8 +270,9 @@ class SLOPlanner(Plugin):
     def _onset_note(self, st: _ModelState, signals: dict, count: int, ago: float, lead: float) -> str:
         """What the onset forecast (`onset_hazard`) saw for ``count`` wanted ``ago`` seconds ago, also
         stored as the ``onset_hazard`` signal; empty when it is off or has seen too few gaps."""
-        seen = st.hold.hazard(count, ago, lead)
-        if seen is None:
+        s = self.settings
+        seen = st.hold.hazard(count, ago, lead) if s.recurrence_rearm and s.recurrence_margin is not None else None
+        if seen is None:  # off (the forecast refines the re-arm), or too few gaps
             return ""
         hazard, soon, later = seen
         signals["onset_hazard"] = round(hazard, 4)

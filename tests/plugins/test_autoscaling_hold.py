@@ -193,7 +193,7 @@ def test_the_planner_with_the_onset_forecast_releases_between_irregular_bursts_a
         assert_conserved(res.summary)
         return res
 
-    res, plain = replay(onset_hazard=0.3), replay()
+    res, plain = replay(onset_hazard=0.3), replay(onset_hazard=None)
     assert res.summary["num_completed"] == plain.summary["num_completed"] == len(trace)
     assert res.summary["gpu_seconds"] < plain.summary["gpu_seconds"] - 100.0  # off in the long gaps
     seen = [d for d in res.decisions if d.action == "scale" and "onset forecast: of its" in d.reason]
@@ -201,13 +201,17 @@ def test_the_planner_with_the_onset_forecast_releases_between_irregular_bursts_a
     assert any("(ahead " in d.reason and d.payload["to"] > d.payload["from"] for d in seen)
     assert not any("onset forecast" in d.reason for d in plain.decisions)
     assert res.summary["slo_attainment"] >= plain.summary["slo_attainment"] - 0.01
+    # the forecast refines the re-arm: without it, it changes nothing and is not named
+    no_rearm, no_rearm_off = replay(onset_hazard=0.3, recurrence_rearm=False), replay(onset_hazard=None,
+                                                                                     recurrence_rearm=False)
+    assert [(d.time_s, d.payload["to"]) for d in no_rearm.decisions if d.action == "scale"] == \
+        [(d.time_s, d.payload["to"]) for d in no_rearm_off.decisions if d.action == "scale"]
+    assert not any("onset forecast" in d.reason for d in no_rearm.decisions)
 
 
-def test_the_onset_forecast_needs_the_rearm():
-    with pytest.raises(ValueError, match="onset_hazard"):
-        SLOPlanner.Settings(onset_hazard=0.3, recurrence_rearm=False)
-    with pytest.raises(ValueError, match="onset_hazard"):
-        SLOPlanner.Settings(onset_hazard=0.3, recurrence_margin=None)
+def test_the_onset_forecast_and_a_two_and_a_half_horizon_lead_are_the_defaults():
+    s = SLOPlanner.Settings()
+    assert (s.onset_hazard, s.onset_min_gaps, s.onset_prior, s.recurrence_rearm_lead) == (0.3, 3, 0.0, 2.5)
 
 
 def test_the_onset_forecast_shrinks_toward_a_memoryless_chance_with_onset_prior():
