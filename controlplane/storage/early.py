@@ -48,6 +48,12 @@ log = logging.getLogger("controlplane.storage.recorder")
 #: Environment variable: ``0`` keeps every write in the replaying process.
 ENV_SWITCH: Final = "CONTROLPLANE_WRITER_PROCESS"
 
+#: A table's buffered rows that the replaying process hands to the writer (each hand-off is
+#: one flush there), when ``batch_size`` is larger: the writer writes them while the run goes
+#: on, on the other CPU, and what is left at the end, written while the run waits for it, is
+#: a few thousand rows rather than up to a whole ``batch_size`` of each table.
+HANDOFF_ROWS: Final = 2000
+
 
 def _sqlite_in_memory_or_unclear(url: str) -> bool:
     """Whether ``url`` is SQLite without a plain file path (in memory, a ``file:`` URI), or not
@@ -218,15 +224,17 @@ class FrontRecorder:
     sends each full buffer, flush and close to the child. Not thread-safe: for one replaying
     thread."""
 
-    def __init__(self, writer: EarlyWriter, url: str, *, batch_size: int = 5000,
+    def __init__(self, writer: EarlyWriter, url: str, *, batch_size: int = 5000, handoff_rows: int = HANDOFF_ROWS,
                  engine_kwargs: dict[str, Any] | None = None, **recorder_kwargs: Any) -> None:
         """``engine_kwargs`` go to the child's ``make_engine``, ``recorder_kwargs`` (and
-        ``batch_size``) to its ``RunRecorder``; only plain values cross the pipe."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        ``batch_size``) to its ``RunRecorder``; only plain values cross the pipe. A table's
+        buffer goes to the child at ``min(batch_size, handoff_rows)`` rows (`HANDOFF_ROWS`)."""
+        if batch_size < 1 or handoff_rows < 1:
+            raise ValueError(f"batch_size and handoff_rows must be >= 1, got {batch_size}, {handoff_rows}")
         self.writer = writer
         self.url = _masked(url)
         self.batch_size = batch_size
+        self._handoff = min(batch_size, handoff_rows)
         self.run_id: int | None = None
         self.errors: list[Any] = []
         self.num_flush_failures = 0
@@ -273,7 +281,7 @@ class FrontRecorder:
 
     def appender(self, table: str) -> Callable[[tuple], None]:
         """Add one row of ``table`` given as values in ``SPECS[table].columns`` order, checked."""
-        pack, buffer, size = SPECS[table].pack, self._buffers[table], self.batch_size
+        pack, buffer, size = SPECS[table].pack, self._buffers[table], self._handoff
 
         def add(values: tuple) -> None:
             run_id = self.run_id
@@ -292,7 +300,7 @@ class FrontRecorder:
         """A request's final state; latency columns are derived when not given (as inline)."""
         spec, buffer = SPECS["request"], self._buffers["request"]
         buffer.append(spec.to_tuple(derive_latencies(spec.build(row, self._run()))))
-        if len(buffer) >= self.batch_size:
+        if len(buffer) >= self._handoff:
             self._post(ROWS)
 
     def add_worker_event(self, row: dict[str, Any]) -> None:
@@ -310,7 +318,7 @@ class FrontRecorder:
     def _add(self, table: str, row: dict[str, Any]) -> None:
         spec, buffer = SPECS[table], self._buffers[table]
         buffer.append(spec.to_tuple(spec.build(row, self._run())))
-        if len(buffer) >= self.batch_size:
+        if len(buffer) >= self._handoff:
             self._post(ROWS)
 
     # -- flushing and closing -------------------------------------------------

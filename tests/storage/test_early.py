@@ -94,6 +94,29 @@ def test_rows_equal_an_inline_recorders(tmp_path: Path) -> None:
     inline_engine.dispose()
 
 
+def test_buffers_go_to_the_writer_at_handoff_rows_with_the_same_rows(tmp_path: Path) -> None:
+    """A table's buffer goes to the writer at ``handoff_rows`` when ``batch_size`` is larger, so the
+    writer writes during the run; the rows are an inline recorder's (only the flush count differs)."""
+    inline_path, early_path = tmp_path / "inline.db", tmp_path / "early.db"
+    inline_engine = _engine(inline_path)
+    inline = RunRecorder(inline_engine, batch_size=20000)
+    front = FrontRecorder(EarlyWriter(), f"sqlite:///{early_path}", batch_size=20000, handoff_rows=30)
+    run_ids = [_record(rec, 100) for rec in (inline, front)]
+    assert inline.pending > 200 and front.pending < 30 * 3  # the decisions and requests went at 30 each
+    for rec, run_id in zip((inline, front), run_ids):
+        assert _finish(rec, run_id) is True
+        rec.close()
+    inline_rows, early_rows = _rows(inline_path), _rows(early_path)
+    run_inline, run_early = inline_rows.pop("run"), early_rows.pop("run")
+    inline_mark, early_mark = inline_rows.pop("writer_mark"), early_rows.pop("writer_mark")
+    assert early_rows == inline_rows and len(early_rows["request"]) == 100
+    assert inline_mark == [(1,)] and early_mark == [(4,)]  # flushes: one inline; three hand-offs and the last
+    assert [r[:9] for r in run_early] == [r[:9] for r in run_inline]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        FrontRecorder(EarlyWriter(), f"sqlite:///{early_path}", handoff_rows=0)
+    inline_engine.dispose()
+
+
 def test_a_locked_database_is_reported_and_spilled_as_inline(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     _engine(path).dispose()
