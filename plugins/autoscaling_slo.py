@@ -100,10 +100,10 @@ class SLOPlanner(Plugin):
         recurrence_min_gaps: int = Field(1, ge=1)  # ... once this many such returns were seen
         recurrence_rearm: bool = True  # release a learned count between its episodes and start it again
         # recurrence_rearm_lead horizons before its soonest return, when it would be off longer than a cold start
-        recurrence_rearm_lead: float = Field(2.5, ge=1)  # (2.0 until 2026-12-04 evening)
+        recurrence_rearm_lead: float = Field(2.0, ge=1)
         recurrence_min_gap_s: float | None = Field(None, ge=0)  # a return sooner is the same episode (None: the
         # horizon, cold start + lead_s)
-        onset_hazard: float | None = Field(0.3, gt=0, le=1)  # the re-arm by a forecast of each count's return: once
+        onset_hazard: float | None = Field(None, gt=0, le=1)  # the re-arm by a forecast of each count's return: once
         # onset_min_gaps gaps were seen, a count is released wherever the share of its past gaps longer than the time
         # since it was last wanted that ended within recurrence_rearm_lead horizons more is below this (None: off;
         # no effect without recurrence_rearm and recurrence_margin)
