@@ -23,10 +23,11 @@ class RecurrenceHold:
 
     def __init__(self, delay_s: float, margin: float | None, min_gaps: int = 1, memory: int = 32,
                  rearm_lead: float = 2.0, onset_hazard: float | None = None, onset_min_gaps: int = 3,
-                 onset_prior: float = 0.0) -> None:
+                 onset_prior: float = 0.0, onset_min_later: int = 1) -> None:
         self.delay_s, self.margin, self.min_gaps, self.rearm_lead = delay_s, margin, min_gaps, rearm_lead
         self.memory = memory
         self.onset_hazard, self.onset_min_gaps, self.onset_prior = onset_hazard, onset_min_gaps, onset_prior
+        self.onset_min_later = onset_min_later
         self.last: dict[int, float] = {}  # count -> when at least it was last wanted
         self.gaps: dict[int, deque[float]] = {}  # count -> gaps after which it was wanted again
         self._version: dict[int, int] = {}  # count -> gaps appended so far (the off windows' cache key)
@@ -46,11 +47,14 @@ class RecurrenceHold:
         ``later`` of its gaps were longer than ``ago_s`` and ``soon`` of those ended within ``lead_s``
         more: the run's own estimate of the chance that it is wanted again within ``lead_s``, given
         that it has not been so far (the empirical hazard of its gaps). None: off, or fewer than
-        ``onset_min_gaps`` gaps seen (no pattern yet)."""
+        ``onset_min_gaps`` gaps seen, or fewer than ``onset_min_later`` longer than ``ago_s`` (no pattern
+        yet: the chance would rest on too few gaps)."""
         gaps = self.gaps.get(k)
         if self.onset_hazard is None or gaps is None or len(gaps) < self.onset_min_gaps:
             return None
         later = [g for g in gaps if g > ago_s]
+        if later and len(later) < self.onset_min_later:
+            return None
         soon = sum(1 for g in later if g <= ago_s + lead_s)
         if self.onset_prior:  # shrunk toward the memoryless chance (exponential gaps of the same mean)
             memoryless = 1.0 - math.exp(-lead_s / (sum(gaps) / len(gaps)))
@@ -77,7 +81,8 @@ class RecurrenceHold:
         points = sorted({horizon_s, hold, *(p for g in gaps for p in (g - lead, g) if horizon_s < p < hold)})
         spans: list[tuple[float, float]] = []
         for a, b in zip(points, points[1:]):
-            if self.hazard(k, (a + b) / 2, lead)[0] < self.onset_hazard:
+            seen = self.hazard(k, (a + b) / 2, lead)
+            if seen is not None and seen[0] < self.onset_hazard:
                 if spans and spans[-1][1] == a:
                     spans[-1] = (spans[-1][0], b)
                 else:

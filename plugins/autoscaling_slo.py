@@ -57,7 +57,8 @@ class _ModelState:
         self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
         self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps,
                                    rearm_lead=s.recurrence_rearm_lead, onset_hazard=s.onset_hazard,
-                                   onset_min_gaps=s.onset_min_gaps, onset_prior=s.onset_prior)
+                                   onset_min_gaps=s.onset_min_gaps, onset_prior=s.onset_prior,
+                                   onset_min_later=s.onset_min_later)
         self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
                                  s.steady_quantile, s.scale_down_delay_s)
 
@@ -108,6 +109,8 @@ class SLOPlanner(Plugin):
         # since it was last wanted that ended within recurrence_rearm_lead horizons more is below this (None: off;
         # no effect without recurrence_rearm and recurrence_margin)
         onset_min_gaps: int = Field(3, ge=1)  # ... fewer gaps seen: the re-arm as without it
+        onset_min_later: int = Field(1, ge=1)  # ... and where fewer of its gaps outlasted the time since the want,
+        # keep it (the chance there would rest on too few gaps)
         onset_prior: float = Field(0.0, ge=0)  # ... its chance shrunk toward a memoryless one (exponential gaps of
         # the same mean) with this weight in gaps: few gaps are weak evidence of a pattern (0: the gaps alone)
         first_bucket_min_s: float | None = Field(5.0, gt=0)  # the rate now over at least this, until the first

@@ -225,3 +225,13 @@ def test_the_onset_forecast_shrinks_toward_a_memoryless_chance_with_onset_prior(
     assert hold.hazard(5, 200.0, 40.0)[0] == pytest.approx(memoryless)  # past every gap: the memoryless chance
     assert hold.off_windows(5, 20.0, 10.0) == [(62.0, 152.0)]  # 0.21 < 0.3 still; the 61/62 s span kept
     assert SLOPlanner.Settings(onset_hazard=0.3, onset_prior=2.0).onset_prior == 2.0
+
+
+def test_the_onset_forecast_keeps_a_count_where_too_few_gaps_outlasted_the_time_since_its_want():
+    hold = RecurrenceHold(300.0, 1.0, onset_hazard=0.3, onset_min_gaps=3, onset_min_later=2)
+    _wants(hold, {0: 5, 10: 2, 70: 5, 80: 2, 271: 5, 281: 2, 342: 5, 352: 2}, 460, min_gap_s=20.0)
+    assert hold.hazard(5, 61.5, 40.0) == (0.5, 1, 2)  # two gaps (62, 192 s) outlasted it: a forecast
+    assert hold.hazard(5, 100.0, 40.0) is None  # only the 192 s one did: no forecast, kept as the re-arm keeps it
+    assert hold.off_windows(5, 20.0, 10.0) == [] and hold.kept(451.0, 20.0, 10.0)[0] == 5
+    assert _bimodal().off_windows(5, 20.0, 10.0) == [(62.0, 152.0)]  # one outlasting gap is enough by default
+    assert SLOPlanner.Settings().onset_min_later == 1
