@@ -44,17 +44,17 @@ class FixedReplicas(Plugin):
 
     @hookimpl
     def cp_scale(self, ctx, model, scaling):
-        deployment = ctx.config.cluster.deployment(model)
+        replicas = scaling.configured_replicas  # the deployment's `replicas` (not looked up in the config each tick)
         alive = scaling.num_current
-        if alive == deployment.replicas:  # every tick: the same (unmodified) decision object each time
+        if alive == replicas:  # every tick: the same (unmodified) decision object each time
             steady = self._steady.get(model)
             if steady is None or steady.target_replicas != alive:
                 steady = self._steady[model] = ScaleDecision(model, alive, "at configured replicas")
             return steady
         failures = self._failures.get(model, 0)
-        if alive < deployment.replicas and failures > 1:  # the first replacement is immediate
+        if alive < replicas and failures > 1:  # the first replacement is immediate
             s = self.settings
             wait = min(s.max_restart_backoff_s, s.restart_backoff_s * 2 ** (failures - 2))
             if ctx.now_s - self._last_failure_s[model] < wait:
                 return ScaleDecision(model, alive, f"{failures} failure(s) in a row: next restart after {wait:g} s")
-        return ScaleDecision(model, deployment.replicas, f"restore configured {deployment.replicas} replicas")
+        return ScaleDecision(model, replicas, f"restore configured {replicas} replicas")

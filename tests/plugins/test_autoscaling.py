@@ -57,3 +57,11 @@ def test_fixed_replicas_backs_off_while_replacements_keep_failing():
     plugin.cp_on_event(ctx=make_context(workers=[ready], config=cfg), event=WorkerChanged(400.0, "default-1", "ready"))
     assert plugin.cp_scale(ctx=make_context(now_s=401, workers=[dead], config=cfg), model="default",
                            scaling=_scaling([dead], replicas=1)).target_replicas == 1
+
+
+def test_the_configured_count_is_the_contexts():
+    # cp_scale reads the deployment's replicas from its ScalingContext (built by the core from the
+    # same config), not from ctx.config at every tick
+    ctx = make_context(config=make_config(cluster={"models": [{"name": "default", "replicas": 2}]}))
+    d = FixedReplicas().cp_scale(ctx=ctx, model="default", scaling=_scaling([make_worker("default-0")], replicas=3))
+    assert (d.target_replicas, d.reason) == (3, "restore configured 3 replicas")
