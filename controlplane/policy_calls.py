@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from operator import itemgetter
 from typing import Any
 
 from controlplane.context import Clock, PolicyContext
@@ -61,7 +60,7 @@ class PolicyCalls:
             if type(fast) is _FirstResult and len(fast.calls) <= 1:
                 fn, pick, plugin = fast.calls[0] if fast.calls else (None, None, None)
                 if pick is not None:  # it takes fewer arguments than the spec (fixed-replicas' cp_scale)
-                    fn = _picking_args(fn, pick)
+                    fn = _picking_args(fn, pick, len(caller.spec.argnames))
                 self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name))
             self._policy_hooks[name] = (fast, fallback)
         self._observers = _observer_calls(self._emit_hook, ctx)
@@ -184,15 +183,15 @@ def _positional(method: Callable[..., Any], spec_args: tuple[str, ...]) -> Calla
     return lambda *args: method(*(args[i] for i in pick))
 
 
-def _picking_args(fn: Callable[..., Any], pick: tuple[int, ...]) -> Callable[..., Any]:
-    """``fn`` called with the arguments at ``pick`` of the spec's (ctx, ...), as `_FirstResult` calls it."""
-    if not pick:
-        return lambda *args: fn()
-    if len(pick) == 1:
-        (i,) = pick
-        return lambda *args: fn(args[i])
-    get = itemgetter(*pick)
-    return lambda *args: fn(*get(args))
+def _picking_args(fn: Callable[..., Any], pick: tuple[int, ...], arity: int) -> Callable[..., Any]:
+    """``fn`` called with the arguments at ``pick`` of the spec's ``arity`` (ctx, ...), as `_FirstResult`
+    calls it: a function made for this shape, with the spec's parameters (a call 3.11 inlines),
+    where a ``*args`` lambda built a tuple, picked from it and called through a star (every tick
+    for fixed-replicas' ``cp_scale``)."""
+    params = ", ".join(f"a{i}" for i in range(arity))
+    env: dict[str, Any] = {"fn": fn}
+    exec(f"def picking({params}):\n    return fn({', '.join(f'a{i}' for i in pick)})\n", env)  # noqa: S102  (made from positions)
+    return env["picking"]
 
 
 def _given(a: Any, b: Any, c: Any) -> tuple[Any, ...]:

@@ -196,3 +196,15 @@ def test_a_withdrawn_hook_is_neither_registered_nor_asked_as_the_fallback():
             decision, by = calls.decide("cp_admit_request", make_requests(1)[0])
             assert plugin.n == asked and by == answer
             assert (decision is None) == (asked == 0)
+
+
+def test_an_implementation_taking_fewer_arguments_is_called_through_a_function_of_the_specs_shape():
+    from controlplane.policy_calls import _picking_args
+
+    def seen(*args):
+        return args
+
+    for pick in ((), (2,), (0, 1, 3), (1, 2, 3), (0, 1, 2, 3)):
+        call = _picking_args(seen, pick, 4)
+        assert call("ctx", "model", "workers", "scaling") == tuple(("ctx", "model", "workers", "scaling")[i] for i in pick)
+        assert call.__code__.co_argcount == 4 and not call.__code__.co_flags & 0x04  # no *args: a call 3.11 inlines
