@@ -52,7 +52,7 @@ class ControlLoop:
 
     def _on_tick(self, e: ev.Tick) -> None:
         # Runs every tick (a low-rate replay has about as many ticks as requests): one pass over
-        # the workers, the per-model extras bound once, keyword arguments only where they are read.
+        # the workers, the per-model extras bound once, the context built with its arguments by position.
         now = e.time_s
         control = self.config.control
         tick_s = control.tick_s
@@ -75,11 +75,8 @@ class ControlLoop:
         for model, model_workers in by_model.items():
             cached = extras_by_model.get(model) if extras_by_model is not None else None
             extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
-            scaling = build_scaling_context(
-                model=model, now_s=now, configured_replicas=deployments[model].replicas, workers=model_workers,
-                unrouted=unrouted, arrivals=arrivals[model], tick_s=tick_s, recent=recent[model],
-                iteration_s=extras[0], cold_start_s=extras[1],
-            )
+            scaling = build_scaling_context(model, now, deployments[model].replicas, model_workers, unrouted,
+                                            arrivals[model], tick_s, recent[model], extras[0], extras[1])
             gauges["queue:" + model] = scaling.num_queued
             if sample:
                 self._sample(now, scaling)
@@ -120,13 +117,16 @@ class ControlLoop:
     def _autoscale(self, scaling: ScalingContext) -> None:
         model = scaling.model
         decision: ScaleDecision
-        decision, plugin = self._decide("cp_scale", model, list(scaling.workers), scaling)
+        # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence), not a copy per tick.
+        decision, plugin = self._decide("cp_scale", model, scaling.workers, scaling)
         if decision is None:
             return
         num_current = scaling.num_ready + scaling.num_starting  # Worker.accepts_requests
         if decision.advisory:
             self._record_advisory(model, num_current, decision)
-        target = max(0, decision.target_replicas)
+        target = decision.target_replicas
+        if target < 0:
+            target = 0
         if target == num_current:
             return
         current = [w for w in scaling.workers if w.state in _ACCEPTING]

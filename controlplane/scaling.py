@@ -143,7 +143,6 @@ _READY, _STARTING, _DRAINING = WorkerState.READY, WorkerState.STARTING, WorkerSt
 
 
 def build_scaling_context(
-    *,
     model: str,
     now_s: float,
     configured_replicas: int,
@@ -155,7 +154,8 @@ def build_scaling_context(
     iteration_s: IterationEstimate | None = None,
     cold_start_s: float | None = None,
 ) -> ScalingContext:
-    """Count one model's replicas, queue and KV use in one pass (this runs every tick)."""
+    """Count one model's replicas, queue and KV use in one pass (this runs every tick; the core
+    passes the arguments by position, in this order: a call with ten keywords is not inlined)."""
     ready = starting = draining = queued = running = blocks = used = 0
     alive = []
     for w in workers:

@@ -48,7 +48,8 @@ def test_counts_replicas_queue_and_kv_in_one_pass():
 
 
 def test_the_context_filled_through_its_slots_equals_the_constructors():
-    # build_scaling_context fills the frozen dataclass's slots directly (it runs every tick)
+    # build_scaling_context fills a writable twin of the frozen dataclass (same slots), then makes it a
+    # ScalingContext by assigning __class__ (it runs every tick)
     ready, starting = make_worker("m-0"), make_worker("m-1", state=WorkerState.STARTING)
     ready.num_kv_blocks, ready.num_kv_blocks_used = 100, 40
     starting.waiting.append(Request("w0", 0.0, 4, 4))
@@ -141,3 +142,32 @@ def test_the_scaler_sees_rejections_as_errors():
     replay_with(watch, trace=make_trace(60, qps=10, seed=4),
                 cluster={"models": [{"name": "default", "replicas": 1, "max_model_len": 300}]})
     assert max(s.error_rate for s in watch.seen) > 0
+
+
+def test_arguments_by_position_as_the_core_passes_them_build_the_same_context():
+    ready = make_worker("m-0")
+    recent = RecentLatencies(60.0)
+    by_name = build_scaling_context(model="m", now_s=3.0, configured_replicas=2, workers=[ready], unrouted=(),
+                                    arrivals=5, tick_s=1.0, recent=recent, iteration_s=None, cold_start_s=4.0)
+    assert build_scaling_context("m", 3.0, 2, [ready], (), 5, 1.0, recent, None, 4.0) == by_name
+
+
+class _Alive(Plugin):
+    """Keeps the ``workers`` argument of every cp_scale call beside its context."""
+
+    name = "alive-workers"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers, scaling):
+        self.seen.append((workers, scaling))
+        return None
+
+
+def test_the_scaler_gets_the_contexts_alive_workers_as_they_are():
+    alive = _Alive()
+    replay_with(alive, trace=make_trace(20, qps=10, seed=3), cluster={"models": [{"name": "default", "replicas": 2}]})
+    assert alive.seen and all(workers is s.workers and type(workers) is tuple for workers, s in alive.seen)
