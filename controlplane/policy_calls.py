@@ -190,7 +190,8 @@ def _picking_args(fn: Callable[..., Any], pick: tuple[int, ...], arity: int) -> 
     for fixed-replicas' ``cp_scale``)."""
     params = ", ".join(f"a{i}" for i in range(arity))
     env: dict[str, Any] = {"fn": fn}
-    exec(f"def picking({params}):\n    return fn({', '.join(f'a{i}' for i in pick)})\n", env)  # noqa: S102  (made from positions)
+    args = ", ".join(f"a{i}" for i in pick)
+    exec(f"def picking({params}):\n    return fn({args})\n", env)  # noqa: S102  (made from argument positions)
     return env["picking"]
 
 

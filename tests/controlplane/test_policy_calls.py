@@ -206,5 +206,6 @@ def test_an_implementation_taking_fewer_arguments_is_called_through_a_function_o
 
     for pick in ((), (2,), (0, 1, 3), (1, 2, 3), (0, 1, 2, 3)):
         call = _picking_args(seen, pick, 4)
-        assert call("ctx", "model", "workers", "scaling") == tuple(("ctx", "model", "workers", "scaling")[i] for i in pick)
+        given = ("ctx", "model", "workers", "scaling")
+        assert call(*given) == tuple(given[i] for i in pick)
         assert call.__code__.co_argcount == 4 and not call.__code__.co_flags & 0x04  # no *args: a call 3.11 inlines
