@@ -26,6 +26,12 @@ class ControlLoop:
 
     workers: dict[str, Worker]
     _out: list[Any]
+    # config.control's and the deployments' values the tick reads, as plain values (`ControlPlane.__init__`):
+    # an attribute of a pydantic model is a slow read (~470 instructions each).
+    _tick_s: float
+    _metrics_interval_s: float
+    _configured_replicas: dict[str, int]  # model -> its deployment's `replicas`
+    _queue_gauges: dict[str, str]  # model -> its queue gauge's name in `gauges` ("queue:" + model)
     _iteration_estimator: Callable[[str, int, int, int], float] | None = None
     _cold_start_by_model: dict[str, float] | None = None
     _advisory_last: dict[tuple[str, str], int] | None = None  # (shadow policy, model) -> its last target
@@ -54,13 +60,12 @@ class ControlLoop:
         # Runs every tick (a low-rate replay has about as many ticks as requests): one pass over
         # the workers, the per-model extras bound once, the context built with its arguments by position.
         now = e.time_s
-        control = self.config.control
-        tick_s = control.tick_s
+        tick_s = self._tick_s
         arrivals = self._arrivals_since_tick
         self._arrivals_since_tick = dict.fromkeys(arrivals, 0)
         gauges = self.gauges
         gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
-        sample = now - self._last_sample_s >= control.metrics_interval_s - 1e-9
+        sample = now - self._last_sample_s >= self._metrics_interval_s - 1e-9
         if sample:
             self._last_sample_s = now
         workers = self.workers.values()
@@ -70,14 +75,15 @@ class ControlLoop:
             by_model = {m: [] for m in arrivals}
             for w in workers:
                 by_model[w.model].append(w)
-        unrouted, recent, deployments = self.unrouted, self._recent, self._deployments
+        unrouted, recent = self.unrouted, self._recent
+        configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
         for model, model_workers in by_model.items():
             cached = extras_by_model.get(model) if extras_by_model is not None else None
             extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
-            scaling = build_scaling_context(model, now, deployments[model].replicas, model_workers, unrouted,
+            scaling = build_scaling_context(model, now, configured[model], model_workers, unrouted,
                                             arrivals[model], tick_s, recent[model], extras[0], extras[1])
-            gauges["queue:" + model] = scaling.num_queued
+            gauges[queue_gauges[model]] = scaling.num_queued
             if sample:
                 self._sample(now, scaling)
             self._autoscale(scaling)
@@ -117,7 +123,7 @@ class ControlLoop:
     def _autoscale(self, scaling: ScalingContext) -> None:
         model = scaling.model
         decision: ScaleDecision
-        # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence), not a copy per tick.
+        # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence): no copy per tick.
         decision, plugin = self._decide("cp_scale", model, scaling.workers, scaling)
         if decision is None:
             return

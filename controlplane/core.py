@@ -88,6 +88,10 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self._default_model = config.cluster.models[0].name
         self._arrivals_since_tick = dict.fromkeys(self._deployments, 0)
         self._recent = {m: RecentLatencies(config.control.latency_window_s) for m in self._deployments}
+        # What every tick reads, as plain values (see `ControlLoop`): not a pydantic model's attributes.
+        self._tick_s, self._metrics_interval_s = config.control.tick_s, config.control.metrics_interval_s
+        self._configured_replicas = {m: d.replicas for m, d in self._deployments.items()}
+        self._queue_gauges = {m: "queue:" + m for m in self._deployments}
         self._last_sample_s = float("-inf")
         self._record_batches = config.storage.record_batches
         self._multi_iteration = multi_iteration

@@ -87,6 +87,7 @@ class SimDriver:
         self.latency = dict(latency_models)
         self.cold_start_s = dict(cold_start_s)
         self.config = core.config
+        self._tick_s = self.config.control.tick_s  # read every tick: a plain float, not a pydantic model's attribute
         self.rng = np.random.default_rng([seed, 7])  # the driver's own stream (guardian verdicts)
         self.on_progress = on_progress
         self._running: dict[str, _RunningBatch] = {}
@@ -252,7 +253,7 @@ class SimDriver:
         self._schedule_tick()
 
     def _schedule_tick(self) -> None:
-        delay = self.config.control.tick_s
+        delay = self._tick_s
         if not self._beside:
             self._after(delay, self._tick, None)
             return

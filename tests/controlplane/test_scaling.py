@@ -171,3 +171,27 @@ def test_the_scaler_gets_the_contexts_alive_workers_as_they_are():
     alive = _Alive()
     replay_with(alive, trace=make_trace(20, qps=10, seed=3), cluster={"models": [{"name": "default", "replicas": 2}]})
     assert alive.seen and all(workers is s.workers and type(workers) is tuple for workers, s in alive.seen)
+
+
+class _QueueGauge(Plugin):
+    """Reads each model's queue gauge beside its context at every tick."""
+
+    name = "queue-gauge"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        self.seen.append((model, ctx.metrics["queue:" + model], scaling.num_queued, scaling.configured_replicas))
+        return None
+
+
+def test_each_models_queue_gauge_and_configured_replicas_are_its_own_at_every_tick():
+    gauge = _QueueGauge()
+    replay_with(gauge, trace=make_trace(60, qps=20, seed=5),
+                cluster={"models": [{"name": "a", "replicas": 1, "max_num_seqs": 2}, {"name": "b", "replicas": 2}]})
+    assert {m for m, *_ in gauge.seen} == {"a", "b"}
+    assert all(g == q for _, g, q, _ in gauge.seen) and any(q > 0 for m, _, q, _ in gauge.seen if m == "a")
+    assert {(m, n) for m, _, _, n in gauge.seen} == {("a", 1), ("b", 2)}
