@@ -16,18 +16,23 @@ from controlplane.types import Request, WorkerState
 
 
 class _Watch(Plugin):
-    """Keeps every ScalingContext it is given; defers the decision."""
+    """Keeps every ScalingContext it is given, with the ``workers`` argument and the model's queue
+    gauge beside it; defers the decision."""
 
     name = "watch-scaling"
 
     def __init__(self) -> None:
         super().__init__()
         self.seen = []
+        self.workers = []
+        self.queue_gauges = []
 
     @hookimpl
     def cp_scale(self, ctx, model, workers, scaling):
         assert list(workers) == list(scaling.workers)
         self.seen.append(scaling)
+        self.workers.append(workers)
+        self.queue_gauges.append(ctx.metrics["queue:" + model])
         return None
 
 
@@ -152,46 +157,17 @@ def test_arguments_by_position_as_the_core_passes_them_build_the_same_context():
     assert build_scaling_context("m", 3.0, 2, [ready], (), 5, 1.0, recent, None, 4.0) == by_name
 
 
-class _Alive(Plugin):
-    """Keeps the ``workers`` argument of every cp_scale call beside its context."""
-
-    name = "alive-workers"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = []
-
-    @hookimpl
-    def cp_scale(self, ctx, model, workers, scaling):
-        self.seen.append((workers, scaling))
-        return None
-
-
 def test_the_scaler_gets_the_contexts_alive_workers_as_they_are():
-    alive = _Alive()
-    replay_with(alive, trace=make_trace(20, qps=10, seed=3), cluster={"models": [{"name": "default", "replicas": 2}]})
-    assert alive.seen and all(workers is s.workers and type(workers) is tuple for workers, s in alive.seen)
-
-
-class _QueueGauge(Plugin):
-    """Reads each model's queue gauge beside its context at every tick."""
-
-    name = "queue-gauge"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = []
-
-    @hookimpl
-    def cp_scale(self, ctx, model, scaling):
-        self.seen.append((model, ctx.metrics["queue:" + model], scaling.num_queued, scaling.configured_replicas))
-        return None
+    watch = _Watch()
+    replay_with(watch, trace=make_trace(20, qps=10, seed=3), cluster={"models": [{"name": "default", "replicas": 2}]})
+    assert watch.seen and all(w is s.workers and type(w) is tuple for w, s in zip(watch.workers, watch.seen))
 
 
 def test_each_models_queue_gauge_and_configured_replicas_are_its_own_at_every_tick():
-    gauge = _QueueGauge()
-    replay_with(gauge, trace=make_trace(60, qps=20, seed=5),
+    watch = _Watch()
+    replay_with(watch, trace=make_trace(60, qps=20, seed=5),
                 cluster={"models": [{"name": "a", "replicas": 1, "max_num_seqs": 2}, {"name": "b", "replicas": 2}]})
-    assert {m for m, *_ in gauge.seen} == {"a", "b"}
-    assert all(g == q for _, g, q, _ in gauge.seen) and any(q > 0 for m, _, q, _ in gauge.seen if m == "a")
-    assert {(m, n) for m, _, _, n in gauge.seen} == {("a", 1), ("b", 2)}
+    assert {s.model for s in watch.seen} == {"a", "b"}
+    assert all(g == s.num_queued for g, s in zip(watch.queue_gauges, watch.seen))
+    assert any(s.num_queued > 0 for s in watch.seen if s.model == "a")
+    assert {(s.model, s.configured_replicas) for s in watch.seen} == {("a", 1), ("b", 2)}
