@@ -435,8 +435,9 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
     sweep, added = result["capacity_sweep"], result["capacity_points_added"]
     assert len(sweep) == 2 + added and [p["added"] for p in sweep] == [False, False] + [True] * added
     assert result["capacity_status"]["live"] in ("within", "above", "below") and result["capacity_status"]["note"]
-    if result["capacity_status"]["live"] == "above":
-        assert sweep[-1]["rate"] == pytest.approx(result["capacity_sweep_cap_rps"], rel=1e-3)
+    if result["capacity_status"]["live"] == "above":  # the sweep went up to its cap (a planned rate may be past it
+        # already when the window's requests feed less than the planned top fraction)
+        assert max(p["rate"] for p in sweep) >= result["capacity_sweep_cap_rps"] * (1 - 1e-3)
     assert (result["capacity_err_pct"] is None) == (result["capacity_status"]["live"] != "within"
                                                     or result["capacity_status"]["sim"] != "within")
     # every sweep point compared after the fact: batching and pace on each side, the frozen profile per iteration,
