@@ -179,8 +179,7 @@ def _positional(method: Callable[..., Any], spec_args: tuple[str, ...]) -> Calla
     names = tuple(inspect.signature(method).parameters)
     if names == spec_args:
         return method
-    pick = tuple(spec_args.index(n) for n in names)
-    return lambda *args: method(*(args[i] for i in pick))
+    return _picking_args(method, tuple(spec_args.index(n) for n in names), len(spec_args))
 
 
 def _picking_args(fn: Callable[..., Any], pick: tuple[int, ...], arity: int) -> Callable[..., Any]:

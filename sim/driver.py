@@ -216,9 +216,8 @@ class SimDriver:
             self._last_arrival_s = arrival
             delay = arrival - env._now  # (SimPy's env.now is a property: a Python call per read)
             if delay > 0:
-                if self._beside:  # the key `_after` would push (see `_next_beside`)
-                    self.num_timers += 1
-                    self._next_arrival = (env._now + delay, NORMAL, next(env._eid), t)
+                if self._beside:
+                    self._next_arrival = self._key_after(delay, t)
                 else:
                     self._after(delay, self._arrive, t)
                 return
@@ -253,15 +252,17 @@ class SimDriver:
         self._schedule_tick()
 
     def _schedule_tick(self) -> None:
-        delay = self._tick_s
-        if not self._beside:
-            self._after(delay, self._tick, None)
-            return
-        if delay < 0:
-            raise ValueError(f"Negative delay {delay}")
-        self.num_timers += 1  # the key `_after` would push (see `_next_beside`)
+        if self._beside:
+            self._next_tick = self._key_after(self._tick_s, None)  # tick_s > 0: the config says so
+        else:
+            self._after(self._tick_s, self._tick, None)
+
+    def _key_after(self, delay: float, value: Any) -> tuple[float, int, int, Any]:
+        """The heap key `_after` would push for a timer ``delay`` (> 0) from now, with what it
+        carries: the next arrival or tick kept beside the heap (see `_next_beside`)."""
+        self.num_timers += 1
         env = self.env
-        self._next_tick = (env._now + delay, NORMAL, next(env._eid), None)
+        return (env._now + delay, NORMAL, next(env._eid), value)
 
     def _finish(self) -> None:
         if self._done is not None and not self._done.triggered:
