@@ -42,6 +42,13 @@ class RecurrenceHold:
                 self._version[k] = self._version.get(k, 0) + 1
             self.last[k] = now_s
 
+    def _onset_gaps(self, k: int) -> deque[float] | None:
+        """Count ``k``'s gaps when the onset forecast runs for it (on, ``onset_min_gaps`` seen), else None."""
+        gaps = self.gaps.get(k)
+        if self.onset_hazard is None or gaps is None or len(gaps) < self.onset_min_gaps:
+            return None
+        return gaps
+
     def hazard(self, k: int, ago_s: float, lead_s: float) -> tuple[float, int, int] | None:
         """The onset forecast of count ``k`` wanted ``ago_s`` ago: ``(hazard, soon, later)``, where
         ``later`` of its gaps were longer than ``ago_s`` and ``soon`` of those ended within ``lead_s``
@@ -49,8 +56,8 @@ class RecurrenceHold:
         that it has not been so far (the empirical hazard of its gaps). None: off, or fewer than
         ``onset_min_gaps`` gaps seen, or fewer than ``onset_min_later`` longer than ``ago_s`` (no pattern
         yet: the chance would rest on too few gaps)."""
-        gaps = self.gaps.get(k)
-        if self.onset_hazard is None or gaps is None or len(gaps) < self.onset_min_gaps:
+        gaps = self._onset_gaps(k)
+        if gaps is None:
             return None
         later = [g for g in gaps if g > ago_s]
         if later and len(later) < self.onset_min_later:
@@ -67,8 +74,8 @@ class RecurrenceHold:
         its episode (``horizon_s``) and within its hold where the chance of its return within
         ``rearm_lead`` horizons is below ``onset_hazard``, each longer than a cold start (a replica off
         for less costs more to restart than it saves); else `rearm_window`'s one span, or none."""
-        gaps = self.gaps.get(k)
-        if self.onset_hazard is None or gaps is None or len(gaps) < self.onset_min_gaps:
+        gaps = self._onset_gaps(k)
+        if gaps is None:
             window = self.rearm_window(k, horizon_s, cold_s)
             return [] if window is None else [window]
         key = (self._version.get(k, 0), horizon_s, cold_s)

@@ -279,11 +279,10 @@ class SLOPlanner(Plugin):
             return ""
         hazard, soon, later = seen
         signals["onset_hazard"] = round(hazard, 4)
-        side = ">=" if hazard >= self.settings.onset_hazard else "<"
-        prior = (f" with {self.settings.onset_prior:g} memoryless gaps of their mean" if self.settings.onset_prior
-                 else "")
+        side = ">=" if hazard >= s.onset_hazard else "<"
+        prior = f" with {s.onset_prior:g} memoryless gaps of their mean" if s.onset_prior else ""
         return (f", onset forecast: of its {len(st.hold.gaps[count])} gaps {later} outlasted {ago:.0f}s and {soon} "
-                f"of those ended within {lead:.0f}s more ({hazard:.2f}{prior} {side} {self.settings.onset_hazard:g})")
+                f"of those ended within {lead:.0f}s more ({hazard:.2f}{prior} {side} {s.onset_hazard:g})")
 
     # --- the decision ------------------------------------------------------------------------
 
