@@ -1,4 +1,4 @@
-"""A run's configuration: one pydantic-settings model from a YAML/TOML file, env vars and flags.
+"""A run's configuration: one settings model from a YAML/TOML file, env vars and flags.
 
 Precedence, highest first: explicit overrides (CLI flags), environment variables
 (``CONTROLPLANE_SEED=3``, nested with ``__``: ``CONTROLPLANE_CONTROL__TICK_S=0.5``), the config
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from controlplane.errors import ConfigError
 from controlplane.guardian_config import GuardiansConfig
@@ -167,23 +167,26 @@ class AuthConfig(_Section):
 
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_values", default={})
 
-
-class _FileSource(PydanticBaseSettingsSource):
-    """Values read from the config file given to `load_config`."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _file_values.get().get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_file_values.get())
+#: Environment variables a run's settings read start with this (any case): ``CONTROLPLANE_SEED``,
+#: ``CONTROLPLANE_CONTROL__TICK_S``.
+ENV_PREFIX = "CONTROLPLANE_"
 
 
-class RunConfig(BaseSettings):
-    """Everything a run needs besides its trace."""
+class RunConfig(BaseModel):
+    """Everything a run needs besides its trace.
 
-    model_config = SettingsConfigDict(
-        env_prefix="CONTROLPLANE_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
-    )
+    Built as a pydantic-settings model would be (precedence: the keyword arguments, then
+    ``CONTROLPLANE_*`` environment variables, then the config file given to `load_config`, then
+    the defaults), but pydantic-settings is imported only when the environment holds a variable
+    it would read (`_settings_read_env`): without one, its sources give exactly the keyword
+    arguments deep-merged over the file's values (`_merged_values`), and importing it costs a
+    replay ~0.1 G instructions (dotenv, asyncio, argparse, its cloud providers). With one, the
+    values are built by a pydantic-settings twin of this class (`_settings_class`), as before.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=True)
+    #: True on the pydantic-settings twin, whose own ``__init__`` reads the sources.
+    _settings_twin: ClassVar[bool] = False
 
     name: str | None = None
     seed: int = 0
@@ -195,6 +198,14 @@ class RunConfig(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     guardians: GuardiansConfig = Field(default_factory=GuardiansConfig)
+
+    def __init__(self, /, **values: Any) -> None:
+        if self._settings_twin:
+            super().__init__(**values)  # called by BaseSettings.__init__ with the merged sources
+        elif _settings_read_env():
+            self.__setstate__(_settings_class()(**values).__getstate__())
+        else:
+            super().__init__(**_merged_values(values))
 
     @model_validator(mode="before")
     @classmethod
@@ -214,16 +225,96 @@ class RunConfig(BaseSettings):
             control.setdefault(key, value)
         return {**data, "sim": sim, "control": control}
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+
+def _settings_read_env() -> bool:
+    """Whether pydantic-settings' environment source could find a value: a variable named, in any
+    case, ``CONTROLPLANE_<field>`` or ``CONTROLPLANE_<field>__...`` (checked as a prefix, so a
+    few others, ``CONTROLPLANE_SEEDS``, take the pydantic-settings way too: same result)."""
+    prefixes = _env_prefixes()
+    return any(key.lower().startswith(prefixes) for key in os.environ)
+
+
+def _env_prefixes() -> tuple[str, ...]:
+    global _ENV_PREFIXES
+    if _ENV_PREFIXES is None:
+        _ENV_PREFIXES = tuple(ENV_PREFIX.lower() + name for name in RunConfig.model_fields)
+    return _ENV_PREFIXES
+
+
+_ENV_PREFIXES: tuple[str, ...] | None = None
+_DUMP_INIT: Any = None  # pydantic-settings' init source's dump of the keyword arguments
+
+
+def _merged_values(values: dict[str, Any]) -> dict[str, Any]:
+    """What pydantic-settings' sources give `RunConfig` when the environment has none of its
+    variables, step for step: the keyword arguments matched to fields case-insensitively (the
+    first of a field's spellings wins; the rest of the keys stay as given) and dumped as
+    ``dict[str, Any]`` (``nested_model_default_partial_update``), then deep-merged over the
+    config file's values. The environment and the defaults source add nothing (every nested
+    section's default is a factory). Checked against pydantic-settings in
+    ``tests/controlplane/test_config.py``."""
+    from pydantic._internal._utils import deep_update
+
+    state: dict[str, Any] = {}
+    if values:
+        global _DUMP_INIT
+        matched: dict[str, Any] = {}
+        unused = dict(values)
+        for field in RunConfig.model_fields:
+            keys = [key for key in values if key.lower() == field]
+            if keys:
+                matched[field] = values[keys[0]]
+                for key in keys:
+                    del unused[key]
+        matched.update(unused)
+        if _DUMP_INIT is None:
+            from pydantic import TypeAdapter
+
+            _DUMP_INIT = TypeAdapter(dict[str, Any]).dump_python
+        state = _DUMP_INIT(matched)
+    return deep_update(dict(_file_values.get()), state)
+
+
+_SETTINGS_CLASS: type[RunConfig] | None = None
+
+
+def _settings_class() -> type[RunConfig]:
+    """`RunConfig` as a pydantic-settings model (its fields, validators and checks inherited),
+    made on first use: it reads the ``CONTROLPLANE_*`` environment variables."""
+    global _SETTINGS_CLASS
+    if _SETTINGS_CLASS is None:
+        base = globals()["RunConfig"]
+        from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+        class _FileSource(PydanticBaseSettingsSource):
+            """Values read from the config file given to `load_config`."""
+
+            def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+                return _file_values.get().get(field_name), field_name, False
+
+            def __call__(self) -> dict[str, Any]:
+                return dict(_file_values.get())
+
+        class RunConfig(BaseSettings, base):  # the same name: validation errors' titles say RunConfig
+            model_config = SettingsConfigDict(
+                env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                nested_model_default_partial_update=True,
+            )
+            _settings_twin: ClassVar[bool] = True
+
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                return (init_settings, env_settings, _FileSource(settings_cls))
+
+        _SETTINGS_CLASS = RunConfig
+    return _SETTINGS_CLASS
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

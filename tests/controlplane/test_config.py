@@ -201,3 +201,88 @@ def test_tick_and_metrics_interval_moved_to_control_and_the_old_names_still_work
     assert RunConfig(control={"tick_s": 0.5}).control.tick_s == 0.5
     with pytest.raises(ValueError, match="sim.tick_s and control.tick_s disagree"):
         RunConfig(sim={"tick_s": 2.5}, control={"tick_s": 1.0})
+
+
+# Without a CONTROLPLANE_<field> variable, RunConfig merges its sources itself (pydantic-settings is
+# not imported); with one, a pydantic-settings twin of it does. Both must give the same config, the
+# same fields set and the same errors. CONTROLPLANE_SEEDS is such a variable that pydantic-settings
+# itself ignores (no field of that name): it only switches the way.
+_MERGE_CASES = [
+    ({}, {}),
+    ({"seed": 3}, {}),
+    ({"SEED": 3, "seed": 4}, {}),
+    ({"Seed": 3}, {"seed": 7}),
+    ({}, {"seed": 5, "sim": {"tick_s": 2.5, "exact": True}}),
+    ({"sim": {"tick_s": 4.0}}, {"seed": 5, "sim": {"tick_s": 2.5, "exact": True}}),
+    ({"storage": {"url": "sqlite://"}}, {"storage": {"batch_size": 7}, "plugins": {"enabled": ["round-robin"]}}),
+    ({"plugins": {"settings": {"x": {"a": [1, 2]}}}}, {"plugins": {"settings": {"x": {"b": 1}, "y": {}}}}),
+    ({"cluster": {"models": [{"name": "a"}, {"name": "b", "replicas": 1}]}}, {"cluster": {"max_retries": 1}}),
+    ({"storage": {"url": "sqlite://", "batch_size": 9}}, {}),
+    ({"name": "run", "seed": 1}, {"name": "file"}),
+    ({"sim": {"bogus": 1}}, {}),
+    ({"bogus": 1}, {}),
+    ({"seed": "many"}, {}),
+    ({}, {"slo": {"ttft_s": -1}}),
+    ({}, {"sim": {"tick_s": 1.0}, "control": {"tick_s": 2.0}}),
+]
+
+
+def _by_both_ways(monkeypatch, tmp_path, overrides, file_values):
+    from controlplane import config as config_module
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(file_values))
+    out = []
+    for env in (False, True):
+        if env:
+            monkeypatch.setenv("CONTROLPLANE_SEEDS", "1")
+        else:
+            monkeypatch.delenv("CONTROLPLANE_SEEDS", raising=False)
+        assert config_module._settings_read_env() is env
+        try:
+            made = load_config(path, overrides)
+        except ConfigError as exc:
+            out.append(("error", str(exc)))
+            continue
+        assert type(made) is RunConfig
+        out.append((made, made.model_dump(), made.model_fields_set,
+                    {k: getattr(made, k).model_fields_set for k in RunConfig.model_fields
+                     if hasattr(getattr(made, k), "model_fields_set")}))
+    return out
+
+
+@pytest.mark.parametrize(("overrides", "file_values"), _MERGE_CASES)
+def test_the_config_is_the_same_with_and_without_pydantic_settings(monkeypatch, tmp_path, overrides, file_values):
+    for key in [k for k in __import__("os").environ if k.lower().startswith("controlplane_")]:
+        monkeypatch.delenv(key)
+    plain, twin = _by_both_ways(monkeypatch, tmp_path, overrides, file_values)
+    assert plain == twin
+
+
+def test_a_model_in_the_overrides_is_dumped_as_pydantic_settings_does(monkeypatch, tmp_path):
+    from controlplane.config import StorageConfig
+
+    for key in [k for k in __import__("os").environ if k.lower().startswith("controlplane_")]:
+        monkeypatch.delenv(key)
+    listed = [1, 2]
+    plain, twin = _by_both_ways(monkeypatch, tmp_path, {"storage": StorageConfig(url="sqlite://"),
+                                                       "plugins": {"settings": {"x": {"a": listed}}}}, {})
+    assert plain == twin
+    assert plain[0].plugins.settings["x"]["a"] == listed
+    assert plain[0].plugins.settings["x"]["a"] is not listed  # dumped: not the caller's list
+
+
+def test_a_replay_config_does_not_import_pydantic_settings(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "for k in [k for k in os.environ if k.lower().startswith('controlplane_')]: del os.environ[k]\n"
+            "from controlplane.config import load_config\n"
+            f"load_config({str(tmp_path / 'run.yaml')!r}, {{'seed': 3}})\n"
+            "print('pydantic_settings' in sys.modules)\n"
+            "os.environ['CONTROLPLANE_SEED'] = '4'\n"
+            f"print(load_config({str(tmp_path / 'run.yaml')!r}).seed, 'pydantic_settings' in sys.modules)\n")
+    (tmp_path / "run.yaml").write_text("seed: 2\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "4", "True"]
