@@ -37,10 +37,15 @@ def layers(signals: dict, wanted: int, target_utilization: float) -> list[tuple[
     band, the recent peak, the burst rate and the backlog each add on top of the layers before."""
     serve = signals["capacity_per_replica_per_s"] * target_utilization
     count = (lambda r: max(1, math.ceil(r / serve - 1e-9))) if serve > 0 else (lambda r: wanted)
-    n = [count(signals["forecast_per_s"])]
-    for key in ("arrivals_per_s", "forecast_upper_per_s", "recent_peak_per_s"):
-        n.append(max(n[-1], count(signals[key])))
-    n.append(max(n[-1], int(signals["needed"])))
+    if "steady_rate_per_s" in signals:  # steady_rate "window": the window's mean, then its error as the band
+        point = count(signals["steady_mean_per_s"])
+        band = max(point, count(signals["steady_rate_per_s"]))
+        n = [point, point, band, band, max(band, int(signals["needed"]))]
+    else:
+        n = [count(signals["forecast_per_s"])]
+        for key in ("arrivals_per_s", "forecast_upper_per_s", "recent_peak_per_s"):
+            n.append(max(n[-1], count(signals[key])))
+        n.append(max(n[-1], int(signals["needed"])))
     n.append(max(n[-1], wanted))
     return [(LAYERS[0], n[0])] + [(LAYERS[i], n[i] - n[i - 1]) for i in range(1, len(n))]
 
@@ -48,8 +53,11 @@ def layers(signals: dict, wanted: int, target_utilization: float) -> list[tuple[
 class Anatomy:
     """Replica-seconds by layer and by the cause of each count kept above the want."""
 
-    def __init__(self, startup_s: float = 300.0) -> None:
+    def __init__(self, startup_s: float = 300.0, above: int | None = None) -> None:
         self.startup_s = startup_s
+        self.above = above  # also split the replica-seconds above this count (e.g. static peak) by layer
+        self.rows: list[dict] = []  # one per tick, with --ticks
+        self.keep_rows = False
         self.seconds: Counter[str] = Counter()
         self.last_raised: dict[int, tuple[str, float]] = {}  # count -> (layer, when) that last wanted it
         self.last_now: float | None = None
@@ -60,15 +68,27 @@ class Anatomy:
         self.last_now = now
         parts = layers(signals, wanted, utilization)
         top = 0
+        stack: list[str] = []  # the cause of each replica of the target, bottom up
         for name, inc in parts:
             for k in range(top + 1, top + inc + 1):
                 self.last_raised[k] = (name, now)
             top += inc
             self.seconds[name] += inc * dt
+            stack += [name] * inc
         for k in range(top + 1, target + 1):
             name, when = self.last_raised.get(k, ("never wanted", 0.0))
             start = "start-up " if when < self.startup_s else ""
-            self.seconds[f"kept: {start}{name}{' (re-armed)' if rearmed else ''}"] += dt
+            cause = f"kept: {start}{name}{' (re-armed)' if rearmed else ''}"
+            self.seconds[cause] += dt
+            stack.append(cause)
+        if self.above is not None:  # what runs above the count: by the layer (or the kept cause) of each replica
+            for name in stack[self.above:current]:
+                self.seconds[f"above {self.above}: {name}"] += dt
+            if current > max(self.above, len(stack)):
+                self.seconds[f"above {self.above}: current over target"] += (current - max(self.above, len(stack))) * dt
+        if self.keep_rows:
+            self.rows.append({"t": round(now, 1), "current": current, "target": target, "wanted": wanted,
+                              **{name: inc for name, inc in parts}, **signals})
         self.seconds["kept above the want"] += (target - top) * dt
         self.seconds["current less target"] += (current - target) * dt
         self.seconds["replica-seconds"] += current * dt
@@ -82,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mooncake", default=str(bench.MOONCAKE))
     ap.add_argument("--startup", type=float, default=300.0, help="counts raised before this are start-up (s)")
     ap.add_argument("--set", action="append", default=[], metavar="slo-planner.KEY=VALUE")
+    ap.add_argument("--above", type=int, help="also split the replica-seconds above this count (say static peak)")
+    ap.add_argument("--ticks", help="write every tick's counts and signals to this file (JSON lines)")
     args = ap.parse_args(argv)
     from plugins.autoscaling_slo import SLOPlanner
 
-    anatomy = Anatomy(args.startup)
+    anatomy = Anatomy(args.startup, args.above)
+    anatomy.keep_rows = bool(args.ticks)
     original = SLOPlanner.cp_scale
 
     @functools.wraps(original)  # keeps the hook marker
@@ -109,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         SLOPlanner.cp_scale = original
     print(json.dumps(row))
+    if args.ticks:
+        with open(args.ticks, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in anatomy.rows)
     total = anatomy.seconds["replica-seconds"] or 1.0
     for name, s in anatomy.seconds.items():
         print(f"{name:>40} {s / 3600:8.3f} replica-h {s / total:7.1%}")

@@ -45,3 +45,22 @@ def test_it_replays_a_suite_setup_with_the_planner_alone(capsys):
     assert row["num_requests"] == row["num_completed"] > 0
     hours = {line.split()[0]: float(line.split()[-3]) for line in out[1:] if line.split()[0] in anatomy.LAYERS}
     assert hours["point"] > 0
+
+
+def test_a_window_planned_steady_want_is_split_into_its_mean_and_its_error():
+    signals = {**SIGNALS, "steady_mean_per_s": 2.5, "steady_rate_per_s": 3.2, "needed": 4.0}
+    # the mean 2.5/s: 3 replicas; its error (3.2/s) adds 1; the backlog (wanted 5) 1; the rate now, the forecast
+    # band, the peak and the burst are not planned on that load
+    assert dict(anatomy.layers(signals, 5, 1.0)) == {"point": 3, "now": 0, "band": 1, "peak": 0, "burst": 0,
+                                                     "backlog": 1}
+
+
+def test_replica_seconds_above_a_count_are_split_by_the_layer_of_each_replica():
+    a = anatomy.Anatomy(startup_s=0.0, above=3)
+    a.tick(0.0, SIGNALS, 5, 5, 5, 1.0)
+    a.tick(10.0, SIGNALS, 5, 6, 5, 1.0)  # the want: point 2, band 2, backlog 1; a sixth replica still up
+    s = a.seconds
+    assert s["above 3: band"] == pytest.approx(10.0)  # the band's second replica is the fourth
+    assert s["above 3: backlog"] == pytest.approx(10.0)
+    assert s["above 3: current over target"] == pytest.approx(10.0)
+    assert sum(v for k, v in s.items() if k.startswith("above 3")) == pytest.approx((6 - 3) * 10.0)
