@@ -28,13 +28,17 @@ class RequestCosts:
     apart by default), each point priced once: a latency model asked about a 100k-token prefill can take
     a millisecond, and a run asks about thousands of prompts and a bisection per tick."""
 
-    def __init__(self, window_s: float, min_requests: int, steps_per_e: int = 100) -> None:
+    def __init__(self, window_s: float, min_requests: int, steps_per_e: int = 100,
+                 spread_window_s: float | None = None) -> None:
         self.window_s = window_s
+        self.spread_window_s = window_s if spread_window_s is None else spread_window_s  # `price_moment_ratio`'s
         self.min_requests = max(1, min_requests)
         self.steps = steps_per_e
         self._pending: list[tuple[float, float]] = []  # (arrival time, prompt tokens) not yet priced
         self._priced: deque[tuple[float, float, int, float]] = deque()  # (time, prompt, grid key, price)
         self._sum = 0.0
+        self._spread: deque[tuple[float, float]] = deque()  # (time, price) of spread_window_s (at least min_requests)
+        self._spread_sums = [0.0, 0.0]  # their prices and squared prices
         self._prompt_sum = 0.0
         self._grid: dict[int, float] = {}  # grid key -> price
         self._effective: float | None = None  # the cost-equivalent prompt of the current window
@@ -62,6 +66,9 @@ class RequestCosts:
             c = self._price(key, price)
             self._priced.append((t, p, key, c))
             self._sum += c
+            self._spread.append((t, c))
+            self._spread_sums[0] += c
+            self._spread_sums[1] += c * c
             self._prompt_sum += p
             self._changed = True
         self._pending.clear()
@@ -71,6 +78,23 @@ class RequestCosts:
             self._sum -= c
             self._prompt_sum -= p
             self._changed = True
+        spread, sums = self._spread, self._spread_sums
+        while len(spread) > self.min_requests and now_s - spread[0][0] > self.spread_window_s:
+            _, c = spread.popleft()
+            sums[0] -= c
+            sums[1] -= c * c
+
+    def price_moment_ratio(self) -> float | None:
+        """``E[price²] / E[price]²`` of the prompts that arrived in the last ``spread_window_s`` (at least the
+        last ``min_requests``; as of the last update; at least 1, None before any): how much longer a queue
+        of their prefills waits than one of equal prefills (the Pollaczek-Khinchine mean wait grows with
+        the service time's second moment). 1 when every prompt costs the same; Mooncake's heavy tail: 6-10
+        over 300 s. A property of the prompts' distribution, driven by its rare longest prompts, so it may
+        be given a longer window than the mean price's."""
+        n = len(self._spread)
+        if not n or self._spread_sums[0] <= 0:
+            return None
+        return max(1.0, (self._spread_sums[1] / n) / (self._spread_sums[0] / n) ** 2)
 
     def mean_cost(self, now_s: float, price: Callable[[float], float]) -> float | None:
         """The mean price of the window's prompts (None before any arrived)."""

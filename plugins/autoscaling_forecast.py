@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BurstCurve", "Capacity", "RateForecaster", "replica_capacity"]
+__all__ = ["BurstCurve", "Capacity", "RateForecaster", "normal_abs_quantile", "replica_capacity"]
 
 
 class RateForecaster:
@@ -91,7 +91,7 @@ class RateForecaster:
             else:
                 err = float(np.quantile(np.abs(self.residuals), self.quantile))
         elif self.first_band == "poisson":  # no errors yet: a Poisson count's at this quantile (normal approx.)
-            err = _normal_abs_quantile(self.quantile) * math.sqrt(point / self.bucket_s)
+            err = normal_abs_quantile(self.quantile) * math.sqrt(point / self.bucket_s)
         else:
             err = point
         return point, point + err * self.spread(steps)
@@ -126,7 +126,7 @@ class RateForecaster:
         return float(np.mean(np.abs(self.residuals))) / mean
 
 
-def _normal_abs_quantile(q: float) -> float:
+def normal_abs_quantile(q: float) -> float:
     """``z`` with ``P(|Z| <= z) = q`` for a standard normal ``Z`` (bisection on erf; no scipy)."""
     lo, hi = 0.0, 10.0
     for _ in range(60):
@@ -142,14 +142,15 @@ class Capacity:
     rate_per_s: float  # requests per second
     concurrency: int  # requests in the batch
     iteration_s: float  # the batch's iteration time (~ TPOT)
-    ttft_s: float  # a new request's expected time to first token at that load
-    limit: str  # what stopped a larger batch: "tpot", "ttft", "kv", "max_num_seqs"
+    ttft_s: float  # a new request's expected time to first token at that load, its wait in the queue aside
+    limit: str  # what stopped a larger batch: "tpot", "ttft", "kv", "max_num_seqs", "prefill queue"
+    wait_s: float = 0.0  # the mean wait in the replica's prefill queue before that (``price_moment_ratio``)
 
 
 def replica_capacity(
     estimate: Callable[[int, int, int], float], *, prompt_tokens: float, output_tokens: float, tpot_s: float,
     ttft_s: float, max_num_seqs: int, kv_tokens: int | None, chunk_tokens: int,
-    prefill_tokens: float | None = None,
+    prefill_tokens: float | None = None, price_moment_ratio: float | None = None,
 ) -> Capacity:
     """The largest steady request rate one replica serves with its mean iteration (TPOT) within
     ``tpot_s`` and a new request's prefill plus one iteration within ``ttft_s``.
@@ -163,6 +164,15 @@ def replica_capacity(
     a new request's TTFT is priced at: the cost-equivalent prompt of `RequestCosts` when the mean
     prompt's cost understates the mean cost. The KV budget and the decodes' context stay at the
     mean prompt (both are linear in it).
+
+    ``price_moment_ratio`` (``E[S²] / E[S]²`` of the prefills' prices, `RequestCosts.price_moment_ratio`)
+    adds the wait in the replica's **prefill queue**: prefills take their turn in the iterations' chunks,
+    one server, so at ``n`` the replica is a Pollaczek-Khinchine M/G/1 queue of prefills arriving at
+    ``rate`` (Little's law, as above), each taking ``S`` (the charged prompt's chunked prefill at that
+    batch, its mean; its second moment ``ratio x S²``): utilisation ``rho = rate x S`` and mean wait
+    ``rate x ratio x S² / (2 (1 - rho))``, which with the new request's TTFT must stay within ``ttft_s``. A heavy tail of prompt costs
+    (a large ratio) makes the queue wait long well before the mean load fills the iterations; ``rho >= 1``
+    stops the search ("prefill queue"). None: no queue (the rule before).
     """
     prompt, output = max(1.0, prompt_tokens), max(1.0, output_tokens)
     work = prompt if prefill_tokens is None else max(1.0, prefill_tokens)
@@ -173,18 +183,26 @@ def replica_capacity(
         prefill = int(n * work / output)
         t = estimate(prefill, n, context)
         chunks = max(1, math.ceil(work / max(1, chunk_tokens)))
-        ttft = t + chunks * estimate(min(int(work), chunk_tokens), n, context)
-        limit = None
-        if t > tpot_s:
+        prefill_s = chunks * estimate(min(int(work), chunk_tokens), n, context)
+        ttft = t + prefill_s
+        limit, wait = None, 0.0
+        if price_moment_ratio is not None:  # the M/G/1 prefill queue at this batch's rate
+            rate = n / (ttft + output * t)
+            rho = rate * prefill_s
+            if rho >= 1:
+                limit = "prefill queue"
+            else:
+                wait = rate * price_moment_ratio * prefill_s ** 2 / (2 * (1 - rho))
+        if limit is None and t > tpot_s:
             limit = "tpot"
-        elif ttft > ttft_s:
+        elif limit is None and ttft + wait > ttft_s:
             limit = "ttft"
-        elif kv_tokens is not None and n * (prompt + output) > kv_tokens:
+        elif limit is None and kv_tokens is not None and n * (prompt + output) > kv_tokens:
             limit = "kv"
         if limit is not None:
-            return Capacity(best.rate_per_s, best.concurrency, best.iteration_s, best.ttft_s, limit) \
-                if best.concurrency else Capacity(0.0, 0, t, ttft, limit)
-        best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs")
+            return Capacity(best.rate_per_s, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s) \
+                if best.concurrency else Capacity(0.0, 0, t, ttft, limit, wait)
+        best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs", wait)
         n = n + 1 if n < 16 else n + max(1, n // 8)  # finer where it matters, coarse past 16
     return best
 

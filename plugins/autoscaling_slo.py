@@ -27,13 +27,15 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.types import RequestStatus
 
 from .autoscaling_cost import RequestCosts
-from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, replica_capacity
+from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
 from .autoscaling_hold import RecurrenceHold, SteadyWant
 
 
 def _prices_arrivals(s) -> bool:
-    """Whether the planner prices arriving requests: some charge of its capacity uses request costs."""
-    return s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape")
+    """Whether the planner prices arriving requests: some charge of its capacity uses request costs, or the
+    prefill queue (`prefill_queue`) their spread."""
+    return (s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape")
+            or s.prefill_queue != "off")
 
 
 class _ModelState:
@@ -49,7 +51,8 @@ class _ModelState:
         self.num_seen = 0
         self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
         self.finished_sums = [0.0, 0.0]
-        self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests) if _prices_arrivals(s) else None
+        self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests,
+                                  spread_window_s=s.prefill_queue_window_s) if _prices_arrivals(s) else None
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
         self.learned_rate: float = s.initial_capacity_rps
@@ -142,6 +145,14 @@ class SLOPlanner(Plugin):
         # on average; or ("cost_ratio") for the mean prompt times that prompt over the window's mean prompt: the
         # shape estimate's level, the window's convexity
         request_cost_window_s: float = Field(300.0, gt=0)
+        prefill_queue: Literal["off", "steady", "always"] = "off"  # a replica's capacity also keeps the mean wait of
+        # its prefill queue (M/G/1 with Poisson arrivals; the prefills' price spread E[S²]/E[S]² from the arrivals of
+        # prefill_queue_window_s) within the TTFT headroom: while the load is steady (steady_cv), or always
+        prefill_queue_window_s: float | None = Field(900.0, gt=0)  # ... (None: request_cost_window_s)
+        steady_rate: Literal["forecast", "window"] = "forecast"  # on a steady load, plan for the forecast band, the
+        # rate now, the recent peak and the burst rate ("forecast"), or ("window") for the steady_buckets' mean
+        # rate plus forecast_quantile's z standard errors of it: the arrivals are Poisson there, and the prefill
+        # queue's wait (prefill_queue) already prices their randomness
         initial_capacity_rps: float = Field(1.0, gt=0)  # without an iteration estimate: start here, then learn
         min_replicas: int = Field(1, ge=0)
         max_replicas: int = Field(64, ge=1)
@@ -217,7 +228,7 @@ class SLOPlanner(Plugin):
         return self.settings.default_prompt_tokens, self.settings.default_output_tokens
 
     def _capacity(self, ctx, st: _ModelState, scaling, prompt: float, output: float,
-                  work: float | None = None) -> Capacity | None:
+                  work: float | None = None, spread: float | None = None) -> Capacity | None:
         """Requests per second one replica sustains within the targets (None: no iteration estimate)."""
         if scaling.iteration_s is None:
             return None
@@ -227,12 +238,13 @@ class SLOPlanner(Plugin):
         chunk = self._prefill_chunk(ctx, d)
         kv = next((w.num_kv_blocks * w.kv_block_size for w in scaling.workers if w.has_kv_budget), None)
         key = (round(math.log(prompt) * 20), round(math.log(output) * 20), kv,  # ~5% shape steps
-               None if work is None else round(math.log(max(1.0, work)) * 20))
+               None if work is None else round(math.log(max(1.0, work)) * 20),
+               None if spread is None else round(math.log(spread) * 20))
         if st.capacity_key != key:
             st.capacity = replica_capacity(
                 scaling.iteration_s, prompt_tokens=prompt, output_tokens=output, tpot_s=tpot * s.tpot_headroom,
                 ttft_s=ttft * s.ttft_headroom, max_num_seqs=d.max_num_seqs, kv_tokens=kv, chunk_tokens=chunk,
-                prefill_tokens=work)
+                prefill_tokens=work, price_moment_ratio=spread)
             st.capacity_key = key
         return st.capacity
 
@@ -297,10 +309,11 @@ class SLOPlanner(Plugin):
         st.tick_work = 0.0
         prompt, output = self._shape(st, scaling)
         unit = prompt if tokens else 1.0  # the forecast's and burst curve's work per request of the mean shape
-        estimate_error = work = None
+        estimate_error = work = spread = None
         cv = st.forecaster.excess_cv(s.steady_buckets) if s.steady_cv is not None else None
+        poisson = cv is not None and cv <= s.steady_cv  # the arrivals vary as Poisson's (the steady rule's test)
         charge = s.capacity_from  # a steady load may be charged its own way (steady_capacity_from)
-        if s.steady_capacity_from is not None and cv is not None and cv <= s.steady_cv:
+        if s.steady_capacity_from is not None and poisson:
             charge = s.steady_capacity_from
         try:
             if st.costs is not None and scaling.iteration_s is not None and charge != "mean_shape":
@@ -308,7 +321,12 @@ class SLOPlanner(Plugin):
                 work = st.costs.effective_prompt(now, lambda p: price(int(round(p)), 0, 0))
                 if work is not None and charge == "cost_ratio":  # the window's Jensen gap on the shape
                     work = prompt * work / st.costs.mean_prompt()
-            capacity = self._capacity(ctx, st, scaling, prompt, output, work)
+            queue = s.prefill_queue == "always" or (s.prefill_queue == "steady" and poisson)
+            if queue and st.costs is not None and scaling.iteration_s is not None:
+                price = scaling.iteration_s
+                if st.costs.mean_cost(now, lambda p: price(int(round(p)), 0, 0)) is not None:
+                    spread = st.costs.price_moment_ratio()
+            capacity = self._capacity(ctx, st, scaling, prompt, output, work, spread)
         except Exception as exc:  # noqa: BLE001 - a latency model that cannot answer: learn instead
             capacity, estimate_error = None, f"{type(exc).__name__}: {exc}"
             st.capacity_key = None
@@ -336,6 +354,13 @@ class SLOPlanner(Plugin):
             now_plan = now_rate * now_len / (now_len + delay)
             peak_plan = recent_peak * bucket / (bucket + delay)
         plan_rate = max(upper_plan, now_plan, peak_plan, burst_rate)
+        window_mean = window_rate = None
+        if s.steady_rate == "window" and poisson:  # Poisson arrivals: their mean
+            recent = list(st.forecaster.history)[-s.steady_buckets:]
+            window_mean = sum(recent) / len(recent) / unit
+            seconds = len(recent) * st.forecaster.bucket_s
+            window_rate = window_mean + normal_abs_quantile(s.forecast_quantile) * math.sqrt(window_mean / seconds)
+            plan_rate = window_rate
         serve = per_replica * s.target_utilization
         needed = math.ceil(plan_rate / serve - 1e-9) if serve > 0 else s.max_replicas
         backlog = scaling.num_queued
@@ -401,6 +426,13 @@ class SLOPlanner(Plugin):
             signals["steady_want"] = float(st.steady.want())
         if work is not None:
             signals["prefill_work_tokens"] = round(work, 1)
+        if spread is not None:
+            signals["price_moment_ratio"] = round(spread, 3)
+        if capacity is not None and capacity.wait_s:
+            signals["prefill_wait_s"] = round(capacity.wait_s, 3)
+        if window_rate is not None:
+            signals["steady_mean_per_s"] = round(window_mean, 4)
+            signals["steady_rate_per_s"] = round(window_rate, 4)
         if capacity is not None:
             signals["batch"] = float(capacity.concurrency)
             signals["iteration_s"] = round(capacity.iteration_s, 5)
@@ -418,7 +450,12 @@ class SLOPlanner(Plugin):
             basis = "(learned from observed load" + (f"; the latency model failed: {estimate_error})"
                                                      if estimate_error else ")")
         how = f"1 replica serves {per_replica:.2f}/s within TTFT/TPOT targets {basis}"
-        reason = (f"slo-planner: plan {plan_rate:.2f} req/s (forecast {point:.2f}, upper {upper:.2f} over "
+        if capacity is not None and spread is not None:
+            how += (f"; prefill queue: prices' E[S²]/E[S]² {spread:.1f}, mean wait {capacity.wait_s:.1f}s"
+                    if capacity.concurrency else f"; prefill queue: prices' E[S²]/E[S]² {spread:.1f}")
+        steady_plan = "" if window_rate is None else (
+            f"steady: {s.steady_buckets} buckets' mean {window_mean:.2f} + its error {window_rate - window_mean:.2f}; ")
+        reason = (f"slo-planner: plan {plan_rate:.2f} req/s ({steady_plan}forecast {point:.2f}, upper {upper:.2f} over "
                   f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}, burst {burst_n:.0f} in {burst_len:g}s "
                   f"{burst_rate:.2f}); {how} at "
                   f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}"

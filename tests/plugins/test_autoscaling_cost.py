@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from controlplane.events import RequestArrived
@@ -135,3 +137,74 @@ def test_a_shadow_planner_pricing_request_costs_changes_no_request():
     assert rows_plain == rows_shadow and len(rows_plain) == len(trace)
     shadow = [d for d in shadowed.decisions if d.action == "shadow_scale"]
     assert shadow and any("mean price" in d.reason for d in shadow)
+
+
+def test_the_price_spread_is_the_second_moment_over_the_squared_mean_over_its_own_window():
+    costs = RequestCosts(window_s=10.0, min_requests=1, spread_window_s=100.0)
+    assert costs.price_moment_ratio() is None  # nothing priced yet
+    for t, p in ((0.0, 1000.0), (1.0, 3000.0)):
+        costs.add(t, p)
+    costs.mean_cost(2.0, lambda p: 1e-3 * p)  # prices 1 and 3 (on the 1% grid): E[c²] 5, E[c]² 4
+    assert costs.price_moment_ratio() == pytest.approx(1.25, rel=2e-2)
+    costs.add(50.0, 1000.0)
+    costs.mean_cost(50.0, lambda p: 1e-3 * p)
+    assert len(costs) == 1  # the mean price's window kept only the newest ...
+    assert costs.price_moment_ratio() == pytest.approx((1 + 9 + 1) / 3 / (5 / 3) ** 2, rel=2e-2)  # ... the spread's all
+    costs.mean_cost(200.0, lambda p: 1e-3 * p)
+    assert costs.price_moment_ratio() == pytest.approx(1.0)  # one price left: no spread
+    same = RequestCosts(window_s=10.0, min_requests=1)
+    for t in range(5):
+        same.add(float(t), 2000.0)
+    same.mean_cost(5.0, _square)
+    assert same.price_moment_ratio() == pytest.approx(1.0)
+
+
+def test_the_prefill_queue_wait_is_pollaczek_khinchine_and_a_heavier_tail_serves_fewer():
+    kw = dict(prompt_tokens=2000, output_tokens=64, tpot_s=0.1, ttft_s=2.0, max_num_seqs=256, kv_tokens=None,
+              chunk_tokens=512)
+    plain = replica_capacity(_linear, **kw)
+    assert plain.wait_s == 0.0
+    equal = replica_capacity(_linear, price_moment_ratio=1.0, **kw)
+    heavy = replica_capacity(_linear, price_moment_ratio=8.0, **kw)
+    assert heavy.rate_per_s < equal.rate_per_s <= plain.rate_per_s
+    assert heavy.limit == "ttft" and 0 < heavy.wait_s
+    # the wait at the batch found, recomputed by hand: rate x ratio x S² / (2 (1 - rate x S))
+    n, t = heavy.concurrency, heavy.iteration_s
+    s = 4 * _linear(512, n, int(2000 + 32)) * 1.0  # 4 chunks of 512 at that batch
+    rate = n / (t + s + 64 * t)
+    assert heavy.wait_s == pytest.approx(rate * 8.0 * s * s / (2 * (1 - rate * s)), rel=1e-6)
+    assert heavy.ttft_s + heavy.wait_s <= 2.0
+    # without TTFT and TPOT targets the batch grows until the prefills arrive faster than they are served
+    full = replica_capacity(_linear, price_moment_ratio=1.0, **{**kw, "prompt_tokens": 200000.0, "ttft_s": 1e9,
+                                                                "tpot_s": 1e9})
+    assert full.limit == "prefill queue" and full.concurrency >= 1
+    assert replica_capacity(_linear, **{**kw, "prompt_tokens": 200000.0, "ttft_s": 1e9, "tpot_s": 1e9}).concurrency \
+        > full.concurrency  # without the queue it would not stop there
+
+
+def test_on_a_steady_load_the_planner_can_plan_the_windows_mean_with_a_queue_priced_replica():
+    trace = _steady_heavy_tail(4000, 10.0)
+    runs = {}
+    for name, extra in (("forecast", {}), ("window", {"steady_rate": "window", "prefill_queue": "steady"})):
+        planner, seen = SLOPlanner(SLOPlanner.Settings(max_replicas=16, **extra)), []
+        decide = planner.cp_scale
+
+        @functools.wraps(decide)  # keeps the hook marker: every tick's decision, not only the changes
+        def every_tick(ctx, model, scaling, decide=decide, seen=seen):
+            d = decide(ctx, model, scaling)
+            seen.append(d)
+            return d
+
+        planner.cp_scale = every_tick
+        res = replay_with(planner, trace=trace, cluster=CLUSTER, slo={"ttft_s": 2.0, "tpot_s": 0.1})
+        assert res.summary["num_completed"] == len(trace)
+        assert oscillations(scale_events(res), 300.0) == 0
+        runs[name] = seen
+    steady = [d.signals for d in runs["window"] if "steady_rate_per_s" in d.signals]
+    assert len(steady) > 50 and not any("steady_rate_per_s" in d.signals for d in runs["forecast"])
+    assert "buckets' mean" in next(d.reason for d in runs["window"] if "steady_rate_per_s" in d.signals)
+    for s in steady:  # the window's mean (10 req/s arriving) plus 1.645 standard errors of a 300 s mean
+        assert 8.0 < s["steady_mean_per_s"] < 12.0
+        assert s["steady_rate_per_s"] == pytest.approx(
+            s["steady_mean_per_s"] + 1.645 * (s["steady_mean_per_s"] / 300.0) ** 0.5, abs=2e-3)
+        assert s["price_moment_ratio"] > 1.0  # one prompt in ten is 8 times longer
