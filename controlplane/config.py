@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controlplane.errors import ConfigError
-from controlplane.guardian_config import GuardiansConfig
+from controlplane.guardian_config import GuardiansConfig, empty_list
 from controlplane.hardware.cost import DEFAULT_GPU_PRICES
 
 #: The built-in plugins a run enables when the config names none: one per policy family.
@@ -153,7 +153,7 @@ class ApiKey(_Section):
 class AuthConfig(_Section):
     """Who may call the daemon's inference endpoints. No keys: anyone (loopback by default)."""
 
-    api_keys: list[ApiKey] = Field(default_factory=list)
+    api_keys: list[ApiKey] = Field(default_factory=empty_list)
 
     @model_validator(mode="after")
     def _unique_keys(self) -> AuthConfig:

@@ -24,7 +24,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["GuardianLatency", "GuardianQuality", "GuardianSpec", "GuardiansConfig"]
+__all__ = ["GuardianLatency", "GuardianQuality", "GuardianSpec", "GuardiansConfig", "empty_list"]
+
+
+def empty_list() -> list:
+    """``list()`` as a Python function, for ``Field(default_factory=...)``: pydantic inspects a
+    factory's signature, and for the builtin ``list`` that parses its text signature, whose first
+    use compiles the ``tokenize`` module's regular expressions (~0.03 G instructions at start-up)."""
+    return []
 
 GuardianKind = Literal["rules", "causal-lm", "classifier", "simulated"]
 Combine = Literal["any", "majority", "weighted"]
@@ -69,8 +76,8 @@ class GuardianSpec(_Section):
     latency: GuardianLatency = Field(default_factory=GuardianLatency)
     quality: GuardianQuality = Field(default_factory=GuardianQuality)
     # rules: regular expressions and plain phrases (case-insensitive) that block
-    patterns: list[str] = Field(default_factory=list)
-    blocklist: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=empty_list)
+    blocklist: list[str] = Field(default_factory=empty_list)
     # causal-lm: the judge's prompt ({text} is the checked text) and the words of its verdict
     prompt_template: str = (
         "Task: check whether the text below is unsafe.\n\nText: {text}\n\nAnswer safe or unsafe.\nAnswer:"
@@ -85,7 +92,7 @@ class GuardianSpec(_Section):
 class GuardiansConfig(_Section):
     combine: Combine = "any"  # how a plan's parallel verdicts combine unless it names a rule
     weighted_threshold: float = Field(0.5, ge=0, le=1)  # "weighted": block at this share of the weight
-    models: list[GuardianSpec] = Field(default_factory=list)
+    models: list[GuardianSpec] = Field(default_factory=empty_list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> GuardiansConfig:
