@@ -324,28 +324,37 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
-    # Each parser imported when a file needs it (PyYAML's import is ~0.1 G instructions, tomllib's
-    # regular expressions ~0.01 G).
+    # Each parser imported when a file needs it (tomllib's regular expressions are ~0.01 G
+    # instructions); a YAML file's parse comes from the cache when the text was parsed before
+    # (PyYAML's import is ~0.1 G: `controlplane.yaml_cache`). ``errors()`` is called only when
+    # parsing raised: PyYAML's error class without importing PyYAML otherwise.
     parse: Any
+    errors: Any
     if path.suffix == ".toml":
         import tomllib
 
-        parse, errors = tomllib.loads, tomllib.TOMLDecodeError
+        parse, errors = tomllib.loads, lambda: tomllib.TOMLDecodeError
     elif path.suffix == ".json":
-        parse, errors = json.loads, json.JSONDecodeError
+        parse, errors = json.loads, lambda: json.JSONDecodeError
     else:
-        import yaml
+        from controlplane import yaml_cache
 
-        parse, errors = yaml.safe_load, yaml.YAMLError
+        parse, errors = yaml_cache.safe_load, _yaml_error
     try:
         data = parse(text)
-    except errors as exc:
+    except errors() as exc:
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return data
+
+
+def _yaml_error() -> type[Exception]:
+    import yaml
+
+    return yaml.YAMLError
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

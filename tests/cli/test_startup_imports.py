@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from controlplane import timings
+from controlplane.config import RunConfig
 from controlplane.storage.early import ENV_SWITCH, writer_process_possible
 from tests.cli.test_cli_process import CONFIG
 
@@ -26,6 +27,8 @@ HEAVY = (
     "rich",  # only when a table or a progress bar is printed
     "pandas", "scipy", "sklearn",  # only when a profile is fitted (then cached on disk)
     "torch", "transformers", "matplotlib", "fastapi", "uvicorn", "httpx", "ray", "redis", "psycopg",
+    "yaml",  # the config file's parse is cached on disk by the first run (controlplane.yaml_cache)
+    "pydantic_settings",  # only when a CONTROLPLANE_<setting> variable is set (none here)
 )
 
 _PROBE = """
@@ -42,7 +45,8 @@ main()
 def _replay(tmp_path: Path, trace: Path, config: Path, **extra_env: str) -> tuple[dict, set[str]]:
     cmd = [sys.executable, "-c", _PROBE, "sim", "replay", str(trace), "--format", "canonical", "--config", str(config),
            "--json", "--no-progress"]
-    env = {k: v for k, v in os.environ.items() if k not in (timings.ENV, ENV_SWITCH)}
+    env = {k: v for k, v in os.environ.items() if k not in (timings.ENV, ENV_SWITCH)
+           and not k.lower().startswith(tuple(f"controlplane_{f}" for f in RunConfig.model_fields))}
     env.update(extra_env)
     env["CONTROLPLANE_CACHE_DIR"] = str(tmp_path / "cache")  # a cache of this test's own: cold, then warm
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,109 @@
+"""A YAML config file's parse, kept on disk between processes.
+
+Importing PyYAML compiles its regular expressions: ~0.1 G instructions, a twentieth of a
+1,000-request replay, for a config file of a few lines that is the same at every run. What
+``yaml.safe_load`` returned for a text is kept as JSON in the user's cache directory (beside the
+entry points' and the fitted latency models' caches: ``$CONTROLPLANE_CACHE_DIR``, ``off`` turns
+it off), one file per text (named by its SHA-256, holding the text itself, compared in full),
+under the installed PyYAML (its package file's path and stat), and used only when JSON holds
+the parse exactly: mappings with string keys, lists, strings, integers, floats, booleans and
+nulls, no container twice (a YAML alias). Anything else (a date, a set, a number as a key) is
+parsed by PyYAML at every run, as is a text that does not parse (its error is PyYAML's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["safe_load"]
+
+CACHE_ENV = "CONTROLPLANE_CACHE_DIR"
+#: Files not written for this long are removed when another is written (a file in use is read,
+#: not rewritten: it is parsed and written again at its next use).
+PRUNE_AFTER_S = 7 * 24 * 3600
+_FORMAT = 1  # of the files' content
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load(text)``, from the cache when the installed PyYAML parsed this text before."""
+    entry = _entry(text)
+    installed = _pyyaml() if entry is not None else None
+    if entry is not None and installed is not None:
+        try:
+            saved = json.loads(entry.read_bytes())
+            if (isinstance(saved, dict) and saved.get("format") == _FORMAT and saved.get("pyyaml") == installed
+                    and saved.get("text") == text and "data" in saved):
+                return saved["data"]
+        except (OSError, ValueError):
+            pass
+    import yaml
+
+    data = yaml.safe_load(text)
+    if entry is not None and installed is not None and _json_exact(data, set()):
+        _write(entry, json.dumps({"format": _FORMAT, "pyyaml": installed, "text": text, "data": data}))
+    return data
+
+
+def _entry(text: str) -> Path | None:
+    configured = os.environ.get(CACHE_ENV)
+    if configured and configured.lower() in ("off", "0", "none"):
+        return None
+    if configured:
+        where = Path(configured)
+    else:
+        import platformdirs
+
+        where = Path(platformdirs.user_cache_dir("controlplane"))
+    return where / "configs" / f"yaml-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:40]}.json"
+
+
+def _pyyaml() -> str | None:
+    """The installed PyYAML, as its package file's path and stat (an upgrade rewrites it); None
+    when it cannot be found without importing it."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("yaml")
+        origin = spec.origin if spec is not None else None
+        if origin is None:
+            return None
+        st = os.stat(origin)
+    except (ImportError, ValueError, OSError):
+        return None
+    return f"{origin}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
+def _json_exact(value: Any, seen: set[int]) -> bool:
+    """Whether ``json.loads(json.dumps(value))`` gives ``value`` back exactly: the same types
+    (a bool stays a bool), the same keys in the same order, no container shared by two places."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        if id(value) in seen:
+            return False
+        seen.add(id(value))
+        if kind is dict:
+            return all(type(k) is str and _json_exact(v, seen) for k, v in value.items())
+        return all(_json_exact(v, seen) for v in value)
+    return value is None or kind is str or kind is int or kind is float or kind is bool
+
+
+def _write(entry: Path, content: str) -> None:
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(content, encoding="ascii")
+        tmp.replace(entry)
+        cutoff = time.time() - PRUNE_AFTER_S
+        for old in entry.parent.glob("yaml-*.json"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except OSError:
+                pass
+    except OSError:
+        pass  # a read-only home still reads its config, only slower
