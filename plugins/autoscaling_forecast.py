@@ -172,7 +172,10 @@ def replica_capacity(
     batch, its mean; its second moment ``ratio x S²``): utilisation ``rho = rate x S`` and mean wait
     ``rate x ratio x S² / (2 (1 - rho))``, which with the new request's TTFT must stay within ``ttft_s``. A heavy tail of prompt costs
     (a large ratio) makes the queue wait long well before the mean load fills the iterations; ``rho >= 1``
-    stops the search ("prefill queue"). None: no queue (the rule before).
+    stops the search ("prefill queue"). Where the wait is what stops it at ``n``, the rate is the one at which
+    the wait just fits at batch ``n``'s iteration and prefill, ``2B / (S (ratio S + 2B))`` with ``B`` the
+    TTFT room left (at least the rate at ``n - 1``): the load is continuous, the batch is not, and a step of
+    one request in a batch of 3-6 is a 20-30% step in the rate. None: no queue (the rule before).
     """
     prompt, output = max(1.0, prompt_tokens), max(1.0, output_tokens)
     work = prompt if prefill_tokens is None else max(1.0, prefill_tokens)
@@ -200,7 +203,12 @@ def replica_capacity(
         elif limit is None and kv_tokens is not None and n * (prompt + output) > kv_tokens:
             limit = "kv"
         if limit is not None:
-            return Capacity(best.rate_per_s, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s) \
+            rate = best.rate_per_s
+            if limit == "ttft" and wait and ttft <= ttft_s:  # the queue binds between n - 1 and n in flight: the
+                # rate at which its wait just fits, at batch n's iteration and prefill (continuous in the load)
+                room = ttft_s - ttft
+                rate = max(rate, 2 * room / (prefill_s * (price_moment_ratio * prefill_s + 2 * room)))
+            return Capacity(rate, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s) \
                 if best.concurrency else Capacity(0.0, 0, t, ttft, limit, wait)
         best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs", wait)
         n = n + 1 if n < 16 else n + max(1, n // 8)  # finer where it matters, coarse past 16

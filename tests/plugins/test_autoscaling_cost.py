@@ -208,3 +208,20 @@ def test_on_a_steady_load_the_planner_can_plan_the_windows_mean_with_a_queue_pri
         assert s["steady_rate_per_s"] == pytest.approx(
             s["steady_mean_per_s"] + 1.645 * (s["steady_mean_per_s"] / 300.0) ** 0.5, abs=2e-3)
         assert s["price_moment_ratio"] > 1.0  # one prompt in ten is 8 times longer
+
+
+def test_where_the_queue_binds_the_rate_is_the_one_at_which_its_wait_just_fits():
+    kw = dict(prompt_tokens=2000, output_tokens=64, tpot_s=0.1, ttft_s=2.0, max_num_seqs=256, kv_tokens=None,
+              chunk_tokens=512, price_moment_ratio=8.0)
+    cap = replica_capacity(_linear, **kw)
+    n = cap.concurrency + 1  # the batch the wait stopped
+    t = _linear(int(n * 2000 / 64), n, 2032)
+    s = 4 * _linear(512, n, 2032)
+    room = 2.0 - (t + s)
+    fits = 2 * room / (s * (8.0 * s + 2 * room))
+    assert cap.limit == "ttft" and cap.rate_per_s == pytest.approx(max(fits, cap.concurrency / (
+        cap.iteration_s + 4 * _linear(512, cap.concurrency, 2032) + 64 * cap.iteration_s)))
+    wait = fits * 8.0 * s * s / (2 * (1 - fits * s))  # at that rate the mean wait fills the room exactly
+    assert wait == pytest.approx(room)
+    assert cap.concurrency / (cap.iteration_s + 4 * _linear(512, cap.concurrency, 2032) + 64 * cap.iteration_s) \
+        <= cap.rate_per_s < n / (t + s + 64 * t)  # between the rates at n - 1 and n in flight
