@@ -56,13 +56,21 @@ def _group_callback() -> None:
     pass
 
 
-def build_app(names: Iterable[str] | None = None) -> typer.Typer:
-    """The typer app with the commands ``names`` (default: all of ``COMMANDS``)."""
+def build_app(names: Iterable[str] | None = None, *, subcommand: str | None = None) -> typer.Typer:
+    """The typer app with the commands ``names`` (default: all of ``COMMANDS``). With
+    ``subcommand="replay"`` the ``sim`` group holds only ``replay``: typer makes every registered
+    command's click parameters when the app runs, and the sweep's and search's are ~0.02 G
+    instructions of each replay's start."""
     app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
     # A group even with one command registered (typer would make a lone command the whole app).
     app.callback()(_group_callback)
     for name in COMMANDS if names is None else names:
-        COMMANDS[name](app, name)
+        if name == "sim" and subcommand == "replay":
+            from controlplane.cli import sim
+
+            app.add_typer(sim.replay_group(), name=name)
+        else:
+            COMMANDS[name](app, name)
     return app
 
 
@@ -110,13 +118,14 @@ def main() -> None:
 
     timings.mark("main")
     name = _command_name(sys.argv[1:])
+    subcommand = _subcommand(sys.argv[1:]) if name is not None else None
     early = None
     if name == "sim":
         # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a
         # thread per core at import (CPU and wall on a busy host, for nothing). Set before
         # numpy is imported; an explicit setting wins.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        if _subcommand(sys.argv[1:]) == "replay":
+        if subcommand == "replay":
             # Its writer process, forked before the command's imports: it imports the database
             # side and opens the database while this process imports the simulator.
             from controlplane.storage import early
@@ -124,7 +133,7 @@ def main() -> None:
             early.start_for_command()
     try:
         with _gc_paused():  # the command's modules: only long-lived objects
-            app = build_app([name]) if name is not None else __getattr__("app")
+            app = build_app([name], subcommand=subcommand) if name is not None else __getattr__("app")
         app()
         code: Any = 0
     except SystemExit as exc:

@@ -14,7 +14,8 @@ from controlplane.cli import common
 from controlplane.cli.common import user_errors
 from controlplane.cli.summary_table import summary_table
 
-app = typer.Typer(help="Replay request traces through the control plane in the simulator.", no_args_is_help=True)
+HELP = "Replay request traces through the control plane in the simulator."
+app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
 def count_rows(path: Path, limit_bytes: int = 256 << 20) -> int | None:
@@ -193,3 +194,10 @@ from controlplane.cli.sweep import sweep as _sweep  # noqa: E402
 
 app.command("sweep")(_sweep)
 app.command("search")(_search)
+
+
+def replay_group() -> typer.Typer:
+    """The ``sim`` group with ``replay`` alone, for ``controlplane sim replay ...`` (`build_app`)."""
+    group = typer.Typer(help=HELP, no_args_is_help=True)
+    group.command()(replay)
+    return group

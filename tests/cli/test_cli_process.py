@@ -94,3 +94,21 @@ def test_a_replay_imports_none_of_the_other_commands():
     assert "controlplane.cli.sim" in loaded
     assert not [m for m in loaded if m.split(".")[2] in ("live", "bench", "runs", "db", "keys", "plugins")
                 or m.startswith("controlplane.live")], loaded
+
+
+def test_sim_replay_builds_the_sim_group_with_replay_alone():
+    import typer
+
+    from controlplane.cli import build_app
+
+    def sim_commands(app):
+        group = typer.main.get_command(app).commands["sim"]
+        return sorted(group.commands)
+
+    assert sim_commands(build_app(["sim"])) == ["replay", "search", "sweep"]
+    assert sim_commands(build_app(["sim"], subcommand="sweep")) == ["replay", "search", "sweep"]
+    assert sim_commands(build_app(["sim"], subcommand="replay")) == ["replay"]
+    # `controlplane sim replay ...` as a process: what it builds is what a user's command line gets.
+    proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "replay", "--help"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0 and "Usage: python -m controlplane.cli sim replay [OPTIONS] [trace]" in proc.stdout
