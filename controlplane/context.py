@@ -54,20 +54,27 @@ class PolicyContext:
     Read-only by convention: policies return decisions; only the core changes state.
     """
 
-    __slots__ = ("_clock", "rng", "ids", "config", "run", "workers", "metrics", "_prefix_peek")
+    __slots__ = ("_clock", "_rng", "_rng_seed", "ids", "config", "run", "workers", "metrics", "_prefix_peek")
 
     def __init__(
         self,
         *,
         clock: Clock,
-        rng: np.random.Generator,
+        rng: np.random.Generator | None = None,
         config: RunConfig,
         run: RunInfo,
         workers: Mapping[str, Worker],
         metrics: Mapping[str, float],
+        rng_seed: Any = None,
     ) -> None:
+        """``rng``: the run's generator; or ``rng_seed``: it is ``numpy.random.default_rng(rng_seed)``,
+        made when a policy first reads ``ctx.rng`` (the same draws; a run that draws nothing does
+        not import ``numpy.random``: ~0.03 G instructions of a replay's start)."""
+        if (rng is None) == (rng_seed is None):
+            raise TypeError("PolicyContext takes rng or rng_seed, one of them")
         self._clock = clock
-        self.rng = rng
+        self._rng = rng
+        self._rng_seed = rng_seed
         self.ids = IdSource()
         self.config = config
         self.run = run
@@ -88,3 +95,11 @@ class PolicyContext:
     @property
     def now_s(self) -> float:
         return self._clock.now_s
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The run's seeded generator (policies draw from it, never from global randomness)."""
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = np.random.default_rng(self._rng_seed)
+        return rng

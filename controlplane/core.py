@@ -12,8 +12,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.config import RunConfig
@@ -71,7 +69,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self.gauges: dict[str, float] = {}
         self.ctx = PolicyContext(
             clock=clock,
-            rng=np.random.default_rng(config.seed),
+            rng_seed=config.seed,
             config=config,
             run=run,
             workers=self.workers,

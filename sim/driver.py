@@ -88,7 +88,8 @@ class SimDriver:
         self.cold_start_s = dict(cold_start_s)
         self.config = core.config
         self._tick_s = self.config.control.tick_s  # read every tick: a plain float, not a pydantic model's attribute
-        self.rng = np.random.default_rng([seed, 7])  # the driver's own stream (guardian verdicts)
+        self._rng_seed = [seed, 7]  # the driver's own stream: `rng`
+        self._rng: np.random.Generator | None = None
         self.on_progress = on_progress
         self._running: dict[str, _RunningBatch] = {}
         self._timers = 0  # pending cold starts, wakes and guardian checks
@@ -145,6 +146,15 @@ class SimDriver:
         if self.guardians.guardians:
             summary.update(self.guardians.summary())  # guardian GPU-seconds and queueing
         return summary
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The driver's own random stream, ``numpy.random.default_rng([seed, 7])``, made when first
+        read (a replay that draws nothing does not import ``numpy.random``)."""
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = np.random.default_rng(self._rng_seed)
+        return rng
 
     def _next_beside(self) -> tuple | None:
         """The earlier (by heap key) of the next arrival and the next tick kept beside SimPy's heap.

@@ -128,12 +128,14 @@ class TraceReader(Iterator[TraceRequest]):
         self.close()
 
 
-def read_trace(path: PathLike, format: str | None = None, *, rng: np.random.Generator | None = None,
+def read_trace(path: PathLike, format: str | None = None, *,
+               rng: np.random.Generator | Callable[[], np.random.Generator] | None = None,
                on_error: OnError = "raise", **options: Any) -> TraceReader:
     """Stream a trace file as TraceRequests in arrival order.
 
-    format: one of FORMATS, or None to detect it. rng: a seeded numpy Generator, required where
-    the format needs randomness (mooncake spread='uniform', vidur arrivals). on_error: 'raise'
+    format: one of FORMATS, or None to detect it. rng: a seeded numpy Generator (or a function
+    making one, called only for a format that draws), required where the format needs randomness
+    (mooncake spread='uniform', vidur arrivals). on_error: 'raise'
     (default), 'skip' (bad rows are left out and listed in the returned reader's `errors`), or a
     callable given each error. Other options are format-specific (see FORMAT_OPTIONS).
     """
@@ -149,7 +151,7 @@ def read_trace(path: PathLike, format: str | None = None, *, rng: np.random.Gene
     sink = ErrorSink(on_error)
     kwargs: dict[str, Any] = dict(options)
     if spec.uses_rng:
-        kwargs["rng"] = rng
+        kwargs["rng"] = rng() if callable(rng) else rng
     try:
         requests = spec.reader(path, on_error=sink, errors=sink.errors, **kwargs)
     except UnicodeDecodeError as exc:  # a reader that looks at the file before its first row

@@ -29,6 +29,7 @@ HEAVY = (
     "torch", "transformers", "matplotlib", "fastapi", "uvicorn", "httpx", "ray", "redis", "psycopg",
     "yaml",  # the config file's parse is cached on disk by the first run (controlplane.yaml_cache)
     "pydantic_settings",  # only when a CONTROLPLANE_<setting> variable is set (none here)
+    "numpy.random",  # only when something draws (a generator is made on first use; nothing draws here)
 )
 
 _PROBE = """

@@ -37,3 +37,20 @@ def test_context_exposes_workers_config_and_run():
     assert ctx.workers == {"default-3": w}
     assert ctx.config.seed == 4 and ctx.run.mode == "sim"
     assert ctx.metrics["queue:default"] == 2
+
+
+def test_a_seeded_context_makes_its_generator_when_first_read():
+    def context(**rng):
+        return PolicyContext(clock=Clock(), config=make_config(), run=RunInfo(run_id=None, mode="sim", seed=5),
+                             workers={}, metrics={}, **rng)
+
+    lazy = context(rng_seed=5)
+    assert lazy._rng is None  # nothing drawn, nothing made
+    assert lazy.rng is lazy.rng and isinstance(lazy.rng, np.random.Generator)
+    assert lazy.rng.random(3).tolist() == np.random.default_rng(5).random(3).tolist()
+    given = np.random.default_rng(1)
+    assert context(rng=given).rng is given
+    with pytest.raises(TypeError):
+        context()
+    with pytest.raises(TypeError):
+        context(rng=given, rng_seed=1)

@@ -253,3 +253,13 @@ def test_arrivals_and_ticks_beside_the_heap_run_in_heap_order():
     assert runs[0] == runs[1]
     assert runs[0][2] == len(trace)
     assert any(name == "MetricSample" and t == 1.0 for name, t, *_ in runs[0][0])  # a tick at an arrival's time
+
+
+def test_the_driver_s_own_stream_is_made_when_first_read():
+    import numpy as np
+
+    with RunSession(make_config(), mode="sim", record=False) as session:
+        driver = SimDriver(session.core, {}, cold_start_s={}, seed=3)
+        assert driver._rng is None
+        assert driver.rng is driver.rng
+        assert driver.rng.random(3).tolist() == np.random.default_rng([3, 7]).random(3).tolist()

@@ -75,3 +75,19 @@ def test_skip_with_callback(write):
     reqs = list(read_trace(p, rng=np.random.default_rng(0), on_error=seen.append))
     assert [r.request_id for r in reqs] == ["0", "2"]
     assert [(e.line, e.field) for e in seen] == [(3, "num_prefill_tokens")]
+
+
+def test_a_generator_function_is_called_only_by_a_format_that_draws(write):
+    p = write("v.csv", HEADER + "10,2,12,5.0\n30,4,34,7.5\n")
+    made = []
+
+    def rng():
+        made.append(1)
+        return np.random.default_rng(0)
+
+    by_function = [(r.request_id, r.arrival_s) for r in read_trace(p, rng=rng, qps=4.0)]
+    assert made == [1]
+    assert by_function == [(r.request_id, r.arrival_s) for r in read_trace(p, rng=np.random.default_rng(0), qps=4.0)]
+    c = write("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0.5,10,2\n")
+    assert [r.request_id for r in read_trace(c, "canonical", rng=rng)] == ["a"]
+    assert made == [1]  # the canonical format draws nothing: not made
