@@ -26,6 +26,7 @@ from simpy.events import NORMAL, Timeout
 
 from controlplane import actions as act
 from controlplane import events as ev
+from controlplane import gc_freeze
 from controlplane.core import ControlPlane
 from controlplane.types import Batch, Request
 from sim.guardian_pool import SimGuardianPool
@@ -431,7 +432,7 @@ def run_objects_only_for_gc() -> Iterator[None]:
     threshold = gc.get_threshold()
     gc.set_threshold(*RUN_GC_THRESHOLD)
     try:
-        if gc.get_freeze_count():  # someone else froze objects on purpose: leave it to them
+        if gc_freeze.any_frozen():  # someone else froze objects on purpose: leave it to them
             yield
             return
         gc.freeze()

@@ -53,7 +53,9 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             if freeze_after_pause:
-                gc.freeze()
+                from controlplane import gc_freeze
+
+                gc_freeze.freeze()  # remembered: the replay's driver then does not count them
             gc.enable()
 
 

@@ -263,3 +263,26 @@ def test_the_driver_s_own_stream_is_made_when_first_read():
         assert driver._rng is None
         assert driver.rng is driver.rng
         assert driver.rng.random(3).tolist() == np.random.default_rng([3, 7]).random(3).tolist()
+
+
+def test_objects_frozen_through_gc_freeze_are_not_counted_again(monkeypatch):
+    """What `controlplane.gc_freeze.freeze` froze is known without ``gc.get_freeze_count()`` (a
+    walk over every frozen object); the driver then leaves the caller's freeze alone."""
+    import gc
+
+    from controlplane import gc_freeze
+    from sim.driver import run_objects_only_for_gc
+
+    monkeypatch.setattr(gc_freeze, "_frozen", False)
+    gc.unfreeze()  # (a test process: whatever an earlier test froze goes back to the collector)
+    counted = []
+    real_count = gc.get_freeze_count
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: counted.append(1) or real_count())
+    frozen = real_count()
+    with run_objects_only_for_gc():  # nothing frozen on purpose: the driver freezes and gives back
+        assert real_count() > frozen
+    assert counted == [1] and real_count() == frozen
+    monkeypatch.setattr(gc_freeze, "_frozen", True)  # as after `gc_freeze.freeze()`
+    with run_objects_only_for_gc():
+        assert real_count() == frozen  # left to the caller
+    assert counted == [1]  # and not counted
