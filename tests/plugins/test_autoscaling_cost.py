@@ -185,7 +185,8 @@ def test_the_prefill_queue_wait_is_pollaczek_khinchine_and_a_heavier_tail_serves
 def test_on_a_steady_load_the_planner_can_plan_the_windows_mean_with_a_queue_priced_replica():
     trace = _steady_heavy_tail(4000, 10.0)
     runs = {}
-    for name, extra in (("forecast", {}), ("window", {"steady_rate": "window", "prefill_queue": "steady"})):
+    for name, extra in (("forecast", {"steady_rate": "forecast", "prefill_queue": "off"}),
+                        ("window", {"steady_rate": "window", "prefill_queue": "steady"})):
         planner, seen = SLOPlanner(SLOPlanner.Settings(max_replicas=16, **extra)), []
         decide = planner.cp_scale
 
