@@ -26,16 +26,22 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["CacheStore", "MemoryStore", "RedisStore", "StoreSettings", "open_store"]
 
-log = logging.getLogger(__name__)
+
+
+def _log() -> Any:
+    """This module's logger, made when something is logged (``logging`` is not imported by a
+    replay that logs nothing)."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 Eviction = Literal["lru", "lfu", "ttl"]
 
@@ -236,12 +242,12 @@ class RedisStore(CacheStore):
         except self._redis_errors as exc:
             self.failures += 1
             if self._down_since is None:
-                log.warning("Redis cache store at %s is unreachable (%s): serving misses until it is back",
+                _log().warning("Redis cache store at %s is unreachable (%s): serving misses until it is back",
                             self.url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             self._down_since = now if now is not None else 0.0
             return default
         if self._down_since is not None:
-            log.info("Redis cache store at %s is reachable again", self.url)
+            _log().info("Redis cache store at %s is reachable again", self.url)
             self._down_since = None
         return result
 

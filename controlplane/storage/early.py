@@ -24,7 +24,6 @@ This module imports no SQLAlchemy; the child imports :mod:`controlplane.storage.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import pickle
 import sys
@@ -43,7 +42,14 @@ from controlplane.storage.rows import SPECS, derive_latencies
 __all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "another_cpu_free", "early_writer_usable", "portable_error",
            "reachable_from_child", "start_for_command", "take_started", "writer_process_possible"]
 
-log = logging.getLogger("controlplane.storage.recorder")
+
+
+def _log() -> Any:
+    """The recorder's logger, made when something is logged (a replay logs nothing here, and
+    ``logging`` is ~0.01 G instructions of its start)."""
+    import logging
+
+    return logging.getLogger("controlplane.storage.recorder")
 
 #: Environment variable: ``0`` keeps every write in the replaying process.
 ENV_SWITCH: Final = "CONTROLPLANE_WRITER_PROCESS"
@@ -168,7 +174,7 @@ class EarlyWriter:
         try:
             return cls()
         except OSError as exc:
-            log.warning("storage: could not fork a writer process (%s); writing in this one", exc)
+            _log().warning("storage: could not fork a writer process (%s); writing in this one", exc)
             return None
 
     def __init__(self) -> None:
@@ -198,7 +204,7 @@ class EarlyWriter:
                 gc.enable()
                 serve_fresh(to_child_r, from_child_w)
             except BaseException:  # noqa: BLE001 - reported on stderr; the parent sees the pipe close
-                log.exception("storage: the writer process failed")
+                _log().exception("storage: the writer process failed")
                 code = 1
             finally:
                 os._exit(code)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import marshal
 import os
 import pickle
-import queue
 import struct
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # the writer process's inbox; the replaying process needs no queue
+    import queue
 
 ROWS: Final = 0  # write these rows (one automatic flush)
 FLUSH: Final = 1  # write these rows and everything before, then reply

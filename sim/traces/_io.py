@@ -6,7 +6,6 @@ Kept apart so each format module only holds what is specific to that format.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import math
 import os
@@ -27,6 +26,8 @@ def open_text(path: PathLike) -> TextIO:
     """Open a trace as text: UTF-8 (a BOM is dropped), newlines untranslated for csv, .gz allowed."""
     p = Path(path)
     if p.suffix.lower() == ".gz":
+        import gzip  # only for a compressed trace
+
         return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8-sig", newline="")
     return open(p, "r", encoding="utf-8-sig", newline="", buffering=1 << 18)
 

@@ -8,7 +8,6 @@ being ignored.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -169,6 +168,8 @@ def _decoded(path: PathLike, requests: Iterator[TraceRequest]) -> Iterator[Trace
 
 def not_utf8(path: PathLike, exc: UnicodeDecodeError) -> TraceFormatError:
     """The error for a file that is not UTF-8 text, at the first line that does not decode."""
+    import gzip  # (an error path: not imported by every replay)
+
     opener = gzip.open if str(path).lower().endswith(".gz") else open
     with opener(path, "rb") as f:
         for number, raw in enumerate(f, 1):
