@@ -251,7 +251,7 @@ def _merged_values(values: dict[str, Any]) -> dict[str, Any]:
     config file's values. The environment and the defaults source add nothing (every nested
     section's default is a factory). Checked against pydantic-settings in
     ``tests/controlplane/test_config.py``."""
-    from pydantic._internal._utils import deep_update
+    from pydantic._internal._utils import deep_update  # the merge pydantic-settings itself uses
 
     state: dict[str, Any] = {}
     if values:
