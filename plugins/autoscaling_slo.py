@@ -74,7 +74,7 @@ class SLOPlanner(Plugin):
     class Settings(PluginSettings):
         ttft_s: float | None = Field(None, gt=0)  # TTFT target (None: the run's slo.ttft_s)
         tpot_s: float | None = Field(None, gt=0)  # TPOT target (None: the run's slo.tpot_s)
-        ttft_headroom: float = Field(0.6, gt=0, le=1)  # plan a replica's expected TTFT at this share of the target
+        ttft_headroom: float = Field(0.5, gt=0, le=1)  # plan a replica's expected TTFT at this share of the target
         tpot_headroom: float = Field(0.78, gt=0, le=1)  # plan its iteration time at this share of the TPOT target
         target_utilization: float = Field(0.9, gt=0, le=1)  # run replicas at this share of their capacity
         bucket_s: float = Field(30.0, gt=0)  # arrival-rate bucket of the forecast
@@ -145,11 +145,11 @@ class SLOPlanner(Plugin):
         # on average; or ("cost_ratio") for the mean prompt times that prompt over the window's mean prompt: the
         # shape estimate's level, the window's convexity
         request_cost_window_s: float = Field(300.0, gt=0)
-        prefill_queue: Literal["off", "steady", "always"] = "steady"  # a replica's capacity also keeps the mean wait of
+        prefill_queue: Literal["off", "steady", "always"] = "off"  # a replica's capacity also keeps the mean wait of
         # its prefill queue (M/G/1 with Poisson arrivals; the prefills' price spread E[S²]/E[S]² from the arrivals of
         # prefill_queue_window_s) within the TTFT headroom: while the load is steady (steady_cv), or always
         prefill_queue_window_s: float | None = Field(900.0, gt=0)  # ... (None: request_cost_window_s)
-        steady_rate: Literal["forecast", "window"] = "window"  # on a steady load, plan for the forecast band, the
+        steady_rate: Literal["forecast", "window"] = "forecast"  # on a steady load, plan for the forecast band, the
         # rate now, the recent peak and the burst rate ("forecast"), or ("window") for the steady_buckets' mean
         # rate plus forecast_quantile's z standard errors of it: the arrivals are Poisson there, and the prefill
         # queue's wait (prefill_queue) already prices their randomness
