@@ -16,28 +16,19 @@ import hashlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-CACHE_ENV = "CONTROLPLANE_CACHE_DIR"
-#: Cache files of other paths not written for this long are removed when one is written (a
-#: file in use is read, not rewritten: it is scanned and written again at its next use).
-PRUNE_AFTER_S = 7 * 24 * 3600
+from controlplane.cache_dir import cache_root, write_atomically
+
 _METADATA_FILES = ("entry_points.txt", "METADATA", "PKG-INFO")
 
 
 def cache_file() -> Path | None:
     """This environment's and ``sys.path``'s cache file; None when caching is off."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured and configured.lower() in ("off", "0", "none"):
+    where = cache_root()
+    if where is None:
         return None
-    if configured:
-        where = Path(configured)
-    else:
-        import platformdirs
-
-        where = Path(platformdirs.user_cache_dir("controlplane"))
     env = hashlib.sha256("\0".join([sys.prefix, sys.executable, *sys.path]).encode()).hexdigest()[:16]
     return where / f"entry-points-{env}.json"
 
@@ -85,22 +76,6 @@ def read(path: Path, signature_: str) -> list[dict[str, Any]] | None:
 
 
 def write(path: Path, signature_: str, rows: list[dict[str, Any]]) -> None:
-    """Store ``rows`` under ``signature_`` (atomically), and remove stale files of other paths."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"signature": signature_, "plugins": rows}))
-        tmp.replace(path)
-        _prune(path.parent)
-    except OSError:
-        pass  # a read-only home still discovers, only slower
-
-
-def _prune(folder: Path) -> None:
-    cutoff = time.time() - PRUNE_AFTER_S
-    for old in folder.glob("entry-points-*"):
-        try:
-            if old.stat().st_mtime < cutoff:
-                old.unlink()
-        except OSError:
-            pass
+    """Store ``rows`` under ``signature_`` (atomically), and remove stale files of other paths;
+    a read-only home still discovers, only slower."""
+    write_atomically(path, json.dumps({"signature": signature_, "plugins": rows}).encode(), prune="entry-points-*")

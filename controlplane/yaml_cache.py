@@ -16,16 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
+from controlplane.cache_dir import cache_root, write_atomically
+
 __all__ = ["safe_load"]
 
-CACHE_ENV = "CONTROLPLANE_CACHE_DIR"
-#: Files not written for this long are removed when another is written (a file in use is read,
-#: not rewritten: it is parsed and written again at its next use).
-PRUNE_AFTER_S = 7 * 24 * 3600
 _FORMAT = 1  # of the files' content
 
 
@@ -45,20 +42,15 @@ def safe_load(text: str) -> Any:
 
     data = yaml.safe_load(text)
     if entry is not None and installed is not None and _json_exact(data, set()):
-        _write(entry, json.dumps({"format": _FORMAT, "pyyaml": installed, "text": text, "data": data}))
+        write_atomically(entry, json.dumps({"format": _FORMAT, "pyyaml": installed, "text": text, "data": data}).encode(),
+                         prune="yaml-*.json")
     return data
 
 
 def _entry(text: str) -> Path | None:
-    configured = os.environ.get(CACHE_ENV)
-    if configured and configured.lower() in ("off", "0", "none"):
+    where = cache_root()
+    if where is None:
         return None
-    if configured:
-        where = Path(configured)
-    else:
-        import platformdirs
-
-        where = Path(platformdirs.user_cache_dir("controlplane"))
     return where / "configs" / f"yaml-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:40]}.json"
 
 
@@ -90,20 +82,3 @@ def _json_exact(value: Any, seen: set[int]) -> bool:
             return all(type(k) is str and _json_exact(v, seen) for k, v in value.items())
         return all(_json_exact(v, seen) for v in value)
     return value is None or kind is str or kind is int or kind is float or kind is bool
-
-
-def _write(entry: Path, content: str) -> None:
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(content, encoding="ascii")
-        tmp.replace(entry)
-        cutoff = time.time() - PRUNE_AFTER_S
-        for old in entry.parent.glob("yaml-*.json"):
-            try:
-                if old.stat().st_mtime < cutoff:
-                    old.unlink()
-            except OSError:
-                pass
-    except OSError:
-        pass  # a read-only home still reads its config, only slower

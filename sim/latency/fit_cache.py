@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from controlplane.cache_dir import CACHE_ENV, cache_root, write_atomically
+
 __all__ = ["CACHE_ENV", "cache_dir", "cached_by_content", "disk_cached"]
 
-CACHE_ENV = "CONTROLPLANE_CACHE_DIR"
 #: The modules whose code decides what a fit returns: a change in any of them changes every key.
 _FIT_MODULES = ("vidur_files.py", "_interp.py", "fit_cache.py")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,12 +30,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def cache_dir() -> Path | None:
     """Where fitted pieces are kept; None when caching is off."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return None if configured.lower() in ("off", "0", "none") else Path(configured)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("controlplane")) / "latency-fits"
+    where = cache_root()
+    return None if where is None else where / "latency-fits"
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,7 +76,7 @@ def _file_digest(path: str, stat_key: str, where: Path | None = None) -> str:
         mine = {k: v for k, v in memo.items() if k.split("|", 1)[0] != path or k == stat_key}  # drop stale ones
         memo.clear()
         memo.update(mine)
-        _write_atomically(where / _DIGESTS, json.dumps(mine, sort_keys=True).encode())
+        write_atomically(where / _DIGESTS, json.dumps(mine, sort_keys=True).encode())
     return digest
 
 
@@ -105,18 +102,8 @@ def _load_or_compute(entry: Path, compute: Callable[[], Any]) -> Any:
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
         pass  # no entry yet, or one this code cannot read: compute it
     result = compute()
-    _write_atomically(entry, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    write_atomically(entry, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     return result
-
-
-def _write_atomically(entry: Path, data: bytes) -> None:
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(entry)
-    except OSError:
-        pass  # a read-only home still replays, only slower
 
 
 def cached_by_content(name: str, inputs: Any, compute: Callable[[], Any], *, code: tuple[str, ...] = ()) -> Any:

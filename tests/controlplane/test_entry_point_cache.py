@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 from controlplane import entry_point_cache
-from controlplane.entry_point_cache import CACHE_ENV
+from controlplane.cache_dir import CACHE_ENV, PRUNE_AFTER_S
 from controlplane.entry_point_cache import cache_file as _entry_point_cache_file
 from controlplane.plugin_manager import _cached_scan, _scan_entry_points
 
@@ -69,7 +69,7 @@ def test_processes_with_different_paths_keep_their_own_cache_file_and_old_ones_g
     _cached_scan()
     second = _entry_point_cache_file()
     assert second != first and first.is_file() and second.is_file()
-    old = time.time() - entry_point_cache.PRUNE_AFTER_S - 60
+    old = time.time() - PRUNE_AFTER_S - 60
     os.utime(first, (old, old))  # not written for longer than PRUNE_AFTER_S
     monkeypatch.syspath_prepend(str(tmp_path / "third"))
     _cached_scan()  # writes a third file, and removes the stale one

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from controlplane import yaml_cache
+from controlplane.cache_dir import CACHE_ENV
 
 TEXTS = [
     "",
@@ -37,7 +38,7 @@ NOT_KEPT = [
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(yaml_cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     return tmp_path / "configs"
 
 
@@ -99,7 +100,7 @@ def test_the_file_is_read_only_for_its_text_and_this_pyyaml(cache, monkeypatch):
 
 
 def test_off_keeps_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv(yaml_cache.CACHE_ENV, "off")
+    monkeypatch.setenv(CACHE_ENV, "off")
     assert yaml_cache.safe_load("seed: 1\n") == {"seed": 1}
     assert list(tmp_path.iterdir()) == []
 
@@ -113,7 +114,7 @@ def test_errors_are_pyyaml_s(cache):
 def test_a_kept_parse_does_not_import_pyyaml(tmp_path):
     code = ("import sys\nfrom controlplane import yaml_cache\n"
             "print(yaml_cache.safe_load('seed: 5\\nsim: {exact: true}\\n'), 'yaml' in sys.modules)\n")
-    env = {"PATH": "", yaml_cache.CACHE_ENV: str(tmp_path)}
+    env = {"PATH": "", CACHE_ENV: str(tmp_path)}
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
     assert runs == ["{'seed': 5, 'sim': {'exact': True}} True\n", "{'seed': 5, 'sim': {'exact': True}} False\n"]

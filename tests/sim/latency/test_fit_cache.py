@@ -22,13 +22,13 @@ def test_a_cached_fit_predicts_exactly_what_a_fresh_fit_does(tmp_path, monkeypat
     monkeypatch.setenv(fit_cache.CACHE_ENV, str(tmp_path / "cache"))
     cached = fit_cache.disk_cached(load_all_reduce_curve.__wrapped__.__wrapped__)
     first = cached(str(NETWORK), 2, 8192, "linear")  # fits and writes the entry
-    entries = list((tmp_path / "cache").glob("load_all_reduce_curve-*.pkl"))
+    entries = list((tmp_path / "cache" / "latency-fits").glob("load_all_reduce_curve-*.pkl"))
     assert len(entries) == 1
     again = cached(str(NETWORK), 2, 8192, "linear")  # read back
     n = np.arange(1, 5000, 37, dtype=float)
     assert np.array_equal(again(n), first(n)) and np.array_equal(again(n), _fresh(NETWORK, 2, 8192, "linear")(n))
     cached(str(NETWORK), 4, 8192, "linear")  # other arguments: another entry
-    assert len(list((tmp_path / "cache").glob("*.pkl"))) == 2
+    assert len(list((tmp_path / "cache" / "latency-fits").glob("*.pkl"))) == 2
 
 
 def test_a_changed_profile_file_gets_a_new_entry_and_a_broken_entry_is_refitted(tmp_path, monkeypatch):
@@ -37,14 +37,14 @@ def test_a_changed_profile_file_gets_a_new_entry_and_a_broken_entry_is_refitted(
     shutil.copy(NETWORK, copy)
     cached = fit_cache.disk_cached(load_all_reduce_curve.__wrapped__.__wrapped__)
     cached(str(copy), 2, 8192, "linear")
-    (entry,) = (tmp_path / "cache").glob("*.pkl")
+    (entry,) = (tmp_path / "cache" / "latency-fits").glob("*.pkl")
     entry.write_bytes(b"not a pickle")
     n = np.arange(1, 100, dtype=float)
     assert np.array_equal(cached(str(copy), 2, 8192, "linear")(n), _fresh(copy, 2, 8192, "linear")(n))
     with copy.open("a") as f:  # the file changes: its digest, so the key, changes
         f.write("\n")
     cached(str(copy), 2, 8192, "linear")
-    assert len(list((tmp_path / "cache").glob("*.pkl"))) == 2
+    assert len(list((tmp_path / "cache" / "latency-fits").glob("*.pkl"))) == 2
 
 
 def test_a_profile_file_is_hashed_once_and_again_when_it_changes_even_with_its_old_mtime(tmp_path, monkeypatch):
@@ -58,7 +58,7 @@ def test_a_profile_file_is_hashed_once_and_again_when_it_changes_even_with_its_o
     shutil.copy(NETWORK, copy)
     cached = fit_cache.disk_cached(load_all_reduce_curve.__wrapped__.__wrapped__)
     cached(str(copy), 2, 8192, "linear")
-    memo = json.loads((tmp_path / "cache" / fit_cache._DIGESTS).read_text())
+    memo = json.loads((tmp_path / "cache" / "latency-fits" / fit_cache._DIGESTS).read_text())
     assert memo == {fit_cache._stat_key(str(copy), os.stat(copy)): hashlib.sha256(copy.read_bytes()).hexdigest()}
     # Same size, mtime set back: only the ctime (and the content) tell; a new process sees a new key.
     before = os.stat(copy)
@@ -71,8 +71,8 @@ def test_a_profile_file_is_hashed_once_and_again_when_it_changes_even_with_its_o
     fit_cache._file_digest.cache_clear()
     fit_cache._digest_memo.cache_clear()
     cached(str(copy), 2, 8192, "linear")
-    assert len(list((tmp_path / "cache").glob("*.pkl"))) == 2
-    memo = json.loads((tmp_path / "cache" / fit_cache._DIGESTS).read_text())
+    assert len(list((tmp_path / "cache" / "latency-fits").glob("*.pkl"))) == 2
+    memo = json.loads((tmp_path / "cache" / "latency-fits" / fit_cache._DIGESTS).read_text())
     assert list(memo.values()) == [hashlib.sha256(bytes(data)).hexdigest()]  # the stale entry is dropped
 
 
@@ -89,10 +89,10 @@ def test_the_vidur_tables_come_back_from_disk_equal_and_are_keyed_by_their_input
     monkeypatch.setenv(fit_cache.CACHE_ENV, str(tmp_path / "cache"))
     vidur_profile._tables.cache_clear()
     first = VidurProfileModel("meta-llama/Llama-2-70b-hf", "a100", tensor_parallel=2, network="a100_pairwise_nvlink")
-    (entry,) = (tmp_path / "cache").glob("vidur-tables-*.pkl")
+    (entry,) = (tmp_path / "cache" / "latency-fits").glob("vidur-tables-*.pkl")
     vidur_profile._tables.cache_clear()
     again = VidurProfileModel("meta-llama/Llama-2-70b-hf", "a100", tensor_parallel=2, network="a100_pairwise_nvlink")
-    assert list((tmp_path / "cache").glob("vidur-tables-*.pkl")) == [entry]  # read, not written again
+    assert list((tmp_path / "cache" / "latency-fits").glob("vidur-tables-*.pkl")) == [entry]  # read, not written again
     assert [list(r) for r in again._prefill_rows] == [list(r) for r in first._prefill_rows]
     assert again._decode_rows == first._decode_rows and again._lin_list == first._lin_list
     calls = []
