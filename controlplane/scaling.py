@@ -8,6 +8,7 @@ run time.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,13 +17,38 @@ import numpy as np
 
 from controlplane.types import UNLIMITED_KV_BLOCKS, Request, Worker, WorkerState
 
-__all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingContext", "build_scaling_context"]
+__all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingContext", "build_scaling_context",
+           "takes_prefill_context"]
 
 #: One engine iteration's expected duration (s) on one replica of a model, from its batch:
-#: ``(prefill_tokens, decode_seqs, decode_context_tokens)`` (the decodes' mean KV length). The
-#: simulator binds the run's latency model (`ControlLoop.set_iteration_estimator`); a live driver
-#: may bind a calibrated profile. Planners use it to turn SLO targets into replicas.
-IterationEstimate = Callable[[int, int, int], float]
+#: ``(prefill_tokens, decode_seqs, decode_context_tokens[, prefill_context_tokens])`` (the decodes'
+#: mean KV length). The simulator binds the run's latency model (`ControlLoop.set_iteration_estimator`);
+#: a live driver may bind a calibrated profile. Planners use it to turn SLO targets into replicas.
+#: ``prefill_context_tokens`` (optional, default 0: the three-argument numbers exactly) is what the
+#: prefilling request already holds in its KV before this chunk: a chunk of a long prompt attends over
+#: all of it, so only an estimate that takes it can price one chunk of a chunked prefill. An estimate
+#: may take three arguments only; `takes_prefill_context` says which kind is bound.
+IterationEstimate = Callable[..., float]
+
+
+def takes_prefill_context(estimate: IterationEstimate | None) -> bool:
+    """Whether ``estimate`` takes a fourth argument, the prefill chunk's context (`IterationEstimate`):
+    a signature with four or more positional parameters, or ``*args``. False for None, and for a callable
+    whose signature cannot be read."""
+    if estimate is None:
+        return False
+    try:
+        params = inspect.signature(estimate).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = 0
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            return True
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    return positional >= 4
+
 
 #: Latencies a `RecentLatencies` window keeps, per completed request.
 LATENCY_KINDS = ("ttft", "tpot", "e2e", "queue")

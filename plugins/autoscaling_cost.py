@@ -37,8 +37,10 @@ class RequestCosts:
         self._pending: list[tuple[float, float]] = []  # (arrival time, prompt tokens) not yet priced
         self._priced: deque[tuple[float, float, int, float]] = deque()  # (time, prompt, grid key, price)
         self._sum = 0.0
-        self._spread: deque[tuple[float, float]] = deque()  # (time, price) of spread_window_s (at least min_requests)
+        self._spread: deque[tuple[float, float, int]] = deque()  # (time, price, grid key) of spread_window_s (at
+        # least min_requests)
         self._spread_sums = [0.0, 0.0]  # their prices and squared prices
+        self._spread_counts: dict[int, int] = {}  # grid key -> prompts of the spread window at it
         self._prompt_sum = 0.0
         self._grid: dict[int, float] = {}  # grid key -> price
         self._effective: float | None = None  # the cost-equivalent prompt of the current window
@@ -66,9 +68,10 @@ class RequestCosts:
             c = self._price(key, price)
             self._priced.append((t, p, key, c))
             self._sum += c
-            self._spread.append((t, c))
+            self._spread.append((t, c, key))
             self._spread_sums[0] += c
             self._spread_sums[1] += c * c
+            self._spread_counts[key] = self._spread_counts.get(key, 0) + 1
             self._prompt_sum += p
             self._changed = True
         self._pending.clear()
@@ -78,11 +81,15 @@ class RequestCosts:
             self._sum -= c
             self._prompt_sum -= p
             self._changed = True
-        spread, sums = self._spread, self._spread_sums
+        spread, sums, counts = self._spread, self._spread_sums, self._spread_counts
         while len(spread) > self.min_requests and now_s - spread[0][0] > self.spread_window_s:
-            _, c = spread.popleft()
+            _, c, key = spread.popleft()
             sums[0] -= c
             sums[1] -= c * c
+            if counts[key] == 1:
+                del counts[key]
+            else:
+                counts[key] -= 1
 
     def price_moment_ratio(self) -> float | None:
         """``E[price²] / E[price]²`` of the prompts that arrived in the last ``spread_window_s`` (at least the
@@ -95,6 +102,11 @@ class RequestCosts:
         if not n or self._spread_sums[0] <= 0:
             return None
         return max(1.0, (self._spread_sums[1] / n) / (self._spread_sums[0] / n) ** 2)
+
+    def spread_prompts(self) -> list[tuple[float, int]]:
+        """``(prompt tokens, how many)`` of the prompts that arrived in the last ``spread_window_s`` (at least the
+        last ``min_requests``; as of the last update), one row per grid point (1% apart), the longest first."""
+        return [(self._tokens(k), n) for k, n in sorted(self._spread_counts.items(), reverse=True)]
 
     def mean_cost(self, now_s: float, price: Callable[[float], float]) -> float | None:
         """The mean price of the window's prompts (None before any arrived)."""

@@ -145,12 +145,14 @@ class Capacity:
     ttft_s: float  # a new request's expected time to first token at that load, its wait in the queue aside
     limit: str  # what stopped a larger batch: "tpot", "ttft", "kv", "max_num_seqs", "prefill queue"
     wait_s: float = 0.0  # the mean wait in the replica's prefill queue before that (``price_moment_ratio``)
+    miss_share: float = 0.0  # the share of requests missing TPOT beside long prefills at that load (``tpot_miss``)
 
 
 def replica_capacity(
     estimate: Callable[[int, int, int], float], *, prompt_tokens: float, output_tokens: float, tpot_s: float,
     ttft_s: float, max_num_seqs: int, kv_tokens: int | None, chunk_tokens: int,
     prefill_tokens: float | None = None, price_moment_ratio: float | None = None,
+    tpot_miss: Callable[[int, float], float] | None = None, tpot_miss_budget: float = 0.0,
 ) -> Capacity:
     """The largest steady request rate one replica serves with its mean iteration (TPOT) within
     ``tpot_s`` and a new request's prefill plus one iteration within ``ttft_s``.
@@ -176,6 +178,12 @@ def replica_capacity(
     the wait just fits at batch ``n``'s iteration and prefill, ``2B / (S (ratio S + 2B))`` with ``B`` the
     TTFT room left (at least the rate at ``n - 1``): the load is continuous, the batch is not, and a step of
     one request in a batch of 3-6 is a 20-30% step in the rate. None: no queue (the rule before).
+
+    ``tpot_miss(n, iteration_s)`` (`LongPrefillTPOT.miss_share`) is the share of requests that miss the TPOT
+    target decoding beside a long prefill's chunks at ``n`` in flight; it must stay within ``tpot_miss_budget``
+    ("long prefills" stops the search). Where it stops it at ``n``, the rate is interpolated between ``n - 1``'s
+    and ``n``'s at the share that meets the budget (the share grows about linearly with the rate). None: no
+    such term (the rule before).
     """
     prompt, output = max(1.0, prompt_tokens), max(1.0, output_tokens)
     work = prompt if prefill_tokens is None else max(1.0, prefill_tokens)
@@ -202,15 +210,23 @@ def replica_capacity(
             limit = "ttft"
         elif limit is None and kv_tokens is not None and n * (prompt + output) > kv_tokens:
             limit = "kv"
+        miss = tpot_miss(n, t) if tpot_miss is not None and limit is None else 0.0
+        if miss > tpot_miss_budget:
+            limit = "long prefills"
         if limit is not None:
             rate = best.rate_per_s
+            if limit == "long prefills":  # between n - 1 and n, where the share meets the budget
+                here = n / (ttft + output * t)
+                rate += (here - rate) * (tpot_miss_budget - best.miss_share) / (miss - best.miss_share)
+                return Capacity(rate, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s,
+                                tpot_miss_budget) if best.concurrency else Capacity(rate, 0, t, ttft, limit, wait, miss)
             if limit == "ttft" and wait and ttft <= ttft_s:  # the queue binds between n - 1 and n in flight: the
                 # rate at which its wait just fits, at batch n's iteration and prefill (continuous in the load)
                 room = ttft_s - ttft
                 rate = max(rate, 2 * room / (prefill_s * (price_moment_ratio * prefill_s + 2 * room)))
-            return Capacity(rate, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s) \
-                if best.concurrency else Capacity(0.0, 0, t, ttft, limit, wait)
-        best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs", wait)
+            return Capacity(rate, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s,
+                            best.miss_share) if best.concurrency else Capacity(0.0, 0, t, ttft, limit, wait)
+        best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs", wait, miss)
         n = n + 1 if n < 16 else n + max(1, n // 8)  # finer where it matters, coarse past 16
     return best
 

@@ -15,6 +15,7 @@ replicas carried more within the SLO and lowers it when the window missed the SL
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from typing import Literal
@@ -24,8 +25,10 @@ from pydantic import Field, model_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestArrived, RequestFinished
+from controlplane.scaling import takes_prefill_context
 from controlplane.types import RequestStatus
 
+from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
 from .autoscaling_hold import RecurrenceHold, SteadyWant
@@ -35,7 +38,7 @@ def _prices_arrivals(s) -> bool:
     """Whether the planner prices arriving requests: some charge of its capacity uses request costs, or the
     prefill queue (`prefill_queue`) their spread."""
     return (s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape")
-            or s.prefill_queue != "off")
+            or s.prefill_queue != "off" or s.long_prefill_miss_budget is not None)
 
 
 class _ModelState:
@@ -55,6 +58,9 @@ class _ModelState:
                                   spread_window_s=s.prefill_queue_window_s) if _prices_arrivals(s) else None
         self.capacity: Capacity | None = None
         self.capacity_key: tuple | None = None
+        self.long_prefills: LongPrefillTPOT | None = None  # long_prefill_miss_budget's chunk prices, per shape
+        self.long_prefills_key: tuple | None = None
+        self.chunk_context: tuple | None = None  # (the estimate asked, whether it takes a prefill context)
         self.learned_rate: float = s.initial_capacity_rps
         self.idle_since: float | None = None
         self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
@@ -153,6 +159,10 @@ class SLOPlanner(Plugin):
         # rate now, the recent peak and the burst rate ("forecast"), or ("window") for the steady_buckets' mean
         # rate plus forecast_quantile's z standard errors of it: the arrivals are Poisson there, and the prefill
         # queue's wait (prefill_queue) already prices their randomness
+        long_prefill_miss_budget: float | None = Field(None, ge=0, lt=1)  # a replica's capacity also keeps the
+        # share of requests that miss TPOT decoding beside long prefills' chunks (each chunk priced at its context,
+        # from the prompts of prefill_queue_window_s) within this (None: off; needs an iteration estimate that takes
+        # the prefill context, see controlplane.scaling.IterationEstimate)
         initial_capacity_rps: float = Field(1.0, gt=0)  # without an iteration estimate: start here, then learn
         min_replicas: int = Field(1, ge=0)
         max_replicas: int = Field(64, ge=1)
@@ -228,7 +238,8 @@ class SLOPlanner(Plugin):
         return self.settings.default_prompt_tokens, self.settings.default_output_tokens
 
     def _capacity(self, ctx, st: _ModelState, scaling, prompt: float, output: float,
-                  work: float | None = None, spread: float | None = None) -> Capacity | None:
+                  work: float | None = None, spread: float | None = None,
+                  long_prompts: list[tuple[float, int]] | None = None) -> Capacity | None:
         """Requests per second one replica sustains within the targets (None: no iteration estimate)."""
         if scaling.iteration_s is None:
             return None
@@ -239,14 +250,36 @@ class SLOPlanner(Plugin):
         kv = next((w.num_kv_blocks * w.kv_block_size for w in scaling.workers if w.has_kv_budget), None)
         key = (round(math.log(prompt) * 20), round(math.log(output) * 20), kv,  # ~5% shape steps
                None if work is None else round(math.log(max(1.0, work)) * 20),
-               None if spread is None else round(math.log(spread) * 20))
+               None if spread is None else round(math.log(spread) * 20),
+               None if long_prompts is None else tuple(long_prompts))
         if st.capacity_key != key:
+            tpot_miss = None
+            if long_prompts is not None:  # the chunk prices of this shape (its decodes' context and output)
+                shape = (key[0], key[1], chunk)
+                if st.long_prefills_key != shape:
+                    st.long_prefills = LongPrefillTPOT(scaling.iteration_s, chunk_tokens=chunk,
+                                                       decode_context=int(prompt + output / 2), output=output,
+                                                       tpot_s=tpot)
+                    st.long_prefills_key = shape
+                lp = st.long_prefills
+                tpot_miss = functools.partial(lp.miss_share, prompts=long_prompts)
             st.capacity = replica_capacity(
                 scaling.iteration_s, prompt_tokens=prompt, output_tokens=output, tpot_s=tpot * s.tpot_headroom,
                 ttft_s=ttft * s.ttft_headroom, max_num_seqs=d.max_num_seqs, kv_tokens=kv, chunk_tokens=chunk,
-                prefill_tokens=work, price_moment_ratio=spread)
+                prefill_tokens=work, price_moment_ratio=spread, tpot_miss=tpot_miss,
+                tpot_miss_budget=s.long_prefill_miss_budget or 0.0)
             st.capacity_key = key
         return st.capacity
+
+    @staticmethod
+    def _chunk_context(st: _ModelState, scaling) -> bool:
+        """Whether the bound iteration estimate prices a chunk's prefill context (asked once per estimate)."""
+        est = scaling.iteration_s
+        if est is None:
+            return False
+        if st.chunk_context is None or st.chunk_context[0] is not est:
+            st.chunk_context = (est, takes_prefill_context(est))
+        return st.chunk_context[1]
 
     def _prefill_chunk(self, ctx, d) -> int:
         """Prefill tokens per iteration: the setting, else the run's Sarathi chunk (`continuous-batching`
@@ -309,7 +342,7 @@ class SLOPlanner(Plugin):
         st.tick_work = 0.0
         prompt, output = self._shape(st, scaling)
         unit = prompt if tokens else 1.0  # the forecast's and burst curve's work per request of the mean shape
-        estimate_error = work = spread = None
+        estimate_error = work = spread = long_prompts = None
         cv = st.forecaster.excess_cv(s.steady_buckets) if s.steady_cv is not None else None
         poisson = cv is not None and cv <= s.steady_cv  # the arrivals vary as Poisson's (the steady rule's test)
         charge = s.capacity_from  # a steady load may be charged its own way (steady_capacity_from)
@@ -326,7 +359,11 @@ class SLOPlanner(Plugin):
                 price = scaling.iteration_s
                 if st.costs.mean_cost(now, lambda p: price(int(round(p)), 0, 0)) is not None:
                     spread = st.costs.price_moment_ratio()
-            capacity = self._capacity(ctx, st, scaling, prompt, output, work, spread)
+            if s.long_prefill_miss_budget is not None and st.costs is not None and self._chunk_context(st, scaling):
+                price = scaling.iteration_s
+                if st.costs.mean_cost(now, lambda p: price(int(round(p)), 0, 0)) is not None:
+                    long_prompts = st.costs.spread_prompts()
+            capacity = self._capacity(ctx, st, scaling, prompt, output, work, spread, long_prompts)
         except Exception as exc:  # noqa: BLE001 - a latency model that cannot answer: learn instead
             capacity, estimate_error = None, f"{type(exc).__name__}: {exc}"
             st.capacity_key = None
@@ -430,6 +467,8 @@ class SLOPlanner(Plugin):
             signals["price_moment_ratio"] = round(spread, 3)
         if capacity is not None and capacity.wait_s:
             signals["prefill_wait_s"] = round(capacity.wait_s, 3)
+        if capacity is not None and long_prompts is not None:
+            signals["long_prefill_miss_share"] = round(capacity.miss_share, 5)
         if window_rate is not None:
             signals["steady_mean_per_s"] = round(window_mean, 4)
             signals["steady_rate_per_s"] = round(window_rate, 4)
@@ -453,6 +492,10 @@ class SLOPlanner(Plugin):
         if capacity is not None and spread is not None:
             how += (f"; prefill queue: prices' E[S²]/E[S]² {spread:.1f}, mean wait {capacity.wait_s:.1f}s"
                     if capacity.concurrency else f"; prefill queue: prices' E[S²]/E[S]² {spread:.1f}")
+        if capacity is not None and long_prompts is not None:
+            how += f"; TPOT misses beside long prefills {capacity.miss_share:.2%} (budget {s.long_prefill_miss_budget:.2%})"
+        elif s.long_prefill_miss_budget is not None and capacity is not None:
+            how += "; long prefills not priced: the iteration estimate takes no prefill context"
         steady_plan = "" if window_rate is None else (
             f"steady: {s.steady_buckets} buckets' mean {window_mean:.2f} + its error {window_rate - window_mean:.2f}; ")
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s ({steady_plan}forecast {point:.2f}, upper {upper:.2f} over "

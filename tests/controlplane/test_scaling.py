@@ -171,3 +171,21 @@ def test_each_models_queue_gauge_and_configured_replicas_are_its_own_at_every_ti
     assert all(g == s.num_queued for g, s in zip(watch.queue_gauges, watch.seen))
     assert any(s.num_queued > 0 for s in watch.seen if s.model == "a")
     assert {(s.model, s.configured_replicas) for s in watch.seen} == {("a", 1), ("b", 2)}
+
+
+def test_an_iteration_estimate_says_whether_it_takes_a_prefill_context():
+    import functools
+
+    from controlplane.scaling import takes_prefill_context
+
+    def three(prefill_tokens, decode_seqs, decode_context_tokens):
+        return 0.01
+
+    def four(model, prefill_tokens, decode_seqs, decode_context_tokens, prefill_context_tokens=0):
+        return 0.01
+
+    assert not takes_prefill_context(None) and not takes_prefill_context(three)
+    assert takes_prefill_context(functools.partial(four, "m"))  # bound to a model, as the core binds it
+    assert not takes_prefill_context(functools.partial(three, 1))
+    assert takes_prefill_context(lambda *args: 0.01)
+    assert not takes_prefill_context(max)  # a builtin whose signature cannot be read: no error, and no
