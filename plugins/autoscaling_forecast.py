@@ -219,7 +219,8 @@ def replica_capacity(
                 here = n / (ttft + output * t)
                 rate += (here - rate) * (tpot_miss_budget - best.miss_share) / (miss - best.miss_share)
                 return Capacity(rate, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s,
-                                tpot_miss_budget) if best.concurrency else Capacity(rate, 0, t, ttft, limit, wait, miss)
+                                tpot_miss_budget) if best.concurrency else Capacity(rate, 0, t, ttft, limit, wait,
+                                                                                    tpot_miss_budget)
             if limit == "ttft" and wait and ttft <= ttft_s:  # the queue binds between n - 1 and n in flight: the
                 # rate at which its wait just fits, at batch n's iteration and prefill (continuous in the load)
                 room = ttft_s - ttft
