@@ -20,6 +20,7 @@ import math
 from collections import deque
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
@@ -61,6 +62,7 @@ class _ModelState:
         self.long_prefills: LongPrefillTPOT | None = None  # long_prefill_miss_budget's chunk prices, per shape
         self.long_prefills_key: tuple | None = None
         self.chunk_context: tuple | None = None  # (the estimate asked, whether it takes a prefill context)
+        self.outputs: deque[int] = deque(maxlen=256)  # the last finished requests' outputs (long_prefill_miss_budget)
         self.learned_rate: float = s.initial_capacity_rps
         self.idle_since: float | None = None
         self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
@@ -215,6 +217,8 @@ class SLOPlanner(Plugin):
         st.prompt = r.prompt_tokens if st.prompt is None else (1 - w) * st.prompt + w * r.prompt_tokens
         out = max(1, r.output_tokens)
         st.output = out if st.output is None else (1 - w) * st.output + w * out
+        if self.settings.long_prefill_miss_budget is not None:
+            st.outputs.append(out)
         if self.settings.shape_window_s is not None:  # the windowed ratio estimate replaces the EWMA
             t, fin, sums = event.time_s, st.finished, st.finished_sums
             fin.append((t, r.prompt_tokens, out))
@@ -239,7 +243,8 @@ class SLOPlanner(Plugin):
 
     def _capacity(self, ctx, st: _ModelState, scaling, prompt: float, output: float,
                   work: float | None = None, spread: float | None = None,
-                  long_prompts: list[tuple[float, int]] | None = None) -> Capacity | None:
+                  long_prompts: list[tuple[float, int]] | None = None,
+                  outputs: tuple[int, ...] | None = None) -> Capacity | None:
         """Requests per second one replica sustains within the targets (None: no iteration estimate)."""
         if scaling.iteration_s is None:
             return None
@@ -251,17 +256,17 @@ class SLOPlanner(Plugin):
         key = (round(math.log(prompt) * 20), round(math.log(output) * 20), kv,  # ~5% shape steps
                None if work is None else round(math.log(max(1.0, work)) * 20),
                None if spread is None else round(math.log(spread) * 20),
-               None if long_prompts is None else tuple(long_prompts))
+               None if long_prompts is None else tuple(long_prompts), outputs)
         if st.capacity_key != key:
             tpot_miss = None
             if long_prompts is not None:  # the chunk prices of this shape (its decodes' context and output)
                 shape = (key[0], key[1], chunk)
                 if st.long_prefills_key != shape:
                     st.long_prefills = LongPrefillTPOT(scaling.iteration_s, chunk_tokens=chunk,
-                                                       decode_context=int(prompt + output / 2), output=output,
-                                                       tpot_s=tpot)
+                                                       decode_context=int(prompt + output / 2), tpot_s=tpot)
                     st.long_prefills_key = shape
                 lp = st.long_prefills
+                lp.set_outputs(outputs)
                 tpot_miss = functools.partial(lp.miss_share, prompts=long_prompts)
             st.capacity = replica_capacity(
                 scaling.iteration_s, prompt_tokens=prompt, output_tokens=output, tpot_s=tpot * s.tpot_headroom,
@@ -270,6 +275,15 @@ class SLOPlanner(Plugin):
                 tpot_miss_budget=s.long_prefill_miss_budget or 0.0)
             st.capacity_key = key
         return st.capacity
+
+    @staticmethod
+    def _output_quantiles(st: _ModelState, output: float, bins: int = 16) -> tuple[int, ...]:
+        """The recent outputs as ``bins`` equally likely values (the midpoints of equal-probability bins of the
+        last 256 finished, on a ~5% grid); the mean shape's output until ``bins`` finished."""
+        if len(st.outputs) < bins:
+            return (max(1, round(output)),)
+        q = np.quantile(np.asarray(st.outputs, dtype=float), (np.arange(bins) + 0.5) / bins)
+        return tuple(max(1, round(math.exp(round(math.log(max(1.0, v)) * 20) / 20))) for v in q)
 
     @staticmethod
     def _chunk_context(st: _ModelState, scaling) -> bool:
@@ -342,7 +356,7 @@ class SLOPlanner(Plugin):
         st.tick_work = 0.0
         prompt, output = self._shape(st, scaling)
         unit = prompt if tokens else 1.0  # the forecast's and burst curve's work per request of the mean shape
-        estimate_error = work = spread = long_prompts = None
+        estimate_error = work = spread = long_prompts = outputs = None
         cv = st.forecaster.excess_cv(s.steady_buckets) if s.steady_cv is not None else None
         poisson = cv is not None and cv <= s.steady_cv  # the arrivals vary as Poisson's (the steady rule's test)
         charge = s.capacity_from  # a steady load may be charged its own way (steady_capacity_from)
@@ -363,7 +377,8 @@ class SLOPlanner(Plugin):
                 price = scaling.iteration_s
                 if st.costs.mean_cost(now, lambda p: price(int(round(p)), 0, 0)) is not None:
                     long_prompts = st.costs.spread_prompts()
-            capacity = self._capacity(ctx, st, scaling, prompt, output, work, spread, long_prompts)
+                    outputs = self._output_quantiles(st, output)
+            capacity = self._capacity(ctx, st, scaling, prompt, output, work, spread, long_prompts, outputs)
         except Exception as exc:  # noqa: BLE001 - a latency model that cannot answer: learn instead
             capacity, estimate_error = None, f"{type(exc).__name__}: {exc}"
             st.capacity_key = None

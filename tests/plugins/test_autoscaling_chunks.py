@@ -23,23 +23,29 @@ def _three(prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
 
 
 def test_a_decode_misses_only_beside_chunks_dearer_than_the_target():
-    lp = LongPrefillTPOT(_chunked, chunk_tokens=512, decode_context=2000, output=100, tpot_s=0.1)
-    # chunk j of a 512-token chunked prefill beside 4 decodes: 0.02 + 0.01024 + 0.004 + 0.00008 + 1e-3 j
+    lp = LongPrefillTPOT(_chunked, chunk_tokens=512, decode_context=2000, tpot_s=0.1, outputs=(100,))
+    # chunk j of a 512-token chunked prefill beside 4 decodes: 0.02 + 0.01024 + 0.004 + 0.00008 + 0.001024 j
     costs = lp.chunk_costs(4, 100)
     assert costs[0] == pytest.approx(_chunked(512, 4, 2000, 0)) and costs[99] == pytest.approx(_chunked(512, 4, 2000,
                                                                                                        99 * 512))
     assert lp.victims(20 * 512, 4, 0.03) == 0  # its dearest chunk (0.054 s) is within the target: nobody misses
-    # 100 chunks: the dearest costs 0.133 s, but a decode of 100 iterations spans at best all 100 (mean 0.084 s)
+    # 100 chunks: the dearest costs 0.136 s, but a decode of 100 iterations left sees at best all 100 (mean 0.085 s)
     assert lp.victims(100 * 512, 4, 0.03) == 0
-    few, many = lp.victims(150 * 512, 4, 0.03), lp.victims(200 * 512, 4, 0.03)
-    assert 0 < few < many  # a longer prompt: more of its chunks are dear, more start offsets miss
-    # by hand: a decode of 100 iterations starting at offset o misses when its chunks add more than 0.07 x 100
+    lp.set_outputs((150,))
+    few, many = lp.victims(150 * 512, 4, 0.03), lp.victims(250 * 512, 4, 0.03)
+    assert lp.victims(120 * 512, 4, 0.03) == 0 < few <= many < 1  # a longer prompt: more of its chunks are dear
+    # by hand: a decode of 150 with r iterations left misses when the chunks in them add more than 0.07 x 150
     excess = [c - 0.03 for c in lp.chunk_costs(4, 150)]
-    hand = sum(1 for o in range(-99, 150) if sum(excess[max(0, o):max(0, min(150, o + 100))]) > 0.07 * 100 + 1e-12)
-    assert few == hand
-    # the share of requests: batch / output decodes start per iteration, each long prefill makes `victims` miss
+    hand = sum(1 for r in range(1, 151) if sum(excess[:min(r, 150)]) > 0.07 * 150 + 1e-12)
+    assert few == pytest.approx(hand / 150)
+    # outputs of 150 and 15: a decode in flight is one of 150 ten times as often (its life is ten times longer),
+    # and one of 15 sees at most 15 chunks: it never misses here
+    lp.set_outputs((150, 15))
+    assert lp.victims(150 * 512, 4, 0.03) == pytest.approx(hand / 165)
+    lp.set_outputs((150,))
+    # the share of requests: each long prefill makes `victims` of the batch in flight beside it miss
     share = lp.miss_share(4, 0.03, [(150 * 512, 1), (1000, 99)])
-    assert share == pytest.approx(4 / 100 * few / 100)
+    assert share == pytest.approx(4 * few / 100)
     assert lp.miss_share(8, 0.03, [(150 * 512, 1), (1000, 99)]) > 1.9 * share  # twice the batch: twice and more
 
 
@@ -47,8 +53,8 @@ def test_the_budget_lowers_a_replicas_capacity_continuously():
     kw = dict(prompt_tokens=2000, output_tokens=100, tpot_s=0.08, ttft_s=10.0, max_num_seqs=64, kv_tokens=None,
               chunk_tokens=512)
     plain = replica_capacity(_chunked, **kw)
-    lp = LongPrefillTPOT(_chunked, chunk_tokens=512, decode_context=2050, output=100, tpot_s=0.1)
-    prompts = [(150 * 512, 1), (2000, 299)]
+    lp = LongPrefillTPOT(_chunked, chunk_tokens=512, decode_context=2050, tpot_s=0.1, outputs=(300,))
+    prompts = [(250 * 512, 1), (2000, 299)]
     assert replica_capacity(_chunked, tpot_miss=lambda n, t: 0.0, tpot_miss_budget=0.01, **kw) == plain
     capped = replica_capacity(_chunked, tpot_miss=lambda n, t: lp.miss_share(n, t, prompts), tpot_miss_budget=0.01,
                               **kw)
