@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 HELP = ("Simulation-backed control plane for LLM serving clusters: replay traces through pluggable "
         "policies, compare runs, serve live.")
@@ -61,6 +62,8 @@ def build_app(names: Iterable[str] | None = None, *, subcommand: str | None = No
     ``subcommand="replay"`` the ``sim`` group holds only ``replay``: typer makes every registered
     command's click parameters when the app runs, and the sweep's and search's are ~0.02 G
     instructions of each replay's start."""
+    import typer  # (imported here: `main` forks a replay's writer process before it)
+
     app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
     # A group even with one command registered (typer would make a lone command the whole app).
     app.callback()(_group_callback)

@@ -96,6 +96,24 @@ def test_a_replay_imports_none_of_the_other_commands():
                 or m.startswith("controlplane.live")], loaded
 
 
+def test_the_writer_process_is_forked_before_typer_pydantic_and_pluggy_are_imported():
+    # `main` forks a replay's writer first: what is imported before it, the child would wait for.
+    code = ("import sys\n"
+            "import controlplane.cli\n"
+            "print(sorted(m for m in ('typer', 'click', 'pydantic', 'pluggy') if m in sys.modules))\n"
+            "import controlplane\n"
+            "print(sorted(set(controlplane.__all__) - set(dir(controlplane))))\n"
+            "from controlplane import Plugin, PluginSettings, hookimpl\n"  # still the package's names
+            "from controlplane import hookspecs, plugin\n"
+            "print(Plugin is plugin.Plugin, PluginSettings is plugin.PluginSettings, hookimpl is hookspecs.hookimpl)\n"
+            "try:\n"
+            "    controlplane.nothing_here\n"
+            "except AttributeError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "[]", "True True True", "module 'controlplane' has no attribute 'nothing_here'"]
+
+
 def test_sim_replay_builds_the_sim_group_with_replay_alone():
     import typer
 
