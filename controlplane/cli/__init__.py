@@ -101,11 +101,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _gc_paused() -> Any:
+def _app_built(collecting: bool) -> None:
+    """The command's app is built and what the process imported so far stays: freeze it
+    (``gc.freeze``: no later collection walks it), then let the collector run again if it did."""
+    import gc
+
+    from controlplane import gc_freeze
     from controlplane.cli import common
 
-    common.freeze_after_pause = True  # this process is the command: what it imported stays
-    return common.gc_paused()
+    common.freeze_after_pause = True  # this process is the command: what it imports later stays too
+    if collecting:
+        gc_freeze.freeze()
+        gc.enable()
 
 
 def main() -> None:
@@ -113,6 +120,12 @@ def main() -> None:
     ends as soon as its output is flushed and the exit handlers ran (``os._exit``: the
     interpreter's teardown of a few hundred modules is a tenth of a second or more that
     nothing needs; files and the database were closed by the command)."""
+    import gc
+
+    # Paused until the command's app is built (`_app_built`): the CLI's imports, the writer's
+    # fork and typer's make only long-lived objects, and every collection there walks them.
+    collecting = gc.isenabled()
+    gc.disable()
     import atexit
     import os
     import threading
@@ -135,8 +148,10 @@ def main() -> None:
 
             early.start_for_command()
     try:
-        with _gc_paused():  # the command's modules: only long-lived objects
+        try:
             app = build_app([name], subcommand=subcommand) if name is not None else __getattr__("app")
+        finally:
+            _app_built(collecting)
         app()
         code: Any = 0
     except SystemExit as exc:

@@ -114,6 +114,22 @@ def test_the_writer_process_is_forked_before_typer_pydantic_and_pluggy_are_impor
     assert out.splitlines() == ["[]", "[]", "True True True", "module 'controlplane' has no attribute 'nothing_here'"]
 
 
+def test_the_collector_is_paused_from_main_until_the_app_is_built():
+    # The CLI's imports, the writer's fork and typer's app make only long-lived objects: no
+    # collection walks them; they are frozen once the app is built, and the command collects.
+    code = ("import gc, sys\n"
+            "import controlplane.cli as cli\n"
+            "from controlplane import gc_freeze\n"
+            "def build_app(*args, **kwargs):\n"
+            "    print('building, collecting:', gc.isenabled(), 'frozen:', gc_freeze.any_frozen())\n"
+            "    return lambda: print('running, collecting:', gc.isenabled(), 'frozen:', gc_freeze.any_frozen())\n"
+            "cli.build_app = build_app\n"
+            "sys.argv = ['controlplane', 'plugins', 'list']\n"
+            "cli.main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["building, collecting: False frozen: False", "running, collecting: True frozen: True"]
+
+
 def test_sim_replay_builds_the_sim_group_with_replay_alone():
     import typer
 
