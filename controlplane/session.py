@@ -75,7 +75,8 @@ class RunSession:
         run_id = None
         extra = list(extra_plugins)
         if record:
-            from controlplane.storage.early import EarlyWriter, FrontRecorder, early_writer_usable, reachable_from_child
+            from controlplane.storage.early import (EarlyWriter, FrontRecorder, early_writer_usable, reachable_from_child,
+                                                    recorder_settings)
 
             storage = config.storage
             if mode == "sim" and (early_writer_usable(storage.url)
@@ -88,8 +89,7 @@ class RunSession:
                 writer.discard()
                 writer = None
             if writer is not None:
-                self.recorder = FrontRecorder(writer, storage.url, batch_size=storage.batch_size,
-                                              max_pending_rows=storage.max_pending_rows)
+                self.recorder = FrontRecorder(writer, storage.url, **recorder_settings(storage))
             else:
                 self.recorder = self._inline_recorder(config, mode)
             extra.insert(0, SqlRecorder(self.recorder,

@@ -143,17 +143,29 @@ def _early_writer() -> Any:
     return writer
 
 
+def _configure_writer(writer: Any, cfg: Any) -> None:
+    """Send the writer process its database as soon as the config names it: it makes the engine
+    and the recorder while this process imports the simulator, and the run's start waits only
+    for the schema check and the run row (``EarlyWriter.configure``; the run's recorder sends the
+    same settings, so nothing again). Nothing for a database it cannot reach (the run discards it)."""
+    from controlplane.storage import early
+
+    storage = cfg.storage
+    if writer is not None and early.reachable_from_child(storage.url):
+        try:
+            writer.configure(storage.url, **early.recorder_settings(storage))
+        except OSError:
+            pass  # the child is gone: the run's recorder finds that and says so
+
+
 def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optional[str], seed: Optional[int],
             config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
             window_end: Optional[float], speed_up: Optional[float], repeat: Optional[int],
             rate_scale: Optional[float],
             limit: Optional[int], qps: Optional[float], arrival: Optional[str], exact: bool, until: Optional[float],
             slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
-    with common.gc_paused():  # the simulator's imports: only long-lived objects
+    with common.gc_paused():  # the config's imports: only long-lived objects
         from controlplane.config import load_config
-        from sim.replay import TraceTransforms
-        from sim.replay import replay as run_replay
-        from sim.traces import bundled_trace_path
 
     with user_errors():
         if config is None and trace is None:  # the first replay: a realistic cluster that scales to its SLO
@@ -164,6 +176,11 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                 common.err.print(f"[dim]no --config and no trace: using the bundled run config {config} "
                                  "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
+        _configure_writer(writer, cfg)
+        with common.gc_paused():  # the simulator's imports, while the writer makes its engine
+            from sim.replay import TraceTransforms
+            from sim.replay import replay as run_replay
+            from sim.traces import bundled_trace_path
         path = trace if trace is not None else bundled_trace_path()
         if format is None and trace is None:
             format = "azure"

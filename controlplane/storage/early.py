@@ -10,9 +10,9 @@ replaying process never imports SQLAlchemy: :class:`FrontRecorder` checks and pa
 (:mod:`controlplane.storage.writer_process`), which writes it while the run goes on.
 
 Messages on the pipe (:mod:`controlplane.storage.pipe`): ``CONFIG`` (the database URL and
-the recorder's settings: the child opens the engine, brings the schema to head and makes a
+the recorder's settings, :meth:`EarlyWriter.configure`: the child makes the engine and a
 :class:`~controlplane.storage.recorder.RunRecorder`), ``START`` (the run row's values: the
-child inserts it and replies with its id, or with the error that stopped the engine, the
+child brings the schema to head, inserts the row and replies with its id, or with the error that stopped the engine, the
 schema or the insert, which :meth:`FrontRecorder.start_run` raises as the inline recorder
 would have: a bad URL is the same ``ValueError``, a database that cannot be reached a
 ``StorageError`` naming it), then rows, flushes and the close, written by the recorder's own
@@ -40,7 +40,7 @@ from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_ro
 from controlplane.storage.rows import SPECS, derive_latencies
 
 __all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "another_cpu_free", "early_writer_usable", "portable_error",
-           "reachable_from_child", "start_for_command", "take_started", "writer_process_possible"]
+           "reachable_from_child", "recorder_settings", "start_for_command", "take_started", "writer_process_possible"]
 
 
 
@@ -124,6 +124,12 @@ def early_writer_usable(url: str) -> bool:
 def reachable_from_child(url: str) -> bool:
     """Whether a forked writer process writes the same database as this one (not in-memory SQLite)."""
     return not _sqlite_in_memory_or_unclear(url)
+
+
+def recorder_settings(storage: Any) -> dict[str, Any]:
+    """A run's recorder settings from its config's ``storage`` section, as a
+    :class:`FrontRecorder` and :meth:`EarlyWriter.configure` take them (besides the URL)."""
+    return {"batch_size": storage.batch_size, "max_pending_rows": storage.max_pending_rows}
 
 
 _pending: EarlyWriter | None = None  # forked by start_for_command, not yet taken by the run
@@ -212,6 +218,22 @@ class EarlyWriter:
         os.close(from_child_w)
         self.pid: int | None = pid
         self.to_child, self.from_child = to_child_w, from_child_r
+        self.config: tuple[str, dict[str, Any], dict[str, Any]] | None = None  # what `configure` sent
+
+    def configure(self, url: str, *, batch_size: int = 5000, engine_kwargs: dict[str, Any] | None = None,
+                  **recorder_kwargs: Any) -> None:
+        """Send the child its database and its recorder's settings (``CONFIG``): it makes the
+        engine and the recorder while this process goes on (the schema check and the run row
+        wait for the run's start). Once only: a :class:`FrontRecorder` made with the same
+        settings later sends nothing; other settings are an error. ``OSError`` if the child is gone."""
+        config = (url, dict(engine_kwargs or {}), {"batch_size": batch_size, **recorder_kwargs})
+        if self.config is not None:
+            if self.config != config:
+                raise StorageError(f"the writer process was configured for {_masked(self.config[0])} "
+                                   f"with {self.config[2]}, not for {_masked(url)} with {config[2]}")
+            return
+        send(self.to_child, (CONFIG, True, [], config), b"")
+        self.config = config
 
     def discard(self) -> None:
         """End the child (it exits when its pipe closes) and reap it; idempotent."""
@@ -249,7 +271,11 @@ class FrontRecorder:
         self._buffers: dict[str, list[tuple]] = {name: [] for name in SPECS}
         self._run_updates: list[dict[str, Any]] = []
         self._closed = False
-        self._send(CONFIG, (url, engine_kwargs or {}, {"batch_size": batch_size, **recorder_kwargs}))
+        try:
+            writer.configure(url, batch_size=batch_size, engine_kwargs=engine_kwargs, **recorder_kwargs)
+        except OSError as exc:  # the child is gone
+            self._gone()
+            raise StorageError(f"the writer process of {self.url} exited early ({exc})") from exc
 
     # -- runs ---------------------------------------------------------------
 

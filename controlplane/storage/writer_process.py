@@ -100,7 +100,8 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
 
 def serve_fresh(rfd: int, wfd: int) -> None:
     """The loop of a writer started before the run (:class:`controlplane.storage.early.EarlyWriter`):
-    on ``CONFIG``, open the database (engine, schema at head) and a recorder; on ``START``,
+    on ``CONFIG``, make the engine and a recorder (``controlplane sim replay`` sends it as soon as
+    its config is read, before the simulator's imports); on ``START``, bring the schema to head,
     start the run and reply with its id, or with the error that stopped it (then exit); then
     :func:`serve`. A parent that closes the pipe first ends it quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes us
@@ -114,7 +115,6 @@ def serve_fresh(rfd: int, wfd: int) -> None:
     error: BaseException | None = None
     try:
         engine = make_engine(url, **engine_kwargs)
-        ensure_schema(engine)
         recorder = RunRecorder(engine, **settings)
     except Exception as exc:  # noqa: BLE001 - the parent raises it at start_run
         error = exc
@@ -126,6 +126,9 @@ def serve_fresh(rfd: int, wfd: int) -> None:
         raise StorageError(f"writer process: expected the run's start, got message {kind}")
     if recorder is not None:
         try:
+            # The database is touched only now: a command that fails before its run starts (a
+            # missing trace) leaves none behind, though the configuration came early.
+            ensure_schema(recorder.engine)
             recorder.start_run(**run)
         except Exception as exc:  # noqa: BLE001
             error = exc

@@ -62,6 +62,19 @@ def test_the_same_command_twice_stores_the_same_summary_and_request_rows(tmp_pat
     assert rows[0].count("\n") == 301 and rows[0] == rows[1]
 
 
+def test_a_replay_that_fails_before_its_run_starts_leaves_no_database(tmp_path):
+    # The writer process gets its database as soon as the config is read, but touches it only
+    # when the run starts: a trace that cannot be read leaves nothing behind.
+    (tmp_path / "t.csv").write_text("a,b,c\n1,2,3\n")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(CONFIG))
+    db = tmp_path / "runs.db"
+    proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "replay", "t.csv", "--config", "run.yaml",
+                           "--db", f"sqlite:///{db}", "--json", "--no-progress"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "CONTROLPLANE_WRITER_PROCESS": "1"})
+    assert proc.returncode == 2 and "cannot detect format" in proc.stderr
+    assert not db.exists()
+
+
 def test_timings_stamp_the_phases_in_order_and_only_when_asked(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(CONFIG))

@@ -117,6 +117,34 @@ def test_buffers_go_to_the_writer_at_handoff_rows_with_the_same_rows(tmp_path: P
     inline_engine.dispose()
 
 
+def test_a_writer_configured_early_touches_the_database_only_when_the_run_starts(tmp_path: Path) -> None:
+    """``configure`` sends the database now (the child makes its engine while the caller imports);
+    the schema and the run row wait for the start, and a recorder with the same settings sends
+    nothing again. Other settings are an error; a run that never starts leaves no database."""
+    path = tmp_path / "runs.db"
+    url = f"sqlite:///{path}"
+    writer = EarlyWriter()
+    writer.configure(url, batch_size=40, max_pending_rows=1000)
+    writer.configure(url, batch_size=40, max_pending_rows=1000)  # the same: nothing sent
+    with pytest.raises(StorageError, match="configured for"):
+        writer.configure(url, batch_size=41, max_pending_rows=1000)
+    with pytest.raises(StorageError, match="configured for"):
+        FrontRecorder(writer, f"sqlite:///{tmp_path / 'other.db'}", batch_size=40, max_pending_rows=1000)
+    rec = FrontRecorder(writer, url, batch_size=40, max_pending_rows=1000)
+    assert not path.exists()  # no schema yet: only the engine and the recorder
+    run_id = _record(rec, 100)
+    assert _finish(rec, run_id) is True
+    rec.close()
+    assert len(_rows(path)["request"]) == 100
+
+    unused = tmp_path / "unused.db"
+    writer = EarlyWriter()
+    pid = writer.pid
+    writer.configure(f"sqlite:///{unused}")
+    writer.discard()  # the run never started (a missing trace)
+    assert _gone(pid) and not unused.exists()
+
+
 def test_a_locked_database_is_reported_and_spilled_as_inline(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     _engine(path).dispose()
