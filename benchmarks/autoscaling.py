@@ -94,41 +94,6 @@ BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batchi
                 "sampled-guardian", "builtin-latency-models"]
 
 
-def context_iteration_estimator(models):
-    """The simulator's iteration estimate (`sim.latency.estimate.iteration_estimator`) that also takes
-    `IterationEstimate`'s optional fourth argument, the prefill chunk's context: a chunk of ``prefill_tokens``
-    of a request already holding ``prefill_context_tokens`` in its KV. Without it (0) it is the simulator's
-    own answer, so a replay whose planner never asks is unchanged to the bit."""
-    from sim.latency.base import IterationShape
-    from sim.latency.estimate import iteration_estimator
-
-    plain = iteration_estimator(models)
-    models = dict(models)
-
-    def estimate(model: str, prefill_tokens: int, decode_seqs: int, decode_context_tokens: int,
-                 prefill_context_tokens: int = 0) -> float:
-        if prefill_context_tokens <= 0 or prefill_tokens <= 0:
-            return plain(model, prefill_tokens, decode_seqs, decode_context_tokens)
-        decodes = (int(decode_context_tokens),) * max(0, int(decode_seqs))
-        shape = IterationShape(prefill_chunk_tokens=(int(prefill_tokens),),
-                               prefill_context_tokens=(int(prefill_context_tokens),), decode_context_tokens=decodes)
-        return float(models[model].iteration_s(shape))
-
-    return estimate
-
-
-def bind_prefill_context() -> None:
-    """Make this process's replays bind `context_iteration_estimator` (the planner's `long_prefill_miss_budget`
-    prices a long prompt's chunks with it). It stands in for the simulator's own binding (`sim/replay.py`,
-    `sim/latency/estimate.py`), whose estimate takes three arguments: a plain `controlplane sim replay` has no
-    chunk context, and the planner says so in its reason."""
-    import sim.replay
-
-    sim.replay.iteration_estimator = context_iteration_estimator
-
-
-bind_prefill_context()
-
 
 def oscillations(events: list[tuple[float, int, int]], window_s: float) -> int:
     """Scale-ups followed by a scale-down within ``window_s``."""

@@ -10,15 +10,19 @@ from .base import IterationShape, LatencyModel
 __all__ = ["iteration_estimator"]
 
 
-def iteration_estimator(models: Mapping[str, LatencyModel]) -> Callable[[str, int, int, int], float]:
-    """``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens) -> seconds`` from ``models``
-    (one latency model per deployed model): one prefill chunk of ``prefill_tokens`` and ``decode_seqs``
-    decodes each holding ``decode_context_tokens`` of KV."""
+def iteration_estimator(models: Mapping[str, LatencyModel]) -> Callable[..., float]:
+    """``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens, prefill_context_tokens=0) ->
+    seconds`` from ``models`` (one latency model per deployed model): one prefill chunk of ``prefill_tokens``
+    of a request already holding ``prefill_context_tokens`` in its KV (a later chunk of a chunked prefill
+    attends over them), beside ``decode_seqs`` decodes each holding ``decode_context_tokens`` of KV
+    (`controlplane.scaling.IterationEstimate`)."""
     models = dict(models)
 
-    def estimate(model: str, prefill_tokens: int, decode_seqs: int, decode_context_tokens: int) -> float:
+    def estimate(model: str, prefill_tokens: int, decode_seqs: int, decode_context_tokens: int,
+                 prefill_context_tokens: int = 0) -> float:
         prefill = (int(prefill_tokens),) if prefill_tokens > 0 else ()
-        shape = IterationShape(prefill_chunk_tokens=prefill, prefill_context_tokens=(0,) * len(prefill),
+        shape = IterationShape(prefill_chunk_tokens=prefill,
+                               prefill_context_tokens=(max(0, int(prefill_context_tokens)),) * len(prefill),
                                decode_context_tokens=(int(decode_context_tokens),) * max(0, int(decode_seqs)))
         return float(models[model].iteration_s(shape)) if not shape.is_empty else 0.0
 

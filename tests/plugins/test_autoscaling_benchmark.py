@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -144,22 +143,3 @@ def test_peak_minute_counts_the_minutes_below_the_target():
     bad, worst, minute = peak.minutes_below(outcomes, 0.99)
     assert (bad, minute) == (1, 2) and worst == pytest.approx(0.75)  # minute 2: 75 of 100 met it
     assert peak.minutes_below([(t + 0.5, True) for t in range(300)], 0.99) == (0, 1.0, 0)
-
-
-def test_the_benchmarks_estimate_prices_a_chunks_context_and_is_the_simulators_without_it():
-    from controlplane.scaling import takes_prefill_context
-    from sim.latency.estimate import iteration_estimator
-    from sim.latency.linear import LinearLatencyModel
-
-    models = {"m": LinearLatencyModel(prefill_s_per_token_context=1e-8)}
-    plain, est = iteration_estimator(models), bench.context_iteration_estimator(models)
-    bound = functools.partial  # as the core binds them to a model (ControlLoop._scaling_extras)
-    assert takes_prefill_context(bound(est, "m")) and not takes_prefill_context(bound(plain, "m"))
-    for args in ((512, 4, 2000), (0, 8, 100), (300, 0, 0)):
-        assert est("m", *args) == plain("m", *args) == est("m", *args, 0)  # no context: the simulator's answer
-    # chunk 512 at context 10,000: the linear model's chunk x (context + chunk / 2) attention term
-    assert est("m", 512, 4, 2000, 10_000) - plain("m", 512, 4, 2000) == pytest.approx(512 * 10_000 * 1e-8)
-    import sim.replay
-
-    # the benchmark's replays bind it (by name: the module may be loaded twice, here and by the anatomy's tests)
-    assert sim.replay.iteration_estimator.__name__ == "context_iteration_estimator"
