@@ -182,6 +182,18 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
             engine.dispose()
 
 
+def prepare_schema(engine: Engine) -> None:
+    """Import what making the schema needs (Alembic, its migration scripts: a fifth of a second)
+    when the database is a SQLite file that does not exist yet, without creating it: a writer
+    process does this while its run is still starting, and `ensure_schema` then only runs the
+    migrations. Nothing for an existing file or a server database (checked when the run starts)."""
+    path = sqlite_path(engine)
+    if path is not None and not path.exists():
+        from alembic import command  # noqa: F401  (what `upgrade` imports)
+
+        head_revisions()
+
+
 #: The newest migration in ``alembic/versions``; a test keeps it equal to Alembic's head. A
 #: database already there is recognised without importing Alembic (a fifth of a second).
 SCHEMA_HEAD: Final = "0003"

@@ -25,7 +25,7 @@ import signal
 import threading
 from typing import Any
 
-from controlplane.storage.db import ensure_schema, make_engine
+from controlplane.storage.db import ensure_schema, make_engine, prepare_schema
 from controlplane.storage.early import portable_error
 from controlplane.storage.errors import StorageError
 from controlplane.storage.heap import heap_trimmer
@@ -116,6 +116,7 @@ def serve_fresh(rfd: int, wfd: int) -> None:
     try:
         engine = make_engine(url, **engine_kwargs)
         recorder = RunRecorder(engine, **settings)
+        prepare_schema(engine)  # a new database: Alembic imported now, the schema made at the start
     except Exception as exc:  # noqa: BLE001 - the parent raises it at start_run
         error = exc
     message = receive(rfd)

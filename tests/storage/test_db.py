@@ -115,3 +115,25 @@ def test_delete_run_cascades(engine: Engine) -> None:
         )
         conn.execute(Run.__table__.delete().where(Run.__table__.c.id == run_id))
         assert conn.execute(select(Request.__table__.c.id)).first() is None
+
+
+def test_prepare_schema_imports_the_migrations_for_a_new_file_and_creates_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # A fresh interpreter: whether Alembic is imported is the point.
+    code = ("import sys\n"
+            "from controlplane.storage.db import ensure_schema, make_engine, prepare_schema\n"
+            f"new = make_engine('sqlite:///{tmp_path / 'new.db'}')\n"
+            "prepare_schema(new)\n"
+            "print('alembic' in sys.modules)\n"
+            f"print(__import__('os').path.exists({str(tmp_path / 'new.db')!r}))\n"
+            "print(ensure_schema(new))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "True"]  # imported, nothing created, then upgraded
+    code = ("import sys\n"
+            "from controlplane.storage.db import make_engine, prepare_schema\n"
+            f"prepare_schema(make_engine('sqlite:///{tmp_path / 'new.db'}'))\n"  # exists now
+            "print('alembic' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
