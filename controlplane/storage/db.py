@@ -189,8 +189,9 @@ def prepare_schema(engine: Engine) -> None:
     migrations. Nothing for an existing file or a server database (checked when the run starts)."""
     path = sqlite_path(engine)
     if path is not None and not path.exists():
-        from alembic import command  # noqa: F401  (what `upgrade` imports)
+        from importlib import import_module
 
+        import_module("alembic.command")  # what `upgrade` imports
         head_revisions()
 
 
