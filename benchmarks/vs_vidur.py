@@ -19,12 +19,13 @@ four runs, interleaved (rep 1 of each run, then rep 2, ...), every repetition re
 untimed ``--limit 200`` run first fills the disk cache of fitted latency-model pieces, as a
 user's first run would (Vidur's figures are with a warm predictor cache too). The process
 prints its phase stamps (``CONTROLPLANE_TIMINGS=1``, see ``controlplane/timings.py``), so each
-repetition splits into: interpreter start and CLI imports (spawn to ``main``), set-up (config,
-plugin discovery, latency models, schema check, run row: ``main`` to ``loop_start``), the
-event loop, the final write (last rows, run row), and exit (summary printed, interpreter
-torn down). Set-up splits further into the command's imports (``main`` to
-``replay_imported``), the session (config, plugins, engine, schema, run row: to
-``session_open``) and the latency models (to ``loop_start``). ``startup_s`` is spawn to the
+repetition splits into: interpreter start and the CLI module's import (spawn to ``main``: the
+writer process is forked then, before typer and pydantic are imported), set-up (imports, config,
+plugin discovery, latency models, schema check, run row: ``main`` to ``loop_start``), the event
+loop, the final write (last rows, run row), and exit (summary printed, interpreter torn down).
+Set-up splits further into the command's imports and its config (``main`` to
+``replay_imported``), the session (plugins, engine, schema, run row: to ``session_open``) and the
+latency models (to ``loop_start``). ``startup_s`` is spawn to the
 first event (``loop_start``).
 
 Vidur's side is its whole-process wall time from the anchors README's "Side by side" table
