@@ -9,9 +9,10 @@ The stamps are wall-clock epoch seconds (``time.time()``) so that a parent proce
 them up with its own clock (``benchmarks/vs_vidur.py`` measures the interpreter's start and
 the imports that way); ``phases`` holds the durations between consecutive stamps. The stamps
 the replay path sets, in order: ``main`` (the CLI's entry function is running: interpreter
-start and the CLI's imports are behind), ``replay_imported`` (the command's and the simulator's
-modules are imported: config, core, storage, SQLAlchemy, numpy, SimPy), ``session_open`` (the
-config is read and the run is open: plugins, database engine, schema check, run row),
+start and the ``controlplane.cli`` module are behind; a replay's writer process is forked next,
+before typer and pydantic are imported), ``replay_imported`` (the command's modules are imported,
+its config read, then the simulator's modules imported: config, core, numpy, SimPy), ``session_open``
+(the run is open: plugins, database engine, schema check, run row),
 ``loop_start`` (the latency models are built; the first event comes next), ``loop_end`` (the trace is
 exhausted and the simulation drained), ``closed`` (the last rows are written and the run row
 finished), ``exit`` (stamped by the exit handler: the summary is printed). Marking costs one dict store when on and one
