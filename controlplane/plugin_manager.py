@@ -142,8 +142,9 @@ def _cached_scan() -> dict[str, PluginInfo]:
         except (KeyError, TypeError):
             pass  # a file this code cannot read: scan
     found = _scan_entry_points()
+    pydantic = [[ep.name, ep.value] for ep in metadata.entry_points(group=cache.PYDANTIC_GROUP)]
     cache.write(path, signature, [{"name": info.name, "value": info.entry_point, "dist": info.dist,
-                                   "version": info.version} for info in found.values()])
+                                   "version": info.version} for info in found.values()], pydantic)
     return found
 
 

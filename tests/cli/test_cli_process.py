@@ -159,3 +159,16 @@ def test_sim_replay_builds_the_sim_group_with_replay_alone():
     proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "replay", "--help"], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0 and "Usage: python -m controlplane.cli sim replay [OPTIONS] [trace]" in proc.stdout
+
+
+def test_pydantic_is_told_no_plugin_is_installed_only_when_the_cache_knows_it(monkeypatch):
+    from controlplane import cli, entry_point_cache
+
+    for cached_none, preset, expected in ((True, None, "__all__"), (False, None, None), (True, "0", "0")):
+        if preset is None:
+            monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+        else:
+            monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", preset)
+        monkeypatch.setattr(entry_point_cache, "no_pydantic_plugins", lambda answer=cached_none: answer)
+        cli._skip_pydantic_plugin_scan()
+        assert os.environ.get("PYDANTIC_DISABLE_PLUGINS") == expected

@@ -86,3 +86,48 @@ def test_a_broken_cache_file_is_scanned_again_and_off_writes_none(cache, tmp_pat
     path.unlink()
     assert _rows(_cached_scan()) == _rows(_scan_entry_points())
     assert not any(cache.glob("entry-points-*"))
+
+
+def test_the_cache_says_whether_a_pydantic_plugin_is_installed(cache, tmp_path, monkeypatch):
+    # What `controlplane sim replay` reads before pydantic's first model (PYDANTIC_DISABLE_PLUGINS).
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert entry_point_cache.no_pydantic_plugins() is False  # no cache yet: cannot tell
+    _cached_scan()
+    assert entry_point_cache.no_pydantic_plugins() is True
+    _distribution(site, "[pydantic]\nfake = fakeplug:plugin\n")
+    assert entry_point_cache.no_pydantic_plugins() is False  # another signature: cannot tell
+    _cached_scan()
+    assert entry_point_cache.no_pydantic_plugins() is False  # one is installed
+    import json
+
+    path = _entry_point_cache_file()
+    assert json.loads(path.read_text())["pydantic"] == [["fake", "fakeplug:plugin"]]
+
+
+def test_a_file_without_pydantics_group_is_scanned_again_once(cache):
+    import json
+
+    _cached_scan()
+    path = _entry_point_cache_file()
+    saved = json.loads(path.read_text())
+    del saved["pydantic"]  # as written before the group was kept
+    path.write_text(json.dumps(saved))
+    assert entry_point_cache.read(path, saved["signature"]) is None
+    _cached_scan()
+    assert json.loads(path.read_text())["pydantic"] == []
+
+
+def test_a_kept_signature_is_used_once_and_only_for_the_same_path(cache, monkeypatch):
+    calls = []
+    real = entry_point_cache.hashlib.sha256
+    monkeypatch.setattr(entry_point_cache.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    kept = entry_point_cache.keep_signature()
+    assert len(calls) == 1
+    assert entry_point_cache.signature() == kept and len(calls) == 1  # the kept one
+    assert entry_point_cache.signature() == kept and len(calls) == 2  # computed again
+    entry_point_cache.keep_signature()
+    monkeypatch.syspath_prepend("/elsewhere")
+    entry_point_cache.signature()
+    assert len(calls) == 4  # sys.path changed: not the kept one
