@@ -182,17 +182,21 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
             engine.dispose()
 
 
-def prepare_schema(engine: Engine) -> None:
-    """Import what making the schema needs (Alembic, its migration scripts: a fifth of a second)
-    when the database is a SQLite file that does not exist yet, without creating it: a writer
-    process does this while its run is still starting, and `ensure_schema` then only runs the
-    migrations. Nothing for an existing file or a server database (checked when the run starts)."""
+def prepare_schema(engine: Engine) -> bool:
+    """Get ready for `ensure_schema` without writing anything; return whether the schema is at
+    head already (then the run need not check it again). A SQLite file that does not exist yet
+    is not created: what making its schema needs (Alembic, its migration scripts: a fifth of a
+    second) is imported, and False returned. Otherwise ``alembic_version`` is read (False if it
+    cannot be: `ensure_schema` then reports why). A writer process does this while its run is
+    still starting."""
     path = sqlite_path(engine)
     if path is not None and not path.exists():
         from importlib import import_module
 
         import_module("alembic.command")  # what `upgrade` imports
         head_revisions()
+        return False
+    return _recorded_revisions(engine) == {SCHEMA_HEAD}
 
 
 #: The newest migration in ``alembic/versions``; a test keeps it equal to Alembic's head. A

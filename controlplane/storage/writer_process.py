@@ -113,12 +113,17 @@ def serve_fresh(rfd: int, wfd: int) -> None:
         raise StorageError(f"writer process: expected the configuration first, got message {kind}")
     recorder: RunRecorder | None = None
     error: BaseException | None = None
+    at_head = False
     try:
         engine = make_engine(url, **engine_kwargs)
         recorder = RunRecorder(engine, **settings)
-        prepare_schema(engine)  # a new database: Alembic imported now, the schema made at the start
     except Exception as exc:  # noqa: BLE001 - the parent raises it at start_run
         error = exc
+    else:
+        try:  # nothing written: a new database's schema is made at the start
+            at_head = prepare_schema(engine)
+        except Exception:  # noqa: BLE001 - the start checks the schema itself and reports what fails
+            at_head = False
     message = receive(rfd)
     if message is None:
         return
@@ -129,7 +134,8 @@ def serve_fresh(rfd: int, wfd: int) -> None:
         try:
             # The database is touched only now: a command that fails before its run starts (a
             # missing trace) leaves none behind, though the configuration came early.
-            ensure_schema(recorder.engine)
+            if not at_head:
+                ensure_schema(recorder.engine)
             recorder.start_run(**run)
         except Exception as exc:  # noqa: BLE001
             error = exc

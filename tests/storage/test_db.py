@@ -125,15 +125,29 @@ def test_prepare_schema_imports_the_migrations_for_a_new_file_and_creates_nothin
     code = ("import sys\n"
             "from controlplane.storage.db import ensure_schema, make_engine, prepare_schema\n"
             f"new = make_engine('sqlite:///{tmp_path / 'new.db'}')\n"
-            "prepare_schema(new)\n"
+            "print(prepare_schema(new))\n"  # not at head: nothing there yet
             "print('alembic' in sys.modules)\n"
             f"print(__import__('os').path.exists({str(tmp_path / 'new.db')!r}))\n"
             "print(ensure_schema(new))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "False", "True"]  # imported, nothing created, then upgraded
+    assert out.split() == ["False", "True", "False", "True"]  # imported, nothing created, then upgraded
     code = ("import sys\n"
             "from controlplane.storage.db import make_engine, prepare_schema\n"
-            f"prepare_schema(make_engine('sqlite:///{tmp_path / 'new.db'}'))\n"  # exists now
+            f"print(prepare_schema(make_engine('sqlite:///{tmp_path / 'new.db'}')))\n"  # exists now, at head
             "print('alembic' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False"]
+    assert out.split() == ["True", "False"]
+
+
+def test_prepare_schema_says_a_database_not_at_head_needs_the_check(tmp_path: Path) -> None:
+    from controlplane.storage.db import ensure_schema, prepare_schema
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+    assert prepare_schema(engine) is False
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    assert prepare_schema(engine) is False
+    engine.dispose()
