@@ -78,6 +78,7 @@ class ControlLoop:
         unrouted, recent = self.unrouted, self._recent
         configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
+        decide = self._decide
         for model, model_workers in by_model.items():
             cached = extras_by_model.get(model) if extras_by_model is not None else None
             extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
@@ -86,7 +87,13 @@ class ControlLoop:
             gauges[queue_gauges[model]] = scaling.num_queued
             if sample:
                 self._sample(now, scaling)
-            self._autoscale(scaling)
+            # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence): no copy
+            # per tick. A decision to stay (the target is the ready and starting count) without shadow
+            # decisions changes nothing: `_autoscale` is not called for it.
+            decision, plugin = decide("cp_scale", model, scaling.workers, scaling)
+            if decision is not None and (decision.target_replicas != scaling.num_ready + scaling.num_starting
+                                         or decision.advisory):
+                self._autoscale(scaling, decision, plugin)
         for w in list(self.workers.values()):
             if not w.busy and (w.waiting or w.running):
                 self._schedule(w)
@@ -120,13 +127,9 @@ class ControlLoop:
         emit(ev.MetricSample(now, "kv_utilization", s.kv_utilization, labels))
         emit(ev.MetricSample(now, "arrivals_per_s", s.arrivals_per_s, labels))
 
-    def _autoscale(self, scaling: ScalingContext) -> None:
+    def _autoscale(self, scaling: ScalingContext, decision: ScaleDecision, plugin: str | None) -> None:
+        """Apply ``cp_scale``'s decision (from ``plugin``): record shadow decisions, start or drain replicas."""
         model = scaling.model
-        decision: ScaleDecision
-        # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence): no copy per tick.
-        decision, plugin = self._decide("cp_scale", model, scaling.workers, scaling)
-        if decision is None:
-            return
         num_current = scaling.num_ready + scaling.num_starting  # Worker.accepts_requests
         if decision.advisory:
             self._record_advisory(model, num_current, decision)

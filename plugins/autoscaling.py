@@ -43,9 +43,11 @@ class FixedReplicas(Plugin):
             self._last_failure_s[w.model] = event.time_s
 
     @hookimpl
-    def cp_scale(self, ctx, model, scaling):
+    def cp_scale(self, ctx, model, workers, scaling):
+        # The spec's four arguments (``workers`` unused): the core then calls it as it is, with no
+        # adapter in between (every tick). `ScalingContext.num_current`, without the property's call.
         replicas = scaling.configured_replicas  # the deployment's `replicas` (not looked up in the config each tick)
-        alive = scaling.num_current
+        alive = scaling.num_ready + scaling.num_starting
         if alive == replicas:  # every tick: the same (unmodified) decision object each time
             steady = self._steady.get(model)
             if steady is None or steady.target_replicas != alive:

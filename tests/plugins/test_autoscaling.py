@@ -15,7 +15,7 @@ def _scaling(workers, now_s: float = 0.0, replicas: int = 2):
 
 def _decide(workers, replicas: int = 2):
     ctx = make_context(config=make_config(cluster={"models": [{"name": "default", "replicas": replicas}]}))
-    return FixedReplicas().cp_scale(ctx=ctx, model="default", scaling=_scaling(workers, replicas=replicas))
+    return FixedReplicas().cp_scale(ctx=ctx, model="default", workers=(), scaling=_scaling(workers, replicas=replicas))
 
 
 def test_at_configured_replicas():
@@ -42,20 +42,21 @@ def test_fixed_replicas_backs_off_while_replacements_keep_failing():
     cfg = make_config(cluster={"models": [{"name": "default", "replicas": 1}]})
     ctx = make_context(now_s=50.0, workers=[dead], config=cfg)
     plugin.cp_on_event(ctx=ctx, event=WorkerChanged(50.0, "default-0", "failed"))
-    assert plugin.cp_scale(ctx=ctx, model="default", scaling=_scaling([dead], replicas=1)).target_replicas == 1  # first: at once
+    first = plugin.cp_scale(ctx=ctx, model="default", workers=(), scaling=_scaling([dead], replicas=1))
+    assert first.target_replicas == 1  # first: at once
     for n, t in enumerate((100.0, 200.0, 300.0), start=1):
         ctx = make_context(now_s=t, workers=[dead], config=cfg)
         plugin.cp_on_event(ctx=ctx, event=WorkerChanged(t, "default-0", "failed"))
         wait = min(25, 10 * 2 ** (n - 1))
         held = plugin.cp_scale(ctx=make_context(now_s=t + wait - 1, workers=[dead], config=cfg), model="default",
-                               scaling=_scaling([dead], replicas=1))
+                               workers=(), scaling=_scaling([dead], replicas=1))
         assert held.target_replicas == 0 and "next restart" in held.reason
         restored = plugin.cp_scale(ctx=make_context(now_s=t + wait, workers=[dead], config=cfg), model="default",
-                                   scaling=_scaling([dead], replicas=1))
+                                   workers=(), scaling=_scaling([dead], replicas=1))
         assert restored.target_replicas == 1
     ready = make_worker("default-1")
     plugin.cp_on_event(ctx=make_context(workers=[ready], config=cfg), event=WorkerChanged(400.0, "default-1", "ready"))
-    assert plugin.cp_scale(ctx=make_context(now_s=401, workers=[dead], config=cfg), model="default",
+    assert plugin.cp_scale(ctx=make_context(now_s=401, workers=[dead], config=cfg), model="default", workers=(),
                            scaling=_scaling([dead], replicas=1)).target_replicas == 1
 
 
@@ -63,5 +64,6 @@ def test_the_configured_count_is_the_contexts():
     # cp_scale reads the deployment's replicas from its ScalingContext (built by the core from the
     # same config), not from ctx.config at every tick
     ctx = make_context(config=make_config(cluster={"models": [{"name": "default", "replicas": 2}]}))
-    d = FixedReplicas().cp_scale(ctx=ctx, model="default", scaling=_scaling([make_worker("default-0")], replicas=3))
+    d = FixedReplicas().cp_scale(ctx=ctx, model="default", workers=(),
+                                 scaling=_scaling([make_worker("default-0")], replicas=3))
     assert (d.target_replicas, d.reason) == (3, "restore configured 3 replicas")
