@@ -4,7 +4,7 @@ A mixin of `controlplane.core.ControlPlane`, which owns the state these methods 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -59,31 +59,38 @@ class ControlLoop:
     def _on_tick(self, e: ev.Tick) -> None:
         # Runs every tick (a low-rate replay has about as many ticks as requests): one pass over
         # the workers, the per-model extras bound once, the context built with its arguments by position.
+        # One model (the common case) makes no dict: its arrival count is read and reset in place.
         now = e.time_s
         tick_s = self._tick_s
         arrivals = self._arrivals_since_tick
-        self._arrivals_since_tick = dict.fromkeys(arrivals, 0)
         gauges = self.gauges
-        gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
+        workers = self.workers.values()
+        groups: Iterable[tuple[str, Iterable[Worker], int]]
+        if len(arrivals) == 1:
+            model = self._default_model  # the one deployment: the arrivals' one key
+            n = arrivals[model]
+            arrivals[model] = 0
+            gauges["arrivals_per_s"] = n / tick_s
+            groups = ((model, workers, n),)
+        else:
+            self._arrivals_since_tick = dict.fromkeys(arrivals, 0)
+            gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
+            by_model: dict[str, list[Worker]] = {m: [] for m in arrivals}
+            for w in workers:
+                by_model[w.model].append(w)
+            groups = [(m, ws, arrivals[m]) for m, ws in by_model.items()]
         sample = now - self._last_sample_s >= self._metrics_interval_s - 1e-9
         if sample:
             self._last_sample_s = now
-        workers = self.workers.values()
-        if len(arrivals) == 1:
-            by_model = dict.fromkeys(arrivals, workers)
-        else:
-            by_model = {m: [] for m in arrivals}
-            for w in workers:
-                by_model[w.model].append(w)
         unrouted, recent = self.unrouted, self._recent
         configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
         decide = self._decide
-        for model, model_workers in by_model.items():
+        for model, model_workers, n in groups:
             cached = extras_by_model.get(model) if extras_by_model is not None else None
             extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
             scaling = build_scaling_context(model, now, configured[model], model_workers, unrouted,
-                                            arrivals[model], tick_s, recent[model], extras[0], extras[1])
+                                            n, tick_s, recent[model], extras[0], extras[1])
             gauges[queue_gauges[model]] = scaling.num_queued
             if sample:
                 self._sample(now, scaling)
@@ -94,7 +101,9 @@ class ControlLoop:
             if decision is not None and (decision.target_replicas != scaling.num_ready + scaling.num_starting
                                          or decision.advisory):
                 self._autoscale(scaling, decision, plugin)
-        for w in list(self.workers.values()):
+        # The safety net: an idle worker with work is asked for a batch. Not a copy of the workers:
+        # `_schedule` adds and removes none (they join in `_autoscale`, above, and leave on the driver's events).
+        for w in workers:
             if not w.busy and (w.waiting or w.running):
                 self._schedule(w)
 
