@@ -209,7 +209,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             )
             return
         admission: Admission
-        admission, plugin = self._decide("cp_admit_request", r)
+        admission, plugin = (None, None) if "cp_admit_request" in self.calls.unanswered else \
+            self._decide("cp_admit_request", r)
         if admission is not None and not admission.admit:
             r.retry_after_s = admission.retry_after_s
             self._reject(r, admission.reason or "rejected by admission policy", plugin, "cp_admit_request",

@@ -63,6 +63,10 @@ class PolicyCalls:
                     fn = _picking_args(fn, pick, len(caller.spec.argnames))
                 self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name))
             self._policy_hooks[name] = (fast, fallback)
+        #: Policy hooks that no plugin implements and no fallback answers: `decide` returns (None, None) for
+        #: them, and the core skips the call (admission, the guardian plans, the cache lookup in a default replay).
+        self.unanswered = frozenset(name for name, (fn, _, fallback, _) in self._direct.items()
+                                    if fn is None and fallback is None)
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
         cache_store = fast_caller(hook.cp_cache_store, self.monitor)

@@ -51,7 +51,8 @@ class Responses:
 
     def _admitted(self, r: Request) -> None:
         """An admitted request: check its prompt if a plan says so, then serve or route it."""
-        plan, plugin = self._decide("cp_guardian_plan", r, "input")
+        plan, plugin = (None, None) if "cp_guardian_plan" in self.calls.unanswered else \
+            self._decide("cp_guardian_plan", r, "input")
         if plan is not None and self._start_checks(r, "input", plan, plugin) == "sync":
             return  # it waits for the verdict
         if r.status is _BLOCKED:
@@ -59,7 +60,7 @@ class Responses:
         self._lookup_or_route(r)
 
     def _lookup_or_route(self, r: Request) -> None:
-        hit, plugin = self._decide("cp_cache_lookup", r)
+        hit, plugin = (None, None) if "cp_cache_lookup" in self.calls.unanswered else self._decide("cp_cache_lookup", r)
         if hit is not None:
             if r.prompt is not None and (r.model, r.prompt) in self._blocked_answers:
                 # An answer to this prompt was blocked: whatever a cache kept for it (stored unchecked,
@@ -92,7 +93,8 @@ class Responses:
             leaving = self._cancelling.get(r.request_id)
             self._block(r, "input", leaving[0] if leaving else "blocked by an async prompt check")
             return
-        plan, plugin = self._decide("cp_guardian_plan", r, "output")
+        plan, plugin = (None, None) if "cp_guardian_plan" in self.calls.unanswered else \
+            self._decide("cp_guardian_plan", r, "output")
         mode = None if plan is None else self._start_checks(r, "output", plan, plugin)  # no plan: no checks
         if mode == "sync" or r.status is _BLOCKED:
             return

@@ -209,3 +209,22 @@ def test_an_implementation_taking_fewer_arguments_is_called_through_a_function_o
         given = ("ctx", "model", "workers", "scaling")
         assert call(*given) == tuple(given[i] for i in pick)
         assert call.__code__.co_argcount == 4 and not call.__code__.co_flags & 0x04  # no *args: a call 3.11 inlines
+
+
+def test_the_hooks_nobody_answers_are_named_and_answered_none_and_a_policy_or_fallback_takes_one_out():
+    from controlplane.policy_calls import PolicyCalls
+    from controlplane.session import RunSession
+    from controlplane.testing import make_config, make_requests
+
+    with RunSession(make_config(), mode="sim", record=False) as session:
+        core = session.core
+        for hook in core.calls.unanswered:  # asked anyway, each gives what the core then assumes
+            args = (make_requests(1)[0], "input") if hook == "cp_guardian_plan" else (make_requests(1)[0],)
+            assert core.calls.decide(hook, *args) == (None, None)
+        assert "cp_route_request" not in core.calls.unanswered  # a router is enabled
+        unanswered = PolicyCalls(session.plugins, {}, core.ctx, core.clock).unanswered
+        with_fallback = PolicyCalls(session.plugins, {"cp_admit_request": Withdrawing(False)}, core.ctx,
+                                    core.clock).unanswered
+        assert "cp_admit_request" in unanswered and "cp_admit_request" not in with_fallback
+    res = replay_with(RefusingWithoutCtx(), trace=make_trace(4))  # one policy answers: it is asked
+    assert sum(r.status is RequestStatus.REJECTED for r in res.requests) == 2
