@@ -15,7 +15,6 @@ from controlplane.cli.common import user_errors
 from controlplane.cli.summary_table import summary_table
 
 HELP = "Replay request traces through the control plane in the simulator."
-app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
 def count_rows(path: Path, limit_bytes: int = 256 << 20) -> int | None:
@@ -86,7 +85,6 @@ def _overrides(
     return o
 
 
-@app.command()
 def replay(
     trace: Annotated[
         Optional[Path], typer.Argument(help="Trace file. Default: the bundled Azure LLM code trace (8,819 requests).")
@@ -205,12 +203,24 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
               f"see `controlplane runs show {summary.get('run_id')}`")
 
 
-# Sweeps and configuration search (docs/sweeps.md): their own modules, registered here.
-from controlplane.cli.sweep import search as _search  # noqa: E402
-from controlplane.cli.sweep import sweep as _sweep  # noqa: E402
+_app: typer.Typer | None = None
 
-app.command("sweep")(_sweep)
-app.command("search")(_search)
+
+def __getattr__(name: str) -> Any:
+    """``app``: the whole ``sim`` group (replay, sweep, search), made on first use. ``controlplane sim
+    replay`` builds `replay_group` instead and does not import the sweep's module."""
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        # Sweeps and configuration search (docs/sweeps.md): their own module.
+        from controlplane.cli.sweep import search, sweep
+
+        _app = typer.Typer(help=HELP, no_args_is_help=True)
+        _app.command()(replay)
+        _app.command("sweep")(sweep)
+        _app.command("search")(search)
+    return _app
 
 
 def replay_group() -> typer.Typer:

@@ -109,6 +109,17 @@ def test_a_replay_imports_none_of_the_other_commands():
                 or m.startswith("controlplane.live")], loaded
 
 
+def test_sim_replay_does_not_import_the_sweeps_module_and_the_sim_group_has_every_command():
+    code = ("import sys\n"
+            "from controlplane.cli import build_app\n"
+            "build_app(['sim'], subcommand='replay')\n"
+            "print('controlplane.cli.sweep' in sys.modules)\n"
+            "from controlplane.cli import sim\n"
+            "print(sorted(c.name or c.callback.__name__ for c in sim.app.registered_commands))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "False" and out[1] == "['replay', 'search', 'sweep']", out
+
+
 def test_the_writer_process_is_forked_before_typer_pydantic_and_pluggy_are_imported():
     # `main` forks a replay's writer first: what is imported before it, the child would wait for.
     code = ("import sys\n"
