@@ -32,13 +32,14 @@ class ControlLoop:
     _metrics_interval_s: float
     _configured_replicas: dict[str, int]  # model -> its deployment's `replicas`
     _queue_gauges: dict[str, str]  # model -> its queue gauge's name in `gauges` ("queue:" + model)
-    _iteration_estimator: Callable[[str, int, int, int], float] | None = None
+    _iteration_estimator: Callable[..., float] | None = None
     _cold_start_by_model: dict[str, float] | None = None
     _advisory_last: dict[tuple[str, str], int] | None = None  # (shadow policy, model) -> its last target
     _extras: dict[str, tuple[Any, tuple[Any, float | None]]] | None = None  # model -> (estimator, extras)
 
-    def set_iteration_estimator(self, estimate: Callable[[str, int, int, int], float] | None) -> None:
-        """Bind ``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens) -> seconds``, an
+    def set_iteration_estimator(self, estimate: Callable[..., float] | None) -> None:
+        """Bind ``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens[, prefill_context_tokens])
+        -> seconds`` (`controlplane.scaling.IterationEstimate` with the model first), an
         iteration's expected duration (the simulator: its latency models), for `ScalingContext.iteration_s`."""
         self._iteration_estimator = estimate
 
