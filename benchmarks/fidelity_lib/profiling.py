@@ -39,7 +39,7 @@ def policy_mixes(cfg: RunConfig) -> bool:
 
 
 #: The padded prefill's cap the benchmark runs both sides with (``--max-padding``): chosen on the calibration
-#: window's traffic (docs/calibration.md, eleventh session), never on the evaluated slices.
+#: window's traffic (docs/history/calibration.md, eleventh session), never on the evaluated slices.
 DEFAULT_MAX_PADDING = 1.25
 
 

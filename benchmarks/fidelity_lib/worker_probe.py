@@ -2,7 +2,7 @@
 
 `profiling.Probe` times grid shapes on the benchmark's own copy of the model, a process other than
 the worker that then serves the run. On this 2-core host the pace moves between worker processes
-minutes apart by more than inside one (docs/calibration.md, fourteenth session: the same decode
+minutes apart by more than inside one (docs/history/calibration.md, fourteenth session: the same decode
 shapes 13-25% dearer per sequence in the evaluated runs than in the calibration runs minutes
 before, flat within each 70 s run). The worker probe measures the process that will serve: after
 its warm-up and before the run's first arrival, the live driver sends it a fixed load - one

@@ -17,7 +17,7 @@ shared worker a check runs between two iterations.
 Before its model loads, a worker steadies the process's memory allocator (`steady_allocator`):
 glibc's default hands freed blocks of 128 KiB and more (logits, MLP activations) back to the kernel
 and maps them again at the next iteration, so each step paid ~120-210 minor page faults, a number
-that moved with the heap's state; with fixed thresholds it pays none (docs/calibration.md, tenth
+that moved with the heap's state; with fixed thresholds it pays none (docs/history/calibration.md, tenth
 session: the steadiness measurements).
 """
 

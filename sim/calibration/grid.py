@@ -73,7 +73,7 @@ def pace_by_busy(model: LatencyModel, runs: Sequence[Sequence[IterationSample]],
     (backend time / ``window_s``, `BUSY_BINS`): per bin the windows and the median ratio, and the
     correlation of busy fraction and ratio over all windows. A latency model prices an iteration by
     its shape alone; if a worker that idles between requests runs slower than a saturated one (seen
-    on a shared host, docs/calibration.md, eleventh session), the medians differ by bin."""
+    on a shared host, docs/history/calibration.md, eleventh session), the medians differ by bin."""
     if window_s <= 0:
         raise ValueError(f"window_s must be positive, got {window_s}")
     points: list[tuple[float, float]] = []
