@@ -32,7 +32,7 @@ from controlplane.storage.columns import (
     WORKER_EVENT_KINDS,
     Column,
 )
-from controlplane.storage.jsoncodec import dumps
+from controlplane.storage.jsoncodec import dumps, orjson
 from controlplane.types import ReasonCode
 
 REASON_CODES: Final = frozenset(c.value for c in ReasonCode)
@@ -74,6 +74,10 @@ def _as_json(column: str, value: Any) -> str:
         return dumps(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{column} = {value!r} is not JSON-serialisable: {exc}") from None
+
+
+#: orjson's encoder called without options (None without orjson): a JSON column's fast path.
+_plain_json: Final = orjson.dumps if orjson is not None else None
 
 
 class _AlwaysCoerce:
@@ -176,13 +180,23 @@ class RowSpec:
             v = names[i]
             env[f"_e{i}"], env[f"_c{i}"], env[f"_l{i}"], env[f"_d{i}"] = exact, coerce, label, default
             if required:
-                lines += [f"    if {v} is None:", "        return _slow(values, run_id)"]
+                if_none = "return _slow(values, run_id)"
             elif default is not None:
-                lines += [f"    if {v} is None:", f"        {v} = _d{i}"]
+                if_none = f"{v} = _d{i}"
             else:
-                lines += [f"    if {v} is None:", "        pass"]
-            if coerce is not _keep:
-                lines += [f"    elif type({v}) is not _e{i}:", f"        {v} = _c{i}(_l{i}, {v})"]
+                if_none = "pass"
+            if coerce is _keep:
+                lines += [f"    if {v} is None:", f"        {if_none}"]
+            elif coerce is _as_json and _plain_json is not None:
+                # orjson's plain call (no options, no default hook) gives the text `dumps` gives
+                # for what it accepts, and refuses the rest with a TypeError: those go to `dumps`.
+                env["_j"] = _plain_json
+                lines += [f"    if {v} is None:", f"        {if_none}", "    else:", "        try:",
+                          f"            {v} = _j({v}).decode()", "        except TypeError:",
+                          f"            {v} = _c{i}(_l{i}, {v})"]
+            else:
+                lines += [f"    if {v} is None:", f"        {if_none}", f"    elif type({v}) is not _e{i}:",
+                          f"        {v} = _c{i}(_l{i}, {v})"]
         for index, _, allowed in self._allowed_at:
             env[f"_a{index}"] = allowed
             lines += [f"    if {names[index]} not in _a{index}:", "        return _slow(values, run_id)"]

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 from controlplane.storage.rows import SPECS, RowSpec
+from controlplane.types import ReasonCode
 
 POOL = [None, 0, 1, 2.5, np.float64(1.5), np.int64(3), np.bool_(True), "x", "completed", "prefill_fit", True, False,
-        {"a": 1}, [1, 2], float("nan"), object()]
+        {"a": 1}, [1, 2], float("nan"), object(),
+        # JSON values the plain orjson call refuses (each goes to `dumps`) or encodes itself
+        {1: "non-str key"}, np.array([1.0, 2.0]), {"n": np.float64(2.0)}, {"big": 2**70}, {"set": {2, 1}}, b"bytes",
+        {"inf": float("inf"), "nested": [{"x": None}, (1, 2)]}, {"e": next(iter(ReasonCode))}]
 
 
 def _outcome(fn, values):
