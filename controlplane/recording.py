@@ -7,6 +7,7 @@ request), so rows go to the recorder as value tuples in the table's column order
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Final
 
 from controlplane.events import IterationTimed, MetricSample, RequestFinished, WorkerChanged
@@ -67,14 +68,18 @@ def iteration_values(e: IterationTimed) -> tuple:
     )
 
 
-def _appender(recorder: Any, table: str) -> Any:
+def _appender(recorder: Any, table: str, attributes: tuple[str, ...] | None = None) -> Any:
     """The recorder's adder for one table: ``RunRecorder.appender``, or ``add_values`` bound to
-    the table for stand-ins that have only that (the sweep's row collector)."""
+    the table for stand-ins that have only that (the sweep's row collector). With
+    ``attributes``, it takes an event and stores those of its attributes (one per column)."""
     appender = getattr(recorder, "appender", None)
     if appender is not None:
-        return appender(table)
+        return appender(table) if attributes is None else appender(table, attributes)
     add = recorder.add_values
-    return lambda values: add(table, values)
+    if attributes is None:
+        return lambda values: add(table, values)
+    get = attrgetter(*attributes)
+    return lambda event: add(table, get(event))
 
 
 class SqlRecorder:
@@ -85,14 +90,14 @@ class SqlRecorder:
 
     def __init__(self, recorder: Any, *, record_iterations: bool = False) -> None:
         self.recorder = recorder
-        add_request, add_decision, add_metric = (_appender(recorder, t) for t in ("request", "decision", "metric_sample"))
+        add_request = _appender(recorder, "request")
         #: What the event bus calls, by event type, with the event alone (``PolicyCalls.emit``);
         #: events of other types are not delivered. ``cp_on_event`` does the same for pluggy's caller.
+        #: A decision and a metric sample are stored from their attributes of the columns' names.
         self.event_handlers: dict[type, Any] = {
             RequestFinished: lambda e: add_request(request_values(e.request)),
-            Decision: lambda d: add_decision((d.time_s, d.plugin, d.hook, d.subject, d.action, d.payload,
-                                              d.reason, d.is_error)),
-            MetricSample: lambda m: add_metric((m.time_s, m.name, m.value, m.labels)),
+            Decision: _appender(recorder, "decision", DECISION_COLUMNS),
+            MetricSample: _appender(recorder, "metric_sample", METRIC_COLUMNS),
             WorkerChanged: self._worker,
         }
         if record_iterations:

@@ -29,7 +29,7 @@ import pickle
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -313,11 +313,12 @@ class FrontRecorder:
 
     # -- appends ------------------------------------------------------------
 
-    def appender(self, table: str) -> Callable[[tuple], None]:
-        """Add one row of ``table`` given as values in ``SPECS[table].columns`` order, checked."""
-        pack, buffer, size = SPECS[table].pack, self._buffers[table], self._handoff
+    def appender(self, table: str, attributes: Sequence[str] | None = None) -> Callable[[Any], None]:
+        """Add one row of ``table`` given as values in ``SPECS[table].columns`` order, checked; with
+        ``attributes``, given as an object whose attributes are those values (``RowSpec.packer``)."""
+        pack, buffer, size = SPECS[table].packer(attributes), self._buffers[table], self._handoff
 
-        def add(values: tuple) -> None:
+        def add(values: Any) -> None:  # a tuple, or the object of `attributes`
             run_id = self.run_id
             if run_id is None or self._closed:
                 run_id = self._run()

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -219,11 +219,11 @@ class RunRecorder:
         order, checked like the dict methods (request latency columns are not derived here)."""
         self._append(table, self._specs[table].pack(values, self._run()))
 
-    def appender(self, table: str) -> Callable[[tuple], None]:
-        """``add_values`` for one table, inlined: the run's SQL recorder adds a few rows per request."""
-        pack, lock, timed = self._specs[table].pack, self._lock, self._interval is not None
+    def appender(self, table: str, attributes: Sequence[str] | None = None) -> Callable[[Any], None]:
+        """``add_values`` for one table, inlined (of an object's ``attributes``: ``RowSpec.packer``)."""
+        pack, lock, timed = self._specs[table].packer(attributes), self._lock, self._interval is not None
 
-        def add(values: tuple) -> None:
+        def add(values: Any) -> None:  # a tuple, or the object of `attributes`
             run_id = self.run_id
             if run_id is None or self._closed:
                 run_id = self._run()

@@ -130,6 +130,7 @@ class RowSpec:
         )
         self._allowed_at = tuple((self.columns.index(c), c, v) for c, v in self.allowed.items())
         self.pack = self._compiled_pack()  # type: ignore[method-assign]
+        self._packers: dict[tuple[str, ...], Callable[[Any, int], tuple]] = {}
 
     @property
     def table(self) -> Any:
@@ -166,21 +167,44 @@ class RowSpec:
         """A row :meth:`build` returned, as the stored tuple (:attr:`fields` order)."""
         return tuple([row[name] for name in self.fields])
 
-    def _compiled_pack(self) -> Callable[[Sequence[Any], int], tuple]:
+    def packer(self, attributes: Sequence[str] | None = None) -> Callable[[Any, int], tuple]:
+        """:meth:`pack` (``attributes`` None), or :meth:`pack` of an object's ``attributes`` (one
+        per column, in :attr:`columns` order) read from it without a tuple in between:
+        ``packer(names)(obj, run_id)`` is ``pack(tuple(getattr(obj, a) for a in names), run_id)``
+        (the run's SQL recorder gives its events' attributes). Made once per ``attributes``."""
+        if attributes is None:
+            return self.pack
+        attributes = tuple(attributes)
+        made = self._packers.get(attributes)
+        if made is None:
+            if len(attributes) != len(self.columns) or not all(a.isidentifier() for a in attributes):
+                raise ValueError(f"{self.name}: {attributes} are not one attribute name per column {self.columns}")
+            made = self._packers[attributes] = self._compiled_pack(attributes)
+        return made
+
+    def _compiled_pack(self, attributes: tuple[str, ...] | None = None) -> Callable[[Any, int], tuple]:
         """:meth:`pack` unrolled for this table's columns (generated once per spec): the same
         checks and coercions without a loop over the columns; whatever it refuses, the generic
-        :meth:`pack` refuses with its message."""
-        env: dict[str, Any] = {"_slow": RowSpec.pack.__get__(self), "_n": len(self.columns)}
+        :meth:`pack` refuses with its message. With ``attributes``, of an object's attributes
+        (:meth:`packer`)."""
+        env: dict[str, Any] = {"_pack": RowSpec.pack.__get__(self), "_n": len(self.columns)}
         names = [f"v{i}" for i in range(len(self.columns))]
-        lines = ["def pack(values, run_id):",
-                 "    if len(values) != _n:",
-                 "        return _slow(values, run_id)",
-                 f"    {', '.join(names)}{',' if len(names) == 1 else ''} = values"]
+        if attributes is None:
+            lines = ["def pack(values, run_id):",
+                     "    if len(values) != _n:",
+                     "        return _pack(values, run_id)",
+                     f"    {', '.join(names)}{',' if len(names) == 1 else ''} = values"]
+            env["_slow"] = env["_pack"]
+        else:  # what the generic pack refuses, it refuses from the attributes read again
+            lines = ["def pack(obj, run_id):", *(f"    {v} = obj.{a}" for v, a in zip(names, attributes))]
+            generic = env["_pack"]
+            env["_slow"] = lambda obj, run_id: generic(tuple(getattr(obj, a) for a in attributes), run_id)
+        args = "values" if attributes is None else "obj"
         for i, (_, label, exact, coerce, required, default) in enumerate(self._checks):
             v = names[i]
             env[f"_e{i}"], env[f"_c{i}"], env[f"_l{i}"], env[f"_d{i}"] = exact, coerce, label, default
             if required:
-                if_none = "return _slow(values, run_id)"
+                if_none = f"return _slow({args}, run_id)"
             elif default is not None:
                 if_none = f"{v} = _d{i}"
             else:
@@ -199,7 +223,7 @@ class RowSpec:
                           f"        {v} = _c{i}(_l{i}, {v})"]
         for index, _, allowed in self._allowed_at:
             env[f"_a{index}"] = allowed
-            lines += [f"    if {names[index]} not in _a{index}:", "        return _slow(values, run_id)"]
+            lines += [f"    if {names[index]} not in _a{index}:", f"        return _slow({args}, run_id)"]
         lines.append(f"    return (run_id, {', '.join(names)})")
         exec("\n".join(lines), env)  # noqa: S102  (code made here from the table's own columns)
         return env["pack"]

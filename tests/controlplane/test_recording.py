@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from controlplane.config import SLOConfig
-from controlplane.events import IterationTimed
+from controlplane.events import IterationTimed, MetricSample
 from controlplane.metrics import RunStats
 from controlplane.recording import SqlRecorder, request_values
 from controlplane.request_latency import request_latencies
@@ -27,7 +27,7 @@ from controlplane.storage import (
     iteration_rows,
     make_engine,
 )
-from controlplane.types import ReasonCode, Request, RequestStatus
+from controlplane.types import Decision, ReasonCode, Request, RequestStatus
 from controlplane.testing import make_config, make_trace, replay_with
 from sim.replay import replay
 from tests.fixtures.common import azure_head
@@ -284,3 +284,17 @@ def test_live_sessions_write_in_the_background_and_simulations_inline(tmp_path, 
                 assert isinstance(session.recorder, FrontRecorder) is writer_process_possible()
         finally:
             session.close({})
+
+
+def test_decisions_and_samples_reach_a_collector_with_add_values_only_as_their_columns_values():
+    got = []
+
+    class Collector:  # the sweep's row collector has only add_values
+        def add_values(self, table, values):
+            got.append((table, values))
+
+    recorder = SqlRecorder(Collector())
+    recorder.cp_on_event(Decision(time_s=1.0, hook="h", plugin="p", action="a", payload={"k": 1}))
+    recorder.cp_on_event(MetricSample(2.0, "n", 3.0, {"model": "x"}))
+    assert got == [("decision", (1.0, "p", "h", None, "a", {"k": 1}, None, False)),
+                   ("metric_sample", (2.0, "n", 3.0, {"model": "x"}))]

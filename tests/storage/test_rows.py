@@ -4,6 +4,7 @@ generic one does."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -37,6 +38,21 @@ def test_the_unrolled_pack_equals_the_generic_one_on_any_values(table):
         outcomes.add(fast[0])
     assert "error" in outcomes  # refusals compared, not only acceptances
     assert _outcome(spec.pack, (None,) * (len(spec.columns) + 1))[0] == "error"  # wrong length
+
+
+@pytest.mark.parametrize("table", sorted(SPECS))
+def test_a_packer_of_attributes_equals_the_pack_of_their_values(table):
+    spec = SPECS[table]
+    attributes = tuple(f"a_{c}" for c in spec.columns)
+    packer = spec.packer(attributes)
+    assert spec.packer(list(attributes)) is packer and spec.packer() is spec.pack
+    rng = random.Random(f"packer-{table}")
+    for _ in range(2000):
+        values = tuple(rng.choice(POOL) for _ in spec.columns)
+        obj = SimpleNamespace(**dict(zip(attributes, values)))
+        assert repr(_outcome(packer, obj)) == repr(_outcome(spec.pack, values)), values
+    with pytest.raises(ValueError, match="one attribute name per column"):
+        spec.packer(attributes[:-1])
 
 
 def test_a_valid_request_row_is_coerced_once_and_typed():
