@@ -35,7 +35,7 @@ LAYERS = ("point", "now", "band", "peak", "burst", "backlog")
 def layers(signals: dict, wanted: int, target_utilization: float) -> list[tuple[str, int]]:
     """The count wanted at one tick, split: the point forecast's count, then what the rate now, the
     band, the recent peak, the burst rate and the backlog each add on top of the layers before."""
-    serve = signals["capacity_per_replica_per_s"] * target_utilization
+    serve = signals["capacity_per_replica_per_s"] * signals.get("utilization", target_utilization)
     count = (lambda r: max(1, math.ceil(r / serve - 1e-9))) if serve > 0 else (lambda r: wanted)
     if "steady_rate_per_s" in signals:  # steady_rate "window": the window's mean, then its error as the band
         point = count(signals["steady_mean_per_s"])

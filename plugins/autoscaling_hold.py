@@ -158,6 +158,7 @@ class SteadyWant:
         self.window_s, self.quantile, self.stable_s = window_s, quantile, stable_s
         self.wants: deque[tuple[float, int]] = deque()
         self.last_up: float | None = None
+        self.last_steady_up: float | None = None  # the last scale-up made while the load was called steady
 
     def add(self, now_s: float, wanted: int) -> None:
         """The count wanted at ``now_s`` (every tick, steady or not, so the window is full when needed)."""
@@ -172,15 +173,20 @@ class SteadyWant:
         ranked = sorted(w for _, w in self.wants)
         return ranked[min(len(ranked) - 1, max(0, math.ceil(self.quantile * len(ranked)) - 1))]
 
-    def target(self, now_s: float, current: int, floor: int) -> int:
+    def target(self, now_s: float, current: int, floor: int, steady_ups_only: bool = False) -> int:
         """What to run now: the window's quantile (at least ``floor``), not below ``current`` within
-        ``stable_s`` of the last scale-up."""
+        ``stable_s`` of the last scale-up (``steady_ups_only``: of the last one made on a steady load, so
+        counts raised before the load was called steady - the start-up - do not hold; none yet: no lock)."""
         t = max(floor, self.want())
-        if t < current and self.last_up is not None and now_s - self.last_up < self.stable_s:
+        up = self.last_steady_up if steady_ups_only else self.last_up
+        if t < current and up is not None and now_s - up < self.stable_s:
             t = current
         return t
 
-    def scaled(self, now_s: float, current: int, target: int) -> None:
-        """The target applied this tick (any mode): remembers when it last went up."""
+    def scaled(self, now_s: float, current: int, target: int, steady: bool = False) -> None:
+        """The target applied this tick (any mode): remembers when it last went up (and, ``steady``,
+        when it last went up on a steady load)."""
         if target > current:
             self.last_up = now_s
+            if steady:
+                self.last_steady_up = now_s

@@ -312,7 +312,10 @@ class SLOPlanner(Plugin):
             seconds = len(recent) * st.forecaster.bucket_s
             window_rate = window_mean + normal_abs_quantile(s.forecast_quantile) * math.sqrt(window_mean / seconds)
             plan_rate = window_rate
-        serve = per_replica * s.target_utilization
+        utilization = s.target_utilization  # on a steady load possibly its own (steady_target_utilization)
+        if poisson and s.steady_target_utilization is not None:
+            utilization = s.steady_target_utilization
+        serve = per_replica * utilization
         needed = math.ceil(plan_rate / serve - 1e-9) if serve > 0 else s.max_replicas
         backlog = scaling.num_queued
         # the queue adds its drain rate to the plan before rounding (a request or two waiting for the next
@@ -343,10 +346,13 @@ class SLOPlanner(Plugin):
         min_gap = s.recurrence_min_gap_s if s.recurrence_min_gap_s is not None else horizon
         st.steady.add(now, wanted)
         steady = cv is not None and cv <= s.steady_cv and not idle_long
+        # startup_release "quantile": until the load can be called steady, the wants' quantile as well
+        early = s.startup_release == "quantile" and s.steady_cv is not None and cv is None and not idle_long
         target = wanted
         held = rearmed = None
-        if steady:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
-            target = max(st.steady.target(now, current, floor), wanted if extra and s.steady_queue_at_once else 0)
+        if steady or early:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
+            target = max(st.steady.target(now, current, floor, steady_ups_only=s.startup_release != "off"),
+                         wanted if extra and s.steady_queue_at_once else 0)
             st.hold.add(now, target, min_gap)  # leaving the steady mode, the hold keeps what it ran
         else:
             st.hold.add(now, wanted, min_gap)
@@ -360,7 +366,7 @@ class SLOPlanner(Plugin):
             elif wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
                 held = st.hold.held(now)
                 target = max(wanted, min(current, held[0]))
-        if (s.steady_cv is not None and cv is None and not idle_long and target < current
+        if (s.steady_cv is not None and cv is None and not idle_long and not early and target < current
                 and st.steady.last_up is not None and now - st.steady.last_up < s.scale_down_delay_s):
             target = current  # too early to tell a steady load: no scale-down within the delay of a scale-up
         err = st.forecaster.relative_error()
@@ -373,8 +379,10 @@ class SLOPlanner(Plugin):
                    "queued": float(backlog), "needed": float(needed), "backlog_replicas": float(extra)}
         if cv is not None:
             signals["excess_cv"] = round(cv, 4)
-        if steady:
+        if steady or early:
             signals["steady_want"] = float(st.steady.want())
+        if utilization != s.target_utilization:
+            signals["utilization"] = utilization
         if work is not None:
             signals["prefill_work_tokens"] = round(work, 1)
         if spread is not None:
@@ -415,15 +423,16 @@ class SLOPlanner(Plugin):
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s ({steady_plan}forecast {point:.2f}, upper {upper:.2f} over "
                   f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}, burst {burst_n:.0f} in {burst_len:g}s "
                   f"{burst_rate:.2f}); {how} at "
-                  f"{s.target_utilization:.0%}; backlog {backlog} -> +{extra}"
+                  f"{utilization:.0%}; backlog {backlog} -> +{extra}"
                   + (f" (cleared in {drains:.0f}s, before a {cold:.0f}s cold start)" if drains is not None else "")
                   + f"; want {wanted}, {current} -> {target}"
                   + (f" (steady load: arrivals {cv:.2f} over Poisson; {s.steady_quantile:.0%} of the wants of "
-                     f"{st.steady.window_s:.0f}s {st.steady.want()})" if steady else ""))
-        st.steady.scaled(now, current, target)
+                     f"{st.steady.window_s:.0f}s {st.steady.want()})" if steady else "")
+                  + (f" (start-up: {s.steady_quantile:.0%} of the wants so far {st.steady.want()})" if early else ""))
+        st.steady.scaled(now, current, target, steady=steady)
         notes = []
         lead = s.recurrence_rearm_lead * horizon
-        if target < current and current in st.hold.last and not steady:  # released: the hold of the top count ran out
+        if target < current and current in st.hold.last and not (steady or early):  # released: the hold of the top count ran out
             ago = now - st.hold.last[current]
             notes.append(self._hold_note("released", current, ago, *st.hold.hold_s(current))
                          + self._onset_note(st, signals, current, ago, lead))

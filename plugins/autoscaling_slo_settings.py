@@ -68,6 +68,14 @@ class SLOPlannerSettings(PluginSettings):
     steady_buckets: int = Field(10, ge=3)
     steady_quantile: float = Field(0.95, gt=0, le=1)
     steady_window_s: float | None = Field(None, gt=0)  # None: scale_down_delay_s
+    startup_release: Literal["off", "steady", "quantile"] = "off"  # the start-up's counts: "off" keeps every
+    # count up to scale_down_delay_s after the last scale-up, start-up ones included; "steady": once the load is
+    # called steady the wants' quantile may give up counts raised before it was (the steady mode's no-scale-down
+    # rule counts only scale-ups made on a steady load); "quantile": that, and before the load can be called
+    # steady (its first steady_buckets) the planner runs the steady_quantile of the wants so far, not every count
+    # held for the delay
+    steady_target_utilization: float | None = Field(None, gt=0, le=1)  # on a steady load, run replicas at this
+    # share of their capacity instead of target_utilization (None: target_utilization throughout)
     steady_queue_at_once: bool = False  # on a steady load, backlog replicas still start at once (False: only
     # through the wants' quantile)
     backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
