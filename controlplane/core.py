@@ -42,6 +42,19 @@ _ACCEPTING = frozenset((WorkerState.READY, WorkerState.STARTING))  # Worker.acce
 class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
     """One run's control plane. Not thread-safe: one driver feeds it events in time order."""
 
+    # The attributes `__init__` and `bind_plugins` set, as slots. CPython 3.11 keeps at most 29 of an
+    # instance's attributes beside it (the class's shared keys); with a 30th the instance gets a dict of its
+    # own, and then no `self.method` lookup is specialized (~300 instructions more per method call and
+    # attribute access: every event's path here). The mixins' optional state (`ControlLoop`'s defaults,
+    # `_unplaced_until`) stays in the instance's attributes, well under that.
+    __slots__ = (
+        "config", "clock", "plugins", "workers", "_routable", "unrouted", "active", "guardian_pending",
+        "_unverified", "_checks", "_blocked_answers", "stats", "gauges", "ctx", "_batches", "_interrupted",
+        "_cancelling", "_worker_alive_since", "_out", "_deployments", "_default_model", "_arrivals_since_tick",
+        "_recent", "_tick_s", "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s",
+        "_record_batches", "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers",
+    )
+
     def __init__(
         self,
         *,
