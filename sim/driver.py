@@ -74,6 +74,15 @@ class _RunningBatch:
 class SimDriver:
     """Moves events from the trace and simulated workers into the core, and actions out."""
 
+    # Slots: CPython 3.11 keeps at most 29 attributes beside an instance; with a 30th it gets a dict of its
+    # own and no `self.method` lookup is specialized (`ControlPlane.__slots__`). The driver has 30.
+    __slots__ = (
+        "core", "env", "latency", "cold_start_s", "config", "_tick_s", "_rng_seed", "_rng", "on_progress",
+        "_running", "_timers", "_trace_done", "_started", "_trace", "_last_arrival_s", "_idle_ticks", "_done",
+        "_beside", "_next_arrival", "_next_tick", "_tick_event", "num_arrived", "num_events", "num_timers",
+        "_core_handle", "_worker_models", "_stepped_models", "_stepped", "guardians", "_handlers",
+    )
+
     def __init__(
         self,
         core: ControlPlane,
@@ -105,6 +114,7 @@ class SimDriver:
         self._beside = False
         self._next_arrival: tuple[float, int, int, TraceRequest] | None = None
         self._next_tick: tuple[float, int, int, None] | None = None
+        self._tick_event = ev.Tick(0.0)  # every tick's event (see `_tick`)
         self.num_arrived = 0
         self.num_events = 0  # events handed to the core (arrivals, batch ends, ticks, ...)
         self.num_timers = 0  # SimPy timeouts scheduled
@@ -251,7 +261,11 @@ class SimDriver:
         self._schedule_next_arrival()
 
     def _tick(self, _timer: Timeout) -> None:
-        self._handle(ev.Tick(self.env._now))
+        # One `Tick` for the run, its time set at each tick, not one made per tick (~1,500 instructions):
+        # the core reads its time and neither keeps nor emits it (`ControlLoop._on_tick`).
+        tick = self._tick_event
+        tick.time_s = self.env._now
+        self._handle(tick)
         if self._trace_done:
             if self.core.num_active == 0 and not self.guardians.num_pending:  # async verdicts count too
                 self._finish()
