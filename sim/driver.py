@@ -74,9 +74,7 @@ class _RunningBatch:
 class SimDriver:
     """Moves events from the trace and simulated workers into the core, and actions out."""
 
-    # Slots: CPython 3.11 keeps at most 29 attributes beside an instance; with a 30th it gets a dict of its
-    # own and no `self.method` lookup is specialized (`ControlPlane.__slots__`). The driver has 30.
-    __slots__ = (
+    __slots__ = (  # over 29 attributes, CPython 3.11 gives an instance a dict: see `ControlPlane.__slots__`
         "core", "env", "latency", "cold_start_s", "config", "_tick_s", "_rng_seed", "_rng", "on_progress",
         "_running", "_timers", "_trace_done", "_started", "_trace", "_last_arrival_s", "_idle_ticks", "_done",
         "_beside", "_next_arrival", "_next_tick", "_tick_event", "num_arrived", "num_events", "num_timers",
@@ -261,11 +259,9 @@ class SimDriver:
         self._schedule_next_arrival()
 
     def _tick(self, _timer: Timeout) -> None:
-        # One `Tick` for the run, its time set at each tick, not one made per tick (~1,500 instructions):
-        # the core reads its time and neither keeps nor emits it (`ControlLoop._on_tick`).
-        tick = self._tick_event
-        tick.time_s = self.env._now
-        self._handle(tick)
+        # One `Tick` for the run, its time set here (~1,500 instructions less a tick): the core keeps and emits none.
+        self._tick_event.time_s = self.env._now
+        self._handle(self._tick_event)
         if self._trace_done:
             if self.core.num_active == 0 and not self.guardians.num_pending:  # async verdicts count too
                 self._finish()
@@ -328,10 +324,17 @@ class SimDriver:
             grown = {r: n + 1 for r, n in b.prefill}  # requests hash by identity
             for r in b.decode:
                 grown[r] = 1
-            ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens + grown.get(r, 0)
-                   for r in b.then_decode]
             rb.first_s = first
-            total = first + self._price_decode(rb, wid, model, ctx, b.max_iterations - 1)
+            if stepped is not None:  # the steps need the contexts' sum only (as a decode-only batch's, below)
+                held = 0
+                for r in b.then_decode:
+                    held += r.num_computed_tokens + r.output_tokens - r.recompute_tokens + grown.get(r, 0)
+                rb.steps = steps = stepped.steps(len(b.then_decode), held, b.max_iterations - 1)
+                total = first + steps_total(steps)
+            else:
+                ctx = [r.num_computed_tokens + r.output_tokens - r.recompute_tokens + grown.get(r, 0)
+                       for r in b.then_decode]
+                total = first + self._price_decode(rb, model, ctx, b.max_iterations - 1)
         else:
             stepped = self._stepped.get(wid)
             if stepped is not None and b.max_iterations > 1:  # the steps need the contexts' sum only
@@ -345,15 +348,12 @@ class SimDriver:
                 if b.max_iterations == 1:
                     total = model.iteration_s(IterationShape((), (), ctx))
                 else:
-                    total = self._price_decode(rb, wid, model, ctx, b.max_iterations)
+                    total = self._price_decode(rb, model, ctx, b.max_iterations)
         rb.timer = self._after(total, self._batch_done, (wid, b.max_iterations, total))
 
-    def _price_decode(self, rb: _RunningBatch, wid: str, model: LatencyModel, ctx: list[int], n: int) -> float:
-        """Seconds of ``n`` decode iterations from KV contexts ``ctx``; keeps what interrupts need."""
-        stepped = self._stepped.get(wid)
-        if stepped is not None:
-            rb.steps = steps = stepped.steps(len(ctx), sum(ctx), n)
-            return steps_total(steps)
+    @staticmethod
+    def _price_decode(rb: _RunningBatch, model: LatencyModel, ctx: list[int], n: int) -> float:
+        """Seconds of ``n`` decode iterations from contexts ``ctx``, a model without steps; kept for interrupts."""
         rb.durations = durations = model.decode_run_s(ctx, n)
         return float(_sum(durations))
 
