@@ -22,6 +22,7 @@ import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
+from functools import cached_property
 from typing import Any, Final
 
 from controlplane.request_latency import latencies
@@ -129,7 +130,6 @@ class RowSpec:
             for name in self.columns
         )
         self._allowed_at = tuple((self.columns.index(c), c, v) for c, v in self.allowed.items())
-        self.pack = self._compiled_pack()  # type: ignore[method-assign]
         self._packers: dict[tuple[str, ...], Callable[[Any, int], tuple]] = {}
 
     @property
@@ -187,7 +187,7 @@ class RowSpec:
         checks and coercions without a loop over the columns; whatever it refuses, the generic
         :meth:`pack` refuses with its message. With ``attributes``, of an object's attributes
         (:meth:`packer`)."""
-        env: dict[str, Any] = {"_pack": RowSpec.pack.__get__(self), "_n": len(self.columns)}
+        env: dict[str, Any] = {"_pack": self.generic_pack, "_n": len(self.columns)}
         names = [f"v{i}" for i in range(len(self.columns))]
         if attributes is None:
             lines = ["def pack(values, run_id):",
@@ -228,13 +228,17 @@ class RowSpec:
         exec("\n".join(lines), env)  # noqa: S102  (code made here from the table's own columns)
         return env["pack"]
 
-    def pack(self, values: Sequence[Any], run_id: int) -> tuple:
-        """The stored tuple for ``values`` given for every column, in :attr:`columns` order.
+    @cached_property
+    def pack(self) -> Callable[[Sequence[Any], int], tuple]:
+        """``pack(values, run_id)``: the stored tuple for ``values`` given for every column, in
+        :attr:`columns` order. The fast path of :meth:`build` for producers that know the table
+        (the run's SQL recorder): the same checks and coercions, without the dict round trips;
+        :meth:`generic_pack` unrolled by :meth:`_compiled_pack` when first used (a replay uses
+        two or three of the tables' five)."""
+        return self._compiled_pack()
 
-        The fast path of :meth:`build` for producers that know the table (the run's SQL
-        recorder): the same checks and coercions, without the dict round trips. (Each spec's
-        own ``pack`` is this, unrolled by :meth:`_compiled_pack`.)
-        """
+    def generic_pack(self, values: Sequence[Any], run_id: int) -> tuple:
+        """:attr:`pack` as a loop over the columns: what it refuses, with its messages."""
         if len(values) != len(self.columns):
             raise ValueError(f"{self.name} row has {len(values)} values for {len(self.columns)} columns "
                              f"{list(self.columns)}")
