@@ -271,6 +271,7 @@ class FrontRecorder:
         self.retries = 0
         self.written: dict[str, int] = {name: 0 for name in SPECS}
         self._buffers: dict[str, list[tuple]] = {name: [] for name in SPECS}
+        self._appenders: dict[tuple[str, tuple[str, ...] | None], Callable[[Any], None]] = {}
         self._run_updates: list[dict[str, Any]] = []
         self._closed = False
         try:
@@ -315,17 +316,19 @@ class FrontRecorder:
 
     def appender(self, table: str, attributes: Sequence[str] | None = None) -> Callable[[Any], None]:
         """Add one row of ``table`` given as values in ``SPECS[table].columns`` order, checked; with
-        ``attributes``, given as an object whose attributes are those values (``RowSpec.packer``)."""
-        pack, buffer, size = SPECS[table].packer(attributes), self._buffers[table], self._handoff
-
-        def add(values: Any) -> None:  # a tuple, or the object of `attributes`
-            run_id = self.run_id
-            if run_id is None or self._closed:
-                run_id = self._run()
-            buffer.append(pack(values, run_id))
-            if len(buffer) >= size:
-                self._post(ROWS)
-
+        ``attributes``, given as an object whose attributes are those values (``RowSpec.packer``).
+        One generated function a row (``RowSpec.compiled``): the checks, the append, the hand-off."""
+        key = (table, None if attributes is None else tuple(attributes))
+        add = self._appenders.get(key)
+        if add is None:
+            buffer = self._buffers[table]
+            add = self._appenders[key] = SPECS[table].compiled(
+                attributes,
+                head="run_id = _recorder.run_id\nif run_id is None or _recorder._closed:\n    run_id = _recorder._run()",
+                finish="_append({row})\nif len(_buffer) >= _size:\n    _recorder._post(_ROWS)",
+                env={"_recorder": self, "_append": buffer.append, "_buffer": buffer, "_size": self._handoff,
+                     "_ROWS": ROWS},
+            )
         return add
 
     def add_values(self, table: str, values: tuple) -> None:

@@ -185,26 +185,43 @@ class RowSpec:
     def _compiled_pack(self, attributes: tuple[str, ...] | None = None) -> Callable[[Any, int], tuple]:
         """:meth:`pack` unrolled for this table's columns (generated once per spec): the same
         checks and coercions without a loop over the columns; whatever it refuses, the generic
-        :meth:`pack` refuses with its message. With ``attributes``, of an object's attributes
-        (:meth:`packer`)."""
-        env: dict[str, Any] = {"_pack": self.generic_pack, "_n": len(self.columns)}
+        :meth:`generic_pack` refuses with its message. With ``attributes``, of an object's
+        attributes (:meth:`packer`)."""
+        return self.compiled(attributes)
+
+    def compiled(self, attributes: Sequence[str] | None = None, *, head: str = "", finish: str = "return {row}",
+                 env: Mapping[str, Any] | None = None) -> Callable[..., Any]:
+        """A function with :attr:`pack`'s checks and coercions unrolled for this table's columns,
+        of a tuple of values (``values``) or of an object's ``attributes`` (``obj``).
+
+        By default it is ``pack(values, run_id)`` (or ``pack(obj, run_id)``) and returns the
+        stored tuple. With ``head`` (lines of code that set ``run_id``) it takes the row alone,
+        and ``finish`` (lines in which ``{row}`` is the stored tuple) does what the recorder does
+        with it: the row appended to a buffer without another call. Names the lines use come
+        in ``env``.
+        What :meth:`generic_pack` refuses goes to ``_slow(row, run_id)``: the generic pack
+        (of the attributes read again), which raises its error, unless ``env`` gives another.
+        """
+        generic = self.generic_pack
         names = [f"v{i}" for i in range(len(self.columns))]
+        namespace: dict[str, Any] = {"_n": len(self.columns)}
         if attributes is None:
-            lines = ["def pack(values, run_id):",
-                     "    if len(values) != _n:",
-                     "        return _pack(values, run_id)",
+            arg = "values"
+            reads = ["    if len(values) != _n:", "        return _slow(values, run_id)",
                      f"    {', '.join(names)}{',' if len(names) == 1 else ''} = values"]
-            env["_slow"] = env["_pack"]
-        else:  # what the generic pack refuses, it refuses from the attributes read again
-            lines = ["def pack(obj, run_id):", *(f"    {v} = obj.{a}" for v, a in zip(names, attributes))]
-            generic = env["_pack"]
-            env["_slow"] = lambda obj, run_id: generic(tuple(getattr(obj, a) for a in attributes), run_id)
-        args = "values" if attributes is None else "obj"
+            namespace["_slow"] = generic
+        else:
+            arg = "obj"
+            reads = [f"    {v} = obj.{a}" for v, a in zip(names, attributes)]
+            namespace["_slow"] = lambda obj, run_id: generic(tuple(getattr(obj, a) for a in attributes), run_id)
+        lines = [f"def pack({arg}, run_id):" if not head else f"def pack({arg}):",
+                 *("    " + line for line in head.splitlines()), *reads]
         for i, (_, label, exact, coerce, required, default) in enumerate(self._checks):
             v = names[i]
-            env[f"_e{i}"], env[f"_c{i}"], env[f"_l{i}"], env[f"_d{i}"] = exact, coerce, label, default
+            namespace[f"_e{i}"], namespace[f"_c{i}"], namespace[f"_l{i}"] = exact, coerce, label
+            namespace[f"_d{i}"] = default
             if required:
-                if_none = f"return _slow({args}, run_id)"
+                if_none = f"return _slow({arg}, run_id)"
             elif default is not None:
                 if_none = f"{v} = _d{i}"
             else:
@@ -214,7 +231,7 @@ class RowSpec:
             elif coerce is _as_json and _plain_json is not None:
                 # orjson's plain call (no options, no default hook) gives the text `dumps` gives
                 # for what it accepts, and refuses the rest with a TypeError: those go to `dumps`.
-                env["_j"] = _plain_json
+                namespace["_j"] = _plain_json
                 lines += [f"    if {v} is None:", f"        {if_none}", "    else:", "        try:",
                           f"            {v} = _j({v}).decode()", "        except TypeError:",
                           f"            {v} = _c{i}(_l{i}, {v})"]
@@ -222,11 +239,12 @@ class RowSpec:
                 lines += [f"    if {v} is None:", f"        {if_none}", f"    elif type({v}) is not _e{i}:",
                           f"        {v} = _c{i}(_l{i}, {v})"]
         for index, _, allowed in self._allowed_at:
-            env[f"_a{index}"] = allowed
-            lines += [f"    if {names[index]} not in _a{index}:", f"        return _slow({args}, run_id)"]
-        lines.append(f"    return (run_id, {', '.join(names)})")
-        exec("\n".join(lines), env)  # noqa: S102  (code made here from the table's own columns)
-        return env["pack"]
+            namespace[f"_a{index}"] = allowed
+            lines += [f"    if {names[index]} not in _a{index}:", f"        return _slow({arg}, run_id)"]
+        lines += ["    " + line for line in finish.replace("{row}", f"(run_id, {', '.join(names)})").splitlines()]
+        namespace.update(env or {})
+        exec("\n".join(lines), namespace)  # noqa: S102  (code made here from the table's own columns)
+        return namespace["pack"]
 
     @cached_property
     def pack(self) -> Callable[[Sequence[Any], int], tuple]:

@@ -259,3 +259,52 @@ def test_a_refused_fork_leaves_the_run_to_write_inline(tmp_path: Path, monkeypat
         assert isinstance(session.recorder, RunRecorder) and session.run_id is not None
     finally:
         session.close({})
+
+
+def test_appenders_store_and_refuse_what_an_inline_recorders_do(tmp_path: Path) -> None:
+    """The generated appenders (a tuple of values, or an event's attributes: the run's SQL
+    recorder) store the inline recorder's rows, hand off at ``handoff_rows``, and refuse a bad
+    row at once with its error naming the table and column."""
+    import numpy as np
+
+    from controlplane.events import MetricSample
+    from controlplane.recording import DECISION_COLUMNS, METRIC_COLUMNS
+    from controlplane.storage.rows import SPECS
+    from controlplane.types import Decision
+
+    inline_path, early_path = tmp_path / "inline.db", tmp_path / "early.db"
+    inline_engine = _engine(inline_path)
+    recorders = (RunRecorder(inline_engine, batch_size=64),
+                 FrontRecorder(EarlyWriter(), f"sqlite:///{early_path}", batch_size=64, handoff_rows=16))
+    bad = [("decision", Decision(time_s=None, hook="h", plugin="p", action="a")),  # type: ignore[arg-type]
+           ("decision", Decision(time_s=1.0, hook="h", plugin="p", action="a", payload={"x": object()})),
+           ("metric_sample", MetricSample(1.0, "m", "many")),  # type: ignore[arg-type]
+           ("request", (None,) * 3),
+           ("request", tuple(request_row(1, status="lost").get(c) for c in SPECS["request"].columns))]
+    refusals = []
+    for rec in recorders:
+        add = {"decision": rec.appender("decision", DECISION_COLUMNS),
+               "metric_sample": rec.appender("metric_sample", METRIC_COLUMNS), "request": rec.appender("request")}
+        with pytest.raises(StorageError, match="no run started"):
+            add["decision"](Decision(time_s=1.0, hook="h", plugin="p", action="a"))
+        run_id = start_run(rec)
+        for i in range(100):
+            add["decision"](Decision(time_s=i * 0.5, hook="h", plugin="p", action="a", subject=f"r{i}",
+                                     payload={"i": i, "n": np.int64(i), "set": {i, 1}} if i % 3 else None,
+                                     is_error=np.bool_(i % 5 == 0)))
+            add["metric_sample"](MetricSample(np.float64(i), "m", i, {"model": "x"} if i % 2 else None))
+            add["request"](tuple(request_row(i).get(c) for c in SPECS["request"].columns))
+        refusals.append([])
+        for table, row in bad:
+            with pytest.raises(ValueError) as exc:
+                add[table](row)
+            refusals[-1].append(str(exc.value))
+        assert _finish(rec, run_id) is True
+        rec.close()
+    assert refusals[0] == refusals[1]
+    assert [r.split(" = ")[0] for r in refusals[0][1:3]] == ["decision.payload", "metric_sample.value"]
+    inline_rows, early_rows = _rows(inline_path), _rows(early_path)
+    for rows in (inline_rows, early_rows):
+        rows.pop("run"), rows.pop("writer_mark")
+    assert early_rows == inline_rows and len(early_rows["decision"]) == 100
+    inline_engine.dispose()
