@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-__all__ = ["RecurrenceHold", "SteadyWant"]
+__all__ = ["RateHold", "RecurrenceHold", "SteadyWant"]
 
 
 class RecurrenceHold:
@@ -190,3 +190,37 @@ class SteadyWant:
             self.last_up = now_s
             if steady:
                 self.last_steady_up = now_s
+
+
+class RateHold:
+    """`hold_unit` ``"rate"`` / ``"rate_window"``: what a count kept by the hold stands for is the service rate it
+    was wanted for (the count times one replica's planned rate, capacity x utilization, at the tick it was last
+    wanted), not the number of replicas. Kept now, that rate is served by ``ceil(rate / rate per replica)``
+    replicas at the capacity now (``"rate"``) or at the mean of the capacities of the last ``window_s`` ticks
+    (``"rate_window"``): never more than the count itself. A burst of long prompts wants more replicas of a
+    smaller capacity; once the request shape is back, the load the hold insures against needs fewer. Past
+    only; no clock."""
+
+    def __init__(self, window_s: float, at: str = "rate") -> None:
+        self.window_s, self.at = window_s, at
+        self.rate: dict[int, float] = {}  # count -> the rate (req/s) its want stood for, when last wanted
+        self.serves: deque[tuple[float, float]] = deque()  # (tick, planned rate per replica)
+        self.total = 0.0
+
+    def add(self, now_s: float, wanted: int, serve: float) -> None:
+        """The count wanted (the one the hold records) at ``now_s``, one replica's planned rate ``serve``."""
+        for k in range(1, wanted + 1):
+            self.rate[k] = wanted * serve
+        self.serves.append((now_s, serve))
+        self.total += serve
+        while now_s - self.serves[0][0] > self.window_s:
+            self.total -= self.serves.popleft()[1]
+
+    def count(self, kept: int, serve: float) -> int:
+        """The replicas that serve now the rate count ``kept`` (and each count below it) was last wanted for;
+        at most ``kept``."""
+        rate = max((self.rate.get(k, 0.0) for k in range(1, kept + 1)), default=0.0)
+        per = serve if self.at == "rate" else self.total / max(1, len(self.serves))
+        if kept <= 0 or rate <= 0 or per <= 0:
+            return kept
+        return max(1, min(kept, math.ceil(rate / per - 1e-9)))

@@ -30,7 +30,7 @@ from controlplane.types import RequestStatus
 from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
-from .autoscaling_hold import RecurrenceHold, SteadyWant
+from .autoscaling_hold import RateHold, RecurrenceHold, SteadyWant
 from .autoscaling_slo_settings import SLOPlannerSettings
 
 
@@ -71,6 +71,7 @@ class _ModelState:
                                    onset_min_later=s.onset_min_later)
         self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
                                  s.steady_quantile, s.scale_down_delay_s)
+        self.rate_hold = RateHold(s.scale_down_delay_s, s.hold_unit) if s.hold_unit != "replicas" else None
 
 
 class SLOPlanner(Plugin):
@@ -350,6 +351,9 @@ class SLOPlanner(Plugin):
         early = s.startup_release == "quantile" and s.steady_cv is not None and cv is None and not idle_long
         target = wanted
         held = rearmed = None
+        as_rate = (lambda k: st.rate_hold.count(k, serve)) if st.rate_hold is not None else (lambda k: k)
+        if st.rate_hold is not None:  # hold_unit: what each count the hold records was wanted for, in req/s
+            st.rate_hold.add(now, target if steady or early else wanted, serve)
         if steady or early:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
             target = max(st.steady.target(now, current, floor, steady_ups_only=s.startup_release != "off"),
                          wanted if extra and s.steady_queue_at_once else 0)
@@ -358,14 +362,14 @@ class SLOPlanner(Plugin):
             st.hold.add(now, wanted, min_gap)
             if s.recurrence_rearm and s.recurrence_margin is not None and not idle_long:
                 kept = st.hold.kept(now, horizon, cold)
-                if kept[4] and kept[0] > wanted:  # a released count's soonest return is a horizon away: start it
-                    rearmed, target = kept[:2], kept[0]
+                if kept[4] and as_rate(kept[0]) > wanted:  # a released count's soonest return is a horizon away
+                    rearmed, target = kept[:2], as_rate(kept[0])  # start it
                 elif wanted < current:
                     held = kept[:4]
-                    target = max(wanted, min(current, held[0]))
+                    target = max(wanted, min(current, as_rate(held[0])))
             elif wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
                 held = st.hold.held(now)
-                target = max(wanted, min(current, held[0]))
+                target = max(wanted, min(current, as_rate(held[0])))
         if (s.steady_cv is not None and cv is None and not idle_long and not early and target < current
                 and st.steady.last_up is not None and now - st.steady.last_up < s.scale_down_delay_s):
             target = current  # too early to tell a steady load: no scale-down within the delay of a scale-up
@@ -437,7 +441,8 @@ class SLOPlanner(Plugin):
             notes.append(self._hold_note("released", current, ago, *st.hold.hold_s(current))
                          + self._onset_note(st, signals, current, ago, lead))
         if held is not None and target > wanted:  # kept above what it wants: which count and for how long
-            notes.append(self._hold_note("held", *held) + self._onset_note(st, signals, held[0], held[1], lead))
+            notes.append(self._hold_note("held", *held) + self._onset_note(st, signals, held[0], held[1], lead)
+                         + (f", {target} serve its rate now" if target < min(current, held[0]) else ""))
         if rearmed is not None and target > wanted:  # a released count started again ahead of its return
             k, ago = rearmed
             onset = self._onset_note(st, signals, k, ago, lead)

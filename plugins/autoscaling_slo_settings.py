@@ -76,6 +76,10 @@ class SLOPlannerSettings(PluginSettings):
     # held for the delay
     steady_target_utilization: float | None = Field(None, gt=0, le=1)  # on a steady load, run replicas at this
     # share of their capacity instead of target_utilization (None: target_utilization throughout)
+    hold_unit: Literal["replicas", "rate", "rate_window"] = "replicas"  # what a count the hold keeps stands for:
+    # the replicas wanted; or the rate they were wanted for (count x one replica's planned rate then), served by
+    # the replicas that rate needs at the capacity now ("rate") or at the mean capacity of the ticks of the last
+    # scale_down_delay_s ("rate_window"), never more than the count (on a load not called steady)
     steady_queue_at_once: bool = False  # on a steady load, backlog replicas still start at once (False: only
     # through the wants' quantile)
     backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
