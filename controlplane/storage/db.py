@@ -185,16 +185,14 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
 def prepare_schema(engine: Engine) -> bool:
     """Get ready for `ensure_schema` without writing anything; return whether the schema is at
     head already (then the run need not check it again). A SQLite file that does not exist yet
-    is not created: what making its schema needs (Alembic, its migration scripts: a fifth of a
-    second) is imported, and False returned. Otherwise ``alembic_version`` is read (False if it
-    cannot be: `ensure_schema` then reports why). A writer process does this while its run is
-    still starting."""
+    is not created: its schema's statements (``controlplane.storage.sqlite_schema``, no Alembic)
+    are imported, and False returned. Otherwise ``alembic_version`` is read (False if it cannot
+    be: `ensure_schema` then reports why). A writer process does this while its run is still
+    starting."""
     path = sqlite_path(engine)
     if path is not None and not path.exists():
-        from importlib import import_module
+        import controlplane.storage.sqlite_schema  # noqa: F401  (its schema, made without Alembic)
 
-        import_module("alembic.command")  # what `upgrade` imports
-        head_revisions()
         return False
     return _recorded_revisions(engine) == {SCHEMA_HEAD}
 
@@ -225,6 +223,11 @@ def ensure_schema(engine: Engine) -> bool:
     """
     if _recorded_revisions(engine) == {SCHEMA_HEAD}:
         return False
+    if sqlite_path(engine) is not None:  # a new SQLite file: the migrated schema without Alembic
+        from controlplane.storage.sqlite_schema import create_if_new
+
+        if create_if_new(engine, SCHEMA_HEAD, _SQLITE_BEGIN_OPTION):
+            return True
     heads = head_revisions()
     current = current_revisions(engine)
     if current == heads:

@@ -117,7 +117,7 @@ def test_delete_run_cascades(engine: Engine) -> None:
         assert conn.execute(select(Request.__table__.c.id)).first() is None
 
 
-def test_prepare_schema_imports_the_migrations_for_a_new_file_and_creates_nothing(tmp_path: Path) -> None:
+def test_prepare_schema_creates_nothing_and_a_new_file_gets_its_schema_without_alembic(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -130,7 +130,7 @@ def test_prepare_schema_imports_the_migrations_for_a_new_file_and_creates_nothin
             f"print(__import__('os').path.exists({str(tmp_path / 'new.db')!r}))\n"
             "print(ensure_schema(new))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "True", "False", "True"]  # imported, nothing created, then upgraded
+    assert out.split() == ["False", "False", "False", "True"]  # no Alembic, nothing created, then made
     code = ("import sys\n"
             "from controlplane.storage.db import make_engine, prepare_schema\n"
             f"print(prepare_schema(make_engine('sqlite:///{tmp_path / 'new.db'}')))\n"  # exists now, at head
