@@ -42,17 +42,15 @@ _ACCEPTING = frozenset((WorkerState.READY, WorkerState.STARTING))  # Worker.acce
 class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
     """One run's control plane. Not thread-safe: one driver feeds it events in time order."""
 
-    # The attributes `__init__` and `bind_plugins` set, as slots. CPython 3.11 keeps at most 29 of an
-    # instance's attributes beside it (the class's shared keys); with a 30th the instance gets a dict of its
-    # own, and then no `self.method` lookup is specialized (~300 instructions more per method call and
-    # attribute access: every event's path here). The mixins' optional state (`ControlLoop`'s defaults,
-    # `_unplaced_until`) stays in the instance's attributes, well under that.
+    # The attributes `__init__` and `bind_plugins` set, as slots: CPython 3.11 keeps at most 29 attributes beside
+    # an instance; past that it gets a dict and no `self.method` lookup is specialized (~300 instructions more per
+    # call). The mixins' optional state (`ControlLoop`'s defaults, `_unplaced_until`) stays in its attributes.
     __slots__ = (
-        "config", "clock", "plugins", "workers", "_routable", "unrouted", "active", "guardian_pending",
-        "_unverified", "_checks", "_blocked_answers", "stats", "gauges", "ctx", "_batches", "_interrupted",
-        "_cancelling", "_worker_alive_since", "_out", "_deployments", "_default_model", "_arrivals_since_tick",
-        "_recent", "_tick_s", "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s",
-        "_record_batches", "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers",
+        "config", "clock", "plugins", "workers", "_routable", "unrouted", "active", "guardian_pending", "_unverified",
+        "_checks", "_blocked_answers", "stats", "gauges", "ctx", "_batches", "_interrupted", "_cancelling",
+        "_worker_alive_since", "_out", "_deployments", "_default_model", "_arrivals_since_tick", "_recent", "_tick_s",
+        "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s", "_record_batches",
+        "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers", "finish_actions",
     )
 
     def __init__(
@@ -106,6 +104,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self._last_sample_s = float("-inf")
         self._record_batches = config.storage.record_batches
         self._multi_iteration = multi_iteration
+        self.finish_actions = True  # a `FinishRequest` as each request leaves (a driver with no clients: False)
         self.kv = KVCacheManager(None)
         self.bind_plugins(plugins, fallbacks)
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -325,7 +324,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             elif status is _REJECTED or status is _FAILED:
                 recent.add_error(self.clock.now_s)
         self._emit(ev.RequestFinished(self.clock.now_s, r))
-        self._out.append(act.FinishRequest(r))
+        if self.finish_actions:
+            self._out.append(act.FinishRequest(r))
 
     # --- batching -----------------------------------------------------------------------------
 

@@ -117,6 +117,7 @@ class SimDriver:
         self.num_events = 0  # events handed to the core (arrivals, batch ends, ticks, ...)
         self.num_timers = 0  # SimPy timeouts scheduled
         self._core_handle = core.handle
+        core.finish_actions = False  # no client to answer: the core makes no `FinishRequest` (one a request)
         self._worker_models: dict[str, LatencyModel] = {}
         self._stepped_models: dict[LatencyModel, SteppedDecode | None] = {}
         self._stepped: dict[str, SteppedDecode | None] = {}
@@ -195,9 +196,7 @@ class SimDriver:
         if actions:
             handlers = self._handlers
             for a in actions:
-                h = handlers[type(a)]
-                if h is not _ignore:  # FinishRequest, once per request: nothing to do here
-                    h(a)
+                handlers[type(a)](a)
 
     def _apply(self, actions: list[Any]) -> None:
         handlers = self._handlers

@@ -139,6 +139,22 @@ def test_progress_is_reported_until_the_last_arrival():
     assert seen[-1][1] == pytest.approx(trace[-1].arrival_s)
 
 
+def test_the_simulator_asks_the_core_for_no_finish_actions():
+    # The simulator answers no client: its core makes no FinishRequest, a core on its own does.
+    from controlplane import actions as act
+
+    session = RunSession(make_config(), mode="sim", record=False)
+    assert session.core.finish_actions
+    driver = SimDriver(session.core, build_latency_models(session), cold_start_s={})
+    assert not session.core.finish_actions
+    seen: list[object] = []
+    handle = session.core.handle
+    driver._core_handle = lambda e: seen.extend(out := handle(e)) or out
+    summary = driver.run(make_trace(50, qps=10))
+    assert summary["num_completed"] == 50 and seen
+    assert not any(isinstance(a, act.FinishRequest) for a in seen)
+
+
 def test_two_models_are_served_by_their_own_workers():
     trace = [dataclasses.replace(t, model="chat" if i % 2 else "code") for i, t in enumerate(make_trace(40, qps=8))]
     res = replay_with(trace=trace, cluster={"models": [{"name": "code", "replicas": 1}, {"name": "chat", "replicas": 2}]})
