@@ -224,9 +224,10 @@ def ensure_schema(engine: Engine) -> bool:
     if _recorded_revisions(engine) == {SCHEMA_HEAD}:
         return False
     if sqlite_path(engine) is not None:  # a new SQLite file: the migrated schema without Alembic
-        from controlplane.storage.sqlite_schema import create_if_new
+        from controlplane.storage import sqlite_schema
 
-        if create_if_new(engine, SCHEMA_HEAD, _SQLITE_BEGIN_OPTION):
+        if sqlite_schema.REVISION == SCHEMA_HEAD and sqlite_schema.create_if_new(engine, SCHEMA_HEAD,
+                                                                                 _SQLITE_BEGIN_OPTION):
             return True
     heads = head_revisions()
     current = current_revisions(engine)

@@ -8,12 +8,18 @@ row's id comes after it). :data:`STATEMENTS` is what ``sqlite_master`` holds aft
 transaction, so the file is the one Alembic makes (``tests/storage/test_sqlite_schema.py``
 compares both files' ``sqlite_master``, pragmas and version row, and Alembic's autogenerate
 finds nothing to migrate). A database that holds anything is left to Alembic. A new migration
-makes that test fail with the statements to paste here (``SCHEMA_HEAD`` moves with it).
+makes that test fail with the statements to paste here (and :data:`REVISION` to move with
+``SCHEMA_HEAD``); until then a new file is made by Alembic as before.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+#: The revision :data:`STATEMENTS` were read at: a new file is made from them only while this is
+#: ``SCHEMA_HEAD`` (a migration added without pasting its statements here falls back to Alembic, and
+#: ``tests/storage/test_sqlite_schema.py`` fails until they are pasted).
+REVISION: Final = "0003"
 
 #: ``sqlite_master.sql`` of a file upgraded to ``SCHEMA_HEAD``, by rowid (SQLite's own indexes omitted).
 STATEMENTS: Final[tuple[str, ...]] = (

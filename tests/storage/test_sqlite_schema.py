@@ -72,3 +72,23 @@ def test_two_processes_starting_on_one_new_file_make_it_once(tmp_path: Path) -> 
     assert _schema(path)[2] == [(SCHEMA_HEAD,)]
     for e in engines:
         e.dispose()
+
+
+def test_the_kept_statements_are_read_at_the_head() -> None:
+    from controlplane.storage import sqlite_schema
+
+    assert sqlite_schema.REVISION == SCHEMA_HEAD, "move REVISION with SCHEMA_HEAD after pasting the new statements"
+
+
+def test_statements_of_another_revision_are_not_used(tmp_path: Path, monkeypatch) -> None:
+    from controlplane.storage import sqlite_schema
+
+    monkeypatch.setattr(sqlite_schema, "REVISION", "0000")
+    monkeypatch.setattr(sqlite_schema, "STATEMENTS", ("CREATE TABLE wrong (x INTEGER)",))
+    path = tmp_path / "stale.db"
+    engine = make_engine(f"sqlite:///{path}")
+    assert ensure_schema(engine) is True  # made by Alembic's migrations, not the stale statements
+    engine.dispose()
+    tables = {row[1] for row in _schema(path)[0] if row[0] == "table"}
+    assert "wrong" not in tables and {"run", "request", "alembic_version"} <= tables
+    assert _schema(path)[2] == [(SCHEMA_HEAD,)]
