@@ -59,7 +59,7 @@ ENV_SWITCH: Final = "CONTROLPLANE_WRITER_PROCESS"
 #: on, on the other CPU, and what is left at the end, written while the run waits for it, is
 #: a few hundred rows rather than up to a whole ``batch_size`` of each table (500 rather than
 #: 2,000: the end's wait 13.7 -> 6.5 ms at 10k requests, the writer's instructions +2%;
-#: docs/simulator.md, "Sixteenth session").
+#: docs/history/simulator.md, "Sixteenth session").
 HANDOFF_ROWS: Final = 500
 
 
@@ -89,7 +89,7 @@ def writer_process_possible(loadavg: str = "/proc/loadavg") -> bool:
     """Whether to fork a writer process now: os.fork on Linux, two CPUs or more for this process,
     and ``CONTROLPLANE_WRITER_PROCESS`` not ``0``. Unset (or ``auto``), only when another CPU is
     free at this moment (:func:`another_cpu_free`): the writer overlaps the start-up only on a
-    free core, and on a busy host it adds its own work (docs/simulator.md); ``1`` forks anyway."""
+    free core, and on a busy host it adds its own work (docs/history/simulator.md); ``1`` forks anyway."""
     switch = os.environ.get(ENV_SWITCH, "auto").strip().lower()
     if switch in ("0", "false", "no", "off"):
         return False

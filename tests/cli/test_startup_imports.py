@@ -1,5 +1,5 @@
 """What `controlplane sim replay --json` imports, as a whole process: nothing heavy that the run
-does not use. Start-up is most of a short replay's wall time (docs/simulator.md, "Start-up"), so a
+does not use. Start-up is most of a short replay's wall time (docs/simulator.md, "Where the time goes"), so a
 module-level import of the ORM, rich, alembic, pandas, scipy, sklearn or torch on the replay path
 would silently cost every run; this test names the one that crept in."""
 
@@ -20,7 +20,7 @@ from tests.cli.test_cli_process import CONFIG
 
 #: Never imported by a replay with the Vidur-profiled config once its schema exists and its
 #: fitted profile pieces are cached (the second run): what each costs, measured with
-#: `python -X importtime`, is in docs/simulator.md.
+#: `python -X importtime`, is in docs/history/simulator.md ("Start-up" and the fifteenth session).
 HEAVY = (
     "sqlalchemy.orm",  # the tables are Core Tables
     "alembic",  # only when the schema is created or upgraded
