@@ -42,9 +42,8 @@ _ACCEPTING = frozenset((WorkerState.READY, WorkerState.STARTING))  # Worker.acce
 class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
     """One run's control plane. Not thread-safe: one driver feeds it events in time order."""
 
-    # The attributes `__init__` and `bind_plugins` set, as slots: CPython 3.11 keeps at most 29 attributes beside
-    # an instance; past that it gets a dict and no `self.method` lookup is specialized (~300 instructions more per
-    # call). The mixins' optional state (`ControlLoop`'s defaults, `_unplaced_until`) stays in its attributes.
+    # `__init__`'s and `bind_plugins`' attributes as slots: past 29 beside an instance CPython 3.11 specializes no
+    # `self.method` lookup (~300 instructions a call). Mixins' optional state (`_unplaced_until`) stays in attributes.
     __slots__ = (
         "config", "clock", "plugins", "workers", "_routable", "unrouted", "active", "guardian_pending", "_unverified",
         "_checks", "_blocked_answers", "stats", "gauges", "ctx", "_batches", "_interrupted", "_cancelling",
@@ -78,14 +77,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self._blocked_answers: dict = {}  # (model, prompt) a guardian blocked: never served from a cache
         self.stats = RunStats()
         self.gauges: dict[str, float] = {}
-        self.ctx = PolicyContext(
-            clock=clock,
-            rng_seed=config.seed,
-            config=config,
-            run=run,
-            workers=self.workers,
-            metrics=self.gauges,
-        )
+        self.ctx = PolicyContext(clock=clock, rng_seed=config.seed, config=config, run=run, workers=self.workers,
+                                 metrics=self.gauges)
         self._batches: dict[str, Batch] = {}
         self._interrupted: set[str] = set()
         # Requests in a running batch that leave at its next boundary: id -> (reason, None to cancel
@@ -133,6 +126,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self._emit = self.calls.emit
         self._decide = self.calls.decide
         self.kv.bind(self.calls)
+        if getattr(self, "_handlers", None) is not None:  # a reload: iteration timings go to the new set's observers
+            self._handlers[ev.IterationTimed] = self._emit
 
     # --- public API ---------------------------------------------------------------------------
 

@@ -151,3 +151,18 @@ def test_a_request_the_driver_cannot_serve_fails_with_its_code(harness):
     assert failed["a"].status is RequestStatus.FAILED and failed["a"].reason_code is ReasonCode.INVALID
     assert failed["waiting"].reason_code is ReasonCode.WORKER_FAILED and failed["a"].reason == "bad logits"
     assert {d.action for d in h.log.decisions if d.subject in ("a", "waiting")} >= {"fail"}
+
+
+def test_iteration_timings_go_to_the_plugin_set_bound_last(harness):
+    from controlplane.session import fallback_plugins
+    from controlplane.plugin_manager import discover_plugins
+    from controlplane.testing import EventLog, make_plugin_set
+
+    h = harness()
+    after = EventLog()
+    h.core.bind_plugins(make_plugin_set(after), fallback_plugins(discover_plugins()))
+    row = {"num_prefill_tokens": 8, "num_prefill_seqs": 1, "num_decode_seqs": 0, "sum_decode_context": 0,
+           "sum_prefill_context": 0, "iteration_s": 0.01}
+    h.handle(ev.IterationTimed(0.5, h.worker_ids[0], 3, 0.49, row))
+    assert [e for e in after.events if isinstance(e, ev.IterationTimed)]  # the reloaded set's observers
+    assert not [e for e in h.log.events if isinstance(e, ev.IterationTimed)]  # not the set bound before
