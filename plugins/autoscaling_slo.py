@@ -50,6 +50,8 @@ class _ModelState:
         self.bursts = BurstCurve(s.burst_bin_s, s.burst_memory_s, tuple(s.burst_windows_s)) \
             if s.burst_windows_s else None
         self.prompt: float | None = None
+        self.arrived_prompt: float | None = None  # arrival_prompt_smoothing's EWMA of arriving prompts
+        self.num_arrived = 0
         self.output: float | None = None
         self.num_seen = 0
         self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
@@ -97,10 +99,15 @@ class SLOPlanner(Plugin):
         if kind is RequestArrived:
             tokens = self.settings.work_unit == "tokens"
             costs = _prices_arrivals(self.settings)
-            if self.settings.burst_windows_s or tokens or costs:
+            arrived = self.settings.arrival_prompt_smoothing
+            if self.settings.burst_windows_s or tokens or costs or arrived:
                 d = ctx.config.cluster.deployment(event.request.model)
                 if d is not None:
                     st = self._state(d.name)
+                    if arrived:  # a plain mean for the first ones, as the finished requests' EWMA
+                        p, w = event.request.prompt_tokens, max(arrived, 1.0 / (st.num_arrived + 1))
+                        st.num_arrived += 1
+                        st.arrived_prompt = p if st.arrived_prompt is None else (1 - w) * st.arrived_prompt + w * p
                     if costs:
                         st.costs.add(event.time_s, event.request.prompt_tokens)
                     work = float(max(1, event.request.prompt_tokens)) if tokens else 1.0
@@ -134,6 +141,8 @@ class SLOPlanner(Plugin):
 
     def _shape(self, st: _ModelState, scaling) -> tuple[float, float]:
         if st.prompt is not None:
+            if st.arrived_prompt is not None and self.settings.arrival_prompt_smoothing:
+                return st.arrived_prompt, st.output
             return st.prompt, st.output
         waiting = [r for w in scaling.workers for r in (*w.waiting, *w.running)]
         if waiting:

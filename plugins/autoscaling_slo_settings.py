@@ -95,6 +95,10 @@ class SLOPlannerSettings(PluginSettings):
     shape_window_s: float | None = Field(None, gt=0)  # instead: the mean shape of the requests finished in
     # this many seconds (at least the last shape_min_requests): a ratio estimate a flood of finishes cannot swing
     shape_min_requests: int = Field(50, ge=1)
+    arrival_prompt_smoothing: float | None = Field(None, gt=0, le=1)  # the shape's mean prompt as an EWMA of
+    # the arriving requests' prompts with this weight (known at arrival: a burst of long prompts counts as it
+    # arrives, and a burst's last finishers do not move it while nothing arrives) instead of the finished ones'
+    # (None: the finished requests' shape_smoothing / shape_window_s mean); the output stays the finished ones'
     capacity_from: Literal["mean_shape", "request_costs", "cost_ratio"] = "cost_ratio"  # size a replica
     # for the mean prompt; or for the prompt whose prefill price (iteration_s) is the mean price of the prompts
     # that arrived in request_cost_window_s (at least shape_min_requests): each request charged what it costs
