@@ -211,7 +211,7 @@ def test_the_planner_with_the_onset_forecast_releases_between_irregular_bursts_a
 
 def test_the_onset_forecast_is_off_by_default():
     # adopted on the tuning halves (0.3, with a 2.5-horizon lead), then taken back: it lost SLO on the held-out
-    # halves (docs/autoscaling.md, Results)
+    # halves (docs/history/autoscaling.md, "A forecast of burst onsets")
     s = SLOPlanner.Settings()
     assert (s.onset_hazard, s.onset_min_gaps, s.onset_prior, s.recurrence_rearm_lead) == (None, 3, 0.0, 2.0)
 
