@@ -15,20 +15,9 @@ import yaml
 from controlplane import timings
 from controlplane.storage import export_rows, make_engine
 from sim.traces import bundled_trace_path
+from tests.fixtures.common import VIDUR_ANCHOR_CONFIG
 
-CONFIG = {
-    "seed": 42,
-    "plugins": {"enabled": ["round-robin", "continuous-batching", "fixed-replicas", "static-memory",
-                            "builtin-latency-models"],
-                "settings": {"continuous-batching": {"policy": "vllm", "watermark": 0.01}}},
-    "cluster": {"models": [{
-        "name": "llama", "replicas": 1, "latency_model": "vidur",
-        "latency": {"model": "meta-llama/Llama-2-70b-hf", "gpu": "a100", "tensor_parallel": 2,
-                    "network": "a100_pairwise_nvlink"},
-        "model_spec": "meta-llama/Llama-2-70b-hf", "gpu": "a100-80gb", "gpus_per_replica": 2,
-        "max_num_seqs": 128, "max_batch_tokens": 4096, "kv_block_size": 16,
-    }]},
-}
+CONFIG = VIDUR_ANCHOR_CONFIG
 
 
 def _run(cwd: Path, config: Path, **env: str) -> subprocess.CompletedProcess:

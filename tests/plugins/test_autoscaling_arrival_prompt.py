@@ -5,30 +5,19 @@ from __future__ import annotations
 
 import functools
 
-from controlplane.testing import make_trace, replay_with
-from plugins.autoscaling_slo import SLOPlanner
-from tests.fixtures.common import assert_conserved
-
-SLO = {"ttft_s": 2.0, "tpot_s": 0.1}
-CLUSTER = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 10.0}]}
+from controlplane.testing import make_trace
+from tests.fixtures.common import planner_replay, with_burst
 
 
 def _trace():
     """256-token prompts at 2 req/s to ~70 s, and 200 prompts of 4,096 tokens at 20 req/s from 60 s; then nothing."""
-    base = make_trace(120, qps=2.0, prompt_tokens=256, output_tokens=64, seed=3)
-    burst = make_trace(200, qps=20.0, prompt_tokens=4096, output_tokens=256, seed=11)
-    out = list(base) + [type(r)(f"b{i}", r.arrival_s + 60.0, r.prompt_tokens, r.output_tokens)
-                        for i, r in enumerate(burst)]
-    return sorted(out, key=lambda r: r.arrival_s)
+    return with_burst(make_trace(120, qps=2.0, prompt_tokens=256, output_tokens=64, seed=3),
+                      make_trace(200, qps=20.0, prompt_tokens=4096, output_tokens=256, seed=11), 60.0)
 
 
 @functools.cache
 def _replay(**settings):
-    res = replay_with(SLOPlanner(SLOPlanner.Settings(max_replicas=16, **settings)), trace=_trace(),
-                      cluster=CLUSTER, slo=SLO)
-    assert_conserved(res.summary)
-    assert res.summary["num_completed"] == len(_trace())
-    return res
+    return planner_replay(_trace(), **settings)
 
 
 def _planner(res):

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import functools
 
-from controlplane.testing import make_trace, replay_with
+from controlplane.testing import make_trace
 from plugins.autoscaling_hold import RateHold
-from plugins.autoscaling_slo import SLOPlanner
-from tests.fixtures.common import assert_conserved
+from tests.fixtures.common import planner_replay, with_burst
 from tests.plugins.test_autoscaling_policies import scale_events
-
-SLO = {"ttft_s": 2.0, "tpot_s": 0.1}
-CLUSTER = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 10.0}]}
 
 
 def test_a_kept_count_is_the_replicas_its_rate_needs_now_and_never_more_than_the_count():
@@ -33,20 +29,13 @@ def test_a_kept_count_is_the_replicas_its_rate_needs_now_and_never_more_than_the
 
 def _trace():
     """Short prompts at 1 req/s for 600 s, with a 15 s burst of long prompts at 20 req/s from 60 s."""
-    base = make_trace(600, qps=1.0, prompt_tokens=256, output_tokens=64, seed=3)
-    burst = make_trace(300, qps=20.0, prompt_tokens=4096, output_tokens=64, seed=11)
-    out = list(base) + [type(r)(f"b{i}", r.arrival_s + 60.0, r.prompt_tokens, r.output_tokens)
-                        for i, r in enumerate(burst)]
-    return sorted(out, key=lambda r: r.arrival_s)
+    return with_burst(make_trace(600, qps=1.0, prompt_tokens=256, output_tokens=64, seed=3),
+                      make_trace(300, qps=20.0, prompt_tokens=4096, output_tokens=64, seed=11), 60.0)
 
 
 @functools.cache
 def _replay(**settings):
-    res = replay_with(SLOPlanner(SLOPlanner.Settings(max_replicas=16, **settings)), trace=_trace(),
-                      cluster=CLUSTER, slo=SLO)
-    assert_conserved(res.summary)
-    assert res.summary["num_completed"] == len(_trace())
-    return res
+    return planner_replay(_trace(), **settings)
 
 
 def test_off_by_default_and_off_changes_nothing():

@@ -17,22 +17,10 @@ import pytest
 from controlplane.config import RunConfig
 from sim.replay import TraceTransforms, replay
 from sim.traces import bundled_trace_path
+from tests.fixtures.common import VIDUR_ANCHOR_CONFIG
 
 INLINE_LIMIT = 29
 
-CONFIG = {
-    "seed": 42,
-    "plugins": {"enabled": ["round-robin", "continuous-batching", "fixed-replicas", "static-memory",
-                            "builtin-latency-models"],
-                "settings": {"continuous-batching": {"policy": "vllm", "watermark": 0.01}}},
-    "cluster": {"models": [{
-        "name": "llama", "replicas": 1, "latency_model": "vidur",
-        "latency": {"model": "meta-llama/Llama-2-70b-hf", "gpu": "a100", "tensor_parallel": 2,
-                    "network": "a100_pairwise_nvlink"},
-        "model_spec": "meta-llama/Llama-2-70b-hf", "gpu": "a100-80gb", "gpus_per_replica": 2,
-        "max_num_seqs": 128, "max_batch_tokens": 4096, "kv_block_size": 16,
-    }]},
-}
 
 
 def _attributes(obj: object) -> int:
@@ -41,7 +29,7 @@ def _attributes(obj: object) -> int:
 
 @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the limit is CPython 3.11's")
 def test_the_event_loops_objects_keep_their_attributes_inline():
-    result = replay(bundled_trace_path(), RunConfig.model_validate(CONFIG), trace_format="azure",
+    result = replay(bundled_trace_path(), RunConfig.model_validate(VIDUR_ANCHOR_CONFIG), trace_format="azure",
                     transforms=TraceTransforms(limit=200), record=False)
     core = result.session.core
     objects = {"ControlPlane": core, "SimDriver": result.driver, "RunStats": core.stats, "KVCacheManager": core.kv,
