@@ -179,15 +179,8 @@ class RowSpec:
         if made is None:
             if len(attributes) != len(self.columns) or not all(a.isidentifier() for a in attributes):
                 raise ValueError(f"{self.name}: {attributes} are not one attribute name per column {self.columns}")
-            made = self._packers[attributes] = self._compiled_pack(attributes)
+            made = self._packers[attributes] = self.compiled(attributes)
         return made
-
-    def _compiled_pack(self, attributes: tuple[str, ...] | None = None) -> Callable[[Any, int], tuple]:
-        """:meth:`pack` unrolled for this table's columns (generated once per spec): the same
-        checks and coercions without a loop over the columns; whatever it refuses, the generic
-        :meth:`generic_pack` refuses with its message. With ``attributes``, of an object's
-        attributes (:meth:`packer`)."""
-        return self.compiled(attributes)
 
     def compiled(self, attributes: Sequence[str] | None = None, *, head: str = "", finish: str = "return {row}",
                  env: Mapping[str, Any] | None = None) -> Callable[..., Any]:
@@ -251,9 +244,9 @@ class RowSpec:
         """``pack(values, run_id)``: the stored tuple for ``values`` given for every column, in
         :attr:`columns` order. The fast path of :meth:`build` for producers that know the table
         (the run's SQL recorder): the same checks and coercions, without the dict round trips;
-        :meth:`generic_pack` unrolled by :meth:`_compiled_pack` when first used (a replay uses
+        :meth:`generic_pack` unrolled by :meth:`compiled` when first used (a replay uses
         two or three of the tables' five)."""
-        return self._compiled_pack()
+        return self.compiled()
 
     def generic_pack(self, values: Sequence[Any], run_id: int) -> tuple:
         """:attr:`pack` as a loop over the columns: what it refuses, with its messages."""
