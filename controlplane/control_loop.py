@@ -12,7 +12,7 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
 from controlplane.hardware.memory_plan import deployment_cold_start_s
-from controlplane.scaling import ScalingContext, build_scaling_context
+from controlplane.scaling import ScalingContext, SteadyScaleDecision, build_scaling_context, count_queued
 from controlplane.types import Worker, WorkerState
 
 __all__ = ["ControlLoop"]
@@ -32,6 +32,9 @@ class ControlLoop:
     _metrics_interval_s: float
     _configured_replicas: dict[str, int]  # model -> its deployment's `replicas`
     _queue_gauges: dict[str, str]  # model -> its queue gauge's name in `gauges` ("queue:" + model)
+    # model -> the `SteadyScaleDecision` its scaler gave, until a worker changes (`_workers_changed` empties it);
+    # None when ``cp_scale`` has more than one answerer (`PolicyCalls.single_answer`): then it is asked every tick.
+    _steady_scale: dict[str, ScaleDecision] | None
     _iteration_estimator: Callable[..., float] | None = None
     _cold_start_by_model: dict[str, float] | None = None
     _advisory_last: dict[tuple[str, str], int] | None = None  # (shadow policy, model) -> its last target
@@ -86,8 +89,15 @@ class ControlLoop:
         unrouted, recent = self.unrouted, self._recent
         configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
-        decide = self._decide
+        decide, steady = self._decide, self._steady_scale
         for model, model_workers, n in groups:
+            held = steady.get(model) if steady else None
+            if held is not None and not sample:
+                # The scaler's answer holds until a worker changes and no sample is due: no context, no question;
+                # the queue gauge and the latency window as `build_scaling_context` leaves them.
+                gauges[queue_gauges[model]] = count_queued(model, model_workers, unrouted)
+                recent[model].prune(now)
+                continue
             cached = extras_by_model.get(model) if extras_by_model is not None else None
             extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
             scaling = build_scaling_context(model, now, configured[model], model_workers, unrouted,
@@ -95,13 +105,18 @@ class ControlLoop:
             gauges[queue_gauges[model]] = scaling.num_queued
             if sample:
                 self._sample(now, scaling)
+            if held is not None:
+                continue
             # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence): no copy
             # per tick. A decision to stay (the target is the ready and starting count) without shadow
             # decisions changes nothing: `_autoscale` is not called for it.
             decision, plugin = decide("cp_scale", model, scaling.workers, scaling)
-            if decision is not None and (decision.target_replicas != scaling.num_ready + scaling.num_starting
-                                         or decision.advisory):
+            if decision is None:
+                continue
+            if decision.target_replicas != scaling.num_ready + scaling.num_starting or decision.advisory:
                 self._autoscale(scaling, decision, plugin)
+            elif steady is not None and type(decision) is SteadyScaleDecision:
+                steady[model] = decision  # not asked again until a worker changes (`_workers_changed`)
         # The safety net: an idle worker with work is asked for a batch. Not a copy of the workers:
         # `_schedule` adds and removes none (they join in `_autoscale`, above, and leave on the driver's events).
         for w in workers:

@@ -50,6 +50,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         "_worker_alive_since", "_out", "_deployments", "_default_model", "_arrivals_since_tick", "_recent", "_tick_s",
         "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s", "_record_batches",
         "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers", "finish_actions",
+        "_steady_scale",
     )
 
     def __init__(
@@ -125,6 +126,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         self._monitor = plugins.monitor
         self._emit = self.calls.emit
         self._decide = self.calls.decide
+        self._steady_scale = {} if "cp_scale" in self.calls.single_answer else None  # see ControlLoop._on_tick
         self.kv.bind(self.calls)
         if getattr(self, "_handlers", None) is not None:  # a reload: iteration timings go to the new set's observers
             self._handlers[ev.IterationTimed] = self._emit
@@ -246,6 +248,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
     def _workers_changed(self) -> None:
         """A worker was added or removed, or its state changed: who accepts requests is found again."""
         self._routable = None
+        if self._steady_scale:  # a scaler's steady answer holds until now
+            self._steady_scale.clear()
 
     def _route(self, r: Request) -> None:
         routable = self._routable

@@ -67,6 +67,10 @@ class PolicyCalls:
         #: them, and the core skips the call (admission, the guardian plans, the cache lookup in a default replay).
         self.unanswered = frozenset(name for name, (fn, _, fallback, _) in self._direct.items()
                                     if fn is None and fallback is None)
+        #: Policy hooks answered by one callable alone, a plugin's or the fallback's (no wrapper, no second plugin):
+        #: what it answers is the hook's answer (the core trusts a `SteadyScaleDecision` from ``cp_scale`` then).
+        self.single_answer = frozenset(name for name, (fn, _, fallback, _) in self._direct.items()
+                                       if (fn is None) != (fallback is None))
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
         cache_store = fast_caller(hook.cp_cache_store, self.monitor)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controlplane.decisions import ScaleDecision
 from controlplane.types import UNLIMITED_KV_BLOCKS, Request, Worker, WorkerState
 
-__all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingContext", "build_scaling_context",
-           "takes_prefill_context"]
+__all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingContext", "SteadyScaleDecision",
+           "build_scaling_context", "count_queued", "takes_prefill_context"]
 
 #: One engine iteration's expected duration (s) on one replica of a model, from its batch:
 #: ``(prefill_tokens, decode_seqs, decode_context_tokens[, prefill_context_tokens])`` (the decodes'
@@ -152,6 +153,20 @@ class ScalingContext:
         return self.recent.percentile(kind, q)
 
 
+class SteadyScaleDecision(ScaleDecision):
+    """A decision to stay (target: the ready and starting replicas, no advisory decisions) that holds until one of
+    the model's workers is added, removed or changes state: until then the policy gives the same answer at every
+    tick, whatever the time, queue, arrivals and latencies (`fixed-replicas` at its configured count; not while
+    it backs off, a stay that turns into a restart with time alone). Its fields are a `ScaleDecision`'s.
+
+    When the one answerer of ``cp_scale`` (one plugin, or the fallback, and no wrapper:
+    `PolicyCalls.single_answer`) gives one, the core asks again only after a worker changes (or the plugins are
+    bound again): a tick that takes no metric sample meanwhile builds no `ScalingContext` and asks nothing
+    (`ControlLoop._on_tick`)."""
+
+    __slots__ = ()
+
+
 # --- fast construction -------------------------------------------------------------------
 # The core builds one ScalingContext per model at every tick. A frozen dataclass __init__ goes
 # through object.__setattr__ once per field (about 2.5 us for these 15), and each slot's
@@ -225,3 +240,14 @@ def build_scaling_context(
     s.cold_start_s = cold_start_s
     s.__class__ = ScalingContext
     return s
+
+
+def count_queued(model: str, workers: Iterable[Worker], unrouted: Iterable[Request]) -> int:
+    """`build_scaling_context`'s ``num_queued`` alone: the alive workers' waiting requests and the model's unrouted
+    ones (a tick that builds no context still sets the queue gauge)."""
+    queued = 0
+    for w in workers:
+        state = w.state
+        if state is _READY or state is _STARTING or state is _DRAINING:
+            queued += len(w.waiting)
+    return queued + sum(1 for r in unrouted if r.model == model) if unrouted else queued

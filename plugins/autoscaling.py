@@ -7,6 +7,7 @@ from pydantic import Field
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
 from controlplane.events import WorkerChanged
+from controlplane.scaling import SteadyScaleDecision
 
 
 class FixedReplicas(Plugin):
@@ -48,10 +49,10 @@ class FixedReplicas(Plugin):
         # adapter in between (every tick). `ScalingContext.num_current`, without the property's call.
         replicas = scaling.configured_replicas  # the deployment's `replicas` (not looked up in the config each tick)
         alive = scaling.num_ready + scaling.num_starting
-        if alive == replicas:  # every tick: the same (unmodified) decision object each time
+        if alive == replicas:  # the same (unmodified) decision object each time; it holds until a worker changes
             steady = self._steady.get(model)
             if steady is None or steady.target_replicas != alive:
-                steady = self._steady[model] = ScaleDecision(model, alive, "at configured replicas")
+                steady = self._steady[model] = SteadyScaleDecision(model, alive, "at configured replicas")
             return steady
         failures = self._failures.get(model, 0)
         if alive < replicas and failures > 1:  # the first replacement is immediate

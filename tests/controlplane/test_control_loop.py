@@ -1,0 +1,123 @@
+"""The control loop's ticks: a scaler's steady answer is not asked again until a worker changes, and the
+ticks that skip the question write the same gauges, samples and decisions as ticks that ask it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+import plugins.autoscaling as autoscaling
+from controlplane import Plugin, hookimpl
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.decisions import ScaleDecision
+from controlplane.scaling import RecentLatencies, SteadyScaleDecision, build_scaling_context, count_queued
+from controlplane.testing import make_trace, make_worker, replay_with
+from controlplane.types import Decision, Request, WorkerState
+from plugins.autoscaling import FixedReplicas
+
+
+def _count_fixed_replicas_questions(monkeypatch) -> list[float]:
+    """Patch `fixed-replicas`' ``cp_scale`` to note the time of every question (before the plugin is made)."""
+    asked: list[float] = []
+    original = FixedReplicas.cp_scale
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers, scaling):
+        asked.append(ctx.now_s)
+        return original(self, ctx, model, workers, scaling)
+
+    monkeypatch.setattr(FixedReplicas, "cp_scale", cp_scale)
+    return asked
+
+
+def test_a_steady_answer_is_asked_again_only_after_a_worker_changes(harness, monkeypatch):
+    asked = _count_fixed_replicas_questions(monkeypatch)
+    h = harness(cluster={"models": [{"name": "default", "replicas": 2}]})
+    assert "cp_scale" in h.core.calls.single_answer  # fixed-replicas alone answers
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):  # a sample at 1 and at 6: not asked at either
+        h.handle(ev.Tick(t))
+    assert asked == [1.0]
+    h.handle(ev.WorkerFailed(6.5, h.worker_ids[0], "test"))
+    started = [a for t in (7.0, 8.0, 9.0) for a in h.handle(ev.Tick(t)) if isinstance(a, act.StartWorker)]
+    assert asked == [1.0, 7.0, 8.0]  # the restore (a worker starts: a change), then steady again at 8
+    assert len(started) == 1
+    h.handle(ev.WorkerReady(9.5, started[0].worker_id))
+    h.handle(ev.Tick(10.0))
+    h.handle(ev.Tick(11.0))
+    assert asked == [1.0, 7.0, 8.0, 10.0]
+
+
+class _AlsoScales(Plugin):
+    """A second ``cp_scale`` implementation that defers: fixed-replicas is no longer the only answerer."""
+
+    name = "also-scales"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        return None
+
+
+def test_with_a_second_scaler_the_steady_answer_is_asked_every_tick(harness, monkeypatch):
+    asked = _count_fixed_replicas_questions(monkeypatch)
+    h = harness(_AlsoScales(), cluster={"models": [{"name": "default", "replicas": 1}]})
+    assert "cp_scale" not in h.core.calls.single_answer
+    for t in (1.0, 2.0, 3.0):
+        h.handle(ev.Tick(t))
+    assert asked == [1.0, 2.0, 3.0]
+
+
+def _run(trace: list[Any], steady: bool) -> tuple[dict[str, Any], list[Any], list[dict[str, float]]]:
+    """A replay of two models with fixed-replicas, its stay a `SteadyScaleDecision` or a plain one: its summary,
+    decisions, samples and worker changes, and the gauges as the batching policy sees them."""
+    gauges: list[dict[str, float]] = []
+
+    class _Gauges(Plugin):
+        name = "gauges-after-ticks"
+
+        @hookimpl
+        def cp_form_batch(self, ctx, worker):  # the gauges as a policy reads them between ticks
+            gauges.append(dict(ctx.metrics))
+            return None
+
+    with pytest.MonkeyPatch.context() as mp:
+        if not steady:
+            mp.setattr(autoscaling, "SteadyScaleDecision", ScaleDecision)
+        res = replay_with(_Gauges(), trace=trace,
+                          cluster={"models": [{"name": "a", "replicas": 1, "max_num_seqs": 4},
+                                              {"name": "b", "replicas": 2}]},
+                          control={"tick_s": 0.5, "metrics_interval_s": 2.0})
+    summary = {k: v for k, v in res.summary.items() if k != "wall_s"}
+    return summary, [repr(e) for e in res.events if isinstance(e, (Decision, ev.MetricSample, ev.WorkerChanged))], \
+        gauges
+
+
+def test_ticks_that_skip_the_question_record_what_asking_ticks_record():
+    trace = [dataclasses.replace(t, model="ab"[i % 2]) for i, t in enumerate(make_trace(300, qps=8, seed=7))]
+    steady = _run(trace, steady=True)
+    plain = _run(trace, steady=False)
+    assert steady[0]["num_completed"] > 0 and len(steady[1]) > 100
+    assert any(g.get("queue:a", 0) > 0 for g in steady[2])
+    assert steady == plain
+
+
+def test_count_queued_is_the_contexts_num_queued():
+    ready, starting, draining = make_worker("m-0"), make_worker("m-1", state=WorkerState.STARTING), \
+        make_worker("m-2", state=WorkerState.DRAINING)
+    dead = make_worker("m-3", state=WorkerState.STOPPED)
+    for i, w in enumerate((ready, starting, draining, dead)):
+        w.waiting.extend(Request(f"w{i}-{j}", 0.0, 4, 4) for j in range(i + 1))
+    unrouted = [Request("u0", 0.0, 4, 4, model="m"), Request("u1", 0.0, 4, 4, model="other")]
+    for queue in (unrouted, ()):
+        s = build_scaling_context("m", 1.0, 2, [ready, starting, draining, dead], queue, 0, 1.0, RecentLatencies(9.0))
+        assert count_queued("m", [ready, starting, draining, dead], queue) == s.num_queued
+    assert s.num_queued == 6
+
+
+def test_a_steady_decision_is_a_scale_decision_with_its_fields():
+    d = SteadyScaleDecision("m", 2, "at configured replicas")
+    assert isinstance(d, ScaleDecision) and (d.model, d.target_replicas, d.reason, d.advisory) == \
+        ("m", 2, "at configured replicas", ())
+    assert not hasattr(d, "__dict__")
