@@ -155,6 +155,32 @@ def test_the_simulator_asks_the_core_for_no_finish_actions():
     assert not any(isinstance(a, act.FinishRequest) for a in seen)
 
 
+def test_every_batch_end_is_one_event_object_with_that_batchs_fields():
+    # The driver hands the core one BatchFinished for the run, its fields set at each batch end (as its Tick).
+    from controlplane import actions as act
+
+    session = RunSession(make_config(), mode="sim", record=False)
+    driver = SimDriver(session.core, build_latency_models(session), cold_start_s={})
+    ends: list[tuple] = []
+    started: dict[int, str] = {}
+    handle = session.core.handle
+
+    def noting(e):
+        if type(e) is ev.BatchFinished:
+            ends.append((e, e.time_s, e.worker_id, e.batch_id, e.num_iterations, e.finished))
+        out = handle(e)
+        started.update((a.batch.batch_id, a.batch.worker_id) for a in out if isinstance(a, act.StartBatch))
+        return out
+
+    driver._core_handle = noting
+    summary = driver.run(make_trace(60, qps=10))
+    assert summary["num_completed"] == 60 and len(ends) > 60
+    assert all(end[0] is ends[0][0] for end in ends)  # (kept alive here: a new event each time would show)
+    assert len({end[3] for end in ends}) == len(ends) == len(started)  # each batch ends once
+    assert all(started[b] == wid and k >= 1 and finished == () for _, _, wid, b, k, finished in ends)
+    assert [end[1] for end in ends] == sorted(end[1] for end in ends)
+
+
 def test_two_models_are_served_by_their_own_workers():
     trace = [dataclasses.replace(t, model="chat" if i % 2 else "code") for i, t in enumerate(make_trace(40, qps=8))]
     res = replay_with(trace=trace, cluster={"models": [{"name": "code", "replicas": 1}, {"name": "chat", "replicas": 2}]})
