@@ -13,7 +13,7 @@ from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
 from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.scaling import ScalingContext, SteadyScaleDecision, build_scaling_context, count_queued
-from controlplane.types import Worker, WorkerState
+from controlplane.types import ALIVE_STATES, Worker, WorkerState
 
 __all__ = ["ControlLoop"]
 
@@ -69,32 +69,50 @@ class ControlLoop:
         arrivals = self._arrivals_since_tick
         gauges = self.gauges
         workers = self.workers.values()
-        groups: Iterable[tuple[str, Iterable[Worker], int]]
+        sample = now - self._last_sample_s >= self._metrics_interval_s - 1e-9
+        if sample:
+            self._last_sample_s = now
+        steady = self._steady_scale
         if len(arrivals) == 1:
             model = self._default_model  # the one deployment: the arrivals' one key
             n = arrivals[model]
             arrivals[model] = 0
             gauges["arrivals_per_s"] = n / tick_s
-            groups = ((model, workers, n),)
+            if steady and not sample and model in steady:  # the quiet tick: see `_scale_models`
+                unrouted = self.unrouted  # the queue gauge: `count_queued`, inlined
+                queued = sum(1 for r in unrouted if r.model == model) if unrouted else 0
+                for w in workers:
+                    if w.state in ALIVE_STATES:
+                        queued += len(w.waiting)
+                gauges[self._queue_gauges[model]] = queued
+                self._recent[model].prune(now)
+            else:
+                self._scale_models(now, ((model, workers, n),), sample, steady)
         else:
             self._arrivals_since_tick = dict.fromkeys(arrivals, 0)
             gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
             by_model: dict[str, list[Worker]] = {m: [] for m in arrivals}
             for w in workers:
                 by_model[w.model].append(w)
-            groups = [(m, ws, arrivals[m]) for m, ws in by_model.items()]
-        sample = now - self._last_sample_s >= self._metrics_interval_s - 1e-9
-        if sample:
-            self._last_sample_s = now
-        unrouted, recent = self.unrouted, self._recent
+            self._scale_models(now, [(m, ws, arrivals[m]) for m, ws in by_model.items()], sample, steady)
+        # The safety net: an idle worker with work is asked for a batch. Not a copy of the workers:
+        # `_schedule` adds and removes none (they join in `_autoscale`, above, and leave on the driver's events).
+        for w in workers:
+            if not w.busy and (w.waiting or w.running):
+                self._schedule(w)
+
+    def _scale_models(self, now: float, groups: Iterable[tuple[str, Iterable[Worker], int]], sample: bool,
+                      steady: dict[str, ScaleDecision] | None) -> None:
+        """Each model's (name, workers, arrivals this tick) of a tick: its queue gauge, its samples when ``sample``
+        is due, and the ``cp_scale`` question, applied. A model whose scaler gave a steady answer (``steady``, see
+        `SteadyScaleDecision`) is not asked, and on a tick with no sample due gets no context either: its queue
+        gauge and its latency window's pruning only, as `build_scaling_context` leaves them."""
+        gauges, tick_s, unrouted, recent = self.gauges, self._tick_s, self.unrouted, self._recent
         configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
-        decide, steady = self._decide, self._steady_scale
         for model, model_workers, n in groups:
             held = steady.get(model) if steady else None
             if held is not None and not sample:
-                # The scaler's answer holds until a worker changes and no sample is due: no context, no question;
-                # the queue gauge and the latency window as `build_scaling_context` leaves them.
                 gauges[queue_gauges[model]] = count_queued(model, model_workers, unrouted)
                 recent[model].prune(now)
                 continue
@@ -110,18 +128,13 @@ class ControlLoop:
             # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence): no copy
             # per tick. A decision to stay (the target is the ready and starting count) without shadow
             # decisions changes nothing: `_autoscale` is not called for it.
-            decision, plugin = decide("cp_scale", model, scaling.workers, scaling)
+            decision, plugin = self._decide("cp_scale", model, scaling.workers, scaling)
             if decision is None:
                 continue
             if decision.target_replicas != scaling.num_ready + scaling.num_starting or decision.advisory:
                 self._autoscale(scaling, decision, plugin)
             elif steady is not None and type(decision) is SteadyScaleDecision:
                 steady[model] = decision  # not asked again until a worker changes (`_workers_changed`)
-        # The safety net: an idle worker with work is asked for a batch. Not a copy of the workers:
-        # `_schedule` adds and removes none (they join in `_autoscale`, above, and leave on the driver's events).
-        for w in workers:
-            if not w.busy and (w.waiting or w.running):
-                self._schedule(w)
 
     def _record_advisory(self, model: str, current: int, decision: ScaleDecision) -> None:
         """Shadow policies' would-be decisions, recorded (action ``shadow_scale``) when one's target

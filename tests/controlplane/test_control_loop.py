@@ -69,9 +69,13 @@ def test_with_a_second_scaler_the_steady_answer_is_asked_every_tick(harness, mon
     assert asked == [1.0, 2.0, 3.0]
 
 
-def _run(trace: list[Any], steady: bool) -> tuple[dict[str, Any], list[Any], list[dict[str, float]]]:
-    """A replay of two models with fixed-replicas, its stay a `SteadyScaleDecision` or a plain one: its summary,
-    decisions, samples and worker changes, and the gauges as the batching policy sees them."""
+ONE_MODEL = {"models": [{"name": "a", "replicas": 1, "max_num_seqs": 4}]}
+TWO_MODELS = {"models": [{"name": "a", "replicas": 1, "max_num_seqs": 4}, {"name": "b", "replicas": 2}]}
+
+
+def _run(trace: list[Any], cluster: dict[str, Any], steady: bool) -> tuple[dict[str, Any], list[Any], list[dict]]:
+    """A replay with fixed-replicas, its stay a `SteadyScaleDecision` or a plain one: its summary, decisions,
+    samples and worker changes, and the gauges as the batching policy sees them."""
     gauges: list[dict[str, float]] = []
 
     class _Gauges(Plugin):
@@ -85,19 +89,19 @@ def _run(trace: list[Any], steady: bool) -> tuple[dict[str, Any], list[Any], lis
     with pytest.MonkeyPatch.context() as mp:
         if not steady:
             mp.setattr(autoscaling, "SteadyScaleDecision", ScaleDecision)
-        res = replay_with(_Gauges(), trace=trace,
-                          cluster={"models": [{"name": "a", "replicas": 1, "max_num_seqs": 4},
-                                              {"name": "b", "replicas": 2}]},
-                          control={"tick_s": 0.5, "metrics_interval_s": 2.0})
+        res = replay_with(_Gauges(), trace=trace, cluster=cluster, control={"tick_s": 0.5, "metrics_interval_s": 2.0})
     summary = {k: v for k, v in res.summary.items() if k != "wall_s"}
     return summary, [repr(e) for e in res.events if isinstance(e, (Decision, ev.MetricSample, ev.WorkerChanged))], \
         gauges
 
 
-def test_ticks_that_skip_the_question_record_what_asking_ticks_record():
-    trace = [dataclasses.replace(t, model="ab"[i % 2]) for i, t in enumerate(make_trace(300, qps=8, seed=7))]
-    steady = _run(trace, steady=True)
-    plain = _run(trace, steady=False)
+@pytest.mark.parametrize("cluster", [ONE_MODEL, TWO_MODELS], ids=["one model", "two models"])
+def test_ticks_that_skip_the_question_record_what_asking_ticks_record(cluster):
+    models = [m["name"] for m in cluster["models"]]
+    trace = [dataclasses.replace(t, model=models[i % len(models)])
+             for i, t in enumerate(make_trace(300, qps=8, seed=7))]
+    steady = _run(trace, cluster, steady=True)
+    plain = _run(trace, cluster, steady=False)
     assert steady[0]["num_completed"] > 0 and len(steady[1]) > 100
     assert any(g.get("queue:a", 0) > 0 for g in steady[2])
     assert steady == plain
