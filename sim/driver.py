@@ -179,7 +179,8 @@ class SimDriver:
         else:
             self._next_tick = None
             self._tick(None)
-        return self._next_beside()
+        arrival, tick = self._next_arrival, self._next_tick  # `_next_beside`, inlined (every arrival and tick)
+        return arrival if tick is None or (arrival is not None and arrival < tick) else tick
 
     def _handle(self, event: Any) -> None:
         self.num_events += 1
@@ -260,7 +261,12 @@ class SimDriver:
             if self._idle_ticks >= STALL_TICKS:
                 self._finish()  # what is left cannot progress; finish() records it as in flight
                 return
-        self._schedule_tick()
+        if self._beside:  # `_schedule_tick` and `_key_after`, inlined (every tick)
+            self.num_timers += 1
+            env = self.env
+            self._next_tick = (env._now + self._tick_s, NORMAL, next(env._eid), None)
+        else:
+            self._after(self._tick_s, self._tick, None)
 
     def _schedule_tick(self) -> None:
         if self._beside:
