@@ -46,18 +46,13 @@ def request_from_trace(t: TraceRequest) -> Request:
 
 
 class _RunningBatch:
-    """A batch executing on a simulated worker."""
+    """A batch executing on a simulated worker (made in `SimDriver._start_batch`, every slot set there: no
+    ``__init__`` call a batch): ``batch``, ``start_s``; ``first_s``, a prefill's duration when decode iterations
+    follow it, else 0; ``durations``, the per-iteration durations of a multi-iteration batch, and ``ends_s``, their
+    cumulative sums, computed on the first interrupt; or ``steps``, (iterations, duration) runs (stepped models);
+    ``timer``, the timeout that ends this batch now (an interrupt replaces it)."""
 
     __slots__ = ("batch", "start_s", "first_s", "durations", "ends_s", "steps", "timer")
-
-    def __init__(self, batch: Batch, start_s: float) -> None:
-        self.batch = batch
-        self.start_s = start_s
-        self.first_s = 0.0  # a prefill's duration when decode iterations follow it, else 0
-        self.durations: np.ndarray | None = None  # per-iteration durations of a multi-iteration batch
-        self.ends_s: np.ndarray | None = None  # their cumulative sums, computed on first interrupt
-        self.steps: list[tuple[int, float]] | None = None  # or (iterations, duration) runs (stepped models)
-        self.timer: Timeout | None = None  # the timeout that ends this batch now (an interrupt replaces it)
 
 
 class SimDriver:
@@ -203,7 +198,7 @@ class SimDriver:
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
         env = self.env
-        t = _new_timeout(Timeout)
+        t = _new_object(Timeout)
         t.env = env
         t.callbacks = [fn]
         t._value = value
@@ -300,7 +295,9 @@ class SimDriver:
         b = a.batch
         wid = b.worker_id
         model = self._worker_models.get(wid) or self._model_of(wid)
-        rb = _RunningBatch(b, self.env._now)
+        rb = _new_object(_RunningBatch)
+        rb.batch, rb.start_s, rb.first_s = b, self.env._now, 0.0
+        rb.durations = rb.ends_s = rb.steps = None  # (`timer` is set below, before anything reads it)
         self._running[wid] = rb
         if b.prefill:
             stepped = self._stepped.get(wid)
@@ -466,7 +463,7 @@ def _ignore(_a: Any) -> None:
     pass
 
 
-_new_timeout = object.__new__
+_new_object = object.__new__  # a Timeout or a _RunningBatch without its constructor's calls
 
 
 def run_until(env: simpy.Environment, done: simpy.Event, driver: SimDriver | None = None) -> None:
