@@ -27,6 +27,7 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.scaling import takes_prefill_context
 from controlplane.types import RequestStatus
 
+from .autoscaling_budget import MissBudget, meets_targets
 from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
@@ -74,6 +75,7 @@ class _ModelState:
         self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
                                  s.steady_quantile, s.scale_down_delay_s)
         self.rate_hold = RateHold(s.scale_down_delay_s, s.hold_unit) if s.hold_unit != "replicas" else None
+        self.budget = MissBudget(s.miss_budget, s.miss_budget_risk) if s.miss_budget is not None else None
 
 
 class SLOPlanner(Plugin):
@@ -115,6 +117,8 @@ class SLOPlanner(Plugin):
                     if st.bursts is not None:
                         st.bursts.add(event.time_s, work)
             return
+        if kind is RequestFinished and self.settings.miss_budget is not None:  # the SLO's miss budget: every finish
+            self._state(event.request.model).budget.add(meets_targets(event.request, *self._targets(ctx)))
         if kind is not RequestFinished or event.request.status is not RequestStatus.COMPLETED:
             return
         r = event.request
@@ -361,6 +365,11 @@ class SLOPlanner(Plugin):
         target = wanted
         held = rearmed = None
         as_rate = (lambda k: st.rate_hold.count(k, serve)) if st.rate_hold is not None else (lambda k: k)
+        release = 0  # miss_budget: replicas the budget's spare lets the hold give up below its count
+        if st.budget is not None and not (steady or early or idle_long):
+            release = st.budget.releasable(per_replica, horizon)
+            if release:
+                as_rate = (lambda f: lambda k: max(0, f(k) - release))(as_rate)
         if st.rate_hold is not None:  # hold_unit: what each count the hold records was wanted for, in req/s
             st.rate_hold.add(now, target if steady or early else wanted, serve)
         if steady or early:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
@@ -451,12 +460,19 @@ class SLOPlanner(Plugin):
                          + self._onset_note(st, signals, current, ago, lead))
         if held is not None and target > wanted:  # kept above what it wants: which count and for how long
             notes.append(self._hold_note("held", *held) + self._onset_note(st, signals, held[0], held[1], lead)
-                         + (f", {target} serve its rate now" if target < min(current, held[0]) else ""))
+                         + (f", {target} serve its rate now"
+                            if st.rate_hold is not None and target < min(current, held[0]) else ""))
         if rearmed is not None and target > wanted:  # a released count started again ahead of its return
             k, ago = rearmed
             onset = self._onset_note(st, signals, k, ago, lead)
             notes.append(f"ahead {k}: wanted {ago:.0f}s ago, released, and back" + (onset or (
                 f" within a horizon of its soonest return ({min(st.hold.gaps[k]):.0f}s)")))
+        if st.budget is not None:
+            signals["miss_budget_spare"] = round(st.budget.spare, 2)
+            if release and target < max(held[0] if held else 0, rearmed[0] if rearmed else 0):
+                b = st.budget
+                notes.append(f"miss budget: {b.spare:.1f} of {b.budget * b.finished:.1f} allowed misses spare, up to "
+                             f"{release} below the hold at {b.per_replica(per_replica, horizon):.1f} each")
         if notes:
             reason += f" ({'; '.join(notes)})"
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

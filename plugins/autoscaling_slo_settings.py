@@ -80,6 +80,11 @@ class SLOPlannerSettings(PluginSettings):
     # the replicas wanted; or the rate they were wanted for (count x one replica's planned rate then), served by
     # the replicas that rate needs at the capacity now ("rate") or at the mean capacity of the ticks of the last
     # scale_down_delay_s ("rate_window"), never more than the count (on a load not called steady)
+    miss_budget: float | None = Field(None, gt=0, lt=1)  # the share of requests the SLO lets miss: while the run's
+    # finished requests leave spare = this x finished - misses, the hold may give up floor(spare / (miss_budget_risk
+    # x one replica's rate x the horizon)) replicas below the count it keeps (None: off; on a load not called steady)
+    miss_budget_risk: float = Field(1.0, gt=0, le=1)  # ... the share of a released replica's rate over the horizon
+    # charged to the budget (1: the worst case, every request it would have served while a replacement starts late)
     steady_queue_at_once: bool = False  # on a steady load, backlog replicas still start at once (False: only
     # through the wants' quantile)
     backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start
