@@ -118,7 +118,9 @@ class SLOPlanner(Plugin):
                         st.bursts.add(event.time_s, work)
             return
         if kind is RequestFinished and self.settings.miss_budget is not None:  # the SLO's miss budget: every finish
-            self._state(event.request.model).budget.add(meets_targets(event.request, *self._targets(ctx)))
+            d = ctx.config.cluster.deployment(event.request.model)  # a request turned away may carry no model
+            if d is not None:
+                self._state(d.name).budget.add(meets_targets(event.request, *self._targets(ctx)))
         if kind is not RequestFinished or event.request.status is not RequestStatus.COMPLETED:
             return
         r = event.request
