@@ -147,9 +147,12 @@ def main() -> None:
     import os
     import threading
 
-    from controlplane import timings
+    from controlplane import code_cache, timings
 
     timings.mark("main")
+    # Before anything makes a dataclass: the functions the standard library compiles from text
+    # at every start (a fifth of a short replay's instructions) come from the cache directory.
+    code_cache.install()
     name = _command_name(sys.argv[1:])
     subcommand = _subcommand(sys.argv[1:]) if name is not None else None
     early = None

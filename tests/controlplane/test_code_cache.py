@@ -1,0 +1,203 @@
+"""Code compiled from text by dataclasses, typing, namedtuple and inspect, kept on disk: the same
+code objects as the builtins make, read back by the next process."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import inspect
+import marshal
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import typing
+
+import pytest
+
+from controlplane import code_cache
+from controlplane.cache_dir import CACHE_ENV
+
+_ATTRS = ("co_code", "co_consts", "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_flags",
+          "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_nlocals", "co_stacksize", "co_filename",
+          "co_name", "co_qualname", "co_firstlineno", "co_linetable", "co_exceptiontable")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The cache installed with a folder of its own; removed (hooks and all) afterwards."""
+    code_cache.uninstall()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    code_cache.install()
+    assert code_cache.installed()
+    yield code_cache.cache_file()
+    code_cache.uninstall()
+    assert not code_cache.installed() and vars(dataclasses).get("exec") is None
+
+
+def _same_code(a, b) -> None:
+    for attr in _ATTRS:
+        if hasattr(a, attr):
+            assert getattr(a, attr) == getattr(b, attr), attr
+    consts = [c for c in a.co_consts if isinstance(c, type(a))]
+    for x, y in zip(consts, [c for c in b.co_consts if isinstance(c, type(b))]):
+        _same_code(x, y)
+    assert a == b
+
+
+def test_the_hooked_modules_pass_on_no_compiler_flags_of_their_own():
+    # Otherwise a text compiled here (no flags) would differ from what their own calls compile.
+    for module, name in ((dataclasses, "exec"), (typing, "compile"), (collections, "eval"), (inspect, "eval")):
+        assert code_cache._hookable(module, name), module.__name__
+
+
+@pytest.mark.parametrize("source, mode", [
+    ("def __create_fn__(a, b):\n def __init__(self, x:a=b):\n  self.x=x\n return __init__", "exec"),
+    ("lambda _cls, x, y: _tuple_new(_cls, (x, y))", "eval"),
+    ("dict[str, 'Request'] | None", "eval"),
+    ("def f():\n    return (yield 1)\n", "exec"),
+])
+def test_a_code_object_is_the_one_the_builtin_compiles(cache, source, mode):
+    made = code_cache.code(source, mode)
+    _same_code(made, compile(source, "<string>", mode, dont_inherit=True))
+    assert code_cache.code(source, mode) is made  # asked again: the same object
+    code_cache.save()
+    code_cache.uninstall()
+    code_cache.install()  # as the next process: from the file
+    read = code_cache.code(source, mode)
+    assert read is not made
+    _same_code(read, made)
+    assert code_cache._added == 0
+
+
+def _classes():
+    @dataclasses.dataclass(frozen=True, order=True)
+    class Point:
+        x: int
+        y: int = 0
+        tags: list = dataclasses.field(default_factory=list, compare=False)
+
+    @dataclasses.dataclass(slots=True)
+    class Slotted:
+        name: str
+        value: typing.Optional[float] = None
+
+    Pair = collections.namedtuple("Pair", "left right", defaults=(None,))
+    return Point, Slotted, Pair
+
+
+def test_dataclasses_and_named_tuples_made_through_the_cache_are_the_same(cache):
+    code_cache.uninstall()
+    plain = _classes()
+    code_cache.install()
+    for attempt in range(2):  # compiled, then (the next process) read back from the file
+        hooked = _classes()
+        assert (code_cache._added == 0) if attempt else (code_cache._added > 0)
+        for a, b in zip(plain, hooked):
+            for name in ("__init__", "__repr__", "__eq__", "__lt__", "__hash__", "__setattr__", "__new__"):
+                fa, fb = getattr(a, name, None), getattr(b, name, None)
+                if hasattr(fa, "__code__") and fa.__code__.co_filename == "<string>":
+                    _same_code(fa.__code__, fb.__code__)
+                    assert fa.__defaults__ == fb.__defaults__ or name == "__init__"
+        Point, Slotted, Pair = hooked
+        assert Point(1, 2) < Point(2) and Point(1, 2) == Point(1, 2, ["a"]) and hash(Point(1)) == hash(Point(1))
+        assert repr(Slotted("a")) == "_classes.<locals>.Slotted(name='a', value=None)"
+        assert Pair(1) == (1, None) and Pair.__new__.__defaults__ == (None,)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            Point(1).x = 3
+        code_cache.save()
+        code_cache.uninstall()
+        code_cache.install()
+    assert code_cache._added == 0
+
+
+def test_forward_references_compile_through_the_cache_and_keep_their_errors(cache):
+    ref = typing.ForwardRef("list[int] | None")
+    assert "list[int] | None" in code_cache._codes["eval"]
+    assert ref.__forward_code__ is code_cache.code("list[int] | None", "eval")
+    assert typing.get_type_hints(type("C", (), {"__annotations__": {"a": "list[int] | None"}}))["a"] == (
+        list[int] | None)
+    with pytest.raises(SyntaxError, match=re.escape("Forward reference must be an expression -- got 'x +'")):
+        typing.ForwardRef("x +")
+    # Other arguments go to the builtin as given.
+    assert typing.compile("1", "other.py", "eval").co_filename == "other.py"
+
+
+def test_eval_and_exec_without_namespaces_use_the_callers_as_the_builtins_do(cache):
+    def caller():
+        y = 5
+        return code_cache._cached_eval("  y + 1"), code_cache._cached_eval("y * 2", None, {"y": 7})
+
+    assert caller() == (6, 14)
+    namespace: dict = {}
+    code_cache._cached_exec("z = 3", namespace)
+    assert namespace["z"] == 3 and "__builtins__" in namespace
+    local: dict = {}
+    code_cache._cached_exec("w = len('ab')", {}, local)
+    assert local == {"w": 2}
+    compiled = compile("v = 1", "<string>", "exec")
+    code_cache._cached_exec(compiled, namespace)  # a code object: passed through
+    assert namespace["v"] == 1
+
+
+def test_a_damaged_or_foreign_file_is_ignored_and_written_again(cache):
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    for content in (b"not marshal", marshal.dumps(("something else",)), marshal.dumps((99, {}, {})),
+                    marshal.dumps((1, {"x": "not code"}, {1: compile("1", "<string>", "eval")}))):
+        cache.write_bytes(content)
+        code_cache.uninstall()
+        code_cache.install()
+        made = code_cache.code("1 + 1", "eval")
+        assert eval(made) == 2
+        code_cache.save()
+        data = marshal.loads(cache.read_bytes())
+        assert data[0] == 1 and "1 + 1" in data[2]
+
+
+def test_past_max_entries_only_what_the_process_used_is_kept(cache, monkeypatch):
+    monkeypatch.setattr(code_cache, "MAX_ENTRIES", 3)
+    for i in range(5):
+        code_cache.code(f"{i} + 1", "eval")
+    code_cache.save()
+    assert len(marshal.loads(cache.read_bytes())[2]) >= 5  # this process used all five
+    code_cache.uninstall()
+    code_cache.install()
+    code_cache.code("0 + 1", "eval")
+    code_cache.code("new", "eval")
+    code_cache.save()
+    assert set(marshal.loads(cache.read_bytes())[2]) == {"0 + 1", "new"}
+
+
+def test_off_installs_nothing(monkeypatch):
+    code_cache.uninstall()
+    monkeypatch.setenv(CACHE_ENV, "off")
+    code_cache.install()
+    assert not code_cache.installed() and vars(dataclasses).get("exec") is None and code_cache.cache_file() is None
+
+
+def test_a_second_process_compiles_nothing_and_leaves_the_file_alone(tmp_path):
+    script = textwrap.dedent("""
+        from controlplane import code_cache
+        code_cache.install()
+        import dataclasses, json, sys
+        @dataclasses.dataclass(order=True)
+        class A:
+            a: int
+            b: "list[str]"
+        import pydantic
+        class M(pydantic.BaseModel):
+            x: "int | None" = None
+        print(json.dumps([code_cache._added, len(code_cache._codes["exec"]), A(1, []) < A(2, []), M(x=1).x]))
+        """)
+    env = {**os.environ, CACHE_ENV: str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        files = list((tmp_path / "code").glob("*.marshal"))
+        assert len(files) == 1
+        runs.append((*__import__("json").loads(proc.stdout), files[0].stat().st_mtime_ns))
+    (added1, execs1, lt1, x1, mtime1), (added2, execs2, lt2, x2, mtime2) = runs
+    assert added1 > 0 and execs1 > 10 and lt1 is lt2 is True and x1 == x2 == 1
+    assert added2 == 0 and execs2 == execs1 and mtime2 == mtime1
