@@ -75,39 +75,45 @@ def cache_file() -> Path | None:
     return root / "code" / f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}-O{sys.flags.optimize}.marshal"
 
 
+def _read(path: Path) -> list[dict[str, CodeType]] | None:
+    """The file's code objects by mode (None when it is missing, damaged or of another format)."""
+    try:
+        data = marshal.loads(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if not (isinstance(data, tuple) and len(data) == 1 + len(_MODES) and data[0] == _FORMAT):
+        return None
+    return [{k: v for k, v in saved.items() if type(k) is str and type(v) is CodeType} if isinstance(saved, dict)
+            else {} for saved in data[1:]]
+
+
 def _load(path: Path) -> None:
     """Add the file's code objects to those this process compiled so far (it compiled them again
     where the file has them: those do not count as new)."""
     global _added
-    try:
-        data = marshal.loads(path.read_bytes())
-    except (OSError, ValueError, EOFError, TypeError):
-        return
-    if not (isinstance(data, tuple) and len(data) == 1 + len(_MODES) and data[0] == _FORMAT):
-        return
-    for mode, saved in zip(_MODES, data[1:]):
-        if not isinstance(saved, dict):
-            continue
+    for mode, saved in zip(_MODES, _read(path) or ()):
         codes = _codes[mode]
         for source, compiled in saved.items():
-            if type(source) is str and type(compiled) is CodeType:
-                if source in codes:
-                    _added -= 1
-                else:
-                    codes[source] = compiled
+            if source in codes:
+                _added -= 1
+            else:
+                codes[source] = compiled
 
 
 def save() -> None:
-    """Write the file when this process compiled something new (at exit; idempotent)."""
+    """Write the file when this process compiled something new (at exit; idempotent): what the
+    file holds now (another process may have added to it since it was read) and what this
+    process compiled."""
     global _added
-    if not _added or _file is None:
+    if _added <= 0 or _file is None:
         return
     from controlplane.cache_dir import write_atomically
 
-    codes = _codes
-    if sum(len(c) for c in codes.values()) > MAX_ENTRIES:
-        codes = {mode: {s: c for s, c in _codes[mode].items() if s in _used[mode]} for mode in _MODES}
-    write_atomically(_file, marshal.dumps((_FORMAT, *(codes[mode] for mode in _MODES))))
+    on_disk = _read(_file) or [{} for _ in _MODES]
+    merged = [{**old, **_codes[mode]} for old, mode in zip(on_disk, _MODES)]
+    if sum(len(c) for c in merged) > MAX_ENTRIES:  # started afresh, with what this process used
+        merged = [{s: c for s, c in _codes[mode].items() if s in _used[mode]} for mode in _MODES]
+    write_atomically(_file, marshal.dumps((_FORMAT, *merged)))
     _added = 0
 
 

@@ -211,6 +211,11 @@ class EarlyWriter:
                 gc.freeze()
                 gc.enable()
                 serve_fresh(to_child_r, from_child_w)
+                # What the database side compiled from text (SQLAlchemy's dataclasses, named
+                # tuples, annotations), for the next run's writer (a no-op when nothing was new).
+                from controlplane import code_cache
+
+                code_cache.save()
             except BaseException:  # noqa: BLE001 - reported on stderr; the parent sees the pipe close
                 _log().exception("storage: the writer process failed")
                 code = 1
