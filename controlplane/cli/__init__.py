@@ -132,6 +132,20 @@ def _skip_pydantic_plugin_scan() -> None:
         os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
 
 
+def _plain_replay() -> Callable[[], None] | None:
+    """``controlplane sim replay`` with a plain command line, to run without typer (importing it
+    and making the command were ~0.1 G instructions of each replay's start); None when typer
+    should read the command line (`controlplane.cli.replay_args`)."""
+    from controlplane.cli import replay_args
+
+    values = replay_args.parse(sys.argv[3:])  # (after `sim replay`)
+    if values is None:
+        return None
+    from controlplane.cli import sim
+
+    return lambda: replay_args.run(sim.replay, values)
+
+
 def main() -> None:
     """The `controlplane` entry point: only the command that runs is imported, and the process
     ends as soon as its output is flushed and the exit handlers ran (``os._exit``: the
@@ -170,7 +184,9 @@ def main() -> None:
             _skip_pydantic_plugin_scan()
     try:
         try:
-            app = build_app([name], subcommand=subcommand) if name is not None else __getattr__("app")
+            app = _plain_replay() if subcommand == "replay" and name == "sim" else None
+            if app is None:
+                app = build_app([name], subcommand=subcommand) if name is not None else __getattr__("app")
         finally:
             _app_built(collecting)
         app()

@@ -8,8 +8,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import typer
-
 from controlplane.errors import ControlPlaneError
 
 #: The two consoles, ``out`` (stdout) and ``err`` (stderr), are made on first use (module
@@ -69,6 +67,8 @@ def user_errors() -> Iterator[None]:
         yield
     except (ControlPlaneError, ValueError, LookupError, FileNotFoundError) as exc:
         console("err").print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        import typer  # (here: `controlplane sim replay` runs without typer, `controlplane.cli.replay_args`)
+
         raise typer.Exit(2) from None
 
 

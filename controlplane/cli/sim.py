@@ -6,13 +6,14 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
-
-import typer
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 from controlplane.cli import common
 from controlplane.cli.common import user_errors
 from controlplane.cli.summary_table import summary_table
+
+if TYPE_CHECKING:
+    import typer
 
 HELP = "Replay request traces through the control plane in the simulator."
 
@@ -195,7 +196,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                                 on_progress=on_progress, writer=writer)
     summary = result.summary
     if json_out:
-        typer.echo(json.dumps(summary, sort_keys=True))
+        common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")  # as typer.echo writes it
         return
     title = f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"
     common.out.print(summary_table(summary, title))
@@ -213,6 +214,7 @@ def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _app is None:
+        _import_typer()
         # Sweeps and configuration search (docs/sweeps.md): their own module.
         from controlplane.cli.sweep import search, sweep
 
@@ -225,6 +227,15 @@ def __getattr__(name: str) -> Any:
 
 def replay_group() -> typer.Typer:
     """The ``sim`` group with ``replay`` alone, for ``controlplane sim replay ...`` (`build_app`)."""
+    _import_typer()
     group = typer.Typer(help=HELP, no_args_is_help=True)
     group.command()(replay)
     return group
+
+
+def _import_typer() -> None:
+    """typer, as a global of this module: `replay`'s annotations name it, and typer reads them
+    when it makes the command. Imported only then: ``controlplane sim replay`` with a plain command
+    line runs `replay` without typer (`controlplane.cli.replay_args`)."""
+    global typer
+    import typer

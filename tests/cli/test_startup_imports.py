@@ -30,6 +30,7 @@ HEAVY = (
     "yaml",  # the config file's parse is cached on disk by the first run (controlplane.yaml_cache)
     "pydantic_settings",  # only when a CONTROLPLANE_<setting> variable is set (none here)
     "numpy.random",  # only when something draws (a generator is made on first use; nothing draws here)
+    "typer", "click",  # a plain command line is read by controlplane.cli.replay_args (typer: ~0.1 G instructions)
 )
 
 _PROBE = """
