@@ -63,8 +63,9 @@ def code(source: str, mode: str) -> CodeType:
     return found
 
 
-def cache_file() -> Path | None:
-    """This interpreter's file (None when caching is off)."""
+def cache_file(scope: str = "") -> Path | None:
+    """This interpreter's file for ``scope`` (a command: each reads only what it compiles; None
+    when caching is off)."""
     from importlib.util import MAGIC_NUMBER
 
     from controlplane.cache_dir import cache_root
@@ -72,7 +73,9 @@ def cache_file() -> Path | None:
     root = cache_root()
     if root is None:
         return None
-    return root / "code" / f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}-O{sys.flags.optimize}.marshal"
+    words = [w for w in scope.split() if w.replace("-", "").replace("_", "").isalnum() and len(w) <= 40]
+    suffix = "".join(f"-{w}" for w in words)
+    return root / "code" / f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}-O{sys.flags.optimize}{suffix}.marshal"
 
 
 def _read(path: Path) -> list[dict[str, CodeType]] | None:
@@ -169,8 +172,9 @@ def _hookable(module: ModuleType, name: str) -> bool:
     return name not in vars(module) and not any(isinstance(v, __future__._Feature) for v in vars(module).values())
 
 
-def install() -> None:
-    """Hook the modules and load this interpreter's file (once; nothing when caching is off)."""
+def install(scope: str = "") -> None:
+    """Hook the modules and load this interpreter's file for ``scope`` (the command, such as
+    ``"sim replay"``; once; nothing when caching is off)."""
     global _file
     if _hooked or _file is not None:
         return
@@ -185,7 +189,7 @@ def install() -> None:
         if _hookable(module, name):
             setattr(module, name, hook)
             _hooked.append((module, name, hook))
-    path = cache_file()  # hooked first: the imports this makes (platformdirs) compile through the cache too
+    path = cache_file(scope)  # hooked first: the imports this makes (platformdirs) compile through the cache too
     if path is None:
         uninstall()
         return

@@ -164,11 +164,11 @@ def main() -> None:
     from controlplane import code_cache, timings
 
     timings.mark("main")
-    # Before anything makes a dataclass: the functions the standard library compiles from text
-    # at every start (a fifth of a short replay's instructions) come from the cache directory.
-    code_cache.install()
     name = _command_name(sys.argv[1:])
     subcommand = _subcommand(sys.argv[1:]) if name is not None else None
+    # Before anything makes a dataclass: the functions the standard library compiles from text
+    # at every start (a fifth of a short replay's instructions) come from the cache directory.
+    code_cache.install(f"{name or ''} {subcommand or ''}")
     early = None
     if name == "sim":
         # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a

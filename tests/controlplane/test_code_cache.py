@@ -201,3 +201,12 @@ def test_a_second_process_compiles_nothing_and_leaves_the_file_alone(tmp_path):
     (added1, execs1, lt1, x1, mtime1), (added2, execs2, lt2, x2, mtime2) = runs
     assert added1 > 0 and execs1 > 10 and lt1 is lt2 is True and x1 == x2 == 1
     assert added2 == 0 and execs2 == execs1 and mtime2 == mtime1
+
+
+def test_each_command_has_a_file_of_its_own_named_by_plain_words_only(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    plain = code_cache.cache_file()
+    assert plain.parent == tmp_path / "code" and plain.suffix == ".marshal"
+    assert code_cache.cache_file("sim replay").name == plain.stem + "-sim-replay.marshal"
+    assert code_cache.cache_file("runs ").name == plain.stem + "-runs.marshal"
+    assert code_cache.cache_file("../up x/y .. " + "a" * 41) == plain  # nothing of a path, nothing long
