@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import builtins
 import marshal
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,16 +38,18 @@ from typing import Any, Final
 
 __all__ = ["MAX_ENTRIES", "cache_file", "code", "install", "installed", "save", "uninstall"]
 
-_FORMAT: Final = 1  # of the file's content
+_FORMAT: Final = 2  # of the file's content: (_FORMAT, *one dict per table)
 #: Texts kept in the file at most; past that it keeps only what the last process used.
 MAX_ENTRIES: Final = 20_000
 _MODES: Final = ("exec", "eval")
+#: The file's tables: code by text for each mode; a regular expression's compiled parts by (pattern, flags).
+_TABLES: Final = (*_MODES, "re")
 
 _exec, _eval, _compile = builtins.exec, builtins.eval, builtins.compile
 
-_codes: dict[str, dict[str, CodeType]] = {mode: {} for mode in _MODES}  # mode -> text -> code
+_codes: dict[str, dict[Any, Any]] = {table: {} for table in _TABLES}  # table -> text -> code (or parts)
 _added = 0  # texts compiled by this process (the file is rewritten at exit when any)
-_used: dict[str, set[str]] = {mode: set() for mode in _MODES}  # texts this process asked for
+_used: dict[str, set[Any]] = {table: set() for table in _TABLES}  # texts this process asked for
 _file: Path | None = None
 _hooked: list[tuple[ModuleType, str, Callable[..., Any]]] = []
 
@@ -78,24 +81,31 @@ def cache_file(scope: str = "") -> Path | None:
     return root / "code" / f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}-O{sys.flags.optimize}{suffix}.marshal"
 
 
-def _read(path: Path) -> list[dict[str, CodeType]] | None:
-    """The file's code objects by mode (None when it is missing, damaged or of another format)."""
+def _read(path: Path) -> list[dict[Any, Any]] | None:
+    """The file's tables (None when it is missing, damaged or of another format)."""
     try:
         data = marshal.loads(path.read_bytes())
     except (OSError, ValueError, EOFError, TypeError):
         return None
-    if not (isinstance(data, tuple) and len(data) == 1 + len(_MODES) and data[0] == _FORMAT):
+    if not (isinstance(data, tuple) and len(data) == 1 + len(_TABLES) and data[0] == _FORMAT):
         return None
-    return [{k: v for k, v in saved.items() if type(k) is str and type(v) is CodeType} if isinstance(saved, dict)
-            else {} for saved in data[1:]]
+    return [{k: v for k, v in saved.items() if _valid(table, k, v)} if isinstance(saved, dict) else {}
+            for table, saved in zip(_TABLES, data[1:])]
+
+
+def _valid(table: str, key: Any, value: Any) -> bool:
+    if table != "re":
+        return type(key) is str and type(value) is CodeType
+    return (type(key) is tuple and len(key) == 2 and type(key[0]) in (str, bytes) and type(key[1]) is int
+            and type(value) is tuple and len(value) == 5)
 
 
 def _load(path: Path) -> None:
     """Add the file's code objects to those this process compiled so far (it compiled them again
     where the file has them: those do not count as new)."""
     global _added
-    for mode, saved in zip(_MODES, _read(path) or ()):
-        codes = _codes[mode]
+    for table, saved in zip(_TABLES, _read(path) or ()):
+        codes = _codes[table]
         for source, compiled in saved.items():
             if source in codes:
                 _added -= 1
@@ -112,10 +122,10 @@ def save() -> None:
         return
     from controlplane.cache_dir import write_atomically
 
-    on_disk = _read(_file) or [{} for _ in _MODES]
-    merged = [{**old, **_codes[mode]} for old, mode in zip(on_disk, _MODES)]
+    on_disk = _read(_file) or [{} for _ in _TABLES]
+    merged = [{**old, **_codes[table]} for old, table in zip(on_disk, _TABLES)]
     if sum(len(c) for c in merged) > MAX_ENTRIES:  # started afresh, with what this process used
-        merged = [{s: c for s, c in _codes[mode].items() if s in _used[mode]} for mode in _MODES]
+        merged = [{s: c for s, c in _codes[table].items() if s in _used[table]} for table in _TABLES]
     write_atomically(_file, marshal.dumps((_FORMAT, *merged)))
     _added = 0
 
@@ -156,6 +166,48 @@ def _cached_compile(source: Any, filename: Any, mode: str, flags: int = 0, dont_
     return _compile(source, filename, mode, flags, True, optimize, **kwargs)
 
 
+def regex(pattern: str | bytes, flags: int) -> Any:
+    """``re._compiler.compile(pattern, flags)`` (CPython 3.11's, step for step): the pattern object
+    made by ``_sre.compile`` from the parse's code, kept from the run that parsed it before."""
+    import _sre
+
+    key = (pattern, flags)
+    parts = _codes["re"].get(key)
+    if parts is not None:
+        final_flags, code_, groups, groupindex, indexgroup = parts
+        try:
+            compiled = _sre.compile(pattern, final_flags, list(code_), groups, dict(groupindex), indexgroup)
+        except (TypeError, ValueError, RuntimeError, OverflowError):  # a damaged file: the engine checks the code
+            parts = None
+    if parts is None:
+        global _added
+        from re import _compiler, _parser
+
+        parsed = _parser.parse(pattern, flags)
+        code_ = _compiler._code(parsed, flags)
+        groupindex = parsed.state.groupdict
+        indexgroup = [None] * parsed.state.groups
+        for k, i in groupindex.items():
+            indexgroup[i] = k
+        # (the code's opcodes are named int constants: plain ints for the engine and for marshal)
+        parts = (int(flags | parsed.state.flags), [int(c) for c in code_], int(parsed.state.groups - 1),
+                 {k: int(i) for k, i in groupindex.items()}, tuple(indexgroup))
+        compiled = _sre.compile(pattern, parts[0], list(parts[1]), parts[2], groupindex, parts[4])
+        _codes["re"][key] = parts
+        _added += 1
+    _used["re"].add(key)
+    return compiled
+
+
+def _cached_re_compile(p: Any, flags: int = 0) -> Any:
+    # re._compile's call for a pattern its own cache does not hold (debug output: the original's)
+    if (type(p) is str or type(p) is bytes) and type(flags) is int and not flags & re.DEBUG:
+        return regex(p, flags)
+    return _re_compile(p, flags)
+
+
+_re_compile: Any = None  # re._compiler.compile, the original (while hooked)
+
 _HOOKS: Final[tuple[tuple[str, str, Callable[..., Any]], ...]] = (
     ("dataclasses", "exec", _cached_exec),  # _create_fn: every generated method
     ("typing", "compile", _cached_compile),  # ForwardRef: every annotation given as a string
@@ -189,6 +241,7 @@ def install(scope: str = "") -> None:
         if _hookable(module, name):
             setattr(module, name, hook)
             _hooked.append((module, name, hook))
+    _hook_regular_expressions()
     path = cache_file(scope)  # hooked first: the imports this makes (platformdirs) compile through the cache too
     if path is None:
         uninstall()
@@ -200,22 +253,39 @@ def install(scope: str = "") -> None:
     atexit.register(save)
 
 
+def _hook_regular_expressions() -> None:
+    """Have ``re`` compile through :func:`regex`, on CPython 3.11 (whose ``re._compiler.compile``
+    it follows; elsewhere ``re`` compiles as it does)."""
+    global _re_compile
+    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11):
+        return
+    from re import _compiler
+
+    if _re_compile is None:
+        _re_compile = _compiler.compile
+        _compiler.compile = _cached_re_compile
+
+
 def installed() -> bool:
     return bool(_hooked)
 
 
 def uninstall() -> None:
     """Remove the hooks and forget the file (tests)."""
-    global _file, _added
+    global _file, _added, _re_compile
     for module, name, hook in _hooked:
         if vars(module).get(name) is hook:
             delattr(module, name)
     _hooked.clear()
+    if _re_compile is not None:
+        from re import _compiler
+
+        _compiler.compile, _re_compile = _re_compile, None
     import atexit
 
     atexit.unregister(save)
     _file = None
     _added = 0
-    for mode in _MODES:
-        _codes[mode].clear()
-        _used[mode].clear()
+    for table in _TABLES:
+        _codes[table].clear()
+        _used[table].clear()

@@ -22,7 +22,6 @@ global read when off; it never changes what a run does.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import time
@@ -67,11 +66,15 @@ def phases(stamps_: dict[str, float] | None = None) -> dict[str, float]:
 
 def report() -> str:
     """The line printed at exit."""
+    import json  # (here: the code cache is installed after this module is imported, json's regexes after it)
+
     return PREFIX + json.dumps({**_stamps, "phases": phases()})
 
 
 def parse(stderr: str) -> dict | None:
     """The stamps a process printed to ``stderr`` (None when it printed none)."""
+    import json
+
     for line in reversed(stderr.splitlines()):
         if line.startswith(PREFIX):
             return json.loads(line[len(PREFIX):])

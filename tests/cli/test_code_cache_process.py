@@ -52,6 +52,6 @@ def test_the_replay_and_its_writer_process_keep_what_they_compiled(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     missing = _texts(writer_only) - states[0][1]
-    assert not missing, sorted(missing)[:3]
+    assert not missing, sorted(missing, key=repr)[:3]
     first, second = ({k: v for k, v in json.loads(o).items() if k not in ("run_id", "wall_s")} for o in outputs)
     assert first == second and first["num_completed"] == 20

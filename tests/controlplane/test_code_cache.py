@@ -143,8 +143,9 @@ def test_eval_and_exec_without_namespaces_use_the_callers_as_the_builtins_do(cac
 
 def test_a_damaged_or_foreign_file_is_ignored_and_written_again(cache):
     cache.parent.mkdir(parents=True, exist_ok=True)
-    for content in (b"not marshal", marshal.dumps(("something else",)), marshal.dumps((99, {}, {})),
-                    marshal.dumps((1, {"x": "not code"}, {1: compile("1", "<string>", "eval")}))):
+    for content in (b"not marshal", marshal.dumps(("something else",)), marshal.dumps((99, {}, {}, {})),
+                    marshal.dumps((code_cache._FORMAT, {"x": "not code"}, {1: compile("1", "<string>", "eval")},
+                                   {("a", 0): "not parts", "b": (1, [], 0, {}, ())}))):
         cache.write_bytes(content)
         code_cache.uninstall()
         code_cache.install()
@@ -152,7 +153,7 @@ def test_a_damaged_or_foreign_file_is_ignored_and_written_again(cache):
         assert eval(made) == 2
         code_cache.save()
         data = marshal.loads(cache.read_bytes())
-        assert data[0] == 1 and "1 + 1" in data[2]
+        assert data[0] == code_cache._FORMAT and "1 + 1" in data[2]
 
 
 def test_past_max_entries_only_what_the_process_used_is_kept(cache, monkeypatch):
@@ -210,3 +211,38 @@ def test_each_command_has_a_file_of_its_own_named_by_plain_words_only(tmp_path, 
     assert code_cache.cache_file("sim replay").name == plain.stem + "-sim-replay.marshal"
     assert code_cache.cache_file("runs ").name == plain.stem + "-runs.marshal"
     assert code_cache.cache_file("../up x/y .. " + "a" * 41) == plain  # nothing of a path, nothing long
+
+
+PATTERNS = [
+    (r"^(?:\s*(\w+)\s*\.)?\s*(\w+)", 0), (r"(?P<year>\d{4})-(?P<month>\d\d)(?:-(?P<day>\d\d))?", re.I),
+    (r"""
+        \$(?: (?P<escaped>\$) | (?P<named>[_a-z][_a-z0-9]*) | {(?P<braced>[_a-z][_a-z0-9]*)} | (?P<invalid>) )
+     """, re.I | re.X), (r"\A\s*(?P<sign>[-+]?)(?=\d|\.\d)(?P<num>\d*|\d+(_\d+)*)(?:\.(?P<d>\d*))?\s*\Z", re.VERBOSE),
+    (r"(a)(b)?(?(2)c|d)[^\x00-\x1f]+", re.M | re.S), (rb"[\x80-\xff]+(?=\r\n)", 0), (rb"(?i)abc|d+?", re.L),
+    ("é+[Ā-ſ]*", 0), ("x*", re.A), ("", 0),
+]
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="re is hooked on CPython 3.11 only")
+def test_regular_expressions_compile_to_the_same_patterns(cache):
+    assert re._compiler.compile is code_cache._cached_re_compile
+    original = code_cache._re_compile
+    for attempt in range(2):  # compiled, then (the next process) made from the file
+        for pattern, flags in PATTERNS:
+            made = re._compiler.compile(pattern, int(flags))
+            plain = original(pattern, int(flags))
+            assert made == plain  # (CPython compares the pattern, the flags and the engine's code)
+            assert (made.flags, made.groups, made.groupindex) == (plain.flags, plain.groups, plain.groupindex)
+        assert (code_cache._added == 0) if attempt else (code_cache._added >= len(PATTERNS))
+        code_cache.save()
+        code_cache.uninstall()
+        assert re._compiler.compile is original
+        code_cache.install()
+    date = re.compile(PATTERNS[1][0], PATTERNS[1][1])  # through re's own front
+    assert date.match("2026-12-05").groupdict() == {"year": "2026", "month": "12", "day": "05"}
+    # A damaged entry is compiled again (the engine checks the code it is given).
+    key = (r"a+b", 0)
+    code_cache._codes["re"][key] = (0, [1, 2, 3], 0, {}, ())
+    assert re._compiler.compile(*key) == original(*key)
+    with pytest.raises(re.error):
+        re.compile("(unclosed")
