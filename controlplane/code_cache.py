@@ -4,9 +4,11 @@ Some of the standard library makes functions from text when a module is imported
 writes and compiles each class's ``__init__``, ``__repr__``, ``__eq__`` and the rest,
 ``typing.ForwardRef`` compiles every annotation written as a string (every annotation of a module
 with ``from __future__ import annotations`` that pydantic or typer looks at), ``namedtuple`` its
-``__new__``, ``inspect`` the annotations and default values it evaluates. That text is the same at
-every run of the same code, and CPython's parser and compiler made ~1,400 such functions at each
-start of ``controlplane sim replay``: ~0.3 G instructions, a fifth of a 1,000-request replay.
+``__new__``, ``inspect`` the annotations and default values it evaluates; and ``re`` parses and
+compiles every regular expression a module compiles at its import. That text is the same at every
+run of the same code, and CPython's parser and compiler made ~1,400 such functions at each start of
+``controlplane sim replay``: ~0.3 G instructions, a fifth of a 1,000-request replay (its 51 regular
+expressions another ~0.03 G; SQLAlchemy's in the writer process ~0.05 G).
 
 :func:`install` (the CLI's first step) has those four modules compile through :func:`code`: the
 code object compiled before for the same text, from a file in the user's cache directory (beside
@@ -18,11 +20,15 @@ build is what they built before. Each is hooked by a module global that shadows 
 calls (``dataclasses.exec``, ``typing.compile``, ``collections.eval``, ``inspect.eval``), and only
 when the module has no ``from __future__`` import, whose flags its own calls would pass on; any
 call the cache does not answer (other arguments, code objects) goes to the builtin with the same
-arguments and flags.
+arguments and flags. On CPython 3.11, ``re._compiler.compile`` is replaced by :func:`regex`, its
+own steps with the parse's result (the engine's code, the groups) kept: the pattern object is made
+by ``_sre.compile`` from the same arguments, and CPython compares two patterns by that code.
 
-The file is named by the interpreter's bytecode magic number and optimisation level (another
-Python, or ``-O``, has a file of its own), holds the texts themselves (a text is looked up whole,
-never by a digest), and is started afresh past :data:`MAX_ENTRIES`.
+A file per command (``sim replay`` reads only what a replay compiles: its parent's and its writer
+process's), named by the interpreter's bytecode magic number and optimisation level (another
+Python, or ``-O``, has a file of its own); it holds the texts themselves (a text is looked up whole,
+never by a digest), and is started afresh past :data:`MAX_ENTRIES` (reading it costs ~16 M
+instructions per thousand entries).
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ from typing import Any, Final
 __all__ = ["MAX_ENTRIES", "cache_file", "code", "install", "installed", "save", "uninstall"]
 
 _FORMAT: Final = 2  # of the file's content: (_FORMAT, *one dict per table)
-#: Texts kept in the file at most; past that it keeps only what the last process used.
-MAX_ENTRIES: Final = 20_000
+#: Texts kept in a file at most (a replay's are ~1,000); past that it keeps what the last process used.
+MAX_ENTRIES: Final = 4_000
 _MODES: Final = ("exec", "eval")
 #: The file's tables: code by text for each mode; a regular expression's compiled parts by (pattern, flags).
 _TABLES: Final = (*_MODES, "re")
