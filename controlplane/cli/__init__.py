@@ -161,14 +161,18 @@ def main() -> None:
     import os
     import threading
 
-    from controlplane import code_cache, timings
+    from controlplane import timings
 
     timings.mark("main")
     name = _command_name(sys.argv[1:])
     subcommand = _subcommand(sys.argv[1:]) if name is not None else None
-    # Before anything makes a dataclass: the functions the standard library compiles from text
-    # at every start (a fifth of a short replay's instructions) come from the cache directory.
-    code_cache.install(f"{name or ''} {subcommand or ''}")
+    if name == "sim":
+        # Before anything makes a dataclass: the functions the standard library compiles from
+        # text at every start (a fifth of a short replay's instructions) come from the cache
+        # directory (the simulator's commands, whose start is most of a short run).
+        from controlplane import code_cache
+
+        code_cache.install(f"{name} {subcommand or ''}")
     early = None
     if name == "sim":
         # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a
