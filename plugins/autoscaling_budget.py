@@ -10,6 +10,14 @@ each request of it late. ``risk`` is the share of that worst case the budget is 
 ``spare = budget x finished - misses``: none while the run has missed more than its budget allows (a run
 at or below its SLO keeps its hold as without the budget), more as requests finish within the targets,
 fewer again when the misses come. Past only (finished requests); no clock, no randomness.
+
+``charge="onsets"`` charges each released replica what the run's own onsets cost instead (`OnsetCosts`): at
+every onset (a tick that wants more replicas than were up or starting) the planner was short by some replicas
+for a horizon; the misses among the requests that arrived in that horizon, over the worst case of those short
+replicas (their rate over the horizon), are the share of the worst case one replica short cost; the charge is
+the settled onsets' pooled share (never below ``risk``, the worst case before ``min_onsets`` have settled). And
+`episode_count`: the release gives up only counts whose episode is over (not wanted within the horizon), as the
+re-arm's release does, so a count wanted a second ago is not given up when the want dips by one.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import math
 from controlplane.request_latency import request_latencies
 from controlplane.types import RequestStatus
 
-__all__ = ["MissBudget", "meets_targets"]
+__all__ = ["MissBudget", "OnsetCosts", "episode_count", "meets_targets"]
 
 
 def meets_targets(request, ttft_s: float, tpot_s: float) -> bool:
@@ -31,25 +39,81 @@ def meets_targets(request, ttft_s: float, tpot_s: float) -> bool:
     return ttft is not None and ttft <= ttft_s and (tpot is None or tpot <= tpot_s)
 
 
+def episode_count(last_wanted: dict[int, float], now_s: float, horizon_s: float) -> int:
+    """The largest count wanted within the last ``horizon_s`` (its episode not over; 0: none): the budget's release
+    never goes below it. ``last_wanted``: count -> when at least it was last wanted (`RecurrenceHold.last`)."""
+    return max((k for k, t in last_wanted.items() if now_s - t <= horizon_s), default=0)
+
+
+class OnsetCosts:
+    """The run's onsets and what being short at them cost. An onset opens at a tick that wants more replicas than
+    the ``had`` up or starting (at least one: a start from zero is the cold start, not a release's cost) while none
+    is open, and lasts a horizon; it was short by the most it wanted in that horizon less ``had``. Each miss that
+    arrived within an onset's horizon is counted to it. `share`: the settled onsets' (closed a horizon ago, so
+    most of their requests have finished) misses over their worst case, the short replicas' rate over the horizon.
+    """
+
+    def __init__(self) -> None:
+        self.onsets: list[list[float]] = []  # [start, end, had, short, worst case per short replica, misses]
+
+    def tick(self, now_s: float, wanted: int, had: int, rate_per_s: float, horizon_s: float) -> None:
+        """One tick's want, and the replicas up or starting before its decision."""
+        last = self.onsets[-1] if self.onsets else None
+        if last is not None and now_s <= last[1]:
+            last[3] = max(last[3], wanted - last[2])
+        elif wanted > had > 0:
+            self.onsets.append([now_s, now_s + horizon_s, had, wanted - had, max(0.0, rate_per_s) * horizon_s, 0])
+
+    def missed(self, arrival_s: float) -> None:
+        """A finished request that missed the SLO, by its arrival."""
+        for onset in reversed(self.onsets):
+            if onset[0] <= arrival_s <= onset[1]:
+                onset[5] += 1
+                return
+            if onset[1] < arrival_s:
+                return
+
+    def share(self, now_s: float, min_onsets: int) -> float | None:
+        """The settled onsets' misses over their worst case (None: fewer than ``min_onsets`` settled)."""
+        settled = [o for o in self.onsets if o[1] + (o[1] - o[0]) <= now_s and o[3] * o[4] > 0]
+        if len(settled) < min_onsets:
+            return None
+        return sum(o[5] for o in settled) / sum(o[3] * o[4] for o in settled)
+
+
 class MissBudget:
     """A model's finished requests and misses, and the replicas below the hold they let the planner risk.
 
     ``budget``: the share of requests allowed to miss (the SLO's 1 - attainment target); ``risk``: the share
-    of a released replica's rate over the horizon counted as misses should its load come back at once."""
+    of a released replica's rate over the horizon counted as misses should its load come back at once (with
+    ``charge="onsets"``: the least share charged; the run's onsets' share when higher)."""
 
-    def __init__(self, budget: float, risk: float = 1.0) -> None:
+    def __init__(self, budget: float, risk: float = 1.0, charge: str = "fixed", min_onsets: int = 3) -> None:
         if not 0.0 < budget < 1.0:
             raise ValueError(f"miss_budget must be in (0, 1), got {budget}")
         if not 0.0 < risk <= 1.0:
             raise ValueError(f"miss_budget_risk must be in (0, 1], got {risk}")
-        self.budget, self.risk = budget, risk
+        if charge not in ("fixed", "onsets"):
+            raise ValueError(f"miss_budget_charge must be 'fixed' or 'onsets', got {charge!r}")
+        self.budget, self.risk, self.charge, self.min_onsets = budget, risk, charge, min_onsets
         self.finished = 0
         self.misses = 0
+        self.onsets = OnsetCosts() if charge == "onsets" else None
+        self.share = risk  # the share of the worst case charged per released replica now (`tick`)
 
-    def add(self, met: bool) -> None:
-        """One finished (completed, rejected or failed) request, and whether it met the SLO."""
+    def add(self, met: bool, arrival_s: float | None = None) -> None:
+        """One finished (completed, rejected or failed) request, whether it met the SLO, and when it arrived."""
         self.finished += 1
         self.misses += not met
+        if not met and self.onsets is not None and arrival_s is not None:
+            self.onsets.missed(arrival_s)
+
+    def tick(self, now_s: float, wanted: int, had: int, rate_per_s: float, horizon_s: float) -> None:
+        """One tick (``charge="onsets"``: the onsets' record, and the share charged from now)."""
+        if self.onsets is not None:
+            self.onsets.tick(now_s, wanted, had, rate_per_s, horizon_s)
+            seen = self.onsets.share(now_s, self.min_onsets)
+            self.share = 1.0 if seen is None else max(self.risk, seen)
 
     @property
     def spare(self) -> float:
@@ -57,8 +121,9 @@ class MissBudget:
         return self.budget * self.finished - self.misses
 
     def per_replica(self, rate_per_s: float, horizon_s: float) -> float:
-        """The misses one released replica is charged: ``risk x`` its rate over the horizon."""
-        return self.risk * max(0.0, rate_per_s) * max(0.0, horizon_s)
+        """The misses one released replica is charged: ``risk x`` its rate over the horizon (``charge="onsets"``:
+        the share `tick` set)."""
+        return self.share * max(0.0, rate_per_s) * max(0.0, horizon_s)
 
     def releasable(self, rate_per_s: float, horizon_s: float) -> int:
         """Replicas the hold may give up below its count: the spare over the charge per replica (0 when

@@ -27,7 +27,7 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.scaling import takes_prefill_context
 from controlplane.types import RequestStatus
 
-from .autoscaling_budget import MissBudget, meets_targets
+from .autoscaling_budget import MissBudget, episode_count, meets_targets
 from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
@@ -75,7 +75,8 @@ class _ModelState:
         self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
                                  s.steady_quantile, s.scale_down_delay_s)
         self.rate_hold = RateHold(s.scale_down_delay_s, s.hold_unit) if s.hold_unit != "replicas" else None
-        self.budget = MissBudget(s.miss_budget, s.miss_budget_risk) if s.miss_budget is not None else None
+        self.budget = MissBudget(s.miss_budget, s.miss_budget_risk, s.miss_budget_charge,
+                                 s.miss_budget_min_onsets) if s.miss_budget is not None else None
 
 
 class SLOPlanner(Plugin):
@@ -120,7 +121,8 @@ class SLOPlanner(Plugin):
         if kind is RequestFinished and self.settings.miss_budget is not None:  # the SLO's miss budget: every finish
             d = ctx.config.cluster.deployment(event.request.model)  # a request turned away may carry no model
             if d is not None:
-                self._state(d.name).budget.add(meets_targets(event.request, *self._targets(ctx)))
+                r = event.request
+                self._state(d.name).budget.add(meets_targets(r, *self._targets(ctx)), r.arrival_s)
         if kind is not RequestFinished or event.request.status is not RequestStatus.COMPLETED:
             return
         r = event.request
@@ -368,10 +370,14 @@ class SLOPlanner(Plugin):
         held = rearmed = None
         as_rate = (lambda k: st.rate_hold.count(k, serve)) if st.rate_hold is not None else (lambda k: k)
         release = 0  # miss_budget: replicas the budget's spare lets the hold give up below its count
+        if st.budget is not None:
+            st.budget.tick(now, wanted, current, per_replica, horizon)
         if st.budget is not None and not (steady or early or idle_long):
             release = st.budget.releasable(per_replica, horizon)
-            if release:
-                as_rate = (lambda f: lambda k: max(0, f(k) - release))(as_rate)
+            if release:  # "over": never below a count wanted within the horizon (its episode not over)
+                over = s.miss_budget_releases == "over"
+                as_rate = (lambda f: lambda k: max(f(k) - release, min(f(k), episode_count(st.hold.last, now, horizon))
+                                                   if over else 0))(as_rate)
         if st.rate_hold is not None:  # hold_unit: what each count the hold records was wanted for, in req/s
             st.rate_hold.add(now, target if steady or early else wanted, serve)
         if steady or early:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
@@ -474,7 +480,7 @@ class SLOPlanner(Plugin):
             if release and target < max(held[0] if held else 0, rearmed[0] if rearmed else 0):
                 b = st.budget
                 notes.append(f"miss budget: {b.spare:.1f} of {b.budget * b.finished:.1f} allowed misses spare, up to "
-                             f"{release} below the hold at {b.per_replica(per_replica, horizon):.1f} each")
+                             f"{release} below the hold at {b.per_replica(per_replica, horizon):.1f} each ({b.share:.2f} of the worst)")
         if notes:
             reason += f" ({'; '.join(notes)})"
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

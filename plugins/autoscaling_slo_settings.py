@@ -85,6 +85,12 @@ class SLOPlannerSettings(PluginSettings):
     # x one replica's rate x the horizon)) replicas below the count it keeps (None: off; on a load not called steady)
     miss_budget_risk: float = Field(1.0, gt=0, le=1)  # ... the share of a released replica's rate over the horizon
     # charged to the budget (1: the worst case, every request it would have served while a replacement starts late)
+    miss_budget_charge: Literal["fixed", "onsets"] = "fixed"  # "onsets": the share charged is what the run's own
+    # onsets cost (misses arrived within an onset's horizon over the worst case of the replicas it was short), at
+    # least miss_budget_risk; the worst case until miss_budget_min_onsets onsets have settled
+    miss_budget_min_onsets: int = Field(3, ge=1)
+    miss_budget_releases: Literal["over", "any"] = "over"  # "over": the release gives up only counts whose episode
+    # is over (none wanted within the horizon); "any": below any count the hold keeps (the 2026-12-05 round's)
     steady_queue_at_once: bool = False  # on a steady load, backlog replicas still start at once (False: only
     # through the wants' quantile)
     backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start

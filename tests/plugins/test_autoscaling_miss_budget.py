@@ -10,7 +10,7 @@ import pytest
 
 from controlplane.testing import make_trace
 from controlplane.types import Request, RequestStatus
-from plugins.autoscaling_budget import MissBudget, meets_targets
+from plugins.autoscaling_budget import MissBudget, OnsetCosts, episode_count, meets_targets
 from plugins.autoscaling_slo import SLOPlanner
 from tests.fixtures.common import planner_replay, with_burst
 from tests.plugins.test_autoscaling_policies import scale_events
@@ -92,3 +92,65 @@ def test_a_spare_budget_gives_up_replicas_below_the_hold_and_says_so():
     # the worst-case charge at the same budget buys fewer replicas: never fewer GPU-seconds than the lighter one
     worst = _replay(miss_budget=0.2, miss_budget_risk=1.0)
     assert on.summary["gpu_seconds"] <= worst.summary["gpu_seconds"] <= base.summary["gpu_seconds"]
+
+
+def test_an_onset_counts_the_misses_that_arrived_within_its_horizon_against_the_replicas_it_was_short():
+    o = OnsetCosts()
+    o.tick(10.0, 3, 0, 4.0, 30.0)  # from zero: the cold start, no onset
+    o.tick(20.0, 2, 2, 4.0, 30.0)  # wants no more than it had: none
+    assert o.onsets == []
+    o.tick(30.0, 3, 2, 4.0, 30.0)  # an onset: 1 short, 4 req/s x 30 s = 120 per short replica
+    o.tick(40.0, 5, 3, 4.0, 30.0)  # within its horizon: short by 5 - 2 = 3 at most
+    o.tick(70.0, 6, 5, 4.0, 30.0)  # past its end (60 s): a new onset, 1 short
+    assert [(a, b, short) for a, b, _, short, _, _ in o.onsets] == [(30.0, 60.0, 3), (70.0, 100.0, 1)]
+    for arrival in (25.0, 30.0, 45.0, 60.0, 65.0, 80.0):
+        o.missed(arrival)  # 25 and 65: outside every onset
+    assert [m for *_, m in o.onsets] == [3, 1]
+    assert o.share(89.0, 1) is None  # the first settles a horizon after its end (90 s)
+    assert o.share(90.0, 1) == pytest.approx(3 / (3 * 120.0))
+    assert o.share(90.0, 2) is None
+    assert o.share(130.0, 2) == pytest.approx(4 / (3 * 120.0 + 120.0))
+
+
+def test_the_onsets_charge_is_the_worst_case_until_onsets_settle_then_their_share_at_least_the_risk():
+    b = MissBudget(0.01, risk=0.25, charge="onsets", min_onsets=1)
+    assert b.per_replica(4.0, 30.0) == pytest.approx(30.0)  # before any tick: the risk
+    b.tick(0.0, 2, 1, 4.0, 30.0)
+    assert b.share == 1.0  # no onset settled: the worst case
+    for _ in range(60):
+        b.add(met=False, arrival_s=10.0)  # 60 misses in the onset, 1 replica short of 120: share 0.5
+    b.tick(60.0, 1, 2, 4.0, 30.0)
+    assert b.share == pytest.approx(0.5) and b.per_replica(4.0, 30.0) == pytest.approx(60.0)
+    cheap = MissBudget(0.01, risk=0.25, charge="onsets", min_onsets=1)
+    cheap.tick(0.0, 2, 1, 4.0, 30.0)
+    cheap.add(met=False, arrival_s=10.0)
+    cheap.tick(60.0, 1, 2, 4.0, 30.0)
+    assert cheap.share == 0.25  # 1 / 120 measured: never below the risk
+    fixed = MissBudget(0.01, risk=0.25)
+    fixed.tick(0.0, 2, 1, 4.0, 30.0)
+    assert fixed.share == 0.25 and fixed.onsets is None
+    with pytest.raises(ValueError, match="miss_budget_charge must be"):
+        MissBudget(0.01, charge="mean")
+    with pytest.raises(ValueError):
+        SLOPlanner.Settings(miss_budget=0.01, miss_budget_charge="mean")
+    with pytest.raises(ValueError):
+        SLOPlanner.Settings(miss_budget=0.01, miss_budget_releases="some")
+
+
+def test_the_episode_count_is_the_largest_wanted_within_the_horizon():
+    last = {1: 100.0, 2: 100.0, 3: 95.0, 4: 60.0}
+    assert episode_count(last, 100.0, 30.0) == 3
+    assert episode_count(last, 126.0, 30.0) == 2
+    assert episode_count(last, 200.0, 30.0) == 0
+
+
+def test_the_release_gives_up_only_counts_whose_episode_is_over():
+    # the same spare and charge: released below any count kept ("any", the last round's) or only below counts not
+    # wanted within the horizon ("over", the default) - which keeps more, and never scales below a count just wanted
+    anyk = _replay(miss_budget=0.2, miss_budget_risk=0.05, miss_budget_releases="any")
+    over = _replay(miss_budget=0.2, miss_budget_risk=0.05)
+    base = _replay()
+    assert SLOPlanner.Settings().miss_budget_releases == "over"
+    assert anyk.summary["gpu_seconds"] < over.summary["gpu_seconds"] < base.summary["gpu_seconds"]
+    released = [[d for d in run.decisions if d.action == "scale" and "miss budget" in d.reason] for run in (anyk, over)]
+    assert 0 < len(released[1]) < len(released[0])  # "any" gives up counts a tick after they were wanted, again and again
