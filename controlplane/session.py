@@ -62,10 +62,17 @@ class RunSession:
         available: Mapping[str, PluginInfo] | None = None,
         clock: Clock | None = None,
         writer: Any = None,
+        defer_run_id: bool = False,
     ) -> None:
         """``writer``: a :class:`controlplane.storage.early.EarlyWriter` forked before the run's
         imports (the CLI starts one); without it a sim run forks its own where it can. A writer
-        this run cannot use (not a sim run, an in-memory database, ``record=False``) is discarded."""
+        this run cannot use (not a sim run, an in-memory database, ``record=False``) is discarded.
+
+        ``defer_run_id``: where a writer process records the run, send it the run row and go on
+        without waiting for the row's id (the writer may still be importing SQLAlchemy): the
+        caller builds the rest of the run meanwhile and calls :meth:`started` before the run's
+        first event (``ctx.run.run_id`` is None until then; :attr:`run_id` and :meth:`close`
+        wait for it too). An error of the run's start (the database) is raised there."""
         self.config = config
         self.mode = mode
         self.clock = clock or Clock()
@@ -101,11 +108,12 @@ class RunSession:
                 config.plugins.enabled, config.plugins.settings, extra=extra, available=available
             )
             if self.recorder is not None:
-                run_id = self._start_run(trace, trace_format)
+                run_id = self._start_run(trace, trace_format, wait=not defer_run_id)
         except BaseException:
             if hasattr(self.recorder, "abandon"):
                 self.recorder.abandon()  # the writer process ends: nothing was recorded
             raise
+        self._run_pending = self.recorder is not None and run_id is None  # `started` reads the id
         self.run = RunInfo(run_id=run_id, mode=mode, seed=config.seed, name=config.name, trace=trace)
         self.core = ControlPlane(
             config=config, plugins=self.plugins, clock=self.clock, run=self.run, fallbacks=fallback_plugins(available),
@@ -132,9 +140,12 @@ class RunSession:
             flush_interval_s=LIVE_FLUSH_INTERVAL_S if mode == "live" else None,
         )
 
-    def _start_run(self, trace: str | None, trace_format: str | None) -> int:
+    def _start_run(self, trace: str | None, trace_format: str | None, *, wait: bool = True) -> int | None:
+        """Insert the run row; its id, or None where the row was sent to a writer process
+        without waiting (``wait=False``: :meth:`started` reads the id)."""
         config = self.config
-        return self.recorder.start_run(
+        start = self.recorder.start_run if wait or not hasattr(self.recorder, "begin_run") else self.recorder.begin_run
+        return start(
             name=config.name,
             mode=self.mode,
             trace=trace,
@@ -145,14 +156,29 @@ class RunSession:
             started_at=datetime.now(timezone.utc),
         )
 
+    def started(self) -> int | None:
+        """The run's id once its row is in: waits for the writer process's reply where the row
+        was sent without waiting (``defer_run_id``), and raises the error that stopped the run's
+        start (then the run is closed: nothing was recorded)."""
+        if self._run_pending:
+            self._run_pending = False
+            try:
+                self.run.run_id = self.recorder.run_started()
+            except BaseException:
+                self._closed = True
+                self.recorder.abandon()
+                raise
+        return self.run.run_id
+
     @property
     def run_id(self) -> int | None:
-        return self.run.run_id
+        return self.started()
 
     def close(self, summary: dict[str, Any] | None, *, status: str = "finished") -> dict[str, Any] | None:
         """Flush everything and mark the run finished (or failed); adds run_id and wall_s."""
         if self._closed:
             return summary
+        self.started()  # (a start that failed raises here, and closes the run)
         self._closed = True
         wall_s = time.perf_counter() - self._wall_start
         if summary is not None:

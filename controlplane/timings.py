@@ -12,10 +12,14 @@ the replay path sets, in order: ``main`` (the CLI's entry function is running: i
 start and the ``controlplane.cli`` module are behind; a replay's writer process is forked next,
 before typer and pydantic are imported), ``replay_imported`` (the command's modules are imported,
 its config read, then the simulator's modules imported: config, core, numpy, SimPy), ``session_open``
-(the run is open: plugins, database engine, schema check, run row),
-``loop_start`` (the latency models are built; the first event comes next), ``loop_end`` (the trace is
+(the run is open: plugins, the run row sent to the writer process, or with none the database engine, schema
+check and run row), ``loop_start`` (the latency models are built, and the writer process's run row id is in;
+the first event comes next), ``loop_end`` (the trace is
 exhausted and the simulation drained), ``closed`` (the last rows are written and the run row
-finished), ``exit`` (stamped by the exit handler: the summary is printed). Marking costs one dict store when on and one
+finished), ``exit`` (stamped by the exit handler: the summary is printed). A replay's writer process prints its own
+line (``WRITER_PREFIX``: ``main``, then ``writer_forked``, ``writer_imported`` (SQLAlchemy and the recorder),
+``writer_ready`` (engine made, schema read), ``writer_start`` (the run row received), ``writer_answered`` (the row's
+id sent), ``writer_closed``, ``writer_exit``) as it exits. Marking costs one dict store when on and one
 global read when off; it never changes what a run does.
 """
 
@@ -29,6 +33,8 @@ from typing import Final
 
 ENV: Final = "CONTROLPLANE_TIMINGS"
 PREFIX: Final = "controlplane-timings "
+#: The line of a replay's writer process (``controlplane.storage.early``), printed as it exits.
+WRITER_PREFIX: Final = "controlplane-timings-writer "
 
 _stamps: dict[str, float] = {}
 _enabled = bool(os.environ.get(ENV))
@@ -64,21 +70,31 @@ def phases(stamps_: dict[str, float] | None = None) -> dict[str, float]:
     return {f"{a}->{b}": round(tb - ta, 6) for (a, ta), (b, tb) in zip(items, items[1:])}
 
 
-def report() -> str:
+def report(prefix: str = PREFIX) -> str:
     """The line printed at exit."""
     import json  # (here: the code cache is installed after this module is imported, json's regexes after it)
 
-    return PREFIX + json.dumps({**_stamps, "phases": phases()})
+    return prefix + json.dumps({**_stamps, "phases": phases()})
 
 
-def parse(stderr: str) -> dict | None:
-    """The stamps a process printed to ``stderr`` (None when it printed none)."""
+def parse(stderr: str, prefix: str = PREFIX) -> dict | None:
+    """The stamps a process printed to ``stderr`` (None when it printed none); ``WRITER_PREFIX``:
+    its writer process's."""
     import json
 
     for line in reversed(stderr.splitlines()):
-        if line.startswith(PREFIX):
-            return json.loads(line[len(PREFIX):])
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])
     return None
+
+
+def print_writer_report() -> None:
+    """In a forked writer process, which leaves without exit handlers: print its stamps (those
+    of its parent before the fork, ``main``, then its own ``writer_*``) with ``WRITER_PREFIX``."""
+    if _enabled and _stamps:
+        _stamps["writer_exit"] = time.time()
+        sys.stderr.write(report(WRITER_PREFIX) + "\n")
+        sys.stderr.flush()
 
 
 def _print_report() -> None:

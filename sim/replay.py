@@ -259,9 +259,11 @@ def replay(
         extra_plugins=extra_plugins,
         available=available,
         writer=writer,
+        defer_run_id=True,  # a writer process inserts the run row while the driver is built
     ) as session:
         timings.mark("session_open")
         driver = build_driver(session, on_progress=on_progress)
+        session.started()  # the run row's id, before the first event (plugins may read it)
         timings.mark("loop_start")
         t0 = time.perf_counter()
         finished = driver.run(requests)

@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from controlplane import timings
 from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
 from controlplane.storage.errors import StorageError
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
@@ -204,13 +205,16 @@ class EarlyWriter:
                 os.close(from_child_r)
                 # The parent's objects are shared copy-on-write and the imports make only
                 # long-lived ones: no collection walks them (a third of the imports' time).
+                timings.mark("writer_forked")
                 gc.freeze()
                 gc.disable()
                 from controlplane.storage.writer_process import serve_fresh
 
                 gc.freeze()
                 gc.enable()
+                timings.mark("writer_imported")
                 serve_fresh(to_child_r, from_child_w)
+                timings.mark("writer_closed")
                 # What the database side compiled from text (SQLAlchemy's dataclasses, named
                 # tuples, annotations), for the next run's writer (a no-op when nothing was new).
                 from controlplane import code_cache
@@ -220,6 +224,7 @@ class EarlyWriter:
                 _log().exception("storage: the writer process failed")
                 code = 1
             finally:
+                timings.print_writer_report()
                 os._exit(code)
         os.close(to_child_r)
         os.close(from_child_w)
@@ -271,6 +276,7 @@ class FrontRecorder:
         self.batch_size = batch_size
         self._handoff = min(batch_size, handoff_rows)
         self.run_id: int | None = None
+        self._starting = False  # `begin_run` sent the run row; its id not yet read (`run_started`)
         self.errors: list[Any] = []
         self.num_flush_failures = 0
         self.retries = 0
@@ -289,11 +295,29 @@ class FrontRecorder:
 
     def start_run(self, *, mode: str, **values: Any) -> int:
         """Have the child insert the run row; its id, or the child's error raised here."""
+        self.begin_run(mode=mode, **values)
+        return self.run_started()
+
+    def begin_run(self, *, mode: str, **values: Any) -> None:
+        """Send the child the run row (``START``) and go on without its reply: the child checks
+        the schema and inserts the row while this process builds the rest of the run.
+        :meth:`run_started` waits for the id (the first row added waits for it too)."""
         if mode not in RUN_MODES:
             raise ValueError(f"run mode {mode!r} is not one of {sorted(RUN_MODES)}")
-        if self.run_id is not None:
+        if self.run_id is not None or self._starting:
             raise StorageError("FrontRecorder: one run per writer process")
         self._send(START, {"mode": mode, **values})
+        self._starting = True
+
+    def run_started(self) -> int:
+        """The run row's id, once the child has inserted it (waiting for its reply to
+        :meth:`begin_run` if it has not come yet), or the child's error raised here."""
+        if self.run_id is not None:
+            return self.run_id
+        if not self._starting:
+            self._check_open()
+            raise StorageError("no run started: call start_run() before adding rows")
+        self._starting = False
         message = receive(self.writer.from_child)
         if message is None:
             self._gone()
@@ -395,6 +419,8 @@ class FrontRecorder:
             raise StorageError(f"the writer process failed: {fault}")
 
     def _post(self, kind: int, arg: Any = None) -> None:
+        if self._starting:  # the child's next reply is the run's id: read it first
+            self.run_started()
         rows = {name: r for name, r in self._buffers.items() if r}
         updates, self._run_updates = self._run_updates, []
         marshalled, data = pack_rows(rows) if rows else (True, b"")
@@ -424,7 +450,13 @@ class FrontRecorder:
         return result, state["fault"]
 
     def abandon(self) -> None:
-        """End the writer process before the run started (the run's set-up failed)."""
+        """End the writer process before the run started (the run's set-up failed): after its
+        reply to :meth:`begin_run`, if that was sent (the row is in; the child then exits quietly)."""
+        if self._starting:
+            try:
+                self.run_started()
+            except Exception:  # noqa: BLE001 - the set-up's own error is the one raised
+                pass
         self._gone()
 
     def _gone(self) -> None:
@@ -432,10 +464,9 @@ class FrontRecorder:
         self.writer.discard()
 
     def _run(self) -> int:
-        if self.run_id is None or self._closed:
+        if self._closed:
             self._check_open()
-            raise StorageError("no run started: call start_run() before adding rows")
-        return self.run_id
+        return self.run_id if self.run_id is not None else self.run_started()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -25,6 +25,7 @@ import signal
 import threading
 from typing import Any
 
+from controlplane import timings
 from controlplane.storage.db import ensure_schema, make_engine, prepare_schema
 from controlplane.storage.early import portable_error
 from controlplane.storage.errors import StorageError
@@ -124,9 +125,11 @@ def serve_fresh(rfd: int, wfd: int) -> None:
             at_head = prepare_schema(engine)
         except Exception:  # noqa: BLE001 - the start checks the schema itself and reports what fails
             at_head = False
+    timings.mark("writer_ready")
     message = receive(rfd)
     if message is None:
         return
+    timings.mark("writer_start")
     (kind, _, _, run), _ = message
     if kind != START:
         raise StorageError(f"writer process: expected the run's start, got message {kind}")
@@ -143,4 +146,5 @@ def serve_fresh(rfd: int, wfd: int) -> None:
         send(wfd, (None, portable_error(error)))
         return
     send(wfd, (recorder.run_id, None))
+    timings.mark("writer_answered")
     serve(recorder, rfd, wfd)

@@ -308,3 +308,98 @@ def test_appenders_store_and_refuse_what_an_inline_recorders_do(tmp_path: Path) 
         rows.pop("run"), rows.pop("writer_mark")
     assert early_rows == inline_rows and len(early_rows["decision"]) == 100
     inline_engine.dispose()
+
+
+def _begin(rec: FrontRecorder) -> None:
+    """`start_run`'s arguments (tests/storage/support.py), sent without waiting for the id."""
+    captured = {}
+    start_run(type("Capture", (), {"start_run": lambda self, **kw: captured.update(kw)})())
+    rec.begin_run(**captured)
+
+
+def test_rows_added_before_the_run_id_is_read_wait_for_it(tmp_path: Path) -> None:
+    """`begin_run` sends the run row and goes on; the first row added (or a flush, or the
+    close) reads the id first, so rows and replies never mix with the start's reply."""
+    inline_path, early_path = tmp_path / "inline.db", tmp_path / "early.db"
+    inline = RunRecorder(_engine(inline_path), batch_size=40)
+    front = FrontRecorder(EarlyWriter(), f"sqlite:///{early_path}", batch_size=40)
+    start_run(inline)
+    _begin(front)
+    assert front.run_id is None
+    for rec in (inline, front):
+        for i in range(100):
+            rec.add_request(request_row(i))
+            rec.add_decision(decision_row(i))
+    assert front.run_id == 1 and front.run_started() == 1
+    with pytest.raises(StorageError, match="one run per writer process"):
+        _begin(front)
+    for rec in (inline, front):
+        assert _finish(rec, 1) is True
+        rec.close()
+    assert _rows(early_path) == _rows(inline_path)
+
+
+def test_a_flush_or_close_right_after_begin_run_reads_the_id_first(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    for n, ending in enumerate(("flush", "close"), 1):
+        rec = FrontRecorder(EarlyWriter(), f"sqlite:///{path}")
+        _begin(rec)
+        if ending == "flush":
+            assert rec.flush() is True and rec.run_id == n
+            assert _finish(rec, n) is True
+        rec.close()
+        assert rec.run_id == n
+    assert [r[:3] for r in _rows(path)["run"]] == [(1, "unit", "sim"), (2, "unit", "sim")]
+
+
+def test_abandoning_after_begin_run_waits_for_the_row_and_ends_the_writer_quietly(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "runs.db"
+    writer = EarlyWriter()
+    pid = writer.pid
+    rec = FrontRecorder(writer, f"sqlite:///{path}")
+    _begin(rec)
+    rec.abandon()
+    assert _gone(pid) and rec.run_id == 1
+    assert "failed" not in capfd.readouterr().err
+    assert [r[3] for r in _rows(path)["run"]] == ["running"]  # as an abandon after start_run leaves it
+
+
+def test_a_session_that_defers_the_run_id_reads_it_before_the_first_event(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RunSession(defer_run_id=True)`` (a replay): ``ctx.run.run_id`` is None until
+    ``started()``, which reads it (1, then 2 in the same database); ``run_id`` and ``close``
+    read it too."""
+    from controlplane.session import RunSession
+    from controlplane.testing import make_config
+
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    config = make_config(storage={"url": f"sqlite:///{tmp_path / 'runs.db'}"})
+    for n in (1, 2):
+        session = RunSession(config, mode="sim", defer_run_id=True)
+        assert isinstance(session.recorder, FrontRecorder)
+        assert session.core.ctx.run.run_id is None
+        assert (session.started() if n == 1 else session.run_id) == n
+        assert session.core.ctx.run.run_id == n
+        assert session.close({})["run_id"] == n
+    session = RunSession(config, mode="sim", defer_run_id=True)
+    assert session.close({})["run_id"] == 3  # closed without asking: close reads it
+
+
+def test_a_deferred_start_that_fails_raises_at_started_and_closes_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database's error comes from ``started()`` (or from the ``with`` block's exit, ahead
+    of the block's own error, as it came first when the start waited); nothing else is raised."""
+    from controlplane.session import RunSession
+    from controlplane.testing import make_config
+
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    config = make_config(storage={"url": "postgresql://nobody:secret@127.0.0.1:1/x"})
+    with pytest.raises(StorageError, match="OperationalError: .*127.0.0.1"):
+        with RunSession(config, mode="sim", defer_run_id=True) as session:
+            writer = session.recorder.writer
+            session.started()
+    assert writer.pid is None
+    assert session.close({"x": 1}) == {"x": 1}  # closed: nothing to record
+    with pytest.raises(StorageError, match="OperationalError: .*127.0.0.1"):
+        with RunSession(config, mode="sim", defer_run_id=True):
+            raise KeyError("the set-up's own error")
