@@ -18,7 +18,7 @@ the first event comes next), ``loop_end`` (the trace is
 exhausted and the simulation drained), ``closed`` (the last rows are written and the run row
 finished), ``exit`` (stamped by the exit handler: the summary is printed). A replay's writer process prints its own
 line (``WRITER_PREFIX``: ``main``, then ``writer_forked``, ``writer_imported`` (SQLAlchemy and the recorder),
-``writer_ready`` (engine made, schema read), ``writer_start`` (the run row received), ``writer_answered`` (the row's
+``writer_ready`` (configured: the engine made and the schema read, or for a plain SQLite file nothing yet), ``writer_start`` (the run row received), ``writer_answered`` (the row's
 id sent), ``writer_closed``, ``writer_exit``) as it exits. Marking costs one dict store when on and one
 global read when off; it never changes what a run does.
 """

@@ -114,6 +114,19 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     return engine
 
 
+def plain_sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite URL with the default driver and no options (what
+    ``controlplane.storage.sqlite_start`` can start a run in), else None (other databases,
+    in-memory, options, a URL that does not parse: :func:`make_engine` says what is wrong)."""
+    try:
+        parsed = _parse_url(url)
+    except ValueError:
+        return None
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite") or parsed.query:
+        return None
+    return _sqlite_file(parsed)
+
+
 def sqlite_path(engine: Engine) -> Path | None:
     """The database file behind a SQLite engine, or None (server DB, in-memory)."""
     if engine.url.get_backend_name() != "sqlite":

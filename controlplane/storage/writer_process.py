@@ -26,7 +26,8 @@ import threading
 from typing import Any
 
 from controlplane import timings
-from controlplane.storage.db import ensure_schema, make_engine, prepare_schema
+from controlplane.storage import sqlite_start
+from controlplane.storage.db import SCHEMA_HEAD, ensure_schema, make_engine, plain_sqlite_file, prepare_schema
 from controlplane.storage.early import portable_error
 from controlplane.storage.errors import StorageError
 from controlplane.storage.heap import heap_trimmer
@@ -104,7 +105,11 @@ def serve_fresh(rfd: int, wfd: int) -> None:
     on ``CONFIG``, make the engine and a recorder (``controlplane sim replay`` sends it as soon as
     its config is read, before the simulator's imports); on ``START``, bring the schema to head,
     start the run and reply with its id, or with the error that stopped it (then exit); then
-    :func:`serve`. A parent that closes the pipe first ends it quietly."""
+    :func:`serve`. A parent that closes the pipe first ends it quietly.
+
+    A plain SQLite file's run starts with the standard library (:mod:`controlplane.storage.sqlite_start`):
+    the reply comes before the engine and the recorder are made (the replaying process waits for
+    it), and they are made after it; where that start cannot tell, the engine's way does it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes us
     message = receive(rfd)
     if message is None:
@@ -115,16 +120,23 @@ def serve_fresh(rfd: int, wfd: int) -> None:
     recorder: RunRecorder | None = None
     error: BaseException | None = None
     at_head = False
-    try:
-        engine = make_engine(url, **engine_kwargs)
-        recorder = RunRecorder(engine, **settings)
-    except Exception as exc:  # noqa: BLE001 - the parent raises it at start_run
-        error = exc
-    else:
-        try:  # nothing written: a new database's schema is made at the start
-            at_head = prepare_schema(engine)
-        except Exception:  # noqa: BLE001 - the start checks the schema itself and reports what fails
-            at_head = False
+    sqlite_file = None if engine_kwargs else plain_sqlite_file(url)
+
+    def make_recorder() -> None:
+        nonlocal recorder, error, at_head
+        try:
+            engine = make_engine(url, **engine_kwargs)
+            recorder = RunRecorder(engine, **settings)
+        except Exception as exc:  # noqa: BLE001 - the parent raises it at start_run
+            error = exc
+        else:
+            try:  # nothing written: a new database's schema is made at the start
+                at_head = prepare_schema(engine)
+            except Exception:  # noqa: BLE001 - the start checks the schema itself and reports what fails
+                at_head = False
+
+    if sqlite_file is None:
+        make_recorder()
     timings.mark("writer_ready")
     message = receive(rfd)
     if message is None:
@@ -133,10 +145,23 @@ def serve_fresh(rfd: int, wfd: int) -> None:
     (kind, _, _, run), _ = message
     if kind != START:
         raise StorageError(f"writer process: expected the run's start, got message {kind}")
+    run_id = None
+    if sqlite_file is not None:
+        # The database is touched only now: a command that fails before its run starts (a
+        # missing trace) leaves none behind, though the configuration came early.
+        run_id = sqlite_start.start_run(sqlite_file, run, head=SCHEMA_HEAD)
+        if run_id is not None:
+            send(wfd, (run_id, None))
+            timings.mark("writer_answered")
+        make_recorder()
+        if run_id is not None:
+            if recorder is None:  # the file took the run row, yet its engine fails: report it as a fault
+                raise StorageError(f"writer process: no engine for {url} after the run's start") from error
+            recorder.run_id = run_id
+            serve(recorder, rfd, wfd)
+            return
     if recorder is not None:
         try:
-            # The database is touched only now: a command that fails before its run starts (a
-            # missing trace) leaves none behind, though the configuration came early.
             if not at_head:
                 ensure_schema(recorder.engine)
             recorder.start_run(**run)
