@@ -11,16 +11,21 @@ the imports that way); ``phases`` holds the durations between consecutive stamps
 the replay path sets, in order: ``main`` (the CLI's entry function is running: interpreter
 start and the ``controlplane.cli`` module are behind; a replay's writer process is forked next,
 before typer and pydantic are imported), ``replay_imported`` (the command's modules are imported,
-its config read, then the simulator's modules imported: config, core, numpy, SimPy), ``session_open``
-(the run is open: plugins, the run row sent to the writer process, or with none the database engine, schema
-check and run row), ``loop_start`` (the latency models are built, and the writer process's run row id is in;
-the first event comes next), ``loop_end`` (the trace is
+its config read, then the simulator's modules imported: config, core, numpy, SimPy),
+``session_open`` (the run is open: plugins, and the run row sent to the writer process; with
+none, the database engine, schema check and run row), ``loop_start`` (the latency models are
+built and the run row's id is in; the first event comes next), ``loop_end`` (the trace is
 exhausted and the simulation drained), ``closed`` (the last rows are written and the run row
-finished), ``exit`` (stamped by the exit handler: the summary is printed). A replay's writer process prints its own
-line (``WRITER_PREFIX``: ``main``, then ``writer_forked``, ``writer_imported`` (SQLAlchemy and the recorder),
-``writer_ready`` (configured: the engine made and the schema read, or for a plain SQLite file nothing yet), ``writer_start`` (the run row received), ``writer_answered`` (the row's
-id sent), ``writer_closed``, ``writer_exit``) as it exits. Marking costs one dict store when on and one
-global read when off; it never changes what a run does.
+finished), ``exit`` (stamped by the exit handler: the summary is printed).
+
+A replay's writer process (``controlplane.storage.early``) prints its own line as it exits,
+``WRITER_PREFIX`` and its stamps: ``main`` (its parent's, before the fork), ``writer_forked``,
+``writer_imported`` (SQLAlchemy and the recorder), ``writer_ready`` (configured: the engine made
+and the schema read; for a plain SQLite file, nothing yet), ``writer_start`` (the run row
+received), ``writer_answered`` (its id sent), ``writer_closed``, ``writer_exit``.
+
+Marking costs one dict store when on and one global read when off; it never changes what a run
+does.
 """
 
 from __future__ import annotations
