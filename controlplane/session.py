@@ -129,9 +129,16 @@ class RunSession:
         flush inline."""
         from controlplane.storage import RunRecorder, ensure_schema, make_engine
 
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from controlplane.storage.errors import StorageError
+
         storage = config.storage
         self.engine = make_engine(storage.url)
-        ensure_schema(self.engine)
+        try:
+            ensure_schema(self.engine)
+        except SQLAlchemyError as exc:  # as the writer process reports it: one error naming the database's failure
+            raise StorageError(f"{type(exc).__name__}: {exc}") from exc
         return RunRecorder(
             self.engine,
             batch_size=storage.batch_size,

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from controlplane.errors import ControlPlaneError
+from controlplane.storage.errors import StorageError
 
 #: The two consoles, ``out`` (stdout) and ``err`` (stderr), are made on first use (module
 #: ``__getattr__``): ``controlplane sim replay --json`` prints nothing through rich and so does
@@ -62,11 +63,15 @@ DB_OPTION_HELP = "Database URL (default: the config's storage.url, sqlite:///con
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Show expected errors (bad config, bad trace, missing run) as one clear line, exit 2."""
+    """Show expected errors (bad config, bad trace, missing run, a database that cannot be used) as one clear
+    line, exit 2."""
     try:
         yield
-    except (ControlPlaneError, ValueError, LookupError, FileNotFoundError) as exc:
-        console("err").print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    except (ControlPlaneError, ValueError, LookupError, FileNotFoundError, StorageError) as exc:
+        text = f"database: {exc}" if isinstance(exc, StorageError) else str(exc)
+        if isinstance(exc, StorageError) and exc.spill_path is not None:
+            text += f" (rows not written were saved to {exc.spill_path})"
+        console("err").print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
         import typer  # (here: `controlplane sim replay` runs without typer, `controlplane.cli.replay_args`)
 
         raise typer.Exit(2) from None

@@ -64,6 +64,20 @@ def test_a_replay_that_fails_before_its_run_starts_leaves_no_database(tmp_path):
     assert not db.exists()
 
 
+def test_a_database_that_cannot_be_reached_is_one_clear_error_line_not_a_traceback(tmp_path):
+    # Nothing listens on port 9 (discard): the writer's run row fails, and the command says so in one line.
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(CONFIG))
+    trace = bundled_trace_path()
+    for writer_process in ("0", "1"):
+        proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "replay", str(trace), "--config",
+                               "run.yaml", "--db", "postgresql+psycopg://postgres@127.0.0.1:9/test", "--limit", "5",
+                               "--json", "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "CONTROLPLANE_WRITER_PROCESS": writer_process})
+        assert proc.returncode == 2, proc.stderr
+        assert "error: database:" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+
+
 def test_timings_stamp_the_phases_in_order_and_only_when_asked(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
