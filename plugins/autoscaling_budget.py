@@ -18,6 +18,13 @@ replicas (their rate over the horizon), are the share of the worst case one repl
 the settled onsets' pooled share (never below ``risk``, the worst case before ``min_onsets`` have settled). And
 `episode_count`: the release gives up only counts whose episode is over (not wanted within the horizon), as the
 re-arm's release does, so a count wanted a second ago is not given up when the want dips by one.
+
+`gap_guard` (``releases="gaps"``): also not counts whose recorded gaps put their return within a cold start of
+the time they would have to be started again (``rearm_lead`` horizons ahead of it), as the re-arm's release does
+(a span off shorter than a cold start costs more than it saves; the top count recurring every couple of minutes
+was given up and started again at each return); and such a count, released earlier, is started again when its
+return is that near. ``reserve``: the share of the allowance never spent (spare = (1 - reserve) x budget x
+finished - misses), so one released onset that costs more than its charge does not take the run below its SLO.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import math
 from controlplane.request_latency import request_latencies
 from controlplane.types import RequestStatus
 
-__all__ = ["MissBudget", "OnsetCosts", "episode_count", "meets_targets"]
+__all__ = ["MissBudget", "OnsetCosts", "episode_count", "gap_guard", "meets_targets"]
 
 
 def meets_targets(request, ttft_s: float, tpot_s: float) -> bool:
@@ -43,6 +50,30 @@ def episode_count(last_wanted: dict[int, float], now_s: float, horizon_s: float)
     """The largest count wanted within the last ``horizon_s`` (its episode not over; 0: none): the budget's release
     never goes below it. ``last_wanted``: count -> when at least it was last wanted (`RecurrenceHold.last`)."""
     return max((k for k, t in last_wanted.items() if now_s - t <= horizon_s), default=0)
+
+
+def gap_guard(hold, now_s: float, horizon_s: float, cold_s: float) -> tuple[int, int]:
+    """``(floor, due)`` for ``releases="gaps"``, over the counts still within their hold (`RecurrenceHold`):
+    ``floor``, the largest count the budget may not give up: one wanted within ``horizon_s`` (its episode not
+    over), or one whose soonest recorded gap longer than the time since it was last wanted ends within
+    ``rearm_lead`` horizons and a cold start (it would be off for less than a cold start before it must be
+    started again ``rearm_lead`` horizons ahead of that return); ``due``, the largest count whose such return is
+    within ``rearm_lead`` horizons (0: none), to start again, as the re-arm does. A count with no recorded gap
+    longer than the time since it was last wanted (no known return) may be given up once its episode is over."""
+    lead = hold.rearm_lead * horizon_s
+    floor = due = 0
+    for k, t in hold.last.items():
+        ago = now_s - t
+        if ago > hold.hold_s(k)[0]:
+            continue
+        if ago <= horizon_s:
+            floor = max(floor, k)
+            continue
+        later = [g for g in hold.gaps.get(k, ()) if g > ago]
+        if later and min(later) - lead - ago <= cold_s:
+            floor = max(floor, k)
+            due = max(due, k) if min(later) - lead - ago <= 0 else due
+    return floor, due
 
 
 class OnsetCosts:
@@ -88,14 +119,18 @@ class MissBudget:
     of a released replica's rate over the horizon counted as misses should its load come back at once (with
     ``charge="onsets"``: the least share charged; the run's onsets' share when higher)."""
 
-    def __init__(self, budget: float, risk: float = 1.0, charge: str = "fixed", min_onsets: int = 3) -> None:
+    def __init__(self, budget: float, risk: float = 1.0, charge: str = "fixed", min_onsets: int = 3,
+                 reserve: float = 0.0) -> None:
         if not 0.0 < budget < 1.0:
             raise ValueError(f"miss_budget must be in (0, 1), got {budget}")
         if not 0.0 < risk <= 1.0:
             raise ValueError(f"miss_budget_risk must be in (0, 1], got {risk}")
         if charge not in ("fixed", "onsets"):
             raise ValueError(f"miss_budget_charge must be 'fixed' or 'onsets', got {charge!r}")
+        if not 0.0 <= reserve < 1.0:
+            raise ValueError(f"miss_budget_reserve must be in [0, 1), got {reserve}")
         self.budget, self.risk, self.charge, self.min_onsets = budget, risk, charge, min_onsets
+        self.reserve = reserve
         self.finished = 0
         self.misses = 0
         self.onsets = OnsetCosts() if charge == "onsets" else None
@@ -117,8 +152,8 @@ class MissBudget:
 
     @property
     def spare(self) -> float:
-        """Misses the budget still allows: ``budget x finished - misses`` (negative: over budget)."""
-        return self.budget * self.finished - self.misses
+        """Misses the budget still allows: ``(1 - reserve) x budget x finished - misses`` (negative: over)."""
+        return (1.0 - self.reserve) * self.budget * self.finished - self.misses
 
     def per_replica(self, rate_per_s: float, horizon_s: float) -> float:
         """The misses one released replica is charged: ``risk x`` its rate over the horizon (``charge="onsets"``:

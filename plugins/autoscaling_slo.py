@@ -27,7 +27,7 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.scaling import takes_prefill_context
 from controlplane.types import RequestStatus
 
-from .autoscaling_budget import MissBudget, episode_count, meets_targets
+from .autoscaling_budget import MissBudget, episode_count, gap_guard, meets_targets
 from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
@@ -75,8 +75,8 @@ class _ModelState:
         self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
                                  s.steady_quantile, s.scale_down_delay_s)
         self.rate_hold = RateHold(s.scale_down_delay_s, s.hold_unit) if s.hold_unit != "replicas" else None
-        self.budget = MissBudget(s.miss_budget, s.miss_budget_risk, s.miss_budget_charge,
-                                 s.miss_budget_min_onsets) if s.miss_budget is not None else None
+        self.budget = MissBudget(s.miss_budget, s.miss_budget_risk, s.miss_budget_charge, s.miss_budget_min_onsets,
+                                 s.miss_budget_reserve) if s.miss_budget is not None else None
 
 
 class SLOPlanner(Plugin):
@@ -369,15 +369,15 @@ class SLOPlanner(Plugin):
         target = wanted
         held = rearmed = None
         as_rate = (lambda k: st.rate_hold.count(k, serve)) if st.rate_hold is not None else (lambda k: k)
-        release = 0  # miss_budget: replicas the budget's spare lets the hold give up below its count
+        release = due = 0  # miss_budget: replicas the budget's spare lets the hold give up below its count
         if st.budget is not None:
             st.budget.tick(now, wanted, current, per_replica, horizon)
         if st.budget is not None and not (steady or early or idle_long):
-            release = st.budget.releasable(per_replica, horizon)
-            if release:  # "over": never below a count wanted within the horizon (its episode not over)
-                over = s.miss_budget_releases == "over"
-                as_rate = (lambda f: lambda k: max(f(k) - release, min(f(k), episode_count(st.hold.last, now, horizon))
-                                                   if over else 0))(as_rate)
+            release, mode, base = st.budget.releasable(per_replica, horizon), s.miss_budget_releases, as_rate
+            floor, due = gap_guard(st.hold, now, horizon, cold) if mode == "gaps" else (0, 0)
+            if release:  # "over"/"gaps": never below a count wanted within the horizon (its episode not over)
+                floor = episode_count(st.hold.last, now, horizon) if mode == "over" else floor
+                as_rate = (lambda f: lambda k: max(f(k) - release, min(f(k), floor)))(as_rate)
         if st.rate_hold is not None:  # hold_unit: what each count the hold records was wanted for, in req/s
             st.rate_hold.add(now, target if steady or early else wanted, serve)
         if steady or early:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
@@ -396,6 +396,8 @@ class SLOPlanner(Plugin):
             elif wanted < current and not (idle_long and wanted == 0):  # down only to what the hold still keeps
                 held = st.hold.held(now)
                 target = max(wanted, min(current, as_rate(held[0])))
+            if due:  # miss_budget_releases "gaps": a count given up is started again ahead of its known return
+                target = max(target, base(due))
         if (s.steady_cv is not None and cv is None and not idle_long and not early and target < current
                 and st.steady.last_up is not None and now - st.steady.last_up < s.scale_down_delay_s):
             target = current  # too early to tell a steady load: no scale-down within the delay of a scale-up
@@ -481,6 +483,8 @@ class SLOPlanner(Plugin):
                 b = st.budget
                 notes.append(f"miss budget: {b.spare:.1f} of {b.budget * b.finished:.1f} allowed misses spare, up to "
                              f"{release} below the hold at {b.per_replica(per_replica, horizon):.1f} each ({b.share:.2f} of the worst)")
+            if due and target > max(wanted, current):  # miss_budget_releases "gaps": a given-up count's return is near
+                notes.append(f"miss budget: {due} started again, its soonest known return within {lead:.0f}s")
         if notes:
             reason += f" ({'; '.join(notes)})"
         return ScaleDecision(model, target, reason, confidence=round(confidence, 3), signals=signals)

@@ -89,8 +89,12 @@ class SLOPlannerSettings(PluginSettings):
     # onsets cost (misses arrived within an onset's horizon over the worst case of the replicas it was short), at
     # least miss_budget_risk; the worst case until miss_budget_min_onsets onsets have settled
     miss_budget_min_onsets: int = Field(3, ge=1)
-    miss_budget_releases: Literal["over", "any"] = "over"  # "over": the release gives up only counts whose episode
-    # is over (none wanted within the horizon); "any": below any count the hold keeps (the 2026-12-05 round's)
+    miss_budget_releases: Literal["over", "any", "gaps"] = "over"  # "over": the release gives up only counts whose
+    # episode is over (none wanted within the horizon); "any": below any count the hold keeps (the 2026-12-05
+    # round's); "gaps": as "over", and not counts whose soonest recorded gap ends within recurrence_rearm_lead
+    # horizons and a cold start (such a count given up earlier is started again), as the re-arm's release
+    miss_budget_reserve: float = Field(0.0, ge=0, lt=1)  # the share of the allowance never spent: spare =
+    # (1 - this) x miss_budget x finished - misses
     steady_queue_at_once: bool = False  # on a steady load, backlog replicas still start at once (False: only
     # through the wants' quantile)
     backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start

@@ -10,7 +10,8 @@ import pytest
 
 from controlplane.testing import make_trace
 from controlplane.types import Request, RequestStatus
-from plugins.autoscaling_budget import MissBudget, OnsetCosts, episode_count, meets_targets
+from plugins.autoscaling_budget import MissBudget, OnsetCosts, episode_count, gap_guard, meets_targets
+from plugins.autoscaling_hold import RecurrenceHold
 from plugins.autoscaling_slo import SLOPlanner
 from tests.fixtures.common import planner_replay, with_burst
 from tests.plugins.test_autoscaling_policies import scale_events
@@ -154,3 +155,48 @@ def test_the_release_gives_up_only_counts_whose_episode_is_over():
     assert anyk.summary["gpu_seconds"] < over.summary["gpu_seconds"] < base.summary["gpu_seconds"]
     released = [[d for d in run.decisions if d.action == "scale" and "miss budget" in d.reason] for run in (anyk, over)]
     assert 0 < len(released[1]) < len(released[0])  # "any" gives up counts a tick after they were wanted, again and again
+
+
+def test_a_reserve_keeps_part_of_the_allowance_unspent():
+    b = MissBudget(0.01, risk=0.5, reserve=0.25)
+    for i in range(1000):
+        b.add(met=i % 500 != 0)  # 2 misses in 1,000: 10 allowed, 7.5 spendable
+    assert b.spare == pytest.approx(5.5)
+    assert b.releasable(0.2, 30.0) == 1  # floor(5.5 / 3); without the reserve 2
+    assert SLOPlanner.Settings().miss_budget_reserve == 0.0
+    with pytest.raises(ValueError, match="miss_budget_reserve must be in"):
+        MissBudget(0.01, reserve=1.0)
+    with pytest.raises(ValueError):
+        SLOPlanner.Settings(miss_budget=0.01, miss_budget_reserve=-0.1)
+
+
+def test_the_gap_guard_keeps_counts_whose_known_return_is_too_near_and_starts_them_ahead_of_it():
+    hold = RecurrenceHold(300.0, 1.0, rearm_lead=2.0)  # horizon 20 s: the lead is 40 s; a cold start 30 s
+    for t, want in ((0.0, 3), (10.0, 1), (100.0, 3), (110.0, 1), (300.0, 5), (310.0, 1)):
+        hold.add(t, want, 20.0)  # counts 2, 3 came back after 100 s and 200 s; 4, 5 have no known return
+    assert min(hold.gaps[3]) == pytest.approx(100.0) and 4 not in hold.gaps
+    assert gap_guard(hold, 320.0, 20.0, 30.0) == (5, 0)  # 5 wanted 20 s ago: its episode is not over
+    # 25 s after: 4 and 5 (no known return) may go; 3's soonest return (100 s) is 75 s away, 35 s after its
+    # restart 40 s ahead: more than a cold start, so it may go too; 1 was wanted within the horizon
+    assert gap_guard(hold, 325.0, 20.0, 30.0) == (1, 0)
+    assert gap_guard(hold, 331.0, 20.0, 30.0) == (3, 0)  # 29 s off before the restart: less than a cold start
+    assert gap_guard(hold, 361.0, 20.0, 30.0) == (3, 3)  # its return within the lead: start it again
+    # past 100 s without it: the next known return (200 s) is far again, for 1 (gaps 90 s, 190 s) as well
+    assert gap_guard(hold, 405.0, 20.0, 30.0) == (0, 0)
+    assert gap_guard(hold, 700.0, 20.0, 30.0) == (0, 0)  # every count past its hold
+
+
+def test_the_gaps_release_gives_up_a_recurring_count_between_its_returns_and_starts_it_ahead_of_them():
+    # the bursts come back every 300 s: "over" gives the burst count up and meets each burst from one replica;
+    # "gaps" gives it up too but starts it again ahead of its known return - nearly the plain hold's SLO, fewer
+    # GPU-seconds
+    base, over = _replay(), _replay(miss_budget=0.2, miss_budget_risk=0.05)
+    gaps = _replay(miss_budget=0.2, miss_budget_risk=0.05, miss_budget_releases="gaps")
+    assert over.summary["gpu_seconds"] < gaps.summary["gpu_seconds"] < base.summary["gpu_seconds"]
+    assert over.summary["slo_attainment"] < gaps.summary["slo_attainment"] - 0.02
+    assert gaps.summary["slo_attainment"] >= base.summary["slo_attainment"] - 0.002
+    ahead = [d for d in gaps.decisions if d.action == "scale" and "started again" in d.reason]
+    assert ahead and all(d.payload["to"] > d.payload["from"] for d in ahead)
+    for burst in (700.0, 1000.0, 1300.0):  # up before each burst once its gap is known; "over" only after it
+        assert any(burst - 60.0 < t < burst and to > fr for t, fr, to in scale_events(gaps)[:-1])
+        assert not any(burst - 60.0 < t < burst and to > fr for t, fr, to in scale_events(over))
