@@ -26,9 +26,12 @@ by ``_sre.compile`` from the same arguments, and CPython compares two patterns b
 
 A file per command (``sim replay`` reads only what a replay compiles: its parent's and its writer
 process's), named by the interpreter's bytecode magic number and optimisation level (another
-Python, or ``-O``, has a file of its own); it holds the texts themselves (a text is looked up whole,
-never by a digest), and is started afresh past :data:`MAX_ENTRIES` (reading it costs ~16 M
-instructions per thousand entries).
+Python, or ``-O``, has a file of its own; a file written by another release of it, whose ``re`` may
+compile a pattern differently, is not read); it holds the texts themselves (a text is looked up
+whole, never by a digest), and is started afresh past :data:`MAX_ENTRIES` (reading it costs ~16 M
+instructions per thousand entries). A file that cannot be read back (damaged: ``marshal`` then
+raises ``ValueError``, ``EOFError`` or even ``SystemError``) is left unused and written anew; the
+cache never fails a command.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from typing import Any, Final
 
 __all__ = ["MAX_ENTRIES", "cache_file", "code", "install", "installed", "save", "uninstall"]
 
-_FORMAT: Final = 2  # of the file's content: (_FORMAT, *one dict per table)
+_FORMAT: Final = 3  # of the file's content: ((_FORMAT, sys.hexversion), *one dict per table)
 #: Texts kept in a file at most (a replay's are ~1,000); past that it keeps what the last process used.
 MAX_ENTRIES: Final = 4_000
 _MODES: Final = ("exec", "eval")
@@ -91,12 +94,18 @@ def _read(path: Path) -> list[dict[Any, Any]] | None:
     """The file's tables (None when it is missing, damaged or of another format)."""
     try:
         data = marshal.loads(path.read_bytes())
-    except (OSError, ValueError, EOFError, TypeError):
+    except Exception:  # noqa: BLE001 - OSError, and whatever damaged data makes marshal raise (SystemError too)
         return None
-    if not (isinstance(data, tuple) and len(data) == 1 + len(_TABLES) and data[0] == _FORMAT):
+    if not (isinstance(data, tuple) and len(data) == 1 + len(_TABLES) and data[0] == _header()):
         return None
     return [{k: v for k, v in saved.items() if _valid(table, k, v)} if isinstance(saved, dict) else {}
             for table, saved in zip(_TABLES, data[1:])]
+
+
+def _header() -> tuple[int, int]:
+    """The file's first item: its format and the Python release that wrote it (a micro release's
+    ``re`` or compiler may differ; the file's name tells only the bytecode's version)."""
+    return (_FORMAT, sys.hexversion)
 
 
 def _valid(table: str, key: Any, value: Any) -> bool:
@@ -132,7 +141,8 @@ def save() -> None:
     merged = [{**old, **_codes[table]} for old, table in zip(on_disk, _TABLES)]
     if sum(len(c) for c in merged) > MAX_ENTRIES:  # started afresh, with what this process used
         merged = [{s: c for s, c in _codes[table].items() if s in _used[table]} for table in _TABLES]
-    write_atomically(_file, marshal.dumps((_FORMAT, *merged)))
+    # (an OSError, such as a read-only or full disk, is swallowed there)
+    write_atomically(_file, marshal.dumps((_header(), *merged)))
     _added = 0
 
 

@@ -4,7 +4,6 @@ run writes what both of its processes compiled, the next compiles nothing and le
 from __future__ import annotations
 
 import json
-import marshal
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from controlplane import timings
+from controlplane import code_cache, timings
 from controlplane.cache_dir import CACHE_ENV
 from controlplane.storage.early import ENV_SWITCH
 from tests.cli.test_cli_process import CONFIG
@@ -21,8 +20,9 @@ from tests.cli.test_cli_process import CONFIG
 def _texts(cache: Path) -> set[tuple[int, str]]:
     files = list((cache / "code").glob("*.marshal"))
     assert len(files) == 1, files
-    data = marshal.loads(files[0].read_bytes())
-    return {(i, text) for i, codes in enumerate(data[1:]) for text in codes}
+    tables = code_cache._read(files[0])
+    assert tables is not None
+    return {(i, text) for i, codes in enumerate(tables) for text in codes}
 
 
 def _env(cache: Path) -> dict[str, str]:

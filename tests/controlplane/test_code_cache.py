@@ -141,19 +141,72 @@ def test_eval_and_exec_without_namespaces_use_the_callers_as_the_builtins_do(cac
     assert namespace["v"] == 1
 
 
+def _sealed(content: bytes) -> bytes:
+    """A file's bytes for marshal's ``content``, as `save` writes them."""
+    return content
+
+
+def _tables(path) -> tuple:
+    return marshal.loads(path.read_bytes())
+
+
 def test_a_damaged_or_foreign_file_is_ignored_and_written_again(cache):
     cache.parent.mkdir(parents=True, exist_ok=True)
-    for content in (b"not marshal", marshal.dumps(("something else",)), marshal.dumps((99, {}, {}, {})),
-                    marshal.dumps((code_cache._FORMAT, {"x": "not code"}, {1: compile("1", "<string>", "eval")},
-                                   {("a", 0): "not parts", "b": (1, [], 0, {}, ())}))):
+    header = code_cache._header()
+    for content in (b"", b"not marshal", _sealed(b"not marshal"), _sealed(marshal.dumps(("something else",))),
+                    _sealed(marshal.dumps((99, {}, {}, {}))), _sealed(marshal.dumps((header, {}, {}))),
+                    _sealed(marshal.dumps((code_cache._FORMAT, {}, {"1 + 1": "not code"}, {}, {}))),
+                    _sealed(marshal.dumps((header, {"x": "not code"}, {1: compile("1", "<string>", "eval")},
+                                           {("a", 0): "not parts", "b": (1, [], 0, {}, ())})))):
         cache.write_bytes(content)
         code_cache.uninstall()
         code_cache.install()
         made = code_cache.code("1 + 1", "eval")
         assert eval(made) == 2
         code_cache.save()
-        data = marshal.loads(cache.read_bytes())
-        assert data[0] == code_cache._FORMAT and "1 + 1" in data[2]
+        data = _tables(cache)
+        assert data[0] == header and "1 + 1" in data[2]
+
+
+def _unloadable(tables: tuple) -> bytes:
+    """marshal's data for ``tables`` with its first code object's bytecode an int: ``marshal.loads``
+    raises SystemError for it (as for some files with one byte changed; others crash the interpreter)."""
+    compiled = compile("x = 1", "<string>", "exec")
+    plain = marshal.dumps(compiled, 2)  # (version 2: no references to shift)
+    at = plain.index(b"s", 1)  # the bytecode, a bytes object
+    bad = plain[:at] + marshal.dumps(5, 2) + plain[at + 5 + int.from_bytes(plain[at + 1:at + 5], "little"):]
+    content = marshal.dumps((code_cache._header(), {"x = 1": compiled}, *tables), 2).replace(plain, bad)
+    with pytest.raises(SystemError):
+        marshal.loads(content)
+    return content
+
+
+def test_a_damaged_file_is_not_read_and_fails_nothing(cache):
+    # It failed every `controlplane sim` command (SystemError at its start) until removed by hand.
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    unloadable = _unloadable(({}, {}))
+    for content in (unloadable,):
+        cache.write_bytes(content)
+        assert code_cache._read(cache) is None
+        code_cache.uninstall()
+        code_cache.install()
+        code_cache.code("x = 1", "exec")
+        code_cache.save()
+        assert "x = 1" in _tables(cache)[1]
+
+
+def test_a_file_from_another_python_release_is_not_read(cache, monkeypatch):
+    # The file's name tells the bytecode's version, the same across a minor version's releases; the
+    # regular expressions' compiled parts are what that release's `re` made.
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "hexversion", sys.hexversion - 1)
+        code_cache.code("'older'", "eval")
+        code_cache.save()
+    code_cache.uninstall()
+    code_cache.install()
+    assert "'older'" not in code_cache._codes["eval"]
+    code_cache.code("'older'", "eval")
+    assert code_cache._added == 1
 
 
 def test_past_max_entries_only_what_the_process_used_is_kept(cache, monkeypatch):
@@ -161,13 +214,13 @@ def test_past_max_entries_only_what_the_process_used_is_kept(cache, monkeypatch)
     for i in range(5):
         code_cache.code(f"{i} + 1", "eval")
     code_cache.save()
-    assert len(marshal.loads(cache.read_bytes())[2]) >= 5  # this process used all five
+    assert len(_tables(cache)[2]) >= 5  # this process used all five
     code_cache.uninstall()
     code_cache.install()
     code_cache.code("0 + 1", "eval")
     code_cache.code("new", "eval")
     code_cache.save()
-    assert set(marshal.loads(cache.read_bytes())[2]) == {"0 + 1", "new"}
+    assert set(_tables(cache)[2]) == {"0 + 1", "new"}
 
 
 def test_off_installs_nothing(monkeypatch):
