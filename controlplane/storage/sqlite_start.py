@@ -13,7 +13,7 @@ SQLite's ``DATETIME`` text). The writer makes its engine after answering.
 
 Only the plain case is done here: a file at head, or new; values of the types a run's start
 gives. Anything else (an older schema, a locked or unreadable file, a naive time, a value of
-another type) returns None, and the caller goes the SQLAlchemy way, which migrates, retries and
+another type or one sqlite3 cannot bind) returns None, and the caller goes the SQLAlchemy way, which migrates, retries and
 reports errors as before. ``tests/storage/test_sqlite_start.py`` compares both ways' files.
 """
 
@@ -86,7 +86,9 @@ def start_run(path: str | Path, values: dict[str, Any], *, head: str) -> int | N
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
         return int(cursor.lastrowid)
-    except sqlite3.Error:
+    except (sqlite3.Error, ValueError, OverflowError):
+        # (a value sqlite3 cannot bind: text with a lone surrogate, from a file name that is not
+        # UTF-8, or an int past 64 bits: the engine's way raises it where the run's start reports it)
         return None
     finally:
         connection.close()

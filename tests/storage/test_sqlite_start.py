@@ -64,7 +64,7 @@ def test_a_file_at_head_made_by_alembic_takes_the_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", ["older schema", "other tables", "not a database", "naive time", "path trace",
-                                  "numpy seed", "other head"])
+                                  "numpy seed", "other head", "text not UTF-8", "seed past 64 bits"])
 def test_anything_else_is_left_untouched_for_the_engine(tmp_path: Path, case: str) -> None:
     import numpy as np
 
@@ -82,7 +82,10 @@ def test_anything_else_is_left_untouched_for_the_engine(tmp_path: Path, case: st
     else:
         upgrade(f"sqlite:///{path}")
         values.update({"naive time": {"started_at": datetime(2026, 1, 1)}, "path trace": {"trace": Path("t.csv")},
-                       "numpy seed": {"seed": np.int64(7)}}.get(case, {}))
+                       "numpy seed": {"seed": np.int64(7)},
+                       # (sqlite3 raised these from the writer process, which died: "exited before starting")
+                       "text not UTF-8": {"trace": os.fsdecode(b"t\xff.csv")}, "seed past 64 bits": {"seed": 2**70},
+                       }.get(case, {}))
         head = "9999" if case == "other head" else head
     before = path.read_bytes()
     assert start_run(path, values, head=head) is None
