@@ -96,8 +96,8 @@ def parse(args: Sequence[str]) -> dict[str, Any] | None:
                 return None
             value = args[i]
             i += 1
-        if not value or value.startswith("-"):
-            return None
+        if not value or value.startswith("-") or (kind is int or kind is float) and not value.isascii():
+            return None  # (typer's numbers are pydantic's, which take ASCII digits only: not "５" as int() does)
         try:
             converted = kind(value)
         except ValueError:

@@ -32,6 +32,7 @@ LEFT_TO_TYPER = [
     ["--no-json"], ["--format", "a", "-f", "b"], ["--json", "--json"], ["--", "t.csv"], ["-fcanonical"],
     ["-f=canonical"], ["--bogus"], ["--limit"], ["--name", ""], [""], ["-"], ["--window_start", "1"],
     ["--format", "--json"], ["--exact", "--no-exact"], ["--install-completion"],
+    ["--seed", "５"], ["--qps", "١.٥"], ["--repeat", "１"],  # digits int() and float() take, typer refuses
 ]
 
 
@@ -85,6 +86,12 @@ def test_a_command_line_it_reads_gives_what_typer_gives(monkeypatch, args):
 @pytest.mark.parametrize("args", LEFT_TO_TYPER, ids=lambda a: " ".join(a) or "empty")
 def test_anything_else_is_left_to_typer(args):
     assert replay_args.parse(args) is None
+
+
+@pytest.mark.parametrize("args", [["--seed", "５"], ["--qps", "١.٥"], ["--repeat", "１"]])
+def test_typer_refuses_digits_other_than_ascii(args):
+    with pytest.raises(typer.BadParameter):
+        _typer_command().main(args=list(args), prog_name="controlplane sim replay", standalone_mode=False)
 
 
 def test_a_shell_asking_for_completions_is_left_to_typer(monkeypatch):
