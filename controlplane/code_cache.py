@@ -141,8 +141,9 @@ def save() -> None:
     merged = [{**old, **_codes[table]} for old, table in zip(on_disk, _TABLES)]
     if sum(len(c) for c in merged) > MAX_ENTRIES:  # started afresh, with what this process used
         merged = [{s: c for s, c in _codes[table].items() if s in _used[table]} for table in _TABLES]
-    # (an OSError, such as a read-only or full disk, is swallowed there)
-    write_atomically(_file, marshal.dumps((_header(), *merged)))
+    # (an OSError, such as a read-only or full disk, is swallowed there; the temporary file of a
+    # process killed while saving, or of a full disk, is removed once a week old)
+    write_atomically(_file, marshal.dumps((_header(), *merged)), prune="*.tmp")
     _added = 0
 
 

@@ -209,6 +209,21 @@ def test_a_file_from_another_python_release_is_not_read(cache, monkeypatch):
     assert code_cache._added == 1
 
 
+def test_a_temporary_file_left_by_a_killed_save_is_removed_in_a_week(cache):
+    from controlplane.cache_dir import PRUNE_AFTER_S
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    left = [cache.with_suffix(f".{pid}.tmp") for pid in (1, 2)]
+    for path in left:
+        path.write_bytes(b"half a file")
+    week = os.stat(left[0]).st_mtime - PRUNE_AFTER_S - 60
+    os.utime(left[0], (week, week))
+    code_cache.code("'saved'", "eval")
+    code_cache.save()
+    assert not left[0].exists() and left[1].exists()  # (one being written now is young)
+    assert "'saved'" in _tables(cache)[2]
+
+
 def test_past_max_entries_only_what_the_process_used_is_kept(cache, monkeypatch):
     monkeypatch.setattr(code_cache, "MAX_ENTRIES", 3)
     for i in range(5):
