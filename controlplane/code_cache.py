@@ -29,9 +29,10 @@ process's), named by the interpreter's bytecode magic number and optimisation le
 Python, or ``-O``, has a file of its own; a file written by another release of it, whose ``re`` may
 compile a pattern differently, is not read); it holds the texts themselves (a text is looked up
 whole, never by a digest), and is started afresh past :data:`MAX_ENTRIES` (reading it costs ~16 M
-instructions per thousand entries). A file that cannot be read back (damaged: ``marshal`` then
-raises ``ValueError``, ``EOFError`` or even ``SystemError``) is left unused and written anew; the
-cache never fails a command.
+instructions per thousand entries). Its content is preceded by its CRC-32: ``marshal`` trusts what
+it reads (a damaged byte can make it raise ``SystemError``, or crash the interpreter, or give other
+code), so a file whose content does not match is not read but written anew, as one that cannot be
+read back; the cache never fails a command.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from typing import Any, Final
 
 __all__ = ["MAX_ENTRIES", "cache_file", "code", "install", "installed", "save", "uninstall"]
 
-_FORMAT: Final = 3  # of the file's content: ((_FORMAT, sys.hexversion), *one dict per table)
+_FORMAT: Final = 3  # of the file: CRC-32 of the rest (4 bytes, little-endian), then marshal's
+# ((_FORMAT, sys.hexversion), *one dict per table)
 #: Texts kept in a file at most (a replay's are ~1,000); past that it keeps what the last process used.
 MAX_ENTRIES: Final = 4_000
 _MODES: Final = ("exec", "eval")
@@ -92,9 +94,14 @@ def cache_file(scope: str = "") -> Path | None:
 
 def _read(path: Path) -> list[dict[Any, Any]] | None:
     """The file's tables (None when it is missing, damaged or of another format)."""
+    from zlib import crc32
+
     try:
-        data = marshal.loads(path.read_bytes())
-    except Exception:  # noqa: BLE001 - OSError, and whatever damaged data makes marshal raise (SystemError too)
+        content = memoryview(path.read_bytes())
+        if len(content) < 4 or crc32(content[4:]) != int.from_bytes(content[:4], "little"):
+            return None  # damaged: never given to marshal
+        data = marshal.loads(content[4:])
+    except Exception:  # noqa: BLE001 - OSError, and whatever marshal raises
         return None
     if not (isinstance(data, tuple) and len(data) == 1 + len(_TABLES) and data[0] == _header()):
         return None
@@ -141,9 +148,12 @@ def save() -> None:
     merged = [{**old, **_codes[table]} for old, table in zip(on_disk, _TABLES)]
     if sum(len(c) for c in merged) > MAX_ENTRIES:  # started afresh, with what this process used
         merged = [{s: c for s, c in _codes[table].items() if s in _used[table]} for table in _TABLES]
+    from zlib import crc32
+
+    content = marshal.dumps((_header(), *merged))
     # (an OSError, such as a read-only or full disk, is swallowed there; the temporary file of a
     # process killed while saving, or of a full disk, is removed once a week old)
-    write_atomically(_file, marshal.dumps((_header(), *merged)), prune="*.tmp")
+    write_atomically(_file, crc32(content).to_bytes(4, "little") + content, prune="*.tmp")
     _added = 0
 
 

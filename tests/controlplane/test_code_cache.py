@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import typing
+import zlib
 
 import pytest
 
@@ -142,12 +143,14 @@ def test_eval_and_exec_without_namespaces_use_the_callers_as_the_builtins_do(cac
 
 
 def _sealed(content: bytes) -> bytes:
-    """A file's bytes for marshal's ``content``, as `save` writes them."""
-    return content
+    """A file's bytes for marshal's ``content``, as `save` writes them (its CRC-32 first)."""
+    return zlib.crc32(content).to_bytes(4, "little") + content
 
 
 def _tables(path) -> tuple:
-    return marshal.loads(path.read_bytes())
+    content = path.read_bytes()
+    assert zlib.crc32(content[4:]) == int.from_bytes(content[:4], "little")
+    return marshal.loads(content[4:])
 
 
 def test_a_damaged_or_foreign_file_is_ignored_and_written_again(cache):
@@ -185,7 +188,7 @@ def test_a_damaged_file_is_not_read_and_fails_nothing(cache):
     # It failed every `controlplane sim` command (SystemError at its start) until removed by hand.
     cache.parent.mkdir(parents=True, exist_ok=True)
     unloadable = _unloadable(({}, {}))
-    for content in (unloadable,):
+    for content in (unloadable, _sealed(unloadable)):
         cache.write_bytes(content)
         assert code_cache._read(cache) is None
         code_cache.uninstall()
@@ -193,6 +196,11 @@ def test_a_damaged_file_is_not_read_and_fails_nothing(cache):
         code_cache.code("x = 1", "exec")
         code_cache.save()
         assert "x = 1" in _tables(cache)[1]
+    good = cache.read_bytes()
+    # One byte changed or lost: the CRC-32 does not match, and marshal never sees it.
+    for damaged in (good[:-1], good[1:], good[:4] + bytes([good[4] ^ 1]) + good[5:], good[:-1] + b"\0"):
+        cache.write_bytes(damaged)
+        assert code_cache._read(cache) is None
 
 
 def test_a_file_from_another_python_release_is_not_read(cache, monkeypatch):
