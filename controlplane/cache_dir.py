@@ -35,11 +35,16 @@ def write_atomically(entry: Path, data: bytes, *, prune: str | None = None) -> N
     """Write ``data`` to ``entry`` through a temporary file, so a reader never sees half of it;
     then remove the files of ``entry``'s folder matching the glob ``prune`` not written for
     :data:`PRUNE_AFTER_S`. An ``OSError`` is swallowed: a cache is never worth failing a run."""
+    # The temporary file's name is this write's own (a cache folder may be shared by machines: pids repeat).
+    tmp = entry.with_suffix(f".{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(entry)
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(entry)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+            raise
         if prune is not None:
             cutoff = time.time() - PRUNE_AFTER_S
             for old in entry.parent.glob(prune):

@@ -41,3 +41,11 @@ def test_a_cache_that_cannot_be_written_is_skipped(tmp_path):
     blocker.write_text("not a folder")
     write_atomically(blocker / "sub" / "entry.json", b"{}")  # mkdir fails: no error
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_write_that_fails_half_way_leaves_no_temporary_file(tmp_path):
+    entry = tmp_path / "entry.json"
+    entry.mkdir()  # the temporary file is written, then cannot replace a folder
+    (entry / "inside").write_text("x")
+    write_atomically(entry, b"{}")  # no error
+    assert entry.is_dir() and not list(tmp_path.glob("*.tmp"))
