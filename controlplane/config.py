@@ -187,7 +187,7 @@ class RunConfig(BaseModel):
     _settings_twin: ClassVar[bool] = False
 
     name: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)  # numpy's generators take no negative seed; SQL stores 64 bits
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)

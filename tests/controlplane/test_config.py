@@ -131,6 +131,8 @@ def test_unknown_keys_in_overrides_and_environment_name_the_key(monkeypatch):
         ({"sim": {"guardian_block_rate": 2}}, "sim.guardian_block_rate"),
         ({"cluster": {"models": [{"replicas": -1}]}}, "cluster.models.0.replicas"),
         ({"seed": "abc"}, "seed"),
+        ({"seed": -1}, "seed"),  # numpy takes no negative seed
+        ({"seed": 2**64}, "seed"),  # nor can SQL store it
     ],
 )
 def test_invalid_values_name_the_key(overrides, key):
