@@ -28,7 +28,7 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane import gc_freeze
 from controlplane.core import ControlPlane
-from controlplane.types import Batch, Request
+from controlplane.types import Request
 from sim.guardian_pool import SimGuardianPool
 from sim.latency.base import IterationShape, LatencyModel
 from sim.stepped_decode import SteppedDecode, steps_boundary, steps_total
