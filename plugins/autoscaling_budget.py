@@ -25,6 +25,7 @@ the time they would have to be started again (``rearm_lead`` horizons ahead of i
 was given up and started again at each return); and such a count, released earlier, is started again when its
 return is that near. ``reserve``: the share of the allowance never spent (spare = (1 - reserve) x budget x
 finished - misses), so one released onset that costs more than its charge does not take the run below its SLO.
+`backlog_record`: a want raised by the queue into the released counts does not renew their hold.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import math
 from controlplane.request_latency import request_latencies
 from controlplane.types import RequestStatus
 
-__all__ = ["MissBudget", "OnsetCosts", "episode_count", "gap_guard", "meets_targets"]
+__all__ = ["MissBudget", "OnsetCosts", "backlog_record", "episode_count", "gap_guard", "meets_targets"]
 
 
 def meets_targets(request, ttft_s: float, tpot_s: float) -> bool:
@@ -50,6 +51,17 @@ def episode_count(last_wanted: dict[int, float], now_s: float, horizon_s: float)
     """The largest count wanted within the last ``horizon_s`` (its episode not over; 0: none): the budget's release
     never goes below it. ``last_wanted``: count -> when at least it was last wanted (`RecurrenceHold.last`)."""
     return max((k for k, t in last_wanted.items() if now_s - t <= horizon_s), default=0)
+
+
+def backlog_record(wanted: int, unqueued: int, kept: int, released_to: int) -> int:
+    """The count the hold records for a tick (``miss_budget_backlog_renews: False``): ``wanted``, unless the want
+    rose through the backlog into the counts the budget released (``released_to`` < ``wanted`` <= ``kept``, the
+    hold's count before the release); then the want without the queue (``unqueued``), at least ``released_to``. A
+    release that leaves the planner short builds a queue, and the queue's want would otherwise renew the released
+    count's hold for the whole delay."""
+    if unqueued < wanted and released_to < wanted <= kept:
+        return max(unqueued, released_to)
+    return wanted
 
 
 def gap_guard(hold, now_s: float, horizon_s: float, cold_s: float) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.scaling import takes_prefill_context
 from controlplane.types import RequestStatus
 
-from .autoscaling_budget import MissBudget, episode_count, gap_guard, meets_targets
+from .autoscaling_budget import MissBudget, backlog_record, episode_count, gap_guard, meets_targets
 from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
@@ -358,6 +358,7 @@ class SLOPlanner(Plugin):
                      and now - st.idle_since >= s.scale_to_zero_grace_s)
         floor = s.min_replicas if not s.scale_to_zero else (0 if idle_long else max(1, s.min_replicas))
         wanted = min(s.max_replicas, max(floor, needed + extra, 1 if busy else 0))
+        unqueued = min(s.max_replicas, max(floor, needed, 1 if busy else 0))  # the want without the backlog
         if idle_long:  # no load for the grace period: whatever the forecast's error band says
             wanted = floor
         current = scaling.num_current
@@ -378,6 +379,8 @@ class SLOPlanner(Plugin):
             if release:  # "over"/"gaps": never below a count wanted within the horizon (its episode not over)
                 floor = episode_count(st.hold.last, now, horizon) if mode == "over" else floor
                 as_rate = (lambda f: lambda k: max(f(k) - release, min(f(k), floor)))(as_rate)
+                if backlog and not s.miss_budget_release_queued:  # none up now released into a queue
+                    as_rate = (lambda f: lambda k: max(f(k), min(base(k), current)))(as_rate)
         if st.rate_hold is not None:  # hold_unit: what each count the hold records was wanted for, in req/s
             st.rate_hold.add(now, target if steady or early else wanted, serve)
         if steady or early:  # the window's quantile of the wants; a queue eating the TTFT still adds at once
@@ -385,7 +388,8 @@ class SLOPlanner(Plugin):
                          wanted if extra and s.steady_queue_at_once else 0)
             st.hold.add(now, target, min_gap)  # leaving the steady mode, the hold keeps what it ran
         else:
-            st.hold.add(now, wanted, min_gap)
+            kept_k = st.hold.held(now)[0] if release and not s.miss_budget_backlog_renews else 0
+            st.hold.add(now, backlog_record(wanted, unqueued, kept_k, as_rate(kept_k)) if kept_k else wanted, min_gap)
             if s.recurrence_rearm and s.recurrence_margin is not None and not idle_long:
                 kept = st.hold.kept(now, horizon, cold)
                 if kept[4] and as_rate(kept[0]) > wanted:  # a released count's soonest return is a horizon away

@@ -95,6 +95,11 @@ class SLOPlannerSettings(PluginSettings):
     # horizons and a cold start (such a count given up earlier is started again), as the re-arm's release
     miss_budget_reserve: float = Field(0.0, ge=0, lt=1)  # the share of the allowance never spent: spare =
     # (1 - this) x miss_budget x finished - misses
+    miss_budget_backlog_renews: bool = True  # False: a tick whose want rose only through the backlog into the counts
+    # the budget released does not renew their hold (the hold records the want without the queue, or the count the
+    # release left); the replica is still started
+    miss_budget_release_queued: bool = True  # False: while requests are queued the budget takes no replica that is up
+    # down (those it released before stay released)
     steady_queue_at_once: bool = False  # on a steady load, backlog replicas still start at once (False: only
     # through the wants' quantile)
     backlog_outlives_cold_start: bool = True  # backlog replicas only if the queue outlasts a cold start

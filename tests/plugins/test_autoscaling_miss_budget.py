@@ -10,7 +10,8 @@ import pytest
 
 from controlplane.testing import make_trace
 from controlplane.types import Request, RequestStatus
-from plugins.autoscaling_budget import MissBudget, OnsetCosts, episode_count, gap_guard, meets_targets
+from plugins.autoscaling_budget import (MissBudget, OnsetCosts, backlog_record, episode_count, gap_guard,
+                                         meets_targets)
 from plugins.autoscaling_hold import RecurrenceHold
 from plugins.autoscaling_slo import SLOPlanner
 from tests.fixtures.common import planner_replay, with_burst
@@ -200,3 +201,41 @@ def test_the_gaps_release_gives_up_a_recurring_count_between_its_returns_and_sta
     for burst in (700.0, 1000.0, 1300.0):  # up before each burst once its gap is known; "over" only after it
         assert any(burst - 60.0 < t < burst and to > fr for t, fr, to in scale_events(gaps)[:-1])
         assert not any(burst - 60.0 < t < burst and to > fr for t, fr, to in scale_events(over))
+
+
+def test_a_want_raised_by_the_queue_into_the_released_counts_does_not_renew_their_hold():
+    # the hold kept 11, the budget released it to 10: a queue that raises the want back to 11 records 10 (or the
+    # want without the queue when higher); a want above the hold's count, one below the release, or one without a
+    # queue is recorded as it is
+    assert backlog_record(wanted=11, unqueued=9, kept=11, released_to=10) == 10
+    assert backlog_record(wanted=11, unqueued=9, kept=12, released_to=9) == 9
+    assert backlog_record(wanted=11, unqueued=10, kept=12, released_to=8) == 10
+    assert backlog_record(wanted=12, unqueued=9, kept=11, released_to=10) == 12  # above the hold: a new want
+    assert backlog_record(wanted=10, unqueued=9, kept=11, released_to=10) == 10  # not into the released counts
+    assert backlog_record(wanted=11, unqueued=11, kept=11, released_to=10) == 11  # wanted without the queue
+    assert SLOPlanner.Settings().miss_budget_backlog_renews is True
+    # on a load whose bursts outrun the replicas (a queue at each onset): fewer GPU-seconds than the plain release
+    plain, skip = _queued_replay(), _queued_replay(miss_budget_backlog_renews=False)
+    assert skip.summary["gpu_seconds"] < plain.summary["gpu_seconds"]
+
+
+def test_no_replica_that_is_up_is_released_into_a_queue_when_queued_releases_are_off():
+    assert SLOPlanner.Settings().miss_budget_release_queued is True
+
+    def released_into_a_queue(run):
+        return [d for d in run.decisions if d.action == "scale" and "miss budget" in d.reason
+                and d.payload["to"] < d.payload["from"] and d.payload["signals"]["queued"] > 0]
+
+    assert released_into_a_queue(_queued_replay())  # the plain release takes replicas down with requests queued
+    assert not released_into_a_queue(_queued_replay(miss_budget_release_queued=False))
+
+
+@functools.cache
+def _queued_replay(**settings):
+    """4 req/s for 1,600 s with 20 s bursts of 40 req/s every 300 s from 100 s: each burst builds a queue;
+    the budget (0.2 at 0.05 of the worst case) released below any count the hold keeps."""
+    trace = make_trace(6400, qps=4.0, prompt_tokens=256, output_tokens=64, seed=3)
+    for i, at in enumerate((100.0, 400.0, 700.0, 1000.0, 1300.0)):
+        trace = with_burst(trace, make_trace(800, qps=40.0, prompt_tokens=512, output_tokens=64, seed=11 + i), at)
+        trace = [type(r)(f"{i}{r.request_id}", r.arrival_s, r.prompt_tokens, r.output_tokens) for r in trace]
+    return planner_replay(trace, miss_budget=0.2, miss_budget_risk=0.05, miss_budget_releases="any", **settings)
