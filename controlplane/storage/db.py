@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from controlplane.storage import jsoncodec
+from controlplane.storage import jsoncodec, sqlite_schema
 from controlplane.storage.errors import StorageError
 
 DEFAULT_URL: Final = "sqlite:///controlplane.db"
@@ -69,9 +69,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
+            for pragma in sqlite_schema.PRAGMAS:
+                cursor.execute(pragma)
         finally:
             cursor.close()
 
@@ -198,14 +197,12 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
 def prepare_schema(engine: Engine) -> bool:
     """Get ready for `ensure_schema` without writing anything; return whether the schema is at
     head already (then the run need not check it again). A SQLite file that does not exist yet
-    is not created: its schema's statements (``controlplane.storage.sqlite_schema``, no Alembic)
-    are imported, and False returned. Otherwise ``alembic_version`` is read (False if it cannot
+    is not created (`ensure_schema` makes it from ``controlplane.storage.sqlite_schema``'s
+    statements, no Alembic), and False returned. Otherwise ``alembic_version`` is read (False if it cannot
     be: `ensure_schema` then reports why). A writer process does this while its run is still
     starting."""
     path = sqlite_path(engine)
     if path is not None and not path.exists():
-        import controlplane.storage.sqlite_schema  # noqa: F401  (its schema, made without Alembic)
-
         return False
     return _recorded_revisions(engine) == {SCHEMA_HEAD}
 
@@ -237,8 +234,6 @@ def ensure_schema(engine: Engine) -> bool:
     if _recorded_revisions(engine) == {SCHEMA_HEAD}:
         return False
     if sqlite_path(engine) is not None:  # a new SQLite file: the migrated schema without Alembic
-        from controlplane.storage import sqlite_schema
-
         if sqlite_schema.REVISION == SCHEMA_HEAD and sqlite_schema.create_if_new(engine, SCHEMA_HEAD,
                                                                                  _SQLITE_BEGIN_OPTION):
             return True

@@ -152,6 +152,23 @@ STATEMENTS: Final[tuple[str, ...]] = (
 )
 
 
+#: What every SQLite connection runs first (``controlplane.storage.db``'s connect hook, and
+#: ``controlplane.storage.sqlite_start`` before SQLAlchemy is imported).
+PRAGMAS: Final = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+
+
+def fill_if_empty(execute: Any, head: str) -> bool:
+    """Inside a transaction begun with ``BEGIN IMMEDIATE``, make the schema at ``head`` if the
+    database holds nothing yet; return whether it did. ``execute(sql[, parameters])`` is
+    ``sqlite3.Connection.execute`` or SQLAlchemy's ``Connection.exec_driver_sql``."""
+    if execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        return False
+    for statement in STATEMENTS:
+        execute(statement)
+    execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
+    return True
+
+
 def create_if_new(engine: Any, head: str, begin_option: str) -> bool:
     """Make the schema at ``head`` in ``engine``'s SQLite database if it holds nothing yet (one
     transaction, begun with ``BEGIN IMMEDIATE`` through ``begin_option``: a second process
@@ -159,9 +176,4 @@ def create_if_new(engine: Any, head: str, begin_option: str) -> bool:
     with engine.connect() as connection:
         connection.execution_options(**{begin_option: "BEGIN IMMEDIATE"})
         with connection.begin():
-            if connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar():
-                return False
-            for statement in STATEMENTS:
-                connection.exec_driver_sql(statement)
-            connection.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
-    return True
+            return fill_if_empty(connection.exec_driver_sql, head)

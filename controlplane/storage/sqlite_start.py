@@ -26,10 +26,7 @@ from typing import Any, Final
 
 from controlplane.storage import jsoncodec, sqlite_schema
 
-__all__ = ["PRAGMAS", "start_run"]
-
-#: What ``controlplane.storage.db``'s connect hook runs on every connection.
-PRAGMAS: Final = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+__all__ = ["start_run"]
 
 #: SQLAlchemy's SQLite ``DATETIME`` storage format.
 _DATETIME: Final = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
@@ -72,7 +69,7 @@ def start_run(path: str | Path, values: dict[str, Any], *, head: str) -> int | N
     except (OSError, sqlite3.Error):
         return None
     try:
-        for pragma in PRAGMAS:
+        for pragma in sqlite_schema.PRAGMAS:
             connection.execute(pragma)
         if not _at_head(connection, head):
             return None
@@ -103,12 +100,9 @@ def _at_head(connection: sqlite3.Connection, head: str) -> bool:
         pass
     connection.execute("BEGIN IMMEDIATE")
     try:
-        if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if not sqlite_schema.fill_if_empty(connection.execute, head):
             connection.execute("ROLLBACK")
             return _version(connection) == {head}  # another process made it meanwhile
-        for statement in sqlite_schema.STATEMENTS:
-            connection.execute(statement)
-        connection.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
         connection.execute("COMMIT")
     finally:
         if connection.in_transaction:
