@@ -13,7 +13,7 @@ from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
 from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.scaling import ScalingContext, SteadyScaleDecision, build_scaling_context, count_queued
-from controlplane.types import ALIVE_STATES, Worker, WorkerState
+from controlplane.types import Worker, WorkerState
 
 __all__ = ["ControlLoop"]
 
@@ -78,16 +78,7 @@ class ControlLoop:
             n = arrivals[model]
             arrivals[model] = 0
             gauges["arrivals_per_s"] = n / tick_s
-            if steady and not sample and model in steady:  # the quiet tick: see `_scale_models`
-                unrouted = self.unrouted  # the queue gauge: `count_queued`, inlined
-                queued = sum(1 for r in unrouted if r.model == model) if unrouted else 0
-                for w in workers:
-                    if w.state in ALIVE_STATES:
-                        queued += len(w.waiting)
-                gauges[self._queue_gauges[model]] = queued
-                self._recent[model].prune(now)
-            else:
-                self._scale_models(now, ((model, workers, n),), sample, steady)
+            self._scale_models(now, ((model, workers, n),), sample, steady)
         else:
             self._arrivals_since_tick = dict.fromkeys(arrivals, 0)
             gauges["arrivals_per_s"] = sum(arrivals.values()) / tick_s
