@@ -1,6 +1,11 @@
 """How steady the live CPU worker's pace is at one fixed batch shape, and what steadies it.
 
     python benchmarks/fidelity_lib/steadiness.py [--variants base,gc-freeze,...] [--block-s 15] [--blocks 4]
+    python benchmarks/fidelity_lib/steadiness.py --variants steady#1,steady#2,thp-glibc#1,thp-glibc#2 --block-s 8
+
+A name ``VARIANT#K`` is another process of the same variant: several copies of one variant tell a pace that
+belongs to the process (copies keep different paces block after block) from one that belongs to the time (every
+process moves together from one pass to the next).
 
 Each variant is a worker process of its own (spawned with the variant's environment: glibc malloc
 tunables act only from a process's start), loading the same tiny model with one torch thread, as
@@ -42,7 +47,16 @@ VARIANTS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "flush-denormal": ({}, ("flush-denormal",)),
     "affinity": ({}, ("affinity",)),
     "steady": ({}, ("steady",)),  # what the live worker applies (worker_runtime.steady_allocator)
+    # transparent huge pages (the host's THP mode is "madvise"): glibc's heap advised huge (glibc >= 2.35), or
+    # torch's own CPU allocations of 2 MiB and more (read when torch loads)
+    "thp-glibc": ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, ("steady",)),
+    "thp-torch": ({"C10_THP_MEM_ALLOC_ENABLE": "1", "THP_MEM_ALLOC_ENABLE": "1"}, ("steady",)),
 }
+
+
+def variant_of(name: str) -> str:
+    """The variant a process name runs: ``steady#2`` is another copy of ``steady``."""
+    return name.split("#", 1)[0]
 PROMPTS, PROMPT_TOKENS, DECODES = 8, 64, 24
 
 
@@ -60,6 +74,28 @@ def _steal_s() -> float:
         return 0.0
 
 
+def _anon_huge_kb() -> int | None:
+    """This process's anonymous memory in transparent huge pages (kB), or None where the kernel does not say."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def by_pass(medians: dict[str, list[float]]) -> list[dict[str, float]]:
+    """Per pass, the processes' block medians together: their mean (what the time did) and their spread (what
+    the processes did differently at the same minute)."""
+    out = []
+    for k in range(min(map(len, medians.values()))):
+        xs = [m[k] for m in medians.values()]
+        mean = statistics.fmean(xs)
+        out.append({"mean_ms": round(mean, 3), "between_processes_pct": round(100 * (max(xs) - min(xs)) / mean, 1)})
+    return out
+
+
 def _child(conn: Any, variant: str, threads: int) -> None:
     import gc
     import random
@@ -67,7 +103,7 @@ def _child(conn: Any, variant: str, threads: int) -> None:
 
     import torch
 
-    steps = VARIANTS[variant][1]
+    steps = VARIANTS[variant_of(variant)][1]
     if "interop-1" in steps:
         torch.set_num_interop_threads(1)
     torch.set_num_threads(threads)
@@ -119,7 +155,7 @@ def _child(conn: Any, variant: str, threads: int) -> None:
             b.remove(rid)
 
     cycle([])  # warm-up, not timed
-    conn.send("ready")
+    conn.send(("ready", _anon_huge_kb()))
     while (msg := conn.recv()) is not None:
         yard = _yardstick_us()
         out: list[tuple] = []
@@ -175,22 +211,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ctx = multiprocessing.get_context("spawn")
     names = [v for v in a.variants.split(",") if v]
-    unknown = [v for v in names if v not in VARIANTS]
+    unknown = [v for v in names if variant_of(v) not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     procs = {}
     for v in names:
         saved = dict(os.environ)
-        os.environ.update({"OMP_NUM_THREADS": str(a.threads), **VARIANTS[v][0]})
+        os.environ.update({"OMP_NUM_THREADS": str(a.threads), **VARIANTS[variant_of(v)][0]})
         parent, child = ctx.Pipe()
         p = ctx.Process(target=_child, args=(child, v, a.threads), daemon=True)
         p.start()
         os.environ.clear()
         os.environ.update(saved)
         procs[v] = (p, parent)
+    huge = {}
     for v, (_, conn) in procs.items():
-        if conn.recv() != "ready":
+        msg = conn.recv()
+        if not (isinstance(msg, tuple) and msg[0] == "ready"):
             raise SystemExit(f"variant {v} did not start")
+        huge[v] = msg[1]
     blocks: dict[str, list] = {v: [] for v in names}
     started = time.strftime("%H:%M:%S", time.gmtime())
     for k in range(a.blocks):
@@ -205,12 +244,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.join(timeout=10)
     result = {"started_utc": started, "ended_utc": time.strftime("%H:%M:%S", time.gmtime()),
               "block_s": a.block_s, "blocks": a.blocks, "loadavg_end": os.getloadavg(),
-              "variants": {v: _summary(blocks[v]) for v in names}}
+              "variants": {v: {**_summary(blocks[v]), "anon_huge_kb": huge[v]} for v in names}}
+    result["by_pass"] = by_pass({v: s["decode_ms_by_block"] for v, s in result["variants"].items()})
     for v, s in result["variants"].items():
         print(f"{v:15s} decode ms/block {s['decode_ms_by_block']} spread {s['decode_spread_pct']}% "
               f"(cpu {s['decode_cpu_spread_pct']}%, /yardstick {s['decode_over_yardstick_spread_pct']}%), "
               f"prefill spread {s['prefill_spread_pct']}%, p99/p50 {s['decode_p99_over_p50']}, cpu/wall "
-              f"{s['cpu_over_wall']}, faults/step {s['faults_per_step']}, gc ms/1000 steps {s['gc_ms_per_1000_steps']}")
+              f"{s['cpu_over_wall']}, faults/step {s['faults_per_step']}, gc ms/1000 steps {s['gc_ms_per_1000_steps']}, "
+              f"huge pages {s['anon_huge_kb']} kB")
+    for k, p in enumerate(result["by_pass"]):
+        print(f"pass {k + 1}: decode ms {p['mean_ms']} (mean over processes), {p['between_processes_pct']}% between them")
     if a.out:
         a.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

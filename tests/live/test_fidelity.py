@@ -543,3 +543,14 @@ def test_the_steadiness_summary_separates_drift_tail_faults_and_collector_time()
     assert got["faults_per_step"] == pytest.approx(2 / 3, abs=0.01) and got["gc_ms_per_1000_steps"] == 0
     assert got["decode_p99_over_p50"] > 1.1 and got["cpu_over_wall"] < 0.5 and got["steps"] == 300
     assert "base" in VARIANTS and VARIANTS["steady"][1] == ("steady",)  # the fix kept, as the worker applies it
+
+
+def test_steadiness_copies_of_a_variant_and_the_pass_by_pass_view():
+    from fidelity_lib.steadiness import VARIANTS, by_pass, variant_of
+
+    assert variant_of("steady#2") == "steady" and variant_of("thp-glibc") == "thp-glibc"
+    assert "glibc.malloc.hugetlb=1" in VARIANTS["thp-glibc"][0]["GLIBC_TUNABLES"]
+    # two processes that move together: the time's drift shows in the means, not between the processes
+    got = by_pass({"steady#1": [8.0, 9.0], "steady#2": [8.0, 9.0 * 1.1]})
+    assert [p["mean_ms"] for p in got] == [8.0, 9.45]
+    assert got[0]["between_processes_pct"] == 0 and got[1]["between_processes_pct"] == pytest.approx(9.5, abs=0.05)
