@@ -33,6 +33,12 @@ def _live(app: typer.Typer, name: str) -> None:
     app.add_typer(live.app)  # the top-level `controlplane daemon` command
 
 
+def _live_replay(app: typer.Typer, name: str) -> None:
+    from controlplane.cli.live_replay import live_replay
+
+    app.command(name)(live_replay)
+
+
 def _bench_command(app: typer.Typer, name: str) -> None:
     from controlplane.cli import bench
 
@@ -47,6 +53,7 @@ COMMANDS: dict[str, Callable[[typer.Typer, str], None]] = {
     "db": _group("db"),
     "keys": _group("keys"),
     "daemon": _live,
+    "live-replay": _live_replay,
     "bench": _group("bench", "bench_app"),  # controlplane bench quant
     "profile": _bench_command,
     "calibrate": _bench_command,

@@ -135,6 +135,11 @@ class LiveRequestHandle:
     def done(self) -> bool:
         return self._live.result is not None
 
+    @property
+    def arrival_s(self) -> float:
+        """When the control plane received the request, on the run's clock."""
+        return self._live.request.arrival_s
+
     async def __aiter__(self) -> AsyncIterator[str]:
         while self._result is None:
             item = await self._live.queue.get()

@@ -1,0 +1,183 @@
+"""`controlplane live-replay`: replay a trace against live workers through the control plane.
+
+The live side of ``controlplane sim replay``: the same trace readers and transforms, the same
+config and plugins, the run stored with its iterations. Step 2 of the calibration workflow
+(docs/calibration.md): ``controlplane calibrate RUN`` folds the run into a profile, and
+``controlplane runs compare SIM_RUN LIVE_RUN`` sets a simulated replay of the same requests beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from controlplane.cli import common
+from controlplane.cli.common import user_errors
+from controlplane.cli.summary_table import summary_table
+from controlplane.errors import ConfigError
+
+#: Requests are read before any worker starts; a live replay runs in real time, so this is a lot.
+MAX_REQUESTS = 1_000_000
+
+
+def live_replay(
+    trace: Annotated[Optional[Path], typer.Argument(
+        help="Trace file. Default: the bundled Azure LLM code trace (give --limit or a window: it runs in real time).")
+    ] = None,
+    format: Annotated[
+        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical (default: detect).")
+    ] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="Run config (YAML, TOML or JSON): its plugins, and its models' `worker` settings. "
+                               "Default: one random-weight tiny-llama CPU worker.")] = None,
+    db: Annotated[Optional[str], typer.Option(help="Database URL (default: the config's storage.url).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed of the run (and of the prompts' token ids).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
+    window_start: Annotated[Optional[float], typer.Option(help="Keep requests arriving at or after this second.")] = None,
+    window_end: Annotated[Optional[float], typer.Option(help="Keep requests arriving before this second.")] = None,
+    speed_up: Annotated[Optional[float], typer.Option(help="Divide arrival times by this factor.")] = None,
+    rate_scale: Annotated[
+        Optional[float], typer.Option(help="Thin (<1) or replicate (>1) requests to scale the rate.")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many requests.")] = None,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option(
+        min=1, help="Cap every prompt at this many tokens (a small model's context is short).")] = None,
+    max_output_tokens: Annotated[Optional[int], typer.Option(
+        min=1, help="Cap every output at this many tokens.")] = None,
+    preset: Annotated[
+        Optional[str], typer.Option(help="Random-weight model preset: tiny-llama, small-llama, medium-llama.")
+    ] = None,
+    model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
+    precision: Annotated[
+        Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | nf4 (default: fp32 on CPU, bf16 on GPU).")
+    ] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Replicas of the model.")] = None,
+    pool: Annotated[str, typer.Option(help="Where workers run: thread | process | ray.")] = "process",
+    cpu_threads: Annotated[
+        Optional[int], typer.Option(min=1, help="torch threads per CPU worker (default: cores / workers).")
+    ] = None,
+    save_trace: Annotated[Optional[Path], typer.Option(
+        help="Write the requests as served (capped lengths, the arrivals the live core stamped) as a canonical "
+             "trace (.csv or .jsonl): `controlplane sim replay` of it predicts this run.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Replay a trace against live workers in real time, store the run (with its iterations), print its summary."""
+    from controlplane.config import load_config
+    from controlplane.live.daemon_config import daemon_config
+
+    with user_errors():
+        cfg, overrides = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
+                                       precision=precision)
+        extra = {k: v for k, v in (("seed", seed), ("name", name)) if v is not None}
+        if extra:
+            cfg = load_config(config, {**overrides, **extra})
+        requests, path = _requests(cfg, trace, format, window_start, window_end, speed_up, rate_scale, limit)
+        check_fits(cfg, requests, max_prompt_tokens, max_output_tokens, path)
+        if not json_out:
+            models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
+            span = requests[-1].arrival_s if requests else 0.0
+            common.err.print(f"live replay: {len(requests):,} requests over {span:,.0f} s of {Path(path).name} on "
+                             f"{models} ({pool} pool); run recorded in {cfg.storage.url}", highlight=False)
+        result = _run(cfg, requests, pool, cpu_threads, max_prompt_tokens, max_output_tokens,
+                      progress and not json_out and common.err.is_terminal)
+    if save_trace is not None:
+        from sim.traces.canonical import write_canonical
+
+        with user_errors():
+            columns = [c for c in ("model", "tenant", "priority", "prompt", "params")
+                       if any(getattr(r, c) for r in result.served)]
+            n = write_canonical(result.served, save_trace, columns=columns)
+        if not json_out:
+            common.out.print(f"wrote the {n:,} requests as served to {save_trace}", highlight=False)
+    _report(result, path, json_out, cfg.storage.url)
+    if result.summary.get("error"):
+        raise typer.Exit(1)
+
+
+def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], window_start: Optional[float],
+              window_end: Optional[float], speed_up: Optional[float], rate_scale: Optional[float],
+              limit: Optional[int]) -> tuple[list[Any], Path]:
+    from sim.replay import TraceTransforms, prepare_trace
+    from sim.traces import bundled_trace_path
+
+    path = trace if trace is not None else bundled_trace_path()
+    if format is None and trace is None:
+        format = "azure"
+    transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
+                                 rate_scale=rate_scale, limit=limit)
+    requests = []
+    for r in prepare_trace(path, seed=cfg.seed, transforms=transforms, trace_format=format):
+        requests.append(r)
+        if len(requests) > MAX_REQUESTS:
+            raise ConfigError(f"more than {MAX_REQUESTS:,} requests to replay in real time: give --limit or a window")
+    if not requests:
+        raise ConfigError(f"no requests to replay from {path} (check the window and --limit)")
+    return requests, Path(path)
+
+
+def check_fits(cfg: Any, requests: list[Any], max_prompt_tokens: Optional[int], max_output_tokens: Optional[int],
+               path: Path) -> None:
+    """Refuse, before any worker starts, a trace whose requests (after the caps) do not fit the
+    context of the model that would serve them: the worker would refuse or cut them, and the run
+    would not be the trace's work."""
+    from controlplane.live.served_model import worker_settings
+    from controlplane.live.trace_replay import fit_lengths
+
+    limits = {m.name: min(x for x in (m.max_model_len, worker_settings(cfg, m.name).max_seq_len) if x is not None)
+              for m in cfg.cluster.models}
+    first = cfg.cluster.models[0].name
+    over = []
+    for r in requests:
+        p, o = fit_lengths(r.prompt_tokens, r.output_tokens, max_prompt_tokens=max_prompt_tokens,
+                           max_output_tokens=max_output_tokens)
+        limit = limits.get(r.model, limits[first]) if r.model else limits[first]
+        if limit is not None and p + o > limit:
+            over.append((r, p, o, limit))
+    if over:
+        r, p, o, limit = over[0]
+        raise ConfigError(
+            f"{len(over):,} of {len(requests):,} requests from {path} do not fit the model's context "
+            f"(the first, {r.request_id}: {p} prompt + {o} output tokens > the context, {limit}); "
+            "cap them with --max-prompt-tokens / --max-output-tokens, or serve a model with a longer context")
+
+
+def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], max_prompt_tokens: Optional[int],
+         max_output_tokens: Optional[int], show: bool) -> Any:
+    from controlplane.live.trace_replay import run_trace_live
+
+    if not show:
+        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads, max_prompt_tokens=max_prompt_tokens,
+                              max_output_tokens=max_output_tokens)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]live replay[/]"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("t={task.fields[t]:.0f}s"), TimeElapsedColumn(), console=common.err, transient=True)
+    with bar:
+        task = bar.add_task("live", total=len(requests), t=0.0)
+        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads, max_prompt_tokens=max_prompt_tokens,
+                              max_output_tokens=max_output_tokens,
+                              on_progress=lambda n, _submitted, t: bar.update(task, completed=n, t=t))
+
+
+def _report(result: Any, path: Path, json_out: bool, url: str) -> None:
+    summary = {**result.summary, "live_replay": {
+        "submitted": result.submitted, "capped": result.capped, "late_s": result.late_s,
+        "rejected": [{"request_id": r.request_id, "reason": r.reason} for r in result.rejected]}}
+    if json_out:
+        common.write_stdout(json.dumps(summary, sort_keys=True, default=str) + "\n")
+        return
+    common.out.print(summary_table(result.summary, f"run {result.run_id} - {path.name} (live)"))
+    if result.capped:
+        common.out.print(f"{result.capped:,} requests had their prompt or output capped (--max-*-tokens)")
+    if result.rejected:
+        common.err.print(f"[yellow]{len(result.rejected):,} requests were refused at submission[/] (first: "
+                         f"{result.rejected[0].request_id}: {result.rejected[0].reason})", highlight=False)
+    if result.late_s > 1.0:
+        common.err.print(f"[yellow]the replay fell behind the trace by up to {result.late_s:.1f} s[/] (this "
+                         "process could not submit at the trace's pace)", highlight=False)
+    common.out.print(f"stored in {url} as run {result.run_id}; `controlplane runs show {result.run_id}`, "
+                     f"`controlplane calibrate {result.run_id} --db {url} --profile GRID -o profile.json`")

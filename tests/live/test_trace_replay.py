@@ -1,0 +1,105 @@
+"""`controlplane live-replay` and `controlplane.live.trace_replay`: a trace served by live workers
+(tiny random-weight model, thread pool, one torch thread), its run stored with its iterations, the
+requests as served written as a trace the simulator replays alike."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from controlplane.cli import build_app
+from controlplane.live.trace_replay import as_served, fit_lengths, replay_trace_live
+from sim.traces.canonical import read_canonical, write_canonical
+from sim.traces.record import TraceRequest
+
+TINY = {"preset": "tiny-llama", "device": "cpu", "max_seq_len": 128}
+
+
+def _config(tmp_path, url: str):
+    path = tmp_path / "live.yaml"
+    path.write_text(json.dumps({"storage": {"url": url}, "cluster": {"models": [
+        {"name": "tiny", "replicas": 1, "worker": TINY}]}}))
+    return path
+
+
+def _trace(tmp_path, n: int = 5, prompt: int = 12, output: int = 3):
+    path = tmp_path / "trace.csv"
+    write_canonical([TraceRequest(f"t{i}", 0.08 * i, prompt + i, output) for i in range(n)], path)
+    return path
+
+
+def test_caps_shorten_and_never_reach_zero():
+    assert fit_lengths(900, 70, max_prompt_tokens=256, max_output_tokens=48) == (256, 48)
+    assert fit_lengths(10, 5, max_prompt_tokens=None, max_output_tokens=None) == (10, 5)
+    assert fit_lengths(0, 0, max_prompt_tokens=None, max_output_tokens=None) == (1, 1)
+
+
+def test_as_served_keeps_the_trace_ids_caps_and_the_arrivals_the_core_stamped():
+    a = TraceRequest("a", 2.0, 900, 70, hash_ids=(1, 2), hash_block_tokens=16, prompt="x" * 900)
+    b = TraceRequest("b", 2.5, 40, 8, tenant="t1")
+    got = as_served([(a, 256, 48, 10.30), (b, 40, 8, 10.84)])
+    assert [r.request_id for r in got] == ["a", "b"]
+    assert got[0].arrival_s == pytest.approx(2.0) and got[1].arrival_s == pytest.approx(2.54)  # shifted, not rebased
+    assert (got[0].prompt_tokens, got[0].output_tokens, got[0].prompt) == (256, 48, None)  # capped: no text
+    assert got[0].hash_ids == () and got[0].hash_block_tokens is None  # the live prompts share no prefix
+    assert got[1].tenant == "t1" and as_served([]) == []
+
+
+def test_live_replay_serves_the_trace_stores_its_iterations_and_saves_it_as_served(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    served = tmp_path / "served.jsonl"
+    res = CliRunner().invoke(build_app(), [
+        "live-replay", str(_trace(tmp_path)), "--config", str(_config(tmp_path, url)), "--pool", "thread",
+        "--cpu-threads", "1", "--max-output-tokens", "2", "--save-trace", str(served), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["num_requests"] == 5 and summary["num_completed"] == 5
+    assert summary["live_replay"] == {"submitted": 5, "capped": 5, "late_s": summary["live_replay"]["late_s"],
+                                      "rejected": []}
+    assert summary["output_tokens"] == 5 * 2  # every request generated its capped output, end-of-sequence ignored
+    engine = sa.create_engine(url)
+    with engine.connect() as c:
+        assert c.execute(sa.text("select count(*) from iteration where run_id = :r"),
+                         {"r": summary["run_id"]}).scalar() > 0  # what `controlplane calibrate` reads
+    engine.dispose()
+    back = list(read_canonical(served))
+    assert [r.request_id for r in back] == [f"t{i}" for i in range(5)]
+    assert [(r.prompt_tokens, r.output_tokens) for r in back] == [(12 + i, 2) for i in range(5)]
+    assert back[0].arrival_s == 0.0 and all(b.arrival_s <= c.arrival_s for b, c in zip(back, back[1:]))
+
+
+def test_a_trace_that_does_not_fit_the_model_is_refused_before_any_worker_starts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = CliRunner().invoke(build_app(), [
+        "live-replay", str(_trace(tmp_path, prompt=120, output=30)), "--config", str(_config(tmp_path, url)),
+        "--pool", "thread"])
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert "5 of 5 requests" in text and "the context, 128" in text and "--max-prompt-tokens" in text
+    assert not (tmp_path / "runs.db").exists()  # no run was started
+
+
+def test_a_request_the_model_refuses_is_reported_not_dropped(tmp_path):
+    from controlplane.live.driver import LiveDriver
+    from controlplane.live.pool_thread import LocalThreadPool
+    from controlplane.testing import make_config
+
+    cfg = make_config(storage={"url": f"sqlite:///{tmp_path / 'runs.db'}"},
+                      cluster={"models": [{"name": "tiny", "replicas": 1, "worker": TINY}]})
+    reqs = [TraceRequest("ok", 0.0, 10, 2), TraceRequest("long", 0.01, 500, 2)]  # past the 128-token context
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        try:
+            return await replay_trace_live(driver, reqs, seed=cfg.seed)
+        finally:
+            await driver.close()
+
+    got = asyncio.run(main())
+    assert got.submitted == 1 and [r.request_id for r in got.served] == ["ok"]
+    assert [r.request_id for r in got.rejected] == ["long"] and "too long" in got.rejected[0].reason
