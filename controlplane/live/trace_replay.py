@@ -20,7 +20,16 @@ from typing import Any
 
 from controlplane.config import RunConfig
 
-__all__ = ["LiveReplayResult", "Rejected", "fit_lengths", "replay_trace_live", "run_trace_live"]
+__all__ = ["LiveReplayResult", "Rejected", "ReplayInterrupted", "fit_lengths", "replay_trace_live", "run_trace_live"]
+
+
+class ReplayInterrupted(Exception):
+    """The replay was stopped (Ctrl-C) before the trace ended: its run is stored as ``interrupted``,
+    with the requests submitted until then (those still in flight recorded as such)."""
+
+    def __init__(self, run_id: int | None, summary: dict[str, Any]) -> None:
+        super().__init__(f"interrupted: run {run_id} stored as interrupted")
+        self.run_id, self.summary = run_id, summary
 
 
 @dataclass(frozen=True)
@@ -129,13 +138,17 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
 
     async def main() -> LiveReplayResult:
         driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True)
-        await driver.start(wait_ready_s=wait_ready_s)
         try:
+            await driver.start(wait_ready_s=wait_ready_s)  # (interrupted while the workers load: the same)
             result = await replay_trace_live(driver, requests, seed=cfg.seed, max_prompt_tokens=max_prompt_tokens,
                                              max_output_tokens=max_output_tokens, on_progress=on_progress)
-        finally:
-            summary = await driver.close()
-        result.summary = dict(summary or {})
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels this task
+            summary = await driver.close(status="interrupted")
+            raise ReplayInterrupted(driver.run_id, dict(summary or {})) from None
+        except BaseException:
+            await driver.close(status="failed")
+            raise
+        result.summary = dict(await driver.close() or {})
         return result
 
     return asyncio.run(main())

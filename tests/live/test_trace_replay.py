@@ -103,3 +103,49 @@ def test_a_request_the_model_refuses_is_reported_not_dropped(tmp_path):
     got = asyncio.run(main())
     assert got.submitted == 1 and [r.request_id for r in got.served] == ["ok"]
     assert [r.request_id for r in got.rejected] == ["long"] and "too long" in got.rejected[0].reason
+
+
+def _requests_recorded(path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
+            return c.execute("select count(*) from request").fetchone()[0]
+    except sqlite3.Error:  # no file or no table yet
+        return 0
+
+
+def test_ctrl_c_stores_the_run_as_interrupted_and_says_so(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    trace = tmp_path / "slow.csv"
+    write_canonical([TraceRequest(f"t{i}", 1.0 * i, 8, 2) for i in range(60)], trace)  # a minute of requests
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controlplane.cli", "live-replay", str(trace), "--config", str(_config(tmp_path, url)),
+         "--pool", "thread", "--cpu-threads", "1", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job would ignore it
+    try:
+        assert "live replay:" in proc.stdout.readline()
+        deadline = time.monotonic() + 120
+        while _requests_recorded(tmp_path / "runs.db") < 3:  # the workers are up and serving
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    assert "stored as interrupted" in " ".join(out.split()), out
+    engine = sa.create_engine(url)
+    with engine.connect() as c:
+        status, = c.execute(sa.text("select status from run")).one()
+        served = c.execute(sa.text("select count(*) from request")).scalar()
+    engine.dispose()
+    assert status == "interrupted" and 0 < served < 60, out
