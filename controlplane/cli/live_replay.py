@@ -17,6 +17,7 @@ import typer
 from controlplane.cli import common
 from controlplane.cli.common import user_errors
 from controlplane.cli.summary_table import summary_table
+from controlplane.cli.worker_options import CpuThreadsOpt, ModelPathOpt, PrecisionOpt, PresetOpt
 from controlplane.errors import ConfigError
 
 #: Requests are read before any worker starts; a live replay runs in real time, so this is a lot.
@@ -47,18 +48,12 @@ def live_replay(
         min=1, help="Cap every prompt at this many tokens (a small model's context is short).")] = None,
     max_output_tokens: Annotated[Optional[int], typer.Option(
         min=1, help="Cap every output at this many tokens.")] = None,
-    preset: Annotated[
-        Optional[str], typer.Option(help="Random-weight model preset: tiny-llama, small-llama, medium-llama.")
-    ] = None,
-    model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
-    precision: Annotated[
-        Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | nf4 (default: fp32 on CPU, bf16 on GPU).")
-    ] = None,
+    preset: PresetOpt = None,
+    model_path: ModelPathOpt = None,
+    precision: PrecisionOpt = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Replicas of the model.")] = None,
     pool: Annotated[str, typer.Option(help="Where workers run: thread | process | ray.")] = "process",
-    cpu_threads: Annotated[
-        Optional[int], typer.Option(min=1, help="torch threads per CPU worker (default: cores / workers).")
-    ] = None,
+    cpu_threads: CpuThreadsOpt = None,
     save_trace: Annotated[Optional[Path], typer.Option(
         help="Write the requests as served (capped lengths, the arrivals the live core stamped) as a canonical "
              "trace (.csv or .jsonl): `controlplane sim replay` of it predicts this run.")] = None,
