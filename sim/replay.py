@@ -57,7 +57,7 @@ def trace_rng(seed: int, stream: int) -> np.random.Generator:
 @dataclass(frozen=True)
 class TraceTransforms:
     """Edits to a trace before it is replayed, applied in this order: window, speed-up, repeat,
-    rate, limit.
+    rate, limit, length caps.
 
     The window is cut in the trace's own time and rebased to start at 0; ``repeat`` plays the
     result that many times back to back (``sim.traces.transforms.repeat``); ``limit`` counts
@@ -71,6 +71,8 @@ class TraceTransforms:
     repeat: int | None = None  # play the trace this many times back to back
     rate_scale: float | None = None  # thin (< 1) or replicate (> 1) requests, seeded
     limit: int | None = None  # at most this many requests
+    max_prompt_tokens: int | None = None  # cut longer prompts to this many tokens
+    max_output_tokens: int | None = None  # cut longer outputs to this many tokens
     seed: int | None = None  # seed of the trace's random streams; None: the run's seed
 
     @property
@@ -90,7 +92,8 @@ class TraceTransforms:
         # Only rate scaling draws (a generator not made otherwise: see `open_trace`).
         rng = trace_rng(self.trace_seed(run_seed), TRANSFORM_STREAM) if self.rate_scale is not None else None
         return apply_transforms(requests, window=self.window, speed_up=self.speed_up, repeat=self.repeat,
-                                rate_scale=self.rate_scale, limit=self.limit, rng=rng)
+                                rate_scale=self.rate_scale, limit=self.limit, rng=rng,
+                                max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens)
 
 
 NO_TRANSFORMS = TraceTransforms()

@@ -45,9 +45,10 @@ def live_replay(
     ] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many requests.")] = None,
     max_prompt_tokens: Annotated[Optional[int], typer.Option(
-        min=1, help="Cap every prompt at this many tokens (a small model's context is short).")] = None,
+        min=1, help="Cut longer prompts to this many tokens (a small model's context is short; `sim replay` "
+                    "takes the same option).")] = None,
     max_output_tokens: Annotated[Optional[int], typer.Option(
-        min=1, help="Cap every output at this many tokens.")] = None,
+        min=1, help="Cut longer outputs to this many tokens.")] = None,
     preset: PresetOpt = None,
     model_path: ModelPathOpt = None,
     precision: PrecisionOpt = None,
@@ -55,7 +56,7 @@ def live_replay(
     pool: Annotated[str, typer.Option(help="Where workers run: thread | process | ray.")] = "process",
     cpu_threads: CpuThreadsOpt = None,
     save_trace: Annotated[Optional[Path], typer.Option(
-        help="Write the requests as served (capped lengths, the arrivals the live core stamped) as a canonical "
+        help="Write the requests as served (their lengths, the arrivals the live core stamped) as a canonical "
              "trace (.csv or .jsonl): `controlplane sim replay` of it predicts this run.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
@@ -63,6 +64,7 @@ def live_replay(
     """Replay a trace against live workers in real time, store the run (with its iterations), print its summary."""
     from controlplane.config import load_config
     from controlplane.live.daemon_config import daemon_config
+    from sim.replay import TraceTransforms
 
     with user_errors():
         cfg, overrides = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
@@ -70,8 +72,11 @@ def live_replay(
         extra = {k: v for k, v in (("seed", seed), ("name", name)) if v is not None}
         if extra:
             cfg = load_config(config, {**overrides, **extra})
-        requests, path = _requests(cfg, trace, format, window_start, window_end, speed_up, rate_scale, limit)
-        check_fits(cfg, requests, max_prompt_tokens, max_output_tokens, path)
+        transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
+                                     rate_scale=rate_scale, limit=limit, max_prompt_tokens=max_prompt_tokens,
+                                     max_output_tokens=max_output_tokens)
+        requests, path = _requests(cfg, trace, format, transforms)
+        check_fits(cfg, requests, path)
         if not json_out:
             models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
             span = requests[-1].arrival_s if requests else 0.0
@@ -80,8 +85,7 @@ def live_replay(
         from controlplane.live.trace_replay import ReplayInterrupted
 
         try:
-            result = _run(cfg, requests, pool, cpu_threads, max_prompt_tokens, max_output_tokens,
-                          progress and not json_out and common.err.is_terminal)
+                result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal)
         except ReplayInterrupted as stop:
             s = stop.summary
             if stop.run_id is None:
@@ -105,17 +109,13 @@ def live_replay(
         raise typer.Exit(1)
 
 
-def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], window_start: Optional[float],
-              window_end: Optional[float], speed_up: Optional[float], rate_scale: Optional[float],
-              limit: Optional[int]) -> tuple[list[Any], Path]:
-    from sim.replay import TraceTransforms, prepare_trace
+def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms: Any) -> tuple[list[Any], Path]:
+    from sim.replay import prepare_trace
     from sim.traces import bundled_trace_path
 
     path = trace if trace is not None else bundled_trace_path()
     if format is None and trace is None:
         format = "azure"
-    transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
-                                 rate_scale=rate_scale, limit=limit)
     requests = []
     for r in prepare_trace(path, seed=cfg.seed, transforms=transforms, trace_format=format):
         requests.append(r)
@@ -126,21 +126,18 @@ def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], window_sta
     return requests, Path(path)
 
 
-def check_fits(cfg: Any, requests: list[Any], max_prompt_tokens: Optional[int], max_output_tokens: Optional[int],
-               path: Path) -> None:
+def check_fits(cfg: Any, requests: list[Any], path: Path) -> None:
     """Refuse, before any worker starts, a trace whose requests (after the caps) do not fit the
     context of the model that would serve them: the worker would refuse or cut them, and the run
     would not be the trace's work."""
     from controlplane.live.served_model import worker_settings
-    from controlplane.live.trace_replay import fit_lengths
 
     limits = {m.name: min(x for x in (m.max_model_len, worker_settings(cfg, m.name).max_seq_len) if x is not None)
               for m in cfg.cluster.models}
     first = cfg.cluster.models[0].name
     over = []
     for r in requests:
-        p, o = fit_lengths(r.prompt_tokens, r.output_tokens, max_prompt_tokens=max_prompt_tokens,
-                           max_output_tokens=max_output_tokens)
+        p, o = r.prompt_tokens, r.output_tokens
         limit = limits.get(r.model, limits[first]) if r.model else limits[first]
         if limit is not None and p + o > limit:
             over.append((r, p, o, limit))
@@ -152,34 +149,29 @@ def check_fits(cfg: Any, requests: list[Any], max_prompt_tokens: Optional[int], 
             "cap them with --max-prompt-tokens / --max-output-tokens, or serve a model with a longer context")
 
 
-def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], max_prompt_tokens: Optional[int],
-         max_output_tokens: Optional[int], show: bool) -> Any:
+def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], show: bool) -> Any:
     from controlplane.live.trace_replay import run_trace_live
 
     if not show:
-        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads, max_prompt_tokens=max_prompt_tokens,
-                              max_output_tokens=max_output_tokens)
+        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("[bold]live replay[/]"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("t={task.fields[t]:.0f}s"), TimeElapsedColumn(), console=common.err, transient=True)
     with bar:
         task = bar.add_task("live", total=len(requests), t=0.0)
-        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads, max_prompt_tokens=max_prompt_tokens,
-                              max_output_tokens=max_output_tokens,
+        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads,
                               on_progress=lambda n, _submitted, t: bar.update(task, completed=n, t=t))
 
 
 def _report(result: Any, path: Path, json_out: bool, url: str) -> None:
     summary = {**result.summary, "live_replay": {
-        "submitted": result.submitted, "capped": result.capped, "late_s": result.late_s,
+        "submitted": result.submitted, "late_s": result.late_s,
         "rejected": [{"request_id": r.request_id, "reason": r.reason} for r in result.rejected]}}
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True, default=str) + "\n")
         return
     common.out.print(summary_table(result.summary, f"run {result.run_id} - {path.name} (live)"))
-    if result.capped:
-        common.out.print(f"{result.capped:,} requests had their prompt or output capped (--max-*-tokens)")
     if result.rejected:
         common.err.print(f"[yellow]{len(result.rejected):,} requests were refused at submission[/] (first: "
                          f"{result.rejected[0].request_id}: {result.rejected[0].reason})", highlight=False)

@@ -42,6 +42,8 @@ PARAMETERS: Final[tuple[tuple[str, tuple[str, ...], Any, Any, int | None], ...]]
     ("repeat", ("--repeat",), int, None, 1),
     ("rate_scale", ("--rate-scale",), float, None, None),
     ("limit", ("--limit",), int, None, None),
+    ("max_prompt_tokens", ("--max-prompt-tokens",), int, None, 1),
+    ("max_output_tokens", ("--max-output-tokens",), int, None, 1),
     ("qps", ("--qps",), float, None, None),
     ("arrival", ("--arrival",), str, None, None),
     ("exact", ("--exact",), SWITCH, False, None),

@@ -111,6 +111,10 @@ def replay(
         Optional[float], typer.Option(help="Thin (<1) or replicate (>1) requests to scale the rate.")
     ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Replay at most this many requests.")] = None,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option(
+        min=1, help="Cut longer prompts to this many tokens (as `controlplane live-replay` does).")] = None,
+    max_output_tokens: Annotated[Optional[int], typer.Option(
+        min=1, help="Cut longer outputs to this many tokens.")] = None,
     qps: Annotated[Optional[float], typer.Option(help="Vidur traces: arrival rate of the synthetic process.")] = None,
     arrival: Annotated[Optional[str], typer.Option(help="Vidur traces: poisson | gamma.")] = None,
     exact: Annotated[bool, typer.Option(help="One control-plane step per iteration (slow, for checking).")] = False,
@@ -123,7 +127,8 @@ def replay(
     writer = _early_writer()
     try:
         _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up, repeat,
-                rate_scale, limit, qps, arrival, exact, until, slo_ttft, slo_tpot, progress)
+                rate_scale, limit, max_prompt_tokens, max_output_tokens, qps, arrival, exact, until, slo_ttft,
+                slo_tpot, progress)
     finally:
         if writer is not None:
             writer.discard()  # (after the run it is closed already: this only reaps a writer left unused)
@@ -160,8 +165,8 @@ def _configure_writer(writer: Any, cfg: Any) -> None:
 def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optional[str], seed: Optional[int],
             config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
             window_end: Optional[float], speed_up: Optional[float], repeat: Optional[int],
-            rate_scale: Optional[float],
-            limit: Optional[int], qps: Optional[float], arrival: Optional[str], exact: bool, until: Optional[float],
+            rate_scale: Optional[float], limit: Optional[int], max_prompt_tokens: Optional[int],
+            max_output_tokens: Optional[int], qps: Optional[float], arrival: Optional[str], exact: bool, until: Optional[float],
             slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
     with common.gc_paused():  # the config's imports: only long-lived objects
         from controlplane.config import load_config
@@ -189,7 +194,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         if arrival is not None:
             options["arrival"] = arrival
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
-                                     repeat=repeat, rate_scale=rate_scale, limit=limit)
+                                     repeat=repeat, rate_scale=rate_scale, limit=limit,
+                                     max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         show = progress and not json_out and common.err.is_terminal
         with _progress_bar(show, Path(path), transforms, rate_scale, limit) as on_progress:
             result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,

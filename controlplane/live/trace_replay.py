@@ -4,9 +4,9 @@ iterations so that ``controlplane calibrate`` and ``controlplane runs compare`` 
 
 A trace holds lengths, not text: a request without a prompt gets ``prompt_tokens`` token ids drawn
 from the run's seed, and generates exactly ``output_tokens`` (end-of-sequence ignored), so the
-worker does the work the trace describes. Lengths can be capped to what the model serves; a
-request the model still refuses (longer than its context, say) is reported with the reason, never
-dropped silently.
+worker does the work the trace describes (cap lengths to what a model serves with the trace
+transforms' ``max_prompt_tokens`` / ``max_output_tokens``). A request the model refuses (longer than
+its context, say) is reported with the reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from controlplane.config import RunConfig
 
-__all__ = ["LiveReplayResult", "Rejected", "ReplayInterrupted", "fit_lengths", "replay_trace_live", "run_trace_live"]
+__all__ = ["LiveReplayResult", "Rejected", "ReplayInterrupted", "as_served", "replay_trace_live", "run_trace_live"]
 
 
 class ReplayInterrupted(Exception):
@@ -45,36 +45,24 @@ class LiveReplayResult:
     summary: dict[str, Any]
     run_id: int | None
     submitted: int
-    capped: int  # requests whose prompt or output was shortened by the caps
     rejected: list[Rejected] = field(default_factory=list)
     late_s: float = 0.0  # the most any submission came after its arrival time (the replay's own lag)
     wall_s: float = 0.0
-    #: the requests as served: lengths after the caps, arrivals as the live core stamped them (shifted so the
-    #: first is at the trace's first arrival), the trace's ids; what ``controlplane sim replay`` replays alike
+    #: the requests as served: arrivals as the live core stamped them (shifted so the first is at the trace's
+    #: first arrival), the trace's ids and lengths; what ``controlplane sim replay`` replays alike
     served: list[Any] = field(default_factory=list)
 
 
-def fit_lengths(prompt_tokens: int, output_tokens: int, *, max_prompt_tokens: int | None,
-                max_output_tokens: int | None) -> tuple[int, int]:
-    """The request's lengths under the caps (each at least 1)."""
-    if max_prompt_tokens is not None:
-        prompt_tokens = min(prompt_tokens, max_prompt_tokens)
-    if max_output_tokens is not None:
-        output_tokens = min(output_tokens, max_output_tokens)
-    return max(1, prompt_tokens), max(1, output_tokens)
-
-
 async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
-                            max_prompt_tokens: int | None = None, max_output_tokens: int | None = None,
                             on_progress: Callable[[int, int, float], None] | None = None) -> LiveReplayResult:
     """Submit ``requests`` (``TraceRequest`` s in arrival order) to a started ``driver`` at their
     arrival times and wait for every answer. ``on_progress(finished, submitted, run_s)``."""
     rng = random.Random(seed)  # the prompts' token ids: the run's seed, never the global generator
     served_names = {m.name for m in driver.config.cluster.models}
     waiters: list[asyncio.Future[Any]] = []
-    served: list[tuple[Any, int, int, float]] = []  # (trace request, prompt, output, the core's arrival)
+    served: list[tuple[Any, float]] = []  # (trace request, the core's arrival)
     rejected: list[Rejected] = []
-    capped = finished = 0
+    finished = 0
     late = 0.0
     start = time.perf_counter()
 
@@ -89,44 +77,38 @@ async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
         if delay > 0:
             await asyncio.sleep(delay)
         late = max(late, -delay)
-        prompt_tokens, output_tokens = fit_lengths(r.prompt_tokens, r.output_tokens,
-                                                   max_prompt_tokens=max_prompt_tokens,
-                                                   max_output_tokens=max_output_tokens)
-        capped += (prompt_tokens, output_tokens) != (r.prompt_tokens, r.output_tokens)
         model = r.model if r.model in served_names else None
         try:
             deployment = driver.model(model)
-            prompt: Any = r.prompt if r.prompt is not None and prompt_tokens == r.prompt_tokens else [
-                rng.randrange(4, deployment.vocab_size) for _ in range(prompt_tokens)]
-            handle = await driver.submit(prompt, max_tokens=output_tokens, model=model, ignore_eos=True,
+            prompt: Any = r.prompt if r.prompt is not None else [
+                rng.randrange(4, deployment.vocab_size) for _ in range(max(1, r.prompt_tokens))]
+            handle = await driver.submit(prompt, max_tokens=max(1, r.output_tokens), model=model, ignore_eos=True,
                                          tenant=r.tenant, priority=r.priority)
         except Exception as exc:  # RequestError (too long for the model, ...): reported, not dropped
             rejected.append(Rejected(r.request_id, getattr(exc, "message", None) or str(exc)))
             continue
-        served.append((r, prompt_tokens, output_tokens, handle.arrival_s))
+        served.append((r, handle.arrival_s))
         task = asyncio.ensure_future(handle.result())
         task.add_done_callback(done)
         waiters.append(task)
     await asyncio.gather(*waiters)
-    return LiveReplayResult({}, driver.run_id, len(waiters), capped, rejected, round(late, 3),
+    return LiveReplayResult({}, driver.run_id, len(waiters), rejected, round(late, 3),
                             time.perf_counter() - start, as_served(served))
 
 
-def as_served(served: list[tuple[Any, int, int, float]]) -> list[Any]:
+def as_served(served: list[tuple[Any, float]]) -> list[Any]:
     """The served requests as a trace (see `LiveReplayResult.served`)."""
     from dataclasses import replace
 
     if not served:
         return []
-    shift = served[0][0].arrival_s - min(s[3] for s in served)
+    shift = served[0][0].arrival_s - min(s[1] for s in served)
     # The live prompts are drawn token ids that share no prefix: the trace's prefix hashes are not the run's.
-    return [replace(r, arrival_s=max(0.0, arrival + shift), prompt_tokens=p, output_tokens=o,
-                    prompt=r.prompt if p == r.prompt_tokens else None, hash_ids=(), hash_block_tokens=None)
-            for r, p, o, arrival in served]
+    return [replace(r, arrival_s=max(0.0, arrival + shift), hash_ids=(), hash_block_tokens=None)
+            for r, arrival in served]
 
 
 def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "process", cpu_threads: int | None = None,
-                   max_prompt_tokens: int | None = None, max_output_tokens: int | None = None,
                    on_progress: Callable[[int, int, float], None] | None = None,
                    wait_ready_s: float = 600.0) -> LiveReplayResult:
     """Start the control plane on live workers (``cfg``'s models and plugins, iterations recorded),
@@ -140,8 +122,7 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
         driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True)
         try:
             await driver.start(wait_ready_s=wait_ready_s)  # (interrupted while the workers load: the same)
-            result = await replay_trace_live(driver, requests, seed=cfg.seed, max_prompt_tokens=max_prompt_tokens,
-                                             max_output_tokens=max_output_tokens, on_progress=on_progress)
+            result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels this task
             summary = await driver.close(status="interrupted")
             raise ReplayInterrupted(driver.run_id, dict(summary or {})) from None

@@ -7,7 +7,7 @@ from .canonical import write_canonical
 from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, read_trace
 from .errors import TraceFormatError
 from .record import TraceRequest
-from .transforms import apply_transforms, limit, repeat, scale_rate, speed_up, time_window
+from .transforms import apply_transforms, cap_lengths, limit, repeat, scale_rate, speed_up, time_window
 
 __all__ = [
     "TraceRequest",
@@ -25,5 +25,6 @@ __all__ = [
     "repeat",
     "scale_rate",
     "limit",
+    "cap_lengths",
     "apply_transforms",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 from ._rng import require_rng
 from .record import TraceRequest, with_arrival
 
-__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "limit", "apply_transforms"]
+__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "limit", "cap_lengths", "apply_transforms"]
 
 #: Something that yields the trace's requests afresh at each call (a repeat reads it again).
 TraceSource = Callable[[], Iterable[TraceRequest]]
@@ -185,6 +185,33 @@ def limit(reqs: Iterable[TraceRequest], n: int) -> Iterator[TraceRequest]:
     return itertools.islice(reqs, int(n))
 
 
+def cap_lengths(reqs: Iterable[TraceRequest], max_prompt_tokens: int | None = None,
+                max_output_tokens: int | None = None) -> Iterator[TraceRequest]:
+    """Each request with its prompt cut to at most ``max_prompt_tokens`` and its output to at most
+    ``max_output_tokens`` (None: no cap): a trace served by a model with a short context. A request
+    whose prompt is cut loses its text (the text is the uncut prompt)."""
+    for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_output_tokens", max_output_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
+    return _cap_lengths(reqs, max_prompt_tokens, max_output_tokens)
+
+
+def _cap_lengths(reqs: Iterable[TraceRequest], p_max: int | None, o_max: int | None) -> Iterator[TraceRequest]:
+    from dataclasses import replace
+
+    for r in reqs:
+        p = r.prompt_tokens if p_max is None else min(r.prompt_tokens, p_max)
+        o = r.output_tokens if o_max is None else min(r.output_tokens, o_max)
+        if p == r.prompt_tokens and o == r.output_tokens:
+            yield r
+        else:
+            hashes = r.hash_ids  # the prefix blocks the cut prompt still covers
+            if hashes and r.hash_block_tokens and p < r.prompt_tokens:
+                hashes = hashes[:-(-p // r.hash_block_tokens)]
+            yield replace(r, prompt_tokens=p, output_tokens=o, prompt=r.prompt if p == r.prompt_tokens else None,
+                          hash_ids=hashes)
+
+
 # apply_transforms' keyword names shadow these two functions inside it.
 _speed_up_fn = speed_up
 _limit_fn = limit
@@ -193,9 +220,11 @@ _limit_fn = limit
 def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
                      window: Sequence[float | None] | Mapping[str, Any] | None = None,
                      speed_up: float | None = None, repeat: int | None = None, rate_scale: float | None = None,
-                     limit: int | None = None, rng: np.random.Generator | None = None) -> Iterator[TraceRequest]:
+                     limit: int | None = None, rng: np.random.Generator | None = None,
+                     max_prompt_tokens: int | None = None,
+                     max_output_tokens: int | None = None) -> Iterator[TraceRequest]:
     """Apply the usual trace edits in a fixed, documented order:
-    window -> speed_up -> repeat -> rate_scale -> limit.
+    window -> speed_up -> repeat -> rate_scale -> limit -> length caps.
 
     The window is cut in the original trace's time (in each copy, when repeated); limit counts
     requests after rate scaling. window: (start_s, end_s) with None for an open side, or
@@ -221,6 +250,8 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
         out = scale_rate(out, rate_scale, rng)  # type: ignore[arg-type]  # scale_rate checks rng
     if limit is not None:
         out = _limit_fn(out, limit)
+    if max_prompt_tokens is not None or max_output_tokens is not None:
+        out = cap_lengths(out, max_prompt_tokens, max_output_tokens)
     return iter(out)
 
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from controlplane.cli import build_app
-from controlplane.live.trace_replay import as_served, fit_lengths, replay_trace_live
+from controlplane.live.trace_replay import as_served, replay_trace_live
 from sim.traces.canonical import read_canonical, write_canonical
 from sim.traces.record import TraceRequest
 
@@ -32,19 +32,13 @@ def _trace(tmp_path, n: int = 5, prompt: int = 12, output: int = 3):
     return path
 
 
-def test_caps_shorten_and_never_reach_zero():
-    assert fit_lengths(900, 70, max_prompt_tokens=256, max_output_tokens=48) == (256, 48)
-    assert fit_lengths(10, 5, max_prompt_tokens=None, max_output_tokens=None) == (10, 5)
-    assert fit_lengths(0, 0, max_prompt_tokens=None, max_output_tokens=None) == (1, 1)
-
-
-def test_as_served_keeps_the_trace_ids_caps_and_the_arrivals_the_core_stamped():
-    a = TraceRequest("a", 2.0, 900, 70, hash_ids=(1, 2), hash_block_tokens=16, prompt="x" * 900)
+def test_as_served_keeps_the_trace_ids_and_lengths_and_the_arrivals_the_core_stamped():
+    a = TraceRequest("a", 2.0, 256, 48, hash_ids=(1, 2), hash_block_tokens=16)
     b = TraceRequest("b", 2.5, 40, 8, tenant="t1")
-    got = as_served([(a, 256, 48, 10.30), (b, 40, 8, 10.84)])
+    got = as_served([(a, 10.30), (b, 10.84)])
     assert [r.request_id for r in got] == ["a", "b"]
     assert got[0].arrival_s == pytest.approx(2.0) and got[1].arrival_s == pytest.approx(2.54)  # shifted, not rebased
-    assert (got[0].prompt_tokens, got[0].output_tokens, got[0].prompt) == (256, 48, None)  # capped: no text
+    assert (got[0].prompt_tokens, got[0].output_tokens) == (256, 48)
     assert got[0].hash_ids == () and got[0].hash_block_tokens is None  # the live prompts share no prefix
     assert got[1].tenant == "t1" and as_served([]) == []
 
@@ -58,8 +52,7 @@ def test_live_replay_serves_the_trace_stores_its_iterations_and_saves_it_as_serv
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["num_requests"] == 5 and summary["num_completed"] == 5
-    assert summary["live_replay"] == {"submitted": 5, "capped": 5, "late_s": summary["live_replay"]["late_s"],
-                                      "rejected": []}
+    assert summary["live_replay"] == {"submitted": 5, "late_s": summary["live_replay"]["late_s"], "rejected": []}
     assert summary["output_tokens"] == 5 * 2  # every request generated its capped output, end-of-sequence ignored
     engine = sa.create_engine(url)
     with engine.connect() as c:

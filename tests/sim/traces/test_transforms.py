@@ -180,3 +180,23 @@ def test_repeat_of_the_bundled_trace_keeps_its_rate():
     assert len({r.request_id for r in three}) == len(three)
     span = one[-1].arrival_s - one[0].arrival_s
     assert three[-1].arrival_s - three[0].arrival_s == pytest.approx(3 * span + 2 * span / (len(one) - 1))
+
+
+def test_cap_lengths_cuts_prompts_and_outputs_and_what_a_cut_prompt_no_longer_holds():
+    from sim.traces.transforms import cap_lengths
+
+    reqs = [TraceRequest("a", 0.0, 1000, 70, prompt="x" * 1000, hash_ids=(1, 2, 3, 4), hash_block_tokens=256),
+            TraceRequest("b", 1.0, 100, 5, prompt="short", hash_ids=(9,), hash_block_tokens=256)]
+    a, b = cap_lengths(reqs, max_prompt_tokens=300, max_output_tokens=48)
+    assert (a.prompt_tokens, a.output_tokens, a.prompt, a.hash_ids) == (300, 48, None, (1, 2))  # 300 tokens: 2 blocks
+    assert b is reqs[1]  # within both caps: untouched
+    assert [r.output_tokens for r in cap_lengths(reqs, max_output_tokens=10)] == [10, 5]
+    with pytest.raises(ValueError, match="max_prompt_tokens must be an integer >= 1"):
+        cap_lengths(reqs, max_prompt_tokens=0)
+
+
+def test_apply_transforms_caps_last():
+    reqs = [TraceRequest(str(i), float(i), 500 + i, 60) for i in range(5)]
+    got = list(apply_transforms(reqs, limit=3, max_prompt_tokens=256, max_output_tokens=16))
+    assert [(r.request_id, r.prompt_tokens, r.output_tokens) for r in got] == [("0", 256, 16), ("1", 256, 16),
+                                                                              ("2", 256, 16)]
