@@ -123,6 +123,12 @@ def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms
             raise ConfigError(f"more than {MAX_REQUESTS:,} requests to replay in real time: give --limit or a window")
     if not requests:
         raise ConfigError(f"no requests to replay from {path} (check the window and --limit)")
+    seen: set[str] = set()
+    for r in requests:  # they name the run's requests
+        if r.request_id in seen:
+            raise ConfigError(f"{path}: request id {r.request_id!r} appears twice; a live replay keeps the trace's "
+                              "ids, which must be unique")
+        seen.add(r.request_id)
     return requests, Path(path)
 
 

@@ -46,7 +46,7 @@ from controlplane.context import Clock
 from controlplane.live import driver_admin
 from controlplane.live.batch_runner import BatchRunner
 from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
-from controlplane.live.http_errors import ModelNotFound, ServiceUnavailable
+from controlplane.live.http_errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
 from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
@@ -281,8 +281,11 @@ class LiveDriver:
         tenant: str | None = None,
         priority: int = 0,
         chat: bool = False,
+        request_id: str | None = None,
     ) -> LiveRequestHandle:
-        """Submit a request (text or token ids); returns its handle at once.
+        """Submit a request (text or token ids); returns its handle at once. ``request_id`` (the
+        library's, not the HTTP API's) names it in the run instead of ``req-N``: a trace replay keeps
+        its trace's ids, so runs of the same trace pair request by request; it must be unique in the run.
 
         Raises `ServiceUnavailable` (draining / not running), `ModelNotFound` or `InvalidRequest`
         (all `RequestError`\\ s, with a code and an HTTP status).
@@ -295,7 +298,9 @@ class LiveDriver:
         p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            seed=seed, stop=stop, ignore_eos=ignore_eos, chat=chat)
         now = self.now_s()
-        rid = f"req-{self.core.ctx.ids.next('live-request')}"
+        if request_id is not None and request_id in self._live:
+            raise InvalidRequest(f"request id {request_id!r} is in flight already", param="request_id")
+        rid = request_id if request_id is not None else f"req-{self.core.ctx.ids.next('live-request')}"
         if self.journal is not None:  # before anything can happen to it: a crash can then name it
             self.journal.accepted(rid)
         request = Request(

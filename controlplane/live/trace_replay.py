@@ -1,6 +1,8 @@
 """A trace replayed against live workers: each request submitted to the control plane at its
 arrival time (on the run's clock), as the simulator replays it, and the run stored with its
-iterations so that ``controlplane calibrate`` and ``controlplane runs compare`` work on it.
+iterations so that ``controlplane calibrate`` and ``controlplane runs compare`` work on it. The
+requests keep their trace ids, so a simulated replay of the same requests pairs with it request by
+request (``runs compare`` resamples them paired).
 
 A trace holds lengths, not text: a request without a prompt gets ``prompt_tokens`` token ids drawn
 from the run's seed, and generates exactly ``output_tokens`` (end-of-sequence ignored), so the
@@ -83,7 +85,7 @@ async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
             prompt: Any = r.prompt if r.prompt is not None else [
                 rng.randrange(4, deployment.vocab_size) for _ in range(max(1, r.prompt_tokens))]
             handle = await driver.submit(prompt, max_tokens=max(1, r.output_tokens), model=model, ignore_eos=True,
-                                         tenant=r.tenant, priority=r.priority)
+                                         tenant=r.tenant, priority=r.priority, request_id=r.request_id)
         except Exception as exc:  # RequestError (too long for the model, ...): reported, not dropped
             rejected.append(Rejected(r.request_id, getattr(exc, "message", None) or str(exc)))
             continue

@@ -59,10 +59,23 @@ def test_live_replay_serves_the_trace_stores_its_iterations_and_saves_it_as_serv
         assert c.execute(sa.text("select count(*) from iteration where run_id = :r"),
                          {"r": summary["run_id"]}).scalar() > 0  # what `controlplane calibrate` reads
     engine.dispose()
+    with engine.connect() as c:  # the run's requests keep the trace's ids
+        ids = {row[0] for row in c.execute(sa.text("select request_id from request where run_id = :r"),
+                                           {"r": summary["run_id"]})}
+    engine.dispose()
+    assert ids == {f"t{i}" for i in range(5)}
     back = list(read_canonical(served))
     assert [r.request_id for r in back] == [f"t{i}" for i in range(5)]
     assert [(r.prompt_tokens, r.output_tokens) for r in back] == [(12 + i, 2) for i in range(5)]
     assert back[0].arrival_s == 0.0 and all(b.arrival_s <= c.arrival_s for b, c in zip(back, back[1:]))
+    # the simulator replays the requests as served; the same ids make `runs compare` pair them
+    from controlplane.testing import make_config
+    from sim.replay import replay
+
+    sim_run = replay(served, make_config(storage={"url": url})).summary["run_id"]
+    res = CliRunner().invoke(build_app(), ["runs", "compare", str(summary["run_id"]), str(sim_run), "--db", url])
+    assert res.exit_code == 0, res.output
+    assert "bootstrap over requests (paired)" in " ".join(res.output.split())
 
 
 def test_a_trace_that_does_not_fit_the_model_is_refused_before_any_worker_starts(tmp_path):
@@ -142,3 +155,12 @@ def test_ctrl_c_stores_the_run_as_interrupted_and_says_so(tmp_path):
         served = c.execute(sa.text("select count(*) from request")).scalar()
     engine.dispose()
     assert status == "interrupted" and 0 < served < 60, out
+
+
+def test_a_trace_with_a_repeated_request_id_is_refused_before_any_worker_starts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    trace = tmp_path / "dup.csv"
+    write_canonical([TraceRequest("x", 0.0, 8, 2), TraceRequest("x", 0.1, 8, 2)], trace)
+    res = CliRunner().invoke(build_app(), ["live-replay", str(trace), "--config", str(_config(tmp_path, url))])
+    assert res.exit_code == 2 and "request id 'x' appears twice" in " ".join(res.output.split())
+    assert not (tmp_path / "runs.db").exists()
