@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from controlplane import hookspecs
 from controlplane.errors import ConfigError, PluginError
+from controlplane.hook_results import RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin
 
 ENTRY_POINT_GROUP = "controlplane"
@@ -178,7 +179,8 @@ class HookMonitor:
 
 
 def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any:
-    """Wrap one hook implementation so an exception is recorded and the next one decides."""
+    """Wrap one hook implementation so an exception, or a result of the wrong type
+    (:mod:`controlplane.hook_results`), is recorded and the next one decides."""
 
     @functools.wraps(fn)
     def call(*args: Any) -> Any:
@@ -188,6 +190,10 @@ def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any
             monitor.record(plugin_name, hook, exc)
             return None
         if result is not None:
+            wrong = wrong_result(hook, result)
+            if wrong is not None:
+                monitor.record(plugin_name, hook, wrong)
+                return None
             monitor.last_plugin = plugin_name
         return result
 
@@ -323,18 +329,20 @@ def build_plugin_set(
 
 
 class _FirstResult:
-    """Call implementations in pluggy's order and return the first non-None result.
+    """Call implementations in pluggy's order and return the first non-None result of the
+    hook's type (:mod:`controlplane.hook_results`; one of another type is recorded as an error).
 
     Arguments are positional, in the hook spec's order; an implementation that takes fewer
     arguments gets the ones it names.
     """
 
-    __slots__ = ("calls", "hook", "monitor")
+    __slots__ = ("calls", "hook", "monitor", "expected")
 
     def __init__(self, calls: list[tuple[Any, tuple[int, ...] | None, str]], hook: str, monitor: HookMonitor) -> None:
         self.calls = calls
         self.hook = hook
         self.monitor = monitor
+        self.expected = RESULT_TYPES.get(hook, object)
 
     def __call__(self, *args: Any) -> Any:
         for fn, pick, plugin in self.calls:
@@ -344,6 +352,9 @@ class _FirstResult:
                 self.monitor.record(plugin, self.hook, exc)
                 continue
             if result is not None:
+                if not isinstance(result, self.expected):
+                    self.monitor.record(plugin, self.hook, wrong_result(self.hook, result))
+                    continue
                 self.monitor.last_plugin = plugin
                 return result
         return None

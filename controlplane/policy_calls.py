@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane.context import Clock, PolicyContext
+from controlplane.hook_results import RESULT_TYPES, wrong_result
 from controlplane.hookspecs import PROJECT_NAME
 from controlplane.plugin_manager import PluginSet, _Broadcast, _FirstResult, fast_caller
 from controlplane.types import Decision
@@ -44,8 +45,9 @@ class PolicyCalls:
         self._fallback_names: dict[str, str] = {}
         self._policy_hooks: dict[str, tuple[Any, Any]] = {}
         # Hooks that no plugin, or exactly one taking every argument, implements: called without
-        # the generic caller's loop. (implementation or None, its plugin, fallback, fallback's name)
-        self._direct: dict[str, tuple[Any, str | None, Any, str | None]] = {}
+        # the generic caller's loop. (implementation or None, its plugin, fallback, fallback's name,
+        # the type its results must have)
+        self._direct: dict[str, tuple[Any, str | None, Any, str | None, Any]] = {}
         for name in POLICY_HOOKS:
             fallback = fallbacks.get(name)
             if fallback is not None and fallback.name in enabled:
@@ -61,15 +63,15 @@ class PolicyCalls:
                 fn, pick, plugin = fast.calls[0] if fast.calls else (None, None, None)
                 if pick is not None:  # it takes fewer arguments than the spec (fixed-replicas' cp_scale)
                     fn = _picking_args(fn, pick, len(caller.spec.argnames))
-                self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name))
+                self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name), RESULT_TYPES[name])
             self._policy_hooks[name] = (fast, fallback)
         #: Policy hooks that no plugin implements and no fallback answers: `decide` returns (None, None) for
         #: them, and the core skips the call (admission, the guardian plans, the cache lookup in a default replay).
-        self.unanswered = frozenset(name for name, (fn, _, fallback, _) in self._direct.items()
+        self.unanswered = frozenset(name for name, (fn, _, fallback, _, _) in self._direct.items()
                                     if fn is None and fallback is None)
         #: Policy hooks answered by one callable alone, a plugin's or the fallback's (no wrapper, no second plugin):
         #: what it answers is the hook's answer (the core trusts a `SteadyScaleDecision` from ``cp_scale`` then).
-        self.single_answer = frozenset(name for name, (fn, _, fallback, _) in self._direct.items()
+        self.single_answer = frozenset(name for name, (fn, _, fallback, _, _) in self._direct.items()
                                        if (fn is None) != (fallback is None))
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
@@ -115,7 +117,7 @@ class PolicyCalls:
         a function with defaults, not one taking ``*args`` (six per request)."""
         direct = self._direct.get(hook)
         if direct is not None:  # one implementation or none: what `_FirstResult` does, inlined
-            fn, plugin, fallback, name = direct
+            fn, plugin, fallback, name, expected = direct
             if fn is not None:
                 monitor = self.monitor
                 try:  # a plain call, not fn(ctx, *args)'s (a tuple built, a call 3.11 does not inline)
@@ -127,6 +129,9 @@ class PolicyCalls:
                         result = fn(self.ctx, a, b, c)
                 except Exception as exc:
                     monitor.record(plugin, hook, exc)
+                    result = None
+                if result is not None and not isinstance(result, expected):
+                    monitor.record(plugin, hook, wrong_result(hook, result))
                     result = None
                 if monitor.errors:
                     self.drain_errors()
@@ -145,9 +150,13 @@ class PolicyCalls:
         try:
             result = caller(self.ctx, *args)
         except Exception as exc:  # only pluggy's own callers (hooks with wrappers) get here
-            wrappers = [i.plugin_name for i in caller.get_hookimpls() if i.wrapper or i.hookwrapper]
-            monitor.record(", ".join(wrappers) or "wrapper", hook, exc)
+            monitor.record(_wrappers(caller), hook, exc)
             result = None
+        if result is not None and type(caller) is not _FirstResult:  # a wrapper's answer (each policy's is checked)
+            wrong = wrong_result(hook, result)
+            if wrong is not None:
+                monitor.record(_wrappers(caller), hook, wrong)
+                result = None
         if monitor.errors:
             self.drain_errors()
         if result is not None:
@@ -174,6 +183,12 @@ class PolicyCalls:
                 Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
             )
         self.monitor.errors.clear()  # errors raised by observers of the error events are dropped
+
+
+def _wrappers(caller: Any) -> str:
+    """The names of the wrappers of a hook's pluggy caller: whom to blame for its answer."""
+    names = [i.plugin_name for i in caller.get_hookimpls() if i.wrapper or i.hookwrapper]
+    return ", ".join(names) or "wrapper"
 
 
 def _implements(plugin: object, hook: str) -> bool:

@@ -1,0 +1,101 @@
+"""A policy hook that returns the wrong type is the plugin's error, isolated like a raise: recorded
+as an error decision naming the plugin, the hook and what it returned, and the next
+implementation (or the built-in fallback) decides. The run completes."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane import Plugin, hookimpl
+from controlplane.config import DEFAULT_PLUGINS
+from controlplane.decisions import RouteDecision
+from controlplane.plugin_manager import TRACE_ENV
+from controlplane.testing import make_trace, replay_with
+from tests.fixtures.common import assert_conserved
+
+
+def _returning(hook: str, args: str, value: object) -> Plugin:
+    """A plugin whose ``hook`` returns ``value``."""
+    namespace: dict = {"hookimpl": hookimpl, "value": value}
+    exec(f"def {hook}(self, {args}):\n    return value\n", namespace)  # noqa: S102
+    cls = type("Wrong", (Plugin,), {"name": f"wrong-{hook}", hook: hookimpl(namespace[hook])})
+    return cls()
+
+
+WRONG = [
+    ("cp_admit_request", "ctx, request", True, "bool"),
+    ("cp_cache_lookup", "ctx, request", True, "bool"),
+    ("cp_route_request", "ctx, request, workers", "default-0", "str"),
+    ("cp_form_batch", "ctx, worker", [], "list"),
+    ("cp_scale", "ctx, model, scaling", 2, "int"),
+    ("cp_plan_memory", "ctx, worker, trigger", {"max_num_seqs": 4}, "dict"),
+    ("cp_guardian_plan", "ctx, request, stage", False, "bool"),
+]
+
+
+@pytest.fixture(params=["fast", "pluggy"])
+def caller(request, monkeypatch):
+    """Both callers: the fast one, and pluggy's own (tracing on)."""
+    if request.param == "pluggy":
+        monkeypatch.setenv(TRACE_ENV, "1")
+    else:
+        monkeypatch.delenv(TRACE_ENV, raising=False)
+    return request.param
+
+
+@pytest.mark.parametrize(("hook", "args", "value", "type_name"), WRONG, ids=[w[0] for w in WRONG])
+def test_a_wrong_return_type_is_an_error_decision_and_the_run_completes(caller, hook, args, value, type_name):
+    plugin = _returning(hook, args, value)
+    res = replay_with(plugin, trace=make_trace(6), plugins={"enabled": list(DEFAULT_PLUGINS)})
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors, "the wrong result must be recorded"
+    assert {(d.hook, d.plugin) for d in errors} == {(hook, plugin.name)}
+    assert errors[0].reason.startswith(f"TypeError: {hook} returned {type_name}")
+    assert "or None" in errors[0].reason
+    assert res.summary["num_requests"] == 6
+    assert res.summary["num_plugin_errors"] == len(errors)
+    assert_conserved(res.summary, res.requests)
+
+
+def test_the_next_router_decides_after_a_wrong_return_type(caller):
+    class FirstReady(Plugin):
+        name = "first-ready"
+
+        @hookimpl
+        def cp_route_request(self, ctx, request, workers):
+            return RouteDecision(workers[0].worker_id, "first")
+
+    res = replay_with(_returning("cp_route_request", "ctx, request, workers", "default-0"), FirstReady(),
+                      trace=make_trace(5))
+    assert {d.plugin for d in res.decisions if d.action == "route"} == {"first-ready"}
+    assert res.summary["num_completed"] == 5
+
+
+def test_a_wrapper_returning_a_wrong_type_is_recorded_and_the_fallback_decides():
+    class BadWrapper:
+        name = "bad-wrapper"
+
+        @hookimpl(wrapper=True)
+        def cp_scale(self, ctx, model, scaling):
+            yield
+            return "two"
+
+    res = replay_with(BadWrapper(), trace=make_trace(5))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_scale", "bad-wrapper")}
+    assert errors[0].reason.startswith("TypeError: cp_scale returned str")
+    assert res.summary["num_completed"] == 5
+
+
+def test_a_subclass_of_the_decision_type_is_accepted():
+    from controlplane.scaling import SteadyScaleDecision
+
+    class Steady(Plugin):
+        name = "steady"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            return SteadyScaleDecision(model, 1, "one")
+
+    res = replay_with(Steady(), trace=make_trace(5))
+    assert not [d for d in res.decisions if d.is_error]
