@@ -6,6 +6,7 @@ third-party plugins. Nothing is loaded at import time: every run builds its own 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
@@ -266,10 +267,18 @@ def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None) -> obj
                 for err in exc.errors()
             ]
             raise ConfigError("invalid plugin settings:\n  " + "\n  ".join(lines)) from None
-        return target(settings)
+        return _started(info.name, target, settings)
     if raw_settings:
         raise ConfigError(f"plugins.settings.{info.name}: this plugin takes no settings")
-    return target() if isinstance(target, type) else target
+    return _started(info.name, target) if isinstance(target, type) else target
+
+
+def _started(name: str, cls: type, *args: Any) -> object:
+    """``cls(*args)``; an exception there is a `PluginError` naming the plugin (the run cannot be made as configured)."""
+    try:
+        return cls(*args)
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r} failed to start: {type(exc).__name__}: {exc}") from exc
 
 
 def build_plugin_set(
@@ -293,11 +302,12 @@ def build_plugin_set(
     unknown = [n for n in enabled if n not in available]
     if unknown:
         raise ConfigError(
-            f"plugins.enabled: unknown plugin(s) {', '.join(map(repr, unknown))}; "
+            f"plugins.enabled: unknown plugin(s) {', '.join(_with_suggestion(n, available) for n in unknown)}; "
             f"installed: {', '.join(sorted(available)) or 'none'}"
         )
-    if len(set(enabled)) != len(enabled):
-        raise ConfigError("plugins.enabled: a plugin is listed twice")
+    twice = sorted({n for n in enabled if list(enabled).count(n) > 1})
+    if twice:
+        raise ConfigError(f"plugins.enabled: {', '.join(map(repr, twice))} is listed twice")
     stray = [n for n in settings if n not in enabled]
     if stray:
         raise ConfigError(
@@ -326,6 +336,12 @@ def build_plugin_set(
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return PluginSet(pm=pm, hook=pm.hook, monitor=monitor, loaded=loaded)
+
+
+def _with_suggestion(name: str, available: Iterable[str]) -> str:
+    """``'name'``, and the installed plugin it is probably a typo of."""
+    close = difflib.get_close_matches(name, list(available), n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 class _FirstResult:

@@ -160,6 +160,29 @@ def test_a_plugin_listed_twice_is_an_error():
         build_plugin_set(["least-loaded", "least-loaded"])
 
 
+def test_the_listed_twice_error_names_the_plugin():
+    with pytest.raises(ConfigError, match="'least-loaded' is listed twice"):
+        build_plugin_set(["queue-limit", "least-loaded", "round-robin", "least-loaded"])
+
+
+def test_an_unknown_plugin_close_to_an_installed_one_is_suggested():
+    with pytest.raises(ConfigError, match=r"'least-loadd' \(did you mean 'least-loaded'\?\)"):
+        build_plugin_set(["least-loadd", "queue-limit"])
+
+
+def test_a_plugin_that_raises_when_made_is_a_plugin_error_naming_it():
+    class Fragile(Plugin):
+        name = "fragile"
+
+        def __init__(self, settings=None):
+            super().__init__(settings)
+            raise RuntimeError("no model file")
+
+    available = {"fragile": PluginInfo("fragile", Fragile, None, None, None)}
+    with pytest.raises(PluginError, match="plugin 'fragile' failed to start: RuntimeError: no model file"):
+        build_plugin_set(["fragile"], available=available)
+
+
 def test_allow_list_keeps_other_installed_plugins_out(monkeypatch):
     monkeypatch.setenv(ALLOW_ENV, "least-loaded, continuous-batching")
     ps = build_plugin_set(DEFAULT_PLUGINS)
