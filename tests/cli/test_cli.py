@@ -236,6 +236,38 @@ def test_plugins_list_shows_every_builtin_with_its_distribution():
     assert "cp_route_request" in default_line and "│ yes " in default_line
 
 
+def test_plugins_list_never_cuts_a_plugin_name_in_a_narrow_terminal(monkeypatch):
+    monkeypatch.setattr(common.out, "_width", 80)
+    out = cli("plugins", "list").stdout
+    for name in ("priority-continuous-batching", "builtin-latency-models", *BUILTINS):
+        assert re.search(rf"│ {re.escape(name)} +│", out), name
+
+
+def test_plugins_list_shows_a_plugin_that_fails_to_load_and_lists_the_rest(monkeypatch):
+    from importlib import metadata
+
+    from controlplane import plugin_manager
+
+    scan = plugin_manager._scan_entry_points
+
+    def with_a_broken_one():
+        found = scan()
+        ep = metadata.EntryPoint("broken-one", "no_such_module_xyz:Thing", "controlplane")
+        return {**found, "broken-one": plugin_manager.PluginInfo.from_entry_point(ep)}
+
+    monkeypatch.setattr(plugin_manager, "_scan_entry_points", with_a_broken_one)
+    result = cli("plugins", "list", ok=False)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    for name in BUILTINS:
+        assert re.search(rf"│ {re.escape(name)} +│", result.stdout), name
+    row = next(ln for ln in result.stdout.splitlines() if "│ broken-one " in ln)
+    assert "failed to load" in row
+    assert "error: plugin entry point 'broken-one' (no_such_module_xyz:Thing) failed to load: " \
+        "No module named 'no_such_module_xyz'" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_db_upgrade_migrates_to_head(db):
     out = cli("db", "upgrade", "--db", db).stdout
     assert f"database at revision {', '.join(sorted(head_revisions()))}" in out
