@@ -72,8 +72,7 @@ class PluginInfo:
 
     def _distribution(self) -> tuple[str | None, str | None]:
         if self._dist is None:
-            dist = self._ep.dist if self._ep is not None else None
-            self._dist = (dist.name, dist.version) if dist is not None else (None, None)
+            self._dist = _dist_of(self._ep) if self._ep is not None else (None, None)
         return self._dist
 
     @property
@@ -119,11 +118,23 @@ def _scan_entry_points() -> dict[str, PluginInfo]:
     found: dict[str, PluginInfo] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found:
+            first = found[ep.name]
             raise PluginError(
-                f"two installed plugins are named {ep.name!r}: {found[ep.name].entry_point} and {ep.value}"
+                f"two installed plugins are named {ep.name!r}: {_where(first.entry_point, first.dist, first.version)} "
+                f"and {_where(ep.value, *_dist_of(ep))}; uninstall one, or rename its entry point and class"
             )
         found[ep.name] = PluginInfo.from_entry_point(ep)
     return found
+
+
+def _dist_of(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    return (dist.name, dist.version) if dist is not None else (None, None)
+
+
+def _where(value: str | None, dist: str | None, version: str | None) -> str:
+    """An entry point's target and the distribution that installed it."""
+    return f"{value} ({dist} {version})" if dist else f"{value}"
 
 
 def _cached_scan() -> dict[str, PluginInfo]:

@@ -94,6 +94,26 @@ def test_a_broken_entry_point_fails_only_the_run_that_uses_it_naming_itself():
         build_plugin_set(["round-robin", "broken"], available=available)
 
 
+def test_two_installed_plugins_of_one_name_are_an_error_naming_both_distributions(monkeypatch):
+    from importlib import metadata
+
+    from controlplane import plugin_manager
+
+    class Dist:
+        name, version = "cp-mine", "0.3.0"
+
+    mine = metadata.EntryPoint("round-robin", "cp_mine:RoundRobin", "controlplane")
+    mine = mine._for(Dist()) if hasattr(mine, "_for") else mine
+    eps = [*metadata.entry_points(group="controlplane"), mine]
+    monkeypatch.setattr(plugin_manager.metadata, "entry_points", lambda group: eps)
+    with pytest.raises(PluginError) as exc:
+        plugin_manager._scan_entry_points()
+    msg = str(exc.value)
+    assert "two installed plugins are named 'round-robin'" in msg
+    assert "plugins.routing:RoundRobin (controlplane 0.1.0)" in msg
+    assert "cp_mine:RoundRobin (cp-mine 0.3.0)" in msg
+
+
 def test_an_entry_point_named_unlike_its_plugin_is_refused_naming_both():
     from importlib import metadata
 
