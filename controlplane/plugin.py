@@ -64,3 +64,8 @@ class Plugin:
 def _defers(*_args: Any, **_kwargs: Any) -> None:
     """A withdrawn hook (`Plugin.withdraw`): it defers."""
     return None
+
+
+def is_withdrawn(method: Any) -> bool:
+    """Whether ``method`` is a hook an instance withdrew (`Plugin.withdraw`)."""
+    return method is _defers

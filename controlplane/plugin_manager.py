@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from controlplane import hookspecs
 from controlplane.errors import ConfigError, PluginError
 from controlplane.hook_results import RESULT_TYPES, wrong_result
-from controlplane.plugin import Plugin
+from controlplane.plugin import Plugin, is_withdrawn
 
 ENTRY_POINT_GROUP = "controlplane"
 ALLOW_ENV = "CONTROLPLANE_LOAD_PLUGINS"  # comma-separated allow-list of plugin names
@@ -219,6 +219,21 @@ class _PluginProxy(types.SimpleNamespace):
         return f"<plugin {self.__dict__.get('_plugin_name', '?')}>"
 
 
+#: The names of every hook (``cp_...``) the specs define.
+HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("cp_"))
+
+
+def _hook_suggestions(pm: pluggy.PluginManager) -> str:
+    """For each hook implemented but not specified (a typo), the spec name it is probably meant as."""
+    tips = []
+    for name, caller in sorted(vars(pm.hook).items()):
+        if getattr(caller, "spec", True) is None:
+            close = difflib.get_close_matches(name, sorted(HOOK_NAMES), n=1)
+            if close:
+                tips.append(f"{name!r}: did you mean {close[0]!r}?")
+    return f" ({'; '.join(tips)})" if tips else ""
+
+
 def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> object:
     proxy = _PluginProxy(_plugin_name=plugin_name)
     marker = f"{hookspecs.PROJECT_NAME}_impl"
@@ -231,6 +246,9 @@ def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> 
             continue
         opts = getattr(fn, marker, None)
         if opts is None:
+            if attr in HOOK_NAMES and callable(fn) and not is_withdrawn(fn):
+                raise PluginError(f"plugin {plugin_name!r}: {attr} is not marked @hookimpl, so it would never be "
+                                  "called; decorate it with @hookimpl (from controlplane import hookimpl)")
             continue
         if opts.get("wrapper") or opts.get("hookwrapper"):
             wrapped = fn  # wrappers see exceptions themselves
@@ -342,7 +360,7 @@ def build_plugin_set(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin implements a hook that does not exist: {exc}") from None
+        raise PluginError(f"a plugin implements a hook that does not exist: {exc}{_hook_suggestions(pm)}") from None
     if os.environ.get(TRACE_ENV):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()

@@ -245,6 +245,44 @@ class NoPrefix(Plugin):
         return None
 
 
+def test_a_hook_method_without_hookimpl_is_a_plugin_error_not_silently_ignored():
+    class Forgot(Plugin):
+        name = "forgot"
+
+        def cp_route_request(self, ctx, request, workers):  # @hookimpl forgotten: never called
+            return RouteDecision(workers[-1].worker_id, "last")
+
+    with pytest.raises(PluginError, match="plugin 'forgot': cp_route_request is not marked @hookimpl"):
+        make_plugin_set(Forgot())
+
+
+def test_a_withdrawn_hook_is_not_taken_for_a_forgotten_hookimpl():
+    class Quiet(Plugin):
+        name = "quiet"
+
+        def __init__(self, settings=None):
+            super().__init__(settings)
+            self.withdraw("cp_admit_request")
+
+        @hookimpl
+        def cp_admit_request(self, ctx, request):
+            return None
+
+    assert make_plugin_set(Quiet()).get("quiet") is not None
+
+
+def test_a_hook_name_typo_suggests_the_hook():
+    class Typo(Plugin):
+        name = "typo"
+
+        @hookimpl
+        def cp_form_batches(self, ctx, worker):
+            return None
+
+    with pytest.raises(PluginError, match=r"cp_form_batches.*did you mean 'cp_form_batch'\?"):
+        make_plugin_set(Typo())
+
+
 def test_a_hookimpl_without_the_cp_prefix_is_not_silently_ignored():
     with pytest.raises(PluginError, match="form_batch"):
         make_plugin_set(NoPrefix())
