@@ -324,6 +324,7 @@ def build_plugin_set(
     """
     settings = dict(settings or {})
     available = dict(available if available is not None else discover_plugins())
+    configured = list(enabled)
     allow = os.environ.get(ALLOW_ENV)
     if allow:
         allowed = {n.strip() for n in allow.split(",") if n.strip()}
@@ -337,7 +338,7 @@ def build_plugin_set(
     twice = sorted({n for n in enabled if list(enabled).count(n) > 1})
     if twice:
         raise ConfigError(f"plugins.enabled: {', '.join(map(repr, twice))} is listed twice")
-    stray = [n for n in settings if n not in enabled]
+    stray = [n for n in settings if n not in configured]  # a plugin the allow-list leaves out takes its settings along
     if stray:
         raise ConfigError(
             f"plugins.settings: settings given for plugin(s) not enabled: {', '.join(map(repr, stray))}"

@@ -210,6 +210,14 @@ def test_allow_list_keeps_other_installed_plugins_out(monkeypatch):
     assert ps.hook.cp_admit_request.get_hookimpls() == []
 
 
+def test_allow_list_leaves_out_a_configured_plugin_with_its_settings(monkeypatch):
+    monkeypatch.setenv(ALLOW_ENV, "least-loaded")
+    ps = build_plugin_set(DEFAULT_PLUGINS, {"queue-limit": {"max_queued": 3}})
+    assert [p.info.name for p in ps.loaded] == ["least-loaded"]
+    with pytest.raises(ConfigError, match=r"plugins\.settings: .*'round-robin'"):
+        build_plugin_set(DEFAULT_PLUGINS, {"round-robin": {}})  # not configured at all: still an error
+
+
 def test_allow_list_works_with_a_loaded_config(monkeypatch):
     monkeypatch.setenv(ALLOW_ENV, ",".join(DEFAULT_PLUGINS))
     config = load_config()
