@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import os
 import sys
 import types
@@ -351,12 +352,12 @@ def build_plugin_set(
     for name in reversed(list(enabled)):  # pluggy asks the last registered first
         info = available[name]
         instance = instantiate(info, settings.get(name))
-        pm.register(_isolating_proxy(instance, name, monitor), name=name)
+        _register(pm, _isolating_proxy(instance, name, monitor), name)
         loaded.append(LoadedPlugin(info, instance))
     loaded.reverse()
     for i, obj in enumerate(extra):
         name = getattr(obj, "name", None) or f"extra-{i}"
-        pm.register(_isolating_proxy(obj, name, monitor), name=name)
+        _register(pm, _isolating_proxy(obj, name, monitor), name)
         loaded.append(LoadedPlugin(PluginInfo(name, type(obj), None, None, None), obj))
     try:
         pm.check_pending()
@@ -366,6 +367,23 @@ def build_plugin_set(
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return PluginSet(pm=pm, hook=pm.hook, monitor=monitor, loaded=loaded)
+
+
+def _register(pm: pluggy.PluginManager, proxy: object, name: str) -> None:
+    """``pm.register``; pluggy's refusal (an implementation taking an argument its hook does not
+    pass) is a one-line `PluginError` naming the plugin, the hook and the hook's arguments."""
+    try:
+        pm.register(proxy, name=name)
+    except pluggy.PluginValidationError as exc:
+        for hook, fn in vars(proxy).items():
+            if hook not in HOOK_NAMES:
+                continue
+            passed = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+            extra = [a for a in inspect.signature(fn).parameters if a not in passed]
+            if extra:
+                raise PluginError(f"plugin {name!r}: {hook} takes {', '.join(map(repr, extra))}, which the hook does "
+                                  f"not pass (the hook passes: {', '.join(passed)}; take any of them, by name)") from None
+        raise PluginError(f"plugin {name!r}: {' '.join(str(exc).split())}") from None
 
 
 def _with_suggestion(name: str, available: Iterable[str]) -> str:

@@ -291,6 +291,22 @@ def test_a_hook_name_typo_suggests_the_hook():
         make_plugin_set(Typo())
 
 
+def test_an_argument_the_hook_does_not_pass_is_a_plugin_error_naming_the_hook_s_arguments():
+    class BadArg(Plugin):
+        name = "bad-arg"
+
+        @hookimpl
+        def cp_route_request(self, ctx, req, workers):
+            return None
+
+    with pytest.raises(PluginError) as exc:
+        make_plugin_set(BadArg())
+    msg = str(exc.value)
+    assert msg.startswith("plugin 'bad-arg': cp_route_request takes 'req'")
+    assert "the hook passes: ctx, request, workers" in msg
+    assert "\n" not in msg
+
+
 def test_a_hookimpl_without_the_cp_prefix_is_not_silently_ignored():
     with pytest.raises(PluginError, match="form_batch"):
         make_plugin_set(NoPrefix())
