@@ -6,9 +6,7 @@ third-party plugins. Nothing is loaded at import time: every run builds its own 
 
 from __future__ import annotations
 
-import difflib
 import functools
-import inspect
 import os
 import sys
 import types
@@ -23,7 +21,8 @@ from pydantic import ValidationError
 from controlplane import hookspecs
 from controlplane.errors import ConfigError, PluginError
 from controlplane.hook_results import RESULT_TYPES, wrong_result
-from controlplane.plugin import Plugin, is_withdrawn
+from controlplane.plugin import Plugin
+from controlplane.plugin_checks import check_marked, hook_suggestions, register, with_suggestion
 
 ENTRY_POINT_GROUP = "controlplane"
 ALLOW_ENV = "CONTROLPLANE_LOAD_PLUGINS"  # comma-separated allow-list of plugin names
@@ -220,21 +219,6 @@ class _PluginProxy(types.SimpleNamespace):
         return f"<plugin {self.__dict__.get('_plugin_name', '?')}>"
 
 
-#: The names of every hook (``cp_...``) the specs define.
-HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("cp_"))
-
-
-def _hook_suggestions(pm: pluggy.PluginManager) -> str:
-    """For each hook implemented but not specified (a typo), the spec name it is probably meant as."""
-    tips = []
-    for name, caller in sorted(vars(pm.hook).items()):
-        if getattr(caller, "spec", True) is None:
-            close = difflib.get_close_matches(name, sorted(HOOK_NAMES), n=1)
-            if close:
-                tips.append(f"{name!r}: did you mean {close[0]!r}?")
-    return f" ({'; '.join(tips)})" if tips else ""
-
-
 def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> object:
     proxy = _PluginProxy(_plugin_name=plugin_name)
     marker = f"{hookspecs.PROJECT_NAME}_impl"
@@ -247,9 +231,7 @@ def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> 
             continue
         opts = getattr(fn, marker, None)
         if opts is None:
-            if attr in HOOK_NAMES and callable(fn) and not is_withdrawn(fn):
-                raise PluginError(f"plugin {plugin_name!r}: {attr} is not marked @hookimpl, so it would never be "
-                                  "called; decorate it with @hookimpl (from controlplane import hookimpl)")
+            check_marked(plugin_name, attr, fn)
             continue
         if opts.get("wrapper") or opts.get("hookwrapper"):
             wrapped = fn  # wrappers see exceptions themselves
@@ -333,7 +315,7 @@ def build_plugin_set(
     unknown = [n for n in enabled if n not in available]
     if unknown:
         raise ConfigError(
-            f"plugins.enabled: unknown plugin(s) {', '.join(_with_suggestion(n, available) for n in unknown)}; "
+            f"plugins.enabled: unknown plugin(s) {', '.join(with_suggestion(n, available) for n in unknown)}; "
             f"installed: {', '.join(sorted(available)) or 'none'}"
         )
     twice = sorted({n for n in enabled if list(enabled).count(n) > 1})
@@ -352,44 +334,21 @@ def build_plugin_set(
     for name in reversed(list(enabled)):  # pluggy asks the last registered first
         info = available[name]
         instance = instantiate(info, settings.get(name))
-        _register(pm, _isolating_proxy(instance, name, monitor), name)
+        register(pm, _isolating_proxy(instance, name, monitor), name)
         loaded.append(LoadedPlugin(info, instance))
     loaded.reverse()
     for i, obj in enumerate(extra):
         name = getattr(obj, "name", None) or f"extra-{i}"
-        _register(pm, _isolating_proxy(obj, name, monitor), name)
+        register(pm, _isolating_proxy(obj, name, monitor), name)
         loaded.append(LoadedPlugin(PluginInfo(name, type(obj), None, None, None), obj))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin implements a hook that does not exist: {exc}{_hook_suggestions(pm)}") from None
+        raise PluginError(f"a plugin implements a hook that does not exist: {exc}{hook_suggestions(pm)}") from None
     if os.environ.get(TRACE_ENV):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return PluginSet(pm=pm, hook=pm.hook, monitor=monitor, loaded=loaded)
-
-
-def _register(pm: pluggy.PluginManager, proxy: object, name: str) -> None:
-    """``pm.register``; pluggy's refusal (an implementation taking an argument its hook does not
-    pass) is a one-line `PluginError` naming the plugin, the hook and the hook's arguments."""
-    try:
-        pm.register(proxy, name=name)
-    except pluggy.PluginValidationError as exc:
-        for hook, fn in vars(proxy).items():
-            if hook not in HOOK_NAMES:
-                continue
-            passed = list(inspect.signature(getattr(hookspecs, hook)).parameters)
-            extra = [a for a in inspect.signature(fn).parameters if a not in passed]
-            if extra:
-                raise PluginError(f"plugin {name!r}: {hook} takes {', '.join(map(repr, extra))}, which the hook does "
-                                  f"not pass (the hook passes: {', '.join(passed)}; take any of them, by name)") from None
-        raise PluginError(f"plugin {name!r}: {' '.join(str(exc).split())}") from None
-
-
-def _with_suggestion(name: str, available: Iterable[str]) -> str:
-    """``'name'``, and the installed plugin it is probably a typo of."""
-    close = difflib.get_close_matches(name, list(available), n=1)
-    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 class _FirstResult:

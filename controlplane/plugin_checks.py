@@ -1,0 +1,62 @@
+"""Checks of a plugin as a run's plugin manager takes it in, with errors that say what to fix:
+an unknown plugin name or hook name (with the close one it is probably a typo of), a hook
+method left without ``@hookimpl``, an implementation taking an argument its hook does not pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+
+from controlplane import hookspecs
+from controlplane.errors import PluginError
+from controlplane.plugin import is_withdrawn
+
+#: The names of every hook (``cp_...``) the specs define.
+HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("cp_"))
+
+
+def with_suggestion(name: str, available: Iterable[str]) -> str:
+    """``'name'``, and the installed plugin it is probably a typo of."""
+    close = difflib.get_close_matches(name, list(available), n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+
+
+def hook_suggestions(pm: pluggy.PluginManager) -> str:
+    """For each hook implemented but not specified (a typo), the spec name it is probably meant as."""
+    tips = []
+    for name, caller in sorted(vars(pm.hook).items()):
+        if getattr(caller, "spec", True) is None:
+            close = difflib.get_close_matches(name, sorted(HOOK_NAMES), n=1)
+            if close:
+                tips.append(f"{name!r}: did you mean {close[0]!r}?")
+    return f" ({'; '.join(tips)})" if tips else ""
+
+
+def check_marked(plugin_name: str, attr: str, fn: Any) -> None:
+    """Refuse a method named after a hook but not marked ``@hookimpl``: pluggy would never call it
+    (a hook the instance withdrew, `Plugin.withdraw`, is meant to be unmarked)."""
+    if attr in HOOK_NAMES and callable(fn) and not is_withdrawn(fn):
+        raise PluginError(f"plugin {plugin_name!r}: {attr} is not marked @hookimpl, so it would never be "
+                          "called; decorate it with @hookimpl (from controlplane import hookimpl)")
+
+
+def register(pm: pluggy.PluginManager, proxy: object, name: str) -> None:
+    """``pm.register``; pluggy's refusal (an implementation taking an argument its hook does not
+    pass) is a one-line `PluginError` naming the plugin, the hook and the hook's arguments."""
+    try:
+        pm.register(proxy, name=name)
+    except pluggy.PluginValidationError as exc:
+        for hook, fn in vars(proxy).items():
+            if hook not in HOOK_NAMES:
+                continue
+            passed = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+            extra = [a for a in inspect.signature(fn).parameters if a not in passed]
+            if extra:
+                raise PluginError(f"plugin {name!r}: {hook} takes {', '.join(map(repr, extra))}, which the hook does "
+                                  f"not pass (the hook passes: {', '.join(passed)}; take any of them, by name)") from None
+        raise PluginError(f"plugin {name!r}: {' '.join(str(exc).split())}") from None

@@ -1,0 +1,70 @@
+"""Checks of a plugin as a run takes it in: errors that say what to fix (`controlplane.plugin_checks`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import RouteDecision
+from controlplane.errors import ConfigError, PluginError
+from controlplane.plugin_manager import build_plugin_set
+from controlplane.testing import make_plugin_set
+
+
+def test_a_hook_method_without_hookimpl_is_a_plugin_error_not_silently_ignored():
+    class Forgot(Plugin):
+        name = "forgot"
+
+        def cp_route_request(self, ctx, request, workers):  # @hookimpl forgotten: never called
+            return RouteDecision(workers[-1].worker_id, "last")
+
+    with pytest.raises(PluginError, match="plugin 'forgot': cp_route_request is not marked @hookimpl"):
+        make_plugin_set(Forgot())
+
+
+def test_a_withdrawn_hook_is_not_taken_for_a_forgotten_hookimpl():
+    class Quiet(Plugin):
+        name = "quiet"
+
+        def __init__(self, settings=None):
+            super().__init__(settings)
+            self.withdraw("cp_admit_request")
+
+        @hookimpl
+        def cp_admit_request(self, ctx, request):
+            return None
+
+    assert make_plugin_set(Quiet()).get("quiet") is not None
+
+
+def test_a_hook_name_typo_suggests_the_hook():
+    class Typo(Plugin):
+        name = "typo"
+
+        @hookimpl
+        def cp_form_batches(self, ctx, worker):
+            return None
+
+    with pytest.raises(PluginError, match=r"cp_form_batches.*did you mean 'cp_form_batch'\?"):
+        make_plugin_set(Typo())
+
+
+def test_an_argument_the_hook_does_not_pass_is_a_plugin_error_naming_the_hook_s_arguments():
+    class BadArg(Plugin):
+        name = "bad-arg"
+
+        @hookimpl
+        def cp_route_request(self, ctx, req, workers):
+            return None
+
+    with pytest.raises(PluginError) as exc:
+        make_plugin_set(BadArg())
+    msg = str(exc.value)
+    assert msg.startswith("plugin 'bad-arg': cp_route_request takes 'req'")
+    assert "the hook passes: ctx, request, workers" in msg
+    assert "\n" not in msg
+
+
+def test_an_unknown_plugin_close_to_an_installed_one_is_suggested():
+    with pytest.raises(ConfigError, match=r"'least-loadd' \(did you mean 'least-loaded'\?\)"):
+        build_plugin_set(["least-loadd", "queue-limit"])
