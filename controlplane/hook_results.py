@@ -3,12 +3,15 @@
 A plugin returning anything else made a mistake the core cannot act on: the callers in
 `controlplane.plugin_manager` and `controlplane.policy_calls` treat it like a raise (recorded
 as the plugin's error, the next implementation or the built-in fallback decides), with the
-`TypeError` of :func:`wrong_result` as its reason.
+`TypeError` of :func:`wrong_result` as its reason. A few fields the core cannot act on unless
+they have the right type are checked too (`FIELD_CHECKS`: a replica count of 2.5).
 """
 
 from __future__ import annotations
 
 import numbers
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from controlplane.decisions import (
@@ -35,11 +38,31 @@ RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _scale_fields(decision: ScaleDecision) -> str | None:
+    try:
+        operator.index(decision.target_replicas)
+    except TypeError:
+        value = decision.target_replicas
+        return f"ScaleDecision.target_replicas must be a whole number (int), got {type(value).__name__} {value!r}"
+    return None
+
+
+#: Hook name -> a check of its result's fields (the result is of the hook's type): an error
+#: message, or None when the core can act on it. Only for hooks asked rarely (per tick, not per request).
+FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "cp_scale": _scale_fields,
+}
+
+
 def wrong_result(hook: str, result: Any) -> TypeError | None:
     """The error of ``hook`` having returned ``result``; None when it is of the hook's type (or None)."""
     expected = RESULT_TYPES.get(hook)
-    if result is None or expected is None or isinstance(result, expected):
+    if result is None or expected is None:
         return None
+    if isinstance(result, expected):
+        check = FIELD_CHECKS.get(hook)
+        message = check(result) if check is not None else None
+        return TypeError(message) if message is not None else None
     name = (expected[0] if isinstance(expected, tuple) else expected).__name__
     shown = repr(result)
     if len(shown) > 60:

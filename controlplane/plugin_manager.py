@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from controlplane import hookspecs
 from controlplane.errors import ConfigError, PluginError
-from controlplane.hook_results import RESULT_TYPES, wrong_result
+from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin
 from controlplane.plugin_checks import check_marked, hook_suggestions, register, with_suggestion
 
@@ -359,13 +359,14 @@ class _FirstResult:
     arguments gets the ones it names.
     """
 
-    __slots__ = ("calls", "hook", "monitor", "expected")
+    __slots__ = ("calls", "hook", "monitor", "expected", "check")
 
     def __init__(self, calls: list[tuple[Any, tuple[int, ...] | None, str]], hook: str, monitor: HookMonitor) -> None:
         self.calls = calls
         self.hook = hook
         self.monitor = monitor
         self.expected = RESULT_TYPES.get(hook, object)
+        self.check = FIELD_CHECKS.get(hook)
 
     def __call__(self, *args: Any) -> Any:
         for fn, pick, plugin in self.calls:
@@ -375,7 +376,7 @@ class _FirstResult:
                 self.monitor.record(plugin, self.hook, exc)
                 continue
             if result is not None:
-                if not isinstance(result, self.expected):
+                if not isinstance(result, self.expected) or (self.check is not None and self.check(result)):
                     self.monitor.record(plugin, self.hook, wrong_result(self.hook, result))
                     continue
                 self.monitor.last_plugin = plugin

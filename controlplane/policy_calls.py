@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane.context import Clock, PolicyContext
-from controlplane.hook_results import RESULT_TYPES, wrong_result
+from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.hookspecs import PROJECT_NAME
 from controlplane.plugin_manager import PluginSet, _Broadcast, _FirstResult, fast_caller
 from controlplane.types import Decision
@@ -46,8 +46,8 @@ class PolicyCalls:
         self._policy_hooks: dict[str, tuple[Any, Any]] = {}
         # Hooks that no plugin, or exactly one taking every argument, implements: called without
         # the generic caller's loop. (implementation or None, its plugin, fallback, fallback's name,
-        # the type its results must have)
-        self._direct: dict[str, tuple[Any, str | None, Any, str | None, Any]] = {}
+        # the type its results must have, the check of their fields or None)
+        self._direct: dict[str, tuple[Any, str | None, Any, str | None, Any, Any]] = {}
         for name in POLICY_HOOKS:
             fallback = fallbacks.get(name)
             if fallback is not None and fallback.name in enabled:
@@ -63,15 +63,16 @@ class PolicyCalls:
                 fn, pick, plugin = fast.calls[0] if fast.calls else (None, None, None)
                 if pick is not None:  # it takes fewer arguments than the spec (fixed-replicas' cp_scale)
                     fn = _picking_args(fn, pick, len(caller.spec.argnames))
-                self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name), RESULT_TYPES[name])
+                self._direct[name] = (fn, plugin, fallback, self._fallback_names.get(name), RESULT_TYPES[name],
+                                     FIELD_CHECKS.get(name))
             self._policy_hooks[name] = (fast, fallback)
         #: Policy hooks that no plugin implements and no fallback answers: `decide` returns (None, None) for
         #: them, and the core skips the call (admission, the guardian plans, the cache lookup in a default replay).
-        self.unanswered = frozenset(name for name, (fn, _, fallback, _, _) in self._direct.items()
+        self.unanswered = frozenset(name for name, (fn, _, fallback, _, _, _) in self._direct.items()
                                     if fn is None and fallback is None)
         #: Policy hooks answered by one callable alone, a plugin's or the fallback's (no wrapper, no second plugin):
         #: what it answers is the hook's answer (the core trusts a `SteadyScaleDecision` from ``cp_scale`` then).
-        self.single_answer = frozenset(name for name, (fn, _, fallback, _, _) in self._direct.items()
+        self.single_answer = frozenset(name for name, (fn, _, fallback, _, _, _) in self._direct.items()
                                        if (fn is None) != (fallback is None))
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
@@ -117,7 +118,7 @@ class PolicyCalls:
         a function with defaults, not one taking ``*args`` (six per request)."""
         direct = self._direct.get(hook)
         if direct is not None:  # one implementation or none: what `_FirstResult` does, inlined
-            fn, plugin, fallback, name, expected = direct
+            fn, plugin, fallback, name, expected, check = direct
             if fn is not None:
                 monitor = self.monitor
                 try:  # a plain call, not fn(ctx, *args)'s (a tuple built, a call 3.11 does not inline)
@@ -130,7 +131,7 @@ class PolicyCalls:
                 except Exception as exc:
                     monitor.record(plugin, hook, exc)
                     result = None
-                if result is not None and not isinstance(result, expected):
+                if result is not None and (not isinstance(result, expected) or (check is not None and check(result))):
                     monitor.record(plugin, hook, wrong_result(hook, result))
                     result = None
                 if monitor.errors:

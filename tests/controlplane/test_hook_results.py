@@ -99,3 +99,39 @@ def test_a_subclass_of_the_decision_type_is_accepted():
 
     res = replay_with(Steady(), trace=make_trace(5))
     assert not [d for d in res.decisions if d.is_error]
+
+
+@pytest.mark.parametrize("target", [2.5, 2.0, "2", None])
+def test_a_scale_decision_with_a_target_that_is_not_a_whole_number_is_an_error_decision(caller, target):
+    from controlplane.decisions import ScaleDecision
+
+    class FloatScaler(Plugin):
+        name = "float-scaler"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            return ScaleDecision(model, target, "computed with numpy")
+
+    res = replay_with(FloatScaler(), trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_scale", "float-scaler")}
+    assert f"ScaleDecision.target_replicas must be a whole number (int), got {type(target).__name__}" \
+        in errors[0].reason
+    assert res.summary["num_completed"] == 6
+
+
+def test_a_numpy_integer_target_is_a_whole_number():
+    import numpy as np
+
+    from controlplane.decisions import ScaleDecision
+
+    class NumpyScaler(Plugin):
+        name = "numpy-scaler"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            return ScaleDecision(model, np.int64(2), "numpy int")
+
+    res = replay_with(NumpyScaler(), trace=make_trace(6))
+    assert not [d for d in res.decisions if d.is_error]
+    assert res.summary["num_completed"] == 6
