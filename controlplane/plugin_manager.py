@@ -314,9 +314,13 @@ def build_plugin_set(
         enabled = [n for n in enabled if n in allowed]
     unknown = [n for n in enabled if n not in available]
     if unknown:
+        named = [with_suggestion(n, available) for n in unknown]
+        how = "" if all("did you mean" in n for n in named) else (
+            f" (a plugin is found by name through the entry-point group {ENTRY_POINT_GROUP!r} of an installed "
+            "distribution: pip install your package; see docs/plugins.md#registering-a-plugin)")
         raise ConfigError(
-            f"plugins.enabled: unknown plugin(s) {', '.join(with_suggestion(n, available) for n in unknown)}; "
-            f"installed: {', '.join(sorted(available)) or 'none'}"
+            f"plugins.enabled: unknown plugin(s) {', '.join(named)}; installed: {', '.join(sorted(available)) or 'none'}"
+            + how
         )
     twice = sorted({n for n in enabled if list(enabled).count(n) > 1})
     if twice:

@@ -68,3 +68,11 @@ def test_an_argument_the_hook_does_not_pass_is_a_plugin_error_naming_the_hook_s_
 def test_an_unknown_plugin_close_to_an_installed_one_is_suggested():
     with pytest.raises(ConfigError, match=r"'least-loadd' \(did you mean 'least-loaded'\?\)"):
         build_plugin_set(["least-loadd", "queue-limit"])
+
+
+def test_an_unknown_plugin_far_from_any_installed_one_says_how_plugins_are_found():
+    with pytest.raises(ConfigError) as exc:
+        build_plugin_set(["my_package.routers:MyRouter", "queue-limit"])
+    msg = str(exc.value)
+    assert "'my_package.routers:MyRouter'" in msg and "did you mean" not in msg
+    assert "entry-point group 'controlplane'" in msg and "docs/plugins.md#registering-a-plugin" in msg
