@@ -19,7 +19,7 @@ import pluggy
 from pydantic import ValidationError
 
 from controlplane import hookspecs
-from controlplane.errors import ConfigError, PluginError
+from controlplane.errors import ConfigError, ControlPlaneError, PluginError
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin
 from controlplane.plugin_checks import check_marked, hook_suggestions, register, with_suggestion
@@ -286,9 +286,12 @@ def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None) -> obj
 
 
 def _started(name: str, cls: type, *args: Any) -> object:
-    """``cls(*args)``; an exception there is a `PluginError` naming the plugin (the run cannot be made as configured)."""
+    """``cls(*args)``; an exception there is a `PluginError` naming the plugin (the run cannot be made as configured),
+    but for the project's own errors, which name what is wrong already (a plugin building others, `shadow`)."""
     try:
         return cls(*args)
+    except ControlPlaneError:
+        raise
     except Exception as exc:
         raise PluginError(f"plugin {name!r} failed to start: {type(exc).__name__}: {exc}") from exc
 
