@@ -57,6 +57,8 @@ def register(pm: pluggy.PluginManager, proxy: object, name: str) -> None:
             passed = list(inspect.signature(getattr(hookspecs, hook)).parameters)
             extra = [a for a in inspect.signature(fn).parameters if a not in passed]
             if extra:
-                raise PluginError(f"plugin {name!r}: {hook} takes {', '.join(map(repr, extra))}, which the hook does "
-                                  f"not pass (the hook passes: {', '.join(passed)}; take any of them, by name)") from None
+                raise PluginError(
+                    f"plugin {name!r}: {hook} takes {', '.join(map(repr, extra))}, which the hook does not pass "
+                    f"(the hook passes: {', '.join(passed)}; take any of them, by name)"
+                ) from None
         raise PluginError(f"plugin {name!r}: {' '.join(str(exc).split())}") from None

@@ -267,21 +267,21 @@ class PluginSet:
         return None
 
 
-def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None) -> object:
-    """Validate a plugin's settings and create its per-run instance."""
+def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None, *, key: str | None = None) -> object:
+    """Validate a plugin's settings and create its per-run instance. ``key`` is where the settings
+    are in the config, for errors (default ``plugins.settings.<name>``; a plugin that makes others
+    from its own settings, `shadow`, gives theirs)."""
+    key = key or f"plugins.settings.{info.name}"
     target = info.target
     if isinstance(target, type) and issubclass(target, Plugin):
         try:
             settings = target.Settings(**(raw_settings or {}))
         except ValidationError as exc:
-            lines = [
-                f"plugins.settings.{info.name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                for err in exc.errors()
-            ]
+            lines = [f"{key}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
             raise ConfigError("invalid plugin settings:\n  " + "\n  ".join(lines)) from None
         return _started(info.name, target, settings)
     if raw_settings:
-        raise ConfigError(f"plugins.settings.{info.name}: this plugin takes no settings")
+        raise ConfigError(f"{key}: this plugin takes no settings")
     return _started(info.name, target) if isinstance(target, type) else target
 
 
@@ -322,7 +322,8 @@ def build_plugin_set(
             f" (a plugin is found by name through the entry-point group {ENTRY_POINT_GROUP!r} of an installed "
             "distribution: pip install your package; see docs/plugins.md#registering-a-plugin)")
         raise ConfigError(
-            f"plugins.enabled: unknown plugin(s) {', '.join(named)}; installed: {', '.join(sorted(available)) or 'none'}"
+            f"plugins.enabled: unknown plugin(s) {', '.join(named)}; "
+            f"installed: {', '.join(sorted(available)) or 'none'}"
             + how
         )
     twice = sorted({n for n in enabled if list(enabled).count(n) > 1})

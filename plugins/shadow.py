@@ -68,7 +68,9 @@ class ShadowScaling(Plugin):
         found = discover_plugins()
         # built with the run (their settings are checked like every plugin's: errors name the key)
         self.shadows: dict[str, object] = {
-            name: instantiate(found[name], self.settings.settings.get(name)) for name in self.settings.policies}
+            name: instantiate(found[name], self.settings.settings.get(name),
+                              key=f"plugins.settings.{self.name}.settings.{name}")
+            for name in self.settings.policies}
         self._contexts: dict[str, _ShadowContext] = {}
         self.num_errors = 0
 

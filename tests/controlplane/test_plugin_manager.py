@@ -186,8 +186,9 @@ def test_the_listed_twice_error_names_the_plugin():
 
 
 def test_a_config_error_raised_when_a_plugin_is_made_keeps_its_message():
-    with pytest.raises(ConfigError, match=r"^invalid plugin settings:\n  plugins\.settings\.hpa\.nope"):
-        build_plugin_set([*DEFAULT_PLUGINS, "shadow"], {"shadow": {"policies": ["hpa"], "settings": {"hpa": {"nope": 1}}}})
+    shadow = {"policies": ["hpa"], "settings": {"hpa": {"nope": 1}}}
+    with pytest.raises(ConfigError, match=r"^invalid plugin settings:\n  plugins\.settings\.shadow\.settings\.hpa\.nope"):
+        build_plugin_set([*DEFAULT_PLUGINS, "shadow"], {"shadow": shadow})
 
 
 def test_a_plugin_that_raises_when_made_is_a_plugin_error_naming_it():
