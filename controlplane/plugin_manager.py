@@ -277,7 +277,7 @@ def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None, *, key
         try:
             settings = target.Settings(**(raw_settings or {}))
         except ValidationError as exc:
-            lines = [f"{key}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+            lines = [f"{'.'.join([key, *map(str, err['loc'])])}: {err['msg']}" for err in exc.errors()]
             raise ConfigError("invalid plugin settings:\n  " + "\n  ".join(lines)) from None
         return _started(info.name, target, settings)
     if raw_settings:

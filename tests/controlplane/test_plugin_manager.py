@@ -151,6 +151,12 @@ def test_invalid_setting_value_names_the_key():
         build_plugin_set(DEFAULT_PLUGINS, {"continuous-batching": {"policy": "fifo"}})
 
 
+def test_an_error_about_the_settings_as_a_whole_names_the_plugin_s_key_without_a_trailing_dot():
+    with pytest.raises(ConfigError) as exc:
+        build_plugin_set([*DEFAULT_PLUGINS, "hpa"], {"hpa": {"min_replicas": 5, "max_replicas": 2}})
+    assert "\n  plugins.settings.hpa: " in str(exc.value) and "min_replicas 5 > max_replicas 2" in str(exc.value)
+
+
 def test_valid_settings_reach_the_instance():
     ps = build_plugin_set(DEFAULT_PLUGINS, {"queue-limit": {"max_queued": 3}})
     assert ps.get("queue-limit").settings.max_queued == 3
