@@ -58,7 +58,7 @@ class Plugin:
         setattr(self, hook, _defers)
 
     def __repr__(self) -> str:
-        return f"<plugin {self.name}>"
+        return f"<plugin {getattr(self, 'name', type(self).__name__)}>"
 
 
 def _defers(*_args: Any, **_kwargs: Any) -> None:
