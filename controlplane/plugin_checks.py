@@ -1,6 +1,7 @@
 """Checks of a plugin as a run's plugin manager takes it in, with errors that say what to fix:
 an unknown plugin name or hook name (with the close one it is probably a typo of), a hook
-method left without ``@hookimpl``, an implementation taking an argument its hook does not pass.
+method left without ``@hookimpl``, an implementation taking an argument its hook does not pass,
+an ``observes`` that is not a tuple of event types.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ def check_marked(plugin_name: str, attr: str, fn: Any) -> None:
     if attr in HOOK_NAMES and callable(fn) and not is_withdrawn(fn):
         raise PluginError(f"plugin {plugin_name!r}: {attr} is not marked @hookimpl, so it would never be "
                           "called; decorate it with @hookimpl (from controlplane import hookimpl)")
+
+
+def check_observes(plugin_name: str, plugin: object) -> None:
+    """Refuse an ``observes`` (`Plugin.observes`) the event bus cannot use: it must be None or a
+    tuple of event types."""
+    observes = getattr(plugin, "observes", None)
+    if observes is None:
+        return
+    if not isinstance(observes, tuple) or not all(isinstance(t, type) for t in observes):
+        raise PluginError(f"plugin {plugin_name!r}: observes must be a tuple of event types, e.g. "
+                          f"(RequestFinished, WorkerChanged) from controlplane.events; got {observes!r}")
 
 
 def register(pm: pluggy.PluginManager, proxy: object, name: str) -> None:

@@ -22,7 +22,7 @@ from controlplane import hookspecs
 from controlplane.errors import ConfigError, ControlPlaneError, PluginError
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin
-from controlplane.plugin_checks import check_marked, hook_suggestions, register, with_suggestion
+from controlplane.plugin_checks import check_marked, check_observes, hook_suggestions, register, with_suggestion
 
 ENTRY_POINT_GROUP = "controlplane"
 ALLOW_ENV = "CONTROLPLANE_LOAD_PLUGINS"  # comma-separated allow-list of plugin names
@@ -220,6 +220,7 @@ class _PluginProxy(types.SimpleNamespace):
 
 
 def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> object:
+    check_observes(plugin_name, plugin)
     proxy = _PluginProxy(_plugin_name=plugin_name)
     marker = f"{hookspecs.PROJECT_NAME}_impl"
     for attr in dir(plugin):

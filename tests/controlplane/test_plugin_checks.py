@@ -76,3 +76,24 @@ def test_an_unknown_plugin_far_from_any_installed_one_says_how_plugins_are_found
     msg = str(exc.value)
     assert "'my_package.routers:MyRouter'" in msg and "did you mean" not in msg
     assert "entry-point group 'controlplane'" in msg and "docs/plugins.md#registering-a-plugin" in msg
+
+
+@pytest.mark.parametrize("observes", [("RequestFinished",), "RequestFinished", "one type"])
+def test_observes_that_is_not_a_tuple_of_event_types_is_a_plugin_error_naming_it(observes):
+    from controlplane.events import RequestFinished, WorkerChanged
+
+    if observes == "one type":
+        observes = RequestFinished  # a type alone, not in a tuple
+
+    class Watcher(Plugin):
+        name = "watcher"
+
+        @hookimpl
+        def cp_on_event(self, ctx, event):
+            pass
+
+    Watcher.observes = observes
+    with pytest.raises(PluginError, match=r"plugin 'watcher': observes must be a tuple of event types"):
+        make_plugin_set(Watcher())
+    Watcher.observes = (RequestFinished, WorkerChanged)
+    make_plugin_set(Watcher())
