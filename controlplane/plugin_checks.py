@@ -1,7 +1,7 @@
 """Checks of a plugin as a run's plugin manager takes it in, with errors that say what to fix:
 an unknown plugin name or hook name (with the close one it is probably a typo of), a hook
 method left without ``@hookimpl``, an implementation taking an argument its hook does not pass,
-an ``observes`` that is not a tuple of event types.
+an ``observes`` that is not a tuple of event types, a ``Settings`` that would take a typo.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from controlplane import hookspecs
 from controlplane.errors import PluginError
@@ -44,6 +45,17 @@ def check_marked(plugin_name: str, attr: str, fn: Any) -> None:
     if attr in HOOK_NAMES and callable(fn) and not is_withdrawn(fn):
         raise PluginError(f"plugin {plugin_name!r}: {attr} is not marked @hookimpl, so it would never be "
                           "called; decorate it with @hookimpl (from controlplane import hookimpl)")
+
+
+def check_settings_class(plugin_name: str, settings_cls: Any) -> None:
+    """Refuse a ``Settings`` that would take a typo silently (or not take keys at all): it must be a
+    pydantic model with ``extra="forbid"``, as `PluginSettings` is."""
+    if isinstance(settings_cls, type) and issubclass(settings_cls, BaseModel) \
+            and settings_cls.model_config.get("extra") == "forbid":
+        return
+    raise PluginError(f"plugin {plugin_name!r}: Settings must subclass controlplane.PluginSettings (a pydantic model "
+                      f"refusing unknown keys, so a typo in plugins.settings.{plugin_name} is an error); "
+                      f"got {settings_cls!r}")
 
 
 def check_observes(plugin_name: str, plugin: object) -> None:

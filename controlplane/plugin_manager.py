@@ -22,7 +22,14 @@ from controlplane import hookspecs
 from controlplane.errors import ConfigError, ControlPlaneError, PluginError
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin
-from controlplane.plugin_checks import check_marked, check_observes, hook_suggestions, register, with_suggestion
+from controlplane.plugin_checks import (
+    check_marked,
+    check_observes,
+    check_settings_class,
+    hook_suggestions,
+    register,
+    with_suggestion,
+)
 
 ENTRY_POINT_GROUP = "controlplane"
 ALLOW_ENV = "CONTROLPLANE_LOAD_PLUGINS"  # comma-separated allow-list of plugin names
@@ -275,6 +282,7 @@ def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None, *, key
     key = key or f"plugins.settings.{info.name}"
     target = info.target
     if isinstance(target, type) and issubclass(target, Plugin):
+        check_settings_class(info.name, target.Settings)
         try:
             settings = target.Settings(**(raw_settings or {}))
         except ValidationError as exc:

@@ -97,3 +97,39 @@ def test_observes_that_is_not_a_tuple_of_event_types_is_a_plugin_error_naming_it
         make_plugin_set(Watcher())
     Watcher.observes = (RequestFinished, WorkerChanged)
     make_plugin_set(Watcher())
+
+
+def _settings_plugin(settings_cls: type) -> type:
+    return type("WithSettings", (Plugin,), {"name": "with-settings", "Settings": settings_cls})
+
+
+@pytest.mark.parametrize("kind", ["plain class", "pydantic model taking unknown keys"])
+def test_settings_that_would_not_refuse_a_typo_are_a_plugin_error(kind):
+    from pydantic import BaseModel
+
+    from controlplane.plugin_manager import PluginInfo
+
+    if kind == "plain class":
+        class Settings:
+            limit = 3
+    else:
+        class Settings(BaseModel):
+            limit: int = 3
+
+    cls = _settings_plugin(Settings)
+    available = {"with-settings": PluginInfo("with-settings", cls, None, None, None)}
+    with pytest.raises(PluginError, match=r"plugin .with-settings.: Settings must subclass controlplane\.PluginSettings"):
+        build_plugin_set(["with-settings"], {"with-settings": {"limt": 4}}, available=available)
+
+
+def test_plugin_settings_subclasses_are_accepted():
+    from controlplane import PluginSettings
+    from controlplane.plugin_manager import PluginInfo
+
+    class Settings(PluginSettings):
+        limit: int = 3
+
+    cls = _settings_plugin(Settings)
+    available = {"with-settings": PluginInfo("with-settings", cls, None, None, None)}
+    assert build_plugin_set(["with-settings"], {"with-settings": {"limit": 4}},
+                            available=available).get("with-settings").settings.limit == 4
