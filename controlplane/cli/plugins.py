@@ -14,8 +14,7 @@ app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 def list_() -> None:
     """List installed plugins: name, distribution, version, hooks and whether enabled by default.
 
-    A plugin that cannot be loaded (its module fails to import, its entry point is named unlike
-    it) is listed as such, its error is printed on stderr, and the command exits with status 2.
+    A plugin that cannot be loaded (its module fails to import, its entry point is named unlike it) is listed as such, its error is printed on stderr, and the command exits with status 2.
     """
     from controlplane.config import DEFAULT_PLUGINS
     from controlplane.errors import PluginError
