@@ -70,6 +70,9 @@ class PluginInfo:
                 target = ep.load()
             except Exception as exc:  # a broken third-party install names itself
                 raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            if not isinstance(target, (type, types.ModuleType)):  # a function, an instance: would do nothing
+                raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) loads a {type(target).__name__}, "
+                                  "not a plugin class or a module of hook functions")
             declared = getattr(target, "name", None) if isinstance(target, type) else None
             if declared and declared != ep.name:
                 raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) loads a plugin named {declared!r}: "

@@ -114,6 +114,15 @@ def test_two_installed_plugins_of_one_name_are_an_error_naming_both_distribution
     assert "cp_mine:RoundRobin (cp-mine 0.3.0)" in msg
 
 
+def test_an_entry_point_to_something_that_is_no_plugin_class_or_module_is_refused():
+    from importlib import metadata
+
+    ep = metadata.EntryPoint("a-function", "controlplane.testing:make_trace", "controlplane")
+    with pytest.raises(PluginError, match=r"'a-function' \(controlplane\.testing:make_trace\) loads a function, "
+                                          r"not a plugin class or a module of hook functions"):
+        PluginInfo.from_entry_point(ep).target
+
+
 def test_an_entry_point_named_unlike_its_plugin_is_refused_naming_both():
     from importlib import metadata
 
