@@ -122,6 +122,11 @@ class ControlLoop:
             decision, plugin = self._decide("cp_scale", model, scaling.workers, scaling)
             if decision is None:
                 continue
+            if decision.model != model:  # another model's answer: the policy's error, not applied to this one
+                self._monitor.record(plugin or "core", "cp_scale", ValueError(
+                    f"asked to scale {model!r}, returned a ScaleDecision for {decision.model!r}; not applied"))
+                self.calls.drain_errors()
+                continue
             if decision.target_replicas != scaling.num_ready + scaling.num_starting or decision.advisory:
                 self._autoscale(scaling, decision, plugin)
             elif steady is not None and type(decision) is SteadyScaleDecision:

@@ -135,3 +135,21 @@ def test_a_numpy_integer_target_is_a_whole_number():
     res = replay_with(NumpyScaler(), trace=make_trace(6))
     assert not [d for d in res.decisions if d.is_error]
     assert res.summary["num_completed"] == 6
+
+
+def test_a_scale_decision_for_another_model_is_an_error_and_not_applied():
+    from controlplane.decisions import ScaleDecision
+
+    class Confused(Plugin):
+        name = "confused-scaler"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            return ScaleDecision("some-other-model", 5, "a table keyed by the wrong name")
+
+    res = replay_with(Confused(), trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_scale", "confused-scaler")}
+    assert "returned a ScaleDecision for 'some-other-model'; not applied" in errors[0].reason
+    assert res.summary["num_scale_events"] == 0 and res.summary["peak_replicas"] == 2  # the configured 2 kept
+    assert res.summary["num_completed"] == 6 and res.summary["num_plugin_errors"] >= 1
