@@ -10,6 +10,15 @@ import typer
 
 from controlplane.cli.common import err, user_errors
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
 app = typer.Typer(help="Serve models live through the control plane.", no_args_is_help=False)
 
 
@@ -61,7 +70,7 @@ def daemon(
         typer.Option(help="Where the run's journal of accepted requests is kept until it closes (lists the "
                      "requests a crash lost); default: $CONTROLPLANE_JOURNAL_DIR or the user's state directory."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error.", callback=_log_level)] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
 ) -> None:
     """Run the daemon: OpenAI-compatible API, health, readiness, metrics, admin; drains on SIGTERM.
@@ -88,9 +97,10 @@ def daemon(
     err.print(
         f"controlplane daemon: {', '.join(f'{m.name} x{m.replicas}' for m in cfg.cluster.models)} on the {pool} pool, "
         f"http://{host}:{port}, run recorded in {cfg.storage.url}",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
-    code = serve(cfg, options)
+    with user_errors():  # a port in use, a model or database that cannot be used: one line, exit 2
+        code = serve(cfg, options)
     raise typer.Exit(code)
 
 

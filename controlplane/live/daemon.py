@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,11 @@ from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
 from controlplane.live.driver import LiveDriver
 from controlplane.live.pool import POOL_KINDS, make_pool
+from controlplane.storage.errors import StorageError
 
 log = logging.getLogger("controlplane.daemon")
 
-__all__ = ["ADMIN_TOKEN_ENV", "Daemon", "DaemonOptions", "admin_token_from_env", "serve"]
+__all__ = ["ADMIN_TOKEN_ENV", "Daemon", "DaemonOptions", "admin_token_from_env", "listen", "serve"]
 
 ADMIN_TOKEN_ENV = "CONTROLPLANE_ADMIN_TOKEN"
 
@@ -90,6 +92,9 @@ class Daemon:
         self._drain_task: asyncio.Task | None = None
         self.crashed_runs: list[dict[str, Any]] = []  # runs of dead daemons marked crashed at start
         self.journal: Any = None  # the run's journal of accepted requests (when recording)
+        self.started = False  # `startup` done (by `serve` before it listens, else by the app's lifespan)
+        self.startup_error: Exception | None = None  # why `serve` could not start the run
+        self.close_error: StorageError | None = None  # the run's rows could not all be written at the close
         from controlplane.live.daemon_app import (
             create_app,  # the app's routes depend on this module
         )
@@ -99,7 +104,10 @@ class Daemon:
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        if self.started:
+            return
         await self.driver.start()
+        self.started = True
         await asyncio.to_thread(self._claim_run_and_mark_crashed)
         models = ", ".join(f"{d.name} x{d.replicas}" for d in self.config.cluster.models)
         log.info("run %s (mode live) recording to %s; starting %s on the %s pool", self.driver.run_id,
@@ -136,7 +144,12 @@ class Daemon:
             self.exiting = True
             self.drained_cleanly = await self._wait_drained()
         status = "finished" if self.drained_cleanly else "interrupted"
-        summary = await self.driver.close(status=status)
+        try:
+            summary = await self.driver.close(status=status)
+        except StorageError as exc:  # the database is gone: the rows are in the spill file it names
+            self.close_error = exc
+            log.error("run %s could not be closed in the database: %s", self.driver.run_id, exc)
+            return  # the journal stays: the requests it lists are not in the database
         if self.journal is not None:  # the run is closed: its rows are in the database (or spilled)
             self.journal.close(remove=True)
         log.info("run %s closed (%s): %s", self.driver.run_id, status,
@@ -192,13 +205,41 @@ def _server_class() -> type:
             self._cp_loop = asyncio.get_running_loop()
             await super().serve(sockets)
 
+        async def startup(self, sockets: Any = None) -> None:
+            try:  # the run first (models, database, workers): a failure is one error, not a traceback
+                await self.daemon.startup()
+            except Exception as exc:
+                self.daemon.startup_error = exc
+                self.should_exit = True
+                return
+            await super().startup(sockets)
+            host, port = self.config.host, sockets[0].getsockname()[1] if sockets else self.config.port
+            log.info("serving on http://%s:%d (SIGTERM or Ctrl+C drains, then exits)",
+                     f"[{host}]" if ":" in host else host, port)
+
     return DrainingServer
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The daemon's listening socket, bound before its run starts: a port in use is then one
+    clear error, and no run is recorded and no worker started for nothing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)  # SO_REUSEADDR, as uvicorn binds
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def serve(config: RunConfig, options: DaemonOptions) -> int:
-    """Run the daemon until it is drained and stopped; returns the process exit code."""
+    """Run the daemon until it is drained and stopped; returns the process exit code (1: the run's
+    rows could not all be written, see the spill file the log names).
+
+    Raises what kept the run from starting (`ConfigError` for a port in use or a model that cannot
+    be loaded, `StorageError` for a database that cannot be used...), before anything is served.
+    """
     import uvicorn
 
+    sock = listen(options.host, options.port)
     daemon = Daemon(config, options)
     uv_config = uvicorn.Config(
         daemon.app, host=options.host, port=options.port, log_level=options.log_level,
@@ -207,11 +248,16 @@ def serve(config: RunConfig, options: DaemonOptions) -> int:
     server = _server_class()(uv_config)
     server.daemon = daemon
     daemon.server = server
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if daemon.startup_error is not None:
+        raise daemon.startup_error
     if not server.started:
         log.error("the daemon did not start")
         return 1
-    return 0
+    return 1 if daemon.close_error is not None else 0
 
 
 def admin_token_from_env() -> str | None:

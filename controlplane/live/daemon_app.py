@@ -30,7 +30,7 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await daemon.startup()
+        await daemon.startup()  # (done already when `daemon.serve` runs it)
         try:
             yield
         finally:

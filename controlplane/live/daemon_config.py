@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from controlplane.config import RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from controlplane.live.model_source import WorkerModelSettings
@@ -71,12 +73,7 @@ def daemon_config(
             worker["preset"] = DEFAULT_PRESET
         if precision:
             worker["precision"] = precision
-        try:
-            settings = WorkerModelSettings(**worker)
-        except Exception as exc:
-            raise ConfigError(f"worker settings: {exc}") from None
-        if settings.path is not None and not Path(settings.path).is_dir():
-            raise ConfigError(f"model path {settings.path} is not a directory (models are never downloaded)")
+        settings = _worker_settings(worker, "cluster.models.0.worker")
         d["worker"] = worker
         if model_name or "name" not in d:
             d["name"] = model_name or settings.source_name()
@@ -87,4 +84,24 @@ def daemon_config(
         cluster = dict(file_values.get("cluster") or {})
         cluster["models"] = deployments
         overrides["cluster"] = cluster
-    return load_config(config_path, overrides), overrides
+    config = load_config(config_path, overrides)
+    for i, d in enumerate(config.cluster.models):  # the file's own models too, before anything starts
+        where = f"cluster.models.{i}.worker"
+        try:
+            _worker_settings(d.worker or {}, where)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid configuration in {config_path}:\n  {exc}" if config_path else str(exc)) from None
+    return config, overrides
+
+
+def _worker_settings(worker: dict[str, Any], where: str) -> WorkerModelSettings:
+    """A deployment's worker section, validated; errors name the key (``cluster.models.0.worker.preset``)."""
+    try:
+        settings = WorkerModelSettings(**worker)
+    except ValidationError as exc:
+        raise ConfigError("\n  ".join(
+            f"{'.'.join([where, *(str(p) for p in e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors())) from None
+    if settings.path is not None and not Path(settings.path).is_dir():
+        raise ConfigError(f"{where}.path: model path {settings.path} is not a directory (models are never downloaded)")
+    return settings

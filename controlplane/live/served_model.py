@@ -139,7 +139,7 @@ def load_served_model(name: str, settings: WorkerModelSettings) -> ServedModel:
 
         try:
             cfg = AutoConfig.from_pretrained(settings.path, local_files_only=True)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # no config.json; one without a known model_type
             raise ConfigError(f"model {name}: cannot read a model config in {settings.path}: {exc}") from None
     else:
         cfg = build_config(settings)

@@ -1,0 +1,116 @@
+"""What an operator gets when the daemon cannot start: one ``error:`` line naming the cause, exit
+code 2, no traceback, and no run recorded or worker started for nothing (a port in use, a database
+that cannot be reached, a model directory without a model, a bad ``worker`` key in the file)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from controlplane.errors import ConfigError
+from controlplane.live.daemon import listen
+from controlplane.live.daemon_config import daemon_config
+from tests.live.daemon_process import free_port
+
+
+def start(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """The daemon's command line, run to its exit (each of these fails before any worker starts)."""
+    return subprocess.run([sys.executable, "-m", "controlplane.cli.live", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_clear_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    for word in words:
+        assert word in " ".join(output.split()), output
+
+
+def test_a_port_in_use_is_one_error_and_records_no_run(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = start(tmp_path, "--port", str(port), "--db", f"sqlite:///{tmp_path / 'runs.db'}")
+    assert_one_clear_error(done, f"cannot listen on 127.0.0.1:{port}", "in use")
+    assert not (tmp_path / "runs.db").exists()  # no run was opened, no worker started
+
+
+def test_an_unreachable_database_is_one_error(tmp_path):
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing"
+    done = start(tmp_path, "--port", str(free_port()), "--db", url)
+    assert_one_clear_error(done, "error: database:", "Connection refused")
+
+
+def test_a_database_url_that_is_not_one_is_one_error(tmp_path):
+    done = start(tmp_path, "--port", str(free_port()), "--db", "controlplane.db")
+    assert_one_clear_error(done, "malformed database URL 'controlplane.db'")
+
+
+def test_a_model_directory_without_a_model_is_one_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = start(tmp_path, "--port", str(free_port()), "--model-path", "empty", "--db",
+                 f"sqlite:///{tmp_path / 'runs.db'}")
+    assert_one_clear_error(done, "model empty: cannot read a model config in empty")
+
+
+def test_a_bad_log_level_is_a_usage_error(tmp_path):
+    done = start(tmp_path, "--log-level", "verbose")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "'verbose' is not one of debug, info," in done.stderr
+
+
+def test_listen_names_the_address_in_use():
+    with listen("127.0.0.1", 0) as sock:
+        port = sock.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listen("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(("worker", "key"), [
+    ("{preset: tiny-lama}", "cluster.models.0.worker.preset: unknown preset 'tiny-lama'"),
+    ("{preset: tiny-llama, precison: fp32}", "cluster.models.0.worker.precison: Extra inputs are not permitted"),
+    ("{path: /no/such/model}", "cluster.models.0.worker.path: model path /no/such/model is not a directory"),
+])
+def test_a_bad_worker_key_in_the_file_names_the_key_before_anything_starts(tmp_path, worker, key):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(f"cluster:\n  models:\n    - name: chat\n      worker: {worker}\n")
+    with pytest.raises(ConfigError) as err:
+        daemon_config(config)
+    assert f"invalid configuration in {config}" in str(err.value) and key in str(err.value)
+    assert "pydantic" not in str(err.value)
+
+
+def test_a_bad_flag_names_the_key_without_pydantic_noise():
+    with pytest.raises(ConfigError, match="worker.precision: Input should be") as err:
+        daemon_config(None, precision="fp64")
+    assert "pydantic" not in str(err.value)
+
+
+def test_a_database_gone_at_the_close_is_logged_not_raised(caplog):
+    """The rows went to a spill file: the log names it, the exit code says so (1), no traceback."""
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.daemon import Daemon, DaemonOptions
+    from controlplane.storage.errors import StorageError
+
+    cfg, _ = daemon_config(None, workers=1)
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1), record=False)
+    close = daemon.driver.close
+
+    async def close_then_fail(**kwargs):
+        await close(**kwargs)
+        raise StorageError("3 rows could not be written; they were saved to /tmp/spill.jsonl", spill_path=None)
+
+    daemon.driver.close = close_then_fail
+    with caplog.at_level("ERROR", logger="controlplane.daemon"), TestClient(daemon.app) as http:
+        assert http.get("/healthz").status_code == 200
+    assert isinstance(daemon.close_error, StorageError)
+    assert any("could not be closed in the database" in r.message and "/tmp/spill.jsonl" in r.getMessage()
+               for r in caplog.records)
