@@ -5,7 +5,7 @@ no token is set): ``GET /admin/plugins``, ``GET /admin/workers``, ``POST /admin/
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
 from typing import Any
 
@@ -56,17 +56,31 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
 
 @router.post("/drain")
 async def admin_drain(request: HTTPRequest, daemon: DaemonDep) -> JSONResponse:
-    """Drain, then exit; with ``{"exit": false}`` drain and stay up (`/admin/resume` undoes it)."""
-    exit_after = True
-    with contextlib.suppress(Exception):
-        body = await request.json()
-        if isinstance(body, dict) and "exit" in body:
-            exit_after = bool(body["exit"])
+    """Drain, then exit; with ``{"exit": false}`` drain and stay up (`/admin/resume` undoes it).
+    A body that is not that (bad JSON, ``"exit": "false"``) is a 400: it never exits by mistake."""
+    exit_after = _exit_after(await request.body())
     if exit_after:
         daemon.request_exit("POST /admin/drain")
     else:
         daemon.driver.begin_drain()
     return JSONResponse({"draining": True, "exit": exit_after, "pending": daemon.driver.num_pending}, 202)
+
+
+def _exit_after(raw: bytes) -> bool:
+    """``exit`` of a drain request's body: true without a body, else the body's JSON boolean."""
+    if not raw.strip():
+        return True
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise APIError(400, 'the body is not valid JSON: send nothing, or {"exit": false}', code="invalid") from None
+    if not isinstance(body, dict) or not set(body) <= {"exit"}:
+        raise APIError(400, 'the body must be {"exit": true} or {"exit": false}', code="invalid")
+    exit_after = body.get("exit", True)
+    if not isinstance(exit_after, bool):
+        raise APIError(400, f"exit must be true or false, not {json.dumps(exit_after)[:40]}", param="exit",
+                       code="invalid")
+    return exit_after
 
 
 @router.post("/resume")

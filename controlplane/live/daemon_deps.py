@@ -125,10 +125,19 @@ async def _invalid(request: HTTPRequest, exc: RequestValidationError) -> JSONRes
     what = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
         where, what = None, "the request body is not valid JSON"
-    elif not where:  # the body itself is not an object
-        what = "the request body must be a JSON object"
+    elif not where:  # the body itself is not an object, or was not sent as JSON
+        what = _not_an_object(request.headers.get("content-type"))
     message = f"{where}: {what}" if where else what
     return APIError(400, message, param=where, code=ReasonCode.INVALID.value).response()
+
+
+def _not_an_object(content_type: str | None) -> str:
+    """Why the body is not the object a route takes: FastAPI parses a body as JSON only without a
+    content type or with a JSON one (``curl -d`` sends ``application/x-www-form-urlencoded``)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind and kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        return f"the request body must be JSON sent with 'Content-Type: application/json' (this one was {kind!r})"
+    return "the request body must be a JSON object"
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})

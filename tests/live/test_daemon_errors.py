@@ -73,3 +73,23 @@ def test_admin_needs_the_token_and_draining_is_503_unavailable(http):
         assert http.post("/admin/resume", headers=admin).json() == {"draining": False}
     ok = http.post("/v1/completions", json={"prompt": "again", "max_tokens": 2, "ignore_eos": True})
     assert ok.status_code == 200 and ok.json()["controlplane"]["requests"][0]["reason_code"] is None
+
+
+def test_a_json_body_sent_as_a_form_says_to_send_json(http):
+    """``curl -d '{...}'`` without ``-H 'content-type: application/json'``: the error says so."""
+    r = http.post("/v1/completions", content=b'{"prompt": "x", "max_tokens": 2}',
+                  headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and error(r)["code"] == "invalid"
+    assert "Content-Type: application/json" in error(r)["message"]
+    assert "application/x-www-form-urlencoded" in error(r)["message"]
+    not_an_object = http.post("/v1/completions", json=[1, 2])
+    assert error(not_an_object)["message"] == "the request body must be a JSON object"
+
+
+@pytest.mark.parametrize("body", [b'{"exit": "false"}', b'{exit: false}', b'[false]', b'{"exit": 0}',
+                                  b'{"exti": false}'])
+def test_a_drain_body_that_is_not_a_boolean_exit_is_refused_and_nothing_drains(http, body):
+    admin = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    r = http.post("/admin/drain", content=body, headers=admin)
+    assert r.status_code == 400 and error(r)["code"] == "invalid", r.text
+    assert http.get("/readyz").status_code == 200  # neither draining nor exiting
