@@ -15,6 +15,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +84,22 @@ def _node_ip() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Keep the process's SIGTERM and SIGINT handlers: ``ray.init`` replaces SIGTERM's with one that
+    exits at once, which would cut the daemon's drain short (the pool's ``close`` shuts Ray down)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread sets handlers (Ray's included)
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
 @dataclass
 class _RayWorker:
     actor: Any
@@ -126,7 +145,8 @@ class RayWorkerPool(WorkerPool):
             kwargs = {"include_dashboard": False, "log_to_driver": True, **self.init_kwargs}
             if self.address:
                 kwargs["address"] = self.address
-            ray.init(**kwargs)
+            with _signal_handlers_kept():
+                ray.init(**kwargs)
             self._started_ray = True
         if self._remote_cls is None:
             self._remote_cls = ray.remote(RayWorkerActor)
