@@ -30,6 +30,8 @@ async def readyz(driver: DriverDep) -> JSONResponse:
     body: dict[str, Any] = {"ready": driver.ready, "draining": driver.draining, "workers": states}
     if not driver.ready:
         body["reason"] = "draining" if driver.draining else "no worker is ready yet"
+        if not driver.draining and driver.last_worker_failure:  # e.g. a model its workers cannot load
+            body["reason"] += f"; the last worker failure: {driver.last_worker_failure[:500]}"
     return JSONResponse(body, 200 if driver.ready else 503)
 
 

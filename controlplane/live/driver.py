@@ -99,6 +99,7 @@ class LiveDriver:
         self._t0 = 0.0
         self._last_s = 0.0
         self._failed_workers: set[str] = set()
+        self.last_worker_failure: str | None = None  # "worker: reason" of the latest, for /readyz
         self._starting: dict[str, asyncio.Task] = {}
         self.batches = BatchRunner(self.pool, self._live, now_s=self.now_s, feed=self._feed,
                                    worker_failed=self._worker_failed, is_current=self._is_current,
@@ -447,6 +448,7 @@ class LiveDriver:
         if self.guardians.worker_failed(wid, reason) or wid in self._failed_workers or self._finished:
             return
         self._failed_workers.add(wid)
+        self.last_worker_failure = f"{wid}: {reason}"
         self.batches.worker_lost(wid, reason)  # quarantines its step's requests: not re-routed
         self.batches.forget_worker(wid)
         self._feed(ev.WorkerFailed(self.now_s(), wid, reason))

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 
+import time
+
 import pytest
 
 from controlplane.live.daemon import Daemon, DaemonOptions
@@ -93,3 +95,22 @@ def test_a_drain_body_that_is_not_a_boolean_exit_is_refused_and_nothing_drains(h
     r = http.post("/admin/drain", content=body, headers=admin)
     assert r.status_code == 400 and error(r)["code"] == "invalid", r.text
     assert http.get("/readyz").status_code == 200  # neither draining nor exiting
+
+
+def test_readiness_says_why_no_worker_starts(tmp_path):
+    """A model directory with a config but no weights: the workers fail to start, again and again;
+    ``/readyz`` says why instead of only 'no worker is ready yet'."""
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.model_source import WorkerModelSettings, build_config
+
+    build_config(WorkerModelSettings(preset="tiny-llama")).save_pretrained(tmp_path)
+    cfg, _ = daemon_config(None, workers=1, model_path=str(tmp_path))
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1), record=False)
+    with TestClient(daemon.app) as client:
+        deadline = time.monotonic() + 60
+        while "could not start" not in (reason := client.get("/readyz").json()["reason"]):
+            assert time.monotonic() < deadline, reason
+            time.sleep(0.1)
+    assert reason.startswith("no worker is ready yet; the last worker failure: ")
+    assert "model.safetensors" in reason  # the loader's own words: no weights in the directory
