@@ -29,7 +29,8 @@ def daemon(
         typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON); re-read on POST /admin/reload."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.", envvar="CONTROLPLANE_DAEMON_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="CONTROLPLANE_DAEMON_PORT")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).",
+                                      envvar="CONTROLPLANE_DAEMON_PORT")] = 8000,
     db: Annotated[
         Optional[str], typer.Option(help="Database URL for the run (default: the config's storage.url).")
     ] = None,
@@ -60,10 +61,10 @@ def daemon(
                                     "holds one per GPU); an autoscaler's scale-up beyond is recorded as unplaced.")
     ] = None,
     drain_timeout: Annotated[
-        float, typer.Option(help="Longest wait (s) for requests in flight when draining.")
+        float, typer.Option(min=0, help="Longest wait (s) for requests in flight when draining.")
     ] = 120.0,
     request_timeout: Annotated[
-        float, typer.Option(help="A request unanswered this long (s) gets HTTP 504; 0 disables.")
+        float, typer.Option(min=0, help="A request unanswered this long (s) gets HTTP 504; 0 disables.")
     ] = 600.0,
     journal_dir: Annotated[
         Optional[Path],

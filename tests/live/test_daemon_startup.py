@@ -114,3 +114,10 @@ def test_a_database_gone_at_the_close_is_logged_not_raised(caplog):
     assert isinstance(daemon.close_error, StorageError)
     assert any("could not be closed in the database" in r.message and "/tmp/spill.jsonl" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--port", "70000"), ("--port", "-1"), ("--request-timeout", "-5"),
+                                               ("--drain-timeout", "-1")])
+def test_out_of_range_numbers_are_usage_errors(tmp_path, option, value):
+    done = start(tmp_path, option, value)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and f"'{option}'" in done.stderr
