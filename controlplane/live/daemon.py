@@ -190,7 +190,8 @@ def _server_class() -> type:
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.daemon.exiting:
-                if sig == signal.SIGINT:  # a second Ctrl+C: stop now
+                if sig == signal.SIGINT:  # a second Ctrl+C: stop now (the run is then `interrupted`)
+                    self.daemon.drained_cleanly = False
                     self.force_exit = True
                     self.should_exit = True
                 return

@@ -121,3 +121,19 @@ def test_a_database_gone_at_the_close_is_logged_not_raised(caplog):
 def test_out_of_range_numbers_are_usage_errors(tmp_path, option, value):
     done = start(tmp_path, option, value)
     assert done.returncode == 2 and "Traceback" not in done.stderr and f"'{option}'" in done.stderr
+
+
+def test_a_second_sigint_stops_at_once_and_the_run_is_interrupted():
+    """Not `finished`: requests were cut off (they are recorded ``in_flight``)."""
+    import signal
+    import types
+
+    import uvicorn
+
+    from controlplane.live.daemon import _server_class
+
+    server = _server_class()(uvicorn.Config(app=None))
+    server.daemon = types.SimpleNamespace(exiting=True, drained_cleanly=True)  # a drain is under way
+    server.handle_exit(signal.SIGINT, None)
+    assert server.force_exit and server.should_exit
+    assert server.daemon.drained_cleanly is False
