@@ -407,6 +407,8 @@ class LiveDriver:
 
     async def _run_start_worker(self, wid: str, model: str) -> None:
         expected = sum(m.replicas for m in self.config.cluster.models) or 1
+        log.info("worker %s starting: loading %s (this can take minutes for a large model)", wid,
+                 self.models[model].settings.source_name())
         try:
             facts = await self.pool.start(wid, self.models[model].settings, expected_workers=expected)
         except asyncio.CancelledError:

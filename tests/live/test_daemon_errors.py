@@ -97,7 +97,7 @@ def test_a_drain_body_that_is_not_a_boolean_exit_is_refused_and_nothing_drains(h
     assert http.get("/readyz").status_code == 200  # neither draining nor exiting
 
 
-def test_readiness_says_why_no_worker_starts(tmp_path):
+def test_readiness_says_why_no_worker_starts(tmp_path, caplog):
     """A model directory with a config but no weights: the workers fail to start, again and again;
     ``/readyz`` says why instead of only 'no worker is ready yet'."""
     from fastapi.testclient import TestClient
@@ -105,6 +105,7 @@ def test_readiness_says_why_no_worker_starts(tmp_path):
     from controlplane.live.model_source import WorkerModelSettings, build_config
 
     build_config(WorkerModelSettings(preset="tiny-llama")).save_pretrained(tmp_path)
+    caplog.set_level("INFO", logger="controlplane.live.driver")
     cfg, _ = daemon_config(None, workers=1, model_path=str(tmp_path))
     daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1), record=False)
     with TestClient(daemon.app) as client:
@@ -114,3 +115,5 @@ def test_readiness_says_why_no_worker_starts(tmp_path):
             time.sleep(0.1)
     assert reason.startswith("no worker is ready yet; the last worker failure: ")
     assert "model.safetensors" in reason  # the loader's own words: no weights in the directory
+    starts = [r.getMessage() for r in caplog.records if "starting: loading" in r.getMessage()]
+    assert starts and starts[0].startswith("worker ") and tmp_path.name in starts[0]  # progress while it loads
