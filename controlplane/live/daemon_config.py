@@ -90,7 +90,8 @@ def daemon_config(
         try:
             _worker_settings(d.worker or {}, where)
         except ConfigError as exc:
-            raise ConfigError(f"invalid configuration in {config_path}:\n  {exc}" if config_path else str(exc)) from None
+            in_file = f" in {config_path}" if config_path else ""
+            raise ConfigError(f"invalid configuration{in_file}:\n  {exc}") from None
     return config, overrides
 
 

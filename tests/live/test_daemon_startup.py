@@ -43,9 +43,10 @@ def test_a_port_in_use_is_one_error_and_records_no_run(tmp_path):
 
 
 def test_an_unreachable_database_is_one_error(tmp_path):
-    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing"
+    url = f"postgresql+psycopg://nobody:hunter2@127.0.0.1:{free_port()}/nothing"
     done = start(tmp_path, "--port", str(free_port()), "--db", url)
     assert_one_clear_error(done, "error: database:", "Connection refused")
+    assert "hunter2" not in done.stdout + done.stderr  # the password is never shown (banner, log, error)
 
 
 def test_a_database_url_that_is_not_one_is_one_error(tmp_path):
