@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from controlplane.cli.common import err, user_errors
+from controlplane.cli.worker_options import CpuThreadsOpt, ModelPathOpt, PrecisionOpt, PresetOpt
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -37,25 +38,19 @@ def daemon(
     workers: Annotated[
         Optional[int], typer.Option(min=0, help="Replicas of the model (default: one per GPU, else 1).")
     ] = None,
-    preset: Annotated[
-        Optional[str], typer.Option(help="Random-weight model preset: tiny-llama, small-llama, medium-llama.")
-    ] = None,
-    model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
+    preset: PresetOpt = None,
+    model_path: ModelPathOpt = None,
     model_name: Annotated[
         Optional[str], typer.Option(help="Name the model is served as (default: its source).")
     ] = None,
-    precision: Annotated[
-        Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | nf4 (default: fp32 on CPU, bf16 on GPU).")
-    ] = None,
+    precision: PrecisionOpt = None,
     pool: Annotated[
         str, typer.Option(help="Where workers run: thread | process | ray.", envvar="CONTROLPLANE_DAEMON_POOL")
     ] = "process",
     ray_address: Annotated[
         Optional[str], typer.Option(help="Ray cluster to join (pool ray; default: start a local one).")
     ] = None,
-    cpu_threads: Annotated[
-        Optional[int], typer.Option(min=1, help="torch threads per CPU worker (default: cores / workers).")
-    ] = None,
+    cpu_threads: CpuThreadsOpt = None,
     max_workers: Annotated[
         Optional[int], typer.Option(min=1, help="Workers the pool may hold at once (default: no limit; a GPU pool "
                                     "holds one per GPU); an autoscaler's scale-up beyond is recorded as unplaced.")
