@@ -6,10 +6,10 @@ import contextlib
 import gc
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from controlplane.errors import ControlPlaneError
-from controlplane.storage.errors import StorageError
+from controlplane.storage.errors import StorageError, database_error
 
 #: The two consoles, ``out`` (stdout) and ``err`` (stderr), are made on first use (module
 #: ``__getattr__``): ``controlplane sim replay --json`` prints nothing through rich and so does
@@ -68,13 +68,53 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ControlPlaneError, ValueError, LookupError, FileNotFoundError, StorageError) as exc:
-        text = f"database: {exc}" if isinstance(exc, StorageError) else str(exc)
+        text = str(exc)
+        if isinstance(exc, StorageError):  # (one raised from a driver's error: that error's one line)
+            text = f"database: {database_error(exc.__cause__) if _database_failure(exc.__cause__) else exc}"
         if isinstance(exc, StorageError) and exc.spill_path is not None:
             text += f" (rows not written were saved to {exc.spill_path})"
-        console("err").print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
-        import typer  # (here: `controlplane sim replay` runs without typer, `controlplane.cli.replay_args`)
+        _exit_with(text)
+    except Exception as exc:
+        if not _database_failure(exc):
+            raise
+        _exit_with(f"database: {database_error(exc)}")
 
-        raise typer.Exit(2) from None
+
+def _database_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is SQLAlchemy's wrapper of a database driver's error (an unreachable server,
+    a file that is not a database): checked without importing SQLAlchemy where nothing did."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.DBAPIError)
+
+
+def _exit_with(text: str) -> NoReturn:
+    console("err").print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
+    import typer  # (here: `controlplane sim replay` runs without typer, `controlplane.cli.replay_args`)
+
+    raise typer.Exit(2) from None
+
+
+def open_stored_runs(db: str | None) -> Any:
+    """The engine of the database ``db`` (default: the config's), for a command that reads stored
+    runs: a SQLite file that does not exist is an error naming it (rather than a new, empty
+    database made by a typo in ``--db``), and a database that cannot be opened is one line."""
+    from controlplane.storage import ensure_schema, make_engine
+    from controlplane.storage.db import plain_sqlite_file
+
+    url = resolve_db(db)
+    path = plain_sqlite_file(url)
+    if path is not None and not path.exists():
+        raise StorageError(f"{url}: no such file ({path}), so no run is stored there; check --db, or replay "
+                           f"a trace into it first (`controlplane sim replay --db {url}`)")
+    engine = make_engine(url)
+    try:
+        ensure_schema(engine)
+    except Exception as exc:
+        engine.dispose()
+        if _database_failure(exc):
+            raise database_error(exc, url) from None
+        raise
+    return engine
 
 
 def resolve_db(url: str | None) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from controlplane.cli.common import DB_OPTION_HELP, out, resolve_db, user_errors
+from controlplane.cli.common import DB_OPTION_HELP, open_stored_runs, out, user_errors
 
 
 def report(
@@ -23,13 +23,11 @@ def report(
     sortable table of its runs.
     """
     from controlplane.report import write_report
-    from controlplane.storage import ensure_schema, make_engine
 
     if (run_id is None) == (sweep is None):
         raise typer.BadParameter("give a run id or --sweep ID (not both)")
     with user_errors():
-        engine = make_engine(resolve_db(db))
-        ensure_schema(engine)
+        engine = open_stored_runs(db)
         try:
             path = write_report(engine, html, run_id=run_id, sweep_id=sweep)
         finally:

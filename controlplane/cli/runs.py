@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from controlplane.cli.common import DB_OPTION_HELP, fmt_value, out, resolve_db, user_errors
+from controlplane.cli.common import DB_OPTION_HELP, fmt_value, open_stored_runs, out, user_errors
 from controlplane.cli.summary_table import compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -18,11 +18,7 @@ DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)]
 
 
 def _engine(db: str | None):
-    from controlplane.storage import ensure_schema, make_engine
-
-    engine = make_engine(resolve_db(db))
-    ensure_schema(engine)
-    return engine
+    return open_stored_runs(db)
 
 
 @app.command("list")

@@ -8,7 +8,6 @@ a background writer process does not need).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,17 +16,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from controlplane.storage import jsoncodec, sqlite_schema
-from controlplane.storage.errors import StorageError
+from controlplane.storage.errors import StorageError, mask_password
 
 DEFAULT_URL: Final = "sqlite:///controlplane.db"
 ALEMBIC_DIR: Final = Path(__file__).resolve().parents[2] / "alembic"
 
 _PG_MIGRATION_LOCK: Final = 0x636F6E74726F6C  # any constant shared by all controlplane processes
 _SQLITE_BEGIN_OPTION: Final = "controlplane_sqlite_begin"
-
-
-def _mask_password(url: str) -> str:
-    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 def describe_url(engine: Engine) -> str:
@@ -40,7 +35,7 @@ def _parse_url(url: str | URL) -> URL:
         parsed = make_url(url)
     except (ArgumentError, ValueError, TypeError) as exc:
         raise ValueError(
-            f"malformed database URL {_mask_password(str(url))!r}: {exc}; "
+            f"malformed database URL {mask_password(str(url))!r}: {exc}; "
             "expected e.g. 'sqlite:///path/to/runs.db' or "
             "'postgresql+psycopg://user@host:5432/dbname'"
         ) from exc
@@ -90,7 +85,8 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     :func:`sqlalchemy.create_engine` and override these defaults.
 
     Raises ``ValueError`` naming the URL when it is malformed or names an
-    unknown driver.
+    unknown driver, ``StorageError`` naming the folder when a SQLite file's
+    folder cannot be made.
     """
     parsed = _parse_url(url if url is not None else DEFAULT_URL)
     if parsed.drivername in ("postgresql", "postgres"):
@@ -101,7 +97,11 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
         kwargs["pool_pre_ping"] = True
     kwargs.update(engine_kwargs)
     if is_sqlite and (path := _sqlite_file(parsed)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission: one line naming the folder
+            raise StorageError(f"cannot create the folder {str(path.parent)!r} of the SQLite database "
+                               f"{parsed.render_as_string(hide_password=True)}: {exc.strerror or exc}") from None
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:

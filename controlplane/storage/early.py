@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from controlplane import timings
 from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
-from controlplane.storage.errors import StorageError
+from controlplane.storage.errors import StorageError, database_error
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
 from controlplane.storage.rows import SPECS, derive_latencies
 
@@ -153,10 +153,11 @@ def take_started() -> EarlyWriter | None:
     return writer
 
 
-def portable_error(exc: BaseException | None) -> BaseException:
+def portable_error(exc: BaseException | None, url: str | None = None) -> BaseException:
     """``exc`` as the parent can unpickle it without importing the database side: our own
-    and the standard library's exceptions as they are, others as a ``StorageError`` naming
-    their type."""
+    and the standard library's exceptions as they are, others (the database driver's) as a
+    one-line ``StorageError`` naming the database ``url`` and the driver's error
+    (`controlplane.storage.errors.database_error`)."""
     if exc is None:
         return StorageError("the writer process could not open the database")
     module = type(exc).__module__
@@ -166,7 +167,7 @@ def portable_error(exc: BaseException | None) -> BaseException:
             return exc
         except Exception:  # noqa: BLE001 - not portable as it is
             pass
-    return StorageError(f"{type(exc).__name__}: {exc}")
+    return database_error(exc, url)
 
 
 class EarlyWriter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -16,3 +17,21 @@ class StorageError(RuntimeError):
     def __init__(self, message: str, *, spill_path: Path | None = None) -> None:
         super().__init__(message)
         self.spill_path = spill_path
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password of its user (``//user:password@``) replaced by ``***``."""
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def database_error(exc: BaseException, url: str | None = None) -> StorageError:
+    """A database driver's failure (SQLAlchemy's ``DBAPIError``, or the driver's own) as one line
+    that names the database (password hidden): the driver's error type and message, without
+    SQLAlchemy's wrapper, the statement and its "Background on this error" link. SQLite's
+    "unable to open" names the likely cause."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
+    if "unable to open database file" in text:
+        text += " (does its folder exist, and may this user write there?)"
+    where = f"{mask_password(url)}: " if url else ""
+    return StorageError(f"{where}{type(orig).__name__}: {text}")

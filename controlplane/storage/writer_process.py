@@ -168,7 +168,7 @@ def serve_fresh(rfd: int, wfd: int) -> None:
         except Exception as exc:  # noqa: BLE001
             error = exc
     if error is not None or recorder is None:
-        send(wfd, (None, portable_error(error)))
+        send(wfd, (None, portable_error(error, url)))
         return
     send(wfd, (recorder.run_id, None))
     timings.mark("writer_answered")

@@ -193,6 +193,39 @@ def test_runs_show_a_missing_run_exits_2(two_runs):
     assert result.exit_code == 2 and "run 99 not found" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["list"], ["show", "1"], ["export", "1"], ["compare", "1", "2"],
+                                     ["plot", "1"], ["report", "1"]])
+def test_runs_commands_on_a_missing_sqlite_file_exit_2_and_make_nothing(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "typo" / "runs.db"
+    result = cli("runs", *command, "--db", f"sqlite:///{missing}", ok=False)
+    assert result.exit_code == 2
+    assert f"sqlite:///{missing}: no such file" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no empty database, no folder
+
+
+def test_runs_list_on_a_file_that_is_not_a_database_is_one_line(tmp_path):
+    path = tmp_path / "trace.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" * 200)
+    result = cli("runs", "list", "--db", f"sqlite:///{path}", ok=False)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert result.stderr.strip() == f"error: database: sqlite:///{path}: DatabaseError: file is not a database"
+
+
+def test_runs_list_on_an_unreachable_server_is_one_line():
+    result = cli("runs", "list", "--db", "postgresql://nobody:secret@127.0.0.1:1/x", ok=False)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: database: postgresql://nobody:***@127.0.0.1:1/x: ")
+
+
+def test_a_replay_into_a_folder_that_cannot_be_made_exits_2_naming_it(tmp_path):
+    (tmp_path / "trace.csv").write_text("x\n")
+    result = cli("sim", "replay", "--limit", "5", "--db", f"sqlite:///{tmp_path / 'trace.csv' / 'runs.db'}", ok=False)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "cannot create the folder" in result.stderr and "trace.csv" in result.stderr
+
+
 def test_runs_compare(two_runs):
     out = cli("runs", "compare", "1", "2", "--db", two_runs).stdout
     assert "run 1 vs run 2" in out

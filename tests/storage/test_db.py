@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, insert, select, text
 
-from controlplane.storage import make_engine
+from controlplane.storage import StorageError, make_engine
 from controlplane.storage.models import Request, Run
 
 
@@ -33,6 +33,13 @@ def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
         assert path.exists()
     finally:
         engine.dispose()
+
+
+def test_a_sqlite_folder_that_cannot_be_made_is_a_storage_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text("a file where the folder should be\n")
+    with pytest.raises(StorageError, match=r"cannot create the folder '.*trace\.csv' of the SQLite database "
+                                           r"sqlite:///.*trace\.csv/runs\.db: File exists"):
+        make_engine(f"sqlite:///{tmp_path / 'trace.csv' / 'runs.db'}")
 
 
 def test_sqlite_pragmas(sqlite_engine: Engine) -> None:

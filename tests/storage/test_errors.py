@@ -1,0 +1,53 @@
+"""A database driver's failure reaches the user as one line naming the database."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from controlplane.storage import make_engine
+from controlplane.storage.errors import StorageError, database_error, mask_password
+
+
+def _driver_error(url: str) -> DBAPIError:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        return exc
+    finally:
+        engine.dispose()
+    raise AssertionError("no error")
+
+
+def test_a_file_that_is_not_a_database_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "trace.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" * 200)
+    url = f"sqlite:///{path}"
+    error = database_error(_driver_error(url), url)
+    assert isinstance(error, StorageError)
+    assert str(error) == f"{url}: DatabaseError: file is not a database"
+
+
+def test_an_unreachable_server_is_one_line_with_the_password_hidden():
+    url = "postgresql://nobody:secret@127.0.0.1:1/x"
+    message = str(database_error(_driver_error(url), url))
+    assert "\n" not in message and "Background on this error" not in message and "secret" not in message
+    assert message.startswith("postgresql://nobody:***@127.0.0.1:1/x: OperationalError: ") and "127.0.0.1" in message
+
+
+def test_sqlite_that_cannot_open_its_file_says_where_to_look():
+    message = str(database_error(sqlite3.OperationalError("unable to open database file")))
+    assert message.startswith("OperationalError: unable to open database file (does its folder exist")
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("postgresql+psycopg://u:pw@h:5432/d", "postgresql+psycopg://u:***@h:5432/d"),
+    ("sqlite:///runs.db", "sqlite:///runs.db"),
+])
+def test_mask_password(url, masked):
+    assert mask_password(url) == masked
