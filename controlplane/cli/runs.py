@@ -66,6 +66,8 @@ def show(
         counts = decision_counts(engine, run_id)
     out.print(f"[bold]run {run_id}[/] {run.get('name') or ''} mode={run['mode']} status={run['status']} "
               f"seed={run.get('seed')} trace={run.get('trace')}")
+    if (error := (run.get("summary") or {}).get("error")) is not None:
+        out.print(f"[bold red]{run['status']}:[/] {error.rstrip(': ')}", highlight=False)
     if run.get("summary"):
         out.print(summary_table(run["summary"], f"run {run_id}"))
     plugins = run.get("plugins") or []
@@ -116,10 +118,9 @@ def compare(
         if not side_a or not side_b:
             raise typer.BadParameter("give runs A and B: `runs compare A B`, or --a/--b run ids, or --a-sweep/--b-sweep")
         runs_a, runs_b = [get_run(engine, r) for r in side_a], [get_run(engine, r) for r in side_b]
+        for r in (*runs_a, *runs_b):
+            _check_comparable(r)
         diffs = compare_runs(engine, side_a, side_b, confidence=confidence, n_resamples=resamples) if ci else []
-    for r in (*runs_a, *runs_b):
-        if not r.get("summary"):
-            raise typer.BadParameter(f"run {r['id']} has no summary (status {r['status']})")
     if json_out:
         import json
 
@@ -137,6 +138,16 @@ def compare(
         with user_errors():
             for table in compare_decisions(engine, side_a[0], side_b[0]):
                 out.print(table)
+
+
+def _check_comparable(run: dict) -> None:
+    """A run without a summary's metrics (it failed, or was interrupted) cannot be compared: say
+    why, naming its error, rather than compare what it never measured."""
+    summary = run.get("summary") or {}
+    if "num_requests" not in summary:
+        error = summary.get("error")
+        raise ValueError(f"run {run['id']} has no summary to compare (status {run['status']}"
+                         f"{': ' + error.rstrip(': ') if error else ''})")
 
 
 @app.command()

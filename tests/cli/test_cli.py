@@ -226,6 +226,28 @@ def test_a_replay_into_a_folder_that_cannot_be_made_exits_2_naming_it(tmp_path):
     assert "cannot create the folder" in result.stderr and "trace.csv" in result.stderr
 
 
+@pytest.fixture
+def failed_run(tmp_path, two_runs) -> str:
+    """Run 3 of ``two_runs``'s database: a replay that stopped at a malformed row."""
+    trace = tmp_path / "bad.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,44\n"
+                     "2023-11-16 18:15:47.00,abc,1\n")
+    assert cli("sim", "replay", str(trace), "--db", two_runs, ok=False).exit_code == 2
+    return two_runs
+
+
+def test_runs_show_of_a_failed_run_says_why_it_failed(failed_run):
+    out = cli("runs", "show", "3", "--db", failed_run).stdout
+    assert "status=failed" in out
+    assert re.search(r"failed: TraceFormatError: \S*bad\.csv:3: field 'ContextTokens'", out)
+
+
+def test_runs_compare_refuses_a_failed_run_naming_its_error(failed_run):
+    result = cli("runs", "compare", "1", "3", "--db", failed_run, ok=False)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert re.search(r"run 3 has no summary to compare \(status failed: TraceFormatError: \S*bad\.csv:3", result.stderr)
+
+
 def test_runs_compare(two_runs):
     out = cli("runs", "compare", "1", "2", "--db", two_runs).stdout
     assert "run 1 vs run 2" in out
