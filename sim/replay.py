@@ -32,6 +32,7 @@ from sim.traces import TraceReader, TraceRequest, apply_transforms, read_trace
 __all__ = [
     "READER_STREAM",
     "TRANSFORM_STREAM",
+    "ReplayInterrupted",
     "ReplayResult",
     "TraceTransforms",
     "build_driver",
@@ -253,6 +254,43 @@ def replay(
         trace_name = trace_name if trace_name is not None else str(trace.path)
         trace_format = trace_format if trace_format is not None else trace.format
     requests = prepare_trace(trace, seed=config.seed, transforms=transforms)
+    started: list[Any] = []  # the session and the driver, as they are made
+    try:
+        return _run(config, requests, trace_name, trace_format, record, extra_plugins, available, writer,
+                    on_progress, started)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, ReplayInterrupted):
+            raise
+        session, driver = (started + [None, None])[:2]
+        raise ReplayInterrupted(_started_run_id(session), driver.num_arrived if driver is not None else 0) from exc
+
+
+class ReplayInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a replay. The run was closed as ``interrupted`` with the rows written until
+    then; ``run_id`` names it (None when it had not started) and ``num_arrived`` counts the
+    requests that had arrived."""
+
+    def __init__(self, run_id: int | None, num_arrived: int) -> None:
+        super().__init__(run_id, num_arrived)
+        self.run_id = run_id
+        self.num_arrived = num_arrived
+
+
+def _started_run_id(session: RunSession | None) -> int | None:
+    """The run's id when its row was written (else None: it never started, or its start failed)."""
+    if session is None:
+        return None
+    try:
+        return session.run_id
+    except Exception:  # noqa: BLE001 - a start that failed: no run to name
+        return None
+
+
+def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | None, trace_format: str | None,
+         record: bool, extra_plugins: Iterable[object], available: Mapping[str, Any] | None, writer: Any,
+         on_progress: Callable[[int, float], None] | None, started: list[Any]) -> ReplayResult:
+    """`replay`'s run: the session, the driver and the loop (``started`` gets the session and the
+    driver as they are made, for `ReplayInterrupted`)."""
     with RunSession(
         config,
         mode="sim",
@@ -264,8 +302,10 @@ def replay(
         writer=writer,
         defer_run_id=True,  # a writer process inserts the run row while the driver is built
     ) as session:
+        started.append(session)
         timings.mark("session_open")
         driver = build_driver(session, on_progress=on_progress)
+        started.append(driver)
         session.started()  # the run row's id, before the first event (plugins may read it)
         timings.mark("loop_start")
         t0 = time.perf_counter()

@@ -171,29 +171,29 @@ def main() -> None:
     from controlplane import timings
 
     timings.mark("main")
-    name = _command_name(sys.argv[1:])
-    subcommand = _subcommand(sys.argv[1:]) if name is not None else None
-    if name == "sim":
-        # Before anything makes a dataclass: the functions the standard library compiles from
-        # text at every start (a fifth of a short replay's instructions) come from the cache
-        # directory (the simulator's commands, whose start is most of a short run).
-        from controlplane import code_cache
-
-        code_cache.install(f"{name} {subcommand or ''}")
     early = None
-    if name == "sim":
-        # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a
-        # thread per core at import (CPU and wall on a busy host, for nothing). Set before
-        # numpy is imported; an explicit setting wins.
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        if subcommand == "replay":
-            # Its writer process, forked before the command's imports: it imports the database
-            # side and opens the database while this process imports the simulator.
-            from controlplane.storage import early
-
-            early.start_for_command()
-            _skip_pydantic_plugin_scan()
     try:
+        name = _command_name(sys.argv[1:])
+        subcommand = _subcommand(sys.argv[1:]) if name is not None else None
+        if name == "sim":
+            # Before anything makes a dataclass: the functions the standard library compiles from
+            # text at every start (a fifth of a short replay's instructions) come from the cache
+            # directory (the simulator's commands, whose start is most of a short run).
+            from controlplane import code_cache
+
+            code_cache.install(f"{name} {subcommand or ''}")
+        if name == "sim":
+            # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a
+            # thread per core at import (CPU and wall on a busy host, for nothing). Set before
+            # numpy is imported; an explicit setting wins.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+            if subcommand == "replay":
+                # Its writer process, forked before the command's imports: it imports the database
+                # side and opens the database while this process imports the simulator.
+                from controlplane.storage import early
+
+                early.start_for_command()
+                _skip_pydantic_plugin_scan()
         try:
             app = _plain_replay() if subcommand == "replay" and name == "sim" else None
             if app is None:
@@ -204,9 +204,12 @@ def main() -> None:
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
+    except KeyboardInterrupt:  # Ctrl-C before the command ran (its imports): one word, no traceback
+        print("interrupted", file=sys.stderr)
+        code = 130
     finally:
         if early is not None and (unused := early.take_started()) is not None:
-            unused.discard()  # the command did not run a replay (--help, a usage error)
+            unused.discard()  # the command did not run a replay (--help, a usage error, an interrupt)
     if code is None:
         code = 0
     elif not isinstance(code, int):

@@ -68,8 +68,13 @@ def sweep(
             def on_run(outcome, run_id: int) -> None:
                 bar.advance(task)
 
-            result = run_sweep(loaded, url, backend=backend, workers=workers, ray_address=ray_address, fresh=fresh,
-                               on_start=on_start, on_run=on_run)
+            try:
+                result = run_sweep(loaded, url, backend=backend, workers=workers, ray_address=ray_address,
+                                   fresh=fresh, on_start=on_start, on_run=on_run)
+            except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept and how to go on)
+                bar.stop()
+                _say_interrupted(exc)
+                raise
         engine = make_engine(url)
         runs = sweep_runs(engine, result.sweep_id)
         engine.dispose()
@@ -91,6 +96,16 @@ def sweep(
             else f"nothing to run, all {result.total} runs already stored")
     common.out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep "
                      f"{result.sweep_id} --html sweep.html`", highlight=False)
+
+
+def _say_interrupted(exc: KeyboardInterrupt) -> None:
+    """One line on stderr: the sweep Ctrl-C left, its runs stored, and how to resume it."""
+    if (sweep_id := getattr(exc, "sweep_id", None)) is None:  # (`sim.sweep.run.SweepInterrupted`)
+        common.err.print("interrupted before the sweep started: nothing was stored", highlight=False)
+        return
+    common.err.print(f"interrupted: sweep {sweep_id} is stored with status 'interrupted', {exc.stored} of its "
+                     f"{exc.total} runs finished; run the same command again to resume it (--fresh starts over)",
+                     highlight=False)
 
 
 def sweep_table(runs: list[dict], title: str) -> Any:

@@ -16,7 +16,16 @@ from sim.sweep.store import create_or_resume, finish_sweep, store_outcome, store
 from sim.sweep.worker import RunOutcome, RunTask
 from sim.traces import TraceRequest
 
-__all__ = ["SweepResult", "load_traces", "make_tasks", "run_sweep", "transforms_of"]
+__all__ = ["SweepInterrupted", "SweepResult", "load_traces", "make_tasks", "run_sweep", "transforms_of"]
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: it is stored as ``interrupted`` with ``stored`` of its ``total`` runs
+    finished; the same spec against the same database resumes it."""
+
+    def __init__(self, sweep_id: int, stored: int, total: int) -> None:
+        super().__init__(sweep_id, stored, total)
+        self.sweep_id, self.stored, self.total = sweep_id, stored, total
 
 
 @dataclass
@@ -123,9 +132,9 @@ def run_sweep(
             if not isinstance(backend, Backend):
                 back.close()
         status = "finished"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "interrupted"
-        raise
+        raise SweepInterrupted(sweep_id, result.skipped + result.ran, result.total) from exc
     finally:
         finish_sweep(engine, sweep_id, status)
         if own_engine:

@@ -124,6 +124,19 @@ def _bad_azure_trace(tmp_path: Path) -> Path:
     return path
 
 
+def test_ctrl_c_during_a_replay_says_which_run_was_kept(db, monkeypatch):
+    from sim.driver import SimDriver
+
+    def interrupted(self, requests):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SimDriver, "run", interrupted)
+    result = cli("sim", "replay", "--limit", "5", "--db", db, ok=False)
+    assert result.exit_code in (1, 130)
+    assert ("interrupted after 0 requests arrived: run 1 is stored with status 'interrupted' and the rows written "
+            "until then (`controlplane runs show 1`)") in result.stderr
+
+
 def test_a_malformed_trace_row_exits_2_naming_file_line_and_field(tmp_path, db):
     path = _bad_azure_trace(tmp_path)
     result = cli("sim", "replay", path, "--db", db, ok=False)

@@ -8,7 +8,7 @@ from controlplane.config import DEFAULT_PLUGINS
 from controlplane.errors import ConfigError
 from controlplane.storage import get_run, list_runs, make_engine
 from controlplane.testing import make_config, make_trace
-from sim.replay import build_latency_models, replay
+from sim.replay import ReplayInterrupted, build_latency_models, replay
 from sim.traces import TraceFormatError, bundled_trace_path, read_trace
 from tests.fixtures.common import FinishedLog, azure_head
 
@@ -86,6 +86,20 @@ def test_a_malformed_trace_row_raises_its_trace_error(tmp_path):
     with pytest.raises(TraceFormatError) as exc:
         replay(read_trace(path, "canonical"), make_config(), record=False)
     assert (exc.value.path, exc.value.line, exc.value.field) == (str(path), 4, "prompt_tokens")
+
+
+def test_ctrl_c_during_a_replay_names_the_interrupted_run_and_what_had_arrived(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    def interrupt(arrived: int, sim_s: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(ReplayInterrupted) as exc:
+        replay(make_trace(600), make_config(storage={"url": url}), on_progress=interrupt)
+    assert isinstance(exc.value, KeyboardInterrupt)
+    assert (exc.value.run_id, exc.value.num_arrived) == (1, 256)  # (progress is reported every 256 arrivals)
+    run = get_run(make_engine(url), 1)
+    assert run["status"] == "interrupted" and run["summary"]["error"].startswith("KeyboardInterrupt")
 
 
 # --- the library workflow: transforms, seeds, determinism, what a benchmark reads ---------------

@@ -14,6 +14,7 @@ from controlplane.storage import make_engine
 from controlplane.storage.models import Request, Run, Sweep
 from sim.sweep import load_spec, run_sweep
 from sim.sweep.backends import Backend
+from sim.sweep.run import SweepInterrupted
 from sim.sweep.spec import apply_dotted
 from sim.sweep.store import sweep_runs
 from sim.sweep.worker import RunOutcome, RunTask
@@ -126,8 +127,10 @@ class _Interrupting(Backend):
 def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     loaded = load_spec(data=SPEC)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SweepInterrupted) as interrupted:
         run_sweep(loaded, db, backend=_Interrupting(3))
+    assert isinstance(interrupted.value, KeyboardInterrupt)
+    assert (interrupted.value.sweep_id, interrupted.value.stored, interrupted.value.total) == (1, 3, 8)
     engine = make_engine(db)
     with engine.begin() as conn:
         sweep_id, status = conn.execute(select(Sweep.id, Sweep.status)).one()

@@ -1,0 +1,30 @@
+"""`controlplane sim sweep`: what a user sees when a sweep is interrupted."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import sim.sweep
+from controlplane.cli import app, common
+from sim.sweep.run import SweepInterrupted
+
+
+@pytest.fixture(autouse=True)
+def _wide_consoles(monkeypatch):
+    for console in (common.out, common.err):
+        monkeypatch.setattr(console, "_width", 400)
+
+
+def test_ctrl_c_during_a_sweep_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n  cluster.models.0.replicas: [1, 2]\n")
+
+    def interrupted(*args, **kwargs):
+        raise SweepInterrupted(4, 1, 2)
+
+    monkeypatch.setattr(sim.sweep, "run_sweep", interrupted)
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--db", f"sqlite:///{tmp_path / 'runs.db'}"])
+    assert result.exit_code in (1, 130)
+    assert ("interrupted: sweep 4 is stored with status 'interrupted', 1 of its 2 runs finished; run the same "
+            "command again to resume it (--fresh starts over)") in result.stderr
