@@ -85,6 +85,15 @@ def row_start_line(reader: "csv._reader", row: Sequence[str]) -> int:
     return reader.line_num - breaks
 
 
+def check_row_width(path: PathLike, line: int, row: Sequence[str], header: Sequence[str]) -> None:
+    """A row with text past the header's last column is an error naming that column: an unquoted
+    comma inside a field shifts every field after it, and the rest would be dropped unseen. Empty
+    fields there (trailing commas) are not an error."""
+    if len(row) > len(header) and any(c.strip() for c in row[len(header):]):
+        raise TraceFormatError(path, line, header[-1], f"row has {len(row)} fields, the header {len(header)} "
+                               "(a field holding a comma must be quoted)")
+
+
 def parse_count(path: PathLike, line: int, field: str, text: object) -> int:
     """A token count: a non-negative integer (CSV text, or a JSON int / integral float)."""
     if isinstance(text, str):

@@ -14,7 +14,7 @@ import csv
 import datetime as _dt
 from typing import Iterator
 
-from ._io import (ORDER_TOLERANCE_S, PathLike, backwards, column_index, csv_header, no_rows,
+from ._io import (ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
                   open_text, parse_count, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic
@@ -89,6 +89,8 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                 if standard:
                     ts, ctx, gen = row
                 else:
+                    if len(row) > len(header):
+                        raise ValueError  # (the slow path says whether the fields past the header hold text)
                     ts, ctx, gen = row[its], row[ictx], row[igen]
                 p = int(ctx)
                 o = int(gen)
@@ -108,6 +110,7 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                     if len(row) <= max(its, ictx, igen):
                         bad = next(n for n, i in zip(HEADER, (its, ictx, igen)) if i >= len(row))
                         raise TraceFormatError(path, line, bad, f"row has {len(row)} fields, expected {len(header)}")
+                    check_row_width(path, line, row, header)
                     # counts first: a skipped row must not become the clock's origin
                     p = parse_count(path, line, CTX, row[ictx].strip())
                     o = parse_count(path, line, GEN, row[igen].strip())

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any, Iterable, Iterator, Sequence
 
-from ._io import (PathLike, base_suffix, column_index, csv_header, in_order,
+from ._io import (PathLike, base_suffix, check_row_width, column_index, csv_header, in_order,
                   empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, params_from_mapping, thaw
@@ -96,6 +96,7 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
             raise TraceFormatError(path, line, name, f"row has {len(row)} fields, expected {len(header)}")
         return row[i].strip()
 
+    check_row_width(path, line, row, header)
     rid = cell("request_id", ii) and row[ii]  # ids are kept verbatim, as on the fast path
     rid = rid or str(idx)
     t = parse_seconds(path, line, "arrival_s", cell("arrival_s", ia))

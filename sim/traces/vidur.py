@@ -16,7 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ._io import PathLike, column_index, csv_header, no_rows, open_text, parse_count, row_start_line
+from ._io import (PathLike, check_row_width, column_index, csv_header, no_rows, open_text, parse_count,
+                  row_start_line)
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic
@@ -68,11 +69,12 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
         idx = 0
         t = 0.0
         first = True
+        width = len(header)
         for row in reader:
             try:
                 p = int(row[ip])
                 o = int(row[io_])
-                if p < 0 or o < 0:
+                if p < 0 or o < 0 or len(row) > width:
                     raise ValueError
             except (ValueError, IndexError):
                 if not row or not any(c.strip() for c in row):
@@ -82,6 +84,7 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
                     if len(row) <= max(ip, io_):
                         bad = PREFILL if ip >= len(row) else DECODE
                         raise TraceFormatError(path, line, bad, f"row has {len(row)} fields, expected {len(header)}")
+                    check_row_width(path, line, row, header)
                     p = parse_count(path, line, PREFILL, row[ip].strip())
                     o = parse_count(path, line, DECODE, row[io_].strip())
                 except TraceFormatError as err:

@@ -70,6 +70,7 @@ def test_columns_in_any_order_and_extra_columns(write):
     ("2023-13-16 18:17:04.0,1,1", "TIMESTAMP", "malformed timestamp"),
     ("2023-11-16 25:17:04.0,1,1", "TIMESTAMP", "malformed timestamp"),
     ("2023-11-16 18:17:04.0", "ContextTokens", "row has 1 fields"),
+    ("2023-11-16 18:17:04.0,1,1,7", "GeneratedTokens", "row has 4 fields, the header 3"),
     ("2023-11-16 18:17:02.0,1,1", "TIMESTAMP", "arrival goes backwards"),
 ])
 def test_bad_rows_name_file_line_and_field(write, row, field, needle):
@@ -81,6 +82,13 @@ def test_bad_rows_name_file_line_and_field(write, row, field, needle):
     assert str(e).startswith(f"{p}:4: field '{field}': ")
     assert needle in str(e)
     assert isinstance(e, ValueError)
+
+
+def test_a_row_past_a_reordered_header_is_an_error(write):
+    p = write("t.csv", "GeneratedTokens,Extra,TIMESTAMP,ContextTokens\n5,x,2023-11-16 18:17:03.5,10\n"
+                       "6,y,2023-11-16 18:17:04.5,11,12\n")
+    with pytest.raises(TraceFormatError, match=r"t\.csv:3: field 'ContextTokens': row has 5 fields, the header 4"):
+        list(read_azure(p))
 
 
 def test_tiny_backwards_jitter_is_clamped(write):

@@ -86,6 +86,7 @@ def test_jsonl(write):
     ("b,2.0,1,-4", 3, "output_tokens", "non-negative integer"),
     ("b,0.5,1,1", 3, "arrival_s", "arrival goes backwards"),
     ("b,2.0", 3, "prompt_tokens", "row has 2 fields"),
+    ("b,2.0,1,1,7", 3, "output_tokens", "row has 5 fields, the header 4 (a field holding a comma must be quoted)"),
 ])
 def test_csv_errors(write, row, line, field, needle):
     p = write("trace.csv", HEADER + "a,1.0,1,1\n" + row + "\n")
@@ -94,6 +95,18 @@ def test_csv_errors(write, row, line, field, needle):
     assert (exc.value.line, exc.value.field) == (line, field)
     assert str(exc.value).startswith(f"{p}:{line}: field '{field}': ")
     assert needle in str(exc.value)
+
+
+def test_an_unquoted_comma_in_a_prompt_is_an_error_not_a_cut_prompt(write):
+    p = write("trace.csv", HEADER.strip() + ",prompt\na,1.0,1,1,\"hello, world\"\nb,2.0,1,1,hello, world\n")
+    with pytest.raises(TraceFormatError) as exc:
+        list(read_canonical_csv(p))
+    assert (exc.value.line, exc.value.field) == (3, "prompt") and "row has 6 fields, the header 5" in str(exc.value)
+
+
+def test_trailing_empty_fields_are_not_an_error(write):
+    p = write("trace.csv", HEADER + "a,1.0,1,1,\nb,2.0,1,1,,\n")
+    assert [r.request_id for r in read_canonical_csv(p)] == ["a", "b"]
 
 
 def test_csv_error_line_counts_quoted_newlines(write):

@@ -64,6 +64,9 @@ def test_bad_rows(write):
     p = write("trace.csv", HEADER + "1,1,2,1\n5,abc,2,1\n")
     with pytest.raises(TraceFormatError, match=r"trace\.csv:3: field 'num_decode_tokens': expected a non-negative integer, got 'abc'"):
         list(read_vidur(p, rng=np.random.default_rng(0)))
+    p = write("trace3.csv", "num_prefill_tokens,num_decode_tokens\n1,1\n5,2,9\n")
+    with pytest.raises(TraceFormatError, match=r"trace3\.csv:3: field 'num_decode_tokens': row has 3 fields, the header 2"):
+        list(read_vidur(p, rng=np.random.default_rng(0)))
     p = write("trace2.csv", "num_prefill_tokens,pd_ratio\n1,1\n")
     with pytest.raises(TraceFormatError, match=r"trace2\.csv:1: field 'num_decode_tokens': missing required column"):
         list(read_vidur(p, rng=np.random.default_rng(0)))
