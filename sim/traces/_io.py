@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -92,6 +93,13 @@ def check_row_width(path: PathLike, line: int, row: Sequence[str], header: Seque
     if len(row) > len(header) and any(c.strip() for c in row[len(header):]):
         raise TraceFormatError(path, line, header[-1], f"row has {len(row)} fields, the header {len(header)} "
                                "(a field holding a comma must be quoted)")
+
+
+def json_column(line: str, error: json.JSONDecodeError) -> int:
+    """The 1-based column on ``line`` (one line of a JSON Lines file) where ``error`` was found: the
+    decoder's own column counts the line's newline as a line of its own, so a line cut short is
+    reported one column past its end, not at column 1 of a next line."""
+    return min(error.pos, len(line.rstrip("\r\n"))) + 1
 
 
 def parse_count(path: PathLike, line: int, field: str, text: object) -> int:

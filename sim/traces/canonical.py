@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any, Iterable, Iterator, Sequence
 
-from ._io import (PathLike, base_suffix, check_row_width, column_index, csv_header, in_order,
+from ._io import (PathLike, base_suffix, check_row_width, column_index, csv_header, in_order, json_column,
                   empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, params_from_mapping, thaw
@@ -159,7 +159,7 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise",
                 try:
                     obj = loads(text)
                 except json.JSONDecodeError as e:
-                    raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+                    raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {json_column(text, e)})") from None
                 req = _json_obj(path, lineno, obj, idx)
                 req = in_order(path, lineno, req, last)
             except TraceFormatError as err:

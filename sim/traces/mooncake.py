@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._io import PathLike, backwards, empty_file, open_text, parse_count
+from ._io import PathLike, backwards, empty_file, json_column, open_text, parse_count
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_hashed
@@ -64,7 +64,7 @@ def _rows(path: PathLike, sink: ErrorSink) -> Iterator[_Row]:
                 try:
                     obj = loads(text)
                 except json.JSONDecodeError as e:
-                    raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+                    raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {json_column(text, e)})") from None
                 if not isinstance(obj, dict):
                     raise TraceFormatError(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
                 try:

@@ -131,7 +131,7 @@ def test_jsonl_errors(write):
         ('{"arrival_s": 2.0, "prompt_tokens": 1, "output_tokens": 1, "params": [1]}', "params", "JSON object"),
         ('{"arrival_s": 2.0, "prompt_tokens": 1, "output_tokens": 1, "model": 3}', "model", "expected a string"),
         ('{"arrival_s": 0.5, "prompt_tokens": 1, "output_tokens": 1}', "arrival_s", "arrival goes backwards"),
-        ('{"arrival_s": 2.0,', None, "invalid JSON"),
+        ('{"arrival_s": 2.0,', None, "invalid JSON: Expecting property name enclosed in double quotes (column 19)"),
     ]
     for i, (text, field, needle) in enumerate(cases):
         p = write(f"t{i}.jsonl", ok + "\n" + text + "\n")

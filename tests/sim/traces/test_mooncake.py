@@ -75,7 +75,8 @@ def test_small_spread_fixture(write):
 
 
 @pytest.mark.parametrize("text, line, field, needle", [
-    ('{"timestamp": 0, "input_length": 1, "output_length": 1\n', 2, None, "invalid JSON"),
+    ('{"timestamp": 0, "input_length": 1, "output_length": 1\n', 2, None,
+     "invalid JSON: Expecting ',' delimiter (column 55)"),  # (the column on its line: where the '}' is missing)
     ('{"timestamp": 0, "input_length": 1}\n', 2, "output_length", "missing required key"),
     ('{"timestamp": "x", "input_length": 1, "output_length": 1}\n', 2, "timestamp", "milliseconds"),
     ('{"timestamp": 0, "input_length": -1, "output_length": 1}\n', 2, "input_length", "non-negative integer"),
