@@ -86,7 +86,8 @@ def detect_format(path: PathLike) -> str:
     expected = "; ".join(f"{name}: {', '.join(sorted(k))}" for name, k in signatures)
     raise TraceFormatError(path, lineno, None,
                            f"cannot detect format from {'keys' if as_json else 'header'} {sorted(keys)}; "
-                           f"expected one of ({expected}); pass format= explicitly (one of {', '.join(FORMATS)})")
+                           f"expected one of ({expected}); name the format: --format on the command line, "
+                           f"format= in read_trace (one of {', '.join(FORMATS)})")
 
 
 class TraceReader(Iterator[TraceRequest]):
