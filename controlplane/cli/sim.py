@@ -215,6 +215,9 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
                                 on_progress=on_progress, writer=writer)
     summary = result.summary
+    if summary.get("num_requests") == 0:  # (an empty trace is an error of the reader: here, the transforms)
+        common.err.print("[yellow]warning:[/] no request was replayed: the trace's requests all fell outside "
+                         "--window-start/--window-end, or --limit / --rate-scale left none", highlight=False)
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")  # as typer.echo writes it
         return

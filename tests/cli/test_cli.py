@@ -137,6 +137,13 @@ def test_ctrl_c_during_a_replay_says_which_run_was_kept(db, monkeypatch):
             "until then (`controlplane runs show 1`)") in result.stderr
 
 
+def test_a_replay_whose_transforms_leave_no_request_warns(db):
+    result = cli("sim", "replay", "--format", "azure", "--window-start", "100000", "--db", db, "--json")
+    assert json.loads(result.stdout)["num_requests"] == 0
+    assert ("warning: no request was replayed: the trace's requests all fell outside --window-start/--window-end, "
+            "or --limit / --rate-scale left none") in result.stderr
+
+
 def test_a_malformed_trace_row_exits_2_naming_file_line_and_field(tmp_path, db):
     path = _bad_azure_trace(tmp_path)
     result = cli("sim", "replay", path, "--db", db, ok=False)
