@@ -56,6 +56,9 @@ def show(
 
         with user_errors():
             rows = scale_decisions(_engine(db), run_id)
+        if not rows:  # (a table of one empty row, wrapped into a narrow column, says it worse)
+            out.print(f"run {run_id}: no scale decisions recorded (its replica count never changed)", highlight=False)
+            return
         out.print(timeline_table(rows, f"run {run_id}: scale decisions", full=full))
         return
     from controlplane.storage import decision_counts, get_run

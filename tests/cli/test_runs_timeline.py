@@ -46,6 +46,14 @@ def test_timeline_lists_active_and_shadow_decisions(runs):
     assert missing.exit_code != 0 and "run 999 not found" in missing.output
 
 
+def test_a_run_without_scale_decisions_says_so_in_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_id = replay_with(trace=make_trace(20), config=make_config(storage={"url": url}), db_url=url).run_id
+    res = runner.invoke(app, ["runs", "show", str(run_id), "--db", url, "--timeline"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == f"run {run_id}: no scale decisions recorded (its replica count never changed)"
+
+
 def test_compare_decisions_shows_where_policies_differ(runs):
     url, a, b = runs
     res = runner.invoke(app, ["runs", "compare", str(a), str(b), "--db", url, "--decisions", "--no-ci"],
