@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5)")
     args = ap.parse_args(argv)
-    path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
     options = {}
     for item in args.opt:
         key, _, value = item.partition("=")
@@ -31,12 +31,18 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             options[key] = value
     t0 = time.perf_counter()
-    reader = read_trace(path, args.format, rng=np.random.default_rng(args.seed), **options)
-    arrivals, prompts, outputs = [], [], []
-    for r in reader:
-        arrivals.append(r.arrival_s)
-        prompts.append(r.prompt_tokens)
-        outputs.append(r.output_tokens)
+    try:  # a missing file, an unknown name, format or option, a bad row: one line, exit 2
+        path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"trace file not found: {path}")
+        reader = read_trace(path, args.format, rng=np.random.default_rng(args.seed), **options)
+        arrivals, prompts, outputs = [], [], []
+        for r in reader:
+            arrivals.append(r.arrival_s)
+            prompts.append(r.prompt_tokens)
+            outputs.append(r.output_tokens)
+    except (FileNotFoundError, ValueError) as exc:
+        ap.exit(2, f"error: {exc}\n")
     elapsed = time.perf_counter() - t0
     n = len(arrivals)
     print(f"{path}: format {reader.format}, {n:,} requests, read in {elapsed:.3f} s ({n / elapsed:,.0f} rows/s)")

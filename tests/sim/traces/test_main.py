@@ -1,0 +1,30 @@
+"""`python -m sim.traces`: a trace's summary, and bad input as one line on stderr."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.traces.__main__ import main
+
+
+def test_the_summary_of_a_small_trace(write, capsys):
+    p = write("t.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\nb,2,30,4\n")
+    assert main([str(p)]) == 0
+    out = capsys.readouterr().out
+    assert f"{p}: format canonical, 2 requests" in out and "span 2.0 s" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing.csv"], "error: trace file not found: missing.csv"),
+    (["bundled:nope"], "error: unknown bundled trace 'nope'; valid names: azure_code"),
+    (["{bad}", "--format", "vidr"], "error: unknown trace format 'vidr'"),
+    (["{bad}"], "error: {bad}:3: field 'prompt_tokens': expected a non-negative integer, got 'x'"),
+])
+def test_bad_input_is_one_line_and_exit_2(write, capsys, args, message):
+    bad = write("bad.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\nb,2,x,4\n")
+    args = [a.replace("{bad}", str(bad)) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(message.replace("{bad}", str(bad)))
