@@ -113,12 +113,13 @@ def sweep_table(runs: list[dict], title: str) -> Any:
 
     t = Table(title=title, header_style="bold")
     keys = sorted({k for r in runs for k in r["overrides"]})
+    shown = {k: _differences([r["overrides"].get(k) for r in runs]) for k in keys}
     for col in ("run", "seed", *keys, "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h"):
         t.add_column(col)
-    for r in runs:
+    for i, r in enumerate(runs):
         s = r["summary"] or {}
         gpu_h = (s.get("gpu_seconds") or 0) / 3600
-        t.add_row(str(r["id"]), str(r["seed"]), *(fmt_value(r["overrides"].get(k)) for k in keys),
+        t.add_row(str(r["id"]), str(r["seed"]), *(shown[k][i] for k in keys),
                   fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
                   f"{gpu_h:.2f}")
     return t
@@ -208,3 +209,14 @@ def _print_search(d: dict, console) -> None:
     console.print(f"{d['candidates']} candidates ({d['replayed']} replayed, {d['skipped_by_cost']} estimated above the "
                   f"best's cost), {d['runs']} runs, {d['wall_s']} s; "
               f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)
+
+
+def _differences(values: list[Any]) -> list[str]:
+    """One column's cells. Where every value is a list (``plugins.enabled``), each cell shows only
+    the items not common to all of them (the router that differs, not six plugin names a row)."""
+    if len(values) < 2 or not all(isinstance(v, list) for v in values):
+        return [fmt_value(v) for v in values]
+    common = set.intersection(*(set(map(str, v)) for v in values))
+    if all(set(map(str, v)) == common for v in values):
+        return [fmt_value(v) for v in values]
+    return [", ".join(str(x) for x in v if str(x) not in common) or "-" for v in values]

@@ -28,3 +28,18 @@ def test_ctrl_c_during_a_sweep_says_what_was_kept_and_how_to_resume(tmp_path, mo
     assert result.exit_code in (1, 130)
     assert ("interrupted: sweep 4 is stored with status 'interrupted', 1 of its 2 runs finished; run the same "
             "command again to resume it (--fresh starts over)") in result.stderr
+
+
+def test_the_sweep_table_shows_what_differs_between_plugin_lists():
+    from controlplane.cli.sweep import sweep_table
+    from rich.console import Console
+
+    base = ["queue-limit", "continuous-batching", "fixed-replicas"]
+    runs = [{"id": i + 1, "seed": 0, "summary": {}, "overrides": {"plugins.enabled": [base[0], router, *base[1:]],
+                                                                  "cluster.models.0.replicas": 2}}
+            for i, router in enumerate(["least-loaded", "round-robin"])]
+    console = Console(width=200, record=True)
+    console.print(sweep_table(runs, "sweep 1"))
+    rows = [line for line in console.export_text().splitlines() if line.startswith("│ ")]
+    assert "least-loaded" in rows[0] and "round-robin" in rows[1]
+    assert not any("queue-limit" in row for row in rows)
