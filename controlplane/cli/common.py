@@ -63,17 +63,21 @@ DB_OPTION_HELP = "Database URL (default: the config's storage.url, sqlite:///con
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Show expected errors (bad config, bad trace, missing run, a database that cannot be used) as one clear
-    line, exit 2."""
+    """Show expected errors (bad config, bad trace, missing run, a database that cannot be used, a file
+    that cannot be read or written) as one clear line, exit 2."""
     try:
         yield
-    except (ControlPlaneError, ValueError, LookupError, FileNotFoundError, StorageError) as exc:
+    except (ControlPlaneError, ValueError, LookupError, StorageError) as exc:
         text = str(exc)
         if isinstance(exc, StorageError):  # (one raised from a driver's error: that error's one line)
             text = f"database: {database_error(exc.__cause__) if _database_failure(exc.__cause__) else exc}"
         if isinstance(exc, StorageError) and exc.spill_path is not None:
             text += f" (rows not written were saved to {exc.spill_path})"
         _exit_with(text)
+    except OSError as exc:  # a file the command reads or writes: a folder in the way, no permission, a full disk
+        if isinstance(exc, BrokenPipeError):
+            raise  # (`... | head`: typer ends the command quietly)
+        _exit_with(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
     except Exception as exc:
         if not _database_failure(exc):
             raise

@@ -268,6 +268,13 @@ def test_runs_compare_refuses_a_failed_run_naming_its_error(failed_run):
     assert re.search(r"run 3 has no summary to compare \(status failed: TraceFormatError: \S*bad\.csv:3", result.stderr)
 
 
+@pytest.mark.parametrize("command", [["export", "1", "-o"], ["plot", "1", "-o"], ["report", "1", "--html"]])
+def test_an_output_path_that_is_a_folder_is_one_line(two_runs, tmp_path, command):
+    result = cli("runs", *command, str(tmp_path), "--db", two_runs, ok=False)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert result.stderr.strip() == f"error: {tmp_path}: Is a directory"
+
+
 def test_runs_compare(two_runs):
     out = cli("runs", "compare", "1", "2", "--db", two_runs).stdout
     assert "run 1 vs run 2" in out
