@@ -111,6 +111,8 @@ def open_trace(
     """A trace file's reader, its format detected unless given, its random choices (synthetic
     arrivals, Mooncake's spread) from ``[seed, READER_STREAM]``."""
     if not Path(path).is_file():
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"trace {path} is a folder, not a file")
         raise FileNotFoundError(f"trace file not found: {path}")
     # The generator is made only for a format that draws: a replay that draws nothing does not
     # import ``numpy.random`` (~0.03 G instructions of its start).

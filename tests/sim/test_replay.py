@@ -158,6 +158,11 @@ def test_reader_options_need_a_file_and_a_missing_file_is_named():
         replay("nope.csv", make_config(), record=False)
 
 
+def test_a_folder_given_as_the_trace_is_named_as_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"trace {tmp_path} is a folder, not a file"):
+        replay(tmp_path, make_config(), record=False)
+
+
 def test_prepare_trace_is_what_a_replay_sees():
     from sim.replay import TraceTransforms, prepare_trace
 
