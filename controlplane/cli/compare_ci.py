@@ -34,11 +34,14 @@ def parse_run_ids(text: str, option: str) -> list[int]:
 
 def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
     """The finished runs of a sweep (e.g. one configuration over several seeds)."""
-    from controlplane.storage.models import Run
+    from controlplane.storage.models import Run, Sweep
 
     with engine.connect() as conn:
         ids = [r[0] for r in conn.execute(select(Run.id).where(Run.sweep_id == sweep_id, Run.status == "finished")
                                           .order_by(Run.id))]
+        exists = ids or conn.execute(select(Sweep.id).where(Sweep.id == sweep_id)).first() is not None
+    if not exists:
+        raise LookupError(f"{option}: sweep {sweep_id} not found in {engine.url.render_as_string(hide_password=True)}")
     if not ids:
         raise LookupError(f"{option}: sweep {sweep_id} has no finished runs")
     return ids

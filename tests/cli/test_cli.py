@@ -275,6 +275,11 @@ def test_an_output_path_that_is_a_folder_is_one_line(two_runs, tmp_path, command
     assert result.stderr.strip() == f"error: {tmp_path}: Is a directory"
 
 
+def test_runs_compare_names_a_sweep_that_does_not_exist(two_runs):
+    result = cli("runs", "compare", "--a-sweep", "7", "--b", "1", "--db", two_runs, ok=False)
+    assert result.exit_code == 2 and f"--a-sweep: sweep 7 not found in {two_runs}" in result.stderr
+
+
 def test_runs_compare(two_runs):
     out = cli("runs", "compare", "1", "2", "--db", two_runs).stdout
     assert "run 1 vs run 2" in out
