@@ -137,6 +137,12 @@ def fmt_value(v: object) -> str:
     return str(v)
 
 
+def working(text: str) -> Any:
+    """A spinner with ``text`` on stderr while a long step runs, on a terminal (else nothing)."""
+    err = console("err")
+    return err.status(text) if err.is_terminal else contextlib.nullcontext()
+
+
 def write_stdout(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from controlplane.cli.common import DB_OPTION_HELP, fmt_value, open_stored_runs, out, user_errors
+from controlplane.cli.common import DB_OPTION_HELP, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.summary_table import compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -123,7 +123,8 @@ def compare(
         runs_a, runs_b = [get_run(engine, r) for r in side_a], [get_run(engine, r) for r in side_b]
         for r in (*runs_a, *runs_b):
             _check_comparable(r)
-        diffs = compare_runs(engine, side_a, side_b, confidence=confidence, n_resamples=resamples) if ci else []
+        with working(f"comparing: {resamples} bootstrap resamples over the requests of {len(side_a) + len(side_b)} runs"):
+            diffs = compare_runs(engine, side_a, side_b, confidence=confidence, n_resamples=resamples) if ci else []
     if json_out:
         import json
 
