@@ -62,6 +62,10 @@ def detect_format(path: PathLike) -> str:
             lineno, first = next(((i, line) for i, line in enumerate(f, 1) if line.strip()), (None, None))
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
+    except Exception as exc:
+        if (error := not_gzip(path, exc)) is None:
+            raise
+        raise error from None
     if first is None:
         raise empty_file(path)
     suffix = base_suffix(path)
@@ -156,6 +160,10 @@ def read_trace(path: PathLike, format: str | None = None, *,
         requests = spec.reader(path, on_error=sink, errors=sink.errors, **kwargs)
     except UnicodeDecodeError as exc:  # a reader that looks at the file before its first row
         raise not_utf8(path, exc) from None
+    except Exception as exc:
+        if (error := not_gzip(path, exc)) is None:
+            raise
+        raise error from None
     return TraceReader(path, fmt, _decoded(path, requests), sink)
 
 
@@ -165,6 +173,20 @@ def _decoded(path: PathLike, requests: Iterator[TraceRequest]) -> Iterator[Trace
         yield from requests
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
+    except Exception as exc:
+        if (error := not_gzip(path, exc)) is None:
+            raise
+        raise error from None
+
+
+def not_gzip(path: PathLike, exc: BaseException) -> TraceFormatError | None:
+    """For a ``.gz`` trace, gzip's or zlib's error (not gzip at all, cut short, corrupt) as a
+    `TraceFormatError` naming the file; None for any other error."""
+    if not str(path).lower().endswith(".gz") or isinstance(exc, (TraceFormatError, FileNotFoundError)):
+        return None
+    if isinstance(exc, (OSError, EOFError)) or type(exc).__module__ == "zlib":
+        return TraceFormatError(path, None, None, f"not a readable gzip file ({exc})")
+    return None
 
 
 def not_utf8(path: PathLike, exc: UnicodeDecodeError) -> TraceFormatError:

@@ -58,3 +58,19 @@ def test_explicit_format_overrides_detection(write):
     assert len(list(read_trace(p, "canonical"))) == 1
     with pytest.raises(TraceFormatError, match="field 'num_prefill_tokens': missing required column"):
         list(read_trace(p, "vidur", rng=np.random.default_rng(0)))
+
+
+def test_a_gz_file_that_is_not_gzip_or_is_cut_short_is_a_trace_error_naming_it(write, tmp_path):
+    import gzip
+
+    fake = write("fake.csv.gz", "TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    with pytest.raises(TraceFormatError, match=r"fake\.csv\.gz: not a readable gzip file \(Not a gzipped file"):
+        list(read_trace(fake))
+    with pytest.raises(TraceFormatError, match=r"fake\.csv\.gz: not a readable gzip file"):
+        list(read_trace(fake, "azure"))
+    rows = "".join(f"2023-11-16 18:17:{i // 100:02d}.{i % 100:02d},{i},1\n" for i in range(3000))
+    whole = gzip.compress(("TIMESTAMP,ContextTokens,GeneratedTokens\n" + rows).encode())
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(TraceFormatError, match=r"cut\.csv\.gz: not a readable gzip file \(Compressed file ended"):
+        list(read_trace(cut))
