@@ -30,7 +30,7 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(help="How many ru
         rows = list_runs(_engine(db), limit=limit)
     t = Table(header_style="bold")
     for col in ("id", "name", "mode", "status", "trace", "requests", "completed", "e2e p50 (s)", "started"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("id", "status"))  # (on a narrow terminal the others give way)
     for r in rows:
         s = r.get("summary") or {}
         t.add_row(

@@ -200,6 +200,13 @@ def test_runs_list(two_runs):
     assert "finished" in rows[0] and "AzureLLMInferenceTrace_code.csv" in rows[0]
 
 
+def test_runs_list_keeps_the_status_whole_on_an_80_column_terminal(two_runs, monkeypatch):
+    monkeypatch.setattr(common.out, "_width", 80)
+    out = cli("runs", "list", "--db", two_runs).stdout
+    assert max(map(len, out.splitlines())) <= 80
+    assert len(re.findall(r"│ [12] +│.*│ finished +│", out)) == 2
+
+
 def test_runs_show(two_runs):
     out = cli("runs", "show", "1", "--db", two_runs).stdout
     assert "run 1" in out and "small" in out and "status=finished" in out
