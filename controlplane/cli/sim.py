@@ -93,7 +93,7 @@ def replay(
     format: Annotated[
         Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical (default: detect).")
     ] = None,
-    db: Annotated[Optional[str], typer.Option(help="Database URL (default sqlite:///controlplane.db).")] = None,
+    db: Annotated[Optional[str], typer.Option(help=common.DB_OPTION_HELP)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON). Default: "
                                                    "the built-in defaults; with no trace either, the bundled "
