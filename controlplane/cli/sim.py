@@ -137,6 +137,20 @@ def replay(
             writer.discard()  # (after the run it is closed already: this only reaps a writer left unused)
 
 
+def _check_vidur_options(path: Path, format: str | None) -> None:
+    """--qps and --arrival make a Vidur trace's synthetic arrivals: refused, naming the trace's
+    format, for any other trace (whose own timestamps give the arrivals)."""
+    from sim.traces import detect_format
+
+    if not path.is_file():
+        return  # (the replay says the file is missing)
+    fmt = format if format is not None else detect_format(path)
+    if fmt != "vidur":
+        raise ValueError(f"--qps and --arrival set the synthetic arrivals of Vidur traces (lengths only); {path} is "
+                         f"in the {fmt} format, whose timestamps give the arrivals: use --speed-up or --rate-scale to "
+                         "change its rate")
+
+
 def _say_interrupted(exc: KeyboardInterrupt) -> None:
     """One line on stderr: which run Ctrl-C left, and what it holds."""
     run_id = getattr(exc, "run_id", None)  # (`sim.replay.ReplayInterrupted`)
@@ -207,6 +221,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             options["qps"] = qps
         if arrival is not None:
             options["arrival"] = arrival
+        if options:
+            _check_vidur_options(Path(path), format)
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      repeat=repeat, rate_scale=rate_scale, limit=limit,
                                      max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)

@@ -144,6 +144,14 @@ def test_a_replay_whose_transforms_leave_no_request_warns(db):
             "or --limit / --rate-scale left none") in result.stderr
 
 
+def test_qps_on_a_trace_with_timestamps_says_what_to_use_instead(db):
+    trace = ROOT / "sim/data/azure_llm_2023/AzureLLMInferenceTrace_code.csv"
+    result = cli("sim", "replay", str(trace), "--qps", "2", "--db", db, ok=False)
+    assert result.exit_code == 2
+    assert "--qps and --arrival set the synthetic arrivals of Vidur traces" in result.stderr
+    assert "is in the azure format" in result.stderr and "--speed-up or --rate-scale" in result.stderr
+
+
 def test_a_malformed_trace_row_exits_2_naming_file_line_and_field(tmp_path, db):
     path = _bad_azure_trace(tmp_path)
     result = cli("sim", "replay", path, "--db", db, ok=False)
