@@ -17,7 +17,7 @@ SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (YAML): base config, t
                                               "See docs/sweeps.md.")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)]
 BackendOpt = Annotated[str, typer.Option("--backend", help=BACKEND_HELP)]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Parallel runs (default: the machine's cores).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel runs (default: the machine's cores).")]
 RayOpt = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (ray://host:10001 or "
                                                                      "auto); default: a local Ray.")]
 

@@ -43,3 +43,13 @@ def test_the_sweep_table_shows_what_differs_between_plugin_lists():
     rows = [line for line in console.export_text().splitlines() if line.startswith("│ ")]
     assert "least-loaded" in rows[0] and "round-robin" in rows[1]
     assert not any("queue-limit" in row for row in rows)
+
+
+@pytest.mark.parametrize("command", ["sweep", "search"])
+def test_workers_below_one_is_a_usage_error_before_anything_is_stored(tmp_path, command):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n  cluster.models.0.replicas: [1, 2]\n")
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(app, ["sim", command, str(spec), "--workers", "0", "--db", f"sqlite:///{db}"])
+    assert result.exit_code == 2 and "--workers" in result.output
+    assert not db.exists()
