@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from controlplane.storage import ensure_schema, make_engine
 from sim.replay import TraceTransforms, prepare_trace
-from sim.sweep.backends import Backend, make_backend
+from sim.sweep.backends import BACKENDS, Backend, make_backend
 from sim.sweep.spec import LoadedSpec, Point
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome, stored_keys
 from sim.sweep.worker import RunOutcome, RunTask
@@ -96,6 +96,8 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) a sweep; ``on_start(total, already_stored, backend)`` then
     ``on_run(outcome, run_id)`` after each run is stored."""
+    if not isinstance(backend, Backend) and backend not in BACKENDS:  # (refused before a sweep row is stored)
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     own_engine = engine is None
     engine = engine or make_engine(db_url)
     ensure_schema(engine)

@@ -53,3 +53,12 @@ def test_workers_below_one_is_a_usage_error_before_anything_is_stored(tmp_path, 
     result = CliRunner().invoke(app, ["sim", command, str(spec), "--workers", "0", "--db", f"sqlite:///{db}"])
     assert result.exit_code == 2 and "--workers" in result.output
     assert not db.exists()
+
+
+def test_an_unknown_backend_is_refused_before_anything_is_stored(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n  cluster.models.0.replicas: [1, 2]\n")
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "foo", "--db", f"sqlite:///{db}"])
+    assert result.exit_code == 2 and "unknown backend 'foo'; expected one of auto, ray, pool, serial" in result.stderr
+    assert not db.exists()
