@@ -73,6 +73,10 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     series = load_series(engine, run_id)
     latency = _latency_windows(engine, run_id, window_s)
     decisions = scale_decisions(engine, run_id)
+    if not series and not latency and not decisions:  # (a run that failed at its start, a summary-only sweep run)
+        error = (run.get("summary") or {}).get("error")
+        raise LookupError(f"run {run_id} has nothing to plot: no metric samples, finished requests or scale decisions "
+                          f"(status {run['status']}{': ' + error.rstrip(': ') if error else ''})")
     slo = ((run.get("config") or {}).get("slo") or {}) if isinstance(run.get("config"), dict) else {}
     plt = _pyplot()
     fig, axes = plt.subplots(4, 1, figsize=(14, 11), sharex=True)

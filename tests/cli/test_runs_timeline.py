@@ -73,6 +73,16 @@ def test_plot_writes_a_png(runs, tmp_path):
     assert "replicas" in res.output and "scale decisions" in res.output
 
 
+def test_plot_of_a_run_with_nothing_recorded_says_why_and_writes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    trace = tmp_path / "bad.csv"
+    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\na,0,x,1\n")
+    assert runner.invoke(app, ["sim", "replay", str(trace), "--db", url]).exit_code == 2
+    res = runner.invoke(app, ["runs", "plot", "1", "--db", url, "-o", str(tmp_path / "run.png")])
+    assert res.exit_code == 2 and not (tmp_path / "run.png").exists()
+    assert "run 1 has nothing to plot" in res.output and "status failed: TraceFormatError" in res.output
+
+
 def test_differences_are_the_intervals_where_targets_disagree():
     a = {"m": [(float("-inf"), 1), (10.0, 3), (50.0, 2)]}
     b = {"m": [(float("-inf"), 1), (20.0, 3), (40.0, 4)]}
