@@ -22,7 +22,7 @@ def _engine(db: str | None):
 
 
 @app.command("list")
-def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20) -> None:
+def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20) -> None:
     """List recent runs."""
     from controlplane.storage import list_runs
 

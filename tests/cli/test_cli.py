@@ -215,6 +215,12 @@ def test_runs_list_keeps_the_status_whole_on_an_80_column_terminal(two_runs, mon
     assert len(re.findall(r"│ [12] +│.*│ finished +│", out)) == 2
 
 
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_runs_list_limit_below_one_is_a_usage_error(two_runs, limit):
+    result = cli("runs", "list", "--limit", limit, "--db", two_runs, ok=False)
+    assert result.exit_code == 2 and "--limit" in result.output
+
+
 def test_runs_show(two_runs):
     out = cli("runs", "show", "1", "--db", two_runs).stdout
     assert "run 1" in out and "small" in out and "status=finished" in out
