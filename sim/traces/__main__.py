@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a missing file, an unknown name, format or option, a bad row: one line, exit 2
         path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
         if not Path(path).is_file():
-            raise FileNotFoundError(f"trace file not found: {path}")
+            raise FileNotFoundError(f"trace {path} is a folder, not a file" if Path(path).is_dir()
+                                    else f"trace file not found: {path}")
         reader = read_trace(path, args.format, rng=np.random.default_rng(args.seed), **options)
         arrivals, prompts, outputs = [], [], []
         for r in reader:

@@ -16,15 +16,16 @@ def test_the_summary_of_a_small_trace(write, capsys):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.csv"], "error: trace file not found: missing.csv"),
+    (["{folder}"], "error: trace {folder} is a folder, not a file"),
     (["bundled:nope"], "error: unknown bundled trace 'nope'; valid names: azure_code"),
     (["{bad}", "--format", "vidr"], "error: unknown trace format 'vidr'"),
     (["{bad}"], "error: {bad}:3: field 'prompt_tokens': expected a non-negative integer, got 'x'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(write, capsys, args, message):
     bad = write("bad.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\nb,2,x,4\n")
-    args = [a.replace("{bad}", str(bad)) for a in args]
+    args = [a.replace("{bad}", str(bad)).replace("{folder}", str(bad.parent)) for a in args]
     with pytest.raises(SystemExit) as exc:
         main(args)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith(message.replace("{bad}", str(bad)))
+    assert err.startswith(message.replace("{bad}", str(bad)).replace("{folder}", str(bad.parent)))
