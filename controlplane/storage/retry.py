@@ -36,8 +36,11 @@ def is_retryable(exc: SQLAlchemyError) -> bool:
 
 
 def describe_error(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(exc)}"
+    """``Type: first line``; for SQLAlchemy's wrapper of a driver's error, the driver's own message
+    (without the ``(sqlite3.OperationalError)`` prefix SQLAlchemy puts before it)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(orig)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(orig)}"
 
 
 def with_retries(
