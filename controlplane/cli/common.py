@@ -92,7 +92,10 @@ def _database_failure(exc: BaseException | None) -> bool:
 
 
 def _exit_with(text: str) -> NoReturn:
-    console("err").print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    # The message is text, not markup (a "[chat]" in it stays); one line however long, as logs and pipes read it.
+    console("err").print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
     import typer  # (here: `controlplane sim replay` runs without typer, `controlplane.cli.replay_args`)
 
     raise typer.Exit(2) from None

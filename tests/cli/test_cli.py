@@ -400,3 +400,16 @@ def test_the_installed_controlplane_script_replays(tmp_path):
     summary = json.loads(proc.stdout)
     assert (summary["run_id"], summary["num_requests"], summary["num_completed"]) == (1, 50, 50)
     assert not (tmp_path / "controlplane.db").exists()  # --db was honoured
+
+
+def test_an_error_message_is_printed_as_text_on_one_line(capsys):
+    import typer
+
+    from controlplane.cli import common
+
+    with pytest.raises(typer.Exit):
+        with common.user_errors():
+            raise ValueError("cluster.models.0: the [chat] template " + "x" * 200)
+    err = capsys.readouterr().err
+    assert "the [chat] template" in err  # not taken for markup
+    assert len(err.strip().splitlines()) == 1  # one line, not wrapped at 80 columns
