@@ -319,7 +319,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML, TOML or JSON config file into a dict, with errors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file {path} is a folder, not a file" if path.is_dir() else
+                          f"config file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -178,6 +178,8 @@ def test_a_file_that_is_not_a_mapping_or_missing_names_the_file(tmp_path):
         read_config_file(path)
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        load_config(tmp_path)
 
 
 def test_plugin_settings_travel_through_the_config(tmp_path):
