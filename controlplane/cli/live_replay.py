@@ -181,6 +181,9 @@ def _report(result: Any, path: Path, json_out: bool, url: str) -> None:
     if result.rejected:
         common.err.print(f"[yellow]{len(result.rejected):,} requests were refused at submission[/] (first: "
                          f"{result.rejected[0].request_id}: {result.rejected[0].reason})", highlight=False)
+    if result.summary.get("num_plugin_errors"):
+        common.err.print(f"[yellow]{result.summary['num_plugin_errors']:,} plugin errors[/]: `controlplane runs show "
+                         f"{result.run_id}` lists them with their first error", highlight=False)
     if result.late_s > 1.0:
         common.err.print(f"[yellow]the replay fell behind the trace by up to {result.late_s:.1f} s[/] (this "
                          "process could not submit at the trace's pace)", highlight=False)

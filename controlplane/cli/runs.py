@@ -61,12 +61,13 @@ def show(
             return
         out.print(timeline_table(rows, f"run {run_id}: scale decisions", full=full))
         return
-    from controlplane.storage import decision_counts, get_run
+    from controlplane.storage import decision_counts, get_run, plugin_errors
 
     with user_errors():
         engine = _engine(db)
         run = get_run(engine, run_id)
         counts = decision_counts(engine, run_id)
+        errors = plugin_errors(engine, run_id)
     out.print(f"[bold]run {run_id}[/] {run.get('name') or ''} mode={run['mode']} status={run['status']} "
               f"seed={run.get('seed')} trace={run.get('trace')}")
     if (error := (run.get("summary") or {}).get("error")) is not None:
@@ -83,6 +84,13 @@ def show(
             t.add_column(k)
         for c in counts:
             t.add_row(*(fmt_value(c[k]) for k in keys))
+        out.print(t)
+    if errors:  # why the summary counts plugin errors: each plugin and hook, and its first error in words
+        t = Table(title="plugin errors (recorded; the first of each)", header_style="bold")
+        for k in ("plugin", "hook", "count", "first at (s)", "first error"):
+            t.add_column(k, overflow="fold")
+        for e in errors:
+            t.add_row(e["plugin"], e["hook"], str(e["count"]), f"{e['first_s']:.1f}", e["reason"] or "")
         out.print(t)
 
 

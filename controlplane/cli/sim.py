@@ -241,6 +241,10 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     common.out.print(summary_table(summary, title))
     common.out.print(f"stored in {cfg.storage.url} as run {summary.get('run_id')}; "
               f"see `controlplane runs show {summary.get('run_id')}`")
+    if summary.get("num_plugin_errors"):
+        common.err.print(f"[yellow]{summary['num_plugin_errors']:,} plugin errors[/] (each isolated, the next policy "
+                         f"decided): `controlplane runs show {summary.get('run_id')}` lists them with their first "
+                         "error", highlight=False)
 
 
 _app: typer.Typer | None = None

@@ -185,6 +185,24 @@ def export_rows(engine: Engine, run_id: int, what: What | str, fmt: Format | str
     return count
 
 
+def plugin_errors(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """The run's plugin errors by plugin and hook: ``{"plugin", "hook", "count", "first_s", "reason"}``
+    (the reason of the first), most frequent first: why a summary counts ``num_plugin_errors``."""
+    get_run(engine, run_id)
+    table = _TABLES["decisions"]
+    errors = table.c.is_error.is_(True)
+    stmt = (select(table.c.plugin, table.c.hook, func.count().label("count"), func.min(table.c.time_s).label("first_s"),
+                   func.min(table.c.id).label("first_id"))
+            .where(table.c.run_id == run_id, errors).group_by(table.c.plugin, table.c.hook))
+    with engine.connect() as conn:
+        rows = [dict(row) for row in conn.execute(stmt).mappings()]
+        ids = [r.pop("first_id") for r in rows]
+        reasons = dict(conn.execute(select(table.c.id, table.c.reason).where(table.c.id.in_(ids))).all()) if ids else {}
+    for row, first in zip(rows, ids):
+        row["reason"] = reasons.get(first)
+    return sorted(rows, key=lambda r: (-r["count"], r["plugin"], r["hook"]))
+
+
 def decision_counts(engine: Engine, run_id: int) -> list[dict[str, Any]]:
     """How often each plugin took each action at each hook, and how many of those were errors.
 

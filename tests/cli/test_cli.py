@@ -413,3 +413,28 @@ def test_an_error_message_is_printed_as_text_on_one_line(capsys):
     err = capsys.readouterr().err
     assert "the [chat] template" in err  # not taken for markup
     assert len(err.strip().splitlines()) == 1  # one line, not wrapped at 80 columns
+
+
+def test_runs_show_lists_the_plugin_errors_with_their_first_error(tmp_path):
+    from controlplane import Plugin, hookimpl
+    from controlplane.storage import plugin_errors
+    from controlplane.testing import make_trace, replay_with
+
+    class Flaky(Plugin):
+        name = "flaky-router"
+
+        @hookimpl
+        def cp_route_request(self, ctx, request, workers):
+            raise KeyError("tenant table has no 'acme'")
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = replay_with(Flaky(), trace=make_trace(7), db_url=url)
+    run_id = res.summary["run_id"]
+    assert res.summary["num_plugin_errors"] == 7 and res.summary["num_completed"] == 7  # isolated: all served
+    errors = plugin_errors(make_engine(url), run_id)
+    assert [(e["plugin"], e["hook"], e["count"]) for e in errors] == [("flaky-router", "cp_route_request", 7)]
+    assert "KeyError" in errors[0]["reason"] and "acme" in errors[0]["reason"]
+    shown = CliRunner().invoke(app, ["runs", "show", str(run_id), "--db", url])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "plugin errors" in text and "flaky-router" in text and "tenant table has no" in text
