@@ -268,6 +268,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
                          f"routed to {bad!r}, which is not a candidate; sent to the least loaded", None, True)
             )
             worker = min(candidates, key=lambda w: w.load)
+            self._monitor.num_errors += decision is not None  # a router's wrong answer: counted as its error
             plugin = "core"
         payload = {"worker": worker.worker_id}
         if decision is not None and decision.scores and plugin != "core":

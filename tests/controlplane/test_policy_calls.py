@@ -156,6 +156,7 @@ def test_a_route_to_a_replica_that_is_not_a_candidate_is_an_error_row_and_the_re
     errors = [d for d in res.decisions if d.hook == "cp_route_request" and d.is_error]
     assert len(errors) == 12 and all("not a candidate" in d.reason for d in errors)
     assert res.summary["num_completed"] == 12
+    assert res.summary["num_plugin_errors"] == 12  # the router's errors, counted like a raise
 
 
 class Withdrawing(Plugin):
