@@ -85,6 +85,8 @@ def sweep(
                                "runs": [{"run_id": r["id"], "key": r["sweep_key"], "seed": r["seed"],
                                          "overrides": r["overrides"], "summary": r["summary"]} for r in runs]},
                               sort_keys=True, default=str))
+        if result.failed:
+            raise typer.Exit(1)  # (a script sees a sweep with failed runs)
         return
     common.out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})"))
     for key, error in list(result.failed.items())[:5]:
@@ -96,6 +98,8 @@ def sweep(
             else f"nothing to run, all {result.total} runs already stored")
     common.out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep "
                      f"{result.sweep_id} --html sweep.html`", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 def _say_interrupted(exc: KeyboardInterrupt) -> None:

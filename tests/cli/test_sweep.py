@@ -62,3 +62,19 @@ def test_an_unknown_backend_is_refused_before_anything_is_stored(tmp_path):
     result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "foo", "--db", f"sqlite:///{db}"])
     assert result.exit_code == 2 and "unknown backend 'foo'; expected one of auto, ray, pool, serial" in result.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_sweep_with_a_failed_run_exits_1_having_stored_and_shown_every_run(tmp_path, json_out):
+    import json
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n  plugins.settings.continuous-batching.policy: [vllm, nonsense]\n")
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "serial", "--no-progress",
+                                      "--db", f"sqlite:///{tmp_path / 'runs.db'}"] + (["--json"] if json_out else []))
+    assert result.exit_code == 1, result.output
+    if json_out:
+        shown = json.loads(result.stdout)
+        assert len(shown["runs"]) == 2 and len(shown["failed"]) == 1
+    else:
+        assert "1 runs failed" in result.stderr and "ran sweep" in result.stdout
