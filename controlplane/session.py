@@ -158,7 +158,7 @@ class RunSession:
             trace=trace,
             trace_format=trace_format,
             seed=config.seed,
-            config=config.model_dump(mode="json"),
+            config=stored_config(config),
             plugins=self.plugins.versions(),
             started_at=datetime.now(timezone.utc),
         )
@@ -211,3 +211,13 @@ class RunSession:
         if exc_type is not None and not self._closed:
             status = "interrupted" if exc_type is KeyboardInterrupt else "failed"
             self.close({"error": f"{exc_type.__name__}: {exc}"}, status=status)
+
+
+def stored_config(config: RunConfig) -> dict[str, Any]:
+    """The config as the run row keeps it: the database URL without its password (anyone who can
+    read the runs would otherwise read it)."""
+    from controlplane.storage.errors import mask_password
+
+    data = config.model_dump(mode="json")
+    data["storage"]["url"] = mask_password(data["storage"]["url"])
+    return data
