@@ -142,6 +142,7 @@ class LiveDriver:
             await self.guardians.close()  # their workers started: stop them
             raise
         self.core = self.session.core
+        self.metrics.watch_storage(getattr(self.session, "recorder", None))
         self.guardians.attach(self.session)
         self._t0 = time.monotonic()
         self._started = True

@@ -83,6 +83,12 @@ class PrometheusExporter:
         )
         self.http_in_flight = Gauge("http_in_flight", "HTTP requests being served.", namespace=ns, registry=reg)
         self.draining = Gauge("draining", "1 while the daemon drains.", namespace=ns, registry=reg)
+        self.storage_rows_pending = Gauge(
+            "storage_rows_pending", "Rows of the run not yet in the database (buffered, retrying or spilled): "
+            "grows while the database is down.", namespace=ns, registry=reg)
+        self.storage_spill_files = Gauge(
+            "storage_spill_files", "Spill files of rows that waited too long for the database.", namespace=ns,
+            registry=reg)
         self._samples: dict[str, Gauge] = {}
 
     # --- the observer hook ----------------------------------------------------------------------
@@ -143,6 +149,12 @@ class PrometheusExporter:
 
     def http_response(self, route: str, code: int) -> None:
         self.http_requests.labels(route, str(code)).inc()
+
+    def watch_storage(self, recorder: Any) -> None:
+        """Read the run recorder's backlog at each scrape (a database outage shows as rows pending)."""
+        if hasattr(recorder, "pending") and hasattr(recorder, "spilled"):
+            self.storage_rows_pending.set_function(lambda: recorder.pending)
+            self.storage_spill_files.set_function(lambda: len(recorder.spilled))
 
     def render(self) -> bytes:
         """The text exposition format, for ``GET /metrics``."""

@@ -305,3 +305,21 @@ def test_a_tables_appender_buffers_what_add_values_does_and_flushes_at_the_batch
         add((2.0, "queue_length", 3.0, None))  # the third row: flushed
         assert rec.pending == 0 and rec.written["metric_sample"] == 3
     assert [r["time_s"] for r in iter_rows(sqlite_engine, run_id, "metrics")] == [1.0, 1.0, 2.0]
+
+
+def test_the_daemons_metrics_show_the_recorders_backlog(sqlite_engine: Engine) -> None:
+    from controlplane.live.prometheus import PrometheusExporter
+
+    def gauge(text: str, name: str) -> float:
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+    exporter = PrometheusExporter()
+    with RunRecorder(sqlite_engine, batch_size=1000, flush_interval_s=3600) as rec:
+        start_run(rec)
+        exporter.watch_storage(rec)
+        for i in range(5):
+            rec.add_metric(metric_row(i))
+        assert gauge(exporter.render().decode(), "controlplane_storage_rows_pending") == 5  # read at the scrape
+        rec.flush()
+        text = exporter.render().decode()
+    assert gauge(text, "controlplane_storage_rows_pending") == 0 and gauge(text, "controlplane_storage_spill_files") == 0
