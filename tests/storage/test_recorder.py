@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 
 from controlplane.storage import RunRecorder, StorageError, get_run, iter_request_rows, iter_rows
 from controlplane.storage.models import Decision, MetricSample, Request, WorkerEvent
@@ -321,5 +321,5 @@ def test_the_daemons_metrics_show_the_recorders_backlog(sqlite_engine: Engine) -
             rec.add_metric(metric_row(i))
         assert gauge(exporter.render().decode(), "controlplane_storage_rows_pending") == 5  # read at the scrape
         rec.flush()
-        text = exporter.render().decode()
-    assert gauge(text, "controlplane_storage_rows_pending") == 0 and gauge(text, "controlplane_storage_spill_files") == 0
+        shown = exporter.render().decode()
+    assert gauge(shown, "controlplane_storage_rows_pending") == 0 and gauge(shown, "controlplane_storage_spill_files") == 0
