@@ -21,7 +21,7 @@ import numpy as np
 
 from controlplane import timings
 from controlplane.config import RunConfig
-from controlplane.errors import ConfigError
+from controlplane.errors import ConfigError, ReplayInterrupted
 from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
@@ -265,17 +265,6 @@ def replay(
             raise
         session, driver = (started + [None, None])[:2]
         raise ReplayInterrupted(_started_run_id(session), driver.num_arrived if driver is not None else 0) from exc
-
-
-class ReplayInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a replay. The run was closed as ``interrupted`` with the rows written until
-    then; ``run_id`` names it (None when it had not started) and ``num_arrived`` counts the
-    requests that had arrived."""
-
-    def __init__(self, run_id: int | None, num_arrived: int) -> None:
-        super().__init__(run_id, num_arrived)
-        self.run_id = run_id
-        self.num_arrived = num_arrived
 
 
 def _started_run_id(session: RunSession | None) -> int | None:

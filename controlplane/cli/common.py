@@ -140,6 +140,17 @@ def fmt_value(v: object) -> str:
     return str(v)
 
 
+def say_replay_interrupted(exc: KeyboardInterrupt) -> None:
+    """One line on stderr: which run Ctrl-C left, and what it holds (`controlplane.errors.ReplayInterrupted`)."""
+    run_id = getattr(exc, "run_id", None)
+    if run_id is None:
+        console("err").print("interrupted before the run started: nothing was stored", highlight=False)
+        return
+    console("err").print(f"interrupted after {exc.num_arrived:,} requests arrived: run {run_id} is stored with "
+                         f"status 'interrupted' and the rows written until then (`controlplane runs show {run_id}`)",
+                         highlight=False)
+
+
 def working(text: str) -> Any:
     """A spinner with ``text`` on stderr while a long step runs, on a terminal (else nothing)."""
     err = console("err")

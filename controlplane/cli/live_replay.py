@@ -82,18 +82,10 @@ def live_replay(
             span = requests[-1].arrival_s if requests else 0.0
             common.err.print(f"live replay: {len(requests):,} requests over {span:,.0f} s of {Path(path).name} on "
                              f"{models} ({pool} pool); run recorded in {cfg.storage.url}", highlight=False)
-        from controlplane.live.trace_replay import ReplayInterrupted
-
         try:
-                result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal)
-        except ReplayInterrupted as stop:
-            s = stop.summary
-            if stop.run_id is None:
-                common.err.print("interrupted while the workers were starting: no run was started", highlight=False)
-                raise typer.Exit(130) from None
-            common.err.print(f"interrupted: run {stop.run_id} is stored as interrupted in {cfg.storage.url}, with "
-                             f"{s.get('num_requests', 0):,} of the {len(requests):,} requests submitted "
-                             f"({s.get('num_completed', 0):,} completed)", highlight=False)
+            result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal)
+        except KeyboardInterrupt as exc:  # (Ctrl-C, also while the workers load: say what was kept)
+            common.say_replay_interrupted(exc)
             raise typer.Exit(130) from None
     if save_trace is not None:
         from sim.traces.canonical import write_canonical

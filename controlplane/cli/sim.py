@@ -130,7 +130,7 @@ def replay(
                 rate_scale, limit, max_prompt_tokens, max_output_tokens, qps, arrival, exact, until, slo_ttft,
                 slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
-        _say_interrupted(exc)
+        common.say_replay_interrupted(exc)
         raise
     finally:
         if writer is not None:
@@ -149,17 +149,6 @@ def _check_vidur_options(path: Path, format: str | None) -> None:
         raise ValueError(f"--qps and --arrival set the synthetic arrivals of Vidur traces (lengths only); {path} is "
                          f"in the {fmt} format, whose timestamps give the arrivals: use --speed-up or --rate-scale to "
                          "change its rate")
-
-
-def _say_interrupted(exc: KeyboardInterrupt) -> None:
-    """One line on stderr: which run Ctrl-C left, and what it holds."""
-    run_id = getattr(exc, "run_id", None)  # (`sim.replay.ReplayInterrupted`)
-    if run_id is None:
-        common.err.print("interrupted before the run started: nothing was stored", highlight=False)
-        return
-    common.err.print(f"interrupted after {exc.num_arrived:,} requests arrived: run {run_id} is stored with status "
-                     f"'interrupted' and the rows written until then (`controlplane runs show {run_id}`)",
-                     highlight=False)
 
 
 def _early_writer() -> Any:

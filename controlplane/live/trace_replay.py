@@ -21,17 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.config import RunConfig
+from controlplane.errors import ReplayInterrupted
 
-__all__ = ["LiveReplayResult", "Rejected", "ReplayInterrupted", "as_served", "replay_trace_live", "run_trace_live"]
-
-
-class ReplayInterrupted(Exception):
-    """The replay was stopped (Ctrl-C) before the trace ended: its run is stored as ``interrupted``,
-    with the requests submitted until then (those still in flight recorded as such)."""
-
-    def __init__(self, run_id: int | None, summary: dict[str, Any]) -> None:
-        super().__init__(f"interrupted: run {run_id} stored as interrupted")
-        self.run_id, self.summary = run_id, summary
+__all__ = ["LiveReplayResult", "Rejected", "as_served", "replay_trace_live", "run_trace_live"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +119,7 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
             result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels this task
             summary = await driver.close(status="interrupted")
-            raise ReplayInterrupted(driver.run_id, dict(summary or {})) from None
+            raise ReplayInterrupted(driver.run_id, (summary or {}).get("num_requests", 0)) from None
         except BaseException:
             await driver.close(status="failed")
             raise

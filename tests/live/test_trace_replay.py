@@ -148,7 +148,7 @@ def test_ctrl_c_stores_the_run_as_interrupted_and_says_so(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130, out
-    assert "stored as interrupted" in " ".join(out.split()), out
+    assert "is stored with status 'interrupted'" in " ".join(out.split()), out
     engine = sa.create_engine(url)
     with engine.connect() as c:
         status, = c.execute(sa.text("select status from run")).one()
