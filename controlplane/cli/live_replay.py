@@ -62,16 +62,13 @@ def live_replay(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Replay a trace against live workers in real time, store the run (with its iterations), print its summary."""
-    from controlplane.config import load_config
     from controlplane.live.daemon_config import daemon_config
     from sim.replay import TraceTransforms
 
     with user_errors():
-        cfg, overrides = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
-                                       precision=precision)
-        extra = {k: v for k, v in (("seed", seed), ("name", name)) if v is not None}
-        if extra:
-            cfg = load_config(config, {**overrides, **extra})
+        cfg, _ = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
+                               precision=precision,
+                               extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      rate_scale=rate_scale, limit=limit, max_prompt_tokens=max_prompt_tokens,
                                      max_output_tokens=max_output_tokens)
@@ -136,8 +133,8 @@ def check_fits(cfg: Any, requests: list[Any], path: Path) -> None:
     over = []
     for r in requests:
         p, o = r.prompt_tokens, r.output_tokens
-        limit = limits.get(r.model, limits[first]) if r.model else limits[first]
-        if limit is not None and p + o > limit:
+        limit = limits.get(r.model, limits[first])
+        if p + o > limit:
             over.append((r, p, o, limit))
     if over:
         r, p, o, limit = over[0]

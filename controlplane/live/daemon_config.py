@@ -36,8 +36,10 @@ def daemon_config(
     model_path: str | None = None,
     precision: str | None = None,
     model_name: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[RunConfig, dict[str, Any]]:
     """The run config for a daemon: the file, with command-line choices applied; also the overrides.
+    ``extra`` adds top-level overrides of its own (``live-replay``'s seed and run name).
 
     Without a config file (or one with no ``cluster.models``) the daemon serves one model, by
     default the random-weight ``tiny-llama`` preset, on one replica per GPU or one CPU worker.
@@ -45,7 +47,7 @@ def daemon_config(
     if preset and model_path:
         raise ConfigError("give --preset or --model-path, not both")
     file_values = read_config_file(config_path) if config_path else {}
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = dict(extra or {})
     if db:
         overrides["storage"] = {"url": db}
     models = (file_values.get("cluster") or {}).get("models")
