@@ -73,7 +73,8 @@ def daemon(
 
     Admin endpoints need CONTROLPLANE_ADMIN_TOKEN in the environment (they are off without it).
     """
-    from controlplane.live.daemon import DaemonOptions, admin_token_from_env, serve, shown_url
+    from controlplane.live.daemon import DaemonOptions, admin_token_from_env, serve
+    from controlplane.storage.errors import mask_password
     from controlplane.live.daemon_config import daemon_config
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -92,7 +93,7 @@ def daemon(
         )
     err.print(
         f"controlplane daemon: {', '.join(f'{m.name} x{m.replicas}' for m in cfg.cluster.models)} on the {pool} pool, "
-        f"http://{host}:{port}, run recorded in {shown_url(cfg.storage.url)}",
+        f"http://{host}:{port}, run recorded in {mask_password(cfg.storage.url)}",
         highlight=False, soft_wrap=True,
     )
     with user_errors():  # a port in use, a model or database that cannot be used: one line, exit 2

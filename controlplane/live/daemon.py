@@ -34,11 +34,11 @@ from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
 from controlplane.live.driver import LiveDriver
 from controlplane.live.pool import POOL_KINDS, make_pool
-from controlplane.storage.errors import StorageError
+from controlplane.storage.errors import StorageError, mask_password
 
 log = logging.getLogger("controlplane.daemon")
 
-__all__ = ["ADMIN_TOKEN_ENV", "Daemon", "DaemonOptions", "admin_token_from_env", "listen", "serve", "shown_url"]
+__all__ = ["ADMIN_TOKEN_ENV", "Daemon", "DaemonOptions", "admin_token_from_env", "listen", "serve"]
 
 ADMIN_TOKEN_ENV = "CONTROLPLANE_ADMIN_TOKEN"
 
@@ -111,7 +111,7 @@ class Daemon:
         await asyncio.to_thread(self._claim_run_and_mark_crashed)
         models = ", ".join(f"{d.name} x{d.replicas}" for d in self.config.cluster.models)
         log.info("run %s (mode live) recording to %s; starting %s on the %s pool", self.driver.run_id,
-                 shown_url(self.config.storage.url) if self.driver.record else "nowhere", models, self.options.pool)
+                 mask_password(self.config.storage.url) if self.driver.record else "nowhere", models, self.options.pool)
 
     def _claim_run_and_mark_crashed(self) -> None:
         """Record this process as the owner of its run, and mark ``crashed`` the runs of dead daemons."""
@@ -259,16 +259,6 @@ def serve(config: RunConfig, options: DaemonOptions) -> int:
         log.error("the daemon did not start")
         return 1
     return 1 if daemon.close_error is not None else 0
-
-
-def shown_url(url: str) -> str:
-    """A database URL as the daemon's output shows it: without its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # malformed: the start fails on it (the storage layer masks it in its error)
-        return url.rpartition("@")[2]
 
 
 def admin_token_from_env() -> str | None:

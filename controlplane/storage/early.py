@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from controlplane import timings
 from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
-from controlplane.storage.errors import StorageError, database_error
+from controlplane.storage.errors import StorageError, database_error, mask_password
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
 from controlplane.storage.rows import SPECS, derive_latencies
 
@@ -75,15 +75,6 @@ def _sqlite_in_memory_or_unclear(url: str) -> bool:
         return False
     database = rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
     return not database or database == ":memory:" or database.startswith("file:")
-
-
-def _masked(url: str) -> str:
-    """``url`` without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def writer_process_possible(loadavg: str = "/proc/loadavg") -> bool:
@@ -242,8 +233,8 @@ class EarlyWriter:
         config = (url, dict(engine_kwargs or {}), {"batch_size": batch_size, **recorder_kwargs})
         if self.config is not None:
             if self.config != config:
-                raise StorageError(f"the writer process was configured for {_masked(self.config[0])} "
-                                   f"with {self.config[2]}, not for {_masked(url)} with {config[2]}")
+                raise StorageError(f"the writer process was configured for {mask_password(self.config[0])} "
+                                   f"with {self.config[2]}, not for {mask_password(url)} with {config[2]}")
             return
         send(self.to_child, (CONFIG, True, [], config), b"")
         self.config = config
@@ -273,7 +264,7 @@ class FrontRecorder:
         if batch_size < 1 or handoff_rows < 1:
             raise ValueError(f"batch_size and handoff_rows must be >= 1, got {batch_size}, {handoff_rows}")
         self.writer = writer
-        self.url = _masked(url)
+        self.url = mask_password(url)
         self.batch_size = batch_size
         self._handoff = min(batch_size, handoff_rows)
         self.run_id: int | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 
@@ -20,8 +19,13 @@ class StorageError(RuntimeError):
 
 
 def mask_password(url: str) -> str:
-    """``url`` with the password of its user (``//user:password@``) replaced by ``***``."""
-    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """``url`` with the password of its user (``//user:password@``) replaced by ``***`` (a password
+    may hold ``/`` or ``@``: the credentials end at the last ``@``)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials or "/" in credentials.split(":", 1)[0]:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def database_error(exc: BaseException, url: str | None = None) -> StorageError:

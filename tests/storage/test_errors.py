@@ -48,6 +48,8 @@ def test_sqlite_that_cannot_open_its_file_says_where_to_look():
 @pytest.mark.parametrize(("url", "masked"), [
     ("postgresql+psycopg://u:pw@h:5432/d", "postgresql+psycopg://u:***@h:5432/d"),
     ("sqlite:///runs.db", "sqlite:///runs.db"),
+    ("postgresql://u:p/w@rd@h/d", "postgresql://u:***@h/d"),  # a password holding '/' and '@'
+    ("sqlite:///data/a@b:c.db", "sqlite:///data/a@b:c.db"),  # an '@' in a path is no password
 ])
 def test_mask_password(url, masked):
     assert mask_password(url) == masked
