@@ -182,7 +182,6 @@ def main() -> None:
             from controlplane import code_cache
 
             code_cache.install(f"{name} {subcommand or ''}")
-        if name == "sim":
             # The simulator does no multi-threaded linear algebra; numpy's OpenBLAS would start a
             # thread per core at import (CPU and wall on a busy host, for nothing). Set before
             # numpy is imported; an explicit setting wins.
