@@ -216,8 +216,14 @@ class RunSession:
 def stored_config(config: RunConfig) -> dict[str, Any]:
     """The config as the run row keeps it: the database URL without its password (anyone who can
     read the runs would otherwise read it)."""
+    return without_password(config.model_dump(mode="json"))
+
+
+def without_password(config: dict[str, Any]) -> dict[str, Any]:
+    """A config's data with its ``storage.url`` password masked (a copy where there is one to mask)."""
     from controlplane.storage.errors import mask_password
 
-    data = config.model_dump(mode="json")
-    data["storage"]["url"] = mask_password(data["storage"]["url"])
-    return data
+    storage = config.get("storage")
+    if not isinstance(storage, dict) or not isinstance(storage.get("url"), str):
+        return config
+    return {**config, "storage": {**storage, "url": mask_password(storage["url"])}}

@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from controlplane.session import without_password
 from controlplane.storage import RunRecorder
-from controlplane.storage.errors import mask_password
 from controlplane.storage.models import Run, Sweep
 from sim.sweep.worker import RunOutcome
 
@@ -58,7 +58,7 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
     with RunRecorder(engine, batch_size=batch_size) as rec:
         run_id = rec.start_run(
             name=task.config.get("name"), mode="sim", trace=task.trace_name, trace_format=task.trace_format,
-            seed=task.seed, config=_without_password(task.config), plugins=outcome.plugins,
+            seed=task.seed, config=without_password(task.config), plugins=outcome.plugins,
             started_at=outcome.started_at or datetime.now(timezone.utc),
         )
         with engine.begin() as conn:
@@ -96,10 +96,3 @@ def sweep_runs(engine: Engine, sweep_id: int) -> list[dict[str, Any]]:
         r["overrides"] = json.loads(r.pop("notes") or "{}").get("overrides", {})
     return rows
 
-
-def _without_password(config: dict[str, Any]) -> dict[str, Any]:
-    """The run's config as its row keeps it: the database URL without its password (as `RunSession` stores it)."""
-    storage = config.get("storage")
-    if not isinstance(storage, dict) or not isinstance(storage.get("url"), str):
-        return config
-    return {**config, "storage": {**storage, "url": mask_password(storage["url"])}}

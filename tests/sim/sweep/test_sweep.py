@@ -188,10 +188,10 @@ def test_a_point_whose_run_raises_is_stored_failed_and_the_sweep_goes_on(tmp_pat
 
 
 def test_a_sweep_run_row_keeps_the_database_url_without_its_password():
-    from sim.sweep.store import _without_password
+    from controlplane.session import without_password
 
     config = {"seed": 1, "storage": {"url": "postgresql+psycopg://runs:s3cret@db/runs", "batch_size": 10}}
-    kept = _without_password(config)
+    kept = without_password(config)
     assert kept["storage"] == {"url": "postgresql+psycopg://runs:***@db/runs", "batch_size": 10}
     assert config["storage"]["url"].endswith("s3cret@db/runs")  # the run itself still connects with it
-    assert _without_password({"seed": 1}) == {"seed": 1}
+    assert without_password({"seed": 1}) == {"seed": 1}
