@@ -15,6 +15,7 @@ from typing import Any
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.config import RunConfig
+from controlplane.batch_plan_checks import plan_error, replacement_plan
 from controlplane.context import Clock, PolicyContext, RunInfo
 from controlplane.cancellations import Cancellations
 from controlplane.control_loop import ControlLoop
@@ -336,6 +337,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
             plan, plugin = self._decide("cp_form_batch", w)
             if plan is None:
                 plan = BatchPlan()
+            elif plan_error(plan, w) is not None:  # the plugin's error: the built-in batching decides
+                plan, plugin = replacement_plan(self.calls, plan, plugin, w)
             for r in plan.preempt:
                 self._preempt(w, r)
             expired = 0
@@ -377,11 +380,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         prefill_tokens = 0
         waiting_, running = w.waiting, w.running
         joined: list[Request] | None = []  # new to the running set (None: a running one's context changed)
-        for i, (r, n) in enumerate(prefill):
-            if r.worker_id != wid or n <= 0 or n > r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
-                raise RuntimeError(
-                    f"batching plugin {plugin} planned an invalid prefill of {n} tokens for {r.request_id}"
-                )
+        for i, (r, n) in enumerate(prefill):  # checked by `plan_error`
             if r.hash_ids and r.num_computed_tokens == 0:
                 if r.status is not _WAITING:
                     joined = None

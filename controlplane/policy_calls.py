@@ -43,6 +43,7 @@ class PolicyCalls:
         self._emit_hook = fast_caller(hook.cp_on_event, self.monitor)
         enabled = {p.info.name for p in plugins.loaded}
         self._fallback_names: dict[str, str] = {}
+        self._builtin = dict(fallbacks)  # each hook's built-in plugin, enabled or not (`decide_instead`)
         self._policy_hooks: dict[str, tuple[Any, Any]] = {}
         # Hooks that no plugin, or exactly one taking every argument, implements: called without
         # the generic caller's loop. (implementation or None, its plugin, fallback, fallback's name,
@@ -165,6 +166,19 @@ class PolicyCalls:
         if fallback is None:
             return None, None
         return fallback(self.ctx, *args), self._fallback_names[hook]
+
+    def decide_instead(self, hook: str, plugin: str | None, error: str, a: Any) -> tuple[Any, str] | None:
+        """``plugin`` answered ``hook`` (for ``a``) with a decision the core cannot carry out (``error``, in
+        words): that is recorded as ``plugin``'s error, and the hook's built-in plugin, at its default
+        settings, decides instead. Returns (its decision, its name), or None when the answer was already the
+        built-in plugin's (or the hook has none): nothing else can decide."""
+        builtin = self._builtin.get(hook)
+        name = getattr(builtin, "name", None)
+        if builtin is None or (plugin or "").split(" ", 1)[0] == name:
+            return None
+        self.monitor.record(plugin or "unknown", hook, ValueError(error))
+        self.drain_errors()
+        return getattr(builtin, hook)(self.ctx, a), f"{name} (fallback)"
 
     def call_observer(self, caller: Any, a: Any, b: Any = _ABSENT) -> Any:
         """Call a non-policy hook caller (``cache_store``, ``prefix_lookup``, ...) with ``ctx``

@@ -1,0 +1,82 @@
+"""Whether the core can carry out a batching policy's `BatchPlan` for one worker.
+
+A plan that names another worker's request, a request twice, a prefill of no tokens or of more
+than the prompt has left, a decode of a request that is not running on the worker, or a wake in
+the past would corrupt the worker's queues or stall it. :func:`plan_error` says what is wrong
+(None when nothing is); the core then records it as the policy's error and asks the built-in
+batching instead (`PolicyCalls.decide_instead`), so a faulty batching plugin is isolated like one
+that raises. Checked for every plan, so the checks are plain attribute reads.
+"""
+
+from __future__ import annotations
+
+import math
+
+from typing import TYPE_CHECKING
+
+from controlplane.decisions import BatchPlan
+from controlplane.types import Request, RequestStatus, Worker
+
+if TYPE_CHECKING:
+    from controlplane.policy_calls import PolicyCalls
+
+__all__ = ["plan_error", "replacement_plan"]
+
+_RUNNING = RequestStatus.RUNNING
+
+
+def plan_error(plan: BatchPlan, w: Worker) -> str | None:
+    """What makes ``plan`` impossible on worker ``w``, in words; None when the core can run it."""
+    wid = w.worker_id
+    prefill, decode = plan.prefill, plan.decode
+    for r, n in prefill:
+        if r.worker_id != wid:
+            return f"prefill of {r.request_id}, which is not on worker {wid}"
+        if n <= 0 or n > r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
+            return (f"prefill of {n} tokens for {r.request_id}, which has "
+                    f"{r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens} left to prefill")
+    for r in decode:
+        if r.status is not _RUNNING or r.worker_id != wid:
+            return f"decode of {r.request_id}, which is not running on worker {wid}"
+    if decode or len(prefill) > 1:
+        named = {r for r, _ in prefill}
+        named.update(decode)
+        if len(named) != len(prefill) + len(decode):
+            return f"{_repeated([r for r, _ in prefill] + list(decode))} is in the plan twice"
+    if plan.preempt and decode:
+        preempted = set(plan.preempt)
+        for r in decode:
+            if r in preempted:
+                return f"decode of {r.request_id}, which the plan preempts"
+    if type(plan.max_iterations) is not int or plan.max_iterations < 1:
+        return f"max_iterations must be a whole number >= 1, got {plan.max_iterations!r}"
+    wake = plan.wake_after_s
+    if wake is not None and not (wake >= 0 and math.isfinite(wake)):
+        return f"wake_after_s must be a finite number >= 0, got {wake!r}"
+    return None
+
+
+def replacement_plan(calls: PolicyCalls, plan: BatchPlan, plugin: str | None, w: Worker) -> tuple[BatchPlan, str | None]:
+    """The plan the core runs instead of ``plugin``'s unusable ``plan`` for ``w``: ``plugin``'s error is
+    recorded and the built-in batching decides. A RuntimeError when the built-in batching made the plan,
+    or makes an unusable one too: a defect of the project, not of a plugin."""
+    error = plan_error(plan, w)
+    answer = calls.decide_instead("cp_form_batch", plugin, f"an unusable BatchPlan for worker {w.worker_id}: {error}", w)
+    if answer is None:
+        raise RuntimeError(f"the built-in batching {plugin} made an unusable BatchPlan for worker {w.worker_id}: {error}")
+    instead, by = answer
+    if instead is None:
+        return BatchPlan(), by
+    again = plan_error(instead, w)
+    if again is not None:
+        raise RuntimeError(f"the built-in batching {by} made an unusable BatchPlan for worker {w.worker_id}: {again}")
+    return instead, by
+
+
+def _repeated(requests: list[Request]) -> str:
+    seen: set[str] = set()
+    for r in requests:
+        if r.request_id in seen:
+            return r.request_id
+        seen.add(r.request_id)
+    return "a request"

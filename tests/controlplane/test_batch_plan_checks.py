@@ -1,0 +1,101 @@
+"""A batching plugin's unusable BatchPlan is its recorded error; the built-in batching decides instead."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from controlplane.batch_plan_checks import plan_error
+from controlplane.decisions import BatchPlan
+from controlplane.hookspecs import hookimpl
+from controlplane.plugin import Plugin
+from controlplane.testing import make_requests, make_trace, make_worker, replay_with
+from controlplane.types import RequestStatus
+from plugins.batching import ContinuousBatching
+from tests.fixtures.common import assert_conserved
+
+
+def _worker_with(waiting: int = 1, running: int = 2):
+    w = make_worker("w0")
+    reqs = make_requests(waiting + running)
+    for r in reqs:
+        r.worker_id = "w0"
+    for r in reqs[waiting:]:
+        r.status = RequestStatus.RUNNING
+        r.num_computed_tokens = r.prompt_tokens
+        w.running.append(r)
+    w.waiting.extend(reqs[:waiting])
+    return w, reqs[:waiting], reqs[waiting:]
+
+
+def test_a_usable_plan_has_no_error():
+    w, waiting, running = _worker_with()
+    n = waiting[0].prompt_tokens
+    assert plan_error(BatchPlan(prefill=((waiting[0], n),), decode=tuple(running)), w) is None
+    assert plan_error(BatchPlan(), w) is None
+    assert plan_error(BatchPlan(wake_after_s=0.5), w) is None
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("other worker", "not on worker w0"),
+    ("zero tokens", "prefill of 0 tokens"),
+    ("too many tokens", "left to prefill"),
+    ("decode waiting", "not running on worker w0"),
+    ("twice", "in the plan twice"),
+    ("decode preempted", "which the plan preempts"),
+    ("iterations", "max_iterations"),
+    ("wake negative", "wake_after_s"),
+    ("wake nan", "wake_after_s"),
+])
+def test_each_unusable_plan_says_why(case, expected):
+    w, waiting, running = _worker_with()
+    r = waiting[0]
+    plans = {
+        "other worker": lambda: (setattr(r, "worker_id", "w1"), BatchPlan(prefill=((r, 1),)))[1],
+        "zero tokens": lambda: BatchPlan(prefill=((r, 0),)),
+        "too many tokens": lambda: BatchPlan(prefill=((r, r.prompt_tokens + 1),)),
+        "decode waiting": lambda: BatchPlan(decode=(r,)),
+        "twice": lambda: BatchPlan(decode=(running[0], running[0])),
+        "decode preempted": lambda: BatchPlan(decode=(running[0],), preempt=(running[0],)),
+        "iterations": lambda: BatchPlan(decode=(running[0],), max_iterations=0),
+        "wake negative": lambda: BatchPlan(wake_after_s=-1.0),
+        "wake nan": lambda: BatchPlan(wake_after_s=math.nan),
+    }
+    assert expected in plan_error(plans[case](), w)
+
+
+class OverPrefiller(Plugin):
+    """Plans a prefill of one token more than the prompt has: the core cannot carry it out."""
+
+    name = "over-prefiller"
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        if worker.waiting:
+            r = worker.waiting[0]
+            return BatchPlan(prefill=((r, r.remaining_prefill_tokens + 1),))
+        return None
+
+
+def test_an_unusable_plan_is_the_plugins_error_and_the_run_completes():
+    res = replay_with(OverPrefiller(), trace=make_trace(8))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_form_batch", "over-prefiller")}
+    assert "ValueError: an unusable BatchPlan for worker" in errors[0].reason
+    assert "left to prefill" in errors[0].reason
+    batches = [d for d in res.decisions if d.action == "batch"]
+    assert {d.plugin for d in batches} >= {"continuous-batching (fallback)"}
+    assert res.summary["num_completed"] == 8
+    assert res.summary["num_plugin_errors"] == len(errors)
+    assert_conserved(res.summary, res.requests)
+
+
+def test_the_built_in_batchings_own_unusable_plan_is_a_defect_not_hidden(monkeypatch):
+    def broken(self, ctx, worker):
+        r = worker.waiting[0] if worker.waiting else None
+        return BatchPlan(prefill=((r, 0),)) if r is not None else None
+
+    monkeypatch.setattr(ContinuousBatching, "cp_form_batch", hookimpl(broken))
+    with pytest.raises(RuntimeError, match="the built-in batching continuous-batching made an unusable BatchPlan"):
+        replay_with(trace=make_trace(2))
