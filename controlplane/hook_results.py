@@ -4,11 +4,13 @@ A plugin returning anything else made a mistake the core cannot act on: the call
 `controlplane.plugin_manager` and `controlplane.policy_calls` treat it like a raise (recorded
 as the plugin's error, the next implementation or the built-in fallback decides), with the
 `TypeError` of :func:`wrong_result` as its reason. A few fields the core cannot act on unless
-they have the right type are checked too (`FIELD_CHECKS`: a replica count of 2.5).
+they have the right type or range are checked too (`FIELD_CHECKS`: a replica count of 2.5, a
+cache hit's negative latency).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Callable
@@ -47,10 +49,21 @@ def _scale_fields(decision: ScaleDecision) -> str | None:
     return None
 
 
+def _cache_hit_fields(hit: CacheHit) -> str | None:
+    latency = hit.latency_s
+    # float first: the common case costs one type test and one chained comparison (no NaN, no inf)
+    if (type(latency) is float or isinstance(latency, numbers.Real)) and 0.0 <= latency < math.inf:
+        return None
+    return f"CacheHit.latency_s must be a finite number of seconds >= 0, got {type(latency).__name__} {latency!r}"
+
+
 #: Hook name -> a check of its result's fields (the result is of the hook's type): an error
-#: message, or None when the core can act on it. Only for hooks asked rarely (per tick, not per request).
+#: message, or None when the core can act on it. Each runs on every non-None result, so only for
+#: hooks asked rarely (per tick) or whose non-None results are rare enough to cost nothing beside
+#: what the core does with them (a cache hit: served, a decision recorded; a miss is not checked).
 FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "cp_scale": _scale_fields,
+    "cp_cache_lookup": _cache_hit_fields,
 }
 
 

@@ -153,3 +153,42 @@ def test_a_scale_decision_for_another_model_is_an_error_and_not_applied():
     assert "returned a ScaleDecision for 'some-other-model'; not applied" in errors[0].reason
     assert res.summary["num_scale_events"] == 0 and res.summary["peak_replicas"] == 2  # the configured 2 kept
     assert res.summary["num_completed"] == 6 and res.summary["num_plugin_errors"] >= 1
+
+
+def _cache_hit_plugin(latency: object) -> Plugin:
+    from controlplane.decisions import CacheHit
+
+    class Hit(Plugin):
+        name = "bad-latency-cache"
+
+        @hookimpl
+        def cp_cache_lookup(self, ctx, request):
+            return CacheHit("exact", latency, None, 1.0, "always")
+
+    return Hit()
+
+
+@pytest.mark.parametrize("latency", [-1.0, -1, float("nan"), float("inf"), "0.1", None],
+                         ids=["negative", "negative-int", "nan", "inf", "str", "none"])
+def test_a_cache_hit_with_a_bad_latency_is_an_error_decision_and_the_request_is_served(caller, latency):
+    res = replay_with(_cache_hit_plugin(latency), trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_cache_lookup", "bad-latency-cache")}
+    assert f"CacheHit.latency_s must be a finite number of seconds >= 0, got {type(latency).__name__}" \
+        in errors[0].reason
+    assert res.summary["num_completed"] == 6  # by a worker: the hit was not served
+    assert not any(r.cache_hit for r in res.requests)
+    assert all(r.first_token_s >= r.arrival_s and r.finish_s >= r.first_token_s for r in res.requests)
+    assert res.summary["ttft_p50_s"] > 0
+    assert_conserved(res.summary, res.requests)
+
+
+@pytest.mark.parametrize("latency", [0.0, 0, 0.25])
+def test_a_cache_hit_with_a_finite_latency_is_served(caller, latency):
+    import numpy as np
+
+    for value in (latency, np.float64(latency)):
+        res = replay_with(_cache_hit_plugin(value), trace=make_trace(6))
+        assert not [d for d in res.decisions if d.is_error]
+        assert all(r.cache_hit == "exact" for r in res.requests)
+        assert all(r.finish_s == pytest.approx(r.arrival_s + float(latency)) for r in res.requests)
