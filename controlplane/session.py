@@ -29,22 +29,53 @@ def fallback_plugins(available: Mapping[str, PluginInfo]) -> dict[str, object]:
 
 
 def latency_factories(plugins: PluginSet) -> dict[str, Any]:
-    """Latency-model factories every plugin registered, by name (duplicates are errors)."""
+    """Latency-model factories every plugin registered, by name. A name that is not a string, a
+    factory that is not callable, or a name registered twice is a `ConfigError` naming the plugin(s)
+    (and the entry point each was loaded from)."""
     found: dict[str, Any] = {}
-    duplicates: list[str] = []
+    owners: dict[str, str] = {}
+    duplicate: tuple[str, str, str] | None = None
+    current = ""
 
     def register(name: str, factory: Any) -> None:
+        nonlocal duplicate
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a latency model's name must be a non-empty string, got {type(name).__name__} {name!r}")
+        if not callable(factory):
+            shown = repr(factory)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise TypeError(f"latency model {name!r}: the factory must be callable (a LatencyModel class or a "
+                            f"function returning one), got {type(factory).__name__} {shown}")
         if name in found:
-            duplicates.append(name)
+            duplicate = duplicate or (name, owners[name], current)
+            return
         found[name] = factory
+        owners[name] = current
 
-    plugins.hook.cp_register_latency_models(register=register)
-    if duplicates:
-        raise ConfigError(f"two plugins register a latency model named {duplicates[0]!r}")
+    # Each implementation on its own (in pluggy's order), so a registration is known by its plugin.
+    for impl in reversed(plugins.hook.cp_register_latency_models.get_hookimpls()):
+        if impl.wrapper or impl.hookwrapper:
+            continue  # nothing to wrap: each registration is a plain call
+        current = impl.plugin_name
+        impl.function(*[register for _ in impl.argnames])  # isolated: a raise is recorded by the monitor
     errors = plugins.monitor.take_errors()
     if errors:
-        raise ConfigError(f"plugin {errors[0].plugin} failed to register latency models: {errors[0].error}")
+        raise ConfigError(f"plugin {_origin(plugins, errors[0].plugin)} failed to register latency models: "
+                          f"{errors[0].error}")
+    if duplicate is not None:
+        name, first, second = duplicate
+        by = f"plugin {_origin(plugins, first)} and again by it" if first == second else \
+            f"plugins {_origin(plugins, first)} and {_origin(plugins, second)}"
+        raise ConfigError(f"latency model {name!r} is registered by {by}: a name must be registered once")
     return found
+
+
+def _origin(plugins: PluginSet, name: str) -> str:
+    """``'name'``, with the entry point it was loaded from when it has one."""
+    for p in plugins.loaded:
+        if p.info.name == name and p.info.entry_point:
+            return f"{name!r} (entry point {p.info.entry_point})"
+    return repr(name)
 
 
 class RunSession:

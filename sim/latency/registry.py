@@ -30,7 +30,14 @@ class LazyFactory:
     def target(self) -> Callable[..., LatencyModel]:
         if self._target is None:
             module, attr = self.path.split(":")
-            self._target = getattr(importlib.import_module(module, __package__), attr)
+            try:
+                target = getattr(importlib.import_module(module, __package__), attr)
+            except (ImportError, AttributeError) as exc:
+                raise LookupError(f"latency model factory {self.path!r} failed to load: {exc}") from exc
+            if not callable(target):
+                raise TypeError(f"latency model factory {self.path!r} is a {type(target).__name__}, not callable "
+                                "(a LatencyModel class or a function returning one)")
+            self._target = target
         return self._target
 
     @property
