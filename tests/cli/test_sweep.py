@@ -78,3 +78,22 @@ def test_a_sweep_with_a_failed_run_exits_1_having_stored_and_shown_every_run(tmp
         assert len(shown["runs"]) == 2 and len(shown["failed"]) == 1
     else:
         assert "1 runs failed" in result.stderr and "ran sweep" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["sweep", "search"])
+@pytest.mark.parametrize(("space", "key", "problem"), [
+    ("  plugins.enabled: [[queue-limit, round-robbin, continuous-batching, fixed-replicas, static-memory, "
+     "builtin-latency-models]]\n", "space.plugins.enabled", "unknown plugin 'round-robbin' (did you mean 'round-robin'?)"),
+    ("  plugins.settings.continuous-batching.polcy: [vllm, sarathi]\n",
+     "space.plugins.settings.continuous-batching.polcy",
+     "plugin 'continuous-batching' has no setting 'polcy' (did you mean 'policy'?)"),
+], ids=["plugin", "setting"])
+def test_an_unknown_plugin_or_setting_in_the_space_is_refused_before_any_run(tmp_path, command, space, key, problem):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n" + space)
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(app, ["sim", command, str(spec), "--backend", "serial", "--no-progress",
+                                      "--db", f"sqlite:///{db}"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {spec}: {key}: {problem}"
+    assert not db.exists()
