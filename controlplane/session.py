@@ -140,6 +140,10 @@ class RunSession:
             )
             if self.recorder is not None:
                 run_id = self._start_run(trace, trace_format, wait=not defer_run_id)
+            if self.engine is not None and run_id is not None:  # (a writer process does this itself)
+                from controlplane.storage.crashed import mark_crashed_quietly
+
+                mark_crashed_quietly(self.engine, exclude={run_id})
         except BaseException:
             if hasattr(self.recorder, "abandon"):
                 self.recorder.abandon()  # the writer process ends: nothing was recorded
@@ -181,6 +185,8 @@ class RunSession:
     def _start_run(self, trace: str | None, trace_format: str | None, *, wait: bool = True) -> int | None:
         """Insert the run row; its id, or None where the row was sent to a writer process
         without waiting (``wait=False``: :meth:`started` reads the id)."""
+        from controlplane.storage.owner import process_marker
+
         config = self.config
         start = self.recorder.start_run if wait or not hasattr(self.recorder, "begin_run") else self.recorder.begin_run
         return start(
@@ -189,7 +195,7 @@ class RunSession:
             trace=trace,
             trace_format=trace_format,
             seed=config.seed,
-            config=stored_config(config),
+            config={**stored_config(config), "process": process_marker()},  # (controlplane.storage.crashed)
             plugins=self.plugins.versions(),
             started_at=datetime.now(timezone.utc),
         )

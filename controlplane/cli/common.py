@@ -104,15 +104,19 @@ def _exit_with(text: str) -> NoReturn:
 def open_stored_runs(db: str | None) -> Any:
     """The engine of the database ``db`` (default: the config's), for a command that reads stored
     runs: a SQLite file that does not exist is an error naming it (rather than a new, empty
-    database made by a typo in ``--db``), and a database that cannot be opened is one line."""
+    database made by a typo in ``--db``), and a database that cannot be opened is one line. A
+    SQLite file this user may not write (or whose folder it may not) is opened read-only; else
+    runs of processes gone from this host are marked crashed first (`controlplane.storage.crashed`)."""
     from controlplane.storage import ensure_schema, make_engine
-    from controlplane.storage.db import plain_sqlite_file
+    from controlplane.storage.db import plain_sqlite_file, sqlite_read_only
 
     url = resolve_db(db)
     path = plain_sqlite_file(url)
     if path is not None and not path.exists():
         raise StorageError(f"{url}: no such file ({path}), so no run is stored there; check --db, or replay "
                            f"a trace into it first (`controlplane sim replay --db {url}`)")
+    if path is not None and sqlite_read_only(path):
+        return _open_read_only(url, path)
     engine = make_engine(url)
     try:
         ensure_schema(engine)
@@ -121,6 +125,33 @@ def open_stored_runs(db: str | None) -> Any:
         if _database_failure(exc):
             raise database_error(exc, url) from None
         raise
+    from controlplane.storage.crashed import mark_crashed_quietly
+
+    mark_crashed_quietly(engine)
+    return engine
+
+
+def _open_read_only(url: str, path: Any) -> Any:
+    """A read-only engine on the SQLite file ``path`` (nothing is written, not even its schema's
+    upgrade: a schema not at head is an error saying so)."""
+    from controlplane.storage import make_engine
+    from controlplane.storage.db import SCHEMA_HEAD, recorded_revisions, read_only_sqlite_url
+
+    engine = make_engine(read_only_sqlite_url(path))
+    try:
+        with engine.connect() as conn:  # (the driver's own error, if it cannot be read at all)
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+        revisions = recorded_revisions(engine)
+    except Exception as exc:
+        engine.dispose()
+        if _database_failure(exc):
+            raise StorageError(f"{url}: cannot be read read-only ({path} or its folder is not writable): "
+                               f"{database_error(exc)}") from None
+        raise
+    if revisions != {SCHEMA_HEAD}:
+        engine.dispose()
+        raise StorageError(f"{url}: read-only here and its schema is at revision {sorted(revisions) or 'none'}, "
+                           f"not {SCHEMA_HEAD}; upgrade it once where it can be written (`controlplane db upgrade`)")
     return engine
 
 

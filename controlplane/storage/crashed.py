@@ -1,25 +1,29 @@
-"""Runs left ``running`` by a daemon that no longer exists are marked ``crashed``.
+"""Runs left ``running`` by a process that no longer exists are marked ``crashed``.
 
-A daemon killed with SIGKILL (or by the OOM killer, or a power cut) never closes its run, so the
-row stays ``running`` forever. At start the daemon records which process owns its run
-(:func:`claim_run`: host name, pid and the process's start time, under ``config["process"]``),
-and before serving it calls :func:`mark_crashed_runs`, which marks ``crashed`` every ``running``
-run that was claimed by a process of *this host* that is gone. Runs of other hosts, runs of live
-processes and runs never claimed (the simulator, older daemons) are never touched. A pid reused by
-an unrelated process is told apart by its start time.
+A replay, a sweep or a daemon killed with SIGKILL (or by the OOM killer, or a power cut) never
+closes its run, so the row would stay ``running`` forever. Every run row records the process that
+owns it when it is inserted (`controlplane.storage.owner`: host name, pid and the process's start
+time, under ``config["process"]``; the daemon adds its journal with :func:`claim_run`), and
+:func:`mark_crashed_runs` marks ``crashed`` every ``running`` run claimed by a process of *this
+host* that is gone. It runs where a command opens a database: the reading commands (``runs
+list``, ``runs show``, ...; not on a read-only database), the start of every run (the replay's
+writer, the in-process recorder, a sweep) and the daemon's start. Runs of other hosts, runs of
+live processes and runs never claimed (rows from before claims existed) are never touched. A pid
+reused by an unrelated process is told apart by its start time.
 
 The crashed run's ``summary`` says what is in the database: ``requests_recorded`` (request rows
 written before the kill), and, from the run's journal of accepted requests
-(`controlplane.storage.journal`, its path under ``config["process"]["journal"]``),
-``requests_accepted``, ``requests_lost`` and ``lost_request_ids``: the requests the daemon had
-accepted and not recorded when it died, so nothing is silently missing. ``finished_at`` is when
-it was found, not when it died.
+(`controlplane.storage.journal`, its path under ``config["process"]["journal"]``; the daemon
+keeps one), ``requests_accepted``, ``requests_lost`` and ``lost_request_ids``: the requests the
+daemon had accepted and not recorded when it died, so nothing is silently missing. A run without
+a journal (a simulated replay, a sweep's run) has those None and a ``lost_note`` saying why: a
+simulated run is replayed again from its trace and seed. ``finished_at`` is when it was found,
+not when it died.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 from collections.abc import Callable
@@ -30,48 +34,11 @@ from sqlalchemy import Engine, func, select, update
 
 from controlplane.storage.journal import read_journal
 from controlplane.storage.models import Request, Run
+from controlplane.storage.owner import process_alive, process_marker
 
 log = logging.getLogger("controlplane.storage")
 
-__all__ = ["claim_run", "mark_crashed_runs", "process_alive", "process_marker"]
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux ``/proc``), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    try:  # the command name (field 2) may hold spaces and parentheses: split after its last ')'
-        return int(stat[stat.rindex(")") + 2:].split()[19])
-    except (ValueError, IndexError):
-        return None
-
-
-def process_marker(pid: int | None = None) -> dict[str, Any]:
-    """Who owns a run: this host, the pid and (where known) the process's start time."""
-    pid = os.getpid() if pid is None else pid
-    return {"host": socket.gethostname(), "pid": pid, "start_ticks": _start_ticks(pid)}
-
-
-def process_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Whether ``pid`` runs on this host and is the same process (same start time, when known)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    if start_ticks is not None:
-        now = _start_ticks(pid)
-        if now is not None and now != start_ticks:
-            return False  # the pid was reused
-        if now is None and os.path.isdir("/proc"):
-            return os.path.exists(f"/proc/{pid}")
-    return True
+__all__ = ["claim_run", "mark_crashed_quietly", "mark_crashed_runs", "process_alive", "process_marker"]
 
 
 def claim_run(engine: Engine, run_id: int, marker: dict[str, Any] | None = None) -> None:
@@ -88,12 +55,14 @@ def claim_run(engine: Engine, run_id: int, marker: dict[str, Any] | None = None)
 MAX_LOST_LISTED = 10_000
 
 
-def _lost_requests(conn: Any, run_id: int, journal: Any) -> dict[str, Any]:
+def _lost_requests(conn: Any, run_id: int, journal: Any, mode: str | None) -> dict[str, Any]:
     """What the run's journal says about requests accepted without a row: ``requests_accepted``,
     ``requests_lost`` and ``lost_request_ids`` (None where the run kept no journal)."""
     if not isinstance(journal, str) or not Path(journal).exists():
-        return {"requests_accepted": None, "requests_lost": None,
-                "lost_note": "no journal: requests accepted but not recorded cannot be told"}
+        note = ("a simulated run keeps no journal: its request rows stop where it was killed; replay the "
+                "trace with the same seed for the whole run" if mode == "sim" else
+                "no journal: requests accepted but not recorded cannot be told")
+        return {"requests_accepted": None, "requests_lost": None, "lost_note": note}
     accepted = read_journal(journal)
     have = set(conn.execute(select(Request.request_id).where(Request.run_id == run_id)).scalars())
     lost = [rid for rid in accepted if rid not in have]
@@ -119,8 +88,8 @@ def mark_crashed_runs(
     host = socket.gethostname() if host is None else host
     marked: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        rows = conn.execute(select(Run.id, Run.config, Run.summary).where(Run.status == "running")).all()
-    for run_id, config, summary in rows:
+        rows = conn.execute(select(Run.id, Run.config, Run.summary, Run.mode).where(Run.status == "running")).all()
+    for run_id, config, summary, mode in rows:
         if run_id in exclude:
             continue
         owner = (config or {}).get("process") if isinstance(config, dict) else None
@@ -131,7 +100,7 @@ def mark_crashed_runs(
         with engine.begin() as conn:
             recorded = conn.execute(select(func.count()).select_from(Request).where(Request.run_id == run_id)).scalar_one()
             new_summary = {**(summary or {}), "crashed": True, "requests_recorded": int(recorded),
-                           "found_by": process_marker(), **_lost_requests(conn, run_id, owner.get("journal"))}
+                           "found_by": process_marker(), **_lost_requests(conn, run_id, owner.get("journal"), mode)}
             done = conn.execute(
                 update(Run).where(Run.id == run_id, Run.status == "running")
                 .values(status="crashed", summary=new_summary, finished_at=datetime.now(timezone.utc))
@@ -146,3 +115,16 @@ def mark_crashed_runs(
             marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded),
                            "requests_lost": lost})
     return marked
+
+
+def mark_crashed_quietly(engine: Engine, *, exclude: set[int] | frozenset[int] = frozenset()) -> list[dict[str, Any]]:
+    """:func:`mark_crashed_runs` for a command that opens the database to do something else: a
+    database that cannot be read or written here (a read-only file, an outage) is logged, not raised,
+    and nothing is marked."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return mark_crashed_runs(engine, exclude=exclude)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("could not check for crashed runs: %s", exc)
+        return []

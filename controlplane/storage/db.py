@@ -8,6 +8,7 @@ a background writer process does not need).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -126,6 +127,23 @@ def plain_sqlite_file(url: str | URL) -> Path | None:
     return _sqlite_file(parsed)
 
 
+def sqlite_read_only(path: Path) -> bool:
+    """Whether this process may not write the SQLite file ``path`` or its folder (a read-only
+    copy: WAL mode needs the folder to make its ``-wal`` and ``-shm`` files)."""
+    return not (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK))
+
+
+def read_only_sqlite_url(path: Path) -> str:
+    """A SQLite URI that reads ``path`` without writing anything next to it: ``mode=ro`` where its
+    ``-wal`` and ``-shm`` files exist (SQLite then reads through them), else ``immutable=1`` (no
+    lock, no ``-shm``: for a copy nothing writes meanwhile)."""
+    from urllib.parse import quote
+
+    path = path.resolve()
+    wal = all(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    return f"sqlite+pysqlite:///file:{quote(str(path))}?mode=ro{'' if wal else '&immutable=1'}&uri=true"
+
+
 def sqlite_path(engine: Engine) -> Path | None:
     """The database file behind a SQLite engine, or None (server DB, in-memory)."""
     if engine.url.get_backend_name() != "sqlite":
@@ -204,7 +222,7 @@ def prepare_schema(engine: Engine) -> bool:
     path = sqlite_path(engine)
     if path is not None and not path.exists():
         return False
-    return _recorded_revisions(engine) == {SCHEMA_HEAD}
+    return recorded_revisions(engine) == {SCHEMA_HEAD}
 
 
 #: The newest migration in ``alembic/versions``; a test keeps it equal to Alembic's head. A
@@ -212,7 +230,7 @@ def prepare_schema(engine: Engine) -> bool:
 SCHEMA_HEAD: Final = "0003"
 
 
-def _recorded_revisions(engine: Engine) -> set[str]:
+def recorded_revisions(engine: Engine) -> set[str]:
     """``alembic_version`` read with plain SQL; empty when the table does not exist yet."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
@@ -231,7 +249,7 @@ def ensure_schema(engine: Engine) -> bool:
     is cheap. A database migrated by newer code is refused rather than
     silently written with an older schema's assumptions.
     """
-    if _recorded_revisions(engine) == {SCHEMA_HEAD}:
+    if recorded_revisions(engine) == {SCHEMA_HEAD}:
         return False
     if sqlite_path(engine) is not None:  # a new SQLite file: the migrated schema without Alembic
         if sqlite_schema.REVISION == SCHEMA_HEAD and sqlite_schema.create_if_new(engine, SCHEMA_HEAD,

@@ -27,6 +27,7 @@ from typing import Any
 
 from controlplane import timings
 from controlplane.storage import sqlite_start
+from controlplane.storage.crashed import mark_crashed_quietly
 from controlplane.storage.db import SCHEMA_HEAD, ensure_schema, make_engine, plain_sqlite_file, prepare_schema
 from controlplane.storage.early import portable_error
 from controlplane.storage.errors import StorageError
@@ -158,6 +159,7 @@ def serve_fresh(rfd: int, wfd: int) -> None:
             if recorder is None:  # the file took the run row, yet its engine fails: report it as a fault
                 raise StorageError(f"writer process: no engine for {url} after the run's start") from error
             recorder.run_id = run_id
+            mark_crashed_quietly(recorder.engine, exclude={run_id})
             serve(recorder, rfd, wfd)
             return
     if recorder is not None:
@@ -172,4 +174,5 @@ def serve_fresh(rfd: int, wfd: int) -> None:
         return
     send(wfd, (recorder.run_id, None))
     timings.mark("writer_answered")
+    mark_crashed_quietly(recorder.engine, exclude={recorder.run_id})  # (after the reply: the run waits for none)
     serve(recorder, rfd, wfd)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from controlplane.storage import ensure_schema, make_engine
+from controlplane.storage.crashed import mark_crashed_quietly
 from sim.replay import TraceTransforms, prepare_trace
 from sim.sweep.backends import BACKENDS, Backend, make_backend
 from sim.sweep.spec import LoadedSpec, Point
@@ -100,6 +101,7 @@ def run_sweep(
     own_engine = engine is None
     engine = engine or make_engine(db_url)
     ensure_schema(engine)
+    mark_crashed_quietly(engine)  # runs of a sweep (or replay) killed earlier (controlplane.storage.crashed)
     points = loaded.points()
     tasks = make_tasks(loaded, points, db_url, trace_path=trace_path, trace_format=trace_format)
     trace = trace_path or loaded.trace_path()

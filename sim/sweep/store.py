@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from controlplane.session import without_password
 from controlplane.storage import RunRecorder
 from controlplane.storage.models import Run, Sweep
+from controlplane.storage.owner import process_marker
 from sim.sweep.worker import RunOutcome
 
 __all__ = ["create_or_resume", "finish_sweep", "stored_keys", "store_outcome", "sweep_runs"]
@@ -58,7 +59,8 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
     with RunRecorder(engine, batch_size=batch_size) as rec:
         run_id = rec.start_run(
             name=task.config.get("name"), mode="sim", trace=task.trace_name, trace_format=task.trace_format,
-            seed=task.seed, config=without_password(task.config), plugins=outcome.plugins,
+            seed=task.seed, config={**without_password(task.config), "process": process_marker()},
+            plugins=outcome.plugins,
             started_at=outcome.started_at or datetime.now(timezone.utc),
         )
         with engine.begin() as conn:

@@ -115,3 +115,72 @@ def test_read_journal_keeps_order_drops_repeats_and_a_torn_last_line(tmp_path) -
     journal.close(remove=True)
     journal.accepted("y")  # after close: ignored, no error
     assert not (tmp_path / "sub" / "k.log").exists()
+
+
+def _replay_cmd(db: str, config: str) -> list[str]:
+    from sim.traces import bundled_trace_path
+
+    return [sys.executable, "-m", "controlplane.cli", "sim", "replay", str(bundled_trace_path()), "--format", "azure",
+            "--config", config, "--db", db, "--repeat", "20", "--json", "--no-progress"]
+
+
+def test_a_sim_replay_killed_with_sigkill_is_listed_crashed_by_the_next_command(tmp_path) -> None:
+    import signal
+    import sqlite3
+    import time
+
+    import yaml
+
+    from tests.fixtures.common import VIDUR_ANCHOR_CONFIG
+
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(VIDUR_ANCHOR_CONFIG))
+    db = tmp_path / "runs.db"
+    url = f"sqlite:///{db}"
+    proc = subprocess.Popen(_replay_cmd(url, "run.yaml"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline, recorded = time.monotonic() + 120, 0
+    while time.monotonic() < deadline and proc.poll() is None and not recorded:  # rows are coming in
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                recorded = conn.execute("SELECT count(*) FROM request").fetchone()[0]
+        except sqlite3.Error:
+            pass  # not made yet
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the replay ended before it could be killed"
+    time.sleep(0.5)  # (its writer process writes what it was sent, then leaves the run running)
+
+    listed = subprocess.run([sys.executable, "-m", "controlplane.cli", "runs", "list", "--db", url], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "crashed" in listed.stdout and "running" not in listed.stdout
+    assert "run 1 was left running by pid" in listed.stderr
+    from controlplane.storage import make_engine
+
+    engine = make_engine(url)
+    run = get_run(engine, 1)
+    engine.dispose()
+    assert run["status"] == "crashed" and run["config"]["process"]["pid"] == proc.pid
+    summary = run["summary"]
+    assert summary["crashed"] is True and summary["requests_recorded"] >= recorded > 0
+    assert summary["requests_lost"] is None and "simulated run keeps no journal" in summary["lost_note"]
+
+
+def test_the_start_of_a_run_marks_the_runs_of_dead_processes(engine: Engine) -> None:
+    from controlplane.session import RunSession
+    from tests.fixtures.common import VIDUR_ANCHOR_CONFIG
+    from controlplane.config import RunConfig
+
+    with RunRecorder(engine) as rec:
+        dead_run = start_run(rec)
+    claim_run(engine, dead_run, {**process_marker(), "pid": _dead_pid(), "start_ticks": None})
+    url = engine.url.render_as_string(hide_password=False)
+    config = RunConfig(**{**VIDUR_ANCHOR_CONFIG, "storage": {"url": url}})
+    session = RunSession(config, mode="live")  # a recorder of this process: the daemon, a live replay
+    try:
+        run = get_run(engine, session.run_id)
+        assert run["status"] == "running" and run["config"]["process"] == {**process_marker(), "pid": os.getpid()}
+        assert get_run(engine, dead_run)["status"] == "crashed"
+    finally:
+        session.close({})

@@ -158,3 +158,61 @@ def test_prepare_schema_says_a_database_not_at_head_needs_the_check(tmp_path: Pa
         conn.execute(text("DROP TABLE alembic_version"))
     assert prepare_schema(engine) is False
     engine.dispose()
+
+
+def _as_unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that file permissions bind: as is for a user, and for root without the
+    capabilities that pass them by (``setpriv``), so a read-only folder is one for it too."""
+    import os
+    import shutil
+
+    if os.getuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made to bind")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+
+
+def test_reading_commands_work_on_a_database_in_a_read_only_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from controlplane.storage import RunRecorder, upgrade
+    from controlplane.storage.db import read_only_sqlite_url, sqlite_read_only
+
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    db = folder / "runs.db"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    with RunRecorder(engine) as rec:
+        run_id = rec.start_run(name="kept", mode="sim", trace=None, trace_format=None, seed=1, config={}, plugins=[],
+                               started_at=datetime.now(timezone.utc))
+        rec.finish_run(run_id, status="finished", summary={"num_requests": 0}, finished_at=datetime.now(timezone.utc),
+                       wall_s=0.0, sim_end_s=0.0)
+    engine.dispose()
+    assert "immutable=1" in read_only_sqlite_url(db)  # closed cleanly: no -wal/-shm to read through
+    folder.chmod(0o555)
+    db.chmod(0o444)
+    try:
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(_as_unprivileged([sys.executable, "-m", "controlplane.cli", *args]), cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120)
+
+        probe = subprocess.run(_as_unprivileged([sys.executable, "-c", "import os, sys; "
+                                                 f"sys.exit(os.access({str(folder)!r}, os.W_OK))"]))
+        assert probe.returncode == 0, "the folder is writable for the command: the test would prove nothing"
+        listed = cli("runs", "list", "--db", f"sqlite:///{db}")
+        assert listed.returncode == 0, listed.stderr
+        assert "kept" in listed.stdout and "finished" in listed.stdout
+        shown = cli("runs", "show", str(run_id), "--db", f"sqlite:///{db}")
+        assert shown.returncode == 0 and f"run {run_id}" in shown.stdout, shown.stderr
+        assert sorted(p.name for p in folder.iterdir()) == ["runs.db"]  # nothing written next to it
+        db.chmod(0o000)  # not even readable: one line saying why
+        failed = cli("runs", "list", "--db", f"sqlite:///{db}")
+        assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+        assert failed.stderr.count("\n") == 1 and "cannot be read read-only" in failed.stderr, failed.stderr
+    finally:
+        folder.chmod(0o755)
+        db.chmod(0o644)
+    assert not sqlite_read_only(db)
