@@ -10,14 +10,13 @@ Appending never waits for the database: a flush takes the buffers under a
 short lock (appends go on into fresh ones) and writes and retries outside it.
 With ``background=True`` (the daemon) a thread of the recorder's own does all
 writing; otherwise the append that fills a buffer flushes in its own thread
-(the simulator, which has nothing better to do). A failed flush keeps its
-rows, retries with exponential backoff, and past ``max_pending_rows`` spills
-the oldest to a local file; when the database is back, spilled rows go in
-first, in order. Each flush's transaction also records how far this
-recorder got (:mod:`controlplane.storage.backlog`), so a commit whose
-acknowledgement was lost is not written twice. :meth:`RunRecorder.close`
-saves whatever is still unwritten to one spill file that
-:meth:`RunRecorder.replay_spill` can load later.
+(the simulator, which has nothing better to do). A failed flush keeps its rows, retries with
+exponential backoff, and past ``max_pending_rows`` spills the oldest to a local file; when the
+database is back, spilled rows go in first, in order (an outage is logged when it starts, now and
+then, and when it ends: :mod:`controlplane.storage.outage_log`). Each flush's transaction also
+records how far this recorder got (:mod:`controlplane.storage.backlog`), so a commit whose
+acknowledgement was lost is not written twice. :meth:`RunRecorder.close` saves whatever is still
+unwritten to one spill file that :meth:`RunRecorder.replay_spill` can load later.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url, sqlite_path
 from controlplane.storage.errors import StorageError
 from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
+from controlplane.storage.outage_log import OutageLog
 from controlplane.storage.retry import FlushFailure, with_retries
 from controlplane.storage.rows import SPECS, derive_latencies
 
@@ -117,6 +117,7 @@ class RunRecorder:
         # Flushes, retries and the backlog: under _io, never held by an append.
         self._io = threading.RLock()
         self._backlog = Backlog(self.writer)
+        self.outage = OutageLog(describe_url(engine), pending=lambda: self.pending, written=self.written, clock=clock)
         self._seq = 0
         self._last_flush = clock()
         self._closed = False
@@ -286,11 +287,10 @@ class RunRecorder:
     def flush(self) -> bool:
         """Write all pending rows, oldest first, retrying transient failures; return success.
 
-        Spill files go first (one transaction each), then the rows in memory in
-        one transaction. After the retries are exhausted the rows stay pending,
-        the failure is appended to :attr:`errors`, and if more than
-        ``max_pending_rows`` are in memory they are spilled. Appends go on
-        meanwhile, into fresh buffers; an automatic flush comes again after
+        Spill files go first (one transaction each), then the rows in memory in one transaction.
+        After the retries are exhausted the rows stay pending, the failure is appended to
+        :attr:`errors`, and if more than ``max_pending_rows`` are in memory they are spilled.
+        Appends go on meanwhile, into fresh buffers; an automatic flush comes again after
         another ``batch_size`` rows (or ``flush_interval_s``).
         """
         with self._io:
@@ -301,6 +301,7 @@ class RunRecorder:
                 return True
             failure = self._write_backlog()
             if failure is None:
+                self.outage.ended()
                 return True
             self._note(failure)
             self._take_buffers()
@@ -349,8 +350,7 @@ class RunRecorder:
         self.errors.append(failure)
         if len(self.errors) > _MAX_ERRORS:
             del self.errors[: _MAX_ERRORS // 2]
-        log.error("storage: flush to %s failed after %d attempt(s); %d rows kept pending: %s",
-                  describe_url(self.engine), failure.attempts, failure.pending, failure.error)
+        self.outage.gave_up(failure)
 
     def _spill_overflow(self) -> None:
         try:
@@ -360,15 +360,15 @@ class RunRecorder:
             log.error("storage: %d rows wait in memory for %s and could not be spilled: %s",
                       self._backlog.in_memory, describe_url(self.engine), exc)
             return
-        log.warning("storage: %s is unavailable; %d rows spilled to %s, to be written when it is back",
-                    describe_url(self.engine), len(saved), saved.path)
+        self.outage.spilled(len(saved), saved.path)
 
     def _attempt(self, fn: Callable[[], Any]) -> tuple[Any, FlushFailure | None]:
         return with_retries(fn, max_retries=self.max_retries, backoff_s=self.retry_backoff_s, sleep=self._sleep,
                             target=describe_url(self.engine), pending=lambda: self.pending, on_retry=self._retried)
 
-    def _retried(self) -> None:
+    def _retried(self, error: str) -> None:
         self.retries += 1
+        self.outage.failed(error)
 
     def _writer_loop(self) -> None:
         """The background writer: flush when woken by appends or every ``flush_interval_s``."""

@@ -51,10 +51,12 @@ def with_retries(
     sleep: Callable[[float], None],
     target: str,
     pending: Callable[[], int],
-    on_retry: Callable[[], None] = lambda: None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> tuple[Any, FlushFailure | None]:
     """``(fn(), None)``, calling ``fn`` again after ``backoff_s``, twice that, ... while it raises a
-    retryable error, at most ``max_retries`` times; ``(None, failure)`` when it gives up."""
+    retryable error, at most ``max_retries`` times; ``(None, failure)`` when it gives up.
+    ``on_retry(error)`` before each retry's sleep (the recorder's outage log,
+    `controlplane.storage.outage_log`); without it each retry is logged as a warning."""
     attempt = 0
     while True:
         attempt += 1
@@ -66,8 +68,10 @@ def with_retries(
             if not retryable or attempt > max_retries:
                 return None, FlushFailure(at=datetime.now(timezone.utc), attempts=attempt, pending=pending(),
                                           error=message, retryable=retryable)
-            on_retry()
             delay = backoff_s * 2 ** (attempt - 1)
-            log.warning("storage: write to %s failed (attempt %d/%d), retrying in %.2fs: %s",
-                        target, attempt, max_retries + 1, delay, message)
+            if on_retry is not None:
+                on_retry(message)
+            else:
+                log.warning("storage: write to %s failed (attempt %d/%d), retrying in %.2fs: %s",
+                            target, attempt, max_retries + 1, delay, message)
             sleep(delay)
