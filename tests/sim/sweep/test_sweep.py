@@ -195,3 +195,30 @@ def test_a_sweep_run_row_keeps_the_database_url_without_its_password():
     assert kept["storage"] == {"url": "postgresql+psycopg://runs:***@db/runs", "batch_size": 10}
     assert config["storage"]["url"].endswith("s3cret@db/runs")  # the run itself still connects with it
     assert without_password({"seed": 1}) == {"seed": 1}
+
+
+def test_a_sweeps_runs_name_their_process_and_its_start_marks_runs_of_dead_processes_crashed(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    from controlplane.storage import upgrade
+    from controlplane.storage.owner import process_marker
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    engine = make_engine(db)
+    upgrade(engine)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with engine.begin() as conn:  # a sweep's run killed while the driver wrote it
+        conn.execute(insert(Run).values(mode="sim", status="running", config={"process": {**process_marker(),
+                     "pid": dead.pid, "start_ticks": None}}, plugins=[], started_at=datetime.now(timezone.utc)))
+    spec = {"name": "one", "trace": {"limit": 20}, "seeds": [0], "space": {"cluster.models.0.replicas": [1]}}
+    result = run_sweep(load_spec(data=spec), db, backend="serial")
+    with engine.connect() as conn:
+        runs = {r.id: r for r in conn.execute(select(Run.id, Run.status, Run.config, Run.summary, Run.sweep_id))}
+    engine.dispose()
+    assert runs[1].status == "crashed" and runs[1].summary["requests_recorded"] == 0
+    (stored,) = [r for r in runs.values() if r.sweep_id == result.sweep_id]
+    assert stored.status == "finished" and stored.config["process"]["pid"] == os.getpid()
