@@ -110,6 +110,7 @@ class RunSession:
         available = dict(available if available is not None else discover_plugins())
         self.engine = None
         self.recorder = None
+        self.crashed_runs: list[dict[str, Any]] = []  # runs of dead processes this start marked crashed
         run_id = None
         extra = list(extra_plugins)
         if record:
@@ -143,7 +144,7 @@ class RunSession:
             if self.engine is not None and run_id is not None:  # (a writer process does this itself)
                 from controlplane.storage.crashed import mark_crashed_quietly
 
-                mark_crashed_quietly(self.engine, exclude={run_id})
+                self.crashed_runs = mark_crashed_quietly(self.engine, exclude={run_id})
         except BaseException:
             if hasattr(self.recorder, "abandon"):
                 self.recorder.abandon()  # the writer process ends: nothing was recorded

@@ -114,7 +114,8 @@ class Daemon:
                  mask_password(self.config.storage.url) if self.driver.record else "nowhere", models, self.options.pool)
 
     def _claim_run_and_mark_crashed(self) -> None:
-        """Record this process as the owner of its run, and mark ``crashed`` the runs of dead daemons."""
+        """Record this process as the owner of its run, with its journal (the runs of dead processes
+        were marked ``crashed`` when the run started: ``RunSession.crashed_runs``)."""
         session = self.driver.session
         engine = getattr(session, "engine", None)
         run_id = self.driver.run_id
@@ -122,7 +123,7 @@ class Daemon:
             return
         from sqlalchemy.exc import SQLAlchemyError
 
-        from controlplane.storage.crashed import claim_run, mark_crashed_runs, process_marker
+        from controlplane.storage.crashed import claim_run, process_marker
 
         from controlplane.storage.journal import RequestJournal
 
@@ -135,9 +136,9 @@ class Daemon:
             log.warning("no journal of accepted requests (a crash could not list lost requests): %s", exc)
         try:
             claim_run(engine, run_id, marker)
-            self.crashed_runs = mark_crashed_runs(engine, exclude={run_id})
         except (SQLAlchemyError, OSError) as exc:  # never stop serving for this bookkeeping
-            log.warning("could not check for crashed runs: %s", exc)
+            log.warning("could not record this process as its run's owner: %s", exc)
+        self.crashed_runs = list(getattr(session, "crashed_runs", []))
 
     async def shutdown(self) -> None:
         if not self.exiting:  # stopped without a drain (uvicorn's own exit): drain now
