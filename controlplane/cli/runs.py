@@ -72,7 +72,9 @@ def show(
               f"seed={run.get('seed')} trace={run.get('trace')}")
     if (error := (run.get("summary") or {}).get("error")) is not None:
         out.print(f"[bold red]{run['status']}:[/] {error.rstrip(': ')}", highlight=False)
-    if run.get("summary"):
+    if (run.get("summary") or {}).get("crashed"):
+        out.print(_crashed(run), highlight=False)
+    elif run.get("summary"):
         out.print(summary_table(run["summary"], f"run {run_id}"))
     plugins = run.get("plugins") or []
     if plugins:
@@ -92,6 +94,21 @@ def show(
         for e in errors:
             t.add_row(e["plugin"], e["hook"], str(e["count"]), f"{e['first_s']:.1f}", e["reason"] or "")
         out.print(t)
+
+
+def _crashed(run: dict) -> str:
+    """What a ``crashed`` run's summary says (`controlplane.storage.crashed`), in words."""
+    s, found = run["summary"], run.get("finished_at")
+    found = found.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(found, "strftime") else found
+    line = (f"[bold red]crashed:[/] its process was gone when found at {found} (it never finished); "
+            f"{s.get('requests_recorded', 0):,} request rows recorded")
+    if s.get("requests_lost") is not None:
+        ids = ", ".join(s.get("lost_request_ids") or [])
+        line += (f"; {s['requests_accepted']:,} accepted, {s['requests_lost']:,} accepted and not recorded"
+                 + (f" ({ids}{', ...' if s.get('lost_request_ids_truncated') else ''})" if ids else ""))
+    elif s.get("lost_note"):
+        line += f"; {s['lost_note']}"
+    return line
 
 
 @app.command()

@@ -165,6 +165,11 @@ def test_a_sim_replay_killed_with_sigkill_is_listed_crashed_by_the_next_command(
     summary = run["summary"]
     assert summary["crashed"] is True and summary["requests_recorded"] >= recorded > 0
     assert summary["requests_lost"] is None and "simulated run keeps no journal" in summary["lost_note"]
+    shown = subprocess.run([sys.executable, "-m", "controlplane.cli", "runs", "show", "1", "--db", url], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "400"})
+    assert shown.returncode == 0, shown.stderr
+    assert "crashed: its process was gone when found at" in shown.stdout
+    assert f"{summary['requests_recorded']:,} request rows recorded" in shown.stdout
 
 
 def test_the_start_of_a_run_marks_the_runs_of_dead_processes(engine: Engine) -> None:
