@@ -256,7 +256,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop):
         routable = self._routable
         routable = routable.get(r.model) if routable is not None else self._routable_workers(r.model)
         if not routable:
-            self.unrouted.append(r)
+            self._no_worker_for(r)  # waits for one, or refused when the model's last start failed
             return
         candidates = routable
         decision: RouteDecision

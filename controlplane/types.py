@@ -56,7 +56,7 @@ class ReasonCode(str, Enum):
     BLOCKED = "blocked"  # a guardian blocked the prompt or the response
     WORKER_FAILED = "worker_failed"  # its workers failed more often than the retries allow
     STALLED = "stalled"  # a batching policy planned nothing while requests were running
-    UNAVAILABLE = "unavailable"  # no capacity to serve it (draining, shut down)
+    UNAVAILABLE = "unavailable"  # no capacity to serve it (draining, shut down, its model cannot start)
 
 
 @dataclass(slots=True, eq=False)

@@ -67,9 +67,33 @@ class WorkerLifecycle:
         self._workers_changed()
         w.ready_s = e.time_s
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "ready", e.memory or None))
+        failed = self.__dict__.get("_start_failed")
+        if failed:
+            failed.pop(w.model, None)  # it can start after all
         self._plan_memory(w, "ready")
         self._route_unrouted(w.model)
         self._schedule(w)
+
+    def _no_worker_for(self, r: Request) -> None:
+        """No worker of ``r``'s model is ready or starting. It waits for one (a start, at the next tick
+        or when the autoscaler sees it waiting), unless the model's last start failed: then nothing
+        is on its way and waiting would only end at the client's timeout, so it is refused at once,
+        with that start's error (code ``unavailable``). A start in progress makes requests wait again
+        (they go to the starting worker); one that becomes ready clears the failure."""
+        failed = self.__dict__.get("_start_failed")
+        why = failed.get(r.model) if failed else None
+        if why is None:
+            self.unrouted.append(r)
+            return
+        self._reject(r, f"model {r.model!r} has no worker up or starting; its last start failed: {why}", "core",
+                     "cp_route_request", ReasonCode.UNAVAILABLE)
+
+    def models_down(self) -> dict[str, str]:
+        """The models refused at once (`_no_worker_for`): no worker up or starting, the last start
+        failed; each with that start's error, in one line."""
+        failed = self.__dict__.get("_start_failed") or {}
+        accepting = {w.model for w in self.workers.values() if w.state in (WorkerState.READY, WorkerState.STARTING)}
+        return {m: why for m, why in failed.items() if m not in accepting}
 
     def _route_unrouted(self, model: str) -> None:
         if not self.unrouted:
@@ -122,8 +146,12 @@ class WorkerLifecycle:
             if unplaced:  # no more scale-ups of this model for a while: one row per attempt, not per tick
                 holds = self.__dict__.setdefault("_unplaced_until", {})
                 holds[w.model] = e.time_s + UNPLACED_RETRY_S
+            # Until one of its workers is ready, requests finding none up or starting are refused (`_no_worker_for`).
+            self.__dict__.setdefault("_start_failed", {})[w.model] = " ".join((e.reason or "no reason given").split())
         self._evacuate(w, e.reason)
         self._forget(w)
+        if never_ready:
+            self._route_unrouted(w.model)  # those waiting for a worker: refused too if none is up or starting
 
     def _on_worker_stopped(self, e: ev.WorkerStopped) -> None:
         w = self.workers.get(e.worker_id)

@@ -16,9 +16,20 @@ __all__ = ["router"]
 router = APIRouter()
 
 
+def _models_down(driver: Any) -> dict[str, str]:
+    """Models with no worker up or starting whose last start failed (their requests get 503 at once)."""
+    return driver.core.models_down() if driver.core is not None else {}
+
+
 @router.get("/healthz")
 async def healthz(driver: DriverDep) -> dict[str, Any]:
-    return {"status": "ok", "draining": driver.draining}
+    """Liveness: 200 while the process answers (a restart would not fix a model that cannot load),
+    naming the models that cannot start."""
+    body: dict[str, Any] = {"status": "ok", "draining": driver.draining}
+    down = _models_down(driver)
+    if down:
+        body["cannot_start"] = down
+    return body
 
 
 @router.get("/readyz")
@@ -28,9 +39,15 @@ async def readyz(driver: DriverDep) -> JSONResponse:
         for w in driver.core.workers.values():
             states[w.state.value] = states.get(w.state.value, 0) + 1
     body: dict[str, Any] = {"ready": driver.ready, "draining": driver.draining, "workers": states}
+    down = _models_down(driver)
+    if down:  # requests for these get 503 at once, ready or not (another model may be up)
+        body["cannot_start"] = down
     if not driver.ready:
         body["reason"] = "draining" if driver.draining else "no worker is ready yet"
-        if not driver.draining and driver.last_worker_failure:  # e.g. a model its workers cannot load
+        if not driver.draining and down:
+            body["reason"] += "; " + "; ".join(f"model {m!r} cannot start (no worker up or starting, the last "
+                                               f"start failed): {why[:500]}" for m, why in down.items())
+        elif not driver.draining and driver.last_worker_failure:  # e.g. a model its workers cannot load
             body["reason"] += f"; the last worker failure: {driver.last_worker_failure[:500]}"
     return JSONResponse(body, 200 if driver.ready else 503)
 

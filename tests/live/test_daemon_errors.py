@@ -97,23 +97,42 @@ def test_a_drain_body_that_is_not_a_boolean_exit_is_refused_and_nothing_drains(h
     assert http.get("/readyz").status_code == 200  # neither draining nor exiting
 
 
-def test_readiness_says_why_no_worker_starts(tmp_path, caplog):
-    """A model directory with a config but no weights: the workers fail to start, again and again;
-    ``/readyz`` says why instead of only 'no worker is ready yet'."""
+def test_a_model_that_cannot_start_gets_503_at_once_and_the_probes_say_why(tmp_path, caplog):
+    """A model directory with a config but no weights: the workers fail to start, again and again.
+    ``/readyz`` and ``/healthz`` say why, and a request sent while no start is in progress gets 503
+    at once with the start's error (not a 504 after ``--request-timeout``), recorded as rejected."""
     from fastapi.testclient import TestClient
 
     from controlplane.live.model_source import WorkerModelSettings, build_config
+    from controlplane.testing import stored_rows
 
-    build_config(WorkerModelSettings(preset="tiny-llama")).save_pretrained(tmp_path)
+    model_dir = tmp_path / "weightless"
+    build_config(WorkerModelSettings(preset="tiny-llama")).save_pretrained(model_dir)
     caplog.set_level("INFO", logger="controlplane.live.driver")
-    cfg, _ = daemon_config(None, workers=1, model_path=str(tmp_path))
-    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1), record=False)
+    db = f"sqlite:///{tmp_path / 'run.db'}"
+    cfg, _ = daemon_config(None, workers=1, model_path=str(model_dir), db=db)
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, request_timeout_s=60,
+                                       journal_dir=tmp_path / "journal"))
     with TestClient(daemon.app) as client:
         deadline = time.monotonic() + 60
-        while "could not start" not in (reason := client.get("/readyz").json()["reason"]):
+        while "cannot start" not in (reason := (ready := client.get("/readyz")).json()["reason"]):
             assert time.monotonic() < deadline, reason
             time.sleep(0.1)
-    assert reason.startswith("no worker is ready yet; the last worker failure: ")
-    assert "model.safetensors" in reason  # the loader's own words: no weights in the directory
+        assert ready.status_code == 503
+        assert reason.startswith("no worker is ready yet; model 'weightless' cannot start (no worker up or "
+                                 "starting, the last start failed): could not start: ")
+        assert "model.safetensors" in reason  # the loader's own words: no weights in the directory
+        assert "model.safetensors" in client.get("/healthz").json()["cannot_start"]["weightless"]
+        t0 = time.monotonic()
+        r = client.post("/v1/completions", json={"model": "weightless", "prompt": "hi", "max_tokens": 2})
+        took = time.monotonic() - t0
+        run_id = daemon.driver.run_id
+    assert r.status_code == 503 and took < 5, (r.status_code, took)  # the fixed-replicas backoff is 5 s and more
+    assert error(r)["code"] == "unavailable" and r.headers["retry-after"]
+    message = error(r)["message"]
+    assert message.startswith("rejected: model 'weightless' has no worker up or starting; its last start failed: ")
+    assert "model.safetensors" in message and "\n" not in message
+    (row,) = stored_rows(db, run_id, "requests")
+    assert row["status"] == "rejected" and row["reason_code"] == "unavailable" and row["reason"] == message[10:]
     starts = [r.getMessage() for r in caplog.records if "starting: loading" in r.getMessage()]
-    assert starts and starts[0].startswith("worker ") and tmp_path.name in starts[0]  # progress while it loads
+    assert starts and starts[0].startswith("worker ") and model_dir.name in starts[0]  # progress while it loads

@@ -1,0 +1,105 @@
+"""The core's worker lifecycle (`controlplane.worker_lifecycle`): what happens to requests when a
+model's workers cannot start. Driven event by event, as the live driver drives it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.session import RunSession
+from controlplane.testing import EventLog, make_config
+from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
+
+ERROR = "could not start: OSError: no file named model.safetensors\n  in /models/x"
+
+
+class Run:
+    """A one-model run whose workers start only when told (`WorkerReady` / `WorkerFailed` by hand)."""
+
+    def __init__(self, replicas: int = 1) -> None:
+        self.log = EventLog()
+        cfg = make_config(cluster={"models": [{"name": "m", "replicas": replicas}], "max_retries": 2})
+        self.core = RunSession(cfg, mode="live", record=False, extra_plugins=[self.log]).core
+        self.actions: list[Any] = list(self.core.start())
+
+    def handle(self, event: Any) -> list[Any]:
+        out = self.core.handle(event)
+        self.actions.extend(out)
+        return out
+
+    def started(self) -> list[str]:
+        return [a.worker_id for a in self.actions if isinstance(a, act.StartWorker)]
+
+    def arrive(self, rid: str, t: float) -> Request:
+        r = Request(rid, t, 10, 4, model="m")
+        self.handle(ev.RequestArrived(t, r))
+        return r
+
+    def finished(self) -> list[str]:
+        return [a.request.request_id for a in self.actions if isinstance(a, act.FinishRequest)]
+
+
+def test_a_failed_start_refuses_at_once_the_requests_that_have_no_worker_to_wait_for():
+    run = Run()
+    (w0,) = run.started()
+    waiting = run.arrive("q0", 0.1)  # a start is in progress: it waits, on the starting worker
+    assert waiting.status is RequestStatus.WAITING and waiting.worker_id == w0
+    assert run.core.models_down() == {}
+    run.handle(ev.WorkerFailed(0.5, w0, ERROR))
+    # The start failed and none is in progress: the waiting request is refused, not left to time out.
+    assert waiting.status is RequestStatus.REJECTED and waiting.reason_code is ReasonCode.UNAVAILABLE
+    assert waiting.reason == ("model 'm' has no worker up or starting; its last start failed: could not start: "
+                              "OSError: no file named model.safetensors in /models/x")  # one line
+    late = run.arrive("q1", 0.6)
+    assert late.status is RequestStatus.REJECTED and late.reason == waiting.reason and late.finish_s == 0.6
+    assert run.finished() == ["q0", "q1"]  # each one answered, none dropped
+    rejects = [d for d in run.log.decisions if d.action == "reject"]
+    assert [(d.subject, d.hook, d.plugin, d.payload) for d in rejects] == [
+        (rid, "cp_route_request", "core", {"code": "unavailable"}) for rid in ("q0", "q1")]
+    assert run.core.models_down() == {"m": waiting.reason.split("its last start failed: ")[1]}
+    summary = run.core.finish()
+    assert summary["num_rejected"] == 2
+
+
+def test_requests_wait_again_while_a_new_start_is_in_progress_and_a_ready_worker_clears_the_failure():
+    run = Run()
+    (w0,) = run.started()
+    run.handle(ev.WorkerFailed(0.5, w0, ERROR))
+    run.handle(ev.Tick(1.0))  # fixed-replicas starts a replacement
+    (_, w1) = run.started()
+    assert run.core.workers[w1].state is WorkerState.STARTING and run.core.models_down() == {}
+    r = run.arrive("q0", 1.1)
+    assert r.status is RequestStatus.WAITING and r.worker_id == w1
+    run.handle(ev.WorkerReady(2.0, w1))
+    assert r.status is RequestStatus.RUNNING
+    run.handle(ev.WorkerFailed(3.0, w1, "worker process 42 was killed by SIGKILL"))  # a crash, not a start
+    lost = run.arrive("q1", 3.1)
+    assert lost.status is RequestStatus.WAITING and lost in run.core.unrouted  # waits for the replacement
+    assert r.status is RequestStatus.WAITING and r.num_retries == 1  # re-routed, waiting too
+    assert run.core.models_down() == {}
+
+
+def test_requests_waiting_for_a_replacement_are_refused_when_its_start_fails():
+    run = Run()
+    (w0,) = run.started()
+    run.handle(ev.WorkerReady(0.1, w0))
+    run.handle(ev.WorkerFailed(0.2, w0, "worker process 42 was killed by SIGKILL"))
+    r = run.arrive("q0", 0.3)
+    assert r in run.core.unrouted
+    run.handle(ev.Tick(1.0))
+    (_, w1) = run.started()
+    assert r in run.core.unrouted  # still waiting: a start is in progress
+    run.handle(ev.WorkerFailed(1.5, w1, "could not start: CUDA out of memory"))
+    assert r.status is RequestStatus.REJECTED and r.reason_code is ReasonCode.UNAVAILABLE
+    assert r.reason.endswith("its last start failed: could not start: CUDA out of memory")
+    assert not run.core.unrouted
+
+
+def test_one_failed_start_of_two_leaves_the_requests_to_the_other():
+    run = Run(replicas=2)
+    w0, w1 = run.started()
+    run.handle(ev.WorkerFailed(0.5, w0, ERROR))
+    r = run.arrive("q0", 0.6)
+    assert r.status is RequestStatus.WAITING and r.worker_id == w1
+    assert run.core.models_down() == {}
