@@ -146,8 +146,9 @@ class WorkerLifecycle:
             if unplaced:  # no more scale-ups of this model for a while: one row per attempt, not per tick
                 holds = self.__dict__.setdefault("_unplaced_until", {})
                 holds[w.model] = e.time_s + UNPLACED_RETRY_S
-            # Until one of its workers is ready, requests finding none up or starting are refused (`_no_worker_for`).
-            self.__dict__.setdefault("_start_failed", {})[w.model] = " ".join((e.reason or "no reason given").split())
+            if not any(o.model == w.model and o.state is WorkerState.READY for o in self.workers.values()):
+                # Until one of its workers is ready, requests finding none up or starting are refused (`_no_worker_for`).
+                self.__dict__.setdefault("_start_failed", {})[w.model] = " ".join((e.reason or "no reason").split())
         self._evacuate(w, e.reason)
         self._forget(w)
         if never_ready:

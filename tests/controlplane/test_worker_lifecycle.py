@@ -103,3 +103,20 @@ def test_one_failed_start_of_two_leaves_the_requests_to_the_other():
     r = run.arrive("q0", 0.6)
     assert r.status is RequestStatus.WAITING and r.worker_id == w1
     assert run.core.models_down() == {}
+
+
+def test_a_failed_start_beside_a_ready_worker_is_not_taken_for_a_model_that_cannot_start():
+    run = Run(replicas=2)
+    w0, w1 = run.started()
+    run.handle(ev.WorkerReady(0.1, w0))
+    run.handle(ev.WorkerFailed(0.2, w1, ERROR))  # the second replica cannot start, the first serves
+    assert run.core.models_down() == {}
+    r = run.arrive("q0", 0.3)
+    run.handle(ev.WorkerFailed(0.4, w0, "worker process 42 was killed by SIGKILL"))  # then it crashes
+    assert r.status is RequestStatus.WAITING and r in run.core.unrouted  # waits for a replacement
+    run.handle(ev.Tick(10.0))  # after fixed-replicas' backoff (two failures in a row)
+    replacements = run.started()[2:]
+    assert len(replacements) == 2 and r in run.core.unrouted
+    for i, wid in enumerate(replacements):
+        run.handle(ev.WorkerFailed(10.1 + i / 10, wid, ERROR))
+    assert r.status is RequestStatus.REJECTED and r.reason_code is ReasonCode.UNAVAILABLE  # now it cannot start
