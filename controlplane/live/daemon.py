@@ -33,6 +33,7 @@ from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
 from controlplane.live.driver import LiveDriver
+from controlplane.live.ignored_fields import IgnoredFields
 from controlplane.live.pool import POOL_KINDS, make_pool
 from controlplane.storage.errors import StorageError, mask_password
 
@@ -85,6 +86,7 @@ class Daemon:
         self.metrics = self.driver.metrics
         self.admin_token = self.options.admin_token or None
         self.keys = KeyRing(config.auth.api_keys)  # inference endpoints' API keys (none: open)
+        self.ignored_fields = IgnoredFields()  # request fields accepted but unused: warned about once each
         self.server: Any = None  # the uvicorn server, when `serve` runs it
         self.api_in_flight = 0
         self.exiting = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from fastapi import APIRouter
@@ -39,6 +39,7 @@ from controlplane.live.daemon_requests import (
     check_for_model,
 )
 from controlplane.live.driver import LiveDriver
+from controlplane.live.ignored_fields import HEADER as IGNORED_HEADER
 from controlplane.live.results import LiveRequestHandle, LiveResult
 from controlplane.types import ReasonCode
 
@@ -75,6 +76,31 @@ async def request_state(request_id: str, driver: DriverDep, tenant: TenantDep) -
 @router.post("/completions")
 async def completions(body: CompletionRequest, request: HTTPRequest, daemon: DaemonDep,
                       tenant: TenantDep) -> Response:
+    return await _naming_ignored(daemon, body, "/v1/completions", _completions(body, request, daemon, tenant))
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, daemon: DaemonDep,
+                           tenant: TenantDep) -> Response:
+    return await _naming_ignored(daemon, body, "/v1/chat/completions", _chat(body, request, daemon, tenant))
+
+
+async def _naming_ignored(daemon: Any, body: Any, endpoint: str, answer: Awaitable[Response]) -> Response:
+    """``answer``, its fields accepted but unused named in its ``x-ignored-fields`` header (an
+    error's too), and each warned about in the log the first time (`controlplane.live.ignored_fields`)."""
+    ignored = daemon.ignored_fields.note(body, endpoint)
+    try:
+        response = await answer
+    except APIError as exc:
+        if ignored:
+            exc.headers = {**(exc.headers or {}), IGNORED_HEADER: ignored}
+        raise
+    if ignored:
+        response.headers[IGNORED_HEADER] = ignored
+    return response
+
+
+async def _completions(body: CompletionRequest, request: HTTPRequest, daemon: Any, tenant: str | None) -> Response:
     prompts = body.prompts()
     if not prompts:
         raise APIError(400, "prompt is empty", param="prompt", code=_INVALID)
@@ -83,9 +109,7 @@ async def completions(body: CompletionRequest, request: HTTPRequest, daemon: Dae
                         chat=False, tenant=tenant)
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, daemon: DaemonDep,
-                           tenant: TenantDep) -> Response:
+async def _chat(body: ChatCompletionRequest, request: HTTPRequest, daemon: Any, tenant: str | None) -> Response:
     if not body.messages:
         raise APIError(400, "messages is empty", param="messages", code=_INVALID)
     served = daemon.driver.model(body.model)  # an unknown model is a 404 before anything else

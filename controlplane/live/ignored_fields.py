@@ -1,0 +1,75 @@
+"""Fields of a request body that the daemon accepts but ignores, made visible.
+
+OpenAI-compatible servers accept fields they do not know (clients send ``metadata``, ``store``,
+``service_tier``... and newer options than a server knows), so the daemon does too. But a
+misspelt option silently ignored (``max_token`` for ``max_tokens``) is a trap: the request runs
+with the default. As vLLM does, each ignored field is logged as a warning, here once per field
+name for the daemon's life (with the known field it looks like, if any), and every response
+names the request's ignored fields in its ``x-ignored-fields`` header.
+
+Ignored: the body's unknown top-level fields and those of ``stream_options`` (named
+``stream_options.NAME``). A message's own extra fields (``refusal``, ``annotations``... that a
+client echoes back from an earlier answer) are not reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+
+from pydantic import BaseModel
+
+__all__ = ["HEADER", "IgnoredFields", "ignored_fields"]
+
+log = logging.getLogger("controlplane.daemon")
+
+HEADER = "x-ignored-fields"
+_MAX_REPORTED = 32  # names in one header (a body has at most 2 MiB of them)
+_MAX_NAME = 64  # characters of a name in the header and the log
+
+
+def ignored_fields(body: BaseModel) -> list[str]:
+    """The names of ``body``'s fields that were accepted but are not used, sorted."""
+    names = list(body.model_extra or ())
+    nested = getattr(body, "stream_options", None)
+    if isinstance(nested, BaseModel):
+        names += [f"stream_options.{k}" for k in nested.model_extra or ()]
+    return sorted(names)
+
+
+def _printable(name: str) -> str:
+    clean = name.encode("unicode_escape").decode("ascii").replace(",", "\\x2c")  # ASCII, no control characters
+    return clean if len(clean) <= _MAX_NAME else clean[:_MAX_NAME] + "..."
+
+
+class IgnoredFields:
+    """The daemon's record of the ignored field names it has warned about (one warning each)."""
+
+    def __init__(self, max_remembered: int = 10_000) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._max = max_remembered  # names warned about at most (then: no more warnings)
+        self._full = False
+
+    def note(self, body: BaseModel, endpoint: str) -> str | None:
+        """Warn about ``body``'s ignored fields not warned about yet; returns the header's value
+        (None when nothing was ignored)."""
+        names = ignored_fields(body)
+        if not names:
+            return None
+        known = list(type(body).model_fields)
+        with self._lock:
+            new = [n for n in names if n not in self._seen][:max(0, self._max - len(self._seen))]
+            self._seen.update(new)
+            full = len(self._seen) >= self._max and not self._full
+            self._full = self._full or full
+        for name in new:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            log.warning("%s: ignoring the unknown request field '%s'%s; responses name it in %s (logged once per "
+                        "field name)", endpoint, _printable(name), hint, HEADER)
+        if full:  # a client sending made-up names cannot grow the memory or flood the log
+            log.warning("%d ignored field names seen: no warning for new ones (%s still names them)", self._max, HEADER)
+        shown = [_printable(n) for n in names[:_MAX_REPORTED]]
+        return ",".join(shown) + (",..." if len(names) > _MAX_REPORTED else "")
