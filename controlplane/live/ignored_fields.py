@@ -8,7 +8,7 @@ name for the daemon's life (with the known field it looks like, if any), and eve
 names the request's ignored fields in its ``x-ignored-fields`` header.
 
 Ignored: the body's unknown top-level fields and those of ``stream_options`` (named
-``stream_options.NAME``). A message's own extra fields (``refusal``, ``annotations``... that a
+``stream_options.NAME``), and ``stream_options`` itself without ``stream: true``. A message's own extra fields (``refusal``, ``annotations``... that a
 client echoes back from an earlier answer) are not reported.
 """
 
@@ -34,7 +34,10 @@ def ignored_fields(body: BaseModel) -> list[str]:
     names = list(body.model_extra or ())
     nested = getattr(body, "stream_options", None)
     if isinstance(nested, BaseModel):
-        names += [f"stream_options.{k}" for k in nested.model_extra or ()]
+        if getattr(body, "stream", True):
+            names += [f"stream_options.{k}" for k in nested.model_extra or ()]
+        else:  # a known field, but one that only a stream uses (OpenAI refuses it; ignored here, not silently)
+            names.append("stream_options")
     return sorted(names)
 
 
@@ -65,10 +68,13 @@ class IgnoredFields:
             full = len(self._seen) >= self._max and not self._full
             self._full = self._full or full
         for name in new:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            log.warning("%s: ignoring the unknown request field '%s'%s; responses name it in %s (logged once per "
-                        "field name)", endpoint, _printable(name), hint, HEADER)
+            if name in known:  # stream_options without stream
+                what, hint = "request field", " (used only with stream: true)"
+            else:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+                what, hint = "unknown request field", f" (did you mean {close[0]!r}?)" if close else ""
+            log.warning("%s: ignoring the %s '%s'%s; responses name it in %s (logged once per field name)",
+                        endpoint, what, _printable(name), hint, HEADER)
         if full:  # a client sending made-up names cannot grow the memory or flood the log
             log.warning("%d ignored field names seen: no warning for new ones (%s still names them)", self._max, HEADER)
         shown = [_printable(n) for n in names[:_MAX_REPORTED]]

@@ -21,8 +21,10 @@ def warnings(caplog) -> list[str]:
 def test_unknown_fields_are_listed_and_known_ones_are_not():
     body = CompletionRequest.model_validate({"prompt": "x", "max_token": 5, "store": True, "user": "u",
                                              "stream_options": {"include_usage": True, "chunk": 1}})
-    assert ignored_fields(body) == ["max_token", "store", "stream_options.chunk"]
+    assert ignored_fields(body) == ["max_token", "store", "stream_options"]  # not streamed: all of it is unused
     assert ignored_fields(CompletionRequest.model_validate({"prompt": "x", "max_tokens": 5})) == []
+    streamed = {"prompt": "x", "stream_options": {"include_usage": True, "chunk": 1}}
+    assert ignored_fields(CompletionRequest.model_validate({**streamed, "stream": True})) == ["stream_options.chunk"]
     chat = ChatCompletionRequest.model_validate({"messages": [{"role": "assistant", "content": "a", "refusal": None}]})
     assert ignored_fields(chat) == []  # a message's own extras (echoed back from an answer) are not reported
 
@@ -43,6 +45,10 @@ def test_each_name_is_warned_about_once_with_a_hint_for_a_misspelt_field(caplog)
     assert seen.note(chat, "/v1/chat/completions") == "temprature"
     assert "(did you mean 'temperature'?)" in warnings(caplog)[-1]
     assert seen.note(CompletionRequest.model_validate({"prompt": "x"}), "/v1/completions") is None
+    unstreamed = CompletionRequest.model_validate({"prompt": "x", "stream_options": {"include_usage": True}})
+    assert seen.note(unstreamed, "/v1/completions") == "stream_options"
+    assert warnings(caplog)[-1] == ("/v1/completions: ignoring the request field 'stream_options' (used only with "
+                                    "stream: true); responses name it in x-ignored-fields (logged once per field name)")
 
 
 def test_odd_names_are_escaped_and_the_header_and_the_warnings_are_bounded(caplog):
