@@ -364,6 +364,7 @@ def test_plugins_list_shows_a_plugin_that_fails_to_load_and_lists_the_rest(monke
         return {**found, "broken-one": plugin_manager.PluginInfo.from_entry_point(ep)}
 
     monkeypatch.setattr(plugin_manager, "_scan_entry_points", with_a_broken_one)
+    monkeypatch.setattr(plugin_manager, "_discovered", None)  # restored after: later tests do not see broken-one
     result = cli("plugins", "list", ok=False)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
