@@ -9,7 +9,7 @@ import pytest
 from controlplane import Plugin, hookimpl
 from controlplane import actions as act
 from controlplane import events as ev
-from controlplane.decisions import BatchPlan, RouteDecision, ScaleDecision
+from controlplane.decisions import RouteDecision, ScaleDecision
 from controlplane.testing import EventLog, make_config, make_trace, replay_with
 from controlplane.types import Request, RequestStatus, WorkerState
 from sim.replay import replay
@@ -150,35 +150,6 @@ def test_a_route_to_a_non_candidate_is_an_error_decision_and_least_loaded_decide
 # --- KV budget, cut-off, rejections ----------------------------------------------------------
 
 
-KV_TIGHT = {"models": [{"name": "default", "replicas": 1, "num_kv_blocks": 150}]}
-
-
-def test_kv_budget_preempts_and_preempted_requests_complete():
-    res = replay_with(trace=make_trace(200, qps=6, output_tokens=128), cluster=KV_TIGHT)
-    preempted = [r for r in res.requests if r.num_preemptions]
-    completed = [r for r in preempted if r.status is RequestStatus.COMPLETED]
-    assert len(completed) > 10
-    assert all(r.output_tokens == r.max_output_tokens for r in completed)
-    # The only other outcome: a request whose context outgrew the whole cache cannot come back.
-    for r in preempted:
-        if r.status is not RequestStatus.COMPLETED:
-            assert r.status is RequestStatus.REJECTED and "KV blocks" in r.reason
-            assert r.prompt_tokens + r.max_output_tokens > 150 * 16
-    evictions = [d for d in res.decisions if d.action == "preempt"]
-    assert len(evictions) == sum(r.num_preemptions for r in preempted)
-    assert all("KV cache full" in d.reason for d in evictions)
-    plans = [d for d in res.decisions if d.action == "memory_plan"]
-    assert plans and plans[0].payload["num_kv_blocks"] == 150
-    assert_conserved(res.summary, res.requests)
-    assert_timings_consistent(res.requests)
-
-
-def test_summary_counts_every_preemption():
-    res = replay_with(trace=make_trace(200, qps=6, output_tokens=128), cluster=KV_TIGHT)
-    evictions = [d for d in res.decisions if d.action == "preempt"]
-    assert res.summary["num_preemptions"] == len(evictions)
-
-
 def test_until_s_cut_off_leaves_requests_in_flight_and_records_them(tmp_path):
     from controlplane.storage import iter_request_rows, make_engine
 
@@ -194,19 +165,6 @@ def test_until_s_cut_off_leaves_requests_in_flight_and_records_them(tmp_path):
     in_flight = [row for row in rows if row["status"] == "in_flight"]
     assert len(in_flight) == s["num_in_flight"]
     assert all(row["finish_s"] is None and row["reason"] for row in in_flight)
-
-
-def test_a_request_too_big_for_any_batch_is_rejected_with_a_reason():
-    trace = make_trace(20, qps=5)
-    trace.insert(3, dataclasses.replace(trace[3], request_id="huge", prompt_tokens=20_000))
-    res = replay_with(trace=trace, plugins={"settings": {"continuous-batching": {"long_prompts": "reject"}}})
-    by_id = {r.request_id: r for r in res.requests}
-    huge = by_id["huge"]
-    assert huge.status is RequestStatus.REJECTED
-    assert "does not fit worker" in huge.reason and "20000 prompt tokens exceed" in huge.reason
-    assert sum(r.status is RequestStatus.COMPLETED for r in res.requests) == 20
-    reject = [d for d in res.decisions if d.action == "reject"]
-    assert [(d.subject, d.hook, d.plugin) for d in reject] == [("huge", "cp_form_batch", "continuous-batching")]
 
 
 def test_a_request_bigger_than_the_kv_cache_is_rejected_with_a_reason():
@@ -379,38 +337,6 @@ def test_fixed_replicas_replaces_a_failed_worker_after_its_cold_start(harness):
 
 
 # --- dynamic batching, guardians, caching ----------------------------------------------------
-
-
-class WaitForFour(Plugin):
-    """Dynamic batching: hold prefills until four requests wait or the oldest waited 0.5 s."""
-
-    name = "wait-for-four"
-
-    @hookimpl
-    def cp_form_batch(self, ctx, worker):
-        if worker.running or len(worker.waiting) >= 4:
-            return None
-        deadline = worker.waiting[0].arrival_s + 0.5
-        if ctx.now_s >= deadline:
-            return None
-        return BatchPlan(wake_after_s=deadline - ctx.now_s, reason="waiting for a fuller batch")
-
-
-def test_wake_after_s_delays_the_batch_until_the_wake_up():
-    from sim.traces import TraceRequest
-
-    # Two lone requests, then a burst of four.
-    trace = [TraceRequest("a", 0.0, 64, 4), TraceRequest("b", 2.0, 64, 4)] + [
-        TraceRequest(f"burst{i}", 4.0 + 0.01 * i, 64, 4) for i in range(4)
-    ]
-    res = replay_with(WaitForFour(), trace=trace, cluster={"models": [{"name": "default", "replicas": 1}]})
-    by_id = {r.request_id: r for r in res.requests}
-    assert by_id["a"].scheduled_s == pytest.approx(0.5)
-    assert by_id["b"].scheduled_s == pytest.approx(2.5)
-    # The fourth arrival fills the batch: all four start together, without waiting.
-    assert [by_id[f"burst{i}"].scheduled_s for i in range(4)] == [pytest.approx(4.03)] * 4
-    first = [d for d in res.decisions if d.action == "batch"][0]
-    assert first.time_s == pytest.approx(0.5)
 
 
 def test_sync_guardian_delays_completion_by_its_latency():

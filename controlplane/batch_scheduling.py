@@ -1,0 +1,202 @@
+"""The core's batching: an idle worker asks the batching policy for its next batch, which is
+checked (`controlplane.batch_plan_checks`) and started; a finished batch advances its requests
+(prefilled, decoded, completed), a failed one preempts them. A mixin of
+`controlplane.core.ControlPlane`, which owns the state these methods use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.batch_plan_checks import plan_error, replacement_plan
+from controlplane.decisions import BatchPlan
+from controlplane.iterations import advance_batch, plan_iterations
+from controlplane.types import Batch, Decision, ReasonCode, Request, RequestStatus, Worker, WorkerState
+
+if TYPE_CHECKING:
+    from controlplane.kv_cache import KVCacheManager
+
+__all__ = ["BatchScheduling"]
+
+_SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
+_WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
+_DRAINING = WorkerState.DRAINING
+
+
+class BatchScheduling:
+    """Batches in and out of the workers."""
+
+    workers: dict[str, Worker]
+    kv: KVCacheManager
+    _batches: dict[str, Batch]
+    _interrupted: set[str]
+    _out: list[Any]
+
+    def _schedule(self, w: Worker) -> None:
+        """Ask the batching policy for the idle worker's next batch and start it."""
+        while not w.busy and w.state in _SCHEDULABLE and (w.waiting or w.running):
+            plan: BatchPlan
+            plan, plugin = self._decide("cp_form_batch", w)
+            if plan is None:
+                plan = BatchPlan()
+            elif plan_error(plan, w) is not None:  # the plugin's error: the built-in batching decides
+                plan, plugin = replacement_plan(self.calls, plan, plugin, w)
+            for r in plan.preempt:
+                self._preempt(w, r)
+            expired = 0
+            for r, why in plan.expire:  # waited too long: refused rather than served late
+                if r in w.waiting and r not in plan.preempt:
+                    w.waiting.remove(r)
+                    expired += 1
+                    self._reject(r, why, plugin, "cp_form_batch", ReasonCode.QUEUE_TIMEOUT)
+            if plan.prefill or plan.decode:
+                self._start_batch(w, plan, plugin)
+                return
+            if plan.wake_after_s is not None:
+                self._out.append(act.WakeWorker(w.worker_id, self.clock.now_s + plan.wake_after_s))
+                return
+            if plan.preempt or expired:
+                continue  # memory was freed, or the queue changed: plan again
+            if w.running:
+                self._stalled(w, plugin, plan.reason)
+                return
+            # Nothing runs and nothing can start: the head request can never fit this worker.
+            head = w.waiting.popleft()
+            self._reject(head, f"does not fit worker {w.worker_id}: {plan.reason or 'batching returned nothing'}",
+                         plugin, "cp_form_batch", ReasonCode.DOES_NOT_FIT)
+        if w.state is _DRAINING and not w.busy and not w.waiting and not w.running:
+            self._out.append(act.StopWorker(w.worker_id))
+
+    def _stalled(self, w: Worker, plugin: str | None, reason: str) -> None:
+        """Running requests but an empty batch: fail them rather than hang forever."""
+        for r in list(w.running):
+            w.running.remove(r)
+            self._fail(r, f"batching policy {plugin} stalled worker {w.worker_id}: {reason or 'empty batch'}",
+                       ReasonCode.STALLED)
+        self.kv.recount(w)
+
+    def _start_batch(self, w: Worker, plan: BatchPlan, plugin: str | None) -> None:
+        now = self.clock.now_s
+        wid = w.worker_id
+        prefill = plan.prefill
+        prefill_tokens = 0
+        waiting_, running = w.waiting, w.running
+        joined: list[Request] | None = []  # new to the running set (None: a running one's context changed)
+        for i, (r, n) in enumerate(prefill):  # checked by `plan_error`
+            if r.hash_ids and r.num_computed_tokens == 0:
+                if r.status is not _WAITING:
+                    joined = None
+                cached = self.kv.prefix_hit(w, r)
+                if cached:  # the prefill computes only what the prefix cache lacks
+                    n = min(n, r.remaining_prefill_tokens)
+                    prefill = prefill[:i] + ((r, n),) + prefill[i + 1:]
+            prefill_tokens += n
+            if r.status is _WAITING:
+                if waiting_[0] is r:
+                    waiting_.popleft()
+                else:
+                    waiting_.remove(r)
+                r.status = _RUNNING
+                running.append(r)
+                if joined is not None:
+                    joined.append(r)
+                if r.scheduled_s is None:
+                    r.scheduled_s = now
+        iterations, then_decode = 1, ()
+        if plan.max_iterations > 1 and self._multi_iteration:
+            iterations, then_decode = plan_iterations(plan, prefill, running)
+        batch_id = self.ctx.ids.next("batch")
+        batch = Batch(batch_id, wid, prefill, plan.decode, iterations, then_decode)
+        w.busy = True
+        w.current_batch_id = batch_id
+        self._batches[wid] = batch
+        self._interrupted.discard(wid)
+        if prefill:  # a decode-only batch holds what the last recount found
+            self.kv.batch_started(w, joined, prefill_tokens)
+        if self._record_batches:
+            self._emit(Decision(
+                now, "cp_form_batch", plugin or "core", "batch", wid, plan.reason or None,
+                {"batch": batch_id, "prefill": len(plan.prefill), "prefill_tokens": prefill_tokens,
+                 "decode": len(plan.decode), "iterations": iterations},
+            ))
+        self._out.append(act.StartBatch(batch))
+
+    def _preempt(self, w: Worker, r: Request) -> None:
+        if r not in w.running:
+            return
+        w.running.remove(r)
+        r.num_preemptions += 1
+        self.stats.num_preemptions += 1
+        self.kv.drop(r)
+        r.status = RequestStatus.WAITING
+        w.waiting.appendleft(r)
+        self._decision("cp_form_batch", None, "preempt", r.request_id, "KV cache full: recompute later",
+                       {"worker": w.worker_id})
+        self._out.append(act.PreemptRequest(w.worker_id, r.request_id))
+        self.kv.recount(w)
+
+    def _on_batch_finished(self, e: ev.BatchFinished) -> None:
+        w = self.workers.get(e.worker_id)
+        batch = self._batches.get(e.worker_id)
+        if w is None or batch is None or batch.batch_id != e.batch_id:
+            return  # a stale report from a worker that failed or was replaced
+        del self._batches[e.worker_id]
+        w.busy = False
+        w.current_batch_id = None
+        k = e.num_iterations
+        now = self.clock.now_s
+        w.busy_s += e.busy_s if e.busy_s is not None else 0.0
+        finished_by_worker = dict(e.finished) if e.finished else None
+        first_end = e.first_end_s if k > 1 and e.first_end_s is not None else now
+        prefilled, done = advance_batch(batch, k, first_end)
+        for r in prefilled:
+            if r.hash_ids:
+                self.kv.prefix_store(w, r)
+        if finished_by_worker:
+            for r in w.running:
+                if r.request_id in finished_by_worker and r not in done:
+                    done.append(r)
+        # Prefills only, one iteration (while a burst queues, most batches; hundreds may be running):
+        # count the KV blocks they changed rather than every running request's.
+        counted = k == 1 and not batch.decode and not finished_by_worker and not self._cancelling
+        if counted:
+            self.kv.prefill_finished(w, batch.prefill, done)
+        for r in done:
+            w.running.remove(r)
+            w.num_completed += 1
+            r.output_tokens = min(r.output_tokens, r.max_output_tokens)
+            if finished_by_worker and r.request_id in finished_by_worker:
+                r.reason = finished_by_worker[r.request_id]
+            self._complete(r)
+        if self._cancelling:
+            self._apply_cancellations(w)
+            counted = False  # cancelled running requests left: count them all
+        if not counted:
+            self.kv.recount(w)
+        self._schedule(w)
+
+    def _on_batch_failed(self, e: ev.BatchFailed) -> None:
+        w = self.workers.get(e.worker_id)
+        batch = self._batches.pop(e.worker_id, None)
+        if w is None or batch is None or batch.batch_id != e.batch_id:
+            return
+        w.busy = False
+        w.current_batch_id = None
+        self._decision("core", "core", "batch_failed", e.worker_id, e.reason, {"batch": e.batch_id})
+        for r, _ in batch.prefill:
+            self._preempt(w, r)
+        for r in batch.decode:
+            self._preempt(w, r)
+        for r in batch.then_decode:
+            self._preempt(w, r)
+        if e.out_of_memory:
+            self._plan_memory(w, "out_of_memory")
+        if self._cancelling:
+            self._apply_cancellations(w)
+        self._schedule(w)
+
+    def _on_wake(self, e: ev.WorkerWake) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is not None:
+            self._schedule(w)
