@@ -22,8 +22,8 @@ class CascadeGuardian(GuardianPlanner):
     name = "cascade-guardian"
 
     class Settings(PlannerSettings):
-        screen: tuple[str, ...] = ("screen",)  # the cheap tier
-        judge: tuple[str, ...] = ("judge",)  # the expensive tier
+        screen: tuple[str, ...] = Field(("screen",), min_length=1)  # the cheap tier
+        judge: tuple[str, ...] = Field(("judge",), min_length=1)  # the expensive tier
         escalate_above: float = Field(0.5, ge=0, le=1)
         combine: Literal["any", "majority", "weighted"] | None = None
         mode: Literal["sync", "async"] = "sync"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field
@@ -29,7 +29,8 @@ __all__ = ["GuardianPlanner", "PlannerSettings", "answer_key", "text_key"]
 
 
 class PlannerSettings(PluginSettings):
-    stages: tuple[str, ...] = ("output",)  # "input" (prompts, before generation), "output" (answers)
+    # "input" (prompts, before generation), "output" (answers); a misspelt stage is refused, not ignored
+    stages: tuple[Literal["input", "output"], ...] = Field(("output",), min_length=1)
     verdict_ttl_s: float = Field(0.0, ge=0)  # 0: no verdict cache
     store: StoreSettings = Field(default_factory=StoreSettings)
     max_inflight_per_replica: float | None = Field(None, gt=0)  # None: never back off

@@ -168,3 +168,29 @@ def test_verdicts_are_shared_between_planners_through_redis():
         client = redis.Redis.from_url(url)
         for k in client.scan_iter(f"{ns}:*"):
             client.delete(k)
+
+
+def test_a_misspelt_or_empty_stage_is_refused_naming_the_key():
+    # a stage the core never asks ("outputs", "prompt") used to be accepted and checked nothing
+    import pytest
+
+    from controlplane.errors import ConfigError
+    from controlplane.plugin_manager import build_plugin_set
+
+    for planner in ("sampled-guardian", "risk-guardian", "cascade-guardian"):
+        with pytest.raises(ConfigError, match=rf"plugins\.settings\.{planner}\.stages\.0: Input should be 'input' or 'output'"):
+            build_plugin_set(["queue-limit", planner], {planner: {"stages": ["outputs"]}})
+        with pytest.raises(ConfigError, match=rf"plugins\.settings\.{planner}\.stages: .*at least 1 item"):
+            build_plugin_set(["queue-limit", planner], {planner: {"stages": []}})
+
+
+def test_a_cascade_without_a_screen_or_judge_is_refused_naming_the_key():
+    # used to load, then raise IndexError as a plugin error on every request
+    import pytest
+
+    from controlplane.errors import ConfigError
+    from controlplane.plugin_manager import build_plugin_set
+
+    for tier in ("screen", "judge"):
+        with pytest.raises(ConfigError, match=rf"plugins\.settings\.cascade-guardian\.{tier}: .*at least 1 item"):
+            build_plugin_set(["queue-limit", "cascade-guardian"], {"cascade-guardian": {tier: []}})
