@@ -61,7 +61,7 @@ class _Entry:
 class _Pending:
     """A lookup whose request went to the model; finished when its answer reaches cp_cache_store."""
 
-    vector: np.ndarray
+    vector: np.ndarray | None  # None: not embedded at lookup (nothing cached to compare with)
     score: float | None  # None: no neighbour, nothing to verify
     text: str | None  # the answer the nearest entry would have served
     explored: bool  # a would-be hit treated as a miss
@@ -157,6 +157,10 @@ class SemanticCache(Plugin):
         if exact_key(request) is None:  # no text, or an unseeded sample: not a reproducible answer
             return None
         self.stats["lookups"] += 1
+        if _partition(request) not in self._indexes:
+            # nothing cached for this model and params: no neighbour to score, so no embedding yet
+            self._remember(request.request_id, _Pending(None, None, None, False))
+            return None
         vector = self.embedder.encode([request.prompt])[0]
         score, nearest, sim = self.evaluate(vector, request, ctx.now_s)
         pending = _Pending(vector, score, nearest.text if nearest else None, False)
@@ -185,11 +189,13 @@ class SemanticCache(Plugin):
     @hookimpl
     def cp_cache_store(self, ctx, request):
         pending = self._pending.pop(request.request_id, None)
-        if request.cache_hit or exact_key(request) is None:
-            return
+        if request.cache_hit or exact_key(request) is None or request.output_text is None:
+            return  # no answer text (the simulator generates none): nothing to serve or learn from
         if pending is None:
-            pending = _Pending(self.embedder.encode([request.prompt])[0], None, None, False)
-        if pending.score is not None and request.output_text is not None:
+            pending = _Pending(None, None, None, False)
+        if pending.vector is None:
+            pending.vector = self.embedder.encode([request.prompt])[0]
+        if pending.score is not None:
             correct = answers_match(request.output_text, pending.text)
             self.learner.observe(pending.score, correct)
             self.stats["outcomes"] += 1

@@ -216,3 +216,39 @@ def test_answers_match_ignores_case_and_spacing_only():
     assert answers_match("Your card  arrives\nin 3 days.", "your card arrives in 3 days.")
     assert not answers_match("Your card arrives in 3 days.", "Your card arrives in 5 days.")
     assert not answers_match(None, None)
+
+
+def test_a_replay_without_answer_text_never_embeds_a_prompt():
+    # The simulator generates no answer text, so the cache can neither serve nor learn: it used to
+    # embed every prompt anyway (a 500-request text trace took 8.8 s instead of 0.1 s).
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    from plugins.semantic_cache_embed import MiniLMEmbedder
+
+    class Counting(MiniLMEmbedder):  # the real model, counting the texts it embeds
+        texts = 0
+
+        def encode(self, texts):
+            Counting.texts += len(texts)
+            return super().encode(texts)
+
+    cache = SemanticCache()
+    cache.embedder = Counting()
+    prompts = ARRIVAL + CANCEL
+    trace = [TraceRequest(f"r{i}", float(i), 12, 8, prompt=p) for i, p in enumerate(prompts)]
+    res = replay_with(cache, trace=trace)
+    assert res.summary["num_completed"] == len(prompts) and res.summary["cache_hits"] == 0
+    assert cache.stats["lookups"] == len(prompts)
+    assert Counting.texts == 0
+    assert not cache._indexes  # no text-less entries stored
+
+
+def test_the_first_answer_of_a_partition_is_embedded_at_store_and_found_next_time():
+    cache = SemanticCache(SemanticCache.Settings(explore_rate=0.0))
+    ctx = make_context()
+    assert _serve(cache, ctx, "a", ARRIVAL[0], "CARD_ARRIVAL") is None  # nothing cached: no embedding yet
+    assert sum(len(ix) for ix in cache._indexes.values()) == 1
+    vec = cache.embedder.encode([ARRIVAL[0]])[0]
+    _, nearest, sim = cache.evaluate(vec, _req("q", ARRIVAL[0]), 0.0)
+    assert nearest.text == "CARD_ARRIVAL" and sim == pytest.approx(1.0, abs=1e-4)
