@@ -3,8 +3,10 @@ what caching would save.
 
 ``mode: hash_ids`` (default) uses the trace's real duplicate structure: a request whose prompt
 has exactly the block hashes (``hash_ids``, Mooncake) and token count of an earlier answered
-request, with the same model and params, is a repeated prompt and hits, serving the earlier
-answer's token count. These are exact hits: none is wrong.
+request, with the same model and params, is a repeated prompt; it hits when its own answer in the
+trace has the earlier answer's length. A repeat whose traced answer has another length got another
+answer (sampling, another ``max_tokens``), so serving the cached one would be wrong: it misses, as
+the exact cache never serves an answer cut at another length. The hits are exact: none is wrong.
 
 ``mode: rate`` states the cache instead of deriving it: each request without text hits with
 probability ``hit_rate``, and a hit is a wrong answer with probability ``false_hit_rate`` (for
@@ -88,8 +90,8 @@ class TraceHitModel(Plugin):
                             output_tokens=request.max_output_tokens)
         key = _duplicate_key(request)
         raw = None if key is None else self.store.get(key, now_s=ctx.now_s)
-        if raw is None:
-            return None
+        if raw is None or orjson.loads(raw) != request.max_output_tokens:
+            return None  # not repeated, or the trace says this repeat got another answer
         self.hits += 1
         return CacheHit(s.kind, self._latency(), None, 1.0, "same prompt blocks (hash_ids) as an earlier request",
                         output_tokens=orjson.loads(raw))

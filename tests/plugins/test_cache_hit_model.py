@@ -63,9 +63,22 @@ def test_hash_mode_forgets_after_the_ttl_and_needs_the_same_token_count():
     first = Request("a", 0.0, 1024, 30, hash_ids=(7, 8))
     first.output_tokens = 30
     model.cp_cache_store(ctx=make_context(now_s=0.0), request=first)
-    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("b", 5.0, 1024, 50, hash_ids=(7, 8))).output_tokens == 30
-    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("c", 5.0, 1000, 50, hash_ids=(7, 8))) is None
-    assert model.cp_cache_lookup(ctx=make_context(now_s=11.0), request=Request("d", 11.0, 1024, 50, hash_ids=(7, 8))) is None
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("b", 5.0, 1024, 30, hash_ids=(7, 8))).output_tokens == 30
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("c", 5.0, 1000, 30, hash_ids=(7, 8))) is None
+    assert model.cp_cache_lookup(ctx=make_context(now_s=11.0), request=Request("d", 11.0, 1024, 30, hash_ids=(7, 8))) is None
+
+
+def test_a_repeat_whose_traced_answer_has_another_length_is_not_served_the_cached_one():
+    # Mooncake: 118 repeated prompts, 100 of them with another output length (another answer);
+    # all 118 used to be "exact hits, none wrong", serving the first answer's length.
+    model = TraceHitModel()
+    first = Request("a", 0.0, 1024, 587, hash_ids=(7, 8))
+    first.output_tokens = 587
+    model.cp_cache_store(ctx=make_context(now_s=0.0), request=first)
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("b", 5.0, 1024, 654, hash_ids=(7, 8))) is None
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("c", 5.0, 1024, 20, hash_ids=(7, 8))) is None
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=Request("d", 5.0, 1024, 587, hash_ids=(7, 8))).output_tokens == 587
+    assert model.hits == 1
 
 
 @pytest.mark.parametrize("settings,field", [({"mode": "rate"}, "hit_rate"), ({"hit_rate": 0.2}, "mode"),
