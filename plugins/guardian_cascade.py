@@ -28,6 +28,9 @@ class CascadeGuardian(GuardianPlanner):
         combine: Literal["any", "majority", "weighted"] | None = None
         mode: Literal["sync", "async"] = "sync"
 
+    def guardian_names(self) -> tuple[str, ...]:
+        return (*self.settings.screen, *self.settings.judge)
+
     def plan(self, ctx, request, stage):
         s = self.settings
         judge = GuardianPlan(True, s.judge[0], s.mode, "escalated", guardians=s.judge, combine=s.combine)

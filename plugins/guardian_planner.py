@@ -76,6 +76,26 @@ class GuardianPlanner(Plugin, ABC):
     def plan(self, ctx: Any, request: Any, stage: str) -> GuardianPlan | None:
         """This planner's own decision for ``request`` at ``stage`` (cached verdicts come first)."""
 
+    def guardian_names(self) -> tuple[str, ...]:
+        """The guardians this planner's plans name (``guardians``, else ``guardian``)."""
+        s = self.settings
+        return tuple(s.guardians) or (s.guardian,)
+
+    @hookimpl
+    def cp_run_started(self, ctx):
+        """Warn of a guardian named here that ``guardians.models`` does not declare, when it declares
+        some: most likely a misspelling, and it would not run as declared (simulator: a fixed delay
+        and the label as verdict; live: every check answers "unavailable", which fails open)."""
+        declared = [g.name for g in ctx.config.guardians.models]
+        missing = [n for n in self.guardian_names() if n not in declared]
+        if declared and missing:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "plugins.settings.%s names guardian(s) %s that guardians.models does not declare "
+                "(declared: %s); they run undeclared (see docs/guardians.md)", self.name,
+                ", ".join(map(repr, missing)), ", ".join(declared))
+
     @hookimpl
     def cp_guardian_plan(self, ctx, request, stage):
         if stage == "input" and self._store is not None and "output" in self.settings.stages:

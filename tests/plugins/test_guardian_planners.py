@@ -194,3 +194,27 @@ def test_a_cascade_without_a_screen_or_judge_is_refused_naming_the_key():
     for tier in ("screen", "judge"):
         with pytest.raises(ConfigError, match=rf"plugins\.settings\.cascade-guardian\.{tier}: .*at least 1 item"):
             build_plugin_set(["queue-limit", "cascade-guardian"], {"cascade-guardian": {tier: []}})
+
+
+def test_a_guardian_name_the_config_does_not_declare_is_warned_of_at_start(caplog):
+    # guardian: judeg beside a declared judge used to run silently as an undeclared guardian
+    # (simulator: no capacity, no GPU cost, the label as verdict; live: "unavailable", failing open)
+    import logging
+
+    declared = {"models": [{"name": "judge"}, {"name": "screen"}]}
+    with caplog.at_level(logging.WARNING, logger="plugins.guardian_planner"):
+        res = replay_with(trace=_repeats([0.0]), plugins=_guard(guardian="judeg"), guardians=declared)
+    assert res.summary["num_completed"] == 1
+    warned = [r.getMessage() for r in caplog.records if r.name == "plugins.guardian_planner"]
+    assert warned == ["plugins.settings.sampled-guardian names guardian(s) 'judeg' that guardians.models does not "
+                      "declare (declared: judge, screen); they run undeclared (see docs/guardians.md)"]
+    caplog.clear()
+    cascade = {"enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+                           "cascade-guardian", "sampled-guardian", "builtin-latency-models"],
+               "settings": {"cascade-guardian": {"judge": ["judge", "jugde"]}}}
+    with caplog.at_level(logging.WARNING, logger="plugins.guardian_planner"):
+        replay_with(trace=_repeats([0.0]), plugins=cascade, guardians=declared)  # sampled-guardian: rate 0, names none
+        replay_with(trace=_repeats([0.0]), plugins=_guard(guardian="judge"), guardians=declared)
+        replay_with(trace=_repeats([0.0]), plugins=_guard(guardian="anything"))  # none declared: the old behaviour
+    assert [r.getMessage().split(" names ")[1].split(" that")[0] for r in caplog.records
+            if r.name == "plugins.guardian_planner"] == ["guardian(s) 'jugde'"]
