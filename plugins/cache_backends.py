@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CacheStore", "MemoryStore", "RedisStore", "StoreSettings", "open_store"]
+__all__ = ["CacheStore", "MemoryStore", "RedisStore", "StoreSettings", "open_store", "release_run", "scope_to_run"]
 
 
 
@@ -280,6 +280,35 @@ class RedisStore(CacheStore):
 
     def close(self) -> None:
         self._client.close()
+
+    def clear(self) -> None:
+        """Delete every entry under this store's namespace (a simulated run's own, at its end)."""
+        def drop():
+            keys = list(self._client.scan_iter(f"{self.namespace}:*", count=1000))
+            for i in range(0, len(keys), 1000):
+                self._client.delete(*keys[i:i + 1000])
+
+        self._call(drop, None)
+
+
+def scope_to_run(store: CacheStore, ctx: Any) -> None:
+    """In a simulated run, give a Redis store a namespace of its own (``...:sim-<random hex>``).
+
+    Without it a replay read the entries an earlier replay (or a concurrent run of the same sweep)
+    left under the same namespace: hit rates up to 1.0 where the trace allows 0.35, and guardian
+    verdicts that cost no check. Live runs share the configured namespace, as daemons should."""
+    run = getattr(ctx, "run", None)
+    if isinstance(store, RedisStore) and run is not None and run.mode == "sim" and ":sim-" not in store.namespace:
+        import secrets
+
+        store.namespace = f"{store.namespace}:sim-{secrets.token_hex(8)}"
+
+
+def release_run(store: CacheStore, ctx: Any) -> None:
+    """At a simulated run's end, drop the entries ``scope_to_run`` gave it (nothing reads them again)."""
+    run = getattr(ctx, "run", None)
+    if isinstance(store, RedisStore) and run is not None and run.mode == "sim" and ":sim-" in store.namespace:
+        store.clear()
 
 
 class StoreSettings(BaseModel):

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
-from plugins.cache_backends import CacheStore, StoreSettings, open_store
+from plugins.cache_backends import CacheStore, StoreSettings, open_store, release_run, scope_to_run
 
 
 def normalise_prompt(text: str) -> str:
@@ -69,6 +69,14 @@ class ExactCache(Plugin):
 
     def _key(self, request) -> str | None:
         return exact_key(request, normalise=self.settings.normalise)
+
+    @hookimpl
+    def cp_run_started(self, ctx):
+        scope_to_run(self.store, ctx)  # Redis in a simulation: this run's own entries
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        release_run(self.store, ctx)
 
     @hookimpl
     def cp_cache_lookup(self, ctx, request):

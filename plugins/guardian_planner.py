@@ -23,7 +23,7 @@ from pydantic import Field
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import GuardianPlan
 from controlplane.types import Decision
-from plugins.cache_backends import StoreSettings, open_store
+from plugins.cache_backends import StoreSettings, open_store, release_run, scope_to_run
 
 __all__ = ["GuardianPlanner", "PlannerSettings", "answer_key", "text_key"]
 
@@ -85,7 +85,10 @@ class GuardianPlanner(Plugin, ABC):
     def cp_run_started(self, ctx):
         """Warn of a guardian named here that ``guardians.models`` does not declare, when it declares
         some: most likely a misspelling, and it would not run as declared (simulator: a fixed delay
-        and the label as verdict; live: every check answers "unavailable", which fails open)."""
+        and the label as verdict; live: every check answers "unavailable", which fails open).
+        In a simulation a Redis verdict store also gets a namespace of this run's own."""
+        if self._store is not None:
+            scope_to_run(self._store, ctx)
         declared = [g.name for g in ctx.config.guardians.models]
         missing = [n for n in self.guardian_names() if n not in declared]
         if declared and missing:
@@ -168,6 +171,11 @@ class GuardianPlanner(Plugin, ABC):
                                     f"(limit {limit:g} x {replicas} replicas)",
                                     extra={"backoff": True, "guardian": name, "inflight": inflight})
         return None
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        if self._store is not None:
+            release_run(self._store, ctx)
 
     @hookimpl
     def cp_on_event(self, ctx, event):

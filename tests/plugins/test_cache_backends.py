@@ -249,3 +249,22 @@ def test_redis_settings_errors_name_the_field():
 
     with pytest.raises(ValidationError, match="backend"):
         StoreSettings(backend="memcached")
+
+
+def test_only_a_simulated_run_gets_a_redis_namespace_of_its_own(shared_redis):
+    from controlplane.context import RunInfo
+    from plugins.cache_backends import scope_to_run
+
+    class Ctx:
+        def __init__(self, mode):
+            self.run = RunInfo(run_id=None, mode=mode, seed=0)
+
+    live, sim, memory = shared_redis(), shared_redis(), MemoryStore()
+    ns = live.namespace
+    scope_to_run(live, Ctx("live"))
+    assert live.namespace == ns  # daemons share the configured namespace
+    scope_to_run(sim, Ctx("sim"))
+    assert sim.namespace.startswith(ns + ":sim-")
+    scope_to_run(sim, Ctx("sim"))
+    assert sim.namespace.count(":sim-") == 1  # once
+    scope_to_run(memory, Ctx("sim"))  # in-process: nothing to do

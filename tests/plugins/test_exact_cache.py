@@ -10,7 +10,7 @@ import pytest
 from controlplane.testing import make_context
 from controlplane.types import Request
 from plugins.caching import ExactCache, exact_key
-from tests.plugins.test_cache_backends import OwnRedis, _need, shared_redis  # noqa: F401  (fixture)
+from tests.plugins.test_cache_backends import REDIS_URL, OwnRedis, _need, shared_redis  # noqa: F401  (fixture)
 
 
 def _req(rid: str, prompt: str, params=(), model: str = "default", max_out: int = 4, text: str | None = None) -> Request:
@@ -119,3 +119,20 @@ def test_bad_settings_name_the_field(field, value):
 
     with pytest.raises(ValidationError, match=field):
         ExactCache.Settings(**{field: value})
+
+
+def test_a_replay_on_redis_does_not_read_an_earlier_replays_answers(shared_redis):  # noqa: F811
+    # A second replay of the same trace used to hit on every request (hit rate 1.0 where the
+    # trace's repeats allow 0.5), and runs of one sweep read each other's entries.
+    import redis
+
+    from controlplane.testing import make_config, replay_with
+    from sim.traces.record import TraceRequest
+
+    ns = shared_redis().namespace  # a fresh namespace the fixture cleans up
+    trace = [TraceRequest(f"r{i}", 10.0 * i, 12, 4, prompt=f"question {i % 5}") for i in range(10)]
+    plugins = {"enabled": make_config().plugins.enabled,
+               "settings": {"exact-cache": {"backend": "redis", "redis_url": REDIS_URL, "namespace": ns}}}
+    rates = [replay_with(trace=trace, plugins=plugins).summary["cache_hit_rate"] for _ in range(2)]
+    assert rates == [0.5, 0.5]
+    assert not list(redis.Redis.from_url(REDIS_URL).scan_iter(f"{ns}:*"))  # each run dropped its own entries

@@ -218,3 +218,33 @@ def test_a_guardian_name_the_config_does_not_declare_is_warned_of_at_start(caplo
         replay_with(trace=_repeats([0.0]), plugins=_guard(guardian="anything"))  # none declared: the old behaviour
     assert [r.getMessage().split(" names ")[1].split(" that")[0] for r in caplog.records
             if r.name == "plugins.guardian_planner"] == ["guardian(s) 'jugde'"]
+
+
+def test_a_replay_with_a_redis_verdict_store_checks_as_much_as_the_one_before():
+    # The second replay of a text trace used to take every verdict from the first: 0 checks.
+    import os
+    import uuid
+
+    import pytest
+    import redis
+
+    url = os.environ.get("CONTROLPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.exceptions.RedisError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Redis at {url} is unreachable: {exc} (CI=true: Redis tests must run)")
+        pytest.skip(f"Redis at {url} is unreachable")
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    store = {"backend": "redis", "redis_url": url, "namespace": ns}
+    checks = []
+    try:
+        for _ in range(2):
+            res = replay_with(trace=_repeats([0.0, 5.0, 10.0]), plugins=_guard(verdict_ttl_s=60.0, store=store))
+            checks.append(sum(d.action == "guardian_check" for d in res.decisions))
+        assert checks == [1, 1]  # one check, then two cached verdicts, in each run
+        assert not list(redis.Redis.from_url(url).scan_iter(f"{ns}:*"))
+    finally:
+        client = redis.Redis.from_url(url)
+        for k in client.scan_iter(f"{ns}:*"):
+            client.delete(k)
