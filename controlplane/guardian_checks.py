@@ -86,7 +86,8 @@ def combine(config: GuardiansConfig, rule: str | None,
             spec = config.spec(g)
             return spec.weight if spec is not None else 1.0
         total = sum(weight(g) for g in voters)
-        blocked = total > 0 and sum(weight(g) for g in blockers) >= config.weighted_threshold * total
+        # at least one blocker: a threshold of 0 means "any blocker blocks", not "always block"
+        blocked = bool(blockers) and total > 0 and sum(weight(g) for g in blockers) >= config.weighted_threshold * total
     else:
         raise ValueError(f"unknown guardian combine rule {rule!r} (any, majority, weighted)")
     if blocked:
