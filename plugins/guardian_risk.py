@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from controlplane import hookimpl
 from controlplane.decisions import GuardianPlan
@@ -34,6 +34,13 @@ class RiskSampledGuardian(GuardianPlanner):
         risky_terms: tuple[str, ...] = ()  # case-insensitive substrings of a prompt that raise its risk
         term_boost: float = Field(4.0, ge=1)
         smoothing: float = Field(0.01, gt=0, le=1)  # weight of a new request in the mean risk
+
+        @model_validator(mode="after")
+        def _floor_within_budget(self):
+            if self.min_rate > self.rate:
+                raise ValueError(f"min_rate {self.min_rate:g} is above the budget rate {self.rate:g}: every "
+                                 "request would be checked at min_rate or more")
+            return self
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)

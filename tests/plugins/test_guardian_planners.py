@@ -248,3 +248,14 @@ def test_a_replay_with_a_redis_verdict_store_checks_as_much_as_the_one_before():
         client = redis.Redis.from_url(url)
         for k in client.scan_iter(f"{ns}:*"):
             client.delete(k)
+
+
+def test_a_risk_floor_above_the_budget_is_refused():
+    # min_rate 0.5 with rate 0.2 used to check at least half the requests, silently over budget
+    import pytest
+
+    from controlplane.errors import ConfigError
+    from controlplane.plugin_manager import build_plugin_set
+
+    with pytest.raises(ConfigError, match=r"plugins\.settings\.risk-guardian: .*min_rate 0\.5 is above the budget rate 0\.2"):
+        build_plugin_set(["queue-limit", "risk-guardian"], {"risk-guardian": {"rate": 0.2, "min_rate": 0.5}})
