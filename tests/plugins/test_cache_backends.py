@@ -14,8 +14,7 @@ import uuid
 import pytest
 
 from plugins.cache_backends import MemoryStore, RedisStore, StoreSettings, open_store
-
-REDIS_URL = os.environ.get("CONTROLPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.fixtures.common import REDIS_URL
 
 
 def _need(ok: bool, message: str) -> None:

@@ -7,6 +7,7 @@ from controlplane.types import Decision, RequestStatus
 from plugins.guardian_cascade import CascadeGuardian
 from plugins.guardian_risk import RiskSampledGuardian
 from sim.traces.record import TraceRequest
+from tests.fixtures.common import reachable_redis_url
 
 PROMPT = "Say hello to the cluster."
 
@@ -135,21 +136,13 @@ def test_risk_planner_in_a_replay_checks_within_budget():
 
 
 def test_verdicts_are_shared_between_planners_through_redis():
-    import os
     import uuid
 
-    import pytest
     import redis
 
     from plugins.guardians import SampledGuardian
 
-    url = os.environ.get("CONTROLPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.exceptions.RedisError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Redis at {url} is unreachable: {exc} (CI=true: Redis tests must run)")
-        pytest.skip(f"Redis at {url} is unreachable")
+    url = reachable_redis_url()
     ns = f"test-{uuid.uuid4().hex[:8]}"
     settings = SampledGuardian.Settings(rate=1.0, guardian="judge", verdict_ttl_s=60.0, stages=("input",),
                                         store={"backend": "redis", "redis_url": url, "namespace": ns})
@@ -222,19 +215,11 @@ def test_a_guardian_name_the_config_does_not_declare_is_warned_of_at_start(caplo
 
 def test_a_replay_with_a_redis_verdict_store_checks_as_much_as_the_one_before():
     # The second replay of a text trace used to take every verdict from the first: 0 checks.
-    import os
     import uuid
 
-    import pytest
     import redis
 
-    url = os.environ.get("CONTROLPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.exceptions.RedisError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Redis at {url} is unreachable: {exc} (CI=true: Redis tests must run)")
-        pytest.skip(f"Redis at {url} is unreachable")
+    url = reachable_redis_url()
     ns = f"test-{uuid.uuid4().hex[:8]}"
     store = {"backend": "redis", "redis_url": url, "namespace": ns}
     checks = []
