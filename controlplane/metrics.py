@@ -47,6 +47,9 @@ class RunStats:
         self.num_plugin_errors = 0
         self.gpu_seconds = 0.0
         self.gpu_seconds_by_gpu: Counter[str] = Counter()  # by GPU type (cost: controlplane.hardware.cost)
+        # GPU-seconds the replicas spent executing batches (each worker's busy_s times its GPUs),
+        # idle time left out; added when a replica stops or the run ends (`worker_lifecycle`).
+        self.busy_gpu_seconds = 0.0
         self.peak_replicas = 0  # most replicas alive (starting, ready or draining) at once
         self.first_arrival_s: float | None = None
         self.last_finish_s = 0.0
@@ -134,10 +137,8 @@ class RunStats:
         hits = sum(self.cache_hits.values())
         out["cache_hits"] = hits
         out["cache_hit_rate"] = _round(hits / self.num_arrived) if self.num_arrived else None
-        # An estimate: the hits' tokens at the run's GPU-seconds per token generated or prefilled.
-        computed = self.prompt_tokens + self.output_tokens - self.cache_hit_tokens
-        out["cache_gpu_seconds_saved"] = (_round(self.gpu_seconds * self.cache_hit_tokens / computed)
-                                          if computed > 0 else None)
+        out["gpu_busy_seconds"] = _round(self.busy_gpu_seconds)
+        out["cache_gpu_seconds_saved"] = self._cache_saving()
         out["num_preemptions"] = self.num_preemptions
         out["num_scale_events"] = self.num_scale_events
         out["num_plugin_errors"] = self.num_plugin_errors
@@ -145,6 +146,21 @@ class RunStats:
         out["prompt_tokens"] = self.prompt_tokens
         out["output_tokens"] = self.output_tokens
         return out
+
+
+    def _cache_saving(self) -> float | None:
+        """An estimate of the GPU-seconds the response-cache hits did not spend: their prompt and
+        output tokens at the run's busy GPU-seconds per computed token (idle replicas left out).
+        That is what computing them would have cost at the rate this run computed its other
+        tokens, and no more: batching them with the rest might have cost less. 0.0 without hits;
+        None when hits came but nothing was computed (the run measured no cost per token)."""
+        hit = self.cache_hit_tokens
+        computed = self.prompt_tokens + self.output_tokens - hit
+        if not hit:
+            return 0.0 if computed > 0 else None
+        if computed <= 0:
+            return None
+        return _round(self.busy_gpu_seconds * hit / computed)
 
 
 def _round(x: float) -> float:

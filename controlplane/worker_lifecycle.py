@@ -182,6 +182,7 @@ class WorkerLifecycle:
             gpu_s = (now - since) * d.gpus_per_replica
             self.stats.gpu_seconds += gpu_s
             self.stats.gpu_seconds_by_gpu[d.gpu] += gpu_s
+            self.stats.busy_gpu_seconds += w.busy_s * d.gpus_per_replica
 
     def _add_cost(self, summary: dict[str, Any]) -> None:
         """The run's GPU-hours and their price (``cluster.gpu_prices``) in its summary."""

@@ -74,3 +74,37 @@ def test_summary_counts_outcomes_slo_and_percentiles():
 def test_an_empty_run_has_no_percentiles():
     s = RunStats().summary(0.0)
     assert s["num_requests"] == 0 and s["ttft_p50_s"] is None and s["throughput_rps"] is None
+
+
+def _hit(rid: str, tokens_out: int) -> Request:
+    r = _done(rid, 0.0, 0.0, 0.01, 0.01, tokens_out)
+    r.cache_hit = "exact"
+    return r
+
+
+def test_cache_saving_prices_the_hits_at_busy_gpu_seconds_per_computed_token_not_at_held_ones():
+    stats = RunStats()
+    slo = SLOConfig(ttft_s=1.5, tpot_s=0.6)
+    for r in (_done("a", 0.0, 0.0, 1.0, 2.0, 100), _hit("b", 100), _hit("c", 100)):
+        stats.on_arrival(r)
+        stats.on_finished(r, slo)
+    stats.gpu_seconds = 10_000.0  # replicas held, mostly idle
+    stats.busy_gpu_seconds = 3.0  # of which executing batches
+    s = stats.summary(2.0)
+    assert s["gpu_busy_seconds"] == 3.0
+    assert s["cache_gpu_seconds_saved"] == pytest.approx(6.0)  # 400 hit tokens at 3 GPU-s per 200 computed
+    assert s["gpu_seconds"] == 10_000.0
+
+
+def test_cache_saving_is_zero_without_hits_and_null_without_a_computed_token():
+    slo = SLOConfig(ttft_s=1.5, tpot_s=0.6)
+    assert RunStats().summary(0.0)["cache_gpu_seconds_saved"] is None  # nothing computed, nothing hit
+    plain = RunStats()
+    plain.on_arrival(r := _done("a", 0.0, 0.0, 1.0, 2.0, 10))
+    plain.on_finished(r, slo)
+    plain.busy_gpu_seconds = 1.0
+    assert plain.summary(2.0)["cache_gpu_seconds_saved"] == 0.0
+    only_hits = RunStats()
+    only_hits.on_arrival(h := _hit("b", 10))
+    only_hits.on_finished(h, slo)
+    assert only_hits.summary(2.0)["cache_gpu_seconds_saved"] is None  # no cost per token was measured

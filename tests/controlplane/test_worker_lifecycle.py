@@ -120,3 +120,18 @@ def test_a_failed_start_beside_a_ready_worker_is_not_taken_for_a_model_that_cann
     for i, wid in enumerate(replacements):
         run.handle(ev.WorkerFailed(10.1 + i / 10, wid, ERROR))
     assert r.status is RequestStatus.REJECTED and r.reason_code is ReasonCode.UNAVAILABLE  # now it cannot start
+
+
+def test_the_summary_counts_the_replicas_busy_gpu_seconds_not_their_idle_time():
+    log = EventLog()
+    cfg = make_config(cluster={"models": [{"name": "m", "replicas": 1, "gpus_per_replica": 2}]})
+    core = RunSession(cfg, mode="live", record=False, extra_plugins=[log]).core
+    (start,) = [a for a in core.start() if isinstance(a, act.StartWorker)]
+    core.handle(ev.WorkerReady(0.0, start.worker_id))
+    out = core.handle(ev.RequestArrived(1.0, Request("q0", 1.0, 10, 1, model="m")))
+    (batch,) = [a for a in out if isinstance(a, act.StartBatch)]
+    core.handle(ev.BatchFinished(1.5, start.worker_id, batch.batch.batch_id, 1, busy_s=0.25))
+    core.handle(ev.Tick(100.0))
+    summary = core.finish()
+    assert summary["gpu_busy_seconds"] == 0.5  # 0.25 s on 2 GPUs; held 100 s
+    assert summary["gpu_seconds"] == 200.0
