@@ -6,7 +6,9 @@ instant are queued before it takes any, so they batch together) and runs them as
 batch of ``latency.base_s + latency.per_token_s * tokens`` seconds (tokens checked: the prompt
 for an input check, prompt + answer for an output check), which costs that time times
 ``gpus_per_replica`` in GPU-seconds. A check still unanswered ``timeout_s`` after it was asked
-answers ``timeout`` (a queued one leaves the queue). Verdicts come from `sim.guardian_labels`:
+answers ``timeout`` (a queued one leaves the queue). A guardian's ``mean_wait_s`` is the mean
+time its checks waited in its queue: until a replica took them, or, for those that never ran,
+until their timeout. Verdicts come from `sim.guardian_labels`:
 score at or above the guardian's ``threshold`` blocks.
 
 A guardian a plan names but the config does not declare runs as the old fixed delay
@@ -39,6 +41,7 @@ class _Check:
     asked_s: float
     tokens: int
     done: bool = False
+    started: bool = False  # taken into a batch (its wait ended then)
 
 
 class _Guardian:
@@ -115,6 +118,7 @@ class SimGuardianPool:
             g.gpu_s += seconds * g.spec.gpus_per_replica
             g.num_batches += 1
             for c in batch:
+                c.started = True
                 g.wait_s += now - c.asked_s
             self._after(seconds, self._batch_done, (g, batch))
 
@@ -139,6 +143,8 @@ class SimGuardianPool:
         c.done = True  # a queued check is skipped by the next dispatch; a running one's verdict is dropped
         g = self.guardians[c.guardian]
         g.num_timeouts += 1
+        if not c.started:  # it waited in the queue all along: its wait counts, until the timeout
+            g.wait_s += g.spec.timeout_s
         self._deliver(c.request.request_id, "timeout", c.guardian, None,
                       f"no verdict within {g.spec.timeout_s:g} s", c.stage)
 

@@ -42,3 +42,11 @@ def test_an_input_check_prices_only_the_prompt():
     spec = {"name": "g", "latency": {"base_s": 0.0, "per_token_s": 0.01, "max_batch": 1}}
     res = _run(spec, n=1, stages=["input"])
     assert res.summary["guardian_gpu_seconds"] == pytest.approx(0.16)
+
+
+def test_mean_wait_counts_the_checks_that_timed_out_in_the_queue_at_their_timeout():
+    spec = {"name": "g", "replicas": 1, "timeout_s": 1.5, "latency": {"base_s": 1.0, "max_batch": 1}}
+    g = _run(spec).summary["guardians"]["g"]
+    # waits: about 0 s (ran at once), 1 s (ran when the first was done, too late), 1.5 s (never
+    # ran: its timeout); the answers were asked a few ms apart, as their generations ended
+    assert g["mean_wait_s"] == pytest.approx((0.0 + 1.0 + 1.5) / 3, abs=0.01)
