@@ -66,6 +66,7 @@ class GuardianSpec(_Section):
     model: str | None = None  # local model path (causal-lm, classifier)
     replicas: int = Field(1, ge=1)  # workers of its own (live: in the worker pool; sim: replicas with a queue)
     gpus_per_replica: int = Field(1, ge=0)  # what a replica-second costs in GPU-seconds (sim); 0: a CPU guardian
+    gpu: str | None = None  # the GPU type its replicas hold, for their price (None: the first served model's)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (live weights)
     placement: Literal["own", "shared"] = "own"  # live: its own workers, or loaded into every generation worker
     device: str = "cpu"  # live: where its model runs

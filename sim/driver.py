@@ -140,7 +140,7 @@ class SimDriver:
                 env.run(until=min_event(env, self._done, until))
         summary = self.core.finish()
         if self.guardians.guardians:
-            summary.update(self.guardians.summary())  # guardian GPU-seconds and queueing
+            self.guardians.add_to(summary)  # guardian GPU-seconds, queueing and what their replicas cost
         return summary
 
     @property

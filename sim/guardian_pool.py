@@ -5,7 +5,8 @@ queue. An idle replica takes up to ``latency.max_batch`` queued checks (the chec
 instant are queued before it takes any, so they batch together) and runs them as one
 batch of ``latency.base_s + latency.per_token_s * tokens`` seconds (tokens checked: the prompt
 for an input check, prompt + answer for an output check), which costs that time times
-``gpus_per_replica`` in GPU-seconds. A check still unanswered ``timeout_s`` after it was asked
+``gpus_per_replica`` in GPU-seconds (busy). The replicas are held from the run's start to its
+end, like a fixed fleet: ``held_by_gpu`` is what the run pays for them. A check still unanswered ``timeout_s`` after it was asked
 answers ``timeout`` (a queued one leaves the queue). A guardian's ``mean_wait_s`` is the mean
 time its checks waited in its queue: until a replica took them, or, for those that never ran,
 until their timeout. Verdicts come from `sim.guardian_labels`:
@@ -25,6 +26,7 @@ from typing import Any
 from controlplane import actions as act
 from controlplane.config import RunConfig
 from controlplane.guardian_config import GuardianSpec
+from controlplane.hardware.cost import add_guardian_cost
 from sim.guardian_labels import LabelModel
 
 __all__ = ["SimGuardianPool"]
@@ -63,6 +65,9 @@ class SimGuardianPool:
         self.labels = LabelModel(config.sim.guardian_block_rate, config.sim.guardian_tenant_block_rates, seed)
         self.default_latency_s = config.sim.guardian_latency_s
         self.guardians = {g.name: _Guardian(g) for g in config.guardians.models}
+        models = config.cluster.models
+        self.default_gpu = models[0].gpu if models else "a100-80gb"  # for a guardian that names no `gpu`
+        self.prices = config.cluster.gpu_prices
         self._after, self._now, self._send = after, now, deliver
         self.num_undeclared = 0
         self.num_pending = 0  # checks asked and not answered yet (the run waits for them)
@@ -148,11 +153,33 @@ class SimGuardianPool:
         self._deliver(c.request.request_id, "timeout", c.guardian, None,
                       f"no verdict within {g.spec.timeout_s:g} s", c.stage)
 
-    def summary(self) -> dict[str, Any]:
-        """GPU-seconds and queueing per guardian, for the run's summary."""
+    def add_to(self, summary: dict[str, Any]) -> None:
+        """Add the guardians' numbers and cost to a run's ``summary`` (which has ``sim_end_s``)."""
+        end = summary["sim_end_s"]
+        summary.update(self.summary(end))
+        add_guardian_cost(summary, self.held_by_gpu(end, self.default_gpu), self.prices)
+
+    def held_by_gpu(self, end_s: float, default_gpu: str) -> dict[str, float]:
+        """GPU-seconds the guardians' replicas held over a run that ended at ``end_s`` (they are
+        up from its start to its end, idle or not), by GPU type (a guardian's ``gpu``, else
+        ``default_gpu``): what they cost, as a served model's replicas cost what they hold."""
+        held: dict[str, float] = {}
+        for g in self.guardians.values():
+            gpu = g.spec.gpu or default_gpu
+            held[gpu] = held.get(gpu, 0.0) + self._held(g, end_s)
+        return held
+
+    @staticmethod
+    def _held(g: _Guardian, end_s: float) -> float:
+        return g.spec.replicas * g.spec.gpus_per_replica * max(0.0, end_s)
+
+    def summary(self, end_s: float = 0.0) -> dict[str, Any]:
+        """GPU-seconds and queueing per guardian, for the run's summary (``gpu_seconds``: busy,
+        ``held_gpu_seconds``: its replicas over the run, to ``end_s``)."""
         per = {
             name: {"checks": g.num_checks, "batches": g.num_batches, "timeouts": g.num_timeouts,
-                   "gpu_seconds": round(g.gpu_s, 6), "busy_s": round(g.busy_s, 6),
+                   "gpu_seconds": round(g.gpu_s, 6), "held_gpu_seconds": round(self._held(g, end_s), 6),
+                   "busy_s": round(g.busy_s, 6),
                    "mean_wait_s": round(g.wait_s / g.num_checks, 6) if g.num_checks else None}
             for name, g in self.guardians.items()
         }

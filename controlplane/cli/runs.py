@@ -82,8 +82,10 @@ def show(
     if counts:
         t = Table(title="decisions", header_style="bold")
         keys = list(counts[0].keys())
-        for k in keys:
-            t.add_column(k)
+        for k in keys:  # action names whole (a narrow terminal folds the hook and plugin names instead)
+            whole = k == "action"
+            t.add_column(k, no_wrap=whole, overflow="fold",
+                         min_width=max((len(str(c[k])) for c in counts), default=0) if whole else None)
         for c in counts:
             t.add_row(*(fmt_value(c[k]) for k in keys))
         out.print(t)

@@ -118,14 +118,17 @@ def sweep_table(runs: list[dict], title: str) -> Any:
     t = Table(title=title, header_style="bold")
     keys = sorted({k for r in runs for k in r["overrides"]})
     shown = {k: _differences([r["overrides"].get(k) for r in runs]) for k in keys}
-    for col in ("run", "seed", *keys, "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h"):
+    guarded = any("guardian_gpu_hours" in (r["summary"] or {}) for r in runs)  # guardians hold GPUs too
+    for col in ("run", "seed", *keys, "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
+                *(("guardian gpu-h", "total cost (USD)") if guarded else ())):
         t.add_column(col)
     for i, r in enumerate(runs):
         s = r["summary"] or {}
         gpu_h = (s.get("gpu_seconds") or 0) / 3600
         t.add_row(str(r["id"]), str(r["seed"]), *(shown[k][i] for k in keys),
                   fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
-                  f"{gpu_h:.2f}")
+                  f"{gpu_h:.2f}", *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd")))
+                                    if guarded else ()))
     return t
 
 

@@ -8,15 +8,20 @@ start) until it has drained and stopped; the core accumulates those GPU-seconds 
 The defaults are rounded on-demand cloud list prices (USD per GPU-hour, 2025); set your own in
 the config, e.g. ``cluster: {gpu_prices: {a100-80gb: 1.8}}``.
 
+Guardians hold GPUs too: `add_guardian_cost` prices the GPU-seconds their replicas held
+(``guardian_held_gpu_seconds``) into ``guardian_gpu_hours``, ``guardian_cost_usd`` and
+``total_cost_usd`` (the served models' ``cost_usd`` plus the guardians'), leaving the served
+models' ``gpu_seconds``, ``gpu_hours`` and ``cost_usd`` as they were.
+
 Stable API (the sweeps use it): `DEFAULT_GPU_PRICES`, `gpu_price_per_hour`, `run_cost`,
-`cost_per_1k_requests`.
+`cost_per_1k_requests`, `add_guardian_cost`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["DEFAULT_GPU_PRICES", "cost_per_1k_requests", "gpu_price_per_hour", "run_cost"]
+__all__ = ["DEFAULT_GPU_PRICES", "add_guardian_cost", "cost_per_1k_requests", "gpu_price_per_hour", "run_cost"]
 
 #: USD per GPU-hour, by the GPU names of `controlplane.hardware.specs.GPUS`.
 DEFAULT_GPU_PRICES: dict[str, float] = {
@@ -69,3 +74,26 @@ def run_cost(gpu_seconds_by_gpu: Mapping[str, float], prices: Mapping[str, float
 def cost_per_1k_requests(cost: float, num_requests: int) -> float | None:
     """Cost of 1,000 requests at a run's cost and request count (None without requests)."""
     return cost * 1000.0 / num_requests if num_requests else None
+
+
+def add_guardian_cost(summary: dict, held_by_gpu: Mapping[str, float], prices: Mapping[str, float] | None = None) -> None:
+    """Put the guardians' held GPU-seconds (``held_by_gpu``: {gpu type: GPU-seconds}) and their
+    price into a run's ``summary``: ``guardian_held_gpu_seconds``, ``guardian_gpu_hours``,
+    ``guardian_cost_usd`` and ``total_cost_usd`` (``cost_usd`` + ``guardian_cost_usd``; None when
+    either is unknown, with ``guardian_cost_error`` naming the GPU without a price)."""
+    held = sum(held_by_gpu.values())
+    summary["guardian_held_gpu_seconds"] = _round(held)
+    summary["guardian_gpu_hours"] = _round(held / 3600.0)
+    try:
+        cost = run_cost(held_by_gpu, prices)
+    except KeyError as exc:
+        summary["guardian_cost_usd"] = summary["total_cost_usd"] = None
+        summary["guardian_cost_error"] = str(exc.args[0])
+        return
+    summary["guardian_cost_usd"] = _round(cost)
+    served = summary.get("cost_usd")
+    summary["total_cost_usd"] = _round(served + cost) if served is not None else None
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.9g}")

@@ -253,7 +253,7 @@ class LiveDriver:
         with contextlib.suppress(Exception):
             await self.pool.close()
         if self.guardians.declared and summary is not None:
-            summary.update(self.guardians.summary())  # busy and GPU seconds per guardian
+            self.guardians.add_to(summary, self.config.cluster)  # busy and GPU seconds per guardian, and their cost
         self.summary = await asyncio.to_thread(self.session.close, summary, status=status)
         return self.summary
 

@@ -43,6 +43,7 @@ from typing import Any
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.guardian_config import GuardiansConfig, GuardianSpec
+from controlplane.hardware.cost import add_guardian_cost
 from controlplane.live.guardian_models import GuardianWorkerSettings
 from controlplane.live.guardian_verdicts import GuardianLedger, LateVerdicts
 from controlplane.live.pool import WorkerPool
@@ -89,6 +90,8 @@ class _Guardian:
     stats: _Stats = field(default_factory=_Stats)
     trouble: str | None = None  # why no worker hosts it (the last failure or load error)
     seen: dict[str, _Host] = field(default_factory=dict)  # every worker that hosted it
+    clocks: dict[str, float] = field(default_factory=dict)  # its own workers on a GPU: held since
+    held_gpu_s: float = 0.0  # GPU-seconds its own workers on a GPU held, from their start to their stop
 
     def add(self, wid: str, facts: dict[str, Any] | None = None) -> None:
         self.hosts[wid] = self.seen[wid] = _Host(wid, facts=facts)
@@ -141,6 +144,7 @@ class LiveGuardians:
     async def _start_own(self, g: _Guardian, replica: int, restarts: int) -> None:
         wid = f"guardian-{g.spec.name}-{replica}" + (f"-r{restarts}" if restarts else "")
         self._owner[wid] = (g.spec.name, replica, restarts)
+        asked_s = self._now_s()  # a worker holds its GPU from its start, as a generation replica
         try:
             facts = await self.pool.start(wid, GuardianWorkerSettings.of(g.spec), expected_workers=self._expected)
         except Exception as exc:
@@ -155,6 +159,8 @@ class LiveGuardians:
             await self.pool.stop(wid)
             return
         g.add(wid, facts)
+        if str((facts or {}).get("device", "")).startswith("cuda"):
+            g.clocks[wid] = asked_s
         log.info("guardian %s: worker %s ready on %s", g.spec.name, wid, facts.get("device"))
 
     def worker_failed(self, wid: str, reason: str) -> bool:
@@ -168,6 +174,7 @@ class LiveGuardians:
         name, replica, restarts = owner
         g = self.guardians[name]
         g.hosts.pop(wid, None)
+        self._stop_clock(g, wid)
         g.stats.worker_failures += 1
         g.trouble = f"guardian worker {wid} failed: {reason}"
         self._record("guardian_worker_failed", wid, reason, {"guardian": name, "restarts": restarts})
@@ -332,7 +339,8 @@ class LiveGuardians:
         for name, g in self.guardians.items():
             s = g.stats
             per[name] = {"placement": g.spec.placement, "workers": {w: h.checks for w, h in g.seen.items()}, **vars(s),
-                         "busy_s": round(s.busy_s, 6), "gpu_seconds": round(s.gpu_seconds, 6)}
+                         "busy_s": round(s.busy_s, 6), "gpu_seconds": round(s.gpu_seconds, 6),
+                         "held_gpu_seconds": round(g.held_gpu_s, 6)}
         return {"guardian_gpu_seconds": round(sum(g.stats.gpu_seconds for g in self.guardians.values()), 6),
                 "guardian_busy_s": round(sum(g.stats.busy_s for g in self.guardians.values()), 6),
                 "guardians": per}
@@ -361,7 +369,26 @@ class LiveGuardians:
                 await self.pool.stop(wid)
         for g in self.guardians.values():
             g.hosts.clear()
+            for wid in list(g.clocks):
+                self._stop_clock(g, wid)
         await self.late.rows.close()
+
+    def _stop_clock(self, g: _Guardian, wid: str) -> None:
+        since = g.clocks.pop(wid, None)
+        if since is not None:
+            g.held_gpu_s += max(0.0, self._now_s() - since)
+
+    def add_to(self, summary: dict[str, Any], cluster: Any) -> None:
+        """Add the guardians' numbers and the price of the GPUs their own workers held (one each,
+        on a CUDA device, at the guardian's ``gpu``, else the first served model's, priced by
+        ``cluster.gpu_prices``) to a run's ``summary``. Shared guardians hold nothing of their
+        own: their GPU time is the generation workers'."""
+        summary.update(self.summary())
+        held: dict[str, float] = {}
+        for g in self.guardians.values():
+            gpu = g.spec.gpu or (cluster.models[0].gpu if cluster.models else "a100-80gb")
+            held[gpu] = held.get(gpu, 0.0) + g.held_gpu_s
+        add_guardian_cost(summary, held, cluster.gpu_prices)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -439,3 +439,19 @@ def test_runs_show_lists_the_plugin_errors_with_their_first_error(tmp_path):
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
     assert "plugin errors" in text and "flaky-router" in text and "tenant table has no" in text
+
+
+def test_runs_show_keeps_decision_action_names_whole_and_shows_the_guardians_cost(tmp_path, monkeypatch):
+    from controlplane.testing import make_trace, replay_with
+
+    monkeypatch.setattr(common.out, "_width", 80)
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = replay_with(trace=make_trace(40), db_url=url, sim={"guardian_block_rate": 0.5},
+                      guardians={"models": [{"name": "judge", "latency": {"base_s": 0.05}}]},
+                      plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "async", "guardian": "judge"}}})
+    assert any(d.action == "guardian_block_after_reply" for d in res.decisions)
+    shown = CliRunner().invoke(app, ["runs", "show", str(res.summary["run_id"]), "--db", url])
+    assert shown.exit_code == 0, shown.output
+    assert "guardian_block_after_reply" in shown.output  # not "guardian_block_af…" at 80 columns
+    text = " ".join(shown.output.split())
+    assert "guardian cost (USD)" in text and "total cost, models + guardians (USD)" in text

@@ -75,3 +75,16 @@ def test_cold_start_follows_the_configured_load_bandwidth():
     assert default > fast > 15.0  # the fixed engine start stays
     assert default - 15.0 == pytest.approx(4 * (fast - 15.0))  # 4x the bandwidth, a quarter of the load time
     assert cold(cold_start_s=7.0, load_bandwidth_gb_s=8.0) == 7.0
+
+
+def test_guardian_cost_is_added_apart_and_a_gpu_without_a_price_leaves_the_totals_unknown():
+    from controlplane.hardware.cost import add_guardian_cost
+
+    summary = {"cost_usd": 10.0, "gpu_hours": 4.0}
+    add_guardian_cost(summary, {"h100-80gb": 7200.0})
+    assert summary == {"cost_usd": 10.0, "gpu_hours": 4.0, "guardian_held_gpu_seconds": 7200.0,
+                       "guardian_gpu_hours": 2.0, "guardian_cost_usd": 8.0, "total_cost_usd": 18.0}
+    unpriced = {"cost_usd": 10.0}
+    add_guardian_cost(unpriced, {"tpu-v9": 3600.0})
+    assert unpriced["guardian_cost_usd"] is None and unpriced["total_cost_usd"] is None
+    assert "cluster.gpu_prices.tpu-v9" in unpriced["guardian_cost_error"]

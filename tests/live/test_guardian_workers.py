@@ -108,6 +108,8 @@ def test_guardians_of_their_own_run_as_workers_of_the_pool(tmp_path, judge_dir, 
     assert sorted(rules["workers"].values()) == [1, 2]  # the replicas took turns
     assert judge["busy_s"] > 0 and rules["busy_s"] > 0 and judge["busy_s"] > rules["busy_s"]  # a model, a regex
     assert judge["gpu_seconds"] == 0.0 and summary["guardian_gpu_seconds"] == 0.0  # all on the CPU
+    assert judge["held_gpu_seconds"] == 0.0 and summary["guardian_cost_usd"] == 0.0  # CPU workers hold no GPU
+    assert summary["total_cost_usd"] == summary["cost_usd"]
     assert summary["guardian_busy_s"] == pytest.approx(judge["busy_s"] + rules["busy_s"], abs=1e-5)
     stored = run_summary(cfg.storage.url, driver.run_id)  # the run's row keeps them
     assert stored["guardians"]["judge"]["busy_s"] == judge["busy_s"] and "guardian_gpu_seconds" in stored
@@ -525,3 +527,24 @@ def test_admin_workers_lists_the_guardian_workers(tmp_path, judge_dir):
         assert w["state"] == "ready" and w["alive"] and w["inflight"] == 0 and w["pid"] == os.getpid()
         assert w["facts"]["device"] == "cpu" and w["busy_s"] > 0
     assert sorted(w["checks"] for w in judges) == [1, 2]  # the replicas took turns
+
+
+def test_a_guardian_worker_on_a_gpu_is_priced_for_the_time_it_was_held(tmp_path):
+    # No CUDA device here: the pool is real, the clock and the facts a GPU worker reports are given.
+    from controlplane.config import load_config
+    from controlplane.live.guardian_pool import LiveGuardians
+
+    cfg = load_config(None, {"guardians": {"models": [{"name": "judge", "kind": "rules", "gpu": "h100-80gb"}]}})
+    now = [10.0]
+    guardians = LiveGuardians(cfg.guardians, make_pool("thread", cpu_threads=1), live={}, feed=lambda e: None,
+                              now_s=lambda: now[0])
+    g = guardians.guardians["judge"]
+    g.add("guardian-judge-0", {"device": "cuda:0"})
+    g.clocks["guardian-judge-0"] = 10.0  # as `_start_own` sets it for a worker that reports a CUDA device
+    now[0] = 3610.0
+    guardians._stop_clock(g, "guardian-judge-0")
+    summary = {"cost_usd": 1.0}
+    guardians.add_to(summary, cfg.cluster)
+    assert summary["guardians"]["judge"]["held_gpu_seconds"] == 3600.0
+    assert summary["guardian_gpu_hours"] == 1.0 and summary["guardian_cost_usd"] == 4.0
+    assert summary["total_cost_usd"] == 5.0

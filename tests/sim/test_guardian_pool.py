@@ -50,3 +50,26 @@ def test_mean_wait_counts_the_checks_that_timed_out_in_the_queue_at_their_timeou
     # waits: about 0 s (ran at once), 1 s (ran when the first was done, too late), 1.5 s (never
     # ran: its timeout); the answers were asked a few ms apart, as their generations ended
     assert g["mean_wait_s"] == pytest.approx((0.0 + 1.0 + 1.5) / 3, abs=0.01)
+
+
+def test_the_guardians_replicas_are_priced_for_the_whole_run_apart_from_the_served_models():
+    spec = {"name": "g", "replicas": 2, "gpus_per_replica": 1, "gpu": "h100-80gb",
+            "latency": {"base_s": 0.1, "max_batch": 8}}
+    s = _run(spec, n=4).summary
+    end = s["sim_end_s"]
+    assert s["guardians"]["g"]["held_gpu_seconds"] == pytest.approx(2 * end, rel=1e-6)
+    assert s["guardian_held_gpu_seconds"] == pytest.approx(2 * end, rel=1e-6)
+    assert s["guardian_gpu_seconds"] == pytest.approx(0.1)  # busy: one batch
+    assert s["guardian_gpu_hours"] == pytest.approx(2 * end / 3600, rel=1e-6)
+    assert s["guardian_cost_usd"] == pytest.approx(2 * end / 3600 * 4.00, rel=1e-6)  # h100-80gb list price
+    assert s["total_cost_usd"] == pytest.approx(s["cost_usd"] + s["guardian_cost_usd"], rel=1e-6)
+    none = replay_with(trace=[TraceRequest(str(i), 0.0, 16, 1) for i in range(4)]).summary
+    assert none["gpu_seconds"] == s["gpu_seconds"] and none["cost_usd"] == s["cost_usd"]  # served models alone
+    assert "guardian_cost_usd" not in none
+
+
+def test_a_guardian_without_a_gpu_of_its_own_is_priced_at_the_served_models_gpu_and_a_cpu_one_costs_nothing():
+    s = _run({"name": "g", "gpus_per_replica": 0}, n=1).summary
+    assert s["guardian_held_gpu_seconds"] == 0 and s["guardian_cost_usd"] == 0 and s["total_cost_usd"] == s["cost_usd"]
+    s = _run({"name": "g", "replicas": 3}, n=1).summary
+    assert s["guardian_cost_usd"] == pytest.approx(3 * s["sim_end_s"] / 3600 * 2.50, rel=1e-6)  # a100-80gb
