@@ -1,7 +1,8 @@
 """Guardians on a trace: what checking responses costs and what it catches, by strategy.
 
     python benchmarks/guardians.py                              # the bundled Azure code trace
-    python benchmarks/guardians.py --trace t.jsonl --format mooncake --limit 5000
+    python benchmarks/guardians.py --trace ../shared/data/traces/mooncake_fast25/conversation_trace.jsonl \
+        --format mooncake --limit 3000 --replicas 16 --judge-replicas 8   # docs/guardians.md's Mooncake row
 
 Replays the trace under six guardian strategies, all checking responses (stage "output") with
 simulated guardian replicas that have their own queue and cost GPU-seconds (`sim.guardian_pool`):
@@ -28,7 +29,8 @@ noise ``--screen-noise``). Neither sees the label, only its score of the text; t
 sees only tenants and verdicts.
 
 Prints a table (TTFT/E2E p50/p99 of answered requests, guardian GPU-seconds, share of harmful
-responses caught, share served before a verdict, blocked answers served from a cache), then one
+responses caught, share served before a verdict, blocked answers served from a cache; as wide as
+the terminal, or 240 columns when stdout is a file or a pipe), then one
 JSON line mapping each variant to ``e2e_p99_s``, ``ttft_p99_s``, ``guardian_gpu_s``,
 ``harmful_caught``, ``served_before_verdict``, ``blocked_served_from_cache``.
 """
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{m['harmful_caught']:.1%} ({m['_caught']}/{m['_harmful']})",
                       f"{m['served_before_verdict']:.1%}", f"{m['_blocked']:,}", f"{m['_cache_hits']:,}",
                       f"{m['_refused']:,}", str(m["blocked_served_from_cache"]))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 240).print(table)  # a file or a pipe: one line a row
     if "none" in results and "async-all" in results:
         a, n = results["async-all"]["e2e_p99_s"], results["none"]["e2e_p99_s"]
         print(f"async-all E2E p99 vs none: {a / n - 1:+.2%} (target within 2%)")

@@ -30,6 +30,10 @@ def test_the_benchmark_prints_every_variant(capsys):
     assert result["async-all"]["served_before_verdict"] > 0.9
     assert result["cascade"]["guardian_gpu_s"] < result["sync-all"]["guardian_gpu_s"]
     assert result["async-all"]["e2e_p99_s"] <= result["sync-all"]["e2e_p99_s"]
+    # stdout is not a terminal here: the table still has one line per variant, its cells whole
+    rows = {line.split("│")[1].strip(): line for line in out if line.startswith("│")}
+    for v in bench.VARIANTS:
+        assert f"{result[v]['guardian_gpu_s']:.1f}" in rows[v]
 
 
 def test_synthetic_tenants_and_popular_prompts_keep_a_traces_own():
