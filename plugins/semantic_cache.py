@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
@@ -92,9 +92,16 @@ class SemanticCache(Plugin):
         ttl_s: float = Field(3600.0, gt=0)
         lookup_latency_s: float = Field(0.001, ge=0)  # index search + reply of a hit
         embed_latency_s: float = Field(0.01, ge=0)  # one prompt's embedding (CPU, MiniLM-L6)
-        device: str = "cpu"  # of the embedding model
+        device: str = "cpu"  # of the embedding model; one this machine lacks is refused at the start
         hnsw_m: int = Field(32, ge=4)
         ef_search: int = Field(64, ge=1)
+
+        @field_validator("device")
+        @classmethod
+        def _device_here(cls, device: str) -> str:
+            from plugins.semantic_cache_embed import check_device
+
+            return check_device(device)
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)

@@ -252,3 +252,27 @@ def test_the_first_answer_of_a_partition_is_embedded_at_store_and_found_next_tim
     vec = cache.embedder.encode([ARRIVAL[0]])[0]
     _, nearest, sim = cache.evaluate(vec, _req("q", ARRIVAL[0]), 0.0)
     assert nearest.text == "CARD_ARRIVAL" and sim == pytest.approx(1.0, abs=1e-4)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_cuda(), reason="this machine has a CUDA device")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_at_the_start_naming_the_key():
+    from controlplane.errors import ConfigError
+    from controlplane.testing import make_config, make_trace, replay_with
+
+    enabled = list(make_config().plugins.enabled) + ["semantic-cache"]
+    with pytest.raises(ConfigError) as info:
+        replay_with(trace=make_trace(3), plugins={"enabled": enabled, "settings": {"semantic-cache": {"device": "cuda"}}})
+    assert "plugins.settings.semantic-cache.device" in str(info.value)
+    assert "no CUDA device is available" in str(info.value)
+
+
+def test_a_device_torch_does_not_know_is_refused():
+    with pytest.raises(ValueError, match="not a device torch knows"):
+        SemanticCache.Settings(device="gpu0")
+    assert SemanticCache.Settings(device="cpu").device == "cpu"
