@@ -99,7 +99,7 @@ class SemanticCache(Plugin):
         @field_validator("device")
         @classmethod
         def _device_here(cls, device: str) -> str:
-            from plugins.semantic_cache_embed import check_device
+            from controlplane.hardware.devices import check_device
 
             return check_device(device)
 

@@ -8,7 +8,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["Embedder", "MiniLMEmbedder", "DIM", "check_device"]
+__all__ = ["Embedder", "MiniLMEmbedder", "DIM"]
 
 DIM = 384  # all-MiniLM-L6-v2
 
@@ -19,29 +19,6 @@ class Embedder(Protocol):
     dim: int
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def check_device(device: str) -> str:
-    """``device`` if the embedding model can run there; else ValueError saying why (a CUDA device
-    on a machine without one, a name torch does not know), so a run refuses it at its start
-    instead of failing at the first store and then once per request."""
-    if device == "cpu":
-        return device
-    try:
-        import torch
-    except ImportError as exc:
-        raise ValueError(f"{device!r} needs torch, which is not installed; use cpu") from exc
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"{device!r} is not a device torch knows ({exc}); use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"{device!r}: no CUDA device is available on this machine; use cpu")
-        if dev.index is not None and dev.index >= count:
-            raise ValueError(f"{device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-    return device
 
 
 @functools.lru_cache(maxsize=4)
