@@ -15,8 +15,12 @@ from pydantic import Field, model_validator
 
 from controlplane import hookimpl
 from controlplane.decisions import GuardianPlan
-from controlplane.types import Decision
+from controlplane.events import RequestFinished
+from controlplane.types import Decision, RequestStatus
 from plugins.guardian_planner import GuardianPlanner, PlannerSettings
+
+
+_GONE = (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED)
 
 
 class RiskSampledGuardian(GuardianPlanner):
@@ -46,7 +50,9 @@ class RiskSampledGuardian(GuardianPlanner):
         super().__init__(settings)
         self._blocks: dict[str, float] = {}
         self._checks: dict[str, float] = {}
-        self._tenant_of: dict[str, str] = {}  # request id -> tenant, for checks in flight
+        # (request id, stage) -> tenant, for checks in flight: an entry leaves when its check ends,
+        # whatever its end (a verdict, timeout, error, a cached verdict, a back-off, a request gone)
+        self._tenant_of: dict[tuple[str, str], str] = {}
         self._mean_risk: float | None = None
         self._terms = tuple(t.lower() for t in self.settings.risky_terms)
 
@@ -67,23 +73,44 @@ class RiskSampledGuardian(GuardianPlanner):
             (1 - s.smoothing) * self._mean_risk + s.smoothing * risk
         p = min(1.0, max(s.min_rate, s.rate * risk / mean))
         if ctx.rng.random() < p:
-            self._tenant_of[request.request_id] = request.tenant or ""
+            self._tenant_of[(request.request_id, stage)] = request.tenant or ""
             return GuardianPlan(True, s.guardian, s.mode, f"risk {risk:.3f} (mean {mean:.3f}): sampled at {p:.2f}",
                                 guardians=s.guardians, combine=s.combine)
         return GuardianPlan(False, reason=f"risk {risk:.3f}: not sampled at {p:.2f}")
 
     @hookimpl
+    def cp_guardian_plan(self, ctx, request, stage):
+        plan = super().cp_guardian_plan(ctx, request, stage)
+        if plan is None or not plan.check or plan.cached is not None:  # no check runs (cached, backed off)
+            self._tenant_of.pop((request.request_id, stage), None)
+        return plan
+
+    @hookimpl
     def cp_on_event(self, ctx, event):
         super().cp_on_event(ctx, event)
-        if type(event) is not Decision or event.action not in ("guardian_verdict", "guardian_outcome"):
+        kind = type(event)
+        if kind is RequestFinished:
+            r = event.request
+            if r.status in _GONE and self._tenant_of:  # its checks were dropped: no outcome will come
+                self._tenant_of.pop((r.request_id, "input"), None)
+                self._tenant_of.pop((r.request_id, "output"), None)
             return
-        tenant = self._tenant_of.get(event.subject)
+        if kind is not Decision or event.action not in ("guardian_verdict", "guardian_outcome"):
+            return
         p = event.payload or {}
-        if tenant is None or p.get("verdict") not in ("pass", "block"):
+        key = (event.subject, p.get("stage") or "output")
+        if key not in self._tenant_of:
             return
-        if event.action == "guardian_verdict" and len(self.settings.guardians) > 1:
-            return  # several guardians: their outcome counts
-        del self._tenant_of[event.subject]
+        if (event.action == "guardian_verdict") == (len(self.settings.guardians) > 1):
+            return  # several guardians: their outcome is the check's end; one: its verdict
+        tenant = self._tenant_of.pop(key)
+        if p.get("verdict") not in ("pass", "block"):
+            return  # timeout, error, unavailable: the check ended, nothing learnt
         self._checks[tenant] = self._checks.get(tenant, 0.0) + 1
         if p["verdict"] == "block":
             self._blocks[tenant] = self._blocks.get(tenant, 0.0) + 1
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        super().cp_run_finished(ctx, summary)
+        self._tenant_of.clear()
