@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from controlplane.batch_costs import BatchCosts
 from controlplane.config import SLOConfig
 from controlplane.quantiles import SpilledValues
 from controlplane.request_latency import Latencies, request_latencies
@@ -31,6 +32,7 @@ class RunStats:
         self.reject_reasons: Counter[str] = Counter()
         self.cache_hits: Counter[str] = Counter()
         self.cache_hit_tokens = 0  # prompt + output tokens of the requests a response cache served
+        self.cache_hit_output_tokens = 0  # of which output
         self.values = {m: SpilledValues() for m in LATENCY_METRICS}
         # The newest latencies, in plain lists that `on_finished` appends to without a call of
         # its own per value; they join `values` _FLUSH_EVERY at a time and before a summary.
@@ -50,6 +52,7 @@ class RunStats:
         # GPU-seconds the replicas spent executing batches (each worker's busy_s times its GPUs),
         # idle time left out; added when a replica stops or the run ends (`worker_lifecycle`).
         self.busy_gpu_seconds = 0.0
+        self.batch_costs = BatchCosts()  # per iteration, prefilled and decoded token: fitted to the batches
         self.peak_replicas = 0  # most replicas alive (starting, ready or draining) at once
         self.first_arrival_s: float | None = None
         self.last_finish_s = 0.0
@@ -73,6 +76,7 @@ class RunStats:
             self.cache_hits[r.cache_hit] += 1
             if r.cache_hit != "prefix":
                 self.cache_hit_tokens += r.prompt_tokens + r.output_tokens
+                self.cache_hit_output_tokens += r.output_tokens
         self.prompt_tokens += r.prompt_tokens
         self.output_tokens += r.output_tokens
         ttft, tpot, e2e, queue = request_latencies(r) if latencies is None else latencies
@@ -138,7 +142,7 @@ class RunStats:
         out["cache_hits"] = hits
         out["cache_hit_rate"] = _round(hits / self.num_arrived) if self.num_arrived else None
         out["gpu_busy_seconds"] = _round(self.busy_gpu_seconds)
-        out["cache_gpu_seconds_saved"] = self._cache_saving()
+        out["cache_gpu_seconds_saved"], out["cache_gpu_seconds_saved_upper"] = self._cache_saving()
         out["num_preemptions"] = self.num_preemptions
         out["num_scale_events"] = self.num_scale_events
         out["num_plugin_errors"] = self.num_plugin_errors
@@ -148,19 +152,24 @@ class RunStats:
         return out
 
 
-    def _cache_saving(self) -> float | None:
-        """An estimate of the GPU-seconds the response-cache hits did not spend: their prompt and
-        output tokens at the run's busy GPU-seconds per computed token (idle replicas left out).
-        That is what computing them would have cost at the rate this run computed its other
-        tokens, and no more: batching them with the rest might have cost less. 0.0 without hits;
-        None when hits came but nothing was computed (the run measured no cost per token)."""
-        hit = self.cache_hit_tokens
-        computed = self.prompt_tokens + self.output_tokens - hit
-        if not hit:
-            return 0.0 if computed > 0 else None
-        if computed <= 0:
-            return None
-        return _round(self.busy_gpu_seconds * hit / computed)
+    def _cache_saving(self) -> tuple[float | None, float | None]:
+        """What computing the response-cache hits would have cost, in GPU-seconds, (batched,
+        alone), from the costs fitted to this run's batches (`controlplane.batch_costs`: ``a`` per
+        iteration, ``b`` per prefilled token, ``c`` per decoded token). Batched: their prompt
+        tokens at ``b`` and output tokens at ``c``, added to batches that ran anyway. Alone: one
+        request at a time, each output token an iteration of its own, ``a`` more per output token.
+        0.0 without hits; None when hits came but nothing was computed (no cost was measured)."""
+        output = self.cache_hit_output_tokens
+        prompt = self.cache_hit_tokens - output
+        computed = self.prompt_tokens + self.output_tokens - self.cache_hit_tokens
+        if not self.cache_hit_tokens:
+            return (0.0, 0.0) if computed > 0 else (None, None)
+        costs = self.batch_costs.fit()
+        if computed <= 0 or costs is None:
+            return None, None
+        a, b, c = costs
+        batched = b * prompt + c * output
+        return _round(batched), _round(batched + a * output)
 
 
 def _round(x: float) -> float:

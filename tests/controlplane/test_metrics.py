@@ -82,18 +82,21 @@ def _hit(rid: str, tokens_out: int) -> Request:
     return r
 
 
-def test_cache_saving_prices_the_hits_at_busy_gpu_seconds_per_computed_token_not_at_held_ones():
+def test_cache_saving_prices_the_hits_at_the_costs_fitted_to_the_batches_not_at_held_gpu_time():
     stats = RunStats()
     slo = SLOConfig(ttft_s=1.5, tpot_s=0.6)
-    for r in (_done("a", 0.0, 0.0, 1.0, 2.0, 100), _hit("b", 100), _hit("c", 100)):
+    for r in (_done("a", 0.0, 0.0, 1.0, 2.0, 100), _hit("b", 10), _hit("c", 10)):
         stats.on_arrival(r)
         stats.on_finished(r, slo)
     stats.gpu_seconds = 10_000.0  # replicas held, mostly idle
-    stats.busy_gpu_seconds = 3.0  # of which executing batches
+    for k, p, d in ((1, 512, 0), (1, 0, 8), (4, 0, 32), (2, 100, 10), (1, 64, 40)):
+        stats.batch_costs.add(k, p, d, 0.01 * k + 0.0001 * p + 0.001 * d)
+    stats.busy_gpu_seconds = 3.0
     s = stats.summary(2.0)
-    assert s["gpu_busy_seconds"] == 3.0
-    assert s["cache_gpu_seconds_saved"] == pytest.approx(6.0)  # 400 hit tokens at 3 GPU-s per 200 computed
-    assert s["gpu_seconds"] == 10_000.0
+    assert s["gpu_busy_seconds"] == 3.0 and s["gpu_seconds"] == 10_000.0
+    # two hits of 100 prompt and 10 output tokens: batched 200 x 0.0001 + 20 x 0.001; alone + 20 x 0.01
+    assert s["cache_gpu_seconds_saved"] == pytest.approx(0.04)
+    assert s["cache_gpu_seconds_saved_upper"] == pytest.approx(0.24)
 
 
 def test_cache_saving_is_zero_without_hits_and_null_without_a_computed_token():
@@ -102,7 +105,7 @@ def test_cache_saving_is_zero_without_hits_and_null_without_a_computed_token():
     plain = RunStats()
     plain.on_arrival(r := _done("a", 0.0, 0.0, 1.0, 2.0, 10))
     plain.on_finished(r, slo)
-    plain.busy_gpu_seconds = 1.0
+    plain.batch_costs.add(1, 100, 0, 0.1)
     assert plain.summary(2.0)["cache_gpu_seconds_saved"] == 0.0
     only_hits = RunStats()
     only_hits.on_arrival(h := _hit("b", 10))

@@ -41,16 +41,18 @@ def test_repeated_hash_ids_hit_at_lookup_cost_and_the_summary_counts_the_saving(
 def test_the_saving_estimate_counts_busy_gpu_time_not_idle_replicas():
     # Four replicas for a trickle of requests: held GPU-seconds are mostly idle. The old estimate
     # (held GPU-seconds x hit tokens / computed tokens) read about 1,000x what the replicas executed.
-    trace = [TraceRequest(request_id=f"r{i}", arrival_s=2.0 * i, prompt_tokens=200, output_tokens=20)
-             for i in range(200)]
+    # (lengths vary, as in a real trace, so the batches tell an iteration's cost from a token's)
+    trace = [TraceRequest(request_id=f"r{i}", arrival_s=2.0 * i, prompt_tokens=100 + 37 * i % 400,
+                          output_tokens=5 + 13 * i % 50) for i in range(200)]
     settings = {"trace-hit-model": {"mode": "rate", "hit_rate": 0.5}}
     s = replay_with(trace=trace, plugins={"enabled": _enabled("trace-hit-model"), "settings": settings},
                     cluster={"models": [{"name": "default", "replicas": 4}]}).summary
-    hit_tokens = s["cache_hits"] * 220
-    computed = s["prompt_tokens"] + s["output_tokens"] - hit_tokens
     assert 0 < s["gpu_busy_seconds"] < s["gpu_seconds"] / 20
-    assert s["cache_gpu_seconds_saved"] == pytest.approx(s["gpu_busy_seconds"] * hit_tokens / computed, rel=1e-6)
-    assert s["cache_gpu_seconds_saved"] < s["gpu_busy_seconds"] * 2
+    # about half the requests hit: computing them batched or alone costs about what the others did
+    assert 0 < s["cache_gpu_seconds_saved"] <= s["cache_gpu_seconds_saved_upper"] < 2 * s["gpu_busy_seconds"]
+    plain = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": 4}]}).summary
+    measured = plain["gpu_busy_seconds"] - s["gpu_busy_seconds"]  # the GPU time the hits really saved
+    assert s["cache_gpu_seconds_saved"] <= measured <= s["cache_gpu_seconds_saved_upper"]
 
 
 def test_stated_rate_hits_about_that_share_and_reports_the_stated_false_hits():
