@@ -149,11 +149,11 @@ class BatchScheduling:
         busy_s = e.busy_s
         if busy_s is not None:
             w.busy_s += busy_s
-            # iterations, prefilled and decoded tokens, busy GPU-seconds: what a token costs (`controlplane.batch_costs`)
-            self.stats.batch_costs.add(k, sum(n for _, n in batch.prefill) if batch.prefill else 0,
-                                       len(batch.decode) + (k - 1) * len(batch.then_decode if batch.prefill
-                                                                         else batch.decode),
-                                       busy_s * self._deployments[w.model].gpus_per_replica)
+            costs = self.stats.batch_costs  # None until the run's first response-cache hit: a run without one pays nothing
+            if costs is not None:  # iterations, prefilled and decoded tokens, busy GPU-seconds (`controlplane.batch_costs`)
+                costs.add(k, sum(n for _, n in batch.prefill) if batch.prefill else 0,
+                          len(batch.decode) + (k - 1) * len(batch.then_decode if batch.prefill else batch.decode),
+                          busy_s * self._deployments[w.model].gpus_per_replica)
         finished_by_worker = dict(e.finished) if e.finished else None
         first_end = e.first_end_s if k > 1 and e.first_end_s is not None else now
         prefilled, done = advance_batch(batch, k, first_end)

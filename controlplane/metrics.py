@@ -52,7 +52,9 @@ class RunStats:
         # GPU-seconds the replicas spent executing batches (each worker's busy_s times its GPUs),
         # idle time left out; added when a replica stops or the run ends (`worker_lifecycle`).
         self.busy_gpu_seconds = 0.0
-        self.batch_costs = BatchCosts()  # per iteration, prefilled and decoded token: fitted to the batches
+        # Per iteration, prefilled and decoded token: fitted to the batches that finish after the run's
+        # first response-cache hit (None before it, so a run without hits pays nothing per batch).
+        self.batch_costs: BatchCosts | None = None
         self.peak_replicas = 0  # most replicas alive (starting, ready or draining) at once
         self.first_arrival_s: float | None = None
         self.last_finish_s = 0.0
@@ -75,6 +77,8 @@ class RunStats:
         if r.cache_hit:
             self.cache_hits[r.cache_hit] += 1
             if r.cache_hit != "prefix":
+                if self.batch_costs is None:
+                    self.batch_costs = BatchCosts()
                 self.cache_hit_tokens += r.prompt_tokens + r.output_tokens
                 self.cache_hit_output_tokens += r.output_tokens
         self.prompt_tokens += r.prompt_tokens
@@ -151,10 +155,9 @@ class RunStats:
         out["output_tokens"] = self.output_tokens
         return out
 
-
     def _cache_saving(self) -> tuple[float | None, float | None]:
         """What computing the response-cache hits would have cost, in GPU-seconds, (batched,
-        alone), from the costs fitted to this run's batches (`controlplane.batch_costs`: ``a`` per
+        alone), from the costs fitted to this run's batches since its first hit (`controlplane.batch_costs`: ``a`` per
         iteration, ``b`` per prefilled token, ``c`` per decoded token). Batched: their prompt
         tokens at ``b`` and output tokens at ``c``, added to batches that ran anyway. Alone: one
         request at a time, each output token an iteration of its own, ``a`` more per output token.
@@ -164,7 +167,7 @@ class RunStats:
         computed = self.prompt_tokens + self.output_tokens - self.cache_hit_tokens
         if not self.cache_hit_tokens:
             return (0.0, 0.0) if computed > 0 else (None, None)
-        costs = self.batch_costs.fit()
+        costs = self.batch_costs.fit() if self.batch_costs is not None else None
         if computed <= 0 or costs is None:
             return None, None
         a, b, c = costs

@@ -32,7 +32,9 @@ def test_repeated_hash_ids_hit_at_lookup_cost_and_the_summary_counts_the_saving(
     assert hit.output_tokens == 20 and all(r.status is RequestStatus.COMPLETED for r in res.requests)
     s = res.summary
     assert s["cache_hit_rate"] == pytest.approx(0.5)
-    assert s["cache_gpu_seconds_saved"] > 0
+    # The one or two batches fitted (from the first hit on) cannot tell an iteration from a token: so only
+    # the upper estimate (the hits computed one at a time) is above 0 (docs/caching.md).
+    assert s["cache_gpu_seconds_saved_upper"] > 0 and s["cache_gpu_seconds_saved"] >= 0
     assert s["cache_false_hit_rate"] == 0.0  # exact duplicates: known correct
     plain = replay_with(trace=_trace(blocks))
     assert plain.summary["cache_hit_rate"] == 0 and plain.summary["cache_gpu_seconds_saved"] == 0
