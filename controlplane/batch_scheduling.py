@@ -40,7 +40,7 @@ class BatchScheduling:
             plan, plugin = self._decide("cp_form_batch", w)
             if plan is None:
                 plan = BatchPlan()
-            elif plan_error(plan, w) is not None:  # the plugin's error: the built-in batching decides
+            elif plugin not in self.calls.own_plugins and plan_error(plan, w) is not None:  # the built-in decides
                 plan, plugin = replacement_plan(self.calls, plan, plugin, w)
             for r in plan.preempt:
                 self._preempt(w, r)
@@ -83,7 +83,10 @@ class BatchScheduling:
         prefill_tokens = 0
         waiting_, running = w.waiting, w.running
         joined: list[Request] | None = []  # new to the running set (None: a running one's context changed)
-        for i, (r, n) in enumerate(prefill):  # checked by `plan_error`
+        for i, (r, n) in enumerate(prefill):  # another plugin's plan was checked by `plan_error`; the project's own:
+            if r.worker_id != wid or n <= 0 or n > r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
+                raise RuntimeError(f"the built-in batching {plugin} planned an invalid prefill of {n} tokens for "
+                                   f"{r.request_id}")
             if r.hash_ids and r.num_computed_tokens == 0:
                 if r.status is not _WAITING:
                     joined = None

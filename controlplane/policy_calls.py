@@ -4,6 +4,7 @@ plugin errors turned into decision events (a plugin that raises never takes the 
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,6 +76,11 @@ class PolicyCalls:
         #: what it answers is the hook's answer (the core trusts a `SteadyScaleDecision` from ``cp_scale`` then).
         self.single_answer = frozenset(name for name, (fn, _, fallback, _, _, _) in self._direct.items()
                                        if (fn is None) != (fallback is None))
+        #: The plugins of this project's own ``plugins`` package (and the fallbacks), by the name `decide` reports:
+        #: the core does not check their batch plans again per batch (`controlplane.batch_plan_checks`: ~5% of a
+        #: replay); their tests do (tests/controlplane/test_batch_plan_checks.py). Every other plugin's are checked.
+        self.own_plugins = frozenset([p.info.name for p in plugins.loaded if _is_own(p.instance)]
+                                     + list(self._fallback_names.values()))
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
         cache_store = fast_caller(hook.cp_cache_store, self.monitor)
@@ -204,6 +210,12 @@ def _wrappers(caller: Any) -> str:
     """The names of the wrappers of a hook's pluggy caller: whom to blame for its answer."""
     names = [i.plugin_name for i in caller.get_hookimpls() if i.wrapper or i.hookwrapper]
     return ", ".join(names) or "wrapper"
+
+
+def _is_own(plugin: object) -> bool:
+    """Whether ``plugin`` (an instance, or a module of hook functions) comes from this project's ``plugins`` package."""
+    module = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
+    return module == "plugins" or module.startswith("plugins.")
 
 
 def _implements(plugin: object, hook: str) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
+from controlplane import batch_scheduling, policy_calls
 from controlplane.batch_plan_checks import plan_error
+from controlplane.config import DEFAULT_PLUGINS
 from controlplane.decisions import BatchPlan
 from controlplane.hookspecs import hookimpl
 from controlplane.plugin import Plugin
@@ -97,5 +100,40 @@ def test_the_built_in_batchings_own_unusable_plan_is_a_defect_not_hidden(monkeyp
         return BatchPlan(prefill=((r, 0),)) if r is not None else None
 
     monkeypatch.setattr(ContinuousBatching, "cp_form_batch", hookimpl(broken))
+    with pytest.raises(RuntimeError, match="the built-in batching continuous-batching planned an invalid prefill"):
+        replay_with(trace=make_trace(2))
+    # Checked like another plugin's, it is still not hidden: nothing else can plan instead.
+    monkeypatch.setattr(policy_calls, "_is_own", lambda plugin: False)
     with pytest.raises(RuntimeError, match="the built-in batching continuous-batching made an unusable BatchPlan"):
         replay_with(trace=make_trace(2))
+
+
+@pytest.mark.parametrize("enabled, settings", [
+    ("continuous-batching", {}),
+    ("continuous-batching", {"policy": "sarathi", "chunk_size": 256}),
+    ("priority-continuous-batching", {}),
+    ("dynamic-batching", {"max_batch_size": 4, "max_wait_s": 0.05}),
+    ("static-batching", {}),
+    ("fair-share", {}),
+    ("priority-classes", {"classes": [{"name": "interactive", "min_priority": 1, "queue_timeout_s": 0.3},
+                                      {"name": "batch", "queue_timeout_s": 0.6}]}),
+])
+def test_the_projects_own_batching_plugins_make_only_usable_plans(monkeypatch, enabled, settings):
+    """The core trusts the plans of the project's own plugins (`PolicyCalls.own_plugins`, not checked per
+    batch): here every plan of each is checked, on a load that queues, preempts (a tight KV cache) and
+    mixes lengths, and none may be unusable."""
+    monkeypatch.setattr(policy_calls, "_is_own", lambda plugin: False)
+    checked = []
+    real = batch_scheduling.plan_error
+    monkeypatch.setattr(batch_scheduling, "plan_error", lambda plan, w: checked.append(1) or real(plan, w))
+    trace = make_trace(300, qps=12, prompt_tokens=700, output_tokens=96)
+    for i, t in enumerate(trace):
+        trace[i] = dataclasses.replace(t, prompt_tokens=50 + (t.prompt_tokens * (i % 7)) % 1500,
+                                       output_tokens=4 + (37 * i) % 200, priority=i % 3, tenant=f"t{i % 4}")
+    # (priority-classes only expires requests past their class's timeout: the batcher beside it plans the rest)
+    plugins = [n for n in DEFAULT_PLUGINS if n != "continuous-batching" or enabled == "priority-classes"] + [enabled]
+    res = replay_with(trace=trace, plugins={"enabled": plugins, "settings": {enabled: settings}},
+                      cluster={"models": [{"name": "default", "replicas": 2, "num_kv_blocks": 400}]})
+    assert len(checked) > 100
+    assert res.summary["num_plugin_errors"] == 0, [d.reason for d in res.decisions if d.is_error][:3]
+    assert_conserved(res.summary, res.requests)
