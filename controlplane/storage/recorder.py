@@ -30,21 +30,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert
 
 from controlplane.storage import spill
-from controlplane.storage.backlog import (
-    Backlog,
-    Chunk,
-    chunks_from_entries,
-    read_mark,
-    skip_committed,
-)
+from controlplane.storage.backlog import Backlog, Chunk
 from controlplane.storage.bulk import BulkInsert
-from controlplane.storage.db import describe_url, sqlite_path
+from controlplane.storage.db import describe_url
 from controlplane.storage.errors import StorageError
 from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
 from controlplane.storage.outage_log import OutageLog
+from controlplane.storage.recorder_spills import RecorderSpills
 from controlplane.storage.retry import FlushFailure, with_retries
 from controlplane.storage.rows import SPECS, derive_latencies
 
@@ -57,7 +52,7 @@ _MAX_ERRORS: Final = 1000
 DEFAULT_MAX_PENDING_ROWS: Final = 200_000
 
 
-class RunRecorder:
+class RunRecorder(RecorderSpills):
     """Buffers rows for one or more runs and writes them in bulk; see the module docstring.
 
     Not meant to be shared across processes; within a process it is
@@ -420,74 +415,6 @@ class RunRecorder:
                 f"they were saved to {path} - load them with RunRecorder(engine).replay_spill({str(path)!r})",
                 spill_path=path,
             )
-
-    def _spill_directories(self, directory: Path | None) -> list[Path]:
-        directory = directory if directory is not None else self.spill_dir
-        if directory is None:
-            db_file = sqlite_path(self.engine)
-            directory = db_file.resolve().parent if db_file is not None else None
-        return spill.default_directories(directory)
-
-    def _spill_all(self, directory: Path | None) -> tuple[Path, int]:
-        self._take_buffers()
-        backlog = self._backlog
-        count = len(backlog)
-        path = spill.write_spill(backlog.all_entries, directories=self._spill_directories(directory),
-                                 run_ids=backlog.run_ids(), source=describe_url(self.engine), writer=self.writer)
-        for f in backlog.files:
-            f.path.unlink(missing_ok=True)
-        backlog.files, backlog.chunks = [], []
-        log.error("storage: %d unwritten rows spilled to %s", count, path)
-        return path, count
-
-    def replay_spill(self, path: str | Path) -> int:
-        """Load a spill file's rows and write them now; return how many were written.
-
-        The runs they belong to must exist in this recorder's database. Rows
-        whose flush the spilling recorder did commit after all (its
-        acknowledgement was lost) are skipped. The file is left in place:
-        delete it once this returns. Raises ``StorageError`` if the rows could
-        not be written; they then stay pending here and a later :meth:`close`
-        spills them again.
-        """
-        self._check_open()
-        path = Path(path)
-        writer = spill.read_header(path).get("writer")
-        entries = list(spill.read_entries(path))
-        unknown_tables = {t for t, _, _ in entries} - set(SPECS) - {spill.RUN_UPDATE}
-        if unknown_tables:
-            raise StorageError(f"{path}: unknown table(s) {sorted(unknown_tables)}")
-        run_ids = {row["id"] if t == spill.RUN_UPDATE else row["run_id"] for t, row, _ in entries}
-        with self._io:
-            found, failure = self._attempt(lambda: self._existing_runs(run_ids, writer))
-            if failure is not None:
-                raise StorageError(f"could not read runs from {describe_url(self.engine)}: {failure.error}")
-            existing, mark = found
-            missing = run_ids - existing
-            if missing:
-                raise StorageError(
-                    f"{path} holds rows of run(s) {sorted(missing)}, not present in {describe_url(self.engine)}"
-                )
-            todo = list(skip_committed(iter(entries), mark))
-            loaded = chunks_from_entries(((t, row, None) for t, row, _ in todo), 0)
-            with self._lock:
-                for chunk in loaded:
-                    for name, rows in chunk.rows.items():
-                        self._buffers[name].extend(rows)
-                    self._run_updates.extend(chunk.updates)
-            if not self.flush():
-                raise StorageError(
-                    f"could not write the {len(todo)} rows from {path} to {describe_url(self.engine)}: "
-                    f"{self.errors[-1].error}"
-                )
-            return len(todo)
-
-    def _existing_runs(self, run_ids: set[int], writer: str | None) -> tuple[set[int], int | None]:
-        with self.engine.connect() as conn:
-            mark = read_mark(conn, writer) if writer is not None else None
-            if not run_ids:
-                return set(), mark
-            return set(conn.scalars(select(_RUN.c.id).where(_RUN.c.id.in_(sorted(run_ids))))), mark
 
     def _check_open(self) -> None:
         if self._closed:
