@@ -1,4 +1,10 @@
-"""Admission: cap the queue so overload sheds requests with a reason instead of growing forever."""
+"""Admission: cap the queue so overload sheds requests with a reason instead of growing forever.
+
+``max_finish_s`` bounds the admitted work by time rather than by count: a request predicted to
+finish later than that after it arrives (`plugins.finish_time`) is refused at once, with a
+``retry_after_s`` of the predicted excess. The daemon sets it from ``--request-timeout``, so under
+overload the requests it admits finish and the others get HTTP 429 instead of all of them a 504.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission
-from controlplane.types import ReasonCode
+from controlplane.events import RequestFinished, WorkerChanged
+from controlplane.types import Decision, ReasonCode
+from plugins.finish_time import FinishTimes
 
 
 class QueueLimit(Plugin):
@@ -18,12 +26,18 @@ class QueueLimit(Plugin):
         max_queued: int | None = Field(None, ge=0)  # waiting requests per model, all replicas
         max_queued_per_replica: int | None = Field(None, ge=0)
         max_prompt_tokens: int | None = Field(None, ge=1)
+        # refuse a request predicted to finish later than this after its arrival (plugins.finish_time)
+        max_finish_s: float | None = Field(None, gt=0)
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         s = self.settings
-        if s.max_prompt_tokens is None and s.max_queued is None and s.max_queued_per_replica is None:
+        limits = (s.max_prompt_tokens, s.max_queued, s.max_queued_per_replica, s.max_finish_s)
+        if all(x is None for x in limits):
             self.withdraw("cp_admit_request")  # no limit: it would defer every request
+        self._finish = FinishTimes()
+        if s.max_finish_s is None:
+            self.withdraw("cp_on_event")  # no iteration times kept
 
     @hookimpl
     def cp_admit_request(self, ctx, request):
@@ -31,9 +45,13 @@ class QueueLimit(Plugin):
         if s.max_prompt_tokens is not None and request.prompt_tokens > s.max_prompt_tokens:
             return Admission(False, f"prompt too long: {request.prompt_tokens} > {s.max_prompt_tokens} tokens",
                              code=ReasonCode.TOO_LONG)
+        workers = [w for w in ctx.workers.values() if w.model == request.model and w.accepts_requests]
+        if s.max_finish_s is not None and workers:
+            late = self._too_late(workers, request, ctx.now_s)
+            if late is not None:
+                return late
         if s.max_queued is None and s.max_queued_per_replica is None:
             return None  # no limit: the next admission policy decides
-        workers = [w for w in ctx.workers.values() if w.model == request.model and w.accepts_requests]
         queued = sum(len(w.waiting) for w in workers)
         limits = [x for x in (s.max_queued,) if x is not None]
         if s.max_queued_per_replica is not None:
@@ -42,3 +60,35 @@ class QueueLimit(Plugin):
         if queued >= limit:
             return Admission(False, f"queue full: {queued} waiting >= limit {limit}", code=ReasonCode.QUEUE_FULL)
         return None  # within the limit: defer, so admission policies listed after this one still decide
+
+    def _too_late(self, workers, request, now_s: float) -> Admission | None:
+        """The refusal of a request no replica is predicted to finish within ``max_finish_s`` (None:
+        one is, one is idle, or one has a free batch slot and no iteration was timed yet)."""
+        limit = self.settings.max_finish_s
+        predictions = self._finish.predict(workers, request, now_s)
+        known = [p for p in predictions if p.finish_s is not None]
+        if any(p.idle or (not p.waits if p.finish_s is None else p.finish_s <= limit) for p in predictions):
+            return None
+        if not known:
+            return Admission(False, f"overloaded: every batch slot is taken and no iteration was timed yet "
+                                    f"to predict a finish within {limit:g} s", code=ReasonCode.ADMISSION_DENIED)
+        best = min(known, key=lambda p: p.finish_s)
+        return Admission(
+            False, f"overloaded: predicted to finish in {best.finish_s:.1f} s > max_finish_s {limit:g} s "
+                   f"({request.max_output_tokens} tokens at {best.token_s * 1000:.0f} ms per iteration on {best.worker_id}"
+                   f"{', after the work queued ahead' if best.waits else ''})",
+            code=ReasonCode.ADMISSION_DENIED, retry_after_s=best.finish_s - limit)
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        kind = type(event)
+        wid = None  # iterations are timed as batches start and requests finish, not only as they arrive
+        if kind is Decision and event.action == "batch":  # (batch decisions: storage.record_batches)
+            wid = event.subject
+        elif kind is RequestFinished:
+            wid = event.request.worker_id
+        w = ctx.workers.get(wid) if wid is not None else None
+        if w is not None:
+            self._finish.look(w, ctx.now_s)
+        elif kind is WorkerChanged and event.kind in ("failed", "stopped"):
+            self._finish.forget(event.worker_id)

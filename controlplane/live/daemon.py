@@ -32,6 +32,7 @@ from typing import Any
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
+from controlplane.live.daemon_config import with_request_deadline
 from controlplane.live.driver import LiveDriver
 from controlplane.live.ignored_fields import IgnoredFields
 from controlplane.live.pool import POOL_KINDS, make_pool
@@ -74,6 +75,7 @@ class Daemon:
 
     def __init__(self, config: RunConfig, options: DaemonOptions | None = None, *, record: bool = True) -> None:
         self.options = options or DaemonOptions()
+        config = with_request_deadline(config, self.options.request_timeout_s)  # queue-limit's max_finish_s
         self.config = config
         pool_options: dict[str, Any] = {}
         if self.options.max_workers is not None:

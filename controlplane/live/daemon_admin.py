@@ -16,6 +16,7 @@ from starlette.requests import Request as HTTPRequest
 from controlplane.config import load_config
 from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
+from controlplane.live.daemon_config import with_request_deadline
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, require_admin
 
 __all__ = ["router"]
@@ -43,6 +44,7 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
     opts = daemon.options
     try:
         cfg = await asyncio.to_thread(load_config, opts.config_path, opts.overrides)
+        cfg = with_request_deadline(cfg, opts.request_timeout_s)
         changed = daemon.driver.reload(cfg)
         daemon.keys = KeyRing(cfg.auth.api_keys)  # keys rotate with the config
         changed = {**changed, "api_keys": len(cfg.auth.api_keys)}

@@ -17,9 +17,13 @@ from controlplane.errors import ConfigError
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.placement import cuda_device_count
 
-__all__ = ["DEFAULT_PRESET", "daemon_config", "default_workers"]
+__all__ = ["DEFAULT_PRESET", "FINISH_SHARE", "daemon_config", "default_workers", "with_request_deadline"]
 
 DEFAULT_PRESET = "tiny-llama"
+#: The share of ``--request-timeout`` that `queue-limit`'s ``max_finish_s`` gets by default: a
+#: request predicted to finish later is refused (429) at once; the rest is headroom for the
+#: prediction's error (a batch grows slower as it fills).
+FINISH_SHARE = 0.8
 
 
 def default_workers() -> int:
@@ -108,3 +112,18 @@ def _worker_settings(worker: dict[str, Any], where: str) -> WorkerModelSettings:
     if settings.path is not None and not Path(settings.path).is_dir():
         raise ConfigError(f"{where}.path: model path {settings.path} is not a directory (models are never downloaded)")
     return settings
+
+
+def with_request_deadline(config: RunConfig, request_timeout_s: float | None) -> RunConfig:
+    """``config`` with `queue-limit`'s ``max_finish_s`` set to `FINISH_SHARE` of the request timeout,
+    unless the config sets it (``null`` turns it off) or does not enable `queue-limit`: under overload
+    the daemon then refuses the requests it cannot answer in time instead of letting every one of
+    them time out (docs/daemon.md)."""
+    if not request_timeout_s or "queue-limit" not in config.plugins.enabled:
+        return config
+    settings = dict(config.plugins.settings.get("queue-limit") or {})
+    if "max_finish_s" in settings:
+        return config
+    settings["max_finish_s"] = round(FINISH_SHARE * request_timeout_s, 3)
+    plugins = config.plugins.model_copy(update={"settings": {**config.plugins.settings, "queue-limit": settings}})
+    return config.model_copy(update={"plugins": plugins})

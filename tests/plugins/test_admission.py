@@ -56,3 +56,62 @@ def test_without_a_limit_it_withdraws_its_hook():
     assert getattr(QueueLimit().cp_admit_request, marked, None) is None
     for limit in ({"max_queued": 3}, {"max_queued_per_replica": 1}, {"max_prompt_tokens": 10}):
         assert getattr(QueueLimit(QueueLimit.Settings(**limit)).cp_admit_request, marked, None) is not None
+
+
+def _busy_worker(**fields):
+    from controlplane.testing import make_worker as mw
+
+    running = make_requests(4, prefix="run", model="default")
+    for r in running:
+        r.max_output_tokens, r.output_tokens, r.scheduled_s = 100, 0, 0.0
+    return mw(running=running, max_num_seqs=4, **fields)
+
+
+def _timed_queue_limit(w, iteration_s: float) -> tuple[QueueLimit, float]:
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=8))
+    plugin._finish.look(w, 0.0)
+    for r in w.running:
+        r.output_tokens += 10
+    plugin._finish.look(w, 10 * iteration_s)
+    return plugin, 10 * iteration_s
+
+
+def test_max_finish_s_refuses_what_cannot_finish_in_time_with_an_honest_retry_after():
+    w = _busy_worker()
+    plugin, now = _timed_queue_limit(w, 0.05)
+    w.waiting = deque(make_requests(4, prefix="q", model="default"))
+    for r in w.waiting:
+        r.max_output_tokens = 100
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 100
+    ctx = make_context(workers=[w], now_s=now + 0.01)  # (before the next look: the same iteration time)
+    d = plugin.cp_admit_request(ctx=ctx, request=new)
+    # ahead: 4 x 90 + 4 x 100 = 760 tokens over 4 slots at 0.05 s = 9.5 s, then 5 s of its own
+    assert d is not None and not d.admit and d.code.value == "admission_denied"
+    assert "predicted to finish in 14.5 s > max_finish_s 8 s" in d.reason
+    assert abs(d.retry_after_s - 6.5) < 1e-6
+    new.max_output_tokens = 1
+    w.waiting.clear()  # a free slot? none (4 running of 4): 4 x 90 / 4 x 0.05 + 0.05 = 4.55 s
+    assert plugin.cp_admit_request(ctx=ctx, request=new) is None
+
+
+def test_max_finish_s_admits_to_free_slots_before_any_time_and_always_to_an_idle_replica():
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=8))
+    new = make_requests(1, prefix="new", model="default")[0]
+    w = _busy_worker()
+    d = plugin.cp_admit_request(ctx=make_context(workers=[w]), request=new)  # full batch, nothing timed
+    assert not d.admit and "no iteration was timed yet" in d.reason
+    w.max_num_seqs = 8
+    assert plugin.cp_admit_request(ctx=make_context(workers=[w]), request=new) is None
+    slow = _busy_worker()
+    plugin, now = _timed_queue_limit(slow, 10.0)  # 10 s an iteration: nothing fits in 8 s
+    slow.running.clear()
+    ctx = make_context(workers=[slow], now_s=now)
+    assert plugin.cp_admit_request(ctx=ctx, request=new) is None  # idle: it learns again
+
+
+def test_max_finish_s_is_off_by_default_so_the_simulator_is_unchanged():
+    marked = "controlplane_impl"
+    plugin = QueueLimit()
+    assert getattr(plugin.cp_on_event, marked, None) is None
+    assert getattr(QueueLimit(QueueLimit.Settings(max_finish_s=5)).cp_on_event, marked, None) is not None

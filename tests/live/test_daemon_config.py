@@ -1,0 +1,66 @@
+"""The daemon's run config: `with_request_deadline` bounds the admitted work by the request timeout
+(queue-limit's max_finish_s), and a daemon under a burst it cannot serve in time refuses the excess
+with 429 and retry-after instead of letting it time out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from controlplane.live.daemon_config import FINISH_SHARE, daemon_config, with_request_deadline
+from tests.live.daemon_process import DaemonProcess
+
+
+def _queue_limit(cfg):
+    return cfg.plugins.settings.get("queue-limit") or {}
+
+
+def test_the_request_timeout_sets_queue_limits_max_finish_s(tmp_path):
+    cfg, _ = daemon_config(None, workers=1)
+    assert "max_finish_s" not in _queue_limit(cfg)  # the run config (and the simulator) leave it off
+    assert _queue_limit(with_request_deadline(cfg, 30))["max_finish_s"] == FINISH_SHARE * 30
+    assert with_request_deadline(cfg, None) is cfg  # no timeout: nothing to bound by
+
+
+def test_a_config_that_sets_it_or_leaves_queue_limit_out_is_kept(tmp_path):
+    own = tmp_path / "own.yaml"
+    own.write_text("plugins:\n  settings:\n    queue-limit: {max_finish_s: null, max_queued: 9}\n")
+    cfg, _ = daemon_config(own, workers=1)
+    assert _queue_limit(with_request_deadline(cfg, 30)) == {"max_finish_s": None, "max_queued": 9}
+    other = tmp_path / "other.yaml"
+    other.write_text("plugins:\n  enabled: [least-loaded, continuous-batching, fixed-replicas]\n")
+    cfg, _ = daemon_config(other, workers=1)
+    assert with_request_deadline(cfg, 30) is cfg
+
+
+async def _burst(base: str, n: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=60) as c:
+        return await asyncio.gather(*(
+            c.post(f"{base}/v1/completions", json={"model": "tiny-llama", "prompt": f"burst {i}", "max_tokens": 8,
+                                                   "ignore_eos": True})
+            for i in range(n)))
+
+
+def test_a_burst_beyond_what_can_finish_in_time_is_refused_at_once(tmp_path):
+    """4 batch slots, nothing timed yet: 4 requests run, the rest get 429 with retry-after, none 504."""
+    config = tmp_path / "small.yaml"
+    config.write_text("cluster:\n  models:\n    - {max_num_seqs: 4}\n")
+    daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--config", str(config),
+                                      "--db", f"sqlite:///{tmp_path / 'cp.db'}", "--request-timeout", "30"])
+    try:
+        daemon.wait_ready()
+        answers = asyncio.run(_burst(daemon.base, 24))
+        codes = sorted(r.status_code for r in answers)
+        assert set(codes) <= {200, 429}, codes
+        assert codes.count(200) >= 4, codes
+        refused = [r for r in answers if r.status_code == 429]
+        assert refused, codes
+        for r in refused:
+            assert r.json()["error"]["code"] == "admission_denied"
+            assert "overloaded" in r.json()["error"]["message"]
+            assert int(r.headers["retry-after"]) >= 1
+        # once iterations were timed, a lone request is admitted and served
+        assert asyncio.run(_burst(daemon.base, 1))[0].status_code == 200
+    finally:
+        daemon.stop()
