@@ -113,6 +113,11 @@ class Daemon:
         await self.driver.start()
         self.started = True
         await asyncio.to_thread(self._claim_run_and_mark_crashed)
+        from controlplane.live.daemon_probes import models_never_started
+
+        for model, why in models_never_started(self.driver).items():
+            log.warning("model %r will never be served: %s; give --workers N (or replicas in the config), or "
+                        "enable an autoscaler that scales from zero", model, why)
         models = ", ".join(f"{d.name} x{d.replicas}" for d in self.config.cluster.models)
         log.info("run %s (mode live) recording to %s; starting %s on the %s pool", self.driver.run_id,
                  mask_password(self.config.storage.url) if self.driver.record else "nowhere", models, self.options.pool)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from controlplane.live.daemon_deps import DaemonDep, DriverDep
 from controlplane.live.prometheus import CONTENT_TYPE_LATEST
 
-__all__ = ["router"]
+__all__ = ["models_never_started", "router"]
 
 router = APIRouter()
 
@@ -19,6 +19,20 @@ router = APIRouter()
 def _models_down(driver: Any) -> dict[str, str]:
     """Models with no worker up or starting whose last start failed (their requests get 503 at once)."""
     return driver.core.models_down() if driver.core is not None else {}
+
+
+def models_never_started(driver: Any) -> dict[str, str]:
+    """Models configured with no replica, none alive, whose only autoscaler is `fixed-replicas` (it
+    keeps the configured count, so never starts one): their requests would only time out."""
+    core = driver.core
+    if core is None or driver.session is None:
+        return {}
+    scalers = [p.info.name for p in driver.session.plugins.loaded if "cp_scale" in p.info.hooks]
+    if any(name != "fixed-replicas" for name in scalers):
+        return {}  # another autoscaler may start one
+    alive = {w.model for w in core.workers.values() if w.is_alive}
+    return {d.name: "no worker is configured (replicas: 0, --workers 0) and the autoscaler fixed-replicas never "
+                    "starts one" for d in driver.config.cluster.models if d.replicas == 0 and d.name not in alive}
 
 
 @router.get("/healthz")
@@ -49,6 +63,9 @@ async def readyz(driver: DriverDep) -> JSONResponse:
                                                f"start failed): {why[:500]}" for m, why in down.items())
         elif not driver.draining and driver.last_worker_failure:  # e.g. a model its workers cannot load
             body["reason"] += f"; the last worker failure: {driver.last_worker_failure[:500]}"
+        idle = {} if driver.draining else models_never_started(driver)
+        if idle:
+            body["reason"] += "; " + "; ".join(f"model {m!r}: {why}" for m, why in idle.items())
     return JSONResponse(body, 200 if driver.ready else 503)
 
 

@@ -136,3 +136,32 @@ def test_a_model_that_cannot_start_gets_503_at_once_and_the_probes_say_why(tmp_p
     assert row["status"] == "rejected" and row["reason_code"] == "unavailable" and row["reason"] == message[10:]
     starts = [r.getMessage() for r in caplog.records if "starting: loading" in r.getMessage()]
     assert starts and starts[0].startswith("worker ") and model_dir.name in starts[0]  # progress while it loads
+
+
+def test_no_worker_configured_and_fixed_replicas_is_a_warning_and_the_readyz_reason(tmp_path, caplog):
+    """``--workers 0`` with the default autoscaler: nothing will ever serve, and the operator is told."""
+    from fastapi.testclient import TestClient
+
+    caplog.set_level("WARNING", logger="controlplane.daemon")
+    cfg, _ = daemon_config(None, workers=0, db=f"sqlite:///{tmp_path / 'run.db'}")
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, request_timeout_s=5,
+                                       journal_dir=tmp_path / "journal"))
+    with TestClient(daemon.app) as client:
+        ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["reason"] == ("no worker is ready yet; model 'tiny-llama': no worker is configured (replicas: "
+                                      "0, --workers 0) and the autoscaler fixed-replicas never starts one")
+    warned = [r.getMessage() for r in caplog.records if "will never be served" in r.getMessage()]
+    assert warned and "--workers N" in warned[0], caplog.text
+
+
+def test_another_autoscaler_may_start_a_worker_so_nothing_is_said(tmp_path):
+    from fastapi.testclient import TestClient
+
+    config = tmp_path / "hpa.yaml"
+    config.write_text("plugins:\n  enabled: [queue-limit, least-loaded, continuous-batching, hpa, static-memory]\n")
+    cfg, _ = daemon_config(config, workers=0, db=f"sqlite:///{tmp_path / 'run.db'}")
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, request_timeout_s=5,
+                                       journal_dir=tmp_path / "journal"))
+    with TestClient(daemon.app) as client:
+        assert client.get("/readyz").json()["reason"] == "no worker is ready yet"
