@@ -51,7 +51,7 @@ from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
 from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
 from controlplane.live.served_model import ServedModel, load_served_model, worker_settings
-from controlplane.live.worker_messages import describe_error
+from controlplane.live.worker_messages import WorkerStartError, describe_error
 from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
 
 log = logging.getLogger(__name__)
@@ -416,7 +416,7 @@ class LiveDriver:
             raise
         except Exception as exc:
             log.error("worker %s could not start: %s", wid, exc)
-            self._worker_failed(wid, f"could not start: {describe_error(exc)}")
+            self._worker_failed(wid, str(exc) if isinstance(exc, WorkerStartError) and str(exc) else describe_error(exc))
             return
         finally:
             self._starting.pop(wid, None)
