@@ -122,6 +122,8 @@ class ControlLoop:
             decision, plugin = self._decide("cp_scale", model, scaling.workers, scaling)
             if decision is None:
                 continue
+            if decision.next_start_s is not None or model in self.__dict__.get("_next_start", ()):
+                self.__dict__.setdefault("_next_start", {})[model] = decision.next_start_s  # `_no_worker_for`
             if decision.model != model:  # another model's answer: the policy's error, not applied to this one
                 self._monitor.record(plugin or "core", "cp_scale", ValueError(
                     f"asked to scale {model!r}, returned a ScaleDecision for {decision.model!r}; not applied"))

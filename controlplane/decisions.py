@@ -64,6 +64,9 @@ class ScaleDecision:
     signals: dict[str, float] | None = None  # the inputs it decided on, by name (stored with the decision)
     # advisory (shadow) policies' would-be decisions beside this one, by policy name: recorded, never applied
     advisory: tuple[tuple[str, ScaleDecision], ...] = ()
+    # a start held back (a restart backoff): the run time the policy will start a worker again; a request
+    # refused meanwhile because the model cannot start gets it as its Retry-After
+    next_start_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -46,6 +46,9 @@ def _scale_fields(decision: ScaleDecision) -> str | None:
     except TypeError:
         value = decision.target_replicas
         return f"ScaleDecision.target_replicas must be a whole number (int), got {type(value).__name__} {value!r}"
+    at = decision.next_start_s
+    if at is not None and not (isinstance(at, numbers.Real) and math.isfinite(at)):
+        return f"ScaleDecision.next_start_s must be a finite run time in seconds or None, got {type(at).__name__} {at!r}"
     return None
 
 

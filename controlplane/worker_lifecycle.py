@@ -30,6 +30,7 @@ class WorkerLifecycle:
     workers: dict[str, Worker]
     unrouted: deque[Request]
     _out: list[Any]
+    _tick_s: float
 
     def _add_worker(self, model: str, reason: str) -> Worker:
         n = self.ctx.ids.next(f"worker:{model}")
@@ -78,13 +79,18 @@ class WorkerLifecycle:
         """No worker of ``r``'s model is ready or starting. It waits for one (a start, at the next tick
         or when the autoscaler sees it waiting), unless the model's last start failed: then nothing
         is on its way and waiting would only end at the client's timeout, so it is refused at once,
-        with that start's error (code ``unavailable``). A start in progress makes requests wait again
+        with that start's error (code ``unavailable``) and a ``retry_after_s``: until the start the
+        autoscaler holds back (`ScaleDecision.next_start_s`), else one tick (a start can begin then). A start in progress makes requests wait again
         (they go to the starting worker); one that becomes ready clears the failure."""
         failed = self.__dict__.get("_start_failed")
         why = failed.get(r.model) if failed else None
         if why is None:
             self.unrouted.append(r)
             return
+        # Retry after the autoscaler's next start (its backoff), else the next tick, when a start can begin.
+        next_start = (self.__dict__.get("_next_start") or {}).get(r.model)
+        now = self.clock.now_s
+        r.retry_after_s = next_start - now if next_start is not None and next_start > now else self._tick_s
         self._reject(r, f"model {r.model!r} has no worker up or starting; its last start failed: {why}", "core",
                      "cp_route_request", ReasonCode.UNAVAILABLE)
 

@@ -59,5 +59,6 @@ class FixedReplicas(Plugin):
             s = self.settings
             wait = min(s.max_restart_backoff_s, s.restart_backoff_s * 2 ** (failures - 2))
             if ctx.now_s - self._last_failure_s[model] < wait:
-                return ScaleDecision(model, alive, f"{failures} failure(s) in a row: next restart after {wait:g} s")
+                return ScaleDecision(model, alive, f"{failures} failure(s) in a row: next restart after {wait:g} s",
+                                     next_start_s=self._last_failure_s[model] + wait)
         return ScaleDecision(model, replicas, f"restore configured {replicas} replicas")

@@ -192,3 +192,21 @@ def test_a_cache_hit_with_a_finite_latency_is_served(caller, latency):
         assert not [d for d in res.decisions if d.is_error]
         assert all(r.cache_hit == "exact" for r in res.requests)
         assert all(r.finish_s == pytest.approx(r.arrival_s + float(latency)) for r in res.requests)
+
+
+@pytest.mark.parametrize("at", ["soon", float("nan"), float("inf")])
+def test_a_scale_decision_with_a_next_start_that_is_not_a_run_time_is_an_error_decision(at):
+    from controlplane.decisions import ScaleDecision
+
+    class LateScaler(Plugin):
+        name = "late-scaler"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            return ScaleDecision(model, 1, "held back", next_start_s=at)
+
+    res = replay_with(LateScaler(), trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_scale", "late-scaler")}
+    assert "ScaleDecision.next_start_s must be a finite run time in seconds or None" in errors[0].reason
+    assert res.summary["num_completed"] == 6

@@ -135,3 +135,21 @@ def test_the_summary_counts_the_replicas_busy_gpu_seconds_not_their_idle_time():
     summary = core.finish()
     assert summary["gpu_busy_seconds"] == 0.5  # 0.25 s on 2 GPUs; held 100 s
     assert summary["gpu_seconds"] == 200.0
+
+
+def test_the_refusal_says_when_to_retry_the_next_tick_or_the_autoscalers_backoff():
+    """Retry-After of a model that cannot start: one tick after the first failure (fixed-replicas
+    restarts at once), then until the restart its backoff holds back (`ScaleDecision.next_start_s`)."""
+    run = Run()
+    (w0,) = run.started()
+    run.handle(ev.WorkerFailed(0.5, w0, ERROR))
+    first = run.arrive("q0", 0.6)
+    assert first.status is RequestStatus.REJECTED and first.retry_after_s == 1.0  # control.tick_s
+    run.handle(ev.Tick(1.0))
+    w1 = run.started()[-1]
+    assert w1 != w0  # the first replacement is immediate
+    run.handle(ev.WorkerFailed(1.5, w1, ERROR))
+    run.handle(ev.Tick(2.0))  # 2 failures in a row: the next restart waits 5 s after the last
+    assert run.started()[-1] == w1
+    held = run.arrive("q1", 2.1)
+    assert held.status is RequestStatus.REJECTED and abs(held.retry_after_s - (1.5 + 5.0 - 2.1)) < 1e-9
