@@ -45,13 +45,14 @@ from controlplane.config import RunConfig
 from controlplane.context import Clock
 from controlplane.live import driver_admin
 from controlplane.live.batch_runner import BatchRunner
+from controlplane.live.driver_workers import LiveWorkers
 from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
 from controlplane.live.http_errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
 from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
 from controlplane.live.served_model import ServedModel, load_served_model, worker_settings
-from controlplane.live.worker_messages import WorkerStartError, describe_error
+from controlplane.live.worker_messages import describe_error
 from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 __all__ = ["GUARDIAN_UNAVAILABLE", "LiveDriver"]
 
 
-class LiveDriver:
+class LiveDriver(LiveWorkers):
     """Runs one live run: the core, a worker pool, ticks and the requests' streams. (The run's
     recorder writes its rows from its own thread: the loop never waits for the database.)
 
@@ -399,63 +400,6 @@ class LiveDriver:
 
     def _preempt(self, a: act.PreemptRequest) -> None:
         self.batches.preempt(a.request_id)
-
-    # --- workers --------------------------------------------------------------------------------
-
-    def _start_worker(self, a: act.StartWorker) -> None:
-        task = self._spawn(self._run_start_worker(a.worker_id, a.model), f"cp-start-{a.worker_id}")
-        self._starting[a.worker_id] = task
-
-    async def _run_start_worker(self, wid: str, model: str) -> None:
-        expected = sum(m.replicas for m in self.config.cluster.models) or 1
-        log.info("worker %s starting: loading %s (this can take minutes for a large model)", wid,
-                 self.models[model].settings.source_name())
-        try:
-            facts = await self.pool.start(wid, self.models[model].settings, expected_workers=expected)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("worker %s could not start: %s", wid, exc)
-            self._worker_failed(wid, str(exc) if isinstance(exc, WorkerStartError) and str(exc) else describe_error(exc))
-            return
-        finally:
-            self._starting.pop(wid, None)
-        self.worker_facts[wid] = facts
-        if not self._closed:
-            await self.guardians.host(wid)  # shared guardians load before the worker takes requests
-        if self._closed:
-            await self.pool.stop(wid)
-            return
-        log.info("worker %s ready: %s", wid, {k: facts.get(k) for k in ("device", "precision", "pid")})
-        self._feed(ev.WorkerReady(self.now_s(), wid, memory=facts))
-
-    def _stop_worker(self, a: act.StopWorker) -> None:
-        self._spawn(self._run_stop_worker(a.worker_id), f"cp-stop-{a.worker_id}")
-
-    async def _run_stop_worker(self, wid: str) -> None:
-        starting = self._starting.get(wid)
-        if starting is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait([starting])
-        self.guardians.unhost(wid)
-        await self.pool.stop(wid)
-        self.batches.forget_worker(wid)
-        self._feed(ev.WorkerStopped(self.now_s(), wid))
-
-    def _is_current(self, wid: str) -> bool:
-        return wid not in self._failed_workers and not self._finished
-
-    def _worker_failed(self, wid: str, reason: str) -> None:
-        """A worker died (the pool's ``on_failure``, a failed step or start): tell the core (a
-        guardian's own worker: its guardian handles it)."""
-        if self.guardians.worker_failed(wid, reason) or wid in self._failed_workers or self._finished:
-            return
-        self._failed_workers.add(wid)
-        self.last_worker_failure = f"{wid}: {reason}"
-        self.batches.worker_lost(wid, reason)  # quarantines its step's requests: not re-routed
-        self.batches.forget_worker(wid)
-        self._feed(ev.WorkerFailed(self.now_s(), wid, reason))
-        self._spawn(self.pool.stop(wid), f"cp-stop-{wid}")
 
     # --- replies, guardians, wake-ups -----------------------------------------------------------
 

@@ -1,0 +1,96 @@
+"""The live driver's workers: start one in the pool (its weights loaded, its shared guardians
+hosted, then ``WorkerReady`` with its real device facts), stop one, and tell the core when one
+dies. A mixin of `controlplane.live.driver.LiveDriver`, which owns the state these methods use."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from controlplane import actions as act
+from controlplane import events as ev
+from controlplane.live.worker_messages import WorkerStartError, describe_error
+
+if TYPE_CHECKING:
+    from controlplane.config import RunConfig
+    from controlplane.live.batch_runner import BatchRunner
+    from controlplane.live.guardian_pool import LiveGuardians
+    from controlplane.live.pool import WorkerPool
+    from controlplane.live.served_model import ServedModel
+
+log = logging.getLogger("controlplane.live.driver")  # the driver's own logger: one name for operators' log settings
+
+__all__ = ["LiveWorkers"]
+
+
+class LiveWorkers:
+    """``StartWorker`` and ``StopWorker`` carried out; a worker's death reported."""
+
+    config: RunConfig
+    pool: WorkerPool
+    models: dict[str, ServedModel]
+    guardians: LiveGuardians
+    batches: BatchRunner
+    worker_facts: dict[str, dict[str, Any]]
+    last_worker_failure: str | None
+    _starting: dict[str, asyncio.Task]
+    _failed_workers: set[str]
+    _closed: bool
+    _finished: bool
+
+    def _start_worker(self, a: act.StartWorker) -> None:
+        task = self._spawn(self._run_start_worker(a.worker_id, a.model), f"cp-start-{a.worker_id}")
+        self._starting[a.worker_id] = task
+
+    async def _run_start_worker(self, wid: str, model: str) -> None:
+        expected = sum(m.replicas for m in self.config.cluster.models) or 1
+        log.info("worker %s starting: loading %s (this can take minutes for a large model)", wid,
+                 self.models[model].settings.source_name())
+        try:
+            facts = await self.pool.start(wid, self.models[model].settings, expected_workers=expected)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("worker %s could not start: %s", wid, exc)
+            self._worker_failed(wid, str(exc) if isinstance(exc, WorkerStartError) and str(exc) else describe_error(exc))
+            return
+        finally:
+            self._starting.pop(wid, None)
+        self.worker_facts[wid] = facts
+        if not self._closed:
+            await self.guardians.host(wid)  # shared guardians load before the worker takes requests
+        if self._closed:
+            await self.pool.stop(wid)
+            return
+        log.info("worker %s ready: %s", wid, {k: facts.get(k) for k in ("device", "precision", "pid")})
+        self._feed(ev.WorkerReady(self.now_s(), wid, memory=facts))
+
+    def _stop_worker(self, a: act.StopWorker) -> None:
+        self._spawn(self._run_stop_worker(a.worker_id), f"cp-stop-{a.worker_id}")
+
+    async def _run_stop_worker(self, wid: str) -> None:
+        starting = self._starting.get(wid)
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait([starting])
+        self.guardians.unhost(wid)
+        await self.pool.stop(wid)
+        self.batches.forget_worker(wid)
+        self._feed(ev.WorkerStopped(self.now_s(), wid))
+
+    def _is_current(self, wid: str) -> bool:
+        return wid not in self._failed_workers and not self._finished
+
+    def _worker_failed(self, wid: str, reason: str) -> None:
+        """A worker died (the pool's ``on_failure``, a failed step or start): tell the core (a
+        guardian's own worker: its guardian handles it)."""
+        if self.guardians.worker_failed(wid, reason) or wid in self._failed_workers or self._finished:
+            return
+        self._failed_workers.add(wid)
+        self.last_worker_failure = f"{wid}: {reason}"
+        self.batches.worker_lost(wid, reason)  # quarantines its step's requests: not re-routed
+        self.batches.forget_worker(wid)
+        self._feed(ev.WorkerFailed(self.now_s(), wid, reason))
+        self._spawn(self.pool.stop(wid), f"cp-stop-{wid}")
