@@ -8,13 +8,14 @@ overload the requests it admits finish and the others get HTTP 429 instead of al
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission
 from controlplane.events import RequestFinished, WorkerChanged
 from controlplane.types import Decision, ReasonCode
 from plugins.finish_time import FinishTimes
+from plugins.output_lengths import OutputLengths
 
 
 class QueueLimit(Plugin):
@@ -28,6 +29,19 @@ class QueueLimit(Plugin):
         max_prompt_tokens: int | None = Field(None, ge=1)
         # refuse a request predicted to finish later than this after its arrival (plugins.finish_time)
         max_finish_s: float | None = Field(None, gt=0)
+        # the output length max_finish_s predicts for a request (plugins.output_lengths): at most its
+        # max_tokens, the output_quantile of the model's last output_window finished answers once at
+        # least output_min_finished finished (before that, its max_tokens)
+        output_quantile: float = Field(0.9, gt=0, le=1)
+        output_window: int = Field(256, ge=1)
+        output_min_finished: int = Field(20, ge=1)
+
+        @model_validator(mode="after")
+        def _min_within_window(self):
+            if self.output_min_finished > self.output_window:
+                raise ValueError(f"output_min_finished ({self.output_min_finished}) must be at most "
+                                 f"output_window ({self.output_window})")
+            return self
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
@@ -35,9 +49,9 @@ class QueueLimit(Plugin):
         limits = (s.max_prompt_tokens, s.max_queued, s.max_queued_per_replica, s.max_finish_s)
         if all(x is None for x in limits):
             self.withdraw("cp_admit_request")  # no limit: it would defer every request
-        self._finish = FinishTimes()
+        self._finish = FinishTimes(OutputLengths(s.output_window, s.output_quantile, s.output_min_finished))
         if s.max_finish_s is None:
-            self.withdraw("cp_on_event")  # no iteration times kept
+            self.withdraw("cp_on_event")  # no iteration times or output lengths kept
 
     @hookimpl
     def cp_admit_request(self, ctx, request):
@@ -73,9 +87,12 @@ class QueueLimit(Plugin):
             return Admission(False, f"overloaded: every batch slot is taken and no iteration was timed yet "
                                     f"to predict a finish within {limit:g} s", code=ReasonCode.ADMISSION_DENIED)
         best = min(known, key=lambda p: p.finish_s)
+        tokens = f"{best.tokens} tokens"
+        if best.tokens < request.max_output_tokens:  # the length the run's answers suggest
+            tokens = f"{best.tokens} of max_tokens {request.max_output_tokens} expected"
         return Admission(
             False, f"overloaded: predicted to finish in {best.finish_s:.1f} s > max_finish_s {limit:g} s "
-                   f"({request.max_output_tokens} tokens at {best.token_s * 1000:.0f} ms per iteration on {best.worker_id}"
+                   f"({tokens} at {best.token_s * 1000:.0f} ms per iteration on {best.worker_id}"
                    f"{', after the work queued ahead' if best.waits else ''})",
             code=ReasonCode.ADMISSION_DENIED, retry_after_s=best.finish_s - limit)
 
@@ -87,6 +104,7 @@ class QueueLimit(Plugin):
             wid = event.subject
         elif kind is RequestFinished:
             wid = event.request.worker_id
+            self._finish.lengths.finished(event.request)
         w = ctx.workers.get(wid) if wid is not None else None
         if w is not None:
             self._finish.look(w, ctx.now_s)

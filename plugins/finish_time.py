@@ -24,8 +24,10 @@ On the replica where it would finish soonest, a request with ``L`` tokens to gen
     start = 0 when a batch slot is free for it and every waiting request ahead of it, else
           = t(limit) x (tokens still to generate by the running and waiting requests) / limit
 
-(the work ahead spread over the batch's slots). ``L`` is the request's ``max_output_tokens``, the
-most it can take. Before any iteration was timed, a request is admitted only if it gets a batch
+(the work ahead spread over the batch's slots). ``L`` and the tokens still to generate are what
+each request is expected to take (`plugins.output_lengths`): its ``max_output_tokens`` at most, a
+high quantile of the model's finished answers once enough finished, at least 1 while it runs;
+before that, its ``max_output_tokens``, the most it can take. Before any iteration was timed, a request is admitted only if it gets a batch
 slot at once (nothing can be predicted, and nothing queues blind). A replica with nothing running
 or waiting always takes the request (`Prediction.idle`): waiting cannot make it sooner, and the
 times it measures replace stale ones, so admission can never shut itself out.
@@ -34,6 +36,8 @@ times it measures replace stale ones, so admission can never shut itself out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from plugins.output_lengths import OutputLengths
 
 __all__ = ["SAMPLE_MAX_S", "SAMPLE_S", "FinishTimes", "Prediction"]
 
@@ -49,6 +53,7 @@ class Prediction:
     token_s: float | None  # the iteration time it used
     waits: bool  # the request would wait for a batch slot
     idle: bool = False  # nothing running or waiting there
+    tokens: int = 0  # the tokens the request is expected to generate (L)
 
 
 def _bucket(n: int) -> int:
@@ -58,7 +63,8 @@ def _bucket(n: int) -> int:
 class FinishTimes:
     """Iteration times per model and batch size, and the predictions made from them."""
 
-    def __init__(self) -> None:
+    def __init__(self, lengths: OutputLengths | None = None) -> None:
+        self.lengths = lengths if lengths is not None else OutputLengths()
         self._times: dict[str | None, dict[int, float]] = {}  # model -> batch bucket -> iteration s
         self._marks: dict[str, tuple[float, dict[str, int]]] = {}  # worker -> (time, tokens by request)
 
@@ -107,11 +113,12 @@ class FinishTimes:
         batch = min(w.max_num_seqs, len(w.running) + len(w.waiting) + 1)
         token_s = self.iteration_s(w.model, batch)
         idle = not w.running and not w.waiting
+        tokens = self.lengths.expected(request)
         if token_s is None:
-            return Prediction(None, w.worker_id, None, waits, idle)
+            return Prediction(None, w.worker_id, None, waits, idle, tokens)
         start = 0.0
         if waits:
-            ahead = sum(max(0, r.max_output_tokens - r.output_tokens) for r in w.running)
-            ahead += sum(max(0, r.max_output_tokens - r.output_tokens) for r in w.waiting)
+            ahead = sum(self.lengths.remaining(r) for r in w.running)
+            ahead += sum(self.lengths.remaining(r) for r in w.waiting)
             start = token_s * ahead / max(1, w.max_num_seqs)
-        return Prediction(start + token_s * request.max_output_tokens, w.worker_id, token_s, waits, idle)
+        return Prediction(start + token_s * tokens, w.worker_id, token_s, waits, idle, tokens)

@@ -7,7 +7,8 @@ from collections import deque
 import pytest
 
 from controlplane.testing import make_context, make_requests, make_worker
-from controlplane.types import WorkerState
+from controlplane.events import RequestFinished
+from controlplane.types import RequestStatus, WorkerState
 from plugins.admission import QueueLimit
 
 
@@ -115,3 +116,46 @@ def test_max_finish_s_is_off_by_default_so_the_simulator_is_unchanged():
     plugin = QueueLimit()
     assert getattr(plugin.cp_on_event, marked, None) is None
     assert getattr(QueueLimit(QueueLimit.Settings(max_finish_s=5)).cp_on_event, marked, None) is not None
+
+
+def _long_max_tokens_case(answer_tokens: int | None, answers: int = 20):
+    """4 of 4 slots running (60 tokens made, max_tokens 4096) at 50 ms an iteration, a new request
+    asking max_tokens 4096, after ``answers`` answers of ``answer_tokens`` finished (None: none)."""
+    w = _busy_worker()
+    for r in w.running:
+        r.max_output_tokens, r.output_tokens = 4096, 50
+    plugin, now = _timed_queue_limit(w, 0.05)
+    ctx = make_context(workers=[w], now_s=now + 0.01)
+    if answer_tokens is not None:
+        for r in make_requests(answers, prefix="done", model="default"):
+            r.status, r.output_tokens, r.max_output_tokens = RequestStatus.COMPLETED, answer_tokens, 4096
+            plugin.cp_on_event(ctx=ctx, event=RequestFinished(now, r))
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 4096
+    return plugin.cp_admit_request(ctx=ctx, request=new)
+
+
+def test_max_finish_s_admits_a_large_max_tokens_request_when_the_runs_answers_are_short():
+    # ahead: 4 x (100 - 60) expected tokens over 4 slots at 0.05 s = 2 s, then 100 tokens: 7 s <= 8 s
+    assert _long_max_tokens_case(answer_tokens=100) is None
+    # counting max_tokens in full: 4 x 4036 / 4 x 0.05 + 4096 x 0.05 = 406.6 s
+    d = _long_max_tokens_case(answer_tokens=None)
+    assert not d.admit and "predicted to finish in 406.6 s" in d.reason and "(4096 tokens at 50 ms" in d.reason
+
+
+def test_max_finish_s_still_refuses_when_the_runs_answers_are_long():
+    d = _long_max_tokens_case(answer_tokens=3000)  # 4 x 2940 / 4 x 0.05 + 3000 x 0.05 = 297 s
+    assert not d.admit and "predicted to finish in 297.0 s" in d.reason
+    assert "(3000 of max_tokens 4096 expected at 50 ms per iteration" in d.reason
+
+
+def test_max_finish_s_counts_max_tokens_until_enough_answers_finished():
+    d = _long_max_tokens_case(answer_tokens=100, answers=19)  # output_min_finished 20: cold start
+    assert not d.admit and "predicted to finish in 406.6 s" in d.reason
+
+
+def test_output_length_settings_are_validated():
+    with pytest.raises(ValueError, match="output_min_finished"):
+        QueueLimit.Settings(max_finish_s=5, output_window=10, output_min_finished=11)
+    with pytest.raises(ValueError):
+        QueueLimit.Settings(output_quantile=0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import deque
 
 from controlplane.testing import make_requests, make_worker
+from controlplane.types import RequestStatus
 from plugins.finish_time import SAMPLE_MAX_S, FinishTimes
+from plugins.output_lengths import OutputLengths
 
 
 def _running(n: int, tokens: int = 0, max_tokens: int = 100):
@@ -83,3 +85,26 @@ def test_no_time_yet_and_idle_replicas_are_marked():
     full = make_worker(running=_running(2), max_num_seqs=2)
     p = ft.predict([full], new, 0.0)[0]
     assert p.finish_s is None and p.waits and not p.idle
+
+
+def _finished_answers(ft: FinishTimes, n: int, tokens: int) -> None:
+    for r in make_requests(n, prefix=f"done{tokens}-", model="default"):
+        r.status, r.output_tokens, r.max_output_tokens = RequestStatus.COMPLETED, tokens, 4096
+        ft.lengths.finished(r)
+
+
+def test_the_work_ahead_and_the_new_request_count_the_answers_expected_not_max_tokens():
+    ft = FinishTimes(OutputLengths(window=50, quantile=0.9, min_finished=20))
+    w = make_worker(running=_running(4, tokens=50, max_tokens=4096), max_num_seqs=4)
+    now = _timed(ft, w, 0.1)  # 60 tokens made each
+    w.waiting = deque(_running(2, max_tokens=4096))
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 4096
+    cold = ft.predict([w], new, now + 0.01)[0]  # fewer than 20 answers: max_tokens, as before
+    assert cold.tokens == 4096
+    assert abs(cold.finish_s - (0.1 * (4 * 4036 + 2 * 4096) / 4 + 0.1 * 4096)) < 1e-6
+    _finished_answers(ft, 20, 100)
+    p = ft.predict([w], new, now + 0.01)[0]
+    # ahead: 4 running x 40 still expected + 2 waiting x 100 = 360 tokens over 4 slots; then 100
+    assert p.tokens == 100 and p.waits
+    assert abs(p.finish_s - (0.1 * 360 / 4 + 0.1 * 100)) < 1e-6

@@ -1,0 +1,76 @@
+"""How many tokens will a request generate? A high quantile of the run's own finished answers.
+
+A request's ``max_output_tokens`` (the client's ``max_tokens``) is only the most it may take:
+OpenAI-style clients often send 4096 or the context size while their answers are a few hundred
+tokens. A prediction that takes every request to run to its ``max_tokens`` refuses, under load,
+requests that would finish in seconds, and counts the work queued ahead too high by the same
+factor (`plugins.finish_time`).
+
+So the lengths of the last ``window`` answers of each model are kept, and a request is expected
+to generate ``min(max_output_tokens, q-quantile of them)`` tokens, once at least ``min_finished``
+answers were seen; before that, its ``max_output_tokens`` as the most cautious guess. Counted are
+completed requests, and those cancelled or blocked after generating (a request cancelled at its
+timeout ran long: its length so far is a lower bound, still closer than leaving it out).
+
+The quantile is of the answers' lengths, each cut at its own ``max_tokens``: if every client so
+far asked for at most 50 tokens, a new one asking 4096 is expected to take about 50 too. The
+window follows the run, so such a guess is corrected as its answers finish.
+Only events are read (no wall clock, no random): the same in both modes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from controlplane.types import RequestStatus
+
+__all__ = ["OutputLengths"]
+
+_COUNTED = (RequestStatus.COMPLETED, RequestStatus.CANCELLED, RequestStatus.BLOCKED)
+
+
+class OutputLengths:
+    """A bounded window of finished answers' output lengths per model, and its quantile."""
+
+    def __init__(self, window: int = 256, quantile: float = 0.9, min_finished: int = 20) -> None:
+        if window < 1 or not 0 < quantile <= 1 or not 1 <= min_finished <= window:
+            raise ValueError(f"need window >= 1, 0 < quantile <= 1, 1 <= min_finished <= window; "
+                             f"got window={window}, quantile={quantile}, min_finished={min_finished}")
+        self.window, self.quantile, self.min_finished = window, quantile, min_finished
+        self._lengths: dict[str | None, deque[int]] = {}
+        self._cached: dict[str | None, int | None] = {}  # model -> quantile (dropped on each finish)
+
+    def finished(self, request) -> None:
+        """Count ``request``'s answer (a request that never generated anything is not an answer)."""
+        if request.status not in _COUNTED or request.output_tokens <= 0:
+            return
+        lengths = self._lengths.get(request.model)
+        if lengths is None:
+            lengths = self._lengths[request.model] = deque(maxlen=self.window)
+        lengths.append(request.output_tokens)
+        self._cached.pop(request.model, None)
+
+    def typical(self, model) -> int | None:
+        """The ``quantile`` of ``model``'s answer lengths (None: fewer than ``min_finished`` seen)."""
+        if model in self._cached:
+            return self._cached[model]
+        lengths = self._lengths.get(model)
+        q = None
+        if lengths is not None and len(lengths) >= self.min_finished:
+            ordered = sorted(lengths)  # nearest rank: an observed length, never below the quantile
+            q = ordered[max(0, math.ceil(self.quantile * len(ordered)) - 1)]
+        self._cached[model] = q
+        return q
+
+    def expected(self, request) -> int:
+        """Tokens ``request`` is expected to generate in all: its ``max_output_tokens`` at most."""
+        q = self.typical(request.model)
+        return request.max_output_tokens if q is None else min(request.max_output_tokens, q)
+
+    def remaining(self, request) -> int:
+        """Tokens ``request`` is expected still to generate: at least 1 until its ``max_output_tokens``."""
+        left = request.max_output_tokens - request.output_tokens
+        if left <= 0:
+            return 0
+        return min(left, max(1, self.expected(request) - request.output_tokens))

@@ -1,0 +1,73 @@
+"""The output length a request is expected to generate: a quantile of the run's finished answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.testing import make_requests
+from controlplane.types import RequestStatus
+from plugins.output_lengths import OutputLengths
+
+
+def _answers(lengths: OutputLengths, tokens: list[int], model: str = "default",
+             status: RequestStatus = RequestStatus.COMPLETED) -> None:
+    for i, n in enumerate(tokens):
+        r = make_requests(1, prefix=f"done{i}-", model=model)[0]
+        r.status, r.output_tokens, r.max_output_tokens = status, n, 4096
+        lengths.finished(r)
+
+
+def _request(max_tokens: int, output_tokens: int = 0, model: str = "default"):
+    r = make_requests(1, prefix="new", model=model)[0]
+    r.max_output_tokens, r.output_tokens = max_tokens, output_tokens
+    return r
+
+
+def test_before_min_finished_answers_a_request_takes_its_max_tokens():
+    lengths = OutputLengths(window=100, quantile=0.9, min_finished=20)
+    _answers(lengths, [10] * 19)
+    assert lengths.typical("default") is None
+    assert lengths.expected(_request(4096)) == 4096
+    assert lengths.remaining(_request(4096, output_tokens=96)) == 4000
+    _answers(lengths, [10])
+    assert lengths.typical("default") == 10
+    assert lengths.expected(_request(4096)) == 10
+
+
+def test_the_quantile_is_of_the_window_and_bounded_by_max_tokens():
+    lengths = OutputLengths(window=10, quantile=0.9, min_finished=10)
+    _answers(lengths, list(range(1, 11)))  # 1..10: p90 (nearest rank) = 9
+    assert lengths.typical("default") == 9
+    assert lengths.expected(_request(4096)) == 9
+    assert lengths.expected(_request(5)) == 5  # asks for fewer: its max_tokens
+    _answers(lengths, [500] * 5)  # the window keeps the last 10: 6..10 and five 500s
+    assert lengths.typical("default") == 500
+    assert lengths.expected(_request(300)) == 300
+    assert lengths.typical("other") is None  # per model
+
+
+def test_a_running_request_expects_at_least_one_more_token_until_its_max_tokens():
+    lengths = OutputLengths(window=20, quantile=0.9, min_finished=20)
+    _answers(lengths, [100] * 20)
+    assert lengths.remaining(_request(4096, output_tokens=30)) == 70
+    assert lengths.remaining(_request(4096, output_tokens=150)) == 1  # past the quantile: still running
+    assert lengths.remaining(_request(150, output_tokens=150)) == 0  # at its max_tokens: done
+    assert lengths.remaining(_request(40, output_tokens=30)) == 10  # its max_tokens bounds it
+
+
+def test_only_requests_that_generated_are_counted():
+    lengths = OutputLengths(window=20, quantile=0.5, min_finished=2)
+    _answers(lengths, [7, 7], status=RequestStatus.REJECTED)
+    _answers(lengths, [7, 7], status=RequestStatus.FAILED)
+    _answers(lengths, [0, 0], status=RequestStatus.CANCELLED)  # cancelled before its first token
+    assert lengths.typical("default") is None
+    _answers(lengths, [300], status=RequestStatus.CANCELLED)  # at its timeout: a lower bound, kept
+    _answers(lengths, [300])
+    assert lengths.typical("default") == 300
+
+
+@pytest.mark.parametrize("bad", [dict(window=0), dict(quantile=0), dict(quantile=1.5),
+                                 dict(min_finished=0), dict(window=5, min_finished=6)])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="min_finished <= window"):
+        OutputLengths(**bad)
