@@ -4,6 +4,8 @@
 finish later than that after it arrives (`plugins.finish_time`) is refused at once, with a
 ``retry_after_s`` of the predicted excess. The daemon sets it from ``--request-timeout``, so under
 overload the requests it admits finish and the others get HTTP 429 instead of all of them a 504.
+A request's output length is expected from the model's finished answers (`plugins.output_lengths`,
+settings ``output_quantile``, ``output_window``, ``output_min_finished``), not its ``max_tokens``.
 """
 
 from __future__ import annotations

@@ -27,10 +27,11 @@ On the replica where it would finish soonest, a request with ``L`` tokens to gen
 (the work ahead spread over the batch's slots). ``L`` and the tokens still to generate are what
 each request is expected to take (`plugins.output_lengths`): its ``max_output_tokens`` at most, a
 high quantile of the model's finished answers once enough finished, at least 1 while it runs;
-before that, its ``max_output_tokens``, the most it can take. Before any iteration was timed, a request is admitted only if it gets a batch
-slot at once (nothing can be predicted, and nothing queues blind). A replica with nothing running
-or waiting always takes the request (`Prediction.idle`): waiting cannot make it sooner, and the
-times it measures replace stale ones, so admission can never shut itself out.
+before that, its ``max_output_tokens``, the most it can take. Before any iteration was timed, a
+request is admitted only if it gets a batch slot at once (nothing can be predicted, and nothing
+queues blind). A replica with nothing running or waiting always takes the request
+(`Prediction.idle`): waiting cannot make it sooner, and the times it measures replace stale ones,
+so admission can never shut itself out.
 """
 
 from __future__ import annotations
