@@ -22,10 +22,15 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import GuardianPlan
-from controlplane.types import Decision
+from controlplane.events import RequestFinished
+from controlplane.types import Decision, RequestStatus
 from plugins.cache_backends import StoreSettings, open_store, release_run, scope_to_run
 
 __all__ = ["GuardianPlanner", "PlannerSettings", "answer_key", "text_key"]
+
+
+#: How a request ends without the verdicts of its checks in flight (they are dropped with it).
+GONE = (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED)
 
 
 class PlannerSettings(PluginSettings):
@@ -179,7 +184,13 @@ class GuardianPlanner(Plugin, ABC):
 
     @hookimpl
     def cp_on_event(self, ctx, event):
-        if not self._asked or type(event) is not Decision:
+        if not self._asked:
+            return
+        if type(event) is RequestFinished:  # cancelled, failed or refused: its checks were dropped, no verdict comes
+            if event.request.status in GONE:
+                self._asked.pop(event.request.request_id, None)
+            return
+        if type(event) is not Decision:
             return
         asked = self._asked.get(event.subject)
         if asked is None:

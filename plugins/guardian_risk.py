@@ -16,11 +16,10 @@ from pydantic import Field, model_validator
 from controlplane import hookimpl
 from controlplane.decisions import GuardianPlan
 from controlplane.events import RequestFinished
-from controlplane.types import Decision, RequestStatus
-from plugins.guardian_planner import GuardianPlanner, PlannerSettings
+from controlplane.types import Decision
+from plugins.guardian_planner import GONE, GuardianPlanner, PlannerSettings
 
 
-_GONE = (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED)
 
 
 class RiskSampledGuardian(GuardianPlanner):
@@ -91,7 +90,7 @@ class RiskSampledGuardian(GuardianPlanner):
         kind = type(event)
         if kind is RequestFinished:
             r = event.request
-            if r.status in _GONE and self._tenant_of:  # its checks were dropped: no outcome will come
+            if r.status in GONE and self._tenant_of:  # its checks were dropped: no outcome will come
                 self._tenant_of.pop((r.request_id, "input"), None)
                 self._tenant_of.pop((r.request_id, "output"), None)
             return

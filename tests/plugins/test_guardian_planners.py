@@ -244,3 +244,26 @@ def test_a_risk_floor_above_the_budget_is_refused():
 
     with pytest.raises(ConfigError, match=r"plugins\.settings\.risk-guardian: .*min_rate 0\.5 is above the budget rate 0\.2"):
         build_plugin_set(["queue-limit", "risk-guardian"], {"risk-guardian": {"rate": 0.2, "min_rate": 0.5}})
+
+
+def test_a_request_that_ends_without_its_verdicts_leaves_nothing_behind():
+    # Checks in flight remember the verdict's cache key until the last word; a request cancelled, failed
+    # or refused meanwhile drops its checks, so no word comes: its entry goes when it finishes.
+    from controlplane.events import RequestFinished
+    from controlplane.types import Request
+    from plugins.guardians import SampledGuardian
+
+    planner = SampledGuardian(SampledGuardian.Settings(rate=1.0, guardians=("a", "b"), stages=("input",),
+                                                       verdict_ttl_s=60.0))
+    ctx = make_context()
+    ended = {}
+    for status in (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED, RequestStatus.COMPLETED):
+        r = Request(f"r-{status.value}", 0.0, 12, 8, prompt=f"prompt {status.value}")
+        plan = planner.cp_guardian_plan(ctx, r, "input")
+        assert plan is not None and plan.check and r.request_id in planner._asked
+        r.status = status
+        planner.cp_on_event(ctx, RequestFinished(1.0, r))
+        ended[status] = r.request_id in planner._asked
+    # gone: dropped; completed: its verdict may still come (an async check after the reply)
+    assert ended == {RequestStatus.CANCELLED: False, RequestStatus.FAILED: False, RequestStatus.REJECTED: False,
+                     RequestStatus.COMPLETED: True}
