@@ -34,6 +34,7 @@ def parse_run_ids(text: str, option: str) -> list[int]:
 
 def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
     """The finished runs of a sweep (e.g. one configuration over several seeds)."""
+    from controlplane.storage.db import describe_url
     from controlplane.storage.models import Run, Sweep
 
     with engine.connect() as conn:
@@ -41,7 +42,7 @@ def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
                                           .order_by(Run.id))]
         exists = ids or conn.execute(select(Sweep.id).where(Sweep.id == sweep_id)).first() is not None
     if not exists:
-        raise LookupError(f"{option}: sweep {sweep_id} not found in {engine.url.render_as_string(hide_password=True)}")
+        raise LookupError(f"{option}: sweep {sweep_id} not found in {describe_url(engine)}")
     if not ids:
         raise LookupError(f"{option}: sweep {sweep_id} has no finished runs")
     return ids

@@ -19,6 +19,7 @@ from controlplane.cli.common import user_errors
 from controlplane.cli.summary_table import summary_table
 from controlplane.cli.worker_options import CpuThreadsOpt, ModelPathOpt, PrecisionOpt, PresetOpt
 from controlplane.errors import ConfigError
+from controlplane.storage.errors import mask_password
 
 #: Requests are read before any worker starts; a live replay runs in real time, so this is a lot.
 MAX_REQUESTS = 1_000_000
@@ -78,7 +79,7 @@ def live_replay(
             models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
             span = requests[-1].arrival_s if requests else 0.0
             common.err.print(f"live replay: {len(requests):,} requests over {span:,.0f} s of {Path(path).name} on "
-                             f"{models} ({pool} pool); run recorded in {cfg.storage.url}", highlight=False)
+                             f"{models} ({pool} pool); run recorded in {mask_password(cfg.storage.url)}", highlight=False)
         try:
             result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal)
         except KeyboardInterrupt as exc:  # (Ctrl-C, also while the workers load: say what was kept)
@@ -93,7 +94,7 @@ def live_replay(
             n = write_canonical(result.served, save_trace, columns=columns)
         if not json_out:
             common.out.print(f"wrote the {n:,} requests as served to {save_trace}", highlight=False)
-    _report(result, path, json_out, cfg.storage.url)
+    _report(result, path, json_out, mask_password(cfg.storage.url))
     if result.summary.get("error"):
         raise typer.Exit(1)
 

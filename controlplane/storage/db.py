@@ -28,7 +28,7 @@ _SQLITE_BEGIN_OPTION: Final = "controlplane_sqlite_begin"
 
 def describe_url(engine: Engine) -> str:
     """The engine's URL with any password hidden, for error messages."""
-    return engine.url.render_as_string(hide_password=True)
+    return mask_password(engine.url.render_as_string(hide_password=True))
 
 
 def _parse_url(url: str | URL) -> URL:
@@ -102,12 +102,12 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, no permission: one line naming the folder
             raise StorageError(f"cannot create the folder {str(path.parent)!r} of the SQLite database "
-                               f"{parsed.render_as_string(hide_password=True)}: {exc.strerror or exc}") from None
+                               f"{mask_password(parsed.render_as_string(hide_password=True))}: {exc.strerror or exc}") from None
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
         raise ValueError(
-            f"unknown or uninstalled database driver in URL {parsed.render_as_string(hide_password=True)!r}: {exc}"
+            f"unknown or uninstalled database driver in URL {mask_password(parsed.render_as_string(hide_password=True))!r}: {exc}"
         ) from exc
     if is_sqlite:
         _install_sqlite_hooks(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -20,12 +21,17 @@ class StorageError(RuntimeError):
 
 def mask_password(url: str) -> str:
     """``url`` with the password of its user (``//user:password@``) replaced by ``***`` (a password
-    may hold ``/`` or ``@``: the credentials end at the last ``@``)."""
+    may hold ``/`` or ``@``: the credentials end at the last ``@``), and so is a ``password=`` in its
+    query string (libpq and psycopg take the password there too)."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not sep or not at or ":" not in credentials or "/" in credentials.split(":", 1)[0]:
         return url
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
 def database_error(exc: BaseException, url: str | None = None) -> StorageError:

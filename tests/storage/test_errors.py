@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from controlplane.storage import make_engine
+from controlplane.storage.db import describe_url
 from controlplane.storage.errors import StorageError, database_error, mask_password
 
 
@@ -40,6 +41,15 @@ def test_an_unreachable_server_is_one_line_with_the_password_hidden():
     assert message.startswith("postgresql://nobody:***@127.0.0.1:1/x: OperationalError: ") and "127.0.0.1" in message
 
 
+def test_a_password_in_the_query_string_is_hidden_too():
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/x?password=s3cret"
+    message = str(database_error(_driver_error(url), url))
+    assert "s3cret" not in message and message.startswith("postgresql+psycopg://nobody@127.0.0.1:1/x?password=***: ")
+    engine = make_engine(url)
+    assert "s3cret" not in describe_url(engine)
+    engine.dispose()
+
+
 def test_sqlite_that_cannot_open_its_file_says_where_to_look():
     message = str(database_error(sqlite3.OperationalError("unable to open database file")))
     assert message.startswith("OperationalError: unable to open database file (does its folder exist")
@@ -50,6 +60,9 @@ def test_sqlite_that_cannot_open_its_file_says_where_to_look():
     ("sqlite:///runs.db", "sqlite:///runs.db"),
     ("postgresql://u:p/w@rd@h/d", "postgresql://u:***@h/d"),  # a password holding '/' and '@'
     ("sqlite:///data/a@b:c.db", "sqlite:///data/a@b:c.db"),  # an '@' in a path is no password
+    ("postgresql://u@h/d?password=s3cret", "postgresql://u@h/d?password=***"),  # libpq's query parameter
+    ("postgresql://u@h/d?sslmode=require&PASSWORD=s3&x=1", "postgresql://u@h/d?sslmode=require&PASSWORD=***&x=1"),
+    ("postgresql://u:pw@h/d?password=s3", "postgresql://u:***@h/d?password=***"),
 ])
 def test_mask_password(url, masked):
     assert mask_password(url) == masked

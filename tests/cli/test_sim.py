@@ -1,0 +1,38 @@
+"""`controlplane sim replay` into a shared PostgreSQL database: what its last line says."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from controlplane.cli import app, common
+from tests.storage.conftest import pg_admin, pg_url  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _wide_consoles(monkeypatch):
+    for console in (common.out, common.err):
+        monkeypatch.setattr(console, "_width", 400)
+    for key in list(os.environ):
+        if key.startswith("CONTROLPLANE_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.mark.postgres
+def test_the_stored_line_hides_the_password_and_names_the_database(pg_url):  # noqa: F811
+    url = make_url(pg_url).set(password="Sekrit68").render_as_string(hide_password=False)  # (trust auth takes any)
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "20", "--db", url])
+    assert result.exit_code == 0, result.output
+    assert "Sekrit68" not in result.output
+    shown = url.replace(":Sekrit68@", ":***@")
+    assert f"stored in {shown} as run 1; see `controlplane runs show 1 --db {shown}`" in result.stdout
+
+
+def test_the_default_database_needs_no_db_option(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "20"])
+    assert result.exit_code == 0, result.output
+    assert "stored in sqlite:///controlplane.db as run 1; see `controlplane runs show 1`\n" in result.stdout
