@@ -194,11 +194,13 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     write lock, so the second one finds the schema already upgraded.
     """
     from alembic import command
+    from alembic.util import CommandError
 
     owns_engine = not isinstance(engine_or_url, Engine)
     engine = make_engine(engine_or_url) if owns_engine else engine_or_url
     config = _alembic_config()
     try:
+        _refuse_unknown(engine, current_revisions(engine))
         with engine.connect() as connection:
             if engine.dialect.name == "sqlite":
                 connection.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
@@ -207,6 +209,9 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
+    except CommandError as exc:  # (a target revision no migration has)
+        raise StorageError(f"cannot upgrade {describe_url(engine)} to {revision!r}: {exc}; "
+                           f"its migrations are {', '.join(sorted(_known_revisions()))}") from None
     finally:
         if owns_engine:
             engine.dispose()
@@ -255,15 +260,19 @@ def ensure_schema(engine: Engine) -> bool:
         if sqlite_schema.REVISION == SCHEMA_HEAD and sqlite_schema.create_if_new(engine, SCHEMA_HEAD,
                                                                                  _SQLITE_BEGIN_OPTION):
             return True
-    heads = head_revisions()
     current = current_revisions(engine)
-    if current == heads:
+    if current == head_revisions():
         return False
+    _refuse_unknown(engine, current)
+    upgrade(engine)
+    return True
+
+
+def _refuse_unknown(engine: Engine, current: set[str]) -> None:
+    """A database migrated by newer code (a revision none of these migrations has) is an error."""
     unknown = current - _known_revisions()
     if unknown:
         raise StorageError(
             f"database {describe_url(engine)} is at revision {sorted(unknown)}, "
-            f"unknown to this controlplane (expects {sorted(heads)}); upgrade controlplane"
+            f"unknown to this controlplane (expects {sorted(head_revisions())}); upgrade controlplane"
         )
-    upgrade(engine)
-    return True

@@ -1,0 +1,47 @@
+"""`controlplane db upgrade`: a revision it does not know, and a database newer than the code, are one line."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from controlplane.cli import app, common
+from controlplane.storage import head_revisions, make_engine, upgrade
+from tests.storage.conftest import db_url, pg_admin, pg_url, sqlite_url  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _wide_consoles(monkeypatch):
+    for console in (common.out, common.err):
+        monkeypatch.setattr(console, "_width", 400)
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_an_unknown_target_revision_is_one_line(db_url):  # noqa: F811
+    result = _cli("db", "upgrade", "--db", db_url, "--revision", "0009")
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert "to '0009': Can't locate revision identified by '0009'; its migrations are 0001, 0002, " in result.stderr
+
+
+def test_a_database_newer_than_the_code_says_to_upgrade_controlplane(db_url):  # noqa: F811
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    engine.dispose()
+    result = _cli("db", "upgrade", "--db", db_url)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.count("\n") == 1
+    assert f"is at revision ['0999'], unknown to this controlplane (expects {sorted(head_revisions())}); upgrade controlplane" in result.stderr
+
+
+def test_an_older_database_is_upgraded(db_url):  # noqa: F811
+    upgrade(db_url, "0001")
+    result = _cli("db", "upgrade", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert f"database at revision {', '.join(sorted(head_revisions()))}" in result.stdout
