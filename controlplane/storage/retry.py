@@ -1,7 +1,8 @@
 """Retrying a database write with exponential backoff, and what a write that gave up reports.
 
 Connection loss, lock timeouts and a table missing mid-migration pass; bad data (a duplicate
-key, a value the column refuses) fails the same way every time, so it is not retried.
+key, a value the column refuses) and a role without the privilege to write (PostgreSQL's
+``permission denied``, a read-only role) fail the same way every time, so they are not retried.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 log = logging.getLogger("controlplane.storage.recorder")
 
 _PERMANENT: Final = (IntegrityError, DataError)
+#: SQLSTATEs no retry mends: ``insufficient_privilege`` (a read-only role's INSERT).
+_PERMANENT_SQLSTATES: Final = frozenset({"42501"})
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,11 @@ class FlushFailure:
 
 
 def is_retryable(exc: SQLAlchemyError) -> bool:
-    """Connection loss, lock timeouts, a missing table mid-migration: worth retrying. Bad data is not."""
-    return isinstance(exc, DBAPIError) and not isinstance(exc, _PERMANENT)
+    """Connection loss, lock timeouts, a missing table mid-migration: worth retrying. Bad data and a
+    missing privilege are not."""
+    if not isinstance(exc, DBAPIError) or isinstance(exc, _PERMANENT):
+        return False
+    return getattr(exc.orig, "sqlstate", None) not in _PERMANENT_SQLSTATES
 
 
 def describe_error(exc: BaseException) -> str:
