@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from controlplane.errors import ControlPlaneError
-from controlplane.storage.errors import StorageError, database_error
+from controlplane.storage.errors import StorageError, database_error, mask_password
 
 #: The two consoles, ``out`` (stdout) and ``err`` (stderr), are made on first use (module
 #: ``__getattr__``): ``controlplane sim replay --json`` prints nothing through rich and so does
@@ -121,6 +121,8 @@ def open_stored_runs(db: str | None) -> Any:
     try:
         ensure_schema(engine)
     except Exception as exc:
+        if _database_failure(exc) and getattr(exc.orig, "sqlstate", None) == "42501":  # (a read-only role)
+            raise _cannot_upgrade(engine, url, exc) from None
         engine.dispose()
         if _database_failure(exc):
             raise database_error(exc, url) from None
@@ -129,6 +131,21 @@ def open_stored_runs(db: str | None) -> Any:
 
     mark_crashed_quietly(engine)
     return engine
+
+
+def _cannot_upgrade(engine: Any, url: str, exc: BaseException) -> StorageError:
+    """The schema needs upgrading and this role may not (PostgreSQL's ``permission denied``): say so."""
+    from controlplane.storage.db import SCHEMA_HEAD, recorded_revisions
+
+    try:
+        revisions = recorded_revisions(engine)
+    finally:
+        engine.dispose()
+    orig = getattr(exc, "orig", exc)
+    why = f"{type(orig).__name__}: {str(orig).splitlines()[0]}"  # (not the statement's lines that follow)
+    return StorageError(f"{mask_password(url)}: its schema is at revision {sorted(revisions) or 'none'}, not "
+                        f"{SCHEMA_HEAD}, and this role may not upgrade it ({why}); upgrade it once as a role that "
+                        "owns its tables (`controlplane db upgrade --db URL`)")
 
 
 def _open_read_only(url: str, path: Any) -> Any:

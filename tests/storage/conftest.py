@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,41 @@ def pg_url(pg_admin: Engine) -> Iterator[str]:
     finally:
         with pg_admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_reader(pg_admin: Engine) -> Iterator[Callable[[str], str]]:
+    """``pg_reader(url)``: the URL of a new role that may only read the database of ``url`` (LOGIN,
+    CONNECT, SELECT on the tables it has now); the role is dropped after the test."""
+    made: list[tuple[str, str]] = []
+
+    def make(url: str) -> str:
+        role = f"cp_reader_{uuid.uuid4().hex[:8]}"
+        with pg_admin.connect() as conn:
+            conn.execute(text(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'pw'"))
+        made.append((role, url))
+        _as_owner(url, f'GRANT CONNECT ON DATABASE "{make_url(url).database}" TO "{role}"',
+                  f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        return make_url(url).set(username=role, password="pw").render_as_string(hide_password=False)
+
+    yield make
+    for role, url in made:
+        with pg_admin.connect() as conn:
+            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"))
+        _as_owner(url, f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"',
+                  f'REVOKE ALL ON DATABASE "{make_url(url).database}" FROM "{role}"')
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def _as_owner(url: str, *statements: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

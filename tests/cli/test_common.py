@@ -1,0 +1,47 @@
+"""Commands that read stored runs, with a PostgreSQL role that may only read (`open_stored_runs`)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from controlplane.cli import app, common
+from controlplane.storage import upgrade
+from controlplane.storage.db import SCHEMA_HEAD
+from tests.storage.conftest import pg_admin, pg_reader, pg_url  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(autouse=True)
+def _wide_consoles(monkeypatch):
+    for console in (common.out, common.err):
+        monkeypatch.setattr(console, "_width", 400)
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_read_only_role_reads_runs(pg_url, pg_reader, tmp_path):  # noqa: F811
+    for seed in ("1", "2"):
+        assert _cli("sim", "replay", "--limit", "30", "--seed", seed, "--db", pg_url).exit_code == 0
+    reader = pg_reader(pg_url)
+    for args in (["runs", "list"], ["runs", "show", "1"], ["runs", "compare", "1", "2"],
+                 ["runs", "export", "2", "--what", "requests", "--format", "csv"],
+                 ["runs", "report", "1", "--html", str(tmp_path / "r.html")]):
+        result = _cli(*args, "--db", reader)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    assert len(_cli("runs", "export", "2", "--what", "requests", "--format", "csv", "--db", reader)
+               .stdout.splitlines()) == 1 + 30
+
+
+def test_a_read_only_role_on_an_old_schema_is_told_who_must_upgrade_it(pg_url, pg_reader):  # noqa: F811
+    upgrade(pg_url, "0002")
+    reader = pg_reader(pg_url)
+    result = _cli("runs", "list", "--db", reader)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.count("\n") == 1 and ":pw@" not in result.stderr
+    assert (":***@127.0.0.1:5432/" in result.stderr and f"its schema is at revision ['0002'], not {SCHEMA_HEAD}, "
+            "and this role may not upgrade it (InsufficientPrivilege: permission denied for schema public); upgrade "
+            "it once as a role that owns its tables (`controlplane db upgrade --db URL`)") in result.stderr
