@@ -11,6 +11,7 @@ from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
 from sim.replay import TraceTransforms, prepare_trace
 from sim.sweep.backends import BACKENDS, Backend, make_backend
+from sim.sweep.lock import SweepLock
 from sim.sweep.spec import LoadedSpec, Point
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome, stored_keys
 from sim.sweep.worker import RunOutcome, RunTask
@@ -106,9 +107,16 @@ def run_sweep(
     tasks = make_tasks(loaded, points, db_url, trace_path=trace_path, trace_format=trace_format)
     trace = trace_path or loaded.trace_path()
     spec_hash = loaded.run_hash(trace, trace_format)
-    sweep_id, resumed = create_or_resume(
-        engine, name=loaded.name, kind=loaded.spec.mode, spec=loaded.spec.model_dump(mode="json"),
-        spec_hash=spec_hash, trace=trace, num_runs=len(tasks), fresh=fresh)
+    lock = SweepLock(engine)  # (held until the sweep ends: nobody else resumes it meanwhile)
+    try:
+        sweep_id, resumed = create_or_resume(
+            engine, name=loaded.name, kind=loaded.spec.mode, spec=loaded.spec.model_dump(mode="json"),
+            spec_hash=spec_hash, trace=trace, num_runs=len(tasks), fresh=fresh, lock=lock)
+    except BaseException:
+        lock.release()
+        if own_engine:
+            engine.dispose()
+        raise
     done = stored_keys(engine, sweep_id)
     pending = [t for t in tasks if t.key not in done]
     result = SweepResult(sweep_id, resumed, len(tasks), len(tasks) - len(pending), 0)
@@ -140,6 +148,7 @@ def run_sweep(
         raise SweepInterrupted(sweep_id, result.skipped + result.ran, result.total) from exc
     finally:
         finish_sweep(engine, sweep_id, status)
+        lock.release()
         if own_engine:
             engine.dispose()
     return result

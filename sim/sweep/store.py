@@ -19,6 +19,7 @@ from controlplane.session import without_password
 from controlplane.storage import RunRecorder
 from controlplane.storage.models import Run, Sweep
 from controlplane.storage.owner import process_marker
+from sim.sweep.lock import SweepBusy, SweepLock
 from sim.sweep.worker import RunOutcome
 
 __all__ = ["create_or_resume", "finish_sweep", "stored_keys", "store_outcome", "sweep_runs"]
@@ -28,19 +29,29 @@ _RUN = Run.__table__
 
 
 def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, Any], spec_hash: str,
-                     trace: str | None, num_runs: int, fresh: bool = False) -> tuple[int, bool]:
-    """The id of the newest sweep with this spec hash (resumed), or of a new one; and whether resumed."""
+                     trace: str | None, num_runs: int, fresh: bool = False,
+                     lock: SweepLock | None = None) -> tuple[int, bool]:
+    """The id of the newest sweep with this spec hash (resumed), or of a new one; and whether resumed.
+    With ``lock``, the sweep is taken for this process first; one another process is running
+    raises `SweepBusy` (nothing written)."""
     with engine.begin() as conn:
         if not fresh:
             row = conn.execute(select(_SWEEP.c.id).where(_SWEEP.c.spec_hash == spec_hash, _SWEEP.c.kind == kind)
                                .order_by(_SWEEP.c.id.desc()).limit(1)).first()
             if row is not None:
+                if lock is not None and not lock.take(int(row[0])):
+                    raise SweepBusy(f"sweep {row[0]} (this spec, this trace) is being run by another process "
+                                    "right now; run it again when that one has finished (its stored runs are "
+                                    "then skipped), or add --fresh to start a separate sweep")
                 conn.execute(update(_SWEEP).where(_SWEEP.c.id == row[0])
                              .values(status="running", finished_at=None, num_runs=num_runs))
                 return int(row[0]), True
         values = {"name": name, "kind": kind, "status": "running", "spec": spec, "spec_hash": spec_hash,
                   "trace": trace, "num_runs": num_runs, "created_at": datetime.now(timezone.utc)}
-        return int(conn.execute(insert(_SWEEP).values(values)).inserted_primary_key[0]), False
+        sweep_id = int(conn.execute(insert(_SWEEP).values(values)).inserted_primary_key[0])
+        if lock is not None:
+            lock.take(sweep_id)  # (before the row is committed: nobody else can have it yet)
+        return sweep_id, False
 
 
 def stored_keys(engine: Engine, sweep_id: int) -> set[str]:
