@@ -58,7 +58,8 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-DB_OPTION_HELP = "Database URL (default: the config's storage.url, sqlite:///controlplane.db)."
+DB_OPTION_HELP = ("Database URL (default: $CONTROLPLANE_STORAGE__URL, else storage.url of --config where the "
+                  "command takes one, else sqlite:///controlplane.db).")
 
 
 @contextlib.contextmanager
