@@ -63,9 +63,10 @@ DB_OPTION_HELP = ("Database URL (default: $CONTROLPLANE_STORAGE__URL, else stora
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(db_url: str | None = None) -> Iterator[None]:
     """Show expected errors (bad config, bad trace, missing run, a database that cannot be used, a file
-    that cannot be read or written) as one clear line, exit 2."""
+    that cannot be read or written) as one clear line, exit 2. A database driver's error names
+    ``db_url`` (password hidden) when given: the database the command uses."""
     try:
         yield
     except (ControlPlaneError, ValueError, LookupError, StorageError) as exc:
@@ -82,7 +83,7 @@ def user_errors() -> Iterator[None]:
     except Exception as exc:
         if not _database_failure(exc):
             raise
-        _exit_with(f"database: {database_error(exc)}")
+        _exit_with(f"database: {database_error(exc, db_url)}")
 
 
 def _database_failure(exc: BaseException | None) -> bool:

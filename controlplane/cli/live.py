@@ -96,7 +96,7 @@ def daemon(
         f"http://{host}:{port}, run recorded in {mask_password(cfg.storage.url)}",
         highlight=False, soft_wrap=True,
     )
-    with user_errors():  # a port in use, a model or database that cannot be used: one line, exit 2
+    with user_errors(cfg.storage.url):  # a port in use, a model or database that cannot be used: one line, exit 2
         code = serve(cfg, options)
     raise typer.Exit(code)
 

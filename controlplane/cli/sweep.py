@@ -56,7 +56,7 @@ def sweep(
     from sim.sweep.store import sweep_runs
 
     url = resolve_db(db)
-    with user_errors():
+    with user_errors(url):
         loaded = load_spec(spec)
         bar = progress_bar("sweep", progress and common.err.is_terminal and not json_out)
         with bar:

@@ -133,3 +133,13 @@ def test_an_unknown_plugin_or_setting_in_the_space_is_refused_before_any_run(tmp
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == f"error: {spec}: {key}: {problem}"
     assert not db.exists()
+
+
+def test_a_sweep_into_an_unreachable_database_is_one_line_naming_it(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n  cluster.models.0.replicas: [1, 2]\n")
+    url = "postgresql+psycopg://cp:s3cret@127.0.0.1:1/runs"  # (nothing listens on port 1)
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "serial", "--db", url])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.count("\n") == 1 and "s3cret" not in result.stderr
+    assert result.stderr.startswith("error: database: postgresql+psycopg://cp:***@127.0.0.1:1/runs: OperationalError: ")
