@@ -72,7 +72,7 @@ def user_errors(db_url: str | None = None) -> Iterator[None]:
     except (ControlPlaneError, ValueError, LookupError, StorageError) as exc:
         text = str(exc)
         if isinstance(exc, StorageError):  # (one raised from a driver's error: that error's one line)
-            text = f"database: {database_error(exc.__cause__) if _database_failure(exc.__cause__) else exc}"
+            text = f"database: {database_error(exc.__cause__, db_url) if _database_failure(exc.__cause__) else exc}"
         if isinstance(exc, StorageError) and exc.spill_path is not None:
             text += f" (rows not written were saved to {exc.spill_path})"
         _exit_with(text)

@@ -47,6 +47,8 @@ def test_an_unreachable_database_is_one_error(tmp_path):
     done = start(tmp_path, "--port", str(free_port()), "--db", url)
     assert_one_clear_error(done, "error: database:", "Connection refused")
     assert "hunter2" not in done.stdout + done.stderr  # the password is never shown (banner, log, error)
+    error = next(line for line in done.stderr.splitlines() if line.startswith("error:"))
+    assert error.startswith(f"error: database: {url.replace(':hunter2@', ':***@')}: OperationalError: ")  # which one
 
 
 def test_a_database_url_that_is_not_one_is_one_error(tmp_path):
