@@ -75,6 +75,11 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         connection.exec_driver_sql(connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "BEGIN"))
 
 
+#: Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``) unless the URL says
+#: otherwise (``?connect_timeout=N``).
+CONNECT_TIMEOUT_S = 10
+
+
 def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     """Create an engine for ``url`` (default ``sqlite:///controlplane.db`` in the cwd).
 
@@ -82,7 +87,8 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     ``postgresql://`` URL means psycopg 3, the driver controlplane depends
     on, rather than SQLAlchemy's default psycopg2. For server databases
     connections are pinged on checkout, so a long-running daemon survives a
-    database restart without a failed write. ``engine_kwargs`` go to
+    database restart without a failed write; a PostgreSQL connection attempt gives up after
+    `CONNECT_TIMEOUT_S` (a host that drops packets). ``engine_kwargs`` go to
     :func:`sqlalchemy.create_engine` and override these defaults.
 
     Raises ``ValueError`` naming the URL when it is malformed or names an
@@ -96,6 +102,9 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     kwargs: dict[str, Any] = {"json_serializer": jsoncodec.dumps}
     if not is_sqlite:
         kwargs["pool_pre_ping"] = True
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # A host that drops packets would hang each connection attempt for the OS's TCP timeout (~2 min).
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     kwargs.update(engine_kwargs)
     if is_sqlite and (path := _sqlite_file(parsed)) is not None:
         try:

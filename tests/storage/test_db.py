@@ -216,3 +216,34 @@ def test_reading_commands_work_on_a_database_in_a_read_only_folder(tmp_path: Pat
         folder.chmod(0o755)
         db.chmod(0o644)
     assert not sqlite_read_only(db)
+
+
+def test_a_postgresql_server_that_never_answers_fails_the_connection_in_time(monkeypatch) -> None:
+    # A real listening socket that accepts and says nothing (a host that drops the session): without a
+    # connect timeout each attempt would wait for the OS's TCP timeout, about 2 minutes.
+    import socket
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from controlplane.storage import db
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        monkeypatch.setattr(db, "CONNECT_TIMEOUT_S", 1)
+        for url in (f"postgresql://u@127.0.0.1:{port}/x", f"postgresql://u@127.0.0.1:{port}/x?connect_timeout=2"):
+            engine = db.make_engine(url)
+            start = time.monotonic()
+            with pytest.raises(OperationalError):
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            took = time.monotonic() - start
+            engine.dispose()
+            limit = 2 if "connect_timeout=2" in url else 1  # the URL's own setting wins
+            assert limit * 0.8 <= took < limit * 2 + 3, (url, took)
+    finally:
+        silent.close()
