@@ -5,7 +5,8 @@ finish later than that after it arrives (`plugins.finish_time`) is refused at on
 ``retry_after_s`` of the predicted excess. The daemon sets it from ``--request-timeout``, so under
 overload the requests it admits finish and the others get HTTP 429 instead of all of them a 504.
 A request's output length is expected from the model's finished answers (`plugins.output_lengths`,
-settings ``output_quantile``, ``output_window``, ``output_min_finished``), not its ``max_tokens``.
+settings ``output_quantile``, ``output_window``, ``output_min_finished``), not its ``max_tokens``;
+an iteration time not updated for ``iteration_horizon_s`` is forgotten.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class QueueLimit(Plugin):
         output_quantile: float = Field(0.9, gt=0, le=1)
         output_window: int = Field(256, ge=1)
         output_min_finished: int = Field(20, ge=1)
+        # an iteration time not updated for this long (run time) is forgotten (plugins.finish_time)
+        iteration_horizon_s: float = Field(60.0, gt=0)
 
         @model_validator(mode="after")
         def _min_within_window(self):
@@ -51,7 +54,8 @@ class QueueLimit(Plugin):
         limits = (s.max_prompt_tokens, s.max_queued, s.max_queued_per_replica, s.max_finish_s)
         if all(x is None for x in limits):
             self.withdraw("cp_admit_request")  # no limit: it would defer every request
-        self._finish = FinishTimes(OutputLengths(s.output_window, s.output_quantile, s.output_min_finished))
+        self._finish = FinishTimes(OutputLengths(s.output_window, s.output_quantile, s.output_min_finished),
+                                   s.iteration_horizon_s)
         if s.max_finish_s is None:
             self.withdraw("cp_on_event")  # no iteration times or output lengths kept
 

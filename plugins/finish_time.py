@@ -9,13 +9,28 @@ The rate it needs is the **time of one iteration** (one token for each running r
 batch size**: a larger batch is slower per iteration, and a rate learnt at one size misleads at
 another (learnt from a small batch, it admits a burst that then runs too slowly; learnt from a
 full one, it refuses what a small batch would serve). It is measured on each replica between
-two looks ``SAMPLE_S`` to ``SAMPLE_MAX_S`` apart (it looks as requests arrive, batches start and requests finish): the running requests present
-both times made ``n`` tokens in ``dt`` seconds, ``k`` of them, so an iteration took ``dt * k / n``.
+two looks ``SAMPLE_S`` to ``SAMPLE_MAX_S`` apart (it looks as requests arrive, batches start and
+requests finish): the running requests present both times, ``k`` of them, made ``n`` tokens in
+``dt`` seconds, so an iteration took ``dt * k / n``.
 Samples are kept per model as exponentially weighted means per batch size (the larger of the two
-looks') rounded up to a power of two. Each bounds the time at another size: one at a larger size
-from above (a larger batch is never faster), one at a smaller size scaled up in proportion (an
-iteration grows slower than its batch); the least bound is the prediction, so a stale slow sample
-cannot shut admission out while another size was seen faster.
+looks') rounded up to a power of two, each with the run time it was last updated.
+
+A time at one size bounds the others': one at a larger size from above (a larger batch is never
+faster), one at a smaller size ``k`` scaled up in proportion, ``t x b / k`` (an iteration grows
+slower than its batch). The least and the largest of the smaller sizes, ``k1 < k2``, also give a
+line, ``t2 + s x (b - k2)``, with the slope ``s`` measured between them (the widest span, the
+least noise) held between 0 (flat) and ``t2 / k2`` (in proportion): an iteration's fixed cost
+(reading the weights, launching kernels) is paid once per batch, so on a GPU it grows far less
+than its batch, and the proportional bound alone would predict a batch of 128 sixteen times
+slower than one of 8 that ran at the same speed. The least of all these is the prediction. Erring there is not symmetric: a size predicted too fast is
+admitted, runs and is measured within seconds, which corrects it; a size predicted too slow is
+refused, so it is never run and never measured, and the error stays.
+
+For the same reason a time not updated for ``horizon_s`` (run time, 60 s by default: queue-limit's
+``iteration_horizon_s``) is forgotten. Learnt once at a large batch during a cold start or a CPU
+hiccup, a slow time would otherwise bound that size (and the line above it) for good while
+refusals keep batches from ever reaching it again; fresh times at the sizes that do run then
+predict it instead. When every time is older, the model counts as never timed (below).
 Only the run time and the cluster view are read: the same in both modes.
 
 On the replica where it would finish soonest, a request with ``L`` tokens to generate finishes at
@@ -25,9 +40,11 @@ On the replica where it would finish soonest, a request with ``L`` tokens to gen
           = t(limit) x (tokens still to generate by the running and waiting requests) / limit
 
 (the work ahead spread over the batch's slots). ``L`` and the tokens still to generate are what
-each request is expected to take (`plugins.output_lengths`): its ``max_output_tokens`` at most, a
-high quantile of the model's finished answers once enough finished, at least 1 while it runs;
-before that, its ``max_output_tokens``, the most it can take. Before any iteration was timed, a
+each request is expected to take (`plugins.output_lengths`): its ``max_output_tokens`` at most;
+once enough answers finished, ``L`` a high quantile of their lengths (one long answer makes this
+request late) and the work ahead their mean (a sum of many lengths is near their count times the
+mean), at least 1 while a request runs; before that, its ``max_output_tokens``, the most it can
+take. Before any iteration was timed, a
 request is admitted only if it gets a batch slot at once (nothing can be predicted, and nothing
 queues blind). A replica with nothing running or waiting always takes the request
 (`Prediction.idle`): waiting cannot make it sooner, and the times it measures replace stale ones,
@@ -40,10 +57,11 @@ from dataclasses import dataclass
 
 from plugins.output_lengths import OutputLengths
 
-__all__ = ["SAMPLE_MAX_S", "SAMPLE_S", "FinishTimes", "Prediction"]
+__all__ = ["HORIZON_S", "SAMPLE_MAX_S", "SAMPLE_S", "FinishTimes", "Prediction"]
 
 SAMPLE_S = 0.25  # shortest span an iteration time is measured over (several iterations)
 SAMPLE_MAX_S = 2.0  # longest: the batch size must not have changed much meanwhile
+HORIZON_S = 60.0  # a time not updated for this long (run time) is forgotten
 _ALPHA = 0.3  # weight of a new sample
 
 
@@ -64,9 +82,13 @@ def _bucket(n: int) -> int:
 class FinishTimes:
     """Iteration times per model and batch size, and the predictions made from them."""
 
-    def __init__(self, lengths: OutputLengths | None = None) -> None:
+    def __init__(self, lengths: OutputLengths | None = None, horizon_s: float = HORIZON_S) -> None:
+        if not horizon_s > 0:
+            raise ValueError(f"horizon_s must be > 0, got {horizon_s}")
         self.lengths = lengths if lengths is not None else OutputLengths()
-        self._times: dict[str | None, dict[int, float]] = {}  # model -> batch bucket -> iteration s
+        self.horizon_s = horizon_s
+        # model -> batch bucket -> (iteration s, run time it was last updated)
+        self._times: dict[str | None, dict[int, tuple[float, float]]] = {}
         self._marks: dict[str, tuple[float, dict[str, int]]] = {}  # worker -> (time, tokens by request)
 
     def look(self, w, now_s: float) -> None:
@@ -86,20 +108,29 @@ class FinishTimes:
             times = self._times.setdefault(w.model, {})
             b = _bucket(max(len(tokens), len(before)))
             old = times.get(b)
-            times[b] = t if old is None else (1 - _ALPHA) * old + _ALPHA * t
+            if old is not None and now_s - old[1] <= self.horizon_s:
+                t = (1 - _ALPHA) * old[0] + _ALPHA * t
+            times[b] = (t, now_s)
 
     def forget(self, worker_id: str) -> None:
         self._marks.pop(worker_id, None)
 
-    def iteration_s(self, model, batch: int) -> float | None:
-        """The iteration time of ``model`` at ``batch`` requests (None: none timed yet)."""
+    def iteration_s(self, model, batch: int, now_s: float) -> float | None:
+        """The iteration time of ``model`` at ``batch`` requests (None: none timed within ``horizon_s``)."""
         times = self._times.get(model)
         if not times:
             return None
+        for k in [k for k, (_, at) in times.items() if now_s - at > self.horizon_s]:
+            del times[k]  # stale: see the module's docstring
         b = _bucket(batch)
-        # A larger batch is never faster, and an iteration grows slower than its batch: the times
-        # seen at other sizes bound this one's from above; the least bound is the prediction.
-        return min(t if k >= b else t * b / k for k, t in times.items())
+        bounds = [t if k >= b else t * b / k for k, (t, _) in times.items()]
+        below = [k for k in times if k < b]
+        if len(below) >= 2:  # the line through the least and the largest smaller sizes, flat to proportional
+            k1, k2 = min(below), max(below)
+            t1, t2 = times[k1][0], times[k2][0]
+            slope = min(max(0.0, (t2 - t1) / (k2 - k1)), t2 / k2)
+            bounds.append(t2 + slope * (b - k2))
+        return min(bounds) if bounds else None
 
     def predict(self, workers, request, now_s: float) -> list[Prediction]:
         """The predicted finish of ``request`` on each of ``workers``."""
@@ -112,7 +143,7 @@ class FinishTimes:
             free = min(free, w.num_free_kv_blocks // max(1, w.blocks_for(request.prompt_tokens)))
         waits = len(w.waiting) >= free
         batch = min(w.max_num_seqs, len(w.running) + len(w.waiting) + 1)
-        token_s = self.iteration_s(w.model, batch)
+        token_s = self.iteration_s(w.model, batch, now_s)
         idle = not w.running and not w.waiting
         tokens = self.lengths.expected(request)
         if token_s is None:

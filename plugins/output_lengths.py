@@ -1,4 +1,5 @@
-"""How many tokens will a request generate? A high quantile of the run's own finished answers.
+"""How many tokens will a request generate? From the run's own finished answers: a high quantile for
+the request itself, the mean for the work queued ahead of it.
 
 A request's ``max_output_tokens`` (the client's ``max_tokens``) is only the most it may take:
 OpenAI-style clients often send 4096 or the context size while their answers are a few hundred
@@ -12,7 +13,13 @@ answers were seen; before that, its ``max_output_tokens`` as the most cautious g
 completed requests, and those cancelled or blocked after generating (a request cancelled at its
 timeout ran long: its length so far is a lower bound, still closer than leaving it out).
 
-The quantile is of the answers' lengths, each cut at its own ``max_tokens``: if every client so
+The work queued ahead of a new request sums many such lengths, and a sum of ``n`` lengths is near
+``n`` x their mean, not ``n`` x a high quantile: so the tokens still to generate by a running or
+waiting request (`remaining`) count ``min(max_output_tokens, mean of the window)`` in all (rounded
+up), at least 1 more while it runs; a high quantile is kept only for the new request's own length
+(`expected`), where one long answer is what makes it late.
+
+The quantile and the mean are of the answers' lengths, each cut at its own ``max_tokens``: if every client so
 far asked for at most 50 tokens, a new one asking 4096 is expected to take about 50 too. The
 window follows the run, so such a guess is corrected as its answers finish.
 Only events are read (no wall clock, no random): the same in both modes.
@@ -20,6 +27,7 @@ Only events are read (no wall clock, no random): the same in both modes.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -32,7 +40,7 @@ _COUNTED = (RequestStatus.COMPLETED, RequestStatus.CANCELLED, RequestStatus.BLOC
 
 
 class OutputLengths:
-    """A bounded window of finished answers' output lengths per model, and its quantile."""
+    """A bounded window of finished answers' output lengths per model, its quantile and its mean."""
 
     def __init__(self, window: int = 256, quantile: float = 0.9, min_finished: int = 20) -> None:
         if window < 1 or not 0 < quantile <= 1 or not 1 <= min_finished <= window:
@@ -40,7 +48,7 @@ class OutputLengths:
                              f"got window={window}, quantile={quantile}, min_finished={min_finished}")
         self.window, self.quantile, self.min_finished = window, quantile, min_finished
         self._lengths: dict[str | None, deque[int]] = {}
-        self._cached: dict[str | None, int | None] = {}  # model -> quantile (dropped on each finish)
+        self._cached: dict[str | None, tuple[int, int] | None] = {}  # model -> (quantile, mean), dropped on each finish
 
     def finished(self, request) -> None:
         """Count ``request``'s answer (a request that never generated anything is not an answer)."""
@@ -52,18 +60,28 @@ class OutputLengths:
         lengths.append(request.output_tokens)
         self._cached.pop(request.model, None)
 
-    def typical(self, model) -> int | None:
-        """The ``quantile`` of ``model``'s answer lengths (None: fewer than ``min_finished`` seen)."""
+    def _stats(self, model) -> tuple[int, int] | None:
+        """(quantile, mean rounded up) of ``model``'s answer lengths (None: fewer than ``min_finished``)."""
         if model in self._cached:
             return self._cached[model]
         lengths = self._lengths.get(model)
-        q = None
+        stats = None
         if lengths is not None and len(lengths) >= self.min_finished:
+            a = np.fromiter(lengths, dtype=np.int64, count=len(lengths))
             # nearest rank: an observed length, never below the quantile
-            q = int(np.quantile(np.fromiter(lengths, dtype=np.int64, count=len(lengths)), self.quantile,
-                                method="inverted_cdf"))
-        self._cached[model] = q
-        return q
+            stats = int(np.quantile(a, self.quantile, method="inverted_cdf")), int(math.ceil(a.mean()))
+        self._cached[model] = stats
+        return stats
+
+    def typical(self, model) -> int | None:
+        """The ``quantile`` of ``model``'s answer lengths (None: fewer than ``min_finished`` seen)."""
+        stats = self._stats(model)
+        return None if stats is None else stats[0]
+
+    def mean(self, model) -> int | None:
+        """The mean of ``model``'s answer lengths, rounded up (None: fewer than ``min_finished`` seen)."""
+        stats = self._stats(model)
+        return None if stats is None else stats[1]
 
     def expected(self, request) -> int:
         """Tokens ``request`` is expected to generate in all: its ``max_output_tokens`` at most."""
@@ -71,8 +89,11 @@ class OutputLengths:
         return request.max_output_tokens if q is None else min(request.max_output_tokens, q)
 
     def remaining(self, request) -> int:
-        """Tokens ``request`` is expected still to generate: at least 1 until its ``max_output_tokens``."""
+        """Tokens ``request`` is expected still to generate, counted in the work ahead of another: the
+        window's mean in all, at most its ``max_output_tokens``; at least 1 until it reaches them."""
         left = request.max_output_tokens - request.output_tokens
         if left <= 0:
             return 0
-        return min(left, max(1, self.expected(request) - request.output_tokens))
+        m = self.mean(request.model)
+        total = request.max_output_tokens if m is None else min(request.max_output_tokens, m)
+        return min(left, max(1, total - request.output_tokens))

@@ -6,7 +6,9 @@ from collections import deque
 
 from controlplane.testing import make_requests, make_worker
 from controlplane.types import RequestStatus
-from plugins.finish_time import SAMPLE_MAX_S, FinishTimes
+import pytest
+
+from plugins.finish_time import HORIZON_S, SAMPLE_MAX_S, FinishTimes
 from plugins.output_lengths import OutputLengths
 
 
@@ -29,18 +31,18 @@ def _timed(ft: FinishTimes, w, iteration_s: float, iterations: int = 10, at: flo
 def test_an_iteration_is_timed_from_the_tokens_the_running_requests_made():
     ft = FinishTimes()
     w = make_worker(running=_running(8))
-    _timed(ft, w, 0.05)
-    assert abs(ft.iteration_s("default", 8) - 0.05) < 1e-9
+    now = _timed(ft, w, 0.05)
+    assert abs(ft.iteration_s("default", 8, now) - 0.05) < 1e-9
 
 
 def test_looks_too_close_or_too_far_apart_time_nothing():
     ft = FinishTimes()
     w = make_worker(running=_running(4))
-    _timed(ft, w, 0.01, iterations=10)  # 0.1 s apart: under SAMPLE_S
-    assert ft.iteration_s("default", 4) is None
+    now = _timed(ft, w, 0.01, iterations=10)  # 0.1 s apart: under SAMPLE_S
+    assert ft.iteration_s("default", 4, now) is None
     ft2 = FinishTimes()
-    _timed(ft2, w, (SAMPLE_MAX_S + 1) / 10)  # the batch may have changed meanwhile
-    assert ft2.iteration_s("default", 4) is None
+    now = _timed(ft2, w, (SAMPLE_MAX_S + 1) / 10)  # the batch may have changed meanwhile
+    assert ft2.iteration_s("default", 4, now) is None
 
 
 def test_other_batch_sizes_bound_the_prediction():
@@ -48,19 +50,74 @@ def test_other_batch_sizes_bound_the_prediction():
     small = make_worker("default-0", running=_running(2))
     big = make_worker("default-1", running=_running(64))
     _timed(ft, small, 0.02, iterations=20)
-    _timed(ft, big, 0.08)
-    assert abs(ft.iteration_s("default", 2) - 0.02) < 1e-9
-    assert abs(ft.iteration_s("default", 8) - 0.08) < 1e-9  # min(0.02 x 8/2, 0.08)
-    assert abs(ft.iteration_s("default", 3) - 0.04) < 1e-9  # 0.02 x 4/2 (bucket 4)
-    assert abs(ft.iteration_s("default", 128) - 0.16) < 1e-9  # above every size seen: in proportion
-    assert ft.iteration_s("other", 2) is None
+    now = _timed(ft, big, 0.08)
+    assert abs(ft.iteration_s("default", 2, now) - 0.02) < 1e-9
+    assert abs(ft.iteration_s("default", 8, now) - 0.08) < 1e-9  # min(0.02 x 8/2, 0.08)
+    assert abs(ft.iteration_s("default", 3, now) - 0.04) < 1e-9  # 0.02 x 4/2 (bucket 4)
+    # above every size seen: the line through 2 and 64, below 0.08 x 128/64 in proportion
+    assert ft.iteration_s("default", 128, now) == pytest.approx(0.08 + 0.06 / 62 * 64, rel=1e-12)
+    assert ft.iteration_s("other", 2, now) is None
+
+
+def test_above_the_sizes_seen_the_line_between_them_is_held_from_flat_to_proportional():
+    ft = FinishTimes()
+    _timed(ft, make_worker("default-0", running=_running(1)), 0.010, iterations=40)
+    now = _timed(ft, make_worker("default-1", running=_running(8)), 0.017, iterations=20)
+    # the fixed cost measured: 1 ms more a request; not 0.017 x 16 = 0.272 s in proportion
+    assert ft.iteration_s("default", 128, now) == pytest.approx(0.017 + 0.001 * 120, rel=1e-12)
+    ft = FinishTimes()  # faster at 8 than at 1 (noise): no faster than flat
+    _timed(ft, make_worker("default-0", running=_running(1)), 0.010, iterations=40)
+    now = _timed(ft, make_worker("default-1", running=_running(8)), 0.008, iterations=40)
+    assert ft.iteration_s("default", 64, now) == pytest.approx(0.008, rel=1e-12)
+    ft = FinishTimes()  # slower than in proportion between 1 and 8: no slower than in proportion from 1
+    _timed(ft, make_worker("default-0", running=_running(1)), 0.010, iterations=40)
+    now = _timed(ft, make_worker("default-1", running=_running(8)), 0.160, iterations=5)
+    assert ft.iteration_s("default", 64, now) == pytest.approx(0.010 * 64, rel=1e-12)  # (the line: 1.28)
 
 
 def test_a_stale_slow_time_at_a_larger_size_does_not_shut_out_a_smaller_batch():
     ft = FinishTimes()
     _timed(ft, make_worker("default-0", running=_running(128)), 1.5, iterations=1)
-    _timed(ft, make_worker("default-1", running=_running(1)), 0.06)
-    assert abs(ft.iteration_s("default", 2) - 0.12) < 1e-9  # not 1.5: a smaller batch is bounded from below
+    now = _timed(ft, make_worker("default-1", running=_running(1)), 0.06)
+    assert abs(ft.iteration_s("default", 2, now) - 0.12) < 1e-9  # not 1.5: a smaller batch is bounded from below
+
+
+def test_slow_times_learnt_at_large_sizes_are_forgotten_after_the_horizon_and_admit_again():
+    """Lock-in: slow times at 64 and 128 (a cold start), then only small batches run, fast. While
+    the slow times last they refuse a batch of 128 (nothing runs it to correct them); after
+    ``HORIZON_S`` the fast small sizes predict it, and it is admitted again."""
+    ft = FinishTimes()
+    _timed(ft, make_worker("default-0", running=_running(64)), 0.300, iterations=1)
+    _timed(ft, make_worker("default-1", running=_running(128)), 0.353, iterations=1)
+    one = make_worker("default-2", running=_running(1))
+    eight = make_worker("default-3", running=_running(8))
+    big = make_worker("default-4", running=_running(100), max_num_seqs=128)  # joins a batch of 101: bucket 128
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 100
+    now, finishes = 1.0, []
+    while now < 2 * HORIZON_S:  # small fast batches only, each time timed again
+        _timed(ft, one, 0.004, iterations=100, at=now)
+        now = _timed(ft, eight, 0.006, iterations=100, at=now + 1.0) + 1.0
+        p = ft.predict([big], new, now)[0]
+        assert not p.waits
+        finishes.append((now, p.finish_s))
+    early = [f for t, f in finishes if t < HORIZON_S]
+    late = [f for t, f in finishes if t > HORIZON_S + 3.0]
+    # before: min(0.353 at 128, 0.006 x 16 in proportion from 8, the line 1..64, ...) x 100 = 9.6 s > 8 s
+    assert all(f == pytest.approx(9.6, rel=1e-9) for f in early)
+    # after: the line through 1 and 8 (2 ms more a request per 7): (0.006 + 0.002 / 7 x 120) x 100 = 4.03 s
+    assert all(f == pytest.approx((0.006 + 0.002 / 7 * 120) * 100, rel=1e-9) for f in late)
+    assert ft.iteration_s("default", 128, now + 2 * HORIZON_S) is None  # all stale: as if never timed
+
+
+def test_a_sample_after_the_horizon_replaces_the_stale_mean():
+    ft = FinishTimes(horizon_s=10.0)
+    w = make_worker(running=_running(8))
+    _timed(ft, w, 0.5, iterations=1)
+    now = _timed(ft, w, 0.01, iterations=50, at=20.0)
+    assert ft.iteration_s("default", 8, now) == pytest.approx(0.01)  # not 0.7 x 0.5 + 0.3 x 0.01
+    with pytest.raises(ValueError, match="horizon_s"):
+        FinishTimes(horizon_s=0)
 
 
 def test_the_prediction_spreads_the_work_ahead_over_the_batch_slots():

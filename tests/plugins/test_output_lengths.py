@@ -55,6 +55,20 @@ def test_a_running_request_expects_at_least_one_more_token_until_its_max_tokens(
     assert lengths.remaining(_request(40, output_tokens=30)) == 10  # its max_tokens bounds it
 
 
+def test_the_work_ahead_counts_the_mean_and_the_new_request_the_quantile():
+    lengths = OutputLengths(window=10, quantile=0.9, min_finished=10)
+    _answers(lengths, [1] * 9 + [100])  # p90 (nearest rank) = 1, mean 10.9
+    assert lengths.typical("default") == 1 and lengths.mean("default") == 11  # rounded up
+    _answers(lengths, [100, 100])  # the last 10: seven 1s and three 100s: p90 = 100, mean 30.7
+    assert lengths.typical("default") == 100 and lengths.mean("default") == 31
+    assert lengths.expected(_request(4096)) == 100  # its own length: the quantile
+    assert lengths.remaining(_request(4096)) == 31  # in the work ahead: the mean
+    assert lengths.remaining(_request(4096, output_tokens=15)) == 16
+    assert lengths.remaining(_request(4096, output_tokens=40)) == 1  # past the mean: still running
+    assert lengths.remaining(_request(12)) == 12  # its max_tokens bounds it
+    assert lengths.mean("other") is None
+
+
 def test_only_requests_that_generated_are_counted():
     lengths = OutputLengths(window=20, quantile=0.5, min_finished=2)
     _answers(lengths, [7, 7], status=RequestStatus.REJECTED)
