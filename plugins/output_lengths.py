@@ -14,10 +14,14 @@ completed requests, and those cancelled or blocked after generating (a request c
 timeout ran long: its length so far is a lower bound, still closer than leaving it out).
 
 The work queued ahead of a new request sums many such lengths, and a sum of ``n`` lengths is near
-``n`` x their mean, not ``n`` x a high quantile: so the tokens still to generate by a running or
-waiting request (`remaining`) count ``min(max_output_tokens, mean of the window)`` in all (rounded
-up), at least 1 more while it runs; a high quantile is kept only for the new request's own length
-(`expected`), where one long answer is what makes it late.
+``n`` x their mean, not ``n`` x a high quantile: so the tokens still to generate by a waiting
+request (`remaining`) are the mean of the window, and by a running one that made ``x`` tokens so
+far the mean of the answers longer than ``x``, less ``x`` (one still running at ``x`` is one of
+those: past the mean, a long answer is the more likely); both rounded up, at most its
+``max_output_tokens`` less ``x``, at least 1 (1 when none in the window ran that long: a rare
+outlier counting its whole ``max_tokens`` would refuse every request while it runs).
+A high quantile is kept only for the new request's own length (`expected`), where one long answer
+is what makes it late.
 
 The quantile and the mean are of the answers' lengths, each cut at its own ``max_tokens``: if every client so
 far asked for at most 50 tokens, a new one asking 4096 is expected to take about 50 too. The
@@ -27,7 +31,6 @@ Only events are read (no wall clock, no random): the same in both modes.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import numpy as np
@@ -48,7 +51,7 @@ class OutputLengths:
                              f"got window={window}, quantile={quantile}, min_finished={min_finished}")
         self.window, self.quantile, self.min_finished = window, quantile, min_finished
         self._lengths: dict[str | None, deque[int]] = {}
-        self._cached: dict[str | None, tuple[int, int] | None] = {}  # model -> (quantile, mean), dropped on each finish
+        self._cached: dict[str | None, tuple | None] = {}  # model -> _stats, dropped on each finish
 
     def finished(self, request) -> None:
         """Count ``request``'s answer (a request that never generated anything is not an answer)."""
@@ -60,16 +63,18 @@ class OutputLengths:
         lengths.append(request.output_tokens)
         self._cached.pop(request.model, None)
 
-    def _stats(self, model) -> tuple[int, int] | None:
-        """(quantile, mean rounded up) of ``model``'s answer lengths (None: fewer than ``min_finished``)."""
+    def _stats(self, model) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """(quantile, the lengths sorted, the sums of their tails) of ``model``'s answers (None: fewer
+        than ``min_finished`` seen)."""
         if model in self._cached:
             return self._cached[model]
         lengths = self._lengths.get(model)
         stats = None
         if lengths is not None and len(lengths) >= self.min_finished:
-            a = np.fromiter(lengths, dtype=np.int64, count=len(lengths))
+            a = np.sort(np.fromiter(lengths, dtype=np.int64, count=len(lengths)))
             # nearest rank: an observed length, never below the quantile
-            stats = int(np.quantile(a, self.quantile, method="inverted_cdf")), int(math.ceil(a.mean()))
+            q = int(np.quantile(a, self.quantile, method="inverted_cdf"))
+            stats = q, a, np.concatenate((np.cumsum(a[::-1])[::-1], [0]))  # tails[i] = a[i:].sum()
         self._cached[model] = stats
         return stats
 
@@ -78,10 +83,15 @@ class OutputLengths:
         stats = self._stats(model)
         return None if stats is None else stats[0]
 
-    def mean(self, model) -> int | None:
-        """The mean of ``model``'s answer lengths, rounded up (None: fewer than ``min_finished`` seen)."""
+    def mean(self, model, longer_than: int = 0) -> int | None:
+        """The mean of ``model``'s answer lengths over ``longer_than`` tokens, rounded up (None: fewer
+        than ``min_finished`` seen, or none that long)."""
         stats = self._stats(model)
-        return None if stats is None else stats[1]
+        if stats is None:
+            return None
+        _, a, tails = stats
+        i = int(np.searchsorted(a, longer_than, side="right"))
+        return None if i == len(a) else -(-int(tails[i]) // (len(a) - i))
 
     def expected(self, request) -> int:
         """Tokens ``request`` is expected to generate in all: its ``max_output_tokens`` at most."""
@@ -90,10 +100,13 @@ class OutputLengths:
 
     def remaining(self, request) -> int:
         """Tokens ``request`` is expected still to generate, counted in the work ahead of another: the
-        window's mean in all, at most its ``max_output_tokens``; at least 1 until it reaches them."""
-        left = request.max_output_tokens - request.output_tokens
+        mean of the answers longer than what it made so far, less that; its ``max_output_tokens`` at
+        most, at least 1 until it reaches them (before ``min_finished`` answers: all of them)."""
+        made = request.output_tokens
+        left = request.max_output_tokens - made
         if left <= 0:
             return 0
-        m = self.mean(request.model)
-        total = request.max_output_tokens if m is None else min(request.max_output_tokens, m)
-        return min(left, max(1, total - request.output_tokens))
+        if self.typical(request.model) is None:  # too few answers: the most it can take
+            return left
+        m = self.mean(request.model, longer_than=made)
+        return 1 if m is None else min(left, max(1, m - made))

@@ -159,22 +159,26 @@ def test_max_finish_s_counts_the_work_ahead_at_the_mean_answer_and_the_request_a
     for r in w.running:
         r.max_output_tokens = 4096
     plugin, now = _timed_queue_limit(w, 0.05)  # 4 of 4 slots running, 10 tokens made each
-    w.waiting = deque(make_requests(6, prefix="q", model="default"))
+    w.waiting = deque(make_requests(4, prefix="q", model="default"))
     for r in w.waiting:
         r.max_output_tokens = 4096
     ctx = make_context(workers=[w], now_s=now + 0.01)
-    for i, tokens in enumerate([10] * 16 + [200] * 4):  # p90 (nearest rank) 200, mean 48
+    for i, tokens in enumerate([20] * 16 + [200] * 4):  # p90 (nearest rank) 200, mean 56
         r = make_requests(1, prefix=f"done{i}-", model="default")[0]
         r.status, r.output_tokens, r.max_output_tokens = RequestStatus.COMPLETED, tokens, 4096
         plugin.cp_on_event(ctx=ctx, event=RequestFinished(now, r))
     new = make_requests(1, prefix="new", model="default")[0]
     new.max_output_tokens = 40
-    # ahead: 4 x (48 - 10) + 6 x 48 = 440 tokens over 4 slots at 0.05 s = 5.5 s, then 40: 7.5 s <= 8 s
-    # (at the quantile for each: 4 x 190 + 6 x 200 = 1960 tokens: 24.5 s + 2 s, refused)
+    # ahead: 4 x (56 - 10) + 4 x 56 = 408 tokens over 4 slots at 0.05 s = 5.1 s, then 40: 7.1 s <= 8 s
+    # (at the quantile for each: 4 x 190 + 4 x 200 = 1560 tokens: 19.5 s + 2 s, refused)
     assert plugin.cp_admit_request(ctx=ctx, request=new) is None
-    new.max_output_tokens = 4096  # its own length at the quantile: 5.5 s + 200 x 0.05 s = 15.5 s
+    new.max_output_tokens = 4096  # its own length at the quantile: 5.1 s + 200 x 0.05 s = 15.1 s
     d = plugin.cp_admit_request(ctx=ctx, request=new)
-    assert not d.admit and "predicted to finish in 15.5 s" in d.reason and "(200 of max_tokens 4096" in d.reason
+    assert not d.admit and "predicted to finish in 15.1 s" in d.reason and "(200 of max_tokens 4096" in d.reason
+    for r in w.running:  # 30 made: longer than the 20s, so one of the 200s: 4 x 170 + 4 x 56 = 904 tokens
+        r.output_tokens = 30
+    d = plugin.cp_admit_request(ctx=ctx, request=new)
+    assert not d.admit and "predicted to finish in 21.3 s" in d.reason
 
 
 def test_iteration_horizon_s_reaches_the_estimator_and_is_validated():

@@ -50,7 +50,7 @@ def test_a_running_request_expects_at_least_one_more_token_until_its_max_tokens(
     lengths = OutputLengths(window=20, quantile=0.9, min_finished=20)
     _answers(lengths, [100] * 20)
     assert lengths.remaining(_request(4096, output_tokens=30)) == 70
-    assert lengths.remaining(_request(4096, output_tokens=150)) == 1  # past the quantile: still running
+    assert lengths.remaining(_request(4096, output_tokens=150)) == 1  # longer than any: still running
     assert lengths.remaining(_request(150, output_tokens=150)) == 0  # at its max_tokens: done
     assert lengths.remaining(_request(40, output_tokens=30)) == 10  # its max_tokens bounds it
 
@@ -63,9 +63,12 @@ def test_the_work_ahead_counts_the_mean_and_the_new_request_the_quantile():
     assert lengths.typical("default") == 100 and lengths.mean("default") == 31
     assert lengths.expected(_request(4096)) == 100  # its own length: the quantile
     assert lengths.remaining(_request(4096)) == 31  # in the work ahead: the mean
-    assert lengths.remaining(_request(4096, output_tokens=15)) == 16
-    assert lengths.remaining(_request(4096, output_tokens=40)) == 1  # past the mean: still running
+    # running with 15 made: one of the three answers over 15 tokens (all 100), not of the mean's
+    assert lengths.mean("default", longer_than=15) == 100
+    assert lengths.remaining(_request(4096, output_tokens=15)) == 85
+    assert lengths.remaining(_request(4096, output_tokens=150)) == 1  # longer than any: still running
     assert lengths.remaining(_request(12)) == 12  # its max_tokens bounds it
+    assert lengths.remaining(_request(50, output_tokens=15)) == 35
     assert lengths.mean("other") is None
 
 
