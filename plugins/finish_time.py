@@ -22,9 +22,10 @@ line, ``t2 + s x (b - k2)``, with the slope ``s`` measured between them (the wid
 least noise) held between 0 (flat) and ``t2 / k2`` (in proportion): an iteration's fixed cost
 (reading the weights, launching kernels) is paid once per batch, so on a GPU it grows far less
 than its batch, and the proportional bound alone would predict a batch of 128 sixteen times
-slower than one of 8 that ran at the same speed. The least of all these is the prediction. Erring there is not symmetric: a size predicted too fast is
-admitted, runs and is measured within seconds, which corrects it; a size predicted too slow is
-refused, so it is never run and never measured, and the error stays.
+slower than one of 8 that ran at the same speed. The least of all these is the prediction.
+Erring there is not symmetric: a size predicted too fast is admitted, runs and is measured within
+seconds, which corrects it; a size predicted too slow is refused, so it is never run and never
+measured, and the error stays.
 
 For the same reason a time not updated for ``horizon_s`` (run time, 60 s by default: queue-limit's
 ``iteration_horizon_s``) is forgotten. Learnt once at a large batch during a cold start or a CPU
@@ -43,12 +44,12 @@ On the replica where it would finish soonest, a request with ``L`` tokens to gen
 each request is expected to take (`plugins.output_lengths`): its ``max_output_tokens`` at most;
 once enough answers finished, ``L`` a high quantile of their lengths (one long answer makes this
 request late) and the work ahead their mean (a sum of many lengths is near their count times the
-mean), at least 1 while a request runs; before that, its ``max_output_tokens``, the most it can
-take. Before any iteration was timed, a
-request is admitted only if it gets a batch slot at once (nothing can be predicted, and nothing
-queues blind). A replica with nothing running or waiting always takes the request
-(`Prediction.idle`): waiting cannot make it sooner, and the times it measures replace stale ones,
-so admission can never shut itself out.
+mean; for a running request, of the answers longer than it ran so far), at least 1 while a
+request runs; before that, its ``max_output_tokens``, the most it can take. Before any iteration
+was timed (or within ``horizon_s``), a request is admitted only if it gets a batch slot at once
+(nothing can be predicted, and nothing queues blind). A replica with nothing running or waiting
+always takes the request (`Prediction.idle`): waiting cannot make it sooner, and the times it
+measures replace stale ones.
 """
 
 from __future__ import annotations
