@@ -91,13 +91,14 @@ def daemon(
             max_workers=max_workers,
             journal_dir=journal_dir,
         )
-    err.print(
-        f"controlplane daemon: {', '.join(f'{m.name} x{m.replicas}' for m in cfg.cluster.models)} on the {pool} pool, "
-        f"http://{host}:{port}, run recorded in {mask_password(cfg.storage.url)}",
-        highlight=False, soft_wrap=True,
-    )
+    models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
+
+    def started(run_id: int | None, port_served: int) -> None:  # (once the run is recorded: not before an error)
+        err.print(f"controlplane daemon: {models} on the {pool} pool, http://{host}:{port_served}, run {run_id} "
+                  f"recorded in {mask_password(cfg.storage.url)}", highlight=False, soft_wrap=True)
+
     with user_errors(cfg.storage.url):  # a port in use, a model or database that cannot be used: one line, exit 2
-        code = serve(cfg, options)
+        code = serve(cfg, options, on_started=started)
     raise typer.Exit(code)
 
 

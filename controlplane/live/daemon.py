@@ -27,6 +27,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from controlplane.config import RunConfig
@@ -197,6 +198,7 @@ def _server_class() -> type:
         """uvicorn, but SIGTERM / SIGINT drain first and the process then exits 0."""
 
         daemon: Daemon
+        on_started: Callable[[int | None, int], None] | None = None
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.daemon.exiting:
@@ -225,6 +227,8 @@ def _server_class() -> type:
                 return
             await super().startup(sockets)
             host, port = self.config.host, sockets[0].getsockname()[1] if sockets else self.config.port
+            if self.on_started is not None and not self.should_exit:  # (the run is recorded now: say where)
+                self.on_started(self.daemon.driver.run_id, port)
             log.info("serving on http://%s:%d (SIGTERM or Ctrl+C drains, then exits)",
                      f"[{host}]" if ":" in host else host, port)
 
@@ -241,9 +245,11 @@ def listen(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def serve(config: RunConfig, options: DaemonOptions) -> int:
+def serve(config: RunConfig, options: DaemonOptions,
+          on_started: Callable[[int | None, int], None] | None = None) -> int:
     """Run the daemon until it is drained and stopped; returns the process exit code (1: the run's
-    rows could not all be written, see the spill file the log names).
+    rows could not all be written, see the spill file the log names). ``on_started(run_id, port)``
+    is called once the run is recorded and the port serves (never, when the start fails).
 
     Raises what kept the run from starting (`ConfigError` for a port in use or a model that cannot
     be loaded, `StorageError` for a database that cannot be used...), before anything is served.
@@ -258,6 +264,7 @@ def serve(config: RunConfig, options: DaemonOptions) -> int:
     )
     server = _server_class()(uv_config)
     server.daemon = daemon
+    server.on_started = on_started
     daemon.server = server
     try:
         server.run(sockets=[sock])

@@ -60,6 +60,7 @@ def test_a_sigkilled_daemons_run_is_marked_crashed_at_the_next_start(tmp_path: P
         engine = make_engine(db_url)
         run_id = list_runs(engine, limit=1)[0]["id"]
         assert get_run(engine, run_id)["config"]["process"]["pid"] == first.proc.pid
+        assert f"run {run_id} recorded in sqlite:///" in first.log_path.read_text()  # (said once recorded)
         deadline = time.monotonic() + 30  # the recorder writes from its own thread, about every second
         while not answered <= _request_ids(engine, run_id) and time.monotonic() < deadline:
             time.sleep(0.2)

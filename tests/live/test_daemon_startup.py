@@ -28,6 +28,7 @@ def assert_one_clear_error(done: subprocess.CompletedProcess, *words: str) -> No
     assert "Traceback" not in output, output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
+    assert "recorded in" not in output, output  # the start line comes only once the run is recorded
     for word in words:
         assert word in " ".join(output.split()), output
 
