@@ -42,6 +42,24 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
 
 
 @app.command()
+def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20) -> None:
+    """List recent sweeps and searches: status (``crashed``: its process was killed; run the same
+    spec again to resume it) and runs finished."""
+    from controlplane.storage import list_sweeps
+
+    with user_errors():
+        rows = list_sweeps(_engine(db), limit=limit)
+    t = Table(header_style="bold")
+    for col in ("id", "name", "kind", "status", "runs finished", "created", "ended"):
+        t.add_column(col, no_wrap=col in ("id", "status"))
+    for r in rows:
+        t.add_row(str(r["id"]), fmt_value(r.get("name")), r["kind"], r["status"],
+                  f"{r['runs_finished']}/{r['num_runs'] if r.get('num_runs') is not None else '?'}",
+                  *(r[k].strftime("%Y-%m-%d %H:%M:%S") if r.get(k) else "-" for k in ("created_at", "finished_at")))
+    out.print(t)
+
+
+@app.command()
 def show(
     run_id: int,
     db: DbOpt = None,

@@ -19,6 +19,12 @@ daemon had accepted and not recorded when it died, so nothing is silently missin
 a journal (a simulated replay, a sweep's run) has those None and a ``lost_note`` saying why: a
 simulated run is replayed again from its trace and seed. ``finished_at`` is when it was found,
 not when it died.
+
+A sweep's row is claimed the same way (under its ``spec["process"]``: the sweep table has no
+config column, and the spec hash that finds a sweep to resume is computed from the spec file, not
+from this column): :func:`mark_crashed_sweeps`, run with :func:`mark_crashed_runs` by
+:func:`mark_crashed_quietly`, marks ``crashed`` a ``running`` sweep whose process of this host is
+gone. Running the same spec again resumes it as it resumes an ``interrupted`` one.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 
 from controlplane.storage.journal import read_journal
-from controlplane.storage.models import Request, Run
+from controlplane.storage.models import Request, Run, Sweep
 from controlplane.storage.owner import process_alive, process_marker
 
 log = logging.getLogger("controlplane.storage")
 
-__all__ = ["claim_run", "mark_crashed_quietly", "mark_crashed_runs", "process_alive", "process_marker"]
+__all__ = ["claim_run", "mark_crashed_quietly", "mark_crashed_runs", "mark_crashed_sweeps", "process_alive",
+           "process_marker"]
 
 
 def claim_run(engine: Engine, run_id: int, marker: dict[str, Any] | None = None) -> None:
@@ -93,9 +100,7 @@ def mark_crashed_runs(
         if run_id in exclude:
             continue
         owner = (config or {}).get("process") if isinstance(config, dict) else None
-        if not isinstance(owner, dict) or owner.get("host") != host or not isinstance(owner.get("pid"), int):
-            continue
-        if alive(owner["pid"], owner.get("start_ticks")):
+        if not _dead_owner(owner, host, alive):
             continue
         with engine.begin() as conn:
             recorded = conn.execute(select(func.count()).select_from(Request).where(Request.run_id == run_id)).scalar_one()
@@ -117,14 +122,51 @@ def mark_crashed_runs(
     return marked
 
 
+def _dead_owner(owner: Any, host: str, alive: Callable[[int, int | None], bool]) -> bool:
+    """Whether ``owner`` (a process marker) names a process of ``host`` that is gone."""
+    if not isinstance(owner, dict) or owner.get("host") != host or not isinstance(owner.get("pid"), int):
+        return False
+    return not alive(owner["pid"], owner.get("start_ticks"))
+
+
+def mark_crashed_sweeps(
+    engine: Engine,
+    *,
+    host: str | None = None,
+    alive: Callable[[int, int | None], bool] = process_alive,
+) -> list[dict[str, Any]]:
+    """Mark ``crashed`` the ``running`` sweeps owned (``spec["process"]``) by dead processes of this
+    host; return them (``sweep_id``, ``pid``, ``runs_stored``: its finished runs)."""
+    host = socket.gethostname() if host is None else host
+    marked: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        rows = conn.execute(select(Sweep.id, Sweep.spec).where(Sweep.status == "running")).all()
+    for sweep_id, spec in rows:
+        owner = spec.get("process") if isinstance(spec, dict) else None
+        if not _dead_owner(owner, host, alive):
+            continue
+        with engine.begin() as conn:
+            done = conn.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == "running")
+                                .values(status="crashed", finished_at=datetime.now(timezone.utc))).rowcount
+            stored = conn.execute(select(func.count()).select_from(Run)
+                                  .where(Run.sweep_id == sweep_id, Run.status == "finished")).scalar_one()
+        if done:
+            log.warning("sweep %d was left running by pid %d on %s, which is gone: marked crashed (%d runs "
+                        "stored); run the same spec again to resume it", sweep_id, owner["pid"], host, stored)
+            marked.append({"sweep_id": sweep_id, "pid": owner["pid"], "runs_stored": int(stored)})
+    return marked
+
+
 def mark_crashed_quietly(engine: Engine, *, exclude: set[int] | frozenset[int] = frozenset()) -> list[dict[str, Any]]:
     """:func:`mark_crashed_runs` for a command that opens the database to do something else: a
     database that cannot be read or written here (a read-only file, an outage) is logged, not raised,
-    and nothing is marked."""
+    and nothing is marked. Sweeps of dead processes are marked too (:func:`mark_crashed_sweeps`)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return mark_crashed_runs(engine, exclude=exclude)
+        runs = mark_crashed_runs(engine, exclude=exclude)
+        mark_crashed_sweeps(engine)
+        return runs
     except (SQLAlchemyError, OSError) as exc:
         log.warning("could not check for crashed runs: %s", exc)
         return []

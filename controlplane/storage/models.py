@@ -176,8 +176,8 @@ sweep = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     _col("name", String),
     _required("kind", String),  # grid | random | search
-    _required("status", String),  # running | finished | failed | interrupted
-    _required("spec", JSON),
+    _required("status", String),  # running | finished | failed | interrupted | crashed
+    _required("spec", JSON),  # the spec; its "process": the process running it (storage.crashed)
     _required("spec_hash", String),
     _col("trace", String),
     _col("num_runs", Integer),

@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from controlplane.hardware.profile_format import PADDED_FIELDS, ROW_FIELDS
 from controlplane.storage.db import describe_url
 from controlplane.storage.jsoncodec import dumps
-from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, WorkerEvent
+from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, Sweep, WorkerEvent
 
 What = Literal["requests", "decisions", "metrics", "worker_events", "iterations"]
 Format = Literal["csv", "json", "jsonl"]
@@ -84,6 +84,18 @@ def list_runs(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(_RUN).order_by(_RUN.c.id.desc()).limit(limit)).mappings()
         return [dict(row) for row in rows]
+
+
+def list_sweeps(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    """The most recent ``limit`` sweeps and searches, newest first, each with ``runs_finished``
+    (its runs stored ``finished``; ``num_runs`` is how many it has in all)."""
+    s = Sweep.__table__
+    finished = (select(func.count()).select_from(_RUN)
+                .where(_RUN.c.sweep_id == s.c.id, _RUN.c.status == "finished").scalar_subquery())
+    cols = (s.c.id, s.c.name, s.c.kind, s.c.status, s.c.num_runs, s.c.created_at, s.c.finished_at)
+    with engine.connect() as conn:
+        rows = conn.execute(select(*cols, finished.label("runs_finished")).order_by(s.c.id.desc()).limit(limit))
+        return [dict(row._mapping) for row in rows]
 
 
 def get_run(engine: Engine, run_id: int) -> dict[str, Any]:

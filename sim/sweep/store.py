@@ -33,7 +33,10 @@ def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, An
                      lock: SweepLock | None = None) -> tuple[int, bool]:
     """The id of the newest sweep with this spec hash (resumed), or of a new one; and whether resumed.
     With ``lock``, the sweep is taken for this process first; one another process is running
-    raises `SweepBusy` (nothing written)."""
+    raises `SweepBusy` (nothing written). The row records this process as its owner (under
+    ``spec["process"]``), so a sweep killed without closing it is marked ``crashed`` by the next
+    command (`controlplane.storage.crashed.mark_crashed_sweeps`)."""
+    spec = {**spec, "process": process_marker()}
     with engine.begin() as conn:
         if not fresh:
             row = conn.execute(select(_SWEEP.c.id).where(_SWEEP.c.spec_hash == spec_hash, _SWEEP.c.kind == kind)
@@ -44,7 +47,7 @@ def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, An
                                     "right now; run it again when that one has finished (its stored runs are "
                                     "then skipped), or add --fresh to start a separate sweep")
                 conn.execute(update(_SWEEP).where(_SWEEP.c.id == row[0])
-                             .values(status="running", finished_at=None, num_runs=num_runs))
+                             .values(status="running", finished_at=None, num_runs=num_runs, spec=spec))
                 return int(row[0]), True
         values = {"name": name, "kind": kind, "status": "running", "spec": spec, "spec_hash": spec_hash,
                   "trace": trace, "num_runs": num_runs, "created_at": datetime.now(timezone.utc)}

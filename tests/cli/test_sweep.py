@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from typer.testing import CliRunner
 
@@ -143,3 +145,53 @@ def test_a_sweep_into_an_unreachable_database_is_one_line_naming_it(tmp_path):
     assert result.exit_code == 2, (result.output, result.exception)
     assert result.stderr.count("\n") == 1 and "s3cret" not in result.stderr
     assert result.stderr.startswith("error: database: postgresql+psycopg://cp:***@127.0.0.1:1/runs: OperationalError: ")
+
+
+def test_a_sweep_killed_with_sigkill_is_listed_crashed_and_resumes(tmp_path):
+    """A real `controlplane sim sweep` process killed mid-sweep: the next command marks its sweep row
+    ``crashed`` (`controlplane.storage.crashed`), `runs sweeps` shows it, the same command resumes it."""
+    import json
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 200}\nspace:\n  cluster.models.0.replicas: [1, 2, 3, 4, 5, 6, 7, 8]\n")
+    db = tmp_path / "runs.db"
+    url = f"sqlite:///{db}"
+    cli = [sys.executable, "-m", "controlplane.cli"]
+    sweep = [*cli, "sim", "sweep", str(spec), "--db", url, "--backend", "serial", "--json", "--no-progress"]
+    proc = subprocess.Popen(sweep, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, stored = time.monotonic() + 120, 0
+    while time.monotonic() < deadline and proc.poll() is None and not stored:  # a run is stored, more to come
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                stored = conn.execute("SELECT count(*) FROM run WHERE status = 'finished'").fetchone()[0]
+        except sqlite3.Error:
+            pass  # not made yet
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        status, spec_json = conn.execute("SELECT status, spec FROM sweep WHERE id = 1").fetchone()
+    assert status == "running" and json.loads(spec_json)["process"]["pid"] == proc.pid  # nobody closed it
+
+    listed = subprocess.run([*cli, "runs", "sweeps", "--db", url], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("│ 1 "))
+    assert "crashed" in row and "running" not in row, listed.stdout
+    assert f"sweep 1 was left running by pid {proc.pid}" in listed.stderr
+
+    resumed = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout.splitlines()[-1])
+    assert result["sweep_id"] == 1 and result["resumed"] and result["skipped"] >= 1
+    assert result["skipped"] + result["ran"] == result["total"] == 8 and len(result["runs"]) == 8
+    listed = subprocess.run([*cli, "runs", "sweeps", "--db", url], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "COLUMNS": "200"})
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("│ 1 "))
+    assert "finished" in row and "8/8" in row, listed.stdout

@@ -189,3 +189,32 @@ def test_the_start_of_a_run_marks_the_runs_of_dead_processes(engine: Engine) -> 
         assert get_run(engine, dead_run)["status"] == "crashed"
     finally:
         session.close({})
+
+
+def test_only_sweeps_of_dead_processes_of_this_host_are_marked(engine: Engine) -> None:
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert, select
+
+    from controlplane.storage.crashed import mark_crashed_quietly, mark_crashed_sweeps
+    from controlplane.storage.models import Sweep
+
+    me = process_marker()
+    owners = {"dead": {**me, "pid": _dead_pid(), "start_ticks": None}, "live": me,
+              "other_host": {**me, "host": me["host"] + "-elsewhere", "pid": _dead_pid()}, "unclaimed": None}
+    ids = {}
+    with engine.begin() as conn:
+        for name, owner in owners.items():
+            spec = {"space": {}} if owner is None else {"space": {}, "process": owner}
+            ids[name] = conn.execute(insert(Sweep.__table__).values(
+                name=name, kind="grid", status="running", spec=spec, spec_hash=name, num_runs=2,
+                created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+    assert mark_crashed_sweeps(engine, alive=lambda pid, ticks: True) == []
+
+    mark_crashed_quietly(engine)  # (what the commands call: runs, then sweeps)
+
+    with engine.connect() as conn:
+        rows = {r.name: r for r in conn.execute(select(Sweep.__table__))}
+    assert rows["dead"].status == "crashed" and rows["dead"].finished_at is not None
+    assert {n for n, r in rows.items() if r.status == "running"} == {"live", "other_host", "unclaimed"}
+    assert mark_crashed_sweeps(engine) == []  # already marked: nothing more
