@@ -100,24 +100,6 @@ def test_a_sweep_with_a_failed_run_exits_1_having_stored_and_shown_every_run(tmp
         assert "1 runs failed" in result.stderr and "ran sweep" in result.stdout
 
 
-def test_the_sweep_table_shows_the_guardians_gpu_hours_and_the_total_cost_when_runs_have_guardians():
-    from controlplane.cli.sweep import sweep_table
-    from rich.console import Console
-
-    guarded = {"gpu_seconds": 7200.0, "guardian_gpu_hours": 1.5, "cost_usd": 5.0, "total_cost_usd": 8.75}
-    runs = [{"id": i + 1, "seed": 0, "summary": s, "overrides": {"cluster.models.0.replicas": i + 1}}
-            for i, s in enumerate([guarded, {"gpu_seconds": 3600.0, "cost_usd": 2.5}])]
-    console = Console(width=200, record=True)
-    console.print(sweep_table(runs, "sweep 1"))
-    text = console.export_text()
-    assert "guardian gpu-h" in text and "total cost (USD)" in text
-    rows = [line for line in text.splitlines() if line.startswith("│ ")]
-    assert "1.50" in rows[0] and "8.75" in rows[0] and "0.00" in rows[1]
-    console = Console(width=200, record=True)
-    console.print(sweep_table(runs[1:], "sweep 2"))
-    assert "guardian" not in console.export_text()  # runs without guardians: the columns as before
-
-
 @pytest.mark.parametrize("command", ["sweep", "search"])
 @pytest.mark.parametrize(("space", "key", "problem"), [
     ("  plugins.enabled: [[queue-limit, round-robbin, continuous-batching, fixed-replicas, static-memory, "
