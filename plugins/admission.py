@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission
-from controlplane.events import RequestFinished, WorkerChanged
+from controlplane.events import IterationTimed, RequestFinished, WorkerChanged
 from controlplane.types import Decision, ReasonCode
 from plugins.finish_time import FinishTimes
 from plugins.output_lengths import OutputLengths
@@ -105,6 +105,11 @@ class QueueLimit(Plugin):
     @hookimpl
     def cp_on_event(self, ctx, event):
         kind = type(event)
+        if kind is IterationTimed:  # live: every iteration, so a lone request is timed too
+            w = ctx.workers.get(event.worker_id)
+            if w is not None:  # at the iteration's start: the tokens it made are not counted yet
+                self._finish.look(w, event.start_s)
+            return
         wid = None  # iterations are timed as batches start and requests finish, not only as they arrive
         if kind is Decision and event.action == "batch":  # (batch decisions: storage.record_batches)
             wid = event.subject

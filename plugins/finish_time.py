@@ -9,9 +9,16 @@ The rate it needs is the **time of one iteration** (one token for each running r
 batch size**: a larger batch is slower per iteration, and a rate learnt at one size misleads at
 another (learnt from a small batch, it admits a burst that then runs too slowly; learnt from a
 full one, it refuses what a small batch would serve). It is measured on each replica between
-two looks ``SAMPLE_S`` to ``SAMPLE_MAX_S`` apart (it looks as requests arrive, batches start and
-requests finish): the running requests present both times, ``k`` of them, made ``n`` tokens in
-``dt`` seconds, so an iteration took ``dt * k / n``.
+two looks ``SAMPLE_S`` to ``SAMPLE_MAX_S`` apart: the running requests present both times, ``k``
+of them, made ``n`` tokens in ``dt`` seconds, so an iteration took ``dt * k / n``. It looks as
+requests arrive and finish, as batches start (with ``storage.record_batches``) and, in a live run,
+at the start of every iteration (queue-limit's ``IterationTimed``, fed for each worker step that
+computed, with the run time the core started it: the tokens that step makes are not counted yet,
+so the span and the tokens match). The last makes a busy live replica timed every ``SAMPLE_S`` or
+so whatever the traffic: without it, a lone long request with nothing arriving or finishing gives
+looks further apart than ``SAMPLE_MAX_S``, no sample, and once every time is stale, admission
+falls back to free batch slots only. (A simulated batch runs several iterations and reports its
+tokens at its end only, so there the looks are the events above.)
 Samples are kept per model as exponentially weighted means per batch size (the larger of the two
 looks') rounded up to a power of two, each with the run time it was last updated.
 

@@ -318,3 +318,23 @@ def test_every_iteration_is_reported_as_a_timed_event(tmp_path):
     assert sum(e.row["num_prefill_tokens"] for e in events) == 3 + 7 + 11
     # Prompts of 3, 7 and 11 tokens decoded together: each row attends over the longest KV.
     assert any(e.row["padded_decode_context"] > e.row["sum_decode_context"] for e in events)
+
+
+def test_queue_limit_times_a_lone_request_from_its_iterations(tmp_path):
+    """One long request alone, nothing arriving or finishing meanwhile and no batch decisions
+    (``record_batches: false``): queue-limit's ``max_finish_s`` still learns the iteration time,
+    from the driver's `IterationTimed` events (a look at each iteration's start)."""
+    cfg = make_config(storage={"url": f"sqlite:///{tmp_path / 'live.db'}", "record_batches": False},
+                      cluster={"models": [{"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama"}}]},
+                      sim={"tick_s": 0.2}, plugins={"settings": {"queue-limit": {"max_finish_s": 8}}})
+
+    async def body(d: LiveDriver):
+        r = await (await d.submit([5] * 8, max_tokens=2000, ignore_eos=True)).result()
+        return r, d.now_s()
+
+    (r, end_s), _, d = run(cfg, body)
+    assert r.ok and r.completion_tokens == 2000
+    times = d.core.plugins.get("queue-limit")._finish._times["tiny"]
+    assert set(times) == {1}
+    t, at = times[1]
+    assert 0 < t < end_s / 2000 * 2 and at > end_s - 2.0  # about its run time per token, sampled to the end

@@ -7,7 +7,7 @@ from collections import deque
 import pytest
 
 from controlplane.testing import make_context, make_requests, make_worker
-from controlplane.events import RequestFinished
+from controlplane.events import IterationTimed, RequestFinished
 from controlplane.types import RequestStatus, WorkerState
 from plugins.admission import QueueLimit
 
@@ -116,6 +116,30 @@ def test_max_finish_s_is_off_by_default_so_the_simulator_is_unchanged():
     plugin = QueueLimit()
     assert getattr(plugin.cp_on_event, marked, None) is None
     assert getattr(QueueLimit(QueueLimit.Settings(max_finish_s=5)).cp_on_event, marked, None) is not None
+
+
+def test_max_finish_s_times_a_lone_long_request_from_its_iterations():
+    """A live worker running one long request, nothing arriving or finishing for 120 s (past
+    ``iteration_horizon_s``): its iterations (``IterationTimed``) keep its time measured, so a
+    request arriving then is predicted, not refused as if nothing had been timed."""
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=8))
+    lone = make_requests(1, prefix="lone", model="default")[0]
+    lone.max_output_tokens, lone.output_tokens, lone.scheduled_s = 100_000, 0, 0.0
+    w = make_worker(running=[lone], max_num_seqs=1)
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 10
+    ctx = make_context(workers=[w], now_s=0.0)
+    assert "no iteration was timed yet" in plugin.cp_admit_request(ctx=ctx, request=new).reason  # a look
+    now = 0.0
+    for i in range(1200):  # 0.1 s an iteration: its reply, then the core counts its token
+        plugin.cp_on_event(ctx=ctx, event=IterationTimed(now + 0.1, w.worker_id, i, now, {}))
+        lone.output_tokens += 1
+        now += 0.1
+    assert plugin._finish.iteration_s("default", 1, now) == pytest.approx(0.1, rel=1e-9)
+    ctx = make_context(workers=[w], now_s=now)
+    d = plugin.cp_admit_request(ctx=ctx, request=new)  # waits for the lone request's 1-slot batch
+    assert d is not None and "predicted to finish in" in d.reason and "100 ms per iteration" in d.reason
+    plugin.cp_on_event(ctx=ctx, event=IterationTimed(now, "gone-0", 0, now - 0.1, {}))  # not a worker: no-op
 
 
 def _long_max_tokens_case(answer_tokens: int | None, answers: int = 20):

@@ -45,6 +45,23 @@ def test_looks_too_close_or_too_far_apart_time_nothing():
     assert ft2.iteration_s("default", 4, now) is None
 
 
+def test_looks_at_every_iteration_start_keep_a_lone_requests_time_fresh():
+    """Looks at each iteration's start (a live run's ``IterationTimed``): a sample every
+    ``SAMPLE_S`` or so, so the time never goes stale however long nothing else happens."""
+    ft = FinishTimes(horizon_s=10.0)
+    (lone,) = w_running = _running(1, max_tokens=10**6)
+    w = make_worker(running=w_running)
+    updated = []
+    for i in range(400):  # 40 s of 0.1 s iterations: four horizons
+        ft.look(w, i * 0.1)
+        lone.output_tokens += 1
+        updated.append(ft._times.get("default", {}).get(1, (None, None))[1])
+    stamps = sorted({u for u in updated if u is not None})
+    assert stamps[0] == pytest.approx(0.3) and stamps[-1] >= 39.6
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) <= 0.3 + 1e-9  # every SAMPLE_S, one iteration late at most
+    assert ft.iteration_s("default", 1, 40.0) == pytest.approx(0.1, rel=1e-9)
+
+
 def test_other_batch_sizes_bound_the_prediction():
     ft = FinishTimes()
     small = make_worker("default-0", running=_running(2))
