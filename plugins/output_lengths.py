@@ -10,8 +10,19 @@ factor (`plugins.finish_time`).
 So the lengths of the last ``window`` answers of each model are kept, and a request is expected
 to generate ``min(max_output_tokens, q-quantile of them)`` tokens, once at least ``min_finished``
 answers were seen; before that, its ``max_output_tokens`` as the most cautious guess. Counted are
-completed requests, and those cancelled or blocked after generating (a request cancelled at its
-timeout ran long: its length so far is a lower bound, still closer than leaving it out).
+completed requests and those blocked after generating (an output guardian checks the whole answer).
+
+A cancelled answer (the client's timeout, or it went away) is cut: its length so far is only a
+lower bound on its length. After an overload burst, many are cut after a few tokens because they
+waited, not because they were short; counted as their length, they would pull the quantile and
+the mean down, and the next predictions would be too optimistic just when they matter. So a
+cancelled answer is counted (as its length so far) only when that is at or above the current
+quantile: then it says something (the answer was at least that long, a long one) and counting it
+errs on the cautious side. Below the quantile, or before there is one (fewer than
+``min_finished`` answers), it is left out: all it says is "longer than a length answers often
+reach", which the window cannot use without a censored estimate. Leaving it out is exact when
+cutting is unrelated to length (a burst's waits) and slightly optimistic when long answers are the
+ones cut (those at or above the quantile are kept).
 
 The work queued ahead of a new request sums many such lengths, and a sum of ``n`` lengths is near
 ``n`` x their mean, not ``n`` x a high quantile: so the tokens still to generate by a waiting
@@ -40,6 +51,7 @@ from controlplane.types import RequestStatus
 __all__ = ["OutputLengths"]
 
 _COUNTED = (RequestStatus.COMPLETED, RequestStatus.CANCELLED, RequestStatus.BLOCKED)
+_CUT = RequestStatus.CANCELLED  # its length so far is a lower bound (see the module's docstring)
 
 
 class OutputLengths:
@@ -54,9 +66,14 @@ class OutputLengths:
         self._cached: dict[str | None, tuple | None] = {}  # model -> _stats, dropped on each finish
 
     def finished(self, request) -> None:
-        """Count ``request``'s answer (a request that never generated anything is not an answer)."""
+        """Count ``request``'s answer (a request that never generated anything is not an answer; a
+        cancelled one only at or above the current quantile)."""
         if request.status not in _COUNTED or request.output_tokens <= 0:
             return
+        if request.status is _CUT:
+            q = self.typical(request.model)
+            if q is None or request.output_tokens < q:
+                return
         lengths = self._lengths.get(request.model)
         if lengths is None:
             lengths = self._lengths[request.model] = deque(maxlen=self.window)

@@ -78,9 +78,37 @@ def test_only_requests_that_generated_are_counted():
     _answers(lengths, [7, 7], status=RequestStatus.FAILED)
     _answers(lengths, [0, 0], status=RequestStatus.CANCELLED)  # cancelled before its first token
     assert lengths.typical("default") is None
-    _answers(lengths, [300], status=RequestStatus.CANCELLED)  # at its timeout: a lower bound, kept
+    _answers(lengths, [300], status=RequestStatus.BLOCKED)  # by the output guardian: a whole answer
     _answers(lengths, [300])
     assert lengths.typical("default") == 300
+
+
+def test_a_burst_of_answers_cancelled_early_does_not_lower_the_expected_length():
+    """After an overload burst, answers cut at the client's timeout after a few tokens (they waited)
+    are lower bounds, not short answers: the quantile and the mean stay those of whole answers."""
+    lengths = OutputLengths(window=100, quantile=0.9, min_finished=20)
+    _answers(lengths, list(range(10, 410, 10)))  # 40 whole answers: 10..400
+    q, m = lengths.typical("default"), lengths.mean("default")
+    assert (q, m) == (360, 205)
+    _answers(lengths, [3] * 60 + [100] * 40, status=RequestStatus.CANCELLED)  # fills the window if kept
+    assert (lengths.typical("default"), lengths.mean("default")) == (q, m)
+    assert lengths.expected(_request(4096)) == 360
+    assert lengths.remaining(_request(4096)) == 205
+    # one cut at or above the quantile is informative (the answer was at least that long): kept
+    _answers(lengths, [360, 1000], status=RequestStatus.CANCELLED)
+    assert lengths.mean("default") == -(-(8200 + 360 + 1000) // 42)
+    assert lengths.mean("default", longer_than=400) == 1000
+
+
+def test_cancelled_answers_do_not_count_before_there_is_a_quantile():
+    """Cold start: cut answers alone never reach ``min_finished``, so a request still counts its
+    ``max_tokens`` (cautious) rather than the few tokens a burst's answers got before their timeout."""
+    lengths = OutputLengths(window=50, quantile=0.9, min_finished=20)
+    _answers(lengths, [5] * 50, status=RequestStatus.CANCELLED)
+    assert lengths.typical("default") is None
+    assert lengths.expected(_request(4096)) == 4096
+    _answers(lengths, [200] * 20)
+    assert lengths.typical("default") == 200
 
 
 @pytest.mark.parametrize("bad", [dict(window=0), dict(quantile=0), dict(quantile=1.5),
