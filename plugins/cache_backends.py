@@ -214,7 +214,10 @@ class RedisStore(CacheStore):
 
         self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                               redis.exceptions.BusyLoadingError, OSError)
+        from controlplane.storage.errors import mask_password
+
         self.url, self.namespace, self.retry_after_s = url, namespace, retry_after_s
+        self._shown_url = mask_password(url)  # what the log says: never the password (redis://:PASSWORD@host)
         self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                             socket_connect_timeout=socket_timeout_s)
         self._get_and_count = self._client.register_script(_GET_AND_COUNT)
@@ -243,11 +246,11 @@ class RedisStore(CacheStore):
             self.failures += 1
             if self._down_since is None:
                 _log().warning("Redis cache store at %s is unreachable (%s): serving misses until it is back",
-                            self.url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                            self._shown_url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             self._down_since = now if now is not None else 0.0
             return default
         if self._down_since is not None:
-            _log().info("Redis cache store at %s is reachable again", self.url)
+            _log().info("Redis cache store at %s is reachable again", self._shown_url)
             self._down_since = None
         return result
 

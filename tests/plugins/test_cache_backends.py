@@ -267,3 +267,17 @@ def test_only_a_simulated_run_gets_a_redis_namespace_of_its_own(shared_redis):
     scope_to_run(sim, Ctx("sim"))
     assert sim.namespace.count(":sim-") == 1  # once
     scope_to_run(memory, Ctx("sim"))  # in-process: nothing to do
+
+
+def test_a_redis_url_password_is_never_logged(caplog):
+    """An unreachable Redis store's warning names its URL with the password hidden."""
+    pytest.importorskip("redis")
+    from plugins.cache_backends import RedisStore
+
+    caplog.set_level(logging.INFO, logger="plugins.cache_backends")
+    store = RedisStore("redis://:hunter2@127.0.0.1:1/0")  # port 1: nothing listens there
+    assert store.get("k", now_s=0.0) is None
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "unreachable" in logged and "redis://:***@127.0.0.1:1/0" in logged
+    assert "hunter2" not in logged
+    store.close()
