@@ -258,10 +258,21 @@ def stored_config(config: RunConfig) -> dict[str, Any]:
 
 
 def without_password(config: dict[str, Any]) -> dict[str, Any]:
-    """A config's data with its ``storage.url`` password masked (a copy where there is one to mask)."""
+    """A config's data with the passwords of its URLs masked: ``storage.url`` and each plugin
+    setting named ``url`` or ``*_url`` (a Redis store's ``redis_url``); a copy where there is one."""
     from controlplane.storage.errors import mask_password
 
     storage = config.get("storage")
-    if not isinstance(storage, dict) or not isinstance(storage.get("url"), str):
-        return config
-    return {**config, "storage": {**storage, "url": mask_password(storage["url"])}}
+    if isinstance(storage, dict) and isinstance(storage.get("url"), str):
+        config = {**config, "storage": {**storage, "url": mask_password(storage["url"])}}
+    plugins = config.get("plugins")
+    if isinstance(plugins, dict) and isinstance(plugins.get("settings"), dict):
+        config = {**config, "plugins": {**plugins, "settings": _urls_masked(plugins["settings"], mask_password)}}
+    return config
+
+
+def _urls_masked(value: Any, mask: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: mask(v) if isinstance(v, str) and isinstance(k, str) and (k == "url" or k.endswith("_url"))
+            else _urls_masked(v, mask) for k, v in value.items()}

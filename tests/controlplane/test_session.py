@@ -19,6 +19,18 @@ def test_the_stored_config_hides_the_database_password():
     assert stored_config(make_config(storage={"url": "sqlite:///runs.db"}))["storage"]["url"] == "sqlite:///runs.db"
 
 
+def test_the_stored_config_hides_a_plugin_stores_redis_password():
+    from controlplane.session import stored_config
+    from controlplane.testing import make_config
+
+    store = {"backend": "redis", "redis_url": "redis://:hunter2@cache:6379/0"}
+    config = make_config(plugins={"enabled": ["exact-cache"], "settings": {"exact-cache": {"store": store}}})
+    stored = stored_config(config)
+    assert stored["plugins"]["settings"]["exact-cache"]["store"]["redis_url"] == "redis://:***@cache:6379/0"
+    assert "hunter2" not in str(stored)
+    assert config.plugins.settings["exact-cache"]["store"]["redis_url"] == store["redis_url"]  # (the run's own: kept)
+
+
 # --- latency_factories: what plugins register ---------------------------------------------------
 
 
