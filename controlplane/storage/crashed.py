@@ -7,9 +7,10 @@ time, under ``config["process"]``; the daemon adds its journal with :func:`claim
 :func:`mark_crashed_runs` marks ``crashed`` every ``running`` run claimed by a process of *this
 host* that is gone. It runs where a command opens a database: the reading commands (``runs
 list``, ``runs show``, ...; not on a read-only database), the start of every run (the replay's
-writer, the in-process recorder, a sweep) and the daemon's start. Runs of other hosts, runs of
-live processes and runs never claimed (rows from before claims existed) are never touched. A pid
-reused by an unrelated process is told apart by its start time.
+writer, the in-process recorder, a sweep) and the daemon's start. Runs of other hosts, of other
+PID namespaces (containers sharing the host name, as with host networking: their pids mean
+nothing here), runs of live processes and runs never claimed (rows from before claims existed)
+are never touched. A pid reused by an unrelated process is told apart by its start time.
 
 The crashed run's ``summary`` says what is in the database: ``requests_recorded`` (request rows
 written before the kill), and, from the run's journal of accepted requests
@@ -40,7 +41,7 @@ from sqlalchemy import Engine, func, select, update
 
 from controlplane.storage.journal import read_journal
 from controlplane.storage.models import Request, Run, Sweep
-from controlplane.storage.owner import process_alive, process_marker
+from controlplane.storage.owner import pid_namespace, process_alive, process_marker
 
 log = logging.getLogger("controlplane.storage")
 
@@ -126,6 +127,9 @@ def _dead_owner(owner: Any, host: str, alive: Callable[[int, int | None], bool])
     """Whether ``owner`` (a process marker) names a process of ``host`` that is gone."""
     if not isinstance(owner, dict) or owner.get("host") != host or not isinstance(owner.get("pid"), int):
         return False
+    ns = owner.get("pid_ns")
+    if ns is not None and ns != pid_namespace():
+        return False  # another container's pid (same host name, its own PID namespace): not ours to judge
     return not alive(owner["pid"], owner.get("start_ticks"))
 
 

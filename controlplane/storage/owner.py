@@ -9,7 +9,7 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["process_alive", "process_marker"]
+__all__ = ["pid_namespace", "process_alive", "process_marker"]
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -34,10 +34,21 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
+def pid_namespace() -> str | None:
+    """This process's PID namespace (``pid:[4026531836]``, Linux), or None. Containers that share
+    a host name (host networking) have PID namespaces of their own: a pid names a process only in
+    its namespace."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def process_marker(pid: int | None = None) -> dict[str, Any]:
-    """Who owns a run: this host, the pid and (where known) the process's start time."""
+    """Who owns a run: this host, the pid, (where known) the process's start time and the PID
+    namespace its pid is in."""
     pid = os.getpid() if pid is None else pid
-    return {"host": socket.gethostname(), "pid": pid, "start_ticks": _start_ticks(pid)}
+    return {"host": socket.gethostname(), "pid": pid, "start_ticks": _start_ticks(pid), "pid_ns": pid_namespace()}
 
 
 def process_alive(pid: int, start_ticks: int | None = None) -> bool:

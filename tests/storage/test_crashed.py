@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import Engine
 
 from controlplane.storage import RunRecorder, get_run
@@ -218,3 +219,40 @@ def test_only_sweeps_of_dead_processes_of_this_host_are_marked(engine: Engine) -
     assert rows["dead"].status == "crashed" and rows["dead"].finished_at is not None
     assert {n for n, r in rows.items() if r.status == "running"} == {"live", "other_host", "unclaimed"}
     assert mark_crashed_sweeps(engine) == []  # already marked: nothing more
+
+
+def test_a_live_run_of_another_pid_namespace_on_this_host_is_not_marked(tmp_path) -> None:
+    """A container sharing the host name (host networking) has pids of its own: its live run's pid
+    does not exist here, yet it is not crashed. Run in a real PID namespace (``unshare``)."""
+    import shutil
+
+    from controlplane.storage import make_engine
+    from controlplane.storage.db import ensure_schema
+
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-Urpf", "--mount-proc", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no unprivileged PID namespaces here")
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ensure_schema(make_engine(url))
+    owner = ("import sys, time\n"
+             "from datetime import datetime, timezone\n"
+             "from controlplane.storage import RunRecorder, make_engine\n"
+             "from controlplane.storage.owner import process_marker\n"
+             "with RunRecorder(make_engine(sys.argv[1])) as rec:\n"
+             "    rid = rec.start_run(name='x', mode='sim', trace=None, trace_format=None, seed=0,\n"
+             "                        config={'process': process_marker()}, plugins=[],\n"
+             "                        started_at=datetime.now(timezone.utc))\n"
+             "print(rid, flush=True)\n"
+             "sys.stdin.read()\n")  # alive until the test closes its stdin
+    proc = subprocess.Popen(["unshare", "-Urpf", "--mount-proc", sys.executable, "-c", owner, url],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = int(proc.stdout.readline())
+        engine = make_engine(url)
+        assert mark_crashed_runs(engine) == []  # its pid (1, most likely) names no process of it here
+        marker = get_run(engine, run_id)["config"]["process"]
+        assert marker.get("pid_ns") != process_marker().get("pid_ns") and marker["host"] == process_marker()["host"]
+        assert get_run(engine, run_id)["status"] == "running"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
