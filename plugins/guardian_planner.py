@@ -70,9 +70,10 @@ class GuardianPlanner(Plugin, ABC):
         super().__init__(settings)
         s = self.settings
         self._store = open_store(s.store, namespace=f"verdicts:{self.name}") if s.verdict_ttl_s > 0 else None
-        # request id -> (cache key, several guardians or tiers: their outcome decides) of a check in flight
-        # (and the key of its blocked answer, for an output check of a reproducible answer)
-        self._asked: dict[str, tuple[str, bool, str | None]] = {}
+        # (request id, stage) -> (cache key, several guardians or tiers: their outcome decides) of a check in
+        # flight (and the key of its blocked answer, for an output check of a reproducible answer); by stage:
+        # an async prompt check may still run when the answer's check starts
+        self._asked: dict[tuple[str, str], tuple[str, bool, str | None]] = {}
         self.cache_hits = 0
         if self._store is None and type(self).cp_on_event is GuardianPlanner.cp_on_event:
             self.cp_on_event = None  # nothing to learn from events: not an observer (it sees every event)
@@ -124,10 +125,10 @@ class GuardianPlanner(Plugin, ABC):
                 plan.reason = f"{plan.reason}; verdict cached within {self.settings.verdict_ttl_s:g} s"
                 return plan
             blocked = self._answer_key(request) if stage == "output" else None
-            self._asked[request.request_id] = (key, len(plan.names) > 1 or plan.then is not None, blocked)
+            self._asked[(request.request_id, stage)] = (key, len(plan.names) > 1 or plan.then is not None, blocked)
         backoff = self._saturated(ctx, plan)
         if backoff is not None:
-            self._asked.pop(request.request_id, None)
+            self._asked.pop((request.request_id, stage), None)
             return backoff
         return plan
 
@@ -188,18 +189,21 @@ class GuardianPlanner(Plugin, ABC):
             return
         if type(event) is RequestFinished:  # cancelled, failed or refused: its checks were dropped, no verdict comes
             if event.request.status in GONE:
-                self._asked.pop(event.request.request_id, None)
+                self._asked.pop((event.request.request_id, "input"), None)
+                self._asked.pop((event.request.request_id, "output"), None)
             return
         if type(event) is not Decision:
             return
-        asked = self._asked.get(event.subject)
+        p = event.payload or {}
+        check = (event.subject, p.get("stage") or "output")  # a request's input and output checks may overlap (async)
+        asked = self._asked.get(check)
         if asked is None:
             return
         key, multi, blocked = asked
-        action, p = event.action, event.payload or {}
+        action = event.action
         if action != ("guardian_outcome" if multi else "guardian_verdict") or (multi and not p.get("final")):
             return  # not this check's last word (one guardian of several, or a tier before the last)
-        del self._asked[event.subject]
+        del self._asked[check]
         if p.get("verdict") in ("pass", "block"):
             value = {"verdict": p["verdict"], "score": p.get("score"), "guardian": p.get("guardian"),
                      "reason": event.reason}

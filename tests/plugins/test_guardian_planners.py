@@ -260,10 +260,23 @@ def test_a_request_that_ends_without_its_verdicts_leaves_nothing_behind():
     for status in (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED, RequestStatus.COMPLETED):
         r = Request(f"r-{status.value}", 0.0, 12, 8, prompt=f"prompt {status.value}")
         plan = planner.cp_guardian_plan(ctx, r, "input")
-        assert plan is not None and plan.check and r.request_id in planner._asked
+        assert plan is not None and plan.check and (r.request_id, "input") in planner._asked
         r.status = status
         planner.cp_on_event(ctx, RequestFinished(1.0, r))
-        ended[status] = r.request_id in planner._asked
+        ended[status] = (r.request_id, "input") in planner._asked
     # gone: dropped; completed: its verdict may still come (an async check after the reply)
     assert ended == {RequestStatus.CANCELLED: False, RequestStatus.FAILED: False, RequestStatus.REJECTED: False,
                      RequestStatus.COMPLETED: True}
+
+
+def test_an_async_prompt_checks_verdict_is_cached_as_the_prompts_not_the_answers():
+    # async: the prompt's check is still running when the answer's starts; each verdict is cached under
+    # its own stage (the prompt's verdict was stored as the answer's, and the answer's own was dropped)
+    plugins = {**_guard(), "settings": {"sampled-guardian": {"rate": 1.0, "mode": "async", "verdict_ttl_s": 600.0,
+                                                             "stages": ["input", "output"]}}}
+    res = replay_with(trace=_repeats([0.0, 20.0]), plugins=plugins, sim={"guardian_latency_s": 5.0})
+    r0 = [(d.action, d.payload["stage"]) for d in res.decisions if d.subject == "r0" and d.action.startswith("guardian")]
+    assert r0 == [("guardian_check", "input"), ("guardian_check", "output"),  # both in flight at once
+                  ("guardian_verdict", "input"), ("guardian_verdict", "output")]
+    r1 = [(d.action, d.payload.get("stage")) for d in res.decisions if d.subject == "r1" and d.action.startswith("guardian")]
+    assert r1 == [("guardian_cached", "input"), ("guardian_cached", "output")]  # within the TTL: no check
