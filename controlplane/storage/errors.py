@@ -22,7 +22,7 @@ class StorageError(RuntimeError):
 def mask_password(url: str) -> str:
     """``url`` with the password of its user (``//user:password@``) replaced by ``***`` (a password
     may hold ``/`` or ``@``: the credentials end at the last ``@``), and so is a ``password=`` in its
-    query string (libpq and psycopg take the password there too)."""
+    query string (libpq and psycopg take the password there too), and an ``sslpassword=``."""
     url = _QUERY_PASSWORD.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
@@ -31,7 +31,7 @@ def mask_password(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&]*", re.IGNORECASE)  # (sslpassword: the client key's)
 
 
 def database_error(exc: BaseException, url: str | None = None) -> StorageError:

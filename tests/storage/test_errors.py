@@ -63,6 +63,7 @@ def test_sqlite_that_cannot_open_its_file_says_where_to_look():
     ("postgresql://u@h/d?password=s3cret", "postgresql://u@h/d?password=***"),  # libpq's query parameter
     ("postgresql://u@h/d?sslmode=require&PASSWORD=s3&x=1", "postgresql://u@h/d?sslmode=require&PASSWORD=***&x=1"),
     ("postgresql://u:pw@h/d?password=s3", "postgresql://u:***@h/d?password=***"),
+    ("postgresql://u@h/d?sslmode=require&sslpassword=k3y", "postgresql://u@h/d?sslmode=require&sslpassword=***"),
 ])
 def test_mask_password(url, masked):
     assert mask_password(url) == masked
