@@ -122,13 +122,13 @@ class ControlLoop:
             decision, plugin = self._decide("cp_scale", model, scaling.workers, scaling)
             if decision is None:
                 continue
-            if decision.next_start_s is not None or model in self.__dict__.get("_next_start", ()):
-                self.__dict__.setdefault("_next_start", {})[model] = decision.next_start_s  # `_no_worker_for`
             if decision.model != model:  # another model's answer: the policy's error, not applied to this one
                 self._monitor.record(plugin or "core", "cp_scale", ValueError(
                     f"asked to scale {model!r}, returned a ScaleDecision for {decision.model!r}; not applied"))
                 self.calls.drain_errors()
                 continue
+            if decision.next_start_s is not None or model in self.__dict__.get("_next_start", ()):
+                self.__dict__.setdefault("_next_start", {})[model] = decision.next_start_s  # `_no_worker_for`
             if decision.target_replicas != scaling.num_ready + scaling.num_starting or decision.advisory:
                 self._autoscale(scaling, decision, plugin)
             elif steady is not None and type(decision) is SteadyScaleDecision:

@@ -17,10 +17,10 @@ ERROR = "could not start: OSError: no file named model.safetensors\n  in /models
 class Run:
     """A one-model run whose workers start only when told (`WorkerReady` / `WorkerFailed` by hand)."""
 
-    def __init__(self, replicas: int = 1) -> None:
+    def __init__(self, replicas: int = 1, *plugins: Any) -> None:
         self.log = EventLog()
         cfg = make_config(cluster={"models": [{"name": "m", "replicas": replicas}], "max_retries": 2})
-        self.core = RunSession(cfg, mode="live", record=False, extra_plugins=[self.log]).core
+        self.core = RunSession(cfg, mode="live", record=False, extra_plugins=[*plugins, self.log]).core
         self.actions: list[Any] = list(self.core.start())
 
     def handle(self, event: Any) -> list[Any]:
@@ -153,3 +153,22 @@ def test_the_refusal_says_when_to_retry_the_next_tick_or_the_autoscalers_backoff
     assert run.started()[-1] == w1
     held = run.arrive("q1", 2.1)
     assert held.status is RequestStatus.REJECTED and abs(held.retry_after_s - (1.5 + 5.0 - 2.1)) < 1e-9
+
+
+def test_a_scale_decision_for_another_model_does_not_set_this_models_retry_after():
+    from controlplane import Plugin, hookimpl
+    from controlplane.decisions import ScaleDecision
+
+    class Confused(Plugin):
+        name = "confused-scaler"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):  # another model's answer, with a far next start
+            return ScaleDecision("other", 1, "keyed by the wrong name", next_start_s=ctx.now_s + 500.0)
+
+    run = Run(1, Confused())
+    (w0,) = run.started()
+    run.handle(ev.WorkerFailed(0.5, w0, ERROR))
+    run.handle(ev.Tick(1.0))  # the confused answer: recorded as the plugin's error, not applied
+    refused = run.arrive("q0", 1.1)
+    assert refused.status is RequestStatus.REJECTED and refused.retry_after_s == 1.0  # one tick, not 500 s
