@@ -43,11 +43,12 @@ Only the run time and the cluster view are read: the same in both modes.
 
 On the replica where it would finish soonest, a request with ``L`` tokens to generate finishes at
 
-    start + L x t(B),   B = the batch it joins: running + waiting + 1, at most the batch limit
+    start + L x t(B),   B = the batch it joins: running + waiting + 1, at most the slots (below)
     start = 0 when a batch slot is free for it and every waiting request ahead of it, else
-          = t(limit) x (tokens still to generate by the running and waiting requests) / limit
+          = t(B) x (tokens still to generate by the running and waiting requests) / slots
 
-(the work ahead spread over the batch's slots). ``L`` and the tokens still to generate are what
+(the work ahead spread over the batch's slots: ``max_num_seqs``, or fewer where the free KV blocks hold
+fewer requests of this one's size beside the running ones). ``L`` and the tokens still to generate are what
 each request is expected to take (`plugins.output_lengths`): its ``max_output_tokens`` at most;
 once enough answers finished, ``L`` a high quantile of their lengths (one long answer makes this
 request late) and the work ahead their mean (a sum of many lengths is near their count times the
@@ -147,10 +148,13 @@ class FinishTimes:
     def _predict_on(self, w, request, now_s: float) -> Prediction:
         self.look(w, now_s)
         free = w.max_num_seqs - len(w.running)
+        slots = w.max_num_seqs  # how many requests run at once: the batch limit, or what the KV cache holds
         if w.has_kv_budget:  # free slots are bounded by free KV blocks too
-            free = min(free, w.num_free_kv_blocks // max(1, w.blocks_for(request.prompt_tokens)))
+            fits = w.num_free_kv_blocks // max(1, w.blocks_for(request.prompt_tokens))
+            free = min(free, fits)
+            slots = min(slots, len(w.running) + fits)
         waits = len(w.waiting) >= free
-        batch = min(w.max_num_seqs, len(w.running) + len(w.waiting) + 1)
+        batch = max(1, min(slots, len(w.running) + len(w.waiting) + 1))
         token_s = self.iteration_s(w.model, batch, now_s)
         idle = not w.running and not w.waiting
         tokens = self.lengths.expected(request)
@@ -160,5 +164,5 @@ class FinishTimes:
         if waits:
             ahead = sum(self.lengths.remaining(r) for r in w.running)
             ahead += sum(self.lengths.remaining(r) for r in w.waiting)
-            start = token_s * ahead / max(1, w.max_num_seqs)
+            start = token_s * ahead / max(1, slots)
         return Prediction(start + token_s * tokens, w.worker_id, token_s, waits, idle, tokens)

@@ -150,6 +150,21 @@ def test_the_prediction_spreads_the_work_ahead_over_the_batch_slots():
     assert abs(p.finish_s - (0.1 * 360 / 4 + 0.1 * 10)) < 1e-6
 
 
+def test_where_the_kv_cache_holds_fewer_requests_than_the_batch_limit_the_work_ahead_runs_on_fewer_slots():
+    ft = FinishTimes()
+    running = _running(2, tokens=50)
+    w = make_worker(running=running, max_num_seqs=8, num_kv_blocks=40, kv_block_size=16)
+    w.num_kv_blocks_used = 40  # the two running requests hold the whole cache: 2 run at once, not 8
+    now = _timed(ft, w, 0.1)  # 60 of 100 tokens made now
+    w.waiting = deque(_running(2, max_tokens=100))
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 10
+    p = ft.predict([w], new, now + 0.01)[0]
+    assert p.waits
+    # ahead: 2 x 40 running + 2 x 100 waiting = 280 tokens over the 2 requests the cache holds
+    assert abs(p.finish_s - (0.1 * 280 / 2 + 0.1 * 10)) < 1e-6
+
+
 def test_no_time_yet_and_idle_replicas_are_marked():
     ft = FinishTimes()
     new = make_requests(1, prefix="new", model="default")[0]
