@@ -78,6 +78,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 #: Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``) unless the URL says
 #: otherwise (``?connect_timeout=N``).
 CONNECT_TIMEOUT_S = 10
+_LIBPQ_DRIVERS = ("postgresql+psycopg", "postgresql+psycopg2")  # drivers taking libpq's connect_timeout
 
 
 def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
@@ -102,7 +103,7 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     kwargs: dict[str, Any] = {"json_serializer": jsoncodec.dumps}
     if not is_sqlite:
         kwargs["pool_pre_ping"] = True
-    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+    if parsed.drivername in _LIBPQ_DRIVERS and "connect_timeout" not in parsed.query:
         # A host that drops packets would hang each connection attempt for the OS's TCP timeout (~2 min).
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     kwargs.update(engine_kwargs)
