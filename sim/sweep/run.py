@@ -147,8 +147,10 @@ def run_sweep(
         status = "interrupted"
         raise SweepInterrupted(sweep_id, result.skipped + result.ran, result.total) from exc
     finally:
-        finish_sweep(engine, sweep_id, status)
-        lock.release()
-        if own_engine:
-            engine.dispose()
+        try:
+            finish_sweep(engine, sweep_id, status)
+        finally:  # even when the database refuses that write: the lock's connection and the engine are let go
+            lock.release()
+            if own_engine:
+                engine.dispose()
     return result

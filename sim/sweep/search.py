@@ -25,6 +25,8 @@ full trace, or, stopped early, by its estimate.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import time
 from collections.abc import Callable
@@ -247,6 +249,13 @@ def search(
         for c in scan.skipped():
             c.stage = "skipped"  # estimated above the best's cost: not replayed
         status = "finished"
+    except BaseException as exc:  # the sweep row says how it ended (not left `running`); the error goes on
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                finish_sweep(engine, sweep_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                             {"error": f"{type(exc).__name__}: {exc}"})
+            engine.dispose()
+        raise
     finally:
         if not isinstance(backend, Backend):
             back.close()

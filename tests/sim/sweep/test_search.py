@@ -103,3 +103,24 @@ def test_a_candidate_whose_run_raises_is_rejected_with_its_error():
     failed = [c for c in result["rejected_cheaper"] if "error" in c]
     assert {c["overrides"]["cluster.models.0.replicas"] for c in failed} == {1, 4}  # both nonsense candidates
     assert all("Input should be 'vllm' or 'sarathi'" in c["error"] and c["attainment"] == 0 for c in failed)
+
+
+def test_a_search_that_raises_leaves_its_sweep_failed_not_running(tmp_path):
+    import pytest
+
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import list_sweeps
+    from sim.sweep.backends import Backend
+
+    class Broken(Backend):  # the backend dies mid-search (a worker pool lost, say)
+        def run(self, tasks, traces):
+            raise OSError("the pool's workers are gone")
+            yield  # (a generator, like every backend's run)
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with pytest.raises(OSError, match="workers are gone"):
+        search(load_spec(data=SPEC), target=TARGET, backend=Broken(), db_url=url)
+    engine = make_engine(url)
+    (sweep,) = list_sweeps(engine)
+    engine.dispose()
+    assert sweep["status"] == "failed"  # was left `running` (then listed `crashed` by the next command)
