@@ -158,6 +158,8 @@ class RunRecorder(RecorderSpills):
             run_id, failure = self._attempt(write)
             if failure is not None:
                 raise StorageError(f"could not start run in {describe_url(self.engine)}: {failure.error}")
+            if not self._backlog.chunks and not self._backlog.files:
+                self.outage.ended()  # written, and nothing else waits: an outage its retries rode out is over
             self.run_id = run_id
             return run_id
 

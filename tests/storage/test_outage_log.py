@@ -108,3 +108,29 @@ def test_an_outage_that_spills_says_so_once(tmp_path: Path, caplog: pytest.LogCa
     assert len(back) == 1 and "240 rows written late" in back[0] and "rows spilled and written back" in back[0], back
     rec.close()
     engine.dispose()
+
+
+def test_an_outage_that_start_run_rides_out_is_said_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The database is locked when the run starts; its retries outlast the lock and nothing else was
+    # pending: the outage's end is logged at once, not only after a later flush with rows.
+    path = tmp_path / "runs.db"
+    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.01})
+    upgrade(engine)
+    time = FakeTime()
+    lock = WriteLock(path)
+
+    def sleep(seconds: float) -> None:  # the first backoff outlasts the lock
+        time.sleep(seconds)
+        lock.close()
+
+    rec = RunRecorder(engine, max_retries=3, retry_backoff_s=0.5, spill_dir=tmp_path / "spill", sleep=sleep, clock=time)
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    try:
+        start_run(rec)
+    finally:
+        lock.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert any("is unavailable" in m for m in messages), messages
+    assert "is back after" in messages[-1] and not rec.outage.active, messages
+    rec.close()
+    engine.dispose()
