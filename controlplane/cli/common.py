@@ -182,6 +182,15 @@ def resolve_db(url: str | None) -> str:
     return load_config().storage.url
 
 
+def db_option(url: str, default: str) -> tuple[str, str]:
+    """(`` --db URL`` for a command line that follows a run stored in ``url``, empty in the default
+    database; a note to end the line with when the URL's password is shown as ``***``, else empty)."""
+    if url == default:
+        return "", ""
+    shown = mask_password(url)
+    return f" --db {shown}", (" (the password is shown as ***: put yours back)" if shown != url else "")
+
+
 def fmt_value(v: object) -> str:
     if v is None:
         return "-"

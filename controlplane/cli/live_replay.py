@@ -94,7 +94,7 @@ def live_replay(
             n = write_canonical(result.served, save_trace, columns=columns)
         if not json_out:
             common.out.print(f"wrote the {n:,} requests as served to {save_trace}", highlight=False)
-    _report(result, path, json_out, mask_password(cfg.storage.url))
+    _report(result, path, json_out, cfg.storage.url, type(cfg.storage).model_fields["url"].default)
     if result.summary.get("error"):
         raise typer.Exit(1)
 
@@ -160,7 +160,7 @@ def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], s
                               on_progress=lambda n, _submitted, t: bar.update(task, completed=n, t=t))
 
 
-def _report(result: Any, path: Path, json_out: bool, url: str) -> None:
+def _report(result: Any, path: Path, json_out: bool, url: str, default_url: str) -> None:
     summary = {**result.summary, "live_replay": {
         "submitted": result.submitted, "late_s": result.late_s,
         "rejected": [{"request_id": r.request_id, "reason": r.reason} for r in result.rejected]}}
@@ -177,5 +177,6 @@ def _report(result: Any, path: Path, json_out: bool, url: str) -> None:
     if result.late_s > 1.0:
         common.err.print(f"[yellow]the replay fell behind the trace by up to {result.late_s:.1f} s[/] (this "
                          "process could not submit at the trace's pace)", highlight=False)
-    common.out.print(f"stored in {url} as run {result.run_id}; `controlplane runs show {result.run_id}`, "
-                     f"`controlplane calibrate {result.run_id} --db {url} --profile GRID -o profile.json`")
+    db, note = common.db_option(url, default_url)  # (the run is in this database, not the default one)
+    common.out.print(f"stored in {mask_password(url)} as run {result.run_id}; `controlplane runs show {result.run_id}"
+                     f"{db}`, `controlplane calibrate {result.run_id}{db} --profile GRID -o profile.json`{note}")

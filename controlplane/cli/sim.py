@@ -231,10 +231,9 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     from controlplane.storage.errors import mask_password
 
     url = mask_password(cfg.storage.url)  # (never the password: the line goes to logs and terminals)
-    default = type(cfg.storage).model_fields["url"].default
-    db = "" if cfg.storage.url == default else f" --db {url}"  # (the run is in this database, not the default)
+    db, note = common.db_option(cfg.storage.url, type(cfg.storage).model_fields["url"].default)  # (not the default)
     common.out.print(f"stored in {url} as run {summary.get('run_id')}; "
-                     f"see `controlplane runs show {summary.get('run_id')}{db}`")
+                     f"see `controlplane runs show {summary.get('run_id')}{db}`{note}")
     if summary.get("num_plugin_errors"):
         common.err.print(f"[yellow]{summary['num_plugin_errors']:,} plugin errors[/] (each isolated, the next policy "
                          f"decided): `controlplane runs show {summary.get('run_id')}` lists them with their first "

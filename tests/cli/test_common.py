@@ -45,3 +45,12 @@ def test_a_read_only_role_on_an_old_schema_is_told_who_must_upgrade_it(pg_url, p
     assert (":***@127.0.0.1:5432/" in result.stderr and f"its schema is at revision ['0002'], not {SCHEMA_HEAD}, "
             "and this role may not upgrade it (InsufficientPrivilege: permission denied for schema public); upgrade "
             "it once as a role that owns its tables (`controlplane db upgrade --db URL`)") in result.stderr
+
+
+def test_the_db_option_after_a_run_names_its_database_without_the_password():
+    default = "sqlite:///controlplane.db"
+    assert common.db_option(default, default) == ("", "")
+    assert common.db_option("sqlite:///other.db", default) == (" --db sqlite:///other.db", "")
+    option, note = common.db_option("postgresql+psycopg://me:Sekrit@db:5432/runs", default)
+    assert option == " --db postgresql+psycopg://me:***@db:5432/runs" and "Sekrit" not in option + note
+    assert note == " (the password is shown as ***: put yours back)"

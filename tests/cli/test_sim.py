@@ -28,7 +28,10 @@ def test_the_stored_line_hides_the_password_and_names_the_database(pg_url):  # n
     assert result.exit_code == 0, result.output
     assert "Sekrit68" not in result.output
     shown = url.replace(":Sekrit68@", ":***@")
-    assert f"stored in {shown} as run 1; see `controlplane runs show 1 --db {shown}`" in result.stdout
+    assert (f"stored in {shown} as run 1; see `controlplane runs show 1 --db {shown}` (the password is shown as "
+            "***: put yours back)") in result.stdout
+    plain = CliRunner().invoke(app, ["sim", "replay", "--limit", "20", "--db", pg_url])  # no password: nothing to say
+    assert plain.exit_code == 0 and "put yours back" not in plain.stdout
 
 
 def test_the_default_database_needs_no_db_option(tmp_path, monkeypatch):
