@@ -177,9 +177,14 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
                 f"registered: {', '.join(sorted(factories)) or 'none (is builtin-latency-models enabled?)'}"
             )
         try:
-            models[d.name] = factory(**d.latency)
+            model = factory(**d.latency)
         except (TypeError, ValueError, LookupError) as exc:
             raise ConfigError(f"cluster.models[{d.name}].latency: {exc}") from None
+        if not isinstance(model, LatencyModel):  # (a plugin's factory; the run would fail at its first batch)
+            raise ConfigError(f"cluster.models[{d.name}].latency_model: the factory registered as "
+                              f"{d.latency_model!r} returned {type(model).__name__}, not a LatencyModel "
+                              "(sim.latency.base.LatencyModel)")
+        models[d.name] = model
     return models
 
 

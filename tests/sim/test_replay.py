@@ -59,6 +59,22 @@ def test_without_the_latency_model_plugin_the_error_says_so():
         replay(make_trace(2), make_config(plugins={"enabled": enabled}), record=False)
 
 
+def test_a_registered_factory_that_returns_no_latency_model_is_a_config_error_naming_the_deployment():
+    from controlplane import Plugin, hookimpl
+
+    class Seconds(Plugin):  # a factory returning a number (a fixed iteration time), not a LatencyModel
+        name = "seconds-latency"
+
+        @hookimpl
+        def cp_register_latency_models(self, register):
+            register("fixed", lambda **settings: 0.02)
+
+    config = make_config(cluster={"models": [{"name": "default", "latency_model": "fixed"}]})
+    with pytest.raises(ConfigError, match=r"cluster\.models\[default\]\.latency_model: the factory registered as "
+                                          r"'fixed' returned float, not a LatencyModel"):
+        replay(make_trace(2), config, record=False, extra_plugins=[Seconds()])
+
+
 def test_each_deployment_gets_its_own_latency_model():
     from controlplane.session import RunSession
 
