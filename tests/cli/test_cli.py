@@ -25,14 +25,7 @@ BUILTINS = ("queue-limit", "exact-cache", "least-loaded", "round-robin", "contin
             "static-memory", "sampled-guardian", "builtin-latency-models")
 
 
-@pytest.fixture(autouse=True)
-def _wide_consoles(monkeypatch):
-    """Rich wraps at 80 columns when not on a terminal; tables and paths must stay on one line."""
-    for console in (common.out, common.err):
-        monkeypatch.setattr(console, "_width", 400)
-    for key in list(os.environ):
-        if key.startswith("CONTROLPLANE_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("wide_consoles", "no_controlplane_env")
 
 
 @pytest.fixture

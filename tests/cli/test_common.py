@@ -10,13 +10,9 @@ from controlplane.storage import upgrade
 from controlplane.storage.db import SCHEMA_HEAD
 from tests.storage.conftest import pg_admin, pg_reader, pg_url  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("wide_consoles")]
 
 
-@pytest.fixture(autouse=True)
-def _wide_consoles(monkeypatch):
-    for console in (common.out, common.err):
-        monkeypatch.setattr(console, "_width", 400)
 
 
 def _cli(*args: str):

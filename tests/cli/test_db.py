@@ -6,15 +6,12 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from controlplane.cli import app, common
+from controlplane.cli import app
 from controlplane.storage import head_revisions, make_engine, upgrade
 from tests.storage.conftest import db_url, pg_admin, pg_url, sqlite_url  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(autouse=True)
-def _wide_consoles(monkeypatch):
-    for console in (common.out, common.err):
-        monkeypatch.setattr(console, "_width", 400)
+pytestmark = pytest.mark.usefixtures("wide_consoles")
 
 
 def _cli(*args: str):

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from controlplane.cli import app, common
+from controlplane.cli import app
 from tests.storage.conftest import pg_admin, pg_url  # noqa: F401 (fixtures)
 
-
-@pytest.fixture(autouse=True)
-def _wide_consoles(monkeypatch):
-    for console in (common.out, common.err):
-        monkeypatch.setattr(console, "_width", 400)
-    for key in list(os.environ):
-        if key.startswith("CONTROLPLANE_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("wide_consoles", "no_controlplane_env")
 
 
 @pytest.mark.postgres

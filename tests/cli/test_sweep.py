@@ -8,14 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 import sim.sweep
-from controlplane.cli import app, common
+from controlplane.cli import app
 from sim.sweep.run import SweepInterrupted
 
 
-@pytest.fixture(autouse=True)
-def _wide_consoles(monkeypatch):
-    for console in (common.out, common.err):
-        monkeypatch.setattr(console, "_width", 400)
+pytestmark = pytest.mark.usefixtures("wide_consoles")
 
 
 def test_ctrl_c_during_a_sweep_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
