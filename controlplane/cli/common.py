@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -15,13 +16,29 @@ from controlplane.storage.errors import StorageError, database_error, mask_passw
 #: ``__getattr__``): ``controlplane sim replay --json`` prints nothing through rich and so does
 #: not import it. Modules on that path refer to them as ``common.out`` / ``common.err``.
 _CONSOLES: dict[str, dict[str, Any]] = {"out": {}, "err": {"stderr": True}}
+#: Width of a console whose stream is not a terminal (a pipe, a file) when ``COLUMNS`` is unset:
+#: rich would wrap every table at 80 columns there, which folds a decision timeline's reasons and
+#: signals into a column of a few letters per line.
+PIPE_WIDTH = 160
+
+
+def _console_options(name: str) -> dict[str, Any]:
+    options = dict(_CONSOLES[name])
+    stream = sys.stderr if options.get("stderr") else sys.stdout
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        terminal = False
+    if not terminal and not os.environ.get("COLUMNS"):
+        options["width"] = PIPE_WIDTH
+    return options
 
 
 def __getattr__(name: str) -> Any:
     if name in _CONSOLES:
         from rich.console import Console
 
-        console = globals()[name] = Console(**_CONSOLES[name])
+        console = globals()[name] = Console(**_console_options(name))
         return console
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

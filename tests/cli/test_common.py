@@ -50,3 +50,25 @@ def test_the_db_option_after_a_run_names_its_database_without_the_password():
     option, note = common.db_option("postgresql+psycopg://me:Sekrit@db:5432/runs", default)
     assert option == " --db postgresql+psycopg://me:***@db:5432/runs" and "Sekrit" not in option + note
     assert note == " (the password is shown as ***: put yours back)"
+
+
+def test_a_console_on_a_pipe_is_wide_unless_columns_says_otherwise(monkeypatch):
+    """Piped output (``runs show --timeline | less``) gets PIPE_WIDTH, not rich's 80 columns;
+    ``COLUMNS`` still decides when set; a terminal keeps rich's own width."""
+    import io
+
+    from controlplane.cli import common
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert common._console_options("out")["width"] == common.PIPE_WIDTH
+    monkeypatch.setenv("COLUMNS", "100")
+    assert "width" not in common._console_options("out")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("COLUMNS")
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert "width" not in common._console_options("err")
