@@ -96,8 +96,8 @@ def replay(
     db: Annotated[Optional[str], typer.Option(help=common.DB_OPTION_HELP)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON). Default: "
-                                                   "the built-in defaults; with no trace either, the bundled "
-                                                   "sim/data/default_replay.yaml (SLO planner, cold starts).")] = None,
+                                                   "the bundled sim/data/default_replay.yaml (Llama-3-8B on "
+                                                   "A100s, SLO planner, cold starts).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
     window_start: Annotated[Optional[float], typer.Option(help="Keep requests arriving at or after this second.")] = None,
@@ -189,12 +189,12 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         from controlplane.config import load_config
 
     with user_errors():
-        if config is None and trace is None:  # the first replay: a realistic cluster that scales to its SLO
+        if config is None:  # a realistic cluster that scales to its SLO, for the bundled trace or the user's
             from sim.traces.bundled import bundled_default_config_path
 
             config = bundled_default_config_path()
             if not json_out:
-                common.err.print(f"[dim]no --config and no trace: using the bundled run config {config} "
+                common.err.print(f"[dim]no --config: using the bundled run config {config} "
                                  "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
         _configure_writer(writer, cfg)

@@ -1,4 +1,5 @@
-"""`controlplane sim replay` and the library's `sim.replay.replay` give the same run for the same arguments."""
+"""`controlplane sim replay` and the library's `sim.replay.replay` give the same run for the same arguments (the
+CLI's default run config, `sim/data/default_replay.yaml`, passed to the library by path)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from controlplane.config import load_config
 from controlplane.storage import export_rows, get_run, make_engine
 from sim.replay import TraceTransforms, replay
 from sim.traces import bundled_trace_path, read_trace
+from sim.traces.bundled import bundled_default_config_path
+
+CONFIG = bundled_default_config_path()  # what the CLI uses without --config
 
 VOLATILE = {"run_id", "wall_s", "started_at", "finished_at"}
 
@@ -46,7 +50,7 @@ def test_cli_and_library_give_the_same_run_for_the_same_transforms_and_seed(tmp_
     cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
     s_cli = cli_summary(trace, "--format", "azure", "--seed", 7, "--window-start", 60, "--speed-up", 2,
                         "--rate-scale", 1.5, "--limit", 500, "--db", cli_db)
-    result = replay(read_trace(trace, "azure"), load_config(None, {"seed": 7, "storage": {"url": lib_db}}),
+    result = replay(read_trace(trace, "azure"), load_config(CONFIG, {"seed": 7, "storage": {"url": lib_db}}),
                     transforms=TraceTransforms(window_start_s=60, speed_up=2, rate_scale=1.5, limit=500))
     assert s_cli["num_requests"] == 500
     assert any(".r" in line.split(",")[0] for line in exported(lib_db, 1).splitlines())  # rate scaling copied some
@@ -64,11 +68,11 @@ def test_a_synthetic_arrival_trace_is_read_with_the_runs_seed_in_both(tmp_path):
     cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
     s_cli = cli_summary(path, "--format", "vidur", "--qps", 3, "--arrival", "gamma", "--seed", 4, "--rate-scale", 0.7,
                         "--db", cli_db)
-    result = replay(path, load_config(None, {"seed": 4, "storage": {"url": lib_db}}), trace_format="vidur",
+    result = replay(path, load_config(CONFIG, {"seed": 4, "storage": {"url": lib_db}}), trace_format="vidur",
                     trace_options={"qps": 3, "arrival": "gamma"}, transforms=TraceTransforms(rate_scale=0.7))
     assert stable(result.summary) == stable(s_cli) and result.trace_format == "vidur"
     assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
-    other = replay(path, load_config(None, {"seed": 5}), record=False, trace_format="vidur",
+    other = replay(path, load_config(CONFIG, {"seed": 5}), record=False, trace_format="vidur",
                    trace_options={"qps": 3, "arrival": "gamma"}, transforms=TraceTransforms(rate_scale=0.7))
     assert other.summary["num_requests"] != s_cli["num_requests"] or stable(other.summary) != stable(s_cli)
 
@@ -82,9 +86,9 @@ def test_the_transforms_seed_replaces_the_runs_seed_for_the_trace_only(tmp_path)
     cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
     s_cli = cli_summary(trace, "--seed", 3, "--rate-scale", 0.5, "--limit", 200, "--db", cli_db)
     # Run seed 9, trace seed 3: the requests of the CLI's seed-3 run; trace seed 9: others.
-    same = replay(trace, load_config(None, {"seed": 9, "storage": {"url": lib_db}}), trace_format="azure",
+    same = replay(trace, load_config(CONFIG, {"seed": 9, "storage": {"url": lib_db}}), trace_format="azure",
                   transforms=TraceTransforms(rate_scale=0.5, limit=200, seed=3))
-    other = replay(trace, load_config(None, {"seed": 9, "storage": {"url": lib_db}}), trace_format="azure",
+    other = replay(trace, load_config(CONFIG, {"seed": 9, "storage": {"url": lib_db}}), trace_format="azure",
                    transforms=TraceTransforms(rate_scale=0.5, limit=200))
     assert request_ids(lib_db, same.run_id) == request_ids(cli_db, s_cli["run_id"])
     assert request_ids(lib_db, other.run_id) != request_ids(cli_db, s_cli["run_id"])
@@ -97,7 +101,7 @@ def test_bad_transforms_fail_before_a_run_is_stored(tmp_path):
     result = CliRunner().invoke(app, ["sim", "replay", "--speed-up", "0", "--db", url])
     assert result.exit_code == 2 and "speed_up factor must be a finite number > 0" in result.output
     with pytest.raises(ValueError, match="rate_scale factor"):
-        replay(bundled_trace_path(), load_config(None, {"storage": {"url": url}}),
+        replay(bundled_trace_path(), load_config(CONFIG, {"storage": {"url": url}}),
                transforms=TraceTransforms(rate_scale=-1))
     assert not (tmp_path / "runs.db").exists() or list_runs(make_engine(url)) == []
 
@@ -110,15 +114,15 @@ def test_repeat_plays_the_file_again_for_each_copy_in_the_cli_and_the_library(tm
     s_cli = cli_summary(path, "--format", "vidur", "--qps", 2, "--seed", 3, "--repeat", 3, "--rate-scale", 1.5,
                         "--db", cli_db)
     transforms = TraceTransforms(repeat=3, rate_scale=1.5)
-    result = replay(path, load_config(None, {"seed": 3, "storage": {"url": lib_db}}), trace_format="vidur",
+    result = replay(path, load_config(CONFIG, {"seed": 3, "storage": {"url": lib_db}}), trace_format="vidur",
                     trace_options={"qps": 2}, transforms=transforms)
     assert stable(result.summary) == stable(s_cli)
     assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
     ids = request_ids(lib_db, result.run_id)
-    once = replay(path, load_config(None, {"seed": 3}), record=False, trace_format="vidur",
+    once = replay(path, load_config(CONFIG, {"seed": 3}), record=False, trace_format="vidur",
                   trace_options={"qps": 2}).summary
     assert once["num_requests"] == 120 and sum(i.endswith(".c2") for i in ids) >= 100  # the third copy, mostly unscaled
     assert len(set(ids)) == len(ids) == s_cli["num_requests"] > 2.5 * 120
     assert s_cli["sim_span_s"] > 2.9 * once["sim_span_s"]
     with pytest.raises(ValueError, match="can be read again"):  # a one-pass stream cannot be repeated
-        replay(read_trace(bundled_trace_path(), "azure"), load_config(None, {}), record=False, transforms=transforms)
+        replay(read_trace(bundled_trace_path(), "azure"), load_config(CONFIG, {}), record=False, transforms=transforms)
