@@ -1,4 +1,9 @@
-"""Errors users see: each says what is wrong and where (config key, plugin, file/line)."""
+"""Errors users see: each says what is wrong and where (config key, plugin, file/line), and the
+one wording of the hint naming what a misspelt name was probably meant as (`did_you_mean`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class ControlPlaneError(Exception):
@@ -22,3 +27,13 @@ class ReplayInterrupted(KeyboardInterrupt):
         super().__init__(run_id, num_arrived)
         self.run_id = run_id
         self.num_arrived = num_arrived
+
+
+def did_you_mean(name: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """``" (did you mean 'a' or 'b'?)"``: the ``choices`` that ``name`` (a key, plugin, hook, setting,
+    field...) is probably a typo of, up to three, closest first; ``""`` when none is close. The
+    caller's message says what was wrong and where, and lists the valid choices where it helps."""
+    import difflib  # only when a message is made: every process imports this module
+
+    close = difflib.get_close_matches(name, sorted(set(choices)), n=3, cutoff=cutoff)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""

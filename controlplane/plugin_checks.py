@@ -6,7 +6,6 @@ an ``observes`` that is not a tuple of event types, a ``Settings`` that would ta
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -15,28 +14,22 @@ import pluggy
 from pydantic import BaseModel
 
 from controlplane import hookspecs
-from controlplane.errors import PluginError
+from controlplane.errors import PluginError, did_you_mean
 from controlplane.plugin import is_withdrawn
 
 #: The names of every hook (``cp_...``) the specs define.
 HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("cp_"))
 
 
-def with_suggestion(name: str, available: Iterable[str]) -> str:
-    """``'name'``, and the installed plugin it is probably a typo of."""
-    close = difflib.get_close_matches(name, list(available), n=1)
-    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
-
-
-def hook_suggestions(pm: pluggy.PluginManager) -> str:
-    """For each hook implemented but not specified (a typo), the spec name it is probably meant as."""
-    tips = []
+def unknown_hooks(pm: pluggy.PluginManager) -> str:
+    """Each hook implemented but not specified (a typo), with its plugin and the spec name it is
+    probably meant as: ``'cp_form_batches' in plugin 'x' (did you mean 'cp_form_batch'?)``."""
+    found = []
     for name, caller in sorted(vars(pm.hook).items()):
         if getattr(caller, "spec", True) is None:
-            close = difflib.get_close_matches(name, sorted(HOOK_NAMES), n=1)
-            if close:
-                tips.append(f"{name!r}: did you mean {close[0]!r}?")
-    return f" ({'; '.join(tips)})" if tips else ""
+            plugins = ", ".join(repr(impl.plugin_name) for impl in caller.get_hookimpls())
+            found.append(f"{name!r} in plugin {plugins}{did_you_mean(name, HOOK_NAMES)}")
+    return "; ".join(found)
 
 
 def check_marked(plugin_name: str, attr: str, fn: Any) -> None:

@@ -19,16 +19,15 @@ import pluggy
 from pydantic import ValidationError
 
 from controlplane import hookspecs
-from controlplane.errors import ConfigError, ControlPlaneError, PluginError
+from controlplane.errors import ConfigError, ControlPlaneError, PluginError, did_you_mean
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin
 from controlplane.plugin_checks import (
     check_marked,
     check_observes,
     check_settings_class,
-    hook_suggestions,
     register,
-    with_suggestion,
+    unknown_hooks,
 )
 
 ENTRY_POINT_GROUP = "controlplane"
@@ -329,8 +328,9 @@ def build_plugin_set(
         enabled = [n for n in enabled if n in allowed]
     unknown = [n for n in enabled if n not in available]
     if unknown:
-        named = [with_suggestion(n, available) for n in unknown]
-        how = "" if all("did you mean" in n for n in named) else (
+        hints = [did_you_mean(n, available) for n in unknown]
+        named = [f"{n!r}{hint}" for n, hint in zip(unknown, hints)]
+        how = "" if all(hints) else (
             f" (a plugin is found by name through the entry-point group {ENTRY_POINT_GROUP!r} of an installed "
             "distribution: pip install your package; see docs/plugins.md#registering-a-plugin)")
         raise ConfigError(
@@ -364,7 +364,7 @@ def build_plugin_set(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin implements a hook that does not exist: {exc}{hook_suggestions(pm)}") from None
+        raise PluginError(f"a plugin implements a hook that does not exist: {unknown_hooks(pm) or exc}") from None
     if os.environ.get(TRACE_ENV):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()

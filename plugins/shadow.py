@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
+from controlplane.errors import did_you_mean
 from controlplane.plugin_manager import discover_plugins, instantiate
 
 
@@ -51,7 +52,8 @@ class ShadowScaling(Plugin):
             found = discover_plugins()
             for name in policies:
                 if name not in found:
-                    raise ValueError(f"unknown plugin {name!r}; installed: {', '.join(sorted(found))}")
+                    raise ValueError(f"unknown plugin {name!r}{did_you_mean(name, found)}; "
+                                     f"installed: {', '.join(sorted(found))}")
                 if not callable(getattr(found[name].target, "cp_scale", None)):
                     raise ValueError(f"{name!r} is not an autoscaler (no cp_scale)")
             return policies

@@ -21,7 +21,7 @@ import numpy as np
 
 from controlplane import timings
 from controlplane.config import RunConfig
-from controlplane.errors import ConfigError, ReplayInterrupted
+from controlplane.errors import ConfigError, ReplayInterrupted, did_you_mean
 from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
@@ -173,7 +173,8 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
         factory = factories.get(d.latency_model)
         if factory is None:
             raise ConfigError(
-                f"cluster.models[{d.name}].latency_model: unknown latency model {d.latency_model!r}; "
+                f"cluster.models[{d.name}].latency_model: unknown latency model {d.latency_model!r}"
+                f"{did_you_mean(d.latency_model, factories)}; "
                 f"registered: {', '.join(sorted(factories)) or 'none (is builtin-latency-models enabled?)'}"
             )
         try:

@@ -14,11 +14,12 @@ client echoes back from an earlier answer) are not reported.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
 
 from pydantic import BaseModel
+
+from controlplane.errors import did_you_mean
 
 __all__ = ["HEADER", "IgnoredFields", "ignored_fields"]
 
@@ -71,8 +72,8 @@ class IgnoredFields:
             if name in known:  # stream_options without stream
                 what, hint = "request field", " (used only with stream: true)"
             else:
-                close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
-                what, hint = "unknown request field", f" (did you mean {close[0]!r}?)" if close else ""
+                # a close cutoff: clients send fields of newer APIs, not only typos
+                what, hint = "unknown request field", did_you_mean(name, known, cutoff=0.8)
             log.warning("%s: ignoring the %s '%s'%s; responses name it in %s (logged once per field name)",
                         endpoint, what, _printable(name), hint, HEADER)
         if full:  # a client sending made-up names cannot grow the memory or flood the log

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from controlplane.errors import did_you_mean
+
 from .base import LatencyModel
 
 __all__ = ["BUILTIN_LATENCY_MODELS", "LazyFactory", "make_latency_model"]
@@ -77,7 +79,8 @@ def make_latency_model(name: str, **settings: Any) -> LatencyModel:
     try:
         factory = BUILTIN_LATENCY_MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown latency model {name!r}; valid: {sorted(BUILTIN_LATENCY_MODELS)}") from None
+        raise ValueError(f"unknown latency model {name!r}{did_you_mean(name, BUILTIN_LATENCY_MODELS)}; "
+                         f"valid: {sorted(BUILTIN_LATENCY_MODELS)}") from None
     params = _parameters(factory)
     unknown = sorted(set(settings) - set(params))
     if unknown:

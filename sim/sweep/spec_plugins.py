@@ -9,11 +9,10 @@ installed names (or the plugin's settings) it is probably a typo of.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from controlplane.errors import ConfigError
+from controlplane.errors import ConfigError, did_you_mean
 from controlplane.plugin import Plugin
 from controlplane.plugin_manager import PluginInfo, discover_plugins
 
@@ -78,9 +77,6 @@ def _strings(values: Iterable[Any]) -> Iterator[str]:
 
 
 def _suggest(name: str, choices: Iterable[str], what: str) -> str:
-    """``" (did you mean 'x'?)"`` from the close matches, else the whole list."""
+    """The close ``choices`` (`did_you_mean`), else the whole list."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=3)
-    if close:
-        return f" (did you mean {' or '.join(map(repr, close))}?)"
-    return f"; {what}: {', '.join(choices) or 'none'}"
+    return did_you_mean(name, choices) or f"; {what}: {', '.join(choices) or 'none'}"

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from controlplane.errors import did_you_mean
+
 from ._io import PathLike, base_suffix, empty_file, open_text
 from .azure import read_azure
 from .canonical import read_canonical
@@ -146,11 +148,13 @@ def read_trace(path: PathLike, format: str | None = None, *,
     fmt = detect_format(path) if format is None else format
     spec = _READERS.get(fmt)
     if spec is None:
-        raise ValueError(f"unknown trace format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+        raise ValueError(f"unknown trace format {fmt!r}{did_you_mean(str(fmt), FORMATS)}; "
+                         f"valid formats: {', '.join(FORMATS)}")
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         valid = ", ".join(spec.options + ("on_error",))
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for trace format {fmt!r}; "
+        named = ", ".join(f"{o!r}{did_you_mean(o, spec.options + ('on_error',))}" for o in unknown)
+        raise ValueError(f"unknown option(s) {named} for trace format {fmt!r}; "
                          f"valid options: {valid}")
     sink = ErrorSink(on_error)
     kwargs: dict[str, Any] = dict(options)

@@ -60,6 +60,13 @@ def test_bad_shadow_settings_name_the_key():
         replay_with(trace=make_trace(5), config=cfg)
 
 
+def test_a_misspelt_shadow_policy_suggests_the_installed_one():
+    cfg = make_config(plugins={"enabled": ["shadow", *BASE, "fixed-replicas"],
+                               "settings": {"shadow": {"policies": ["slo-planer"]}}})
+    with pytest.raises(ConfigError, match=r"unknown plugin 'slo-planer' \(did you mean 'slo-planner'\?\); installed: "):
+        replay_with(trace=make_trace(5), config=cfg)
+
+
 class _Broken:
     def cp_scale(self, ctx, model, scaling):
         raise RuntimeError("boom")

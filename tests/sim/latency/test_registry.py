@@ -40,3 +40,14 @@ def test_a_replay_on_a_factory_that_is_not_callable_is_a_config_error():
     with pytest.raises(ConfigError, match=r"cluster\.models\[default\]\.latency: latency model factory 'math:pi' "
                                           r"is a float, not callable"):
         replay_with(Pi(), trace=make_trace(2), cluster={"models": [{"name": "default", "latency_model": "pi"}]})
+
+
+def test_a_misspelt_latency_model_suggests_the_registered_one():
+    from controlplane.testing import replay_with, make_trace
+    from sim.latency.registry import make_latency_model
+
+    with pytest.raises(ConfigError, match=r"cluster\.models\[default\]\.latency_model: unknown latency model "
+                                          r"'rooflin' \(did you mean 'roofline'\?\); registered: "):
+        replay_with(trace=make_trace(2), cluster={"models": [{"name": "default", "latency_model": "rooflin"}]})
+    with pytest.raises(ValueError, match=r"unknown latency model 'lineer' \(did you mean 'linear'\?\); valid: "):
+        make_latency_model("lineer")

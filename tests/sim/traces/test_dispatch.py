@@ -40,6 +40,11 @@ def test_unknown_format_and_option(write):
         read_trace(p, "csv")
     with pytest.raises(ValueError, match=r"unknown option\(s\) 'spread' for trace format 'azure'; valid options: on_error"):
         read_trace(p, spread="none")
+    with pytest.raises(ValueError, match=r"unknown trace format 'azur' \(did you mean 'azure'\?\); valid formats: azure,"):
+        read_trace(p, "azur")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'on_eror' \(did you mean 'on_error'\?\), 'spread' for "
+                                         r"trace format 'azure'; valid options: on_error"):
+        read_trace(p, on_eror="skip", spread="none")
     with pytest.raises(ValueError, match="unknown on_error 'ignore'"):
         read_trace(p, on_error="ignore")
 
