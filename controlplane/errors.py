@@ -14,6 +14,16 @@ class ConfigError(ControlPlaneError, ValueError):
     """Invalid configuration; the message names the key."""
 
 
+class SettingsError(ConfigError):
+    """A plugin's settings failed its ``Settings`` validation; ``problems`` holds each bad key's
+    ``(dotted key under plugins.settings.<plugin>, message)`` for callers that say where the value
+    came from (a sweep spec)."""
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 class PluginError(ControlPlaneError):
     """A plugin could not be found, loaded or registered."""
 

@@ -19,9 +19,9 @@ import pluggy
 from pydantic import ValidationError
 
 from controlplane import hookspecs
-from controlplane.errors import ConfigError, ControlPlaneError, PluginError, did_you_mean
+from controlplane.errors import ConfigError, ControlPlaneError, PluginError, SettingsError, did_you_mean
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
-from controlplane.plugin import Plugin
+from controlplane.plugin import Plugin, PluginSettings
 from controlplane.plugin_checks import (
     check_marked,
     check_observes,
@@ -281,19 +281,30 @@ def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None, *, key
     """Validate a plugin's settings and create its per-run instance. ``key`` is where the settings
     are in the config, for errors (default ``plugins.settings.<name>``; a plugin that makes others
     from its own settings, `shadow`, gives theirs)."""
+    settings = validated_settings(info, raw_settings, key=key)
+    target = info.target
+    if settings is not None:
+        return _started(info.name, target, settings)
+    return _started(info.name, target) if isinstance(target, type) else target
+
+
+def validated_settings(info: PluginInfo, raw_settings: Mapping[str, Any] | None, *,
+                       key: str | None = None) -> PluginSettings | None:
+    """A plugin's ``Settings`` from ``raw_settings`` as a run validates them before creating it
+    (`ConfigError` naming each bad key under ``key``); None for a plugin without settings."""
     key = key or f"plugins.settings.{info.name}"
     target = info.target
     if isinstance(target, type) and issubclass(target, Plugin):
         check_settings_class(info.name, target.Settings)
         try:
-            settings = target.Settings(**(raw_settings or {}))
+            return target.Settings(**(raw_settings or {}))
         except ValidationError as exc:
-            lines = [f"{'.'.join([key, *map(str, err['loc'])])}: {err['msg']}" for err in exc.errors()]
-            raise ConfigError("invalid plugin settings:\n  " + "\n  ".join(lines)) from None
-        return _started(info.name, target, settings)
+            problems = tuple((".".join(map(str, err["loc"])), err["msg"]) for err in exc.errors())
+            lines = [f"{'.'.join(filter(None, [key, loc]))}: {msg}" for loc, msg in problems]
+            raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines), problems) from None
     if raw_settings:
         raise ConfigError(f"{key}: this plugin takes no settings")
-    return _started(info.name, target) if isinstance(target, type) else target
+    return None
 
 
 def _started(name: str, cls: type, *args: Any) -> object:
@@ -307,20 +318,10 @@ def _started(name: str, cls: type, *args: Any) -> object:
         raise PluginError(f"plugin {name!r} failed to start: {type(exc).__name__}: {exc}") from exc
 
 
-def build_plugin_set(
-    enabled: Sequence[str],
-    settings: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
-    extra: Iterable[object] = (),
-    available: Mapping[str, PluginInfo] | None = None,
-) -> PluginSet:
-    """Create a plugin manager with the ``enabled`` plugins, first listed = first asked.
-
-    ``extra`` objects (the run's recorder, progress bar, test plugins) are registered too, after
-    the named plugins, so they are asked first.
-    """
-    settings = dict(settings or {})
-    available = dict(available if available is not None else discover_plugins())
+def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
+                         available: Mapping[str, PluginInfo]) -> list[str]:
+    """The ``enabled`` plugins a run loads (the allow-list, `ALLOW_ENV`, applied), after refusing
+    (`ConfigError`) one that is not installed, one listed twice, and settings of one not enabled."""
     configured = list(enabled)
     allow = os.environ.get(ALLOW_ENV)
     if allow:
@@ -346,6 +347,24 @@ def build_plugin_set(
         raise ConfigError(
             f"plugins.settings: settings given for plugin(s) not enabled: {', '.join(map(repr, stray))}"
         )
+    return list(enabled)
+
+
+def build_plugin_set(
+    enabled: Sequence[str],
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    extra: Iterable[object] = (),
+    available: Mapping[str, PluginInfo] | None = None,
+) -> PluginSet:
+    """Create a plugin manager with the ``enabled`` plugins, first listed = first asked.
+
+    ``extra`` objects (the run's recorder, progress bar, test plugins) are registered too, after
+    the named plugins, so they are asked first.
+    """
+    settings = dict(settings or {})
+    available = dict(available if available is not None else discover_plugins())
+    enabled = checked_plugin_names(enabled, settings, available)
 
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)

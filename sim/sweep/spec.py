@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from controlplane.config import RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from sim.sweep.spec_plugins import check_plugin_names
+from sim.sweep.spec_settings import check_plugin_settings
 
 __all__ = ["Point", "RangeSpec", "SearchSettings", "SweepSpec", "TraceSpec", "apply_dotted", "load_spec",
            "point_key"]
@@ -327,4 +328,5 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
     for overrides in spec.points()[:1] + spec.points()[-1:]:
         loaded.run_config(overrides, spec.seeds[0])  # a bad key fails now, not in a worker
     check_plugin_names(spec.space, loaded.base_config, where)  # an unknown plugin or setting too
+    check_plugin_settings(loaded, where)  # and every point's settings values, as its run would check them
     return loaded

@@ -86,7 +86,7 @@ def test_a_sweep_with_a_failed_run_exits_1_having_stored_and_shown_every_run(tmp
     import json
 
     spec = tmp_path / "spec.yaml"
-    spec.write_text("trace: {limit: 20}\nspace:\n  plugins.settings.continuous-batching.policy: [vllm, nonsense]\n")
+    spec.write_text("trace: {limit: 20}\nspace:\n  cluster.models.0.latency_model: [linear, nonsense]\n")
     result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "serial", "--no-progress",
                                       "--db", f"sqlite:///{tmp_path / 'runs.db'}"] + (["--json"] if json_out else []))
     assert result.exit_code == 1, result.output
@@ -104,8 +104,10 @@ def test_a_sweep_with_a_failed_run_exits_1_having_stored_and_shown_every_run(tmp
     ("  plugins.settings.continuous-batching.polcy: [vllm, sarathi]\n",
      "space.plugins.settings.continuous-batching.polcy",
      "plugin 'continuous-batching' has no setting 'polcy' (did you mean 'policy'?)"),
-], ids=["plugin", "setting"])
-def test_an_unknown_plugin_or_setting_in_the_space_is_refused_before_any_run(tmp_path, command, space, key, problem):
+    ("  cluster.models.0.replicas: [1, 2]\n  plugins.settings.continuous-batching.policy: [vllm, sarathi, sarathy]\n",
+     "space.plugins.settings.continuous-batching.policy[2] = 'sarathy'", "Input should be 'vllm' or 'sarathi'"),
+], ids=["plugin", "setting", "value"])
+def test_an_unknown_plugin_or_setting_or_a_bad_value_in_the_space_is_refused_before_any_run(tmp_path, command, space, key, problem):
     spec = tmp_path / "spec.yaml"
     spec.write_text("trace: {limit: 20}\nspace:\n" + space)
     db = tmp_path / "runs.db"

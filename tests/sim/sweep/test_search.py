@@ -96,13 +96,12 @@ def test_search_cli_ends_with_one_json_line(tmp_path):
 def test_a_candidate_whose_run_raises_is_rejected_with_its_error():
     spec = {**SPEC, "trace": {"format": "azure", "limit": 400},
             "space": {"cluster.models.0.replicas": [1, 4],
-                      "plugins.settings.continuous-batching.policy": ["vllm", "nonsense"]}}
+                      "cluster.models.0.latency_model": ["roofline", "nonsense"]}}  # refused when a run starts
     result = search(load_spec(data=spec), target=0.5, backend="serial").as_dict()
-    assert result["best"] is not None and result["best"]["overrides"]["plugins.settings.continuous-batching.policy"] \
-        == "vllm"
+    assert result["best"] is not None and result["best"]["overrides"]["cluster.models.0.latency_model"] == "roofline"
     failed = [c for c in result["rejected_cheaper"] if "error" in c]
     assert {c["overrides"]["cluster.models.0.replicas"] for c in failed} == {1, 4}  # both nonsense candidates
-    assert all("Input should be 'vllm' or 'sarathi'" in c["error"] and c["attainment"] == 0 for c in failed)
+    assert all("unknown latency model 'nonsense'" in c["error"] and c["attainment"] == 0 for c in failed)
 
 
 def test_a_search_that_raises_leaves_its_sweep_failed_not_running(tmp_path):

@@ -172,11 +172,11 @@ def test_the_sweep_table_and_run_columns_exist_after_migration(tmp_path):
 def test_a_point_whose_run_raises_is_stored_failed_and_the_sweep_goes_on(tmp_path):
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     loaded = load_spec(data={"trace": {"limit": 60},
-                             "space": {"plugins.settings.continuous-batching.policy": ["vllm", "nonsense"]}})
+                             "space": {"cluster.models.0.latency_model": ["linear", "nonsense"]}})  # refused by the run
     result = run_sweep(loaded, db, backend="pool", workers=2)
     assert result.ran == 2 and len(result.failed) == 1
     (error,) = result.failed.values()
-    assert "plugins.settings.continuous-batching.policy" in error
+    assert "cluster.models[default].latency_model: unknown latency model 'nonsense'" in error
     engine = make_engine(db)
     with engine.connect() as conn:
         statuses = sorted(r[0] for r in conn.execute(select(Run.status)))
