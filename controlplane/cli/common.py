@@ -171,7 +171,7 @@ def _open_read_only(url: str, path: Any) -> Any:
     """A read-only engine on the SQLite file ``path`` (nothing is written, not even its schema's
     upgrade: a schema not at head is an error saying so)."""
     from controlplane.storage import make_engine
-    from controlplane.storage.db import SCHEMA_HEAD, recorded_revisions, read_only_sqlite_url
+    from controlplane.storage.db import SCHEMA_HEAD, read_only_sqlite_url, recorded_revisions, unreadable_wal
 
     engine = make_engine(read_only_sqlite_url(path))
     try:
@@ -180,6 +180,11 @@ def _open_read_only(url: str, path: Any) -> Any:
         revisions = recorded_revisions(engine)
     except Exception as exc:
         engine.dispose()
+        if _database_failure(exc) and unreadable_wal(path):
+            raise StorageError(f"{url}: cannot be read read-only: its {path.name}-wal file holds writes not yet in "
+                               f"{path.name}, and SQLite reads them only with a {path.name}-shm file, which it may not "
+                               "make in this read-only folder; read it where the folder can be written (copy the file "
+                               "with its -wal), or have a process that may write it open and close it once") from None
         if _database_failure(exc):
             raise StorageError(f"{url}: cannot be read read-only ({path} or its folder is not writable): "
                                f"{database_error(exc)}") from None

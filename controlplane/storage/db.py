@@ -144,14 +144,29 @@ def sqlite_read_only(path: Path) -> bool:
 
 
 def read_only_sqlite_url(path: Path) -> str:
-    """A SQLite URI that reads ``path`` without writing anything next to it: ``mode=ro`` where its
-    ``-wal`` and ``-shm`` files exist (SQLite then reads through them), else ``immutable=1`` (no
-    lock, no ``-shm``: for a copy nothing writes meanwhile)."""
+    """A SQLite URI that reads ``path`` and writes nothing into it: ``mode=ro``, plus ``immutable=1``
+    only where its folder may not be written and it has no ``-wal`` file.
+
+    ``immutable=1`` turns off SQLite's locking and change detection and ignores a ``-wal`` file:
+    rows written there (a ``-wal`` without its ``-shm``, a writer that appears meanwhile) would be
+    missed. It is needed only where SQLite could not make the ``-wal``/``-shm`` files a WAL reader
+    uses (a read-only folder), and is safe only there and without a ``-wal`` (nothing that can make
+    the journal a writer needs can be writing). Elsewhere ``mode=ro`` reads through the WAL (in a
+    writable folder SQLite may leave ``-wal``/``-shm`` files next to the database; a ``-wal`` without
+    ``-shm`` in a read-only folder cannot be read at all: an error, not missing rows)."""
     from urllib.parse import quote
 
     path = path.resolve()
-    wal = all(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
-    return f"sqlite+pysqlite:///file:{quote(str(path))}?mode=ro{'' if wal else '&immutable=1'}&uri=true"
+    immutable = not os.access(path.parent, os.W_OK) and not Path(f"{path}-wal").exists()
+    return f"sqlite+pysqlite:///file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}&uri=true"
+
+
+def unreadable_wal(path: Path) -> bool:
+    """Whether ``path`` has a ``-wal`` file without its ``-shm`` in a folder this process may not
+    write: SQLite cannot read it read-only (it would have to make the ``-shm``)."""
+    path = path.resolve()
+    return (Path(f"{path}-wal").exists() and not Path(f"{path}-shm").exists()
+            and not os.access(path.parent, os.W_OK))
 
 
 def sqlite_path(engine: Engine) -> Path | None:

@@ -191,13 +191,18 @@ def test_reading_commands_work_on_a_database_in_a_read_only_folder(tmp_path: Pat
         rec.finish_run(run_id, status="finished", summary={"num_requests": 0}, finished_at=datetime.now(timezone.utc),
                        wall_s=0.0, sim_end_s=0.0)
     engine.dispose()
-    assert "immutable=1" in read_only_sqlite_url(db)  # closed cleanly: no -wal/-shm to read through
+    assert "immutable=1" not in read_only_sqlite_url(db)  # (this process may write the folder)
     folder.chmod(0o555)
     db.chmod(0o444)
     try:
         def cli(*args: str) -> subprocess.CompletedProcess:
             return subprocess.run(_as_unprivileged([sys.executable, "-m", "controlplane.cli", *args]), cwd=tmp_path,
                                   capture_output=True, text=True, timeout=120)
+
+        url = subprocess.run(_as_unprivileged([sys.executable, "-c", "from pathlib import Path; from controlplane."
+                                               f"storage.db import read_only_sqlite_url as u; print(u(Path({str(db)!r})))"]),
+                             capture_output=True, text=True, timeout=60)
+        assert "mode=ro&immutable=1" in url.stdout, url.stderr  # a read-only folder and no -wal: nothing can write
 
         probe = subprocess.run(_as_unprivileged([sys.executable, "-c", "import os, sys; "
                                                  f"sys.exit(os.access({str(folder)!r}, os.W_OK))"]))
@@ -247,3 +252,74 @@ def test_a_postgresql_server_that_never_answers_fails_the_connection_in_time(mon
             assert limit * 0.8 <= took < limit * 2 + 3, (url, took)
     finally:
         silent.close()
+
+
+def _wal_without_shm(tmp_path: Path) -> Path:
+    """A copy of a stored run's database whose last write (the run renamed 'late') is only in its
+    ``-wal`` file, with no ``-shm`` beside it (copied while a writer held it open, or left by a
+    writer killed after a crash that removed the ``-shm``)."""
+    import shutil
+    import sqlite3
+
+    from controlplane.storage import RunRecorder, upgrade
+
+    src = tmp_path / "src" / "runs.db"
+    engine = make_engine(f"sqlite:///{src}")
+    upgrade(engine)
+    with RunRecorder(engine) as rec:
+        run_id = rec.start_run(name="kept", mode="sim", trace=None, trace_format=None, seed=1, config={}, plugins=[],
+                               started_at=datetime.now(timezone.utc))
+        rec.finish_run(run_id, status="finished", summary={"num_requests": 0}, finished_at=datetime.now(timezone.utc),
+                       wall_s=0.0, sim_end_s=0.0)
+    engine.dispose()
+    writer = sqlite3.connect(src, isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE run SET name = 'late'")
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        shutil.copy(src, copy / "runs.db")
+        shutil.copy(f"{src}-wal", copy / "runs.db-wal")
+    finally:
+        writer.close()
+    assert sorted(p.name for p in copy.iterdir()) == ["runs.db", "runs.db-wal"]
+    return copy / "runs.db"
+
+
+def _run_names(url: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(select(Run.name)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_a_wal_without_its_shm_is_read_through_not_ignored(tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    from controlplane.storage.db import read_only_sqlite_url
+
+    db = _wal_without_shm(tmp_path)
+    ignoring = f"sqlite+pysqlite:///file:{quote(str(db))}?mode=ro&immutable=1&uri=true"
+    assert _run_names(ignoring) == ["kept"]  # (what immutable=1 reads: the rename, only in the -wal, is missed)
+    url = read_only_sqlite_url(db)
+    assert "immutable" not in url
+    assert _run_names(url) == ["late"]
+
+
+def test_a_wal_without_its_shm_in_a_read_only_folder_is_one_error_line_not_missing_rows(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = _wal_without_shm(tmp_path)
+    db.parent.chmod(0o555)
+    try:
+        result = subprocess.run(_as_unprivileged([sys.executable, "-m", "controlplane.cli", "runs", "list", "--db",
+                                                  f"sqlite:///{db}"]), capture_output=True, text=True, timeout=120)
+    finally:
+        db.parent.chmod(0o755)
+    assert result.returncode == 2 and "kept" not in result.stdout, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "runs.db-wal file holds writes not yet in runs.db" in result.stderr, \
+        result.stderr
+    assert sorted(p.name for p in db.parent.iterdir()) == ["runs.db", "runs.db-wal"]  # nothing written next to it
