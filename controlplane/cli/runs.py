@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from controlplane.cli.common import DB_OPTION_HELP, fmt_value, open_stored_runs, out, user_errors, working
+from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.summary_table import compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -17,17 +17,32 @@ app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_he
 DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)]
 
 
+def _status(value: str | None) -> str | None:
+    from controlplane.errors import did_you_mean
+    from controlplane.storage.columns import RUN_STATUSES
+
+    if value is None or value in RUN_STATUSES:
+        return value
+    raise typer.BadParameter(f"unknown status {value!r}{did_you_mean(value, RUN_STATUSES)}; "
+                             f"statuses: {', '.join(sorted(RUN_STATUSES))}")
+
+
+StatusOpt = Annotated[Optional[str], typer.Option(
+    "--status", callback=_status, help="Only those of this status: running, finished, failed, interrupted, crashed.")]
+
+
 def _engine(db: str | None):
     return open_stored_runs(db)
 
 
 @app.command("list")
-def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20) -> None:
-    """List recent runs."""
+def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+          status: StatusOpt = None) -> None:
+    """List recent runs (--status crashed: those whose process was killed)."""
     from controlplane.storage import list_runs
 
     with user_errors():
-        rows = list_runs(_engine(db), limit=limit)
+        rows = list_runs(_engine(db), limit=limit, status=status)
     t = Table(header_style="bold")
     for col in ("id", "name", "mode", "status", "trace", "requests", "completed", "e2e p50 (s)", "started"):
         t.add_column(col, no_wrap=col in ("id", "status"))  # (on a narrow terminal the others give way)
@@ -39,16 +54,19 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
         )
     out.print(t)
+    if not rows:
+        err.print(f"no {status} runs stored" if status else "no runs stored", highlight=False)
 
 
 @app.command()
-def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20) -> None:
+def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20,
+           status: StatusOpt = None) -> None:
     """List recent sweeps and searches: status (``crashed``: its process was killed; run the same
-    spec again to resume it) and runs finished."""
+    spec again to resume a sweep, or to start a search afresh) and runs finished."""
     from controlplane.storage import list_sweeps
 
     with user_errors():
-        rows = list_sweeps(_engine(db), limit=limit)
+        rows = list_sweeps(_engine(db), limit=limit, status=status)
     t = Table(header_style="bold")
     for col in ("id", "name", "kind", "status", "runs finished", "created", "ended"):
         t.add_column(col, no_wrap=col in ("id", "status"))
@@ -57,6 +75,8 @@ def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How
                   f"{r['runs_finished']}/{r['num_runs'] if r.get('num_runs') is not None else '?'}",
                   *(r[k].strftime("%Y-%m-%d %H:%M:%S") if r.get(k) else "-" for k in ("created_at", "finished_at")))
     out.print(t)
+    if not rows:
+        err.print(f"no {status} sweeps or searches stored" if status else "no sweeps or searches stored", highlight=False)
 
 
 @app.command()

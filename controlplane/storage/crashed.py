@@ -144,8 +144,8 @@ def mark_crashed_sweeps(
     host = socket.gethostname() if host is None else host
     marked: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        rows = conn.execute(select(Sweep.id, Sweep.spec).where(Sweep.status == "running")).all()
-    for sweep_id, spec in rows:
+        rows = conn.execute(select(Sweep.id, Sweep.spec, Sweep.kind).where(Sweep.status == "running")).all()
+    for sweep_id, spec, kind in rows:
         owner = spec.get("process") if isinstance(spec, dict) else None
         if not _dead_owner(owner, host, alive):
             continue
@@ -154,10 +154,16 @@ def mark_crashed_sweeps(
                                 .values(status="crashed", finished_at=datetime.now(timezone.utc))).rowcount
             stored = conn.execute(select(func.count()).select_from(Run)
                                   .where(Run.sweep_id == sweep_id, Run.status == "finished")).scalar_one()
-        if done:
+        if not done:
+            continue
+        if kind == "search":  # (a search always starts afresh; it stores only its finished full-trace runs)
+            log.warning("search %d was left running by pid %d on %s, which is gone: marked crashed (%d runs "
+                        "stored); a search does not resume: run it again to start afresh", sweep_id, owner["pid"],
+                        host, stored)
+        else:
             log.warning("sweep %d was left running by pid %d on %s, which is gone: marked crashed (%d runs "
                         "stored); run the same spec again to resume it", sweep_id, owner["pid"], host, stored)
-            marked.append({"sweep_id": sweep_id, "pid": owner["pid"], "runs_stored": int(stored)})
+        marked.append({"sweep_id": sweep_id, "pid": owner["pid"], "runs_stored": int(stored)})
     return marked
 
 

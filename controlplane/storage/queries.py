@@ -79,22 +79,26 @@ def _order_by(what: str, table: Table) -> list[ColumnElement[Any]]:
     return [table.c.time_s, table.c.id]
 
 
-def list_runs(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
-    """The most recent ``limit`` runs, newest first."""
+def list_runs(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
+    """The most recent ``limit`` runs (of that ``status``, if given: ``crashed``...), newest first."""
+    stmt = select(_RUN) if status is None else select(_RUN).where(_RUN.c.status == status)
     with engine.connect() as conn:
-        rows = conn.execute(select(_RUN).order_by(_RUN.c.id.desc()).limit(limit)).mappings()
+        rows = conn.execute(stmt.order_by(_RUN.c.id.desc()).limit(limit)).mappings()
         return [dict(row) for row in rows]
 
 
-def list_sweeps(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
-    """The most recent ``limit`` sweeps and searches, newest first, each with ``runs_finished``
-    (its runs stored ``finished``; ``num_runs`` is how many it has in all)."""
+def list_sweeps(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
+    """The most recent ``limit`` sweeps and searches (of that ``status``, if given), newest first,
+    each with ``runs_finished`` (its runs stored ``finished``; ``num_runs`` is how many it has in all)."""
     s = Sweep.__table__
     finished = (select(func.count()).select_from(_RUN)
                 .where(_RUN.c.sweep_id == s.c.id, _RUN.c.status == "finished").scalar_subquery())
     cols = (s.c.id, s.c.name, s.c.kind, s.c.status, s.c.num_runs, s.c.created_at, s.c.finished_at)
     with engine.connect() as conn:
-        rows = conn.execute(select(*cols, finished.label("runs_finished")).order_by(s.c.id.desc()).limit(limit))
+        stmt = select(*cols, finished.label("runs_finished"))
+        if status is not None:
+            stmt = stmt.where(s.c.status == status)
+        rows = conn.execute(stmt.order_by(s.c.id.desc()).limit(limit))
         return [dict(row._mapping) for row in rows]
 
 

@@ -208,6 +208,34 @@ def test_runs_list_keeps_the_status_whole_on_an_80_column_terminal(two_runs, mon
     assert len(re.findall(r"│ [12] +│.*│ finished +│", out)) == 2
 
 
+def test_runs_list_status_crashed_finds_the_runs_marked_crashed(two_runs):
+    import subprocess as sp
+    from datetime import datetime, timezone
+
+    from controlplane.storage import RunRecorder
+    from controlplane.storage.crashed import claim_run, process_marker
+
+    dead = sp.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    engine = make_engine(two_runs)
+    with RunRecorder(engine) as rec:  # a run whose process was killed: left running, owned by a dead pid
+        run_id = rec.start_run(name="killed", mode="sim", trace=None, trace_format=None, seed=1, config={},
+                               plugins=[], started_at=datetime.now(timezone.utc))
+    claim_run(engine, run_id, {**process_marker(), "pid": dead.pid, "start_ticks": None})
+    engine.dispose()
+
+    crashed = cli("runs", "list", "--status", "crashed", "--db", two_runs)  # (this command marks it first)
+    rows = [line for line in crashed.stdout.splitlines() if re.search(r"│ \d+ +│", line)]
+    assert len(rows) == 1 and f"│ {run_id} " in rows[0] and "killed" in rows[0] and "crashed" in rows[0]
+    finished = cli("runs", "list", "--status", "finished", "--db", two_runs).stdout
+    assert len(re.findall(r"│ [12] +│.*│ finished +│", finished)) == 2 and "killed" not in finished
+    none = cli("runs", "list", "--status", "interrupted", "--db", two_runs)
+    assert "no interrupted runs stored" in none.stderr and not re.search(r"│ \d+ +│", none.stdout)
+    typo = cli("runs", "list", "--status", "crashd", "--db", two_runs, ok=False)
+    said = " ".join(typo.output.replace("│", " ").split())  # (the usage error's box wraps it)
+    assert typo.exit_code == 2 and "unknown status 'crashd' (did you mean 'crashed'?); statuses: crashed," in said
+
+
 @pytest.mark.parametrize("limit", ["0", "-1"])
 def test_runs_list_limit_below_one_is_a_usage_error(two_runs, limit):
     result = cli("runs", "list", "--limit", limit, "--db", two_runs, ok=False)

@@ -221,6 +221,29 @@ def test_only_sweeps_of_dead_processes_of_this_host_are_marked(engine: Engine) -
     assert mark_crashed_sweeps(engine) == []  # already marked: nothing more
 
 
+def test_a_crashed_search_is_not_said_to_resume(engine: Engine, caplog) -> None:
+    """`sim search` always starts afresh (it stores only its finished full-trace runs), so the
+    line for its crashed row says so instead of the sweeps' "run the same spec again to resume it"."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    from controlplane.storage.crashed import mark_crashed_sweeps
+    from controlplane.storage.models import Sweep
+
+    owner = {**process_marker(), "pid": _dead_pid(), "start_ticks": None}
+    with engine.begin() as conn:
+        ids = [conn.execute(insert(Sweep.__table__).values(
+            name=kind, kind=kind, status="running", spec={"space": {}, "process": owner}, spec_hash=kind,
+            created_at=datetime.now(timezone.utc))).inserted_primary_key[0] for kind in ("search", "grid")]
+    with caplog.at_level("WARNING", logger="controlplane.storage"):
+        assert [m["sweep_id"] for m in mark_crashed_sweeps(engine)] == ids
+    search, grid = [r.getMessage() for r in caplog.records]
+    assert search.startswith(f"search {ids[0]} was left running by pid {owner['pid']}")
+    assert search.endswith("a search does not resume: run it again to start afresh")
+    assert grid.startswith(f"sweep {ids[1]} was left running") and grid.endswith("run the same spec again to resume it")
+
+
 def test_a_live_run_of_another_pid_namespace_on_this_host_is_not_marked(tmp_path) -> None:
     """A container sharing the host name (host networking) has pids of its own: its live run's pid
     does not exist here, yet it is not crashed. Run in a real PID namespace (``unshare``)."""

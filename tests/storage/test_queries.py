@@ -61,6 +61,28 @@ def test_list_runs_newest_first(engine: Engine) -> None:
     assert [r["id"] for r in list_runs(engine, limit=2)] == ids[:0:-1]
 
 
+def test_list_runs_and_sweeps_of_one_status(engine: Engine) -> None:
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    from controlplane.storage import list_sweeps
+    from controlplane.storage.models import Sweep
+
+    with RunRecorder(engine) as rec:
+        ids = [start_run(rec, name=f"run{i}") for i in range(3)]
+        rec.finish_run(ids[1], status="finished", summary={}, finished_at=FINISHED, wall_s=1.0, sim_end_s=3.0)
+    assert [r["id"] for r in list_runs(engine, status="running")] == [ids[2], ids[0]]
+    assert [r["id"] for r in list_runs(engine, status="finished")] == [ids[1]]
+    assert list_runs(engine, status="crashed") == []
+    with engine.begin() as conn:
+        for status in ("crashed", "finished"):
+            conn.execute(insert(Sweep.__table__).values(name=status, kind="search", status=status, spec={},
+                                                        spec_hash=status, created_at=datetime.now(timezone.utc)))
+    assert [s["name"] for s in list_sweeps(engine, status="crashed")] == ["crashed"]
+    assert [s["name"] for s in list_sweeps(engine)] == ["finished", "crashed"]
+
+
 def test_get_run_missing_names_run_and_database(engine: Engine) -> None:
     with pytest.raises(LookupError) as info:
         get_run(engine, 42)
