@@ -325,8 +325,9 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
         loaded = LoadedSpec(spec, spec_path, base).with_base(flatten(spec.base))
     except ConfigError as exc:
         raise ConfigError(f"{where}: base: {exc}") from None
-    for overrides in spec.points()[:1] + spec.points()[-1:]:
+    points = spec.points()
+    for overrides in points[:1] + points[-1:]:
         loaded.run_config(overrides, spec.seeds[0])  # a bad key fails now, not in a worker
     check_plugin_names(spec.space, loaded.base_config, where)  # an unknown plugin or setting too
-    check_plugin_settings(loaded, where)  # and every point's settings values, as its run would check them
+    check_plugin_settings(loaded, where, points)  # and every point's settings values, as its run would check them
     return loaded

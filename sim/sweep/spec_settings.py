@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["check_plugin_settings"]
 
 
-def check_plugin_settings(loaded: LoadedSpec, where: str,
+def check_plugin_settings(loaded: LoadedSpec, where: str, points: list[dict[str, Any]] | None = None,
                           available: Mapping[str, PluginInfo] | None = None) -> None:
     """Refuse (`ConfigError`, one line) a point whose run would refuse its plugins: a setting's
     value its plugin's ``Settings`` rejects, settings of a plugin the point does not enable, a
@@ -37,7 +37,7 @@ def check_plugin_settings(loaded: LoadedSpec, where: str,
     space, base = loaded.spec.space, {"plugins": loaded.base_config["plugins"]}
     seen: set[str] = set()  # the points' plugin overrides already checked (most points vary other keys)
     valid: set[str] = set()  # (plugin, settings) already validated
-    for overrides in loaded.spec.points():
+    for overrides in points if points is not None else loaded.spec.points():
         mine = {k: v for k, v in overrides.items() if k == "plugins" or k.startswith("plugins.")}
         key = json.dumps(mine, sort_keys=True, default=str)
         if key in seen:
