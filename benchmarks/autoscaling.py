@@ -235,7 +235,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", help="trace file (default: the bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help="trace format (default: azure for the bundled trace)")
+    ap.add_argument("--format", default=None, help="trace format: azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect; azure for the bundled trace)")
     ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="replay at most this many requests")
     ap.add_argument("--rate-scale", type=float, default=None, help="thin (<1) or replicate (>1) requests")

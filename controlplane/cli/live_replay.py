@@ -30,7 +30,7 @@ def live_replay(
         help="Trace file. Default: the bundled Azure LLM code trace (give --limit or a window: it runs in real time).")
     ] = None,
     format: Annotated[
-        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical (default: detect).")
+        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect).")
     ] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="Run config (YAML, TOML or JSON): its plugins, and its models' `worker` settings. "

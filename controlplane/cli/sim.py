@@ -91,7 +91,7 @@ def replay(
         Optional[Path], typer.Argument(help="Trace file. Default: the bundled Azure LLM code trace (8,819 requests).")
     ] = None,
     format: Annotated[
-        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical (default: detect).")
+        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect).")
     ] = None,
     db: Annotated[Optional[str], typer.Option(help=common.DB_OPTION_HELP)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator.")] = None,

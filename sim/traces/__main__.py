@@ -18,10 +18,13 @@ from . import bundled_trace_path, read_trace
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.traces", description=__doc__)
     ap.add_argument("trace", help="trace file, or 'bundled:NAME' (e.g. bundled:azure_code)")
-    ap.add_argument("--format", default=None)
-    ap.add_argument("--seed", type=int, default=0, help="seed for random options (mooncake spread, vidur arrivals)")
+    ap.add_argument("--format", default=None,
+                    help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed for random options (mooncake and bailian spread, vidur arrivals)")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5)")
+                    help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5, failed=drop, "
+                         "model_column=true, 'models=[\"GPT-4\"]'), else kept as text")
     args = ap.parse_args(argv)
     options = {}
     for item in args.opt:
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     n = len(arrivals)
     print(f"{path}: format {reader.format}, {n:,} requests, read in {elapsed:.3f} s ({n / elapsed:,.0f} rows/s)")
+    if reader.dropped:
+        print("left out by the options: " + ", ".join(f"{why} {count:,}" for why, count in reader.dropped.items()))
     if n > 1:
         span = arrivals[-1] - arrivals[0]
         iat = np.diff(arrivals)

@@ -18,13 +18,15 @@ from controlplane.errors import did_you_mean
 
 from ._io import PathLike, base_suffix, empty_file, open_text
 from .azure import read_azure
+from .bailian import read_bailian
+from .burstgpt import read_burstgpt
 from .canonical import read_canonical
 from .errors import ErrorSink, OnError, TraceFormatError
 from .mooncake import read_mooncake
 from .record import TraceRequest
 from .vidur import read_vidur
 
-FORMATS: tuple[str, ...] = ("azure", "mooncake", "vidur", "canonical")
+FORMATS: tuple[str, ...] = ("azure", "mooncake", "vidur", "canonical", "burstgpt", "bailian")
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,11 @@ class _Format:
 
 _READERS: dict[str, _Format] = {
     "azure": _Format(read_azure, (), False),
-    "mooncake": _Format(read_mooncake, ("spread", "block_tokens"), True),
+    "mooncake": _Format(read_mooncake, ("spread", "block_tokens", "timestamp_unit"), True),
     "vidur": _Format(read_vidur, ("arrival", "qps", "cv"), True),
     "canonical": _Format(read_canonical, (), False),
+    "burstgpt": _Format(read_burstgpt, ("models", "log_types", "failed", "model_column"), False),
+    "bailian": _Format(read_bailian, ("spread", "block_tokens", "type_as_tenant"), True),
 }
 
 # Header signatures used to sniff a file, checked in this order (lower-case names).
@@ -46,11 +50,16 @@ _CSV_SIGNATURES = (
     ("azure", {"timestamp", "contexttokens", "generatedtokens"}),
     ("vidur", {"num_prefill_tokens", "num_decode_tokens"}),
     ("canonical", {"arrival_s", "prompt_tokens", "output_tokens"}),
+    ("burstgpt", {"timestamp", "request tokens", "response tokens"}),
 )
 _JSON_SIGNATURES = (
+    ("bailian", {"chat_id", "timestamp", "input_length", "output_length"}),
     ("mooncake", {"timestamp", "input_length", "output_length"}),
     ("canonical", {"arrival_s", "prompt_tokens", "output_tokens"}),
 )
+# A JSON object with chat_id and one of these is Bailian's, whatever else it lacks: its keys are
+# Mooncake's too, and read as Mooncake its seconds would be taken as milliseconds.
+_BAILIAN_ID, _BAILIAN_KEYS = "chat_id", {"turn", "parent_chat_id"}
 
 
 def detect_format(path: PathLike) -> str:
@@ -78,6 +87,8 @@ def detect_format(path: PathLike) -> str:
         except json.JSONDecodeError as e:
             raise TraceFormatError(path, lineno, None, f"cannot detect format: not JSON ({e.msg})") from None
         keys = set(obj) if isinstance(obj, dict) else set()
+        if _BAILIAN_ID in keys and keys & _BAILIAN_KEYS:
+            return "bailian"
         signatures = _JSON_SIGNATURES
     else:
         keys = {c.strip().lower() for c in next(csv.reader([first]))}
@@ -114,6 +125,12 @@ class TraceReader(Iterator[TraceRequest]):
     def skipped(self) -> int:
         return self._sink.count
 
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Good rows the format's options left out so far, by reason (e.g. BurstGPT's
+        ``failed="drop"``); empty for formats that drop nothing."""
+        return dict(self._sink.dropped)
+
     def __iter__(self) -> Iterator[TraceRequest]:
         # The underlying generator itself, so a for-loop skips this wrapper's __next__ per row.
         return self._requests
@@ -141,7 +158,7 @@ def read_trace(path: PathLike, format: str | None = None, *,
 
     format: one of FORMATS, or None to detect it. rng: a seeded numpy Generator (or a function
     making one, called only for a format that draws), required where the format needs randomness
-    (mooncake spread='uniform', vidur arrivals). on_error: 'raise'
+    (mooncake or bailian spread='uniform', vidur arrivals). on_error: 'raise'
     (default), 'skip' (bad rows are left out and listed in the returned reader's `errors`), or a
     callable given each error. Other options are format-specific (see FORMAT_OPTIONS).
     """

@@ -48,9 +48,13 @@ class ErrorSink:
     on_error: "raise", "skip", or a callable that gets each TraceFormatError (the row is skipped).
     Skipped errors are appended to `errors` (the first `max_kept` of them; `count` counts all),
     so a million bad rows cannot exhaust memory.
+
+    `dropped` counts good rows a format's options leave out on purpose (BurstGPT's
+    `failed="drop"`, its `models` filter), by reason: not errors, so never raised, but counted
+    where the caller can see them (`TraceReader.dropped`).
     """
 
-    __slots__ = ("raising", "callback", "errors", "count", "max_kept")
+    __slots__ = ("raising", "callback", "errors", "count", "max_kept", "dropped")
 
     def __init__(self, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
                  max_kept: int = 1000) -> None:
@@ -63,6 +67,7 @@ class ErrorSink:
         self.errors: list[TraceFormatError] = [] if errors is None else errors
         self.count = 0
         self.max_kept = max_kept
+        self.dropped: dict[str, int] = {}
 
     def __call__(self, err: TraceFormatError) -> None:
         if self.raising:

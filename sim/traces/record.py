@@ -21,7 +21,7 @@ class TraceRequest:
     priority: int = 0
     prompt: str | None = None
     hash_ids: tuple[int, ...] = ()   # prefix KV block hashes (Mooncake), in order
-    hash_block_tokens: int | None = None  # tokens per hash block (Mooncake: 512)
+    hash_block_tokens: int | None = None  # tokens per hash block (Mooncake: 512, Bailian: 16)
     params: tuple[tuple[str, object], ...] = ()  # extra generation params (temperature, stop...), as sorted pairs
 
 
@@ -63,6 +63,19 @@ def new_hashed(
 ) -> TraceRequest:
     """Build a record with prefix-block hashes (Mooncake), fast."""
     r = new_basic(request_id, arrival_s, prompt_tokens, output_tokens)
+    _set_hash_ids(r, hash_ids)
+    _set_block(r, hash_block_tokens)
+    return r
+
+
+def new_labelled(
+    request_id: str, arrival_s: float, prompt_tokens: int, output_tokens: int, model: str | None,
+    tenant: str | None, hash_ids: tuple[int, ...] = (), hash_block_tokens: int | None = None,
+) -> TraceRequest:
+    """Build a record with a model and/or tenant (BurstGPT's Model, Bailian's type), fast."""
+    r = new_basic(request_id, arrival_s, prompt_tokens, output_tokens)
+    _set_model(r, model)
+    _set_tenant(r, tenant)
     _set_hash_ids(r, hash_ids)
     _set_block(r, hash_block_tokens)
     return r

@@ -7,7 +7,7 @@ AZURE = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.0,1,1\n202
 
 
 def test_format_names():
-    assert FORMATS == ("azure", "mooncake", "vidur", "canonical")
+    assert FORMATS == ("azure", "mooncake", "vidur", "canonical", "burstgpt", "bailian")
     assert set(FORMAT_OPTIONS) == set(FORMATS)
 
 
@@ -19,6 +19,12 @@ def test_format_names():
     ("m.jsonl", '{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [0]}\n', "mooncake"),
     ("m.txt", '\n{"timestamp": 0, "input_length": 1, "output_length": 1}\n', "mooncake"),
     ("c.jsonl", '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 1, "output_tokens": 1}\n', "canonical"),
+    ("BurstGPT_1.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,1,1,2,API log\n",
+     "burstgpt"),
+    ("b.csv", " Log Type ,TIMESTAMP,request tokens,Response Tokens\nAPI log,5,1,1\n", "burstgpt"),
+    ("b.csv", "Timestamp,Model,Request tokens\n5,ChatGPT,1\n", "burstgpt"),  # (its reader names the missing column)
+    ("q.jsonl", '{"chat_id": 1, "parent_chat_id": -1, "timestamp": 0.5, "input_length": 1, "output_length": 1, '
+                '"type": "text", "turn": 1, "hash_ids": [0]}\n', "bailian"),
 ])
 def test_detect_format(write, name, text, expected):
     assert detect_format(write(name, text)) == expected
@@ -28,6 +34,8 @@ def test_detect_format_errors(write):
     with pytest.raises(TraceFormatError, match=r"x\.csv:1: cannot detect format.*name the format: --format on the "
                                                r"command line, format= in read_trace \(one of azure, mooncake"):
         detect_format(write("x.csv", "a,b,c\n1,2,3\n"))
+    with pytest.raises(TraceFormatError, match=r"cannot detect format from header \['timestamp'\]"):
+        detect_format(write("t.csv", "Timestamp\n5\n"))  # azure's or burstgpt's: no guess
     with pytest.raises(TraceFormatError, match="empty file"):
         detect_format(write("e.csv", ""))
     with pytest.raises(TraceFormatError, match="not JSON"):
@@ -36,7 +44,7 @@ def test_detect_format_errors(write):
 
 def test_unknown_format_and_option(write):
     p = write("a.csv", AZURE)
-    with pytest.raises(ValueError, match="unknown trace format 'csv'; valid formats: azure, mooncake, vidur, canonical"):
+    with pytest.raises(ValueError, match="unknown trace format 'csv'; valid formats: azure, mooncake, vidur, canonical, burstgpt, bailian"):
         read_trace(p, "csv")
     with pytest.raises(ValueError, match=r"unknown option\(s\) 'spread' for trace format 'azure'; valid options: on_error"):
         read_trace(p, spread="none")

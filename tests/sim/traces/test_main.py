@@ -14,6 +14,14 @@ def test_the_summary_of_a_small_trace(write, capsys):
     assert f"{p}: format canonical, 2 requests" in out and "span 2.0 s" in out
 
 
+def test_the_summary_says_what_the_options_left_out(write, capsys):
+    p = write("BurstGPT_1.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                                "5,ChatGPT,10,0,10,API log\n6,GPT-4,10,3,13,API log\n7,ChatGPT,5,2,7,API log\n")
+    assert main([str(p), "--opt", "failed=drop", "--opt", "models=ChatGPT,gpt-4", "--opt", "model_column=true"]) == 0
+    out = capsys.readouterr().out
+    assert f"{p}: format burstgpt, 2 requests" in out and "left out by the options: failed 1\n" in out
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.csv"], "error: trace file not found: missing.csv"),
     (["{folder}"], "error: trace {folder} is a folder, not a file"),

@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 
 import numpy as np
@@ -105,3 +106,42 @@ def test_skip_bad_lines(write):
     reader = read_trace(p, spread="none", on_error="skip")
     assert [r.request_id for r in reader] == ["0", "2"]
     assert [e.line for e in reader.errors] == [2]
+
+
+# Alibaba's Qwen-Bailian rows (sim/traces/bailian.py): Mooncake's keys, seconds, a chat_id
+BAILIAN_ROWS = "".join(json.dumps({"chat_id": c, "parent_chat_id": -1, "timestamp": ts, "input_length": 40,
+                                   "output_length": 5, "type": "text", "turn": 1, "hash_ids": [7, 8, 9]}) + "\n"
+                       for c, ts in ((159, 61.25), (160, 62.5), (161, 62.5)))
+
+
+def test_timestamp_unit_must_be_ms_or_s(write):
+    with pytest.raises(ValueError, match="unknown timestamp_unit 'us' for format 'mooncake'; valid choices: ms, s"):
+        read_trace(write("m.jsonl", _line(0)), timestamp_unit="us", spread="none")
+
+
+def test_timestamp_unit_s_in_errors(write):
+    p = write("m.jsonl", _line(5) + _line(4))
+    with pytest.raises(TraceFormatError, match=r"m\.jsonl:2: field 'timestamp': arrival goes backwards: 4 s is "
+                                               r"before the previous row's 5 s"):
+        list(read_trace(p, timestamp_unit="s", spread="none"))
+
+
+def test_read_as_mooncake_it_warns_once_and_timestamp_unit_s_keeps_seconds(write, caplog):
+    p = write("b.jsonl", BAILIAN_ROWS)
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        ms = [r.arrival_s for r in read_trace(p, "mooncake", spread="none")]
+    assert ms == [0.0, 0.00125, 0.00125]  # seconds taken as milliseconds: 1000x compressed
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}: its rows have Bailian's key 'chat_id': if it is a Qwen-Bailian trace (timestamps in seconds, "
+        "16-token hash blocks), read it with --format bailian; read as mooncake, its timestamps are taken as "
+        "milliseconds"]
+    reqs = list(read_trace(p, "mooncake", spread="none", timestamp_unit="s"))
+    assert [r.arrival_s for r in reqs] == [0.0, 1.25, 1.25]
+    assert [r.request_id for r in reqs] == ["0", "1", "2"] and reqs[0].hash_block_tokens == 512
+
+
+def test_a_mooncake_file_gives_no_warning(write, caplog):
+    p = write("m.jsonl", '{"timestamp": 0, "input_length": 1, "output_length": 1}\n')
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        assert len(list(read_trace(p, spread="none"))) == 1
+    assert caplog.records == []

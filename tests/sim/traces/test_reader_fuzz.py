@@ -22,6 +22,9 @@ CSV_FORMATS = {
     "vidur": ("num_prefill_tokens,num_decode_tokens", ["374,44", "396,109", "879,5"]),
     "canonical": ("request_id,arrival_s,prompt_tokens,output_tokens",
                   ["a,0.0,374,44", "b,1.5,396,109", "c,2.0,879,5"]),
+    "burstgpt": ("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type",
+                 ["5,ChatGPT,472,18,490,Conversation log", "45,GPT-4,1087,0,1087,API log",
+                  "118,ChatGPT,417,276,693,API log"]),
 }
 JSON_FORMATS = {
     "mooncake": [{"timestamp": 0, "input_length": 374, "output_length": 44, "hash_ids": [1, 2]},
@@ -30,6 +33,12 @@ JSON_FORMATS = {
     "canonical": [{"request_id": "a", "arrival_s": 0.0, "prompt_tokens": 374, "output_tokens": 44},
                   {"request_id": "b", "arrival_s": 1.5, "prompt_tokens": 396, "output_tokens": 109},
                   {"request_id": "c", "arrival_s": 2.0, "prompt_tokens": 879, "output_tokens": 5}],
+    "bailian": [{"chat_id": 1, "parent_chat_id": -1, "timestamp": 0.5, "input_length": 374, "output_length": 44,
+                 "type": "text", "turn": 1, "hash_ids": [1, 2]},
+                {"chat_id": 2, "parent_chat_id": 1, "timestamp": 1.5, "input_length": 396, "output_length": 109,
+                 "type": "image", "turn": 2, "hash_ids": [1, 3]},
+                {"chat_id": 3, "parent_chat_id": -1, "timestamp": 2.5, "input_length": 879, "output_length": 5,
+                 "type": "text", "turn": 1, "hash_ids": [4]}],
 }
 
 # Field values a careless or hostile file holds.
@@ -69,7 +78,7 @@ def _check_error(exc: TraceFormatError, path: Path, line: int, field: str) -> No
 
 
 @FUZZ
-@given(fmt=st.sampled_from(sorted(CSV_FORMATS)), column=st.integers(0, 3), value=hostile_text)
+@given(fmt=st.sampled_from(sorted(CSV_FORMATS)), column=st.integers(0, 5), value=hostile_text)
 def test_a_hostile_csv_field_is_read_or_named(tmp_path_factory, fmt, column, value):
     header, rows = CSV_FORMATS[fmt]
     names = header.split(",")
@@ -100,7 +109,7 @@ def test_a_hostile_csv_field_is_read_or_named(tmp_path_factory, fmt, column, val
 
 
 @FUZZ
-@given(fmt=st.sampled_from(sorted(JSON_FORMATS)), key_index=st.integers(0, 3), value=hostile_json,
+@given(fmt=st.sampled_from(sorted(JSON_FORMATS)), key_index=st.integers(0, 7), value=hostile_json,
        drop=st.booleans())
 def test_a_hostile_jsonl_value_is_read_or_named(tmp_path_factory, fmt, key_index, value, drop):
     rows = [dict(r) for r in JSON_FORMATS[fmt]]
@@ -122,9 +131,10 @@ def test_a_hostile_jsonl_value_is_read_or_named(tmp_path_factory, fmt, key_index
 
 
 @FUZZ
-@given(fmt=st.sampled_from(["azure", "vidur", "canonical", "mooncake"]), data=st.binary(max_size=200))
+@given(fmt=st.sampled_from(["azure", "vidur", "canonical", "mooncake", "burstgpt", "bailian"]),
+       data=st.binary(max_size=200))
 def test_arbitrary_bytes_give_a_trace_error_or_requests(tmp_path_factory, fmt, data):
-    path = tmp_path_factory.mktemp("bytes") / ("trace.jsonl" if fmt == "mooncake" else "trace.csv")
+    path = tmp_path_factory.mktemp("bytes") / ("trace.jsonl" if fmt in ("mooncake", "bailian") else "trace.csv")
     path.write_bytes(data)
     try:
         requests = _read_all(path, fmt)

@@ -1,0 +1,209 @@
+"""Reader for BurstGPT traces (HPMLL/BurstGPT: ChatGPT and GPT-4 usage in Azure OpenAI, CC-BY-4.0).
+
+Columns `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`, matched by name
+ignoring case and surrounding spaces, in any order. Timestamp is seconds since the trace's start
+(an integer or a decimal); Model is e.g. "ChatGPT" or "GPT-4"; Log Type "Conversation log" or
+"API log". In the files "with fails" a failed request has 0 response tokens.
+
+Options: `models` and `log_types` keep only those values (default: all), `failed="drop"` leaves
+out the 0-response rows (default "keep"), `model_column=True` copies Model into
+`TraceRequest.model` (default off: a replay rejects a request naming a model no deployment
+serves). Rows left out by these options are counted by reason on the reader (`dropped`) and
+summed up in one logged warning at the end of the file; they still use up their row index.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from typing import Any, Iterator
+
+from ._io import (ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
+                  open_text, parse_count, parse_seconds, row_start_line)
+from .errors import ErrorSink, OnError, TraceFormatError, as_sink
+from .record import TraceRequest, new_basic, new_labelled
+
+TS, MODEL, REQ, RESP, TOTAL, LOG = "Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type"
+HEADER = (TS, MODEL, REQ, RESP, TOTAL, LOG)  # the released files' order
+FAILED = ("keep", "drop")
+# `TraceReader.dropped` keys (the option that left the row out) and how the warning says them
+DROP_FAILED, DROP_MODEL, DROP_LOG = "failed", "models", "log_types"
+_SAY = {DROP_FAILED: "failed (Response tokens 0, failed='drop')", DROP_MODEL: "with a Model not in models",
+        DROP_LOG: "with a Log Type not in log_types"}
+
+log = logging.getLogger("sim.traces")
+
+
+def read_burstgpt(path: PathLike, *, models: Any = None, log_types: Any = None, failed: str = "keep",
+                  model_column: bool = False, on_error: OnError = "raise",
+                  errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
+    """Stream a BurstGPT CSV as TraceRequests (ids = 0-based data row index, first kept arrival 0.0)."""
+    keep_models = _choices("models", models, _norm_model)
+    keep_logs = _choices("log_types", log_types, _norm_log)
+    if failed not in FAILED:
+        raise ValueError(f"unknown failed {failed!r} for format 'burstgpt'; valid choices: {', '.join(FAILED)}")
+    if not isinstance(model_column, bool):
+        raise ValueError(f"model_column must be true or false, got {model_column!r}")
+    return _read(path, keep_models, keep_logs, failed == "drop", model_column, as_sink(on_error, errors))
+
+
+def _norm_model(value: str) -> str:
+    return value.strip().lower()
+
+
+def _norm_log(value: str) -> str:
+    """'Conversation log', 'conversation', ' API LOG ' -> 'conversation' / 'api'."""
+    v = value.strip().lower()
+    return v[:-4].rstrip() if v.endswith(" log") else v
+
+
+def _choices(name: str, value: Any, norm: Any) -> frozenset[str] | None:
+    """A filter option: None (keep all), a comma-separated string, or a list of strings."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise ValueError(f"{name} must be a list of strings or a comma-separated string, got {value!r}")
+    out = frozenset(norm(v) for v in items if v.strip())
+    if not out:
+        raise ValueError(f"{name} names no value (got {value!r}); leave it out to keep all rows")
+    return out
+
+
+class _Filter:
+    """Which raw cell values a `models` / `log_types` option keeps, decided once per distinct value."""
+
+    __slots__ = ("option", "wanted", "norm", "decided")
+
+    def __init__(self, option: str, wanted: frozenset[str], norm: Any) -> None:
+        self.option, self.wanted, self.norm = option, wanted, norm
+        self.decided: dict[str, bool] = {}
+
+    def keeps(self, raw: str) -> bool:
+        keep = self.decided[raw] = self.norm(raw) in self.wanted
+        return keep
+
+    def unmatched(self) -> list[str]:
+        seen = {self.norm(raw) for raw in self.decided}
+        return sorted(self.wanted - seen)
+
+    def seen(self) -> list[str]:
+        return sorted({raw.strip() for raw in self.decided})[:10]
+
+
+def _read(path: PathLike, keep_models: frozenset[str] | None, keep_logs: frozenset[str] | None, drop_failed: bool,
+          model_column: bool, sink: ErrorSink) -> Iterator[TraceRequest]:
+    with open_text(path) as f:
+        reader = csv.reader(f)
+        header = csv_header(path, reader)
+        optional = [c for c, needed in ((MODEL, keep_models is not None or model_column),
+                                        (LOG, keep_logs is not None)) if not needed]
+        required = [TS, REQ, RESP] + [c for c in (MODEL, LOG) if c not in optional]
+        cols = column_index(path, header, reader.line_num, required, optional + [TOTAL], ignore_case=True)
+        its, ireq, iresp = cols[TS], cols[REQ], cols[RESP]
+        imodel, ilog = cols.get(MODEL), cols.get(LOG)
+        width = len(header)
+        standard = width == 6 and [cols.get(c) for c in HEADER] == list(range(6))
+        models = _Filter("models", keep_models, _norm_model) if keep_models is not None else None
+        logs = _Filter("log_types", keep_logs, _norm_log) if keep_logs is not None else None
+        keep_model = models.decided if models is not None else None
+        keep_log = logs.decided if logs is not None else None
+        names: dict[str, str | None] = {}  # raw Model cell -> TraceRequest.model
+        dropped = sink.dropped
+        model = log_type = ""
+        last = 0.0  # (also the least timestamp: seconds since the trace's start)
+        t0 = None
+        idx = 0
+        for row in reader:
+            try:
+                if standard:
+                    ts, model, p, o, _, log_type = row
+                else:
+                    if len(row) > width:
+                        raise ValueError  # (the slow path says whether the fields past the header hold text)
+                    ts, p, o = row[its], row[ireq], row[iresp]
+                    if imodel is not None:
+                        model = row[imodel]
+                    if ilog is not None:
+                        log_type = row[ilog]
+                p = int(p)
+                o = int(o)
+                t = float(ts)
+                # nan fails every comparison; inf, negatives and a step back fail the range
+                if p < 0 or o < 0 or not (last <= t < math.inf):
+                    raise ValueError
+            except (ValueError, IndexError, TypeError):
+                if not row or not any(c.strip() for c in row):
+                    continue
+                line = row_start_line(reader, row)
+                try:
+                    t, p, o = _slow_row(path, line, row, header, cols, last)
+                except TraceFormatError as err:
+                    sink(err)
+                    idx += 1
+                    continue
+                if imodel is not None:
+                    model = row[imodel]
+                if ilog is not None:
+                    log_type = row[ilog]
+            last = t
+            idx += 1
+            if keep_model is not None:
+                keep = keep_model.get(model)
+                if not (models.keeps(model) if keep is None else keep):
+                    dropped[DROP_MODEL] = dropped.get(DROP_MODEL, 0) + 1
+                    continue
+            if keep_log is not None:
+                keep = keep_log.get(log_type)
+                if not (logs.keeps(log_type) if keep is None else keep):
+                    dropped[DROP_LOG] = dropped.get(DROP_LOG, 0) + 1
+                    continue
+            if o == 0 and drop_failed:
+                dropped[DROP_FAILED] = dropped.get(DROP_FAILED, 0) + 1
+                continue
+            if t0 is None:
+                t0 = t
+            if model_column:
+                name = names.get(model)
+                if name is None and model not in names:
+                    name = names[model] = model.strip() or None
+                yield new_labelled(str(idx - 1), t - t0, p, o, name, None)
+            else:
+                yield new_basic(str(idx - 1), t - t0, p, o)
+        if idx == 0:
+            raise no_rows(path)
+        _report(path, idx, dropped, t0 is None, models, logs)
+
+
+def _slow_row(path: PathLike, line: int, row: list[str], header: list[str], cols: dict[str, int],
+              last: float) -> tuple[float, int, int]:
+    """A row the fast path refused: its values, or the error naming its bad field."""
+    needed = [c for c in (TS, MODEL, REQ, RESP, LOG) if c in cols]
+    short = [c for c in needed if cols[c] >= len(row)]
+    if short:
+        raise TraceFormatError(path, line, short[0], f"row has {len(row)} fields, expected {len(header)}")
+    check_row_width(path, line, row, header)
+    p = parse_count(path, line, REQ, row[cols[REQ]].strip())
+    o = parse_count(path, line, RESP, row[cols[RESP]].strip())
+    t = parse_seconds(path, line, TS, row[cols[TS]].strip())
+    if t < last:
+        if t < last - ORDER_TOLERANCE_S:
+            raise backwards(path, line, TS, t, last)
+        t = last
+    return t, p, o
+
+
+def _report(path: PathLike, rows: int, dropped: dict[str, int], none_kept: bool,
+            models: _Filter | None, logs: _Filter | None) -> None:
+    """Say what the options left out: an error when they left nothing, else one warning line."""
+    unmatched = [f"{flt.option} value(s) {', '.join(map(repr, flt.unmatched()))} matched no row "
+                 f"(seen: {', '.join(flt.seen()) or 'none'})" for flt in (models, logs) if flt and flt.unmatched()]
+    if none_kept and dropped:
+        reasons = "; ".join(f"{n:,} {_SAY[why]}" for why, n in dropped.items())
+        raise TraceFormatError(path, None, None, f"no row kept: the options left out all {rows:,} rows ({reasons})"
+                               + (f"; {'; '.join(unmatched)}" if unmatched else ""))
+    if dropped or unmatched:
+        parts = [f"{n:,} {_SAY[why]}" for why, n in dropped.items()] + unmatched
+        log.warning("%s: left out %s of %s rows: %s", path, f"{sum(dropped.values()):,}", f"{rows:,}",
+                    "; ".join(parts))

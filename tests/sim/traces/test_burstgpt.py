@@ -1,0 +1,131 @@
+"""The BurstGPT reader (sim/traces/burstgpt.py) on small files written here (no BurstGPT file is
+available to the project: /work/shared/data/README.md)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sim.traces import TraceFormatError, TraceRequest, detect_format, read_trace
+from sim.traces.burstgpt import read_burstgpt
+
+HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+ROWS = ("5,ChatGPT,472,18,490,Conversation log\n"
+        "45,ChatGPT,1087,0,1087,Conversation log\n"     # failed: 0 response tokens
+        "118.5,GPT-4,417,276,693,API log\n"
+        "118.5,ChatGPT,30,7,37,API log\n")
+
+
+def _arrivals(reqs):
+    return [(r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens) for r in reqs]
+
+
+def test_rows_become_requests_from_the_first_timestamp(write):
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    reader = read_trace(p)
+    assert reader.format == "burstgpt"
+    reqs = list(reader)
+    assert _arrivals(reqs) == [("0", 0.0, 472, 18), ("1", 40.0, 1087, 0), ("2", 113.5, 417, 276),
+                               ("3", 113.5, 30, 7)]
+    assert reqs[0] == TraceRequest("0", 0.0, 472, 18)  # no model, tenant or hashes by default
+    assert reader.dropped == {} and reader.skipped == 0
+
+
+def test_columns_are_matched_by_name_ignoring_case_spaces_and_order(write):
+    text = (" log type , TIMESTAMP ,request TOKENS,Response Tokens,Total tokens, model \n"
+            "Conversation log,5,472,18,490,ChatGPT\nAPI log,7,417,276,693,GPT-4\n")
+    p = write("reordered.csv", text)
+    assert detect_format(p) == "burstgpt"
+    reqs = list(read_trace(p, models=["gpt-4"], model_column=True))
+    assert _arrivals(reqs) == [("1", 0.0, 417, 276)] and reqs[0].model == "GPT-4"
+    # Total tokens, Model and Log Type are needed only by the options that read them
+    p = write("three.csv", "Timestamp,Request tokens,Response tokens\n0,1,2\n1.25,3,4\n")
+    assert _arrivals(read_trace(p)) == [("0", 0.0, 1, 2), ("1", 1.25, 3, 4)]
+    with pytest.raises(TraceFormatError, match=r"three\.csv:1: field 'Model': missing required column"):
+        read_trace(p, model_column=True).__next__()
+    with pytest.raises(TraceFormatError, match=r"three\.csv:1: field 'Log Type': missing required column"):
+        list(read_trace(p, log_types="api"))
+
+
+def test_failed_rows_are_kept_by_default_and_dropped_counted_and_logged(write, caplog):
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        reader = read_trace(p, failed="drop")
+        reqs = list(reader)
+    assert [r.request_id for r in reqs] == ["0", "2", "3"]  # a dropped row still uses up its index
+    assert reader.dropped == {"failed": 1}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}: left out 1 of 4 rows: 1 failed (Response tokens 0, failed='drop')"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        assert len(list(read_trace(p))) == 4
+    assert caplog.records == []
+
+
+def test_model_and_log_type_filters(write, caplog):
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    reader = read_trace(p, models="ChatGPT")
+    assert [r.request_id for r in reader] == ["0", "1", "3"] and reader.dropped == {"models": 1}
+    reader = read_trace(p, log_types=["API log"], failed="drop")
+    assert _arrivals(reader) == [("2", 0.0, 417, 276), ("3", 0.0, 30, 7)]  # first kept row at 0.0
+    assert reader.dropped == {"log_types": 2}  # the failed row is left out as a conversation first
+    reader = read_trace(p, log_types="conversation, api")
+    assert len(list(reader)) == 4 and reader.dropped == {}
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        list(read_trace(p, models=["chatgpt", "gpt4"]))  # a typo in one value: said, not silent
+    assert "models value(s) 'gpt4' matched no row (seen: ChatGPT, GPT-4)" in caplog.records[-1].getMessage()
+    with pytest.raises(TraceFormatError, match=r"no row kept: the options left out all 4 rows \(4 with a Model not "
+                                               r"in models\); models value\(s\) 'gpt4' matched no row"):
+        list(read_trace(p, models="gpt4"))
+
+
+def test_model_column_names_the_request_model(write):
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    assert [r.model for r in read_trace(p, model_column=True)] == ["ChatGPT", "ChatGPT", "GPT-4", "ChatGPT"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"failed": "skip"}, "unknown failed 'skip' for format 'burstgpt'; valid choices: keep, drop"),
+    ({"model_column": "yes"}, "model_column must be true or false, got 'yes'"),
+    ({"models": 4}, "models must be a list of strings or a comma-separated string, got 4"),
+    ({"log_types": []}, "log_types names no value"),
+    ({"qps": 2}, r"unknown option\(s\) 'qps' for trace format 'burstgpt'; valid options: models, log_types, "
+                 r"failed, model_column, on_error"),
+])
+def test_bad_options_fail_before_reading(write, options, message):
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    with pytest.raises(ValueError, match=message):
+        read_trace(p, "burstgpt", **options)
+
+
+@pytest.mark.parametrize("row, field, reason", [
+    ("7,ChatGPT,x,1,1,API log", "Request tokens", "expected a non-negative integer, got 'x'"),
+    ("7,ChatGPT,1,-3,1,API log", "Response tokens", "expected a non-negative integer, got '-3'"),
+    ("nan,ChatGPT,1,1,2,API log", "Timestamp", "expected a finite non-negative number of seconds, got 'nan'"),
+    ("-1,ChatGPT,1,1,2,API log", "Timestamp", "expected a finite non-negative number of seconds, got '-1'"),
+    ("2019-01-01,ChatGPT,1,1,2,API log", "Timestamp", "expected a finite non-negative number of seconds"),
+    ("7,ChatGPT,1", "Response tokens", "row has 3 fields, expected 6"),
+    ("7,ChatGPT,1,1,2,API log,extra", "Log Type", "row has 7 fields, the header 6"),
+    ("4,ChatGPT,1,1,2,API log", "Timestamp", "arrival goes backwards: 4 s is before the previous row's 5 s"),
+])
+def test_a_bad_row_names_file_line_and_field(write, row, field, reason):
+    p = write("bad.csv", HEADER + "5,ChatGPT,472,18,490,Conversation log\n\n" + row + "\n")
+    with pytest.raises(TraceFormatError) as exc:
+        list(read_trace(p))
+    assert (exc.value.path, exc.value.line, exc.value.field) == (str(p), 4, field)
+    assert reason in str(exc.value) and str(exc.value).startswith(f"{p}:4: field {field!r}: ")
+    reader = read_trace(p, on_error="skip")  # skipped: counted apart from the rows options drop
+    assert [r.request_id for r in reader] == ["0"] and reader.skipped == 1 and reader.dropped == {}
+
+
+def test_a_skipped_bad_first_row_is_not_the_clock_origin(write):
+    p = write("bad.csv", HEADER + "1,ChatGPT,x,1,1,API log\n3,ChatGPT,1,1,2,API log\n4.5,GPT-4,1,1,2,API log\n")
+    assert _arrivals(read_trace(p, on_error="skip")) == [("1", 0.0, 1, 1), ("2", 1.5, 1, 1)]
+
+
+def test_empty_and_header_only_files(write):
+    with pytest.raises(TraceFormatError, match="empty file"):
+        list(read_burstgpt(write("e.csv", "")))
+    with pytest.raises(TraceFormatError, match="no data rows"):
+        list(read_burstgpt(write("h.csv", HEADER + "\n")))
