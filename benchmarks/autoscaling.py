@@ -49,6 +49,7 @@ from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, replay
+from sim.traces import parse_options
 from sim.traces.bundled import bundled_trace_path
 
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
@@ -209,6 +210,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     t0 = time.perf_counter()
     trace = args.trace or bundled_trace_path()
     result = replay(trace, config, trace_format=args.format, record=False, extra_plugins=[log],
+                    trace_options=parse_options(getattr(args, "opt", None) or ()),
                     transforms=TraceTransforms(speed_up=args.speed_up, rate_scale=args.rate_scale, limit=args.limit,
                                                window_start_s=args.window_start, window_end_s=args.window_end))
     s = result.summary
@@ -235,7 +237,10 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", help="trace file (default: the bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help="trace format: azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect; azure for the bundled trace)")
+    ap.add_argument("--format", default=None, help="trace format: azure | mooncake | vidur | canonical | burstgpt | "
+                    "bailian (default: detect; azure for the bundled trace)")
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="a trace format option, repeatable (e.g. --opt failed=drop; docs/traces.md)")
     ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="replay at most this many requests")
     ap.add_argument("--rate-scale", type=float, default=None, help="thin (<1) or replicate (>1) requests")
@@ -304,6 +309,7 @@ def suite(args) -> int:
             continue
         sub = argparse.Namespace(**vars(args))
         sub.trace, sub.format = (None, "azure") if kind == "azure" else (args.mooncake, "mooncake")
+        sub.opt = []
         sub.rate_scale, sub.ttft, sub.static_from, sub.setup = scale, ttft, static_from, name
         print(f"# {name}: --rate-scale {scale or 1} --ttft {ttft or 'config'}", flush=True)
         results, _ = evaluate(sub)

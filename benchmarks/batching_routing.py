@@ -157,7 +157,8 @@ def load_workload(args):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", default=None, help="trace file or bundled:NAME; default: the shared-prefix generator")
-    ap.add_argument("--format", default=None, help="trace format (azure, mooncake, vidur, canonical, burstgpt, bailian); default: detect")
+    ap.add_argument("--format", default=None,
+                    help="trace format (azure, mooncake, vidur, canonical, burstgpt, bailian); default: detect")
     ap.add_argument("--limit", type=int, default=None, help="replay only the first N requests of --trace")
     ap.add_argument("--speedup", type=float, default=None, help="compress --trace's arrivals by this factor")
     ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {', '.join(POLICIES)}")

@@ -100,7 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="out-of-sample: the operator's protocol; in-sample: the older diagnostics (calibrated on "
                          "the evaluated slice or its neighbours, rounds selected by pace) - not a prediction")
     ap.add_argument("--trace", type=Path, default=None, help="trace file (default: the bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect)")
+    ap.add_argument("--format", default=None,
+                    help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect)")
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="a trace format option, repeatable (e.g. --opt failed=drop; docs/traces.md)")
     ap.add_argument("--start-s", type=float, default=None,
                     help="the windows start at this trace second (default: 0; 600 in the bundled trace)")
     ap.add_argument("--prompt-scale", default="auto", help="multiply prompt lengths (auto: median -> --prompt-p50)")

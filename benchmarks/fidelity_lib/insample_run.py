@@ -21,7 +21,7 @@ from fidelity_lib.profiling import policy_mixes, profile_grid, profile_worker
 from fidelity_lib.replay import LiveRun, _vocab, keyed, replay_live, replay_sim, run_config
 from fidelity_lib.slices import auto_speed_up, load_slices
 from sim.calibration import calibrate, grid_model, live_slowdowns
-from sim.traces import TraceRequest, bundled_trace_path
+from sim.traces import TraceRequest, bundled_trace_path, parse_options
 
 BUNDLED_START_S = 600.0
 
@@ -42,7 +42,8 @@ def run_insample(args: Any, console: Console) -> dict[str, Any]:
     slices = load_slices(trace, fmt, start_s=start_s, calibration=before_n, limit=args.limit,
                          prompt_scale=args.prompt_scale, output_scale=args.output_scale, prompt_p50=args.prompt_p50,
                          output_p50=args.output_p50, max_prompt=args.max_prompt_tokens,
-                         max_output=args.max_output_tokens, seed=args.seed, after=after_n)
+                         max_output=args.max_output_tokens, seed=args.seed, after=after_n,
+                         options=parse_options(getattr(args, "opt", None) or ()))
     every = slices.calibration + slices.evaluation + slices.after
     max_seq = max(512, max(r.prompt_tokens + r.output_tokens for r in every) + 64)
     source = {"path": args.model_path} if args.model_path else {"preset": args.preset}

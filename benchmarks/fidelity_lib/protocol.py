@@ -49,7 +49,7 @@ from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_
                                  read_requests)
 from fidelity_lib.worker_probe import WorkerProbe, pace_factor, probe_pace
 from sim.calibration import RepeatSpread, calibrate, repeat_spread
-from sim.traces import TraceRequest, bundled_trace_path
+from sim.traces import TraceRequest, bundled_trace_path, parse_options
 
 #: Where the windows start in the bundled Azure trace by default (its first minutes are a trickle and a flash crowd).
 BUNDLED_START_S = 600.0
@@ -244,7 +244,8 @@ class Protocol:
 
     def run(self) -> Outcome:
         a = self.args
-        raw = read_requests(self.trace, self.fmt, start_s=self.start_s, count=a.max_trace_requests, seed=a.seed)
+        raw = read_requests(self.trace, self.fmt, start_s=self.start_s, count=a.max_trace_requests, seed=a.seed,
+                            options=parse_options(getattr(a, "opt", None) or ()))
         if len(raw) < SCALING_SAMPLE:
             raise SystemExit(f"{self.trace}: {len(raw)} requests after {self.start_s or 0}s; need {SCALING_SAMPLE}+")
         scaling = Scaling.fit(raw[:SCALING_SAMPLE], prompt_scale=a.prompt_scale, output_scale=a.output_scale,

@@ -58,10 +58,11 @@ def scaled(r: TraceRequest, arrival_s: float, prompt_scale: float, output_scale:
 
 def load_slices(trace: Path, fmt: str | None, *, start_s: float | None, calibration: int, limit: int,
                 prompt_scale: str, output_scale: str, prompt_p50: float, output_p50: float, max_prompt: int,
-                max_output: int, seed: int, after: int = 0) -> Slices:
+                max_output: int, seed: int, after: int = 0, options: dict | None = None) -> Slices:
     """The calibration slice, the evaluation slice after it and up to ``after`` requests after that
-    (a second calibration slice, when the trace has them), lengths scaled alike."""
-    reader = read_trace(trace, fmt, rng=np.random.default_rng([seed, 11]))
+    (a second calibration slice, when the trace has them), lengths scaled alike. ``options``: the
+    trace format's (``--opt``)."""
+    reader = read_trace(trace, fmt, rng=np.random.default_rng([seed, 11]), **(options or {}))
     window = (start_s, None) if start_s is not None else None
     raw = list(itertools.islice(apply_transforms(reader, window=window), calibration + limit + after))
     if len(raw) < calibration + 2:
@@ -118,9 +119,11 @@ def auto_speed_up(model: Any, reqs: list[TraceRequest], *, utilization: float, d
 # --- the out-of-sample protocol's windows ---------------------------------------------------------
 
 
-def read_requests(trace: Path, fmt: str | None, *, start_s: float | None, count: int, seed: int) -> list[TraceRequest]:
-    """Up to ``count`` requests of the trace from ``start_s`` on, in arrival order, as the trace has them."""
-    reader = read_trace(trace, fmt, rng=np.random.default_rng([seed, 11]))
+def read_requests(trace: Path, fmt: str | None, *, start_s: float | None, count: int, seed: int,
+                  options: dict | None = None) -> list[TraceRequest]:
+    """Up to ``count`` requests of the trace from ``start_s`` on, in arrival order, as the trace has them
+    (read with the trace format's ``options``, ``--opt``)."""
+    reader = read_trace(trace, fmt, rng=np.random.default_rng([seed, 11]), **(options or {}))
     window = (start_s, None) if start_s is not None else None
     return list(itertools.islice(apply_transforms(reader, window=window), count))
 

@@ -30,7 +30,8 @@ def live_replay(
         help="Trace file. Default: the bundled Azure LLM code trace (give --limit or a window: it runs in real time).")
     ] = None,
     format: Annotated[
-        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect).")
+        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian "
+                                                           "(default: detect).")
     ] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="Run config (YAML, TOML or JSON): its plugins, and its models' `worker` settings. "
@@ -50,6 +51,10 @@ def live_replay(
                     "takes the same option).")] = None,
     max_output_tokens: Annotated[Optional[int], typer.Option(
         min=1, help="Cut longer outputs to this many tokens.")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option(
+        "--opt", metavar="KEY=VALUE", help="A trace format option, as `sim replay --opt` (repeatable), e.g. "
+                                           "--opt failed=drop for BurstGPT. The formats' options: docs/traces.md.")
+    ] = None,
     preset: PresetOpt = None,
     model_path: ModelPathOpt = None,
     precision: PrecisionOpt = None,
@@ -73,7 +78,7 @@ def live_replay(
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      rate_scale=rate_scale, limit=limit, max_prompt_tokens=max_prompt_tokens,
                                      max_output_tokens=max_output_tokens)
-        requests, path = _requests(cfg, trace, format, transforms)
+        requests, path = _requests(cfg, trace, format, transforms, opt)
         check_fits(cfg, requests, path)
         if not json_out:
             models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
@@ -99,15 +104,17 @@ def live_replay(
         raise typer.Exit(1)
 
 
-def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms: Any) -> tuple[list[Any], Path]:
+def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms: Any,
+              opt: Optional[list[str]] = None) -> tuple[list[Any], Path]:
     from sim.replay import prepare_trace
-    from sim.traces import bundled_trace_path
+    from sim.traces import bundled_trace_path, parse_options
 
     path = trace if trace is not None else bundled_trace_path()
     if format is None and trace is None:
         format = "azure"
     requests = []
-    for r in prepare_trace(path, seed=cfg.seed, transforms=transforms, trace_format=format):
+    for r in prepare_trace(path, seed=cfg.seed, transforms=transforms, trace_format=format,
+                           trace_options=parse_options(opt or ())):
         requests.append(r)
         if len(requests) > MAX_REQUESTS:
             raise ConfigError(f"more than {MAX_REQUESTS:,} requests to replay in real time: give --limit or a window")

@@ -2,9 +2,10 @@
 
 Importing typer and making the click command from `controlplane.cli.sim.replay`'s signature were
 ~0.1 G instructions of every replay's start (docs/history/simulator.md). :func:`parse` reads the
-command lines made only of the options below, each given once, spelled out (``--name value``,
-``--name=value``, ``-f value``) with a value that does not start with ``-``, and at most one trace
-path, and gives `replay`'s keyword arguments as typer would: the same conversions (``int``,
+command lines made only of the options below, each given once (``--opt`` may be repeated),
+spelled out (``--name value``, ``--name=value``, ``-f value``) with a value that does not start
+with ``-``, and at most one trace path, and gives `replay`'s keyword arguments as typer would:
+the same conversions (``int``,
 ``float``, ``str``, ``Path``, flags), the same defaults. Anything else (``--help``, an unknown or
 repeated option, a value typer would refuse, shell completion) gives ``None``, and the command goes
 through typer as before. :data:`PARAMETERS` mirrors `replay`'s signature:
@@ -23,9 +24,11 @@ from typing import Any, Final
 
 __all__ = ["PARAMETERS", "parse", "run"]
 
-#: A flag without a ``--no-`` form, and a boolean option with one (``--exact/--no-exact``).
+#: A flag without a ``--no-`` form, a boolean option with one (``--exact/--no-exact``), and a
+#: text option that may be repeated (``--opt a=1 --opt b=2``: a list, None when not given).
 FLAG: Final = "flag"
 SWITCH: Final = "switch"
+MULTIPLE: Final = "multiple"
 
 #: `replay`'s options in its signature's order: (parameter, option names, kind, default, least
 #: value); kind is a type its value is converted with, or FLAG / SWITCH. The trace is positional.
@@ -46,6 +49,7 @@ PARAMETERS: Final[tuple[tuple[str, tuple[str, ...], Any, Any, int | None], ...]]
     ("max_output_tokens", ("--max-output-tokens",), int, None, 1),
     ("qps", ("--qps",), float, None, None),
     ("arrival", ("--arrival",), str, None, None),
+    ("opt", ("--opt",), MULTIPLE, None, None),
     ("exact", ("--exact",), SWITCH, False, None),
     ("until", ("--until",), float, None, None),
     ("slo_ttft", ("--slo-ttft",), float, None, None),
@@ -85,7 +89,7 @@ def parse(args: Sequence[str]) -> dict[str, Any] | None:
         if found is None:
             return None
         parameter, kind, flag_value = found
-        if parameter in given:
+        if parameter in given and kind != MULTIPLE:
             return None
         given.add(parameter)
         if kind == FLAG or kind == SWITCH:
@@ -100,6 +104,9 @@ def parse(args: Sequence[str]) -> dict[str, Any] | None:
             i += 1
         if not value or value.startswith("-") or (kind is int or kind is float) and not value.isascii():
             return None  # (typer's numbers are pydantic's, which take ASCII digits only: not "５" as int() does)
+        if kind == MULTIPLE:
+            values[parameter] = [*(values[parameter] or ()), value]
+            continue
         try:
             converted = kind(value)
         except ValueError:

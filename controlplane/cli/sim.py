@@ -91,7 +91,8 @@ def replay(
         Optional[Path], typer.Argument(help="Trace file. Default: the bundled Azure LLM code trace (8,819 requests).")
     ] = None,
     format: Annotated[
-        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect).")
+        Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian "
+                                                           "(default: detect).")
     ] = None,
     db: Annotated[Optional[str], typer.Option(help=common.DB_OPTION_HELP)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator.")] = None,
@@ -117,6 +118,10 @@ def replay(
         min=1, help="Cut longer outputs to this many tokens.")] = None,
     qps: Annotated[Optional[float], typer.Option(help="Vidur traces: arrival rate of the synthetic process.")] = None,
     arrival: Annotated[Optional[str], typer.Option(help="Vidur traces: poisson | gamma.")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option(
+        "--opt", metavar="KEY=VALUE", help="A trace format option (repeatable; VALUE read as JSON where it parses), "
+                                           "e.g. --opt failed=drop --opt models=GPT-4 for BurstGPT, --opt "
+                                           "spread=none for Mooncake. The formats' options: docs/traces.md.")] = None,
     exact: Annotated[bool, typer.Option(help="One control-plane step per iteration (slow, for checking).")] = False,
     until: Annotated[Optional[float], typer.Option(help="Stop at this simulated second; the rest is in flight.")] = None,
     slo_ttft: Annotated[Optional[float], typer.Option(help="TTFT target (s) for SLO attainment.")] = None,
@@ -127,7 +132,7 @@ def replay(
     writer = _early_writer()
     try:
         _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up, repeat,
-                rate_scale, limit, max_prompt_tokens, max_output_tokens, qps, arrival, exact, until, slo_ttft,
+                rate_scale, limit, max_prompt_tokens, max_output_tokens, qps, arrival, opt, exact, until, slo_ttft,
                 slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
         common.say_replay_interrupted(exc)
@@ -183,7 +188,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
             window_end: Optional[float], speed_up: Optional[float], repeat: Optional[int],
             rate_scale: Optional[float], limit: Optional[int], max_prompt_tokens: Optional[int],
-            max_output_tokens: Optional[int], qps: Optional[float], arrival: Optional[str], exact: bool, until: Optional[float],
+            max_output_tokens: Optional[int], qps: Optional[float], arrival: Optional[str], opt: Optional[list[str]],
+            exact: bool, until: Optional[float],
             slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
     with common.gc_paused():  # the config's imports: only long-lived objects
         from controlplane.config import load_config
@@ -201,7 +207,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         with common.gc_paused():  # the simulator's imports, while the writer makes its engine
             from sim.replay import TraceTransforms
             from sim.replay import replay as run_replay
-            from sim.traces import bundled_trace_path
+            from sim.traces import bundled_trace_path, parse_options
         path = trace if trace is not None else bundled_trace_path()
         if format is None and trace is None:
             format = "azure"
@@ -212,6 +218,10 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             options["arrival"] = arrival
         if options:
             _check_vidur_options(Path(path), format)
+        for key, value in parse_options(opt or ()).items():
+            if key in options:
+                raise ValueError(f"--opt {key} and --{key} are both given: give one")
+            options[key] = value
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      repeat=repeat, rate_scale=rate_scale, limit=limit,
                                      max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)

@@ -135,7 +135,8 @@ def sweep_table(runs: list[dict], title: str) -> Any:
 def search(
     spec: SpecArg,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Trace file (default: the spec's trace).")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian.")]
+    format: Annotated[Optional[str], typer.Option(
+        "--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian.")]
     = None,
     slo_ttft: Annotated[Optional[float], typer.Option("--slo-ttft", help="TTFT target (s); default: the spec's.")]
     = None,

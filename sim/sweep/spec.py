@@ -25,6 +25,7 @@ from controlplane.config import RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from sim.sweep.spec_plugins import check_plugin_names
 from sim.sweep.spec_settings import check_plugin_settings
+from sim.traces import FORMAT_OPTIONS, FORMATS
 
 __all__ = ["Point", "RangeSpec", "SearchSettings", "SweepSpec", "TraceSpec", "apply_dotted", "load_spec",
            "point_key"]
@@ -63,13 +64,26 @@ class TraceSpec(_Section):
 
     path: str | None = None  # None: the bundled Azure code trace
     format: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)  # reader options (vidur: qps, arrival)
+    options: dict[str, Any] = Field(default_factory=dict)  # reader options (docs/traces.md)
     window_start_s: float | None = None
     window_end_s: float | None = None
     speed_up: float | None = Field(None, gt=0)
     repeat: int | None = Field(None, ge=1)
     rate_scale: float | None = Field(None, gt=0)
     limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _known_format(self) -> TraceSpec:
+        """A misspelt format or option fails when the spec loads, not when its traces are read."""
+        if self.format is None:
+            return self  # (detected from the file; its options are checked when it is read)
+        if self.format not in FORMATS:
+            raise ValueError(f"format: unknown trace format {self.format!r}; valid formats: {', '.join(FORMATS)}")
+        unknown = sorted(set(self.options) - set(FORMAT_OPTIONS[self.format]))
+        if unknown:
+            raise ValueError(f"options: unknown option(s) {', '.join(map(repr, unknown))} for trace format "
+                             f"{self.format!r}; valid options: {', '.join(FORMAT_OPTIONS[self.format])}")
+        return self
 
 
 class SearchSettings(_Section):

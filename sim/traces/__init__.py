@@ -4,7 +4,7 @@ record (`TraceRequest`), streaming transforms, and a bundled Azure trace. See do
 
 from .bundled import BUNDLED_TRACES, bundled_trace_path
 from .canonical import write_canonical
-from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, read_trace
+from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, parse_options, read_trace
 from .errors import TraceFormatError
 from .record import TraceRequest
 from .transforms import apply_transforms, cap_lengths, limit, repeat, scale_rate, speed_up, time_window
@@ -20,6 +20,7 @@ __all__ = [
     "BUNDLED_TRACES",
     "FORMATS",
     "FORMAT_OPTIONS",
+    "parse_options",
     "time_window",
     "speed_up",
     "repeat",

@@ -6,13 +6,12 @@ A quick look at an unfamiliar trace (rows, span, rate, length percentiles) befor
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import bundled_trace_path, read_trace
+from . import bundled_trace_path, parse_options, read_trace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,15 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5, failed=drop, "
                          "model_column=true, 'models=[\"GPT-4\"]'), else kept as text")
     args = ap.parse_args(argv)
-    options = {}
-    for item in args.opt:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
     t0 = time.perf_counter()
     try:  # a missing file, an unknown name, format or option, a bad row: one line, exit 2
+        options = parse_options(args.opt)
         path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
         if not Path(path).is_file():
             raise FileNotFoundError(f"trace {path} is a folder, not a file" if Path(path).is_dir()

@@ -71,25 +71,36 @@ def _choices(name: str, value: Any, norm: Any) -> frozenset[str] | None:
     return out
 
 
+_MAX_CACHED = 10_000  # distinct cell values remembered (a real file has a few; a hostile one, any number)
+
+
 class _Filter:
     """Which raw cell values a `models` / `log_types` option keeps, decided once per distinct value."""
 
-    __slots__ = ("option", "wanted", "norm", "decided")
+    __slots__ = ("option", "wanted", "norm", "decided", "matched", "sample")
 
     def __init__(self, option: str, wanted: frozenset[str], norm: Any) -> None:
         self.option, self.wanted, self.norm = option, wanted, norm
-        self.decided: dict[str, bool] = {}
+        self.decided: dict[str, bool] = {}  # raw cell -> kept
+        self.matched: set[str] = set()      # wanted values some row had
+        self.sample: set[str] = set()       # up to 10 values the rows had, for the warning
 
     def keeps(self, raw: str) -> bool:
-        keep = self.decided[raw] = self.norm(raw) in self.wanted
+        value = self.norm(raw)
+        keep = value in self.wanted
+        if keep:
+            self.matched.add(value)
+        if len(self.sample) < 10:
+            self.sample.add(raw.strip())
+        if len(self.decided) < _MAX_CACHED:
+            self.decided[raw] = keep
         return keep
 
     def unmatched(self) -> list[str]:
-        seen = {self.norm(raw) for raw in self.decided}
-        return sorted(self.wanted - seen)
+        return sorted(self.wanted - self.matched)
 
     def seen(self) -> list[str]:
-        return sorted({raw.strip() for raw in self.decided})[:10]
+        return sorted(self.sample)
 
 
 def _read(path: PathLike, keep_models: frozenset[str] | None, keep_logs: frozenset[str] | None, drop_failed: bool,
@@ -167,7 +178,9 @@ def _read(path: PathLike, keep_models: frozenset[str] | None, keep_logs: frozens
             if model_column:
                 name = names.get(model)
                 if name is None and model not in names:
-                    name = names[model] = model.strip() or None
+                    name = model.strip() or None
+                    if len(names) < _MAX_CACHED:
+                        names[model] = name
                 yield new_labelled(str(idx - 1), t - t0, p, o, name, None)
             else:
                 yield new_basic(str(idx - 1), t - t0, p, o)

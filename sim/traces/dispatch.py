@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -186,6 +186,25 @@ def read_trace(path: PathLike, format: str | None = None, *,
             raise
         raise error from None
     return TraceReader(path, fmt, _decoded(path, requests), sink)
+
+
+def parse_options(items: Iterable[str]) -> dict[str, Any]:
+    """Format options from command-line ``KEY=VALUE`` items (``--opt``): VALUE read as JSON where it
+    parses (``qps=2.5``, ``model_column=true``, ``models=["GPT-4"]``), else kept as text
+    (``failed=drop``, ``models=ChatGPT,GPT-4``). Which keys the format takes is `read_trace`'s check."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"--opt {item!r}: expected KEY=VALUE, e.g. --opt failed=drop")
+        if key in out:
+            raise ValueError(f"--opt {key} is given twice")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _decoded(path: PathLike, requests: Iterator[TraceRequest]) -> Iterator[TraceRequest]:

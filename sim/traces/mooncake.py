@@ -117,7 +117,8 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                 if type(ts) is int or type(ts) is float:
                     ts = float(ts)
                     if not (0.0 <= ts < math.inf):
-                        raise TraceFormatError(path, lineno, TS, f"expected finite non-negative {unit_name}, got {ts!r}")
+                        raise TraceFormatError(path, lineno, TS,
+                                               f"expected finite non-negative {unit_name}, got {ts!r}")
                 else:
                     raise TraceFormatError(path, lineno, TS, f"expected a number of {unit_name}, got {ts!r}")
                 if type(p) is not int or p < 0:

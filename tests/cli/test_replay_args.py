@@ -26,6 +26,7 @@ READ = [
     ["--no-exact", "--progress", "-f", "vidur", "x y.csv", "--config=c.toml"],
     ["--seed", " 3 ", "--limit", "1_000", "--qps", "nan", "--until", "inf", "--repeat", "1", "--name", "a=b"],
     ["--db=sqlite:///a=b.db", "--window-start", "0", "--speed-up", "0.5e-1"],
+    ["t.csv", "--opt", "failed=drop", "--format", "burstgpt", "--opt=models=[\"GPT-4\"]", "--opt", "x"],
 ]
 LEFT_TO_TYPER = [
     ["--help"], ["a", "b"], ["--seed", "x"], ["--seed", "1.5"], ["--repeat", "0"], ["--seed", "-1"], ["--json=1"],
@@ -33,6 +34,7 @@ LEFT_TO_TYPER = [
     ["-f=canonical"], ["--bogus"], ["--limit"], ["--name", ""], [""], ["-"], ["--window_start", "1"],
     ["--format", "--json"], ["--exact", "--no-exact"], ["--install-completion"],
     ["--seed", "５"], ["--qps", "١.٥"], ["--repeat", "１"],  # digits int() and float() take, typer refuses
+    ["--opt"], ["--opt", "-x=1"], ["--opt="],
 ]
 
 
@@ -53,13 +55,16 @@ def test_the_options_are_those_of_the_command_typer_makes():
     assert list(params) == [name for name, *_ in replay_args.PARAMETERS]  # the same, in the same order
     for name, names, kind, default, least in replay_args.PARAMETERS:
         p = params[name]
+        multiple = kind == replay_args.MULTIPLE
         assert (p.opts, p.default, p.multiple, p.nargs, p.envvar, p.required, p.count, p.callback, p.is_eager) == (
-            list(names), default, False, 1, None, False, False, None, False), name
+            list(names), default, multiple, 1, None, False, False, None, False), name
         assert (p.min, p.max) == (least, None), name
         if kind in (replay_args.FLAG, replay_args.SWITCH):
             no = ["--no-" + names[0][2:]] if kind == replay_args.SWITCH else []
             assert p.is_flag and p.is_bool_flag and p.secondary_opts == no, name
             assert p.type_descriptor.annotation is bool, name
+        elif multiple:
+            assert not p.is_flag and p.secondary_opts == [] and p.type_descriptor.annotation == list[str], name
         else:
             assert not p.is_flag and p.secondary_opts == [] and p.type_descriptor.annotation is kind, name
 

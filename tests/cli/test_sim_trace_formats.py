@@ -19,11 +19,17 @@ def _replay(*args) -> dict:
     return json.loads(result.stdout)
 
 
-def test_a_burstgpt_file_replays(tmp_path):
+def _small_burstgpt(tmp_path):
+    """40 rows, every 4th GPT-4 (10), every 10th failed (4: rows 9, 19, 29, 39, none of them GPT-4)."""
     path = tmp_path / "small_burstgpt.csv"
     rows = [f"{i * 2},{'GPT-4' if i % 4 == 0 else 'ChatGPT'},{200 + 10 * i},{0 if i % 10 == 9 else 20 + i},"
             f"{220 + 11 * i},{'API log' if i % 2 else 'Conversation log'}" for i in range(40)]
     path.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_burstgpt_file_replays(tmp_path):
+    path = _small_burstgpt(tmp_path)
     s = _replay(path, "--format", "burstgpt", "--db", f"sqlite:///{tmp_path / 'runs.db'}")
     # every row, the failed ones (0 response tokens, kept by default) too; the Model column names no
     # deployment unless asked, so nothing is rejected as an unknown model
@@ -48,3 +54,28 @@ def test_a_bailian_file_replays(tmp_path):
     rows = json.loads(exported.stdout)
     assert sorted(r["request_id"] for r in rows) == [str(1000 + i) for i in range(30)]  # ids from chat_id
     assert max(r["arrival_s"] for r in rows) == 14.5  # seconds, not milliseconds
+
+
+def test_format_options_from_the_command_line(tmp_path):
+    path, db = _small_burstgpt(tmp_path), f"sqlite:///{tmp_path / 'runs.db'}"
+    s = _replay(path, "--opt", "failed=drop", "--opt", "models=ChatGPT", "--db", db)
+    assert s["num_requests"] == 40 - 10 - 4
+    # the Model column as the request's model: a deployment must serve it, or it is rejected
+    s = _replay(path, "--opt", "model_column=true", "--db", db)
+    assert s["num_rejected"] == 40 and s["reject_reasons"] == {"unknown model": 40}
+    config = tmp_path / "two.yaml"
+    config.write_text("cluster:\n  models:\n    - {name: ChatGPT, replicas: 1}\n    - {name: GPT-4, replicas: 1}\n")
+    s = _replay(path, "--opt", "model_column=true", "--config", config, "--db", db)
+    assert s["num_completed"] == 40 and s["num_rejected"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--opt", "spread=none"], "unknown option(s) 'spread' for trace format 'burstgpt'; valid options: models, "
+                               "log_types, failed, model_column, on_error"),
+    (["--opt", "failed"], "--opt 'failed': expected KEY=VALUE, e.g. --opt failed=drop"),
+    (["--opt", "failed=skip"], "unknown failed 'skip' for format 'burstgpt'; valid choices: keep, drop"),
+])
+def test_a_bad_option_exits_2_naming_it(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["sim", "replay", str(_small_burstgpt(tmp_path)), *args, "--no-progress",
+                                      "--db", f"sqlite:///{tmp_path / 'runs.db'}"])
+    assert result.exit_code == 2 and message in " ".join(result.stderr.split()), result.output

@@ -164,3 +164,17 @@ def test_a_trace_with_a_repeated_request_id_is_refused_before_any_worker_starts(
     res = CliRunner().invoke(build_app(), ["live-replay", str(trace), "--config", str(_config(tmp_path, url))])
     assert res.exit_code == 2 and "request id 'x' appears twice" in " ".join(res.output.split())
     assert not (tmp_path / "runs.db").exists()
+
+
+def test_trace_format_options_choose_the_requests_before_any_worker_starts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    trace = tmp_path / "small_burstgpt.csv"  # BurstGPT's layout: 2 of its 4 rows GPT-4, 1 of them failed
+    trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                     "0,GPT-4,200,5,205,API log\n1,ChatGPT,200,5,205,API log\n"
+                     "2,GPT-4,200,0,200,API log\n3,ChatGPT,200,5,205,API log\n")
+    res = CliRunner().invoke(build_app(), [
+        "live-replay", str(trace), "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
+        "--config", str(_config(tmp_path, url)), "--pool", "thread"])
+    assert res.exit_code == 2  # (too long for the tiny model: refused, and counted after the options)
+    assert "1 of 1 requests" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "runs.db").exists()

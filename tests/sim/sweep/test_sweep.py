@@ -73,6 +73,20 @@ def test_bad_keys_and_values_are_named(space, message):
         load_spec(data={"space": space})
 
 
+@pytest.mark.parametrize("trace, message", [
+    ({"format": "burstgtp"}, "trace: Value error, format: unknown trace format 'burstgtp'; valid formats: azure, "
+                             "mooncake, vidur, canonical, burstgpt, bailian"),
+    ({"format": "burstgpt", "options": {"failed": "drop", "spread": "none"}},
+     "trace: Value error, options: unknown option(s) 'spread' for trace format 'burstgpt'; valid options: models, "
+     "log_types, failed, model_column"),
+])
+def test_a_bad_trace_format_or_option_is_named_when_the_spec_loads(trace, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_spec(data={"trace": trace})
+    assert load_spec(data={"trace": {"format": "burstgpt", "options": {"failed": "drop"}}}).spec.trace.options == {
+        "failed": "drop"}
+
+
 def test_apply_dotted_sets_list_items_and_creates_settings():
     out = apply_dotted({"cluster": {"models": [{"replicas": 2}]}, "plugins": {"settings": {}}},
                        {"cluster.models.0.replicas": 5, "plugins.settings.queue-limit.max_queued_per_replica": 3})

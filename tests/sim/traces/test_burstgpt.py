@@ -129,3 +129,15 @@ def test_empty_and_header_only_files(write):
         list(read_burstgpt(write("e.csv", "")))
     with pytest.raises(TraceFormatError, match="no data rows"):
         list(read_burstgpt(write("h.csv", HEADER + "\n")))
+
+
+def test_filters_stay_right_past_the_cache_of_distinct_values(write, monkeypatch, caplog):
+    from sim.traces import burstgpt
+
+    monkeypatch.setattr(burstgpt, "_MAX_CACHED", 2)  # (10,000 distinct Model values in a real run)
+    rows = "".join(f"{i},m{i % 5},1,1,2,API log\n" for i in range(20))
+    p = write("many.csv", HEADER + rows)
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        reqs = list(read_trace(p, models="m3,m4,nope", model_column=True))
+    assert [r.model for r in reqs] == ["m3", "m4"] * 4
+    assert "'nope' matched no row (seen: m0, m1, m2, m3, m4)" in caplog.records[-1].getMessage()

@@ -19,8 +19,8 @@ def test_format_names():
     ("m.jsonl", '{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [0]}\n', "mooncake"),
     ("m.txt", '\n{"timestamp": 0, "input_length": 1, "output_length": 1}\n', "mooncake"),
     ("c.jsonl", '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 1, "output_tokens": 1}\n', "canonical"),
-    ("BurstGPT_1.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,1,1,2,API log\n",
-     "burstgpt"),
+    ("BurstGPT_1.csv",
+     "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,1,1,2,API log\n", "burstgpt"),
     ("b.csv", " Log Type ,TIMESTAMP,request tokens,Response Tokens\nAPI log,5,1,1\n", "burstgpt"),
     ("b.csv", "Timestamp,Model,Request tokens\n5,ChatGPT,1\n", "burstgpt"),  # (its reader names the missing column)
     ("q.jsonl", '{"chat_id": 1, "parent_chat_id": -1, "timestamp": 0.5, "input_length": 1, "output_length": 1, '

@@ -28,6 +28,8 @@ def test_the_summary_says_what_the_options_left_out(write, capsys):
     (["bundled:nope"], "error: unknown bundled trace 'nope'; valid names: azure_code"),
     (["{bad}", "--format", "vidr"], "error: unknown trace format 'vidr'"),
     (["{bad}"], "error: {bad}:3: field 'prompt_tokens': expected a non-negative integer, got 'x'"),
+    (["{bad}", "--opt", "spread"], "error: --opt 'spread': expected KEY=VALUE, e.g. --opt failed=drop"),
+    (["{bad}", "--opt", "a=1", "--opt", "a=2"], "error: --opt a is given twice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(write, capsys, args, message):
     bad = write("bad.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\nb,2,x,4\n")
