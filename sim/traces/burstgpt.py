@@ -126,64 +126,70 @@ def _read(path: PathLike, keep_models: frozenset[str] | None, keep_logs: frozens
         last = 0.0  # (also the least timestamp: seconds since the trace's start)
         t0 = None
         idx = 0
-        for row in reader:
-            try:
-                if standard:
-                    ts, model, p, o, _, log_type = row
-                else:
-                    if len(row) > width:
-                        raise ValueError  # (the slow path says whether the fields past the header hold text)
-                    ts, p, o = row[its], row[ireq], row[iresp]
+        try:
+            for row in reader:
+                try:
+                    if standard:
+                        ts, model, p, o, _, log_type = row
+                    else:
+                        if len(row) > width:
+                            raise ValueError  # (the slow path says whether the fields past the header hold text)
+                        ts, p, o = row[its], row[ireq], row[iresp]
+                        if imodel is not None:
+                            model = row[imodel]
+                        if ilog is not None:
+                            log_type = row[ilog]
+                    p = int(p)
+                    o = int(o)
+                    t = float(ts)
+                    # nan fails every comparison; inf, negatives and a step back fail the range
+                    if p < 0 or o < 0 or not (last <= t < math.inf):
+                        raise ValueError
+                except (ValueError, IndexError, TypeError):
+                    if not row or not any(c.strip() for c in row):
+                        continue
+                    line = row_start_line(reader, row)
+                    try:
+                        t, p, o = _slow_row(path, line, row, header, cols, last)
+                    except TraceFormatError as err:
+                        sink(err)
+                        idx += 1
+                        continue
                     if imodel is not None:
                         model = row[imodel]
                     if ilog is not None:
                         log_type = row[ilog]
-                p = int(p)
-                o = int(o)
-                t = float(ts)
-                # nan fails every comparison; inf, negatives and a step back fail the range
-                if p < 0 or o < 0 or not (last <= t < math.inf):
-                    raise ValueError
-            except (ValueError, IndexError, TypeError):
-                if not row or not any(c.strip() for c in row):
+                last = t
+                idx += 1
+                if keep_model is not None:
+                    keep = keep_model.get(model)
+                    if not (models.keeps(model) if keep is None else keep):
+                        dropped[DROP_MODEL] = dropped.get(DROP_MODEL, 0) + 1
+                        continue
+                if keep_log is not None:
+                    keep = keep_log.get(log_type)
+                    if not (logs.keeps(log_type) if keep is None else keep):
+                        dropped[DROP_LOG] = dropped.get(DROP_LOG, 0) + 1
+                        continue
+                if o == 0 and drop_failed:
+                    dropped[DROP_FAILED] = dropped.get(DROP_FAILED, 0) + 1
                     continue
-                line = row_start_line(reader, row)
-                try:
-                    t, p, o = _slow_row(path, line, row, header, cols, last)
-                except TraceFormatError as err:
-                    sink(err)
-                    idx += 1
-                    continue
-                if imodel is not None:
-                    model = row[imodel]
-                if ilog is not None:
-                    log_type = row[ilog]
-            last = t
-            idx += 1
-            if keep_model is not None:
-                keep = keep_model.get(model)
-                if not (models.keeps(model) if keep is None else keep):
-                    dropped[DROP_MODEL] = dropped.get(DROP_MODEL, 0) + 1
-                    continue
-            if keep_log is not None:
-                keep = keep_log.get(log_type)
-                if not (logs.keeps(log_type) if keep is None else keep):
-                    dropped[DROP_LOG] = dropped.get(DROP_LOG, 0) + 1
-                    continue
-            if o == 0 and drop_failed:
-                dropped[DROP_FAILED] = dropped.get(DROP_FAILED, 0) + 1
-                continue
-            if t0 is None:
-                t0 = t
-            if model_column:
-                name = names.get(model)
-                if name is None and model not in names:
-                    name = model.strip() or None
-                    if len(names) < _MAX_CACHED:
-                        names[model] = name
-                yield new_labelled(str(idx - 1), t - t0, p, o, name, None)
-            else:
-                yield new_basic(str(idx - 1), t - t0, p, o)
+                if t0 is None:
+                    t0 = t
+                if model_column:
+                    name = names.get(model)
+                    if name is None and model not in names:
+                        name = model.strip() or None
+                        if len(names) < _MAX_CACHED:
+                            names[model] = name
+                    yield new_labelled(str(idx - 1), t - t0, p, o, name, None)
+                else:
+                    yield new_basic(str(idx - 1), t - t0, p, o)
+        except GeneratorExit:  # the caller stopped early (a window's end, a limit): say what was left out so far
+            if dropped:
+                log.warning("%s: left out %s of the first %s rows (the read stopped there): %s", path,
+                            f"{sum(dropped.values()):,}", f"{idx:,}", _reasons(dropped))
+            raise
         if idx == 0:
             raise no_rows(path)
         _report(path, idx, dropped, t0 is None, models, logs)
@@ -213,10 +219,13 @@ def _report(path: PathLike, rows: int, dropped: dict[str, int], none_kept: bool,
     unmatched = [f"{flt.option} value(s) {', '.join(map(repr, flt.unmatched()))} matched no row "
                  f"(seen: {', '.join(flt.seen()) or 'none'})" for flt in (models, logs) if flt and flt.unmatched()]
     if none_kept and dropped:
-        reasons = "; ".join(f"{n:,} {_SAY[why]}" for why, n in dropped.items())
-        raise TraceFormatError(path, None, None, f"no row kept: the options left out all {rows:,} rows ({reasons})"
+        raise TraceFormatError(path, None, None, f"no row kept: the options left out all {rows:,} rows "
+                               f"({_reasons(dropped)})"
                                + (f"; {'; '.join(unmatched)}" if unmatched else ""))
     if dropped or unmatched:
-        parts = [f"{n:,} {_SAY[why]}" for why, n in dropped.items()] + unmatched
         log.warning("%s: left out %s of %s rows: %s", path, f"{sum(dropped.values()):,}", f"{rows:,}",
-                    "; ".join(parts))
+                    "; ".join(([_reasons(dropped)] if dropped else []) + unmatched))
+
+
+def _reasons(dropped: dict[str, int]) -> str:
+    return "; ".join(f"{n:,} {_SAY[why]}" for why, n in dropped.items())

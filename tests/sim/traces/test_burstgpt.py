@@ -63,6 +63,17 @@ def test_failed_rows_are_kept_by_default_and_dropped_counted_and_logged(write, c
     assert caplog.records == []
 
 
+def test_a_read_stopped_early_says_what_it_left_out_so_far(write, caplog):
+    from sim.traces import apply_transforms
+
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        with read_trace(p, failed="drop") as reader:
+            assert [r.request_id for r in apply_transforms(reader, window=(None, 100))] == ["0"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}: left out 1 of the first 3 rows (the read stopped there): 1 failed (Response tokens 0, failed='drop')"]
+
+
 def test_model_and_log_type_filters(write, caplog):
     p = write("BurstGPT_1.csv", HEADER + ROWS)
     reader = read_trace(p, models="ChatGPT")
