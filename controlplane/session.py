@@ -94,6 +94,7 @@ class RunSession:
         clock: Clock | None = None,
         writer: Any = None,
         defer_run_id: bool = False,
+        trace_read: Mapping[str, Any] | None = None,
     ) -> None:
         """``writer``: a :class:`controlplane.storage.early.EarlyWriter` forked before the run's
         imports (the CLI starts one); without it a sim run forks its own where it can. A writer
@@ -103,9 +104,14 @@ class RunSession:
         without waiting for the row's id (the writer may still be importing SQLAlchemy): the
         caller builds the rest of the run meanwhile and calls :meth:`started` before the run's
         first event (``ctx.run.run_id`` is None until then; :attr:`run_id` and :meth:`close`
-        wait for it too). An error of the run's start (the database) is raised there."""
+        wait for it too). An error of the run's start (the database) is raised there.
+
+        ``trace_read``: how the trace was read (its format ``options`` and the ``transforms``:
+        window, speed-up, rate scale ...), stored with the run's config as ``config["trace_read"]``
+        so that a stored run says which requests it replayed."""
         self.config = config
         self.mode = mode
+        self.trace_read = dict(trace_read) if trace_read else None
         self.clock = clock or Clock()
         available = dict(available if available is not None else discover_plugins())
         self.engine = None
@@ -196,7 +202,8 @@ class RunSession:
             trace=trace,
             trace_format=trace_format,
             seed=config.seed,
-            config={**stored_config(config), "process": process_marker()},  # (controlplane.storage.crashed)
+            config={**stored_config(config), **({"trace_read": self.trace_read} if self.trace_read else {}),
+                    "process": process_marker()},  # (controlplane.storage.crashed)
             plugins=self.plugins.versions(),
             started_at=datetime.now(timezone.utc),
         )

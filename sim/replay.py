@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,8 @@ def replay(
         trace_format = reader.format
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
+    else:
+        reader = trace if isinstance(trace, TraceReader) else None
     if isinstance(trace, TraceReader):
         trace_name = trace_name if trace_name is not None else str(trace.path)
         trace_format = trace_format if trace_format is not None else trace.format
@@ -265,7 +267,7 @@ def replay(
     started: list[Any] = []  # the session and the driver, as they are made
     try:
         return _run(config, requests, trace_name, trace_format, record, extra_plugins, available, writer,
-                    on_progress, started)
+                    on_progress, started, trace_read(transforms, trace_options), reader)
     except KeyboardInterrupt as exc:
         if isinstance(exc, ReplayInterrupted):
             raise
@@ -283,11 +285,25 @@ def _started_run_id(session: RunSession | None) -> int | None:
         return None
 
 
+def trace_read(transforms: TraceTransforms, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """How a replay read its trace, as its run row stores it (``config["trace_read"]``): the
+    transforms that were set and the format options; None when neither was."""
+    read: dict[str, Any] = {}
+    if edits := {k: v for k, v in asdict(transforms).items() if v is not None}:
+        read["transforms"] = edits
+    if options:
+        read["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    return read or None
+
+
 def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | None, trace_format: str | None,
          record: bool, extra_plugins: Iterable[object], available: Mapping[str, Any] | None, writer: Any,
-         on_progress: Callable[[int, float], None] | None, started: list[Any]) -> ReplayResult:
+         on_progress: Callable[[int, float], None] | None, started: list[Any],
+         read: dict[str, Any] | None = None, reader: TraceReader | None = None) -> ReplayResult:
     """`replay`'s run: the session, the driver and the loop (``started`` gets the session and the
-    driver as they are made, for `ReplayInterrupted`)."""
+    driver as they are made, for `ReplayInterrupted`). The trace rows ``reader``'s format options
+    left out (``TraceReader.dropped``, e.g. BurstGPT's failed requests) go into the summary as
+    ``trace_rows_left_out``: counted on the file's first read (once, when ``repeat`` plays it again)."""
     with RunSession(
         config,
         mode="sim",
@@ -298,6 +314,7 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         available=available,
         writer=writer,
         defer_run_id=True,  # a writer process inserts the run row while the driver is built
+        trace_read=read,
     ) as session:
         started.append(session)
         timings.mark("session_open")
@@ -313,6 +330,8 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         checked = sum(r["checked_hits"] for r in reports)
         if isinstance(finished, dict) and checked:
             finished = {**finished, "cache_false_hit_rate": round(sum(r["false_hits"] for r in reports) / checked, 6)}
+        if isinstance(finished, dict) and reader is not None and reader.dropped:
+            finished = {**finished, "trace_rows_left_out": dict(reader.dropped)}
         timings.mark("loop_end")
         summary = session.close(finished)
         timings.mark("closed")

@@ -108,6 +108,8 @@ def show(
         errors = plugin_errors(engine, run_id)
     out.print(f"[bold]run {run_id}[/] {run.get('name') or ''} mode={run['mode']} status={run['status']} "
               f"seed={run.get('seed')} trace={run.get('trace')}")
+    if read_line := _trace_read_line(run):
+        out.print(read_line, highlight=False)
     if (error := (run.get("summary") or {}).get("error")) is not None:
         out.print(f"[bold red]{run['status']}:[/] {error.rstrip(': ')}", highlight=False)
     if (run.get("summary") or {}).get("crashed"):
@@ -261,3 +263,14 @@ def export(
 from controlplane.cli.report import report as _report  # noqa: E402
 
 app.command("report")(_report)
+
+
+def _trace_read_line(run: dict) -> str | None:
+    """How the run read its trace (``config["trace_read"]``, the replay's transforms and format
+    options) and the rows those options left out (``summary["trace_rows_left_out"]``), in one line."""
+    read = (run.get("config") or {}).get("trace_read") or {}
+    left_out = (run.get("summary") or {}).get("trace_rows_left_out") or {}
+    parts = [f"{k}={fmt_value(v)}" for k, v in {**read.get("transforms", {}), **read.get("options", {})}.items()]
+    if left_out:
+        parts.append("rows left out: " + ", ".join(f"{why} {n:,}" for why, n in left_out.items()))
+    return "trace read: " + "; ".join(parts) if parts else None

@@ -79,3 +79,19 @@ def test_a_bad_option_exits_2_naming_it(tmp_path, args, message):
     result = CliRunner().invoke(app, ["sim", "replay", str(_small_burstgpt(tmp_path)), *args, "--no-progress",
                                       "--db", f"sqlite:///{tmp_path / 'runs.db'}"])
     assert result.exit_code == 2 and message in " ".join(result.stderr.split()), result.output
+
+
+def test_a_stored_run_says_how_its_trace_was_read(tmp_path):
+    """The transforms and format options are stored with the run (config["trace_read"]) and the rows
+    the options left out are in its summary, so `runs show` says which requests the run replayed."""
+    path, db = _small_burstgpt(tmp_path), f"sqlite:///{tmp_path / 'runs.db'}"
+    s = _replay(path, "--opt", "failed=drop", "--opt", "models=ChatGPT", "--speed-up", 2, "--db", db)
+    assert s["trace_rows_left_out"] == {"failed": 4, "models": 10}
+    shown = CliRunner().invoke(app, ["runs", "show", str(s["run_id"]), "--db", db])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines()[1] == (
+        "trace read: speed_up=2; failed=drop; models=ChatGPT; rows left out: models 10, failed 4")
+    plain = _replay(path, "--db", db)  # nothing set, nothing left out: no line, no key
+    assert "trace_rows_left_out" not in plain
+    shown = CliRunner().invoke(app, ["runs", "show", str(plain["run_id"]), "--db", db])
+    assert "trace read:" not in shown.stdout
