@@ -40,6 +40,10 @@ class Backend:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        """Close without waiting for runs in flight (Ctrl-C, an error): their results are not wanted."""
+        self.close()
+
     def __enter__(self) -> Backend:
         return self
 
@@ -102,6 +106,12 @@ class PoolBackend(Backend):
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+    def abort(self) -> None:
+        if self._executor is not None:
+            for process in list((self._executor._processes or {}).values()):  # (3.11 has no public way)
+                process.terminate()  # (a run in flight would be waited for to its end, and its result dropped)
+        self.close()
 
 
 # -- Ray -----------------------------------------------------------------------------------

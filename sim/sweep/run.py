@@ -11,6 +11,7 @@ from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
 from sim.replay import TraceTransforms, prepare_trace
 from sim.sweep.backends import BACKENDS, Backend, make_backend
+from sim.sweep.interrupt import interrupt_deferred
 from sim.sweep.lock import SweepLock
 from sim.sweep.spec import LoadedSpec, Point
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome, stored_keys
@@ -132,17 +133,18 @@ def run_sweep(
                 traces = load_traces(loaded, {t.seed for t in pending}, trace_path=trace_path,
                                      trace_format=trace_format)
                 for outcome in back.run(pending, traces):
-                    run_id = store_outcome(engine, sweep_id, outcome)
-                    result.run_ids[outcome.task.key] = run_id
-                    result.ran += 1
-                    if outcome.status == "failed":
-                        result.failed[outcome.task.key] = outcome.summary.get("error", "")
+                    with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
+                        run_id = store_outcome(engine, sweep_id, outcome)
+                        result.run_ids[outcome.task.key] = run_id
+                        result.ran += 1
+                        if outcome.status == "failed":
+                            result.failed[outcome.task.key] = outcome.summary.get("error", "")
                     if on_run is not None:
                         on_run(outcome, run_id)
+            status = "finished"
         finally:
             if not isinstance(backend, Backend):
-                back.close()
-        status = "finished"
+                back.close() if status == "finished" else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
     except KeyboardInterrupt as exc:
         status = "interrupted"
         raise SweepInterrupted(sweep_id, result.skipped + result.ran, result.total) from exc

@@ -36,6 +36,7 @@ from typing import Any
 from controlplane.report.cost import cost_unit, estimated_cost, run_cost
 from controlplane.report.pareto import pareto_front
 from sim.sweep.backends import Backend, make_backend
+from sim.sweep.interrupt import interrupt_deferred
 from sim.sweep.run import load_traces, trace_id, transforms_of
 from sim.sweep.spec import LoadedSpec, point_key
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
@@ -235,7 +236,8 @@ def search(
                                        trace=path, num_runs=None, fresh=True)
 
         def store(outcome: RunOutcome) -> None:
-            store_outcome(engine, sweep_id, outcome)
+            with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
+                store_outcome(engine, sweep_id, outcome)
 
     back = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers, ray_address=ray_address)
     status = "failed"
@@ -258,7 +260,7 @@ def search(
         raise
     finally:
         if not isinstance(backend, Backend):
-            back.close()
+            back.close() if status == "finished" else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
     full = [c for c in cands if c.stage in ("full", "confirmed")]
     front = pareto_front([c.public() for c in full])
     best_cost = best.public()["cost"] if best else math.inf

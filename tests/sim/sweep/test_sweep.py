@@ -4,6 +4,7 @@ backend, resumable."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -168,6 +169,47 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     fresh = run_sweep(loaded, db, backend="serial", fresh=True)
     assert fresh.sweep_id != sweep_id and fresh.ran == 8
     assert _summaries(db, fresh.sweep_id) == _summaries(db, sweep_id)
+
+
+class _SigintHalfway(list):
+    """A run's rows that send this process SIGINT (a real Ctrl-C) when the driver is halfway through them."""
+
+    def __iter__(self) -> Iterator:
+        for i, row in enumerate(list.__iter__(self)):
+            if i == len(self) // 2:
+                signal.raise_signal(signal.SIGINT)
+            yield row
+
+
+class _CtrlCWhileWriting(Backend):
+    """Runs serially; Ctrl-C comes while the driver writes the second run's request rows."""
+
+    def run(self, tasks: Sequence[RunTask], traces) -> Iterator[RunOutcome]:
+        for i, outcome in enumerate(super().run(tasks, traces)):
+            if i == 1:
+                outcome.rows = {**outcome.rows, "request": _SigintHalfway(outcome.rows["request"])}
+            yield outcome
+
+
+def test_ctrl_c_while_a_run_is_written_stores_it_whole_then_stops(tmp_path):
+    """Cut mid-write, SQLite's write lock stayed held: the sweep could not be marked and the rows
+    were spilled; now the run being written is finished first."""
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    loaded = load_spec(data=SPEC)
+    with pytest.raises(SweepInterrupted) as interrupted:
+        run_sweep(loaded, db, backend=_CtrlCWhileWriting())
+    assert (interrupted.value.stored, interrupted.value.total) == (2, 8)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        assert conn.execute(select(Sweep.status)).scalar_one() == "interrupted"
+        runs = conn.execute(select(Run.id, Run.status, Run.summary)).all()
+        counts = dict(conn.execute(select(Request.run_id, func.count()).group_by(Request.run_id)).all())
+    engine.dispose()
+    assert [r.status for r in runs] == ["finished", "finished"]
+    assert all(counts[r.id] == r.summary["num_requests"] == 150 for r in runs)
+    resumed = run_sweep(loaded, db, backend="serial")
+    assert (resumed.skipped, resumed.ran) == (2, 6)
 
 
 def test_the_sweep_table_and_run_columns_exist_after_migration(tmp_path):
