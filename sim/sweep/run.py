@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from controlplane.errors import ConfigError
 from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
 from sim.replay import TraceTransforms, prepare_trace
@@ -73,13 +74,16 @@ def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, 
     name = loaded.name
     path = trace_path or loaded.trace_path()
     fmt = trace_format if trace_format is not None else loaded.trace_format()
-    return [
-        RunTask(key=p.key, index=p.index, seed=p.seed, overrides=p.overrides,
-                config=loaded.run_config(p.overrides, p.seed, db_url=db_url, name=f"{name} #{p.index} seed {p.seed}"),
-                trace_id=trace_id(p.seed), trace_name=path, trace_format=fmt,
-                record=record or loaded.spec.record)
-        for p in points
-    ]
+    tasks = []
+    for p in points:
+        try:
+            config = loaded.run_config(p.overrides, p.seed, db_url=db_url, name=f"{name} #{p.index} seed {p.seed}")
+        except ConfigError as exc:  # (a point load_spec did not try: named with the spec, as the ones it did)
+            raise ConfigError(f"{loaded.path or 'sweep spec'}: {exc}") from None
+        tasks.append(RunTask(key=p.key, index=p.index, seed=p.seed, overrides=p.overrides, config=config,
+                             trace_id=trace_id(p.seed), trace_name=path, trace_format=fmt,
+                             record=record or loaded.spec.record))
+    return tasks
 
 
 def run_sweep(
@@ -100,12 +104,11 @@ def run_sweep(
     ``on_run(outcome, run_id)`` after each run is stored."""
     if not isinstance(backend, Backend) and backend not in BACKENDS:  # (refused before a sweep row is stored)
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    own_engine = engine is None
+    tasks = make_tasks(loaded, loaded.points(), db_url, trace_path=trace_path, trace_format=trace_format)
+    own_engine = engine is None  # (after every point's config is checked: a bad one touches no database)
     engine = engine or make_engine(db_url)
     ensure_schema(engine)
     mark_crashed_quietly(engine)  # runs of a sweep (or replay) killed earlier (controlplane.storage.crashed)
-    points = loaded.points()
-    tasks = make_tasks(loaded, points, db_url, trace_path=trace_path, trace_format=trace_format)
     trace = trace_path or loaded.trace_path()
     spec_hash = loaded.run_hash(trace, trace_format)
     lock = SweepLock(engine)  # (held until the sweep ends: nobody else resumes it meanwhile)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controlplane.config import RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
@@ -116,6 +116,16 @@ class SweepSpec(_Section):
 
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("space", mode="before")
+    @classmethod
+    def _lists_or_ranges(cls, space: Any) -> Any:
+        """A key's values must be a list (or a range): ``replicas: 4`` is named as such, not as a union's two errors."""
+        for key, values in (space.items() if isinstance(space, dict) else ()):
+            if not isinstance(values, (list, dict)):
+                raise ValueError(f"space.{key}: {values!r} is one value; give a list of values to try ([{values!r}] "
+                                 "for one), or a range {low, high} with mode: random")
+        return space
+
     @model_validator(mode="after")
     def _check_space(self) -> SweepSpec:
         for key, values in self.space.items():
@@ -128,6 +138,9 @@ class SweepSpec(_Section):
             if "." not in key and not all(isinstance(v, dict) for v in values):
                 raise ValueError(f"space.{key}: a key without a dot is a bundle, its values must be mappings "
                                  "of dotted keys (e.g. {{cluster.models.0.gpu: h100-80gb}})")
+        if repeated := sorted({s for s in self.seeds if self.seeds.count(s) > 1}):
+            raise ValueError(f"seeds: {', '.join(map(str, repeated))} listed more than once (each seed runs every "
+                             "point once)")
         if self.mode == "random" and self.samples is None:
             raise ValueError("mode: random needs samples (how many points to draw)")
         return self
@@ -168,6 +181,16 @@ class SweepSpec(_Section):
         """Identifies what the sweep computes: the spec and the base config's content."""
         data = {"spec": self.model_dump(mode="json", exclude={"name"}), "base": base_config}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def error_lines(exc: ValidationError) -> str:
+    """Pydantic's errors as ``" key: message"`` on the same line for one error, else one indented line each."""
+    lines = []
+    for e in exc.errors():
+        msg = e["msg"].removeprefix("Value error, ")  # (a validator's own message names its key already)
+        loc = ".".join(str(p) for p in e["loc"])
+        lines.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}") else msg)
+    return f" {lines[0]}" if len(lines) == 1 else "".join(f"\n  {line}" for line in lines)
 
 
 class Point:
@@ -257,8 +280,7 @@ class LoadedSpec:
         try:
             base = RunConfig(**base).model_dump(mode="json")
         except ValidationError as exc:
-            lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+            raise ConfigError(f"invalid configuration:{error_lines(exc)}") from None
         out = LoadedSpec(self.spec, self.path, base)
         out.name = self.name
         return out
@@ -295,8 +317,10 @@ class LoadedSpec:
         try:
             return RunConfig(**data).model_dump(mode="json")
         except ValidationError as exc:
-            lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-            raise ConfigError(f"sweep point {overrides}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+            named = [".".join(map(str, e["loc"])) for e in exc.errors()]
+            shown = {k: v for k, v in overrides.items()  # (the point's values the errors are about; else all of them)
+                     if any(n == k or n.startswith(f"{k}.") or k.startswith(f"{n}.") for n in named)} or overrides
+            raise ConfigError(f"sweep point {shown}: invalid configuration:{error_lines(exc)}") from None
 
     def points(self) -> list[Point]:
         """Every run: each point of the space once per seed, in a stable order."""
@@ -325,8 +349,7 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
     try:
         spec = SweepSpec(**data)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid sweep spec {where}:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(f"invalid sweep spec {where}:{error_lines(exc)}") from None
     spec_path = Path(path) if path is not None else None
     config_path = None
     if spec.config is not None:
@@ -341,7 +364,10 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
         raise ConfigError(f"{where}: base: {exc}") from None
     points = spec.points()
     for overrides in points[:1] + points[-1:]:
-        loaded.run_config(overrides, spec.seeds[0])  # a bad key fails now, not in a worker
+        try:
+            loaded.run_config(overrides, spec.seeds[0])  # a bad key fails now, not in a worker
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     check_plugin_names(spec.space, loaded.base_config, where)  # an unknown plugin or setting too
     check_plugin_settings(loaded, where, points)  # and every point's settings values, as its run would check them
     return loaded

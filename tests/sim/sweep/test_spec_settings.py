@@ -66,7 +66,7 @@ def test_settings_of_a_plugin_a_point_does_not_enable_are_refused_naming_the_poi
 
 def test_a_bad_plugins_section_names_the_point():
     with pytest.raises(ConfigError, match=r"^sweep spec: sweep point \{'plugins.enabled': 'least-loaded'\}: invalid "
-                                          r"configuration:\n  plugins.enabled: Input should be a valid list"):
+                                          r"configuration: plugins.enabled: Input should be a valid list"):
         load_spec(data={"space": {"plugins.enabled": [BATCHING, "least-loaded", ["round-robin", *BATCHING[1:]]]}})
 
 

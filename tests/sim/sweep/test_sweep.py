@@ -68,6 +68,8 @@ def test_random_points_are_drawn_from_lists_and_ranges():
     ({"cluster.models.0.replicaz": [1]}, "replicaz"),
     ({"cluster.models.0.replicas": [-1]}, "cluster.models.0.replicas"),
     ({"replicas": [1, 2]}, "space.replicas: a key without a dot is a bundle"),
+    ({"cluster.models.0.replicas": 4}, "space.cluster.models.0.replicas: 4 is one value; give a list"),
+    ({"cluster.models.0.replicas": []}, "invalid sweep spec sweep spec: space.cluster.models.0.replicas: no values$"),
 ])
 def test_bad_keys_and_values_are_named(space, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -75,10 +77,10 @@ def test_bad_keys_and_values_are_named(space, message):
 
 
 @pytest.mark.parametrize("trace, message", [
-    ({"format": "burstgtp"}, "trace: Value error, format: unknown trace format 'burstgtp'; valid formats: azure, "
+    ({"format": "burstgtp"}, "trace: format: unknown trace format 'burstgtp'; valid formats: azure, "
                              "mooncake, vidur, canonical, burstgpt, bailian"),
     ({"format": "burstgpt", "options": {"failed": "drop", "spread": "none"}},
-     "trace: Value error, options: unknown option(s) 'spread' for trace format 'burstgpt'; valid options: models, "
+     "trace: options: unknown option(s) 'spread' for trace format 'burstgpt'; valid options: models, "
      "log_types, failed, model_column"),
 ])
 def test_a_bad_trace_format_or_option_is_named_when_the_spec_loads(trace, message):
@@ -86,6 +88,27 @@ def test_a_bad_trace_format_or_option_is_named_when_the_spec_loads(trace, messag
         load_spec(data={"trace": trace})
     assert load_spec(data={"trace": {"format": "burstgpt", "options": {"failed": "drop"}}}).spec.trace.options == {
         "failed": "drop"}
+
+
+def test_a_seed_listed_twice_is_refused_before_anything_runs():
+    """It made two runs with one key: the sweep failed on the database's unique index mid-way."""
+    with pytest.raises(ConfigError, match=r"^invalid sweep spec sweep spec: seeds: 0 listed more than once"):
+        load_spec(data={"seeds": [0, 1, 0], "space": {"cluster.models.0.replicas": [1]}})
+
+
+def test_a_bad_value_of_the_space_is_one_line_naming_the_spec_its_key_and_value(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("space:\n  cluster.models.0.replicas: [2, four]\n"
+                    "  plugins.settings.continuous-batching.policy: [vllm, sarathi]\n")
+    with pytest.raises(ConfigError) as bad:
+        load_spec(spec)
+    assert str(bad.value) == (f"{spec}: sweep point {{'cluster.models.0.replicas': 'four'}}: invalid configuration: "
+                              "cluster.models.0.replicas: Input should be a valid integer, unable to parse string as "
+                              "an integer")
+    spec.write_text("space:\n  cluster.models.0.replicas: [2, four, 6]\n")  # (a point load_spec does not try)
+    with pytest.raises(ConfigError, match=rf"^{spec}: sweep point {{'cluster.models.0.replicas': 'four'}}: "):
+        run_sweep(load_spec(spec), f"sqlite:///{tmp_path / 'runs.db'}", backend="serial")
+    assert not (tmp_path / "runs.db").exists()
 
 
 def test_apply_dotted_sets_list_items_and_creates_settings():
