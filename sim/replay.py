@@ -272,7 +272,8 @@ def replay(
         if isinstance(exc, ReplayInterrupted):
             raise
         session, driver = (started + [None, None])[:2]
-        raise ReplayInterrupted(_started_run_id(session), driver.num_arrived if driver is not None else 0) from exc
+        raise ReplayInterrupted(_started_run_id(session), driver.num_arrived if driver is not None else 0,
+                                config.storage.url) from exc
 
 
 def _started_run_id(session: RunSession | None) -> int | None:

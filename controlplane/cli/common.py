@@ -204,6 +204,13 @@ def resolve_db(url: str | None) -> str:
     return load_config().storage.url
 
 
+def default_db_url() -> str:
+    """``storage.url``'s default (``sqlite:///controlplane.db``): where a command without ``--db`` looks."""
+    from controlplane.config import StorageConfig
+
+    return StorageConfig.model_fields["url"].default
+
+
 def db_option(url: str, default: str) -> tuple[str, str]:
     """(`` --db URL`` for a command line that follows a run stored in ``url``, empty in the default
     database; a note to end the line with when the URL's password is shown as ``***``, else empty)."""
@@ -227,9 +234,10 @@ def say_replay_interrupted(exc: KeyboardInterrupt) -> None:
     if run_id is None:
         console("err").print("interrupted before the run started: nothing was stored", highlight=False)
         return
+    db, note = db_option(exc.db_url, default_db_url()) if getattr(exc, "db_url", None) else ("", "")
     console("err").print(f"interrupted after {exc.num_arrived:,} requests arrived: run {run_id} is stored with "
-                         f"status 'interrupted' and the rows written until then (`controlplane runs show {run_id}`)",
-                         highlight=False)
+                         f"status 'interrupted' and the rows written until then (`controlplane runs show {run_id}{db}`"
+                         f"{note})", highlight=False)
 
 
 def working(text: str) -> Any:

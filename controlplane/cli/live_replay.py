@@ -178,12 +178,12 @@ def _report(result: Any, path: Path, json_out: bool, url: str, default_url: str)
     if result.rejected:
         common.err.print(f"[yellow]{len(result.rejected):,} requests were refused at submission[/] (first: "
                          f"{result.rejected[0].request_id}: {result.rejected[0].reason})", highlight=False)
+    db, note = common.db_option(url, default_url)  # (the run is in this database, not the default one)
     if result.summary.get("num_plugin_errors"):
         common.err.print(f"[yellow]{result.summary['num_plugin_errors']:,} plugin errors[/]: `controlplane runs show "
-                         f"{result.run_id}` lists them with their first error", highlight=False)
+                         f"{result.run_id}{db}` lists them with their first error", highlight=False)
     if result.late_s > 1.0:
         common.err.print(f"[yellow]the replay fell behind the trace by up to {result.late_s:.1f} s[/] (this "
                          "process could not submit at the trace's pace)", highlight=False)
-    db, note = common.db_option(url, default_url)  # (the run is in this database, not the default one)
     common.out.print(f"stored in {mask_password(url)} as run {result.run_id}; `controlplane runs show {result.run_id}"
                      f"{db}`, `controlplane calibrate {result.run_id}{db} --profile GRID -o profile.json`{note}")

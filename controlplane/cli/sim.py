@@ -246,7 +246,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                      f"see `controlplane runs show {summary.get('run_id')}{db}`{note}")
     if summary.get("num_plugin_errors"):
         common.err.print(f"[yellow]{summary['num_plugin_errors']:,} plugin errors[/] (each isolated, the next policy "
-                         f"decided): `controlplane runs show {summary.get('run_id')}` lists them with their first "
+                         f"decided): `controlplane runs show {summary.get('run_id')}{db}` lists them with their first "
                          "error", highlight=False)
 
 

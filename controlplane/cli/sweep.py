@@ -96,8 +96,9 @@ def sweep(
     verb = "resumed" if result.resumed else "ran"
     done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
             else f"nothing to run, all {result.total} runs already stored")
+    db_arg, note = common.db_option(url, common.default_db_url())  # (the sweep is in this database, not the default)
     common.out.print(f"{verb} sweep {result.sweep_id}: {done}; see `controlplane runs report --sweep "
-                     f"{result.sweep_id} --html sweep.html`", highlight=False)
+                     f"{result.sweep_id}{db_arg} --html sweep.html`{note}", highlight=False)
     if result.failed:
         raise typer.Exit(1)
 

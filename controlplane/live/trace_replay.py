@@ -119,7 +119,7 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
             result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels this task
             summary = await driver.close(status="interrupted")
-            raise ReplayInterrupted(driver.run_id, (summary or {}).get("num_requests", 0)) from None
+            raise ReplayInterrupted(driver.run_id, (summary or {}).get("num_requests", 0), cfg.storage.url) from None
         except BaseException:
             await driver.close(status="failed")
             raise

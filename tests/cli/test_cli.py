@@ -127,7 +127,7 @@ def test_ctrl_c_during_a_replay_says_which_run_was_kept(db, monkeypatch):
     result = cli("sim", "replay", "--limit", "5", "--db", db, ok=False)
     assert result.exit_code in (1, 130)
     assert ("interrupted after 0 requests arrived: run 1 is stored with status 'interrupted' and the rows written "
-            "until then (`controlplane runs show 1`)") in result.stderr
+            f"until then (`controlplane runs show 1 --db {db}`)") in result.stderr  # (the run is there, not in the default)
 
 
 def test_a_replay_whose_transforms_leave_no_request_warns(db):

@@ -29,6 +29,21 @@ def test_ctrl_c_during_a_sweep_says_what_was_kept_and_how_to_resume(tmp_path, mo
             "command again to resume it (--fresh starts over)") in result.stderr
 
 
+@pytest.mark.usefixtures("no_controlplane_env")
+def test_the_last_line_names_the_database_the_sweep_is_in(tmp_path, monkeypatch):
+    """`runs report --sweep N` without it looked in the default database, where sweep N is another or none."""
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n  cluster.models.0.replicas: [1]\n")
+    db = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--db", db, "--backend", "serial"])
+    assert result.exit_code == 0, result.output
+    assert f"see `controlplane runs report --sweep 1 --db {db} --html sweep.html`" in result.stdout
+    default = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "serial"])
+    assert default.exit_code == 0, default.output
+    assert "see `controlplane runs report --sweep 1 --html sweep.html`" in default.stdout
+
+
 def test_the_sweep_table_shows_what_differs_between_plugin_lists():
     from controlplane.cli.sweep import sweep_table
     from rich.console import Console

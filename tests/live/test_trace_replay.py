@@ -149,6 +149,7 @@ def test_ctrl_c_stores_the_run_as_interrupted_and_says_so(tmp_path):
         proc.kill()
     assert proc.returncode == 130, out
     assert "is stored with status 'interrupted'" in " ".join(out.split()), out
+    assert "(`controlplane runs show 1 --db sqlite:///" in " ".join(out.split()), out  # (not in the default database)
     engine = sa.create_engine(url)
     with engine.connect() as c:
         status, = c.execute(sa.text("select status from run")).one()

@@ -114,6 +114,7 @@ def test_ctrl_c_during_a_replay_names_the_interrupted_run_and_what_had_arrived(t
         replay(make_trace(600), make_config(storage={"url": url}), on_progress=interrupt)
     assert isinstance(exc.value, KeyboardInterrupt)
     assert (exc.value.run_id, exc.value.num_arrived) == (1, 256)  # (progress is reported every 256 arrivals)
+    assert exc.value.db_url == url  # (the command's hint names it)
     run = get_run(make_engine(url), 1)
     assert run["status"] == "interrupted" and run["summary"]["error"].startswith("KeyboardInterrupt")
 
