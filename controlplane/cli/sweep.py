@@ -88,7 +88,7 @@ def sweep(
         if result.failed:
             raise typer.Exit(1)  # (a script sees a sweep with failed runs)
         return
-    common.out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})"))
+    common.out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})", width=common.out.width))
     for key, error in list(result.failed.items())[:5]:
         common.err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {error}", highlight=False)
     if result.failed:
@@ -113,23 +113,38 @@ def _say_interrupted(exc: KeyboardInterrupt) -> None:
                      highlight=False)
 
 
-def sweep_table(runs: list[dict], title: str) -> Any:
+def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
+    """The runs of a sweep, one a row: the overrides that differ, attainment, p99s, GPU-hours. With
+    the terminal's ``width``, a table wider than it wraps its headers rather than cutting values."""
     from rich.table import Table
 
-    t = Table(title=title, header_style="bold")
     keys = sorted({k for r in runs for k in r["overrides"]})
+    names = short_names(keys)
+    legend = "; ".join(f"{names[k]} = {k}" for k in keys if names[k] != k)
+    from rich import box
+
+    # (no column rules, one space of padding between columns: an 80-column terminal needs them for the values)
+    t = Table(title=title, header_style="bold", caption=legend or None, box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
     shown = {k: _differences([r["overrides"].get(k) for r in runs]) for k in keys}
     guarded = any("guardian_gpu_hours" in (r["summary"] or {}) for r in runs)  # guardians hold GPUs too
-    for col in ("run", "seed", *keys, "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
-                *(("guardian gpu-h", "total cost (USD)") if guarded else ())):
-        t.add_column(col)
+    rows = []
     for i, r in enumerate(runs):
         s = r["summary"] or {}
         gpu_h = (s.get("gpu_seconds") or 0) / 3600
-        t.add_row(str(r["id"]), str(r["seed"]), *(shown[k][i] for k in keys),
-                  fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
-                  f"{gpu_h:.2f}", *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd")))
-                                    if guarded else ()))
+        rows.append((str(r["id"]), str(r["seed"]), *(shown[k][i] for k in keys),
+                     fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
+                     f"{gpu_h:.2f}", *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd")))
+                                       if guarded else ())))
+    columns = ("run", "seed", *(names[k] for k in keys), "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
+               *(("guardian gpu-h", "total cost (USD)") if guarded else ()))
+    natural = [max([len(row[j]) for row in rows] + [len(col)]) for j, col in enumerate(columns)]
+    narrow = [max([len(row[j]) for row in rows] + [len(word) for word in col.split()]) for j, col in enumerate(columns)]
+    fits = width is None or sum(natural) + 2 * len(columns) <= width
+    for j, col in enumerate(columns):  # (too wide for the terminal: headers wrap, values are never cut)
+        t.add_column(col, min_width=narrow[j], max_width=None if fits else narrow[j])
+    for row in rows:
+        t.add_row(*row)
     return t
 
 
@@ -218,6 +233,21 @@ def _print_search(d: dict, console) -> None:
     console.print(f"{d['candidates']} candidates ({d['replayed']} replayed, {d['skipped_by_cost']} estimated above the "
                   f"best's cost), {d['runs']} runs, {d['wall_s']} s; "
               f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's column name: its last part, with as many parts before it as make it unique
+    (``cluster.models.0.replicas`` -> ``replicas``), so that the table's values, not its keys, get
+    the width of the terminal; the table's caption gives the full keys."""
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            if not any(other != key and (other == name or other.endswith(f".{name}")) for other in keys):
+                break
+        out[key] = name
+    return out
 
 
 def _differences(values: list[Any]) -> list[str]:

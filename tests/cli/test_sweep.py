@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -54,9 +55,34 @@ def test_the_sweep_table_shows_what_differs_between_plugin_lists():
             for i, router in enumerate(["least-loaded", "round-robin"])]
     console = Console(width=200, record=True)
     console.print(sweep_table(runs, "sweep 1"))
-    rows = [line for line in console.export_text().splitlines() if line.startswith("│ ")]
+    rows = [line for line in console.export_text().splitlines() if re.match(r" \d", line)]
     assert "least-loaded" in rows[0] and "round-robin" in rows[1]
     assert not any("queue-limit" in row for row in rows)
+
+
+def test_in_80_columns_the_sweep_table_cuts_no_value_and_its_caption_names_the_keys():
+    """Its columns were headed by full dotted keys: at 80 columns they and the values were cut to
+    'cluste…', 'least-…', 'sarat…'."""
+    from controlplane.cli.sweep import short_names, sweep_table
+    from rich.console import Console
+
+    base = ["queue-limit", "continuous-batching", "fixed-replicas"]
+    runs = [{"id": i + 1, "seed": 0, "overrides": {"plugins.enabled": [base[0], router, *base[1:]],
+                                                   "cluster.models.0.replicas": 6,
+                                                   "plugins.settings.continuous-batching.policy": policy},
+             "summary": {"slo_attainment": 0.9653, "ttft_p99_s": 23.59, "tpot_p99_s": 0.06282, "gpu_seconds": 3636}}
+            for i, (router, policy) in enumerate([("least-loaded", "sarathi"), ("round-robin", "vllm")])]
+    console = Console(width=80, record=True)
+    console.print(sweep_table(runs, "sweep 1", width=80))
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    rows = [line.split() for line in text.splitlines() if line.startswith(" 1 ") or line.startswith(" 2 ")]
+    assert rows == [["1", "0", "6", "least-loaded", "sarathi", "0.9653", "23.59", "0.06282", "1.01"],
+                    ["2", "0", "6", "round-robin", "vllm", "0.9653", "23.59", "0.06282", "1.01"]]
+    assert "policy = plugins.settings.continuous-batching.policy" in " ".join(text.split())
+    assert short_names(["cluster.models.0.replicas", "cluster.models.1.replicas", "plugins.enabled"]) == {
+        "cluster.models.0.replicas": "0.replicas", "cluster.models.1.replicas": "1.replicas",
+        "plugins.enabled": "enabled"}
 
 
 def test_the_sweep_table_shows_the_guardians_gpu_hours_and_the_total_cost_when_runs_have_guardians():
@@ -70,7 +96,7 @@ def test_the_sweep_table_shows_the_guardians_gpu_hours_and_the_total_cost_when_r
     console.print(sweep_table(runs, "sweep 1"))
     text = console.export_text()
     assert "guardian gpu-h" in text and "total cost (USD)" in text
-    rows = [line for line in text.splitlines() if line.startswith("│ ")]
+    rows = [line for line in text.splitlines() if re.match(r" \d", line)]
     assert "1.50" in rows[0] and "8.75" in rows[0] and "0.00" in rows[1]
     console = Console(width=200, record=True)
     console.print(sweep_table(runs[1:], "sweep 2"))
