@@ -92,7 +92,8 @@ class Outcomes:
                 self.finals[r.request_id] += 1
 
 
-def run_policy(trace, policy: str, preset: str, replicas: int, ttft_slo: float, tpot_slo: float):
+def run_policy(trace, policy: str, preset: str, replicas: int, ttft_slo: float, tpot_slo: float,
+               continuous_policy: str = CONTINUOUS_POLICY):
     from controlplane.config import load_config
     from sim.replay import replay
 
@@ -104,7 +105,7 @@ def run_policy(trace, policy: str, preset: str, replicas: int, ttft_slo: float, 
         "control": {"tick_s": 10.0},
         "slo": {"ttft_s": ttft_slo, "tpot_s": tpot_slo},
         "plugins": {"enabled": enabled, "settings": {"static-memory": {"request_slot_tokens": None},
-                                                     "continuous-batching": {"policy": CONTINUOUS_POLICY}}},
+                                                     "continuous-batching": {"policy": continuous_policy}}},
         "cluster": {"models": [{"name": "m", "replicas": replicas, **PRESETS[preset]}]},
     })
     out = Outcomes()
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--ttft-slo", type=float, default=2.0)
     ap.add_argument("--tpot-slo", type=float, default=0.2)
+    ap.add_argument("--continuous-policy", choices=["sarathi", "vllm"], default=CONTINUOUS_POLICY,
+                    help="continuous-batching's style in every run (default: sarathi, chunked prefill with decodes)")
     g = ap.add_argument_group("shared-prefix workload (without --trace)")
     g.add_argument("--requests", type=int, default=3000)
     g.add_argument("--qps", type=float, default=14.0)
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
             bar.update(task, description=f"replaying {p}")
             same = next((q for q in results if POLICIES[q] == POLICIES[p]), None)
             results[p] = dict(results[same]) if same else run_policy(trace, p, preset, args.replicas,
-                                                                     args.ttft_slo, args.tpot_slo)
+                                                                     args.ttft_slo, args.tpot_slo,
+                                                                     args.continuous_policy)
             bar.advance(task)
 
     t = Table(title=f"{name}: {len(trace):,} requests on {args.replicas} replicas ({preset})")

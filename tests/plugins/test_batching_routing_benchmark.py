@@ -37,3 +37,14 @@ def test_a_trace_file_and_bad_policies(capsys, tmp_path):
         bench.main(["--policies", "nope"])
     with pytest.raises(SystemExit, match="no such file"):
         bench.main(["--trace", str(tmp_path / "missing.csv")])
+
+
+def test_the_continuous_policy_flag_gives_the_vllm_style_row(capsys):
+    """docs/batching-routing.md's Azure table has a vLLM-style row no flag could reproduce."""
+    args = ["--trace", "bundled:azure_code", "--limit", "200", "--policies", "continuous-batching"]
+    bench.main(args)
+    sarathi = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["continuous-batching"]
+    bench.main([*args, "--continuous-policy", "vllm"])
+    vllm = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["continuous-batching"]
+    assert vllm["num_completed"] == sarathi["num_completed"] == 200
+    assert vllm["ttft_p50_s"] != sarathi["ttft_p50_s"]  # (vLLM prefills first: its own latencies)
