@@ -9,13 +9,15 @@ from typing import Annotated, Any, Optional
 import typer
 
 from controlplane.cli import common
-from controlplane.cli.common import DB_OPTION_HELP, fmt_value, resolve_db, user_errors
+from controlplane.cli.common import fmt_value, resolve_db, user_errors
 
 BACKEND_HELP = "ray | pool | serial; default: ray when installed, else a local process pool."
 
 SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (YAML): base config, trace, space of keys, seeds. "
                                               "See docs/sweeps.md.")]
-DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)]
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL (default: $CONTROLPLANE_STORAGE__URL, else "
+                                                             "storage.url of the spec's config, else "
+                                                             "sqlite:///controlplane.db).")]
 BackendOpt = Annotated[str, typer.Option("--backend", help=BACKEND_HELP)]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel runs (default: the machine's cores).")]
 RayOpt = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (ray://host:10001 or "
@@ -55,9 +57,10 @@ def sweep(
     from sim.sweep import load_spec, run_sweep
     from sim.sweep.store import sweep_runs
 
-    url = resolve_db(db)
-    with user_errors(url):
+    with user_errors(db):
         loaded = load_spec(spec)
+    url = db or (loaded.base_config.get("storage") or {}).get("url") or resolve_db(None)  # (as `sim replay --config`)
+    with user_errors(url):
         bar = progress_bar("sweep", progress and common.err.is_terminal and not json_out)
         with bar:
             task = bar.add_task("", total=None)

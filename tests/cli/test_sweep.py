@@ -60,6 +60,19 @@ def test_the_sweep_table_shows_what_differs_between_plugin_lists():
     assert not any("queue-limit" in row for row in rows)
 
 
+@pytest.mark.usefixtures("no_controlplane_env")
+def test_without_db_the_runs_go_where_the_specs_config_stores_runs(tmp_path, monkeypatch):
+    """They went to ./controlplane.db, the config's storage.url silently ignored (`sim replay --config` uses it)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg.yaml").write_text(f"storage: {{url: 'sqlite:///{tmp_path / 'mine.db'}'}}\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("config: cfg.yaml\ntrace: {limit: 20}\nspace:\n  cluster.models.0.replicas: [1]\n")
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "serial"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mine.db").is_file() and not (tmp_path / "controlplane.db").exists()
+    assert f"--sweep 1 --db sqlite:///{tmp_path / 'mine.db'} --html" in result.stdout
+
+
 def test_in_80_columns_the_sweep_table_cuts_no_value_and_its_caption_names_the_keys():
     """Its columns were headed by full dotted keys: at 80 columns they and the values were cut to
     'cluste…', 'least-…', 'sarat…'."""
