@@ -61,7 +61,7 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
 @app.command()
 def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20,
            status: StatusOpt = None) -> None:
-    """List recent sweeps and searches: status (``crashed``: its process was killed; run the same
+    """List recent sweeps and searches: status ("crashed": its process was killed; run the same
     spec again to resume a sweep, or to start a search afresh) and runs finished."""
     from controlplane.storage import list_sweeps
 
@@ -187,6 +187,7 @@ def compare(
         side_b += sweep_run_ids(engine, b_sweep, "--b-sweep") if b_sweep is not None else []
         if not side_a or not side_b:
             raise typer.BadParameter("give runs A and B: `runs compare A B`, or --a/--b run ids, or --a-sweep/--b-sweep")
+        side_a, side_b = list(dict.fromkeys(side_a)), list(dict.fromkeys(side_b))  # (a run named twice counts once)
         runs_a, runs_b = [get_run(engine, r) for r in side_a], [get_run(engine, r) for r in side_b]
         for r in (*runs_a, *runs_b):
             _check_comparable(r)

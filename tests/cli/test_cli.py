@@ -328,6 +328,12 @@ def test_runs_compare(two_runs):
     assert re.search(r"requests\s+│\s+40 │\s+60 │\s+\+20 │\s+\+50\.0% │", out)
 
 
+def test_runs_compare_counts_a_run_named_twice_on_a_side_once(two_runs):
+    """`runs compare 1 2 --a 1` drew run 1 twice on side A (it weighed double in the bootstrap)."""
+    result = json.loads(cli("runs", "compare", "1", "2", "--a", "1", "--json", "--db", two_runs).stdout)
+    assert result["a"] == [1] and result["b"] == [2]
+
+
 def test_runs_export_csv_and_json(two_runs, tmp_path):
     out = cli("runs", "export", "1", "--db", two_runs, "--format", "csv").stdout
     rows = list(csv.reader(io.StringIO(out)))
