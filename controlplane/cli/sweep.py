@@ -141,13 +141,19 @@ def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
                                        if guarded else ())))
     columns = ("run", "seed", *(names[k] for k in keys), "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
                *(("guardian gpu-h", "total cost (USD)") if guarded else ()))
-    natural = [max([len(row[j]) for row in rows] + [len(col)]) for j, col in enumerate(columns)]
-    narrow = [max([len(row[j]) for row in rows] + [len(word) for word in col.split()]) for j, col in enumerate(columns)]
-    fits = width is None or sum(natural) + 2 * len(columns) <= width
-    for j, col in enumerate(columns):  # (too wide for the terminal: headers wrap, values are never cut)
-        t.add_column(col, min_width=narrow[j], max_width=None if fits else narrow[j])
+    for col in columns:
+        t.add_column(col)
     for row in rows:
         t.add_row(*row)
+    if width is not None:
+        from rich.console import Console
+        from rich.measure import Measurement
+
+        console = Console(width=max(width, 1000))
+        if Measurement.get(console, console.options, t).maximum > width:  # (headers wrap, values are never cut)
+            for j, column in enumerate(t.columns):
+                column.min_width = column.max_width = max([len(row[j]) for row in rows] +
+                                                          [len(word) for word in columns[j].split()])
     return t
 
 
