@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -104,6 +105,9 @@ def run_sweep(
     ``on_run(outcome, run_id)`` after each run is stored."""
     if not isinstance(backend, Backend) and backend not in BACKENDS:  # (refused before a sweep row is stored)
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if not Path(trace_path or loaded.trace_path()).is_file():  # (refused before the database is touched)
+        where = "--trace" if trace_path else f"{loaded.path or 'sweep spec'}: trace.path"
+        raise ConfigError(f"{where}: trace file not found: {trace_path or loaded.trace_path()}")
     tasks = make_tasks(loaded, loaded.points(), db_url, trace_path=trace_path, trace_format=trace_format)
     own_engine = engine is None  # (after every point's config is checked: a bad one touches no database)
     engine = engine or make_engine(db_url)

@@ -90,6 +90,15 @@ def test_a_bad_trace_format_or_option_is_named_when_the_spec_loads(trace, messag
         "failed": "drop"}
 
 
+def test_a_missing_trace_file_is_refused_before_the_database_is_touched(tmp_path):
+    """It stored a sweep row marked failed first."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {path: nothere.csv, format: azure}\nspace:\n  cluster.models.0.replicas: [1]\n")
+    with pytest.raises(ConfigError, match=rf"^{spec}: trace\.path: trace file not found: nothere\.csv$"):
+        run_sweep(load_spec(spec), f"sqlite:///{tmp_path / 'runs.db'}", backend="serial")
+    assert not (tmp_path / "runs.db").exists()
+
+
 def test_a_seed_listed_twice_is_refused_before_anything_runs():
     """It made two runs with one key: the sweep failed on the database's unique index mid-way."""
     with pytest.raises(ConfigError, match=r"^invalid sweep spec sweep spec: seeds: 0 listed more than once"):
