@@ -40,7 +40,7 @@ def offline_ratio(trace) -> float:
     return hit / total
 
 
-def run(trace, router: str, replicas: int, unbounded: bool):
+def run(trace, router: str, replicas: int, unbounded: bool, max_imbalance: int | None = None):
     from controlplane.config import load_config
     from sim.replay import replay
 
@@ -49,6 +49,8 @@ def run(trace, router: str, replicas: int, unbounded: bool):
     settings = {"static-memory": {"request_slot_tokens": None}}
     if unbounded:
         settings["prefix-cache"] = {"capacity_blocks": 10**12}
+    if max_imbalance is not None and router == "prefix-affinity":
+        settings["prefix-affinity"] = {"max_imbalance": max_imbalance}
     cfg = load_config(None, {
         "control": {"tick_s": 10.0},
         "plugins": {"enabled": enabled, "settings": settings},
@@ -69,6 +71,8 @@ def main() -> None:
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--replicas", type=int, default=8)
+    ap.add_argument("--max-imbalance", type=int, default=None,
+                    help="prefix-affinity's max_imbalance (default: the plugin's, 2)")
     args = ap.parse_args()
 
     from sim.replay import TraceTransforms, prepare_trace
@@ -85,7 +89,7 @@ def main() -> None:
     out = {"offline_bound": round(bound, 4)}
     for unbounded in (False, True):
         for router in ("least-loaded", "prefix-affinity"):
-            s, wall = run(trace, router, args.replicas, unbounded)
+            s, wall = run(trace, router, args.replicas, unbounded, args.max_imbalance)
             cache = "unbounded" if unbounded else "free KV blocks (LRU)"
             t.add_row(router, cache, f"{s['prefix_token_hit_ratio']:.1%}", f"{s['prefix_hits']:,}",
                       f"{s['ttft_p50_s']:.2f} / {s['ttft_p99_s']:.2f}", f"{wall:.1f}")
