@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, case, func, select
 
+from controlplane.storage.db import describe_url
 from controlplane.storage.models import Decision, MetricSample, Request, Run, Sweep
 from controlplane.storage.queries import get_run
 
@@ -99,7 +100,7 @@ def load_sweep(engine: Engine, sweep_id: int) -> SweepData:
     with engine.connect() as conn:
         row = conn.execute(select(s).where(s.c.id == sweep_id)).mappings().first()
         if row is None:
-            raise LookupError(f"sweep {sweep_id} not found")
+            raise LookupError(f"sweep {sweep_id} not found in {describe_url(engine)}")  # (as a missing run)
         runs = [dict(x._mapping) for x in conn.execute(
             select(r.c.id, r.c.seed, r.c.status, r.c.summary, r.c.config, r.c.notes)
             .where(r.c.sweep_id == sweep_id, r.c.status == "finished").order_by(r.c.id))]

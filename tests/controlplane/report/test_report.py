@@ -116,6 +116,6 @@ def test_report_errors_name_what_is_missing(stored):
     r = CliRunner().invoke(app, ["runs", "report", "999", "--db", db, "--html", str(tmp / "x.html")])
     assert r.exit_code == 2 and "run 999 not found" in r.output
     r = CliRunner().invoke(app, ["runs", "report", "--sweep", "77", "--db", db, "--html", str(tmp / "x.html")])
-    assert r.exit_code == 2 and "sweep 77 not found" in r.output
+    assert r.exit_code == 2 and f"sweep 77 not found in {db}" in r.output  # (which database: as for a run)
     r = CliRunner().invoke(app, ["runs", "report", "--db", db])
     assert r.exit_code != 0
