@@ -113,9 +113,10 @@ def mark_crashed_runs(
             ).rowcount
         if done:
             lost = new_summary.get("requests_lost")
+            losses = ("a simulated run keeps no journal: replay its trace with the same seed" if mode == "sim"
+                      else f"{'unknown' if lost is None else lost} accepted requests lost")  # (a sim run accepts none)
             log.warning("run %d was left running by pid %d on %s, which is gone: marked crashed "
-                        "(%d request rows recorded, %s accepted requests lost)", run_id, owner["pid"], host,
-                        recorded, "unknown" if lost is None else lost)
+                        "(%d request rows recorded, %s)", run_id, owner["pid"], host, recorded, losses)
             if owner.get("journal"):
                 Path(owner["journal"]).unlink(missing_ok=True)  # its content is in the summary now
             marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded),

@@ -157,6 +157,8 @@ def test_a_sim_replay_killed_with_sigkill_is_listed_crashed_by_the_next_command(
     assert listed.returncode == 0, listed.stderr
     assert "crashed" in listed.stdout and "running" not in listed.stdout
     assert "run 1 was left running by pid" in listed.stderr
+    assert "a simulated run keeps no journal: replay its trace with the same seed" in " ".join(listed.stderr.split())
+    assert "accepted requests lost" not in listed.stderr  # (the daemon's words: a simulated run accepts none)
     from controlplane.storage import make_engine
 
     engine = make_engine(url)
