@@ -138,6 +138,10 @@ class SweepSpec(_Section):
             if "." not in key and not all(isinstance(v, dict) for v in values):
                 raise ValueError(f"space.{key}: a key without a dot is a bundle, its values must be mappings "
                                  "of dotted keys (e.g. {{cluster.models.0.gpu: h100-80gb}})")
+            texts = [json.dumps(v, sort_keys=True, default=str) for v in values]
+            if self.mode == "grid" and len(set(texts)) < len(texts):  # (random draws may weigh a value so)
+                twice = next(v for v, t in zip(values, texts) if texts.count(t) > 1)
+                raise ValueError(f"space.{key}: {twice!r} listed more than once (a grid runs each value once)")
         if repeated := sorted({s for s in self.seeds if self.seeds.count(s) > 1}):
             raise ValueError(f"seeds: {', '.join(map(str, repeated))} listed more than once (each seed runs every "
                              "point once)")

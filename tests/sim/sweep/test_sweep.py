@@ -69,6 +69,8 @@ def test_random_points_are_drawn_from_lists_and_ranges():
     ({"cluster.models.0.replicas": [-1]}, "cluster.models.0.replicas"),
     ({"replicas": [1, 2]}, "space.replicas: a key without a dot is a bundle"),
     ({"cluster.models.0.replicas": 4}, "space.cluster.models.0.replicas: 4 is one value; give a list"),
+    ({"cluster.models.0.replicas": [2, 2, 6]}, "space.cluster.models.0.replicas: 2 listed more than once"),  # (was
+    # silently one point fewer)
     ({"cluster.models.0.replicas": []}, "invalid sweep spec sweep spec: space.cluster.models.0.replicas: no values$"),
 ])
 def test_bad_keys_and_values_are_named(space, message):
