@@ -212,7 +212,15 @@ def search(
                                 trace_path=str(trace) if trace else None, trace_format=format, on_progress=on_progress)
     d = result.as_dict()
     if not json_out or common.err.is_terminal:
-        _print_search(d, common.err if json_out else common.out)
+        console = common.err if json_out else common.out
+        _print_search(d, console)
+        if d.get("sweep_id") is not None:  # (--db: where its full-trace runs are, and how to see them)
+            from controlplane.storage.errors import mask_password
+
+            db_arg, note = common.db_option(db, common.default_db_url())
+            console.print(f"stored in {mask_password(db)} as sweep {d['sweep_id']} (its full-trace runs); see "
+                          f"`controlplane runs report --sweep {d['sweep_id']}{db_arg} --html search.html`{note}",
+                          highlight=False)
     if json_out:
         typer.echo(json.dumps(d, sort_keys=True, default=str))
 

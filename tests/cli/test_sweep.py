@@ -73,6 +73,19 @@ def test_without_db_the_runs_go_where_the_specs_config_stores_runs(tmp_path, mon
     assert f"--sweep 1 --db sqlite:///{tmp_path / 'mine.db'} --html" in result.stdout
 
 
+def test_a_search_with_db_says_where_its_runs_are(tmp_path):
+    """It printed the stages, the front and the best, but neither the sweep id nor the database."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 60}\nspace:\n  cluster.models.0.replicas: [1, 2]\n"
+                    "search: {confirm_seeds: [0], neighbours: 0}\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = CliRunner().invoke(app, ["sim", "search", str(spec), "--slo-ttft", "30", "--slo-tpot", "5",
+                                      "--slo-attainment", "0.5", "--backend", "serial", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert (f"stored in {db} as sweep 1 (its full-trace runs); see `controlplane runs report --sweep 1 --db {db} "
+            "--html search.html`") in " ".join(result.stdout.split())
+
+
 def test_in_80_columns_the_sweep_table_cuts_no_value_and_its_caption_names_the_keys():
     """Its columns were headed by full dotted keys: at 80 columns they and the values were cut to
     'cluste…', 'least-…', 'sarat…'."""
