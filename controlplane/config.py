@@ -358,6 +358,19 @@ def _yaml_error() -> type[Exception]:
     return yaml.YAMLError
 
 
+def _given(overrides: dict[str, Any] | None, loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` (an error's location) is one of ``overrides``."""
+    node: Any = overrides or {}
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build the run config from a file, the environment and explicit overrides."""
     file_values = read_config_file(path) if path else {}
@@ -365,8 +378,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return RunConfig(**(overrides or {}))
     except ValidationError as exc:
-        where = f" in {path}" if path else ""
-        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        errs = exc.errors()
+        given = [_given(overrides, err["loc"]) for err in errs]  # (a command-line option's value: not the file's)
+        where = f" in {path}" if path and not all(given) else ""
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                 + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
+                 for err, mine in zip(errs, given)]
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(lines)) from None
     finally:
         _file_values.reset(token)

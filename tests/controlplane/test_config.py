@@ -141,6 +141,20 @@ def test_invalid_values_name_the_key(overrides, key):
     assert str(exc.value).startswith(f"invalid configuration:\n  {key}: ")
 
 
+def test_an_invalid_override_is_not_blamed_on_the_file(tmp_path):
+    """`sim replay --until -1` said 'invalid configuration in .../default_replay.yaml', a file the user never wrote."""
+    path = tmp_path / "run.yaml"
+    path.write_text("control: {tick_s: 2}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, {"sim": {"until_s": -1}})
+    assert str(exc.value) == ("invalid configuration:\n  sim.until_s: Input should be greater than 0 (given as an "
+                              f"option or override, not in {path})")
+    path.write_text("control: {tick_s: 0}\n")  # the file's own bad value: named with the file, as before
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, {"sim": {"until_s": 5}})
+    assert str(exc.value) == f"invalid configuration in {path}:\n  control.tick_s: Input should be greater than 0"
+
+
 def test_invalid_environment_value_names_the_key(monkeypatch):
     monkeypatch.setenv("CONTROLPLANE_SEED", "many")
     with pytest.raises(ConfigError, match=r"seed: Input should be a valid integer"):
