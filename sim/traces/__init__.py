@@ -7,7 +7,8 @@ from .canonical import write_canonical
 from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, parse_options, read_trace
 from .errors import TraceFormatError
 from .record import TraceRequest
-from .transforms import apply_transforms, cap_lengths, limit, repeat, scale_rate, speed_up, time_window
+from .transforms import (apply_transforms, cap_lengths, limit, rate_profile, repeat, scale_rate, speed_up,
+                         time_window)
 
 __all__ = [
     "TraceRequest",
@@ -25,6 +26,7 @@ __all__ = [
     "speed_up",
     "repeat",
     "scale_rate",
+    "rate_profile",
     "limit",
     "cap_lengths",
     "apply_transforms",

@@ -1,5 +1,5 @@
 """Streaming transforms over TraceRequest iterators: cut a window, speed up, play back to back,
-scale the rate, cap.
+scale the rate (by one factor, or by a factor that changes over time), cap.
 
 Each takes and returns an iterator in arrival order and holds at most one request of
 lookahead, so they compose over million-row traces. Randomness only from a passed-in
@@ -18,7 +18,8 @@ import numpy as np
 from ._rng import require_rng
 from .record import TraceRequest, with_arrival
 
-__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "limit", "cap_lengths", "apply_transforms"]
+__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "limit", "cap_lengths",
+           "apply_transforms"]
 
 #: Something that yields the trace's requests afresh at each call (a repeat reads it again).
 TraceSource = Callable[[], Iterable[TraceRequest]]
@@ -175,6 +176,78 @@ def _scale_rate(reqs: Iterable[TraceRequest], f: float, rng: np.random.Generator
                 a = cur.arrival_s
                 for j, off in enumerate(sorted(u() * gap for _ in range(k - 1)), 1):
                     yield with_arrival(cur, a + off, f"{cur.request_id}.r{j}")
+        cur = nxt
+
+
+def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]], rng: np.random.Generator, *,
+                 max_jitter_s: float | None = None) -> Iterator[TraceRequest]:
+    """Change the request rate by a factor that changes over the trace's time: ``scale_rate`` with the
+    factor at each request's arrival.
+
+    ``points`` are ``(time_s, factor)`` pairs, times strictly increasing, factors finite and >= 0
+    (0 drops every request there); between two points the factor is linear in time, before the first
+    and after the last it is that point's. ``[(0, 1), (14400, 2)]``: the load doubles over four hours.
+    Each request is emitted floor(f) or ceil(f) times and its copies placed as ``scale_rate`` does
+    (ids ``"{id}.r1"``, ...; offsets within the gap to the next input request, capped at max_jitter_s).
+    """
+    times, factors = _profile(points)
+    gen = require_rng(rng, "rate_profile")
+    if max_jitter_s is not None:
+        max_jitter_s = _positive("max_jitter_s", max_jitter_s)
+    return _rate_profile(reqs, times, factors, gen, max_jitter_s)
+
+
+def _profile(points: object) -> tuple[list[float], list[float]]:
+    """Checked ``(time_s, factor)`` points as two lists."""
+    if isinstance(points, (str, bytes)) or not isinstance(points, Sequence) or not points:
+        raise ValueError(f"rate_profile points must be a non-empty list of (time_s, factor) pairs, got {points!r}")
+    times: list[float] = []
+    factors: list[float] = []
+    for i, pt in enumerate(points):
+        if isinstance(pt, (str, bytes)) or not isinstance(pt, Sequence) or len(pt) != 2:
+            raise ValueError(f"rate_profile point {i} must be a (time_s, factor) pair, got {pt!r}")
+        t, f = pt
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(float(t)):
+            raise ValueError(f"rate_profile point {i}: time_s must be a finite number, got {t!r}")
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (0 <= float(f) < math.inf):
+            raise ValueError(f"rate_profile point {i}: factor must be a finite number >= 0, got {f!r}")
+        if times and float(t) <= times[-1]:
+            raise ValueError(f"rate_profile point {i}: time_s {t!r} must be greater than the point before's "
+                             f"{points[i - 1][0]!r}")
+        times.append(float(t))
+        factors.append(float(f))
+    return times, factors
+
+
+def _rate_profile(reqs: Iterable[TraceRequest], times: list[float], factors: list[float],
+                  rng: np.random.Generator, cap: float | None) -> Iterator[TraceRequest]:
+    u = _Uniforms(rng)
+    j = 0  # the last point at or before the arrival (arrivals come in order)
+    last = len(times) - 1
+    it = iter(reqs)
+    cur = next(it, None)
+    while cur is not None:
+        nxt = next(it, None)
+        a = cur.arrival_s
+        while j < last and times[j + 1] <= a:
+            j += 1
+        if a <= times[0]:
+            f = factors[0]
+        elif j == last:
+            f = factors[last]
+        else:
+            f = factors[j] + (factors[j + 1] - factors[j]) * (a - times[j]) / (times[j + 1] - times[j])
+        whole = math.floor(f)
+        frac = f - whole
+        k = whole + (1 if frac and u() < frac else 0)
+        if k:
+            yield cur
+            if k > 1:
+                gap = nxt.arrival_s - a if nxt is not None else 0.0
+                if cap is not None and gap > cap:
+                    gap = cap
+                for n, off in enumerate(sorted(u() * gap for _ in range(k - 1)), 1):
+                    yield with_arrival(cur, a + off, f"{cur.request_id}.r{n}")
         cur = nxt
 
 

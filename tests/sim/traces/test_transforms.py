@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from sim.traces import (TraceRequest, apply_transforms, bundled_trace_path, limit, read_trace, repeat, scale_rate,
-                        speed_up, time_window)
+from sim.traces import (TraceRequest, apply_transforms, bundled_trace_path, limit, rate_profile, read_trace, repeat,
+                        scale_rate, speed_up, time_window)
 
 
 def _reqs(times):
@@ -99,6 +99,57 @@ def test_scale_rate_validation():
     with pytest.raises(ValueError, match="rng"):
         scale_rate([], 2.0, None)  # type: ignore[arg-type]
     assert list(scale_rate(_reqs([0, 1]), 1.0, np.random.default_rng(0))) == _reqs([0, 1])
+
+
+def test_rate_profile_follows_the_factor_in_time_on_the_real_trace():
+    reqs = list(read_trace(bundled_trace_path()))  # one hour; its rate is not flat, so compare with the input
+    points = [(0.0, 0.25), (1800.0, 2.5), (3600.0, 0.25)]  # a ramp up then down
+    out = list(rate_profile(reqs, points, np.random.default_rng(3)))
+    assert out == list(rate_profile(reqs, points, np.random.default_rng(3)))  # seeded
+    assert all(x.arrival_s <= y.arrival_s for x, y in zip(out, out[1:]))
+    assert len({r.request_id for r in out}) == len(out)
+    factor = lambda t: 0.25 + 2.25 * (1 - abs(t - 1800) / 1800)  # noqa: E731
+    for lo, hi in ((0, 600), (1500, 2100), (3000, 3600)):  # each window's count against the factors' sum
+        expected = sum(factor(r.arrival_s) for r in reqs if lo <= r.arrival_s < hi)
+        n_out = sum(lo <= r.arrival_s < hi for r in out)  # (a copy lands before its next input request)
+        assert abs(n_out - expected) < 4 * math.sqrt(expected / 4) + 3, (lo, expected, n_out)
+    kept = lambda lo, hi: (sum(lo <= r.arrival_s < hi for r in out)  # noqa: E731
+                           / sum(lo <= r.arrival_s < hi for r in reqs))
+    assert kept(0, 300) < 0.7 < 2.0 < kept(1700, 1900)  # the ends thinned (factor 0.25-0.63), the middle replicated
+
+
+def test_rate_profile_ends_interpolation_and_zero():
+    reqs = _reqs([0, 5, 10, 15, 20, 25, 30])
+    # constant before the first point and after the last; 0 drops; 2 replicates; 1 keeps
+    out = list(rate_profile(reqs, [(6, 0), (14, 0), (16, 2), (24, 2), (25, 1)], np.random.default_rng(0)))
+    assert [r.request_id for r in out] == ["3", "4", "4.r1", "5", "6"]  # 15 s: half way from 0 to 2
+    assert [r.request_id for r in rate_profile(reqs, [(100, 2)], np.random.default_rng(0))][:2] == ["0", "0.r1"]
+    # between points the factor is linear: half way between 0 and 2 each request is kept once and copied with p 0
+    mid = list(rate_profile(_reqs([10] * 400), [(0, 0.0), (20, 2.0)], np.random.default_rng(1)))
+    assert len(mid) == 400 and not any(".r" in r.request_id for r in mid)
+    # the same profile as a single factor is scale_rate, draw for draw
+    flat = list(rate_profile(reqs, [(0, 2.5)], np.random.default_rng(7), max_jitter_s=0.5))
+    assert flat == list(scale_rate(reqs, 2.5, np.random.default_rng(7), max_jitter_s=0.5))
+
+
+@pytest.mark.parametrize("points, match", [
+    ([], "non-empty list"), ("01", "non-empty list"), (None, "non-empty list"),
+    ([(0, 1, 2)], "point 0 must be a"), ([5], "point 0 must be a"),
+    ([(0, 1), (float("nan"), 1)], "point 1: time_s must be a finite"), ([("0", 1)], "point 0: time_s"),
+    ([(0, -1)], "point 0: factor must be a finite number >= 0"), ([(0, float("inf"))], "point 0: factor"),
+    ([(0, True)], "point 0: factor"), ([(0, 1), (0, 2)], "point 1: time_s 0 must be greater"),
+    ([(5, 1), (2, 2)], "point 1: time_s 2 must be greater"),
+])
+def test_rate_profile_validation(points, match):
+    with pytest.raises(ValueError, match=match):
+        rate_profile([], points, np.random.default_rng(0))
+
+
+def test_rate_profile_validation_rng_and_jitter():
+    with pytest.raises(ValueError, match="rng"):
+        rate_profile([], [(0, 1)], None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_jitter_s"):
+        rate_profile([], [(0, 1)], np.random.default_rng(0), max_jitter_s=0)
 
 
 def test_limit():
