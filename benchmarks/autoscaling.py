@@ -234,7 +234,8 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/autoscaling_shapes.py reads the same options)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", help="trace file (default: the bundled Azure code trace)")
     ap.add_argument("--format", default=None, help="trace format: azure | mooncake | vidur | canonical | burstgpt | "
@@ -276,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also replay the clairvoyant bound: each window's fewest static replicas that met the SLO, "
                     "started a cold start ahead (benchmarks/autoscaling_clairvoyant.py)")
     ap.add_argument("--clairvoyant-window", type=float, default=60.0, help="window of the clairvoyant bound (s)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.suite:
         return suite(args)
     if args.trace is None and args.format is None:
