@@ -124,7 +124,10 @@ class RecurrenceHold:
     def kept(self, now_s: float, horizon_s: float, cold_s: float) -> tuple[int, float, float, bool, bool]:
         """Like `held`, with each learned count released between its episode and a horizon before its
         soonest return (`rearm_window`): ``(count, wanted_ago_s, hold_s, learned, rearmed)``, rearmed
-        when the count is kept again after such a release (the planner then starts it ahead)."""
+        when the count is kept again after such a release (the planner then starts it ahead) and its hold
+        has more than a cold start left (a replica started later would be released before it is ready:
+        a count whose soonest return lies past its hold, or one the steady mode ran below, was started
+        seconds before its hold ended and stopped again)."""
         for k in sorted(self.last, reverse=True):
             ago = now_s - self.last[k]
             hold, learned = self.hold_s(k)
@@ -133,7 +136,7 @@ class RecurrenceHold:
             windows = self.off_windows(k, horizon_s, cold_s)
             if any(a < ago < b for a, b in windows):
                 continue
-            return k, ago, hold, learned, any(ago >= b for _, b in windows)
+            return k, ago, hold, learned, any(ago >= b for _, b in windows) and hold - ago > cold_s
         return 0, 0.0, 0.0, False, False
 
     def held(self, now_s: float) -> tuple[int, float, float, bool]:

@@ -111,6 +111,20 @@ def test_a_learned_count_is_released_between_episodes_and_kept_again_ahead_of_it
     assert never.rearm_window(5, 20.0, 10.0) is None and never.kept(200.0, 20.0, 10.0)[:4] == never.held(200.0)
 
 
+def test_a_count_is_not_started_ahead_when_its_hold_ends_before_a_replica_would_be_ready():
+    hold = RecurrenceHold(300.0, 1.0)
+    _wants(hold, {0: 5, 10: 2, 344: 5, 354: 2}, 360, min_gap_s=20.0)  # 5 came back after 335 s: past the delay
+    last = 353.0  # when 5 was last wanted
+    assert list(hold.gaps[5]) == [335.0] and hold.hold_s(5) == (300.0, False)
+    assert hold.rearm_window(5, 20.0, 10.0) == (20.0, 295.0)
+    assert hold.kept(last + 290.0, 20.0, 10.0)[0] == 2  # released between its episode and its return
+    # 296 s after it was last wanted: kept again ahead of a 335 s return, but its hold ends in 4 s, before a
+    # 10 s cold start: a replica started now would be stopped before it is ready, so it is not started
+    assert hold.kept(last + 296.0, 20.0, 10.0) == (5, 296.0, 300.0, False, False)
+    assert hold.kept(last + 296.0, 20.0, 3.0)[4] is True  # with a 3 s cold start it would serve 1 s: started
+    assert hold.kept(last + 301.0, 20.0, 10.0)[0] == 2  # past its hold: released as before
+
+
 def test_the_planner_releases_recurring_burst_replicas_between_bursts_and_starts_them_ahead():
     cluster = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 10.0}]}
     trace = _bursts(5, 240.0, 300.0)
