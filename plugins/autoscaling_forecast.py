@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BurstCurve", "Capacity", "RateForecaster", "drain_s", "normal_abs_quantile", "replica_capacity"]
+__all__ = ["BurstCurve", "Capacity", "RateForecaster", "normal_abs_quantile", "replica_capacity"]
 
 
 class RateForecaster:
@@ -124,25 +124,6 @@ class RateForecaster:
             return None
         mean = float(np.mean(self.history)) or 1.0
         return float(np.mean(np.abs(self.residuals))) / mean
-
-
-def drain_s(backlog: float, serve: float, arrivals: float, ready: int, starting_in: list[float]) -> float | None:
-    """Seconds until ``ready`` replicas, and starting ones each ready ``starting_in`` seconds from now, clear
-    ``backlog`` queued requests while ``arrivals`` per second keep coming, each replica serving ``serve`` per
-    second once ready (a starting replica serves nothing before its cold start ends); None: never (the
-    replicas, all of them ready, serve no more than arrives)."""
-    left, t = float(backlog), 0.0
-    n = ready
-    for start in sorted(max(0.0, w) for w in starting_in):
-        net = serve * n - arrivals
-        if start > t:
-            if net > 0 and left <= net * (start - t):
-                return t + left / net
-            left -= net * (start - t)
-            t = start
-        n += 1
-    net = serve * n - arrivals
-    return t + max(0.0, left) / net if net > 0 else None
 
 
 def normal_abs_quantile(q: float) -> float:

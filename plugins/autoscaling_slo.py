@@ -25,13 +25,12 @@ from controlplane import Plugin, hookimpl
 from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestArrived, RequestFinished
 from controlplane.scaling import takes_prefill_context
-from controlplane.types import RequestStatus, WorkerState
+from controlplane.types import RequestStatus
 
 from .autoscaling_budget import MissBudget, backlog_record, episode_count, gap_guard, meets_targets
 from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_cost import RequestCosts
-from .autoscaling_forecast import (BurstCurve, Capacity, RateForecaster, drain_s, normal_abs_quantile,
-                                   replica_capacity)
+from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
 from .autoscaling_hold import RateHold, RecurrenceHold, SteadyWant
 from .autoscaling_slo_settings import SLOPlannerSettings
 
@@ -346,12 +345,10 @@ class SLOPlanner(Plugin):
         if backlog and serve > 0 and oldest > s.queue_age_share * delay:  # the queue eats the TTFT: act now
             extra = max(extra, math.ceil(backlog / (serve * s.backlog_drain_s)))
         if extra and s.backlog_outlives_cold_start and serve > 0:
-            # a replica started now is ready after the cold start: no use if the replicas up or starting now drain
-            # the queue before (a starting one serves from the end of its own cold start, not now)
-            waits = [w.started_s + cold - now for w in scaling.workers if w.state is WorkerState.STARTING]
-            t = drain_s(backlog, serve, plan_rate, scaling.num_ready, waits)
-            if t is not None and t <= cold:
-                extra, drains = 0, t
+            # a replica started now is ready after the cold start: no use if the replicas up now drain the queue before
+            spare = serve * scaling.num_current - plan_rate
+            if spare > 0 and backlog / spare <= cold:
+                extra, drains = 0, backlog / spare
         busy = scaling.num_queued + scaling.num_running + scaling.arrivals_per_s > 0
         if busy:
             st.idle_since = None
