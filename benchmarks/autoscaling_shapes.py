@@ -8,8 +8,8 @@ shapes over several hours.
 The bundled traces are one hour each with no slow component (Azure code: on/off bursts; Mooncake conversation:
 steady). Each setup here plays one of them several times back to back (`sim.traces.repeat`; `--hours`, else 4
 for Azure and 3 for Mooncake) and thins or replicates the result by a rate factor that changes over those hours
-(`sim.traces.rate_profile`), peaking at the setup's scale: so the request lengths and the burstiness within the hour are the trace's own, and the slow
-shape is made up. The shapes (SHAPES, each a factor of the peak over the span T of the tiled trace):
+(`sim.traces.rate_profile`), peaking at the setup's scale: so the request lengths and the burstiness within
+the hour are the trace's own, and the slow shape is made up. The shapes (SHAPES, each a factor of the peak over the span T of the tiled trace):
 
 - `diurnal`: one slow cosine cycle, trough at both ends and peak at T/2, peak/trough 4 (a day compressed into T);
 - `ramp`: linear from 0.25 up to 1 at T/2 and back down to 0.25;

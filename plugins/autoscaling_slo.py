@@ -345,7 +345,8 @@ class SLOPlanner(Plugin):
         if backlog and serve > 0 and oldest > s.queue_age_share * delay:  # the queue eats the TTFT: act now
             extra = max(extra, math.ceil(backlog / (serve * s.backlog_drain_s)))
         if extra and s.backlog_outlives_cold_start and serve > 0:
-            # a replica started now is ready after the cold start: no use if the replicas up now drain the queue before
+            # a replica started now is ready after the cold start: no use if the replicas up or starting now drain the
+            # queue before (a starting one counted as up: a rule of thumb, a scale-up in flight gets none on top of it)
             spare = serve * scaling.num_current - plan_rate
             if spare > 0 and backlog / spare <= cold:
                 extra, drains = 0, backlog / spare
@@ -454,13 +455,15 @@ class SLOPlanner(Plugin):
             how += f"; TPOT misses beside long prefills {capacity.miss_share:.2%} (budget {s.long_prefill_miss_budget:.2%})"
         elif s.long_prefill_miss_budget is not None and capacity is not None:
             how += "; long prefills not priced: the iteration estimate takes no prefill context"
+        counted = f" counting {scaling.num_starting} starting as up" if scaling.num_starting else ""
         steady_plan = "" if window_rate is None else (
             f"steady: {s.steady_buckets} buckets' mean {window_mean:.2f} + its error {window_rate - window_mean:.2f}; ")
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s ({steady_plan}forecast {point:.2f}, upper {upper:.2f} over "
                   f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}, burst {burst_n:.0f} in {burst_len:g}s "
                   f"{burst_rate:.2f}); {how} at "
                   f"{utilization:.0%}; backlog {backlog} -> +{extra}"
-                  + (f" (cleared in {drains:.0f}s, before a {cold:.0f}s cold start)" if drains is not None else "")
+                  + (f" (cleared in {drains:.0f}s{counted}, before a {cold:.0f}s cold start)"
+                     if drains is not None else "")
                   + f"; want {wanted}, {current} -> {target}"
                   + (f" (steady load: arrivals {cv:.2f} over Poisson; {s.steady_quantile:.0%} of the wants of "
                      f"{st.steady.window_s:.0f}s {st.steady.want()})" if steady else "")

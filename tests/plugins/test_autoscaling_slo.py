@@ -192,6 +192,26 @@ def test_backlog_replicas_only_when_the_queue_outlasts_a_cold_start():
     assert d.target_replicas > 1 and d.signals["backlog_replicas"] >= 1
 
 
+def test_a_queue_left_to_starting_replicas_says_they_were_counted_as_up():
+    """The drain time counts a starting replica as serving now (a scale-up in flight gets no backlog replica on
+    top of it); the reason says so rather than claim that replicas still loading clear the queue."""
+    from controlplane.testing import make_requests
+    from controlplane.types import WorkerState
+
+    def decide(state):
+        w = make_worker_with(make_requests(5, prompt_tokens=512, output_tokens=64, interval_s=0.0))
+        w.state, w.started_s = state, 1.0
+        s = build_scaling_context(model="default", now_s=1.5, configured_replicas=1, workers=[w], unrouted=[],
+                                  arrivals=3, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=_linear,
+                                  cold_start_s=5.0)
+        return _planner().cp_scale(make_context(config=make_config(slo={"ttft_s": 2.0, "tpot_s": 0.1})), "default", s)
+
+    ready, starting = decide(WorkerState.READY), decide(WorkerState.STARTING)
+    assert "(cleared in 1s, before a 5s cold start)" in ready.reason
+    assert "(cleared in 1s counting 1 starting as up, before a 5s cold start)" in starting.reason
+    assert starting.target_replicas == ready.target_replicas == 1  # the same decision
+
+
 def test_the_prefill_chunk_is_the_runs_sarathi_chunk():
     d = make_config().cluster.models[0]
     sarathi = make_context(config=make_config(plugins={
