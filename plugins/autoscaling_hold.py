@@ -186,6 +186,14 @@ class SteadyWant:
             t = current
         return t
 
+    def locked(self, now_s: float, called: bool) -> float | None:
+        """When the scale-up that forbids a scale-down now was made (None: none does), on a load not called
+        steady: while it could not be called steady yet (``called`` False), any scale-up within ``stable_s``;
+        once it could (the steady mode has just been left), one made on a steady load within ``stable_s``, so
+        a flip of the steady test does not give up at once what the steady mode's lock (`target`) kept."""
+        up = self.last_steady_up if called else self.last_up
+        return up if up is not None and now_s - up < self.stable_s else None
+
     def scaled(self, now_s: float, current: int, target: int, steady: bool = False) -> None:
         """The target applied this tick (any mode): remembers when it last went up (and, ``steady``,
         when it last went up on a steady load)."""

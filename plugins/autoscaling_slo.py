@@ -403,9 +403,9 @@ class SLOPlanner(Plugin):
                 target = max(wanted, min(current, as_rate(held[0])))
             if due:  # miss_budget_releases "gaps": a count given up is started again ahead of its known return
                 target = max(target, base(due))
-        if (s.steady_cv is not None and cv is None and not idle_long and not early and target < current
-                and st.steady.last_up is not None and now - st.steady.last_up < s.scale_down_delay_s):
-            target = current  # too early to tell a steady load: no scale-down within the delay of a scale-up
+        free = s.steady_cv is None or steady or early or idle_long or target >= current  # else: a scale-up's lock
+        locked = None if free else st.steady.locked(now, cv is not None)  # (too early to tell, or a steady mode's)
+        target = current if locked is not None else target
         err = st.forecaster.relative_error()
         confidence = min(1.0, st.forecaster.num_buckets / 10) * (1.0 / (1.0 + err) if err is not None else 0.5)
         signals = {"arrivals_per_s": round(now_rate, 4), "forecast_per_s": round(point, 4),
@@ -475,7 +475,9 @@ class SLOPlanner(Plugin):
             ago = now - st.hold.last[current]
             notes.append(self._hold_note("released", current, ago, *st.hold.hold_s(current))
                          + self._onset_note(st, signals, current, ago, lead))
-        if held is not None and target > wanted:  # kept above what it wants: which count and for how long
+        if locked is not None:  # no scale-down within the delay of a scale-up (`SteadyWant.locked`)
+            notes.append(f"kept {current}: scaled up {now - locked:.0f}s ago{' on a steady load' * (cv is not None)}")
+        elif held is not None and target > wanted:  # kept above what it wants: which count and for how long
             notes.append(self._hold_note("held", *held) + self._onset_note(st, signals, held[0], held[1], lead)
                          + (f", {target} serve its rate now"
                             if st.rate_hold is not None and target < min(current, held[0]) else ""))

@@ -382,6 +382,43 @@ def test_before_a_load_can_be_called_steady_no_count_is_given_up_soon_after_a_sc
     assert oscillations(events(), 300.0) == 0
 
 
+def test_a_scale_up_made_on_a_steady_load_is_not_given_up_at_once_when_the_load_stops_being_called_steady():
+    """The steady mode does not scale down within the delay of a scale-up; a flip of the steady test (Mooncake's
+    excess CV hovers near 0.25) used to hand the count to the hold, which could release it at once: on Mooncake
+    x0.5 with a slow daily cycle, 5 -> 6 on a steady load and 6 -> 5 248 s later, an oscillation."""
+    from collections import deque
+
+    from controlplane.testing import make_worker
+
+    def decide(steady_up_ago, bursty=True):
+        p = _planner()
+        ctx = make_context(config=make_config(slo={"ttft_s": 2.0, "tpot_s": 0.1}))
+
+        def scaling(now):
+            return build_scaling_context(model="default", now_s=now, configured_replicas=1,
+                                         workers=[make_worker(f"default-{i}") for i in range(4)], unrouted=[],
+                                         arrivals=0, tick_s=1.0, recent=RecentLatencies(60.0), iteration_s=_linear,
+                                         cold_start_s=20.0)
+        p.cp_scale(ctx, "default", scaling(0.0))
+        st, now = p._models["default"], 1000.0
+        f = st.forecaster  # ten buckets alternating 0.2 and 1 req/s (excess CV 0.66), or a flat 0.5
+        f.history = deque([0.2, 1.0] * 5 if bursty else [0.5] * 10, maxlen=60)
+        f.level, f.trend, f.num_buckets, f._bucket_start = 0.5, 0.0, 10, 990.0
+        f.residuals = deque([0.1, -0.1, 0.1], maxlen=60)
+        for k in (1, 2, 3, 4):  # 4 wanted 100 s ago; each count came back after 50 s before: its hold is 50 s
+            st.hold.last[k], st.hold.gaps[k] = now - 100.0, deque([50.0], maxlen=32)
+        st.steady.last_up = now - 100.0  # the last scale-up (to 4), 100 s ago ...
+        st.steady.last_steady_up = None if steady_up_ago is None else now - steady_up_ago  # ... on a steady load
+        return p.cp_scale(ctx, "default", scaling(now))
+
+    flipped = decide(100.0)  # made on a steady load 100 s ago, the load no longer called steady: kept
+    assert flipped.signals["excess_cv"] > 0.25 and flipped.signals["needed"] == 1
+    assert flipped.target_replicas == 4 and "kept 4: scaled up 100s ago on a steady load" in flipped.reason
+    assert decide(None).target_replicas == 1  # made on a bursty load: the hold's 50 s are over, released
+    assert decide(301.0).target_replicas == 1  # made on a steady load longer ago than the delay: released
+    assert decide(100.0, bursty=False).target_replicas == 4  # still steady: the steady mode's own lock
+
+
 def test_signed_band_errors_widen_the_upper_bound_only_for_arrivals_above_the_forecast():
     absolute = RateForecaster(30.0, 0.5, 0.2, 0.9, 60)
     signed = RateForecaster(30.0, 0.5, 0.2, 0.9, 60, errors="signed")
