@@ -99,7 +99,9 @@ def shaped_trace(kind: str, shape: str, scale: float, hours: int, seed: int, moo
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="Every other option is benchmarks/autoscaling.py's (--policies, --set, --no-static, "
+                                 "--out, --max-replicas, --cold-start, ...), passed on to each setup.")
     ap.add_argument("--sources", help=f"comma-separated sources (default: all): {', '.join(SOURCES)}")
     ap.add_argument("--shapes", help=f"comma-separated shapes (default: all): {', '.join(SHAPES)}")
     ap.add_argument("--setups", help="comma-separated setups '<source> <shape>' (instead of --sources/--shapes)")
