@@ -31,6 +31,7 @@ def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
         assert "slo_after_warmup" in row
         assert 0 <= row["slo_attainment"] <= 1 and row["gpu_hours"] > 0
     assert 1 <= result["static_peak"]["replicas"] <= 3
+    assert result["static_peak"]["met_target"] is (result["static_peak"]["slo_attainment"] >= 0.99)
 
 
 def test_policies_and_settings_from_the_command_line(capsys):
@@ -40,6 +41,15 @@ def test_policies_and_settings_from_the_command_line(capsys):
     assert bench.main(["--limit", "200", "--policies", "hpa", "--set", "hpa.target=4", "--max-replicas", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"hpa", "static_peak"}
+
+
+def test_a_static_peak_that_misses_the_target_says_so(capsys):
+    # an SLO no count can meet (TTFT 1 ms): static_peak is the largest count tried, marked and explained
+    assert bench.main(["--limit", "200", "--policies", "hpa", "--max-replicas", "2", "--ttft", "0.001"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["static_peak"]["met_target"] is False and result["static_peak"]["replicas"] == 2
+    assert "no static count tried (1-2 replicas, --max-replicas 2) reached SLO attainment 0.99" in out
 
 
 def test_attainment_after_warmup_counts_only_later_arrivals():
