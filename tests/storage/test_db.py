@@ -160,6 +160,21 @@ def test_prepare_schema_says_a_database_not_at_head_needs_the_check(tmp_path: Pa
     engine.dispose()
 
 
+def _one_finished_run(db: Path) -> int:
+    """A SQLite file at ``db`` with the schema and one finished run named "kept"; its id."""
+    from controlplane.storage import RunRecorder, upgrade
+
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    with RunRecorder(engine) as rec:
+        run_id = rec.start_run(name="kept", mode="sim", trace=None, trace_format=None, seed=1, config={}, plugins=[],
+                               started_at=datetime.now(timezone.utc))
+        rec.finish_run(run_id, status="finished", summary={"num_requests": 0}, finished_at=datetime.now(timezone.utc),
+                       wall_s=0.0, sim_end_s=0.0)
+    engine.dispose()
+    return run_id
+
+
 def _as_unprivileged(cmd: list[str]) -> list[str]:
     """``cmd`` run so that file permissions bind: as is for a user, and for root without the
     capabilities that pass them by (``setpriv``), so a read-only folder is one for it too."""
@@ -177,20 +192,12 @@ def test_reading_commands_work_on_a_database_in_a_read_only_folder(tmp_path: Pat
     import subprocess
     import sys
 
-    from controlplane.storage import RunRecorder, upgrade
     from controlplane.storage.db import read_only_sqlite_url, sqlite_read_only
 
     folder = tmp_path / "copy"
     folder.mkdir()
     db = folder / "runs.db"
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine)
-    with RunRecorder(engine) as rec:
-        run_id = rec.start_run(name="kept", mode="sim", trace=None, trace_format=None, seed=1, config={}, plugins=[],
-                               started_at=datetime.now(timezone.utc))
-        rec.finish_run(run_id, status="finished", summary={"num_requests": 0}, finished_at=datetime.now(timezone.utc),
-                       wall_s=0.0, sim_end_s=0.0)
-    engine.dispose()
+    run_id = _one_finished_run(db)
     assert "immutable=1" not in read_only_sqlite_url(db)  # (this process may write the folder)
     folder.chmod(0o555)
     db.chmod(0o444)
@@ -261,17 +268,8 @@ def _wal_without_shm(tmp_path: Path) -> Path:
     import shutil
     import sqlite3
 
-    from controlplane.storage import RunRecorder, upgrade
-
     src = tmp_path / "src" / "runs.db"
-    engine = make_engine(f"sqlite:///{src}")
-    upgrade(engine)
-    with RunRecorder(engine) as rec:
-        run_id = rec.start_run(name="kept", mode="sim", trace=None, trace_format=None, seed=1, config={}, plugins=[],
-                               started_at=datetime.now(timezone.utc))
-        rec.finish_run(run_id, status="finished", summary={"num_requests": 0}, finished_at=datetime.now(timezone.utc),
-                       wall_s=0.0, sim_end_s=0.0)
-    engine.dispose()
+    _one_finished_run(src)
     writer = sqlite3.connect(src, isolation_level=None)
     try:
         writer.execute("PRAGMA wal_autocheckpoint=0")
