@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.types import Batch, ReasonCode, Request
+from controlplane.types import ReasonCode, Request
 
 # --- inbound: driver -> core ---------------------------------------------------------------
 

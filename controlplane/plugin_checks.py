@@ -7,7 +7,6 @@ an ``observes`` that is not a tuple of event types, a ``Settings`` that would ta
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
 from typing import Any
 
 import pluggy
