@@ -27,7 +27,8 @@ from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
 from sim.latency.base import LatencyModel
 from sim.latency.estimate import iteration_estimator
-from sim.traces import TraceReader, TraceRequest, apply_transforms, read_trace
+from sim.traces import (TraceReader, TraceRequest, apply_transforms, format_rate_profile, rate_profile_points,
+                        read_trace)
 
 __all__ = [
     "READER_STREAM",
@@ -61,9 +62,11 @@ class TraceTransforms:
     rate, limit, length caps.
 
     The window is cut in the trace's own time and rebased to start at 0; ``repeat`` plays the
-    result that many times back to back (``sim.traces.transforms.repeat``); ``limit`` counts
-    requests after rate scaling. ``seed`` seeds the trace's random streams (the reader's and
-    rate scaling's); ``None`` takes the run's ``config.seed``. See docs/traces.md.
+    result that many times back to back (``sim.traces.transforms.repeat``); the rate changes by
+    ``rate_scale`` times ``rate_profile``'s factor at each arrival, the profile's times being the
+    replay's own seconds (after the window, the speed-up and the copies); ``limit`` counts
+    requests after the rate change. ``seed`` seeds the trace's random streams (the reader's and
+    the rate change's); ``None`` takes the run's ``config.seed``. See docs/traces.md.
     """
 
     window_start_s: float | None = None  # keep arrivals at or after this second
@@ -71,10 +74,16 @@ class TraceTransforms:
     speed_up: float | None = None  # divide arrival times by this factor
     repeat: int | None = None  # play the trace this many times back to back
     rate_scale: float | None = None  # thin (< 1) or replicate (> 1) requests, seeded
+    # (time_s, factor) points, the rate factor linear between them (``sim.traces.rate_profile``), seeded
+    rate_profile: tuple[tuple[float, float], ...] | None = None
     limit: int | None = None  # at most this many requests
     max_prompt_tokens: int | None = None  # cut longer prompts to this many tokens
     max_output_tokens: int | None = None  # cut longer outputs to this many tokens
     seed: int | None = None  # seed of the trace's random streams; None: the run's seed
+
+    def __post_init__(self) -> None:
+        if self.rate_profile is not None:  # checked now, and kept as float pairs (comparable, hashable)
+            object.__setattr__(self, "rate_profile", rate_profile_points(self.rate_profile))
 
     @property
     def window(self) -> tuple[float | None, float | None] | None:
@@ -90,11 +99,13 @@ class TraceTransforms:
               run_seed: int) -> Iterator[TraceRequest]:
         """The transformed stream (arguments are checked now, rows are read lazily). ``requests``
         is a stream, or a function that opens one (what ``repeat`` needs: a copy per call)."""
-        # Only rate scaling draws (a generator not made otherwise: see `open_trace`).
-        rng = trace_rng(self.trace_seed(run_seed), TRANSFORM_STREAM) if self.rate_scale is not None else None
+        # Only the rate change draws (a generator not made otherwise: see `open_trace`).
+        draws = self.rate_scale is not None or self.rate_profile is not None
+        rng = trace_rng(self.trace_seed(run_seed), TRANSFORM_STREAM) if draws else None
         return apply_transforms(requests, window=self.window, speed_up=self.speed_up, repeat=self.repeat,
                                 rate_scale=self.rate_scale, limit=self.limit, rng=rng,
-                                max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens)
+                                max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens,
+                                rate_profile=self.rate_profile)
 
 
 NO_TRANSFORMS = TraceTransforms()
@@ -288,9 +299,11 @@ def _started_run_id(session: RunSession | None) -> int | None:
 
 def trace_read(transforms: TraceTransforms, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """How a replay read its trace, as its run row stores it (``config["trace_read"]``): the
-    transforms that were set and the format options; None when neither was."""
+    transforms that were set (a rate profile as ``--rate-profile`` takes it, ``"0:1,14400:2"``)
+    and the format options; None when neither was."""
     read: dict[str, Any] = {}
-    if edits := {k: v for k, v in asdict(transforms).items() if v is not None}:
+    if edits := {k: format_rate_profile(v) if k == "rate_profile" else v
+                 for k, v in asdict(transforms).items() if v is not None}:
         read["transforms"] = edits
     if options:
         read["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}

@@ -6,9 +6,10 @@ from .bundled import BUNDLED_TRACES, bundled_trace_path
 from .canonical import write_canonical
 from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, parse_options, read_trace
 from .errors import TraceFormatError
+from .profile_text import format_rate_profile, parse_rate_profile
 from .record import TraceRequest
-from .transforms import (apply_transforms, cap_lengths, limit, rate_profile, repeat, scale_rate, speed_up,
-                         time_window)
+from .transforms import (apply_transforms, cap_lengths, limit, rate_profile, rate_profile_points, repeat, scale_rate,
+                         speed_up, time_window)
 
 __all__ = [
     "TraceRequest",
@@ -27,6 +28,9 @@ __all__ = [
     "repeat",
     "scale_rate",
     "rate_profile",
+    "rate_profile_points",
+    "parse_rate_profile",
+    "format_rate_profile",
     "limit",
     "cap_lengths",
     "apply_transforms",

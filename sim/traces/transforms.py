@@ -18,8 +18,8 @@ import numpy as np
 from ._rng import require_rng
 from .record import TraceRequest, with_arrival
 
-__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "limit", "cap_lengths",
-           "apply_transforms"]
+__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "rate_profile_points", "limit",
+           "cap_lengths", "apply_transforms"]
 
 #: Something that yields the trace's requests afresh at each call (a repeat reads it again).
 TraceSource = Callable[[], Iterable[TraceRequest]]
@@ -190,33 +190,32 @@ def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]]
     Each request is emitted floor(f) or ceil(f) times and its copies placed as ``scale_rate`` does
     (ids ``"{id}.r1"``, ...; offsets within the gap to the next input request, capped at max_jitter_s).
     """
-    times, factors = _profile(points)
+    checked = rate_profile_points(points)
     gen = require_rng(rng, "rate_profile")
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
-    return _rate_profile(reqs, times, factors, gen, max_jitter_s)
+    return _rate_profile(reqs, [t for t, _ in checked], [f for _, f in checked], gen, max_jitter_s)
 
 
-def _profile(points: object) -> tuple[list[float], list[float]]:
-    """Checked ``(time_s, factor)`` points as two lists."""
+def rate_profile_points(points: object, label: Callable[[int], str] | None = None) -> tuple[tuple[float, float], ...]:
+    """``points`` checked as ``rate_profile`` takes them, as a tuple of ``(time_s, factor)`` float pairs.
+    A bad point is a ValueError starting with ``label(i)`` (default ``"rate_profile point {i}"``, 0-based)."""
+    name = label or (lambda i: f"rate_profile point {i}")
     if isinstance(points, (str, bytes)) or not isinstance(points, Sequence) or not points:
         raise ValueError(f"rate_profile points must be a non-empty list of (time_s, factor) pairs, got {points!r}")
-    times: list[float] = []
-    factors: list[float] = []
+    out: list[tuple[float, float]] = []
     for i, pt in enumerate(points):
         if isinstance(pt, (str, bytes)) or not isinstance(pt, Sequence) or len(pt) != 2:
-            raise ValueError(f"rate_profile point {i} must be a (time_s, factor) pair, got {pt!r}")
+            raise ValueError(f"{name(i)} must be a (time_s, factor) pair, got {pt!r}")
         t, f = pt
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(float(t)):
-            raise ValueError(f"rate_profile point {i}: time_s must be a finite number, got {t!r}")
+            raise ValueError(f"{name(i)}: time_s must be a finite number, got {t!r}")
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (0 <= float(f) < math.inf):
-            raise ValueError(f"rate_profile point {i}: factor must be a finite number >= 0, got {f!r}")
-        if times and float(t) <= times[-1]:
-            raise ValueError(f"rate_profile point {i}: time_s {t!r} must be greater than the point before's "
-                             f"{points[i - 1][0]!r}")
-        times.append(float(t))
-        factors.append(float(f))
-    return times, factors
+            raise ValueError(f"{name(i)}: factor must be a finite number >= 0, got {f!r}")
+        if out and float(t) <= out[-1][0]:
+            raise ValueError(f"{name(i)}: time_s {t!r} must be greater than the point before's {points[i - 1][0]!r}")
+        out.append((float(t), float(f)))
+    return tuple(out)
 
 
 def _rate_profile(reqs: Iterable[TraceRequest], times: list[float], factors: list[float],
@@ -285,27 +284,36 @@ def _cap_lengths(reqs: Iterable[TraceRequest], p_max: int | None, o_max: int | N
                           hash_ids=hashes)
 
 
-# apply_transforms' keyword names shadow these two functions inside it.
+# apply_transforms' keyword names shadow these functions inside it.
 _speed_up_fn = speed_up
 _limit_fn = limit
+_rate_profile_fn = rate_profile
 
 
 def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
                      window: Sequence[float | None] | Mapping[str, Any] | None = None,
                      speed_up: float | None = None, repeat: int | None = None, rate_scale: float | None = None,
                      limit: int | None = None, rng: np.random.Generator | None = None,
-                     max_prompt_tokens: int | None = None,
-                     max_output_tokens: int | None = None) -> Iterator[TraceRequest]:
+                     max_prompt_tokens: int | None = None, max_output_tokens: int | None = None,
+                     rate_profile: Sequence[Sequence[float]] | None = None) -> Iterator[TraceRequest]:
     """Apply the usual trace edits in a fixed, documented order:
-    window -> speed_up -> repeat -> rate_scale -> limit -> length caps.
+    window -> speed_up -> repeat -> rate (rate_scale, rate_profile) -> limit -> length caps.
 
-    The window is cut in the original trace's time (in each copy, when repeated); limit counts
-    requests after rate scaling. window: (start_s, end_s) with None for an open side, or
+    The window is cut in the original trace's time (in each copy, when repeated); ``rate_profile``'s
+    times are those of the result (after the window's rebase, the speed-up and the copies: the
+    replay's own seconds); with both, the rate factor is ``rate_scale`` times the profile's, in one
+    pass (a one-point profile is ``scale_rate``, draw for draw); limit counts requests after the rate
+    change. window: (start_s, end_s) with None for an open side, or
     {"start_s":..., "end_s":..., "rebase":...}. ``reqs`` is a stream of requests, or a function
     that opens one (needed for ``repeat`` > 1, which reads the trace once per copy; a list works
-    too). rng is needed only for rate_scale. All arguments are checked before anything is read.
+    too). rng is needed only for rate_scale and rate_profile. All arguments are checked before
+    anything is read.
     """
     _edited(iter(()), window, speed_up)  # checks them now, reading nothing
+    points = rate_profile_points(rate_profile) if rate_profile is not None else None
+    if points is not None and rate_scale is not None:
+        scale = _positive("rate_scale factor", rate_scale)
+        points = tuple((t, f * scale) for t, f in points)
     if repeat is not None and repeat != 1:
         _check_times(repeat)
         if callable(reqs):
@@ -319,7 +327,9 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
         out: Iterable[TraceRequest] = _repeat(edit, int(repeat))
     else:
         out = _edited(reqs() if callable(reqs) else reqs, window, speed_up)
-    if rate_scale is not None:
+    if points is not None:
+        out = _rate_profile_fn(out, points, rng)  # type: ignore[arg-type]  # rate_profile checks rng
+    elif rate_scale is not None:
         out = scale_rate(out, rate_scale, rng)  # type: ignore[arg-type]  # scale_rate checks rng
     if limit is not None:
         out = _limit_fn(out, limit)

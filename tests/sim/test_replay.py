@@ -207,3 +207,44 @@ def test_replay_with_takes_the_same_transforms(tmp_path):
     assert result.run_id == 1 and len(result.requests) == 120
     assert {k: v for k, v in result.summary.items() if k not in ("run_id", "wall_s")} == {
         k: v for k, v in library.summary.items() if k not in ("run_id", "wall_s")}
+
+
+def test_a_rate_profile_is_checked_when_the_transforms_are_made_and_kept_as_float_pairs():
+    from sim.replay import NO_TRANSFORMS, TraceTransforms
+
+    t = TraceTransforms(rate_profile=[[0, 1], [14400, 2]])
+    assert t.rate_profile == ((0.0, 1.0), (14400.0, 2.0)) and t == TraceTransforms(rate_profile=((0, 1), (14400, 2)))
+    assert hash(t) == hash(TraceTransforms(rate_profile=((0.0, 1.0), (14400.0, 2.0))))
+    assert TraceTransforms() == NO_TRANSFORMS and TraceTransforms().rate_profile is None
+    with pytest.raises(ValueError, match="rate_profile point 1: time_s 5 must be greater than the point before's 10"):
+        TraceTransforms(rate_profile=[(10, 1), (5, 2)])
+
+
+def test_a_rate_profile_draws_from_the_transform_stream_as_rate_scale_does():
+    from sim.replay import TRANSFORM_STREAM, TraceTransforms, prepare_trace, trace_rng
+    from sim.traces import rate_profile
+
+    points = [(0, 0.5), (1800, 2.0)]
+    got = list(prepare_trace(bundled_trace_path(), seed=6, trace_format="azure",
+                             transforms=TraceTransforms(rate_profile=points)))
+    assert got == list(rate_profile(read_trace(bundled_trace_path(), "azure"), points, trace_rng(6, TRANSFORM_STREAM)))
+    assert got != list(prepare_trace(bundled_trace_path(), seed=7, trace_format="azure",
+                                     transforms=TraceTransforms(rate_profile=points)))
+    # a flat profile is rate_scale, draw for draw; with both, the factor is their product
+    flat = TraceTransforms(rate_profile=[(0, 1.5)], limit=500)
+    assert list(prepare_trace(bundled_trace_path(), seed=6, trace_format="azure", transforms=flat)) == list(
+        prepare_trace(bundled_trace_path(), seed=6, trace_format="azure",
+                      transforms=TraceTransforms(rate_scale=3.0, rate_profile=[(0, 0.5)], limit=500)))
+
+
+def test_a_stored_run_keeps_its_rate_profile_as_the_option_takes_it(tmp_path):
+    from sim.replay import TraceTransforms, trace_read
+
+    assert trace_read(TraceTransforms(rate_profile=[(0, 1), (14400, 2.5)], rate_scale=0.5), None) == {
+        "transforms": {"rate_scale": 0.5, "rate_profile": "0:1,14400:2.5"}}
+    assert trace_read(TraceTransforms(), None) is None
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = replay(bundled_trace_path(), make_config(seed=1, storage={"url": url}), trace_format="azure",
+                    transforms=TraceTransforms(window_end_s=300, rate_profile=[(0, 0.5), (300, 1.5)]))
+    assert get_run(make_engine(url), result.run_id)["config"]["trace_read"] == {
+        "transforms": {"window_end_s": 300, "rate_profile": "0:0.5,300:1.5"}}

@@ -251,3 +251,30 @@ def test_apply_transforms_caps_last():
     got = list(apply_transforms(reqs, limit=3, max_prompt_tokens=256, max_output_tokens=16))
     assert [(r.request_id, r.prompt_tokens, r.output_tokens) for r in got] == [("0", 256, 16), ("1", 256, 16),
                                                                               ("2", 256, 16)]
+
+
+def test_apply_transforms_rate_profile_in_the_replays_time_after_window_speed_up_and_repeat():
+    reqs = _reqs(range(0, 100))  # one request per second
+    # the window (10, 20) rebased and sped up x2 is 0..4.5 s; repeated twice, 0..9.5 s; the profile drops the
+    # first copy (factor 0 up to 5 s, in these seconds, not the trace's) and doubles the second (2 from 5 s on)
+    out = list(apply_transforms(lambda: iter(reqs), window=(10, 20), speed_up=2.0, repeat=2,
+                                rate_profile=[(4.9, 0), (5.0, 2)], rng=np.random.default_rng(0)))
+    assert [r.request_id for r in out[:4]] == ["10.c1", "10.c1.r1", "11.c1", "11.c1.r1"]
+    assert len(out) == 20 and all(r.arrival_s >= 5.0 for r in out)
+    # limit counts after the rate change; the rng is needed, and a bad profile is named before anything is read
+    assert len(list(apply_transforms(reqs, rate_profile=[(0, 3)], limit=7, rng=np.random.default_rng(0)))) == 7
+    with pytest.raises(ValueError, match="rng"):
+        apply_transforms(reqs, rate_profile=[(0, 2)])
+    with pytest.raises(ValueError, match="rate_profile point 1: time_s 0 must be greater"):
+        apply_transforms(_Guarded(reqs, 0), rate_profile=[(0, 1), (0, 2)], rng=np.random.default_rng(0))
+
+
+def test_apply_transforms_rate_scale_times_the_profile_in_one_pass():
+    reqs = list(read_trace(bundled_trace_path()))[:2000]
+    both = list(apply_transforms(reqs, rate_scale=0.5, rate_profile=[(0, 1), (600, 3)], rng=np.random.default_rng(4)))
+    assert both == list(rate_profile(reqs, [(0, 0.5), (600, 1.5)], np.random.default_rng(4)))
+    # a one-point profile with a scale is scale_rate of their product, draw for draw
+    flat = list(apply_transforms(reqs, rate_scale=1.5, rate_profile=[(0, 2)], rng=np.random.default_rng(4)))
+    assert flat == list(scale_rate(reqs, 3.0, np.random.default_rng(4)))
+    with pytest.raises(ValueError, match="rate_scale factor must be a finite number > 0"):
+        apply_transforms(reqs, rate_scale=0, rate_profile=[(0, 2)], rng=np.random.default_rng(4))
