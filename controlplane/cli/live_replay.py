@@ -45,6 +45,9 @@ def live_replay(
     rate_scale: Annotated[
         Optional[float], typer.Option(help="Thin (<1) or replicate (>1) requests to scale the rate.")
     ] = None,
+    rate_profile: Annotated[Optional[str], typer.Option(
+        metavar="T:F,...", help="A rate factor that changes over time, as `sim replay --rate-profile` (e.g. "
+                                "0:1,600:2: the load doubles over ten minutes).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many requests.")] = None,
     max_prompt_tokens: Annotated[Optional[int], typer.Option(
         min=1, help="Cut longer prompts to this many tokens (a small model's context is short; `sim replay` "
@@ -70,6 +73,7 @@ def live_replay(
     """Replay a trace against live workers in real time, store the run (with its iterations), print its summary."""
     from controlplane.live.daemon_config import daemon_config
     from sim.replay import TraceTransforms
+    from sim.traces import parse_rate_profile
 
     with user_errors():
         cfg, _ = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
@@ -77,7 +81,9 @@ def live_replay(
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      rate_scale=rate_scale, limit=limit, max_prompt_tokens=max_prompt_tokens,
-                                     max_output_tokens=max_output_tokens)
+                                     max_output_tokens=max_output_tokens,
+                                     rate_profile=parse_rate_profile(rate_profile, "--rate-profile")
+                                     if rate_profile is not None else None)
         requests, path = _requests(cfg, trace, format, transforms, opt)
         check_fits(cfg, requests, path)
         if not json_out:

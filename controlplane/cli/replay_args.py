@@ -44,6 +44,7 @@ PARAMETERS: Final[tuple[tuple[str, tuple[str, ...], Any, Any, int | None], ...]]
     ("speed_up", ("--speed-up",), float, None, None),
     ("repeat", ("--repeat",), int, None, 1),
     ("rate_scale", ("--rate-scale",), float, None, None),
+    ("rate_profile", ("--rate-profile",), str, None, None),
     ("limit", ("--limit",), int, None, None),
     ("max_prompt_tokens", ("--max-prompt-tokens",), int, None, 1),
     ("max_output_tokens", ("--max-output-tokens",), int, None, 1),

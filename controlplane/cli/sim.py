@@ -31,7 +31,7 @@ def count_rows(path: Path, limit_bytes: int = 256 << 20) -> int | None:
 
 
 @contextlib.contextmanager
-def _progress_bar(show: bool, path: Path, transforms: Any, rate_scale: float | None,
+def _progress_bar(show: bool, path: Path, transforms: Any,
                   limit: int | None) -> Iterator[Callable[[int, float], None] | None]:
     """The replay's progress callback: a rich progress bar on stderr when ``show``, else None
     (and neither rich nor a pass over the trace to count its rows)."""
@@ -40,7 +40,8 @@ def _progress_bar(show: bool, path: Path, transforms: Any, rate_scale: float | N
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = count_rows(path) if transforms.window is None and rate_scale is None else None
+    rated = transforms.rate_scale is not None or transforms.rate_profile is not None
+    total = count_rows(path) if transforms.window is None and not rated else None
     if total is not None and transforms.repeat:
         total *= transforms.repeat
     if total is not None and limit is not None:
@@ -111,6 +112,11 @@ def replay(
     rate_scale: Annotated[
         Optional[float], typer.Option(help="Thin (<1) or replicate (>1) requests to scale the rate.")
     ] = None,
+    rate_profile: Annotated[Optional[str], typer.Option(
+        metavar="T:F,...", help="A rate factor that changes over time: TIME_S:FACTOR points, linear between them, "
+                                "times in the replay's seconds (after the window, speed-up and repeat), e.g. "
+                                "0:1,14400:2 (the load doubles over four hours); times --rate-scale when both.")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Replay at most this many requests.")] = None,
     max_prompt_tokens: Annotated[Optional[int], typer.Option(
         min=1, help="Cut longer prompts to this many tokens (as `controlplane live-replay` does).")] = None,
@@ -132,8 +138,8 @@ def replay(
     writer = _early_writer()
     try:
         _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up, repeat,
-                rate_scale, limit, max_prompt_tokens, max_output_tokens, qps, arrival, opt, exact, until, slo_ttft,
-                slo_tpot, progress)
+                rate_scale, rate_profile, limit, max_prompt_tokens, max_output_tokens, qps, arrival, opt, exact, until,
+                slo_ttft, slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
         common.say_replay_interrupted(exc)
         raise
@@ -187,7 +193,8 @@ def _configure_writer(writer: Any, cfg: Any) -> None:
 def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optional[str], seed: Optional[int],
             config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
             window_end: Optional[float], speed_up: Optional[float], repeat: Optional[int],
-            rate_scale: Optional[float], limit: Optional[int], max_prompt_tokens: Optional[int],
+            rate_scale: Optional[float], rate_profile: Optional[str], limit: Optional[int],
+            max_prompt_tokens: Optional[int],
             max_output_tokens: Optional[int], qps: Optional[float], arrival: Optional[str], opt: Optional[list[str]],
             exact: bool, until: Optional[float],
             slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
@@ -207,7 +214,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         with common.gc_paused():  # the simulator's imports, while the writer makes its engine
             from sim.replay import TraceTransforms
             from sim.replay import replay as run_replay
-            from sim.traces import bundled_trace_path, parse_options
+            from sim.traces import bundled_trace_path, parse_options, parse_rate_profile
         path = trace if trace is not None else bundled_trace_path()
         if format is None and trace is None:
             format = "azure"
@@ -222,17 +229,19 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             if key in options:
                 raise ValueError(f"--opt {key} and --{key} are both given: give one")
             options[key] = value
+        profile = parse_rate_profile(rate_profile, "--rate-profile") if rate_profile is not None else None
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
-                                     repeat=repeat, rate_scale=rate_scale, limit=limit,
+                                     repeat=repeat, rate_scale=rate_scale, rate_profile=profile, limit=limit,
                                      max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         show = progress and not json_out and common.err.is_terminal
-        with _progress_bar(show, Path(path), transforms, rate_scale, limit) as on_progress:
+        with _progress_bar(show, Path(path), transforms, limit) as on_progress:
             result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
                                 on_progress=on_progress, writer=writer)
     summary = result.summary
     if summary.get("num_requests") == 0:  # (an empty trace is an error of the reader: here, the transforms)
         common.err.print("[yellow]warning:[/] no request was replayed: the trace's requests all fell outside "
-                         "--window-start/--window-end, or --limit / --rate-scale left none", highlight=False)
+                         "--window-start/--window-end, or --limit / --rate-scale / --rate-profile left none",
+                         highlight=False)
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")  # as typer.echo writes it
         return

@@ -130,11 +130,12 @@ def test_ctrl_c_during_a_replay_says_which_run_was_kept(db, monkeypatch):
             f"until then (`controlplane runs show 1 --db {db}`)") in result.stderr  # (the run is there, not in the default)
 
 
-def test_a_replay_whose_transforms_leave_no_request_warns(db):
-    result = cli("sim", "replay", "--format", "azure", "--window-start", "100000", "--db", db, "--json")
+@pytest.mark.parametrize("transform", [["--window-start", "100000"], ["--rate-profile", "0:0"]])
+def test_a_replay_whose_transforms_leave_no_request_warns(db, transform):
+    result = cli("sim", "replay", "--format", "azure", *transform, "--db", db, "--json")
     assert json.loads(result.stdout)["num_requests"] == 0
     assert ("warning: no request was replayed: the trace's requests all fell outside --window-start/--window-end, "
-            "or --limit / --rate-scale left none") in result.stderr
+            "or --limit / --rate-scale / --rate-profile left none") in result.stderr
 
 
 def test_qps_on_a_trace_with_timestamps_says_what_to_use_instead(db):

@@ -27,6 +27,7 @@ READ = [
     ["--seed", " 3 ", "--limit", "1_000", "--qps", "nan", "--until", "inf", "--repeat", "1", "--name", "a=b"],
     ["--db=sqlite:///a=b.db", "--window-start", "0", "--speed-up", "0.5e-1"],
     ["t.csv", "--opt", "failed=drop", "--format", "burstgpt", "--opt=models=[\"GPT-4\"]", "--opt", "x"],
+    ["--rate-profile", "0:1,14400:2", "--rate-scale", "0.5"], ["--rate-profile=0:x"],  # (the replay reads the text)
 ]
 LEFT_TO_TYPER = [
     ["--help"], ["a", "b"], ["--seed", "x"], ["--seed", "1.5"], ["--repeat", "0"], ["--seed", "-1"], ["--json=1"],
@@ -35,6 +36,7 @@ LEFT_TO_TYPER = [
     ["--format", "--json"], ["--exact", "--no-exact"], ["--install-completion"],
     ["--seed", "５"], ["--qps", "١.٥"], ["--repeat", "１"],  # digits int() and float() take, typer refuses
     ["--opt"], ["--opt", "-x=1"], ["--opt="],
+    ["--rate-profile", "-60:1"], ["--rate-profile", "1:1", "--rate-profile=2:1"],
 ]
 
 

@@ -126,3 +126,34 @@ def test_repeat_plays_the_file_again_for_each_copy_in_the_cli_and_the_library(tm
     assert s_cli["sim_span_s"] > 2.9 * once["sim_span_s"]
     with pytest.raises(ValueError, match="can be read again"):  # a one-pass stream cannot be repeated
         replay(read_trace(bundled_trace_path(), "azure"), load_config(CONFIG, {}), record=False, transforms=transforms)
+
+
+def test_a_rate_profile_gives_the_same_run_in_the_cli_and_the_library_and_the_run_shows_it(tmp_path):
+    trace = bundled_trace_path()
+    cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
+    # ten minutes played twice; the profile's seconds are the replay's: the first copy thinned, the second doubled
+    s_cli = cli_summary(trace, "--seed", 4, "--window-end", 600, "--repeat", 2,
+                        "--rate-profile", "0:0.5,599:0.5,601:2", "--db", cli_db)
+    result = replay(trace, load_config(CONFIG, {"seed": 4, "storage": {"url": lib_db}}), trace_format="azure",
+                    transforms=TraceTransforms(window_end_s=600, repeat=2, rate_profile=[(0, 0.5), (599, 0.5),
+                                                                                         (601, 2)]))
+    assert stable(result.summary) == stable(s_cli)
+    assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
+    ids = request_ids(cli_db, s_cli["run_id"])
+    first = sum(1 for r in read_trace(trace, "azure") if r.arrival_s < 600)
+    assert sum(not i.endswith((".c1", ".c1.r1")) for i in ids) < 0.6 * first  # thinned
+    assert sum(i.endswith(".c1.r1") for i in ids) > 0.95 * first  # (all but the copy's first second) doubled
+    shown = CliRunner().invoke(app, ["runs", "show", str(s_cli["run_id"]), "--db", cli_db])
+    assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == (
+        "trace read: window_end_s=600; repeat=2; rate_profile=0:0.5,599:0.5,601:2")
+
+
+@pytest.mark.parametrize("command", [["sim", "replay"], ["live-replay"]])
+def test_a_bad_rate_profile_is_one_line_naming_the_option_and_the_point(tmp_path, command):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = CliRunner().invoke(app, [*command, "--rate-profile", "0:1,14400:x", "--limit", "5", "--db", url])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == (  # (after a note on the default config, where one is used)
+        "error: --rate-profile: point '14400:x': factor 'x' is not a number; give TIME_S:FACTOR points separated by "
+        "commas, e.g. 0:1,14400:2")
+    assert not (tmp_path / "runs.db").exists()

@@ -179,3 +179,13 @@ def test_trace_format_options_choose_the_requests_before_any_worker_starts(tmp_p
     assert res.exit_code == 2  # (too long for the tiny model: refused, and counted after the options)
     assert "1 of 1 requests" in " ".join(res.output.split()), res.output
     assert not (tmp_path / "runs.db").exists()
+
+
+def test_a_rate_profile_chooses_the_requests_before_any_worker_starts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = CliRunner().invoke(build_app(), [  # 5 requests doubled: 10, each too long for the tiny model
+        "live-replay", str(_trace(tmp_path, prompt=200)), "--rate-profile", "0:2", "--config",
+        str(_config(tmp_path, url)), "--pool", "thread"])
+    assert res.exit_code == 2
+    assert "10 of 10 requests" in " ".join(res.output.split()) and "t0.r1" not in res.output, res.output
+    assert not (tmp_path / "runs.db").exists()
