@@ -47,7 +47,8 @@ class SweepResult:
 def transforms_of(loaded: LoadedSpec, *, limit: int | None = None) -> TraceTransforms:
     t = loaded.spec.trace
     return TraceTransforms(window_start_s=t.window_start_s, window_end_s=t.window_end_s, speed_up=t.speed_up,
-                           repeat=t.repeat, rate_scale=t.rate_scale, limit=limit if limit is not None else t.limit)
+                           repeat=t.repeat, rate_scale=t.rate_scale, limit=limit if limit is not None else t.limit,
+                           rate_profile=t.rate_profile)
 
 
 def load_traces(loaded: LoadedSpec, seeds: Iterable[int], transforms: TraceTransforms | None = None,

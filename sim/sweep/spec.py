@@ -25,7 +25,7 @@ from controlplane.config import RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from sim.sweep.spec_plugins import check_plugin_names
 from sim.sweep.spec_settings import check_plugin_settings
-from sim.traces import FORMAT_OPTIONS, FORMATS
+from sim.traces import FORMAT_OPTIONS, FORMATS, parse_rate_profile, rate_profile_points
 
 __all__ = ["Point", "RangeSpec", "SearchSettings", "SweepSpec", "TraceSpec", "apply_dotted", "load_spec",
            "point_key"]
@@ -70,7 +70,21 @@ class TraceSpec(_Section):
     speed_up: float | None = Field(None, gt=0)
     repeat: int | None = Field(None, ge=1)
     rate_scale: float | None = Field(None, gt=0)
+    # (time_s, factor) points, or the text `sim replay --rate-profile` takes ("0:1,14400:2")
+    rate_profile: list[tuple[float, float]] | None = None
     limit: int | None = Field(None, ge=1)
+
+    @field_validator("rate_profile", mode="before")
+    @classmethod
+    def _profile_points(cls, value: Any) -> Any:
+        """Checked as ``sim.traces.rate_profile`` checks them; text read as ``--rate-profile`` reads it."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            points = parse_rate_profile(value, "")
+        else:
+            points = rate_profile_points(value, lambda i: f"point {i}")
+        return [list(p) for p in points]
 
     @model_validator(mode="after")
     def _known_format(self) -> TraceSpec:
@@ -183,7 +197,9 @@ class SweepSpec(_Section):
 
     def spec_hash(self, base_config: dict[str, Any]) -> str:
         """Identifies what the sweep computes: the spec and the base config's content."""
-        data = {"spec": self.model_dump(mode="json", exclude={"name"}), "base": base_config}
+        # (a trace without a rate profile hashes as before the key existed: such sweeps still resume)
+        unset = {"trace": {"rate_profile"}} if self.trace.rate_profile is None else {}
+        data = {"spec": self.model_dump(mode="json", exclude={"name": True, **unset}), "base": base_config}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

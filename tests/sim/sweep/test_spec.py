@@ -1,0 +1,41 @@
+"""A sweep spec's trace section (sim/sweep/spec.py TraceSpec): its rate profile, as text or as points."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.errors import ConfigError
+from sim.replay import TraceTransforms, prepare_trace
+from sim.sweep import load_spec
+from sim.sweep.run import load_traces, transforms_of
+
+SPACE = {"cluster.models.0.replicas": [2, 3]}
+
+
+def test_a_rate_profile_as_text_or_points_is_the_same_sweep():
+    text = load_spec(data={"trace": {"rate_profile": "0:1, 600:2", "limit": 50}, "space": SPACE})
+    points = load_spec(data={"trace": {"rate_profile": [[0, 1], [600.0, 2]], "limit": 50}, "space": SPACE})
+    assert text.spec.trace.rate_profile == points.spec.trace.rate_profile == [(0.0, 1.0), (600.0, 2.0)]
+    assert text.hash == points.hash != load_spec(data={"trace": {"limit": 50}, "space": SPACE}).hash
+    assert transforms_of(text) == TraceTransforms(rate_profile=[(0, 1), (600, 2)], limit=50)
+
+
+def test_the_sweeps_requests_are_those_a_replay_with_the_profile_reads():
+    loaded = load_spec(data={"trace": {"format": "azure", "window_end_s": 900, "rate_profile": "0:0.5,900:2"},
+                             "space": SPACE, "seeds": [3]})
+    got = load_traces(loaded, [3])["seed=3"]
+    assert got == list(prepare_trace(loaded.trace_path(), seed=3, trace_format="azure",
+                                     transforms=TraceTransforms(window_end_s=900, rate_profile=[(0, 0.5), (900, 2)])))
+    assert any(r.request_id.endswith(".r1") for r in got)
+
+
+@pytest.mark.parametrize("profile, message", [
+    ("0:x", "trace.rate_profile: point '0:x': factor 'x' is not a number; give TIME_S:FACTOR points"),
+    ([[0, 1], [0, 2]], "trace.rate_profile: point 1: time_s 0 must be greater than the point before's 0"),
+    ([[0, -1]], "trace.rate_profile: point 0: factor must be a finite number >= 0"),
+    (5, "trace.rate_profile: rate_profile points must be a non-empty list"),
+])
+def test_a_bad_rate_profile_is_named_when_the_spec_loads(profile, message):
+    with pytest.raises(ConfigError) as raised:
+        load_spec(data={"trace": {"rate_profile": profile}, "space": SPACE})
+    assert message in str(raised.value)
