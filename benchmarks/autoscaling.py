@@ -2,6 +2,7 @@
 
     python benchmarks/autoscaling.py                        # the bundled Azure code trace at its own pace
     python benchmarks/autoscaling.py --window-start 1718    # its second half only
+    python benchmarks/autoscaling.py --rate-profile 0:1,3436:2   # the load doubling over its hour
     python benchmarks/autoscaling.py --trace conversation_trace.jsonl --format mooncake --rate-scale 0.25 --ttft 30
     python benchmarks/autoscaling.py --suite --out runs.jsonl   # both real traces at the scales of SUITE
 
@@ -49,7 +50,7 @@ from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, replay
-from sim.traces import parse_options
+from sim.traces import format_rate_profile, parse_options, parse_rate_profile
 from sim.traces.bundled import bundled_trace_path
 
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
@@ -212,6 +213,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     result = replay(trace, config, trace_format=args.format, record=False, extra_plugins=[log],
                     trace_options=parse_options(getattr(args, "opt", None) or ()),
                     transforms=TraceTransforms(speed_up=args.speed_up, rate_scale=args.rate_scale, limit=args.limit,
+                                               rate_profile=getattr(args, "rate_profile", None),
                                                window_start_s=args.window_start, window_end_s=args.window_end))
     s = result.summary
     if outcomes is not None:
@@ -234,6 +236,14 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     }
 
 
+def _rate_profile(text: str) -> tuple:
+    """--rate-profile's points; a bad one is argparse's one-line error naming the option and the point."""
+    try:
+        return parse_rate_profile(text, "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line (benchmarks/autoscaling_shapes.py reads the same options)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="replay at most this many requests")
     ap.add_argument("--rate-scale", type=float, default=None, help="thin (<1) or replicate (>1) requests")
+    ap.add_argument("--rate-profile", type=_rate_profile, default=None, metavar="T:F,...",
+                    help="a rate factor that changes over time, as `controlplane sim replay --rate-profile` "
+                    "(e.g. 0:1,1800:2); times --rate-scale when both")
     ap.add_argument("--window-start", type=float, default=None, help="keep requests arriving from this second")
     ap.add_argument("--window-end", type=float, default=None, help="keep requests arriving before this second")
     ap.add_argument("--config", help="base run config (default: the bundled sim/data/default_replay.yaml)")
@@ -438,7 +451,14 @@ def record(args, name: str, row: dict) -> None:
         return
     with open(args.out, "a", encoding="utf-8") as f:
         f.write(json.dumps({"setup": getattr(args, "setup", None), "trace": str(args.trace or "bundled azure code"),
-                            "rate_scale": args.rate_scale, "ttft": args.ttft, "policy": name, **row}) + "\n")
+                            "rate_scale": args.rate_scale, **_profile_of(args), "ttft": args.ttft, "policy": name,
+                            **row}) + "\n")
+
+
+def _profile_of(args) -> dict:
+    """The --out line's rate_profile (as the option takes it), only when one was given."""
+    points = getattr(args, "rate_profile", None)
+    return {"rate_profile": format_rate_profile(points)} if points else {}
 
 
 if __name__ == "__main__":

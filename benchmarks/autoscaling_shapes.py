@@ -20,10 +20,10 @@ the hour are the trace's own, and the slow shape is made up. The shapes (SHAPES,
 Each setup (SETUPS: a source and the peak's rate scale, at which the bundled suite's static peak needs about 4
 and 14 replicas on Azure, 3 and 6 on Mooncake) is evaluated exactly as `benchmarks/autoscaling.py` evaluates a
 trace (its `evaluate`: every installed autoscaler from one cold replica, then the static-peak search; every
-option of that benchmark but --trace, --format, --rate-scale and the suite's is accepted and passed on). Prints
-each setup's table as it goes, then one table of every setup (SLO attainment, GPU-hours, share of static peak,
-cost, scale events, oscillations) and one JSON line mapping each setup to the benchmark's mapping plus
-`gpu_hours_vs_static_peak` and `cost_usd`.
+option of that benchmark but --trace, --format, --rate-scale, --rate-profile and the suite's is accepted and
+passed on). Prints each setup's table as it goes, then one table of every setup (SLO attainment, GPU-hours,
+share of static peak, cost, scale events, oscillations) and one JSON line mapping each setup to the
+benchmark's mapping plus `gpu_hours_vs_static_peak` and `cost_usd`.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if own.hours is not None and own.hours < 1:
         raise SystemExit(f"--hours must be an integer >= 1, got {own.hours}")
     passed = bench.parser().parse_args(rest)
-    for opt in ("trace", "format", "rate_scale", "suite", "setups"):
+    for opt in ("trace", "format", "rate_scale", "rate_profile", "suite", "setups"):
         if getattr(passed, opt) not in (None, False):
             raise SystemExit(f"--{opt.replace('_', '-')} is set by each setup here; leave it out")
     names = setups(own)

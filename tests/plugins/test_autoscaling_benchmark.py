@@ -153,3 +153,24 @@ def test_peak_minute_counts_the_minutes_below_the_target():
     bad, worst, minute = peak.minutes_below(outcomes, 0.99)
     assert (bad, minute) == (1, 2) and worst == pytest.approx(0.75)  # minute 2: 75 of 100 met it
     assert peak.minutes_below([(t + 0.5, True) for t in range(300)], 0.99) == (0, 1.0, 0)
+
+
+def test_a_rate_profile_from_the_command_line_is_applied_and_recorded(tmp_path, capsys):
+    assert bench.parser().parse_args(["--rate-profile", "0:1,3436:2"]).rate_profile == ((0.0, 1.0), (3436.0, 2.0))
+    with pytest.raises(SystemExit) as exited:
+        bench.parser().parse_args(["--rate-profile", "0:1,60"])
+    assert exited.value.code == 2
+    assert "argument --rate-profile: point '60' is not TIME_S:FACTOR" in capsys.readouterr().err
+    rows = {}
+    for name, option in (("profile", ["--rate-profile", "0:2.5"]), ("scale", ["--rate-scale", "2.5"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert bench.main(["--limit", "200", "--policies", "hpa", "--max-replicas", "2", "--out", str(out),
+                           *option]) == 0
+        rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    # a flat profile is --rate-scale, draw for draw: the same runs; the profile is in each line
+    assert len(rows["profile"]) >= 2 and all(r["num_requests"] == 200 for r in rows["profile"])  # hpa, static
+    assert [r["rate_profile"] for r in rows["profile"]] == ["0:2.5"] * len(rows["profile"])
+    assert "rate_profile" not in rows["scale"][0]
+    volatile = ("wall_s", "rate_profile", "rate_scale")
+    assert [{k: v for k, v in r.items() if k not in volatile} for r in rows["profile"]] == [
+        {k: v for k, v in r.items() if k not in volatile} for r in rows["scale"]]

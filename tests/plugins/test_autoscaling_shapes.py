@@ -70,6 +70,7 @@ def test_it_evaluates_each_setup_and_ends_with_one_json_line(capsys, tmp_path):
     (["--setups", "azure x3 ramp"], "unknown setup"),
     (["--shapes", "sawtooth"], "unknown shape"),
     (["--sources", "azure x0.5", "--rate-scale", "2"], "--rate-scale is set by each setup"),
+    (["--sources", "azure x0.5", "--rate-profile", "0:1"], "--rate-profile is set by each setup"),
     (["--sources", "azure x0.5", "--hours", "0"], "--hours must be an integer >= 1"),
 ])
 def test_bad_options_are_one_line_errors(argv, message):
