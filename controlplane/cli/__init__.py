@@ -64,6 +64,25 @@ def _group_callback() -> None:
     pass
 
 
+def _flags_without_type() -> None:
+    """On/off flags show no type in ``--help`` (``--json``, not ``--json <bool>``). typer 0.2x's
+    rich help panels take an option's type column from ``TyperOption.display_type_rich``, which
+    names a flag's type too; typer's plain help line (``get_help_record``) and typers before the
+    ``<type>`` style leave it out for flags and counters, as done here for every command (once per
+    process; a typer without that method is left as it is)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "skips_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich.skips_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def build_app(names: Iterable[str] | None = None, *, subcommand: str | None = None) -> typer.Typer:
     """The typer app with the commands ``names`` (default: all of ``COMMANDS``). With
     ``subcommand="replay"`` the ``sim`` group holds only ``replay``: typer makes every registered
@@ -71,6 +90,7 @@ def build_app(names: Iterable[str] | None = None, *, subcommand: str | None = No
     instructions of each replay's start."""
     import typer  # (imported here: `main` forks a replay's writer process before it)
 
+    _flags_without_type()
     app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
     # A group even with one command registered (typer would make a lone command the whole app).
     app.callback()(_group_callback)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,24 @@ def test_pydantic_is_told_no_plugin_is_installed_only_when_the_cache_knows_it(mo
         monkeypatch.setattr(entry_point_cache, "no_pydantic_plugins", lambda answer=cached_none: answer)
         cli._skip_pydantic_plugin_scan()
         assert os.environ.get("PYDANTIC_DISABLE_PLUGINS") == expected
+
+
+def test_help_shows_no_type_after_on_off_flags():
+    """Flags take no value: ``--json``, not ``--json <bool>`` (typer 0.2x's rich panels name every
+    option's type); options with a value keep theirs."""
+    for command, flags, valued in (
+            (["runs", "list"], ["--help"], {"--limit": "<int range> [x>=1]", "--db": "<str>"}),
+            (["sim", "replay"], ["--json", "--exact", "--progress", "--help"], {"--speed-up": "<float>", "--opt": "KEY=VALUE"}),
+            (["sim", "sweep"], ["--fresh", "--json", "--help"], {"--workers": "<int range> [x>=1]"}),
+            (["live-replay"], ["--json", "--progress", "--help"], {"--save-trace": "<path>"})):
+        proc = subprocess.run([sys.executable, "-m", "controlplane.cli", *command, "--help"], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+        assert proc.returncode == 0, proc.stderr[-1000:]
+        assert "<bool>" not in proc.stdout, proc.stdout
+        # An option's row: its names, its type (if it takes a value), its help (cells 2+ spaces apart).
+        rows = {cells[0]: cells[1:] for line in proc.stdout.splitlines() if line.startswith("│ --")
+                for cells in [re.split(r"\s{2,}", line.strip("│ "))]}
+        for flag in flags:
+            assert not any(cell.startswith("<") for cell in rows[flag]), (command, flag, rows[flag])
+        for option, shown in valued.items():
+            assert shown in rows[option], (command, option, rows[option])
