@@ -45,6 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from controlplane.cli.common import named_by_options
 from controlplane.config import load_config
 from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
@@ -52,6 +53,7 @@ from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, replay
 from sim.traces import format_rate_profile, parse_options, parse_rate_profile
 from sim.traces.bundled import bundled_trace_path
+from sim.traces.transforms import TransformValueError
 
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
 
@@ -183,6 +185,12 @@ def meets_slo(r, slo) -> bool:
     return ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
 
 
+def transforms_of(args) -> TraceTransforms:
+    return TraceTransforms(speed_up=args.speed_up, rate_scale=args.rate_scale, limit=args.limit,
+                           rate_profile=getattr(args, "rate_profile", None),
+                           window_start_s=args.window_start, window_end_s=args.window_end)
+
+
 def run(args, policy: str, replicas: int, settings: dict | None = None,
         outcomes: list | None = None) -> dict:
     """One replay; ``outcomes``, when given, gets each request's (arrival s, met the SLO)."""
@@ -212,9 +220,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     trace = args.trace or bundled_trace_path()
     result = replay(trace, config, trace_format=args.format, record=False, extra_plugins=[log],
                     trace_options=parse_options(getattr(args, "opt", None) or ()),
-                    transforms=TraceTransforms(speed_up=args.speed_up, rate_scale=args.rate_scale, limit=args.limit,
-                                               rate_profile=getattr(args, "rate_profile", None),
-                                               window_start_s=args.window_start, window_end_s=args.window_end))
+                    transforms=transforms_of(args))
     s = result.summary
     if outcomes is not None:
         outcomes.extend((r.arrival_s, meets_slo(r, config.slo)) for r in finished_in(log.events))
@@ -294,7 +300,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    try:  # checked now (reading nothing), not at the first replay, and named by the option typed
+        transforms_of(args).apply([], args.seed)
+    except TransformValueError as exc:
+        ap.error(named_by_options(exc))
     if args.suite:
         return suite(args)
     if args.trace is None and args.format is None:

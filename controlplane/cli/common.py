@@ -6,7 +6,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 from controlplane.errors import ControlPlaneError
@@ -79,15 +79,28 @@ DB_OPTION_HELP = ("Database URL (default: $CONTROLPLANE_STORAGE__URL, else stora
                   "command takes one, else sqlite:///controlplane.db).")
 
 
+#: The options of `sim replay` and `live-replay` that set a trace transform, by the keyword the
+#: transform's error names (``sim.traces.transforms.TransformValueError``): such an error names
+#: the option the user typed (``--speed-up must be ...``), not the library's keyword.
+TRANSFORM_OPTIONS: Mapping[str, str] = {
+    "start_s": "--window-start", "end_s": "--window-end", "speed_up": "--speed-up", "repeat": "--repeat",
+    "rate_scale": "--rate-scale", "limit": "--limit", "max_prompt_tokens": "--max-prompt-tokens",
+    "max_output_tokens": "--max-output-tokens",
+}
+
+
 @contextlib.contextmanager
-def user_errors(db_url: str | None = None) -> Iterator[None]:
+def user_errors(db_url: str | None = None, *, options: Mapping[str, str] | None = None) -> Iterator[None]:
     """Show expected errors (bad config, bad trace, missing run, a database that cannot be used, a file
     that cannot be read or written) as one clear line, exit 2. A database driver's error names
-    ``db_url`` (password hidden) when given: the database the command uses."""
+    ``db_url`` (password hidden) when given: the database the command uses. A trace transform's
+    bad argument is named by its option in ``options`` (`TRANSFORM_OPTIONS`), when given."""
     try:
         yield
     except (ControlPlaneError, ValueError, LookupError, StorageError) as exc:
         text = str(exc)
+        if options is not None and _transform_error(exc):
+            text = named_by_options(exc, options)
         if isinstance(exc, StorageError):  # (one raised from a driver's error: that error's one line)
             text = f"database: {database_error(exc.__cause__, db_url) if _database_failure(exc.__cause__) else exc}"
         if isinstance(exc, StorageError) and exc.spill_path is not None:
@@ -101,6 +114,18 @@ def user_errors(db_url: str | None = None) -> Iterator[None]:
         if not _database_failure(exc):
             raise
         _exit_with(f"database: {database_error(exc, db_url)}")
+
+
+def _transform_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a trace transform's bad argument (checked without importing the transforms)."""
+    transforms = sys.modules.get("sim.traces.transforms")
+    return transforms is not None and isinstance(exc, transforms.TransformValueError)
+
+
+def named_by_options(exc: Any, options: Mapping[str, str] = TRANSFORM_OPTIONS) -> str:
+    """A trace transform's bad argument (``TransformValueError``) named by the option that set it,
+    its value as a command line gives it (``--speed-up ... got 0``, not the ``0.0`` it became)."""
+    return exc.named(options, shown=lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else repr(v))
 
 
 def _database_failure(exc: BaseException | None) -> bool:

@@ -75,7 +75,7 @@ def live_replay(
     from sim.replay import TraceTransforms
     from sim.traces import parse_rate_profile
 
-    with user_errors():
+    with user_errors(options=common.TRANSFORM_OPTIONS):
         cfg, _ = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
                                precision=precision,
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})

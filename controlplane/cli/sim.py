@@ -201,7 +201,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     with common.gc_paused():  # the config's imports: only long-lived objects
         from controlplane.config import load_config
 
-    with user_errors():
+    with user_errors(options=common.TRANSFORM_OPTIONS):
         if config is None:  # a realistic cluster that scales to its SLO, for the bundled trace or the user's
             from sim.traces.bundled import bundled_default_config_path
 

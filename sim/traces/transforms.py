@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import string
 from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -19,15 +20,36 @@ from ._rng import require_rng
 from .record import TraceRequest, with_arrival
 
 __all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "rate_profile_points", "limit",
-           "cap_lengths", "apply_transforms"]
+           "cap_lengths", "apply_transforms", "TransformValueError"]
 
 #: Something that yields the trace's requests afresh at each call (a repeat reads it again).
 TraceSource = Callable[[], Iterable[TraceRequest]]
 
 
+class TransformValueError(ValueError):
+    """A transform's argument out of its range. The message names each argument by its keyword
+    (``speed_up must be a finite number > 0, got 0.0``); `named` says it with other names for
+    them, such as the command-line options that set them (``--speed-up must be ...``)."""
+
+    def __init__(self, template: str, *values: object) -> None:
+        #: ``{keyword}`` fields name arguments, ``{0}``, ``{1}`` show ``values``.
+        self.template, self.values = template, values
+        super().__init__(self.named({}))
+
+    def named(self, names: Mapping[str, str], shown: Callable[[object], str] = repr) -> str:
+        """The message with each argument's keyword replaced by ``names[keyword]`` where given,
+        and each value written by ``shown``."""
+        return string.Formatter().vformat(self.template, [shown(v) for v in self.values], _Names(names))
+
+
+class _Names(dict):
+    def __missing__(self, keyword: str) -> str:
+        return keyword
+
+
 def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < float(value) < math.inf):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise TransformValueError(f"{{{name}}} must be a finite number > 0, got {{0}}", value)
     return float(value)
 
 
@@ -35,7 +57,7 @@ def _optional_time(name: str, value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number of seconds or None, got {value!r}")
+        raise TransformValueError(f"{{{name}}} must be a finite number of seconds, got {{0}}", value)
     return float(value)
 
 
@@ -50,7 +72,7 @@ def time_window(reqs: Iterable[TraceRequest], start_s: float | None = None, end_
     start = _optional_time("start_s", start_s)
     end = _optional_time("end_s", end_s)
     if start is not None and end is not None and end <= start:
-        raise ValueError(f"time_window: end_s ({end}) must be greater than start_s ({start})")
+        raise TransformValueError("{end_s} ({0}) must be greater than {start_s} ({1})", end, start)
     return _window(reqs, start, end, rebase and bool(start))
 
 
@@ -67,7 +89,7 @@ def _window(reqs: Iterable[TraceRequest], start: float | None, end: float | None
 
 def speed_up(reqs: Iterable[TraceRequest], factor: float) -> Iterator[TraceRequest]:
     """Compress time by `factor` (arrival_s / factor): 2.0 replays the same requests twice as fast."""
-    f = _positive("speed_up factor", factor)
+    f = _positive("speed_up", factor)
     return _speed_up(reqs, f)
 
 
@@ -96,7 +118,7 @@ def repeat(open_copy: TraceSource, times: int) -> Iterator[TraceRequest]:
 
 def _check_times(times: object) -> None:
     if isinstance(times, bool) or not isinstance(times, numbers.Integral) or times < 1:
-        raise ValueError(f"repeat must be an integer >= 1, got {times!r}")
+        raise TransformValueError("{repeat} must be an integer >= 1, got {0}", times)
 
 
 def _repeat(open_copy: TraceSource, times: int) -> Iterator[TraceRequest]:
@@ -150,7 +172,7 @@ def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Gener
     max_jitter_s when given, to keep bursts tight), so order is kept. Copies of the last request
     arrive with it.
     """
-    f = _positive("rate_scale factor", factor)
+    f = _positive("rate_scale", factor)
     gen = require_rng(rng, "scale_rate")
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
@@ -253,7 +275,7 @@ def _rate_profile(reqs: Iterable[TraceRequest], times: list[float], factors: lis
 def limit(reqs: Iterable[TraceRequest], n: int) -> Iterator[TraceRequest]:
     """The first n requests (stops reading after them)."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-        raise ValueError(f"limit must be an integer >= 0, got {n!r}")
+        raise TransformValueError("{limit} must be an integer >= 0, got {0}", n)
     return itertools.islice(reqs, int(n))
 
 
@@ -264,7 +286,7 @@ def cap_lengths(reqs: Iterable[TraceRequest], max_prompt_tokens: int | None = No
     whose prompt is cut loses its text (the text is the uncut prompt)."""
     for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_output_tokens", max_output_tokens)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-            raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
+            raise TransformValueError(f"{{{name}}} must be an integer >= 1 or None, got {{0}}", value)
     return _cap_lengths(reqs, max_prompt_tokens, max_output_tokens)
 
 
@@ -312,7 +334,7 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
     _edited(iter(()), window, speed_up)  # checks them now, reading nothing
     points = rate_profile_points(rate_profile) if rate_profile is not None else None
     if points is not None and rate_scale is not None:
-        scale = _positive("rate_scale factor", rate_scale)
+        scale = _positive("rate_scale", rate_scale)
         points = tuple((t, f * scale) for t, f in points)
     if repeat is not None and repeat != 1:
         _check_times(repeat)

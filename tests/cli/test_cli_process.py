@@ -208,3 +208,13 @@ def test_help_shows_no_type_after_on_off_flags():
             assert not any(cell.startswith("<") for cell in rows[flag]), (command, flag, rows[flag])
         for option, shown in valued.items():
             assert shown in rows[option], (command, option, rows[option])
+
+
+def test_a_bad_transform_on_the_plain_command_line_names_its_option(tmp_path):
+    from controlplane.cli import replay_args
+
+    args = ["--speed-up", "0", "--window-end", "30", "--json", "--db", f"sqlite:///{tmp_path / 'runs.db'}"]
+    assert replay_args.parse(args) is not None  # read without typer: the path of a user's plain replay
+    proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "replay", *args], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr == "error: --speed-up must be a finite number > 0, got 0\n", proc.stderr

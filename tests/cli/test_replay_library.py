@@ -99,8 +99,15 @@ def test_bad_transforms_fail_before_a_run_is_stored(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     result = CliRunner().invoke(app, ["sim", "replay", "--speed-up", "0", "--db", url])
-    assert result.exit_code == 2 and "speed_up factor must be a finite number > 0" in result.output
-    with pytest.raises(ValueError, match="rate_scale factor"):
+    # The command line names the option typed, the library the keyword given.
+    assert result.exit_code == 2 and "error: --speed-up must be a finite number > 0, got 0\n" in result.output
+    for options, message in ((["--window-start", "10", "--window-end", "2.5"],
+                              "--window-end (2.5) must be greater than --window-start (10)"),
+                             (["--rate-scale", "-1"], "--rate-scale must be a finite number > 0, got -1"),
+                             (["--limit", "-3"], "--limit must be an integer >= 0, got -3")):
+        result = CliRunner().invoke(app, ["sim", "replay", *options, "--db", url])
+        assert result.exit_code == 2 and f"error: {message}\n" in result.output, result.output
+    with pytest.raises(ValueError, match="^rate_scale must be a finite number > 0, got -1$"):
         replay(bundled_trace_path(), load_config(CONFIG, {"storage": {"url": url}}),
                transforms=TraceTransforms(rate_scale=-1))
     assert not (tmp_path / "runs.db").exists() or list_runs(make_engine(url)) == []

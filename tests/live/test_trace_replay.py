@@ -189,3 +189,14 @@ def test_a_rate_profile_chooses_the_requests_before_any_worker_starts(tmp_path):
     assert res.exit_code == 2
     assert "10 of 10 requests" in " ".join(res.output.split()) and "t0.r1" not in res.output, res.output
     assert not (tmp_path / "runs.db").exists()
+
+
+def test_a_bad_transform_names_its_option_before_any_worker_starts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    for options, message in ((["--speed-up", "-2"], "--speed-up must be a finite number > 0, got -2"),
+                             (["--window-start", "4", "--window-end", "1.5"],
+                              "--window-end (1.5) must be greater than --window-start (4)")):
+        res = CliRunner().invoke(build_app(), ["live-replay", str(_trace(tmp_path)), *options,
+                                               "--config", str(_config(tmp_path, url))])
+        assert res.exit_code == 2 and f"error: {message}" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "runs.db").exists()

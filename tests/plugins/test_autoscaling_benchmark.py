@@ -174,3 +174,13 @@ def test_a_rate_profile_from_the_command_line_is_applied_and_recorded(tmp_path, 
     volatile = ("wall_s", "rate_profile", "rate_scale")
     assert [{k: v for k, v in r.items() if k not in volatile} for r in rows["profile"]] == [
         {k: v for k, v in r.items() if k not in volatile} for r in rows["scale"]]
+
+
+def test_a_bad_transform_is_refused_before_any_replay_naming_its_option(capsys):
+    for argv, message in ((["--speed-up", "0"], "--speed-up must be a finite number > 0, got 0"),
+                          (["--window-start", "9", "--window-end", "2"],
+                           "--window-end (2) must be greater than --window-start (9)")):
+        with pytest.raises(SystemExit) as exited:
+            bench.main(argv)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and err.endswith(f"error: {message}\n"), err

@@ -49,7 +49,7 @@ def test_speed_up():
     assert [r.arrival_s for r in out] == [0.0, 0.5, 1.5]
     assert [r.prompt_tokens for r in out] == [10, 11, 12]
     for bad in (0, -1, float("nan"), float("inf"), True, "2"):
-        with pytest.raises(ValueError, match="speed_up factor must be a finite number > 0"):
+        with pytest.raises(ValueError, match="^speed_up must be a finite number > 0"):
             speed_up([], bad)
 
 
@@ -94,7 +94,7 @@ def test_scale_rate_fractional_and_jitter_cap():
 
 
 def test_scale_rate_validation():
-    with pytest.raises(ValueError, match="rate_scale factor must be"):
+    with pytest.raises(ValueError, match="^rate_scale must be"):
         scale_rate([], 0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="rng"):
         scale_rate([], 2.0, None)  # type: ignore[arg-type]
@@ -276,5 +276,26 @@ def test_apply_transforms_rate_scale_times_the_profile_in_one_pass():
     # a one-point profile with a scale is scale_rate of their product, draw for draw
     flat = list(apply_transforms(reqs, rate_scale=1.5, rate_profile=[(0, 2)], rng=np.random.default_rng(4)))
     assert flat == list(scale_rate(reqs, 3.0, np.random.default_rng(4)))
-    with pytest.raises(ValueError, match="rate_scale factor must be a finite number > 0"):
+    with pytest.raises(ValueError, match="^rate_scale must be a finite number > 0"):
         apply_transforms(reqs, rate_scale=0, rate_profile=[(0, 2)], rng=np.random.default_rng(4))
+
+
+def test_a_bad_argument_is_named_by_its_keyword_or_by_the_names_a_caller_gives():
+    from sim.traces.transforms import TransformValueError
+
+    cases = ((dict(speed_up=0), "speed_up must be a finite number > 0, got 0"),
+             (dict(rate_scale=-1.5, rng=np.random.default_rng(0)), "rate_scale must be a finite number > 0, got -1.5"),
+             (dict(window=(5.0, 2.0)), "end_s (2.0) must be greater than start_s (5.0)"),
+             (dict(window={"end_s": math.nan}), "end_s must be a finite number of seconds, got nan"),
+             (dict(repeat=0), "repeat must be an integer >= 1, got 0"),
+             (dict(limit=-1), "limit must be an integer >= 0, got -1"),
+             (dict(max_output_tokens=0), "max_output_tokens must be an integer >= 1 or None, got 0"))
+    for kwargs, message in cases:
+        with pytest.raises(TransformValueError) as caught:
+            list(apply_transforms(lambda: iter(_reqs([0, 1])), **kwargs))
+        assert str(caught.value) == message
+    caught.value.values = ({"a": "{b}"},)  # a value's braces are shown, not read as fields
+    assert caught.value.named({"max_output_tokens": "--cap"}) == "--cap must be an integer >= 1 or None, got {'a': '{b}'}"
+    with pytest.raises(TransformValueError) as caught:
+        time_window([], 5.0, 2.0)
+    assert caught.value.named({"end_s": "--to"}) == "--to (2.0) must be greater than start_s (5.0)"
