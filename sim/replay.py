@@ -40,7 +40,10 @@ __all__ = [
     "build_latency_models",
     "open_trace",
     "prepare_trace",
+    "prepared_trace",
     "replay",
+    "rows_left_out",
+    "trace_read",
     "trace_rng",
 ]
 
@@ -144,14 +147,29 @@ def prepare_trace(
     function that opens one (``reopening``; what ``transforms.repeat`` needs).
     ``seed`` is the run's; ``transforms.seed``, when set, replaces it for the trace's streams.
     """
+    return prepared_trace(trace, seed=seed, transforms=transforms, trace_format=trace_format,
+                          trace_options=trace_options)[1]
+
+
+def prepared_trace(
+    trace: Iterable[TraceRequest] | Callable[[], Iterable[TraceRequest]] | str | os.PathLike[str],
+    *,
+    seed: int,
+    transforms: TraceTransforms | None = None,
+    trace_format: str | None = None,
+    trace_options: Mapping[str, Any] | None = None,
+) -> tuple[TraceReader | None, Iterator[TraceRequest]]:
+    """`prepare_trace`'s requests, after the reader of the trace (None for a stream that is not
+    one): what the format options left out of the rows read so far is the reader's (`rows_left_out`)."""
     transforms = transforms or NO_TRANSFORMS
+    reader = trace if isinstance(trace, TraceReader) else None
     if isinstance(trace, (str, os.PathLike)):
-        _, trace = _file_source(trace, trace_format, transforms, seed, trace_options)
+        reader, trace = _file_source(trace, trace_format, transforms, seed, trace_options)
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
     if transforms == NO_TRANSFORMS:
-        return iter(trace() if callable(trace) else trace)
-    return transforms.apply(trace, seed)
+        return reader, iter(trace() if callable(trace) else trace)
+    return reader, transforms.apply(trace, seed)
 
 
 def _file_source(path: str | os.PathLike[str], trace_format: str | None, transforms: TraceTransforms, seed: int,
@@ -310,14 +328,20 @@ def trace_read(transforms: TraceTransforms, options: Mapping[str, Any] | None) -
     return read or None
 
 
+def rows_left_out(reader: TraceReader | None) -> dict[str, Any]:
+    """A run summary's ``trace_rows_left_out``: the trace rows ``reader``'s format options left
+    out (``TraceReader.dropped``, e.g. BurstGPT's failed requests) by reason; empty when none."""
+    return {"trace_rows_left_out": dict(reader.dropped)} if reader is not None and reader.dropped else {}
+
+
 def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | None, trace_format: str | None,
          record: bool, extra_plugins: Iterable[object], available: Mapping[str, Any] | None, writer: Any,
          on_progress: Callable[[int, float], None] | None, started: list[Any],
          read: dict[str, Any] | None = None, reader: TraceReader | None = None) -> ReplayResult:
     """`replay`'s run: the session, the driver and the loop (``started`` gets the session and the
     driver as they are made, for `ReplayInterrupted`). The trace rows ``reader``'s format options
-    left out (``TraceReader.dropped``, e.g. BurstGPT's failed requests) go into the summary as
-    ``trace_rows_left_out``: counted on the file's first read (once, when ``repeat`` plays it again)."""
+    left out go into the summary (`rows_left_out`): counted on the file's first read (once, when
+    ``repeat`` plays it again)."""
     with RunSession(
         config,
         mode="sim",
@@ -344,8 +368,8 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         checked = sum(r["checked_hits"] for r in reports)
         if isinstance(finished, dict) and checked:
             finished = {**finished, "cache_false_hit_rate": round(sum(r["false_hits"] for r in reports) / checked, 6)}
-        if isinstance(finished, dict) and reader is not None and reader.dropped:
-            finished = {**finished, "trace_rows_left_out": dict(reader.dropped)}
+        if isinstance(finished, dict):
+            finished = {**finished, **rows_left_out(reader)}
         timings.mark("loop_end")
         summary = session.close(finished)
         timings.mark("closed")

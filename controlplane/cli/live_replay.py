@@ -84,7 +84,7 @@ def live_replay(
                                      max_output_tokens=max_output_tokens,
                                      rate_profile=parse_rate_profile(rate_profile, "--rate-profile")
                                      if rate_profile is not None else None)
-        requests, path = _requests(cfg, trace, format, transforms, opt)
+        requests, path, read = _requests(cfg, trace, format, transforms, opt)
         check_fits(cfg, requests, path)
         if not json_out:
             models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
@@ -92,7 +92,8 @@ def live_replay(
             common.err.print(f"live replay: {len(requests):,} requests over {span:,.0f} s of {Path(path).name} on "
                              f"{models} ({pool} pool); run recorded in {mask_password(cfg.storage.url)}", highlight=False)
         try:
-            result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal)
+            result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal,
+                          **read)
         except KeyboardInterrupt as exc:  # (Ctrl-C, also while the workers load: say what was kept)
             common.say_replay_interrupted(exc)
             raise typer.Exit(130) from None
@@ -111,16 +112,20 @@ def live_replay(
 
 
 def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms: Any,
-              opt: Optional[list[str]] = None) -> tuple[list[Any], Path]:
-    from sim.replay import prepare_trace
+              opt: Optional[list[str]] = None) -> tuple[list[Any], Path, dict[str, Any]]:
+    """(the requests to replay, the trace's path, how it was read: ``run_trace_live``'s ``trace_read``
+    and ``summary_extra``, as `sim.replay.replay` stores them)."""
+    from sim.replay import prepared_trace, rows_left_out, trace_read
     from sim.traces import bundled_trace_path, parse_options
 
     path = trace if trace is not None else bundled_trace_path()
     if format is None and trace is None:
         format = "azure"
+    options = parse_options(opt or ())
+    reader, stream = prepared_trace(path, seed=cfg.seed, transforms=transforms, trace_format=format,
+                                    trace_options=options)
     requests = []
-    for r in prepare_trace(path, seed=cfg.seed, transforms=transforms, trace_format=format,
-                           trace_options=parse_options(opt or ())):
+    for r in stream:
         requests.append(r)
         if len(requests) > MAX_REQUESTS:
             raise ConfigError(f"more than {MAX_REQUESTS:,} requests to replay in real time: give --limit or a window")
@@ -132,7 +137,7 @@ def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms
             raise ConfigError(f"{path}: request id {r.request_id!r} appears twice; a live replay keeps the trace's "
                               "ids, which must be unique")
         seen.add(r.request_id)
-    return requests, Path(path)
+    return requests, Path(path), {"trace_read": trace_read(transforms, options), "summary_extra": rows_left_out(reader)}
 
 
 def check_fits(cfg: Any, requests: list[Any], path: Path) -> None:
@@ -158,18 +163,18 @@ def check_fits(cfg: Any, requests: list[Any], path: Path) -> None:
             "cap them with --max-prompt-tokens / --max-output-tokens, or serve a model with a longer context")
 
 
-def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], show: bool) -> Any:
+def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], show: bool, **read: Any) -> Any:
     from controlplane.live.trace_replay import run_trace_live
 
     if not show:
-        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads)
+        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads, **read)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("[bold]live replay[/]"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("t={task.fields[t]:.0f}s"), TimeElapsedColumn(), console=common.err, transient=True)
     with bar:
         task = bar.add_task("live", total=len(requests), t=0.0)
-        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads,
+        return run_trace_live(cfg, requests, pool=pool, cpu_threads=cpu_threads, **read,
                               on_progress=lambda n, _submitted, t: bar.update(task, completed=n, t=t))
 
 

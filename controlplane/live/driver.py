@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controlplane import actions as act
@@ -78,8 +78,11 @@ class LiveDriver(LiveWorkers):
         request_timeout_s: float | None = None,
         cpu_threads: int | None = None,
         exporter: PrometheusExporter | None = None,
+        trace_read: Mapping[str, Any] | None = None,
     ) -> None:
+        """``trace_read``: how a replayed trace was read (``RunSession``'s, stored with the run's config)."""
         self.config = config
+        self.trace_read = trace_read
         self.pool = make_pool(pool, cpu_threads=cpu_threads) if isinstance(pool, str) else pool
         self.record = record
         self.request_timeout_s = request_timeout_s
@@ -138,7 +141,7 @@ class LiveDriver(LiveWorkers):
         try:
             self.session = await asyncio.to_thread(
                 RunSession, self.config, mode="live", clock=Clock(), record=self.record,
-                extra_plugins=self.extra_plugins)
+                extra_plugins=self.extra_plugins, trace_read=self.trace_read)
         except BaseException:
             await self.guardians.close()  # their workers started: stop them
             raise
@@ -213,10 +216,11 @@ class LiveDriver(LiveWorkers):
             await asyncio.sleep(0.05)
         return await self.guardians.settle(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    async def close(self, status: str = "finished") -> dict[str, Any] | None:
-        """End the run: stop workers, record the summary; unfinished requests answer 503. A clean
-        end (status ``finished``) first waits for the guardian checks in flight (each within its
-        guardian's ``timeout_s``), so no async verdict is left ``pending``."""
+    async def close(self, status: str = "finished", *,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """End the run: stop workers, record the summary (with the fields ``extra`` adds); unfinished
+        requests answer 503. A clean end (status ``finished``) first waits for the guardian checks in
+        flight (each within its guardian's ``timeout_s``), so no async verdict is left ``pending``."""
         if self._closed or not self._started:
             return self.summary
         self._closed = True
@@ -255,6 +259,8 @@ class LiveDriver(LiveWorkers):
             await self.pool.close()
         if self.guardians.declared and summary is not None:
             self.guardians.add_to(summary, self.config.cluster)  # busy and GPU seconds per guardian, and their cost
+        if summary is not None and extra:
+            summary = {**summary, **extra}
         self.summary = await asyncio.to_thread(self.session.close, summary, status=status)
         return self.summary
 

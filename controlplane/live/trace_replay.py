@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,26 +104,29 @@ def as_served(served: list[tuple[Any, float]]) -> list[Any]:
 
 def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "process", cpu_threads: int | None = None,
                    on_progress: Callable[[int, int, float], None] | None = None,
-                   wait_ready_s: float = 600.0) -> LiveReplayResult:
+                   wait_ready_s: float = 600.0, trace_read: Mapping[str, Any] | None = None,
+                   summary_extra: Mapping[str, Any] | None = None) -> LiveReplayResult:
     """Start the control plane on live workers (``cfg``'s models and plugins, iterations recorded),
-    replay ``requests`` on it, close the run and return what happened, its summary included."""
+    replay ``requests`` on it, close the run and return what happened, its summary included.
+    ``trace_read`` (how the trace was read: ``sim.replay.trace_read``) goes into the run's config,
+    ``summary_extra`` (``sim.replay.rows_left_out``) into its summary, as a simulated replay's do."""
     from controlplane.live.driver import LiveDriver
 
     storage = cfg.storage.model_copy(update={"record_iterations": True})
     cfg = cfg.model_copy(update={"storage": storage})
 
     async def main() -> LiveReplayResult:
-        driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True)
+        driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True, trace_read=trace_read)
         try:
             await driver.start(wait_ready_s=wait_ready_s)  # (interrupted while the workers load: the same)
             result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels this task
-            summary = await driver.close(status="interrupted")
+            summary = await driver.close(status="interrupted", extra=summary_extra)
             raise ReplayInterrupted(driver.run_id, (summary or {}).get("num_requests", 0), cfg.storage.url) from None
         except BaseException:
-            await driver.close(status="failed")
+            await driver.close(status="failed", extra=summary_extra)
             raise
-        result.summary = dict(await driver.close() or {})
+        result.summary = dict(await driver.close(extra=summary_extra) or {})
         return result
 
     return asyncio.run(main())

@@ -200,3 +200,34 @@ def test_a_bad_transform_names_its_option_before_any_worker_starts(tmp_path):
                                                "--config", str(_config(tmp_path, url))])
         assert res.exit_code == 2 and f"error: {message}" in " ".join(res.output.split()), res.output
     assert not (tmp_path / "runs.db").exists()
+
+
+def test_a_live_run_says_how_its_trace_was_read_as_a_simulated_one_does(tmp_path):
+    """The transforms and format options go into the run's config (``trace_read``), the rows the options
+    left out into its summary (``trace_rows_left_out``), through `sim.replay`'s functions: `runs show`
+    prints them in one line."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    trace = tmp_path / "small_burstgpt.csv"  # BurstGPT's layout: 3 GPT-4 rows (1 failed), 1 ChatGPT row
+    trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                     "0,GPT-4,10,3,13,API log\n0.2,ChatGPT,10,3,13,API log\n"
+                     "0.4,GPT-4,12,0,12,API log\n0.6,GPT-4,11,4,15,API log\n")
+    res = CliRunner().invoke(build_app(), [
+        "live-replay", str(trace), "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
+        "--speed-up", "2", "--max-output-tokens", "2", "--config", str(_config(tmp_path, url)), "--pool", "thread",
+        "--cpu-threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["num_completed"] == 2 and summary["trace_rows_left_out"] == {"models": 1, "failed": 1}
+    engine = sa.create_engine(url)
+    with engine.connect() as c:
+        config, stored = c.execute(sa.text("select config, summary from run where id = :r"),
+                                   {"r": summary["run_id"]}).one()
+    engine.dispose()
+    config, stored = (json.loads(x) if isinstance(x, str) else x for x in (config, stored))
+    assert config["trace_read"] == {"transforms": {"speed_up": 2.0, "max_output_tokens": 2},
+                                    "options": {"models": "GPT-4", "failed": "drop"}}
+    assert stored["trace_rows_left_out"] == {"models": 1, "failed": 1}
+    shown = CliRunner().invoke(build_app(), ["runs", "show", str(summary["run_id"]), "--db", url])
+    assert shown.exit_code == 0, shown.output
+    assert ("trace read: speed_up=2; max_output_tokens=2; models=GPT-4; failed=drop; rows left out: models 1, "
+            "failed 1") in shown.stdout.splitlines()

@@ -248,3 +248,18 @@ def test_a_stored_run_keeps_its_rate_profile_as_the_option_takes_it(tmp_path):
                     transforms=TraceTransforms(window_end_s=300, rate_profile=[(0, 0.5), (300, 1.5)]))
     assert get_run(make_engine(url), result.run_id)["config"]["trace_read"] == {
         "transforms": {"window_end_s": 300, "rate_profile": "0:0.5,300:1.5"}}
+
+
+def test_prepared_trace_gives_the_reader_whose_left_out_rows_a_run_summary_holds(tmp_path):
+    from sim.replay import TraceTransforms, prepared_trace, rows_left_out
+
+    path = tmp_path / "small_burstgpt.csv"  # BurstGPT's layout: one ChatGPT row, one failed GPT-4 row
+    path.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                    "0,GPT-4,10,3,13,API log\n1,ChatGPT,10,3,13,API log\n2,GPT-4,12,0,12,API log\n")
+    reader, stream = prepared_trace(path, seed=1, transforms=TraceTransforms(speed_up=2), trace_format="burstgpt",
+                                    trace_options={"models": "GPT-4", "failed": "drop"})
+    assert rows_left_out(reader) == {}  # nothing read yet
+    assert [r.arrival_s for r in stream] == [0.0]
+    assert rows_left_out(reader) == {"trace_rows_left_out": {"models": 1, "failed": 1}}
+    reader, stream = prepared_trace(iter(list(read_trace(path, "burstgpt"))), seed=1)
+    assert reader is None and rows_left_out(reader) == {} and len(list(stream)) == 3
