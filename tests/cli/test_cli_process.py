@@ -194,7 +194,8 @@ def test_help_shows_no_type_after_on_off_flags():
     option's type); options with a value keep theirs."""
     for command, flags, valued in (
             (["runs", "list"], ["--help"], {"--limit": "<int range> [x>=1]", "--db": "<str>"}),
-            (["sim", "replay"], ["--json", "--exact", "--progress", "--help"], {"--speed-up": "<float>", "--opt": "KEY=VALUE"}),
+            (["sim", "replay"], ["--json", "--exact", "--progress", "--help"],
+             {"--speed-up": "<float>", "--opt": "KEY=VALUE"}),
             (["sim", "sweep"], ["--fresh", "--json", "--help"], {"--workers": "<int range> [x>=1]"}),
             (["live-replay"], ["--json", "--progress", "--help"], {"--save-trace": "<path>"})):
         proc = subprocess.run([sys.executable, "-m", "controlplane.cli", *command, "--help"], capture_output=True,

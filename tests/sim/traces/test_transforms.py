@@ -295,7 +295,8 @@ def test_a_bad_argument_is_named_by_its_keyword_or_by_the_names_a_caller_gives()
             list(apply_transforms(lambda: iter(_reqs([0, 1])), **kwargs))
         assert str(caught.value) == message
     caught.value.values = ({"a": "{b}"},)  # a value's braces are shown, not read as fields
-    assert caught.value.named({"max_output_tokens": "--cap"}) == "--cap must be an integer >= 1 or None, got {'a': '{b}'}"
+    assert caught.value.named({"max_output_tokens": "--cap"}) == (
+        "--cap must be an integer >= 1 or None, got {'a': '{b}'}")
     with pytest.raises(TransformValueError) as caught:
         time_window([], 5.0, 2.0)
     assert caught.value.named({"end_s": "--to"}) == "--to (2.0) must be greater than start_s (5.0)"
