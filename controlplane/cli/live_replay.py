@@ -113,8 +113,8 @@ def live_replay(
 
 def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms: Any,
               opt: Optional[list[str]] = None) -> tuple[list[Any], Path, dict[str, Any]]:
-    """(the requests to replay, the trace's path, how it was read: ``run_trace_live``'s ``trace_read``
-    and ``summary_extra``, as `sim.replay.replay` stores them)."""
+    """(the requests to replay, the trace's path, how it was read: ``run_trace_live``'s ``trace_read``,
+    ``summary_extra``, ``trace`` and ``trace_format``, as `sim.replay.replay` stores them)."""
     from sim.replay import prepared_trace, rows_left_out, trace_read
     from sim.traces import bundled_trace_path, parse_options
 
@@ -137,7 +137,8 @@ def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms
             raise ConfigError(f"{path}: request id {r.request_id!r} appears twice; a live replay keeps the trace's "
                               "ids, which must be unique")
         seen.add(r.request_id)
-    return requests, Path(path), {"trace_read": trace_read(transforms, options), "summary_extra": rows_left_out(reader)}
+    return requests, Path(path), {"trace_read": trace_read(transforms, options), "summary_extra": rows_left_out(reader),
+                                  "trace": str(path), "trace_format": reader.format if reader is not None else format}
 
 
 def check_fits(cfg: Any, requests: list[Any], path: Path) -> None:

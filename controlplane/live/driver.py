@@ -79,10 +79,15 @@ class LiveDriver(LiveWorkers):
         cpu_threads: int | None = None,
         exporter: PrometheusExporter | None = None,
         trace_read: Mapping[str, Any] | None = None,
+        trace: str | None = None,
+        trace_format: str | None = None,
     ) -> None:
-        """``trace_read``: how a replayed trace was read (``RunSession``'s, stored with the run's config)."""
+        """``trace``, ``trace_format`` and ``trace_read``: a replayed trace's file, format and how it
+        was read (``RunSession``'s: the run row's ``trace`` and ``trace_format``, and its config's
+        ``trace_read``)."""
         self.config = config
         self.trace_read = trace_read
+        self.trace, self.trace_format = trace, trace_format
         self.pool = make_pool(pool, cpu_threads=cpu_threads) if isinstance(pool, str) else pool
         self.record = record
         self.request_timeout_s = request_timeout_s
@@ -141,7 +146,8 @@ class LiveDriver(LiveWorkers):
         try:
             self.session = await asyncio.to_thread(
                 RunSession, self.config, mode="live", clock=Clock(), record=self.record,
-                extra_plugins=self.extra_plugins, trace_read=self.trace_read)
+                extra_plugins=self.extra_plugins, trace=self.trace, trace_format=self.trace_format,
+                trace_read=self.trace_read)
         except BaseException:
             await self.guardians.close()  # their workers started: stop them
             raise

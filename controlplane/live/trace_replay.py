@@ -105,18 +105,21 @@ def as_served(served: list[tuple[Any, float]]) -> list[Any]:
 def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "process", cpu_threads: int | None = None,
                    on_progress: Callable[[int, int, float], None] | None = None,
                    wait_ready_s: float = 600.0, trace_read: Mapping[str, Any] | None = None,
-                   summary_extra: Mapping[str, Any] | None = None) -> LiveReplayResult:
+                   summary_extra: Mapping[str, Any] | None = None, trace: str | None = None,
+                   trace_format: str | None = None) -> LiveReplayResult:
     """Start the control plane on live workers (``cfg``'s models and plugins, iterations recorded),
     replay ``requests`` on it, close the run and return what happened, its summary included.
     ``trace_read`` (how the trace was read: ``sim.replay.trace_read``) goes into the run's config,
-    ``summary_extra`` (``sim.replay.rows_left_out``) into its summary, as a simulated replay's do."""
+    ``summary_extra`` (``sim.replay.rows_left_out``) into its summary, ``trace`` and ``trace_format``
+    into its row, as a simulated replay's do."""
     from controlplane.live.driver import LiveDriver
 
     storage = cfg.storage.model_copy(update={"record_iterations": True})
     cfg = cfg.model_copy(update={"storage": storage})
 
     async def main() -> LiveReplayResult:
-        driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True, trace_read=trace_read)
+        driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True, trace_read=trace_read,
+                            trace=trace, trace_format=trace_format)
         try:
             await driver.start(wait_ready_s=wait_ready_s)  # (interrupted while the workers load: the same)
             result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)

@@ -220,9 +220,10 @@ def test_a_live_run_says_how_its_trace_was_read_as_a_simulated_one_does(tmp_path
     assert summary["num_completed"] == 2 and summary["trace_rows_left_out"] == {"models": 1, "failed": 1}
     engine = sa.create_engine(url)
     with engine.connect() as c:
-        config, stored = c.execute(sa.text("select config, summary from run where id = :r"),
-                                   {"r": summary["run_id"]}).one()
+        config, stored, path, fmt = c.execute(sa.text("select config, summary, trace, trace_format from run "
+                                                      "where id = :r"), {"r": summary["run_id"]}).one()
     engine.dispose()
+    assert (path, fmt) == (str(trace), "burstgpt")  # the run row names its trace, as a simulated run's does
     config, stored = (json.loads(x) if isinstance(x, str) else x for x in (config, stored))
     assert config["trace_read"] == {"transforms": {"speed_up": 2.0, "max_output_tokens": 2},
                                     "options": {"models": "GPT-4", "failed": "drop"}}
