@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from controlplane.decisions import ScaleDecision
+from controlplane.quantiles import short_percentile
 from controlplane.types import UNLIMITED_KV_BLOCKS, Request, Worker, WorkerState
 
 __all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingContext", "SteadyScaleDecision",
@@ -105,7 +105,7 @@ class RecentLatencies:
             raise ValueError(f"unknown latency {kind!r}; one of {', '.join(LATENCY_KINDS)}")
         col = 1 + LATENCY_KINDS.index(kind)
         values = [it[col] for it in self._items if it[col] is not None]
-        return float(np.percentile(np.asarray(values, dtype=float), q)) if values else None
+        return short_percentile(values, q) if values else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,10 @@ class RequestCosts:
         self._spread_sums = [0.0, 0.0]  # their prices and squared prices
         self._spread_counts: dict[int, int] = {}  # grid key -> prompts of the spread window at it
         self._prompt_sum = 0.0
+        # the window's grid keys as sliding minima and maxima (each item's key leaves in arrival order): the
+        # front of `_lows` is its shortest prompt's key, of `_highs` its longest's
+        self._lows: deque[int] = deque()
+        self._highs: deque[int] = deque()
         self._grid: dict[int, float] = {}  # grid key -> price
         self._effective: float | None = None  # the cost-equivalent prompt of the current window
         self._changed = False
@@ -74,13 +78,24 @@ class RequestCosts:
             self._spread_counts[key] = self._spread_counts.get(key, 0) + 1
             self._prompt_sum += p
             self._changed = True
+            lows, highs = self._lows, self._highs
+            while lows and lows[-1] > key:
+                lows.pop()
+            lows.append(key)
+            while highs and highs[-1] < key:
+                highs.pop()
+            highs.append(key)
         self._pending.clear()
         q = self._priced
         while len(q) > self.min_requests and now_s - q[0][0] > self.window_s:
-            _, p, _, c = q.popleft()
+            _, p, key, c = q.popleft()
             self._sum -= c
             self._prompt_sum -= p
             self._changed = True
+            if self._lows[0] == key:
+                self._lows.popleft()
+            if self._highs[0] == key:
+                self._highs.popleft()
         spread, sums, counts = self._spread, self._spread_sums, self._spread_counts
         while len(spread) > self.min_requests and now_s - spread[0][0] > self.spread_window_s:
             _, c, key = spread.popleft()
@@ -129,8 +144,7 @@ class RequestCosts:
             return None
         if not self._changed and self._effective is not None:
             return self._effective
-        lo = min(k for _, _, k, _ in self._priced)
-        hi = max(k for _, _, k, _ in self._priced)
+        lo, hi = self._lows[0], self._highs[0]
         if self._price(lo, price) >= mean or lo == hi:
             self._effective = self._tokens(lo)
         else:  # price(lo) < mean <= price(hi), kept while the bracket narrows to adjacent points

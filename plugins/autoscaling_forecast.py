@@ -33,6 +33,9 @@ class RateForecaster:
         self._bucket_start: float | None = None
         self._count = 0.0
         self.num_buckets = 0
+        # what `forecast`, `recent_max`, `excess_cv` and `relative_error` answered since the last bucket closed
+        # (they read only closed buckets: between two closes every tick asks the same)
+        self._closed: dict = {}
 
     def add(self, now_s: float, arrivals: float) -> None:
         """``arrivals`` requests seen in the tick ending at ``now_s``."""
@@ -45,6 +48,7 @@ class RateForecaster:
         self._count += arrivals
 
     def _close(self, rate: float) -> None:
+        self._closed.clear()
         self.num_buckets += 1
         self.history.append(rate)
         if self.level is None:
@@ -75,12 +79,24 @@ class RateForecaster:
 
     def recent_max(self, window_s: float) -> float:
         """The highest closed-bucket rate within the last ``window_s`` (0 without one)."""
+        key = ("recent_max", window_s)
+        if key not in self._closed:
+            self._closed[key] = self._recent_max(window_s)
+        return self._closed[key]
+
+    def _recent_max(self, window_s: float) -> float:
         n = min(len(self.history), math.ceil(window_s / self.bucket_s))
         return max(list(self.history)[-n:]) if n > 0 else 0.0
 
     def forecast(self, horizon_s: float) -> tuple[float, float]:
         """(point, upper): the highest rate the smoothed line reaches within ``horizon_s``, and it
         plus the error quantile for that many steps ahead. (0, 0) before the first bucket closes."""
+        key = ("forecast", horizon_s)
+        if key not in self._closed:
+            self._closed[key] = self._forecast(horizon_s)
+        return self._closed[key]
+
+    def _forecast(self, horizon_s: float) -> tuple[float, float]:
         if self.level is None:
             return 0.0, 0.0
         steps = max(1, math.ceil(horizon_s / self.bucket_s))
@@ -110,6 +126,12 @@ class RateForecaster:
         (a Poisson stream's count variance is its mean, so its excess is 0 whatever its rate; the
         bundled Azure code trace's bursts are 0.7-1.8, Mooncake's conversation trace ~0-0.2). None
         with fewer buckets or no arrivals."""
+        key = ("excess_cv", buckets)
+        if key not in self._closed:
+            self._closed[key] = self._excess_cv(buckets)
+        return self._closed[key]
+
+    def _excess_cv(self, buckets: int) -> float | None:
         if buckets < 2 or len(self.history) < buckets:
             return None
         counts = np.asarray(list(self.history)[-buckets:]) * self.bucket_s
@@ -120,6 +142,11 @@ class RateForecaster:
 
     def relative_error(self) -> float | None:
         """Mean absolute one-step error over the mean rate (None with too few buckets)."""
+        if "relative_error" not in self._closed:
+            self._closed["relative_error"] = self._relative_error()
+        return self._closed["relative_error"]
+
+    def _relative_error(self) -> float | None:
         if len(self.residuals) < 3:
             return None
         mean = float(np.mean(self.history)) or 1.0
@@ -245,9 +272,12 @@ class BurstCurve:
         self.num_bins = max(1, math.ceil(memory_s / bin_s))
         self.windows = sorted({min(self.num_bins, max(1, round(w / bin_s))) for w in windows_s})
         self._bins: deque[list[float]] = deque()  # [bin index, requests] of bins with arrivals, oldest first
+        self._sparse = True  # every weight so far >= 0: `rate` may read the bins with arrivals only (`_rate_sparse`)
 
     def add(self, time_s: float, weight: float = 1.0) -> None:
         i = math.floor(time_s / self.bin_s + 1e-9)
+        if not weight >= 0:
+            self._sparse = False
         if self._bins and self._bins[-1][0] >= i:
             self._bins[-1][1] += weight  # out of order by less than a bin: the newest bin
         else:
@@ -263,7 +293,15 @@ class BurstCurve:
             bins.popleft()
         if not bins:
             return 0.0, 0.0, 0.0
-        dense = np.zeros(last - max(first, bins[0][0]) + 1)
+        if self._sparse and bins[-1][0] <= last:
+            return self._rate_sparse(last, delay_s)
+        return self._rate_dense(last, delay_s)
+
+    def _rate_dense(self, last: int, delay_s: float) -> tuple[float, float, float]:
+        """`rate` over the memory's bins as a dense array (a bin ahead of ``last`` counts in the last one);
+        the bins are pruned to the memory."""
+        bins = self._bins
+        dense = np.zeros(last - bins[0][0] + 1)
         base = last - len(dense) + 1
         for i, w in bins:
             dense[min(i, last) - base] += w
@@ -273,6 +311,44 @@ class BurstCurve:
             if n > len(dense):
                 n = len(dense)
             work = float(np.max(cs[n:] - cs[:-n]))
+            length = n * self.bin_s
+            r = work / (length + delay_s)
+            if r > best[0]:
+                best = (r, length, work)
+        return best
+
+    def _rate_sparse(self, last: int, delay_s: float) -> tuple[float, float, float]:
+        """`rate` from the bins with arrivals alone, the same floats as its dense arrays': ``cs``, the running
+        sum of the bins from the oldest (``cs[j]``: before dense slot ``j``), is the one `numpy.cumsum` makes
+        (an empty slot adds 0.0), constant between the bins with arrivals and never falling (no weight is
+        negative). So for a window of ``n`` slots, ``cs[j + n] - cs[j]`` is largest at some ``j`` where a bin
+        starts (or at the last ``j``, ``L - n``, where the windows stop): at any other ``j``, moving on to the
+        next such point keeps ``cs[j]`` and does not lower ``cs[j + n]`` (rounded sums and differences keep
+        order). Those ``j`` give the same differences as the dense array has there, so the same maximum."""
+        bins = self._bins
+        base = bins[0][0]
+        size = last - base + 1  # the dense array's length
+        pos = [i - base for i, _ in bins]
+        sums = [0.0]
+        for _, w in bins:
+            sums.append(sums[-1] + w)
+        count = len(pos)
+        best = (0.0, 0.0, 0.0)
+        for n in self.windows:
+            n = min(n, size)
+            stop = size - n
+            e = 0
+            work = -math.inf
+            for k, p in enumerate(pos):  # cs[j] is sums[k]: the bins before j are the k before this one
+                j = p if p < stop else stop  # (past the stop, the one before it lies below: none between)
+                end = j + n
+                while e < count and pos[e] < end:
+                    e += 1
+                v = sums[e] - sums[k]
+                if v > work:
+                    work = v
+                if j == stop:
+                    break
             length = n * self.bin_s
             r = work / (length + delay_s)
             if r > best[0]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
 
 import numpy as np
 
@@ -27,56 +26,11 @@ from controlplane.events import RequestArrived, RequestFinished
 from controlplane.scaling import takes_prefill_context
 from controlplane.types import RequestStatus
 
-from .autoscaling_budget import MissBudget, backlog_record, episode_count, gap_guard, meets_targets
+from .autoscaling_budget import backlog_record, episode_count, gap_guard, meets_targets
 from .autoscaling_chunks import LongPrefillTPOT
-from .autoscaling_cost import RequestCosts
-from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster, normal_abs_quantile, replica_capacity
-from .autoscaling_hold import RateHold, RecurrenceHold, SteadyWant
+from .autoscaling_forecast import Capacity, normal_abs_quantile, replica_capacity
 from .autoscaling_slo_settings import SLOPlannerSettings
-
-
-def _prices_arrivals(s) -> bool:
-    """Whether the planner prices arriving requests: some charge of its capacity uses request costs, or the
-    prefill queue (`prefill_queue`) their spread."""
-    return (s.capacity_from != "mean_shape" or s.steady_capacity_from not in (None, "mean_shape")
-            or s.prefill_queue != "off" or s.long_prefill_miss_budget is not None)
-
-
-class _ModelState:
-    """One model's forecaster, request-shape averages, capacity cache and scale-down hold."""
-
-    def __init__(self, s) -> None:
-        self.forecaster = RateForecaster(s.bucket_s, s.alpha, s.beta, s.forecast_quantile, s.residual_buckets,
-                                         s.forecast_band, s.first_band, s.band_errors)
-        self.bursts = BurstCurve(s.burst_bin_s, s.burst_memory_s, tuple(s.burst_windows_s)) \
-            if s.burst_windows_s else None
-        self.prompt: float | None = None
-        self.arrived_prompt: float | None = None  # arrival_prompt_smoothing's EWMA of arriving prompts
-        self.num_arrived = 0
-        self.output: float | None = None
-        self.num_seen = 0
-        self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
-        self.finished_sums = [0.0, 0.0]
-        self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests,
-                                  spread_window_s=s.prefill_queue_window_s) if _prices_arrivals(s) else None
-        self.capacity: Capacity | None = None
-        self.capacity_key: tuple | None = None
-        self.long_prefills: LongPrefillTPOT | None = None  # long_prefill_miss_budget's chunk prices, per shape
-        self.long_prefills_key: tuple | None = None
-        self.chunk_context: tuple | None = None  # (the estimate asked, whether it takes a prefill context)
-        self.outputs: deque[int] = deque(maxlen=256)  # the last finished requests' outputs (long_prefill_miss_budget)
-        self.learned_rate: float = s.initial_capacity_rps
-        self.idle_since: float | None = None
-        self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
-        self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps,
-                                   rearm_lead=s.recurrence_rearm_lead, onset_hazard=s.onset_hazard,
-                                   onset_min_gaps=s.onset_min_gaps, onset_prior=s.onset_prior,
-                                   onset_min_later=s.onset_min_later)
-        self.steady = SteadyWant(s.steady_window_s if s.steady_window_s is not None else s.scale_down_delay_s,
-                                 s.steady_quantile, s.scale_down_delay_s)
-        self.rate_hold = RateHold(s.scale_down_delay_s, s.hold_unit) if s.hold_unit != "replicas" else None
-        self.budget = MissBudget(s.miss_budget, s.miss_budget_risk, s.miss_budget_charge, s.miss_budget_min_onsets,
-                                 s.miss_budget_reserve) if s.miss_budget is not None else None
+from .autoscaling_slo_state import ModelState, prices_arrivals
 
 
 class SLOPlanner(Plugin):
@@ -88,12 +42,12 @@ class SLOPlanner(Plugin):
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        self._models: dict[str, _ModelState] = {}
+        self._models: dict[str, ModelState] = {}
 
-    def _state(self, model: str) -> _ModelState:
+    def _state(self, model: str) -> ModelState:
         st = self._models.get(model)
         if st is None:
-            st = self._models[model] = _ModelState(self.settings)
+            st = self._models[model] = ModelState(self.settings)
         return st
 
     @hookimpl
@@ -101,7 +55,7 @@ class SLOPlanner(Plugin):
         kind = type(event)
         if kind is RequestArrived:
             tokens = self.settings.work_unit == "tokens"
-            costs = _prices_arrivals(self.settings)
+            costs = prices_arrivals(self.settings)
             arrived = self.settings.arrival_prompt_smoothing
             if self.settings.burst_windows_s or tokens or costs or arrived:
                 d = ctx.config.cluster.deployment(event.request.model)
@@ -147,7 +101,7 @@ class SLOPlanner(Plugin):
 
     # --- the pieces of a decision ------------------------------------------------------------
 
-    def _shape(self, st: _ModelState, scaling) -> tuple[float, float]:
+    def _shape(self, st: ModelState, scaling) -> tuple[float, float]:
         if st.prompt is not None:
             if st.arrived_prompt is not None and self.settings.arrival_prompt_smoothing:
                 return st.arrived_prompt, st.output
@@ -158,7 +112,7 @@ class SLOPlanner(Plugin):
                     sum(max(1, r.max_output_tokens) for r in waiting) / len(waiting))
         return self.settings.default_prompt_tokens, self.settings.default_output_tokens
 
-    def _capacity(self, ctx, st: _ModelState, scaling, prompt: float, output: float,
+    def _capacity(self, ctx, st: ModelState, scaling, prompt: float, output: float,
                   work: float | None = None, spread: float | None = None,
                   long_prompts: list[tuple[float, int]] | None = None,
                   outputs: tuple[int, ...] | None = None) -> Capacity | None:
@@ -186,7 +140,7 @@ class SLOPlanner(Plugin):
                 lp.set_outputs(outputs)
                 tpot_miss = functools.partial(lp.miss_share, prompts=long_prompts)
             st.capacity = replica_capacity(
-                scaling.iteration_s, prompt_tokens=prompt, output_tokens=output, tpot_s=tpot * s.tpot_headroom,
+                st.estimate.bound(scaling.iteration_s), prompt_tokens=prompt, output_tokens=output, tpot_s=tpot * s.tpot_headroom,
                 ttft_s=ttft * s.ttft_headroom, max_num_seqs=d.max_num_seqs, kv_tokens=kv, chunk_tokens=chunk,
                 prefill_tokens=work, price_moment_ratio=spread, tpot_miss=tpot_miss,
                 tpot_miss_budget=s.long_prefill_miss_budget or 0.0)
@@ -194,7 +148,7 @@ class SLOPlanner(Plugin):
         return st.capacity
 
     @staticmethod
-    def _output_quantiles(st: _ModelState, output: float, bins: int = 16) -> tuple[int, ...]:
+    def _output_quantiles(st: ModelState, output: float, bins: int = 16) -> tuple[int, ...]:
         """The recent outputs as ``bins`` equally likely values (the midpoints of equal-probability bins of the
         last 256 finished, on a ~5% grid); the mean shape's output until ``bins`` finished."""
         if len(st.outputs) < bins:
@@ -203,7 +157,7 @@ class SLOPlanner(Plugin):
         return tuple(max(1, round(math.exp(round(math.log(max(1.0, v)) * 20) / 20))) for v in q)
 
     @staticmethod
-    def _chunk_context(st: _ModelState, scaling) -> bool:
+    def _chunk_context(st: ModelState, scaling) -> bool:
         """Whether the bound iteration estimate prices a chunk's prefill context (asked once per estimate)."""
         est = scaling.iteration_s
         if est is None:
@@ -227,7 +181,7 @@ class SLOPlanner(Plugin):
         s = self.settings
         return s.ttft_s or ctx.config.slo.ttft_s, s.tpot_s or ctx.config.slo.tpot_s
 
-    def _learn(self, ctx, st: _ModelState, scaling) -> float:
+    def _learn(self, ctx, st: ModelState, scaling) -> float:
         """Without a latency model: the rate per replica, raised to what replicas carried within the
         SLO, lowered below it when the window missed the SLO."""
         ttft_t, tpot_t = self._targets(ctx)
@@ -246,7 +200,7 @@ class SLOPlanner(Plugin):
         why = "the longest gap before it was wanted again" if learned else "the scale-down delay"
         return f"{what} {count}: wanted {ago:.0f}s ago, kept {hold:.0f}s: {why}"
 
-    def _onset_note(self, st: _ModelState, signals: dict, count: int, ago: float, lead: float) -> str:
+    def _onset_note(self, st: ModelState, signals: dict, count: int, ago: float, lead: float) -> str:
         """What the onset forecast (`onset_hazard`) saw for ``count`` wanted ``ago`` seconds ago, also
         stored as the ``onset_hazard`` signal; empty when it is off or has seen too few gaps."""
         s = self.settings
