@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import random
+import struct
+
 import numpy as np
 import pytest
 
-from controlplane.quantiles import SpilledValues
+from controlplane.quantiles import SpilledValues, short_percentile
 
 PS = (0, 1, 33.3, 50, 90, 99, 99.9, 100)
 
@@ -98,3 +102,36 @@ def test_in_memory_percentiles_are_numpys_to_the_sign_of_zero():
     assert all(np.isnan(v) for v in with_nan)
     with pytest.raises(ValueError, match="range"):
         _filled(np.array([1.0]), 1 << 18).percentiles([101])
+
+
+def _bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_short_windows_percentile_equals_numpys_bit_for_bit(seed):
+    """`short_percentile` (what `RecentLatencies.percentile` answers at every control tick) is numpy's linear
+    method exactly: ties, one and two values, negative values, zeros of both signs, NaN and infinities (the
+    numpy path), and windows longer than it sorts itself."""
+    rng = random.Random(seed)
+    for _ in range(4000):
+        n = rng.choice([1, 2, 3, 4, 5, 9, 20, 61, 200, 512, 513, 900])
+        kind = rng.randrange(5)
+        if kind == 0:  # ties: a few distinct latencies
+            values = [rng.choice([0.05, 0.25, 1.5, 2.0]) for _ in range(n)]
+        elif kind == 1:  # integer-valued, negative too
+            values = [float(rng.randint(-3, 3)) for _ in range(n)]
+        elif kind == 2:  # zeros of both signs, NaN, infinities
+            values = [rng.choice([0.0, -0.0, 1.0, 2.5, math.nan, math.inf, -math.inf]) for _ in range(n)]
+        else:  # heavy-tailed, either sign
+            values = [rng.lognormvariate(0.0, 2.0) * rng.choice([1.0, -1.0]) for _ in range(n)]
+        p = rng.choice([0, 50, 90, 99, 100, 12.5, rng.uniform(0.0, 100.0)])
+        with np.errstate(all="ignore"):  # inf - inf in numpy's interpolation
+            expected = float(np.percentile(np.asarray(values, dtype=float), p))
+            got = short_percentile(values, p)
+        assert _bits(got) == _bits(expected), (values, p)
+
+
+def test_a_short_windows_percentile_out_of_range_is_numpys_error():
+    with pytest.raises(ValueError, match="Percentiles must be in the range"):
+        short_percentile([1.0, 2.0], 101)

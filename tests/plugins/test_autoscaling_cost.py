@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 
 import pytest
 
@@ -226,3 +227,18 @@ def test_where_the_queue_binds_the_rate_is_the_one_at_which_its_wait_just_fits()
     assert wait == pytest.approx(room)
     assert cap.concurrency / (cap.iteration_s + 4 * _linear(512, cap.concurrency, 2032) + 64 * cap.iteration_s) \
         <= cap.rate_per_s < n / (t + s + 64 * t)  # between the rates at n - 1 and n in flight
+
+
+def test_the_windows_shortest_and_longest_prompts_follow_it_as_it_slides():
+    """`RequestCosts` keeps its window's shortest and longest grid keys as sliding minima and maxima (the
+    bisection's bracket) instead of scanning the window whenever it changed: the same keys as a scan."""
+    rng = random.Random(4)
+    costs, now = RequestCosts(window_s=30.0, min_requests=5), 0.0
+    for _ in range(3000):
+        now += rng.expovariate(rng.choice([0.1, 1.0, 10.0]))
+        for _ in range(rng.choice([0, 1, 1, 3])):
+            costs.add(now, rng.choice([1.0, 100.0, 512.0, rng.lognormvariate(6.0, 2.0)]))
+        if costs.effective_prompt(now, _square) is None:
+            continue
+        keys = [k for _, _, k, _ in costs._priced]
+        assert (costs._lows[0], costs._highs[0]) == (min(keys), max(keys))

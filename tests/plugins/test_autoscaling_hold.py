@@ -4,11 +4,12 @@ or for the longest gap after which the run wanted it again; then in a replay wit
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
 from controlplane.testing import make_trace, replay_with
-from plugins.autoscaling_hold import RecurrenceHold
+from plugins.autoscaling_hold import RecurrenceHold, SteadyWant
 from plugins.autoscaling_slo import SLOPlanner
 from tests.fixtures.common import assert_conserved
 from tests.plugins.test_autoscaling_policies import scale_events
@@ -249,3 +250,22 @@ def test_the_onset_forecast_keeps_a_count_where_too_few_gaps_outlasted_the_time_
     assert hold.off_windows(5, 20.0, 10.0) == [] and hold.kept(451.0, 20.0, 10.0)[0] == 5
     assert _bimodal().off_windows(5, 20.0, 10.0) == [(62.0, 152.0)]  # one outlasting gap is enough by default
     assert SLOPlanner.Settings().onset_min_later == 1
+
+
+def test_the_steady_want_is_the_nearest_rank_quantile_of_the_windows_wants():
+    """`SteadyWant.want` tallies the window's wants instead of sorting them at every tick: the same count as
+    the sorted window's nearest rank, through windows that fill, slide and empty, at any quantile."""
+    rng = random.Random(11)
+    for _ in range(200):
+        q, window = rng.choice([0.05, 0.5, 0.9, 0.95, 1.0, rng.random() or 0.5]), rng.choice([3.0, 30.0, 300.0])
+        steady, seen, now = SteadyWant(window, q, 300.0), [], 0.0
+        assert steady.want() == 0  # none yet
+        for _ in range(400):
+            now += rng.choice([1.0, 1.0, 0.5, 7.0, 50.0])
+            wanted = rng.choice([0, 1, 1, 2, 3, 5, 16, rng.randint(0, 64)])
+            steady.add(now, wanted)
+            seen = [(t, w) for t, w in [*seen, (now, wanted)] if now - t <= window]
+            ranked = sorted(w for _, w in seen)
+            expected = ranked[min(len(ranked) - 1, max(0, math.ceil(q * len(ranked)) - 1))]
+            assert steady.want() == expected
+            assert steady.want() == expected  # asked again within the tick
