@@ -25,7 +25,7 @@ _SIGN: Final = np.uint64(1 << 63)
 _BINS: Final = 1 << 16
 #: A bin with at most this many values is selected in memory; a larger one is split again.
 _GATHER_MAX: Final = 1 << 21
-#: `short_percentile` sorts at most this many values itself; numpy takes longer ones.
+#: `short_quantile` sorts at most this many values itself; numpy takes longer ones.
 _SHORT: Final = 512
 
 
@@ -68,24 +68,46 @@ def _in_memory_percentiles(values: np.ndarray, ps: Sequence[float]) -> list[floa
     return out
 
 
+def short_quantile(values: Sequence[float], q: float) -> float:
+    """``float(numpy.quantile(values, q))`` (linear method) of a short sequence, in plain Python: for a
+    window of a few dozen or hundred values at every control tick numpy's own call costs more than the sort.
+    The same steps as `_in_memory_percentiles`, on the sorted values: without a NaN, and without zeros of
+    both signs, equal floats are the same bits, so the values at numpy's two indexes are the ones its
+    partition puts there. With either (a NaN sorts last; which of -0.0 and 0.0 lands at an index is the
+    partition's), and for a long sequence or a ``q`` out of range, numpy itself."""
+    if _numpy_needed(values, q):
+        return float(np.quantile(np.asarray(values, dtype=float), q))
+    return _sorted_quantile(values, q)
+
+
 def short_percentile(values: Sequence[float], p: float) -> float:
-    """``float(numpy.percentile(values, p))`` (linear method) of a short sequence, in plain Python: for a
-    window of a few hundred latencies at every control tick numpy's own call costs more than the sort.
-    The same steps as `_in_memory_percentiles`, on the sorted values: without a zero or a NaN among them
-    equal floats are the same bits, so the values at numpy's two indexes are the ones its partition puts
-    there; with one (which of -0.0 and 0.0 lands at an index is the partition's; a NaN sorts last), and for
-    a long sequence or a ``p`` out of range, numpy itself."""
-    n = len(values)
-    q = p / 100
-    if not 0 < n <= _SHORT or not 0.0 <= q <= 1.0 or any(v == 0.0 or v != v for v in values):
+    """``float(numpy.percentile(values, p))`` (linear method) as `short_quantile` computes it."""
+    q = p / 100  # numpy's own division
+    if _numpy_needed(values, q):
         return float(np.percentile(np.asarray(values, dtype=float), p))
+    return _sorted_quantile(values, q)
+
+
+def _numpy_needed(values: Sequence[float], q: float) -> bool:
+    n = len(values)
+    if not 0 < n <= _SHORT or not 0.0 <= q <= 1.0:
+        return True
+    total = sum(values)
+    if total != total:  # a NaN (or infinities of both signs: numpy too)
+        return True
+    return 0.0 in values and len({math.copysign(1.0, v) for v in values if v == 0.0}) > 1
+
+
+def _sorted_quantile(values: Sequence[float], q: float) -> float:
+    n = len(values)
     ranked = sorted(values)
-    virtual = (n - 1) * q
+    virtual = (n - 1) * q  # numpy's linear method: (n - 1) * quantile
+    # numpy's _get_indexes: floor and floor + 1; at or past the last index, the last value (-1)
     lo, hi = (-1, -1) if virtual >= n - 1 else (math.floor(virtual), math.floor(virtual) + 1)
     a, b = float(ranked[lo]), float(ranked[hi])
-    gamma = virtual - lo
+    gamma = virtual - lo  # numpy subtracts the index it used (-1 past the end, where a == b)
     diff = b - a
-    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma  # numpy's _lerp
 
 
 class SpilledValues:

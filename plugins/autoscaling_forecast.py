@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from controlplane.quantiles import short_quantile
+
 __all__ = ["BurstCurve", "Capacity", "RateForecaster", "normal_abs_quantile", "replica_capacity"]
 
 
@@ -33,9 +35,10 @@ class RateForecaster:
         self._bucket_start: float | None = None
         self._count = 0.0
         self.num_buckets = 0
-        # what `forecast`, `recent_max`, `excess_cv` and `relative_error` answered since the last bucket closed
+        # what `recent_max`, `excess_cv` and `relative_error` answered while ``num_buckets`` were closed
         # (they read only closed buckets: between two closes every tick asks the same)
         self._closed: dict = {}
+        self._closed_at = 0
 
     def add(self, now_s: float, arrivals: float) -> None:
         """``arrivals`` requests seen in the tick ending at ``now_s``."""
@@ -48,7 +51,6 @@ class RateForecaster:
         self._count += arrivals
 
     def _close(self, rate: float) -> None:
-        self._closed.clear()
         self.num_buckets += 1
         self.history.append(rate)
         if self.level is None:
@@ -59,6 +61,16 @@ class RateForecaster:
         level = self.alpha * rate + (1 - self.alpha) * predicted
         self.trend = self.beta * (level - self.level) + (1 - self.beta) * self.trend
         self.level = level
+
+    def _since_close(self, key: tuple, compute: Callable, *args):
+        """``compute(*args)`` as answered since the last bucket closed (asked afresh once one has)."""
+        closed = self._closed
+        if self._closed_at != self.num_buckets:
+            closed.clear()
+            self._closed_at = self.num_buckets
+        if key not in closed:
+            closed[key] = compute(*args)
+        return closed[key]
 
     def partial_rate(self, now_s: float, first_min_s: float | None = None) -> float:
         """The rate of the bucket still filling, over at least half a bucket (0 before any arrival);
@@ -79,10 +91,7 @@ class RateForecaster:
 
     def recent_max(self, window_s: float) -> float:
         """The highest closed-bucket rate within the last ``window_s`` (0 without one)."""
-        key = ("recent_max", window_s)
-        if key not in self._closed:
-            self._closed[key] = self._recent_max(window_s)
-        return self._closed[key]
+        return self._since_close(("recent_max", window_s), self._recent_max, window_s)
 
     def _recent_max(self, window_s: float) -> float:
         n = min(len(self.history), math.ceil(window_s / self.bucket_s))
@@ -91,21 +100,15 @@ class RateForecaster:
     def forecast(self, horizon_s: float) -> tuple[float, float]:
         """(point, upper): the highest rate the smoothed line reaches within ``horizon_s``, and it
         plus the error quantile for that many steps ahead. (0, 0) before the first bucket closes."""
-        key = ("forecast", horizon_s)
-        if key not in self._closed:
-            self._closed[key] = self._forecast(horizon_s)
-        return self._closed[key]
-
-    def _forecast(self, horizon_s: float) -> tuple[float, float]:
         if self.level is None:
             return 0.0, 0.0
         steps = max(1, math.ceil(horizon_s / self.bucket_s))
         point = max(0.0, self.level + max(0.0, self.trend) * steps)
         if len(self.residuals) >= 3:
             if self.errors == "signed":  # how far arrivals ran above the forecast: over-forecasts do not widen it
-                err = max(0.0, float(np.quantile(self.residuals, self.quantile)))
+                err = max(0.0, short_quantile(self.residuals, self.quantile))
             else:
-                err = float(np.quantile(np.abs(self.residuals), self.quantile))
+                err = short_quantile([abs(r) for r in self.residuals], self.quantile)
         elif self.first_band == "poisson":  # no errors yet: a Poisson count's at this quantile (normal approx.)
             err = normal_abs_quantile(self.quantile) * math.sqrt(point / self.bucket_s)
         else:
@@ -126,10 +129,7 @@ class RateForecaster:
         (a Poisson stream's count variance is its mean, so its excess is 0 whatever its rate; the
         bundled Azure code trace's bursts are 0.7-1.8, Mooncake's conversation trace ~0-0.2). None
         with fewer buckets or no arrivals."""
-        key = ("excess_cv", buckets)
-        if key not in self._closed:
-            self._closed[key] = self._excess_cv(buckets)
-        return self._closed[key]
+        return self._since_close(("excess_cv", buckets), self._excess_cv, buckets)
 
     def _excess_cv(self, buckets: int) -> float | None:
         if buckets < 2 or len(self.history) < buckets:
@@ -142,9 +142,7 @@ class RateForecaster:
 
     def relative_error(self) -> float | None:
         """Mean absolute one-step error over the mean rate (None with too few buckets)."""
-        if "relative_error" not in self._closed:
-            self._closed["relative_error"] = self._relative_error()
-        return self._closed["relative_error"]
+        return self._since_close(("relative_error",), self._relative_error)
 
     def _relative_error(self) -> float | None:
         if len(self.residuals) < 3:

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from controlplane.quantiles import SpilledValues, short_percentile
+from controlplane.quantiles import SpilledValues, short_percentile, short_quantile
 
 PS = (0, 1, 33.3, 50, 90, 99, 99.9, 100)
 
@@ -109,29 +109,36 @@ def _bits(x: float) -> bytes:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_a_short_windows_percentile_equals_numpys_bit_for_bit(seed):
-    """`short_percentile` (what `RecentLatencies.percentile` answers at every control tick) is numpy's linear
-    method exactly: ties, one and two values, negative values, zeros of both signs, NaN and infinities (the
-    numpy path), and windows longer than it sorts itself."""
+def test_a_short_windows_quantile_equals_numpys_bit_for_bit(seed):
+    """`short_quantile` and `short_percentile` (what the SLO planner's forecast band and
+    `RecentLatencies.percentile` answer at every control tick) are numpy's linear method exactly: ties, one
+    and two values, negative values, zeros of one sign and of both, NaN and infinities, and windows longer
+    than they sort themselves (numpy's own path)."""
     rng = random.Random(seed)
     for _ in range(4000):
         n = rng.choice([1, 2, 3, 4, 5, 9, 20, 61, 200, 512, 513, 900])
-        kind = rng.randrange(5)
+        kind = rng.randrange(6)
         if kind == 0:  # ties: a few distinct latencies
             values = [rng.choice([0.05, 0.25, 1.5, 2.0]) for _ in range(n)]
-        elif kind == 1:  # integer-valued, negative too
+        elif kind == 1:  # integer-valued, negative and zero too
             values = [float(rng.randint(-3, 3)) for _ in range(n)]
         elif kind == 2:  # zeros of both signs, NaN, infinities
             values = [rng.choice([0.0, -0.0, 1.0, 2.5, math.nan, math.inf, -math.inf]) for _ in range(n)]
+        elif kind == 3:  # zeros of one sign among others (an idle forecaster's errors)
+            zero = rng.choice([0.0, -0.0])
+            values = [rng.choice([zero, zero, 0.5, -1.25]) for _ in range(n)]
         else:  # heavy-tailed, either sign
             values = [rng.lognormvariate(0.0, 2.0) * rng.choice([1.0, -1.0]) for _ in range(n)]
         p = rng.choice([0, 50, 90, 99, 100, 12.5, rng.uniform(0.0, 100.0)])
+        q = rng.choice([0.0, 0.5, 0.9, 0.95, 1.0, rng.random()])
         with np.errstate(all="ignore"):  # inf - inf in numpy's interpolation
-            expected = float(np.percentile(np.asarray(values, dtype=float), p))
-            got = short_percentile(values, p)
-        assert _bits(got) == _bits(expected), (values, p)
+            expected = float(np.percentile(np.asarray(values, dtype=float), p)), float(np.quantile(values, q))
+            got = short_percentile(values, p), short_quantile(values, q)
+        assert [_bits(x) for x in got] == [_bits(x) for x in expected], (values, p, q)
 
 
-def test_a_short_windows_percentile_out_of_range_is_numpys_error():
+def test_a_short_windows_quantile_out_of_range_is_numpys_error():
     with pytest.raises(ValueError, match="Percentiles must be in the range"):
         short_percentile([1.0, 2.0], 101)
+    with pytest.raises(ValueError, match="Quantiles must be in the range"):
+        short_quantile([1.0, 2.0], -0.1)
