@@ -39,6 +39,7 @@ class RateForecaster:
         # (they read only closed buckets: between two closes every tick asks the same)
         self._closed: dict = {}
         self._closed_at = 0
+        self._band: tuple[tuple, float] = ((), 0.0)  # (the errors `_band_error` last read, its answer)
 
     def add(self, now_s: float, arrivals: float) -> None:
         """``arrivals`` requests seen in the tick ending at ``now_s``."""
@@ -105,15 +106,25 @@ class RateForecaster:
         steps = max(1, math.ceil(horizon_s / self.bucket_s))
         point = max(0.0, self.level + max(0.0, self.trend) * steps)
         if len(self.residuals) >= 3:
-            if self.errors == "signed":  # how far arrivals ran above the forecast: over-forecasts do not widen it
-                err = max(0.0, short_quantile(self.residuals, self.quantile))
-            else:
-                err = short_quantile([abs(r) for r in self.residuals], self.quantile)
+            err = self._band_error()
         elif self.first_band == "poisson":  # no errors yet: a Poisson count's at this quantile (normal approx.)
             err = normal_abs_quantile(self.quantile) * math.sqrt(point / self.bucket_s)
         else:
             err = point
         return point, point + err * self.spread(steps)
+
+    def _band_error(self) -> float:
+        """The ``quantile`` of the one-bucket errors (`forecast`), computed again only when they changed (a
+        bucket closed): the last errors seen are compared as a tuple (zeros of either sign compare equal, and
+        give the same error: the absolute one takes ``abs``, the signed one ``max(0, .)``)."""
+        seen = (self.errors, self.quantile, tuple(self.residuals))
+        if seen != self._band[0]:
+            if self.errors == "signed":  # how far arrivals ran above the forecast: over-forecasts do not widen it
+                err = max(0.0, short_quantile(self.residuals, self.quantile))
+            else:
+                err = short_quantile([abs(r) for r in self.residuals], self.quantile)
+            self._band = (seen, err)
+        return self._band[1]
 
     def spread(self, steps: int) -> float:
         """How much wider the error of a forecast ``steps`` buckets ahead is than a one-bucket one.

@@ -7,6 +7,7 @@ import math
 import random
 import struct
 
+import numpy as np
 import pytest
 
 from plugins.autoscaling_forecast import BurstCurve, RateForecaster
@@ -62,3 +63,20 @@ def test_the_forecasters_answers_are_kept_until_a_bucket_closes():
         assert f.recent_max(60.0) == f._recent_max(60.0)
         assert f.excess_cv(5) == f._excess_cv(5) and f.relative_error() == f._relative_error()
     assert f.num_buckets == 199
+
+
+@pytest.mark.parametrize("errors", ["absolute", "signed"])
+def test_the_forecast_band_is_numpys_error_quantile_however_the_errors_change(errors):
+    """The band's error quantile is computed again only when the errors changed: asked at every tick, and
+    with the errors set by hand between two asks, it is numpy's quantile of them."""
+    rng = random.Random(3)
+    f = RateForecaster(10.0, 0.5, 0.2, 0.9, 12, errors=errors)
+    for t in range(1, 1500):
+        f.add(float(t), rng.choice([0.0, 0.0, 1.0, 3.0, rng.expovariate(0.1)]))
+        if t % 97 == 0:
+            f.residuals[-1] = rng.choice([0.0, -0.0, 2.0, -3.5])
+        if len(f.residuals) >= 3:
+            band = np.asarray(f.residuals) if errors == "signed" else np.abs(f.residuals)
+            err = max(0.0, float(np.quantile(band, 0.9)))
+            point, upper = f.forecast(30.0)
+            assert _bits((upper,)) == _bits((point + err * f.spread(3),))
