@@ -224,13 +224,16 @@ def replica_capacity(
     prompt, output = max(1.0, prompt_tokens), max(1.0, output_tokens)
     work = prompt if prefill_tokens is None else max(1.0, prefill_tokens)
     context = int(prompt + output / 2)
-    best = Capacity(0.0, 0, 0.0, 0.0, "tpot")
+    chunks = max(1, math.ceil(work / max(1, chunk_tokens)))
+    chunk = min(int(work), chunk_tokens)
+    # the last batch that kept the targets: (rate, concurrency, iteration_s, ttft_s, wait_s, miss_share) of its
+    # Capacity, made once at the end (a frozen dataclass per batch size tried costs more than the arithmetic)
+    best = (0.0, 0, 0.0, 0.0, 0.0, 0.0)
     n = 1
     while n <= max_num_seqs:
         prefill = int(n * work / output)
         t = estimate(prefill, n, context)
-        chunks = max(1, math.ceil(work / max(1, chunk_tokens)))
-        prefill_s = chunks * estimate(min(int(work), chunk_tokens), n, context)
+        prefill_s = chunks * estimate(chunk, n, context)
         ttft = t + prefill_s
         limit, wait = None, 0.0
         if price_moment_ratio is not None:  # the M/G/1 prefill queue at this batch's rate
@@ -250,22 +253,24 @@ def replica_capacity(
         if miss > tpot_miss_budget:
             limit = "long prefills"
         if limit is not None:
-            rate = best.rate_per_s
+            rate, concurrency, best_t, best_ttft, best_wait, best_miss = best
             if limit == "long prefills":  # between n - 1 and n, where the share meets the budget
                 here = n / (ttft + output * t)
-                rate += (here - rate) * (tpot_miss_budget - best.miss_share) / (miss - best.miss_share)
-                return Capacity(rate, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s,
-                                tpot_miss_budget) if best.concurrency else Capacity(rate, 0, t, ttft, limit, wait,
-                                                                                    tpot_miss_budget)
+                rate += (here - rate) * (tpot_miss_budget - best_miss) / (miss - best_miss)
+                return Capacity(rate, concurrency, best_t, best_ttft, limit, best_wait,
+                                tpot_miss_budget) if concurrency else Capacity(rate, 0, t, ttft, limit, wait,
+                                                                               tpot_miss_budget)
             if limit == "ttft" and wait and ttft <= ttft_s:  # the queue binds between n - 1 and n in flight: the
                 # rate at which its wait just fits, at batch n's iteration and prefill (continuous in the load)
                 room = ttft_s - ttft
                 rate = max(rate, 2 * room / (prefill_s * (price_moment_ratio * prefill_s + 2 * room)))
-            return Capacity(rate, best.concurrency, best.iteration_s, best.ttft_s, limit, best.wait_s,
-                            best.miss_share) if best.concurrency else Capacity(0.0, 0, t, ttft, limit, wait)
-        best = Capacity(n / (ttft + output * t), n, t, ttft, "max_num_seqs", wait, miss)
+            return Capacity(rate, concurrency, best_t, best_ttft, limit, best_wait,
+                            best_miss) if concurrency else Capacity(0.0, 0, t, ttft, limit, wait)
+        best = (n / (ttft + output * t), n, t, ttft, wait, miss)
         n = n + 1 if n < 16 else n + max(1, n // 8)  # finer where it matters, coarse past 16
-    return best
+    rate, concurrency, best_t, best_ttft, best_wait, best_miss = best
+    return Capacity(rate, concurrency, best_t, best_ttft, "max_num_seqs" if concurrency else "tpot", best_wait,
+                    best_miss)
 
 
 class BurstCurve:
