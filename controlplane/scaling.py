@@ -28,7 +28,9 @@ __all__ = ["LATENCY_KINDS", "IterationEstimate", "RecentLatencies", "ScalingCont
 #: ``prefill_context_tokens`` (optional, default 0: the three-argument numbers exactly) is what the
 #: prefilling request already holds in its KV before this chunk: a chunk of a long prompt attends over
 #: all of it, so only an estimate that takes it can price one chunk of a chunked prefill. An estimate
-#: may take three arguments only; `takes_prefill_context` says which kind is bound.
+#: may take three arguments only; `takes_prefill_context` says which kind is bound. It must be a pure
+#: function of its arguments: planners remember its answers (`slo-planner`'s per-model state does); an
+#: estimate whose answers change (a profile recalibrated in place) must be bound again as a new object.
 IterationEstimate = Callable[..., float]
 
 
