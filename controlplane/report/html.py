@@ -132,6 +132,10 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
                      f"{_fmt(best['cost'])}, attainment {_fmt(best['attainment'])} over seeds "
                      f"{html.escape(', '.join(best.get('attainment_by_seed', {})))}; "
                      f"{result.get('candidates')} candidates, {result.get('runs')} runs, {result.get('wall_s')} s</p>")
+    if not points:  # (a search killed while screening, a sweep stopped before its first run: nothing to plot)
+        parts.append(f"<p><b>no run of the full trace is stored</b> for this {html.escape(sweep['kind'])} (status "
+                     f"{html.escape(str(sweep['status']))}): no Pareto front and no table.</p>")
+        return _page(f"sweep {sweep_id}", "".join(parts))
     parts += ["<h2>Pareto front</h2>", _img(plots.pareto_plot(points, front, unit, result.get("target")), "Pareto front"),
               _table(["run", "cost", "attainment", "overrides"],
                      [[p["run"], p["cost"], p["attainment"], json.dumps(p["overrides"], sort_keys=True)] for p in front],

@@ -119,3 +119,20 @@ def test_report_errors_name_what_is_missing(stored):
     assert r.exit_code == 2 and f"sweep 77 not found in {db}" in r.output  # (which database: as for a run)
     r = CliRunner().invoke(app, ["runs", "report", "--db", db])
     assert r.exit_code != 0
+
+
+def test_a_sweep_without_full_trace_runs_says_so_instead_of_an_empty_plot(tmp_path):
+    from controlplane.storage import ensure_schema
+    from sim.sweep.store import create_or_resume
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    engine = make_engine(db)
+    ensure_schema(engine)
+    sweep_id, _ = create_or_resume(engine, name="killed", kind="search", spec={"name": "killed"}, spec_hash="h",
+                                   trace="t.csv", num_runs=None, fresh=True)
+    engine.dispose()
+    out = tmp_path / "sweep.html"
+    r = CliRunner().invoke(app, ["runs", "report", "--sweep", str(sweep_id), "--db", db, "--html", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "no run of the full trace is stored" in page and "<h2>Pareto front</h2>" not in page
