@@ -58,14 +58,18 @@ def _norm_log(value: str) -> str:
     return v[:-4].rstrip() if v.endswith(" log") else v
 
 
-def _choices(name: str, value: Any, norm: Any) -> frozenset[str] | None:
-    """A filter option: None (keep all), a comma-separated string, or a list of strings."""
+def _choices(name: str, value: Any, norm: Any) -> dict[str, str] | None:
+    """A filter option: None (keep all), a comma-separated string, or a list of strings; as
+    {normalized value: the value as given} (a warning names an unmatched value as the user wrote it)."""
     if value is None:
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
         raise ValueError(f"{name} must be a list of strings or a comma-separated string, got {value!r}")
-    out = frozenset(norm(v) for v in items if v.strip())
+    out: dict[str, str] = {}
+    for v in items:
+        if v.strip():
+            out.setdefault(norm(v), v.strip())
     if not out:
         raise ValueError(f"{name} names no value (got {value!r}); leave it out to keep all rows")
     return out
@@ -79,8 +83,8 @@ class _Filter:
 
     __slots__ = ("option", "wanted", "norm", "decided", "matched", "sample")
 
-    def __init__(self, option: str, wanted: frozenset[str], norm: Any) -> None:
-        self.option, self.wanted, self.norm = option, wanted, norm
+    def __init__(self, option: str, wanted: dict[str, str], norm: Any) -> None:
+        self.option, self.wanted, self.norm = option, wanted, norm  # wanted: normalized -> as given
         self.decided: dict[str, bool] = {}  # raw cell -> kept
         self.matched: set[str] = set()      # wanted values some row had
         self.sample: set[str] = set()       # up to 10 values the rows had, for the warning
@@ -97,13 +101,14 @@ class _Filter:
         return keep
 
     def unmatched(self) -> list[str]:
-        return sorted(self.wanted - self.matched)
+        """The values given that no row had, as given."""
+        return sorted(given for value, given in self.wanted.items() if value not in self.matched)
 
     def seen(self) -> list[str]:
         return sorted(self.sample)
 
 
-def _read(path: PathLike, keep_models: frozenset[str] | None, keep_logs: frozenset[str] | None, drop_failed: bool,
+def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[str, str] | None, drop_failed: bool,
           model_column: bool, sink: ErrorSink) -> Iterator[TraceRequest]:
     with open_text(path) as f:
         reader = csv.reader(f)

@@ -91,6 +91,19 @@ def test_model_and_log_type_filters(write, caplog):
         list(read_trace(p, models="gpt4"))
 
 
+def test_a_value_that_matches_no_row_is_named_as_given(write, caplog):
+    """The filters match ignoring case (and " log"), but the warning and the error name a value the
+    way the option gave it, so the user finds it in their command line."""
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        list(read_trace(p, models="ChatGPT, Claude-2", log_types=["API log", "Web Log"]))
+    message = caplog.records[-1].getMessage()
+    assert "models value(s) 'Claude-2' matched no row (seen: ChatGPT, GPT-4)" in message
+    assert "log_types value(s) 'Web Log' matched no row" in message
+    with pytest.raises(TraceFormatError, match=r"models value\(s\) 'GPT4', 'Llama' matched no row"):
+        list(read_trace(p, models=["Llama", "GPT4", "gpt4"]))  # one value given twice: named once, first spelling
+
+
 def test_model_column_names_the_request_model(write):
     p = write("BurstGPT_1.csv", HEADER + ROWS)
     assert [r.model for r in read_trace(p, model_column=True)] == ["ChatGPT", "ChatGPT", "GPT-4", "ChatGPT"]
