@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -107,7 +108,8 @@ def show(
         counts = decision_counts(engine, run_id)
         errors = plugin_errors(engine, run_id)
     out.print(f"[bold]run {run_id}[/] {run.get('name') or ''} mode={run['mode']} status={run['status']} "
-              f"seed={run.get('seed')} trace={run.get('trace')}")
+              f"seed={run.get('seed')} trace={run.get('trace')}"
+              + (f" format={run['trace_format']}" if run.get("trace_format") else ""))
     if read_line := _trace_read_line(run):
         out.print(read_line, highlight=False)
     if (error := (run.get("summary") or {}).get("error")) is not None:
@@ -271,7 +273,9 @@ def _trace_read_line(run: dict) -> str | None:
     options) and the rows those options left out (``summary["trace_rows_left_out"]``), in one line."""
     read = (run.get("config") or {}).get("trace_read") or {}
     left_out = (run.get("summary") or {}).get("trace_rows_left_out") or {}
-    parts = [f"{k}={fmt_value(v)}" for k, v in {**read.get("transforms", {}), **read.get("options", {})}.items()]
+    parts = [f"{k}={fmt_value(v)}" for k, v in read.get("transforms", {}).items()]
+    # format options as --opt takes them back: text as is, anything else as JSON (true, ["GPT-4"], 2.5)
+    parts += [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in read.get("options", {}).items()]
     if left_out:
         parts.append("rows left out: " + ", ".join(f"{why} {n:,}" for why, n in left_out.items()))
     return "trace read: " + "; ".join(parts) if parts else None

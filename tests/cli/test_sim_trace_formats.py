@@ -95,3 +95,19 @@ def test_a_stored_run_says_how_its_trace_was_read(tmp_path):
     assert "trace_rows_left_out" not in plain
     shown = CliRunner().invoke(app, ["runs", "show", str(plain["run_id"]), "--db", db])
     assert "trace read:" not in shown.stdout
+
+
+def test_runs_show_gives_the_format_and_options_as_they_are_given_back(tmp_path):
+    """`runs show` names the format the trace was read as (so a run that read a file as the wrong
+    format says which) and writes each format option the way --opt takes it: true, not True; a
+    JSON list as JSON."""
+    path, db = _small_burstgpt(tmp_path), f"sqlite:///{tmp_path / 'runs.db'}"
+    s = _replay(path, "--opt", "model_column=true", "--opt", 'models=["ChatGPT"]', "--opt", "failed=drop",
+                "--db", db)
+    lines = CliRunner().invoke(app, ["runs", "show", str(s["run_id"]), "--db", db]).stdout.splitlines()
+    assert lines[0].endswith(f"trace={path} format=burstgpt")
+    read = 'trace read: model_column=true; models=["ChatGPT"]; failed=drop; rows left out: models 10, failed 4'
+    assert lines[1] == read
+    options = [part.split("=", 1) for part in read.removeprefix("trace read: ").split("; ")[:3]]
+    again = _replay(path, *[a for k, v in options for a in ("--opt", f"{k}={v}")], "--db", db)
+    assert again["trace_rows_left_out"] == {"models": 10, "failed": 4}  # what it printed reads back the same
