@@ -135,7 +135,7 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                 if id_key is not None:
                     rid = _request_id(path, lineno, id_key, obj.get(id_key, _MISSING))
                 if tenant_key is not None:
-                    tenant = _tenant(path, lineno, tenant_key, obj.get(tenant_key))
+                    tenant = _tenant(path, lineno, tenant_key, obj.get(tenant_key, _MISSING))
                 if ts < last:
                     raise backwards(path, lineno, TS, ts, last, unit=unit)
             except TraceFormatError as err:
@@ -164,6 +164,10 @@ def _request_id(path: PathLike, line: int, key: str, value: object) -> str:
 
 
 def _tenant(path: PathLike, line: int, key: str, value: object) -> str | None:
+    """The tenant key's value (asked for: absent is an error, not every request silently untenanted;
+    null or empty: no tenant)."""
+    if value is _MISSING:
+        raise TraceFormatError(path, line, key, "missing required key (asked for as the tenant)")
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):

@@ -74,6 +74,17 @@ def test_type_is_checked_only_when_it_becomes_the_tenant(write):
         list(read_trace(p, type_as_tenant=True))
 
 
+def test_type_as_tenant_on_a_file_without_type_names_the_missing_key(write):
+    """Asked to make `type` the tenant, a row without it is an error, not a request left untenanted
+    (a release without the key would otherwise lose every tenant silently); null still means none."""
+    p = write("b.jsonl", json.dumps({"chat_id": 3, "timestamp": 1.0, "input_length": 5, "output_length": 3}) + "\n")
+    assert list(read_trace(p))[0].tenant is None  # not asked: not read
+    with pytest.raises(TraceFormatError, match=r"b\.jsonl:1: field 'type': missing required key"):
+        list(read_trace(p, type_as_tenant=True))
+    p = write("n.jsonl", _row(1, 0.0, kind=None))
+    assert list(read_trace(p, type_as_tenant=True))[0].tenant is None
+
+
 @pytest.mark.parametrize("first, expected", [
     ({"chat_id": 1, "turn": 1}, "bailian"),  # the reader then names the missing keys
     ({"chat_id": 1, "parent_chat_id": -1, "timestamp": 0}, "bailian"),
