@@ -50,7 +50,7 @@ from controlplane.config import load_config
 from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
-from sim.replay import TraceTransforms, replay
+from sim.replay import TraceTransforms, open_trace, replay
 from sim.traces import format_rate_profile, parse_options, parse_rate_profile
 from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import TransformValueError
@@ -310,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         return suite(args)
     if args.trace is None and args.format is None:
         args.format = "azure"
+    try:  # the trace and its --opt options too: opened (reading no row), so an unknown option is one line, not a traceback
+        open_trace(args.trace or bundled_trace_path(), args.format, seed=args.seed,
+                   options=parse_options(args.opt)).close()
+    except (OSError, ValueError) as exc:
+        ap.error(str(exc))
     results, static = evaluate(args)
     print(json.dumps(summary(results)))
     return 0

@@ -214,6 +214,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "capacity_s", "capacity_step_fraction"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    from sim.replay import open_trace
+    from sim.traces import bundled_trace_path, parse_options
+
+    try:  # the trace and its --opt options: opened (reading no row), so an unknown option is one line, not a traceback
+        open_trace(args.trace or bundled_trace_path(), args.format or ("azure" if args.trace is None else None),
+                   seed=args.seed, options=parse_options(args.opt)).close()
+    except (OSError, ValueError) as exc:
+        ap.error(str(exc))
     return args
 
 

@@ -525,6 +525,21 @@ def test_bad_protocol_options_are_refused(capsys):
         assert bad[0] in capsys.readouterr().err
 
 
+def test_a_bad_trace_option_is_refused_when_the_arguments_are_read(capsys, tmp_path):
+    trace = tmp_path / "BurstGPT_1.csv"  # a few rows in BurstGPT's published layout
+    trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                     "5,ChatGPT,472,18,490,Conversation log\n118,GPT-4,417,276,693,API log\n")
+    for bad, message in ((["--trace", str(trace), "--opt", "bogus=1"], "unknown option(s) 'bogus' for trace format "
+                                                                         "'burstgpt'; valid options: models"),
+                         (["--opt", "failed=drop"], "unknown option(s) 'failed' for trace format 'azure'"),
+                         (["--trace", str(tmp_path / "nope.csv")], "trace file not found: ")):
+        with pytest.raises(SystemExit) as exited:
+            F.parse_args(bad)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and f"error: {message}" in err and "Traceback" not in err, err
+    assert F.parse_args(["--trace", str(trace), "--opt", "failed=drop"]).opt == ["failed=drop"]
+
+
 def test_the_steadiness_summary_separates_drift_tail_faults_and_collector_time():
     from fidelity_lib.steadiness import VARIANTS, _summary
 

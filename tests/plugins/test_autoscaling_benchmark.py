@@ -184,3 +184,21 @@ def test_a_bad_transform_is_refused_before_any_replay_naming_its_option(capsys):
             bench.main(argv)
         err = capsys.readouterr().err
         assert exited.value.code == 2 and err.endswith(f"error: {message}\n"), err
+
+
+def test_a_bad_trace_option_is_refused_before_any_replay_naming_it(capsys, tmp_path):
+    trace = tmp_path / "BurstGPT_1.csv"  # a few rows in BurstGPT's published layout
+    trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                     "5,ChatGPT,472,18,490,Conversation log\n118,GPT-4,417,276,693,API log\n")
+    for argv, message in (
+            (["--trace", str(trace), "--opt", "bogus=1"],
+             "unknown option(s) 'bogus' for trace format 'burstgpt'; valid options: models, log_types, failed, "
+             "model_column, on_error"),
+            (["--trace", str(trace), "--opt", "failed=skip"],
+             "unknown failed 'skip' for format 'burstgpt'; valid choices: keep, drop"),
+            (["--opt", "spread=none"], "unknown option(s) 'spread' for trace format 'azure'"),
+            (["--trace", str(tmp_path / "nope.csv")], "trace file not found: ")):
+        with pytest.raises(SystemExit) as exited:
+            bench.main(argv)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and f"error: {message}" in err and "Traceback" not in err, err
