@@ -45,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{path}: format {reader.format}, {n:,} requests, read in {elapsed:.3f} s ({n / elapsed:,.0f} rows/s)")
     if reader.dropped:
         print("left out by the options: " + ", ".join(f"{why} {count:,}" for why, count in reader.dropped.items()))
-    if n > 1:
+    if n > 1 and arrivals[-1] == arrivals[0]:  # (no rate, no gap spread to give)
+        print(f"span 0 s: all {n:,} requests arrive at {arrivals[0]:,.3f} s")
+    elif n > 1:
         span = arrivals[-1] - arrivals[0]
         iat = np.diff(arrivals)
         cv = iat.std() / iat.mean() if iat.mean() > 0 else float("nan")
-        print(f"span {span:,.1f} s, mean rate {(n - 1) / span if span else float('inf'):.3f} req/s, IAT CV {cv:.2f}")
+        print(f"span {span:,.1f} s, mean rate {(n - 1) / span:.3f} req/s, IAT CV {cv:.2f}")
     for name, xs in (("prompt", prompts), ("output", outputs)):
         if xs:
             p50, p90, p99 = np.percentile(xs, [50, 90, 99])

@@ -14,6 +14,13 @@ def test_the_summary_of_a_small_trace(write, capsys):
     assert f"{p}: format canonical, 2 requests" in out and "span 2.0 s" in out
 
 
+def test_requests_all_at_one_time_are_said_so_not_an_infinite_rate(write, capsys):
+    p = write("t.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,3,10,2\nb,3,30,4\n")
+    assert main([str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "span 0 s: all 2 requests arrive at 3.000 s\n" in out and "inf" not in out and "nan" not in out
+
+
 def test_the_summary_says_what_the_options_left_out(write, capsys):
     p = write("BurstGPT_1.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
                                 "5,ChatGPT,10,0,10,API log\n6,GPT-4,10,3,13,API log\n7,ChatGPT,5,2,7,API log\n")
