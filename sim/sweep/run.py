@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
 from controlplane.errors import ConfigError
 from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
-from sim.replay import TraceTransforms, prepare_trace
+from sim.replay import TraceTransforms, prepare_trace, trace_read
 from sim.sweep.backends import BACKENDS, Backend, make_backend
 from sim.sweep.interrupt import interrupt_deferred
 from sim.sweep.lock import SweepLock
@@ -51,6 +52,12 @@ def transforms_of(loaded: LoadedSpec, *, limit: int | None = None) -> TraceTrans
                            rate_profile=t.rate_profile)
 
 
+def spec_trace_read(loaded: LoadedSpec) -> dict[str, Any] | None:
+    """How the spec reads its trace (its transforms and format options), as a run row stores it
+    (``config["trace_read"]``, `sim.replay.trace_read`): what `controlplane runs show` prints."""
+    return trace_read(transforms_of(loaded), loaded.spec.trace.options or None)
+
+
 def load_traces(loaded: LoadedSpec, seeds: Iterable[int], transforms: TraceTransforms | None = None,
                 trace_path: str | None = None, trace_format: str | None = None) -> dict[str, list[TraceRequest]]:
     """The requests each seed's runs replay, read once per seed (the reader and the transforms
@@ -76,6 +83,7 @@ def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, 
     name = loaded.name
     path = trace_path or loaded.trace_path()
     fmt = trace_format if trace_format is not None else loaded.trace_format()
+    read = spec_trace_read(loaded)
     tasks = []
     for p in points:
         try:
@@ -84,7 +92,7 @@ def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, 
             raise ConfigError(f"{loaded.path or 'sweep spec'}: {exc}") from None
         tasks.append(RunTask(key=p.key, index=p.index, seed=p.seed, overrides=p.overrides, config=config,
                              trace_id=trace_id(p.seed), trace_name=path, trace_format=fmt,
-                             record=record or loaded.spec.record))
+                             record=record or loaded.spec.record, trace_read=read))
     return tasks
 
 

@@ -37,7 +37,7 @@ from controlplane.report.cost import cost_unit, estimated_cost, run_cost
 from controlplane.report.pareto import pareto_front
 from sim.sweep.backends import Backend, make_backend
 from sim.sweep.interrupt import interrupt_deferred
-from sim.sweep.run import load_traces, trace_id, transforms_of
+from sim.sweep.run import load_traces, spec_trace_read, trace_id, transforms_of
 from sim.sweep.spec import LoadedSpec, point_key
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
 from sim.sweep.worker import RunOutcome, RunTask
@@ -128,7 +128,8 @@ class _Searcher:
         key = f"{stage}:{point_key(c.overrides, seed)}"
         return RunTask(key=key, index=c.index, seed=seed, overrides=c.overrides, config=config,
                        trace_id=trace_id(seed), trace_name=self.trace_name, trace_format=self.trace_format,
-                       record="summary", stop_below=stop_below, stage=stage, limit=limit)
+                       record="summary", stop_below=stop_below, stage=stage, limit=limit,
+                       trace_read=spec_trace_read(self.loaded))
 
     def _run(self, stage: str, tasks: list[RunTask]) -> list[RunOutcome]:
         out = []

@@ -73,7 +73,9 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
     with RunRecorder(engine, batch_size=batch_size) as rec:
         run_id = rec.start_run(
             name=task.config.get("name"), mode="sim", trace=task.trace_name, trace_format=task.trace_format,
-            seed=task.seed, config={**without_password(task.config), "process": process_marker()},
+            seed=task.seed, config={**without_password(task.config),
+                                    **({"trace_read": task.trace_read} if task.trace_read else {}),
+                                    "process": process_marker()},
             plugins=outcome.plugins,
             started_at=outcome.started_at or datetime.now(timezone.utc),
         )

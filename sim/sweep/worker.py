@@ -44,6 +44,7 @@ class RunTask:
     stop_below: float | None = None  # stop once SLO attainment can no longer reach this
     stage: str | None = None  # search: which rung
     limit: int | None = None  # replay only the trace's first ``limit`` requests (a search's screen)
+    trace_read: dict[str, Any] | None = None  # how the spec reads its trace (`sim.replay.trace_read`), stored
 
 
 @dataclass
