@@ -192,7 +192,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         if r.max_output_tokens < 1:
             r.max_output_tokens = 1
         if r.request_id in self.active:
-            raise ValueError(f"request id {r.request_id!r} is already in the system")
+            raise ValueError(f"request id {r.request_id!r} is already in the system (arriving at {r.arrival_s:g} s "
+                             "while an earlier request with that id is in flight): request ids must be unique")
         self.active[r.request_id] = r
         self.stats.on_arrival(r)
         self._emit(e)
