@@ -281,18 +281,14 @@ def replay(
     (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one).
     """
     transforms = transforms or NO_TRANSFORMS
-    if isinstance(trace, (str, os.PathLike)):
+    reader, requests = prepared_trace(trace, seed=config.seed, transforms=transforms, trace_format=trace_format,
+                                      trace_options=trace_options)
+    if isinstance(trace, (str, os.PathLike)):  # the file as named, the format as read
         trace_name = trace_name if trace_name is not None else str(trace)
-        reader, trace = _file_source(trace, trace_format, transforms, config.seed, trace_options)
         trace_format = reader.format
-    elif trace_options:
-        raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
-    else:
-        reader = trace if isinstance(trace, TraceReader) else None
-    if isinstance(trace, TraceReader):
-        trace_name = trace_name if trace_name is not None else str(trace.path)
-        trace_format = trace_format if trace_format is not None else trace.format
-    requests = prepare_trace(trace, seed=config.seed, transforms=transforms)
+    elif reader is not None:  # a reader: its file, the format given else its own
+        trace_name = trace_name if trace_name is not None else str(reader.path)
+        trace_format = trace_format if trace_format is not None else reader.format
     started: list[Any] = []  # the session and the driver, as they are made
     try:
         return _run(config, requests, trace_name, trace_format, record, extra_plugins, available, writer,
