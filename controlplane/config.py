@@ -134,12 +134,19 @@ class SLOConfig(_Section):
 
 
 class StorageConfig(_Section):
-    url: str = "sqlite:///controlplane.db"
+    url: str = "sqlite:///controlplane.db"  # a database URL, or a SQLite file's path (`database_url`)
     batch_size: int = Field(20000, ge=1)
     record_batches: bool = True  # store every batch decision (the bulk of the decision table)
     record_iterations: bool = False  # store live workers' timed iterations (the `iteration` table; calibration)
     # Rows kept in memory while the database is unreachable; the oldest beyond are spilled to a file.
     max_pending_rows: int = Field(200_000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from controlplane.storage.url import database_url
+
+        return database_url(value)
 
 
 class ApiKey(_Section):

@@ -75,8 +75,8 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-DB_OPTION_HELP = ("Database URL (default: $CONTROLPLANE_STORAGE__URL, else storage.url of --config where the "
-                  "command takes one, else sqlite:///controlplane.db).")
+DB_OPTION_HELP = ("Database URL, or a SQLite file's path (default: $CONTROLPLANE_STORAGE__URL, else storage.url "
+                  "of --config where the command takes one, else sqlite:///controlplane.db).")
 
 
 #: The options of `sim replay` and `live-replay` that set a trace transform, by the keyword the
@@ -222,8 +222,11 @@ def _open_read_only(url: str, path: Any) -> Any:
 
 
 def resolve_db(url: str | None) -> str:
+    """``--db`` as a database URL (a SQLite file's path is made one), else the configured one."""
     if url:
-        return url
+        from controlplane.storage.url import database_url
+
+        return database_url(url)
     from controlplane.config import load_config
 
     return load_config().storage.url

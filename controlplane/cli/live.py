@@ -33,7 +33,8 @@ def daemon(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).",
                                       envvar="CONTROLPLANE_DAEMON_PORT")] = 8000,
     db: Annotated[
-        Optional[str], typer.Option(help="Database URL for the run (default: the config's storage.url).")
+        Optional[str], typer.Option(help="Database URL (or a SQLite file's path) for the run (default: the "
+                                         "config's storage.url).")
     ] = None,
     workers: Annotated[
         Optional[int], typer.Option(min=0, help="Replicas of the model (default: one per GPU, else 1).")

@@ -36,7 +36,8 @@ def live_replay(
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="Run config (YAML, TOML or JSON): its plugins, and its models' `worker` settings. "
                                "Default: one random-weight tiny-llama CPU worker.")] = None,
-    db: Annotated[Optional[str], typer.Option(help="Database URL (default: the config's storage.url).")] = None,
+    db: Annotated[Optional[str], typer.Option(help="Database URL, or a SQLite file's path (default: the config's "
+                                                   "storage.url).")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Seed of the run (and of the prompts' token ids).")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
     window_start: Annotated[Optional[float], typer.Option(help="Keep requests arriving at or after this second.")] = None,

@@ -15,9 +15,9 @@ BACKEND_HELP = "ray | pool | serial; default: ray when installed, else a local p
 
 SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (YAML): base config, trace, space of keys, seeds. "
                                               "See docs/sweeps.md.")]
-DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL (default: $CONTROLPLANE_STORAGE__URL, else "
-                                                             "storage.url of the spec's config, else "
-                                                             "sqlite:///controlplane.db).")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL, or a SQLite file's path (default: "
+                                                             "$CONTROLPLANE_STORAGE__URL, else storage.url of the "
+                                                             "spec's config, else sqlite:///controlplane.db).")]
 BackendOpt = Annotated[str, typer.Option("--backend", help=BACKEND_HELP)]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel runs (default: the machine's cores).")]
 RayOpt = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (ray://host:10001 or "
@@ -59,7 +59,7 @@ def sweep(
 
     with user_errors(db):
         loaded = load_spec(spec)
-    url = db or (loaded.base_config.get("storage") or {}).get("url") or resolve_db(None)  # (as `sim replay --config`)
+    url = resolve_db(db or (loaded.base_config.get("storage") or {}).get("url"))  # (as `sim replay --config`)
     with user_errors(url):
         bar = progress_bar("sweep", progress and common.err.is_terminal and not json_out)
         with bar:

@@ -37,7 +37,7 @@ def _parse_url(url: str | URL) -> URL:
     except (ArgumentError, ValueError, TypeError) as exc:
         raise ValueError(
             f"malformed database URL {mask_password(str(url))!r}: {exc}; "
-            "expected e.g. 'sqlite:///path/to/runs.db' or "
+            "expected e.g. 'sqlite:///path/to/runs.db', a SQLite file's path or "
             "'postgresql+psycopg://user@host:5432/dbname'"
         ) from exc
     return parsed

@@ -483,3 +483,13 @@ def test_runs_show_keeps_decision_action_names_whole_and_shows_the_guardians_cos
     assert "guardian_block_after_reply" in shown.output  # not "guardian_block_af…" at 80 columns
     text = " ".join(shown.output.split())
     assert "guardian cost (USD)" in text and "total cost, models + guardians (USD)" in text
+
+
+def test_db_takes_a_sqlite_files_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli("sim", "replay", "--limit", "20", "--db", "runs.db", "--json")
+    assert (tmp_path / "runs.db").is_file()
+    out = cli("runs", "list", "--db", "runs.db").stdout
+    assert re.search(r"│ 1 +│", out) and "finished" in out
+    shown = cli("runs", "show", "1", "--db", str(tmp_path / "runs.db")).stdout  # (an absolute path too)
+    assert "finished" in shown

@@ -53,8 +53,8 @@ def test_an_unreachable_database_is_one_error(tmp_path):
 
 
 def test_a_database_url_that_is_not_one_is_one_error(tmp_path):
-    done = start(tmp_path, "--port", str(free_port()), "--db", "controlplane.db")
-    assert_one_clear_error(done, "malformed database URL 'controlplane.db'")
+    done = start(tmp_path, "--port", str(free_port()), "--db", "postgresql:/127.0.0.1/test")  # (a path is a file's)
+    assert_one_clear_error(done, "malformed database URL 'postgresql:/127.0.0.1/test'")
 
 
 def test_a_model_directory_without_a_model_is_one_error(tmp_path):
