@@ -233,9 +233,10 @@ def rate_profile_points(points: object, label: Callable[[int], str] | None = Non
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(float(t)):
             raise ValueError(f"{name(i)}: time_s must be a finite number, got {t!r}")
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (0 <= float(f) < math.inf):
-            raise ValueError(f"{name(i)}: factor must be a finite number >= 0, got {f!r}")
+            raise ValueError(f"{name(i)}: factor must be a finite number >= 0, got {float(f):g}")
         if out and float(t) <= out[-1][0]:
-            raise ValueError(f"{name(i)}: time_s {t!r} must be greater than the point before's {points[i - 1][0]!r}")
+            raise ValueError(f"{name(i)}: its time, {float(t):g} s, must be later than the point before's "
+                             f"({out[-1][0]:g} s): points go in time order")
         out.append((float(t), float(f)))
     return tuple(out)
 

@@ -216,7 +216,7 @@ def test_a_rate_profile_is_checked_when_the_transforms_are_made_and_kept_as_floa
     assert t.rate_profile == ((0.0, 1.0), (14400.0, 2.0)) and t == TraceTransforms(rate_profile=((0, 1), (14400, 2)))
     assert hash(t) == hash(TraceTransforms(rate_profile=((0.0, 1.0), (14400.0, 2.0))))
     assert TraceTransforms() == NO_TRANSFORMS and TraceTransforms().rate_profile is None
-    with pytest.raises(ValueError, match="rate_profile point 1: time_s 5 must be greater than the point before's 10"):
+    with pytest.raises(ValueError, match=r"rate_profile point 1: its time, 5 s, must be later than the point before's \(10 s\)"):
         TraceTransforms(rate_profile=[(10, 1), (5, 2)])
 
 

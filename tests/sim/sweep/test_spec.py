@@ -31,7 +31,7 @@ def test_the_sweeps_requests_are_those_a_replay_with_the_profile_reads():
 
 @pytest.mark.parametrize("profile, message", [
     ("0:x", "trace.rate_profile: point '0:x': factor 'x' is not a number; give TIME_S:FACTOR points"),
-    ([[0, 1], [0, 2]], "trace.rate_profile: point 1: time_s 0 must be greater than the point before's 0"),
+    ([[0, 1], [0, 2]], "trace.rate_profile: point 1: its time, 0 s, must be later than the point before's (0 s)"),
     ([[0, -1]], "trace.rate_profile: point 0: factor must be a finite number >= 0"),
     (5, "trace.rate_profile: rate_profile points must be a non-empty list"),
 ])

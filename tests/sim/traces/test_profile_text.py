@@ -25,10 +25,10 @@ def test_text_reads_as_points_and_points_write_back_as_the_same_text():
     ("0:nan", "--rate-profile: point '0:nan': factor 'nan' is not a number"),
     ("\u0661:1", "is not a number"),  # (an Arabic-Indic 1: float() takes it; the option does not)
     ("1_000:1", "time '1_000' is not a number"),
-    ("0:-1", "--rate-profile: point '0:-1': factor must be a finite number >= 0, got -1.0"),
+    ("0:-1", "--rate-profile: point '0:-1': factor must be a finite number >= 0, got -1"),
     ("0:1e999", "--rate-profile: point '0:1e999': factor must be a finite number >= 0, got inf"),
-    ("0:1,1800:3,1000:2", "--rate-profile: point '1000:2': time_s 1000.0 must be greater than the point before's "
-                          "1800.0"),
+    ("0:1,1800:3,1000:2", "--rate-profile: point '1000:2': its time, 1000 s, must be later than the point "
+                          "before's (1800 s): points go in time order"),
 ])
 def test_bad_text_is_one_line_naming_the_option_and_the_point(text, message):
     with pytest.raises(ValueError) as raised:
