@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from controlplane.errors import ConfigError
 from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
-from sim.replay import TraceTransforms, prepare_trace, trace_read
+from sim.replay import TraceTransforms, prepared_trace, rows_left_out, trace_read
 from sim.sweep.backends import BACKENDS, Backend, make_backend
 from sim.sweep.interrupt import interrupt_deferred
 from sim.sweep.lock import SweepLock
@@ -62,14 +62,31 @@ def load_traces(loaded: LoadedSpec, seeds: Iterable[int], transforms: TraceTrans
                 trace_path: str | None = None, trace_format: str | None = None) -> dict[str, list[TraceRequest]]:
     """The requests each seed's runs replay, read once per seed (the reader and the transforms
     draw from the seed's streams, exactly as ``replay`` would)."""
+    return read_traces(loaded, seeds, transforms, trace_path, trace_format)[0]
+
+
+def read_traces(loaded: LoadedSpec, seeds: Iterable[int], transforms: TraceTransforms | None = None,
+                trace_path: str | None = None, trace_format: str | None = None
+                ) -> tuple[dict[str, list[TraceRequest]], dict[str, dict[str, Any]]]:
+    """`load_traces`' requests, and by trace id what each read's format options left out of the file
+    (`sim.replay.rows_left_out`, empty when nothing): what each run's summary stores, as a replay's does."""
     transforms = transforms or transforms_of(loaded)
     path = trace_path or loaded.trace_path()
     fmt = trace_format if trace_format is not None else loaded.trace_format()
     out: dict[str, list[TraceRequest]] = {}
+    left_out: dict[str, dict[str, Any]] = {}
     for seed in sorted(set(seeds)):
-        out[trace_id(seed)] = list(prepare_trace(path, seed=seed, transforms=transforms, trace_format=fmt,
-                                                 trace_options=loaded.spec.trace.options or None))
-    return out
+        reader, requests = prepared_trace(path, seed=seed, transforms=transforms, trace_format=fmt,
+                                          trace_options=loaded.spec.trace.options or None)
+        out[trace_id(seed)] = list(requests)
+        left_out[trace_id(seed)] = rows_left_out(reader)
+    return out, left_out
+
+
+def with_rows_left_out(tasks: Iterable[RunTask], left_out: dict[str, dict[str, Any]]) -> list[RunTask]:
+    """``tasks``, each given what its trace's read left out (`read_traces`); a task replaying only the
+    first ``limit`` requests is left as it is (the count is the whole read's)."""
+    return [replace(t, rows_left_out=left_out.get(t.trace_id) or {}) if t.limit is None else t for t in tasks]
 
 
 def trace_id(seed: int, stage: str | None = None) -> str:
@@ -146,9 +163,9 @@ def run_sweep(
             on_start(len(tasks), result.skipped, back.name)
         try:
             if pending:
-                traces = load_traces(loaded, {t.seed for t in pending}, trace_path=trace_path,
-                                     trace_format=trace_format)
-                for outcome in back.run(pending, traces):
+                traces, left_out = read_traces(loaded, {t.seed for t in pending}, trace_path=trace_path,
+                                               trace_format=trace_format)
+                for outcome in back.run(with_rows_left_out(pending, left_out), traces):
                     with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
                         run_id = store_outcome(engine, sweep_id, outcome)
                         result.run_ids[outcome.task.key] = run_id

@@ -37,7 +37,7 @@ from controlplane.report.cost import cost_unit, estimated_cost, run_cost
 from controlplane.report.pareto import pareto_front
 from sim.sweep.backends import Backend, make_backend
 from sim.sweep.interrupt import interrupt_deferred
-from sim.sweep.run import load_traces, spec_trace_read, trace_id, transforms_of
+from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of, with_rows_left_out
 from sim.sweep.spec import LoadedSpec, point_key
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
 from sim.sweep.worker import RunOutcome, RunTask
@@ -106,8 +106,9 @@ class SearchResult:
 class _Searcher:
     def __init__(self, loaded: LoadedSpec, backend: Backend, traces: dict[str, list], seed: int, target: float,
                  store: Callable[[RunOutcome], None] | None, on_progress: Callable[[str, int, int], None] | None,
-                 trace_name: str, trace_format: str | None) -> None:
+                 trace_name: str, trace_format: str | None, left_out: dict[str, dict[str, Any]] | None = None) -> None:
         self.loaded = loaded
+        self.left_out = left_out or {}  # by trace id, the rows its read left out (`read_traces`)
         self.settings = loaded.spec.search
         self.backend = backend
         self.traces = traces
@@ -136,7 +137,7 @@ class _Searcher:
         t0 = time.perf_counter()
         if self.on_progress is not None:
             self.on_progress(stage, 0, len(tasks))
-        for i, outcome in enumerate(self.backend.run(tasks, self.traces), 1):
+        for i, outcome in enumerate(self.backend.run(with_rows_left_out(tasks, self.left_out), self.traces), 1):
             out.append(outcome)
             self.runs += 1
             if self.store is not None and outcome.status == "finished" and outcome.task.limit is None:
@@ -223,7 +224,8 @@ def search(
     confirm_seeds = list(dict.fromkeys([seed, *settings.confirm_seeds]))
     path = trace_path or loaded.trace_path()
     fmt = trace_format if trace_format is not None else loaded.trace_format()
-    traces = load_traces(loaded, confirm_seeds, transforms=transforms_of(loaded), trace_path=path, trace_format=fmt)
+    traces, left_out = read_traces(loaded, confirm_seeds, transforms=transforms_of(loaded), trace_path=path,
+                                   trace_format=fmt)
     points = loaded.spec.points()
     engine = sweep_id = None
     store = None
@@ -243,7 +245,7 @@ def search(
     back = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers, ray_address=ray_address)
     status = "failed"
     try:
-        s = _Searcher(loaded, back, traces, seed, target, store, on_progress, path, fmt)
+        s = _Searcher(loaded, back, traces, seed, target, store, on_progress, path, fmt, left_out)
         cands = [Candidate(i, o, loaded.run_config(o, seed), 0.0) for i, o in enumerate(points)]
         for c in cands:
             c.estimate = estimated_cost(c.config, s.span_s)

@@ -45,6 +45,7 @@ class RunTask:
     stage: str | None = None  # search: which rung
     limit: int | None = None  # replay only the trace's first ``limit`` requests (a search's screen)
     trace_read: dict[str, Any] | None = None  # how the spec reads its trace (`sim.replay.trace_read`), stored
+    rows_left_out: dict[str, Any] = field(default_factory=dict)  # `sim.replay.rows_left_out` of its trace's read
 
 
 @dataclass
@@ -168,7 +169,7 @@ def _run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
         return RunOutcome(task, "stopped", summary, started_at=started, finished_at=datetime.now(timezone.utc),
                           wall_s=wall)
     wall = time.perf_counter() - t0
-    summary = {k: v for k, v in result.summary.items() if k not in ("run_id", "wall_s")}
+    summary = {k: v for k, v in result.summary.items() if k not in ("run_id", "wall_s")} | task.rows_left_out
     return RunOutcome(
         task, "finished", summary, plugins=result.session.plugins.versions(),
         rows=collector.rows if collector else {}, worker_events=collector.worker_events if collector else [],

@@ -329,3 +329,24 @@ def test_a_sweeps_runs_store_how_the_trace_was_read(tmp_path):
     assert configs[result.sweep_id]["trace_read"] == {
         "transforms": {"speed_up": 2.0, "limit": 20, "rate_profile": "0:1,60:2"}}
     assert configs[plain.sweep_id]["trace_read"] == {"transforms": {"limit": 20}}
+
+
+def test_a_sweeps_runs_count_the_rows_their_trace_read_left_out(tmp_path):
+    """A format option that leaves rows out (BurstGPT's ``failed: drop``) is counted in each run's summary as
+    ``trace_rows_left_out``, as a replay's is; a spec that leaves nothing out stores no such key."""
+    trace = tmp_path / "burst.csv"
+    trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                     "5,ChatGPT,472,18,490,Conversation log\n45,ChatGPT,1087,0,1087,Conversation log\n"
+                     "118.5,GPT-4,417,276,693,API log\n118.5,ChatGPT,30,7,37,API log\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    spec = {"name": "drop", "trace": {"path": str(trace), "format": "burstgpt", "options": {"failed": "drop"}},
+            "seeds": [0, 1], "space": {"cluster.models.0.replicas": [1, 2]}}
+    dropped = run_sweep(load_spec(data=spec), db, backend="serial")
+    kept = run_sweep(load_spec(data={**spec, "name": "keep", "trace": {"path": str(trace)}}), db, backend="serial")
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        summaries = [(r.sweep_id, r.summary) for r in conn.execute(select(Run.sweep_id, Run.summary))]
+    engine.dispose()
+    assert [s["trace_rows_left_out"] for i, s in summaries if i == dropped.sweep_id] == [{"failed": 1}] * 4
+    assert [s["num_requests"] for i, s in summaries if i == dropped.sweep_id] == [3] * 4
+    assert not any("trace_rows_left_out" in s for i, s in summaries if i == kept.sweep_id)
