@@ -244,6 +244,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                          highlight=False)
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")  # as typer.echo writes it
+        _warn_refused(result)
         return
     title = f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"
     common.out.print(summary_table(summary, title))
@@ -257,6 +258,17 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         common.err.print(f"[yellow]{summary['num_plugin_errors']:,} plugin errors[/] (each isolated, the next policy "
                          f"decided): `controlplane runs show {summary.get('run_id')}{db}` lists them with their first "
                          "error", highlight=False)
+    _warn_refused(result)
+
+
+def _warn_refused(result: Any) -> None:
+    """The run's rows the database refused (a trace that repeats a request id), last: how many,
+    which ids, where they were saved. The run is complete and every other row is stored (and
+    nothing is lost), so the exit status stays 0, as for the other warnings of a finished run."""
+    refused = getattr(getattr(result.session, "recorder", None), "refused", None)
+    if refused:
+        common.err.print(f"[yellow]warning:[/] run {result.summary.get('run_id')}: {refused.warning()}",
+                         highlight=False)
 
 
 _app: typer.Typer | None = None

@@ -26,7 +26,10 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from controlplane.storage import spill
 from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url
+from controlplane.storage.isolate import insert_isolated, update_runs_isolated
 from controlplane.storage.models import Run, WriterMark
+from controlplane.storage.refused import Refusal
+from controlplane.storage.retry import ROW_REFUSED
 from controlplane.storage.rows import SPECS
 
 log = logging.getLogger("controlplane.storage.recorder")
@@ -100,6 +103,8 @@ class Backlog:
         self.files: list[SpillFile] = []
         self._mark_exists = False
         self._uncertain = False  # the last commit failed: it may have happened all the same
+        self._refused = Refusal()  # rows refused by committed transactions, not yet returned
+        self._refused_unsure: Refusal | None = None  # refused by a transaction whose commit failed
 
     def __len__(self) -> int:
         return self.in_memory + sum(map(len, self.files))
@@ -159,38 +164,75 @@ class Backlog:
         return saved
 
     def commit(self, engine: Engine, inserts: Mapping[str, BulkInsert], chunks: list[Chunk],
-               saved: SpillFile | None = None) -> None:
+               saved: SpillFile | None = None) -> Refusal | None:
         """Write ``chunks`` (read from ``saved`` once connected, if given) and the writer's mark
         in one transaction, leaving out what a commit whose outcome was lost did write
-        (``chunks`` keeps only what is left). Raises what the database raised."""
+        (``chunks`` keeps only what is left). Raises what the database raised, except a row it
+        refuses for good: then everything else is committed (:mod:`controlplane.storage.isolate`)
+        and the refused rows are returned, to be saved by the caller."""
         try:
-            with engine.begin() as conn:
-                if saved is not None and not chunks:  # no use reading the file while the database is away
-                    chunks.extend(chunks_from_entries(spill.read_entries(saved.path), saved.last_seq))
-                if self._uncertain:
-                    mark = read_mark(conn, self.writer)
-                    self._mark_exists = mark is not None
-                    if mark is not None and any(c.seq <= mark for c in chunks):
-                        chunks[:] = [c for c in chunks if c.seq > mark]
-                        log.warning("storage: rows up to flush %d were committed before the connection was "
-                                    "lost; not writing them again", mark)
-                if not chunks:
-                    return
-                for name, insert_ in inserts.items():
-                    rows = chunks[0].rows[name] if len(chunks) == 1 else [r for c in chunks for r in c.rows[name]]
-                    insert_.execute(conn, rows)
-                for chunk in chunks:
-                    for values in chunk.updates:
-                        changes = {k: v for k, v in values.items() if k != "id"}
-                        if conn.execute(update(_RUN).where(_RUN.c.id == values["id"]).values(changes)).rowcount == 0:
-                            log.warning("storage: finish_run for run %s, which is not in %s", values["id"],
-                                        describe_url(engine))
-                write_mark(conn, self.writer, chunks[-1].seq, exists=self._mark_exists)
+            try:
+                with engine.begin() as conn:
+                    if saved is not None and not chunks:  # no use reading the file while the database is away
+                        chunks.extend(chunks_from_entries(spill.read_entries(saved.path), saved.last_seq))
+                    if self._uncertain:
+                        mark = read_mark(conn, self.writer)
+                        self._mark_exists = mark is not None
+                        self._settle_refused(mark)
+                        if mark is not None and any(c.seq <= mark for c in chunks):
+                            chunks[:] = [c for c in chunks if c.seq > mark]
+                            log.warning("storage: rows up to flush %d were committed before the connection was "
+                                        "lost; not writing them again", mark)
+                    if not chunks:
+                        return self._refused_done()
+                    for name, insert_ in inserts.items():
+                        rows = chunks[0].rows[name] if len(chunks) == 1 else [r for c in chunks for r in c.rows[name]]
+                        insert_.execute(conn, rows)
+                    for chunk in chunks:
+                        for values in chunk.updates:
+                            changes = {k: v for k, v in values.items() if k != "id"}
+                            done = conn.execute(update(_RUN).where(_RUN.c.id == values["id"]).values(changes))
+                            if done.rowcount == 0:
+                                log.warning("storage: finish_run for run %s, which is not in %s", values["id"],
+                                            describe_url(engine))
+                    write_mark(conn, self.writer, chunks[-1].seq, exists=self._mark_exists)
+            except ROW_REFUSED:  # rolled back for sure: commit all but the refused rows
+                self._commit_isolated(engine, inserts, chunks)
         except BaseException:
             self._uncertain = True
             raise
         self._mark_exists = True
         self._uncertain = False
+        return self._refused_done()
+
+    def _commit_isolated(self, engine: Engine, inserts: Mapping[str, BulkInsert], chunks: list[Chunk]) -> None:
+        """``chunks`` and the mark in one transaction, each table in savepoints (the refused rows
+        go to ``_refused_unsure`` until the commit is known to have happened)."""
+        refusal = Refusal()
+        self._refused_unsure = refusal  # (if the commit's outcome is lost, the mark tells: `_settle_refused`)
+        where = describe_url(engine)
+        with engine.begin() as conn:
+            for name, insert_ in inserts.items():
+                insert_isolated(conn, name, insert_, [(c.seq, r) for c in chunks for r in c.rows[name]], refusal)
+            update_runs_isolated(conn, [(c.seq, v) for c in chunks for v in c.updates], refusal, where)
+            write_mark(conn, self.writer, chunks[-1].seq, exists=self._mark_exists)
+        self._refused_unsure = None
+        self._refused.extend(refusal)
+
+    def _settle_refused(self, mark: int | None) -> None:
+        """After a commit whose outcome was lost: the rows its isolation refused are refused for
+        good if the mark covers their flush (it committed), else its chunks are written again."""
+        unsure, self._refused_unsure = self._refused_unsure, None
+        if unsure is not None and mark is not None:
+            self._refused.extend(Refusal([e for e in unsure.entries if e[2] <= mark], unsure.errors))
+
+    def _refused_done(self) -> Refusal | None:
+        """The refused rows not yet returned (None, the usual case, when there are none)."""
+        refused = self._refused
+        if not refused.entries:
+            return None
+        self._refused = Refusal()
+        return refused
 
     def all_entries(self) -> Iterator[tuple[str, dict[str, Any], int | None]]:
         """Every pending row as spill entries, oldest first: the spill files, then memory."""

@@ -38,6 +38,7 @@ from controlplane import timings
 from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
 from controlplane.storage.errors import StorageError, database_error, mask_password
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
+from controlplane.storage.refused import RefusedRows
 from controlplane.storage.rows import SPECS, derive_latencies
 
 __all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "another_cpu_free", "early_writer_usable", "portable_error",
@@ -273,6 +274,7 @@ class FrontRecorder:
         self.num_flush_failures = 0
         self.retries = 0
         self.written: dict[str, int] = {name: 0 for name in SPECS}
+        self.refused = RefusedRows()  # (the child's `RunRecorder.refused`, as of its last reply)
         self._buffers: dict[str, list[tuple]] = {name: [] for name in SPECS}
         self._appenders: dict[tuple[str, tuple[str, ...] | None], Callable[[Any], None]] = {}
         self._run_updates: list[dict[str, Any]] = []
@@ -439,6 +441,7 @@ class FrontRecorder:
         self.num_flush_failures = state["num_flush_failures"]
         self.retries = state["retries"]
         self.written = state["written"]
+        self.refused = state["refused"]
         return result, state["fault"]
 
     def abandon(self) -> None:

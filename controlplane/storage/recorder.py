@@ -13,7 +13,9 @@ writing; otherwise the append that fills a buffer flushes in its own thread
 (the simulator, which has nothing better to do). A failed flush keeps its rows, retries with
 exponential backoff, and past ``max_pending_rows`` spills the oldest to a local file; when the
 database is back, spilled rows go in first, in order (an outage is logged when it starts, now and
-then, and when it ends: :mod:`controlplane.storage.outage_log`). Each flush's transaction also
+then, and when it ends: :mod:`controlplane.storage.outage_log`). A row the database refuses for
+good (a repeated request id) holds back no other row: the flush commits all the others and saves
+the refused ones to a file of their own (:mod:`controlplane.storage.refused`, :attr:`RunRecorder.refused`). Each flush's transaction also
 records how far this recorder got (:mod:`controlplane.storage.backlog`), so a commit whose
 acknowledgement was lost is not written twice. :meth:`RunRecorder.close` saves whatever is still
 unwritten to one spill file that :meth:`RunRecorder.replay_spill` can load later.
@@ -40,6 +42,7 @@ from controlplane.storage.errors import StorageError
 from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
 from controlplane.storage.outage_log import OutageLog
 from controlplane.storage.recorder_spills import RecorderSpills
+from controlplane.storage.refused import RefusedRows
 from controlplane.storage.retry import FlushFailure, with_retries
 from controlplane.storage.rows import SPECS, derive_latencies
 
@@ -98,6 +101,8 @@ class RunRecorder(RecorderSpills):
         self.num_flush_failures = 0
         self.retries = 0
         self.written: dict[str, int] = {name: 0 for name in SPECS}
+        #: Rows the database refused for good (a repeated request id), saved to files of their own.
+        self.refused = RefusedRows()
         self.run_id: int | None = None
         #: This recorder's row in ``writer_mark``; also in the header of the files it spills.
         self.writer = uuid.uuid4().hex
@@ -323,18 +328,22 @@ class RunRecorder(RecorderSpills):
         while backlog.files:
             saved = backlog.files[0]
             loaded: list[Chunk] = []
-            _, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, loaded, saved))
+            refused, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, loaded, saved))
             if failure is not None:
                 return failure
             self._count_written(backlog.drop_through(saved.last_seq))
+            if refused is not None:
+                self._save_refused(refused)
             log.info("storage: %d spilled rows from %s written to %s", len(saved), saved.path,
                      describe_url(self.engine))
         if backlog.chunks:
             chunks = list(backlog.chunks)
-            _, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, chunks))
+            refused, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, chunks))
             if failure is not None:
                 return failure
             self._count_written(backlog.drop_through(backlog.chunks[-1].seq))
+            if refused is not None:
+                self._save_refused(refused)
         return None
 
     def _count_written(self, counts: Mapping[str, int]) -> None:

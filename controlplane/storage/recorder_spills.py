@@ -1,6 +1,7 @@
-"""What a `RunRecorder` cannot write goes to a spill file, and a spill file's rows can be written
-later: the recorder's spilling half (a mixin of `controlplane.storage.recorder.RunRecorder`, which
-owns the buffers, the backlog and the lock these methods use)."""
+"""What a `RunRecorder` cannot write goes to a spill file (what the database refused for good, to a
+refused file), and a spill file's rows can be written later: the recorder's spilling half (a mixin
+of `controlplane.storage.recorder.RunRecorder`, which owns the buffers, the backlog and the lock
+these methods use)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from controlplane.storage.backlog import Backlog, chunks_from_entries, read_mark
 from controlplane.storage.db import describe_url, sqlite_path
 from controlplane.storage.errors import StorageError
 from controlplane.storage.models import Run
+from controlplane.storage.refused import Refusal, RefusedRows, refusal_message
 from controlplane.storage.retry import FlushFailure
 from controlplane.storage.rows import SPECS
 
@@ -34,6 +36,8 @@ class RecorderSpills:
     spill_dir: Path | None
     writer: str
     errors: list[FlushFailure]
+    written: dict[str, int]
+    refused: RefusedRows
     _backlog: Backlog
     _buffers: dict[str, list[tuple]]
     _run_updates: list[dict[str, Any]]
@@ -64,6 +68,22 @@ class RecorderSpills:
         backlog.files, backlog.chunks = [], []
         log.error("storage: %d unwritten rows spilled to %s", count, path)
         return path, count
+
+    def _save_refused(self, refusal: Refusal) -> None:
+        """Rows the database refused (the flush's other rows are committed): to a refused file,
+        counted in :attr:`refused`, and logged once with the table, the ids and what to do."""
+        path: Path | None
+        try:
+            path = spill.write_spill(refusal.file_entries(), directories=self._spill_directories(None),
+                                     run_ids=refusal.run_ids(), source=describe_url(self.engine), kind="refused")
+        except StorageError as exc:
+            log.error("storage: %s", exc)
+            path = None
+        for table, n in refusal.counts().items():
+            if table in self.written:
+                self.written[table] -= n  # (counted with their flush)
+        self.refused.add(refusal, path)
+        log.error("%s", refusal_message(refusal, path))
 
     def replay_spill(self, path: str | Path) -> int:
         """Load a spill file's rows and write them now; return how many were written.

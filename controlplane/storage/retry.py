@@ -17,7 +17,9 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 
 log = logging.getLogger("controlplane.storage.recorder")
 
-_PERMANENT: Final = (IntegrityError, DataError)
+#: What the database raises for a row it will never take (a duplicate key, a value the column
+#: refuses): not retried; the flush commits again row by row (`controlplane.storage.isolate`).
+ROW_REFUSED: Final = (IntegrityError, DataError)
 #: SQLSTATEs no retry mends: ``insufficient_privilege`` (a read-only role's INSERT).
 _PERMANENT_SQLSTATES: Final = frozenset({"42501"})
 
@@ -36,7 +38,7 @@ class FlushFailure:
 def is_retryable(exc: SQLAlchemyError) -> bool:
     """Connection loss, lock timeouts, a missing table mid-migration: worth retrying. Bad data and a
     missing privilege are not."""
-    if not isinstance(exc, DBAPIError) or isinstance(exc, _PERMANENT):
+    if not isinstance(exc, DBAPIError) or isinstance(exc, ROW_REFUSED):
         return False
     return getattr(exc.orig, "sqlstate", None) not in _PERMANENT_SQLSTATES
 

@@ -29,10 +29,10 @@ RUN_UPDATE: Final = "run_update"
 _DATETIME_FIELDS: Final = frozenset({"finished_at"})
 
 
-def _file_name(run_ids: Sequence[int]) -> str:
+def _file_name(run_ids: Sequence[int], kind: str) -> str:
     runs = "-".join(str(r) for r in sorted(set(run_ids))) or "none"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"controlplane-spill-run{runs}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+    return f"controlplane-{kind}-run{runs}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
 
 
 Entry = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], int | None]
@@ -46,13 +46,16 @@ def write_spill(
     run_ids: Iterable[int],
     source: str,
     writer: str | None = None,
+    kind: str = "spill",
 ) -> Path:
     """Write entries to a new spill file in the first writable directory, line by line.
 
     ``entries`` may be a callable returning a fresh iterable, so a large spill streams from
-    its sources and can start over in the next directory when one fails.
+    its sources and can start over in the next directory when one fails. ``kind`` names the
+    file (``controlplane-<kind>-run...``): ``refused`` for rows the database refused
+    (`controlplane.storage.refused`), which a retry would not mend.
     """
-    name = _file_name(list(run_ids))
+    name = _file_name(list(run_ids), kind)
     header: dict[str, Any] = {"format": FORMAT, "version": VERSION, "source": source,
                               "created_at": datetime.now(timezone.utc)}
     if writer is not None:
@@ -77,7 +80,7 @@ def write_spill(
         except OSError as exc:
             failures.append(f"{directory}: {exc}")
             partial.unlink(missing_ok=True)
-    raise StorageError(f"could not write spill file {name} to any of: {'; '.join(failures)}")
+    raise StorageError(f"could not write {kind} file {name} to any of: {'; '.join(failures)}")
 
 
 def default_directories(preferred: Path | None) -> list[Path]:

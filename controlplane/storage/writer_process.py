@@ -56,7 +56,8 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
 
     def state() -> dict[str, Any]:
         return {"errors": recorder.errors, "num_flush_failures": recorder.num_flush_failures,
-                "retries": recorder.retries, "written": recorder.written, "fault": fault}
+                "retries": recorder.retries, "written": recorder.written, "refused": recorder.refused,
+                "fault": fault}
 
     def close_here(spill_dir: str | None) -> tuple[str, str | None] | None:
         nonlocal fault

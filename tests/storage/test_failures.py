@@ -239,8 +239,9 @@ def test_replay_refuses_other_files(sqlite_engine: Engine, tmp_path: Path) -> No
         RunRecorder(sqlite_engine).replay_spill(bogus)
 
 
-def test_bad_data_is_kept_but_not_retried(engine: Engine, tmp_path: Path) -> None:
-    """A duplicate request id can never succeed: no backoff, rows kept, spilled at close."""
+def test_bad_data_is_not_retried_and_holds_nothing_back(engine: Engine, tmp_path: Path) -> None:
+    """A duplicate request id can never succeed: no backoff; the other rows are written, the
+    duplicate goes to a refused file (tests/storage/test_refused.py), and close() has nothing left."""
     sleeper = Sleeper()
     rec = RunRecorder(engine, sleep=sleeper)
     start_run(rec)
@@ -248,14 +249,11 @@ def test_bad_data_is_kept_but_not_retried(engine: Engine, tmp_path: Path) -> Non
     assert rec.flush()
     rec.add_request(request_row(1))
     rec.add_metric(metric_row(1))
-    assert rec.flush() is False
-    assert sleeper.delays == [] and rec.errors[-1].retryable is False
-    assert "IntegrityError" in rec.errors[-1].error
-    assert rec.pending == 2
-    with pytest.raises(StorageError) as info:
-        rec.close(spill_dir=tmp_path)
-    assert info.value.spill_path.parent == tmp_path
-    assert len(info.value.spill_path.read_text().splitlines()) == 1 + 2
+    assert rec.flush()
+    assert sleeper.delays == [] and rec.errors == [] and rec.pending == 0
+    assert _counts(engine)["metric_sample"] == 1 and rec.refused.count == 1
+    rec.close(spill_dir=tmp_path)
+    rec.refused.paths[0].unlink()
 
 
 # -- PostgreSQL --------------------------------------------------------------

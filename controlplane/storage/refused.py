@@ -1,0 +1,128 @@
+"""Rows the database refused for good, and what a recorder tells about them.
+
+A duplicate key or a value a column refuses (``IntegrityError``/``DataError``) fails the same way
+at every retry. Rather than let one such row hold back every row written after it, a flush that
+meets one commits again row by row (:mod:`controlplane.storage.isolate`): the database takes
+every other row, and the refused ones go to a file of their own in the spill format
+(``controlplane-refused-run<N>-....jsonl``, beside the spills), without flush numbers, so
+:meth:`RunRecorder.replay_spill` loads every row of it once the rows are mended. Plain standard
+library (no SQLAlchemy): the replaying process reads a writer process's :class:`RefusedRows`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from controlplane.storage.jsoncodec import encode_default
+
+__all__ = ["MAX_IDS", "Refusal", "RefusedRows", "refusal_message"]
+
+#: Request ids a message names, at most (a file can repeat thousands).
+MAX_IDS: Final = 5
+#: Rows a message quotes when they could not be saved to a file, at most.
+_MAX_QUOTED: Final = 20
+
+Entry = tuple[str, dict[str, Any], int]
+"""``(table, row, seq)``: a refused row (spill entry: JSON columns decoded) and its flush."""
+
+
+@dataclass
+class Refusal:
+    """What one isolating commit set aside: the refused rows and, by table, the database's first message."""
+
+    entries: list[Entry] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, table: str, row: dict[str, Any], seq: int, error: str) -> None:
+        self.entries.append((table, row, seq))
+        self.errors.setdefault(table, error)
+
+    def extend(self, other: Refusal) -> None:
+        self.entries += other.entries
+        for table, error in other.errors.items():
+            self.errors.setdefault(table, error)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for table, _, _ in self.entries:
+            out[table] = out.get(table, 0) + 1
+        return out
+
+    def request_ids(self) -> list[str]:
+        """The refused request rows' ids, in order, each once."""
+        return list(dict.fromkeys(str(row.get("request_id")) for table, row, _ in self.entries if table == "request"))
+
+    def run_ids(self) -> set[int]:
+        return {row["id"] if "run_id" not in row else row["run_id"] for _, row, _ in self.entries}
+
+    def file_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        """The entries as a refused file keeps them: without flush numbers, so a replay skips none."""
+        return [(table, row) for table, row, _ in self.entries]
+
+
+@dataclass
+class RefusedRows:
+    """A recorder's refused rows so far: how many, by table, the request ids (the first
+    :data:`MAX_IDS`), and the files that hold them. Picklable plain data."""
+
+    count: int = 0
+    by_table: dict[str, int] = field(default_factory=dict)
+    request_ids: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def add(self, refusal: Refusal, path: Path | None) -> None:
+        self.count += len(refusal)
+        for table, n in refusal.counts().items():
+            self.by_table[table] = self.by_table.get(table, 0) + n
+        for rid in refusal.request_ids():
+            if len(self.request_ids) < MAX_IDS and rid not in self.request_ids:
+                self.request_ids.append(rid)
+        for table, error in refusal.errors.items():
+            self.errors.setdefault(table, error)
+        if path is not None:
+            self.paths.append(path)
+
+    def warning(self) -> str:
+        """One line for the end of a run: how many rows, which ids, where they are, what to do."""
+        tables = ", ".join(f"{n:,} {table}" for table, n in sorted(self.by_table.items()))
+        where = ", ".join(map(str, self.paths)) if self.paths else "no file (see the error logged)"
+        text = f"the database refused {tables} row(s); every other row was written"
+        if self.request_ids:
+            text += f"; {_repeated_ids(self.request_ids, self.by_table.get('request', 0))}"
+        return f"{text}; the refused rows are in {where}"
+
+
+def _repeated_ids(ids: list[str], count: int) -> str:
+    shown = ", ".join(repr(i) for i in ids[:MAX_IDS])
+    more = f" and {count - min(len(ids), MAX_IDS):,} more" if count > min(len(ids), MAX_IDS) else ""
+    return (f"request ids must be unique within a run; the trace (or client) repeats id {shown}{more} "
+            "(its first request with that id is stored)")
+
+
+def refusal_message(refusal: Refusal, path: Path | None) -> str:
+    """The error logged once per isolating commit: by table, how many rows and the database's
+    message; the repeated request ids; where the rows went and what to do."""
+    parts = []
+    counts = refusal.counts()
+    for table in sorted(counts):
+        part = f"{counts[table]:,} row(s) of table {table} ({refusal.errors.get(table, 'no message')})"
+        if table == "request":
+            ids = refusal.request_ids()
+            part += f": {_repeated_ids(ids, counts[table])}"
+        parts.append(part)
+    text = "storage: the database refused " + "; ".join(parts) + "; the flush's other rows were written"
+    if path is not None:
+        return (f"{text}; the refused rows were saved to {path} (mend them there, e.g. give each a new id, "
+                f"then load them with RunRecorder(engine).replay_spill({str(path)!r}))")
+    quoted = [json.dumps({"table": t, "row": r}, default=encode_default) for t, r, _ in refusal.entries[:_MAX_QUOTED]]
+    return f"{text}; they could not be saved to a file, so here they are: " + " ".join(quoted)
