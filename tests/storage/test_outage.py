@@ -118,17 +118,25 @@ def test_close_during_an_outage_puts_every_pending_row_in_one_file(sqlite_db: tu
 
 
 class LostAcknowledgement:
-    """An engine whose next ``n`` transactions commit and then report a dropped connection."""
+    """An engine whose next ``n`` transactions commit and then report a dropped connection (with
+    ``committed=False``: are rolled back with it instead; a transaction the database raised in is
+    not counted)."""
 
-    def __init__(self, engine: Engine, n: int = 1) -> None:
+    def __init__(self, engine: Engine, n: int = 1, *, committed: bool = True) -> None:
         self._engine = engine
         self.url, self.dialect = engine.url, engine.dialect
         self.remaining = n
+        self.committed = committed
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Any]:
         with self._engine.begin() as conn:
             yield conn
+            if not self.committed:
+                self._drop()
+        self._drop()
+
+    def _drop(self) -> None:
         if self.remaining:
             self.remaining -= 1
             raise OperationalError("COMMIT", {}, ConnectionResetError("server closed the connection unexpectedly"))

@@ -4,15 +4,12 @@ refused file, later flushes keep working and close() does not raise. Real SQLite
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import OperationalError
 
 from controlplane.storage import RunRecorder, spill
 from controlplane.storage.models import Decision, MetricSample, Request, Run, WorkerEvent
@@ -42,6 +39,15 @@ def _refused_file(rec: RunRecorder) -> Path:
     path = rec.refused.paths[0]
     assert path.name.startswith("controlplane-refused-run") and path.exists()
     return path
+
+
+def _first_request_written(engine: Engine, tmp_path: Path, **settings: Any) -> RunRecorder:
+    """A recorder whose run holds request ``req-000001`` already (repeating it is refused)."""
+    rec = RunRecorder(engine, spill_dir=tmp_path, **settings)
+    start_run(rec)
+    rec.add_request(request_row(1))
+    assert rec.flush()
+    return rec
 
 
 def test_a_repeated_request_id_refuses_that_row_only(engine: Engine, tmp_path: Path, caplog) -> None:
@@ -107,10 +113,7 @@ def test_a_repeat_within_one_flush_keeps_the_first(engine: Engine, tmp_path: Pat
 
 def test_the_refused_file_loads_once_mended(engine: Engine, tmp_path: Path) -> None:
     """The refused file has no flush numbers: replay_spill skips none of its rows."""
-    rec = RunRecorder(engine, spill_dir=tmp_path)
-    start_run(rec)
-    rec.add_request(request_row(1))
-    assert rec.flush()
+    rec = _first_request_written(engine, tmp_path)
     rec.add_request(request_row(1))
     assert rec.flush()
     path = _refused_file(rec)
@@ -124,10 +127,7 @@ def test_the_refused_file_loads_once_mended(engine: Engine, tmp_path: Path) -> N
 
 def test_a_refused_row_of_a_spill_file_is_set_aside_too(sqlite_engine: Engine, tmp_path: Path) -> None:
     """Rows spilled during an outage, then refused when written back: the others land."""
-    rec = RunRecorder(sqlite_engine, spill_dir=tmp_path)
-    start_run(rec)
-    rec.add_request(request_row(1))
-    assert rec.flush()
+    rec = _first_request_written(sqlite_engine, tmp_path)
     for i in (2, 1, 3):
         rec.add_request(request_row(i))
     rec._take_buffers()
@@ -154,33 +154,17 @@ def test_a_value_a_postgres_column_refuses_is_set_aside(pg_engine: Engine, tmp_p
     rec.close()
 
 
-class RolledBackCommit(LostAcknowledgement):
-    """An engine whose next ``n`` transactions that get as far as committing are rolled back
-    instead, with a dropped connection (a transaction the database raised in is not counted)."""
-
-    @contextlib.contextmanager
-    def begin(self) -> Iterator[Any]:
-        with self._engine.begin() as conn:
-            yield conn
-            if self.remaining:
-                self.remaining -= 1
-                raise OperationalError("COMMIT", {}, ConnectionResetError("server closed the connection"))
-
-
 @pytest.mark.parametrize("committed", [True, False])
 def test_an_isolating_commit_whose_outcome_was_lost_refuses_each_row_once(
     engine: Engine, tmp_path: Path, committed: bool
 ) -> None:
     """The commit that left the refused row out was lost: the writer mark tells whether it
     happened (its refused rows are refused) or not (it is done again): one refused row either way."""
-    rec = RunRecorder(engine, max_retries=2, spill_dir=tmp_path, sleep=Sleeper())
-    start_run(rec)
-    rec.add_request(request_row(1))
-    assert rec.flush()
+    rec = _first_request_written(engine, tmp_path, max_retries=2, sleep=Sleeper())
     for i in (2, 1, 3):
         rec.add_request(request_row(i))
         rec.add_metric(metric_row(i))
-    rec.engine = (LostAcknowledgement if committed else RolledBackCommit)(engine, n=1)
+    rec.engine = LostAcknowledgement(engine, n=1, committed=committed)
     assert rec.flush()
     rec.engine = engine
     assert rec.retries == 1
