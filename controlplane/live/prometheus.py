@@ -89,6 +89,9 @@ class PrometheusExporter:
         self.storage_spill_files = Gauge(
             "storage_spill_files", "Spill files of rows that waited too long for the database.", namespace=ns,
             registry=reg)
+        self.storage_rows_refused = Gauge(
+            "storage_rows_refused", "Rows of the run the database refused for good (a repeated request id), "
+            "saved to refused files; the other rows are written.", namespace=ns, registry=reg)
         self._samples: dict[str, Gauge] = {}
 
     # --- the observer hook ----------------------------------------------------------------------
@@ -155,6 +158,8 @@ class PrometheusExporter:
         if hasattr(recorder, "pending") and hasattr(recorder, "spilled"):
             self.storage_rows_pending.set_function(lambda: recorder.pending)
             self.storage_spill_files.set_function(lambda: len(recorder.spilled))
+        if hasattr(recorder, "refused"):
+            self.storage_rows_refused.set_function(lambda: recorder.refused.count)
 
     def render(self) -> bytes:
         """The text exposition format, for ``GET /metrics``."""

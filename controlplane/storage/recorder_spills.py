@@ -86,7 +86,8 @@ class RecorderSpills:
         log.error("%s", refusal_message(refusal, path))
 
     def replay_spill(self, path: str | Path) -> int:
-        """Load a spill file's rows and write them now; return how many were written.
+        """Load a spill file's rows and write them now; return how many were written (rows the
+        database refuses go to a refused file, as in a flush).
 
         The runs they belong to must exist in this recorder's database. Rows
         whose flush the spilling recorder did commit after all (its
@@ -114,6 +115,7 @@ class RecorderSpills:
                     f"{path} holds rows of run(s) {sorted(missing)}, not present in {describe_url(self.engine)}"
                 )
             todo = list(skip_committed(iter(entries), mark))
+            refused_before = self.refused.count
             loaded = chunks_from_entries(((t, row, None) for t, row, _ in todo), 0)
             with self._lock:
                 for chunk in loaded:
@@ -125,7 +127,7 @@ class RecorderSpills:
                     f"could not write the {len(todo)} rows from {path} to {describe_url(self.engine)}: "
                     f"{self.errors[-1].error}"
                 )
-            return len(todo)
+            return len(todo) - (self.refused.count - refused_before)  # (refused again: in a new refused file)
 
     def _existing_runs(self, run_ids: set[int], writer: str | None) -> tuple[set[int], int | None]:
         with self.engine.connect() as conn:

@@ -122,6 +122,8 @@ def test_the_refused_file_loads_once_mended(engine: Engine, tmp_path: Path) -> N
     mended.write_text(path.read_text().replace('"req-000001"', '"req-000001-b"'))
     assert rec.replay_spill(mended) == 1
     assert _request_ids(engine) == ["req-000001", "req-000001-b"]
+    assert rec.replay_spill(path) == 0  # not mended: refused again, to a new refused file
+    assert rec.refused.count == 2 and len(rec.refused.paths) == 2
     rec.close()
 
 
