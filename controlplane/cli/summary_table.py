@@ -43,6 +43,11 @@ TAIL = [
     ("wall_s", "wall time (s)"),
 ]
 
+#: Reasons shown in a summary table, most frequent first; the rest are one row. The summary groups
+#: reasons by their text before the first ':', so a plugin whose reasons carry numbers without such a
+#: prefix ("prompt of 6607 tokens > 1500") would otherwise print one row per distinct number.
+MAX_REASON_ROWS = 10
+
 
 def summary_rows() -> list[tuple[str, str]]:
     rows = list(HEADLINE)
@@ -62,10 +67,24 @@ def summary_table(summary: dict[str, Any], title: str) -> Any:
     for key, label in summary_rows():
         if key in summary:
             t.add_row(label, fmt_value(summary[key]))
-    reasons = summary.get("reject_reasons") or {}
-    for reason, n in reasons.items():
-        t.add_row(f"  rejected/failed: {reason}", str(n))
+    for label, n in reason_rows(summary.get("reject_reasons") or {}, summary.get("run_id")):
+        t.add_row(f"  rejected/failed: {label}", str(n))
     return t
+
+
+def reason_rows(reasons: dict[str, int], run_id: int | None = None,
+                limit: int = MAX_REASON_ROWS) -> list[tuple[str, int]]:
+    """``reasons`` (text -> requests) as table rows: the ``limit`` most frequent (ties in text order),
+    then one row counting the other reasons and their requests, saying where each request's is."""
+    ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    rows = ranked[:limit]
+    rest = ranked[limit:]
+    if rest:
+        run = run_id if run_id is not None else "RUN"
+        noun = "reason" if len(rest) == 1 else "reasons"
+        rows.append((f"{len(rest)} other {noun} (each request's: controlplane runs export {run} --what requests)",
+                     sum(n for _, n in rest)))
+    return rows
 
 
 def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: str) -> Any:

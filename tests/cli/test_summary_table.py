@@ -1,0 +1,32 @@
+"""The run summary table (`controlplane sim replay`, `runs show`): its rejection reasons stay readable."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from controlplane.cli.summary_table import MAX_REASON_ROWS, reason_rows, summary_table
+
+
+def _text(table) -> str:
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_a_reason_per_number_is_folded_into_one_row_after_the_most_frequent():
+    # A plugin's reason without a 'category:' prefix is one summary key per distinct number.
+    reasons = {f"prompt of {1500 + i} tokens > max_prompt_tokens 1500": 1 for i in range(40)}
+    reasons["prompt of 7436 tokens > max_prompt_tokens 1500"] = 34
+    text = _text(summary_table({"run_id": 2, "num_rejected": 74, "reject_reasons": reasons}, "run 2"))
+    lines = [ln for ln in text.splitlines() if "rejected/failed:" in ln]
+    assert len(lines) == MAX_REASON_ROWS + 1
+    assert "7436 tokens" in lines[0] and lines[0].rstrip(" │").endswith("34")  # the most frequent first
+    assert "31 other reasons" in lines[-1] and "controlplane runs export 2 --what requests" in lines[-1]
+    assert lines[-1].rstrip(" │").endswith("31")  # their requests
+
+
+def test_few_reasons_are_all_shown_most_frequent_first():
+    assert reason_rows({"queue full": 2, "overloaded": 5, "unknown model": 2}) == [
+        ("overloaded", 5), ("queue full", 2), ("unknown model", 2)]
+    rows = reason_rows({f"r{i}": 1 for i in range(MAX_REASON_ROWS + 1)})
+    assert rows[-1] == ("1 other reason (each request's: controlplane runs export RUN --what requests)", 1)
