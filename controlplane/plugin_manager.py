@@ -194,6 +194,13 @@ class HookMonitor:
         if n <= MAX_RECORDED_ERRORS:
             self.errors.append(PluginErrorRecord(plugin, hook, f"{type(exc).__name__}: {exc}"))
 
+    def counts_by_plugin(self) -> dict[str, dict[str, int]]:
+        """Every error counted so far, recorded as a decision or not: ``{plugin: {hook: n}}``."""
+        out: dict[str, dict[str, int]] = {}
+        for (plugin, hook), n in sorted(self.error_counts.items()):
+            out.setdefault(plugin, {})[hook] = n
+        return out
+
     def take_errors(self) -> list[PluginErrorRecord]:
         errors, self.errors = self.errors, []
         return errors

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -132,12 +132,23 @@ def show(
             t.add_row(*(fmt_value(c[k]) for k in keys))
         out.print(t)
     if errors:  # why the summary counts plugin errors: each plugin and hook, and its first error in words
-        t = Table(title="plugin errors (recorded; the first of each)", header_style="bold")
-        for k in ("plugin", "hook", "count", "first at (s)", "first error"):
-            t.add_column(k, overflow="fold")
-        for e in errors:
-            t.add_row(e["plugin"], e["hook"], str(e["count"]), f"{e['first_s']:.1f}", e["reason"] or "")
-        out.print(t)
+        out.print(plugin_errors_table(errors, (run.get("summary") or {}).get("plugin_error_counts") or {}))
+
+
+def plugin_errors_table(errors: list[dict], counted: dict[str, dict[str, int]]) -> Any:
+    """The recorded plugin errors by plugin and hook (`controlplane.storage.plugin_errors`), with the
+    counts of the run's summary where it has them: only the first ``MAX_RECORDED_ERRORS`` of each
+    plugin and hook are recorded as decisions, so the decision rows alone would undercount."""
+    from controlplane.plugin_manager import MAX_RECORDED_ERRORS
+
+    t = Table(title="plugin errors (the first of each)", header_style="bold")
+    for k in ("plugin", "hook", "count", "first at (s)", "first error"):
+        t.add_column(k, overflow="fold")
+    for e in errors:
+        total = (counted.get(e["plugin"]) or {}).get(e["hook"], e["count"])
+        count = str(total) if total <= e["count"] else f"{total} (the first {MAX_RECORDED_ERRORS} recorded)"
+        t.add_row(e["plugin"], e["hook"], count, f"{e['first_s']:.1f}", e["reason"] or "")
+    return t
 
 
 def _crashed(run: dict) -> str:
