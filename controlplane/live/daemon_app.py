@@ -16,13 +16,26 @@ from controlplane.live.request_guard import RequestGuard
 if TYPE_CHECKING:
     from controlplane.live.daemon import Daemon
 
-__all__ = ["ROUTES", "create_app"]
+__all__ = ["ROUTES", "create_app", "route_label"]
 
 #: Paths counted under their own name in ``controlplane_http_requests_total`` (others: "other").
 ROUTES = frozenset({
     "/v1/completions", "/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics",
     "/admin/plugins", "/admin/workers", "/admin/reload", "/admin/drain", "/admin/resume",
 })
+#: Paths with an id counted under their template (one label for every id, so the label set stays bounded).
+ROUTE_TEMPLATES = {"/v1/requests/": "/v1/requests/{id}"}
+
+
+def route_label(path: str) -> str:
+    """The ``route`` label of ``path`` in ``controlplane_http_requests_total``: a known route, a route
+    template for a path with an id (``/v1/requests/req-7``: ``/v1/requests/{id}``), else "other"."""
+    if path in ROUTES:
+        return path
+    for prefix, template in ROUTE_TEMPLATES.items():
+        if path.startswith(prefix) and "/" not in path[len(prefix):] and len(path) > len(prefix):
+            return template
+    return "other"
 
 
 def create_app(daemon: Daemon) -> FastAPI:
@@ -78,4 +91,4 @@ class _Accounting:
             metrics.http_in_flight.dec()
             if api:
                 self.daemon.api_in_flight -= 1
-            metrics.http_response(path if path in ROUTES else "other", status)
+            metrics.http_response(route_label(path), status)

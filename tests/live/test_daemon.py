@@ -213,6 +213,14 @@ def test_metrics_expose_counters_histograms_and_gauges(daemon):
     assert _value(text, "controlplane_replicas", model=MODEL) == 2
     assert "controlplane_queue_length{" in text
     assert _value(text, "controlplane_http_requests_total", route="/v1/completions", code="404") >= 1
+    # A request looked up by id is counted under the route's template, not "other".
+    rid = httpx.post(f"{daemon.base}/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 2}
+                     ).headers["x-request-id"]
+    assert httpx.get(f"{daemon.base}/v1/requests/{rid}").status_code == 200
+    assert httpx.get(f"{daemon.base}/v1/requests/no-such-id").status_code == 404
+    text = httpx.get(f"{daemon.base}/metrics").text
+    assert _value(text, "controlplane_http_requests_total", route="/v1/requests/{id}", code="200") >= 1
+    assert _value(text, "controlplane_http_requests_total", route="/v1/requests/{id}", code="404") >= 1
 
 
 def test_admin_endpoints_need_the_token(daemon):
