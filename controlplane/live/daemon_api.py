@@ -32,6 +32,7 @@ from controlplane.live.daemon_openai import (
     sse,
     usage,
 )
+from controlplane.live.daemon_probes import models_never_started
 from controlplane.live.daemon_requests import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -154,6 +155,12 @@ def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) 
         check_for_model(body, served.max_seq_len, served.vocab_size)
     except EdgeError as exc:
         raise APIError(400, str(exc), param=exc.param, code=_INVALID) from None
+    if any(d.replicas == 0 for d in driver.config.cluster.models):  # (the usual config: no lookup per request)
+        never = models_never_started(driver).get(served.name)
+        if never is not None:  # it would wait for --request-timeout, then 504: say why now
+            raise APIError(503, f"model {served.name!r} is never served here: {never}; the operator must give it "
+                                "workers (--workers N, or replicas in the config) or an autoscaler that scales "
+                                "from zero", param="model", code=ReasonCode.UNAVAILABLE.value)
 
 
 async def _submit_all(driver: LiveDriver, prompts: list[Any], body: Any, max_tokens: int | None,

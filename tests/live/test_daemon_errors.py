@@ -149,6 +149,14 @@ def test_no_worker_configured_and_fixed_replicas_is_a_warning_and_the_readyz_rea
                                        journal_dir=tmp_path / "journal"))
     with TestClient(daemon.app) as client:
         ready = client.get("/readyz")
+        # A request is answered at once (it used to wait for --request-timeout, then get 504).
+        started = time.monotonic()
+        r = client.post("/v1/completions", json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 2})
+        waited_s = time.monotonic() - started
+    assert r.status_code == 503 and waited_s < 3, (r.status_code, waited_s)
+    assert error(r)["code"] == "unavailable" and error(r)["param"] == "model"
+    assert error(r)["message"].startswith("model 'tiny-llama' is never served here: no worker is configured")
+    assert "--workers N" in error(r)["message"]
     assert ready.status_code == 503
     assert ready.json()["reason"] == ("no worker is ready yet; model 'tiny-llama': no worker is configured (replicas: "
                                       "0, --workers 0) and the autoscaler fixed-replicas never starts one")
