@@ -165,8 +165,9 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self.stats.num_plugin_errors = self._monitor.num_errors
         summary = self.stats.summary(now)
         # Per plugin and hook: only the first MAX_RECORDED_ERRORS of each become decisions, so `runs show`
-        # reads the true counts here.
-        summary["plugin_error_counts"] = self._monitor.counts_by_plugin()
+        # reads the true counts here (only when a plugin raised: a clean run's summary is as before).
+        if counts := self._monitor.counts_by_plugin():
+            summary["plugin_error_counts"] = counts
         summary["sim_end_s"] = round(now, 9)
         self._add_cost(summary)
         self.plugins.hook.cp_run_finished(ctx=self.ctx, summary=summary)

@@ -37,4 +37,4 @@ def test_errors_beyond_the_recorded_ones_are_counted_in_the_summary_and_shown(tm
 
 
 def test_a_run_without_errors_has_an_empty_count():
-    assert replay_with(trace=make_trace(5)).summary["plugin_error_counts"] == {}
+    assert "plugin_error_counts" not in replay_with(trace=make_trace(5)).summary  # (a clean run: no key)
