@@ -204,7 +204,7 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
             raise ConfigError(
                 f"cluster.models[{d.name}].latency_model: unknown latency model {d.latency_model!r}"
                 f"{did_you_mean(d.latency_model, factories)}; "
-                f"registered: {', '.join(sorted(factories)) or 'none (is builtin-latency-models enabled?)'}"
+                f"registered: {', '.join(sorted(factories)) or f'none ({_no_latency_models_why()})'}"
             )
         try:
             model = factory(**d.latency)
@@ -216,6 +216,17 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
                               "(sim.latency.base.LatencyModel)")
         models[d.name] = model
     return models
+
+
+def _no_latency_models_why() -> str:
+    """Why no latency model is registered: the allow-list (`CONTROLPLANE_LOAD_PLUGINS`) leaving out the
+    built-in ones, else presumably the config's ``plugins.enabled``."""
+    from controlplane.plugin_manager import ALLOW_ENV
+
+    allow = os.environ.get(ALLOW_ENV)
+    if allow and "builtin-latency-models" not in {n.strip() for n in allow.split(",")}:
+        return f"${ALLOW_ENV}={allow!r} leaves builtin-latency-models out"
+    return "is builtin-latency-models enabled?"
 
 
 def build_driver(session: RunSession, *, on_progress: Callable[[int, float], None] | None = None) -> SimDriver:

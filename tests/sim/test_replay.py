@@ -59,6 +59,13 @@ def test_without_the_latency_model_plugin_the_error_says_so():
         replay(make_trace(2), make_config(plugins={"enabled": enabled}), record=False)
 
 
+def test_an_allow_list_without_the_latency_model_plugin_is_named(monkeypatch):
+    monkeypatch.setenv("CONTROLPLANE_LOAD_PLUGINS", "least-loaded, continuous-batching, fixed-replicas")
+    with pytest.raises(ConfigError, match=r"\$CONTROLPLANE_LOAD_PLUGINS='least-loaded, continuous-batching, "
+                                          r"fixed-replicas' leaves builtin-latency-models out"):
+        replay(make_trace(2), make_config(), record=False)
+
+
 def test_a_registered_factory_that_returns_no_latency_model_is_a_config_error_naming_the_deployment():
     from controlplane import Plugin, hookimpl
 
