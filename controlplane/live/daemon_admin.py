@@ -53,6 +53,9 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
     except Exception as exc:  # e.g. a plugin that fails to load: keep the old plugins
         log.exception("reload failed")
         raise APIError(400, f"reload failed, old plugins kept: {type(exc).__name__}: {exc}") from None
+    if opts.config_path is None:  # (the environment's CONTROLPLANE_* settings are still re-read)
+        changed["note"] = ("the daemon was started without --config: only the environment's CONTROLPLANE_* "
+                           "settings and the command line were re-read")
     return JSONResponse({"reloaded": True, "config": str(opts.config_path) if opts.config_path else None, **changed})
 
 

@@ -97,6 +97,13 @@ def test_a_drain_body_that_is_not_a_boolean_exit_is_refused_and_nothing_drains(h
     assert http.get("/readyz").status_code == 200  # neither draining nor exiting
 
 
+def test_a_reload_without_a_config_file_says_what_it_re_read(http):
+    """(The module's last test on ``http``: the reload puts back the defaults' queue-limit settings.)"""
+    r = http.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json()["reloaded"] and r.json()["config"] is None
+    assert r.json()["note"].startswith("the daemon was started without --config: only the environment's")
+
+
 def test_a_model_that_cannot_start_gets_503_at_once_and_the_probes_say_why(tmp_path, caplog):
     """A model directory with a config but no weights: the workers fail to start, again and again.
     ``/readyz`` and ``/healthz`` say why, and a request sent while no start is in progress gets 503
