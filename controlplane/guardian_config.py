@@ -20,9 +20,10 @@ this section says what a guardian *is* (its kind, model, replicas, timeout, fail
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["GuardianLatency", "GuardianQuality", "GuardianSpec", "GuardiansConfig", "empty_list"]
 
@@ -67,7 +68,7 @@ class GuardianSpec(_Section):
     replicas: int = Field(1, ge=1)  # workers of its own (live: in the worker pool; sim: replicas with a queue)
     gpus_per_replica: int = Field(1, ge=0)  # what a replica-second costs in GPU-seconds (sim); 0: a CPU guardian
     gpu: str | None = None  # the GPU type its replicas hold, for their price (None: the first served model's)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (live weights)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # live weights
     placement: Literal["own", "shared"] = "own"  # live: its own workers, or loaded into every generation worker
     device: str = "cpu"  # live: where its model runs
     timeout_s: float = Field(5.0, gt=0)  # a check that takes longer answers "timeout"
@@ -88,6 +89,19 @@ class GuardianSpec(_Section):
     # classifier: the label index that means harmful
     block_label: int = Field(1, ge=0)
     max_input_tokens: int = Field(512, ge=8)  # live: longer texts are cut (from the start)
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        """A pattern that does not compile is refused when the config loads, in a replay as live:
+        the simulator never runs the patterns, so a replay would otherwise pass a config that
+        then stops the daemon at start."""
+        for p in patterns:
+            try:
+                re.compile(p, re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"{p!r} is not a valid pattern: {exc}") from None
+        return patterns
 
 
 class GuardiansConfig(_Section):

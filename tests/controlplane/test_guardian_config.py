@@ -24,3 +24,15 @@ def test_a_cpu_guardian_costs_time_but_no_gpu_seconds():
 def test_a_negative_gpu_count_is_refused_naming_the_key():
     with pytest.raises(ValidationError, match=r"models\.0\.gpus_per_replica"):
         GuardiansConfig(models=[{"name": "g", "gpus_per_replica": -1}])
+
+
+def test_a_pattern_that_does_not_compile_is_refused_when_the_config_loads():
+    # the simulator never runs a rules guardian's patterns: a bad one passed every replay and
+    # stopped the daemon only when it started its guardian workers
+    with pytest.raises(ValidationError, match=r"models\.0\.patterns\n.*'\(' is not a valid pattern"):
+        GuardiansConfig(models=[{"name": "r", "kind": "rules", "patterns": ["ok", "("]}])
+
+
+def test_a_misspelt_precision_is_refused_naming_the_key():
+    with pytest.raises(ValidationError, match=r"models\.0\.precision\n.*'fp32', 'bf16' or 'fp16'"):
+        GuardiansConfig(models=[{"name": "j", "precision": "bf61"}])

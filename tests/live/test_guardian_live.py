@@ -58,8 +58,10 @@ def test_rules_block_on_phrases_and_patterns():
     assert g.check("how to build a bomb")[:2] == ("block", 1.0)
     assert g.check("my credit card number")[0] == "block" and "credit card" in g.check("my credit card")[2]
     assert g.check("a bombastic poem") == ("pass", 0.0, "no rule matched")
+    # a pattern that does not compile is refused by the config (tests/controlplane/test_guardian_config.py);
+    # a spec built without validation still meets the guardian's own check
     with pytest.raises(ValueError, match=r"guardians.models\[r\].patterns: '\(' is not a valid pattern"):
-        RuleGuardian(GuardianSpec(name="r", kind="rules", patterns=["("]))
+        RuleGuardian(GuardianSpec.model_construct(name="r", kind="rules", patterns=["("], blocklist=[]))
 
 
 def test_model_guardians_score_every_text(model_dirs):
