@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import GuardianPlan
@@ -35,10 +35,19 @@ GONE = (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED)
 
 class PlannerSettings(PluginSettings):
     # "input" (prompts, before generation), "output" (answers); a misspelt stage is refused, not ignored
-    stages: tuple[Literal["input", "output"], ...] = Field(("output",), min_length=1)
+    stages: tuple[Literal["input", "output"], ...] = ("output",)
     verdict_ttl_s: float = Field(0.0, ge=0)  # 0: no verdict cache
     store: StoreSettings = Field(default_factory=StoreSettings)
     max_inflight_per_replica: float | None = Field(None, gt=0)  # None: never back off
+
+    @field_validator("stages")
+    @classmethod
+    def _at_least_one_stage(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
+        """Checked after the stages themselves, so that a misspelt stage is one error naming it
+        (a length bound also reported "at least 1 item, not 0" for the item it had refused)."""
+        if not stages:
+            raise ValueError("needs at least one stage: 'input', 'output' or both")
+        return stages
 
 
 def text_key(request: Any, stage: str) -> str | None:
