@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -218,6 +219,23 @@ def embed_latency(texts, n):
     return float(np.percentile(lat_ms, 50)), float(np.percentile(lat_ms, 99))
 
 
+def threshold_text(threshold: float) -> str:
+    """The learned threshold as the docs name it: ``inf`` is a learner that lets no score pass."""
+    return "none passes" if math.isinf(threshold) else f"{threshold:.3f}"
+
+
+def quality_table(rows: list[dict]) -> Table:
+    """The sweep's table: one row per policy, hit and false-hit rates with their counts."""
+    t = Table(title="Semantic cache, evaluation part only (unseen texts)")
+    for col in ("policy", "hit rate (paraphrases)", "false-hit rate", "wrong / all queries", "hits / all",
+                "explored", "final threshold"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r["policy"], f"{r['hit_rate']:.1%}", f"{r['false_hit_rate']:.2%} ({r['false_hits']}/{r['hits']})",
+                  f"{r['errors_all']:.2%}", f"{r['hits_all']:.1%}", str(r["explored"]), threshold_text(r["threshold"]))
+    return t
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -258,15 +276,8 @@ def main(argv=None) -> int:
     emb_p50, emb_p99 = embed_latency([texts[i] for i in evaluate], a.embed_queries)
     lat = run_latency(vecs, cats, vecs[evaluate], sizes, a.seed, a.latency_queries)
 
-    out = Console()
-    t = Table(title="Semantic cache, evaluation part only (unseen texts)")
-    for col in ("policy", "hit rate (paraphrases)", "false-hit rate", "wrong / all queries", "hits / all",
-                "explored", "final threshold"):
-        t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(r["policy"], f"{r['hit_rate']:.1%}", f"{r['false_hit_rate']:.2%} ({r['false_hits']}/{r['hits']})",
-                  f"{r['errors_all']:.2%}", f"{r['hits_all']:.1%}", str(r["explored"]), f"{r['threshold']:.3f}")
-    out.print(t)
+    out = Console(width=None if sys.stdout.isatty() else 160)  # a file or a pipe: one line a row
+    out.print(quality_table(rows))
     t = Table(title="Lookup latency (search + vote + decision; embedding excluded)")
     for col in ("entries", "synthetic", "build s", "p50 ms", "p99 ms", "p99 ms CPU (thread)"):
         t.add_column(col, justify="right")

@@ -1,0 +1,31 @@
+"""benchmarks/semantic_cache.py's sweep table, as a user reads it from a file or a pipe."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import math
+from pathlib import Path
+
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("semantic_cache_benchmark", ROOT / "benchmarks" / "semantic_cache.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _row(bound, hits, false_hits, threshold):
+    return {"policy": f"learned, bound {bound:g}", "bound": bound, "hit_rate": hits / 3080,
+            "false_hit_rate": false_hits / hits, "false_hits": false_hits, "hits": hits,
+            "errors_all": false_hits / 3080, "hits_all": hits / 3080, "explored": 105, "threshold": threshold}
+
+
+def test_the_sweep_table_keeps_its_counts_and_names_a_threshold_none_passes():
+    # written to a file at rich's default 80 columns, the counts read "(21/192…" and a learner
+    # that let nothing pass read "inf"
+    buf = io.StringIO()
+    Console(file=buf, width=160).print(bench.quality_table([_row(0.01, 958, 7, math.inf), _row(0.02, 1921, 21, 0.81)]))
+    text = buf.getvalue()
+    assert "(21/1921)" in text and "(7/958)" in text
+    assert "none passes" in text and "inf" not in text and "0.810" in text
