@@ -15,6 +15,11 @@ class VectorIndex:
     """Unit vectors with payloads under stable ids; ``search`` returns the nearest live entries."""
 
     def __init__(self, dim: int, *, hnsw_m: int = 32, ef_construction: int = 40, ef_search: int = 64) -> None:
+        import logging
+
+        # faiss's loader logs each CPU-specific build it could not load at INFO, with a
+        # ModuleNotFoundError: a daemon logging at INFO showed three "errors" that are not.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
         import faiss  # the `semantic` extra
 
         self._faiss = faiss

@@ -276,3 +276,15 @@ def test_a_device_torch_does_not_know_is_refused():
     with pytest.raises(ValueError, match="device\n.*not a device torch knows"):
         SemanticCache.Settings(device="gpu0")
     assert SemanticCache.Settings(device="cpu").device == "cpu"
+
+
+def test_loading_the_index_logs_no_faiss_loader_fallbacks_at_info():
+    # a daemon logging at INFO showed 'ModuleNotFoundError("No module named faiss.swigfaiss_avx2")'
+    # three times: faiss's loader trying builds this CPU lacks, not an error
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.INFO)\n"
+            "from plugins.semantic_cache_index import VectorIndex; VectorIndex(4)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "ModuleNotFoundError" not in out.stderr and "faiss.loader" not in out.stderr, out.stderr
