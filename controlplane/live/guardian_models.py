@@ -104,6 +104,18 @@ class RuleGuardian(GuardianModel):
         return ("block" if score > 0 else "pass"), score, reason
 
 
+def _refuse_a_missing_directory(spec: GuardianSpec) -> None:
+    """A ``model`` written as a path (absolute, ``./``, ``~``) must be a directory here: otherwise
+    transformers takes it for a Hub repo id and answers "Repo id must be in the form
+    'repo_name' or 'namespace/repo_name'", which says nothing about the missing directory."""
+    from pathlib import Path
+
+    path = Path(spec.model).expanduser()
+    if (path.is_absolute() or spec.model.startswith((".", "~"))) and not path.is_dir():
+        raise ValueError(f"guardians.models[{spec.name}].model: cannot load {spec.model!r}: no such directory "
+                         "on this machine; give the local directory of the guardian's model (nothing is downloaded)")
+
+
 class _TorchGuardian(GuardianModel):
     auto_class = ""
 
@@ -120,6 +132,7 @@ class _TorchGuardian(GuardianModel):
         if dtype is None:
             raise ValueError(f"guardians.models[{spec.name}].precision: {spec.precision!r} is not one of "
                              f"{sorted(_DTYPES)}")
+        _refuse_a_missing_directory(spec)
         try:
             model = getattr(transformers, self.auto_class).from_pretrained(spec.model, dtype=dtype,
                                                                            local_files_only=True)

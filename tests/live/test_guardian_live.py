@@ -64,6 +64,15 @@ def test_rules_block_on_phrases_and_patterns():
         RuleGuardian(GuardianSpec.model_construct(name="r", kind="rules", patterns=["("], blocklist=[]))
 
 
+def test_a_model_path_that_is_not_a_directory_says_so(tmp_path):
+    # it read "cannot load '/models/llama-guard-3-1b': Repo id must be in the form 'repo_name' or
+    # 'namespace/repo_name'": transformers took the missing directory for a Hub repo id
+    missing = str(tmp_path / "llama-guard-3-1b")
+    for cls, kind in ((JudgeGuardian, "causal-lm"), (ClassifierGuardian, "classifier")):
+        with pytest.raises(ValueError, match=r"guardians.models\[j\].model: cannot load '.*llama-guard-3-1b': no such directory on this machine"):
+            cls(GuardianSpec(name="j", kind=kind, model=missing))
+
+
 def test_model_guardians_score_every_text(model_dirs):
     judge = JudgeGuardian(GuardianSpec(name="j", kind="causal-lm", model=model_dirs["judge"]))
     clf = ClassifierGuardian(GuardianSpec(name="c", kind="classifier", model=model_dirs["classifier"]))
