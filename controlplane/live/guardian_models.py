@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
