@@ -137,8 +137,8 @@ def test_rate_profile_ends_interpolation_and_zero():
     ([(0, 1, 2)], "point 0 must be a"), ([5], "point 0 must be a"),
     ([(0, 1), (float("nan"), 1)], "point 1: time_s must be a finite"), ([("0", 1)], "point 0: time_s"),
     ([(0, -1)], "point 0: factor must be a finite number >= 0"), ([(0, float("inf"))], "point 0: factor"),
-    ([(0, True)], "point 0: factor"), ([(0, 1), (0, 2)], "point 1: time_s 0 must be greater"),
-    ([(5, 1), (2, 2)], "point 1: time_s 2 must be greater"),
+    ([(0, True)], "point 0: factor"), ([(0, 1), (0, 2)], "point 1: its time, 0 s, must be later"),
+    ([(5, 1), (2, 2)], "point 1: its time, 2 s, must be later"),
 ])
 def test_rate_profile_validation(points, match):
     with pytest.raises(ValueError, match=match):
@@ -265,7 +265,7 @@ def test_apply_transforms_rate_profile_in_the_replays_time_after_window_speed_up
     assert len(list(apply_transforms(reqs, rate_profile=[(0, 3)], limit=7, rng=np.random.default_rng(0)))) == 7
     with pytest.raises(ValueError, match="rng"):
         apply_transforms(reqs, rate_profile=[(0, 2)])
-    with pytest.raises(ValueError, match="rate_profile point 1: time_s 0 must be greater"):
+    with pytest.raises(ValueError, match="rate_profile point 1: its time, 0 s, must be later"):
         apply_transforms(_Guarded(reqs, 0), rate_profile=[(0, 1), (0, 2)], rng=np.random.default_rng(0))
 
 
