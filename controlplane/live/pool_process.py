@@ -190,7 +190,9 @@ class ProcessPool(WorkerPool):
         elif kind == "start_error":
             if not w.ready.done():
                 w.ready.set_exception(WorkerLost(msg[1]))
-            log.error("worker %s failed to start:\n%s", w.worker_id, msg[2])
+            # One line for the operator (the daemon's own error repeats it); the traceback only with --log-level debug.
+            log.error("worker %s failed to start: %s", w.worker_id, msg[1])
+            log.debug("worker %s start traceback:\n%s", w.worker_id, msg[2])
         elif kind in ("reply", "oom", "error"):
             fut = w.pending.pop(msg[1], None)
             if kind == "error":

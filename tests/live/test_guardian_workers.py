@@ -9,6 +9,7 @@ downloads)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import os
 import threading
@@ -239,7 +240,7 @@ def test_guardian_workers_take_no_generation_slot(tmp_path):
     assert set(workers) == {"tiny-0", "guardian-rules-0", "guardian-rules-1"} and r.guardian_verdict == "pass"
 
 
-def test_a_guardian_that_cannot_load_stops_the_start_naming_its_key(tmp_path):
+def test_a_guardian_that_cannot_load_stops_the_start_naming_its_key(tmp_path, caplog):
     cfg = config(tmp_path, [{"name": "judge", "kind": "causal-lm", "model": str(tmp_path / "missing")}])
 
     async def main():
@@ -248,7 +249,10 @@ def test_a_guardian_that_cannot_load_stops_the_start_naming_its_key(tmp_path):
             await driver.start()
         assert driver.pool.worker_ids() == []
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="controlplane"):
+        asyncio.run(main())
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and not any("Traceback" in m for m in errors)  # one line each; the traceback at debug only
 
 
 def test_async_verdicts_after_the_reply_reach_the_request_row(tmp_path, judge_dir):
