@@ -17,6 +17,10 @@ _COMPLETED, _REJECTED, _FAILED, _CANCELLED = (RequestStatus.COMPLETED, RequestSt
                                              RequestStatus.CANCELLED)
 _FLUSH_EVERY = 4096  # finished requests whose latencies wait in plain lists before joining `values`
 LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue")
+#: Distinct reasons (each up to its first ':') counted apart, at most; later new ones are counted as
+#: `OTHER_REASONS`, so a policy that puts a number in every reason does not grow the run's memory.
+MAX_REASONS = 100
+OTHER_REASONS = "(other reasons)"
 
 __all__ = ["LATENCY_METRICS", "PERCENTILES", "RunStats", "request_latencies"]
 
@@ -70,7 +74,9 @@ class RunStats:
         status = r.status
         self.status_counts[status._value_] += 1  # .value: two Python calls (enum's property)
         if status is _REJECTED or status is _FAILED or status is _CANCELLED:
-            self.reject_reasons[(r.reason or "unknown").split(":")[0]] += 1
+            reasons = self.reject_reasons
+            key = (r.reason or "unknown").split(":")[0]
+            reasons[key if key in reasons or len(reasons) < MAX_REASONS else OTHER_REASONS] += 1
             return
         if status is not _COMPLETED:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controlplane.config import SLOConfig
-from controlplane.metrics import RunStats, request_latencies
+from controlplane.metrics import MAX_REASONS, OTHER_REASONS, RunStats, request_latencies
 from controlplane.types import Request, RequestStatus
 
 
@@ -111,3 +111,17 @@ def test_cache_saving_is_zero_without_hits_and_null_without_a_computed_token():
     only_hits.on_arrival(h := _hit("b", 10))
     only_hits.on_finished(h, slo)
     assert only_hits.summary(2.0)["cache_gpu_seconds_saved"] is None  # no cost per token was measured
+
+
+def test_reasons_past_the_cap_are_counted_together_so_memory_does_not_grow():
+    """A policy that puts a number in every reason (no ':' to cut at) would keep a key per request."""
+    stats = RunStats()
+    for i in range(MAX_REASONS + 50):
+        r = Request(f"r{i}", 0.0, 10, 1, status=RequestStatus.REJECTED, reason=f"prompt {i} tokens over the limit")
+        stats.on_arrival(r)
+        stats.on_finished(r, SLOConfig())
+    late = Request("late", 0.0, 10, 1, status=RequestStatus.REJECTED, reason="prompt 3 tokens over the limit: again")
+    stats.on_finished(late, SLOConfig())  # a reason already counted keeps its own key
+    reasons = stats.summary(1.0)["reject_reasons"]
+    assert len(reasons) == MAX_REASONS + 1 and reasons[OTHER_REASONS] == 50
+    assert reasons["prompt 3 tokens over the limit"] == 2 and sum(reasons.values()) == MAX_REASONS + 51
