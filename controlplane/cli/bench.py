@@ -244,7 +244,8 @@ def calibrate(
                   f"(max - min over mean): read it beside the live-vs-live noise of repeated runs; the median, "
                   f"repeat {spread.median_index + 1}, is frozen")
     out.print(f"wrote {len(cal.rows)} rows to {output}; frozen: sha256 {file_sha256(output)} (check it "
-              f"before each replay: `sha256sum {output}`)", highlight=False)
+              f"before each replay: `sha256sum {output}`); simulate with latency_model: measured, "
+              f"latency: {{path: {output}}}", highlight=False)
 
 
 def _spread_table(repeats: list[list[int]], several: Any, spread: Any) -> Any:

@@ -60,6 +60,8 @@ def test_calibrate_fits_a_profile_from_the_recorded_run(timed_live_run, tmp_path
     out = tmp_path / "cal.json"
     res = invoke("calibrate", run_id, "--db", url, "-o", out)
     assert "live overhead per iteration" in res.output
+    # What to do with it next, as `controlplane profile` says of its own file.
+    assert "latency_model: measured" in " ".join(res.output.split())
     rows, meta = read_profile(out)
     assert meta["run_id"] == run_id and meta["batching"] == "padded" and meta["model"] == "tiny-llama"
     assert meta["overhead_samples"] == len(samples) and rows
