@@ -92,6 +92,9 @@ def live_replay(
             span = requests[-1].arrival_s if requests else 0.0
             common.err.print(f"live replay: {len(requests):,} requests over {span:,.0f} s of {Path(path).name} on "
                              f"{models} ({pool} pool); run recorded in {mask_password(cfg.storage.url)}", highlight=False)
+            note = at_the_caps(requests, max_prompt_tokens, max_output_tokens)
+            if note:
+                common.err.print(note, highlight=False)
         try:
             result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal,
                           **read)
@@ -163,6 +166,23 @@ def check_fits(cfg: Any, requests: list[Any], path: Path) -> None:
             f"{len(over):,} of {len(requests):,} requests from {path} do not fit the model's context "
             f"(the first, {r.request_id}: {p} prompt + {o} output tokens > the context, {limit}); "
             "cap them with --max-prompt-tokens / --max-output-tokens, or serve a model with a longer context")
+
+
+def at_the_caps(requests: list[Any], max_prompt_tokens: Optional[int], max_output_tokens: Optional[int]) -> str:
+    """How many requests the length caps left at the cap, in words ('' with no cap). A long-context
+    trace (Mooncake: median prompt ~7k tokens) capped for a small model becomes requests of one
+    length: the user sees it here, before the run, not after reading the served trace."""
+    parts = []
+    for what, cap, lengths in (("prompts", max_prompt_tokens, [r.prompt_tokens for r in requests]),
+                               ("outputs", max_output_tokens, [r.output_tokens for r in requests])):
+        if cap is not None:
+            n = sum(1 for x in lengths if x >= cap)
+            flag = "max-prompt-tokens" if what == "prompts" else "max-output-tokens"
+            parts.append(f"{n:,} of {len(lengths):,} {what} at --{flag} {cap}")
+    if not parts:
+        return ""
+    return ("length caps: " + ", ".join(parts) + " (cut there, or exactly that long; `sim replay` with the "
+            "same caps serves the same lengths)")
 
 
 def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], show: bool, **read: Any) -> Any:

@@ -78,6 +78,25 @@ def test_live_replay_serves_the_trace_stores_its_iterations_and_saves_it_as_serv
     assert "bootstrap over requests (paired)" in " ".join(res.output.split())
 
 
+def test_live_replay_says_how_many_requests_its_length_caps_reached(tmp_path):
+    """A long-context trace capped for a small model becomes requests of one length (Mooncake at 256
+    tokens: every prompt); the run's first lines say so."""
+    from controlplane.cli.live_replay import at_the_caps
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = CliRunner().invoke(build_app(), [  # prompts 12..16 tokens, outputs 3
+        "live-replay", str(_trace(tmp_path)), "--config", str(_config(tmp_path, url)), "--pool", "thread",
+        "--cpu-threads", "1", "--max-prompt-tokens", "14", "--max-output-tokens", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "length caps: 3 of 5 prompts at --max-prompt-tokens 14, 5 of 5 outputs at --max-output-tokens 2" in text
+    assert at_the_caps([TraceRequest("a", 0.0, 300, 5)], None, None) == ""  # no cap, no line
+    assert at_the_caps([TraceRequest("a", 0.0, 300, 5)], None, 48) == ("length caps: 0 of 1 outputs at "
+                                                                       "--max-output-tokens 48 (cut there, or "
+                                                                       "exactly that long; `sim replay` with the "
+                                                                       "same caps serves the same lengths)")
+
+
 def test_a_trace_that_does_not_fit_the_model_is_refused_before_any_worker_starts(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     res = CliRunner().invoke(build_app(), [
