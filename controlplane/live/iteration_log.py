@@ -75,10 +75,14 @@ def read_live_run(engine: Any, run_id: int, worker: str | None = None) -> LiveRu
 
     run = get_run(engine, run_id)
     if run["mode"] != "live":
-        raise ValueError(f"run {run_id} is a {run['mode']} run; calibrate needs a live run")
+        where = engine.url.render_as_string(hide_password=True)
+        raise ValueError(f"run {run_id} in {where} is a {run['mode']} run; calibrate needs a live run: "
+                         "`controlplane live-replay` stores one and prints its id and database (give that "
+                         "database with --db)")
     samples = run_iterations(engine, run_id, worker)
     if not samples:
         of = f" of worker {worker}" if worker else ""
         raise ValueError(f"run {run_id} recorded no iteration timings{of}: record them with "
-                         "storage.record_iterations: true in the run's config (benchmarks/fidelity.py does)")
+                         "storage.record_iterations: true in the run's config (`controlplane live-replay` and "
+                         "benchmarks/fidelity.py do)")
     return LiveRunIterations(run_id, samples, worker_meta(engine, run_id))

@@ -94,7 +94,10 @@ def test_calibrate_refuses_runs_without_timings(tmp_path):
     url = f"sqlite:///{tmp_path / 'sim.db'}"
     summary, _ = replay(make_trace(3), make_config(storage={"url": url}))
     res = CliRunner().invoke(bench.app, ["calibrate", str(summary["run_id"]), "--db", url])
-    assert res.exit_code == 2 and "needs a live run" in res.output
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "needs a live run" in text
+    # which database it looked in (a forgotten --db reads ./controlplane.db) and where a live run comes from
+    assert f"run {summary['run_id']} in {url} is a sim run" in text and "controlplane live-replay" in text
     res = CliRunner().invoke(bench.app, ["calibrate", "999", "--db", url])
     assert res.exit_code == 2 and "not found" in res.output
 
