@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from controlplane.cli.common import DB_OPTION_HELP, err, out, resolve_db, user_errors
+from controlplane.cli.common import DB_OPTION_HELP, err, open_stored_runs, out, user_errors
 
 if TYPE_CHECKING:
     from controlplane.live.model_source import WorkerModelSettings
@@ -203,7 +203,6 @@ def calibrate(
     """Fit a measured latency profile from recorded live runs' own iteration timings (repeats: freeze the median)."""
     from controlplane.live.iteration_log import read_live_run
     from controlplane.live.iteration_samples import join_runs
-    from controlplane.storage import make_engine
     from sim.calibration import calibrate_repeats
     from sim.latency.measured import MeasuredProfileModel
 
@@ -211,7 +210,7 @@ def calibrate(
         if timing not in ("wall", "backend"):
             raise ValueError("--timing must be wall or backend")
         repeats = parse_repeats(runs)
-        engine = make_engine(resolve_db(db))
+        engine = open_stored_runs(db)  # (as `runs show`: a --db naming no file is an error, not a new empty one)
         try:
             loaded = [[read_live_run(engine, run_id, worker) for run_id in ids] for ids in repeats]
         finally:

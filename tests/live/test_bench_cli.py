@@ -102,6 +102,16 @@ def test_calibrate_refuses_runs_without_timings(tmp_path):
     assert res.exit_code == 2 and "not found" in res.output
 
 
+def test_calibrate_names_a_database_file_that_does_not_exist_and_makes_none(tmp_path):
+    """It said 'database: OperationalError: no such table: run' and left an empty file behind."""
+    missing = tmp_path / "typo.db"
+    res = CliRunner().invoke(bench.app, ["calibrate", "1", "--db", f"sqlite:///{missing}", "-o",
+                                         str(tmp_path / "p.json")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"no such file ({missing})" in text and "check --db" in text, text
+    assert not missing.exists()
+
+
 def test_calibrate_repeats_freezes_the_median_and_prints_the_spread(timed_live_repeats, tmp_path):
     from sim.calibration import repeat_spread
 
