@@ -213,7 +213,11 @@ def compare(
                                "metrics": [d.as_dict() for d in diffs]}, sort_keys=True))
         return
     if len(side_a) == 1 and len(side_b) == 1:
-        out.print(compare_table(runs_a[0]["summary"], runs_b[0]["summary"], f"run {side_a[0]}", f"run {side_b[0]}"))
+        ra, rb = runs_a[0], runs_b[0]
+        # A live run beside a simulated one (the calibration check): say which is which.
+        mixed = ra.get("mode") != rb.get("mode")
+        label_a, label_b = (f"run {r['id']}" + (f" ({r.get('mode')})" if mixed else "") for r in (ra, rb))
+        out.print(compare_table(ra["summary"], rb["summary"], label_a, label_b))
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))

@@ -76,6 +76,7 @@ def test_live_replay_serves_the_trace_stores_its_iterations_and_saves_it_as_serv
     res = CliRunner().invoke(build_app(), ["runs", "compare", str(summary["run_id"]), str(sim_run), "--db", url])
     assert res.exit_code == 0, res.output
     assert "bootstrap over requests (paired)" in " ".join(res.output.split())
+    assert f"run {summary['run_id']} (live) vs run {sim_run} (sim)" in res.output  # which side is which
 
 
 def test_live_replay_says_how_many_requests_its_length_caps_reached(tmp_path):
