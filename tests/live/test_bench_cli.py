@@ -38,6 +38,14 @@ def test_profile_writes_a_profile_the_simulator_loads(tmp_path):
     assert MeasuredProfileModel.from_file(out).iteration_s(IterationShape((), (), (32,))) > 0
 
 
+def test_a_noisy_grid_profile_is_flagged_with_what_to_do():
+    """A grid timed while other jobs ran fitted its own rows 29% off at the median, and nothing said so."""
+    text = bench.noisy_fit_warning({"rows": 264.0, "median_rel_err": 0.293, "p90_rel_err": 0.485})
+    assert "29% at the median" in text and "profile again" in text and "--repeats" in text
+    assert bench.noisy_fit_warning({"rows": 264.0, "median_rel_err": 0.035, "p90_rel_err": 0.14}) == ""
+    assert bench.noisy_fit_warning({}) == ""
+
+
 def test_unknown_grid_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(bench.app, ["profile", "--grid", "huge", "-o", str(tmp_path / "x.json")])
     assert res.exit_code == 2 and "unknown grid" in res.output
