@@ -185,7 +185,7 @@ def noisy_fit_warning(stats: dict[str, float]) -> str:
         return ""
     return (f"the fit misses its own rows by {median:.0%} at the median (steady timings give a few percent): "
             "the machine's speed moved while it profiled (other jobs?); profile again when it is quieter, "
-            "or with more --repeats, before calibrating on this grid")
+            "or with more --repeats (a calibration prices the shapes its live run never reached on this grid)")
 
 
 def parse_repeats(specs: list[str]) -> list[list[int]]:
