@@ -210,12 +210,26 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
             model = factory(**d.latency)
         except (TypeError, ValueError, LookupError) as exc:
             raise ConfigError(f"cluster.models[{d.name}].latency: {exc}") from None
+        except OSError as exc:  # (`measured`: a profile file that is not there, or not readable)
+            raise ConfigError(f"cluster.models[{d.name}].latency: {_unreadable_file(exc)}") from None
         if not isinstance(model, LatencyModel):  # (a plugin's factory; the run would fail at its first batch)
             raise ConfigError(f"cluster.models[{d.name}].latency_model: the factory registered as "
                               f"{d.latency_model!r} returned {type(model).__name__}, not a LatencyModel "
                               "(sim.latency.base.LatencyModel)")
         models[d.name] = model
     return models
+
+
+def _unreadable_file(exc: OSError) -> str:
+    """A latency setting's file that could not be read, in words: which file, why, and where a
+    relative path was looked for (the current directory, not the config file's: a `sim.yaml` naming
+    `profile.json` replayed from another directory does not find it)."""
+    name = exc.filename if exc.filename is not None else "?"
+    text = f"cannot read {name}: {exc.strerror or exc}"
+    if isinstance(exc, FileNotFoundError) and not os.path.isabs(str(name)):
+        text += (f" (a relative path is read from the current directory, {os.getcwd()}, not the config file's "
+                 "folder: run the command where the file is, or give an absolute path)")
+    return text
 
 
 def _no_latency_models_why() -> str:

@@ -53,6 +53,24 @@ def test_bad_latency_settings_name_the_key():
         replay(make_trace(2), config, record=False)
 
 
+def test_a_measured_profile_that_is_not_there_names_the_key_the_file_and_where_it_was_looked_for(
+        tmp_path, monkeypatch):
+    """It said only 'profile.json: No such file or directory' (a sim.yaml replayed from another directory)."""
+    monkeypatch.chdir(tmp_path)
+    config = make_config(cluster={"models": [{"name": "tiny", "latency_model": "measured",
+                                              "latency": {"path": "profile.json"}}]})
+    with pytest.raises(ConfigError) as info:
+        replay(make_trace(2), config, record=False)
+    text = str(info.value)
+    assert text.startswith("cluster.models[tiny].latency: cannot read profile.json: No such file or directory")
+    assert f"read from the current directory, {tmp_path}, not the config file's folder" in text
+    absolute = tmp_path / "gone.json"
+    config = make_config(cluster={"models": [{"name": "tiny", "latency_model": "measured",
+                                              "latency": {"path": str(absolute)}}]})
+    with pytest.raises(ConfigError, match=r"cannot read .*gone\.json: No such file or directory$"):
+        replay(make_trace(2), config, record=False)
+
+
 def test_without_the_latency_model_plugin_the_error_says_so():
     enabled = [n for n in DEFAULT_PLUGINS if n != "builtin-latency-models"]
     with pytest.raises(ConfigError, match="is builtin-latency-models enabled"):
