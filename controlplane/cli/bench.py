@@ -174,7 +174,8 @@ def profile(
 
 #: A grid profile whose fitted model misses its own rows by more than this at the median was timed on
 #: a machine whose speed moved under it (the same grid on this project's 2-core host: 3.5% quiet, 29% with
-#: other jobs running): shapes timed at different speeds, which no later calibration separates.
+#: other jobs running): shapes timed at different speeds, and a calibration prices on them the shapes its
+#: live run never reached.
 NOISY_FIT_MEDIAN = 0.15
 
 
