@@ -95,6 +95,7 @@ class RunSession:
         writer: Any = None,
         defer_run_id: bool = False,
         trace_read: Mapping[str, Any] | None = None,
+        latency_files: Mapping[str, Any] | None = None,
     ) -> None:
         """``writer``: a :class:`controlplane.storage.early.EarlyWriter` forked before the run's
         imports (the CLI starts one); without it a sim run forks its own where it can. A writer
@@ -108,10 +109,13 @@ class RunSession:
 
         ``trace_read``: how the trace was read (its format ``options`` and the ``transforms``:
         window, speed-up, rate scale ...), stored with the run's config as ``config["trace_read"]``
-        so that a stored run says which requests it replayed."""
+        so that a stored run says which requests it replayed. ``latency_files``: the latency-model
+        files the deployments read, with their SHA-256 (`sim.replay.latency_files`), stored as
+        ``config["latency_files"]``: which frozen profile the run was simulated on."""
         self.config = config
         self.mode = mode
         self.trace_read = dict(trace_read) if trace_read else None
+        self.latency_files = dict(latency_files) if latency_files else None
         self.clock = clock or Clock()
         available = dict(available if available is not None else discover_plugins())
         self.engine = None
@@ -203,6 +207,7 @@ class RunSession:
             trace_format=trace_format,
             seed=config.seed,
             config={**stored_config(config), **({"trace_read": self.trace_read} if self.trace_read else {}),
+                    **({"latency_files": self.latency_files} if self.latency_files else {}),
                     "process": process_marker()},  # (controlplane.storage.crashed)
             plugins=self.plugins.versions(),
             started_at=datetime.now(timezone.utc),

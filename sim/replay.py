@@ -9,6 +9,7 @@ give identical results, whoever calls it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -355,6 +356,23 @@ def rows_left_out(reader: TraceReader | None) -> dict[str, Any]:
     return {"trace_rows_left_out": dict(reader.dropped)} if reader is not None and reader.dropped else {}
 
 
+def latency_files(config: RunConfig) -> dict[str, dict[str, str]] | None:
+    """The latency-model files a run's deployments read (a measured profile's ``latency.path``), by
+    model, each with the SHA-256 of its content: stored with the run (``config["latency_files"]``)
+    so a run says which frozen profile it was simulated on (what ``controlplane calibrate`` prints).
+    None when no deployment reads one. A file that cannot be read is left to the model's own error."""
+    out: dict[str, dict[str, str]] = {}
+    for d in config.cluster.models:
+        path = d.latency.get("path") if isinstance(d.latency, Mapping) else None
+        if isinstance(path, (str, os.PathLike)):
+            try:
+                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            except OSError:
+                continue
+            out[d.name] = {"path": str(path), "sha256": digest}
+    return out or None
+
+
 def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | None, trace_format: str | None,
          record: bool, extra_plugins: Iterable[object], available: Mapping[str, Any] | None, writer: Any,
          on_progress: Callable[[int, float], None] | None, started: list[Any],
@@ -374,6 +392,7 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         writer=writer,
         defer_run_id=True,  # a writer process inserts the run row while the driver is built
         trace_read=read,
+        latency_files=latency_files(config),
     ) as session:
         started.append(session)
         timings.mark("session_open")

@@ -71,6 +71,31 @@ def test_a_measured_profile_that_is_not_there_names_the_key_the_file_and_where_i
         replay(make_trace(2), config, record=False)
 
 
+def test_a_run_on_a_measured_profile_stores_the_files_sha256(tmp_path, monkeypatch):
+    """Which frozen profile a run was simulated on is in its row (`controlplane calibrate` prints the hash)."""
+    import hashlib
+
+    from tests.sim.latency.test_other_models import _rows
+    from sim.latency.measured import write_profile
+
+    monkeypatch.chdir(tmp_path)
+    path = write_profile(tmp_path / "profile.json", _rows(), {"model": "m", "device": "d"})
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    config = make_config(storage={"url": db}, cluster={"models": [
+        {"name": "tiny", "latency_model": "measured", "latency": {"path": "profile.json"}}]})
+    result = replay(make_trace(5), config)  # (no model named: the first deployment)
+    stored = get_run(make_engine(db), result.run_id)["config"]["latency_files"]
+    assert stored == {"tiny": {"path": "profile.json", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
+    plain = replay(make_trace(5), make_config(storage={"url": db}))
+    assert "latency_files" not in get_run(make_engine(db), plain.run_id)["config"]
+    from typer.testing import CliRunner
+
+    from controlplane.cli import app
+
+    shown = CliRunner().invoke(app, ["runs", "show", str(result.run_id), "--db", db]).stdout
+    assert f"latency profile of tiny: profile.json sha256 {stored['tiny']['sha256']}" in shown
+
+
 def test_without_the_latency_model_plugin_the_error_says_so():
     enabled = [n for n in DEFAULT_PLUGINS if n != "builtin-latency-models"]
     with pytest.raises(ConfigError, match="is builtin-latency-models enabled"):
