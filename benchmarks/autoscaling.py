@@ -26,6 +26,9 @@ GPU-hours).
 static replicas that met the SLO, started a cold start ahead; benchmarks/autoscaling_clairvoyant.py),
 replayed with `scheduled-replicas`. No online policy can do this; it bounds what foresight saves.
 
+`--progress S` prints every S wall seconds on stderr which run is replaying and how far its
+simulated clock is (default 15; 0: off).
+
 `--suite` replays each setup of `SUITE` (the bundled Azure code trace and Mooncake's conversation
 trace, each thinned or replicated with `--rate-scale` so that static provisioning at the peak needs
 from about 4 to 16 replicas) with the same options, prints every run (each policy, every static
@@ -56,6 +59,7 @@ from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import TransformValueError
 
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
+from autoscaling_progress import progress_for  # noqa: E402
 
 #: The bundled default run config (`controlplane sim replay` without arguments uses it too).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default_replay.yaml"
@@ -218,9 +222,11 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     log = EventLog()
     t0 = time.perf_counter()
     trace = args.trace or bundled_trace_path()
+    label = " ".join(x for x in (getattr(args, "setup", None),
+                                 f"static x{replicas}" if policy == "fixed-replicas" else policy) if x)
     result = replay(trace, config, trace_format=args.format, record=False, extra_plugins=[log],
                     trace_options=parse_options(getattr(args, "opt", None) or ()),
-                    transforms=transforms_of(args))
+                    transforms=transforms_of(args), on_progress=progress_for(label, getattr(args, "progress", None)))
     s = result.summary
     if outcomes is not None:
         outcomes.extend((r.arrival_s, meets_slo(r, config.slo)) for r in finished_in(log.events))
@@ -289,6 +295,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--setups", help="with --suite: comma-separated setup names (default: all)")
     ap.add_argument("--mooncake", default=str(MOONCAKE), help="Mooncake conversation_trace.jsonl for --suite")
     ap.add_argument("--out", help="append every run as a JSON line to this file")
+    ap.add_argument("--progress", type=float, default=15.0, metavar="S",
+                    help="print on stderr, every S wall seconds of a replay, which run it is and how far in simulated "
+                    "time (default 15; 0: off)")
     ap.add_argument("--match", action="store_true",
                     help="also sweep each baseline of MATCH_SWEEPS toward more replicas and report, as '<name> matched', "
                     "its run with the fewest GPU-hours at or above the SLO planner's")

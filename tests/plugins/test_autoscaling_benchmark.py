@@ -202,3 +202,29 @@ def test_a_bad_trace_option_is_refused_before_any_replay_naming_it(capsys, tmp_p
             bench.main(argv)
         err = capsys.readouterr().err
         assert exited.value.code == 2 and f"error: {message}" in err and "Traceback" not in err, err
+
+
+def test_a_long_replay_prints_its_progress_on_stderr_without_changing_its_numbers(capsys):
+    argv = ["--limit", "600", "--policies", "hpa", "--no-static", "--max-replicas", "2"]
+    assert bench.main([*argv, "--progress", "0"]) == 0
+    quiet = capsys.readouterr()
+    assert "requests arrived" not in quiet.err
+    assert bench.main([*argv, "--progress", "1e-9"]) == 0  # every callback (each 256 arrivals) prints
+    loud = capsys.readouterr()
+    lines = [line for line in loud.err.splitlines() if "requests arrived" in line]
+    assert lines and lines[0].startswith("  hpa: 256 requests arrived, simulated 00:") and "(wall " in lines[0]
+    assert loud.out.splitlines()[-1] == quiet.out.splitlines()[-1]  # the JSON line is the same
+
+
+def test_progress_shows_days_of_simulated_time():
+    from autoscaling_progress import Progress, clock_text
+
+    assert clock_text(59.9) == "00:00:59" and clock_text(3 * 86400 + 3723) == "3d 01:02:03"
+    ticks = iter([0.0, 5.0, 12.0, 13.0])
+    lines = []
+    p = Progress("static x4", 10.0, stream=type("S", (), {"write": lambda s, t: lines.append(t),
+                                                          "flush": lambda s: None})(), clock=lambda: next(ticks))
+    p(256, 60.0)   # 5 s after the start: not yet
+    p(512, 90000.0)  # 12 s: printed
+    p(768, 90001.0)  # 13 s: within 10 s of the last
+    assert "".join(lines) == "  static x4: 512 requests arrived, simulated 1d 01:00:00 (wall 12 s)\n"
