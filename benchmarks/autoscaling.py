@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         transforms_of(args).apply([], args.seed)
     except TransformValueError as exc:
         ap.error(named_by_options(exc))
+    if args.policies is not None:
+        check_policies(ap, args.policies)
     if args.suite:
         return suite(args)
     if args.trace is None and args.format is None:
@@ -327,6 +329,20 @@ def main(argv: list[str] | None = None) -> int:
     results, static = evaluate(args)
     print(json.dumps(summary(results)))
     return 0
+
+
+def check_policies(ap: argparse.ArgumentParser, text: str) -> None:
+    """--policies names installed autoscalers: an empty list or an unknown name is a usage error naming the
+    ones there are, before any replay (it was every policy, or a ConfigError traceback at the first replay)."""
+    names = [n.strip() for n in text.split(",")]
+    installed = {*autoscalers(), "fixed-replicas", "scheduled-replicas"}
+    if not all(names):
+        ap.error(f"--policies names no policy in {text!r}; autoscalers: {', '.join(autoscalers())} "
+                 "(leave --policies out for all of them; --find-scale N replays static counts only)")
+    unknown = [n for n in names if n not in installed]
+    if unknown:
+        ap.error(f"--policies: unknown autoscaler(s) {', '.join(map(repr, unknown))}; installed: "
+                 f"{', '.join(autoscalers())}")
 
 
 def summary(results: dict[str, dict]) -> dict[str, dict]:
@@ -365,7 +381,7 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     """Each policy, then static counts up to the fewest that reach --target; prints the table."""
     bounds = {"min_replicas": 1, "max_replicas": args.max_replicas}
     sets = parse_sets(args.set)
-    policies = args.policies.split(",") if args.policies else autoscalers()
+    policies = [p.strip() for p in args.policies.split(",")] if args.policies else autoscalers()
     results: dict[str, dict] = {}
     for name in policies:
         results[name] = run(args, name, args.start_replicas, {**bounds, **sets.get(name, {})})

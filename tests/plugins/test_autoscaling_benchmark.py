@@ -228,3 +228,13 @@ def test_progress_shows_days_of_simulated_time():
     p(512, 90000.0)  # 12 s: printed
     p(768, 90001.0)  # 13 s: within 10 s of the last
     assert "".join(lines) == "  static x4: 512 requests arrived, simulated 1d 01:00:00 (wall 12 s)\n"
+
+
+def test_an_unknown_or_empty_policy_list_is_refused_naming_the_autoscalers(capsys):
+    for value, message in (("hpa,nope,least-loaded",
+                            "--policies: unknown autoscaler(s) 'nope', 'least-loaded'; installed: seed-autoscaler, hpa"),
+                           ("", "--policies names no policy in ''; autoscalers: seed-autoscaler, hpa")):
+        with pytest.raises(SystemExit) as exited:
+            bench.main(["--policies", value, "--limit", "10"])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and f"error: {message}" in err and "Traceback" not in err, err
