@@ -54,7 +54,7 @@ from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, open_trace, replay
-from sim.traces import format_rate_profile, parse_options, parse_rate_profile
+from sim.traces import FORMATS, detect_format, format_rate_profile, parse_options, parse_rate_profile
 from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import TransformValueError
 
@@ -260,8 +260,8 @@ def parser() -> argparse.ArgumentParser:
     """The command line (benchmarks/autoscaling_shapes.py reads the same options)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", help="trace file (default: the bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help="trace format: azure | mooncake | vidur | canonical | burstgpt | "
-                    "bailian (default: detect; azure for the bundled trace)")
+    ap.add_argument("--format", default=None, help=f"trace format: {' | '.join(FORMATS)} (default: detect; azure for "
+                    "the bundled trace; azure reads the 2023 and 2024 Azure LLM releases)")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="a trace format option, repeatable (e.g. --opt failed=drop; docs/traces.md)")
     ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
@@ -326,9 +326,28 @@ def main(argv: list[str] | None = None) -> int:
                    options=parse_options(args.opt)).close()
     except (OSError, ValueError) as exc:
         ap.error(str(exc))
+    mismatch = format_mismatch(args.trace, args.format)
+    if mismatch:
+        print(mismatch, file=sys.stderr, flush=True)
     results, static = evaluate(args)
     print(json.dumps(summary(results)))
     return 0
+
+
+def format_mismatch(trace: str | None, fmt: str | None) -> str | None:
+    """A note when --format names another format than the file's header or first object reads as: a
+    Qwen-Bailian file read as `mooncake` takes its seconds for milliseconds and replays silently 1000x
+    faster. A note, not an error: the format given is used."""
+    if trace is None or fmt is None:
+        return None
+    try:
+        detected = detect_format(trace)
+    except (OSError, ValueError):
+        return None
+    if detected == fmt:
+        return None
+    return (f"note: --format {fmt}, but {trace} reads as '{detected}' (its header or first object); replaying it "
+            f"as {fmt}. Leave --format out to use '{detected}'.")
 
 
 def check_policies(ap: argparse.ArgumentParser, text: str) -> None:

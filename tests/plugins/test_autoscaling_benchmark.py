@@ -238,3 +238,16 @@ def test_an_unknown_or_empty_policy_list_is_refused_naming_the_autoscalers(capsy
             bench.main(["--policies", value, "--limit", "10"])
         err = capsys.readouterr().err
         assert exited.value.code == 2 and f"error: {message}" in err and "Traceback" not in err, err
+
+
+def test_a_format_other_than_the_files_own_gets_a_note(capsys, tmp_path):
+    trace = tmp_path / "qwen_traceA.jsonl"  # Qwen-Bailian's layout: Mooncake's keys, seconds, chat_id
+    trace.write_text("".join(json.dumps({"chat_id": i, "parent_chat_id": -1, "timestamp": 2.0 * i, "input_length": 40,
+                                         "output_length": 8, "type": "text", "turn": 1, "hash_ids": [i]}) + "\n"
+                             for i in range(4)))
+    argv = ["--trace", str(trace), "--policies", "hpa", "--no-static", "--progress", "0"]
+    assert bench.main([*argv, "--format", "mooncake"]) == 0
+    assert (f"note: --format mooncake, but {trace} reads as 'bailian' (its header or first object); replaying it as "
+            "mooncake. Leave --format out to use 'bailian'.") in capsys.readouterr().err
+    assert bench.main([*argv, "--format", "bailian"]) == 0
+    assert "note:" not in capsys.readouterr().err
