@@ -429,7 +429,8 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "TTFT p99", "max rep", "wall s")
     print(f"{'policy':<24}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
-        print(f"{name:<24}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
+        shown = f"static_peak (x{r['replicas']})" if name == "static_peak" else name
+        print(f"{shown:<24}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
     return results, static
 
 

@@ -22,9 +22,11 @@ def test_oscillations_count_up_then_down_within_the_window():
 
 def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
     assert bench.main(["--limit", "400", "--speed-up", "8", "--max-replicas", "3", "--cold-start", "5"]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    result = json.loads(last)
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
     assert {"seed-autoscaler", "hpa", "kpa", "slo-planner", "static_peak"} <= set(result)
+    peak = result["static_peak"]["replicas"]  # the table names static peak's count
+    assert [line.split("  ")[0] for line in out if line.startswith("static_peak")] == [f"static_peak (x{peak})"]
     for row in result.values():
         assert {"slo_attainment", "gpu_hours", "scale_events", "oscillations", "cost_per_1k_requests"} <= set(row)
         assert row["cost_per_1k_requests"] > 0  # priced from the config's cluster.gpu_prices
