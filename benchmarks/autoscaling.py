@@ -26,8 +26,10 @@ GPU-hours).
 static replicas that met the SLO, started a cold start ahead; benchmarks/autoscaling_clairvoyant.py),
 replayed with `scheduled-replicas`. No online policy can do this; it bounds what foresight saves.
 
-`--progress S` prints every S wall seconds on stderr which run is replaying and how far its
-simulated clock is (default 15; 0: off).
+`--find-scale N` replays no policy: it searches the `--rate-scale` at which N static replicas just reach
+`--target` (static replays only; benchmarks/autoscaling_find_scale.py) and prints the command to run next,
+for a trace of your own "scaled to need N replicas". `--progress S` prints every S wall seconds on stderr
+which run is replaying and how far its simulated clock is (default 15; 0: off).
 
 `--suite` replays each setup of `SUITE` (the bundled Azure code trace and Mooncake's conversation
 trace, each thinned or replicated with `--rate-scale` so that static provisioning at the peak needs
@@ -59,6 +61,7 @@ from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import TransformValueError
 
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
+from autoscaling_find_scale import find_scale, report  # noqa: E402
 from autoscaling_progress import progress_for  # noqa: E402
 
 #: The bundled default run config (`controlplane sim replay` without arguments uses it too).
@@ -287,6 +290,9 @@ def parser() -> argparse.ArgumentParser:
                     help="slo_after_warmup counts requests arriving this long after the first (default 300 s)")
     ap.add_argument("--static-from", type=int, default=1, help="first static replica count tried")
     ap.add_argument("--no-static", action="store_true", help="skip the static provisioning search")
+    ap.add_argument("--find-scale", type=int, default=None, metavar="N",
+                    help="replay no policy: search the --rate-scale at which N static replicas just reach --target "
+                    "(static replays only, from --rate-scale or 1), print it and the command to run next")
     ap.add_argument("--policies", help="comma-separated autoscalers (default: every installed one)")
     ap.add_argument("--set", action="append", default=[], metavar="POLICY.KEY=VALUE",
                     help="a policy setting, e.g. --set hpa.target=8 (repeatable)")
@@ -318,7 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.policies is not None:
         check_policies(ap, args.policies)
     if args.suite:
+        if args.find_scale is not None:
+            ap.error("--find-scale works on one trace, not with --suite (whose setups set their own scales)")
         return suite(args)
+    if args.find_scale is not None and not 1 <= args.find_scale <= args.max_replicas:
+        ap.error(f"--find-scale must be a replica count from 1 to --max-replicas ({args.max_replicas}), "
+                 f"got {args.find_scale}")
     if args.trace is None and args.format is None:
         args.format = "azure"
     try:  # the trace and its --opt options too: opened (reading no row), so an unknown option is one line, not a traceback
@@ -329,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     mismatch = format_mismatch(args.trace, args.format)
     if mismatch:
         print(mismatch, file=sys.stderr, flush=True)
+    if args.find_scale is not None:
+        report(args, find_scale(args, run, record), sys.argv[1:] if argv is None else list(argv))
+        return 0
     results, static = evaluate(args)
     print(json.dumps(summary(results)))
     return 0

@@ -253,3 +253,38 @@ def test_a_format_other_than_the_files_own_gets_a_note(capsys, tmp_path):
             "mooncake. Leave --format out to use 'bailian'.") in capsys.readouterr().err
     assert bench.main([*argv, "--format", "bailian"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_find_scale_brackets_the_scale_where_n_static_replicas_just_reach_the_target(monkeypatch, capsys):
+    # attainment falls as the scale rises: 4 replicas reach 0.99 up to scale 3.0
+    def fake_run(args, policy, n, settings=None, outcomes=None):
+        assert policy == "fixed-replicas" and n == 4
+        return {"slo_attainment": 0.995 if args.rate_scale <= 3.0 else 0.95, "num_requests": 10, "wall_s": 0.0}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    assert bench.main(["--find-scale", "4", "--limit", "10", "--ttft", "3"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    found = json.loads(out[-1])["find_scale"]
+    assert found["replicas"] == 4 and 3.0 / 1.125 <= found["rate_scale"] <= 3.0 < found["above"]
+    assert found["above"] / found["rate_scale"] <= 1.125  # within 1 + 0.5 / N
+    assert out[-2] == f"  python benchmarks/autoscaling.py --limit 10 --ttft 3 --rate-scale {found['rate_scale']} " \
+                      "--static-from 4"
+    # from above the edge it halves down to it
+    assert bench.main(["--find-scale", "4", "--rate-scale", "20", "--limit", "10"]) == 0
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["find_scale"]
+    assert found["rate_scale"] <= 3.0 < found["above"] and found["above"] / found["rate_scale"] <= 1.125
+
+
+def test_find_scale_that_never_reaches_the_target_says_what_to_change(monkeypatch):
+    monkeypatch.setattr(bench, "run", lambda args, policy, n, settings=None, outcomes=None:
+                        {"slo_attainment": 0.5, "num_requests": 10, "wall_s": 0.0})
+    with pytest.raises(SystemExit, match=r"--find-scale 2: static x2 missed SLO attainment 0.99 at every rate "
+                                         r"scale tried .*loosen --ttft / --tpot"):
+        bench.main(["--find-scale", "2", "--limit", "10"])
+
+
+def test_find_scale_on_a_small_real_replay(capsys):
+    assert bench.main(["--find-scale", "2", "--limit", "300", "--cold-start", "5", "--progress", "0"]) == 0
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["find_scale"]
+    assert found["slo_attainment"] >= 0.99 > found["above_slo_attainment"]
+    assert found["rate_scale"] < found["above"]

@@ -1,0 +1,98 @@
+"""`benchmarks/autoscaling.py --find-scale N`: the rate scale at which static provisioning needs N replicas.
+
+The issue's check replays traces "scaled to need 2-16 replicas", and a reviewer with a new trace does
+not know which `--rate-scale` does that. Without this, each guess was a whole benchmark run (every
+policy, then static counts from 1 up). This searches the scale with static replays at N replicas
+only (all ready at the start, like `static_peak`): doubling or halving from `--rate-scale` (default 1)
+until N replicas reach `--target` at one scale and miss it at the next, then halving that bracket
+(geometrically) until its ends are within ``1 + 0.5 / N`` of each other, so that a capacity roughly
+proportional to the count leaves N-1 replicas short at the scale found. Every replay is printed on
+stderr (and recorded with `--out`); the answer is one JSON line and the command to run next.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from argparse import Namespace
+from typing import Callable
+
+#: Doublings or halvings tried before giving up: 2**12 = 4096 times the starting scale either way.
+MAX_STEPS = 12
+
+
+def find_scale(args: Namespace, run: Callable[..., dict], record: Callable[[Namespace, str, dict], None]) -> dict:
+    """The largest rate scale found at which ``args.find_scale`` static replicas reach ``args.target``
+    (``rate_scale``), the least at which they miss it (``above``), and each one's attainment."""
+    n = args.find_scale
+    tried: dict[float, float] = {}
+
+    def meets(scale: float) -> bool:
+        sub = Namespace(**{**vars(args), "rate_scale": scale})
+        row = run(sub, "fixed-replicas", n)
+        tried[scale] = row["slo_attainment"]
+        print(f"find-scale: static x{n} at --rate-scale {scale:.4g}: SLO {row['slo_attainment']} "
+              f"({row['num_requests']:,} requests, {row['wall_s']} s)", file=sys.stderr, flush=True)
+        record(sub, f"static x{n}", row)
+        return row["slo_attainment"] >= args.target
+
+    scale = float(args.rate_scale or 1.0)
+    lo = hi = None
+    if meets(scale):
+        lo = scale
+        for _ in range(MAX_STEPS):
+            scale *= 2
+            if not meets(scale):
+                hi = scale
+                break
+            lo = scale
+    else:
+        hi = scale
+        for _ in range(MAX_STEPS):
+            scale /= 2
+            if meets(scale):
+                lo = scale
+                break
+            hi = scale
+    if lo is None or hi is None:
+        side = "missed" if lo is None else "reached"
+        raise SystemExit(f"--find-scale {n}: static x{n} {side} SLO attainment {args.target} at every rate scale "
+                         f"tried ({min(tried):.4g}-{max(tried):.4g}); "
+                         + ("the SLO may be one no count meets (a long prompt's prefill alone): loosen --ttft / "
+                            "--tpot, or look at the trace's --window-start / --window-end"
+                            if lo is None else "the trace holds too few requests to load them: widen its window"))
+    while hi / lo > 1 + 0.5 / n:
+        mid = math.sqrt(lo * hi)
+        if meets(mid):
+            lo = mid
+        else:
+            hi = mid
+    return {"replicas": n, "rate_scale": round(lo, 4), "slo_attainment": tried[lo], "above": round(hi, 4),
+            "above_slo_attainment": tried[hi], "target": args.target, "replays": len(tried)}
+
+
+def next_command(argv: list[str], scale: float, n: int) -> str:
+    """The command line as typed, ``--find-scale`` (and any ``--rate-scale`` / ``--static-from``) replaced by
+    the scale found and ``--static-from N``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--find-scale", "--rate-scale", "--static-from"):
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return " ".join(["python benchmarks/autoscaling.py", *out, "--rate-scale", f"{scale}", "--static-from", str(n)])
+
+
+def report(args: Namespace, found: dict, argv: list[str]) -> None:
+    """What was found, the command to run next, and the JSON line (last)."""
+    n, scale = found["replicas"], found["rate_scale"]
+    print(f"static x{n} reaches SLO attainment {args.target} up to --rate-scale {scale} "
+          f"({found['slo_attainment']}) and misses it at {found['above']} ({found['above_slo_attainment']}); "
+          f"{found['replays']} static replays. Next (its static search tries x{n - 1} too, so static_peak says "
+          f"whether fewer suffice):\n  {next_command(argv, scale, n)}", flush=True)
+    print(json.dumps({"find_scale": found}))
