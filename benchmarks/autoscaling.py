@@ -56,10 +56,11 @@ from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, open_trace, replay
-from sim.traces import FORMATS, detect_format, format_rate_profile, parse_options, parse_rate_profile
+from sim.traces import FORMATS, format_rate_profile, parse_options, parse_rate_profile
 from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import TransformValueError
 
+from autoscaling_checks import check_policies, format_mismatch  # noqa: E402
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
 from autoscaling_find_scale import find_scale, report  # noqa: E402
 from autoscaling_progress import progress_for  # noqa: E402
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     except TransformValueError as exc:
         ap.error(named_by_options(exc))
     if args.policies is not None:
-        check_policies(ap, args.policies)
+        check_policies(ap, args.policies, autoscalers())
     if args.suite:
         if args.find_scale is not None:
             ap.error("--find-scale works on one trace, not with --suite (whose setups set their own scales)")
@@ -346,36 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     results, static = evaluate(args)
     print(json.dumps(summary(results)))
     return 0
-
-
-def format_mismatch(trace: str | None, fmt: str | None) -> str | None:
-    """A note when --format names another format than the file's header or first object reads as: a
-    Qwen-Bailian file read as `mooncake` takes its seconds for milliseconds and replays silently 1000x
-    faster. A note, not an error: the format given is used."""
-    if trace is None or fmt is None:
-        return None
-    try:
-        detected = detect_format(trace)
-    except (OSError, ValueError):
-        return None
-    if detected == fmt:
-        return None
-    return (f"note: --format {fmt}, but {trace} reads as '{detected}' (its header or first object); replaying it "
-            f"as {fmt}. Leave --format out to use '{detected}'.")
-
-
-def check_policies(ap: argparse.ArgumentParser, text: str) -> None:
-    """--policies names installed autoscalers: an empty list or an unknown name is a usage error naming the
-    ones there are, before any replay (it was every policy, or a ConfigError traceback at the first replay)."""
-    names = [n.strip() for n in text.split(",")]
-    installed = {*autoscalers(), "fixed-replicas", "scheduled-replicas"}
-    if not all(names):
-        ap.error(f"--policies names no policy in {text!r}; autoscalers: {', '.join(autoscalers())} "
-                 "(leave --policies out for all of them; --find-scale N replays static counts only)")
-    unknown = [n for n in names if n not in installed]
-    if unknown:
-        ap.error(f"--policies: unknown autoscaler(s) {', '.join(map(repr, unknown))}; installed: "
-                 f"{', '.join(autoscalers())}")
 
 
 def summary(results: dict[str, dict]) -> dict[str, dict]:

@@ -1,0 +1,38 @@
+"""Command-line checks of benchmarks/autoscaling.py made before any replay, so that a reviewer's slip is one
+line naming what to do, not a traceback minutes in or a replay of something else than meant."""
+
+from __future__ import annotations
+
+import argparse
+
+from sim.traces import detect_format
+
+
+def format_mismatch(trace: str | None, fmt: str | None) -> str | None:
+    """A note when --format names another format than the file's header or first object reads as: a
+    Qwen-Bailian file read as `mooncake` takes its seconds for milliseconds and replays silently 1000x
+    faster. A note, not an error: the format given is used."""
+    if trace is None or fmt is None:
+        return None
+    try:
+        detected = detect_format(trace)
+    except (OSError, ValueError):
+        return None
+    if detected == fmt:
+        return None
+    return (f"note: --format {fmt}, but {trace} reads as '{detected}' (its header or first object); replaying it "
+            f"as {fmt}. Leave --format out to use '{detected}'.")
+
+
+def check_policies(ap: argparse.ArgumentParser, text: str, scalers: list[str]) -> None:
+    """--policies names installed autoscalers: an empty list or an unknown name is a usage error naming the
+    ones there are, before any replay (it was every policy, or a ConfigError traceback at the first replay)."""
+    names = [n.strip() for n in text.split(",")]
+    installed = {*scalers, "fixed-replicas", "scheduled-replicas"}
+    if not all(names):
+        ap.error(f"--policies names no policy in {text!r}; autoscalers: {', '.join(scalers)} "
+                 "(leave --policies out for all of them; --find-scale N replays static counts only)")
+    unknown = [n for n in names if n not in installed]
+    if unknown:
+        ap.error(f"--policies: unknown autoscaler(s) {', '.join(map(repr, unknown))}; installed: "
+                 f"{', '.join(scalers)}")
