@@ -232,6 +232,11 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
                     trace_options=parse_options(getattr(args, "opt", None) or ()),
                     transforms=transforms_of(args), on_progress=progress_for(label, getattr(args, "progress", None)))
     s = result.summary
+    if not s["num_requests"]:  # (its attainment is None: a TypeError below)
+        window = " ".join(f"{o} {v:g}" for o, v in (("--window-start", args.window_start),
+                                                    ("--window-end", args.window_end)) if v is not None)
+        raise SystemExit(f"no request of {trace} was replayed{' with ' + window if window else ''}: the window is in "
+                         "seconds from the trace's first arrival; pick one inside the trace")
     if outcomes is not None:
         outcomes.extend((r.arrival_s, meets_slo(r, config.slo)) for r in finished_in(log.events))
     events = [(d.time_s, d.payload["from"], d.payload["to"]) for d in log.decisions if d.action == "scale"]

@@ -288,3 +288,9 @@ def test_find_scale_on_a_small_real_replay(capsys):
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["find_scale"]
     assert found["slo_attainment"] >= 0.99 > found["above_slo_attainment"]
     assert found["rate_scale"] < found["above"]
+
+
+def test_a_window_past_the_traces_end_says_so_instead_of_a_traceback():
+    with pytest.raises(SystemExit, match=r"no request of .*AzureLLMInferenceTrace_code.csv was replayed with "
+                                         r"--window-start 999999: the window is in seconds from the trace's first"):
+        bench.main(["--window-start", "999999", "--policies", "hpa", "--no-static", "--progress", "0"])
