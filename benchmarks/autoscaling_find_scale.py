@@ -22,6 +22,11 @@ from typing import Callable
 MAX_STEPS = 12
 
 
+def short(scale: float) -> float:
+    """A scale to 4 significant digits (as printed)."""
+    return float(f"{scale:.4g}")
+
+
 def find_scale(args: Namespace, run: Callable[..., dict], record: Callable[[Namespace, str, dict], None]) -> dict:
     """The largest rate scale found at which ``args.find_scale`` static replicas reach ``args.target``
     (``rate_scale``), the least at which they miss it (``above``), and each one's attainment."""
@@ -32,17 +37,18 @@ def find_scale(args: Namespace, run: Callable[..., dict], record: Callable[[Name
         sub = Namespace(**{**vars(args), "rate_scale": scale})
         row = run(sub, "fixed-replicas", n)
         tried[scale] = row["slo_attainment"]
-        print(f"find-scale: static x{n} at --rate-scale {scale:.4g}: SLO {row['slo_attainment']} "
+        print(f"find-scale: static x{n} at --rate-scale {scale}: SLO {row['slo_attainment']} "
               f"({row['num_requests']:,} requests, {row['wall_s']} s)", file=sys.stderr, flush=True)
         record(sub, f"static x{n}", row)
         return row["slo_attainment"] >= args.target
 
     scale = float(args.rate_scale or 1.0)
+    # every scale tried is one of 4 significant digits, so the scale printed and passed on is the one replayed
     lo = hi = None
     if meets(scale):
         lo = scale
         for _ in range(MAX_STEPS):
-            scale *= 2
+            scale = short(scale * 2)
             if not meets(scale):
                 hi = scale
                 break
@@ -50,7 +56,7 @@ def find_scale(args: Namespace, run: Callable[..., dict], record: Callable[[Name
     else:
         hi = scale
         for _ in range(MAX_STEPS):
-            scale /= 2
+            scale = short(scale / 2)
             if meets(scale):
                 lo = scale
                 break
@@ -63,12 +69,14 @@ def find_scale(args: Namespace, run: Callable[..., dict], record: Callable[[Name
                             "--tpot, or look at the trace's --window-start / --window-end"
                             if lo is None else "the trace holds too few requests to load them: widen its window"))
     while hi / lo > 1 + 0.5 / n:
-        mid = math.sqrt(lo * hi)
+        mid = short(math.sqrt(lo * hi))
+        if not lo < mid < hi:
+            break
         if meets(mid):
             lo = mid
         else:
             hi = mid
-    return {"replicas": n, "rate_scale": round(lo, 4), "slo_attainment": tried[lo], "above": round(hi, 4),
+    return {"replicas": n, "rate_scale": lo, "slo_attainment": tried[lo], "above": hi,
             "above_slo_attainment": tried[hi], "target": args.target, "replays": len(tried)}
 
 

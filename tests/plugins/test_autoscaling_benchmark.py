@@ -283,11 +283,18 @@ def test_find_scale_that_never_reaches_the_target_says_what_to_change(monkeypatc
         bench.main(["--find-scale", "2", "--limit", "10"])
 
 
-def test_find_scale_on_a_small_real_replay(capsys):
-    assert bench.main(["--find-scale", "2", "--limit", "300", "--cold-start", "5", "--progress", "0"]) == 0
-    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["find_scale"]
+def test_find_scale_on_a_small_real_replay_and_the_command_it_prints(capsys, tmp_path):
+    argv = ["--limit", "300", "--cold-start", "5", "--progress", "0"]
+    assert bench.main(["--find-scale", "2", *argv]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    found = json.loads(out[-1])["find_scale"]
     assert found["slo_attainment"] >= 0.99 > found["above_slo_attainment"]
     assert found["rate_scale"] < found["above"]
+    nxt = out[-2].split()[2:]  # the command it prints, run: its static x2 is the replay the search ended on
+    assert nxt == [*argv, "--rate-scale", str(found["rate_scale"]), "--static-from", "2"]
+    assert bench.main([*nxt, "--policies", "hpa", "--out", str(tmp_path / "runs.jsonl")]) == 0
+    rows = {r["policy"]: r for r in map(json.loads, (tmp_path / "runs.jsonl").read_text().splitlines())}
+    assert rows["static x2"]["slo_attainment"] == found["slo_attainment"]
 
 
 def test_a_window_past_the_traces_end_says_so_instead_of_a_traceback():
