@@ -416,7 +416,7 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
             r["gpu_hours_vs_static_peak"] = round(r["gpu_hours"] / static[best]["gpu_hours"], 3)
     cols = ("slo_attainment", "slo_after_warmup", "gpu_hours", "gpu_hours_vs_static_peak", "cost_per_1k_requests",
             "scale_events", "oscillations", "ttft_p99_s", "max_replicas", "wall_s")
-    heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "TTFT p99", "max rep", "wall s")
+    heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "TTFT p99", "peak alive", "wall s")
     print(f"{'policy':<24}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
         shown = f"static_peak (x{r['replicas']})" if name == "static_peak" else name

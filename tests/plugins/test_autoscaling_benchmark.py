@@ -27,6 +27,7 @@ def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
     assert {"seed-autoscaler", "hpa", "kpa", "slo-planner", "static_peak"} <= set(result)
     peak = result["static_peak"]["replicas"]  # the table names static peak's count
     assert [line.split("  ")[0] for line in out if line.startswith("static_peak")] == [f"static_peak (x{peak})"]
+    assert "peak alive" in next(line for line in out if line.startswith("policy"))  # starting + ready + draining
     for row in result.values():
         assert {"slo_attainment", "gpu_hours", "scale_events", "oscillations", "cost_per_1k_requests"} <= set(row)
         assert row["cost_per_1k_requests"] > 0  # priced from the config's cluster.gpu_prices
