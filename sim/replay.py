@@ -63,13 +63,15 @@ def trace_rng(seed: int, stream: int) -> np.random.Generator:
 @dataclass(frozen=True)
 class TraceTransforms:
     """Edits to a trace before it is replayed, applied in this order: window, speed-up, repeat,
-    rate, limit, length caps.
+    rate, limit, length scales, length caps.
 
     The window is cut in the trace's own time and rebased to start at 0; ``repeat`` plays the
     result that many times back to back (``sim.traces.transforms.repeat``); the rate changes by
     ``rate_scale`` times ``rate_profile``'s factor at each arrival, the profile's times being the
     replay's own seconds (after the window, the speed-up and the copies); ``limit`` counts
-    requests after the rate change. ``seed`` seeds the trace's random streams (the reader's and
+    requests after the rate change; the length scales multiply each request's prompt and output
+    tokens (``sim.traces.scale_lengths``: rounded, at least 1, a scaled prompt without its prefix
+    hashes) before the caps cut them. ``seed`` seeds the trace's random streams (the reader's and
     the rate change's); ``None`` takes the run's ``config.seed``. See docs/traces.md.
     """
 
@@ -81,6 +83,8 @@ class TraceTransforms:
     # (time_s, factor) points, the rate factor linear between them (``sim.traces.rate_profile``), seeded
     rate_profile: tuple[tuple[float, float], ...] | None = None
     limit: int | None = None  # at most this many requests
+    prompt_scale: float | None = None  # multiply prompt tokens by this (rounded, at least 1)
+    output_scale: float | None = None  # multiply output tokens by this (rounded, at least 1)
     max_prompt_tokens: int | None = None  # cut longer prompts to this many tokens
     max_output_tokens: int | None = None  # cut longer outputs to this many tokens
     seed: int | None = None  # seed of the trace's random streams; None: the run's seed
@@ -109,7 +113,8 @@ class TraceTransforms:
         return apply_transforms(requests, window=self.window, speed_up=self.speed_up, repeat=self.repeat,
                                 rate_scale=self.rate_scale, limit=self.limit, rng=rng,
                                 max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens,
-                                rate_profile=self.rate_profile)
+                                rate_profile=self.rate_profile, prompt_scale=self.prompt_scale,
+                                output_scale=self.output_scale)
 
 
 NO_TRANSFORMS = TraceTransforms()

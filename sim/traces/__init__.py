@@ -8,8 +8,8 @@ from .dispatch import FORMAT_OPTIONS, FORMATS, TraceReader, detect_format, parse
 from .errors import TraceFormatError
 from .profile_text import format_rate_profile, parse_rate_profile
 from .record import TraceRequest
-from .transforms import (apply_transforms, cap_lengths, limit, rate_profile, rate_profile_points, repeat, scale_rate,
-                         speed_up, time_window)
+from .transforms import (apply_transforms, cap_lengths, limit, rate_profile, rate_profile_points, repeat,
+                         scale_lengths, scale_rate, speed_up, time_window)
 
 __all__ = [
     "TraceRequest",
@@ -32,6 +32,7 @@ __all__ = [
     "parse_rate_profile",
     "format_rate_profile",
     "limit",
+    "scale_lengths",
     "cap_lengths",
     "apply_transforms",
 ]

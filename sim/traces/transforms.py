@@ -1,5 +1,5 @@
 """Streaming transforms over TraceRequest iterators: cut a window, speed up, play back to back,
-scale the rate (by one factor, or by a factor that changes over time), cap.
+scale the rate (by one factor, or by a factor that changes over time), scale lengths, cap.
 
 Each takes and returns an iterator in arrival order and holds at most one request of
 lookahead, so they compose over million-row traces. Randomness only from a passed-in
@@ -20,7 +20,7 @@ from ._rng import require_rng
 from .record import TraceRequest, with_arrival
 
 __all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "rate_profile_points", "limit",
-           "cap_lengths", "apply_transforms", "TransformValueError"]
+           "scale_lengths", "cap_lengths", "apply_transforms", "TransformValueError"]
 
 #: Something that yields the trace's requests afresh at each call (a repeat reads it again).
 TraceSource = Callable[[], Iterable[TraceRequest]]
@@ -280,6 +280,38 @@ def limit(reqs: Iterable[TraceRequest], n: int) -> Iterator[TraceRequest]:
     return itertools.islice(reqs, int(n))
 
 
+def scale_lengths(reqs: Iterable[TraceRequest], prompt_scale: float | None = None,
+                  output_scale: float | None = None) -> Iterator[TraceRequest]:
+    """Each request with its prompt's tokens multiplied by ``prompt_scale`` and its output's by
+    ``output_scale`` (None: unchanged), rounded to the nearest integer (halves to even, as
+    ``round``) and at least 1: a long-context trace served by a small model with its length
+    distribution kept (what ``cap_lengths`` alone loses: every long prompt cut to the cap).
+
+    A request whose prompt length changes loses its text (the text is the trace's prompt) and its
+    prefix-block hashes (``hash_ids``, ``hash_block_tokens``): a block of the trace's tokens is
+    no whole number of scaled tokens (Mooncake's 512 at x0.009 is 4.5), so a prefix cache could
+    not tell how much of the new prompt a block covers. With ``prefix-cache`` enabled a scaled
+    trace therefore has no prefix hits; the live replay drops the hashes anyway."""
+    p = None if prompt_scale is None else _positive("prompt_scale", prompt_scale)
+    o = None if output_scale is None else _positive("output_scale", output_scale)
+    return _scale_lengths(reqs, p, o)
+
+
+def _scale_lengths(reqs: Iterable[TraceRequest], p_scale: float | None,
+                   o_scale: float | None) -> Iterator[TraceRequest]:
+    from dataclasses import replace
+
+    for r in reqs:
+        p = r.prompt_tokens if p_scale is None else max(1, round(r.prompt_tokens * p_scale))
+        o = r.output_tokens if o_scale is None else max(1, round(r.output_tokens * o_scale))
+        if p == r.prompt_tokens and o == r.output_tokens:
+            yield r
+        elif p == r.prompt_tokens:
+            yield replace(r, output_tokens=o)
+        else:
+            yield replace(r, prompt_tokens=p, output_tokens=o, prompt=None, hash_ids=(), hash_block_tokens=None)
+
+
 def cap_lengths(reqs: Iterable[TraceRequest], max_prompt_tokens: int | None = None,
                 max_output_tokens: int | None = None) -> Iterator[TraceRequest]:
     """Each request with its prompt cut to at most ``max_prompt_tokens`` and its output to at most
@@ -318,9 +350,11 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
                      speed_up: float | None = None, repeat: int | None = None, rate_scale: float | None = None,
                      limit: int | None = None, rng: np.random.Generator | None = None,
                      max_prompt_tokens: int | None = None, max_output_tokens: int | None = None,
-                     rate_profile: Sequence[Sequence[float]] | None = None) -> Iterator[TraceRequest]:
+                     rate_profile: Sequence[Sequence[float]] | None = None, prompt_scale: float | None = None,
+                     output_scale: float | None = None) -> Iterator[TraceRequest]:
     """Apply the usual trace edits in a fixed, documented order:
-    window -> speed_up -> repeat -> rate (rate_scale, rate_profile) -> limit -> length caps.
+    window -> speed_up -> repeat -> rate (rate_scale, rate_profile) -> limit -> length scales
+    (prompt_scale, output_scale) -> length caps.
 
     The window is cut in the original trace's time (in each copy, when repeated); ``rate_profile``'s
     times are those of the result (after the window's rebase, the speed-up and the copies: the
@@ -356,6 +390,8 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
         out = scale_rate(out, rate_scale, rng)  # type: ignore[arg-type]  # scale_rate checks rng
     if limit is not None:
         out = _limit_fn(out, limit)
+    if prompt_scale is not None or output_scale is not None:
+        out = scale_lengths(out, prompt_scale, output_scale)
     if max_prompt_tokens is not None or max_output_tokens is not None:
         out = cap_lengths(out, max_prompt_tokens, max_output_tokens)
     return iter(out)

@@ -300,3 +300,43 @@ def test_a_bad_argument_is_named_by_its_keyword_or_by_the_names_a_caller_gives()
     with pytest.raises(TransformValueError) as caught:
         time_window([], 5.0, 2.0)
     assert caught.value.named({"end_s": "--to"}) == "--to (2.0) must be greater than start_s (5.0)"
+
+
+def test_scale_lengths_rounds_to_the_nearest_token_at_least_one_and_drops_what_a_scaled_prompt_no_longer_holds():
+    from sim.traces import scale_lengths
+
+    reqs = [TraceRequest("a", 0.0, 1000, 70, prompt="x" * 1000, hash_ids=(1, 2), hash_block_tokens=512),
+            TraceRequest("b", 1.0, 3, 5, prompt="abc", hash_ids=(9,), hash_block_tokens=512)]
+    a, b = scale_lengths(reqs, prompt_scale=0.0125, output_scale=0.1)
+    assert (a.prompt_tokens, a.output_tokens) == (12, 7)  # 12.5 -> 12 (halves to even, as round), 7.0
+    assert (b.prompt_tokens, b.output_tokens) == (1, 1)  # 0.0375 and 0.5: at least one token
+    # a scaled prompt is no longer the text, nor the trace's blocks of 512 tokens
+    assert (a.prompt, a.hash_ids, a.hash_block_tokens) == (None, (), None)
+    assert a.arrival_s == 0.0 and a.request_id == "a"
+    # outputs alone: the prompt, its text and its blocks are kept; a request left as it was is the same record
+    c, d = scale_lengths(reqs, output_scale=2)
+    assert (c.prompt_tokens, c.output_tokens, c.prompt, c.hash_ids, c.hash_block_tokens) == (1000, 140, "x" * 1000,
+                                                                                               (1, 2), 512)
+    assert d.output_tokens == 10
+    assert list(scale_lengths(reqs, prompt_scale=1.0, output_scale=1.0)) == reqs
+    assert [r.prompt_tokens for r in scale_lengths(reqs, prompt_scale=2.5)] == [2500, 8]  # 7.5 -> 8 (to even)
+
+
+@pytest.mark.parametrize("value", [0, -1, 0.0, float("nan"), float("inf"), True, "2"])
+def test_scale_lengths_refuses_a_scale_that_is_not_a_finite_number_above_zero_naming_it(value):
+    from sim.traces import scale_lengths
+    from sim.traces.transforms import TransformValueError
+
+    for name in ("prompt_scale", "output_scale"):
+        with pytest.raises(TransformValueError, match=f"^{name} must be a finite number > 0, got "):
+            scale_lengths([], **{name: value})
+        with pytest.raises(TransformValueError, match=f"^{name} must be a finite number > 0"):
+            apply_transforms(_Guarded(_reqs(range(3)), 0), **{name: value})  # before anything is read
+
+
+def test_apply_transforms_scales_lengths_after_the_limit_and_before_the_caps():
+    reqs = [TraceRequest(str(i), float(i), 1000 * (i + 1), 100 * (i + 1)) for i in range(5)]
+    got = list(apply_transforms(reqs, limit=4, prompt_scale=0.1, output_scale=0.05, max_prompt_tokens=250,
+                                max_output_tokens=15))
+    # scaled first (100, 200, 300, 400 / 5, 10, 15, 20), then capped: only the longest are cut
+    assert [(r.prompt_tokens, r.output_tokens) for r in got] == [(100, 5), (200, 10), (250, 15), (250, 15)]
