@@ -49,7 +49,7 @@ def transforms_of(loaded: LoadedSpec, *, limit: int | None = None) -> TraceTrans
     t = loaded.spec.trace
     return TraceTransforms(window_start_s=t.window_start_s, window_end_s=t.window_end_s, speed_up=t.speed_up,
                            repeat=t.repeat, rate_scale=t.rate_scale, limit=limit if limit is not None else t.limit,
-                           rate_profile=t.rate_profile)
+                           rate_profile=t.rate_profile, prompt_scale=t.prompt_scale, output_scale=t.output_scale)
 
 
 def spec_trace_read(loaded: LoadedSpec) -> dict[str, Any] | None:

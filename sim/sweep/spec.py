@@ -73,6 +73,9 @@ class TraceSpec(_Section):
     # (time_s, factor) points, or the text `sim replay --rate-profile` takes ("0:1,14400:2")
     rate_profile: list[tuple[float, float]] | None = None
     limit: int | None = Field(None, ge=1)
+    # multiply each request's prompt / output tokens by this (rounded, at least 1: `sim.traces.scale_lengths`)
+    prompt_scale: float | None = Field(None, gt=0, allow_inf_nan=False)
+    output_scale: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("rate_profile", mode="before")
     @classmethod
@@ -197,8 +200,10 @@ class SweepSpec(_Section):
 
     def spec_hash(self, base_config: dict[str, Any]) -> str:
         """Identifies what the sweep computes: the spec and the base config's content."""
-        # (a trace without a rate profile hashes as before the key existed: such sweeps still resume)
-        unset = {"trace": {"rate_profile"}} if self.trace.rate_profile is None else {}
+        # (a trace without a rate profile or length scales hashes as before those keys existed: such sweeps
+        # still resume)
+        later = {k for k in ("rate_profile", "prompt_scale", "output_scale") if getattr(self.trace, k) is None}
+        unset = {"trace": later} if later else {}
         data = {"spec": self.model_dump(mode="json", exclude={"name": True, **unset}), "base": base_config}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

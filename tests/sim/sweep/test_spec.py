@@ -39,3 +39,28 @@ def test_a_bad_rate_profile_is_named_when_the_spec_loads(profile, message):
     with pytest.raises(ConfigError) as raised:
         load_spec(data={"trace": {"rate_profile": profile}, "space": SPACE})
     assert message in str(raised.value)
+
+
+def test_length_scales_are_the_replays_transforms_and_a_spec_without_them_hashes_as_before():
+    import hashlib
+    import json
+
+    scaled = load_spec(data={"trace": {"prompt_scale": 0.25, "output_scale": 2, "limit": 50}, "space": SPACE})
+    assert transforms_of(scaled) == TraceTransforms(prompt_scale=0.25, output_scale=2.0, limit=50)
+    plain = load_spec(data={"trace": {"limit": 50}, "space": SPACE})
+    assert scaled.hash != plain.hash
+    # without them the hashed spec has no such keys: a sweep stored before they existed still resumes
+    dumped = plain.spec.model_dump(mode="json", exclude={"name": True})
+    for key in ("rate_profile", "prompt_scale", "output_scale"):
+        del dumped["trace"][key]
+    text = json.dumps({"spec": dumped, "base": plain.base_config}, sort_keys=True, default=str)
+    assert plain.spec.spec_hash(plain.base_config) == hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@pytest.mark.parametrize("key", ["prompt_scale", "output_scale"])
+@pytest.mark.parametrize("value, message", [(0, "greater than 0"), (-1, "greater than 0"), ("nan", "finite number"),
+                                            ("inf", "finite number"), ("x", "valid number")])
+def test_a_bad_length_scale_is_named_when_the_spec_loads(key, value, message):
+    with pytest.raises(ConfigError) as raised:
+        load_spec(data={"trace": {key: value}, "space": SPACE})
+    assert f"trace.{key}" in str(raised.value) and message in str(raised.value)
