@@ -50,6 +50,12 @@ def live_replay(
         metavar="T:F,...", help="A rate factor that changes over time, as `sim replay --rate-profile` (e.g. "
                                 "0:1,600:2: the load doubles over ten minutes).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many requests.")] = None,
+    prompt_scale: Annotated[Optional[float], typer.Option(
+        help="Multiply each prompt's tokens by this (rounded, at least 1; before --max-prompt-tokens): a long-context "
+             "trace on a small model with its length distribution kept (`sim replay` takes the same option).")
+    ] = None,
+    output_scale: Annotated[Optional[float], typer.Option(
+        help="Multiply each output's tokens by this (rounded, at least 1; before --max-output-tokens).")] = None,
     max_prompt_tokens: Annotated[Optional[int], typer.Option(
         min=1, help="Cut longer prompts to this many tokens (a small model's context is short; `sim replay` "
                     "takes the same option).")] = None,
@@ -81,7 +87,8 @@ def live_replay(
                                precision=precision,
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
-                                     rate_scale=rate_scale, limit=limit, max_prompt_tokens=max_prompt_tokens,
+                                     rate_scale=rate_scale, limit=limit, prompt_scale=prompt_scale,
+                                     output_scale=output_scale, max_prompt_tokens=max_prompt_tokens,
                                      max_output_tokens=max_output_tokens,
                                      rate_profile=parse_rate_profile(rate_profile, "--rate-profile")
                                      if rate_profile is not None else None)

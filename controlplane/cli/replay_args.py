@@ -46,6 +46,8 @@ PARAMETERS: Final[tuple[tuple[str, tuple[str, ...], Any, Any, int | None], ...]]
     ("rate_scale", ("--rate-scale",), float, None, None),
     ("rate_profile", ("--rate-profile",), str, None, None),
     ("limit", ("--limit",), int, None, None),
+    ("prompt_scale", ("--prompt-scale",), float, None, None),
+    ("output_scale", ("--output-scale",), float, None, None),
     ("max_prompt_tokens", ("--max-prompt-tokens",), int, None, 1),
     ("max_output_tokens", ("--max-output-tokens",), int, None, 1),
     ("qps", ("--qps",), float, None, None),

@@ -118,6 +118,12 @@ def replay(
                                 "0:1,14400:2 (the load doubles over four hours); times --rate-scale when both.")
     ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Replay at most this many requests.")] = None,
+    prompt_scale: Annotated[Optional[float], typer.Option(
+        help="Multiply each prompt's tokens by this (rounded, at least 1; before --max-prompt-tokens): a long-context "
+             "trace on a small model with its length distribution kept. A scaled prompt has no prefix-block hashes.")
+    ] = None,
+    output_scale: Annotated[Optional[float], typer.Option(
+        help="Multiply each output's tokens by this (rounded, at least 1; before --max-output-tokens).")] = None,
     max_prompt_tokens: Annotated[Optional[int], typer.Option(
         min=1, help="Cut longer prompts to this many tokens (as `controlplane live-replay` does).")] = None,
     max_output_tokens: Annotated[Optional[int], typer.Option(
@@ -138,8 +144,8 @@ def replay(
     writer = _early_writer()
     try:
         _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up, repeat,
-                rate_scale, rate_profile, limit, max_prompt_tokens, max_output_tokens, qps, arrival, opt, exact, until,
-                slo_ttft, slo_tpot, progress)
+                rate_scale, rate_profile, limit, prompt_scale, output_scale, max_prompt_tokens, max_output_tokens, qps,
+                arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
         common.say_replay_interrupted(exc)
         raise
@@ -194,7 +200,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
             window_end: Optional[float], speed_up: Optional[float], repeat: Optional[int],
             rate_scale: Optional[float], rate_profile: Optional[str], limit: Optional[int],
-            max_prompt_tokens: Optional[int],
+            prompt_scale: Optional[float], output_scale: Optional[float], max_prompt_tokens: Optional[int],
             max_output_tokens: Optional[int], qps: Optional[float], arrival: Optional[str], opt: Optional[list[str]],
             exact: bool, until: Optional[float],
             slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
@@ -232,6 +238,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         profile = parse_rate_profile(rate_profile, "--rate-profile") if rate_profile is not None else None
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      repeat=repeat, rate_scale=rate_scale, rate_profile=profile, limit=limit,
+                                     prompt_scale=prompt_scale, output_scale=output_scale,
                                      max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         show = progress and not json_out and common.err.is_terminal
         with _progress_bar(show, Path(path), transforms, limit) as on_progress:

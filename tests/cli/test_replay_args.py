@@ -26,6 +26,7 @@ READ = [
     ["--no-exact", "--progress", "-f", "vidur", "x y.csv", "--config=c.toml"],
     ["--seed", " 3 ", "--limit", "1_000", "--qps", "nan", "--until", "inf", "--repeat", "1", "--name", "a=b"],
     ["--db=sqlite:///a=b.db", "--window-start", "0", "--speed-up", "0.5e-1"],
+    ["--prompt-scale", "0.00887", "--output-scale", "2", "--max-prompt-tokens", "256"], ["--prompt-scale=nan"],
     ["t.csv", "--opt", "failed=drop", "--format", "burstgpt", "--opt=models=[\"GPT-4\"]", "--opt", "x"],
     ["--rate-profile", "0:1,14400:2", "--rate-scale", "0.5"], ["--rate-profile=0:x"],  # (the replay reads the text)
 ]

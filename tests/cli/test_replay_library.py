@@ -104,7 +104,11 @@ def test_bad_transforms_fail_before_a_run_is_stored(tmp_path):
     for options, message in ((["--window-start", "10", "--window-end", "2.5"],
                               "--window-end (2.5) must be greater than --window-start (10)"),
                              (["--rate-scale", "-1"], "--rate-scale must be a finite number > 0, got -1"),
-                             (["--limit", "-3"], "--limit must be an integer >= 0, got -3")):
+                             (["--limit", "-3"], "--limit must be an integer >= 0, got -3"),
+                             (["--prompt-scale", "0"], "--prompt-scale must be a finite number > 0, got 0"),
+                             (["--output-scale", "-0.5"], "--output-scale must be a finite number > 0, got -0.5"),
+                             (["--prompt-scale", "nan"], "--prompt-scale must be a finite number > 0, got nan"),
+                             (["--output-scale", "inf"], "--output-scale must be a finite number > 0, got inf")):
         result = CliRunner().invoke(app, ["sim", "replay", *options, "--db", url])
         assert result.exit_code == 2 and f"error: {message}\n" in result.output, result.output
     with pytest.raises(ValueError, match="^rate_scale must be a finite number > 0, got -1$"):
@@ -153,6 +157,33 @@ def test_a_rate_profile_gives_the_same_run_in_the_cli_and_the_library_and_the_ru
     shown = CliRunner().invoke(app, ["runs", "show", str(s_cli["run_id"]), "--db", cli_db])
     assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == (
         "trace read: window_end_s=600; repeat=2; rate_profile=0:0.5,599:0.5,601:2")
+
+
+def test_length_scales_give_the_same_run_in_the_cli_and_the_library_scaled_before_the_caps_and_shown(tmp_path):
+    import csv
+
+    trace = bundled_trace_path()
+    cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
+    s_cli = cli_summary(trace, "--window-end", 120, "--prompt-scale", 0.125, "--output-scale", 2,
+                        "--max-output-tokens", 100, "--db", cli_db)
+    result = replay(trace, load_config(CONFIG, {"storage": {"url": lib_db}}), trace_format="azure",
+                    transforms=TraceTransforms(window_end_s=120, prompt_scale=0.125, output_scale=2,
+                                               max_output_tokens=100))
+    assert stable(result.summary) == stable(s_cli)
+    assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
+    rows = {r["request_id"]: r for r in csv.DictReader(io.StringIO(exported(cli_db, s_cli["run_id"])))}
+    trace_rows = [r for r in read_trace(trace, "azure") if r.arrival_s < 120]
+    assert len(rows) == len(trace_rows)
+    for r in trace_rows:  # scaled, rounded, at least 1, then capped
+        row = rows[r.request_id]
+        assert int(row["prompt_tokens"]) == max(1, round(r.prompt_tokens / 8))
+        assert int(row["output_tokens"]) == min(100, 2 * r.output_tokens)
+    assert any(2 * r.output_tokens > 100 for r in trace_rows)  # (the cap cut some doubled outputs)
+    assert get_run(make_engine(cli_db), s_cli["run_id"])["config"]["trace_read"] == {
+        "transforms": {"window_end_s": 120.0, "prompt_scale": 0.125, "output_scale": 2.0, "max_output_tokens": 100}}
+    shown = CliRunner().invoke(app, ["runs", "show", str(s_cli["run_id"]), "--db", cli_db])
+    assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == (
+        "trace read: window_end_s=120; prompt_scale=0.125; output_scale=2; max_output_tokens=100")
 
 
 @pytest.mark.parametrize("command", [["sim", "replay"], ["live-replay"]])

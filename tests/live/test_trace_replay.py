@@ -215,7 +215,9 @@ def test_a_bad_transform_names_its_option_before_any_worker_starts(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     for options, message in ((["--speed-up", "-2"], "--speed-up must be a finite number > 0, got -2"),
                              (["--window-start", "4", "--window-end", "1.5"],
-                              "--window-end (1.5) must be greater than --window-start (4)")):
+                              "--window-end (1.5) must be greater than --window-start (4)"),
+                             (["--prompt-scale", "0"], "--prompt-scale must be a finite number > 0, got 0"),
+                             (["--output-scale", "nan"], "--output-scale must be a finite number > 0, got nan")):
         res = CliRunner().invoke(build_app(), ["live-replay", str(_trace(tmp_path)), *options,
                                                "--config", str(_config(tmp_path, url))])
         assert res.exit_code == 2 and f"error: {message}" in " ".join(res.output.split()), res.output
@@ -233,7 +235,7 @@ def test_a_live_run_says_how_its_trace_was_read_as_a_simulated_one_does(tmp_path
                      "0.4,GPT-4,12,0,12,API log\n0.6,GPT-4,11,4,15,API log\n")
     res = CliRunner().invoke(build_app(), [
         "live-replay", str(trace), "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
-        "--speed-up", "2", "--max-output-tokens", "2", "--config", str(_config(tmp_path, url)), "--pool", "thread",
+        "--speed-up", "2", "--prompt-scale", "0.5", "--max-output-tokens", "2", "--config", str(_config(tmp_path, url)), "--pool", "thread",
         "--cpu-threads", "1", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -245,10 +247,10 @@ def test_a_live_run_says_how_its_trace_was_read_as_a_simulated_one_does(tmp_path
     engine.dispose()
     assert (path, fmt) == (str(trace), "burstgpt")  # the run row names its trace, as a simulated run's does
     config, stored = (json.loads(x) if isinstance(x, str) else x for x in (config, stored))
-    assert config["trace_read"] == {"transforms": {"speed_up": 2.0, "max_output_tokens": 2},
+    assert config["trace_read"] == {"transforms": {"speed_up": 2.0, "prompt_scale": 0.5, "max_output_tokens": 2},
                                     "options": {"models": "GPT-4", "failed": "drop"}}
     assert stored["trace_rows_left_out"] == {"models": 1, "failed": 1}
     shown = CliRunner().invoke(build_app(), ["runs", "show", str(summary["run_id"]), "--db", url])
     assert shown.exit_code == 0, shown.output
-    assert ("trace read: speed_up=2; max_output_tokens=2; models=GPT-4; failed=drop; rows left out: models 1, "
+    assert ("trace read: speed_up=2; prompt_scale=0.5; max_output_tokens=2; models=GPT-4; failed=drop; rows left out: models 1, "
             "failed 1") in shown.stdout.splitlines()
