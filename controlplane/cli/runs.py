@@ -285,12 +285,20 @@ from controlplane.cli.report import report as _report  # noqa: E402
 app.command("report")(_report)
 
 
+def _typed(value: object) -> str:
+    """A transform's value as an option takes it back: ``2`` for 2.0, every digit of other floats."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return fmt_value(value)
+
+
 def _trace_read_line(run: dict) -> str | None:
     """How the run read its trace (``config["trace_read"]``, the replay's transforms and format
     options) and the rows those options left out (``summary["trace_rows_left_out"]``), in one line."""
     read = (run.get("config") or {}).get("trace_read") or {}
     left_out = (run.get("summary") or {}).get("trace_rows_left_out") or {}
-    parts = [f"{k}={fmt_value(v)}" for k, v in read.get("transforms", {}).items()]
+    # every digit of a factor (`prompt_scale=0.00886549`, not 4 significant ones): the line says how to read it again
+    parts = [f"{k}={_typed(v)}" for k, v in read.get("transforms", {}).items()]
     # format options as --opt takes them back: text as is, anything else as JSON (true, ["GPT-4"], 2.5)
     parts += [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in read.get("options", {}).items()]
     if left_out:

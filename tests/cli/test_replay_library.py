@@ -164,10 +164,10 @@ def test_length_scales_give_the_same_run_in_the_cli_and_the_library_scaled_befor
 
     trace = bundled_trace_path()
     cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
-    s_cli = cli_summary(trace, "--window-end", 120, "--prompt-scale", 0.125, "--output-scale", 2,
+    s_cli = cli_summary(trace, "--window-end", 120, "--prompt-scale", 0.125, "--output-scale", 1.8765,
                         "--max-output-tokens", 100, "--db", cli_db)
     result = replay(trace, load_config(CONFIG, {"storage": {"url": lib_db}}), trace_format="azure",
-                    transforms=TraceTransforms(window_end_s=120, prompt_scale=0.125, output_scale=2,
+                    transforms=TraceTransforms(window_end_s=120, prompt_scale=0.125, output_scale=1.8765,
                                                max_output_tokens=100))
     assert stable(result.summary) == stable(s_cli)
     assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
@@ -177,13 +177,13 @@ def test_length_scales_give_the_same_run_in_the_cli_and_the_library_scaled_befor
     for r in trace_rows:  # scaled, rounded, at least 1, then capped
         row = rows[r.request_id]
         assert int(row["prompt_tokens"]) == max(1, round(r.prompt_tokens / 8))
-        assert int(row["output_tokens"]) == min(100, 2 * r.output_tokens)
-    assert any(2 * r.output_tokens > 100 for r in trace_rows)  # (the cap cut some doubled outputs)
+        assert int(row["output_tokens"]) == min(100, max(1, round(r.output_tokens * 1.8765)))
+    assert any(r.output_tokens * 1.8765 > 100 for r in trace_rows)  # (the cap cut some scaled outputs)
     assert get_run(make_engine(cli_db), s_cli["run_id"])["config"]["trace_read"] == {
-        "transforms": {"window_end_s": 120.0, "prompt_scale": 0.125, "output_scale": 2.0, "max_output_tokens": 100}}
+        "transforms": {"window_end_s": 120.0, "prompt_scale": 0.125, "output_scale": 1.8765, "max_output_tokens": 100}}
     shown = CliRunner().invoke(app, ["runs", "show", str(s_cli["run_id"]), "--db", cli_db])
-    assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == (
-        "trace read: window_end_s=120; prompt_scale=0.125; output_scale=2; max_output_tokens=100")
+    assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == (  # every digit: the options to read it again
+        "trace read: window_end_s=120; prompt_scale=0.125; output_scale=1.8765; max_output_tokens=100")
 
 
 @pytest.mark.parametrize("command", [["sim", "replay"], ["live-replay"]])
