@@ -75,6 +75,7 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
             name=task.config.get("name"), mode="sim", trace=task.trace_name, trace_format=task.trace_format,
             seed=task.seed, config={**without_password(task.config),
                                     **({"trace_read": task.trace_read} if task.trace_read else {}),
+                                    **({"latency_files": files} if (files := _latency_files(task.config)) else {}),
                                     "process": process_marker()},
             plugins=outcome.plugins,
             started_at=outcome.started_at or datetime.now(timezone.utc),
@@ -114,3 +115,10 @@ def sweep_runs(engine: Engine, sweep_id: int) -> list[dict[str, Any]]:
         r["overrides"] = json.loads(r.pop("notes") or "{}").get("overrides", {})
     return rows
 
+
+def _latency_files(config: dict[str, Any]) -> dict[str, dict[str, str]] | None:
+    """The latency-model files the run's deployments read, with their SHA-256, as a replay stores them."""
+    from controlplane.config import RunConfig
+    from sim.replay import latency_files
+
+    return latency_files(RunConfig.model_validate(config))

@@ -351,3 +351,25 @@ def test_a_sweeps_runs_count_the_rows_their_trace_read_left_out(tmp_path):
     assert [s["trace_rows_left_out"] for i, s in summaries if i == dropped.sweep_id] == [{"failed": 1}] * 4
     assert [s["num_requests"] for i, s in summaries if i == dropped.sweep_id] == [3] * 4
     assert not any("trace_rows_left_out" in s for i, s in summaries if i == kept.sweep_id)
+
+
+def test_a_sweeps_runs_store_the_latency_profile_they_were_simulated_on(tmp_path, monkeypatch):
+    """As a replay's run does (`sim.replay.latency_files`): the measured profile's path and SHA-256."""
+    import hashlib
+
+    from sim.latency.measured import write_profile
+    from tests.sim.latency.test_other_models import _rows
+
+    monkeypatch.chdir(tmp_path)
+    path = write_profile(tmp_path / "profile.json", _rows(), {"model": "m", "device": "d"})
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    spec = {"name": "measured", "trace": {"limit": 20}, "seeds": [0], "space": {"cluster.models.0.replicas": [1, 2]},
+            "base": {"cluster": {"models": [{"name": "default", "latency_model": "measured",
+                                             "latency": {"path": "profile.json"}}]}}}
+    run_sweep(load_spec(data=spec), db, backend="serial")
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        stored = [r.config["latency_files"] for r in conn.execute(select(Run.config))]
+    engine.dispose()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert stored == [{"default": {"path": "profile.json", "sha256": digest}}] * 2
