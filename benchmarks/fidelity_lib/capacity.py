@@ -134,6 +134,17 @@ def capacity_window_requests(reference_rate: float, duration_s: float, fractions
     return count_for(max(max(fractions), max_fraction) * reference_rate, duration_s)
 
 
+def capacity_window_size(need: int, left: int, min_requests: int) -> tuple[int, bool]:
+    """(requests the capacity window takes, whether its sweep runs go round them): ``need`` when the trace
+    has that many ``left`` after the slices; else, when at least ``min_requests`` are left, all of them, the
+    runs going round them again (`slices.going_round`: a worker faster than the trace is long, say on a GPU,
+    repeats the window's lengths rather than stop the protocol); else ``need`` (the window refuses a trace
+    too short for it, naming it)."""
+    if left >= need or left < min_requests:
+        return need, False
+    return left, True
+
+
 def window_max_rate(requests: int, duration_s: float) -> float:
     """The highest rate at which ``requests`` still fill a sweep run of ``duration_s`` (`count_for` inverted)."""
     return max(requests - 1, 1) / duration_s

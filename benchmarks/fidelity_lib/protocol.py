@@ -45,14 +45,16 @@ from fidelity_lib.metrics import busiest_busy_fraction, stats
 from fidelity_lib.pace import PaceLog
 from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with, with_max_padding
 from fidelity_lib.replay import LiveRun, RequestTimes, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
-from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_for, isolated_service_s, poisson_at_rate,
-                                 read_requests)
+from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_for, going_round, isolated_service_s,
+                                 poisson_at_rate, read_requests)
 from fidelity_lib.worker_probe import WorkerProbe, pace_factor, probe_pace
 from sim.calibration import RepeatSpread, calibrate, repeat_spread
 from sim.traces import TraceRequest, bundled_trace_path, parse_options
 
 #: Where the windows start in the bundled Azure trace by default (its first minutes are a trickle and a flash crowd).
 BUNDLED_START_S = 600.0
+#: Requests the capacity window must have at least; with fewer than its sweep's cap needs, the runs go round them.
+MIN_CAPACITY_WINDOW = 100
 #: Requests the length scaling and the calibration run's load are fitted on: the calibration window's first ones.
 SCALING_SAMPLE = 100
 
@@ -149,6 +151,8 @@ class Outcome:
     pace_by_busy: dict[str, Any] = field(default_factory=dict)
     # the adaptive sweep: its cap (requests/s) and why it stopped; every point compared live vs simulated
     sweep_cap_rps: float = math.nan
+    capacity_window_requests: int = 0
+    capacity_window_going_round: bool = False  # the trace was too short for the cap: the runs repeat its lengths
     sweep_floor_rps: float = math.nan
     capacity_attribution: list[dict[str, Any]] = field(default_factory=list)
     # the worker probe's pace (`worker_probe`) in the frozen repeat's two calibration runs, and in every repeat's
@@ -203,7 +207,7 @@ class Protocol:
     def sweep_arrivals(self, window: Window, rate: float) -> list[TraceRequest]:
         """The capacity window's first ``--capacity-s`` worth of requests at ``rate`` as a Poisson process:
         every sweep run lasts about as long, and measures the rate, not where the trace's bursts fall."""
-        head = window.requests[:count_for(rate, self.args.capacity_s)]
+        head = going_round(window.requests, count_for(rate, self.args.capacity_s))
         return poisson_at_rate(head, rate, self.args.seed)
 
     def live(self, reqs: list[TraceRequest], name: str, seed: int) -> LiveRun:
@@ -361,9 +365,15 @@ class Protocol:
             lv[name] = level
         # enough requests for a sweep run at the adaptive sweep's cap (sim_cap, bisected below on this window
         # with poisson_cap as its first bracket, is at most poisson_cap unless the window is lighter)
-        sizes.append(("capacity", cap.capacity_window_requests(poisson_cap, a.capacity_s, a.capacity_fractions,
-                                                               a.capacity_max_fraction)))
         later = raw[n_light + n_heavy:]
+        need = cap.capacity_window_requests(poisson_cap, a.capacity_s, a.capacity_fractions, a.capacity_max_fraction)
+        left = len(later) - sum(n for _, n in sizes)
+        size, self.capacity_going_round = cap.capacity_window_size(need, left, MIN_CAPACITY_WINDOW)
+        if self.capacity_going_round:
+            self.say(f"the trace has {left} requests left for the capacity window, fewer than the {need} a sweep run "
+                     f"at its cap needs ({a.capacity_max_fraction:g} x {poisson_cap:.2f}/s for {a.capacity_s:g} s): "
+                     "the sweep's runs go round them again (their lengths repeat)")
+        sizes.append(("capacity", size))
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
         sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(self.sweep_arrivals(cap_window, r), place, slo),
@@ -382,7 +392,8 @@ class Protocol:
         # 5. the capacity sweep, live and simulated at the same arrivals: the planned fractions, then rates added
         # upwards (downwards) while the live side has not crossed the SLO, up to the cap (`cap.next_sweep_rate`)
         sweep: list[SweepPoint] = []
-        window_cap = cap.window_max_rate(len(cap_window.requests), a.capacity_s)
+        window_cap = math.inf if self.capacity_going_round else cap.window_max_rate(len(cap_window.requests),
+                                                                                    a.capacity_s)
         sweep_cap = min(a.capacity_max_fraction * sim_cap, window_cap)
         planned = [frac * sim_cap for frac in a.capacity_fractions]
         while True:
@@ -415,6 +426,8 @@ class Protocol:
                       sweep, sim_cap, self.pace_log, self.t0, slo)
         out.attribution = self.attribute(rounds)
         out.sweep_cap_rps, out.sweep_floor_rps = sweep_cap, a.capacity_min_fraction * sim_cap
+        out.capacity_window_requests = len(cap_window.requests)
+        out.capacity_window_going_round = self.capacity_going_round
         from fidelity_lib.saturation import analyse_sweep
 
         out.capacity_attribution = analyse_sweep(self, sweep, slo)

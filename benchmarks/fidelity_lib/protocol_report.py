@@ -214,6 +214,8 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "capacity_status": {"live": live_x.status, "sim": sim_x.status, "note": sweep_note},
         "capacity_points_added": added,
         "capacity_sweep_cap_rps": _r(o.sweep_cap_rps, 3),
+        "capacity_window_requests": o.capacity_window_requests,
+        "capacity_window_going_round": o.capacity_window_going_round,
         "capacity_attribution": o.capacity_attribution,
         "capacity_sim_bisect_rps": _r(o.sim_capacity_bisect, 3),
         "capacity_slo": {"metric": o.slo.metric, "pct": o.slo.pct, "bound_ms": round(o.slo.bound_s * 1e3, 1)},

@@ -189,6 +189,19 @@ def at_rate(reqs: list[TraceRequest], rate: float) -> list[TraceRequest]:
                          None, r.tenant, r.priority) for r in reqs]
 
 
+def going_round(reqs: list[TraceRequest], n: int) -> list[TraceRequest]:
+    """The first ``n`` of ``reqs``, going round them again where there are fewer (the k-th time round, a
+    request's id gets ``#k``): a sweep run on a short capacity window repeats its lengths rather than stop."""
+    if n <= len(reqs):
+        return reqs[:n]
+    out = list(reqs)
+    for i in range(len(reqs), n):
+        r = reqs[i % len(reqs)]
+        out.append(TraceRequest(f"{r.request_id}#{i // len(reqs) + 1}", r.arrival_s, r.prompt_tokens, r.output_tokens,
+                                None, r.tenant, r.priority))
+    return out
+
+
 def count_for(rate: float, duration_s: float) -> int:
     """Requests for a window replayed at ``rate`` per second to last about ``duration_s``."""
     return max(4, int(round(rate * duration_s)) + 1)

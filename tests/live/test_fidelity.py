@@ -202,7 +202,8 @@ from fidelity_lib.metrics import busiest_busy_fraction, e2e_correlation, live_sp
 from fidelity_lib.pace import PaceLog  # noqa: E402
 from fidelity_lib.profiling import generic_grid  # noqa: E402
 from fidelity_lib.saturation import attribution_points  # noqa: E402
-from fidelity_lib.slices import Scaling, at_rate, carve_windows, count_for, poisson_at_rate, ramp, read_requests  # noqa: E402
+from fidelity_lib.slices import (Scaling, at_rate, carve_windows, count_for, going_round, poisson_at_rate, ramp,  # noqa: E402
+                                 read_requests)
 from fidelity_lib.worker_probe import WorkerProbe, pace_factor, probe_pace  # noqa: E402
 from controlplane.live.iteration_samples import IterationSample  # noqa: E402
 from controlplane.types import Decision  # noqa: E402
@@ -219,6 +220,20 @@ def test_windows_are_consecutive_disjoint_and_later_than_the_calibration():
     assert all(w.requests[0].arrival_s == 0 for w in wins)
     with pytest.raises(SystemExit, match="capacity"):
         carve_windows(raw, [("calibration", 300), ("capacity", 200)], scaling)
+
+
+def test_a_capacity_window_shorter_than_its_sweep_needs_goes_round_its_requests():
+    """A worker faster than the trace is long (this host's quiet phase, or a GPU) stopped the default protocol after
+    its calibration ('window capacity needs 3063 more'): the sweep's runs now repeat the window's lengths."""
+    assert CAP.capacity_window_size(need=4000, left=5000, min_requests=100) == (4000, False)
+    assert CAP.capacity_window_size(need=4000, left=1158, min_requests=100) == (1158, True)
+    assert CAP.capacity_window_size(need=4000, left=50, min_requests=100) == (4000, False)  # refused by the window
+    reqs = [TraceRequest(str(i), float(i), 8 + i, 4) for i in range(3)]
+    assert going_round(reqs, 2) == reqs[:2]
+    seven = going_round(reqs, 7)
+    assert [r.request_id for r in seven] == ["0", "1", "2", "0#2", "1#2", "2#2", "0#3"]
+    assert [r.prompt_tokens for r in seven] == [8, 9, 10, 8, 9, 10, 8]
+    assert len({r.request_id for r in poisson_at_rate(seven, 5.0, seed=0)}) == 7  # unique ids for the run
 
 
 def test_replay_rates_and_the_calibration_ramp():
