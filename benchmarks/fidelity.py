@@ -138,6 +138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos.add_argument("--calibration-repeats", type=int, default=3,
                      help="live calibrations of the same window (each light then heavy); the median profile is frozen "
                           "and their spread reported (calibration_spread_pct)")
+    oos.add_argument("--calibration-arrivals", choices=("trace", "poisson"), default="trace",
+                     help="the heavy calibration run's arrivals: the trace's own pattern compressed to its rate, or a "
+                          "Poisson process at that rate (as the high-load slices arrive by default)")
     oos.add_argument("--low-slices", type=int, default=2, help="evaluated slices at low load")
     oos.add_argument("--high-slices", type=int, default=1, help="evaluated slices at high load")
     oos.add_argument("--low-load", type=float, default=0.4, help="low-load rate, fraction of the simulated capacity")

@@ -300,8 +300,11 @@ class Protocol:
                                         light_slo.bound_s, low=0.05, high=2 * light_rate)
         heavy_rate = a.calibration_load[1] * light_cap
         n_heavy = count_for(heavy_rate, a.calibration_s / 2)
-        heavy_reqs = at_rate(scaling.apply(raw[n_light:n_light + n_heavy]), heavy_rate)
+        heavy_part = scaling.apply(raw[n_light:n_light + n_heavy])
+        heavy_reqs = (poisson_at_rate(heavy_part, heavy_rate, a.seed) if a.calibration_arrivals == "poisson"
+                      else at_rate(heavy_part, heavy_rate))
         self.say(f"calibration 1/{a.calibration_repeats}, heavy: the next {n_heavy} requests at {heavy_rate:.2f}/s "
+                 f"({'as a Poisson process' if a.calibration_arrivals == 'poisson' else 'the trace pattern'}) "
                  f"({a.calibration_load[1]:.0%} of the capacity simulated on the light run's calibration, "
                  f"{light_cap:.2f}/s), live ...")
         heavy = self.live(heavy_reqs, "fidelity calibration 1 (heavy)", seed=4)

@@ -259,6 +259,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "grid_profile": str(o.grid_path),
         "live_slowdown": _r(o.calibration.slowdown or 1.0, 3),
         "pace_correction": a.pace_correction,
+        "calibration_arrivals": a.calibration_arrivals,
         "pace_reference": _r(o.pace_log.reference.pace, 4) if o.pace_log.reference else None,
         "prompt_scale": round(o.scaling.prompt, 5),
         "output_scale": round(o.scaling.output, 5),

@@ -584,3 +584,12 @@ def test_steadiness_copies_of_a_variant_and_the_pass_by_pass_view():
     got = by_pass({"steady#1": [8.0, 9.0], "steady#2": [8.0, 9.0 * 1.1]})
     assert [p["mean_ms"] for p in got] == [8.0, 9.45]
     assert got[0]["between_processes_pct"] == 0 and got[1]["between_processes_pct"] == pytest.approx(9.5, abs=0.05)
+
+
+def test_the_heavy_calibration_run_can_arrive_as_a_poisson_process(tmp_path, capsys):
+    assert F.parse_args([]).calibration_arrivals == "trace"  # the default
+    result = F.main([*OOS_TINY, "--low-slices", "0", "--capacity-fractions", "0.5,2", "--calibration-repeats", "1",
+                     "--calibration-arrivals", "poisson", "--db", f"sqlite:///{tmp_path / 'f.db'}",
+                     "--profile-out", str(tmp_path / "p.json")])
+    assert result["calibration_arrivals"] == "poisson" and result["rounds"] == 2 and result["rounds_dropped"] == 0
+    assert "heavy: the next" in capsys.readouterr().out and math.isfinite(result["e2e_p50_err_pct"])
