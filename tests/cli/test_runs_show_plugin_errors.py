@@ -4,27 +4,19 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from controlplane import Plugin, hookimpl
 from controlplane.cli import app
 from controlplane.plugin_manager import MAX_RECORDED_ERRORS
 from controlplane.storage import make_engine, plugin_errors
 from controlplane.testing import make_trace, replay_with
-
-
-class AlwaysRaises(Plugin):
-    name = "always-raises"
-
-    @hookimpl
-    def cp_route_request(self, ctx, request, workers):
-        raise RuntimeError(f"no route for {request.request_id}")
+from tests.controlplane.test_plugin_manager import ExplodingRouter  # (raises at every request it routes)
 
 
 def test_errors_beyond_the_recorded_ones_are_counted_in_the_summary_and_shown(tmp_path):
     n = MAX_RECORDED_ERRORS + 30
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    res = replay_with(AlwaysRaises(), trace=make_trace(n, qps=20), db_url=url)
+    res = replay_with(ExplodingRouter(), trace=make_trace(n, qps=20), db_url=url)
     assert res.summary["num_plugin_errors"] == n and res.summary["num_completed"] == n
-    assert res.summary["plugin_error_counts"] == {"always-raises": {"cp_route_request": n}}
+    assert res.summary["plugin_error_counts"] == {"exploding-router": {"cp_route_request": n}}
     run_id = res.summary["run_id"]
     # The decision rows stop at the first MAX_RECORDED_ERRORS of each plugin and hook ...
     assert [e["count"] for e in plugin_errors(make_engine(url), run_id)] == [MAX_RECORDED_ERRORS]
@@ -33,7 +25,7 @@ def test_errors_beyond_the_recorded_ones_are_counted_in_the_summary_and_shown(tm
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
     assert f"{n} (the first {MAX_RECORDED_ERRORS} recorded)" in text
-    assert "RuntimeError: no route for" in text
+    assert "RuntimeError: cannot route" in text
 
 
 def test_a_run_without_errors_has_an_empty_count():
