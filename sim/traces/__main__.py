@@ -1,48 +1,84 @@
-"""`python -m sim.traces TRACE [--format F] [--seed N] [--opt k=v ...]`: summarize a trace and time the read.
+"""`python -m sim.traces TRACE [--format F] [--seed N] [--opt k=v ...] [TRANSFORMS]`: summarize a trace
+and time the read.
 
 A quick look at an unfamiliar trace (rows, span, rate, length percentiles) before simulating it.
+With `controlplane sim replay`'s trace transforms (``--window-start 600 --window-end 660``,
+``--prompt-scale 0.01``, ...) it summarizes what that replay would see: the transforms are applied
+by `sim.replay.prepare_trace`, with the replay's random streams of ``--seed`` (so a Mooncake trace's
+arrivals, spread inside its timestamp buckets, are the replay's, not those of the summary without
+transforms).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from controlplane.cli.replay_args import PARAMETERS
+
 from . import bundled_trace_path, parse_options, read_trace
+
+#: `controlplane sim replay`'s options that set a trace transform, in its signature's order: read
+#: here with that command's names and conversions (`controlplane.cli.replay_args.PARAMETERS`).
+TRANSFORM_PARAMETERS = ("window_start", "window_end", "speed_up", "repeat", "rate_scale", "rate_profile", "limit",
+                        "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
+_TRANSFORM_OPTIONS = [(parameter, names[0], kind) for parameter, names, kind, _, _ in PARAMETERS
+                      if parameter in TRANSFORM_PARAMETERS]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.traces", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m sim.traces", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("trace", help="trace file, or 'bundled:NAME' (e.g. bundled:azure_code)")
     ap.add_argument("--format", default=None,
                     help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect)")
     ap.add_argument("--seed", type=int, default=0,
-                    help="seed for random options (mooncake and bailian spread, vidur arrivals)")
+                    help="seed for random options (mooncake and bailian spread, vidur arrivals); with a "
+                         "transform, the replay's random streams of this seed (the reader's and the rate "
+                         "change's), as `controlplane sim replay --seed N` draws them")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5, failed=drop, "
                          "model_column=true, 'models=[\"GPT-4\"]'), else kept as text")
+    transforms_group = ap.add_argument_group(
+        "trace transforms", "as `controlplane sim replay` takes and applies them (see its --help, docs/traces.md)")
+    for parameter, option, kind in _TRANSFORM_OPTIONS:
+        transforms_group.add_argument(option, dest=parameter, type=kind, default=None,
+                                      metavar="T:F,..." if parameter == "rate_profile" else kind.__name__.upper())
     args = ap.parse_args(argv)
+    given = {parameter: getattr(args, parameter) for parameter in TRANSFORM_PARAMETERS
+             if getattr(args, parameter) is not None}
+    if given:
+        importlib.import_module("sim.replay")  # before the clock starts: the read is timed, not the imports
     t0 = time.perf_counter()
-    try:  # a missing file, an unknown name, format or option, a bad row: one line, exit 2
+    try:  # a missing file, an unknown name, format or option, a bad row, a bad transform: one line, exit 2
         options = parse_options(args.opt)
         path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
         if not Path(path).is_file():
             raise FileNotFoundError(f"trace {path} is a folder, not a file" if Path(path).is_dir()
                                     else f"trace file not found: {path}")
-        reader = read_trace(path, args.format, rng=np.random.default_rng(args.seed), **options)
+        if given:
+            reader, requests = _transformed(path, args.format, args.seed, options, given)
+        else:
+            reader = requests = read_trace(path, args.format, rng=np.random.default_rng(args.seed), **options)
         arrivals, prompts, outputs = [], [], []
-        for r in reader:
+        for r in requests:
             arrivals.append(r.arrival_s)
             prompts.append(r.prompt_tokens)
             outputs.append(r.output_tokens)
     except (FileNotFoundError, ValueError) as exc:
-        ap.exit(2, f"error: {exc}\n")
+        ap.exit(2, f"error: {_named(exc)}\n")
     elapsed = time.perf_counter() - t0
     n = len(arrivals)
     print(f"{path}: format {reader.format}, {n:,} requests, read in {elapsed:.3f} s ({n / elapsed:,.0f} rows/s)")
+    if given:
+        print(f"transforms applied as `controlplane sim replay --seed {args.seed}` applies them: "
+              + " ".join(f"{option} {_shown(given[parameter])}" for parameter, option, _ in _TRANSFORM_OPTIONS
+                         if parameter in given))
     if reader.dropped:
         print("left out by the options: " + ", ".join(f"{why} {count:,}" for why, count in reader.dropped.items()))
     if n > 1 and arrivals[-1] == arrivals[0]:  # (no rate, no gap spread to give)
@@ -57,6 +93,41 @@ def main(argv: list[str] | None = None) -> int:
             p50, p90, p99 = np.percentile(xs, [50, 90, 99])
             print(f"{name} tokens: p50 {p50:,.0f}, p90 {p90:,.0f}, p99 {p99:,.0f}, max {max(xs):,}")
     return 0
+
+
+def _transformed(path: str | Path, trace_format: str | None, seed: int, options: dict[str, Any],
+                 given: dict[str, Any]) -> tuple[Any, Any]:
+    """(the trace's reader, its requests after the transforms ``given``), read as `controlplane sim
+    replay --seed SEED` reads them: the same `TraceTransforms`, the same random streams."""
+    from sim.replay import TraceTransforms, prepared_trace
+    from sim.traces import parse_rate_profile
+
+    keywords = dict(given)
+    for parameter, field in (("window_start", "window_start_s"), ("window_end", "window_end_s")):
+        if parameter in keywords:
+            keywords[field] = keywords.pop(parameter)
+    if "rate_profile" in keywords:
+        keywords["rate_profile"] = parse_rate_profile(keywords["rate_profile"], "--rate-profile")
+    reader, requests = prepared_trace(path, seed=seed, transforms=TraceTransforms(**keywords),
+                                      trace_format=trace_format, trace_options=options)
+    return reader, requests
+
+
+def _named(exc: Exception) -> str:
+    """The error's line; a transform's bad argument named by the option that set it (``--speed-up
+    must be ...``), as `controlplane sim replay` names it."""
+    from sim.traces.transforms import TransformValueError
+
+    if isinstance(exc, TransformValueError):
+        from controlplane.cli.common import named_by_options
+
+        return named_by_options(exc)
+    return str(exc)
+
+
+def _shown(value: object) -> str:
+    """An option's value as a command line gives it: ``600``, not the ``600.0`` it became."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,60 @@ def test_bad_input_is_one_line_and_exit_2(write, capsys, args, message):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(message.replace("{bad}", str(bad)).replace("{folder}", str(bad.parent)))
+
+
+TRACE = "request_id,arrival_s,prompt_tokens,output_tokens\n" + "".join(
+    f"r{i},{i},{100 * (i + 1)},{10 * (i + 1)}\n" for i in range(10))
+
+
+def test_the_transforms_are_applied_and_said(write, capsys):
+    p = write("t.csv", TRACE)
+    assert main([str(p), "--window-start", "2", "--window-end", "6", "--prompt-scale", "0.5",
+                 "--max-output-tokens", "40"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{p}: format canonical, 4 requests, read in ")
+    assert out[1] == ("transforms applied as `controlplane sim replay --seed 0` applies them: "
+                      "--window-start 2 --window-end 6 --prompt-scale 0.5 --max-output-tokens 40")
+    assert out[2] == "span 3.0 s, mean rate 1.000 req/s, IAT CV 0.00"
+    assert out[3] == "prompt tokens: p50 225, p90 285, p99 298, max 300"  # rows 2-5: 300..600 halved
+    assert out[4] == "output tokens: p50 40, p90 40, p99 40, max 40"  # 30..60 cut to 40
+
+
+def test_without_transforms_no_transforms_line(write, capsys):
+    p = write("t.csv", TRACE)
+    assert main([str(p)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and not any(line.startswith("transforms") for line in out)
+
+
+def test_the_summary_is_of_the_requests_the_replay_prepares(write, capsys):
+    """The same `TraceTransforms` and seed streams as `controlplane sim replay --seed 5`: the
+    seeded rate change keeps the same requests."""
+    from sim.replay import TraceTransforms, prepare_trace
+
+    p = write("t.csv", TRACE)
+    expected = list(prepare_trace(str(p), seed=5, transforms=TraceTransforms(
+        repeat=3, rate_scale=0.5, rate_profile=((0, 1), (20, 2)), speed_up=2)))
+    assert main([str(p), "--seed", "5", "--repeat", "3", "--rate-scale", "0.5", "--rate-profile", "0:1,20:2",
+                 "--speed-up", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"format canonical, {len(expected)} requests" in out
+    assert "--speed-up 2 --repeat 3 --rate-scale 0.5 --rate-profile 0:1,20:2\n" in out
+    span = expected[-1].arrival_s - expected[0].arrival_s
+    assert f"span {span:,.1f} s, mean rate {(len(expected) - 1) / span:.3f} req/s" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--speed-up", "0"], "error: --speed-up must be a finite number > 0, got 0"),
+    (["--repeat", "0"], "error: --repeat must be an integer >= 1, got 0"),
+    (["--window-start", "10", "--window-end", "5"], "error: --window-end (5) must be greater than --window-start (10)"),
+    (["--limit", "-1"], "error: --limit must be an integer >= 0, got -1"),
+    (["--max-prompt-tokens", "0"], "error: --max-prompt-tokens must be an integer >= 1"),
+    (["--rate-profile", "0:1,x"], "error: --rate-profile: point 'x' is not TIME_S:FACTOR"),
+])
+def test_a_bad_transform_is_named_by_its_option(write, capsys, args, message):
+    p = write("t.csv", TRACE)
+    with pytest.raises(SystemExit) as exc:
+        main([str(p), *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(message)
