@@ -46,10 +46,8 @@ class SweepResult:
 
 
 def transforms_of(loaded: LoadedSpec, *, limit: int | None = None) -> TraceTransforms:
-    t = loaded.spec.trace
-    return TraceTransforms(window_start_s=t.window_start_s, window_end_s=t.window_end_s, speed_up=t.speed_up,
-                           repeat=t.repeat, rate_scale=t.rate_scale, limit=limit if limit is not None else t.limit,
-                           rate_profile=t.rate_profile, prompt_scale=t.prompt_scale, output_scale=t.output_scale)
+    """The transforms the spec's trace section sets (``limit`` replacing the spec's)."""
+    return loaded.spec.trace.transforms(limit=limit)
 
 
 def spec_trace_read(loaded: LoadedSpec) -> dict[str, Any] | None:

@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controlplane.config import RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
+from sim.replay import TraceTransforms
 from sim.sweep.spec_plugins import check_plugin_names
 from sim.sweep.spec_settings import check_plugin_settings
 from sim.traces import FORMAT_OPTIONS, FORMATS, parse_rate_profile, rate_profile_points
+from sim.traces.transforms import TransformValueError
 
 __all__ = ["Point", "RangeSpec", "SearchSettings", "SweepSpec", "TraceSpec", "apply_dotted", "load_spec",
            "point_key"]
@@ -60,22 +62,29 @@ class RangeSpec(_Section):
 
 
 class TraceSpec(_Section):
-    """The trace every run replays, and its transforms (as `controlplane sim replay`'s flags)."""
+    """The trace every run replays, and its transforms (as `controlplane sim replay`'s flags).
+
+    The transforms' values are checked by `sim.replay.TraceTransforms` itself when the spec loads
+    (`_transforms_checked`), so a sweep refuses what a replay would refuse, named by the spec's key,
+    instead of failing mid-sweep when its traces are read."""
 
     path: str | None = None  # None: the bundled Azure code trace
     format: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # reader options (docs/traces.md)
     window_start_s: float | None = None
     window_end_s: float | None = None
-    speed_up: float | None = Field(None, gt=0)
-    repeat: int | None = Field(None, ge=1)
-    rate_scale: float | None = Field(None, gt=0)
+    speed_up: float | None = None
+    repeat: int | None = None
+    rate_scale: float | None = None
     # (time_s, factor) points, or the text `sim replay --rate-profile` takes ("0:1,14400:2")
     rate_profile: list[tuple[float, float]] | None = None
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)  # (a sweep of no requests is refused, unlike `sim replay --limit 0`)
     # multiply each request's prompt / output tokens by this (rounded, at least 1: `sim.traces.scale_lengths`)
-    prompt_scale: float | None = Field(None, gt=0, allow_inf_nan=False)
-    output_scale: float | None = Field(None, gt=0, allow_inf_nan=False)
+    prompt_scale: float | None = None
+    output_scale: float | None = None
+    # cut each request's prompt / output to at most this many tokens (`sim.traces.cap_lengths`)
+    max_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
 
     @field_validator("rate_profile", mode="before")
     @classmethod
@@ -89,6 +98,24 @@ class TraceSpec(_Section):
             points = rate_profile_points(value, lambda i: f"point {i}")
         return [list(p) for p in points]
 
+    def transforms(self, *, limit: int | None = None) -> TraceTransforms:
+        """The replay's transforms these keys set (``limit`` replacing the spec's, as a search's rungs do)."""
+        return TraceTransforms(window_start_s=self.window_start_s, window_end_s=self.window_end_s,
+                               speed_up=self.speed_up, repeat=self.repeat, rate_scale=self.rate_scale,
+                               limit=limit if limit is not None else self.limit, rate_profile=self.rate_profile,
+                               prompt_scale=self.prompt_scale, output_scale=self.output_scale,
+                               max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens)
+
+    @model_validator(mode="after")
+    def _transforms_checked(self) -> TraceSpec:
+        """Every transform value checked as a replay checks it (`TraceTransforms.apply` checks its
+        arguments before reading anything): ``trace.speed_up must be a finite number > 0, got inf``."""
+        try:
+            self.transforms().apply([], 0)  # (a list: `repeat` reads the trace again for each copy)
+        except TransformValueError as exc:
+            raise ValueError(exc.named(_TRANSFORM_KEYS, shown=_as_written)) from None
+        return self
+
     @model_validator(mode="after")
     def _known_format(self) -> TraceSpec:
         """A misspelt format or option fails when the spec loads, not when its traces are read."""
@@ -101,6 +128,17 @@ class TraceSpec(_Section):
             raise ValueError(f"options: unknown option(s) {', '.join(map(repr, unknown))} for trace format "
                              f"{self.format!r}; valid options: {', '.join(FORMAT_OPTIONS[self.format])}")
         return self
+
+
+#: A transform's keyword (`TransformValueError`) as the spec's key it came from.
+_TRANSFORM_KEYS = {**{k: f"trace.{k}" for k in ("speed_up", "repeat", "rate_scale", "limit", "prompt_scale",
+                                                "output_scale", "max_prompt_tokens", "max_output_tokens")},
+                   "start_s": "trace.window_start_s", "end_s": "trace.window_end_s"}
+
+
+def _as_written(value: object) -> str:
+    """A bad value as the spec most likely wrote it (``got 0``, not the ``0.0`` it became)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
 
 
 class SearchSettings(_Section):
@@ -200,9 +238,10 @@ class SweepSpec(_Section):
 
     def spec_hash(self, base_config: dict[str, Any]) -> str:
         """Identifies what the sweep computes: the spec and the base config's content."""
-        # (a trace without a rate profile or length scales hashes as before those keys existed: such sweeps
-        # still resume)
-        later = {k for k in ("rate_profile", "prompt_scale", "output_scale") if getattr(self.trace, k) is None}
+        # (a trace without a rate profile, length scales or length caps hashes as before those keys existed:
+        # such sweeps still resume)
+        later = {k for k in ("rate_profile", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
+                 if getattr(self.trace, k) is None}
         unset = {"trace": later} if later else {}
         data = {"spec": self.model_dump(mode="json", exclude={"name": True, **unset}), "base": base_config}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]

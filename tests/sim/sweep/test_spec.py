@@ -51,16 +51,93 @@ def test_length_scales_are_the_replays_transforms_and_a_spec_without_them_hashes
     assert scaled.hash != plain.hash
     # without them the hashed spec has no such keys: a sweep stored before they existed still resumes
     dumped = plain.spec.model_dump(mode="json", exclude={"name": True})
-    for key in ("rate_profile", "prompt_scale", "output_scale"):
+    for key in ("rate_profile", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens"):
         del dumped["trace"][key]
     text = json.dumps({"spec": dumped, "base": plain.base_config}, sort_keys=True, default=str)
     assert plain.spec.spec_hash(plain.base_config) == hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-@pytest.mark.parametrize("key", ["prompt_scale", "output_scale"])
-@pytest.mark.parametrize("value, message", [(0, "greater than 0"), (-1, "greater than 0"), ("nan", "finite number"),
-                                            ("inf", "finite number"), ("x", "valid number")])
-def test_a_bad_length_scale_is_named_when_the_spec_loads(key, value, message):
+@pytest.mark.parametrize("trace, message", [
+    ({"speed_up": float("inf")}, "trace.speed_up must be a finite number > 0, got inf"),
+    ({"speed_up": float("nan")}, "trace.speed_up must be a finite number > 0, got nan"),
+    ({"speed_up": 0}, "trace.speed_up must be a finite number > 0, got 0"),
+    ({"speed_up": -2}, "trace.speed_up must be a finite number > 0, got -2"),
+    ({"rate_scale": float("inf")}, "trace.rate_scale must be a finite number > 0, got inf"),
+    ({"rate_scale": float("nan")}, "trace.rate_scale must be a finite number > 0, got nan"),
+    ({"rate_scale": 0}, "trace.rate_scale must be a finite number > 0, got 0"),
+    ({"rate_scale": float("inf"), "rate_profile": "0:1,60:2"}, "trace.rate_scale must be a finite number > 0, got inf"),
+    ({"repeat": 0}, "trace.repeat must be an integer >= 1, got 0"),
+    ({"repeat": -1}, "trace.repeat must be an integer >= 1, got -1"),
+    ({"prompt_scale": 0}, "trace.prompt_scale must be a finite number > 0, got 0"),
+    ({"prompt_scale": -1}, "trace.prompt_scale must be a finite number > 0, got -1"),
+    ({"output_scale": float("nan")}, "trace.output_scale must be a finite number > 0, got nan"),
+    ({"output_scale": float("inf")}, "trace.output_scale must be a finite number > 0, got inf"),
+    ({"window_start_s": float("inf")}, "trace.window_start_s must be a finite number of seconds, got inf"),
+    ({"window_end_s": float("nan")}, "trace.window_end_s must be a finite number of seconds, got nan"),
+    ({"window_start_s": 20, "window_end_s": 10}, "trace.window_end_s (10) must be greater than trace.window_start_s (20)"),
+    ({"max_prompt_tokens": 0}, "trace.max_prompt_tokens must be an integer >= 1"),
+    ({"max_output_tokens": -5}, "trace.max_output_tokens must be an integer >= 1"),
+    ({"max_output_tokens": 1.5}, "trace.max_output_tokens: Input should be a valid integer"),
+    ({"prompt_scale": "x"}, "trace.prompt_scale: Input should be a valid number"),
+    ({"limit": 0}, "trace.limit: Input should be greater than or equal to 1"),  # (a sweep of no requests)
+])
+def test_a_bad_transform_value_is_named_by_its_key_when_the_spec_loads(trace, message):
+    """Each value is checked by the replay's own transforms (`TraceTransforms`) when the spec loads, not when a
+    sweep's traces are read (``speed_up: .inf`` used to be accepted, then fail the sweep after it was stored)."""
     with pytest.raises(ConfigError) as raised:
-        load_spec(data={"trace": {key: value}, "space": SPACE})
-    assert f"trace.{key}" in str(raised.value) and message in str(raised.value)
+        load_spec(data={"trace": trace, "space": SPACE})
+    assert message in str(raised.value)
+    assert str(raised.value).count("trace.") == message.count("trace.")  # (named once, by the key alone)
+
+
+def test_a_yaml_specs_infinite_speed_up_is_named_with_its_file(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace:\n  speed_up: .inf\nspace:\n  cluster.models.0.replicas: [2, 3]\n")
+    with pytest.raises(ConfigError) as raised:
+        load_spec(spec)
+    assert str(raised.value) == f"invalid sweep spec {spec}: trace.speed_up must be a finite number > 0, got inf"
+
+
+def test_the_messages_are_the_transforms_own_with_the_specs_keys():
+    from sim.traces.transforms import TransformValueError
+
+    with pytest.raises(TransformValueError) as raised:
+        list(TraceTransforms(speed_up=float("inf")).apply(iter(()), 0))
+    assert raised.value.named({"speed_up": "trace.speed_up"}) in str(
+        pytest.raises(ConfigError, load_spec, data={"trace": {"speed_up": float("inf")}, "space": SPACE}).value)
+
+
+def test_length_caps_are_the_replays_transforms():
+    capped = load_spec(data={"trace": {"max_prompt_tokens": 2048, "max_output_tokens": 256, "limit": 30},
+                             "space": SPACE, "seeds": [1]})
+    assert transforms_of(capped) == TraceTransforms(max_prompt_tokens=2048, max_output_tokens=256, limit=30)
+    assert transforms_of(capped, limit=5) == TraceTransforms(max_prompt_tokens=2048, max_output_tokens=256, limit=5)
+    got = load_traces(capped, [1])["seed=1"]
+    assert got == list(prepare_trace(capped.trace_path(), seed=1, trace_format="azure",
+                                     transforms=TraceTransforms(max_prompt_tokens=2048, max_output_tokens=256,
+                                                                limit=30)))
+    assert max(r.prompt_tokens for r in got) == 2048 and max(r.output_tokens for r in got) <= 256
+    assert capped.hash != load_spec(data={"trace": {"limit": 30}, "space": SPACE, "seeds": [1]}).hash
+
+
+def test_a_spec_without_the_later_trace_keys_hashes_as_it_did_before_they_existed():
+    """A stored sweep is resumed by its spec's hash: these values were computed before ``max_prompt_tokens`` /
+    ``max_output_tokens`` existed (and by the code before the transforms' checks replaced pydantic's bounds)."""
+    from sim.sweep.spec import SweepSpec
+
+    hashes = {}
+    for i, trace in enumerate([{}, {"limit": 50}, {"speed_up": 2, "rate_profile": "0:1,60:2", "prompt_scale": 0.5,
+                                                   "window_end_s": 600}]):
+        hashes[i] = SweepSpec(trace=trace, space=SPACE, seeds=[0, 1]).spec_hash({"base": 1})
+    assert hashes == {0: "9252cbe1900eb0f95e24a587", 1: "c96be814be25d535b3fa8aac", 2: "48d319beef79877dfc152823"}
+    capped = SweepSpec(trace={"limit": 50, "max_output_tokens": 64}, space=SPACE, seeds=[0, 1])
+    assert capped.spec_hash({"base": 1}) != hashes[1]
+
+
+def test_good_transform_values_still_load():
+    """The check reads nothing and refuses nothing a replay takes (a repeat reads its trace again: no stream)."""
+    trace = {"window_start_s": 60, "window_end_s": 600, "speed_up": 0.5, "repeat": 3, "rate_scale": 1.5,
+             "rate_profile": "0:1,60:2", "limit": 10, "prompt_scale": 0.25, "output_scale": 4,
+             "max_prompt_tokens": 1, "max_output_tokens": 1}
+    loaded = load_spec(data={"trace": trace, "space": SPACE})
+    assert transforms_of(loaded) == TraceTransforms(**{**trace, "rate_profile": [(0, 1), (60, 2)]})

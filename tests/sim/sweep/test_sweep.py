@@ -318,7 +318,8 @@ def test_a_sweeps_runs_store_how_the_trace_was_read(tmp_path):
     """The spec's transforms and format options go into each run's config as ``trace_read``, as a replay's do
     (`controlplane runs show` prints them): each run names the requests it replayed."""
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    spec = {"name": "read", "trace": {"limit": 20, "speed_up": 2, "rate_profile": "0:1,60:2", "output_scale": 0.5},
+    spec = {"name": "read", "trace": {"limit": 20, "speed_up": 2, "rate_profile": "0:1,60:2", "output_scale": 0.5,
+                                      "max_prompt_tokens": 512, "max_output_tokens": 64},
             "seeds": [0],
             "space": {"cluster.models.0.replicas": [1]}}
     result = run_sweep(load_spec(data=spec), db, backend="serial")
@@ -328,7 +329,8 @@ def test_a_sweeps_runs_store_how_the_trace_was_read(tmp_path):
         configs = {r.sweep_id: r.config for r in conn.execute(select(Run.sweep_id, Run.config))}
     engine.dispose()
     assert configs[result.sweep_id]["trace_read"] == {
-        "transforms": {"speed_up": 2.0, "limit": 20, "rate_profile": "0:1,60:2", "output_scale": 0.5}}
+        "transforms": {"speed_up": 2.0, "limit": 20, "rate_profile": "0:1,60:2", "output_scale": 0.5,
+                       "max_prompt_tokens": 512, "max_output_tokens": 64}}
     assert configs[plain.sweep_id]["trace_read"] == {"transforms": {"limit": 20}}
 
 
