@@ -26,7 +26,6 @@ from controlplane.live.calibration import (
     live_rows,
     scaled_grid_rows,
 )
-from controlplane.live.idle_start import idle_prefill_extra
 from controlplane.live.iteration_samples import IterationSample, at_pace, split_stalls, with_handoffs_once
 from sim.calibration.grid import live_slowdowns
 
@@ -52,15 +51,14 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mappi
     timed = with_handoffs_once(samples)
     handoff = statistics.median(s.handoff_s or 0.0 for s in timed)
     timed, stalls = split_stalls(timed)
-    idle_extra, timed = idle_prefill_extra(timed)  # the rows are back-to-back costs; the simulator adds the step
     overhead = fit_overhead(timed)
     rows = live_rows(timed)
     if grid_rows is None:
-        return Calibration(rows, overhead, None, {}, handoff, len(stalls), idle_extra)
+        return Calibration(rows, overhead, None, {}, handoff, len(stalls))
     slowdowns = live_slowdowns(grid_rows, grid_meta or {}, timed)
     scaled = scaled_grid_rows(grid_rows, slowdowns, interleaved=bool((grid_meta or {}).get("interleaved")))
     return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdowns["all"], slowdowns, handoff,
-                       len(stalls), idle_extra)
+                       len(stalls))
 
 
 @dataclass(frozen=True)
