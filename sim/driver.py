@@ -63,7 +63,7 @@ class SimDriver:
         "_running", "_timers", "_trace_done", "_started", "_trace", "_last_arrival_s", "_idle_ticks", "_done",
         "_beside", "_next_arrival", "_next_tick", "_tick_event", "num_arrived", "num_events", "num_timers",
         "_core_handle", "_worker_models", "_stepped_models", "_stepped", "guardians", "_handlers",
-        "_finished",
+        "_finished", "_idle",
     )
 
     def __init__(
@@ -91,6 +91,9 @@ class SimDriver:
         self._trace: Iterator[TraceRequest] | None = None
         self._last_arrival_s = float("-inf")
         self._idle_ticks = 0
+        # Workers whose latency model prices a prefill after the worker was idle (`idle_prefill_extra_s`, a
+        # measured profile's): [extra s, idle gap s, last batch end]; empty for every other model.
+        self._idle: dict[str, list[float]] = {}
         self._done: simpy.Event | None = None
         # The next arrival and the next tick, beside SimPy's heap (see `_next_beside`): a heap
         # entry's key (time, priority, event id) and what fires; None when none is due.
@@ -289,6 +292,8 @@ class SimDriver:
             if model not in self._stepped_models:
                 self._stepped_models[model] = SteppedDecode.for_model(model)
             self._stepped[wid] = self._stepped_models[model]
+            if (extra := getattr(model, "idle_prefill_extra_s", 0.0)) > 0:
+                self._idle[wid] = [extra, model.idle_gap_s, float("-inf")]
         return model
 
     def _start_batch(self, a: act.StartBatch) -> None:
@@ -310,6 +315,8 @@ class SimDriver:
                     [r.num_computed_tokens for r, _ in b.prefill],
                     [r.num_computed_tokens + r.output_tokens - r.recompute_tokens for r in b.decode],
                 ))
+            if self._idle and (idle := self._idle.get(wid)) is not None and rb.start_s - idle[2] >= idle[1]:
+                first += idle[0]  # a prefill on a worker that was idle: the live path's wake-up
             if b.max_iterations == 1:
                 rb.timer = self._after(first, self._batch_done, (wid, 1, first))
                 return
@@ -380,6 +387,8 @@ class SimDriver:
         if rb is None or rb.timer is not timer:
             return  # the worker stopped meanwhile
         del self._running[wid]
+        if self._idle and (idle := self._idle.get(wid)) is not None:
+            idle[2] = self.env._now
         first_end = rb.start_s + rb.first_s if rb.first_s and iterations > 1 else None
         # One `BatchFinished` for the run, its fields set here, as the tick's `Tick` (the core keeps and emits none,
         # and handles no other batch end inside this one): no event made per batch (~2,000 instructions).

@@ -89,6 +89,9 @@ class EvalRound:
     # unless --pace-correction worker-probe, when it is ``sim``), and that factor
     sim_worker_probe: list[RequestTimes] = field(default_factory=list)
     worker_probe_factor: float = 1.0
+    # on a profile fitted from the frozen repeat's samples with the idle worker's prefill step (`idle_start`; an
+    # experiment, read A/B against `sim_unpaced`: the same calibration data)
+    sim_idle_step: list[RequestTimes] = field(default_factory=list)
 
     @property
     def live_keyed(self) -> list[RequestTimes]:
@@ -152,6 +155,7 @@ class Outcome:
     # the adaptive sweep: its cap (requests/s) and why it stopped; every point compared live vs simulated
     sweep_cap_rps: float = math.nan
     capacity_window_requests: int = 0
+    idle_step_s: float = 0.0  # the idle worker's prefill step the experiment's profile measured (`sim_idle_step`)
     capacity_window_going_round: bool = False  # the trace was too short for the cap: the runs repeat its lengths
     sweep_floor_rps: float = math.nan
     capacity_attribution: list[dict[str, Any]] = field(default_factory=list)
@@ -337,6 +341,8 @@ class Protocol:
         self.cal_all_ids = [[lk.run_id, hk.run_id] for lk, hk, _, _ in runs]
         self.frozen = Path(shutil.copyfile(done.path, a.profile_out or self.tmp / "calibrated-profile.json"))
         self.cal_samples = done.samples
+        self.idle_variant = calibrate(done.samples, self.tmp / "idle-step-profile.json", grid=(self.grid_rows, self.meta),
+                                      run_ids=self.cal_ids, idle_step=True)
         self.say(f"calibration repeats price the same {self.cal_spread.iterations} iterations at "
                  f"{', '.join(f'{x:.3f}' for x in self.cal_spread.mean_iteration_ms())} ms each: spread "
                  f"{self.cal_spread.spread_pct:.1f}%; the median, repeat {m + 1}, is frozen")
@@ -430,6 +436,7 @@ class Protocol:
         out.attribution = self.attribute(rounds)
         out.sweep_cap_rps, out.sweep_floor_rps = sweep_cap, a.capacity_min_fraction * sim_cap
         out.capacity_window_requests = len(cap_window.requests)
+        out.idle_step_s = self.idle_variant.calibration.idle_prefill_extra_s
         out.capacity_window_going_round = self.capacity_going_round
         from fidelity_lib.saturation import analyse_sweep
 
@@ -463,6 +470,7 @@ class Protocol:
         sim, sim_id = self.sim(arrivals, path, f"fidelity {w.name} run {rep + 1} (sim)", record=True)
         by_probe = sim if probe_path == path else self.sim(arrivals, probe_path, f"fidelity {w.name} (worker probe sim)")[0]
         unpaced = sim if path == self.frozen else self.sim(arrivals, self.frozen, f"fidelity {w.name} (unpaced sim)")[0]
+        by_idle = self.sim(arrivals, self.idle_variant.path, f"fidelity {w.name} (idle step sim)")[0]
         by_repeat = [unpaced if f.path == self.cal_fits[self.cal_spread.median_index].path
                      else self.sim(arrivals, f.path, f"fidelity {w.name} (calibration {k + 1} sim)")[0]
                      for k, f in enumerate(self.cal_fits)] if len(self.cal_fits) > 1 else []
@@ -472,7 +480,7 @@ class Protocol:
             label, taken, live_started = "worker probe", run.probe_taken_s, run.started_s
         rnd = EvalRound(index, w.name, level, rep, rate, run, sim, sim_id, arrivals, path, factor,
                         label, (taken - self.t0) if taken is not None else None, live_started - self.t0, busy,
-                        unpaced, by_repeat, by_probe, probe_factor)
+                        unpaced, by_repeat, by_probe, probe_factor, by_idle)
         e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
         self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
                  f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%; "

@@ -35,19 +35,22 @@ def pooled(rounds: list[EvalRound]) -> tuple[list, list]:
     return sum((r.live_keyed for r in rounds), []), sum((r.sim_keyed for r in rounds), [])
 
 
-def worker_probe_errors(rounds: list[EvalRound]) -> dict[str, float]:
-    """The rounds' pooled errors had each been simulated at its worker's own probe pace: TTFT and E2E p50
-    and p99, and E2E p50 by load level (nan where a level has no round)."""
+def worker_probe_errors(rounds: list[EvalRound], variant: str = "sim_worker_probe") -> dict[str, float]:
+    """The rounds' pooled errors had each been simulated as ``variant`` says (default: at its worker's own probe
+    pace; ``sim_idle_step``: on the idle-step profile): TTFT and E2E p50 and p99, and TTFT and E2E p50 by load
+    level (nan where a level has no round)."""
     def err(rs: list[EvalRound]) -> dict:
         if not rs:
             return {m: {p: math.nan for p in PCTS} for m in METRICS}
         return errors(stats(sum((r.live_keyed for r in rs), [])),
-                      stats(sum((keyed(r.sim_worker_probe, r.index) for r in rs), [])))
+                      stats(sum((keyed(getattr(r, variant), r.index) for r in rs), [])))
 
     e = err(rounds)
     out = {f"{m}_p{p}": e[m][p] for m in ("ttft", "e2e") for p in (50, 99)}
     for level in ("low", "high"):
-        out[f"{level}_e2e_p50"] = err([r for r in rounds if r.level == level])["e2e"][50]
+        by_level = err([r for r in rounds if r.level == level])
+        out[f"{level}_e2e_p50"] = by_level["e2e"][50]
+        out[f"{level}_ttft_p50"] = by_level["ttft"][50]
     return out
 
 
@@ -145,6 +148,13 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"high {probed['high_e2e_p50']:+.1f}%), TTFT p99 {probed['ttft_p99']:+.1f}%, E2E p99 "
                   f"{probed['e2e_p99']:+.1f}%", highlight=False)
 
+    idle = worker_probe_errors(o.rounds, "sim_idle_step")
+    console.print(f"the same rounds on the profile with the idle worker's prefill step (fitted from the frozen repeat's "
+                  f"samples, step {1e3 * o.idle_step_s:.3f} ms; an experiment): TTFT p50 {idle['ttft_p50']:+.1f}%, E2E p50 "
+                  f"{idle['e2e_p50']:+.1f}% (low {idle['low_ttft_p50']:+.1f} / {idle['low_e2e_p50']:+.1f}%, high "
+                  f"{idle['high_ttft_p50']:+.1f} / {idle['high_e2e_p50']:+.1f}%), TTFT p99 {idle['ttft_p99']:+.1f}%, "
+                  f"E2E p99 {idle['e2e_p99']:+.1f}%", highlight=False)
+
     by_repeat = []  # the pooled p50 errors had each repeated calibration been frozen (a diagnostic)
     for k in range(min((len(r.sim_by_repeat) for r in o.rounds), default=0)):
         e = errors(stats(live), stats(sum((keyed(r.sim_by_repeat[k], r.index) for r in o.rounds), [])))
@@ -224,6 +234,8 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                            for p, v in zip(o.sweep, slo_values)],
         "unpaced_err_pct": {f"{m}_p{p}": _r(unpaced[m][p]) for m in ("ttft", "e2e") for p in (50, 99)},
         "worker_probe_err_pct": {k: _r(v) for k, v in probed.items()},
+        "idle_step_err_pct": {k: _r(v) for k, v in idle.items()},
+        "idle_step_ms": _r(1e3 * o.idle_step_s, 4),
         "worker_probe_reference": [_r(x, 4) for x in o.probe_reference],
         "worker_probe_by_repeat": [[_r(x, 4) for x in r] for r in o.probe_by_repeat],
         "e2e_correlation": _r(corr, 4),

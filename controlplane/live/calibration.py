@@ -185,6 +185,7 @@ class Calibration:
     slowdowns: dict[str, float] = dataclasses.field(default_factory=dict)  # by kind: prefill, decode, all
     handoff_s: float = 0.0  # median reply -> next batch hand-off folded into the iterations
     stalls: int = 0  # iterations left out as stalls of the host or driver (`split_stalls`)
+    idle_prefill_extra_s: float = 0.0  # a prefill on an idle worker costs this much more (`idle_start`)
 
     def meta(self) -> dict[str, Any]:
         """What the profile's metadata records about the calibration."""
@@ -192,4 +193,8 @@ class Calibration:
         for kind in ("prefill", "decode"):
             if kind in self.slowdowns:
                 extra[f"live_slowdown_{kind}"] = self.slowdowns[kind]
+        if self.idle_prefill_extra_s > 0:
+            from controlplane.live.idle_start import IDLE_GAP_S
+
+            extra.update(idle_prefill_extra_s=self.idle_prefill_extra_s, idle_gap_s=IDLE_GAP_S)
         return {**self.overhead.as_dict(), "handoff_s": self.handoff_s, "stalls": self.stalls, **extra}

@@ -26,6 +26,7 @@ from controlplane.live.calibration import (
     live_rows,
     scaled_grid_rows,
 )
+from controlplane.live.idle_start import idle_prefill_extra
 from controlplane.live.iteration_samples import IterationSample, at_pace, split_stalls, with_handoffs_once
 from sim.calibration.grid import live_slowdowns
 
@@ -37,28 +38,33 @@ TIMINGS = ("wall", "backend")
 
 
 def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mapping[str, Any]] | None = None,
-                   grid_meta: Mapping[str, Any] | None = None) -> Calibration:
+                   grid_meta: Mapping[str, Any] | None = None, *, idle_step: bool = False) -> Calibration:
     """Profile rows from live iterations: their own at their effective times (mean per shape at the
     run's average machine speed, weighted by the time windows it was timed in, `live_rows`); with a
     grid profile of the same worker, also the grid's rows scaled by the live slowdown of their kind
     plus the live overhead (`scaled_grid_rows`), for the shapes the run did not reach.
 
     Hand-offs are measured if they are not yet (`with_handoffs`); several runs: `join_runs` first.
-    Stalls of the host or driver are left out (`split_stalls`) and counted.
+    Stalls of the host or driver are left out (`split_stalls`) and counted. ``idle_step`` (off; an experiment,
+    docs/history/calibration.md): measure what a prefill on an idle worker costs more, take it out of those
+    prefills and record it (`controlplane.live.idle_start`), for the simulator to add where a replica was idle.
     """
     if not samples:
         raise ValueError("no live iterations to calibrate from")
     timed = with_handoffs_once(samples)
     handoff = statistics.median(s.handoff_s or 0.0 for s in timed)
     timed, stalls = split_stalls(timed)
+    idle_extra = 0.0
+    if idle_step:  # the rows become back-to-back costs; the simulator adds the step
+        idle_extra, timed = idle_prefill_extra(timed)
     overhead = fit_overhead(timed)
     rows = live_rows(timed)
     if grid_rows is None:
-        return Calibration(rows, overhead, None, {}, handoff, len(stalls))
+        return Calibration(rows, overhead, None, {}, handoff, len(stalls), idle_extra)
     slowdowns = live_slowdowns(grid_rows, grid_meta or {}, timed)
     scaled = scaled_grid_rows(grid_rows, slowdowns, interleaved=bool((grid_meta or {}).get("interleaved")))
     return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdowns["all"], slowdowns, handoff,
-                       len(stalls))
+                       len(stalls), idle_extra)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class CalibratedProfile:
 def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
               grid: str | Path | tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]] | None = None,
               timing: str = "wall", pace: float | None = None, meta: Mapping[str, Any] | None = None,
-              run_ids: Sequence[int | None] = ()) -> CalibratedProfile:
+              run_ids: Sequence[int | None] = (), idle_step: bool = False) -> CalibratedProfile:
     """Fit a measured latency profile on live iterations and write it to ``output``.
 
     * ``samples``: timed iterations of one live run (`IterationLog.samples` during the run,
@@ -109,12 +115,12 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
         source = f"{label} (backend timings, mean per shape)"
     elif grid is not None:
         grid_rows, grid_meta = read_profile(grid) if isinstance(grid, (str, Path)) else grid
-        cal = calibrate_rows(timed, grid_rows, grid_meta)
+        cal = calibrate_rows(timed, grid_rows, grid_meta, idle_step=idle_step)
         doc.update(grid_meta)
         grid_name = grid if isinstance(grid, (str, Path)) else "grid profile"
         source = f"{label} + {grid_name} scaled to it"
     else:
-        cal = calibrate_rows(timed)
+        cal = calibrate_rows(timed, idle_step=idle_step)
         source = f"{label} (as the control plane saw it, mean per shape)"
     if pace is not None:
         source += f", at {pace:.3f}x the backend's pace"

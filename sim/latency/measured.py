@@ -136,6 +136,10 @@ class MeasuredProfileModel(LatencyModel):
         self.coef = tuple(c)
         self.meta = dict(meta or {})
         self.padded = self.meta.get("batching") == "padded"
+        # A prefill that starts on a worker idle for at least `idle_gap_s` costs this much more (the live path's
+        # wake-up, `controlplane.live.idle_start`); the simulator's driver adds it. 0: not measured.
+        self.idle_prefill_extra_s = float(self.meta.get("idle_prefill_extra_s") or 0.0)
+        self.idle_gap_s = float(self.meta.get("idle_gap_s") or 0.1)
         self.fit_stats: dict[str, float] = {}
         # Measured / linear ratio by batch size (index = sequences; see `fit`): empty = no correction.
         self.decode_factors: tuple[float, ...] = ()
