@@ -1,15 +1,12 @@
 """The SimPy driver: replays a trace through the unchanged control-plane core.
 
-SimPy's environment is the run's clock. Arrivals come from the trace (streamed), ticks from
-a periodic timer, and simulated workers turn each batch into a duration with their model's
-latency model. A decode batch that may run many iterations is one timeout, cut short at the
-next iteration boundary when the core interrupts it, so events grow with batches, not tokens.
-
-Every timer is a plain SimPy ``Timeout`` whose value says what fired and whose only callback
-is a bound method: no generator processes or closures on the hot path, which run once per
-event. The next arrival and the next tick are kept beside SimPy's heap (`SimDriver._next_beside`:
-two timers at most, under the same ordering key), not pushed and popped as timeouts. Decode
-runs of Vidur's profile model are priced in constant steps (``SteppedDecode``).
+SimPy's environment is the run's clock. Arrivals come from the trace (streamed), ticks from a periodic timer, and
+simulated workers turn each batch into a duration with their model's latency model. A decode batch that may run
+many iterations is one timeout, cut short at the next iteration boundary when the core interrupts it, so events
+grow with batches, not tokens. Every timer is a plain SimPy ``Timeout`` whose value says what fired and whose only
+callback is a bound method: no generator processes or closures on the hot path. The next arrival and the next
+tick are kept beside SimPy's heap (`SimDriver._next_beside`), not pushed and popped as timeouts. Decode runs of
+Vidur's profile model are priced in constant steps (``SteppedDecode``).
 """
 
 from __future__ import annotations
@@ -91,9 +88,7 @@ class SimDriver:
         self._trace: Iterator[TraceRequest] | None = None
         self._last_arrival_s = float("-inf")
         self._idle_ticks = 0
-        # Workers whose latency model prices a prefill after the worker was idle (`idle_prefill_extra_s`, a
-        # measured profile's): [extra s, idle gap s, last batch end]; empty for every other model.
-        self._idle: dict[str, list[float]] = {}
+        self._idle: dict[str, list[float]] = {}  # [step s, idle gap s, last end] of an idle-step profile's workers
         self._done: simpy.Event | None = None
         # The next arrival and the next tick, beside SimPy's heap (see `_next_beside`): a heap
         # entry's key (time, priority, event id) and what fires; None when none is due.
