@@ -17,10 +17,12 @@ from collections.abc import Sequence
 
 from controlplane.live.iteration_samples import IterationSample
 
-__all__ = ["IDLE_GAP_S", "MIN_SAMPLES", "idle_prefill_extra"]
+__all__ = ["BACK_TO_BACK_S", "IDLE_GAP_S", "MIN_SAMPLES", "idle_prefill_extra"]
 
 #: A worker idle at least this long before an iteration starts it cold.
 IDLE_GAP_S = 0.1
+#: An iteration starting within this of the worker's previous one is back to back (the baseline live path).
+BACK_TO_BACK_S = 0.001
 #: Idle and back-to-back prefills each needed to measure the step; with fewer it is 0.
 MIN_SAMPLES = 10
 
@@ -28,7 +30,7 @@ MIN_SAMPLES = 10
 def idle_prefill_extra(samples: Sequence[IterationSample], idle_gap_s: float = IDLE_GAP_S,
                        min_samples: int = MIN_SAMPLES) -> tuple[float, list[IterationSample]]:
     """(the step: the median live path of prefills starting after ``idle_gap_s`` of idleness minus that of
-    prefills right after another iteration (gap under 1 ms), at least 0; ``samples`` with the step taken out
+    prefills right after another iteration (gap under ``BACK_TO_BACK_S``), at least 0; ``samples`` with the step taken out
     of the idle prefills' times). Gaps are per worker on the samples' timeline (a worker's first iteration
     counts as after idle). The step is 0, and the samples unchanged, with fewer than ``min_samples`` of either."""
     last_end: dict[str, float] = {}
@@ -42,7 +44,7 @@ def idle_prefill_extra(samples: Sequence[IterationSample], idle_gap_s: float = I
         if s.num_prefill_seqs:
             if gap >= idle_gap_s:
                 idle.append(i)
-            elif gap < 0.001:
+            elif gap < BACK_TO_BACK_S:
                 busy.append(i)
     if len(idle) < min_samples or len(busy) < min_samples:
         return 0.0, list(samples)
