@@ -31,8 +31,9 @@ def idle_prefill_extra(samples: Sequence[IterationSample], idle_gap_s: float = I
                        min_samples: int = MIN_SAMPLES) -> tuple[float, list[IterationSample]]:
     """(the step: the median live path of prefills starting after ``idle_gap_s`` of idleness minus that of
     prefills right after another iteration (gap under ``BACK_TO_BACK_S``), at least 0; ``samples`` with the
-    step taken out of the idle prefills' times). Gaps are per worker on the samples' timeline (a worker's first iteration
-    counts as after idle). The step is 0, and the samples unchanged, with fewer than ``min_samples`` of either."""
+    step taken out of the idle prefills' times). Gaps are per worker on the samples' timeline (a worker's
+    first iteration counts as after idle). The step is 0, and the samples unchanged, with fewer than
+    ``min_samples`` of either."""
     last_end: dict[str, float] = {}
     idle: list[int] = []
     busy: list[int] = []
