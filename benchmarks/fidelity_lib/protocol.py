@@ -92,6 +92,8 @@ class EvalRound:
     # on a profile fitted from the frozen repeat's samples with the idle worker's prefill step (`idle_start`; an
     # experiment, read A/B against `sim_unpaced`: the same calibration data)
     sim_idle_step: list[RequestTimes] = field(default_factory=list)
+    # on a profile fitted from the same samples without the machine-speed normalisation (an experiment, A/B as above)
+    sim_unnormalised: list[RequestTimes] = field(default_factory=list)
 
     @property
     def live_keyed(self) -> list[RequestTimes]:
@@ -343,6 +345,8 @@ class Protocol:
         self.cal_samples = done.samples
         self.idle_variant = calibrate(done.samples, self.tmp / "idle-step-profile.json", grid=(self.grid_rows, self.meta),
                                       run_ids=self.cal_ids, idle_step=True)
+        self.unnormalised_variant = calibrate(done.samples, self.tmp / "unnormalised-profile.json",
+                                              grid=(self.grid_rows, self.meta), run_ids=self.cal_ids, normalise=False)
         self.say(f"calibration repeats price the same {self.cal_spread.iterations} iterations at "
                  f"{', '.join(f'{x:.3f}' for x in self.cal_spread.mean_iteration_ms())} ms each: spread "
                  f"{self.cal_spread.spread_pct:.1f}%; the median, repeat {m + 1}, is frozen")
@@ -471,6 +475,7 @@ class Protocol:
         by_probe = sim if probe_path == path else self.sim(arrivals, probe_path, f"fidelity {w.name} (worker probe sim)")[0]
         unpaced = sim if path == self.frozen else self.sim(arrivals, self.frozen, f"fidelity {w.name} (unpaced sim)")[0]
         by_idle = self.sim(arrivals, self.idle_variant.path, f"fidelity {w.name} (idle step sim)")[0]
+        by_unnormalised = self.sim(arrivals, self.unnormalised_variant.path, f"fidelity {w.name} (unnormalised sim)")[0]
         by_repeat = [unpaced if f.path == self.cal_fits[self.cal_spread.median_index].path
                      else self.sim(arrivals, f.path, f"fidelity {w.name} (calibration {k + 1} sim)")[0]
                      for k, f in enumerate(self.cal_fits)] if len(self.cal_fits) > 1 else []
@@ -480,7 +485,7 @@ class Protocol:
             label, taken, live_started = "worker probe", run.probe_taken_s, run.started_s
         rnd = EvalRound(index, w.name, level, rep, rate, run, sim, sim_id, arrivals, path, factor,
                         label, (taken - self.t0) if taken is not None else None, live_started - self.t0, busy,
-                        unpaced, by_repeat, by_probe, probe_factor, by_idle)
+                        unpaced, by_repeat, by_probe, probe_factor, by_idle, by_unnormalised)
         e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
         self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
                  f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%; "

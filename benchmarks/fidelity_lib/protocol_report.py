@@ -154,6 +154,12 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"{idle['e2e_p50']:+.1f}% (low {idle['low_ttft_p50']:+.1f} / {idle['low_e2e_p50']:+.1f}%, high "
                   f"{idle['high_ttft_p50']:+.1f} / {idle['high_e2e_p50']:+.1f}%), TTFT p99 {idle['ttft_p99']:+.1f}%, "
                   f"E2E p99 {idle['e2e_p99']:+.1f}%", highlight=False)
+    unnorm = worker_probe_errors(o.rounds, "sim_unnormalised")
+    console.print(f"the same rounds on the profile fitted from the same samples without the machine-speed normalisation "
+                  f"(each live row at the pace it ran; an experiment): TTFT p50 {unnorm['ttft_p50']:+.1f}%, E2E p50 "
+                  f"{unnorm['e2e_p50']:+.1f}% (low {unnorm['low_ttft_p50']:+.1f} / {unnorm['low_e2e_p50']:+.1f}%, high "
+                  f"{unnorm['high_ttft_p50']:+.1f} / {unnorm['high_e2e_p50']:+.1f}%), TTFT p99 {unnorm['ttft_p99']:+.1f}%, "
+                  f"E2E p99 {unnorm['e2e_p99']:+.1f}%", highlight=False)
 
     by_repeat = []  # the pooled p50 errors had each repeated calibration been frozen (a diagnostic)
     for k in range(min((len(r.sim_by_repeat) for r in o.rounds), default=0)):
@@ -236,6 +242,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "worker_probe_err_pct": {k: _r(v) for k, v in probed.items()},
         "idle_step_err_pct": {k: _r(v) for k, v in idle.items()},
         "idle_step_ms": _r(1e3 * o.idle_step_s, 4),
+        "unnormalised_err_pct": {k: _r(v) for k, v in unnorm.items()},
         "worker_probe_reference": [_r(x, 4) for x in o.probe_reference],
         "worker_probe_by_repeat": [[_r(x, 4) for x in r] for r in o.probe_by_repeat],
         "e2e_correlation": _r(corr, 4),

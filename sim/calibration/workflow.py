@@ -38,7 +38,8 @@ TIMINGS = ("wall", "backend")
 
 
 def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mapping[str, Any]] | None = None,
-                   grid_meta: Mapping[str, Any] | None = None, *, idle_step: bool = False) -> Calibration:
+                   grid_meta: Mapping[str, Any] | None = None, *, idle_step: bool = False,
+                   normalise: bool = True) -> Calibration:
     """Profile rows from live iterations: their own at their effective times (mean per shape at the
     run's average machine speed, weighted by the time windows it was timed in, `live_rows`); with a
     grid profile of the same worker, also the grid's rows scaled by the live slowdown of their kind
@@ -48,6 +49,8 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mappi
     Stalls of the host or driver are left out (`split_stalls`) and counted. ``idle_step`` (off; an experiment,
     docs/history/calibration.md): measure what a prefill on an idle worker costs more, take it out of those
     prefills and record it (`controlplane.live.idle_start`), for the simulator to add where a replica was idle.
+    ``normalise`` (on): each live row at the runs' average machine speed (`live_rows`); off (an experiment): at
+    the speed its iterations ran at, so joined runs' paces are not averaged into each other's shapes.
     """
     if not samples:
         raise ValueError("no live iterations to calibrate from")
@@ -58,7 +61,7 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mappi
     if idle_step:  # the rows become back-to-back costs; the simulator adds the step
         idle_extra, timed = idle_prefill_extra(timed)
     overhead = fit_overhead(timed)
-    rows = live_rows(timed)
+    rows = live_rows(timed, normalise=normalise)
     if grid_rows is None:
         return Calibration(rows, overhead, None, {}, handoff, len(stalls), idle_extra)
     slowdowns = live_slowdowns(grid_rows, grid_meta or {}, timed)
@@ -80,7 +83,7 @@ class CalibratedProfile:
 def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
               grid: str | Path | tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]] | None = None,
               timing: str = "wall", pace: float | None = None, meta: Mapping[str, Any] | None = None,
-              run_ids: Sequence[int | None] = (), idle_step: bool = False) -> CalibratedProfile:
+              run_ids: Sequence[int | None] = (), idle_step: bool = False, normalise: bool = True) -> CalibratedProfile:
     """Fit a measured latency profile on live iterations and write it to ``output``.
 
     * ``samples``: timed iterations of one live run (`IterationLog.samples` during the run,
@@ -115,12 +118,12 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
         source = f"{label} (backend timings, mean per shape)"
     elif grid is not None:
         grid_rows, grid_meta = read_profile(grid) if isinstance(grid, (str, Path)) else grid
-        cal = calibrate_rows(timed, grid_rows, grid_meta, idle_step=idle_step)
+        cal = calibrate_rows(timed, grid_rows, grid_meta, idle_step=idle_step, normalise=normalise)
         doc.update(grid_meta)
         grid_name = grid if isinstance(grid, (str, Path)) else "grid profile"
         source = f"{label} + {grid_name} scaled to it"
     else:
-        cal = calibrate_rows(timed, idle_step=idle_step)
+        cal = calibrate_rows(timed, idle_step=idle_step, normalise=normalise)
         source = f"{label} (as the control plane saw it, mean per shape)"
     if pace is not None:
         source += f", at {pace:.3f}x the backend's pace"
@@ -131,5 +134,7 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
     elif ids:
         doc["run_ids"] = ids
     doc.update({"source": source, "timing": timing, **cal.meta()})
+    if not normalise and timing != "backend":
+        doc["machine_speed_normalised"] = False
     path = write_profile(output, cal.rows, doc)
     return CalibratedProfile(path, cal, timed, doc)

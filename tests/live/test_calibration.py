@@ -394,3 +394,19 @@ def test_a_recorded_run_reads_back_as_its_samples_with_hand_offs(timed_live_run)
     console.print(samples_table(back, "t"))
     text = console.export_text()
     assert "decode x" in text and "prefill x" in text and "hand-off" in text
+
+
+def test_without_normalisation_each_runs_rows_keep_the_pace_they_ran_at(tmp_path):
+    # A light run's decodes of 1 and a heavy run's of 8, the heavy run on a machine 20% slower; one shape (2) in both.
+    light = [sample(0.1 * i, 0.004, 0.003, d_seqs=b, d_ctx=b * 32, handoff=None) for i, b in enumerate((1, 2) * 20)]
+    heavy = [sample(0.01 * i, 1.2 * 0.011, 1.2 * 0.010, d_seqs=b, d_ctx=b * 32, handoff=None)
+             for i, b in enumerate((8, 2) * 20)]
+    joined = join_runs(light, heavy)
+    by_shape = {int(r["num_decode_seqs"]): r["iteration_s"] for r in calibrate_rows(joined, normalise=False).rows}
+    assert by_shape[1] == pytest.approx(0.004, rel=0.01)  # as it ran
+    assert by_shape[8] == pytest.approx(1.2 * 0.011, rel=0.01)
+    normalised = {int(r["num_decode_seqs"]): r["iteration_s"] for r in calibrate_rows(joined).rows}
+    assert normalised[8] < 0.99 * by_shape[8]  # the slow run's own shape priced at the runs' average speed
+    done = calibrate(joined, tmp_path / "u.json", normalise=False)
+    assert read_profile(done.path)[1]["machine_speed_normalised"] is False
+    assert "machine_speed_normalised" not in calibrate(joined, tmp_path / "n.json").meta

@@ -447,6 +447,9 @@ def test_the_out_of_sample_protocol_end_to_end(tmp_path, capsys):
         assert d["pace_from"] == f"round {d['round']}" and d["pace_measured_at_s"] < d["live_started_at_s"]
     # the frozen profile is the file whose hash was printed
     assert result["profile_sha256"] == hashlib.sha256((tmp_path / "p.json").read_bytes()).hexdigest()
+    # the experiments' variants, fitted from the frozen repeat's samples, are simulated on every round
+    for variant in ("idle_step_err_pct", "unnormalised_err_pct"):
+        assert set(result[variant]) >= {"ttft_p50", "e2e_p50", "low_e2e_p50", "high_e2e_p50"}
     # the planned rates, then at most one added (the cap, 1.4 x the simulated capacity) while the live side had not
     # crossed; or downwards (to 0.25 x) while it was over the SLO at 0.8 x already
     sweep, added = result["capacity_sweep"], result["capacity_points_added"]
