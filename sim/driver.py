@@ -229,8 +229,6 @@ class SimDriver:
             if progress is not None and not self.num_arrived & 255:
                 progress(self.num_arrived, env.now)
         self._trace_done = True
-        if progress is not None:
-            progress(self.num_arrived, env.now)
 
     def _arrive(self, timer: Timeout) -> None:
         self._arrived(timer._value)
@@ -247,6 +245,8 @@ class SimDriver:
         self._tick_event.time_s = self.env._now
         self._handle(self._tick_event)
         if self._trace_done:
+            if self.on_progress is not None:  # the last arrival's count, then the clock while the run drains
+                self.on_progress(self.num_arrived, self.env._now)
             if self.core.num_active == 0 and not self.guardians.num_pending:  # async verdicts count too
                 self._finish()
                 return

@@ -278,3 +278,13 @@ def working(text: str) -> Any:
 def write_stdout(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def caps_note(total: int, counts: dict[str, int], max_prompt_tokens: int | None, max_output_tokens: int | None,
+              after: str) -> str:
+    """``length caps: N of M prompts at --max-prompt-tokens X, ...`` for the caps given ('' with none):
+    ``counts`` has the ``prompts`` / ``outputs`` at or over each cap; ``after`` ends the parenthesis."""
+    parts = [f"{counts.get(what, 0):,} of {total:,} {what} at --{flag} {cap}"
+             for what, flag, cap in (("prompts", "max-prompt-tokens", max_prompt_tokens),
+                                     ("outputs", "max-output-tokens", max_output_tokens)) if cap is not None]
+    return f"length caps: {', '.join(parts)} (cut there, or exactly that long; {after})" if parts else ""

@@ -179,17 +179,11 @@ def at_the_caps(requests: list[Any], max_prompt_tokens: Optional[int], max_outpu
     """How many requests the length caps left at the cap, in words ('' with no cap). A long-context
     trace (Mooncake: median prompt ~7k tokens) capped for a small model becomes requests of one
     length: the user sees it here, before the run, not after reading the served trace."""
-    parts = []
-    for what, cap, lengths in (("prompts", max_prompt_tokens, [r.prompt_tokens for r in requests]),
-                               ("outputs", max_output_tokens, [r.output_tokens for r in requests])):
-        if cap is not None:
-            n = sum(1 for x in lengths if x >= cap)
-            flag = "max-prompt-tokens" if what == "prompts" else "max-output-tokens"
-            parts.append(f"{n:,} of {len(lengths):,} {what} at --{flag} {cap}")
-    if not parts:
-        return ""
-    return ("length caps: " + ", ".join(parts) + " (cut there, or exactly that long; `sim replay` with the "
-            "same caps serves the same lengths)")
+    p_cap, o_cap = max_prompt_tokens, max_output_tokens
+    counts = {"prompts": sum(1 for r in requests if p_cap is not None and r.prompt_tokens >= p_cap),
+              "outputs": sum(1 for r in requests if o_cap is not None and r.output_tokens >= o_cap)}
+    return common.caps_note(len(requests), counts, max_prompt_tokens, max_output_tokens,
+                            "`sim replay` with the same caps serves the same lengths")
 
 
 def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], show: bool, **read: Any) -> Any:

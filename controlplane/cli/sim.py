@@ -255,6 +255,9 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         return
     title = f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"
     common.out.print(summary_table(summary, title))
+    if max_prompt_tokens is not None or max_output_tokens is not None:
+        common.err.print(_caps_line(cfg.storage.url, summary.get("run_id"), max_prompt_tokens, max_output_tokens),
+                         highlight=False)
     from controlplane.storage.errors import mask_password
 
     url = mask_password(cfg.storage.url)  # (never the password: the line goes to logs and terminals)
@@ -266,6 +269,23 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                          f"decided): `controlplane runs show {summary.get('run_id')}{db}` lists them with their first "
                          "error", highlight=False)
     _warn_refused(result)
+
+
+def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_tokens: int | None) -> str:
+    """How many of the run's requests the length caps left at the cap (from its stored rows), as
+    `controlplane live-replay` says before its run: a long-context trace capped for a short model
+    becomes requests of one length."""
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import requests_at_length
+
+    engine = make_engine(url)
+    try:
+        counts = requests_at_length(engine, int(run_id), prompt_tokens=max_prompt_tokens,
+                                    output_tokens=max_output_tokens)
+    finally:
+        engine.dispose()
+    return common.caps_note(counts["total"], counts, max_prompt_tokens, max_output_tokens,
+                            "`live-replay` with the same caps serves the same lengths")
 
 
 def _warn_refused(result: Any) -> None:

@@ -107,7 +107,9 @@ def result_error(r: LiveResult) -> APIError:
     if status in (429, 503):  # the policy's own hint where it gave one (whole seconds, at least 1)
         retry = r.retry_after_s
         headers = {"retry-after": str(max(1, math.ceil(retry))) if retry is not None and retry < 1e9 else "1"}
-    return APIError(status, message, code=code, headers=headers)
+    # a prompt too long for the model names the field at fault, whether the model's check or a policy refused it
+    param = "prompt" if r.reason_code is ReasonCode.TOO_LONG else None
+    return APIError(status, message, code=code, param=param, headers=headers)
 
 
 async def _api_error(request: HTTPRequest, exc: APIError) -> JSONResponse:

@@ -243,3 +243,19 @@ def decision_counts(engine: Engine, run_id: int) -> list[dict[str, Any]]:
     for row in rows:
         row["errors"] = int(row["errors"] or 0)
     return sorted(rows, key=lambda r: (r["hook"], r["plugin"], r["action"] is not None, r["action"] or ""))
+
+
+def requests_at_length(engine: Engine, run_id: int, *, prompt_tokens: int | None = None,
+                       output_tokens: int | None = None) -> dict[str, int]:
+    """How many of a run's requests have at least ``prompt_tokens`` prompt tokens (``prompts``) and at
+    least ``output_tokens`` output tokens (``outputs``; a length not given is not counted), of ``total``:
+    what length caps left at the cap, counted from the stored rows in one pass."""
+    get_run(engine, run_id)
+    c = Request.__table__.c
+    counts = [func.count().label("total")]
+    for name, column, at in (("prompts", c.prompt_tokens, prompt_tokens), ("outputs", c.output_tokens, output_tokens)):
+        if at is not None:
+            counts.append(func.sum(case((column >= at, 1), else_=0)).label(name))
+    with engine.connect() as conn:
+        row = conn.execute(select(*counts).where(c.run_id == run_id)).one()
+    return {k: int(v or 0) for k, v in row._mapping.items()}

@@ -30,3 +30,22 @@ def test_the_default_database_needs_no_db_option(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["sim", "replay", "--limit", "20"])
     assert result.exit_code == 0, result.output
     assert "stored in sqlite:///controlplane.db as run 1; see `controlplane runs show 1`\n" in result.stdout
+
+
+def test_length_caps_say_how_many_requests_they_left_at_the_cap(tmp_path, monkeypatch):
+    # As `live-replay` says before its run: a capped trace can become requests of one length.
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "50", "--max-prompt-tokens", "1000",
+                                      "--max-output-tokens", "100000"])
+    assert result.exit_code == 0, result.output
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import iter_request_rows
+
+    rows = list(iter_request_rows(make_engine("sqlite:///controlplane.db"), 1))
+    at_cap = sum(r["prompt_tokens"] == 1000 for r in rows)
+    assert len(rows) == 50 and 0 < at_cap < 50 and max(r["prompt_tokens"] for r in rows) == 1000
+    text = " ".join(result.stderr.split())
+    assert (f"length caps: {at_cap} of 50 prompts at --max-prompt-tokens 1000, 0 of 50 outputs at --max-output-tokens "
+            "100000 (cut there, or exactly that long; `live-replay` with the same caps serves the same lengths)") in text
+    plain = CliRunner().invoke(app, ["sim", "replay", "--limit", "5"])  # no cap, no line
+    assert plain.exit_code == 0 and "length caps" not in plain.stderr

@@ -58,6 +58,7 @@ def test_a_rejection_by_a_plugin_carries_the_core_s_code(http):
     r = http.post("/v1/completions", json={"prompt": [5] * 41, "max_tokens": 2})  # queue-limit's max_prompt_tokens
     assert r.json()["error"]["message"].startswith("rejected: prompt too long")
     assert r.status_code == 400 and error(r)["code"] == "too_long"
+    assert error(r)["param"] == "prompt"  # as when the model's own length check refuses it
 
 
 def test_admin_needs_the_token_and_draining_is_503_unavailable(http):

@@ -123,7 +123,7 @@ def test_gpu_seconds_count_every_replica_for_the_whole_run():
     assert res.summary["gpu_seconds"] == pytest.approx(2 * 4 * res.summary["sim_end_s"])
 
 
-def test_progress_is_reported_until_the_last_arrival():
+def test_progress_is_reported_through_the_arrivals_and_the_drain_after_them():
     from controlplane.session import RunSession
 
     seen: list[tuple[int, float]] = []
@@ -136,7 +136,11 @@ def test_progress_is_reported_until_the_last_arrival():
     assert summary["num_requests"] == 600 == driver.num_arrived
     counts = [n for n, _ in seen]
     assert counts == sorted(counts) and counts[-1] == 600 and 256 in counts
-    assert seen[-1][1] == pytest.approx(trace[-1].arrival_s)
+    # after the last arrival the clock is still reported while what arrived is served (a saturated run's drain
+    # can be long: a progress bar that stops there reads as a hang)
+    drain = [t for n, t in seen if n == 600]
+    assert drain[0] <= trace[-1].arrival_s + 1.0 and len(drain) > 1
+    assert summary["sim_end_s"] - 1.0 <= drain[-1] <= summary["sim_end_s"]
 
 
 def test_the_simulator_asks_the_core_for_no_finish_actions():
