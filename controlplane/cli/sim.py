@@ -275,6 +275,8 @@ def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_
     """How many of the run's requests the length caps left at the cap (from its stored rows), as
     `controlplane live-replay` says before its run: a long-context trace capped for a short model
     becomes requests of one length."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from controlplane.storage import make_engine
     from controlplane.storage.queries import requests_at_length
 
@@ -282,6 +284,8 @@ def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_
     try:
         counts = requests_at_length(engine, int(run_id), prompt_tokens=max_prompt_tokens,
                                     output_tokens=max_output_tokens)
+    except (SQLAlchemyError, LookupError, ValueError, TypeError):  # the database went away since (the run says so)
+        return "length caps: not counted (the run's requests could not be read back)"
     finally:
         engine.dispose()
     return common.caps_note(counts["total"], counts, max_prompt_tokens, max_output_tokens,

@@ -49,3 +49,10 @@ def test_length_caps_say_how_many_requests_they_left_at_the_cap(tmp_path, monkey
             "100000 (cut there, or exactly that long; `live-replay` with the same caps serves the same lengths)") in text
     plain = CliRunner().invoke(app, ["sim", "replay", "--limit", "5"])  # no cap, no line
     assert plain.exit_code == 0 and "length caps" not in plain.stderr
+
+
+def test_a_caps_count_that_cannot_be_read_back_says_so(tmp_path):
+    from controlplane.cli.sim import _caps_line
+
+    assert _caps_line(f"sqlite:///{tmp_path / 'elsewhere.db'}", 1, 256, None) == (
+        "length caps: not counted (the run's requests could not be read back)")
