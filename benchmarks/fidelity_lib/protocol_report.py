@@ -54,6 +54,14 @@ def worker_probe_errors(rounds: list[EvalRound], variant: str = "sim_worker_prob
     return out
 
 
+def _variant_line(console: Console, e: dict[str, float], what: str) -> None:
+    """One line: the rounds' pooled errors on a variant profile (`worker_probe_errors` of it)."""
+    console.print(f"the same rounds on {what}: TTFT p50 {e['ttft_p50']:+.1f}%, E2E p50 {e['e2e_p50']:+.1f}% (low "
+                  f"{e['low_ttft_p50']:+.1f} / {e['low_e2e_p50']:+.1f}%, high {e['high_ttft_p50']:+.1f} / "
+                  f"{e['high_e2e_p50']:+.1f}%), TTFT p99 {e['ttft_p99']:+.1f}%, E2E p99 {e['e2e_p99']:+.1f}%",
+                  highlight=False)
+
+
 def _style(e: float, target: float) -> str:
     return "green" if abs(e) <= target else ("yellow" if abs(e) <= 2 * target else "red")
 
@@ -149,17 +157,11 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"{probed['e2e_p99']:+.1f}%", highlight=False)
 
     idle = worker_probe_errors(o.rounds, "sim_idle_step")
-    console.print(f"the same rounds on the profile with the idle worker's prefill step (fitted from the frozen repeat's "
-                  f"samples, step {1e3 * o.idle_step_s:.3f} ms; an experiment): TTFT p50 {idle['ttft_p50']:+.1f}%, E2E p50 "
-                  f"{idle['e2e_p50']:+.1f}% (low {idle['low_ttft_p50']:+.1f} / {idle['low_e2e_p50']:+.1f}%, high "
-                  f"{idle['high_ttft_p50']:+.1f} / {idle['high_e2e_p50']:+.1f}%), TTFT p99 {idle['ttft_p99']:+.1f}%, "
-                  f"E2E p99 {idle['e2e_p99']:+.1f}%", highlight=False)
+    _variant_line(console, idle, f"the profile with the idle worker's prefill step (fitted from the frozen repeat's "
+                                 f"samples, step {1e3 * o.idle_step_s:.3f} ms; an experiment)")
     unnorm = worker_probe_errors(o.rounds, "sim_unnormalised")
-    console.print(f"the same rounds on the profile fitted from the same samples without the machine-speed normalisation "
-                  f"(each live row at the pace it ran; an experiment): TTFT p50 {unnorm['ttft_p50']:+.1f}%, E2E p50 "
-                  f"{unnorm['e2e_p50']:+.1f}% (low {unnorm['low_ttft_p50']:+.1f} / {unnorm['low_e2e_p50']:+.1f}%, high "
-                  f"{unnorm['high_ttft_p50']:+.1f} / {unnorm['high_e2e_p50']:+.1f}%), TTFT p99 {unnorm['ttft_p99']:+.1f}%, "
-                  f"E2E p99 {unnorm['e2e_p99']:+.1f}%", highlight=False)
+    _variant_line(console, unnorm, "the profile fitted from the same samples without the machine-speed normalisation "
+                                   "(each live row at the pace it ran; an experiment)")
 
     by_repeat = []  # the pooled p50 errors had each repeated calibration been frozen (a diagnostic)
     for k in range(min((len(r.sim_by_repeat) for r in o.rounds), default=0)):
