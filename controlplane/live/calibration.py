@@ -186,6 +186,7 @@ class Calibration:
     handoff_s: float = 0.0  # median reply -> next batch hand-off folded into the iterations
     stalls: int = 0  # iterations left out as stalls of the host or driver (`split_stalls`)
     idle_prefill_extra_s: float = 0.0  # a prefill on an idle worker costs this much more (`idle_start`)
+    normalised: bool = True  # live rows at the runs' average machine speed (`live_rows`); False: at their own
 
     def meta(self) -> dict[str, Any]:
         """What the profile's metadata records about the calibration."""
@@ -197,4 +198,6 @@ class Calibration:
             from controlplane.live.idle_start import IDLE_GAP_S
 
             extra.update(idle_prefill_extra_s=self.idle_prefill_extra_s, idle_gap_s=IDLE_GAP_S)
+        if not self.normalised:
+            extra["machine_speed_normalised"] = False
         return {**self.overhead.as_dict(), "handoff_s": self.handoff_s, "stalls": self.stalls, **extra}

@@ -63,11 +63,11 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mappi
     overhead = fit_overhead(timed)
     rows = live_rows(timed, normalise=normalise)
     if grid_rows is None:
-        return Calibration(rows, overhead, None, {}, handoff, len(stalls), idle_extra)
+        return Calibration(rows, overhead, None, {}, handoff, len(stalls), idle_extra, normalise)
     slowdowns = live_slowdowns(grid_rows, grid_meta or {}, timed)
     scaled = scaled_grid_rows(grid_rows, slowdowns, interleaved=bool((grid_meta or {}).get("interleaved")))
     return Calibration(add_overhead(scaled, overhead) + rows, overhead, slowdowns["all"], slowdowns, handoff,
-                       len(stalls), idle_extra)
+                       len(stalls), idle_extra, normalise)
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,5 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
     elif ids:
         doc["run_ids"] = ids
     doc.update({"source": source, "timing": timing, **cal.meta()})
-    if not normalise and timing != "backend":
-        doc["machine_speed_normalised"] = False
     path = write_profile(output, cal.rows, doc)
     return CalibratedProfile(path, cal, timed, doc)
