@@ -6,8 +6,10 @@ attributed to the layer that last raised each kept count ("start-up" when that w
 
     python benchmarks/autoscaling_anatomy.py --setup "mooncake-conv x1" --window-end 1800
     python benchmarks/autoscaling_anatomy.py --setup "mooncake-conv x0.5" --set slo-planner.steady_cv=null
+    python benchmarks/autoscaling_anatomy.py --trace day.csv --format canonical --rate-scale 10.37 --above 8
 
-It replays one `benchmarks/autoscaling.py` setup (`SUITE`) with the planner alone, exactly as the
+It replays one `benchmarks/autoscaling.py` setup (`SUITE`), or a trace of your own (``--trace``, ``--format``,
+``--rate-scale``, ``--ttft``: as that benchmark takes them), with the planner alone, exactly as the
 benchmark's `run` does, and records the planner's decision at every tick (the decision rows a run
 stores are written only when the target changes). Prints the run's JSON row, then replica-hours by
 layer and by cause.
@@ -96,7 +98,13 @@ class Anatomy:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--setup", default="mooncake-conv x0.5", choices=list(bench.SUITE))
+    ap.add_argument("--setup", default="mooncake-conv x0.5", choices=list(bench.SUITE),
+                    help="a setup of the suite (ignored with --trace)")
+    ap.add_argument("--trace", type=Path, help="a trace of your own instead of a setup")
+    ap.add_argument("--format", help="its format (default: detect)")
+    ap.add_argument("--rate-scale", type=float, help="thin (<1) or replicate (>1) its requests (default: the setup's, "
+                                                     "1 with --trace)")
+    ap.add_argument("--ttft", type=float, help="TTFT target (default: the setup's, else the config's)")
     ap.add_argument("--window-start", type=float)
     ap.add_argument("--window-end", type=float)
     ap.add_argument("--mooncake", default=str(bench.MOONCAKE))
@@ -121,9 +129,15 @@ def main(argv: list[str] | None = None) -> int:
 
     SLOPlanner.cp_scale = recorded
     try:
-        kind, scale, ttft, _ = bench.SUITE[args.setup]
+        if args.trace is not None:
+            trace, fmt, scale, ttft = args.trace, args.format, 1.0, None
+        else:
+            kind, scale, ttft, _ = bench.SUITE[args.setup]
+            trace, fmt = (None, "azure") if kind == "azure" else (args.mooncake, "mooncake")
+        scale = args.rate_scale if args.rate_scale is not None else scale
+        ttft = args.ttft if args.ttft is not None else ttft
         ns = argparse.Namespace(
-            trace=None if kind == "azure" else args.mooncake, format="azure" if kind == "azure" else "mooncake",
+            trace=trace, format=fmt, opt=[], rate_profile=None, progress=0,
             speed_up=1.0, limit=None, rate_scale=scale, window_start=args.window_start, window_end=args.window_end,
             config=None, cold_start=None, start_replicas=1, max_replicas=16, target=0.99, ttft=ttft, tpot=None,
             seed=0, price=None, warmup=300.0)

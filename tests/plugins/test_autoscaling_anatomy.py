@@ -47,6 +47,17 @@ def test_it_replays_a_suite_setup_with_the_planner_alone(capsys):
     assert hours["point"] > 0
 
 
+def test_it_replays_a_trace_of_your_own_at_a_rate_scale(tmp_path, capsys):
+    from sim.traces import write_canonical
+    from sim.traces.record import TraceRequest
+
+    trace = tmp_path / "mine.csv"
+    write_canonical([TraceRequest(str(i), 0.5 * i, 300, 40) for i in range(120)], trace)
+    assert anatomy.main(["--trace", str(trace), "--format", "canonical", "--rate-scale", "2", "--ttft", "3"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert row["num_requests"] == row["num_completed"] == 240  # every request twice: the rate scale was applied
+
+
 def test_a_window_planned_steady_want_is_split_into_its_mean_and_its_error():
     signals = {**SIGNALS, "steady_mean_per_s": 2.5, "steady_rate_per_s": 3.2, "needed": 4.0}
     # the mean 2.5/s: 3 replicas; its error (3.2/s) adds 1; the backlog (wanted 5) 1; the rate now, the forecast
