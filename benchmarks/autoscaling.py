@@ -55,13 +55,14 @@ from controlplane.config import load_config
 from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
-from sim.replay import TraceTransforms, open_trace, replay
+from sim.replay import TraceTransforms, open_trace, prepared_trace, replay
 from sim.traces import FORMATS, format_rate_profile, parse_options, parse_rate_profile
 from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import TransformValueError
 
 from autoscaling_checks import check_policies, format_mismatch  # noqa: E402
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
+from autoscaling_early_stop import MissCounter, StopWhenMissed, TargetMissed, allowed_misses, stopped_row  # noqa: E402
 from autoscaling_find_scale import find_scale, report  # noqa: E402
 from autoscaling_progress import progress_for  # noqa: E402
 
@@ -200,8 +201,10 @@ def transforms_of(args) -> TraceTransforms:
 
 
 def run(args, policy: str, replicas: int, settings: dict | None = None,
-        outcomes: list | None = None) -> dict:
-    """One replay; ``outcomes``, when given, gets each request's (arrival s, met the SLO)."""
+        outcomes: list | None = None, stop_below: float | None = None) -> dict:
+    """One replay; ``outcomes``, when given, gets each request's (arrival s, met the SLO). With
+    ``stop_below`` (and no ``outcomes``) it stops once its misses keep it below that attainment
+    (benchmarks/autoscaling_early_stop.py): the row then says so instead of the whole run's numbers."""
     data = base_config(args)
     plugins = data.get("plugins") or {}
     scalers = AUTOSCALERS | set(autoscalers())
@@ -228,9 +231,19 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     trace = args.trace or bundled_trace_path()
     label = " ".join(x for x in (getattr(args, "setup", None),
                                  f"static x{replicas}" if policy == "fixed-replicas" else policy) if x)
-    result = replay(trace, config, trace_format=args.format, record=False, extra_plugins=[log],
-                    trace_options=parse_options(getattr(args, "opt", None) or ()),
-                    transforms=transforms_of(args), on_progress=progress_for(label, getattr(args, "progress", None)))
+    options, transforms = parse_options(getattr(args, "opt", None) or ()), transforms_of(args)
+    observers, progress = [log], progress_for(label, getattr(args, "progress", None))
+    if stop_below is not None and outcomes is None:
+        n = sum(1 for _ in prepared_trace(trace, seed=args.seed, transforms=transforms, trace_format=args.format,
+                                          trace_options=options)[1])
+        counter = MissCounter(lambda r: meets_slo(r, config.slo))
+        observers.append(counter)
+        progress = StopWhenMissed(counter, allowed_misses(n, stop_below), n, progress)
+    try:
+        result = replay(trace, config, trace_format=args.format, record=False, extra_plugins=observers,
+                        trace_options=options, transforms=transforms, on_progress=progress)
+    except TargetMissed as stop:
+        return stopped_row(stop, time.perf_counter() - t0)
     s = result.summary
     if not s["num_requests"]:  # (its attainment is None: a TypeError below)
         window = " ".join(f"{o} {v:g}" for o, v in (("--window-start", args.window_start),
@@ -296,6 +309,9 @@ def parser() -> argparse.ArgumentParser:
                     help="slo_after_warmup counts requests arriving this long after the first (default 300 s)")
     ap.add_argument("--static-from", type=int, default=1, help="first static replica count tried")
     ap.add_argument("--no-static", action="store_true", help="skip the static provisioning search")
+    ap.add_argument("--no-early-stop", action="store_true",
+                    help="replay every static count to its end (default: a count stops once its misses keep it "
+                    "below --target, which is all the search needs of it; its row then shows <= the most it could reach)")
     ap.add_argument("--find-scale", type=int, default=None, metavar="N",
                     help="replay no policy: search the --rate-scale at which N static replicas just reach --target "
                     "(static replays only, from --rate-scale or 1), print it and the command to run next")
@@ -401,7 +417,7 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     outcomes: dict[int, list] | None = {} if getattr(args, "clairvoyant", False) else None
     static: dict[int, dict] = {} if args.no_static else static_search(args, outcomes)
     if static:
-        met = [k for k, r in static.items() if r["slo_attainment"] >= args.target]
+        met = [k for k, r in static.items() if reached(r, args.target)]
         best = min(met) if met else max(static)
         results["static_peak"] = {**static[best], "replicas": best, "met_target": bool(met)}
         if not met:  # the baseline misses the SLO itself: every "vs static" below is against a count that misses it
@@ -420,8 +436,17 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     print(f"{'policy':<24}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
         shown = f"static_peak (x{r['replicas']})" if name == "static_peak" else name
+        if r.get("stopped_early"):  # what it could at most reach; nothing else was measured to the end
+            r = {"slo_attainment": f"<={r['slo_attainment_at_most']}", "wall_s": r["wall_s"]}
         print(f"{shown:<24}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
+    if any(r.get("stopped_early") for r in static.values()):
+        print("(<=: a static count stopped once its misses kept it below --target; --no-early-stop replays it whole)")
     return results, static
+
+
+def reached(row: dict, target: float) -> bool:
+    """The replay reached ``target`` (a stopped one did not: `autoscaling_early_stop`)."""
+    return row["slo_attainment"] is not None and row["slo_attainment"] >= target
 
 
 def static_search(args, outcomes: dict[int, list] | None = None) -> dict[int, dict]:
@@ -431,10 +456,14 @@ def static_search(args, outcomes: dict[int, list] | None = None) -> dict[int, di
     static: dict[int, dict] = {}
 
     def one(n: int) -> bool:
-        static[n] = run(args, "fixed-replicas", n, outcomes=outcomes.setdefault(n, []) if outcomes is not None else None)
+        # a count below the fewest is only a "misses": stopped once it cannot reach --target (never the last count,
+        # which is static_peak when none reaches it)
+        stop = None if getattr(args, "no_early_stop", False) or n >= args.max_replicas else args.target
+        static[n] = run(args, "fixed-replicas", n, outcomes=outcomes.setdefault(n, []) if outcomes is not None else None,
+                        stop_below=stop)
         print(f"static {n}: {static[n]}", file=sys.stderr, flush=True)
         record(args, f"static x{n}", static[n])
-        return static[n]["slo_attainment"] >= args.target
+        return reached(static[n], args.target)
 
     n = max(1, min(args.static_from, args.max_replicas))
     if one(n):

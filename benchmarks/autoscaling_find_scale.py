@@ -6,7 +6,9 @@ policy, then static counts from 1 up). This searches the scale with static repla
 only (all ready at the start, like `static_peak`): doubling or halving from `--rate-scale` (default 1)
 until N replicas reach `--target` at one scale and miss it at the next, then halving that bracket
 (geometrically) until its ends are within ``1 + 0.5 / N`` of each other, so that a capacity roughly
-proportional to the count leaves N-1 replicas short at the scale found. Every replay is printed on
+proportional to the count leaves N-1 replicas short at the scale found. A scale that misses stops as
+soon as its misses keep it below the target (benchmarks/autoscaling_early_stop.py; `--no-early-stop`: whole
+replays), its attainment then reading ``<=`` the most it could have reached. Every replay is printed on
 stderr (and recorded with `--out`); the answer is one JSON line and the command to run next.
 """
 
@@ -31,16 +33,21 @@ def find_scale(args: Namespace, run: Callable[..., dict], record: Callable[[Name
     """The largest rate scale found at which ``args.find_scale`` static replicas reach ``args.target``
     (``rate_scale``), the least at which they miss it (``above``), and each one's attainment."""
     n = args.find_scale
-    tried: dict[float, float] = {}
+    tried: dict[float, float | str] = {}  # a stopped replay's: "<=" the most it could reach
 
     def meets(scale: float) -> bool:
         sub = Namespace(**{**vars(args), "rate_scale": scale})
-        row = run(sub, "fixed-replicas", n)
-        tried[scale] = row["slo_attainment"]
-        print(f"find-scale: static x{n} at --rate-scale {scale}: SLO {row['slo_attainment']} "
-              f"({row['num_requests']:,} requests, {row['wall_s']} s)", file=sys.stderr, flush=True)
+        # a scale it misses needs no more than that answer: stopped once its misses keep it below the target
+        row = run(sub, "fixed-replicas", n, stop_below=None if getattr(args, "no_early_stop", False) else args.target)
+        stopped = row.get("stopped_early")
+        tried[scale] = f"<={row['slo_attainment_at_most']}" if stopped else row["slo_attainment"]
+        how = (f"stopped at simulated {row['stopped_at_sim_s']:.0f} s: {row['misses_when_stopped']:,} misses > "
+               f"{row['misses_allowed']:,} allowed" if stopped else "")
+        print(f"find-scale: static x{n} at --rate-scale {scale}: SLO {tried[scale]} "
+              f"({row['num_requests']:,} requests, {row['wall_s']} s{'; ' + how if how else ''})",
+              file=sys.stderr, flush=True)
         record(sub, f"static x{n}", row)
-        return row["slo_attainment"] >= args.target
+        return not stopped and row["slo_attainment"] >= args.target
 
     scale = float(args.rate_scale or 1.0)
     # every scale tried is one of 4 significant digits, so the scale printed and passed on is the one replayed

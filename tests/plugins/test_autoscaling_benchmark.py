@@ -111,7 +111,7 @@ def test_the_static_search_finds_the_fewest_replicas_from_either_side(monkeypatc
     attainment = {1: 0.5, 2: 0.9, 3: 0.98, 4: 0.991, 5: 0.995, 6: 0.999}
     calls = []
 
-    def fake_run(args, policy, n, settings=None, outcomes=None):
+    def fake_run(args, policy, n, settings=None, outcomes=None, stop_below=None):
         calls.append(n)
         return {"slo_attainment": attainment[n], "gpu_hours": float(n)}
 
@@ -258,7 +258,7 @@ def test_a_format_other_than_the_files_own_gets_a_note(capsys, tmp_path):
 
 def test_find_scale_brackets_the_scale_where_n_static_replicas_just_reach_the_target(monkeypatch, capsys):
     # attainment falls as the scale rises: 4 replicas reach 0.99 up to scale 3.0
-    def fake_run(args, policy, n, settings=None, outcomes=None):
+    def fake_run(args, policy, n, settings=None, outcomes=None, stop_below=None):
         assert policy == "fixed-replicas" and n == 4
         return {"slo_attainment": 0.995 if args.rate_scale <= 3.0 else 0.95, "num_requests": 10, "wall_s": 0.0}
 
@@ -277,7 +277,7 @@ def test_find_scale_brackets_the_scale_where_n_static_replicas_just_reach_the_ta
 
 
 def test_find_scale_that_never_reaches_the_target_says_what_to_change(monkeypatch):
-    monkeypatch.setattr(bench, "run", lambda args, policy, n, settings=None, outcomes=None:
+    monkeypatch.setattr(bench, "run", lambda args, policy, n, settings=None, outcomes=None, stop_below=None:
                         {"slo_attainment": 0.5, "num_requests": 10, "wall_s": 0.0})
     with pytest.raises(SystemExit, match=r"--find-scale 2: static x2 missed SLO attainment 0.99 at every rate "
                                          r"scale tried .*loosen --ttft / --tpot"):
@@ -287,10 +287,14 @@ def test_find_scale_that_never_reaches_the_target_says_what_to_change(monkeypatc
 def test_find_scale_on_a_small_real_replay_and_the_command_it_prints(capsys, tmp_path):
     argv = ["--limit", "300", "--cold-start", "5", "--progress", "0"]
     assert bench.main(["--find-scale", "2", *argv]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
     found = json.loads(out[-1])["find_scale"]
-    assert found["slo_attainment"] >= 0.99 > found["above_slo_attainment"]
+    # the scale above was stopped once it could not reach the target: the most it could have reached
+    assert found["slo_attainment"] >= 0.99 > float(found["above_slo_attainment"].removeprefix("<="))
     assert found["rate_scale"] < found["above"]
+    assert f"at --rate-scale {found['above']}: SLO {found['above_slo_attainment']}" in captured.err
+    assert "misses >" in captured.err and "allowed" in captured.err
     nxt = out[-2].split()[2:]  # the command it prints, run: its static x2 is the replay the search ended on
     assert nxt == [*argv, "--rate-scale", str(found["rate_scale"]), "--static-from", "2"]
     assert bench.main([*nxt, "--policies", "hpa", "--out", str(tmp_path / "runs.jsonl")]) == 0
@@ -302,3 +306,61 @@ def test_a_window_past_the_traces_end_says_so_instead_of_a_traceback():
     with pytest.raises(SystemExit, match=r"no request of .*AzureLLMInferenceTrace_code.csv was replayed with "
                                          r"--window-start 999999: the window is in seconds from the trace's first"):
         bench.main(["--window-start", "999999", "--policies", "hpa", "--no-static", "--progress", "0"])
+
+
+def test_allowed_misses_is_the_most_that_still_rounds_to_the_target():
+    from autoscaling_early_stop import allowed_misses
+
+    for n, target in [(200, 0.99), (10001, 0.99), (30000, 0.99), (7, 0.99), (1000, 0.5), (50, 1.0)]:
+        m = allowed_misses(n, target)
+        assert m == -1 or round((n - m) / n, 4) >= target
+        assert m + 1 > n or round((n - m - 1) / n, 4) < target
+    assert allowed_misses(200, 0.99) == 2 and allowed_misses(30000, 0.99) == 301  # 29,699 / 30,000 rounds to 0.99
+    assert allowed_misses(50, 1.0) == 0 and allowed_misses(7, 0.99) == 0
+
+
+def test_the_miss_counter_agrees_with_the_runs_own_attainment():
+    # every request the counter calls a miss is one the run's summary does not count as attained
+    from autoscaling_early_stop import MissCounter
+
+    from sim.replay import TraceTransforms, replay
+    from sim.traces.bundled import bundled_trace_path
+
+    config = bench.load_config(None, {**{k: v for k, v in bench.base_config(
+        bench.parser().parse_args([])).items() if k != "seed"}, "seed": 0})
+    counter = MissCounter(lambda r: bench.meets_slo(r, config.slo))
+    s = replay(bundled_trace_path(), config, record=False, extra_plugins=[counter],
+               transforms=TraceTransforms(limit=400, speed_up=6.0)).summary
+    assert counter.misses > 0  # the load misses: the comparison means something
+    assert counter.misses == s["num_requests"] - round(s["slo_attainment"] * s["num_requests"])
+
+
+def test_a_static_count_that_cannot_reach_the_target_stops_with_the_whole_replays_answer():
+    argv = ["--limit", "600", "--speed-up", "4", "--progress", "0"]
+    args = bench.parser().parse_args(argv)
+    whole = bench.run(args, "fixed-replicas", 1)
+    stopped = bench.run(args, "fixed-replicas", 1, stop_below=0.99)
+    assert whole["slo_attainment"] < 0.99 and stopped["stopped_early"] is True and stopped["slo_attainment"] is None
+    assert whole["slo_attainment"] <= stopped["slo_attainment_at_most"] < 0.99
+    assert stopped["num_requests"] == whole["num_requests"]  # counted before the replay, as the replay reads them
+    assert stopped["arrived_when_stopped"] < whole["num_requests"]  # stopped before its last arrival
+    assert stopped["misses_when_stopped"] > stopped["misses_allowed"]  # checked every 256 arrivals
+    met = bench.run(args, "fixed-replicas", 4, stop_below=0.25)  # a count that reaches the target: the whole run
+    assert met["slo_attainment"] >= 0.25 and met == {**bench.run(args, "fixed-replicas", 4), "wall_s": met["wall_s"]}
+
+
+def test_the_static_search_stops_counts_below_the_fewest_and_says_so(capsys):
+    # at this load static x4 reaches 0.99 and x1-x3 miss it (0.19, 0.47, 0.88 replayed whole)
+    argv = ["--limit", "600", "--progress", "0", "--policies", "hpa", "--max-replicas", "5"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    peak = result["static_peak"]
+    assert peak["met_target"] and peak["replicas"] == 4 and "stopped_early" not in peak
+    for n in (1, 2, 3):
+        assert "<=0." in next(line for line in out.splitlines() if line.startswith(f"static x{n} "))
+    assert "--no-early-stop replays it whole" in out
+    assert bench.main([*argv, "--no-early-stop"]) == 0
+    whole = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert whole["static_peak"] == peak  # static peak is replayed whole either way
+    assert whole["hpa"] == result["hpa"]
