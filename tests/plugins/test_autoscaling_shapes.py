@@ -76,3 +76,10 @@ def test_it_evaluates_each_setup_and_ends_with_one_json_line(capsys, tmp_path):
 def test_bad_options_are_one_line_errors(argv, message):
     with pytest.raises(SystemExit, match=message):
         shapes.main(argv)
+
+
+def test_options_of_the_benchmark_pass_on_whole_not_as_abbreviations_of_its_own():
+    # `--set` once read as an abbreviation of `--setups` ("unknown setup(s) ['hpa.target=4']")
+    own, rest = shapes.parser().parse_known_args(["--set", "hpa.target=4", "--sources", "azure x0.5"])
+    assert own.setups is None and own.sources == "azure x0.5" and rest == ["--set", "hpa.target=4"]
+    assert shapes.bench.parser().parse_args(rest).set == ["hpa.target=4"]
