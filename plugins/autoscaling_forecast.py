@@ -297,6 +297,22 @@ class BurstCurve:
         else:
             self._bins.append([i, weight])
 
+    def counts(self, now_s: float) -> list[float]:
+        """The memory's arrivals per bin up to ``now_s``, oldest first, from its first bin with arrivals (a bin
+        ahead of now counts in the last one); empty without arrivals in the memory."""
+        last = math.floor(now_s / self.bin_s + 1e-9)
+        bins = self._bins
+        while bins and bins[0][0] < last - self.num_bins + 1:
+            bins.popleft()
+        if not bins:
+            return []
+        base = bins[0][0]
+        top = max(last, base)
+        dense = [0.0] * (top - base + 1)
+        for i, w in bins:
+            dense[min(i, top) - base] += w
+        return dense
+
     def rate(self, now_s: float, delay_s: float) -> tuple[float, float, float]:
         """``(C, L, A(L))``: the rate that serves every burst of the memory within ``delay_s``, the
         window length that binds it and the requests that arrived in that window."""

@@ -27,6 +27,7 @@ from controlplane.scaling import takes_prefill_context
 from controlplane.types import RequestStatus
 
 from .autoscaling_budget import backlog_record, episode_count, gap_guard, meets_targets
+from .autoscaling_burst_slots import slot_burst_rate
 from .autoscaling_chunks import LongPrefillTPOT
 from .autoscaling_forecast import Capacity, normal_abs_quantile, replica_capacity
 from .autoscaling_slo_settings import SLOPlannerSettings
@@ -267,8 +268,16 @@ class SLOPlanner(Plugin):
         prefill_s = capacity.ttft_s if capacity is not None and capacity.concurrency else 0.0
         delay = max(0.1 * ttft_t, ttft_t - prefill_s)  # the queueing the TTFT target leaves after the prefill
         burst_rate = burst_len = burst_n = 0.0
+        hold_s = None  # burst_model "slots": how long a request holds a batch slot (Little's law at the capacity)
+        if s.burst_model == "slots" and capacity is not None and capacity.rate_per_s > 0 and capacity.concurrency:
+            hold_s = capacity.concurrency / capacity.rate_per_s
         if st.bursts is not None:  # what a burst of the memory needs: served within that delay
-            burst_rate, burst_len, burst_n = st.bursts.rate(now, delay)
+            if hold_s is not None:
+                b = st.bursts
+                burst_rate, burst_len, burst_n = slot_burst_rate(b.counts(now), b.bin_s, s.burst_memory_s, delay, hold_s,
+                                                                 s.burst_windows_s)
+            else:
+                burst_rate, burst_len, burst_n = st.bursts.rate(now, delay)
             burst_rate, burst_n = burst_rate / unit, burst_n / unit
         upper_plan, now_plan, peak_plan = upper, now_rate, recent_peak
         if s.queueing_credit:  # each is a rate over a window: its arrivals may wait D (the burst rate's bound)
@@ -414,7 +423,8 @@ class SLOPlanner(Plugin):
             f"steady: {s.steady_buckets} buckets' mean {window_mean:.2f} + its error {window_rate - window_mean:.2f}; ")
         reason = (f"slo-planner: plan {plan_rate:.2f} req/s ({steady_plan}forecast {point:.2f}, upper {upper:.2f} over "
                   f"{horizon:.0f}s, now {now_rate:.2f}, peak {recent_peak:.2f}, burst {burst_n:.0f} in {burst_len:g}s "
-                  f"{burst_rate:.2f}); {how} at "
+                  f"{burst_rate:.2f}" + (f" into slots held {hold_s:.1f}s" if hold_s is not None else "")
+                  + f"); {how} at "
                   f"{utilization:.0%}; backlog {backlog} -> +{extra}"
                   + (f" (cleared in {drains:.0f}s{counted}, before a {cold:.0f}s cold start)"
                      if drains is not None else "")
