@@ -276,8 +276,6 @@ class SLOPlanner(Plugin):
                 b = st.bursts
                 burst_rate, burst_len, burst_n = slot_burst_rate(b.counts(now), b.bin_s, s.burst_memory_s, delay, hold_s,
                                                                  s.burst_windows_s)
-                if s.burst_model == "slots_min":  # never above the constant-rate bound
-                    burst_rate, burst_len, burst_n = min((burst_rate, burst_len, burst_n), b.rate(now, delay))
             else:
                 burst_rate, burst_len, burst_n = st.bursts.rate(now, delay)
             burst_rate, burst_n = burst_rate / unit, burst_n / unit

@@ -40,10 +40,9 @@ class SLOPlannerSettings(PluginSettings):
     burst_windows_s: list[float] = Field(default_factory=lambda: [5.0, 10.0])  # arrival-curve windows ([]: off)
     burst_memory_s: float = Field(60.0, gt=0)  # ... over the arrivals of this recent past
     burst_bin_s: float = Field(1.0, gt=0)  # arrivals are counted in bins this long
-    burst_model: Literal["rate", "slots", "slots_min"] = "rate"  # a burst served by a constant-rate server within
-    # the delay ("rate"), or ("slots") by batch slots each held the capacity's T = concurrency / rate: a burst shorter
-    # than T asks for what it adds to the slots the mean load holds (plugins/autoscaling_burst_slots.py); "slots_min":
-    # the lesser of the two
+    burst_model: Literal["rate", "slots"] = "rate"  # a burst served by a constant-rate server within the delay
+    # ("rate"), or ("slots") by batch slots each held the capacity's T = concurrency / rate: a burst shorter than T
+    # asks for what it adds to the slots the mean load holds (plugins/autoscaling_burst_slots.py)
     backlog_drain_s: float = Field(20.0, gt=0)  # extra replicas to clear the queue within this
     queue_age_share: float = Field(0.25, ge=0)  # a request queued this share of the TTFT slack: a replica more
     scale_down_delay_s: float = Field(300.0, ge=0)  # keep a count wanted within this (at most; recurrence_*)

@@ -480,16 +480,15 @@ def test_a_burst_into_batch_slots_asks_for_what_it_adds_to_them():
 
     ctx = make_context(config=make_config(slo={"ttft_s": 2.0, "tpot_s": 0.1}))
     decisions = {}
-    for model in ("rate", "slots", "slots_min"):
+    for model in ("rate", "slots"):
         p = _planner(burst_model=model)
         for r in make_requests(40, prompt_tokens=256, output_tokens=256, interval_s=0.0):
             p.cp_on_event(ctx, RequestArrived(9.5, r))  # 40 at once: a burst far shorter than a request's hold
         decisions[model] = _decide_after(p, [], 2.0, 10.0)
-    rate, slots, low = (decisions[m] for m in ("rate", "slots", "slots_min"))
+    rate, slots = decisions["rate"], decisions["slots"]
     assert "into slots held" in slots.reason and "into slots held" not in rate.reason
     hold = slots.signals["batch"] / slots.signals["capacity_per_replica_per_s"]
     assert hold > 5.0  # the bound's 5-s window lies inside the hold: the slots take the burst
     assert 0 < slots.signals["burst_per_s"] < rate.signals["burst_per_s"]
-    assert low.signals["burst_per_s"] == min(slots.signals["burst_per_s"], rate.signals["burst_per_s"])
     with pytest.raises(ValueError):
         SLOPlanner.Settings(burst_model="fluid")
