@@ -297,13 +297,20 @@ class BurstCurve:
         else:
             self._bins.append([i, weight])
 
+    def _prune(self, now_s: float) -> int:
+        """Drop the bins older than the memory at ``now_s``; the index of the bin ``now_s`` falls in."""
+        last = math.floor(now_s / self.bin_s + 1e-9)
+        first = last - self.num_bins + 1
+        bins = self._bins
+        while bins and bins[0][0] < first:
+            bins.popleft()
+        return last
+
     def counts(self, now_s: float) -> list[float]:
         """The memory's arrivals per bin up to ``now_s``, oldest first, from its first bin with arrivals (a bin
         ahead of now counts in the last one); empty without arrivals in the memory."""
-        last = math.floor(now_s / self.bin_s + 1e-9)
+        last = self._prune(now_s)
         bins = self._bins
-        while bins and bins[0][0] < last - self.num_bins + 1:
-            bins.popleft()
         if not bins:
             return []
         base = bins[0][0]
@@ -316,11 +323,8 @@ class BurstCurve:
     def rate(self, now_s: float, delay_s: float) -> tuple[float, float, float]:
         """``(C, L, A(L))``: the rate that serves every burst of the memory within ``delay_s``, the
         window length that binds it and the requests that arrived in that window."""
-        last = math.floor(now_s / self.bin_s + 1e-9)
-        first = last - self.num_bins + 1
+        last = self._prune(now_s)
         bins = self._bins
-        while bins and bins[0][0] < first:
-            bins.popleft()
         if not bins:
             return 0.0, 0.0, 0.0
         if self._sparse and bins[-1][0] <= last:

@@ -269,7 +269,7 @@ class SLOPlanner(Plugin):
         delay = max(0.1 * ttft_t, ttft_t - prefill_s)  # the queueing the TTFT target leaves after the prefill
         burst_rate = burst_len = burst_n = 0.0
         hold_s = None  # burst_model "slots": how long a request holds a batch slot (Little's law at the capacity)
-        if s.burst_model != "rate" and capacity is not None and capacity.rate_per_s > 0 and capacity.concurrency:
+        if s.burst_model == "slots" and capacity is not None and capacity.rate_per_s > 0 and capacity.concurrency:
             hold_s = capacity.concurrency / capacity.rate_per_s
         if st.bursts is not None:  # what a burst of the memory needs: served within that delay
             if hold_s is not None:
