@@ -82,6 +82,8 @@ class SLOPlanner(Plugin):
             return
         r = event.request
         st = self._state(r.model)
+        if st.shapes_seen is not None and st.shapes_seen.seen(event.time_s, r.prompt_tokens, r.output_tokens):
+            return  # shape_copies "once": a copy of a recent finish tells nothing new about the mean shape
         w = max(self.settings.shape_smoothing, 1.0 / (st.num_seen + 1))  # a plain mean for the first ones
         st.num_seen += 1
         st.prompt = r.prompt_tokens if st.prompt is None else (1 - w) * st.prompt + w * r.prompt_tokens

@@ -118,6 +118,10 @@ class SLOPlannerSettings(PluginSettings):
     shape_window_s: float | None = Field(None, gt=0)  # instead: the mean shape of the requests finished in
     # this many seconds (at least the last shape_min_requests): a ratio estimate a flood of finishes cannot swing
     shape_min_requests: int = Field(50, ge=1)
+    shape_copies: Literal["each", "once"] = "each"  # "once": a finished request whose prompt and output tokens
+    # equal those of one finished within shape_copies_window_s is left out of the shape estimate (the copies of a
+    # replicated trace, --rate-scale > 1, carry no new information on the mean shape); "each": every finish counts
+    shape_copies_window_s: float = Field(60.0, gt=0)
     arrival_prompt_smoothing: float | None = Field(None, gt=0, le=1)  # the shape's mean prompt as an EWMA of
     # the arriving requests' prompts with this weight (known at arrival: a burst of long prompts counts as it
     # arrives, and a burst's last finishers do not move it while nothing arrives) instead of the finished ones'

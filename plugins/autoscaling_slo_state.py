@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from .autoscaling_budget import MissBudget
 from .autoscaling_chunks import LongPrefillTPOT
+from .autoscaling_copies import RecentShapes
 from .autoscaling_cost import RequestCosts
 from .autoscaling_forecast import BurstCurve, Capacity, RateForecaster
 from .autoscaling_hold import RateHold, RecurrenceHold, SteadyWant
@@ -38,6 +39,7 @@ class ModelState:
         self.num_seen = 0
         self.finished: deque[tuple[float, int, int]] = deque()  # (time, prompt, output) for shape_window_s
         self.finished_sums = [0.0, 0.0]
+        self.shapes_seen = RecentShapes(s.shape_copies_window_s) if s.shape_copies == "once" else None
         self.costs = RequestCosts(s.request_cost_window_s, s.shape_min_requests,
                                   spread_window_s=s.prefill_queue_window_s) if prices_arrivals(s) else None
         self.capacity: Capacity | None = None
