@@ -130,6 +130,15 @@ def autoscalers() -> list[str]:
     return known + sorted(set(names) - set(known))
 
 
+def takes(policy: str, settings: dict) -> dict:
+    """The ``settings`` ``policy``'s Settings has fields for (`fixed-replicas` and `scheduled-replicas` take no bounds:
+    their count is --start-replicas, or their schedule)."""
+    from controlplane.plugin_manager import discover_plugins
+
+    fields = getattr(getattr(discover_plugins()[policy].target, "Settings", None), "model_fields", {})
+    return {k: v for k, v in settings.items() if k in fields}
+
+
 def window_s(policy: str, settings: dict) -> float:
     if policy in WINDOWS_S and not any(k in settings for k in WINDOW_SETTINGS):
         return WINDOWS_S[policy]
@@ -409,7 +418,7 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     policies = [p.strip() for p in args.policies.split(",")] if args.policies else autoscalers()
     results: dict[str, dict] = {}
     for name in policies:
-        results[name] = run(args, name, args.start_replicas, {**bounds, **sets.get(name, {})})
+        results[name] = run(args, name, args.start_replicas, {**takes(name, bounds), **sets.get(name, {})})
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
         record(args, name, results[name])
     if getattr(args, "match", False):

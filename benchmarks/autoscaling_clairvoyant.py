@@ -20,13 +20,19 @@ def window_needs(outcomes: dict[int, list[tuple[float, bool]]], window_s: float,
     SLO)]) whose requests arriving in that window met the SLO at ``target``; the largest count tried
     where none did. Windows without arrivals are left out."""
     counts = sorted(outcomes)
-    windows = {math.floor(a / window_s) for a, _ in outcomes[counts[-1]]}
+    tallies = {}  # count -> window -> [met, requests], one pass over each count's outcomes
+    for n in counts:
+        per = tallies[n] = {}
+        for a, ok in outcomes[n]:
+            t = per.setdefault(math.floor(a / window_s), [0, 0])
+            t[0] += ok
+            t[1] += 1
     needs = {}
-    for w in windows:
+    for w in tallies[counts[-1]]:
         needs[w] = counts[-1]
         for n in counts:
-            rows = [ok for a, ok in outcomes[n] if math.floor(a / window_s) == w]
-            if rows and sum(rows) / len(rows) >= target:
+            met, total = tallies[n].get(w, (0, 0))
+            if total and met / total >= target:
                 needs[w] = n
                 break
     return needs

@@ -37,6 +37,13 @@ def test_the_benchmark_prints_a_json_line_per_policy_and_static_peak(capsys):
     assert result["static_peak"]["met_target"] is (result["static_peak"]["slo_attainment"] >= 0.99)
 
 
+def test_a_fixed_count_named_as_a_policy_runs_at_start_replicas(capsys):
+    # the bounds every autoscaler gets are not fixed-replicas' settings (it was a SettingsError traceback)
+    assert bench.main(["--limit", "200", "--policies", "fixed-replicas", "--start-replicas", "2", "--no-static"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fixed-replicas"]
+    assert row["scale_events"] == 0 and row["gpu_hours"] > 0
+
+
 def test_policies_and_settings_from_the_command_line(capsys):
     assert bench.parse_sets(["hpa.target=8", "hpa.metric=running", "kpa.scale_to_zero=true"]) == {
         "hpa": {"target": 8, "metric": "running"}, "kpa": {"scale_to_zero": True}}
