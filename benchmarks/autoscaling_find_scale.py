@@ -110,4 +110,11 @@ def report(args: Namespace, found: dict, argv: list[str]) -> None:
           f"({found['slo_attainment']}) and misses it at {found['above']} ({found['above_slo_attainment']}); "
           f"{found['replays']} static replays. Next (its static search tries x{n - 1} too, so static_peak says "
           f"whether fewer suffice):\n  {next_command(argv, scale, n)}", flush=True)
+    if scale >= 2:
+        print(f"note: at --rate-scale {scale} each request is emitted {int(scale)} or {int(scale) + 1} times, its copies "
+              "arriving within the gap to the next request with the same lengths: bursts of copies, which set the "
+              "replicas a TTFT target needs more than the rate does. On such a trace slo-planner's defaults "
+              "over-provision (docs/autoscaling.md, Limits): try also --set slo-planner.shape_copies=once, and "
+              "benchmarks/autoscaling_window_needs.py with the same options says how much of static peak any "
+              "autoscaler could save on it.", flush=True)
     print(json.dumps({"find_scale": found}))

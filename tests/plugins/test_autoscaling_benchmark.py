@@ -275,8 +275,11 @@ def test_find_scale_brackets_the_scale_where_n_static_replicas_just_reach_the_ta
     found = json.loads(out[-1])["find_scale"]
     assert found["replicas"] == 4 and 3.0 / 1.125 <= found["rate_scale"] <= 3.0 < found["above"]
     assert found["above"] / found["rate_scale"] <= 1.125  # within 1 + 0.5 / N
-    assert out[-2] == f"  python benchmarks/autoscaling.py --limit 10 --ttft 3 --rate-scale {found['rate_scale']} " \
-                      "--static-from 4"
+    assert f"  python benchmarks/autoscaling.py --limit 10 --ttft 3 --rate-scale {found['rate_scale']} " \
+           "--static-from 4" in out
+    # at a scale of 2 or more the copies' bursts are named, with what to try
+    assert out[-2].startswith(f"note: at --rate-scale {found['rate_scale']} each request is emitted 2 or 3 times")
+    assert "shape_copies=once" in out[-2] and "autoscaling_window_needs.py" in out[-2]
     # from above the edge it halves down to it
     assert bench.main(["--find-scale", "4", "--rate-scale", "20", "--limit", "10"]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["find_scale"]
