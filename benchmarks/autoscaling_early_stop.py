@@ -41,8 +41,11 @@ class TargetMissed(Exception):
 
 def allowed_misses(num_requests: int, target: float) -> int:
     """The most misses at which ``num_requests`` requests can still reach ``target`` as the benchmark
-    compares it (the attainment rounded to 4 digits); -1 when none can (a target above 1)."""
+    compares it (the attainment rounded to 4 digits); -1 when none can (a target above 1); 0 for no requests
+    (the replay then says that no request was replayed)."""
     n = num_requests
+    if n <= 0:
+        return 0
     m = max(-1, min(n, math.floor((1.0 - target) * n)))
     while m + 1 <= n and round((n - m - 1) / n, 4) >= target:
         m += 1

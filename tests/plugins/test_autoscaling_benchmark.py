@@ -329,6 +329,20 @@ def test_allowed_misses_is_the_most_that_still_rounds_to_the_target():
     assert allowed_misses(50, 1.0) == 0 and allowed_misses(7, 0.99) == 0
 
 
+def test_a_window_without_arrivals_says_so_with_the_early_stop_on(capsys):
+    # the early stop counts the window's requests first: none was a ZeroDivisionError before the run's own message
+    assert allowed_misses_of(0) == 0
+    args = bench.parser().parse_args(["--window-start", "100000", "--progress", "0", "--static-from", "2"])
+    with pytest.raises(SystemExit, match="no request of .* was replayed with --window-start 100000"):
+        bench.static_search(args)
+
+
+def allowed_misses_of(n: int) -> int:
+    from autoscaling_early_stop import allowed_misses
+
+    return allowed_misses(n, 0.99)
+
+
 def test_the_miss_counter_agrees_with_the_runs_own_attainment():
     # every request the counter calls a miss is one the run's summary does not count as attained
     from autoscaling_early_stop import MissCounter
