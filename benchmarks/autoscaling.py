@@ -17,10 +17,10 @@ each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scal
 scale-down within the policy's own stabilisation window), `cost_per_1k_requests` (USD at the
 config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests after `--warmup` s).
 
-`--match` also sweeps `hpa` and `seed-autoscaler` toward more replicas (MATCH_SWEEPS) and adds
-`hpa matched` and `seed-autoscaler matched`: each one's run with the fewest GPU-hours at or above the
-SLO planner's (`reached`), its `settings`, and `planner_beats` (the planner attains more at no more
-GPU-hours).
+`--match` also sweeps `hpa` and `seed-autoscaler` toward more replicas (MATCH_SWEEPS; toward fewer, MATCH_DOWN,
+when the defaults already spend more than the planner) and adds `hpa matched` and `seed-autoscaler matched`: each
+one's run with the fewest GPU-hours at or above the SLO planner's (`reached`), its `settings`, and `planner_beats`
+(the planner attains more at no more GPU-hours).
 
 `--clairvoyant` adds `clairvoyant`: a timetable that knew the trace in advance (each minute's fewest
 static replicas that met the SLO, started a cold start ahead; benchmarks/autoscaling_clairvoyant.py),
@@ -101,6 +101,11 @@ MATCH_SWEEPS = {
                         for u, d, h, k in ((0.8, 0.5, 300.0, 1), (0.5, 0.3, 120.0, 1), (0.35, 0.2, 60.0, 1),
                                            (0.25, 0.1, 30.0, 1), (0.15, 0.05, 15.0, 1), (0.1, 0.03, 10.0, 2),
                                            (0.05, 0.01, 10.0, 4))],
+}
+#: --match, when a baseline's first setting already spends at least the planner's GPU-hours: its settings toward
+#: fewer replicas, tried in turn until one spends less, so that the match is the nearest above the planner's.
+MATCH_DOWN = {
+    "hpa": [{"target": t} for t in (20.0, 24.0, 32.0, 48.0, 64.0)],
 }
 
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
@@ -509,23 +514,32 @@ def clairvoyant(args, outcomes: dict[int, list], peak: int) -> dict:
 
 
 def matched(args, results: dict[str, dict], sets: dict[str, dict]) -> dict[str, dict]:
-    """Each baseline of MATCH_SWEEPS at every setting of its sweep (every run printed and recorded); for
-    each, the run with the fewest GPU-hours at or above the SLO planner's (``reached``), or if none
-    reaches them, the one with the most. Its row names its settings."""
+    """Each baseline of MATCH_SWEEPS at every setting of its sweep (every run printed and recorded), and of
+    MATCH_DOWN when its first setting already spends the planner's GPU-hours; for each, the run with the fewest
+    GPU-hours at or above the SLO planner's (``reached``), or if none reaches them, the one with the most. Its row
+    names its settings."""
     planner = next((r for n, r in results.items() if "slo" in n), None)
     if planner is None:
         return {}
     out = {}
     for name, sweep in MATCH_SWEEPS.items():
         runs = []
-        for setting in sweep:
+
+        def one(setting: dict) -> dict:
             row = run(args, name, args.start_replicas, {"min_replicas": 1, "max_replicas": args.max_replicas,
                                                          **sets.get(name, {}), **setting})
             runs.append({**row, "settings": setting})
             print(f"{name} {setting}: {row}", file=sys.stderr, flush=True)
             record(args, f"{name} {setting}", row)
-            if row["gpu_hours"] >= planner["gpu_hours"]:
+            return row
+
+        for setting in sweep:
+            if one(setting)["gpu_hours"] >= planner["gpu_hours"]:
                 break  # the sweep only adds replicas from here
+        if len(runs) == 1 and runs[0]["gpu_hours"] >= planner["gpu_hours"]:  # its first already spends more:
+            for setting in MATCH_DOWN.get(name, ()):  # toward fewer replicas, to the nearest above the planner's
+                if one(setting)["gpu_hours"] < planner["gpu_hours"]:
+                    break
         enough = [r for r in runs if r["gpu_hours"] >= planner["gpu_hours"]]
         best = min(enough, key=lambda r: r["gpu_hours"]) if enough else max(runs, key=lambda r: r["gpu_hours"])
         out[f"{name} matched"] = {**best, "reached": bool(enough),

@@ -113,6 +113,28 @@ def test_match_sweeps_each_baseline_up_to_the_planners_gpu_hours(capsys, tmp_pat
                                     and planner["gpu_hours"] <= row["gpu_hours"])
 
 
+def test_match_goes_toward_fewer_replicas_when_the_defaults_already_spend_more(monkeypatch, capsys):
+    # the planner spends 10 GPU-h; hpa's first setting 12: the down sweep runs until one spends less (9), and the
+    # match is the nearest above the planner's (10.5), not the defaults
+    gpu = {16.0: 12.0, 20.0: 10.5, 24.0: 9.0, 32.0: 8.0}
+    calls = []
+
+    def fake_run(args, policy, n, settings=None, outcomes=None, stop_below=None):
+        if policy == "slo-planner":
+            return {"slo_attainment": 0.995, "gpu_hours": 10.0, "scale_events": 0, "oscillations": 0,
+                    "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.995, "wall_s": 0.0}
+        calls.append(settings["target"])
+        return {"slo_attainment": 0.99, "gpu_hours": gpu[settings["target"]], "scale_events": 0, "oscillations": 0,
+                "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.99, "wall_s": 0.0}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "MATCH_SWEEPS", {"hpa": [{"target": 16.0}, {"target": 12.0}]})
+    assert bench.main(["--policies", "slo-planner", "--match", "--no-static", "--progress", "0"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hpa matched"]
+    assert calls == [16.0, 20.0, 24.0]
+    assert row["settings"] == {"target": 20.0} and row["reached"] and row["planner_beats"]
+
+
 @pytest.mark.parametrize(("start", "tried", "peak"), [(2, [2, 3, 4], 4), (6, [3, 4, 5, 6], 4), (4, [3, 4], 4)])
 def test_the_static_search_finds_the_fewest_replicas_from_either_side(monkeypatch, start, tried, peak):
     attainment = {1: 0.5, 2: 0.9, 3: 0.98, 4: 0.991, 5: 0.995, 6: 0.999}
