@@ -67,11 +67,6 @@ def quietly(fn, *a):
         return fn(*a)
 
 
-def need_of(static: dict[int, dict], target: float) -> int:
-    met = [n for n, r in static.items() if bench.reached(r, target)]
-    return min(met) if met else max(static)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.window <= 0:
@@ -87,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     step = args.window * pace
     if args.static_peak is None:
         static = quietly(bench.static_search, args)
-        peak = need_of(static, args.target)
+        peak = bench.fewest_reaching(static, args.target)
         peak_row = static[peak]
     else:
         peak = args.static_peak
@@ -101,19 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             static = quietly(bench.static_search, sub)
         except SystemExit:  # a window without arrivals: one replica, the floor of every policy and of the bound
-            needs.append(1)
-            hours += (stop - t) / pace / 3600
-            capped += (stop - t) / pace / 3600
-            print(f"{f'{(t - start) / pace:.0f}-{(stop - start) / pace:.0f}':>17} {1:>5}  no arrivals", flush=True)
-            t += step
-            continue
-        count = need_of(static, args.target)
-        needs.append(count)
-        hours += count * (stop - t) / pace / 3600
-        capped += min(count, peak) * (stop - t) / pace / 3600
-        tried = ", ".join(f"x{n} " + (f"<={r['slo_attainment_at_most']}" if r.get("stopped_early") else
-                                      str(r["slo_attainment"])) for n, r in static.items())
-        print(f"{f'{(t - start) / pace:.0f}-{(stop - start) / pace:.0f}':>17} {count:>5}  {tried}", flush=True)
+            need, tried = 1, "no arrivals"
+        else:
+            need = count = bench.fewest_reaching(static, args.target)
+            tried = ", ".join(f"x{n} " + (f"<={r['slo_attainment_at_most']}" if r.get("stopped_early") else
+                                          str(r["slo_attainment"])) for n, r in static.items())
+        needs.append(need)
+        hours += need * (stop - t) / pace / 3600
+        capped += min(need, peak) * (stop - t) / pace / 3600
+        print(f"{f'{(t - start) / pace:.0f}-{(stop - start) / pace:.0f}':>17} {need:>5}  {tried}", flush=True)
         t += step
     g = peak_row["gpu_hours"]
     share = round(hours / g, 3) if g else None
