@@ -210,7 +210,7 @@ def meets_slo(r, slo) -> bool:
 
 def transforms_of(args) -> TraceTransforms:
     return TraceTransforms(speed_up=args.speed_up, rate_scale=args.rate_scale, limit=args.limit,
-                           rate_profile=getattr(args, "rate_profile", None),
+                           rate_profile=getattr(args, "rate_profile", None), copies=getattr(args, "copies", None),
                            window_start_s=args.window_start, window_end_s=args.window_end)
 
 
@@ -306,6 +306,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rate-profile", type=_rate_profile, default=None, metavar="T:F,...",
                     help="a rate factor that changes over time, as `controlplane sim replay --rate-profile` "
                     "(e.g. 0:1,1800:2); times --rate-scale when both")
+    ap.add_argument("--copies", choices=("clumped", "shuffled"), default=None,
+                    help="where --rate-scale > 1 puts a request's copies: clumped (default), in the gap after it, "
+                    "or shuffled, the same arrival times dealt the copies of each 64 consecutive requests in a "
+                    "random order (one long prompt's copies no longer one burst; docs/traces.md)")
     ap.add_argument("--window-start", type=float, default=None, help="keep requests arriving from this second")
     ap.add_argument("--window-end", type=float, default=None, help="keep requests arriving before this second")
     ap.add_argument("--config", help="base run config (default: the bundled sim/data/default_replay.yaml)")
@@ -560,7 +564,9 @@ def record(args, name: str, row: dict) -> None:
         return
     with open(args.out, "a", encoding="utf-8") as f:
         f.write(json.dumps({"setup": getattr(args, "setup", None), "trace": str(args.trace or "bundled azure code"),
-                            "rate_scale": args.rate_scale, **_profile_of(args), "ttft": args.ttft, "policy": name,
+                            "rate_scale": args.rate_scale, **_profile_of(args),
+                            **({"copies": args.copies} if getattr(args, "copies", None) else {}),
+                            "ttft": args.ttft, "policy": name,
                             **row}) + "\n")
 
 

@@ -82,6 +82,9 @@ class TraceTransforms:
     rate_scale: float | None = None  # thin (< 1) or replicate (> 1) requests, seeded
     # (time_s, factor) points, the rate factor linear between them (``sim.traces.rate_profile``), seeded
     rate_profile: tuple[tuple[float, float], ...] | None = None
+    # where the rate change puts a request's copies: "clumped" (None), in the gap after it, or "shuffled",
+    # the same arrival slots dealt the copies of 64 consecutive requests in a random order (`scale_rate`)
+    copies: str | None = None
     limit: int | None = None  # at most this many requests
     prompt_scale: float | None = None  # multiply prompt tokens by this (rounded, at least 1)
     output_scale: float | None = None  # multiply output tokens by this (rounded, at least 1)
@@ -114,7 +117,7 @@ class TraceTransforms:
                                 rate_scale=self.rate_scale, limit=self.limit, rng=rng,
                                 max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens,
                                 rate_profile=self.rate_profile, prompt_scale=self.prompt_scale,
-                                output_scale=self.output_scale)
+                                output_scale=self.output_scale, copies=self.copies)
 
 
 NO_TRANSFORMS = TraceTransforms()

@@ -84,7 +84,7 @@ DB_OPTION_HELP = ("Database URL, or a SQLite file's path (default: $CONTROLPLANE
 #: the option the user typed (``--speed-up must be ...``), not the library's keyword.
 TRANSFORM_OPTIONS: Mapping[str, str] = {
     "start_s": "--window-start", "end_s": "--window-end", "speed_up": "--speed-up", "repeat": "--repeat",
-    "rate_scale": "--rate-scale", "limit": "--limit", "prompt_scale": "--prompt-scale",
+    "rate_scale": "--rate-scale", "copies": "--copies", "limit": "--limit", "prompt_scale": "--prompt-scale",
     "output_scale": "--output-scale", "max_prompt_tokens": "--max-prompt-tokens",
     "max_output_tokens": "--max-output-tokens",
 }

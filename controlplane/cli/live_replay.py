@@ -49,6 +49,9 @@ def live_replay(
     rate_profile: Annotated[Optional[str], typer.Option(
         metavar="T:F,...", help="A rate factor that changes over time, as `sim replay --rate-profile` (e.g. "
                                 "0:1,600:2: the load doubles over ten minutes).")] = None,
+    copies: Annotated[Optional[str], typer.Option(
+        metavar="clumped|shuffled", help="Where the rate change puts a request's copies, as `sim replay --copies`."
+    )] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many requests.")] = None,
     prompt_scale: Annotated[Optional[float], typer.Option(
         help="Multiply each prompt's tokens by this (rounded, at least 1; before --max-prompt-tokens): a long-context "
@@ -87,7 +90,7 @@ def live_replay(
                                precision=precision,
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
-                                     rate_scale=rate_scale, limit=limit, prompt_scale=prompt_scale,
+                                     rate_scale=rate_scale, copies=copies, limit=limit, prompt_scale=prompt_scale,
                                      output_scale=output_scale, max_prompt_tokens=max_prompt_tokens,
                                      max_output_tokens=max_output_tokens,
                                      rate_profile=parse_rate_profile(rate_profile, "--rate-profile")

@@ -45,6 +45,7 @@ PARAMETERS: Final[tuple[tuple[str, tuple[str, ...], Any, Any, int | None], ...]]
     ("repeat", ("--repeat",), int, None, 1),
     ("rate_scale", ("--rate-scale",), float, None, None),
     ("rate_profile", ("--rate-profile",), str, None, None),
+    ("copies", ("--copies",), str, None, None),
     ("limit", ("--limit",), int, None, None),
     ("prompt_scale", ("--prompt-scale",), float, None, None),
     ("output_scale", ("--output-scale",), float, None, None),

@@ -117,6 +117,11 @@ def replay(
                                 "times in the replay's seconds (after the window, speed-up and repeat), e.g. "
                                 "0:1,14400:2 (the load doubles over four hours); times --rate-scale when both.")
     ] = None,
+    copies: Annotated[Optional[str], typer.Option(
+        metavar="clumped|shuffled", help="Where --rate-scale / --rate-profile put a request's copies: clumped (the "
+                                         "default), in the gap after it; shuffled, the same arrival times dealt the "
+                                         "copies of each 64 consecutive requests in a random order, so one long "
+                                         "prompt's copies do not arrive as one burst (docs/traces.md).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Replay at most this many requests.")] = None,
     prompt_scale: Annotated[Optional[float], typer.Option(
         help="Multiply each prompt's tokens by this (rounded, at least 1; before --max-prompt-tokens): a long-context "
@@ -144,8 +149,8 @@ def replay(
     writer = _early_writer()
     try:
         _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up, repeat,
-                rate_scale, rate_profile, limit, prompt_scale, output_scale, max_prompt_tokens, max_output_tokens, qps,
-                arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
+                rate_scale, rate_profile, copies, limit, prompt_scale, output_scale, max_prompt_tokens,
+                max_output_tokens, qps, arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
         common.say_replay_interrupted(exc)
         raise
@@ -199,7 +204,7 @@ def _configure_writer(writer: Any, cfg: Any) -> None:
 def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optional[str], seed: Optional[int],
             config: Optional[Path], json_out: bool, name: Optional[str], window_start: Optional[float],
             window_end: Optional[float], speed_up: Optional[float], repeat: Optional[int],
-            rate_scale: Optional[float], rate_profile: Optional[str], limit: Optional[int],
+            rate_scale: Optional[float], rate_profile: Optional[str], copies: Optional[str], limit: Optional[int],
             prompt_scale: Optional[float], output_scale: Optional[float], max_prompt_tokens: Optional[int],
             max_output_tokens: Optional[int], qps: Optional[float], arrival: Optional[str], opt: Optional[list[str]],
             exact: bool, until: Optional[float],
@@ -237,7 +242,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             options[key] = value
         profile = parse_rate_profile(rate_profile, "--rate-profile") if rate_profile is not None else None
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
-                                     repeat=repeat, rate_scale=rate_scale, rate_profile=profile, limit=limit,
+                                     repeat=repeat, rate_scale=rate_scale, rate_profile=profile, copies=copies,
+                                     limit=limit,
                                      prompt_scale=prompt_scale, output_scale=output_scale,
                                      max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         show = progress and not json_out and common.err.is_terminal

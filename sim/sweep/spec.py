@@ -78,6 +78,7 @@ class TraceSpec(_Section):
     rate_scale: float | None = None
     # (time_s, factor) points, or the text `sim replay --rate-profile` takes ("0:1,14400:2")
     rate_profile: list[tuple[float, float]] | None = None
+    copies: Literal["clumped", "shuffled"] | None = None  # where the rate change puts copies (`sim.traces.scale_rate`)
     limit: int | None = Field(None, ge=1)  # (a sweep of no requests is refused, unlike `sim replay --limit 0`)
     # multiply each request's prompt / output tokens by this (rounded, at least 1: `sim.traces.scale_lengths`)
     prompt_scale: float | None = None
@@ -102,6 +103,7 @@ class TraceSpec(_Section):
         """The replay's transforms these keys set (``limit`` replacing the spec's, as a search's rungs do)."""
         return TraceTransforms(window_start_s=self.window_start_s, window_end_s=self.window_end_s,
                                speed_up=self.speed_up, repeat=self.repeat, rate_scale=self.rate_scale,
+                               copies=self.copies,
                                limit=limit if limit is not None else self.limit, rate_profile=self.rate_profile,
                                prompt_scale=self.prompt_scale, output_scale=self.output_scale,
                                max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens)
@@ -131,7 +133,7 @@ class TraceSpec(_Section):
 
 
 #: A transform's keyword (`TransformValueError`) as the spec's key it came from.
-_TRANSFORM_KEYS = {**{k: f"trace.{k}" for k in ("speed_up", "repeat", "rate_scale", "limit", "prompt_scale",
+_TRANSFORM_KEYS = {**{k: f"trace.{k}" for k in ("speed_up", "repeat", "rate_scale", "copies", "limit", "prompt_scale",
                                                 "output_scale", "max_prompt_tokens", "max_output_tokens")},
                    "start_s": "trace.window_start_s", "end_s": "trace.window_end_s"}
 

@@ -19,7 +19,7 @@ import numpy as np
 from ._rng import require_rng
 from .record import TraceRequest, with_arrival
 
-__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "rate_profile_points", "limit",
+__all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "rate_profile_points", "limit", "COPIES",
            "scale_lengths", "cap_lengths", "apply_transforms", "TransformValueError"]
 
 #: Something that yields the trace's requests afresh at each call (a repeat reads it again).
@@ -161,8 +161,16 @@ class _Uniforms:
         return u
 
 
+#: How ``scale_rate`` and ``rate_profile`` place a replicated request's copies: ``"clumped"``, each in
+#: the gap after its own request; ``"shuffled"``, the same arrival slots, the copies of each block of
+#: ``SHUFFLE_BLOCK`` consecutive input requests dealt to them in a seeded random order.
+COPIES = ("clumped", "shuffled")
+#: Input requests per block whose copies ``copies="shuffled"`` deals out together.
+SHUFFLE_BLOCK = 64
+
+
 def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Generator, *,
-               max_jitter_s: float | None = None) -> Iterator[TraceRequest]:
+               max_jitter_s: float | None = None, copies: str = "clumped") -> Iterator[TraceRequest]:
     """Change the request rate by `factor` while keeping the trace's time axis.
 
     Each request is emitted floor(factor) or ceil(factor) times (the fractional part is the
@@ -171,38 +179,97 @@ def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Gener
     sorted uniform-random offsets inside the gap to the next input request (capped at
     max_jitter_s when given, to keep bursts tight), so order is kept. Copies of the last request
     arrive with it.
+
+    ``copies="shuffled"`` keeps those arrival slots (draw for draw: the same times as
+    ``"clumped"``) but deals the copies of each block of ``SHUFFLE_BLOCK`` consecutive input
+    requests to the block's slots in a random order (drawn from a child of ``rng``): a request is
+    still copied as many times, its copies spread over its block instead of all in the gap after
+    it. At x10, clumped copies turn one long prompt into ten within seconds, a burst of identical
+    work no real traffic at ten times the rate has; shuffled, the block's mix of lengths arrives
+    at the block's pace. A copy keeps its donor's id stem ("{donor id}.r{n}").
     """
     f = _positive("rate_scale", factor)
     gen = require_rng(rng, "scale_rate")
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
-    return _scale_rate(reqs, f, gen, max_jitter_s)
+    return _placed(_copy_slots(reqs, lambda _a: f, gen, max_jitter_s), _checked_copies(copies), gen)
 
 
-def _scale_rate(reqs: Iterable[TraceRequest], f: float, rng: np.random.Generator,
-                cap: float | None) -> Iterator[TraceRequest]:
-    whole = math.floor(f)
-    frac = f - whole
+def _checked_copies(copies: object) -> str:
+    if copies not in COPIES:
+        raise TransformValueError("{copies} must be 'clumped' or 'shuffled', got {0}", copies)
+    return str(copies)
+
+
+def _copy_slots(reqs: Iterable[TraceRequest], factor_at: Callable[[float], float], rng: np.random.Generator,
+                cap: float | None) -> Iterator[tuple[TraceRequest, list[float]]]:
+    """Each kept input request with its copies' arrival times: the request emitted floor(f) or
+    ceil(f) times for f = ``factor_at(arrival)``, copies at sorted uniform offsets in the gap to the
+    next input request (at most ``cap``). Requests emitted 0 times are left out."""
     u = _Uniforms(rng)
     it = iter(reqs)
     cur = next(it, None)
     while cur is not None:
         nxt = next(it, None)
+        a = cur.arrival_s
+        f = factor_at(a)
+        whole = math.floor(f)
+        frac = f - whole
         k = whole + (1 if frac and u() < frac else 0)
         if k:
-            yield cur
+            slots: list[float] = []
             if k > 1:
-                gap = nxt.arrival_s - cur.arrival_s if nxt is not None else 0.0
+                gap = nxt.arrival_s - a if nxt is not None else 0.0
                 if cap is not None and gap > cap:
                     gap = cap
-                a = cur.arrival_s
-                for j, off in enumerate(sorted(u() * gap for _ in range(k - 1)), 1):
-                    yield with_arrival(cur, a + off, f"{cur.request_id}.r{j}")
+                slots = [a + off for off in sorted(u() * gap for _ in range(k - 1))]
+            yield cur, slots
         cur = nxt
 
 
+def _placed(planned: Iterator[tuple[TraceRequest, list[float]]], copies: str,
+            rng: np.random.Generator) -> Iterator[TraceRequest]:
+    if copies == "shuffled":
+        return _shuffled(planned, rng.spawn(1)[0])  # a child: the slots' draws stay those of "clumped"
+    return _clumped(planned)
+
+
+def _clumped(planned: Iterable[tuple[TraceRequest, list[float]]]) -> Iterator[TraceRequest]:
+    for cur, slots in planned:
+        yield cur
+        stem = cur.request_id
+        for n, a in enumerate(slots, 1):
+            yield with_arrival(cur, a, f"{stem}.r{n}")
+
+
+def _shuffled(planned: Iterable[tuple[TraceRequest, list[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
+    block: list[tuple[TraceRequest, list[float]]] = []
+    for item in planned:
+        block.append(item)
+        if len(block) == SHUFFLE_BLOCK:
+            yield from _dealt(block, rng)
+            block = []
+    yield from _dealt(block, rng)
+
+
+def _dealt(block: list[tuple[TraceRequest, list[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
+    """A block's requests in order, its copy slots filled with its copies in a random order."""
+    donors = [i for i, (_, slots) in enumerate(block) for _ in slots]
+    order = rng.permutation(len(donors)).tolist() if len(donors) > 1 else list(range(len(donors)))
+    made = [0] * len(block)  # copies of each request dealt so far: its copies' numbers
+    k = 0
+    for cur, slots in block:
+        yield cur
+        for a in slots:
+            d = donors[order[k]]
+            k += 1
+            made[d] += 1
+            donor = block[d][0]
+            yield with_arrival(donor, a, f"{donor.request_id}.r{made[d]}")
+
+
 def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]], rng: np.random.Generator, *,
-                 max_jitter_s: float | None = None) -> Iterator[TraceRequest]:
+                 max_jitter_s: float | None = None, copies: str = "clumped") -> Iterator[TraceRequest]:
     """Change the request rate by a factor that changes over the trace's time: ``scale_rate`` with the
     factor at each request's arrival.
 
@@ -210,13 +277,15 @@ def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]]
     (0 drops every request there); between two points the factor is linear in time, before the first
     and after the last it is that point's. ``[(0, 1), (14400, 2)]``: the load doubles over four hours.
     Each request is emitted floor(f) or ceil(f) times and its copies placed as ``scale_rate`` does
-    (ids ``"{id}.r1"``, ...; offsets within the gap to the next input request, capped at max_jitter_s).
+    (ids ``"{id}.r1"``, ...; offsets within the gap to the next input request, capped at max_jitter_s;
+    ``copies``: clumped after their request or shuffled within blocks).
     """
     checked = rate_profile_points(points)
     gen = require_rng(rng, "rate_profile")
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
-    return _rate_profile(reqs, [t for t, _ in checked], [f for _, f in checked], gen, max_jitter_s)
+    factor_at = _ProfileFactor([t for t, _ in checked], [f for _, f in checked])
+    return _placed(_copy_slots(reqs, factor_at, gen, max_jitter_s), _checked_copies(copies), gen)
 
 
 def rate_profile_points(points: object, label: Callable[[int], str] | None = None) -> tuple[tuple[float, float], ...]:
@@ -241,36 +310,26 @@ def rate_profile_points(points: object, label: Callable[[int], str] | None = Non
     return tuple(out)
 
 
-def _rate_profile(reqs: Iterable[TraceRequest], times: list[float], factors: list[float],
-                  rng: np.random.Generator, cap: float | None) -> Iterator[TraceRequest]:
-    u = _Uniforms(rng)
-    j = 0  # the last point at or before the arrival (arrivals come in order)
-    last = len(times) - 1
-    it = iter(reqs)
-    cur = next(it, None)
-    while cur is not None:
-        nxt = next(it, None)
-        a = cur.arrival_s
+class _ProfileFactor:
+    """A rate profile's factor at an arrival time; arrivals come in order, so it walks the points once."""
+
+    __slots__ = ("times", "factors", "j")
+
+    def __init__(self, times: list[float], factors: list[float]) -> None:
+        self.times, self.factors, self.j = times, factors, 0  # j: the last point at or before the arrival
+
+    def __call__(self, a: float) -> float:
+        times, factors = self.times, self.factors
+        last = len(times) - 1
+        j = self.j
         while j < last and times[j + 1] <= a:
             j += 1
+        self.j = j
         if a <= times[0]:
-            f = factors[0]
-        elif j == last:
-            f = factors[last]
-        else:
-            f = factors[j] + (factors[j + 1] - factors[j]) * (a - times[j]) / (times[j + 1] - times[j])
-        whole = math.floor(f)
-        frac = f - whole
-        k = whole + (1 if frac and u() < frac else 0)
-        if k:
-            yield cur
-            if k > 1:
-                gap = nxt.arrival_s - a if nxt is not None else 0.0
-                if cap is not None and gap > cap:
-                    gap = cap
-                for n, off in enumerate(sorted(u() * gap for _ in range(k - 1)), 1):
-                    yield with_arrival(cur, a + off, f"{cur.request_id}.r{n}")
-        cur = nxt
+            return factors[0]
+        if j == last:
+            return factors[last]
+        return factors[j] + (factors[j + 1] - factors[j]) * (a - times[j]) / (times[j + 1] - times[j])
 
 
 def limit(reqs: Iterable[TraceRequest], n: int) -> Iterator[TraceRequest]:
@@ -351,7 +410,7 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
                      limit: int | None = None, rng: np.random.Generator | None = None,
                      max_prompt_tokens: int | None = None, max_output_tokens: int | None = None,
                      rate_profile: Sequence[Sequence[float]] | None = None, prompt_scale: float | None = None,
-                     output_scale: float | None = None) -> Iterator[TraceRequest]:
+                     output_scale: float | None = None, copies: str | None = None) -> Iterator[TraceRequest]:
     """Apply the usual trace edits in a fixed, documented order:
     window -> speed_up -> repeat -> rate (rate_scale, rate_profile) -> limit -> length scales
     (prompt_scale, output_scale) -> length caps.
@@ -363,14 +422,15 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
     change. window: (start_s, end_s) with None for an open side, or
     {"start_s":..., "end_s":..., "rebase":...}. ``reqs`` is a stream of requests, or a function
     that opens one (needed for ``repeat`` > 1, which reads the trace once per copy; a list works
-    too). rng is needed only for rate_scale and rate_profile. All arguments are checked before
-    anything is read.
+    too). rng is needed only for rate_scale and rate_profile; ``copies`` (None: ``"clumped"``) places
+    the copies they make (``scale_rate``). All arguments are checked before anything is read.
     """
     _edited(iter(()), window, speed_up)  # checks them now, reading nothing
     points = rate_profile_points(rate_profile) if rate_profile is not None else None
     if points is not None and rate_scale is not None:
         scale = _positive("rate_scale", rate_scale)
         points = tuple((t, f * scale) for t, f in points)
+    placing = _checked_copies("clumped" if copies is None else copies)
     if repeat is not None and repeat != 1:
         _check_times(repeat)
         if callable(reqs):
@@ -385,9 +445,9 @@ def apply_transforms(reqs: Iterable[TraceRequest] | TraceSource, *,
     else:
         out = _edited(reqs() if callable(reqs) else reqs, window, speed_up)
     if points is not None:
-        out = _rate_profile_fn(out, points, rng)  # type: ignore[arg-type]  # rate_profile checks rng
+        out = _rate_profile_fn(out, points, rng, copies=placing)  # type: ignore[arg-type]  # it checks rng
     elif rate_scale is not None:
-        out = scale_rate(out, rate_scale, rng)  # type: ignore[arg-type]  # scale_rate checks rng
+        out = scale_rate(out, rate_scale, rng, copies=placing)  # type: ignore[arg-type]  # it checks rng
     if limit is not None:
         out = _limit_fn(out, limit)
     if prompt_scale is not None or output_scale is not None:

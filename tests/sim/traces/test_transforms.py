@@ -101,6 +101,60 @@ def test_scale_rate_validation():
     assert list(scale_rate(_reqs([0, 1]), 1.0, np.random.default_rng(0))) == _reqs([0, 1])
 
 
+def test_scale_rate_shuffled_copies_keep_the_slots_and_each_request_s_count():
+    reqs = list(read_trace(bundled_trace_path()))[:1000]
+    clumped = list(scale_rate(reqs, 3.4, np.random.default_rng(4)))
+    shuffled = list(scale_rate(reqs, 3.4, np.random.default_rng(4), copies="shuffled"))
+    assert shuffled == list(scale_rate(reqs, 3.4, np.random.default_rng(4), copies="shuffled"))  # seeded
+    # the same arrival slots, draw for draw, and the originals in them unchanged
+    assert [r.arrival_s for r in shuffled] == [r.arrival_s for r in clumped]
+    assert [r for r in shuffled if ".r" not in r.request_id] == [r for r in clumped if ".r" not in r.request_id]
+    # each request copied as many times, its copies numbered .r1, .r2, ... and carrying its lengths
+    assert sorted(r.request_id for r in shuffled) == sorted(r.request_id for r in clumped)
+    by_id = {r.request_id: r for r in reqs}
+    for c in shuffled:
+        donor = by_id[c.request_id.split(".r")[0]]
+        assert (c.prompt_tokens, c.output_tokens) == (donor.prompt_tokens, donor.output_tokens)
+    # ...but spread over its block: most copies leave the gap after their request
+    order = {r.request_id: i for i, r in enumerate(reqs)}
+    owner = []  # the input request whose gap each output slot is in
+    for r in clumped:
+        owner.append(order[r.request_id.split(".r")[0]])
+    moved = [order[c.request_id.split(".r")[0]] != owner[i] for i, c in enumerate(shuffled) if ".r" in c.request_id]
+    assert sum(moved) > 0.9 * len(moved)
+    # never outside its block of 64 consecutive input requests
+    for i, c in enumerate(shuffled):
+        if ".r" in c.request_id:
+            assert order[c.request_id.split(".r")[0]] // 64 == owner[i] // 64
+
+
+def test_shuffled_copies_break_up_one_long_prompt_s_burst():
+    # one long prompt among short ones, at x8: clumped, its 7 copies arrive in its own gap
+    reqs = [TraceRequest(str(i), float(i), 8000 if i == 10 else 100, 10) for i in range(64)]
+    for copies, most in (("clumped", 8), ("shuffled", 3)):
+        out = list(scale_rate(reqs, 8, np.random.default_rng(0), copies=copies))
+        per_second = [sum(r.prompt_tokens == 8000 and s <= r.arrival_s < s + 1 for r in out) for s in range(64)]
+        assert sum(per_second) == 8
+        assert max(per_second) <= most, (copies, per_second)
+    assert max(per_second) < 8
+
+
+def test_rate_profile_takes_copies_and_a_bad_placement_is_named():
+    reqs = _reqs(range(200))
+    out = list(rate_profile(reqs, [(0, 1), (199, 5)], np.random.default_rng(2), copies="shuffled"))
+    flat = list(rate_profile(reqs, [(0, 1), (199, 5)], np.random.default_rng(2)))
+    assert [r.arrival_s for r in out] == [r.arrival_s for r in flat]
+    assert sorted(r.request_id for r in out) == sorted(r.request_id for r in flat)
+    assert [r.request_id for r in out] != [r.request_id for r in flat]
+    for call in (lambda: scale_rate([], 2, np.random.default_rng(0), copies="spread"),
+                 lambda: rate_profile([], [(0, 2)], np.random.default_rng(0), copies=None),
+                 lambda: apply_transforms([], rate_scale=2, rng=np.random.default_rng(0), copies="x")):
+        with pytest.raises(ValueError, match="^copies must be 'clumped' or 'shuffled', got"):
+            call()
+    assert list(apply_transforms(reqs, rate_scale=2, rng=np.random.default_rng(0), copies="shuffled")) == list(
+        scale_rate(reqs, 2, np.random.default_rng(0), copies="shuffled"))
+
+
 def test_rate_profile_follows_the_factor_in_time_on_the_real_trace():
     reqs = list(read_trace(bundled_trace_path()))  # one hour; its rate is not flat, so compare with the input
     points = [(0.0, 0.25), (1800.0, 2.5), (3600.0, 0.25)]  # a ramp up then down
