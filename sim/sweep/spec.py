@@ -240,10 +240,10 @@ class SweepSpec(_Section):
 
     def spec_hash(self, base_config: dict[str, Any]) -> str:
         """Identifies what the sweep computes: the spec and the base config's content."""
-        # (a trace without a rate profile, length scales or length caps hashes as before those keys existed:
-        # such sweeps still resume)
-        later = {k for k in ("rate_profile", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
-                 if getattr(self.trace, k) is None}
+        # (a trace without a rate profile, copies' placement, length scales or length caps hashes as before
+        # those keys existed: such sweeps still resume)
+        later = {k for k in ("rate_profile", "copies", "prompt_scale", "output_scale", "max_prompt_tokens",
+                             "max_output_tokens") if getattr(self.trace, k) is None}
         unset = {"trace": later} if later else {}
         data = {"spec": self.model_dump(mode="json", exclude={"name": True, **unset}), "base": base_config}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]

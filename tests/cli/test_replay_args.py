@@ -29,6 +29,7 @@ READ = [
     ["--prompt-scale", "0.00887", "--output-scale", "2", "--max-prompt-tokens", "256"], ["--prompt-scale=nan"],
     ["t.csv", "--opt", "failed=drop", "--format", "burstgpt", "--opt=models=[\"GPT-4\"]", "--opt", "x"],
     ["--rate-profile", "0:1,14400:2", "--rate-scale", "0.5"], ["--rate-profile=0:x"],  # (the replay reads the text)
+    ["--rate-scale", "3", "--copies", "shuffled"], ["--copies=spread"],  # (the transform checks the value)
 ]
 LEFT_TO_TYPER = [
     ["--help"], ["a", "b"], ["--seed", "x"], ["--seed", "1.5"], ["--repeat", "0"], ["--seed", "-1"], ["--json=1"],

@@ -159,6 +159,28 @@ def test_a_rate_profile_gives_the_same_run_in_the_cli_and_the_library_and_the_ru
         "trace read: window_end_s=600; repeat=2; rate_profile=0:0.5,599:0.5,601:2")
 
 
+def test_shuffled_copies_give_the_same_run_in_the_cli_and_the_library_and_the_run_shows_them(tmp_path):
+    trace = bundled_trace_path()
+    cli_db, lib_db = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'lib.db'}"
+    s_cli = cli_summary(trace, "--seed", 2, "--window-end", 120, "--rate-scale", 2.5, "--copies", "shuffled",
+                        "--db", cli_db)
+    result = replay(trace, load_config(CONFIG, {"seed": 2, "storage": {"url": lib_db}}), trace_format="azure",
+                    transforms=TraceTransforms(window_end_s=120, rate_scale=2.5, copies="shuffled"))
+    assert stable(result.summary) == stable(s_cli)
+    assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
+    clumped_db = f"sqlite:///{tmp_path / 'clumped.db'}"
+    clumped = replay(trace, load_config(CONFIG, {"seed": 2, "storage": {"url": clumped_db}}), trace_format="azure",
+                     transforms=TraceTransforms(window_end_s=120, rate_scale=2.5))
+    # the same requests copied as many times (the same ids), in other arrival slots: other request rows
+    assert request_ids(clumped_db, clumped.run_id) == request_ids(cli_db, s_cli["run_id"])
+    assert exported(clumped_db, clumped.run_id) != exported(cli_db, s_cli["run_id"])
+    shown = CliRunner().invoke(app, ["runs", "show", str(s_cli["run_id"]), "--db", cli_db])
+    assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == (
+        "trace read: window_end_s=120; rate_scale=2.5; copies=shuffled")
+    bad = CliRunner().invoke(app, ["sim", "replay", "--rate-scale", "2", "--copies", "spread", "--db", cli_db])
+    assert bad.exit_code == 2 and "--copies must be 'clumped' or 'shuffled', got 'spread'" in bad.stderr
+
+
 def test_length_scales_give_the_same_run_in_the_cli_and_the_library_scaled_before_the_caps_and_shown(tmp_path):
     import csv
 

@@ -12,6 +12,13 @@ from sim.sweep.run import load_traces, transforms_of
 SPACE = {"cluster.models.0.replicas": [2, 3]}
 
 
+def test_copies_is_the_replays_transform_and_a_bad_placement_is_named_by_its_key():
+    spec = load_spec(data={"trace": {"rate_scale": 3, "copies": "shuffled", "limit": 50}, "space": SPACE})
+    assert transforms_of(spec) == TraceTransforms(rate_scale=3, copies="shuffled", limit=50)
+    with pytest.raises(ValueError, match="copies"):
+        load_spec(data={"trace": {"rate_scale": 3, "copies": "spread"}, "space": SPACE})
+
+
 def test_a_rate_profile_as_text_or_points_is_the_same_sweep():
     text = load_spec(data={"trace": {"rate_profile": "0:1, 600:2", "limit": 50}, "space": SPACE})
     points = load_spec(data={"trace": {"rate_profile": [[0, 1], [600.0, 2]], "limit": 50}, "space": SPACE})
@@ -51,7 +58,7 @@ def test_length_scales_are_the_replays_transforms_and_a_spec_without_them_hashes
     assert scaled.hash != plain.hash
     # without them the hashed spec has no such keys: a sweep stored before they existed still resumes
     dumped = plain.spec.model_dump(mode="json", exclude={"name": True})
-    for key in ("rate_profile", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens"):
+    for key in ("rate_profile", "copies", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens"):
         del dumped["trace"][key]
     text = json.dumps({"spec": dumped, "base": plain.base_config}, sort_keys=True, default=str)
     assert plain.spec.spec_hash(plain.base_config) == hashlib.sha256(text.encode()).hexdigest()[:24]
