@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", help="its format (default: detect)")
     ap.add_argument("--rate-scale", type=float, help="thin (<1) or replicate (>1) its requests (default: the setup's, "
                                                      "1 with --trace)")
+    ap.add_argument("--copies", choices=("clumped", "shuffled"), default=None,
+                    help="where --rate-scale > 1 puts a request's copies (as benchmarks/autoscaling.py --copies)")
     ap.add_argument("--ttft", type=float, help="TTFT target (default: the setup's, else the config's)")
     ap.add_argument("--window-start", type=float)
     ap.add_argument("--window-end", type=float)
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         scale = args.rate_scale if args.rate_scale is not None else scale
         ttft = args.ttft if args.ttft is not None else ttft
         ns = argparse.Namespace(
-            trace=trace, format=fmt, opt=[], rate_profile=None, progress=0,
+            trace=trace, format=fmt, opt=[], rate_profile=None, copies=args.copies, progress=0,
             speed_up=1.0, limit=None, rate_scale=scale, window_start=args.window_start, window_end=args.window_end,
             config=None, cold_start=None, start_replicas=1, max_replicas=16, target=0.99, ttft=ttft, tpot=None,
             seed=0, price=None, warmup=300.0)

@@ -111,10 +111,19 @@ def report(args: Namespace, found: dict, argv: list[str]) -> None:
           f"{found['replays']} static replays. Next (its static search tries x{n - 1} too, so static_peak says "
           f"whether fewer suffice):\n  {next_command(argv, scale, n)}", flush=True)
     if scale >= 2:
-        print(f"note: at --rate-scale {scale} each request is emitted {int(scale)} or {int(scale) + 1} times, its copies "
-              "arriving within the gap to the next request with the same lengths: bursts of copies, which set the "
-              "replicas a TTFT target needs more than the rate does. On such a trace slo-planner's defaults "
-              "over-provision (docs/autoscaling.md, Limits): try also --set slo-planner.shape_copies=once, and "
-              "benchmarks/autoscaling_window_needs.py with the same options says how much of static peak any "
-              "autoscaler could save on it.", flush=True)
+        print(copies_note(scale, getattr(args, "copies", None)), flush=True)
     print(json.dumps({"find_scale": found}))
+
+
+def copies_note(scale: float, copies: str | None) -> str:
+    """What replication at ``scale`` >= 2 does to the trace, and what to try on it."""
+    placed = ("its copies dealt over the slots of its block of 64 requests (--copies shuffled), with the same lengths"
+              if copies == "shuffled" else
+              "its copies arriving within the gap to the next request with the same lengths (--copies clumped, the "
+              "default): bursts of copies, which set the replicas a TTFT target needs more than the rate does; "
+              "--copies shuffled spreads each request's copies over its block (search again with it)")
+    return (f"note: at --rate-scale {scale} each request is emitted {int(scale)} or {int(scale) + 1} times, {placed}. "
+            "The trace's own bursts are replicated too, so on a sparse, bursty trace slo-planner's defaults "
+            "over-provision (docs/autoscaling.md, Limits): try also --set slo-planner.shape_copies=once, and "
+            "benchmarks/autoscaling_window_needs.py with the same options says how much of static peak any "
+            "autoscaler could save on it.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -302,6 +303,9 @@ def test_find_scale_brackets_the_scale_where_n_static_replicas_just_reach_the_ta
     # at a scale of 2 or more the copies' bursts are named, with what to try
     assert out[-2].startswith(f"note: at --rate-scale {found['rate_scale']} each request is emitted 2 or 3 times")
     assert "shape_copies=once" in out[-2] and "autoscaling_window_needs.py" in out[-2]
+    assert "--copies shuffled spreads" in out[-2]
+    note = sys.modules["autoscaling_find_scale"].copies_note  # (imported by the benchmark, from its folder)
+    assert "dealt over the slots" in note(3.0, "shuffled") and "spreads" not in note(3.0, "shuffled")
     # from above the edge it halves down to it
     assert bench.main(["--find-scale", "4", "--rate-scale", "20", "--limit", "10"]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["find_scale"]
@@ -410,3 +414,13 @@ def test_the_static_search_stops_counts_below_the_fewest_and_says_so(capsys):
     whole = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert whole["static_peak"] == peak  # static peak is replayed whole either way
     assert whole["hpa"] == result["hpa"]
+
+
+def test_copies_reach_the_replays_transforms_and_the_out_line(tmp_path):
+    args = bench.parser().parse_args(["--rate-scale", "3", "--copies", "shuffled", "--out", str(tmp_path / "o.jsonl")])
+    assert bench.transforms_of(args).copies == "shuffled"
+    assert bench.transforms_of(bench.parser().parse_args(["--rate-scale", "3"])).copies is None  # clumped
+    bench.record(args, "slo-planner", {"slo_attainment": 1.0})
+    assert json.loads((tmp_path / "o.jsonl").read_text())["copies"] == "shuffled"
+    with pytest.raises(SystemExit):
+        bench.parser().parse_args(["--copies", "spread"])
