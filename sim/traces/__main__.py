@@ -25,8 +25,8 @@ from . import bundled_trace_path, parse_options, read_trace
 
 #: `controlplane sim replay`'s options that set a trace transform, in its signature's order: read
 #: here with that command's names and conversions (`controlplane.cli.replay_args.PARAMETERS`).
-TRANSFORM_PARAMETERS = ("window_start", "window_end", "speed_up", "repeat", "rate_scale", "rate_profile", "copies", "limit",
-                        "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
+TRANSFORM_PARAMETERS = ("window_start", "window_end", "speed_up", "repeat", "rate_scale", "rate_profile", "copies",
+                        "limit", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
 _TRANSFORM_OPTIONS = [(parameter, names[0], kind) for parameter, names, kind, _, _ in PARAMETERS
                       if parameter in TRANSFORM_PARAMETERS]
 
