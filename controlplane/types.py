@@ -7,10 +7,11 @@ seconds of run time (simulated or live), `_tokens` counts tokens.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from controlplane.waiting_queue import WaitingQueue
 
 
 class RequestStatus(str, Enum):
@@ -136,13 +137,18 @@ class Worker:
     kv_block_size: int = 16
     num_kv_blocks: int = UNLIMITED_KV_BLOCKS
     # --- queues and load ---
-    waiting: deque[Request] = field(default_factory=deque)
+    # a deque that keeps its requests' prompt plus expected output tokens (``waiting.tokens``)
+    waiting: WaitingQueue = field(default_factory=WaitingQueue)
     running: list[Request] = field(default_factory=list)
     busy: bool = False  # a batch is executing on it now
     current_batch_id: int | None = None
     num_kv_blocks_used: int = 0
     num_completed: int = 0
     busy_s: float = 0.0  # accumulated time spent executing batches
+
+    def __post_init__(self) -> None:
+        if type(self.waiting) is not WaitingQueue:  # (a deque or a list given to the constructor)
+            self.waiting = WaitingQueue(self.waiting)
 
     @property
     def accepts_requests(self) -> bool:

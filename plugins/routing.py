@@ -9,6 +9,7 @@ from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import RouteDecision
 from controlplane.events import RequestFinished, WorkerChanged
 from controlplane.types import Decision, WorkerState
+from controlplane.waiting_queue import WaitingQueue, request_tokens
 
 from plugins.routing_wait import ReadinessGate
 from plugins.scorers import ReplicaStats
@@ -134,10 +135,11 @@ class LoadIndex:
 def assigned_tokens(w) -> int:
     """Prompt plus expected output tokens of every request queued or running on a replica, without
     progress: it changes only when a request is routed there or leaves it, so the simulator's fast
-    mode (which settles a multi-iteration decode run at its end) and exact mode read the same."""
-    total = 0
-    for r in w.waiting:
-        total += r.prompt_tokens + r.max_output_tokens
+    mode (which settles a multi-iteration decode run at its end) and exact mode read the same. The
+    queue's part is kept by the queue (`controlplane.waiting_queue`): an overloaded replica's queue
+    is not walked at every arrival."""
+    waiting = w.waiting
+    total = waiting.tokens if type(waiting) is WaitingQueue else sum(map(request_tokens, waiting))
     for r in w.running:
         total += r.prompt_tokens + r.max_output_tokens
     return total

@@ -72,6 +72,37 @@ def test_least_loaded_index_routes_as_the_scan_does_while_replicas_come_and_go()
     assert any(d.action == "scale" for d in res.decisions)
 
 
+class _TokenCheckedLeastLoaded(LeastLoaded):
+    """least-loaded by tokens, each candidate's kept queue total checked against a walk of its queue."""
+
+    name = "token-checked-least-loaded"
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(LeastLoaded.Settings(by="tokens"))
+        self.checked, self.differ, self.longest = 0, [], 0
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        for w in workers:
+            walked = sum(r.prompt_tokens + r.max_output_tokens for r in w.waiting)
+            if w.waiting.tokens != walked:
+                self.differ.append((request.request_id, w.worker_id, w.waiting.tokens, walked))
+            self.checked += 1
+            self.longest = max(self.longest, len(w.waiting))
+        return super().cp_route_request(ctx=ctx, request=request, workers=workers)
+
+
+def test_the_queues_kept_token_totals_match_their_requests_through_an_overloaded_run_with_scaling():
+    router = _TokenCheckedLeastLoaded()
+    # overloaded (queues of hundreds), replicas started and drained (a drained queue is re-routed), preemptions
+    res = replay_with(router, ScaleCycle(), trace=make_trace(1500, qps=60.0, seed=5),
+                      cluster={"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0,
+                                           "max_num_seqs": 8}]})
+    assert res.summary["num_completed"] == 1500 and res.summary["num_plugin_errors"] == 0
+    assert router.differ == [] and router.checked > 1500 and router.longest > 100
+    assert any(d.action == "scale" for d in res.decisions)
+
+
 def test_readiness_gate_answers_from_worker_events_as_from_the_states():
     ready = [make_worker(f"default-{i}") for i in range(3)]
     starting = make_worker("default-3", state=WorkerState.STARTING)
