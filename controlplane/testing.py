@@ -51,7 +51,7 @@ def make_requests(
 
 def make_worker(worker_id: str = "default-0", model: str = "default", **fields: Any) -> Worker:
     """A ready worker; pass ``waiting=deque([...])``, ``running=[...]`` or limits as fields."""
-    w = Worker(worker_id=worker_id, model=model, state=WorkerState.READY, **fields)
+    w = Worker(worker_id=worker_id, model=model, **{"state": WorkerState.READY, **fields})
     for r in w.waiting:
         r.worker_id = worker_id
     for r in w.running:
