@@ -2,7 +2,8 @@
 scale the rate (by one factor, or by a factor that changes over time), scale lengths, cap.
 
 Each takes and returns an iterator in arrival order and holds at most one request of
-lookahead, so they compose over million-row traces. Randomness only from a passed-in
+lookahead (a rate change with ``copies="shuffled"``: one block of 64 input requests and their
+copies), so they compose over million-row traces. Randomness only from a passed-in
 numpy Generator.
 """
 
