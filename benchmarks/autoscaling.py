@@ -58,7 +58,7 @@ from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, open_trace, prepared_trace, replay
 from sim.traces import FORMATS, format_rate_profile, parse_options, parse_rate_profile
 from sim.traces.bundled import bundled_trace_path
-from sim.traces.transforms import TransformValueError
+from sim.traces.transforms import COPIES, TransformValueError
 
 from autoscaling_checks import check_policies, format_mismatch  # noqa: E402
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
@@ -306,7 +306,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rate-profile", type=_rate_profile, default=None, metavar="T:F,...",
                     help="a rate factor that changes over time, as `controlplane sim replay --rate-profile` "
                     "(e.g. 0:1,1800:2); times --rate-scale when both")
-    ap.add_argument("--copies", choices=("clumped", "shuffled"), default=None,
+    ap.add_argument("--copies", choices=COPIES, default=None,
                     help="where --rate-scale > 1 puts a request's copies: clumped (default), in the gap after it, "
                     "or shuffled, the same arrival times dealt the copies of each 64 consecutive requests in a "
                     "random order (one long prompt's copies no longer one burst; docs/traces.md)")

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", help="its format (default: detect)")
     ap.add_argument("--rate-scale", type=float, help="thin (<1) or replicate (>1) its requests (default: the setup's, "
                                                      "1 with --trace)")
-    ap.add_argument("--copies", choices=("clumped", "shuffled"), default=None,
+    ap.add_argument("--copies", choices=bench.COPIES, default=None,
                     help="where --rate-scale > 1 puts a request's copies (as benchmarks/autoscaling.py --copies)")
     ap.add_argument("--ttft", type=float, help="TTFT target (default: the setup's, else the config's)")
     ap.add_argument("--window-start", type=float)

@@ -203,7 +203,7 @@ def _checked_copies(copies: object) -> str:
 
 
 def _copy_slots(reqs: Iterable[TraceRequest], factor_at: Callable[[float], float], rng: np.random.Generator,
-                cap: float | None) -> Iterator[tuple[TraceRequest, list[float]]]:
+                cap: float | None) -> Iterator[tuple[TraceRequest, Sequence[float]]]:
     """Each kept input request with its copies' arrival times: the request emitted floor(f) or
     ceil(f) times for f = ``factor_at(arrival)``, copies at sorted uniform offsets in the gap to the
     next input request (at most ``cap``). Requests emitted 0 times are left out."""
@@ -218,7 +218,7 @@ def _copy_slots(reqs: Iterable[TraceRequest], factor_at: Callable[[float], float
         frac = f - whole
         k = whole + (1 if frac and u() < frac else 0)
         if k:
-            slots: list[float] = []
+            slots: Sequence[float] = ()  # (no list made for a request without copies: thinning's every request)
             if k > 1:
                 gap = nxt.arrival_s - a if nxt is not None else 0.0
                 if cap is not None and gap > cap:
@@ -228,14 +228,14 @@ def _copy_slots(reqs: Iterable[TraceRequest], factor_at: Callable[[float], float
         cur = nxt
 
 
-def _placed(planned: Iterator[tuple[TraceRequest, list[float]]], copies: str,
+def _placed(planned: Iterator[tuple[TraceRequest, Sequence[float]]], copies: str,
             rng: np.random.Generator) -> Iterator[TraceRequest]:
     if copies == "shuffled":
         return _shuffled(planned, rng.spawn(1)[0])  # a child: the slots' draws stay those of "clumped"
     return _clumped(planned)
 
 
-def _clumped(planned: Iterable[tuple[TraceRequest, list[float]]]) -> Iterator[TraceRequest]:
+def _clumped(planned: Iterable[tuple[TraceRequest, Sequence[float]]]) -> Iterator[TraceRequest]:
     for cur, slots in planned:
         yield cur
         stem = cur.request_id
@@ -243,8 +243,8 @@ def _clumped(planned: Iterable[tuple[TraceRequest, list[float]]]) -> Iterator[Tr
             yield with_arrival(cur, a, f"{stem}.r{n}")
 
 
-def _shuffled(planned: Iterable[tuple[TraceRequest, list[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
-    block: list[tuple[TraceRequest, list[float]]] = []
+def _shuffled(planned: Iterable[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
+    block: list[tuple[TraceRequest, Sequence[float]]] = []
     for item in planned:
         block.append(item)
         if len(block) == SHUFFLE_BLOCK:
@@ -253,7 +253,7 @@ def _shuffled(planned: Iterable[tuple[TraceRequest, list[float]]], rng: np.rando
     yield from _dealt(block, rng)
 
 
-def _dealt(block: list[tuple[TraceRequest, list[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
+def _dealt(block: list[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
     """A block's requests in order, its copy slots filled with its copies in a random order."""
     donors = [i for i, (_, slots) in enumerate(block) for _ in slots]
     order = rng.permutation(len(donors)).tolist() if len(donors) > 1 else list(range(len(donors)))
