@@ -87,19 +87,21 @@ class BatchScheduling:
             if r.worker_id != wid or n <= 0 or n > r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
                 raise RuntimeError(f"the built-in batching {plugin} planned an invalid prefill of {n} tokens for "
                                    f"{r.request_id}")
+            queued = r.status is _WAITING
+            if queued:  # out of the queue before a prefix hit changes its progress (the queue keeps totals of it)
+                if waiting_[0] is r:
+                    waiting_.popleft()
+                else:
+                    waiting_.remove(r)
             if r.hash_ids and r.num_computed_tokens == 0:
-                if r.status is not _WAITING:
+                if not queued:
                     joined = None
                 cached = self.kv.prefix_hit(w, r)
                 if cached:  # the prefill computes only what the prefix cache lacks
                     n = min(n, r.remaining_prefill_tokens)
                     prefill = prefill[:i] + ((r, n),) + prefill[i + 1:]
             prefill_tokens += n
-            if r.status is _WAITING:
-                if waiting_[0] is r:
-                    waiting_.popleft()
-                else:
-                    waiting_.remove(r)
+            if queued:
                 r.status = _RUNNING
                 running.append(r)
                 if joined is not None:

@@ -1,12 +1,27 @@
-"""A replica's waiting requests with the tokens they ask for kept as a running total.
+"""A replica's waiting requests with what they ask for kept as running totals.
 
-Routing by tokens (`least-loaded` with ``by: tokens``, the bundled config's) reads every candidate
-replica's assigned tokens at each arrival. Summed afresh, that walks each replica's queue, which an
-overloaded replica grows to tens of thousands of requests: a 3-hour replay of an autoscaler that never
-scaled spent 407 of its 500 s there (docs/history/simulator.md). `WaitingQueue` is the deque
-`Worker.waiting` always was, with ``tokens`` kept by every method that adds or removes a request, so
-the sum is read in O(1). Moving a request between ``waiting`` and ``running`` goes through these
-methods like any other change.
+Policies read sums over a replica's queue at every arrival: routing by tokens (`least-loaded` with ``by: tokens``,
+the bundled config's) its requests' prompt plus expected output tokens, the ``estimated-work`` scorer and the
+cold-start wait (`plugins.scorers.work_tokens`) the tokens still to prefill and to generate, ``slo-admission`` the
+tokens still to prefill, ``priority-classes`` how many of each priority wait. Summed afresh, each walks every
+candidate replica's queue, which an overloaded replica grows to tens of thousands of requests: a 3-hour replay of
+an autoscaler that never scaled spent 407 of its 500 s there (docs/history/simulator.md). `WaitingQueue` is the
+deque `Worker.waiting` always was, with these kept by every method that adds or removes a request, so each sum is
+read in O(1):
+
+- ``tokens``: prompt plus ``max_output_tokens`` (`request_tokens`);
+- ``remaining_prefill_tokens``: prompt plus recomputed output less the tokens already computed (a prefix hit, or a
+  preempted request's lost progress), as `Request.remaining_prefill_tokens`;
+- ``remaining_output_tokens``: ``max_output_tokens`` less the tokens generated so far, as
+  `Request.remaining_output_tokens`;
+- ``priorities``: how many queued requests have each ``priority`` (only those with at least one).
+
+Each is exact only while none of those fields changes for a request in the queue. The core keeps it so: a
+request's lengths are set before routing and its priority at admission; a preemption drops a request's KV
+(``recompute_tokens``, ``num_computed_tokens``) before it re-enters the queue; a drained or failed replica's queue
+is emptied before its requests are routed again; and a batch takes a request out of the queue before the prefix
+cache is asked how much of its prompt is computed (`controlplane.batch_scheduling`). Moving a request between
+``waiting`` and ``running`` goes through these methods like any other change.
 """
 
 from __future__ import annotations
@@ -24,71 +39,112 @@ def request_tokens(r: Any) -> int:
 
 
 class WaitingQueue(deque):
-    """A deque of requests whose ``tokens`` is the sum of `request_tokens` over them.
+    """A deque of requests that keeps, over them: ``tokens`` (the sum of `request_tokens`),
+    ``remaining_prefill_tokens``, ``remaining_output_tokens`` and ``priorities`` (priority -> requests).
 
-    A request's ``prompt_tokens`` and ``max_output_tokens`` must not change while it is queued (the
-    core sets them before routing and never after). No ``maxlen``: a bounded deque drops requests
-    silently, and a queue never does.
+    A request's lengths, progress and priority must not change while it is queued (the module's docstring
+    says how the core keeps that). No ``maxlen``: a bounded deque drops requests silently, and a queue
+    never does.
     """
 
-    __slots__ = ("tokens",)
+    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities")
 
     def __init__(self, iterable: Iterable[Any] = ()) -> None:
         super().__init__(iterable)
-        self.tokens = sum(map(request_tokens, self))
+        self._recount()
 
-    def __reduce__(self):  # (a copy or a pickle is made from the requests: ``tokens`` is recounted)
+    def _recount(self) -> None:
+        self.tokens = self.remaining_prefill_tokens = self.remaining_output_tokens = 0
+        self.priorities: dict[int, int] = {}
+        self._add(self)
+
+    def _add(self, items: Iterable[Any]) -> None:
+        p = self.priorities
+        for r in items:
+            self.tokens += r.prompt_tokens + r.max_output_tokens
+            self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+            self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
+            p[r.priority] = p.get(r.priority, 0) + 1
+
+    def _sub(self, r: Any) -> None:
+        self.tokens -= r.prompt_tokens + r.max_output_tokens
+        self.remaining_prefill_tokens -= r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        self.remaining_output_tokens -= r.max_output_tokens - r.output_tokens
+        p = self.priorities
+        n = p[r.priority] - 1
+        if n:
+            p[r.priority] = n
+        else:
+            del p[r.priority]
+
+    def __reduce__(self):  # (a copy or a pickle is made from the requests: the totals are recounted)
         return type(self), (list(self),)
+
+    # The one-request methods the core calls for every request (append: routed; popleft or remove: a batch
+    # takes it; appendleft: preempted) keep the totals inline; the rest go through `_add` and `_sub`.
 
     def append(self, r: Any) -> None:
         super().append(r)
         self.tokens += r.prompt_tokens + r.max_output_tokens
+        self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
+        p = self.priorities
+        p[r.priority] = p.get(r.priority, 0) + 1
 
     def appendleft(self, r: Any) -> None:
         super().appendleft(r)
-        self.tokens += r.prompt_tokens + r.max_output_tokens
+        self._add((r,))
 
     def extend(self, items: Iterable[Any]) -> None:
         items = list(items)
         super().extend(items)
-        self.tokens += sum(map(request_tokens, items))
+        self._add(items)
 
     def extendleft(self, items: Iterable[Any]) -> None:
         items = list(items)
         super().extendleft(items)
-        self.tokens += sum(map(request_tokens, items))
+        self._add(items)
 
     def insert(self, i: int, r: Any) -> None:
         super().insert(i, r)
-        self.tokens += r.prompt_tokens + r.max_output_tokens
+        self._add((r,))
 
     def pop(self) -> Any:
         r = super().pop()
-        self.tokens -= r.prompt_tokens + r.max_output_tokens
+        self._sub(r)
         return r
 
     def popleft(self) -> Any:
         r = super().popleft()
         self.tokens -= r.prompt_tokens + r.max_output_tokens
+        self.remaining_prefill_tokens -= r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        self.remaining_output_tokens -= r.max_output_tokens - r.output_tokens
+        p = self.priorities
+        n = p[r.priority] - 1
+        if n:
+            p[r.priority] = n
+        else:
+            del p[r.priority]
         return r
 
     def remove(self, r: Any) -> None:
         super().remove(r)
-        self.tokens -= r.prompt_tokens + r.max_output_tokens
+        self._sub(r)
 
     def clear(self) -> None:
         super().clear()
-        self.tokens = 0
+        self._recount()
 
     def __delitem__(self, i: int) -> None:
         r = self[i]
         super().__delitem__(i)
-        self.tokens -= r.prompt_tokens + r.max_output_tokens
+        self._sub(r)
 
     def __setitem__(self, i: int, r: Any) -> None:
         old = self[i]
         super().__setitem__(i, r)
-        self.tokens += request_tokens(r) - request_tokens(old)
+        self._sub(old)
+        self._add((r,))
 
     def __iadd__(self, items: Iterable[Any]) -> WaitingQueue:
         self.extend(items)
@@ -96,7 +152,7 @@ class WaitingQueue(deque):
 
     def __imul__(self, n: int) -> WaitingQueue:
         super().__imul__(n)
-        self.tokens = sum(map(request_tokens, self))
+        self._recount()
         return self
 
     def copy(self) -> WaitingQueue:
