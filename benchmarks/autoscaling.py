@@ -307,9 +307,11 @@ def parser() -> argparse.ArgumentParser:
                     help="a rate factor that changes over time, as `controlplane sim replay --rate-profile` "
                     "(e.g. 0:1,1800:2); times --rate-scale when both")
     ap.add_argument("--copies", choices=COPIES, default=None,
-                    help="where --rate-scale > 1 puts a request's copies: clumped (default), in the gap after it, "
-                    "or shuffled, the same arrival times dealt the copies of each 64 consecutive requests in a "
-                    "random order (one long prompt's copies no longer one burst; docs/traces.md)")
+                    help="where --rate-scale > 1 puts a request's copies: clumped (default), in the gap after it; "
+                    "shuffled, the same arrival times dealt the copies of each 64 consecutive requests in a "
+                    "random order (one long prompt's copies no longer one burst); shifted, the n-th copies as one "
+                    "more stream of the trace's own arrivals, moved within each 600-s window by an offset of its "
+                    "own (the trace's bursts no longer add up; docs/traces.md)")
     ap.add_argument("--window-start", type=float, default=None, help="keep requests arriving from this second")
     ap.add_argument("--window-end", type=float, default=None, help="keep requests arriving before this second")
     ap.add_argument("--config", help="base run config (default: the bundled sim/data/default_replay.yaml)")

@@ -117,13 +117,20 @@ def report(args: Namespace, found: dict, argv: list[str]) -> None:
 
 def copies_note(scale: float, copies: str | None) -> str:
     """What replication at ``scale`` >= 2 does to the trace, and what to try on it."""
+    if copies == "shifted":
+        return (f"note: at --rate-scale {scale} each request is emitted {int(scale)} or {int(scale) + 1} times, the n-th "
+                "copies of all requests as one more stream of the trace's own arrivals, moved within each 600-s window "
+                "by an offset of its own (--copies shifted): as many times the users, whose bursts do not add up. "
+                "benchmarks/autoscaling_window_needs.py with the same options says how much of static peak any "
+                "autoscaler could save on it.")
     placed = ("its copies dealt over the slots of its block of 64 requests (--copies shuffled), with the same lengths"
               if copies == "shuffled" else
               "its copies arriving within the gap to the next request with the same lengths (--copies clumped, the "
               "default): bursts of copies, which set the replicas a TTFT target needs more than the rate does; "
               "--copies shuffled spreads each request's copies over its block (search again with it)")
     return (f"note: at --rate-scale {scale} each request is emitted {int(scale)} or {int(scale) + 1} times, {placed}. "
-            "The trace's own bursts are replicated too, so on a sparse, bursty trace slo-planner's defaults "
-            "over-provision (docs/autoscaling.md, Limits): try also --set slo-planner.shape_copies=once, and "
-            "benchmarks/autoscaling_window_needs.py with the same options says how much of static peak any "
-            "autoscaler could save on it.")
+            "The trace's own bursts are replicated too (a second with 5 arrivals has 5 times the scale; --copies "
+            "shifted moves each stream of copies on its own, so they do not add up), so on a sparse, bursty trace "
+            "slo-planner's defaults over-provision (docs/autoscaling.md, Limits): try also --set "
+            "slo-planner.shape_copies=once, and benchmarks/autoscaling_window_needs.py with the same options says how "
+            "much of static peak any autoscaler could save on it.")

@@ -82,8 +82,9 @@ class TraceTransforms:
     rate_scale: float | None = None  # thin (< 1) or replicate (> 1) requests, seeded
     # (time_s, factor) points, the rate factor linear between them (``sim.traces.rate_profile``), seeded
     rate_profile: tuple[tuple[float, float], ...] | None = None
-    # where the rate change puts a request's copies: "clumped" (None), in the gap after it, or "shuffled",
-    # the same arrival slots dealt the copies of 64 consecutive requests in a random order (`scale_rate`)
+    # where the rate change puts a request's copies: "clumped" (None), in the gap after it, "shuffled",
+    # the same arrival slots dealt the copies of 64 consecutive requests in a random order, or "shifted",
+    # the n-th copies as a stream of the trace's arrivals rotated within each 600-s window (`scale_rate`)
     copies: str | None = None
     limit: int | None = None  # at most this many requests
     prompt_scale: float | None = None  # multiply prompt tokens by this (rounded, at least 1)

@@ -118,10 +118,12 @@ def replay(
                                 "0:1,14400:2 (the load doubles over four hours); times --rate-scale when both.")
     ] = None,
     copies: Annotated[Optional[str], typer.Option(
-        metavar="clumped|shuffled", help="Where --rate-scale / --rate-profile put a request's copies: clumped (the "
-                                         "default), in the gap after it; shuffled, the same arrival times dealt the "
-                                         "copies of each 64 consecutive requests in a random order, so one long "
-                                         "prompt's copies do not arrive as one burst (docs/traces.md).")] = None,
+        metavar="clumped|shuffled|shifted",
+        help="Where --rate-scale / --rate-profile put a request's copies: clumped (the default), in the gap after it; "
+             "shuffled, the same arrival times dealt the copies of each 64 consecutive requests in a random order, so "
+             "one long prompt's copies do not arrive as one burst; shifted, the n-th copies as one more stream of the "
+             "trace's own arrivals moved by an offset of its own within each 600-s window: x10 as ten times the "
+             "users, whose bursts do not add up (docs/traces.md).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Replay at most this many requests.")] = None,
     prompt_scale: Annotated[Optional[float], typer.Option(
         help="Multiply each prompt's tokens by this (rounded, at least 1; before --max-prompt-tokens): a long-context "

@@ -3,7 +3,7 @@ scale the rate (by one factor, or by a factor that changes over time), scale len
 
 Each takes and returns an iterator in arrival order and holds at most one request of
 lookahead (a rate change with ``copies="shuffled"``: one block of 64 input requests and their
-copies), so they compose over million-row traces. Randomness only from a passed-in
+copies; with ``copies="shifted"``: one 600-s window's), so they compose over million-row traces. Randomness only from a passed-in
 numpy Generator.
 """
 
@@ -164,10 +164,16 @@ class _Uniforms:
 
 #: How ``scale_rate`` and ``rate_profile`` place a replicated request's copies: ``"clumped"``, each in
 #: the gap after its own request; ``"shuffled"``, the same arrival slots, the copies of each block of
-#: ``SHUFFLE_BLOCK`` consecutive input requests dealt to them in a seeded random order.
-COPIES = ("clumped", "shuffled")
+#: ``SHUFFLE_BLOCK`` consecutive input requests dealt to them in a seeded random order; ``"shifted"``,
+#: the n-th copies of all requests as one more stream of the trace's own arrivals, rotated in time
+#: within each ``SHIFT_WINDOW_S`` window by an offset of its own.
+COPIES = ("clumped", "shuffled", "shifted")
 #: Input requests per block whose copies ``copies="shuffled"`` deals out together.
 SHUFFLE_BLOCK = 64
+#: The windows (from time 0) within which ``copies="shifted"`` rotates each stream of copies: every
+#: window keeps its count, so the rate's shape is kept at this resolution, and bursts shorter than it
+#: land at unrelated times in each stream.
+SHIFT_WINDOW_S = 600.0
 
 
 def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Generator, *,
@@ -188,6 +194,16 @@ def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Gener
     it. At x10, clumped copies turn one long prompt into ten within seconds, a burst of identical
     work no real traffic at ten times the rate has; shuffled, the block's mix of lengths arrives
     at the block's pace. A copy keeps its donor's id stem ("{donor id}.r{n}").
+
+    ``copies="shifted"`` (the same copy counts, draw for draw) models ten times as many users
+    rather than each user ten times: the n-th copies of the trace's requests form a stream with the
+    trace's own arrival pattern, and each stream is rotated in time within each ``SHIFT_WINDOW_S``
+    window (from time 0; the first window from the first arrival, the last to the last arrival) by
+    an offset drawn for that stream and window from a child of ``rng``. Each window keeps its
+    count, so the rate's shape at that resolution is kept; a burst of the trace recurs in every
+    stream, but at unrelated times, so bursts no longer add up: clumped or shuffled, a second with
+    5 arrivals becomes one with 50 at x10; shifted, it is one of the trace's seconds ten times over,
+    at different seconds. Copy n of a request has id "{id}.r{n}", as clumped.
     """
     f = _positive("rate_scale", factor)
     gen = require_rng(rng, "scale_rate")
@@ -198,7 +214,8 @@ def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Gener
 
 def _checked_copies(copies: object) -> str:
     if copies not in COPIES:
-        raise TransformValueError("{copies} must be 'clumped' or 'shuffled', got {0}", copies)
+        raise TransformValueError("{copies} must be " + ", ".join(f"'{c}'" for c in COPIES[:-1])
+                                  + f" or '{COPIES[-1]}', got {{0}}", copies)
     return str(copies)
 
 
@@ -232,6 +249,8 @@ def _placed(planned: Iterator[tuple[TraceRequest, Sequence[float]]], copies: str
             rng: np.random.Generator) -> Iterator[TraceRequest]:
     if copies == "shuffled":
         return _shuffled(planned, rng.spawn(1)[0])  # a child: the slots' draws stay those of "clumped"
+    if copies == "shifted":
+        return _shifted(planned, rng.spawn(1)[0])  # (the same: the counts are those of "clumped")
     return _clumped(planned)
 
 
@@ -269,6 +288,46 @@ def _dealt(block: list[tuple[TraceRequest, Sequence[float]]], rng: np.random.Gen
             yield with_arrival(donor, a, f"{donor.request_id}.r{made[d]}")
 
 
+def _shifted(planned: Iterable[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
+    """The requests and their copies, one ``SHIFT_WINDOW_S`` window at a time (its copy slots'
+    times unused: only their number, the request's count of copies)."""
+    u = _Uniforms(rng)
+    width = SHIFT_WINDOW_S
+    window: list[tuple[TraceRequest, int]] = []
+    index = start = 0.0
+    for cur, slots in planned:
+        a = cur.arrival_s
+        i = math.floor(a / width)
+        if not window:
+            index, start = i, a  # the first window starts at the first arrival
+        elif i != index:
+            yield from _rotated(window, start, (index + 1) * width, u)
+            window = []
+            index, start = i, i * width
+        window.append((cur, len(slots)))
+    if window:
+        yield from _rotated(window, start, window[-1][0].arrival_s, u)  # the last window ends at its last arrival
+
+
+def _rotated(window: list[tuple[TraceRequest, int]], lo: float, hi: float,
+             u: Callable[[], float]) -> Iterator[TraceRequest]:
+    """A window's requests and their copies in time order, copy n of each request rotated within
+    [lo, hi) by stream n's offset (originals first at equal times)."""
+    span = hi - lo
+    out: list[tuple[float, TraceRequest, str | None]] = [(r.arrival_s, r, None) for r, _ in window]
+    streams = max(k for _, k in window)
+    for n in range(1, streams + 1):
+        shift = u() * span
+        suffix = f".r{n}"
+        for r, k in window:
+            if k >= n:
+                t = lo + (r.arrival_s - lo + shift) % span if span > 0 else r.arrival_s
+                out.append((t, r, suffix))
+    out.sort(key=lambda item: item[0])  # stable: originals, then stream 1, 2, ... at equal times
+    for t, r, suffix in out:
+        yield r if suffix is None else with_arrival(r, t, r.request_id + suffix)
+
+
 def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]], rng: np.random.Generator, *,
                  max_jitter_s: float | None = None, copies: str = "clumped") -> Iterator[TraceRequest]:
     """Change the request rate by a factor that changes over the trace's time: ``scale_rate`` with the
@@ -279,7 +338,7 @@ def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]]
     and after the last it is that point's. ``[(0, 1), (14400, 2)]``: the load doubles over four hours.
     Each request is emitted floor(f) or ceil(f) times and its copies placed as ``scale_rate`` does
     (ids ``"{id}.r1"``, ...; offsets within the gap to the next input request, capped at max_jitter_s;
-    ``copies``: clumped after their request or shuffled within blocks).
+    ``copies``: clumped after their request, shuffled within blocks or shifted as whole streams).
     """
     checked = rate_profile_points(points)
     gen = require_rng(rng, "rate_profile")

@@ -178,7 +178,7 @@ def test_shuffled_copies_give_the_same_run_in_the_cli_and_the_library_and_the_ru
     assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == (
         "trace read: window_end_s=120; rate_scale=2.5; copies=shuffled")
     bad = CliRunner().invoke(app, ["sim", "replay", "--rate-scale", "2", "--copies", "spread", "--db", cli_db])
-    assert bad.exit_code == 2 and "--copies must be 'clumped' or 'shuffled', got 'spread'" in bad.stderr
+    assert bad.exit_code == 2 and "--copies must be 'clumped', 'shuffled' or 'shifted', got 'spread'" in bad.stderr
 
 
 def test_length_scales_give_the_same_run_in_the_cli_and_the_library_scaled_before_the_caps_and_shown(tmp_path):

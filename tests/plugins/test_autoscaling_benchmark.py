@@ -306,6 +306,8 @@ def test_find_scale_brackets_the_scale_where_n_static_replicas_just_reach_the_ta
     assert "--copies shuffled spreads" in out[-2]
     note = sys.modules["autoscaling_find_scale"].copies_note  # (imported by the benchmark, from its folder)
     assert "dealt over the slots" in note(3.0, "shuffled") and "spreads" not in note(3.0, "shuffled")
+    assert "one more stream of the trace's own arrivals" in note(3.0, "shifted")
+    assert "shape_copies" not in note(3.0, "shifted") and "dealt" not in note(3.0, "shifted")
     # from above the edge it halves down to it
     assert bench.main(["--find-scale", "4", "--rate-scale", "20", "--limit", "10"]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["find_scale"]
