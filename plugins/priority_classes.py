@@ -8,6 +8,12 @@ whenever its replica plans a batch; the refusal is ``ReasonCode.QUEUE_TIMEOUT``,
 
 The plugin orders nothing itself: pair it with a priority-aware batcher
 (``priority-continuous-batching``, ``dynamic-batching``) so higher classes also go first.
+
+Cost: a cap reads each replica's waiting requests counted by priority, which the queue keeps
+(`controlplane.waiting_queue`), so an arrival costs the replicas times the distinct priorities
+waiting, not the queued requests. The timeouts walk the replica's queue as it plans a batch (the
+queue is not in arrival order: re-routed and preempted requests; a priority-aware batcher sorts
+that whole queue at each plan too).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission, BatchPlan
 from controlplane.types import ReasonCode
+from controlplane.waiting_queue import WaitingQueue
 
 
 class PriorityClass(BaseModel):
@@ -74,7 +81,11 @@ class PriorityClasses(Plugin):
         queued = 0
         for w in ctx.workers.values():
             if w.model == request.model and w.is_alive:
-                queued += sum(1 for r in w.waiting if self.class_of(r.priority) is c)
+                waiting = w.waiting  # (its requests counted by priority by the queue: not walked)
+                if type(waiting) is WaitingQueue:
+                    queued += sum(n for p, n in waiting.priorities.items() if self.class_of(p) is c)
+                else:
+                    queued += sum(1 for r in waiting if self.class_of(r.priority) is c)
         if queued >= c.max_queued:
             return Admission(False, f"queue full: class {c.name!r} has {queued} waiting >= its cap {c.max_queued}",
                              code=ReasonCode.QUEUE_FULL)

@@ -3,7 +3,9 @@
 Each scorer gives every candidate replica a score in [0, 1], higher is better; a router adds
 them up with weights (``plugins.weighted_routing``). Load scorers are min-max normalised over
 the candidates, as llm-d's queue scorer is: the least loaded gets 1, the most loaded 0, and all
-get 1 when they are equal.
+get 1 when they are equal. The queue sums they read (``estimated-work``'s queued prefill and
+output, as `work_tokens` counts them) are kept by the queue (`controlplane.waiting_queue`): a
+replica's queue is not walked at each arrival.
 
 | name | what it scores |
 |---|---|
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from controlplane.events import RequestFinished
 from controlplane.types import UNLIMITED_KV_BLOCKS
+from controlplane.waiting_queue import WaitingQueue
 
 Scores = list[float]
 
@@ -101,10 +104,16 @@ def active_requests(ctx, request, workers, stats) -> Scores:
 
 
 def work_tokens(w) -> int:
-    """Tokens still to compute on a replica: remaining prefill plus expected output."""
-    total = 0
-    for r in w.waiting:
-        total += r.remaining_prefill_tokens + r.max_output_tokens - r.output_tokens
+    """Tokens still to compute on a replica: remaining prefill plus expected output. The queue's part is
+    kept by the queue (`controlplane.waiting_queue`): an overloaded replica's queue is not walked at
+    every arrival; the running requests (at most ``max_num_seqs``) are."""
+    waiting = w.waiting
+    if type(waiting) is WaitingQueue:
+        total = waiting.remaining_prefill_tokens + waiting.remaining_output_tokens
+    else:
+        total = 0
+        for r in waiting:
+            total += r.remaining_prefill_tokens + r.max_output_tokens - r.output_tokens
     for r in w.running:
         total += r.remaining_prefill_tokens + r.max_output_tokens - r.output_tokens
     return total

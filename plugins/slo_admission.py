@@ -18,6 +18,10 @@ with ``ReasonCode.ADMISSION_DENIED`` (HTTP 429) or, with ``on_miss: deprioritize
 ``demote_to`` priority so requests that can still make it go first. Until ``min_samples``
 prefill rates were sampled nothing is refused (no rates yet); before any request completed the
 slot wait is left out.
+
+Cost: the prefill queued on a replica is the sum its queue keeps (`controlplane.waiting_queue`),
+so an arrival costs the replicas and their running requests, not the queued ones (with ``on_miss:
+deprioritize`` an overloaded replica's queue grows without bound).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission
 from controlplane.events import RequestFinished
 from controlplane.types import ReasonCode, RequestStatus
+from controlplane.waiting_queue import WaitingQueue
 
 
 class _Rates:
@@ -103,7 +108,11 @@ class SloAdmission(Plugin):
         per_replica_rps = len(rates.finishes) / span / len(workers)
         best = None
         for w in workers:
-            ahead = sum(r.remaining_prefill_tokens for r in w.waiting)
+            waiting = w.waiting  # (its prefill kept by the queue: an overloaded one is not walked)
+            if type(waiting) is WaitingQueue:
+                ahead = waiting.remaining_prefill_tokens
+            else:
+                ahead = sum(r.remaining_prefill_tokens for r in waiting)
             ahead += sum(r.remaining_prefill_tokens for r in w.running if not r.is_decoding)
             prefill_s = (ahead + request.prompt_tokens) / rates.prefill_tps
             slots = w.max_num_seqs - len(w.running)
