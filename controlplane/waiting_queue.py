@@ -3,18 +3,23 @@
 Policies read sums over a replica's queue at every arrival: routing by tokens (`least-loaded` with ``by: tokens``,
 the bundled config's) its requests' prompt plus expected output tokens, the ``estimated-work`` scorer and the
 cold-start wait (`plugins.scorers.work_tokens`) the tokens still to prefill and to generate, ``slo-admission`` the
-tokens still to prefill, ``priority-classes`` how many of each priority wait. Summed afresh, each walks every
-candidate replica's queue, which an overloaded replica grows to tens of thousands of requests: a 3-hour replay of
-an autoscaler that never scaled spent 407 of its 500 s there (docs/history/simulator.md). `WaitingQueue` is the
-deque `Worker.waiting` always was, with these kept by every method that adds or removes a request, so each sum is
-read in O(1):
+tokens still to prefill, ``priority-classes`` how many of each priority wait, ``queue-limit``'s ``max_finish_s``
+(`plugins.finish_time`) the tokens each is expected still to generate. Summed afresh, each walks every candidate
+replica's queue, which an overloaded replica grows to tens of thousands of requests: a 3-hour replay of an
+autoscaler that never scaled spent 407 of its 500 s there (docs/history/simulator.md). `WaitingQueue` is the deque
+`Worker.waiting` always was, with these kept by every method that adds or removes a request, so each sum is read
+without walking the queue:
 
 - ``tokens``: prompt plus ``max_output_tokens`` (`request_tokens`);
 - ``remaining_prefill_tokens``: prompt plus recomputed output less the tokens already computed (a prefix hit, or a
   preempted request's lost progress), as `Request.remaining_prefill_tokens`;
 - ``remaining_output_tokens``: ``max_output_tokens`` less the tokens generated so far, as
   `Request.remaining_output_tokens`;
-- ``priorities``: how many queued requests have each ``priority`` (only those with at least one).
+- ``priorities``: how many queued requests have each ``priority`` (only those with at least one);
+- ``lengths``: how many have each (``output_tokens``, ``max_output_tokens``) pair, the tokens generated so far and the
+  most they may generate (only pairs with at least one): a sum over the queue of any function of the two (the
+  tokens a request is expected still to generate, which follows the run's finished answers) costs the distinct
+  pairs waiting, bounded by the workload's lengths rather than by the queue's.
 
 Each is exact only while none of those fields changes for a request in the queue. The core keeps it so: a
 request's lengths are set before routing and its priority at admission; a preemption drops a request's KV
@@ -40,14 +45,15 @@ def request_tokens(r: Any) -> int:
 
 class WaitingQueue(deque):
     """A deque of requests that keeps, over them: ``tokens`` (the sum of `request_tokens`),
-    ``remaining_prefill_tokens``, ``remaining_output_tokens`` and ``priorities`` (priority -> requests).
+    ``remaining_prefill_tokens``, ``remaining_output_tokens``, ``priorities`` (priority -> requests) and
+    ``lengths`` ((output_tokens, max_output_tokens) -> requests).
 
     A request's lengths, progress and priority must not change while it is queued (the module's docstring
     says how the core keeps that). No ``maxlen``: a bounded deque drops requests silently, and a queue
     never does.
     """
 
-    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities")
+    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "lengths")
 
     def __init__(self, iterable: Iterable[Any] = ()) -> None:
         super().__init__(iterable)
@@ -56,15 +62,18 @@ class WaitingQueue(deque):
     def _recount(self) -> None:
         self.tokens = self.remaining_prefill_tokens = self.remaining_output_tokens = 0
         self.priorities: dict[int, int] = {}
+        self.lengths: dict[tuple[int, int], int] = {}
         self._add(self)
 
     def _add(self, items: Iterable[Any]) -> None:
-        p = self.priorities
+        p, lengths = self.priorities, self.lengths
         for r in items:
             self.tokens += r.prompt_tokens + r.max_output_tokens
             self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
             self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
             p[r.priority] = p.get(r.priority, 0) + 1
+            key = r.output_tokens, r.max_output_tokens
+            lengths[key] = lengths.get(key, 0) + 1
 
     def _sub(self, r: Any) -> None:
         self.tokens -= r.prompt_tokens + r.max_output_tokens
@@ -76,6 +85,13 @@ class WaitingQueue(deque):
             p[r.priority] = n
         else:
             del p[r.priority]
+        lengths = self.lengths
+        key = r.output_tokens, r.max_output_tokens
+        n = lengths[key] - 1
+        if n:
+            lengths[key] = n
+        else:
+            del lengths[key]
 
     def __reduce__(self):  # (a copy or a pickle is made from the requests: the totals are recounted)
         return type(self), (list(self),)
@@ -90,6 +106,9 @@ class WaitingQueue(deque):
         self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
         p = self.priorities
         p[r.priority] = p.get(r.priority, 0) + 1
+        lengths = self.lengths
+        key = r.output_tokens, r.max_output_tokens
+        lengths[key] = lengths.get(key, 0) + 1
 
     def appendleft(self, r: Any) -> None:
         super().appendleft(r)
@@ -125,6 +144,13 @@ class WaitingQueue(deque):
             p[r.priority] = n
         else:
             del p[r.priority]
+        lengths = self.lengths
+        key = r.output_tokens, r.max_output_tokens
+        n = lengths[key] - 1
+        if n:
+            lengths[key] = n
+        else:
+            del lengths[key]
         return r
 
     def remove(self, r: Any) -> None:

@@ -58,12 +58,20 @@ was timed (or within ``horizon_s``), a request is admitted only if it gets a bat
 (nothing can be predicted, and nothing queues blind). A replica with nothing running or waiting
 always takes the request (`Prediction.idle`): waiting cannot make it sooner, and the times it
 measures replace stale ones.
+
+Cost: the waiting requests' expected tokens follow the window of finished answers, so they are not
+a total a queue can keep; the queue keeps how many of its requests have each (tokens made so far,
+``max_output_tokens``) pair instead (`controlplane.waiting_queue`), and the work queued ahead is
+summed over those pairs (`OutputLengths.remaining_total`): an arrival costs the distinct pairs
+waiting, bounded by the workload's lengths, not the queued requests. The running ones (at most
+``max_num_seqs``) are walked.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controlplane.waiting_queue import WaitingQueue
 from plugins.output_lengths import OutputLengths
 
 __all__ = ["HORIZON_S", "SAMPLE_MAX_S", "SAMPLE_S", "FinishTimes", "Prediction"]
@@ -163,6 +171,10 @@ class FinishTimes:
         start = 0.0
         if waits:
             ahead = sum(self.lengths.remaining(r) for r in w.running)
-            ahead += sum(self.lengths.remaining(r) for r in w.waiting)
+            waiting = w.waiting  # (counted by length by the queue: an overloaded one is not walked)
+            if type(waiting) is WaitingQueue:
+                ahead += self.lengths.remaining_total(w.model, waiting.lengths)
+            else:
+                ahead += sum(self.lengths.remaining(r) for r in waiting)
             start = token_s * ahead / max(1, slots)
         return Prediction(start + token_s * tokens, w.worker_id, token_s, waits, idle, tokens)

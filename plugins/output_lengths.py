@@ -127,3 +127,24 @@ class OutputLengths:
             return left
         m = self.mean(request.model, longer_than=made)
         return 1 if m is None else min(left, max(1, m - made))
+
+    def remaining_total(self, model, lengths: dict[tuple[int, int], int]) -> int:
+        """`remaining` summed over requests of ``model`` given as counts by (``output_tokens``,
+        ``max_output_tokens``), as a queue keeps them (`controlplane.waiting_queue`): the same sum, at
+        a cost of the distinct pairs rather than of the requests."""
+        typical = self.typical(model)
+        means: dict[int, int | None] = {}  # made so far -> the mean of the answers longer than that
+        total = 0
+        for (made, most), n in lengths.items():
+            left = most - made
+            if left <= 0:
+                continue
+            if typical is None:
+                total += n * left
+                continue
+            if made in means:
+                m = means[made]
+            else:
+                m = means[made] = self.mean(model, longer_than=made)
+            total += n * (1 if m is None else min(left, max(1, m - made)))
+        return total

@@ -24,11 +24,11 @@ def _sum(q) -> int:
 def _walked(q) -> tuple:
     """Every total a `WaitingQueue` keeps, summed afresh over ``q``'s requests."""
     return (_sum(q), sum(r.remaining_prefill_tokens for r in q), sum(r.remaining_output_tokens for r in q),
-            dict(Counter(r.priority for r in q)))
+            dict(Counter(r.priority for r in q)), dict(Counter((r.output_tokens, r.max_output_tokens) for r in q)))
 
 
 def _kept(q: WaitingQueue) -> tuple:
-    return q.tokens, q.remaining_prefill_tokens, q.remaining_output_tokens, q.priorities
+    return q.tokens, q.remaining_prefill_tokens, q.remaining_output_tokens, q.priorities, q.lengths
 
 
 def _pool(n: int = 40):
@@ -79,7 +79,7 @@ def test_every_method_that_adds_or_removes_keeps_the_totals():
             elif op == "imul":
                 d *= times
         assert list(q) == list(mirror), op
-        assert _kept(q) == _walked(mirror), op  # (a priority none waits with is not listed)
+        assert _kept(q) == _walked(mirror), op  # (a priority or a pair of lengths none waits with is not listed)
         assert type(q) is WaitingQueue
         seen.add(op)
     assert seen == set(ops)
@@ -94,9 +94,10 @@ def test_copies_and_pickles_recount_and_a_worker_always_holds_one():
     reqs[3].num_computed_tokens, reqs[3].output_tokens, reqs[3].priority = 40, 2, 5
     q = WaitingQueue(reqs)
     assert q.tokens == 410 == sum(map(request_tokens, reqs))
-    assert _kept(q) == (410, 360, 8, {0: 3, 5: 1})
+    totals = (410, 360, 8, {0: 3, 5: 1}, {(0, 1): 1, (0, 2): 1, (0, 3): 1, (2, 4): 1})
+    assert _kept(q) == totals
     for other in (copy.copy(q), copy.deepcopy(q), pickle.loads(pickle.dumps(q)), q.copy()):
-        assert type(other) is WaitingQueue and _kept(other) == _walked(other) == (410, 360, 8, {0: 3, 5: 1})
+        assert type(other) is WaitingQueue and _kept(other) == _walked(other) == totals
     # a deque or a list given to a worker becomes one (the constructor, make_worker)
     assert type(Worker("w", "m").waiting) is WaitingQueue
     assert Worker("w", "m", waiting=deque(reqs)).waiting.tokens == 410

@@ -197,3 +197,77 @@ def test_the_work_ahead_and_the_new_request_count_the_answers_expected_not_max_t
     # ahead: 4 running x 40 still expected + 2 waiting x 100 = 360 tokens over 4 slots; then 100
     assert p.tokens == 100 and p.waits
     assert abs(p.finish_s - (0.1 * 360 / 4 + 0.1 * 100)) < 1e-6
+
+
+# --- the work queued ahead read from the queue's counts by length, not walked at each arrival ------------------
+
+class _NotKept:
+    """Put in place of `WaitingQueue` in `plugins.finish_time`: no queue is one, so every queue is walked."""
+
+
+def test_queue_limit_reads_the_queues_counted_lengths_and_refuses_as_the_walk_does(monkeypatch):
+    from collections import Counter
+    from dataclasses import replace
+
+    from controlplane import hookimpl
+    from controlplane.testing import ScaleCycle, make_trace, replay_with
+    from plugins import finish_time
+    from plugins.admission import QueueLimit
+
+    class Checked(QueueLimit):
+        """queue-limit with max_finish_s; at each admission every queue's counts and the work ahead they give
+        are checked against a walk of the queue."""
+
+        name = "length-checked-queue-limit"
+
+        def __init__(self) -> None:
+            super().__init__(QueueLimit.Settings(max_finish_s=20.0))
+            self.differ, self.checked, self.longest, self.preempted = [], 0, 0, 0
+
+        @hookimpl
+        def cp_admit_request(self, ctx, request):
+            lengths = self._finish.lengths
+            for w in ctx.workers.values():
+                q = w.waiting
+                kept = q.lengths, lengths.remaining_total(w.model, q.lengths)
+                walked = (dict(Counter((r.output_tokens, r.max_output_tokens) for r in q)),
+                          sum(map(lengths.remaining, q)))
+                if kept != walked:
+                    self.differ.append((request.request_id, w.worker_id, kept, walked))
+                self.checked += 1
+                self.longest = max(self.longest, len(q))
+                self.preempted += any(made > 0 for made, _ in q.lengths)
+            return super().cp_admit_request(ctx=ctx, request=request)
+
+    # overloaded, prefix hits, preemptions (preempted requests wait with tokens made), replicas started and drained
+    trace = [replace(t, hash_ids=(i % 5, 100 + i % 3, 1000 + i), hash_block_tokens=16)
+             for i, t in enumerate(make_trace(1500, qps=60.0, prompt_tokens=48, output_tokens=200, seed=5))]
+    enabled = ["prefix-cache", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+               "builtin-latency-models"]
+    cluster = {"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0, "max_num_seqs": 32,
+                           "num_kv_blocks": 100}]}
+    runs = []
+    for walk in (False, True):
+        if walk:
+            monkeypatch.setattr(finish_time, "WaitingQueue", _NotKept)
+        checker = Checked()
+        res = replay_with(checker, ScaleCycle(), trace=trace, plugins={"enabled": enabled}, cluster=cluster)
+        assert len(res.requests) == 1500 and res.summary["num_plugin_errors"] == 0
+        assert checker.differ == [] and checker.checked > 1500 and checker.longest > 100 and checker.preempted > 100
+        assert checker._finish.lengths.typical("default") is not None
+        runs.append(res)
+    kept, walked = runs
+    assert 100 < kept.summary["num_rejected"] < 1400 and kept.summary["num_preemptions"] > 20
+    assert [_row(r) for r in kept.requests] == [_row(r) for r in walked.requests]
+    assert [_decision(d) for d in kept.decisions] == [_decision(d) for d in walked.decisions]
+    assert {k: v for k, v in kept.summary.items() if k != "wall_s"} == \
+        {k: v for k, v in walked.summary.items() if k != "wall_s"}
+
+
+def _row(r):
+    return (r.request_id, r.worker_id, r.status, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens,
+            r.cached_tokens, r.num_preemptions, r.reason, r.reason_code, r.retry_after_s)
+
+
+def _decision(d):
+    return d.time_s, d.hook, d.plugin, d.action, d.subject, d.reason, d.payload

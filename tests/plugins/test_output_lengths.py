@@ -116,3 +116,24 @@ def test_cancelled_answers_do_not_count_before_there_is_a_quantile():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError, match="min_finished <= window"):
         OutputLengths(**bad)
+
+
+def test_the_remaining_total_over_counted_pairs_is_the_sum_of_remaining_request_by_request():
+    import random
+    from collections import Counter
+
+    rnd = random.Random(7)
+    reqs = []
+    for i in range(300):
+        most = rnd.choice([1, 5, 30, 100, 4096, rnd.randint(1, 500)])
+        reqs.append(_request(most, output_tokens=rnd.choice([0, 0, 0, rnd.randint(0, most)])))
+    pairs = Counter((r.output_tokens, r.max_output_tokens) for r in reqs)
+    assert len(pairs) < len(reqs) and any(made == most for made, most in pairs)  # (one at its max_tokens: 0 left)
+    lengths = OutputLengths(window=50, quantile=0.9, min_finished=20)
+    seen_typical = set()
+    for step in range(60):  # before min_finished answers (max_tokens), then as the window moves
+        assert lengths.remaining_total("default", pairs) == sum(lengths.remaining(r) for r in reqs), step
+        seen_typical.add(lengths.typical("default") is not None)
+        _answers(lengths, [rnd.randint(1, 300)])
+    assert seen_typical == {False, True}
+    assert lengths.remaining_total("default", {}) == 0
