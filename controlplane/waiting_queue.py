@@ -37,6 +37,8 @@ from typing import Any
 
 __all__ = ["WaitingQueue", "request_tokens"]
 
+_append, _popleft = deque.append, deque.popleft  # (the hot two: called without super())
+
 
 def request_tokens(r: Any) -> int:
     """Prompt plus expected output tokens: what a request asks of a replica, without its progress."""
@@ -100,7 +102,7 @@ class WaitingQueue(deque):
     # takes it; appendleft: preempted) keep the totals inline; the rest go through `_add` and `_sub`.
 
     def append(self, r: Any) -> None:
-        super().append(r)
+        _append(self, r)
         self.tokens += r.prompt_tokens + r.max_output_tokens
         self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
         self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
@@ -134,7 +136,7 @@ class WaitingQueue(deque):
         return r
 
     def popleft(self) -> Any:
-        r = super().popleft()
+        r = _popleft(self)
         self.tokens -= r.prompt_tokens + r.max_output_tokens
         self.remaining_prefill_tokens -= r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
         self.remaining_output_tokens -= r.max_output_tokens - r.output_tokens
