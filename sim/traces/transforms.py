@@ -3,8 +3,9 @@ scale the rate (by one factor, or by a factor that changes over time), scale len
 
 Each takes and returns an iterator in arrival order and holds at most one request of
 lookahead (a rate change with ``copies="shuffled"``: one block of 64 input requests and their
-copies; with ``copies="shifted"``: one 600-s window's), so they compose over million-row traces. Randomness only from a passed-in
-numpy Generator.
+copies; with ``copies="shifted"``: one 600-s window's), so they compose over million-row traces.
+Randomness only from a passed-in numpy Generator. Where the copies of a rate change arrive is
+`sim.traces.copies`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Seque
 import numpy as np
 
 from ._rng import require_rng
+from .copies import COPIES, SHIFT_WINDOW_S, SHUFFLE_BLOCK, copy_slots, placed
 from .record import TraceRequest, with_arrival
 
 __all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "rate_profile_points", "limit", "COPIES",
-           "scale_lengths", "cap_lengths", "apply_transforms", "TransformValueError"]
+           "SHUFFLE_BLOCK", "SHIFT_WINDOW_S", "scale_lengths", "cap_lengths", "apply_transforms", "TransformValueError"]
 
 #: Something that yields the trace's requests afresh at each call (a repeat reads it again).
 TraceSource = Callable[[], Iterable[TraceRequest]]
@@ -146,35 +148,6 @@ def _repeat(open_copy: TraceSource, times: int) -> Iterator[TraceRequest]:
         start += span + (span / (n - 1) if n > 1 else 0.0)
 
 
-class _Uniforms:
-    """Buffered U[0,1) draws: numpy per-scalar calls are slow, chunks are deterministic too."""
-
-    __slots__ = ("rng", "buf", "i")
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng, self.buf, self.i = rng, [], 0
-
-    def __call__(self) -> float:
-        if self.i >= len(self.buf):
-            self.buf, self.i = self.rng.random(4096).tolist(), 0
-        u = self.buf[self.i]
-        self.i += 1
-        return u
-
-
-#: How ``scale_rate`` and ``rate_profile`` place a replicated request's copies: ``"clumped"``, each in
-#: the gap after its own request; ``"shuffled"``, the same arrival slots, the copies of each block of
-#: ``SHUFFLE_BLOCK`` consecutive input requests dealt to them in a seeded random order; ``"shifted"``,
-#: the n-th copies of all requests as one more stream of the trace's own arrivals, rotated in time
-#: within each ``SHIFT_WINDOW_S`` window by an offset of its own.
-COPIES = ("clumped", "shuffled", "shifted")
-#: Input requests per block whose copies ``copies="shuffled"`` deals out together.
-SHUFFLE_BLOCK = 64
-#: The windows (from time 0) within which ``copies="shifted"`` rotates each stream of copies: every
-#: window keeps its count, so the rate's shape is kept at this resolution, and bursts shorter than it
-#: land at unrelated times in each stream.
-SHIFT_WINDOW_S = 600.0
-
 
 def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Generator, *,
                max_jitter_s: float | None = None, copies: str = "clumped") -> Iterator[TraceRequest]:
@@ -209,7 +182,7 @@ def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Gener
     gen = require_rng(rng, "scale_rate")
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
-    return _placed(_copy_slots(reqs, lambda _a: f, gen, max_jitter_s), _checked_copies(copies), gen)
+    return placed(copy_slots(reqs, lambda _a: f, gen, max_jitter_s), _checked_copies(copies), gen)
 
 
 def _checked_copies(copies: object) -> str:
@@ -217,115 +190,6 @@ def _checked_copies(copies: object) -> str:
         raise TransformValueError("{copies} must be " + ", ".join(f"'{c}'" for c in COPIES[:-1])
                                   + f" or '{COPIES[-1]}', got {{0}}", copies)
     return str(copies)
-
-
-def _copy_slots(reqs: Iterable[TraceRequest], factor_at: Callable[[float], float], rng: np.random.Generator,
-                cap: float | None) -> Iterator[tuple[TraceRequest, Sequence[float]]]:
-    """Each kept input request with its copies' arrival times: the request emitted floor(f) or
-    ceil(f) times for f = ``factor_at(arrival)``, copies at sorted uniform offsets in the gap to the
-    next input request (at most ``cap``). Requests emitted 0 times are left out."""
-    u = _Uniforms(rng)
-    it = iter(reqs)
-    cur = next(it, None)
-    while cur is not None:
-        nxt = next(it, None)
-        a = cur.arrival_s
-        f = factor_at(a)
-        whole = math.floor(f)
-        frac = f - whole
-        k = whole + (1 if frac and u() < frac else 0)
-        if k:
-            slots: Sequence[float] = ()  # (no list made for a request without copies: thinning's every request)
-            if k > 1:
-                gap = nxt.arrival_s - a if nxt is not None else 0.0
-                if cap is not None and gap > cap:
-                    gap = cap
-                slots = [a + off for off in sorted(u() * gap for _ in range(k - 1))]
-            yield cur, slots
-        cur = nxt
-
-
-def _placed(planned: Iterator[tuple[TraceRequest, Sequence[float]]], copies: str,
-            rng: np.random.Generator) -> Iterator[TraceRequest]:
-    if copies == "shuffled":
-        return _shuffled(planned, rng.spawn(1)[0])  # a child: the slots' draws stay those of "clumped"
-    if copies == "shifted":
-        return _shifted(planned, rng.spawn(1)[0])  # (the same: the counts are those of "clumped")
-    return _clumped(planned)
-
-
-def _clumped(planned: Iterable[tuple[TraceRequest, Sequence[float]]]) -> Iterator[TraceRequest]:
-    for cur, slots in planned:
-        yield cur
-        stem = cur.request_id
-        for n, a in enumerate(slots, 1):
-            yield with_arrival(cur, a, f"{stem}.r{n}")
-
-
-def _shuffled(planned: Iterable[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
-    block: list[tuple[TraceRequest, Sequence[float]]] = []
-    for item in planned:
-        block.append(item)
-        if len(block) == SHUFFLE_BLOCK:
-            yield from _dealt(block, rng)
-            block = []
-    yield from _dealt(block, rng)
-
-
-def _dealt(block: list[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
-    """A block's requests in order, its copy slots filled with its copies in a random order."""
-    donors = [i for i, (_, slots) in enumerate(block) for _ in slots]
-    order = rng.permutation(len(donors)).tolist() if len(donors) > 1 else list(range(len(donors)))
-    made = [0] * len(block)  # copies of each request dealt so far: its copies' numbers
-    k = 0
-    for cur, slots in block:
-        yield cur
-        for a in slots:
-            d = donors[order[k]]
-            k += 1
-            made[d] += 1
-            donor = block[d][0]
-            yield with_arrival(donor, a, f"{donor.request_id}.r{made[d]}")
-
-
-def _shifted(planned: Iterable[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
-    """The requests and their copies, one ``SHIFT_WINDOW_S`` window at a time (its copy slots'
-    times unused: only their number, the request's count of copies)."""
-    u = _Uniforms(rng)
-    width = SHIFT_WINDOW_S
-    window: list[tuple[TraceRequest, int]] = []
-    index = start = 0.0
-    for cur, slots in planned:
-        a = cur.arrival_s
-        i = math.floor(a / width)
-        if not window:
-            index, start = i, a  # the first window starts at the first arrival
-        elif i != index:
-            yield from _rotated(window, start, (index + 1) * width, u)
-            window = []
-            index, start = i, i * width
-        window.append((cur, len(slots)))
-    if window:
-        yield from _rotated(window, start, window[-1][0].arrival_s, u)  # the last window ends at its last arrival
-
-
-def _rotated(window: list[tuple[TraceRequest, int]], lo: float, hi: float,
-             u: Callable[[], float]) -> Iterator[TraceRequest]:
-    """A window's requests and their copies in time order, copy n of each request rotated within
-    [lo, hi) by stream n's offset (originals first at equal times)."""
-    span = hi - lo
-    out: list[tuple[float, TraceRequest, str | None]] = [(r.arrival_s, r, None) for r, _ in window]
-    streams = max(k for _, k in window)
-    for n in range(1, streams + 1):
-        shift = u() * span
-        suffix = f".r{n}"
-        for r, k in window:
-            if k >= n:
-                t = lo + (r.arrival_s - lo + shift) % span if span > 0 else r.arrival_s
-                out.append((t, r, suffix))
-    out.sort(key=lambda item: item[0])  # stable: originals, then stream 1, 2, ... at equal times
-    for t, r, suffix in out:
-        yield r if suffix is None else with_arrival(r, t, r.request_id + suffix)
 
 
 def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]], rng: np.random.Generator, *,
@@ -345,7 +209,7 @@ def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]]
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
     factor_at = _ProfileFactor([t for t, _ in checked], [f for _, f in checked])
-    return _placed(_copy_slots(reqs, factor_at, gen, max_jitter_s), _checked_copies(copies), gen)
+    return placed(copy_slots(reqs, factor_at, gen, max_jitter_s), _checked_copies(copies), gen)
 
 
 def rate_profile_points(points: object, label: Callable[[int], str] | None = None) -> tuple[tuple[float, float], ...]:
