@@ -11,6 +11,8 @@ import pytest
 from plugins.finish_time import HORIZON_S, SAMPLE_MAX_S, FinishTimes
 from plugins.output_lengths import OutputLengths
 
+from .kept_queues import overloaded_trace, replay_kept_and_walked
+
 
 def _running(n: int, tokens: int = 0, max_tokens: int = 100):
     rs = make_requests(n, prefix="run", model="default")
@@ -201,16 +203,10 @@ def test_the_work_ahead_and_the_new_request_count_the_answers_expected_not_max_t
 
 # --- the work queued ahead read from the queue's counts by length, not walked at each arrival ------------------
 
-class _NotKept:
-    """Put in place of `WaitingQueue` in `plugins.finish_time`: no queue is one, so every queue is walked."""
-
-
 def test_queue_limit_reads_the_queues_counted_lengths_and_refuses_as_the_walk_does(monkeypatch):
     from collections import Counter
-    from dataclasses import replace
 
     from controlplane import hookimpl
-    from controlplane.testing import ScaleCycle, make_trace, replay_with
     from plugins import finish_time
     from plugins.admission import QueueLimit
 
@@ -240,34 +236,10 @@ def test_queue_limit_reads_the_queues_counted_lengths_and_refuses_as_the_walk_do
             return super().cp_admit_request(ctx=ctx, request=request)
 
     # overloaded, prefix hits, preemptions (preempted requests wait with tokens made), replicas started and drained
-    trace = [replace(t, hash_ids=(i % 5, 100 + i % 3, 1000 + i), hash_block_tokens=16)
-             for i, t in enumerate(make_trace(1500, qps=60.0, prompt_tokens=48, output_tokens=200, seed=5))]
     enabled = ["prefix-cache", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
                "builtin-latency-models"]
-    cluster = {"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0, "max_num_seqs": 32,
-                           "num_kv_blocks": 100}]}
-    runs = []
-    for walk in (False, True):
-        if walk:
-            monkeypatch.setattr(finish_time, "WaitingQueue", _NotKept)
-        checker = Checked()
-        res = replay_with(checker, ScaleCycle(), trace=trace, plugins={"enabled": enabled}, cluster=cluster)
-        assert len(res.requests) == 1500 and res.summary["num_plugin_errors"] == 0
-        assert checker.differ == [] and checker.checked > 1500 and checker.longest > 100 and checker.preempted > 100
-        assert checker._finish.lengths.typical("default") is not None
-        runs.append(res)
-    kept, walked = runs
-    assert 100 < kept.summary["num_rejected"] < 1400 and kept.summary["num_preemptions"] > 20
-    assert [_row(r) for r in kept.requests] == [_row(r) for r in walked.requests]
-    assert [_decision(d) for d in kept.decisions] == [_decision(d) for d in walked.decisions]
-    assert {k: v for k, v in kept.summary.items() if k != "wall_s"} == \
-        {k: v for k, v in walked.summary.items() if k != "wall_s"}
-
-
-def _row(r):
-    return (r.request_id, r.worker_id, r.status, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens,
-            r.cached_tokens, r.num_preemptions, r.reason, r.reason_code, r.retry_after_s)
-
-
-def _decision(d):
-    return d.time_s, d.hook, d.plugin, d.action, d.subject, d.reason, d.payload
+    kept, _, checker = replay_kept_and_walked(monkeypatch, finish_time, Checked, overloaded_trace(prompt_tokens=48),
+                                              enabled, num_kv_blocks=100)
+    assert checker.checked > 1500 and checker.preempted > 100
+    assert checker._finish.lengths.typical("default") is not None
+    assert 100 < kept.summary["num_rejected"] < 1400

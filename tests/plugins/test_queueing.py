@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
 
 from controlplane import hookimpl
 from controlplane.events import RequestArrived, RequestFinished
-from controlplane.testing import ScaleCycle, make_context, make_trace, make_worker, replay_with
+from controlplane.testing import make_context, make_worker, replay_with
 from controlplane.types import ReasonCode, Request, RequestStatus
 from plugins.fair_share import FairShare
 from plugins.priority_classes import PriorityClasses
 from plugins.slo_admission import SloAdmission
 from plugins.tenant_quota import TenantQuota
 from sim.traces.record import TraceRequest
+
+from .kept_queues import overloaded_trace, replay_kept_and_walked
 
 
 def _req(rid, arrival=0.0, prio=0, tenant=None, prompt=100, out=50):
@@ -161,52 +162,6 @@ def test_fair_share_in_a_replay_protects_a_light_tenant_from_a_flood():
 
 # --- queue sums read from the queue (controlplane.waiting_queue), not walked at each arrival -------------------
 
-class _NotKept:
-    """Put in place of `WaitingQueue` in a policy's module: no queue is one, so the policy walks every queue."""
-
-
-def _overloaded_trace(priorities: int = 1):
-    """Overloaded (queues of hundreds on two replicas), with prefix hits and several priorities."""
-    return [replace(t, hash_ids=(i % 5, 100 + i % 3, 1000 + i), hash_block_tokens=16, priority=i % priorities)
-            for i, t in enumerate(make_trace(1500, qps=60.0, prompt_tokens=300, output_tokens=200, seed=5))]
-
-
-def _replay_kept_and_walked(monkeypatch, module, make_checker, trace, enabled, **overrides):
-    """The same replay with the policy reading the queues' kept totals, then walking every queue; the checker (a
-    subclass of the policy, given first) compares the kept totals with a walk at each call."""
-    cluster = {"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0, "max_num_seqs": 32,
-                           "num_kv_blocks": 300}]}
-    runs = []
-    for walk in (False, True):
-        if walk:
-            monkeypatch.setattr(module, "WaitingQueue", _NotKept)
-        checker = make_checker()
-        res = replay_with(checker, ScaleCycle(), trace=trace, plugins={"enabled": enabled}, cluster=cluster,
-                          **overrides)
-        assert len(res.requests) == len(trace) and res.summary["num_plugin_errors"] == 0
-        assert checker.differ == [] and checker.checked > 1000 and checker.longest > 100
-        runs.append(res)
-    kept, walked = runs
-    assert kept.summary["num_preemptions"] > 20 and sum(r.cached_tokens > 0 for r in kept.requests) > 500
-    assert [_row(r) for r in kept.requests] == [_row(r) for r in walked.requests]
-    assert [_decision(d) for d in kept.decisions] == [_decision(d) for d in walked.decisions]
-    assert _summary(kept) == _summary(walked)
-    return kept
-
-
-def _row(r):
-    return (r.request_id, r.worker_id, r.status, r.priority, r.scheduled_s, r.first_token_s, r.finish_s,
-            r.output_tokens, r.cached_tokens, r.num_preemptions, r.reason, r.reason_code)
-
-
-def _decision(d):
-    return d.time_s, d.hook, d.plugin, d.action, d.subject, d.reason, d.payload
-
-
-def _summary(res):
-    return {k: v for k, v in res.summary.items() if k != "wall_s"}  # (the one figure of the host's, not the run's)
-
-
 class _Checked:
     """At each admission, every replica's kept queue total (``kept(queue)``) against a walk (``walked(queue)``)."""
 
@@ -245,8 +200,9 @@ def test_slo_admission_reads_the_kept_queued_prefill_and_decides_as_the_walk_doe
 
     enabled = ["prefix-cache", "least-loaded", "priority-continuous-batching", "fixed-replicas", "static-memory",
                "builtin-latency-models"]
-    kept = _replay_kept_and_walked(monkeypatch, slo_admission, _PrefillCheckedSloAdmission, _overloaded_trace(),
-                                   enabled, slo={"ttft_s": 1.0})
+    kept, _, _ = replay_kept_and_walked(monkeypatch, slo_admission, _PrefillCheckedSloAdmission, overloaded_trace(),
+                                        enabled, slo={"ttft_s": 1.0})
+    assert sum(r.cached_tokens > 0 for r in kept.requests) > 500
     demoted = sum(r.priority == -1 for r in kept.requests)  # (an admission that admits is not a decision)
     assert 100 < demoted < len(kept.requests)
 
@@ -278,7 +234,8 @@ def test_priority_class_caps_read_the_kept_priority_counts_and_refuse_as_the_wal
 
     enabled = ["prefix-cache", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
                "builtin-latency-models"]
-    kept = _replay_kept_and_walked(monkeypatch, priority_classes, _CountCheckedPriorityClasses,
-                                   _overloaded_trace(priorities=7), enabled)
+    kept, _, _ = replay_kept_and_walked(monkeypatch, priority_classes, _CountCheckedPriorityClasses,
+                                        overloaded_trace(priorities=7), enabled)
+    assert sum(r.cached_tokens > 0 for r in kept.requests) > 500
     full = [r for r in kept.requests if r.reason_code is ReasonCode.QUEUE_FULL]
     assert len(full) > 50 and all(r.priority >= 5 for r in full)

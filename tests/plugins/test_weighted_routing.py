@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
 
 from controlplane import hookimpl
 from controlplane.events import RequestFinished
-from controlplane.testing import ScaleCycle, make_context, make_plugin_set, make_trace, make_worker, replay_with
+from controlplane.testing import make_context, make_plugin_set, make_worker, replay_with
 from controlplane.types import Request, RequestStatus
 from plugins import scorers
 from plugins.prefix_cache import PrefixCache
 from plugins.scorers import ReplicaStats, estimated_work, queue_depth
 from plugins.weighted_routing import PowerOfTwo, PrefixOnly, WeightedRouter
 from sim.traces.shared_prefix import shared_prefix_trace
+
+from .kept_queues import overloaded_trace, replay_kept_and_walked
 
 
 def _req(rid="x", prompt=64, out=8, hashes=(), tenant=None, params=()):
@@ -162,43 +163,12 @@ class _WorkCheckedRouter(WeightedRouter):
         return super().cp_route_request(ctx=ctx, request=request, workers=workers)
 
 
-class _NotKept:
-    """Put in place of `WaitingQueue` in a policy's module: no queue is one, so the policy walks every queue."""
-
-
 def test_estimated_work_reads_the_kept_queue_work_and_routes_as_the_walk_does(monkeypatch):
     # overloaded (queues of hundreds), prefix hits, preemptions, replicas started and drained
-    trace = [replace(t, hash_ids=(i % 5, 100 + i % 3, 1000 + i), hash_block_tokens=16)
-             for i, t in enumerate(make_trace(1500, qps=60.0, prompt_tokens=48, output_tokens=200, seed=5))]
     enabled = ["prefix-cache", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
                "builtin-latency-models"]
-    cluster = {"models": [{"name": "default", "replicas": 2, "cold_start_s": 3.0, "max_num_seqs": 32,
-                           "num_kv_blocks": 100}]}
-    runs = []
-    for walk in (False, True):
-        if walk:
-            monkeypatch.setattr(scorers, "WaitingQueue", _NotKept)
-        router = _WorkCheckedRouter()
-        res = replay_with(router, ScaleCycle(), trace=trace, plugins={"enabled": enabled}, cluster=cluster)
-        assert res.summary["num_completed"] == 1500 and res.summary["num_plugin_errors"] == 0
-        assert router.differ == [] and router.checked > 1500 and router.longest > 100
-        runs.append(res)
-    kept, walked = runs
-    assert kept.summary["num_preemptions"] > 20 and sum(r.cached_tokens > 0 for r in kept.requests) > 500
+    kept, _, router = replay_kept_and_walked(monkeypatch, scorers, _WorkCheckedRouter,
+                                             overloaded_trace(prompt_tokens=48), enabled, num_kv_blocks=100)
+    assert kept.summary["num_completed"] == 1500 and router.checked > 1500
+    assert sum(r.cached_tokens > 0 for r in kept.requests) > 500
     assert sum(d.plugin == "work-checked-router" for d in kept.decisions) >= 1500  # (and re-routes from drains)
-    assert [_row(r) for r in kept.requests] == [_row(r) for r in walked.requests]
-    assert [_decision(d) for d in kept.decisions] == [_decision(d) for d in walked.decisions]  # (scores included)
-    assert _summary(kept) == _summary(walked)
-
-
-def _row(r):
-    return (r.request_id, r.worker_id, r.status, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens,
-            r.cached_tokens, r.num_preemptions, r.reason)
-
-
-def _decision(d):
-    return d.time_s, d.hook, d.plugin, d.action, d.subject, d.reason, d.payload
-
-
-def _summary(res):
-    return {k: v for k, v in res.summary.items() if k != "wall_s"}  # (the one figure of the host's, not the run's)
