@@ -22,6 +22,7 @@ import numpy as np
 from controlplane.cli.replay_args import PARAMETERS
 
 from . import bundled_trace_path, parse_options, read_trace
+from .copies import COPIES
 
 #: `controlplane sim replay`'s options that set a trace transform, in its signature's order: read
 #: here with that command's names and conversions (`controlplane.cli.replay_args.PARAMETERS`).
@@ -29,6 +30,7 @@ TRANSFORM_PARAMETERS = ("window_start", "window_end", "speed_up", "repeat", "rat
                         "limit", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
 _TRANSFORM_OPTIONS = [(parameter, names[0], kind) for parameter, names, kind, _, _ in PARAMETERS
                       if parameter in TRANSFORM_PARAMETERS]
+_METAVARS = {"rate_profile": "T:F,...", "copies": "|".join(COPIES)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "trace transforms", "as `controlplane sim replay` takes and applies them (see its --help, docs/traces.md)")
     for parameter, option, kind in _TRANSFORM_OPTIONS:
         transforms_group.add_argument(option, dest=parameter, type=kind, default=None,
-                                      metavar="T:F,..." if parameter == "rate_profile" else kind.__name__.upper())
+                                      metavar=_METAVARS.get(parameter, kind.__name__.upper()))
     args = ap.parse_args(argv)
     given = {parameter: getattr(args, parameter) for parameter in TRANSFORM_PARAMETERS
              if getattr(args, parameter) is not None}
