@@ -96,9 +96,12 @@ class QueueLimit(Plugin):
         tokens = f"{best.tokens} tokens"
         if best.tokens < request.max_output_tokens:  # the length the run's answers suggest
             tokens = f"{best.tokens} of max_tokens {request.max_output_tokens} expected"
+        prompts = ""
+        if best.prefill_token_s is not None and best.prefill_tokens:  # prefill priced (plugins.finish_time)
+            prompts = f", {best.prefill_tokens} prompt tokens at {best.prefill_token_s * 1e6:.0f} us each"
         return Admission(
             False, f"overloaded: predicted to finish in {best.finish_s:.1f} s > max_finish_s {limit:g} s "
-                   f"({tokens} at {best.token_s * 1000:.0f} ms per iteration on {best.worker_id}"
+                   f"({tokens} at {best.token_s * 1000:.0f} ms per iteration{prompts} on {best.worker_id}"
                    f"{', after the work queued ahead' if best.waits else ''})",
             code=ReasonCode.ADMISSION_DENIED, retry_after_s=best.finish_s - limit)
 
@@ -116,6 +119,7 @@ class QueueLimit(Plugin):
         elif kind is RequestFinished:
             wid = event.request.worker_id
             self._finish.lengths.finished(event.request)
+            self._finish.finished(event.request)  # (the prompt tokens it prefilled since the last look)
         w = ctx.workers.get(wid) if wid is not None else None
         if w is not None:
             self._finish.look(w, ctx.now_s)

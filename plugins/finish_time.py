@@ -90,6 +90,8 @@ class Prediction:
     waits: bool  # the request would wait for a batch slot
     idle: bool = False  # nothing running or waiting there
     tokens: int = 0  # the tokens the request is expected to generate (L)
+    prefill_token_s: float | None = None  # the prefill time per prompt token it used (None: none measured)
+    prefill_tokens: int = 0  # prompt tokens it priced: still to prefill ahead of it, and its own
 
 
 def _bucket(n: int) -> int:
@@ -106,18 +108,43 @@ class FinishTimes:
         self.horizon_s = horizon_s
         # model -> batch bucket -> (iteration s, run time it was last updated)
         self._times: dict[str | None, dict[int, tuple[float, float]]] = {}
-        self._marks: dict[str, tuple[float, dict[str, int]]] = {}  # worker -> (time, tokens by request)
+        # model -> (prefill s per prompt token, run time it was last updated)
+        self._prefill: dict[str | None, tuple[float, float]] = {}
+        # worker -> (time, tokens made by request, tokens prefilled by request, requests waiting)
+        self._marks: dict[str, tuple[float, dict[str, int], dict[str, int], bool]] = {}
+        self._left: dict[str, int] = {}  # worker -> prompt tokens prefilled since its mark by requests gone since
 
     def look(self, w, now_s: float) -> None:
-        """Measure ``w``'s iteration time since the last look (if ``SAMPLE_S`` passed)."""
-        mark = self._marks.get(w.worker_id)
+        """Measure ``w``'s iteration time and, with requests waiting throughout, its prefill time per
+        prompt token since the last look (if ``SAMPLE_S`` passed)."""
+        wid = w.worker_id
+        mark = self._marks.get(wid)
         if mark is not None and now_s - mark[0] < SAMPLE_S:
             return
-        tokens = {r.request_id: r.output_tokens for r in w.running}
-        self._marks[w.worker_id] = (now_s, tokens)
-        if mark is None or not tokens or now_s - mark[0] > SAMPLE_MAX_S:
+        running = w.running
+        tokens = {r.request_id: r.output_tokens for r in running}
+        computed = {r.request_id: r.num_computed_tokens for r in running}
+        backlog = len(w.waiting) > 0
+        self._marks[wid] = (now_s, tokens, computed, backlog)
+        left = self._left.pop(wid, 0)
+        if mark is None or now_s - mark[0] > SAMPLE_MAX_S:
             return
-        then, before = mark
+        then, before, computed_before, backlog_before = mark
+        if backlog and backlog_before:  # prompts waited throughout: they were prefilled as fast as the replica could
+            prefilled = left
+            for r in running:
+                c = computed_before.get(r.request_id)
+                n = r.num_computed_tokens - (r.cached_tokens if c is None else c)  # (joined since: less a prefix hit)
+                if n > 0:
+                    prefilled += n
+            if prefilled > 0:
+                p = (now_s - then) / prefilled
+                old = self._prefill.get(w.model)
+                if old is not None and now_s - old[1] <= self.horizon_s:
+                    p = (1 - _ALPHA) * old[0] + _ALPHA * p
+                self._prefill[w.model] = (p, now_s)
+        if not tokens:
+            return
         common = [rid for rid in tokens if rid in before]
         made = sum(tokens[rid] - before[rid] for rid in common)
         if made > 0:
@@ -129,8 +156,36 @@ class FinishTimes:
                 t = (1 - _ALPHA) * old[0] + _ALPHA * t
             times[b] = (t, now_s)
 
+    def finished(self, request) -> None:
+        """Count the prompt tokens ``request`` (gone from its replica's running set) prefilled since its
+        replica's last look: the next look's sample includes them (a short answer may join and leave between
+        two looks)."""
+        wid = request.worker_id
+        mark = self._marks.get(wid) if wid is not None else None
+        if mark is None or request.scheduled_s is None:
+            return
+        c = mark[2].get(request.request_id)
+        if c is None:
+            if request.scheduled_s < mark[0]:
+                return  # it ran before the look and left since (counted then, or never seen)
+            c = request.cached_tokens
+        n = request.num_computed_tokens - c
+        if n > 0:
+            self._left[wid] = self._left.get(wid, 0) + n
+
     def forget(self, worker_id: str) -> None:
         self._marks.pop(worker_id, None)
+        self._left.pop(worker_id, None)
+
+    def prefill_s(self, model, now_s: float) -> float | None:
+        """``model``'s prefill time per prompt token (None: none measured within ``horizon_s``)."""
+        p = self._prefill.get(model)
+        if p is None:
+            return None
+        if now_s - p[1] > self.horizon_s:
+            del self._prefill[model]  # stale: see the module's docstring
+            return None
+        return p[0]
 
     def iteration_s(self, model, batch: int, now_s: float) -> float | None:
         """The iteration time of ``model`` at ``batch`` requests (None: none timed within ``horizon_s``)."""
@@ -177,4 +232,17 @@ class FinishTimes:
             else:
                 ahead += sum(self.lengths.remaining(r) for r in waiting)
             start = token_s * ahead / max(1, slots)
-        return Prediction(start + token_s * tokens, w.worker_id, token_s, waits, idle, tokens)
+        prefill_token_s = self.prefill_s(w.model, now_s)
+        prefill_s, prompts = 0.0, 0
+        if prefill_token_s is not None:  # the prompts ahead drain at the measured rate; then its own prompt
+            waiting = w.waiting
+            if type(waiting) is WaitingQueue:
+                queued = waiting.remaining_prefill_tokens
+            else:
+                queued = sum(r.remaining_prefill_tokens for r in waiting)
+            queued += sum(r.remaining_prefill_tokens for r in w.running if not r.is_decoding)
+            own = request.remaining_prefill_tokens
+            start = max(start, prefill_token_s * queued)  # (each rate includes the other's work: see the docstring)
+            prefill_s, prompts = prefill_token_s * own, queued + own
+        return Prediction(start + prefill_s + token_s * tokens, w.worker_id, token_s, waits, idle, tokens,
+                          prefill_token_s, prompts)
