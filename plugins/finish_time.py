@@ -108,8 +108,8 @@ class FinishTimes:
         self.horizon_s = horizon_s
         # model -> batch bucket -> (iteration s, run time it was last updated)
         self._times: dict[str | None, dict[int, tuple[float, float]]] = {}
-        # model -> (prefill s per prompt token, run time it was last updated)
-        self._prefill: dict[str | None, tuple[float, float]] = {}
+        # model -> (span s, prompt tokens prefilled in it, run time last updated): weighted means over the spans
+        self._prefill: dict[str | None, tuple[float, float, float]] = {}
         # worker -> (time, tokens made by request, tokens prefilled by request, requests waiting)
         self._marks: dict[str, tuple[float, dict[str, int], dict[str, int], bool]] = {}
         self._left: dict[str, int] = {}  # worker -> prompt tokens prefilled since its mark by requests gone since
@@ -137,12 +137,11 @@ class FinishTimes:
                 n = r.num_computed_tokens - (r.cached_tokens if c is None else c)  # (joined since: less a prefix hit)
                 if n > 0:
                     prefilled += n
-            if prefilled > 0:
-                p = (now_s - then) / prefilled
-                old = self._prefill.get(w.model)
-                if old is not None and now_s - old[1] <= self.horizon_s:
-                    p = (1 - _ALPHA) * old[0] + _ALPHA * p
-                self._prefill[w.model] = (p, now_s)
+            dt = now_s - then  # (a span with nothing reported counts too: a batch reports its prefill at its end)
+            old = self._prefill.get(w.model)
+            if old is not None and now_s - old[2] <= self.horizon_s:
+                dt, prefilled = (1 - _ALPHA) * old[0] + _ALPHA * dt, (1 - _ALPHA) * old[1] + _ALPHA * prefilled
+            self._prefill[w.model] = (dt, prefilled, now_s)
         if not tokens:
             return
         common = [rid for rid in tokens if rid in before]
@@ -182,10 +181,10 @@ class FinishTimes:
         p = self._prefill.get(model)
         if p is None:
             return None
-        if now_s - p[1] > self.horizon_s:
+        if now_s - p[2] > self.horizon_s:
             del self._prefill[model]  # stale: see the module's docstring
             return None
-        return p[0]
+        return p[0] / p[1] if p[1] > 0 else None
 
     def iteration_s(self, model, batch: int, now_s: float) -> float | None:
         """The iteration time of ``model`` at ``batch`` requests (None: none timed within ``horizon_s``)."""
