@@ -4,11 +4,11 @@ Policies read sums over a replica's queue at every arrival: routing by tokens (`
 the bundled config's) its requests' prompt plus expected output tokens, the ``estimated-work`` scorer and the
 cold-start wait (`plugins.scorers.work_tokens`) the tokens still to prefill and to generate, ``slo-admission`` the
 tokens still to prefill, ``priority-classes`` how many of each priority wait, ``queue-limit``'s ``max_finish_s``
-(`plugins.finish_time`) the tokens each is expected still to generate. Summed afresh, each walks every candidate
-replica's queue, which an overloaded replica grows to tens of thousands of requests: a 3-hour replay of an
-autoscaler that never scaled spent 407 of its 500 s there (docs/history/simulator.md). `WaitingQueue` is the deque
-`Worker.waiting` always was, with these kept by every method that adds or removes a request, so each sum is read
-without walking the queue:
+(`plugins.finish_time`) the tokens each is expected still to generate and still to prefill. Summed afresh, each
+walks every candidate replica's queue, which an overloaded replica grows to tens of thousands of requests: a 3-hour
+replay of an autoscaler that never scaled spent 407 of its 500 s there (docs/history/simulator.md). `WaitingQueue`
+is the deque `Worker.waiting` always was, with these kept by every method that adds or removes a request, so each
+sum is read without walking the queue:
 
 - ``tokens``: prompt plus ``max_output_tokens`` (`request_tokens`);
 - ``remaining_prefill_tokens``: prompt plus recomputed output less the tokens already computed (a prefix hit, or a

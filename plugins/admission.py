@@ -6,7 +6,7 @@ finish later than that after it arrives (`plugins.finish_time`) is refused at on
 overload the requests it admits finish and the others get HTTP 429 instead of all of them a 504.
 A request's output length is expected from the model's finished answers (`plugins.output_lengths`,
 settings ``output_quantile``, ``output_window``, ``output_min_finished``), not its ``max_tokens``;
-an iteration time not updated for ``iteration_horizon_s`` is forgotten.
+an iteration time (or prefill time per prompt token) not updated for ``iteration_horizon_s`` is forgotten.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class QueueLimit(Plugin):
         output_quantile: float = Field(0.9, gt=0, le=1)
         output_window: int = Field(256, ge=1)
         output_min_finished: int = Field(20, ge=1)
-        # an iteration time not updated for this long (run time) is forgotten (plugins.finish_time)
+        # an iteration or prefill time not updated for this long (run time) is forgotten (plugins.finish_time)
         iteration_horizon_s: float = Field(60.0, gt=0)
 
         @model_validator(mode="after")

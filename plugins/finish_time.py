@@ -1,4 +1,4 @@
-"""When would a new request finish? A prediction from the queue and the observed token time.
+"""When would a new request finish? A prediction from the queue and the observed iteration and prefill times.
 
 `queue-limit`'s ``max_finish_s`` refuses a request predicted to finish later than that after it
 arrives (the daemon sets it from ``--request-timeout``): under overload, requests the replicas
@@ -39,16 +39,42 @@ For the same reason a time not updated for ``horizon_s`` (run time, 60 s by defa
 hiccup, a slow time would otherwise bound that size (and the line above it) for good while
 refusals keep batches from ever reaching it again; fresh times at the sizes that do run then
 predict it instead. When every time is older, the model counts as never timed (below).
-Only the run time and the cluster view are read: the same in both modes.
 
-On the replica where it would finish soonest, a request with ``L`` tokens to generate finishes at
+**Prefill** is priced at a second rate, the **prefill time per prompt token** ``p``, measured at the same looks
+when requests were waiting at both (a backlog: the batcher took prompts as fast as the replica could): the span's
+seconds over the prompt tokens prefilled in it. Those are the progress of the running requests' computed tokens (one
+that joined since counted less its prefix-cache hit) and of those that finished since the look (`finished`, from
+queue-limit's ``RequestFinished``: a short answer may join and leave between two looks). Spans and tokens are kept
+per model as weighted sums (the newest span weighing ``_ALPHA``) with the run time last updated, and ``p`` is their
+ratio: a simulated batch reports its prefill at its end, so a span inside a long prefill batch sees no tokens and
+the next one all of them; the ratio counts both spans' time, where a mean of the spans' ratios would drop the first
+and halve ``p``. It is forgotten after ``horizon_s`` like the iteration times (a slow ``p`` refuses, so it would
+never be corrected otherwise), and without requests waiting nothing is measured: before the first measurement, or
+once stale, prefill is not priced (the prediction is the decode one alone, as before prefill was priced). That errs
+fast, which corrects itself: ``p`` is measured within ``SAMPLE_S`` to ``SAMPLE_MAX_S`` of a queue forming, which is
+when it matters (the iteration time's "never timed" rule still holds).
 
-    start + L x t(B),   B = the batch it joins: running + waiting + 1, at most the slots (below)
-    start = 0 when a batch slot is free for it and every waiting request ahead of it, else
-          = t(B) x (tokens still to generate by the running and waiting requests) / slots
+Both rates are wall time measured while the other work runs too: ``p`` includes the decodes mixed into the same
+iterations (Sarathi's chunks, vLLM's mixed batches) or run between prefill batches (prefill-first scheduling), and
+``t(B)`` the prefill chunks among its iterations. Each is the rate at which the queue drains when its own kind of work
+is the bottleneck: prompts (long prompts, short answers: decodes ride along) or batch slots (long answers). So the
+work queued ahead takes the longer of the two, not their sum (which would count the same seconds twice). An
+approximation, right on average: exact when the queue ahead has the mix of work the spans measured, otherwise off by
+about the other kind's share of it; chunked or prefill-first alike. A prompt's prefix-cache hit is not known before it
+is scheduled: a waiting prompt counts in full.
+Only the run time, the cluster view and finished requests are read: the same in both modes.
 
-(the work ahead spread over the batch's slots: ``max_num_seqs``, or fewer where the free KV blocks hold
-fewer requests of this one's size beside the running ones). ``L`` and the tokens still to generate are what
+On the replica where it would finish soonest, a request with ``L`` tokens to generate and ``P`` prompt tokens to
+prefill finishes at
+
+    start + P x p + L x t(B),   B = the batch it joins: running + waiting + 1, at most the slots (below)
+    start = max(decode ahead, p x prompt tokens still to prefill by the waiting and running requests)
+    decode ahead = 0 when a batch slot is free for it and every waiting request ahead of it, else
+                 = t(B) x (tokens still to generate by the running and waiting requests) / slots
+
+(``P x p`` and the prompts ahead count only once ``p`` is measured; the decode work ahead is spread over the batch's
+slots: ``max_num_seqs``, or fewer where the free KV blocks hold fewer requests of this one's size beside the running
+ones). ``L`` and the tokens still to generate are what
 each request is expected to take (`plugins.output_lengths`): its ``max_output_tokens`` at most;
 once enough answers finished, ``L`` a high quantile of their lengths (one long answer makes this
 request late) and the work ahead their mean (a sum of many lengths is near their count times the
@@ -63,8 +89,13 @@ Cost: the waiting requests' expected tokens follow the window of finished answer
 a total a queue can keep; the queue keeps how many of its requests have each (tokens made so far,
 ``max_output_tokens``) pair instead (`controlplane.waiting_queue`), and the work queued ahead is
 summed over those pairs (`OutputLengths.remaining_total`): an arrival costs the distinct pairs
-waiting, bounded by the workload's lengths, not the queued requests. The running ones (at most
-``max_num_seqs``) are walked.
+waiting, bounded by the workload's lengths, not the queued requests. The prompt tokens still to prefill are a
+total the queue keeps (``remaining_prefill_tokens``). The running ones (at most ``max_num_seqs``) are walked.
+
+Measured on 2026-12-06 (docs/daemon.md#overload): the bundled Azure code trace (about 2,000 prompt tokens to 30
+output tokens a request) at x5 on two fixed replicas with ``max_finish_s: 60`` refused 122 of 44,095 requests while
+the admitted waited 576 s at the median (2.9% finished within 60 s); with prefill priced it refuses 15,849 and 84.6%
+of the admitted finish within 60 s (queue p50 42 s, p99 65 s).
 """
 
 from __future__ import annotations
