@@ -8,6 +8,7 @@ import pytest
 import simpy
 
 from controlplane import events as ev
+from controlplane import hookimpl
 from controlplane.config import DEFAULT_PLUGINS
 from controlplane.testing import make_config, make_trace, replay_with
 from controlplane.types import RequestStatus
@@ -280,6 +281,42 @@ def test_run_gc_settings_are_given_back():
     with pytest.raises(KeyError), run_objects_only_for_gc():
         raise KeyError("x")
     assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
+def test_a_run_does_not_keep_an_earlier_run_s_objects(monkeypatch):
+    """A dropped run's objects are reference cycles; the next run in the process collects them before it
+    freezes what exists (else it keeps them through its own run, and a benchmark of many long replays grows by
+    one run's memory per run: 22 GB and an OOM kill for ten replays of a million requests)."""
+    import gc
+    import weakref
+
+    from controlplane import gc_freeze
+    from controlplane.testing import EventLog
+    from sim import driver
+
+    monkeypatch.setattr(gc_freeze, "_frozen", False)  # as in a process that froze nothing: the driver freezes
+    gc.unfreeze()  # (a test process: whatever an earlier test froze goes back to the collector)
+    monkeypatch.setattr(driver, "_runs_started", 1)  # (another test may have run first, or not)
+    trace = make_trace(200, qps=20.0, seed=1)
+    earlier = EventLog()
+    replay_with(earlier, trace=trace)
+    gone = weakref.ref(earlier)
+    del earlier
+    assert gone() is not None  # a cycle: alive until a full collection
+
+    class Looks(EventLog):
+        seen = None
+
+        @hookimpl
+        def cp_on_event(self, event):
+            if self.seen is None and isinstance(event, ev.RequestFinished):  # (the run's loop under way)
+                self.seen = gone() is None
+            super().cp_on_event(event)
+
+    looks = Looks()
+    res = replay_with(looks, trace=trace)
+    assert looks.seen is True and res.summary["num_completed"] == 200
+    gc.collect()
 
 
 def test_arrivals_and_ticks_beside_the_heap_run_in_heap_order():
