@@ -118,9 +118,10 @@ def report(args: Namespace, found: dict, argv: list[str]) -> None:
 def copies_note(scale: float, copies: str | None) -> str:
     """What replication at ``scale`` >= 2 does to the trace, and what to try on it."""
     if copies == "shifted":
-        return (f"note: at --rate-scale {scale} each request is emitted {int(scale)} or {int(scale) + 1} times, the n-th "
-                "copies of all requests as one more stream of the trace's own arrivals, moved within each 600-s window "
-                "by an offset of its own (--copies shifted): as many times the users, whose bursts do not add up. "
+        return (f"note: at --rate-scale {scale} each request is emitted {int(scale)} or {int(scale) + 1} times, "
+                "the n-th copies of all requests as one more stream of the trace's own arrivals, moved within each "
+                "600-s window by an offset of its own (--copies shifted): as many times the users, whose bursts do "
+                "not add up. "
                 "benchmarks/autoscaling_window_needs.py with the same options says how much of static peak any "
                 "autoscaler could save on it.")
     placed = ("its copies dealt over the slots of its block of 64 requests (--copies shuffled), with the same lengths"

@@ -50,7 +50,8 @@ def live_replay(
         metavar="T:F,...", help="A rate factor that changes over time, as `sim replay --rate-profile` (e.g. "
                                 "0:1,600:2: the load doubles over ten minutes).")] = None,
     copies: Annotated[Optional[str], typer.Option(
-        metavar="clumped|shuffled|shifted", help="Where the rate change puts a request's copies, as `sim replay --copies`."
+        metavar="clumped|shuffled|shifted",
+        help="Where the rate change puts a request's copies, as `sim replay --copies`."
     )] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many requests.")] = None,
     prompt_scale: Annotated[Optional[float], typer.Option(

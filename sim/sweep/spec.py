@@ -78,7 +78,8 @@ class TraceSpec(_Section):
     rate_scale: float | None = None
     # (time_s, factor) points, or the text `sim replay --rate-profile` takes ("0:1,14400:2")
     rate_profile: list[tuple[float, float]] | None = None
-    copies: Literal["clumped", "shuffled", "shifted"] | None = None  # where the rate change puts copies (`sim.traces.scale_rate`)
+    # where the rate change puts copies (`sim.traces.scale_rate`)
+    copies: Literal["clumped", "shuffled", "shifted"] | None = None
     limit: int | None = Field(None, ge=1)  # (a sweep of no requests is refused, unlike `sim replay --limit 0`)
     # multiply each request's prompt / output tokens by this (rounded, at least 1: `sim.traces.scale_lengths`)
     prompt_scale: float | None = None

@@ -92,7 +92,8 @@ def _clumped(planned: Iterable[tuple[TraceRequest, Sequence[float]]]) -> Iterato
             yield with_arrival(cur, a, f"{stem}.r{n}")
 
 
-def _shuffled(planned: Iterable[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
+def _shuffled(planned: Iterable[tuple[TraceRequest, Sequence[float]]],
+              rng: np.random.Generator) -> Iterator[TraceRequest]:
     block: list[tuple[TraceRequest, Sequence[float]]] = []
     for item in planned:
         block.append(item)
@@ -118,7 +119,8 @@ def _dealt(block: list[tuple[TraceRequest, Sequence[float]]], rng: np.random.Gen
             yield with_arrival(donor, a, f"{donor.request_id}.r{made[d]}")
 
 
-def _shifted(planned: Iterable[tuple[TraceRequest, Sequence[float]]], rng: np.random.Generator) -> Iterator[TraceRequest]:
+def _shifted(planned: Iterable[tuple[TraceRequest, Sequence[float]]],
+             rng: np.random.Generator) -> Iterator[TraceRequest]:
     """The requests and their copies, one ``SHIFT_WINDOW_S`` window at a time (its copy slots'
     times unused: only their number, the request's count of copies)."""
     u = _Uniforms(rng)
