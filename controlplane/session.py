@@ -124,17 +124,16 @@ class RunSession:
         run_id = None
         extra = list(extra_plugins)
         if record:
-            from controlplane.storage.early import (EarlyWriter, FrontRecorder, early_writer_usable, reachable_from_child,
+            from controlplane.storage.early import (EarlyWriter, FrontRecorder, early_writer_usable,
                                                     recorder_settings)
 
             storage = config.storage
-            if mode == "sim" and (early_writer_usable(storage.url)
-                                  or (writer is not None and reachable_from_child(storage.url))):
+            if mode == "sim" and writer is None and early_writer_usable(storage.url):
                 # A writer process (controlplane.storage.early), forked before this run's imports
                 # when the CLI started it, else now: it opens the database and writes the rows;
                 # this process only packs them.
-                writer = writer or EarlyWriter.fork()
-            elif writer is not None:
+                writer = EarlyWriter.fork()
+            elif writer is not None and not (mode == "sim" and writer.can_write(storage.url)):
                 writer.discard()
                 writer = None
             if writer is not None:
@@ -251,7 +250,14 @@ class RunSession:
                     sim_end_s=self.clock.now_s,
                 )
             finally:
-                self.recorder.close()
+                try:
+                    self.recorder.close()
+                finally:
+                    if self.engine is not None:
+                        # Its pooled connections closed now, not whenever the collector frees
+                        # them: a connection left open to a SQLite file is one a later run's
+                        # writer process must not share (`EarlyWriter.can_write`).
+                        self.engine.dispose()
         return summary
 
     def __enter__(self) -> RunSession:

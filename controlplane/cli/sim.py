@@ -196,7 +196,7 @@ def _configure_writer(writer: Any, cfg: Any) -> None:
     from controlplane.storage import early
 
     storage = cfg.storage
-    if writer is not None and early.reachable_from_child(storage.url):
+    if writer is not None and writer.can_write(storage.url):
         try:
             writer.configure(storage.url, **early.recorder_settings(storage))
         except OSError:
