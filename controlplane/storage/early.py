@@ -26,7 +26,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import stat
 import sys
 import time
 import warnings
@@ -41,6 +40,7 @@ from controlplane.storage.errors import StorageError, database_error, mask_passw
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
 from controlplane.storage.refused import RefusedRows
 from controlplane.storage.rows import SPECS, derive_latencies
+from controlplane.storage.shared_file import open_files, open_here
 
 __all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "another_cpu_free", "early_writer_usable", "portable_error",
            "reachable_from_child", "recorder_settings", "start_for_command", "take_started", "writer_process_possible"]
@@ -115,52 +115,12 @@ def early_writer_usable(url: str) -> bool:
     """Whether a writer process forked now can write ``url``'s database, and gains from it
     (:func:`writer_process_possible`, not an in-memory SQLite database, and not a SQLite file
     this process has open: :meth:`EarlyWriter.can_write`)."""
-    return (writer_process_possible() and reachable_from_child(url)
-            and _file_key(_sqlite_path(url)) not in _open_files())
+    return writer_process_possible() and reachable_from_child(url) and not open_here(url, open_files())
 
 
 def reachable_from_child(url: str) -> bool:
     """Whether a forked writer process writes the same database as this one (not in-memory SQLite)."""
     return not _sqlite_in_memory_or_unclear(url)
-
-
-def _sqlite_path(url: str) -> str | None:
-    """The file of a SQLite URL (as :func:`_sqlite_in_memory_or_unclear` reads it), else None."""
-    if _sqlite_in_memory_or_unclear(url):
-        return None
-    scheme, _, rest = url.partition("://")
-    if scheme.split("+", 1)[0] != "sqlite":
-        return None
-    return rest[1:].split("?", 1)[0]
-
-
-def _file_key(path: str | None) -> tuple[int, int] | None:
-    """The (device, inode) of an existing file, else None."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _open_files() -> frozenset[tuple[int, int]]:
-    """The (device, inode) of every regular file this process has open (``/proc/self/fd``; none
-    where that cannot be read)."""
-    found = set()
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return frozenset()
-    for name in fds:
-        try:
-            st = os.fstat(int(name))
-        except (OSError, ValueError):
-            continue
-        if stat.S_ISREG(st.st_mode):
-            found.add((st.st_dev, st.st_ino))
-    return frozenset(found)
 
 
 def recorder_settings(storage: Any) -> dict[str, Any]:
@@ -223,7 +183,7 @@ class EarlyWriter:
 
     def __init__(self) -> None:
         # The files open here now are open in the child too; see `can_write`.
-        self.inherited_files = _open_files()
+        self.inherited_files = open_files()
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         widen(to_child_w)
@@ -271,19 +231,11 @@ class EarlyWriter:
 
     def can_write(self, url: str) -> bool:
         """Whether this writer can write ``url``'s database: not an in-memory SQLite database, and
-        not a SQLite file this process had open when it forked the child.
-
-        SQLite keeps one record per open file of the locks its connections hold; its POSIX locks
-        belong to a process and are not inherited, but a forked child inherits the record. A
-        child that opens a file its parent had open believes it holds the parent's shared lock
-        and takes none of its own; when the parent then closes its last connection to the file
-        (an earlier run's engine freed, a reader's engine disposed), it gets the exclusive lock,
-        checkpoints the write-ahead log and deletes it while the child goes on writing into the
-        deleted one: the child's rows are lost, without an error. (An inline run, then a run with
-        a writer process in the same process, lost the second run's every row this way.)"""
+        not a SQLite file this process had open when it forked the child (the child's rows would be
+        lost without an error: :mod:`controlplane.storage.shared_file`)."""
         if not reachable_from_child(url):
             return False
-        return _file_key(_sqlite_path(url)) not in self.inherited_files
+        return not open_here(url, self.inherited_files)
 
     def configure(self, url: str, *, batch_size: int = 5000, engine_kwargs: dict[str, Any] | None = None,
                   **recorder_kwargs: Any) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from controlplane.storage import make_engine
 from controlplane.storage.early import ENV_SWITCH, EarlyWriter, early_writer_usable
+from controlplane.storage.shared_file import open_files, open_here, sqlite_path
 from controlplane.testing import make_config
 from tests.fixtures.common import azure_head
 
@@ -22,6 +23,26 @@ def _stored(path: Path) -> list[tuple]:
     with sqlite3.connect(path) as c:
         return c.execute("select id, status, (select count(*) from request where run_id = run.id) from run "
                          "order by id").fetchall()
+
+
+def test_sqlite_path_names_a_file_or_none():
+    assert sqlite_path("sqlite:///runs.db") == "runs.db"
+    assert sqlite_path("sqlite+pysqlite:////tmp/x/runs.db?timeout=5") == "/tmp/x/runs.db"
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true",
+                "postgresql+psycopg://u@h/db", "not a url"):
+        assert sqlite_path(url) is None, url
+
+
+def test_open_here_sees_a_file_this_process_holds_open(tmp_path: Path):
+    path = tmp_path / "runs.db"
+    url = f"sqlite:///{path}"
+    assert open_here(url, open_files()) is False  # not there yet
+    conn = sqlite3.connect(path)
+    conn.execute("create table t (x)")
+    assert open_here(url, open_files()) is True
+    conn.close()
+    assert open_here(url, open_files()) is False
+    assert open_here("postgresql+psycopg://u@h/db", open_files()) is False
 
 
 def test_a_writer_cannot_write_a_file_open_when_it_was_forked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
