@@ -68,14 +68,18 @@ class WaitingQueue(deque):
         self._add(self)
 
     def _add(self, items: Iterable[Any]) -> None:
-        p, lengths = self.priorities, self.lengths
         for r in items:
-            self.tokens += r.prompt_tokens + r.max_output_tokens
-            self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
-            self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
-            p[r.priority] = p.get(r.priority, 0) + 1
-            key = r.output_tokens, r.max_output_tokens
-            lengths[key] = lengths.get(key, 0) + 1
+            self._add_one(r)
+
+    def _add_one(self, r: Any) -> None:
+        self.tokens += r.prompt_tokens + r.max_output_tokens
+        self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
+        p = self.priorities
+        p[r.priority] = p.get(r.priority, 0) + 1
+        lengths = self.lengths
+        key = r.output_tokens, r.max_output_tokens
+        lengths[key] = lengths.get(key, 0) + 1
 
     def _sub(self, r: Any) -> None:
         self.tokens -= r.prompt_tokens + r.max_output_tokens
@@ -98,23 +102,16 @@ class WaitingQueue(deque):
     def __reduce__(self):  # (a copy or a pickle is made from the requests: the totals are recounted)
         return type(self), (list(self),)
 
-    # The one-request methods the core calls for every request (append: routed; popleft or remove: a batch
-    # takes it; appendleft: preempted) keep the totals inline; the rest go through `_add` and `_sub`.
+    # The two methods the core calls for every request (append: routed; popleft: a batch takes it) call deque's own
+    # methods directly, not through super().
 
     def append(self, r: Any) -> None:
         _append(self, r)
-        self.tokens += r.prompt_tokens + r.max_output_tokens
-        self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
-        self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
-        p = self.priorities
-        p[r.priority] = p.get(r.priority, 0) + 1
-        lengths = self.lengths
-        key = r.output_tokens, r.max_output_tokens
-        lengths[key] = lengths.get(key, 0) + 1
+        self._add_one(r)
 
     def appendleft(self, r: Any) -> None:
         super().appendleft(r)
-        self._add((r,))
+        self._add_one(r)
 
     def extend(self, items: Iterable[Any]) -> None:
         items = list(items)
@@ -128,7 +125,7 @@ class WaitingQueue(deque):
 
     def insert(self, i: int, r: Any) -> None:
         super().insert(i, r)
-        self._add((r,))
+        self._add_one(r)
 
     def pop(self) -> Any:
         r = super().pop()
@@ -137,22 +134,7 @@ class WaitingQueue(deque):
 
     def popleft(self) -> Any:
         r = _popleft(self)
-        self.tokens -= r.prompt_tokens + r.max_output_tokens
-        self.remaining_prefill_tokens -= r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
-        self.remaining_output_tokens -= r.max_output_tokens - r.output_tokens
-        p = self.priorities
-        n = p[r.priority] - 1
-        if n:
-            p[r.priority] = n
-        else:
-            del p[r.priority]
-        lengths = self.lengths
-        key = r.output_tokens, r.max_output_tokens
-        n = lengths[key] - 1
-        if n:
-            lengths[key] = n
-        else:
-            del lengths[key]
+        self._sub(r)
         return r
 
     def remove(self, r: Any) -> None:
@@ -172,7 +154,7 @@ class WaitingQueue(deque):
         old = self[i]
         super().__setitem__(i, r)
         self._sub(old)
-        self._add((r,))
+        self._add_one(r)
 
     def __iadd__(self, items: Iterable[Any]) -> WaitingQueue:
         self.extend(items)
