@@ -4,12 +4,19 @@
 finish later than that after it arrives (`plugins.finish_time`) is refused at once, with a
 ``retry_after_s`` of the predicted excess. The daemon sets it from ``--request-timeout``, so under
 overload the requests it admits finish and the others get HTTP 429 instead of all of them a 504.
+When some replicas are predicted to finish a request within the limit and others are not, the request
+is admitted for those replicas: the configured router chooses as usual, and where it picks one predicted
+late, the request goes to the on-time replica predicted to finish it soonest (the route decision's reason
+says so). Without this, the router (by queued tokens, say) sent admitted requests to replicas the
+prediction had ruled out, and they finished late.
 A request's output length is expected from the model's finished answers (`plugins.output_lengths`,
 settings ``output_quantile``, ``output_window``, ``output_min_finished``), not its ``max_tokens``;
 an iteration time (or prefill time per prompt token) not updated for ``iteration_horizon_s`` is forgotten.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pydantic import Field, model_validator
 
@@ -54,6 +61,11 @@ class QueueLimit(Plugin):
         limits = (s.max_prompt_tokens, s.max_queued, s.max_queued_per_replica, s.max_finish_s)
         if all(x is None for x in limits):
             self.withdraw("cp_admit_request")  # no limit: it would defer every request
+        if s.max_finish_s is None:
+            self.withdraw("cp_route_request")  # no replica is ever ruled out
+        # request id -> the replicas predicted to finish it within max_finish_s, soonest first, where
+        # others are not (until it is routed or finishes)
+        self._on_time: dict[str, tuple[str, ...]] = {}
         self._finish = FinishTimes(OutputLengths(s.output_window, s.output_quantile, s.output_min_finished),
                                    s.iteration_horizon_s)
         if s.max_finish_s is None:
@@ -87,7 +99,11 @@ class QueueLimit(Plugin):
         limit = self.settings.max_finish_s
         predictions = self._finish.predict(workers, request, now_s)
         known = [p for p in predictions if p.finish_s is not None]
-        if any(p.idle or (not p.waits if p.finish_s is None else p.finish_s <= limit) for p in predictions):
+        on_time = [p for p in predictions if p.idle or (not p.waits if p.finish_s is None else p.finish_s <= limit)]
+        if on_time:
+            if len(on_time) < len(predictions):
+                on_time.sort(key=lambda p: (not p.idle, p.finish_s if p.finish_s is not None else 0.0))
+                self._on_time[request.request_id] = tuple(p.worker_id for p in on_time)
             return None
         if not known:
             return Admission(False, f"overloaded: every batch slot is taken and no iteration was timed yet "
@@ -105,6 +121,23 @@ class QueueLimit(Plugin):
                    f"{', after the work queued ahead' if best.waits else ''})",
             code=ReasonCode.ADMISSION_DENIED, retry_after_s=best.finish_s - limit)
 
+    @hookimpl(wrapper=True)
+    def cp_route_request(self, ctx, request, workers):
+        """The router's choice, unless it is a replica predicted to finish the request late while
+        another is predicted in time (`_too_late`): then the on-time one predicted soonest."""
+        decision = yield
+        on_time = self._on_time.pop(request.request_id, None) if self._on_time else None
+        if decision is None or on_time is None or decision.worker_id in on_time:
+            return decision
+        candidates = {w.worker_id for w in workers}
+        chosen = next((wid for wid in on_time if wid in candidates), None)
+        if chosen is None:  # the on-time replicas stopped accepting since: the router's choice stands
+            return decision
+        return replace(decision, worker_id=chosen,
+                       reason=f"{decision.reason + ' | ' if decision.reason else ''}queue-limit: "
+                              f"{decision.worker_id} predicted to finish it after max_finish_s "
+                              f"{self.settings.max_finish_s:g} s, {chosen} within it")
+
     @hookimpl
     def cp_on_event(self, ctx, event):
         kind = type(event)
@@ -118,6 +151,8 @@ class QueueLimit(Plugin):
             wid = event.subject
         elif kind is RequestFinished:
             wid = event.request.worker_id
+            if self._on_time:  # admitted, then refused, blocked or served from a cache: never routed
+                self._on_time.pop(event.request.request_id, None)
             self._finish.lengths.finished(event.request)
             self._finish.finished(event.request)  # (the prompt tokens it prefilled since the last look)
         w = ctx.workers.get(wid) if wid is not None else None

@@ -216,3 +216,42 @@ def test_output_length_settings_are_validated():
         QueueLimit.Settings(max_finish_s=5, output_window=10, output_min_finished=11)
     with pytest.raises(ValueError):
         QueueLimit.Settings(output_quantile=0)
+
+
+# --- max_finish_s and the router ---------------------------------------------------------------------------------
+
+def _round_robin_overload(route_on_time: bool, qps: float = 4.0, limit: float = 10.0):
+    """Two replicas, the router alternating between them, every other prompt 40 times longer than the next: round
+    robin sends the long prompts to one replica, which falls behind while the other is always in time. Returns
+    (plugin errors, refused, share of the admitted finishing within ``limit``, the admitted requests' reroutes)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from controlplane.testing import decisions_in, make_trace, replay_with
+
+    trace = make_trace(1200, qps=qps, prompt_tokens=2000, output_tokens=30, seed=4)
+    trace = [replace(t, prompt_tokens=t.prompt_tokens * 2 if i % 2 == 0 else max(1, t.prompt_tokens // 20))
+             for i, t in enumerate(trace)]
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=limit))
+    if not route_on_time:
+        plugin.withdraw("cp_route_request")  # the router's choice stands, as before
+    res = replay_with(plugin, trace=trace,
+                      plugins={"enabled": ["round-robin", "continuous-batching", "fixed-replicas", "static-memory",
+                                           "builtin-latency-models"],
+                               "settings": {"continuous-batching": {"policy": "sarathi"}}},
+                      cluster={"models": [{"name": "default", "replicas": 2}]})
+    admitted = [r for r in res.requests if r.status is not RequestStatus.REJECTED]
+    e2e = np.array([r.finish_s - r.arrival_s for r in admitted])
+    moved = [d for d in decisions_in(res.events) if d.action == "route" and "queue-limit:" in (d.reason or "")]
+    return res.summary["num_plugin_errors"], res.summary["num_rejected"], float(np.mean(e2e <= limit)), moved
+
+
+def test_a_request_admitted_for_the_replicas_in_time_is_not_routed_to_a_late_one():
+    errors, refused, within, moved = _round_robin_overload(route_on_time=False)
+    assert errors == 0 and refused == 0 and within < 0.7 and not moved  # one replica always in time: all admitted
+    errors, refused, within, moved = _round_robin_overload(route_on_time=True)
+    assert errors == 0 and within > 0.98 and len(moved) > 20
+    d = moved[0]
+    assert d.plugin == "round-robin" and d.payload["worker"] in d.reason.split("max_finish_s")[1]
+    assert "predicted to finish it after max_finish_s 10 s" in d.reason
