@@ -19,7 +19,10 @@ sum is read without walking the queue:
 - ``lengths``: how many have each (``output_tokens``, ``max_output_tokens``) pair, the tokens generated so far and the
   most they may generate (only pairs with at least one): a sum over the queue of any function of the two (the
   tokens a request is expected still to generate, which follows the run's finished answers) costs the distinct
-  pairs waiting, bounded by the workload's lengths rather than by the queue's.
+  pairs waiting, bounded by the workload's lengths rather than by the queue's;
+- ``inversions``: how many neighbours are out of arrival order (a request after one that arrived later): 0 when
+  the queue is in arrival order, as it is but for preemptions and re-routed requests, so a priority batcher that
+  would sort the queue by (priority, arrival) for every batch knows when that sort would change nothing.
 
 Each is exact only while none of those fields changes for a request in the queue. The core keeps it so: a
 request's lengths are set before routing and its priority at admission; a preemption drops a request's KV
@@ -55,7 +58,7 @@ class WaitingQueue(deque):
     never does.
     """
 
-    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "lengths")
+    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "lengths", "inversions")
 
     def __init__(self, iterable: Iterable[Any] = ()) -> None:
         super().__init__(iterable)
@@ -66,6 +69,14 @@ class WaitingQueue(deque):
         self.priorities: dict[int, int] = {}
         self.lengths: dict[tuple[int, int], int] = {}
         self._add(self)
+        self._recount_order()
+
+    def _recount_order(self) -> None:
+        self.inversions = sum(b.arrival_s < a.arrival_s for a, b in zip(self, list(self)[1:]))
+
+    def _out_of_order(self, i: int) -> int:
+        """Whether the neighbours at ``i - 1`` and ``i`` are out of arrival order (0 or 1; 0 off either end)."""
+        return 1 if 0 < i < len(self) and self[i].arrival_s < self[i - 1].arrival_s else 0
 
     def _add(self, items: Iterable[Any]) -> None:
         for r in items:
@@ -106,53 +117,75 @@ class WaitingQueue(deque):
     # methods directly, not through super().
 
     def append(self, r: Any) -> None:
+        if self and r.arrival_s < self[-1].arrival_s:
+            self.inversions += 1
         _append(self, r)
         self._add_one(r)
 
     def appendleft(self, r: Any) -> None:
+        if self and self[0].arrival_s < r.arrival_s:
+            self.inversions += 1
         super().appendleft(r)
         self._add_one(r)
 
     def extend(self, items: Iterable[Any]) -> None:
-        items = list(items)
-        super().extend(items)
-        self._add(items)
+        for r in list(items):
+            self.append(r)
 
     def extendleft(self, items: Iterable[Any]) -> None:
-        items = list(items)
-        super().extendleft(items)
-        self._add(items)
+        for r in list(items):
+            self.appendleft(r)
 
     def insert(self, i: int, r: Any) -> None:
+        i = max(0, min(len(self), i + len(self) if i < 0 else i))
+        self.inversions -= self._out_of_order(i)
         super().insert(i, r)
+        self.inversions += self._out_of_order(i) + self._out_of_order(i + 1)
         self._add_one(r)
 
     def pop(self) -> Any:
         r = super().pop()
+        if self and r.arrival_s < self[-1].arrival_s:
+            self.inversions -= 1
         self._sub(r)
         return r
 
     def popleft(self) -> Any:
         r = _popleft(self)
+        if self and self[0].arrival_s < r.arrival_s:
+            self.inversions -= 1
         self._sub(r)
         return r
 
     def remove(self, r: Any) -> None:
-        super().remove(r)
-        self._sub(r)
+        del self[self.index(r)]
 
     def clear(self) -> None:
         super().clear()
         self._recount()
 
+    def reverse(self) -> None:
+        super().reverse()
+        self._recount_order()
+
+    def rotate(self, n: int = 1) -> None:
+        super().rotate(n)
+        self._recount_order()
+
     def __delitem__(self, i: int) -> None:
+        i = i + len(self) if i < 0 else i
         r = self[i]
+        self.inversions -= self._out_of_order(i) + self._out_of_order(i + 1)
         super().__delitem__(i)
+        self.inversions += self._out_of_order(i)
         self._sub(r)
 
     def __setitem__(self, i: int, r: Any) -> None:
+        i = i + len(self) if i < 0 else i
         old = self[i]
+        self.inversions -= self._out_of_order(i) + self._out_of_order(i + 1)
         super().__setitem__(i, r)
+        self.inversions += self._out_of_order(i) + self._out_of_order(i + 1)
         self._sub(old)
         self._add_one(r)
 

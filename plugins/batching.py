@@ -260,6 +260,14 @@ def priority_then_age(r) -> tuple[int, float]:
     return (-r.priority, r.arrival_s)
 
 
+def in_priority_order(queue) -> bool:
+    """Whether a replica's waiting queue is already in `priority_then_age` order, so that a (stable) sort by it would
+    change nothing: one priority class, and no request after one that arrived later (`WaitingQueue`'s ``priorities``
+    and ``inversions``, kept as requests come and go). An overloaded replica's queue holds thousands: sorting it for
+    every batch made a replay six times slower than the same replay with `continuous-batching`."""
+    return len(getattr(queue, "priorities", ())) <= 1 and getattr(queue, "inversions", 1) == 0
+
+
 class PriorityContinuousBatching(ContinuousBatching):
     """Continuous batching that schedules the highest priority class first and preempts it last.
 
@@ -270,7 +278,7 @@ class PriorityContinuousBatching(ContinuousBatching):
     name = "priority-continuous-batching"
 
     def _queue(self, w):
-        if len(w.waiting) < 2:
+        if len(w.waiting) < 2 or in_priority_order(w.waiting):
             return w.waiting
         return sorted(w.waiting, key=priority_then_age)
 

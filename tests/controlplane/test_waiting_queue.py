@@ -27,6 +27,12 @@ def _walked(q) -> tuple:
             dict(Counter(r.priority for r in q)), dict(Counter((r.output_tokens, r.max_output_tokens) for r in q)))
 
 
+def _inversions(q) -> int:
+    """Neighbours out of arrival order, counted afresh."""
+    q = list(q)
+    return sum(b.arrival_s < a.arrival_s for a, b in zip(q, q[1:]))
+
+
 def _kept(q: WaitingQueue) -> tuple:
     return q.tokens, q.remaining_prefill_tokens, q.remaining_output_tokens, q.priorities, q.lengths
 
@@ -45,14 +51,16 @@ def _pool(n: int = 40):
 def test_every_method_that_adds_or_removes_keeps_the_totals():
     pool = _pool()
     rnd = random.Random(3)
+    for i, r in enumerate(pool):
+        r.arrival_s = float((i * 7) % 11)  # (ties and disorder: the kept count of neighbours out of arrival order)
     q, mirror = WaitingQueue(pool[:5]), deque(pool[:5])
     ops = ["append", "appendleft", "extend", "extendleft", "insert", "pop", "popleft", "remove", "del", "set",
-           "iadd", "rotate", "reverse", "clear", "imul"]
+           "iadd", "rotate", "reverse", "clear", "imul", "insert-neg", "del-neg", "set-neg"]
     seen = set()
     for step in range(3000):
         op = rnd.choice(ops)
         new = rnd.choice(pool)
-        if op in ("pop", "popleft", "remove", "del", "set") and not mirror:
+        if op in ("pop", "popleft", "remove", "del", "set", "del-neg", "set-neg") and not mirror:
             continue
         if op in ("clear", "imul") and rnd.random() > 0.02:
             continue
@@ -72,6 +80,12 @@ def test_every_method_that_adds_or_removes_keeps_the_totals():
                 del d[step % len(mirror)]
             elif op == "set":
                 d[step % len(mirror)] = new
+            elif op == "insert-neg":
+                d.insert(-(step % (len(d) + 3)), new)  # (beyond the left end: inserted first, as a list does)
+            elif op == "del-neg":
+                del d[-(step % len(mirror)) - 1]
+            elif op == "set-neg":
+                d[-(step % len(mirror)) - 1] = new
             elif op == "iadd":
                 d += pool[:2]
             elif op == "rotate":
@@ -80,6 +94,7 @@ def test_every_method_that_adds_or_removes_keeps_the_totals():
                 d *= times
         assert list(q) == list(mirror), op
         assert _kept(q) == _walked(mirror), op  # (a priority or a pair of lengths none waits with is not listed)
+        assert q.inversions == _inversions(mirror), op
         assert type(q) is WaitingQueue
         seen.add(op)
     assert seen == set(ops)

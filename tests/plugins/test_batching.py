@@ -172,3 +172,29 @@ def test_vllm_max_padding_passes_over_a_prompt_before_its_kv_blocks_can_stop_the
                     num_kv_blocks_used=0)
     assert [n for _, n in _plan(w, max_padding=1.25).prefill] == [40, 30]
     assert [n for _, n in _plan(w).prefill] == [40]
+
+
+def test_the_priority_batcher_sorts_a_queue_only_where_sorting_changes_its_order():
+    """`PriorityContinuousBatching` serves by priority, then age. A queue of one priority class already in arrival
+    order (an overloaded replica's usual queue, thousands long) is served as it stands, without a sort for every
+    batch; another is sorted; either way the plan is the sorted queue's."""
+    from plugins.batching import PriorityContinuousBatching, in_priority_order, priority_then_age
+
+    plugin = PriorityContinuousBatching(PriorityContinuousBatching.Settings())
+    reqs = make_requests(6, prompt_tokens=50, output_tokens=10)
+    for i, r in enumerate(reqs):
+        r.arrival_s = float(i // 2)  # (ties keep the queue's order: the sort is stable)
+    w = make_worker(waiting=deque(reqs))
+    assert in_priority_order(w.waiting) and plugin._queue(w) is w.waiting
+    w.waiting.appendleft(w.waiting.pop())  # a later arrival at the head: out of order
+    assert not in_priority_order(w.waiting)
+    order = plugin._queue(w)
+    assert order is not w.waiting and order == sorted(w.waiting, key=priority_then_age)
+    assert order == reqs[:4] + [reqs[5], reqs[4]]  # (the tie at 2.0 s keeps the queue's order)
+    w.waiting.popleft()
+    w.waiting.append(reqs[-1])  # back in arrival order
+    assert in_priority_order(w.waiting) and plugin._queue(w) is w.waiting
+    reqs[2].priority = 1
+    w = make_worker(waiting=deque(reqs))  # two classes: sorted, the more important first
+    assert not in_priority_order(w.waiting) and plugin._queue(w) == [reqs[2], *reqs[:2], *reqs[3:]]
+    assert not in_priority_order(deque(reqs))  # a plain deque keeps no count: sorted
