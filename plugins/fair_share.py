@@ -37,9 +37,13 @@ class FairShare(ContinuousBatching):
         super().__init__(settings)
         self.counters: dict[str, float] = {}
         self._active: Counter[str] = Counter()  # tenant -> requests in the system
+        self._tenants_active = 0  # tenants with requests in the system (a waiting request's tenant is one)
 
     def _queue(self, w):
-        if len(w.waiting) < 2:
+        # One tenant with requests in the system: the order is arrival order, which a queue without inversions
+        # (`WaitingQueue`; as it is but for preemptions and re-routed requests) already has - not sorted again
+        # for every batch (an overloaded replica's queue holds thousands).
+        if len(w.waiting) < 2 or (self._tenants_active <= 1 and getattr(w.waiting, "inversions", 1) == 0):
             return w.waiting
         c = self.counters
         return sorted(w.waiting, key=lambda r: (c.get(r.tenant or "", 0.0), r.arrival_s))
@@ -62,10 +66,13 @@ class FairShare(ContinuousBatching):
                 busy = [self.counters.get(o, 0.0) for o, n in self._active.items() if n > 0]
                 if busy:
                     self.counters[t] = max(self.counters.get(t, 0.0), min(busy))
+                self._tenants_active += 1
             self._active[t] += 1
         elif kind is RequestFinished:
             r = event.request
             t = r.tenant or ""
             if self._active[t] > 0:
                 self._active[t] -= 1
+                if self._active[t] == 0:
+                    self._tenants_active -= 1
             self.counters[t] = self.counters.get(t, 0.0) + self.settings.output_weight * r.output_tokens

@@ -11,9 +11,10 @@ The plugin orders nothing itself: pair it with a priority-aware batcher
 
 Cost: a cap reads each replica's waiting requests counted by priority, which the queue keeps
 (`controlplane.waiting_queue`), so an arrival costs the replicas times the distinct priorities
-waiting, not the queued requests. The timeouts walk the replica's queue as it plans a batch (the
-queue is not in arrival order: re-routed and preempted requests; a priority-aware batcher sorts
-that whole queue at each plan too).
+waiting, not the queued requests. The timeouts are checked as a replica plans a batch, from the head of its
+queue: in arrival order (`WaitingQueue.inversions` is 0) the walk ends at the first request that has not waited
+the shortest class timeout, so a plan costs the requests it refuses plus one; a queue out of arrival order
+(re-routed and preempted requests) is walked whole.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class PriorityClasses(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self._classes = self.settings.classes
-        self._any_timeout = any(c.queue_timeout_s is not None for c in self._classes)
+        timeouts = [c.queue_timeout_s for c in self._classes if c.queue_timeout_s is not None]
+        self._any_timeout = bool(timeouts)
+        self._min_timeout = min(timeouts, default=None)
 
     def class_of(self, priority: int) -> PriorityClass | None:
         """The class of a priority; None below every class (then no limit applies)."""
@@ -97,8 +100,14 @@ class PriorityClasses(Plugin):
         if not self._any_timeout or not worker.waiting:
             return None
         now = ctx.now_s
+        q = worker.waiting
+        # In arrival order (as a queue is but for preemptions and re-routed requests), the first request that has
+        # not waited the shortest timeout ends the walk: none after it has either.
+        stop = self._min_timeout if getattr(q, "inversions", 1) == 0 else None
         expired = []
-        for r in worker.waiting:
+        for r in q:
+            if stop is not None and now - r.arrival_s <= stop:
+                break
             c = self.class_of(r.priority)
             if c is None or c.queue_timeout_s is None or r.scheduled_s is not None:
                 continue  # preempted requests were admitted to a batch once: they are not queued work

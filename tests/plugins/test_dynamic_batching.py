@@ -137,3 +137,58 @@ def test_priority_continuous_schedules_higher_first_and_preempts_it_last():
     w = make_worker(running=running, num_kv_blocks=6, kv_block_size=16)
     plan = _plan(PriorityContinuousBatching(), w, now=1.0)
     assert [r.request_id for r in plan.preempt] == ["lo-run"]
+
+
+def _sorted_group(queue, size, by_params):
+    """What the batcher takes, by definition: the queue sorted by priority then age, the first request's
+    generation parameters, the first ``size`` of them; and the oldest arrival."""
+    from plugins.batching import priority_then_age
+
+    order = sorted(queue, key=priority_then_age)
+    group = [r for r in order if not by_params or r.params == order[0].params][:size]
+    return group, min(r.arrival_s for r in queue)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_first_group_is_the_sorted_queues_without_sorting_it(seed):
+    import random
+
+    from controlplane.waiting_queue import WaitingQueue
+    from plugins.batching import in_priority_order
+    from plugins.dynamic_batching import _first_group
+
+    rng = random.Random(seed)
+    classes = rng.choice([1, 1, 3])  # most seeds: one priority class, as a replay without priorities has
+    q, t = WaitingQueue(), 0.0
+    for i in range(rng.randint(1, 60)):
+        t += rng.choice([0.0, 0.01, 0.2])  # ties in arrival too
+        r = _req(f"r{i}", t, prio=rng.randrange(classes), params=(("temperature", rng.choice([0, 0, 1])),))
+        q.appendleft(r) if rng.random() < 0.05 else q.append(r)  # a re-routed or preempted one: out of order
+    for size in (1, 3, 8, 100):
+        for by_params in (True, False):
+            got, oldest = _first_group(q, size, by_params)
+            want, want_oldest = _sorted_group(q, size, by_params)
+            assert [r.request_id for r in got] == [r.request_id for r in want] and oldest == want_oldest
+    assert in_priority_order(q) == (classes == 1 and all(a.arrival_s <= b.arrival_s for a, b in zip(q, list(q)[1:])))
+
+
+def test_an_overloaded_replay_plans_as_the_sorting_batcher_did(monkeypatch):
+    """Static batching on a queue of hundreds, with three priority classes and with one: the same rows as a batcher
+    that sorts and filters the whole queue for every batch (what `_first_group` stands for)."""
+    from plugins import dynamic_batching
+
+    def sorting(q, size, by_params):
+        return _sorted_group(q, size, by_params)
+
+    enabled = ["static-batching", "least-loaded", "fixed-replicas", "static-memory", "builtin-latency-models"]
+    for classes in (1, 3):
+        trace = [TraceRequest(str(i), 0.01 * i, 300, 40, priority=i % classes) for i in range(600)]
+        rows = []
+        for fast in (True, False):
+            if not fast:
+                monkeypatch.setattr(dynamic_batching, "_first_group", sorting)
+            res = replay_with(trace=trace, plugins={"enabled": enabled}, cluster={"models": [{"replicas": 2}]})
+            rows.append([(r.request_id, r.worker_id, r.scheduled_s, r.finish_s) for r in res.requests])
+            monkeypatch.undo()
+        assert rows[0] == rows[1]
+        assert max(r[2] for r in rows[0]) > 20.0  # overloaded: the last starts long after the last arrival (6 s)

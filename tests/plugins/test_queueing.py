@@ -160,6 +160,79 @@ def test_fair_share_in_a_replay_protects_a_light_tenant_from_a_flood():
     assert ttft["fair-share"] < ttft["continuous-batching"] / 5
 
 
+def _rows(res):
+    return [(r.request_id, r.worker_id, r.status, r.reason_code, r.scheduled_s, r.finish_s) for r in res.requests]
+
+
+def test_fair_share_serves_a_one_tenant_queue_as_the_sort_would(monkeypatch):
+    """A tenant alone in the system is served from its queue as it stands; a second tenant's burst in the middle
+    brings the sort back. Rows equal a fair share that sorts every queue for every batch, preemptions included."""
+    a = [TraceRequest(f"a{i}", 0.01 * i, 600, 80, tenant="a") for i in range(800)]
+    b = [TraceRequest(f"b{i}", 3.0 + 0.005 * i, 600, 80, tenant="b") for i in range(100)]
+    trace = sorted(a + b, key=lambda t: t.arrival_s)
+    enabled = ["fair-share", "least-loaded", "fixed-replicas", "static-memory", "builtin-latency-models"]
+    cluster = {"models": [{"replicas": 2, "num_kv_blocks": 200, "max_num_seqs": 16}]}
+    served_as_is = []
+    fast = FairShare._queue
+
+    def counting(self, w):
+        q = fast(self, w)
+        served_as_is.append(q is w.waiting and len(w.waiting) > 1)
+        return q
+
+    def always_sorted(self, w):
+        c = self.counters
+        return sorted(w.waiting, key=lambda r: (c.get(r.tenant or "", 0.0), r.arrival_s))
+
+    monkeypatch.setattr(FairShare, "_queue", counting)
+    kept = replay_with(trace=trace, plugins={"enabled": enabled}, cluster=cluster)
+    monkeypatch.setattr(FairShare, "_queue", always_sorted)
+    walked = replay_with(trace=trace, plugins={"enabled": enabled}, cluster=cluster)
+    assert _rows(kept) == _rows(walked)
+    assert kept.summary["num_preemptions"] > 0  # preempted requests re-enter out of arrival order
+    assert sum(served_as_is) > 100 and not all(served_as_is)  # the fast path taken, and not always
+
+
+def test_fair_share_counts_the_tenants_in_the_system():
+    plugin, ctx = FairShare(), make_context()
+    r1, r2, r3 = _req("1", tenant="x"), _req("2", tenant="x"), _req("3", tenant="y")
+    for r in (r1, r2):
+        plugin.cp_on_event(ctx=ctx, event=RequestArrived(0.0, r))
+    assert plugin._tenants_active == 1
+    plugin.cp_on_event(ctx=ctx, event=RequestArrived(0.0, r3))
+    assert plugin._tenants_active == 2
+    for r in (r1, r3):
+        r.output_tokens = 1
+        plugin.cp_on_event(ctx=ctx, event=RequestFinished(1.0, r))
+    assert plugin._tenants_active == 1  # x still has r2
+    plugin.cp_on_event(ctx=ctx, event=RequestFinished(1.0, r2))
+    assert plugin._tenants_active == 0
+
+
+def test_queue_timeouts_stop_at_the_first_request_that_has_not_waited_the_shortest(monkeypatch):
+    """Two classes with timeouts on an overloaded replica, preempting: the walk that stops early refuses exactly
+    what the whole walk refuses."""
+    trace = [TraceRequest(str(i), 0.004 * i, 500, 60, priority=(5 if i % 3 == 0 else 0)) for i in range(1500)]
+    settings = {"priority-classes": {"classes": [
+        {"name": "gold", "min_priority": 5, "queue_timeout_s": 1.5},
+        {"name": "std", "min_priority": 0, "queue_timeout_s": 4.0}]}}
+    enabled = ["priority-classes", "priority-continuous-batching", "least-loaded", "fixed-replicas", "static-memory",
+               "builtin-latency-models"]
+    cluster = {"models": [{"replicas": 2, "num_kv_blocks": 150, "max_num_seqs": 16}]}
+    kept = replay_with(trace=trace, plugins={"enabled": enabled, "settings": settings}, cluster=cluster)
+    init = PriorityClasses.__init__
+
+    def walking(self, settings=None):
+        init(self, settings)
+        self._min_timeout = None  # walk every queue whole
+
+    monkeypatch.setattr(PriorityClasses, "__init__", walking)
+    walked = replay_with(trace=trace, plugins={"enabled": enabled, "settings": settings}, cluster=cluster)
+    assert _rows(kept) == _rows(walked)
+    codes = Counter(r.reason_code for r in kept.requests)
+    assert codes[ReasonCode.QUEUE_TIMEOUT] > 100 and len(kept.requests) == 1500
+
+
 # --- queue sums read from the queue (controlplane.waiting_queue), not walked at each arrival -------------------
 
 class _Checked:
