@@ -40,13 +40,36 @@ class FairShare(ContinuousBatching):
         self._tenants_active = 0  # tenants with requests in the system (a waiting request's tenant is one)
 
     def _queue(self, w):
-        # One tenant with requests in the system: the order is arrival order, which a queue without inversions
-        # (`WaitingQueue`; as it is but for preemptions and re-routed requests) already has - not sorted again
-        # for every batch (an overloaded replica's queue holds thousands).
-        if len(w.waiting) < 2 or (self._tenants_active <= 1 and getattr(w.waiting, "inversions", 1) == 0):
-            return w.waiting
+        """The waiting requests by their tenant's counter, then arrival: a queue in arrival order (`WaitingQueue`
+        without inversions, as it is but for preemptions and re-routed requests) as it stands when one tenant has
+        requests in the system, else read level by level (`_by_counter`); any other queue sorted."""
+        q = w.waiting
+        if len(q) < 2:
+            return q
+        if getattr(q, "inversions", 1) == 0:
+            return q if self._tenants_active <= 1 else self._by_counter(q)
         c = self.counters
-        return sorted(w.waiting, key=lambda r: (c.get(r.tenant or "", 0.0), r.arrival_s))
+        return sorted(q, key=lambda r: (c.get(r.tenant or "", 0.0), r.arrival_s))
+
+    def _by_counter(self, q):
+        """A queue in arrival order, in (counter, arrival) order, lazily: the requests of the tenants at the lowest
+        counter as the scan meets them, the others kept by level and given after it. What a stable sort by the
+        counter gives (within a level, arrival order is queue order), but a batch that fills after a few requests
+        - or is full already - reads a few requests instead of sorting thousands: an overloaded replica plans a
+        batch at every iteration. Every waiting request's tenant has requests in the system (`_active`: the
+        plugin sees each arrival before it is routed)."""
+        c, active = self.counters, self._active
+        levels = sorted({c.get(t, 0.0) for t, n in active.items() if n > 0})
+        rank = {t: levels.index(c.get(t, 0.0)) for t, n in active.items() if n > 0}
+        later: list[list] = [[] for _ in levels[1:]]
+        for r in q:
+            k = rank[r.tenant or ""]
+            if k:
+                later[k - 1].append(r)
+            else:
+                yield r
+        for level in later:
+            yield from level
 
     @hookimpl
     def cp_form_batch(self, ctx, worker):

@@ -164,20 +164,32 @@ def _rows(res):
     return [(r.request_id, r.worker_id, r.status, r.reason_code, r.scheduled_s, r.finish_s) for r in res.requests]
 
 
-def test_fair_share_serves_a_one_tenant_queue_as_the_sort_would(monkeypatch):
-    """A tenant alone in the system is served from its queue as it stands; a second tenant's burst in the middle
-    brings the sort back. Rows equal a fair share that sorts every queue for every batch, preemptions included."""
+def _one_tenant_then_a_burst():
     a = [TraceRequest(f"a{i}", 0.01 * i, 600, 80, tenant="a") for i in range(800)]
     b = [TraceRequest(f"b{i}", 3.0 + 0.005 * i, 600, 80, tenant="b") for i in range(100)]
-    trace = sorted(a + b, key=lambda t: t.arrival_s)
+    return sorted(a + b, key=lambda t: t.arrival_s)
+
+
+def _four_tenants():
+    """Three busy tenants and a rare one: a batch that takes the rare tenant's request goes on to the next levels."""
+    return [TraceRequest(str(i), 0.008 * i, 300 + 97 * (i % 7), 40 + 13 * (i % 5),
+                         tenant="d" if i % 40 == 0 else "abc"[(i * i + i // 7) % 3]) for i in range(1200)]
+
+
+@pytest.mark.parametrize("make_trace", [_one_tenant_then_a_burst, _four_tenants])
+def test_fair_share_serves_an_in_order_queue_as_the_sort_would(monkeypatch, make_trace):
+    """A queue in arrival order is served as it stands while one tenant is in the system and read level by level
+    of the counters otherwise; a queue out of order (preemptions) is sorted. Rows equal a fair share that sorts
+    every queue for every batch."""
+    trace = make_trace()
     enabled = ["fair-share", "least-loaded", "fixed-replicas", "static-memory", "builtin-latency-models"]
     cluster = {"models": [{"replicas": 2, "num_kv_blocks": 200, "max_num_seqs": 16}]}
-    served_as_is = []
+    paths = Counter()
     fast = FairShare._queue
 
     def counting(self, w):
         q = fast(self, w)
-        served_as_is.append(q is w.waiting and len(w.waiting) > 1)
+        paths["as is" if q is w.waiting else "sorted" if isinstance(q, list) else "by level"] += len(w.waiting) > 1
         return q
 
     def always_sorted(self, w):
@@ -190,7 +202,19 @@ def test_fair_share_serves_a_one_tenant_queue_as_the_sort_would(monkeypatch):
     walked = replay_with(trace=trace, plugins={"enabled": enabled}, cluster=cluster)
     assert _rows(kept) == _rows(walked)
     assert kept.summary["num_preemptions"] > 0  # preempted requests re-enter out of arrival order
-    assert sum(served_as_is) > 100 and not all(served_as_is)  # the fast path taken, and not always
+    assert paths["sorted"] > 0 and paths["as is" if make_trace is _one_tenant_then_a_burst else "by level"] > 100
+
+
+def test_fair_share_by_level_is_the_stable_sort_by_counter():
+    plugin, ctx = FairShare(), make_context()
+    reqs = [_req(str(i), arrival=0.1 * (i // 2), tenant="xyzw"[i % 4]) for i in range(12)]  # ties in arrival
+    for r in reqs:
+        plugin.cp_on_event(ctx=ctx, event=RequestArrived(r.arrival_s, r))
+    plugin.counters.update({"x": 5.0, "y": 1.0, "z": 5.0, "w": 0.0})
+    w = make_worker(waiting=deque(reqs))
+    got = [r.request_id for r in plugin._queue(w)]
+    assert got == [r.request_id for r in sorted(reqs, key=lambda r: (plugin.counters[r.tenant], r.arrival_s))]
+    assert got[:3] == ["3", "7", "11"]  # w first, then y, then x and z merged in arrival order
 
 
 def test_fair_share_counts_the_tenants_in_the_system():
