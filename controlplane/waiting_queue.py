@@ -16,6 +16,8 @@ sum is read without walking the queue:
 - ``remaining_output_tokens``: ``max_output_tokens`` less the tokens generated so far, as
   `Request.remaining_output_tokens`;
 - ``priorities``: how many queued requests have each ``priority`` (only those with at least one);
+- ``tenants``: how many have each ``tenant`` (None for none; only those with at least one), read by `fair-share`,
+  which skips the tenants with nothing waiting here and finds a tenant's few requests from the end they are at;
 - ``lengths``: how many have each (``output_tokens``, ``max_output_tokens``) pair, the tokens generated so far and the
   most they may generate (only pairs with at least one): a sum over the queue of any function of the two (the
   tokens a request is expected still to generate, which follows the run's finished answers) costs the distinct
@@ -50,15 +52,16 @@ def request_tokens(r: Any) -> int:
 
 class WaitingQueue(deque):
     """A deque of requests that keeps, over them: ``tokens`` (the sum of `request_tokens`),
-    ``remaining_prefill_tokens``, ``remaining_output_tokens``, ``priorities`` (priority -> requests) and
-    ``lengths`` ((output_tokens, max_output_tokens) -> requests).
+    ``remaining_prefill_tokens``, ``remaining_output_tokens``, ``priorities`` (priority -> requests), ``tenants``
+    (tenant -> requests), ``lengths`` ((output_tokens, max_output_tokens) -> requests) and ``inversions``.
 
-    A request's lengths, progress and priority must not change while it is queued (the module's docstring
+    A request's lengths, progress, priority and tenant must not change while it is queued (the module's docstring
     says how the core keeps that). No ``maxlen``: a bounded deque drops requests silently, and a queue
     never does.
     """
 
-    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "lengths", "inversions")
+    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "tenants", "lengths",
+                 "inversions")
 
     def __init__(self, iterable: Iterable[Any] = ()) -> None:
         super().__init__(iterable)
@@ -67,6 +70,7 @@ class WaitingQueue(deque):
     def _recount(self) -> None:
         self.tokens = self.remaining_prefill_tokens = self.remaining_output_tokens = 0
         self.priorities: dict[int, int] = {}
+        self.tenants: dict[str | None, int] = {}
         self.lengths: dict[tuple[int, int], int] = {}
         self._add(self)
         self._recount_order()
@@ -88,6 +92,8 @@ class WaitingQueue(deque):
         self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
         p = self.priorities
         p[r.priority] = p.get(r.priority, 0) + 1
+        t = self.tenants
+        t[r.tenant] = t.get(r.tenant, 0) + 1
         lengths = self.lengths
         key = r.output_tokens, r.max_output_tokens
         lengths[key] = lengths.get(key, 0) + 1
@@ -102,6 +108,12 @@ class WaitingQueue(deque):
             p[r.priority] = n
         else:
             del p[r.priority]
+        t = self.tenants
+        n = t[r.tenant] - 1
+        if n:
+            t[r.tenant] = n
+        else:
+            del t[r.tenant]
         lengths = self.lengths
         key = r.output_tokens, r.max_output_tokens
         n = lengths[key] - 1

@@ -37,7 +37,6 @@ class FairShare(ContinuousBatching):
         super().__init__(settings)
         self.counters: dict[str, float] = {}
         self._active: Counter[str] = Counter()  # tenant -> requests in the system
-        self._tenants_active = 0  # tenants with requests in the system (a waiting request's tenant is one)
 
     def _queue(self, w):
         """The waiting requests by their tenant's counter, then arrival: a queue in arrival order (`WaitingQueue`
@@ -46,30 +45,54 @@ class FairShare(ContinuousBatching):
         q = w.waiting
         if len(q) < 2:
             return q
-        if getattr(q, "inversions", 1) == 0:
-            return q if self._tenants_active <= 1 else self._by_counter(q)
+        if getattr(q, "inversions", 1) == 0 and hasattr(q, "tenants"):
+            return q if len(q.tenants) <= 1 else self._by_counter(q)
         c = self.counters
         return sorted(q, key=lambda r: (c.get(r.tenant or "", 0.0), r.arrival_s))
 
     def _by_counter(self, q):
-        """A queue in arrival order, in (counter, arrival) order, lazily: the requests of the tenants at the lowest
-        counter as the scan meets them, the others kept by level and given after it. What a stable sort by the
-        counter gives (within a level, arrival order is queue order), but a batch that fills after a few requests
-        - or is full already - reads a few requests instead of sorting thousands: an overloaded replica plans a
-        batch at every iteration. Every waiting request's tenant has requests in the system (`_active`: the
-        plugin sees each arrival before it is routed)."""
-        c, active = self.counters, self._active
-        levels = sorted({c.get(t, 0.0) for t, n in active.items() if n > 0})
-        rank = {t: levels.index(c.get(t, 0.0)) for t, n in active.items() if n > 0}
-        later: list[list] = [[] for _ in levels[1:]]
-        for r in q:
-            k = rank[r.tenant or ""]
-            if k:
-                later[k - 1].append(r)
+        """A queue in arrival order, in (counter, arrival) order, lazily: level by level of the counters of the tenants
+        waiting in it (`WaitingQueue.tenants`), lowest first, each level's requests in queue order - a stable sort by
+        the counter, which is the (counter, arrival) order of an in-order queue. A batch that is full, or fills
+        after a few requests, reads a few: an overloaded replica plans a batch at every iteration. A level is read
+        from the head while it holds the head or at least half its even share of the queue (a busy tenant's
+        requests are everywhere), else from the tail until all of its requests are found (a tenant served first
+        has only its latest few waiting, at the end): the order is the same either way, only the reading differs."""
+        c, n = self.counters, len(q)
+        waiting = q.tenants
+        levels: dict[float, list] = {}
+        for t in waiting:
+            levels.setdefault(c.get(t or "", 0.0), []).append(t)
+        head_tenant = q[0].tenant
+        for value in sorted(levels):
+            members = levels[value]
+            want = sum(waiting[t] for t in members)
+            if head_tenant in members or 2 * len(waiting) * want >= n:
+                if len(members) == 1:
+                    (t,) = members
+                    for r in q:
+                        if r.tenant == t:
+                            yield r
+                            want -= 1
+                            if not want:
+                                break
+                else:
+                    inside = set(members)
+                    for r in q:
+                        if r.tenant in inside:
+                            yield r
+                            want -= 1
+                            if not want:
+                                break
             else:
-                yield r
-        for level in later:
-            yield from level
+                inside = set(members)
+                found = []
+                for r in reversed(q):
+                    if r.tenant in inside:
+                        found.append(r)
+                        if len(found) == want:
+                            break
+                yield from reversed(found)
 
     @hookimpl
     def cp_form_batch(self, ctx, worker):
@@ -89,13 +112,10 @@ class FairShare(ContinuousBatching):
                 busy = [self.counters.get(o, 0.0) for o, n in self._active.items() if n > 0]
                 if busy:
                     self.counters[t] = max(self.counters.get(t, 0.0), min(busy))
-                self._tenants_active += 1
             self._active[t] += 1
         elif kind is RequestFinished:
             r = event.request
             t = r.tenant or ""
             if self._active[t] > 0:
                 self._active[t] -= 1
-                if self._active[t] == 0:
-                    self._tenants_active -= 1
             self.counters[t] = self.counters.get(t, 0.0) + self.settings.output_weight * r.output_tokens

@@ -24,7 +24,8 @@ def _sum(q) -> int:
 def _walked(q) -> tuple:
     """Every total a `WaitingQueue` keeps, summed afresh over ``q``'s requests."""
     return (_sum(q), sum(r.remaining_prefill_tokens for r in q), sum(r.remaining_output_tokens for r in q),
-            dict(Counter(r.priority for r in q)), dict(Counter((r.output_tokens, r.max_output_tokens) for r in q)))
+            dict(Counter(r.priority for r in q)), dict(Counter(r.tenant for r in q)),
+            dict(Counter((r.output_tokens, r.max_output_tokens) for r in q)))
 
 
 def _inversions(q) -> int:
@@ -34,7 +35,7 @@ def _inversions(q) -> int:
 
 
 def _kept(q: WaitingQueue) -> tuple:
-    return q.tokens, q.remaining_prefill_tokens, q.remaining_output_tokens, q.priorities, q.lengths
+    return q.tokens, q.remaining_prefill_tokens, q.remaining_output_tokens, q.priorities, q.tenants, q.lengths
 
 
 def _pool(n: int = 40):
@@ -45,6 +46,7 @@ def _pool(n: int = 40):
         r.recompute_tokens = r.output_tokens * (i % 2)
         r.num_computed_tokens = (i * 5) % r.prompt_tokens
         r.priority = i % 4 - 1
+        r.tenant = (None, "a", "b")[i % 3]
     return pool
 
 
@@ -109,7 +111,7 @@ def test_copies_and_pickles_recount_and_a_worker_always_holds_one():
     reqs[3].num_computed_tokens, reqs[3].output_tokens, reqs[3].priority = 40, 2, 5
     q = WaitingQueue(reqs)
     assert q.tokens == 410 == sum(map(request_tokens, reqs))
-    totals = (410, 360, 8, {0: 3, 5: 1}, {(0, 1): 1, (0, 2): 1, (0, 3): 1, (2, 4): 1})
+    totals = (410, 360, 8, {0: 3, 5: 1}, {None: 4}, {(0, 1): 1, (0, 2): 1, (0, 3): 1, (2, 4): 1})
     assert _kept(q) == totals
     for other in (copy.copy(q), copy.deepcopy(q), pickle.loads(pickle.dumps(q)), q.copy()):
         assert type(other) is WaitingQueue and _kept(other) == _walked(other) == totals

@@ -217,20 +217,17 @@ def test_fair_share_by_level_is_the_stable_sort_by_counter():
     assert got[:3] == ["3", "7", "11"]  # w first, then y, then x and z merged in arrival order
 
 
-def test_fair_share_counts_the_tenants_in_the_system():
-    plugin, ctx = FairShare(), make_context()
-    r1, r2, r3 = _req("1", tenant="x"), _req("2", tenant="x"), _req("3", tenant="y")
-    for r in (r1, r2):
-        plugin.cp_on_event(ctx=ctx, event=RequestArrived(0.0, r))
-    assert plugin._tenants_active == 1
-    plugin.cp_on_event(ctx=ctx, event=RequestArrived(0.0, r3))
-    assert plugin._tenants_active == 2
-    for r in (r1, r3):
-        r.output_tokens = 1
-        plugin.cp_on_event(ctx=ctx, event=RequestFinished(1.0, r))
-    assert plugin._tenants_active == 1  # x still has r2
-    plugin.cp_on_event(ctx=ctx, event=RequestFinished(1.0, r2))
-    assert plugin._tenants_active == 0
+def test_fair_share_reads_a_rare_tenants_requests_from_the_tail():
+    """A tenant with two requests at the end of a long queue (served first: only its latest wait) is read from the
+    tail, oldest first; then the busy tenant from the head, lazily."""
+    plugin = FairShare()
+    busy = [_req(f"a{i}", arrival=0.01 * i, tenant="a") for i in range(40)]
+    rare = [_req("b0", arrival=0.5, tenant="b"), _req("b1", arrival=0.5, tenant="b")]  # a tie in arrival
+    plugin.counters.update({"a": 5.0, "b": 0.0})
+    w = make_worker(waiting=deque(busy + rare))
+    order = plugin._queue(w)
+    assert [next(order).request_id for _ in range(4)] == ["b0", "b1", "a0", "a1"]
+    assert [r.request_id for r in plugin._queue(w)] == ["b0", "b1"] + [f"a{i}" for i in range(40)]
 
 
 def test_queue_timeouts_stop_at_the_first_request_that_has_not_waited_the_shortest(monkeypatch):
