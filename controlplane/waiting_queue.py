@@ -45,6 +45,15 @@ __all__ = ["WaitingQueue", "request_tokens"]
 _append, _popleft = deque.append, deque.popleft  # (the hot two: called without super())
 
 
+def _count_out(counts: dict, key: Any) -> None:
+    """One fewer of ``key`` in ``counts``, which keeps only keys with at least one."""
+    n = counts[key] - 1
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
+
+
 def request_tokens(r: Any) -> int:
     """Prompt plus expected output tokens: what a request asks of a replica, without its progress."""
     return r.prompt_tokens + r.max_output_tokens
@@ -102,25 +111,9 @@ class WaitingQueue(deque):
         self.tokens -= r.prompt_tokens + r.max_output_tokens
         self.remaining_prefill_tokens -= r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
         self.remaining_output_tokens -= r.max_output_tokens - r.output_tokens
-        p = self.priorities
-        n = p[r.priority] - 1
-        if n:
-            p[r.priority] = n
-        else:
-            del p[r.priority]
-        t = self.tenants
-        n = t[r.tenant] - 1
-        if n:
-            t[r.tenant] = n
-        else:
-            del t[r.tenant]
-        lengths = self.lengths
-        key = r.output_tokens, r.max_output_tokens
-        n = lengths[key] - 1
-        if n:
-            lengths[key] = n
-        else:
-            del lengths[key]
+        _count_out(self.priorities, r.priority)
+        _count_out(self.tenants, r.tenant)
+        _count_out(self.lengths, (r.output_tokens, r.max_output_tokens))
 
     def __reduce__(self):  # (a copy or a pickle is made from the requests: the totals are recounted)
         return type(self), (list(self),)

@@ -67,25 +67,15 @@ class FairShare(ContinuousBatching):
         for value in sorted(levels):
             members = levels[value]
             want = sum(waiting[t] for t in members)
-            if head_tenant in members or 2 * len(waiting) * want >= n:
-                if len(members) == 1:
-                    (t,) = members
-                    for r in q:
-                        if r.tenant == t:
-                            yield r
-                            want -= 1
-                            if not want:
-                                break
-                else:
-                    inside = set(members)
-                    for r in q:
-                        if r.tenant in inside:
-                            yield r
-                            want -= 1
-                            if not want:
-                                break
+            inside = set(members)
+            if head_tenant in inside or 2 * len(waiting) * want >= n:
+                for r in q:
+                    if r.tenant in inside:
+                        yield r
+                        want -= 1
+                        if not want:
+                            break
             else:
-                inside = set(members)
                 found = []
                 for r in reversed(q):
                     if r.tenant in inside:
