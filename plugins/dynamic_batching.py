@@ -49,12 +49,11 @@ def _first_group(q, size: int, by_params: bool) -> tuple[list, float]:
     requests) is read from its head, any other one picked from (`heapq.nsmallest`: the sort's first ``size``,
     ties in queue order). An overloaded replica's queue holds thousands; sorting and filtering it for every
     batch made an overloaded ``static-batching`` replay several times slower."""
-    if len(q) < 2 or in_priority_order(q):
-        head = q[0]
-        match = (r for r in q if r.params == head.params) if by_params else q
-        return list(islice(match, size)), head.arrival_s
-    head = min(q, key=priority_then_age)
+    ordered = len(q) < 2 or in_priority_order(q)
+    head = q[0] if ordered else min(q, key=priority_then_age)
     match = (r for r in q if r.params == head.params) if by_params else q
+    if ordered:
+        return list(islice(match, size)), head.arrival_s
     return heapq.nsmallest(size, match, key=priority_then_age), min(r.arrival_s for r in q)
 
 

@@ -40,8 +40,8 @@ class FairShare(ContinuousBatching):
 
     def _queue(self, w):
         """The waiting requests by their tenant's counter, then arrival: a queue in arrival order (`WaitingQueue`
-        without inversions, as it is but for preemptions and re-routed requests) as it stands when one tenant has
-        requests in the system, else read level by level (`_by_counter`); any other queue sorted."""
+        without inversions, as it is but for preemptions and re-routed requests) as it stands when one tenant waits
+        in it, else read level by level (`_by_counter`); any other queue sorted."""
         q = w.waiting
         if len(q) < 2:
             return q
@@ -60,14 +60,13 @@ class FairShare(ContinuousBatching):
         has only its latest few waiting, at the end): the order is the same either way, only the reading differs."""
         c, n = self.counters, len(q)
         waiting = q.tenants
-        levels: dict[float, list] = {}
+        levels: dict[float, set] = {}
         for t in waiting:
-            levels.setdefault(c.get(t or "", 0.0), []).append(t)
+            levels.setdefault(c.get(t or "", 0.0), set()).add(t)
         head_tenant = q[0].tenant
         for value in sorted(levels):
-            members = levels[value]
-            want = sum(waiting[t] for t in members)
-            inside = set(members)
+            inside = levels[value]
+            want = sum(waiting[t] for t in inside)
             if head_tenant in inside or 2 * len(waiting) * want >= n:
                 for r in q:
                     if r.tenant in inside:
