@@ -16,8 +16,10 @@ sum is read without walking the queue:
 - ``remaining_output_tokens``: ``max_output_tokens`` less the tokens generated so far, as
   `Request.remaining_output_tokens`;
 - ``priorities``: how many queued requests have each ``priority`` (only those with at least one);
-- ``tenants``: how many have each ``tenant`` (None for none; only those with at least one), read by `fair-share`,
-  which skips the tenants with nothing waiting here and finds a tenant's few requests from the end they are at;
+- ``tenants``: each ``tenant``'s waiting requests in queue order (None for none; only tenants with at least one), a
+  deque each, read by `fair-share`, which serves the least-served tenant's requests first without walking the
+  others' (an index: appends, pops from either end and a removal near a tenant's oldest request cost O(1); an
+  insertion into the middle of the queue or a reordering rebuilds it);
 - ``lengths``: how many have each (``output_tokens``, ``max_output_tokens``) pair, the tokens generated so far and the
   most they may generate (only pairs with at least one): a sum over the queue of any function of the two (the
   tokens a request is expected still to generate, which follows the run's finished answers) costs the distinct
@@ -26,7 +28,8 @@ sum is read without walking the queue:
   the queue is in arrival order, as it is but for preemptions and re-routed requests, so a priority batcher that
   would sort the queue by (priority, arrival) for every batch knows when that sort would change nothing.
 
-Each is exact only while none of those fields changes for a request in the queue. The core keeps it so: a
+Each is exact only while none of those fields changes for a request in the queue, and ``tenants`` keeps queue order
+only while a request is queued at most once (as the core does: a request waits in one place). The core keeps it so: a
 request's lengths are set before routing and its priority at admission; a preemption drops a request's KV
 (``recompute_tokens``, ``num_computed_tokens``) before it re-enters the queue; a drained or failed replica's queue
 is emptied before its requests are routed again; and a batch takes a request out of the queue before the prefix
@@ -62,10 +65,10 @@ def request_tokens(r: Any) -> int:
 class WaitingQueue(deque):
     """A deque of requests that keeps, over them: ``tokens`` (the sum of `request_tokens`),
     ``remaining_prefill_tokens``, ``remaining_output_tokens``, ``priorities`` (priority -> requests), ``tenants``
-    (tenant -> requests), ``lengths`` ((output_tokens, max_output_tokens) -> requests) and ``inversions``.
+    (tenant -> its requests in queue order), ``lengths`` ((output_tokens, max_output_tokens) -> requests) and ``inversions``.
 
-    A request's lengths, progress, priority and tenant must not change while it is queued (the module's docstring
-    says how the core keeps that). No ``maxlen``: a bounded deque drops requests silently, and a queue
+    A request's lengths, progress, priority and tenant must not change while it is queued, nor a request be queued
+    twice (the module's docstring says how the core keeps that). No ``maxlen``: a bounded deque drops requests silently, and a queue
     never does.
     """
 
@@ -79,13 +82,37 @@ class WaitingQueue(deque):
     def _recount(self) -> None:
         self.tokens = self.remaining_prefill_tokens = self.remaining_output_tokens = 0
         self.priorities: dict[int, int] = {}
-        self.tenants: dict[str | None, int] = {}
         self.lengths: dict[tuple[int, int], int] = {}
         self._add(self)
-        self._recount_order()
+        self._reindex()
 
-    def _recount_order(self) -> None:
+    def _reindex(self) -> None:
+        """``inversions`` and ``tenants`` afresh from the queue's order."""
         self.inversions = sum(b.arrival_s < a.arrival_s for a, b in zip(self, list(self)[1:]))
+        self.tenants: dict[str | None, deque] = {}
+        for r in self:
+            self._tenant(r.tenant).append(r)
+
+    def _tenant(self, tenant: str | None) -> deque:
+        """``tenant``'s requests in queue order, an empty deque entered for it if it had none."""
+        q = self.tenants.get(tenant)
+        if q is None:
+            q = self.tenants[tenant] = deque()
+        return q
+
+    def _reindex_tenant(self, tenant: str | None) -> None:
+        """``tenant``'s requests found afresh in the queue (after one was put into its middle)."""
+        self.tenants[tenant] = deque(r for r in self if r.tenant == tenant)
+
+    def _tenant_out(self, r: Any, i: int) -> None:
+        """Take ``r`` out of its tenant's requests, from the end it is at (``i`` 0 or -1) or else found there."""
+        q = self.tenants[r.tenant]
+        if len(q) == 1:
+            del self.tenants[r.tenant]
+        elif q[i] is r:
+            q.popleft() if i == 0 else q.pop()
+        else:
+            del q[q.index(r)]
 
     def _out_of_order(self, i: int) -> int:
         """Whether the neighbours at ``i - 1`` and ``i`` are out of arrival order (0 or 1; 0 off either end)."""
@@ -101,8 +128,6 @@ class WaitingQueue(deque):
         self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
         p = self.priorities
         p[r.priority] = p.get(r.priority, 0) + 1
-        t = self.tenants
-        t[r.tenant] = t.get(r.tenant, 0) + 1
         lengths = self.lengths
         key = r.output_tokens, r.max_output_tokens
         lengths[key] = lengths.get(key, 0) + 1
@@ -112,7 +137,6 @@ class WaitingQueue(deque):
         self.remaining_prefill_tokens -= r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
         self.remaining_output_tokens -= r.max_output_tokens - r.output_tokens
         _count_out(self.priorities, r.priority)
-        _count_out(self.tenants, r.tenant)
         _count_out(self.lengths, (r.output_tokens, r.max_output_tokens))
 
     def __reduce__(self):  # (a copy or a pickle is made from the requests: the totals are recounted)
@@ -126,12 +150,14 @@ class WaitingQueue(deque):
             self.inversions += 1
         _append(self, r)
         self._add_one(r)
+        self._tenant(r.tenant).append(r)
 
     def appendleft(self, r: Any) -> None:
         if self and self[0].arrival_s < r.arrival_s:
             self.inversions += 1
         super().appendleft(r)
         self._add_one(r)
+        self._tenant(r.tenant).appendleft(r)
 
     def extend(self, items: Iterable[Any]) -> None:
         for r in list(items):
@@ -147,12 +173,14 @@ class WaitingQueue(deque):
         super().insert(i, r)
         self.inversions += self._out_of_order(i) + self._out_of_order(i + 1)
         self._add_one(r)
+        self._reindex_tenant(r.tenant)
 
     def pop(self) -> Any:
         r = super().pop()
         if self and r.arrival_s < self[-1].arrival_s:
             self.inversions -= 1
         self._sub(r)
+        self._tenant_out(r, -1)
         return r
 
     def popleft(self) -> Any:
@@ -160,6 +188,7 @@ class WaitingQueue(deque):
         if self and self[0].arrival_s < r.arrival_s:
             self.inversions -= 1
         self._sub(r)
+        self._tenant_out(r, 0)
         return r
 
     def remove(self, r: Any) -> None:
@@ -171,11 +200,11 @@ class WaitingQueue(deque):
 
     def reverse(self) -> None:
         super().reverse()
-        self._recount_order()
+        self._reindex()
 
     def rotate(self, n: int = 1) -> None:
         super().rotate(n)
-        self._recount_order()
+        self._reindex()
 
     def __delitem__(self, i: int) -> None:
         i = i + len(self) if i < 0 else i
@@ -184,6 +213,7 @@ class WaitingQueue(deque):
         super().__delitem__(i)
         self.inversions += self._out_of_order(i)
         self._sub(r)
+        self._tenant_out(r, 0)
 
     def __setitem__(self, i: int, r: Any) -> None:
         i = i + len(self) if i < 0 else i
@@ -193,6 +223,8 @@ class WaitingQueue(deque):
         self.inversions += self._out_of_order(i) + self._out_of_order(i + 1)
         self._sub(old)
         self._add_one(r)
+        self._tenant_out(old, 0)
+        self._reindex_tenant(r.tenant)
 
     def __iadd__(self, items: Iterable[Any]) -> WaitingQueue:
         self.extend(items)

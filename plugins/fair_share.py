@@ -52,21 +52,26 @@ class FairShare(ContinuousBatching):
 
     def _by_counter(self, q):
         """A queue in arrival order, in (counter, arrival) order, lazily: level by level of the counters of the tenants
-        waiting in it (`WaitingQueue.tenants`), lowest first, each level's requests in queue order - a stable sort by
-        the counter, which is the (counter, arrival) order of an in-order queue. A batch that is full, or fills
-        after a few requests, reads a few: an overloaded replica plans a batch at every iteration. A level is read
-        from the head while it holds the head or at least half its even share of the queue (a busy tenant's
-        requests are everywhere), else from the tail until all of its requests are found (a tenant served first
-        has only its latest few waiting, at the end): the order is the same either way, only the reading differs."""
+        waiting in it, lowest first, each level's requests in queue order - a stable sort by the counter, which is
+        the (counter, arrival) order of an in-order queue. A batch that is full, or fills after a few requests,
+        reads a few: an overloaded replica plans a batch at every iteration. A level of one tenant is that tenant's
+        requests as the queue keeps them (`WaitingQueue.tenants`, in queue order); a level of several (equal
+        counters: a tenant lifted to another's, or none served yet) is read from the queue's head while it holds
+        the head or at least half its even share of the queue, else from the tail until all its requests are
+        found: the order is the same either way, only the reading differs."""
         c, n = self.counters, len(q)
         waiting = q.tenants
-        levels: dict[float, set] = {}
+        levels: dict[float, list] = {}
         for t in waiting:
-            levels.setdefault(c.get(t or "", 0.0), set()).add(t)
+            levels.setdefault(c.get(t or "", 0.0), []).append(t)
         head_tenant = q[0].tenant
         for value in sorted(levels):
             inside = levels[value]
-            want = sum(waiting[t] for t in inside)
+            if len(inside) == 1:
+                yield from waiting[inside[0]]
+                continue
+            inside = set(inside)
+            want = sum(len(waiting[t]) for t in inside)
             if head_tenant in inside or 2 * len(waiting) * want >= n:
                 for r in q:
                     if r.tenant in inside:

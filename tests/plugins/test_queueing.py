@@ -217,17 +217,23 @@ def test_fair_share_by_level_is_the_stable_sort_by_counter():
     assert got[:3] == ["3", "7", "11"]  # w first, then y, then x and z merged in arrival order
 
 
-def test_fair_share_reads_a_rare_tenants_requests_from_the_tail():
-    """A tenant with two requests at the end of a long queue (served first: only its latest wait) is read from the
-    tail, oldest first; then the busy tenant from the head, lazily."""
+def test_fair_share_reads_rare_tenants_at_one_counter_from_the_tail():
+    """Two tenants at one counter with three requests at the end of a long queue (served first: only their latest
+    wait) are read from the tail, in queue order; then the busy tenant, from its own requests in queue order."""
     plugin = FairShare()
     busy = [_req(f"a{i}", arrival=0.01 * i, tenant="a") for i in range(40)]
-    rare = [_req("b0", arrival=0.5, tenant="b"), _req("b1", arrival=0.5, tenant="b")]  # a tie in arrival
-    plugin.counters.update({"a": 5.0, "b": 0.0})
-    w = make_worker(waiting=deque(busy + rare))
+    rare = [_req("b0", arrival=0.295, tenant="b"), _req("c0", arrival=0.5, tenant="c"),
+            _req("b1", arrival=0.5, tenant="b")]  # (in arrival order, with a tie)
+    plugin.counters.update({"a": 5.0, "b": 0.0, "c": 0.0})
+    w = make_worker(waiting=deque(busy[:30] + rare[:1] + busy[30:] + rare[1:]))
+    scanned = []
+    w.waiting.__class__ = type("Watched", (type(w.waiting),), {"__slots__": (),  # (counts its reads from either end)
+        "__iter__": lambda q: (scanned.append("head"), iter(list(deque.__iter__(q))))[1],
+        "__reversed__": lambda q: (scanned.append("tail"), deque.__reversed__(q))[1]})
     order = plugin._queue(w)
-    assert [next(order).request_id for _ in range(4)] == ["b0", "b1", "a0", "a1"]
-    assert [r.request_id for r in plugin._queue(w)] == ["b0", "b1"] + [f"a{i}" for i in range(40)]
+    assert [next(order).request_id for _ in range(4)] == ["b0", "c0", "b1", "a0"]
+    assert scanned == ["tail"]
+    assert [r.request_id for r in plugin._queue(w)] == ["b0", "c0", "b1"] + [f"a{i}" for i in range(40)]
 
 
 def test_queue_timeouts_stop_at_the_first_request_that_has_not_waited_the_shortest(monkeypatch):
