@@ -99,8 +99,13 @@ def _numpy_needed(values: Sequence[float], q: float) -> bool:
 
 
 def _sorted_quantile(values: Sequence[float], q: float) -> float:
-    n = len(values)
-    ranked = sorted(values)
+    return ranked_quantile(sorted(values), q)
+
+
+def ranked_quantile(ranked: Sequence[float], q: float) -> float:
+    """numpy's linear-method ``q``-quantile of values already sorted, without NaN or zeros of both signs (where
+    `short_quantile` hands over to numpy): the same steps, so the same bits, at any length; ``q`` in [0, 1]."""
+    n = len(ranked)
     virtual = (n - 1) * q  # numpy's linear method: (n - 1) * quantile
     # numpy's _get_indexes: floor and floor + 1; at or past the last index, the last value (-1)
     lo, hi = (-1, -1) if virtual >= n - 1 else (math.floor(virtual), math.floor(virtual) + 1)

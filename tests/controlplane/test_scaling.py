@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import struct
 from collections import deque
 from dataclasses import FrozenInstanceError, fields
 
+import numpy as np
 import pytest
 
 from controlplane import Plugin, hookimpl
 from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
-from controlplane.scaling import RecentLatencies, ScalingContext, build_scaling_context
+from controlplane.scaling import LATENCY_KINDS, RecentLatencies, ScalingContext, build_scaling_context
 from controlplane.testing import make_trace, make_worker, replay_with
 from controlplane.types import Request, WorkerState
 
@@ -91,6 +94,38 @@ def test_latency_percentiles_cover_the_window_only():
         s.latency_percentile("itl", 50)
     empty = RecentLatencies(10.0)
     assert empty.percentile("ttft", 99) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_window_asked_at_every_tick_answers_as_numpy_on_the_walked_window(seed):
+    """Once asked, a latency's values are kept sorted as requests come and go: every answer equals numpy's linear
+    percentile of the window walked afresh, bit for bit (ties, windows past the length numpy then sorts itself,
+    a latency that some requests lack), and a latency that takes a NaN, an infinity or a -0.0 is walked again."""
+    rng = random.Random(seed)
+    recent, mirror = RecentLatencies(5.0), RecentLatencies(5.0)  # (the mirror is never asked: walked here)
+    t, asked, longest = 0.0, 0, 0
+    for step in range(6000):
+        t += rng.expovariate(300.0 if step // 1500 % 2 else 20.0)  # (windows of ~100 and ~1,500 requests)
+        row = dict(ttft_s=rng.choice([0.25, 0.5, rng.lognormvariate(-1.0, 1.0)]), e2e_s=rng.uniform(0.0, 9.0),
+                   queue_s=rng.choice([None, 0.0, rng.random()]), tpot_s=rng.choice([None, rng.random() / 10]))
+        if seed == 2 and step == 4000:
+            row["queue_s"] = -0.0
+        for r in (recent, mirror):
+            r.add(t, **row)
+            r.prune(t)
+        longest = max(longest, len(recent))
+        if step % 7 == 0:
+            for kind in LATENCY_KINDS:
+                q = rng.choice([50, 90, 99, 100, 0, rng.uniform(0.0, 100.0)])
+                values = [it[1 + LATENCY_KINDS.index(kind)] for it in mirror._items]
+                values = [v for v in values if v is not None]
+                want = float(np.percentile(values, q)) if values else None
+                got = recent.percentile(kind, q)
+                assert (got is None) == (want is None) and (got is None or struct.pack("<d", got) == struct.pack("<d", want))
+                asked += 1
+    assert len(recent) == len(mirror) and asked > 3000
+    assert set(recent._ranked) == ({1, 2, 3} if seed == 2 else {1, 2, 3, 4})  # (queue: walked after its -0.0)
+    assert longest > 1000  # (past the 512 values `short_percentile` sorts itself)
 
 
 def test_the_scaler_sees_this_tick_s_queue_and_arrivals_per_model():
