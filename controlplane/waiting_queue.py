@@ -65,11 +65,12 @@ def request_tokens(r: Any) -> int:
 class WaitingQueue(deque):
     """A deque of requests that keeps, over them: ``tokens`` (the sum of `request_tokens`),
     ``remaining_prefill_tokens``, ``remaining_output_tokens``, ``priorities`` (priority -> requests), ``tenants``
-    (tenant -> its requests in queue order), ``lengths`` ((output_tokens, max_output_tokens) -> requests) and ``inversions``.
+    (tenant -> its requests in queue order), ``lengths`` ((output_tokens, max_output_tokens) -> requests) and
+    ``inversions``.
 
     A request's lengths, progress, priority and tenant must not change while it is queued, nor a request be queued
-    twice (the module's docstring says how the core keeps that). No ``maxlen``: a bounded deque drops requests silently, and a queue
-    never does.
+    twice (the module's docstring says how the core keeps that). No ``maxlen``: a bounded deque drops requests
+    silently, and a queue never does.
     """
 
     __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "tenants", "lengths",
