@@ -160,7 +160,8 @@ class RequestGuard:
 
 
 async def _answer(send: Any, problem: BodyProblem) -> None:
-    payload = json.dumps(error_body(problem.status, str(problem), param=problem.param, code=_INVALID)).encode()
+    payload = json.dumps(error_body(problem.status, str(problem), param=problem.param, code=_INVALID),
+                         ensure_ascii=False, separators=(",", ":")).encode()  # (as the app's own JSON responses)
     await send({"type": "http.response.start", "status": problem.status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})

@@ -95,6 +95,8 @@ BODIES = [
 def check_error(r, status: int = 400, param: str | None = None) -> dict:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
+    # one serialization for every error, whichever layer answered (the body guard or the app): compact, UTF-8
+    assert r.content == json.dumps(r.json(), ensure_ascii=False, separators=(",", ":")).encode()
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and isinstance(err["message"], str) and err["message"]
     assert err["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
