@@ -211,6 +211,10 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
             return
         if r.model is None:
             r.model = model
+        if r.prompt_tokens < 1:  # (nothing to prefill: no engine can start it; a trace row of 0 prompt tokens)
+            self._reject(r, "invalid: an empty prompt (0 tokens); a request needs at least one prompt token", "core",
+                         "cp_admit_request", ReasonCode.INVALID)
+            return
         if deployment.max_model_len and r.prompt_tokens + r.max_output_tokens > deployment.max_model_len:
             self._reject(
                 r,
