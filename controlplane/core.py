@@ -195,6 +195,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         r = e.request
         if r.max_output_tokens < 1:
             r.max_output_tokens = 1
+        if r.prompt_tokens < 1:  # (a trace row of 0 prompt tokens: served as one, as the live replay submits it;
+            r.prompt_tokens = 1  # a 0-token prefill no engine can run, and the core refuses a plan of one)
         if r.request_id in self.active:
             raise ValueError(f"request id {r.request_id!r} is already in the system (arriving at {r.arrival_s:g} s "
                              "while an earlier request with that id is in flight): request ids must be unique")
@@ -211,10 +213,6 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
             return
         if r.model is None:
             r.model = model
-        if r.prompt_tokens < 1:  # (nothing to prefill: no engine can start it; a trace row of 0 prompt tokens)
-            self._reject(r, "invalid: an empty prompt (0 tokens); a request needs at least one prompt token", "core",
-                         "cp_admit_request", ReasonCode.INVALID)
-            return
         if deployment.max_model_len and r.prompt_tokens + r.max_output_tokens > deployment.max_model_len:
             self._reject(
                 r,
