@@ -334,6 +334,7 @@ class VidurProfileModel(LatencyModel):
         # Terms past the tabulated grid, remembered by their exact arguments (numpy on one value
         # costs ~20 µs; a replay asks for the same few thousand token counts over and over).
         self._beyond: dict[tuple[str, int, int], float] = {}
+        self._decode_rows_beyond: dict[int, np.ndarray] = {}  # batch size -> decode ms per KV level (`_decode_row`)
 
     def _linear_ms(self, n: np.ndarray) -> np.ndarray:
         return _linear_ms(n, tuple(self.op_curves.values()), self.all_reduce, self._comm_const, self.layers)
@@ -385,9 +386,25 @@ class VidurProfileModel(LatencyModel):
         return t * factor
 
     def _decode_table(self, b: int, kvq: np.ndarray) -> np.ndarray:
-        if b <= self.max_batch_size and kvq.size and kvq[-1] // self.granularity < self._n_kv_levels:
-            return self._decode_tab[b, kvq // self.granularity]
-        return self.layers * self.attn_scale.decode * self.decode_surface(np.full(kvq.shape, float(b)), kvq.astype(np.float64))
+        levels = kvq // self.granularity
+        if b <= self.max_batch_size and kvq.size and levels[-1] < self._n_kv_levels:
+            return self._decode_tab[b, levels]
+        if not kvq.size:
+            return np.zeros(0)
+        return self._decode_row(b, int(levels.max()))[levels]
+
+    def _decode_row(self, b: int, top_level: int) -> np.ndarray:
+        """Decode attention (ms) of batch size ``b`` at every KV level up to ``top_level`` at least, from the fitted
+        surface: what a batch past the tabulated grid (a larger batch, or contexts past ``max_tokens``) costs. Kept
+        per batch size and grown by doubling: evaluating the surface with numpy costs ~150 µs a call, and a
+        long-context trace (Mooncake) asks at most of its decode runs."""
+        row = self._decode_rows_beyond.get(b)
+        if row is None or len(row) <= top_level:
+            n = max(top_level + 1, 2 * (0 if row is None else len(row)), self._n_kv_levels)
+            kv = np.arange(n, dtype=np.float64) * self.granularity
+            row = self.layers * self.attn_scale.decode * self.decode_surface(np.full(n, float(b)), kv)
+            self._decode_rows_beyond[b] = row
+        return row
 
     def _decode_ms(self, b: int, mean_kv: int) -> float:
         kvq = _ceil_to(mean_kv, self.granularity)
