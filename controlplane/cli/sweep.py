@@ -81,10 +81,11 @@ def sweep(
         engine = make_engine(url)
         runs = sweep_runs(engine, result.sweep_id)
         engine.dispose()
+    same = seeds_change_nothing(runs)
     if json_out:
         typer.echo(json.dumps({"sweep_id": result.sweep_id, "resumed": result.resumed, "total": result.total,
                                "skipped": result.skipped, "ran": result.ran, "backend": result.backend,
-                               "failed": result.failed,
+                               "failed": result.failed, "seeds_change_nothing": same,
                                "runs": [{"run_id": r["id"], "key": r["sweep_key"], "seed": r["seed"],
                                          "overrides": r["overrides"], "summary": r["summary"]} for r in runs]},
                               sort_keys=True, default=str))
@@ -96,6 +97,11 @@ def sweep(
         common.err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {error}", highlight=False)
     if result.failed:
         common.err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
+    if same:
+        common.err.print("note: every point's seeds gave the same run (only the run ids and wall times differ): "
+                         "nothing in this trace or these plugins draws from the seed (a trace's own arrivals are "
+                         "replayed as they are; seeds vary a replay through random draws only: a synthetic trace, "
+                         "rate scaling, sampled guardians), so the seeds add runs, not evidence", highlight=False)
     verb = "resumed" if result.resumed else "ran"
     done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
             else f"nothing to run, all {result.total} runs already stored")
@@ -114,6 +120,24 @@ def _say_interrupted(exc: KeyboardInterrupt) -> None:
     common.err.print(f"interrupted: sweep {sweep_id} is stored with status 'interrupted', {exc.stored} of its "
                      f"{exc.total} runs finished; run the same command again to resume it (--fresh starts over)",
                      highlight=False)
+
+
+#: Summary fields that differ between two runs of the same replay.
+_PER_RUN = frozenset({"run_id", "wall_s"})
+
+
+def seeds_change_nothing(runs: list[dict]) -> bool | None:
+    """Whether every point that ran under several seeds gave the same summary under each (run ids and wall times
+    aside); None when no point finished under two seeds."""
+    by_point: dict[str, list[dict]] = {}
+    for r in runs:
+        if r.get("status") == "finished" and r["summary"]:
+            by_point.setdefault(json.dumps(r["overrides"], sort_keys=True, default=str), []).append(r["summary"])
+    compared = [ss for ss in by_point.values() if len(ss) > 1]
+    if not compared:
+        return None
+    strip = [[{k: v for k, v in s.items() if k not in _PER_RUN} for s in ss] for ss in compared]
+    return all(all(s == ss[0] for s in ss[1:]) for ss in strip)
 
 
 def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -43,6 +44,34 @@ def test_the_last_line_names_the_database_the_sweep_is_in(tmp_path, monkeypatch)
     default = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--backend", "serial"])
     assert default.exit_code == 0, default.output
     assert "see `controlplane runs report --sweep 1 --html sweep.html`" in default.stdout
+
+
+@pytest.mark.parametrize(("trace", "told"), [("{limit: 40}", True), ("{limit: 40, rate_scale: 0.5}", False)])
+def test_seeds_that_change_nothing_are_said_to(tmp_path, trace, told):
+    """The bundled trace's arrivals are replayed as they are and the plugins here draw nothing: its two seeds give
+    the same runs, which the sweep says (the seeds add runs, not evidence); thinned to half its requests, a draw
+    per seed, they differ and nothing is said."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"trace: {trace}\nseeds: [0, 1]\nspace:\n  cluster.models.0.replicas: [1, 2]\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--db", db, "--backend", "serial"])
+    assert result.exit_code == 0, result.output
+    assert ("every point's seeds gave the same run" in result.stderr) is told
+    as_json = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--db", db, "--backend", "serial", "--json"])
+    assert json.loads(as_json.stdout)["seeds_change_nothing"] is told
+
+
+def test_seeds_change_nothing_compares_finished_points_only():
+    from controlplane.cli.sweep import seeds_change_nothing
+
+    def run(point, seed, ttft, status="finished"):
+        return {"overrides": {"replicas": point}, "seed": seed, "status": status,
+                "summary": {"run_id": seed, "wall_s": 0.1 * seed, "ttft_p99_s": ttft}}
+
+    assert seeds_change_nothing([run(1, 0, 1.0), run(2, 0, 2.0)]) is None  # (one seed a point)
+    assert seeds_change_nothing([run(1, 0, 1.0), run(1, 1, 1.0), run(2, 0, 2.0), run(2, 1, 2.0)]) is True
+    assert seeds_change_nothing([run(1, 0, 1.0), run(1, 1, 1.0), run(2, 0, 2.0), run(2, 1, 2.5)]) is False
+    assert seeds_change_nothing([run(1, 0, 1.0), run(1, 1, 9.0, status="failed")]) is None
 
 
 def test_the_sweep_table_shows_what_differs_between_plugin_lists():
