@@ -324,7 +324,6 @@ class VidurProfileModel(LatencyModel):
             self.granularity,
         )
         self._lin_list = t.lin_list
-        self._kvsave_ms = t.kvsave_ms
         self._prefill_rows = t.prefill_rows
         self._decode_tab = t.decode_tab
         self._decode_rows = t.decode_rows
