@@ -85,14 +85,17 @@ class RecentLatencies:
         item = (finish_s, ttft_s, tpot_s, e2e_s, queue_s)
         self._items.append(item)
         if self._ranked:
-            for col, ranked in list(self._ranked.items()):
+            dropped = None
+            for col, ranked in self._ranked.items():
                 v = item[col]
                 if v is not None:
                     if _ambiguous(v):
-                        del self._ranked[col]
-                        self._unranked.add(col)
+                        dropped = (dropped or []) + [col]
                     else:
                         insort(ranked, v)
+            for col in dropped or ():
+                del self._ranked[col]
+                self._unranked.add(col)
 
     def add_error(self, time_s: float) -> None:
         self._errors.append(time_s)
@@ -129,13 +132,15 @@ class RecentLatencies:
             raise ValueError(f"unknown latency {kind!r}; one of {', '.join(LATENCY_KINDS)}")
         col = 1 + LATENCY_KINDS.index(kind)
         ranked = self._ranked.get(col)
-        if ranked is None or not 0 <= q <= 100:
+        if ranked is None:
             values = [it[col] for it in self._items if it[col] is not None]
             if not 0 <= q <= 100 or col in self._unranked or any(map(_ambiguous, values)):
                 if 0 <= q <= 100:
                     self._unranked.add(col)
                 return short_percentile(values, q) if values else None  # (a q out of range: numpy's error)
             ranked = self._ranked[col] = sorted(values)  # kept sorted from now on
+        elif not 0 <= q <= 100:
+            return short_percentile(ranked, q) if ranked else None  # (numpy's error, as for a walked window)
         return ranked_quantile(ranked, q / 100) if ranked else None  # (q / 100: numpy's own division)
 
 

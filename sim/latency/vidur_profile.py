@@ -396,7 +396,7 @@ class VidurProfileModel(LatencyModel):
         """Decode attention (ms) of batch size ``b`` at every KV level up to ``top_level`` at least, from the fitted
         surface: what a batch past the tabulated grid (a larger batch, or contexts past ``max_tokens``) costs. Kept
         per batch size and grown by doubling: evaluating the surface with numpy costs ~150 µs a call, and a
-        long-context trace (Mooncake) asks at most of its decode runs."""
+        long-context trace (Mooncake) asks for most of its decode runs."""
         row = self._decode_rows_beyond.get(b)
         if row is None or len(row) <= top_level:
             n = max(top_level + 1, 2 * (0 if row is None else len(row)), self._n_kv_levels)
