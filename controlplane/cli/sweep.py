@@ -55,6 +55,7 @@ def sweep(
     """
     from controlplane.storage import make_engine
     from sim.sweep import load_spec, run_sweep
+    from sim.sweep.seeds import seeds_change_nothing
     from sim.sweep.store import sweep_runs
 
     with user_errors(db):
@@ -98,10 +99,7 @@ def sweep(
     if result.failed:
         common.err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
     if same:
-        common.err.print("note: every point's seeds gave the same run (only the run ids and wall times differ): "
-                         "nothing in this trace or these plugins draws from the seed (a trace's own arrivals are "
-                         "replayed as they are; seeds vary a replay through random draws only: a synthetic trace, "
-                         "rate scaling, sampled guardians), so the seeds add runs, not evidence", highlight=False)
+        common.err.print("note: " + SAME_RUN_NOTE.format(what="every point's seeds"), highlight=False)
     verb = "resumed" if result.resumed else "ran"
     done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
             else f"nothing to run, all {result.total} runs already stored")
@@ -112,6 +110,13 @@ def sweep(
         raise typer.Exit(1)
 
 
+#: Said when seeds changed no run: where seeds come in, and what that makes of them.
+SAME_RUN_NOTE = ("{what} gave the same run (only the run ids and wall times differ): nothing in this "
+                 "trace or these plugins draws from the seed (a trace's own arrivals are replayed as they are; seeds "
+                 "vary a replay through random draws only: a synthetic trace, rate scaling, sampled guardians), so "
+                 "the seeds add runs, not evidence")
+
+
 def _say_interrupted(exc: KeyboardInterrupt) -> None:
     """One line on stderr: the sweep Ctrl-C left, its runs stored, and how to resume it."""
     if (sweep_id := getattr(exc, "sweep_id", None)) is None:  # (`sim.sweep.run.SweepInterrupted`)
@@ -120,24 +125,6 @@ def _say_interrupted(exc: KeyboardInterrupt) -> None:
     common.err.print(f"interrupted: sweep {sweep_id} is stored with status 'interrupted', {exc.stored} of its "
                      f"{exc.total} runs finished; run the same command again to resume it (--fresh starts over)",
                      highlight=False)
-
-
-#: Summary fields that differ between two runs of the same replay.
-_PER_RUN = frozenset({"run_id", "wall_s"})
-
-
-def seeds_change_nothing(runs: list[dict]) -> bool | None:
-    """Whether every point that ran under several seeds gave the same summary under each (run ids and wall times
-    aside); None when no point finished under two seeds."""
-    by_point: dict[str, list[dict]] = {}
-    for r in runs:
-        if r.get("status") == "finished" and r["summary"]:
-            by_point.setdefault(json.dumps(r["overrides"], sort_keys=True, default=str), []).append(r["summary"])
-    compared = [ss for ss in by_point.values() if len(ss) > 1]
-    if not compared:
-        return None
-    strip = [[{k: v for k, v in s.items() if k not in _PER_RUN} for s in ss] for ss in compared]
-    return all(all(s == ss[0] for s in ss[1:]) for ss in strip)
 
 
 def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
@@ -238,6 +225,8 @@ def search(
     if not json_out or common.err.is_terminal:
         console = common.err if json_out else common.out
         _print_search(d, console)
+        if d["seeds_change_nothing"]:
+            common.err.print("note: " + SAME_RUN_NOTE.format(what="each confirmed candidate's seeds"), highlight=False)
         if d.get("sweep_id") is not None:  # (--db: where its full-trace runs are, and how to see them)
             from controlplane.storage.errors import mask_password
 

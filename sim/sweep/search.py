@@ -38,6 +38,7 @@ from controlplane.report.pareto import pareto_front
 from sim.sweep.backends import Backend, make_backend
 from sim.sweep.interrupt import interrupt_deferred
 from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of, with_rows_left_out
+from sim.sweep.seeds import same_under_every_seed
 from sim.sweep.spec import LoadedSpec, point_key
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
 from sim.sweep.worker import RunOutcome, RunTask
@@ -58,6 +59,7 @@ class Candidate:
     cost: float | None = None  # measured (scaled to the full trace) when it ran to the end
     by_seed: dict[int, float] = field(default_factory=dict)  # confirmation: attainment per seed
     cost_by_seed: dict[int, float] = field(default_factory=dict)
+    summary_by_seed: dict[int, dict[str, Any]] = field(default_factory=dict)  # full replays: each seed's summary
     error: str | None = None  # the run raised (a bad plugin setting, say): rejected with it
 
     @property
@@ -95,12 +97,15 @@ class SearchResult:
     sweep_id: int | None = None
     replayed: int = 0  # candidates replayed at least on the screen's prefix
     skipped_by_cost: int = 0  # estimated above the best's cost, so never replayed
+    #: every confirmed candidate gave the same run under each seed (None: none confirmed over two seeds)
+    seeds_change_nothing: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"best": self.best, "candidates": self.candidates, "runs": self.runs, "wall_s": round(self.wall_s, 2),
                 "rejected_cheaper": self.rejected_cheaper, "pareto": self.pareto, "cost_unit": self.cost_unit,
                 "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id,
-                "replayed": self.replayed, "skipped_by_cost": self.skipped_by_cost}
+                "replayed": self.replayed, "skipped_by_cost": self.skipped_by_cost,
+                "seeds_change_nothing": self.seeds_change_nothing}
 
 
 class _Searcher:
@@ -173,6 +178,7 @@ class _Searcher:
             c.cost = cost / fraction if cost is not None and fraction < 1 else cost
             if fraction >= 1:  # a full replay at the search seed: the first of its confirmation
                 c.by_seed[self.seed] = c.attainment
+                c.summary_by_seed[self.seed] = o.summary
                 if cost is not None:
                     c.cost_by_seed[self.seed] = cost
             if c.attainment >= threshold:
@@ -185,6 +191,8 @@ class _Searcher:
         for o in self._run("confirm", tasks):
             if o.status == "failed":
                 c.error = o.summary.get("error")
+            else:
+                c.summary_by_seed[o.task.seed] = o.summary
             c.by_seed[o.task.seed] = o.summary.get("slo_attainment") or 0.0
             cost = run_cost(o.task.config, o.summary)
             if cost is not None:
@@ -274,7 +282,9 @@ def search(
         rejected_cheaper=sorted(cheaper, key=lambda p: -p["cost"]), pareto=front, cost_unit=cost_unit(),
         target=target, slo={"ttft_s": slo.get("ttft_s"), "tpot_s": slo.get("tpot_s")},
         stages=list(s.stages.values()), sweep_id=sweep_id,
-        replayed=sum(c.stage != "skipped" for c in cands), skipped_by_cost=sum(c.stage == "skipped" for c in cands))
+        replayed=sum(c.stage != "skipped" for c in cands), skipped_by_cost=sum(c.stage == "skipped" for c in cands),
+        seeds_change_nothing=same_under_every_seed(list(c.summary_by_seed.values()) for c in cands
+                                                   if c.stage == "confirmed"))
     if engine is not None:
         finish_sweep(engine, sweep_id, status, result.as_dict())
         engine.dispose()

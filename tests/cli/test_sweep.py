@@ -61,19 +61,6 @@ def test_seeds_that_change_nothing_are_said_to(tmp_path, trace, told):
     assert json.loads(as_json.stdout)["seeds_change_nothing"] is told
 
 
-def test_seeds_change_nothing_compares_finished_points_only():
-    from controlplane.cli.sweep import seeds_change_nothing
-
-    def run(point, seed, ttft, status="finished"):
-        return {"overrides": {"replicas": point}, "seed": seed, "status": status,
-                "summary": {"run_id": seed, "wall_s": 0.1 * seed, "ttft_p99_s": ttft}}
-
-    assert seeds_change_nothing([run(1, 0, 1.0), run(2, 0, 2.0)]) is None  # (one seed a point)
-    assert seeds_change_nothing([run(1, 0, 1.0), run(1, 1, 1.0), run(2, 0, 2.0), run(2, 1, 2.0)]) is True
-    assert seeds_change_nothing([run(1, 0, 1.0), run(1, 1, 1.0), run(2, 0, 2.0), run(2, 1, 2.5)]) is False
-    assert seeds_change_nothing([run(1, 0, 1.0), run(1, 1, 9.0, status="failed")]) is None
-
-
 def test_the_sweep_table_shows_what_differs_between_plugin_lists():
     from controlplane.cli.sweep import sweep_table
     from rich.console import Console
@@ -113,6 +100,22 @@ def test_a_search_with_db_says_where_its_runs_are(tmp_path):
     assert result.exit_code == 0, result.output
     assert (f"stored in {db} as sweep 1 (its full-trace runs); see `controlplane runs report --sweep 1 --db {db} "
             "--html search.html`") in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(("trace", "told"), [("{limit: 60}", True), ("{limit: 60, rate_scale: 0.5}", False)])
+def test_a_search_says_when_its_confirmation_seeds_changed_nothing(tmp_path, trace, told):
+    """Its confirmation over two seeds was the same run twice on the bundled trace replayed as it is, and nothing
+    said so; thinned by seeded draws, the seeds differ and nothing is said."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"trace: {trace}\nspace:\n  cluster.models.0.replicas: [1, 2]\n"
+                    "search: {confirm_seeds: [0, 1], neighbours: 0}\n")
+    args = ["sim", "search", str(spec), "--slo-ttft", "30", "--slo-tpot", "5", "--slo-attainment", "0.5",
+            "--backend", "serial"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert ("each confirmed candidate's seeds gave the same run" in result.stderr) is told
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert json.loads(as_json.stdout.strip().splitlines()[-1])["seeds_change_nothing"] is told
 
 
 def test_in_80_columns_the_sweep_table_cuts_no_value_and_its_caption_names_the_keys():
