@@ -1,8 +1,9 @@
 """Whether the core can carry out a batching policy's `BatchPlan` for one worker.
 
 A plan that names another worker's request, a request twice, a prefill of no tokens or of more
-than the prompt has left, a decode of a request that is not running on the worker, or a wake in
-the past would corrupt the worker's queues or stall it. :func:`plan_error` says what is wrong
+than the prompt has left, a decode or a preemption of a request that is not running on the worker,
+an expiry of one not waiting there, or a wake in the past would corrupt the worker's queues, stall
+it, or (a preemption of a waiting request, asked again and again) never end. :func:`plan_error` says what is wrong
 (None when nothing is); the core then records it as the policy's error and asks the built-in
 batching instead (`PolicyCalls.decide_instead`), so a faulty batching plugin is isolated like one
 that raises. Checked for every plan, so the checks are plain attribute reads.
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["plan_error", "replacement_plan"]
 
-_RUNNING = RequestStatus.RUNNING
+_RUNNING, _WAITING = RequestStatus.RUNNING, RequestStatus.WAITING
 
 
 def plan_error(plan: BatchPlan, w: Worker) -> str | None:
@@ -43,11 +44,18 @@ def plan_error(plan: BatchPlan, w: Worker) -> str | None:
         named.update(decode)
         if len(named) != len(prefill) + len(decode):
             return f"{_repeated([r for r, _ in prefill] + list(decode))} is in the plan twice"
-    if plan.preempt and decode:
-        preempted = set(plan.preempt)
-        for r in decode:
-            if r in preempted:
-                return f"decode of {r.request_id}, which the plan preempts"
+    if plan.preempt:
+        for r in plan.preempt:
+            if r.status is not _RUNNING or r.worker_id != wid:
+                return f"preempt of {r.request_id}, which is not running on worker {wid}"
+        if decode:
+            preempted = set(plan.preempt)
+            for r in decode:
+                if r in preempted:
+                    return f"decode of {r.request_id}, which the plan preempts"
+    for r, _why in plan.expire:
+        if r.status is not _WAITING or r.worker_id != wid:
+            return f"expire of {r.request_id}, which is not waiting on worker {wid}"
     if type(plan.max_iterations) is not int or plan.max_iterations < 1:
         return f"max_iterations must be a whole number >= 1, got {plan.max_iterations!r}"
     wake = plan.wake_after_s

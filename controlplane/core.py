@@ -172,6 +172,9 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self._add_cost(summary)
         self.plugins.hook.cp_run_finished(ctx=self.ctx, summary=summary)
         self.calls.drain_errors()
+        if self._monitor.num_errors != summary["num_plugin_errors"]:  # cp_run_finished raised: counted too
+            self.stats.num_plugin_errors = summary["num_plugin_errors"] = self._monitor.num_errors
+            summary["plugin_error_counts"] = self._monitor.counts_by_plugin()
         return summary
 
     @property

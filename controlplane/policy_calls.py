@@ -46,6 +46,7 @@ class PolicyCalls:
         self._fallback_names: dict[str, str] = {}
         self._builtin = dict(fallbacks)  # each hook's built-in plugin, enabled or not (`decide_instead`)
         self._policy_hooks: dict[str, tuple[Any, Any]] = {}
+        self._rescue: dict[str, tuple[Any, str]] = {}  # hook -> its enabled built-in, at defaults, and its name
         # Hooks that no plugin, or exactly one taking every argument, implements: called without
         # the generic caller's loop. (implementation or None, its plugin, fallback, fallback's name,
         # the type its results must have, the check of their fields or None)
@@ -57,6 +58,10 @@ class PolicyCalls:
             if fallback is not None and not _implements(fallback, name):
                 fallback = None  # withdrawn (`Plugin.withdraw`): it would defer every call
             caller = getattr(hook, name)
+            builtin = fallbacks.get(name)
+            if fallback is None and builtin is not None and _implements(builtin, name):  # (`_builtin_decides`)
+                self._rescue[name] = (_positional(getattr(builtin, name), tuple(caller.spec.argnames)),
+                                      f"{builtin.name} (fallback)")
             if fallback is not None:
                 self._fallback_names[name] = f"{fallback.name} (fallback)"
                 fallback = _positional(getattr(fallback, name), tuple(caller.spec.argnames))
@@ -80,7 +85,7 @@ class PolicyCalls:
         #: the core does not check their batch plans again per batch (`controlplane.batch_plan_checks`: ~5% of a
         #: replay); their tests do (tests/controlplane/test_batch_plan_checks.py). Every other plugin's are checked.
         self.own_plugins = frozenset([p.info.name for p in plugins.loaded if _is_own(p.instance)]
-                                     + list(self._fallback_names.values()))
+                                     + list(self._fallback_names.values()) + [n for _, n in self._rescue.values()])
         self._observers = _observer_calls(self._emit_hook, ctx)
         self._routes: dict[type, tuple[tuple[Any, Any, str], ...]] = {}  # event type -> its observers' calls
         cache_store = fast_caller(hook.cp_cache_store, self.monitor)
@@ -155,23 +160,40 @@ class PolicyCalls:
         caller, fallback = self._policy_hooks[hook]
         monitor = self.monitor
         monitor.last_plugin = None
+        failed = False
         try:
             result = caller(self.ctx, *args)
         except Exception as exc:  # only pluggy's own callers (hooks with wrappers) get here
             monitor.record(_wrappers(caller), hook, exc)
-            result = None
+            result, failed = None, True
         if result is not None and type(caller) is not _FirstResult:  # a wrapper's answer (each policy's is checked)
             wrong = wrong_result(hook, result)
             if wrong is not None:
                 monitor.record(_wrappers(caller), hook, wrong)
-                result = None
+                result, failed = None, True
         if monitor.errors:
             self.drain_errors()
         if result is not None:
             return result, monitor.last_plugin
         if fallback is None:
-            return None, None
+            return self._builtin_decides(hook, args) if failed else (None, None)
         return fallback(self.ctx, *args), self._fallback_names[hook]
+
+    def _builtin_decides(self, hook: str, args: tuple[Any, ...]) -> tuple[Any, str | None]:
+        """A wrapper raised (or answered wrongly) where the hook's built-in plugin is enabled, so no fallback is
+        left to ask: the built-in plugin, at its default settings, decides (as for an unusable plan,
+        `decide_instead`), rather than nobody (a batch never planned, a request routed nowhere). (None, None)
+        when the hook has none, or it raises too (recorded)."""
+        rescue = self._rescue.get(hook)
+        if rescue is None:
+            return None, None
+        fn, name = rescue
+        try:
+            return fn(self.ctx, *args), name
+        except Exception as exc:
+            self.monitor.record(name, hook, exc)
+            self.drain_errors()
+            return None, None
 
     def decide_instead(self, hook: str, plugin: str | None, error: str, a: Any) -> tuple[Any, str] | None:
         """``plugin`` answered ``hook`` (for ``a``) with a decision the core cannot carry out (``error``, in

@@ -35,6 +35,7 @@ def _worker_with(waiting: int = 1, running: int = 2):
 def test_a_usable_plan_has_no_error():
     w, waiting, running = _worker_with()
     n = waiting[0].prompt_tokens
+    assert plan_error(BatchPlan(preempt=(running[0],), expire=((waiting[0], "late"),)), w) is None
     assert plan_error(BatchPlan(prefill=((waiting[0], n),), decode=tuple(running)), w) is None
     assert plan_error(BatchPlan(), w) is None
     assert plan_error(BatchPlan(wake_after_s=0.5), w) is None
@@ -47,6 +48,9 @@ def test_a_usable_plan_has_no_error():
     ("decode waiting", "not running on worker w0"),
     ("twice", "in the plan twice"),
     ("decode preempted", "which the plan preempts"),
+    ("preempt waiting", "preempt of"),
+    ("expire running", "expire of"),
+    ("expire other worker", "not waiting on worker w0"),
     ("iterations", "max_iterations"),
     ("wake negative", "wake_after_s"),
     ("wake nan", "wake_after_s"),
@@ -61,6 +65,9 @@ def test_each_unusable_plan_says_why(case, expected):
         "decode waiting": lambda: BatchPlan(decode=(r,)),
         "twice": lambda: BatchPlan(decode=(running[0], running[0])),
         "decode preempted": lambda: BatchPlan(decode=(running[0],), preempt=(running[0],)),
+        "preempt waiting": lambda: BatchPlan(preempt=(r,)),
+        "expire running": lambda: BatchPlan(expire=((running[0], "late"),)),
+        "expire other worker": lambda: (setattr(r, "worker_id", "w1"), BatchPlan(expire=((r, "late"),)))[1],
         "iterations": lambda: BatchPlan(decode=(running[0],), max_iterations=0),
         "wake negative": lambda: BatchPlan(wake_after_s=-1.0),
         "wake nan": lambda: BatchPlan(wake_after_s=math.nan),
@@ -91,6 +98,38 @@ def test_an_unusable_plan_is_the_plugins_error_and_the_run_completes():
     assert {d.plugin for d in batches} >= {"continuous-batching (fallback)"}
     assert res.summary["num_completed"] == 8
     assert res.summary["num_plugin_errors"] == len(errors)
+    assert_conserved(res.summary, res.requests)
+
+
+class PreemptsWaiting(Plugin):
+    """Preempts a waiting request (not running): the core ignored it and asked again, forever."""
+
+    name = "preempts-waiting"
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        return BatchPlan(preempt=(worker.waiting[0],)) if worker.waiting and not worker.running else None
+
+
+class ExpiresRunning(Plugin):
+    """Expires a running request (expiry is for waiting ones): ignored, the plan read as empty, and every
+    running request on the worker failed as stalled."""
+
+    name = "expires-running"
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        return BatchPlan(expire=((worker.running[0], "bye"),)) if worker.running else None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("plugin", "why"), [(PreemptsWaiting(), "preempt of"), (ExpiresRunning(), "expire of")])
+def test_a_plan_preempting_or_expiring_the_wrong_requests_is_the_plugins_error(plugin, why):
+    res = replay_with(plugin, trace=make_trace(12, qps=4))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_form_batch", plugin.name)}
+    assert why in errors[0].reason
+    assert res.summary["num_completed"] == 12
     assert_conserved(res.summary, res.requests)
 
 

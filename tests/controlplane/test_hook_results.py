@@ -87,6 +87,47 @@ def test_a_wrapper_returning_a_wrong_type_is_recorded_and_the_fallback_decides()
     assert res.summary["num_completed"] == 5
 
 
+class RaisingWrapper(Plugin):
+    """Wraps a hook whose built-in plugin is enabled (the default list) and raises on every third call: no
+    fallback was left to ask, so nobody decided (a batch never planned: its worker's requests failed as stalled
+    or rejected; a route to nobody, sent on by the core under its own name)."""
+
+    def __init__(self, hook: str) -> None:
+        super().__init__()
+        self.name, self.calls = f"raising-{hook}-wrapper", 0
+
+    def _after(self):
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise RuntimeError("audit log unavailable")
+
+    @hookimpl(wrapper=True)
+    def cp_form_batch(self, ctx, worker):
+        plan = yield
+        if self.name == "raising-cp_form_batch-wrapper":
+            self._after()
+        return plan
+
+    @hookimpl(wrapper=True)
+    def cp_route_request(self, ctx, request, workers):
+        decision = yield
+        if self.name == "raising-cp_route_request-wrapper":
+            self._after()
+        return decision
+
+
+@pytest.mark.parametrize(("hook", "builtin"), [("cp_form_batch", "continuous-batching"),
+                                               ("cp_route_request", "least-loaded")])
+def test_a_raising_wrapper_around_an_enabled_built_in_leaves_the_built_in_to_decide(hook, builtin):
+    res = replay_with(RaisingWrapper(hook), trace=make_trace(40, qps=10))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {(hook, f"raising-{hook}-wrapper")}
+    assert res.summary["num_completed"] == 40 and res.summary["num_plugin_errors"] == len(errors)
+    by = {d.plugin for d in res.decisions if d.hook == hook and not d.is_error}
+    assert f"{builtin} (fallback)" in by and "core" not in by
+    assert_conserved(res.summary, res.requests)
+
+
 def test_a_subclass_of_the_decision_type_is_accepted():
     from controlplane.scaling import SteadyScaleDecision
 
@@ -210,3 +251,21 @@ def test_a_scale_decision_with_a_next_start_that_is_not_a_run_time_is_an_error_d
     assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_scale", "late-scaler")}
     assert "ScaleDecision.next_start_s must be a finite run time in seconds or None" in errors[0].reason
     assert res.summary["num_completed"] == 6
+
+
+def test_a_raise_in_cp_run_finished_is_counted_in_the_summary():
+    """It was recorded as an error decision after the summary's count was taken: `runs show` listed the error
+    beside "plugin errors 0"."""
+
+    class FinishBoom(Plugin):
+        name = "finish-boom"
+
+        @hookimpl
+        def cp_run_finished(self, ctx, summary):
+            raise RuntimeError("cannot export summary")
+
+    res = replay_with(FinishBoom(), trace=make_trace(5))
+    errors = [d for d in res.decisions if d.is_error]
+    assert [(d.hook, d.plugin) for d in errors] == [("cp_run_finished", "finish-boom")]
+    assert res.summary["num_plugin_errors"] == 1
+    assert res.summary["plugin_error_counts"] == {"finish-boom": {"cp_run_finished": 1}}
