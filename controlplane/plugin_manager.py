@@ -7,6 +7,7 @@ third-party plugins. Nothing is loaded at import time: every run builds its own 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 import types
@@ -98,7 +99,9 @@ class PluginInfo:
 
     @property
     def doc(self) -> str:
-        return ((self.target.__doc__ or "").strip().splitlines() or [""])[0]
+        """The first paragraph of the plugin's docstring, on one line (its first line alone was often cut
+        mid-sentence)."""
+        return " ".join(inspect.cleandoc(self.target.__doc__ or "").split("\n\n", 1)[0].split())
 
     def __repr__(self) -> str:
         return f"PluginInfo({self.name!r}, entry_point={self.entry_point!r})"

@@ -19,6 +19,8 @@ from plugins.guardian_planner import GuardianPlanner, PlannerSettings
 
 
 class CascadeGuardian(GuardianPlanner):
+    """A cheap guardian screens every request; what it flags or is unsure about goes to the expensive one."""
+
     name = "cascade-guardian"
 
     class Settings(PlannerSettings):

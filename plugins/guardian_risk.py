@@ -23,6 +23,8 @@ from plugins.guardian_planner import GONE, GuardianPlanner, PlannerSettings
 
 
 class RiskSampledGuardian(GuardianPlanner):
+    """Check the requests most likely to be harmful (tenant block rate, risky terms), within a sampling budget."""
+
     name = "risk-guardian"
 
     class Settings(PlannerSettings):

@@ -128,8 +128,9 @@ class TraceSpec(_Section):
             raise ValueError(f"format: unknown trace format {self.format!r}; valid formats: {', '.join(FORMATS)}")
         unknown = sorted(set(self.options) - set(FORMAT_OPTIONS[self.format]))
         if unknown:
+            valid = ', '.join(FORMAT_OPTIONS[self.format])
             raise ValueError(f"options: unknown option(s) {', '.join(map(repr, unknown))} for trace format "
-                             f"{self.format!r}; valid options: {', '.join(FORMAT_OPTIONS[self.format])}")
+                             f"{self.format!r}; " + (f"valid options: {valid}" if valid else "it takes none"))
         return self
 
 

@@ -41,8 +41,11 @@ def base_suffix(path: PathLike) -> str:
     return p.suffix.lower()
 
 
-def empty_file(path: PathLike) -> TraceFormatError:
-    return TraceFormatError(path, None, None, "empty file: expected a header row and data rows")
+def empty_file(path: PathLike, jsonl: bool = False) -> TraceFormatError:
+    """The error of a file holding nothing (or blank lines only): a CSV needs a header and rows, JSON Lines
+    objects."""
+    expected = "one JSON object per line" if jsonl else "a header row and data rows"
+    return TraceFormatError(path, None, None, f"empty file: expected {expected}")
 
 
 def no_rows(path: PathLike) -> TraceFormatError:
@@ -102,6 +105,10 @@ def json_column(line: str, error: json.JSONDecodeError) -> int:
     return min(error.pos, len(line.rstrip("\r\n"))) + 1
 
 
+#: The largest count (or integer) a trace field may hold: runs store them in 32-bit integer columns.
+MAX_INT = 2**31 - 1
+
+
 def parse_count(path: PathLike, line: int, field: str, text: object) -> int:
     """A token count: a non-negative integer (CSV text, or a JSON int / integral float)."""
     if isinstance(text, str):
@@ -119,21 +126,30 @@ def parse_count(path: PathLike, line: int, field: str, text: object) -> int:
         v = -1
     if v < 0:
         raise TraceFormatError(path, line, field, f"expected a non-negative integer, got {text!r}")
+    if v > MAX_INT:
+        raise TraceFormatError(path, line, field, f"expected at most {MAX_INT:,} (runs store counts as 32-bit "
+                                                  f"integers), got {text!r}")
     return v
 
 
 def parse_int(path: PathLike, line: int, field: str, text: object) -> int:
-    """Any integer (priority may be negative)."""
+    """Any 32-bit integer (priority may be negative)."""
+    v: int | None = None
     if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    if isinstance(text, float) and text.is_integer():
-        return int(text)
-    if isinstance(text, str):
+        v = text
+    elif isinstance(text, float) and text.is_integer():
+        v = int(text)
+    elif isinstance(text, str):
         try:
-            return int(text)
+            v = int(text)
         except ValueError:
             pass
-    raise TraceFormatError(path, line, field, f"expected an integer, got {text!r}")
+    if v is None:
+        raise TraceFormatError(path, line, field, f"expected an integer, got {text!r}")
+    if not -MAX_INT - 1 <= v <= MAX_INT:
+        raise TraceFormatError(path, line, field, f"expected an integer from {-MAX_INT - 1:,} to {MAX_INT:,} (runs "
+                               f"store it as a 32-bit integer), got {text!r}")
+    return v
 
 
 def parse_seconds(path: PathLike, line: int, field: str, text: object) -> float:

@@ -14,7 +14,7 @@ import csv
 import datetime as _dt
 from typing import Iterator
 
-from ._io import (ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
+from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
                   open_text, parse_count, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic
@@ -94,7 +94,8 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                     ts, ctx, gen = row[its], row[ictx], row[igen]
                 p = int(ctx)
                 o = int(gen)
-                if p < 0 or o < 0 or ts[:16] != prefix or ts[16] != ":" or (nsuf and not ts.endswith(suffix)):
+                if (not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or ts[:16] != prefix or ts[16] != ":"
+                        or (nsuf and not ts.endswith(suffix))):
                     raise ValueError
                 # float() rejects tz text, blanks and junk; the range check catches nan/inf/negatives.
                 s = float(ts[17:len(ts) - nsuf])

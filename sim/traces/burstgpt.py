@@ -19,7 +19,7 @@ import logging
 import math
 from typing import Any, Iterator
 
-from ._io import (ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
+from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
                   open_text, parse_count, parse_seconds, row_start_line)
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, new_labelled
@@ -148,7 +148,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                     o = int(o)
                     t = float(ts)
                     # nan fails every comparison; inf, negatives and a step back fail the range
-                    if p < 0 or o < 0 or not (last <= t < math.inf):
+                    if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or not (last <= t < math.inf):
                         raise ValueError
                 except (ValueError, IndexError, TypeError):
                     if not row or not any(c.strip() for c in row):

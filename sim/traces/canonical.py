@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any, Iterable, Iterator, Sequence
 
-from ._io import (PathLike, base_suffix, check_row_width, column_index, csv_header, in_order, json_column,
+from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, column_index, csv_header, in_order, json_column,
                   empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, params_from_mapping, thaw
@@ -66,7 +66,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
                     t = float(a)
                     p = int(p)
                     o = int(o)
-                    if last <= t < math.inf and p >= 0 and o >= 0 and rid:
+                    if last <= t < math.inf and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid:
                         req = new_basic(rid, t, p, o)
                 except ValueError:
                     pass
@@ -170,7 +170,7 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise",
             yield req
             idx += 1
         if not seen:
-            raise empty_file(path)
+            raise empty_file(path, jsonl=True)
 
 
 def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
@@ -180,6 +180,8 @@ def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
         if key not in obj:
             raise TraceFormatError(path, line, key, "missing required key")
     rid = obj.get("request_id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
+        raise TraceFormatError(path, line, "request_id", f"expected a string or an integer, got {rid!r:.80}")
     rid = str(idx) if rid is None or rid == "" else str(rid)
     t = parse_seconds(path, line, "arrival_s", obj["arrival_s"])
     p = parse_count(path, line, "prompt_tokens", obj["prompt_tokens"])

@@ -77,9 +77,9 @@ def detect_format(path: PathLike) -> str:
         if (error := not_gzip(path, exc)) is None:
             raise
         raise error from None
-    if first is None:
-        raise empty_file(path)
     suffix = base_suffix(path)
+    if first is None:
+        raise empty_file(path, jsonl=suffix in (".jsonl", ".ndjson", ".json"))
     as_json = suffix in (".jsonl", ".ndjson", ".json") or (suffix != ".csv" and first.lstrip().startswith("{"))
     if as_json:
         try:

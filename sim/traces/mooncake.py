@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._io import PathLike, backwards, empty_file, json_column, open_text, parse_count
+from ._io import MAX_INT, PathLike, backwards, empty_file, json_column, open_text, parse_count
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_hashed, new_labelled
@@ -121,9 +121,9 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                                                f"expected finite non-negative {unit_name}, got {ts!r}")
                 else:
                     raise TraceFormatError(path, lineno, TS, f"expected a number of {unit_name}, got {ts!r}")
-                if type(p) is not int or p < 0:
+                if type(p) is not int or not 0 <= p <= MAX_INT:
                     p = parse_count(path, lineno, IN, p)
-                if type(o) is not int or o < 0:
+                if type(o) is not int or not 0 <= o <= MAX_INT:
                     o = parse_count(path, lineno, OUT, o)
                 hashes = obj.get(HASH)
                 if hashes is None:
@@ -144,7 +144,7 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
             last = ts
             yield rid, ts, p, o, hashes, tenant
         if not seen_any:
-            raise empty_file(path)
+            raise empty_file(path, jsonl=True)
 
 
 _MISSING = object()

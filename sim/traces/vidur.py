@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._io import (PathLike, check_row_width, column_index, csv_header, no_rows, open_text, parse_count,
+from ._io import (MAX_INT, PathLike, check_row_width, column_index, csv_header, no_rows, open_text, parse_count,
                   row_start_line)
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
@@ -74,7 +74,7 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
             try:
                 p = int(row[ip])
                 o = int(row[io_])
-                if p < 0 or o < 0 or len(row) > width:
+                if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or len(row) > width:
                     raise ValueError
             except (ValueError, IndexError):
                 if not row or not any(c.strip() for c in row):

@@ -62,9 +62,12 @@ def test_discover_finds_every_builtin_through_its_entry_point():
         assert info.entry_point == target
         assert (info.dist, info.version) == ("controlplane", "0.1.0")
         assert info.hooks and all(h.startswith("cp_") for h in info.hooks)
-        assert info.doc  # first docstring line, shown by `plugins list`
+        assert info.doc  # first docstring paragraph, shown by `plugins list`
     assert found["continuous-batching"].hooks == ["cp_form_batch"]
     assert set(DEFAULT_PLUGINS) <= set(found)
+    # every installed plugin's description is whole sentences (its first line alone was cut mid-sentence:
+    # "... fewest queued plus running requests, or with"); two guardians had none
+    assert {name: info.doc for name, info in found.items() if not info.doc.endswith(".")} == {}
 
 
 def test_discovery_imports_no_plugin_module_and_a_run_imports_only_what_it_enables():

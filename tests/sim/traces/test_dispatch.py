@@ -36,8 +36,10 @@ def test_detect_format_errors(write):
         detect_format(write("x.csv", "a,b,c\n1,2,3\n"))
     with pytest.raises(TraceFormatError, match=r"cannot detect format from header \['timestamp'\]"):
         detect_format(write("t.csv", "Timestamp\n5\n"))  # azure's or burstgpt's: no guess
-    with pytest.raises(TraceFormatError, match="empty file"):
+    with pytest.raises(TraceFormatError, match="empty file: expected a header row and data rows"):
         detect_format(write("e.csv", ""))
+    with pytest.raises(TraceFormatError, match="empty file: expected one JSON object per line"):  # (no header)
+        detect_format(write("e.jsonl", "\n\n"))
     with pytest.raises(TraceFormatError, match="not JSON"):
         detect_format(write("bad.jsonl", "{nope\n"))
 
@@ -87,3 +89,25 @@ def test_a_gz_file_that_is_not_gzip_or_is_cut_short_is_a_trace_error_naming_it(w
     cut.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(TraceFormatError, match=r"cut\.csv\.gz: not a readable gzip file \(Compressed file ended"):
         list(read_trace(cut))
+
+
+@pytest.mark.parametrize("fmt, name, text, line, field", [
+    ("azure", "a.csv", AZURE + "2023-11-16 18:17:05.0,9223372036854775808,5\n", 4, "ContextTokens"),
+    ("vidur", "v.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n3000000000,4\n", 3, "num_prefill_tokens"),
+    ("burstgpt", "b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                          "0,ChatGPT,10,5,15,API log\n1,ChatGPT,10,3000000000,15,API log\n", 3, "Response tokens"),
+    ("mooncake", "m.jsonl", '{"timestamp": 0, "input_length": 1, "output_length": 1}\n'
+                            '{"timestamp": 5, "input_length": 3000000000, "output_length": 1}\n', 2, "input_length"),
+    ("bailian", "q.jsonl", '{"chat_id": 1, "parent_chat_id": -1, "timestamp": 0.5, "input_length": 1, '
+                           '"output_length": 3000000000, "type": "text", "turn": 1, "hash_ids": [0]}\n', 1,
+     "output_length"),
+    ("canonical", "c.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,1,1\nb,1,99999999999999999999,1\n",
+     3, "prompt_tokens"),
+])
+def test_a_count_too_large_to_store_is_a_row_error_in_every_format(write, fmt, name, text, line, field):
+    """It was read (a p50 above the max in `python -m sim.traces`) and the replay died writing its row to SQLite
+    with a traceback (`OverflowError: Python int too large to convert to SQLite INTEGER`)."""
+    with pytest.raises(TraceFormatError) as exc:
+        list(read_trace(write(name, text), format=fmt, rng=np.random.default_rng(0)))
+    assert (exc.value.line, exc.value.field) == (line, field)
+    assert "expected at most 2,147,483,647" in str(exc.value)

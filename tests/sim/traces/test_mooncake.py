@@ -97,7 +97,7 @@ def test_backwards_timestamp_and_empty(write):
     p = write("trace.jsonl", _line(5000) + "\n" + _line(4000))
     with pytest.raises(TraceFormatError, match=r"trace\.jsonl:3: field 'timestamp': arrival goes backwards"):
         list(read_mooncake(p, spread="none"))
-    with pytest.raises(TraceFormatError, match="empty file"):
+    with pytest.raises(TraceFormatError, match="empty file: expected one JSON object per line"):
         list(read_mooncake(write("e.jsonl", "\n\n"), spread="none"))
 
 
