@@ -187,6 +187,9 @@ class Daemon:
 
     async def _drain_then_exit(self) -> None:
         self.drained_cleanly = await self._wait_drained()
+        if not self.drained_cleanly:  # each client still waiting gets its 503 now, while its handler runs
+            answered = self.driver.answer_pending("the daemon stopped before the request finished")
+            log.warning("answered %d requests still in flight with 503 unavailable", answered)
         if self.server is not None:
             self.server.should_exit = True
 
@@ -235,6 +238,12 @@ def _server_class() -> type:
     return DrainingServer
 
 
+#: Once the drain is over (every client answered, the last ones with 503 when it timed out), how long uvicorn
+#: waits for the answers to be written before it cancels their handlers (which answers them a plain-text 500).
+#: It was `--drain-timeout` again: a timed-out drain waited twice its timeout, and then answered 500.
+ANSWER_GRACE_S = 5.0
+
+
 def listen(host: str, port: int) -> socket.socket:
     """The daemon's listening socket, bound before its run starts: a port in use is then one
     clear error, and no run is recorded and no worker started for nothing."""
@@ -260,7 +269,7 @@ def serve(config: RunConfig, options: DaemonOptions,
     daemon = Daemon(config, options)
     uv_config = uvicorn.Config(
         daemon.app, host=options.host, port=options.port, log_level=options.log_level,
-        access_log=options.access_log, lifespan="on", timeout_graceful_shutdown=options.drain_timeout_s,
+        access_log=options.access_log, lifespan="on", timeout_graceful_shutdown=ANSWER_GRACE_S,
     )
     server = _server_class()(uv_config)
     server.daemon = daemon

@@ -255,8 +255,7 @@ class LiveDriver(LiveWorkers):
         except Exception as exc:
             log.exception("core.finish() failed")
             summary, status = {"error": describe_error(exc)}, "failed"
-        for lr in list(self._live.values()):
-            lr.resolve(lr.final("in_flight", "the daemon stopped before the request finished", ReasonCode.UNAVAILABLE))
+        self.answer_pending("the daemon stopped before the request finished")
         self._live.clear()
         for t in list(self._tasks):
             t.cancel()
@@ -329,6 +328,18 @@ class LiveDriver(LiveWorkers):
             lr.timer = self._loop.call_later(self.request_timeout_s, self._expire, rid)
         self._feed(ev.RequestArrived(now, request))
         return LiveRequestHandle(lr, self)
+
+    def answer_pending(self, reason: str) -> int:
+        """The daemon stops before these requests finish (its drain timed out): each client still waiting gets
+        its final answer now, ``in_flight`` (HTTP 503 ``unavailable``; a stream its error event and ``[DONE]``),
+        while its handler still runs. The requests stay in the core, recorded as ``in_flight`` when the run
+        closes. Returns how many were answered."""
+        answered = 0
+        for lr in self._live.values():
+            if lr.result is None:
+                lr.resolve(lr.final("in_flight", reason, ReasonCode.UNAVAILABLE))
+                answered += 1
+        return answered
 
     def cancel(self, request_id: str, reason: str = "cancelled by the client") -> None:
         """The client gave up on ``request_id``: the core takes it off its worker (at the next

@@ -1,0 +1,76 @@
+"""A drain that times out: the clients still waiting get their answers (503 ``unavailable``; a stream its error
+event and ``[DONE]``), the process exits within the timeout and a short grace, and the cut-off requests are
+recorded as ``in_flight`` in an ``interrupted`` run. uvicorn waited a second full timeout, then cancelled the
+handlers: a plain-text 500, a stream cut without an error, recorded as cancelled by a "client disconnected"."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from controlplane.live.daemon import ANSWER_GRACE_S
+from controlplane.storage import iter_rows, list_runs, make_engine
+from tests.live.daemon_process import DaemonProcess
+
+MODEL = "tiny-llama"
+LONG = {"model": MODEL, "max_tokens": 2000, "ignore_eos": True}  # far longer than the drain's timeout
+
+
+def test_a_timed_out_drain_answers_503_and_records_the_requests_in_flight(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'drain.db'}"
+    daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--cpu-threads", "1", "--db", db_url,
+                                      "--drain-timeout", "1"])
+    answers: dict[str, httpx.Response] = {}
+    stream_lines: list[str] = []
+
+    def post(i: int) -> None:
+        answers[f"plain{i}"] = httpx.post(f"{daemon.base}/v1/completions", timeout=120,
+                                          json={**LONG, "prompt": [7, i, 7]})
+
+    def stream() -> None:
+        with httpx.stream("POST", f"{daemon.base}/v1/completions", timeout=120,
+                          json={**LONG, "prompt": [8, 8, 8], "stream": True}) as r:
+            answers["stream"] = r
+            stream_lines.extend(line for line in r.iter_lines() if line)
+
+    try:
+        daemon.wait_ready()
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(2)] + [threading.Thread(target=stream)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(stream_lines) < 3:  # the stream's first tokens: every request is being served
+            assert time.monotonic() < deadline, daemon.log_tail()
+            time.sleep(0.02)
+        signalled = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(60) == 0, daemon.log_tail()
+        took = time.monotonic() - signalled
+        for t in threads:
+            t.join(30)
+    finally:
+        daemon.close()
+    assert took < 1 + ANSWER_GRACE_S + 3, f"exited {took:.1f}s after SIGTERM"
+    for name in ("plain0", "plain1"):
+        r = answers[name]
+        assert r.status_code == 503, (r.status_code, r.text)
+        assert r.json()["error"]["code"] == "unavailable"
+        assert "stopped before the request finished" in r.json()["error"]["message"]
+    assert stream_lines[-1] == "data: [DONE]"
+    error = json.loads(stream_lines[-2].removeprefix("data: "))
+    assert error["error"]["code"] == "unavailable", stream_lines[-3:]
+    assert "Exception in ASGI application" not in daemon.log_path.read_text()
+
+    engine = make_engine(db_url)
+    try:
+        (run,) = list_runs(engine)
+        rows = list(iter_rows(engine, run["id"], "requests"))
+    finally:
+        engine.dispose()
+    assert run["status"] == "interrupted"
+    assert sorted(r["status"] for r in rows) == ["in_flight"] * 3, [(r["status"], r["reason"]) for r in rows]
