@@ -4,13 +4,14 @@ lifespan that starts and stops the daemon's run."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from controlplane.live import daemon_admin, daemon_api, daemon_probes
-from controlplane.live.daemon_deps import error_handlers
+from controlplane.live.daemon_deps import error_handlers, key_refusal
 from controlplane.live.request_guard import RequestGuard
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     app = FastAPI(title="controlplane daemon", lifespan=lifespan, docs_url=None, redoc_url=None,
                   exception_handlers=error_handlers)
     app.state.daemon = daemon
-    app.add_middleware(RequestGuard)  # size, JSON, depth, Unicode: before anything parses the body
+    # the API key, then size, JSON, depth, Unicode: before anything parses the body
+    app.add_middleware(RequestGuard, authorize=functools.partial(key_refusal, daemon))
     app.add_middleware(_Accounting, daemon=daemon)  # outermost: counts the guard's answers too
     app.include_router(daemon_probes.router)
     app.include_router(daemon_api.router)

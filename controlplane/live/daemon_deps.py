@@ -78,18 +78,36 @@ def require_admin(request: HTTPRequest, daemon: DaemonDep) -> None:
                        headers={"WWW-Authenticate": "Bearer"})
 
 
-def api_tenant(request: HTTPRequest, daemon: DaemonDep) -> str | None:
-    """Inference endpoints: without configured keys, open (None); else the presented key's tenant,
-    or a 401 (``invalid_api_key``) as OpenAI answers a missing or wrong key."""
+def key_tenant(daemon: Daemon, authorization: str) -> str | None:
+    """The tenant of the API key in an ``Authorization`` header's value; None when the daemon has no keys.
+    A 401 (``invalid_api_key``) as OpenAI answers a missing or wrong key."""
     if not daemon.keys.enabled:
         return None
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    scheme, _, key = authorization.partition(" ")
     key = key.strip() if scheme.lower() == "bearer" else ""
     tenant = daemon.keys.tenant_for(key) if key else None
     if tenant is None:
         what = "Incorrect API key provided" if key else "No API key provided: send 'Authorization: Bearer KEY'"
         raise APIError(401, what, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
     return tenant
+
+
+def key_refusal(daemon: Daemon, scope: dict) -> Any:
+    """For `RequestGuard`, before it reads the body: the 401 response to a request without a valid API key
+    (None when the key is valid or the daemon has none), so a caller without a key learns nothing of the body
+    checks."""
+    value = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+    try:
+        key_tenant(daemon, value.decode("latin-1"))
+    except APIError as exc:
+        return exc.response()
+    return None
+
+
+def api_tenant(request: HTTPRequest, daemon: DaemonDep) -> str | None:
+    """Inference endpoints: without configured keys, open (None); else the presented key's tenant,
+    or a 401 (``invalid_api_key``) as OpenAI answers a missing or wrong key."""
+    return key_tenant(daemon, request.headers.get("authorization", ""))
 
 
 #: The tenant of the request's API key (None when the daemon has no keys).

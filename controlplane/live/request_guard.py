@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from controlplane.live.daemon_openai import error_body
@@ -108,15 +109,20 @@ def _printable(path: str | None) -> str | None:
 
 
 class RequestGuard:
-    """ASGI middleware: `check_body` for ``POST /v1/...`` before the app sees the request."""
+    """ASGI middleware: `check_body` for ``POST /v1/...`` before the app sees the request. With ``authorize``
+    (the scope -> a response refusing it, or None), the request is authorized first, before its body is read."""
 
-    def __init__(self, app: Any, prefix: str = "/v1/") -> None:
+    def __init__(self, app: Any, prefix: str = "/v1/", authorize: Callable[[dict], Any] | None = None) -> None:
         self.app = app
         self.prefix = prefix
+        self.authorize = authorize
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").startswith(self.prefix):
             await self.app(scope, receive, send)
+            return
+        if self.authorize is not None and (refusal := self.authorize(scope)) is not None:
+            await refusal(scope, receive, send)
             return
         try:
             raw = await self._read(scope, receive)

@@ -106,6 +106,21 @@ def test_an_unauthenticated_invalid_body_gets_401_not_the_validation_details(key
     assert r.status_code == 401
 
 
+@pytest.mark.parametrize("body", [b"garbage", b'{"prompt": "x", "temperature": NaN}', b'{"prompt": "' + b"x" * (3 << 20)
+                                  + b'"}', b"[" * 100 + b"]" * 100])
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer cp-wrong"}])
+def test_the_key_is_checked_before_the_body_guard_reads_the_body(keyed, body, headers):
+    """The body guard (invalid JSON, a non-finite number, over 2 MiB, nested too deep) answered 400 / 413 to a
+    caller without a valid key, before the key was looked at."""
+    client, _, _ = keyed
+    r = client.post("/v1/completions", content=body, headers={"content-type": "application/json", **headers})
+    assert r.status_code == 401, r.text[:200]
+    assert r.json()["error"]["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
+    ok = client.post("/v1/completions", content=body, headers={"content-type": "application/json",
+                                                               "authorization": f"Bearer {KEY_B}"})
+    assert ok.status_code in (400, 413)  # with a valid key, the guard's own answer
+
+
 def test_a_valid_key_is_served_and_its_tenant_recorded_in_place_of_the_user_field(keyed):
     client, db, run_id = keyed
     r = client.post("/v1/completions", json=BODY, headers={"authorization": f"Bearer {KEY_B}"})
