@@ -378,6 +378,14 @@ def _given(overrides: dict[str, Any] | None, loc: tuple[Any, ...]) -> bool:
     return True
 
 
+def _env_variables(loc: tuple[Any, ...]) -> list[str]:
+    """The ``CONTROLPLANE_*`` environment variables, as set, that give the value at ``loc`` (an error's
+    location) or a section holding it: ``CONTROLPLANE_SEED``, ``CONTROLPLANE_SIM__TICK_S``, ``CONTROLPLANE_SIM``."""
+    set_names = {k.lower(): k for k in os.environ if k.lower().startswith(ENV_PREFIX.lower())}
+    names = ((ENV_PREFIX + "__".join(str(p) for p in loc[:n])).lower() for n in range(1, len(loc) + 1))
+    return [set_names[n] for n in names if n in set_names]
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build the run config from a file, the environment and explicit overrides."""
     file_values = read_config_file(path) if path else {}
@@ -387,10 +395,22 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     except ValidationError as exc:
         errs = exc.errors()
         given = [_given(overrides, err["loc"]) for err in errs]  # (a command-line option's value: not the file's)
-        where = f" in {path}" if path and not all(given) else ""
+        env = [[] if mine else _env_variables(err["loc"]) for err, mine in zip(errs, given)]  # (not the file's either)
+        where = f" in {path}" if path and not all(mine or names for mine, names in zip(given, env)) else ""
         lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
                  + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
-                 for err, mine in zip(errs, given)]
+                 + (f" (from the environment: {', '.join(names)})" if names else "")
+                 for err, mine, names in zip(errs, given, env)]
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(lines)) from None
+    except Exception as exc:
+        if type(exc).__name__ != "SettingsError":  # (pydantic-settings: a variable its parser cannot read)
+            raise
+        field = str(exc).partition('for field "')[2].partition('"')[0]
+        names = [k for k in os.environ if k.lower() == (ENV_PREFIX + field).lower()
+                 or k.lower().startswith((ENV_PREFIX + field + "__").lower())]
+        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        named = " or ".join(names) or ENV_PREFIX + field.upper()
+        raise ConfigError(f"invalid configuration: the environment variable {named} cannot be read (a section's "
+                          f"variable holds JSON){cause}") from None
     finally:
         _file_values.reset(token)

@@ -92,6 +92,25 @@ def test_overriding_one_key_of_a_section_keeps_the_environment_above_the_file(tm
     assert (c.control.tick_s, c.sim.exact) == (0.5, True)
 
 
+@pytest.mark.parametrize("name, value, expected", [
+    ("CONTROLPLANE_SEED", "abc", "seed: Input should be a valid integer, unable to parse string as an integer "
+                                 "(from the environment: CONTROLPLANE_SEED)"),
+    ("CONTROLPLANE_SIM__TICK_Z", "1", "sim.tick_z: Extra inputs are not permitted (from the environment: "
+                                      "CONTROLPLANE_SIM__TICK_Z)"),
+    ("CONTROLPLANE_CLUSTER__MODELS", '[{"name": "default"', "the environment variable CONTROLPLANE_CLUSTER__MODELS "
+                                                            "cannot be read (a section's variable holds JSON): "
+                                                            "Expecting ',' delimiter"),
+])
+def test_a_bad_environment_variable_is_named_not_blamed_on_the_file(tmp_path, monkeypatch, name, value, expected):
+    """It said "invalid configuration in run.yaml" of a file that was fine, or named no variable at all."""
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 5\n")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert expected in str(exc.value) and "run.yaml" not in str(exc.value)
+
+
 def test_environment_alone_merges_with_overrides(monkeypatch):
     monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0.5")
     c = load_config(None, {"sim": {"exact": True}})
