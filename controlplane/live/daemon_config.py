@@ -17,7 +17,7 @@ from controlplane.errors import ConfigError
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.placement import cuda_device_count
 
-__all__ = ["DEFAULT_PRESET", "FINISH_SHARE", "daemon_config", "default_workers", "with_request_deadline"]
+__all__ = ["DEFAULT_PRESET", "FINISH_SHARE", "daemon_config", "default_workers", "device_gpu", "with_request_deadline"]
 
 DEFAULT_PRESET = "tiny-llama"
 #: The share of ``--request-timeout`` that `queue-limit`'s ``max_finish_s`` gets by default: a
@@ -87,6 +87,13 @@ def daemon_config(
             d["replicas"] = workers if workers is not None else default_workers()
         d.setdefault("max_model_len", settings.max_seq_len)
         d.setdefault("precision", settings.precision)
+    priced = False
+    for i, d in enumerate(deployments):  # costed as the device it runs on, unless the config names it
+        if "gpu" not in d and isinstance(d.get("worker") or {}, dict):
+            device = (d.get("worker") or {}).get("device", "auto")
+            if (gpu := device_gpu(device if isinstance(device, str) else "auto")) is not None:
+                d["gpu"], priced = gpu, True
+    if not models or given or priced:
         cluster = dict(file_values.get("cluster") or {})
         cluster["models"] = deployments
         overrides["cluster"] = cluster
@@ -99,6 +106,26 @@ def daemon_config(
             in_file = f" in {config_path}" if config_path else ""
             raise ConfigError(f"invalid configuration{in_file}:\n  {exc}") from None
     return config, overrides
+
+
+#: Known GPU types (`controlplane.hardware.specs`) by a word of the name CUDA reports, most specific first.
+_GPU_NAMES = (("h200", "h200"), ("h100", "h100-80gb"), ("a100", "a100-80gb"), ("a10g", "a10g"), ("l4", "l4"))
+
+
+def device_gpu(device: str) -> str | None:
+    """The `cluster.models[].gpu` a worker on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) runs as, for
+    its GPU-seconds and cost: ``cpu`` on the CPU (priced at `gpu_prices`' ``cpu``, not as an A100), a known
+    GPU type from the CUDA device's name; None when it is not one of them (the config's default stays)."""
+    count = cuda_device_count()
+    if device == "cpu" or (device == "auto" and count == 0):
+        return "cpu"
+    if count == 0:
+        return None  # (a CUDA device on a machine without one: the worker's start says so)
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    name = torch.cuda.get_device_name(min(index, count - 1)).lower()
+    return next((gpu for word, gpu in _GPU_NAMES if word in name), None)
 
 
 def _worker_settings(worker: dict[str, Any], where: str) -> WorkerModelSettings:

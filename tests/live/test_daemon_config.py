@@ -64,3 +64,20 @@ def test_a_burst_beyond_what_can_finish_in_time_is_refused_at_once(tmp_path):
         assert asyncio.run(_burst(daemon.base, 1))[0].status_code == 200
     finally:
         daemon.stop()
+
+
+def test_a_cpu_worker_is_costed_as_a_cpu_unless_the_config_names_its_gpu(tmp_path):
+    """A live run on a CPU worker was priced as an A100 (the deployment's default `gpu`): $2.50 an hour where
+    `gpu_prices` has cpu at $0.05."""
+    from controlplane.live.daemon_config import device_gpu
+    from controlplane.live.placement import cuda_device_count
+
+    assert device_gpu("cpu") == "cpu"
+    cfg, overrides = daemon_config(None, workers=1)
+    if cuda_device_count() == 0:  # (this machine: the worker runs on the CPU)
+        assert cfg.cluster.models[0].gpu == "cpu" and overrides["cluster"]["models"][0]["gpu"] == "cpu"
+    named = tmp_path / "named.yaml"
+    named.write_text("cluster:\n  models:\n    - {name: m, gpu: h100-80gb, worker: {preset: tiny-llama, device: cpu}}\n"
+                     "    - {name: n, worker: {preset: tiny-llama, device: cpu}}\n")
+    cfg, _ = daemon_config(named)
+    assert [d.gpu for d in cfg.cluster.models] == ["h100-80gb", "cpu"]
