@@ -87,6 +87,12 @@ def live_replay(
     from sim.traces import parse_rate_profile
 
     with user_errors(options=common.TRANSFORM_OPTIONS):
+        from controlplane.live.pool import POOL_KINDS
+
+        if pool not in POOL_KINDS:  # (before the banner says a run is recorded)
+            raise ConfigError(f"unknown pool {pool!r}; choose one of {', '.join(POOL_KINDS)}")
+        if save_trace is not None and not save_trace.parent.is_dir():  # (not found out after the whole run)
+            raise ConfigError(f"--save-trace: {save_trace.parent} is not a folder")
         cfg, _ = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
                                precision=precision,
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
@@ -112,8 +118,9 @@ def live_replay(
         except KeyboardInterrupt as exc:  # (Ctrl-C, also while the workers load: say what was kept)
             common.say_replay_interrupted(exc)
             raise typer.Exit(130) from None
-    if save_trace is not None:
-        from sim.traces.canonical import write_canonical
+    _report(result, path, json_out, cfg.storage.url, type(cfg.storage).model_fields["url"].default)
+    if save_trace is not None:  # after the summary and where the run is stored: a file that cannot be written loses
+        from sim.traces.canonical import write_canonical  # neither
 
         with user_errors():
             columns = [c for c in ("model", "tenant", "priority", "prompt", "params")
@@ -121,7 +128,6 @@ def live_replay(
             n = write_canonical(result.served, save_trace, columns=columns)
         if not json_out:
             common.out.print(f"wrote the {n:,} requests as served to {save_trace}", highlight=False)
-    _report(result, path, json_out, cfg.storage.url, type(cfg.storage).model_fields["url"].default)
     if result.summary.get("error"):
         raise typer.Exit(1)
 

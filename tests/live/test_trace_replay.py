@@ -211,6 +211,20 @@ def test_a_rate_profile_chooses_the_requests_before_any_worker_starts(tmp_path):
     assert not (tmp_path / "runs.db").exists()
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--pool", "threads"], "unknown pool 'threads'; choose one of thread, process, ray"),
+    (["--save-trace", "/proc/nope/out.csv"], "--save-trace: /proc/nope is not a folder"),
+])
+def test_a_bad_pool_or_save_trace_folder_is_refused_before_the_run(tmp_path, options, message):
+    """The pool was refused after the banner had said the run was recorded; a --save-trace folder that does not
+    exist was found out after the whole real-time run, and its error replaced the summary."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = CliRunner().invoke(build_app(), ["live-replay", str(_trace(tmp_path)), *options,
+                                           "--config", str(_config(tmp_path, url))])
+    assert res.exit_code == 2 and f"error: {message}" in " ".join(res.output.split()), res.output
+    assert "run recorded in" not in res.output and not (tmp_path / "runs.db").exists()
+
+
 def test_a_bad_transform_names_its_option_before_any_worker_starts(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     for options, message in ((["--speed-up", "-2"], "--speed-up must be a finite number > 0, got -2"),
