@@ -265,6 +265,9 @@ def serve(config: RunConfig, options: DaemonOptions,
     """
     import uvicorn
 
+    from controlplane.plugin_manager import check_plugin_config
+
+    check_plugin_config(config.plugins.enabled, config.plugins.settings)  # (before uvicorn's own start line)
     sock = listen(options.host, options.port)
     daemon = Daemon(config, options)
     uv_config = uvicorn.Config(

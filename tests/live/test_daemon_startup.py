@@ -64,6 +64,21 @@ def test_a_model_directory_without_a_model_is_one_error(tmp_path):
     assert_one_clear_error(done, "model empty: cannot read a model config in empty")
 
 
+@pytest.mark.parametrize(("plugins", "words"), [
+    ("{settings: {queue-limit: {max_queud: 3}}}", ["plugins.settings.queue-limit.max_queud"]),
+    ("{enabled: [queue-limt]}", ["queue-limt", "did you mean 'queue-limit'"]),
+])
+def test_a_bad_plugin_key_is_one_error_before_the_server_starts(tmp_path, plugins, words):
+    """It came after uvicorn's "Started server process" line, which the docs keep for a run's start that fails
+    (the database, the model directory), not for the config."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"plugins: {plugins}\n")
+    done = start(tmp_path, "--port", str(free_port()), "-c", str(config), "--db", f"sqlite:///{tmp_path / 'runs.db'}")
+    assert_one_clear_error(done, *words)
+    assert "Started server process" not in done.stdout + done.stderr
+    assert not (tmp_path / "runs.db").exists()
+
+
 def test_a_bad_log_level_is_a_usage_error(tmp_path):
     done = start(tmp_path, "--log-level", "verbose")
     assert done.returncode == 2 and "Traceback" not in done.stderr
