@@ -51,7 +51,8 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
         s = r.get("summary") or {}
         t.add_row(
             str(r["id"]), fmt_value(r.get("name")), r["mode"], r["status"], Path(r.get("trace") or "-").name,
-            fmt_value(s.get("num_requests")), fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s")),
+            fmt_value(s.get("num_requests", s.get("requests_recorded"))),  # (a crashed run: the rows it wrote)
+            fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s")),
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
         )
     out.print(t)

@@ -228,6 +228,7 @@ def test_runs_list_status_crashed_finds_the_runs_marked_crashed(two_runs):
     crashed = cli("runs", "list", "--status", "crashed", "--db", two_runs)  # (this command marks it first)
     rows = [line for line in crashed.stdout.splitlines() if re.search(r"│ \d+ +│", line)]
     assert len(rows) == 1 and f"│ {run_id} " in rows[0] and "killed" in rows[0] and "crashed" in rows[0]
+    assert re.search(r"│ crashed +│ +- +│ 0 +│", rows[0]), rows[0]  # its request rows (none), not "-"
     finished = cli("runs", "list", "--status", "finished", "--db", two_runs).stdout
     assert len(re.findall(r"│ [12] +│.*│ finished +│", finished)) == 2 and "killed" not in finished
     none = cli("runs", "list", "--status", "interrupted", "--db", two_runs)
