@@ -17,10 +17,11 @@ HEADLINE = [
     ("num_blocked", "blocked by guardians"),
 ]
 TAIL = [
-    ("throughput_rps", "throughput (req/s)"),
-    ("output_tokens_per_s", "output tokens/s"),
+    ("sim_span_s", "span: first arrival to end (s)"),  # (what the rates below are per; the simulated time is more
+    ("throughput_rps", "throughput (req/s over the span)"),  # when the trace's first request comes late)
+    ("output_tokens_per_s", "output tokens/s (over the span)"),
     ("slo_attainment", "SLO attainment"),
-    ("goodput_rps", "goodput (req/s)"),
+    ("goodput_rps", "goodput (req/s over the span)"),
     ("gpu_seconds", "GPU-seconds"),
     ("gpu_busy_seconds", "GPU-seconds executing batches"),
     ("guardian_gpu_seconds", "guardian GPU-seconds (busy)"),
