@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from controlplane.cli import app
 from controlplane.cli import common
+from controlplane.config import load_config
 from controlplane.metrics import LATENCY_METRICS, PERCENTILES
 from controlplane.storage import EXPORT_COLUMNS, head_revisions, iter_rows, make_engine
 from tests.fixtures.common import FIXTURES, azure_trace
@@ -95,8 +96,12 @@ def test_a_canonical_trace_with_prompts_hits_the_cache(db):
 
 
 def test_the_example_config_replays(db):
+    """On the Llama-2-70B replicas the README says (it ran the linear model on one GPU each)."""
     s = replay_json("--config", ROOT / "examples" / "cluster.yaml", "--limit", "300", "--db", db)
     assert s["num_requests"] == 300 and s["num_completed"] == 300
+    config = load_config(ROOT / "examples" / "cluster.yaml").cluster.models[0]
+    assert (config.latency_model, config.latency["model"], config.gpus_per_replica) == (
+        "vidur", "meta-llama/Llama-2-70b-hf", 2)
 
 
 def test_until_and_exact_flags(db):
