@@ -57,10 +57,12 @@ def _positive(name: str, value: object) -> float:
 
 
 def _optional_time(name: str, value: object) -> float | None:
+    """A window's end: a finite number of seconds >= 0 (every trace's arrivals are; a negative start shifted
+    every arrival later, adding idle time the run was billed for), or None."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise TransformValueError(f"{{{name}}} must be a finite number of seconds, got {{0}}", value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < math.inf:
+        raise TransformValueError(f"{{{name}}} must be a finite number of seconds >= 0, got {{0}}", value)
     return float(value)
 
 

@@ -286,7 +286,8 @@ def test_a_bad_argument_is_named_by_its_keyword_or_by_the_names_a_caller_gives()
     cases = ((dict(speed_up=0), "speed_up must be a finite number > 0, got 0"),
              (dict(rate_scale=-1.5, rng=np.random.default_rng(0)), "rate_scale must be a finite number > 0, got -1.5"),
              (dict(window=(5.0, 2.0)), "end_s (2.0) must be greater than start_s (5.0)"),
-             (dict(window={"end_s": math.nan}), "end_s must be a finite number of seconds, got nan"),
+             (dict(window={"end_s": math.nan}), "end_s must be a finite number of seconds >= 0, got nan"),
+             (dict(window=(-100.0, None)), "start_s must be a finite number of seconds >= 0, got -100.0"),
              (dict(repeat=0), "repeat must be an integer >= 1, got 0"),
              (dict(limit=-1), "limit must be an integer >= 0, got -1"),
              (dict(max_output_tokens=0), "max_output_tokens must be an integer >= 1 or None, got 0"))
