@@ -51,6 +51,7 @@ class RunSample:
     request_ids: np.ndarray
     values: dict[str, np.ndarray]  # ttft, tpot, e2e, queue: NaN for requests without one
     slo: dict[str, Any]
+    prompt_tokens: np.ndarray | None = None  # with the ids, what makes two runs' requests the same ones
 
     def attained(self, slo: dict[str, Any]) -> np.ndarray:
         v = self.values
@@ -87,10 +88,12 @@ def load_sample(engine: Engine, run_id: int) -> RunSample:
     """A stored run's requests (in request id order) as a ``RunSample``; ``LookupError`` if none."""
     run = get_run(engine, run_id)
     t = Request.__table__
-    cols = (t.c.request_id, t.c.status, t.c.ttft_s, t.c.tpot_s, t.c.e2e_s, t.c.queue_s)
+    cols = (t.c.request_id, t.c.status, t.c.ttft_s, t.c.tpot_s, t.c.e2e_s, t.c.queue_s, t.c.prompt_tokens)
     with engine.connect() as conn:
         rows = conn.execute(select(*cols).where(t.c.run_id == run_id).order_by(t.c.request_id)).all()
     if not rows:
+        if (run.get("summary") or {}).get("num_requests") == 0:
+            raise LookupError(f"run {run_id} has no requests to compare: it replayed none")
         raise LookupError(f"run {run_id} has no stored requests to compare (was it recorded with record: full?)")
     ids = np.array([r[0] for r in rows], dtype=object)
     completed = np.array([r[1] == "completed" for r in rows])
@@ -100,7 +103,7 @@ def load_sample(engine: Engine, run_id: int) -> RunSample:
         x[~completed] = np.nan
         values[m] = x
     slo = ((run.get("config") or {}).get("slo")) or {"ttft_s": 2.0, "tpot_s": 0.2}
-    return RunSample(run_id, ids, values, slo)
+    return RunSample(run_id, ids, values, slo, np.array([r[6] for r in rows], dtype=np.int64))
 
 
 def _column(sample: RunSample, metric: str, slo: dict[str, Any]) -> np.ndarray:
@@ -160,6 +163,14 @@ def _hierarchical(a: Sequence[np.ndarray], b: Sequence[np.ndarray], stat: str, c
     return float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))
 
 
+def same_requests(a: RunSample, b: RunSample) -> bool:
+    """Whether two runs served the same requests: the same ids with the same prompts (two traces that number
+    their requests 0, 1, ... share ids and nothing else)."""
+    if a.request_ids.shape != b.request_ids.shape or not bool(np.all(a.request_ids == b.request_ids)):
+        return False
+    return a.prompt_tokens is None or b.prompt_tokens is None or bool(np.all(a.prompt_tokens == b.prompt_tokens))
+
+
 def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidence: float = 0.95,
                     n_resamples: int = 1000, seed: int = 0,
                     metrics: Sequence[tuple[str, str]] = METRICS) -> list[MetricDiff]:
@@ -169,8 +180,7 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
     rng = np.random.default_rng(seed)
     slo = a[0].slo
     single = len(a) == 1 and len(b) == 1
-    paired = single and a[0].request_ids.shape == b[0].request_ids.shape and bool(
-        np.all(a[0].request_ids == b[0].request_ids))
+    paired = single and same_requests(a[0], b[0])
     out = []
     for metric, stat in metrics:
         xa = [_column(s, metric, slo) for s in a]

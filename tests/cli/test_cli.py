@@ -341,6 +341,13 @@ def test_runs_compare_counts_a_run_named_twice_on_a_side_once(two_runs):
     assert result["a"] == [1] and result["b"] == [2]
 
 
+def test_runs_compare_of_a_run_that_replayed_nothing_says_so(two_runs):
+    """It asked whether the run was recorded with `record: full`: it was; it had no request."""
+    cli("sim", "replay", "--window-start", "100000", "--db", two_runs, "--json")  # run 3: no request in the window
+    result = cli("runs", "compare", "3", "1", "--db", two_runs, ok=False)
+    assert result.exit_code == 2 and "run 3 has no requests to compare: it replayed none" in result.stderr
+
+
 def test_runs_export_csv_and_json(two_runs, tmp_path):
     out = cli("runs", "export", "1", "--db", two_runs, "--format", "csv").stdout
     rows = list(csv.reader(io.StringIO(out)))

@@ -101,3 +101,14 @@ def test_cli_compare_over_seeds_and_sweeps(stored):
     assert r.exit_code == 0 and "within noise" in r.output and "B - A" in r.output
     r = CliRunner().invoke(app, ["runs", "compare", "--a", "1,x", "--b", "2", "--db", db])
     assert r.exit_code != 0 and "--a: 'x' is not a run id" in r.output
+
+
+def test_runs_whose_ids_match_but_whose_prompts_differ_are_not_paired():
+    """Two traces that number their requests 0, 1, ... were bootstrapped as paired (narrow, wrong intervals)."""
+    rng = np.random.default_rng(3)
+    ids = np.array([str(i) for i in range(400)], dtype=object)
+    a, b = _sample(1, rng.exponential(0.5, 400), ids), _sample(2, rng.exponential(0.5, 400), ids)
+    a.prompt_tokens, b.prompt_tokens = rng.integers(1, 8000, 400), rng.integers(1, 8000, 400)
+    assert _by(compare_samples([a], [b], n_resamples=200), "ttft", "mean").method == "independent"
+    b.prompt_tokens = a.prompt_tokens.copy()  # the same requests: paired
+    assert _by(compare_samples([a], [b], n_resamples=200), "ttft", "mean").method == "paired"
