@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -386,8 +387,11 @@ def _env_variables(loc: tuple[Any, ...]) -> list[str]:
     return [set_names[n] for n in names if n in set_names]
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Build the run config from a file, the environment and explicit overrides."""
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                option_names: Mapping[str, str] | None = None) -> RunConfig:
+    """Build the run config from a file, the environment and explicit overrides. ``option_names``: the
+    command-line option that gave each override, by its dotted key (``sim.until_s``: ``--until``), to name a bad
+    value by its option."""
     file_values = read_config_file(path) if path else {}
     token = _file_values.set(file_values)
     try:
@@ -397,10 +401,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         given = [_given(overrides, err["loc"]) for err in errs]  # (a command-line option's value: not the file's)
         env = [[] if mine else _env_variables(err["loc"]) for err, mine in zip(errs, given)]  # (not the file's either)
         where = f" in {path}" if path and not all(mine or names for mine, names in zip(given, env)) else ""
-        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                 + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
-                 + (f" (from the environment: {', '.join(names)})" if names else "")
-                 for err, mine, names in zip(errs, given, env)]
+        options = option_names or {}
+        lines = []
+        for err, mine, names in zip(errs, given, env):
+            key = ".".join(str(p) for p in err["loc"])
+            if mine and key in options:
+                lines.append(f"{options[key]}: {err['msg']}")
+                continue
+            lines.append(f"{key}: {err['msg']}"
+                         + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
+                         + (f" (from the environment: {', '.join(names)})" if names else ""))
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(lines)) from None
     except Exception as exc:
         if type(exc).__name__ != "SettingsError":  # (pydantic-settings: a variable its parser cannot read)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -57,6 +58,11 @@ def _progress_bar(show: bool, path: Path, transforms: Any,
             bar.update(task, completed=n, t=t)
 
         yield on_progress
+
+
+#: The config keys `_overrides` sets, by the option that gives each: a bad value is named by its option.
+_OPTIONS = {"storage.url": "--db", "seed": "--seed", "name": "--name", "sim.exact": "--exact", "sim.until_s": "--until",
+            "slo.ttft_s": "--slo-ttft", "slo.tpot_s": "--slo-tpot"}
 
 
 def _overrides(
@@ -142,7 +148,9 @@ def replay(
                                            "e.g. --opt failed=drop --opt models=GPT-4 for BurstGPT, --opt "
                                            "spread=none for Mooncake. The formats' options: docs/traces.md.")] = None,
     exact: Annotated[bool, typer.Option(help="One control-plane step per iteration (slow, for checking).")] = False,
-    until: Annotated[Optional[float], typer.Option(help="Stop at this simulated second; the rest is in flight.")] = None,
+    until: Annotated[Optional[float], typer.Option(
+        help="Stop at this simulated second (sooner when the requests that arrived by then are done): those still "
+             "in the system are recorded in flight; later arrivals never happen, and are not counted.")] = None,
     slo_ttft: Annotated[Optional[float], typer.Option(help="TTFT target (s) for SLO attainment.")] = None,
     slo_tpot: Annotated[Optional[float], typer.Option(help="TPOT target (s) for SLO attainment.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
@@ -173,6 +181,16 @@ def _check_vidur_options(path: Path, format: str | None) -> None:
         raise ValueError(f"--qps and --arrival set the synthetic arrivals of Vidur traces (lengths only); {path} is "
                          f"in the {fmt} format, whose timestamps give the arrivals: use --speed-up or --rate-scale to "
                          "change its rate")
+
+
+def _check_arrival_options(qps: float | None, arrival: str | None) -> None:
+    """--qps and --arrival's values, named by their options (the reader names its own keywords)."""
+    from sim.traces.vidur import ARRIVALS
+
+    if arrival is not None and arrival not in ARRIVALS:
+        raise ValueError(f"--arrival: unknown arrival {arrival!r}; valid choices: {', '.join(ARRIVALS)}")
+    if qps is not None and not 0 < qps < math.inf:
+        raise ValueError(f"--qps must be a finite number > 0, got {qps:g}")
 
 
 def _early_writer() -> Any:
@@ -222,7 +240,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             if not json_out:
                 common.err.print(f"[dim]no --config: using the bundled run config {config} "
                                  "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
-        cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until))
+        cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until), option_names=_OPTIONS)
         _configure_writer(writer, cfg)
         with common.gc_paused():  # the simulator's imports, while the writer makes its engine
             from sim.replay import TraceTransforms
@@ -238,6 +256,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             options["arrival"] = arrival
         if options:
             _check_vidur_options(Path(path), format)
+            _check_arrival_options(qps, arrival)
         for key, value in parse_options(opt or ()).items():
             if key in options:
                 raise ValueError(f"--opt {key} and --{key} are both given: give one")
@@ -255,7 +274,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     summary = result.summary
     if summary.get("num_requests") == 0:  # (an empty trace is an error of the reader: here, the transforms)
         common.err.print("[yellow]warning:[/] no request was replayed: the trace's requests all fell outside "
-                         "--window-start/--window-end, or --limit / --rate-scale / --rate-profile left none",
+                         "--window-start/--window-end, or --limit / --rate-scale / --rate-profile / --until left none",
                          highlight=False)
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")  # as typer.echo writes it

@@ -140,7 +140,24 @@ def test_a_replay_whose_transforms_leave_no_request_warns(db, transform):
     result = cli("sim", "replay", "--format", "azure", *transform, "--db", db, "--json")
     assert json.loads(result.stdout)["num_requests"] == 0
     assert ("warning: no request was replayed: the trace's requests all fell outside --window-start/--window-end, "
-            "or --limit / --rate-scale / --rate-profile left none") in result.stderr
+            "or --limit / --rate-scale / --rate-profile / --until left none") in result.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--until", "0"], "--until: Input should be greater than 0"),
+    (["--slo-ttft", "-1"], "--slo-ttft: Input should be greater than 0"),
+    (["--qps", "0"], "--qps must be a finite number > 0, got 0"),
+    (["--arrival", "weibull"], "--arrival: unknown arrival 'weibull'; valid choices: poisson, gamma"),
+])
+def test_a_bad_option_value_is_named_by_its_option(db, tmp_path, options, message):
+    """They were named by the config key (`sim.until_s: ... (given as an option or override ...)`) or by the
+    reader's keyword (`qps must be ...`)."""
+    trace = []
+    if options[0] in ("--qps", "--arrival"):  # (a Vidur length table: the options make its arrivals)
+        (tmp_path / "v.csv").write_text("num_prefill_tokens,num_decode_tokens\n10,5\n12,4\n")
+        trace = [str(tmp_path / "v.csv")]
+    result = cli("sim", "replay", *trace, "--limit", "5", *options, "--db", db, ok=False)
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
 
 
 def test_qps_on_a_trace_with_timestamps_says_what_to_use_instead(db):
