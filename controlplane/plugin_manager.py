@@ -360,17 +360,6 @@ def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
     return list(enabled)
 
 
-def check_plugin_config(enabled: Sequence[str], settings: Mapping[str, Mapping[str, Any]] | None = None,
-                        available: Mapping[str, PluginInfo] | None = None) -> None:
-    """What `build_plugin_set` refuses of a config (a plugin not installed, listed twice, settings of one not
-    enabled, a bad setting), without creating any plugin: a process that starts other things first (the daemon's
-    server) says so before them."""
-    settings = dict(settings or {})
-    available = dict(available if available is not None else discover_plugins())
-    for name in checked_plugin_names(enabled, settings, available):
-        validated_settings(available[name], settings.get(name))
-
-
 def build_plugin_set(
     enabled: Sequence[str],
     settings: Mapping[str, Mapping[str, Any]] | None = None,

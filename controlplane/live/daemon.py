@@ -265,9 +265,11 @@ def serve(config: RunConfig, options: DaemonOptions,
     """
     import uvicorn
 
-    from controlplane.plugin_manager import check_plugin_config
+    from controlplane.plugin_manager import checked_plugin_names, discover_plugins, validated_settings
 
-    check_plugin_config(config.plugins.enabled, config.plugins.settings)  # (before uvicorn's own start line)
+    plugins, available = config.plugins, discover_plugins()  # what the run's start would refuse of them, refused
+    for name in checked_plugin_names(plugins.enabled, plugins.settings, available):  # before uvicorn's start line
+        validated_settings(available[name], plugins.settings.get(name))  # (no plugin made: nothing started twice)
     sock = listen(options.host, options.port)
     daemon = Daemon(config, options)
     uv_config = uvicorn.Config(
