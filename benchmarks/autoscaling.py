@@ -60,7 +60,7 @@ from sim.traces import FORMATS, format_rate_profile, parse_options, parse_rate_p
 from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import COPIES, TransformValueError
 
-from autoscaling_checks import check_policies, format_mismatch  # noqa: E402
+from autoscaling_checks import check_policies, check_sets, format_mismatch  # noqa: E402
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
 from autoscaling_early_stop import MissCounter, StopWhenMissed, TargetMissed, allowed_misses, stopped_row  # noqa: E402
 from autoscaling_find_scale import find_scale, report  # noqa: E402
@@ -365,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(named_by_options(exc))
     if args.policies is not None:
         check_policies(ap, args.policies, autoscalers())
+    check_sets(ap, parse_sets(args.set), autoscalers())
+    if not 0 < args.target <= 1:
+        ap.error(f"--target is a share of requests, in (0, 1], got {args.target:g}")
+    if args.setups and not args.suite:
+        ap.error("--setups picks setups of --suite: give --suite too")
     if args.suite:
         if args.find_scale is not None:
             ap.error("--find-scale works on one trace, not with --suite (whose setups set their own scales)")

@@ -36,3 +36,21 @@ def check_policies(ap: argparse.ArgumentParser, text: str, scalers: list[str]) -
     if unknown:
         ap.error(f"--policies: unknown autoscaler(s) {', '.join(map(repr, unknown))}; installed: "
                  f"{', '.join(scalers)}")
+
+
+def check_sets(ap: argparse.ArgumentParser, sets: dict[str, dict], scalers: list[str]) -> None:
+    """--set POLICY.KEY=VALUE names an installed autoscaler and one of its settings with a valid value: a usage
+    error before any replay (a misspelled policy was ignored, the run at its defaults; a bad key or value was a
+    SettingsError traceback at that policy's first replay)."""
+    from controlplane.errors import ConfigError
+    from controlplane.plugin_manager import discover_plugins, validated_settings
+
+    installed = discover_plugins()
+    for policy, settings in sets.items():
+        if policy not in scalers:
+            ap.error(f"--set {policy}.{next(iter(settings))}: {policy!r} is not an autoscaler benchmarked here; "
+                     f"installed: {', '.join(scalers)}")
+        try:
+            validated_settings(installed[policy], settings)
+        except ConfigError as exc:
+            ap.error(f"--set: {' '.join(str(exc).split())}")

@@ -263,6 +263,23 @@ def test_progress_shows_days_of_simulated_time():
     assert "".join(lines) == "  static x4: 512 requests arrived, simulated 1d 01:00:00 (wall 12 s)\n"
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--set", "hpa.bogus=3"], "--set: invalid plugin settings: plugins.settings.hpa.bogus: Extra inputs"),
+    (["--set", "hpa.target=abc"], "--set: invalid plugin settings: plugins.settings.hpa.target: Input should be"),
+    (["--set", "hpaa.target=8"], "--set hpaa.target: 'hpaa' is not an autoscaler benchmarked here"),
+    (["--target", "1.5"], "--target is a share of requests, in (0, 1], got 1.5"),
+    (["--setups", "foo"], "--setups picks setups of --suite: give --suite too"),
+])
+def test_a_bad_set_target_or_setups_is_a_usage_error_before_any_replay(capsys, options, message):
+    """A bad --set key or value was a traceback at that policy's first replay; a misspelled --set policy and
+    --setups without --suite were ignored (the run at the defaults, every policy over the whole hour); --target
+    1.5 searched static counts that no count could reach."""
+    with pytest.raises(SystemExit) as exited:
+        bench.main([*options, "--policies", "hpa", "--no-static", "--limit", "10"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"error: {message}" in err and "Traceback" not in err, err
+
+
 def test_an_unknown_or_empty_policy_list_is_refused_naming_the_autoscalers(capsys):
     for value, message in (("hpa,nope,least-loaded",
                             "--policies: unknown autoscaler(s) 'nope', 'least-loaded'; installed: seed-autoscaler, hpa"),
