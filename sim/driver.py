@@ -136,6 +136,7 @@ class SimDriver:
                 run_until(env, self._done, self)
             else:
                 env.run(until=min_event(env, self._done, until))
+                self.core.clock.now_s = env.now  # (stopped at --until, or when all was done: the run ends then)
         summary = self.core.finish()
         if self.guardians.guardians:
             self.guardians.add_to(summary)  # guardian GPU-seconds, queueing and what their replicas cost

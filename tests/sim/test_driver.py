@@ -103,7 +103,8 @@ def test_requests_that_cannot_progress_end_the_run_after_a_few_idle_ticks():
 
 def test_until_s_stops_the_clock():
     res = replay_with(trace=make_trace(200, qps=5), sim={"until_s": 12.5})
-    assert res.summary["sim_end_s"] <= 12.5
+    assert res.summary["num_in_flight"] > 0
+    assert res.summary["sim_end_s"] == 12.5  # (it ended at the last event before: 12.49..., GPU-seconds with it)
     assert max(r.arrival_s for r in res.requests) <= 12.5
 
 
