@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
@@ -38,6 +39,10 @@ from rich.table import Table  # noqa: E402
 
 from controlplane import hookimpl  # noqa: E402
 from controlplane.events import RequestFinished  # noqa: E402
+from sim.traces import FORMATS  # noqa: E402
+
+from bench_cli import (  # noqa: E402
+    check_trace, nonnegative_float, positive_float, positive_int, run_main, trace_errors)
 
 #: policy name -> (batching plugin, routing plugin)
 POLICIES: dict[str, tuple[str, str]] = {
@@ -145,46 +150,63 @@ def load_workload(args):
                 f"skew {wl.tenant_skew}, {wl.qps:g} req/s, seed {wl.seed}")
         return shared_prefix_trace(wl), name
     from sim.replay import TraceTransforms, prepare_trace
-    from sim.traces import bundled_trace_path
 
-    path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else Path(args.trace)
-    if not Path(path).is_file():
-        raise SystemExit(f"error: --trace {args.trace}: no such file")
+    path = args.trace_path
     trace = list(prepare_trace(path, seed=0, trace_format=args.format,
                                transforms=TraceTransforms(limit=args.limit, speed_up=args.speedup)))
     return trace, f"{Path(path).name} ({args.format or 'detected format'})"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", default=None, help="trace file or bundled:NAME; default: the shared-prefix generator")
-    ap.add_argument("--format", default=None,
+    ap.add_argument("--format", default=None, choices=FORMATS,
                     help="trace format (azure, mooncake, vidur, canonical, burstgpt, bailian); default: detect")
-    ap.add_argument("--limit", type=int, default=None, help="replay only the first N requests of --trace")
-    ap.add_argument("--speedup", type=float, default=None, help="compress --trace's arrivals by this factor")
+    ap.add_argument("--limit", type=positive_int, default=None, help="replay only the first N requests of --trace")
+    ap.add_argument("--speedup", type=positive_float, default=None, help="compress --trace's arrivals by this factor")
     ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {', '.join(POLICIES)}")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
                     help="replica hardware; default 70b-h100x4 for mooncake traces, else 8b-a100")
-    ap.add_argument("--replicas", type=int, default=4)
-    ap.add_argument("--ttft-slo", type=float, default=2.0)
-    ap.add_argument("--tpot-slo", type=float, default=0.2)
+    ap.add_argument("--replicas", type=positive_int, default=4)
+    ap.add_argument("--ttft-slo", type=positive_float, default=2.0)
+    ap.add_argument("--tpot-slo", type=positive_float, default=0.2)
     ap.add_argument("--continuous-policy", choices=["sarathi", "vllm"], default=CONTINUOUS_POLICY,
                     help="continuous-batching's style in every run (default: sarathi, chunked prefill with decodes)")
     g = ap.add_argument_group("shared-prefix workload (without --trace)")
-    g.add_argument("--requests", type=int, default=3000)
-    g.add_argument("--qps", type=float, default=14.0)
-    g.add_argument("--tenants", type=int, default=256)
-    g.add_argument("--system-prompt-tokens", type=int, default=6000)
-    g.add_argument("--skew", type=float, default=1.2, help="Zipf exponent of tenant popularity (0: uniform)")
+    g.add_argument("--requests", type=positive_int, default=3000)
+    g.add_argument("--qps", type=positive_float, default=14.0)
+    g.add_argument("--tenants", type=positive_int, default=256)
+    g.add_argument("--system-prompt-tokens", type=positive_int, default=6000)
+    g.add_argument("--skew", type=nonnegative_float, default=1.2,
+                   help="Zipf exponent of tenant popularity (0: uniform)")
     g.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     bad = [p for p in policies if p not in POLICIES]
     if bad:
         ap.error(f"--policies: unknown {', '.join(bad)}; valid: {', '.join(POLICIES)}")
+    if not policies:
+        ap.error(f"--policies: give at least one of {', '.join(POLICIES)}")
+    args.trace_path = None
+    if args.trace is None:
+        for option, value in (("--limit", args.limit), ("--speedup", args.speedup)):
+            if value is not None:
+                ap.error(f"{option} applies to --trace's requests: give --trace too (without it the shared-prefix "
+                         "generator's --requests and --qps set the workload)")
+    elif args.trace.startswith("bundled:"):
+        from sim.traces import BUNDLED_TRACES, bundled_trace_path
+
+        name = args.trace.split(":", 1)[1]
+        if name not in BUNDLED_TRACES:
+            ap.error(f"--trace {args.trace}: no bundled trace {name!r}; bundled: "
+                     + ", ".join(f"bundled:{n}" for n in sorted(BUNDLED_TRACES)))
+        args.trace_path = bundled_trace_path(name)
+    else:
+        args.trace_path = check_trace(ap, args.trace, args.format)
     preset = args.preset or ("70b-h100x4" if (args.format or "") == "mooncake" else "8b-a100")
 
-    trace, name = load_workload(args)
+    with trace_errors(ap):
+        trace, name = load_workload(args)
     results: dict[str, dict] = {}
     with Progress(transient=True) as bar:
         task = bar.add_task("replaying", total=len(policies))
@@ -213,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         t.add_row(*row)
     Console(width=240).print(t)
     print(json.dumps(results))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -28,6 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_cli import run_main  # noqa: E402
+
 PROMPT_MEDIAN, PROMPT_SIGMA, PROMPT_RANGE = 600.0, 1.0, (4, 8000)
 OUTPUT_MEDIAN, OUTPUT_SIGMA, OUTPUT_RANGE = 200.0, 0.9, (1, 2000)
 TROUGH = 0.25  # the rate at both ends, as a share of the peak
@@ -72,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if not (0 < value < math.inf):
             ap.error(f"{name} must be a finite number > 0, got {value}")
+    if args.out.is_dir():
+        ap.error(f"out {args.out}: a folder; give the file to write")
+    if not args.out.parent.is_dir():
+        ap.error(f"out {args.out}: no folder {args.out.parent} to write it in")
     rng = np.random.default_rng(args.seed)
     times = arrivals(args.hours, args.peak, args.shape, rng)
     prompts = lengths(len(times), PROMPT_MEDIAN, PROMPT_SIGMA, PROMPT_RANGE, rng)
@@ -86,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

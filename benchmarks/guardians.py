@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -57,7 +58,12 @@ from controlplane.testing import EventLog  # noqa: E402
 from controlplane.types import Decision, RequestStatus  # noqa: E402
 from sim.guardian_labels import LabelModel, fixed_uniform  # noqa: E402
 from sim.replay import TraceTransforms, prepare_trace, replay  # noqa: E402
+from sim.traces import FORMATS  # noqa: E402
 from sim.traces.bundled import bundled_trace_path  # noqa: E402
+
+from bench_cli import (  # noqa: E402
+    check_trace, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int, run_main, share,
+    trace_errors)
 
 VARIANTS = ("none", "sync-all", "async-all", "uniform", "risk", "cascade")
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "fixed-replicas",
@@ -116,10 +122,11 @@ def tune_threshold(raw, args) -> tuple[float, float, float]:
         for r in synthetic(raw, held):
             screen.append(model.score("screen", "output", r, g["screen"]["separation"], g["screen"]["noise"]))
             judge.append(model.score("judge", "output", r, g["judge"]["separation"], g["judge"]["noise"]) >= 0.5)
-    screen_a, judge_a = np.array(screen), np.array(judge)
+    screen_a, judge_a = np.array(screen, dtype=float), np.array(judge, dtype=bool)
     blocked = np.sort(screen_a[judge_a])
     t = float(blocked[int(np.floor((1 - args.keep) * len(blocked)))]) if len(blocked) else 0.5
-    return t, float((screen_a[judge_a] >= t).mean()), float((screen_a >= t).mean())
+    kept = float((screen_a[judge_a] >= t).mean()) if judge_a.any() else 1.0  # no block to keep: none missed
+    return t, kept, float((screen_a >= t).mean()) if len(screen_a) else 0.0
 
 
 def config(args, variant: str, threshold: float):
@@ -221,38 +228,48 @@ def measure(trace, cfg, labels: LabelModel) -> dict:
     }
 
 
+def _share(value: float | None) -> str:
+    """A share for the table; "-" where there was nothing to count (no harmful answer, none served)."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--trace", type=Path, default=None, help="trace file (default: the bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help="trace format (default: from the file)")
-    ap.add_argument("--limit", type=int, default=None, help="replay only the first N requests")
-    ap.add_argument("--speed-up", type=float, default=1.0, help="compress arrival times by this factor")
-    ap.add_argument("--replicas", type=int, default=4, help="generation replicas (fixed)")
-    ap.add_argument("--judge-replicas", type=int, default=3, help="replicas of the judge guardian")
-    ap.add_argument("--budget", type=float, default=0.3, help="share the uniform and risk samplers check")
-    ap.add_argument("--harmful-rate", type=float, default=0.02, help="synthetic harmful share (ordinary tenants)")
-    ap.add_argument("--risky-rate", type=float, default=0.25, help="synthetic harmful share (risky tenants)")
-    ap.add_argument("--tenants", type=int, default=20)
-    ap.add_argument("--risky-tenants", type=int, default=2)
-    ap.add_argument("--popular", type=int, default=200, help="distinct popular prompts")
-    ap.add_argument("--popular-share", type=float, default=0.15, help="share of requests with a popular prompt")
-    ap.add_argument("--screen-separation", type=float, default=4.0)
-    ap.add_argument("--screen-noise", type=float, default=1.2)
-    ap.add_argument("--keep", type=float, default=0.99,
+    ap.add_argument("--format", default=None, choices=FORMATS, help="trace format (default: from the file)")
+    ap.add_argument("--limit", type=positive_int, default=None, help="replay only the first N requests")
+    ap.add_argument("--speed-up", type=positive_float, default=1.0, help="compress arrival times by this factor")
+    ap.add_argument("--replicas", type=positive_int, default=4, help="generation replicas (fixed)")
+    ap.add_argument("--judge-replicas", type=positive_int, default=3, help="replicas of the judge guardian")
+    ap.add_argument("--budget", type=share, default=0.3,
+                    help="share the uniform and risk samplers check, in (0, 1]")
+    ap.add_argument("--harmful-rate", type=fraction, default=0.02, help="synthetic harmful share (ordinary tenants)")
+    ap.add_argument("--risky-rate", type=fraction, default=0.25, help="synthetic harmful share (risky tenants)")
+    ap.add_argument("--tenants", type=positive_int, default=20)
+    ap.add_argument("--risky-tenants", type=nonnegative_int, default=2)
+    ap.add_argument("--popular", type=positive_int, default=200, help="distinct popular prompts")
+    ap.add_argument("--popular-share", type=fraction, default=0.15, help="share of requests with a popular prompt")
+    ap.add_argument("--screen-separation", type=nonnegative_float, default=4.0)
+    ap.add_argument("--screen-noise", type=nonnegative_float, default=1.2)
+    ap.add_argument("--keep", type=share, default=0.99,
                     help="share of the judge's blocks the cascade keeps on the held-out data (margin over 95%%)")
-    ap.add_argument("--held-out-seeds", type=int, default=10,
+    ap.add_argument("--held-out-seeds", type=positive_int, default=10,
                     help="held-out replicas of the workload (other seeds) the cascade is tuned on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args(argv)
+    path = check_trace(ap, args.trace, args.format) if args.trace is not None else bundled_trace_path()
 
     console = Console(stderr=True)
-    path = args.trace or bundled_trace_path()
-    raw = list(prepare_trace(path, seed=args.seed, trace_format=args.format,
-                             transforms=TraceTransforms(limit=args.limit, speed_up=args.speed_up)))
+    with trace_errors(ap):
+        raw = list(prepare_trace(path, seed=args.seed, trace_format=args.format,
+                                 transforms=TraceTransforms(limit=args.limit, speed_up=args.speed_up)))
+    if not raw:
+        ap.error(f"--trace {path}: no request to replay")
     trace = synthetic(raw, args)
-    threshold, kept, escalated = tune_threshold(raw, args)
+    tuned = "cascade" in args.variants  # (the held-out replays of the labels: only for the cascade)
+    threshold, kept, escalated = tune_threshold(raw, args) if tuned else (0.5, None, None)
     rate, tenants = label_rates(args)
     labels = LabelModel(rate, tenants, seed=args.seed)
     harmful_share = np.mean([labels.is_harmful(t) for t in trace])
@@ -260,15 +277,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"labels: {args.tenants} tenants, {args.risky_tenants} harmful at {args.risky_rate:.0%}, the rest "
                   f"at {args.harmful_rate:.0%} ({harmful_share:.2%} of this trace); {args.popular_share:.0%} of "
                   f"requests reuse {args.popular} popular prompts")
-    console.print(f"cheap screen: separation {args.screen_separation}, noise {args.screen_noise}; cascade threshold "
-                  f"{threshold:.3f} tuned on held-out data (the same requests under seeds {args.seed + 1000}.."
-                  f"{args.seed + 999 + args.held_out_seeds}'s tenants, prompts, labels and scores): it keeps "
-                  f"{kept:.1%} of the judge's blocks there and escalates {escalated:.1%}")
+    if tuned:
+        console.print(f"cheap screen: separation {args.screen_separation}, noise {args.screen_noise}; cascade "
+                      f"threshold {threshold:.3f} tuned on held-out data (the same requests under seeds "
+                      f"{args.seed + 1000}..{args.seed + 999 + args.held_out_seeds}'s tenants, prompts, labels and "
+                      f"scores): it keeps {kept:.1%} of the judge's blocks there and escalates {escalated:.1%}")
+    configs = {v: config(args, v, threshold) for v in args.variants}  # each checked before any replay
     results = {}
     with console.status("replaying") as status:
         for v in args.variants:
             status.update(f"replaying: {v}")
-            results[v] = measure(trace, config(args, v, threshold), labels)
+            results[v] = measure(trace, configs[v], labels)
             console.print(f"  {v}: {results[v]['_wall_s']:.1f} s")
     table = Table(title="guardian strategies (responses checked; latencies of answered requests)")
     for col in ("variant", "TTFT p50", "TTFT p99", "E2E p50", "E2E p99", "guardian GPU-s", "judge checks",
@@ -280,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                            ("ttft_p50_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s")),
                       f"{m['guardian_gpu_s']:.1f}", f"{m['_judge_checks']:,}",
                       f"{m['_judge_wait_s']:.3f}" if m["_judge_wait_s"] is not None else "-",
-                      f"{m['harmful_caught']:.1%} ({m['_caught']}/{m['_harmful']})",
-                      f"{m['served_before_verdict']:.1%}", f"{m['_blocked']:,}", f"{m['_cache_hits']:,}",
+                      f"{_share(m['harmful_caught'])} ({m['_caught']}/{m['_harmful']})",
+                      _share(m["served_before_verdict"]), f"{m['_blocked']:,}", f"{m['_cache_hits']:,}",
                       f"{m['_refused']:,}", str(m["blocked_served_from_cache"]))
     Console(width=None if sys.stdout.isatty() else 240).print(table)  # a file or a pipe: one line a row
     if "none" in results and "async-all" in results:
@@ -300,4 +319,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_cli import (  # noqa: E402
+    check_trace, nonnegative_int, positive_float, positive_int, run_main, trace_errors)
 from vs_vidur import _load_avg, _profile_table, controlplane_exe, profile_cli, time_cli, yardstick_us  # noqa: E402
 
 TABLES = ("request", "decision", "metric_sample", "worker_event", "iteration")
@@ -78,19 +80,25 @@ def rows_in(db: Path, run_id: int) -> dict[str, int]:
         con.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    from sim.traces import FORMATS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests", type=int, default=1_000_000)
-    ap.add_argument("--per-copy", type=int, default=1_000_000,
+    ap.add_argument("--requests", type=positive_int, default=1_000_000)
+    ap.add_argument("--per-copy", type=positive_int, default=1_000_000,
                     help="requests per copy of the scaled trace (the rate the cluster is sized for); "
                          "more requests play further copies back to back")
-    ap.add_argument("--qps-per-replica", type=float, default=1.5, help="arrival rate one replica is sized for")
+    ap.add_argument("--qps-per-replica", type=positive_float, default=1.5,
+                    help="arrival rate one replica is sized for")
     ap.add_argument("--trace", type=Path, default=None, help="trace to replicate (default: the bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help="its format (default: azure for the bundled trace, else detect)")
-    ap.add_argument("--profile-requests", type=int, default=100_000,
+    ap.add_argument("--format", default=None, choices=FORMATS,
+                    help="its format (default: azure for the bundled trace, else detect)")
+    ap.add_argument("--profile-requests", type=nonnegative_int, default=100_000,
                     help="after the timed run, profile the same command cut to its first N requests under "
                          "cProfile (where the time goes, by area and by function; 0: skip)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.trace is not None:
+        check_trace(ap, args.trace, args.format)
 
     import yaml
     from rich.console import Console
@@ -100,7 +108,10 @@ def main() -> None:
 
     trace = args.trace or bundled_trace_path()
     fmt = args.format or ("azure" if args.trace is None else None)
-    base_n, base_rate = trace_rate(trace, fmt)
+    with trace_errors(ap):
+        base_n, base_rate = trace_rate(trace, fmt)
+    if base_n == 0:
+        ap.error(f"--trace {trace}: no request to replicate")
     # Replication is seeded and random (``--rate-scale``): 2% more than needed, cut by ``--limit``.
     per_copy = min(args.per_copy, args.requests)
     copies = math.ceil(args.requests / per_copy)
@@ -166,7 +177,8 @@ def main() -> None:
         "load_avg": _load_avg(),
         **({"profile": {"requests": min(args.profile_requests, args.requests), **profile}} if profile else {}),
     }))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from bench_cli import check_trace, nonnegative_int, positive_int, run_main, trace_errors  # noqa: E402
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "mooncake_fast25" / "conversation_trace.jsonl"
 
@@ -37,7 +40,7 @@ def offline_ratio(trace) -> float:
         hit += min(n * (t.hash_block_tokens or 512), t.prompt_tokens)
         total += t.prompt_tokens
         seen.update(t.hash_ids)
-    return hit / total
+    return hit / total if total else 0.0
 
 
 def run(trace, router: str, replicas: int, unbounded: bool, max_imbalance: int | None = None):
@@ -66,20 +69,25 @@ def run(trace, router: str, replicas: int, unbounded: bool, max_imbalance: int |
     return summary, time.perf_counter() - t0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--replicas", type=int, default=8)
-    ap.add_argument("--max-imbalance", type=int, default=None,
+    ap.add_argument("--limit", type=positive_int, default=None)
+    ap.add_argument("--replicas", type=positive_int, default=8)
+    ap.add_argument("--max-imbalance", type=nonnegative_int, default=None,
                     help="prefix-affinity's max_imbalance (default: the plugin's, 2)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    check_trace(ap, args.trace, "mooncake",
+                note=" (the default: the Mooncake conversation trace; give --trace PATH)" if args.trace == DEFAULT_TRACE
+                else "")
 
     from sim.replay import TraceTransforms, prepare_trace
 
     # What `controlplane sim replay TRACE --format mooncake --seed 0 --limit N` replays (seed 0 is
     # the runs' seed too), read once and replayed by every configuration.
-    trace = list(prepare_trace(args.trace, seed=0, trace_format="mooncake", transforms=TraceTransforms(limit=args.limit)))
+    with trace_errors(ap):
+        trace = list(prepare_trace(args.trace, seed=0, trace_format="mooncake",
+                                   transforms=TraceTransforms(limit=args.limit)))
     bound = offline_ratio(trace)
     t = Table(title=f"prefix-token hit ratio, Mooncake conversation trace ({len(trace):,} requests, "
                     f"{args.replicas} replicas of Llama-3-70B on 4x H100)")
@@ -91,12 +99,21 @@ def main() -> None:
         for router in ("least-loaded", "prefix-affinity"):
             s, wall = run(trace, router, args.replicas, unbounded, args.max_imbalance)
             cache = "unbounded" if unbounded else "free KV blocks (LRU)"
-            t.add_row(router, cache, f"{s['prefix_token_hit_ratio']:.1%}", f"{s['prefix_hits']:,}",
-                      f"{s['ttft_p50_s']:.2f} / {s['ttft_p99_s']:.2f}", f"{wall:.1f}")
+            t.add_row(router, cache, _ratio(s['prefix_token_hit_ratio']), f"{s['prefix_hits']:,}",
+                      f"{_seconds(s['ttft_p50_s'])} / {_seconds(s['ttft_p99_s'])}", f"{wall:.1f}")
             out[f"{router}/{'unbounded' if unbounded else 'free_kv'}"] = s["prefix_token_hit_ratio"]
-    Console().print(t)
+    Console(width=None if sys.stdout.isatty() else 240).print(t)  # a file or a pipe: one line a row
     print(json.dumps(out))
+    return 0
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"  # (no request answered)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

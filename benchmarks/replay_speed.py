@@ -19,27 +19,59 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from controlplane.config import load_config  # noqa: E402
-from controlplane.storage import make_engine, upgrade  # noqa: E402
+from controlplane.errors import ConfigError  # noqa: E402
+from controlplane.storage import StorageError, make_engine, upgrade  # noqa: E402
+from controlplane.storage.errors import database_error  # noqa: E402
 from sim.replay import replay  # noqa: E402  (imported before timing)
-from sim.traces import bundled_trace_path  # noqa: E402
+from sim.traces import FORMATS, bundled_trace_path  # noqa: E402
+
+from bench_cli import check_trace, one_line, positive_int, run_main  # noqa: E402
 
 
-def main() -> None:
+def check_db(ap: argparse.ArgumentParser, url: str) -> None:
+    """--db as a database this run can connect to (checked before the first replay): else one line naming it."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        engine = make_engine(url)
+    except (ValueError, StorageError) as exc:  # a malformed URL, an unknown driver, a folder not made
+        ap.error(f"--db: {one_line(exc)}")
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:  # a server that does not answer, a file that is not a database
+        ap.error(f"--db: {database_error(exc, url)}")
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", type=Path, default=None, help="trace file (default: bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help="trace format (default: azure for the bundled trace, else detect)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--format", default=None, choices=FORMATS,
+                    help="trace format (default: azure for the bundled trace, else detect)")
+    ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file per repeat)")
     ap.add_argument("--config", type=Path, default=None, help="run config file")
     ap.add_argument("--no-record", action="store_true", help="skip SQL (simulation alone)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.trace is not None:
+        check_trace(ap, args.trace, args.format)
     trace = args.trace or bundled_trace_path()
     fmt = args.format or ("azure" if args.trace is None else None)
+    try:  # the config (and --db in it) checked before the first replay, not at it
+        load_config(args.config, {"storage": {"url": args.db or "sqlite://"}})
+    except ConfigError as exc:
+        ap.error(f"--config {args.config}: {one_line(exc)}" if str(args.config) not in str(exc)
+                 else f"--config: {one_line(exc)}")
+    if args.db is not None and not args.no_record:
+        check_db(ap, args.db)
     import sim.latency.registry  # noqa: F401  (import cost is not replay cost)
 
     rows = []
@@ -67,7 +99,8 @@ def main() -> None:
         "record_sql": not args.no_record,
         "trace": str(trace),
     }))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -77,11 +77,14 @@ ROOT = Path(__file__).resolve().parents[1]
 #: user's install has its bytecode.
 _UNTIMED_ENV = frozenset({"PYTHONDONTWRITEBYTECODE"})
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from controlplane.events import RequestFinished  # noqa: E402
 from controlplane.hookspecs import hookimpl  # noqa: E402
 from controlplane.timings import parse as parse_timings  # noqa: E402
 from controlplane.types import Decision  # noqa: E402
+
+from bench_cli import nonnegative_int, positive_int, run_main  # noqa: E402
 
 DEFAULT_ANCHORS = ROOT.parent / "shared" / "anchors" / "vidur"
 RUNS = ("code_r1_n10000_qps0.8", "code_r4_n10000_qps3.2", "arxiv_r1_n10000_qps0.4", "arxiv_r4_n10000_qps1.6")
@@ -490,24 +493,48 @@ def _fidelity_table(run: str, f: dict):
     return t
 
 
-def main() -> None:
+def check_runs(ap: argparse.ArgumentParser, anchors: Path, runs_text: str, fidelity: bool) -> list[str]:
+    """--runs as run folders of --anchors holding what this benchmark reads (and Vidur's wall time
+    known for each): else ``ap.error`` saying which run or folder is missing and what there is."""
+    if not anchors.is_dir():
+        ap.error(f"--anchors {anchors}: no such folder" + (" (a file, not a folder)" if anchors.exists() else "")
+                 + "; give the folder of Vidur's recorded runs (--anchors or VIDUR_ANCHORS)")
+    runs = [r.strip() for r in runs_text.split(",") if r.strip()]
+    if not runs:
+        ap.error(f"--runs: give at least one of {', '.join(RUNS)}")
+    there = sorted(p.name for p in anchors.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for run in runs:
+        if run not in VIDUR_WALL:
+            ap.error(f"--runs: unknown run {run!r}; the runs with Vidur's wall time recorded: {', '.join(RUNS)}")
+        if not (anchors / run).is_dir():
+            ap.error(f"--runs: no run folder {run!r} in --anchors {anchors} (folders there: "
+                     f"{', '.join(there) or 'none'})")
+        need = ["vidur_config.json", "workload.csv", *(["vidur_request_metrics.csv"] if fidelity else [])]
+        missing = [f for f in need if not (anchors / run / f).is_file()]
+        if missing:
+            ap.error(f"--runs: run folder {anchors / run} has no {', '.join(missing)}")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--anchors", type=Path, default=Path(os.environ.get("VIDUR_ANCHORS", DEFAULT_ANCHORS)))
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated run folders")
-    ap.add_argument("--repeats", type=int, default=3, help="whole-process repetitions per run (every one reported)")
-    ap.add_argument("--small", type=int, default=1000,
+    ap.add_argument("--repeats", type=positive_int, default=3,
+                    help="whole-process repetitions per run (every one reported)")
+    ap.add_argument("--small", type=nonnegative_int, default=1000,
                     help="also time the code r1 run cut to its first N requests (the start-up target; 0: skip)")
-    ap.add_argument("--check-exact", type=int, nargs="?", const=1000, default=0, metavar="N",
+    ap.add_argument("--check-exact", type=nonnegative_int, nargs="?", const=1000, default=0, metavar="N",
                     help="also compare exact and fast modes on the first N requests (default 1000)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the per-request comparison (speed only)")
     ap.add_argument("--no-profile", action="store_true", help="skip the profiled run of each workload")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    runs = check_runs(ap, args.anchors, args.runs, not args.no_fidelity)
 
     import yaml
     from rich.console import Console
 
     console = Console(width=max(Console().width, 140))
-    runs = args.runs.split(",")
     load_before = _load_avg()
     yard_before = yardstick_us()
     console.print(f"host yardstick at start: {yard_before:.1f} µs (anchors: {YARDSTICK_REF_US} µs); "
@@ -631,7 +658,8 @@ def main() -> None:
         summary["exact_vs_fast_max_pct"] = round(max(
             abs(r["exact_check"][m][f"p{p}"]) for r in results for m in ("ttft", "tpot", "e2e") for p in PCTS), 6)
     print(json.dumps(summary))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

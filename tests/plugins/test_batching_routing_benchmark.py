@@ -35,8 +35,9 @@ def test_a_trace_file_and_bad_policies(capsys, tmp_path):
     assert set(result) == {"continuous-batching", "dynamic-batching"}
     with pytest.raises(SystemExit):
         bench.main(["--policies", "nope"])
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(SystemExit) as exit_:
         bench.main(["--trace", str(tmp_path / "missing.csv")])
+    assert exit_.value.code == 2 and "no such file" in capsys.readouterr().err
 
 
 def test_the_continuous_policy_flag_gives_the_vllm_style_row(capsys):
@@ -48,3 +49,27 @@ def test_the_continuous_policy_flag_gives_the_vllm_style_row(capsys):
     vllm = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["continuous-batching"]
     assert vllm["num_completed"] == sarathi["num_completed"] == 200
     assert vllm["ttft_p50_s"] != sarathi["ttft_p50_s"]  # (vLLM prefills first: its own latencies)
+
+
+def _no_replay(*args, **kwargs):
+    raise AssertionError("a bad option must be refused before any replay")
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--requests", "0"], "--requests"),  # (were ValueErrors of SharedPrefixWorkload naming num_requests...)
+    (["--tenants", "0"], "--tenants"),
+    (["--qps", "-1"], "--qps"),
+    (["--system-prompt-tokens", "0"], "--system-prompt-tokens"),
+    (["--trace", "bundled:nope"], "--trace"),  # (a ValueError traceback)
+    (["--replicas", "0", "--requests", "10", "--policies", "round-robin"], "--replicas"),  # (ran, all lost)
+    (["--limit", "10"], "--limit"),  # (ignored without --trace)
+    (["--trace", "bundled:azure_code", "--limit", "0"], "--limit"),
+    (["--trace", str(ROOT / "README.md")], "--trace"),  # not a trace
+])
+def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run_policy", _no_replay)
+    with pytest.raises(SystemExit) as exit_:
+        bench.run_main(bench.main, argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert option in next(line for line in err.splitlines() if "error:" in line)

@@ -56,3 +56,14 @@ def test_a_bad_argument_is_named(tmp_path, bad, capsys):
         standin.main([*bad, str(tmp_path / "x.csv")])
     assert "must be a finite number > 0" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("out", ["missing-folder/x.csv", "."])
+def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path, out, capsys):
+    # (a file in a missing folder was a FileNotFoundError traceback)
+    with pytest.raises(SystemExit) as exit_:
+        standin.run_main(standin.main, ["1", "1", "0.3", "1", str(tmp_path / out)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "error: out " in next(line for line in err.splitlines() if "error:" in line)
+    assert not (tmp_path / "missing-folder").exists()

@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from sim.traces.record import TraceRequest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,3 +61,33 @@ def test_the_cascade_threshold_is_tuned_without_the_runs_labels():
     assert kept >= 0.99 and 0 < escalated < 0.5 and 0 < t < 0.5
     # the run's own labels (seed 0) are not what it was tuned on: another seed gives another threshold
     assert bench.tune_threshold(trace, argparse.Namespace(**{**vars(args), "seed": 5}))[0] != t
+
+
+def _no_replay(*args, **kwargs):
+    raise AssertionError("a bad option must be refused before any replay")
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--limit", "0", "--variants", "none"], "--limit"),  # (was an IndexError tuning the cascade)
+    (["--limit", "50", "--held-out-seeds", "0", "--variants", "cascade"], "--held-out-seeds"),  # (IndexError)
+    (["--limit", "50", "--replicas", "0", "--variants", "none"], "--replicas"),  # (TypeError formatting None)
+    (["--budget", "1.5", "--variants", "uniform"], "--budget"),  # (plugins.settings.sampled-guardian.rate)
+    (["--budget", "0", "--variants", "risk"], "--budget"),
+    (["--judge-replicas", "0", "--variants", "sync-all"], "--judge-replicas"),  # (guardians.models.0.replicas)
+    (["--keep", "0", "--variants", "cascade"], "--keep"),
+    (["--trace", "/nonexistent/trace.csv"], "--trace"),
+    (["--trace", str(ROOT / "README.md")], "--trace"),  # not a trace
+])
+def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "measure", _no_replay)
+    with pytest.raises(SystemExit) as exit_:
+        bench.run_main(bench.main, argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert option in next(line for line in err.splitlines() if "error:" in line)
+
+
+def test_the_cascade_is_tuned_only_when_it_is_replayed(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "tune_threshold", _no_replay)
+    assert bench.main(["--limit", "20", "--variants", "none"]) == 0
+    assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == {"none"}

@@ -1,0 +1,153 @@
+"""The benchmarks' command lines: a bad option value is one line naming the option, exit status 2.
+
+* argparse ``type=`` helpers (`positive_int`, `nonnegative_int`, `positive_float`,
+  `nonnegative_float`, `share` in (0, 1], `fraction` in [0, 1]): argparse itself then says
+  ``NAME.py: error: argument --repeats: must be an integer >= 1, got '0'`` and exits 2, before
+  anything runs;
+* `check_trace`: a trace that is missing, a folder or not a trace (its format not detected,
+  or no such format) is the parser's one-line error naming the option, before any replay;
+  `trace_errors`: so is a bad row met reading the trace's rows;
+* `run_main`: for ``if __name__ == "__main__":``. The errors a user's input causes and a script
+  meets only once it runs (`controlplane.errors.ControlPlaneError`, config and settings errors
+  included; `sim.traces.errors.TraceFormatError`, a bad row of a trace; a file or folder that is
+  missing or cannot be read or written) become one line ``NAME.py: error: ...`` on stderr and exit
+  status 2. Anything else is a bug and stays a traceback.
+
+Scripts import it as a sibling (``sys.path.insert(0, <benchmarks>)``, then ``from bench_cli import ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, NoReturn
+
+#: OSErrors that are about a path the user gave even when they carry no ``filename``
+#: (``FileNotFoundError("trace file not found: x.csv")``).
+_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+
+
+def _integer(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+    return value
+
+
+def _number(text: str, ok: Callable[[float], bool], wanted: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count of requests, replicas, repetitions)."""
+    return _integer(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (0 usually: off)."""
+    return _integer(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a rate, a factor, a time)."""
+    return _number(text, lambda v: v > 0, "a finite number > 0")
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _number(text, lambda v: v >= 0, "a finite number >= 0")
+
+
+def share(text: str) -> float:
+    """A share in (0, 1]: of requests checked, of blocks kept."""
+    return _number(text, lambda v: 0 < v <= 1, "a share in (0, 1]")
+
+
+def fraction(text: str) -> float:
+    """A share in [0, 1] (0 allowed: none)."""
+    return _number(text, lambda v: 0 <= v <= 1, "a share in [0, 1]")
+
+
+def one_line(exc: BaseException | str) -> str:
+    """A message as one line: a config error's lines (``invalid configuration:\\n  key: ...``)
+    joined, ``; `` between the items."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    out = lines[0] if lines else type(exc).__name__
+    for line in lines[1:]:
+        out += (" " if out.endswith(":") else "; ") + line
+    return out
+
+
+def check_trace(ap: argparse.ArgumentParser, path: str | Path, trace_format: str | None = None,
+                option: str = "--trace", note: str = "") -> Path:
+    """``path`` as a trace the replay can open (its format detected or the one named): else
+    ``ap.error`` naming ``option`` (``note`` added, e.g. where the default lives). Reads the
+    header only, not the rows."""
+    p = Path(path)
+    if not p.exists():
+        ap.error(f"{option} {path}: no such file{note}")
+    if p.is_dir():
+        ap.error(f"{option} {path}: a folder, not a trace file")
+    from sim.replay import open_trace  # (the scripts that need no trace import no simulator)
+
+    try:
+        open_trace(p, trace_format, seed=0).close()
+    except (OSError, ValueError) as exc:  # TraceFormatError (names the file), an unknown format
+        text = one_line(exc)
+        ap.error(f"{option}: {text}" if str(p) in text else f"{option} {path}: {text}")
+    return p
+
+
+@contextlib.contextmanager
+def trace_errors(ap: argparse.ArgumentParser, option: str = "--trace") -> Iterator[None]:
+    """Reading the trace's rows (before any replay): a bad row (`TraceFormatError`, which names
+    the file and line) is ``ap.error`` naming ``option`` too."""
+    from sim.traces.errors import TraceFormatError
+
+    try:
+        yield
+    except TraceFormatError as exc:
+        ap.error(f"{option}: {one_line(exc)}")
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error a user's input causes, or None for anything else (a bug).
+    The project's error types are looked up only where their modules were imported: an error of a
+    module never imported was never raised."""
+    kinds = [getattr(sys.modules.get(module), name, None) for module, name in (
+        ("controlplane.errors", "ControlPlaneError"), ("sim.traces.errors", "TraceFormatError"),
+        ("controlplane.storage.errors", "StorageError"))]
+    if any(k is not None and isinstance(exc, k) for k in kinds):
+        return one_line(exc)
+    if isinstance(exc, OSError) and (exc.filename is not None or isinstance(exc, _PATH_ERRORS)):
+        if exc.filename is not None and exc.strerror:
+            return f"{exc.filename}: {exc.strerror}"
+        return one_line(exc)
+    return None
+
+
+def run_main(main: Callable[..., int | None], argv: list[str] | None = None, prog: str | None = None) -> NoReturn:
+    """``main(argv)``, exiting with its status (None: 0); an error of the user's input (`user_error`)
+    is one line ``PROG: error: ...`` on stderr and exit status 2, a bug a traceback as before."""
+    try:
+        code = main(argv)
+    except Exception as exc:
+        text = user_error(exc)
+        if text is None:
+            raise
+        sys.stdout.flush()
+        print(f"{prog or Path(sys.argv[0]).name}: error: {text}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    raise SystemExit(code or 0)

@@ -1,0 +1,46 @@
+"""benchmarks/prefix_hits.py: a bad option is one line naming it; the table keeps its width in a pipe."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("prefix_hits_benchmark", ROOT / "benchmarks" / "prefix_hits.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _no_replay(*args, **kwargs):
+    raise AssertionError("a bad option must be refused before any replay")
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--limit", "0"], "--limit"),  # (was a ZeroDivisionError in offline_ratio)
+    (["--limit", "50", "--replicas", "0"], "--replicas"),  # (TypeError formatting None)
+    (["--max-imbalance", "-1"], "--max-imbalance"),  # (a SettingsError naming the plugin's setting)
+    (["--trace", "/nonexistent/trace.jsonl"], "--trace"),  # (FileNotFoundError traceback)
+    (["--trace", str(ROOT / "README.md")], "--trace"),  # not a Mooncake trace
+])
+def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run", _no_replay)
+    with pytest.raises(SystemExit) as exit_:
+        bench.run_main(bench.main, argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert option in next(line for line in err.splitlines() if "error:" in line)
+
+
+def test_the_table_is_not_cut_to_80_columns_in_a_pipe(tmp_path, capsys, monkeypatch):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps({"timestamp": 1000 * i, "input_length": 1000, "output_length": 10,
+                                         "hash_ids": [0, 1]}) + "\n" for i in range(4)))
+    monkeypatch.setattr(bench, "run", lambda *a: ({"prefix_token_hit_ratio": 0.5, "prefix_hits": 3,
+                                                   "ttft_p50_s": 0.1, "ttft_p99_s": 0.2}, 0.0))
+    assert bench.main(["--trace", str(trace), "--replicas", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any("one infinite cache for all, filled at arrival" in line for line in out)  # one line, not wrapped
+    assert json.loads(out[-1])["least-loaded/free_kv"] == 0.5
