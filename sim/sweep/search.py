@@ -246,9 +246,11 @@ def search(
                                        spec=loaded.spec.model_dump(mode="json"), spec_hash=loaded.run_hash(path, fmt),
                                        trace=path, num_runs=None, fresh=True)
 
-        def store(outcome: RunOutcome) -> None:
+        def store_run(outcome: RunOutcome) -> None:
             with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
                 store_outcome(engine, sweep_id, outcome)
+
+        store = store_run
 
     back = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers, ray_address=ray_address)
     status = "failed"

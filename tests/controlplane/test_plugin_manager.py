@@ -345,7 +345,7 @@ class ExplodingWrapper:
 
     @hookimpl(wrapper=True)
     def cp_scale(self, ctx, model, workers):
-        decision = yield
+        yield
         raise RuntimeError("wrapper bug")
 
 
