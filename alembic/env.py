@@ -16,6 +16,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from controlplane.storage.db import DEFAULT_URL, make_engine
+from controlplane.storage.url import database_url
 from controlplane.storage.models import metadata
 
 config = context.config
@@ -28,7 +29,7 @@ if config.config_file_name is not None and "connection" not in config.attributes
 def _url() -> str:
     x_url = context.get_x_argument(as_dictionary=True).get("url")
     env_url = os.environ.get("CONTROLPLANE_DB_URL") or os.environ.get("CONTROLPLANE_STORAGE__URL")
-    return x_url or env_url or DEFAULT_URL
+    return database_url(x_url or env_url or DEFAULT_URL)  # (a SQLite file's path too, as the CLI takes it)
 
 
 def _configure(**kwargs: object) -> None:

@@ -133,6 +133,16 @@ def test_cli_url_precedence(tmp_path: Path) -> None:
     assert env_db.exists()
 
 
+def test_cli_takes_a_sqlite_files_path_as_the_command_line_does(tmp_path: Path) -> None:
+    """docs/configuration.md: a value without a scheme is a SQLite file's path; alembic said 'malformed database
+    URL' of it, with a traceback."""
+    x_db, env_db = tmp_path / "x.db", tmp_path / "env.db"
+    assert _alembic_cli("upgrade", "head", url=str(x_db)).returncode == 0 and x_db.exists()
+    result = _alembic_cli("upgrade", "head", env_url=str(env_db))
+    assert result.returncode == 0, result.stderr
+    assert env_db.exists()
+
+
 def test_offline_sql_renders(tmp_path: Path) -> None:
     result = _alembic_cli("upgrade", "head", "--sql", url="postgresql+psycopg://nobody@localhost/none")
     assert result.returncode == 0, result.stderr
