@@ -95,9 +95,17 @@ def show(
         from controlplane.cli.runs_timeline import scale_decisions, timeline_table
 
         with user_errors():
-            rows = scale_decisions(_engine(db), run_id)
+            engine = _engine(db)
+            rows = scale_decisions(engine, run_id)
+            if not rows:
+                from controlplane.storage import get_run
+
+                events = (get_run(engine, run_id).get("summary") or {}).get("num_scale_events")
         if not rows:  # (a table of one empty row, wrapped into a narrow column, says it worse)
-            out.print(f"run {run_id}: no scale decisions recorded (its replica count never changed)", highlight=False)
+            why = ("its replica count never changed" if not events else
+                   f"its summary counts {events} scale events: their decisions were not stored (a sweep with "
+                   "`record: summary` stores the run's row alone)")
+            out.print(f"run {run_id}: no scale decisions recorded ({why})", highlight=False)
             return
         out.print(timeline_table(rows, f"run {run_id}: scale decisions", full=full))
         return

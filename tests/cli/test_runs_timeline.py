@@ -54,6 +54,21 @@ def test_a_run_without_scale_decisions_says_so_in_one_line(tmp_path):
     assert res.output.strip() == f"run {run_id}: no scale decisions recorded (its replica count never changed)"
 
 
+def test_a_run_whose_decisions_were_not_stored_does_not_say_its_count_never_changed(tmp_path):
+    """A `record: summary` sweep run of 5 scale events said "its replica count never changed"."""
+    from sim.sweep import load_spec, run_sweep
+    from sim.traces.bundled import bundled_default_config_path
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    spec = {"name": "s", "config": str(bundled_default_config_path()), "trace": {"format": "azure", "limit": 1500},
+            "seeds": [0], "record": "summary", "space": {"control.tick_s": [1.0]}}
+    run_sweep(load_spec(data=spec), url, backend="serial")
+    res = runner.invoke(app, ["runs", "show", "1", "--db", url, "--timeline"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "never changed" not in said and "scale events: their decisions were not stored" in said, said
+
+
 def test_compare_decisions_shows_where_policies_differ(runs):
     url, a, b = runs
     res = runner.invoke(app, ["runs", "compare", str(a), str(b), "--db", url, "--decisions", "--no-ci"],
