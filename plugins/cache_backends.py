@@ -28,11 +28,24 @@ import heapq
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["CacheStore", "MemoryStore", "RedisStore", "StoreSettings", "open_store", "release_run", "scope_to_run"]
+__all__ = ["CacheStore", "MemoryStore", "RedisStore", "RedisUrl", "StoreSettings", "open_store", "release_run",
+           "scope_to_run"]
+
+
+def _redis_url(url: str) -> str:
+    """A URL Redis can open: refused with the setting's name when it is not one (redis-py's own error, at the
+    plugin's start, named neither the setting nor the value)."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {url!r}")
+    return url
+
+
+#: A plugin setting holding a Redis URL.
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
 
 
 
@@ -212,8 +225,8 @@ class RedisStore(CacheStore):
                  socket_timeout_s: float = 0.05, retry_after_s: float = 1.0) -> None:
         import redis  # the `redis` extra
 
-        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                              redis.exceptions.BusyLoadingError, OSError)
+        self._redis_errors = (redis.exceptions.RedisError, OSError)  # every one: a miss (a database index out of
+        # range too: it raised on every call, each a plugin error, with no back-off)
         from controlplane.storage.errors import mask_password
 
         self.url, self.namespace, self.retry_after_s = url, namespace, retry_after_s
@@ -245,7 +258,7 @@ class RedisStore(CacheStore):
         except self._redis_errors as exc:
             self.failures += 1
             if self._down_since is None:
-                _log().warning("Redis cache store at %s is unreachable (%s): serving misses until it is back",
+                _log().warning("Redis cache store at %s failed (%s): serving misses until it answers",
                             self._shown_url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             self._down_since = now if now is not None else 0.0
             return default
@@ -323,7 +336,7 @@ class StoreSettings(BaseModel):
     max_entries: int = Field(10_000, ge=1)  # memory backend
     max_bytes: int | None = Field(None, ge=1)  # memory backend; None: entries bound only
     eviction: Eviction = "lru"  # memory backend; Redis uses its maxmemory-policy
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     namespace: str = "cp"  # key prefix in Redis: processes with the same namespace share entries
     socket_timeout_s: float = Field(0.05, gt=0)
     retry_after_s: float = Field(1.0, ge=0)

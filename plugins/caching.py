@@ -10,7 +10,7 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
-from plugins.cache_backends import CacheStore, StoreSettings, open_store, release_run, scope_to_run
+from plugins.cache_backends import CacheStore, RedisUrl, StoreSettings, open_store, release_run, scope_to_run
 
 
 def normalise_prompt(text: str) -> str:
@@ -55,7 +55,7 @@ class ExactCache(Plugin):
         latency_s: float = Field(0.002, ge=0)  # lookup + reply time of a hit
         normalise: bool = False  # key on the prompt trimmed and lower-cased
         backend: Literal["memory", "redis"] = "memory"
-        redis_url: str = "redis://127.0.0.1:6379/0"
+        redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
         namespace: str = "cp"
 
     def __init__(self, settings=None) -> None:

@@ -232,7 +232,7 @@ def test_a_redis_stop_mid_run_degrades_to_misses_with_one_warning_and_recovers(o
         assert s.access_count("a") == 0
     assert time.monotonic() - started < 5.0  # no call waits long for a dead server
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "failed" in warnings[0].getMessage()
     assert s.failures >= 1 and not s.available
     own_redis.start()  # an empty server (no persistence): the entry is gone, writes work again
     time.sleep(0.25)
@@ -248,6 +248,32 @@ def test_redis_settings_errors_name_the_field():
 
     with pytest.raises(ValidationError, match="backend"):
         StoreSettings(backend="memcached")
+
+
+def test_a_redis_that_answers_with_an_error_is_a_miss_with_one_warning(shared_redis, caplog):
+    """A database index the server does not have (`/99`): every call raised ResponseError, each a plugin error,
+    with no back-off; docs/caching.md says every Redis error becomes a miss."""
+    shared_redis()  # (the server answers: checked by the fixture)
+    s = RedisStore(REDIS_URL.rsplit("/", 1)[0] + "/99", namespace="t", retry_after_s=0.5)
+    caplog.set_level(logging.INFO, logger="plugins.cache_backends")
+    for i in range(10):
+        s.set("k", b"v", ttl_s=60, now_s=i * 0.1)
+        assert s.get("k", now_s=i * 0.1) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "DB index is out of range" in warnings[0], warnings
+    assert s.failures == 2  # the rest waited out the back-off
+    s.close()
+
+
+def test_a_redis_url_that_is_not_one_is_refused_naming_the_setting():
+    from pydantic import ValidationError
+
+    from plugins.caching import ExactCache
+
+    with pytest.raises(ValidationError, match=r"redis_url[\s\S]*redis://, rediss:// or unix:// URL, got 'htp://x'"):
+        ExactCache.Settings(backend="redis", redis_url="htp://x")
+    with pytest.raises(ValidationError, match="redis_url"):
+        StoreSettings(backend="redis", redis_url="localhost:6379")
 
 
 def test_only_a_simulated_run_gets_a_redis_namespace_of_its_own(shared_redis):
@@ -278,6 +304,6 @@ def test_a_redis_url_password_is_never_logged(caplog):
     store = RedisStore("redis://:hunter2@127.0.0.1:1/0")  # port 1: nothing listens there
     assert store.get("k", now_s=0.0) is None
     logged = " ".join(r.getMessage() for r in caplog.records)
-    assert "unreachable" in logged and "redis://:***@127.0.0.1:1/0" in logged
+    assert "failed (Error 111" in logged and "redis://:***@127.0.0.1:1/0" in logged
     assert "hunter2" not in logged
     store.close()
