@@ -164,6 +164,7 @@ def open_stored_runs(db: str | None) -> Any:
         return _open_read_only(url, path)
     engine = make_engine(url)
     try:
+        _refuse_foreign(engine, url)
         ensure_schema(engine)
     except Exception as exc:
         if _database_failure(exc) and getattr(exc.orig, "sqlstate", None) == "42501":  # (a read-only role)
@@ -176,6 +177,25 @@ def open_stored_runs(db: str | None) -> Any:
 
     mark_crashed_quietly(engine)
     return engine
+
+
+def _refuse_foreign(engine: Any, url: str) -> None:
+    """A database holding tables and no controlplane schema (a `--db` pointing at another application's file) is
+    an error for a command that only reads runs: it added the schema's tables to it, and said "no runs stored"
+    (or failed with "table run already exists"). A replay into it adds them, beside the others."""
+    from sqlalchemy import inspect
+
+    from controlplane.storage.db import recorded_revisions
+
+    if recorded_revisions(engine):
+        return
+    tables = sorted(inspect(engine).get_table_names())
+    if tables:
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        engine.dispose()
+        raise StorageError(f"{mask_password(url)} holds tables ({shown}) but no controlplane schema, so no run is "
+                           f"stored there; check --db, or replay a trace into it first (`controlplane sim replay "
+                           f"--db URL`: its tables go beside these)")
 
 
 def _cannot_upgrade(engine: Any, url: str, exc: BaseException) -> StorageError:

@@ -365,6 +365,19 @@ def test_runs_compare_of_a_run_that_replayed_nothing_says_so(two_runs):
     assert result.exit_code == 2 and "run 3 has no requests to compare: it replayed none" in result.stderr
 
 
+def test_reading_runs_from_another_applications_database_changes_nothing(tmp_path):
+    """`runs list --db foreign.db` added the schema's nine tables to it and said "no runs stored"."""
+    import sqlite3
+
+    path = tmp_path / "foreign.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE customers (id INTEGER)")
+    result = cli("runs", "list", "--db", str(path), ok=False)
+    assert result.exit_code == 2 and "holds tables (customers) but no controlplane schema" in result.stderr
+    with sqlite3.connect(path) as con:
+        assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["customers"]
+
+
 def test_runs_export_csv_and_json(two_runs, tmp_path):
     out = cli("runs", "export", "1", "--db", two_runs, "--format", "csv").stdout
     rows = list(csv.reader(io.StringIO(out)))
