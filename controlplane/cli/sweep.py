@@ -20,8 +20,9 @@ DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL, or a S
                                                              "spec's config, else sqlite:///controlplane.db).")]
 BackendOpt = Annotated[str, typer.Option("--backend", help=BACKEND_HELP)]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel runs (default: the machine's cores).")]
-RayOpt = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (ray://host:10001 or "
-                                                                     "auto); default: a local Ray.")]
+RayOpt = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (auto, or "
+                                                                     "ray://host:10001 with ray[client] installed); "
+                                                                     "default: a local Ray.")]
 
 
 def progress_bar(label: str, show: bool) -> Any:
