@@ -20,7 +20,8 @@ def upgrade(
     from controlplane.storage import current_revisions, make_engine
     from controlplane.storage import upgrade as do_upgrade
 
-    with user_errors():
-        engine = make_engine(resolve_db(db))
+    url = resolve_db(db)
+    with user_errors(url):  # (a driver's error names the database, as every command's does)
+        engine = make_engine(url)
         do_upgrade(engine, revision)
         out.print(f"database at revision {', '.join(sorted(current_revisions(engine))) or '-'}")

@@ -42,3 +42,10 @@ def test_an_older_database_is_upgraded(db_url):  # noqa: F811
     result = _cli("db", "upgrade", "--db", db_url)
     assert result.exit_code == 0, result.output
     assert f"database at revision {', '.join(sorted(head_revisions()))}" in result.stdout
+
+
+def test_a_database_the_upgrade_cannot_use_is_named():
+    """Its driver error (a role PostgreSQL does not have, a role without rights) came without the URL."""
+    url = "postgresql+psycopg://nobody-here@127.0.0.1:5432/nothing"
+    result = _cli("db", "upgrade", "--db", url)
+    assert result.exit_code == 2 and f"error: database: {url}: OperationalError:" in result.stderr, result.stderr
