@@ -78,6 +78,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 #: Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``) unless the URL says
 #: otherwise (``?connect_timeout=N``).
 CONNECT_TIMEOUT_S = 10
+#: Seconds a SQLite connection waits for another writer's lock (sqlite3's ``timeout``) unless the URL says.
+SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 _LIBPQ_DRIVERS = ("postgresql+psycopg", "postgresql+psycopg2")  # drivers taking libpq's connect_timeout
 
 
@@ -106,6 +108,10 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     if parsed.drivername in _LIBPQ_DRIVERS and "connect_timeout" not in parsed.query:
         # A host that drops packets would hang each connection attempt for the OS's TCP timeout (~2 min).
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if is_sqlite and "timeout" not in parsed.query:
+        # How long a connection waits for another process's write lock: sqlite3's 5 s was seen to run out while
+        # three processes made one new file's schema and wrote their first rows ("database is locked").
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     kwargs.update(engine_kwargs)
     if is_sqlite and (path := _sqlite_file(parsed)) is not None:
         try:

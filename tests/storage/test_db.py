@@ -321,3 +321,16 @@ def test_a_wal_without_its_shm_in_a_read_only_folder_is_one_error_line_not_missi
     assert result.stderr.count("\n") == 1 and "runs.db-wal file holds writes not yet in runs.db" in result.stderr, \
         result.stderr
     assert sorted(p.name for p in db.parent.iterdir()) == ["runs.db", "runs.db-wal"]  # nothing written next to it
+
+
+def test_a_sqlite_connection_waits_long_for_another_writers_lock(tmp_path):
+    """sqlite3's 5 s ran out ("database is locked") while three processes made one new file's schema; a URL's own
+    ``?timeout=`` still wins."""
+    from controlplane.storage.db import SQLITE_BUSY_TIMEOUT_S
+
+    for url, expected in ((f"sqlite:///{tmp_path / 'a.db'}", SQLITE_BUSY_TIMEOUT_S),
+                          (f"sqlite:///{tmp_path / 'b.db'}?timeout=2", 2.0)):
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == int(expected * 1000)
+        engine.dispose()
