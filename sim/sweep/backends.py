@@ -138,7 +138,12 @@ class RayBackend(Backend):
                 kwargs["address"] = address
             else:
                 kwargs["num_cpus"] = workers or os.cpu_count() or 1
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:  # (Ray's own text names a flag of its CLI: `--address`)
+                raise ConnectionError(f"no Ray cluster found at --ray-address {address} (start one with `ray start "
+                                      f"--head`, or leave --ray-address out for a local Ray): "
+                                      f"{str(exc).splitlines()[0]}") from None
             self._started = True
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
         self._refs: dict[str, Any] = {}

@@ -23,3 +23,20 @@ def test_pool_abort_stops_runs_in_flight():
     assert back._executor is None
     assert not any(p.is_alive() for p in processes)
     assert all(f.cancelled() or isinstance(f.exception(), BrokenProcessPool) for f in futures)
+
+
+def test_a_ray_address_with_no_cluster_says_what_to_do(tmp_path):
+    """Ray's own error told the user to set an `--address` flag this command does not have."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("trace: {limit: 5}\nseeds: [0]\nspace:\n  cluster.models.0.replicas: [1]\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+        "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(tmp_path)}  # (not a cluster another test left running)
+    done = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "sweep", str(spec), "--ray-address", "auto",
+                           "--db", f"sqlite:///{tmp_path / 'r.db'}"], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "error: no Ray cluster found at --ray-address auto (start one with `ray start --head`" in done.stderr
