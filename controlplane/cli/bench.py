@@ -53,9 +53,16 @@ def _settings(preset: str | None, model_path: str | None, precision: str, compil
 
     if preset and model_path:
         raise ValueError("give --preset or --model-path, not both")
+    from pydantic import ValidationError
+
     source = {"path": model_path} if model_path else {"preset": preset or "tiny-llama"}
-    return WorkerModelSettings(**source, precision=precision, compile=compile_, device=device,
-                               max_seq_len=max_seq_len, seed=seed)
+    try:
+        return WorkerModelSettings(**source, precision=precision, compile=compile_, device=device,
+                                   max_seq_len=max_seq_len, seed=seed)
+    except ValidationError as exc:  # (pydantic's four lines named a field, not the option)
+        option = {"path": "--model-path", "compile": "--compile", "max_seq_len": "--max-seq-len"}
+        raise ValueError("; ".join(f"{option.get(str(e['loc'][0]), '--' + str(e['loc'][0]).replace('_', '-'))}: "
+                                   f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())) from None
 
 
 def file_sha256(path: Path) -> str:
@@ -117,7 +124,7 @@ def profile(
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (CPU).")] = None,
     interleave: Annotated[bool, typer.Option(help="Time the grid in passes, one iteration per shape each, so a "
                                                   "machine whose speed drifts does not skew shapes against "
-                                                  "each other.")] = False,
+                                                  "each other (--grid limits always does).")] = False,
     max_seq_len: Annotated[int, typer.Option(min=2, help="Context the worker allows.")] = 2048,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:

@@ -90,7 +90,10 @@ def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[
 
 
 def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    doc = json.loads(Path(path).read_text())
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (a trace or a config given by mistake)
+        raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (not JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
         raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})")
     rows = [normalise_row(r, i) for i, r in enumerate(doc.get("rows", []))]

@@ -80,6 +80,8 @@ def read_live_run(engine: Any, run_id: int, worker: str | None = None) -> LiveRu
                          "`controlplane live-replay` stores one and prints its id and database (give that "
                          "database with --db)")
     samples = run_iterations(engine, run_id, worker)
+    if not samples and worker and (others := sorted({s.worker_id for s in run_iterations(engine, run_id, None)})):
+        raise ValueError(f"run {run_id} has no worker {worker!r}; its iterations are of {', '.join(others)}")
     if not samples:
         of = f" of worker {worker}" if worker else ""
         raise ValueError(f"run {run_id} recorded no iteration timings{of}: record them with "

@@ -118,6 +118,10 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
         source = f"{label} (backend timings, mean per shape)"
     elif grid is not None:
         grid_rows, grid_meta = read_profile(grid) if isinstance(grid, (str, Path)) else grid
+        ran, profiled = (meta or {}).get("model"), grid_meta.get("model")
+        if ran and profiled and ran != profiled:  # (fitted on one model's iterations, labelled as the other)
+            raise ValueError(f"the grid profile {grid if isinstance(grid, (str, Path)) else ''} is of model "
+                             f"{profiled!r}, the {label} served {ran!r}: profile the same worker")
         cal = calibrate_rows(timed, grid_rows, grid_meta, idle_step=idle_step, normalise=normalise)
         doc.update(grid_meta)
         grid_name = grid if isinstance(grid, (str, Path)) else "grid profile"

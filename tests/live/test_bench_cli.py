@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import bench
@@ -89,7 +90,22 @@ def test_calibrate_fits_a_profile_from_the_recorded_run(timed_live_run, tmp_path
                  samples[0].worker_id)
     assert read_profile(backend)[1]["timing"] == "backend" and "the profile" not in res.output
     res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--worker", "nobody"])
-    assert res.exit_code == 2 and "no iteration timings" in res.output
+    text = " ".join(res.output.split())  # (it said the run recorded no timings, advising record_iterations)
+    assert res.exit_code == 2 and f"run {run_id} has no worker 'nobody'; its iterations are of" in text, text
+    # A grid profile of another model: refused (its rows were fitted to this run and labelled as the other)
+    other = tmp_path / "other.json"
+    write_profile(other, [row(d_seqs=1, d_ctx=16, t=0.003), row(p_tok=8, p_seqs=1, t=0.004)],
+                  {"model": "small-llama", "device": "cpu", "batching": "padded"})
+    res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--profile", str(other), "-o",
+                                         str(tmp_path / "x.json")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "is of model 'small-llama'" in text and "served 'tiny-llama'" in text, text
+    # A file that is not JSON (a trace given by mistake): named
+    (tmp_path / "trace.csv").write_text("a,b\n1,2\n")
+    res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--profile",
+                                         str(tmp_path / "trace.csv"), "-o", str(tmp_path / "y.json")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "trace.csv: not a controlplane-profile/1 file (not JSON" in text, text
     res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--timing", "cpu"])
     assert res.exit_code == 2 and "--timing must be wall or backend" in res.output
 
@@ -150,3 +166,13 @@ def test_calibrate_repeats_freezes_the_median_and_prints_the_spread(timed_live_r
 def test_calibrate_names_a_bad_run_argument(tmp_path):
     res = CliRunner().invoke(bench.app, ["calibrate", "3+x", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert res.exit_code == 2 and "expected a run id or ids joined by '+'" in res.output
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--preset", "nope"], "error: --preset: unknown preset 'nope'; known:"),
+    (["--device", "gpu"], "error: --device: device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+])
+def test_profile_names_a_bad_preset_or_device_by_its_option(options, message):
+    """It printed pydantic's four lines ("1 validation error for WorkerModelSettings ... preset ...")."""
+    res = CliRunner().invoke(bench.app, ["profile", *options, "--grid", "small"])
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
