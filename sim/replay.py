@@ -206,6 +206,8 @@ def reopening(reader: TraceReader, seed: int,
 
 def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
     """One latency model per deployed model, from the factories plugins registered."""
+    from sim.latency.registry import check_settings
+
     factories = latency_factories(session.plugins)
     models: dict[str, LatencyModel] = {}
     for d in session.config.cluster.models:
@@ -217,6 +219,7 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
                 f"registered: {', '.join(sorted(factories)) or f'none ({_no_latency_models_why()})'}"
             )
         try:
+            check_settings(d.latency_model, factory, d.latency)
             model = factory(**d.latency)
         except (TypeError, ValueError, LookupError) as exc:
             raise ConfigError(f"cluster.models[{d.name}].latency: {exc}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,20 @@ def make_latency_model(name: str, **settings: Any) -> LatencyModel:
     except KeyError:
         raise ValueError(f"unknown latency model {name!r}{did_you_mean(name, BUILTIN_LATENCY_MODELS)}; "
                          f"valid: {sorted(BUILTIN_LATENCY_MODELS)}") from None
+    check_settings(name, factory, settings)
+    return factory(**settings)
+
+
+def check_settings(name: str, factory: Callable[..., LatencyModel], settings: Mapping[str, Any]) -> None:
+    """A ValueError naming the settings ``factory`` does not take, or the ones it needs and lacks, with the valid
+    ones (not Python's "got an unexpected keyword argument"); nothing for a factory taking ``**kwargs`` or whose
+    signature cannot be read."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return
     params = _parameters(factory)
     unknown = sorted(set(settings) - set(params))
     if unknown:
@@ -88,4 +102,3 @@ def make_latency_model(name: str, **settings: Any) -> LatencyModel:
     missing = sorted(k for k, p in params.items() if p.default is p.empty and k not in settings)
     if missing:
         raise ValueError(f"latency model {name!r} needs {missing}; valid settings: {sorted(params)}")
-    return factory(**settings)

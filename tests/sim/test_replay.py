@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from controlplane.config import DEFAULT_PLUGINS
@@ -51,6 +53,13 @@ def test_bad_latency_settings_name_the_key():
     config = make_config(cluster={"models": [{"name": "default", "latency": {"bogus": 1}}]})
     with pytest.raises(ConfigError, match=r"cluster\.models\[default\]\.latency"):
         replay(make_trace(2), config, record=False)
+    # a function factory's wrong or missing key in plain words (it was "_measured() got an unexpected keyword")
+    for latency, words in (({"pth": "p.json"}, "does not take ['pth']; valid settings: ['path']"),
+                           ({}, "needs ['path']; valid settings: ['path']")):
+        config = make_config(cluster={"models": [{"name": "tiny", "latency_model": "measured", "latency": latency}]})
+        with pytest.raises(ConfigError, match=re.escape(f"cluster.models[tiny].latency: latency model 'measured' "
+                                                        f"{words}")):
+            replay(make_trace(2), config, record=False)
 
 
 def test_a_measured_profile_that_is_not_there_names_the_key_the_file_and_where_it_was_looked_for(
