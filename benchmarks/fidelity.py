@@ -93,9 +93,24 @@ def _loads(text: str) -> tuple[float, ...]:
     return out
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default, unless its help already says it (or it has none: "(default: None)" beside "default:
+    the bundled Azure code trace")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default:" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=_Help,
+                                 epilog="Ends with one JSON line: ttft_p50_err_pct, e2e_p50_err_pct, ttft_p99_err_pct, "
+                                        "e2e_p99_err_pct, live_noise_e2e_p50_pct, calibration_spread_pct, "
+                                        "high_load_e2e_p50_err_pct, capacity_err_pct, rounds, rounds_dropped (0 in "
+                                        "the default protocol), ... Errors are signed, (sim - live) / live in %. The "
+                                        "protocol, step by step: docs/calibration.md '3. Check out of sample'.")
     ap.add_argument("--protocol", choices=PROTOCOLS, default="out-of-sample",
                     help="out-of-sample: the operator's protocol; in-sample: the older diagnostics (calibrated on "
                          "the evaluated slice or its neighbours, rounds selected by pace) - not a prediction")
@@ -108,13 +123,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="the windows start at this trace second (default: 0; 600 in the bundled trace)")
     ap.add_argument("--prompt-scale", default="auto", help="multiply prompt lengths (auto: median -> --prompt-p50)")
     ap.add_argument("--output-scale", default="auto", help="multiply output lengths (auto: median -> --output-p50)")
-    ap.add_argument("--prompt-p50", type=float, default=64)
-    ap.add_argument("--output-p50", type=float, default=16)
-    ap.add_argument("--max-prompt-tokens", type=int, default=256)
-    ap.add_argument("--max-output-tokens", type=int, default=48)
+    ap.add_argument("--prompt-p50", type=float, default=64, help="median prompt tokens the auto scale aims at")
+    ap.add_argument("--output-p50", type=float, default=16, help="median output tokens the auto scale aims at")
+    ap.add_argument("--max-prompt-tokens", type=int, default=256, help="cut longer prompts (after the scale)")
+    ap.add_argument("--max-output-tokens", type=int, default=48, help="cut longer outputs (after the scale)")
     ap.add_argument("--preset", default="tiny-llama", help="worker model preset (random weights)")
     ap.add_argument("--model-path", default=None, help="local Hugging Face model directory instead of a preset")
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--precision", default="auto", help="fp32 | bf16 | fp16 | int8 | nf4 | auto (fp32 on CPU)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the worker (CPU)")
     ap.add_argument("--pool", default="process", help="where the live worker runs: process | thread")
@@ -126,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "ratio of its real tokens; 'none': no cap")
     ap.add_argument("--db", default=None, help="database URL for the runs (default: a temporary SQLite file)")
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated (frozen) profile")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the runs' seed (token ids, trace spreads)")
     oos = ap.add_argument_group("out-of-sample protocol")
     oos.add_argument("--grid-max-batch", type=int, default=None,
                      help="largest decode batch of the generic grid (default: the config's max_num_seqs, 128)")

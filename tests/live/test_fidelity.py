@@ -175,6 +175,18 @@ def test_bad_round_options_are_refused(capsys):
         assert bad[0] in capsys.readouterr().err
 
 
+def test_the_help_names_the_json_keys_and_every_default_once(capsys):
+    """The keys the checks read were in the module docstring only; options without help showed no default; the
+    ones whose help gave it said "(default: None)" beside it."""
+    with pytest.raises(SystemExit):
+        F.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for key in ("ttft_p50_err_pct", "e2e_p50_err_pct", "ttft_p99_err_pct", "e2e_p99_err_pct", "live_noise_e2e_p50_pct",
+                "high_load_e2e_p50_err_pct", "capacity_err_pct", "rounds", "rounds_dropped"):
+        assert key in text
+    assert "(default: None)" not in text and "aims at (default: 64" in text
+
+
 def test_round_plans_alternate_the_rehearsal_around_the_evaluated_run():
     before, ev, after = [TraceRequest("b", 0.0, 4, 2)], [TraceRequest("e", 0.0, 4, 2)], [TraceRequest("a", 0.0, 4, 2)]
     kinds = [[k for k, _, _ in plan] for plan in F.round_plans(3, before, ev, after, neighbours=False)]
