@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("prefix_hits_benchmark", ROOT / "benchmarks" / "prefix_hits.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from tests.fixtures.benchmarks import ROOT, load_benchmark, never_called, refusal
 
-
-def _no_replay(*args, **kwargs):
-    raise AssertionError("a bad option must be refused before any replay")
+bench = load_benchmark("prefix_hits")
 
 
 @pytest.mark.parametrize(("argv", "option"), [
@@ -26,12 +19,8 @@ def _no_replay(*args, **kwargs):
     (["--trace", str(ROOT / "README.md")], "--trace"),  # not a Mooncake trace
 ])
 def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "run", _no_replay)
-    with pytest.raises(SystemExit) as exit_:
-        bench.run_main(bench.main, argv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "Traceback" not in err
-    assert option in next(line for line in err.splitlines() if "error:" in line)
+    monkeypatch.setattr(bench, "run", never_called)
+    assert option in refusal(bench, argv, capsys)
 
 
 def test_the_table_is_not_cut_to_80_columns_in_a_pipe(tmp_path, capsys, monkeypatch):

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("million_benchmark", ROOT / "benchmarks" / "million.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from tests.fixtures.benchmarks import ROOT, load_benchmark, never_called, refusal
 
-
-def _no_run(*args, **kwargs):
-    raise AssertionError("a bad option must be refused before the timed run")
+bench = load_benchmark("million")
 
 
 @pytest.mark.parametrize(("argv", "option"), [
@@ -26,10 +18,7 @@ def _no_run(*args, **kwargs):
     (["--trace", str(ROOT / "README.md")], "--trace"),  # not a trace
 ])
 def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "time_cli", _no_run)
+    monkeypatch.setattr(bench, "time_cli", never_called)
     monkeypatch.setattr(bench, "yardstick_us", lambda: 29.5)
-    with pytest.raises(SystemExit) as exit_:
-        bench.run_main(bench.main, argv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "Traceback" not in err and "--rate-scale" not in err
-    assert option in next(line for line in err.splitlines() if "error:" in line)
+    line = refusal(bench, argv, capsys)
+    assert option in line and "--rate-scale" not in line

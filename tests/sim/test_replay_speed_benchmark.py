@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("replay_speed_benchmark", ROOT / "benchmarks" / "replay_speed.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from tests.fixtures.benchmarks import ROOT, load_benchmark, never_called, refusal
 
-
-def _no_replay(*args, **kwargs):
-    raise AssertionError("a bad option must be refused before any replay")
+bench = load_benchmark("replay_speed")
 
 
 @pytest.mark.parametrize(("argv", "option"), [
@@ -25,9 +17,5 @@ def _no_replay(*args, **kwargs):
     (["--trace", str(ROOT / "README.md")], "--trace"),  # not a trace
 ])
 def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "replay", _no_replay)
-    with pytest.raises(SystemExit) as exit_:
-        bench.run_main(bench.main, argv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "Traceback" not in err
-    assert option in next(line for line in err.splitlines() if "error:" in line)
+    monkeypatch.setattr(bench, "replay", never_called)
+    assert option in refusal(bench, argv, capsys)

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("vs_vidur_benchmark", ROOT / "benchmarks" / "vs_vidur.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from tests.fixtures.benchmarks import load_benchmark, never_called
 
-
-def _no_run(*args, **kwargs):
-    raise AssertionError("a bad option must be refused before any run")
+bench = load_benchmark("vs_vidur")
 
 
 @pytest.mark.parametrize(("argv", "option", "says"), [
@@ -24,7 +16,7 @@ def _no_run(*args, **kwargs):
     (["--repeats", "0"], "--repeats", ">= 1"),  # (IndexError)
 ])
 def test_a_bad_option_is_one_line_naming_it(argv, option, says, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "time_cli", _no_run)
+    monkeypatch.setattr(bench, "time_cli", never_called)
     monkeypatch.setattr(bench, "yardstick_us", lambda: 29.5)
     (tmp_path / "other_run").mkdir()
     argv = [a.format(tmp=tmp_path) for a in argv]
