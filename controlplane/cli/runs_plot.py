@@ -49,8 +49,8 @@ def _latency_windows(engine: Engine, run_id: int, window_s: float) -> dict[str, 
         for b in np.unique(bins):
             vals = a[bins == b, col]
             vals = vals[~np.isnan(vals)]
-            if vals.size:
-                xs.append((b + 0.5) * window_s)
+            if vals.size:  # at the window's middle, or its last finish in a window the run ended in
+                xs.append(min((b + 0.5) * window_s, float(a[bins == b, 0].max())))
                 ys.append(float(np.percentile(vals, 90)))
         out[name] = (np.asarray(xs), np.asarray(ys))
     return out

@@ -106,3 +106,17 @@ def test_differences_are_the_intervals_where_targets_disagree():
                      {"model": "m", "start_s": 40.0, "end_s": 50.0, "a": 3, "b": 4},
                      {"model": "m", "start_s": 50.0, "end_s": None, "a": 2, "b": 4}]
     assert decision_differences(a, a) == []
+
+
+def test_the_latency_points_stay_within_the_run(tmp_path):
+    """A run that ended at 30.5 s had its last p90 point drawn at 45 s (the middle of the 30-60 s window)."""
+    from controlplane.cli.runs_plot import _latency_windows
+    from controlplane.storage import make_engine
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = replay_with(trace=make_trace(200, qps=5), config=make_config(storage={"url": url}, sim={"until_s": 30.5}),
+                      db_url=url)
+    engine = make_engine(url)
+    xs = _latency_windows(engine, res.run_id, 30.0)["ttft"][0]
+    engine.dispose()
+    assert xs.max() <= res.summary["sim_end_s"] == 30.5 and len(xs) == 2
