@@ -135,10 +135,10 @@ class SloAdmission(Plugin):
             return None  # can make it (or no rates yet): the next admission policy decides
         why = f"SLO: predicted TTFT {predicted:.3f} s > {self.settings.margin:g} x target {target} s"
         if self.settings.on_miss == "deprioritize":
-            if request.priority <= self.settings.demote_to:
-                return None
-            return Admission(True, f"{why}: demoted to priority {self.settings.demote_to}",
-                             priority=self.settings.demote_to)
+            # demoted, and the next admission policy still decides: an admitting answer would end the chain, and
+            # the queue limits listed after this plugin were never asked about the very requests of an overload
+            request.priority = min(request.priority, self.settings.demote_to)
+            return None
         return Admission(False, why, code=ReasonCode.ADMISSION_DENIED)
 
     @hookimpl

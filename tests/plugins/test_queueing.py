@@ -129,8 +129,22 @@ def test_slo_admission_refuses_when_the_queue_already_misses_the_target():
     assert not a.admit and a.code is ReasonCode.ADMISSION_DENIED and "predicted TTFT 2.250 s" in a.reason
     demote = SloAdmission(SloAdmission.Settings(ttft_s=1.0, min_samples=1, on_miss="deprioritize"))
     demote._rates = plugin._rates
-    d = demote.cp_admit_request(ctx=ctx, request=_req("n", prompt=500))
-    assert d.admit and d.priority == -1
+    n = _req("n", prompt=500)
+    assert demote.cp_admit_request(ctx=ctx, request=n) is None and n.priority == -1  # the next policy decides
+
+
+def test_a_demoted_request_is_still_refused_by_a_queue_limit_listed_after():
+    """With slo-admission (deprioritize) listed first, its admitting answer ended the chain: a queue limit of 10
+    refused nothing of 1,200 requests arriving 4x faster than one replica serves."""
+    trace = [TraceRequest(str(i), 0.05 * i, 3000, 100) for i in range(1200)]
+    enabled = ["slo-admission", "queue-limit", "continuous-batching", "least-loaded", "fixed-replicas",
+               "static-memory", "builtin-latency-models"]
+    res = replay_with(trace=trace, plugins={"enabled": enabled, "settings": {
+        "slo-admission": {"min_samples": 5, "on_miss": "deprioritize"}, "queue-limit": {"max_queued": 10}}},
+        cluster={"models": [{"replicas": 1}]}, slo={"ttft_s": 1.0})
+    full = [r for r in res.requests if r.reason_code is ReasonCode.QUEUE_FULL]
+    assert full and res.summary["num_completed"] + len(full) == 1200
+    assert any(r.priority < 0 for r in res.requests)  # demoted
 
 
 def test_slo_admission_in_a_replay_sheds_overload_early():
