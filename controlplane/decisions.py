@@ -67,6 +67,9 @@ class ScaleDecision:
     # a start held back (a restart backoff): the run time the policy will start a worker again; a request
     # refused meanwhile because the model cannot start gets it as its Retry-After
     next_start_s: float | None = None
+    # the policy keeps the count between its own evaluations (a sync period, a hold after an action): not a new
+    # recommendation, so `scaling-rules`' stabilisation window does not count it as a want
+    holding: bool = False
 
 
 @dataclass(slots=True)

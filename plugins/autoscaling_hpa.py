@@ -86,7 +86,8 @@ class HpaAutoscaler(Plugin):
         last = self._last_sync_s.get(model)
         if last is not None and now_s - last < s.sync_period_s - 1e-9 and model in self._last:
             held = max(s.min_replicas, min(s.max_replicas, current))
-            return ScaleDecision(model, held, f"between syncs, keep {held}; last sync: {self._last[model].reason}")
+            return ScaleDecision(model, held, f"between syncs, keep {held}; last sync: {self._last[model].reason}",
+                                 holding=True)
         self._last_sync_s[model] = now_s
         ratio = value / s.target
         what = f"{METRICS[s.metric]} {value:.2f} vs target {s.target:g} (ratio {ratio:.2f})"

@@ -208,7 +208,7 @@ class SeedAutoscaler(Plugin):
             action, target = f"to bounds [{s.min_replicas}, {s.max_replicas}]", bounded
         elif st.last_action_s is not None and now_s - st.last_action_s < s.hold_s:
             left = st.last_action_s + s.hold_s - now_s
-            return ScaleDecision(model, current, f"hold ({left:.0f}s left): {desc}")
+            return ScaleDecision(model, current, f"hold ({left:.0f}s left): {desc}", holding=True)
         elif score > s.scale_up_threshold and current < s.max_replicas:
             action, target = f"up (> {s.scale_up_threshold:g})", min(s.max_replicas, current + s.step)
         elif score < s.scale_down_threshold and current > s.min_replicas:

@@ -43,10 +43,11 @@ class ScalingRules(Plugin):
         notes: list[str] = []
         if s.scale_down_stabilization_s > 0:
             window = self._wanted.setdefault(model, deque())
-            window.append((now_s, wanted))
+            if not decision.holding:  # (a count kept between syncs is no want: with it, hpa never scaled down)
+                window.append((now_s, wanted))
             while window and window[0][0] < now_s - s.scale_down_stabilization_s:
                 window.popleft()
-            if target < current:
+            if target < current and window:
                 peak = min(current, max(t for _, t in window))
                 if peak > target:
                     notes.append(f"stabilisation: max wanted in {s.scale_down_stabilization_s:g}s is {peak}")

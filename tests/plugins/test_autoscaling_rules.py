@@ -57,6 +57,31 @@ def test_scale_down_stabilisation_takes_the_max_wanted_in_the_window():
     assert r.clamp(121.0, "default", 2, _d(5)).target_replicas == 5  # scale-up is not held
 
 
+def test_a_count_a_policy_keeps_between_its_syncs_is_no_want():
+    """hpa keeps the count between its syncs: counted as wants, they filled the window with the current count and
+    blocked every scale-down (3 replicas for a whole light run, hpa wanting 1 at every sync)."""
+    r = _rules(scale_down_stabilization_s=60)
+    assert r.clamp(0.0, "default", 3, _d(1)).target_replicas == 1  # (its first want: nothing above it yet)
+    held = ScaleDecision("default", 3, "between syncs, keep 3", holding=True)
+    for t in (1.0, 2.0, 3.0, 4.0):
+        assert r.clamp(t, "default", 3, held) is held
+    assert r.clamp(5.0, "default", 3, _d(1)).target_replicas == 1  # the wants in the window: 1 and 1
+
+
+def test_hpa_behind_the_rules_scales_down_on_a_light_load():
+    settings = {"hpa": {"metric": "load", "target": 2, "scale_down_stabilization_s": 0, "sync_period_s": 5,
+                        "metric_window_s": 0},
+                "scaling-rules": {"min_replicas": 1, "max_replicas": 6, "max_step_down": 1, "cooldown_s": 20,
+                                  "scale_down_stabilization_s": 60}}
+    enabled = ["scaling-rules", "hpa", "queue-limit", "least-loaded", "continuous-batching", "fixed-replicas",
+               "static-memory", "builtin-latency-models"]
+    res = replay_with(trace=make_trace(200, qps=0.5), plugins={"enabled": enabled, "settings": settings},
+                      cluster={"models": [{"name": "default", "replicas": 4, "cold_start_s": 10.0}]})
+    downs = [(f, t) for _, f, t, _ in _replicas_over_time(res) if t < f]
+    assert len(downs) >= 2 and min(t for _, t in downs) <= 2, _replicas_over_time(res)
+    assert_conserved(res.summary, res.requests)
+
+
 class Wild(Plugin):
     """A policy that wants 12 replicas on even ten-seconds and 0 on odd ones."""
 
