@@ -55,7 +55,7 @@ class SimDriver:
 
     __slots__ = (  # over 29 attributes, CPython 3.11 gives an instance a dict: see `ControlPlane.__slots__`
         "core", "env", "latency", "cold_start_s", "config", "_tick_s", "_rng_seed", "_rng", "on_progress",
-        "_running", "_timers", "_trace_done", "_trace", "_last_arrival_s", "_idle_ticks", "_done",
+        "_running", "_timers", "_trace_done", "_started", "_trace", "_last_arrival_s", "_idle_ticks", "_done",
         "_beside", "_next_arrival", "_next_tick", "_tick_event", "num_arrived", "num_events", "num_timers",
         "_core_handle", "_worker_models", "_stepped_models", "_stepped", "guardians", "_handlers",
         "_finished", "_idle",
@@ -82,6 +82,7 @@ class SimDriver:
         self._running: dict[str, _RunningBatch] = {}
         self._timers = 0  # pending cold starts, wakes and guardian checks
         self._trace_done = False
+        self._started = False
         self._trace: Iterator[TraceRequest] | None = None
         self._last_arrival_s = float("-inf")
         self._idle_ticks = 0
@@ -120,11 +121,8 @@ class SimDriver:
     def run(self, trace: Iterable[TraceRequest]) -> dict[str, Any]:
         """Replay ``trace`` (in arrival order) to the end; returns the core's summary."""
         env = self.env
-        start = self.core.start()
-        self._apply([a for a in start if type(a) is not act.StartWorker])
-        for a in start:  # the initial replicas are warm: ready before the first arrival is routed (a request
-            if type(a) is act.StartWorker:  # at 0 s was routed as to a replica in a 23-s cold start)
-                self._handle(ev.WorkerReady(env._now, a.worker_id))
+        self._apply(self.core.start())
+        self._started = True
         self._done = env.event()
         self._trace = iter(trace)
         until = self.config.sim.until_s
@@ -394,8 +392,14 @@ class SimDriver:
         self._handle(e)
 
     def _start_worker(self, a: act.StartWorker) -> None:
+        if not self._started:  # the initial replicas are warm
+            self._after(0.0, self._initial_ready, a.worker_id)
+            return
         self._timers += 1
         self._after(self.cold_start_s.get(a.model, 0.0), self._timer_event, (ev.WorkerReady, a.worker_id))
+
+    def _initial_ready(self, timer: Timeout) -> None:
+        self._handle(ev.WorkerReady(self.env._now, timer._value))
 
     def _stop_worker(self, a: act.StopWorker) -> None:
         self._running.pop(a.worker_id, None)
