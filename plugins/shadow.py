@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
 from controlplane.errors import did_you_mean
+from controlplane.hookspecs import PROJECT_NAME
 from controlplane.plugin_manager import discover_plugins, instantiate
 
 
@@ -54,8 +55,14 @@ class ShadowScaling(Plugin):
                 if name not in found:
                     raise ValueError(f"unknown plugin {name!r}{did_you_mean(name, found)}; "
                                      f"installed: {', '.join(sorted(found))}")
-                if not callable(getattr(found[name].target, "cp_scale", None)):
+                impl = getattr(found[name].target, "cp_scale", None)
+                if not callable(impl):
                     raise ValueError(f"{name!r} is not an autoscaler (no cp_scale)")
+                if (getattr(impl, f"{PROJECT_NAME}_impl", None) or {}).get("wrapper"):  # (its answer: a generator)
+                    raise ValueError(f"{name!r} wraps another autoscaler's decision (a wrapper): it cannot run in "
+                                     "advisory mode by itself")
+            if len(set(policies)) != len(policies):
+                raise ValueError(f"a policy listed twice: {policies}")
             return policies
 
         @model_validator(mode="after")

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine, select
 
 from controlplane.cli.common import fmt_value
@@ -65,7 +66,8 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
             target += f" (active {p['active_to']})"
         t.add_row(f"{r['time_s']:.1f}", _clock(r["time_s"]), r["plugin"],
                   "shadow" if r["action"] == "shadow_scale" else "scale", r["subject"] or "-", target,
-                  fmt_value(p.get("confidence")), _signals(p.get("signals"), 99 if full else 4), reason)
+                  fmt_value(p.get("confidence")), _signals(p.get("signals"), 99 if full else 4),
+                  Text(reason))  # (text, not markup: "[slope +0.045/s²]" was dropped as a style tag)
     if not rows:
         t.add_row("-", "-", "-", "-", "-", "-", "-", "-", "no scale decisions recorded")
     return t

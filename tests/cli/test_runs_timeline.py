@@ -120,3 +120,16 @@ def test_the_latency_points_stay_within_the_run(tmp_path):
     xs = _latency_windows(engine, res.run_id, 30.0)["ttft"][0]
     engine.dispose()
     assert xs.max() <= res.summary["sim_end_s"] == 30.5 and len(xs) == 2
+
+
+def test_a_reason_with_brackets_is_shown_as_written():
+    """The seed autoscaler's "trend 1.00 [slope +0.045/s²]" lost its bracket: read as a style tag."""
+    from rich.console import Console
+
+    from controlplane.cli.runs_timeline import timeline_table
+
+    row = {"time_s": 5.0, "plugin": "seed-autoscaler", "action": "scale", "subject": "default",
+           "payload": {"from": 1, "to": 2, "confidence": 0.5}, "reason": "trend 1.00 [slope +0.045/s²], queue 1.00 [72]"}
+    console = Console(width=250, record=True)
+    console.print(timeline_table([row], "t", full=True))
+    assert "trend 1.00 [slope +0.045/s²], queue 1.00 [72]" in console.export_text()

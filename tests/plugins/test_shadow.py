@@ -58,6 +58,14 @@ def test_bad_shadow_settings_name_the_key():
                                "settings": {"shadow": {"policies": ["least-loaded"]}}})
     with pytest.raises(ConfigError, match="not an autoscaler"):
         replay_with(trace=make_trace(5), config=cfg)
+    # a wrapper (its answer a generator: an AttributeError traceback mid-run), and a policy listed twice
+    for policies, words in ((["scaling-rules"], "'scaling-rules' wraps another autoscaler's decision"),
+                            (["shadow"], "'shadow' wraps another autoscaler's decision"),
+                            (["kpa", "kpa"], "a policy listed twice")):
+        cfg = make_config(plugins={"enabled": ["shadow", *BASE, "fixed-replicas"],
+                                   "settings": {"shadow": {"policies": policies}}})
+        with pytest.raises(ConfigError, match=words):
+            replay_with(trace=make_trace(5), config=cfg)
 
 
 def test_a_misspelt_shadow_policy_suggests_the_installed_one():
