@@ -68,6 +68,9 @@ def summary_table(summary: dict[str, Any], title: str) -> Any:
     for key, label in summary_rows():
         if key in summary:
             t.add_row(label, fmt_value(summary[key]))
+    for key, label in (("cost_error", "cost not known"), ("guardian_cost_error", "guardian cost not known")):
+        if summary.get(key):  # (the cost rows read "-": why, where the table shows it)
+            t.add_row(label, str(summary[key]))
     for label, n in reason_rows(summary.get("reject_reasons") or {}, summary.get("run_id")):
         t.add_row(f"  rejected/failed: {label}", str(n))
     return t

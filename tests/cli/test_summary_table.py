@@ -46,3 +46,10 @@ def test_the_rates_say_what_span_they_are_over():
     assert summary["sim_end_s"] > 83 > span > 0
     assert "span: first arrival to end (s)" in text and "throughput (req/s over the span)" in text
     assert abs(summary["throughput_rps"] - summary["num_completed"] / span) < 1e-3
+
+
+def test_a_cost_the_run_could_not_price_says_why_in_the_table():
+    """The table showed "cost (USD) -", the reason only in --json's cost_error."""
+    text = _text(summary_table({"num_requests": 1, "cost_usd": None,
+                                "cost_error": "no price for GPU 't4': set cluster.gpu_prices.t4"}, "run"))
+    assert "cost not known" in text and "no price for GPU 't4'" in text
