@@ -376,7 +376,8 @@ def test_a_recorded_run_reads_back_as_its_samples_with_hand_offs(timed_live_run)
         back = run_iterations(engine, run_id)
         run = read_live_run(engine, run_id)
         assert run_iterations(engine, run_id, worker="no-such-worker") == []
-        with pytest.raises(ValueError, match=f"run {run_id} has no worker .no-such-worker.; its iterations are of tiny-0"):
+        with pytest.raises(ValueError, match=f"run {run_id} has no worker .no-such-worker.; its iterations are of "
+                                             "tiny-0"):
             read_live_run(engine, run_id, worker="no-such-worker")
     finally:
         engine.dispose()
