@@ -88,9 +88,10 @@ def daemon_config(
         d.setdefault("max_model_len", settings.max_seq_len)
         d.setdefault("precision", settings.precision)
     priced = False
-    for i, d in enumerate(deployments):  # costed as the device it runs on, unless the config names it
-        if "gpu" not in d and isinstance(d.get("worker") or {}, dict):
-            device = (d.get("worker") or {}).get("device", "auto")
+    for d in deployments:  # costed as the device it runs on, unless the config names it
+        worker = d.get("worker") or {}
+        if "gpu" not in d and isinstance(worker, dict):
+            device = worker.get("device", "auto")
             if (gpu := device_gpu(device if isinstance(device, str) else "auto")) is not None:
                 d["gpu"], priced = gpu, True
     if not models or given or priced:
