@@ -16,6 +16,14 @@ TARGET_PCT = 10.0  # |p50 error|
 TARGET_P99_PCT = 20.0
 
 
+def signed_pct(x: float, *, sign: bool = True) -> str:
+    """A percentage for the report's text: ``+1.2%``, or ``n/a`` where there was nothing to compare (a load level
+    with no slice, a live p50 of zero)."""
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:+.1f}%" if sign else f"{x:.1f}%"
+
+
 def stats(times: list[RequestTimes]) -> dict[str, dict[int, float]]:
     """p50/p90/p99 of TTFT, TPOT and E2E (seconds) over completed requests."""
     values: dict[str, list[float]] = {m: [] for m in METRICS}
@@ -68,7 +76,7 @@ def comparison_table(title: str, live: dict, sim: dict, err: dict,
             e = err[m][p]
             style = "green" if abs(e) <= TARGET_PCT else ("yellow" if abs(e) <= 25 else "red")
             t.add_row(f"{m} p{p}", f"{live[m][p] * 1e3:.1f} ms", f"{sim[m][p] * 1e3:.1f} ms",
-                      f"[{style}]{e:+.1f}%[/]")
+                      f"[{style}]{signed_pct(e)}[/]")
     return t
 
 

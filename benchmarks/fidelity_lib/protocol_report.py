@@ -17,6 +17,7 @@ from fidelity_lib.metrics import (
     TARGET_P99_PCT,
     TARGET_PCT,
     comparison_table,
+    signed_pct,
     e2e_correlation,
     errors,
     live_spread,
@@ -56,10 +57,10 @@ def worker_probe_errors(rounds: list[EvalRound], variant: str = "sim_worker_prob
 
 def _variant_line(console: Console, e: dict[str, float], what: str) -> None:
     """One line: the rounds' pooled errors on a variant profile (`worker_probe_errors` of it)."""
-    console.print(f"the same rounds on {what}: TTFT p50 {e['ttft_p50']:+.1f}%, E2E p50 {e['e2e_p50']:+.1f}% (low "
-                  f"{e['low_ttft_p50']:+.1f} / {e['low_e2e_p50']:+.1f}%, high {e['high_ttft_p50']:+.1f} / "
-                  f"{e['high_e2e_p50']:+.1f}%), TTFT p99 {e['ttft_p99']:+.1f}%, E2E p99 {e['e2e_p99']:+.1f}%",
-                  highlight=False)
+    p = {k: signed_pct(v) for k, v in e.items()}
+    console.print(f"the same rounds on {what}: TTFT p50 {p['ttft_p50']}, E2E p50 {p['e2e_p50']} (low "
+                  f"{p['low_ttft_p50']} / {p['low_e2e_p50']}, high {p['high_ttft_p50']} / {p['high_e2e_p50']}), "
+                  f"TTFT p99 {p['ttft_p99']}, E2E p99 {p['e2e_p99']}", highlight=False)
 
 
 def _style(e: float, target: float) -> str:
@@ -76,7 +77,7 @@ def rounds_table(rounds: list[EvalRound]) -> Table:
         cells = []
         for m in ("ttft", "e2e"):
             e = 100 * (ss[m][50] / ls[m][50] - 1)
-            cells += [f"{ls[m][50] * 1e3:.0f} ms", f"{ss[m][50] * 1e3:.0f} ms", f"[{_style(e, TARGET_PCT)}]{e:+.1f}%[/]"]
+            cells += [f"{ls[m][50] * 1e3:.0f} ms", f"{ss[m][50] * 1e3:.0f} ms", f"[{_style(e, TARGET_PCT)}]{signed_pct(e)}[/]"]
         t.add_row(str(r.index + 1), r.slice_name, str(r.repeat + 1), f"{r.rate:.2f}", f"x{r.pace:.3f}",
                   f"{r.busy:.0%}", *cells)
     return t
@@ -89,12 +90,12 @@ def attribution_table(attr: dict[str, dict[str, float]], noise: dict[str, float]
         t.add_column(col, justify="left" if col == "slice" else "right")
     for name, a in attr.items():
         miss = abs(a["e2e_p50_err_pct"]) > TARGET_PCT or abs(a["ttft_p50_err_pct"]) > TARGET_PCT
-        t.add_row(f"{name}{' [red](miss)[/]' if miss else ''}", f"{a['e2e_p50_err_pct']:+.1f}%",
-                  f"{noise.get(name, math.nan):.1f}%", f"{a['e2e_latency_model_pct']:+.1f}%",
-                  f"{a['e2e_scheduling_pct']:+.1f}%", f"{a['ttft_p50_err_pct']:+.1f}%",
-                  f"{a['ttft_latency_model_pct']:+.1f}%", f"{a['ttft_scheduling_pct']:+.1f}%",
-                  f"{a['iteration_err_pct']:+.1f}%",
-                  f"{a.get('e2e_p50_pct_per_2pct_slower', math.nan):+.1f}% / {a.get('e2e_p90_pct_per_2pct_slower', math.nan):+.1f}%")
+        cols = ("e2e_p50_err_pct", "e2e_latency_model_pct", "e2e_scheduling_pct", "ttft_p50_err_pct",
+                "ttft_latency_model_pct", "ttft_scheduling_pct", "iteration_err_pct")
+        cells = [signed_pct(a[c]) for c in cols]
+        slower = [signed_pct(a.get(f"e2e_p{p}_pct_per_2pct_slower", math.nan)) for p in (50, 90)]
+        t.add_row(f"{name}{' [red](miss)[/]' if miss else ''}", cells[0],
+                  signed_pct(noise.get(name, math.nan), sign=False), *cells[1:], " / ".join(slower))
     t.caption = ("latency model: the frozen profile's time for the live iterations' own shapes vs measured (and the "
                  "E2E/TTFT error it explains); scheduling: the error left when the simulator runs on a profile refitted "
                  "on the evaluated run's own iterations; 2% slower: how far the simulated E2E moves when every "
@@ -141,20 +142,20 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                       f"correlation {_r(o.pace_by_busy.get('correlation') or math.nan, 3)}", highlight=False)
     for name, runs in o.iteration_by_shape.items():  # where the per-iteration error sits, run by run
         for k, shapes in enumerate(runs):
-            cells = ", ".join(f"{b} {v['err_pct']:+.1f}% ({v['time_share_pct']:.0f}% of time)" for b, v in shapes.items())
+            cells = ", ".join(f"{b} {signed_pct(v['err_pct'])} ({v['time_share_pct']:.0f}% of time)" for b, v in shapes.items())
             console.print(f"per-iteration error by shape, {name} run {k + 1}: {cells}", highlight=False)
     corr = e2e_correlation(live, sim)
     unpaced = errors(stats(live), stats(sum((keyed(r.sim_unpaced, r.index) for r in o.rounds), [])))
-    console.print(f"the same rounds on the frozen profile without pace correction: TTFT p50 {unpaced['ttft'][50]:+.1f}%, "
-                  f"E2E p50 {unpaced['e2e'][50]:+.1f}%, TTFT p99 {unpaced['ttft'][99]:+.1f}%, E2E p99 "
-                  f"{unpaced['e2e'][99]:+.1f}%", highlight=False)
+    console.print(f"the same rounds on the frozen profile without pace correction: TTFT p50 {signed_pct(unpaced['ttft'][50])}, "
+                  f"E2E p50 {signed_pct(unpaced['e2e'][50])}, TTFT p99 {signed_pct(unpaced['ttft'][99])}, E2E p99 "
+                  f"{signed_pct(unpaced['e2e'][99])}", highlight=False)
 
     probed = worker_probe_errors(o.rounds)
     console.print(f"the same rounds at each serving worker's own probe pace (measured before its first arrival; "
                   f"factors {', '.join(f'x{r.worker_probe_factor:.3f}' for r in o.rounds)}): TTFT p50 "
-                  f"{probed['ttft_p50']:+.1f}%, E2E p50 {probed['e2e_p50']:+.1f}% (low {probed['low_e2e_p50']:+.1f}%, "
-                  f"high {probed['high_e2e_p50']:+.1f}%), TTFT p99 {probed['ttft_p99']:+.1f}%, E2E p99 "
-                  f"{probed['e2e_p99']:+.1f}%", highlight=False)
+                  f"{signed_pct(probed['ttft_p50'])}, E2E p50 {signed_pct(probed['e2e_p50'])} (low {signed_pct(probed['low_e2e_p50'])}, "
+                  f"high {signed_pct(probed['high_e2e_p50'])}), TTFT p99 {signed_pct(probed['ttft_p99'])}, E2E p99 "
+                  f"{signed_pct(probed['e2e_p99'])}", highlight=False)
 
     idle = worker_probe_errors(o.rounds, "sim_idle_step")
     _variant_line(console, idle, f"the profile with the idle worker's prefill step (fitted from the frozen repeat's "
@@ -187,15 +188,15 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
                   f"{', '.join(f'{p.rate:.2f}' for p in sorted(o.sweep, key=lambda p: p.rate))}/s ({added} added by the "
                   f"adaptive sweep, cap {o.sweep_cap_rps:.2f}/s): live {live_x.rate:.2f}/s ({live_x.status}), "
                   f"simulated {sim_x.rate:.2f}/s ({sim_x.status}; bisection {o.sim_capacity_bisect:.2f}/s): "
-                  f"{cap_err:+.1f}%; {sweep_note}", highlight=False)
+                  f"{signed_pct(cap_err)}; {sweep_note}", highlight=False)
     high = [r for r in o.rounds if r.level == "high"]
     noise_vals = [v for v in noise.values() if math.isfinite(v)]
     mean_noise = statistics.fmean(noise_vals) if noise_vals else math.nan
     spread = o.calibration_spread
     cal_spread = spread.spread_pct if spread is not None else math.nan
     console.print(f"live-vs-live noise floor (E2E p50 spread between the {a.runs_per_slice} runs of a slice, mean over "
-                  f"slices): {mean_noise:.1f}%; calibration spread (the {a.calibration_repeats} calibrations of the same "
-                  f"window: their price for the same iterations, (max - min) / mean): {cal_spread:.1f}%; per-request E2E correlation sim vs live: {corr:.3f}; frozen profile "
+                  f"slices): {signed_pct(mean_noise, sign=False)}; calibration spread (the {a.calibration_repeats} calibrations of the same "
+                  f"window: their price for the same iterations, (max - min) / mean): {signed_pct(cal_spread, sign=False)}; per-request E2E correlation sim vs live: {corr:.3f}; frozen profile "
                   f"sha256 {o.frozen_sha256}; {o.wall_s:.0f}s; load average {os.getloadavg()[0]:.1f}", highlight=False)
     cal_ids = o.windows[0].ids
     overlap = sum(len(cal_ids & w.ids) for w in o.windows[1:])

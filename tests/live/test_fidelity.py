@@ -79,6 +79,18 @@ def test_stats_and_signed_errors():
     assert math.isnan(F.stats([failed])["e2e"][50])
 
 
+def test_a_level_with_no_round_reads_n_a_not_nan(capsys):
+    from fidelity_lib.protocol_report import _variant_line
+    from rich.console import Console
+
+    errors = {"ttft_p50": 1.25, "e2e_p50": -2.0, "ttft_p99": 3.0, "e2e_p99": 4.0, "low_ttft_p50": math.nan,
+              "low_e2e_p50": math.nan, "high_ttft_p50": 1.25, "high_e2e_p50": -2.0}
+    console = Console(width=400)
+    _variant_line(console, errors, "the probe")
+    line = capsys.readouterr().out
+    assert "nan" not in line and "(low n/a / n/a, high +1.2% / -2.0%)" in line
+
+
 # --max-pace-gap 0: every round pooled, so the run counts below do not hang on the machine's pace.
 TINY = ["--protocol", "in-sample", "--limit", "12", "--duration", "3", "--repeats", "1", "--pool", "thread", "--rounds", "2",
         "--max-prompt-tokens", "32", "--max-output-tokens", "8", "--prompt-p50", "16", "--output-p50", "4",
