@@ -131,14 +131,15 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
 
     # --- public API ---------------------------------------------------------------------------
 
-    def start(self) -> list[Any]:
-        """Start the initial replicas of every model; returns the actions."""
+    def start(self, *, warm: bool = False) -> list[Any]:
+        """Start the initial replicas of every model; returns the actions. ``warm``: the driver makes them ready
+        as the run starts (the simulator's are warm), so nothing expects their cold start."""
         self._out = []
         self.plugins.hook.cp_run_started(ctx=self.ctx)
         self.calls.drain_errors()
         for m in self.config.cluster.models:
             for _ in range(m.replicas):
-                self._add_worker(m.name, reason="initial replicas")
+                self._add_worker(m.name, reason="initial replicas", warm=warm)
         return self._take()
 
     def handle(self, event: Any) -> list[Any]:

@@ -131,6 +131,9 @@ class Worker:
     state: WorkerState = WorkerState.STARTING
     started_s: float = 0.0
     ready_s: float | None = None
+    # when a starting replica will be ready, where its driver says so (the simulator's initial replicas are warm:
+    # ready as the run starts); None: its deployment's cold start after ``started_s``
+    ready_by_s: float | None = None
     # --- limits, set by the memory plan when the worker becomes ready ---
     max_num_seqs: int = 128
     max_batch_tokens: int = 4096

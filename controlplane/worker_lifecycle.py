@@ -32,17 +32,19 @@ class WorkerLifecycle:
     _out: list[Any]
     _tick_s: float
 
-    def _add_worker(self, model: str, reason: str) -> Worker:
+    def _add_worker(self, model: str, reason: str, *, warm: bool = False) -> Worker:
+        """A new replica of ``model``, starting; ``warm``: its driver makes it ready at once (`Worker.ready_by_s`)."""
         n = self.ctx.ids.next(f"worker:{model}")
         wid = f"{model}-{n}"
-        w = Worker(worker_id=wid, model=model, started_s=self.clock.now_s)
+        now = self.clock.now_s
+        w = Worker(worker_id=wid, model=model, started_s=now, ready_by_s=now if warm else None)
         d = self._deployments[model]
         w.max_num_seqs, w.max_batch_tokens, w.kv_block_size = d.max_num_seqs, d.max_batch_tokens, d.kv_block_size
         self.workers[wid] = w
         self._workers_changed()
-        self._worker_alive_since[wid] = self.clock.now_s
+        self._worker_alive_since[wid] = now
         self.stats.peak_replicas = max(self.stats.peak_replicas, len(self._worker_alive_since))
-        self._emit(ev.WorkerChanged(self.clock.now_s, wid, "starting", {"model": model, "reason": reason}))
+        self._emit(ev.WorkerChanged(now, wid, "starting", {"model": model, "reason": reason}))
         self._out.append(act.StartWorker(wid, model))
         return w
 

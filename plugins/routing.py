@@ -183,7 +183,7 @@ class LeastLoaded(Plugin):
                 return RouteDecision(best.worker_id, f"least loaded ({least} queued+running)")
         pool, waits = self.gate.pool(ctx, workers, self.stats)
         if waits is not None:
-            starting = [i for i in pool if workers[i].state is WorkerState.STARTING]
+            starting = [i for i in pool if self.gate.cold(ctx.now_s, workers[i])]
             if starting:  # every ready replica (if any) is more backed up than these
                 i = min(starting, key=lambda j: (waits[j], workers[j].load, j))
                 w = workers[i]

@@ -9,6 +9,9 @@ expected wait is strictly smaller than theirs); the routers then choose within t
 - Time until ready: the deployment's cold start (``cluster.models[].cold_start_s``, else from
   the weights' size, as the core starts replicas) after the replica's ``started_s``, less the
   time since; 0 once that has passed (a replica late to start is not known to be later still).
+  Where the driver says when a replica will be ready (``Worker.ready_by_s``: the simulator's
+  initial replicas are warm, ready as the run starts) that time counts instead, and a starting
+  replica whose time has come counts as ready.
 - Queued work: the replica's remaining prefill plus expected output tokens
   (`plugins.scorers.work_tokens`) over its measured speed, tokens per busy second
   (`plugins.scorers.ReplicaStats`); a replica not measured yet (a starting one) takes the pooled
@@ -67,7 +70,8 @@ class ReadinessGate:
                 return
             self._model_of[wid] = model
             self._accepting.setdefault(model, set()).add(wid)
-            self._starting.setdefault(model, set()).add(wid)
+            if w is None or self.cold(event.time_s, w):
+                self._starting.setdefault(model, set()).add(wid)
             return
         model = self._model_of.get(wid)
         if model is None:
@@ -83,7 +87,7 @@ class ReadinessGate:
             if w.state is WorkerState.READY or w.state is WorkerState.STARTING:
                 self._model_of[w.worker_id] = w.model
                 accepting.setdefault(w.model, set()).add(w.worker_id)
-                if w.state is WorkerState.STARTING:
+                if self.cold(ctx.now_s, w):
                     self._starting.setdefault(w.model, set()).add(w.worker_id)
         self._accepting = accepting
         return accepting
@@ -96,7 +100,14 @@ class ReadinessGate:
             held = accepting.get(model, ())
             if len(held) == len(workers) and workers[-1].worker_id in held:  # the newest: a cheap spot check
                 return not self._starting.get(model)
-        return all(w.state is not WorkerState.STARTING for w in workers)
+        now = ctx.now_s
+        return not any(self.cold(now, w) for w in workers)
+
+    @staticmethod
+    def cold(now_s: float, w: Worker) -> bool:
+        """``w`` is in its cold start at ``now_s``: starting, and not a replica its driver makes ready by then
+        (the simulator's initial replicas are warm: ready as the run starts, their readiness not yet handled)."""
+        return w.state is WorkerState.STARTING and (w.ready_by_s is None or w.ready_by_s > now_s)
 
     def cold_start_s(self, ctx, model: str) -> float:
         if self._cold_start is None:
@@ -106,9 +117,10 @@ class ReadinessGate:
 
     def time_to_ready_s(self, ctx, w: Worker) -> float:
         """Seconds until a starting replica is expected ready (0 for any other state)."""
-        if w.state is not WorkerState.STARTING:
+        if not self.cold(ctx.now_s, w):
             return 0.0
-        return max(0.0, w.started_s + self.cold_start_s(ctx, w.model) - ctx.now_s)
+        ready_by = w.started_s + self.cold_start_s(ctx, w.model) if w.ready_by_s is None else w.ready_by_s
+        return max(0.0, ready_by - ctx.now_s)
 
     @staticmethod
     def speeds(workers: Sequence[Worker], stats: ReplicaStats) -> list[float | None]:
@@ -137,9 +149,10 @@ class ReadinessGate:
         if self.all_ready(ctx, workers):
             return list(range(len(workers))), None
         waits = self.expected_waits(ctx, workers, stats)
-        ready = [i for i, w in enumerate(workers) if w.state is not WorkerState.STARTING]
+        cold = [self.cold(ctx.now_s, w) for w in workers]
+        ready = [i for i, c in enumerate(cold) if not c]
         if not ready:
             return list(range(len(workers))), waits
         best_ready = min(waits[i] for i in ready)
-        starting = [i for i, w in enumerate(workers) if w.state is WorkerState.STARTING and waits[i] < best_ready]
+        starting = [i for i, c in enumerate(cold) if c and waits[i] < best_ready]
         return sorted(ready + starting), waits

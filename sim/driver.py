@@ -121,7 +121,7 @@ class SimDriver:
     def run(self, trace: Iterable[TraceRequest]) -> dict[str, Any]:
         """Replay ``trace`` (in arrival order) to the end; returns the core's summary."""
         env = self.env
-        self._apply(self.core.start())
+        self._apply(self.core.start(warm=True))  # the initial replicas are warm (`_start_worker`)
         self._started = True
         self._done = env.event()
         self._trace = iter(trace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 import pytest
 
@@ -117,3 +118,27 @@ def test_in_a_replay_no_request_waits_out_a_cold_start_while_the_ready_replica_k
     assert max(r.first_token_s - r.arrival_s for r in res.requests) < 5.0
     starts = [d for d in res.decisions if d.action == "scale"]
     assert starts and starts[0].time_s < 5.0  # default-1 was starting while most requests arrived
+
+
+@pytest.mark.parametrize("router", [{"least-loaded": {}}, {"least-loaded": {"by": "tokens"}}, {"weighted-router": {}}])
+def test_the_simulators_warm_initial_replicas_are_not_waited_for(router):
+    # Requests arriving together as the run starts are routed before the initial replicas' readiness is handled
+    # (at the same instant): no 30 s cold start is expected of them, and they are spread as across ready replicas.
+    trace = [replace(t, arrival_s=0.0) for t in make_trace(4, seed=1)]
+    name, settings = next(iter(router.items()))
+    res = replay_with(trace=trace, plugins={"enabled": ["builtin-latency-models", "continuous-batching", name], "settings": {name: settings}},
+                      cluster={"models": [{"name": "default", "replicas": 2, "cold_start_s": COLD_START_S}]})
+    routes = [d for d in res.decisions if d.action == "route"]
+    assert len(routes) == 4 and {d.plugin for d in routes} == {name}
+    assert not any("starting replica" in d.reason for d in routes)
+    assert {d.payload["worker"] for d in routes} == {"default-0", "default-1"}
+    assert res.summary["num_completed"] == 4
+
+
+def test_a_replica_its_driver_makes_ready_now_counts_as_ready():
+    ctx, workers = _cluster(3)
+    workers[1].ready_by_s = ctx.now_s
+    gate = ReadinessGate()
+    assert gate.all_ready(ctx, workers) and gate.time_to_ready_s(ctx, workers[1]) == 0.0
+    workers[1].ready_by_s = ctx.now_s + 4.0  # told later than its deployment's cold start says (20 s left)
+    assert not gate.all_ready(ctx, workers) and gate.time_to_ready_s(ctx, workers[1]) == 4.0

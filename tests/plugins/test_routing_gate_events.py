@@ -10,7 +10,6 @@ import pytest
 
 from controlplane.events import WorkerChanged
 from controlplane.testing import ScaleCycle, make_trace, replay_with
-from controlplane.types import WorkerState
 from plugins.prefix_cache import PrefixAffinity
 from plugins.routing_wait import ReadinessGate
 from plugins.weighted_routing import PowerOfTwo, PrefixOnly, WeightedRouter
@@ -33,7 +32,7 @@ class _CountingGate(ReadinessGate):
 
     def all_ready(self, ctx, workers) -> bool:
         got = super().all_ready(ctx, workers)
-        want = all(w.state is not WorkerState.STARTING for w in workers)
+        want = not any(self.cold(ctx.now_s, w) for w in workers)  # warm initial replicas count as ready
         if got != want:
             self.differ.append((ctx.now_s, got, want))
         held = (self._accepting or {}).get(workers[0].model, ()) if workers else ()
