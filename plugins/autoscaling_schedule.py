@@ -11,6 +11,7 @@ the daemon started live). Before the first entry the model keeps its configured 
 from __future__ import annotations
 
 import bisect
+import logging
 
 from pydantic import Field, model_validator
 
@@ -41,6 +42,17 @@ class ScheduledReplicas(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self._times: dict[str, list[float]] = {}
+
+    @hookimpl
+    def cp_run_started(self, ctx):
+        """Warn of a timetable for a model the cluster does not serve: most likely a misspelling, and that model
+        would follow ``schedule`` (or its configured replicas) instead."""
+        served = [d.name for d in ctx.config.cluster.models]
+        unknown = [m for m in self.settings.models if m not in served]
+        if unknown:
+            logging.getLogger(__name__).warning(
+                "plugins.settings.%s.models names %s, which cluster.models does not serve (served: %s); "
+                "its timetable is never used", self.name, ", ".join(map(repr, unknown)), ", ".join(served))
 
     def _table(self, model: str) -> list[tuple[float, int]]:
         return self.settings.models.get(model, self.settings.schedule)

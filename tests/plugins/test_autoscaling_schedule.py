@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from pydantic import ValidationError
 
@@ -27,6 +29,16 @@ def test_a_model_of_its_own_gets_its_own_table():
     s = ScheduledReplicas.Settings(schedule=[(0.0, 1)], models={"big": [(0.0, 4)]})
     p = ScheduledReplicas(s)
     assert p._table("big") == [(0.0, 4)] and p._table("other") == [(0.0, 1)]
+
+
+def test_a_timetable_for_a_model_the_cluster_does_not_serve_is_warned_of(caplog):
+    p = ScheduledReplicas(ScheduledReplicas.Settings(models={"defualt": [(0.0, 3)]}))
+    with caplog.at_level(logging.WARNING, logger="plugins.autoscaling_schedule"):
+        res = replay_with(p, trace=make_trace(20, qps=5.0))
+    warned = [r.getMessage() for r in caplog.records if r.name == "plugins.autoscaling_schedule"]
+    assert warned == ["plugins.settings.scheduled-replicas.models names 'defualt', which cluster.models does not "
+                      "serve (served: default); its timetable is never used"]
+    assert res.summary["num_completed"] == 20
 
 
 def test_a_timetable_out_of_order_names_the_setting():
