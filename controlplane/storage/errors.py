@@ -40,8 +40,14 @@ def database_error(exc: BaseException, url: str | None = None) -> StorageError:
     SQLAlchemy's wrapper, the statement and its "Background on this error" link. SQLite's
     "unable to open" names the likely cause."""
     orig = getattr(exc, "orig", None) or exc
-    text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
+    diag = getattr(orig, "diag", None)  # psycopg's: the message without the statement's "LINE 2: ..." lines
+    if diag is not None and diag.message_primary:
+        text = diag.message_primary + (f" ({diag.message_hint})" if diag.message_hint else "")
+    else:
+        text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
     if "unable to open database file" in text:
         text += " (does its folder exist, and may this user write there?)"
+    elif getattr(orig, "sqlstate", None) == "42501":
+        text += " (this role may not do that here: use a role that owns the schema's tables, or grant it the privilege)"
     where = f"{mask_password(url)}: " if url else ""
     return StorageError(f"{where}{type(orig).__name__}: {text}")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from controlplane.cli import app
 from controlplane.storage import head_revisions, make_engine, upgrade
-from tests.storage.conftest import db_url, pg_admin, pg_url, sqlite_url  # noqa: F401 (fixtures)
+from tests.storage.conftest import db_url, pg_admin, pg_reader, pg_url, sqlite_url  # noqa: F401 (fixtures)
 
 
 pytestmark = pytest.mark.usefixtures("wide_consoles")
@@ -49,3 +49,12 @@ def test_a_database_the_upgrade_cannot_use_is_named():
     url = "postgresql+psycopg://nobody-here@127.0.0.1:5432/nothing"
     result = _cli("db", "upgrade", "--db", url)
     assert result.exit_code == 2 and f"error: database: {url}: OperationalError:" in result.stderr, result.stderr
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_create_tables_is_told_what_to_use(pg_url, pg_reader):  # noqa: F811
+    result = _cli("db", "upgrade", "--db", pg_reader(pg_url))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.count("\n") == 1 and "LINE" not in result.stderr and ":pw@" not in result.stderr
+    assert ("InsufficientPrivilege: permission denied for schema public (this role may not do that here: use a role "
+            "that owns the schema's tables, or grant it the privilege)") in result.stderr
