@@ -15,7 +15,8 @@ from controlplane.cli.common import fmt_value
 from controlplane.storage.models import Decision
 from controlplane.storage.queries import get_run
 
-__all__ = ["decision_differences", "differences_table", "scale_decisions", "target_steps", "timeline_table"]
+__all__ = ["decision_differences", "differences_table", "scale_decisions", "starting_replicas", "target_steps",
+           "timeline_table"]
 
 SCALE_ACTIONS = ("scale", "shadow_scale")
 
@@ -74,18 +75,28 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
 
 
 def target_steps(rows: list[dict[str, Any]], *, action: str = "scale", plugin: str | None = None,
-                 start: int | None = None) -> dict[str, list[tuple[float, int]]]:
-    """Per model, the target replica count over time, (time, target) at each change."""
-    steps: dict[str, list[tuple[float, int]]] = {}
+                 start: dict[str, int] | None = None) -> dict[str, list[tuple[float, int]]]:
+    """Per model, the target replica count over time, (time, target) at each change. `start`, the run's
+    starting count per model, opens each model's sequence (a model never scaled stays at it throughout);
+    without it a model's first decision's ``from`` does."""
+    steps: dict[str, list[tuple[float, int]]] = {model: [(float("-inf"), int(count))]
+                                                 for model, count in (start or {}).items()}
     for r in rows:
         if r["action"] != action or (plugin is not None and r["plugin"] != plugin):
             continue
         model = r["subject"] or "-"
         seq = steps.setdefault(model, [])
-        if not seq and start is None and "from" in r["payload"]:
+        if not seq and "from" in r["payload"]:
             seq.append((float("-inf"), int(r["payload"]["from"])))
         seq.append((float(r["time_s"]), int(r["payload"]["to"])))
     return steps
+
+
+def starting_replicas(engine: Engine, run_id: int) -> dict[str, int]:
+    """The run's starting replica count per model, from its stored config (empty when not stored)."""
+    config = get_run(engine, run_id).get("config")
+    models = ((config.get("cluster") or {}).get("models") or []) if isinstance(config, dict) else []
+    return {m["name"]: int(m.get("replicas", 1)) for m in models if isinstance(m, dict) and "name" in m}
 
 
 def _at(seq: list[tuple[float, int]], t: float) -> int | None:
@@ -138,13 +149,16 @@ def compare_decisions(engine: Engine, run_a: int, run_b: int) -> list[Table]:
     """Tables for `runs compare A B --decisions`: A's active policy against B's, then each shadow
     policy of either run against that run's active one."""
     rows_a, rows_b = scale_decisions(engine, run_a), scale_decisions(engine, run_b)
-    tables = [differences_table(decision_differences(target_steps(rows_a), target_steps(rows_b)),
+    start = {run_a: starting_replicas(engine, run_a), run_b: starting_replicas(engine, run_b)}
+    steps_a, steps_b = target_steps(rows_a, start=start[run_a]), target_steps(rows_b, start=start[run_b])
+    tables = [differences_table(decision_differences(steps_a, steps_b),
                                 f"scale targets: run {run_a} vs run {run_b} (where they differ)",
                                 f"run {run_a}", f"run {run_b}")]
     for run_id, rows in ((run_a, rows_a), (run_b, rows_b)):
-        active = target_steps(rows)
+        active = target_steps(rows, start=start[run_id])
         for shadow in sorted({r["plugin"] for r in rows if r["action"] == "shadow_scale"}):
-            diffs = decision_differences(active, target_steps(rows, action="shadow_scale", plugin=shadow))
+            shadow_steps = target_steps(rows, action="shadow_scale", plugin=shadow, start=start[run_id])
+            diffs = decision_differences(active, shadow_steps)
             tables.append(differences_table(diffs, f"run {run_id}: active vs shadow {shadow} (where they differ)",
                                             "active", shadow))
     return tables

@@ -108,6 +108,23 @@ def test_differences_are_the_intervals_where_targets_disagree():
     assert decision_differences(a, a) == []
 
 
+def test_a_run_that_never_scaled_is_compared_at_its_starting_count(tmp_path):
+    """A seed-autoscaler run of 0 scale events against hpa's of 9 said "the same targets throughout"."""
+    from controlplane.cli.runs_timeline import starting_replicas, target_steps
+    from controlplane.storage import make_engine
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    models = {"models": [{"name": "default", "replicas": 2}]}
+    never = replay_with(trace=make_trace(20), config=make_config(cluster=models, storage={"url": url}), db_url=url)
+    moved = [{"action": "scale", "plugin": "hpa", "subject": "default", "time_s": 10.0, "payload": {"from": 2, "to": 5}}]
+    engine = make_engine(url)
+    start = starting_replicas(engine, never.run_id)
+    engine.dispose()
+    assert start == {"default": 2}
+    assert decision_differences(target_steps([], start=start), target_steps(moved)) == [
+        {"model": "default", "start_s": 10.0, "end_s": None, "a": 2, "b": 5}]
+
+
 def test_the_latency_points_stay_within_the_run(tmp_path):
     """A run that ended at 30.5 s had its last p90 point drawn at 45 s (the middle of the 30-60 s window)."""
     from controlplane.cli.runs_plot import _latency_windows
