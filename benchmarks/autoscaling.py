@@ -119,20 +119,42 @@ def oscillations(events: list[tuple[float, int, int]], window_s: float) -> int:
                if b0 > a0 and b1 < a1 and t1 - t0 < window_s)
 
 
-def autoscalers() -> list[str]:
-    """Installed plugins that decide `cp_scale` (not wrappers), the ones that read no load (`fixed-replicas`,
-    `scheduled-replicas`) left out."""
+def _scale_plugins() -> dict[str, bool]:
+    """Installed plugins with a `cp_scale` implementation: name -> whether it is a wrapper."""
     from controlplane.hookspecs import PROJECT_NAME
     from controlplane.plugin_manager import discover_plugins
 
-    names = []
+    out = {}
     for name, info in discover_plugins().items():
         impl = getattr(info.target, "cp_scale", None)
-        opts = getattr(impl, f"{PROJECT_NAME}_impl", None)
-        if impl is not None and name not in ("fixed-replicas", "scheduled-replicas") and not (opts or {}).get("wrapper"):
-            names.append(name)
+        if impl is not None:
+            out[name] = bool((getattr(impl, f"{PROJECT_NAME}_impl", None) or {}).get("wrapper"))
+    return out
+
+
+def autoscalers() -> list[str]:
+    """Installed plugins that decide `cp_scale` (not wrappers), the ones that read no load (`fixed-replicas`,
+    `scheduled-replicas`) left out."""
+    names = [name for name, wrapper in _scale_plugins().items()
+             if not wrapper and name not in ("fixed-replicas", "scheduled-replicas")]
     known = [n for n in WINDOWS_S if n in names]
     return known + sorted(set(names) - set(known))
+
+
+def scale_wrappers() -> list[str]:
+    """Installed `cp_scale` wrappers (`scaling-rules`, `shadow`): a --config's are left out of every run, so that
+    its bounds do not clamp the static baselines and each policy is benchmarked as itself."""
+    return sorted(name for name, wrapper in _scale_plugins().items() if wrapper)
+
+
+def dropped_wrappers_note(args) -> str | None:
+    """A note when --config enables a `cp_scale` wrapper, which the benchmark leaves out."""
+    enabled = (base_config(args).get("plugins") or {}).get("enabled") or []
+    dropped = [p for p in enabled if p in scale_wrappers()]
+    if not dropped:
+        return None
+    return (f"note: --config enables {', '.join(dropped)}; the benchmark replays without it (it takes a config's "
+            "cluster, batching, SLO and prices): every policy within 1..--max-replicas, static counts unclamped")
 
 
 def takes(policy: str, settings: dict) -> dict:
@@ -221,7 +243,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
     (benchmarks/autoscaling_early_stop.py): the row then says so instead of the whole run's numbers."""
     data = base_config(args)
     plugins = data.get("plugins") or {}
-    scalers = AUTOSCALERS | set(autoscalers())
+    scalers = AUTOSCALERS | set(autoscalers()) | set(scale_wrappers())
     enabled = [p for p in plugins.get("enabled", BASE_PLUGINS) if p not in scalers]
     model = dict((data.get("cluster") or {}).get("models", [{"name": "default"}])[0])
     model["replicas"] = replicas
@@ -366,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.policies is not None:
         check_policies(ap, args.policies, autoscalers())
     check_sets(ap, parse_sets(args.set), autoscalers())
+    wrappers = dropped_wrappers_note(args)
+    if wrappers:
+        print(wrappers, file=sys.stderr, flush=True)
     if not 0 < args.target <= 1:
         ap.error(f"--target is a share of requests, in (0, 1], got {args.target:g}")
     if args.setups and not args.suite:

@@ -443,3 +443,20 @@ def test_copies_reach_the_replays_transforms_and_the_out_line(tmp_path):
     assert json.loads((tmp_path / "o.jsonl").read_text())["copies"] == "shuffled"
     with pytest.raises(SystemExit):
         bench.parser().parse_args(["--copies", "spread"])
+
+
+def test_a_configs_scaling_rules_do_not_clamp_the_static_baselines(capsys, tmp_path):
+    """A --config with `scaling-rules: {max_replicas: 3}` ran every static row x3..x16 on 3 replicas."""
+    import yaml
+
+    data = yaml.safe_load(bench.DEFAULT_CONFIG.read_text())
+    data["plugins"]["enabled"] = ["scaling-rules", *data["plugins"]["enabled"]]
+    data["plugins"].setdefault("settings", {})["scaling-rules"] = {"max_replicas": 1}
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump(data))
+    args = bench.parser().parse_args(["--config", str(config), "--limit", "100", "--progress", "0"])
+    static = bench.run(args, "fixed-replicas", 3)
+    assert static["scale_events"] == 0  # (it was scaled down to the rules' bound at its first tick)
+    assert bench.main(["--config", str(config), "--limit", "50", "--policies", "hpa", "--no-static",
+                       "--progress", "0"]) == 0
+    assert "note: --config enables scaling-rules; the benchmark replays without it" in capsys.readouterr().err
