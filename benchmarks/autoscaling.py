@@ -11,8 +11,8 @@ profiles, Sarathi, cold starts from the weights, SLO TTFT 2 s / TPOT 0.1 s, pric
 with its autoscaler replaced. Each autoscaler (every installed plugin with a `cp_scale` policy but
 `fixed-replicas` and the wrappers, or `--policies`; settings with `--set POLICY.KEY=VALUE`) replays
 the trace from `--start-replicas` (1) within 1..`--max-replicas`. `static_peak` is the fewest fixed
-replicas (all ready at the start) that keep `--target` of the requests within the TTFT and TPOT
-SLOs: what provisioning for the peak costs. Prints a table of every run, then one JSON line mapping
+replicas (all ready at the start) that keep `--target` of the requests within the SLO (TTFT, TPOT
+and the end-to-end target when the config sets one): what provisioning for the peak costs. Prints a table of every run, then one JSON line mapping
 each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by a
 scale-down within the policy's own stabilisation window), `cost_per_1k_requests` (USD at the
 config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests after `--warmup` s).
@@ -223,11 +223,14 @@ def after_warmup(requests, slo, warmup_s: float) -> float | None:
 
 
 def meets_slo(r, slo) -> bool:
-    """The request completed within the TTFT and TPOT targets."""
+    """The request completed within the TTFT, TPOT and (when set) end-to-end targets: the run summary's
+    `slo_attainment` check (controlplane/metrics.py), which early stops, --find-scale and the clairvoyant
+    timetable use too."""
     if r.status is not RequestStatus.COMPLETED:
         return False
-    ttft, tpot, _, _ = request_latencies(r)
-    return ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
+    ttft, tpot, e2e, _ = request_latencies(r)
+    return (ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
+            and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
 
 
 def transforms_of(args) -> TraceTransforms:

@@ -10,7 +10,7 @@ stops there: the answer is the one the whole replay would give, exactly. Measure
 same JSON line); `--find-scale 6` on a 6-hour, 26,408-request stand-in 226 s -> 139 s (one run each, the same
 answer after the same nine replays).
 
-`MissCounter` (an observer plugin) counts finished requests that miss the TTFT or TPOT target (or
+`MissCounter` (an observer plugin) counts finished requests that miss the TTFT, TPOT or end-to-end target (or
 did not complete: the same rule as the benchmark's `meets_slo`, which every request the run's own
 attainment counts as attained also meets); `StopWhenMissed` wraps the replay's progress callback
 and raises `TargetMissed` once the count passes the allowance. A stopped replay's row says so
@@ -55,7 +55,7 @@ def allowed_misses(num_requests: int, target: float) -> int:
 
 
 class MissCounter:
-    """Counts finished requests that did not complete within the TTFT and TPOT targets."""
+    """Counts finished requests that did not complete within the SLO (the benchmark's `meets_slo`)."""
 
     name = "miss-counter"
 
