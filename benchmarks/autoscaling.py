@@ -302,7 +302,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
         "cost_usd": round(float(s["cost_usd"] or 0), 3),
         "ttft_p99_s": round(float(s["ttft_p99_s"] or 0), 3),
         "tpot_p99_s": round(float(s["tpot_p99_s"] or 0), 3),
-        "max_replicas": int(s["peak_replicas"]),
+        "peak_replicas": int(s["peak_replicas"]),  # most alive at once (starting, ready or draining)
         "num_requests": int(s["num_requests"]),
         "num_completed": int(s["num_completed"]),
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -342,8 +342,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", help="base run config (default: the bundled sim/data/default_replay.yaml)")
     ap.add_argument("--cold-start", type=float, default=None,
                     help="seconds from scale-up to ready (default: the config's, else from the weights' size)")
-    ap.add_argument("--start-replicas", type=int, default=1)
-    ap.add_argument("--max-replicas", type=int, default=16)
+    ap.add_argument("--start-replicas", type=int, default=1,
+                    help="replicas each autoscaler starts from, warm (default 1); static counts start with theirs")
+    ap.add_argument("--max-replicas", type=int, default=16,
+                    help="each autoscaler's bound (min 1) and the most static replicas tried (default 16)")
     ap.add_argument("--target", type=float, default=0.99, help="SLO attainment static_peak must reach")
     ap.add_argument("--ttft", type=float, default=None, help="TTFT target (default: the config's slo.ttft_s)")
     ap.add_argument("--tpot", type=float, default=None, help="TPOT target (default: the config's slo.tpot_s)")
@@ -390,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(named_by_options(exc))
     if args.policies is not None:
         check_policies(ap, args.policies, autoscalers())
-    check_sets(ap, parse_sets(args.set), autoscalers())
+    runs = None if args.policies is None else [n.strip() for n in args.policies.split(",")] + \
+        (list(MATCH_SWEEPS) if args.match else [])
+    check_sets(ap, parse_sets(args.set), autoscalers(), runs)
     wrappers = dropped_wrappers_note(args)
     if wrappers:
         print(wrappers, file=sys.stderr, flush=True)
@@ -484,7 +488,7 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
         for name, r in results.items():  # GPU-hours against provisioning for the peak
             r["gpu_hours_vs_static_peak"] = round(r["gpu_hours"] / static[best]["gpu_hours"], 3)
     cols = ("slo_attainment", "slo_after_warmup", "gpu_hours", "gpu_hours_vs_static_peak", "cost_per_1k_requests",
-            "scale_events", "oscillations", "ttft_p99_s", "max_replicas", "wall_s")
+            "scale_events", "oscillations", "ttft_p99_s", "peak_replicas", "wall_s")
     heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "TTFT p99", "peak alive", "wall s")
     print(f"{'policy':<24}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:

@@ -38,10 +38,12 @@ def check_policies(ap: argparse.ArgumentParser, text: str, scalers: list[str]) -
                  f"{', '.join(scalers)}")
 
 
-def check_sets(ap: argparse.ArgumentParser, sets: dict[str, dict], scalers: list[str]) -> None:
-    """--set POLICY.KEY=VALUE names an installed autoscaler and one of its settings with a valid value: a usage
-    error before any replay (a misspelled policy was ignored, the run at its defaults; a bad key or value was a
-    SettingsError traceback at that policy's first replay)."""
+def check_sets(ap: argparse.ArgumentParser, sets: dict[str, dict], scalers: list[str],
+               runs: list[str] | None = None) -> None:
+    """--set POLICY.KEY=VALUE names an installed autoscaler that the benchmark runs (``runs``: --policies and,
+    with --match, its baselines; None: every autoscaler), and one of its settings with a valid value: a usage
+    error before any replay (a misspelled policy, or one left out of --policies, was ignored, the run at its
+    defaults; a bad key or value was a SettingsError traceback at that policy's first replay)."""
     from controlplane.errors import ConfigError
     from controlplane.plugin_manager import discover_plugins, validated_settings
 
@@ -50,6 +52,9 @@ def check_sets(ap: argparse.ArgumentParser, sets: dict[str, dict], scalers: list
         if policy not in scalers:
             ap.error(f"--set {policy}.{next(iter(settings))}: {policy!r} is not an autoscaler benchmarked here; "
                      f"installed: {', '.join(scalers)}")
+        if runs is not None and policy not in runs:
+            ap.error(f"--set {policy}.{next(iter(settings))}: {policy!r} is not among the policies run "
+                     f"({', '.join(runs)}); add it to --policies or drop the --set")
         try:
             validated_settings(installed[policy], settings)
         except ConfigError as exc:

@@ -267,12 +267,13 @@ def test_progress_shows_days_of_simulated_time():
     (["--set", "hpa.bogus=3"], "--set: invalid plugin settings: plugins.settings.hpa.bogus: Extra inputs"),
     (["--set", "hpa.target=abc"], "--set: invalid plugin settings: plugins.settings.hpa.target: Input should be"),
     (["--set", "hpaa.target=8"], "--set hpaa.target: 'hpaa' is not an autoscaler benchmarked here"),
+    (["--set", "kpa.target_concurrency=4"], "--set kpa.target_concurrency: 'kpa' is not among the policies run (hpa)"),
     (["--target", "1.5"], "--target is a share of requests, in (0, 1], got 1.5"),
     (["--setups", "foo"], "--setups picks setups of --suite: give --suite too"),
 ])
 def test_a_bad_set_target_or_setups_is_a_usage_error_before_any_replay(capsys, options, message):
-    """A bad --set key or value was a traceback at that policy's first replay; a misspelled --set policy and
-    --setups without --suite were ignored (the run at the defaults, every policy over the whole hour); --target
+    """A bad --set key or value was a traceback at that policy's first replay; a misspelled --set policy, one
+    for a policy --policies leaves out, and --setups without --suite were ignored (the run at the defaults, every policy over the whole hour); --target
     1.5 searched static counts that no count could reach."""
     with pytest.raises(SystemExit) as exited:
         bench.main([*options, "--policies", "hpa", "--no-static", "--limit", "10"])
@@ -473,3 +474,16 @@ def test_the_benchmark_counts_the_end_to_end_target_as_the_summary_does(tmp_path
     args = bench.parser().parse_args(["--config", str(config), "--limit", "150", "--warmup", "0", "--progress", "0"])
     row = bench.run(args, "fixed-replicas", 1)
     assert row["slo_attainment"] < 1 and row["slo_after_warmup"] == row["slo_attainment"]
+
+
+def test_the_replica_options_are_explained_and_a_runs_peak_is_named_as_one(capsys, tmp_path):
+    """--start-replicas and --max-replicas had no --help text; --out's `max_replicas` held the peak count."""
+    help_text = " ".join(bench.parser().format_help().split())
+    assert "--start-replicas START_REPLICAS replicas each autoscaler starts from" in help_text
+    assert "--max-replicas MAX_REPLICAS each autoscaler's bound" in help_text
+    out = tmp_path / "runs.jsonl"
+    assert bench.main(["--limit", "50", "--policies", "hpa", "--no-static", "--progress", "0", "--out", str(out)]) == 0
+    row = json.loads(out.read_text().splitlines()[0])
+    assert row["peak_replicas"] >= 1 and "max_replicas" not in row
+    assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hpa"]) == {
+        "slo_attainment", "gpu_hours", "scale_events", "oscillations", "cost_per_1k_requests", "slo_after_warmup"}
