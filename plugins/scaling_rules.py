@@ -58,12 +58,18 @@ class ScalingRules(Plugin):
         if s.min_replicas is not None and target < s.min_replicas:
             notes.append(f"min {s.min_replicas} replicas")
             target = s.min_replicas
+        # A step limit never keeps the count outside the bounds: min_replicas and max_replicas win at once.
         if s.max_step_up is not None and target > current + s.max_step_up:
-            notes.append(f"step up at most {s.max_step_up}")
-            target = current + s.max_step_up
+            highest = max(current + s.max_step_up, s.min_replicas or 0)
+            if target > highest:
+                notes.append(f"step up at most {s.max_step_up}")
+                target = highest
         if s.max_step_down is not None and target < current - s.max_step_down:
-            notes.append(f"step down at most {s.max_step_down}")
-            target = current - s.max_step_down
+            lowest = current - s.max_step_down if s.max_replicas is None else min(current - s.max_step_down,
+                                                                                    s.max_replicas)
+            if target < lowest:
+                notes.append(f"step down at most {s.max_step_down}")
+                target = lowest
         if target != current and s.cooldown_s > 0:
             last = self._last_change_s.get(model)
             # Bounds are not held back by the cooldown: a count outside them is fixed at once.

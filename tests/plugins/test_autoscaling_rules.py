@@ -38,6 +38,18 @@ def test_bounds_and_steps_are_clamped_and_stated():
         ScalingRules.Settings(min_replicas=3, max_replicas=2)
 
 
+def test_the_bounds_win_over_the_step_limits():
+    """{min_replicas: 4, max_step_up: 1} went 1 -> 2 -> 3 -> 4 over three ticks: "never fewer" must hold at once."""
+    r = _rules(min_replicas=4, max_replicas=6, max_step_up=1, max_step_down=1)
+    d = r.clamp(0.0, "default", 1, _d(1))
+    assert d.target_replicas == 4 and d.reason == "policy | rules: 1 -> 4 (min 4 replicas)"
+    assert r.clamp(1.0, "default", 1, _d(10)).target_replicas == 4  # up to the bound, past the step limit
+    assert r.clamp(2.0, "default", 5, _d(10)).target_replicas == 6  # within the bounds the step limit holds
+    d = r.clamp(3.0, "default", 9, _d(2))
+    assert d.target_replicas == 6 and "step down at most 1" in d.reason  # down to max_replicas at once, not 8
+    assert r.clamp(4.0, "default", 6, _d(4)).target_replicas == 5
+
+
 def test_cooldown_holds_after_a_change_but_not_outside_the_bounds():
     r = _rules(cooldown_s=60, max_replicas=4)
     assert r.clamp(0.0, "default", 2, _d(3)).target_replicas == 3
