@@ -147,7 +147,7 @@ class SLOPlannerSettings(PluginSettings):
     initial_capacity_rps: float = Field(1.0, gt=0)  # without an iteration estimate: start here, then learn
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(64, ge=1)
-    scale_to_zero: bool = False  # zero replicas after scale_to_zero_grace_s without any load (min_replicas 0)
+    scale_to_zero: bool = False  # zero replicas after scale_to_zero_grace_s without any load (needs min_replicas 0)
     scale_to_zero_grace_s: float = Field(300.0, ge=0)
 
     @model_validator(mode="after")
@@ -158,4 +158,6 @@ class SLOPlannerSettings(PluginSettings):
             raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
         if self.min_replicas == 0 and not self.scale_to_zero:
             raise ValueError("min_replicas 0 needs scale_to_zero: true")
+        if self.scale_to_zero and self.min_replicas > 0:  # (it ran 0 replicas below its min_replicas: 3 -> 0)
+            raise ValueError("scale_to_zero needs min_replicas: 0")
         return self

@@ -266,6 +266,13 @@ def test_work_in_tokens_weighs_each_arrival_by_its_prompt():
         SLOPlanner.Settings(work_unit="bytes")
 
 
+def test_scale_to_zero_with_a_min_above_zero_is_refused_as_kpa_refuses_it():
+    """`scale_to_zero: true` with `min_replicas: 2` was accepted, then ran 0 replicas (3 -> 0 at 71 s)."""
+    with pytest.raises(ValueError, match="scale_to_zero needs min_replicas: 0"):
+        SLOPlanner.Settings(scale_to_zero=True, min_replicas=2)
+    assert SLOPlanner.Settings(scale_to_zero=True, min_replicas=0).min_replicas == 0
+
+
 def test_a_shape_window_is_a_ratio_estimate_a_flood_of_finishes_cannot_swing():
     from controlplane.events import RequestFinished
     from controlplane.testing import make_requests
