@@ -169,9 +169,7 @@ class ControlLoop:
         num_current = scaling.num_ready + scaling.num_starting  # Worker.accepts_requests
         if decision.advisory:
             self._record_advisory(model, num_current, decision)
-        target = decision.target_replicas
-        if target < 0:
-            target = 0
+        target = decision.target_replicas  # a whole number >= 0 (`controlplane.hook_results`)
         if target == num_current:
             return
         current = [w for w in scaling.workers if w.state in _ACCEPTING]

@@ -3,16 +3,16 @@
 A plugin returning anything else made a mistake the core cannot act on: the callers in
 `controlplane.plugin_manager` and `controlplane.policy_calls` treat it like a raise (recorded
 as the plugin's error, the next implementation or the built-in fallback decides), with the
-`TypeError` of :func:`wrong_result` as its reason. A few fields the core cannot act on unless
-they have the right type or range are checked too (`FIELD_CHECKS`: a replica count of 2.5, a
-cache hit's negative latency).
+`TypeError` of :func:`wrong_result` as its reason. The fields the core acts on are checked too
+(`FIELD_CHECKS`: a replica count of 2.5 or -2, a refusal's code given as a string, a memory plan
+of no sequences, a cache hit's negative latency or tokens, a guardian plan's unknown combine
+rule). A batch plan is checked against its worker (`controlplane.batch_plan_checks`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +25,7 @@ from controlplane.decisions import (
     RouteDecision,
     ScaleDecision,
 )
+from controlplane.types import ReasonCode
 
 #: Hook name -> the type (or types) its non-None results must be instances of.
 RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -40,24 +41,106 @@ RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return f"{type(value).__name__} {shown[:57] + '...' if len(shown) > 60 else shown}"
+
+
+def _whole(value: Any, least: int) -> bool:
+    """``value`` is a whole number (an int, not a bool) of at least ``least``."""
+    return (type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))) \
+        and value >= least
+
+
+def _seconds(value: Any) -> bool:
+    """``value`` is a finite number of seconds >= 0."""
+    return (type(value) is float or (isinstance(value, numbers.Real) and not isinstance(value, bool))) \
+        and 0.0 <= value < math.inf
+
+
+def _text(value: Any) -> bool:
+    return type(value) is str or isinstance(value, str)
+
+
+def _admission_fields(d: Admission) -> str | None:
+    if type(d.admit) is not bool:
+        return f"Admission.admit must be True or False, got {_shown(d.admit)}"
+    if not _text(d.reason):
+        return f"Admission.reason must be a string, got {_shown(d.reason)}"
+    if d.priority is not None and not _whole(d.priority, -(2**31)):
+        return f"Admission.priority must be a whole number or None, got {_shown(d.priority)}"
+    if not isinstance(d.code, ReasonCode):
+        return f"Admission.code must be a controlplane.types.ReasonCode, got {_shown(d.code)}"
+    if d.retry_after_s is not None and not _seconds(d.retry_after_s):
+        return f"Admission.retry_after_s must be a finite number of seconds >= 0 or None, got {_shown(d.retry_after_s)}"
+    return None
+
+
 def _scale_fields(decision: ScaleDecision) -> str | None:
-    try:
-        operator.index(decision.target_replicas)
-    except TypeError:
-        value = decision.target_replicas
-        return f"ScaleDecision.target_replicas must be a whole number (int), got {type(value).__name__} {value!r}"
+    value = decision.target_replicas
+    if not _whole(value, 0):
+        return f"ScaleDecision.target_replicas must be a whole number >= 0 (int), got {_shown(value)}"
+    if not _text(decision.model) or not _text(decision.reason):
+        return f"ScaleDecision.model and .reason must be strings, got {_shown(decision.model)}, {_shown(decision.reason)}"
     at = decision.next_start_s
     if at is not None and not (isinstance(at, numbers.Real) and math.isfinite(at)):
         return f"ScaleDecision.next_start_s must be a finite run time in seconds or None, got {type(at).__name__} {at!r}"
+    c = decision.confidence
+    if c is not None and not (isinstance(c, numbers.Real) and not isinstance(c, bool) and 0.0 <= c <= 1.0):
+        return f"ScaleDecision.confidence must be a number from 0 to 1 or None, got {_shown(c)}"
+    signals = decision.signals
+    if signals is not None and not (isinstance(signals, dict) and all(
+            _text(k) and isinstance(v, numbers.Real) and not isinstance(v, bool) for k, v in signals.items())):
+        return f"ScaleDecision.signals must be a dict of names to numbers or None, got {_shown(signals)}"
+    return None
+
+
+def _memory_fields(plan: MemoryPlan) -> str | None:
+    for name, least in (("max_num_seqs", 1), ("max_batch_tokens", 1), ("num_kv_blocks", 0), ("kv_block_size", 1)):
+        value = getattr(plan, name)
+        if not _whole(value, least):
+            return f"MemoryPlan.{name} must be a whole number >= {least}, got {_shown(value)}"
     return None
 
 
 def _cache_hit_fields(hit: CacheHit) -> str | None:
     latency = hit.latency_s
     # float first: the common case costs one type test and one chained comparison (no NaN, no inf)
-    if (type(latency) is float or isinstance(latency, numbers.Real)) and 0.0 <= latency < math.inf:
-        return None
-    return f"CacheHit.latency_s must be a finite number of seconds >= 0, got {type(latency).__name__} {latency!r}"
+    if not ((type(latency) is float or isinstance(latency, numbers.Real)) and 0.0 <= latency < math.inf):
+        return f"CacheHit.latency_s must be a finite number of seconds >= 0, got {type(latency).__name__} {latency!r}"
+    if hit.kind not in CACHE_KINDS:
+        return f"CacheHit.kind must be one of {', '.join(sorted(CACHE_KINDS))}, got {_shown(hit.kind)}"
+    if hit.output_tokens is not None and not _whole(hit.output_tokens, 0):
+        return f"CacheHit.output_tokens must be a whole number >= 0 or None, got {_shown(hit.output_tokens)}"
+    if hit.response_text is not None and not _text(hit.response_text):
+        return f"CacheHit.response_text must be a string or None, got {_shown(hit.response_text)}"
+    return None
+
+
+#: `GuardianPlan.mode` and ``combine`` values the core carries out.
+GUARDIAN_MODES = frozenset({"sync", "async"})
+GUARDIAN_COMBINES = frozenset({None, "any", "majority", "weighted"})
+#: `CacheHit.kind` values (what the summary and the stored rows count).
+CACHE_KINDS = frozenset({"exact", "semantic"})
+
+
+def _guardian_fields(plan: GuardianPlan) -> str | None:
+    while plan is not None:  # the plan, then each tier of its cascade
+        if type(plan.check) is not bool:
+            return f"GuardianPlan.check must be True or False, got {_shown(plan.check)}"
+        if plan.mode not in GUARDIAN_MODES:
+            return f"GuardianPlan.mode must be 'sync' or 'async', got {_shown(plan.mode)}"
+        if plan.combine not in GUARDIAN_COMBINES:
+            return f"GuardianPlan.combine must be 'any', 'majority', 'weighted' or None, got {_shown(plan.combine)}"
+        if plan.cached is not None:
+            if not isinstance(plan.cached, dict):
+                return f"GuardianPlan.cached must be a dict (a known verdict) or None, got {_shown(plan.cached)}"
+        elif plan.check and not (plan.names and all(_text(n) and n for n in plan.names)):
+            return f"GuardianPlan names no guardian to check with (guardian {plan.guardian!r}, guardians {plan.guardians!r})"
+        if plan.then is not None and not isinstance(plan.then, GuardianPlan):
+            return f"GuardianPlan.then must be a GuardianPlan or None, got {_shown(plan.then)}"
+        plan = plan.then
+    return None
 
 
 #: Hook name -> a check of its result's fields (the result is of the hook's type): an error
@@ -65,8 +148,11 @@ def _cache_hit_fields(hit: CacheHit) -> str | None:
 #: hooks asked rarely (per tick) or whose non-None results are rare enough to cost nothing beside
 #: what the core does with them (a cache hit: served, a decision recorded; a miss is not checked).
 FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "cp_admit_request": _admission_fields,  # (built-in admission answers only to refuse)
     "cp_scale": _scale_fields,
+    "cp_plan_memory": _memory_fields,
     "cp_cache_lookup": _cache_hit_fields,
+    "cp_guardian_plan": _guardian_fields,
 }
 
 

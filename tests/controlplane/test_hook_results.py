@@ -142,7 +142,7 @@ def test_a_subclass_of_the_decision_type_is_accepted():
     assert not [d for d in res.decisions if d.is_error]
 
 
-@pytest.mark.parametrize("target", [2.5, 2.0, "2", None])
+@pytest.mark.parametrize("target", [2.5, 2.0, "2", None, -2, True])
 def test_a_scale_decision_with_a_target_that_is_not_a_whole_number_is_an_error_decision(caller, target):
     from controlplane.decisions import ScaleDecision
 
@@ -156,7 +156,7 @@ def test_a_scale_decision_with_a_target_that_is_not_a_whole_number_is_an_error_d
     res = replay_with(FloatScaler(), trace=make_trace(6))
     errors = [d for d in res.decisions if d.is_error]
     assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_scale", "float-scaler")}
-    assert f"ScaleDecision.target_replicas must be a whole number (int), got {type(target).__name__}" \
+    assert f"ScaleDecision.target_replicas must be a whole number >= 0 (int), got {type(target).__name__}" \
         in errors[0].reason
     assert res.summary["num_completed"] == 6
 
