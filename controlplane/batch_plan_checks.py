@@ -1,9 +1,11 @@
 """Whether the core can carry out a batching policy's `BatchPlan` for one worker.
 
-A plan that names another worker's request, a request twice, a prefill of no tokens or of more
-than the prompt has left, a decode or a preemption of a request that is not running on the worker,
-an expiry of one not waiting there, or a wake in the past would corrupt the worker's queues, stall
-it, or (a preemption of a waiting request, asked again and again) never end. :func:`plan_error` says what is wrong
+A plan that names another worker's request, a request twice (an expiry of one it prefills
+included), a prefill entry that is not a (request, whole number of tokens) pair, a prefill of no
+tokens or of more than the prompt has left, a decode or a preemption of a request that is not
+running on the worker, an expiry of one not waiting there, more sequences running than the
+worker's ``max_num_seqs``, or a wake in the past would corrupt the worker's queues, stall it,
+overrun its memory, or (a preemption of a waiting request, asked again and again) never end. :func:`plan_error` says what is wrong
 (None when nothing is); the core then records it as the policy's error and asks the built-in
 batching instead (`PolicyCalls.decide_instead`), so a faulty batching plugin is isolated like one
 that raises. Checked for every plan, so the checks are plain attribute reads.
@@ -12,7 +14,7 @@ that raises. Checked for every plan, so the checks are plain attribute reads.
 from __future__ import annotations
 
 import math
-
+import numbers
 from typing import TYPE_CHECKING
 
 from controlplane.decisions import BatchPlan
@@ -28,9 +30,21 @@ _RUNNING, _WAITING = RequestStatus.RUNNING, RequestStatus.WAITING
 
 def plan_error(plan: BatchPlan, w: Worker) -> str | None:
     """What makes ``plan`` impossible on worker ``w``, in words; None when the core can run it."""
+    try:
+        return _plan_error(plan, w)
+    except (TypeError, AttributeError, ValueError) as exc:  # a field of the wrong type altogether (None, a number)
+        return f"a malformed BatchPlan ({type(exc).__name__}: {exc})"
+
+
+def _plan_error(plan: BatchPlan, w: Worker) -> str | None:
     wid = w.worker_id
     prefill, decode = plan.prefill, plan.decode
-    for r, n in prefill:
+    for entry in prefill:
+        if type(entry) is not tuple or len(entry) != 2 or not isinstance(entry[0], Request):
+            return f"prefill entries must be (request, tokens) pairs, got {_shown(entry)}"
+        r, n = entry
+        if type(n) is not int and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+            return f"prefill of {r.request_id}: tokens must be a whole number, got {type(n).__name__} {n!r}"
         if r.worker_id != wid:
             return f"prefill of {r.request_id}, which is not on worker {wid}"
         if n <= 0 or n > r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens:
@@ -53,9 +67,23 @@ def plan_error(plan: BatchPlan, w: Worker) -> str | None:
             for r in decode:
                 if r in preempted:
                     return f"decode of {r.request_id}, which the plan preempts"
-    for r, _why in plan.expire:
+    for entry in plan.expire:
+        if type(entry) is not tuple or len(entry) != 2 or not isinstance(entry[0], Request):
+            return f"expire entries must be (request, reason) pairs, got {_shown(entry)}"
+        r = entry[0]
         if r.status is not _WAITING or r.worker_id != wid:
             return f"expire of {r.request_id}, which is not waiting on worker {wid}"
+    if plan.expire and prefill:
+        expired = {r for r, _ in plan.expire}
+        for r, _ in prefill:
+            if r in expired:
+                return f"prefill of {r.request_id}, which the plan also expires"
+    if prefill:
+        joining = sum(1 for r, _ in prefill if r.status is not _RUNNING)
+        running = len(w.running) - len(plan.preempt) + joining
+        if joining and running > w.max_num_seqs:
+            return (f"{running} sequences running after it ({joining} joining), more than the worker's max_num_seqs "
+                    f"of {w.max_num_seqs}")
     if type(plan.max_iterations) is not int or plan.max_iterations < 1:
         return f"max_iterations must be a whole number >= 1, got {plan.max_iterations!r}"
     wake = plan.wake_after_s
@@ -79,6 +107,11 @@ def replacement_plan(calls: PolicyCalls, plan: BatchPlan, plugin: str | None, w:
     if again is not None:
         raise RuntimeError(f"the built-in batching {by} made an unusable BatchPlan for worker {w.worker_id}: {again}")
     return instead, by
+
+
+def _shown(value: object) -> str:
+    shown = repr(value)
+    return f"{type(value).__name__} {shown[:57] + '...' if len(shown) > 60 else shown}"
 
 
 def _repeated(requests: list[Request]) -> str:

@@ -33,8 +33,14 @@ def _worker_with(waiting: int = 1, running: int = 2):
 
 
 def test_a_usable_plan_has_no_error():
+    import numpy as np
+
     w, waiting, running = _worker_with()
     n = waiting[0].prompt_tokens
+    assert plan_error(BatchPlan(prefill=((waiting[0], np.int64(n)),)), w) is None
+    w.max_num_seqs = 2  # a smaller memory plan than the running set: a plan adding nobody is still usable
+    assert plan_error(BatchPlan(decode=tuple(running)), w) is None
+    w.max_num_seqs = 3
     assert plan_error(BatchPlan(preempt=(running[0],), expire=((waiting[0], "late"),)), w) is None
     assert plan_error(BatchPlan(prefill=((waiting[0], n),), decode=tuple(running)), w) is None
     assert plan_error(BatchPlan(), w) is None
@@ -54,6 +60,13 @@ def test_a_usable_plan_has_no_error():
     ("iterations", "max_iterations"),
     ("wake negative", "wake_after_s"),
     ("wake nan", "wake_after_s"),
+    ("request alone", "prefill entries must be (request, tokens) pairs, got Request"),
+    ("tokens as text", "tokens must be a whole number, got str '10'"),
+    ("fractional tokens", "tokens must be a whole number, got float 10.5"),
+    ("prefill and expire", "which the plan also expires"),
+    ("expire without reason", "expire entries must be (request, reason) pairs"),
+    ("over max_num_seqs", "3 sequences running after it (1 joining), more than the worker's max_num_seqs of 2"),
+    ("prefill not a tuple", "a malformed BatchPlan (TypeError"),
 ])
 def test_each_unusable_plan_says_why(case, expected):
     w, waiting, running = _worker_with()
@@ -71,6 +84,13 @@ def test_each_unusable_plan_says_why(case, expected):
         "iterations": lambda: BatchPlan(decode=(running[0],), max_iterations=0),
         "wake negative": lambda: BatchPlan(wake_after_s=-1.0),
         "wake nan": lambda: BatchPlan(wake_after_s=math.nan),
+        "request alone": lambda: BatchPlan(prefill=(r,)),
+        "tokens as text": lambda: BatchPlan(prefill=((r, "10"),)),
+        "fractional tokens": lambda: BatchPlan(prefill=((r, 10.5),)),
+        "prefill and expire": lambda: BatchPlan(prefill=((r, 1),), expire=((r, "late"),)),
+        "expire without reason": lambda: BatchPlan(expire=(r,)),
+        "over max_num_seqs": lambda: (setattr(w, "max_num_seqs", 2), BatchPlan(prefill=((r, 1),)))[1],
+        "prefill not a tuple": lambda: BatchPlan(prefill=5),
     }
     assert expected in plan_error(plans[case](), w)
 
