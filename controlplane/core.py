@@ -234,7 +234,9 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
             self._reject(r, admission.reason or "rejected by admission policy", plugin, "cp_admit_request",
                          admission.code)
             return
-        if admission is not None and admission.priority is not None:
+        if admission is not None and admission.priority is not None and admission.priority != r.priority:
+            self._decision("cp_admit_request", plugin, "prioritize", r.request_id, admission.reason or None,
+                           {"from": r.priority, "to": admission.priority})
             r.priority = admission.priority
         self._admitted(r)  # the prompt's guardian check, then the response cache or a worker
 
@@ -272,12 +274,13 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         worker = self.workers.get(decision.worker_id) if decision is not None else None
         if worker is None or worker.model != r.model or worker.state not in _ACCEPTING:  # not a candidate
             bad = decision.worker_id if decision is not None else None
-            self._emit(
-                Decision(self.clock.now_s, "cp_route_request", plugin or "core", "error", r.request_id,
-                         f"routed to {bad!r}, which is not a candidate; sent to the least loaded", None, True)
-            )
+            why = f"routed {r.request_id} to {bad!r}, which is not a candidate; sent to the least loaded"
+            if decision is not None:  # a router's wrong answer: its error, counted and recorded as any
+                self._monitor.record(plugin or "core", "cp_route_request", ValueError(why))
+                self.calls.drain_errors()
+            else:
+                self._emit(Decision(self.clock.now_s, "cp_route_request", "core", "error", r.request_id, why, None, True))
             worker = min(candidates, key=lambda w: w.load)
-            self._monitor.num_errors += decision is not None  # a router's wrong answer: counted as its error
             plugin = "core"
         payload = {"worker": worker.worker_id}
         if decision is not None and decision.scores and plugin != "core":

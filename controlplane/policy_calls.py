@@ -77,10 +77,11 @@ class PolicyCalls:
         #: them, and the core skips the call (admission, the guardian plans, the cache lookup in a default replay).
         self.unanswered = frozenset(name for name, (fn, _, fallback, _, _, _) in self._direct.items()
                                     if fn is None and fallback is None)
-        #: Policy hooks answered by one callable alone, a plugin's or the fallback's (no wrapper, no second plugin):
-        #: what it answers is the hook's answer (the core trusts a `SteadyScaleDecision` from ``cp_scale`` then).
+        #: Policy hooks answered by one plugin alone, or its fallback when it defers (no wrapper, no second plugin):
+        #: what it answers is the hook's answer (the core trusts a `SteadyScaleDecision` from ``cp_scale`` then: a
+        #: plugin that promised the same answer does not defer to the fallback meanwhile).
         self.single_answer = frozenset(name for name, (fn, _, fallback, _, _, _) in self._direct.items()
-                                       if (fn is None) != (fallback is None))
+                                       if fn is not None or fallback is not None)
         #: The plugins of this project's own ``plugins`` package (and the fallbacks), by the name `decide` reports:
         #: the core does not check their batch plans again per batch (`controlplane.batch_plan_checks`: ~5% of a
         #: replay); their tests do (tests/controlplane/test_batch_plan_checks.py). Every other plugin's are checked.
@@ -219,13 +220,17 @@ class PolicyCalls:
         return result
 
     def drain_errors(self) -> None:
-        """Turn the plugin errors recorded so far into ``error`` decisions on the bus."""
-        for err in self.monitor.take_errors():
-            self._emit_hook(
-                self.ctx,
-                Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
-            )
-        self.monitor.errors.clear()  # errors raised by observers of the error events are dropped
+        """Turn the plugin errors recorded so far into ``error`` decisions on the bus. An observer that raises on
+        those decisions makes errors of its own: they are drained too, as any error (and it ends: each plugin's
+        errors of a hook stop being recorded, only counted, after `MAX_RECORDED_ERRORS`)."""
+        errors = self.monitor.take_errors()
+        while errors:
+            for err in errors:
+                self._emit_hook(
+                    self.ctx,
+                    Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
+                )
+            errors = self.monitor.take_errors()
 
 
 def _wrappers(caller: Any) -> str:

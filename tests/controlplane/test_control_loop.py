@@ -69,6 +69,30 @@ def test_with_a_second_scaler_the_steady_answer_is_asked_every_tick(harness, mon
     assert asked == [1.0, 2.0, 3.0]
 
 
+class _SteadyThirdParty(Plugin):
+    """Another project's autoscaler that keeps two replicas and says so with a steady answer."""
+
+    name = "steady-third-party"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        self.asked.append(ctx.now_s)
+        return SteadyScaleDecision(model, 2, "two, whatever the load")
+
+
+def test_a_third_party_scalers_steady_answer_is_trusted_when_it_alone_answers():
+    # fixed-replicas not enabled: it is only the fallback, never asked while the plugin answers
+    scaler = _SteadyThirdParty()
+    enabled = ["builtin-latency-models", "continuous-batching", "least-loaded"]
+    res = replay_with(scaler, trace=make_trace(40, qps=2), plugins={"enabled": enabled})
+    assert res.summary["num_completed"] == 40 and res.summary["num_scale_events"] == 0
+    assert scaler.asked == [1.0]  # a tick a second for 20 s: asked once, no worker changed after
+
+
 ONE_MODEL = {"models": [{"name": "a", "replicas": 1, "max_num_seqs": 4}]}
 TWO_MODELS = {"models": [{"name": "a", "replicas": 1, "max_num_seqs": 4}, {"name": "b", "replicas": 2}]}
 

@@ -413,3 +413,20 @@ def test_event_log_sees_every_arrival_once():
     arrivals = [e.request.request_id for e in log.events if isinstance(e, ev.RequestArrived)]
     assert arrivals == [str(i) for i in range(25)]
     assert summary["num_requests"] == 25
+
+
+def test_an_admission_that_changes_the_priority_is_a_recorded_decision():
+    from controlplane.decisions import Admission
+
+    class Demoter(Plugin):
+        name = "demoter"
+
+        @hookimpl
+        def cp_admit_request(self, ctx, request):
+            return Admission(True, "batch traffic goes last", priority=-5) if request.request_id != "0" else None
+
+    res = replay_with(Demoter(), trace=make_trace(4))
+    changes = [d for d in res.decisions if d.action == "prioritize"]
+    assert [(d.subject, d.plugin, d.reason, d.payload) for d in changes] == [
+        (rid, "demoter", "batch traffic goes last", {"from": 0, "to": -5}) for rid in ("1", "2", "3")]
+    assert [r.priority for r in sorted(res.requests, key=lambda r: r.request_id)] == [0, -5, -5, -5]

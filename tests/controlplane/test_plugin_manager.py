@@ -340,6 +340,40 @@ def test_every_plugin_error_is_counted_in_the_summary():
     assert res.summary["num_plugin_errors"] == n
 
 
+class NoisyObserver:
+    """Raises on every event, its own error decisions included."""
+
+    name = "noisy-observer"
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        raise RuntimeError("observer bug")
+
+
+class StrayRouter:
+    """Routes to a replica that is not a candidate."""
+
+    name = "stray-router"
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        return RouteDecision("nowhere-0", "a typo")
+
+
+@pytest.mark.parametrize(("plugin", "hook"), [(NoisyObserver(), "cp_on_event"), (StrayRouter(), "cp_route_request")])
+def test_the_summarys_error_counts_match_the_recorded_rows_up_to_the_cap(plugin, hook):
+    """The observer's errors on its own error decisions were counted and then dropped (1,435 counted, "the first
+    100 recorded", 50 rows); a stray route's error was counted outside the per-plugin counts and recorded
+    without the cap (300 rows, no ``plugin_error_counts``)."""
+    n = MAX_RECORDED_ERRORS + 50
+    res = replay_with(plugin, trace=make_trace(n, qps=20))
+    assert res.summary["num_completed"] == n
+    counted = res.summary["plugin_error_counts"][plugin.name][hook]
+    assert res.summary["num_plugin_errors"] == counted >= n
+    rows = [d for d in res.decisions if d.is_error]
+    assert len(rows) == MAX_RECORDED_ERRORS and {(d.plugin, d.hook) for d in rows} == {(plugin.name, hook)}
+
+
 class ExplodingWrapper:
     name = "exploding-wrapper"
 
