@@ -387,6 +387,32 @@ def _env_variables(loc: tuple[Any, ...]) -> list[str]:
     return [set_names[n] for n in names if n in set_names]
 
 
+def environment_note(key: str) -> str:
+    """`` (from the environment: CONTROLPLANE_...)`` when a ``CONTROLPLANE_*`` variable gives the value at the dotted
+    ``key`` (``plugins.settings.my-cap.max_prompt``): the variable of that key, or of a section whose JSON holds it;
+    else "". For errors found after the config was built (a plugin's settings)."""
+    import json
+
+    loc = tuple(key.split("."))
+    found = []
+    for name in _env_variables(loc):
+        depth = name.count("__") + 1  # CONTROLPLANE_PLUGINS__SETTINGS: the first two parts
+        value: Any = os.environ[name]
+        if depth < len(loc):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+            for part in loc[depth:]:
+                value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is not _MISSING:
+            found.append(name)
+    return f" (from the environment: {', '.join(found)})" if found else ""
+
+
+_MISSING = object()
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
                 option_names: Mapping[str, str] | None = None) -> RunConfig:
     """Build the run config from a file, the environment and explicit overrides. ``option_names``: the

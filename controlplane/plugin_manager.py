@@ -20,6 +20,7 @@ import pluggy
 from pydantic import ValidationError
 
 from controlplane import hookspecs
+from controlplane.config import environment_note
 from controlplane.errors import ConfigError, ControlPlaneError, PluginError, SettingsError, did_you_mean
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin, PluginSettings
@@ -51,10 +52,8 @@ class PluginInfo:
 
     def __init__(self, name: str, target: Any, dist: str | None = _UNSET, version: str | None = _UNSET,
                  entry_point: str | None = None, *, ep: metadata.EntryPoint | None = None) -> None:
-        self.name = name
-        self.entry_point = entry_point
-        self._target = target
-        self._ep = ep
+        self.name, self.entry_point = name, entry_point
+        self._target, self._ep = target, ep
         self._dist: tuple[str | None, str | None] | None = None if dist is self._UNSET else (dist, version)
 
     @classmethod
@@ -310,7 +309,8 @@ def validated_settings(info: PluginInfo, raw_settings: Mapping[str, Any] | None,
             return target.Settings(**(raw_settings or {}))
         except ValidationError as exc:
             problems = tuple((".".join(map(str, err["loc"])), err["msg"]) for err in exc.errors())
-            lines = [f"{'.'.join(filter(None, [key, loc]))}: {msg}" for loc, msg in problems]
+            keys = ['.'.join(filter(None, [key, loc])) for loc, _ in problems]
+            lines = [f"{k}: {msg}{environment_note(k)}" for k, (_, msg) in zip(keys, problems)]
             raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines), problems) from None
     if raw_settings:
         raise ConfigError(f"{key}: this plugin takes no settings")

@@ -111,6 +111,33 @@ def test_a_bad_environment_variable_is_named_not_blamed_on_the_file(tmp_path, mo
     assert expected in str(exc.value) and "run.yaml" not in str(exc.value)
 
 
+@pytest.mark.parametrize("name, value", [
+    ("CONTROLPLANE_PLUGINS__SETTINGS", '{"queue-limit": {"max_queued": "x"}}'),
+    ("CONTROLPLANE_PLUGINS", '{"settings": {"queue-limit": {"max_queued": "x"}}}'),
+])
+def test_a_bad_plugin_setting_from_the_environment_names_its_variable(tmp_path, monkeypatch, name, value):
+    """Plugin settings are checked when the plugins are made, after the config: the error named the key only, and
+    the file it pointed to held a good value."""
+    from controlplane.errors import SettingsError
+    from controlplane.session import RunSession
+
+    path = tmp_path / "run.yaml"
+    path.write_text("plugins: {settings: {queue-limit: {max_queued: 5}}}\n")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as exc:
+        RunSession(load_config(path), mode="sim", record=False)
+    assert str(exc.value).splitlines()[1:] == [
+        "  plugins.settings.queue-limit.max_queued: Input should be a valid integer, unable to parse string as an "
+        f"integer (from the environment: {name})"]
+    # a variable that sets other plugins' settings is not blamed for the file's bad value
+    path.write_text("plugins: {settings: {queue-limit: {max_queued: x}}}\n")
+    monkeypatch.setenv(name, value.replace('"queue-limit": {"max_queued": "x"}', '"exact-cache": {"capacity": 5}'))
+    with pytest.raises(SettingsError) as exc:
+        RunSession(load_config(path), mode="sim", record=False)
+    assert "plugins.settings.queue-limit.max_queued: Input should be a valid integer" in str(exc.value)
+    assert "environment" not in str(exc.value)
+
+
 def test_environment_alone_merges_with_overrides(monkeypatch):
     monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0.5")
     c = load_config(None, {"sim": {"exact": True}})
