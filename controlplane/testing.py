@@ -195,14 +195,20 @@ def replay_with(
     ``trace`` is a stream of requests or a trace file; ``transforms`` a ``sim.replay.TraceTransforms``
     (window, speed-up, rate, limit), seeded by the run, as ``controlplane sim replay`` applies them.
     Returns the summary and every event and decision. Nothing is stored unless ``db_url`` is given.
+    ``config`` (a `RunConfig`, e.g. from ``load_config``) is the base: ``db_url`` and the keyword overrides
+    (``cluster={...}``) apply on top of it, as on top of the defaults without it.
     """
     from sim.replay import replay
 
+    overrides = dict(config_overrides)
+    if db_url:
+        overrides.setdefault("storage", {})["url"] = db_url
     if config is None:
-        overrides = dict(config_overrides)
-        if db_url:
-            overrides.setdefault("storage", {})["url"] = db_url
         config = make_config(**overrides)
+    elif overrides:  # on top of the given config, as nested overrides merge everywhere
+        from pydantic._internal._utils import deep_update  # the merge pydantic-settings itself uses
+
+        config = make_config(**deep_update(config.model_dump(), overrides))
     log = next((p for p in plugins if isinstance(p, EventLog)), None)
     extra = list(plugins)
     if log is None:

@@ -268,6 +268,27 @@ def test_replay_with_takes_the_same_transforms(tmp_path):
         k: v for k, v in library.summary.items() if k not in ("run_id", "wall_s")}
 
 
+def test_replay_with_applies_the_database_and_overrides_on_top_of_a_given_config(tmp_path, monkeypatch):
+    """They were ignored with a config: the run went to ./controlplane.db and ran the config's two replicas."""
+    from controlplane.testing import make_trace, replay_with
+    from controlplane.storage import make_engine
+    from sqlalchemy import text
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'mine.db'}"
+    base = make_config(seed=3, sim={"tick_s": 0.5})
+    result = replay_with(trace=make_trace(30, qps=20), config=base, db_url=url,
+                         cluster={"models": [{"name": "default", "replicas": 5}]})
+    assert len({r.worker_id for r in result.requests}) == 5
+    assert not (tmp_path / "controlplane.db").exists()
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM request")).scalar() == 30
+        config = conn.execute(text("SELECT config FROM run")).scalar()
+    engine.dispose()
+    assert '"seed": 3' in config or "'seed': 3" in config or '"seed":3' in config
+
+
 def test_a_rate_profile_is_checked_when_the_transforms_are_made_and_kept_as_float_pairs():
     from sim.replay import NO_TRANSFORMS, TraceTransforms
 
