@@ -105,7 +105,7 @@ class LiveDriver(LiveWorkers):
         self.num_core_errors = 0
         self.worker_facts: dict[str, dict[str, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._t0 = 0.0
+        self._t0: float | None = None  # the run clock's start (`time.monotonic()`), set once the core starts
         self._last_s = 0.0
         self._failed_workers: set[str] = set()
         self.last_worker_failure: str | None = None  # "worker: reason" of the latest, for /readyz
@@ -142,6 +142,7 @@ class LiveDriver(LiveWorkers):
             settings = worker_settings(self.config, d.name)
             self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings)
         self.pool.bind(self._loop, self._worker_failed)
+        # Guardian workers start before the run clock does: what they read of it is 0 (`now_s`).
         await self.guardians.start(sum(m.replicas for m in self.config.cluster.models) or 1)
         try:
             self.session = await asyncio.to_thread(
@@ -154,7 +155,7 @@ class LiveDriver(LiveWorkers):
         self.core = self.session.core
         self.metrics.watch_storage(getattr(self.session, "recorder", None))
         self.guardians.attach(self.session)
-        self._t0 = time.monotonic()
+        self._t0, self._last_s = time.monotonic(), 0.0
         self._started = True
         try:
             self._apply(self.core.start())
@@ -362,7 +363,10 @@ class LiveDriver(LiveWorkers):
 
     def now_s(self) -> float:
         """The run clock: seconds since the run started (monotonic, never going back). Every
-        event this driver feeds the core is stamped with it."""
+        event this driver feeds the core is stamped with it. Before the start (guardian workers
+        starting) it reads 0: the run has not begun, and nothing read then can hold the clock back."""
+        if self._t0 is None:
+            return 0.0
         now = time.monotonic() - self._t0
         if now < self._last_s:
             now = self._last_s

@@ -552,3 +552,17 @@ def test_a_guardian_worker_on_a_gpu_is_priced_for_the_time_it_was_held(tmp_path)
     assert summary["guardians"]["judge"]["held_gpu_seconds"] == 3600.0
     assert summary["guardian_gpu_hours"] == 1.0 and summary["guardian_cost_usd"] == 4.0
     assert summary["total_cost_usd"] == 5.0
+
+
+def test_guardian_workers_of_their_own_leave_the_run_clock_running(tmp_path):
+    # Their workers start before the run clock: a read of it then must not pin the clock at the
+    # host's uptime (every row's arrival, first token and finish the same instant).
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules"}])
+    driver = LiveDriver(cfg, pool="thread")
+    assert driver.now_s() == 0.0  # not started: the run has not begun
+    driver, _, results, _, _ = drive(cfg, LocalThreadPool(cpu_threads=1), ["hello", "again"])
+    assert [r.guardian_verdict for r in results] == ["pass", "pass"]
+    first, second = rows(cfg.storage.url, driver.run_id, "requests")
+    for q in (first, second):
+        assert q["arrival_s"] < q["first_token_s"] < q["finish_s"]
+    assert first["finish_s"] <= second["arrival_s"] < time.monotonic() - driver._t0 + 1e-6
