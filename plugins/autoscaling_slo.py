@@ -329,6 +329,9 @@ class SLOPlanner(Plugin):
             wanted = floor
         current = scaling.num_current
         min_gap = s.recurrence_min_gap_s if s.recurrence_min_gap_s is not None else horizon
+        if not st.started:  # the replicas the run starts with count as wanted now: kept for the hold, not drained
+            st.started = True
+            st.hold.add(now, current, min_gap)
         st.steady.add(now, wanted)
         steady = cv is not None and cv <= s.steady_cv and not idle_long
         # startup_release "quantile": until the load can be called steady, the wants' quantile as well

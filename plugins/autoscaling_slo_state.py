@@ -51,6 +51,7 @@ class ModelState:
         self.outputs: deque[int] = deque(maxlen=256)  # the last finished requests' outputs (long_prefill_miss_budget)
         self.learned_rate: float = s.initial_capacity_rps
         self.idle_since: float | None = None
+        self.started = False  # whether the replicas the run started with were recorded as wanted (the first tick)
         self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)
         self.hold = RecurrenceHold(s.scale_down_delay_s, s.recurrence_margin, s.recurrence_min_gaps,
                                    rearm_lead=s.recurrence_rearm_lead, onset_hazard=s.onset_hazard,

@@ -109,6 +109,15 @@ def test_scale_to_zero_and_back_loses_no_request():
     assert any(t >= 400.0 and frm == 0 and to >= 1 for t, frm, to in events)  # and came back for the late ones
 
 
+def test_the_warm_replicas_a_run_starts_with_are_kept_for_the_hold():
+    """Starting from 4 warm replicas it went "want 1, 4 -> 1" at its first tick, then started a cold one at 2 s."""
+    cluster = {"models": [{**CLUSTER["models"][0], "replicas": 4}]}
+    res = replay_with(_planner(scale_down_delay_s=120.0), trace=make_trace(600, qps=2.0), cluster=cluster)
+    assert_conserved(res.summary)
+    downs = [(t, frm, to) for t, frm, to in scale_events(res) if to < frm]
+    assert downs and downs[0][0] >= 120.0 and downs[0][1] == 4, scale_events(res)[:3]
+
+
 def test_a_latency_model_that_fails_falls_back_to_learning():
     def broken(prefill_tokens, decode_seqs, context_tokens):
         raise KeyError("no profile for this shape")
