@@ -7,7 +7,10 @@ judged against side A's SLO for both sides).
 
 * One run a side: ``scipy.stats.bootstrap`` over requests. When both runs replayed the same
   requests (the same ids) the resampling is paired (the same requests drawn on both sides),
-  which removes the trace's own variation from the difference.
+  which removes the trace's own variation from the difference. A paired comparison covers the
+  requests that completed in both runs: when one run completed requests the other did not
+  (blocked by a guardian, rejected, timed out), both sides' values, the difference and its
+  interval are all over that common set, and ``MetricDiff.covers`` says so.
 * Several runs a side: a two-level bootstrap, runs (seeds) drawn with replacement, then
   requests within each drawn run, so seed-to-seed variation widens the interval as it should.
 
@@ -72,6 +75,9 @@ class MetricDiff:
     low: float | None  # the confidence interval of the difference
     high: float | None
     method: str  # paired | independent | hierarchical
+    #: The requests the values cover when not every completed request of each side (a paired
+    #: comparison of runs that completed different requests), e.g. "the 443 requests completed in both runs".
+    covers: str | None = None
 
     @property
     def within_noise(self) -> bool | None:
@@ -81,7 +87,8 @@ class MetricDiff:
 
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "stat": self.stat, "a": self.a, "b": self.b, "diff": self.diff,
-                "low": self.low, "high": self.high, "method": self.method, "within_noise": self.within_noise}
+                "low": self.low, "high": self.high, "method": self.method, "within_noise": self.within_noise,
+                "covers": self.covers}
 
 
 def load_sample(engine: Engine, run_id: int) -> RunSample:
@@ -121,8 +128,7 @@ def _single(a: np.ndarray, b: np.ndarray, stat: str, paired: bool, confidence: f
 
     f = STATS[stat]
     if paired:
-        keep = ~np.isnan(a) & ~np.isnan(b)
-        a, b = a[keep], b[keep]
+        a, b, _ = completed_in_both(a, b)
     else:
         a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     if a.size < 2 or b.size < 2:
@@ -135,6 +141,16 @@ def _single(a: np.ndarray, b: np.ndarray, stat: str, paired: bool, confidence: f
                     method="percentile", random_state=rng)
     low, high = res.confidence_interval
     return float(low), float(high), "paired" if paired else "independent"
+
+
+def completed_in_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The paired values of the requests with a value on both sides, and what they cover when it is
+    not every value of each side (None when it is)."""
+    keep = ~np.isnan(a) & ~np.isnan(b)
+    n = int(keep.sum())
+    if n == int((~np.isnan(a)).sum()) == int((~np.isnan(b)).sum()):
+        return a[keep], b[keep], None
+    return a[keep], b[keep], f"the {n} requests completed in both runs"
 
 
 def _hierarchical(a: Sequence[np.ndarray], b: Sequence[np.ndarray], stat: str, confidence: float, n: int,
@@ -185,13 +201,18 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
     for metric, stat in metrics:
         xa = [_column(s, metric, slo) for s in a]
         xb = [_column(s, metric, slo) for s in b]
-        va, vb = _point(xa, stat), _point(xb, stat)
+        covers = None
+        if paired:  # the values, the difference and its interval over the same requests
+            pa, pb, covers = completed_in_both(xa[0], xb[0])
+            va, vb = _point([pa], stat), _point([pb], stat)
+        else:
+            va, vb = _point(xa, stat), _point(xb, stat)
         if single:
             low, high, method = _single(xa[0], xb[0], stat, paired, confidence, n_resamples, rng)
         else:
             (low, high), method = _hierarchical(xa, xb, stat, confidence, n_resamples, rng), "hierarchical"
         diff = None if va is None or vb is None else vb - va
-        out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method))
+        out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method, covers))
     return out
 
 

@@ -58,8 +58,11 @@ def ci_table(diffs: list[Any], title: str, confidence: float) -> Table:
     t = Table(title=title, header_style="bold")
     for col in ("metric", "A", "B", "B - A", f"{confidence:.0%} CI", "verdict"):
         t.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
+    covers = list(dict.fromkeys(d.covers for d in diffs if d.covers))
     for d in diffs:
         label = "SLO attainment" if d.metric == "slo_attainment" else f"{d.metric} {d.stat} (s)"
+        if d.covers:
+            label += " " + "*" * (covers.index(d.covers) + 1)
         if d.within_noise is None:
             verdict = "-"
         elif d.within_noise:
@@ -71,4 +74,6 @@ def ci_table(diffs: list[Any], title: str, confidence: float) -> Table:
         t.add_row(label, _fmt(d.a, d.metric), _fmt(d.b, d.metric), diff, ci, verdict)
     t.caption = f"bootstrap over requests ({fmt_value(diffs[0].method) if diffs else '-'}); " \
                 "within noise: the interval contains 0"
+    for i, c in enumerate(covers, start=1):  # rows whose A, B and interval are over fewer requests than each run's
+        t.caption += f"\n{'*' * i} A, B and the interval over {c} (paired)"
     return t

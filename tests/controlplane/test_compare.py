@@ -112,3 +112,29 @@ def test_runs_whose_ids_match_but_whose_prompts_differ_are_not_paired():
     assert _by(compare_samples([a], [b], n_resamples=200), "ttft", "mean").method == "independent"
     b.prompt_tokens = a.prompt_tokens.copy()  # the same requests: paired
     assert _by(compare_samples([a], [b], n_resamples=200), "ttft", "mean").method == "paired"
+
+
+def test_a_paired_comparison_gives_its_values_over_the_requests_completed_in_both():
+    """A run that blocked some requests (they never completed) against one that served them slowly:
+    the point estimate used every completed request of each side, the paired interval only those
+    completed in both, so the interval could lie on the other side of 0 from the difference."""
+    from controlplane.cli.compare_ci import ci_table
+
+    rng = np.random.default_rng(4)
+    ids = np.array([f"r{i:04d}" for i in range(500)], dtype=object)
+    base = rng.exponential(0.1, 500)
+    a, b = _sample(1, base.copy(), ids), _sample(2, base * 0.97, ids)  # B: each request 3% faster ...
+    for m in ("ttft", "e2e", "queue"):
+        a.values[m][:50] = np.nan  # ... A blocked 50 requests that B served
+        b.values[m][:50] += 5.0  # slowly, so B's p99 over every request it completed is higher
+    diffs = compare_samples([a], [b], n_resamples=300)
+    for d in diffs:
+        assert d.method == "paired" and d.low <= d.diff <= d.high, d
+    for d in diffs:  # tpot and SLO attainment: every request has one on both sides
+        assert d.covers == ("the 450 requests completed in both runs" if d.metric in ("ttft", "e2e", "queue")
+                            else None), d
+    e2e = _by(compare_samples([a], [b], n_resamples=300), "e2e", "p99")
+    assert e2e.b == pytest.approx(float(np.percentile(b.values["e2e"][50:], 99)))
+    assert e2e.high < 0 and e2e.as_dict()["covers"] == e2e.covers
+    caption = ci_table([e2e], "t", 0.95).caption
+    assert "* A, B and the interval over the 450 requests completed in both runs" in caption
