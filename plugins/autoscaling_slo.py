@@ -203,6 +203,25 @@ class SLOPlanner(Plugin):
         why = "the longest gap before it was wanted again" if learned else "the scale-down delay"
         return f"{what} {count}: wanted {ago:.0f}s ago, kept {hold:.0f}s: {why}"
 
+    def _release_note(self, st: ModelState, count: int, ago: float, idle_s: float | None, horizon: float,
+                      cold: float, lead: float) -> str:
+        """Why ``count``, last wanted ``ago`` seconds ago, is given up: scale-to-zero (``idle_s`` without load), its
+        hold run out, the re-arm's release between its episodes, or else (within its hold) the miss budget."""
+        s = self.settings
+        if idle_s is not None:
+            return f"released {count}: scale to zero, no load for {idle_s:.0f}s (grace {s.scale_to_zero_grace_s:g}s)"
+        hold, learned = st.hold.hold_s(count)
+        if ago > hold:
+            return self._hold_note("released", count, ago, hold, learned)
+        within = f"released {count}: wanted {ago:.0f}s ago, within its {hold:.0f}s hold"
+        rearm = s.recurrence_rearm and s.recurrence_margin is not None
+        if rearm and any(a < ago < b for a, b in st.hold.off_windows(count, horizon, cold)):
+            gaps = st.hold.gaps[count]
+            return within + (f" but its episode over: the re-arm starts it {lead:.0f}s before its soonest return "
+                             f"({min(gaps):.0f}s after a want)" if st.hold.onset_hazard is None or len(gaps) <
+                             st.hold.onset_min_gaps else " but its episode over: the onset forecast's release")
+        return within
+
     def _onset_note(self, st: ModelState, signals: dict, count: int, ago: float, lead: float) -> str:
         """What the onset forecast (`onset_hazard`) saw for ``count`` wanted ``ago`` seconds ago, also
         stored as the ``onset_hazard`` signal; empty when it is off or has seen too few gaps."""
@@ -440,10 +459,11 @@ class SLOPlanner(Plugin):
         st.steady.scaled(now, current, target, steady=steady)
         notes = []
         lead = s.recurrence_rearm_lead * horizon
-        if target < current and current in st.hold.last and not (steady or early):  # released: the hold of the top count ran out
+        if target < current and current in st.hold.last and not (steady or early):  # released: why it was given up
             ago = now - st.hold.last[current]
-            notes.append(self._hold_note("released", current, ago, *st.hold.hold_s(current))
-                         + self._onset_note(st, signals, current, ago, lead))
+            idle = now - st.idle_since if idle_long else None
+            notes.append(self._release_note(st, current, ago, idle, horizon, cold, lead)
+                         + ("" if idle_long else self._onset_note(st, signals, current, ago, lead)))
         if locked is not None:  # no scale-down within the delay of a scale-up (`SteadyWant.locked`)
             notes.append(f"kept {current}: scaled up {now - locked:.0f}s ago{' on a steady load' * (cv is not None)}")
         elif held is not None and target > wanted:  # kept above what it wants: which count and for how long

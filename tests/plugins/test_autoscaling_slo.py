@@ -107,6 +107,8 @@ def test_scale_to_zero_and_back_loses_no_request():
     zero_at = next(t for t, _, to in events if to == 0)
     assert 60.0 <= zero_at < 400.0
     assert any(t >= 400.0 and frm == 0 and to >= 1 for t, frm, to in events)  # and came back for the late ones
+    zero = next(d for d in res.decisions if d.action == "scale" and d.payload["to"] == 0)
+    assert "scale to zero, no load for" in zero.reason and "kept" not in zero.reason  # (it named the hold's delay)
 
 
 def test_the_warm_replicas_a_run_starts_with_are_kept_for_the_hold():
@@ -116,6 +118,22 @@ def test_the_warm_replicas_a_run_starts_with_are_kept_for_the_hold():
     assert_conserved(res.summary)
     downs = [(t, frm, to) for t, frm, to in scale_events(res) if to < frm]
     assert downs and downs[0][0] >= 120.0 and downs[0][1] == 4, scale_events(res)[:3]
+
+
+def test_a_release_names_its_cause_and_a_hold_said_to_have_run_out_has():
+    """On the bundled hour the re-arm's release at 1817 s said "released 5: wanted 34s ago, kept 281s"."""
+    import re
+
+    from controlplane.config import load_config
+    from sim.replay import TraceTransforms
+    from sim.traces.bundled import bundled_default_config_path, bundled_trace_path
+
+    res = replay_with(trace=bundled_trace_path(), config=load_config(bundled_default_config_path()),
+                      transforms=TraceTransforms(window_end_s=1900.0))
+    reasons = [d.reason for d in res.decisions if d.action == "scale" and "released" in d.reason]
+    kept = [tuple(map(float, m)) for r in reasons for m in re.findall(r"released \d+: wanted (\d+)s ago, kept (\d+)s", r)]
+    assert all(ago >= hold for ago, hold in kept), kept  # (rounded to the second)
+    assert any("but its episode over: the re-arm starts it" in r for r in reasons), reasons
 
 
 def test_a_latency_model_that_fails_falls_back_to_learning():
