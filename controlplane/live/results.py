@@ -98,13 +98,13 @@ class LiveRequest:
     def final(self, status: str, reason: str | None, code: ReasonCode | None = None) -> LiveResult:
         """The request's `LiveResult` in final state ``status``."""
         r = self.request
+        text, completion = self.text, len(self.generated)
+        if r.cache_hit:  # a cached answer: its own tokens (a cache serves one cut at max_tokens only at that bound)
+            text, completion = r.output_text or "", r.output_tokens
         finish = None
         if status == "completed":
-            done = self.finish_reason == "length" or len(self.generated) >= self.max_tokens
+            done = self.finish_reason == "length" or completion >= self.max_tokens
             finish = "length" if done else "stop"
-        text, completion = self.text, len(self.generated)
-        if r.cache_hit:
-            text, completion = r.output_text or "", r.output_tokens
         if status == "blocked" and code is None:  # a guardian blocked the answer: withheld, OpenAI's way
             text, finish = "", "content_filter"
         return LiveResult(

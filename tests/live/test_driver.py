@@ -338,3 +338,17 @@ def test_queue_limit_times_a_lone_request_from_its_iterations(tmp_path):
     assert set(times) == {1}
     t, at = times[1]
     assert 0 < t < end_s / 2000 * 2 and at > end_s - 2.0  # about its run time per token, sampled to the end
+
+
+def test_a_cached_answer_cut_at_max_tokens_says_length(tmp_path):
+    """A hit said "stop" for an answer cut at max_tokens: the finish reason came from tokens generated
+    for this request, and a hit generates none."""
+    cfg = config(tmp_path)
+
+    async def body(d: LiveDriver):
+        return [await d.generate("hi", max_tokens=4, temperature=0.0, ignore_eos=True) for _ in range(2)]
+
+    (miss, hit), _, _ = run(cfg, body)
+    assert miss.cache_hit is None and hit.cache_hit == "exact" and hit.text == miss.text
+    assert hit.completion_tokens == miss.completion_tokens == 4
+    assert miss.finish_reason == hit.finish_reason == "length"
