@@ -148,7 +148,9 @@ class RunStats:
         out["gpu_seconds"] = _round(self.gpu_seconds)
         out["gpu_seconds_by_gpu"] = {gpu: _round(v) for gpu, v in sorted(self.gpu_seconds_by_gpu.items())}
         out["peak_replicas"] = self.peak_replicas
-        hits = sum(self.cache_hits.values())
+        # response-cache hits (exact, semantic): served without a worker. A request that reused prefix KV blocks
+        # was computed all the same; the prefix cache's own counts are its `prefix_*` keys.
+        hits = sum(n for kind, n in self.cache_hits.items() if kind != "prefix")
         out["cache_hits"] = hits
         out["cache_hit_rate"] = _round(hits / self.num_arrived) if self.num_arrived else None
         out["gpu_busy_seconds"] = _round(self.busy_gpu_seconds)

@@ -81,6 +81,15 @@ def test_a_hit_skips_the_cached_part_of_the_prefill_and_the_model_sees_it_as_con
     assert ttft["first"] == pytest.approx(2.048) and ttft["stranger"] == pytest.approx(2.048)
     assert ttft["second"] == pytest.approx(0.512)  # only the last 512 tokens are computed
     assert res.summary["prefix_token_hit_ratio"] == pytest.approx(1536 / (3 * 2048), abs=1e-6)
+    # the second request was computed (its last 512 tokens): not a response-cache hit
+    assert res.summary["cache_hits"] == 0 and res.summary["cache_hit_rate"] == 0.0
+    from controlplane.cli.summary_table import summary_table
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(summary_table(res.summary, "run"))
+    text = console.export_text()
+    assert "response cache hit rate" in text and "prefix cache: prompt tokens reused" in text
 
 
 def test_a_fully_cached_prompt_still_computes_its_last_token():
