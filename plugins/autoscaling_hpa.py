@@ -22,6 +22,11 @@ METRICS = {
 }
 
 
+#: Each metric's default target: 16 for the counts and rates; 0.8 for ``kv_utilization``, a share that never
+#: reaches 16 (with that default it never scaled).
+DEFAULT_TARGETS = {"load": 16.0, "running": 16.0, "queued": 16.0, "kv_utilization": 0.8, "arrivals": 16.0}
+
+
 def metric_total(metric: str, scaling) -> float:
     """``metric`` now over the model's replicas: a total (a mean for ``kv_utilization``)."""
     return {
@@ -45,7 +50,7 @@ class HpaAutoscaler(Plugin):
 
     class Settings(PluginSettings):
         metric: Literal["load", "running", "queued", "kv_utilization", "arrivals"] = "load"
-        target: float = Field(16.0, gt=0)  # wanted metric value per replica
+        target: float = Field(16.0, gt=0)  # wanted metric value per replica (unset: the metric's DEFAULT_TARGETS)
         tolerance: float = Field(0.1, ge=0)  # no change while |metric/target - 1| <= tolerance
         metric_window_s: float = Field(30.0, ge=0)  # the metric is averaged over this window (0: latest tick)
         sync_period_s: float = Field(15.0, ge=0)  # decide this often (Kubernetes: 15 s)
@@ -57,10 +62,20 @@ class HpaAutoscaler(Plugin):
         min_replicas: int = Field(1, ge=0)
         max_replicas: int = Field(64, ge=1)
 
+        @model_validator(mode="before")
+        @classmethod
+        def _metric_default_target(cls, data):
+            if isinstance(data, dict) and data.get("target") is None and data.get("metric") in DEFAULT_TARGETS:
+                data = {**data, "target": DEFAULT_TARGETS[data["metric"]]}
+            return data
+
         @model_validator(mode="after")
         def _ordered(self):
             if self.min_replicas > self.max_replicas:
                 raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+            if self.metric == "kv_utilization" and self.target > 1:
+                raise ValueError(f"metric kv_utilization is a share from 0 to 1: target {self.target:g} is never "
+                                 "reached (its default is 0.8)")
             return self
 
     def __init__(self, settings=None) -> None:

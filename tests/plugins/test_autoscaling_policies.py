@@ -96,6 +96,16 @@ def test_hpa_other_metrics_and_bounds():
     assert _hpa(min_replicas=2, scale_down_stabilization_s=0).decide(0.0, "default", _loaded(3, 0)).target_replicas == 2
 
 
+def test_hpa_on_kv_utilization_gets_a_share_as_its_target():
+    """`metric: kv_utilization` kept the default target 16, which a 0-1 share never reaches: 0 scale events."""
+    settings = HpaAutoscaler.Settings(metric="kv_utilization", metric_window_s=0, sync_period_s=0)
+    assert settings.target == 0.8 and HpaAutoscaler.Settings().target == 16.0
+    ws = [_worker(i, running=1, num_kv_blocks=100, num_kv_blocks_used=90) for i in range(2)]
+    assert HpaAutoscaler(settings).decide(0.0, "default", _scaling(ws)).target_replicas == 3  # ceil(2 x 0.9 / 0.8)
+    with pytest.raises(ValueError, match="kv_utilization is a share from 0 to 1: target 16 is never reached"):
+        HpaAutoscaler.Settings(metric="kv_utilization", target=16)
+
+
 def test_hpa_scale_down_takes_the_max_recommendation_in_the_window():
     hpa = _hpa()
     assert hpa.decide(0.0, "default", _loaded(4, 8)).target_replicas == 4
