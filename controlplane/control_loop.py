@@ -69,8 +69,10 @@ class ControlLoop:
         arrivals = self._arrivals_since_tick
         gauges = self.gauges
         workers = self.workers.values()
-        sample = now - self._last_sample_s >= self._metrics_interval_s - 1e-9
-        if sample:
+        sample = 0.0  # a sample is due: the seconds since the last one (its arrival rate's window)
+        if now - self._last_sample_s >= self._metrics_interval_s - 1e-9:
+            last = self._last_sample_s
+            sample = (now - last if last > float("-inf") else now) or tick_s
             self._last_sample_s = now
         steady = self._steady_scale
         if len(arrivals) == 1:
@@ -92,16 +94,18 @@ class ControlLoop:
             if not w.busy and (w.waiting or w.running):
                 self._schedule(w)
 
-    def _scale_models(self, now: float, groups: Iterable[tuple[str, Iterable[Worker], int]], sample: bool,
+    def _scale_models(self, now: float, groups: Iterable[tuple[str, Iterable[Worker], int]], sample: float,
                       steady: dict[str, ScaleDecision] | None) -> None:
         """Each model's (name, workers, arrivals this tick) of a tick: its queue gauge, its samples when ``sample``
-        is due, and the ``cp_scale`` question, applied. A model whose scaler gave a steady answer (``steady``, see
+        is due (the seconds since the last; 0: none), and the ``cp_scale`` question, applied. A model whose scaler gave a steady answer (``steady``, see
         `SteadyScaleDecision`) is not asked, and on a tick with no sample due gets no context either: its queue
         gauge and its latency window's pruning only, as `build_scaling_context` leaves them."""
         gauges, tick_s, unrouted, recent = self.gauges, self._tick_s, self.unrouted, self._recent
         configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
+        since_sample = self._arrivals_since_sample
         for model, model_workers, n in groups:
+            since_sample[model] = since_sample.get(model, 0) + n
             held = steady.get(model) if steady else None
             if held is not None and not sample:
                 gauges[queue_gauges[model]] = count_queued(model, model_workers, unrouted)
@@ -113,7 +117,8 @@ class ControlLoop:
                                             n, tick_s, recent[model], extras[0], extras[1])
             gauges[queue_gauges[model]] = scaling.num_queued
             if sample:
-                self._sample(now, scaling)
+                self._sample(now, scaling, since_sample[model] / sample)
+                since_sample[model] = 0
             if held is not None:
                 continue
             # The alive workers as the context's tuple (the hook's ``workers`` is a read-only sequence): no copy
@@ -153,7 +158,9 @@ class ControlLoop:
                 payload["signals"] = dict(d.signals)
             self._decision("cp_scale", policy, "shadow_scale", model, d.reason, payload)
 
-    def _sample(self, now: float, s: ScalingContext) -> None:
+    def _sample(self, now: float, s: ScalingContext, arrivals_per_s: float) -> None:
+        """The model's stored time series: its gauges now, and its arrivals per second since the last sample (a
+        tick's alone would miss the bursts between samples)."""
         labels = {"model": s.model}
         emit = self._emit
         emit(ev.MetricSample(now, "replicas", float(s.num_ready), labels))
@@ -161,7 +168,7 @@ class ControlLoop:
         emit(ev.MetricSample(now, "queue_length", float(s.num_queued), labels))
         emit(ev.MetricSample(now, "running", float(s.num_running), labels))
         emit(ev.MetricSample(now, "kv_utilization", s.kv_utilization, labels))
-        emit(ev.MetricSample(now, "arrivals_per_s", s.arrivals_per_s, labels))
+        emit(ev.MetricSample(now, "arrivals_per_s", arrivals_per_s, labels))
 
     def _autoscale(self, scaling: ScalingContext, decision: ScaleDecision, plugin: str | None) -> None:
         """Apply ``cp_scale``'s decision (from ``plugin``): record shadow decisions, start or drain replicas."""

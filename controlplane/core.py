@@ -46,6 +46,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         "config", "clock", "plugins", "workers", "_routable", "unrouted", "active", "guardian_pending", "_unverified",
         "_checks", "_blocked_answers", "stats", "gauges", "ctx", "_batches", "_interrupted", "_cancelling",
         "_worker_alive_since", "_out", "_deployments", "_default_model", "_arrivals_since_tick", "_recent", "_tick_s",
+        "_arrivals_since_sample",
         "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s", "_record_batches",
         "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers", "finish_actions",
         "_steady_scale",
@@ -88,6 +89,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self._deployments = {m.name: m for m in config.cluster.models}
         self._default_model = config.cluster.models[0].name
         self._arrivals_since_tick = dict.fromkeys(self._deployments, 0)
+        self._arrivals_since_sample = dict.fromkeys(self._deployments, 0)  # the stored arrival rate's counts
         self._recent = {m: RecentLatencies(config.control.latency_window_s) for m in self._deployments}
         # What every tick reads, as plain values (see `ControlLoop`): not a pydantic model's attributes.
         self._tick_s, self._metrics_interval_s = config.control.tick_s, config.control.metrics_interval_s

@@ -144,6 +144,23 @@ def test_the_scaler_sees_this_tick_s_queue_and_arrivals_per_model():
     assert res.summary["num_completed"] == 200
 
 
+def test_the_stored_arrival_rate_counts_every_arrival_since_the_last_sample():
+    """It was the last tick's rate alone: a burst between two samples vanished from the series and the plot."""
+    from controlplane.events import MetricSample
+    from dataclasses import replace
+
+    trace = [replace(t, arrival_s=2.5 + 0.01 * i) for i, t in enumerate(make_trace(40, seed=1))]  # a burst at 2.5 s
+    trace += [replace(t, request_id=f"late{i}", arrival_s=6.5 + i) for i, t in enumerate(make_trace(3, seed=2))]
+    trace += [replace(trace[0], request_id="last", arrival_s=20.0)]  # the run goes on past the samples at 11 and 16
+    res = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": 2}]},
+                      control={"tick_s": 1.0, "metrics_interval_s": 5.0})
+    rates = [(e.time_s, e.value) for e in res.events if isinstance(e, MetricSample) and e.name == "arrivals_per_s"]
+    rates = [(t, v) for t, v in rates if t <= 16.0]
+    windows = [t - before for (t, _), before in zip(rates, [0.0] + [t for t, _ in rates])]
+    assert sum(v * w for (_, v), w in zip(rates, windows)) == pytest.approx(43)  # every arrival, once
+    assert max(v for _, v in rates) == pytest.approx(40 / 5.0)  # the burst, over the 5 s it fell in
+
+
 class _UpThenDown(Plugin):
     """Three replicas for 5 s, then one: two drain and stop."""
 
