@@ -38,14 +38,47 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from bench_cli import fraction, nonnegative_int, positive_int, run_main  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache" / "banking77"
 console = Console(stderr=True)
+
+
+def _open_share(text: str) -> float:
+    """A share in (0, 1), both ends excluded: a false-hit bound (the plugin's ``max_false_hit_rate``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:  # (NaN fails too)
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1), got {text!r}")
+    return value
+
+
+def _learn_share(text: str) -> float:
+    """A share in [0, 1): 1 would leave nothing to evaluate."""
+    value = fraction(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1) (1 leaves nothing to evaluate), got {text!r}")
+    return value
+
+
+def comma_list(item):
+    """An argparse ``type=``: a comma-separated list, each item checked by ``item`` (a bench_cli type)."""
+
+    def parse(text: str) -> list:
+        parts = [x.strip() for x in text.split(",") if x.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"must be a comma-separated list, got {text!r}")
+        return [item(x) for x in parts]  # the first bad item's error, which quotes it
+
+    return parse
 
 
 def read_csv(path: Path):
@@ -147,7 +180,7 @@ def run_quality(texts, cats, vecs, learn, evaluate, bounds, explore, seed):
     rows = []
     configs = [(b, None) for b in bounds] + [(None, 0.85)]
     for bound, fixed in track(configs, description="bounds", console=console):
-        cache = make_cache(bound or 0.02, explore, fixed, emb)
+        cache = make_cache(0.02 if bound is None else bound, explore, fixed, emb)
         ctx = make_context(seed=seed)
         held: set[str] = set()
         stream(cache, ctx, texts, cats, learn, False, held)
@@ -240,21 +273,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--dataset", type=Path, help="CSV with text,category (default: banking77 train/test)")
-    p.add_argument("--learn-fraction", type=float, default=0.7,
-                   help="with --dataset: share learned on (0.7: about banking77's own train/test ratio)")
-    p.add_argument("--bounds", default="0.01,0.02,0.05,0.1", help="false-hit bounds to sweep")
-    p.add_argument("--explore-rate", type=float, default=0.05, help="would-be hits verified (as misses)")
-    p.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for the latency part")
-    p.add_argument("--latency-queries", type=int, default=2000, help="lookups timed per index size")
-    p.add_argument("--embed-queries", type=int, default=100, help="single-query embeddings timed")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learn-fraction", type=_learn_share, default=0.7,
+                   help="with --dataset: share learned on, in [0, 1) (0.7: about banking77's own train/test ratio)")
+    p.add_argument("--bounds", type=comma_list(_open_share), default="0.01,0.02,0.05,0.1",
+                   help="false-hit bounds to sweep, each in (0, 1)")
+    p.add_argument("--explore-rate", type=fraction, default=0.05, help="would-be hits verified (as misses), in [0, 1]")
+    p.add_argument("--sizes", type=comma_list(positive_int), default="10000,100000,1000000",
+                   help="index sizes for the latency part")
+    p.add_argument("--latency-queries", type=positive_int, default=2000, help="lookups timed per index size")
+    p.add_argument("--embed-queries", type=positive_int, default=100, help="single-query embeddings timed")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("CONTROLPLANE_CACHE_DIR") or
                    Path.home() / ".cache" / "controlplane") / "embeddings")
     a = p.parse_args(argv)
-    bounds = [float(x) for x in a.bounds.split(",") if x]
+    bounds = list(a.bounds)
     if 0.02 not in bounds:
         bounds.append(0.02)
-    sizes = [int(x) for x in a.sizes.split(",") if x]
+    sizes = a.sizes
     rng = np.random.default_rng(a.seed)
 
     if a.dataset is None:
@@ -266,6 +301,8 @@ def main(argv=None) -> int:
         source = f"{BANKING77} (learn: train.csv {len(lt):,}, evaluate: test.csv {len(et):,})"
     else:
         texts, cats = read_csv(a.dataset)
+        if not texts:
+            p.error(f"--dataset {a.dataset}: no rows with both text and category")
         order = rng.permutation(len(texts))
         cut = int(len(texts) * a.learn_fraction)
         learn, evaluate = order[:cut], order[cut:]
@@ -304,4 +341,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

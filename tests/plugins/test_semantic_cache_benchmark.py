@@ -29,3 +29,20 @@ def test_the_sweep_table_keeps_its_counts_and_names_a_threshold_none_passes():
     text = buf.getvalue()
     assert "(21/1921)" in text and "(7/958)" in text
     assert "none passes" in text and "inf" not in text and "0.810" in text
+
+
+def test_bad_option_values_are_one_line_naming_the_option(tmp_path, capsys):
+    # "--bounds 0" ran as 2%; 1.5 and "--explore-rate 2" ended in a pydantic traceback, "abc" a
+    # ValueError, "--learn-fraction 1" a numpy IndexError. (A missing dataset: nothing would run.)
+    import pytest
+
+    missing = str(tmp_path / "none.csv")
+    for args, option, wanted in ((["--bounds", "0"], "--bounds", "(0, 1)"), (["--bounds", "0.01,1.5"], "--bounds", "1.5"),
+                                 (["--bounds", "abc"], "--bounds", "'abc'"),
+                                 (["--explore-rate", "2"], "--explore-rate", "[0, 1]"),
+                                 (["--learn-fraction", "1"], "--learn-fraction", "nothing to evaluate"),
+                                 (["--sizes", "10,x"], "--sizes", "'x'")):
+        with pytest.raises(SystemExit) as exit_:
+            bench.main([*args, "--dataset", missing])
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
+        assert exit_.value.code == 2 and f"error: argument {option}: " in err and wanted in err, err
