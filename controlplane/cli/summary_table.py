@@ -19,7 +19,7 @@ HEADLINE = [
 TAIL = [
     ("sim_span_s", "span: first arrival to end (s)"),  # (what the rates below are per; the simulated time is more
     ("throughput_rps", "throughput (req/s over the span)"),  # when the trace's first request comes late)
-    ("output_tokens_per_s", "output tokens/s (over the span)"),
+    ("output_tokens_per_s", "output tokens/s (completed requests, over the span)"),
     ("slo_attainment", "SLO attainment"),
     ("goodput_rps", "goodput (req/s over the span)"),
     ("gpu_seconds", "GPU-seconds"),
