@@ -307,3 +307,15 @@ def test_a_redis_url_password_is_never_logged(caplog):
     assert "failed (Error 111" in logged and "redis://:***@127.0.0.1:1/0" in logged
     assert "hunter2" not in logged
     store.close()
+
+
+def test_exact_cache_takes_the_redis_backends_retry_after_s():
+    # docs/caching.md described it under exact-cache's Redis backend; the settings refused it.
+    from plugins.caching import ExactCache
+
+    cache = ExactCache(ExactCache.Settings(backend="redis", redis_url=REDIS_URL, retry_after_s=5.0))
+    try:
+        assert isinstance(cache.store, RedisStore) and cache.store.retry_after_s == 5.0
+    finally:
+        cache.store.close()
+    assert ExactCache.Settings().retry_after_s == 1.0
