@@ -362,10 +362,28 @@ def trace_read(transforms: TraceTransforms, options: Mapping[str, Any] | None) -
     return read or None
 
 
+#: The reason under which a run summary counts the bad rows ``on_error="skip"`` skipped.
+BAD_ROWS_SKIPPED = "bad rows skipped"
+#: How many of the skipped rows' errors a run summary keeps (``trace_bad_rows``): the first few, to say why.
+BAD_ROWS_KEPT = 3
+
+
 def rows_left_out(reader: TraceReader | None) -> dict[str, Any]:
-    """A run summary's ``trace_rows_left_out``: the trace rows ``reader``'s format options left
-    out (``TraceReader.dropped``, e.g. BurstGPT's failed requests) by reason; empty when none."""
-    return {"trace_rows_left_out": dict(reader.dropped)} if reader is not None and reader.dropped else {}
+    """A run summary's ``trace_rows_left_out``: the trace rows left out of ``reader``'s read so far,
+    by reason: those its format options left out (``TraceReader.dropped``, e.g. BurstGPT's failed
+    requests) and the bad rows ``on_error="skip"`` skipped (``BAD_ROWS_SKIPPED``, with the first
+    errors, each naming its file, line and field, as ``trace_bad_rows``); empty when none."""
+    if reader is None:
+        return {}
+    left_out = dict(reader.dropped)
+    if reader.skipped:
+        left_out[BAD_ROWS_SKIPPED] = reader.skipped
+    if not left_out:
+        return {}
+    out: dict[str, Any] = {"trace_rows_left_out": left_out}
+    if reader.skipped:
+        out["trace_bad_rows"] = [str(error) for error in reader.errors[:BAD_ROWS_KEPT]]
+    return out
 
 
 def latency_files(config: RunConfig) -> dict[str, dict[str, str]] | None:

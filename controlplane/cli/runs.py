@@ -121,6 +121,8 @@ def show(
               + (f" format={run['trace_format']}" if run.get("trace_format") else ""))
     if read_line := _trace_read_line(run):
         out.print(read_line, highlight=False)
+    for error in (run.get("summary") or {}).get("trace_bad_rows") or []:  # (the first few on_error=skip skipped)
+        out.print(f"  bad row skipped: {error}", highlight=False, markup=False)
     for model, f in ((run.get("config") or {}).get("latency_files") or {}).items():
         out.print(f"latency profile of {model}: {f['path']} sha256 {f['sha256']}", highlight=False)
     if (error := (run.get("summary") or {}).get("error")) is not None:

@@ -278,6 +278,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                          highlight=False)
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")  # as typer.echo writes it
+        _warn_skipped(summary)
         _warn_refused(result)
         return
     title = f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"
@@ -295,6 +296,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         common.err.print(f"[yellow]{summary['num_plugin_errors']:,} plugin errors[/] (each isolated, the next policy "
                          f"decided): `controlplane runs show {summary.get('run_id')}{db}` lists them with their first "
                          "error", highlight=False)
+    _warn_skipped(summary)
     _warn_refused(result)
 
 
@@ -317,6 +319,21 @@ def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_
         engine.dispose()
     return common.caps_note(counts["total"], counts, max_prompt_tokens, max_output_tokens,
                             "`live-replay` with the same caps serves the same lengths")
+
+
+def _warn_skipped(summary: dict[str, Any]) -> None:
+    """The trace's bad rows ``--opt on_error=skip`` left out (never silent): how many, and the first
+    few with their file, line, field and error (the run summary keeps them: ``runs show`` says them)."""
+    from rich.markup import escape
+
+    from sim.replay import BAD_ROWS_SKIPPED
+
+    skipped = (summary.get("trace_rows_left_out") or {}).get(BAD_ROWS_SKIPPED)
+    if skipped:
+        first = "; ".join(summary.get("trace_bad_rows") or [])
+        common.err.print(f"[yellow]warning:[/] {skipped:,} bad trace row{'s' if skipped != 1 else ''} skipped "
+                         f"(--opt on_error=skip), not replayed; the first: {escape(first)}", highlight=False,
+                         soft_wrap=True)
 
 
 def _warn_refused(result: Any) -> None:

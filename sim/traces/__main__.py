@@ -32,6 +32,8 @@ TRANSFORM_PARAMETERS = ("window_start", "window_end", "speed_up", "repeat", "rat
                         "limit", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
 _TRANSFORM_OPTIONS = [(parameter, names[0], kind) for parameter, names, kind, _, _ in PARAMETERS
                       if parameter in TRANSFORM_PARAMETERS]
+#: How many of the bad rows ``on_error=skip`` skipped are shown, each with its error.
+SKIPPED_SHOWN = 3
 _METAVARS = {"rate_profile": "T:F,...", "copies": "|".join(COPIES)}
 
 
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                          if parameter in given))
     if reader.dropped:
         print("left out by the options: " + ", ".join(f"{why} {count:,}" for why, count in reader.dropped.items()))
+    if reader.skipped:  # (on_error=skip: never silent, as a replay's summary counts them too)
+        print(f"bad rows skipped (on_error=skip): {reader.skipped:,}; the first {min(reader.skipped, SKIPPED_SHOWN)}:")
+        for error in reader.errors[:SKIPPED_SHOWN]:
+            print(f"  {error}")
     if n > 1 and arrivals[-1] == arrivals[0]:  # (no rate, no gap spread to give)
         print(f"span 0 s: all {n:,} requests arrive at {arrivals[0]:,.3f} s")
     elif n > 1:

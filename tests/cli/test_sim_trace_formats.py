@@ -111,3 +111,23 @@ def test_runs_show_gives_the_format_and_options_as_they_are_given_back(tmp_path)
     options = [part.split("=", 1) for part in read.removeprefix("trace read: ").split("; ")[:3]]
     again = _replay(path, *[a for k, v in options for a in ("--opt", f"{k}={v}")], "--db", db)
     assert again["trace_rows_left_out"] == {"models": 10, "failed": 4}  # what it printed reads back the same
+
+
+def test_bad_rows_on_error_skip_skipped_are_counted_warned_and_shown(tmp_path):
+    """`--opt on_error=skip` is never silent: the summary counts the rows and keeps the first errors,
+    the replay warns, `runs show` says them."""
+    path, db = tmp_path / "az.csv", f"sqlite:///{tmp_path / 'runs.db'}"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,4808,10\n"
+                    "2023-11-16 18:17:04.03,3180,8\n2023-11-16 18:17:05.1,12,abc\n")
+    error = f"{path}:4: field 'GeneratedTokens': expected a non-negative integer, got 'abc'"
+    result = CliRunner().invoke(app, ["sim", "replay", str(path), "--opt", "on_error=skip", "--db", db, "--json",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["num_requests"] == 2 and s["trace_rows_left_out"] == {"bad rows skipped": 1}
+    assert s["trace_bad_rows"] == [error]
+    assert (f"warning: 1 bad trace row skipped (--opt on_error=skip), not replayed; the first: {error}"
+            in " ".join(result.stderr.split()))
+    shown = CliRunner().invoke(app, ["runs", "show", str(s["run_id"]), "--db", db])
+    assert shown.stdout.splitlines()[1:3] == ["trace read: on_error=skip; rows left out: bad rows skipped 1",
+                                              f"  bad row skipped: {error}"]

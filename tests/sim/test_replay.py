@@ -343,3 +343,18 @@ def test_prepared_trace_gives_the_reader_whose_left_out_rows_a_run_summary_holds
     assert rows_left_out(reader) == {"trace_rows_left_out": {"models": 1, "failed": 1}}
     reader, stream = prepared_trace(iter(list(read_trace(path, "burstgpt"))), seed=1)
     assert reader is None and rows_left_out(reader) == {} and len(list(stream)) == 3
+
+
+def test_a_run_summary_counts_the_bad_rows_on_error_skip_skipped_with_the_first_errors(tmp_path):
+    from sim.replay import prepared_trace, rows_left_out
+
+    path = tmp_path / "t.csv"
+    path.write_text("request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\nb,1,x,2\nc,2,10,2\n"
+                    + "".join(f"d{i},3,10,-{i + 1}\n" for i in range(4)))
+    reader, stream = prepared_trace(path, seed=1, trace_options={"on_error": "skip"})
+    assert [r.request_id for r in stream] == ["a", "c"]
+    assert rows_left_out(reader) == {
+        "trace_rows_left_out": {"bad rows skipped": 5},
+        "trace_bad_rows": [f"{path}:3: field 'prompt_tokens': expected a non-negative integer, got 'x'",
+                           f"{path}:5: field 'output_tokens': expected a non-negative integer, got '-1'",
+                           f"{path}:6: field 'output_tokens': expected a non-negative integer, got '-2'"]}

@@ -29,6 +29,16 @@ def test_the_summary_says_what_the_options_left_out(write, capsys):
     assert f"{p}: format burstgpt, 2 requests" in out and "left out by the options: failed 1\n" in out
 
 
+def test_the_summary_counts_the_bad_rows_on_error_skip_skipped_and_says_why(write, capsys):
+    p = write("az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,4808,10\n"
+                        "2023-11-16 18:17:04.03,3180,8\n2023-11-16 18:17:05.1,12,abc\n")
+    assert main([str(p), "--opt", "on_error=skip"]) == 0
+    out = capsys.readouterr().out
+    assert f"{p}: format azure, 2 requests" in out
+    assert ("bad rows skipped (on_error=skip): 1; the first 1:\n"
+            f"  {p}:4: field 'GeneratedTokens': expected a non-negative integer, got 'abc'\n") in out
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.csv"], "error: trace file not found: missing.csv"),
     (["{folder}"], "error: trace {folder} is a folder, not a file"),
