@@ -4,6 +4,7 @@ Drawn with matplotlib's Agg backend (no display needed)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from controlplane.cli.runs_timeline import scale_decisions
 from controlplane.storage.models import MetricSample, Request
 from controlplane.storage.queries import get_run
 
-__all__ = ["load_series", "plot_run"]
+__all__ = ["load_replicas_by_model", "load_series", "plot_run"]
 
 SERIES = ("replicas", "replicas_starting", "queue_length", "running", "arrivals_per_s")
 
@@ -31,6 +32,62 @@ def load_series(engine: Engine, run_id: int) -> dict[str, tuple[np.ndarray, np.n
             xs.append(t)
             ys.append(v)
     return {k: (np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for k, (x, y) in out.items()}
+
+
+def load_replicas_by_model(engine: Engine, run_id: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per model (the samples' ``model`` label), its ready and starting replicas: model -> (time_s, ready,
+    starting), starting zeros where not sampled at the same times."""
+    m = MetricSample.__table__
+    stmt = (select(m.c.name, m.c.labels, m.c.time_s, m.c.value)
+            .where(m.c.run_id == run_id, m.c.name.in_(("replicas", "replicas_starting"))).order_by(m.c.time_s))
+    points: dict[str, dict[str, dict[float, float]]] = {}
+    with engine.connect() as conn:
+        for name, labels, t, v in conn.execute(stmt):
+            if isinstance(labels, str):
+                labels = json.loads(labels)
+            model = (labels or {}).get("model") or "-"
+            points.setdefault(model, {}).setdefault(name, {})[t] = v
+    out = {}
+    for model, by_name in sorted(points.items()):
+        ready = by_name.get("replicas", {})
+        ts = np.asarray(sorted(ready), dtype=float)
+        starting = by_name.get("replicas_starting", {})
+        out[model] = (ts, np.asarray([ready[t] for t in ts], dtype=float),
+                      np.asarray([starting.get(t, 0.0) for t in ts], dtype=float))
+    return out
+
+
+def _replica_panel(ax, series, per_model, decisions) -> list[str]:
+    """The replicas panel: with one model, its ready (+ starting) line and each decision at its target; with
+    several, one line per model in its own colour and each decision on its model's line (the summed line put
+    one model's target beside the sum of all). Returns the models drawn as lines of their own."""
+    models = [m for m in per_model if per_model[m][0].size]
+    if len(models) <= 1:
+        if "replicas" in series:
+            t, ready = series["replicas"]
+            starting = series.get("replicas_starting", (t, np.zeros_like(ready)))[1]
+            if starting.shape != ready.shape:
+                starting = np.zeros_like(ready)
+            ax.step(t, ready, where="post", label="ready", color="tab:blue")
+            ax.step(t, ready + starting, where="post", label="ready + starting", color="tab:blue", alpha=0.4, ls="--")
+        for r in decisions:
+            p = r["payload"]
+            shadow = r["action"] == "shadow_scale"
+            ax.scatter([r["time_s"]], [p.get("to", 0)], marker="x" if shadow else "o", s=18,
+                       color="tab:orange" if shadow else ("tab:green" if p.get("to", 0) > p.get("from", 0)
+                                                          else "tab:red"), zorder=3)
+        return []
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    for m in models:
+        t, ready, starting = per_model[m]
+        ax.step(t, ready, where="post", label=f"{m}: ready", color=colors[m])
+        ax.step(t, ready + starting, where="post", label=f"{m}: ready + starting", color=colors[m], alpha=0.4, ls="--")
+    for r in decisions:
+        p, model = r["payload"], r["subject"] or "-"
+        up = p.get("to", 0) > p.get("from", 0)
+        ax.scatter([r["time_s"]], [p.get("to", 0)], s=24, zorder=3, color=colors.get(model, "black"),
+                   marker="x" if r["action"] == "shadow_scale" else ("^" if up else "v"))
+    return models
 
 
 def _latency_windows(engine: Engine, run_id: int, window_s: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -81,21 +138,11 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     plt = _pyplot()
     fig, axes = plt.subplots(4, 1, figsize=(14, 11), sharex=True)
     ax_rep, ax_load, ax_queue, ax_lat = axes
-    if "replicas" in series:
-        t, ready = series["replicas"]
-        starting = series.get("replicas_starting", (t, np.zeros_like(ready)))[1]
-        if starting.shape != ready.shape:
-            starting = np.zeros_like(ready)
-        ax_rep.step(t, ready, where="post", label="ready", color="tab:blue")
-        ax_rep.step(t, ready + starting, where="post", label="ready + starting", color="tab:blue", alpha=0.4, ls="--")
-    for r in decisions:
-        p = r["payload"]
-        shadow = r["action"] == "shadow_scale"
-        ax_rep.scatter([r["time_s"]], [p.get("to", 0)], marker="x" if shadow else "o", s=18,
-                       color="tab:orange" if shadow else ("tab:green" if p.get("to", 0) > p.get("from", 0)
-                                                          else "tab:red"), zorder=3)
+    per_model = _replica_panel(ax_rep, series, load_replicas_by_model(engine, run_id), decisions)
     ax_rep.set_ylabel("replicas")
-    ax_rep.set_title(f"run {run_id} {run.get('name') or ''}: replicas (o active decisions, x shadow)")
+    marks = "^ up, v down: active decisions on their model's line" if per_model else "o active decisions"
+    ax_rep.set_title(f"run {run_id} {run.get('name') or ''}: replicas "
+                     f"{'per model ' if per_model else ''}({marks}, x shadow)")
     for name, color in (("arrivals_per_s", "tab:purple"), ("running", "tab:gray")):
         if name in series:
             ax_load.plot(*series[name], label=name.replace("_", " "), color=color, lw=0.8)
@@ -121,4 +168,5 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, format="png", dpi=90)
     plt.close(fig)
-    return {"series": sorted(series), "latency": sorted(latency), "decisions": len(decisions), "path": str(output)}
+    return {"series": sorted(series), "latency": sorted(latency), "decisions": len(decisions),
+            "replicas_per_model": per_model, "path": str(output)}

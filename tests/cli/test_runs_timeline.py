@@ -150,3 +150,23 @@ def test_a_reason_with_brackets_is_shown_as_written():
     console = Console(width=250, record=True)
     console.print(timeline_table([row], "t", full=True))
     assert "trend 1.00 [slope +0.045/s²], queue 1.00 [72]" in console.export_text()
+
+
+def test_a_plot_of_several_models_draws_each_models_replicas_with_its_decisions(tmp_path):
+    """Models a and b on scheduled-replicas: one line summed over both, each marker at one model's own target."""
+    from controlplane.cli.runs_plot import load_replicas_by_model, plot_run
+    from controlplane.storage import make_engine
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    models = [{"name": "a", "replicas": 1, "cold_start_s": 5.0}, {"name": "b", "replicas": 2, "cold_start_s": 5.0}]
+    schedule = {"schedule": [[0, 2], [20, 3]], "models": {"b": [[0, 1], [30, 2]]}}
+    cfg = make_config(cluster={"models": models}, storage={"url": url},
+                      plugins={"enabled": ["scheduled-replicas", *BASE], "settings": {"scheduled-replicas": schedule}})
+    run_id = replay_with(trace=make_trace(300, qps=5.0), config=cfg, db_url=url).run_id
+    engine = make_engine(url)
+    per_model = load_replicas_by_model(engine, run_id)
+    drawn = plot_run(engine, run_id, tmp_path / "run.png")
+    engine.dispose()
+    assert sorted(per_model) == ["a", "b"] and drawn["replicas_per_model"] == ["a", "b"]
+    t, ready, starting = per_model["b"]
+    assert ready[0] + starting[0] == 2 and ready[-1] + starting[-1] == 2 and min(ready + starting) == 1
