@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from controlplane.cli.common import named_by_options
 from controlplane.config import load_config
+from controlplane.metrics import within_slo
 from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
@@ -229,8 +230,7 @@ def meets_slo(r, slo) -> bool:
     if r.status is not RequestStatus.COMPLETED:
         return False
     ttft, tpot, e2e, _ = request_latencies(r)
-    return (ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
-            and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
+    return within_slo(ttft, tpot, e2e, slo)
 
 
 def transforms_of(args) -> TraceTransforms:

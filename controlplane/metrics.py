@@ -25,6 +25,13 @@ OTHER_REASONS = "(other reasons)"
 __all__ = ["LATENCY_METRICS", "PERCENTILES", "RunStats", "request_latencies"]
 
 
+def within_slo(ttft: float | None, tpot: float | None, e2e: float | None, slo: SLOConfig) -> bool:
+    """A completed request's latencies (`request_latencies`) meet the SLO: the TTFT, TPOT and, when set, end-to-end
+    targets (what ``slo_attainment`` counts). No inter-token gap (one output token) cannot miss a TPOT target."""
+    return (ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
+            and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
+
+
 class RunStats:
     """Streaming collector: a few floats per finished request, nothing per token; past 2^18
     requests the older latencies wait in a temporary file (``controlplane.quantiles``), so a
@@ -102,10 +109,7 @@ class RunStats:
         self._unflushed += 1
         if self._unflushed >= _FLUSH_EVERY:
             self._flush()
-        # No inter-token gap (one output token) cannot miss a TPOT target.
-        ok = (ttft is not None and ttft <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s)
-              and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
-        if ok:
+        if within_slo(ttft, tpot, e2e, slo):
             self.slo_attained += 1
         if r.finish_s is not None and r.finish_s > self.last_finish_s:
             self.last_finish_s = r.finish_s
