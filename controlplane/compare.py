@@ -3,7 +3,7 @@
 Each side is one run or several (the same configuration over seeds). Every metric is a
 statistic of per-request values: TTFT, TPOT, E2E and queue time (mean, p50, p90, p99 over the
 requests that completed) and SLO attainment (the share of all requests that met both targets,
-judged against side A's SLO for both sides).
+each run against its own SLO targets, as its summary counts it).
 
 * One run a side: ``scipy.stats.bootstrap`` over requests. When both runs replayed the same
   requests (the same ids) the resampling is paired (the same requests drawn on both sides),
@@ -194,13 +194,12 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
     if not a or not b:
         raise ValueError("compare needs at least one run on each side")
     rng = np.random.default_rng(seed)
-    slo = a[0].slo
     single = len(a) == 1 and len(b) == 1
     paired = single and same_requests(a[0], b[0])
     out = []
     for metric, stat in metrics:
-        xa = [_column(s, metric, slo) for s in a]
-        xb = [_column(s, metric, slo) for s in b]
+        xa = [_column(s, metric, s.slo) for s in a]  # (each run's attainment against its own targets)
+        xb = [_column(s, metric, s.slo) for s in b]
         covers = None
         if paired:  # the values, the difference and its interval over the same requests
             pa, pb, covers = completed_in_both(xa[0], xb[0])

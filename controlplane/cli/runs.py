@@ -234,12 +234,22 @@ def compare(
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))
+        targets = {r["id"]: (r.get("config") or {}).get("slo") for r in (*runs_a, *runs_b)}
+        if len({repr(t) for t in targets.values()}) > 1:
+            out.print("SLO attainment: each run against its own SLO targets, which differ: "
+                      + "; ".join(f"run {rid} {_targets(t)}" for rid, t in targets.items()), highlight=False)
     if decisions:
         from controlplane.cli.runs_timeline import compare_decisions
 
         with user_errors():
             for table in compare_decisions(engine, side_a[0], side_b[0]):
                 out.print(table)
+
+
+def _targets(slo: dict | None) -> str:
+    if not slo:
+        return "(not stored)"
+    return ", ".join(f"{k.removesuffix('_s').upper()} <= {v:g} s" for k, v in slo.items() if v is not None)
 
 
 def _check_comparable(run: dict) -> None:

@@ -138,3 +138,29 @@ def test_a_paired_comparison_gives_its_values_over_the_requests_completed_in_bot
     assert e2e.high < 0 and e2e.as_dict()["covers"] == e2e.covers
     caption = ci_table([e2e], "t", 0.95).caption
     assert "* A, B and the interval over the 450 requests completed in both runs" in caption
+
+
+def test_each_runs_attainment_is_against_its_own_slo_as_its_summary_counts_it():
+    """Side B was judged by A's targets: B's attainment read 0.31 in the interval table beside 1.0 in the summaries'."""
+    ttft = np.linspace(0.05, 1.5, 100)
+    a = _sample(1, ttft)
+    b = _sample(2, ttft.copy(), ids=a.request_ids)
+    b.slo = {"ttft_s": 2.0, "tpot_s": 0.2, "e2e_s": None}  # every request within 2 s
+    att = _by(compare_samples([a], [b], n_resamples=200), "slo_attainment", "mean")
+    assert att.a == pytest.approx(np.mean(ttft <= 1.0)) and att.b == 1.0
+    assert att.low > 0  # the difference is B's looser target, and the interval says so
+
+
+def test_the_cli_says_when_the_compared_runs_targets_differ(tmp_path):
+    from typer.testing import CliRunner
+
+    from controlplane.cli import app
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    cli = CliRunner()
+    for slo in ("2", "0.1"):
+        assert cli.invoke(app, ["sim", "replay", "--limit", "60", "--slo-ttft", slo, "--db", db,
+                                "--no-progress", "--json"]).exit_code == 0
+    r = cli.invoke(app, ["runs", "compare", "1", "2", "--db", db, "--resamples", "200"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "each run against its own SLO targets, which differ: run 1 TTFT <= 2 s" in r.output
