@@ -133,14 +133,18 @@ def open_trace(
     options: Mapping[str, Any] | None = None,
 ) -> TraceReader:
     """A trace file's reader, its format detected unless given, its random choices (synthetic
-    arrivals, Mooncake's spread) from ``[seed, READER_STREAM]``."""
+    arrivals, Mooncake's spread) from ``[seed, READER_STREAM]``; a row repeating a request id is a
+    bad row (``unique_ids``: a run names its requests by id)."""
     if not Path(path).is_file():
         if Path(path).is_dir():
             raise IsADirectoryError(f"trace {path} is a folder, not a file")
         raise FileNotFoundError(f"trace file not found: {path}")
     # The generator is made only for a format that draws: a replay that draws nothing does not
     # import ``numpy.random`` (~0.03 G instructions of its start).
-    return read_trace(path, trace_format, rng=partial(trace_rng, seed, READER_STREAM), **dict(options or {}))
+    if options and "unique_ids" in options:
+        raise ValueError("unknown trace option 'unique_ids': a replay always refuses a row that repeats a request id")
+    return read_trace(path, trace_format, rng=partial(trace_rng, seed, READER_STREAM), unique_ids=True,
+                      **dict(options or {}))
 
 
 def prepare_trace(

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if given:
             reader, requests = _transformed(path, args.format, args.seed, options, given)
         else:
-            reader = requests = read_trace(path, args.format, rng=np.random.default_rng(args.seed), **options)
+            reader = requests = read_trace(path, args.format, rng=np.random.default_rng(args.seed), unique_ids=True,
+                                           **options)
         arrivals, prompts, outputs = [], [], []
         for r in requests:
             arrivals.append(r.arrival_s)

@@ -163,6 +163,14 @@ def parse_seconds(path: PathLike, line: int, field: str, text: object) -> float:
     return v
 
 
+def duplicate_id(path: PathLike, line: int, field: str, request_id: str) -> TraceFormatError:
+    """The error of a row whose request id an earlier row of the file has: a run names its requests
+    by id (its stored rows, `controlplane runs compare`'s pairs), so they must be unique. The readers
+    that take ids from the file keep those seen (a set: about 100 bytes a request)."""
+    return TraceFormatError(path, line, field, f"duplicate request id {request_id!r}: an earlier row has it "
+                            "(request ids must be unique in a trace)")
+
+
 def backwards(path: PathLike, line: int, field: str, value: float, previous: float, unit: str = "s") -> TraceFormatError:
     return TraceFormatError(
         path, line, field,

@@ -31,9 +31,11 @@ TYPE = "type"
 
 def read_bailian(path: PathLike, *, rng: np.random.Generator | None = None, spread: str = "none",
                  block_tokens: int = BLOCK_TOKENS, type_as_tenant: bool = False, on_error: OnError = "raise",
-                 errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
-    """Stream a Qwen-Bailian JSONL trace; ids from chat_id, arrival_s in seconds from the first request."""
+                 errors: list[TraceFormatError] | None = None, unique_ids: bool = False) -> Iterator[TraceRequest]:
+    """Stream a Qwen-Bailian JSONL trace; ids from chat_id, arrival_s in seconds from the first request.
+    ``unique_ids``: a row repeating an earlier row's chat_id is a bad row (the ids read are kept)."""
     if not isinstance(type_as_tenant, bool):
         raise ValueError(f"type_as_tenant must be true or false, got {type_as_tenant!r}")
-    layout = Layout(format="bailian", unit="s", id_key=BAILIAN_ID, tenant_key=TYPE if type_as_tenant else None)
+    layout = Layout(format="bailian", unit="s", id_key=BAILIAN_ID, tenant_key=TYPE if type_as_tenant else None,
+                    unique_ids=unique_ids)
     return read_layout(path, layout, rng, spread, block_tokens, as_sink(on_error, errors))

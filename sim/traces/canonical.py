@@ -17,8 +17,8 @@ import json
 import math
 from typing import Any, Iterable, Iterator, Sequence
 
-from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, column_index, csv_header, in_order, json_column,
-                  empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
+from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, column_index, csv_header, duplicate_id, in_order,
+                  json_column, empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, params_from_mapping, thaw
 
@@ -27,12 +27,13 @@ OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tok
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
-def read_canonical(path: PathLike, *, on_error: OnError = "raise",
-                   errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
-    """Canonical CSV or JSONL, chosen by extension (.jsonl/.ndjson/.json) or else a leading '{'."""
+def read_canonical(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
+                   unique_ids: bool = False) -> Iterator[TraceRequest]:
+    """Canonical CSV or JSONL, chosen by extension (.jsonl/.ndjson/.json) or else a leading '{'.
+    ``unique_ids``: a row repeating an earlier row's request id is a bad row (the ids read are kept)."""
     if base_suffix(path) in JSONL_SUFFIXES or _starts_with_brace(path):
-        return read_canonical_jsonl(path, on_error=on_error, errors=errors)
-    return read_canonical_csv(path, on_error=on_error, errors=errors)
+        return read_canonical_jsonl(path, on_error=on_error, errors=errors, unique_ids=unique_ids)
+    return read_canonical_csv(path, on_error=on_error, errors=errors, unique_ids=unique_ids)
 
 
 def _starts_with_brace(path: PathLike) -> bool:
@@ -45,8 +46,8 @@ def _starts_with_brace(path: PathLike) -> bool:
 
 # --- CSV ---------------------------------------------------------------------------------
 
-def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
-                       errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
+def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
+                       unique_ids: bool = False) -> Iterator[TraceRequest]:
     """Stream canonical CSV; an empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     with open_text(path) as f:
@@ -58,6 +59,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
         basic = not extra and (ii, ia, ip, io_) == (0, 1, 2, 3) and len(header) == 4
         last = 0.0
         idx = 0
+        seen: set[str] | None = set() if unique_ids else None  # the request ids of the rows read
         for row in reader:
             req = None
             if basic:  # four plain columns (e.g. the Vidur anchors): no per-field dispatch
@@ -66,7 +68,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
                     t = float(a)
                     p = int(p)
                     o = int(o)
-                    if last <= t < math.inf and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid:
+                    if last <= t < math.inf and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid and (seen is None or rid not in seen):
                         req = new_basic(rid, t, p, o)
                 except ValueError:
                     pass
@@ -77,10 +79,14 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise",
                 try:
                     req = _csv_row(path, line, row, header, ii, ia, ip, io_, extra, idx)
                     req = in_order(path, line, req, last)
+                    if seen is not None and req.request_id in seen:
+                        raise duplicate_id(path, line, "request_id", req.request_id)
                 except TraceFormatError as err:
                     sink(err)
                     idx += 1
                     continue
+            if seen is not None:
+                seen.add(req.request_id)
             last = req.arrival_s
             yield req
             idx += 1
@@ -142,19 +148,20 @@ def _params(path: PathLike, line: int, value: Any) -> tuple[tuple[str, object], 
 
 # --- JSONL -------------------------------------------------------------------------------
 
-def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise",
-                         errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
+def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
+                         unique_ids: bool = False) -> Iterator[TraceRequest]:
     """Stream canonical JSONL; a missing/null/empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     loads = json.loads
     with open_text(path) as f:
         last = 0.0
         idx = 0
-        seen = False
+        any_line = False
+        seen: set[str] | None = set() if unique_ids else None  # the request ids of the rows read
         for lineno, text in enumerate(f, 1):
             if not text.strip():
                 continue
-            seen = True
+            any_line = True
             try:
                 try:
                     obj = loads(text)
@@ -162,14 +169,18 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise",
                     raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {json_column(text, e)})") from None
                 req = _json_obj(path, lineno, obj, idx)
                 req = in_order(path, lineno, req, last)
+                if seen is not None and req.request_id in seen:
+                    raise duplicate_id(path, lineno, "request_id", req.request_id)
             except TraceFormatError as err:
                 sink(err)
                 idx += 1
                 continue
+            if seen is not None:
+                seen.add(req.request_id)
             last = req.arrival_s
             yield req
             idx += 1
-        if not seen:
+        if not any_line:
             raise empty_file(path, jsonl=True)
 
 

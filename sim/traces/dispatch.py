@@ -34,15 +34,16 @@ class _Format:
     reader: Callable[..., Iterator[TraceRequest]]
     options: tuple[str, ...]  # format-specific keyword options, besides on_error
     uses_rng: bool
+    ids_from_file: bool = False  # its request ids are the file's (not row indices): `unique_ids` checks them
 
 
 _READERS: dict[str, _Format] = {
     "azure": _Format(read_azure, (), False),
     "mooncake": _Format(read_mooncake, ("spread", "block_tokens", "timestamp_unit"), True),
     "vidur": _Format(read_vidur, ("arrival", "qps", "cv"), True),
-    "canonical": _Format(read_canonical, (), False),
+    "canonical": _Format(read_canonical, (), False, ids_from_file=True),
     "burstgpt": _Format(read_burstgpt, ("models", "log_types", "failed", "model_column"), False),
-    "bailian": _Format(read_bailian, ("spread", "block_tokens", "type_as_tenant"), True),
+    "bailian": _Format(read_bailian, ("spread", "block_tokens", "type_as_tenant"), True, ids_from_file=True),
 }
 
 # Header signatures used to sniff a file, checked in this order (lower-case names).
@@ -153,14 +154,17 @@ class TraceReader(Iterator[TraceRequest]):
 
 def read_trace(path: PathLike, format: str | None = None, *,
                rng: np.random.Generator | Callable[[], np.random.Generator] | None = None,
-               on_error: OnError = "raise", **options: Any) -> TraceReader:
+               on_error: OnError = "raise", unique_ids: bool = False, **options: Any) -> TraceReader:
     """Stream a trace file as TraceRequests in arrival order.
 
     format: one of FORMATS, or None to detect it. rng: a seeded numpy Generator (or a function
     making one, called only for a format that draws), required where the format needs randomness
     (mooncake or bailian spread='uniform', vidur arrivals). on_error: 'raise'
     (default), 'skip' (bad rows are left out and listed in the returned reader's `errors`), or a
-    callable given each error. Other options are format-specific (see FORMAT_OPTIONS).
+    callable given each error. unique_ids: a row repeating an earlier row's request id is a bad
+    row, naming its file, line and id field (what a replay reads: a run names its requests by id);
+    the reader then keeps the ids read (about 100 bytes a request), else it holds one row. Other
+    options are format-specific (see FORMAT_OPTIONS).
     """
     fmt = detect_format(path) if format is None else format
     spec = _READERS.get(fmt)
@@ -177,6 +181,8 @@ def read_trace(path: PathLike, format: str | None = None, *,
     kwargs: dict[str, Any] = dict(options)
     if spec.uses_rng:
         kwargs["rng"] = rng() if callable(rng) else rng
+    if unique_ids and spec.ids_from_file:  # (the other formats number their rows: unique as they are)
+        kwargs["unique_ids"] = True
     try:
         requests = spec.reader(path, on_error=sink, errors=sink.errors, **kwargs)
     except UnicodeDecodeError as exc:  # a reader that looks at the file before its first row

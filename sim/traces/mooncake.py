@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._io import MAX_INT, PathLike, backwards, empty_file, json_column, open_text, parse_count
+from ._io import MAX_INT, PathLike, backwards, duplicate_id, empty_file, json_column, open_text, parse_count
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_hashed, new_labelled
@@ -52,6 +52,7 @@ class Layout:
     unit: str = "ms"             # a key of UNITS
     id_key: str | None = None    # None: the 0-based data row index
     tenant_key: str | None = None
+    unique_ids: bool = False     # with id_key: a row repeating an earlier row's id is a bad row
 
 
 def read_mooncake(path: PathLike, *, rng: np.random.Generator | None = None, spread: str = "uniform",
@@ -90,6 +91,7 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
         idx = 0
         last = -math.inf
         seen_any = False
+        seen: set[str] | None = set() if id_key is not None and layout.unique_ids else None  # the ids read
         for lineno, text in enumerate(f, 1):
             if not text.strip():
                 continue
@@ -134,6 +136,8 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                     raise TraceFormatError(path, lineno, HASH, f"expected a list of integers, got {str(hashes)[:80]!r}")
                 if id_key is not None:
                     rid = _request_id(path, lineno, id_key, obj.get(id_key, _MISSING))
+                    if seen is not None and rid in seen:
+                        raise duplicate_id(path, lineno, id_key, rid)
                 if tenant_key is not None:
                     tenant = _tenant(path, lineno, tenant_key, obj.get(tenant_key, _MISSING))
                 if ts < last:
@@ -142,6 +146,8 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                 sink(err)
                 continue
             last = ts
+            if seen is not None:
+                seen.add(rid)
             yield rid, ts, p, o, hashes, tenant
         if not seen_any:
             raise empty_file(path, jsonl=True)

@@ -1,17 +1,18 @@
-"""`controlplane sim replay` of a trace that repeats request ids after their first requests
-finished: the run is stored whole but for the repeats, which go to a refused file, and one
-warning at the end names the ids and the file (the database refuses the repeats: unique key)."""
+"""`controlplane sim replay` of a trace that repeats request ids: a run names its requests by id
+(its stored rows, `runs compare`'s pairs), so the repeat is the row's error, naming the file, the
+line and the field, and never a run whose counts and stored rows disagree; `--opt on_error=skip`
+leaves it out and counts it, as any bad row."""
 
 from __future__ import annotations
 
-import re
+import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import app
-from controlplane.storage import iter_rows, make_engine, spill
+from controlplane.storage import iter_rows, make_engine
 
 pytestmark = pytest.mark.usefixtures("wide_consoles", "no_controlplane_env")
 
@@ -25,25 +26,35 @@ def _trace_repeating_ids(path: Path) -> Path:
     return path
 
 
-def test_repeated_request_ids_are_set_aside_with_one_warning(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows", [["0,100,176,13", "1,100.032,2672,8"],  # after the first ones finished
+                                  ["38,19.01,500,100"]])  # while the first one is in flight
+def test_a_repeated_request_id_is_the_rows_error_naming_file_line_and_field(tmp_path: Path, rows) -> None:
+    trace = _trace_repeating_ids(tmp_path / "dup.csv")
+    trace.write_text("\n".join(trace.read_text().splitlines()[:40] + rows) + "\n")
+    result = CliRunner().invoke(app, ["sim", "replay", str(trace), "--db", f"sqlite:///{tmp_path / 'runs.db'}",
+                                      "--no-progress"])
+    assert result.exit_code == 2, result.output
+    rid = rows[0].split(",")[0]
+    assert (f"error: {trace}:41: field 'request_id': duplicate request id {rid!r}: an earlier row has it (request "
+            "ids must be unique in a trace)") in " ".join(result.stderr.split())
+    assert not list(tmp_path.glob("controlplane-refused-*")) and not list(Path.cwd().glob("controlplane-refused-*"))
+
+
+def test_repeated_request_ids_skipped_are_counted_and_the_run_agrees_with_its_rows(tmp_path: Path) -> None:
     trace = _trace_repeating_ids(tmp_path / "dup.csv")
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    result = CliRunner().invoke(app, ["sim", "replay", str(trace), "--format", "canonical", "--db", db, "--json"])
-    assert result.exit_code == 0, (result.output, result.exception)  # complete run, nothing lost: a warning
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1, result.stderr
-    assert "the database refused 2 request row(s)" in warnings[0]
-    assert "request ids must be unique within a run; the trace (or client) repeats id '0', '1'" in warnings[0]
-    assert "could not be written" not in result.stderr and "replay_spill(" not in warnings[0]
-    match = re.search(r"the refused rows are in (\S+controlplane-refused-run1-\S+\.jsonl)", warnings[0])
-    assert match, warnings[0]
-    refused = [(t, r["request_id"], r["arrival_s"]) for t, r in spill.read_spill(Path(match.group(1)))]
-    assert refused == [("request", "0", 100.0), ("request", "1", 100.032)]
+    result = CliRunner().invoke(app, ["sim", "replay", str(trace), "--opt", "on_error=skip", "--db", db, "--json",
+                                      "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads(result.stdout)
+    assert summary["num_requests"] == summary["num_completed"] == 39
+    assert summary["trace_rows_left_out"] == {"bad rows skipped": 2}
+    assert summary["trace_bad_rows"][1] == (f"{trace}:42: field 'request_id': duplicate request id '1': an earlier "
+                                            "row has it (request ids must be unique in a trace)")
+    assert "refused" not in result.stderr
     engine = make_engine(db)
     try:
         stored = [r["request_id"] for r in iter_rows(engine, 1, "requests")]
     finally:
         engine.dispose()
     assert sorted(stored, key=int) == [str(i) for i in range(39)]
-    shown = CliRunner().invoke(app, ["runs", "show", "1", "--db", db])
-    assert shown.exit_code == 0 and "status=finished" in shown.stdout

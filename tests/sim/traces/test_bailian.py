@@ -93,3 +93,13 @@ def test_type_as_tenant_on_a_file_without_type_names_the_missing_key(write):
 ])
 def test_detection(write, first, expected):
     assert detect_format(write("t.jsonl", json.dumps(first) + "\n")) == expected
+
+
+def test_a_chat_id_given_twice_is_the_row_error_naming_file_line_and_key(write):
+    p = write("b.jsonl", _row(1, 0.0) + _row(2, 0.005) + _row(1, 0.01))
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(p, unique_ids=True))
+    assert str(e.value) == (f"{p}:3: field 'chat_id': duplicate request id '1': an earlier row has it "
+                            "(request ids must be unique in a trace)")
+    reader = read_trace(p, on_error="skip", spread="none", unique_ids=True)
+    assert [r.request_id for r in reader] == ["1", "2"] and reader.skipped == 1

@@ -42,6 +42,24 @@ def test_arrival_kept_as_written_and_empty_id_falls_back_to_row_index(write):
     assert [(r.request_id, r.arrival_s) for r in read_trace(p)] == [("x", 5.0), ("1", 6.0)]
 
 
+@pytest.mark.parametrize(("name", "text", "line"), [
+    ("c.csv", HEADER + "a,0.0,10,5\na,0.1,10,5\n", 3),  # four plain columns (the fast path)
+    ("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens,model\na,0,1,1,m\n\nb,1,1,1,m\na,2,1,1,m\n", 5),
+    ("c.csv", HEADER + "x,0,1,1\n2,1,1,1\n,2,1,1\n", 4),  # an empty id falls back to its row index, 2: taken
+    ("c.jsonl", '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 1, "output_tokens": 1}\n'
+                '{"request_id": "a", "arrival_s": 0.01, "prompt_tokens": 1, "output_tokens": 1}\n', 2),
+])
+def test_a_duplicate_request_id_is_the_row_error_naming_file_line_and_field(write, name, text, line):
+    p = write(name, text)
+    rows = sum(1 for r in text.splitlines() if r.strip()) - (not name.endswith(".jsonl"))
+    assert len(list(read_trace(p))) == rows  # unchecked by default: the reader holds one row
+    with pytest.raises(TraceFormatError, match="duplicate request id") as e:
+        list(read_trace(p, unique_ids=True))
+    assert (e.value.path, e.value.line, e.value.field) == (str(p), line, "request_id")
+    reader = read_trace(p, on_error="skip", unique_ids=True)  # skipped and counted, as any bad row
+    assert len(list(reader)) == rows - 1 and reader.skipped == 1
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".csv.gz"])
 def test_round_trip(tmp_path, suffix):
     reqs = [
