@@ -3,7 +3,11 @@ simulated guardian gives them.
 
 * **Label** (synthetic): a request is harmful with probability ``sim.guardian_block_rate`` (per
   tenant: ``sim.guardian_tenant_block_rates``), drawn once per text: the prompt text when the
-  trace has one (the same prompt is always harmful or always not), else the request id. Only the
+  trace has one (the same prompt is always harmful or always not for a tenant), else the request
+  id. With tenant rates one draw per text is compared with each tenant's rate, so a prompt can be
+  harmful for one tenant and not another (a tenant's own content policy); response caches key
+  answers on the text, so one that passed for a tenant is served to another unchecked (the run
+  warns of it, `sim.guardian_pool`). Only the
   simulator (and a benchmark scoring the run) reads it; no policy sees it.
 * **Score** of a ``simulated`` guardian: ``sigmoid(separation * (label - 0.5) + noise * z)``,
   with ``z`` a standard normal fixed per (guardian, stage, text), so the same text always gets

@@ -18,6 +18,7 @@ A guardian a plan names but the config does not declare runs as the old fixed de
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,10 +60,20 @@ class _Guardian:
         self.kick = False  # a dispatch is due at the end of this instant
 
 
+#: The built-in response caches: they key answers on the prompt's text (and parameters), not on the tenant.
+RESPONSE_CACHES = ("exact-cache", "semantic-cache", "trace-hit-model")
+
+
 class SimGuardianPool:
     def __init__(self, config: RunConfig, *, seed: int, after: Callable[[float, Callable[[Any], None], Any], Any],
                  now: Callable[[], float], deliver: Deliver) -> None:
         self.labels = LabelModel(config.sim.guardian_block_rate, config.sim.guardian_tenant_block_rates, seed)
+        caches = [n for n in config.plugins.enabled if n in RESPONSE_CACHES]
+        if config.sim.guardian_tenant_block_rates and caches:
+            logging.getLogger(__name__).warning(
+                "sim.guardian_tenant_block_rates makes a prompt harmful for one tenant and not another, and %s "
+                "keys answers on the text alone: an answer that passed one tenant's checks is served to another "
+                "unchecked (see docs/guardians.md)", " and ".join(caches))
         self.default_latency_s = config.sim.guardian_latency_s
         self.guardians = {g.name: _Guardian(g) for g in config.guardians.models}
         models = config.cluster.models

@@ -43,3 +43,19 @@ def test_a_noisy_score_is_informative_but_overlaps():
 def test_bad_tenant_rates_name_the_setting():
     with pytest.raises(ValueError, match="guardian_tenant_block_rates"):
         LabelModel(0.1, {"x": 1.5})
+
+
+def test_tenant_rates_beside_a_response_cache_are_warned_of(caplog):
+    import logging
+
+    from controlplane.testing import make_trace, replay_with
+
+    with caplog.at_level(logging.WARNING, logger="sim.guardian_pool"):
+        replay_with(trace=make_trace(5), sim={"guardian_tenant_block_rates": {"bad": 1.0}})  # exact-cache is on
+    warned = [r.getMessage() for r in caplog.records if r.name == "sim.guardian_pool"]
+    assert len(warned) == 1 and "exact-cache keys answers on the text alone" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sim.guardian_pool"):
+        replay_with(trace=make_trace(5), sim={"guardian_tenant_block_rates": {"bad": 1.0}},
+                    plugins={"enabled": ["builtin-latency-models", "continuous-batching", "least-loaded"]})
+    assert not [r for r in caplog.records if r.name == "sim.guardian_pool"]
