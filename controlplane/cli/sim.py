@@ -241,6 +241,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                 common.err.print(f"[dim]no --config: using the bundled run config {config} "
                                  "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until), option_names=_OPTIONS)
+    with user_errors(cfg.storage.url, options=common.TRANSFORM_OPTIONS):  # (a database's error names its URL)
         _configure_writer(writer, cfg)
         with common.gc_paused():  # the simulator's imports, while the writer makes its engine
             from sim.replay import TraceTransforms

@@ -56,3 +56,18 @@ def test_a_caps_count_that_cannot_be_read_back_says_so(tmp_path):
 
     assert _caps_line(f"sqlite:///{tmp_path / 'elsewhere.db'}", 1, 256, None) == (
         "length caps: not counted (the run's requests could not be read back)")
+
+
+@pytest.mark.parametrize("kind", ["not a database", "unreachable server"])
+def test_a_database_that_cannot_be_used_is_one_error_line_naming_its_url(tmp_path, kind):
+    # As every command's (`runs list`, docs/configuration.md): the URL, its password hidden.
+    if kind == "not a database":
+        path = tmp_path / "notdb.db"
+        path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" * 200)
+        url = shown = f"sqlite:///{path}"
+    else:
+        url, shown = "postgresql://nobody:secret@127.0.0.1:1/x", "postgresql://nobody:***@127.0.0.1:1/x"
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "5", "--db", url, "--no-progress", "--json"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: database: {shown}: ") and "secret" not in result.stderr
