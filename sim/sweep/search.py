@@ -20,7 +20,7 @@ the trace's span), ``chunk`` at a time:
 
 Cost: money from the cost model, or GPU-hours (``controlplane.report.cost``), of the run on
 the full trace; a candidate only seen on part of it is ranked by its partial cost scaled to the
-full trace, or, stopped early, by its estimate.
+full trace's time span, or, stopped early (on any rung), by its estimate.
 """
 
 from __future__ import annotations
@@ -157,6 +157,14 @@ class _Searcher:
         row["wall_s"] = round(row["wall_s"] + time.perf_counter() - t0, 2)
         return out
 
+    def _scaled_to_full_trace(self, cost: float | None, summary: dict[str, Any]) -> float | None:
+        """A prefix's cost scaled by the share of the trace's time span it covered (not of its
+        requests: on a bursty trace the first quarter of the requests may span most of the time)."""
+        span = summary.get("sim_span_s")
+        if cost is None or not span or not self.span_s:
+            return None  # (ranked by its estimate)
+        return cost * self.span_s / span
+
     def evaluate(self, stage: str, cands: list[Candidate], fraction: float, threshold: float) -> list[Candidate]:
         """Run ``cands`` on the first ``fraction`` of the trace; return those reaching ``threshold``."""
         limit = None if fraction >= 1 else max(1, math.ceil(fraction * self.n))
@@ -172,10 +180,11 @@ class _Searcher:
             c.stopped = o.status == "stopped"
             if c.stopped:
                 c.attainment = o.summary["slo_attainment_max"]
+                c.cost = None  # ranked by its estimate, not by a cost measured on an earlier rung's prefix
                 continue
             c.attainment = o.summary.get("slo_attainment") or 0.0
             cost = run_cost(c.config, o.summary)
-            c.cost = cost / fraction if cost is not None and fraction < 1 else cost
+            c.cost = self._scaled_to_full_trace(cost, o.summary) if fraction < 1 else cost
             if fraction >= 1:  # a full replay at the search seed: the first of its confirmation
                 c.by_seed[self.seed] = c.attainment
                 c.summary_by_seed[self.seed] = o.summary
@@ -274,7 +283,7 @@ def search(
     finally:
         if not isinstance(backend, Backend):
             back.close() if status == "finished" else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
-    full = [c for c in cands if c.stage in ("full", "confirmed")]
+    full = [c for c in cands if c.stage in ("full", "confirmed") and not c.stopped]  # (stopped: an upper bound)
     front = pareto_front([c.public() for c in full])
     best_cost = best.public()["cost"] if best else math.inf
     cheaper = [p for p in (c.public() for c in _order(cands) if c is not best) if p["cost"] < best_cost]

@@ -123,3 +123,64 @@ def test_a_search_that_raises_leaves_its_sweep_failed_not_running(tmp_path):
     (sweep,) = list_sweeps(engine)
     engine.dispose()
     assert sweep["status"] == "failed"  # was left `running` (then listed `crashed` by the next command)
+
+
+class _Scripted:
+    """A backend whose runs are scripted by replicas and stage (no replay): ``script[(replicas, stage)]``
+    is ``("stopped", upper bound)`` or ``("finished", attainment, GPU-seconds per replica per simulated
+    second)``; a prefix's simulated span is ``span_share`` of the trace's (a bursty trace: its first
+    requests span most of the time). Tasks run are kept in ``tasks``."""
+
+    def __init__(self, script, span_share=0.9):
+        from sim.sweep.backends import Backend
+
+        self.backend = type("ScriptedBackend", (Backend,), {"run": self._run})()
+        self.script, self.span_share, self.tasks = script, span_share, []
+
+    def _run(self, tasks, traces):
+        from sim.sweep.worker import RunOutcome
+
+        for t in tasks:
+            self.tasks.append(t)
+            trace = traces[t.trace_id]
+            span = trace[-1].arrival_s - trace[0].arrival_s
+            replicas = t.overrides["cluster.models.0.replicas"]
+            status, attainment, *rate = self.script[(replicas, t.stage)]
+            if status == "stopped":
+                yield RunOutcome(t, "stopped", {"slo_attainment_max": attainment, "stopped": True})
+                continue
+            sim_span = span * (self.span_share if t.limit is not None else 1.0)
+            gpu_s = replicas * rate[0] * sim_span
+            yield RunOutcome(t, "finished", {"slo_attainment": attainment, "sim_span_s": sim_span,
+                                             "gpu_seconds": gpu_s, "gpu_seconds_by_gpu": {"a100-80gb": gpu_s}})
+
+
+def test_a_candidate_stopped_on_a_later_rung_is_ranked_by_its_estimate_not_an_earlier_rungs_cost():
+    from controlplane.report.cost import estimated_cost
+
+    spec = {**SPEC, "trace": {"format": "azure", "limit": 400},
+            "space": {"cluster.models.0.replicas": [1, 2, 3, 4]},
+            "search": {"screen_fraction": 0.25, "eta": 3, "chunk": 4, "confirm_seeds": [0], "neighbours": 1}}
+    script = {
+        (1, "screen"): ("finished", 0.5, 1.0),  # below the target, not stopped: its prefix's cost, scaled by time
+        (2, "screen"): ("finished", 0.95, 1.0), (2, "rung1"): ("finished", 0.95, 1.0), (2, "full"): ("stopped", 0.93),
+        # passes the screen and the first rung on a costly prefix, then stops early on the full trace
+        (3, "screen"): ("finished", 0.95, 50.0), (3, "rung1"): ("finished", 0.95, 50.0), (3, "full"): ("stopped", 0.89),
+        (3, "confirm"): ("finished", 0.85, 1.0),
+        (4, "screen"): ("finished", 0.99, 1.0), (4, "rung1"): ("finished", 0.99, 1.0), (4, "full"): ("finished", 0.99, 1.0),
+    }
+    scripted = _Scripted(script)
+    loaded = load_spec(data=spec)
+    result = search(loaded, target=0.9, backend=scripted.backend).as_dict()
+    assert result["best"]["overrides"]["cluster.models.0.replicas"] == 4
+    traces = load_traces(loaded, [0], transforms_of(loaded))["seed=0"]
+    span = traces[-1].arrival_s - traces[0].arrival_s
+    estimate = {r: estimated_cost(loaded.run_config({"cluster.models.0.replicas": r}, 0), span) for r in (1, 2, 3, 4)}
+    cheaper = {c["overrides"]["cluster.models.0.replicas"]: c for c in result["rejected_cheaper"]}
+    assert set(cheaper) == {1, 2, 3}  # 3 was missing: ranked by its first rung's cost, above the best's
+    assert abs(cheaper[2]["cost"] - estimate[2]) < 1e-5 * estimate[2] and cheaper[2]["stopped"]
+    assert abs(cheaper[1]["cost"] - estimate[1]) < 1e-5 * estimate[1]  # (not 4 times it: 25% of the requests)
+    confirmed = [t.overrides["cluster.models.0.replicas"] for t in scripted.tasks if t.stage == "confirm"]
+    assert confirmed == [3]  # the next-cheaper neighbour of the best, not 2
+    assert cheaper[3]["attainment"] == 0.85 and cheaper[3]["stage"] == "confirmed"
+    assert [p["overrides"]["cluster.models.0.replicas"] for p in result["pareto"]] == [3, 4]  # 2: stopped, no point
