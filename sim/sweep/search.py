@@ -128,13 +128,17 @@ class _Searcher:
         self.span_s = (full[-1].arrival_s - full[0].arrival_s) if full else 0.0
         self.runs = 0
         self.stages: dict[str, dict[str, Any]] = {}
+        #: the stored (full-trace) runs keep their rows only when the spec asks for them (`record: full`)
+        self.record_full = (store is not None and "record" in loaded.spec.model_fields_set
+                            and loaded.spec.record == "full")
 
     def _task(self, c: Candidate, seed: int, stage: str, limit: int | None, stop_below: float | None) -> RunTask:
         config = c.config if seed == self.seed else self.loaded.run_config(c.overrides, seed)
         key = f"{stage}:{point_key(c.overrides, seed)}"
         return RunTask(key=key, index=c.index, seed=seed, overrides=c.overrides, config=config,
                        trace_id=trace_id(seed), trace_name=self.trace_name, trace_format=self.trace_format,
-                       record="summary", stop_below=stop_below, stage=stage, limit=limit,
+                       record="full" if self.record_full and limit is None else "summary",
+                       stop_below=stop_below, stage=stage, limit=limit,
                        trace_read=spec_trace_read(self.loaded))
 
     def _run(self, stage: str, tasks: list[RunTask]) -> list[RunOutcome]:
@@ -233,7 +237,8 @@ def search(
     """Find the cheapest candidate of ``loaded``'s space meeting ``target`` (see the module doc).
 
     The SLO is the spec's base config's ``slo`` (set it there or with ``--slo-ttft/--slo-tpot``).
-    With ``db_url`` the runs that reached the end are stored under a new sweep (kind ``search``).
+    With ``db_url`` the runs that reached the end are stored under a new sweep (kind ``search``):
+    their summaries, and their requests, decisions and metric samples when the spec sets ``record: full``.
     """
     t0 = time.perf_counter()
     settings = loaded.spec.search

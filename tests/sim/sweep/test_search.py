@@ -184,3 +184,24 @@ def test_a_candidate_stopped_on_a_later_rung_is_ranked_by_its_estimate_not_an_ea
     assert confirmed == [3]  # the next-cheaper neighbour of the best, not 2
     assert cheaper[3]["attainment"] == 0.85 and cheaper[3]["stage"] == "confirmed"
     assert [p["overrides"]["cluster.models.0.replicas"] for p in result["pareto"]] == [3, 4]  # 2: stopped, no point
+
+
+def test_a_search_with_record_full_stores_its_full_trace_runs_requests(tmp_path):
+    from sqlalchemy import func, select
+
+    from controlplane.storage import make_engine
+    from controlplane.storage.models import Request, Run
+
+    spec = {**SPEC, "record": "full", "trace": {"format": "azure", "limit": 200},
+            "space": {"cluster.models.0.replicas": [2, 4]}, "search": {"confirm_seeds": [0, 1], "neighbours": 1}}
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = search(load_spec(data=spec), target=0.5, backend="serial", db_url=url).as_dict()
+    assert result["best"] is not None
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        runs = conn.execute(select(Run.id)).scalars().all()
+        rows = dict(conn.execute(select(Request.run_id, func.count()).group_by(Request.run_id)).all())
+    engine.dispose()
+    assert runs and all(rows.get(r) == 200 for r in runs)  # were stored with no request rows
+    r = CliRunner().invoke(app, ["runs", "compare", str(runs[0]), str(runs[1]), "--db", url])
+    assert r.exit_code == 0, r.output
