@@ -332,6 +332,17 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def trace_identity(trace: str) -> str:
+    """What a sweep's resume matches its trace by: the file's content hash (read once per sweep), so
+    other rows under the same name start a new sweep and the same file named from another folder
+    (a relative path, a link) resumes; a path that is not a file, by its resolved path."""
+    path = Path(trace)
+    if not path.is_file():
+        return str(path.resolve())
+    with path.open("rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
 class LoadedSpec:
     """A parsed spec with its base config resolved (a full config dict every point starts from)."""
 
@@ -354,8 +365,9 @@ class LoadedSpec:
         return out
 
     def run_hash(self, trace: str, trace_format: str | None) -> str:
-        """The spec's hash with the trace it replays (a ``--trace`` flag may replace the spec's)."""
-        text = f"{self.hash}|{trace}|{trace_format if trace_format is not None else self.trace_format()}"
+        """The spec's hash with the trace it replays (a ``--trace`` flag may replace the spec's),
+        identified by its content (`trace_identity`), not by the path naming it."""
+        text = f"{self.hash}|{trace_identity(trace)}|{trace_format if trace_format is not None else self.trace_format()}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def trace_path(self) -> str:

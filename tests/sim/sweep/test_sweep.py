@@ -377,3 +377,23 @@ def test_a_sweeps_runs_store_the_latency_profile_they_were_simulated_on(tmp_path
     engine.dispose()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert stored == [{"default": {"path": "profile.json", "sha256": digest}}] * 2
+
+
+def test_a_sweep_resumes_on_the_same_trace_file_by_any_path_and_not_on_other_rows_under_its_name(tmp_path, monkeypatch):
+    from sim.traces import bundled_trace_path
+
+    header, *rows = bundled_trace_path().read_text().splitlines()
+    (tmp_path / "data").mkdir()
+    trace = tmp_path / "data" / "t.csv"
+    trace.write_text("\n".join([header, *rows[:20]]) + "\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    spec = {"name": "file", "trace": {"path": "data/t.csv", "format": "azure"}, "seeds": [0],
+            "space": {"cluster.models.0.replicas": [1, 2]}}
+    monkeypatch.chdir(tmp_path)
+    first = run_sweep(load_spec(data=spec), db, backend="serial")
+    monkeypatch.chdir(tmp_path / "data")  # the same file, named from its own folder
+    same = run_sweep(load_spec(data=spec), db, backend="serial", trace_path="t.csv")
+    assert (same.resumed, same.sweep_id, same.ran) == (True, first.sweep_id, 0)
+    trace.write_text("\n".join([header, *rows[20:40]]) + "\n")  # other rows under the same name
+    other = run_sweep(load_spec(data=spec), db, backend="serial", trace_path="t.csv")
+    assert (other.resumed, other.ran) == (False, 2) and other.sweep_id != first.sweep_id  # was: nothing to run
