@@ -32,6 +32,16 @@ def within_slo(ttft: float | None, tpot: float | None, e2e: float | None, slo: S
             and (slo.e2e_s is None or (e2e is not None and e2e <= slo.e2e_s)))
 
 
+def peak_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most ``[start, end)`` spans that overlap at one time (one ending as another starts: not both)."""
+    edges = sorted([(end, -1) for _, end in spans] + [(start, 1) for start, _ in spans])
+    most = alive = 0
+    for _, step in edges:
+        alive += step
+        most = max(most, alive)
+    return most
+
+
 class RunStats:
     """Streaming collector: a few floats per finished request, nothing per token; past 2^18
     requests the older latencies wait in a temporary file (``controlplane.quantiles``), so a
@@ -66,7 +76,7 @@ class RunStats:
         # Per iteration, prefilled and decoded token: fitted to the batches that finish after the run's
         # first response-cache hit (None before it, so a run without hits pays nothing per batch).
         self.batch_costs: BatchCosts | None = None
-        self.peak_replicas = 0  # most replicas alive (starting, ready or draining) at once
+        self.replica_spans: list[tuple[float, float]] = []  # (alive since, until) of every replica that stopped
         self.first_arrival_s: float | None = None
         self.last_finish_s = 0.0
 
@@ -151,7 +161,7 @@ class RunStats:
         out["goodput_rps"] = _round(attained / span) if span > 0 else None
         out["gpu_seconds"] = _round(self.gpu_seconds)
         out["gpu_seconds_by_gpu"] = {gpu: _round(v) for gpu, v in sorted(self.gpu_seconds_by_gpu.items())}
-        out["peak_replicas"] = self.peak_replicas
+        out["peak_replicas"] = peak_overlap(self.replica_spans)  # most alive (starting, ready or draining) at once
         # response-cache hits (exact, semantic): served without a worker. A request that reused prefix KV blocks
         # was computed all the same; the prefix cache's own counts are its `prefix_*` keys.
         hits = sum(n for kind, n in self.cache_hits.items() if kind != "prefix")

@@ -43,7 +43,6 @@ class WorkerLifecycle:
         self.workers[wid] = w
         self._workers_changed()
         self._worker_alive_since[wid] = now
-        self.stats.peak_replicas = max(self.stats.peak_replicas, len(self._worker_alive_since))
         self._emit(ev.WorkerChanged(now, wid, "starting", {"model": model, "reason": reason}))
         self._out.append(act.StartWorker(wid, model))
         return w
@@ -142,12 +141,12 @@ class WorkerLifecycle:
         if w is None or w.state in (WorkerState.FAILED, WorkerState.STOPPED):
             return
         never_ready = w.state is WorkerState.STARTING
+        unplaced = never_ready and UNPLACEABLE in (e.reason or "")
         w.state = WorkerState.FAILED
         self._workers_changed()
-        self._stop_gpu_clock(w, e.time_s)
+        self._stop_gpu_clock(w, e.time_s, placed=not unplaced)
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed", {"reason": e.reason}))
         if never_ready:  # a scale-up that did not happen is a decision outcome, not only a worker event
-            unplaced = UNPLACEABLE in (e.reason or "")
             self._decision("cp_scale", "core", "scale_unplaced" if unplaced else "start_failed", w.model,
                            f"replica {w.worker_id} {'could not be placed' if unplaced else 'did not start'}: "
                            f"{e.reason}", {"worker": w.worker_id, "placed": not unplaced})
@@ -183,8 +182,12 @@ class WorkerLifecycle:
         self._batches.pop(w.worker_id, None)
         self._interrupted.discard(w.worker_id)
 
-    def _stop_gpu_clock(self, w: Worker, now: float) -> None:
+    def _stop_gpu_clock(self, w: Worker, now: float, *, placed: bool = True) -> None:
+        """``w`` is no longer alive: its GPU time is counted, and its span for the peak replica count (not a
+        replica that found no free device or slot: it never existed, `UNPLACEABLE`)."""
         since = self._worker_alive_since.pop(w.worker_id, None)
+        if since is not None and placed:
+            self.stats.replica_spans.append((since, now))
         if since is not None:
             d = self._deployments[w.model]
             gpu_s = (now - since) * d.gpus_per_replica

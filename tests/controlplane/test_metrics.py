@@ -125,3 +125,11 @@ def test_reasons_past_the_cap_are_counted_together_so_memory_does_not_grow():
     reasons = stats.summary(1.0)["reject_reasons"]
     assert len(reasons) == MAX_REASONS + 1 and reasons[OTHER_REASONS] == 50
     assert reasons["prompt 3 tokens over the limit"] == 2 and sum(reasons.values()) == MAX_REASONS + 51
+
+
+def test_the_peak_replica_count_is_the_most_spans_alive_at_once():
+    from controlplane.metrics import peak_overlap
+
+    assert peak_overlap([]) == 0
+    assert peak_overlap([(0.0, 10.0), (0.0, 5.0), (5.0, 8.0)]) == 2  # one ends as another starts: not both
+    assert peak_overlap([(0.0, 10.0), (1.0, 9.0), (2.0, 3.0), (9.5, 12.0)]) == 3

@@ -84,6 +84,7 @@ def test_an_unplaceable_scale_up_is_a_decision_row_and_loses_nothing(tmp_path):
     assert "could not be placed" in unplaced[0]["reason"] and "worker slots" in unplaced[0]["reason"]
     # retried after a pause, not at every tick
     assert len(unplaced) <= 2 * (1 + int(d.now_s() // 15))
+    assert summary["peak_replicas"] == 1  # the replicas that found no slot never existed (they read 3)
 
 
 def test_worker_slots_refuse_beyond_the_limit():
