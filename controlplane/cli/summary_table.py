@@ -13,7 +13,7 @@ HEADLINE = [
     ("num_rejected", "rejected"),
     ("num_failed", "failed"),
     ("num_in_flight", "in flight at end"),
-    ("num_cancelled", "cancelled by clients"),
+    ("num_cancelled", "cancelled (client gone, or past the request timeout)"),
     ("num_blocked", "blocked by guardians"),
 ]
 TAIL = [
@@ -74,7 +74,7 @@ def summary_table(summary: dict[str, Any], title: str) -> Any:
         if summary.get(key):  # (the cost rows read "-": why, where the table shows it)
             t.add_row(label, str(summary[key]))
     for label, n in reason_rows(summary.get("reject_reasons") or {}, summary.get("run_id")):
-        t.add_row(f"  rejected/failed: {label}", str(n))
+        t.add_row(f"  not completed: {label}", str(n))  # (rejected, failed or cancelled: each reason's requests)
     return t
 
 

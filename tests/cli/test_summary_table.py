@@ -18,7 +18,7 @@ def test_a_reason_per_number_is_folded_into_one_row_after_the_most_frequent():
     reasons = {f"prompt of {1500 + i} tokens > max_prompt_tokens 1500": 1 for i in range(40)}
     reasons["prompt of 7436 tokens > max_prompt_tokens 1500"] = 34
     text = _text(summary_table({"run_id": 2, "num_rejected": 74, "reject_reasons": reasons}, "run 2"))
-    lines = [ln for ln in text.splitlines() if "rejected/failed:" in ln]
+    lines = [ln for ln in text.splitlines() if "not completed:" in ln]
     assert len(lines) == MAX_REASON_ROWS + 1
     assert "7436 tokens" in lines[0] and lines[0].rstrip(" │").endswith("34")  # the most frequent first
     assert "31 other reasons" in lines[-1] and "controlplane runs export 2 --what requests" in lines[-1]
