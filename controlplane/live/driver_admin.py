@@ -14,12 +14,20 @@ __all__ = ["plugin_listing", "swap_plugins", "worker_listing"]
 def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras: list[object],
                  now_s: float) -> dict[str, Any]:
     """Build ``new``'s plugins (keeping the run's recorder and ``extras``) and bind them to the
-    core; the swap is recorded as a ``reload`` decision. Returns the plugins loaded and the config
-    sections that changed but need a restart (only ``plugins`` takes effect at run time)."""
+    core; the swap is recorded as a ``reload`` decision. A plugin enabled before and after with the
+    same settings keeps its running instance and with it its state (quotas in flight, token
+    buckets, cached answers, measured timings); only changed and new plugins are made afresh and
+    get ``cp_run_started``. Returns the plugins loaded, those made afresh and the config sections
+    that changed but need a restart (only ``plugins`` takes effect at run time)."""
     from controlplane.plugin_manager import build_plugin_set, discover_plugins
     from controlplane.session import fallback_plugins
 
     available = discover_plugins(refresh=True)
+    running = {n: session.plugins.get(n) for n in old.plugins.enabled if session.plugins.get(n) is not None}
+    unchanged = {n: inst for n, inst in running.items()
+                 if n in new.plugins.enabled and n in available and _same_settings(old, new, n)
+                 and isinstance(available[n].target, type) and isinstance(inst, available[n].target)}
+    available.update({n: _running(available[n], inst) for n, inst in unchanged.items()})
     kept = [p for p in (session.plugins.get("sql-recorder"),) if p is not None] + list(extras)
     plugins = build_plugin_set(new.plugins.enabled, new.plugins.settings, extra=kept, available=available)
     before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
@@ -27,14 +35,31 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     core.bind_plugins(plugins, fallback_plugins(available))
     session.plugins = plugins
     session.clock.now_s = max(session.clock.now_s, now_s)
-    plugins.hook.cp_run_started(ctx=core.ctx)
     names = [p.info.name for p in plugins.loaded]
+    fresh = [p.info.name for p in plugins.loaded[:len(plugins.loaded) - len(kept)] if p.info.name not in unchanged]
+    for impl in reversed(plugins.hook.cp_run_started.get_hookimpls()):  # in pluggy's order, the new ones only
+        if impl.plugin_name in fresh:
+            impl.function(*(core.ctx for _ in impl.argnames))
     plugins.hook.cp_on_event(
         ctx=core.ctx,
         event=Decision(now_s, "admin", "daemon", "reload", None, "plugins reloaded from the config",
-                       {"plugins": names, "needs_restart": restart}),
+                       {"plugins": names, "restarted": fresh, "needs_restart": restart}),
     )
-    return {"plugins": names, "needs_restart": restart}
+    return {"plugins": names, "restarted": fresh, "needs_restart": restart}
+
+
+def _same_settings(old: RunConfig, new: RunConfig, name: str) -> bool:
+    return (old.plugins.settings.get(name) or {}) == (new.plugins.settings.get(name) or {})
+
+
+def _running(info: Any, instance: object) -> Any:
+    """``info`` with a target that hands back ``instance``, the running plugin, where a new one would
+    be made: `build_plugin_set` still validates its settings and registers it where the config lists it."""
+    from controlplane.plugin_manager import PluginInfo
+
+    cls = info.target
+    same = type(cls.__name__, (cls,), {"__new__": lambda _cls, *_args: instance, "__module__": cls.__module__})
+    return PluginInfo(info.name, same, info.dist, info.version, info.entry_point)
 
 
 def plugin_listing(plugins: Any) -> list[dict[str, Any]]:
