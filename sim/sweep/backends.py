@@ -8,8 +8,10 @@ them to each worker process once, at its start. ``auto`` takes Ray when it is in
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from sim.sweep.worker import RunOutcome, RunTask, run_task
@@ -56,9 +58,22 @@ class Backend:
 _POOL_TRACES: dict[str, list[TraceRequest]] = {}
 
 
-def _pool_init(traces: dict[str, list[TraceRequest]]) -> None:
+def _pool_init(traces: dict[str, list[TraceRequest]], driver_alive: Connection | None = None) -> None:
     _POOL_TRACES.clear()
     _POOL_TRACES.update(traces)
+    if driver_alive is not None:
+        threading.Thread(target=_exit_with_driver, args=(driver_alive,), name="exit-with-driver", daemon=True).start()
+
+
+def _exit_with_driver(driver_alive: Connection) -> None:
+    """Wait for the end of the pipe whose other end only the driver holds: it closes when the driver
+    ends, even killed (SIGKILL, the OOM killer), and the worker exits then, idle or mid-run. (A worker
+    otherwise waits for its next task forever, and the forkserver and resource tracker with it.)"""
+    try:
+        driver_alive.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
 
 
 def _pool_run(task: RunTask) -> RunOutcome:
@@ -66,24 +81,26 @@ def _pool_run(task: RunTask) -> RunOutcome:
 
 
 class PoolBackend(Backend):
-    """A ``ProcessPoolExecutor`` (forkserver) whose workers get the traces once, at start."""
+    """A ``ProcessPoolExecutor`` (forkserver) whose workers get the traces once, at start, and exit
+    when the driver does, even killed (`_exit_with_driver`)."""
 
     name = "pool"
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._executor: ProcessPoolExecutor | None = None
+        self._alive: Connection | None = None  # closed once the workers are shut down (`_exit_with_driver`)
         self._shipped: set[str] = set()
 
     def _pool(self, traces: Traces) -> ProcessPoolExecutor:
         if self._executor is None or not set(traces) <= self._shipped:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
+            self.close()
             import multiprocessing
 
+            watched, self._alive = multiprocessing.Pipe(duplex=False)
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_pool_init, initargs=(dict(traces),),
+                initializer=_pool_init, initargs=(dict(traces), watched),
             )
             self._shipped = set(traces)
         return self._executor
@@ -106,6 +123,9 @@ class PoolBackend(Backend):
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self._alive is not None:
+            self._alive.close()
+            self._alive = None
 
     def abort(self) -> None:
         if self._executor is not None:

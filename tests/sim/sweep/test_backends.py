@@ -1,5 +1,5 @@
 """Sweep backends: the process pool's abort (Ctrl-C, an error) stops runs in flight rather than
-waiting for them to end and dropping their results."""
+waiting for them to end and dropping their results; its workers exit when the driver is killed."""
 
 from __future__ import annotations
 
@@ -40,3 +40,52 @@ def test_a_ray_address_with_no_cluster_says_what_to_do(tmp_path):
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "error: no Ray cluster found at --ray-address auto (start one with `ray start --head`" in done.stderr
+
+
+_DRIVER = """
+import os, sys, time
+from sim.sweep.backends import PoolBackend
+back = PoolBackend(workers=1)
+worker = back._pool({"seed=0": []}).submit(os.getpid).result()
+print(worker, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (exited, not yet reaped)
+    except FileNotFoundError:
+        return True
+
+
+def test_pool_workers_and_their_forkserver_exit_when_the_driver_is_killed():
+    """A driver killed with SIGKILL left its idle workers (and the forkserver) waiting for tasks for good."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("reads /proc")
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    worker = forkserver = None
+    try:
+        worker = int(driver.stdout.readline())
+        with open(f"/proc/{worker}/stat") as f:
+            forkserver = int(f.read().rsplit(")", 1)[1].split()[1])
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 20
+        while not (_gone(worker) and _gone(forkserver)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _gone(worker) and _gone(forkserver)
+    finally:
+        for pid in (driver.pid, worker, forkserver):  # (what the test started, whatever it found)
+            if pid and not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
