@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 
 from controlplane.cli.common import fmt_value
 
-__all__ = ["ci_table", "parse_run_ids", "sweep_run_ids"]
+__all__ = ["ci_table", "parse_run_ids", "summary_diffs", "summary_means", "sweep_run_ids"]
 
 
 def parse_run_ids(text: str, option: str) -> list[int]:
@@ -46,6 +46,35 @@ def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
     if not ids:
         raise LookupError(f"{option}: sweep {sweep_id} has no finished runs")
     return ids
+
+
+def summary_means(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric value of the runs' summaries, its mean over the runs that have it (one run: its
+    own values): a side's values without the requests' bootstrap (``--no-ci``)."""
+    out: dict[str, Any] = {}
+    keys = dict.fromkeys(k for r in runs for k in (r.get("summary") or {}))
+    for key in keys:
+        values = [r["summary"][key] for r in runs if isinstance((r.get("summary") or {}).get(key), (int, float))
+                  and not isinstance(r["summary"][key], bool)]
+        if values:
+            out[key] = values[0] if len(runs) == 1 else sum(values) / len(values)
+    return out
+
+
+def summary_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The compared metrics (``controlplane.compare.METRICS``) from the runs' summaries, each side's
+    mean over its runs, and B - A, with no interval: ``runs compare --no-ci --json``'s ``metrics``."""
+    from controlplane.compare import METRICS
+
+    a, b = summary_means(runs_a), summary_means(runs_b)
+    out = []
+    for metric, stat in METRICS:
+        key = metric if metric == "slo_attainment" else f"{metric}_{stat}_s"
+        va, vb = a.get(key), b.get(key)
+        out.append({"metric": metric, "stat": stat, "a": va, "b": vb,
+                    "diff": None if va is None or vb is None else vb - va, "low": None, "high": None,
+                    "method": "summary mean over runs", "within_noise": None, "covers": None})
+    return out
 
 
 def _fmt(x: float | None, metric: str) -> str:

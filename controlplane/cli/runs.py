@@ -199,7 +199,7 @@ def compare(
 ) -> None:
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
     interval over requests (and over seeds with several runs a side), saying when it is within noise."""
-    from controlplane.cli.compare_ci import ci_table, parse_run_ids, sweep_run_ids
+    from controlplane.cli.compare_ci import ci_table, parse_run_ids, summary_diffs, summary_means, sweep_run_ids
     from controlplane.compare import compare_runs
     from controlplane.storage import get_run
 
@@ -217,13 +217,17 @@ def compare(
         runs_a, runs_b = [get_run(engine, r) for r in side_a], [get_run(engine, r) for r in side_b]
         for r in (*runs_a, *runs_b):
             _check_comparable(r)
-        with working(f"comparing: {resamples} bootstrap resamples over the requests of {len(side_a) + len(side_b)} runs"):
-            diffs = compare_runs(engine, side_a, side_b, confidence=confidence, n_resamples=resamples) if ci else []
+        diffs = []
+        if ci:
+            with working(f"comparing: {resamples} bootstrap resamples over the requests of {len(side_a) + len(side_b)} "
+                         "runs"):
+                diffs = compare_runs(engine, side_a, side_b, confidence=confidence, n_resamples=resamples)
     if json_out:
         import json
 
-        typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence,
-                               "metrics": [d.as_dict() for d in diffs]}, sort_keys=True))
+        metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b)  # (--no-ci: no interval)
+        typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics},
+                              sort_keys=True))
         return
     if len(side_a) == 1 and len(side_b) == 1:
         ra, rb = runs_a[0], runs_b[0]
@@ -231,6 +235,10 @@ def compare(
         mixed = ra.get("mode") != rb.get("mode")
         label_a, label_b = (f"run {r['id']}" + (f" ({r.get('mode')})" if mixed else "") for r in (ra, rb))
         out.print(compare_table(ra["summary"], rb["summary"], label_a, label_b))
+    elif not ci:  # (with intervals, their table has each side's values)
+        label_a, label_b = (f"{side} (run {ids[0]})" if len(ids) == 1 else f"{side} (runs {','.join(map(str, ids))}: mean)"
+                            for side, ids in (("A", side_a), ("B", side_b)))
+        out.print(compare_table(summary_means(runs_a), summary_means(runs_b), label_a, label_b))
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))

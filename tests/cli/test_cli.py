@@ -536,3 +536,15 @@ def test_db_takes_a_sqlite_files_path(tmp_path, monkeypatch):
     assert re.search(r"│ 1 +│", out) and "finished" in out
     shown = cli("runs", "show", "1", "--db", str(tmp_path / "runs.db")).stdout  # (an absolute path too)
     assert "finished" in shown
+
+
+def test_runs_compare_without_intervals_shows_each_sides_values_the_mean_over_its_runs(two_runs):
+    """`--no-ci` with several runs a side printed nothing, and its --json gave `metrics: []` even for one run each."""
+    out = cli("runs", "compare", "--a", "1,2", "--b", "2", "--no-ci", "--db", two_runs).stdout
+    assert "A (runs 1,2: mean)" in out and "B (run 2)" in out
+    assert re.search(r"requests\s+│\s+50 │\s+60 │\s+\+10 │", out)  # A: the mean of 40 and 60 requests
+    result = json.loads(cli("runs", "compare", "1", "2", "--no-ci", "--json", "--db", two_runs).stdout)
+    attainment = result["metrics"][0]
+    assert (attainment["metric"], attainment["low"], attainment["high"]) == ("slo_attainment", None, None)
+    assert attainment["a"] is not None and attainment["b"] is not None
+    assert {(m["metric"], m["stat"]) for m in result["metrics"]} >= {("ttft", "p99"), ("queue", "mean")}
