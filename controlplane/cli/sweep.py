@@ -128,6 +128,17 @@ def _say_interrupted(exc: KeyboardInterrupt) -> None:
                      highlight=False)
 
 
+def _say_search_interrupted(exc: KeyboardInterrupt) -> None:
+    """One line on stderr: what a search Ctrl-C stopped kept (`sim.sweep.search.SearchInterrupted`),
+    and that it does not resume."""
+    again = "a search does not resume: run the same command again to start afresh"
+    if (sweep_id := getattr(exc, "sweep_id", None)) is None:
+        common.err.print(f"interrupted: nothing was stored; {again}", highlight=False)
+        return
+    common.err.print(f"interrupted: search {sweep_id} is stored with status 'interrupted', {exc.stored} full-trace "
+                     f"runs finished (a candidate's screen and rungs are not stored); {again}", highlight=False)
+
+
 def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
     """The runs of a sweep, one a row: the overrides that differ, attainment, p99s, GPU-hours. With
     the terminal's ``width``, a table wider than it wraps its headers rather than cutting values."""
@@ -219,9 +230,15 @@ def search(
             def on_progress(stage: str, done: int, total: int) -> None:
                 bar.update(task, description=stage, completed=done, total=total)
 
-            result = run_search(loaded, target=slo_attainment, backend=backend, workers=workers,
-                                ray_address=ray_address, db_url=resolve_db(db) if db else None,
-                                trace_path=str(trace) if trace else None, trace_format=format, on_progress=on_progress)
+            try:
+                result = run_search(loaded, target=slo_attainment, backend=backend, workers=workers,
+                                    ray_address=ray_address, db_url=resolve_db(db) if db else None,
+                                    trace_path=str(trace) if trace else None, trace_format=format,
+                                    on_progress=on_progress)
+            except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, and that a search starts afresh)
+                bar.stop()
+                _say_search_interrupted(exc)
+                raise
     d = result.as_dict()
     if not json_out or common.err.is_terminal:
         console = common.err if json_out else common.out

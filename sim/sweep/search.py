@@ -43,7 +43,17 @@ from sim.sweep.spec import LoadedSpec, point_key
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
 from sim.sweep.worker import RunOutcome, RunTask
 
-__all__ = ["Candidate", "SearchResult", "search"]
+__all__ = ["Candidate", "SearchInterrupted", "SearchResult", "search"]
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a search: with a database, its sweep ``sweep_id`` is stored ``interrupted`` with
+    the ``stored`` full-trace runs finished so far (``sweep_id`` None: nothing stored). A search
+    does not resume: running it again starts afresh."""
+
+    def __init__(self, sweep_id: int | None, stored: int) -> None:
+        super().__init__(sweep_id, stored)
+        self.sweep_id, self.stored = sweep_id, stored
 
 
 @dataclass
@@ -251,6 +261,7 @@ def search(
     points = loaded.spec.points()
     engine = sweep_id = None
     store = None
+    stored: list[int] = []  # the ids of the runs stored so far
     if db_url is not None:
         from controlplane.storage import ensure_schema, make_engine
 
@@ -262,7 +273,7 @@ def search(
 
         def store_run(outcome: RunOutcome) -> None:
             with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
-                store_outcome(engine, sweep_id, outcome)
+                stored.append(store_outcome(engine, sweep_id, outcome))
 
         store = store_run
 
@@ -284,6 +295,8 @@ def search(
                 finish_sweep(engine, sweep_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                              {"error": f"{type(exc).__name__}: {exc}"})
             engine.dispose()
+        if isinstance(exc, KeyboardInterrupt):
+            raise SearchInterrupted(sweep_id, len(stored)) from exc
         raise
     finally:
         if not isinstance(backend, Backend):

@@ -102,6 +102,36 @@ def test_a_search_with_db_says_where_its_runs_are(tmp_path):
             "--html search.html`") in " ".join(result.stdout.split())
 
 
+@pytest.mark.parametrize("stored", [True, False])
+def test_ctrl_c_during_a_search_says_what_was_stored_and_that_it_starts_afresh(tmp_path, monkeypatch, stored):
+    """It printed nothing (exit 130, the search's sweep row `interrupted`)."""
+    import sim.sweep.search
+    from sim.sweep.backends import Backend
+
+    class CtrlCWhenConfirming(Backend):  # Ctrl-C once both candidates were replayed on the full trace
+        def run(self, tasks, traces):
+            for t in tasks:
+                if t.stage == "confirm":
+                    raise KeyboardInterrupt
+                yield from super().run([t], traces)
+
+    monkeypatch.setattr(sim.sweep.search, "make_backend", lambda *args, **kwargs: CtrlCWhenConfirming())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 60}\nspace:\n  cluster.models.0.replicas: [1, 2]\n"
+                    "search: {confirm_seeds: [0, 1], neighbours: 0}\n")
+    db = ["--db", f"sqlite:///{tmp_path / 'runs.db'}"] if stored else []
+    result = CliRunner().invoke(app, ["sim", "search", str(spec), "--slo-ttft", "30", "--slo-tpot", "5",
+                                      "--slo-attainment", "0.5", *db])
+    assert result.exit_code in (1, 130)
+    said = " ".join(result.stderr.split())
+    if stored:
+        assert ("interrupted: search 1 is stored with status 'interrupted', 2 full-trace runs finished (a candidate's "
+                "screen and rungs are not stored); a search does not resume: run the same command again to start "
+                "afresh") in said
+    else:
+        assert "interrupted: nothing was stored; a search does not resume" in said
+
+
 @pytest.mark.parametrize(("trace", "told"), [("{limit: 60}", True), ("{limit: 60, rate_scale: 0.5}", False)])
 def test_a_search_says_when_its_confirmation_seeds_changed_nothing(tmp_path, trace, told):
     """Its confirmation over two seeds was the same run twice on the bundled trace replayed as it is, and nothing
