@@ -154,7 +154,7 @@ def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) 
     try:
         check_for_model(body, served.max_seq_len, served.vocab_size)
     except EdgeError as exc:
-        raise APIError(400, str(exc), param=exc.param, code=_INVALID) from None
+        raise APIError(400, str(exc), param=exc.param, code=exc.code) from None
     if any(d.replicas == 0 for d in driver.config.cluster.models):  # (the usual config: no lookup per request)
         never = models_never_started(driver).get(served.name)
         if never is not None:  # it would wait for --request-timeout, then 504: say why now

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from controlplane.types import ReasonCode
+
 __all__ = [
     "LIMITS",
     "ChatCompletionRequest",
@@ -52,11 +54,13 @@ _INT64 = 2**63 - 1
 
 
 class EdgeError(ValueError):
-    """A request refused at the edge (400), naming the field at fault."""
+    """A request refused at the edge (400), naming the field at fault; ``code`` is the error's code
+    (``invalid``; ``too_long`` for a length over the model's context, as the later checks say it)."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str = ReasonCode.INVALID.value) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
 def _finite(default: float | None = None, **bounds: float) -> Any:
@@ -260,7 +264,8 @@ def check_for_model(body: CompletionRequest | ChatCompletionRequest, max_seq_len
     max_tokens = body.max_new_tokens() if chat else body.max_tokens
     param = "max_completion_tokens" if chat and body.max_completion_tokens is not None else "max_tokens"
     if max_tokens is not None and max_tokens >= max_seq_len:
-        raise EdgeError(f"{param} is {max_tokens}; the model's context is {max_seq_len} tokens", param)
+        raise EdgeError(f"too long: {param} is {max_tokens}; the model's context is {max_seq_len} tokens", param,
+                        ReasonCode.TOO_LONG.value)
     prompts = [None] if chat else body.prompts()
     if len(prompts) * body.n > LIMITS["max_choices"]:
         raise EdgeError(f"at most {LIMITS['max_choices']} choices (prompts x n) in one request", "n")

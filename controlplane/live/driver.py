@@ -140,7 +140,7 @@ class LiveDriver(LiveWorkers):
         self._loop = asyncio.get_running_loop()
         for d in self.config.cluster.models:
             settings = worker_settings(self.config, d.name)
-            self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings)
+            self.models[d.name] = await asyncio.to_thread(load_served_model, d.name, settings, d.max_model_len)
         self.pool.bind(self._loop, self._worker_failed)
         # Guardian workers start before the run clock does: what they read of it is 0 (`now_s`).
         await self.guardians.start(sum(m.replicas for m in self.config.cluster.models) or 1)

@@ -132,8 +132,10 @@ def worker_settings(config: RunConfig, model: str) -> WorkerModelSettings:
         raise ConfigError(f"cluster.models[{d.name}].worker: {exc}") from None
 
 
-def load_served_model(name: str, settings: WorkerModelSettings) -> ServedModel:
-    """Tokenizer and limits of a deployment's model, without loading its weights."""
+def load_served_model(name: str, settings: WorkerModelSettings, max_model_len: int | None = None) -> ServedModel:
+    """Tokenizer and limits of a deployment's model, without loading its weights. Its ``max_seq_len``
+    is the length that applies: the smallest of the worker's, the model's positions and the
+    deployment's ``max_model_len``."""
     if settings.path is not None:
         from transformers import AutoConfig
 
@@ -146,4 +148,5 @@ def load_served_model(name: str, settings: WorkerModelSettings) -> ServedModel:
     tokenizer = load_tokenizer(settings.path, cfg)
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     limit = getattr(text_cfg, "max_position_embeddings", None) or settings.max_seq_len
-    return ServedModel(name, settings, tokenizer, min(settings.max_seq_len, int(limit)), int(text_cfg.vocab_size))
+    length = min(settings.max_seq_len, int(limit), max_model_len or settings.max_seq_len)
+    return ServedModel(name, settings, tokenizer, length, int(text_cfg.vocab_size))

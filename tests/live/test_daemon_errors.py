@@ -182,3 +182,28 @@ def test_another_autoscaler_may_start_a_worker_so_nothing_is_said(tmp_path):
                                        journal_dir=tmp_path / "journal"))
     with TestClient(daemon.app) as client:
         assert client.get("/readyz").json()["reason"] == "no worker is ready yet"
+
+
+def test_the_context_is_the_smaller_of_max_model_len_and_the_worker_s_length(tmp_path):
+    """``max_model_len: 512`` with ``worker.max_seq_len: 1024``: `/v1/models` says 512, and a
+    ``max_tokens`` over it is the same 400 (``too_long``, naming ``max_tokens``) at any size."""
+    from fastapi.testclient import TestClient
+
+    path = tmp_path / "len.yaml"
+    path.write_text("cluster:\n  models:\n    - name: chat\n      replicas: 1\n      max_model_len: 512\n"
+                    "      worker: {preset: tiny-llama, max_seq_len: 1024}\n")
+    cfg, _ = daemon_config(path)
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1), record=False)
+    with TestClient(daemon.app) as client:
+        wait_until_ready(client)
+        (listed,) = client.get("/v1/models").json()["data"]
+        assert listed["max_model_len"] == 512
+        for max_tokens in (512, 1023, 1024, 5000):
+            r = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": max_tokens})
+            assert r.status_code == 400 and error(r)["code"] == "too_long", (max_tokens, r.text)
+            assert error(r)["param"] == "max_tokens" and "512" in error(r)["message"]
+        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                          "max_completion_tokens": 600})
+        assert error(chat)["param"] == "max_completion_tokens" and error(chat)["code"] == "too_long"
+        long_prompt = client.post("/v1/completions", json={"prompt": [5] * 600, "max_tokens": 2})
+        assert error(long_prompt)["param"] == "prompt" and "512" in error(long_prompt)["message"]
