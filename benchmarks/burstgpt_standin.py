@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cli import run_main  # noqa: E402
+from bench_cli import nonnegative_int, positive_float, run_main  # noqa: E402
 
 PROMPT_MEDIAN, PROMPT_SIGMA, PROMPT_RANGE = 600.0, 1.0, (4, 8000)
 OUTPUT_MEDIAN, OUTPUT_SIGMA, OUTPUT_RANGE = 200.0, 0.9, (1, 2000)
@@ -66,16 +66,12 @@ def write(path: Path, times: np.ndarray, prompts: np.ndarray, outputs: np.ndarra
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("hours", type=float, help="the trace's length in hours (the daily cycle compressed into it)")
-    ap.add_argument("peak", type=float, help="the arrival rate at the cycle's peak, requests per second")
-    ap.add_argument("shape", type=float, help="the gamma shape of the inter-arrival times (< 1: bursty)")
-    ap.add_argument("seed", type=int, help="the generator's seed")
+    ap.add_argument("hours", type=positive_float, help="the trace's length in hours (the daily cycle compressed into it)")
+    ap.add_argument("peak", type=positive_float, help="the arrival rate at the cycle's peak, requests per second")
+    ap.add_argument("shape", type=positive_float, help="the gamma shape of the inter-arrival times (< 1: bursty)")
+    ap.add_argument("seed", type=nonnegative_int, help="the generator's seed (an integer >= 0)")
     ap.add_argument("out", type=Path, help="the canonical CSV to write")
     args = ap.parse_args(argv)
-    for name in ("hours", "peak", "shape"):
-        value = getattr(args, name)
-        if not (0 < value < math.inf):
-            ap.error(f"{name} must be a finite number > 0, got {value}")
     if args.out.is_dir():
         ap.error(f"out {args.out}: a folder; give the file to write")
     if not args.out.parent.is_dir():

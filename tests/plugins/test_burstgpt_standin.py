@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sim.traces import read_trace
+from tests.fixtures.benchmarks import refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("burstgpt_standin", ROOT / "benchmarks" / "burstgpt_standin.py")
@@ -67,3 +68,10 @@ def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path, out, capsys
     assert exit_.value.code == 2 and "Traceback" not in err
     assert "error: out " in next(line for line in err.splitlines() if "error:" in line)
     assert not (tmp_path / "missing-folder").exists()
+
+
+def test_a_negative_seed_is_one_line_naming_it(tmp_path, capsys):
+    # (was numpy's "expected non-negative integer" traceback)
+    line = refusal(standin, ["0.1", "2", "0.3", "-1", str(tmp_path / "neg.csv")], capsys)
+    assert "argument seed: must be an integer >= 0, got '-1'" in line
+    assert not (tmp_path / "neg.csv").exists()
