@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.table import Table
 from sqlalchemy import Engine, select
 
+from controlplane.cli import common
 from controlplane.cli.common import fmt_value
 
 __all__ = ["ci_table", "parse_run_ids", "summary_diffs", "summary_means", "sweep_run_ids"]
@@ -33,19 +35,46 @@ def parse_run_ids(text: str, option: str) -> list[int]:
 
 
 def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
-    """The finished runs of a sweep (e.g. one configuration over several seeds)."""
+    """The finished runs of a sweep of one configuration (its point) over several seeds. A sweep of
+    several points is refused, naming each point's runs (its runs are not seeds of one
+    configuration); one not finished is said on stderr, with how many of its runs are compared."""
     from controlplane.storage.db import describe_url
     from controlplane.storage.models import Run, Sweep
 
     with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(select(Run.id).where(Run.sweep_id == sweep_id, Run.status == "finished")
-                                          .order_by(Run.id))]
-        exists = ids or conn.execute(select(Sweep.id).where(Sweep.id == sweep_id)).first() is not None
-    if not exists:
+        sweep = conn.execute(select(Sweep.status, Sweep.num_runs).where(Sweep.id == sweep_id)).first()
+        runs = conn.execute(select(Run.id, Run.notes).where(Run.sweep_id == sweep_id, Run.status == "finished")
+                            .order_by(Run.id)).all()
+    if sweep is None and not runs:
         raise LookupError(f"{option}: sweep {sweep_id} not found in {describe_url(engine)}")
-    if not ids:
+    if not runs:
         raise LookupError(f"{option}: sweep {sweep_id} has no finished runs")
+    points: dict[str, list[int]] = {}
+    for run_id, notes in runs:
+        overrides = json.loads(notes or "{}").get("overrides", {})
+        points.setdefault(json.dumps(overrides, sort_keys=True, default=str), []).append(run_id)
+    if len(points) > 1:
+        shown = "; ".join(f"{_point_text(json.loads(key))}: runs {','.join(map(str, ids))}"
+                          for key, ids in list(points.items())[:_POINTS_SHOWN])
+        more = f"; and {len(points) - _POINTS_SHOWN} more points" if len(points) > _POINTS_SHOWN else ""
+        raise ValueError(f"{option}: sweep {sweep_id} holds {len(points)} configurations (points), not one over "
+                         f"seeds; compare one point's runs with {option.removesuffix('-sweep')} RUN,RUN: {shown}{more}")
+    ids = [r[0] for r in runs]
+    if sweep is not None and (sweep.status != "finished" or (sweep.num_runs and len(ids) < sweep.num_runs)):
+        of = f" of {sweep.num_runs}" if sweep.num_runs else ""
+        common.err.print(f"note: {option}: sweep {sweep_id} is {sweep.status}: comparing its {len(ids)}{of} "
+                         "finished runs", highlight=False)
     return ids
+
+
+_POINTS_SHOWN = 6
+
+
+def _point_text(overrides: dict[str, Any]) -> str:
+    from controlplane.cli.sweep import short_names
+
+    names = short_names(sorted(overrides))
+    return ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in sorted(overrides.items())) or "(base config)"
 
 
 def summary_means(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -187,8 +187,9 @@ def compare(
     a: Annotated[Optional[str], typer.Option("--a", help="Side A: run ids, e.g. 1,2,3 (one config over seeds).")]
     = None,
     b: Annotated[Optional[str], typer.Option("--b", help="Side B: run ids, e.g. 4,5,6.")] = None,
-    a_sweep: Annotated[Optional[int], typer.Option("--a-sweep", help="Side A: every run of this sweep.")] = None,
-    b_sweep: Annotated[Optional[int], typer.Option("--b-sweep", help="Side B: every run of this sweep.")] = None,
+    a_sweep: Annotated[Optional[int], typer.Option("--a-sweep", help="Side A: the finished runs of this sweep, "
+                                                   "one configuration over seeds.")] = None,
+    b_sweep: Annotated[Optional[int], typer.Option("--b-sweep", help="Side B: the same, of this sweep.")] = None,
     ci: Annotated[bool, typer.Option(help="Bootstrap confidence intervals of the differences.")] = True,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence level.")] = 0.95,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,

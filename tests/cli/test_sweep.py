@@ -305,3 +305,34 @@ def test_a_sweep_killed_with_sigkill_is_listed_crashed_and_resumes(tmp_path):
                             timeout=120, env={**os.environ, "COLUMNS": "200"})
     row = next(line for line in listed.stdout.splitlines() if line.startswith("│ 1 "))
     assert "finished" in row and "8/8" in row, listed.stdout
+
+
+def test_runs_compare_of_a_sweep_refuses_several_points_and_says_when_it_is_not_finished(tmp_path):
+    """`--a-sweep` pooled every finished run: a sweep's points were taken as seeds of one configuration, and a
+    crashed sweep was cut to its finished runs without a word."""
+    from sqlalchemy import delete, update
+
+    from controlplane.storage import make_engine
+    from controlplane.storage.models import Run, Sweep
+    from sim.sweep import load_spec, run_sweep
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    grid = run_sweep(load_spec(data={"name": "grid", "trace": {"limit": 20}, "seeds": [0, 1],
+                                     "space": {"cluster.models.0.replicas": [1, 2]}}), db, backend="serial")
+    one = run_sweep(load_spec(data={"name": "one", "trace": {"limit": 20}, "seeds": [0, 1, 2],
+                                    "space": {"cluster.models.0.replicas": [2]}}), db, backend="serial")
+    result = CliRunner().invoke(app, ["runs", "compare", "--a-sweep", str(grid.sweep_id), "--b-sweep",
+                                      str(one.sweep_id), "--no-ci", "--db", db])
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.split())
+    assert (f"--a-sweep: sweep {grid.sweep_id} holds 2 configurations (points), not one over seeds; compare one "
+            "point's runs with --a RUN,RUN: replicas=1: runs 1,2; replicas=2: runs 3,4") in said
+    engine = make_engine(db)
+    with engine.begin() as conn:  # the one-point sweep crashed after two of its three runs
+        conn.execute(delete(Run).where(Run.id == max(one.run_ids.values())))
+        conn.execute(update(Sweep).where(Sweep.id == one.sweep_id).values(status="crashed"))
+    engine.dispose()
+    result = CliRunner().invoke(app, ["runs", "compare", "--a-sweep", str(one.sweep_id), "--b", "4", "--no-ci",
+                                      "--db", db])
+    assert result.exit_code == 0, result.output
+    assert f"note: --a-sweep: sweep {one.sweep_id} is crashed: comparing its 2 of 3 finished runs" in result.stderr
