@@ -39,7 +39,7 @@ from rich.table import Table  # noqa: E402
 
 from controlplane import hookimpl  # noqa: E402
 from controlplane.events import RequestFinished  # noqa: E402
-from sim.traces import FORMATS  # noqa: E402
+from sim.traces import FORMATS, detect_format  # noqa: E402
 
 from bench_cli import (  # noqa: E402
     check_trace, nonnegative_float, positive_float, positive_int, run_main, trace_errors)
@@ -152,9 +152,9 @@ def load_workload(args):
     from sim.replay import TraceTransforms, prepare_trace
 
     path = args.trace_path
-    trace = list(prepare_trace(path, seed=0, trace_format=args.format,
+    trace = list(prepare_trace(path, seed=0, trace_format=args.trace_format,
                                transforms=TraceTransforms(limit=args.limit, speed_up=args.speedup)))
-    return trace, f"{Path(path).name} ({args.format or 'detected format'})"
+    return trace, f"{Path(path).name} ({args.trace_format}{'' if args.format else ', detected'})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speedup", type=positive_float, default=None, help="compress --trace's arrivals by this factor")
     ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {', '.join(POLICIES)}")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                    help="replica hardware; default 70b-h100x4 for mooncake traces, else 8b-a100")
+                    help="replica hardware; default 70b-h100x4 for mooncake traces (given by --format or "
+                         "detected), else 8b-a100")
     ap.add_argument("--replicas", type=positive_int, default=4)
     ap.add_argument("--ttft-slo", type=positive_float, default=2.0)
     ap.add_argument("--tpot-slo", type=positive_float, default=0.2)
@@ -203,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         args.trace_path = bundled_trace_path(name)
     else:
         args.trace_path = check_trace(ap, args.trace, args.format)
-    preset = args.preset or ("70b-h100x4" if (args.format or "") == "mooncake" else "8b-a100")
-
     with trace_errors(ap):
+        # (the format read, given or detected: a Mooncake trace gets the Mooncake preset either way)
+        args.trace_format = args.format or (detect_format(args.trace_path) if args.trace_path else None)
         trace, name = load_workload(args)
+    preset = args.preset or ("70b-h100x4" if args.trace_format == "mooncake" else "8b-a100")
     results: dict[str, dict] = {}
     with Progress(transient=True) as bar:
         task = bar.add_task("replaying", total=len(policies))

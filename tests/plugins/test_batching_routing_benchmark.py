@@ -67,3 +67,37 @@ def test_the_continuous_policy_flag_gives_the_vllm_style_row(capsys):
 def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
     monkeypatch.setattr(bench, "run_policy", never_called)
     assert option in refusal(bench, argv, capsys)
+
+
+
+class _Stop(Exception):
+    """Raised in place of the first replay, once its preset is known."""
+
+
+def _presets_used(monkeypatch, argv: list[str]) -> list[str]:
+    used: list[str] = []
+
+    def record(trace, policy, preset, *rest):
+        used.append(preset)
+        raise _Stop
+
+    monkeypatch.setattr(bench, "run_policy", record)
+    with pytest.raises(_Stop):
+        bench.main([*argv, "--policies", "round-robin"])
+    return used
+
+
+@pytest.mark.parametrize(("argv", "preset"), [
+    ([], "70b-h100x4"),  # (the format detected: was 8b-a100, the default only applied to --format mooncake)
+    (["--format", "mooncake"], "70b-h100x4"),
+    (["--preset", "7b-a100"], "7b-a100"),
+])
+def test_a_mooncake_trace_gets_the_mooncake_preset_given_or_detected(argv, preset, tmp_path, monkeypatch):
+    trace = tmp_path / "conversation_trace.jsonl"
+    trace.write_text("".join(json.dumps({"timestamp": 3000 * i, "input_length": 600, "output_length": 20,
+                                         "hash_ids": [0, i + 1]}) + "\n" for i in range(4)))
+    assert _presets_used(monkeypatch, ["--trace", str(trace), *argv]) == [preset]
+
+
+def test_a_trace_of_another_format_gets_the_8b_preset(monkeypatch):
+    assert _presets_used(monkeypatch, ["--trace", "bundled:azure_code", "--limit", "5"]) == ["8b-a100"]
