@@ -7,7 +7,8 @@ tokens it asks for (``max_output_tokens``: what it may use, known at admission);
 admitted only if the bucket holds its cost, which is then taken. ``max_in_flight`` caps a
 tenant's requests in the system (admitted and not yet finished). Refusals are
 ``ReasonCode.RATE_LIMITED`` (HTTP 429 with Retry-After) and say when the bucket will hold
-enough again. ``tenants`` overrides the limits per tenant; ``default`` applies to the others.
+enough again; a request that costs more than the whole bucket can never be admitted and is
+refused as ``ReasonCode.TOO_LONG`` (HTTP 400, no Retry-After). ``tenants`` overrides the limits per tenant; ``default`` applies to the others.
 """
 
 from __future__ import annotations
@@ -91,16 +92,18 @@ class TenantQuota(Plugin):
         tenant = request.tenant or ""
         lim = self.limits(tenant)
         now = ctx.now_s
+        b = self.bucket(tenant, now)
+        cost = request.prompt_tokens + request.max_output_tokens
+        if b is not None and cost > b.size:  # no wait helps: the same request is refused for ever
+            return Admission(False, f"too long for the tenant's quota: the request needs {cost} tokens (prompt "
+                                    f"{request.prompt_tokens} + max_tokens {request.max_output_tokens}), and "
+                                    f"tenant {tenant!r} may use at most {b.size:.0f} at once (burst_tokens); "
+                                    "ask for fewer max_tokens or send a shorter prompt", code=ReasonCode.TOO_LONG)
         flying = self._in_flight.get(tenant)
         if lim.max_in_flight is not None and flying is not None and len(flying) >= lim.max_in_flight:
             return Admission(False, f"rate limited: tenant {tenant!r} has {len(flying)} requests in flight "
                                     f"(quota {lim.max_in_flight})", code=ReasonCode.RATE_LIMITED)
-        b = self.bucket(tenant, now)
         if b is not None:
-            cost = request.prompt_tokens + request.max_output_tokens
-            if cost > b.size:
-                return Admission(False, f"rate limited: request needs {cost} tokens, more than tenant {tenant!r}'s "
-                                        f"burst of {b.size:.0f}", code=ReasonCode.RATE_LIMITED)
             level = b.level(now)
             if level < cost:
                 wait = b.seconds_until(cost, now)

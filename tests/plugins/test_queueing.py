@@ -76,7 +76,23 @@ def test_token_bucket_limits_a_tenant_and_refills_with_run_time():
     later = make_context(now_s=1.0)
     assert plugin.cp_admit_request(ctx=later, request=_req("2", tenant="t", prompt=100, out=100)) is None
     big = plugin.cp_admit_request(ctx=later, request=_req("4", tenant="t", prompt=300, out=1))
-    assert not big.admit and "more than tenant 't''s burst" in big.reason
+    assert not big.admit and "the request needs 301 tokens" in big.reason
+
+
+def test_a_request_larger_than_the_whole_bucket_is_refused_for_good_not_rate_limited():
+    """No wait makes 301 tokens fit a bucket of 300: a 400 ``too_long`` without retry-after, not a 429
+    asking to retry in a second for ever; the tenant's in-flight quota being full changes nothing."""
+    from controlplane.live.http_errors import http_status_for
+
+    plugin = TenantQuota(TenantQuota.Settings(tenants={"t": {"tokens_per_s": 100, "burst_tokens": 300,
+                                                             "max_in_flight": 1}}))
+    ctx = make_context(now_s=0.0)
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("1", tenant="t", prompt=10, out=10)) is None
+    big = plugin.cp_admit_request(ctx=ctx, request=_req("2", tenant="t", prompt=1, out=300))
+    assert not big.admit and big.code is ReasonCode.TOO_LONG and big.retry_after_s is None
+    assert http_status_for("rejected", big.code) == 400
+    assert "needs 301 tokens (prompt 1 + max_tokens 300)" in big.reason
+    assert "tenant 't' may use at most 300" in big.reason and "''" not in big.reason
 
 
 def test_in_flight_quota_frees_a_slot_when_a_request_finishes():
