@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from daemon_run import running_daemon  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sqlalchemy import Engine, create_engine, text  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from controlplane.storage import iter_rows, list_runs, make_engine  # noqa: E402
@@ -64,14 +64,21 @@ class Sent:
     request_ids: tuple[str, ...] = ()
 
 
+def admin_engine(url: str) -> Engine:
+    """An AUTOCOMMIT engine on ``url`` (--admin-url), for CREATE and DROP DATABASE: a bare
+    ``postgresql://`` means psycopg 3, as for the daemon (`make_engine`)."""
+    return make_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+
+
 @contextlib.contextmanager
 def dedicated_database(admin: Engine, keep: bool):
-    """A fresh database on the admin URL's server; dropped afterwards unless ``keep``."""
+    """A fresh database on ``admin``'s server, yielded as its URL (``admin``'s, the database
+    name changed: its host, port, user and password); dropped afterwards unless ``keep``."""
     name = f"cp_outage_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
     finally:
         if not keep:
             with admin.connect() as conn:
@@ -174,7 +181,7 @@ def main() -> None:
     ap.add_argument("--keep-db", action="store_true", help="keep the test database afterwards")
     args = ap.parse_args()
 
-    admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    admin = admin_engine(args.admin_url)
     with tempfile.TemporaryDirectory() as tmp, dedicated_database(admin, args.keep_db) as db_url:
         workdir = Path(tmp)
         outage = PostgresOutage(admin, make_url(db_url).database)
