@@ -61,6 +61,7 @@ def sweep(
 
     with user_errors(db):
         loaded = load_spec(spec)
+    say_repeated_draws(loaded)
     url = resolve_db(db or (loaded.base_config.get("storage") or {}).get("url"))  # (as `sim replay --config`)
     with user_errors(url):
         bar = progress_bar("sweep", progress and common.err.is_terminal and not json_out)
@@ -116,6 +117,15 @@ SAME_RUN_NOTE = ("{what} gave the same run (only the run ids and wall times diff
                  "trace or these plugins draws from the seed (a trace's own arrivals are replayed as they are; seeds "
                  "vary a replay through random draws only: a synthetic trace, rate scaling, sampled guardians), so "
                  "the seeds add runs, not evidence")
+
+
+def say_repeated_draws(loaded: Any) -> None:
+    """A note on stderr when mode random drew some point more than once: it runs once, so fewer
+    points run than ``samples`` asked for."""
+    if repeated := loaded.spec.repeated_draws():
+        n = loaded.spec.samples - repeated
+        common.err.print(f"note: mode random drew {loaded.spec.samples} samples, {repeated} of them a point drawn "
+                         f"before (run once): {n} distinct point{'s' if n != 1 else ''} to run", highlight=False)
 
 
 def _say_interrupted(exc: KeyboardInterrupt) -> None:
@@ -214,6 +224,7 @@ def search(
 
     with user_errors():
         loaded = load_spec(spec)
+        say_repeated_draws(loaded)
         base: dict = {}
         if slo_ttft is not None:
             base["slo.ttft_s"] = slo_ttft

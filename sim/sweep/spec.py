@@ -206,7 +206,14 @@ class SweepSpec(_Section):
                              "point once)")
         if self.mode == "random" and self.samples is None:
             raise ValueError("mode: random needs samples (how many points to draw)")
+        if self.mode == "grid" and self.samples is not None:  # (it was ignored: the whole grid ran)
+            raise ValueError(f"samples: {self.samples} is for mode: random (draw that many points); a grid runs every "
+                             "combination: drop samples, or set mode: random")
         return self
+
+    def repeated_draws(self) -> int:
+        """How many of mode random's ``samples`` draws repeated an earlier point (run once): 0 for a grid."""
+        return 0 if self.mode == "grid" else (self.samples or 0) - len(self.points())
 
     # -- points -----------------------------------------------------------------------------
 

@@ -336,3 +336,14 @@ def test_runs_compare_of_a_sweep_refuses_several_points_and_says_when_it_is_not_
                                       "--db", db])
     assert result.exit_code == 0, result.output
     assert f"note: --a-sweep: sweep {one.sweep_id} is crashed: comparing its 2 of 3 finished runs" in result.stderr
+
+
+def test_a_random_sweep_says_when_its_draws_repeated_points(tmp_path):
+    """`samples: 5` over replicas [2, 3] ran 2 points without saying it dropped repeated draws."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nmode: random\nsamples: 5\nspace:\n  cluster.models.0.replicas: [2, 3]\n")
+    result = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--db", f"sqlite:///{tmp_path / 'runs.db'}",
+                                      "--backend", "serial"])
+    assert result.exit_code == 0, result.output
+    assert ("note: mode random drew 5 samples, 3 of them a point drawn before (run once): 2 distinct points to run"
+            in " ".join(result.stderr.split()))

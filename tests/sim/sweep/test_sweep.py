@@ -103,6 +103,16 @@ def test_a_missing_trace_file_is_refused_before_the_database_is_touched(tmp_path
     assert not (tmp_path / "runs.db").exists()
 
 
+def test_samples_in_a_grid_is_refused_and_random_counts_its_repeated_draws():
+    """A grid with `samples: 3` ran the whole grid without a word."""
+    with pytest.raises(ConfigError, match=r"samples: 3 is for mode: random \(draw that many points\); a grid runs every "
+                                          r"combination: drop samples, or set mode: random"):
+        load_spec(data={"samples": 3, "space": {"cluster.models.0.replicas": [1, 2]}})
+    drawn = load_spec(data={"mode": "random", "samples": 5, "space": {"cluster.models.0.replicas": [2, 3]}}).spec
+    assert len(drawn.points()) == 2 and drawn.repeated_draws() == 3
+    assert load_spec(data={"space": {"cluster.models.0.replicas": [2, 3]}}).spec.repeated_draws() == 0
+
+
 def test_a_seed_listed_twice_is_refused_before_anything_runs():
     """It made two runs with one key: the sweep failed on the database's unique index mid-way."""
     with pytest.raises(ConfigError, match=r"^invalid sweep spec sweep spec: seeds: 0 listed more than once"):
