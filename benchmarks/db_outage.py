@@ -13,7 +13,10 @@ the run's ``request`` rows are counted: every answered request must be there exa
 ``--max-pending-rows 50`` makes the daemon spill rows to a file during the outage (and write
 them back first afterwards). Prints a table of latency percentiles by phase and ends with one JSON line: ``latency_p50_ms_normal``,
 ``latency_p99_ms_normal``, ``latency_p50_ms_outage``, ``latency_p99_ms_outage``, ``..._after``,
-``rows_expected``, ``rows_found``, ``rows_duplicated``, and the daemon's storage log counts.
+``rows_expected``, ``rows_found``, ``rows_duplicated``, and the daemon's storage log counts:
+``outages_logged`` (an outage is one line when it starts, not one per failed write),
+``outage_reminders_logged`` (one after a minute, two, four, ... while it lasts), ``spills_logged``
+and ``write_errors_logged`` (writes refused for their data or a privilege: no outage).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -146,6 +150,21 @@ async def stream(base: str, args: argparse.Namespace, outage: PostgresOutage) ->
     return sent
 
 
+#: What the daemon's recorder logs of an outage at WARNING and above (controlplane/storage/outage_log.py:
+#: the failed writes themselves only at DEBUG), key of this script's JSON -> the line's pattern.
+STORAGE_LOG = {
+    "outages_logged": r"storage: \S+ is unavailable \(",  # the outage's first failed write
+    "outage_reminders_logged": r"storage: \S+ still unavailable after ",  # after 1 min, 2, 4, ... while it lasts
+    "spills_logged": r"storage: \S+ is unavailable; \d+ rows spilled to ",  # an outage's first spill file
+    "write_errors_logged": r"storage: flush to \S+ failed after ",  # refused for its data or a privilege: no outage
+}
+
+
+def storage_log_counts(log: str) -> dict[str, int]:
+    """How many lines of the daemon's ``log`` say each `STORAGE_LOG` thing."""
+    return {key: len(re.findall(pattern, log)) for key, pattern in STORAGE_LOG.items()}
+
+
 def ms(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)) * 1000, 1) if xs else None
 
@@ -215,8 +234,7 @@ def main() -> None:
     out.update(rows)
     out.update({
         "daemon_exit_code": exit_code,
-        "flush_failures_logged": log.count("storage: flush to"),
-        "spills_logged": log.count("rows spilled to"),
+        **storage_log_counts(log),
         "spill_files_left": len(spills),
         "outage_s": args.outage_s,
         "connections_killed": outage.killed,
@@ -224,7 +242,8 @@ def main() -> None:
     lost = out["rows_expected"] - out["rows_found"]
     console.print(f"run {rows['run_id']} ({rows['run_status']}): {rows['rows_found']}/{rows['rows_expected']} answered "
                   f"requests stored, {rows['rows_duplicated']} duplicated, {lost} missing; "
-                  f"{out['flush_failures_logged']} failed flushes logged by the daemon, "
+                  f"the daemon logged {out['outages_logged']} outage(s) ({out['outage_reminders_logged']} reminders, "
+                  f"{out['spills_logged']} spill(s)) and {out['write_errors_logged']} write error(s); "
                   f"{len(spills)} spill file(s) left", highlight=False)
     print(json.dumps(out))
 

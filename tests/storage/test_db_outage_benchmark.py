@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from controlplane.storage import make_engine
+from controlplane.storage.outage_log import OutageLog
+from controlplane.storage.retry import FlushFailure
 from tests.fixtures.benchmarks import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -36,3 +41,36 @@ def test_the_daemons_database_is_on_the_admin_urls_server(pg_admin: Engine, monk
                                 {"n": url.database}).scalar() == 0
     finally:
         admin.dispose()
+
+
+def _daemon_log(caplog, events) -> str:
+    """What the recorder's `OutageLog` logs for ``events`` at WARNING and above, formatted as the daemon does."""
+    now = [0.0]
+    outage = OutageLog("postgresql+psycopg://postgres:***@127.0.0.1:5432/cp_outage_0123456789",
+                       pending=lambda: 42, written={"request": 7}, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="controlplane.storage.recorder")
+    error = "OperationalError: connection failed: connection to server at \"127.0.0.1\", port 5432 failed\nFATAL: x"
+    for kind, at in events:
+        now[0] = at
+        if kind == "failed":
+            outage.failed(error)
+        elif kind == "spilled":
+            outage.spilled(10, Path("controlplane-spill-1.jsonl"))
+        elif kind == "refused":
+            outage.gave_up(FlushFailure(datetime.now(timezone.utc), 3, 5, "IntegrityError: duplicate key", False))
+        else:
+            outage.ended()
+    form = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return "\n".join(form.format(r) for r in caplog.records) + "\n"
+
+
+def test_an_outage_the_daemon_logged_is_counted(caplog):
+    # (counted "storage: flush to", which the recorder writes only for a write refused for its data:
+    # "flush_failures_logged": 0 for an outage the log reported)
+    log = _daemon_log(caplog, [("failed", 0.0), *(("failed", t / 10) for t in range(1, 100)), ("spilled", 12.0),
+                               ("spilled", 13.0), ("failed", 61.0), ("failed", 70.0), ("failed", 181.0),
+                               ("ended", 190.0), ("failed", 300.0), ("ended", 310.0), ("refused", 320.0)])
+    assert "is unavailable (OperationalError" in log
+    assert bench.storage_log_counts(log) == {"outages_logged": 2, "outage_reminders_logged": 2, "spills_logged": 1,
+                                             "write_errors_logged": 1}
+    assert bench.storage_log_counts("") == dict.fromkeys(bench.STORAGE_LOG, 0)
