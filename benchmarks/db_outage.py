@@ -49,7 +49,10 @@ from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from controlplane.storage import iter_rows, list_runs, make_engine  # noqa: E402
+from controlplane.storage.errors import database_error  # noqa: E402
 from controlplane.storage.outage import PostgresOutage  # noqa: E402
+
+from bench_cli import one_line, positive_float, positive_int, run_main  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,25 +185,45 @@ def count_rows(db_url: str, sent: list[Sent]) -> dict[str, Any]:
             "rows_duplicated": sum(n - 1 for n in ids.values() if n > 1)}
 
 
-def main() -> None:
+def check_admin(ap: argparse.ArgumentParser, url: str) -> Engine:
+    """--admin-url as an engine on a server that answers (checked before the daemon starts): else
+    one line naming the option."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        admin = admin_engine(url)
+    except ValueError as exc:  # a malformed URL, an unknown driver
+        ap.error(f"--admin-url: {one_line(exc)}")
+    if admin.url.get_backend_name() != "postgresql":
+        ap.error(f"--admin-url {admin.url.render_as_string()}: not a PostgreSQL URL (the outage is PostgreSQL's)")
+    try:
+        with admin.connect():
+            pass
+    except DBAPIError as exc:  # a server that does not answer, a role or database not there
+        admin.dispose()
+        ap.error(f"--admin-url: {database_error(exc, url)}")
+    return admin
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--outage-s", type=float, default=30.0, help="how long the database is unreachable")
-    ap.add_argument("--before-s", type=float, default=20.0, help="steady traffic before the outage")
-    ap.add_argument("--after-s", type=float, default=20.0, help="steady traffic after it")
-    ap.add_argument("--rate", type=float, default=4.0, help="requests per second (open loop)")
-    ap.add_argument("--prompt-tokens", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--outage-s", type=positive_float, default=30.0, help="how long the database is unreachable")
+    ap.add_argument("--before-s", type=positive_float, default=20.0, help="steady traffic before the outage")
+    ap.add_argument("--after-s", type=positive_float, default=20.0, help="steady traffic after it")
+    ap.add_argument("--rate", type=positive_float, default=4.0, help="requests per second (open loop)")
+    ap.add_argument("--prompt-tokens", type=positive_int, default=16)
+    ap.add_argument("--max-tokens", type=positive_int, default=8)
+    ap.add_argument("--workers", type=positive_int, default=2)
     ap.add_argument("--preset", default="tiny-llama")
-    ap.add_argument("--pool", default="process", help="thread | process")
-    ap.add_argument("--request-timeout-s", type=float, default=120.0)
-    ap.add_argument("--max-pending-rows", type=int, default=None,
+    ap.add_argument("--pool", default="process", choices=("thread", "process"))
+    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0)
+    ap.add_argument("--max-pending-rows", type=positive_int, default=None,
                     help="the daemon's storage.max_pending_rows (default: its own); small values make it spill")
     ap.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL database to create the test database from")
     ap.add_argument("--keep-db", action="store_true", help="keep the test database afterwards")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
-    admin = admin_engine(args.admin_url)
+    admin = check_admin(ap, args.admin_url)
     with tempfile.TemporaryDirectory() as tmp, dedicated_database(admin, args.keep_db) as db_url:
         workdir = Path(tmp)
         outage = PostgresOutage(admin, make_url(db_url).database)
@@ -246,7 +269,8 @@ def main() -> None:
                   f"{out['spills_logged']} spill(s)) and {out['write_errors_logged']} write error(s); "
                   f"{len(spills)} spill file(s) left", highlight=False)
     print(json.dumps(out))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,20 +29,45 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure_llm_2023" / "AzureLLMInferenceTrace_code.csv"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_cli import (  # noqa: E402
+    check_trace, nonnegative_int, one_line, positive_float, run_main, share)
 
 
-def main() -> None:
+def seed_list(text: str) -> list[int]:
+    """--seeds: comma-separated integers >= 0, at least one (duplicates once)."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"give at least one seed (integers >= 0, comma-separated), got {text!r}")
+    return list(dict.fromkeys(nonnegative_int(s) for s in items))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sim.sweep.backends import BACKENDS
+    from sim.traces import FORMATS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spec", default=str(ROOT / "examples" / "search.yaml"))
     ap.add_argument("--trace", default=str(DEFAULT_TRACE))
-    ap.add_argument("--format", default="azure")
-    ap.add_argument("--slo-ttft", type=float, default=2.0)
-    ap.add_argument("--slo-tpot", type=float, default=0.2)
-    ap.add_argument("--slo-attainment", type=float, default=0.99)
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--check", type=int, default=5, help="Next-cheaper rejected candidates to replay.")
-    ap.add_argument("--seeds", default="0,1,2")
-    args = ap.parse_args()
+    ap.add_argument("--format", default="azure", choices=FORMATS)
+    ap.add_argument("--slo-ttft", type=positive_float, default=2.0)
+    ap.add_argument("--slo-tpot", type=positive_float, default=0.2)
+    ap.add_argument("--slo-attainment", type=share, default=0.99)
+    ap.add_argument("--backend", default="auto", choices=BACKENDS)
+    ap.add_argument("--check", type=nonnegative_int, default=5, help="Next-cheaper rejected candidates to replay.")
+    ap.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
+    args = ap.parse_args(argv)
+    from controlplane.errors import ConfigError
+    from sim.sweep import load_spec
+
+    try:  # (checked before the search, not by its subprocess or after it)
+        loaded = load_spec(args.spec)
+    except ConfigError as exc:
+        ap.error(f"--spec: {one_line(exc)}")
+    check_trace(ap, args.trace, args.format,
+                note="" if args.trace != str(DEFAULT_TRACE) else " (the default: give --trace)")
 
     cmd = [sys.executable, "-m", "controlplane.cli", "sim", "search", args.spec, "--trace", args.trace,
            "--format", args.format, "--slo-ttft", str(args.slo_ttft), "--slo-tpot", str(args.slo_tpot),
@@ -57,11 +82,10 @@ def main() -> None:
 
     from controlplane.config import RunConfig
     from sim.replay import replay
-    from sim.sweep import load_spec
     from sim.sweep.run import load_traces, transforms_of
 
-    seeds = [int(s) for s in args.seeds.split(",")]
-    loaded = load_spec(args.spec).with_base({"slo.ttft_s": args.slo_ttft, "slo.tpot_s": args.slo_tpot})
+    seeds = args.seeds
+    loaded = loaded.with_base({"slo.ttft_s": args.slo_ttft, "slo.tpot_s": args.slo_tpot})
     traces = load_traces(loaded, seeds, transforms_of(loaded), trace_path=args.trace, trace_format=args.format)
 
     def attainment(overrides: dict) -> list[float]:
@@ -94,7 +118,8 @@ def main() -> None:
         "rejected_checked": len(rejected), "rejected_meeting_target": meeting,
         "best": best["overrides"] if best else None,
     }, sort_keys=True))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

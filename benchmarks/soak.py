@@ -35,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_cli import nonnegative_float, positive_float, positive_int, run_main
 from db_outage import daemon, ms
 from rich.console import Console
 from rich.table import Table
@@ -205,25 +206,29 @@ def rss_at(samples: list[tuple[float, float, float]], t: float, col: int = 1) ->
     return round(min(samples, key=lambda s: abs(s[0] - t))[col], 1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--minutes", type=float, default=10.0, help="how long to drive the daemon")
-    ap.add_argument("--seconds", type=float, default=None, help="overrides --minutes (quick runs)")
-    ap.add_argument("--rps", type=float, default=4.0, help="requests per second (open loop)")
-    ap.add_argument("--max-requests", type=int, default=None, help="stop sending after this many (default: rps x time)")
-    ap.add_argument("--prompt-tokens", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=8, help="for normal and streamed requests (dropped streams: 4x)")
-    ap.add_argument("--mix-normal", type=float, default=0.5)
-    ap.add_argument("--mix-stream", type=float, default=0.25)
-    ap.add_argument("--mix-cancel", type=float, default=0.1)
-    ap.add_argument("--mix-invalid", type=float, default=0.15)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--minutes", type=positive_float, default=10.0, help="how long to drive the daemon")
+    ap.add_argument("--seconds", type=positive_float, default=None, help="overrides --minutes (quick runs)")
+    ap.add_argument("--rps", type=positive_float, default=4.0, help="requests per second (open loop)")
+    ap.add_argument("--max-requests", type=positive_int, default=None,
+                    help="stop sending after this many (default: rps x time)")
+    ap.add_argument("--prompt-tokens", type=positive_int, default=16)
+    ap.add_argument("--max-tokens", type=positive_int, default=8,
+                    help="for normal and streamed requests (dropped streams: 4x)")
+    ap.add_argument("--mix-normal", type=nonnegative_float, default=0.5)
+    ap.add_argument("--mix-stream", type=nonnegative_float, default=0.25)
+    ap.add_argument("--mix-cancel", type=nonnegative_float, default=0.1)
+    ap.add_argument("--mix-invalid", type=nonnegative_float, default=0.15)
+    ap.add_argument("--workers", type=positive_int, default=2)
     ap.add_argument("--preset", default="tiny-llama")
-    ap.add_argument("--pool", default="process", help="thread | process")
-    ap.add_argument("--rss-every", type=float, default=5.0, help="seconds between memory samples")
-    ap.add_argument("--request-timeout-s", type=float, default=120.0)
+    ap.add_argument("--pool", default="process", choices=("thread", "process"))
+    ap.add_argument("--rss-every", type=positive_float, default=5.0, help="seconds between memory samples")
+    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if not any(getattr(args, f"mix_{kind}") for kind in KINDS):
+        ap.error("--mix-normal, --mix-stream, --mix-cancel, --mix-invalid: give at least one a weight > 0")
     args.max_pending_rows = None  # db_outage.daemon reads it: the daemon's own default
     duration_s = args.seconds if args.seconds is not None else args.minutes * 60
     if args.max_requests is None:
@@ -306,7 +311,8 @@ def main() -> None:
                   f"{out['rows_recorded']} rows recorded, {out['rows_missing']} missing; "
                   f"{out['count_5xx']} 5xx; RSS {out['rss_start_mb']} -> {out['rss_end_mb']} MiB", highlight=False)
     print(json.dumps(out))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

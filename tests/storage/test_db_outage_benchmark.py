@@ -8,13 +8,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from controlplane.storage import make_engine
 from controlplane.storage.outage_log import OutageLog
 from controlplane.storage.retry import FlushFailure
-from tests.fixtures.benchmarks import ROOT
+from tests.fixtures.benchmarks import ROOT, never_called, refusal
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 bench = importlib.import_module("db_outage")  # (by name, as soak.py imports it: its dataclass needs a module)
@@ -74,3 +75,21 @@ def test_an_outage_the_daemon_logged_is_counted(caplog):
     assert bench.storage_log_counts(log) == {"outages_logged": 2, "outage_reminders_logged": 2, "spills_logged": 1,
                                              "write_errors_logged": 1}
     assert bench.storage_log_counts("") == dict.fromkeys(bench.STORAGE_LOG, 0)
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--rate", "0"], "--rate"),
+    (["--outage-s", "-5"], "--outage-s"),
+    (["--before-s", "x"], "--before-s"),
+    (["--after-s", "inf"], "--after-s"),
+    (["--workers", "0"], "--workers"),
+    (["--max-pending-rows", "0"], "--max-pending-rows"),
+    (["--pool", "fork"], "--pool"),
+    (["--admin-url", "postgresql+psycopg://postgres@127.0.0.1:1/test"], "--admin-url"),  # (a traceback)
+    (["--admin-url", "sqlite:///x.db"], "--admin-url"),
+    (["--admin-url", "not a url"], "--admin-url"),
+])
+def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "dedicated_database", never_called)
+    monkeypatch.setattr(bench, "daemon", never_called)
+    assert option in refusal(bench, argv, capsys)

@@ -1,0 +1,33 @@
+"""benchmarks/search.py: a bad option is one line naming it, exit 2, before the search runs (not after it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.benchmarks import ROOT, load_benchmark, never_called, refusal
+
+bench = load_benchmark("search")
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--seeds", "0,x"], "--seeds"),  # (a ValueError after the whole search)
+    (["--seeds", "0,-1"], "--seeds"),
+    (["--seeds", ","], "--seeds"),
+    (["--check", "-1"], "--check"),  # (replayed every rejected candidate but the last)
+    (["--slo-attainment", "1.5"], "--slo-attainment"),  # ("search failed (2):" and the subcommand's usage box)
+    (["--slo-attainment", "0"], "--slo-attainment"),
+    (["--slo-ttft", "0"], "--slo-ttft"),
+    (["--slo-tpot", "nan"], "--slo-tpot"),
+    (["--backend", "threads"], "--backend"),
+    (["--format", "csv"], "--format"),
+    (["--spec", "{tmp}/missing.yaml"], "--spec"),
+    (["--spec", str(ROOT / "README.md")], "--spec"),
+    (["--trace", "{tmp}/missing.csv"], "--trace"),
+])
+def test_a_bad_option_is_one_line_naming_it(argv, option, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench.subprocess, "run", never_called)
+    assert option in refusal(bench, [a.format(tmp=tmp_path) for a in argv], capsys)
+
+
+def test_the_seeds_are_integers_in_the_order_given_each_once():
+    assert bench.seed_list("2, 0,2,") == [2, 0]
