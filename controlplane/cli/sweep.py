@@ -289,9 +289,13 @@ def _print_search(d: dict, console) -> None:
     else:
         console.print(f"[bold]best[/]: {json.dumps(best['overrides'])} cost {best['cost']} {unit}, attainment "
                   f"{best['attainment']} (min over seeds {list(best.get('attainment_by_seed', {}))})", highlight=False)
+    if best is None:  # (nothing to be cheaper than: every candidate was rejected)
+        console.print(f"{d['candidates']} candidates ({d['replayed']} replayed), {d['runs']} runs, {d['wall_s']} s; "
+                      "every candidate rejected", highlight=False)
+        return
     console.print(f"{d['candidates']} candidates ({d['replayed']} replayed, {d['skipped_by_cost']} estimated above the "
                   f"best's cost), {d['runs']} runs, {d['wall_s']} s; "
-              f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)
+                  f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)
 
 
 def short_names(keys: list[str]) -> dict[str, str]:

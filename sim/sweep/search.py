@@ -144,6 +144,7 @@ class _Searcher:
 
     def _task(self, c: Candidate, seed: int, stage: str, limit: int | None, stop_below: float | None) -> RunTask:
         config = c.config if seed == self.seed else self.loaded.run_config(c.overrides, seed)
+        config = {**config, "name": f"{self.loaded.name} #{c.index} seed {seed}"}  # (as a sweep's runs are named)
         key = f"{stage}:{point_key(c.overrides, seed)}"
         return RunTask(key=key, index=c.index, seed=seed, overrides=c.overrides, config=config,
                        trace_id=trace_id(seed), trace_name=self.trace_name, trace_format=self.trace_format,

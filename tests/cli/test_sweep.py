@@ -347,3 +347,37 @@ def test_a_random_sweep_says_when_its_draws_repeated_points(tmp_path):
     assert result.exit_code == 0, result.output
     assert ("note: mode random drew 5 samples, 3 of them a point drawn before (run once): 2 distinct points to run"
             in " ".join(result.stderr.split()))
+
+
+def test_a_search_with_no_winner_says_so_in_its_summary_and_its_report(tmp_path):
+    """With no winner it said "N cheaper candidates rejected" (cheaper than nothing), and `runs report --sweep` said
+    only that no run of the full trace was stored."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: hopeless\ntrace: {limit: 60}\nspace:\n  cluster.models.0.replicas: [1, 2]\n"
+                    "search: {confirm_seeds: [0], neighbours: 0, screen_fraction: 1.0}\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = CliRunner().invoke(app, ["sim", "search", str(spec), "--slo-ttft", "0.001", "--slo-tpot", "0.001",
+                                      "--slo-attainment", "0.9", "--backend", "serial", "--db", db])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "every candidate rejected" in said and "cheaper candidates rejected" not in said
+    page = tmp_path / "search.html"
+    assert CliRunner().invoke(app, ["runs", "report", "--sweep", "1", "--db", db, "--html", str(page)]).exit_code == 0
+    assert "<b>no candidate met the target</b> (SLO attainment 0.9)" in page.read_text()
+
+
+def test_a_searchs_stored_runs_are_named_as_a_sweeps_are(tmp_path):
+    """They were stored without a name (`runs list` showed "-")."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: named\ntrace: {limit: 60}\nspace:\n  cluster.models.0.replicas: [1, 2]\n"
+                    "search: {confirm_seeds: [0, 1], neighbours: 0}\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = CliRunner().invoke(app, ["sim", "search", str(spec), "--slo-ttft", "30", "--slo-tpot", "5",
+                                      "--slo-attainment", "0.5", "--backend", "serial", "--db", db])
+    assert result.exit_code == 0, result.output
+    from controlplane.storage import list_runs, make_engine
+
+    engine = make_engine(db)
+    names = sorted(r["name"] for r in list_runs(engine))
+    engine.dispose()
+    assert names and all(re.fullmatch(r"named #\d+ seed [01]", n) for n in names), names  # were all None
