@@ -63,13 +63,26 @@ def claim_run(engine: Engine, run_id: int, marker: dict[str, Any] | None = None)
 MAX_LOST_LISTED = 10_000
 
 
-def _lost_requests(conn: Any, run_id: int, journal: Any, mode: str | None) -> dict[str, Any]:
+def _sweep_advice(conn: Any, sweep_id: int | None) -> str | None:
+    """For a run of a sweep or search, how to get it whole: resume the sweep (which runs it again),
+    or run the search again (a search does not resume); None for a run of no sweep."""
+    if sweep_id is None:
+        return None
+    kind = conn.execute(select(Sweep.kind).where(Sweep.id == sweep_id)).scalar_one_or_none()
+    if kind == "search":
+        return f"a run of search {sweep_id}, which does not resume: run the search again to start afresh"
+    return f"a run of sweep {sweep_id}: run the same spec again to resume the sweep, which runs it again"
+
+
+def _lost_requests(conn: Any, run_id: int, journal: Any, mode: str | None,
+                   advice: str | None = None) -> dict[str, Any]:
     """What the run's journal says about requests accepted without a row: ``requests_accepted``,
-    ``requests_lost`` and ``lost_request_ids`` (None where the run kept no journal)."""
+    ``requests_lost`` and ``lost_request_ids`` (None where the run kept no journal). ``advice``: how
+    to get a sweep's run whole (`_sweep_advice`), in place of replaying it alone."""
     if not isinstance(journal, str) or not Path(journal).exists():
-        note = ("a simulated run keeps no journal: its request rows stop where it was killed; replay the "
-                "trace with the same seed for the whole run" if mode == "sim" else
-                "no journal: requests accepted but not recorded cannot be told")
+        whole = advice or "replay the trace with the same seed for the whole run"
+        note = (f"a simulated run keeps no journal: its request rows stop where it was killed; {whole}"
+                if mode == "sim" else "no journal: requests accepted but not recorded cannot be told")
         return {"requests_accepted": None, "requests_lost": None, "lost_note": note}
     accepted = read_journal(journal)
     have = set(conn.execute(select(Request.request_id).where(Request.run_id == run_id)).scalars())
@@ -96,8 +109,9 @@ def mark_crashed_runs(
     host = socket.gethostname() if host is None else host
     marked: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        rows = conn.execute(select(Run.id, Run.config, Run.summary, Run.mode).where(Run.status == "running")).all()
-    for run_id, config, summary, mode in rows:
+        rows = conn.execute(select(Run.id, Run.config, Run.summary, Run.mode, Run.sweep_id)
+                            .where(Run.status == "running")).all()
+    for run_id, config, summary, mode, sweep_id in rows:
         if run_id in exclude:
             continue
         owner = (config or {}).get("process") if isinstance(config, dict) else None
@@ -105,16 +119,19 @@ def mark_crashed_runs(
             continue
         with engine.begin() as conn:
             recorded = conn.execute(select(func.count()).select_from(Request).where(Request.run_id == run_id)).scalar_one()
+            advice = _sweep_advice(conn, sweep_id)
             new_summary = {**(summary or {}), "crashed": True, "requests_recorded": int(recorded),
-                           "found_by": process_marker(), **_lost_requests(conn, run_id, owner.get("journal"), mode)}
+                           "found_by": process_marker(),
+                           **_lost_requests(conn, run_id, owner.get("journal"), mode, advice)}
             done = conn.execute(
                 update(Run).where(Run.id == run_id, Run.status == "running")
                 .values(status="crashed", summary=new_summary, finished_at=datetime.now(timezone.utc))
             ).rowcount
         if done:
             lost = new_summary.get("requests_lost")
-            losses = ("a simulated run keeps no journal: replay its trace with the same seed" if mode == "sim"
-                      else f"{'unknown' if lost is None else lost} accepted requests lost")  # (a sim run accepts none)
+            losses = (f"a simulated run keeps no journal: {advice or 'replay its trace with the same seed'}"
+                      if mode == "sim" else f"{'unknown' if lost is None else lost} accepted requests lost")
+            # (a sim run accepts none)
             log.warning("run %d was left running by pid %d on %s, which is gone: marked crashed "
                         "(%d request rows recorded, %s)", run_id, owner["pid"], host, recorded, losses)
             if owner.get("journal"):

@@ -246,6 +246,38 @@ def test_a_crashed_search_is_not_said_to_resume(engine: Engine, caplog) -> None:
     assert grid.startswith(f"sweep {ids[1]} was left running") and grid.endswith("run the same spec again to resume it")
 
 
+def test_a_crashed_run_of_a_sweep_or_search_says_how_to_get_it_whole(engine: Engine, caplog) -> None:
+    """A sweep's run said "replay its trace with the same seed", as a lone replay's: resuming the sweep runs it
+    again (a search's: run the search again); a run of no sweep keeps the replay's advice."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert, update
+
+    from controlplane.storage.models import Run, Sweep
+
+    owner = {**process_marker(), "pid": _dead_pid(), "start_ticks": None}
+    with engine.begin() as conn:
+        sweeps = {kind: conn.execute(insert(Sweep.__table__).values(
+            name=kind, kind=kind, status="finished", spec={"space": {}}, spec_hash=kind,
+            created_at=datetime.now(timezone.utc))).inserted_primary_key[0] for kind in ("grid", "search")}
+    with RunRecorder(engine) as rec:
+        runs = {kind: start_run(rec) for kind in ("grid", "search", "replay")}
+    for kind, run_id in runs.items():
+        claim_run(engine, run_id, owner)
+        if kind in sweeps:
+            with engine.begin() as conn:
+                conn.execute(update(Run.__table__).where(Run.id == run_id).values(sweep_id=sweeps[kind]))
+    with caplog.at_level("WARNING", logger="controlplane.storage"):
+        assert {m["run_id"] for m in mark_crashed_runs(engine)} == set(runs.values())
+    said = {r.getMessage().split()[1]: r.getMessage() for r in caplog.records}
+    grid = f"a run of sweep {sweeps['grid']}: run the same spec again to resume the sweep, which runs it again"
+    search = f"a run of search {sweeps['search']}, which does not resume: run the search again to start afresh"
+    assert said[str(runs["grid"])].endswith(f"a simulated run keeps no journal: {grid})")
+    assert said[str(runs["search"])].endswith(f"a simulated run keeps no journal: {search})")
+    assert said[str(runs["replay"])].endswith("a simulated run keeps no journal: replay its trace with the same seed)")
+    assert get_run(engine, runs["grid"])["summary"]["lost_note"].endswith(grid)  # (what `runs show` prints)
+
+
 def test_a_live_run_of_another_pid_namespace_on_this_host_is_not_marked(tmp_path) -> None:
     """A container sharing the host name (host networking) has pids of its own: its live run's pid
     does not exist here, yet it is not crashed. Run in a real PID namespace (``unshare``)."""
