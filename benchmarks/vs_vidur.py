@@ -44,7 +44,7 @@ to be identical to the CLI's. TPOT in both definitions: ours, (finish - first to
 counts the prefill's token as a decode token and, after a restart, only the tokens still to
 generate (see docs/simulator.md). ``--check-exact`` replays the first N requests of each
 workload in both the fast (multi-iteration) and the exact (one core round trip per iteration)
-modes and compares them.
+modes and compares them (with ``--no-fidelity`` too: its replays are its own).
 
 The timed processes get this process's environment less ``PYTHONDONTWRITEBYTECODE`` (set in
 some shells and CI: with it no bytecode is written, and every run would compile ~90 modules from
@@ -54,7 +54,10 @@ The machine may be shared: every timing is printed beside the yardstick and the 
 Ends with one JSON line: ``speed_ratio`` (worst over runs of Vidur's scaled wall over our
 median whole-process wall), ``startup_s`` (median spawn-to-first-event), ``loop_ratio``,
 per-run and per-repetition figures, phases, ttft/tpot/e2e p50 and p99 differences (largest
-absolute over runs; tpot in Vidur's definition, ``tpot_p50_diff_pct_our_definition`` in ours).
+absolute over runs; tpot in Vidur's definition, ``tpot_p50_diff_pct_our_definition`` in ours),
+``deterministic`` (every repetition's summary, and the fidelity replay's, the same; null when
+nothing was compared: ``--repeats 1`` with ``--no-fidelity``) and, with ``--check-exact``,
+``exact_vs_fast_max_pct``.
 """
 
 from __future__ import annotations
@@ -437,7 +440,7 @@ def _profile_table(run: str, prof: dict):
     return t
 
 
-def fidelity(run: str, anchors: Path, config: Path, check_exact: int) -> dict:
+def fidelity(run: str, anchors: Path, config: Path) -> dict:
     """The untimed in-process replay with an observer: per-request comparison with Vidur."""
     from controlplane.config import load_config
     from sim.replay import replay
@@ -451,8 +454,6 @@ def fidelity(run: str, anchors: Path, config: Path, check_exact: int) -> dict:
     out = {"summary": result.summary, "fidelity": _compare(ours, vidur), "memory_plan": _memory_reason(result.session),
            "restarts": {"ours": int(ours["restarts"].sum()), "vidur": int(vidur["restarts"].sum())},
            "kv_blocks": result.session.core.workers[next(iter(result.session.core.workers))].num_kv_blocks}
-    if check_exact:
-        out["exact_check"] = exact_check(run_dir, run_dir / "workload.csv", check_exact)
     return out
 
 
@@ -568,8 +569,10 @@ def main(argv: list[str] | None = None) -> int:
         yard_after = yardstick_us()
         profiles = {} if args.no_profile else {
             run: profile_cli(cli_command(args.anchors / run / "workload.csv", configs[run]), dirs[run]) for run in runs}
-        fid = {} if args.no_fidelity else {run: fidelity(run, args.anchors, configs[run], args.check_exact)
-                                           for run in runs}
+        fid = {} if args.no_fidelity else {run: fidelity(run, args.anchors, configs[run]) for run in runs}
+        # (its own replays: asked for, it runs with --no-fidelity too)
+        exact = {run: exact_check(args.anchors / run, args.anchors / run / "workload.csv", args.check_exact)
+                 for run in runs} if args.check_exact else {}
 
     scale = (yard_before + yard_after) / 2 / YARDSTICK_REF_US
     per_run = {}
@@ -600,14 +603,16 @@ def main(argv: list[str] | None = None) -> int:
             # Vidur's wall on the idle machine over our CPU seconds (not scaled): what the run costs
             # when it has a core to itself; CPU seconds inflate too on a crowded host (shared caches).
             "speed_ratio_cpu": round(VIDUR_WALL[run][0] / statistics.median(r["cpu_s"] for r in reps[run]), 2),
-            "deterministic": all(s == summaries[0] for s in summaries)
-                             and (run not in fid or _comparable(fid[run]["summary"]) == summaries[0]),
+            # the repetitions' summaries and the fidelity replay's the same (None: one run, nothing compared)
+            "deterministic": (all(s == summaries[0] for s in summaries)
+                              and (run not in fid or _comparable(fid[run]["summary"]) == summaries[0]))
+                             if len(summaries) > 1 or run in fid else None,
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in reps[run]), 1),
         }
         if run in profiles:
             per_run[run]["profile"] = profiles[run]
-    if args.check_exact and fid:
-        console.print(_exact_table([{"run": run, **fid[run]} for run in runs]))
+    if exact:
+        console.print(_exact_table([{"run": run, "exact_check": exact[run]} for run in runs]))
     if small:
         console.print(f"code r1 cut to {args.small:,} requests, whole process: "
                       + ", ".join(f"{r['wall_s']:.2f} s (startup {r['startup_s']:.3f}, loop {r['loop_s']:.3f})"
@@ -640,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
             "min_pearson_e2e": round(min(r["fidelity"]["e2e"]["pearson"] for r in results), 4),
         })
     summary.update({
-        "deterministic": all(v["deterministic"] for v in per_run.values()),
+        "deterministic": all(compared) if (compared := [v["deterministic"] for v in per_run.values()
+                                                         if v["deterministic"] is not None]) else None,
         "peak_rss_mb": max(v["peak_rss_mb"] for v in per_run.values()),
         "small_run": {"requests": args.small, "whole_s": [round(r["wall_s"], 3) for r in small],
                       "cpu_s": [round(r["cpu_s"], 3) for r in small],
@@ -654,9 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         "yardstick_ref_us": YARDSTICK_REF_US,
         "load_avg": _load_avg(),
     })
-    if args.check_exact and results:
+    if exact:
         summary["exact_vs_fast_max_pct"] = round(max(
-            abs(r["exact_check"][m][f"p{p}"]) for r in results for m in ("ttft", "tpot", "e2e") for p in PCTS), 6)
+            abs(x[m][f"p{p}"]) for x in exact.values() for m in ("ttft", "tpot", "e2e") for p in PCTS), 6)
     print(json.dumps(summary))
     return 0
 
