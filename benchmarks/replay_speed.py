@@ -2,10 +2,15 @@
 
     python benchmarks/replay_speed.py [--trace PATH --format F] [--repeats 3] [--db URL]
 
-Replays the trace with the default plugins into a fresh SQLite file (or --db) and reports
-the wall time of the replay call (reading the trace, simulating, recording every request,
-decision and metric sample, and the final flush). Interpreter start-up, imports and creating
-the schema of the fresh database are not counted. Ends with one JSON line: {"sim_requests_per_wall_s": <median>, ...}.
+Replays the trace into a fresh SQLite file (or --db) and reports the wall time of the replay
+call (reading the trace, simulating, recording every request, decision and metric sample, and
+the final flush). Interpreter start-up, imports and creating the schema of the fresh database
+are not counted.
+
+Without ``--config`` the run config is the library's defaults (``load_config(None)``: two fixed
+replicas, the linear latency model, the default plugins), not the bundled run config that
+``controlplane sim replay`` uses without ``--config`` (``sim/data/default_replay.yaml``: the Vidur
+latency model, the SLO planner, cold starts); ``--config sim/data/default_replay.yaml`` times that one. Ends with one JSON line: {"sim_requests_per_wall_s": <median>, ...}.
 """
 
 from __future__ import annotations
@@ -58,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="trace format (default: azure for the bundled trace, else detect)")
     ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file per repeat)")
-    ap.add_argument("--config", type=Path, default=None, help="run config file")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="run config file (default: the library's defaults, two replicas and the linear latency "
+                         "model; `controlplane sim replay`'s own default is sim/data/default_replay.yaml)")
     ap.add_argument("--no-record", action="store_true", help="skip SQL (simulation alone)")
     args = ap.parse_args(argv)
     if args.trace is not None:
