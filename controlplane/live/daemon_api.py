@@ -135,6 +135,8 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat, tenant)
     model = body.model or next(iter(driver.models))
     rid = new_id("chatcmpl" if chat else "cmpl")
+    if body.stream and _checks_answers_before_reply(driver):
+        return await _held_stream(request, handles[0], rid, model, chat, body.include_usage())
     if body.stream:
         return await _stream(handles[0], rid, model, chat, body.include_usage())
     gathered = await _results_unless_gone(request, handles)
@@ -205,6 +207,43 @@ async def _results_unless_gone(request: HTTPRequest, handles: list[LiveRequestHa
             return None
 
 
+def _checks_answers_before_reply(driver: LiveDriver) -> bool:
+    """Whether a guardian plan may check an answer before its reply (``mode: sync`` with the
+    ``output`` stage). A planner whose settings say neither is taken to."""
+    plugins = driver.session.plugins
+    for impl in plugins.hook.cp_guardian_plan.get_hookimpls():
+        settings = getattr(plugins.get(impl.plugin_name), "settings", None)
+        if getattr(settings, "mode", "sync") == "sync" and "output" in getattr(settings, "stages", ("output",)):
+            return True
+    return False
+
+
+async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str, model: str, chat: bool,
+                       include_usage: bool) -> Response:
+    """A stream whose answer a guardian may check before the reply: nothing is sent until the
+    verdict, then the text in one chunk, or only the ``content_filter`` end when it was blocked.
+    A request that ends otherwise, nothing sent yet, is a plain HTTP error."""
+    gathered = await _results_unless_gone(request, [handle])
+    if gathered is None:
+        return Response(status_code=499)
+    (result,) = gathered
+    if not result.ok:
+        raise result_error(result)
+    chunk = _ChunkMaker(rid, model, chat)
+    events = [sse(chat_chunk(rid, model, chunk.created, {"role": "assistant", "content": ""}))] if chat else []
+    events += [sse(chunk(result.text))] if result.text else []
+    events.append(sse(chunk(None, result.finish_reason or "content_filter")))
+    events += [sse(chunk(None, usage_=usage([result])))] if include_usage else []
+    events.append(sse("[DONE]"))
+
+    async def send() -> AsyncIterator[bytes]:
+        for event in events:
+            yield event
+
+    return StreamingResponse(send(), media_type="text/event-stream",
+                             headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})
+
+
 async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, include_usage: bool) -> Response:
     it = handle.__aiter__()
     try:
@@ -214,18 +253,12 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
         result = await handle.result()
         if not result.ok:  # nothing was sent yet: a proper HTTP error
             raise result_error(result) from None
-    created = int(time.time())
-
-    def chunk(text: str | None, finish: str | None = None, usage_: dict | None = None) -> dict[str, Any]:
-        if chat:
-            delta = {"content": text} if text is not None else {}
-            return chat_chunk(rid, model, created, delta, finish, usage_)
-        return completion_chunk(rid, model, created, text or "", finish, usage_)
+    chunk = _ChunkMaker(rid, model, chat)
 
     async def events() -> AsyncIterator[bytes]:
         try:
             if chat:
-                yield sse(chat_chunk(rid, model, created, {"role": "assistant", "content": ""}))
+                yield sse(chat_chunk(rid, model, chunk.created, {"role": "assistant", "content": ""}))
             if first:
                 yield sse(chunk(first))
             async for delta in it:
@@ -243,3 +276,16 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})
+
+
+class _ChunkMaker:
+    """A stream's chunk maker: ``chunk(text, finish, usage)`` for a chat or a completion."""
+
+    def __init__(self, rid: str, model: str, chat: bool) -> None:
+        self.rid, self.model, self.chat, self.created = rid, model, chat, int(time.time())
+
+    def __call__(self, text: str | None, finish: str | None = None, usage_: dict | None = None) -> dict[str, Any]:
+        if self.chat:
+            delta = {"content": text} if text is not None else {}
+            return chat_chunk(self.rid, self.model, self.created, delta, finish, usage_)
+        return completion_chunk(self.rid, self.model, self.created, text or "", finish, usage_)

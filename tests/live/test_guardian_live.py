@@ -216,3 +216,34 @@ def test_the_daemon_refuses_a_blocked_prompt_with_a_400(tmp_path, model_dirs):
         assert body["code"] == "blocked" and "blocked by rules" in body["message"]
     finally:
         http.__exit__(None, None, None)
+
+
+def test_a_stream_under_a_sync_answer_check_holds_its_text_until_the_verdict(tmp_path):
+    """A blocked answer never reaches a stream's client (only the ``content_filter`` end); a passed
+    one arrives whole, the same text as the plain reply."""
+    def streamed(client, prompt, **extra):
+        return list(client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=12, stream=True,
+                                              temperature=0, extra_body={"ignore_eos": True}, **extra))
+
+    for pattern, blocks in (("(?s).", True), ("never matches this", False)):
+        http, client = _daemon(tmp_path, (
+            "plugins:\n  settings:\n    sampled-guardian: {rate: 1.0, mode: sync, guardian: rules}\n"
+            f"guardians:\n  models:\n    - {{name: rules, kind: rules, patterns: ['{pattern}']}}\n"))
+        try:
+            chunks = streamed(client, "out 1")
+            plain = client.completions.create(model="tiny-llama", prompt="out 1", max_tokens=12, temperature=0,
+                                              extra_body={"ignore_eos": True})
+            chat = list(client.chat.completions.create(
+                model="tiny-llama", messages=[{"role": "user", "content": "out 1"}], max_tokens=12, stream=True,
+                stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+        finally:
+            http.__exit__(None, None, None)
+        text = "".join(c.choices[0].text for c in chunks)
+        chat_text = "".join(c.choices[0].delta.content or "" for c in chat if c.choices)
+        if blocks:
+            assert text == "" and chat_text == "", (text, chat_text)
+            assert chunks[-1].choices[0].finish_reason == "content_filter"
+            assert [c.choices[0].finish_reason for c in chat if c.choices][-1] == "content_filter"
+        else:
+            assert text == plain.choices[0].text and text and chunks[-1].choices[0].finish_reason == "length"
+            assert chat_text and chat[-1].usage.completion_tokens == 12
