@@ -9,7 +9,9 @@ start, the trace read, every run) and reads its JSON line. Then, in this process
 the search's code path, it replays the chosen configuration on the full trace over seeds 0, 1
 and 2 with ``sim.replay.replay`` and the ``--check`` next-cheaper candidates the search
 rejected, over the same seeds, and reports their attainment: the winner must meet the target
-on every seed, the rejected cheaper ones must not. Prints a table and ends with one JSON line:
+on every seed, the rejected cheaper ones must not. The table's ``search att`` is a candidate's
+attainment at the furthest stage the search replayed it to; ``<=`` marks one the search stopped
+early, whose figure is only an upper bound. Prints the table and ends with one JSON line:
 ``candidates``, ``runs``, ``wall_s`` (the command's), ``best_cost``, ``cost_unit``,
 ``best_attainment_min`` (this script's replays), ``rejected_checked``,
 ``rejected_meeting_target`` (how many of those met it on every seed: should be 0).
@@ -42,6 +44,15 @@ def seed_list(text: str) -> list[int]:
     if not items:
         raise argparse.ArgumentTypeError(f"give at least one seed (integers >= 0, comma-separated), got {text!r}")
     return list(dict.fromkeys(nonnegative_int(s) for s in items))
+
+
+def search_att(candidate: dict) -> str:
+    """A candidate's attainment in the search, ``<=`` before it when the search stopped it early
+    (then it is the upper bound it could still have reached, at the stage it got to)."""
+    att = candidate.get("attainment")
+    if att is None:  # (a run that raised: rejected with its error)
+        return "-"
+    return f"<={att:.4f}" if candidate.get("stopped") else f"{att:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     best = result["best"]
     best_att = attainment(best["overrides"]) if best else []
     if best:
-        rows.append(("best", best["cost"], best["attainment"], min(best_att), best["overrides"]))
+        rows.append(("best", best["cost"], search_att(best), min(best_att), best["overrides"]))
     rejected = result["rejected_cheaper"][: args.check]  # nearest in cost first
     meeting = 0
     for c in rejected:
         att = attainment(c["overrides"])
         meeting += min(att) >= args.slo_attainment
-        rows.append(("rejected", c["cost"], c["attainment"], min(att), c["overrides"]))
+        rows.append(("rejected", c["cost"], search_att(c), min(att), c["overrides"]))
 
     print(f"search over {result['candidates']} candidates: {result['runs']} runs, command wall {wall:.1f} s "
           f"(search's own wall_s {result['wall_s']}); cost in {result['cost_unit']}; target {args.slo_attainment}")
@@ -110,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  stage {s['stage']:<8} runs {s['runs']:>4}  stopped early {s['stopped_early']:>4}  {s['wall_s']:>7.1f} s")
     print(f"{'':9} {'cost':>9} {'search att':>10} {'replay min':>10}  overrides")
     for kind, cost, att, check, overrides in rows:
-        print(f"{kind:9} {cost:>9.4g} {att:>10.4f} {check:>10.4f}  {json.dumps(overrides, sort_keys=True)}")
+        print(f"{kind:9} {cost:>9.4g} {att:>10} {check:>10.4f}  {json.dumps(overrides, sort_keys=True)}")
+    if any(c.get("stopped") for c in rejected):
+        print("  search att <=: stopped early at the stage it reached, an upper bound of what it could have "
+              "reached; replay min: this script's replays, the lowest over --seeds")
     print(json.dumps({
         "candidates": result["candidates"], "runs": result["runs"], "wall_s": round(wall, 1),
         "search_wall_s": result["wall_s"], "best_cost": best["cost"] if best else None,

@@ -31,3 +31,12 @@ def test_a_bad_option_is_one_line_naming_it(argv, option, tmp_path, capsys, monk
 
 def test_the_seeds_are_integers_in_the_order_given_each_once():
     assert bench.seed_list("2, 0,2,") == [2, 0]
+
+
+@pytest.mark.parametrize(("candidate", "shown"), [
+    ({"attainment": 0.95951, "stopped": True, "stage": "screen"}, "<=0.9595"),  # (was 0.9595: not a measurement)
+    ({"attainment": 0.875, "stopped": False, "stage": "full"}, "0.8750"),
+    ({"attainment": None, "stopped": False, "stage": "screen", "error": "bad setting"}, "-"),
+])
+def test_an_early_stopped_candidates_attainment_is_marked_as_an_upper_bound(candidate, shown):
+    assert bench.search_att(candidate) == shown
