@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     for phase in PHASES:
         xs = [s.latency_s for s in sent if s.phase == phase and s.status == 200]
         n = sum(1 for s in sent if s.phase == phase)
-        t.add_row(phase, str(n), str(len(xs)), *(str(ms(xs, q)) for q in (50, 90, 99, 100)))
+        t.add_row(phase, str(n), str(len(xs)), *("-" if (v := ms(xs, q)) is None else str(v) for q in (50, 90, 99, 100)))
         out[f"requests_{phase}"] = n
         out[f"requests_ok_{phase}"] = len(xs)
         out[f"latency_p50_ms_{phase}"] = ms(xs, 50)

@@ -206,6 +206,22 @@ def rss_at(samples: list[tuple[float, float, float]], t: float, col: int = 1) ->
     return round(min(samples, key=lambda s: abs(s[0] - t))[col], 1)
 
 
+def kinds_table(sent: list[Sent], title: str) -> Table:
+    """Each kind's requests by status, and the latency of its 2xx answers ("-": none, as for the
+    invalid requests, which must all get a 4xx)."""
+    t = Table(title=title)
+    for col in ("kind", "sent", "2xx", "4xx", "5xx", "errors", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="left" if col == "kind" else "right")
+    for kind in KINDS:
+        mine = [s for s in sent if s.kind == kind]
+        lat = [s.latency_s for s in mine if s.status is not None and 200 <= s.status < 300 and s.latency_s is not None]
+        t.add_row(kind, str(len(mine)), *(str(sum(1 for s in mine if s.status is not None and lo <= s.status < lo + 100))
+                                          for lo in (200, 400, 500)),
+                  str(sum(1 for s in mine if s.status == -1)),
+                  *("-" if (v := ms(lat, q)) is None else str(v) for q in (50, 99)))
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=positive_float, default=10.0, help="how long to drive the daemon")
@@ -259,16 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
     statuses = Counter(s.status for s in sent)
     ok = [s.latency_s for s in sent if s.kind in ("normal", "stream") and s.status == 200 and s.latency_s is not None]
-    t = Table(title=f"soak: {duration_s:g} s at {args.rps:g} req/s, {args.workers} x {args.preset} ({args.pool} pool)")
-    for col in ("kind", "sent", "2xx", "4xx", "5xx", "errors", "p50 ms", "p99 ms"):
-        t.add_column(col, justify="left" if col == "kind" else "right")
-    for kind in KINDS:
-        mine = [s for s in sent if s.kind == kind]
-        lat = [s.latency_s for s in mine if s.status is not None and 200 <= s.status < 300 and s.latency_s is not None]
-        t.add_row(kind, str(len(mine)), *(str(sum(1 for s in mine if s.status is not None and lo <= s.status < lo + 100))
-                                          for lo in (200, 400, 500)),
-                  str(sum(1 for s in mine if s.status == -1)), str(ms(lat, 50)), str(ms(lat, 99)))
-    console.print(t)
+    console.print(kinds_table(sent, f"soak: {duration_s:g} s at {args.rps:g} req/s, {args.workers} x {args.preset} "
+                                    f"({args.pool} pool)"))
     m = Table(title="daemon resident memory (MiB)")
     for col in ("t s", "daemon", "with workers"):
         m.add_column(col, justify="right")
