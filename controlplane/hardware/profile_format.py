@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD", "normalise_row", "read_profile",
-           "write_profile"]
+__all__ = ["KINDS", "PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD", "check_kinds", "normalise_row",
+           "read_profile", "write_profile"]
 
 PROFILE_FORMAT = "controlplane-profile/1"
 #: One row per timed iteration; contexts are KV lengths before the iteration.
@@ -67,6 +67,27 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
     if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
         raise ValueError(f"row {i}: empty iteration")
     return out
+
+
+#: The kinds of iteration a profile must have timed to price them: rows that prefill (mixed ones included), rows
+#: that decode.
+KINDS = ("prefill", "decode")
+
+
+def check_kinds(rows: Sequence[Mapping[str, Any]], source: str, kinds: Iterable[str] = KINDS) -> None:
+    """A ValueError naming ``source`` (the file) unless ``rows`` time each of ``kinds`` (`KINDS`) in a positive
+    time: a fit on decode rows alone prices a prefill at a decode step's cost, one on all-zero times at 0 s."""
+    if rows and all(r["iteration_s"] == 0 for r in rows):
+        raise ValueError(f"{source}: every row's iteration_s is 0: the profile would price every iteration at 0 s")
+    has = {"prefill": lambda r: r["num_prefill_seqs"] > 0, "decode": lambda r: r["num_decode_seqs"] > 0}
+    for kind in kinds:
+        timed = [r for r in rows if has[kind](r)]
+        if not timed:
+            raise ValueError(f"{source}: no {kind} rows (num_{kind}_seqs > 0): the profile cannot price {kind} "
+                             f"iterations (profile a grid with both prefills and decodes)")
+        if all(r["iteration_s"] == 0 for r in timed):
+            raise ValueError(f"{source}: every {kind} row's iteration_s is 0: the profile would price {kind} "
+                             "iterations at 0 s")
 
 
 def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any]) -> Path:

@@ -43,7 +43,7 @@ def live_slowdowns(grid_rows: Sequence[Mapping[str, Any]], grid_meta: Mapping[st
 
     Sum of live backend time over sum of predicted, for iterations that prefill (``prefill``),
     that only decode (``decode``), and all of them (``all``). A kind the run never ran takes the
-    overall ratio.
+    overall ratio; a kind it ran that the grid prices at 0 s (no rows of it, all-zero times) is a ValueError.
     """
     model = grid_model(grid_rows, grid_meta)
     predicted: dict[str, float] = {"prefill": 0.0, "decode": 0.0}
@@ -53,7 +53,12 @@ def live_slowdowns(grid_rows: Sequence[Mapping[str, Any]], grid_meta: Mapping[st
         predicted[kind] += predict_row(model, s.row)
         actual[kind] += s.backend_s
     total_p, total_a = sum(predicted.values()), sum(actual.values())
-    overall = total_a / total_p if total_p > 0 else 1.0
+    unpriced = [k for k in predicted if actual[k] > 0 and predicted[k] <= 0]
+    if unpriced or total_p <= 0:  # (it said 1.00x: a ratio to nothing)
+        name = grid_meta.get("path") or "the grid profile"
+        raise ValueError(f"{name} prices the run's {' and '.join(unpriced) or 'iterations'} at 0 s: nothing to "
+                         "compare the live backend with (profile a grid with both prefills and decodes)")
+    overall = total_a / total_p
     out = {k: actual[k] / predicted[k] if predicted[k] > 0 else overall for k in predicted}
     out["all"] = overall
     return out

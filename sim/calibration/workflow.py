@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane.hardware.profile_format import read_profile, write_profile
+from controlplane.hardware.profile_format import check_kinds, read_profile, write_profile
 from controlplane.live.calibration import (
     Calibration,
     add_overhead,
@@ -27,7 +27,13 @@ from controlplane.live.calibration import (
     scaled_grid_rows,
 )
 from controlplane.live.idle_start import idle_prefill_extra
-from controlplane.live.iteration_samples import IterationSample, at_pace, split_stalls, with_handoffs_once
+from controlplane.live.iteration_samples import (
+    IterationSample,
+    at_pace,
+    iteration_kind,
+    split_stalls,
+    with_handoffs_once,
+)
 from sim.calibration.grid import live_slowdowns
 
 __all__ = ["TIMINGS", "CalibratedProfile", "calibrate", "calibrate_rows"]
@@ -118,13 +124,14 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
         source = f"{label} (backend timings, mean per shape)"
     elif grid is not None:
         grid_rows, grid_meta = read_profile(grid) if isinstance(grid, (str, Path)) else grid
+        grid_name = grid if isinstance(grid, (str, Path)) else "grid profile"
+        check_kinds(grid_rows, str(grid_name), sorted({iteration_kind(s.row) for s in timed}))
         ran, profiled = (meta or {}).get("model"), grid_meta.get("model")
         if ran and profiled and ran != profiled:  # (fitted on one model's iterations, labelled as the other)
             raise ValueError(f"the grid profile {grid if isinstance(grid, (str, Path)) else ''} is of model "
                              f"{profiled!r}, the {label} served {ran!r}: profile the same worker")
         cal = calibrate_rows(timed, grid_rows, grid_meta, idle_step=idle_step, normalise=normalise)
         doc.update(grid_meta)
-        grid_name = grid if isinstance(grid, (str, Path)) else "grid profile"
         source = f"{label} + {grid_name} scaled to it"
     else:
         cal = calibrate_rows(timed, idle_step=idle_step, normalise=normalise)

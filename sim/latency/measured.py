@@ -42,12 +42,14 @@ from controlplane.hardware.profile_format import (
     PROFILE_FORMAT,
     ROW_FIELDS,
     WEIGHT_FIELD,
+    check_kinds,
     normalise_row,
     read_profile,
     write_profile,
 )
 
 __all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
+
 
 FEATURES: tuple[str, ...] = (
     "base", "prefill_tokens", "prefill_tokens_sq", "decode_seqs", "sum_decode_context", "prefill_tokens_x_context",
@@ -178,6 +180,7 @@ class MeasuredProfileModel(LatencyModel):
     @classmethod
     def from_file(cls, path: str | Path) -> MeasuredProfileModel:
         rows, meta = read_profile(path)
+        check_kinds(rows, str(path))  # (the simulator prices both kinds; validated once, here, not per iteration)
         return cls.fit(rows, {**meta, "path": str(path)})
 
     def iteration_s(self, shape: IterationShape) -> float:
