@@ -9,7 +9,8 @@ endpoints behind ``Authorization: Bearer $CONTROLPLANE_ADMIN_TOKEN`` (404 when n
 
 SIGTERM (or SIGINT, or ``POST /admin/drain``) drains: readiness goes false, new API requests get
 503, requests in flight finish, then the server stops, the run is closed in SQL and the process
-exits 0. A second SIGINT forces the exit.
+exits 0. A second SIGINT stops without waiting: the clients still waiting get their 503 at once,
+as when a drain times out; a third forces the exit.
 
 This module holds the process: `Daemon` (the driver, the drain and exit logic) and `serve`
 (uvicorn). The HTTP side: the app (`daemon_app`), its routers (`daemon_api` for OpenAI,
@@ -185,6 +186,19 @@ class Daemon:
         log.info("%s: draining %d pending requests, then exiting", why, self.driver.num_pending)
         self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
 
+    def stop_now(self, why: str) -> None:
+        """Stop without waiting for the drain (a second Ctrl+C): each client still waiting gets its
+        503 now, as when the drain times out, and the server stops (the run is then ``interrupted``).
+        Loop thread only."""
+        self.drained_cleanly = False
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        answered = self.driver.answer_pending("the daemon stopped before the request finished")
+        log.warning("%s: stopping now, without waiting for the drain; answered %d requests still in flight "
+                    "with 503 unavailable", why, answered)
+        if self.server is not None:
+            self.server.should_exit = True
+
     async def _drain_then_exit(self) -> None:
         self.drained_cleanly = await self._wait_drained()
         if not self.drained_cleanly:  # each client still waiting gets its 503 now, while its handler runs
@@ -204,13 +218,18 @@ def _server_class() -> type:
         on_started: Callable[[int | None, int], None] | None = None
 
         def handle_exit(self, sig: int, frame: Any) -> None:
+            loop = getattr(self, "_cp_loop", None)
             if self.daemon.exiting:
-                if sig == signal.SIGINT:  # a second Ctrl+C: stop now (the run is then `interrupted`)
+                if sig != signal.SIGINT:
+                    return
+                if loop is None or getattr(self, "_cp_stopping", False):  # a third Ctrl+C: cut everything off
                     self.daemon.drained_cleanly = False
                     self.force_exit = True
                     self.should_exit = True
+                else:  # a second one: answer everyone now, then stop (the run is then `interrupted`)
+                    self._cp_stopping = True
+                    loop.call_soon_threadsafe(self.daemon.stop_now, "received SIGINT again")
                 return
-            loop = getattr(self, "_cp_loop", None)
             if loop is None or not self.started:
                 self.should_exit = True  # not serving yet: nothing to drain
                 return

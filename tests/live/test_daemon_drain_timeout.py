@@ -74,3 +74,59 @@ def test_a_timed_out_drain_answers_503_and_records_the_requests_in_flight(tmp_pa
         engine.dispose()
     assert run["status"] == "interrupted"
     assert sorted(r["status"] for r in rows) == ["in_flight"] * 3, [(r["status"], r["reason"]) for r in rows]
+
+
+def test_a_second_sigint_answers_every_client_as_a_timed_out_drain_does(tmp_path: Path) -> None:
+    """Ctrl+C twice mid-drain: each client still waiting gets its 503 ``unavailable`` (a stream its
+    error event and ``[DONE]``) at once, one log line says why, and nothing is a traceback. It was
+    uvicorn's forced exit: plain-text 500s, streams cut without an error, hundreds of traceback lines."""
+    db_url = f"sqlite:///{tmp_path / 'int.db'}"
+    daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--cpu-threads", "1", "--db", db_url,
+                                      "--drain-timeout", "120"])
+    answers: dict[str, httpx.Response] = {}
+    stream_lines: list[str] = []
+
+    def post(i: int) -> None:
+        answers[f"plain{i}"] = httpx.post(f"{daemon.base}/v1/completions", timeout=120,
+                                          json={**LONG, "prompt": [7, i, 7]})
+
+    def stream() -> None:
+        with httpx.stream("POST", f"{daemon.base}/v1/completions", timeout=120,
+                          json={**LONG, "prompt": [8, 8, 8], "stream": True}) as r:
+            answers["stream"] = r
+            stream_lines.extend(line for line in r.iter_lines() if line)
+
+    try:
+        daemon.wait_ready()
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(2)] + [threading.Thread(target=stream)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(stream_lines) < 3:
+            assert time.monotonic() < deadline, daemon.log_tail()
+            time.sleep(0.02)
+        daemon.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        daemon.proc.send_signal(signal.SIGINT)
+        assert daemon.proc.wait(60) == 0, daemon.log_tail()
+        took = time.monotonic() - signalled
+        for t in threads:
+            t.join(30)
+    finally:
+        daemon.close()
+    log = daemon.log_path.read_text()
+    assert took < ANSWER_GRACE_S, f"exited {took:.1f}s after the second SIGINT"
+    for name in ("plain0", "plain1"):
+        r = answers[name]
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", (r.status_code, r.text)
+    assert stream_lines[-1] == "data: [DONE]", stream_lines[-3:]
+    assert json.loads(stream_lines[-2].removeprefix("data: "))["error"]["code"] == "unavailable"
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+    assert log.count("received SIGINT again: stopping now") == 1, log[-3000:]
+    engine = make_engine(db_url)
+    try:
+        (run,) = list_runs(engine)
+    finally:
+        engine.dispose()
+    assert run["status"] == "interrupted"

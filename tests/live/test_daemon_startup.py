@@ -142,8 +142,9 @@ def test_out_of_range_numbers_are_usage_errors(tmp_path, option, value):
     assert done.returncode == 2 and "Traceback" not in done.stderr and f"'{option}'" in done.stderr
 
 
-def test_a_second_sigint_stops_at_once_and_the_run_is_interrupted():
-    """Not `finished`: requests were cut off (they are recorded ``in_flight``)."""
+def test_a_second_sigint_stops_without_the_drain_and_a_third_cuts_everything_off():
+    """The second answers the clients still waiting (`Daemon.stop_now`, on the loop), the third forces
+    the exit; the run is `interrupted` either way (requests were cut off: recorded ``in_flight``)."""
     import signal
     import types
 
@@ -151,8 +152,15 @@ def test_a_second_sigint_stops_at_once_and_the_run_is_interrupted():
 
     from controlplane.live.daemon import _server_class
 
+    stops: list[str] = []
+    loop = types.SimpleNamespace(call_soon_threadsafe=lambda fn, *args: fn(*args))
     server = _server_class()(uvicorn.Config(app=None))
-    server.daemon = types.SimpleNamespace(exiting=True, drained_cleanly=True)  # a drain is under way
+    server._cp_loop = loop
+    server.daemon = types.SimpleNamespace(exiting=True, drained_cleanly=True,  # a drain is under way
+                                          stop_now=stops.append)
+    server.handle_exit(signal.SIGTERM, None)
+    assert stops == [] and not server.force_exit  # a second SIGTERM: the drain goes on
     server.handle_exit(signal.SIGINT, None)
-    assert server.force_exit and server.should_exit
-    assert server.daemon.drained_cleanly is False
+    assert stops == ["received SIGINT again"] and not server.force_exit
+    server.handle_exit(signal.SIGINT, None)
+    assert server.force_exit and server.should_exit and server.daemon.drained_cleanly is False
