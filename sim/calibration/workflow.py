@@ -36,7 +36,7 @@ from controlplane.live.iteration_samples import (
 )
 from sim.calibration.grid import live_slowdowns
 
-__all__ = ["TIMINGS", "CalibratedProfile", "calibrate", "calibrate_rows"]
+__all__ = ["TIMINGS", "WORKER_LABELS", "CalibratedProfile", "calibrate", "calibrate_rows", "check_same_worker"]
 
 #: How `calibrate` times an iteration: ``wall`` as the control plane saw it (backend + live path +
 #: hand-off), ``backend`` the engine's own time (what ``controlplane profile`` measures).
@@ -76,6 +76,23 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mappi
                        len(stalls), idle_extra, normalise)
 
 
+#: What names the worker a profile prices: a grid of another model, precision or device than the run's is refused,
+#: and the calibrated profile carries the run's own labels.
+WORKER_LABELS = ("model", "precision", "device", "device_name")
+
+
+def check_same_worker(grid_name: str | Path, grid_meta: Mapping[str, Any], meta: Mapping[str, Any], label: str) -> None:
+    """A ValueError naming the grid profile if it is of another model, precision or device (type: ``cuda:0`` is
+    ``cuda``) than the run's worker: its rows would be scaled to this run and written under the grid's labels."""
+    for key, verb in (("model", "served"), ("precision", "ran in"), ("device", "ran on")):
+        ran, profiled = meta.get(key), grid_meta.get(key)
+        if key == "device" and isinstance(ran, str) and isinstance(profiled, str):
+            ran, profiled = ran.split(":")[0], profiled.split(":")[0]
+        if ran and profiled and ran != profiled:
+            raise ValueError(f"the grid profile {grid_name} is of {key} {grid_meta.get(key)!r}, the {label} "
+                             f"{verb} {meta.get(key)!r}: profile the same worker")
+
+
 @dataclass(frozen=True)
 class CalibratedProfile:
     """What `calibrate` wrote and what went into it."""
@@ -102,7 +119,8 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
       per shape, grid ignored - the engine alone, as ``controlplane profile`` measures it.
     * ``pace``: first scale the backend's times by this factor (`at_pace`): the runs' shapes at the
       machine speed of another moment.
-    * ``meta``: the profile's metadata (``model``, ``device``, ...; a grid's own metadata wins);
+    * ``meta``: the profile's metadata (``model``, ``device``, ``precision``: the run's worker; a grid of another
+      is refused, `check_same_worker`; the grid's other metadata is kept);
       ``run_ids`` name the runs in it (``run_id`` / ``run_ids`` and the ``source`` text).
 
     Returns the written path, the `Calibration`, the samples it was fitted on and the metadata;
@@ -126,12 +144,10 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
         grid_rows, grid_meta = read_profile(grid) if isinstance(grid, (str, Path)) else grid
         grid_name = grid if isinstance(grid, (str, Path)) else "grid profile"
         check_kinds(grid_rows, str(grid_name), sorted({iteration_kind(s.row) for s in timed}))
-        ran, profiled = (meta or {}).get("model"), grid_meta.get("model")
-        if ran and profiled and ran != profiled:  # (fitted on one model's iterations, labelled as the other)
-            raise ValueError(f"the grid profile {grid if isinstance(grid, (str, Path)) else ''} is of model "
-                             f"{profiled!r}, the {label} served {ran!r}: profile the same worker")
+        check_same_worker(grid_name, grid_meta, meta or {}, label)
         cal = calibrate_rows(timed, grid_rows, grid_meta, idle_step=idle_step, normalise=normalise)
         doc.update(grid_meta)
+        doc.update({k: v for k, v in (meta or {}).items() if k in WORKER_LABELS})  # the run's worker's, not the grid's
         source = f"{label} + {grid_name} scaled to it"
     else:
         cal = calibrate_rows(timed, idle_step=idle_step, normalise=normalise)

@@ -78,7 +78,7 @@ def test_calibrate_fits_a_profile_from_the_recorded_run(timed_live_run, tmp_path
     grid = tmp_path / "grid.json"
     write_profile(grid, [row(d_seqs=b, d_ctx=16 * b, t=0.003 + 0.0002 * b) for b in (1, 2, 4, 8, 16)]
                   + [row(p_tok=w, p_seqs=1, t=0.004 + 5e-5 * w) for w in (8, 32, 128)],
-                  {"model": "tiny-llama", "device": "cpu", "batching": "padded"})
+                  {"model": "tiny-llama", "device": "cpu", "batching": "padded", "precision": "fp32"})
     both = tmp_path / "both.json"
     res = invoke("calibrate", run_id, "--db", url, "-o", both, "--profile", grid)
     assert "the profile" in res.output

@@ -57,3 +57,21 @@ def test_a_grid_that_prices_nothing_says_so_instead_of_1x():
     zero = [{**r, "iteration_s": 0.0} for r in DECODES + PREFILLS]
     with pytest.raises(ValueError, match="at 0 s: nothing to compare"):
         live_slowdowns(zero, {**META, "path": "zero.json"}, samples())
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("precision", "int8", "is of precision 'int8', the live run 1 ran in 'fp32'"),
+    ("device", "cuda:0", "is of device 'cuda:0', the live run 1 ran on 'cpu'"),
+    ("model", "small-llama", "is of model 'small-llama', the live run 1 served 'tiny-llama'"),
+])
+def test_a_grid_of_another_worker_is_refused(tmp_path, key, value, message):
+    """tiny-int8.json calibrated an fp32 run and wrote "precision": "int8" (the grid's labels won)."""
+    path = write_profile(tmp_path / "grid.json", DECODES + PREFILLS, {**META, key: value})
+    with pytest.raises(ValueError, match=f"grid profile {path} {message}"):
+        calibrate(samples(), tmp_path / "out.json", grid=path, meta=META, run_ids=[1])
+
+
+def test_the_calibrated_profile_carries_the_runs_labels(tmp_path):
+    path = write_profile(tmp_path / "grid.json", DECODES + PREFILLS, {**META, "device": "cpu:0", "device_name": "x86"})
+    done = calibrate(samples(), tmp_path / "out.json", grid=path, meta={**META, "device_name": "cpu"}, run_ids=[1])
+    assert (done.meta["device"], done.meta["device_name"], done.meta["precision"]) == ("cpu", "cpu", "fp32")
