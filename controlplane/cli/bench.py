@@ -225,7 +225,7 @@ def calibrate(
     ] = None,
     worker: Annotated[Optional[str], typer.Option(help="Only this worker's iterations.")] = None,
     timing: Annotated[str, typer.Option(help="wall: as the control plane saw them (with the live overhead); "
-                                             "backend: the backend's own time.")] = "wall",
+                                             "backend: the backend's own time (without --profile).")] = "wall",
 ) -> None:
     """Fit a measured latency profile from recorded live runs' own iteration timings (repeats: freeze the median)."""
     from controlplane.live.iteration_log import read_live_run
@@ -236,6 +236,9 @@ def calibrate(
     with user_errors():
         if timing not in ("wall", "backend"):
             raise ValueError("--timing must be wall or backend")
+        if timing == "backend" and profile_path is not None:  # (it ignored --profile: the same file either way)
+            raise ValueError(f"--timing backend fits the engine's own times alone and does not use --profile "
+                             f"{profile_path}: drop --profile, or calibrate with --timing wall")
         repeats = parse_repeats(runs)
         engine = open_stored_runs(db)  # (as `runs show`: a --db naming no file is an error, not a new empty one)
         try:

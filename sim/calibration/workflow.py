@@ -116,7 +116,7 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
       scaled to the run's live slowdown with the live overhead added, join the run's own, so shapes
       the run never reached are still priced (`calibrate_rows`).
     * ``timing``: ``"wall"`` (the default) or ``"backend"``: the backend's own times, one mean row
-      per shape, grid ignored - the engine alone, as ``controlplane profile`` measures it.
+      per shape - the engine alone, as ``controlplane profile`` measures it; a ``grid`` with it is a ValueError.
     * ``pace``: first scale the backend's times by this factor (`at_pace`): the runs' shapes at the
       machine speed of another moment.
     * ``meta``: the profile's metadata (``model``, ``device``, ``precision``: the run's worker; a grid of another
@@ -130,6 +130,9 @@ def calibrate(samples: Sequence[IterationSample], output: str | Path, *,
         raise ValueError(f"timing must be one of {', '.join(TIMINGS)}, got {timing!r}")
     if not samples:
         raise ValueError("no live iterations to calibrate from")
+    if timing == "backend" and grid is not None:  # (the grid was ignored: the same file with or without it)
+        raise ValueError("timing 'backend' fits the engine's own times alone and does not use a grid profile: "
+                         "give the grid (--profile) with timing 'wall', or leave it out")
     timed = with_handoffs_once(samples)
     if pace is not None:
         timed = at_pace(timed, pace)

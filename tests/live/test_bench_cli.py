@@ -108,6 +108,12 @@ def test_calibrate_fits_a_profile_from_the_recorded_run(timed_live_run, tmp_path
     assert res.exit_code == 2 and "trace.csv: not a controlplane-profile/1 file (not JSON" in text, text
     res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--timing", "cpu"])
     assert res.exit_code == 2 and "--timing must be wall or backend" in res.output
+    # --timing backend ignored --profile (the same file either way): refused, naming both
+    res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--timing", "backend", "--profile",
+                                         str(grid), "-o", str(tmp_path / "z.json")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--timing backend" in text and "--profile" in text, text
+    assert not (tmp_path / "z.json").exists()
 
 
 def test_calibrate_refuses_runs_without_timings(tmp_path):

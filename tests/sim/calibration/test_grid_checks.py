@@ -75,3 +75,11 @@ def test_the_calibrated_profile_carries_the_runs_labels(tmp_path):
     path = write_profile(tmp_path / "grid.json", DECODES + PREFILLS, {**META, "device": "cpu:0", "device_name": "x86"})
     done = calibrate(samples(), tmp_path / "out.json", grid=path, meta={**META, "device_name": "cpu"}, run_ids=[1])
     assert (done.meta["device"], done.meta["device_name"], done.meta["precision"]) == ("cpu", "cpu", "fp32")
+
+
+def test_backend_timing_with_a_grid_is_refused(tmp_path):
+    """`calibrate --timing backend --profile grid.json` ignored the grid: the same sha256 as without it."""
+    path = write_profile(tmp_path / "grid.json", DECODES + PREFILLS, META)
+    with pytest.raises(ValueError, match="timing 'backend' .* does not use a grid profile"):
+        calibrate(samples(), tmp_path / "out.json", grid=path, timing="backend", meta=META, run_ids=[1])
+    assert calibrate(samples(), tmp_path / "out.json", timing="backend", meta=META).meta["timing"] == "backend"
