@@ -14,7 +14,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IterationShape", "LatencyModel"]
+__all__ = ["IterationShape", "LatencyModel", "setting_number"]
+
+
+def setting_number(name: str, value: object) -> float:
+    """A latency setting as a float: a number, or a string that is one (YAML reads ``2e-4`` as the string
+    "2e-4"); anything else (``null``, ``true``, ``fast``) a ValueError naming the setting. Checked at load."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

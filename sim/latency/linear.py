@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import IterationShape, LatencyModel, decode_run_args, prefill_contexts
+from .base import IterationShape, LatencyModel, decode_run_args, prefill_contexts, setting_number
 
 __all__ = ["LinearLatencyModel"]
 
@@ -48,10 +48,11 @@ class LinearLatencyModel(LatencyModel):
             decode_s_per_context_token=decode_s_per_context_token,
             prefill_s_per_token_context=prefill_s_per_token_context,
         )
-        for key, v in values.items():
+        numbers = {key: setting_number(key, v) for key, v in values.items()}  # ("2e-4": YAML's string, a number)
+        for key, v in numbers.items():
             if not np.isfinite(v) or v < 0:
-                raise ValueError(f"{key} must be a finite non-negative number, got {v!r}")
-        self.c = _Coeffs(**{k: float(v) for k, v in values.items()})
+                raise ValueError(f"{key} must be a finite non-negative number, got {values[key]!r}")
+        self.c = _Coeffs(**numbers)
 
     def iteration_s(self, shape: IterationShape) -> float:
         if shape.is_empty:

@@ -49,3 +49,16 @@ def test_mismatched_prefill_context_rejected():
     m = LinearLatencyModel(prefill_s_per_token_context=1e-9)
     with pytest.raises(ValueError):
         m.iteration_s(IterationShape((10, 20), (1,)))
+
+
+def test_linear_settings_written_as_strings_or_null_name_the_setting():
+    """YAML reads `2e-4` as a string: it said "ufunc 'isfinite' not supported for the input types"."""
+    from sim.latency import make_latency_model
+
+    m = make_latency_model("linear", base_s=0.01, prefill_s_per_token="2e-4")
+    assert m.iteration_s(IterationShape((10,), (0,))) == pytest.approx(0.01 + 10 * 2e-4)
+    for key, value in (("base_s", None), ("base_s", "fast"), ("decode_s_per_seq", True), ("base_s", [1])):
+        with pytest.raises(ValueError, match=f"^{key} must be a number, got {value!r}".replace("[", r"\[")):
+            make_latency_model("linear", **{key: value})
+    with pytest.raises(ValueError, match="base_s must be a finite non-negative number, got '-1e-3'"):
+        make_latency_model("linear", base_s="-1e-3")
