@@ -204,6 +204,9 @@ async def _results_unless_gone(request: HTTPRequest, handles: list[LiveRequestHa
             for h in handles:
                 h.cancel("client disconnected")
             results.cancel()
+            await asyncio.wait({results})  # its end is the waits' cancellation: taken here, not logged as lost
+            if not results.cancelled():
+                results.exception()
             return None
 
 
