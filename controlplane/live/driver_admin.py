@@ -8,7 +8,11 @@ from typing import Any
 from controlplane.config import RunConfig
 from controlplane.types import Decision
 
-__all__ = ["plugin_listing", "swap_plugins", "worker_listing"]
+__all__ = ["APPLIED_AT_RUN_TIME", "plugin_listing", "swap_plugins", "worker_listing"]
+
+#: The config sections a reload applies: the plugins here, the API keys (``auth``) in the daemon's
+#: reload route; a change to any other is reported as needing a restart.
+APPLIED_AT_RUN_TIME = ("plugins", "auth")
 
 
 def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras: list[object],
@@ -18,7 +22,7 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     same settings keeps its running instance and with it its state (quotas in flight, token
     buckets, cached answers, measured timings); only changed and new plugins are made afresh and
     get ``cp_run_started``. Returns the plugins loaded, those made afresh and the config sections
-    that changed but need a restart (only ``plugins`` takes effect at run time)."""
+    that changed but need a restart (all but `APPLIED_AT_RUN_TIME`)."""
     from controlplane.plugin_manager import build_plugin_set, discover_plugins
     from controlplane.session import fallback_plugins
 
@@ -31,7 +35,7 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     kept = [p for p in (session.plugins.get("sql-recorder"),) if p is not None] + list(extras)
     plugins = build_plugin_set(new.plugins.enabled, new.plugins.settings, extra=kept, available=available)
     before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
-    restart = sorted(k for k in after if k != "plugins" and after[k] != before.get(k))
+    restart = sorted(k for k in after if k not in APPLIED_AT_RUN_TIME and after[k] != before.get(k))
     core.bind_plugins(plugins, fallback_plugins(available))
     session.plugins = plugins
     session.clock.now_s = max(session.clock.now_s, now_s)

@@ -85,3 +85,15 @@ def test_a_reload_makes_changed_and_new_plugins_afresh_and_starts_only_them():
     assert session.plugins.get("exact-cache") is cache and session.plugins.get("tenant-quota") is not quota
     assert session.plugins.get("exporter") is exporter and exporter.starts == 0  # kept: not started again
     assert admitted(session.plugins, core.ctx, "a2", "team-a")  # a changed plugin starts empty, as documented
+
+
+def test_a_reload_lists_only_the_changes_it_cannot_apply_as_needing_a_restart():
+    """The API keys are applied by the daemon's reload (a removed key is refused at once): a change
+    to ``auth`` needs no restart, one to ``control`` does."""
+    key = {"sha256": "a" * 64, "tenant": "team-a"}
+    cfg = make_config(auth={"api_keys": [key, {"sha256": "b" * 64, "tenant": "team-b"}]})
+    session, core = running(cfg)
+    fewer_keys = make_config(auth={"api_keys": [key]})
+    assert swap_plugins(session, core, cfg, fewer_keys, [], 6.0)["needs_restart"] == []
+    slower = make_config(auth={"api_keys": [key]}, control={"metrics_interval_s": 3.0})
+    assert swap_plugins(session, core, cfg, slower, [], 7.0)["needs_restart"] == ["control"]
