@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -90,6 +91,48 @@ def list_vidur_profiles(profiles_dir: Path | str | None = None) -> dict[tuple[st
 def _describe_profiles(profiles_dir: Path) -> str:
     lines = [f"  {gpu:5s} {model:40s} tp={tps}" for (gpu, model), tps in list_vidur_profiles(profiles_dir).items()]
     return "available compute profiles:\n" + "\n".join(lines)
+
+
+#: Vidur settings that count something (whole numbers, at least 1) and those that add time (numbers, at least 0).
+COUNT_SETTINGS = ("tensor_parallel", "pipeline_stages", "block_size", "kv_cache_granularity", "max_tokens",
+                  "max_batch_size")
+OVERHEAD_SETTINGS = ("attention_batching_overhead", "nccl_launch_overhead_ms", "nccl_skew_overhead_per_device_ms")
+
+
+def check_settings(settings: dict) -> dict:
+    """The Vidur model's settings checked once, at load, each error naming the setting (not a ZeroDivisionError
+    from a granularity of 0, an AttributeError from ``model: 123``, "Negative delay" from a negative NCCL overhead
+    in the middle of a replay); returns them with the counts as ints and the overheads as floats."""
+    from .base import setting_number
+
+    out = dict(settings)
+    for key, kind in (("model", ModelSpec), ("gpu", GPUSpec)):
+        if not isinstance(settings[key], (str, kind)):
+            raise ValueError(f"{key} must be a name (a string), got {settings[key]!r}")
+    for key in COUNT_SETTINGS:
+        v = settings[key]
+        try:
+            n = int(v) if not isinstance(v, (bool, float)) else None
+        except (TypeError, ValueError):
+            n = None
+        if n is None or n < 1:
+            raise ValueError(f"{key} must be a whole number of at least 1, got {v!r}")
+        out[key] = n
+    for key in OVERHEAD_SETTINGS:
+        x = setting_number(key, settings[key])
+        if not math.isfinite(x) or x < 0:
+            raise ValueError(f"{key} must be a finite non-negative number, got {settings[key]!r}")
+        out[key] = x
+    if settings.get("profiles_dir") is not None:
+        root = Path(settings["profiles_dir"])
+        if not root.is_dir():
+            raise ValueError(f"profiles_dir {str(root)!r} is not a directory")
+        if not (root / "vidur" / "compute").is_dir():
+            hint = f" (it holds compute/ itself: give its parent, {str(root.parent)!r})" \
+                if (root / "compute").is_dir() else ""
+            raise ValueError(f"profiles_dir {str(root)!r} has no vidur/compute/ folder: it must hold "
+                             f"vidur/compute/GPU/ORG/MODEL/mlp.csv, as {PROFILES_DIR} does{hint}")
+    return out
 
 
 def find_compute_file(root: Path, gpu_dir: str, model: ModelSpec) -> Path:

@@ -43,6 +43,7 @@ from ._interp import Curve1D, RatioSurface
 from .base import IterationShape, LatencyModel, decode_run_args
 from .vidur_files import (
     CPU_OVERHEAD_FILE,
+    OVERHEAD_SETTINGS,
     DEFAULT_NETWORK,
     LINEAR_OPS,
     NO_POST_ATTN_NORM,
@@ -52,6 +53,7 @@ from .vidur_files import (
     attention_candidates,
     load_attention_fit,
     attention_shapes,
+    check_settings,
     load_compute_curves,
     load_cpu_curves,
     find_compute_file,
@@ -219,6 +221,9 @@ class VidurProfileModel(LatencyModel):
         op_fit: str = "forest",
         profiles_dir: str | Path | None = None,
     ) -> None:
+        kw = check_settings({k: v for k, v in locals().items() if k != "self"})  # at load, naming the setting
+        pipeline_stages, attention_batching_overhead, nccl_launch_overhead_ms, nccl_skew_overhead_per_device_ms = (
+            kw[k] for k in ("pipeline_stages", *OVERHEAD_SETTINGS))
         self.model = get_model(model)
         self.gpu = get_gpu(gpu)
         self.tensor_parallel = int(tensor_parallel)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -251,3 +253,34 @@ def test_profile_files_and_the_model_are_one_set_of_names():
     assert latency.list_vidur_profiles is vidur_profile.list_vidur_profiles is vidur_files.list_vidur_profiles
     assert latency.VidurProfileModel is vidur_profile.VidurProfileModel
     assert vidur_profile.PROFILES_DIR == vidur_files.PROFILES_DIR and vidur_profile.LINEAR_OPS == vidur_files.LINEAR_OPS
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("kv_cache_granularity", 0, "kv_cache_granularity must be a whole number of at least 1, got 0"),  # ZeroDivisionError
+    ("model", 123, "model must be a name (a string), got 123"),  # AttributeError traceback
+    ("nccl_launch_overhead_ms", -5, "nccl_launch_overhead_ms must be a finite non-negative number, got -5"),
+    ("nccl_launch_overhead_ms", -0.05, "nccl_launch_overhead_ms must be a finite non-negative number"),  # accepted
+    ("attention_batching_overhead", -1, "attention_batching_overhead must be a finite non-negative number"),
+    ("max_tokens", 0, "max_tokens must be a whole number of at least 1, got 0"),  # accepted with no effect
+    ("max_batch_size", 0, "max_batch_size must be a whole number of at least 1"),
+    ("block_size", 1.5, "block_size must be a whole number of at least 1, got 1.5"),
+    ("nccl_skew_overhead_per_device_ms", None, "nccl_skew_overhead_per_device_ms must be a number, got None"),
+])
+def test_vidur_settings_are_checked_at_load_naming_the_setting(setting, value, message):
+    from sim.latency.registry import make_latency_model
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_latency_model("vidur", **{setting: value})
+
+
+def test_a_profiles_dir_one_level_too_deep_says_the_expected_layout(tmp_path):
+    """It said "no Vidur compute profile ... available compute profiles:" and an empty list."""
+    from sim.latency.registry import make_latency_model
+
+    (tmp_path / "vidur" / "compute").mkdir(parents=True)
+    deep = tmp_path / "vidur"
+    with pytest.raises(ValueError, match=re.escape(f"profiles_dir '{deep}' has no vidur/compute/ folder")) as exc:
+        make_latency_model("vidur", profiles_dir=str(deep))
+    assert "vidur/compute/GPU/ORG/MODEL/mlp.csv" in str(exc.value) and f"give its parent, '{tmp_path}'" in str(exc.value)
+    with pytest.raises(ValueError, match="is not a directory"):
+        make_latency_model("vidur", profiles_dir=str(tmp_path / "nope"))
