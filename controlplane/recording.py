@@ -15,6 +15,7 @@ from controlplane.hookspecs import hookimpl
 from controlplane.request_latency import latencies
 from controlplane.storage.rows import SPECS
 from controlplane.types import Decision
+from controlplane.verdict_after_reply import VerdictAfterReply
 
 #: Column orders the tuples below are written in; checked against the tables on import.
 REQUEST_COLUMNS: Final = (
@@ -84,7 +85,9 @@ def _appender(recorder: Any, table: str, attributes: tuple[str, ...] | None = No
 
 class SqlRecorder:
     """Buffers every finished request, decision, metric sample and worker event for bulk writes,
-    and each live iteration's timing when ``record_iterations`` is on (``storage.record_iterations``)."""
+    each live iteration's timing when ``record_iterations`` is on (``storage.record_iterations``),
+    and each guardian verdict that came after a request's reply, as an update of its row
+    (`controlplane.verdict_after_reply`)."""
 
     name = "sql-recorder"
 
@@ -103,6 +106,10 @@ class SqlRecorder:
         if record_iterations:
             add_iteration = _appender(recorder, "iteration")
             self.event_handlers[IterationTimed] = lambda e: add_iteration(iteration_values(e))
+        add_verdict = getattr(recorder, "add_request_verdict", None)
+        if add_verdict is not None:  # (not the sweep's row collector)
+            #: A verdict after the reply: written to the request's row, after the row.
+            self.event_handlers[VerdictAfterReply] = lambda e: add_verdict(e.request_id, e.verdict, e.row_reason)
 
     @hookimpl
     def cp_on_event(self, event):

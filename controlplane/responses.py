@@ -10,7 +10,8 @@ A mixin of `controlplane.core.ControlPlane`, which owns the state these methods 
   ``BLOCKED``); a blocked answer is withheld (status ``blocked``, no code: the daemon answers
   ``finish_reason: "content_filter"``). Blocked requests are not goodput.
 * Async: the generation or reply goes on; the request's row says ``pending``; a later block is
-  recorded as a ``guardian_block_after_reply`` decision (the API's retraction convention). A
+  recorded as a ``guardian_block_after_reply`` decision (the API's retraction convention), and
+  every final verdict after the reply goes to the row (`controlplane.verdict_after_reply`). A
   prompt block that arrives while the request is still in the system stops it the way a
   cancellation does (at once, or at its running batch's next boundary): status ``blocked``, code
   ``BLOCKED``, the reason naming the guardian.
@@ -28,6 +29,7 @@ from controlplane import events as ev
 from controlplane.decisions import GuardianPlan
 from controlplane.guardian_checks import CheckGroup, Outcome, combine, outcome_payload
 from controlplane.types import ReasonCode, Request, RequestStatus
+from controlplane.verdict_after_reply import VerdictAfterReply
 
 __all__ = ["MAX_BLOCKED_PROMPTS", "Responses"]
 
@@ -189,6 +191,8 @@ class Responses:
         if mode == "async" and not waiting:
             answered = self._unverified.pop(r.request_id, None)
             if stage == "output" or r.status is RequestStatus.COMPLETED:
+                if r.guardian_verdict == "block":
+                    return  # the other stage's check blocked it after the reply: that stands
                 r.guardian_verdict = out.verdict
                 if answered is not None and out.verdict == "pass":
                     self.calls.call_observer(self.calls.cache_store, answered)
@@ -196,6 +200,9 @@ class Responses:
                     self._remember_block(r)
                     self._decision("cp_guardian_plan", "core", "guardian_block_after_reply", r.request_id,
                                    out.reason, {"guardian": out.guardian, "score": out.score, "stage": stage})
+                # For the request's row, written already (`controlplane.verdict_after_reply`).
+                self._emit(VerdictAfterReply(self.clock.now_s, r.request_id, out.verdict, out.guardian, out.reason,
+                                             stage))
                 return
             # An async prompt check: the request is still in the system. A block stops its
             # generation: it leaves now, or at its running batch's next boundary, as blocked.

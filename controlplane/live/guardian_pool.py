@@ -28,7 +28,8 @@ for the checks still in flight (`settle`), so an async check's verdict, or its `
 reaches the request's row instead of leaving it ``pending``.
 
 What happens after a verdict that reaches an answered request (a late block) is in
-`controlplane.live.guardian_verdicts`.
+`controlplane.live.guardian_verdicts` (the client's side) and `controlplane.verdict_after_reply`
+(the row's, the simulator's too).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from controlplane.live.guardian_models import GuardianWorkerSettings
 from controlplane.live.guardian_verdicts import GuardianLedger, LateVerdicts
 from controlplane.live.pool import WorkerPool
 from controlplane.live.worker_messages import GuardianCheck, GuardianVerdict, LoadGuardian, WorkerLost, describe_error
-from controlplane.types import Decision, RequestStatus
+from controlplane.types import Decision
 
 __all__ = ["GUARDIAN_UNAVAILABLE", "LIVE_KINDS", "MAX_RESTARTS", "LiveGuardians"]
 
@@ -242,9 +243,8 @@ class LiveGuardians:
     async def _check_and_feed(self, a: act.RunGuardian, text: str | None) -> None:
         verdict, score, reason = await self.check(a.guardian, text)
         r = a.request
-        answered = r.status is RequestStatus.COMPLETED  # the reply left before this verdict
         self._feed(ev.GuardianFinished(self._now_s(), r.request_id, verdict, a.guardian, score, reason, a.stage))
-        self.late.after_verdict(r, answered)
+        self.late.after_verdict(r)
 
     async def check(self, name: str, text: str | None) -> tuple[str, float | None, str]:
         """(verdict, score, reason) of guardian ``name`` on ``text``, from one of its workers."""
@@ -346,10 +346,8 @@ class LiveGuardians:
                 "guardians": per}
 
     def attach(self, session: Any) -> None:
-        """The run's session (its recorder and run id), for late verdicts' row updates and the
-        decision rows of guardian workers' failures."""
+        """The run's session (its core), for the decision rows of guardian workers' failures."""
         self._session = session
-        self.late.attach(session)
 
     def _record(self, action: str, wid: str, reason: str, payload: dict[str, Any]) -> None:
         """A decision row on the run's event bus (recorder, Prometheus), as the core's own."""
@@ -358,8 +356,7 @@ class LiveGuardians:
             core.calls.emit(Decision(self._now_s(), "core", "guardian-pool", action, wid, reason, payload))
 
     async def close(self) -> None:
-        """Stop the guardian workers of their own (checks still running answer ``error``) and
-        write the late verdicts still pending (before the run's recorder closes)."""
+        """Stop the guardian workers of their own (checks still running answer ``error``)."""
         self._closing = True
         for t in list(self._tasks):
             t.cancel()
@@ -371,7 +368,6 @@ class LiveGuardians:
             g.hosts.clear()
             for wid in list(g.clocks):
                 self._stop_clock(g, wid)
-        await self.late.rows.close()
 
     def _stop_clock(self, g: _Guardian, wid: str) -> None:
         since = g.clocks.pop(wid, None)

@@ -10,25 +10,27 @@ one with a unique key.
 During a long outage the chunks would grow without bound, so past a row limit the oldest go
 to a spill file (still numbered); files are written back, in order, before the chunks still
 in memory. A spill file left behind by a process that died is an ordinary spill file that
-:meth:`RunRecorder.replay_spill` loads.
+:meth:`RunRecorder.replay_spill` loads. A commit writes its chunks' rows first, then their
+updates (``finish_run``'s, and request rows' verdicts after the reply), in order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from controlplane.storage import spill
 from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url
 from controlplane.storage.isolate import insert_isolated, update_runs_isolated
-from controlplane.storage.models import Run, WriterMark
+from controlplane.storage.models import Request, Run, WriterMark
 from controlplane.storage.refused import Refusal
+from controlplane.storage.request_verdicts import REQUEST_VERDICT, is_request_verdict
 from controlplane.storage.retry import ROW_REFUSED
 from controlplane.storage.rows import SPECS
 
@@ -36,11 +38,19 @@ log = logging.getLogger("controlplane.storage.recorder")
 
 _MARK: Final = WriterMark.__table__
 _RUN: Final = Run.__table__
+_REQUEST: Final = Request.__table__
+#: A request row's verdict after its reply (`controlplane.storage.request_verdicts`): its reason too, when given.
+_SET_VERDICT: Final = (
+    update(_REQUEST)
+    .where(_REQUEST.c.run_id == bindparam("b_run"), _REQUEST.c.request_id == bindparam("b_rid"))
+    .values(guardian_verdict=bindparam("b_verdict"), reason=func.coalesce(bindparam("b_reason"), _REQUEST.c.reason))
+)
 
 
 @dataclass
 class Chunk:
-    """One flush's worth of rows: stored tuples by table, and pending run updates."""
+    """One flush's worth of rows: stored tuples by table, and pending updates: runs' (``finish_run``)
+    and request rows' verdicts after the reply (`controlplane.storage.request_verdicts`), in order."""
 
     seq: int
     rows: dict[str, list[tuple]]
@@ -51,7 +61,7 @@ class Chunk:
 
     def run_ids(self) -> set[int]:
         ids = {row[0] for rows in self.rows.values() for row in rows}
-        return ids | {u["id"] for u in self.updates}
+        return ids | {u["run_id"] if is_request_verdict(u) else u["id"] for u in self.updates}
 
     def entries(self) -> Iterator[tuple[str, dict[str, Any], int]]:
         """The chunk as spill entries (JSON columns decoded, for people), rows before updates."""
@@ -60,7 +70,7 @@ class Chunk:
             for row in rows:
                 yield name, decoded(row), self.seq
         for values in self.updates:
-            yield spill.RUN_UPDATE, values, self.seq
+            yield update_kind(values), values, self.seq
 
 
 @dataclass
@@ -85,7 +95,7 @@ def chunks_from_entries(entries: Iterator[tuple[str, dict[str, Any], int | None]
         chunk = chunks.get(key)
         if chunk is None:
             chunk = chunks[key] = Chunk(key, {name: [] for name in SPECS})
-        if table == spill.RUN_UPDATE:
+        if table == spill.RUN_UPDATE or table == REQUEST_VERDICT:
             chunk.updates.append(row)
         else:
             spec = SPECS[table]
@@ -114,13 +124,12 @@ class Backlog:
         return sum(map(len, self.chunks))
 
     def counts(self) -> dict[str, int]:
-        """Rows by table (and ``run_update``), in memory and spilled."""
-        out = {name: 0 for name in SPECS}
-        out[spill.RUN_UPDATE] = 0
+        """Rows by table (and ``run_update``, ``request_verdict``), in memory and spilled."""
+        out = _no_rows()
         for c in self.chunks:
             for name, rows in c.rows.items():
                 out[name] += len(rows)
-            out[spill.RUN_UPDATE] += len(c.updates)
+            count_updates(c.updates, out)
         for f in self.files:
             for name, n in f.counts.items():
                 out[name] += n
@@ -131,8 +140,7 @@ class Backlog:
 
         A file only partly covered stays; its committed rows are skipped when it is read back.
         """
-        counts = {name: 0 for name in SPECS}
-        counts[spill.RUN_UPDATE] = 0
+        counts = _no_rows()
         for f in [f for f in self.files if f.last_seq <= seq]:
             f.path.unlink(missing_ok=True)
             for name, n in f.counts.items():
@@ -140,7 +148,7 @@ class Backlog:
         for c in [c for c in self.chunks if c.seq <= seq]:
             for name, rows in c.rows.items():
                 counts[name] += len(rows)
-            counts[spill.RUN_UPDATE] += len(c.updates)
+            count_updates(c.updates, counts)
         self.files = [f for f in self.files if f.last_seq > seq]
         self.chunks = [c for c in self.chunks if c.seq > seq]
         return counts
@@ -148,13 +156,12 @@ class Backlog:
     def spill(self, directories: Sequence[Path], *, source: str, writer: str) -> SpillFile:
         """Move every chunk in memory to a new spill file (``StorageError`` if none can be written)."""
         chunks = self.chunks
-        counts = {name: 0 for name in SPECS}
-        counts[spill.RUN_UPDATE] = 0
+        counts = _no_rows()
         run_ids: set[int] = set()
         for c in chunks:
             for name, rows in c.rows.items():
                 counts[name] += len(rows)
-            counts[spill.RUN_UPDATE] += len(c.updates)
+            count_updates(c.updates, counts)
             run_ids |= c.run_ids()
         path = spill.write_spill(lambda: (e for c in chunks for e in c.entries()), directories=directories,
                                  run_ids=run_ids, source=source, writer=writer)
@@ -188,13 +195,18 @@ class Backlog:
                     for name, insert_ in inserts.items():
                         rows = chunks[0].rows[name] if len(chunks) == 1 else [r for c in chunks for r in c.rows[name]]
                         insert_.execute(conn, rows)
+                    verdicts = []
                     for chunk in chunks:
                         for values in chunk.updates:
+                            if is_request_verdict(values):
+                                verdicts.append(values)
+                                continue
                             changes = {k: v for k, v in values.items() if k != "id"}
                             done = conn.execute(update(_RUN).where(_RUN.c.id == values["id"]).values(changes))
                             if done.rowcount == 0:
                                 log.warning("storage: finish_run for run %s, which is not in %s", values["id"],
                                             describe_url(engine))
+                    set_verdicts(conn, verdicts)  # after the inserts: the rows they update are in
                     write_mark(conn, self.writer, chunks[-1].seq, exists=self._mark_exists)
             except ROW_REFUSED:  # rolled back for sure: commit all but the refused rows
                 self._commit_isolated(engine, inserts, chunks)
@@ -214,7 +226,9 @@ class Backlog:
         with engine.begin() as conn:
             for name, insert_ in inserts.items():
                 insert_isolated(conn, name, insert_, [(c.seq, r) for c in chunks for r in c.rows[name]], refusal)
-            update_runs_isolated(conn, [(c.seq, v) for c in chunks for v in c.updates], refusal, where)
+            updates = [(c.seq, v) for c in chunks for v in c.updates]
+            update_runs_isolated(conn, [(seq, v) for seq, v in updates if not is_request_verdict(v)], refusal, where)
+            set_verdicts(conn, [v for _, v in updates if is_request_verdict(v)])  # (a refused row's: no change)
             write_mark(conn, self.writer, chunks[-1].seq, exists=self._mark_exists)
         self._refused_unsure = None
         self._refused.extend(refusal)
@@ -248,6 +262,31 @@ class Backlog:
         for c in self.chunks:
             ids |= c.run_ids()
         return ids
+
+
+def _no_rows() -> dict[str, int]:
+    counts = {name: 0 for name in SPECS}
+    counts[spill.RUN_UPDATE] = counts[REQUEST_VERDICT] = 0
+    return counts
+
+
+def update_kind(values: Mapping[str, Any]) -> str:
+    """``request_verdict`` or ``run_update``: a pending update's spill entry ``table`` and count key."""
+    return REQUEST_VERDICT if is_request_verdict(values) else spill.RUN_UPDATE
+
+
+def count_updates(updates: Iterable[Mapping[str, Any]], counts: dict[str, int]) -> None:
+    """Add ``updates`` to ``counts`` by kind (`update_kind`)."""
+    for values in updates:
+        counts[update_kind(values)] += 1
+
+
+def set_verdicts(conn: Connection, verdicts: Sequence[Mapping[str, Any]]) -> None:
+    """Write request rows' verdicts after the reply (`controlplane.storage.request_verdicts`), in
+    order; one whose row is not in the database (refused for good) changes nothing."""
+    if verdicts:
+        conn.execute(_SET_VERDICT, [{"b_run": v["run_id"], "b_rid": v["request_id"], "b_verdict": v["guardian_verdict"],
+                                     "b_reason": v["reason"]} for v in verdicts])
 
 
 # -- the writer mark ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
 from controlplane.storage.errors import StorageError, database_error, mask_password
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
 from controlplane.storage.refused import RefusedRows
+from controlplane.storage.request_verdicts import request_verdict
 from controlplane.storage.rows import SPECS, derive_latencies
 from controlplane.storage.shared_file import open_files, open_here
 
@@ -375,6 +376,10 @@ class FrontRecorder:
         buffer.append(spec.to_tuple(derive_latencies(spec.build(row, self._run()))))
         if len(buffer) >= self._handoff:
             self._post(ROWS)
+
+    def add_request_verdict(self, request_id: str, verdict: str, reason: str | None = None) -> None:
+        """A guardian verdict after the request's row (as inline: sent with the run updates)."""
+        self._run_updates.append(request_verdict(self._run(), request_id, verdict, reason))
 
     def add_worker_event(self, row: dict[str, Any]) -> None:
         self._add("worker_event", row)

@@ -34,8 +34,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, insert
 
-from controlplane.storage import spill
-from controlplane.storage.backlog import Backlog, Chunk
+from controlplane.storage.backlog import Backlog, Chunk, count_updates
 from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url
 from controlplane.storage.errors import StorageError
@@ -43,6 +42,7 @@ from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
 from controlplane.storage.outage_log import OutageLog
 from controlplane.storage.recorder_spills import RecorderSpills
 from controlplane.storage.refused import RefusedRows
+from controlplane.storage.request_verdicts import request_verdict
 from controlplane.storage.retry import FlushFailure, with_retries
 from controlplane.storage.rows import SPECS, derive_latencies
 
@@ -201,6 +201,14 @@ class RunRecorder(RecorderSpills):
         spec = self._specs["request"]
         self._append("request", spec.to_tuple(derive_latencies(spec.build(row, self._run()))))
 
+    def add_request_verdict(self, request_id: str, verdict: str, reason: str | None = None) -> None:
+        """Buffer a guardian verdict that came after the request's row was added
+        (`controlplane.verdict_after_reply`): the row's ``guardian_verdict`` becomes ``verdict``, and
+        its ``reason`` ``reason`` unless None. Written with the run updates, after the row."""
+        values = request_verdict(self._run(), request_id, verdict, reason)
+        with self._lock:
+            self._run_updates.append(values)
+
     def add_decision(self, row: Mapping[str, Any]) -> None:
         """Buffer one plugin decision."""
         self._add("decision", row)
@@ -270,15 +278,16 @@ class RunRecorder(RecorderSpills):
 
     @property
     def pending(self) -> int:
-        """Rows (and run updates) not yet in the database: buffered, retrying or spilled."""
+        """Rows (and run updates, request verdicts) not yet in the database: buffered, retrying or spilled."""
         return sum(len(b) for b in self._buffers.values()) + len(self._run_updates) + len(self._backlog)
 
     def pending_by_table(self) -> dict[str, int]:
-        """Pending rows per table, plus ``run_update`` for pending :meth:`finish_run` calls."""
+        """Pending rows per table, plus ``run_update`` for pending :meth:`finish_run` calls and
+        ``request_verdict`` for pending :meth:`add_request_verdict` calls."""
         counts = self._backlog.counts()
         for name, rows in self._buffers.items():
             counts[name] += len(rows)
-        counts[spill.RUN_UPDATE] += len(self._run_updates)
+        count_updates(self._run_updates, counts)
         return counts
 
     @property

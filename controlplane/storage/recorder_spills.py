@@ -19,6 +19,7 @@ from controlplane.storage.db import describe_url, sqlite_path
 from controlplane.storage.errors import StorageError
 from controlplane.storage.models import Run
 from controlplane.storage.refused import Refusal, RefusedRows, refusal_message
+from controlplane.storage.request_verdicts import REQUEST_VERDICT
 from controlplane.storage.retry import FlushFailure
 from controlplane.storage.rows import SPECS
 
@@ -100,7 +101,7 @@ class RecorderSpills:
         path = Path(path)
         writer = spill.read_header(path).get("writer")
         entries = list(spill.read_entries(path))
-        unknown_tables = {t for t, _, _ in entries} - set(SPECS) - {spill.RUN_UPDATE}
+        unknown_tables = {t for t, _, _ in entries} - set(SPECS) - {spill.RUN_UPDATE, REQUEST_VERDICT}
         if unknown_tables:
             raise StorageError(f"{path}: unknown table(s) {sorted(unknown_tables)}")
         run_ids = {row["id"] if t == spill.RUN_UPDATE else row["run_id"] for t, row, _ in entries}

@@ -122,7 +122,7 @@ def test_rows_are_kept_when_retries_run_out(sqlite_db: tuple[Engine, Path]) -> N
         assert failure.attempts == 3 and failure.retryable and "database is locked" in failure.error
         assert rec.pending == 181
         assert rec.pending_by_table() == {"request": 60, "decision": 60, "metric_sample": 60, "worker_event": 1,
-                                          "iteration": 0, "run_update": 0}
+                                          "iteration": 0, "run_update": 0, "request_verdict": 0}
 
         _add_mixed(rec, 60, 39)  # 99 requests buffered: below the backed-off threshold of 160
         assert len(rec.errors) == 1, "a failed flush must not be retried on every append"
