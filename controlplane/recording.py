@@ -107,7 +107,7 @@ class SqlRecorder:
             add_iteration = _appender(recorder, "iteration")
             self.event_handlers[IterationTimed] = lambda e: add_iteration(iteration_values(e))
         add_verdict = getattr(recorder, "add_request_verdict", None)
-        if add_verdict is not None:  # (not the sweep's row collector)
+        if add_verdict is not None:  # (every recorder the project makes has it: the stored runs' and the sweeps')
             #: A verdict after the reply: written to the request's row, after the row.
             self.event_handlers[VerdictAfterReply] = lambda e: add_verdict(e.request_id, e.verdict, e.row_reason)
 

@@ -407,3 +407,22 @@ def test_a_sweep_resumes_on_the_same_trace_file_by_any_path_and_not_on_other_row
     trace.write_text("\n".join([header, *rows[20:40]]) + "\n")  # other rows under the same name
     other = run_sweep(load_spec(data=spec), db, backend="serial", trace_path="t.csv")
     assert (other.resumed, other.ran) == (False, 2) and other.sweep_id != first.sweep_id  # was: nothing to run
+
+
+def test_a_sweeps_rows_get_their_guardian_verdicts_after_the_reply(tmp_path):
+    """Async answer checks end after the reply: their final verdict reaches the kept rows, as a replay's
+    (`controlplane.verdict_after_reply`); the sweep's rows stayed `pending`."""
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    guard = "plugins.settings.sampled-guardian"
+    spec = {"name": "guarded", "trace": {"limit": 60}, "seeds": [0],
+            "space": {"sim.guardian_block_rate": [0.3], f"{guard}.rate": [1.0], f"{guard}.mode": ["async"],
+                      f"{guard}.guardian": ["judge"], "cluster.models.0.replicas": [2]}}
+    result = run_sweep(load_spec(data=spec), db, backend="serial")
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Request.guardian_verdict, Request.reason).where(
+            Request.guardian_verdict.is_not(None))).all()
+    engine.dispose()
+    assert result.ran == 1 and len(rows) > 40
+    assert {v for v, _ in rows} == {"pass", "block"}  # none left pending
+    assert all(reason.startswith("retracted: blocked after the reply by judge") for v, reason in rows if v == "block")
