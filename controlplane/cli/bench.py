@@ -292,6 +292,33 @@ def _spread_table(repeats: list[list[int]], several: Any, spread: Any) -> Any:
     return table
 
 
+def parse_batch_sizes(text: str) -> list[int]:
+    """``--batch-sizes 1,8,32``: whole numbers of at least 1 (a bad one was a row of its own, or Python's error)."""
+    sizes = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"--batch-sizes: {part!r} in {text!r} is not a whole number of at least 1")
+        sizes.append(int(part))
+    return sizes
+
+
+def parse_variants(text: str) -> list[str]:
+    """``--variants fp32,int8+compile``: known precisions, each optionally +compile (an unknown one was an
+    "error: KeyError" row and exit 0; none at all an empty table)."""
+    from typing import get_args
+
+    from controlplane.live.model_source import Precision
+
+    known = [p for p in get_args(Precision) if p != "auto"]
+    specs = [v.strip() for v in text.split(",")]
+    for spec in specs:
+        precision, _, extra = spec.partition("+")
+        if precision not in known or extra not in ("", "compile"):
+            raise ValueError(f"--variants: {spec!r} in {text!r} is not PRECISION or PRECISION+compile "
+                             f"(precisions: {', '.join(known)})")
+    return specs
+
+
 @bench_app.command("quant")
 def quant(
     preset: Annotated[Optional[str], typer.Option(help="Random-weight preset (default tiny-llama).")] = None,
@@ -300,9 +327,9 @@ def quant(
     variants: Annotated[str, typer.Option(help="Comma-separated PRECISION or PRECISION+compile.")] =
     "fp32,bf16,int8,nf4",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
-    prompt_tokens: Annotated[int, typer.Option(min=1)] = 32,
-    new_tokens: Annotated[int, typer.Option(min=1)] = 32,
-    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    prompt_tokens: Annotated[int, typer.Option(min=1, help="Prompt length of every sequence, in tokens.")] = 32,
+    new_tokens: Annotated[int, typer.Option(min=1, help="Tokens each sequence generates (timed decode).")] = 32,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per variant and batch size.")] = 3,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (CPU).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows here as JSON.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
@@ -315,8 +342,8 @@ def quant(
     with user_errors():
         if threads:
             torch.set_num_threads(threads)
-        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
-        specs = [v.strip() for v in variants.split(",") if v.strip()]
+        sizes = parse_batch_sizes(batch_sizes)
+        specs = parse_variants(variants)
         base = _settings(preset, model_path, "auto", False, device, prompt_tokens + new_tokens + 1)
         rows = []
         bar = _progress("bench quant", progress and err.is_terminal)

@@ -182,3 +182,24 @@ def test_profile_names_a_bad_preset_or_device_by_its_option(options, message):
     """It printed pydantic's four lines ("1 validation error for WorkerModelSettings ... preset ...")."""
     res = CliRunner().invoke(bench.app, ["profile", *options, "--grid", "small"])
     assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--variants", "fp8"], "error: --variants: 'fp8' in 'fp8' is not PRECISION or PRECISION+compile"),
+    (["--variants", ""], "error: --variants: '' in '' is not PRECISION"),
+    (["--variants", "int8+fast"], "error: --variants: 'int8+fast'"),
+    (["--batch-sizes", "0"], "error: --batch-sizes: '0' in '0' is not a whole number of at least 1"),
+    (["--batch-sizes", "1,x"], "error: --batch-sizes: 'x' in '1,x' is not a whole number of at least 1"),
+])
+def test_bench_quant_names_a_bad_option_and_exits_2(options, message):
+    """--variants fp8 was a row "error: KeyError: 'fp8'" and exit 0, --batch-sizes 0 an "ok" row of batch 0,
+    --variants '' an empty table, --batch-sizes 1,x Python's "invalid literal for int()"."""
+    res = CliRunner().invoke(bench.app, ["bench", "quant", "--preset", "tiny-llama", "--device", "cpu", *options,
+                                         "--no-progress"])
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+
+
+def test_bench_quant_options_have_help():
+    res = CliRunner().invoke(bench.app, ["bench", "quant", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.output.split())
+    assert "Prompt length of every sequence" in text and "Tokens each sequence generates" in text, text
