@@ -49,13 +49,17 @@ def grids() -> dict[str, ProfileGrid]:
 
 def _settings(preset: str | None, model_path: str | None, precision: str, compile_: bool, device: str,
               max_seq_len: int, seed: int = 0) -> WorkerModelSettings:
-    from controlplane.live.model_source import WorkerModelSettings
+    from controlplane.live.model_source import WorkerModelSettings, check_model_path
 
     if preset and model_path:
         raise ValueError("give --preset or --model-path, not both")
     from pydantic import ValidationError
 
     source = {"path": model_path} if model_path else {"preset": preset or "tiny-llama"}
+    try:
+        check_model_path(model_path)  # (before loading: Hugging Face's "Repo id must use alphanumeric chars")
+    except ValueError as exc:
+        raise ValueError(f"--model-path: {exc}") from None
     try:
         return WorkerModelSettings(**source, precision=precision, compile=compile_, device=device,
                                    max_seq_len=max_seq_len, seed=seed)

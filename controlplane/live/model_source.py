@@ -186,6 +186,13 @@ def build_config(settings: WorkerModelSettings):
     return AutoConfig.for_model(model_type, **raw)
 
 
+def check_model_path(path: str | None) -> None:
+    """A ValueError unless ``path`` (a worker's model directory) is a directory: models are loaded from disk only,
+    and Hugging Face's own error for a path that is not there reads "Repo id must use alphanumeric chars"."""
+    if path is not None and not os.path.isdir(path):
+        raise ValueError(f"model path {path} is not a directory (models are never downloaded)")
+
+
 def load_model(settings: WorkerModelSettings) -> LoadedModel:
     """Load (or build) the model on its device at the requested precision.
 
@@ -240,6 +247,7 @@ def _build(settings: WorkerModelSettings, precision: str, device: torch.device):
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         if settings.path is not None:
+            check_model_path(settings.path)
             load_dtype = torch.float32 if precision in ("fp32", "int8") else activation_dtype(precision, device)
             model = AutoModelForCausalLM.from_pretrained(settings.path, dtype=load_dtype, local_files_only=True)
             config = model.config

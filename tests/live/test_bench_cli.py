@@ -203,3 +203,13 @@ def test_bench_quant_options_have_help():
     res = CliRunner().invoke(bench.app, ["bench", "quant", "--help"], env={"COLUMNS": "200"})
     text = " ".join(res.output.split())
     assert "Prompt length of every sequence" in text and "Tokens each sequence generates" in text, text
+
+
+@pytest.mark.parametrize("command", [["profile"], ["bench", "quant"]])
+def test_a_missing_model_path_is_named_as_live_replay_names_it(command, tmp_path):
+    """profile said "Repo id must use alphanumeric chars..."; bench quant put that in an OSError row, exit 0."""
+    missing = tmp_path / "nonexistent"
+    res = CliRunner().invoke(bench.app, [*command, "--model-path", str(missing), "--no-progress"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2, text
+    assert f"--model-path: model path {missing} is not a directory (models are never downloaded)" in text, text

@@ -172,3 +172,10 @@ def test_byte_tokenizer_round_trips_any_text():
     assert tok.decode([tok.eos_token_id], skip_special_tokens=True) == ""
     with pytest.raises(ValueError):
         build_byte_tokenizer(100)
+
+
+def test_load_model_names_a_missing_model_path(tmp_path):
+    from controlplane.live.model_source import WorkerModelSettings, load_model
+
+    with pytest.raises(ValueError, match="model path .*nope is not a directory"):
+        load_model(WorkerModelSettings(path=str(tmp_path / "nope"), device="cpu"))
