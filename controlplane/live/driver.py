@@ -440,7 +440,7 @@ class LiveDriver(LiveWorkers):
         if r.cache_hit and r.output_text:
             lr.push(r.output_text)
         code = r.reason_code
-        if r.status is RequestStatus.BLOCKED and lr.generated:
+        if r.status is RequestStatus.BLOCKED and (lr.generated or r.output_tokens):
             code = None  # an async prompt check stopped it after it generated: withheld, content_filter
         lr.resolve(lr.final(status, r.reason, code))
 

@@ -1,11 +1,11 @@
 """Verdicts that come after the answer: what the live driver does with an async guardian verdict.
 
-* A block that arrives while the request is still generating (an async prompt check) ends the
-  client's answer at once, OpenAI's way: ``finish_reason: "content_filter"`` (a stream ends with
-  that chunk; the text already streamed stays with the client); when it had generated nothing
-  yet, it is refused like a blocked prompt (400, code ``blocked``). The core stops its
-  generation (at once, or at the end of its running batch: one iteration here) and records it
-  ``blocked``, the reason naming the guardian.
+* A block that arrives while the request is still generating (an async prompt check) stops its
+  text reaching the client at once. The core stops its generation (at once, or at the end of its
+  running batch: one iteration here) and records it ``blocked``, the reason naming the guardian;
+  the answer then says what the row records, OpenAI's way: tokens generated (the last batch's
+  included), ``finish_reason: "content_filter"`` (a stream ends with that chunk; the text already
+  streamed stays with the client); none, refused like a blocked prompt (400, code ``blocked``).
 * A verdict that arrives after the reply (an async answer check, or an async prompt check slower
   than the whole generation) is written to the request's row by the run's SQL recorder, as in the
   simulator (`controlplane.verdict_after_reply`): ``guardian_verdict`` leaves ``pending`` for the
@@ -22,7 +22,7 @@ from typing import Any
 
 from controlplane.events import RequestFinished
 from controlplane.hookspecs import hookimpl
-from controlplane.types import Decision, ReasonCode, Request, RequestStatus
+from controlplane.types import Decision, Request, RequestStatus
 
 __all__ = ["LEDGER_SIZE", "GuardianLedger", "LateVerdicts", "request_status"]
 
@@ -88,15 +88,15 @@ class LateVerdicts:
         self.live = live
 
     def after_verdict(self, r: Request) -> None:
-        """Called after a verdict was fed to the core: a block of a request still generating ends
-        the client's answer now."""
+        """Called after a verdict was fed to the core: a block of a request still generating
+        stops its text reaching the client now."""
         lr = self.live.get(r.request_id)
         if (lr is not None and lr.result is None and r.guardian_verdict == "block"
                 and r.status in (RequestStatus.WAITING, RequestStatus.RUNNING)):
-            # In its running batch: the core takes it off at the batch's end; the client's answer
-            # ends now (nothing generated yet: refused like a blocked prompt).
-            code = None if lr.generated else ReasonCode.BLOCKED
-            lr.resolve(lr.final("blocked", r.reason or "blocked by a guardian", code))
+            # In its running batch: the core takes it off at the batch's end (one iteration live),
+            # counting that batch's token; the answer then follows what the core recorded
+            # (`LiveDriver._finish_request`: tokens generated, content_filter; none, a 400 blocked).
+            lr.withheld = True
 
     def status(self, request_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """``GET /v1/requests/{id}``: a request still in flight or among the last finished (with

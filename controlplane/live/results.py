@@ -78,9 +78,10 @@ class LiveRequest:
     held: Any = None  # the token that prefill produced, delivered with the last chunk
     result: LiveResult | None = None
     timer: asyncio.TimerHandle | None = None
+    withheld: bool = False  # a guardian blocked it while it generated: no more text goes to the client
 
     def push(self, delta: str) -> None:
-        if self.result is None:
+        if self.result is None and not self.withheld:
             self.queue.put_nowait(delta)
 
     def resolve(self, result: LiveResult) -> None:
@@ -99,6 +100,8 @@ class LiveRequest:
         """The request's `LiveResult` in final state ``status``."""
         r = self.request
         text, completion = self.text, len(self.generated)
+        if status == "blocked":  # the tokens the core counts (and stores), the last batch's included
+            completion = max(completion, r.output_tokens)
         if r.cache_hit:  # a cached answer: its own tokens (a cache serves one cut at max_tokens only at that bound)
             text, completion = r.output_text or "", r.output_tokens
         finish = None

@@ -155,6 +155,22 @@ def test_a_blocked_prompt_never_reaches_a_worker(tmp_path, model_dirs):
     assert good.ok and good.status == "completed"
 
 
+def test_an_async_prompt_block_answers_as_its_stored_row_says(tmp_path, model_dirs):
+    """The row and the reply agree: a request that generated tokens before the block (the batch
+    running when it came counts) is a 200 ``content_filter`` with those tokens; one that generated
+    none a 400 ``blocked``. The reply said 400 and no tokens while the row kept the batch's token."""
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"]}], stages=["input"],
+                 mode="async")
+    results, driver, _ = run(cfg, [f"forbidden {i}" for i in range(4)], max_tokens=50)
+    stored = {r["request_id"]: r for r in run_rows(cfg.storage.url, driver.run_id, "requests")}
+    for result in results:
+        row = stored[result.request_id]
+        assert (row["status"], row["output_tokens"], row["first_token_s"]) == (
+            result.status, result.completion_tokens, result.first_token_s), (row, result)
+        assert result.http_status == (200 if row["output_tokens"] else 400), (row, result)
+        assert result.text == "" and row["output_tokens"] < 50
+
+
 def test_a_guardian_that_times_out_fails_as_configured(tmp_path, model_dirs):
     slow = {"name": "judge", "kind": "causal-lm", "model": model_dirs["judge"], "timeout_s": 0.000001,
             "on_error": "closed"}
