@@ -50,6 +50,8 @@ def daemon_config(
     """
     if preset and model_path:
         raise ConfigError("give --preset or --model-path, not both")
+    if model_name is not None and not model_name.strip():
+        raise ConfigError("--model-name is empty: give the name clients ask for, or leave it out (the model's source)")
     file_values = read_config_file(config_path) if config_path else {}
     overrides: dict[str, Any] = dict(extra or {})
     if db:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
+from controlplane.errors import ConfigError
 from controlplane.live.daemon_config import FINISH_SHARE, daemon_config, with_request_deadline
 from tests.live.daemon_process import DaemonProcess
 
@@ -81,3 +83,9 @@ def test_a_cpu_worker_is_costed_as_a_cpu_unless_the_config_names_its_gpu(tmp_pat
                      "    - {name: n, worker: {preset: tiny-llama, device: cpu}}\n")
     cfg, _ = daemon_config(named)
     assert [d.gpu for d in cfg.cluster.models] == ["h100-80gb", "cpu"]
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_is_refused_not_ignored(name):
+    with pytest.raises(ConfigError, match="--model-name is empty"):
+        daemon_config(None, model_name=name)
