@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane import actions as act
 from controlplane import events as ev
+from controlplane.live.placement import NoFreeDevice
 from controlplane.live.worker_messages import WorkerStartError, describe_error
+from controlplane.worker_lifecycle import UNPLACEABLE
 
 if TYPE_CHECKING:
     from controlplane.config import RunConfig
@@ -52,6 +54,11 @@ class LiveWorkers:
             facts = await self.pool.start(wid, self.models[model].settings, expected_workers=expected)
         except asyncio.CancelledError:
             raise
+        except NoFreeDevice as exc:  # a scale-up with nowhere to go: recorded as unplaced, asked again later
+            log.warning("worker %s not started: no device or worker slot was free (%s)", wid,
+                        str(exc).removeprefix(f"{UNPLACEABLE}: "))
+            self._worker_failed(wid, str(exc))
+            return
         except Exception as exc:
             log.error("worker %s could not start: %s", wid, exc)
             self._worker_failed(wid, str(exc) if isinstance(exc, WorkerStartError) and str(exc) else describe_error(exc))

@@ -65,7 +65,7 @@ def test_the_pool_follows_scale_decisions_up_and_down(tmp_path):
     assert [(r["payload"]["from"], r["payload"]["to"]) for r in scale] == [(1, 2), (2, 1)]
 
 
-def test_an_unplaceable_scale_up_is_a_decision_row_and_loses_nothing(tmp_path):
+def test_an_unplaceable_scale_up_is_a_decision_row_and_loses_nothing(tmp_path, caplog):
     cfg = config(tmp_path, model={"cold_start_s": 0})
     pool = LocalThreadPool(cpu_threads=1, max_workers=1)
 
@@ -85,6 +85,10 @@ def test_an_unplaceable_scale_up_is_a_decision_row_and_loses_nothing(tmp_path):
     # retried after a pause, not at every tick
     assert len(unplaced) <= 2 * (1 + int(d.now_s() // 15))
     assert summary["peak_replicas"] == 1  # the replicas that found no slot never existed (they read 3)
+    # a warning saying why, not an ERROR "could not start" as if the worker had failed
+    unstarted = [r for r in caplog.records if "not started: no device or worker slot was free" in r.getMessage()]
+    assert unstarted and {r.levelname for r in unstarted} == {"WARNING"}
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and "could not start" in r.getMessage()]
 
 
 def test_worker_slots_refuse_beyond_the_limit():
