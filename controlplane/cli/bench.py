@@ -83,7 +83,9 @@ def _progress(label: str, enabled: bool):
                     console=err, disable=not enabled, transient=True)
 
 
-def _fit_table(title: str, model: Any) -> Any:
+def _fit_table(title: str, model: Any, rows: Any = None) -> Any:
+    """The fitted model's price of a few shapes; with the profile's ``rows``, a shape beyond them (more sequences,
+    longer prompts or contexts than any row timed) is marked as extrapolated."""
     from rich.table import Table
 
     from sim.latency.base import IterationShape
@@ -98,13 +100,36 @@ def _fit_table(title: str, model: Any) -> Any:
         ("decode 8 seqs @ 256", IterationShape((), (), (256,) * 8)),
         ("decode 32 seqs @ 256", IterationShape((), (), (256,) * 32)),
     ]
+    marked = False
     for label, shape in shapes:
-        t.add_row(label, f"{model.iteration_s(shape) * 1000:.2f} ms")
+        beyond = rows is not None and beyond_rows(shape, rows)
+        marked |= beyond
+        t.add_row(label + (" *" if beyond else ""), f"{model.iteration_s(shape) * 1000:.2f} ms")
     stats = getattr(model, "fit_stats", {})
+    notes = []
     if stats:
-        t.caption = (f"fit on {int(stats['rows'])} rows: median |rel err| {stats['median_rel_err']:.1%}, "
+        notes.append(f"fit on {int(stats['rows'])} rows: median |rel err| {stats['median_rel_err']:.1%}, "
                      f"p90 {stats['p90_rel_err']:.1%}")
+    if marked:
+        notes.append("* beyond every row of the profile: extrapolated")
+    t.caption = "; ".join(notes) or None
     return t
+
+
+def beyond_rows(shape: Any, rows: Any) -> bool:
+    """Whether ``shape`` (a prefill-only or decode-only iteration) has more sequences, or longer prompts or
+    contexts, than every row of its kind in ``rows``: priced by extrapolating the fit."""
+    n, nd = len(shape.prefill_chunk_tokens), len(shape.decode_context_tokens)
+    if n:
+        timed = [(r["num_prefill_seqs"], r["num_prefill_tokens"] / r["num_prefill_seqs"])
+                 for r in rows if r["num_prefill_seqs"]]
+        longest = max(shape.prefill_chunk_tokens)
+    else:
+        timed = [(r["num_decode_seqs"], r["sum_decode_context"] / r["num_decode_seqs"])
+                 for r in rows if r["num_decode_seqs"]]
+        longest = max(shape.decode_context_tokens) if nd else 0
+    count = n or nd
+    return not timed or count > max(k for k, _ in timed) or longest > max(x for _, x in timed)
 
 
 @app.command("profile")
@@ -151,11 +176,16 @@ def profile(
         named = grids()
         if grid == "limits":
             shapes = ProfileGrid.from_limits(max_prompt_tokens, max_output_tokens, max_batch, repeats or 2)
-            max_seq_len = max(max_seq_len, max_prompt_tokens + max_output_tokens + 1)
+            if max_seq_len < (needed := shapes.left_out(max_seq_len)[2]):  # (it was raised unsaid, and too little)
+                err.print(f"--grid limits: --max-seq-len raised from {max_seq_len} to {needed}, so the grid's longest "
+                          f"prompt ({max_prompt_tokens}) and context (--max-prompt-tokens + --max-output-tokens) fit "
+                          "with the timed steps", highlight=False)
+                max_seq_len = needed
         elif grid not in named:
             raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(named)}, limits")
         else:
             shapes = dataclasses.replace(named[grid], repeats=repeats or named[grid].repeats, interleave=interleave)
+        left_out_warning(shapes, max_seq_len)
         if threads:
             torch.set_num_threads(threads)
         settings = _settings(preset, model_path, precision, compile_, device, max_seq_len)
@@ -175,12 +205,26 @@ def profile(
                 "source": "controlplane profile"}
         path = write_profile(output, rows, meta)
         model = MeasuredProfileModel.from_file(path)
-    out.print(_fit_table(f"{meta['model']} {meta['precision']} on {meta['device']}", model))
+    out.print(_fit_table(f"{meta['model']} {meta['precision']} on {meta['device']}", model, rows))
     out.print(f"wrote {len(rows)} rows to {path} (sha256 {file_sha256(path)}); simulate with "
               f"latency_model: measured, latency: {{path: {path}}}", highlight=False)
     warning = noisy_fit_warning(getattr(model, "fit_stats", {}))
     if warning:
         err.print(f"[yellow]{warning}[/]", highlight=False)
+
+
+def left_out_warning(shapes: ProfileGrid, max_seq_len: int) -> str:
+    """Say (on stderr) which of the grid's prompt lengths and decode contexts ``--max-seq-len`` leaves out
+    (`ProfileGrid.left_out`; they were dropped unsaid: 57 rows of 144); returns the text ('' when none)."""
+    tokens, contexts, needed = shapes.left_out(max_seq_len)
+    if not tokens and not contexts:
+        return ""
+    parts = ([f"prefills of {', '.join(map(str, tokens))} tokens"] if tokens else []) + (
+        [f"decodes at context {', '.join(map(str, contexts))}"] if contexts else [])
+    text = (f"--max-seq-len {max_seq_len} leaves {' and '.join(parts)} out of the grid (they do not fit the worker's "
+            f"context with the timed steps); --max-seq-len {needed} times them all")
+    err.print(f"[yellow]{text}[/]", highlight=False)
+    return text
 
 
 #: A grid profile whose fitted model misses its own rows by more than this at the median was timed on
@@ -263,7 +307,7 @@ def calibrate(
             done, spread = several.median, several.spread
         model = MeasuredProfileModel.from_file(output)
     label = "+".join(str(i) for i in repeats[spread.median_index if spread else 0])
-    out.print(_fit_table(f"run {label}: {len(done.samples)} iterations", model))
+    out.print(_fit_table(f"run {label}: {len(done.samples)} iterations", model, done.calibration.rows))
     cal = done.calibration
     oh = cal.overhead
     out.print(f"live overhead per iteration: {oh.base_s * 1e3:.2f} ms + {oh.per_seq_s * 1e6:.1f} us/seq "

@@ -65,6 +65,29 @@ class ProfileGrid:
         return cls(prefill_tokens=tuple(tokens), prefill_seqs=(1, 4), decode_batch_sizes=tuple(batches),
                    context_lens=tuple(contexts), repeats=repeats, warmup=1, mixed=mixed, interleave=True, spread=True)
 
+    @property
+    def steps_per_point(self) -> int:
+        """The most steps a grid point takes in one pass (warm-up included): what a decode batch grows by."""
+        return self.warmup + (1 if self.interleave else self.repeats)
+
+    def decode_group_fits(self, context: int, batch: int, max_seq_len: int) -> bool:
+        """Whether the decode batch of ``context`` and the prefills timed on it fit ``max_seq_len`` (they grow by
+        one token per step); `profile_backend` skips the ones that do not."""
+        group = sum(1 for c, b, _, _ in self.points() if (c, b) == (context, batch))
+        return not batch or context + group * self.steps_per_point + 1 <= max_seq_len
+
+    def left_out(self, max_seq_len: int) -> tuple[list[int], list[int], int]:
+        """What ``max_seq_len`` leaves out of the grid: the prompt lengths (``prefill_tokens``) and the decode
+        contexts (``context_lens``) not timed, and the ``max_seq_len`` that would time every point."""
+        points = list(self.points())
+        contexts = {c for c, b, _, _ in points if b}
+        fitting = {c for c, b, _, _ in points if b and self.decode_group_fits(c, b, max_seq_len)}
+        tokens = sorted({t for _, _, t, _ in points if t >= max_seq_len})
+        needed = max([t + 1 for _, _, t, _ in points]
+                     + [c + sum(1 for p in points if p[:2] == (c, b)) * self.steps_per_point + 1
+                        for c, b, _, _ in points if b])
+        return tokens, sorted(contexts - fitting), needed
+
     def points(self) -> Iterator[tuple[int, int, int, int]]:
         """(context, decode_batch, prefill_tokens, prefill_seqs), grouped so each decode batch is built once."""
         for context, batch in itertools.product(sorted(set(self.context_lens)), sorted(set(self.decode_batch_sizes))):
@@ -87,7 +110,8 @@ def profile_backend(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float | int]]:
-    """Time ``grid.repeats`` iterations at every grid point that fits ``max_seq_len``; return the rows.
+    """Time ``grid.repeats`` iterations at every grid point that fits ``max_seq_len``; return the rows
+    (`ProfileGrid.left_out` names the points that do not fit, for the caller to say so).
 
     ``progress(points_done, points_total)`` is called after each grid point (for progress bars; with
     ``grid.interleave`` a point counts once per pass). The process's allocator is steadied first, as
@@ -118,7 +142,7 @@ def profile_backend(
         for (context, batch), group in itertools.groupby(points, key=lambda p: (p[0], p[1])):
             group = list(group)
             growth = len(group) * steps_per_point  # decode seqs gain one token per measured step
-            if batch and context + growth + 1 > backend.max_seq_len:
+            if not grid.decode_group_fits(context, batch, backend.max_seq_len):  # (`ProfileGrid.left_out` says)
                 done += len(group)
                 if progress is not None:
                     progress(done, total)

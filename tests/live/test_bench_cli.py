@@ -213,3 +213,42 @@ def test_a_missing_model_path_is_named_as_live_replay_names_it(command, tmp_path
     text = " ".join(res.output.split())
     assert res.exit_code == 2, text
     assert f"--model-path: model path {missing} is not a directory (models are never downloaded)" in text, text
+
+
+def test_a_max_seq_len_that_leaves_shapes_out_of_the_grid_says_which():
+    """`--grid small --max-seq-len 100` wrote 57 rows instead of 144: every 256-token prefill and context gone."""
+    from controlplane.live.profiling import ProfileGrid
+
+    small = bench.grids()["small"]
+    assert small.left_out(2048) == ([], [], small.left_out(100)[2])
+    tokens, contexts, needed = small.left_out(100)
+    assert tokens == [256] and contexts == [256] and needed > 256 and small.left_out(needed)[:2] == ([], [])
+    assert small.left_out(needed - 1)[1] == [256]  # the decode batch at 256 grows by one token per timed step
+    text = " ".join(bench.left_out_warning(small, 100).split())
+    assert "--max-seq-len 100 leaves prefills of 256 tokens and decodes at context 256 out" in text, text
+    assert f"--max-seq-len {needed} times them all" in text and bench.left_out_warning(small, needed) == ""
+    limits = ProfileGrid.from_limits(100, 8, 2, 1)
+    assert limits.left_out(109)[1] == [108]  # the context `--grid limits` raised --max-seq-len to did not fit
+
+
+def test_profile_limits_says_it_raised_max_seq_len_and_marks_extrapolated_shapes(tmp_path):
+    """It raised --max-seq-len 64 to 109 unsaid (still leaving the longest contexts out), and printed
+    "decode 32 seqs @ 256" from a grid of 2 sequences at context 108 with no note."""
+    out = tmp_path / "lim.json"
+    res = invoke("profile", "--preset", "tiny-llama", "--device", "cpu", "--threads", "1", "--grid", "limits",
+                 "--max-prompt-tokens", "24", "--max-output-tokens", "4", "--max-batch", "2", "--max-seq-len", "16",
+                 "--repeats", "1", "-o", out, "--no-progress")
+    text = " ".join(res.output.split())
+    needed = bench.grids()["small"].from_limits(24, 4, 2, 1).left_out(16)[2]
+    assert f"--max-seq-len raised from 16 to {needed}" in text and "leaves" not in text, text
+    assert "decode 32 seqs @ 256 *" in text and "* beyond every row of the profile: extrapolated" in text, text
+    rows, _ = read_profile(out)
+    assert max(r["sum_decode_context"] / r["num_decode_seqs"] for r in rows if r["num_decode_seqs"]) >= 28
+
+
+def test_beyond_rows_marks_shapes_past_every_timed_row():
+    rows = [row(d_seqs=8, d_ctx=8 * 300), row(p_tok=4 * 64, p_seqs=4)]
+    assert not bench.beyond_rows(IterationShape((), (), (256,) * 8), rows)
+    assert bench.beyond_rows(IterationShape((), (), (256,) * 32), rows)
+    assert bench.beyond_rows(IterationShape((128,), (0,), ()), rows)
+    assert not bench.beyond_rows(IterationShape((64,) * 4, (0,) * 4, ()), rows)
