@@ -22,6 +22,7 @@ from controlplane.events import RequestFinished
 from controlplane.hookspecs import hookimpl
 from controlplane.recording import SqlRecorder
 from controlplane.request_latency import request_latencies
+from controlplane.storage.rows import SPECS
 from controlplane.types import RequestStatus
 from sim.traces import TraceRequest
 
@@ -79,6 +80,22 @@ class _Collector:
 
     def add_worker_event(self, row: dict[str, Any]) -> None:
         self.worker_events.append(row)
+
+    def add_request_verdict(self, request_id: str, verdict: str, reason: str | None = None) -> None:
+        """A guardian verdict after the reply (`controlplane.verdict_after_reply`), onto the request's kept row, as
+        ``RunRecorder`` writes it onto the stored one."""
+        columns = SPECS["request"].columns
+        at_id, at_verdict, at_reason = (columns.index(c) for c in ("request_id", "guardian_verdict", "reason"))
+        rows = self.rows.get("request", [])
+        for i in range(len(rows) - 1, -1, -1):  # (the latest rows first: a verdict comes soon after its row)
+            row = rows[i]
+            if row[at_id] == request_id:
+                new = list(row)
+                new[at_verdict] = verdict
+                if reason is not None:
+                    new[at_reason] = reason
+                rows[i] = tuple(new)
+                return
 
 
 class _Stop(Exception):
