@@ -21,8 +21,9 @@ Carrying out the core's actions (one handler per action type, checked by `dispat
 * ``RunGuardian``: a guardian declared in ``guardians.models`` checks the prompt or the answer
   in workers of the same pool, its own or the generation workers (`controlplane.live.guardian_pool`);
   one not declared answers ``"unavailable"`` (never a made-up "pass"). A verdict after the reply
-  is written to the request's row (`controlplane.live.guardian_verdicts`); a clean end waits for
-  the checks in flight.
+  is written to the request's row by the run's recorder (`controlplane.verdict_after_reply`, as in
+  the simulator); a block mid-generation ends the client's answer (`controlplane.live.guardian_verdicts`);
+  a clean end waits for the checks in flight.
 * ``WakeWorker``: a timer feeds ``WorkerWake``.
 
 A worker that dies is reported as ``WorkerFailed``; the core retries its requests elsewhere or
