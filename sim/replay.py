@@ -30,6 +30,7 @@ from sim.latency.base import LatencyModel
 from sim.latency.estimate import iteration_estimator
 from sim.traces import (TraceReader, TraceRequest, apply_transforms, format_rate_profile, rate_profile_points,
                         read_trace)
+from sim.traces.stream_check import checked_requests
 
 __all__ = [
     "READER_STREAM",
@@ -158,7 +159,9 @@ def prepare_trace(
     """The requests a replay with these arguments sees: the file read, then transformed.
 
     ``trace`` is a file (see ``open_trace``), any stream of requests in arrival order, or a
-    function that opens one (``reopening``; what ``transforms.repeat`` needs).
+    function that opens one (``reopening``; what ``transforms.repeat`` needs). A stream that is
+    not a reader's is checked as a reader checks a file's rows (``checked_requests``: arrivals,
+    token counts, unique ids), lazily.
     ``seed`` is the run's; ``transforms.seed``, when set, replaces it for the trace's streams.
     """
     return prepared_trace(trace, seed=seed, transforms=transforms, trace_format=trace_format,
@@ -181,9 +184,16 @@ def prepared_trace(
         reader, trace = _file_source(trace, trace_format, transforms, seed, trace_options)
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
+    if reader is None:  # built in memory: checked as a reader checks a file's rows (`checked_requests`)
+        trace = partial(_checked_copy, trace) if callable(trace) else checked_requests(trace)
     if transforms == NO_TRANSFORMS:
         return reader, iter(trace() if callable(trace) else trace)
     return reader, transforms.apply(trace, seed)
+
+
+def _checked_copy(open_copy: Callable[[], Iterable[TraceRequest]]) -> Iterator[TraceRequest]:
+    """A copy of a stream that a function opens (what ``repeat`` reads), checked."""
+    return checked_requests(open_copy())
 
 
 def _file_source(path: str | os.PathLike[str], trace_format: str | None, transforms: TraceTransforms, seed: int,

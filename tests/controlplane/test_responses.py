@@ -144,10 +144,10 @@ def test_an_answer_is_cached_only_once_its_verdict_is_known():
     # greet-2 arrives 5 s after greet-1: before greet-1's 10 s check ends, so it is generated again;
     # once a verdict passed, later repeats are served from the cache.
     trace = _prompts()
-    later = [TraceRequest("greet-3", 60.0, 12, 8, prompt="Say hello to the cluster.")]
+    later = [TraceRequest("greet-4", 60.0, 12, 8, prompt="Say hello to the cluster.")]  # (ids are unique)
     res = replay_with(trace=trace + later, plugins=guard(mode="async"), sim={"guardian_latency_s": 10.0})
     rows = by_id(res)
-    assert rows["greet-2"].cache_hit is None and rows["greet-3"].cache_hit == "exact"
+    assert rows["greet-2"].cache_hit is None and rows["greet-4"].cache_hit == "exact"
     passed = {r.request_id for r in res.requests if r.guardian_verdict == "pass"}
     assert "greet-1" in passed
 

@@ -10,8 +10,8 @@ from controlplane.config import DEFAULT_PLUGINS
 from controlplane.errors import ConfigError
 from controlplane.storage import get_run, list_runs, make_engine
 from controlplane.testing import make_config, make_trace
-from sim.replay import ReplayInterrupted, build_latency_models, replay
-from sim.traces import TraceFormatError, bundled_trace_path, read_trace
+from sim.replay import ReplayInterrupted, TraceTransforms, build_latency_models, prepare_trace, replay
+from sim.traces import TraceFormatError, TraceRequest, bundled_trace_path, read_trace
 from tests.fixtures.common import FinishedLog, azure_head
 
 
@@ -358,3 +358,23 @@ def test_a_run_summary_counts_the_bad_rows_on_error_skip_skipped_with_the_first_
         "trace_bad_rows": [f"{path}:3: field 'prompt_tokens': expected a non-negative integer, got 'x'",
                            f"{path}:5: field 'output_tokens': expected a non-negative integer, got '-1'",
                            f"{path}:6: field 'output_tokens': expected a non-negative integer, got '-2'"]}
+
+
+@pytest.mark.parametrize(("bad", "field", "reason"), [
+    (TraceRequest("x", -1.0, 100, 10), "arrival_s", "expected a finite non-negative number of seconds, got -1.0"),
+    (TraceRequest("x", float("inf"), 100, 10), "arrival_s", "expected a finite non-negative number of seconds, got inf"),
+    (TraceRequest("x", 1.0, -100, 10), "prompt_tokens", "expected an integer from 0 to 2,147,483,647, got -100"),
+    (TraceRequest("x", 1.0, 100, 2.5), "output_tokens", "expected an integer from 0 to 2,147,483,647, got 2.5"),
+    (TraceRequest("r1", 1.0, 100, 10), "request_id",
+     "duplicate request id 'r1': an earlier request has it (request ids must be unique in a trace)"),
+])
+def test_a_stream_of_requests_is_checked_as_a_file_reader_checks_rows(bad, field, reason):
+    # Served, the first would have an invented queue (stored arrival -1 s), the second a 1-token prompt.
+    from sim.traces.stream_check import TraceRequestError
+
+    trace = [TraceRequest(f"r{i}", 0.1 * i, 100, 10) for i in range(3)] + [bad]
+    with pytest.raises(TraceRequestError) as e:
+        replay(trace, make_config(), record=False)
+    assert str(e.value) == f"trace request {bad.request_id!r} (request 3 of the stream): field {field!r}: {reason}"
+    with pytest.raises(TraceRequestError):  # what `repeat` reads, too: each copy
+        list(prepare_trace(lambda: iter(trace), seed=0, transforms=TraceTransforms(repeat=2)))
