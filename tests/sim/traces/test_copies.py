@@ -141,3 +141,27 @@ def test_shifted_copies_stay_within_the_trace_s_span():
     assert [(r.request_id, r.arrival_s) for r in one] == [("0", 5.0), ("0.r1", 5.0), ("0.r2", 5.0)]
     assert list(scale_rate([], 3, np.random.default_rng(0), copies="shifted")) == []
     assert list(apply_transforms(reqs, rate_scale=3, rng=np.random.default_rng(0), copies="shifted")) == out
+
+
+def test_the_busiest_seconds_docs_traces_md_gives_are_the_bundled_hour_s():
+    # docs/traces.md quotes the busiest second of the bundled hour at x10, clumped, shuffled and shifted (seed 0)
+    import math
+    import re
+    from collections import Counter
+    from pathlib import Path
+
+    from sim.replay import TraceTransforms, prepare_trace
+
+    text = " ".join((Path(__file__).parents[3] / "docs" / "traces.md").read_text().split())
+    quoted = re.search(r"the busiest second has (\d+) requests clumped or shuffled and (\d+) shifted \(its busiest "
+                       r"second at x1 has (\d+)", text)
+    assert quoted, "the sentence of docs/traces.md this test checks is gone"
+
+    def busiest(**transforms) -> int:
+        per_second = Counter(math.floor(r.arrival_s) for r in prepare_trace(
+            bundled_trace_path(), seed=0, transforms=TraceTransforms(**transforms), trace_format="azure"))
+        return max(per_second.values())
+
+    clumped, shuffled = busiest(rate_scale=10), busiest(rate_scale=10, copies="shuffled")
+    assert clumped == shuffled
+    assert tuple(map(int, quoted.groups())) == (clumped, busiest(rate_scale=10, copies="shifted"), busiest())
