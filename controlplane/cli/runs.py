@@ -292,13 +292,16 @@ def export(
     run_id: int,
     db: DbOpt = None,
     what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events | iterations")] = "requests",
-    format: Annotated[str, typer.Option("--format", help="csv | json | jsonl")] = "csv",
+    format: Annotated[Optional[str], typer.Option(
+        "--format", help="csv | json | jsonl (default: the one -o's extension names, .csv, .json, .jsonl or "
+                         ".ndjson; else csv)")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Export one run's rows as CSV or JSON."""
     from controlplane.storage import export_rows, get_run
 
     with user_errors():
+        format = _export_format(format, output)  # (before the file is made: a refused format leaves none)
         engine = _engine(db)
         get_run(engine, run_id)
         if output is None:
@@ -307,6 +310,27 @@ def export(
             with output.open("w", newline="") as f:
                 n = export_rows(engine, run_id, what, format, f)
             out.print(f"wrote {n} rows to {output}", highlight=False)
+
+
+#: The export format an output file's extension names (``-o rows.json``), as `write_canonical` takes a trace's.
+EXPORT_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def _export_format(given: str | None, output: Path | None) -> str:
+    """``runs export``'s format: ``--format``, else the one ``output``'s extension names, else csv. A
+    ``--format`` that the extension contradicts (``--format csv -o x.json``) is an error, as is an
+    unknown one."""
+    from controlplane.storage.queries import FORMATS
+
+    if given is not None and given not in FORMATS:
+        raise ValueError(f"--format: unknown export format {given!r}; expected one of {', '.join(FORMATS)}")
+    named = EXPORT_SUFFIXES.get(output.suffix.lower()) if output is not None else None
+    if given is None:
+        return named or "csv"
+    if named is not None and named != given:
+        raise ValueError(f"--format {given} writes {given.upper()}, but -o {output} names {named.upper()} by its "
+                         f"extension: give a matching extension, or leave --format out")
+    return given
 
 
 # HTML reports of a run or a sweep (controlplane.report), in their own module.
