@@ -95,7 +95,8 @@ def _overrides(
 
 def replay(
     trace: Annotated[
-        Optional[Path], typer.Argument(help="Trace file. Default: the bundled Azure LLM code trace (8,819 requests).")
+        Optional[Path], typer.Argument(help="Trace file, or bundled:NAME. Default: the bundled Azure LLM code trace "
+                                             "(bundled:azure_code, 8,819 requests).")
     ] = None,
     format: Annotated[
         Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian "
@@ -248,6 +249,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             from sim.replay import replay as run_replay
             from sim.traces import bundled_trace_path, parse_options, parse_rate_profile
         path = trace if trace is not None else bundled_trace_path()
+        if str(path).startswith("bundled:"):  # a bundled trace by name, as `python -m sim.traces` takes it
+            path = bundled_trace_path(str(path).split(":", 1)[1])
         if format is None and trace is None:
             format = "azure"
         options: dict[str, Any] = {}

@@ -131,3 +131,13 @@ def test_bad_rows_on_error_skip_skipped_are_counted_warned_and_shown(tmp_path):
     shown = CliRunner().invoke(app, ["runs", "show", str(s["run_id"]), "--db", db])
     assert shown.stdout.splitlines()[1:3] == ["trace read: on_error=skip; rows left out: bad rows skipped 1",
                                               f"  bad row skipped: {error}"]
+
+
+def test_a_bundled_trace_is_named_as_python_m_sim_traces_names_it(tmp_path):
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    named = _replay("bundled:azure_code", "--limit", 20, "--db", db)
+    assert named["num_requests"] == 20
+    assert {k: v for k, v in named.items() if k not in ("run_id", "wall_s")} == {
+        k: v for k, v in _replay("--limit", 20, "--db", db).items() if k not in ("run_id", "wall_s")}
+    unknown = CliRunner().invoke(app, ["sim", "replay", "bundled:nope", "--db", db, "--no-progress"])
+    assert unknown.exit_code == 2 and "unknown bundled trace 'nope'; valid names: azure_code" in unknown.stderr
