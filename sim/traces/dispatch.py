@@ -58,6 +58,8 @@ _JSON_SIGNATURES = (
     ("mooncake", {"timestamp", "input_length", "output_length"}),
     ("canonical", {"arrival_s", "prompt_tokens", "output_tokens"}),
 )
+#: JSON's names of the values a line may hold instead of an object.
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 # A JSON object with chat_id and one of these is Bailian's, whatever else it lacks: its keys are
 # Mooncake's too, and read as Mooncake its seconds would be taken as milliseconds.
 _BAILIAN_ID, _BAILIAN_KEYS = "chat_id", {"turn", "parent_chat_id"}
@@ -87,7 +89,12 @@ def detect_format(path: PathLike) -> str:
             obj = json.loads(first)
         except json.JSONDecodeError as e:
             raise TraceFormatError(path, lineno, None, f"cannot detect format: not JSON ({e.msg})") from None
-        keys = set(obj) if isinstance(obj, dict) else set()
+        if not isinstance(obj, dict):
+            raise TraceFormatError(path, lineno, None, f"cannot detect format: the line holds a JSON "
+                                   f"{_JSON_TYPES.get(type(obj), type(obj).__name__)}, not an object; expected JSON "
+                                   "Lines, one request object per line (a file holding one JSON array is not a trace: "
+                                   "write each element on a line of its own)")
+        keys = set(obj)
         if _BAILIAN_ID in keys and keys & _BAILIAN_KEYS:
             return "bailian"
         signatures = _JSON_SIGNATURES

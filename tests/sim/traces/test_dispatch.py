@@ -42,6 +42,10 @@ def test_detect_format_errors(write):
         detect_format(write("e.jsonl", "\n\n"))
     with pytest.raises(TraceFormatError, match="not JSON"):
         detect_format(write("bad.jsonl", "{nope\n"))
+    with pytest.raises(TraceFormatError) as e:  # one JSON array, not JSON Lines: say what was expected
+        detect_format(write("a.json", '[{"timestamp": 0, "input_length": 6, "output_length": 5}]\n'))
+    assert str(e.value).startswith(f"{e.value.path}:1: cannot detect format: the line holds a JSON array, not an "
+                                   "object; expected JSON Lines, one request object per line")
 
 
 def test_unknown_format_and_option(write):
