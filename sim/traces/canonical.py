@@ -12,10 +12,11 @@ as written (not rebased) and must be non-decreasing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, column_index, csv_header, duplicate_id, in_order,
                   json_column, empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
@@ -121,7 +122,7 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
         elif name == "priority":
             kw[name] = parse_int(path, line, name, text)
         elif name == "hash_block_tokens":
-            kw[name] = parse_count(path, line, name, text)
+            kw[name] = _block_tokens(path, line, text)
         elif name == "hash_ids":
             try:
                 kw[name] = tuple(int(h) for h in text.split())
@@ -131,6 +132,15 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
         elif name == "params":
             kw[name] = _params(path, line, _json_cell(path, line, name, text))
     return TraceRequest(rid, t, p, o, **kw)
+
+
+def _block_tokens(path: PathLike, line: int, value: object) -> int:
+    """``hash_block_tokens``: tokens per prefix-hash block, a positive integer (0 would block nothing)."""
+    tokens = parse_count(path, line, "hash_block_tokens", value)
+    if tokens == 0:
+        raise TraceFormatError(path, line, "hash_block_tokens", "expected a positive integer (tokens per prefix-hash "
+                               "block), got 0; leave the field empty for the model's default")
+    return tokens
 
 
 def _json_cell(path: PathLike, line: int, name: str, text: str) -> Any:
@@ -207,7 +217,7 @@ def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
     if obj.get("priority") is not None:
         kw["priority"] = parse_int(path, line, "priority", obj["priority"])
     if obj.get("hash_block_tokens") is not None:
-        kw["hash_block_tokens"] = parse_count(path, line, "hash_block_tokens", obj["hash_block_tokens"])
+        kw["hash_block_tokens"] = _block_tokens(path, line, obj["hash_block_tokens"])
     hashes = obj.get("hash_ids")
     if hashes is not None:
         if not (isinstance(hashes, list) and all(type(h) is int for h in hashes)):
@@ -303,11 +313,25 @@ def _csv_value(r: TraceRequest, name: str) -> object:
     return "" if v is None else v
 
 
-def _open_write(path: PathLike):
+@contextlib.contextmanager
+def _open_write(path: PathLike) -> Iterator[TextIO]:
+    """``path`` opened for writing text (gzip for .gz), written as a temporary file beside it and
+    renamed to it on success: a write that raises (a request with no CSV column, a full disk)
+    leaves no partial file, and an earlier file of that name stays as it was."""
     import gzip
     import io
+    import os
     from pathlib import Path
+
     p = Path(path)
-    if p.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(p, "wb"), encoding="utf-8", newline="")
-    return open(p, "w", encoding="utf-8", newline="")
+    temporary = p.with_name(f".{p.name}.{os.getpid()}.part")  # (made as `open` makes a file: the umask's mode)
+    try:
+        with open(temporary, "wb") as raw:
+            binary = gzip.GzipFile(filename=p.with_suffix("").name, mode="wb", fileobj=raw) \
+                if p.suffix.lower() == ".gz" else raw
+            with io.TextIOWrapper(binary, encoding="utf-8", newline="") as f:
+                yield f
+        os.replace(temporary, p)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

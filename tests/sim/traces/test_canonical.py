@@ -85,6 +85,31 @@ def test_csv_writer_keeps_four_columns_for_length_only_traces(tmp_path):
     assert [r.model for r in read_trace(tmp_path / "y.csv")] == [None, "m"]
 
 
+@pytest.mark.parametrize("name", ["z.csv", "z.csv.gz", "z.jsonl"])
+def test_a_write_that_raises_leaves_no_partial_file_and_an_earlier_one_as_it_was(tmp_path, name):
+    p = tmp_path / name
+    bad = [TraceRequest("0", 0.0, 1, 2), TraceRequest("1", 1.0, 1, 2, model="m", priority=1, params=(("x", {1}),))]
+    with pytest.raises((ValueError, TypeError)):  # no CSV column for model; JSON cannot hold a set
+        write_canonical(bad, p)
+    assert list(tmp_path.iterdir()) == []
+    write_canonical(bad[:1], p)
+    with pytest.raises((ValueError, TypeError)):
+        write_canonical(bad, p)
+    assert list(tmp_path.iterdir()) == [p] and list(read_trace(p)) == bad[:1]
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("h.csv", HEADER.strip() + ",hash_block_tokens\na,0,10,5,0\n"),
+    ("h.jsonl", '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5, "hash_block_tokens": 0}\n'),
+])
+def test_hash_block_tokens_of_0_is_the_row_error(write, name, text):
+    # (prefix caching would take 0 as unset and hash 512-token blocks instead)
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(write(name, text)))
+    assert (e.value.line, e.value.field) == (2 if name.endswith(".csv") else 1, "hash_block_tokens")
+    assert "expected a positive integer (tokens per prefix-hash block), got 0" in str(e.value)
+
+
 def test_jsonl(write):
     lines = [
         {"request_id": 7, "arrival_s": 0.25, "prompt_tokens": 5, "output_tokens": 1, "params": {"top_p": 0.9}},
