@@ -275,7 +275,7 @@ def test_calibrate_writes_the_profile_calibrate_rows_makes(tmp_path):
     assert doc["overhead_samples"] == len(live) and "live_slowdown" not in doc
     assert all(s.handoff_s is not None for s in done.samples) and done.meta.items() <= doc.items()
     # With a grid, as rows and metadata or as a file: its rows join the run's, scaled to it.
-    grid_path = write_profile(tmp_path / "grid.json", grid, {"model": "tiny-llama", "device": "cpu",
+    grid_path = write_profile(tmp_path / "grid.json", grid, {"model": "tiny-llama", "device": "cpu", "precision": "fp32",
                                                              "batching": "padded", "interleaved": False})
     by_path = calibrate(live, tmp_path / "g1.json", grid=grid_path, meta=meta, run_ids=[7, 8])
     by_rows = calibrate(live, tmp_path / "g2.json", grid=read_profile(grid_path), meta=meta, run_ids=[7, 8])
@@ -283,8 +283,10 @@ def test_calibrate_writes_the_profile_calibrate_rows_makes(tmp_path):
     assert by_path.meta["run_ids"] == [7, 8] and "run_id" not in by_path.meta
     assert by_path.meta["live_slowdown_decode"] == pytest.approx(1.5, rel=0.02)
     assert str(grid_path) in by_path.meta["source"]
-    # The backend's own times: one mean row per shape, the grid ignored.
-    backend = calibrate(live, tmp_path / "b.json", grid=grid_path, timing="backend")
+    # The backend's own times: one mean row per shape (with a grid: refused, it was ignored).
+    with pytest.raises(ValueError, match="does not use a grid profile"):
+        calibrate(live, tmp_path / "b.json", grid=grid_path, timing="backend")
+    backend = calibrate(live, tmp_path / "b.json", timing="backend")
     assert backend.meta["timing"] == "backend" and backend.calibration.slowdown is None
     assert backend.calibration.rows == aggregate_rows(s.row for s in live)
     with pytest.raises(ValueError, match="timing"):
