@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KINDS", "PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD", "check_kinds", "normalise_row",
-           "read_profile", "write_profile"]
+__all__ = ["BATCHING", "KINDS", "PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD", "check_kinds",
+           "check_meta", "normalise_row", "read_profile", "write_profile"]
 
 PROFILE_FORMAT = "controlplane-profile/1"
 #: One row per timed iteration; contexts are KV lengths before the iteration.
@@ -33,6 +34,19 @@ PADDED_FIELDS: tuple[str, ...] = ("padded_prefill_tokens", "padded_decode_contex
 WEIGHT_FIELD = "samples"
 
 
+#: What a profile's ``batching`` says: ``padded`` (the engine pads a batch to its longest member), ``unpadded``
+#: (the default when it is absent).
+BATCHING = ("padded", "unpadded")
+
+
+def _number(value: Any, i: int, key: str) -> float:
+    """A row's value as a float: a number (JSON's), not a string or a boolean (``"0.01"``, ``true``: accepted as
+    0.01 and 1 before)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"row {i}: {key}={value!r} must be a number")
+    return float(value)
+
+
 def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
     """One profile row checked and typed (counts as ints); ``i`` names it in the error."""
     if isinstance(row, Mapping):
@@ -46,19 +60,19 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
         vals = dict(zip(ROW_FIELDS, row))
     out: dict[str, float] = {}
     for k, v in vals.items():
-        f = float(v)
+        f = _number(v, i, k)
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
         out[k] = int(f) if k != "iteration_s" else f
     if isinstance(row, Mapping):
         for k in PADDED_FIELDS:
             if k in row:
-                f = float(row[k])
+                f = _number(row[k], i, k)
                 if not math.isfinite(f) or f < 0:
                     raise ValueError(f"row {i}: {k}={row[k]!r} must be a finite non-negative number")
                 out[k] = int(f)
         if WEIGHT_FIELD in row:
-            f = float(row[WEIGHT_FIELD])
+            f = _number(row[WEIGHT_FIELD], i, WEIGHT_FIELD)
             if not math.isfinite(f) or f <= 0:
                 raise ValueError(f"row {i}: {WEIGHT_FIELD}={row[WEIGHT_FIELD]!r} must be a finite positive number")
             out[WEIGHT_FIELD] = f
@@ -93,9 +107,7 @@ def check_kinds(rows: Sequence[Mapping[str, Any]], source: str, kinds: Iterable[
 def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any]) -> Path:
     """Validate and write a profile; ``meta`` needs model and device (precision, compiled, ... optional)."""
     meta = dict(meta)
-    for key in ("model", "device"):
-        if not meta.get(key):
-            raise ValueError(f"profile metadata needs {key!r}")
+    check_meta(meta)
     if "rows" in meta or "format" in meta:
         raise ValueError("metadata must not contain 'rows' or 'format'")
     clean = [normalise_row(r, i) for i, r in enumerate(rows)]
@@ -110,15 +122,45 @@ def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[
     return path
 
 
+def check_meta(meta: Mapping[str, Any]) -> None:
+    """A profile's metadata: ``model`` and ``device`` non-empty strings, ``batching`` one of `BATCHING` (a typo
+    switched the measured model to unpadded pricing unsaid)."""
+    for key in ("model", "device"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise ValueError(f"profile metadata needs {key!r} (a non-empty string), got {meta.get(key)!r}")
+    if "batching" in meta and meta["batching"] not in BATCHING:
+        raise ValueError(f"batching={meta['batching']!r} must be one of {', '.join(BATCHING)}")
+
+
 def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """A profile file's rows and metadata, validated; every error names the file."""
     try:
         doc = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (a trace or a config given by mistake)
         raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (not JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
         raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})")
-    rows = [normalise_row(r, i) for i, r in enumerate(doc.get("rows", []))]
+    raw = doc.get("rows", [])
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: rows must be a list of rows, got {type(raw).__name__} {raw!r:.60}")
+    try:
+        meta = {k: v for k, v in doc.items() if k not in ("rows", "format")}
+        check_meta(meta)
+        rows = [normalise_row(_file_row(r, i), i) for i, r in enumerate(raw)]
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if not rows:
         raise ValueError(f"{path}: profile has no rows")
-    meta = {k: v for k, v in doc.items() if k not in ("rows", "format")}
     return rows, meta
+
+
+def _file_row(row: Any, i: int) -> Any:
+    """A file's row as written: an object or a list of the fields, counts whole (2.5 sequences was read as 2)."""
+    if not isinstance(row, (dict, list)):
+        raise ValueError(f"row {i}: expected an object of {list(ROW_FIELDS)}, got {row!r}")
+    named = row if isinstance(row, dict) else dict(zip(ROW_FIELDS, row))
+    for key in (*ROW_FIELDS[:-1], *PADDED_FIELDS):
+        v = named.get(key)
+        if isinstance(v, float) and math.isfinite(v) and v != int(v):
+            raise ValueError(f"row {i}: {key}={v!r} must be a whole number")
+    return row

@@ -1,0 +1,55 @@
+"""read_profile: every malformed file refused, naming the file, the row and the field (not read as something else)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from controlplane.hardware.profile_format import PROFILE_FORMAT, read_profile, write_profile
+
+ROW = {"num_prefill_tokens": 16, "num_prefill_seqs": 1, "num_decode_seqs": 2, "sum_decode_context": 40,
+       "sum_prefill_context": 0, "iteration_s": 0.01}
+META = {"model": "tiny-llama", "device": "cpu", "batching": "padded"}
+
+
+def profile(tmp_path, rows=None, **meta):
+    doc = {"format": PROFILE_FORMAT, **META, **meta, "rows": [ROW, ROW] if rows is None else rows}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({k: v for k, v in doc.items() if v is not ...}))
+    return path
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"model": ...}, "profile metadata needs 'model' (a non-empty string), got None"),  # accepted without
+    ({"model": None}, "profile metadata needs 'model' (a non-empty string), got None"),
+    ({"model": ""}, "profile metadata needs 'model' (a non-empty string), got ''"),
+    ({"device": ...}, "profile metadata needs 'device'"),
+    ({"batching": "paddded"}, "batching='paddded' must be one of padded, unpadded"),  # unpadded pricing, unsaid
+    ({"rows": {"a": 1}}, "rows must be a list of rows, got dict"),  # "row 0: expected 6 values, got 1"
+    ({"rows": [ROW, {**ROW, "iteration_s": "0.01"}]}, "row 1: iteration_s='0.01' must be a number"),
+    ({"rows": [ROW, {**ROW, "iteration_s": True}]}, "row 1: iteration_s=True must be a number"),
+    ({"rows": [ROW, {**ROW, "num_decode_seqs": 2.5}]}, "row 1: num_decode_seqs=2.5 must be a whole number"),
+    ({"rows": [ROW, [16, 1, 2.5, 40, 0, 0.01]]}, "row 1: num_decode_seqs=2.5 must be a whole number"),
+    ({"rows": [ROW, 7]}, "row 1: expected an object of"),
+    ({"rows": [ROW, {**ROW, "iteration_s": float("nan")}]}, "row 1: iteration_s=nan must be"),
+])
+def test_a_malformed_profile_is_refused_naming_the_file(tmp_path, change, message):
+    rows = change.pop("rows", None)
+    path = profile(tmp_path, rows, **change)
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: {message}")):
+        read_profile(path)
+
+
+def test_a_well_formed_profile_reads_and_whole_floats_are_counts(tmp_path):
+    rows, meta = read_profile(profile(tmp_path, [ROW, {**ROW, "num_decode_seqs": 2.0}, [16, 1, 2, 40, 0, 0.02]],
+                                      batching="unpadded"))
+    assert rows[1]["num_decode_seqs"] == 2 and rows[2]["iteration_s"] == 0.02 and meta["batching"] == "unpadded"
+
+
+def test_write_profile_refuses_what_read_profile_would(tmp_path):
+    with pytest.raises(ValueError, match="batching='padd' must be one of"):
+        write_profile(tmp_path / "x.json", [ROW], {**META, "batching": "padd"})
+    with pytest.raises(ValueError, match=r"row 0: iteration_s='1' must be a number"):
+        write_profile(tmp_path / "x.json", [{**ROW, "iteration_s": "1"}], META)
