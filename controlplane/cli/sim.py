@@ -328,12 +328,12 @@ def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_
 def _warn_skipped(summary: dict[str, Any]) -> None:
     """The trace's bad rows ``--opt on_error=skip`` left out (never silent): how many, and the first
     few with their file, line, field and error (the run summary keeps them: ``runs show`` says them)."""
-    from rich.markup import escape
-
     from sim.replay import BAD_ROWS_SKIPPED
 
     skipped = (summary.get("trace_rows_left_out") or {}).get(BAD_ROWS_SKIPPED)
     if skipped:
+        from rich.markup import escape  # (here: a replay with --json imports no rich otherwise)
+
         first = "; ".join(summary.get("trace_bad_rows") or [])
         common.err.print(f"[yellow]warning:[/] {skipped:,} bad trace row{'s' if skipped != 1 else ''} skipped "
                          f"(--opt on_error=skip), not replayed; the first: {escape(first)}", highlight=False,
