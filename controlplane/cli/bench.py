@@ -253,7 +253,30 @@ def parse_repeats(specs: list[str]) -> list[list[int]]:
         except ValueError:
             raise ValueError(f"run {spec!r}: expected a run id or ids joined by '+', like 3 or 3+4") from None
         repeats.append(ids)
+    for spec, ids in zip(specs, repeats):  # (`1+1` joined a run with itself)
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"run {spec!r} names a run more than once: join different runs")
+    groups = [tuple(sorted(ids)) for ids in repeats]
+    if len(set(groups)) < len(groups):  # (`1 1` priced the same iterations "0.0% apart")
+        twice = next(g for g in groups if groups.count(g) > 1)
+        raise ValueError(f"run {'+'.join(map(str, twice))} is named as more than one repeat in {' '.join(specs)}: "
+                         "repeats are different runs of the same traffic")
     return repeats
+
+
+def unfinished_run_warning(engine: Any, run_id: int, iterations: int) -> str:
+    """What to say of a run that did not finish (interrupted, crashed): its iterations are a part of its window
+    ('' for a finished run)."""
+    from controlplane.storage import get_run
+
+    run = get_run(engine, run_id)
+    if run.get("status") == "finished":
+        return ""
+    summary = run.get("summary") or {}
+    done = (f", {summary['num_completed']} of {summary['num_requests']} requests completed"
+            if "num_completed" in summary and "num_requests" in summary else "")
+    return (f"run {run_id} did not finish ({run.get('status')}: {iterations} iterations{done}): it calibrates on "
+            "the part of its window it served; a finished run is a fuller sample")
 
 
 @app.command("calibrate")
@@ -291,6 +314,10 @@ def calibrate(
         engine = open_stored_runs(db)  # (as `runs show`: a --db naming no file is an error, not a new empty one)
         try:
             loaded = [[read_live_run(engine, run_id, worker) for run_id in ids] for ids in repeats]
+            for group in loaded:
+                for run in group:
+                    if warning := unfinished_run_warning(engine, run.run_id, len(run.samples)):
+                        err.print(f"[yellow]{warning}[/]", highlight=False)
         finally:
             engine.dispose()
         samples = [join_runs(*(r.samples for r in group)) if len(group) > 1 else group[0].samples

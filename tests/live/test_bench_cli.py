@@ -4,6 +4,7 @@ tested in test_calibration.py)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -252,3 +253,27 @@ def test_beyond_rows_marks_shapes_past_every_timed_row():
     assert bench.beyond_rows(IterationShape((), (), (256,) * 32), rows)
     assert bench.beyond_rows(IterationShape((128,), (0,), ()), rows)
     assert not bench.beyond_rows(IterationShape((64,) * 4, (0,) * 4, ()), rows)
+
+
+@pytest.mark.parametrize(("runs", "message"), [
+    (["1", "1"], "run 1 is named as more than one repeat in 1 1"),
+    (["1+2", "2+1"], "run 1+2 is named as more than one repeat"),
+    (["1+1"], "run '1+1' names a run more than once"),
+])
+def test_calibrate_refuses_a_run_named_twice(runs, message):
+    """`calibrate 1 1` priced the same iterations "0.0% apart"; `1+1` joined the run with itself."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        bench.parse_repeats(runs)
+    assert bench.parse_repeats(["1", "2+1", "2"]) == [[1], [2, 1], [2]]  # (a run in two different repeats: kept)
+
+
+def test_calibrating_an_interrupted_run_says_so(monkeypatch):
+    """An interrupted run (45 iterations, 3 of 113 requests completed) was calibrated on without a note."""
+    import controlplane.storage
+
+    runs = {1: {"status": "interrupted", "summary": {"num_requests": 113, "num_completed": 3}},
+            2: {"status": "finished", "summary": {"num_requests": 9, "num_completed": 9}}}
+    monkeypatch.setattr(controlplane.storage, "get_run", lambda engine, run_id: runs[run_id])
+    text = bench.unfinished_run_warning(None, 1, 45)
+    assert text.startswith("run 1 did not finish (interrupted: 45 iterations, 3 of 113 requests completed)"), text
+    assert bench.unfinished_run_warning(None, 2, 100) == ""
