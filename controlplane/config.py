@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
+from controlplane.config_errors import env_variables as _env_variables, settings_error_message, validation_message
 from controlplane.errors import ConfigError
 from controlplane.guardian_config import GuardiansConfig, empty_list
 from controlplane.hardware.cost import DEFAULT_GPU_PRICES
@@ -115,10 +117,6 @@ class ControlConfig(_Section):
     latency_window_s: float = Field(60.0, gt=0)  # recent latencies an autoscaler sees (ScalingContext)
 
 
-#: Keys that moved from ``sim`` to ``control`` (they drive live runs too); the old spelling still works.
-_MOVED_TO_CONTROL = ("tick_s", "metrics_interval_s")
-
-
 class SimConfig(_Section):
     exact: bool = False  # one core round trip per iteration (slow; to check the fast mode)
     guardian_latency_s: float = Field(0.05, ge=0)  # simulated guardian check time
@@ -173,10 +171,6 @@ class AuthConfig(_Section):
 
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_values", default={})
 
-#: Environment variables a run's settings read start with this (any case): ``CONTROLPLANE_SEED``,
-#: ``CONTROLPLANE_CONTROL__TICK_S``.
-ENV_PREFIX = "CONTROLPLANE_"
-
 
 class RunConfig(BaseModel):
     """Everything a run needs besides its trace.
@@ -226,10 +220,42 @@ class RunConfig(BaseModel):
         control = data.get("control")
         control = dict(control) if isinstance(control, dict) else {}
         for key, value in moved.items():
-            if key in control and control[key] != value:
+            if key in control and not _same_value(control[key], value):
                 raise ValueError(f"sim.{key} and control.{key} disagree; sim.{key} is the old name of control.{key}")
             control.setdefault(key, value)
         return {**data, "sim": sim, "control": control}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two spellings of one setting agree: as numbers when both read as numbers (the environment's "1.0"
+    and a file's 1), else as given."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return bool(a == b)
+
+
+def _moved_names(values: Any, where: str = "", note: Any = lambda key: "") -> Any:
+    """One source's values (a file's, the environment's, the options') with ``sim.tick_s`` /
+    ``sim.metrics_interval_s`` moved to ``control``, so that the old names take the source's precedence like any
+    key; both names in one source with different values: an error naming the source (``where``: `` in FILE``; or
+    ``note(key)``, said after the keys)."""
+    if not isinstance(values, dict) or not isinstance(values.get("sim"), dict):
+        return values
+    sim = dict(values["sim"])
+    moved = {k: sim.pop(k) for k in _MOVED_TO_CONTROL if k in sim}
+    if not moved:
+        return values
+    control = values.get("control")
+    if control is not None and not isinstance(control, dict):
+        return values  # (the section's own error comes from validation)
+    control = dict(control or {})
+    for key, value in moved.items():
+        if key in control and not _same_value(control[key], value):
+            raise ConfigError(f"invalid configuration{where}:\n  sim.{key} ({value!r}) and control.{key} "
+                              f"({control[key]!r}) disagree{note(key)}; sim.{key} is the old name of control.{key}: give one")
+        control.setdefault(key, value)
+    return {**values, "sim": sim, "control": control}
 
 
 def _settings_read_env() -> bool:
@@ -301,6 +327,26 @@ def _settings_class() -> type[RunConfig]:
             def __call__(self) -> dict[str, Any]:
                 return dict(_file_values.get())
 
+        class _EnvSource(PydanticBaseSettingsSource):
+            """The environment's values, old names moved (`_moved_names`) before they meet the other sources'."""
+
+            def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+                super().__init__(inner.settings_cls)
+                self.inner = inner
+
+            def _set_current_state(self, state: dict[str, Any]) -> None:
+                self.inner._set_current_state(state)
+
+            def _set_settings_sources_data(self, states: dict[str, dict[str, Any]]) -> None:
+                self.inner._set_settings_sources_data(states)
+
+            def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+                return self.inner.get_field_value(field, field_name)
+
+            def __call__(self) -> dict[str, Any]:
+                return _moved_names(self.inner(), note=lambda key: " (from the environment: " + ", ".join(
+                    dict.fromkeys(_env_variables(("sim", key)) + _env_variables(("control", key)))) + ")")
+
         class RunConfig(BaseSettings, base):  # the same name: validation errors' titles say RunConfig
             model_config = SettingsConfigDict(
                 env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
@@ -317,7 +363,7 @@ def _settings_class() -> type[RunConfig]:
                 dotenv_settings: PydanticBaseSettingsSource,
                 file_secret_settings: PydanticBaseSettingsSource,
             ) -> tuple[PydanticBaseSettingsSource, ...]:
-                return (init_settings, env_settings, _FileSource(settings_cls))
+                return (init_settings, _EnvSource(env_settings), _FileSource(settings_cls))
 
         _SETTINGS_CLASS = RunConfig
     return _SETTINGS_CLASS
@@ -366,87 +412,22 @@ def _yaml_error() -> type[Exception]:
     return yaml.YAMLError
 
 
-def _given(overrides: dict[str, Any] | None, loc: tuple[Any, ...]) -> bool:
-    """Whether the value at ``loc`` (an error's location) is one of ``overrides``."""
-    node: Any = overrides or {}
-    for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            return False
-    return True
-
-
-def _env_variables(loc: tuple[Any, ...]) -> list[str]:
-    """The ``CONTROLPLANE_*`` environment variables, as set, that give the value at ``loc`` (an error's
-    location) or a section holding it: ``CONTROLPLANE_SEED``, ``CONTROLPLANE_SIM__TICK_S``, ``CONTROLPLANE_SIM``."""
-    set_names = {k.lower(): k for k in os.environ if k.lower().startswith(ENV_PREFIX.lower())}
-    names = ((ENV_PREFIX + "__".join(str(p) for p in loc[:n])).lower() for n in range(1, len(loc) + 1))
-    return [set_names[n] for n in names if n in set_names]
-
-
-def environment_note(key: str) -> str:
-    """`` (from the environment: CONTROLPLANE_...)`` when a ``CONTROLPLANE_*`` variable gives the value at the dotted
-    ``key`` (``plugins.settings.my-cap.max_prompt``): the variable of that key, or of a section whose JSON holds it;
-    else "". For errors found after the config was built (a plugin's settings)."""
-    import json
-
-    loc = tuple(key.split("."))
-    found = []
-    for name in _env_variables(loc):
-        depth = name.count("__") + 1  # CONTROLPLANE_PLUGINS__SETTINGS: the first two parts
-        value: Any = os.environ[name]
-        if depth < len(loc):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                continue
-            for part in loc[depth:]:
-                value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
-        if value is not _MISSING:
-            found.append(name)
-    return f" (from the environment: {', '.join(found)})" if found else ""
-
-
-_MISSING = object()
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
                 option_names: Mapping[str, str] | None = None) -> RunConfig:
     """Build the run config from a file, the environment and explicit overrides. ``option_names``: the
     command-line option that gave each override, by its dotted key (``sim.until_s``: ``--until``), to name a bad
     value by its option."""
-    file_values = read_config_file(path) if path else {}
+    file_given = read_config_file(path) if path else {}
+    file_values = _moved_names(file_given, f" in {path}")  # (each source's old names moved before they meet)
+    given_values = _moved_names(overrides or {}, note=lambda key: " (given as options or overrides)")
     token = _file_values.set(file_values)
     try:
-        return RunConfig(**(overrides or {}))
+        return RunConfig(**given_values)
     except ValidationError as exc:
-        errs = exc.errors()
-        given = [_given(overrides, err["loc"]) for err in errs]  # (a command-line option's value: not the file's)
-        env = [[] if mine else _env_variables(err["loc"]) for err, mine in zip(errs, given)]  # (not the file's either)
-        where = f" in {path}" if path and not all(mine or names for mine, names in zip(given, env)) else ""
-        options = option_names or {}
-        lines = []
-        for err, mine, names in zip(errs, given, env):
-            key = ".".join(str(p) for p in err["loc"])
-            if mine and key in options:
-                lines.append(f"{options[key]}: {err['msg']}")
-                continue
-            lines.append(f"{key}: {err['msg']}"
-                         + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
-                         + (f" (from the environment: {', '.join(names)})" if names else ""))
-        raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(validation_message(exc, path, overrides, given_values, file_given, option_names)) from None
     except Exception as exc:
         if type(exc).__name__ != "SettingsError":  # (pydantic-settings: a variable its parser cannot read)
             raise
-        field = str(exc).partition('for field "')[2].partition('"')[0]
-        names = [k for k in os.environ if k.lower() == (ENV_PREFIX + field).lower()
-                 or k.lower().startswith((ENV_PREFIX + field + "__").lower())]
-        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
-        named = " or ".join(names) or ENV_PREFIX + field.upper()
-        raise ConfigError(f"invalid configuration: the environment variable {named} cannot be read (a section's "
-                          f"variable holds JSON){cause}") from None
+        raise ConfigError(settings_error_message(exc)) from None
     finally:
         _file_values.reset(token)

@@ -350,3 +350,52 @@ def test_a_replay_config_does_not_import_pydantic_settings(tmp_path):
     (tmp_path / "run.yaml").write_text("seed: 2\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "4", "True"]
+
+
+@pytest.mark.parametrize(("text", "env", "tick"), [
+    ("control: {tick_s: 1.0}\n", {"CONTROLPLANE_SIM__TICK_S": "1.0"}, 1.0),  # README's example: the same, as text
+    ("control: {tick_s: 1.0}\n", {"CONTROLPLANE_SIM__TICK_S": "3"}, 3.0),  # the environment beats the file
+    ("sim: {tick_s: 2}\n", {"CONTROLPLANE_CONTROL__TICK_S": "0.5"}, 0.5),  # the old name in the file, new in env
+    ("sim: {tick_s: 2}\ncontrol: {tick_s: 2.0}\n", {}, 2.0),  # both names in one file: compared as numbers
+    ("", {"CONTROLPLANE_SIM__TICK_S": "1", "CONTROLPLANE_CONTROL__TICK_S": "1.0"}, 1.0),
+])
+def test_an_old_name_takes_its_sources_precedence(tmp_path, monkeypatch, text, env, tick):
+    """`CONTROLPLANE_SIM__TICK_S=1.0 ... -c examples/cluster.yaml` failed: "sim.tick_s and control.tick_s disagree"
+    of the environment's "1.0" and the file's 1.0, blamed on an option, under an empty key."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_config(path).control.tick_s == tick
+    assert load_config(path, {"sim": {"tick_s": 7}}).control.tick_s == 7.0  # options beat both
+
+
+def test_old_and_new_names_that_disagree_in_one_source_name_that_source(tmp_path, monkeypatch):
+    path = tmp_path / "both.yaml"
+    path.write_text("sim: {tick_s: 1.0}\ncontrol: {tick_s: 2.0}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == (f"invalid configuration in {path}:\n  sim.tick_s (1.0) and control.tick_s (2.0) "
+                              "disagree; sim.tick_s is the old name of control.tick_s: give one")
+    with pytest.raises(ConfigError, match=r"disagree \(given as options or overrides\)") as exc:
+        load_config(None, {"sim": {"tick_s": 1}, "control": {"tick_s": 2}})
+    monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "1")
+    monkeypatch.setenv("CONTROLPLANE_CONTROL__TICK_S", "2")
+    with pytest.raises(ConfigError) as exc:
+        load_config()
+    assert "disagree (from the environment: CONTROLPLANE_SIM__TICK_S, CONTROLPLANE_CONTROL__TICK_S)" in str(exc.value)
+
+
+def test_a_bad_value_under_an_old_name_is_named_by_it_and_its_source(tmp_path, monkeypatch):
+    path = tmp_path / "run.yaml"
+    path.write_text("sim: {tick_s: 0}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == (f"invalid configuration in {path}:\n  sim.tick_s (the old name of control.tick_s): "
+                              "Input should be greater than 0")
+    path.write_text("control: {tick_s: 2}\n")
+    monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == ("invalid configuration:\n  sim.tick_s (the old name of control.tick_s): Input should be "
+                              "greater than 0 (from the environment: CONTROLPLANE_SIM__TICK_S)")

@@ -1,0 +1,119 @@
+"""A run config's errors, each named by its key and the source that gave the bad value: the file, an option (or
+an override), or a ``CONTROLPLANE_*`` environment variable (`controlplane.config.load_config`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Environment variables a run's settings read start with this (any case): ``CONTROLPLANE_SEED``,
+#: ``CONTROLPLANE_CONTROL__TICK_S``.
+ENV_PREFIX = "CONTROLPLANE_"
+
+#: Keys that moved from ``sim`` to ``control`` (they drive live runs too); the old spelling still works.
+MOVED_TO_CONTROL = ("tick_s", "metrics_interval_s")
+
+
+def validation_message(exc: Any, path: str | Path | None, overrides: Any, given_values: Any, file_given: Any,
+                       option_names: Mapping[str, str] | None) -> str:
+    """The message of a pydantic ``ValidationError`` of a run config: a line per error, its key (or option) and,
+    where the value is not the file's, its source. ``overrides`` as given, ``given_values`` with old names moved;
+    ``file_given``: the file's values as read."""
+    errs = exc.errors()
+    given = [_given(given_values, err["loc"]) for err in errs]  # (a command-line option's value: not the file's)
+    env = [[] if mine else env_variables(err["loc"]) for err, mine in zip(errs, given)]  # (not the file's either)
+    where = f" in {path}" if path and not all(mine or names for mine, names in zip(given, env)) else ""
+    options = option_names or {}
+    lines = []
+    for err, mine, names in zip(errs, given, env):
+        loc = err["loc"]
+        key = ".".join(str(p) for p in loc)
+        if mine and key in options:
+            lines.append(f"{options[key]}: {err['msg']}")
+            continue
+        if (_old_name_used(overrides, loc) if mine else
+                _moved(loc) and any(n.lower().startswith(f"{ENV_PREFIX}sim".lower()) for n in names) if names else
+                _old_name_used(file_given, loc)):
+            key = f"sim.{loc[1]} (the old name of {key})"
+        lines.append((f"{key}: {err['msg']}" if key else err["msg"])
+                     + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
+                     + (f" (from the environment: {', '.join(names)})" if names else ""))
+    return f"invalid configuration{where}:\n  " + "\n  ".join(lines)
+
+
+def settings_error_message(exc: Exception) -> str:
+    """The message of pydantic-settings' ``SettingsError``: a variable its parser cannot read."""
+    field = str(exc).partition('for field "')[2].partition('"')[0]
+    names = [k for k in os.environ if k.lower() == (ENV_PREFIX + field).lower()
+             or k.lower().startswith((ENV_PREFIX + field + "__").lower())]
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+    named = " or ".join(names) or ENV_PREFIX + field.upper()
+    return (f"invalid configuration: the environment variable {named} cannot be read (a section's variable holds "
+            f"JSON){cause}")
+
+
+def _given(overrides: dict[str, Any] | None, loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` (an error's location) is one of ``overrides``."""
+    node: Any = overrides or {}
+    if not loc:
+        return False  # (the whole config's error: not one value's)
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _old_name_used(values: Any, loc: tuple[Any, ...]) -> bool:
+    """Whether ``values`` (one source's, as given) set the value at ``loc`` (``control.tick_s``) by its old name."""
+    if not _moved(loc) or not isinstance(values, dict):
+        return False
+    sim, control = values.get("sim"), values.get("control")
+    return isinstance(sim, dict) and loc[1] in sim and not (isinstance(control, dict) and loc[1] in control)
+
+
+def _moved(loc: tuple[Any, ...]) -> bool:
+    """Whether ``loc`` is at or under a key that moved from ``sim`` to ``control`` (``control.tick_s``)."""
+    return len(loc) >= 2 and loc[0] == "control" and loc[1] in MOVED_TO_CONTROL
+
+
+def env_variables(loc: tuple[Any, ...]) -> list[str]:
+    """The ``CONTROLPLANE_*`` environment variables, as set, that give the value at ``loc`` (an error's
+    location) or a section holding it: ``CONTROLPLANE_SEED``, ``CONTROLPLANE_SIM__TICK_S``, ``CONTROLPLANE_SIM``;
+    for ``control.tick_s``, also its old name's ``CONTROLPLANE_SIM__TICK_S``."""
+    set_names = {k.lower(): k for k in os.environ if k.lower().startswith(ENV_PREFIX.lower())}
+    names = [(ENV_PREFIX + "__".join(str(p) for p in loc[:n])).lower() for n in range(1, len(loc) + 1)]
+    if _moved(loc):
+        names += [f"{ENV_PREFIX}sim".lower(), f"{ENV_PREFIX}sim__{loc[1]}".lower()]
+    return [set_names[n] for n in names if n in set_names]
+
+
+def environment_note(key: str) -> str:
+    """`` (from the environment: CONTROLPLANE_...)`` when a ``CONTROLPLANE_*`` variable gives the value at the dotted
+    ``key`` (``plugins.settings.my-cap.max_prompt``): the variable of that key, or of a section whose JSON holds it;
+    else "". For errors found after the config was built (a plugin's settings)."""
+    import json
+
+    loc = tuple(key.split("."))
+    found = []
+    for name in env_variables(loc):
+        depth = name.count("__") + 1  # CONTROLPLANE_PLUGINS__SETTINGS: the first two parts
+        value: Any = os.environ[name]
+        if depth < len(loc):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+            for part in loc[depth:]:
+                value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is not _MISSING:
+            found.append(name)
+    return f" (from the environment: {', '.join(found)})" if found else ""
+
+
+_MISSING = object()
