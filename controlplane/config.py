@@ -8,7 +8,6 @@ file, the defaults below. Unknown keys are errors that name the key.
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
 from controlplane.config_errors import env_variables as _env_variables, settings_error_message, validation_message
+from controlplane.config_files import read_config_file
 from controlplane.errors import ConfigError
 from controlplane.guardian_config import GuardiansConfig, empty_list
 from controlplane.hardware.cost import DEFAULT_GPU_PRICES
@@ -367,49 +367,6 @@ def _settings_class() -> type[RunConfig]:
 
         _SETTINGS_CLASS = RunConfig
     return _SETTINGS_CLASS
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML, TOML or JSON config file into a dict, with errors naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} is a folder, not a file" if path.is_dir() else
-                          f"config file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
-    # Each parser imported when a file needs it (tomllib's regular expressions are ~0.01 G
-    # instructions); a YAML file's parse comes from the cache when the text was parsed before
-    # (PyYAML's import is ~0.1 G: `controlplane.yaml_cache`). ``errors()`` is called only when
-    # parsing raised: PyYAML's error class without importing PyYAML otherwise.
-    parse: Any
-    errors: Any
-    if path.suffix == ".toml":
-        import tomllib
-
-        parse, errors = tomllib.loads, lambda: tomllib.TOMLDecodeError
-    elif path.suffix == ".json":
-        parse, errors = json.loads, lambda: json.JSONDecodeError
-    else:
-        from controlplane import yaml_cache
-
-        parse, errors = yaml_cache.safe_load, _yaml_error
-    try:
-        data = parse(text)
-    except errors() as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return data
-
-
-def _yaml_error() -> type[Exception]:
-    import yaml
-
-    return yaml.YAMLError
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, *,

@@ -8,7 +8,9 @@ it off), one file per text (named by its SHA-256, holding the text itself, compa
 under the installed PyYAML (its package file's path and stat), and used only when JSON holds
 the parse exactly: mappings with string keys, lists, strings, integers, floats, booleans and
 nulls, no container twice (a YAML alias). Anything else (a date, a set, a number as a key) is
-parsed by PyYAML at every run, as is a text that does not parse (its error is PyYAML's).
+parsed by PyYAML at every run, as is a text that does not parse (its error is PyYAML's). Unlike
+``yaml.safe_load``, a mapping that gives a key twice is refused (`DuplicateKeyError`, with both
+lines), not parsed as its last value.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from controlplane.cache_dir import cache_root, write_atomically
 
 __all__ = ["safe_load"]
 
-_FORMAT = 1  # of the files' content
+_FORMAT = 2  # of the files' content (2: parsed refusing repeated keys)
 
 
 def safe_load(text: str) -> Any:
@@ -40,7 +42,7 @@ def safe_load(text: str) -> Any:
             pass
     import yaml
 
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=_loader())  # noqa: S506 (a SafeLoader)
     if entry is not None and installed is not None and _json_exact(data, set()):
         write_atomically(entry, json.dumps({"format": _FORMAT, "pyyaml": installed, "text": text, "data": data}).encode(),
                          prune="yaml-*.json")
@@ -82,3 +84,40 @@ def _json_exact(value: Any, seen: set[int]) -> bool:
             return all(type(k) is str and _json_exact(v, seen) for k, v in value.items())
         return all(_json_exact(v, seen) for v in value)
     return value is None or kind is str or kind is int or kind is float or kind is bool
+
+
+_LOADER: Any = None
+
+
+def _loader() -> Any:
+    """PyYAML's ``SafeLoader``, refusing a mapping that gives a key twice (a merge key's ``<<`` entries may be
+    given again: that is what they are for)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        from controlplane.config_files import DuplicateKeyError
+
+        class UniqueKeyLoader(yaml.SafeLoader):
+            def flatten_mapping(self, node: Any) -> None:
+                checked = self.__dict__.setdefault("_checked", set())
+                if node not in checked:  # its own keys, before merges are flattened into it
+                    checked.add(node)
+                    lines: dict[Any, int] = {}
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":
+                            continue
+                        key = self.construct_object(key_node, deep=True)
+                        line = key_node.start_mark.line + 1
+                        try:
+                            first = lines.get(key)
+                        except TypeError:  # (an unhashable key: PyYAML's own error follows)
+                            continue
+                        if first is not None:
+                            raise DuplicateKeyError(f"the key {key!r} is given twice in one mapping (line {first} "
+                                                    f"and line {line}); give it once")
+                        lines[key] = line
+                super().flatten_mapping(node)
+
+        _LOADER = UniqueKeyLoader
+    return _LOADER

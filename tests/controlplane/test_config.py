@@ -399,3 +399,26 @@ def test_a_bad_value_under_an_old_name_is_named_by_it_and_its_source(tmp_path, m
         load_config(path)
     assert str(exc.value) == ("invalid configuration:\n  sim.tick_s (the old name of control.tick_s): Input should be "
                               "greater than 0 (from the environment: CONTROLPLANE_SIM__TICK_S)")
+
+
+@pytest.mark.parametrize(("name", "text", "problem"), [
+    ("dup.yaml", "seed: 1\nseed: 2\n", "the key 'seed' is given twice in one mapping (line 1 and line 2)"),
+    ("dup.json", '{"seed": 1,\n "seed": 2}', "the key 'seed' is given twice in one object (line 1 and line 2)"),
+    ("dup.json", '{"cluster": {"models": [{"name": "a"}], "max_retries": 1},\n "sim": {"exact": true},\n'
+                 ' "cluster": {"max_retries": 0}}', "the key 'cluster' is given twice in one object (line 1 and line 3)"),
+    ("dup.toml", "seed = 1\nseed = 2\n", "not valid toml: Cannot overwrite a value (at line 2"),
+])
+def test_a_key_given_twice_in_a_file_is_refused_naming_the_file_key_and_lines(tmp_path, name, text, problem):
+    """YAML and JSON kept the last silently: a second `cluster:` dropped the first's models."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value).startswith(f"{path}: {problem}")
+
+
+def test_json_objects_that_share_key_names_are_not_repeated_keys(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text('{"name": "x", "cluster": {"models": [{"name": "a"}, {"name": "b"}]}, "plugins": '
+                    '{"settings": {"queue-limit": {"max_queued": 3}, "exact-cache": {"name": "\\"name\\": 1"}}}}')
+    assert read_config_file(path)["plugins"]["settings"]["exact-cache"] == {"name": '"name": 1'}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -21,8 +22,8 @@ TEXTS = [
     "yes_: yes\nno_: no\non_: on\nnull_: ~\nempty:\nstr: '1'\nunicode: \"\\u00e9\\U0001F600\"\n",
     "- 1\n- [2, 3]\n- {x: y}\n",
     "plain string\n",
-    "dup: 1\ndup: 2\n",
     "nan: .nan\n",
+    "base: &b {x: 1, y: 2}\nother: {<<: *b, x: 3}\n",  # a merge key's entries given again: not a repeated key
 ]
 #: What JSON would not give back exactly: parsed by PyYAML at every run.
 NOT_KEPT = [
@@ -118,3 +119,22 @@ def test_a_kept_parse_does_not_import_pyyaml(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
     assert runs == ["{'seed': 5, 'sim': {'exact': True}} True\n", "{'seed': 5, 'sim': {'exact': True}} False\n"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("seed: 1\nseed: 2\n", "the key 'seed' is given twice in one mapping (line 1 and line 2)"),
+    ("cluster:\n  models: [{replicas: 3}]\ncluster:\n  max_retries: 0\n",
+     "the key 'cluster' is given twice in one mapping (line 1 and line 3)"),
+    ("m: [{name: a, name: b}]\n", "the key 'name' is given twice in one mapping (line 1 and line 1)"),
+])
+def test_a_repeated_key_is_refused_even_when_an_older_cache_kept_its_last_value(cache, text, problem):
+    """`cluster:` twice ran with the second section alone (the first's models dropped), silently."""
+    from controlplane.config_files import DuplicateKeyError
+
+    entry = yaml_cache._entry(text)
+    entry.parent.mkdir(parents=True)
+    entry.write_text(json.dumps({"format": 1, "pyyaml": yaml_cache._pyyaml(), "text": text,
+                                 "data": yaml.safe_load(text)}))  # what the cache kept before
+    for _ in range(2):
+        with pytest.raises(DuplicateKeyError, match=re.escape(problem)):
+            yaml_cache.safe_load(text)

@@ -1,0 +1,102 @@
+"""A run config file's parse: YAML, TOML or JSON into a dict, with errors naming the file
+(`controlplane.config.load_config` reads it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from controlplane.errors import ConfigError
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML, TOML or JSON config file into a dict, with errors naming the file. A key given twice in one
+    mapping is an error (YAML and JSON parsers would keep the last silently)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is a folder, not a file" if path.is_dir() else
+                          f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
+    # Each parser imported when a file needs it (tomllib's regular expressions are ~0.01 G
+    # instructions); a YAML file's parse comes from the cache when the text was parsed before
+    # (PyYAML's import is ~0.1 G: `controlplane.yaml_cache`). ``errors()`` is called only when
+    # parsing raised: PyYAML's error class without importing PyYAML otherwise.
+    parse: Any
+    errors: Any
+    if path.suffix == ".toml":
+        import tomllib
+
+        parse, errors = tomllib.loads, lambda: tomllib.TOMLDecodeError
+    elif path.suffix == ".json":
+        parse, errors = _json_loads, lambda: json.JSONDecodeError
+    else:
+        from controlplane import yaml_cache
+
+        parse, errors = yaml_cache.safe_load, _yaml_error
+    try:
+        data = parse(text)
+    except errors() as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _yaml_error() -> type[Exception]:
+    import yaml
+
+    return yaml.YAMLError
+
+
+class DuplicateKeyError(ValueError):
+    """A mapping (a YAML mapping, a JSON object) with a key twice: what the parsers would keep silently."""
+
+
+def _json_loads(text: str) -> Any:
+    """``json.loads``, refusing an object that has a key twice (its lines found by `_json_duplicate`)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            raise DuplicateKeyError(_json_duplicate(text))
+        return out
+
+    return json.loads(text, object_pairs_hook=pairs)
+
+
+def _json_duplicate(text: str) -> str:
+    """What is wrong with ``text`` (JSON with a repeated key): the first key given twice in one object, and the
+    lines of both."""
+    from json.decoder import scanstring
+
+    stack: list[dict[str, int] | None] = []  # each open object's keys (their lines); None for an array
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            key, end = scanstring(text, i + 1)
+            after = end
+            while after < n and text[after] in " \t\r\n":
+                after += 1
+            if after < n and text[after] == ":" and stack and stack[-1] is not None:
+                line = text.count("\n", 0, i) + 1
+                if key in stack[-1]:
+                    return (f"the key {key!r} is given twice in one object (line {stack[-1][key]} and line {line}); "
+                            "give it once")
+                stack[-1][key] = line
+            i = end
+            continue
+        if c == "{" or c == "[":
+            stack.append({} if c == "{" else None)
+        elif (c == "}" or c == "]") and stack:
+            stack.pop()
+        i += 1
+    return "a key is given twice in one object; give it once"
