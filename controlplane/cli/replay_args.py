@@ -54,7 +54,7 @@ PARAMETERS: Final[tuple[tuple[str, tuple[str, ...], Any, Any, int | None], ...]]
     ("qps", ("--qps",), float, None, None),
     ("arrival", ("--arrival",), str, None, None),
     ("opt", ("--opt",), MULTIPLE, None, None),
-    ("exact", ("--exact",), SWITCH, False, None),
+    ("exact", ("--exact",), SWITCH, None, None),
     ("until", ("--until",), float, None, None),
     ("slo_ttft", ("--slo-ttft",), float, None, None),
     ("slo_tpot", ("--slo-tpot",), float, None, None),

@@ -66,7 +66,7 @@ _OPTIONS = {"storage.url": "--db", "seed": "--seed", "name": "--name", "sim.exac
 
 
 def _overrides(
-    db: str | None, seed: int | None, name: str | None, exact: bool, slo_ttft: float | None, slo_tpot: float | None,
+    db: str | None, seed: int | None, name: str | None, exact: bool | None, slo_ttft: float | None, slo_tpot: float | None,
     until: float | None,
 ) -> dict[str, Any]:
     o: dict[str, Any] = {}
@@ -77,8 +77,8 @@ def _overrides(
     if name:
         o["name"] = name
     sim: dict[str, Any] = {}
-    if exact:
-        sim["exact"] = True
+    if exact is not None:  # --exact or --no-exact; neither: the config's sim.exact
+        sim["exact"] = exact
     if until is not None:
         sim["until_s"] = until
     if sim:
@@ -148,7 +148,9 @@ def replay(
         "--opt", metavar="KEY=VALUE", help="A trace format option (repeatable; VALUE read as JSON where it parses), "
                                            "e.g. --opt failed=drop --opt models=GPT-4 for BurstGPT, --opt "
                                            "spread=none for Mooncake. The formats' options: docs/traces.md.")] = None,
-    exact: Annotated[bool, typer.Option(help="One control-plane step per iteration (slow, for checking).")] = False,
+    exact: Annotated[Optional[bool], typer.Option(
+        help="One control-plane step per iteration (slow, for checking); --no-exact: the fast mode even when the "
+             "config sets sim.exact. Default: the config's sim.exact.")] = None,
     until: Annotated[Optional[float], typer.Option(
         help="Stop at this simulated second (sooner when the requests that arrived by then are done): those still "
              "in the system are recorded in flight; later arrivals never happen, and are not counted.")] = None,
@@ -228,7 +230,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             rate_scale: Optional[float], rate_profile: Optional[str], copies: Optional[str], limit: Optional[int],
             prompt_scale: Optional[float], output_scale: Optional[float], max_prompt_tokens: Optional[int],
             max_output_tokens: Optional[int], qps: Optional[float], arrival: Optional[str], opt: Optional[list[str]],
-            exact: bool, until: Optional[float],
+            exact: Optional[bool], until: Optional[float],
             slo_ttft: Optional[float], slo_tpot: Optional[float], progress: bool) -> None:
     with common.gc_paused():  # the config's imports: only long-lived objects
         from controlplane.config import load_config

@@ -139,3 +139,22 @@ def test_other_exceptions_are_raised_as_they_are():
         replay_args.run(command, {})
     with pytest.raises(OSError, match="other"):
         replay_args.run(lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "other")), {})
+
+
+@pytest.mark.parametrize(("args", "exact"), [([], True), (["--exact"], True), (["--no-exact"], False)])
+def test_no_exact_overrides_a_config_s_exact_and_no_flag_leaves_it(tmp_path, monkeypatch, args, exact):
+    """`--no-exact` was read as "not given": a config's `sim.exact: true` ran exact regardless."""
+    import inspect
+
+    from controlplane.config import load_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("sim: {exact: true}\n")
+    at = list(inspect.signature(sim._replay).parameters).index("exact")
+    ours = _captured(monkeypatch, lambda: replay_args.run(sim.replay, replay_args.parse(args)))
+    theirs = _captured(monkeypatch, lambda: _typer_command().main(args=list(args), prog_name="controlplane sim replay",
+                                                                   standalone_mode=False))
+    assert ours[at] == theirs[at] == ((bool, exact) if args else (type(None), None))
+    overrides = sim._overrides(None, None, None, ours[at][1], None, None, None)
+    assert load_config(config, overrides).sim.exact is exact
+    assert load_config(None, overrides).sim.exact is (exact if args else False)
