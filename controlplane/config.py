@@ -8,6 +8,7 @@ file, the defaults below. Unknown keys are errors that name the key.
 from __future__ import annotations
 
 import contextvars
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,7 +47,8 @@ FALLBACK_PLUGINS: dict[str, str] = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No float setting takes infinity or NaN (a tick, an SLO, a price: an infinite cost, JSON that is not JSON).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PluginsConfig(_Section):
@@ -207,6 +209,18 @@ class RunConfig(BaseModel):
         else:
             super().__init__(**_merged_values(values))
 
+    @field_validator("guardians")
+    @classmethod
+    def _finite_guardians(cls, guardians: GuardiansConfig) -> GuardiansConfig:
+        """The guardians' float settings are finite too (their section's models take any float)."""
+        for key, value in _floats(guardians, ()):
+            if not math.isfinite(value):
+                from pydantic_core import PydanticCustomError
+
+                raise PydanticCustomError("finite_number", f"{'.'.join(key)}: Input should be a finite number, got "
+                                                           f"{value}")
+        return guardians
+
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
@@ -224,6 +238,21 @@ class RunConfig(BaseModel):
                 raise ValueError(f"sim.{key} and control.{key} disagree; sim.{key} is the old name of control.{key}")
             control.setdefault(key, value)
         return {**data, "sim": sim, "control": control}
+
+
+def _floats(value: Any, key: tuple[str, ...]) -> Any:
+    """Every float in a settings model, with its key: (("models", "0", "timeout_s"), 5.0), ..."""
+    if isinstance(value, float):
+        yield key, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _floats(getattr(value, name), (*key, name))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _floats(item, (*key, str(i)))
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            yield from _floats(item, (*key, str(k)))
 
 
 def _same_value(a: Any, b: Any) -> bool:

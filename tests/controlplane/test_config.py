@@ -422,3 +422,29 @@ def test_json_objects_that_share_key_names_are_not_repeated_keys(tmp_path):
     path.write_text('{"name": "x", "cluster": {"models": [{"name": "a"}, {"name": "b"}]}, "plugins": '
                     '{"settings": {"queue-limit": {"max_queued": 3}, "exact-cache": {"name": "\\"name\\": 1"}}}}')
     assert read_config_file(path)["plugins"]["settings"]["exact-cache"] == {"name": '"name": 1'}
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("control: {tick_s: .inf}\n", "control.tick_s"),
+    ("control: {metrics_interval_s: .inf}\n", "control.metrics_interval_s"),
+    ("control: {latency_window_s: .nan}\n", "control.latency_window_s"),
+    ("sim: {until_s: .inf}\n", "sim.until_s"),
+    ("sim: {guardian_latency_s: .inf}\n", "sim.guardian_latency_s"),
+    ("slo: {e2e_s: .inf}\n", "slo.e2e_s"),
+    ("cluster: {models: [{cold_start_s: .inf}]}\n", "cluster.models.0.cold_start_s"),
+    ("cluster: {models: [{load_bandwidth_gb_s: .inf}]}\n", "cluster.models.0.load_bandwidth_gb_s"),
+    ("cluster: {gpu_prices: {h100-80gb: .inf}}\n", "cluster.gpu_prices.h100-80gb"),
+])
+def test_an_infinite_or_nan_setting_is_refused(tmp_path, text, key):
+    """`control: {tick_s: .inf}` ran, to an infinite cost and a summary that was not JSON."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"invalid configuration in {path}:\n  {key}: Input should be a finite number"
+
+
+def test_a_guardian_s_infinite_setting_is_refused():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"guardians": {"models": [{"name": "g", "kind": "simulated", "timeout_s": float("inf")}]}})
+    assert "guardians: models.0.timeout_s: Input should be a finite number, got inf" in str(exc.value)
