@@ -23,7 +23,8 @@ def validation_message(exc: Any, path: str | Path | None, overrides: Any, given_
     ``file_given``: the file's values as read."""
     errs = exc.errors()
     given = [_given(given_values, err["loc"]) for err in errs]  # (a command-line option's value: not the file's)
-    env = [[] if mine else env_variables(err["loc"]) for err, mine in zip(errs, given)]  # (not the file's either)
+    # (nor these; a list set item by item, CONTROLPLANE_CLUSTER__MODELS__0__REPLICAS, reads as a mapping: not a list)
+    env = [[] if mine else env_variables(err["loc"], below=err["type"] == "list_type") for err, mine in zip(errs, given)]
     where = f" in {path}" if path and not all(mine or names for mine, names in zip(given, env)) else ""
     options = option_names or {}
     lines = []
@@ -39,8 +40,17 @@ def validation_message(exc: Any, path: str | Path | None, overrides: Any, given_
             key = f"sim.{loc[1]} (the old name of {key})"
         lines.append((f"{key}: {err['msg']}" if key else err["msg"])
                      + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
-                     + (f" (from the environment: {', '.join(names)})" if names else ""))
+                     + (f" (from the environment: {', '.join(names)}{_list_note(err, names)})" if names else ""))
     return f"invalid configuration{where}:\n  " + "\n  ".join(lines)
+
+
+def _list_note(err: Any, names: list[str]) -> str:
+    """What to say of a list section set item by item (``CONTROLPLANE_CLUSTER__MODELS__0__REPLICAS``): it is one
+    variable's JSON."""
+    section = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+    if not any(n.upper().startswith(section + "__") for n in names):
+        return ""
+    return f"; a list is set whole, as JSON: {section}='[...]'"
 
 
 def settings_error_message(exc: Exception) -> str:
@@ -82,15 +92,20 @@ def _moved(loc: tuple[Any, ...]) -> bool:
     return len(loc) >= 2 and loc[0] == "control" and loc[1] in MOVED_TO_CONTROL
 
 
-def env_variables(loc: tuple[Any, ...]) -> list[str]:
+def env_variables(loc: tuple[Any, ...], below: bool = False) -> list[str]:
     """The ``CONTROLPLANE_*`` environment variables, as set, that give the value at ``loc`` (an error's
     location) or a section holding it: ``CONTROLPLANE_SEED``, ``CONTROLPLANE_SIM__TICK_S``, ``CONTROLPLANE_SIM``;
-    for ``control.tick_s``, also its old name's ``CONTROLPLANE_SIM__TICK_S``."""
+    for ``control.tick_s``, also its old name's ``CONTROLPLANE_SIM__TICK_S``; ``below``: also those that give a
+    part of it (``CONTROLPLANE_CLUSTER__MODELS__0__REPLICAS`` for ``cluster.models``)."""
     set_names = {k.lower(): k for k in os.environ if k.lower().startswith(ENV_PREFIX.lower())}
     names = [(ENV_PREFIX + "__".join(str(p) for p in loc[:n])).lower() for n in range(1, len(loc) + 1)]
     if _moved(loc):
         names += [f"{ENV_PREFIX}sim".lower(), f"{ENV_PREFIX}sim__{loc[1]}".lower()]
-    return [set_names[n] for n in names if n in set_names]
+    found = [set_names[n] for n in names if n in set_names]
+    if below and loc:
+        under = (ENV_PREFIX + "__".join(str(p) for p in loc) + "__").lower()
+        found += sorted(name for low, name in set_names.items() if low.startswith(under))
+    return found
 
 
 def environment_note(key: str) -> str:

@@ -448,3 +448,29 @@ def test_a_guardian_s_infinite_setting_is_refused():
     with pytest.raises(ConfigError) as exc:
         load_config(None, {"guardians": {"models": [{"name": "g", "kind": "simulated", "timeout_s": float("inf")}]}})
     assert "guardians: models.0.timeout_s: Input should be a finite number, got inf" in str(exc.value)
+
+
+@pytest.mark.parametrize(("name", "key", "section"), [
+    ("CONTROLPLANE_CLUSTER__MODELS__0__REPLICAS", "cluster.models", "CONTROLPLANE_CLUSTER__MODELS"),
+    ("CONTROLPLANE_PLUGINS__ENABLED__0", "plugins.enabled", "CONTROLPLANE_PLUGINS__ENABLED"),
+])
+def test_a_list_set_item_by_item_from_the_environment_names_the_variable(tmp_path, monkeypatch, name, key, section):
+    """It said "invalid configuration in base.yaml: cluster.models: Input should be a valid list": the file blamed,
+    the variable never named."""
+    path = tmp_path / "base.yaml"
+    path.write_text("cluster:\n  models:\n    - {name: default, replicas: 3}\n")
+    monkeypatch.setenv(name, "5")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == (f"invalid configuration:\n  {key}: Input should be a valid list (from the environment: "
+                              f"{name}; a list is set whole, as JSON: {section}='[...]')")
+
+
+def test_a_variable_under_a_section_is_not_blamed_for_the_file_s_error_there(tmp_path, monkeypatch):
+    path = tmp_path / "run.yaml"
+    path.write_text("cluster:\n  models: [{name: a}, {name: a}]\n")
+    monkeypatch.setenv("CONTROLPLANE_CLUSTER__MAX_RETRIES", "1")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value).startswith(f"invalid configuration in {path}:\n  cluster: Value error, model names must be")
+    assert "environment" not in str(exc.value)
