@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,6 +78,21 @@ class ModelDeployment(_Section):
     max_model_len: int | None = Field(None, ge=1)  # prompt+output cap; None: no cap
     worker: dict[str, Any] = Field(default_factory=dict)  # live mode: the worker's model settings
 
+    @field_validator("precision", "model_spec")
+    @classmethod
+    def _known(cls, value: str | None, info: Any) -> str | None:
+        """A precision or ``model_spec`` the catalogue knows (checked when the config loads, not when a run starts)."""
+        if value is not None:
+            from controlplane.hardware.specs import get_model, get_precision
+
+            try:
+                (get_precision if info.field_name == "precision" else get_model)(value)
+            except KeyError as exc:
+                from pydantic_core import PydanticCustomError
+
+                raise PydanticCustomError("unknown_spec", str(exc)) from None
+        return value
+
 
 class ClusterConfig(_Section):
     models: list[ModelDeployment] = Field(default_factory=lambda: [ModelDeployment()])
@@ -124,7 +139,7 @@ class SimConfig(_Section):
     guardian_latency_s: float = Field(0.05, ge=0)  # simulated guardian check time
     guardian_block_rate: float = Field(0.0, ge=0, le=1)  # synthetic label: the share of harmful requests
     # the same per tenant (others: guardian_block_rate); see sim.guardian_labels
-    guardian_tenant_block_rates: dict[str, float] = Field(default_factory=dict)
+    guardian_tenant_block_rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     until_s: float | None = Field(None, gt=0)  # stop the run at this time (in flight = cut off)
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "get_model",
     "get_gpu",
     "get_precision",
+    "UnknownSpecError",
 ]
 
 GiB = 1024**3
@@ -230,6 +231,13 @@ GPUS: dict[str, GPUSpec] = {
 _GPU_ALIASES = {"a100": "a100-80gb", "h100": "h100-80gb", "h200-141gb": "h200", "a10": "a10g"}
 
 
+class UnknownSpecError(KeyError):
+    """A model, GPU or precision the catalogue lacks; its text is the message (a KeyError's would be quoted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def _lookup(table: Mapping[str, Any], aliases: Mapping[str, str], key: str, kind: str) -> Any:
     if key in table:
         return table[key]
@@ -240,7 +248,8 @@ def _lookup(table: Mapping[str, Any], aliases: Mapping[str, str], key: str, kind
     hit = lowered.get(key.lower()) or short.get(key.lower().split("/")[-1])
     if hit is not None:
         return table[hit] if hit in table else table[aliases[hit]]
-    raise KeyError(f"unknown {kind} {key!r}; known: {sorted(table)} (aliases: {sorted(aliases)})")
+    raise UnknownSpecError(f"unknown {kind} {key!r}; known: {', '.join(sorted(table))} (aliases: "
+                           f"{', '.join(sorted(aliases))})")
 
 
 def get_model(model: str | ModelSpec) -> ModelSpec:
@@ -258,4 +267,4 @@ def get_precision(precision: str | Precision) -> Precision:
     try:
         return PRECISIONS[precision.lower()]
     except KeyError:
-        raise KeyError(f"unknown precision {precision!r}; known: {sorted(PRECISIONS)}") from None
+        raise UnknownSpecError(f"unknown precision {precision!r}; known: {', '.join(sorted(PRECISIONS))}") from None

@@ -474,3 +474,16 @@ def test_a_variable_under_a_section_is_not_blamed_for_the_file_s_error_there(tmp
         load_config(path)
     assert str(exc.value).startswith(f"invalid configuration in {path}:\n  cluster: Value error, model names must be")
     assert "environment" not in str(exc.value)
+
+
+def test_precision_and_model_spec_are_checked_against_the_catalogue_when_the_config_loads():
+    from controlplane.hardware.specs import UnknownSpecError, get_precision
+
+    assert load_config(None, {"cluster": {"models": [{"precision": "BF16", "model_spec": "llama2-7b"}]}})
+    with pytest.raises(ConfigError, match=r"cluster\.models\.0\.precision: unknown precision 'fp61'; known: bf16, "):
+        load_config(None, {"cluster": {"models": [{"precision": "fp61"}]}})
+    with pytest.raises(UnknownSpecError) as exc:
+        get_precision("fp61")
+    assert str(exc.value) == "unknown precision 'fp61'; known: bf16, fp16, fp32, int8, nf4"  # (not quoted)
+    with pytest.raises(ConfigError, match=r"sim\.guardian_tenant_block_rates\.a: Input should be greater than or "):
+        load_config(None, {"sim": {"guardian_tenant_block_rates": {"a": -0.1}}})
