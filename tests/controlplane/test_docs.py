@@ -209,3 +209,13 @@ def test_configuration_doc_lists_every_builtin_plugin_setting():
         settings = info.target.Settings.model_fields if issubclass(info.target, Plugin) else {}
         for key in settings:
             assert f"`{key}`" in rows[name], f"{name}: setting {key} is not documented"
+
+
+def test_max_batch_tokens_doc_says_what_a_longer_prompt_gets_by_default():
+    """It said such a prompt "is rejected", but continuous-batching prefills it alone unless long_prompts: reject."""
+    from plugins.batching import ContinuousBatching
+
+    row = _section_rows(CONFIG_DOC.read_text(), "cluster.models[]")["max_batch_tokens"][3]
+    default = ContinuousBatching.Settings.model_fields["long_prompts"].default
+    assert default == "alone"
+    assert "prefilled alone by default" in row and 'long_prompts: "reject"' in row, row
