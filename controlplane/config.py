@@ -81,8 +81,9 @@ class ModelDeployment(_Section):
     @field_validator("precision", "model_spec")
     @classmethod
     def _known(cls, value: str | None, info: Any) -> str | None:
-        """A precision or ``model_spec`` the catalogue knows (checked when the config loads, not when a run starts)."""
-        if value is not None:
+        """A precision or ``model_spec`` the catalogue knows (checked when the config loads, not when a run starts);
+        precision ``auto``: the live worker's own choice (`controlplane.live.model_source`)."""
+        if value is not None and not (info.field_name == "precision" and value == "auto"):
             from controlplane.hardware.specs import get_model, get_precision
 
             try:

@@ -480,6 +480,7 @@ def test_precision_and_model_spec_are_checked_against_the_catalogue_when_the_con
     from controlplane.hardware.specs import UnknownSpecError, get_precision
 
     assert load_config(None, {"cluster": {"models": [{"precision": "BF16", "model_spec": "llama2-7b"}]}})
+    assert load_config(None, {"cluster": {"models": [{"precision": "auto"}]}})  # (a live worker's own choice)
     with pytest.raises(ConfigError, match=r"cluster\.models\.0\.precision: unknown precision 'fp61'; known: bf16, "):
         load_config(None, {"cluster": {"models": [{"precision": "fp61"}]}})
     with pytest.raises(UnknownSpecError) as exc:
