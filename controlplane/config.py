@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
+from controlplane.config_errors import error_message  # noqa: F401 (plugin settings' errors are worded the same)
 from controlplane.config_errors import env_variables as _env_variables, settings_error_message, validation_message
 from controlplane.config_files import read_config_file
 from controlplane.errors import ConfigError

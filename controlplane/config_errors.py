@@ -30,18 +30,58 @@ def validation_message(exc: Any, path: str | Path | None, overrides: Any, given_
     lines = []
     for err, mine, names in zip(errs, given, env):
         loc = err["loc"]
-        key = ".".join(str(p) for p in loc)
+        key = ".".join(str(p) for p in (loc[:-2] if loc[-1:] == ("[key]",) else loc))
+        msg = error_message(err)
         if mine and key in options:
-            lines.append(f"{options[key]}: {err['msg']}")
+            lines.append(f"{options[key]}: {msg}")
             continue
         if (_old_name_used(overrides, loc) if mine else
                 _moved(loc) and any(n.lower().startswith(f"{ENV_PREFIX}sim".lower()) for n in names) if names else
                 _old_name_used(file_given, loc)):
             key = f"sim.{loc[1]} (the old name of {key})"
-        lines.append((f"{key}: {err['msg']}" if key else err["msg"])
+        lines.append((f"{key}: {msg}" if key else msg)
                      + (f" (given as an option or override{f', not in {path}' if path else ''})" if mine else "")
                      + (f" (from the environment: {', '.join(names)}{_list_note(err, names)})" if names else ""))
     return f"invalid configuration{where}:\n  " + "\n  ".join(lines)
+
+
+#: Errors whose message does not show the value and where it is worth showing (pydantic's parsing errors do not
+#: either, but say what they could not parse: "unable to parse string as an integer").
+_SHOW_VALUE = frozenset({"literal_error", "enum", "string_type", "int_type", "float_type", "bool_type", "dict_type",
+                         "list_type", "model_type", "model_attributes_type", "string_pattern_mismatch"})
+_SECTIONS = frozenset({"dict_type", "model_type", "model_attributes_type"})
+
+
+def error_message(err: Mapping[str, Any]) -> str:
+    """The message of one pydantic error of a config (its ``msg`` with the value received where it helps, and what
+    YAML made of it): ``Input should be 'off', 'steady' or 'quantile', got False: YAML reads off/no/yes/on as
+    booleans; quote it``; a section left empty says so. Shared by the run config and plugin settings."""
+    msg, kind, value = err["msg"], err["type"], err.get("input")
+    loc = tuple(err.get("loc") or ())
+    if loc[-1:] == ("[key]",):  # a mapping's key: ('sim', 'guardian_tenant_block_rates', 0, '[key]')
+        hint = _YAML_BOOLEANS if isinstance(value, bool) else "quote it" if kind == "string_type" else ""
+        return f"the key {value!r}: {msg}" + (f": {hint}" if hint else "")
+    if value is None and kind in _SECTIONS:
+        if loc and isinstance(loc[-1], int):
+            return "an empty list item (a `-` with nothing under it): give its keys or remove it"
+        return "an empty section (nothing under its key, or only comments): give it keys or remove the key"
+    if value is None and kind == "list_type":
+        return "an empty value (nothing after the key, or only comments): give a list ([] for none) or remove the key"
+    if isinstance(value, bool) and kind not in ("bool_type", "bool_parsing"):
+        return f"{msg}, got {value}: {_YAML_BOOLEANS}"
+    if value is None and kind not in ("missing", "extra_forbidden"):
+        return f"{msg}, got null (nothing after the key, or only comments)"
+    if kind not in _SHOW_VALUE:
+        return msg
+    if isinstance(value, (str, int, float)):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return f"{msg}, got {shown}" + ("; quote it to make it a string" if kind == "string_type" else "")
+    if type(value).__name__ in ("date", "datetime"):
+        return f"{msg}, got {value} (YAML reads it as a date); quote it"
+    return f"{msg}, got a {'list' if isinstance(value, list) else 'mapping' if isinstance(value, dict) else type(value).__name__}"
+
+
+_YAML_BOOLEANS = "YAML reads off/no/yes/on (unquoted) as booleans; quote it"
 
 
 def _list_note(err: Any, names: list[str]) -> str:

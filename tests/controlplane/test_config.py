@@ -462,8 +462,8 @@ def test_a_list_set_item_by_item_from_the_environment_names_the_variable(tmp_pat
     monkeypatch.setenv(name, "5")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
-    assert str(exc.value) == (f"invalid configuration:\n  {key}: Input should be a valid list (from the environment: "
-                              f"{name}; a list is set whole, as JSON: {section}='[...]')")
+    assert str(exc.value) == (f"invalid configuration:\n  {key}: Input should be a valid list, got a mapping (from the "
+                              f"environment: {name}; a list is set whole, as JSON: {section}='[...]')")
 
 
 def test_a_variable_under_a_section_is_not_blamed_for_the_file_s_error_there(tmp_path, monkeypatch):
@@ -488,3 +488,50 @@ def test_precision_and_model_spec_are_checked_against_the_catalogue_when_the_con
     assert str(exc.value) == "unknown precision 'fp61'; known: bf16, fp16, fp32, int8, nf4"  # (not quoted)
     with pytest.raises(ConfigError, match=r"sim\.guardian_tenant_block_rates\.a: Input should be greater than or "):
         load_config(None, {"sim": {"guardian_tenant_block_rates": {"a": -0.1}}})
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("control:\n  # tick_s: 2\n", "control: an empty section (nothing under its key, or only comments): give it keys "
+                                   "or remove the key"),
+    ("plugins:\n  settings:\n    queue-limit:\n", "plugins.settings.queue-limit: an empty section (nothing under its "
+                                                  "key, or only comments): give it keys or remove the key"),
+    ("cluster:\n  models:\n    -\n", "cluster.models.0: an empty list item (a `-` with nothing under it): give its "
+                                     "keys or remove it"),
+    ("sim: {guardian_tenant_block_rates: {no: 0.1}}\n", "sim.guardian_tenant_block_rates: the key False: Input "
+     "should be a valid string: YAML reads off/no/yes/on (unquoted) as booleans; quote it"),
+    ("name: off\n", "name: Input should be a valid string, got False: YAML reads off/no/yes/on (unquoted) as booleans; "
+                    "quote it"),
+    ("name: 2024-01-01\n", "name: Input should be a valid string, got 2024-01-01 (YAML reads it as a date); quote it"),
+    ("control: [1]\n", "control: Input should be a valid dictionary or instance of ControlConfig, got a list"),
+    ("control: {tick_s: }\n", "control.tick_s: Input should be a valid number, got null (nothing after the key, or "
+                              "only comments)"),
+])
+def test_yaml_s_quirks_are_explained_with_the_value_received(tmp_path, text, line):
+    """An empty section said "Input should be a valid dictionary or instance of ControlConfig"; a tenant `no`,
+    "...0.[key]: Input should be a valid string": neither what was received nor why."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"invalid configuration in {path}:\n  {line}"
+
+
+def test_plugin_settings_errors_can_be_worded_the_same():
+    """`controlplane.config.error_message` words one pydantic error as the config's errors are (the plugin manager
+    formats plugin settings' errors)."""
+    from typing import Literal
+
+    from pydantic import BaseModel, ValidationError
+
+    from controlplane.config import error_message
+
+    class Settings(BaseModel):
+        startup_release: Literal["off", "steady", "quantile"] = "off"
+
+    with pytest.raises(ValidationError) as exc:
+        Settings(startup_release=False)  # YAML's `off`
+    assert error_message(exc.value.errors()[0]) == ("Input should be 'off', 'steady' or 'quantile', got False: YAML "
+                                                    "reads off/no/yes/on (unquoted) as booleans; quote it")
+    with pytest.raises(ValidationError) as exc:
+        Settings(startup_release="of")
+    assert error_message(exc.value.errors()[0]) == "Input should be 'off', 'steady' or 'quantile', got 'of'"
