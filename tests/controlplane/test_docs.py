@@ -219,3 +219,29 @@ def test_max_batch_tokens_doc_says_what_a_longer_prompt_gets_by_default():
     default = ContinuousBatching.Settings.model_fields["long_prompts"].default
     assert default == "alone"
     assert "prefilled alone by default" in row and 'long_prompts: "reject"' in row, row
+
+
+def test_configuration_doc_lists_every_builtin_plugin_s_hooks():
+    """The plugin table's hook lists missed exact-cache's cp_run_started / cp_run_finished, queue-limit's
+    cp_on_event, scheduled-replicas' cp_run_started (`controlplane plugins list` has them)."""
+    from controlplane.plugin_manager import discover_plugins
+
+    text = CONFIG_DOC.read_text()
+    section = text[text.index("The built-in plugins' settings:"):text.index("### `cluster`")]
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[2] for line in section.splitlines()
+            if line.startswith("| `")}
+    wrong = {name: (sorted(set(re.findall(r"cp_\w+", rows[name]))), sorted(info.hooks))
+             for name, info in discover_plugins().items() if info.dist == "controlplane"
+             and set(re.findall(r"cp_\w+", rows[name])) != set(info.hooks)}
+    assert not wrong, "documented hooks, installed hooks:\n" + "\n".join(f"{k}: {v}" for k, v in wrong.items())
+
+
+def test_the_guardian_store_settings_and_the_seed_s_range_are_documented():
+    from plugins.cache_backends import StoreSettings
+
+    text = (ROOT / "docs" / "guardians.md").read_text()
+    for key, field in StoreSettings.model_fields.items():  # a row of the store table: key, default, meaning
+        assert f"| `{key}` | `{_doc_default(field.default)}` |" in text, f"guardians.md: store key {key}"
+    assert "socket timeout is 50 ms" not in (ROOT / "docs" / "caching.md").read_text()
+    assert "`plugins.cache_backends`" not in CONFIG_DOC.read_text()  # (a module, not a key)
+    assert _section_rows(CONFIG_DOC.read_text(), "top level")["seed"][1] == "`int 0..2^63-1`"
