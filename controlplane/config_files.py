@@ -14,24 +14,29 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML, TOML or JSON config file into a dict, with errors naming the file. A key given twice in one
     mapping is an error (YAML and JSON parsers would keep the last silently)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} is a folder, not a file" if path.is_dir() else
-                          f"config file not found: {path}")
-    try:
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a file")
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:  # (a regular file, or any other that reads as text: /dev/null, a pipe such as bash's <(...))
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    text = text.removeprefix("\ufeff")  # a byte order mark (some Windows editors write one): not the text's
+    suffix = path.suffix.lower()  # run.TOML is TOML
     # Each parser imported when a file needs it (tomllib's regular expressions are ~0.01 G
     # instructions); a YAML file's parse comes from the cache when the text was parsed before
     # (PyYAML's import is ~0.1 G: `controlplane.yaml_cache`). ``errors()`` is called only when
     # parsing raised: PyYAML's error class without importing PyYAML otherwise.
     parse: Any
     errors: Any
-    if path.suffix == ".toml":
+    if suffix == ".toml":
         import tomllib
 
         parse, errors = tomllib.loads, lambda: tomllib.TOMLDecodeError
-    elif path.suffix == ".json":
+    elif suffix == ".json":
         parse, errors = _json_loads, lambda: json.JSONDecodeError
     else:
         from controlplane import yaml_cache
@@ -40,7 +45,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = parse(text)
     except errors() as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        raise ConfigError(f"{path}: not valid {suffix.lstrip('.') or 'YAML'}: {exc}") from None
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if data is None:

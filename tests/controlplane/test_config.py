@@ -535,3 +535,36 @@ def test_plugin_settings_errors_can_be_worded_the_same():
     with pytest.raises(ValidationError) as exc:
         Settings(startup_release="of")
     assert error_message(exc.value.errors()[0]) == "Input should be 'off', 'steady' or 'quantile', got 'of'"
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("run.TOML", 'seed = 7\n[control]\ntick_s = 2.0\n'),
+    ("run.JSON", '{"seed": 7, "control": {"tick_s": 2.0}}'),
+    ("run.Yml", "seed: 7\ncontrol: {tick_s: 2.0}\n"),
+    ("bom.toml", '\ufeffseed = 7\n[control]\ntick_s = 2.0\n'),
+    ("bom.json", '\ufeff{"seed": 7, "control": {"tick_s": 2.0}}'),
+    ("bom.yaml", "\ufeffseed: 7\ncontrol: {tick_s: 2.0}\n"),
+])
+def test_a_suffix_in_capitals_and_a_byte_order_mark_are_read(tmp_path, name, text):
+    """run.TOML was parsed as YAML; a TOML file starting with a BOM: "Invalid statement (at line 1, column 1)"."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    c = load_config(path)
+    assert (c.seed, c.control.tick_s) == (7, 2.0)
+
+
+def test_a_file_that_is_not_a_regular_one_is_read(tmp_path):
+    """`-c /dev/null` said "config file not found: /dev/null"."""
+    import os
+    import threading
+
+    assert load_config("/dev/null") == RunConfig()
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)  # as bash's `-c <(...)` gives
+
+    def write() -> None:
+        with open(fifo, "w") as f:  # (waits for the reader)
+            f.write("seed: 9\n")
+
+    threading.Thread(target=write, daemon=True).start()  # (a daemon: it does not outlive a failed test's process)
+    assert load_config(fifo).seed == 9
