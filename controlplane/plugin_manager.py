@@ -20,7 +20,7 @@ import pluggy
 from pydantic import ValidationError
 
 from controlplane import hookspecs
-from controlplane.config import environment_note
+from controlplane.config import environment_note, error_message
 from controlplane.errors import ConfigError, ControlPlaneError, PluginError, SettingsError, did_you_mean
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin import Plugin, PluginSettings
@@ -308,7 +308,7 @@ def validated_settings(info: PluginInfo, raw_settings: Mapping[str, Any] | None,
         try:
             return target.Settings(**(raw_settings or {}))
         except ValidationError as exc:
-            problems = tuple((".".join(map(str, err["loc"])), err["msg"]) for err in exc.errors())
+            problems = tuple((".".join(map(str, err["loc"])), error_message(err)) for err in exc.errors())
             keys = ['.'.join(filter(None, [key, loc])) for loc, _ in problems]
             lines = [f"{k}: {msg}{environment_note(k)}" for k, (_, msg) in zip(keys, problems)]
             raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines), problems) from None

@@ -568,3 +568,16 @@ def test_a_file_that_is_not_a_regular_one_is_read(tmp_path):
 
     threading.Thread(target=write, daemon=True).start()  # (a daemon: it does not outlive a failed test's process)
     assert load_config(fifo).seed == 9
+
+
+def test_a_plugin_setting_yaml_read_as_a_boolean_shows_the_value_received(tmp_path):
+    from controlplane.errors import SettingsError
+    from controlplane.session import RunSession
+
+    path = tmp_path / "run.yaml"
+    path.write_text("plugins: {enabled: [slo-planner, fixed-replicas, continuous-batching, least-loaded, "
+                    "builtin-latency-models, static-memory], settings: {slo-planner: {startup_release: off}}}\n")
+    with pytest.raises(SettingsError) as exc:
+        RunSession(load_config(path), mode="sim", record=False)
+    assert "plugins.settings.slo-planner.startup_release: Input should be 'off', 'steady' or 'quantile', got False: " \
+           "YAML reads off/no/yes/on (unquoted) as booleans; quote it" in str(exc.value)
