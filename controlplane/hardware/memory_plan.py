@@ -149,8 +149,12 @@ def cold_start_s(
 
 
 def deployment_model_name(deployment: Any) -> str | None:
-    """The catalogue model a deployment serves: ``model_spec``, else its latency settings' ``model``."""
-    return deployment.model_spec or deployment.latency.get("model")
+    """The catalogue model a deployment serves: ``model_spec``, else its latency settings' ``model`` (when it is
+    a name: anything else is its latency model's to refuse, naming the setting)."""
+    if deployment.model_spec:
+        return deployment.model_spec
+    model = deployment.latency.get("model")
+    return model if isinstance(model, str) else None
 
 
 def known_model(deployment: Any) -> ModelSpec | None:

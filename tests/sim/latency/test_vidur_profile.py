@@ -284,3 +284,14 @@ def test_a_profiles_dir_one_level_too_deep_says_the_expected_layout(tmp_path):
     assert "vidur/compute/GPU/ORG/MODEL/mlp.csv" in str(exc.value) and f"give its parent, '{tmp_path}'" in str(exc.value)
     with pytest.raises(ValueError, match="is not a directory"):
         make_latency_model("vidur", profiles_dir=str(tmp_path / "nope"))
+
+
+def test_a_model_that_is_not_a_name_is_named_by_a_replay_too(tmp_path):
+    """The replay looked the model up in the catalogue (for cold starts) before the latency model checked it: a
+    traceback ("'int' object has no attribute 'lower'")."""
+    from controlplane.testing import replay_with
+    from controlplane.errors import ControlPlaneError
+
+    cluster = {"models": [{"name": "m", "latency_model": "vidur", "latency": {"model": 123}}]}
+    with pytest.raises(ControlPlaneError, match=r"cluster.models\[m\].latency: model must be a name \(a string\), got 123"):
+        replay_with(cluster=cluster)
