@@ -21,28 +21,41 @@ MODEL = "tiny-llama"
 LONG = {"model": MODEL, "max_tokens": 2000, "ignore_eos": True}  # far longer than the drain's timeout
 
 
+class _LongClients:
+    """Two plain requests and one stream, each far longer than any drain, on their own threads."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.daemon = daemon
+        self.answers: dict[str, httpx.Response] = {}
+        self.stream_lines: list[str] = []
+
+    def _post(self, i: int) -> None:
+        self.answers[f"plain{i}"] = httpx.post(f"{self.daemon.base}/v1/completions", timeout=120,
+                                               json={**LONG, "prompt": [7, i, 7]})
+
+    def _stream(self) -> None:
+        with httpx.stream("POST", f"{self.daemon.base}/v1/completions", timeout=120,
+                          json={**LONG, "prompt": [8, 8, 8], "stream": True}) as r:
+            self.answers["stream"] = r
+            self.stream_lines.extend(line for line in r.iter_lines() if line)
+
+    def start(self) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._post, args=(i,)) for i in range(2)]
+        threads.append(threading.Thread(target=self._stream))
+        for t in threads:
+            t.start()
+        return threads
+
+
 def test_a_timed_out_drain_answers_503_and_records_the_requests_in_flight(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'drain.db'}"
     daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--cpu-threads", "1", "--db", db_url,
                                       "--drain-timeout", "1"])
-    answers: dict[str, httpx.Response] = {}
-    stream_lines: list[str] = []
-
-    def post(i: int) -> None:
-        answers[f"plain{i}"] = httpx.post(f"{daemon.base}/v1/completions", timeout=120,
-                                          json={**LONG, "prompt": [7, i, 7]})
-
-    def stream() -> None:
-        with httpx.stream("POST", f"{daemon.base}/v1/completions", timeout=120,
-                          json={**LONG, "prompt": [8, 8, 8], "stream": True}) as r:
-            answers["stream"] = r
-            stream_lines.extend(line for line in r.iter_lines() if line)
-
+    clients = _LongClients(daemon)
+    answers, stream_lines = clients.answers, clients.stream_lines
     try:
         daemon.wait_ready()
-        threads = [threading.Thread(target=post, args=(i,)) for i in range(2)] + [threading.Thread(target=stream)]
-        for t in threads:
-            t.start()
+        threads = clients.start()
         deadline = time.monotonic() + 60
         while len(stream_lines) < 3:  # the stream's first tokens: every request is being served
             assert time.monotonic() < deadline, daemon.log_tail()
@@ -83,24 +96,11 @@ def test_a_second_sigint_answers_every_client_as_a_timed_out_drain_does(tmp_path
     db_url = f"sqlite:///{tmp_path / 'int.db'}"
     daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--cpu-threads", "1", "--db", db_url,
                                       "--drain-timeout", "120"])
-    answers: dict[str, httpx.Response] = {}
-    stream_lines: list[str] = []
-
-    def post(i: int) -> None:
-        answers[f"plain{i}"] = httpx.post(f"{daemon.base}/v1/completions", timeout=120,
-                                          json={**LONG, "prompt": [7, i, 7]})
-
-    def stream() -> None:
-        with httpx.stream("POST", f"{daemon.base}/v1/completions", timeout=120,
-                          json={**LONG, "prompt": [8, 8, 8], "stream": True}) as r:
-            answers["stream"] = r
-            stream_lines.extend(line for line in r.iter_lines() if line)
-
+    clients = _LongClients(daemon)
+    answers, stream_lines = clients.answers, clients.stream_lines
     try:
         daemon.wait_ready()
-        threads = [threading.Thread(target=post, args=(i,)) for i in range(2)] + [threading.Thread(target=stream)]
-        for t in threads:
-            t.start()
+        threads = clients.start()
         deadline = time.monotonic() + 60
         while len(stream_lines) < 3:
             assert time.monotonic() < deadline, daemon.log_tail()

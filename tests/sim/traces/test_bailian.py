@@ -5,7 +5,6 @@ available to the project: /work/shared/data/README.md)."""
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pytest
