@@ -241,20 +241,9 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
-        """``sim.tick_s`` / ``sim.metrics_interval_s`` (before they moved) mean ``control.*``."""
-        if not isinstance(data, dict) or not isinstance(data.get("sim"), dict):
-            return data
-        sim = dict(data["sim"])
-        moved = {k: sim.pop(k) for k in _MOVED_TO_CONTROL if k in sim}
-        if not moved:
-            return data
-        control = data.get("control")
-        control = dict(control) if isinstance(control, dict) else {}
-        for key, value in moved.items():
-            if key in control and not _same_value(control[key], value):
-                raise ValueError(f"sim.{key} and control.{key} disagree; sim.{key} is the old name of control.{key}")
-            control.setdefault(key, value)
-        return {**data, "sim": sim, "control": control}
+        """``sim.tick_s`` / ``sim.metrics_interval_s`` (before they moved) mean ``control.*`` (a config made in
+        code: `load_config` moves each source's before they meet)."""
+        return _moved_names(data, error=ValueError)
 
 
 def _floats(value: Any, key: tuple[str, ...]) -> Any:
@@ -281,7 +270,7 @@ def _same_value(a: Any, b: Any) -> bool:
         return bool(a == b)
 
 
-def _moved_names(values: Any, where: str = "", note: Any = lambda key: "") -> Any:
+def _moved_names(values: Any, where: str = "", note: Any = lambda key: "", error: type[Exception] = ConfigError) -> Any:
     """One source's values (a file's, the environment's, the options') with ``sim.tick_s`` /
     ``sim.metrics_interval_s`` moved to ``control``, so that the old names take the source's precedence like any
     key; both names in one source with different values: an error naming the source (``where``: `` in FILE``; or
@@ -298,8 +287,9 @@ def _moved_names(values: Any, where: str = "", note: Any = lambda key: "") -> An
     control = dict(control or {})
     for key, value in moved.items():
         if key in control and not _same_value(control[key], value):
-            raise ConfigError(f"invalid configuration{where}:\n  sim.{key} ({value!r}) and control.{key} "
-                              f"({control[key]!r}) disagree{note(key)}; sim.{key} is the old name of control.{key}: give one")
+            why = (f"sim.{key} ({value!r}) and control.{key} ({control[key]!r}) disagree{note(key)}; sim.{key} is the "
+                   f"old name of control.{key}: give one")
+            raise error(f"invalid configuration{where}:\n  {why}" if error is ConfigError else why)
         control.setdefault(key, value)
     return {**values, "sim": sim, "control": control}
 

@@ -263,7 +263,7 @@ def test_tick_and_metrics_interval_moved_to_control_and_the_old_names_still_work
     old = RunConfig(sim={"tick_s": 2.5, "metrics_interval_s": 10, "exact": True})
     assert (old.control.tick_s, old.control.metrics_interval_s, old.sim.exact) == (2.5, 10, True)
     assert RunConfig(control={"tick_s": 0.5}).control.tick_s == 0.5
-    with pytest.raises(ValueError, match="sim.tick_s and control.tick_s disagree"):
+    with pytest.raises(ValueError, match=r"sim.tick_s \(2.5\) and control.tick_s \(1.0\) disagree"):
         RunConfig(sim={"tick_s": 2.5}, control={"tick_s": 1.0})
 
 
