@@ -308,9 +308,9 @@ def validated_settings(info: PluginInfo, raw_settings: Mapping[str, Any] | None,
         try:
             return target.Settings(**(raw_settings or {}))
         except ValidationError as exc:
-            problems = tuple((".".join(map(str, err["loc"])), error_message(err)) for err in exc.errors())
+            problems = tuple((".".join(map(str, err["loc"])), err["msg"]) for err in exc.errors())
             keys = ['.'.join(filter(None, [key, loc])) for loc, _ in problems]
-            lines = [f"{k}: {msg}{environment_note(k)}" for k, (_, msg) in zip(keys, problems)]
+            lines = [f"{k}: {error_message(err)}{environment_note(k)}" for k, err in zip(keys, exc.errors())]
             raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines), problems) from None
     if raw_settings:
         raise ConfigError(f"{key}: this plugin takes no settings")

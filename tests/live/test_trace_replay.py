@@ -183,7 +183,8 @@ def test_a_trace_with_a_repeated_request_id_is_refused_before_any_worker_starts(
     trace = tmp_path / "dup.csv"
     write_canonical([TraceRequest("x", 0.0, 8, 2), TraceRequest("x", 0.1, 8, 2)], trace)
     res = CliRunner().invoke(build_app(), ["live-replay", str(trace), "--config", str(_config(tmp_path, url))])
-    assert res.exit_code == 2 and "request id 'x' appears twice" in " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert "dup.csv:3: field 'request_id': duplicate request id 'x'" in " ".join(res.output.split())
     assert not (tmp_path / "runs.db").exists()
 
 

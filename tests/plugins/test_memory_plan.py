@@ -64,7 +64,10 @@ def test_block_size_tensor_parallel_and_settings_reach_the_plan():
 def test_unknown_models_leave_the_budget_as_configured():
     assert _plan(latency={"model": "someone/unlisted-model"}).num_kv_blocks == UNLIMITED_BLOCKS
     assert _plan(latency={}).num_kv_blocks == UNLIMITED_BLOCKS
-    with pytest.raises(KeyError, match="unlisted"):  # an explicit model_spec must be known
+    from controlplane.errors import ConfigError
+
+    # an explicit model_spec must be known: refused when the config loads, naming the key
+    with pytest.raises(ConfigError, match="cluster.models.0.model_spec: unknown model 'someone/unlisted-model'"):
         _plan(model_spec="someone/unlisted-model")
 
 
