@@ -4,28 +4,17 @@ written after their rows, kept through an outage, spilled and replayed, and writ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-from controlplane.storage import RunRecorder, StorageError, iter_rows, make_engine, upgrade
+from controlplane.storage import RunRecorder, StorageError, iter_rows
 
 from .support import FINISHED, request_row, spill_beside, start_run
-from .test_failures import Sleeper, WriteLock
+from .test_failures import Sleeper, WriteLock, sqlite_db  # noqa: F401 (a fixture)
 
 RETRACTED = "retracted: blocked after the reply by judge: score 0.99 >= 0.5"
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
-    """A migrated SQLite file whose engine gives up on a lock after 50 ms."""
-    path = tmp_path / "runs.db"
-    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
-    upgrade(engine)
-    yield engine, path
-    engine.dispose()
 
 
 def _verdicts(engine: Engine, run_id: int) -> dict[str, tuple[str | None, str | None]]:
