@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -96,6 +96,7 @@ class RunSession:
         defer_run_id: bool = False,
         trace_read: Mapping[str, Any] | None = None,
         latency_files: Mapping[str, Any] | None = None,
+        prepare: Callable[[RunSession], Any] | None = None,
     ) -> None:
         """``writer``: a :class:`controlplane.storage.early.EarlyWriter` forked before the run's
         imports (the CLI starts one); without it a sim run forks its own where it can. A writer
@@ -111,7 +112,11 @@ class RunSession:
         window, speed-up, rate scale ...), stored with the run's config as ``config["trace_read"]``
         so that a stored run says which requests it replayed. ``latency_files``: the latency-model
         files the deployments read, with their SHA-256 (`sim.replay.latency_files`), stored as
-        ``config["latency_files"]``: which frozen profile the run was simulated on."""
+        ``config["latency_files"]``: which frozen profile the run was simulated on.
+
+        ``prepare``: called with this session once its plugins are loaded and before the run row
+        is written (its result is :attr:`prepared`): set-up that reads the plugins and may refuse
+        the config (the simulator's latency models), so that a refused config leaves no run row."""
         self.config = config
         self.mode = mode
         self.trace_read = dict(trace_read) if trace_read else None
@@ -148,6 +153,7 @@ class RunSession:
             self.plugins = build_plugin_set(
                 config.plugins.enabled, config.plugins.settings, extra=extra, available=available
             )
+            self.prepared = prepare(self) if prepare is not None else None
             if self.recorder is not None:
                 run_id = self._start_run(trace, trace_format, wait=not defer_run_id)
             if self.engine is not None and run_id is not None:  # (a writer process does this itself)

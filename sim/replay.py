@@ -271,10 +271,11 @@ def _no_latency_models_why() -> str:
 
 
 def build_driver(session: RunSession, *, on_progress: Callable[[int, float], None] | None = None) -> SimDriver:
-    """The SimPy driver of an open session: its latency models, cold starts and seed."""
+    """The SimPy driver of an open session: its latency models (those the session prepared, see
+    `_run`, else built now), cold starts and seed."""
     config = session.config
     cold = {d.name: deployment_cold_start_s(d) for d in config.cluster.models}
-    models = build_latency_models(session)
+    models = getattr(session, "prepared", None) or build_latency_models(session)
     session.core.set_iteration_estimator(iteration_estimator(models))  # planners size replicas from it
     return SimDriver(session.core, models, cold_start_s=cold, seed=config.seed,
                      on_progress=on_progress)
@@ -437,6 +438,9 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         defer_run_id=True,  # a writer process inserts the run row while the driver is built
         trace_read=read,
         latency_files=latency_files(config),
+        # The latency models are built before the run row: a config they refuse (an unknown
+        # latency_model, a bad setting) stores no failed run.
+        prepare=lambda session: build_latency_models(session),
     ) as session:
         started.append(session)
         timings.mark("session_open")

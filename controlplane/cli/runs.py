@@ -55,9 +55,10 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
             fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s")),
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
         )
-    out.print(t)
-    if not rows:
+    if not rows:  # (not an empty table's frame)
         err.print(f"no {status} runs stored" if status else "no runs stored", highlight=False)
+        return
+    out.print(t)
 
 
 @app.command()

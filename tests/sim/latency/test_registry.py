@@ -51,3 +51,17 @@ def test_a_misspelt_latency_model_suggests_the_registered_one():
         replay_with(trace=make_trace(2), cluster={"models": [{"name": "default", "latency_model": "rooflin"}]})
     with pytest.raises(ValueError, match=r"unknown latency model 'lineer' \(did you mean 'linear'\?\); valid: "):
         make_latency_model("lineer")
+
+
+def test_a_refused_latency_model_stores_no_failed_run(tmp_path):
+    """The latency models are built before the run row is written: an unknown one is the config's
+    error alone, not a `failed` run in `runs list` beside it."""
+    from controlplane.storage import list_runs, make_engine
+    from controlplane.testing import make_trace, replay_with
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with pytest.raises(ConfigError, match="unknown latency model 'nosuch'"):
+        replay_with(trace=make_trace(2), db_url=url,
+                    cluster={"models": [{"name": "default", "latency_model": "nosuch"}]})
+    replay_with(trace=make_trace(2), db_url=url)
+    assert [r["status"] for r in list_runs(make_engine(url))] == ["finished"]
