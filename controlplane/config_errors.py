@@ -45,10 +45,12 @@ def validation_message(exc: Any, path: str | Path | None, overrides: Any, given_
     return f"invalid configuration{where}:\n  " + "\n  ".join(lines)
 
 
-#: Errors whose message does not show the value and where it is worth showing (pydantic's parsing errors do not
-#: either, but say what they could not parse: "unable to parse string as an integer").
+#: Errors whose message does not show the value and where it is worth showing: "unable to parse string as a
+#: number" says what failed, not what was given ("2s"), "greater than 0" not that it was -1.
 _SHOW_VALUE = frozenset({"literal_error", "enum", "string_type", "int_type", "float_type", "bool_type", "dict_type",
-                         "list_type", "model_type", "model_attributes_type", "string_pattern_mismatch"})
+                         "list_type", "model_type", "model_attributes_type", "string_pattern_mismatch",
+                         "int_parsing", "float_parsing", "bool_parsing",
+                         "greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 _SECTIONS = frozenset({"dict_type", "model_type", "model_attributes_type"})
 
 

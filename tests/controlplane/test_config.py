@@ -93,8 +93,8 @@ def test_overriding_one_key_of_a_section_keeps_the_environment_above_the_file(tm
 
 
 @pytest.mark.parametrize("name, value, expected", [
-    ("CONTROLPLANE_SEED", "abc", "seed: Input should be a valid integer, unable to parse string as an integer "
-                                 "(from the environment: CONTROLPLANE_SEED)"),
+    ("CONTROLPLANE_SEED", "abc", "seed: Input should be a valid integer, unable to parse string as an integer, "
+                                 "got 'abc' (from the environment: CONTROLPLANE_SEED)"),
     ("CONTROLPLANE_SIM__TICK_Z", "1", "sim.tick_z: Extra inputs are not permitted (from the environment: "
                                       "CONTROLPLANE_SIM__TICK_Z)"),
     ("CONTROLPLANE_CLUSTER__MODELS", '[{"name": "default"', "the environment variable CONTROLPLANE_CLUSTER__MODELS "
@@ -128,7 +128,7 @@ def test_a_bad_plugin_setting_from_the_environment_names_its_variable(tmp_path, 
         RunSession(load_config(path), mode="sim", record=False)
     assert str(exc.value).splitlines()[1:] == [
         "  plugins.settings.queue-limit.max_queued: Input should be a valid integer, unable to parse string as an "
-        f"integer (from the environment: {name})"]
+        f"integer, got 'x' (from the environment: {name})"]
     # a variable that sets other plugins' settings is not blamed for the file's bad value
     path.write_text("plugins: {settings: {queue-limit: {max_queued: x}}}\n")
     monkeypatch.setenv(name, value.replace('"queue-limit": {"max_queued": "x"}', '"exact-cache": {"capacity": 5}'))
@@ -193,12 +193,12 @@ def test_an_invalid_override_is_not_blamed_on_the_file(tmp_path):
     path.write_text("control: {tick_s: 2}\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path, {"sim": {"until_s": -1}})
-    assert str(exc.value) == ("invalid configuration:\n  sim.until_s: Input should be greater than 0 (given as an "
+    assert str(exc.value) == ("invalid configuration:\n  sim.until_s: Input should be greater than 0, got -1 (given as an "
                               f"option or override, not in {path})")
     path.write_text("control: {tick_s: 0}\n")  # the file's own bad value: named with the file, as before
     with pytest.raises(ConfigError) as exc:
         load_config(path, {"sim": {"until_s": 5}})
-    assert str(exc.value) == f"invalid configuration in {path}:\n  control.tick_s: Input should be greater than 0"
+    assert str(exc.value) == f"invalid configuration in {path}:\n  control.tick_s: Input should be greater than 0, got 0"
 
 
 def test_invalid_environment_value_names_the_key(monkeypatch):
@@ -392,13 +392,13 @@ def test_a_bad_value_under_an_old_name_is_named_by_it_and_its_source(tmp_path, m
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(exc.value) == (f"invalid configuration in {path}:\n  sim.tick_s (the old name of control.tick_s): "
-                              "Input should be greater than 0")
+                              "Input should be greater than 0, got 0")
     path.write_text("control: {tick_s: 2}\n")
     monkeypatch.setenv("CONTROLPLANE_SIM__TICK_S", "0")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(exc.value) == ("invalid configuration:\n  sim.tick_s (the old name of control.tick_s): Input should be "
-                              "greater than 0 (from the environment: CONTROLPLANE_SIM__TICK_S)")
+                              "greater than 0, got '0' (from the environment: CONTROLPLANE_SIM__TICK_S)")
 
 
 @pytest.mark.parametrize(("name", "text", "problem"), [
