@@ -222,7 +222,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         if deployment.max_model_len and r.prompt_tokens + r.max_output_tokens > deployment.max_model_len:
             self._reject(
                 r,
-                f"too long: {r.prompt_tokens}+{r.max_output_tokens} tokens > max_model_len {deployment.max_model_len}",
+                f"too long: prompt {r.prompt_tokens} + max_tokens {r.max_output_tokens} tokens > max_model_len "
+                f"{deployment.max_model_len}: ask for fewer max_tokens or send a shorter prompt",
                 "core",
                 "cp_admit_request",
                 ReasonCode.TOO_LONG,

@@ -40,6 +40,7 @@ from controlplane.live.daemon_requests import (
     check_for_model,
 )
 from controlplane.live.driver import LiveDriver
+from controlplane.live.http_errors import RequestError
 from controlplane.live.ignored_fields import HEADER as IGNORED_HEADER
 from controlplane.live.results import LiveRequestHandle, LiveResult
 from controlplane.types import ReasonCode
@@ -132,7 +133,12 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     if body.stream and (len(prompts) != 1 or body.n != 1):
         raise APIError(400, "streaming supports one prompt and n=1", param="stream", code=_INVALID)
     _check(body, driver)
-    handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat, tenant)
+    try:
+        handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat, tenant)
+    except RequestError as exc:
+        if chat and exc.param == "prompt":  # (a chat's prompt is its rendered messages)
+            exc.param = "messages"
+        raise
     model = body.model or next(iter(driver.models))
     rid = new_id("chatcmpl" if chat else "cmpl")
     if body.stream and _checks_answers_before_reply(driver):
@@ -145,7 +151,7 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     results = list(gathered)
     failed = next((r for r in results if not r.ok), None)
     if failed is not None:
-        raise result_error(failed)
+        raise result_error(failed, chat=chat)
     payload = (chat_response if chat else completion_response)(rid, model, results)
     return JSONResponse(payload, headers={"x-request-id": ",".join(r.request_id for r in results)})
 
@@ -231,7 +237,7 @@ async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str
         return Response(status_code=499)
     (result,) = gathered
     if not result.ok:
-        raise result_error(result)
+        raise result_error(result, chat=chat)
     chunk = _ChunkMaker(rid, model, chat)
     events = [sse(chat_chunk(rid, model, chunk.created, {"role": "assistant", "content": ""}))] if chat else []
     events += [sse(chunk(result.text))] if result.text else []
@@ -255,7 +261,7 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
         first = None
         result = await handle.result()
         if not result.ok:  # nothing was sent yet: a proper HTTP error
-            raise result_error(result) from None
+            raise result_error(result, chat=chat) from None
     chunk = _ChunkMaker(rid, model, chat)
 
     async def events() -> AsyncIterator[bytes]:
@@ -272,7 +278,7 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
                 if include_usage:
                     yield sse(chunk(None, usage_=usage([result])))
             else:  # the stream had started: report the failure in-band
-                yield b"data: " + result_error(result).response().body + b"\n\n"
+                yield b"data: " + result_error(result, chat=chat).response().body + b"\n\n"
             yield sse("[DONE]")
         finally:  # the client went away mid-stream (the server closed this generator)
             handle.cancel("client disconnected")

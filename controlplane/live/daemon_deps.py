@@ -114,8 +114,10 @@ def api_tenant(request: HTTPRequest, daemon: DaemonDep) -> str | None:
 TenantDep = Annotated[str | None, Depends(api_tenant)]
 
 
-def result_error(r: LiveResult) -> APIError:
-    """The error for a request that did not complete: its status from its final state and code."""
+def result_error(r: LiveResult, *, chat: bool = False) -> APIError:
+    """The error for a request that did not complete: its status from its final state and code. A
+    request too long for the model names its input (``prompt``, a chat's ``messages``) as OpenAI's
+    context-length error does, whether the input alone or with ``max_tokens`` is over."""
     status = r.http_status
     message = r.reason or r.status
     if r.status in ("rejected", "failed"):
@@ -126,7 +128,7 @@ def result_error(r: LiveResult) -> APIError:
         retry = r.retry_after_s
         headers = {"retry-after": str(max(1, math.ceil(retry))) if retry is not None and retry < 1e9 else "1"}
     # a prompt too long for the model names the field at fault, whether the model's check or a policy refused it
-    param = "prompt" if r.reason_code is ReasonCode.TOO_LONG else None
+    param = ("messages" if chat else "prompt") if r.reason_code is ReasonCode.TOO_LONG else None
     return APIError(status, message, code=code, param=param, headers=headers)
 
 

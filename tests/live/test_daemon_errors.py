@@ -207,3 +207,16 @@ def test_the_context_is_the_smaller_of_max_model_len_and_the_worker_s_length(tmp
         assert error(chat)["param"] == "max_completion_tokens" and error(chat)["code"] == "too_long"
         long_prompt = client.post("/v1/completions", json={"prompt": [5] * 600, "max_tokens": 2})
         assert error(long_prompt)["param"] == "prompt" and "512" in error(long_prompt)["message"]
+
+
+def test_a_prompt_and_max_tokens_over_the_context_together_name_the_input_as_openai_does(http):
+    """Each fits, not both: refused as too long, naming the input (a chat's ``messages``) and both parts."""
+    context = http.get("/v1/models").json()["data"][0]["max_model_len"]
+    r = http.post("/v1/completions", json={"prompt": [5] * 30, "max_tokens": context - 10})
+    assert r.status_code == 400 and error(r)["code"] == "too_long" and error(r)["param"] == "prompt"
+    assert f"prompt 30 + max_tokens {context - 10}" in error(r)["message"], error(r)["message"]
+    chat = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hello " * 30}],
+                                                   "max_tokens": context - 10})
+    assert chat.status_code == 400 and error(chat)["code"] == "too_long" and error(chat)["param"] == "messages"
+    alone = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi " * 3000}]})
+    assert alone.status_code == 400 and error(alone)["param"] == "messages", error(alone)
