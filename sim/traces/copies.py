@@ -12,13 +12,36 @@ stay those of ``"clumped"``, draw for draw.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .record import TraceRequest, with_arrival
 
-__all__ = ["COPIES", "SHUFFLE_BLOCK", "SHIFT_WINDOW_S", "copy_slots", "placed"]
+__all__ = ["COPIES", "SHUFFLE_BLOCK", "SHIFT_WINDOW_S", "copy_slots", "placed", "kept_apart"]
+
+
+def kept_apart(reqs: Iterable[TraceRequest], marker: str) -> Iterator[TraceRequest]:
+    """The requests, each id that ends like one of the copies about to be made (``.{marker}`` and
+    digits: ``a.r1`` for a rate change's copies, ``a.c1`` for repeat's) with ``.{marker}0`` appended.
+
+    Copies are named ``{id}.{marker}{n}`` with n >= 1, when they are made: a trace's own ``a.r1``,
+    read later, would take the id of ``a``'s first copy, and a run refuses the second row of an
+    id. Knowing which ids are yet to come would take a pass over the trace or a set of every id
+    (memory that grows with the copies); instead the ids that could clash are moved out of the
+    copies' way, so that ids unique on the way in stay unique on the way out: a copy's id ends in
+    ``.{marker}`` and digits not starting with 0, a moved id in ``.{marker}0``, every other id in
+    neither, so the copy's or the moved id's ending is taken off unambiguously to give back the
+    id it was made from. Only such ids change (``a.r1`` -> ``a.r1.r0``), only when copies are made."""
+    ending = re.compile(rf"\.{marker}[0-9]+\Z")
+    suffix = f".{marker}0"
+    for r in reqs:
+        rid = r.request_id
+        if "." in rid and ending.search(rid):
+            yield with_arrival(r, r.arrival_s, rid + suffix)
+        else:
+            yield r
 
 class _Uniforms:
     """Buffered U[0,1) draws: numpy per-scalar calls are slow, chunks are deterministic too."""

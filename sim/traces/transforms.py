@@ -19,7 +19,7 @@ from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Seque
 import numpy as np
 
 from ._rng import require_rng
-from .copies import COPIES, SHIFT_WINDOW_S, SHUFFLE_BLOCK, copy_slots, placed
+from .copies import COPIES, SHIFT_WINDOW_S, SHUFFLE_BLOCK, copy_slots, kept_apart, placed
 from .record import TraceRequest, with_arrival
 
 __all__ = ["time_window", "speed_up", "repeat", "scale_rate", "rate_profile", "rate_profile_points", "limit", "COPIES",
@@ -112,7 +112,8 @@ def repeat(open_copy: TraceSource, times: int) -> Iterator[TraceRequest]:
     A copy starts one mean inter-arrival gap (of the copy before) after the previous copy's last
     arrival, so the seam looks like the trace itself; within a copy the arrivals keep their
     spacing. The first copy is the trace unchanged; the ``k``-th after it has ids
-    ``"{id}.c{k}"``. A trace of a single request repeats it at the same instant. Memory does not
+    ``"{id}.c{k}"`` (a trace's own id that ends like one, ``a.c1``, gets ``.c0`` appended, so no copy
+    takes it: `kept_apart`). A trace of a single request repeats it at the same instant. Memory does not
     grow with ``times``: nothing but the current copy's first and last arrival is kept.
     """
     if not callable(open_copy):
@@ -132,7 +133,7 @@ def _repeat(open_copy: TraceSource, times: int) -> Iterator[TraceRequest]:
         first = last = None
         n = 0
         suffix = f".c{k}"
-        for r in open_copy():
+        for r in kept_apart(open_copy(), "c") if times > 1 else open_copy():
             a = r.arrival_s
             if first is None:
                 first = a
@@ -179,11 +180,16 @@ def scale_rate(reqs: Iterable[TraceRequest], factor: float, rng: np.random.Gener
     stream, but at unrelated times, so bursts no longer add up: clumped or shuffled, a second with
     5 arrivals becomes one with 50 at x10; shifted, it is one of the trace's seconds ten times over,
     at different seconds. Copy n of a request has id "{id}.r{n}", as clumped.
+
+    With ``factor`` > 1, a trace's own id that ends like a copy's (``a.r1``) gets ``.r0`` appended,
+    so no copy takes it (`kept_apart`): every id stays unique.
     """
     f = _positive("rate_scale", factor)
     gen = require_rng(rng, "scale_rate")
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
+    if f > 1:
+        reqs = kept_apart(reqs, "r")
     return placed(copy_slots(reqs, lambda _a: f, gen, max_jitter_s), _checked_copies(copies), gen)
 
 
@@ -204,12 +210,15 @@ def rate_profile(reqs: Iterable[TraceRequest], points: Sequence[Sequence[float]]
     and after the last it is that point's. ``[(0, 1), (14400, 2)]``: the load doubles over four hours.
     Each request is emitted floor(f) or ceil(f) times and its copies placed as ``scale_rate`` does
     (ids ``"{id}.r1"``, ...; offsets within the gap to the next input request, capped at max_jitter_s;
-    ``copies``: clumped after their request, shuffled within blocks or shifted as whole streams).
+    ``copies``: clumped after their request, shuffled within blocks or shifted as whole streams;
+    a trace's own id ending like a copy's gets ``.r0`` appended where a factor is > 1, as there).
     """
     checked = rate_profile_points(points)
     gen = require_rng(rng, "rate_profile")
     if max_jitter_s is not None:
         max_jitter_s = _positive("max_jitter_s", max_jitter_s)
+    if max(f for _, f in checked) > 1:
+        reqs = kept_apart(reqs, "r")
     factor_at = _ProfileFactor([t for t, _ in checked], [f for _, f in checked])
     return placed(copy_slots(reqs, factor_at, gen, max_jitter_s), _checked_copies(copies), gen)
 

@@ -4,7 +4,7 @@ clumped (the default), shuffled within blocks, shifted as whole streams."""
 import numpy as np
 import pytest
 
-from sim.traces import apply_transforms, bundled_trace_path, rate_profile, read_trace, scale_rate
+from sim.traces import apply_transforms, bundled_trace_path, rate_profile, read_trace, repeat, scale_rate
 from sim.traces.record import TraceRequest
 
 
@@ -165,3 +165,28 @@ def test_the_busiest_seconds_docs_traces_md_gives_are_the_bundled_hour_s():
     clumped, shuffled = busiest(rate_scale=10), busiest(rate_scale=10, copies="shuffled")
     assert clumped == shuffled
     assert tuple(map(int, quoted.groups())) == (clumped, busiest(rate_scale=10, copies="shifted"), busiest())
+
+
+_CLASHING_IDS = ["a", "a.r1", "b", "a.c1", "a.r1.r0", "c.r01", "d.c0", "a.c1.r1"]
+
+
+@pytest.mark.parametrize("copies", ["clumped", "shuffled", "shifted"])
+@pytest.mark.parametrize("edits", [{"rate_scale": 3.0}, {"repeat": 3}, {"repeat": 2, "rate_scale": 2.5},
+                                   {"rate_profile": [(0, 1), (10, 4)]}])
+def test_copies_never_take_an_id_of_the_trace(copies, edits):
+    """A trace's own ids that end like copies' (``a.r1``, ``a.c1``) must not be taken by a copy:
+    a run refuses the second row of an id, and the request would be lost to the database."""
+    reqs = [TraceRequest(rid, float(i), 10, 2) for i, rid in enumerate(_CLASHING_IDS)]
+    out = list(apply_transforms(reqs, rng=np.random.default_rng(0), copies=copies, **edits))
+    ids = [r.request_id for r in out]
+    assert len(ids) == len(set(ids)) and len(ids) > len(reqs)
+
+
+def test_only_ids_that_could_be_taken_move_and_only_when_copies_are_made():
+    reqs = [TraceRequest(rid, float(i), 10, 2) for i, rid in enumerate(_CLASHING_IDS)]
+    doubled = [r.request_id for r in scale_rate(reqs, 2.0, np.random.default_rng(0))]
+    assert doubled[:4] == ["a", "a.r1", "a.r1.r0", "a.r1.r0.r1"]  # `a`'s copy keeps the name copies have
+    assert "a.c1" in doubled and "d.c0" in doubled  # (a repeat's endings: not a rate change's)
+    thinned = [r.request_id for r in scale_rate(reqs, 0.999, np.random.default_rng(0))]
+    assert set(thinned) <= set(_CLASHING_IDS)  # no copy: every id as the trace has it
+    assert [r.request_id for r in repeat(lambda: reqs, 1)] == _CLASHING_IDS
