@@ -6,13 +6,12 @@ third-party plugins. Nothing is loaded at import time: every run builds its own 
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import sys
 import types
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -22,20 +21,27 @@ from pydantic import ValidationError
 from controlplane import hookspecs
 from controlplane.config import environment_note, error_message
 from controlplane.errors import ConfigError, ControlPlaneError, PluginError, SettingsError, did_you_mean
-from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
-from controlplane.plugin import Plugin, PluginSettings
-from controlplane.plugin_checks import (
-    check_marked,
-    check_observes,
-    check_settings_class,
-    register,
-    unknown_hooks,
+from controlplane.hook_calls import (  # re-exported: the callers' home before they moved
+    MAX_RECORDED_ERRORS,
+    TRACE_ENV,
+    HookMonitor,
+    PluginErrorRecord,
+    _Broadcast,
+    _FirstResult,
+    _isolating_proxy,
+    _PluggyPositional,
+    fast_caller,
 )
+from controlplane.plugin import Plugin, PluginSettings
+from controlplane.plugin_checks import check_settings_class, register, unknown_hooks
+
+__all__ = ["ALLOW_ENV", "ENTRY_POINT_GROUP", "MAX_RECORDED_ERRORS", "TRACE_ENV", "HookMonitor", "LoadedPlugin",
+           "PluginErrorRecord", "PluginInfo", "PluginSet", "_Broadcast", "_FirstResult", "_PluggyPositional",
+           "build_plugin_set", "checked_plugin_names", "discover_plugins", "fast_caller", "instantiate",
+           "validated_settings"]
 
 ENTRY_POINT_GROUP = "controlplane"
 ALLOW_ENV = "CONTROLPLANE_LOAD_PLUGINS"  # comma-separated allow-list of plugin names
-TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to stderr
-MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
 
 
 class PluginInfo:
@@ -170,95 +176,6 @@ def _cached_scan() -> dict[str, PluginInfo]:
     cache.write(path, signature, [{"name": info.name, "value": info.entry_point, "dist": info.dist,
                                    "version": info.version} for info in found.values()], pydantic)
     return found
-
-
-@dataclass
-class PluginErrorRecord:
-    plugin: str
-    hook: str
-    error: str
-
-
-@dataclass
-class HookMonitor:
-    """Remembers which plugin answered the last policy call and which plugins raised."""
-
-    last_plugin: str | None = None
-    errors: list[PluginErrorRecord] = field(default_factory=list)
-    error_counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    num_errors: int = 0
-
-    def record(self, plugin: str, hook: str, exc: Exception) -> None:
-        self.num_errors += 1
-        key = (plugin, hook)
-        n = self.error_counts.get(key, 0) + 1
-        self.error_counts[key] = n
-        if n <= MAX_RECORDED_ERRORS:
-            self.errors.append(PluginErrorRecord(plugin, hook, f"{type(exc).__name__}: {exc}"))
-
-    def counts_by_plugin(self) -> dict[str, dict[str, int]]:
-        """Every error counted so far, recorded as a decision or not: ``{plugin: {hook: n}}``."""
-        out: dict[str, dict[str, int]] = {}
-        for (plugin, hook), n in sorted(self.error_counts.items()):
-            out.setdefault(plugin, {})[hook] = n
-        return out
-
-    def take_errors(self) -> list[PluginErrorRecord]:
-        errors, self.errors = self.errors, []
-        return errors
-
-
-def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any:
-    """Wrap one hook implementation so an exception, or a result of the wrong type
-    (:mod:`controlplane.hook_results`), is recorded and the next one decides."""
-
-    @functools.wraps(fn)
-    def call(*args: Any) -> Any:
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            monitor.record(plugin_name, hook, exc)
-            return None
-        if result is not None:
-            wrong = wrong_result(hook, result)
-            if wrong is not None:
-                monitor.record(plugin_name, hook, wrong)
-                return None
-            monitor.last_plugin = plugin_name
-        return result
-
-    return call
-
-
-class _PluginProxy(types.SimpleNamespace):
-    """What pluggy registers for a plugin: its hook implementations, isolated."""
-
-    def __repr__(self) -> str:
-        return f"<plugin {self.__dict__.get('_plugin_name', '?')}>"
-
-
-def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> object:
-    check_observes(plugin_name, plugin)
-    proxy = _PluginProxy(_plugin_name=plugin_name)
-    marker = f"{hookspecs.PROJECT_NAME}_impl"
-    for attr in dir(plugin):
-        if attr.startswith("__"):
-            continue
-        try:
-            fn = getattr(plugin, attr)
-        except Exception:
-            continue
-        opts = getattr(fn, marker, None)
-        if opts is None:
-            check_marked(plugin_name, attr, fn)
-            continue
-        if opts.get("wrapper") or opts.get("hookwrapper"):
-            wrapped = fn  # wrappers see exceptions themselves
-        else:
-            wrapped = _isolated(fn, plugin_name, attr, monitor)
-            setattr(wrapped, marker, opts)
-        setattr(proxy, attr, wrapped)
-    return proxy
 
 
 @dataclass
@@ -398,102 +315,3 @@ def build_plugin_set(
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return PluginSet(pm=pm, hook=pm.hook, monitor=monitor, loaded=loaded)
-
-
-class _FirstResult:
-    """Call implementations in pluggy's order and return the first non-None result of the
-    hook's type (:mod:`controlplane.hook_results`; one of another type is recorded as an error).
-
-    Arguments are positional, in the hook spec's order; an implementation that takes fewer
-    arguments gets the ones it names.
-    """
-
-    __slots__ = ("calls", "hook", "monitor", "expected", "check")
-
-    def __init__(self, calls: list[tuple[Any, tuple[int, ...] | None, str]], hook: str, monitor: HookMonitor) -> None:
-        self.calls = calls
-        self.hook = hook
-        self.monitor = monitor
-        self.expected = RESULT_TYPES.get(hook, object)
-        self.check = FIELD_CHECKS.get(hook)
-
-    def __call__(self, *args: Any) -> Any:
-        for fn, pick, plugin in self.calls:
-            try:
-                result = fn(*args) if pick is None else fn(*[args[i] for i in pick])
-            except Exception as exc:
-                self.monitor.record(plugin, self.hook, exc)
-                continue
-            if result is not None:
-                if not isinstance(result, self.expected) or (self.check is not None and self.check(result)):
-                    self.monitor.record(plugin, self.hook, wrong_result(self.hook, result))
-                    continue
-                self.monitor.last_plugin = plugin
-                return result
-        return None
-
-
-class _Broadcast(_FirstResult):
-    """Call every implementation in pluggy's order; results are dropped.
-
-    The event bus (``cp_on_event``) goes through here a few times per simulated request, and
-    most observers take only the event: an implementation taking one argument is called with
-    it directly, without building an argument list.
-    """
-
-    __slots__ = ("single",)
-
-    def __init__(self, calls: list[tuple[Any, tuple[int, ...] | None, str]], hook: str, monitor: HookMonitor) -> None:
-        super().__init__(calls, hook, monitor)
-        # (fn, index of its one argument or -1 for all of them or -2 for a pick, pick, plugin)
-        self.single = [(fn, -1 if pick is None else (pick[0] if len(pick) == 1 else -2), pick, plugin)
-                       for fn, pick, plugin in calls]
-
-    def __call__(self, *args: Any) -> None:
-        for fn, index, pick, plugin in self.single:
-            try:
-                if index >= 0:
-                    fn(args[index])
-                elif index == -1:
-                    fn(*args)
-                else:
-                    fn(*[args[i] for i in pick])
-            except Exception as exc:
-                self.monitor.record(plugin, self.hook, exc)
-
-
-class _PluggyPositional:
-    """pluggy's own caller (needed for wrappers and tracing), called with positional arguments."""
-
-    __slots__ = ("caller", "argnames")
-
-    def __init__(self, caller: Any) -> None:
-        self.caller = caller
-        self.argnames = tuple(caller.spec.argnames)
-
-    def __call__(self, *args: Any) -> Any:
-        return self.caller(**dict(zip(self.argnames, args)))
-
-    def get_hookimpls(self) -> list[Any]:
-        return self.caller.get_hookimpls()
-
-
-def fast_caller(caller: Any, monitor: HookMonitor) -> Any:
-    """A cheaper equivalent of a pluggy hook caller for the simulator's hot path.
-
-    It takes the hook's arguments positionally, in the spec's order. The plugin set is fixed
-    for a run, so the implementation list is resolved once and the isolation wrappers are
-    bypassed (errors are caught here instead). Hooks with wrappers, and every hook while
-    tracing is on, keep pluggy's own caller: they need its machinery.
-    """
-    impls = caller.get_hookimpls()
-    if os.environ.get(TRACE_ENV) or any(i.wrapper or i.hookwrapper for i in impls):
-        return _PluggyPositional(caller)
-    spec_args = tuple(caller.spec.argnames)
-    calls = []
-    for i in reversed(impls):
-        names = tuple(i.argnames)
-        pick = None if names == spec_args else tuple(spec_args.index(n) for n in names)
-        calls.append((getattr(i.function, "__wrapped__", i.function), pick, i.plugin_name))
-    firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
-    return (_FirstResult if firstresult else _Broadcast)(calls, caller.name, monitor)
