@@ -50,9 +50,13 @@ class PluginInfo:
     Discovery reads entry points without importing them: ``target`` (and with it ``hooks`` and
     ``doc``) imports the plugin's module on first use, ``dist`` and ``version`` read its
     distribution's metadata on first use. A run imports only the plugins it enables.
+
+    Two installed distributions may declare one name: discovery keeps one `PluginInfo` for it
+    with the other entry points in ``others``, and loading it (a run enabling that name) is the
+    error naming both; ``plugins list`` shows it as such, and every other plugin stays usable.
     """
 
-    __slots__ = ("name", "entry_point", "_target", "_dist", "_ep")
+    __slots__ = ("name", "entry_point", "_target", "_dist", "_ep", "others")
 
     _UNSET: Any = object()
 
@@ -61,6 +65,7 @@ class PluginInfo:
         self.name, self.entry_point = name, entry_point
         self._target, self._ep = target, ep
         self._dist: tuple[str | None, str | None] | None = None if dist is self._UNSET else (dist, version)
+        self.others: tuple[PluginInfo, ...] = ()  # other installed entry points of this name: a conflict
 
     @classmethod
     def from_entry_point(cls, ep: metadata.EntryPoint) -> PluginInfo:
@@ -69,6 +74,8 @@ class PluginInfo:
     @property
     def target(self) -> Any:
         """A Plugin subclass or a module of hook implementations (imported on first use)."""
+        if self.others:
+            raise PluginError(self.conflict())
         if self._target is self._UNSET:
             ep = self._ep
             try:
@@ -85,6 +92,16 @@ class PluginInfo:
             self._target = target
         return self._target
 
+    def conflict(self) -> str:
+        """Why a plugin of this name cannot be loaded: two (or more) installed entry points declare it."""
+        places = " and ".join(_where(i.entry_point, *i._distribution()) for i in self.entries())
+        return (f"two installed plugins are named {self.name!r}: {places}; uninstall one, or rename its entry "
+                "point and class")
+
+    def entries(self) -> tuple[PluginInfo, ...]:
+        """This entry point and the others of its name (`others`)."""
+        return (self, *self.others)
+
     def _distribution(self) -> tuple[str | None, str | None]:
         if self._dist is None:
             self._dist = _dist_of(self._ep) if self._ep is not None else (None, None)
@@ -92,10 +109,15 @@ class PluginInfo:
 
     @property
     def dist(self) -> str | None:
+        """The distribution that installed it (each, comma-separated, for a conflict)."""
+        if self.others:
+            return ", ".join(str(i._distribution()[0] or "-") for i in self.entries())
         return self._distribution()[0]
 
     @property
     def version(self) -> str | None:
+        if self.others:
+            return ", ".join(str(i._distribution()[1] or "-") for i in self.entries())
         return self._distribution()[1]
 
     @property
@@ -132,15 +154,19 @@ def discover_plugins(*, refresh: bool = False) -> dict[str, PluginInfo]:
 
 
 def _scan_entry_points() -> dict[str, PluginInfo]:
+    return _by_name(PluginInfo.from_entry_point(ep) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _by_name(infos: Iterable[PluginInfo]) -> dict[str, PluginInfo]:
+    """Entry points by name; a name declared twice keeps the second in the first's ``others`` (a conflict
+    only a run enabling that name fails on, rather than every command)."""
     found: dict[str, PluginInfo] = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            first = found[ep.name]
-            raise PluginError(
-                f"two installed plugins are named {ep.name!r}: {_where(first.entry_point, first.dist, first.version)} "
-                f"and {_where(ep.value, *_dist_of(ep))}; uninstall one, or rename its entry point and class"
-            )
-        found[ep.name] = PluginInfo.from_entry_point(ep)
+    for info in infos:
+        first = found.get(info.name)
+        if first is None:
+            found[info.name] = info
+        else:
+            first.others += (info,)
     return found
 
 
@@ -166,15 +192,16 @@ def _cached_scan() -> dict[str, PluginInfo]:
     rows = cache.read(path, signature)
     if rows is not None:
         try:
-            return {row["name"]: PluginInfo(row["name"], PluginInfo._UNSET, row["dist"], row["version"], row["value"],
-                                            ep=metadata.EntryPoint(row["name"], row["value"], ENTRY_POINT_GROUP))
-                    for row in rows}
+            return _by_name(PluginInfo(row["name"], PluginInfo._UNSET, row["dist"], row["version"], row["value"],
+                                       ep=metadata.EntryPoint(row["name"], row["value"], ENTRY_POINT_GROUP))
+                            for row in rows)
         except (KeyError, TypeError):
             pass  # a file this code cannot read: scan
     found = _scan_entry_points()
     pydantic = [[ep.name, ep.value] for ep in metadata.entry_points(group=cache.PYDANTIC_GROUP)]
-    cache.write(path, signature, [{"name": info.name, "value": info.entry_point, "dist": info.dist,
-                                   "version": info.version} for info in found.values()], pydantic)
+    cache.write(path, signature, [{"name": i.name, "value": i.entry_point, "dist": i._distribution()[0],
+                                   "version": i._distribution()[1]}
+                                  for info in found.values() for i in info.entries()], pydantic)
     return found
 
 

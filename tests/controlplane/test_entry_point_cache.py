@@ -131,3 +131,17 @@ def test_a_kept_signature_is_used_once_and_only_for_the_same_path(cache, monkeyp
     monkeypatch.syspath_prepend("/elsewhere")
     entry_point_cache.signature()
     assert len(calls) == 4  # sys.path changed: not the kept one
+
+
+def test_two_distributions_declaring_one_name_stay_a_conflict_when_read_from_the_cache(cache, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    _distribution(site, "[controlplane]\nround-robin = fakeplug:RoundRobin\n")
+    scanned = _cached_scan()  # scans and writes
+    cached = _cached_scan()  # reads
+    for found in (scanned, cached):
+        assert sorted(found["round-robin"].dist.split(", ")) == ["controlplane", "fakeplug"]
+        with pytest.raises(Exception, match="two installed plugins are named 'round-robin'"):
+            found["round-robin"].target
+        assert found["least-loaded"].target.__name__ == "LeastLoaded"

@@ -97,7 +97,7 @@ def test_a_broken_entry_point_fails_only_the_run_that_uses_it_naming_itself():
         build_plugin_set(["round-robin", "broken"], available=available)
 
 
-def test_two_installed_plugins_of_one_name_are_an_error_naming_both_distributions(monkeypatch):
+def _with_a_second_round_robin(monkeypatch):
     from importlib import metadata
 
     from controlplane import plugin_manager
@@ -109,12 +109,24 @@ def test_two_installed_plugins_of_one_name_are_an_error_naming_both_distribution
     mine = mine._for(Dist()) if hasattr(mine, "_for") else mine
     eps = [*metadata.entry_points(group="controlplane"), mine]
     monkeypatch.setattr(plugin_manager.metadata, "entry_points", lambda group: eps)
+    return plugin_manager._scan_entry_points()
+
+
+def test_two_installed_plugins_of_one_name_are_an_error_naming_both_distributions(monkeypatch):
+    available = _with_a_second_round_robin(monkeypatch)
     with pytest.raises(PluginError) as exc:
-        plugin_manager._scan_entry_points()
+        build_plugin_set(["round-robin"], available=available)
     msg = str(exc.value)
     assert "two installed plugins are named 'round-robin'" in msg
     assert "plugins.routing:RoundRobin (controlplane 0.1.0)" in msg
     assert "cp_mine:RoundRobin (cp-mine 0.3.0)" in msg
+
+
+def test_two_installed_plugins_of_one_name_fail_only_the_runs_enabling_it(monkeypatch):
+    available = _with_a_second_round_robin(monkeypatch)  # discovery itself does not fail
+    assert available["round-robin"].dist == "controlplane, cp-mine"  # `plugins list` shows both
+    assert available["round-robin"].version == "0.1.0, 0.3.0"
+    build_plugin_set(["least-loaded"], available=available)  # a run without it is unaffected
 
 
 def test_an_entry_point_to_something_that_is_no_plugin_class_or_module_is_refused():
