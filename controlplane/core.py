@@ -229,6 +229,17 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
                 ReasonCode.TOO_LONG,
             )
             return
+        room = self.kv.room.get(model)
+        if room is not None and r.prompt_tokens + r.max_output_tokens > room:
+            self._reject(
+                r,
+                f"does not fit: prompt {r.prompt_tokens} + max_tokens {r.max_output_tokens} tokens need more KV cache "
+                f"than any {model} replica holds ({room} tokens): ask for fewer max_tokens or send a shorter prompt",
+                "core",
+                "cp_admit_request",
+                ReasonCode.DOES_NOT_FIT,
+            )
+            return
         admission: Admission
         admission, plugin = (None, None) if "cp_admit_request" in self.calls.unanswered else \
             self._decide("cp_admit_request", r)

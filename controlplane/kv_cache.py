@@ -15,12 +15,22 @@ __all__ = ["KVCacheManager"]
 class KVCacheManager:
     """Counts KV blocks per worker and asks the prefix-cache hooks; owned by one `ControlPlane`."""
 
-    __slots__ = ("_calls", "_held")
+    __slots__ = ("_calls", "_held", "room")
 
     def __init__(self, calls: Any) -> None:
         self._calls = calls  # the core's `PolicyCalls` (rebound on a config reload)
         # worker id -> (blocks its running requests held at the last count, the block size then)
         self._held: dict[str, tuple[int, int]] = {}
+        # model -> the most tokens one of its workers' KV caches was planned to hold (`planned`)
+        self.room: dict[str, int] = {}
+
+    def planned(self, w: Worker) -> None:
+        """A memory plan set ``w``'s KV budget: `room` keeps the largest any worker of its model got
+        (a budget-less worker: no limit), so that a request needing more than that at its arrival
+        (prompt + max output tokens) is known never to fit, before it runs for hours to find out."""
+        tokens = w.num_kv_blocks * w.kv_block_size
+        if tokens > self.room.get(w.model, 0):
+            self.room[w.model] = tokens
 
     def bind(self, calls: Any) -> None:
         self._calls = calls

@@ -56,6 +56,7 @@ class WorkerLifecycle:
         w.max_batch_tokens = plan.max_batch_tokens
         w.num_kv_blocks = plan.num_kv_blocks
         w.kv_block_size = plan.kv_block_size
+        self.kv.planned(w)
         self._decision("cp_plan_memory", plugin, "memory_plan", w.worker_id, plan.reason,
                        {"trigger": trigger, "max_num_seqs": plan.max_num_seqs,
                         "max_batch_tokens": plan.max_batch_tokens, "num_kv_blocks": plan.num_kv_blocks,

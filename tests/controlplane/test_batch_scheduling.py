@@ -10,7 +10,7 @@ import pytest
 from controlplane import Plugin, hookimpl
 from controlplane.decisions import BatchPlan
 from controlplane.testing import make_trace, replay_with
-from controlplane.types import RequestStatus
+from controlplane.types import ReasonCode, RequestStatus
 from tests.fixtures.common import assert_conserved, assert_timings_consistent
 
 
@@ -86,3 +86,19 @@ def test_wake_after_s_delays_the_batch_until_the_wake_up():
     assert [by_id[f"burst{i}"].scheduled_s for i in range(4)] == [pytest.approx(4.03)] * 4
     first = [d for d in res.decisions if d.action == "batch"][0]
     assert first.time_s == pytest.approx(0.5)
+
+
+def test_a_request_bigger_than_any_replica_s_kv_cache_is_refused_at_its_arrival():
+    """Prompt + max output tokens over the whole planned KV cache of every replica can never complete:
+    refused when it arrives, not after decoding until its context outgrows the cache (a trace row of
+    2e9 output tokens ran six simulated hours and stretched the run's span, GPU-hours and cost)."""
+    trace = make_trace(20, qps=5, output_tokens=16)
+    trace.insert(3, dataclasses.replace(trace[3], request_id="huge", output_tokens=150 * 16))
+    res = replay_with(trace=trace, cluster=KV_TIGHT)
+    huge = {r.request_id: r for r in res.requests}["huge"]
+    assert huge.status is RequestStatus.REJECTED and huge.output_tokens == 0 and huge.worker_id is None
+    assert huge.reason.startswith(f"does not fit: prompt {huge.prompt_tokens} + max_tokens 2400 tokens need more KV "
+                                  "cache than any default replica holds (2400 tokens)")
+    assert huge.reason_code is ReasonCode.DOES_NOT_FIT
+    assert sum(r.status is RequestStatus.COMPLETED for r in res.requests) == 20
+    assert res.summary["sim_span_s"] < 10
