@@ -7,6 +7,7 @@ third-party plugins. Nothing is loaded at import time: every run builds its own 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import sys
 import types
@@ -39,6 +40,8 @@ __all__ = ["ALLOW_ENV", "ENTRY_POINT_GROUP", "MAX_RECORDED_ERRORS", "TRACE_ENV",
            "PluginErrorRecord", "PluginInfo", "PluginSet", "_Broadcast", "_FirstResult", "_PluggyPositional",
            "build_plugin_set", "checked_plugin_names", "discover_plugins", "fast_caller", "instantiate",
            "validated_settings"]
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "controlplane"
 ALLOW_ENV = "CONTROLPLANE_LOAD_PLUGINS"  # comma-separated allow-list of plugin names
@@ -280,6 +283,7 @@ def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
     allow = os.environ.get(ALLOW_ENV)
     if allow:
         allowed = {n.strip() for n in allow.split(",") if n.strip()}
+        _warn_not_installed(allowed, available)
         enabled = [n for n in enabled if n in allowed]
     unknown = [n for n in enabled if n not in available]
     if unknown:
@@ -302,6 +306,18 @@ def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
             f"plugins.settings: settings given for plugin(s) not enabled: {', '.join(map(repr, stray))}"
         )
     return list(enabled)
+
+
+_warned_allowed: set[str] = set()
+
+
+def _warn_not_installed(allowed: set[str], available: Mapping[str, PluginInfo]) -> None:
+    """Warn (once per name) of an allow-list name no installed plugin has: most likely a misspelling,
+    which would silently leave the plugin it meant out of every run."""
+    for name in sorted(allowed - set(available) - _warned_allowed):
+        _warned_allowed.add(name)
+        log.warning("%s names %r, which is not an installed plugin%s; runs leave out every plugin it does not "
+                    "name", ALLOW_ENV, name, did_you_mean(name, available) or " (controlplane plugins list shows them)")
 
 
 def build_plugin_set(

@@ -249,6 +249,18 @@ def test_allow_list_leaves_out_a_configured_plugin_with_its_settings(monkeypatch
         build_plugin_set(DEFAULT_PLUGINS, {"round-robin": {}})  # not configured at all: still an error
 
 
+def test_allow_list_warns_of_a_name_no_installed_plugin_has(monkeypatch, caplog):
+    monkeypatch.setenv(ALLOW_ENV, "least-loaded, continuous-batchin")
+    with caplog.at_level("WARNING", logger="controlplane.plugin_manager"):
+        ps = build_plugin_set(DEFAULT_PLUGINS)
+        build_plugin_set(DEFAULT_PLUGINS)  # warned once
+    assert [p.info.name for p in ps.loaded] == ["least-loaded"]
+    warnings = [r.getMessage() for r in caplog.records if "continuous-batchin'" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"{ALLOW_ENV} names 'continuous-batchin', which is not an installed plugin " \
+        "(did you mean 'continuous-batching'" in warnings[0]
+
+
 def test_allow_list_works_with_a_loaded_config(monkeypatch):
     monkeypatch.setenv(ALLOW_ENV, ",".join(DEFAULT_PLUGINS))
     config = load_config()
