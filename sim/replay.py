@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -185,6 +185,8 @@ def prepared_trace(
     elif trace_options:
         raise ValueError("trace_options apply to a trace file; this trace is already a stream of requests")
     if reader is None:  # built in memory: checked as a reader checks a file's rows (`checked_requests`)
+        if isinstance(trace, Sequence):  # a list or tuple can be read again (what `repeat` needs)
+            trace = partial(iter, trace)
         trace = partial(_checked_copy, trace) if callable(trace) else checked_requests(trace)
     if transforms == NO_TRANSFORMS:
         return reader, iter(trace() if callable(trace) else trace)

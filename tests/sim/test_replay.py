@@ -378,3 +378,16 @@ def test_a_stream_of_requests_is_checked_as_a_file_reader_checks_rows(bad, field
     assert str(e.value) == f"trace request {bad.request_id!r} (request 3 of the stream): field {field!r}: {reason}"
     with pytest.raises(TraceRequestError):  # what `repeat` reads, too: each copy
         list(prepare_trace(lambda: iter(trace), seed=0, transforms=TraceTransforms(repeat=2)))
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+def test_a_list_of_requests_can_be_repeated(container):
+    """docs/traces.md: ``repeat`` takes a list (it can be read again); it was checked into a one-pass
+    stream first and refused as one."""
+    from sim.traces import TraceRequest
+
+    requests = container(TraceRequest(str(i), i * 0.1, 100, 10) for i in range(20))
+    copies = list(prepare_trace(requests, seed=0, transforms=TraceTransforms(repeat=2)))
+    assert len(copies) == 40 and len({r.request_id for r in copies}) == 40
+    with pytest.raises(ValueError, match="repeat needs a trace that can be read again"):
+        list(prepare_trace(iter(requests), seed=0, transforms=TraceTransforms(repeat=2)))
