@@ -14,7 +14,9 @@ each run against its own SLO targets, as its summary counts it).
 * Several runs a side: a two-level bootstrap, runs (seeds) drawn with replacement, then
   requests within each drawn run, so seed-to-seed variation widens the interval as it should.
 
-A difference whose interval contains 0 is reported as within noise.
+A difference whose interval contains 0 is reported as within noise, 0 to floating-point rounding:
+an interval within ``ROUNDING`` of the values' magnitude (two runs that agree to 1e-12, e.g. the
+fast and the exact replay modes, summing in different orders) is within noise, not "B higher".
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy import Engine, select
 from controlplane.storage.models import Request
 from controlplane.storage.queries import get_run
 
-__all__ = ["METRICS", "MetricDiff", "RunSample", "compare_runs", "compare_samples", "load_sample"]
+__all__ = ["METRICS", "ROUNDING", "MetricDiff", "RunSample", "compare_runs", "compare_samples", "load_sample"]
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue")
 STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -38,6 +40,8 @@ STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "p90": lambda x: np.percentile(x, 90, axis=-1),
     "p99": lambda x: np.percentile(x, 99, axis=-1),
 }
+#: Differences below this share of the values' magnitude are floating-point rounding, not a difference.
+ROUNDING = 1e-9
 #: (metric, statistic) pairs compared, in output order.
 METRICS: tuple[tuple[str, str], ...] = (
     ("slo_attainment", "mean"),
@@ -81,9 +85,12 @@ class MetricDiff:
 
     @property
     def within_noise(self) -> bool | None:
+        """Whether the interval contains 0, to rounding: an interval of 1e-15 s beside values of 0.06 s
+        is the order of floating-point sums, not a difference between the runs."""
         if self.low is None or self.high is None:
             return None
-        return self.low <= 0.0 <= self.high
+        tolerance = ROUNDING * max(abs(self.a or 0.0), abs(self.b or 0.0))
+        return self.low <= tolerance and self.high >= -tolerance
 
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "stat": self.stat, "a": self.a, "b": self.b, "diff": self.diff,

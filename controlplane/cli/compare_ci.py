@@ -131,7 +131,7 @@ def ci_table(diffs: list[Any], title: str, confidence: float) -> Table:
         diff = "-" if d.diff is None else ("+" if d.diff >= 0 else "") + _fmt(d.diff, d.metric)
         t.add_row(label, _fmt(d.a, d.metric), _fmt(d.b, d.metric), diff, ci, verdict)
     t.caption = f"bootstrap over requests ({fmt_value(diffs[0].method) if diffs else '-'}); " \
-                "within noise: the interval contains 0"
+                "within noise: the interval contains 0 (to rounding)"
     for i, c in enumerate(covers, start=1):  # rows whose A, B and interval are over fewer requests than each run's
         t.caption += f"\n{'*' * i} A, B and the interval over {c} (paired)"
     return t

@@ -164,3 +164,16 @@ def test_the_cli_says_when_the_compared_runs_targets_differ(tmp_path):
     r = cli.invoke(app, ["runs", "compare", "1", "2", "--db", db, "--resamples", "200"], terminal_width=200)
     assert r.exit_code == 0, r.output
     assert "each run against its own SLO targets, which differ: run 1 TTFT <= 2 s" in r.output
+
+
+def test_differences_at_rounding_scale_are_within_noise():
+    """Two runs that agree to 1e-12 (fast vs --exact, summing in another order) read "B higher" on TPOT mean:
+    a paired interval of [2e-16, 3e-15] beside values of 0.06 s excluded 0 by rounding alone."""
+    rng = np.random.default_rng(4)
+    a = _sample(1, rng.exponential(0.5, 300))
+    b = _sample(2, a.values["ttft"] * (1 + 1e-14 * (1 + rng.random(300))), a.request_ids)  # all a hair higher
+    d = _by(compare_samples([a], [b], n_resamples=300), "ttft", "mean")
+    assert d.method == "paired" and 0 < d.low < d.high < 1e-12  # excludes 0, by rounding alone
+    assert d.within_noise and d.as_dict()["within_noise"] is True
+    shifted = _sample(2, a.values["ttft"] * (1 + 1e-6), a.request_ids)  # a real difference, however small
+    assert not _by(compare_samples([a], [shifted], n_resamples=300), "ttft", "mean").within_noise
