@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from controlplane.storage.jsoncodec import encode_default
 
-__all__ = ["MAX_IDS", "Refusal", "RefusedRows", "refusal_message"]
+__all__ = ["MAX_IDS", "Refusal", "RefusedRows", "cause", "refusal_message"]
 
 #: Request ids a message names, at most (a file can repeat thousands).
 MAX_IDS: Final = 5
@@ -35,16 +35,20 @@ class Refusal:
 
     entries: list[Entry] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    #: Each entry's cause (`cause`), in the entries' order.
+    causes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def add(self, table: str, row: dict[str, Any], seq: int, error: str) -> None:
         self.entries.append((table, row, seq))
+        self.causes.append(cause(row, error))
         self.errors.setdefault(table, error)
 
     def extend(self, other: Refusal) -> None:
         self.entries += other.entries
+        self.causes += other.causes
         for table, error in other.errors.items():
             self.errors.setdefault(table, error)
 
@@ -57,6 +61,14 @@ class Refusal:
     def request_ids(self) -> list[str]:
         """The refused request rows' ids, in order, each once."""
         return list(dict.fromkeys(str(row.get("request_id")) for table, row, _ in self.entries if table == "request"))
+
+    def request_causes(self) -> dict[str, list[str]]:
+        """The refused request rows' ids (in order, each once) by their `cause`."""
+        out: dict[str, dict[str, None]] = {}
+        for (table, row, _), why in zip(self.entries, self.causes):
+            if table == "request":
+                out.setdefault(why, {})[str(row.get("request_id"))] = None
+        return {why: list(ids) for why, ids in out.items()}
 
     def run_ids(self) -> set[int]:
         return {row["id"] if "run_id" not in row else row["run_id"] for _, row, _ in self.entries}
@@ -76,6 +88,9 @@ class RefusedRows:
     request_ids: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    #: The refused request rows by `cause`: how many, and their ids (the first :data:`MAX_IDS`).
+    causes: dict[str, int] = field(default_factory=dict)
+    cause_ids: dict[str, list[str]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -89,6 +104,12 @@ class RefusedRows:
                 self.request_ids.append(rid)
         for table, error in refusal.errors.items():
             self.errors.setdefault(table, error)
+        for (table, _, _), why in zip(refusal.entries, refusal.causes):
+            if table == "request":
+                self.causes[why] = self.causes.get(why, 0) + 1
+        for why, ids in refusal.request_causes().items():
+            kept = self.cause_ids.setdefault(why, [])
+            kept += [rid for rid in ids if rid not in kept][:MAX_IDS - len(kept)]
         if path is not None:
             self.paths.append(path)
 
@@ -97,16 +118,48 @@ class RefusedRows:
         tables = ", ".join(f"{n:,} {table}" for table, n in sorted(self.by_table.items()))
         where = ", ".join(map(str, self.paths)) if self.paths else "no file (see the error logged)"
         text = f"the database refused {tables} row(s); every other row was written"
-        if self.request_ids:
-            text += f"; {_repeated_ids(self.request_ids, self.by_table.get('request', 0))}"
+        for why in _CAUSES:
+            if self.cause_ids.get(why):
+                text += f"; {_said(why, self.cause_ids[why], self.causes[why], self.errors.get('request', ''))}"
         return f"{text}; the refused rows are in {where}"
 
 
-def _repeated_ids(ids: list[str], count: int) -> str:
+#: Why the database refused a request row: its id repeats one stored; a text field holds what no
+#: database stores as text (PostgreSQL refuses NUL, a lone UTF-16 surrogate is no UTF-8); another reason.
+DUPLICATE, TEXT, OTHER = "duplicate", "text", "other"
+_CAUSES = (DUPLICATE, TEXT, OTHER)
+
+
+def cause(row: dict[str, Any], error: str) -> str:
+    """Why ``row`` was refused with ``error`` (the database's message, `describe_error`): its own
+    text first (a repeated id that is also unstorable text would be refused for its text anyway)."""
+    if any(isinstance(v, str) and not _storable(v) for v in row.values()):
+        return TEXT
+    low = error.lower()
+    return DUPLICATE if "unique" in low or "duplicate" in low else OTHER
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _said(why: str, ids: list[str], count: int, error: str) -> str:
+    """The cause of ``count`` refused request rows, naming their ids (the first few)."""
     shown = ", ".join(repr(i) for i in ids[:MAX_IDS])
     more = f" and {count - min(len(ids), MAX_IDS):,} more" if count > min(len(ids), MAX_IDS) else ""
-    return (f"request ids must be unique within a run; the trace (or client) repeats id {shown}{more} "
-            "(its first request with that id is stored)")
+    if why == DUPLICATE:
+        return (f"request ids must be unique within a run; the trace (or client) repeats id {shown}{more} "
+                "(its first request with that id is stored)")
+    if why == TEXT:
+        return (f"request {shown}{more} holds text no database column stores (a NUL character or a lone UTF-16 "
+                "surrogate in its id, tenant or another text field): take it out of the trace (or client)")
+    return f"request {shown}{more} refused ({error or 'no message'})"
 
 
 def refusal_message(refusal: Refusal, path: Path | None) -> str:
@@ -117,8 +170,10 @@ def refusal_message(refusal: Refusal, path: Path | None) -> str:
     for table in sorted(counts):
         part = f"{counts[table]:,} row(s) of table {table} ({refusal.errors.get(table, 'no message')})"
         if table == "request":
-            ids = refusal.request_ids()
-            part += f": {_repeated_ids(ids, counts[table])}"
+            by_cause = refusal.request_causes()
+            rows = [why for (t, _, _), why in zip(refusal.entries, refusal.causes) if t == "request"]
+            part += ": " + "; ".join(_said(why, by_cause[why], rows.count(why), refusal.errors["request"])
+                                     for why in _CAUSES if why in by_cause)
         parts.append(part)
     text = "storage: the database refused " + "; ".join(parts) + "; the flush's other rows were written"
     if path is not None:

@@ -153,7 +153,38 @@ def test_a_value_a_postgres_column_refuses_is_set_aside(pg_engine: Engine, tmp_p
     assert _request_ids(pg_engine) == ["req-000001"]
     assert _counts(pg_engine)["metric_sample"] == 1 and _counts(pg_engine)["worker_event"] == 1
     assert rec.refused.count == 1 and "DataError" in rec.refused.errors["request"]
+    warning = rec.refused.warning()
+    assert "request 'req-000002' refused (DataError" in warning and "unique" not in warning  # not a repeat
     rec.close()
+
+
+@pytest.mark.postgres
+def test_a_nul_in_a_request_s_text_is_named_as_the_cause(pg_engine: Engine, tmp_path: Path, caplog) -> None:
+    """PostgreSQL stores no NUL in text: the warning says so, not that the trace repeats an id."""
+    rec = RunRecorder(pg_engine, spill_dir=tmp_path)
+    start_run(rec)
+    rec.add_request(request_row(1))
+    rec.add_request({**request_row(2), "request_id": "nul\x00id"})
+    rec.add_request({**request_row(3), "tenant": "t\x00"})
+    with caplog.at_level(logging.ERROR, logger="controlplane.storage.recorder"):
+        assert rec.flush()
+    assert _request_ids(pg_engine) == ["req-000001"]
+    warning = rec.refused.warning()
+    assert "request 'nul\\x00id', 'req-000003' holds text no database column stores (a NUL character" in warning
+    assert "unique" not in warning and "repeats" not in warning
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "holds text no database column stores" in logged and "repeats" not in logged
+    rec.close()
+
+
+def test_a_refusal_s_cause_is_the_row_s_text_the_database_s_word_or_else_its_message() -> None:
+    from controlplane.storage.refused import DUPLICATE, OTHER, TEXT, cause
+
+    assert cause({"request_id": "a"}, "IntegrityError: UNIQUE constraint failed: request.run_id") == DUPLICATE
+    assert cause({"request_id": "a"}, "IntegrityError: duplicate key value violates unique constraint") == DUPLICATE
+    assert cause({"request_id": "a\ud800"}, "UnicodeEncodeError: surrogates not allowed") == TEXT
+    assert cause({"request_id": "a", "tenant": "x\x00"}, "DataError: NUL") == TEXT
+    assert cause({"request_id": "a"}, "DataError: integer out of range") == OTHER
 
 
 @pytest.mark.parametrize("committed", [True, False])
