@@ -193,6 +193,15 @@ class SeedAutoscaler(Plugin):
                  (s.weight_error, sig.error), (s.weight_forecast, sig.forecast))
         return sum(w * v for w, v in parts) / sum(w for w, _ in parts)
 
+    def floor(self, scaling) -> int:
+        """The fewest replicas now: ``min_replicas``, but at least one while requests wait, run or arrive.
+
+        The score cannot bring a model back from zero (no ready replica: utilisation 0, and the queue and
+        trend alone stay below the up threshold), so zero is only for a model with no load at all, and a
+        request at zero starts a replica at once."""
+        load = scaling.num_queued + scaling.num_running > 0 or scaling.arrivals_per_s > 0
+        return max(1, self.settings.min_replicas) if load else self.settings.min_replicas
+
     def decide(self, now_s: float, model: str, scaling) -> ScaleDecision:
         s = self.settings
         sig, confidence = self.signals(model, now_s, scaling)
@@ -204,15 +213,18 @@ class SeedAutoscaler(Plugin):
                 f"forecast {sig.forecast:.2f} [{sig.forecast_rate:.2f}/s in {s.forecast_horizon_s:g}s vs "
                 f"{sig.rate:.2f}/s]) confidence {confidence:.2f}")
         bounded = max(s.min_replicas, min(s.max_replicas, current))
+        floor = self.floor(scaling)
         if bounded != current:
             action, target = f"to bounds [{s.min_replicas}, {s.max_replicas}]", bounded
+        elif current == 0 and floor > 0:  # no hold: nothing serves the waiting requests until a replica is up
+            action, target = f"from zero ({scaling.num_queued} waiting)", min(s.max_replicas, s.step)
         elif st.last_action_s is not None and now_s - st.last_action_s < s.hold_s:
             left = st.last_action_s + s.hold_s - now_s
             return ScaleDecision(model, current, f"hold ({left:.0f}s left): {desc}", holding=True)
         elif score > s.scale_up_threshold and current < s.max_replicas:
             action, target = f"up (> {s.scale_up_threshold:g})", min(s.max_replicas, current + s.step)
-        elif score < s.scale_down_threshold and current > s.min_replicas:
-            action, target = f"down (< {s.scale_down_threshold:g})", max(s.min_replicas, current - s.step)
+        elif score < s.scale_down_threshold and current > floor:
+            action, target = f"down (< {s.scale_down_threshold:g})", max(floor, current - s.step)
         else:
             return ScaleDecision(model, current, f"keep {current}: {desc}")
         st.last_action_s = now_s
