@@ -163,6 +163,36 @@ def parse_seconds(path: PathLike, line: int, field: str, text: object) -> float:
     return v
 
 
+def check_text(path: PathLike, line: int, field: str, text: str) -> str:
+    """``text``, a text field a run stores (an id, a tenant, a model, a prompt): an error naming
+    the row and field if it holds a NUL character (PostgreSQL stores none in text) or a lone UTF-16
+    surrogate (a JSON escape such as ``"\\ud800"`` that is no character: no UTF-8 encodes it), which
+    the database would refuse only when the run stores the row, naming neither file nor line."""
+    if "\x00" in text:
+        raise TraceFormatError(path, line, field, f"holds a NUL character (\\x00), which no database stores as text: "
+                               f"{text[:80]!r}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TraceFormatError(path, line, field, f"holds a lone UTF-16 surrogate ({text[exc.start]!r}), which is "
+                                   f"no character (a JSON escape of half a pair): {text[:80]!r}") from None
+    return text
+
+
+def check_texts(path: PathLike, line: int, field: str, value: object) -> None:
+    """`check_text` on every string in a JSON value (keys too), e.g. a request's ``params``."""
+    if isinstance(value, str):
+        check_text(path, line, field, value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(path, line, field, str(k))
+            check_texts(path, line, field, v)
+    elif isinstance(value, list):
+        for v in value:
+            check_texts(path, line, field, v)
+
+
 def duplicate_id(path: PathLike, line: int, field: str, request_id: str) -> TraceFormatError:
     """The error of a row whose request id an earlier row of the file has: a run names its requests
     by id (its stored rows, `controlplane runs compare`'s pairs), so they must be unique. The readers

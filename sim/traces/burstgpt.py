@@ -19,8 +19,8 @@ import logging
 import math
 from typing import Any, Iterator
 
-from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
-                  open_text, parse_count, parse_seconds, row_start_line)
+from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, check_text, column_index, csv_header,
+                  no_rows, open_text, parse_count, parse_seconds, row_start_line)
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, new_labelled
 
@@ -179,14 +179,19 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                 if o == 0 and drop_failed:
                     dropped[DROP_FAILED] = dropped.get(DROP_FAILED, 0) + 1
                     continue
-                if t0 is None:
-                    t0 = t
                 if model_column:
                     name = names.get(model)
                     if name is None and model not in names:
-                        name = model.strip() or None
+                        try:  # (a NUL in the name: a row error, before the row sets the clock's origin)
+                            name = check_text(path, row_start_line(reader, row), MODEL, model.strip()) or None
+                        except TraceFormatError as err:
+                            sink(err)
+                            continue
                         if len(names) < _MAX_CACHED:
                             names[model] = name
+                if t0 is None:
+                    t0 = t
+                if model_column:
                     yield new_labelled(str(idx - 1), t - t0, p, o, name, None)
                 else:
                     yield new_basic(str(idx - 1), t - t0, p, o)

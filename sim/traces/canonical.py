@@ -18,8 +18,9 @@ import json
 import math
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
-from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, column_index, csv_header, duplicate_id, in_order,
-                  json_column, empty_file, no_rows, open_text, parse_count, parse_int, parse_seconds, row_start_line)
+from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, check_texts, column_index, csv_header,
+                  duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
+                  parse_seconds, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, params_from_mapping, thaw
 
@@ -69,7 +70,8 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
                     t = float(a)
                     p = int(p)
                     o = int(o)
-                    if last <= t < math.inf and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid and (seen is None or rid not in seen):
+                    if (last <= t < math.inf and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid and "\x00" not in rid
+                            and (seen is None or rid not in seen)):
                         req = new_basic(rid, t, p, o)
                 except ValueError:
                     pass
@@ -104,7 +106,7 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
         return row[i].strip()
 
     check_row_width(path, line, row, header)
-    rid = cell("request_id", ii) and row[ii]  # ids are kept verbatim, as on the fast path
+    rid = cell("request_id", ii) and check_text(path, line, "request_id", row[ii])  # verbatim, as on the fast path
     rid = rid or str(idx)
     t = parse_seconds(path, line, "arrival_s", cell("arrival_s", ia))
     p = parse_count(path, line, "prompt_tokens", cell("prompt_tokens", ip))
@@ -116,9 +118,9 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
         if not text:
             continue  # empty cell = field default
         if name in ("model", "tenant"):
-            kw[name] = text
+            kw[name] = check_text(path, line, name, text)
         elif name == "prompt":
-            kw[name] = raw  # prompt text kept verbatim, whitespace included
+            kw[name] = check_text(path, line, name, raw)  # prompt text kept verbatim, whitespace included
         elif name == "priority":
             kw[name] = parse_int(path, line, name, text)
         elif name == "hash_block_tokens":
@@ -203,7 +205,7 @@ def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
     rid = obj.get("request_id")
     if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
         raise TraceFormatError(path, line, "request_id", f"expected a string or an integer, got {rid!r:.80}")
-    rid = str(idx) if rid is None or rid == "" else str(rid)
+    rid = str(idx) if rid is None or rid == "" else check_text(path, line, "request_id", str(rid))
     t = parse_seconds(path, line, "arrival_s", obj["arrival_s"])
     p = parse_count(path, line, "prompt_tokens", obj["prompt_tokens"])
     o = parse_count(path, line, "output_tokens", obj["output_tokens"])
@@ -213,7 +215,7 @@ def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
         if v is not None:
             if not isinstance(v, str):
                 raise TraceFormatError(path, line, name, f"expected a string, got {v!r:.80}")
-            kw[name] = v
+            kw[name] = check_text(path, line, name, v)
     if obj.get("priority") is not None:
         kw["priority"] = parse_int(path, line, "priority", obj["priority"])
     if obj.get("hash_block_tokens") is not None:
@@ -224,6 +226,7 @@ def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
             raise TraceFormatError(path, line, "hash_ids", f"expected a list of integers, got {str(hashes)[:80]!r}")
         kw["hash_ids"] = tuple(hashes)
     if obj.get("params") is not None:
+        check_texts(path, line, "params", obj["params"])
         kw["params"] = _params(path, line, obj["params"])
     return TraceRequest(rid, t, p, o, **kw)
 

@@ -25,7 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ._io import MAX_INT, PathLike, backwards, duplicate_id, empty_file, json_column, open_text, parse_count
+from ._io import (MAX_INT, PathLike, backwards, check_text, duplicate_id, empty_file, json_column, open_text,
+                  parse_count)
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_hashed, new_labelled
@@ -165,7 +166,7 @@ def _request_id(path: PathLike, line: int, key: str, value: object) -> str:
     if type(value) is float and value.is_integer():
         return str(int(value))
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return check_text(path, line, key, value.strip())
     raise TraceFormatError(path, line, key, f"expected an integer or a non-empty string id, got {value!r}")
 
 
@@ -177,7 +178,7 @@ def _tenant(path: PathLike, line: int, key: str, value: object) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
-        return value.strip()
+        return check_text(path, line, key, value.strip())
     raise TraceFormatError(path, line, key, f"expected a string, got {value!r}")
 
 

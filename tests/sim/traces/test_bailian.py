@@ -102,3 +102,14 @@ def test_a_chat_id_given_twice_is_the_row_error_naming_file_line_and_key(write):
                             "(request ids must be unique in a trace)")
     reader = read_trace(p, on_error="skip", spread="none", unique_ids=True)
     assert [r.request_id for r in reader] == ["1", "2"] and reader.skipped == 1
+
+
+@pytest.mark.parametrize("chat_id, kind, field", [('"\\ud800"', '"text"', "chat_id"), ('"c\\u0000"', '"text"', "chat_id"),
+                                                  ("7", '"te\\u0000xt"', "type")])
+def test_text_no_database_stores_is_a_bad_row(write, chat_id, kind, field):
+    line = ('{"chat_id": %s, "parent_chat_id": -1, "timestamp": 1, "input_length": 4, "output_length": 2, '
+            '"type": %s, "turn": 1, "hash_ids": []}\n') % (chat_id, kind)
+    p = write("b.jsonl", _row(1, 0.5) + line)
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(p, "bailian", type_as_tenant=True))
+    assert (e.value.line, e.value.field) == (2, field) and ("NUL" in e.value.reason or "surrogate" in e.value.reason)

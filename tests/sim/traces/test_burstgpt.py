@@ -165,3 +165,13 @@ def test_filters_stay_right_past_the_cache_of_distinct_values(write, monkeypatch
         reqs = list(read_trace(p, models="m3,m4,nope", model_column=True))
     assert [r.model for r in reqs] == ["m3", "m4"] * 4
     assert "'nope' matched no row (seen: m0, m1, m2, m3, m4)" in caplog.records[-1].getMessage()
+
+
+def test_a_nul_in_a_model_name_kept_as_the_model_is_a_bad_row(write):
+    p = write("b.csv", HEADER + "5,GPT\0-4,10,2,12,API log\n6,GPT-4,10,2,12,API log\n")
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(p, "burstgpt", model_column=True))
+    assert (e.value.line, e.value.field) == (2, "Model") and "NUL character" in e.value.reason
+    reader = read_trace(p, "burstgpt", model_column=True, on_error="skip")
+    assert [(r.request_id, r.arrival_s, r.model) for r in reader] == [("1", 0.0, "GPT-4")] and reader.skipped == 1
+    assert len(list(read_trace(p, "burstgpt"))) == 2  # (not kept: not stored, not refused)

@@ -202,3 +202,39 @@ def test_skip_and_streaming_raise(write):
         for r in read_trace(p):
             got.append(r.request_id)
     assert got == ["a"]  # rows before the bad one were already delivered
+
+
+_JSONL_ROW = '{"request_id": %s, "arrival_s": 1, "prompt_tokens": 5, "output_tokens": 2%s}\n'
+
+
+@pytest.mark.parametrize("row, field, needle", [
+    (_JSONL_ROW % ('"\\ud800"', ""), "request_id", "lone UTF-16 surrogate ('\\ud800')"),
+    (_JSONL_ROW % ('"nul\\u0000id"', ""), "request_id", "NUL character"),
+    (_JSONL_ROW % ('"a"', ', "tenant": "t\\u0000"'), "tenant", "NUL character"),
+    (_JSONL_ROW % ('"a"', ', "model": "m\\udfff"'), "model", "lone UTF-16 surrogate"),
+    (_JSONL_ROW % ('"a"', ', "params": {"stop": ["\\ud83d"]}'), "params", "lone UTF-16 surrogate"),
+])
+def test_text_no_database_stores_is_a_bad_row_naming_its_field(write, row, field, needle):
+    """A lone surrogate crashed the replay in the recorder with no file or line; a NUL lost the row
+    on PostgreSQL. The reader refuses them as it refuses any bad value (a pair is a character: kept)."""
+    p = write("t.jsonl", _JSONL_ROW % ('"ok"', "") + row + _JSONL_ROW % ('"\\ud83d\\ude00"', ""))
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(p))
+    assert (e.value.line, e.value.field) == (2, field) and needle in e.value.reason
+    reader = read_trace(p, on_error="skip")
+    assert [r.request_id for r in reader] == ["ok", "\U0001F600"] and reader.skipped == 1
+
+
+@pytest.mark.parametrize("row, field", [("nul\0id,1,5,2\n", "request_id"), ("a,1,5,2,t\0\n", "tenant")])
+def test_a_nul_in_a_csv_field_is_a_bad_row(write, row, field):
+    p = write("t.csv", "request_id,arrival_s,prompt_tokens,output_tokens,tenant\n" + row)
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(p, "canonical"))
+    assert (e.value.line, e.value.field) == (2, field) and "NUL character" in e.value.reason
+
+
+def test_a_nul_in_an_id_of_a_four_column_csv_is_a_bad_row(write):
+    p = write("p.csv", HEADER + "a,0,5,2\nnul\0id,1,5,2\n")  # the four-column fast path
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(p, "canonical"))
+    assert (e.value.line, e.value.field) == (3, "request_id") and "NUL character" in e.value.reason
