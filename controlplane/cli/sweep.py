@@ -257,14 +257,26 @@ def search(
         if d["seeds_change_nothing"]:
             common.err.print("note: " + SAME_RUN_NOTE.format(what="each confirmed candidate's seeds"), highlight=False)
         if d.get("sweep_id") is not None:  # (--db: where its full-trace runs are, and how to see them)
-            from controlplane.storage.errors import mask_password
-
-            db_arg, note = common.db_option(db, common.default_db_url())
-            console.print(f"stored in {mask_password(db)} as sweep {d['sweep_id']} (its full-trace runs); see "
-                          f"`controlplane runs report --sweep {d['sweep_id']}{db_arg} --html search.html`{note}",
-                          highlight=False)
+            _say_stored(d, db, console)
     if json_out:
         typer.echo(json.dumps(d, sort_keys=True, default=str))
+
+
+def _say_stored(d: dict, db: str, console) -> None:
+    """Where a search with --db stored its full-trace runs and how to see them; or, when it stored
+    none (every run stopped early), that its sweep is empty and why, rather than point at a report of 0 runs."""
+    from controlplane.storage.errors import mask_password
+
+    if d.get("stored") == 0:
+        console.print(f"stored no runs in {mask_password(db)} (search {d['sweep_id']} holds none): only runs that "
+                      "replayed the whole trace are stored, and every run was stopped early, once it could no longer "
+                      "meet the target, or dropped on a prefix of the trace", highlight=False)
+        return
+    db_arg, note = common.db_option(db, common.default_db_url())
+    runs = f"its {d['stored']} full-trace runs" if d.get("stored") else "its full-trace runs"
+    console.print(f"stored in {mask_password(db)} as sweep {d['sweep_id']} ({runs}); see "
+                  f"`controlplane runs report --sweep {d['sweep_id']}{db_arg} --html search.html`{note}",
+                  highlight=False)
 
 
 def _print_search(d: dict, console) -> None:

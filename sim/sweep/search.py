@@ -109,13 +109,15 @@ class SearchResult:
     skipped_by_cost: int = 0  # estimated above the best's cost, so never replayed
     #: every confirmed candidate gave the same run under each seed (None: none confirmed over two seeds)
     seeds_change_nothing: bool | None = None
+    #: the full-trace runs stored under ``sweep_id`` (None: not stored); 0 when every run was stopped early
+    stored: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"best": self.best, "candidates": self.candidates, "runs": self.runs, "wall_s": round(self.wall_s, 2),
                 "rejected_cheaper": self.rejected_cheaper, "pareto": self.pareto, "cost_unit": self.cost_unit,
                 "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id,
                 "replayed": self.replayed, "skipped_by_cost": self.skipped_by_cost,
-                "seeds_change_nothing": self.seeds_change_nothing}
+                "seeds_change_nothing": self.seeds_change_nothing, "stored": self.stored}
 
 
 class _Searcher:
@@ -294,7 +296,7 @@ def search(
         if engine is not None:
             with contextlib.suppress(Exception):
                 finish_sweep(engine, sweep_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                             {"error": f"{type(exc).__name__}: {exc}"})
+                             {"error": f"{type(exc).__name__}: {exc}"}, num_runs=len(stored))
             engine.dispose()
         if isinstance(exc, KeyboardInterrupt):
             raise SearchInterrupted(sweep_id, len(stored)) from exc
@@ -314,9 +316,10 @@ def search(
         stages=list(s.stages.values()), sweep_id=sweep_id,
         replayed=sum(c.stage != "skipped" for c in cands), skipped_by_cost=sum(c.stage == "skipped" for c in cands),
         seeds_change_nothing=same_under_every_seed(list(c.summary_by_seed.values()) for c in cands
-                                                   if c.stage == "confirmed"))
+                                                   if c.stage == "confirmed"),
+        stored=len(stored) if engine is not None else None)
     if engine is not None:
-        finish_sweep(engine, sweep_id, status, result.as_dict())
+        finish_sweep(engine, sweep_id, status, result.as_dict(), num_runs=len(stored))
         engine.dispose()
     return result
 

@@ -97,10 +97,15 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
     return run_id
 
 
-def finish_sweep(engine: Engine, sweep_id: int, status: str, result: dict[str, Any] | None = None) -> None:
+def finish_sweep(engine: Engine, sweep_id: int, status: str, result: dict[str, Any] | None = None, *,
+                 num_runs: int | None = None) -> None:
+    """Close the sweep row with its status and result; ``num_runs`` (a search's, known only at its end:
+    the full-trace runs it stored) replaces the count it was created with."""
     values: dict[str, Any] = {"status": status, "finished_at": datetime.now(timezone.utc)}
     if result is not None:
         values["result"] = result
+    if num_runs is not None:
+        values["num_runs"] = num_runs
     with engine.begin() as conn:
         conn.execute(update(_SWEEP).where(_SWEEP.c.id == sweep_id).values(values))
 

@@ -98,8 +98,25 @@ def test_a_search_with_db_says_where_its_runs_are(tmp_path):
     result = CliRunner().invoke(app, ["sim", "search", str(spec), "--slo-ttft", "30", "--slo-tpot", "5",
                                       "--slo-attainment", "0.5", "--backend", "serial", "--db", db])
     assert result.exit_code == 0, result.output
-    assert (f"stored in {db} as sweep 1 (its full-trace runs); see `controlplane runs report --sweep 1 --db {db} "
-            "--html search.html`") in " ".join(result.stdout.split())
+    assert re.search(rf"stored in {re.escape(db)} as sweep 1 \(its [12] full-trace runs?\); see `controlplane runs "
+                     rf"report --sweep 1 --db {re.escape(db)} --html search.html`", " ".join(result.stdout.split()))
+
+
+def test_a_search_that_stored_no_run_says_so_and_why(tmp_path):
+    """Every full-trace run stopped early: it said `stored in DB as sweep 1 (its full-trace runs); see runs report`,
+    a report of 0 runs, and `runs sweeps` said 0/? for it."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 60}\nspace:\n  cluster.models.0.replicas: [1, 2]\n"
+                    "search: {confirm_seeds: [0], neighbours: 0}\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = CliRunner().invoke(app, ["sim", "search", str(spec), "--slo-ttft", "0.001", "--slo-tpot", "0.001",
+                                      "--slo-attainment", "0.9", "--backend", "serial", "--db", db])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert (f"stored no runs in {db} (search 1 holds none): only runs that replayed the whole trace are stored, and "
+            "every run was stopped early") in said and "runs report" not in said
+    listed = CliRunner().invoke(app, ["runs", "sweeps", "--db", db])
+    assert listed.exit_code == 0 and " 0/0 " in listed.stdout and "/?" not in listed.stdout
 
 
 @pytest.mark.parametrize("stored", [True, False])
