@@ -4,9 +4,9 @@ and time the read.
 A quick look at an unfamiliar trace (rows, span, rate, length percentiles) before simulating it.
 With `controlplane sim replay`'s trace transforms (``--window-start 600 --window-end 660``,
 ``--prompt-scale 0.01``, ...) it summarizes what that replay would see: the transforms are applied
-by `sim.replay.prepare_trace`, with the replay's random streams of ``--seed`` (so a Mooncake trace's
-arrivals, spread inside its timestamp buckets, are the replay's, not those of the summary without
-transforms).
+by `sim.replay.prepare_trace`. With or without transforms, the trace is read as the replay reads it,
+with the replay's random streams of ``--seed``: a Mooncake or Bailian trace's arrivals, spread
+inside its timestamp buckets, and a Vidur trace's synthetic arrivals are the replay's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from controlplane.cli.replay_args import PARAMETERS
 
-from . import bundled_trace_path, parse_options, read_trace
+from . import bundled_trace_path, parse_options
 from .copies import COPIES
 
 #: `controlplane sim replay`'s options that set a trace transform, in its signature's order: read
@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", default=None,
                     help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect)")
     ap.add_argument("--seed", type=int, default=0,
-                    help="seed for random options (mooncake and bailian spread, vidur arrivals); with a "
-                         "transform, the replay's random streams of this seed (the reader's and the rate "
-                         "change's), as `controlplane sim replay --seed N` draws them")
+                    help="seed for random options (mooncake and bailian spread, vidur arrivals) and the rate "
+                         "change: the replay's random streams of this seed, as `controlplane sim replay --seed N` "
+                         "draws them")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5, failed=drop, "
                          "model_column=true, 'models=[\"GPT-4\"]'), else kept as text")
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     given = {parameter: getattr(args, parameter) for parameter in TRANSFORM_PARAMETERS
              if getattr(args, parameter) is not None}
-    if given:
-        importlib.import_module("sim.replay")  # before the clock starts: the read is timed, not the imports
+    importlib.import_module("sim.replay")  # before the clock starts: the read is timed, not the imports
     t0 = time.perf_counter()
     try:  # a missing file, an unknown name, format or option, a bad row, a bad transform: one line, exit 2
         options = parse_options(args.opt)
@@ -67,11 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"trace {path} is a folder, not a file" if Path(path).is_dir()
                                     else f"trace file not found: {path}")
-        if given:
-            reader, requests = _transformed(path, args.format, args.seed, options, given)
-        else:
-            reader = requests = read_trace(path, args.format, rng=np.random.default_rng(args.seed), unique_ids=True,
-                                           **options)
+        # (with no transform too: the replay's reader and random stream of the seed, so a Mooncake
+        # trace's spread, a Vidur trace's arrivals are those `controlplane sim replay --seed N` replays)
+        reader, requests = _transformed(path, args.format, args.seed, options, given)
         arrivals, prompts, outputs = [], [], []
         for r in requests:
             arrivals.append(r.arrival_s)

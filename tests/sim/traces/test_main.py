@@ -113,3 +113,16 @@ def test_a_bad_transform_is_named_by_its_option(write, capsys, args, message):
         main([str(p), *args])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(message)
+
+
+def test_without_transforms_the_random_arrivals_are_the_replay_s(write, capsys):
+    """A Vidur trace's synthetic arrivals (and a Mooncake trace's spread) drawn from the replay's
+    stream of the seed, not a generator of the summary's own: the summary is of what the replay sees."""
+    from sim.replay import prepare_trace
+
+    p = write("v.csv", "num_prefill_tokens,num_decode_tokens\n" + "".join(f"{10 + i},{2 + i}\n" for i in range(50)))
+    expected = list(prepare_trace(str(p), seed=4, trace_options={"qps": 2}))
+    assert main([str(p), "--seed", "4", "--opt", "qps=2"]) == 0
+    out = capsys.readouterr().out
+    span = expected[-1].arrival_s - expected[0].arrival_s
+    assert f"span {span:,.1f} s, mean rate {(len(expected) - 1) / span:.3f} req/s" in out
