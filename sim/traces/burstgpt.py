@@ -166,16 +166,21 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                         log_type = row[ilog]
                 last = t
                 idx += 1
+                # Both filters see every row (a row is counted under the first that leaves it out): a
+                # value of one that no row has is told from one whose rows the other filter left out.
+                kept = True
                 if keep_model is not None:
                     keep = keep_model.get(model)
                     if not (models.keeps(model) if keep is None else keep):
                         dropped[DROP_MODEL] = dropped.get(DROP_MODEL, 0) + 1
-                        continue
+                        kept = False
                 if keep_log is not None:
                     keep = keep_log.get(log_type)
-                    if not (logs.keeps(log_type) if keep is None else keep):
+                    if not (logs.keeps(log_type) if keep is None else keep) and kept:
                         dropped[DROP_LOG] = dropped.get(DROP_LOG, 0) + 1
-                        continue
+                        kept = False
+                if not kept:
+                    continue
                 if o == 0 and drop_failed:
                     dropped[DROP_FAILED] = dropped.get(DROP_FAILED, 0) + 1
                     continue

@@ -104,6 +104,21 @@ def test_a_value_that_matches_no_row_is_named_as_given(write, caplog):
         list(read_trace(p, models=["Llama", "GPT4", "gpt4"]))  # one value given twice: named once, first spelling
 
 
+
+def test_a_value_whose_rows_the_other_filter_left_out_is_not_said_to_match_no_row(write):
+    """models=gpt-5 leaves out every row: log_types=api still saw its 'API log' rows (it said
+    "matched no row (seen: none)", as if the file had none)."""
+    p = write("BurstGPT_1.csv", HEADER + ROWS)
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(p, models="gpt-5", log_types="api"))
+    assert "models value(s) 'gpt-5' matched no row (seen: ChatGPT, GPT-4)" in str(e.value)
+    assert "log_types value(s)" not in str(e.value)
+    reader = read_trace(p, models="GPT-4", log_types="conversation")
+    with pytest.raises(TraceFormatError):
+        list(reader)
+    assert reader.dropped == {"models": 3, "log_types": 1}  # each row under the first filter that left it out
+
+
 def test_model_column_names_the_request_model(write):
     p = write("BurstGPT_1.csv", HEADER + ROWS)
     assert [r.model for r in read_trace(p, model_column=True)] == ["ChatGPT", "ChatGPT", "GPT-4", "ChatGPT"]
