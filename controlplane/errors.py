@@ -32,13 +32,17 @@ class ReplayInterrupted(KeyboardInterrupt):
     """Ctrl-C during a replay, simulated (`sim.replay.replay`) or live (`controlplane live-replay`).
     The run was closed as ``interrupted`` with the rows written until then; ``run_id`` names it
     (None when it had not started) and ``num_arrived`` counts the requests that had arrived;
-    ``db_url`` is the database it is stored in (for the hint that follows it)."""
+    ``db_url`` is the database it is stored in (for the hint that follows it). ``summary``: the
+    run's summary where the replay stopped cleanly (a simulated run stops at its next tick, its
+    requests in flight recorded as such), else None."""
 
-    def __init__(self, run_id: int | None, num_arrived: int, db_url: str | None = None) -> None:
+    def __init__(self, run_id: int | None, num_arrived: int, db_url: str | None = None,
+                 summary: dict | None = None) -> None:
         super().__init__(run_id, num_arrived)
         self.run_id = run_id
         self.num_arrived = num_arrived
         self.db_url = db_url
+        self.summary = summary
 
 
 def did_you_mean(name: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str:

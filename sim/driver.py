@@ -58,7 +58,7 @@ class SimDriver:
         "_running", "_timers", "_trace_done", "_started", "_trace", "_last_arrival_s", "_idle_ticks", "_done",
         "_beside", "_next_arrival", "_next_tick", "_tick_event", "num_arrived", "num_events", "num_timers",
         "_core_handle", "_worker_models", "_stepped_models", "_stepped", "guardians", "_handlers",
-        "_finished", "_idle",
+        "_finished", "_idle", "stop_requested",
     )
 
     def __init__(
@@ -98,6 +98,9 @@ class SimDriver:
         self.num_arrived = 0
         self.num_events = 0  # events handed to the core (arrivals, batch ends, ticks, ...)
         self.num_timers = 0  # SimPy timeouts scheduled
+        # Set (by a Ctrl-C handler, `sim.replay`) to end the run at its next tick, as at --until: the requests
+        # in flight then are recorded as such and the run keeps a whole summary.
+        self.stop_requested = False
         self._core_handle = core.handle
         core.finish_actions = False  # no client to answer: the core makes no `FinishRequest` (one a request)
         self._worker_models: dict[str, LatencyModel] = {}
@@ -240,6 +243,9 @@ class SimDriver:
         self._schedule_next_arrival()
 
     def _tick(self, _timer: Timeout) -> None:
+        if self.stop_requested:
+            self._finish()
+            return
         # One `Tick` for the run, its time set here (~1,500 instructions less a tick): the core keeps and emits none.
         self._tick_event.time_s = self.env._now
         self._handle(self._tick_event)

@@ -26,6 +26,7 @@ from controlplane.errors import ConfigError, ReplayInterrupted, did_you_mean
 from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
+from sim.interrupts import stop_on_ctrl_c
 from sim.latency.base import LatencyModel
 from sim.latency.estimate import iteration_estimator
 from sim.traces import (TraceReader, TraceRequest, apply_transforms, format_rate_profile, rate_profile_points,
@@ -451,7 +452,8 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         session.started()  # the run row's id, before the first event (plugins may read it)
         timings.mark("loop_start")
         t0 = time.perf_counter()
-        finished = driver.run(requests)
+        with stop_on_ctrl_c(driver):
+            finished = driver.run(requests)
         loop_s = time.perf_counter() - t0
         # Response caches that know which of their hits were wrong (plugins with cache_report()).
         reports = [p.instance.cache_report() for p in session.plugins.loaded if hasattr(p.instance, "cache_report")]
@@ -461,6 +463,11 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         if isinstance(finished, dict):
             finished = {**finished, **rows_left_out(reader)}
         timings.mark("loop_end")
-        summary = session.close(finished)
+        interrupted = driver.stop_requested
+        if interrupted and isinstance(finished, dict):
+            finished = {**finished, "interrupted_at_s": round(session.clock.now_s, 6)}
+        summary = session.close(finished, status="interrupted" if interrupted else "finished")
         timings.mark("closed")
+    if interrupted:
+        raise ReplayInterrupted(session.run_id, driver.num_arrived, config.storage.url if record else None, summary)
     return ReplayResult(summary, session, driver, trace_format, loop_s)

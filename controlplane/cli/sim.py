@@ -232,6 +232,11 @@ def replay(
                 rate_scale, rate_profile, copies, limit, prompt_scale, output_scale, max_prompt_tokens,
                 max_output_tokens, qps, arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
+        summary = getattr(exc, "summary", None)  # (a run stopped cleanly at its next tick: its whole summary)
+        if summary is not None and json_out:
+            common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")
+        elif summary is not None:
+            common.out.print(summary_table(summary, f"run {summary.get('run_id')} - interrupted"))
         common.say_replay_interrupted(exc)
         raise
     finally:

@@ -178,6 +178,43 @@ def test_ctrl_c_during_a_replay_names_the_interrupted_run_and_what_had_arrived(t
     assert run["status"] == "interrupted" and run["summary"]["error"].startswith("KeyboardInterrupt")
 
 
+def test_a_first_ctrl_c_stops_the_replay_at_its_next_tick_with_a_whole_summary(tmp_path):
+    """SIGINT (Ctrl-C) ends the run as --until does: the requests in flight recorded as such, the summary
+    whole (it was ``{"error": "KeyboardInterrupt"}`` and in-flight requests had no row); a second one
+    interrupts at once."""
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    sent = []
+
+    def ctrl_c(arrived: int, sim_s: float) -> None:
+        if not sent:
+            sent.append(sim_s)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(ReplayInterrupted) as exc:
+        replay(make_trace(2000, qps=20), make_config(storage={"url": url}), on_progress=ctrl_c)
+    summary = exc.value.summary
+    assert exc.value.run_id == 1 and summary["run_id"] == 1 and exc.value.num_arrived == summary["num_requests"]
+    assert sent[0] <= summary["interrupted_at_s"] <= sent[0] + 1.0  # (the next control tick)
+    assert summary["num_requests"] < 2000 and summary["num_in_flight"] > 0
+    engine = make_engine(url)
+    run = get_run(engine, 1)
+    assert run["status"] == "interrupted" and run["summary"]["num_in_flight"] == summary["num_in_flight"]
+    rows = _export(url, 1, "requests").splitlines()[1:]
+    assert len(rows) == summary["num_requests"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (the replay's handler is gone)
+
+    def twice(arrived: int, sim_s: float) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(ReplayInterrupted) as exc:
+        replay(make_trace(2000, qps=20), make_config(storage={"url": url}), on_progress=twice)
+    assert exc.value.summary is None and get_run(engine, 2)["status"] == "interrupted"
+
+
 # --- the library workflow: transforms, seeds, determinism, what a benchmark reads ---------------
 
 
