@@ -58,13 +58,15 @@ class ExactCache(Plugin):
         redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
         namespace: str = "cp"
         retry_after_s: float = Field(1.0, ge=0)  # redis backend: after an error, calls return at once this long
+        socket_timeout_s: float = Field(0.05, gt=0)  # redis backend: the longest a call waits on the socket
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         s = self.settings
         self.store: CacheStore = open_store(StoreSettings(
             backend=s.backend, max_entries=s.capacity, max_bytes=s.max_bytes, eviction=s.eviction,
-            redis_url=s.redis_url, namespace=s.namespace, retry_after_s=s.retry_after_s), namespace=self.name)
+            redis_url=s.redis_url, namespace=s.namespace, retry_after_s=s.retry_after_s,
+            socket_timeout_s=s.socket_timeout_s), namespace=self.name)
         self.hits = 0
         self.lookups = 0
 

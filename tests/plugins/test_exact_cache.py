@@ -136,3 +136,13 @@ def test_a_replay_on_redis_does_not_read_an_earlier_replays_answers(shared_redis
     rates = [replay_with(trace=trace, plugins=plugins).summary["cache_hit_rate"] for _ in range(2)]
     assert rates == [0.5, 0.5]
     assert not list(redis.Redis.from_url(REDIS_URL).scan_iter(f"{ns}:*"))  # each run dropped its own entries
+
+
+def test_socket_timeout_is_a_setting_the_redis_store_uses():
+    # docs/caching.md calls socket_timeout_s a setting; exact-cache refused it (extra field), so a
+    # slow Redis could not be given more than 0.05 s
+    pytest.importorskip("redis")
+    cache = ExactCache(ExactCache.Settings(backend="redis", socket_timeout_s=0.5))
+    kwargs = cache.store._client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 0.5 and kwargs["socket_connect_timeout"] == 0.5
+    assert ExactCache.Settings().socket_timeout_s == 0.05
