@@ -11,7 +11,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TextIO
+from typing import BinaryIO, Iterable, Iterator, Sequence, TextIO
 
 from .errors import TraceFormatError
 from .record import with_arrival
@@ -23,20 +23,57 @@ ORDER_TOLERANCE_S = 1e-6
 PathLike = str | os.PathLike[str]
 
 
-def open_text(path: PathLike) -> TextIO:
-    """Open a trace as text: UTF-8 (a BOM is dropped), newlines untranslated for csv, .gz allowed."""
-    p = Path(path)
-    if p.suffix.lower() == ".gz":
-        import gzip  # only for a compressed trace
+#: The compressed traces the readers open, by extension: the standard library's module for each.
+COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+#: Compressed files read by none (by extension, and by the first bytes of a file named otherwise).
+_OTHER_COMPRESSED = {".zst": "zstd", ".zip": "zip", ".7z": "7z", ".lz4": "lz4", ".zstd": "zstd"}
+_MAGIC = ((b"\x28\xb5\x2f\xfd", "zstd"), (b"PK\x03\x04", "zip"), (b"7z\xbc\xaf", "7z"), (b"\x04\x22\x4d\x18", "lz4"),
+          (b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), *((b"BZh" + bytes([c]), "bz2") for c in b"123456789"))
 
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8-sig", newline="")
-    return open(p, "r", encoding="utf-8-sig", newline="", buffering=1 << 18)
+
+def compression(path: PathLike) -> str | None:
+    """The standard-library module that decompresses ``path`` (gzip, bz2, lzma), by its extension; None: plain."""
+    return COMPRESSED.get(Path(path).suffix.lower())
+
+
+def open_binary(path: PathLike) -> BinaryIO:
+    """``path``'s bytes, decompressed for a .gz, .bz2 or .xz file."""
+    module = compression(path)
+    if module is None:
+        return open(path, "rb")
+    import importlib  # only for a compressed trace
+
+    return importlib.import_module(module).open(path, "rb")
+
+
+def open_text(path: PathLike) -> TextIO:
+    """Open a trace as text: UTF-8 (a BOM is dropped), newlines untranslated for csv; .gz, .bz2
+    and .xz decompressed."""
+    if compression(path) is not None:
+        return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
+    return open(Path(path), "r", encoding="utf-8-sig", newline="", buffering=1 << 18)
+
+
+def compressed_as(path: PathLike) -> str | None:
+    """The compression of a file no reader decompresses (zstd, zip, ...: by extension or first
+    bytes), or of a file named as plain text that is compressed (a .csv holding gzip); None else."""
+    named = _OTHER_COMPRESSED.get(Path(path).suffix.lower())
+    if named is not None:
+        return named
+    if compression(path) is not None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
 def base_suffix(path: PathLike) -> str:
-    """The extension that names the format, ignoring a trailing .gz ('x.csv.gz' -> '.csv')."""
+    """The extension that names the format, ignoring a trailing .gz, .bz2 or .xz ('x.csv.gz' -> '.csv')."""
     p = Path(path)
-    if p.suffix.lower() == ".gz":
+    if p.suffix.lower() in COMPRESSED:
         p = p.with_suffix("")
     return p.suffix.lower()
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from controlplane.errors import did_you_mean
 
-from ._io import PathLike, base_suffix, empty_file, open_text
+from ._io import PathLike, base_suffix, compressed_as, compression, empty_file, open_binary, open_text
 from .azure import read_azure
 from .bailian import read_bailian
 from .burstgpt import read_burstgpt
@@ -233,21 +234,31 @@ def _decoded(path: PathLike, requests: Iterator[TraceRequest]) -> Iterator[Trace
 
 
 def not_gzip(path: PathLike, exc: BaseException) -> TraceFormatError | None:
-    """For a ``.gz`` trace, gzip's or zlib's error (not gzip at all, cut short, corrupt) as a
-    `TraceFormatError` naming the file; None for any other error."""
-    if not str(path).lower().endswith(".gz") or isinstance(exc, (TraceFormatError, FileNotFoundError)):
+    """For a compressed trace (.gz, .bz2, .xz), its module's error (not that format at all, cut
+    short, corrupt) as a `TraceFormatError` naming the file; None for any other error."""
+    module = compression(path)
+    if module is None or isinstance(exc, (TraceFormatError, FileNotFoundError)):
         return None
-    if isinstance(exc, (OSError, EOFError)) or type(exc).__module__ == "zlib":
-        return TraceFormatError(path, None, None, f"not a readable gzip file ({exc})")
+    if isinstance(exc, (OSError, EOFError)) or type(exc).__module__ in ("zlib", "_lzma", "lzma"):
+        kind = {"gzip": "gzip", "bz2": "bzip2", "lzma": "xz"}[module]
+        return TraceFormatError(path, None, None, f"not a readable {kind} file ({exc})")
     return None
 
 
-def not_utf8(path: PathLike, exc: UnicodeDecodeError) -> TraceFormatError:
-    """The error for a file that is not UTF-8 text, at the first line that does not decode."""
-    import gzip  # (an error path: not imported by every replay)
+_EXTENSIONS = {"gzip": ".gz", "bz2": ".bz2", "xz": ".xz"}
 
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
+
+def not_utf8(path: PathLike, exc: UnicodeDecodeError) -> TraceFormatError:
+    """The error for a file that is not UTF-8 text, at the first line that does not decode; for
+    a file compressed in a way no reader decompresses, that (converting it to UTF-8 would not help)."""
+    kind = compressed_as(path)
+    if kind in _EXTENSIONS:  # (named as plain text)
+        return TraceFormatError(path, None, None, f"a {kind}-compressed file named as plain text: the readers "
+                                f"decompress by the file's extension; name it {Path(path).name}{_EXTENSIONS[kind]}")
+    if kind is not None:
+        return TraceFormatError(path, None, None, f"a {kind}-compressed file: the readers decompress gzip (.gz), bzip2 "
+                                "(.bz2) and xz (.xz) only; decompress it, or compress it with one of those")
+    with open_binary(path) as f:
         for number, raw in enumerate(f, 1):
             try:
                 raw.decode("utf-8")

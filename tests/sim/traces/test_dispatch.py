@@ -95,6 +95,38 @@ def test_a_gz_file_that_is_not_gzip_or_is_cut_short_is_a_trace_error_naming_it(w
         list(read_trace(cut))
 
 
+
+@pytest.mark.parametrize("module, suffix", [("bz2", ".bz2"), ("lzma", ".xz")])
+def test_bz2_and_xz_traces_are_read_as_gz_ones_are(tmp_path, module, suffix):
+    """A .bz2 file was "not UTF-8 text ... convert the file to UTF-8": the standard library reads them."""
+    import importlib
+
+    compress = importlib.import_module(module).compress
+    path = tmp_path / f"a.csv{suffix}"
+    path.write_bytes(compress(AZURE.encode()))
+    assert detect_format(path) == "azure"
+    assert [(r.request_id, r.arrival_s, r.prompt_tokens) for r in read_trace(path)] == [("0", 0.0, 1), ("1", 1.0, 2)]
+    cut = tmp_path / f"cut.csv{suffix}"
+    cut.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(TraceFormatError, match=r"cut\.csv\.(bz2|xz): not a readable (bzip2|xz) file"):
+        list(read_trace(cut, "azure"))
+
+
+def test_a_compressed_file_no_reader_reads_is_named_so_not_called_not_utf8(tmp_path):
+    import bz2
+
+    zst = tmp_path / "a.csv.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(128, 256)))
+    with pytest.raises(TraceFormatError, match=r"a\.csv\.zst: a zstd-compressed file: the readers decompress gzip "
+                                               r"\(\.gz\), bzip2 \(\.bz2\) and xz \(\.xz\) only"):
+        read_trace(zst, "azure") and list(read_trace(zst, "azure"))
+    misnamed = tmp_path / "b.csv"
+    misnamed.write_bytes(bz2.compress(AZURE.encode()))
+    with pytest.raises(TraceFormatError, match=r"b\.csv: a bz2-compressed file named as plain text: .* name it "
+                                               r"b\.csv\.bz2"):
+        detect_format(misnamed)
+
+
 @pytest.mark.parametrize("fmt, name, text, line, field", [
     ("azure", "a.csv", AZURE + "2023-11-16 18:17:05.0,9223372036854775808,5\n", 4, "ContextTokens"),
     ("vidur", "v.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n3000000000,4\n", 3, "num_prefill_tokens"),
