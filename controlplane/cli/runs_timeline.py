@@ -108,16 +108,22 @@ def _at(seq: list[tuple[float, int]], t: float) -> int | None:
     return value
 
 
-def decision_differences(a: dict[str, list[tuple[float, int]]], b: dict[str, list[tuple[float, int]]]
-                         ) -> list[dict[str, Any]]:
-    """Intervals where two target sequences disagree: model, start, end (None: to the end), a, b."""
+def decision_differences(a: dict[str, list[tuple[float, int]]], b: dict[str, list[tuple[float, int]]],
+                         end_s: float | None = None) -> list[dict[str, Any]]:
+    """Intervals where two target sequences disagree: model, start, end (None: to the end), a, b;
+    up to ``end_s`` when given (the earlier end of two runs: a run's last target does not go on
+    after it ended)."""
     out: list[dict[str, Any]] = []
     for model in sorted(set(a) | set(b)):
         sa, sb = a.get(model, []), b.get(model, [])
-        times = sorted({t for t, _ in sa} | {t for t, _ in sb})
+        times = sorted({t for t, _ in sa} | {t for t, _ in sb} | ({end_s} if end_s is not None else set()))
+        if end_s is not None:
+            times = [t for t in times if t <= end_s]
         current: dict[str, Any] | None = None
         for t in times:
             va, vb = _at(sa, t), _at(sb, t)
+            if t == end_s:  # (the comparison ends here)
+                va = vb = None
             if va != vb and va is not None and vb is not None:
                 if current is None or (current["a"], current["b"]) != (va, vb):
                     if current is not None:
@@ -145,14 +151,28 @@ def differences_table(diffs: list[dict[str, Any]], title: str, label_a: str, lab
     return t
 
 
+def _end_s(engine: Engine, run_id: int) -> float | None:
+    """The simulated (or live) second a run ended at (its row's ``sim_end_s``)."""
+    from controlplane.storage import get_run
+
+    run = get_run(engine, run_id)
+    return run.get("sim_end_s") if run else None
+
+
 def compare_decisions(engine: Engine, run_a: int, run_b: int) -> list[Table]:
     """Tables for `runs compare A B --decisions`: A's active policy against B's, then each shadow
     policy of either run against that run's active one."""
     rows_a, rows_b = scale_decisions(engine, run_a), scale_decisions(engine, run_b)
     start = {run_a: starting_replicas(engine, run_a), run_b: starting_replicas(engine, run_b)}
     steps_a, steps_b = target_steps(rows_a, start=start[run_a]), target_steps(rows_b, start=start[run_b])
-    tables = [differences_table(decision_differences(steps_a, steps_b),
-                                f"scale targets: run {run_a} vs run {run_b} (where they differ)",
+    ends = {run_id: _end_s(engine, run_id) for run_id in (run_a, run_b)}
+    known = [e for e in ends.values() if e is not None]
+    first_end = min(known) if len(known) == 2 and ends[run_a] != ends[run_b] else None
+    title = f"scale targets: run {run_a} vs run {run_b} (where they differ)"
+    if first_end is not None:  # (the shorter run's last target does not go on after it ended)
+        shorter = run_a if ends[run_a] == first_end else run_b
+        title += f", up to {first_end:.0f} s, when run {shorter} ended"
+    tables = [differences_table(decision_differences(steps_a, steps_b, first_end), title,
                                 f"run {run_a}", f"run {run_b}")]
     for run_id, rows in ((run_a, rows_a), (run_b, rows_b)):
         active = target_steps(rows, start=start[run_id])

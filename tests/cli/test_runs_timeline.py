@@ -108,6 +108,20 @@ def test_differences_are_the_intervals_where_targets_disagree():
     assert decision_differences(a, a) == []
 
 
+def test_differences_stop_where_the_shorter_run_ended(tmp_path):
+    """A run of 500 requests that ended at 235 s was shown at its last target "to end" of a 3,443 s run."""
+    a = {"m": [(float("-inf"), 1), (10.0, 3)]}
+    b = {"m": [(float("-inf"), 1), (20.0, 5), (300.0, 6)]}
+    assert decision_differences(a, b, end_s=100.0) == [{"model": "m", "start_s": 10.0, "end_s": 20.0, "a": 3, "b": 1},
+                                                       {"model": "m", "start_s": 20.0, "end_s": 100.0, "a": 3, "b": 5}]
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    for n in (40, 10):
+        replay_with(trace=make_trace(n, qps=1), config=make_config(storage={"url": url}), db_url=url)
+    res = CliRunner().invoke(app, ["runs", "compare", "1", "2", "--decisions", "--db", url])
+    assert res.exit_code == 0, res.output
+    assert "when run 2 ended" in " ".join(res.output.split())
+
+
 def test_a_run_that_never_scaled_is_compared_at_its_starting_count(tmp_path):
     """A seed-autoscaler run of 0 scale events against hpa's of 9 said "the same targets throughout"."""
     from controlplane.cli.runs_timeline import starting_replicas, target_steps
