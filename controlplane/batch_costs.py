@@ -6,6 +6,11 @@ GPU-seconds ``y`` to nine running sums (no list: memory does not grow with the r
 least-squares fit ``y = a k + b p + c d`` gives ``a`` (what an iteration costs however little it
 carries), ``b`` and ``c`` (what one more prefilled or decoded token adds to a batch). A coefficient
 the fit makes negative is left out and the others fitted again.
+
+``b`` and ``c`` price the response-cache hits' own tokens (the batched estimate); they are not a
+bound on what the hits saved: without the hits the run may have run more iterations (the hits'
+tokens in iterations of their own: it saved more) or fewer (the extra requests queued and shared
+iterations that ran anyway: it saved less), each at ``a``, which no fit of one run can see.
 """
 
 from __future__ import annotations
