@@ -23,7 +23,7 @@ on disk; the plugin is handed those vectors (the same ones it would compute). Em
 measured apart, one query at a time as in service. Lookup latency (the plugin's search, vote and
 decision, embedding excluded) is measured at 10k / 100k / 1M entries: the entries beyond the
 dataset are synthetic, the dataset's vectors plus Gaussian noise (sigma 0.04, re-normalised),
-so they cluster like real prompts. Ends with one JSON line.
+so they cluster like real prompts; ``--sizes ""`` skips that part. Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -69,12 +69,13 @@ def _learn_share(text: str) -> float:
     return value
 
 
-def comma_list(item):
-    """An argparse ``type=``: a comma-separated list, each item checked by ``item`` (a bench_cli type)."""
+def comma_list(item, empty_ok: bool = False):
+    """An argparse ``type=``: a comma-separated list, each item checked by ``item`` (a bench_cli type);
+    with ``empty_ok``, ``""`` is the empty list (a part the run skips)."""
 
     def parse(text: str) -> list:
         parts = [x.strip() for x in text.split(",") if x.strip()]
-        if not parts:
+        if not parts and not (empty_ok and not text.strip()):
             raise argparse.ArgumentTypeError(f"must be a comma-separated list, got {text!r}")
         return [item(x) for x in parts]  # the first bad item's error, which quotes it
 
@@ -269,6 +270,17 @@ def quality_table(rows: list[dict]) -> Table:
     return t
 
 
+def latency_table(lat: list[dict]) -> Table:
+    """The latency part's table: one row per index size."""
+    t = Table(title="Lookup latency (search + vote + decision; embedding excluded)")
+    for col in ("entries", "synthetic", "build s", "p50 ms", "p99 ms", "p99 ms CPU (thread)"):
+        t.add_column(col, justify="right")
+    for r in lat:
+        t.add_row(f"{r['entries']:,}", f"{r['synthetic']:,}", f"{r['build_s']:.1f}", f"{r['p50_ms']:.3f}",
+                  f"{r['p99_ms']:.3f}", f"{r['cpu_p99_ms']:.3f}")
+    return t
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -278,8 +290,8 @@ def main(argv=None) -> int:
     p.add_argument("--bounds", type=comma_list(_open_share), default="0.01,0.02,0.05,0.1",
                    help="false-hit bounds to sweep, each in (0, 1)")
     p.add_argument("--explore-rate", type=fraction, default=0.05, help="would-be hits verified (as misses), in [0, 1]")
-    p.add_argument("--sizes", type=comma_list(positive_int), default="10000,100000,1000000",
-                   help="index sizes for the latency part")
+    p.add_argument("--sizes", type=comma_list(positive_int, empty_ok=True), default="10000,100000,1000000",
+                   help="index sizes for the latency part (\"\": skip it)")
     p.add_argument("--latency-queries", type=positive_int, default=2000, help="lookups timed per index size")
     p.add_argument("--embed-queries", type=positive_int, default=100, help="single-query embeddings timed")
     p.add_argument("--seed", type=nonnegative_int, default=0)
@@ -311,17 +323,12 @@ def main(argv=None) -> int:
     vecs = embed_all(texts, a.cache_dir)
     rows = run_quality(texts, cats, vecs, learn, evaluate, bounds, a.explore_rate, a.seed)
     emb_p50, emb_p99 = embed_latency([texts[i] for i in evaluate], a.embed_queries)
-    lat = run_latency(vecs, cats, vecs[evaluate], sizes, a.seed, a.latency_queries)
+    lat = run_latency(vecs, cats, vecs[evaluate], sizes, a.seed, a.latency_queries) if sizes else []
 
     out = Console(width=None if sys.stdout.isatty() else 160)  # a file or a pipe: one line a row
     out.print(quality_table(rows))
-    t = Table(title="Lookup latency (search + vote + decision; embedding excluded)")
-    for col in ("entries", "synthetic", "build s", "p50 ms", "p99 ms", "p99 ms CPU (thread)"):
-        t.add_column(col, justify="right")
-    for r in lat:
-        t.add_row(f"{r['entries']:,}", f"{r['synthetic']:,}", f"{r['build_s']:.1f}", f"{r['p50_ms']:.3f}",
-                  f"{r['p99_ms']:.3f}", f"{r['cpu_p99_ms']:.3f}")
-    out.print(t)
+    if lat:
+        out.print(latency_table(lat))
     out.print(f"embedding (MiniLM-L6, one query, CPU): p50 {emb_p50:.1f} ms, p99 {emb_p99:.1f} ms")
     head = next(r for r in rows if r["bound"] == 0.02)
     p99_100k = next((r["p99_ms"] for r in lat if r["entries"] == 100_000), None)

@@ -46,3 +46,26 @@ def test_bad_option_values_are_one_line_naming_the_option(tmp_path, capsys):
             bench.main([*args, "--dataset", missing])
         err = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
         assert exit_.value.code == 2 and f"error: argument {option}: " in err and wanted in err, err
+
+
+def test_empty_sizes_skips_the_latency_part(tmp_path, monkeypatch, capsys):
+    # docs/caching.md's small-dataset run (--sizes "") failed: "--sizes: must be a comma-separated list, got ''"
+    import json
+
+    import numpy as np
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,category\n" + "".join(f"q{i},c{i % 3}\n" for i in range(12)))
+    monkeypatch.setattr(bench, "embed_all", lambda texts, cache_dir: np.eye(len(texts), dtype=np.float32))
+    monkeypatch.setattr(bench, "run_quality", lambda *a: [_row(0.02, 100, 1, 0.81),
+                                                            {**_row(0.02, 90, 5, 0.85), "bound": None}])
+    monkeypatch.setattr(bench, "embed_latency", lambda texts, n: (1.0, 2.0))
+
+    def no_latency(*a):
+        raise AssertionError("the latency part ran")
+
+    monkeypatch.setattr(bench, "run_latency", no_latency)
+    assert bench.main(["--dataset", str(data), "--learn-fraction", "0.5", "--sizes", ""]) == 0
+    out = capsys.readouterr().out
+    assert "Lookup latency" not in out
+    assert json.loads(out.strip().splitlines()[-1])["latency_ms"] == {}
