@@ -14,14 +14,15 @@ Guardians hold GPUs too: `add_guardian_cost` prices the GPU-seconds their replic
 models' ``gpu_seconds``, ``gpu_hours`` and ``cost_usd`` as they were.
 
 Stable API (the sweeps use it): `DEFAULT_GPU_PRICES`, `gpu_price_per_hour`, `run_cost`,
-`cost_per_1k_requests`, `add_guardian_cost`.
+`cost_per_1k_requests`, `add_guardian_cost`, `NoPriceError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["DEFAULT_GPU_PRICES", "add_guardian_cost", "cost_per_1k_requests", "gpu_price_per_hour", "run_cost"]
+__all__ = ["DEFAULT_GPU_PRICES", "NoPriceError", "add_guardian_cost", "cost_per_1k_requests", "gpu_price_per_hour",
+           "run_cost"]
 
 #: USD per GPU-hour, by the GPU names of `controlplane.hardware.specs.GPUS`.
 DEFAULT_GPU_PRICES: dict[str, float] = {
@@ -32,6 +33,14 @@ DEFAULT_GPU_PRICES: dict[str, float] = {
     "a10g": 1.20,
     "cpu": 0.05,
 }
+
+
+class NoPriceError(KeyError):
+    """A GPU type neither the config's prices nor the defaults price. A KeyError (callers catch it to
+    leave a run's cost unknown) whose text is the message: a KeyError's own is quoted, which the CLI showed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def _canonical(gpu: str) -> str:
@@ -46,7 +55,7 @@ def _canonical(gpu: str) -> str:
 
 def gpu_price_per_hour(gpu: str, prices: Mapping[str, float] | None = None) -> float:
     """Price of one hour of one ``gpu``: from ``prices`` (a run's ``cluster.gpu_prices``), else the
-    defaults. Raises KeyError naming the GPU and the config key when neither has it."""
+    defaults. Raises `NoPriceError` (a KeyError) naming the GPU and the config key when neither has it."""
     for table in (prices or {}, DEFAULT_GPU_PRICES):
         if gpu in table:
             return float(table[gpu])
@@ -56,7 +65,7 @@ def gpu_price_per_hour(gpu: str, prices: Mapping[str, float] | None = None) -> f
         for key, value in table.items():
             if _canonical(key) == name:
                 return float(value)
-    raise KeyError(f"no price for GPU {gpu!r}: set cluster.gpu_prices.{gpu} (USD per GPU-hour) in the config")
+    raise NoPriceError(f"no price for GPU {gpu!r}: set cluster.gpu_prices.{gpu} (USD per GPU-hour) in the config")
 
 
 def run_cost(gpu_seconds_by_gpu: Mapping[str, float], prices: Mapping[str, float] | None = None) -> float:

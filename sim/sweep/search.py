@@ -40,6 +40,7 @@ from sim.sweep.interrupt import interrupt_deferred
 from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of, with_rows_left_out
 from sim.sweep.seeds import same_under_every_seed
 from sim.sweep.spec import LoadedSpec, point_key
+from sim.sweep.spec_prices import check_gpu_prices
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
 from sim.sweep.worker import RunOutcome, RunTask
 
@@ -254,6 +255,7 @@ def search(
     their summaries, and their requests, decisions and metric samples when the spec sets ``record: full``.
     """
     t0 = time.perf_counter()
+    check_gpu_prices(loaded, str(loaded.path or "sweep spec"))  # (before the trace is read)
     settings = loaded.spec.search
     seed = settings.confirm_seeds[0] if settings.confirm_seeds else loaded.spec.seeds[0]
     confirm_seeds = list(dict.fromkeys([seed, *settings.confirm_seeds]))

@@ -23,8 +23,9 @@ def test_prices_gpu_seconds_per_type():
 
 
 def test_unknown_gpu_and_bad_prices_are_named():
-    with pytest.raises(KeyError, match="cluster.gpu_prices.tpu-v9"):
+    with pytest.raises(KeyError, match="cluster.gpu_prices.tpu-v9") as caught:
         run_cost({"tpu-v9": 10.0})
+    assert str(caught.value).startswith("no price for GPU 'tpu-v9'")  # its message, not a KeyError's quoted repr
     with pytest.raises(ValueError, match="negative GPU-seconds"):
         run_cost({"a100-80gb": -1.0})
     with pytest.raises(ConfigError, match="gpu_prices"):
