@@ -239,10 +239,12 @@ def duplicate_id(path: PathLike, line: int, field: str, request_id: str) -> Trac
 
 
 def backwards(path: PathLike, line: int, field: str, value: float, previous: float, unit: str = "s") -> TraceFormatError:
-    return TraceFormatError(
+    err = TraceFormatError(
         path, line, field,
         f"arrival goes backwards: {value:g} {unit} is before the previous row's {previous:g} {unit} "
         "(rows must be in arrival order)")
+    err.ahead = previous  # (the arrival it is behind: `ErrorSink` tells many rows behind one row ahead of them)
+    return err
 
 
 def in_order(path: PathLike, line: int, req, last: float):

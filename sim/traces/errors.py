@@ -38,6 +38,9 @@ class TraceFormatError(ValueError):
         return (type(self), (self.path, self.line, self.field, self.reason))
 
 
+#: Rows after the first skipped behind the same arrival from which that error names the likely cause.
+CASCADE = 2
+
 OnError = Union[Literal["raise", "skip"], Callable[[TraceFormatError], None]]
 ON_ERROR_CHOICES = ("raise", "skip")
 
@@ -54,7 +57,7 @@ class ErrorSink:
     where the caller can see them (`TraceReader.dropped`).
     """
 
-    __slots__ = ("raising", "callback", "errors", "count", "max_kept", "dropped")
+    __slots__ = ("raising", "callback", "errors", "count", "max_kept", "dropped", "_ahead", "_first", "_behind")
 
     def __init__(self, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
                  max_kept: int = 1000) -> None:
@@ -68,15 +71,42 @@ class ErrorSink:
         self.count = 0
         self.max_kept = max_kept
         self.dropped: dict[str, int] = {}
+        # The run of rows skipped as behind one same arrival: its value, its first error's place in
+        # `errors` (None: not kept) and the rows after it.
+        self._ahead: float | None = None
+        self._first: tuple[int, TraceFormatError] | None = None
+        self._behind = 0
 
     def __call__(self, err: TraceFormatError) -> None:
         if self.raising:
             raise err
         self.count += 1
-        if len(self.errors) < self.max_kept:
+        kept = len(self.errors) < self.max_kept
+        if kept:
             self.errors.append(err)
+        self._cascade(err, len(self.errors) - 1 if kept else None)
         if self.callback is not None:
             self.callback(err)
+
+    def _cascade(self, err: TraceFormatError, index: int | None) -> None:
+        """Rows skipped one after the other as behind the same arrival: one row far ahead of its
+        neighbours (two rows swapped) makes every row after it, up to its time, go "backwards" while
+        the misplaced row itself was kept. Order is judged against the rows read so far (a stream
+        reader cannot take back a row it gave), so the skip stands, but the first of these errors
+        says that one row kept before it is the likely cause, and how many rows it cost."""
+        ahead = getattr(err, "ahead", None)
+        if ahead is None or ahead != self._ahead:
+            self._ahead, self._behind = ahead, 0
+            self._first = (index, err) if ahead is not None and index is not None else None
+            return
+        self._behind += 1
+        if self._first is not None and self._behind >= CASCADE:
+            at, first = self._first
+            self.errors[at] = TraceFormatError(
+                first.path, first.line, first.field,
+                f"{first.reason}; so are the {self._behind:,} rows after it (to line {err.line}) that were skipped: "
+                f"the row kept before line {first.line} (the previous row here) is likely the one out of place, ahead "
+                "of its neighbours: move or remove it, and these rows read")
 
 
 def as_sink(on_error: "OnError | ErrorSink", errors: list[TraceFormatError] | None = None) -> ErrorSink:

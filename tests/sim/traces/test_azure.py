@@ -139,3 +139,24 @@ def test_skipped_first_row_is_not_the_time_origin(write):
     p = write("t.csv", HEADER + "2023-11-16 18:17:01.0,1,x\n2023-11-16 18:17:03.0,1,1\n2023-11-16 18:17:04.0,1,1\n")
     reqs = list(read_trace(p, on_error="skip"))
     assert [(r.request_id, r.arrival_s) for r in reqs] == [("1", 0.0), ("2", 1.0)]
+
+
+def test_one_row_out_of_place_is_named_as_the_likely_cause_of_the_rows_skipped_behind_it(write):
+    """Data rows 10 and 500 of the bundled trace swapped: on_error=skip keeps the row far ahead (a
+    reader cannot take back a row it gave) and skips the 490 good rows behind it; the first error
+    says that one row is the likely cause, and how many rows it cost."""
+    from sim.traces import bundled_trace_path
+
+    lines = bundled_trace_path().read_text().splitlines(keepends=True)
+    data = lines[1:]
+    data[10], data[500] = data[500], data[10]
+    reader = read_trace(write("swapped.csv", lines[0] + "".join(data)), on_error="skip")
+    assert sum(1 for _ in reader) == len(data) - 490 and reader.skipped == 490
+    first = str(reader.errors[0])
+    assert ":13: field 'TIMESTAMP': arrival goes backwards:" in first
+    assert ("so are the 489 rows after it (to line 502) that were skipped: the row kept before line 13 (the previous "
+            "row here) is likely the one out of place") in first
+    assert "so are" not in str(reader.errors[1])
+    rows = "".join(f"2023-11-16 18:17:{s:02d}.0,10,2\r\n" for s in (1, 3, 2, 4, 5))
+    lone = read_trace(write("one.csv", HEADER + rows), on_error="skip")
+    assert sum(1 for _ in lone) == 4 and "so are" not in str(lone.errors[0])  # one row behind one: no cascade
