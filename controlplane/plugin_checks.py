@@ -1,7 +1,8 @@
 """Checks of a plugin as a run's plugin manager takes it in, with errors that say what to fix:
 an unknown plugin name or hook name (with the close one it is probably a typo of), a hook
 method left without ``@hookimpl``, an implementation taking an argument its hook does not pass,
-an ``observes`` that is not a tuple of event types, a ``Settings`` that would take a typo.
+an ``observes`` that is not a tuple of event types, a ``Settings`` that would take a typo, an object
+passed as a plugin in code that is none (a class, a trace), two plugins of one name.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 
 from controlplane import hookspecs
 from controlplane.errors import PluginError, did_you_mean
-from controlplane.plugin import is_withdrawn
+from controlplane.plugin import Plugin, is_withdrawn
 
 #: The names of every hook (``cp_...``) the specs define.
 HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("cp_"))
@@ -48,6 +49,51 @@ def check_settings_class(plugin_name: str, settings_cls: Any) -> None:
     raise PluginError(f"plugin {plugin_name!r}: Settings must subclass controlplane.PluginSettings (a pydantic model "
                       f"refusing unknown keys, so a typo in plugins.settings.{plugin_name} is an error); "
                       f"got {settings_cls!r}")
+
+
+def is_plugin(obj: object) -> bool:
+    """Whether ``obj`` can be registered as a plugin: a `Plugin` instance, or an object (a module) with at
+    least one ``@hookimpl`` function. A class is not: its hooks would be unbound functions."""
+    if isinstance(obj, type):
+        return False
+    if isinstance(obj, Plugin):
+        return True
+    marker = f"{hookspecs.PROJECT_NAME}_impl"
+    for attr in dir(obj):
+        if attr.startswith("__"):
+            continue
+        try:
+            if getattr(getattr(obj, attr), marker, None) is not None:
+                return True
+        except Exception:
+            continue
+    return False
+
+
+def check_extra(obj: object, position: int) -> None:
+    """Refuse an object passed as a plugin in code (``extra=``, `replay_with`'s arguments) that is none:
+    registered, it would implement nothing and the run would go on as if it were not there."""
+    if is_plugin(obj):
+        return
+    shown = repr(obj)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    if isinstance(obj, type):
+        raise PluginError(f"plugin #{position + 1} passed in code is the class {obj.__name__}, not a plugin: "
+                          f"pass an instance ({obj.__name__}())")
+    raise PluginError(f"plugin #{position + 1} passed in code is a {type(obj).__name__} ({shown}), not a plugin: "
+                      "a plugin is a controlplane.Plugin instance, or an object with @hookimpl methods")
+
+
+def check_unique(names: list[str], enabled: set[str]) -> None:
+    """Refuse two plugins of one name (pluggy would refuse with a dump of its registry): one passed in code
+    named like an enabled one, or two passed in code."""
+    for i, name in enumerate(names):
+        if name in enabled:
+            raise PluginError(f"plugin {name!r} is passed in code and enabled in plugins.enabled too: a plugin is "
+                              f"registered once; leave {name!r} out of plugins.enabled, or do not pass it")
+        if name in names[:i]:
+            raise PluginError(f"two plugins passed in code are named {name!r}: pass one, or give the other a "
+                              "name of its own (its class's `name`)")
 
 
 def check_observes(plugin_name: str, plugin: object) -> None:

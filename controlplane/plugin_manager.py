@@ -34,7 +34,7 @@ from controlplane.hook_calls import (  # re-exported: the callers' home before t
     fast_caller,
 )
 from controlplane.plugin import Plugin, PluginSettings
-from controlplane.plugin_checks import check_settings_class, register, unknown_hooks
+from controlplane.plugin_checks import check_extra, check_settings_class, check_unique, register, unknown_hooks
 
 __all__ = ["ALLOW_ENV", "ENTRY_POINT_GROUP", "MAX_RECORDED_ERRORS", "TRACE_ENV", "HookMonitor", "LoadedPlugin",
            "PluginErrorRecord", "PluginInfo", "PluginSet", "_Broadcast", "_FirstResult", "_PluggyPositional",
@@ -330,7 +330,8 @@ def build_plugin_set(
     """Create a plugin manager with the ``enabled`` plugins, first listed = first asked.
 
     ``extra`` objects (the run's recorder, progress bar, test plugins) are registered too, after
-    the named plugins, so they are asked first.
+    the named plugins, so they are asked first: the first of them first, as in ``enabled``. One that
+    is not a plugin, or a second plugin of one name, is a `PluginError`.
     """
     settings = dict(settings or {})
     available = dict(available if available is not None else discover_plugins())
@@ -346,10 +347,14 @@ def build_plugin_set(
         register(pm, _isolating_proxy(instance, name, monitor), name)
         loaded.append(LoadedPlugin(info, instance))
     loaded.reverse()
-    for i, obj in enumerate(extra):
-        name = getattr(obj, "name", None) or f"extra-{i}"
+    extras = list(extra)
+    for i, obj in enumerate(extras):
+        check_extra(obj, i)
+    names = [getattr(obj, "name", None) or f"extra-{i}" for i, obj in enumerate(extras)]
+    check_unique(names, set(enabled))
+    for name, obj in reversed(list(zip(names, extras))):  # the first passed is asked first, as in plugins.enabled
         register(pm, _isolating_proxy(obj, name, monitor), name)
-        loaded.append(LoadedPlugin(PluginInfo(name, type(obj), None, None, None), obj))
+    loaded.extend(LoadedPlugin(PluginInfo(name, type(obj), None, None, None), obj) for name, obj in zip(names, extras))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

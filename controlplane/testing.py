@@ -2,7 +2,7 @@
 
     from controlplane.testing import make_context, make_requests, replay_with
 
-    decisions = replay_with(MyRouter(), make_trace(n=200, qps=5)).decisions
+    decisions = replay_with(MyRouter(), trace=make_trace(n=200, qps=5)).decisions
     assert all(d.plugin == "my-router" for d in decisions if d.hook == "cp_route_request")
 """
 
@@ -190,7 +190,7 @@ def replay_with(
     transforms: Any = None,
     **config_overrides: Any,
 ) -> ReplayResult:
-    """Replay a small trace with ``plugins`` asked before the configured ones.
+    """Replay a small trace with ``plugins`` asked before the configured ones, the first passed first.
 
     ``trace`` is a stream of requests or a trace file; ``transforms`` a ``sim.replay.TraceTransforms``
     (window, speed-up, rate, limit), seeded by the run, as ``controlplane sim replay`` applies them.
@@ -200,6 +200,8 @@ def replay_with(
     """
     from sim.replay import replay
 
+    for i, p in enumerate(plugins):
+        _refuse_a_trace(p, i)
     overrides = dict(config_overrides)
     if db_url:
         overrides.setdefault("storage", {})["url"] = db_url
@@ -217,3 +219,17 @@ def replay_with(
     result = replay(trace if trace is not None else make_trace(), config, transforms=transforms,
                     record=db_url is not None, extra_plugins=extra)
     return ReplayResult(result.summary, log.events, result.run_id)
+
+
+def _refuse_a_trace(obj: object, position: int) -> None:
+    """A trace (or trace file) passed positionally, where plugins go, is an error saying ``trace=``: registered as
+    a plugin it would do nothing and the default trace would replay (`build_plugin_set` refuses other non-plugins)."""
+    import os
+
+    from controlplane.plugin_checks import is_plugin
+
+    if is_plugin(obj) or isinstance(obj, type):
+        return
+    if isinstance(obj, (str, bytes, os.PathLike)) or hasattr(obj, "__iter__"):
+        raise TypeError(f"replay_with: argument #{position + 1} is a {type(obj).__name__}, not a plugin; pass the "
+                        "trace by keyword, after the plugins: replay_with(MyPlugin(), trace=make_trace(n=200))")

@@ -478,7 +478,7 @@ def test_fast_caller_matches_pluggy_including_tryfirst_and_trylast(answers):
         got = fast_caller(caller, ps.monitor)(*[kwargs[n] for n in caller.spec.argnames])
         assert (got, calls) == (expected if hook == "cp_route_request" else None, expected_order)
         if hook == "cp_on_event":
-            assert expected_order == ["e", "b", "d", "a", "c"]  # tryfirst, newest first, trylast
+            assert expected_order == ["b", "e", "a", "d", "c"]  # tryfirst, then in the order passed, trylast
 
 
 def test_fast_caller_keeps_isolation():
@@ -614,3 +614,55 @@ def test_replay_with_a_rejecting_admission_plugin_has_no_completions():
 
     res = replay_with(Closed(), trace=make_trace(4))
     assert {(r.status, r.reason) for r in res.requests} == {(RequestStatus.REJECTED, "maintenance window")}
+
+
+# --- plugins passed in code ------------------------------------------------------------------
+
+
+class _First(Plugin):
+    name = "first"
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        return RouteDecision(workers[0].worker_id, "first")
+
+
+class _Last(Plugin):
+    name = "last"
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        return RouteDecision(workers[-1].worker_id, "last")
+
+
+def test_plugins_passed_in_code_are_asked_in_the_order_passed():
+    three = {"models": [{"name": "default", "replicas": 3}]}
+    for plugins, winner in (((_First(), _Last()), "first"), ((_Last(), _First()), "last")):
+        res = replay_with(*plugins, trace=make_trace(20, qps=10), cluster=three)
+        assert {d.plugin for d in res.decisions if d.action == "route"} == {winner}
+    ps = make_plugin_set(_First(), _Last())
+    assert [i.plugin_name for i in reversed(ps.hook.cp_route_request.get_hookimpls())][:2] == ["first", "last"]
+
+
+def test_a_trace_passed_where_plugins_go_is_refused_saying_trace_keyword():
+    with pytest.raises(TypeError, match=r"argument #2 is a list, not a plugin; pass the trace by keyword.*trace="):
+        replay_with(_First(), make_trace(5))
+
+
+@pytest.mark.parametrize("obj, what", [(42, "an? int"), ("not a plugin", "str"), (_First, "the class _First")])
+def test_an_object_passed_as_a_plugin_that_is_none_is_refused(obj, what):
+    with pytest.raises((PluginError, TypeError), match=rf"#2 .*{what}"):
+        replay_with(_First(), obj, trace=make_trace(3))
+    with pytest.raises(PluginError, match=r"#1 passed in code is (a|the class) .*not a plugin"):
+        make_plugin_set(42 if obj == "not a plugin" else obj)
+
+
+@pytest.mark.parametrize("plugins, enabled, match", [
+    ((_First(), _First()), None, "two plugins passed in code are named 'first'"),
+    ((_First(),), ["first"], "plugin 'first' is passed in code and enabled in plugins.enabled too"),
+])
+def test_two_plugins_of_one_name_are_a_one_line_plugin_error(plugins, enabled, match):
+    available = {**discover_plugins(), "first": PluginInfo("first", _First, None, None, None)}
+    with pytest.raises(PluginError, match=match) as exc:
+        build_plugin_set(enabled or [], extra=plugins, available=available)
+    assert "\n" not in str(exc.value)
