@@ -96,8 +96,10 @@ def sweep(
             raise typer.Exit(1)  # (a script sees a sweep with failed runs)
         return
     common.out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})", width=common.out.width))
+    from rich.markup import escape  # (an error's `cluster.models[default]`: rich took [default] for a style)
+
     for key, error in list(result.failed.items())[:5]:
-        common.err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {error}", highlight=False)
+        common.err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {escape(error)}", highlight=False)
     if result.failed:
         common.err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
     if same:

@@ -241,6 +241,9 @@ def test_a_sweep_with_a_failed_run_exits_1_having_stored_and_shown_every_run(tmp
         assert len(shown["runs"]) == 2 and len(shown["failed"]) == 1
     else:
         assert "1 runs failed" in result.stderr and "ran sweep" in result.stdout
+        # (the error's key whole: rich markup took its `[default]` for a style and printed `cluster.models.latency_model`)
+        assert ("run 2 failed: ConfigError: cluster.models[default].latency_model: unknown latency model 'nonsense'"
+                in " ".join(result.stderr.split())), result.stderr
 
 
 @pytest.mark.parametrize("command", ["sweep", "search"])
