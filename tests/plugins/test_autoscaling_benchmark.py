@@ -487,3 +487,16 @@ def test_the_replica_options_are_explained_and_a_runs_peak_is_named_as_one(capsy
     assert row["peak_replicas"] >= 1 and "max_replicas" not in row
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hpa"]) == {
         "slo_attainment", "gpu_hours", "scale_events", "oscillations", "cost_per_1k_requests", "slo_after_warmup"}
+
+
+def test_a_trace_read_in_the_wrong_format_is_one_line_exit_2():
+    # `--format mooncake` on the bundled CSV fails only at its first row, mid-replay: that was a raw
+    # TraceFormatError traceback; `controlplane sim replay` says it in one line and exits 2
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "autoscaling.py"), "--limit", "20",
+                           "--format", "mooncake", "--policies", "hpa", "--no-static"],
+                          capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert err[-1].startswith("autoscaling.py: error: ") and "AzureLLMInferenceTrace_code.csv:1: invalid JSON" in err[-1]
