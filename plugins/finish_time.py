@@ -35,10 +35,13 @@ seconds, which corrects it; a size predicted too slow is refused, so it is never
 measured, and the error stays.
 
 For the same reason a time not updated for ``horizon_s`` (run time, 60 s by default: queue-limit's
-``iteration_horizon_s``) is forgotten. Learnt once at a large batch during a cold start or a CPU
-hiccup, a slow time would otherwise bound that size (and the line above it) for good while
+``iteration_horizon_s``) is forgotten once a fresher one exists. Learnt once at a large batch during a cold
+start or a CPU hiccup, a slow time would otherwise bound that size (and the line above it) for good while
 refusals keep batches from ever reaching it again; fresh times at the sizes that do run then
-predict it instead. When every time is older, the model counts as never timed (below).
+predict it instead. When every time is older (the model sat idle past the horizon), the last known ones
+still predict: forgetting them all made the model count as never timed, so after a minute idle a burst was
+admitted blind up to the free batch slots and all of it timed out. They cannot lock a size out: an idle
+replica always takes a request (below), and the first fresh time it measures retires them.
 
 **Prefill** is priced at a second rate, the **prefill time per prompt token** ``p``, measured at the same looks
 when requests were waiting at both (a backlog: the batcher took prompts as fast as the replica could): the span's
@@ -80,7 +83,7 @@ once enough answers finished, ``L`` a high quantile of their lengths (one long a
 request late) and the work ahead their mean (a sum of many lengths is near their count times the
 mean; for a running request, of the answers longer than it ran so far), at least 1 while a
 request runs; before that, its ``max_output_tokens``, the most it can take. Before any iteration
-was timed (or within ``horizon_s``), a request is admitted only if it gets a batch slot at once
+was timed on its model (since the plugin was made), a request is admitted only if it gets a batch slot at once
 (nothing can be predicted, and nothing queues blind). A replica with nothing running or waiting
 always takes the request (`Prediction.idle`): waiting cannot make it sooner, and the times it
 measures replace stale ones.
@@ -218,12 +221,15 @@ class FinishTimes:
         return p[0] / p[1] if p[1] > 0 else None
 
     def iteration_s(self, model, batch: int, now_s: float) -> float | None:
-        """The iteration time of ``model`` at ``batch`` requests (None: none timed within ``horizon_s``)."""
+        """The iteration time of ``model`` at ``batch`` requests (None: never timed). Stale times are
+        dropped once a fresher one exists; while none is fresh, the last known ones stand."""
         times = self._times.get(model)
         if not times:
             return None
-        for k in [k for k, (_, at) in times.items() if now_s - at > self.horizon_s]:
-            del times[k]  # stale: see the module's docstring
+        stale = [k for k, (_, at) in times.items() if now_s - at > self.horizon_s]
+        if len(stale) < len(times):
+            for k in stale:
+                del times[k]  # see the module's docstring
         b = _bucket(batch)
         bounds = [t if k >= b else t * b / k for k, (t, _) in times.items()]
         below = [k for k in times if k < b]

@@ -111,6 +111,21 @@ def test_max_finish_s_admits_to_free_slots_before_any_time_and_always_to_an_idle
     assert plugin.cp_admit_request(ctx=ctx, request=new) is None  # idle: it learns again
 
 
+def test_max_finish_s_still_refuses_a_burst_after_the_replicas_sat_idle_past_the_horizon():
+    """Timed, then idle 70 s (past ``iteration_horizon_s``), then a burst of long requests with
+    batch slots free: the last known time predicts them late and they are refused (429), where
+    forgetting it admitted the whole burst blind to the free slots and all of it timed out."""
+    w = _busy_worker()
+    plugin, now = _timed_queue_limit(w, 0.05)
+    w.max_num_seqs = 128
+    for r in w.running:
+        r.max_output_tokens, r.output_tokens = 300, 10
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 300
+    d = plugin.cp_admit_request(ctx=make_context(workers=[w], now_s=now + 70.0), request=new)
+    assert d is not None and not d.admit and "predicted to finish in 30.0 s > max_finish_s 8 s" in d.reason  # (300 at 0.1 s: 0.05 at 4, batch 5)
+
+
 def test_max_finish_s_is_off_by_default_so_the_simulator_is_unchanged():
     marked = "controlplane_impl"
     plugin = QueueLimit()

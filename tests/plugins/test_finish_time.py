@@ -126,7 +126,19 @@ def test_slow_times_learnt_at_large_sizes_are_forgotten_after_the_horizon_and_ad
     assert all(f == pytest.approx(9.6, rel=1e-9) for f in early)
     # after: the line through 1 and 8 (2 ms more a request per 7): (0.006 + 0.002 / 7 x 120) x 100 = 4.03 s
     assert all(f == pytest.approx((0.006 + 0.002 / 7 * 120) * 100, rel=1e-9) for f in late)
-    assert ft.iteration_s("default", 128, now + 2 * HORIZON_S) is None  # all stale: as if never timed
+    # all stale (idle past the horizon): the last known times still predict, not "never timed"
+    assert ft.iteration_s("default", 128, now + 2 * HORIZON_S) == pytest.approx(0.006 + 0.002 / 7 * 120)
+
+
+def test_after_an_idle_spell_past_the_horizon_the_last_known_time_predicts_until_a_fresh_one():
+    """Idle for longer than the horizon, then a burst: forgetting every time made the model count as
+    never timed and the burst was admitted blind to the free batch slots. The last known time stands
+    until a fresh one is measured, which then retires it (a stale time never bounds a fresh one)."""
+    ft = FinishTimes(horizon_s=10.0)
+    now = _timed(ft, make_worker("default-0", running=_running(8)), 0.5, iterations=1)
+    assert ft.iteration_s("default", 8, now + 70.0) == pytest.approx(0.5)
+    later = _timed(ft, make_worker("default-1", running=_running(1)), 0.01, iterations=50, at=now + 70.0)
+    assert ft.iteration_s("default", 8, later) == pytest.approx(0.08)  # from the fresh 1, not 0.5 at 8
 
 
 def test_a_sample_after_the_horizon_replaces_the_stale_mean():
