@@ -29,6 +29,7 @@ core does not call it per request; calling the method directly still returns Non
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -46,8 +47,15 @@ class Plugin:
     #: Event types ``cp_on_event`` is called for (None: every event).
     observes: ClassVar[tuple[type[Any], ...] | None] = None
 
-    def __init__(self, settings: PluginSettings | None = None) -> None:
-        self.settings = settings if settings is not None else self.Settings()
+    def __init__(self, settings: PluginSettings | Mapping[str, Any] | None = None) -> None:
+        """``settings``: an instance of this plugin's ``Settings``, a dict of its fields (validated, as a
+        config's ``plugins.settings`` are: a bad value is a `SettingsError` now, not an error of every hook
+        call later), or None for the defaults. Settings of another class are refused."""
+        if settings is None:
+            settings = self.Settings()
+        elif not isinstance(settings, self.Settings):
+            settings = _settings_for(type(self), settings)
+        self.settings = settings
 
     def withdraw(self, hook: str) -> None:
         """Leave ``hook`` unimplemented by this instance: with its settings it defers every call.
@@ -59,6 +67,18 @@ class Plugin:
 
     def __repr__(self) -> str:
         return f"<plugin {getattr(self, 'name', type(self).__name__)}>"
+
+
+def _settings_for(cls: type[Plugin], given: Any) -> PluginSettings:
+    """``cls.Settings`` from a dict of its fields; anything else (another plugin's settings) is a `PluginError`."""
+    from controlplane.errors import PluginError
+    from controlplane.plugin_checks import settings_of
+
+    name = getattr(cls, "name", cls.__name__)
+    if isinstance(given, Mapping):
+        return settings_of(cls.Settings, given, f"{cls.__name__}.Settings")
+    raise PluginError(f"plugin {name!r} takes {cls.__name__}.Settings(...) or a dict of its fields, got "
+                      f"{type(given).__qualname__} ({given!r})")
 
 
 def _defers(*_args: Any, **_kwargs: Any) -> None:

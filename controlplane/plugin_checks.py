@@ -96,6 +96,23 @@ def check_unique(names: list[str], enabled: set[str]) -> None:
                               "name of its own (its class's `name`)")
 
 
+def settings_of(settings_cls: type, raw: Any, key: str) -> Any:
+    """``settings_cls(**raw)``; a value it refuses is a `SettingsError` naming each bad key under ``key``
+    (``plugins.settings.<name>`` for a config's, the class's name for settings passed in code)."""
+    from pydantic import ValidationError
+
+    from controlplane.config import environment_note, error_message
+    from controlplane.errors import SettingsError
+
+    try:
+        return settings_cls(**(raw or {}))
+    except ValidationError as exc:
+        problems = tuple((".".join(map(str, err["loc"])), err["msg"]) for err in exc.errors())
+        keys = ['.'.join(filter(None, [key, loc])) for loc, _ in problems]
+        lines = [f"{k}: {error_message(err)}{environment_note(k)}" for k, err in zip(keys, exc.errors())]
+        raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines), problems) from None
+
+
 def check_observes(plugin_name: str, plugin: object) -> None:
     """Refuse an ``observes`` (`Plugin.observes`) the event bus cannot use: it must be None or a
     tuple of event types."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controlplane import Plugin
 
 
@@ -14,3 +16,33 @@ def test_a_plugin_without_a_name_still_has_a_repr():
 
     assert repr(Unnamed()) == "<plugin Unnamed>"
     assert repr(Named()) == "<plugin named>"
+
+
+# --- settings passed in code -------------------------------------------------------------------
+
+
+def test_settings_passed_in_code_as_a_dict_are_validated_like_a_configs():
+    from controlplane import Plugin, PluginSettings
+    from controlplane.errors import PluginError, SettingsError
+
+    class Spill(Plugin):
+        name = "spill"
+
+        class Settings(PluginSettings):
+            spill_load: int = 4
+
+    class Other(Plugin):
+        name = "other"
+
+        class Settings(PluginSettings):
+            depth: int = 1
+
+    assert Spill({"spill_load": 2}).settings == Spill.Settings(spill_load=2)
+    assert Spill().settings.spill_load == 4 and Spill(Spill.Settings(spill_load=3)).settings.spill_load == 3
+    with pytest.raises(SettingsError, match=r"Spill\.Settings\.spil_load: Extra inputs are not permitted"):
+        Spill({"spil_load": 2})
+    with pytest.raises(SettingsError, match=r"Spill\.Settings\.spill_load: .*integer"):
+        Spill({"spill_load": "many"})
+    with pytest.raises(PluginError, match=r"plugin 'spill' takes Spill\.Settings\(\.\.\.\) or a dict of its fields, "
+                                          r"got .*Other\.Settings"):
+        Spill(Other.Settings())
