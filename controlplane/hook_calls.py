@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +31,22 @@ class PluginErrorRecord:
 
 @dataclass
 class HookMonitor:
-    """Remembers which plugin answered the last policy call and which plugins raised."""
+    """Remembers which plugin answered the last policy call and which plugins raised.
+
+    Each error is counted (``error_counts``) and told to every ``listeners`` callable as (plugin, hook);
+    the first `MAX_RECORDED_ERRORS` of each plugin and hook are also kept for their ``error`` decisions.
+    """
 
     last_plugin: str | None = None
     errors: list[PluginErrorRecord] = field(default_factory=list)
     error_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     num_errors: int = 0
+    listeners: list[Callable[[str, str], None]] = field(default_factory=list)
 
     def record(self, plugin: str, hook: str, exc: Exception) -> None:
         self.num_errors += 1
+        for listener in self.listeners:
+            listener(plugin, hook)
         key = (plugin, hook)
         n = self.error_counts.get(key, 0) + 1
         self.error_counts[key] = n

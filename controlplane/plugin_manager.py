@@ -17,11 +17,9 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
-from pydantic import ValidationError
 
 from controlplane import hookspecs
-from controlplane.config import environment_note, error_message
-from controlplane.errors import ConfigError, ControlPlaneError, PluginError, SettingsError, did_you_mean
+from controlplane.errors import ConfigError, ControlPlaneError, PluginError, did_you_mean
 from controlplane.hook_calls import (  # re-exported: the callers' home before they moved
     MAX_RECORDED_ERRORS,
     TRACE_ENV,
@@ -34,7 +32,14 @@ from controlplane.hook_calls import (  # re-exported: the callers' home before t
     fast_caller,
 )
 from controlplane.plugin import Plugin, PluginSettings
-from controlplane.plugin_checks import check_extra, check_settings_class, check_unique, register, unknown_hooks
+from controlplane.plugin_checks import (
+    check_extra,
+    check_settings_class,
+    check_unique,
+    register,
+    settings_of,
+    unknown_hooks,
+)
 
 __all__ = ["ALLOW_ENV", "ENTRY_POINT_GROUP", "MAX_RECORDED_ERRORS", "TRACE_ENV", "HookMonitor", "LoadedPlugin",
            "PluginErrorRecord", "PluginInfo", "PluginSet", "_Broadcast", "_FirstResult", "_PluggyPositional",
@@ -252,13 +257,7 @@ def validated_settings(info: PluginInfo, raw_settings: Mapping[str, Any] | None,
     target = info.target
     if isinstance(target, type) and issubclass(target, Plugin):
         check_settings_class(info.name, target.Settings)
-        try:
-            return target.Settings(**(raw_settings or {}))
-        except ValidationError as exc:
-            problems = tuple((".".join(map(str, err["loc"])), err["msg"]) for err in exc.errors())
-            keys = ['.'.join(filter(None, [key, loc])) for loc, _ in problems]
-            lines = [f"{k}: {error_message(err)}{environment_note(k)}" for k, err in zip(keys, exc.errors())]
-            raise SettingsError("invalid plugin settings:\n  " + "\n  ".join(lines), problems) from None
+        return settings_of(target.Settings, raw_settings, key)
     if raw_settings:
         raise ConfigError(f"{key}: this plugin takes no settings")
     return None
@@ -331,7 +330,9 @@ def build_plugin_set(
 
     ``extra`` objects (the run's recorder, progress bar, test plugins) are registered too, after
     the named plugins, so they are asked first: the first of them first, as in ``enabled``. One that
-    is not a plugin, or a second plugin of one name, is a `PluginError`.
+    is not a plugin, or a second plugin of one name, is a `PluginError`. One with a
+    ``watch_plugin_errors(monitor)`` method is given the set's `HookMonitor` (the Prometheus exporter
+    counts every error through it: the ``error`` decisions stop at `MAX_RECORDED_ERRORS`).
     """
     settings = dict(settings or {})
     available = dict(available if available is not None else discover_plugins())
@@ -351,6 +352,10 @@ def build_plugin_set(
     for i, obj in enumerate(extras):
         check_extra(obj, i)
     names = [getattr(obj, "name", None) or f"extra-{i}" for i, obj in enumerate(extras)]
+    for obj in extras:  # an exporter counting every plugin error, past the recorded ones (`HookMonitor.listeners`)
+        watch = getattr(obj, "watch_plugin_errors", None)
+        if callable(watch):
+            watch(monitor)
     check_unique(names, set(enabled))
     for name, obj in reversed(list(zip(names, extras))):  # the first passed is asked first, as in plugins.enabled
         register(pm, _isolating_proxy(obj, name, monitor), name)

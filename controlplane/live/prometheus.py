@@ -126,8 +126,7 @@ class PrometheusExporter:
 
     def _decision(self, d: Decision) -> None:
         if d.is_error:
-            self.plugin_errors.labels(d.plugin, d.hook).inc()
-            return
+            return  # counted by `watch_plugin_errors`: error decisions stop at MAX_RECORDED_ERRORS per plugin and hook
         self.decisions.labels(d.hook, d.plugin, d.action).inc()
         if d.action == "guardian_verdict" and d.payload:
             p = d.payload
@@ -152,6 +151,14 @@ class PrometheusExporter:
 
     def http_response(self, route: str, code: int) -> None:
         self.http_requests.labels(route, str(code)).inc()
+
+    def watch_plugin_errors(self, monitor: Any) -> None:
+        """Count every plugin error the run's `HookMonitor` records, as the run's summary counts them
+        (`build_plugin_set` calls this for each plugin set it builds: the run's, and each reload's)."""
+        monitor.listeners.append(self._plugin_error)
+
+    def _plugin_error(self, plugin: str, hook: str) -> None:
+        self.plugin_errors.labels(plugin, hook).inc()
 
     def watch_storage(self, recorder: Any) -> None:
         """Read the run recorder's backlog at each scrape (a database outage shows as rows pending)."""
