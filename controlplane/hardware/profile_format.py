@@ -47,8 +47,28 @@ def _number(value: Any, i: int, key: str) -> float:
     return float(value)
 
 
+#: A row's sequence counts: whole in every row, a mean row's too (its iterations share them).
+SEQ_FIELDS = ("num_prefill_seqs", "num_decode_seqs")
+
+
+def _count(value: Any, i: int, key: str, mean: bool) -> int:
+    """A row's count: a finite, non-negative whole number. A ``mean`` row (one with ``samples``: the mean of
+    iterations of one shape, whose token and context counts may differ a little) has its token and context
+    counts rounded; a fraction anywhere else is refused, by `write_profile` as by `read_profile` (1.5
+    sequences was written as 1, in a file that reading it back accepted, unlike the row given)."""
+    f = _number(value, i, key)
+    if not math.isfinite(f) or f < 0:
+        raise ValueError(f"row {i}: {key}={value!r} must be a finite non-negative number")
+    if f == int(f):
+        return int(f)
+    if mean and key not in SEQ_FIELDS:
+        return round(f)
+    hint = "" if key in SEQ_FIELDS else f" (a row averaging iterations says how many in {WEIGHT_FIELD!r})"
+    raise ValueError(f"row {i}: {key}={value!r} must be a whole number{hint}")
+
+
 def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
-    """One profile row checked and typed (counts as ints); ``i`` names it in the error."""
+    """One profile row checked and typed (counts as ints, whole: `_count`); ``i`` names it in the error."""
     if isinstance(row, Mapping):
         missing = [k for k in ROW_FIELDS if k not in row]
         if missing:
@@ -59,18 +79,19 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
             raise ValueError(f"row {i}: expected {len(ROW_FIELDS)} values {list(ROW_FIELDS)}, got {len(row)}")
         vals = dict(zip(ROW_FIELDS, row))
     out: dict[str, float] = {}
+    mean = isinstance(row, Mapping) and WEIGHT_FIELD in row
     for k, v in vals.items():
+        if k != "iteration_s":
+            out[k] = _count(v, i, k, mean)
+            continue
         f = _number(v, i, k)
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
-        out[k] = int(f) if k != "iteration_s" else f
+        out[k] = f
     if isinstance(row, Mapping):
         for k in PADDED_FIELDS:
             if k in row:
-                f = _number(row[k], i, k)
-                if not math.isfinite(f) or f < 0:
-                    raise ValueError(f"row {i}: {k}={row[k]!r} must be a finite non-negative number")
-                out[k] = int(f)
+                out[k] = _count(row[k], i, k, mean)
         if WEIGHT_FIELD in row:
             f = _number(row[WEIGHT_FIELD], i, WEIGHT_FIELD)
             if not math.isfinite(f) or f <= 0:
@@ -155,12 +176,8 @@ def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, An
 
 
 def _file_row(row: Any, i: int) -> Any:
-    """A file's row as written: an object or a list of the fields, counts whole (2.5 sequences was read as 2)."""
+    """A file's row as written: an object or a list of the fields (`normalise_row` checks its values, counts whole:
+    2.5 sequences was read as 2)."""
     if not isinstance(row, (dict, list)):
         raise ValueError(f"row {i}: expected an object of {list(ROW_FIELDS)}, got {row!r}")
-    named = row if isinstance(row, dict) else dict(zip(ROW_FIELDS, row))
-    for key in (*ROW_FIELDS[:-1], *PADDED_FIELDS):
-        v = named.get(key)
-        if isinstance(v, float) and math.isfinite(v) and v != int(v):
-            raise ValueError(f"row {i}: {key}={v!r} must be a whole number")
     return row

@@ -53,3 +53,24 @@ def test_write_profile_refuses_what_read_profile_would(tmp_path):
         write_profile(tmp_path / "x.json", [ROW], {**META, "batching": "padd"})
     with pytest.raises(ValueError, match=r"row 0: iteration_s='1' must be a number"):
         write_profile(tmp_path / "x.json", [{**ROW, "iteration_s": "1"}], META)
+
+
+@pytest.mark.parametrize("key,value", [("num_decode_seqs", 1.5), ("num_prefill_tokens", 16.25),
+                                       ("padded_decode_context", 40.5)])
+def test_write_profile_refuses_a_fractional_count_as_read_profile_does(tmp_path, key, value):
+    # num_decode_seqs 1.5 was written as 1 (a file read_profile accepted, unlike the row it was given)
+    with pytest.raises(ValueError, match=re.escape(f"row 0: {key}={value!r} must be a whole number")):
+        write_profile(tmp_path / "x.json", [{**ROW, key: value}], META)
+    assert not (tmp_path / "x.json").exists()
+    written, _ = read_profile(write_profile(tmp_path / "y.json", [{**ROW, "num_decode_seqs": 2.0}], META))
+    assert written[0]["num_decode_seqs"] == 2 and isinstance(written[0]["num_decode_seqs"], int)
+
+
+def test_a_mean_row_rounds_its_token_counts_but_not_its_sequence_counts(tmp_path):
+    # a calibration's mean row per shape (it says how many iterations in `samples`) averages contexts
+    # within a fraction of an octave: 45.8 is its mean, not a typo; its sequence counts are the shape's own
+    mean = {**ROW, "sum_decode_context": 45.8, "samples": 5.0}
+    rows, _ = read_profile(write_profile(tmp_path / "m.json", [mean], META))
+    assert rows[0]["sum_decode_context"] == 46 and rows[0]["samples"] == 5.0
+    with pytest.raises(ValueError, match=re.escape("row 0: num_decode_seqs=1.5 must be a whole number")):
+        write_profile(tmp_path / "n.json", [{**mean, "num_decode_seqs": 1.5}], META)
