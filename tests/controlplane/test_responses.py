@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from controlplane import Plugin, hookimpl
-from controlplane.decisions import GuardianPlan
-from controlplane.testing import make_trace, replay_with
+from controlplane.decisions import CacheHit, GuardianPlan
+from controlplane.testing import make_config, make_trace, replay_with
 from controlplane.types import ReasonCode, RequestStatus
 from sim.traces import read_trace
 from sim.traces.record import TraceRequest
@@ -223,3 +223,38 @@ def test_an_async_prompt_block_stops_the_generation_and_names_the_guardian():
         assert 0 < r.output_tokens < p.output_tokens  # stopped when the verdict came, not run to its end
         assert r.finish_s < p.finish_s and r.finish_s <= r.arrival_s + 0.5 + 0.05  # at the next batch boundary
     assert res.summary["num_blocked"] == 8 and res.summary["goodput_rps"] == 0
+
+
+class _TextlessCache(Plugin):
+    """A cache that hits every prompt without keeping any text."""
+
+    name = "textless-cache"
+
+    @hookimpl
+    def cp_cache_lookup(self, ctx, request):
+        return CacheHit("exact", 0.001, reason="remembered", output_tokens=8)
+
+
+def test_a_live_cache_hit_without_text_is_the_plugins_error_and_the_request_is_generated():
+    from controlplane import actions as act
+    from controlplane import events as ev
+    from controlplane.session import RunSession
+    from controlplane.testing import EventLog
+    from controlplane.types import Request
+
+    log = EventLog()
+    cfg = make_config(cluster={"models": [{"name": "m", "replicas": 1}]})
+    core = RunSession(cfg, mode="live", record=False, extra_plugins=[_TextlessCache(), log]).core
+    (start,) = [a for a in core.start() if isinstance(a, act.StartWorker)]
+    core.handle(ev.WorkerReady(0.0, start.worker_id))
+    r = Request("q0", 1.0, 10, 4, model="m", prompt="hello")
+    out = core.handle(ev.RequestArrived(1.0, r))
+    assert any(isinstance(a, act.StartBatch) for a in out) and not r.cache_hit  # a miss: generated
+    (error,) = [d for d in log.decisions if d.is_error]
+    assert (error.plugin, error.hook) == ("textless-cache", "cp_cache_lookup")
+    assert "CacheHit.response_text is None in a live run" in error.reason
+
+
+def test_a_simulated_cache_hit_needs_no_text():
+    res = replay_with(_TextlessCache(), trace=make_trace(5))
+    assert res.summary["cache_hits"] == 5 and res.summary["num_plugin_errors"] == 0
