@@ -150,10 +150,11 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
         return Response(status_code=499)  # nobody is listening any more
     results = list(gathered)
     failed = next((r for r in results if not r.ok), None)
+    ids = [r.request_id for r in results]
     if failed is not None:
-        raise result_error(failed, chat=chat)
+        raise result_error(failed, chat=chat, request_ids=ids)
     payload = (chat_response if chat else completion_response)(rid, model, results)
-    return JSONResponse(payload, headers={"x-request-id": ",".join(r.request_id for r in results)})
+    return JSONResponse(payload, headers={"x-request-id": ",".join(ids)})
 
 
 def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) -> None:

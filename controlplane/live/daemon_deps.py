@@ -114,19 +114,21 @@ def api_tenant(request: HTTPRequest, daemon: DaemonDep) -> str | None:
 TenantDep = Annotated[str | None, Depends(api_tenant)]
 
 
-def result_error(r: LiveResult, *, chat: bool = False) -> APIError:
+def result_error(r: LiveResult, *, chat: bool = False, request_ids: list[str] | None = None) -> APIError:
     """The error for a request that did not complete: its status from its final state and code. A
     request too long for the model names its input (``prompt``, a chat's ``messages``) as OpenAI's
-    context-length error does, whether the input alone or with ``max_tokens`` is over."""
+    context-length error does, whether the input alone or with ``max_tokens`` is over. It carries
+    ``x-request-id`` (``request_ids``, those of all the reply's requests, or ``r``'s) as an answer
+    does: the request was recorded, and its row is how an operator learns why it failed."""
     status = r.http_status
     message = r.reason or r.status
     if r.status in ("rejected", "failed"):
         message = f"{r.status}: {message}"
     code = r.reason_code.value if r.reason_code is not None else r.status
-    headers = None
+    headers = {"x-request-id": ",".join(request_ids or [r.request_id])}
     if status in (429, 503):  # the policy's own hint where it gave one (whole seconds, at least 1)
         retry = r.retry_after_s
-        headers = {"retry-after": str(max(1, math.ceil(retry))) if retry is not None and retry < 1e9 else "1"}
+        headers["retry-after"] = str(max(1, math.ceil(retry))) if retry is not None and retry < 1e9 else "1"
     # a prompt too long for the model names the field at fault, whether the model's check or a policy refused it
     param = ("messages" if chat else "prompt") if r.reason_code is ReasonCode.TOO_LONG else None
     return APIError(status, message, code=code, param=param, headers=headers)

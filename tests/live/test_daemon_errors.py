@@ -59,6 +59,25 @@ def test_a_rejection_by_a_plugin_carries_the_core_s_code(http):
     assert r.json()["error"]["message"].startswith("rejected: prompt too long")
     assert r.status_code == 400 and error(r)["code"] == "too_long"
     assert error(r)["param"] == "prompt"  # as when the model's own length check refuses it
+    assert r.headers["x-request-id"].startswith("req-")  # recorded: its row can be found as an answer's can
+
+
+def test_every_error_of_a_recorded_request_names_it_in_x_request_id():
+    """429, 503, 504 and a refusal of one of n prompts: the id(s) ride on the error as on an answer."""
+    from controlplane.live.daemon_deps import result_error
+    from controlplane.live.results import LiveResult
+    from controlplane.types import ReasonCode
+
+    def failed(status, code, rid="req-7"):
+        return LiveResult(rid, "m", status, "", None, "why", 1, 0, reason_code=code, retry_after_s=2.5)
+
+    denied = result_error(failed("rejected", ReasonCode.ADMISSION_DENIED))
+    assert denied.status == 429 and denied.headers == {"x-request-id": "req-7", "retry-after": "3"}
+    assert result_error(failed("failed", ReasonCode.WORKER_FAILED)).response().headers["x-request-id"] == "req-7"
+    timeout = result_error(failed("timeout", None)).response()
+    assert timeout.status_code == 504 and timeout.headers["x-request-id"] == "req-7"
+    both = result_error(failed("rejected", ReasonCode.TOO_LONG), request_ids=["req-6", "req-7"])
+    assert both.headers == {"x-request-id": "req-6,req-7"}
 
 
 def test_admin_needs_the_token_and_draining_is_503_unavailable(http):
