@@ -17,6 +17,8 @@ routing that llm-d's benchmark shows overloading the replicas that hold hot pref
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import Field, field_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
@@ -40,6 +42,14 @@ def _check_weights(v: dict[str, float]) -> dict[str, float]:
     if not any(x > 0 for x in v.values()):
         raise ValueError("weights: give at least one scorer a positive weight")
     return v
+
+
+def prefix_peekers(enabled: list[str]) -> list[str]:
+    """The enabled plugins that say what a replica's prefix cache holds (``cp_prefix_peek``: `prefix-cache`)."""
+    from controlplane.plugin_manager import discover_plugins
+
+    found = discover_plugins()
+    return [n for n in enabled if n in found and callable(getattr(found[n].target, "cp_prefix_peek", None))]
 
 
 class WeightedRouter(Plugin):
@@ -74,6 +84,20 @@ class WeightedRouter(Plugin):
             for i, v in enumerate(values):
                 totals[i] += weight * v
         return totals, parts
+
+    #: What the router does when every replica's prefix-cache-hit is 0 (the other scorers decide).
+    without_prefix_hits = "the other scorers alone decide"
+
+    @hookimpl
+    def cp_run_started(self, ctx):
+        """Warn when prefix-cache-hit is weighed but nothing keeps a prefix cache: every replica would score 0
+        on it, all through the run, and the router would route without cache affinity unsaid."""
+        weight = self.settings.weights.get("prefix-cache-hit", 0.0)
+        if weight > 0 and not prefix_peekers(list(ctx.config.plugins.enabled)):
+            logging.getLogger(__name__).warning(
+                "%s weighs prefix-cache-hit (%g) but no enabled plugin keeps a prefix cache: every replica scores "
+                "0 on it, so %s; add prefix-cache to plugins.enabled (with a trace that has hash_ids)",
+                self.name, weight, self.without_prefix_hits)
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
@@ -119,6 +143,7 @@ class PrefixOnly(WeightedRouter):
     """Route by the prefix-cache hit alone (least loaded among equal hits): cache affinity without load."""
 
     name = "prefix-only"
+    without_prefix_hits = "it routes as least-loaded"
 
     class Settings(WeightedRouter.Settings):
         weights: dict[str, float] = Field(default_factory=lambda: {"prefix-cache-hit": 1.0})

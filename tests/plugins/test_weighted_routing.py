@@ -172,3 +172,27 @@ def test_estimated_work_reads_the_kept_queue_work_and_routes_as_the_walk_does(mo
     assert kept.summary["num_completed"] == 1500 and router.checked > 1500
     assert sum(r.cached_tokens > 0 for r in kept.requests) > 500
     assert sum(d.plugin == "work-checked-router" for d in kept.decisions) >= 1500  # (and re-routes from drains)
+
+
+@pytest.mark.parametrize("router,settings,says", [
+    (PrefixOnly, {}, "prefix-only weighs prefix-cache-hit (1) but no enabled plugin keeps a prefix cache"),
+    (WeightedRouter, {}, "so the other scorers alone decide"),
+])
+def test_a_router_weighing_prefix_hits_warns_without_a_prefix_cache(caplog, router, settings, says):
+    # prefix-only without prefix-cache routed as least-loaded, and said nothing
+    import logging
+
+    from controlplane.testing import make_config
+
+    base = ["queue-limit", router.name, "continuous-batching", "fixed-replicas", "static-memory",
+            "builtin-latency-models"]
+    with caplog.at_level(logging.WARNING, logger="plugins.weighted_routing"):
+        router(router.Settings(**settings)).cp_run_started(ctx=make_context(config=make_config(
+            plugins={"enabled": base})))
+    assert says in caplog.text and "add prefix-cache to plugins.enabled" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="plugins.weighted_routing"):
+        router(router.Settings(**settings)).cp_run_started(ctx=make_context(config=make_config(
+            plugins={"enabled": [*base, "prefix-cache"]})))
+        PowerOfTwo().cp_run_started(ctx=make_context(config=make_config(plugins={"enabled": base})))  # no prefix weight
+    assert caplog.text == ""
