@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.summary_table import compare_table, summary_table
@@ -50,7 +52,7 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
     for r in rows:
         s = r.get("summary") or {}
         t.add_row(
-            str(r["id"]), fmt_value(r.get("name")), r["mode"], r["status"], Path(r.get("trace") or "-").name,
+            str(r["id"]), Text(fmt_value(r.get("name"))), r["mode"], r["status"], Text(Path(r.get("trace") or "-").name),
             fmt_value(s.get("num_requests", s.get("requests_recorded"))),  # (a crashed run: the rows it wrote)
             fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s")),
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
@@ -73,13 +75,14 @@ def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How
     t = Table(header_style="bold")
     for col in ("id", "name", "kind", "status", "runs finished", "created", "ended"):
         t.add_column(col, no_wrap=col in ("id", "status"))
-    for r in rows:
-        t.add_row(str(r["id"]), fmt_value(r.get("name")), r["kind"], r["status"],
-                  f"{r['runs_finished']}/{r['num_runs'] if r.get('num_runs') is not None else '?'}",
+    for r in rows:  # (a search's number of runs is known when it ends: "-" until then)
+        t.add_row(str(r["id"]), Text(fmt_value(r.get("name"))), r["kind"], r["status"],
+                  f"{r['runs_finished']}/{r['num_runs'] if r.get('num_runs') is not None else '-'}",
                   *(r[k].strftime("%Y-%m-%d %H:%M:%S") if r.get(k) else "-" for k in ("created_at", "finished_at")))
-    out.print(t)
-    if not rows:
+    if not rows:  # (not an empty table's frame)
         err.print(f"no {status} sweeps or searches stored" if status else "no sweeps or searches stored", highlight=False)
+        return
+    out.print(t)
 
 
 @app.command()
@@ -92,6 +95,9 @@ def show(
     full: Annotated[bool, typer.Option(help="With --timeline: every signal and the whole reason.")] = False,
 ) -> None:
     """Show one run: its summary, plugins and decision counts (--timeline: its scale decisions)."""
+    if full and not timeline:
+        raise typer.BadParameter("--full goes with --timeline (every signal and the whole reason of its decisions)",
+                                 param_hint="--full")
     if timeline:
         from controlplane.cli.runs_timeline import scale_decisions, timeline_table
 
@@ -117,9 +123,9 @@ def show(
         run = get_run(engine, run_id)
         counts = decision_counts(engine, run_id)
         errors = plugin_errors(engine, run_id)
-    out.print(f"[bold]run {run_id}[/] {run.get('name') or ''} mode={run['mode']} status={run['status']} "
-              f"seed={run.get('seed')} trace={run.get('trace')}"
-              + (f" format={run['trace_format']}" if run.get("trace_format") else ""))
+    out.print(f"[bold]run {run_id}[/] {escape(run.get('name') or '')} mode={run['mode']} status={run['status']} "
+              f"seed={run.get('seed')} trace={escape(str(run.get('trace')))}"
+              + (f" format={run['trace_format']}" if run.get("trace_format") else ""))  # (names and paths as written)
     if read_line := _trace_read_line(run):
         out.print(read_line, highlight=False)
     for error in (run.get("summary") or {}).get("trace_bad_rows") or []:  # (the first few on_error=skip skipped)
@@ -127,7 +133,7 @@ def show(
     for model, f in ((run.get("config") or {}).get("latency_files") or {}).items():
         out.print(f"latency profile of {model}: {f['path']} sha256 {f['sha256']}", highlight=False)
     if (error := (run.get("summary") or {}).get("error")) is not None:
-        out.print(f"[bold red]{run['status']}:[/] {error.rstrip(': ')}", highlight=False)
+        out.print(f"[bold red]{run['status']}:[/] {escape(error.rstrip(': '))}", highlight=False)
     if (run.get("summary") or {}).get("crashed"):
         out.print(_crashed(run), highlight=False)
     elif run.get("summary"):
@@ -161,7 +167,7 @@ def plugin_errors_table(errors: list[dict], counted: dict[str, dict[str, int]]) 
     for e in errors:
         total = (counted.get(e["plugin"]) or {}).get(e["hook"], e["count"])
         count = str(total) if total <= e["count"] else f"{total} (the first {MAX_RECORDED_ERRORS} recorded)"
-        t.add_row(e["plugin"], e["hook"], count, f"{e['first_s']:.1f}", e["reason"] or "")
+        t.add_row(e["plugin"], e["hook"], count, f"{e['first_s']:.1f}", Text(e["reason"] or ""))
     return t
 
 

@@ -63,6 +63,7 @@ def summary_rows() -> list[tuple[str, str]]:
 def summary_table(summary: dict[str, Any], title: str) -> Any:
     """A rich ``Table`` of one run's summary."""
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
@@ -72,9 +73,10 @@ def summary_table(summary: dict[str, Any], title: str) -> Any:
             t.add_row(label, fmt_value(summary[key]))
     for key, label in (("cost_error", "cost not known"), ("guardian_cost_error", "guardian cost not known")):
         if summary.get(key):  # (the cost rows read "-": why, where the table shows it)
-            t.add_row(label, str(summary[key]))
+            t.add_row(label, Text(str(summary[key])))
     for label, n in reason_rows(summary.get("reject_reasons") or {}, summary.get("run_id")):
-        t.add_row(f"  not completed: {label}", str(n))  # (rejected, failed or cancelled: each reason's requests)
+        # (rejected, failed or cancelled: each reason's requests; a reason as written, not markup)
+        t.add_row(Text(f"  not completed: {label}"), str(n))
     return t
 
 

@@ -1,0 +1,29 @@
+"""`controlplane runs list / show / sweeps` print what users wrote (run names, traces, errors) as written:
+a run named ``[/]`` made `runs list` fail with rich's MarkupError for everyone sharing the database."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from controlplane.cli import app
+from controlplane.testing import make_config, make_trace, replay_with
+
+
+@pytest.mark.parametrize("name", ["[/]", "[bold red]markup[/]", "cluster.models[default]"])
+def test_a_run_name_is_printed_literally(tmp_path, name):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    replay_with(trace=make_trace(3), config=make_config(name=name, storage={"url": url}), db_url=url)
+    for command in (["runs", "list"], ["runs", "show", "1"]):
+        res = CliRunner().invoke(app, [*command, "--db", url])
+        assert res.exit_code == 0, res.output
+        assert name in res.output
+
+
+def test_runs_sweeps_without_any_prints_no_empty_table_and_full_needs_the_timeline(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    replay_with(trace=make_trace(3), config=make_config(storage={"url": url}), db_url=url)
+    res = CliRunner().invoke(app, ["runs", "sweeps", "--db", url])
+    assert res.exit_code == 0 and res.output.strip() == "no sweeps or searches stored"
+    res = CliRunner().invoke(app, ["runs", "show", "1", "--full", "--db", url])
+    assert res.exit_code == 2 and "--full goes with --timeline" in " ".join(res.output.split())
