@@ -13,7 +13,10 @@ until their timeout. Verdicts come from `sim.guardian_labels`:
 score at or above the guardian's ``threshold`` blocks.
 
 A guardian a plan names but the config does not declare runs as the old fixed delay
-(``sim.guardian_latency_s``, no capacity limit, no GPU cost) with a perfect verdict (the label).
+(``sim.guardian_latency_s``, no capacity limit, no GPU cost) with a perfect verdict (the label),
+when ``guardians.models`` declares none. When it declares some, an undeclared name is most likely a
+misspelling: its checks answer ``unavailable`` at once, as live (`controlplane.live.guardian_pool`),
+and the first one is warned about, whichever plugin's plan named it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class SimGuardianPool:
         self.prices = config.cluster.gpu_prices
         self._after, self._now, self._send = after, now, deliver
         self.num_undeclared = 0
+        self._warned_undeclared = False
         self.num_pending = 0  # checks asked and not answered yet (the run waits for them)
 
     def _deliver(self, rid: str, verdict: str, guardian: str, score: float | None, reason: str | None,
@@ -94,6 +98,9 @@ class SimGuardianPool:
         self.num_pending += 1
         if g is None:
             self.num_undeclared += 1
+            if self.guardians:  # others are declared: as live, never a made-up verdict for free
+                self._unavailable(a)
+                return
             harmful = self.labels.is_harmful(r)
             self._after(self.default_latency_s, self._fixed_done,
                         (r.request_id, "block" if harmful else "pass", a.guardian, 1.0 if harmful else 0.0, a.stage))
@@ -107,6 +114,15 @@ class SimGuardianPool:
             g.kick = True
             self._after(0.0, self._kicked, g)
 
+    def _unavailable(self, a: act.RunGuardian) -> None:
+        """A check by a guardian ``guardians.models`` does not declare, while it declares others: ``unavailable``."""
+        if not self._warned_undeclared:
+            self._warned_undeclared = True
+            logging.getLogger(__name__).warning(
+                "guardian %r asked for by a plan, but guardians.models does not declare it (declared: %s): its "
+                "checks answer 'unavailable', as live (see docs/guardians.md)", a.guardian, ", ".join(self.guardians))
+        self._after(0.0, self._fixed_done, (a.request.request_id, "unavailable", a.guardian, None, a.stage))
+
     def _kicked(self, timer: Any) -> None:
         g = timer._value
         g.kick = False
@@ -114,8 +130,9 @@ class SimGuardianPool:
 
     def _fixed_done(self, timer: Any) -> None:
         rid, verdict, guardian, score, stage = timer._value
-        self._deliver(rid, verdict, guardian, score, f"simulated label: {'harmful' if verdict == 'block' else 'benign'}",
-                      stage)
+        reason = "not declared in guardians.models" if verdict == "unavailable" else \
+            f"simulated label: {'harmful' if verdict == 'block' else 'benign'}"
+        self._deliver(rid, verdict, guardian, score, reason, stage)
 
     def _dispatch(self, g: _Guardian) -> None:
         lat = g.spec.latency

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from controlplane import hookimpl
+from controlplane.decisions import GuardianPlan
 from controlplane.testing import replay_with
 from controlplane.types import RequestStatus
 from sim.traces.record import TraceRequest
@@ -73,3 +75,35 @@ def test_a_guardian_without_a_gpu_of_its_own_is_priced_at_the_served_models_gpu_
     assert s["guardian_held_gpu_seconds"] == 0 and s["guardian_cost_usd"] == 0 and s["total_cost_usd"] == s["cost_usd"]
     s = _run({"name": "g", "replicas": 3}, n=1).summary
     assert s["guardian_cost_usd"] == pytest.approx(3 * s["sim_end_s"] / 3600 * 2.50, rel=1e-6)  # a100-80gb
+
+
+class _PlanNaming:
+    """A third-party plan (no settings the built-in planners would warn about) naming one guardian."""
+
+    name = "plan-naming"
+
+    def __init__(self, guardian: str) -> None:
+        self.guardian = guardian
+
+    @hookimpl
+    def cp_guardian_plan(self, ctx, request, stage):
+        return GuardianPlan(True, guardian=self.guardian, mode="sync", reason="all") if stage == "output" else None
+
+
+def test_an_undeclared_guardian_beside_declared_ones_answers_unavailable_as_live_and_is_warned_of_once(caplog):
+    trace = [TraceRequest(str(i), 0.0, 16, 1) for i in range(3)]
+    with caplog.at_level("WARNING", logger="sim.guardian_pool"):
+        res = replay_with(_PlanNaming("gaurd"), trace=trace, sim={"guardian_latency_s": 5.0},
+                          guardians={"models": [{"name": "guard", "replicas": 1}]})
+    assert [r.guardian_verdict for r in res.requests] == ["unavailable"] * 3
+    assert all(r.status is RequestStatus.COMPLETED and r.finish_s < 1.0 for r in res.requests)  # no made-up delay
+    assert res.summary["guardians"]["guard"]["checks"] == 0
+    warnings = [r.getMessage() for r in caplog.records if "'gaurd'" in r.getMessage()]
+    assert len(warnings) == 1 and "guardians.models does not declare it (declared: guard)" in warnings[0]
+
+
+def test_with_no_guardian_declared_a_plans_guardian_is_the_fixed_delay_and_the_label():
+    trace = [TraceRequest(str(i), 0.0, 16, 1) for i in range(3)]
+    res = replay_with(_PlanNaming("any"), trace=trace, sim={"guardian_latency_s": 5.0})
+    assert {r.guardian_verdict for r in res.requests} <= {"pass", "block"}
+    assert all(r.finish_s >= 5.0 for r in res.requests)
