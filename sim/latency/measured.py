@@ -48,6 +48,9 @@ from controlplane.hardware.profile_format import (
     write_profile,
 )
 
+#: The fewest rows `MeasuredProfileModel.fit` takes (a profile of one or two timings is refused, naming its file).
+MIN_ROWS = 3
+
 __all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
 
 
@@ -158,8 +161,9 @@ class MeasuredProfileModel(LatencyModel):
     @classmethod
     def fit(cls, rows: Iterable[Mapping[str, Any] | Sequence[float]], meta: Mapping[str, Any] | None = None) -> MeasuredProfileModel:
         clean = [normalise_row(r, i) for i, r in enumerate(rows)]
-        if len(clean) < 3:
-            raise ValueError(f"need at least 3 rows to fit, got {len(clean)}")
+        if len(clean) < MIN_ROWS:
+            raise ValueError(f"need at least {MIN_ROWS} rows to fit, got {len(clean)} (profile more shapes: "
+                             "`controlplane profile` times a grid of them)")
         padded = (meta or {}).get("batching") == "padded"
         X = np.array([_row_features(r, padded) for r in clean])
         y = np.array([r["iteration_s"] for r in clean])
@@ -181,7 +185,10 @@ class MeasuredProfileModel(LatencyModel):
     def from_file(cls, path: str | Path) -> MeasuredProfileModel:
         rows, meta = read_profile(path)
         check_kinds(rows, str(path))  # (the simulator prices both kinds; validated once, here, not per iteration)
-        return cls.fit(rows, {**meta, "path": str(path)})
+        try:
+            return cls.fit(rows, {**meta, "path": str(path)})
+        except ValueError as exc:  # (a profile too small to fit: the error names the file, as read_profile's do)
+            raise ValueError(f"{path}: {exc}") from None
 
     def iteration_s(self, shape: IterationShape) -> float:
         nd = len(shape.decode_context_tokens)

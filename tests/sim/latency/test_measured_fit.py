@@ -64,3 +64,16 @@ def test_first_pass_alone_is_biased_low(monkeypatch):
 def test_exact_timings_are_fitted_exactly():
     rows, true_total = _noisy_rows(0.0)
     assert _predicted_total(MeasuredProfileModel.fit(rows), rows) == pytest.approx(true_total, rel=1e-3)
+
+
+def test_a_profile_too_small_to_fit_is_refused_naming_its_file(tmp_path):
+    # "cluster.models[default].latency: need at least 3 rows to fit, got 1" named no file
+    import re
+
+    from sim.latency.measured import write_profile
+
+    row = {"num_prefill_tokens": 64, "num_prefill_seqs": 1, "num_decode_seqs": 2, "sum_decode_context": 300,
+           "sum_prefill_context": 0, "iteration_s": 0.02}  # a mixed row: both kinds timed
+    path = write_profile(tmp_path / "one.json", [row], {"model": "m", "device": "cpu"})
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: need at least 3 rows to fit, got 1")):
+        MeasuredProfileModel.from_file(path)
