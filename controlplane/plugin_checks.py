@@ -32,6 +32,25 @@ def unknown_hooks(pm: pluggy.PluginManager) -> str:
     return "; ".join(found)
 
 
+def check_hook_names(plugin_name: str, target: Any) -> None:
+    """Refuse, before any plugin is made, a plugin class (or module) implementing a hook that does not exist
+    or leaving a hook's method unmarked: what building the run's plugin manager refuses, found without
+    making the plugin (the daemon checks its config so before any worker starts)."""
+    marker = f"{hookspecs.PROJECT_NAME}_impl"
+    for attr in dir(target):
+        if attr.startswith("__"):
+            continue
+        try:
+            fn = getattr(target, attr)
+        except Exception:
+            continue
+        if getattr(fn, marker, None) is None:
+            check_marked(plugin_name, attr, fn)
+        elif attr not in HOOK_NAMES:
+            raise PluginError(f"a plugin implements a hook that does not exist: {attr!r} in plugin "
+                              f"{plugin_name!r}{did_you_mean(attr, HOOK_NAMES)}")
+
+
 def check_marked(plugin_name: str, attr: str, fn: Any) -> None:
     """Refuse a method named after a hook but not marked ``@hookimpl``: pluggy would never call it
     (a hook the instance withdrew, `Plugin.withdraw`, is meant to be unmarked)."""

@@ -284,11 +284,13 @@ def serve(config: RunConfig, options: DaemonOptions,
     """
     import uvicorn
 
+    from controlplane.plugin_checks import check_hook_names
     from controlplane.plugin_manager import checked_plugin_names, discover_plugins, validated_settings
 
     plugins, available = config.plugins, discover_plugins()  # what the run's start would refuse of them, refused
     for name in checked_plugin_names(plugins.enabled, plugins.settings, available):  # before uvicorn's start line
         validated_settings(available[name], plugins.settings.get(name))  # (no plugin made: nothing started twice)
+        check_hook_names(name, available[name].target)  # a hook's typo: before any (guardian) worker starts
     sock = listen(options.host, options.port)
     daemon = Daemon(config, options)
     uv_config = uvicorn.Config(

@@ -164,3 +164,29 @@ def test_a_second_sigint_stops_without_the_drain_and_a_third_cuts_everything_off
     assert stops == ["received SIGINT again"] and not server.force_exit
     server.handle_exit(signal.SIGINT, None)
     assert server.force_exit and server.should_exit and server.daemon.drained_cleanly is False
+
+
+def test_a_plugin_with_a_hook_typo_is_refused_before_any_worker_starts(monkeypatch):
+    """The typo was found only when the run's plugin manager was built, after the guardian workers started."""
+    from controlplane import Plugin, hookimpl
+    from controlplane import plugin_manager
+    from controlplane.errors import PluginError
+    from controlplane.live import daemon
+    from controlplane.live.daemon import DaemonOptions, serve
+    from controlplane.plugin_manager import PluginInfo
+    from controlplane.testing import make_config
+
+    class TypoHook(Plugin):
+        name = "typo-hook"
+
+        @hookimpl
+        def cp_form_batches(self, ctx, worker):
+            return None
+
+    found = plugin_manager.discover_plugins()
+    monkeypatch.setattr(plugin_manager, "discover_plugins",
+                        lambda **_: {**found, "typo-hook": PluginInfo("typo-hook", TypoHook, None, None, None)})
+    monkeypatch.setattr(daemon, "Daemon", lambda *_a, **_k: pytest.fail("the daemon was made"))
+    config = make_config(plugins={"enabled": ["typo-hook", "continuous-batching"]})
+    with pytest.raises(PluginError, match="'cp_form_batches' in plugin 'typo-hook' \\(did you mean 'cp_form_batch'"):
+        serve(config, DaemonOptions(port=free_port()))
