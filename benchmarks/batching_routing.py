@@ -193,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", default=None, choices=FORMATS,
                     help="trace format (azure, mooncake, vidur, canonical, burstgpt, bailian); default: detect")
     ap.add_argument("--limit", type=positive_int, default=None, help="replay only the first N requests of --trace")
-    ap.add_argument("--speedup", type=positive_float, default=None, help="compress --trace's arrivals by this factor")
+    ap.add_argument("--speed-up", "--speedup", dest="speedup", type=positive_float, default=None,
+                    help="compress --trace's arrivals by this factor (spelt as autoscaling.py and guardians.py do; "
+                         "--speedup: the old spelling)")
     ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {', '.join(POLICIES)}")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
                     help="replica hardware; default 70b-h100x4 for mooncake traces (given by --format or "
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--policies: give at least one of {', '.join(POLICIES)}")
     args.trace_path = None
     if args.trace is None:
-        for option, value in (("--limit", args.limit), ("--speedup", args.speedup)):
+        for option, value in (("--limit", args.limit), ("--speed-up", args.speedup)):
             if value is not None:
                 ap.error(f"{option} applies to --trace's requests: give --trace too (without it the shared-prefix "
                          "generator's --requests and --qps set the workload)")

@@ -116,3 +116,27 @@ def test_the_throughput_is_the_runs_own_span_whatever_the_control_tick():
     assert fine["throughput_rps"] == pytest.approx(coarse["throughput_rps"], rel=1e-9)
     assert coarse["throughput_rps"] == pytest.approx(120 / coarse["span_s"], rel=1e-4)
     assert coarse["span_s"] % 10 != pytest.approx(0, abs=1e-3)  # (not a whole number of ticks)
+
+
+@pytest.mark.parametrize("spelling", ["--speed-up", "--speedup"])
+def test_speed_up_is_spelt_as_the_other_benchmarks_spell_it(spelling, monkeypatch):
+    # autoscaling.py and guardians.py take --speed-up; this one took only --speedup
+    seen = {}
+
+    def first_arrivals(trace, policy, *rest):
+        seen.setdefault("arrivals", [r.arrival_s for r in trace[:20]])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench, "run_policy", first_arrivals)
+    args = ["--trace", "bundled:azure_code", "--limit", "20", "--policies", "continuous-batching"]
+    with pytest.raises(SystemExit):
+        bench.main(args)
+    plain = seen.pop("arrivals")
+    with pytest.raises(SystemExit):
+        bench.main([*args, spelling, "4"])
+    assert seen["arrivals"] == pytest.approx([t / 4 for t in plain])
+
+
+def test_speed_up_without_a_trace_is_refused_under_its_new_name(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run_policy", never_called)
+    assert "--speed-up applies to --trace's requests" in refusal(bench, ["--speed-up", "2"], capsys)
