@@ -8,7 +8,9 @@ type, is recorded as the plugin's error and the next implementation decides), th
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from controlplane.plugin_checks import check_marked, check_observes
 
 TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to stderr
 MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
+
+log = logging.getLogger("controlplane.plugin_manager")
 
 
 @dataclass
@@ -63,6 +67,40 @@ class HookMonitor:
     def take_errors(self) -> list[PluginErrorRecord]:
         errors, self.errors = self.errors, []
         return errors
+
+
+#: Hook calls that take longer than this many seconds are warned of, once per plugin and hook; None: hooks are not
+#: timed. The daemon sets it (`time_hooks`): its hooks run on its event loop, where a slow one stalls every request.
+_slow_hook_s: float | None = None
+_warned_slow: set[tuple[str, str]] = set()
+
+
+def time_hooks(threshold_s: float | None) -> None:
+    """Time every hook implementation of the plugin sets built from now on in this process, and warn (once per
+    plugin and hook) of a call longer than ``threshold_s``; None turns it off. Only a live run's process does
+    this (the daemon, as it starts): a simulation times nothing, so it stays deterministic and pays nothing."""
+    global _slow_hook_s
+    _slow_hook_s = threshold_s
+
+
+def _timed(fn: Any, plugin_name: str, hook: str, threshold_s: float) -> Any:
+    """``fn``, warning when one call takes longer than ``threshold_s`` (the core's clock, not the policy's)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            took = time.perf_counter() - start
+            if took > threshold_s and (plugin_name, hook) not in _warned_slow:
+                _warned_slow.add((plugin_name, hook))
+                log.warning("plugin %r: one call of %s took %.2f s (over %.2f s). Hooks run on the daemon's event "
+                            "loop: every request, /healthz included, waited for it. Keep hooks fast; move slow work "
+                            "(I/O, a model) to a thread or task and have the hook read its latest result",
+                            plugin_name, hook, took, threshold_s)
+
+    return call
 
 
 def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any:
@@ -112,7 +150,9 @@ def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> 
         if opts.get("wrapper") or opts.get("hookwrapper"):
             wrapped = fn  # wrappers see exceptions themselves
         else:
-            wrapped = _isolated(fn, plugin_name, attr, monitor)
+            threshold = _slow_hook_s
+            wrapped = _isolated(fn if threshold is None else _timed(fn, plugin_name, attr, threshold),
+                                plugin_name, attr, monitor)
             setattr(wrapped, marker, opts)
         setattr(proxy, attr, wrapped)
     return proxy

@@ -45,6 +45,8 @@ log = logging.getLogger("controlplane.daemon")
 __all__ = ["ADMIN_TOKEN_ENV", "Daemon", "DaemonOptions", "admin_token_from_env", "listen", "serve"]
 
 ADMIN_TOKEN_ENV = "CONTROLPLANE_ADMIN_TOKEN"
+#: A hook call longer than this is logged (once per plugin and hook): hooks run on the event loop, which waits.
+SLOW_HOOK_S = 0.1
 
 
 @dataclass
@@ -112,6 +114,9 @@ class Daemon:
     async def startup(self) -> None:
         if self.started:
             return
+        from controlplane.hook_calls import time_hooks
+
+        time_hooks(SLOW_HOOK_S)  # before the run's plugins are built: a slow hook stalls the event loop, warn of it
         await self.driver.start()
         self.started = True
         await asyncio.to_thread(self._claim_run_and_mark_crashed)
@@ -152,6 +157,9 @@ class Daemon:
         self.crashed_runs = list(getattr(session, "crashed_runs", []))
 
     async def shutdown(self) -> None:
+        from controlplane.hook_calls import time_hooks
+
+        time_hooks(None)  # plugin sets built later in this process (a test's replay) are not timed
         if not self.exiting:  # stopped without a drain (uvicorn's own exit): drain now
             self.exiting = True
             self.drained_cleanly = await self._wait_drained()

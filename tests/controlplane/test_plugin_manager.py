@@ -666,3 +666,35 @@ def test_two_plugins_of_one_name_are_a_one_line_plugin_error(plugins, enabled, m
     with pytest.raises(PluginError, match=match) as exc:
         build_plugin_set(enabled or [], extra=plugins, available=available)
     assert "\n" not in str(exc.value)
+
+
+# --- slow hooks (live) -----------------------------------------------------------------------
+
+
+def test_a_slow_hook_is_warned_of_once_where_hooks_are_timed_and_never_timed_otherwise(monkeypatch, caplog):
+    import time
+
+    from controlplane import hook_calls
+
+    class Slow(Plugin):
+        name = "slow"
+
+        @hookimpl
+        def cp_route_request(self, ctx, request, workers):
+            time.sleep(0.03)
+
+    monkeypatch.setattr(hook_calls, "_warned_slow", set())
+    workers = [make_worker("default-0")]
+    args = (make_context(workers=workers), make_requests(1)[0], workers)
+    untimed = build_plugin_set([], extra=[Slow()])
+    assert not hasattr(untimed.hook.cp_route_request.get_hookimpls()[0].function.__wrapped__, "__wrapped__")
+    hook_calls.time_hooks(0.01)
+    try:
+        timed = build_plugin_set(["least-loaded"], extra=[Slow()])
+    finally:
+        hook_calls.time_hooks(None)
+    with caplog.at_level("WARNING", logger="controlplane.plugin_manager"):
+        for _ in range(3):
+            assert fast_caller(timed.hook.cp_route_request, timed.monitor)(*args).worker_id == "default-0"
+    warned = [r.getMessage() for r in caplog.records if "'slow'" in r.getMessage()]
+    assert len(warned) == 1 and "cp_route_request took" in warned[0] and "event loop" in warned[0]
