@@ -174,6 +174,19 @@ def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) 
 
 async def _submit_all(driver: LiveDriver, prompts: list[Any], body: Any, max_tokens: int | None,
                       default_max_tokens: int, chat: bool, tenant: str | None) -> list[LiveRequestHandle]:
+    """Submit each prompt ``n`` times; a large text prompt is tokenized in a thread first (the
+    event loop keeps serving the other requests meanwhile)."""
+    served = driver.model(body.model)
+    ahead = [p for p in prompts if await served.tokenize_ahead(p, chat=chat)]
+    try:
+        return await _submit_prepared(driver, prompts, body, max_tokens, default_max_tokens, chat, tenant)
+    finally:
+        for p in ahead:
+            served.forget_ahead(p, chat=chat)
+
+
+async def _submit_prepared(driver: LiveDriver, prompts: list[Any], body: Any, max_tokens: int | None,
+                           default_max_tokens: int, chat: bool, tenant: str | None) -> list[LiveRequestHandle]:
     kwargs = body.sampling_kwargs()
     if tenant is not None:  # the API key's tenant, not the client's own `user` field
         kwargs["tenant"] = tenant

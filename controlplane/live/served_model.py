@@ -4,8 +4,9 @@ chat rendering, and a client's request checked and tokenized for it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.config import RunConfig
@@ -16,7 +17,13 @@ from controlplane.live.prefix_store import block_hashes
 from controlplane.live.sampling import SamplingParams, StopCondition
 from controlplane.types import ReasonCode
 
-__all__ = ["PreparedPrompt", "ServedModel", "content_text", "load_served_model", "worker_settings"]
+__all__ = ["LARGE_PROMPT_CHARS", "PreparedPrompt", "ServedModel", "content_text", "load_served_model", "worker_settings"]
+
+
+#: A text prompt longer than this (characters) is tokenized in a thread (`ServedModel.tokenize_ahead`):
+#: about 10 ms of a fast tokenizer's time. A 2 MiB prompt takes seconds, which on the event loop
+#: stalled every other request, stream and probe of the daemon meanwhile.
+LARGE_PROMPT_CHARS = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,35 @@ class ServedModel:
     tokenizer: Any
     max_seq_len: int
     vocab_size: int
+    # (prompt, special tokens) -> (its ids, tokenized ahead in a thread for `prepare` on the event loop;
+    # the requests in flight that asked for them): kept while one of those requests is being submitted
+    _ahead: dict[tuple[str, bool], tuple[list[int], int]] = field(default_factory=dict, repr=False)
 
     def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
+        ahead = self._ahead.get((text, special_tokens)) if self._ahead else None
+        if ahead is not None:
+            return ahead[0]
         return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
+
+    async def tokenize_ahead(self, prompt: Any, *, chat: bool = False) -> bool:
+        """Tokenize a large text prompt (over `LARGE_PROMPT_CHARS`) in a thread, so that `prepare` and
+        `encode`, which run on the event loop, find its ids instead of stalling the loop for seconds.
+        True when it did; the caller then calls `forget_ahead` once the prompt is submitted or refused."""
+        if not isinstance(prompt, str) or len(prompt) <= LARGE_PROMPT_CHARS:
+            return False
+        key = (prompt, not chat)  # (as `prepare` encodes it)
+        if key not in self._ahead:
+            ids = await asyncio.to_thread(
+                lambda: list(self.tokenizer(prompt, add_special_tokens=key[1])["input_ids"]))
+        known = self._ahead.get(key)  # (another request may have tokenized it meanwhile)
+        self._ahead[key] = (known[0], known[1] + 1) if known is not None else (ids, 1)
+        return True
+
+    def forget_ahead(self, prompt: str, *, chat: bool = False) -> None:
+        key = (prompt, not chat)
+        known = self._ahead.pop(key, None)
+        if known is not None and known[1] > 1:
+            self._ahead[key] = (known[0], known[1] - 1)
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> tuple[str, bool]:
         """The prompt for a chat; True when it came from the tokenizer's chat template."""
@@ -78,13 +111,13 @@ class ServedModel:
             ids = [int(t) for t in prompt]
         if not ids:
             raise InvalidRequest("the prompt is empty", param="prompt")
-        if any(not 0 <= t < self.vocab_size for t in ids):
-            raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})", param="prompt")
-        if len(ids) >= self.max_seq_len:
+        if len(ids) >= self.max_seq_len:  # (before the walk over the ids: a huge prompt is refused at once)
             raise InvalidRequest(
                 f"too long: the prompt has {len(ids)} tokens; the model's context is {self.max_seq_len}",
                 code=ReasonCode.TOO_LONG, param="prompt",
             )
+        if any(not 0 <= t < self.vocab_size for t in ids):
+            raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})", param="prompt")
         if max_tokens < 1:
             raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
