@@ -109,6 +109,9 @@ class HpaAutoscaler(Plugin):
         if current == 0:
             desired = math.ceil(value / s.target) if value > 0 else 0  # value is the total at zero replicas
             rule = f"from zero: ceil({value:.2f} / {s.target:g}) = {desired}"
+            if desired == 0 and scaling.num_queued > 0:  # (at zero nothing runs or holds KV: only the queue tells)
+                desired = 1
+                rule = f"from zero: {scaling.num_queued} queued with no replica, start 1"
         elif abs(ratio - 1.0) <= s.tolerance:
             desired = current
             rule = f"within {s.tolerance:.0%} tolerance: keep {current}"

@@ -147,6 +147,17 @@ def test_hpa_from_zero_replicas():
     assert d.target_replicas == 3  # ceil(20 / 8)
 
 
+@pytest.mark.parametrize("metric, target", [("kv_utilization", 0.8), ("running", 8)])
+def test_hpa_from_zero_on_a_metric_nothing_has_at_zero_starts_one_for_a_queue(metric, target):
+    """At zero replicas nothing runs or holds KV: hpa on those metrics stayed at zero for ever (6 of
+    300 requests completed); a queue starts one replica."""
+    unrouted = make_requests(5, model="default")
+    d = _hpa(min_replicas=0, metric=metric, target=target).decide(0.0, "default", _scaling([], unrouted=unrouted))
+    assert d.target_replicas == 1 and "5 queued with no replica" in d.reason
+    idle = _hpa(min_replicas=0, metric=metric, target=target).decide(0.0, "default", _scaling([]))
+    assert idle.target_replicas == 0
+
+
 # --- kpa ---------------------------------------------------------------------------------------
 
 
