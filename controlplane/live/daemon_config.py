@@ -96,10 +96,8 @@ def daemon_config(
             device = worker.get("device", "auto")
             if (gpu := device_gpu(device if isinstance(device, str) else "auto")) is not None:
                 d["gpu"], priced = gpu, True
-    if not models or given or priced:
-        cluster = dict(file_values.get("cluster") or {})
-        cluster["models"] = deployments
-        overrides["cluster"] = cluster
+    if not models or given or priced:  # the models alone: the file's other cluster keys stay the file's, so the
+        overrides["cluster"] = {"models": deployments}  # environment (CONTROLPLANE_CLUSTER__...) still outranks them
     config = load_config(config_path, overrides)
     for i, d in enumerate(config.cluster.models):  # the file's own models too, before anything starts
         where = f"cluster.models.{i}.worker"

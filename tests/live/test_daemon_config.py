@@ -85,6 +85,20 @@ def test_a_cpu_worker_is_costed_as_a_cpu_unless_the_config_names_its_gpu(tmp_pat
     assert [d.gpu for d in cfg.cluster.models] == ["h100-80gb", "cpu"]
 
 
+def test_the_environment_outranks_the_files_cluster_keys_as_in_load_config(tmp_path, monkeypatch):
+    """The daemon passed the file's whole ``cluster`` back as an override (to price the device), so
+    ``CONTROLPLANE_CLUSTER__MAX_RETRIES=0`` (docs/daemon.md's own example) was ignored: 2 from the file."""
+    from controlplane.config import load_config
+
+    path = tmp_path / "mr.yaml"
+    path.write_text("cluster:\n  max_retries: 2\n  models:\n    - {name: chat, replicas: 1, worker: {preset: tiny-llama}}\n")
+    monkeypatch.setenv("CONTROLPLANE_CLUSTER__MAX_RETRIES", "0")
+    for flags in ({}, {"workers": 2}):
+        cfg, overrides = daemon_config(path, **flags)
+        assert cfg.cluster.max_retries == load_config(path).cluster.max_retries == 0
+        assert set(overrides.get("cluster", {})) <= {"models"}  # a reload re-reads the rest from the file
+
+
 @pytest.mark.parametrize("name", ["", "  "])
 def test_an_empty_model_name_is_refused_not_ignored(name):
     with pytest.raises(ConfigError, match="--model-name is empty"):
