@@ -99,8 +99,8 @@ class GuardianPlanner(Plugin, ABC):
     @hookimpl
     def cp_run_started(self, ctx):
         """Warn of a guardian named here that ``guardians.models`` does not declare, when it declares
-        some: most likely a misspelling, and it would not run as declared (simulator: a fixed delay
-        and the label as verdict; live: every check answers "unavailable", which fails open).
+        some: most likely a misspelling, and it would not run as declared (every check answers
+        "unavailable", in the simulator as live, which fails open).
         In a simulation a Redis verdict store also gets a namespace of this run's own."""
         if self._store is not None:
             scope_to_run(self._store, ctx)
