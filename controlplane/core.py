@@ -123,6 +123,12 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         """Use this plugin set from now on (the daemon's config reload swaps it at run time)."""
         self.plugins = plugins
         self.calls = PolicyCalls(plugins, fallbacks, self.ctx, self.clock)
+        old = getattr(self, "_monitor", None)
+        if old is not None and old is not plugins.monitor:  # a reload: the run's error counts go on
+            monitor = plugins.monitor
+            monitor.num_errors += old.num_errors
+            for key, n in old.error_counts.items():
+                monitor.error_counts[key] = monitor.error_counts.get(key, 0) + n
         self._monitor = plugins.monitor
         self._emit = self.calls.emit
         self._decide = self.calls.decide

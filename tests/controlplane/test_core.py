@@ -431,3 +431,22 @@ def test_an_admission_that_changes_the_priority_is_a_recorded_decision():
     assert [(d.subject, d.plugin, d.reason, d.payload) for d in changes] == [
         (rid, "demoter", "batch traffic goes last", {"from": 0, "to": -5}) for rid in ("1", "2", "3")]
     assert [r.priority for r in sorted(res.requests, key=lambda r: r.request_id)] == [0, -5, -5, -5]
+
+
+def test_a_plugin_reload_keeps_the_run_s_plugin_error_counts():
+    """The daemon's reload binds a new plugin set, with a monitor of its own: the summary's error counts
+    started from zero again (Prometheus kept the total)."""
+    from controlplane.plugin_manager import build_plugin_set, discover_plugins
+    from controlplane.session import RunSession, fallback_plugins
+    from controlplane.testing import make_config
+
+    config = make_config()
+    session = RunSession(config, mode="sim", record=False)
+    core = session.core
+    core._monitor.record("least-loaded", "cp_route_request", ValueError("boom"))
+    available = discover_plugins()
+    core.bind_plugins(build_plugin_set(config.plugins.enabled, config.plugins.settings, available=available),
+                      fallback_plugins(available))
+    core._monitor.record("least-loaded", "cp_route_request", ValueError("again"))
+    assert core._monitor.num_errors == 2
+    assert core._monitor.counts_by_plugin() == {"least-loaded": {"cp_route_request": 2}}
