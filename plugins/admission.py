@@ -144,6 +144,7 @@ class QueueLimit(Plugin):
         if kind is IterationTimed:  # live: every iteration, so a lone request is timed too
             w = ctx.workers.get(event.worker_id)
             if w is not None:  # at the iteration's start: the tokens it made are not counted yet
+                self._finish.iteration_row(w.model, event.row, event.start_s)
                 self._finish.look(w, event.start_s)
             return
         wid = None  # iterations are timed as batches start and requests finish, not only as they arrive

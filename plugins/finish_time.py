@@ -38,7 +38,8 @@ For the same reason a time not updated for ``horizon_s`` (run time, 60 s by defa
 ``iteration_horizon_s``) is forgotten once a fresher one exists. Learnt once at a large batch during a cold
 start or a CPU hiccup, a slow time would otherwise bound that size (and the line above it) for good while
 refusals keep batches from ever reaching it again; fresh times at the sizes that do run then
-predict it instead. When every time is older (the model sat idle past the horizon), the last known ones
+predict it instead. Until a span is measured, a live worker's own timings of its decode iterations stand in
+(`FinishTimes.iteration_row`). When every time is older (the model sat idle past the horizon), the last known ones
 still predict: forgetting them all made the model count as never timed, so after a minute idle a burst was
 admitted blind up to the free batch slots and all of it timed out. They cannot lock a size out: an idle
 replica always takes a request (below), and the first fresh time it measures retires them.
@@ -147,6 +148,23 @@ class FinishTimes:
         # worker -> (time, tokens made by request, tokens prefilled by request, requests waiting)
         self._marks: dict[str, tuple[float, dict[str, int], dict[str, int], bool]] = {}
         self._left: dict[str, int] = {}  # worker -> prompt tokens prefilled since its mark by requests gone since
+        # model -> batch bucket -> (a decode iteration's own time as its worker reported it, run time): the
+        # prior used while no span was measured (`iteration_row`)
+        self._rows: dict[str | None, dict[int, tuple[float, float]]] = {}
+
+    def iteration_row(self, model, row, now_s: float) -> None:
+        """Keep a live worker's own timing of one decode-only iteration (``IterationTimed``'s row) as
+        the model's iteration time until a span is measured (`look`): short answers finish within
+        ``SAMPLE_S`` and leave no span, so a model that served only those counted as never timed and a
+        burst was admitted blind to the free batch slots. It is the compute alone (no round trip):
+        an optimistic prior, which errs by admitting, and the burst's own spans correct it."""
+        t, n = row.get("iteration_s"), int(row.get("num_decode_seqs", 0))
+        if not t or t <= 0 or n <= 0 or row.get("num_prefill_seqs", 0):
+            return
+        times = self._rows.setdefault(model, {})
+        b = _bucket(n)
+        old = times.get(b)
+        times[b] = ((1 - _ALPHA) * old[0] + _ALPHA * t if old is not None else t, now_s)
 
     def look(self, w, now_s: float) -> None:
         """Measure ``w``'s iteration time and, with requests waiting throughout, its prefill time per
@@ -223,7 +241,7 @@ class FinishTimes:
     def iteration_s(self, model, batch: int, now_s: float) -> float | None:
         """The iteration time of ``model`` at ``batch`` requests (None: never timed). Stale times are
         dropped once a fresher one exists; while none is fresh, the last known ones stand."""
-        times = self._times.get(model)
+        times = self._times.get(model) or self._rows.get(model)
         if not times:
             return None
         stale = [k for k, (_, at) in times.items() if now_s - at > self.horizon_s]

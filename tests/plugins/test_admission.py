@@ -126,6 +126,32 @@ def test_max_finish_s_still_refuses_a_burst_after_the_replicas_sat_idle_past_the
     assert d is not None and not d.admit and "predicted to finish in 30.0 s > max_finish_s 8 s" in d.reason  # (300 at 0.1 s: 0.05 at 4, batch 5)
 
 
+def test_max_finish_s_predicts_from_the_workers_own_iteration_timings_before_any_span():
+    """One short answer (20 iterations in 60 ms: no span of ``SAMPLE_S``) was all a daemon served, so
+    nothing counted as timed and a burst of long requests was admitted blind to 128 free slots (all of
+    them timed out); the worker's own timing of its decode iterations now predicts them late."""
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=8))
+    short = make_requests(1, prefix="short", model="default")[0]
+    short.max_output_tokens, short.scheduled_s = 20, 0.0
+    w = make_worker(running=[short], max_num_seqs=128)
+    ctx = make_context(workers=[w], now_s=0.0)
+    prefill = {"num_prefill_seqs": 1, "num_prefill_tokens": 11, "num_decode_seqs": 0, "iteration_s": 0.008}
+    plugin.cp_on_event(ctx=ctx, event=IterationTimed(0.008, w.worker_id, 0, 0.0, prefill))
+    for i in range(1, 20):
+        short.output_tokens = i
+        row = {"num_prefill_seqs": 0, "num_decode_seqs": 1, "iteration_s": 0.003}
+        plugin.cp_on_event(ctx=ctx, event=IterationTimed(0.008 + 0.003 * i, w.worker_id, i, 0.005 + 0.003 * i, row))
+    burst = make_requests(100, prefix="burst", model="default")
+    for r in burst:
+        r.max_output_tokens, r.scheduled_s = 300, 70.0
+    w.running = burst
+    new = make_requests(1, prefix="new", model="default")[0]
+    new.max_output_tokens = 300
+    d = plugin.cp_admit_request(ctx=make_context(workers=[w], now_s=70.0), request=new)
+    assert d is not None and not d.admit and "3 ms per iteration" not in d.reason  # (at 128: 3 ms x 128)
+    assert "predicted to finish in" in d.reason and "384 ms per iteration" in d.reason, d.reason
+
+
 def test_max_finish_s_is_off_by_default_so_the_simulator_is_unchanged():
     marked = "controlplane_impl"
     plugin = QueueLimit()
