@@ -8,6 +8,7 @@ a background writer process does not need).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Final
@@ -83,6 +84,28 @@ SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 _LIBPQ_DRIVERS = ("postgresql+psycopg", "postgresql+psycopg2")  # drivers taking libpq's connect_timeout
 
 
+class _IgnoredErrorsToDebug(logging.Filter):
+    """psycopg logs at WARNING each error it ignores while another one is raised: a pipeline or a
+    transaction it could not end because the connection is lost (``error ignored terminating
+    <psycopg.Pipeline [BAD] ...>: the connection is lost``), or because Ctrl-C cancelled the
+    statement. The error raised is what counts, and the recorder reports it (its outage log,
+    `controlplane.storage.outage_log`; a spill): these go to DEBUG, not to the user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("error ignored"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"  # (handlers compare the record's level)
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_psycopg() -> None:
+    """Install `_IgnoredErrorsToDebug` on psycopg's loggers (once; a logger's filter sees only its own records)."""
+    for name in ("psycopg", "psycopg.transaction"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _IgnoredErrorsToDebug) for f in logger.filters):
+            logger.addFilter(_IgnoredErrorsToDebug())
+
+
 def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     """Create an engine for ``url`` (default ``sqlite:///controlplane.db`` in the cwd).
 
@@ -127,6 +150,8 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
         ) from exc
     if is_sqlite:
         _install_sqlite_hooks(engine)
+    elif parsed.drivername.startswith("postgresql+psycopg") and parsed.drivername != "postgresql+psycopg2":
+        quiet_psycopg()
     return engine
 
 

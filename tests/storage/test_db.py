@@ -334,3 +334,21 @@ def test_a_sqlite_connection_waits_long_for_another_writers_lock(tmp_path):
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == int(expected * 1000)
         engine.dispose()
+
+
+def test_psycopg_errors_it_ignores_are_not_printed(caplog) -> None:
+    """psycopg logs at WARNING a pipeline it could not end on a lost connection (``error ignored
+    terminating <psycopg.Pipeline [BAD] ...>``) while the error raised is reported by the recorder:
+    a PostgreSQL engine sends those to DEBUG; psycopg's other warnings stay."""
+    import logging
+
+    from controlplane.storage import make_engine
+
+    make_engine("postgresql+psycopg://nobody@127.0.0.1:1/x").dispose()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("psycopg").warning("error ignored terminating %r: %s", "<psycopg.Pipeline [BAD]>",
+                                             "the connection is lost\nno connection to the server")
+        logging.getLogger("psycopg.transaction").warning("error ignored in rollback of %s: %s", "tx",
+                                                         "canceling statement due to user request")
+        logging.getLogger("psycopg").warning("unknown PostgreSQL timezone: %r; will use UTC", "Mars/Base")
+    assert [r.getMessage() for r in caplog.records] == ["unknown PostgreSQL timezone: 'Mars/Base'; will use UTC"]
