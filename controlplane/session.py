@@ -237,7 +237,9 @@ class RunSession:
         return self.started()
 
     def close(self, summary: dict[str, Any] | None, *, status: str = "finished") -> dict[str, Any] | None:
-        """Flush everything and mark the run finished (or failed); adds run_id and wall_s."""
+        """Flush everything and mark the run finished (or failed); adds run_id and wall_s. Where the
+        database took none of it (the recorder's ``StorageError``: the rows spilled), the error
+        raised carries the summary (``summary``) for the caller to print."""
         if self._closed:
             return summary
         self.started()  # (a start that failed raises here, and closes the run)
@@ -246,6 +248,8 @@ class RunSession:
         if summary is not None:
             summary = {"run_id": self.run_id, **summary, "wall_s": round(wall_s, 3)}
         if self.recorder is not None:
+            from controlplane.storage.errors import StorageError
+
             try:
                 self.recorder.finish_run(
                     self.run_id,
@@ -258,6 +262,9 @@ class RunSession:
             finally:
                 try:
                     self.recorder.close()
+                except StorageError as exc:  # the rows were spilled: the run's summary is whole all the same
+                    exc.summary = summary
+                    raise
                 finally:
                     if self.engine is not None:
                         # Its pooled connections closed now, not whenever the collector frees

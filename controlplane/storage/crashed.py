@@ -39,6 +39,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
+from controlplane.storage import spill, spill_notes
+from controlplane.storage.db import describe_url, sqlite_path
 from controlplane.storage.journal import read_journal
 from controlplane.storage.models import Request, Run, Sweep
 from controlplane.storage.owner import pid_namespace, process_alive, process_marker
@@ -94,6 +96,20 @@ def _lost_requests(conn: Any, run_id: int, journal: Any, mode: str | None,
     return out
 
 
+def _database_key(engine: Engine) -> str:
+    return spill_notes.database_key(describe_url(engine), sqlite_path(engine))
+
+
+def _spilled(spills: list[Path], url: str) -> dict[str, Any]:
+    """A run whose process ended with rows the database did not take (it was away at the close:
+    `controlplane.storage.spill_notes`): not killed, its rows and its end are in ``spills``."""
+    files = ", ".join(map(str, spills))
+    note = (f"not killed: it ended while the database was away, and its last rows and its end (status, summary) "
+            f"were saved to {files}; {spill.load_advice(spills[0], url)}: the run is then complete")
+    return {"requests_accepted": None, "requests_lost": None, "spilled": [str(p) for p in spills],
+            "lost_note": note}
+
+
 def mark_crashed_runs(
     engine: Engine,
     *,
@@ -109,35 +125,42 @@ def mark_crashed_runs(
     host = socket.gethostname() if host is None else host
     marked: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        rows = conn.execute(select(Run.id, Run.config, Run.summary, Run.mode, Run.sweep_id)
+        rows = conn.execute(select(Run.id, Run.config, Run.summary, Run.mode, Run.sweep_id, Run.started_at)
                             .where(Run.status == "running")).all()
-    for run_id, config, summary, mode, sweep_id in rows:
+    for run_id, config, summary, mode, sweep_id, started_at in rows:
         if run_id in exclude:
             continue
         owner = (config or {}).get("process") if isinstance(config, dict) else None
         if not _dead_owner(owner, host, alive):
             continue
+        spills = spill_notes.spills_of(run_id, _database_key(engine), started_at)
         with engine.begin() as conn:
             recorded = conn.execute(select(func.count()).select_from(Request).where(Request.run_id == run_id)).scalar_one()
             advice = _sweep_advice(conn, sweep_id)
             new_summary = {**(summary or {}), "crashed": True, "requests_recorded": int(recorded),
                            "found_by": process_marker(),
-                           **_lost_requests(conn, run_id, owner.get("journal"), mode, advice)}
+                           **(_spilled(spills, describe_url(engine)) if spills else
+                              _lost_requests(conn, run_id, owner.get("journal"), mode, advice))}
             done = conn.execute(
                 update(Run).where(Run.id == run_id, Run.status == "running")
                 .values(status="crashed", summary=new_summary, finished_at=datetime.now(timezone.utc))
             ).rowcount
-        if done:
-            lost = new_summary.get("requests_lost")
+        if not done:
+            continue
+        lost = new_summary.get("requests_lost")
+        if spills:
+            log.warning("run %d was left running by pid %d on %s, which is gone: marked crashed (%d request rows "
+                        "recorded); %s", run_id, owner["pid"], host, recorded, new_summary["lost_note"])
+        else:
             losses = (f"a simulated run keeps no journal: {advice or 'replay its trace with the same seed'}"
                       if mode == "sim" else f"{'unknown' if lost is None else lost} accepted requests lost")
             # (a sim run accepts none)
             log.warning("run %d was left running by pid %d on %s, which is gone: marked crashed "
                         "(%d request rows recorded, %s)", run_id, owner["pid"], host, recorded, losses)
-            if owner.get("journal"):
-                Path(owner["journal"]).unlink(missing_ok=True)  # its content is in the summary now
-            marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded),
-                           "requests_lost": lost})
+        if owner.get("journal"):
+            Path(owner["journal"]).unlink(missing_ok=True)  # its content is in the summary now
+        marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded),
+                       "requests_lost": lost})
     return marked
 
 

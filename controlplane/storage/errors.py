@@ -11,12 +11,15 @@ class StorageError(RuntimeError):
 
     ``spill_path`` is set when rows that could not be written were saved to a
     JSON-lines file instead, so the caller can report where they are and
-    replay them later with :meth:`RunRecorder.replay_spill`.
+    replay them later with :meth:`RunRecorder.replay_spill`. ``summary`` is set when a run's close
+    raised it (`controlplane.session.RunSession.close`): the run's summary, whole though its rows
+    were spilled, for the caller to show.
     """
 
     def __init__(self, message: str, *, spill_path: Path | None = None) -> None:
         super().__init__(message)
         self.spill_path = spill_path
+        self.summary: dict | None = None
 
 
 def mask_password(url: str) -> str:

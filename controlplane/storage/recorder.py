@@ -17,8 +17,9 @@ then, and when it ends: :mod:`controlplane.storage.outage_log`). A row the datab
 good (a repeated request id) holds back no other row: the flush commits all the others and saves
 the refused ones to a file of their own (:mod:`controlplane.storage.refused`, :attr:`RunRecorder.refused`). Each flush's transaction also
 records how far this recorder got (:mod:`controlplane.storage.backlog`), so a commit whose
-acknowledgement was lost is not written twice. :meth:`RunRecorder.close` saves whatever is still
-unwritten to one spill file that :meth:`RunRecorder.replay_spill` can load later.
+acknowledgement was lost is not written twice. :meth:`RunRecorder.close` waits through an outage
+for up to ``close_wait_s`` (`CLOSE_WAIT_S`), then saves whatever is still unwritten to one spill
+file that :meth:`RunRecorder.replay_spill` can load later.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, insert
 
+from controlplane.storage import spill
 from controlplane.storage.backlog import Backlog, Chunk, count_updates
 from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url
@@ -46,13 +48,18 @@ from controlplane.storage.request_verdicts import request_verdict
 from controlplane.storage.retry import FlushFailure, with_retries
 from controlplane.storage.rows import SPECS, derive_latencies
 
-__all__ = ["DEFAULT_MAX_PENDING_ROWS", "FlushFailure", "RunRecorder"]
+__all__ = ["CLOSE_WAIT_S", "DEFAULT_MAX_PENDING_ROWS", "FlushFailure", "RunRecorder"]
 
 log = logging.getLogger(__name__)
 
 _RUN: Final = Run.__table__
 _MAX_ERRORS: Final = 1000
 DEFAULT_MAX_PENDING_ROWS: Final = 200_000
+#: How long :meth:`RunRecorder.close` keeps retrying a database that is away before it spills the
+#: rows: a run that ends during a short outage (a restart, a failover) is still written whole.
+CLOSE_WAIT_S: Final = 60.0
+#: The wait at the close tries again at most this many times (each try is a flush with its retries).
+_CLOSE_TRIES: Final = 8
 
 
 class RunRecorder(RecorderSpills):
@@ -76,6 +83,7 @@ class RunRecorder(RecorderSpills):
         max_pending_rows: int = DEFAULT_MAX_PENDING_ROWS,
         background: bool = False,
         spill_dir: str | Path | None = None,
+        close_wait_s: float = CLOSE_WAIT_S,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -83,6 +91,7 @@ class RunRecorder(RecorderSpills):
         slow producers such as the daemon. ``max_pending_rows`` bounds the rows kept in memory
         while the database is away (give or take what arrives during one flush's retries); the
         rest are spilled. ``background`` starts a writer thread, so appends never write.
+        ``close_wait_s``: how long :meth:`close` waits for a database that is away (0: spill at once).
         ``sleep``/``clock`` are injectable for tests."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -90,6 +99,8 @@ class RunRecorder(RecorderSpills):
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if max_pending_rows < 1:
             raise ValueError(f"max_pending_rows must be >= 1, got {max_pending_rows}")
+        if close_wait_s < 0:
+            raise ValueError(f"close_wait_s must be >= 0, got {close_wait_s}")
         self.engine = engine
         self.batch_size = batch_size
         self.max_retries = max_retries
@@ -97,6 +108,7 @@ class RunRecorder(RecorderSpills):
         self.flush_interval_s = flush_interval_s
         self.max_pending_rows = max_pending_rows
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self.close_wait_s = close_wait_s
         self.errors: list[FlushFailure] = []
         self.num_flush_failures = 0
         self.retries = 0
@@ -412,7 +424,8 @@ class RunRecorder(RecorderSpills):
     # -- closing and spills -------------------------------------------------
 
     def close(self, *, spill_dir: str | Path | None = None) -> None:
-        """Flush what is left; if the database still refuses it, spill it and raise ``StorageError``.
+        """Flush what is left, waiting through an outage for up to ``close_wait_s``; if the database
+        still refuses it, spill it and raise ``StorageError``.
 
         Everything unwritten, earlier spills included, goes to one file; the
         error's message and ``spill_path`` say where. The spill goes to
@@ -424,7 +437,7 @@ class RunRecorder(RecorderSpills):
         with self._io:
             if self._closed:
                 return
-            if self.flush():
+            if self.flush() or self._wait_for_database():
                 self._closed = True
                 return
             path, count = self._spill_all(Path(spill_dir) if spill_dir is not None else None)
@@ -432,9 +445,35 @@ class RunRecorder(RecorderSpills):
             last = self.errors[-1].error if self.errors else "unknown error"
             raise StorageError(
                 f"{count} rows could not be written to {describe_url(self.engine)} ({last}); "
-                f"they were saved to {path} - load them with RunRecorder(engine).replay_spill({str(path)!r})",
+                f"they were saved to {path} - {spill.load_advice(path, describe_url(self.engine))}",
                 spill_path=path,
             )
+
+    def _wait_for_database(self) -> bool:
+        """At the close, after a flush that failed: while the database is away (a retryable
+        failure), flush again now and then for up to ``close_wait_s``; return whether it took
+        everything. The writer process closes with this same wait. Ctrl-C ends the wait (the
+        rows are then spilled)."""
+        if not self.close_wait_s or not self.errors or not self.errors[-1].retryable:
+            return False
+        pause = max(self.close_wait_s / _CLOSE_TRIES, self.retry_backoff_s)
+        start, slept = self._clock(), 0.0  # (slept: with an injected sleep the clock may not move)
+        log.warning("storage: %s is still unavailable at the close; waiting up to %.0f s for it to take the last "
+                    "%d rows before they are saved to a spill file (Ctrl-C: save them now)",
+                    describe_url(self.engine), self.close_wait_s, self.pending)
+        try:
+            while max(self._clock() - start, slept) < self.close_wait_s:
+                wait = min(pause, self.close_wait_s - max(self._clock() - start, slept))
+                self._sleep(wait)
+                slept += wait
+                if self.flush():
+                    return True
+                if not self.errors[-1].retryable:
+                    return False
+        except KeyboardInterrupt:
+            log.warning("storage: interrupted while waiting for %s: saving the rows to a spill file",
+                        describe_url(self.engine))
+        return False
 
     def _check_open(self) -> None:
         if self._closed:

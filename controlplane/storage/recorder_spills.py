@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, select
 
-from controlplane.storage import spill
+from controlplane.storage import spill, spill_notes
 from controlplane.storage.backlog import Backlog, chunks_from_entries, read_mark, skip_committed
 from controlplane.storage.db import describe_url, sqlite_path
 from controlplane.storage.errors import StorageError
@@ -61,14 +61,19 @@ class RecorderSpills:
     def _spill_all(self, directory: Path | None) -> tuple[Path, int]:
         self._take_buffers()
         backlog = self._backlog
-        count = len(backlog)
+        count, run_ids = len(backlog), backlog.run_ids()
         path = spill.write_spill(backlog.all_entries, directories=self._spill_directories(directory),
-                                 run_ids=backlog.run_ids(), source=describe_url(self.engine), writer=self.writer)
+                                 run_ids=run_ids, source=describe_url(self.engine), writer=self.writer)
         for f in backlog.files:
             f.path.unlink(missing_ok=True)
         backlog.files, backlog.chunks = [], []
         log.error("storage: %d unwritten rows spilled to %s", count, path)
+        # (so that the run, left `running`, is not taken for a killed one: controlplane.storage.crashed)
+        spill_notes.note_spill(path, run_ids, self._database_key(), count)
         return path, count
+
+    def _database_key(self) -> str:
+        return spill_notes.database_key(describe_url(self.engine), sqlite_path(self.engine))
 
     def _save_refused(self, refusal: Refusal) -> None:
         """Rows the database refused (the flush's other rows are committed): to a refused file,
@@ -128,6 +133,7 @@ class RecorderSpills:
                     f"could not write the {len(todo)} rows from {path} to {describe_url(self.engine)}: "
                     f"{self.errors[-1].error}"
                 )
+            spill_notes.forget(path)
             return len(todo) - (self.refused.count - refused_before)  # (refused again: in a new refused file)
 
     def _existing_runs(self, run_ids: set[int], writer: str | None) -> tuple[set[int], int | None]:

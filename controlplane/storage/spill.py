@@ -126,6 +126,14 @@ def read_entries(path: Path) -> Iterator[tuple[str, dict[str, Any], int | None]]
             yield table, row, entry.get("seq")
 
 
+def load_advice(path: Path, source: str) -> str:
+    """How to load the spill file ``path`` of the database ``source`` (its URL, password hidden):
+    the command, with ``--db`` where the file's header cannot give the URL (a hidden password)."""
+    db = f" --db {source}" if "***" in source else ""
+    hint = " (with its password)" if db else ""
+    return f"load them with `python -m controlplane.storage.load_spill {path}{db}`{hint} once the database is back"
+
+
 def read_spill(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield the ``(table, row)`` entries of a spill file, checking its header."""
     for table, row, _ in read_entries(path):

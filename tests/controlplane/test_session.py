@@ -142,3 +142,25 @@ def test_a_name_registered_twice_by_one_plugin_is_a_config_error():
 
     with pytest.raises(ConfigError, match="latency model 'mine' is registered by plugin 'twice' and again by it"):
         _factories(extra=(Twice(),))
+
+
+def test_a_close_whose_rows_were_spilled_raises_with_the_runs_summary(tmp_path):
+    """The database took none of the run's last rows (they went to a spill file): the error the
+    close raises carries the run's whole summary, for the command to print all the same."""
+    from controlplane.config import RunConfig
+    from controlplane.session import RunSession
+    from controlplane.storage.errors import StorageError
+
+    class Spilling:
+        def finish_run(self, run_id, **values):
+            return False
+
+        def close(self):
+            raise StorageError("3 rows could not be written", spill_path=tmp_path / "spill.jsonl")
+
+    session = RunSession(RunConfig(), mode="sim", record=False)
+    session.recorder, session.run.run_id = Spilling(), 7
+    with pytest.raises(StorageError) as info:
+        session.close({"num_requests": 3})
+    assert info.value.summary["num_requests"] == 3 and info.value.summary["run_id"] == 7
+    assert info.value.spill_path == tmp_path / "spill.jsonl"

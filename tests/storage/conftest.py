@@ -25,6 +25,15 @@ from controlplane.storage import make_engine, upgrade
 PG_ADMIN_URL = os.environ.get("CONTROLPLANE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Journals and spill notes (`controlplane.storage.spill_notes`) in a folder of the test's own,
+    not the user's state directory."""
+    directory = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("CONTROLPLANE_JOURNAL_DIR", str(directory))
+    return directory
+
+
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[Engine]:
     """AUTOCOMMIT engine on the maintenance database, for CREATE/DROP DATABASE."""

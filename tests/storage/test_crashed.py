@@ -313,3 +313,57 @@ def test_a_live_run_of_another_pid_namespace_on_this_host_is_not_marked(tmp_path
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def _spilled_run(tmp_path) -> tuple[Engine, int, "Path"]:
+    """A run whose process ended while its SQLite file was locked: its rows and its end spilled."""
+    from pathlib import Path
+
+    from controlplane.storage import StorageError, make_engine, upgrade
+
+    from .support import FINISHED
+    from .test_failures import WriteLock
+
+    path = tmp_path / "runs.db"
+    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    upgrade(engine)
+    rec = RunRecorder(engine, max_retries=0, close_wait_s=0)
+    run_id = start_run(rec)
+    rec.add_request(request_row(0))
+    rec.flush()
+    rec.add_request(request_row(1))
+    lock = WriteLock(path)
+    try:
+        rec.finish_run(run_id, status="finished", summary={"num_requests": 2}, finished_at=FINISHED, wall_s=1.0,
+                       sim_end_s=2.0)
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    claim_run(engine, run_id, {**process_marker(), "pid": _dead_pid(), "start_ticks": None})
+    return engine, run_id, Path(info.value.spill_path)
+
+
+def test_a_run_whose_end_was_spilled_is_not_said_to_be_killed(tmp_path, caplog) -> None:
+    """Its process ended while the database was away: the run's rows and its end are in a spill
+    file, which the crashed run names with the command that loads it; loading it ends the run."""
+    from controlplane.storage.load_spill import main
+    from controlplane.storage.spill_notes import spills_of
+
+    engine, run_id, spill = _spilled_run(tmp_path)
+    with caplog.at_level("WARNING", logger="controlplane.storage"):
+        [marked] = mark_crashed_runs(engine)
+    summary = get_run(engine, run_id)["summary"]
+    assert marked["run_id"] == run_id and summary["spilled"] == [str(spill)]
+    assert summary["requests_recorded"] == 1 and summary["requests_lost"] is None
+    note = summary["lost_note"]
+    assert "killed" not in note.replace("not killed", "") and "where it was killed" not in note
+    assert str(spill) in note and f"python -m controlplane.storage.load_spill {spill}" in note
+    assert str(spill) in caplog.text and "load_spill" in caplog.text
+
+    assert main([str(spill)]) == 0  # (--db: the file's own, a SQLite URL without a password)
+    run = get_run(engine, run_id)
+    assert (run["status"], run["summary"]) == ("finished", {"num_requests": 2})
+    assert not spill.exists() and spills_of(run_id, str((tmp_path / "runs.db").resolve())) == []
+    engine.dispose()
+

@@ -149,7 +149,7 @@ def test_a_locked_database_is_reported_and_spilled_as_inline(tmp_path: Path) -> 
     path = tmp_path / "runs.db"
     _engine(path).dispose()
     rec = FrontRecorder(EarlyWriter(), f"sqlite:///{path}", batch_size=40, max_retries=1, retry_backoff_s=0.0,
-                        engine_kwargs={"connect_args": {"timeout": 0.05}})
+                        close_wait_s=0, engine_kwargs={"connect_args": {"timeout": 0.05}})
     run_id = start_run(rec)
     lock = WriteLock(path)
     try:
@@ -168,6 +168,39 @@ def test_a_locked_database_is_reported_and_spilled_as_inline(tmp_path: Path) -> 
     assert RunRecorder(engine).replay_spill(spill_path) == 101
     assert len(_rows(path)["request"]) == 100
     engine.dispose()
+
+
+def test_the_writer_waits_through_an_outage_at_the_close_as_inline(tmp_path: Path) -> None:
+    """The writer process closes with the inline recorder's own wait (``close_wait_s``): a
+    database back within it takes every row, none is spilled."""
+    import threading
+    import time
+
+    path = tmp_path / "runs.db"
+    _engine(path).dispose()
+    rec = FrontRecorder(EarlyWriter(), f"sqlite:///{path}", batch_size=40, max_retries=0, close_wait_s=20.0,
+                        engine_kwargs={"connect_args": {"timeout": 0.05}})
+    run_id = start_run(rec)
+    held, closing = threading.Event(), threading.Event()
+
+    def outage() -> None:  # (a sqlite3 connection is used in the thread that made it)
+        lock = WriteLock(path)
+        held.set()
+        closing.wait()
+        time.sleep(1.0)  # back a second after the close began: within its wait
+        lock.close()
+
+    thread = threading.Thread(target=outage)
+    thread.start()
+    held.wait()
+    for i in range(100):
+        rec.add_request(request_row(i))
+    assert _finish(rec, run_id) is False
+    closing.set()
+    rec.close()
+    thread.join()
+    assert len(_rows(path)["request"]) == 100
+    assert not list(tmp_path.glob("controlplane-spill-*"))
 
 
 @pytest.mark.parametrize(("url", "error", "match"), [

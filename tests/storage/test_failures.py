@@ -200,6 +200,57 @@ def test_close_spills_next_to_sqlite_file_and_replays(sqlite_db: tuple[Engine, P
     assert [d for d in decisions if d["is_error"]][0]["payload"] is None
 
 
+def test_close_waits_through_an_outage_and_writes_everything(sqlite_db: tuple[Engine, Path]) -> None:
+    """A run that ends while its database is away (here: locked) is written whole once it is back
+    within ``close_wait_s``, not spilled after one flush's retries."""
+    engine, path = sqlite_db
+    lock: WriteLock | None = None
+    # sleeps: finish_run's retry, close's flush retry, then the close's first wait: the lock goes there
+    sleeper = Sleeper(heal_after=3, heal=lambda: lock.release())
+    rec = RunRecorder(engine, max_retries=1, retry_backoff_s=0.0, close_wait_s=40.0, sleep=sleeper)
+    run_id = start_run(rec)
+    _add_mixed(rec, 0, 20)
+    lock = WriteLock(path)
+    try:
+        assert rec.finish_run(run_id, status="finished", summary={"n": 20}, finished_at=FINISHED, wall_s=1.0,
+                              sim_end_s=10.0) is False
+        rec.close()  # no StorageError: nothing spilled
+    finally:
+        lock.close()
+    assert sleeper.delays == [0.0, 0.0, 5.0], "one wait of close_wait_s / 8, then the flush went through"
+    assert not list(path.parent.glob("controlplane-spill-*")), "nothing spilled"
+    assert _counts(engine) == {"request": 20, "decision": 20, "metric_sample": 20, "worker_event": 1}
+    assert get_run(engine, run_id)["status"] == "finished"
+
+
+def test_close_waits_at_most_close_wait_s_then_spills(sqlite_db: tuple[Engine, Path]) -> None:
+    engine, path = sqlite_db
+    sleeper = Sleeper()
+    rec = RunRecorder(engine, max_retries=0, close_wait_s=16.0, sleep=sleeper)
+    start_run(rec)
+    rec.add_request(request_row(1))
+    lock = WriteLock(path)
+    try:
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    assert sleeper.delays == [2.0] * 8, "close_wait_s in eight waits, each followed by a flush"
+    assert "load them with `python -m controlplane.storage.load_spill" in str(info.value)
+    spill_beside(info, path).unlink()
+
+
+def test_close_does_not_wait_for_what_no_retry_mends(engine: Engine, tmp_path: Path) -> None:
+    """A row refused for good is no outage: nothing to wait for (it goes to a refused file)."""
+    sleeper = Sleeper()
+    rec = RunRecorder(engine, close_wait_s=60.0, sleep=sleeper, spill_dir=tmp_path)
+    start_run(rec)
+    rec.add_request(request_row(1))
+    rec.add_request(request_row(1))
+    rec.close()
+    assert sleeper.delays == [] and rec.refused.count == 1
+
+
 def test_spill_goes_to_given_dir(sqlite_db: tuple[Engine, Path], tmp_path: Path) -> None:
     engine, path = sqlite_db
     rec = RunRecorder(engine, max_retries=0, sleep=Sleeper(), spill_dir=tmp_path / "spills")

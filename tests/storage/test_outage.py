@@ -171,8 +171,9 @@ def test_a_commit_whose_acknowledgement_was_lost_is_not_written_twice(
 
 def test_replaying_a_spill_skips_what_its_recorder_committed(engine: Engine, tmp_path: Path) -> None:
     """The last flush before close committed, but its acknowledgement was lost: close spilled
-    those rows, and the replay must not write them again."""
-    rec = RunRecorder(engine, max_retries=0, spill_dir=tmp_path, sleep=Sleeper())
+    those rows (it does not wait for the database: ``close_wait_s=0``), and the replay must not
+    write them again."""
+    rec = RunRecorder(engine, max_retries=0, spill_dir=tmp_path, sleep=Sleeper(), close_wait_s=0)
     start_run(rec)
     rec.engine = LostAcknowledgement(engine, n=1)
     for i in range(10):

@@ -1,0 +1,76 @@
+"""Load a spill file into its database: ``python -m controlplane.storage.load_spill FILE [--db URL]``.
+
+A spill file holds rows a recorder could not write (the database was away when its run ended,
+`controlplane.storage.recorder`), the update that finishes the run among them: loading it writes
+them, so a run left ``running`` (or marked ``crashed`` meanwhile) gets its rows, its summary and
+its status. ``--db`` defaults to the database the file names in its header (where that URL has no
+hidden password). The file is deleted once its rows are written, as the recorder deletes the spill
+files it writes back itself: loading it twice would write its rows twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from controlplane.storage import spill
+from controlplane.storage.errors import StorageError, mask_password
+
+__all__ = ["load_spill", "main"]
+
+
+def load_spill(url: str, path: str | Path) -> int:
+    """Write the spill file ``path``'s rows to ``url``'s database and delete the file; return how
+    many rows were written (``StorageError`` when they were not: the file is then kept)."""
+    from controlplane.storage.db import ensure_schema, make_engine
+    from controlplane.storage.recorder import RunRecorder
+
+    path = Path(path)
+    engine = make_engine(url)
+    try:
+        ensure_schema(engine)
+        recorder = RunRecorder(engine, close_wait_s=0)
+        # (a failure leaves the recorder unclosed: its close would spill the rows to a second file)
+        written = recorder.replay_spill(path)
+        recorder.close()
+    finally:
+        engine.dispose()
+    path.unlink(missing_ok=True)
+    return written
+
+
+def _database(path: Path, db: str | None) -> str:
+    if db is not None:
+        return db
+    source = spill.read_header(path).get("source")
+    if not isinstance(source, str) or "***" in source:
+        raise StorageError(f"{path} names no database this can connect to ({source!r}): give --db URL")
+    return source
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 when the rows are written, 2 (one line on stderr) when not."""
+    parser = argparse.ArgumentParser(prog="python -m controlplane.storage.load_spill",
+                                     description="Write a spill file's rows to its database, then delete the file.")
+    parser.add_argument("file", type=Path, help="a controlplane-spill-run*.jsonl file")
+    parser.add_argument("--db", help="the database URL (default: the one in the file's header)")
+    args = parser.parse_args(argv)
+    url = args.db
+    try:
+        url = _database(args.file, args.db)
+        written = load_spill(url, args.file)
+    except (StorageError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a driver's error (the database still away): one line, no traceback
+        from controlplane.storage.errors import database_error
+
+        print(f"error: {database_error(exc, url)}", file=sys.stderr)
+        return 2
+    print(f"{written} rows from {args.file} written to {mask_password(url)}; the file is deleted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

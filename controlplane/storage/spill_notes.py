@@ -1,0 +1,99 @@
+"""Where a run's unwritten rows went, for the runs of dead processes that are not crashed.
+
+A run that ends while its database is away (after the close's wait, `RunRecorder.close`) saves
+its last rows, and the update that finishes the run, to a spill file; its row stays ``running``
+and its process exits. Without a trace of the spill, the next command on this host would mark
+the run ``crashed`` and say its rows stop where it was killed. So the recorder that spills at its
+close leaves a note in this user's state directory (the daemon's journal directory,
+`controlplane.storage.journal.journal_dir`): the spill file, the runs it holds and their
+database. `controlplane.storage.crashed` reads it and says where the rows are and how to load
+them; loading the file (`controlplane.storage.load_spill`) writes the run's end and forgets the note.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from controlplane.storage.journal import journal_dir
+
+__all__ = ["database_key", "forget", "note_spill", "spills_of"]
+
+log = logging.getLogger("controlplane.storage")
+
+_PREFIX = "spilled-"
+
+
+def database_key(url: str, sqlite_file: Path | None) -> str:
+    """What names a database in a note: a SQLite file's absolute path, else its URL (password hidden)."""
+    return str(sqlite_file.resolve()) if sqlite_file is not None else url
+
+
+def note_spill(path: Path, run_ids: Iterable[int], database: str, rows: int) -> None:
+    """Leave a note that ``path`` holds ``rows`` unwritten rows of ``run_ids`` of ``database``
+    (`database_key`). A note that cannot be written is logged at DEBUG: the spill file is what counts."""
+    note = {"spill": str(path.resolve()), "run_ids": sorted(run_ids), "database": database, "rows": rows,
+            "created_at": datetime.now(timezone.utc).isoformat()}
+    directory = journal_dir()
+    final = directory / f"{_PREFIX}{uuid.uuid4().hex}.json"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = final.with_suffix(".partial")
+        partial.write_text(json.dumps(note), encoding="utf-8")
+        os.replace(partial, final)
+    except OSError as exc:
+        log.debug("storage: no note of spill file %s: %s", path, exc)
+
+
+def _notes() -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    try:
+        paths = sorted(journal_dir().glob(f"{_PREFIX}*.json"))
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            note = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(note, dict) and isinstance(note.get("spill"), str):
+            out.append((path, note))
+    return out
+
+
+def spills_of(run_id: int, database: str, since: datetime | None = None) -> list[Path]:
+    """The spill files still present that hold unwritten rows of ``run_id`` of ``database``,
+    written at or after ``since`` (the run's start: a note of an older run with the same id is no
+    note of this one). Notes whose spill file is gone (loaded, deleted) are removed."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=timezone.utc)  # (SQLite gives back naive UTC)
+    found = []
+    for note_path, note in _notes():
+        spill = Path(note["spill"])
+        if not spill.exists():
+            note_path.unlink(missing_ok=True)
+            continue
+        if note.get("database") != database or run_id not in (note.get("run_ids") or []):
+            continue
+        try:
+            created = datetime.fromisoformat(note["created_at"])
+        except (KeyError, TypeError, ValueError):
+            created = None
+        if since is not None and created is not None and created < since:
+            continue
+        found.append(spill)
+    return found
+
+
+def forget(path: Path) -> None:
+    """Remove the notes of the spill file ``path`` (its rows are written)."""
+    resolved = str(Path(path).resolve())
+    for note_path, note in _notes():
+        if note["spill"] == resolved:
+            note_path.unlink(missing_ok=True)
