@@ -211,13 +211,19 @@ def mark_crashed_sweeps(
 def mark_crashed_quietly(engine: Engine, *, exclude: set[int] | frozenset[int] = frozenset()) -> list[dict[str, Any]]:
     """:func:`mark_crashed_runs` for a command that opens the database to do something else: a
     database that cannot be read or written here (a read-only file, an outage) is logged, not raised,
-    and nothing is marked. Sweeps of dead processes are marked too (:func:`mark_crashed_sweeps`)."""
+    and nothing is marked (quietly for a role that may not write: a reader). Sweeps of dead processes are marked too (:func:`mark_crashed_sweeps`)."""
     from sqlalchemy.exc import SQLAlchemyError
+
+    from controlplane.storage.retry import describe_error, is_permission_denied
 
     try:
         runs = mark_crashed_runs(engine, exclude=exclude)
         mark_crashed_sweeps(engine)
         return runs
     except (SQLAlchemyError, OSError) as exc:
-        log.warning("could not check for crashed runs: %s", exc)
+        if isinstance(exc, SQLAlchemyError) and is_permission_denied(exc):
+            # A role that may read and not write (docs/configuration.md's readers): not its to mark.
+            log.debug("not checking for crashed runs: this role may not update runs (%s)", describe_error(exc))
+        else:
+            log.warning("could not check for crashed runs: %s", describe_error(exc))
         return []

@@ -43,6 +43,11 @@ def is_retryable(exc: SQLAlchemyError) -> bool:
     return getattr(exc.orig, "sqlstate", None) not in _PERMANENT_SQLSTATES
 
 
+def is_permission_denied(exc: SQLAlchemyError) -> bool:
+    """Whether the database refused ``exc``'s statement for a privilege the role lacks (a reader's write)."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _PERMANENT_SQLSTATES
+
+
 def describe_error(exc: BaseException) -> str:
     """``Type: first line``; for SQLAlchemy's wrapper of a driver's error, the driver's own message
     (without the ``(sqlite3.OperationalError)`` prefix SQLAlchemy puts before it)."""

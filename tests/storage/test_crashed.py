@@ -367,3 +367,24 @@ def test_a_run_whose_end_was_spilled_is_not_said_to_be_killed(tmp_path, caplog) 
     assert not spill.exists() and spills_of(run_id, str((tmp_path / "runs.db").resolve())) == []
     engine.dispose()
 
+
+@pytest.mark.postgres
+def test_a_read_only_role_skips_the_crash_marking_quietly(pg_url, pg_reader, caplog) -> None:
+    """A reader (CONNECT and SELECT only) cannot mark a dead run: no SQL dump, no warning."""
+    from controlplane.storage import make_engine, upgrade
+    from controlplane.storage.crashed import mark_crashed_quietly
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec)
+    claim_run(engine, run_id, {**process_marker(), "pid": _dead_pid(), "start_ticks": None})
+    reader = make_engine(pg_reader(pg_url))
+    try:
+        with caplog.at_level("WARNING"):
+            assert mark_crashed_quietly(reader) == []
+        assert caplog.records == []
+        assert get_run(engine, run_id)["status"] == "running"
+    finally:
+        reader.dispose()
+        engine.dispose()
