@@ -81,13 +81,13 @@ def daemon(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     with user_errors():
-        cfg, overrides = daemon_config(
-            config, db=db, workers=workers, preset=preset, model_path=model_path, precision=precision,
-            model_name=model_name,
-        )
+        flags = {"db": db, "workers": workers, "preset": preset, "model_path": model_path, "precision": precision,
+                 "model_name": model_name}
+        cfg, overrides = daemon_config(config, **flags)
         options = DaemonOptions(
             host=host, port=port, pool=pool, admin_token=admin_token_from_env(), config_path=config,
-            overrides=overrides, drain_timeout_s=drain_timeout, request_timeout_s=request_timeout or None,
+            overrides=overrides, config_flags=flags, drain_timeout_s=drain_timeout,
+            request_timeout_s=request_timeout or None,
             cpu_threads=cpu_threads, ray_address=ray_address, log_level=log_level.lower(), access_log=access_log,
             max_workers=max_workers,
             journal_dir=journal_dir,

@@ -59,6 +59,9 @@ class DaemonOptions:
     admin_token: str | None = None
     config_path: Path | None = None  # re-read by POST /admin/reload
     overrides: dict[str, Any] = field(default_factory=dict)  # CLI overrides, applied again on reload
+    # The command line's choices as `daemon_config` takes them (db, workers, preset, ...): a reload makes the
+    # config as the start did, from the file read again (None: `overrides` applied to the file instead)
+    config_flags: dict[str, Any] | None = None
     drain_timeout_s: float = 120.0  # longest wait for requests in flight when draining
     request_timeout_s: float | None = 600.0  # a request unanswered this long gets a 504
     default_max_tokens: int = 256  # chat requests without max_tokens

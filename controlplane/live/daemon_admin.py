@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import Request as HTTPRequest
 
 from controlplane.config import load_config
+from controlplane.live.daemon_config import daemon_config
 from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
 from controlplane.live.daemon_config import with_request_deadline
@@ -43,7 +44,10 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
     """Re-read the config file (with the command line's overrides) and swap in its plugins."""
     opts = daemon.options
     try:
-        cfg = await asyncio.to_thread(load_config, opts.config_path, opts.overrides)
+        if opts.config_flags is not None:  # as the start made it: the file's models, then the command line's
+            cfg, _ = await asyncio.to_thread(lambda: daemon_config(opts.config_path, **opts.config_flags))
+        else:
+            cfg = await asyncio.to_thread(load_config, opts.config_path, opts.overrides)
         cfg = with_request_deadline(cfg, opts.request_timeout_s)
         changed = daemon.driver.reload(cfg)
         daemon.keys = KeyRing(cfg.auth.api_keys)  # keys rotate with the config

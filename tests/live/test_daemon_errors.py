@@ -239,3 +239,23 @@ def test_a_prompt_and_max_tokens_over_the_context_together_name_the_input_as_ope
     assert chat.status_code == 400 and error(chat)["code"] == "too_long" and error(chat)["param"] == "messages"
     alone = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi " * 3000}]})
     assert alone.status_code == 400 and error(alone)["param"] == "messages", error(alone)
+
+
+def test_a_reload_sees_a_changed_model_list_and_says_it_needs_a_restart(tmp_path):
+    """The daemon priced its CPU worker by overriding ``cluster.models``, and a reload applied the model list
+    saved at the start over the file read again: a changed ``max_model_len`` read as no change at all."""
+    from fastapi.testclient import TestClient
+
+    path = tmp_path / "daemon.yaml"
+    text = "cluster:\n  models:\n    - {name: tiny, replicas: 1, max_model_len: 512, worker: {preset: tiny-llama}}\n"
+    path.write_text(text)
+    flags = {"db": None, "workers": None, "preset": None, "model_path": None, "precision": None, "model_name": None}
+    cfg, overrides = daemon_config(path, **flags)
+    options = DaemonOptions(pool="thread", admin_token=TOKEN, cpu_threads=1, config_path=path, overrides=overrides,
+                            config_flags=flags)
+    with TestClient(Daemon(cfg, options, record=False).app) as client:
+        wait_until_ready(client)
+        admin = {"authorization": f"Bearer {TOKEN}"}
+        assert client.post("/admin/reload", headers=admin).json()["needs_restart"] == []
+        path.write_text(text.replace("512", "256"))
+        assert client.post("/admin/reload", headers=admin).json()["needs_restart"] == ["cluster"]
