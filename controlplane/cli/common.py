@@ -104,7 +104,7 @@ def user_errors(db_url: str | None = None, *, options: Mapping[str, str] | None 
             text = named_by_options(exc, options)
         if isinstance(exc, StorageError):  # (one raised from a driver's error: that error's one line)
             text = f"database: {database_error(exc.__cause__, db_url) if _database_failure(exc.__cause__) else exc}"
-        if isinstance(exc, StorageError) and exc.spill_path is not None:
+        if isinstance(exc, StorageError) and exc.spill_path is not None and str(exc.spill_path) not in text:
             text += f" (rows not written were saved to {exc.spill_path})"
         _exit_with(text)
     except OSError as exc:  # a file the command reads or writes: a folder in the way, no permission, a full disk

@@ -1,14 +1,15 @@
-"""`controlplane db ...`: schema migrations."""
+"""`controlplane db ...`: schema migrations, and loading a spill file."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from controlplane.cli.common import DB_OPTION_HELP, out, resolve_db, user_errors
 
-app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app = typer.Typer(help="Database schema; spill files.", no_args_is_help=True)
 
 
 @app.command()
@@ -25,3 +26,23 @@ def upgrade(
         engine = make_engine(url)
         do_upgrade(engine, revision)
         out.print(f"database at revision {', '.join(sorted(current_revisions(engine))) or '-'}")
+
+
+@app.command("load-spill")
+def load_spill(
+    file: Annotated[Path, typer.Argument(help="A controlplane-spill-run*.jsonl file (its run's error named it).",
+                                         metavar="<path>")],
+    db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: the one the file's header "
+                                                           "names; give it where that URL's password is hidden).")]
+    = None,
+) -> None:
+    """Write a spill file's rows to its database (the rows of a run whose database was away when it
+    ended, its end among them: the run gets its rows, summary and status), then delete the file."""
+    from controlplane.storage.errors import mask_password
+    from controlplane.storage.load_spill import load_spill as load, spill_database
+
+    with user_errors():
+        url = spill_database(file, resolve_db(db) if db else None)
+    with user_errors(url):
+        written = load(url, file)
+    out.print(f"{written:,} rows from {file} written to {mask_password(url)}; the file is deleted", highlight=False)

@@ -232,11 +232,7 @@ def replay(
                 rate_scale, rate_profile, copies, limit, prompt_scale, output_scale, max_prompt_tokens,
                 max_output_tokens, qps, arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
-        summary = getattr(exc, "summary", None)  # (a run stopped cleanly at its next tick: its whole summary)
-        if summary is not None and json_out:
-            common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")
-        elif summary is not None:
-            common.out.print(summary_table(summary, f"run {summary.get('run_id')} - interrupted"))
+        _print_ended_summary(exc, json_out, "interrupted")  # (a run stopped cleanly at its next tick)
         common.say_replay_interrupted(exc)
         raise
     finally:
@@ -266,6 +262,17 @@ def _check_arrival_options(qps: float | None, arrival: str | None) -> None:
         raise ValueError(f"--arrival: unknown arrival {arrival!r}; valid choices: {', '.join(ARRIVALS)}")
     if qps is not None and not 0 < qps < math.inf:
         raise ValueError(f"--qps must be a finite number > 0, got {qps:g}")
+
+
+def _print_ended_summary(exc: BaseException, json_out: bool, how: str) -> None:
+    """The summary an interrupted or spilled run's error carries (``exc.summary``), as a finished run's is printed."""
+    summary = getattr(exc, "summary", None)
+    if summary is None:
+        return
+    if json_out:
+        common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")
+    else:
+        common.out.print(summary_table(summary, f"run {summary.get('run_id')} - {how}"))
 
 
 def _early_writer() -> Any:
@@ -346,9 +353,14 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                                      prompt_scale=prompt_scale, output_scale=output_scale,
                                      max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         show = progress and common.err.is_terminal  # (with --json too: the bar is on stderr, the JSON on stdout)
-        with _progress_bar(show, Path(path), transforms, limit, options, cfg.sim.until_s) as on_progress:
-            result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
-                                on_progress=on_progress, writer=writer)
+        try:
+            with _progress_bar(show, Path(path), transforms, limit, options, cfg.sim.until_s) as on_progress:
+                result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
+                                    on_progress=on_progress, writer=writer)
+        except Exception as exc:  # (the database away at the run's end: its rows spilled, its summary whole)
+            if getattr(exc, "spill_path", None) is not None:
+                _print_ended_summary(exc, json_out, "its rows spilled")
+            raise
     summary = result.summary
     if summary.get("num_requests") == 0:  # (an empty trace is an error of the reader: here, the transforms)
         common.err.print("[yellow]warning:[/] no request was replayed: the trace's requests all fell outside "

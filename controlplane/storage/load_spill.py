@@ -1,4 +1,5 @@
-"""Load a spill file into its database: ``python -m controlplane.storage.load_spill FILE [--db URL]``.
+"""Load a spill file into its database: ``controlplane db load-spill FILE [--db URL]`` (or
+``python -m controlplane.storage.load_spill``, without the CLI's imports).
 
 A spill file holds rows a recorder could not write (the database was away when its run ended,
 `controlplane.storage.recorder`), the update that finishes the run among them: loading it writes
@@ -17,7 +18,7 @@ from pathlib import Path
 from controlplane.storage import spill
 from controlplane.storage.errors import StorageError, mask_password
 
-__all__ = ["load_spill", "main"]
+__all__ = ["load_spill", "main", "spill_database"]
 
 
 def load_spill(url: str, path: str | Path) -> int:
@@ -40,7 +41,8 @@ def load_spill(url: str, path: str | Path) -> int:
     return written
 
 
-def _database(path: Path, db: str | None) -> str:
+def spill_database(path: Path, db: str | None) -> str:
+    """The database to load ``path`` into: ``db``, else the one its header names (not one with a hidden password)."""
     if db is not None:
         return db
     source = spill.read_header(path).get("source")
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     url = args.db
     try:
-        url = _database(args.file, args.db)
+        url = spill_database(args.file, args.db)
         written = load_spill(url, args.file)
     except (StorageError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

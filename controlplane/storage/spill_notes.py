@@ -7,7 +7,7 @@ the run ``crashed`` and say its rows stop where it was killed. So the recorder t
 close leaves a note in this user's state directory (the daemon's journal directory,
 `controlplane.storage.journal.journal_dir`): the spill file, the runs it holds and their
 database. `controlplane.storage.crashed` reads it and says where the rows are and how to load
-them; loading the file (`controlplane.storage.load_spill`) writes the run's end and forgets the note.
+them; loading the file (`controlplane db load-spill`) writes the run's end and forgets the note.
 """
 
 from __future__ import annotations

@@ -58,3 +58,19 @@ def test_a_role_that_may_not_create_tables_is_told_what_to_use(pg_url, pg_reader
     assert result.stderr.count("\n") == 1 and "LINE" not in result.stderr and ":pw@" not in result.stderr
     assert ("InsufficientPrivilege: permission denied for schema public (this role may not do that here: use a role "
             "that owns the schema's tables, or grant it the privilege)") in result.stderr
+
+
+def test_load_spill_writes_a_spilled_run_s_rows_and_end_and_deletes_the_file(tmp_path):
+    """`controlplane db load-spill FILE`: the command a spilled run's error and crash note name."""
+    from controlplane.storage import get_run
+    from tests.storage.test_crashed import _spilled_run
+
+    engine, run_id, spill = _spilled_run(tmp_path)
+    result = _cli("db", "load-spill", str(spill))
+    assert result.exit_code == 0, result.output
+    assert f"rows from {spill} written to sqlite:///" in " ".join(result.output.split())
+    run = get_run(engine, run_id)
+    assert run["status"] == "finished" and not spill.exists()
+    missing = _cli("db", "load-spill", str(spill))
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
@@ -71,3 +73,29 @@ def test_a_database_that_cannot_be_used_is_one_error_line_naming_its_url(tmp_pat
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: database: {shown}: ") and "secret" not in result.stderr
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_run_whose_rows_were_spilled_at_its_end_still_prints_its_summary(tmp_path, monkeypatch, json_out):
+    """The database away when the run ended: its rows went to a spill file and the error said so, but the
+    summary (whole, carried by the error) was never printed, not even with --json."""
+    import sim.replay
+    from controlplane.storage.errors import StorageError
+
+    spill = tmp_path / "controlplane-spill-run1.jsonl"
+
+    def spilled(*args, **kwargs):
+        exc = StorageError(f"1,234 rows could not be written; saved to {spill}: load them with "
+                           f"`controlplane db load-spill {spill}` once the database is back", spill_path=spill)
+        exc.summary = {"run_id": 1, "num_requests": 20, "num_completed": 20, "slo_attainment": 1.0}
+        raise exc
+
+    monkeypatch.setattr(sim.replay, "replay", spilled)
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "20", "--no-progress",
+                                      "--db", f"sqlite:///{tmp_path / 'runs.db'}", *(["--json"] if json_out else [])])
+    assert result.exit_code == 2
+    if json_out:
+        assert json.loads(result.stdout.splitlines()[0])["num_completed"] == 20
+    else:
+        assert "run 1 - its rows spilled" in result.stdout and "SLO attainment" in result.stdout
+    assert result.stderr.count(str(spill)) == 2  # (the message's own, once, and the command to load it)

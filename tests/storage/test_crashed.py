@@ -358,8 +358,8 @@ def test_a_run_whose_end_was_spilled_is_not_said_to_be_killed(tmp_path, caplog) 
     assert summary["requests_recorded"] == 1 and summary["requests_lost"] is None
     note = summary["lost_note"]
     assert "killed" not in note.replace("not killed", "") and "where it was killed" not in note
-    assert str(spill) in note and f"python -m controlplane.storage.load_spill {spill}" in note
-    assert str(spill) in caplog.text and "load_spill" in caplog.text
+    assert str(spill) in note and f"controlplane db load-spill {spill}" in note
+    assert str(spill) in caplog.text and "load-spill" in caplog.text
 
     assert main([str(spill)]) == 0  # (--db: the file's own, a SQLite URL without a password)
     run = get_run(engine, run_id)

@@ -236,7 +236,7 @@ def test_close_waits_at_most_close_wait_s_then_spills(sqlite_db: tuple[Engine, P
     finally:
         lock.close()
     assert sleeper.delays == [2.0] * 8, "close_wait_s in eight waits, each followed by a flush"
-    assert "load them with `python -m controlplane.storage.load_spill" in str(info.value)
+    assert "load them with `controlplane db load-spill" in str(info.value)
     spill_beside(info, path).unlink()
 
 
