@@ -175,6 +175,11 @@ def _crashed(run: dict) -> str:
     """What a ``crashed`` run's summary says (`controlplane.storage.crashed`), in words."""
     s, found = run["summary"], run.get("finished_at")
     found = found.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(found, "strftime") else found
+    if s.get("spilled"):  # (it ended while its database was away: its end is in the spill file, not lost)
+        line = (f"[bold red]crashed:[/] its process ended while the database was away (found at {found}); "
+                f"{s.get('requests_recorded', 0):,} request rows recorded, the rest and its end in "
+                f"{escape(', '.join(s['spilled']))}: `controlplane db load-spill FILE` writes them")
+        return line + (f"; {escape(s['lost_note'])}" if s.get("lost_note") else "")
     line = (f"[bold red]crashed:[/] its process was gone when found at {found} (it never finished); "
             f"{s.get('requests_recorded', 0):,} request rows recorded")
     if s.get("requests_lost") is not None:
@@ -182,7 +187,7 @@ def _crashed(run: dict) -> str:
         line += (f"; {s['requests_accepted']:,} accepted, {s['requests_lost']:,} accepted and not recorded"
                  + (f" ({ids}{', ...' if s.get('lost_request_ids_truncated') else ''})" if ids else ""))
     elif s.get("lost_note"):
-        line += f"; {s['lost_note']}"
+        line += f"; {escape(s['lost_note'])}"
     return line
 
 

@@ -74,3 +74,17 @@ def test_load_spill_writes_a_spilled_run_s_rows_and_end_and_deletes_the_file(tmp
     missing = _cli("db", "load-spill", str(spill))
     assert missing.exit_code == 2 and "Traceback" not in missing.output
     engine.dispose()
+
+
+def test_runs_show_says_a_spilled_run_ended_while_the_database_was_away(tmp_path):
+    """It said "its process was gone ... (it never finished)" of a run whose end is in a spill file."""
+    from controlplane.storage.crashed import mark_crashed_runs
+    from tests.storage.test_crashed import _spilled_run
+
+    engine, run_id, spill = _spilled_run(tmp_path)
+    mark_crashed_runs(engine)
+    url = str(engine.url)
+    engine.dispose()
+    shown = " ".join(_cli("runs", "show", str(run_id), "--db", url).output.split())
+    assert "ended while the database was away" in shown and "never finished" not in shown
+    assert f"{spill}" in shown and "controlplane db load-spill" in shown
