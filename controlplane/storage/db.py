@@ -76,6 +76,24 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         connection.exec_driver_sql(connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "BEGIN"))
 
 
+def fold_wal(engine: Engine) -> None:
+    """SQLite: fold the write-ahead log into the database file (``wal_checkpoint(TRUNCATE)``), so that
+    the file alone holds every row written: a copy of it, or ``git clean`` of the ``-wal`` file after a
+    process that left without closing its connections (the writer process does), loses nothing (the
+    last run read as ``running``, then ``crashed``, with part of its rows). Nothing for other
+    databases; a checkpoint that cannot run now (a reader holds the log) is left to SQLite's own."""
+    if engine.dialect.name != "sqlite":
+        return
+    try:
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+    except Exception:  # noqa: BLE001 - a later connection's checkpoint folds it
+        logging.getLogger(__name__).debug("storage: wal checkpoint of %s failed", engine.url, exc_info=True)
+
+
 #: Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``) unless the URL says
 #: otherwise (``?connect_timeout=N``).
 CONNECT_TIMEOUT_S = 10

@@ -38,7 +38,7 @@ from sqlalchemy import Engine, insert
 from controlplane.storage import spill
 from controlplane.storage.backlog import Backlog, Chunk, count_updates
 from controlplane.storage.bulk import BulkInsert
-from controlplane.storage.db import describe_url
+from controlplane.storage.db import describe_url, fold_wal
 from controlplane.storage.errors import StorageError
 from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
 from controlplane.storage.outage_log import OutageLog
@@ -439,6 +439,7 @@ class RunRecorder(RecorderSpills):
                 return
             if self.flush() or self._wait_for_database():
                 self._closed = True
+                fold_wal(self.engine)
                 return
             path, count = self._spill_all(Path(spill_dir) if spill_dir is not None else None)
             self._closed = True

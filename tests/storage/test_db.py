@@ -352,3 +352,21 @@ def test_psycopg_errors_it_ignores_are_not_printed(caplog) -> None:
                                                          "canceling statement due to user request")
         logging.getLogger("psycopg").warning("unknown PostgreSQL timezone: %r; will use UTC", "Mars/Base")
     assert [r.getMessage() for r in caplog.records] == ["unknown PostgreSQL timezone: 'Mars/Base'; will use UTC"]
+
+
+def test_a_closed_run_s_rows_are_in_the_sqlite_file_alone(tmp_path):
+    """A replay's writer process leaves without closing its connections: the last run's end sat in the
+    ``-wal`` file (git clean removes it; a copy of the .db read the run as running, then crashed). The
+    recorder's close folds the log into the file."""
+    import shutil
+    import sqlite3
+
+    from controlplane.testing import make_config, make_trace, replay_with
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    replay_with(trace=make_trace(200), config=make_config(storage={"url": url}), db_url=url)
+    shutil.copy(tmp_path / "runs.db", tmp_path / "copy.db")  # (the .db alone, as a backup or `git clean` leaves it)
+    copy = sqlite3.connect(f"file:{tmp_path / 'copy.db'}?mode=ro", uri=True)
+    assert copy.execute("select status from run").fetchall() == [("finished",)]
+    assert copy.execute("select count(*) from request").fetchone() == (200,)
+    copy.close()
