@@ -259,12 +259,30 @@ def compare(
         if len({repr(t) for t in targets.values()}) > 1:
             out.print("SLO attainment: each run against its own SLO targets, which differ: "
                       + "; ".join(f"run {rid} {_targets(t)}" for rid, t in targets.items()), highlight=False)
+    if note := _workload_note((*runs_a, *runs_b)):
+        out.print(note, highlight=False)
     if decisions:
         from controlplane.cli.runs_timeline import compare_decisions
 
         with user_errors():
             for table in compare_decisions(engine, side_a[0], side_b[0]):
                 out.print(table)
+
+
+def _workload_note(runs: tuple[dict, ...]) -> str:
+    """A note when the runs replayed different requests (another trace, window, speed-up, rate or limit):
+    their differences then mix the policies' effect with the workload's ('' when they are the same)."""
+    def workload(r: dict) -> str:
+        read = (r.get("config") or {}).get("trace_read") or {}
+        how = ", ".join(f"{k}={v}" for k, v in sorted({**(read.get("transforms") or {}),
+                                                          **(read.get("options") or {})}.items()))
+        return f"{Path(r.get('trace') or '-').name}" + (f" ({how})" if how else "")
+
+    seen = {r["id"]: workload(r) for r in runs}
+    if len(set(seen.values())) <= 1:
+        return ""
+    return ("note: the runs replayed different requests (" + "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
+            + "): their differences mix the policies' effect with the workload's")
 
 
 def _targets(slo: dict | None) -> str:

@@ -116,6 +116,12 @@ def decision_differences(a: dict[str, list[tuple[float, int]]], b: dict[str, lis
     out: list[dict[str, Any]] = []
     for model in sorted(set(a) | set(b)):
         sa, sb = a.get(model, []), b.get(model, [])
+        if not sa or not sb:  # a model one run does not serve: its targets' range against "not served"
+            targets = sorted({v for _, v in sa or sb})
+            served = f"{targets[0]}" if len(targets) == 1 else f"{targets[0]}-{targets[-1]}"
+            out.append({"model": model, "start_s": 0.0, "end_s": end_s, "a": served if sa else "not served",
+                        "b": served if sb else "not served"})
+            continue
         times = sorted({t for t, _ in sa} | {t for t, _ in sb} | ({end_s} if end_s is not None else set()))
         if end_s is not None:
             times = [t for t in times if t <= end_s]

@@ -27,3 +27,18 @@ def test_runs_sweeps_without_any_prints_no_empty_table_and_full_needs_the_timeli
     assert res.exit_code == 0 and res.output.strip() == "no sweeps or searches stored"
     res = CliRunner().invoke(app, ["runs", "show", "1", "--full", "--db", url])
     assert res.exit_code == 2 and "--full goes with --timeline" in " ".join(res.output.split())
+
+
+def test_compare_says_when_the_runs_replayed_different_requests(tmp_path):
+    """`runs compare 1 2` of the bundled replay and a 600 s window at twice the speed printed -83% requests and
+    'B higher' verdicts without saying the workloads differed."""
+    from sim.replay import TraceTransforms, replay
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    trace = make_trace(60, qps=2)
+    for transforms in (TraceTransforms(), TraceTransforms(limit=30)):
+        replay(trace, make_config(storage={"url": url}), transforms=transforms)
+    text = " ".join(CliRunner().invoke(app, ["runs", "compare", "1", "2", "--no-ci", "--db", url]).output.split())
+    assert "note: the runs replayed different requests" in text and "run 2: - (limit=30)" in text
+    same = " ".join(CliRunner().invoke(app, ["runs", "compare", "1", "1", "--no-ci", "--db", url]).output.split())
+    assert "different requests" not in same

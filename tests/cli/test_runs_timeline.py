@@ -122,6 +122,15 @@ def test_differences_stop_where_the_shorter_run_ended(tmp_path):
     assert "when run 2 ended" in " ".join(res.output.split())
 
 
+def test_a_model_only_one_run_serves_is_listed_not_dropped():
+    """Two runs of disjoint models read "the same targets throughout"; a model only A served was left out."""
+    a = {"coder": [(float("-inf"), 2)], "small": [(float("-inf"), 0), (10.0, 6), (90.0, 2)]}
+    b = {"coder": [(float("-inf"), 2)], "chat": [(float("-inf"), 1)]}
+    assert decision_differences(a, b, end_s=100.0) == [
+        {"model": "chat", "start_s": 0.0, "end_s": 100.0, "a": "not served", "b": "1"},
+        {"model": "small", "start_s": 0.0, "end_s": 100.0, "a": "0-6", "b": "not served"}]
+
+
 def test_a_run_that_never_scaled_is_compared_at_its_starting_count(tmp_path):
     """A seed-autoscaler run of 0 scale events against hpa's of 9 said "the same targets throughout"."""
     from controlplane.cli.runs_timeline import starting_replicas, target_steps
