@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import secrets
 from datetime import datetime, timezone
 
 import pytest
@@ -31,8 +29,7 @@ from controlplane.types import Decision, ReasonCode, Request, RequestStatus
 from controlplane.testing import make_config, make_trace, replay_with
 from sim.replay import replay
 from tests.fixtures.common import azure_head
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.storage.conftest import pg_admin, pg_url  # noqa: F401 (fixtures: $CONTROLPLANE_TEST_PG_URL's server)
 
 
 def _export(engine, run_id: int, what: str) -> list[dict]:
@@ -109,35 +106,8 @@ def test_a_failed_replay_is_marked_failed(tmp_path):
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_url():
-    """A fresh database on the local server, dropped afterwards."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    pytest.importorskip("psycopg")
-    from sqlalchemy.exc import OperationalError
-
-    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    name = f"cp_t_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        message = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {str(exc).splitlines()[0]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
-        pytest.skip(message)
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.mark.postgres
-def test_a_replay_of_500_azure_rows_is_recorded_in_postgresql(pg_url):
+def test_a_replay_of_500_azure_rows_is_recorded_in_postgresql(pg_url):  # noqa: F811
     trace = azure_head(500)
     summary, session = replay(trace, make_config(storage={"url": pg_url}), trace_name="azure_code",
                               trace_format="azure")
