@@ -49,7 +49,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         "_arrivals_since_sample",
         "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s", "_record_batches",
         "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers", "finish_actions",
-        "_steady_scale",
+        "_steady_scale", "_fixed_replicas_only",
     )
 
     def __init__(
@@ -133,6 +133,9 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self._emit = self.calls.emit
         self._decide = self.calls.decide
         self._steady_scale = {} if "cp_scale" in self.calls.single_answer else None  # see ControlLoop._on_tick
+        # whether `fixed-replicas` (or none) is the only autoscaler: then a model with no replica never gets one
+        self._fixed_replicas_only = all(p.info.name == "fixed-replicas" for p in plugins.loaded
+                                        if "cp_scale" in p.info.hooks)
         self.kv.bind(self.calls)
         if getattr(self, "_handlers", None) is not None:  # a reload: iteration timings go to the new set's observers
             self._handlers[ev.IterationTimed] = self._emit
@@ -161,6 +164,19 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         out, self._out = self._out, []
         return out
 
+    def never_served(self) -> dict[str, str]:
+        """Models configured with no replica, none alive, whose only autoscaler is `fixed-replicas` (it keeps
+        the configured count, so never starts one): why, by model. Their requests are refused at arrival
+        (``UNAVAILABLE``) rather than left waiting until the run ends or the client's timeout."""
+        if not self._fixed_replicas_only:
+            return {}  # another autoscaler may start one
+        idle = {d.name for d in self.config.cluster.models if d.replicas == 0}
+        if not idle:
+            return {}
+        idle -= {w.model for w in self.workers.values() if w.is_alive}
+        return {model: "no worker is configured (replicas: 0) and the autoscaler fixed-replicas never starts one"
+                for model in sorted(idle)}
+
     def finish(self) -> dict[str, Any]:
         """End the run: what is still in the system is recorded as in flight; returns the summary."""
         self._out = []
@@ -178,6 +194,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         if counts := self._monitor.counts_by_plugin():
             summary["plugin_error_counts"] = counts
         summary["sim_end_s"] = round(now, 9)
+        # (what slo_attainment was measured against, beside it: the tables print them with it)
+        summary["slo_targets"] = {k: v for k, v in self.config.slo.model_dump().items() if v is not None}
         self._add_cost(summary)
         self.plugins.hook.cp_run_finished(ctx=self.ctx, summary=summary)
         self.calls.drain_errors()
@@ -234,6 +252,10 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
                 "cp_admit_request",
                 ReasonCode.TOO_LONG,
             )
+            return
+        if self._fixed_replicas_only and deployment.replicas == 0 and (why := self.never_served().get(model)):
+            self._reject(r, f"model {model!r} will never be served: {why}", "core", "cp_admit_request",
+                         ReasonCode.UNAVAILABLE)
             return
         room = self.kv.room.get(model)
         if room is not None and r.prompt_tokens + r.max_output_tokens > room:

@@ -10,6 +10,7 @@ give identical results, whoever calls it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -449,6 +450,9 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         timings.mark("session_open")
         driver = build_driver(session, on_progress=on_progress)
         started.append(driver)
+        for model, why in session.core.never_served().items():  # (the daemon says the same at its start)
+            logging.getLogger(__name__).warning("model %r will never be served: %s; its requests are refused as "
+                                                "unavailable (give it replicas, or enable an autoscaler)", model, why)
         session.started()  # the run row's id, before the first event (plugins may read it)
         timings.mark("loop_start")
         t0 = time.perf_counter()

@@ -27,12 +27,8 @@ def models_never_started(driver: Any) -> dict[str, str]:
     core = driver.core
     if core is None or driver.session is None:
         return {}
-    scalers = [p.info.name for p in driver.session.plugins.loaded if "cp_scale" in p.info.hooks]
-    if any(name != "fixed-replicas" for name in scalers):
-        return {}  # another autoscaler may start one
-    alive = {w.model for w in core.workers.values() if w.is_alive}
-    return {d.name: "no worker is configured (replicas: 0, --workers 0) and the autoscaler fixed-replicas never "
-                    "starts one" for d in driver.config.cluster.models if d.replicas == 0 and d.name not in alive}
+    return {model: why.replace("(replicas: 0)", "(replicas: 0, --workers 0)")
+            for model, why in core.never_served().items()}  # (the core refuses their requests: `never_served`)
 
 
 @router.get("/healthz")
@@ -63,9 +59,10 @@ async def readyz(driver: DriverDep) -> JSONResponse:
                                                f"start failed): {why[:500]}" for m, why in down.items())
         elif not driver.draining and driver.last_worker_failure:  # e.g. a model its workers cannot load
             body["reason"] += f"; the last worker failure: {driver.last_worker_failure[:500]}"
-        idle = {} if driver.draining else models_never_started(driver)
-        if idle:
-            body["reason"] += "; " + "; ".join(f"model {m!r}: {why}" for m, why in idle.items())
+    idle = {} if driver.draining else models_never_started(driver)
+    if idle:  # (ready for the other models too: a model never served is named all the same)
+        never = "; ".join(f"model {m!r}: {why}" for m, why in idle.items())
+        body["reason"] = f"{body['reason']}; {never}" if body.get("reason") else never
     return JSONResponse(body, 200 if driver.ready else 503)
 
 

@@ -450,3 +450,23 @@ def test_a_plugin_reload_keeps_the_run_s_plugin_error_counts():
     core._monitor.record("least-loaded", "cp_route_request", ValueError("again"))
     assert core._monitor.num_errors == 2
     assert core._monitor.counts_by_plugin() == {"least-loaded": {"cp_route_request": 2}}
+
+
+def test_a_model_no_replica_will_ever_serve_has_its_requests_refused_at_arrival(caplog):
+    """replicas: 0 and fixed-replicas the only autoscaler: its requests waited in flight until the run ended
+    (the daemon answered 503 at once); they are refused as unavailable, and the replay warns at its start."""
+    from controlplane.types import ReasonCode
+
+    trace = [dataclasses.replace(t, model="small" if i % 3 == 1 else "default") for i, t in enumerate(make_trace(9))]
+    cluster = {"models": [{"name": "default", "replicas": 1}, {"name": "small", "replicas": 0}]}
+    plugins = {"enabled": ["least-loaded", "continuous-batching", "fixed-replicas", "builtin-latency-models"]}
+    with caplog.at_level("WARNING", logger="sim.replay"):
+        res = replay_with(trace=trace, cluster=cluster, plugins=plugins)
+    small = [r for r in res.requests if r.model == "small"]
+    assert len(small) == 3 and all(r.reason_code is ReasonCode.UNAVAILABLE for r in small)
+    assert small[0].reason.startswith("model 'small' will never be served: no worker is configured")
+    assert res.summary["num_in_flight"] == 0 and res.summary["num_completed"] == 6
+    assert "model 'small' will never be served" in caplog.text
+    hpa = {"enabled": ["hpa", *plugins["enabled"]], "settings": {"hpa": {"min_replicas": 0}}}
+    scaled = replay_with(trace=trace, cluster=cluster, plugins=hpa)  # (an autoscaler that may start one)
+    assert not any(r.reason_code is ReasonCode.UNAVAILABLE for r in scaled.requests)

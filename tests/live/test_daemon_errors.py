@@ -259,3 +259,22 @@ def test_a_reload_sees_a_changed_model_list_and_says_it_needs_a_restart(tmp_path
         assert client.post("/admin/reload", headers=admin).json()["needs_restart"] == []
         path.write_text(text.replace("512", "256"))
         assert client.post("/admin/reload", headers=admin).json()["needs_restart"] == ["cluster"]
+
+
+def test_readyz_names_a_never_served_model_while_another_is_ready(tmp_path):
+    """docs/daemon.md: `/readyz` names such a model in its `reason`; it said nothing while another model was up."""
+    from fastapi.testclient import TestClient
+
+    config = tmp_path / "two.yaml"
+    config.write_text("plugins:\n  enabled: [queue-limit, least-loaded, continuous-batching, fixed-replicas]\n"
+                      "cluster:\n  models:\n"
+                      "    - {name: chat, replicas: 1, worker: {preset: tiny-llama}}\n"
+                      "    - {name: code, replicas: 0, worker: {preset: tiny-llama}}\n")
+    cfg, _ = daemon_config(config, db=f"sqlite:///{tmp_path / 'run.db'}")
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, request_timeout_s=5,
+                                       journal_dir=tmp_path / "journal"))
+    with TestClient(daemon.app) as client:
+        wait_until_ready(client)
+        ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.json()["reason"].startswith("model 'code': no worker is configured")
