@@ -270,10 +270,12 @@ def db_option(url: str, default: str) -> tuple[str, str]:
 
 
 def fmt_value(v: object) -> str:
+    """A value as the tables print it: floats to 4 significant digits, from 10,000 up as whole numbers with
+    thousands separators (19,905 GPU-seconds, not 1.991e+04)."""
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:,.0f}" if 1e4 <= abs(v) < float("inf") else f"{v:.4g}"
     return str(v)
 
 

@@ -60,6 +60,11 @@ def summary_rows() -> list[tuple[str, str]]:
     return rows + TAIL
 
 
+def slo_targets_text(targets: dict[str, Any]) -> str:
+    """``TTFT <= 2 s, TPOT <= 0.1 s`` of a summary's ``slo_targets``."""
+    return ", ".join(f"{k.removesuffix('_s').upper()} <= {v:g} s" for k, v in targets.items() if v is not None)
+
+
 def summary_table(summary: dict[str, Any], title: str) -> Any:
     """A rich ``Table`` of one run's summary."""
     from rich.table import Table
@@ -70,6 +75,8 @@ def summary_table(summary: dict[str, Any], title: str) -> Any:
     t.add_column("value", justify="right")
     for key, label in summary_rows():
         if key in summary:
+            if key == "slo_attainment" and summary.get("slo_targets"):
+                label += f" ({slo_targets_text(summary['slo_targets'])})"
             t.add_row(label, fmt_value(summary[key]))
     for key, label in (("cost_error", "cost not known"), ("guardian_cost_error", "guardian cost not known")):
         if summary.get(key):  # (the cost rows read "-": why, where the table shows it)

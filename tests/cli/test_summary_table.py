@@ -53,3 +53,17 @@ def test_a_cost_the_run_could_not_price_says_why_in_the_table():
     text = _text(summary_table({"num_requests": 1, "cost_usd": None,
                                 "cost_error": "no price for GPU 't4': set cluster.gpu_prices.t4"}, "run"))
     assert "cost not known" in text and "no price for GPU 't4'" in text
+
+
+def test_large_values_are_whole_numbers_and_slo_attainment_names_its_targets():
+    """GPU-seconds read 1.991e+04; "SLO attainment" did not say against what."""
+    from rich.console import Console
+
+    from controlplane.cli.summary_table import summary_table
+
+    console = Console(width=200, record=True)
+    console.print(summary_table({"gpu_seconds": 19905.4, "slo_attainment": 0.9983,
+                                 "slo_targets": {"ttft_s": 2.0, "tpot_s": 0.1}}, "run 1"))
+    text = console.export_text()
+    assert "19,905" in text and "e+04" not in text
+    assert "SLO attainment (TTFT <= 2 s, TPOT <= 0.1 s)" in text
