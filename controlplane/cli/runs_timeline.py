@@ -57,11 +57,13 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
                     ("model", {}), ("from -> to", {"justify": "right"}), ("confidence", {"justify": "right"}),
                     ("signals", {"overflow": "fold"}), ("reason", {"overflow": "fold"})):
         t.add_column(col, **kw)
+    cut = False
     for r in rows:
         p = r["payload"]
         reason = r["reason"] or "-"
         if not full and len(reason) > 160:
-            reason = reason[:157] + "..."
+            reason, cut = reason[:157] + "...", True
+        cut = cut or (not full and len(p.get("signals") or {}) > 4)
         target = f"{p.get('from', '?')} -> {p.get('to', '?')}"
         if r["action"] == "shadow_scale" and "active_to" in p:
             target += f" (active {p['active_to']})"
@@ -71,6 +73,8 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
                   Text(reason))  # (text, not markup: "[slope +0.045/s²]" was dropped as a style tag)
     if not rows:
         t.add_row("-", "-", "-", "-", "-", "-", "-", "-", "no scale decisions recorded")
+    if cut:
+        t.caption = "reasons cut at 160 characters and signals at 4 (+N: how many more): --full shows them whole"
     return t
 
 

@@ -42,6 +42,9 @@ def test_timeline_lists_active_and_shadow_decisions(runs):
     assert "scale decisions" in res.output and "hpa" in res.output and "slo-planner" in res.output
     assert "shadow" in res.output and "(active " in res.output  # a shadow row names the active target
     assert "capacity_per_replica_per_s=" in res.output  # signals are printed
+    assert "--full shows them whole" not in res.output
+    short = runner.invoke(app, ["runs", "show", str(with_shadow), "--db", url, "--timeline"], env={"COLUMNS": "250"})
+    assert "--full shows them whole" in " ".join(short.output.split())  # (it cut them without saying how to see them)
     missing = runner.invoke(app, ["runs", "show", "999", "--db", url, "--timeline"])
     assert missing.exit_code != 0 and "run 999 not found" in missing.output
 
