@@ -20,6 +20,7 @@ from controlplane.context import Clock, PolicyContext, RunInfo
 from controlplane.cancellations import Cancellations
 from controlplane.control_loop import ControlLoop
 from controlplane.decisions import Admission, RouteDecision
+from controlplane.errors import did_you_mean
 from controlplane.kv_cache import KVCacheManager
 from controlplane.metrics import RunStats
 from controlplane.plugin_manager import PluginSet
@@ -238,8 +239,9 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         if deployment is not None:
             self._arrivals_since_tick[model] += 1
         else:
-            self._reject(r, f"unknown model: no deployment serves {model!r}", "core", "cp_admit_request",
-                         ReasonCode.UNKNOWN_MODEL)
+            served = ", ".join(self._deployments)
+            self._reject(r, f"unknown model: no deployment serves {model!r}{did_you_mean(model, self._deployments)} "
+                            f"(served: {served})", "core", "cp_admit_request", ReasonCode.UNKNOWN_MODEL)
             return
         if r.model is None:
             r.model = model

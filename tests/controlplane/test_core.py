@@ -184,6 +184,10 @@ def test_unknown_model_is_rejected_with_a_reason():
     rejected = [r for r in res.requests if r.status is RequestStatus.REJECTED]
     assert [r.request_id for r in rejected] == [trace[2].request_id]
     assert "unknown model" in rejected[0].reason and "llama-9000" in rejected[0].reason
+    assert rejected[0].reason.endswith("(served: default)")  # (what the trace's model column should name)
+    trace[2] = dataclasses.replace(trace[2], model="Default")
+    (miss,) = [r for r in replay_with(trace=trace).requests if r.status is RequestStatus.REJECTED]
+    assert "no deployment serves 'Default' (did you mean 'default'?) (served: default)" in miss.reason
     decision = [d for d in res.decisions if d.action == "reject"][0]
     assert (decision.hook, decision.plugin, decision.subject) == ("cp_admit_request", "core", trace[2].request_id)
     assert res.summary["reject_reasons"] == {"unknown model": 1}
