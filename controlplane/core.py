@@ -23,6 +23,7 @@ from controlplane.decisions import Admission, RouteDecision
 from controlplane.errors import did_you_mean
 from controlplane.kv_cache import KVCacheManager
 from controlplane.metrics import RunStats
+from controlplane.model_stats import ModelStats
 from controlplane.plugin_manager import PluginSet
 from controlplane.policy_calls import PolicyCalls
 from controlplane.responses import Responses
@@ -50,7 +51,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         "_arrivals_since_sample",
         "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s", "_record_batches",
         "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers", "finish_actions",
-        "_steady_scale", "_fixed_replicas_only",
+        "_steady_scale", "_fixed_replicas_only", "_by_model",
     )
 
     def __init__(
@@ -77,6 +78,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self._checks: dict = {}  # (request id, stage) -> guardian checks in flight (Responses)
         self._blocked_answers: dict = {}  # (model, prompt) a guardian blocked: never served from a cache
         self.stats = RunStats()
+        self._by_model = ModelStats.for_run(config)  # (several models: each one's figures, the summary's by_model)
         self.gauges: dict[str, float] = {}
         self.ctx = PolicyContext(clock=clock, rng_seed=config.seed, config=config, run=run, workers=self.workers,
                                  metrics=self.gauges)
@@ -195,6 +197,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         if counts := self._monitor.counts_by_plugin():
             summary["plugin_error_counts"] = counts
         summary["sim_end_s"] = round(now, 9)
+        if self._by_model is not None:
+            summary["by_model"] = self._by_model.summary(now)
         # (what slo_attainment was measured against, beside it: the tables print them with it)
         summary["slo_targets"] = {k: v for k, v in self.config.slo.model_dump().items() if v is not None}
         self._add_cost(summary)
@@ -235,6 +239,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self.stats.on_arrival(r)
         self._emit(e)
         model = r.model or self._default_model
+        if self._by_model is not None:
+            self._by_model.on_arrival(r, model)
         deployment = self._deployments.get(model)
         if deployment is not None:
             self._arrivals_since_tick[model] += 1
@@ -372,6 +378,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         latencies = (request_latency(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens)
                      if status is _COMPLETED else None)  # request_latencies(r), computed once
         self.stats.on_finished(r, self.config.slo, latencies)
+        if self._by_model is not None:
+            self._by_model.on_finished(r, self.config.slo, latencies)
         recent = self._recent.get(r.model)
         if recent is not None:
             if latencies is not None and r.first_token_s is not None:

@@ -195,6 +195,8 @@ class WorkerLifecycle:
             self.stats.gpu_seconds += gpu_s
             self.stats.gpu_seconds_by_gpu[d.gpu] += gpu_s
             self.stats.busy_gpu_seconds += w.busy_s * d.gpus_per_replica
+            if self._by_model is not None:
+                self._by_model.replica_stopped(w.model, since, now, d.gpu, gpu_s, placed)
 
     def _add_cost(self, summary: dict[str, Any]) -> None:
         """The run's GPU-hours and their price (``cluster.gpu_prices``) in its summary."""

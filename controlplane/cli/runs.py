@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
-from controlplane.cli.summary_table import compare_table, summary_table
+from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
 
@@ -138,6 +138,8 @@ def show(
         out.print(_crashed(run), highlight=False)
     elif run.get("summary"):
         out.print(summary_table(run["summary"], f"run {run_id}"))
+        if (models := by_model_table(run["summary"])) is not None:
+            out.print(models)
     plugins = run.get("plugins") or []
     if plugins:
         out.print("plugins: " + ", ".join(f"{p['name']} {p.get('version') or ''}".strip() for p in plugins))

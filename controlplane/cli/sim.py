@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 from controlplane.cli import common
 from controlplane.cli.common import user_errors
-from controlplane.cli.summary_table import summary_table
+from controlplane.cli.summary_table import by_model_table, summary_table
 
 if TYPE_CHECKING:
     import typer
@@ -373,6 +373,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         return
     title = f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"
     common.out.print(summary_table(summary, title))
+    if (models := by_model_table(summary)) is not None:
+        common.out.print(models)
     if max_prompt_tokens is not None or max_output_tokens is not None:
         common.err.print(_caps_line(cfg.storage.url, summary.get("run_id"), max_prompt_tokens, max_output_tokens),
                          highlight=False)

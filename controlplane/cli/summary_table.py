@@ -123,3 +123,27 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: s
             pct = f"{100 * d / va:+.1f}%" if va else "-"
         t.add_row(label, fmt_value(va), fmt_value(vb), delta, pct)
     return t
+
+
+#: The per-model table's columns: (key of a ``by_model`` entry, heading).
+BY_MODEL_COLUMNS = (("num_requests", "requests"), ("num_completed", "completed"), ("ttft_p50_s", "TTFT p50 (s)"),
+                    ("ttft_p99_s", "TTFT p99 (s)"), ("tpot_p99_s", "TPOT p99 (s)"), ("e2e_p99_s", "E2E p99 (s)"),
+                    ("slo_attainment", "SLO attainment"), ("peak_replicas", "replicas (peak)"),
+                    ("gpu_hours", "GPU-hours"), ("cost_usd", "cost (USD)"))
+
+
+def by_model_table(summary: dict[str, Any]) -> Any:
+    """A run of several models: a row per model (its summary's ``by_model``); None for one model."""
+    from rich.table import Table
+    from rich.text import Text
+
+    by_model = summary.get("by_model")
+    if not by_model:
+        return None
+    t = Table(title="by model", header_style="bold")
+    t.add_column("model")
+    for _, heading in BY_MODEL_COLUMNS:
+        t.add_column(heading, justify="right")
+    for model, entry in by_model.items():
+        t.add_row(Text(model), *(fmt_value(entry.get(key)) for key, _ in BY_MODEL_COLUMNS))
+    return t
