@@ -173,7 +173,7 @@ class _UpThenDown(Plugin):
 
 def test_stopped_workers_are_forgotten():
     watch = _Watch()
-    res = replay_with(_UpThenDown(), watch, trace=make_trace(120, qps=10, seed=2),
+    res = replay_with(watch, _UpThenDown(), trace=make_trace(120, qps=10, seed=2),  # (watch first: it answers none)
                       cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": 1.0}]})
     stopped = {e.worker_id for e in res.events if isinstance(e, ev.WorkerChanged) and e.kind == "stopped"}
     assert len(stopped) >= 2
