@@ -340,6 +340,7 @@ class LiveDriver(LiveWorkers):
         for lr in self._live.values():
             if lr.result is None:
                 lr.resolve(lr.final("in_flight", reason, ReasonCode.UNAVAILABLE))
+                self._answered(lr)
                 answered += 1
         return answered
 
@@ -358,6 +359,7 @@ class LiveDriver(LiveWorkers):
         if lr is not None and lr.result is None:
             reason = f"no answer within {self.request_timeout_s:g}s"
             lr.resolve(lr.final("timeout", reason))
+            self._answered(lr)
             self.cancel(rid, f"timed out: {reason}")  # free its worker; recorded as cancelled
 
     # --- feeding the core -----------------------------------------------------------------------
@@ -437,6 +439,7 @@ class LiveDriver(LiveWorkers):
         if lr is None:
             return
         self.batches.release(lr)
+        noted = lr.result is not None and lr.result.status == "timeout"  # by `_expire`
         status = r.status.value if r.status is not RequestStatus.IN_FLIGHT else "in_flight"
         if r.cache_hit and r.output_text:
             lr.push(r.output_text)
@@ -444,6 +447,14 @@ class LiveDriver(LiveWorkers):
         if r.status is RequestStatus.BLOCKED and (lr.generated or r.output_tokens):
             code = None  # an async prompt check stopped it after it generated: withheld, content_filter
         lr.resolve(lr.final(status, r.reason, code))
+        if not noted:
+            self._answered(lr)
+
+    def _answered(self, lr: LiveRequest) -> None:
+        """Note in the journal that ``lr``'s client has its final answer: were the daemon killed before
+        its row is written, the crashed run lists it as answered, not as safe to retry."""
+        if self.journal is not None and lr.result is not None:
+            self.journal.answered(lr.request.request_id, lr.result.status)
 
     def _wake(self, a: act.WakeWorker) -> None:
         self._feed_later(max(0.0, a.at_s - self.now_s()), ev.WorkerWake, a.worker_id)

@@ -15,8 +15,10 @@ are never touched. A pid reused by an unrelated process is told apart by its sta
 The crashed run's ``summary`` says what is in the database: ``requests_recorded`` (request rows
 written before the kill), and, from the run's journal of accepted requests
 (`controlplane.storage.journal`, its path under ``config["process"]["journal"]``; the daemon
-keeps one), ``requests_accepted``, ``requests_lost`` and ``lost_request_ids``: the requests the
-daemon had accepted and not recorded when it died, so nothing is silently missing. A run without
+keeps one), ``requests_accepted`` and the requests the daemon had accepted and not recorded when
+it died, so nothing is silently missing: ``requests_answered_unrecorded`` (their clients had their
+final answer; not to be retried) and ``requests_lost`` with ``lost_request_ids`` (never answered:
+safe to retry). A run without
 a journal (a simulated replay, a sweep's run) has those None and a ``lost_note`` saying why: a
 simulated run is replayed again from its trace and seed. ``finished_at`` is when it was found,
 not when it died.
@@ -41,7 +43,7 @@ from sqlalchemy import Engine, func, select, update
 
 from controlplane.storage import spill, spill_notes
 from controlplane.storage.db import describe_url, sqlite_path
-from controlplane.storage.journal import read_journal
+from controlplane.storage.journal import read_answered, read_journal
 from controlplane.storage.models import Request, Run, Sweep
 from controlplane.storage.owner import pid_namespace, process_alive, process_marker
 
@@ -78,21 +80,33 @@ def _sweep_advice(conn: Any, sweep_id: int | None) -> str | None:
 
 def _lost_requests(conn: Any, run_id: int, journal: Any, mode: str | None,
                    advice: str | None = None) -> dict[str, Any]:
-    """What the run's journal says about requests accepted without a row: ``requests_accepted``,
-    ``requests_lost`` and ``lost_request_ids`` (None where the run kept no journal). ``advice``: how
-    to get a sweep's run whole (`_sweep_advice`), in place of replaying it alone."""
+    """What the run's journal says about requests accepted without a row (None where the run kept no
+    journal): ``requests_accepted``; ``requests_answered_unrecorded`` (their clients had their final
+    answer: ``answered_unrecorded_by_status``, ``answered_unrecorded_ids``), and ``requests_lost``
+    and ``lost_request_ids``, never answered: their connections died with the process, so only they
+    are safe to retry. ``advice``: how to get a sweep's run whole (`_sweep_advice`), in place of
+    replaying it alone."""
     if not isinstance(journal, str) or not Path(journal).exists():
         whole = advice or "replay the trace with the same seed for the whole run"
         note = (f"a simulated run keeps no journal: its request rows stop where it was killed; {whole}"
                 if mode == "sim" else "no journal: requests accepted but not recorded cannot be told")
         return {"requests_accepted": None, "requests_lost": None, "lost_note": note}
-    accepted = read_journal(journal)
+    accepted, answers = read_journal(journal), read_answered(journal)
     have = set(conn.execute(select(Request.request_id).where(Request.run_id == run_id)).scalars())
-    lost = [rid for rid in accepted if rid not in have]
-    out: dict[str, Any] = {"requests_accepted": len(accepted), "requests_lost": len(lost),
-                           "lost_request_ids": lost[:MAX_LOST_LISTED]}
+    missing = [rid for rid in accepted if rid not in have]
+    answered = [rid for rid in missing if rid in answers]
+    lost = [rid for rid in missing if rid not in answers]
+    by_status: dict[str, int] = {}
+    for rid in answered:
+        by_status[answers[rid]] = by_status.get(answers[rid], 0) + 1
+    out: dict[str, Any] = {"requests_accepted": len(accepted), "requests_answered_unrecorded": len(answered),
+                           "answered_unrecorded_by_status": by_status,
+                           "answered_unrecorded_ids": answered[:MAX_LOST_LISTED],
+                           "requests_lost": len(lost), "lost_request_ids": lost[:MAX_LOST_LISTED]}
     if len(lost) > MAX_LOST_LISTED:
         out["lost_request_ids_truncated"] = True
+    if len(answered) > MAX_LOST_LISTED:
+        out["answered_unrecorded_ids_truncated"] = True
     return out
 
 
@@ -153,15 +167,26 @@ def mark_crashed_runs(
                         "recorded); %s", run_id, owner["pid"], host, recorded, new_summary["lost_note"])
         else:
             losses = (f"a simulated run keeps no journal: {advice or 'replay its trace with the same seed'}"
-                      if mode == "sim" else f"{'unknown' if lost is None else lost} accepted requests lost")
+                      if mode == "sim" else _losses(new_summary))
             # (a sim run accepts none)
             log.warning("run %d was left running by pid %d on %s, which is gone: marked crashed "
                         "(%d request rows recorded, %s)", run_id, owner["pid"], host, recorded, losses)
         if owner.get("journal"):
             Path(owner["journal"]).unlink(missing_ok=True)  # its content is in the summary now
         marked.append({"run_id": run_id, "pid": owner["pid"], "requests_recorded": int(recorded),
-                       "requests_lost": lost})
+                       "requests_lost": lost,
+                       "requests_answered_unrecorded": new_summary.get("requests_answered_unrecorded")})
     return marked
+
+
+def _losses(summary: dict[str, Any]) -> str:
+    """The log's words for a crashed daemon run's accepted requests without a row."""
+    lost = summary.get("requests_lost")
+    if lost is None:
+        return "unknown accepted requests lost"
+    answered = summary.get("requests_answered_unrecorded") or 0
+    return (f"{lost} accepted requests never answered (safe to retry), {answered} answered but not recorded "
+            "(not to retry)")
 
 
 def _dead_owner(owner: Any, host: str, alive: Callable[[int, int | None], bool]) -> bool:

@@ -184,9 +184,13 @@ def test_guardian_checks_are_recorded_as_unavailable_not_passed(tmp_path):
 
 
 def test_bad_requests_timeouts_and_drain(tmp_path):
+    from controlplane.storage.journal import RequestJournal, read_answered, read_journal
+
     cfg = config(tmp_path)
+    journal = RequestJournal(tmp_path / "journal.log")
 
     async def body(d: LiveDriver):
+        d.journal = journal
         with pytest.raises(InvalidRequest, match="empty"):
             await d.submit("", max_tokens=2)
         with pytest.raises(InvalidRequest, match="token ids"):
@@ -222,6 +226,11 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
     (row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["request_id"] == slow.request_id]
     assert row["status"] == "cancelled" and row["reason"].startswith("timed out")
     assert row["output_tokens"] < 400
+    # Each answer is in the journal once, with its status: a kill before its row was written cannot
+    # have it listed as never answered (safe to retry).
+    assert read_journal(journal.path) == [ids.request_id, slow.request_id]
+    assert read_answered(journal.path) == {ids.request_id: "completed", slow.request_id: "timeout"}
+    assert len(journal.path.read_text().splitlines()) == 4
 
 
 def test_a_cancelled_request_frees_its_worker_and_is_recorded(tmp_path):

@@ -95,6 +95,37 @@ def test_a_crashed_runs_journal_lists_the_accepted_requests_without_a_row(engine
     assert not journal.path.exists()  # consumed into the summary
 
 
+def test_a_crashed_run_tells_answered_requests_from_never_answered_ones(engine: Engine, tmp_path) -> None:
+    """Requests answered just before the kill (their rows still in the recorder's buffer) were
+    listed as lost, and lost requests are documented as safe to retry: retrying them served them twice."""
+    from controlplane.storage.journal import RequestJournal
+
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec)
+        rec.add_request(request_row(0))
+        rec.flush()
+    journal = RequestJournal.for_run(run_id, tmp_path)
+    recorded = request_row(0)["request_id"]
+    for rid in (recorded, "done-a", "done-b", "timed-out", "unanswered"):
+        journal.accepted(rid)
+    journal.answered(recorded, "completed")
+    journal.answered("done-a", "completed")
+    journal.answered("done-b", "completed")
+    journal.answered("timed-out", "timeout")
+    journal.close(remove=False)
+    claim_run(engine, run_id, {**process_marker(), "pid": _dead_pid(), "start_ticks": None,
+                               "journal": str(journal.path)})
+
+    [marked] = mark_crashed_runs(engine)
+
+    summary = get_run(engine, run_id)["summary"]
+    assert summary["requests_accepted"] == 5 and summary["requests_recorded"] == 1
+    assert summary["requests_lost"] == marked["requests_lost"] == 1 and summary["lost_request_ids"] == ["unanswered"]
+    assert summary["requests_answered_unrecorded"] == marked["requests_answered_unrecorded"] == 3
+    assert summary["answered_unrecorded_ids"] == ["done-a", "done-b", "timed-out"]
+    assert summary["answered_unrecorded_by_status"] == {"completed": 2, "timeout": 1}
+
+
 def test_a_crashed_run_without_a_journal_says_its_losses_are_unknown(engine: Engine) -> None:
     with RunRecorder(engine) as rec:
         run_id = start_run(rec)
@@ -105,14 +136,17 @@ def test_a_crashed_run_without_a_journal_says_its_losses_are_unknown(engine: Eng
 
 
 def test_read_journal_keeps_order_drops_repeats_and_a_torn_last_line(tmp_path) -> None:
-    from controlplane.storage.journal import RequestJournal, read_journal
+    from controlplane.storage.journal import RequestJournal, read_answered, read_journal
 
     path = tmp_path / "j.log"
-    path.write_bytes(b"a\nb\na\nc\npartial")
-    assert read_journal(path) == ["a", "b", "c"]
+    path.write_bytes(b"a\nb\na\nc\na\tcompleted\nid\twith a tab\nc\ttimeout\npartial")
+    assert read_journal(path) == ["a", "b", "c", "id\twith a tab"]  # answer lines are not accepted ids
+    assert read_answered(path) == {"a": "completed", "c": "timeout"}
     assert read_journal(tmp_path / "missing.log") == []
     journal = RequestJournal(tmp_path / "sub" / "k.log")
     journal.accepted("x")
+    journal.answered("x", "completed")
+    assert read_answered(journal.path) == {"x": "completed"} and read_journal(journal.path) == ["x"]
     journal.close(remove=True)
     journal.accepted("y")  # after close: ignored, no error
     assert not (tmp_path / "sub" / "k.log").exists()
