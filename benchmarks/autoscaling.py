@@ -35,7 +35,10 @@ which run is replaying and how far its simulated clock is (default 15; 0: off).
 trace, each thinned or replicated with `--rate-scale` so that static provisioning at the peak needs
 from about 4 to 16 replicas) with the same options, prints every run (each policy, every static
 count tried) as a table row and to `--out` (JSON lines), and ends with one JSON line mapping each
-setup to the mapping above.
+setup to the mapping above. Mooncake's trace is not in the repository: download
+`FAST25-release/traces/conversation_trace.jsonl` from https://github.com/kvcache-ai/Mooncake (Apache-2.0)
+and give `--mooncake PATH` (without it: `../shared/data/traces/mooncake_fast25/` beside the repository,
+where the project's developers keep it); its setups are skipped, saying so, when it is missing.
 """
 
 from __future__ import annotations
@@ -76,9 +79,14 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default
 WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0, "slo-planner": 300.0}
 WINDOW_SETTINGS = ("scale_down_stabilization_s", "scale_down_delay_s", "stabilization_window_s", "hold_s",
                    "stable_window_s")
-#: Where Mooncake's conversation trace is looked for (the project's shared data), unless --mooncake.
+#: Where Mooncake's conversation trace is looked for unless --mooncake: where the project's developers keep it (a
+#: folder beside the repository). It is not bundled.
 MOONCAKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "mooncake_fast25" / \
     "conversation_trace.jsonl"
+#: Where a user gets it, and what to pass: said by --help and when a --suite setup skips it.
+MOONCAKE_SOURCE = ("Mooncake's conversation_trace.jsonl is not in the repository: download FAST25-release/traces/"
+                   "conversation_trace.jsonl from https://github.com/kvcache-ai/Mooncake (Apache-2.0) and give "
+                   "--mooncake PATH")
 
 #: The --suite setups: name -> (trace: "azure" for the bundled one or "mooncake", rate scale, TTFT
 #: target or None for the config's, first static count tried). Scales put static provisioning at
@@ -369,7 +377,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--suite", action="store_true", help="replay every setup of SUITE (both real traces, "
                     "several rate scales); --trace, --format, --rate-scale, --ttft and --static-from come from it")
     ap.add_argument("--setups", help="with --suite: comma-separated setup names (default: all)")
-    ap.add_argument("--mooncake", default=str(MOONCAKE), help="Mooncake conversation_trace.jsonl for --suite")
+    ap.add_argument("--mooncake", default=str(MOONCAKE),
+                    help=f"the trace of --suite's Mooncake setups. {MOONCAKE_SOURCE} (default: "
+                         "../shared/data/traces/mooncake_fast25/ beside the repository)")
     ap.add_argument("--out", help="append every run as a JSON line to this file")
     ap.add_argument("--progress", type=float, default=15.0, metavar="S",
                     help="print on stderr, every S wall seconds of a replay, which run it is and how far in simulated "
@@ -447,7 +457,7 @@ def suite(args) -> int:
     for name in names:
         kind, scale, ttft, static_from = SUITE[name]
         if kind == "mooncake" and not Path(args.mooncake).is_file():
-            print(f"# {name}: skipped, no Mooncake trace at {args.mooncake} (--mooncake PATH)", flush=True)
+            print(f"# {name}: skipped, no Mooncake trace at {args.mooncake}; {MOONCAKE_SOURCE}", flush=True)
             continue
         sub = argparse.Namespace(**vars(args))
         sub.trace, sub.format = (None, "azure") if kind == "azure" else (args.mooncake, "mooncake")

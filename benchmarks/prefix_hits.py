@@ -7,7 +7,12 @@ Llama-3-70B on 4x H100 (roofline latency model, KV blocks from the memory plan, 
 with the ``prefix-cache`` plugin, routed by ``least-loaded`` or by the cache-aware
 ``prefix-affinity``, with each replica's cache bounded by its free KV blocks (the default) or
 unbounded. The first row is the offline bound: one infinite cache shared by all, filled at
-arrival (the data README's 37.4%). Ends with one JSON line of the hit ratios.
+arrival (37.4% on the whole trace). Ends with one JSON line of the hit ratios.
+
+The trace is not in the repository: download ``FAST25-release/traces/conversation_trace.jsonl`` from
+https://github.com/kvcache-ai/Mooncake (Apache-2.0; 12,031 requests over one hour) and give ``--trace PATH``.
+Without ``--trace`` the script reads it from ``../shared/data/traces/mooncake_fast25/`` beside the
+repository, where the project's developers keep it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ from rich.table import Table  # noqa: E402
 
 from bench_cli import check_trace, nonnegative_int, positive_int, run_main, trace_errors  # noqa: E402
 
+#: Where the project's developers keep Mooncake's trace (a folder beside the repository); it is not bundled.
 DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "mooncake_fast25" / "conversation_trace.jsonl"
+#: Where a user gets it, and what to pass: said by --help and when the default is missing.
+TRACE_SOURCE = ("Mooncake's conversation_trace.jsonl, not in the repository: download FAST25-release/traces/"
+                "conversation_trace.jsonl from https://github.com/kvcache-ai/Mooncake (Apache-2.0) and give --trace PATH")
 
 
 def offline_ratio(trace) -> float:
@@ -71,15 +80,15 @@ def run(trace, router: str, replicas: int, unbounded: bool, max_imbalance: int |
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE,
+                    help=f"{TRACE_SOURCE} (default: ../shared/data/traces/mooncake_fast25/ beside the repository)")
     ap.add_argument("--limit", type=positive_int, default=None)
     ap.add_argument("--replicas", type=positive_int, default=8)
     ap.add_argument("--max-imbalance", type=nonnegative_int, default=None,
                     help="prefix-affinity's max_imbalance (default: the plugin's, 2)")
     args = ap.parse_args(argv)
     check_trace(ap, args.trace, "mooncake",
-                note=" (the default: the Mooncake conversation trace; give --trace PATH)" if args.trace == DEFAULT_TRACE
-                else "")
+                note=f" (the default: {TRACE_SOURCE})" if args.trace == DEFAULT_TRACE else "")
 
     from sim.replay import TraceTransforms, prepare_trace
 

@@ -1,12 +1,15 @@
 """Semantic cache: hit rate and false-hit rate under the user's bound, out of sample, and lookup latency.
 
-    python benchmarks/semantic_cache.py [--dataset CSV] [--bounds 0.01,0.02,0.05,0.1] [--sizes 10000,100000,1000000]
+    python benchmarks/semantic_cache.py [--banking77 DIR | --dataset CSV] [--bounds 0.01,0.02,0.05,0.1]
+                                        [--sizes 10000,100000,1000000]
 
 Data: a CSV with columns ``text,category``; two texts of one category are paraphrases with the
-same answer (the cached "answer" of a text is its category). Default: banking77
-(``../shared/data/cache/banking77``), learned on ``train.csv`` and evaluated on ``test.csv``;
-with ``--dataset`` the rows are shuffled (``--seed``) and split: ``--learn-fraction`` to learn
-on, the rest to evaluate.
+same answer (the cached "answer" of a text is its category). Default: banking77, learned on its
+``train.csv`` and evaluated on its ``test.csv``. It is not in the repository: download both from
+``banking_data/`` of https://github.com/PolyAI-LDN/task-specific-datasets (CC-BY-4.0) into a folder
+and give ``--banking77 DIR`` (without it: ``../shared/data/cache/banking77`` beside the repository,
+where the project's developers keep it). With ``--dataset`` the rows are shuffled (``--seed``) and
+split: ``--learn-fraction`` to learn on, the rest to evaluate.
 
 For each bound, a fresh ``semantic-cache`` plugin sees the learning part as a stream of
 requests (hook calls ``cp_cache_lookup`` / ``cp_cache_store`` as the core makes them: a miss
@@ -46,7 +49,12 @@ from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+#: Where the project's developers keep banking77 (a folder beside the repository); it is not bundled.
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache" / "banking77"
+#: Where a user gets it, and what to pass: said by --help and when the folder lacks it.
+BANKING77_SOURCE = ("banking77 is not in the repository: download train.csv and test.csv from banking_data/ of "
+                    "https://github.com/PolyAI-LDN/task-specific-datasets (CC-BY-4.0) into a folder and give "
+                    "--banking77 DIR, or give --dataset CSV (columns text,category)")
 console = Console(stderr=True)
 
 
@@ -284,7 +292,10 @@ def latency_table(lat: list[dict]) -> Table:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--dataset", type=Path, help="CSV with text,category (default: banking77 train/test)")
+    p.add_argument("--banking77", type=Path, default=None, metavar="DIR",
+                   help=f"folder of banking77's train.csv and test.csv, the default data ({BANKING77_SOURCE}; "
+                        "default: ../shared/data/cache/banking77 beside the repository)")
+    p.add_argument("--dataset", type=Path, help="CSV with text,category, in place of banking77")
     p.add_argument("--learn-fraction", type=_learn_share, default=0.7,
                    help="with --dataset: share learned on, in [0, 1) (0.7: about banking77's own train/test ratio)")
     p.add_argument("--bounds", type=comma_list(_open_share), default="0.01,0.02,0.05,0.1",
@@ -298,6 +309,14 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("CONTROLPLANE_CACHE_DIR") or
                    Path.home() / ".cache" / "controlplane") / "embeddings")
     a = p.parse_args(argv)
+    if a.dataset is not None and a.banking77 is not None:
+        p.error("--banking77 and --dataset: give one (the data is one or the other)")
+    banking77 = a.banking77 or BANKING77
+    if a.dataset is None:
+        missing = [f for f in ("train.csv", "test.csv") if not (banking77 / f).is_file()]
+        if missing:
+            p.error(f"--banking77 {banking77}{'' if a.banking77 else ' (the default)'}: no {' or '.join(missing)}; "
+                    f"{BANKING77_SOURCE}")
     bounds = list(a.bounds)
     if 0.02 not in bounds:
         bounds.append(0.02)
@@ -305,12 +324,12 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(a.seed)
 
     if a.dataset is None:
-        lt, lc = read_csv(BANKING77 / "train.csv")
-        et, ec = read_csv(BANKING77 / "test.csv")
+        lt, lc = read_csv(banking77 / "train.csv")
+        et, ec = read_csv(banking77 / "test.csv")
         texts, cats = lt + et, lc + ec
         learn = rng.permutation(len(lt))
         evaluate = len(lt) + rng.permutation(len(et))
-        source = f"{BANKING77} (learn: train.csv {len(lt):,}, evaluate: test.csv {len(et):,})"
+        source = f"{banking77} (learn: train.csv {len(lt):,}, evaluate: test.csv {len(et):,})"
     else:
         texts, cats = read_csv(a.dataset)
         if not texts:

@@ -3,8 +3,15 @@
     python benchmarks/vs_vidur.py [--runs code_r1_n10000_qps0.8,...] [--repeats 3]
                                   [--check-exact [N]] [--anchors DIR]
 
-**Speed.** For each recorded Vidur run in ``--anchors`` (default ``../shared/anchors/vidur``)
-this writes the run's configuration as a YAML file (``anchor_settings``: the ``vidur`` latency
+**The recorded runs** (``--anchors DIR``, or ``VIDUR_ANCHORS``) are not in the repository and not a
+public dataset: four runs of microsoft/vidur (MIT, commit 7d47513; Llama-2-70B on A100 TP2, vLLM
+scheduler, round robin), each in a folder named as in ``--runs`` holding Vidur's resolved
+``vidur_config.json``, the ``workload.csv`` it simulated (``request_id, arrival_s, prompt_tokens,
+output_tokens``) and its per-request ``vidur_request_metrics.csv`` (``request_id, ttft_s, tpot_s,
+e2e_s, scheduling_delay_s, preemption_s, num_restarts``). Without ``--anchors`` the script reads
+``../shared/anchors/vidur`` beside the repository, where the project's developers keep them.
+
+**Speed.** For each recorded Vidur run in ``--anchors`` this writes the run's configuration as a YAML file (``anchor_settings``: the ``vidur`` latency
 model for Llama-2-70B on A100 TP2, the run's replicas, round-robin routing, the
 ``continuous-batching`` plugin in vLLM mode, KV blocks from the ``static-memory`` memory plan;
 nothing else, so the control loop runs every second and every batch decision is stored, as
@@ -89,7 +96,12 @@ from controlplane.types import Decision  # noqa: E402
 
 from bench_cli import nonnegative_int, positive_int, run_main  # noqa: E402
 
+#: Where the project's developers keep the recorded runs (a folder beside the repository); they are not bundled.
 DEFAULT_ANCHORS = ROOT.parent / "shared" / "anchors" / "vidur"
+#: What the recorded runs are and what to pass: said by --help and when the folder is missing.
+ANCHORS_SOURCE = ("Vidur's recorded runs, not in the repository (nor public): a folder per run (code_r1_n10000_qps0.8, "
+                  "...) with the vidur_config.json, workload.csv and vidur_request_metrics.csv of a run of "
+                  "microsoft/vidur (see this script's docstring); give their folder with --anchors DIR or VIDUR_ANCHORS")
 RUNS = ("code_r1_n10000_qps0.8", "code_r4_n10000_qps3.2", "arxiv_r1_n10000_qps0.4", "arxiv_r4_n10000_qps1.6")
 #: Vidur's whole-process wall seconds from the anchors README's "Side by side" table (median of
 #: three, warm predictor cache) and whether they were measured there (r4: scaled, not re-measured).
@@ -499,7 +511,7 @@ def check_runs(ap: argparse.ArgumentParser, anchors: Path, runs_text: str, fidel
     known for each): else ``ap.error`` saying which run or folder is missing and what there is."""
     if not anchors.is_dir():
         ap.error(f"--anchors {anchors}: no such folder" + (" (a file, not a folder)" if anchors.exists() else "")
-                 + "; give the folder of Vidur's recorded runs (--anchors or VIDUR_ANCHORS)")
+                 + f"; {ANCHORS_SOURCE}")
     runs = [r.strip() for r in runs_text.split(",") if r.strip()]
     if not runs:
         ap.error(f"--runs: give at least one of {', '.join(RUNS)}")
@@ -519,7 +531,8 @@ def check_runs(ap: argparse.ArgumentParser, anchors: Path, runs_text: str, fidel
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--anchors", type=Path, default=Path(os.environ.get("VIDUR_ANCHORS", DEFAULT_ANCHORS)))
+    ap.add_argument("--anchors", type=Path, default=Path(os.environ.get("VIDUR_ANCHORS", DEFAULT_ANCHORS)),
+                    help=f"{ANCHORS_SOURCE} (default: ../shared/anchors/vidur beside the repository)")
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated run folders")
     ap.add_argument("--repeats", type=positive_int, default=3,
                     help="whole-process repetitions per run (every one reported)")

@@ -500,3 +500,11 @@ def test_a_trace_read_in_the_wrong_format_is_one_line_exit_2():
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert err[-1].startswith("autoscaling.py: error: ") and "AzureLLMInferenceTrace_code.csv:1: invalid JSON" in err[-1]
+
+
+def test_a_suite_without_the_mooncake_trace_says_where_to_get_it(capsys, tmp_path):
+    """(A clone has no ../shared: the skip named only the missing path.)"""
+    assert bench.main(["--suite", "--setups", "mooncake-conv x1", "--mooncake", str(tmp_path / "none.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "# mooncake-conv x1: skipped, no Mooncake trace at" in out
+    assert "github.com/kvcache-ai/Mooncake" in out and "give --mooncake PATH" in out

@@ -33,3 +33,11 @@ def test_the_table_is_not_cut_to_80_columns_in_a_pipe(tmp_path, capsys, monkeypa
     out = capsys.readouterr().out.splitlines()
     assert any("one infinite cache for all, filled at arrival" in line for line in out)  # one line, not wrapped
     assert json.loads(out[-1])["least-loaded/free_kv"] == 0.5
+
+
+def test_a_missing_default_trace_says_where_to_get_it_and_what_to_pass(tmp_path, capsys, monkeypatch):
+    """(A clone has no ../shared: the error named only the missing path.)"""
+    monkeypatch.setattr(bench, "DEFAULT_TRACE", tmp_path / "shared" / "conversation_trace.jsonl")
+    monkeypatch.setattr(bench, "run", never_called)
+    line = refusal(bench, [], capsys)
+    assert "github.com/kvcache-ai/Mooncake" in line and "give --trace PATH" in line

@@ -69,3 +69,30 @@ def test_empty_sizes_skips_the_latency_part(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Lookup latency" not in out
     assert json.loads(out.strip().splitlines()[-1])["latency_ms"] == {}
+
+
+def test_missing_banking77_says_where_to_get_it_and_what_to_pass(tmp_path, capsys, monkeypatch):
+    """(A clone has no ../shared: the default read failed with 'error: dataset .../train.csv does not exist'.)"""
+    import pytest
+
+    monkeypatch.setattr(bench, "BANKING77", tmp_path / "shared" / "banking77")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--sizes", ""])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "(the default): no train.csv or test.csv" in err, err
+    assert "github.com/PolyAI-LDN/task-specific-datasets" in err and "--banking77 DIR" in err
+
+
+def test_banking77_is_read_from_the_folder_given(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    folder = tmp_path / "banking77"
+    folder.mkdir()
+    for name, n in (("train.csv", 9), ("test.csv", 6)):
+        (folder / name).write_text("text,category\n" + "".join(f"{name}{i},c{i % 3}\n" for i in range(n)))
+    monkeypatch.setattr(bench, "embed_all", lambda texts, cache_dir: np.eye(len(texts), dtype=np.float32))
+    monkeypatch.setattr(bench, "run_quality", lambda *a: [_row(0.02, 100, 1, 0.81)])
+    monkeypatch.setattr(bench, "embed_latency", lambda texts, n: (1.0, 2.0))
+    assert bench.main(["--banking77", str(folder), "--sizes", ""]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # (rich wraps the line at the console's width)
+    assert f"data: {folder} (learn: train.csv 9, evaluate: test.csv 6)" in err

@@ -40,3 +40,21 @@ def test_the_seeds_are_integers_in_the_order_given_each_once():
 ])
 def test_an_early_stopped_candidates_attainment_is_marked_as_an_upper_bound(candidate, shown):
     assert bench.search_att(candidate) == shown
+
+
+def test_the_default_trace_is_the_bundled_one_so_a_clone_runs_it(monkeypatch):
+    """(It was ../shared/data/traces/..., outside the repository: a clone got '--trace ...: no such file'.)"""
+    from sim.traces import bundled_trace_path
+
+    assert bench.DEFAULT_TRACE == bundled_trace_path() and ROOT in bench.DEFAULT_TRACE.parents
+    searched: list[list[str]] = []
+
+    def search(cmd, **kwargs):
+        searched.append(cmd)
+        raise KeyboardInterrupt  # (stops the benchmark at the search, past every check of its options)
+
+    monkeypatch.setattr(bench.subprocess, "run", search)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([])
+    (cmd,) = searched
+    assert cmd[cmd.index("--trace") + 1] == str(bundled_trace_path())

@@ -31,6 +31,17 @@ def test_a_bad_option_is_one_line_naming_it(argv, option, says, tmp_path, capsys
     assert option in line and says in line
 
 
+def test_missing_anchors_say_what_the_recorded_runs_are_and_what_to_pass(tmp_path, capsys, monkeypatch):
+    """(A clone has no ../shared/anchors: the error named the folder but not what belongs in it.)"""
+    monkeypatch.setattr(bench, "time_cli", never_called)
+    monkeypatch.delenv("VIDUR_ANCHORS", raising=False)
+    monkeypatch.setattr(bench, "DEFAULT_ANCHORS", tmp_path / "shared" / "anchors" / "vidur")
+    with pytest.raises(SystemExit):
+        bench.run_main(bench.main, [])
+    line = next(line for line in capsys.readouterr().err.splitlines() if "error:" in line)
+    assert "microsoft/vidur" in line and "workload.csv" in line and "--anchors DIR" in line
+
+
 RUN = "code_r1_n10000_qps0.8"
 PHASES = ("start_and_imports", "setup_imports", "setup_session", "setup_latency_models", "loop", "write", "exit")
 
