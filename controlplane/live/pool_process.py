@@ -142,15 +142,22 @@ class ProcessPool(WorkerPool):
             name=f"controlplane-worker-{worker_id}",
             daemon=True,
         )
+        w = _ProcWorker(worker_id, proc, parent_conn, device, loop.create_future(), loop.create_future())
+        # Held before the first await: workers started at once (the daemon's initial ones) each
+        # count the others against max_workers although their processes are still spawning.
+        self._workers[worker_id] = w
         try:
             await loop.run_in_executor(None, proc.start)
         except Exception as exc:
+            self._workers.pop(worker_id, None)
             self._gpus.release(worker_id)
             raise WorkerStartError(f"could not start a worker process: {describe_error(exc)}") from exc
         finally:
             child_conn.close()
-        w = _ProcWorker(worker_id, proc, parent_conn, device, loop.create_future(), loop.create_future())
-        self._workers[worker_id] = w
+        if w.stopping:  # stopped while its process was spawning: nobody else will end it
+            with contextlib.suppress(Exception):
+                proc.kill()
+            raise WorkerStartError(f"worker {worker_id} was stopped while starting")
         threading.Thread(target=self._reader, args=(w, loop), name=f"cp-reader-{worker_id}", daemon=True).start()
         try:
             return await asyncio.shield(w.ready)
@@ -293,7 +300,7 @@ class ProcessPool(WorkerPool):
     def kill(self, worker_id: str) -> None:
         """SIGKILL a worker process (chaos testing); the pool reports it as failed."""
         w = self._workers.get(worker_id)
-        if w is not None:
+        if w is not None and w.process.pid is not None:  # None: still spawning
             os.kill(w.process.pid, signal.SIGKILL)
 
     def worker_ids(self) -> list[str]:
