@@ -9,10 +9,25 @@ from controlplane.cli.common import console, out, user_errors
 
 app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 
+#: What the two "enabled by" columns mean: two defaults a user meets, which differ (the bundled run config scales
+#: with `slo-planner`, the library's default set keeps fixed replicas).
+CAPTION = ("default: enabled when a config does not set plugins.enabled (the daemon, load_config(None)); "
+           "replay: enabled by the bundled run config sim/data/default_replay.yaml, which `controlplane sim replay` "
+           "uses without --config")
+
+
+def _bundled_replay_plugins() -> list[str]:
+    """The plugins the bundled run config enables: what `controlplane sim replay` runs without --config."""
+    from controlplane.config_files import read_config_file
+    from sim.traces.bundled import bundled_default_config_path
+
+    return list(read_config_file(bundled_default_config_path()).get("plugins", {}).get("enabled", []))
+
 
 @app.command("list")
 def list_() -> None:
-    """List installed plugins: name, distribution, version, hooks and whether enabled by default.
+    """List installed plugins: name, distribution, version, hooks, whether the library's default config and the
+    bundled `sim replay` config enable it, and what it does.
 
     A plugin that cannot be loaded (its module fails to import, its entry point is named unlike it) is listed as such, its error is printed on stderr, and the command exits with status 2.
     """
@@ -22,9 +37,10 @@ def list_() -> None:
 
     with user_errors():
         found = discover_plugins(refresh=True)
-    t = Table(header_style="bold")
+        replay = _bundled_replay_plugins()
+    t = Table(header_style="bold", caption=CAPTION, caption_justify="left")
     t.add_column("name", no_wrap=True)  # what a config lists: never cut, even in a narrow terminal
-    for col in ("distribution", "version", "hooks", "default", "description"):
+    for col in ("distribution", "version", "hooks", "default", "replay", "description"):
         t.add_column(col)
     broken: list[str] = []
     for name in sorted(found):
@@ -34,7 +50,8 @@ def list_() -> None:
         except PluginError as exc:
             broken.append(str(exc))
             hooks, doc = "-", "failed to load (error below)"
-        t.add_row(name, p.dist or "-", p.version or "-", hooks, "yes" if name in DEFAULT_PLUGINS else "", doc)
+        t.add_row(name, p.dist or "-", p.version or "-", hooks, "yes" if name in DEFAULT_PLUGINS else "",
+                  "yes" if name in replay else "", doc)
     out.print(t)
     for message in broken:
         console("err").print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
