@@ -7,6 +7,7 @@ the random-weight ``tiny-llama`` preset, on one replica per GPU or one CPU worke
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from controlplane.config import RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.placement import cuda_device_count
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_PRESET", "FINISH_SHARE", "daemon_config", "default_workers", "device_gpu", "with_request_deadline"]
 
@@ -99,14 +102,35 @@ def daemon_config(
     if not models or given or priced:  # the models alone: the file's other cluster keys stay the file's, so the
         overrides["cluster"] = {"models": deployments}  # environment (CONTROLPLANE_CLUSTER__...) still outranks them
     config = load_config(config_path, overrides)
+    contexts = []
     for i, d in enumerate(config.cluster.models):  # the file's own models too, before anything starts
         where = f"cluster.models.{i}.worker"
         try:
-            _worker_settings(d.worker or {}, where)
+            contexts.append(_worker_settings(d.worker or {}, where).max_seq_len)
         except ConfigError as exc:
             in_file = f" in {config_path}" if config_path else ""
             raise ConfigError(f"invalid configuration{in_file}:\n  {exc}") from None
-    return config, overrides
+    return _within_worker_context(config, contexts), overrides
+
+
+def _within_worker_context(config: RunConfig, contexts: list[int]) -> RunConfig:
+    """Each deployment's ``max_model_len`` at most its worker's ``max_seq_len`` (and that when unset).
+
+    The core refuses a request whose prompt + max_tokens exceeds ``max_model_len`` (400 too_long)
+    before it is queued; a worker cannot go beyond its context, so a longer request let through
+    would be cut short there and answered 200 with finish_reason ``length``. A larger
+    ``max_model_len`` is lowered with a warning rather than refused: a sim config's figure (a
+    real model's context) still runs the daemon on a small worker."""
+    models = []
+    for d, context in zip(config.cluster.models, contexts, strict=True):
+        if d.max_model_len is None or d.max_model_len > context:
+            if d.max_model_len is not None:
+                log.warning("cluster.models[%s]: max_model_len %d is above the worker's max_seq_len %d: lowered to "
+                            "%d (raise worker.max_seq_len to serve longer requests)", d.name, d.max_model_len,
+                            context, context)
+            d = d.model_copy(update={"max_model_len": context})
+        models.append(d)
+    return config.model_copy(update={"cluster": config.cluster.model_copy(update={"models": models})})
 
 
 #: Known GPU types (`controlplane.hardware.specs`) by a word of the name CUDA reports, most specific first.

@@ -103,3 +103,20 @@ def test_the_environment_outranks_the_files_cluster_keys_as_in_load_config(tmp_p
 def test_an_empty_model_name_is_refused_not_ignored(name):
     with pytest.raises(ConfigError, match="--model-name is empty"):
         daemon_config(None, model_name=name)
+
+
+def test_max_model_len_is_the_workers_context_where_that_is_smaller(tmp_path, caplog):
+    """The core refuses a prompt + max_tokens beyond max_model_len (400 too_long); a worker
+    holding less would cut the answer short (a 200 with finish_reason length) instead."""
+    conf = tmp_path / "msl.yaml"
+    conf.write_text(
+        "cluster:\n  models:\n"
+        "    - {name: chat, replicas: 1, max_model_len: 4096, worker: {preset: tiny-llama, max_seq_len: 1000}}\n"
+        "    - {name: open, replicas: 1, worker: {preset: tiny-llama, max_seq_len: 700}}\n"
+        "    - {name: short, replicas: 1, max_model_len: 500, worker: {preset: tiny-llama}}\n")
+    with caplog.at_level("WARNING"):
+        cfg, _ = daemon_config(conf)
+    assert {m.name: m.max_model_len for m in cfg.cluster.models} == {"chat": 1000, "open": 700, "short": 500}
+    assert [r.getMessage() for r in caplog.records] == [
+        "cluster.models[chat]: max_model_len 4096 is above the worker's max_seq_len 1000: lowered to 1000 "
+        "(raise worker.max_seq_len to serve longer requests)"]
