@@ -58,6 +58,8 @@ class ReasonCode(str, Enum):
     WORKER_FAILED = "worker_failed"  # its workers failed more often than the retries allow
     STALLED = "stalled"  # a batching policy planned nothing while requests were running
     UNAVAILABLE = "unavailable"  # no capacity to serve it (draining, shut down, its model cannot start)
+    TIMEOUT = "timeout"  # cancelled: no answer within the daemon's request timeout (its client had a 504)
+    CLIENT_GONE = "client_gone"  # cancelled: its client went away (disconnected, or gave it up) before the end
 
 
 @dataclass(slots=True, eq=False)

@@ -142,9 +142,9 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     model = body.model or next(iter(driver.models))
     rid = new_id("chatcmpl" if chat else "cmpl")
     if body.stream and _checks_answers_before_reply(driver):
-        return await _held_stream(request, handles[0], rid, model, chat, body.include_usage())
+        return await _held_stream(request, handles[0], rid, model, chat, body.include_usage(), driver.metrics)
     if body.stream:
-        return await _stream(handles[0], rid, model, chat, body.include_usage())
+        return await _stream(handles[0], rid, model, chat, body.include_usage(), driver.metrics)
     gathered = await _results_unless_gone(request, handles)
     if gathered is None:
         return Response(status_code=499)  # nobody is listening any more
@@ -242,7 +242,7 @@ def _checks_answers_before_reply(driver: LiveDriver) -> bool:
 
 
 async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str, model: str, chat: bool,
-                       include_usage: bool) -> Response:
+                       include_usage: bool, metrics: Any) -> Response:
     """A stream whose answer a guardian may check before the reply: nothing is sent until the
     verdict, then the text in one chunk, or only the ``content_filter`` end when it was blocked.
     A request that ends otherwise, nothing sent yet, is a plain HTTP error."""
@@ -260,14 +260,23 @@ async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str
     events.append(sse("[DONE]"))
 
     async def send() -> AsyncIterator[bytes]:
-        for event in events:
-            yield event
+        end = "client_gone"
+        try:
+            for event in events:
+                yield event
+            end = "done"
+        finally:
+            metrics.stream_end(_route(chat), end)
 
     return StreamingResponse(send(), media_type="text/event-stream",
                              headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})
 
 
-async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, include_usage: bool) -> Response:
+async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, include_usage: bool,
+                  metrics: Any) -> Response:
+    """A stream of the text as it comes. Its status is 200 from the first byte, so how it ended is
+    counted apart (`PrometheusExporter.stream_end`): ``done``, ``error`` (an error event in-band:
+    the request timed out or failed after the start) or ``client_gone`` (the client left first)."""
     it = handle.__aiter__()
     try:
         first: str | None = await it.__anext__()
@@ -279,6 +288,7 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
     chunk = _ChunkMaker(rid, model, chat)
 
     async def events() -> AsyncIterator[bytes]:
+        end, ended = "client_gone", "done"
         try:
             if chat:
                 yield sse(chat_chunk(rid, model, chunk.created, {"role": "assistant", "content": ""}))
@@ -292,13 +302,21 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
                 if include_usage:
                     yield sse(chunk(None, usage_=usage([result])))
             else:  # the stream had started: report the failure in-band
+                ended = "error"
                 yield b"data: " + result_error(result, chat=chat).response().body + b"\n\n"
             yield sse("[DONE]")
+            end = ended
         finally:  # the client went away mid-stream (the server closed this generator)
             handle.cancel("client disconnected")
+            metrics.stream_end(_route(chat), end)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})
+
+
+def _route(chat: bool) -> str:
+    """A stream's ``route`` label, as ``controlplane_http_requests_total`` names its path."""
+    return "/v1/chat/completions" if chat else "/v1/completions"
 
 
 class _ChunkMaker:

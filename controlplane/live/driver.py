@@ -344,10 +344,15 @@ class LiveDriver(LiveWorkers):
                 answered += 1
         return answered
 
-    def cancel(self, request_id: str, reason: str = "cancelled by the client") -> None:
+    def cancel(self, request_id: str, reason: str = "cancelled by the client",
+               code: ReasonCode = ReasonCode.CLIENT_GONE) -> None:
         """The client gave up on ``request_id``: the core takes it off its worker (at the next
-        iteration boundary if it is in a batch) and records it as cancelled."""
-        if request_id in self._live and not self._finished:
+        iteration boundary if it is in a batch) and records it as cancelled, with ``code`` (its
+        client went away, or `ReasonCode.TIMEOUT`) so that rows and metrics tell the two apart."""
+        lr = self._live.get(request_id)
+        if lr is not None and not self._finished:
+            if lr.request.reason_code is None:  # the first cause stays (a timeout, then its client leaving)
+                lr.request.reason_code = code
             self._feed(ev.RequestCancelled(self.now_s(), request_id, reason))
 
     async def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> LiveResult:
@@ -358,9 +363,9 @@ class LiveDriver(LiveWorkers):
         lr = self._live.get(rid)
         if lr is not None and lr.result is None:
             reason = f"no answer within {self.request_timeout_s:g}s"
-            lr.resolve(lr.final("timeout", reason))
+            lr.resolve(lr.final("timeout", reason, ReasonCode.TIMEOUT))
             self._answered(lr)
-            self.cancel(rid, f"timed out: {reason}")  # free its worker; recorded as cancelled
+            self.cancel(rid, f"timed out: {reason}", ReasonCode.TIMEOUT)  # free its worker; recorded as cancelled
 
     # --- feeding the core -----------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 Everything lives in the exporter's own ``CollectorRegistry``, so two runs (or two daemons in one
 test process) never share a metric. Time series come from the same events the SQL recorder
-stores: finished requests (status counts, TTFT / TPOT / end-to-end histograms, tokens), the
+stores: finished requests (counts by status and reason code, TTFT / TPOT / end-to-end histograms, tokens), the
 core's periodic metric samples (queue length, replicas, KV use, ...), decisions and worker
-lifecycle events.
+lifecycle events. The daemon adds its HTTP counters, streams by how they ended among them (a
+stream's status is 200 from its first byte, whatever follows).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class PrometheusExporter:
             "requests_arrived", "Requests that arrived.", ["model"], namespace=ns, registry=reg
         )
         self.requests = Counter(
-            "requests", "Requests that reached a final state, by status.", ["model", "status"], namespace=ns,
-            registry=reg,
+            "requests", "Requests that reached a final state, by status and reason code (empty for none: "
+            "cancelled with timeout or client_gone tells a timeout from a client that went away).",
+            ["model", "status", "reason_code"], namespace=ns, registry=reg,
         )
         self.ttft = Histogram(
             "request_ttft_seconds", "Time to first token.", ["model"], namespace=ns, registry=reg,
@@ -81,6 +83,10 @@ class PrometheusExporter:
         self.http_requests = Counter(
             "http_requests", "HTTP responses, by route and status code.", ["route", "code"], namespace=ns, registry=reg
         )
+        self.http_streams = Counter(
+            "http_streams", "Streamed responses, by how they ended (their HTTP status is 200 once started): done "
+            "(the answer's end and [DONE]), error (an error event, then [DONE]), client_gone (the client left "
+            "before [DONE]).", ["route", "end"], namespace=ns, registry=reg)
         self.http_in_flight = Gauge("http_in_flight", "HTTP requests being served.", namespace=ns, registry=reg)
         self.draining = Gauge("draining", "1 while the daemon drains.", namespace=ns, registry=reg)
         self.storage_rows_pending = Gauge(
@@ -112,7 +118,8 @@ class PrometheusExporter:
 
     def _finished(self, r: Any) -> None:
         model = r.model or ""
-        self.requests.labels(model, r.status.value).inc()
+        code = r.reason_code
+        self.requests.labels(model, r.status.value, code.value if code is not None else "").inc()
         if r.cache_hit:
             self.cache_hits.labels(model, r.cache_hit).inc()
         if r.status.value != "completed":
@@ -151,6 +158,10 @@ class PrometheusExporter:
 
     def http_response(self, route: str, code: int) -> None:
         self.http_requests.labels(route, str(code)).inc()
+
+    def stream_end(self, route: str, end: str) -> None:
+        """A streamed response ended (``done``, ``error`` or ``client_gone``): its 200 alone cannot say."""
+        self.http_streams.labels(route, end).inc()
 
     def watch_plugin_errors(self, monitor: Any) -> None:
         """Count every plugin error the run's `HookMonitor` records, as the run's summary counts them

@@ -253,7 +253,10 @@ def test_clients_that_disconnect_have_their_requests_cancelled(daemon):
         time.sleep(0.1)
     assert not any(w["running"] or w["waiting"] for w in daemon.workers()), "the workers kept generating"
     metrics = httpx.get(f"{daemon.base}/metrics", timeout=10).text
-    assert _value(metrics, "controlplane_requests_total", model=MODEL, status="cancelled") == 2, rid
+    gone = _value(metrics, "controlplane_requests_total", model=MODEL, status="cancelled", reason_code="client_gone")
+    assert gone == 2, rid  # (a timeout's code is timeout)
+    # The stream's 200 went out at its start: how it ended is counted apart.
+    assert _value(metrics, "controlplane_http_streams_total", route="/v1/completions", end="client_gone") == 1
 
 
 def test_killed_worker_processes_retry_then_fail_the_request_clearly(daemon):

@@ -44,3 +44,66 @@ def test_a_client_gone_before_its_answer_cancels_its_requests_and_leaves_no_erro
     out, unhandled = asyncio.run(main())
     assert out is None and [h.cancelled for h in handles] == [["client disconnected"]] * 2
     assert unhandled == []
+
+
+class Streamed:
+    """A request handle that streams ``deltas``, then ends with ``result``."""
+
+    request_id = "req-0"
+
+    def __init__(self, deltas: list[str], result: object) -> None:
+        self.deltas, self._result, self.cancelled = deltas, result, []
+
+    def __aiter__(self):
+        return self._deltas()
+
+    async def _deltas(self):
+        for d in self.deltas:
+            yield d
+
+    async def result(self) -> object:
+        return self._result
+
+    def cancel(self, reason: str) -> None:
+        self.cancelled.append(reason)
+
+
+def _result(status: str, code=None):
+    from controlplane.live.results import LiveResult
+
+    return LiveResult(request_id="req-0", model="tiny", status=status, text="ab", finish_reason=None, reason=status,
+                      prompt_tokens=3, completion_tokens=2, reason_code=code)
+
+
+def test_a_streams_end_is_counted_done_error_or_client_gone():
+    """A stream's status is 200 from its first byte: one that timed out or lost its client after the
+    start was counted as a clean 200, whatever followed."""
+    from controlplane.live.daemon_api import _stream
+    from controlplane.live.prometheus import PrometheusExporter
+    from controlplane.types import ReasonCode
+
+    metrics = PrometheusExporter()
+
+    async def serve(handle, *, read: int | None = None) -> list[bytes]:
+        response = await _stream(handle, "cmpl-1", "tiny", False, False, metrics)
+        got = []
+        async for event in response.body_iterator:
+            got.append(event)
+            if read is not None and len(got) == read:
+                await response.body_iterator.aclose()  # the client hangs up
+                break
+        return got
+
+    done = asyncio.run(serve(Streamed(["a", "b"], _result("completed"))))
+    assert done[-1] == b"data: [DONE]\n\n"
+    timed_out = asyncio.run(serve(Streamed(["a", "b"], _result("timeout", ReasonCode.TIMEOUT))))
+    assert b'"code":"timeout"' in timed_out[-2].replace(b" ", b"")
+    gone = Streamed(["a", "b", "c"], _result("completed"))
+    asyncio.run(serve(gone, read=1))
+    assert gone.cancelled == ["client disconnected"]
+
+    def ends(end: str) -> float | None:
+        return metrics.registry.get_sample_value("controlplane_http_streams_total",
+                                                 {"route": "/v1/completions", "end": end})
+
+    assert (ends("done"), ends("error"), ends("client_gone")) == (1.0, 1.0, 1.0)

@@ -225,6 +225,7 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
     assert summary["num_cancelled"] == 1 and summary["num_completed"] == 1
     (row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["request_id"] == slow.request_id]
     assert row["status"] == "cancelled" and row["reason"].startswith("timed out")
+    assert row["reason_code"] == "timeout" and slow.reason_code is ReasonCode.TIMEOUT  # not a client gone
     assert row["output_tokens"] < 400
     # Each answer is in the journal once, with its status: a kill before its row was written cannot
     # have it listed as never answered (safe to retry).
@@ -253,6 +254,8 @@ def test_a_cancelled_request_frees_its_worker_and_is_recorded(tmp_path):
     assert 3 <= result.completion_tokens < 500
     assert after.ok and running == [] and waiting == []
     assert summary["num_cancelled"] == 1 and summary["num_completed"] == 1
+    (row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["request_id"] == result.request_id]
+    assert (row["status"], row["reason_code"]) == ("cancelled", "client_gone")  # not a timeout
     decisions = [d for d in rows(cfg.storage.url, summary["run_id"], "decisions") if d["action"] == "cancel"]
     assert [(d["subject"], d["reason"]) for d in decisions] == [(result.request_id, "client disconnected")]
 

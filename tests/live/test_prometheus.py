@@ -25,3 +25,22 @@ def test_plugin_errors_total_counts_every_caught_exception_past_the_recorded_one
     counted = exporter.registry.get_sample_value("controlplane_plugin_errors_total",
                                                  {"plugin": "raising", "hook": "cp_route_request"})
     assert counted == res.summary["plugin_error_counts"]["raising"]["cp_route_request"] == n
+
+
+def test_requests_total_tells_a_timeout_from_a_client_gone_by_reason_code():
+    """Both are ``cancelled``: only their reason code tells them apart."""
+    from types import SimpleNamespace
+
+    from controlplane.events import RequestFinished
+    from controlplane.types import ReasonCode, RequestStatus
+
+    exporter = PrometheusExporter()
+    for code in (ReasonCode.TIMEOUT, ReasonCode.CLIENT_GONE, ReasonCode.CLIENT_GONE, None):
+        request = SimpleNamespace(model="tiny", status=RequestStatus.CANCELLED, reason_code=code, cache_hit=None)
+        exporter.cp_on_event(RequestFinished(1.0, request))
+
+    def count(code: str) -> float | None:
+        return exporter.registry.get_sample_value("controlplane_requests_total",
+                                                  {"model": "tiny", "status": "cancelled", "reason_code": code})
+
+    assert (count("timeout"), count("client_gone"), count("")) == (1.0, 2.0, 1.0)
