@@ -36,6 +36,8 @@ HTTP_STATUS_BY_CODE: dict[ReasonCode, int] = {
     ReasonCode.WORKER_FAILED: 503,
     ReasonCode.STALLED: 503,
     ReasonCode.UNAVAILABLE: 503,
+    ReasonCode.TIMEOUT: 504,  # no answer within the daemon's request timeout
+    ReasonCode.CLIENT_GONE: 499,  # its client went away (nginx's "client closed the request")
 }
 
 #: The HTTP status of final states that need no code. 499 is nginx's "client closed the
