@@ -186,7 +186,12 @@ def _crashed(run: dict) -> str:
             f"{s.get('requests_recorded', 0):,} request rows recorded")
     if s.get("requests_lost") is not None:
         ids = ", ".join(s.get("lost_request_ids") or [])
-        line += (f"; {s['requests_accepted']:,} accepted, {s['requests_lost']:,} accepted and not recorded"
+        answered = s.get("requests_answered_unrecorded")
+        answered = sum(answered.values()) if isinstance(answered, dict) else answered
+        line += (f"; {s['requests_accepted']:,} accepted"
+                 + (f", {answered:,} answered and not recorded (their clients have their answers: not to retry)"
+                    if answered else "")
+                 + f", {s['requests_lost']:,} never answered (safe to retry)"
                  + (f" ({ids}{', ...' if s.get('lost_request_ids_truncated') else ''})" if ids else ""))
     elif s.get("lost_note"):
         line += f"; {escape(s['lost_note'])}"

@@ -42,3 +42,17 @@ def test_compare_says_when_the_runs_replayed_different_requests(tmp_path):
     assert "note: the runs replayed different requests" in text and "run 2: - (limit=30)" in text
     same = " ".join(CliRunner().invoke(app, ["runs", "compare", "1", "1", "--no-ci", "--db", url]).output.split())
     assert "different requests" not in same
+
+
+def test_a_crashed_daemon_run_tells_answered_requests_from_ones_safe_to_retry():
+    """`requests_lost` now counts only requests never answered; those answered but not recorded must not be
+    retried (their clients have their answers)."""
+    from datetime import datetime
+
+    from controlplane.cli.runs import _crashed
+
+    line = _crashed({"finished_at": datetime(2026, 12, 6, 12), "summary": {
+        "crashed": True, "requests_recorded": 50, "requests_accepted": 70, "requests_answered_unrecorded": 6,
+        "requests_lost": 14, "lost_request_ids": ["req-3", "req-9"], "lost_request_ids_truncated": True}})
+    assert ("70 accepted, 6 answered and not recorded (their clients have their answers: not to retry), "
+            "14 never answered (safe to retry) (req-3, req-9, ...)") in line
