@@ -82,8 +82,11 @@ class WorkerLifecycle:
         or when the autoscaler sees it waiting), unless the model's last start failed: then nothing
         is on its way and waiting would only end at the client's timeout, so it is refused at once,
         with that start's error (code ``unavailable``) and a ``retry_after_s``: until the start the
-        autoscaler holds back (`ScaleDecision.next_start_s`), else one tick (a start can begin then). A start in progress makes requests wait again
-        (they go to the starting worker); one that becomes ready clears the failure."""
+        autoscaler holds back (`ScaleDecision.next_start_s`), else one tick (a start can begin then).
+        Those refused as the start fails get one tick too: the autoscaler answers a failure (a new
+        start, or its backoff) only at its next tick, and a retry then gets that answer. A start in
+        progress makes requests wait again (they go to the starting worker); one that becomes ready
+        clears the failure."""
         failed = self.__dict__.get("_start_failed")
         why = failed.get(r.model) if failed else None
         if why is None:

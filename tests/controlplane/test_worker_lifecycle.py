@@ -172,3 +172,20 @@ def test_a_scale_decision_for_another_model_does_not_set_this_models_retry_after
     run.handle(ev.Tick(1.0))  # the confused answer: recorded as the plugin's error, not applied
     refused = run.arrive("q0", 1.1)
     assert refused.status is RequestStatus.REJECTED and refused.retry_after_s == 1.0  # one tick, not 500 s
+
+
+def test_requests_waiting_for_a_start_that_fails_are_told_to_ask_again_after_the_next_tick():
+    """The autoscaler answers a failure (a new start, or its backoff) at its next tick: the requests
+    refused as the start fails get one tick, and a retry then the backoff (docs/daemon.md)."""
+    run = Run()
+    (w0,) = run.started()
+    run.handle(ev.WorkerFailed(0.5, w0, ERROR))
+    run.handle(ev.Tick(1.0))
+    w1 = run.started()[-1]
+    waiting = run.arrive("q0", 1.2)
+    assert waiting.worker_id == w1
+    run.handle(ev.WorkerFailed(1.5, w1, ERROR))  # 2 in a row: fixed-replicas holds the next start 5 s
+    assert waiting.status is RequestStatus.REJECTED and waiting.retry_after_s == 1.0
+    run.handle(ev.Tick(2.0))
+    retried = run.arrive("q0-again", 2.5)
+    assert retried.status is RequestStatus.REJECTED and abs(retried.retry_after_s - (1.5 + 5.0 - 2.5)) < 1e-9
