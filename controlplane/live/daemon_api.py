@@ -93,9 +93,9 @@ async def _naming_ignored(daemon: Any, body: Any, endpoint: str, answer: Awaitab
     ignored = daemon.ignored_fields.note(body, endpoint)
     try:
         response = await answer
-    except APIError as exc:
+    except (APIError, RequestError) as exc:  # (an unknown model's 404 is a RequestError: named all the same)
         if ignored:
-            exc.headers = {**(exc.headers or {}), IGNORED_HEADER: ignored}
+            exc.headers = {**(getattr(exc, "headers", None) or {}), IGNORED_HEADER: ignored}
         raise
     if ignored:
         response.headers[IGNORED_HEADER] = ignored

@@ -139,8 +139,8 @@ async def _api_error(request: HTTPRequest, exc: APIError) -> JSONResponse:
 
 
 async def _request_error(request: HTTPRequest, exc: RequestError) -> JSONResponse:
-    headers = {"retry-after": "5"} if exc.http_status == 503 else None
-    return APIError(exc.http_status, str(exc), param=exc.param, code=exc.code.value, headers=headers).response()
+    headers = {**({"retry-after": "5"} if exc.http_status == 503 else {}), **(getattr(exc, "headers", None) or {})}
+    return APIError(exc.http_status, str(exc), param=exc.param, code=exc.code.value, headers=headers or None).response()
 
 
 async def _invalid(request: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
@@ -152,7 +152,21 @@ async def _invalid(request: HTTPRequest, exc: RequestValidationError) -> JSONRes
     elif not where:  # the body itself is not an object, or was not sent as JSON
         what = _not_an_object(request.headers.get("content-type"))
     message = f"{where}: {what}" if where else what
-    return APIError(400, message, param=where, code=ReasonCode.INVALID.value).response()
+    return APIError(400, message, param=where, code=ReasonCode.INVALID.value,
+                    headers=_ignored_header(request, exc.body)).response()
+
+
+def _ignored_header(request: HTTPRequest, body: Any) -> dict[str, str] | None:
+    """A refused body's unknown fields, in ``x-ignored-fields`` as every other answer names them (a
+    misspelt ``max_token`` beside the field at fault)."""
+    from controlplane.live.daemon_requests import ChatCompletionRequest, CompletionRequest
+    from controlplane.live.ignored_fields import HEADER, header_value, unknown_in_raw
+
+    path = request.url.path
+    model = ChatCompletionRequest if path.endswith("/chat/completions") else \
+        CompletionRequest if path.endswith("/completions") else None
+    names = unknown_in_raw(body, model) if model is not None else []
+    return {HEADER: header_value(names)} if names else None
 
 
 def _not_an_object(content_type: str | None) -> str:

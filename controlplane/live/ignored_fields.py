@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from controlplane.errors import did_you_mean
 
-__all__ = ["HEADER", "IgnoredFields", "ignored_fields"]
+__all__ = ["HEADER", "IgnoredFields", "header_value", "ignored_fields", "unknown_in_raw"]
 
 log = logging.getLogger("controlplane.daemon")
 
@@ -78,5 +78,19 @@ class IgnoredFields:
                         endpoint, what, _printable(name), hint, HEADER)
         if full:  # a client sending made-up names cannot grow the memory or flood the log
             log.warning("%d ignored field names seen: no warning for new ones (%s still names them)", self._max, HEADER)
-        shown = [_printable(n) for n in names[:_MAX_REPORTED]]
-        return ",".join(shown) + (",..." if len(names) > _MAX_REPORTED else "")
+        return header_value(names)
+
+
+def header_value(names: list[str]) -> str:
+    """The ``x-ignored-fields`` header naming ``names`` (printable, at most `_MAX_REPORTED`)."""
+    shown = [_printable(n) for n in names[:_MAX_REPORTED]]
+    return ",".join(shown) + (",..." if len(names) > _MAX_REPORTED else "")
+
+
+def unknown_in_raw(body: object, model: type[BaseModel]) -> list[str]:
+    """A body's top-level fields ``model`` does not know, read from the raw JSON: a body that failed
+    validation never became a model, and its answer (a 400) names them all the same."""
+    if not isinstance(body, dict):
+        return []
+    known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+    return sorted(str(k) for k in body if k not in known)

@@ -91,3 +91,9 @@ def test_the_daemon_answers_with_the_ignored_fields_named(http, caplog):
     assert bad.status_code == 400 and bad.headers[HEADER] == "max_tokns"  # an error says it too
     clean = http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2, "user": "me"})
     assert clean.status_code == 200 and HEADER not in clean.headers
+    # a body refused before it became a request, and an unknown model's 404: named as well (they were not)
+    invalid = http.post("/v1/completions", json={"prompt": "hi", "max_token": 5, "temperature": 9})
+    assert invalid.status_code == 400 and invalid.headers[HEADER] == "max_token"
+    unknown = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                      "max_token": 5, "model": "nope"})
+    assert unknown.status_code == 404 and unknown.headers[HEADER] == "max_token"
