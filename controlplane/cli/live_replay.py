@@ -109,9 +109,8 @@ def live_replay(
             span = requests[-1].arrival_s if requests else 0.0
             common.err.print(f"live replay: {len(requests):,} requests over {span:,.0f} s of {Path(path).name} on "
                              f"{models} ({pool} pool); run recorded in {mask_password(cfg.storage.url)}", highlight=False)
-            note = at_the_caps(requests, max_prompt_tokens, max_output_tokens)
-            if note:
-                common.err.print(note, highlight=False)
+        if note := at_the_caps(requests, max_prompt_tokens, max_output_tokens):  # (stderr: with --json too)
+            common.err.print(note, highlight=False)
         try:
             result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal,
                           **read)

@@ -91,6 +91,12 @@ def test_live_replay_says_how_many_requests_its_length_caps_reached(tmp_path):
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "length caps: 3 of 5 prompts at --max-prompt-tokens 14, 5 of 5 outputs at --max-output-tokens 2" in text
+    quiet = CliRunner().invoke(build_app(), [  # --json: the JSON alone on stdout, the note still on stderr
+        "live-replay", str(_trace(tmp_path)), "--config", str(_config(tmp_path, url)), "--pool", "thread",
+        "--cpu-threads", "1", "--max-prompt-tokens", "14", "--no-progress", "--json"])
+    assert quiet.exit_code == 0, quiet.output
+    assert json.loads(quiet.stdout)["num_requests"] == 5
+    assert "length caps: 3 of 5 prompts at --max-prompt-tokens 14" in " ".join(quiet.stderr.split())
     assert at_the_caps([TraceRequest("a", 0.0, 300, 5)], None, None) == ""  # no cap, no line
     assert at_the_caps([TraceRequest("a", 0.0, 300, 5)], None, 48) == ("length caps: 0 of 1 outputs at "
                                                                        "--max-output-tokens 48 (cut there, or "
