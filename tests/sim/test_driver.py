@@ -7,7 +7,9 @@ import dataclasses
 import pytest
 import simpy
 
+from controlplane import Plugin, hookimpl
 from controlplane import events as ev
+from controlplane.decisions import ScaleDecision
 from controlplane.config import DEFAULT_PLUGINS
 from controlplane.testing import make_config, make_trace, replay_with
 from controlplane.types import RequestStatus
@@ -87,10 +89,21 @@ def test_a_trace_out_of_arrival_order_is_an_error():
         replay_with(trace=trace)
 
 
+class _KeepsNone(Plugin):
+    """An autoscaler that keeps zero replicas (fixed-replicas with none is refused at arrival instead)."""
+
+    name = "keeps-none"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        return ScaleDecision(model, 0, "none")
+
+
 def test_requests_that_cannot_progress_end_the_run_after_a_few_idle_ticks():
     # No replica and an autoscaler that keeps it that way: nothing can ever serve them.
     trace = make_trace(4, qps=2)
-    res = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": 0}]}, sim={"tick_s": 0.5})
+    res = replay_with(_KeepsNone(), trace=trace, cluster={"models": [{"name": "default", "replicas": 0}]},
+                      sim={"tick_s": 0.5})
     s = res.summary
     assert s["num_in_flight"] == 4 and s["num_completed"] == 0
     last = trace[-1].arrival_s
