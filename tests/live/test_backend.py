@@ -284,3 +284,40 @@ def test_a_failed_step_leaves_the_engine_unchanged(engine):
     got = _run_all(engine, lambda s, w, r: (w, r))
     assert [got["tokens"]["r0"], got["tokens"]["r1"]] == [alone[0][1:], alone[1][1:]]
     assert got["tokens"]["r2"] == alone[2]
+
+
+def test_the_docs_engine_snippet_prints_the_requests_text():
+    """docs/live-workers.md's batching-engine example: its output is the request's whole text, a
+    delta per token (it left out the first token's, which the prefill step gives)."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).parents[2] / "docs" / "live-workers.md"
+    text = docs.read_text()
+    code = re.search(r"```python\n(.*?)```", text[text.index("## The batching engine"):], re.S).group(1)
+    printed: list[str] = []
+    scope: dict = {"print": lambda text, end="\n": printed.append(text)}
+    exec(compile(code, str(docs), "exec"), scope)  # noqa: S102 - the docs' own example
+    engine, ids = scope["engine"], scope["ids"]
+    engine.add_request("again", ids, max_new_tokens=64, stop=StopCondition(stop_strings=("\n\n",)),
+                       sampling=SamplingParams(temperature=0.8, top_p=0.95, seed=1))
+    tokens = [o.token_id for o in engine.step(["again"], []).outputs]
+    while engine.num_running:
+        tokens += [o.token_id for o in engine.step([], engine.running_ids()).outputs]
+    assert len(printed) == len(tokens) and "".join(printed) == engine.tokenizer.decode(tokens)
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "small-llama", "medium-llama"])
+def test_the_docs_preset_sizes_are_the_models(preset):
+    """docs/live-workers.md's parameter counts (small-llama said 20M, medium-llama 101M)."""
+    import re
+    from pathlib import Path
+
+    from controlplane.live.model_source import WorkerModelSettings, build_config
+    from transformers import AutoModelForCausalLM
+
+    row = (Path(__file__).parents[2] / "docs" / "live-workers.md").read_text()
+    said = float(re.search(rf"`{preset}` \([^)]*?([\d.]+)M", row).group(1))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(build_config(WorkerModelSettings(preset=preset)))
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == said
