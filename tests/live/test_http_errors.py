@@ -46,3 +46,30 @@ def test_refusals_before_the_core_carry_codes():
     assert InvalidRequest("x", code=ReasonCode.TOO_LONG).code is ReasonCode.TOO_LONG
     assert ServiceUnavailable("x").http_status == 503
     assert isinstance(ServiceUnavailable("x"), RuntimeError) and isinstance(ModelNotFound("x"), LookupError)
+
+
+def _documented(text: str) -> dict[str, int]:
+    """code -> status as docs/daemon.md's status table says it (rows ``| 429 | `a`, `b` | ... |``; a
+    code's first row: `invalid` is a 413 too, for a body over the limit, refused before any code)."""
+    import re
+
+    said: dict[str, int] = {}
+    for status, codes in re.findall(r"^\| (\d{3}) \| ([^|]*) \|", text, re.M):
+        for code in re.findall(r"`(\w+)`", codes):
+            said.setdefault(code, int(status))
+    return said
+
+
+def test_the_docs_list_every_code_with_its_status():
+    """docs/daemon.md's status table and docs/architecture.md's list (both left out queue_timeout)."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).parents[2] / "docs"
+    expected = {code.value: status for code, status in HTTP_STATUS_BY_CODE.items()}
+    assert _documented((docs / "daemon.md").read_text()) == expected
+    text = " ".join((docs / "architecture.md").read_text().split())
+    listed = text.split("(`HTTP_STATUS_BY_CODE`):", 1)[1].split("Without a code", 1)[0]
+    said = {name.lower(): int(status) for group, status in re.findall(r"((?:`\w+`,? )+)(\d{3})", listed)
+            for name in re.findall(r"`(\w+)`", group)}
+    assert said == expected
