@@ -249,15 +249,17 @@ def _server_class() -> type:
 
         async def serve(self, sockets: Any = None) -> None:
             self._cp_loop = asyncio.get_running_loop()
+            # The run first (models, database, workers), before uvicorn logs its first line: a start
+            # that fails is one error line alone, not one after uvicorn's `Started server process`.
+            with self.capture_signals():  # (Ctrl+C meanwhile: the run starts, then stops at once)
+                try:
+                    await self.daemon.startup()
+                except Exception as exc:
+                    self.daemon.startup_error = exc
+                    return
             await super().serve(sockets)
 
         async def startup(self, sockets: Any = None) -> None:
-            try:  # the run first (models, database, workers): a failure is one error, not a traceback
-                await self.daemon.startup()
-            except Exception as exc:
-                self.daemon.startup_error = exc
-                self.should_exit = True
-                return
             await super().startup(sockets)
             host, port = self.config.host, sockets[0].getsockname()[1] if sockets else self.config.port
             if self.on_started is not None and not self.should_exit:  # (the run is recorded now: say where)

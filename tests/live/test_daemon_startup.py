@@ -29,6 +29,7 @@ def assert_one_clear_error(done: subprocess.CompletedProcess, *words: str) -> No
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
     assert "recorded in" not in output, output  # the start line comes only once the run is recorded
+    assert "Started server process" not in output, output  # nor any uvicorn line: the run starts first
     for word in words:
         assert word in " ".join(output.split()), output
 
@@ -57,6 +58,14 @@ def test_a_database_url_that_is_not_one_is_one_error(tmp_path):
     assert_one_clear_error(done, "malformed database URL 'postgresql:/127.0.0.1/test'")
 
 
+def test_a_guardian_the_daemon_cannot_run_is_one_error(tmp_path):
+    """A config error found as the run starts (a simulated guardian) came after uvicorn's first line."""
+    config = tmp_path / "g.yaml"
+    config.write_text("guardians:\n  models:\n    - {name: screen, kind: simulated}\n")
+    done = start(tmp_path, "--port", str(free_port()), "-c", str(config), "--db", f"sqlite:///{tmp_path / 'runs.db'}")
+    assert_one_clear_error(done, "guardians.models[screen]: kind 'simulated' runs only in the simulator")
+
+
 def test_a_model_directory_without_a_model_is_one_error(tmp_path):
     (tmp_path / "empty").mkdir()
     done = start(tmp_path, "--port", str(free_port()), "--model-path", "empty", "--db",
@@ -69,13 +78,11 @@ def test_a_model_directory_without_a_model_is_one_error(tmp_path):
     ("{enabled: [queue-limt]}", ["queue-limt", "did you mean 'queue-limit'"]),
 ])
 def test_a_bad_plugin_key_is_one_error_before_the_server_starts(tmp_path, plugins, words):
-    """It came after uvicorn's "Started server process" line, which the docs keep for a run's start that fails
-    (the database, the model directory), not for the config."""
+    """It came after uvicorn's "Started server process" line (as a run's start that fails did too)."""
     config = tmp_path / "c.yaml"
     config.write_text(f"plugins: {plugins}\n")
     done = start(tmp_path, "--port", str(free_port()), "-c", str(config), "--db", f"sqlite:///{tmp_path / 'runs.db'}")
     assert_one_clear_error(done, *words)
-    assert "Started server process" not in done.stdout + done.stderr
     assert not (tmp_path / "runs.db").exists()
 
 
