@@ -35,8 +35,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage(results: Sequence[LiveResult]) -> dict[str, int]:
-    prompt = sum(r.prompt_tokens for r in results)
+def usage(results: Sequence[LiveResult], n: int = 1) -> dict[str, int]:
+    """The answer's token counts, as OpenAI gives them: each prompt counted once, whatever its
+    number of choices ``n`` (the results come prompt by prompt, ``n`` choices each), and every
+    choice's completion."""
+    prompt = sum(r.prompt_tokens for r in results[::n])
     completion = sum(r.completion_tokens for r in results)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -59,7 +62,7 @@ def _extension(results: Sequence[LiveResult]) -> dict[str, Any]:
     }
 
 
-def completion_response(rid: str, model: str, results: Sequence[LiveResult]) -> dict[str, Any]:
+def completion_response(rid: str, model: str, results: Sequence[LiveResult], n: int = 1) -> dict[str, Any]:
     return {
         "id": rid,
         "object": "text_completion",
@@ -69,12 +72,12 @@ def completion_response(rid: str, model: str, results: Sequence[LiveResult]) -> 
             {"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
             for i, r in enumerate(results)
         ],
-        "usage": usage(results),
+        "usage": usage(results, n),
         "controlplane": _extension(results),
     }
 
 
-def chat_response(rid: str, model: str, results: Sequence[LiveResult]) -> dict[str, Any]:
+def chat_response(rid: str, model: str, results: Sequence[LiveResult], n: int = 1) -> dict[str, Any]:
     return {
         "id": rid,
         "object": "chat.completion",
@@ -89,7 +92,7 @@ def chat_response(rid: str, model: str, results: Sequence[LiveResult]) -> dict[s
             }
             for i, r in enumerate(results)
         ],
-        "usage": usage(results),
+        "usage": usage(results, n),
         "controlplane": _extension(results),
     }
 
