@@ -278,3 +278,10 @@ def test_readyz_names_a_never_served_model_while_another_is_ready(tmp_path):
         ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert ready.json()["reason"].startswith("model 'code': no worker is configured")
+
+
+def test_usage_counts_each_prompt_once_with_n_choices(http):
+    """OpenAI counts a prompt's tokens once however many choices it has: 2 prompts of 2 and 1 ids, n=2, read 6."""
+    r = http.post("/v1/completions", json={"prompt": [[5, 6], [7]], "n": 2, "max_tokens": 2})
+    assert r.status_code == 200 and len(r.json()["choices"]) == 4
+    assert r.json()["usage"]["prompt_tokens"] == 3
