@@ -424,3 +424,23 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(settings_error_message(exc)) from None
     finally:
         _file_values.reset(token)
+
+
+def checked_config(config: Any) -> RunConfig:
+    """``config`` checked again as a run starts: a `RunConfig` changed in code after it was made
+    (``config.control.tick_s = -1``) skipped its checks, and a run of it hung, divided by zero or left
+    every request in flight. Raises ``TypeError`` for anything else (a path, a dict: `load_config`
+    makes a config of those) and ``ConfigError`` naming each bad key; returns the config checked."""
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a RunConfig (controlplane.config.load_config(path, overrides) makes one "
+                        f"from a file or a dict), got {type(config).__name__}")
+    from pydantic import ValidationError
+
+    try:
+        return RunConfig.model_validate(config.model_dump())
+    except ValidationError as exc:
+        from controlplane.config_errors import error_message
+
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {error_message(err)}" for err in exc.errors()]
+        raise ConfigError("invalid configuration (a value set after the config was made):\n  "
+                          + "\n  ".join(lines)) from None

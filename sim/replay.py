@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from controlplane import timings
-from controlplane.config import RunConfig
+from controlplane.config import RunConfig, checked_config
 from controlplane.errors import ConfigError, ReplayInterrupted, did_you_mean
 from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
@@ -337,6 +337,7 @@ def replay(
     every 256 arrivals. ``writer``: a writer process forked before the caller's imports
     (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one).
     """
+    config = checked_config(config)  # (a config changed in code after it was made skipped its checks)
     transforms = transforms or NO_TRANSFORMS
     reader, requests = prepared_trace(trace, seed=config.seed, transforms=transforms, trace_format=trace_format,
                                       trace_options=trace_options)

@@ -581,3 +581,24 @@ def test_a_plugin_setting_yaml_read_as_a_boolean_shows_the_value_received(tmp_pa
         RunSession(load_config(path), mode="sim", record=False)
     assert "plugins.settings.slo-planner.startup_release: Input should be 'off', 'steady' or 'quantile', got False: " \
            "YAML reads off/no/yes/on (unquoted) as booleans; quote it" in str(exc.value)
+
+
+def test_a_config_changed_in_code_is_checked_again_when_a_replay_starts():
+    """``c.control.tick_s = -1`` after the config was made hung the replay for ever; ``tick_s = 0`` divided by
+    zero, ``replicas = -3`` left every request in flight; a path given as the config read 'str' has no 'seed'."""
+    from controlplane.testing import make_config, make_trace
+    from sim.replay import replay
+
+    for section, key, value, said in (("control", "tick_s", -1.0, "control.tick_s: Input should be greater than 0"),
+                                      ("control", "tick_s", 0.0, "control.tick_s: Input should be greater than 0"),
+                                      ("slo", "ttft_s", -1.0, "slo.ttft_s: Input should be greater than 0")):
+        config = make_config()
+        setattr(getattr(config, section), key, value)
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            replay(make_trace(5), config, record=False)
+    config = make_config()
+    config.cluster.models[0].replicas = -3
+    with pytest.raises(ConfigError, match=r"cluster\.models\.0\.replicas: Input should be greater than or equal to 0"):
+        replay(make_trace(5), config, record=False)
+    with pytest.raises(TypeError, match="config must be a RunConfig .* got str"):
+        replay(make_trace(5), "cluster.yaml", record=False)
