@@ -33,7 +33,12 @@ def checked_requests(requests: Iterable[TraceRequest]) -> Iterator[TraceRequest]
     add = seen.add
     inf = math.inf
     for r in requests:
-        p, o = r.prompt_tokens, r.output_tokens
+        try:
+            p, o = r.prompt_tokens, r.output_tokens
+        except AttributeError:  # (a dict, a DataFrame's column name: not a request at all)
+            raise TypeError(f"trace: request {len(seen)} of the stream is a {type(r).__name__}, not a "
+                            "sim.traces.TraceRequest(request_id, arrival_s, prompt_tokens, output_tokens, ...): build "
+                            "those from your rows, or write the rows to a trace file (docs/traces.md)") from None
         try:
             ok = (0.0 <= r.arrival_s < inf and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT
                   and (type(p) is int or isinstance(p, Integral)) and (type(o) is int or isinstance(o, Integral))
