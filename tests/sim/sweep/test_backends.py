@@ -89,3 +89,63 @@ def test_pool_workers_and_their_forkserver_exit_when_the_driver_is_killed():
         for pid in (driver.pid, worker, forkserver):  # (what the test started, whatever it found)
             if pid and not _gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _two_sweeps_on(back, tmp_path):
+    """Sweep A (the first 5 requests of the bundled trace), then B (its first 8) on one backend."""
+    from sim.sweep import run_sweep
+
+    db = f"sqlite:///{tmp_path / 'two.db'}"
+    spec = {"seeds": [0], "record": "summary", "space": {"cluster.models.0.replicas": [1]}}
+    a = run_sweep(load_spec(data={**spec, "name": "A", "trace": {"limit": 5}}), db, backend=back, fresh=True)
+    b = run_sweep(load_spec(data={**spec, "name": "B", "trace": {"limit": 8}}), db, backend=back, fresh=True)
+    from controlplane.storage import get_run, make_engine
+
+    engine = make_engine(db)
+    try:
+        return [get_run(engine, r.run_ids[k])["summary"]["num_requests"] for r in (a, b) for k in r.run_ids]
+    finally:
+        engine.dispose()
+
+
+def test_a_pool_reused_for_a_second_sweep_replays_the_second_sweeps_trace(tmp_path):
+    """Both sweeps' traces are shipped as `seed=0`: the reused pool kept its workers, with A's trace,
+    and B's run replayed A's 5 requests under B's name."""
+    back = PoolBackend(workers=1)
+    try:
+        assert _two_sweeps_on(back, tmp_path) == [5, 8]
+    finally:
+        back.close()
+
+
+class _FakeRay:
+    """Just what `RayBackend.run` calls, in this process: a reference is the object put."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+
+    def put(self, value):
+        self.puts += 1
+        return [value]
+
+    def wait(self, pending, num_returns):
+        return pending[:num_returns], pending[num_returns:]
+
+    def get(self, ref):
+        return ref
+
+    def cancel(self, ref):
+        pass
+
+
+def test_ray_reused_for_a_second_sweep_replays_the_second_sweeps_trace(tmp_path):
+    from types import SimpleNamespace
+
+    from sim.sweep.backends import RayBackend
+    from sim.sweep.worker import run_task
+
+    back = RayBackend.__new__(RayBackend)  # (Ray itself need not be installed: its calls are faked)
+    back.ray, back._started, back._refs = _FakeRay(), False, {}
+    back._remote = SimpleNamespace(remote=lambda task, ref: run_task(task, ref[0]))
+    assert _two_sweeps_on(back, tmp_path) == [5, 8]
+    assert back.ray.puts == 2
