@@ -336,35 +336,18 @@ def export(
 ) -> None:
     """Export one run's rows as CSV or JSON."""
     from controlplane.storage import export_rows, get_run
+    from controlplane.storage.queries import check_rows_stored
 
     with user_errors():
         format = _export_format(format, output)  # (before the file is made: a refused format leaves none)
         engine = _engine(db)
-        _check_rows_stored(engine, get_run(engine, run_id))
+        check_rows_stored(engine, get_run(engine, run_id))  # (before the file is made: a refused export leaves none)
         if output is None:
             export_rows(engine, run_id, what, format, sys.stdout)
         else:
             with output.open("w", newline="") as f:
                 n = export_rows(engine, run_id, what, format, f)
             out.print(f"wrote {n} rows to {output}", highlight=False)
-
-
-def _check_rows_stored(engine: Any, run: dict) -> None:
-    """A sweep's or search's run recorded with ``record: summary`` stored its summary alone: its export
-    would be a bare header or ``[]``, read as a run of no rows. Refuse it, saying why, as ``runs compare`` does."""
-    from sqlalchemy import select
-
-    from controlplane.storage.models import Request
-
-    requests = (run.get("summary") or {}).get("num_requests")
-    if run.get("sweep_id") is None or not requests:
-        return
-    with engine.connect() as conn:
-        if conn.execute(select(Request.run_id).where(Request.run_id == run["id"]).limit(1)).first() is not None:
-            return
-    raise ValueError(f"run {run['id']} has no stored rows to export (its summary counts {requests} requests): "
-                     f"it was recorded with `record: summary` (sweep {run['sweep_id']}), which stores the run's "
-                     "summary alone; set `record: full` in the spec to keep its requests, decisions and metrics")
 
 
 #: The export format an output file's extension names (``-o rows.json``), as `write_canonical` takes a trace's.

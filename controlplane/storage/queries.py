@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final, Literal, TextIO
 
 from sqlalchemy import Engine, Table, case, func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.hardware.profile_format import PADDED_FIELDS, ROW_FIELDS
-from controlplane.storage.db import describe_url
+from controlplane.storage.db import describe_url, plain_sqlite_file
+from controlplane.storage.errors import StorageError
 from controlplane.storage.jsoncodec import dumps
 from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, Sweep, WorkerEvent
 
@@ -79,10 +82,27 @@ def _order_by(what: str, table: Table) -> list[ColumnElement[Any]]:
     return [table.c.time_s, table.c.id]
 
 
+@contextmanager
+def _stored_runs(engine: Engine) -> Iterator[None]:
+    """Reading stored runs: a SQLite file that is not there, or a database without the runs' tables, is
+    a `StorageError` saying so (not an empty file made by the read, nor SQL's "no such table: run")."""
+    path = plain_sqlite_file(engine.url.render_as_string(hide_password=False))
+    if path is not None and not path.exists():
+        raise StorageError(f"{describe_url(engine)}: no such file ({path}), so no run is stored there")
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        text = str(exc.orig)
+        if "no such table" in text or getattr(exc.orig, "sqlstate", None) == "42P01":  # (PostgreSQL's undefined_table)
+            raise StorageError(f"{describe_url(engine)} holds no controlplane runs (no run tables): check the URL, "
+                               "or replay a trace into it first (the replay makes them)") from None
+        raise
+
+
 def list_runs(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
     """The most recent ``limit`` runs (of that ``status``, if given: ``crashed``...), newest first."""
     stmt = select(_RUN) if status is None else select(_RUN).where(_RUN.c.status == status)
-    with engine.connect() as conn:
+    with _stored_runs(engine), engine.connect() as conn:
         rows = conn.execute(stmt.order_by(_RUN.c.id.desc()).limit(limit)).mappings()
         return [dict(row) for row in rows]
 
@@ -94,7 +114,7 @@ def list_sweeps(engine: Engine, limit: int = 50, *, status: str | None = None) -
     finished = (select(func.count()).select_from(_RUN)
                 .where(_RUN.c.sweep_id == s.c.id, _RUN.c.status == "finished").scalar_subquery())
     cols = (s.c.id, s.c.name, s.c.kind, s.c.status, s.c.num_runs, s.c.created_at, s.c.finished_at)
-    with engine.connect() as conn:
+    with _stored_runs(engine), engine.connect() as conn:
         stmt = select(*cols, finished.label("runs_finished"))
         if status is not None:
             stmt = stmt.where(s.c.status == status)
@@ -104,7 +124,7 @@ def list_sweeps(engine: Engine, limit: int = 50, *, status: str | None = None) -
 
 def get_run(engine: Engine, run_id: int) -> dict[str, Any]:
     """One run's row; ``LookupError`` naming the database if there is no such run."""
-    with engine.connect() as conn:
+    with _stored_runs(engine), engine.connect() as conn:
         row = conn.execute(select(_RUN).where(_RUN.c.id == run_id)).mappings().first()
     if row is None:
         raise LookupError(f"run {run_id} not found in {describe_url(engine)}")
@@ -138,8 +158,22 @@ def iter_rows(engine: Engine, run_id: int, what: What | str) -> Iterator[dict[st
     """
     if what not in _TABLES:
         raise ValueError(f"unknown row kind {what!r}; expected one of {list(_TABLES)}")
-    get_run(engine, run_id)
+    check_rows_stored(engine, get_run(engine, run_id))
     return _stream(engine, what, run_id)
+
+
+def check_rows_stored(engine: Engine, run: dict[str, Any]) -> None:
+    """A sweep's or search's run recorded with ``record: summary`` stored its summary alone: its rows would
+    read as a run of none (an export's bare header). ``LookupError`` saying why, as ``runs compare`` says."""
+    requests = (run.get("summary") or {}).get("num_requests")
+    if run.get("sweep_id") is None or not requests:
+        return
+    with engine.connect() as conn:
+        if conn.execute(select(Request.run_id).where(Request.run_id == run["id"]).limit(1)).first() is not None:
+            return
+    raise LookupError(f"run {run['id']} has no stored rows (its summary counts {requests} requests): it was "
+                      f"recorded with `record: summary` (sweep {run['sweep_id']}), which stores the run's summary "
+                      "alone; set `record: full` in the spec to keep its requests, decisions and metrics")
 
 
 def iter_request_rows(engine: Engine, run_id: int) -> Iterator[dict[str, Any]]:

@@ -27,7 +27,7 @@ def test_export_of_a_summary_only_run_says_why_it_has_no_rows(sweep_db, tmp_path
     res = CliRunner().invoke(app, ["runs", "export", "1", "--what", what, "--db", sweep_db, "-o", str(out)])
     assert res.exit_code != 0 and not out.exists()
     said = " ".join(res.stderr.split())
-    assert ("run 1 has no stored rows to export (its summary counts 40 requests): it was recorded with "
+    assert ("run 1 has no stored rows (its summary counts 40 requests): it was recorded with "
             "`record: summary` (sweep 1)") in said and "set `record: full` in the spec" in said, said
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 
 import pytest
 from sqlalchemy import Engine
@@ -185,3 +186,32 @@ def test_streaming_large_run_in_chunks(engine: Engine) -> None:
             rec.add_request(request_row(4500 - i))
     arrivals = [r["arrival_s"] for r in iter_request_rows(engine, run_id)]
     assert len(arrivals) == 4500 and arrivals == sorted(arrivals)
+
+
+def test_reading_a_database_without_runs_says_so_and_makes_no_file(tmp_path):
+    """`get_run(make_engine("sqlite:///typo.db"), 1)` raised SQL's "no such table: run" and left an empty typo.db."""
+    from controlplane.storage import StorageError, get_run, list_runs, make_engine
+
+    missing = tmp_path / "typo.db"
+    with pytest.raises(StorageError, match=r"no such file .*typo\.db.*, so no run is stored there"):
+        get_run(make_engine(f"sqlite:///{missing}"), 1)
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # (a database, but not one of runs)
+    with pytest.raises(StorageError, match="holds no controlplane runs"):
+        list_runs(make_engine(f"sqlite:///{empty}"))
+
+
+def test_rows_of_a_summary_only_sweep_run_are_refused_saying_why(tmp_path):
+    """`export_rows` of a `record: summary` run wrote a bare header: 0 rows, no hint."""
+    import io
+
+    from controlplane.storage import export_rows, make_engine
+    from sim.sweep import load_spec, run_sweep
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    spec = load_spec(data={"name": "s", "trace": {"format": "azure", "limit": 20}, "seeds": [0], "record": "summary",
+                           "space": {"cluster.models.0.replicas": [1]}})
+    run_sweep(spec, url, backend="serial")
+    with pytest.raises(LookupError, match="recorded with `record: summary`"):
+        export_rows(make_engine(url), 1, "requests", "csv", io.StringIO())
