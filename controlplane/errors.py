@@ -38,7 +38,8 @@ class ReplayInterrupted(KeyboardInterrupt):
 
     def __init__(self, run_id: int | None, num_arrived: int, db_url: str | None = None,
                  summary: dict | None = None) -> None:
-        super().__init__(run_id, num_arrived)
+        where = f"run {run_id}" if run_id is not None else "before the run started"
+        super().__init__(f"replay interrupted ({where}), after {num_arrived:,} requests arrived")
         self.run_id = run_id
         self.num_arrived = num_arrived
         self.db_url = db_url

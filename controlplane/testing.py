@@ -86,9 +86,16 @@ def make_plugin_set(*plugins: object, enabled: Sequence[str] | None = None, **se
 
 
 def make_trace(n: int = 100, *, qps: float = 2.0, prompt_tokens: int = 512, output_tokens: int = 64, seed: int = 0):
-    """A small synthetic trace (Poisson arrivals, lognormal lengths) as TraceRequests."""
+    """A small synthetic trace (Poisson arrivals, lognormal lengths) as TraceRequests: ``n`` >= 0 requests at
+    ``qps`` > 0 requests a second (from 0 s), prompt and output lengths around the given medians (>= 1)."""
     from sim.traces.record import TraceRequest
 
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"make_trace: n must be a whole number of requests >= 0, got {n!r}")
+    if not 0 < qps < float("inf"):
+        raise ValueError(f"make_trace: qps must be a finite rate > 0 requests a second, got {qps!r}")
+    if n == 0:
+        return []
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / qps, size=n))
     t -= t[0]

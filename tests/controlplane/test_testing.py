@@ -1,0 +1,23 @@
+"""`controlplane.testing`'s helpers, and what a library user reads of an interrupted replay."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_make_trace_refuses_what_is_not_a_trace_and_makes_an_empty_one():
+    """make_trace(0) raised IndexError, qps=0 ZeroDivisionError, qps=-1 numpy's 'scale < 0'."""
+    from controlplane.testing import make_trace
+
+    assert make_trace(0) == []
+    for kwargs, said in (({"n": -1}, "n must be a whole number"), ({"n": 5, "qps": 0}, "qps must be a finite rate"),
+                         ({"n": 5, "qps": -1}, "qps must be a finite rate")):
+        with pytest.raises(ValueError, match=said):
+            make_trace(**kwargs)
+
+
+def test_replay_interrupted_reads_as_words():
+    from controlplane.errors import ReplayInterrupted
+
+    assert str(ReplayInterrupted(3, 18063)) == "replay interrupted (run 3), after 18,063 requests arrived"
+    assert str(ReplayInterrupted(None, 0)) == "replay interrupted (before the run started), after 0 requests arrived"
