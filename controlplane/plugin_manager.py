@@ -150,15 +150,27 @@ def discover_plugins(*, refresh: bool = False) -> dict[str, PluginInfo]:
 
     Scanning every installed distribution's metadata takes milliseconds (a hundred
     ``entry_points.txt`` read and parsed), so the result is kept for the process until
-    ``sys.path`` changes, and on disk between processes (:func:`_cached_scan`);
-    ``refresh=True`` scans again (the daemon's config reload does, to see plugins installed
-    since it started).
+    ``sys.path`` or one of its folders changes (a distribution installed or removed adds or removes
+    a folder there: a plugin ``pip install``-ed in a notebook is found by the next run), and on disk
+    between processes (:func:`_cached_scan`); ``refresh=True`` scans again (the daemon's config
+    reload does, to see plugins installed since it started).
     """
     global _discovered
-    key = tuple(sys.path)
+    key = _path_key()
     if refresh or _discovered is None or _discovered[0] != key:
         _discovered = (key, _scan_entry_points() if refresh else _cached_scan())
     return dict(_discovered[1])
+
+
+def _path_key() -> tuple[tuple[str, int], ...]:
+    """``sys.path`` with each folder's modification time (a stat each: microseconds a run)."""
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            key.append((entry, -1))
+    return tuple(key)
 
 
 def _scan_entry_points() -> dict[str, PluginInfo]:

@@ -698,3 +698,21 @@ def test_a_slow_hook_is_warned_of_once_where_hooks_are_timed_and_never_timed_oth
             assert fast_caller(timed.hook.cp_route_request, timed.monitor)(*args).worker_id == "default-0"
     warned = [r.getMessage() for r in caplog.records if "'slow'" in r.getMessage()]
     assert len(warned) == 1 and "cp_route_request took" in warned[0] and "event loop" in warned[0]
+
+
+def test_a_plugin_installed_while_the_process_runs_is_found_by_the_next_run(tmp_path, monkeypatch):
+    """A notebook's `%pip install my-plugin` after its first replay: the next replay said 'unknown plugin'
+    (discovery was kept for the process until sys.path changed)."""
+    from controlplane.plugin_manager import discover_plugins
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert "late-router" not in discover_plugins()
+    (site / "late_router.py").write_text(
+        "from controlplane import Plugin\n\nclass LateRouter(Plugin):\n    name = 'late-router'\n")
+    info = site / "late_router-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: late-router\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[controlplane]\nlate-router = late_router:LateRouter\n")
+    assert "late-router" in discover_plugins()
