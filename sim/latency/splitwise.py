@@ -11,14 +11,13 @@ Context length is ignored — the profile does not vary it.
 from __future__ import annotations
 
 from bisect import bisect_right
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .base import IterationShape, LatencyModel, decode_run_args
-from .vidur_files import PROFILES_DIR, ProfileNotFoundError
+from .vidur_files import PROFILES_DIR, ProfileNotFoundError, cached_per_file_version
 
 __all__ = ["SplitwiseModel", "list_splitwise_profiles"]
 
@@ -33,7 +32,7 @@ _GPU_ALIASES = {"a100": "a100-80gb", "h100": "h100-80gb", "h100-pcap": "h100-80g
 MIXED_BATCH_FACTOR = 1.1
 
 
-@lru_cache(maxsize=4)
+@cached_per_file_version(maxsize=4)  # (an edited perf_model.csv is read again)
 def _load(path: str) -> pd.DataFrame:
     return pd.read_csv(path)
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import functools
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +43,7 @@ __all__ = [
     "load_cpu_curves",
     "attention_candidates",
     "attention_shapes",
+    "cached_per_file_version",
 ]
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -62,6 +66,7 @@ _EXTRA_ATTENTION = {"a100": ("vidur/legacy_a100_2024-05/attention.csv",)}
 CPU_OVERHEAD_FILE = "vidur/legacy_a100_2024-05/cpu_overheads.csv"
 _CPU_OPS = ("schedule_median", "sampler_e2e_median", "prepare_inputs_e2e_median", "process_model_outputs_median", "ray_comm_time_mean")
 NO_POST_ATTN_NORM = {"microsoft/phi-2"}  # parallel attention/MLP block, one norm
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ProfileNotFoundError(LookupError):
@@ -150,6 +155,30 @@ def find_compute_file(root: Path, gpu_dir: str, model: ModelSpec) -> Path:
 # --------------------------------------------------------------------------- fitting (cached)
 
 
+def cached_per_file_version(maxsize: int) -> Callable[[F], F]:
+    """``lru_cache`` for ``fn(path, *args)`` keyed also by the file's stat signature (size, mtime,
+    ctime, inode): a profile file edited (or replaced) while the process runs is read again, not
+    answered from memory for the rest of the process (a library user re-running a replay after
+    editing mlp.csv got the old curves). The ``os.stat`` costs microseconds per call; the disk
+    cache under it (`fit_cache.disk_cached`) keys entries by the file's content."""
+
+    def wrap(fn: F) -> F:
+        @lru_cache(maxsize=maxsize)
+        def by_version(path: str, version: tuple[int, ...], *args: Any) -> Any:
+            return fn(path, *args)
+
+        @functools.wraps(fn)
+        def cached(path: str, *args: Any) -> Any:
+            st = os.stat(path)
+            return by_version(path, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino), *args)
+
+        cached.cache_clear = by_version.cache_clear  # type: ignore[attr-defined]
+        cached.cache_info = by_version.cache_info  # type: ignore[attr-defined]
+        return cached  # type: ignore[return-value]
+
+    return wrap
+
+
 def fit_op_curves(df: pd.DataFrame, ops: Sequence[str] = LINEAR_OPS, method: str = "linear") -> dict[str, Curve1D]:
     """One num_tokens -> ms curve per operator (median column; missing ops are zero)."""
     x = df["num_tokens"].to_numpy(dtype=np.float64)
@@ -190,7 +219,7 @@ def fit_attention_surfaces(df: pd.DataFrame) -> tuple[RatioSurface, RatioSurface
     return prefill, decode, kv_save
 
 
-@lru_cache(maxsize=64)
+@cached_per_file_version(maxsize=64)
 @disk_cached
 def load_compute_curves(path: str, tp: int, shape: tuple[int, int, int, int], method: str) -> dict[str, Curve1D]:
     import pandas as pd  # slow to import: only when a profile is read
@@ -209,7 +238,7 @@ def load_compute_curves(path: str, tp: int, shape: tuple[int, int, int, int], me
     return fit_op_curves(sub, method=method)
 
 
-@lru_cache(maxsize=32)
+@cached_per_file_version(maxsize=32)
 @disk_cached
 def load_all_reduce_curve(path: str, tp: int, hidden: int, method: str) -> Curve1D:
     import pandas as pd  # slow to import: only when a profile is read
@@ -223,7 +252,7 @@ def load_all_reduce_curve(path: str, tp: int, hidden: int, method: str) -> Curve
     return Curve1D.fit(tokens, sub["time_stats.all_reduce.median"].to_numpy(dtype=np.float64), method)
 
 
-@lru_cache(maxsize=32)
+@cached_per_file_version(maxsize=32)
 @disk_cached
 def load_attention_fit(path: str, hidden: int, heads: int, kv_heads: int, block: int, tp: int | None) -> tuple[RatioSurface, RatioSurface, Curve1D | None]:
     import pandas as pd  # slow to import: only when a profile is read
@@ -244,7 +273,7 @@ def load_attention_fit(path: str, hidden: int, heads: int, kv_heads: int, block:
     return fit_attention_surfaces(df)
 
 
-@lru_cache(maxsize=8)
+@cached_per_file_version(maxsize=8)
 @disk_cached
 def load_cpu_curves(path: str, model: str, tp: int) -> dict[str, Curve1D]:
     import pandas as pd  # slow to import: only when a profile is read
@@ -268,7 +297,7 @@ def attention_shapes(files: list[Path]) -> list[dict]:
     return [{"file": str(f), **shape} for f in files for shape in _shapes_in(str(f))]
 
 
-@lru_cache(maxsize=64)
+@cached_per_file_version(maxsize=64)
 @disk_cached
 def _shapes_in(path: str) -> tuple[dict, ...]:
     import pandas as pd  # slow to import: only when a profile is read (cached on disk after)
