@@ -63,7 +63,7 @@ def trace_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # (by name: `TraceTransforms(2)` set window_start_s silently)
 class TraceTransforms:
     """Edits to a trace before it is replayed, applied in this order: window, speed-up, repeat,
     rate, limit, length scales, length caps.

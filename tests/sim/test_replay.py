@@ -428,3 +428,9 @@ def test_a_list_of_requests_can_be_repeated(container):
     assert len(copies) == 40 and len({r.request_id for r in copies}) == 40
     with pytest.raises(ValueError, match="repeat needs a trace that can be read again"):
         list(prepare_trace(iter(requests), seed=0, transforms=TraceTransforms(repeat=2)))
+
+
+def test_transforms_are_given_by_name():
+    """`TraceTransforms(2)` set window_start_s silently (simulator.md once listed the fields in another order)."""
+    with pytest.raises(TypeError):
+        TraceTransforms(2)
