@@ -1,4 +1,8 @@
-"""The report's figures, drawn with matplotlib (Agg, no display) and returned as PNG bytes."""
+"""The report's figures, drawn with matplotlib (Agg, no display) and returned as PNG bytes.
+
+Each is a ``matplotlib.figure.Figure`` on its own Agg canvas, never a pyplot figure: a report
+made from a notebook or a script leaves the caller's pyplot alone (its backend, its open
+figures; ``matplotlib.use("Agg", force=True)`` here had switched a notebook's ``plt.show()`` off)."""
 
 from __future__ import annotations
 
@@ -12,22 +16,28 @@ from controlplane.report.data import RunData
 __all__ = ["latency_cdfs", "pareto_plot", "per_minute", "png", "replicas_and_queue", "timeline"]
 
 
-def _plt():
+def _figure(**kwargs: Any) -> Any:
+    """A figure drawn by Agg, outside pyplot (no backend chosen, nothing to close)."""
     try:
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise ValueError("HTML reports need matplotlib: pip install 'controlplane[report]'") from None
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
+
+def _subplots(*shape: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """``plt.subplots`` without pyplot: the figure and its axes."""
+    fig = _figure(figsize=figsize)
+    return fig, fig.subplots(*shape)
 
 
 def png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
     return buf.getvalue()
 
 
@@ -36,8 +46,7 @@ def _empty(ax: Any, text: str) -> None:
 
 
 def latency_cdfs(data: RunData) -> bytes:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    fig, axes = _subplots(1, 4, figsize=(15, 3.4))
     for ax, name in zip(axes, ("ttft", "tpot", "e2e", "queue")):
         x = data.latency[name]
         x = np.sort(x[~np.isnan(x)])
@@ -61,8 +70,7 @@ def latency_cdfs(data: RunData) -> bytes:
 
 
 def per_minute(data: RunData) -> bytes:
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 3.4))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(15, 3.4))
     if data.arrival.size == 0:
         _empty(ax1, "no requests")
         _empty(ax2, "no requests")
@@ -94,8 +102,7 @@ def per_minute(data: RunData) -> bytes:
 
 
 def replicas_and_queue(data: RunData) -> bytes:
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 3.4))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(15, 3.4))
     for ax, names, title in ((ax1, ("replicas", "replicas_starting", "running"), "replicas and running requests"),
                              (ax2, ("queue_length",), "queued requests")):
         shown = False
@@ -116,9 +123,8 @@ def replicas_and_queue(data: RunData) -> bytes:
 
 
 def timeline(data: RunData) -> bytes:
-    plt = _plt()
     hooks = sorted(data.timeline, key=str)
-    fig, ax = plt.subplots(figsize=(15, 0.5 * max(len(hooks), 2) + 1.2))
+    fig, ax = _subplots(figsize=(15, 0.5 * max(len(hooks), 2) + 1.2))
     for i, hook in enumerate(hooks):
         t = data.timeline[hook]
         ax.scatter(t, np.full(t.size, i), s=4, alpha=0.5)
@@ -138,8 +144,7 @@ def timeline(data: RunData) -> bytes:
 
 
 def pareto_plot(points: list[dict[str, Any]], front: list[dict[str, Any]], unit: str, target: float | None) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = _subplots(figsize=(9, 4.5))
     if points:
         ax.scatter([p["cost"] for p in points], [p["attainment"] for p in points], s=12, alpha=0.5, label="runs")
     if front:
