@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,27 +35,65 @@ def run_objects_only_for_gc() -> Iterator[None]:
     before most of them are freed by their reference counts, ~5% of a long replay; a replay
     makes next to no reference cycles (the same peak memory with the collector off for 200,000
     requests), so they wait longer, nothing more. The thresholds are given back afterwards.
+
+    Runs may overlap (replays in threads of one process): the settings are process-wide, so the
+    first run to start saves them and changes them, and the last to end gives them back (a
+    per-run save and restore left the thresholds at ``RUN_GC_THRESHOLD`` for good when the first
+    run ended before the second; and ended the freeze under a run still going).
     """
-    threshold = gc.get_threshold()
-    gc.set_threshold(*RUN_GC_THRESHOLD)
+    _enter()
     try:
-        if gc_freeze.any_frozen():  # someone else froze objects on purpose: leave it to them
-            yield
-            return
-        global _runs_started
-        if _runs_started:
-            gc.collect()  # an earlier run's cycles, not to be frozen with the rest
-        _runs_started += 1
-        gc.freeze()
-        try:
-            yield
-        finally:
-            gc.unfreeze()
+        yield
     finally:
-        gc.set_threshold(*threshold)
+        _exit()
+
+
+def _enter() -> None:
+    """The first of overlapping runs: save the thresholds, set the run's, freeze (`run_objects_only_for_gc`)."""
+    global _depth, _saved_threshold, _we_froze, _runs_started
+    with _lock:
+        _depth += 1
+        if _depth > 1:  # (a run already under way set everything)
+            return
+        _saved_threshold = gc.get_threshold()
+        gc.set_threshold(*RUN_GC_THRESHOLD)
+        _we_froze = False
+        try:
+            if gc_freeze.any_frozen():  # someone else froze objects on purpose: leave it to them
+                return
+            if _runs_started:
+                gc.collect()  # an earlier run's cycles, not to be frozen with the rest
+            _runs_started += 1
+            gc.freeze()
+            _we_froze = True
+        except BaseException:
+            _depth -= 1
+            gc.set_threshold(*_saved_threshold)
+            raise
+
+
+def _exit() -> None:
+    """The last of overlapping runs to end: unfreeze (when the first froze) and give the thresholds back."""
+    global _depth, _we_froze
+    with _lock:
+        _depth -= 1
+        if _depth:
+            return
+        try:
+            if _we_froze:
+                gc.unfreeze()
+                _we_froze = False
+        finally:
+            gc.set_threshold(*_saved_threshold)
 
 
 #: The collector's thresholds during a run (`run_objects_only_for_gc`); CPython's default is (700, 10, 10).
 RUN_GC_THRESHOLD = (100_000, 50, 100)
 #: Runs this process has started under `run_objects_only_for_gc` (every one after the first collects first).
 _runs_started = 0
+#: Runs under `run_objects_only_for_gc` now (overlapping ones in threads), the thresholds the first
+#: of them found, whether it froze; changed under ``_lock``.
+_lock = threading.RLock()  # (reentrant: a finalizer run by the collection in `_enter` may start a run)
+_depth = 0
+_saved_threshold: tuple[int, ...] = gc.get_threshold()
+_we_froze = False

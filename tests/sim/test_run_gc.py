@@ -82,3 +82,66 @@ def test_objects_frozen_through_gc_freeze_are_not_counted_again(monkeypatch):
     with run_objects_only_for_gc():
         assert real_count() == frozen  # left to the caller
     assert counted == [1]  # and not counted
+
+
+def test_overlapping_runs_give_the_settings_back_when_the_last_ends(monkeypatch):
+    """Replays in two threads, the first ending before the second: each run saved and restored the
+    process-wide thresholds, so the second gave back the first's (100000, 50, 100), for good."""
+    import gc
+
+    from controlplane import gc_freeze
+    from sim.run_gc import RUN_GC_THRESHOLD, run_objects_only_for_gc
+
+    monkeypatch.setattr(gc_freeze, "_frozen", False)
+    gc.unfreeze()  # (a test process: whatever an earlier test froze goes back to the collector)
+    before = gc.get_threshold()
+    a, b = run_objects_only_for_gc(), run_objects_only_for_gc()
+    a.__enter__()
+    frozen = gc.get_freeze_count()
+    b.__enter__()
+    a.__exit__(None, None, None)  # A ends first: B still runs with the run's settings and the freeze
+    assert gc.get_threshold() == RUN_GC_THRESHOLD and gc.get_freeze_count() == frozen > 0
+    b.__exit__(None, None, None)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_replays_in_overlapping_threads_leave_the_thresholds_as_they_were():
+    """Run A starts, then B; A ends while B runs, then B ends (each held at its first finished request,
+    inside its run's loop, until the other has got that far)."""
+    import gc
+    import threading
+
+    from controlplane.testing import make_config
+    from sim.replay import replay
+
+    before = gc.get_threshold()
+    config = make_config()
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    class Hold:
+        """At its run's first finished request: ``arrived`` set, then wait for ``until``."""
+
+        def __init__(self, arrived, until):
+            self.arrived, self.until, self.held = arrived, until, False
+
+        @hookimpl
+        def cp_on_event(self, event):
+            if not self.held and isinstance(event, ev.RequestFinished):
+                self.held = True
+                self.arrived.set()
+                assert self.until.wait(timeout=60)
+
+    def run(hold, done=None):
+        replay(make_trace(50, qps=20.0, seed=1), config, record=False, extra_plugins=[hold])
+        if done is not None:
+            done.set()
+
+    a = threading.Thread(target=run, args=(Hold(a_in, b_in), a_done))
+    b = threading.Thread(target=run, args=(Hold(b_in, a_done),))
+    a.start()
+    assert a_in.wait(timeout=60)
+    b.start()
+    a.join(timeout=120)
+    b.join(timeout=120)
+    assert a_done.is_set() and not b.is_alive()
+    assert gc.get_threshold() == before
