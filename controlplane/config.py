@@ -434,13 +434,9 @@ def checked_config(config: Any) -> RunConfig:
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig (controlplane.config.load_config(path, overrides) makes one "
                         f"from a file or a dict), got {type(config).__name__}")
-    from pydantic import ValidationError
-
     try:
         return RunConfig.model_validate(config.model_dump())
     except ValidationError as exc:
-        from controlplane.config_errors import error_message
-
         lines = [f"{'.'.join(str(p) for p in err['loc'])}: {error_message(err)}" for err in exc.errors()]
         raise ConfigError("invalid configuration (a value set after the config was made):\n  "
                           + "\n  ".join(lines)) from None
