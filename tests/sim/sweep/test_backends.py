@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from concurrent.futures.process import BrokenProcessPool
 
+import pytest
+
 from sim.sweep import load_spec
-from sim.sweep.backends import PoolBackend, _pool_run
+from sim.sweep.backends import PoolBackend, _pool_run, make_backend
 from sim.sweep.run import load_traces, make_tasks
 
 
@@ -118,34 +120,12 @@ def test_a_pool_reused_for_a_second_sweep_replays_the_second_sweeps_trace(tmp_pa
         back.close()
 
 
-class _FakeRay:
-    """Just what `RayBackend.run` calls, in this process: a reference is the object put."""
-
-    def __init__(self) -> None:
-        self.puts = 0
-
-    def put(self, value):
-        self.puts += 1
-        return [value]
-
-    def wait(self, pending, num_returns):
-        return pending[:num_returns], pending[num_returns:]
-
-    def get(self, ref):
-        return ref
-
-    def cancel(self, ref):
-        pass
-
-
-def test_ray_reused_for_a_second_sweep_replays_the_second_sweeps_trace(tmp_path):
-    from types import SimpleNamespace
-
-    from sim.sweep.backends import RayBackend
-    from sim.sweep.worker import run_task
-
-    back = RayBackend.__new__(RayBackend)  # (Ray itself need not be installed: its calls are faked)
-    back.ray, back._started, back._refs = _FakeRay(), False, {}
-    back._remote = SimpleNamespace(remote=lambda task, ref: run_task(task, ref[0]))
-    assert _two_sweeps_on(back, tmp_path) == [5, 8]
-    assert back.ray.puts == 2
+def test_ray_reused_for_a_second_sweep_replays_the_second_sweeps_trace(tmp_path, monkeypatch):
+    """The same with a real local Ray cluster (its object store kept A's trace under `seed=0`)."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    back = make_backend("ray", workers=1)
+    try:
+        assert _two_sweeps_on(back, tmp_path) == [5, 8]
+    finally:
+        back.close()
