@@ -398,14 +398,14 @@ def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_
     becomes requests of one length."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from controlplane.storage import make_engine
+    from controlplane.storage import StorageError, make_engine
     from controlplane.storage.queries import requests_at_length
 
     engine = make_engine(url)
     try:
         counts = requests_at_length(engine, int(run_id), prompt_tokens=max_prompt_tokens,
                                     output_tokens=max_output_tokens)
-    except (SQLAlchemyError, LookupError, ValueError, TypeError):  # the database went away since (the run says so)
+    except (SQLAlchemyError, StorageError, LookupError, ValueError, TypeError):  # the database went away since
         return "length caps: not counted (the run's requests could not be read back)"
     finally:
         engine.dispose()

@@ -97,6 +97,9 @@ def fold_wal(engine: Engine) -> None:
 #: Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``) unless the URL says
 #: otherwise (``?connect_timeout=N``).
 CONNECT_TIMEOUT_S = 10
+#: Seconds a PostgreSQL statement waits for a lock another session holds (``lock_timeout``) unless the URL
+#: gives its own ``options``.
+LOCK_TIMEOUT_S: Final = 30.0
 #: Seconds a SQLite connection waits for another writer's lock (sqlite3's ``timeout``) unless the URL says.
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 _LIBPQ_DRIVERS = ("postgresql+psycopg", "postgresql+psycopg2")  # drivers taking libpq's connect_timeout
@@ -146,9 +149,16 @@ def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
     kwargs: dict[str, Any] = {"json_serializer": jsoncodec.dumps}
     if not is_sqlite:
         kwargs["pool_pre_ping"] = True
-    if parsed.drivername in _LIBPQ_DRIVERS and "connect_timeout" not in parsed.query:
-        # A host that drops packets would hang each connection attempt for the OS's TCP timeout (~2 min).
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if parsed.drivername in _LIBPQ_DRIVERS:
+        connect: dict[str, Any] = {}
+        if "connect_timeout" not in parsed.query:
+            # A host that drops packets would hang each connection attempt for the OS's TCP timeout (~2 min).
+            connect["connect_timeout"] = CONNECT_TIMEOUT_S
+        if "options" not in parsed.query:
+            # A table another session holds locked (a LOCK TABLE, a long migration) made a write wait for ever,
+            # silently: after LOCK_TIMEOUT_S it fails as an outage does (the recorder keeps the rows, says so).
+            connect["options"] = f"-c lock_timeout={int(LOCK_TIMEOUT_S * 1000)}"
+        kwargs["connect_args"] = connect
     if is_sqlite and "timeout" not in parsed.query:
         # How long a connection waits for another process's write lock: sqlite3's 5 s was seen to run out while
         # three processes made one new file's schema and wrote their first rows ("database is locked").

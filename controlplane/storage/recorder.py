@@ -60,6 +60,8 @@ DEFAULT_MAX_PENDING_ROWS: Final = 200_000
 CLOSE_WAIT_S: Final = 60.0
 #: The wait at the close tries again at most this many times (each try is a flush with its retries).
 _CLOSE_TRIES: Final = 8
+#: During an outage, the seconds between the automatic flushes' single attempts (`RunRecorder.flush`).
+OUTAGE_PAUSE_S: Final = 5.0
 
 
 class RunRecorder(RecorderSpills):
@@ -132,6 +134,7 @@ class RunRecorder(RecorderSpills):
         self.outage = OutageLog(describe_url(engine), pending=lambda: self.pending, written=self.written, clock=clock)
         self._seq = 0
         self._last_flush = clock()
+        self._next_attempt = 0.0  # during an outage: when an automatic flush may try the database again
         self._closed = False
         self._interval = None if background else flush_interval_s
         self._thread: threading.Thread | None = None
@@ -281,7 +284,7 @@ class RunRecorder(RecorderSpills):
 
     def _flush_due(self) -> None:
         if self._thread is None:
-            self.flush()
+            self.flush(patient=False)
         elif not self._woken:  # one wake-up per flush, not one per append while the writer is busy
             self._woken = True
             self._wake.set()
@@ -307,7 +310,7 @@ class RunRecorder(RecorderSpills):
         """Spill files holding rows that waited too long for the database; written back first."""
         return [f.path for f in self._backlog.files]
 
-    def flush(self) -> bool:
+    def flush(self, *, patient: bool = True) -> bool:
         """Write all pending rows, oldest first, retrying transient failures; return success.
 
         Spill files go first (one transaction each), then the rows in memory in one transaction.
@@ -315,6 +318,12 @@ class RunRecorder(RecorderSpills):
         :attr:`errors`, and if more than ``max_pending_rows`` are in memory they are spilled.
         Appends go on meanwhile, into fresh buffers; an automatic flush comes again after
         another ``batch_size`` rows (or ``flush_interval_s``).
+
+        ``patient=False`` (the automatic flushes of a run's rows as they come): while the database is
+        away (a flush gave up), no retries and no waits: one attempt at most every `OUTAGE_PAUSE_S`,
+        the rows kept (and spilled past ``max_pending_rows``) meanwhile, so that a replay runs on at
+        its pace through an outage (retrying each batch, one every 500 rows, made it crawl until the
+        database came back) and its close waits for the database, then spills (`close`).
         """
         with self._io:
             self._last_flush = self._clock()
@@ -322,10 +331,16 @@ class RunRecorder(RecorderSpills):
             backlog = self._backlog
             if not backlog.chunks and not backlog.files:
                 return True
-            failure = self._write_backlog()
+            impatient = not patient and self.outage.active
+            if impatient and self._clock() < self._next_attempt:
+                if backlog.in_memory > self.max_pending_rows:
+                    self._spill_overflow()
+                return False
+            failure = self._write_backlog(retries=0 if impatient else None)
             if failure is None:
                 self.outage.ended()
                 return True
+            self._next_attempt = self._clock() + OUTAGE_PAUSE_S
             self._note(failure)
             self._take_buffers()
             if backlog.in_memory > self.max_pending_rows:
@@ -344,12 +359,12 @@ class RunRecorder(RecorderSpills):
         self._seq += 1
         self._backlog.chunks.append(Chunk(self._seq, rows, updates))
 
-    def _write_backlog(self) -> FlushFailure | None:
+    def _write_backlog(self, retries: int | None = None) -> FlushFailure | None:
         backlog = self._backlog
         while backlog.files:
             saved = backlog.files[0]
             loaded: list[Chunk] = []
-            refused, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, loaded, saved))
+            refused, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, loaded, saved), retries)
             if failure is not None:
                 return failure
             self._count_written(backlog.drop_through(saved.last_seq))
@@ -359,7 +374,7 @@ class RunRecorder(RecorderSpills):
                      describe_url(self.engine))
         if backlog.chunks:
             chunks = list(backlog.chunks)
-            refused, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, chunks))
+            refused, failure = self._attempt(lambda: backlog.commit(self.engine, self._inserts, chunks), retries)
             if failure is not None:
                 return failure
             self._count_written(backlog.drop_through(backlog.chunks[-1].seq))
@@ -389,8 +404,9 @@ class RunRecorder(RecorderSpills):
             return
         self.outage.spilled(len(saved), saved.path)
 
-    def _attempt(self, fn: Callable[[], Any]) -> tuple[Any, FlushFailure | None]:
-        return with_retries(fn, max_retries=self.max_retries, backoff_s=self.retry_backoff_s, sleep=self._sleep,
+    def _attempt(self, fn: Callable[[], Any], retries: int | None = None) -> tuple[Any, FlushFailure | None]:
+        return with_retries(fn, max_retries=self.max_retries if retries is None else retries,
+                            backoff_s=self.retry_backoff_s, sleep=self._sleep,
                             target=describe_url(self.engine), pending=lambda: self.pending, on_retry=self._retried)
 
     def _retried(self, error: str) -> None:

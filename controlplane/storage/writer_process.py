@@ -83,7 +83,7 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
             recorder._run_updates.extend(updates)
         if kind == ROWS:
             try:
-                RunRecorder.flush(recorder)
+                RunRecorder.flush(recorder, patient=False)  # (an outage: one try now and then, rows kept)
             except Exception as exc:  # as the thread writer: rows stay pending, close reports them
                 log.exception("storage: flush in the writer process failed")
                 fault = f"{type(exc).__name__}: {exc}"

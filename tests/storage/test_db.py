@@ -370,3 +370,21 @@ def test_a_closed_run_s_rows_are_in_the_sqlite_file_alone(tmp_path):
     assert copy.execute("select status from run").fetchall() == [("finished",)]
     assert copy.execute("select count(*) from request").fetchone() == (200,)
     copy.close()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_write_waits_for_a_lock_at_most_lock_timeout(pg_url):
+    """A table held by `LOCK TABLE` made a replay's writes wait for ever, silently: they now give up after
+    LOCK_TIMEOUT_S, as an outage (the recorder keeps the rows and says so); a URL's own options win."""
+    from sqlalchemy.engine import make_url
+
+    from controlplane.storage.db import LOCK_TIMEOUT_S
+
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("show lock_timeout")).scalar() == f"{int(LOCK_TIMEOUT_S)}s"
+    engine.dispose()
+    own = make_engine(make_url(pg_url).update_query_dict({"options": "-c lock_timeout=2500"}))
+    with own.connect() as conn:
+        assert conn.execute(text("show lock_timeout")).scalar() == "2500ms"
+    own.dispose()

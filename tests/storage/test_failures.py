@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from controlplane.storage import RunRecorder, StorageError, get_run, iter_rows, make_engine, upgrade
+from controlplane.storage.recorder import OUTAGE_PAUSE_S
 from controlplane.storage.models import Decision, MetricSample, Request, WorkerEvent
 
 from .support import (FINISHED, decision_row, metric_row, request_row, spill_beside, start_run,
@@ -110,7 +111,8 @@ def test_locked_sqlite_is_retried_until_it_frees(sqlite_db: tuple[Engine, Path])
 def test_rows_are_kept_when_retries_run_out(sqlite_db: tuple[Engine, Path]) -> None:
     engine, path = sqlite_db
     sleeper = Sleeper()
-    rec = RunRecorder(engine, batch_size=100, max_retries=2, retry_backoff_s=0.5, sleep=sleeper)
+    now = [0.0]
+    rec = RunRecorder(engine, batch_size=100, max_retries=2, retry_backoff_s=0.5, sleep=sleeper, clock=lambda: now[0])
     run_id = start_run(rec)
     _add_mixed(rec, 0, 60)
     lock = WriteLock(path)
@@ -124,19 +126,22 @@ def test_rows_are_kept_when_retries_run_out(sqlite_db: tuple[Engine, Path]) -> N
         assert rec.pending_by_table() == {"request": 60, "decision": 60, "metric_sample": 60, "worker_event": 1,
                                           "iteration": 0, "run_update": 0, "request_verdict": 0}
 
-        _add_mixed(rec, 60, 39)  # 99 requests buffered: below the backed-off threshold of 160
+        _add_mixed(rec, 60, 39)  # 99 requests buffered: below the batch of 100
         assert len(rec.errors) == 1, "a failed flush must not be retried on every append"
-        _add_mixed(rec, 99, 61)  # reaches 160: one more automatic attempt
-        assert len(rec.errors) == 2
+        _add_mixed(rec, 99, 61)  # a batch's worth, but the outage's pause has not passed: no attempt (no crawl)
+        assert len(rec.errors) == 1 and sleeper.delays == [0.5, 1.0]
+        now[0] += OUTAGE_PAUSE_S
+        _add_mixed(rec, 160, 100)  # the pause passed: one automatic attempt, without retries or waits
+        assert len(rec.errors) == 2 and rec.errors[-1].attempts == 1 and sleeper.delays == [0.5, 1.0]
         assert _counts(engine)["request"] == 0
     finally:
         lock.close()
 
-    assert rec.finish_run(run_id, status="finished", summary={"n": 160}, finished_at=FINISHED, wall_s=1.0,
+    assert rec.finish_run(run_id, status="finished", summary={"n": 260}, finished_at=FINISHED, wall_s=1.0,
                           sim_end_s=80.0)
     assert rec.pending == 0
-    assert _counts(engine) == {"request": 160, "decision": 160, "metric_sample": 160, "worker_event": 3}
-    assert _distinct_request_ids(engine) == 160
+    assert _counts(engine) == {"request": 260, "decision": 260, "metric_sample": 260, "worker_event": 4}
+    assert _distinct_request_ids(engine) == 260
     assert get_run(engine, run_id)["status"] == "finished"
     rec.close()
 
