@@ -144,10 +144,16 @@ def _single(a: np.ndarray, b: np.ndarray, stat: str, paired: bool, confidence: f
     def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return f(y) - f(x)
 
+    # In batches of resamples: all at once is n_resamples x requests values a side (16 GB for 500,000 requests).
+    batch = max(1, min(n, _RESAMPLED_VALUES // max(len(a), len(b), 1)))
     res = bootstrap((a, b), diff, paired=paired, vectorized=True, n_resamples=n, confidence_level=confidence,
-                    method="percentile", random_state=rng)
+                    method="percentile", random_state=rng, batch=batch)
     low, high = res.confidence_interval
     return float(low), float(high), "paired" if paired else "independent"
+
+
+#: The most resampled values a bootstrap batch holds a side (x 8 bytes, for values and for their indices).
+_RESAMPLED_VALUES = 2_000_000
 
 
 def completed_in_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, str | None]:
