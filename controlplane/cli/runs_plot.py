@@ -100,14 +100,18 @@ def _latency_windows(engine: Engine, run_id: int, window_s: float) -> dict[str, 
         return {}
     a = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
     bins = np.floor(a[:, 0] / window_s).astype(int)
+    order = np.argsort(bins, kind="stable")  # each window's rows in one slice (a mask a window read every row:
+    a, bins = a[order], bins[order]  # 24 s of a 500,000-request run's plot)
+    windows, starts = np.unique(bins, return_index=True)
+    ends = np.append(starts[1:], len(bins))
     out = {}
     for col, name in ((1, "ttft"), (2, "tpot")):
         xs, ys = [], []
-        for b in np.unique(bins):
-            vals = a[bins == b, col]
+        for b, lo, hi in zip(windows, starts, ends):
+            vals = a[lo:hi, col]
             vals = vals[~np.isnan(vals)]
             if vals.size:  # at the window's middle, or its last finish in a window the run ended in
-                xs.append(min((b + 0.5) * window_s, float(a[bins == b, 0].max())))
+                xs.append(min((b + 0.5) * window_s, float(a[lo:hi, 0].max())))
                 ys.append(float(np.percentile(vals, 90)))
         out[name] = (np.asarray(xs), np.asarray(ys))
     return out
