@@ -111,8 +111,8 @@ class GuardianPlanner(Plugin, ABC):
 
             logging.getLogger(__name__).warning(
                 "plugins.settings.%s names guardian(s) %s that guardians.models does not declare "
-                "(declared: %s); they run undeclared (see docs/guardians.md)", self.name,
-                ", ".join(map(repr, missing)), ", ".join(declared))
+                "(declared: %s); their checks answer 'unavailable', which fails open (see docs/guardians.md)",
+                self.name, ", ".join(map(repr, missing)), ", ".join(declared))
 
     @hookimpl
     def cp_guardian_plan(self, ctx, request, stage):

@@ -202,7 +202,8 @@ def test_a_guardian_name_the_config_does_not_declare_is_warned_of_at_start(caplo
     assert res.summary["num_completed"] == 1
     warned = [r.getMessage() for r in caplog.records if r.name == "plugins.guardian_planner"]
     assert warned == ["plugins.settings.sampled-guardian names guardian(s) 'judeg' that guardians.models does not "
-                      "declare (declared: judge, screen); they run undeclared (see docs/guardians.md)"]
+                      "declare (declared: judge, screen); their checks answer 'unavailable', which fails open "
+                      "(see docs/guardians.md)"]
     caplog.clear()
     cascade = {"enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
                            "cascade-guardian", "sampled-guardian", "builtin-latency-models"],
