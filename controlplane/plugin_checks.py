@@ -99,7 +99,9 @@ def check_extra(obj: object, position: int) -> None:
     if isinstance(obj, type):
         raise PluginError(f"plugin #{position + 1} passed in code is the class {obj.__name__}, not a plugin: "
                           f"pass an instance ({obj.__name__}())")
-    raise PluginError(f"plugin #{position + 1} passed in code is a {type(obj).__name__} ({shown}), not a plugin: "
+    kind = type(obj).__name__
+    article = "an" if kind[:1] in "aeiou" else "a"
+    raise PluginError(f"plugin #{position + 1} passed in code is {article} {kind} ({shown}), not a plugin: "
                       "a plugin is a controlplane.Plugin instance, or an object with @hookimpl methods")
 
 

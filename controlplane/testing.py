@@ -238,5 +238,7 @@ def _refuse_a_trace(obj: object, position: int) -> None:
     if is_plugin(obj) or isinstance(obj, type):
         return
     if isinstance(obj, (str, bytes, os.PathLike)) or hasattr(obj, "__iter__"):
-        raise TypeError(f"replay_with: argument #{position + 1} is a {type(obj).__name__}, not a plugin; pass the "
-                        "trace by keyword, after the plugins: replay_with(MyPlugin(), trace=make_trace(n=200))")
+        kind = type(obj).__name__
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise TypeError(f"replay_with: argument #{position + 1} is {article} {kind}, not a plugin; pass the trace by "
+                        "keyword, after the plugins: replay_with(MyPlugin(), trace=make_trace(n=200))")

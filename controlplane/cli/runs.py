@@ -179,9 +179,11 @@ def _crashed(run: dict) -> str:
     found = found.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(found, "strftime") else found
     if s.get("spilled"):  # (it ended while its database was away: its end is in the spill file, not lost)
         line = (f"[bold red]crashed:[/] its process ended while the database was away (found at {found}); "
-                f"{s.get('requests_recorded', 0):,} request rows recorded, the rest and its end in "
-                f"{escape(', '.join(s['spilled']))}: `controlplane db load-spill FILE` writes them")
-        return line + (f"; {escape(s['lost_note'])}" if s.get("lost_note") else "")
+                f"{s.get('requests_recorded', 0):,} request rows recorded")
+        if s.get("lost_note"):  # (it names the spill file and the command that loads it)
+            return f"{line}; {escape(s['lost_note'])}"
+        return (f"{line}, the rest and its end in {escape(', '.join(s['spilled']))}: `controlplane db load-spill "
+                "FILE` writes them")
     line = (f"[bold red]crashed:[/] its process was gone when found at {found} (it never finished); "
             f"{s.get('requests_recorded', 0):,} request rows recorded")
     if s.get("requests_lost") is not None:

@@ -653,7 +653,7 @@ def test_a_trace_passed_where_plugins_go_is_refused_saying_trace_keyword():
 def test_an_object_passed_as_a_plugin_that_is_none_is_refused(obj, what):
     with pytest.raises((PluginError, TypeError), match=rf"#2 .*{what}"):
         replay_with(_First(), obj, trace=make_trace(3))
-    with pytest.raises(PluginError, match=r"#1 passed in code is (a|the class) .*not a plugin"):
+    with pytest.raises(PluginError, match=r"#1 passed in code is (an?|the class) .*not a plugin"):
         make_plugin_set(42 if obj == "not a plugin" else obj)
 
 
