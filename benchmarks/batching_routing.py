@@ -2,7 +2,7 @@
 
     python benchmarks/batching_routing.py                                   # multi-tenant shared-prefix workload
     python benchmarks/batching_routing.py --trace bundled:azure_code        # the bundled Azure code trace
-    python benchmarks/batching_routing.py --trace ../shared/data/traces/mooncake_fast25/conversation_trace.jsonl \\
+    python benchmarks/batching_routing.py --trace conversation_trace.jsonl \\
         --format mooncake --limit 3000
 
 Without ``--trace`` it generates the multi-tenant shared-prefix workload of

@@ -1,8 +1,10 @@
 """Guardians on a trace: what checking responses costs and what it catches, by strategy.
 
     python benchmarks/guardians.py                              # the bundled Azure code trace
-    python benchmarks/guardians.py --trace ../shared/data/traces/mooncake_fast25/conversation_trace.jsonl \
+    python benchmarks/guardians.py --trace conversation_trace.jsonl \
         --format mooncake --limit 3000 --replicas 16 --judge-replicas 8   # docs/guardians.md's Mooncake row
+
+(Mooncake's conversation trace, Apache-2.0: kvcache-ai/Mooncake, FAST25-release/traces/.)
 
 Replays the trace under six guardian strategies, all checking responses (stage "output") with
 simulated guardian replicas that have their own queue and cost GPU-seconds (`sim.guardian_pool`):
