@@ -70,7 +70,10 @@ class ControlLoop:
         gauges = self.gauges
         workers = self.workers.values()
         sample = 0.0  # a sample is due: the seconds since the last one (its arrival rate's window)
-        if now - self._last_sample_s >= self._metrics_interval_s - 1e-9:
+        # (a live tick comes a little early or late: with the interval one tick, a tick 0.999 s after the last
+        # skipped its sample, half of them lost; the simulator's ticks are exact)
+        interval = self._metrics_interval_s
+        if now - self._last_sample_s >= interval - min(0.5 * tick_s, 0.1 * interval):
             last = self._last_sample_s
             sample = (now - last if last > float("-inf") else now) or tick_s
             self._last_sample_s = now
@@ -147,7 +150,9 @@ class ControlLoop:
             last = self._advisory_last = {}
         for policy, d in decision.advisory:
             key = (policy, model)
-            if d is None or last.get(key) == d.target_replicas:
+            # (a count kept between its own evaluations, `holding`: hpa between syncs, is no want; recorded, the
+            # shadow flipped every tick between its want and the current count)
+            if d is None or d.holding or last.get(key) == d.target_replicas:
                 continue
             last[key] = d.target_replicas
             payload: dict[str, Any] = {"from": current, "to": max(0, d.target_replicas),

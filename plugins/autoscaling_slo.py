@@ -186,14 +186,17 @@ class SLOPlanner(Plugin):
 
     def _learn(self, ctx, st: ModelState, scaling) -> float:
         """Without a latency model: the rate per replica, raised to what replicas carried within the
-        SLO, lowered below it when the window missed the SLO."""
+        SLO, lowered below it when the window missed the SLO while they carried load. A tick without
+        arrivals is no evidence: the window's old misses, seen again at each idle tick, lowered the rate
+        by 5% a tick (live: 1.0 to the 0.05 floor in a minute of quiet, so the planner wanted its
+        maximum for the next burst)."""
         ttft_t, tpot_t = self._targets(ctx)
         if scaling.num_ready and scaling.num_recent >= 10:
             carried = scaling.arrivals_per_s / scaling.num_ready
             ttft = scaling.latency_percentile("ttft", 90) or 0.0
             tpot = scaling.latency_percentile("tpot", 90) or 0.0
-            if ttft > ttft_t or tpot > tpot_t:
-                st.learned_rate = max(0.05, min(st.learned_rate, 0.9 * carried) if carried else st.learned_rate * 0.95)
+            if (ttft > ttft_t or tpot > tpot_t) and carried:
+                st.learned_rate = max(0.05, min(st.learned_rate, 0.9 * carried))
             elif carried > st.learned_rate and scaling.num_queued <= scaling.num_ready:
                 st.learned_rate = carried
         return st.learned_rate

@@ -242,3 +242,21 @@ def test_an_iteration_estimate_says_whether_it_takes_a_prefill_context():
     assert not takes_prefill_context(functools.partial(three, 1))
     assert takes_prefill_context(lambda *args: 0.01)
     assert not takes_prefill_context(max)  # a builtin whose signature cannot be read: no error, and no
+
+
+def test_a_tick_a_little_early_still_takes_its_sample():
+    """Live ticks come a little early or late: with metrics_interval_s = tick_s, a tick 0.999 s after the last
+    skipped its sample (half of them lost, the /metrics gauges updated every 2 s)."""
+    from controlplane.events import MetricSample, Tick
+    from controlplane.session import RunSession
+    from controlplane.testing import EventLog, make_config
+
+    log = EventLog()
+    session = RunSession(make_config(control={"tick_s": 1.0, "metrics_interval_s": 1.0}), mode="live", record=False,
+                         extra_plugins=[log])
+    session.core.start()
+    times = [1.0, 1.999, 2.998, 4.001, 4.999]
+    for t in times:
+        session.core.handle(Tick(t))
+    sampled = sorted({e.time_s for e in log.events if isinstance(e, MetricSample) and e.name == "replicas"})
+    assert sampled == times

@@ -74,6 +74,26 @@ def test_without_an_iteration_estimate_it_learns_a_rate_per_replica():
     assert d.target_replicas == 1 and "learned" in d.reason and d.signals["capacity_per_replica_per_s"] == 2.0
 
 
+def test_an_idle_tick_is_no_evidence_for_the_learned_rate():
+    """Live (no latency model), a window of old TTFT misses seen again at each idle tick cut the learned rate
+    by 5% a tick, to its 0.05 floor in a minute of quiet: the next burst was met with the maximum."""
+    from controlplane.testing import make_worker
+    from controlplane.types import WorkerState
+
+    p = _planner(initial_capacity_rps=2.0)
+    ctx = make_context()
+    recent = RecentLatencies(600.0)
+    for i in range(20):  # a burst whose requests missed a 2 s TTFT
+        recent.add(float(i), ttft_s=5.0, e2e_s=6.0, queue_s=4.0, tpot_s=0.02)
+    rates = []
+    for t in range(30, 90):  # then a minute without arrivals
+        s = build_scaling_context(model="default", now_s=float(t), configured_replicas=1,
+                                  workers=[make_worker("default-0", state=WorkerState.READY)], unrouted=[],
+                                  arrivals=0, tick_s=1.0, recent=recent)
+        rates.append(p.cp_scale(ctx, "default", s).signals["capacity_per_replica_per_s"])
+    assert rates == [2.0] * len(rates)
+
+
 CLUSTER = {"models": [{"name": "default", "replicas": 1, "cold_start_s": 20.0}]}
 
 

@@ -87,3 +87,12 @@ def test_a_failing_shadow_is_isolated_and_its_failure_recorded():
     rows = [d for d in res.decisions if d.action == "shadow_scale"]
     assert rows and rows[0].plugin == "broken" and "shadow broken failed: RuntimeError: boom" in rows[0].reason
     assert res.summary["num_completed"] == 200 and shadow.num_errors >= 1
+
+
+def test_a_shadow_hpa_s_holds_between_syncs_are_not_recorded_as_wants(tmp_path):
+    """hpa keeps the current count between its syncs (`holding`): recorded, the shadow flipped every tick
+    between its want and the count kept (58 rows in a 160 s live run, "3 -> 1", then "keep 3")."""
+    shadowed, _ = _run(tmp_path, "shadow", {"policies": ["kpa", "hpa"],
+                                            "settings": {"hpa": {"target": 2, "max_replicas": 8}}})
+    hpa = [d for d in shadowed.decisions if d.action == "shadow_scale" and d.plugin == "hpa"]
+    assert hpa and not any("between syncs" in d.reason for d in hpa)
