@@ -67,6 +67,7 @@ class RunStats:
         self.output_tokens = 0
         self.num_preemptions = 0
         self.num_scale_events = 0
+        self.num_unplaced_scale_events = 0  # of which none of the replicas started could be placed: no change
         self.num_plugin_errors = 0
         self.gpu_seconds = 0.0
         self.gpu_seconds_by_gpu: Counter[str] = Counter()  # by GPU type (cost: controlplane.hardware.cost)
@@ -170,7 +171,7 @@ class RunStats:
         out["gpu_busy_seconds"] = _round(self.busy_gpu_seconds)
         out["cache_gpu_seconds_saved"], out["cache_gpu_seconds_saved_upper"] = self._cache_saving()
         out["num_preemptions"] = self.num_preemptions
-        out["num_scale_events"] = self.num_scale_events
+        out["num_scale_events"] = self.num_scale_events - self.num_unplaced_scale_events  # the changes that took effect
         out["num_plugin_errors"] = self.num_plugin_errors
         out["reject_reasons"] = dict(sorted(self.reject_reasons.items()))
         out["prompt_tokens"] = self.prompt_tokens

@@ -45,7 +45,32 @@ class WorkerLifecycle:
         self._worker_alive_since[wid] = now
         self._emit(ev.WorkerChanged(now, wid, "starting", {"model": model, "reason": reason}))
         self._out.append(act.StartWorker(wid, model))
+        if self.stats.num_scale_events:  # (0: the initial replicas, before any scale event)
+            self._scale_up_started(wid, self.stats.num_scale_events)
         return w
+
+    def _scale_up_started(self, wid: str, event: int) -> None:
+        """``wid`` is one of the replicas scale event ``event`` started (`_scale_up_resolved`)."""
+        self.__dict__.setdefault("_scale_up_of", {})[wid] = event
+        counts = self.__dict__.setdefault("_scale_up_counts", {}).setdefault(event, [0, 0])
+        counts[0] += 1
+
+    def _scale_up_resolved(self, wid: str, *, unplaced: bool) -> None:
+        """``wid`` was placed or not. A scale-up none of whose replicas could be placed changed nothing:
+        it is not counted in ``num_scale_events`` (else each retry of a full pool counts as a change)."""
+        event = (self.__dict__.get("_scale_up_of") or {}).pop(wid, None)
+        if event is None:
+            return
+        counts = self._scale_up_counts[event]
+        if not unplaced:
+            del self._scale_up_counts[event]  # one replica placed: the scale event took effect
+            for other in [o for o, e in self._scale_up_of.items() if e == event]:
+                del self._scale_up_of[other]
+            return
+        counts[1] += 1
+        if counts[1] == counts[0]:
+            del self._scale_up_counts[event]
+            self.stats.num_unplaced_scale_events += 1
 
     def _plan_memory(self, w: Worker, trigger: str) -> None:
         plan: MemoryPlan
@@ -70,6 +95,7 @@ class WorkerLifecycle:
         self._workers_changed()
         w.ready_s = e.time_s
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "ready", e.memory or None))
+        self._scale_up_resolved(w.worker_id, unplaced=False)
         failed = self.__dict__.get("_start_failed")
         if failed:
             failed.pop(w.model, None)  # it can start after all
@@ -149,7 +175,10 @@ class WorkerLifecycle:
         w.state = WorkerState.FAILED
         self._workers_changed()
         self._stop_gpu_clock(w, e.time_s, placed=not unplaced)
-        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed", {"reason": e.reason}))
+        # (an unplaced start is no crash: its detail says so, and /metrics counts it as kind "unplaced")
+        self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed",
+                                    {"reason": e.reason, "unplaced": True} if unplaced else {"reason": e.reason}))
+        self._scale_up_resolved(w.worker_id, unplaced=unplaced)
         if never_ready:  # a scale-up that did not happen is a decision outcome, not only a worker event
             self._decision("cp_scale", "core", "scale_unplaced" if unplaced else "start_failed", w.model,
                            f"replica {w.worker_id} {'could not be placed' if unplaced else 'did not start'}: "
@@ -173,6 +202,7 @@ class WorkerLifecycle:
         self._workers_changed()
         self._stop_gpu_clock(w, e.time_s)
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "stopped", None))
+        self._scale_up_resolved(w.worker_id, unplaced=False)
         if w.running or w.waiting:
             self._evacuate(w, "stopped")
         self._forget(w)

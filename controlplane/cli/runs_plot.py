@@ -73,9 +73,9 @@ def _replica_panel(ax, series, per_model, decisions) -> list[str]:
         for r in decisions:
             p = r["payload"]
             shadow = r["action"] == "shadow_scale"
-            ax.scatter([r["time_s"]], [p.get("to", 0)], marker="x" if shadow else "o", s=18,
-                       color="tab:orange" if shadow else ("tab:green" if p.get("to", 0) > p.get("from", 0)
-                                                          else "tab:red"), zorder=3)
+            color = "tab:orange" if shadow else ("tab:green" if p.get("to", 0) > p.get("from", 0) else "tab:red")
+            ax.scatter([r["time_s"]], [p.get("to", 0)], marker=_marker(r["action"], "o"), s=18,
+                       color="black" if r["action"] == "scale_unplaced" else color, zorder=3)
         return []
     colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
     for m in models:
@@ -86,8 +86,14 @@ def _replica_panel(ax, series, per_model, decisions) -> list[str]:
         p, model = r["payload"], r["subject"] or "-"
         up = p.get("to", 0) > p.get("from", 0)
         ax.scatter([r["time_s"]], [p.get("to", 0)], s=24, zorder=3, color=colors.get(model, "black"),
-                   marker="x" if r["action"] == "shadow_scale" else ("^" if up else "v"))
+                   marker=_marker(r["action"], "^" if up else "v"))
     return models
+
+
+def _marker(action: str, active: str) -> str:
+    """x: a shadow decision; X: a replica a scale-up started but no device or slot was free for (the
+    target it leaves); else ``active``."""
+    return {"shadow_scale": "x", "scale_unplaced": "X"}.get(action, active)
 
 
 def _latency_windows(engine: Engine, run_id: int, window_s: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -146,7 +152,7 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     ax_rep.set_ylabel("replicas")
     marks = "^ up, v down: active decisions on their model's line" if per_model else "o active decisions"
     ax_rep.set_title(f"run {run_id} {run.get('name') or ''}: replicas "
-                     f"{'per model ' if per_model else ''}({marks}, x shadow)")
+                     f"{'per model ' if per_model else ''}({marks}, x shadow, X unplaced)")
     for name, color in (("arrivals_per_s", "tab:purple"), ("running", "tab:gray")):
         if name in series:
             ax_load.plot(*series[name], label=name.replace("_", " "), color=color, lw=0.8)

@@ -18,11 +18,13 @@ from controlplane.storage.queries import get_run
 __all__ = ["decision_differences", "differences_table", "scale_decisions", "starting_replicas", "target_steps",
            "timeline_table"]
 
-SCALE_ACTIONS = ("scale", "shadow_scale")
+SCALE_ACTIONS = ("scale", "shadow_scale", "scale_unplaced")
+ACTION_LABELS = {"scale": "scale", "shadow_scale": "shadow", "scale_unplaced": "unplaced"}
 
 
 def scale_decisions(engine: Engine, run_id: int) -> list[dict[str, Any]]:
-    """The run's scale decisions (active ``scale`` and advisory ``shadow_scale``) in time order."""
+    """The run's scale decisions (active ``scale``, advisory ``shadow_scale``, and ``scale_unplaced``: a
+    replica a scale-up started that no device or worker slot was free for) in time order."""
     get_run(engine, run_id)
     d = Decision.__table__
     stmt = (select(d.c.time_s, d.c.plugin, d.c.action, d.c.subject, d.c.payload, d.c.reason, d.c.is_error)
@@ -34,7 +36,22 @@ def scale_decisions(engine: Engine, run_id: int) -> list[dict[str, Any]]:
         if isinstance(r["payload"], str):
             r["payload"] = json.loads(r["payload"])
         r["payload"] = r["payload"] or {}
+    _unplaced_targets(rows)
     return rows
+
+
+def _unplaced_targets(rows: list[dict[str, Any]]) -> None:
+    """Give each ``scale_unplaced`` row the active target it leaves (``from`` -> ``from - 1``): a scale-up
+    to 3 of which one replica found no slot put 2 to work, and the targets (the timeline, `runs compare
+    --decisions`) follow what was placed. (A row before any ``scale`` of its model keeps no target.)"""
+    last: dict[str, int] = {}
+    for r in rows:
+        model, p = r["subject"] or "-", r["payload"]
+        if r["action"] == "scale" and "to" in p:
+            last[model] = int(p["to"])
+        elif r["action"] == "scale_unplaced" and model in last:
+            r["payload"] = {**p, "from": last[model], "to": max(0, last[model] - 1)}
+            last[model] = r["payload"]["to"]
 
 
 def _clock(t: float) -> str:
@@ -64,11 +81,11 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
         if not full and len(reason) > 160:
             reason, cut = reason[:157] + "...", True
         cut = cut or (not full and len(p.get("signals") or {}) > 4)
-        target = f"{p.get('from', '?')} -> {p.get('to', '?')}"
+        target = f"{p.get('from', '?')} -> {p.get('to', '?')}" if "to" in p or r["action"] != "scale_unplaced" else "-"
         if r["action"] == "shadow_scale" and "active_to" in p:
             target += f" (active {p['active_to']})"
         t.add_row(f"{r['time_s']:.1f}", _clock(r["time_s"]), r["plugin"],
-                  "shadow" if r["action"] == "shadow_scale" else "scale", r["subject"] or "-", target,
+                  ACTION_LABELS.get(r["action"], r["action"]), r["subject"] or "-", target,
                   fmt_value(p.get("confidence")), _signals(p.get("signals"), 99 if full else 4),
                   Text(reason))  # (text, not markup: "[slope +0.045/s²]" was dropped as a style tag)
     if not rows:
@@ -82,11 +99,13 @@ def target_steps(rows: list[dict[str, Any]], *, action: str = "scale", plugin: s
                  start: dict[str, int] | None = None) -> dict[str, list[tuple[float, int]]]:
     """Per model, the target replica count over time, (time, target) at each change. `start`, the run's
     starting count per model, opens each model's sequence (a model never scaled stays at it throughout);
-    without it a model's first decision's ``from`` does."""
+    without it a model's first decision's ``from`` does. The active targets (``scale``) follow what was
+    placed: a replica no slot was free for (``scale_unplaced``) takes its scale-up's target one down."""
     steps: dict[str, list[tuple[float, int]]] = {model: [(float("-inf"), int(count))]
                                                  for model, count in (start or {}).items()}
     for r in rows:
-        if r["action"] != action or (plugin is not None and r["plugin"] != plugin):
+        placed = action == "scale" and r["action"] == "scale_unplaced" and "to" in r["payload"]
+        if (r["action"] != action and not placed) or (plugin is not None and r["plugin"] != plugin):
             continue
         model = r["subject"] or "-"
         seq = steps.setdefault(model, [])

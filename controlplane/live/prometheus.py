@@ -114,7 +114,9 @@ class PrometheusExporter:
         elif kind is RequestArrived:
             self.requests_arrived.labels(event.request.model or "").inc()
         elif kind is WorkerChanged:
-            self.worker_events.labels(event.kind).inc()
+            # A start no device or slot was free for is counted apart: "failed" reads as a crash.
+            unplaced = event.kind == "failed" and (event.detail or {}).get("unplaced")
+            self.worker_events.labels("unplaced" if unplaced else event.kind).inc()
 
     def _finished(self, r: Any) -> None:
         model = r.model or ""

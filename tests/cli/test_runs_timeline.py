@@ -196,3 +196,28 @@ def test_a_plot_of_several_models_draws_each_models_replicas_with_its_decisions(
     assert sorted(per_model) == ["a", "b"] and drawn["replicas_per_model"] == ["a", "b"]
     t, ready, starting = per_model["b"]
     assert ready[0] + starting[0] == 2 and ready[-1] + starting[-1] == 2 and min(ready + starting) == 1
+
+
+def test_an_unplaced_replica_shows_in_the_timeline_and_the_targets_follow_what_was_placed():
+    """A pool of 2 slots: "scale 2 -> 3" then no slot for the third. The timeline showed the scale alone and
+    `runs compare --decisions` said "active 3" though 2 ran."""
+    from rich.console import Console
+
+    from controlplane.cli.runs_timeline import _unplaced_targets, target_steps, timeline_table
+
+    rows = [{"time_s": 5.0, "plugin": "hpa", "action": "scale", "subject": "m", "payload": {"from": 2, "to": 3},
+             "reason": "hpa: 3", "is_error": False},
+            {"time_s": 5.1, "plugin": "core", "action": "scale_unplaced", "subject": "m",
+             "payload": {"worker": "m-2", "placed": False}, "is_error": False,
+             "reason": "replica m-2 could not be placed: unplaceable: no free slot for m-2"},
+            {"time_s": 6.0, "plugin": "shadow-x", "action": "shadow_scale", "subject": "m",
+             "payload": {"from": 2, "to": 3, "active_to": 3}, "reason": "x", "is_error": False}]
+    _unplaced_targets(rows)
+    assert target_steps(rows, start={"m": 2}) == {"m": [(float("-inf"), 2), (5.0, 3), (5.1, 2)]}
+    shadow = target_steps(rows, action="shadow_scale", plugin="shadow-x", start={"m": 2})
+    assert decision_differences(target_steps(rows, start={"m": 2}), shadow)[-1] == {
+        "model": "m", "start_s": 6.0, "end_s": None, "a": 2, "b": 3}  # (the active 2 that ran, not 3)
+    console = Console(width=250, record=True)
+    console.print(timeline_table(rows, "t", full=True))
+    line = next(x for x in console.export_text().splitlines() if "unplaced" in x)
+    assert "core" in line and "3 -> 2" in line and "no free slot for m-2" in line

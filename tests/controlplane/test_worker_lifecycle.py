@@ -189,3 +189,37 @@ def test_requests_waiting_for_a_start_that_fails_are_told_to_ask_again_after_the
     run.handle(ev.Tick(2.0))
     retried = run.arrive("q0-again", 2.5)
     assert retried.status is RequestStatus.REJECTED and abs(retried.retry_after_s - (1.5 + 5.0 - 2.5)) < 1e-9
+
+
+def test_scale_ups_none_of_whose_replicas_was_placed_are_not_counted_as_scale_events():
+    """A full pool (``--max-workers``) refuses each retry of a scale-up: one change took effect (1 -> 2 placed
+    one of two), the retries changed nothing; the worker events say "unplaced", not a plain crash."""
+    from controlplane import Plugin, hookimpl
+    from controlplane.decisions import ScaleDecision
+    from controlplane.worker_lifecycle import UNPLACEABLE, UNPLACED_RETRY_S
+
+    class Three(Plugin):
+        name = "three"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            return ScaleDecision(model, 3, "wants 3")
+
+    run = Run(1, Three())
+    (w0,) = run.started()
+    run.handle(ev.WorkerReady(0.1, w0))
+    run.handle(ev.Tick(1.0))
+    w1, w2 = run.started()[1:]
+    run.handle(ev.WorkerReady(1.1, w1))
+    run.handle(ev.WorkerFailed(1.1, w2, f"{UNPLACEABLE}: no free slot for {w2}"))
+    t = 1.1
+    for _ in range(4):  # each retry after the hold: one start, not placed
+        t += UNPLACED_RETRY_S + 1.0
+        run.handle(ev.Tick(t))
+        retry = run.started()[-1]
+        run.handle(ev.WorkerFailed(t, retry, f"{UNPLACEABLE}: no free slot for {retry}"))
+    assert len(run.started()) == 7
+    summary = run.core.finish()
+    assert summary["num_scale_events"] == 1  # not 5
+    failed = [e for e in run.log.events if isinstance(e, ev.WorkerChanged) and e.kind == "failed"]
+    assert len(failed) == 5 and all(e.detail["unplaced"] is True for e in failed)

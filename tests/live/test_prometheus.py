@@ -44,3 +44,15 @@ def test_requests_total_tells_a_timeout_from_a_client_gone_by_reason_code():
                                                   {"model": "tiny", "status": "cancelled", "reason_code": code})
 
     assert (count("timeout"), count("client_gone"), count("")) == (1.0, 2.0, 1.0)
+
+
+def test_an_unplaced_start_is_counted_as_unplaced_not_failed():
+    """Each start a full pool refused was counted as worker_events_total{kind="failed"}: read as crashes."""
+    from controlplane.events import WorkerChanged
+
+    exporter = PrometheusExporter()
+    exporter.cp_on_event(WorkerChanged(1.0, "m-2", "failed", {"reason": "unplaceable: no free slot", "unplaced": True}))
+    exporter.cp_on_event(WorkerChanged(2.0, "m-3", "failed", {"reason": "OSError"}))
+    get = exporter.registry.get_sample_value
+    assert get("controlplane_worker_events_total", {"kind": "unplaced"}) == 1.0
+    assert get("controlplane_worker_events_total", {"kind": "failed"}) == 1.0
