@@ -111,6 +111,7 @@ class LiveDriver(LiveWorkers):
         self._failed_workers: set[str] = set()
         self.last_worker_failure: str | None = None  # "worker: reason" of the latest, for /readyz
         self._starting: dict[str, asyncio.Task] = {}
+        self._unplaced_logged: set[str] = set()
         self.batches = BatchRunner(self.pool, self._live, now_s=self.now_s, feed=self._feed,
                                    worker_failed=self._worker_failed, is_current=self._is_current,
                                    max_retries=config.cluster.max_retries)
@@ -202,7 +203,8 @@ class LiveDriver(LiveWorkers):
             await asyncio.sleep(0.05)
 
     def begin_drain(self) -> None:
-        """Stop taking requests (readiness goes false, ``submit`` raises `ServiceUnavailable`)."""
+        """Stop taking requests (readiness goes false, ``submit`` raises `ServiceUnavailable`). The ticks go on
+        (scale-downs too), but a scale-up starts no worker (`LiveWorkers._start_worker`)."""
         self.draining = True
         self.metrics.draining.set(1)
 
@@ -242,9 +244,8 @@ class LiveDriver(LiveWorkers):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.core.num_active == 0:
-            # Nothing left to re-route: stop the workers through the core so their stop is recorded.
-            for t in list(self._starting.values()):
-                t.cancel()  # a worker still loading is not waited for
+            # Nothing left to re-route: stop the workers through the core so their stop is recorded (one still
+            # loading is stopped too: its start ends, `_settle_starts`).
             for wid, w in list(self.core.workers.items()):
                 if w.is_alive:
                     with contextlib.suppress(Exception):
@@ -259,11 +260,14 @@ class LiveDriver(LiveWorkers):
             summary, status = {"error": describe_error(exc)}, "failed"
         self.answer_pending("the daemon stopped before the request finished")
         self._live.clear()
+        starts = set(self._starting.values())
         for t in list(self._tasks):
-            t.cancel()
+            if t not in starts:
+                t.cancel()
         await self.guardians.close()
         with contextlib.suppress(Exception):
             await self.pool.close()
+        await self._settle_starts()
         if self.guardians.declared and summary is not None:
             self.guardians.add_to(summary, self.config.cluster)  # busy and GPU seconds per guardian, and their cost
         if summary is not None and extra:

@@ -41,30 +41,49 @@ class LiveWorkers:
     _failed_workers: set[str]
     _closed: bool
     _finished: bool
+    draining: bool
+    _unplaced_logged: set[str]  # models whose unplaced start was logged (at WARNING) since one was placed
 
     def _start_worker(self, a: act.StartWorker) -> None:
+        if self.draining and self._has_worker(a.model, besides=a.worker_id):
+            # A scale-up after SIGTERM: its worker would load only to be stopped. Recorded as unplaced (the core
+            # holds the model's next scale-up a while); a model with no worker at all still gets one.
+            log.debug("worker %s not started: the daemon is draining", a.worker_id)
+            self._feed_later(0, ev.WorkerFailed, a.worker_id, f"{UNPLACEABLE}: the daemon is draining (no new workers)")
+            return
         task = self._spawn(self._run_start_worker(a.worker_id, a.model), f"cp-start-{a.worker_id}")
         self._starting[a.worker_id] = task
 
+    def _has_worker(self, model: str, *, besides: str) -> bool:
+        """A worker of ``model`` other than ``besides`` is ready or starting."""
+        return any(w.model == model and w.accepts_requests and wid != besides for wid, w in self.core.workers.items())
+
     async def _run_start_worker(self, wid: str, model: str) -> None:
         expected = sum(m.replicas for m in self.config.cluster.models) or 1
-        log.info("worker %s starting: loading %s (this can take minutes for a large model)", wid,
-                 self.models[model].settings.source_name())
+        # Logged on the next loop turn: a start with no free slot fails before that (the pools take a slot
+        # before their first await), and a start that was never placed was never "loading".
+        said = asyncio.get_running_loop().call_soon(
+            log.info, "worker %s starting: loading %s (this can take minutes for a large model)", wid,
+            self.models[model].settings.source_name())
         try:
             facts = await self.pool.start(wid, self.models[model].settings, expected_workers=expected)
         except asyncio.CancelledError:
             raise
         except NoFreeDevice as exc:  # a scale-up with nowhere to go: recorded as unplaced, asked again later
-            log.warning("worker %s not started: no device or worker slot was free (%s)", wid,
-                        str(exc).removeprefix(f"{UNPLACEABLE}: "))
+            said.cancel()
+            self._log_unplaced(wid, model, str(exc).removeprefix(f"{UNPLACEABLE}: "))
             self._worker_failed(wid, str(exc))
             return
         except Exception as exc:
+            if self._closed:  # stopped while loading, at shutdown
+                log.debug("worker %s not started: the daemon stopped (%s)", wid, exc)
+                return
             log.error("worker %s could not start: %s", wid, exc)
             self._worker_failed(wid, str(exc) if isinstance(exc, WorkerStartError) and str(exc) else describe_error(exc))
             return
         finally:
             self._starting.pop(wid, None)
+        self._unplaced_logged.discard(model)
         self.worker_facts[wid] = facts
         if not self._closed:
             await self.guardians.host(wid)  # shared guardians load before the worker takes requests
@@ -74,7 +93,30 @@ class LiveWorkers:
         log.info("worker %s ready: %s", wid, {k: facts.get(k) for k in ("device", "precision", "pid")})
         self._feed(ev.WorkerReady(self.now_s(), wid, memory=facts))
 
+    def _log_unplaced(self, wid: str, model: str, why: str) -> None:
+        """A warning for a model's first unplaced start; its retries (every 15 s while the pool is full)
+        at DEBUG, until one of its workers is placed or one stops (its target went down)."""
+        first = model not in self._unplaced_logged
+        self._unplaced_logged.add(model)
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "worker %s not started: no device or worker slot was free (%s)%s", wid, why,
+                "; retried while the autoscaler wants it (retries logged at DEBUG)" if first else "")
+
+    async def _settle_starts(self, timeout_s: float = 2.0) -> None:
+        """Wait (a little) for the starts of workers the pool just stopped: their start ends with the
+        worker's loss, taken by the start (a start cancelled instead left that error in a future nobody
+        read: "Future exception was never retrieved" at shutdown). One still loading then is cancelled."""
+        starts = list(self._starting.values())
+        if not starts:
+            return
+        _done, pending = await asyncio.wait(starts, timeout=timeout_s)
+        for t in pending:
+            t.cancel()
+
     def _stop_worker(self, a: act.StopWorker) -> None:
+        w = self.core.workers.get(a.worker_id)
+        if w is not None:
+            self._unplaced_logged.discard(w.model)  # its target went down
         self._spawn(self._run_stop_worker(a.worker_id), f"cp-stop-{a.worker_id}")
 
     async def _run_stop_worker(self, wid: str) -> None:

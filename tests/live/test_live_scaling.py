@@ -128,3 +128,46 @@ def test_the_daemon_passes_its_worker_limit_to_the_pool(tmp_path):
 
     d = Daemon(config(tmp_path), DaemonOptions(pool="thread", max_workers=2), record=False)
     assert d.driver.pool._slots.limit == 2
+
+
+def test_unplaced_retries_are_logged_once_and_never_as_loading(tmp_path, caplog, monkeypatch):
+    """Each retry of a full pool logged INFO "starting: loading" then a WARNING, forever."""
+    import controlplane.worker_lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "UNPLACED_RETRY_S", 0.5)  # retries within the test
+    cfg = config(tmp_path, model={"cold_start_s": 0})
+    pool = LocalThreadPool(cpu_threads=1, max_workers=1)
+    steps = _Steps([0.0], [2])
+
+    async def body(d: LiveDriver):
+        steps.t0 = d.now_s()
+        await asyncio.sleep(3.5)
+        return await _complete(d, 1)
+
+    with caplog.at_level("DEBUG", logger="controlplane.live.driver"):
+        _replies, _summary, d = _run(cfg, steps, pool, body)
+    unplaced = [r for r in rows(cfg.storage.url, d.run_id, "decisions") if r["action"] == "scale_unplaced"]
+    said = [r for r in caplog.records if "not started: no device or worker slot" in r.getMessage()]
+    assert len(unplaced) >= 2 and len(said) == len(unplaced)
+    assert [r.levelname for r in said] == ["WARNING"] + ["DEBUG"] * (len(said) - 1)
+    loading = [r.getMessage() for r in caplog.records if "starting: loading" in r.getMessage()]
+    assert len(loading) == 1  # the one placed worker only
+
+
+def test_no_worker_starts_once_draining(tmp_path):
+    """kpa decided 3 -> 4 after SIGTERM: a worker loaded only to be stopped."""
+    cfg = config(tmp_path, model={"cold_start_s": 0})
+    pool = LocalThreadPool(cpu_threads=1)
+    steps = _Steps([0.0], [2])
+
+    async def body(d: LiveDriver):
+        await _complete(d, 1)
+        d.begin_drain()
+        steps.t0 = d.now_s()
+        await asyncio.sleep(1.5)
+        return len(pool.worker_ids())
+
+    workers, _summary, d = _run(cfg, steps, pool, body)
+    assert workers == 1
+    unplaced = [r for r in rows(cfg.storage.url, d.run_id, "decisions") if r["action"] == "scale_unplaced"]
+    assert unplaced and "draining" in unplaced[0]["reason"]
