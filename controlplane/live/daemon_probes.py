@@ -48,11 +48,14 @@ async def readyz(driver: DriverDep) -> JSONResponse:
     if driver.core is not None:
         for w in driver.core.workers.values():
             states[w.state.value] = states.get(w.state.value, 0) + 1
-    body: dict[str, Any] = {"ready": driver.ready, "draining": driver.draining, "workers": states}
     down = _models_down(driver)
+    ready = driver.ready or (not down and _scaled_to_zero(driver, states))
+    body: dict[str, Any] = {"ready": ready, "draining": driver.draining, "workers": states}
     if down:  # requests for these get 503 at once, ready or not (another model may be up)
         body["cannot_start"] = down
-    if not driver.ready:
+    if ready and not driver.ready:
+        body["reason"] = "scaled to zero: a request starts a worker (it waits for the worker's start)"
+    elif not driver.ready:
         body["reason"] = "draining" if driver.draining else "no worker is ready yet"
         if not driver.draining and down:
             body["reason"] += "; " + "; ".join(f"model {m!r} cannot start (no worker up or starting, the last "
@@ -63,7 +66,17 @@ async def readyz(driver: DriverDep) -> JSONResponse:
     if idle:  # (ready for the other models too: a model never served is named all the same)
         never = "; ".join(f"model {m!r}: {why}" for m, why in idle.items())
         body["reason"] = f"{body['reason']}; {never}" if body.get("reason") else never
-    return JSONResponse(body, 200 if driver.ready else 503)
+    return JSONResponse(body, 200 if ready else 503)
+
+
+def _scaled_to_zero(driver: Any, states: dict[str, int]) -> bool:
+    """No worker at all (none starting either: a daemon still starting is not ready), while serving, and every
+    model's autoscaler may start one for a request (not `fixed-replicas` alone): a model scaled to zero on
+    purpose (`kpa`/`slo-planner` with scale-to-zero, `hpa` from min 0). It reads ready, else a load balancer
+    following /readyz never sends the request that wakes it."""
+    if states or driver.draining or driver.core is None or not getattr(driver, "_started", False):
+        return False
+    return not models_never_started(driver)
 
 
 @router.get("/metrics")

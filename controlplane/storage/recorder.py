@@ -319,12 +319,9 @@ class RunRecorder(RecorderSpills):
         Appends go on meanwhile, into fresh buffers; an automatic flush comes again after
         another ``batch_size`` rows (or ``flush_interval_s``).
 
-        ``patient=False`` (the automatic flushes of a run's rows as they come): while the database is
-        away (a flush gave up), no retries and no waits: one attempt at most every `OUTAGE_PAUSE_S`,
-        the rows kept (and spilled past ``max_pending_rows``) meanwhile, so that a replay runs on at
-        its pace through an outage (retrying each batch, one every 500 rows, made it crawl until the
-        database came back) and its close waits for the database, then spills (`close`).
-        """
+        ``patient=False`` (the automatic flushes): during an outage one attempt, without retries, at most
+        every `OUTAGE_PAUSE_S`, the rows kept meanwhile: a replay runs on at its pace (retrying each batch
+        made it crawl) and its close waits, then spills."""
         with self._io:
             self._last_flush = self._clock()
             self._take_buffers()
