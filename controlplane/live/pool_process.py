@@ -143,6 +143,9 @@ class ProcessPool(WorkerPool):
             daemon=True,
         )
         w = _ProcWorker(worker_id, proc, parent_conn, device, loop.create_future(), loop.create_future())
+        # (its start may be awaited by nobody by then, a shutdown having cancelled it: the error is the pool's to
+        # report, not asyncio's "Future exception was never retrieved")
+        w.ready.add_done_callback(_retrieved)
         # Held before the first await: workers started at once (the daemon's initial ones) each
         # count the others against max_workers although their processes are still spawning.
         self._workers[worker_id] = w
@@ -313,3 +316,9 @@ def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -
         return True
     except RuntimeError:  # the loop is closed: nobody is listening any more
         return False
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Mark a worker's start future's exception as seen (the pool reports a lost worker itself)."""
+    if not future.cancelled():
+        future.exception()

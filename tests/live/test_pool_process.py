@@ -28,3 +28,26 @@ def test_max_workers_holds_for_workers_started_at_once():
     refused = [r for r in results if isinstance(r, NoFreeDevice)]
     assert len(refused) == 1 and "all 1 worker slots" in str(refused[0])
     assert sum(isinstance(r, dict) for r in results) == 1
+
+
+def test_a_start_nobody_awaits_any_more_leaves_no_never_retrieved_error():
+    """A shutdown cancelled a worker's start; its process then died: asyncio logged 'Future exception was never
+    retrieved ... WorkerLost' as an ERROR at the daemon's close."""
+    import gc
+
+    from controlplane.live.pool_process import _retrieved
+
+    async def main() -> list:
+        loop = asyncio.get_running_loop()
+        said: list = []
+        loop.set_exception_handler(lambda _loop, context: said.append(context.get("message")))
+        start = loop.create_future()
+        start.add_done_callback(_retrieved)
+        start.set_exception(RuntimeError("worker process was killed"))
+        await asyncio.sleep(0)
+        del start
+        gc.collect()
+        await asyncio.sleep(0)
+        return said
+
+    assert asyncio.run(main()) == []
