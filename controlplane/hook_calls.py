@@ -18,7 +18,7 @@ from typing import Any
 
 from controlplane import hookspecs
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
-from controlplane.plugin_checks import check_marked, check_observes
+from controlplane.plugin_checks import check_observes, hook_methods
 
 TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to stderr
 MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
@@ -136,17 +136,7 @@ def _isolating_proxy(plugin: object, plugin_name: str, monitor: HookMonitor) -> 
     check_observes(plugin_name, plugin)
     proxy = _PluginProxy(_plugin_name=plugin_name)
     marker = f"{hookspecs.PROJECT_NAME}_impl"
-    for attr in dir(plugin):
-        if attr.startswith("__"):
-            continue
-        try:
-            fn = getattr(plugin, attr)
-        except Exception:
-            continue
-        opts = getattr(fn, marker, None)
-        if opts is None:
-            check_marked(plugin_name, attr, fn)
-            continue
+    for attr, fn, opts in hook_methods(plugin_name, plugin):
         if opts.get("wrapper") or opts.get("hookwrapper"):
             wrapped = fn  # wrappers see exceptions themselves
         else:

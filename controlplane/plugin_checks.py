@@ -8,6 +8,7 @@ passed as a plugin in code that is none (a class, a trace), two plugins of one n
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pluggy
@@ -36,6 +37,15 @@ def check_hook_names(plugin_name: str, target: Any) -> None:
     """Refuse, before any plugin is made, a plugin class (or module) implementing a hook that does not exist
     or leaving a hook's method unmarked: what building the run's plugin manager refuses, found without
     making the plugin (the daemon checks its config so before any worker starts)."""
+    for attr, _, _ in hook_methods(plugin_name, target):
+        if attr not in HOOK_NAMES:
+            raise PluginError(f"a plugin implements a hook that does not exist: {attr!r} in plugin "
+                              f"{plugin_name!r}{did_you_mean(attr, HOOK_NAMES)}")
+
+
+def hook_methods(plugin_name: str, target: Any) -> Iterator[tuple[str, Any, dict]]:
+    """``target``'s methods marked ``@hookimpl``: (name, method, the marker's options); a method named after a
+    hook but left unmarked is refused on the way (`check_marked`)."""
     marker = f"{hookspecs.PROJECT_NAME}_impl"
     for attr in dir(target):
         if attr.startswith("__"):
@@ -44,11 +54,11 @@ def check_hook_names(plugin_name: str, target: Any) -> None:
             fn = getattr(target, attr)
         except Exception:
             continue
-        if getattr(fn, marker, None) is None:
+        opts = getattr(fn, marker, None)
+        if opts is None:
             check_marked(plugin_name, attr, fn)
-        elif attr not in HOOK_NAMES:
-            raise PluginError(f"a plugin implements a hook that does not exist: {attr!r} in plugin "
-                              f"{plugin_name!r}{did_you_mean(attr, HOOK_NAMES)}")
+        else:
+            yield attr, fn, opts
 
 
 def check_marked(plugin_name: str, attr: str, fn: Any) -> None:
