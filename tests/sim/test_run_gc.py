@@ -97,10 +97,12 @@ def test_overlapping_runs_give_the_settings_back_when_the_last_ends(monkeypatch)
     before = gc.get_threshold()
     a, b = run_objects_only_for_gc(), run_objects_only_for_gc()
     a.__enter__()
-    frozen = gc.get_freeze_count()
+    assert gc.get_freeze_count() > 0
     b.__enter__()
     a.__exit__(None, None, None)  # A ends first: B still runs with the run's settings and the freeze
-    assert gc.get_threshold() == RUN_GC_THRESHOLD and gc.get_freeze_count() == frozen > 0
+    # (the count itself may fall a little: a frozen object freed by its reference count leaves the
+    # permanent generation; an unfreeze would have emptied it)
+    assert gc.get_threshold() == RUN_GC_THRESHOLD and gc.get_freeze_count() > 0
     b.__exit__(None, None, None)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
