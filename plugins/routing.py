@@ -216,16 +216,19 @@ class LeastLoaded(Plugin):
 
 
 class RoundRobin(Plugin):
-    """Cycle through the replicas in order (Vidur's global scheduler)."""
+    """Cycle through each model's candidate replicas in order (Vidur's global scheduler): one cycle
+    per model, so that with two models arriving in turn each model's replicas all get their share."""
 
     name = "round-robin"
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        self._next = 0
+        self._next: dict[str, int] = {}  # model -> its next turn
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
-        w = workers[self._next % len(workers)]
-        self._next += 1
-        return RouteDecision(w.worker_id, "round robin")
+        model = workers[0].model
+        turn = self._next.get(model, 0)
+        self._next[model] = turn + 1
+        w = workers[turn % len(workers)]
+        return RouteDecision(w.worker_id, f"round robin: {model} replica {turn % len(workers) + 1} of {len(workers)}")

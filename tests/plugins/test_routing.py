@@ -37,6 +37,17 @@ def test_round_robin_cycles_and_keeps_its_state_per_instance():
     assert RoundRobin().cp_route_request(ctx=ctx, request=make_requests(1)[0], workers=workers).worker_id == "default-0"
 
 
+def test_round_robin_keeps_one_cycle_per_model():
+    # two models' requests in turn: one shared counter sent every a to a-0 and every b to b-1
+    a = [make_worker(f"a-{i}", model="a") for i in range(2)]
+    b = [make_worker(f"b-{i}", model="b") for i in range(2)]
+    ctx = make_context(workers=[*a, *b])
+    rr = RoundRobin()
+    picks = [rr.cp_route_request(ctx=ctx, request=r, workers=a if i % 2 == 0 else b).worker_id
+             for i, r in enumerate(make_requests(8))]
+    assert picks == ["a-0", "b-0", "a-1", "b-1", "a-0", "b-0", "a-1", "b-1"]
+
+
 class _CheckedLeastLoaded(LeastLoaded):
     """least-loaded with its load index on from one candidate, each choice checked against a scan."""
 
