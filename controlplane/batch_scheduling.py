@@ -63,7 +63,10 @@ class BatchScheduling:
                 return
             # Nothing runs and nothing can start: the head request can never fit this worker.
             head = w.waiting.popleft()
-            self._reject(head, f"does not fit worker {w.worker_id}: {plan.reason or 'batching returned nothing'}",
+            # (the worker after the reason: the summary counts rejections by the text before the first colon,
+            # one row for the cause, not one per worker)
+            self._reject(head, f"does not fit its worker: {plan.reason or 'batching returned nothing'} "
+                         f"(worker {w.worker_id})",
                          plugin, "cp_form_batch", ReasonCode.DOES_NOT_FIT)
         if w.state is _DRAINING and not w.busy and not w.waiting and not w.running:
             self._out.append(act.StopWorker(w.worker_id))

@@ -50,10 +50,22 @@ def test_a_request_too_big_for_any_batch_is_rejected_with_a_reason():
     by_id = {r.request_id: r for r in res.requests}
     huge = by_id["huge"]
     assert huge.status is RequestStatus.REJECTED
-    assert "does not fit worker" in huge.reason and "20000 prompt tokens exceed" in huge.reason
+    assert huge.reason.startswith("does not fit its worker: ") and "20000 prompt tokens exceed" in huge.reason
+    assert huge.reason.endswith(f"(worker {huge.worker_id})")
     assert sum(r.status is RequestStatus.COMPLETED for r in res.requests) == 20
     reject = [d for d in res.decisions if d.action == "reject"]
     assert [(d.subject, d.hook, d.plugin) for d in reject] == [("huge", "cp_form_batch", "continuous-batching")]
+
+
+def test_rejections_too_big_for_any_batch_count_as_one_cause_in_the_summary():
+    """Four replicas: the summary listed 'does not fit worker default-0/1/2/3' as four causes."""
+    trace = make_trace(40, qps=5)
+    for i in (3, 9, 15, 21, 27):
+        trace[i] = dataclasses.replace(trace[i], prompt_tokens=20_000)
+    res = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": 4}]},
+                      plugins={"settings": {"continuous-batching": {"long_prompts": "reject"}}})
+    assert len({r.worker_id for r in res.requests if r.status is RequestStatus.REJECTED}) > 1
+    assert res.summary["reject_reasons"] == {"does not fit its worker": 5}
 
 
 class WaitForFour(Plugin):
