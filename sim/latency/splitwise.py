@@ -6,10 +6,17 @@ token_time(batch_tokens) and a mixed one 1.1 x prompt_time(batch_tokens), where
 batch_tokens = prefill tokens + one per decode and each curve is the median per
 batch_tokens (= prompt_size x batch_size), interpolated linearly and extrapolated.
 Context length is ignored — the profile does not vary it.
+
+Unlike splitwise-sim, each curve never decreases (`_MonotoneCurve`): a profiled median below an
+earlier one is dropped as an outlier, so more tokens never cost less and the extrapolation past
+the profile follows the last rising segment (Llama-2-70B on A100 TP2 timed 32,768 prompt tokens
+at 0.79 s after 6.6 s for 16,384: extrapolated through it, a 37k-token prompt cost 0 s). A mixed
+iteration also costs at least the decode-only one of its token count.
 """
 
 from __future__ import annotations
 
+import warnings
 from bisect import bisect_right
 from pathlib import Path
 
@@ -30,6 +37,8 @@ _MODEL_ALIASES = {
 }
 _GPU_ALIASES = {"a100": "a100-80gb", "h100": "h100-80gb", "h100-pcap": "h100-80gb-pcap"}
 MIXED_BATCH_FACTOR = 1.1
+#: The profiled models' context windows (tokens): a longer prompt is past what the model serves.
+MAX_CONTEXT = {"llama2-70b": 4096, "bloom-176b": 2048}
 
 
 @cached_per_file_version(maxsize=4)  # (an edited perf_model.csv is read again)
@@ -42,14 +51,19 @@ def list_splitwise_profiles(profiles_dir: str | Path | None = None) -> list[tupl
     return sorted({(m, h, int(t)) for m, h, t in zip(df["model"], df["hardware"], df["tensor_parallel"])})
 
 
-class _ExtrapCurve:
-    """Linear interpolation with linear extrapolation at both ends (scipy interp1d 'extrapolate')."""
+class _MonotoneCurve:
+    """Linear interpolation through the knots that are at least every earlier knot's value (a knot below an
+    earlier one is dropped as an outlier), extrapolated linearly at both ends along the end segments (as scipy
+    interp1d 'extrapolate' does on the kept knots): it never decreases, and past the last knot it rises at the
+    last kept segment's slope."""
 
-    __slots__ = ("x", "y", "xl", "yl")
+    __slots__ = ("x", "y", "xl", "yl", "dropped")
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.y = x, y
-        self.xl, self.yl = x.tolist(), y.tolist()
+        keep = y >= np.maximum.accumulate(y)
+        self.dropped = x[~keep]
+        self.x, self.y = x[keep], y[keep]
+        self.xl, self.yl = self.x.tolist(), self.y.tolist()
 
     def __call__(self, q: float) -> float:
         x, y = self.xl, self.yl
@@ -81,8 +95,10 @@ class SplitwiseModel(LatencyModel):
         tokens = (sub["prompt_size"] * sub["batch_size"]).to_numpy()
         g = pd.DataFrame({"t": tokens, "p": sub["prompt_time"].to_numpy() / 1e3, "d": sub["token_time"].to_numpy() / 1e3}).groupby("t").median()
         x = g.index.to_numpy(dtype=np.float64)
-        self.prompt_s = _ExtrapCurve(x, g["p"].to_numpy())
-        self.token_s = _ExtrapCurve(x, g["d"].to_numpy())
+        self.prompt_s = _MonotoneCurve(x, g["p"].to_numpy())
+        self.token_s = _MonotoneCurve(x, g["d"].to_numpy())
+        self.max_context = MAX_CONTEXT.get(self.model_key)
+        self._warned_context = self.max_context is None
 
     def iteration_s(self, shape: IterationShape) -> float:
         np_ = len(shape.prefill_chunk_tokens)
@@ -92,8 +108,21 @@ class SplitwiseModel(LatencyModel):
         tokens = (int(sum(shape.prefill_chunk_tokens)) if np_ else 0) + nd
         if np_ == 0:
             return max(self.token_s(tokens), 0.0)
+        if not self._warned_context:
+            self._check_context(shape)
         t = max(self.prompt_s(tokens), 0.0)
-        return t * MIXED_BATCH_FACTOR if nd else t
+        return max(t * MIXED_BATCH_FACTOR, self.token_s(tokens)) if nd else t
+
+    def _check_context(self, shape: IterationShape) -> None:
+        """Warn once per model when a prompt runs past the model's context window, which the profile's
+        batch-token curves cannot tell: the model could not serve it, yet it gets a time."""
+        ctx = shape.prefill_context_tokens if len(shape.prefill_context_tokens) else (0,) * len(shape.prefill_chunk_tokens)
+        longest = max(int(c) + int(n) for c, n in zip(ctx, shape.prefill_chunk_tokens))
+        if longest > self.max_context:
+            self._warned_context = True
+            warnings.warn(f"splitwise: a {longest}-token prompt is longer than {self.model_key}'s {self.max_context}-token "
+                          "context window; it is priced from the profile's batch-token curve all the same (set the "
+                          "deployment's max_model_len to refuse such prompts)", RuntimeWarning, stacklevel=3)
 
     def decode_run_s(self, decode_context_tokens: np.ndarray, num_iterations: int) -> np.ndarray:
         ctx, n = decode_run_args(decode_context_tokens, num_iterations)
