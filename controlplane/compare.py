@@ -31,7 +31,8 @@ from sqlalchemy import Engine, select
 from controlplane.storage.models import Request
 from controlplane.storage.queries import get_run
 
-__all__ = ["METRICS", "ROUNDING", "MetricDiff", "RunSample", "compare_runs", "compare_samples", "load_sample"]
+__all__ = ["BY_MODEL_METRICS", "METRICS", "ROUNDING", "MetricDiff", "RunSample", "compare_by_model", "compare_runs",
+           "compare_samples", "load_sample"]
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue")
 STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -48,6 +49,11 @@ METRICS: tuple[tuple[str, str], ...] = (
     *((m, s) for m in ("ttft", "tpot", "e2e") for s in ("mean", "p50", "p90", "p99")),
     ("queue", "mean"), ("queue", "p99"),
 )
+#: The metrics compared per model (`compare_by_model`): a shorter list, since each model gets its own table.
+BY_MODEL_METRICS: tuple[tuple[str, str], ...] = (
+    ("slo_attainment", "mean"), ("ttft", "p50"), ("ttft", "p99"), ("tpot", "p50"), ("tpot", "p99"),
+    ("e2e", "p50"), ("e2e", "p99"),
+)
 
 
 @dataclass
@@ -59,6 +65,13 @@ class RunSample:
     values: dict[str, np.ndarray]  # ttft, tpot, e2e, queue: NaN for requests without one
     slo: dict[str, Any]
     prompt_tokens: np.ndarray | None = None  # with the ids, what makes two runs' requests the same ones
+    models: np.ndarray | None = None  # each request's model
+
+    def of_model(self, model: str) -> RunSample:
+        """The requests of one model (``models`` must be known)."""
+        keep = self.models == model
+        return RunSample(self.run_id, self.request_ids[keep], {k: v[keep] for k, v in self.values.items()}, self.slo,
+                         None if self.prompt_tokens is None else self.prompt_tokens[keep], self.models[keep])
 
     def attained(self, slo: dict[str, Any]) -> np.ndarray:
         v = self.values
@@ -102,7 +115,7 @@ def load_sample(engine: Engine, run_id: int) -> RunSample:
     """A stored run's requests (in request id order) as a ``RunSample``; ``LookupError`` if none."""
     run = get_run(engine, run_id)
     t = Request.__table__
-    cols = (t.c.request_id, t.c.status, t.c.ttft_s, t.c.tpot_s, t.c.e2e_s, t.c.queue_s, t.c.prompt_tokens)
+    cols = (t.c.request_id, t.c.status, t.c.ttft_s, t.c.tpot_s, t.c.e2e_s, t.c.queue_s, t.c.prompt_tokens, t.c.model)
     with engine.connect() as conn:
         rows = conn.execute(select(*cols).where(t.c.run_id == run_id).order_by(t.c.request_id)).all()
     if not rows:
@@ -117,7 +130,8 @@ def load_sample(engine: Engine, run_id: int) -> RunSample:
         x[~completed] = np.nan
         values[m] = x
     slo = ((run.get("config") or {}).get("slo")) or {"ttft_s": 2.0, "tpot_s": 0.2}
-    return RunSample(run_id, ids, values, slo, np.array([r[6] for r in rows], dtype=np.int64))
+    return RunSample(run_id, ids, values, slo, np.array([r[6] for r in rows], dtype=np.int64),
+                     np.array([r[7] or "" for r in rows], dtype=object))
 
 
 def _column(sample: RunSample, metric: str, slo: dict[str, Any]) -> np.ndarray:
@@ -232,3 +246,18 @@ def compare_runs(engine: Engine, runs_a: Sequence[int], runs_b: Sequence[int], *
     """``compare_samples`` of stored runs (one or several run ids a side)."""
     return compare_samples([load_sample(engine, r) for r in runs_a], [load_sample(engine, r) for r in runs_b],
                            **kwargs)
+
+
+def compare_by_model(a: Sequence[RunSample], b: Sequence[RunSample], *,
+                     metrics: Sequence[tuple[str, str]] = BY_MODEL_METRICS, **kwargs: Any) -> dict[str, list[MetricDiff]]:
+    """``compare_samples`` of each model's requests, for the models both sides served; empty when the runs
+    served one model between them (the whole comparison is that model's). An aggregate can hide opposite
+    moves: one model's attainment falling while a busier one's rises."""
+    def served(side: Sequence[RunSample]) -> set[str]:
+        return {str(m) for s in side if s.models is not None for m in np.unique(s.models)}
+
+    seen_a, seen_b = served(a), served(b)
+    if len(seen_a | seen_b) < 2:
+        return {}
+    return {m: compare_samples([s.of_model(m) for s in a], [s.of_model(m) for s in b], metrics=metrics, **kwargs)
+            for m in sorted(seen_a & seen_b)}

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 from controlplane.cli import common
 from controlplane.cli.common import fmt_value
 
-__all__ = ["ci_table", "parse_run_ids", "summary_diffs", "summary_means", "sweep_run_ids"]
+__all__ = ["by_model_diffs_json", "ci_table", "parse_run_ids", "summary_diffs", "summary_means", "sweep_run_ids"]
 
 
 def parse_run_ids(text: str, option: str) -> list[int]:
@@ -90,20 +90,34 @@ def summary_means(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def summary_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
+                  metrics: Any = None) -> list[dict[str, Any]]:
     """The compared metrics (``controlplane.compare.METRICS``) from the runs' summaries, each side's
     mean over its runs, and B - A, with no interval: ``runs compare --no-ci --json``'s ``metrics``."""
     from controlplane.compare import METRICS
 
     a, b = summary_means(runs_a), summary_means(runs_b)
     out = []
-    for metric, stat in METRICS:
+    for metric, stat in metrics or METRICS:
         key = metric if metric == "slo_attainment" else f"{metric}_{stat}_s"
         va, vb = a.get(key), b.get(key)
         out.append({"metric": metric, "stat": stat, "a": va, "b": vb,
                     "diff": None if va is None or vb is None else vb - va, "low": None, "high": None,
                     "method": "summary mean over runs", "within_noise": None, "covers": None})
     return out
+
+
+def by_model_diffs_json(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``summary_diffs`` of each model both sides served (their summaries' ``by_model``), for
+    ``runs compare --no-ci --json``; empty for runs of one model."""
+    from controlplane.compare import BY_MODEL_METRICS
+
+    def entries(runs: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+        return [{"summary": ((r.get("summary") or {}).get("by_model") or {}).get(model) or {}} for r in runs]
+
+    models = [{m for r in side for m in ((r.get("summary") or {}).get("by_model") or {})} for side in (runs_a, runs_b)]
+    return {m: summary_diffs(entries(runs_a, m), entries(runs_b, m), BY_MODEL_METRICS)
+            for m in sorted(models[0] & models[1])}
 
 
 def _fmt(x: float | None, metric: str) -> str:

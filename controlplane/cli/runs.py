@@ -220,9 +220,11 @@ def compare(
     = False,
 ) -> None:
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
-    interval over requests (and over seeds with several runs a side), saying when it is within noise."""
-    from controlplane.cli.compare_ci import ci_table, parse_run_ids, summary_diffs, summary_means, sweep_run_ids
-    from controlplane.compare import compare_runs
+    interval over requests (and over seeds with several runs a side), saying when it is within noise.
+    Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
+    from controlplane.cli.compare_ci import (by_model_diffs_json, ci_table, parse_run_ids, summary_diffs,
+                                             summary_means, sweep_run_ids)
+    from controlplane.compare import compare_by_model, compare_samples, load_sample
     from controlplane.storage import get_run
 
     with user_errors():
@@ -239,17 +241,22 @@ def compare(
         runs_a, runs_b = [get_run(engine, r) for r in side_a], [get_run(engine, r) for r in side_b]
         for r in (*runs_a, *runs_b):
             _check_comparable(r)
-        diffs = []
+        diffs, model_diffs = [], {}
         if ci:
             with working(f"comparing: {resamples} bootstrap resamples over the requests of {len(side_a) + len(side_b)} "
                          "runs"):
-                diffs = compare_runs(engine, side_a, side_b, confidence=confidence, n_resamples=resamples)
+                samples_a = [load_sample(engine, r) for r in side_a]
+                samples_b = [load_sample(engine, r) for r in side_b]
+                diffs = compare_samples(samples_a, samples_b, confidence=confidence, n_resamples=resamples)
+                model_diffs = compare_by_model(samples_a, samples_b, confidence=confidence, n_resamples=resamples)
     if json_out:
         import json
 
         metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b)  # (--no-ci: no interval)
-        typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics},
-                              sort_keys=True))
+        by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci
+                    else by_model_diffs_json(runs_a, runs_b))
+        typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics,
+                               **({"by_model": by_model} if by_model else {})}, sort_keys=True))
         return
     if len(side_a) == 1 and len(side_b) == 1:
         ra, rb = runs_a[0], runs_b[0]
@@ -257,6 +264,10 @@ def compare(
         mixed = ra.get("mode") != rb.get("mode")
         label_a, label_b = (f"run {r['id']}" + (f" ({r.get('mode')})" if mixed else "") for r in (ra, rb))
         out.print(compare_table(ra["summary"], rb["summary"], label_a, label_b))
+        if not ci:  # (with intervals, each model's table below has both sides' values)
+            models_a, models_b = ((r["summary"] or {}).get("by_model") or {} for r in (ra, rb))
+            for model in sorted(set(models_a) & set(models_b)):
+                out.print(compare_table(models_a[model], models_b[model], f"{label_a}: {model}", f"{label_b}: {model}"))
     elif not ci:  # (with intervals, their table has each side's values)
         label_a, label_b = (f"{side} (run {ids[0]})" if len(ids) == 1 else f"{side} (runs {','.join(map(str, ids))}: mean)"
                             for side, ids in (("A", side_a), ("B", side_b)))
@@ -264,6 +275,8 @@ def compare(
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))
+        for model, model_diff in model_diffs.items():
+            out.print(ci_table(model_diff, f"model {model}: B - A", confidence))
         targets = {r["id"]: (r.get("config") or {}).get("slo") for r in (*runs_a, *runs_b)}
         if len({repr(t) for t in targets.values()}) > 1:
             out.print("SLO attainment: each run against its own SLO targets, which differ: "
