@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BATCHING", "KINDS", "PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD", "check_kinds",
-           "check_meta", "normalise_row", "read_profile", "write_profile"]
+__all__ = ["BATCHING", "KINDS", "MAX_ITERATION_S", "PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD",
+           "check_kinds", "check_meta", "normalise_row", "read_profile", "write_profile"]
 
 PROFILE_FORMAT = "controlplane-profile/1"
 #: One row per timed iteration; contexts are KV lengths before the iteration.
@@ -33,6 +33,10 @@ PADDED_FIELDS: tuple[str, ...] = ("padded_prefill_tokens", "padded_decode_contex
 #: counts for more than one timing of a rare one.
 WEIGHT_FIELD = "samples"
 
+
+#: The longest ``iteration_s`` a row may give (an hour): a longer time is a unit or clock error, not an iteration
+#: (``1e300`` overflowed the measured model's fit).
+MAX_ITERATION_S = 3600.0
 
 #: What a profile's ``batching`` says: ``padded`` (the engine pads a batch to its longest member), ``unpadded``
 #: (the default when it is absent).
@@ -87,6 +91,9 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
         f = _number(v, i, k)
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
+        if f > MAX_ITERATION_S:
+            raise ValueError(f"row {i}: {k}={v!r} is longer than an iteration can take ({MAX_ITERATION_S:g} s): "
+                             "iteration_s is in seconds")
         out[k] = f
     if isinstance(row, Mapping):
         for k in PADDED_FIELDS:
@@ -101,7 +108,19 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
         raise ValueError(f"row {i}: prefill tokens without prefill sequences")
     if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
         raise ValueError(f"row {i}: empty iteration")
+    _check_consistent(out, i)
     return out
+
+
+def _check_consistent(row: Mapping[str, float], i: int) -> None:
+    """A row's counts agree: a context needs sequences to hold it, and padding only adds to what a batch computes
+    (``sum_decode_context: 500`` with no decoding sequence was fitted as if it cost something)."""
+    for ctx, seqs in (("sum_decode_context", "num_decode_seqs"), ("sum_prefill_context", "num_prefill_seqs")):
+        if row[ctx] > 0 and row[seqs] == 0:
+            raise ValueError(f"row {i}: {ctx}={row[ctx]!r} with {seqs}=0 (a context needs sequences holding it)")
+    for padded, plain in (("padded_prefill_tokens", "num_prefill_tokens"), ("padded_decode_context", "sum_decode_context")):
+        if padded in row and row[padded] < row[plain]:
+            raise ValueError(f"row {i}: {padded}={row[padded]!r} is below {plain}={row[plain]!r} (padding only adds)")
 
 
 #: The kinds of iteration a profile must have timed to price them: rows that prefill (mixed ones included), rows

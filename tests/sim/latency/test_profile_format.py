@@ -34,6 +34,14 @@ def profile(tmp_path, rows=None, **meta):
     ({"rows": [ROW, [16, 1, 2.5, 40, 0, 0.01]]}, "row 1: num_decode_seqs=2.5 must be a whole number"),
     ({"rows": [ROW, 7]}, "row 1: expected an object of"),
     ({"rows": [ROW, {**ROW, "iteration_s": float("nan")}]}, "row 1: iteration_s=nan must be"),
+    # inconsistent counts were fitted as if they cost something; 1e300 s overflowed the fit
+    ({"rows": [ROW, {**ROW, "num_decode_seqs": 0, "sum_decode_context": 500}]},
+     "row 1: sum_decode_context=500 with num_decode_seqs=0"),
+    ({"rows": [ROW, {**ROW, "num_prefill_tokens": 0, "num_prefill_seqs": 0, "sum_prefill_context": 64}]},
+     "row 1: sum_prefill_context=64 with num_prefill_seqs=0"),
+    ({"rows": [ROW, {**ROW, "padded_prefill_tokens": 1}]}, "row 1: padded_prefill_tokens=1 is below num_prefill_tokens=16"),
+    ({"rows": [ROW, {**ROW, "padded_decode_context": 39}]}, "row 1: padded_decode_context=39 is below sum_decode_context=40"),
+    ({"rows": [ROW, {**ROW, "iteration_s": 1e300}]}, "row 1: iteration_s=1e+300 is longer than an iteration can take"),
 ])
 def test_a_malformed_profile_is_refused_naming_the_file(tmp_path, change, message):
     rows = change.pop("rows", None)
