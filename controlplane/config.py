@@ -92,7 +92,8 @@ class ModelDeployment(_Section):
             except KeyError as exc:
                 from pydantic_core import PydanticCustomError
 
-                raise PydanticCustomError("unknown_spec", str(exc)) from None
+                text = str(exc).replace("; known: ", "; known: auto, ") if info.field_name == "precision" else str(exc)
+                raise PydanticCustomError("unknown_spec", text) from None
         return value
 
 
