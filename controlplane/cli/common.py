@@ -243,14 +243,15 @@ def _open_read_only(url: str, path: Any) -> Any:
 
 
 def resolve_db(url: str | None) -> str:
-    """``--db`` as a database URL (a SQLite file's path is made one), else the configured one."""
+    """``--db`` as a database URL (a SQLite file's path is made one), else the configured one (``storage.url``
+    from the environment, else its default)."""
     if url:
         from controlplane.storage.url import database_url
 
         return database_url(url)
-    from controlplane.config import load_config
+    from controlplane.config import configured_storage_url
 
-    return load_config().storage.url
+    return configured_storage_url()  # (the storage URL alone: another setting's bad variable is not this command's)
 
 
 def default_db_url() -> str:
