@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
 from controlplane.config_errors import error_message  # noqa: F401 (plugin settings' errors are worded the same)
 from controlplane.config_errors import env_variables as _env_variables, settings_error_message, validation_message
+from controlplane.config_errors import shadowed_message, shadowed_values
 from controlplane.config_files import read_config_file
 from controlplane.errors import ConfigError
 from controlplane.guardian_config import GuardiansConfig, empty_list
@@ -414,6 +415,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     file_given = read_config_file(path) if path else {}
     file_values = _moved_names(file_given, f" in {path}")  # (each source's old names moved before they meet)
     given_values = _moved_names(overrides or {}, note=lambda key: " (given as options or overrides)")
+    shadowed = shadowed_values(file_values, given_values)  # (a section written as a scalar, keys set inside it)
+    if shadowed and (message := shadowed_message(shadowed, RunConfig.model_validate, path)) is not None:
+        raise ConfigError(message)
     token = _file_values.set(file_values)
     try:
         return RunConfig(**given_values)

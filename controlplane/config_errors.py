@@ -174,3 +174,69 @@ def environment_note(key: str) -> str:
 
 
 _MISSING = object()
+
+
+def shadowed_values(file_values: Any, overrides: Any) -> list[tuple[str | None, tuple[str, ...], Any]]:
+    """The values a merge of the sources would drop unseen: where a source holds something that is not a mapping
+    (``sim: exact`` in the file, ``CONTROLPLANE_SLO=1.0``) and one above it sets keys inside (``--until``,
+    ``CONTROLPLANE_SIM__UNTIL_S``), the merge keeps those keys and forgets the value, which alone is an error.
+    Each as (the environment variable that gave it, or None for the file; its key's path; the value)."""
+    import json
+
+    env: dict[tuple[str, ...], tuple[str, Any]] = {}  # each CONTROLPLANE_ variable by its path: (name, its value)
+    for name, raw in os.environ.items():
+        if name.lower().startswith(ENV_PREFIX.lower()) and len(name) > len(ENV_PREFIX):
+            try:
+                value: Any = json.loads(raw)
+            except ValueError:
+                value = raw
+            env[tuple(name[len(ENV_PREFIX):].lower().split("__"))] = (name, value)
+
+    def env_mapping(path: tuple[str, ...]) -> bool:
+        return any(p[:len(path)] == path and (len(p) > len(path) or isinstance(v, dict)) for p, (_, v) in env.items())
+
+    def override_mapping(path: tuple[str, ...]) -> bool:
+        node = overrides
+        for part in path:
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        return isinstance(node, dict)
+
+    found: list[tuple[str | None, tuple[str, ...], Any]] = []
+
+    def walk(values: Any, path: tuple[str, ...]) -> None:
+        for key, value in values.items():
+            here = (*path, str(key))
+            if isinstance(value, dict):
+                walk(value, here)
+            elif env_mapping(here) or override_mapping(here):
+                found.append((None, here, value))
+
+    walk(file_values if isinstance(file_values, dict) else {}, ())
+    for path, (name, value) in env.items():  # the environment under the options
+        if not isinstance(value, dict) and override_mapping(path):
+            found.append((name, path, value))
+    return found
+
+
+def shadowed_message(found: list[tuple[str | None, tuple[str, ...], Any]], validate: Any,
+                     path: str | Path | None) -> str | None:
+    """The errors `shadowed_values` found, worded as each value's own error alone (``validate``: the run config's
+    ``model_validate``), or None where none of them is an error (a list an environment variable sets item by item
+    has its own)."""
+    lines, in_file = [], False
+    for name, key, value in found:
+        partial: Any = value
+        for part in reversed(key):
+            partial = {part: partial}
+        try:
+            validate(partial)
+            continue
+        except Exception as exc:  # (pydantic's ValidationError)
+            errors = [e for e in getattr(exc, "errors", list)() if tuple(str(p) for p in e["loc"]) == key]
+        for err in errors:
+            in_file = in_file or name is None
+            lines.append(f"{'.'.join(key)}: {error_message(err)}"
+                         + (f" (from the environment: {name})" if name is not None else ""))
+    if not lines:
+        return None
+    return f"invalid configuration{f' in {path}' if in_file and path else ''}:\n  " + "\n  ".join(lines)
