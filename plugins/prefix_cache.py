@@ -10,7 +10,9 @@ blocks when the replica still holds them, as vLLM's automatic prefix caching doe
   model sees those tokens as ``prefill_context_tokens``). When a prefill completes
   (``cp_prefix_store``) the request's blocks are inserted. Capacity is bounded by the replica's
   free KV blocks at that moment (cached blocks live in the free part of the pool and are
-  evicted first, LRU), or by ``capacity_blocks``.
+  evicted first, LRU), or by ``capacity_blocks``. A stored or hit prompt's blocks are touched
+  last block first, so within a prompt the tail is evicted before the head (vLLM's order): only
+  a leading run of blocks can hit, and a cache smaller than one prompt keeps that prompt's head.
 * ``prefix-affinity`` is an optional cache-aware router: it remembers which replica last
   received each block hash and sends a request to the replica holding most of its blocks,
   unless that replica is more than ``max_imbalance`` requests busier than the least loaded.
@@ -32,6 +34,16 @@ from controlplane.decisions import RouteDecision
 
 from plugins.routing_wait import ReadinessGate
 from plugins.scorers import ReplicaStats
+
+
+def _touch_tail_first(cache: OrderedDict, hashes) -> None:
+    """Make a prompt's blocks the most recently used, its last block first and its first block last, so that
+    eviction takes a prompt's tail before its head (as vLLM frees a request's blocks in reverse order): a block
+    is reused only after every block before it, and a cache smaller than one prompt keeps the prompt's head
+    rather than a tail no lookup can reach."""
+    for h in reversed(hashes):
+        cache[h] = None
+        cache.move_to_end(h)
 
 
 class PrefixCache(Plugin):
@@ -81,8 +93,8 @@ class PrefixCache(Plugin):
         for h in request.hash_ids:
             if h not in cache:
                 break
-            cache.move_to_end(h)
             n += 1
+        _touch_tail_first(cache, request.hash_ids[:n])
         tokens = min(n * bt, request.prompt_tokens)
         if tokens:
             self.num_hits += 1
@@ -117,9 +129,7 @@ class PrefixCache(Plugin):
         cache = self._caches.get(worker.worker_id)
         if cache is None:
             cache = self._caches[worker.worker_id] = OrderedDict()
-        for h in request.hash_ids:
-            cache[h] = None
-            cache.move_to_end(h)
+        _touch_tail_first(cache, request.hash_ids)
         self._trim(cache, self.capacity(worker, self._block_tokens(request)))
 
     def stats(self) -> dict[str, float | int]:

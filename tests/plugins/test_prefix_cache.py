@@ -54,13 +54,31 @@ def test_capacity_is_the_replicas_free_kv_blocks_and_eviction_is_lru():
     cache.cp_prefix_store(ctx=ctx, worker=w, request=_req("a", [1, 2]))
     cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("b", [1]))  # touch 1: 2 is now the oldest
     cache.cp_prefix_store(ctx=ctx, worker=w, request=_req("c", [7, 8]))
-    assert list(cache._caches[w.worker_id]) == [1, 7, 8]
+    assert list(cache._caches[w.worker_id]) == [1, 8, 7]  # least recently used first; a prompt's tail before its head
     w.num_kv_blocks_used = 168  # memory got tight: only one block fits at the next use
-    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("d", [8])) == 512
-    assert list(cache._caches[w.worker_id]) == [8]
+    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("d", [7])) == 512
+    assert list(cache._caches[w.worker_id]) == [7]
     fixed = PrefixCache(PrefixCache.Settings(capacity_blocks=1))
     fixed.cp_prefix_store(ctx=ctx, worker=w, request=_req("e", [4, 5]))
-    assert list(fixed._caches[w.worker_id]) == [5]
+    assert list(fixed._caches[w.worker_id]) == [4]  # a prompt's head outlives its tail
+
+
+def test_a_cache_smaller_than_one_prompt_keeps_its_head_and_evicts_its_tail_first():
+    # vLLM frees a request's blocks last block first: its head stays longest, and the head is what a
+    # lookup can reuse (only a leading run hits). Evicting the head first made a 3-block cache useless
+    # for 5-block prompts: every lookup missed.
+    w = make_worker()
+    cache, ctx = PrefixCache(PrefixCache.Settings(capacity_blocks=3)), make_context(workers=[w])
+    cache.cp_prefix_store(ctx=ctx, worker=w, request=_req("a", [1, 2, 3, 4, 5]))
+    assert list(cache._caches[w.worker_id]) == [3, 2, 1]
+    assert cache.cp_prefix_peek(ctx=ctx, worker=w, request=_req("b", [1, 2, 3, 4, 5])) == 3 * 512
+    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("b", [1, 2, 3, 4, 5])) == 3 * 512
+    # a second prompt sharing two head blocks: its own tail goes first, the shared head stays
+    cache.cp_prefix_store(ctx=ctx, worker=w, request=_req("c", [1, 2, 6, 7]))
+    assert list(cache._caches[w.worker_id]) == [6, 2, 1]
+    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("d", [1, 2, 3])) == 2 * 512
+    # a hit touches the hit blocks tail first as well: the head ends the most recently used
+    assert list(cache._caches[w.worker_id]) == [6, 2, 1]
 
 
 def test_a_hit_skips_the_cached_part_of_the_prefill_and_the_model_sees_it_as_context():
