@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import TypedDict  # (pydantic's dependency: below Python 3.12 pydantic takes only this one)
 
 from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
 from controlplane.config_errors import error_message  # noqa: F401 (plugin settings' errors are worded the same)
@@ -48,6 +49,25 @@ FALLBACK_PLUGINS: dict[str, str] = {
 }
 
 
+class WorkerSection(TypedDict, total=False):
+    """``cluster.models[].worker``: its keys are `controlplane.live.model_source.WorkerModelSettings`'s fields (a test
+    keeps them the same), so a misspelt one is refused in a simulated run too; their values are checked when a live
+    run loads the config (that model's module imports torch)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    path: Any
+    config: Any
+    preset: Any
+    precision: Any
+    compile: Any
+    compile_mode: Any
+    device: Any
+    seed: Any
+    max_seq_len: Any
+    prefix_cache_tokens: Any
+    prefix_block_tokens: Any
+
+
 class _Section(BaseModel):
     # No float setting takes infinity or NaN (a tick, an SLO, a price: an infinite cost, JSON that is not JSON).
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -78,7 +98,7 @@ class ModelDeployment(_Section):
     cold_start_s: float | None = Field(None, ge=0)  # scale-up to ready; None: from weights and load speed
     load_bandwidth_gb_s: float = Field(2.0, gt=0)  # weight load speed (GB/s) for that cold start
     max_model_len: int | None = Field(None, ge=1)  # prompt+output cap; None: no cap
-    worker: dict[str, Any] = Field(default_factory=dict)  # live mode: the worker's model settings
+    worker: WorkerSection = Field(default_factory=lambda: WorkerSection())  # live mode: the worker's model settings
 
     @field_validator("precision", "model_spec")
     @classmethod
