@@ -451,32 +451,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         _file_values.reset(token)
 
 
-def configured_storage_url() -> str:
-    """``storage.url`` as `load_config` (no file, no overrides) reads it, and nothing else: ``CONTROLPLANE_STORAGE__URL``,
-    else the ``url`` of ``CONTROLPLANE_STORAGE``'s JSON, else the default. For commands that only open the
-    database (``runs list``): another run setting's bad variable (``CONTROLPLANE_SEED=abc``) is not theirs to refuse."""
-    import json
-
-    names = {k.lower(): k for k in os.environ}
-    nested, section = names.get(f"{ENV_PREFIX}storage__url".lower()), names.get(f"{ENV_PREFIX}storage".lower())
-    value: Any = StorageConfig.model_fields["url"].default
-    if nested is not None:
-        value, name = os.environ[nested], nested
-    elif section is not None:
-        name = section
-        try:
-            value = json.loads(os.environ[section]).get("url", value)
-        except (ValueError, AttributeError):
-            raise ConfigError(f"invalid configuration: the environment variable {section} cannot be read (a "
-                              "section's variable holds a JSON object)") from None
-    if not isinstance(value, str):
-        raise ConfigError(f"invalid configuration:\n  storage.url: Input should be a valid string, got {value!r} "
-                          f"(from the environment: {name})")
-    from controlplane.storage.url import database_url
-
-    return database_url(value)
-
-
 def checked_config(config: Any) -> RunConfig:
     """``config`` checked again as a run starts: a `RunConfig` changed in code after it was made
     (``config.control.tick_s = -1``) skipped its checks, and a run of it hung, divided by zero or left

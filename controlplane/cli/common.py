@@ -249,7 +249,7 @@ def resolve_db(url: str | None) -> str:
         from controlplane.storage.url import database_url
 
         return database_url(url)
-    from controlplane.config import configured_storage_url
+    from controlplane.config_env import configured_storage_url
 
     return configured_storage_url()  # (the storage URL alone: another setting's bad variable is not this command's)
 

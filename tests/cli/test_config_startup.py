@@ -41,7 +41,8 @@ def test_a_read_only_command_reads_only_the_storage_url_of_the_environment(tmp_p
     {"CONTROLPLANE_STORAGE": '{"batch_size": 3}'},
 ])
 def test_the_storage_url_alone_is_what_the_whole_config_reads(env, monkeypatch):
-    from controlplane.config import configured_storage_url, load_config
+    from controlplane.config import load_config
+    from controlplane.config_env import configured_storage_url
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
