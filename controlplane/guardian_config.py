@@ -103,6 +103,15 @@ class GuardianSpec(_Section):
                 raise ValueError(f"{p!r} is not a valid pattern: {exc}") from None
         return patterns
 
+    @model_validator(mode="after")
+    def _model_kinds_name_a_model(self) -> GuardianSpec:
+        """A ``classifier`` or ``causal-lm`` without ``model`` is refused when the config loads, in a
+        replay as live: the simulator prices it without loading anything, so a replay would otherwise
+        pass a config that stops the daemon at start, after the other guardians loaded."""
+        if self.kind in ("classifier", "causal-lm") and not self.model:
+            raise ValueError(f"guardian {self.name!r}: kind {self.kind} needs `model`, a local model directory")
+        return self
+
 
 class GuardiansConfig(_Section):
     combine: Combine = "any"  # how a plan's parallel verdicts combine unless it names a rule

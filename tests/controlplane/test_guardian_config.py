@@ -36,3 +36,12 @@ def test_a_pattern_that_does_not_compile_is_refused_when_the_config_loads():
 def test_a_misspelt_precision_is_refused_naming_the_key():
     with pytest.raises(ValidationError, match=r"models\.0\.precision\n.*'fp32', 'bf16' or 'fp16'"):
         GuardiansConfig(models=[{"name": "j", "precision": "bf61"}])
+
+
+@pytest.mark.parametrize("kind", ["classifier", "causal-lm"])
+def test_a_model_guardian_without_a_model_is_refused_when_the_config_loads(kind):
+    # the simulator prices such a guardian without loading anything: it passed every replay and
+    # stopped the daemon only after loading the other guardians
+    with pytest.raises(ValidationError, match=rf"models\.1\n.*guardian 'clf': kind {kind} needs `model`"):
+        GuardiansConfig(models=[{"name": "rules", "kind": "rules"}, {"name": "clf", "kind": kind}])
+    GuardiansConfig(models=[{"name": "clf", "kind": kind, "model": "/models/clf"}])  # a path is enough here
