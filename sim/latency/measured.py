@@ -30,6 +30,7 @@ profiling grid times) are their own padded counts.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ FEATURES: tuple[str, ...] = (
 REWEIGHT_ROUNDS = 2
 #: Per-batch-size corrections (`_batch_factors`) count as this many iterations at ratio 1.
 FACTOR_PRIOR_SAMPLES = 4.0
+#: A row measured at more than this many times its fitted time, or less than its inverse, is far from the fit: a
+#: stall, a clock glitch, a 0 s timing. It is left out of the per-batch-size factors, and the fit warns, naming it.
+OUTLIER_RATIO = 3.0
 # Feature scales keep the solver well conditioned; coefficients are stored unscaled.
 _SCALE = np.array([1.0, 1e3, 1e6, 1e2, 1e5, 1e6, 1e1, 1.0])
 
@@ -89,15 +93,19 @@ def _batch_factors(sizes: np.ndarray, ratios: np.ndarray, samples: np.ndarray) -
     matrix-vector product becoming a matrix product, a GPU kernel changing tiles), so the fit is
     scaled per batch size by the mean ratio of its rows (weighted by ``samples``), shrunk towards 1
     by `FACTOR_PRIOR_SAMPLES` so a size timed only a few times stays near the linear fit; sizes
-    between measured ones interpolate in log size, sizes beyond the largest take its ratio.
+    between measured ones interpolate in log size, sizes beyond the largest take its ratio. Rows far
+    from the fit (`OUTLIER_RATIO`) are left out: one stalled 16-token prefill at 0.5 s (10x its
+    neighbours) doubled every one-prompt prefill's price.
     """
     known = sorted({int(k) for k in sizes if k > 0})
     if not known:
         return ()
     means = []
+    usable = (ratios <= OUTLIER_RATIO) & (ratios >= 1.0 / OUTLIER_RATIO)
     for k in known:
-        w = samples[sizes == k]
-        means.append(float((np.dot(w, ratios[sizes == k]) + FACTOR_PRIOR_SAMPLES) / (w.sum() + FACTOR_PRIOR_SAMPLES)))
+        at = (sizes == k) & usable
+        w = samples[at]
+        means.append(float((np.dot(w, ratios[at]) + FACTOR_PRIOR_SAMPLES) / (w.sum() + FACTOR_PRIOR_SAMPLES)))
     table = np.interp(np.log(np.arange(1, known[-1] + 1)), np.log(known), means)
     return (1.0, *(float(x) for x in table))
 
@@ -112,9 +120,16 @@ def _relative_fit(X: np.ndarray, y: np.ndarray, samples: np.ndarray, rounds: int
     fit was made from summed to 0.91-0.95 of their measured time. The later passes weigh by the
     fit's own prediction instead (iteratively reweighted least squares), which a slow or fast
     timing does not move.
+
+    A row timed at 0 s has no relative error and is left out; the first pass weighs a row timed near
+    0 s as if it took a quarter of the profile's 10th-percentile time (`_first_pass_floor`): by its
+    own time, a 1 us glitch among 20 ms iterations outweighed the rest and priced every iteration
+    near 0 s.
     """
     rounds = REWEIGHT_ROUNDS if rounds is None else rounds
-    w = samples / np.maximum(y, 1e-6) ** 2
+    if (y > 0).any():  # (all at 0 s: a fit pricing 0 s, which `check_kinds` and calibrations refuse)
+        samples = np.where(y > 0, samples, 0.0)
+    w = samples / np.maximum(y, _first_pass_floor(y)) ** 2
     coef = np.zeros(X.shape[1])
     for i in range(rounds + 1):
         reg = LinearRegression(fit_intercept=False, positive=True)
@@ -125,6 +140,24 @@ def _relative_fit(X: np.ndarray, y: np.ndarray, samples: np.ndarray, rounds: int
             # a row the fit prices near zero must not take all the weight: floor at a quarter of its time
             w = samples / np.maximum(np.maximum(pred, 0.25 * y), 1e-6) ** 2
     return coef
+
+
+def _first_pass_floor(y: np.ndarray) -> float:
+    """The least time the first pass of `_relative_fit` weighs a row by: a quarter of the 10th percentile of the
+    timed rows (at least 1 us)."""
+    timed = y[y > 0]
+    return max(1e-6, 0.25 * float(np.percentile(timed, 10))) if timed.size else 1e-6
+
+
+def _warn_far_rows(y: np.ndarray, ratio: np.ndarray, source: str) -> None:
+    """One warning naming the rows measured far from the fit (`OUTLIER_RATIO`), the first few with their times."""
+    far = np.flatnonzero((ratio > OUTLIER_RATIO) | (ratio < 1.0 / OUTLIER_RATIO))
+    if far.size:
+        named = ", ".join(f"row {i} ({y[i]:.4g} s, {ratio[i]:.2g}x)" for i in far[:5])
+        more = f" and {far.size - 5} more" if far.size > 5 else ""
+        warnings.warn(f"{source}: {far.size} row(s) measured far from the fit (measured / fitted below "
+                      f"1/{OUTLIER_RATIO:g} or above {OUTLIER_RATIO:g}; left out of the per-batch-size factors): "
+                      f"{named}{more}", RuntimeWarning, stacklevel=4)
 
 
 class MeasuredProfileModel(LatencyModel):
@@ -174,6 +207,7 @@ class MeasuredProfileModel(LatencyModel):
         n_pre = np.array([r["num_prefill_seqs"] for r in clean])
         n_dec = np.array([r["num_decode_seqs"] for r in clean])
         ratio = y / np.maximum(pred, 1e-12)
+        _warn_far_rows(y, ratio, str((meta or {}).get("path", "profile")))
         model.decode_factors = _batch_factors(n_dec[n_pre == 0], ratio[n_pre == 0], samples[n_pre == 0])
         model.prefill_factors = _batch_factors(n_pre[n_dec == 0], ratio[n_dec == 0], samples[n_dec == 0])
         pred = pred * np.array([model._factor(int(a), int(b)) for a, b in zip(n_pre, n_dec)])
