@@ -10,6 +10,7 @@ import typer
 
 from controlplane.cli import common
 from controlplane.cli.common import fmt_value, resolve_db, user_errors
+from controlplane.cli.sweep_table import short_names, sweep_table  # noqa: F401 (compare_ci, tests)
 
 BACKEND_HELP = "ray | pool | serial; default: ray when installed, else a local process pool."
 
@@ -151,47 +152,6 @@ def _say_search_interrupted(exc: KeyboardInterrupt) -> None:
                      f"runs finished (a candidate's screen and rungs are not stored); {again}", highlight=False)
 
 
-def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
-    """The runs of a sweep, one a row: the overrides that differ, attainment, p99s, GPU-hours. With
-    the terminal's ``width``, a table wider than it wraps its headers rather than cutting values."""
-    from rich.table import Table
-
-    keys = sorted({k for r in runs for k in r["overrides"]})
-    names = short_names(keys)
-    legend = "; ".join(f"{names[k]} = {k}" for k in keys if names[k] != k)
-    from rich import box
-
-    # (no column rules, one space of padding between columns: an 80-column terminal needs them for the values)
-    t = Table(title=title, header_style="bold", caption=legend or None, box=box.SIMPLE_HEAD, pad_edge=False,
-              collapse_padding=True)
-    shown = {k: _differences([r["overrides"].get(k) for r in runs]) for k in keys}
-    guarded = any("guardian_gpu_hours" in (r["summary"] or {}) for r in runs)  # guardians hold GPUs too
-    rows = []
-    for i, r in enumerate(runs):
-        s = r["summary"] or {}
-        gpu_h = (s.get("gpu_seconds") or 0) / 3600
-        rows.append((str(r["id"]), str(r["seed"]), *(shown[k][i] for k in keys),
-                     fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
-                     f"{gpu_h:.2f}", *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd")))
-                                       if guarded else ())))
-    columns = ("run", "seed", *(names[k] for k in keys), "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
-               *(("guardian gpu-h", "total cost (USD)") if guarded else ()))
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*row)
-    if width is not None:
-        from rich.console import Console
-        from rich.measure import Measurement
-
-        console = Console(width=max(width, 1000))
-        if Measurement.get(console, console.options, t).maximum > width:  # (headers wrap, values are never cut)
-            for j, column in enumerate(t.columns):
-                column.min_width = column.max_width = max([len(row[j]) for row in rows] +
-                                                          [len(word) for word in columns[j].split()])
-    return t
-
-
 def search(
     spec: SpecArg,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Trace file (default: the spec's trace).")] = None,
@@ -310,29 +270,3 @@ def _print_search(d: dict, console) -> None:
     console.print(f"{d['candidates']} candidates ({d['replayed']} replayed, {d['skipped_by_cost']} estimated above the "
                   f"best's cost), {d['runs']} runs, {d['wall_s']} s; "
                   f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)
-
-
-def short_names(keys: list[str]) -> dict[str, str]:
-    """Each dotted key's column name: its last part, with as many parts before it as make it unique
-    (``cluster.models.0.replicas`` -> ``replicas``), so that the table's values, not its keys, get
-    the width of the terminal; the table's caption gives the full keys."""
-    out = {}
-    for key in keys:
-        parts = key.split(".")
-        for n in range(1, len(parts) + 1):
-            name = ".".join(parts[-n:])
-            if not any(other != key and (other == name or other.endswith(f".{name}")) for other in keys):
-                break
-        out[key] = name
-    return out
-
-
-def _differences(values: list[Any]) -> list[str]:
-    """One column's cells. Where every value is a list (``plugins.enabled``), each cell shows only
-    the items not common to all of them (the router that differs, not six plugin names a row)."""
-    if len(values) < 2 or not all(isinstance(v, list) for v in values):
-        return [fmt_value(v) for v in values]
-    common = set.intersection(*(set(map(str, v)) for v in values))
-    if all(set(map(str, v)) == common for v in values):
-        return [fmt_value(v) for v in values]
-    return [", ".join(str(x) for x in v if str(x) not in common) or "-" for v in values]

@@ -182,9 +182,10 @@ def test_in_80_columns_the_sweep_table_cuts_no_value_and_its_caption_names_the_k
     text = console.export_text()
     assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
     rows = [line.split() for line in text.splitlines() if line.startswith(" 1 ") or line.startswith(" 2 ")]
-    assert rows == [["1", "0", "6", "least-loaded", "sarathi", "0.9653", "23.59", "0.06282", "1.01"],
-                    ["2", "0", "6", "round-robin", "vllm", "0.9653", "23.59", "0.06282", "1.01"]]
+    assert rows == [["1", "0", "least-loaded", "sarathi", "0.9653", "23.59", "0.06282", "1.01"],
+                    ["2", "0", "round-robin", "vllm", "0.9653", "23.59", "0.06282", "1.01"]]
     assert "policy = plugins.settings.continuous-batching.policy" in " ".join(text.split())
+    assert "in every run: cluster.models.0.replicas = 6" in " ".join(text.split())  # (one value: said once)
     assert short_names(["cluster.models.0.replicas", "cluster.models.1.replicas", "plugins.enabled"]) == {
         "cluster.models.0.replicas": "0.replicas", "cluster.models.1.replicas": "1.replicas",
         "plugins.enabled": "enabled"}
@@ -206,6 +207,60 @@ def test_the_sweep_table_shows_the_guardians_gpu_hours_and_the_total_cost_when_r
     console = Console(width=200, record=True)
     console.print(sweep_table(runs[1:], "sweep 2"))
     assert "guardian" not in console.export_text()  # runs without guardians: the columns as before
+
+
+PLUGINS = ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+           "builtin-latency-models"]
+
+
+def _metric_rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines() if re.match(r" \d+ +\d ", line)]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_list_in_every_run_is_said_once_and_the_metrics_and_cost_always_show(width):
+    """A `plugins.enabled` of one value printed whole in every row, pushing attainment, the p99s and
+    GPU-hours off a 120-column terminal; and the table had no cost, so 2xH100 and 2xA100 (both
+    0.16-0.17 GPU-hours, 0.66 and 0.41 USD) could not be ranked."""
+    from controlplane.cli.sweep import sweep_table
+    from rich.console import Console
+
+    runs = [{"id": i + 1, "seed": 0, "overrides": {"cluster.models.0.replicas": 2, "cluster.models.0.gpu": gpu,
+                                                   "plugins.enabled": PLUGINS},
+             "summary": {"slo_attainment": 0.9833, "ttft_p99_s": 1.234, "tpot_p99_s": 0.05678, "gpu_seconds": 612.0,
+                         "cost_usd": cost}}
+            for i, (gpu, cost) in enumerate([("h100-80gb", 0.66), ("a100-80gb", 0.4125)])]
+    console = Console(width=width, record=True)
+    console.print(sweep_table(runs, "sweep 1", width=width))
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= width
+    assert _metric_rows(text) == [["1", "0", "h100-80gb", "0.9833", "1.234", "0.05678", "0.17", "0.66"],
+                                  ["2", "0", "a100-80gb", "0.9833", "1.234", "0.05678", "0.17", "0.4125"]]
+    assert "cost (USD)" in text if width == 120 else "(USD)" in text  # (at 80 the headers wrap between words)
+    said = " ".join(text.split())
+    assert ("in every run: cluster.models.0.replicas = 2; plugins.enabled = [queue-limit, least-loaded, "
+            "continuous-batching, fixed-replicas, static-memory, builtin-latency-models]") in said
+
+
+def test_at_80_columns_long_override_values_fold_and_no_metric_is_cut():
+    """Four override columns of a GPU sweep (two of them bundle keys) at 80 columns: the values were
+    printed whole and the last metrics cut; now the values fold and every metric shows whole."""
+    from controlplane.cli.sweep import sweep_table
+    from rich.console import Console
+
+    runs = [{"id": i + 1, "seed": i % 2, "overrides": {"cluster.models.0.gpu": gpu, "cluster.models.0.latency.gpu": gpu,
+                                                       "cluster.models.0.replicas": n,
+                                                       "plugins.settings.continuous-batching.policy": policy},
+             "summary": {"slo_attainment": 0.001667, "ttft_p99_s": 429.7, "tpot_p99_s": 0.05471, "gpu_seconds": 756.0,
+                         "cost_usd": 0.1644}}
+            for i, (gpu, n, policy) in enumerate([("a100-80gb", 1, "vllm"), ("h100-80gb", 12, "sarathi"),
+                                                  ("l4", 3, "vllm")])]
+    console = Console(width=80, record=True)
+    console.print(sweep_table(runs, "sweep 1", width=80))
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    rows = _metric_rows(text)
+    assert len(rows) == 3 and all(row[-5:] == ["0.001667", "429.7", "0.05471", "0.21", "0.1644"] for row in rows)
 
 
 @pytest.mark.parametrize("command", ["sweep", "search"])

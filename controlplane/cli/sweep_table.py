@@ -1,0 +1,114 @@
+"""The table `controlplane sim sweep` prints: a run a row, the overrides that tell its point from
+the others, then its metrics (attainment, TTFT and TPOT p99, GPU-hours, cost), which no terminal
+width cuts: an override's value wraps instead, and a key with one value in every run is said
+once, in the caption."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.cli.common import fmt_value
+
+__all__ = ["short_names", "sweep_table"]
+
+
+def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
+    """The runs of a sweep, one a row: the overrides that differ, attainment, p99s, GPU-hours and
+    cost (USD, from the run's summary). With the terminal's ``width``, a table wider than it wraps
+    its headers and the overrides' values; the metrics are never cut."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    keys = sorted({k for r in runs for k in r["overrides"]})
+    values = {k: [r["overrides"].get(k) for r in runs] for k in keys}
+    same = [k for k in keys if len(runs) > 1 and all(v == values[k][0] for v in values[k])]
+    varied = [k for k in keys if k not in same]
+    names = short_names(varied)
+    legend = "; ".join(f"{names[k]} = {k}" for k in varied if names[k] != k)
+    if same:  # (a column of one value says nothing: said once)
+        legend += ("; " if legend else "") + "in every run: " + "; ".join(f"{k} = {_text(values[k][0])}" for k in same)
+    # (no column rules, one space of padding between columns: an 80-column terminal needs them for the values)
+    t = Table(title=title, header_style="bold", caption=Text(legend) if legend else None, box=box.SIMPLE_HEAD,
+              pad_edge=False, collapse_padding=True)
+    shown = {k: _differences(values[k]) for k in varied}
+    guarded = any("guardian_gpu_hours" in (r["summary"] or {}) for r in runs)  # guardians hold GPUs too
+    priced = not guarded and any("cost_usd" in (r["summary"] or {}) for r in runs)
+    rows = []
+    for i, r in enumerate(runs):
+        s = r["summary"] or {}
+        gpu_h = (s.get("gpu_seconds") or 0) / 3600
+        rows.append((str(r["id"]), str(r["seed"]), *(shown[k][i] for k in varied),
+                     fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
+                     f"{gpu_h:.2f}", *((fmt_value(s.get("cost_usd")),) if priced else ()),
+                     *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd"))) if guarded else ())))
+    columns = ("run", "seed", *(names[k] for k in varied), "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
+               *(("cost (USD)",) if priced else ()), *(("guardian gpu-h", "total cost (USD)") if guarded else ()))
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*(Text(cell) for cell in row))  # (a value's brackets are not markup)
+    if width is not None:
+        _fit(t, rows, columns, range(2, 2 + len(varied)), width)
+    return t
+
+
+def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], overrides: range, width: int) -> None:
+    """Fit the table ``t`` into ``width`` when it is wider: every column but the overrides' as wide as
+    its widest value (its header wraps between words), the overrides' values folded into what is
+    left, the widest first (each at least 3 characters)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=max(width, 1000))
+    caption, t.caption = t.caption, None  # (measured without its caption, which wraps in any width)
+    try:
+        if Measurement.get(console, console.options, t).maximum <= width:
+            return
+        widths = [max([len(row[j]) for row in rows] + [max(len(w) for w in columns[j].split())]) for j in range(len(columns))]
+        natural = {j: max([len(row[j]) for row in rows] + [len(columns[j])]) for j in overrides}
+        for j, column in enumerate(t.columns):
+            column.min_width = column.max_width = widths[j]
+        chrome = Measurement.get(console, console.options, t).maximum - sum(widths)  # (edges, padding, rules)
+        room = width - chrome - sum(w for j, w in enumerate(widths) if j not in overrides)
+        cap = max(natural.values(), default=0)
+        while cap > 3 and sum(min(n, cap) for n in natural.values()) > room:
+            cap -= 1
+        for j in overrides:
+            t.columns[j].overflow = "fold"
+            t.columns[j].min_width = t.columns[j].max_width = min(natural[j], cap)
+    finally:
+        t.caption = caption
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's column name: its last part, with as many parts before it as make it unique
+    (``cluster.models.0.replicas`` -> ``replicas``), so that the table's values, not its keys, get
+    the width of the terminal; the table's caption gives the full keys."""
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            if not any(other != key and (other == name or other.endswith(f".{name}")) for other in keys):
+                break
+        out[key] = name
+    return out
+
+
+def _text(v: Any) -> str:
+    """A value as the caption says it: a list's items without quotes (``[queue-limit, least-loaded]``)."""
+    if isinstance(v, list):
+        return "[" + ", ".join(_text(x) for x in v) + "]"
+    return fmt_value(v)
+
+
+def _differences(values: list[Any]) -> list[str]:
+    """One column's cells. Where every value is a list (``plugins.enabled``), each cell shows only
+    the items not common to all of them (the router that differs, not six plugin names a row)."""
+    if len(values) < 2 or not all(isinstance(v, list) for v in values):
+        return [_text(v) for v in values]
+    common = set.intersection(*(set(map(str, v)) for v in values))
+    if all(set(map(str, v)) == common for v in values):
+        return [_text(v) for v in values]
+    return [", ".join(str(x) for x in v if str(x) not in common) or "-" for v in values]
