@@ -26,7 +26,7 @@ from controlplane.events import RequestFinished
 from controlplane.types import Decision, RequestStatus
 from plugins.cache_backends import StoreSettings, open_store, release_run, scope_to_run
 
-__all__ = ["GuardianPlanner", "PlannerSettings", "answer_key", "text_key"]
+__all__ = ["GuardianPlanner", "PlannerSettings", "answer_key", "one_guardian_key", "text_key"]
 
 
 #: How a request ends without the verdicts of its checks in flight (they are dropped with it).
@@ -48,6 +48,16 @@ class PlannerSettings(PluginSettings):
         if not stages:
             raise ValueError("needs at least one stage: 'input', 'output' or both")
         return stages
+
+
+def one_guardian_key(settings: Any) -> Any:
+    """A planner's settings name one guardian (``guardian``) or several (``guardians``), not both:
+    ``guardians`` overrides ``guardian``, so a config setting both would check with one of them
+    and silently drop the other."""
+    if settings.guardians and "guardian" in settings.model_fields_set:
+        raise ValueError(f"sets both `guardian` ({settings.guardian!r}) and `guardians` ({list(settings.guardians)}): "
+                         "name one guardian with `guardian`, or several in parallel with `guardians`")
+    return settings
 
 
 def text_key(request: Any, stage: str) -> str | None:

@@ -17,7 +17,7 @@ from controlplane import hookimpl
 from controlplane.decisions import GuardianPlan
 from controlplane.events import RequestFinished
 from controlplane.types import Decision
-from plugins.guardian_planner import GONE, GuardianPlanner, PlannerSettings
+from plugins.guardian_planner import GONE, GuardianPlanner, PlannerSettings, one_guardian_key
 
 
 
@@ -39,6 +39,8 @@ class RiskSampledGuardian(GuardianPlanner):
         risky_terms: tuple[str, ...] = ()  # case-insensitive substrings of a prompt that raise its risk
         term_boost: float = Field(4.0, ge=1)
         smoothing: float = Field(0.01, gt=0, le=1)  # weight of a new request in the mean risk
+
+        _one_guardian_key = model_validator(mode="after")(one_guardian_key)
 
         @model_validator(mode="after")
         def _floor_within_budget(self):

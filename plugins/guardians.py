@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from controlplane.decisions import GuardianPlan
-from plugins.guardian_planner import GuardianPlanner, PlannerSettings
+from plugins.guardian_planner import GuardianPlanner, PlannerSettings, one_guardian_key
 
 
 class SampledGuardian(GuardianPlanner):
@@ -24,9 +24,11 @@ class SampledGuardian(GuardianPlanner):
     class Settings(PlannerSettings):
         rate: float = Field(0.0, ge=0, le=1)
         guardian: str = "guardian"
-        guardians: tuple[str, ...] = ()  # several in parallel (overrides `guardian`)
+        guardians: tuple[str, ...] = ()  # several in parallel (instead of `guardian`: setting both is an error)
         combine: Literal["any", "majority", "weighted"] | None = None  # None: guardians.combine
         mode: Literal["sync", "async"] = "async"
+
+        _one_guardian_key = model_validator(mode="after")(one_guardian_key)
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)

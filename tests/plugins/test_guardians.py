@@ -35,3 +35,17 @@ def test_sampling_nothing_without_a_verdict_store_withdraws_its_hook():
     for settings in ({"rate": 0.1}, {"verdict_ttl_s": 60.0}):
         g = SampledGuardian(SampledGuardian.Settings(**settings))
         assert getattr(g.cp_guardian_plan, marked, None) is not None
+
+
+def test_guardian_and_guardians_together_are_a_config_error():
+    # `guardians` overrode `guardian`: a plan setting both checked with judge2 alone, judge silently dropped
+    import pytest
+    from pydantic import ValidationError
+
+    from plugins.guardian_risk import RiskSampledGuardian
+
+    for cls in (SampledGuardian, RiskSampledGuardian):
+        with pytest.raises(ValidationError, match=r"sets both `guardian` \('judge'\) and `guardians` \(\['judge2'\]\)"):
+            cls.Settings(rate=1.0, guardian="judge", guardians=["judge2"])
+        assert cls.Settings(rate=1.0, guardians=["judge", "judge2"]).guardians == ("judge", "judge2")
+        assert cls.Settings(rate=1.0, guardian="judge", guardians=[]).guardian == "judge"
