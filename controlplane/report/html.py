@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from controlplane.report import plots
+from controlplane.report.configs import configurations
 from controlplane.report.cost import cost_unit, run_cost
 from controlplane.report.data import load_run, load_sweep
 from controlplane.report.pareto import pareto_front
@@ -51,6 +52,13 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v, sort_keys=True)
     return str(v)
+
+
+def _range(low: float | None, high: float | None) -> str:
+    """A seeds' spread: ``low - high``, or the one value when they agree."""
+    if low is None or high is None:
+        return "-"
+    return _fmt(low) if low == high else f"{_fmt(low)} - {_fmt(high)}"
 
 
 def _table(headers: list[str], rows: list[list[Any]], *, sortable: bool = False, left: int = 1) -> str:
@@ -110,19 +118,16 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
     unit = cost_unit()
     result = sweep.get("result") or {}
     full = [r for r in data.runs if r.get("stage") in (None, "full", "confirm")]
-    points = []
-    for r in full:
-        s = r["summary"] or {}
-        points.append({"run": r["id"], "cost": run_cost(r["config"] or {}, s), "attainment": s.get("slo_attainment"),
-                       "overrides": r["overrides"]})
-    front = pareto_front(points)
+    configs = configurations(full, lambda r: run_cost(r["config"] or {}, r["summary"] or {}))
+    front = pareto_front(configs)
+    on_front = {r for c in front for r in c["runs"]}
     keys = sorted({k for r in data.runs for k in r["overrides"]})
     rows = []
-    for r, p in zip(full, points):
+    for r in full:
         s = r["summary"] or {}
         rows.append([r["id"], r["seed"], r.get("stage") or "-", *(_fmt(r["overrides"].get(k)) for k in keys),
-                     p["cost"], s.get("slo_attainment"), s.get("ttft_p99_s"), s.get("tpot_p99_s"),
-                     s.get("e2e_p50_s"), s.get("throughput_rps"), r["id"] in {q["run"] for q in front}])
+                     run_cost(r["config"] or {}, s), s.get("slo_attainment"), s.get("ttft_p99_s"), s.get("tpot_p99_s"),
+                     s.get("e2e_p50_s"), s.get("throughput_rps"), r["id"] in on_front])
     parts = [f"<h1>{html.escape(sweep['kind'])} {sweep_id} {html.escape(sweep.get('name') or '')}</h1>",
              f'<p class="muted">status {sweep["status"]}, {len(data.runs)} runs stored, trace '
              f'{html.escape(str(sweep.get("trace")))}; cost in {unit}</p>']
@@ -135,17 +140,23 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
     elif sweep["kind"] == "search" and sweep["status"] == "finished":  # (a search that ended with no winner)
         parts.append(f"<p><b>no candidate met the target</b> (SLO attainment {_fmt(result.get('target'))}): "
                      f"{result.get('candidates')} candidates, {result.get('runs')} runs, {result.get('wall_s')} s</p>")
-    if not points:  # (a search killed while screening, a sweep stopped before its first run: nothing to plot)
+    if not configs:  # (a search killed while screening, a sweep stopped before its first run: nothing to plot)
         parts.append(f"<p><b>no run of the full trace is stored</b> for this {html.escape(sweep['kind'])} (status "
                      f"{html.escape(str(sweep['status']))}): no Pareto front and no table.</p>")
         return _page(f"sweep {sweep_id}", "".join(parts))
-    parts += ["<h2>Pareto front</h2>", _img(plots.pareto_plot(points, front, unit, result.get("target")), "Pareto front"),
-              _table(["run", "cost", "attainment", "overrides"],
-                     [[p["run"], p["cost"], p["attainment"], json.dumps(p["overrides"], sort_keys=True)] for p in front],
-                     left=0),
+    parts += ["<h2>Pareto front</h2>",
+              '<p class="muted">one point per configuration, over its seeds as <code>sim search</code> confirms a '
+              "candidate: its SLO attainment the minimum over its seeds (it must hold on every seed), its cost the "
+              "mean; the bars span its seeds' values</p>",
+              _img(plots.pareto_plot(configs, front, unit, result.get("target")), "Pareto front"),
+              _table(["configuration", "runs", "seeds", "cost (mean)", "cost range", "attainment (min)",
+                      "attainment range"],
+                     [[json.dumps(c["overrides"], sort_keys=True), ", ".join(map(str, c["runs"])),
+                       ", ".join(map(str, c["seeds"])), c["cost"], _range(c["cost_low"], c["cost_high"]),
+                       c["attainment"], _range(c["attainment_low"], c["attainment_high"])] for c in front], left=1),
               "<h2>runs</h2><p class=\"muted\">click a column to sort</p>",
               _table(["run", "seed", "stage", *keys, "cost", "attainment", "ttft p99 (s)", "tpot p99 (s)",
-                      "e2e p50 (s)", "throughput (req/s)", "on front"], rows, sortable=True, left=0)]
+                      "e2e p50 (s)", "throughput (req/s)", "configuration on front"], rows, sortable=True, left=0)]
     return _page(f"sweep {sweep_id}", "".join(parts))
 
 

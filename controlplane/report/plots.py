@@ -144,14 +144,27 @@ def timeline(data: RunData) -> bytes:
 
 
 def pareto_plot(points: list[dict[str, Any]], front: list[dict[str, Any]], unit: str, target: float | None) -> bytes:
+    """Cost against attainment, a point per configuration (`controlplane.report.configs`): where a
+    point has its seeds' spread (``cost_low``/``cost_high``, ``attainment_low``/``attainment_high``),
+    bars span it."""
     fig, ax = _subplots(figsize=(9, 4.5))
-    if points:
-        ax.scatter([p["cost"] for p in points], [p["attainment"] for p in points], s=12, alpha=0.5, label="runs")
+    shown = [p for p in points if p.get("cost") is not None and p.get("attainment") is not None]
+    if shown:
+        x = np.array([p["cost"] for p in shown], dtype=float)
+        y = np.array([p["attainment"] for p in shown], dtype=float)
+
+        def spread(key: str, at: np.ndarray) -> np.ndarray:
+            lo = np.array([p.get(f"{key}_low", v) if p.get(f"{key}_low") is not None else v for p, v in zip(shown, at)])
+            hi = np.array([p.get(f"{key}_high", v) if p.get(f"{key}_high") is not None else v for p, v in zip(shown, at)])
+            return np.vstack([np.maximum(at - lo, 0), np.maximum(hi - at, 0)])
+
+        ax.errorbar(x, y, xerr=spread("cost", x), yerr=spread("attainment", y), fmt="o", ms=4, alpha=0.5, lw=0.8,
+                    capsize=2, label="configurations (min attainment, mean cost; bars: seeds' range)")
     if front:
         ax.plot([p["cost"] for p in front], [p["attainment"] for p in front], "o-", color="tab:red", label="Pareto front")
     if target is not None:
         ax.axhline(target, color="tab:green", ls="--", lw=1, label=f"target {target}")
-    if not points:
+    if not shown:
         _empty(ax, "no finished runs")
     ax.set_xlabel(f"cost ({unit})")
     ax.set_ylabel("SLO attainment")

@@ -1,0 +1,41 @@
+"""A sweep's runs as configurations: one per point (its overrides), aggregated over its seeds the way
+`sim search` confirms a candidate: its attainment the minimum over its seeds (it must hold on
+every seed), its cost the mean. The spread over the seeds is kept (``*_low``/``*_high``), so a
+report shows how far one lucky seed is from the rest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["configurations", "point_id"]
+
+
+def point_id(overrides: Mapping[str, Any]) -> str:
+    """The text that names a configuration: its overrides as sorted JSON."""
+    return json.dumps(overrides, sort_keys=True, default=str)
+
+
+def configurations(runs: Sequence[Mapping[str, Any]],
+                   cost: Callable[[Mapping[str, Any]], float | None]) -> list[dict[str, Any]]:
+    """One entry per configuration of ``runs`` (each with ``id``, ``seed``, ``overrides`` and
+    ``summary``), in the order of their first run: ``overrides``, ``runs`` (ids), ``seeds``,
+    ``attainment`` (the minimum over its runs), ``attainment_mean``, ``attainment_low``/``_high``,
+    ``cost`` (the mean of ``cost(run)`` over its runs), ``cost_low``/``_high``. A value no run has is None."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(point_id(r["overrides"]), []).append(r)
+    out = []
+    for members in groups.values():
+        att = [a for r in members if (a := (r.get("summary") or {}).get("slo_attainment")) is not None]
+        costs = [c for r in members if (c := cost(r)) is not None]
+        out.append({
+            "overrides": members[0]["overrides"], "runs": [r["id"] for r in members],
+            "seeds": [r.get("seed") for r in members],
+            "attainment": min(att) if att else None, "attainment_mean": sum(att) / len(att) if att else None,
+            "attainment_low": min(att) if att else None, "attainment_high": max(att) if att else None,
+            "cost": sum(costs) / len(costs) if costs else None,
+            "cost_low": min(costs) if costs else None, "cost_high": max(costs) if costs else None,
+        })
+    return out
