@@ -29,6 +29,7 @@ TABLE_COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
         ("request_id", "str", False, None),
         ("model", "str", True, None),
         ("tenant", "str", True, None),
+        ("priority", "int", True, None),
         ("worker_id", "str", True, None),
         ("status", "str", False, None),
         ("reason", "str", True, None),

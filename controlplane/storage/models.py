@@ -203,6 +203,7 @@ request = Table(
     _required("request_id", String),
     _col("model", String),
     _col("tenant", String),
+    _col("priority", Integer),  # NULL on rows stored before revision 0004
     _col("worker_id", String),
     _required("status", String),
     _col("reason", Text),

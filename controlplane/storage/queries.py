@@ -40,6 +40,7 @@ EXPORT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "reason",
         "model",
         "tenant",
+        "priority",
         "worker_id",
         "scheduled_s",
         "prompt_tokens",

@@ -19,7 +19,7 @@ from typing import Any, Final
 #: The revision :data:`STATEMENTS` were read at: a new file is made from them only while this is
 #: ``SCHEMA_HEAD`` (a migration added without pasting its statements here falls back to Alembic, and
 #: ``tests/storage/test_sqlite_schema.py`` fails until they are pasted).
-REVISION: Final = "0003"
+REVISION: Final = "0004"
 
 #: ``sqlite_master.sql`` of a file upgraded to ``SCHEMA_HEAD``, by rowid (SQLite's own indexes omitted).
 STATEMENTS: Final[tuple[str, ...]] = (
@@ -67,7 +67,7 @@ STATEMENTS: Final[tuple[str, ...]] = (
      "\tttft_s FLOAT, \n"
      "\ttpot_s FLOAT, \n"
      "\te2e_s FLOAT, \n"
-     "\tqueue_s FLOAT, reason_code VARCHAR, \n"
+     "\tqueue_s FLOAT, reason_code VARCHAR, priority INTEGER, \n"
      "\tCONSTRAINT pk_request PRIMARY KEY (id), \n"
      "\tCONSTRAINT fk_request_run_id_run FOREIGN KEY(run_id) REFERENCES run (id) ON DELETE CASCADE, \n"
      "\tCONSTRAINT uq_request_run_id_request_id UNIQUE (run_id, request_id)\n"
