@@ -91,7 +91,8 @@ def load_run(engine: Engine, run_id: int, *, busy_hook_points: int = 5000) -> Ru
 @dataclass
 class SweepData:
     sweep: dict[str, Any]
-    runs: list[dict[str, Any]]  # id, seed, status, summary, config, overrides, stage
+    runs: list[dict[str, Any]]  # its finished runs: id, seed, status, summary, config, overrides, stage
+    failed: list[dict[str, Any]] = field(default_factory=list)  # its failed runs, the same (summary["error"]: why)
 
 
 def load_sweep(engine: Engine, sweep_id: int) -> SweepData:
@@ -103,9 +104,10 @@ def load_sweep(engine: Engine, sweep_id: int) -> SweepData:
             raise LookupError(f"sweep {sweep_id} not found in {describe_url(engine)}")  # (as a missing run)
         runs = [dict(x._mapping) for x in conn.execute(
             select(r.c.id, r.c.seed, r.c.status, r.c.summary, r.c.config, r.c.notes)
-            .where(r.c.sweep_id == sweep_id, r.c.status == "finished").order_by(r.c.id))]
+            .where(r.c.sweep_id == sweep_id, r.c.status.in_(("finished", "failed"))).order_by(r.c.id))]
     for run in runs:
         notes = json.loads(run.pop("notes") or "{}")
         run["overrides"] = notes.get("overrides") or {}
         run["stage"] = notes.get("stage")
-    return SweepData(dict(row), runs)
+    return SweepData(dict(row), [r for r in runs if r["status"] == "finished"],
+                     [r for r in runs if r["status"] == "failed"])

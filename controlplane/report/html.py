@@ -26,7 +26,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}img{max-width:100%;display:block;margin:8px 0}
 table.sortable th{cursor:pointer}table.sortable th:after{content:" \\2195";color:#aaa}
-.muted{color:#777;font-size:13px}.err{color:#b00}
+.muted{color:#777;font-size:13px}.err{color:#b00}table.errors td{white-space:pre-wrap;vertical-align:top}
 """
 
 # Click a header to sort by that column (numbers numerically), again to reverse.
@@ -61,8 +61,9 @@ def _range(low: float | None, high: float | None) -> str:
     return _fmt(low) if low == high else f"{_fmt(low)} - {_fmt(high)}"
 
 
-def _table(headers: list[str], rows: list[list[Any]], *, sortable: bool = False, left: int = 1) -> str:
-    cls = ' class="sortable"' if sortable else ""
+def _table(headers: list[str], rows: list[list[Any]], *, sortable: bool = False, left: int = 1,
+           cls: str = "") -> str:
+    cls = ' class="sortable"' if sortable else (f' class="{cls}"' if cls else "")
     head = "".join(f'<th class="l">{html.escape(h)}</th>' if i < left else f"<th>{html.escape(h)}</th>"
                    for i, h in enumerate(headers))
     body = []
@@ -129,8 +130,15 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
                      run_cost(r["config"] or {}, s), s.get("slo_attainment"), s.get("ttft_p99_s"), s.get("tpot_p99_s"),
                      s.get("e2e_p50_s"), s.get("throughput_rps"), r["id"] in on_front])
     parts = [f"<h1>{html.escape(sweep['kind'])} {sweep_id} {html.escape(sweep.get('name') or '')}</h1>",
-             f'<p class="muted">status {sweep["status"]}, {len(data.runs)} runs stored, trace '
-             f'{html.escape(str(sweep.get("trace")))}; cost in {unit}</p>']
+             f'<p class="muted">status {sweep["status"]}, {len(data.runs)} runs stored'
+             + (f', <span class="err">{len(data.failed)} failed</span>' if data.failed else "")
+             + f', trace {html.escape(str(sweep.get("trace")))}; cost in {unit}</p>']
+    if data.failed:  # (the points that did not run, and why: a resumed sweep runs them again)
+        parts += [f'<h2 class="err">failed runs ({len(data.failed)})</h2>',
+                  '<p class="muted">stored failed, with their errors; running the same spec again runs them again</p>',
+                  _table(["run", "seed", "overrides", "error"],
+                         [[r["id"], r["seed"], json.dumps(r["overrides"], sort_keys=True),
+                           (r["summary"] or {}).get("error") or "-"] for r in data.failed], left=4, cls="errors")]
     if result.get("best") is not None:
         best = result["best"]
         parts.append(f"<p><b>best</b>: {html.escape(json.dumps(best['overrides'], sort_keys=True))}, cost "

@@ -152,7 +152,7 @@ def run_sweep(
     done = stored_keys(engine, sweep_id)
     pending = [t for t in tasks if t.key not in done]
     result = SweepResult(sweep_id, resumed, len(tasks), len(tasks) - len(pending), 0)
-    status = "failed"
+    status, completed = "failed", False
     try:
         back = backend if isinstance(backend, Backend) else (
             make_backend(backend, workers=workers, ray_address=ray_address) if pending else Backend())
@@ -172,10 +172,11 @@ def run_sweep(
                             result.failed[outcome.task.key] = outcome.summary.get("error", "")
                     if on_run is not None:
                         on_run(outcome, run_id)
-            status = "finished"
+            completed = True
+            status = "failed" if result.failed else "finished"  # (some runs raised: `runs sweeps --status failed`)
         finally:
             if not isinstance(backend, Backend):
-                back.close() if status == "finished" else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
+                back.close() if completed else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
     except KeyboardInterrupt as exc:
         status = "interrupted"
         raise SweepInterrupted(sweep_id, result.skipped + result.ran, result.total) from exc

@@ -283,7 +283,7 @@ def test_a_point_whose_run_raises_is_stored_failed_and_the_sweep_goes_on(tmp_pat
     with engine.connect() as conn:
         statuses = sorted(r[0] for r in conn.execute(select(Run.status)))
         assert statuses == ["failed", "finished"]
-        assert conn.execute(select(Sweep.status)).scalar_one() == "finished"
+        assert conn.execute(select(Sweep.status)).scalar_one() == "failed"  # (was `finished`, as if all ran)
     engine.dispose()
     again = run_sweep(loaded, db, backend="serial")  # a resumed sweep tries the failed point again
     assert (again.skipped, again.ran, len(again.failed)) == (1, 1, 1)
