@@ -29,6 +29,9 @@ __all__ = [
     "PROFILES_DIR",
     "LINEAR_OPS",
     "DEFAULT_NETWORK",
+    "NETWORK_FILE",
+    "default_network",
+    "networks_for",
     "CPU_OVERHEAD_FILE",
     "NO_POST_ATTN_NORM",
     "ProfileNotFoundError",
@@ -61,6 +64,8 @@ LINEAR_OPS: tuple[str, ...] = (
 )
 _GPU_DIRS = {"a100-80gb": "a100", "h100-80gb": "h100"}
 DEFAULT_NETWORK = {"a100": "a100_pairwise_nvlink", "h100": "h100_pairwise_nvlink"}
+#: Where an all-reduce profile of a network lives, under the profiles folder.
+NETWORK_FILE = "vidur/network/{}/all_reduce.csv"
 # Attention profiles that live outside compute/<gpu>/<model>/ (only the legacy one today).
 _EXTRA_ATTENTION = {"a100": ("vidur/legacy_a100_2024-05/attention.csv",)}
 CPU_OVERHEAD_FILE = "vidur/legacy_a100_2024-05/cpu_overheads.csv"
@@ -81,16 +86,35 @@ def gpu_dir(gpu: GPUSpec) -> str:
 
 
 def list_vidur_profiles(profiles_dir: Path | str | None = None) -> dict[tuple[str, str], list[int]]:
-    """{(gpu_dir, model_name): [tensor_parallel, ...]} for every shipped mlp.csv."""
+    """{(gpu_dir, model_name): [tensor_parallel, ...]} for every shipped mlp.csv: the degrees its compute profile
+    has, above 1 only those a network of that GPU has all-reduce rows for (`networks_for`), so each one builds."""
     import pandas as pd  # slow to import: only when a profile is read
 
-    root = Path(profiles_dir or PROFILES_DIR) / "vidur" / "compute"
+    top = Path(profiles_dir or PROFILES_DIR)
+    root = top / "vidur" / "compute"
     out: dict[tuple[str, str], list[int]] = {}
     for f in sorted(root.glob("*/*/*/mlp.csv")):
         rel = f.relative_to(root).parts
         tps = pd.read_csv(f, usecols=["num_tensor_parallel_workers"])["num_tensor_parallel_workers"]
-        out[(rel[0], f"{rel[1]}/{rel[2]}")] = sorted(int(t) for t in tps.unique())
+        out[(rel[0], f"{rel[1]}/{rel[2]}")] = sorted(
+            int(t) for t in tps.unique() if t == 1 or networks_for(top, rel[0], int(t)))
     return out
+
+
+def networks_for(root: Path, gpu_dir: str, tp: int) -> list[str]:
+    """The networks of ``gpu_dir`` (``<gpu_dir>_*``) whose all-reduce profile has rows for ``tp`` workers on ``tp``
+    devices per node (what `load_all_reduce_curve` reads), the GPU's default network first."""
+    names = sorted(p.parent.name for p in (root / "vidur" / "network").glob(f"{gpu_dir}_*/all_reduce.csv"))
+    names.sort(key=lambda n: n != DEFAULT_NETWORK.get(gpu_dir))
+    return [n for n in names if (tp, tp) in _all_reduce_sizes(str(root / NETWORK_FILE.format(n)))]
+
+
+def default_network(root: Path, gpu_dir: str, tp: int) -> str | None:
+    """The network a model on ``gpu_dir`` with ``tp`` workers uses when none is named: the GPU's default
+    (`DEFAULT_NETWORK`, pairwise NVLink, profiled for 2 and 4 workers) where it has rows for ``tp``, else the first
+    network of that GPU that has them (the DGX profile, for 8)."""
+    have = networks_for(root, gpu_dir, tp)
+    return have[0] if have else DEFAULT_NETWORK.get(gpu_dir)
 
 
 def _describe_profiles(profiles_dir: Path) -> str:
@@ -250,6 +274,17 @@ def load_all_reduce_curve(path: str, tp: int, hidden: int, method: str) -> Curve
         raise ProfileNotFoundError(f"{path}: no all_reduce rows for {tp} workers on {tp} devices/node; (workers, devices_per_node) profiled: {have}")
     tokens = sub["size"].to_numpy(dtype=np.float64) / hidden / 2  # Vidur's conversion
     return Curve1D.fit(tokens, sub["time_stats.all_reduce.median"].to_numpy(dtype=np.float64), method)
+
+
+@cached_per_file_version(maxsize=16)
+@disk_cached
+def _all_reduce_sizes(path: str) -> frozenset[tuple[int, int]]:
+    """The (workers, devices per node) an all-reduce profile has rows for."""
+    import pandas as pd  # slow to import: only when a profile is read (cached on disk after)
+
+    df = pd.read_csv(path, usecols=["num_workers", "devices_per_node", "collective"])
+    df = df[df["collective"] == "all_reduce"]
+    return frozenset((int(a), int(b)) for a, b in zip(df["num_workers"], df["devices_per_node"]))
 
 
 @cached_per_file_version(maxsize=32)

@@ -44,8 +44,8 @@ from .base import IterationShape, LatencyModel, decode_run_args
 from .vidur_files import (
     CPU_OVERHEAD_FILE,
     OVERHEAD_SETTINGS,
-    DEFAULT_NETWORK,
     LINEAR_OPS,
+    NETWORK_FILE,
     NO_POST_ATTN_NORM,
     PROFILES_DIR,
     ProfileNotFoundError,
@@ -60,7 +60,9 @@ from .vidur_files import (
     fit_attention_surfaces,
     fit_op_curves,
     gpu_dir,
+    default_network,
     list_vidur_profiles,
+    networks_for,
 )
 from controlplane.hardware.specs import GPUS, GPUSpec, ModelSpec, get_gpu, get_model, get_precision
 
@@ -259,12 +261,19 @@ class VidurProfileModel(LatencyModel):
         self.all_reduce: Curve1D | None = None
         comm_const = 0.0
         if self.tensor_parallel > 1:
-            self.network = network or DEFAULT_NETWORK.get(gdir)
-            net_file = root / "vidur" / "network" / str(self.network) / "all_reduce.csv"
+            self.network = network or default_network(root, gdir, self.tensor_parallel)
+            net_file = root / NETWORK_FILE.format(self.network)
             if not net_file.exists():
                 have = sorted(p.parent.name for p in (root / "vidur" / "network").glob("*/all_reduce.csv"))
                 raise ProfileNotFoundError(f"no all_reduce profile for network {self.network!r}; available: {have}")
-            self.all_reduce = load_all_reduce_curve(str(net_file), self.tensor_parallel, m.hidden_size, op_fit)
+            try:
+                self.all_reduce = load_all_reduce_curve(str(net_file), self.tensor_parallel, m.hidden_size, op_fit)
+            except ProfileNotFoundError as exc:  # (the message named no network that has the rows)
+                fits = networks_for(root, gdir, self.tensor_parallel)
+                hint = (f"network={fits[0]!r} has them (networks with rows for tensor_parallel={self.tensor_parallel} "
+                        f"on {gdir!r}: {fits})" if fits else
+                        f"no network of {gdir!r} has rows for tensor_parallel={self.tensor_parallel}")
+                raise ProfileNotFoundError(f"{exc}; {hint}") from None
             comm_const = nccl_launch_overhead_ms + nccl_skew_overhead_per_device_ms * self.tensor_parallel**1.25
 
         self.attention_mode = attention
