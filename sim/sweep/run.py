@@ -17,7 +17,7 @@ from sim.sweep.backends import BACKENDS, Backend, make_backend
 from sim.sweep.interrupt import interrupt_deferred
 from sim.sweep.lock import SweepLock
 from sim.sweep.spec import LoadedSpec, Point
-from sim.sweep.store import create_or_resume, finish_sweep, store_outcome, stored_keys
+from sim.sweep.store import create_or_resume, finish_sweep, last_end, store_outcome, stored_keys
 from sim.sweep.worker import RunOutcome, RunTask
 from sim.traces import TraceRequest
 
@@ -140,6 +140,7 @@ def run_sweep(
     trace = trace_path or loaded.trace_path()
     spec_hash = loaded.run_hash(trace, trace_format)
     lock = SweepLock(engine)  # (held until the sweep ends: nobody else resumes it meanwhile)
+    ended = None if fresh else last_end(engine, spec_hash, loaded.spec.mode)  # (kept if nothing runs now)
     try:
         sweep_id, resumed = create_or_resume(
             engine, name=loaded.name, kind=loaded.spec.mode, spec=loaded.spec.model_dump(mode="json"),
@@ -182,7 +183,7 @@ def run_sweep(
         raise SweepInterrupted(sweep_id, result.skipped + result.ran, result.total) from exc
     finally:
         try:
-            finish_sweep(engine, sweep_id, status)
+            finish_sweep(engine, sweep_id, status, ended=ended if resumed and not pending else None)
         finally:  # even when the database refuses that write: the lock's connection and the engine are let go
             lock.release()
             if own_engine:

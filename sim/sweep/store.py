@@ -22,7 +22,7 @@ from controlplane.storage.owner import process_marker
 from sim.sweep.lock import SweepBusy, SweepLock
 from sim.sweep.worker import RunOutcome
 
-__all__ = ["create_or_resume", "finish_sweep", "stored_keys", "store_outcome", "sweep_runs"]
+__all__ = ["create_or_resume", "finish_sweep", "last_end", "stored_keys", "store_outcome", "sweep_runs"]
 
 _SWEEP = Sweep.__table__
 _RUN = Run.__table__
@@ -39,8 +39,7 @@ def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, An
     spec = {**spec, "process": process_marker()}
     with engine.begin() as conn:
         if not fresh:
-            row = conn.execute(select(_SWEEP.c.id).where(_SWEEP.c.spec_hash == spec_hash, _SWEEP.c.kind == kind)
-                               .order_by(_SWEEP.c.id.desc()).limit(1)).first()
+            row = conn.execute(_resumable(spec_hash, kind)).first()
             if row is not None:
                 if lock is not None and not lock.take(int(row[0])):
                     raise SweepBusy(f"sweep {row[0]} (this spec, this trace) is being run by another process "
@@ -55,6 +54,20 @@ def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, An
         if lock is not None:
             lock.take(sweep_id)  # (before the row is committed: nobody else can have it yet)
         return sweep_id, False
+
+
+def _resumable(spec_hash: str, kind: str) -> Any:
+    """The newest sweep of this spec hash and kind (the one a run of the same spec resumes): id, end."""
+    return (select(_SWEEP.c.id, _SWEEP.c.finished_at).where(_SWEEP.c.spec_hash == spec_hash, _SWEEP.c.kind == kind)
+            .order_by(_SWEEP.c.id.desc()).limit(1))
+
+
+def last_end(engine: Engine, spec_hash: str, kind: str) -> datetime | None:
+    """When the sweep a run of this spec would resume last ended (None: none, or never ended): kept by
+    a resume that finds nothing to run (`finish_sweep`'s ``ended``), which did not run the sweep again."""
+    with engine.connect() as conn:
+        row = conn.execute(_resumable(spec_hash, kind)).first()
+    return None if row is None else row[1]
 
 
 def stored_keys(engine: Engine, sweep_id: int) -> set[str]:
@@ -98,10 +111,11 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
 
 
 def finish_sweep(engine: Engine, sweep_id: int, status: str, result: dict[str, Any] | None = None, *,
-                 num_runs: int | None = None) -> None:
+                 num_runs: int | None = None, ended: datetime | None = None) -> None:
     """Close the sweep row with its status and result; ``num_runs`` (a search's, known only at its end:
-    the full-trace runs it stored) replaces the count it was created with."""
-    values: dict[str, Any] = {"status": status, "finished_at": datetime.now(timezone.utc)}
+    the full-trace runs it stored) replaces the count it was created with. It ends now, or at ``ended``
+    (a resume that ran nothing keeps the end it had)."""
+    values: dict[str, Any] = {"status": status, "finished_at": ended or datetime.now(timezone.utc)}
     if result is not None:
         values["result"] = result
     if num_runs is not None:

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Iterator, Sequence
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from controlplane.errors import ConfigError
 from controlplane.storage import make_engine
@@ -215,6 +215,30 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     fresh = run_sweep(loaded, db, backend="serial", fresh=True)
     assert fresh.sweep_id != sweep_id and fresh.ran == 8
     assert _summaries(db, fresh.sweep_id) == _summaries(db, sweep_id)
+
+
+def test_a_resume_with_nothing_to_run_keeps_the_sweeps_end(tmp_path):
+    """Its `ended` was rewritten to the resume's time: an 18 s sweep read as created 02:05:07, ended 02:26:28."""
+    from datetime import datetime, timezone
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    loaded = load_spec(data={**SPEC, "seeds": [0], "space": {"cluster.models.0.replicas": [1, 2]}})
+    first = run_sweep(loaded, db, backend="serial")
+    engine = make_engine(db)
+    ended = datetime(2026, 12, 7, 2, 5, 25, tzinfo=timezone.utc)  # (a known end, so the check reads no clock)
+    with engine.begin() as conn:
+        conn.execute(update(Sweep).where(Sweep.id == first.sweep_id).values(finished_at=ended))
+    again = run_sweep(loaded, db, backend="serial")
+    assert (again.sweep_id, again.resumed, again.ran) == (first.sweep_id, True, 0)
+    with engine.connect() as conn:
+        assert conn.execute(select(Sweep.status, Sweep.finished_at)).one() == ("finished", ended)
+        conn.execute(delete(Run).where(Run.id == first.run_ids[next(iter(first.run_ids))]))
+        conn.commit()
+    rerun = run_sweep(loaded, db, backend="serial")  # one run to do again: the sweep ends anew
+    assert rerun.ran == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(Sweep.finished_at)).scalar_one() > ended
+    engine.dispose()
 
 
 class _SigintHalfway(list):
