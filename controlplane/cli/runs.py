@@ -126,6 +126,8 @@ def show(
     out.print(f"[bold]run {run_id}[/] {escape(run.get('name') or '')} mode={run['mode']} status={run['status']} "
               f"seed={run.get('seed')} trace={escape(str(run.get('trace')))}"
               + (f" format={run['trace_format']}" if run.get("trace_format") else ""))  # (names and paths as written)
+    if point := _sweep_point_line(run):  # (which point of its sweep: the overrides its notes hold)
+        out.print(point, highlight=False, markup=False)
     if read_line := _trace_read_line(run):
         out.print(read_line, highlight=False)
     for error in (run.get("summary") or {}).get("trace_bad_rows") or []:  # (the first few on_error=skip skipped)
@@ -397,6 +399,21 @@ def _typed(value: object) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     return fmt_value(value)
+
+
+def _sweep_point_line(run: dict) -> str | None:
+    """A sweep's (or search's) run: its sweep, and the point's overrides of the sweep's config (``run.notes``)."""
+    if run.get("sweep_id") is None:
+        return None
+    try:
+        notes = json.loads(run.get("notes") or "{}")
+    except ValueError:
+        notes = {}
+    overrides = notes.get("overrides") if isinstance(notes, dict) else None
+    stage = f" (stage {notes['stage']})" if isinstance(notes, dict) and notes.get("stage") else ""
+    said = "; ".join(f"{k} = {json.dumps(v) if isinstance(v, (list, dict)) else fmt_value(v)}"
+                     for k, v in sorted((overrides or {}).items())) or "none (the sweep's base config)"
+    return f"sweep {run['sweep_id']}{stage}, overrides: {said}"
 
 
 def _trace_read_line(run: dict) -> str | None:
