@@ -86,7 +86,7 @@ class ModelDeployment(_Section):
     latency_model: str = "linear"  # a registered latency model (simulator)
     latency: dict[str, Any] = Field(default_factory=dict)  # its settings
     gpu: str = "a100-80gb"
-    gpus_per_replica: int = Field(1, ge=1)  # tensor-parallel degree
+    gpus_per_replica: int = Field(1, ge=1)  # tensor-parallel degree; not given: latency.tensor_parallel, else 1
     precision: str = "fp16"  # weight format: fp16 | bf16 | int8 | nf4 (changes weight memory, so KV room)
     # The model's shape for memory planning, a catalogue name (controlplane.hardware.specs.MODELS) such as
     # "meta-llama/Llama-2-70b-hf"; None: the latency settings' "model", if any.
@@ -99,6 +99,14 @@ class ModelDeployment(_Section):
     load_bandwidth_gb_s: float = Field(2.0, gt=0)  # weight load speed (GB/s) for that cold start
     max_model_len: int | None = Field(None, ge=1)  # prompt+output cap; None: no cap
     worker: WorkerSection = Field(default_factory=lambda: WorkerSection())  # live mode: the worker's model settings
+
+    @model_validator(mode="after")
+    def _fits(self) -> ModelDeployment:
+        """The latency model's ``tensor_parallel`` is the replica's GPU count (``gpus_per_replica`` follows it when
+        not given), and a known model's weights fit those GPUs (`controlplane.hardware.deployment_fit`)."""
+        from controlplane.hardware.deployment_fit import check_deployment
+
+        return check_deployment(self)
 
     @field_validator("precision", "model_spec")
     @classmethod

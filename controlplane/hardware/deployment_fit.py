@@ -1,0 +1,83 @@
+"""A deployment's hardware checked as its config loads: the latency model's ``tensor_parallel`` and the
+replica's ``gpus_per_replica`` are one number, and a known model's weights fit the GPUs of a replica.
+
+Each check that fails gives the message of a `ConfigError` naming the keys to change; a run of such a
+deployment would otherwise be timed on one number of GPUs and billed on another, or plan no KV cache at all
+(`plugins/memory.py`: a plan that raises leaves the cache unlimited).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.hardware.memory_plan import known_model, weights_bytes_per_gpu
+from controlplane.hardware.specs import get_gpu, get_precision
+
+__all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "latency_tensor_parallel", "tensor_parallel_mismatch",
+           "weights_misfit"]
+
+GiB = 2**30
+
+#: How to make the two numbers agree, said by every mismatch.
+FIX_TENSOR_PARALLEL = ("give the replica's GPU count once, as latency.tensor_parallel (gpus_per_replica follows it), "
+                       "or the same number in both")
+
+
+def check_deployment(deployment: Any) -> Any:
+    """``cluster.models[i]`` (a `ModelDeployment` being validated) with ``gpus_per_replica`` taken from
+    ``latency.tensor_parallel`` when only that is given; a pydantic error (the config's `ConfigError` names the
+    deployment) where both are given and differ, or where the model does not fit its GPUs (`weights_misfit`)."""
+    from pydantic_core import PydanticCustomError
+
+    tp = latency_tensor_parallel(deployment.latency)
+    if tp is not None and tp != deployment.gpus_per_replica:
+        if "gpus_per_replica" in deployment.model_fields_set:
+            raise PydanticCustomError("tensor_parallel", tensor_parallel_mismatch(tp, deployment.gpus_per_replica))
+        deployment.gpus_per_replica = tp
+    if (why := weights_misfit(deployment)) is not None:
+        raise PydanticCustomError("does_not_fit", why)
+    return deployment
+
+
+def latency_tensor_parallel(latency: Any) -> int | None:
+    """The ``tensor_parallel`` the latency settings give (a whole number >= 1), else None: not given, or a value
+    the latency model itself refuses, naming its setting."""
+    value = latency.get("tensor_parallel") if isinstance(latency, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def tensor_parallel_mismatch(tensor_parallel: int, gpus_per_replica: int, whose: str = "latency.tensor_parallel") -> str:
+    """The message of a latency model timing a replica on ``tensor_parallel`` GPUs while ``gpus_per_replica`` bills
+    and plans it on another number. ``whose``: where the first number comes from."""
+    return (f"{whose} ({tensor_parallel}) and gpus_per_replica ({gpus_per_replica}) disagree: the latency model times "
+            f"a replica on {tensor_parallel} GPU{'s' if tensor_parallel != 1 else ''}, while its GPU-seconds, cost and "
+            f"memory plan count {gpus_per_replica}; {FIX_TENSOR_PARALLEL}")
+
+
+def weights_misfit(deployment: Any) -> str | None:
+    """Why a deployment's known model (``model_spec``, else ``latency.model``) cannot be placed on its replica's
+    GPUs (``gpus_per_replica`` x ``gpu`` in ``precision``), or None: its weights alone (transformer blocks, as the
+    memory plan counts them) need more than a GPU's memory, or ``gpus_per_replica`` does not divide its heads.
+    Nothing is said of a model, GPU or precision the catalogue lacks (``auto``: the live worker's choice)."""
+    try:
+        model = known_model(deployment)
+        gpu = get_gpu(deployment.gpu)
+        precision = get_precision(deployment.precision)
+    except KeyError:
+        return None
+    if model is None:
+        return None
+    n = deployment.gpus_per_replica
+    try:
+        weights = weights_bytes_per_gpu(model, precision, n)
+    except ValueError:
+        divisors = [t for t in (1, 2, 4, 8, 16, 32) if not model.num_heads % t and not model.hidden_size % t]
+        return (f"gpus_per_replica ({n}) does not divide {model.name}'s {model.num_heads} attention heads and hidden "
+                f"size {model.hidden_size}, so its weights cannot be sharded over a replica's GPUs; give one of "
+                f"{', '.join(map(str, divisors))}")
+    if weights <= gpu.memory_bytes:
+        return None
+    return (f"{model.name} does not fit: its weights in {precision.name} take {weights / GiB:.1f} GiB per GPU over "
+            f"{n} GPU{'s' if n != 1 else ''} (gpus_per_replica: {n}), more than one {gpu.name} holds "
+            f"({gpu.memory_bytes / GiB:.1f} GiB; gpu: {deployment.gpu}); give more gpus_per_replica (the latency "
+            "model's tensor_parallel with it), a GPU with more memory, or a lower precision (int8, nf4)")

@@ -1,0 +1,72 @@
+"""A deployment's latency ``tensor_parallel`` and ``gpus_per_replica`` are one number, and a known model's weights
+fit its replica's GPUs: checked when the config loads (`controlplane.hardware.deployment_fit`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.config import checked_config, load_config
+from controlplane.errors import ConfigError
+
+
+def _deployment(**keys):
+    return load_config(None, {"cluster": {"models": [{"name": "m", **keys}]}}).cluster.models[0]
+
+
+VIDUR_7B = {"latency_model": "vidur", "latency": {"model": "meta-llama/Llama-2-7b-hf", "gpu": "a100",
+                                                  "attention": "scaled", "tensor_parallel": 2}}
+
+
+def test_gpus_per_replica_follows_the_latency_models_tensor_parallel_when_not_given():
+    d = _deployment(**VIDUR_7B)
+    assert d.gpus_per_replica == 2  # billed and memory-planned as the 2-GPU replica it is timed as
+    config = load_config(None, {"cluster": {"models": [{"name": "m", **VIDUR_7B}]}})
+    assert checked_config(config).cluster.models[0].gpus_per_replica == 2  # (a dumped config reads the same)
+    assert _deployment(gpus_per_replica=4).gpus_per_replica == 4
+    assert _deployment().gpus_per_replica == 1
+
+
+def test_a_latency_tensor_parallel_other_than_gpus_per_replica_is_an_error_naming_both():
+    with pytest.raises(ConfigError) as exc:
+        _deployment(**VIDUR_7B, gpus_per_replica=1)
+    assert str(exc.value) == (
+        "invalid configuration:\n  cluster.models.0: latency.tensor_parallel (2) and gpus_per_replica (1) disagree: "
+        "the latency model times a replica on 2 GPUs, while its GPU-seconds, cost and memory plan count 1; give the "
+        "replica's GPU count once, as latency.tensor_parallel (gpus_per_replica follows it), or the same number in "
+        "both (given as an option or override)")
+    config = load_config(None, {"cluster": {"models": [{"name": "m", **VIDUR_7B}]}})
+    config.cluster.models[0].gpus_per_replica = 4  # (changed in code after the config was made)
+    with pytest.raises(ConfigError, match=r"latency.tensor_parallel \(2\) and gpus_per_replica \(4\) disagree"):
+        checked_config(config)
+
+
+def test_a_model_whose_weights_exceed_its_gpus_is_an_error_with_the_ways_out(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("cluster:\n  models:\n    - {name: default, replicas: 1, latency_model: vidur, latency: "
+                    "{model: meta-llama/Llama-2-70b-hf, gpu: a100, tensor_parallel: 2}, gpu: l4, gpus_per_replica: 2}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == (
+        f"invalid configuration in {path}:\n  cluster.models.0: meta-llama/Llama-2-70b-hf does not fit: its weights "
+        "in fp16 take 63.8 GiB per GPU over 2 GPUs (gpus_per_replica: 2), more than one l4 holds (24.0 GiB; gpu: "
+        "l4); give more gpus_per_replica (the latency model's tensor_parallel with it), a GPU with more memory, or a "
+        "lower precision (int8, nf4)")
+    # each way out fits
+    assert _deployment(model_spec="meta-llama/Llama-2-70b-hf", gpu="l4", gpus_per_replica=8)
+    assert _deployment(model_spec="meta-llama/Llama-2-70b-hf", gpu="h200", gpus_per_replica=1)
+    assert _deployment(model_spec="meta-llama/Llama-2-70b-hf", gpu="a100-80gb", precision="nf4")
+    with pytest.raises(ConfigError, match="meta-llama/Llama-2-70b-hf does not fit: .* over 1 GPU "):
+        _deployment(model_spec="meta-llama/Llama-2-70b-hf")  # (on one a100-80gb: 127.5 GiB)
+
+
+def test_gpus_per_replica_that_cannot_shard_the_model_is_an_error():
+    with pytest.raises(ConfigError, match=r"gpus_per_replica \(3\) does not divide meta-llama/Llama-2-7b-hf's 32 "
+                                          r"attention heads and hidden size 4096, .*; give one of 1, 2, 4, 8, 16, 32"):
+        _deployment(model_spec="meta-llama/Llama-2-7b-hf", gpus_per_replica=3)
+
+
+def test_what_the_catalogue_lacks_is_not_checked():
+    assert _deployment(latency={"model": "my-own-model"}, gpus_per_replica=3)  # (its latency model's to judge)
+    assert _deployment(model_spec="meta-llama/Llama-2-70b-hf", gpu="mi300x")  # (an unknown GPU: no memory known)
+    assert _deployment(model_spec="meta-llama/Llama-2-70b-hf", gpus_per_replica=2, precision="auto")
+    assert _deployment(latency={"tensor_parallel": "2"}).gpus_per_replica == 1  # (the latency model refuses it)
