@@ -16,6 +16,7 @@ import typer
 
 from controlplane.cli import common
 from controlplane.cli.common import user_errors
+from controlplane.cli.config_checks import checked_run_config
 from controlplane.cli.summary_table import summary_table
 from controlplane.cli.worker_options import CpuThreadsOpt, ModelPathOpt, PrecisionOpt, PresetOpt
 from controlplane.errors import ConfigError
@@ -96,6 +97,8 @@ def live_replay(
         cfg, _ = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
                                precision=precision,
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
+        cfg = checked_run_config(cfg, simulated=False, path=config, warn=lambda text: common.err.print(
+            f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True))  # (before any worker starts)
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      rate_scale=rate_scale, copies=copies, limit=limit, prompt_scale=prompt_scale,
                                      output_scale=output_scale, max_prompt_tokens=max_prompt_tokens,

@@ -323,6 +323,10 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                 common.err.print(f"[dim]no --config: using the bundled run config {config} "
                                  "(Llama-3-8B on A100s, SLO planner, cold starts; see docs/autoscaling.md)[/]")
         cfg = load_config(config, _overrides(db, seed, name, exact, slo_ttft, slo_tpot, until), option_names=_OPTIONS)
+        with common.gc_paused():  # what the run's start refuses, before the writer touches the database
+            from controlplane.cli.config_checks import checked_run_config
+
+            cfg = checked_run_config(cfg, simulated=True, warn=_warn, path=config)
     with user_errors(cfg.storage.url, options=common.TRANSFORM_OPTIONS):  # (a database's error names its URL)
         _configure_writer(writer, cfg)
         with common.gc_paused():  # the simulator's imports, while the writer makes its engine
@@ -390,6 +394,10 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                          "error", highlight=False)
     _warn_skipped(summary)
     _warn_refused(result)
+
+
+def _warn(text: str) -> None:
+    common.err.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
 
 
 def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_tokens: int | None) -> str:
