@@ -42,7 +42,8 @@ def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
     from controlplane.storage.models import Run, Sweep
 
     with engine.connect() as conn:
-        sweep = conn.execute(select(Sweep.status, Sweep.num_runs).where(Sweep.id == sweep_id)).first()
+        sweep = conn.execute(select(Sweep.status, Sweep.num_runs, Sweep.kind, Sweep.spec, Sweep.result)
+                             .where(Sweep.id == sweep_id)).first()
         runs = conn.execute(select(Run.id, Run.notes).where(Run.sweep_id == sweep_id, Run.status == "finished")
                             .order_by(Run.id)).all()
     if sweep is None and not runs:
@@ -53,11 +54,15 @@ def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
     for run_id, notes in runs:
         overrides = json.loads(notes or "{}").get("overrides", {})
         points.setdefault(json.dumps(overrides, sort_keys=True, default=str), []).append(run_id)
-    if len(points) > 1:
+    in_spec = _spec_points(sweep) if sweep is not None else None
+    if len(points) > 1 or (in_spec or 0) > 1:  # (an interrupted sweep's finished runs may be of one point of many)
         shown = "; ".join(f"{_point_text(json.loads(key))}: runs {','.join(map(str, ids))}"
                           for key, ids in list(points.items())[:_POINTS_SHOWN])
         more = f"; and {len(points) - _POINTS_SHOWN} more points" if len(points) > _POINTS_SHOWN else ""
-        raise ValueError(f"{option}: sweep {sweep_id} holds {len(points)} configurations (points), not one over "
+        n = max(len(points), in_spec or 0)
+        ran = "" if n == len(points) else f"; {len(points)} with finished runs" + (
+            f", the sweep {sweep.status}" if sweep.status != "finished" else "")
+        raise ValueError(f"{option}: sweep {sweep_id} holds {n} configurations (points{ran}), not one over "
                          f"seeds; compare one point's runs with {option.removesuffix('-sweep')} RUN,RUN: {shown}{more}")
     ids = [r[0] for r in runs]
     if sweep is not None and (sweep.status != "finished" or (sweep.num_runs and len(ids) < sweep.num_runs)):
@@ -68,6 +73,23 @@ def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
 
 
 _POINTS_SHOWN = 6
+
+
+def _spec_points(sweep: Any) -> int | None:
+    """How many points (configurations) the sweep's spec has, whatever ran of them: a sweep's runs
+    (``num_runs``) over its seeds; a search's candidates. None when the row does not say."""
+    spec = sweep.spec if isinstance(sweep.spec, dict) else {}
+    if sweep.kind == "search":
+        if isinstance(sweep.result, dict) and sweep.result.get("candidates"):
+            return int(sweep.result["candidates"])
+        from sim.sweep.spec import SweepSpec
+
+        try:  # (a search stopped before its end stores no result: its spec's space)
+            return len(SweepSpec.model_validate({k: v for k, v in spec.items() if k != "process"}).points())
+        except Exception:  # noqa: BLE001 (a spec of an older version: the finished runs' points decide)
+            return None
+    seeds = spec.get("seeds") or []
+    return sweep.num_runs // len(seeds) if sweep.num_runs and seeds else None
 
 
 def _point_text(overrides: dict[str, Any]) -> str:

@@ -413,6 +413,31 @@ def test_runs_compare_of_a_sweep_refuses_several_points_and_says_when_it_is_not_
     assert f"note: --a-sweep: sweep {one.sweep_id} is crashed: comparing its 2 of 3 finished runs" in result.stderr
 
 
+def test_runs_compare_refuses_an_interrupted_sweep_of_several_points_by_its_spec(tmp_path):
+    """A 24-point sweep interrupted after one point's runs was taken as "one configuration" (its finished runs'
+    points were counted, not its spec's), and compared with a note "2 of 72 finished runs"."""
+    from sqlalchemy import delete, update
+
+    from controlplane.storage import make_engine
+    from controlplane.storage.models import Run, Sweep
+    from sim.sweep import load_spec, run_sweep
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    grid = run_sweep(load_spec(data={"name": "grid", "trace": {"limit": 20}, "seeds": [0, 1],
+                                     "space": {"cluster.models.0.replicas": [1, 2, 3]}}), db, backend="serial")
+    engine = make_engine(db)
+    with engine.begin() as conn:  # interrupted once the first point's two runs were stored
+        conn.execute(delete(Run).where(Run.id > 2))
+        conn.execute(update(Sweep).where(Sweep.id == grid.sweep_id).values(status="interrupted"))
+    engine.dispose()
+    result = CliRunner().invoke(app, ["runs", "compare", "--a-sweep", str(grid.sweep_id), "--b", "1", "--no-ci",
+                                      "--db", db])
+    assert result.exit_code == 2, result.output
+    assert (f"--a-sweep: sweep {grid.sweep_id} holds 3 configurations (points; 1 with finished runs, the sweep "
+            "interrupted), not one over seeds; compare one point's runs with --a RUN,RUN: replicas=1: runs 1,2"
+            ) in " ".join(result.stderr.split())
+
+
 def test_a_random_sweep_says_when_its_draws_repeated_points(tmp_path):
     """`samples: 5` over replicas [2, 3] ran 2 points without saying it dropped repeated draws."""
     spec = tmp_path / "spec.yaml"
