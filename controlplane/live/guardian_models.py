@@ -12,7 +12,9 @@
 
 A verdict blocks when the score reaches the guardian's ``threshold``. Models load from
 ``model`` (a local directory; nothing is downloaded) with the directory's tokenizer, else the
-byte-level tokenizer sized to the model's vocabulary, as generation workers do.
+byte-level tokenizer sized to the model's vocabulary, as generation workers do. A checkpoint that
+lacks weights its kind needs (a causal LM given to a ``classifier``: no classification head) is
+refused with the weights named, rather than loaded with them initialised at random.
 
 They run inside workers of the live pool (`controlplane.live.worker_runtime`): a guardian worker
 of its own starts from `GuardianWorkerSettings`; a generation worker loads one beside its model.
@@ -115,6 +117,23 @@ def _refuse_a_missing_directory(spec: GuardianSpec) -> None:
                          "on this machine; give the local directory of the guardian's model (nothing is downloaded)")
 
 
+def _refuse_new_weights(spec: GuardianSpec, auto_class: str, info: dict) -> None:
+    """A checkpoint without some of the weights its kind needs (a causal LM given to a
+    ``classifier``: no classification head) loads with them newly initialised at random, and the
+    guardian would give random verdicts while looking healthy: refused, naming the weights."""
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or ())
+    if not missing and not mismatched:
+        return
+    keys = missing + mismatched
+    listed = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    what = "missing from" if missing else "of another shape in"
+    raise ValueError(f"guardians.models[{spec.name}].model: {spec.model!r} does not load as a {spec.kind} "
+                     f"({auto_class}): weights {what} the checkpoint would be initialised at random ({listed}), "
+                     "so its verdicts would be random; give a checkpoint of this kind (a classifier needs a "
+                     "sequence-classification head, a causal-lm a language-model head)")
+
+
 class _TorchGuardian(GuardianModel):
     auto_class = ""
 
@@ -133,10 +152,11 @@ class _TorchGuardian(GuardianModel):
                              f"{sorted(_DTYPES)}")
         _refuse_a_missing_directory(spec)
         try:
-            model = getattr(transformers, self.auto_class).from_pretrained(spec.model, dtype=dtype,
-                                                                           local_files_only=True)
+            model, info = getattr(transformers, self.auto_class).from_pretrained(
+                spec.model, dtype=dtype, local_files_only=True, output_loading_info=True)
         except OSError as exc:
             raise ValueError(f"guardians.models[{spec.name}].model: cannot load {spec.model!r}: {exc}") from None
+        _refuse_new_weights(spec, self.auto_class, info)
         self.model = model.to(spec.device).eval()
         self.tokenizer = load_tokenizer(spec.model, model.config)
         self.torch = torch

@@ -85,6 +85,17 @@ def test_model_guardians_score_every_text(model_dirs):
     assert blocking.check("anything")[0] == "block"
 
 
+def test_a_checkpoint_without_the_kinds_head_is_refused_at_load(model_dirs):
+    # a causal LM given to a classifier loaded with `score.weight | MISSING` (initialised at random):
+    # random verdicts from a guardian that looked healthy
+    with pytest.raises(ValueError, match=r"guardians.models\[c\].model: '.*judge' does not load as a classifier "
+                                         r"\(AutoModelForSequenceClassification\): weights missing from the "
+                                         r"checkpoint would be initialised at random \(score.weight\)"):
+        ClassifierGuardian(GuardianSpec(name="c", kind="classifier", model=model_dirs["judge"]))
+    with pytest.raises(ValueError, match=r"does not load as a causal-lm \(AutoModelForCausalLM\): .*lm_head.weight"):
+        JudgeGuardian(GuardianSpec(name="j", kind="causal-lm", model=model_dirs["classifier"]))
+
+
 def test_bad_guardian_declarations_name_the_guardian(tmp_path):
     with pytest.raises(ValueError, match=r"guardians.models\[j\].model: cannot load"):
         load_guardian(GuardianSpec(name="j", kind="causal-lm", model=str(tmp_path / "missing")))
