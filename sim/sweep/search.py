@@ -80,6 +80,8 @@ class Candidate:
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {"overrides": self.overrides, "cost": _r(self.rank_cost), "attainment": _r(self.attainment),
                                "stage": self.stage, "stopped": self.stopped}
+        if self.cost is None:  # (its initial replicas held for the trace's span: no drain of a backlog after it)
+            out["cost_lower_bound"] = True
         if self.error is not None:
             out["error"] = self.error
         if self.by_seed:

@@ -205,3 +205,25 @@ def test_a_search_with_record_full_stores_its_full_trace_runs_requests(tmp_path)
     assert runs and all(rows.get(r) == 200 for r in runs)  # were stored with no request rows
     r = CliRunner().invoke(app, ["runs", "compare", str(runs[0]), str(runs[1]), "--db", url])
     assert r.exit_code == 0, r.output
+
+
+def test_a_candidate_stopped_early_lists_its_estimate_as_a_lower_bound_of_its_cost():
+    """1 x L4 stopped early was listed at 0.0658 USD (its replicas for the trace's span) where its full replays cost
+    0.144-0.152: the backlog's drain after the last arrival is paid too. The listed cost now says it is a lower
+    bound; a full replay costs at least that."""
+    from controlplane.config import RunConfig
+
+    spec = {**SPEC, "trace": {"format": "azure", "limit": 600},
+            "space": {"cluster.models.0.replicas": [1, 6], "hw": SPEC["space"]["hw"][:1]},
+            "search": {"screen_fraction": 0.3, "confirm_seeds": [0], "neighbours": 0}}
+    loaded = load_spec(data=spec)
+    result = search(loaded, target=TARGET, backend="serial").as_dict()
+    stopped = [c for c in result["rejected_cheaper"] if c["stopped"]]
+    assert stopped, result["rejected_cheaper"]
+    assert all(c.get("cost_lower_bound") is True for c in stopped)
+    assert result["best"] is not None and "cost_lower_bound" not in result["best"]  # (measured on its full replays)
+    trace = load_traces(loaded, [0], transforms_of(loaded))["seed=0"]
+    for c in stopped:
+        config = loaded.run_config(c["overrides"], 0)
+        full = run_cost(config, replay(trace, RunConfig(**config), record=False).summary)
+        assert full > c["cost"]  # (the drain after the last arrival)
