@@ -5,7 +5,9 @@
   redis`` shares it between daemons). The text is the prompt (stage "input") or the answer
   ("output"; in the simulator, where answers have no text, the prompt and generation parameters
   of a reproducible answer stand for it, as in the exact response cache). Only decisive verdicts
-  (pass, block) are cached, learnt from the run's verdict decisions (``cp_on_event``).
+  (pass, block) are cached, learnt from the run's verdict decisions (``cp_on_event``). A
+  simulation with ``sim.guardian_tenant_block_rates`` keys them by tenant too (its labels, and so
+  its verdicts, are per tenant).
 * **Back-off**: a plan is skipped when one of its guardians has ``max_inflight_per_replica``
   checks in flight per replica (the core's ``guardian_inflight:NAME`` gauge); the skip is a
   ``guardian_backoff`` decision with the numbers.
@@ -94,6 +96,7 @@ class GuardianPlanner(Plugin, ABC):
         # an async prompt check may still run when the answer's check starts
         self._asked: dict[tuple[str, str], tuple[str, bool, str | None]] = {}
         self.cache_hits = 0
+        self._per_tenant = False  # verdicts cached per tenant (`cp_run_started`)
         if self._store is None and type(self).cp_on_event is GuardianPlanner.cp_on_event:
             self.cp_on_event = None  # nothing to learn from events: not an observer (it sees every event)
 
@@ -114,6 +117,10 @@ class GuardianPlanner(Plugin, ABC):
         In a simulation a Redis verdict store also gets a namespace of this run's own."""
         if self._store is not None:
             scope_to_run(self._store, ctx)
+            # A simulation with per-tenant block rates makes the same text harmful for one tenant and
+            # not another: a verdict is then the tenant's own (one tenant's blocks were applied to
+            # another). Live, a guardian sees the text alone: its verdict holds for every tenant.
+            self._per_tenant = ctx.run.mode != "live" and bool(ctx.config.sim.guardian_tenant_block_rates)
         declared = [g.name for g in ctx.config.guardians.models]
         missing = [n for n in self.guardian_names() if n not in declared]
         if declared and missing:
@@ -143,7 +150,7 @@ class GuardianPlanner(Plugin, ABC):
                 plan.cached = orjson.loads(raw)
                 plan.reason = f"{plan.reason}; verdict cached within {self.settings.verdict_ttl_s:g} s"
                 return plan
-            blocked = self._answer_key(request) if stage == "output" else None
+            blocked = self._answer_key(request, self._per_tenant) if stage == "output" else None
             self._asked[(request.request_id, stage)] = (key, len(plan.names) > 1 or plan.then is not None, blocked)
         backoff = self._saturated(ctx, plan)
         if backoff is not None:
@@ -152,14 +159,17 @@ class GuardianPlanner(Plugin, ABC):
         return plan
 
     @staticmethod
-    def _answer_key(request: Any) -> str | None:
+    def _answer_key(request: Any, per_tenant: bool = False) -> str | None:
         text = answer_key(request)
-        return None if text is None else hashlib.sha256(f"blocked-answer\0{text}".encode()).hexdigest()
+        if text is None:
+            return None
+        tenant = f"tenant\0{request.tenant or ''}\0" if per_tenant else ""
+        return hashlib.sha256(f"blocked-answer\0{tenant}{text}".encode()).hexdigest()
 
     def _known_blocked_answer(self, ctx: Any, request: Any) -> GuardianPlan | None:
         """A request whose reproducible answer was blocked within the TTL: blocked on arrival, as an
         output block (the answer would be the same text), without generating it again."""
-        key = self._answer_key(request)
+        key = self._answer_key(request, self._per_tenant)
         raw = None if key is None else self._store.get(key, now_s=ctx.now_s)
         if raw is None:
             return None
@@ -180,7 +190,8 @@ class GuardianPlanner(Plugin, ABC):
         while p is not None:
             tiers.append(",".join(sorted(p.names)))
             p = p.then
-        return hashlib.sha256(f"{'>'.join(tiers)}\0{stage}\0{text}".encode()).hexdigest()
+        tenant = f"tenant\0{request.tenant or ''}\0" if self._per_tenant else ""
+        return hashlib.sha256(f"{'>'.join(tiers)}\0{stage}\0{tenant}{text}".encode()).hexdigest()
 
     def _saturated(self, ctx: Any, plan: GuardianPlan) -> GuardianPlan | None:
         limit = self.settings.max_inflight_per_replica

@@ -7,7 +7,8 @@ simulated guardian gives them.
   id. With tenant rates one draw per text is compared with each tenant's rate, so a prompt can be
   harmful for one tenant and not another (a tenant's own content policy); response caches key
   answers on the text, so one that passed for a tenant is served to another unchecked (the run
-  warns of it, `sim.guardian_pool`). Only the
+  warns of it, `sim.guardian_pool`), while the guardian planners' verdict cache keys its verdicts
+  by tenant then (`plugins.guardian_planner`). Only the
   simulator (and a benchmark scoring the run) reads it; no policy sees it.
 * **Score** of a ``simulated`` guardian: ``sigmoid(separation * (label - 0.5) + noise * z)``,
   with ``z`` a standard normal fixed per (guardian, stage, text), so the same text always gets

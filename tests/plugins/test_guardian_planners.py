@@ -283,3 +283,20 @@ def test_an_async_prompt_checks_verdict_is_cached_as_the_prompts_not_the_answers
                   ("guardian_verdict", "input"), ("guardian_verdict", "output")]
     r1 = [(d.action, d.payload.get("stage")) for d in res.decisions if d.subject == "r1" and d.action.startswith("guardian")]
     assert r1 == [("guardian_cached", "input"), ("guardian_cached", "output")]  # within the TTL: no check
+
+
+def test_cached_verdicts_are_a_tenants_own_under_per_tenant_block_rates():
+    # the cache ignored the tenant: acme (block rate 0) got bob's blocks as guardian_cached decisions
+    prompts = [f"prompt {i}" for i in range(40)]
+    trace = [TraceRequest(f"{tenant}{i}", t0 + i * 0.5, 12, 8, tenant=tenant, prompt=p, params=(("temperature", 0),))
+             for t0, tenant in ((0.0, "bob"), (100.0, "acme")) for i, p in enumerate(prompts)]
+    res = replay_with(trace=trace, plugins=_guard(verdict_ttl_s=3600.0, stages=["input", "output"]),
+                      sim={"guardian_block_rate": 0.0, "guardian_tenant_block_rates": {"bob": 0.5, "acme": 0.0}})
+    blocked = {r.request_id for r in res.requests if r.status is RequestStatus.BLOCKED}
+    assert blocked and all(rid.startswith("bob") for rid in blocked)  # bob's harmful prompts, acme's never
+    cached = [d for d in res.decisions if d.action == "guardian_cached"]
+    assert not [d for d in cached if d.subject.startswith("acme")]  # acme's texts were never checked for acme
+    # without per-tenant rates a verdict is the text's: acme's repeats take bob's verdicts
+    res = replay_with(trace=trace, plugins=_guard(verdict_ttl_s=3600.0, stages=["input", "output"]),
+                      sim={"guardian_block_rate": 0.0})
+    assert {d.subject[:4] for d in res.decisions if d.action == "guardian_cached"} == {"acme"}
