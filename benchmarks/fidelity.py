@@ -50,6 +50,7 @@ from fidelity_lib.insample import PACE_SPANS, Round, play_rounds, pooled_rounds,
 from fidelity_lib.metrics import errors, p50_standard_error, paired_abs_error, stats  # noqa: E402,F401
 from fidelity_lib.pace import PACE_CORRECTIONS, PaceLog  # noqa: E402,F401
 from fidelity_lib.profiling import DEFAULT_MAX_PADDING  # noqa: E402
+from fidelity_lib.protocol import SCALING_SAMPLE  # noqa: E402
 from fidelity_lib.replay import LiveRun, RequestTimes  # noqa: E402,F401
 from fidelity_lib.slices import auto_speed_up, isolated_service_s, load_slices, peak_load  # noqa: E402,F401
 
@@ -59,6 +60,13 @@ __all__ = ["DEFAULT_MAX_PADDING", "LiveRun", "PACE_CORRECTIONS", "PaceLog", "Req
            "errors", "isolated_service_s", "load_slices", "main", "p50_standard_error", "paired_abs_error",
            "parse_args", "peak_load", "play_rounds", "pooled_rounds", "round_plan", "round_plans", "stats"]
 PROTOCOLS = ("out-of-sample", "in-sample")
+#: ``--quick``: a smoke run (the whole protocol on tiny settings, about a minute on 2 CPU cores), not a measurement:
+#: one calibration, one low and one high slice run once, two sweep rates and none added. Options given still win.
+QUICK = {"pool": "thread", "repeats": 1, "max_prompt_tokens": 32, "max_output_tokens": 8, "prompt_p50": 16,
+         "output_p50": 4, "grid_max_batch": 8, "calibration_s": 16.0, "calibration_repeats": 1, "scaling_requests": 10,
+         "low_slices": 1, "high_slices": 1, "low_s": 3.0, "high_s": 3.0, "runs_per_slice": 1, "capacity_s": 3.0,
+         "capacity_fractions": (0.8, 1.2), "capacity_min_fraction": 0.8, "capacity_max_fraction": 1.2}
+SMOKE_NOTE = "smoke run (--quick): checks the benchmark runs end to end; its figures are not a measurement"
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -104,6 +112,13 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _quick_help() -> str:
+    flags = " ".join(f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                     for k, v in QUICK.items())
+    return (f"a smoke run, not a measurement (about a minute on 2 CPU cores; the JSON says smoke_run: true and "
+            f"target_met: null): the whole protocol on tiny settings, {flags}; an option given as well wins")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=_Help,
                                  epilog="Ends with one JSON line: ttft_p50_err_pct, e2e_p50_err_pct, ttft_p99_err_pct, "
@@ -114,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--protocol", choices=PROTOCOLS, default="out-of-sample",
                     help="out-of-sample: the operator's protocol; in-sample: the older diagnostics (calibrated on "
                          "the evaluated slice or its neighbours, rounds selected by pace) - not a prediction")
+    ap.add_argument("--quick", action="store_true", help=_quick_help())
     ap.add_argument("--trace", type=Path, default=None, help="trace file (default: the bundled Azure code trace)")
     ap.add_argument("--format", default=None,
                     help="azure | mooncake | vidur | canonical | burstgpt | bailian (default: detect)")
@@ -145,7 +161,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oos = ap.add_argument_group("out-of-sample protocol")
     oos.add_argument("--grid-max-batch", type=int, default=None,
                      help="largest decode batch of the generic grid (default: the config's max_num_seqs, 128)")
-    oos.add_argument("--calibration-s", type=float, default=60.0, help="seconds of the live calibration run")
+    oos.add_argument("--calibration-s", type=float, default=60.0,
+                     help="seconds of the live calibration run, half light, half heavy; the light half replays at "
+                          "least the first --scaling-requests requests, so at a light rate under that many per "
+                          "half of this it runs longer (the progress line says how long)")
+    oos.add_argument("--scaling-requests", type=int, default=SCALING_SAMPLE,
+                     help="the length scaling is fitted on the trace's first this many requests, all in the "
+                          "calibration window: the light calibration run replays them all")
     oos.add_argument("--calibration-load", type=_loads, default=(0.3, 0.8),
                      help="LIGHT,HEAVY: the calibration window's first half runs at LIGHT x the rate of one request "
                           "at a time (grid profile), its second half at HEAVY x the capacity the simulator predicts "
@@ -210,7 +232,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ins.add_argument("--pace", choices=tuple(PACE_SPANS), default="neighbours",
                      help="the pace each round is simulated at: its own calibration's, with its neighbours', or all")
     ins.add_argument("--max-rounds", type=int, default=None, help="replace unsteady rounds up to this many runs")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--quick", action="store_true")
+    if pre.parse_known_args(argv)[0].quick:  # its settings as the defaults: options given still win
+        ap.set_defaults(**QUICK)
     args = ap.parse_args(argv)
+    if args.quick and args.protocol != "out-of-sample":
+        ap.error("--quick is a smoke run of the out-of-sample protocol, not of --protocol in-sample")
+    if args.scaling_requests < 2:
+        ap.error(f"--scaling-requests must be at least 2, got {args.scaling_requests}")
     if len(args.calibration_load) != 2:
         ap.error(f"--calibration-load takes LIGHT,HEAVY, got {args.calibration_load}")
     if args.slo_s is not None and args.slo_s <= 0:
@@ -253,7 +283,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from fidelity_lib.protocol import Protocol
         from fidelity_lib.protocol_report import report
 
+        if args.quick:
+            console.print(f"[bold]{SMOKE_NOTE}[/]", highlight=False)
         result = report(Protocol(args, console).run(), console)
+        result["smoke_run"] = args.quick
+        if args.quick:
+            result["target_met"] = None
+            console.print(f"[bold]{SMOKE_NOTE}[/]", highlight=False)
     print(json.dumps(result))
     return result
 

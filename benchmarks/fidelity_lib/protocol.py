@@ -55,8 +55,23 @@ from sim.traces import TraceRequest, bundled_trace_path, parse_options
 BUNDLED_START_S = 600.0
 #: Requests the capacity window must have at least; with fewer than its sweep's cap needs, the runs go round them.
 MIN_CAPACITY_WINDOW = 100
-#: Requests the length scaling and the calibration run's load are fitted on: the calibration window's first ones.
+#: Requests the length scaling and the calibration run's load are fitted on: the calibration window's first ones
+#: (``--scaling-requests``); the light calibration run replays at least these, so none is in an evaluated slice.
 SCALING_SAMPLE = 100
+#: Requests after the light run its capacity is simulated on (fewer fit the SLO at any rate: a burst, no queue).
+CAPACITY_SAMPLE = 100
+
+
+def light_run_size(light_rate: float, calibration_s: float, scaling_requests: int) -> tuple[int, str]:
+    """Requests of the light calibration run: half of ``--calibration-s`` worth at its rate, but at least the
+    ``--scaling-requests`` the length scaling was fitted on (they stay in the calibration window); and, when that
+    floor makes it longer, a note saying so for the progress line (else "")."""
+    half = count_for(light_rate, calibration_s / 2)
+    if scaling_requests <= half:
+        return half, ""
+    return scaling_requests, (f"~{(scaling_requests - 1) / light_rate:.0f} s, not half of --calibration-s "
+                              f"{calibration_s:g}: at least the {scaling_requests} requests the length scaling was "
+                              "fitted on, --scaling-requests")
 
 
 def sha256(path: Path) -> str:
@@ -153,9 +168,11 @@ class Protocol:
         a = self.args
         raw = read_requests(self.trace, self.fmt, start_s=self.start_s, count=a.max_trace_requests, seed=a.seed,
                             options=parse_options(getattr(a, "opt", None) or ()))
-        if len(raw) < SCALING_SAMPLE:
-            raise SystemExit(f"{self.trace}: {len(raw)} requests after {self.start_s or 0}s; need {SCALING_SAMPLE}+")
-        scaling = Scaling.fit(raw[:SCALING_SAMPLE], prompt_scale=a.prompt_scale, output_scale=a.output_scale,
+        n_scale = getattr(a, "scaling_requests", SCALING_SAMPLE)
+        if len(raw) < n_scale:
+            raise SystemExit(f"{self.trace}: {len(raw)} requests after {self.start_s or 0}s; need {n_scale}+ "
+                             "(--scaling-requests)")
+        scaling = Scaling.fit(raw[:n_scale], prompt_scale=a.prompt_scale, output_scale=a.output_scale,
                               prompt_p50=a.prompt_p50, output_p50=a.output_p50, max_prompt=a.max_prompt_tokens,
                               max_output=a.max_output_tokens)
         max_seq = max(512, a.max_prompt_tokens + a.max_output_tokens + 64)
@@ -187,17 +204,18 @@ class Protocol:
         # 2. calibration: the trace's first window in two live runs - light load, then heavy load placed by
         # the simulator calibrated on the light run - folded together into one profile, then frozen
         service = statistics.fmean(isolated_service_s(self.grid_fit, r)
-                                   for r in scaling.apply(raw[:SCALING_SAMPLE]))
+                                   for r in scaling.apply(raw[:n_scale]))
         light_rate = a.calibration_load[0] / service
-        n_light = max(SCALING_SAMPLE, count_for(light_rate, a.calibration_s / 2))
+        n_light, longer = light_run_size(light_rate, a.calibration_s, n_scale)
         light_reqs = at_rate(scaling.apply(raw[:n_light]), light_rate)
         before = self.probe("before calibration 1", reference=True)
         self.say(f"calibration 1/{a.calibration_repeats}, light: the trace's first {n_light} requests at "
-                 f"{light_rate:.2f}/s ({a.calibration_load[0]:.0%} of one request at a time on the grid profile), live ...")
+                 f"{light_rate:.2f}/s ({a.calibration_load[0]:.0%} of one request at a time on the grid profile"
+                 f"{'; ' + longer if longer else ''}), live ...")
         light = self.live(light_reqs, "fidelity calibration 1 (light)", seed=1)
         light_profile = calibrate(light.samples, self.tmp / "calibration-light.json", grid=(self.grid_rows, self.meta),
                                   run_ids=[light.run_id]).path
-        nxt = scaling.apply(raw[n_light:n_light + SCALING_SAMPLE])
+        nxt = scaling.apply(raw[n_light:n_light + CAPACITY_SAMPLE])
         light_slo = self.slo_for(nxt, light_profile)
         light_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(nxt, r), light_profile, light_slo),
                                         light_slo.bound_s, low=0.05, high=2 * light_rate)
