@@ -30,8 +30,9 @@ class CascadeGuardian(GuardianPlanner):
         combine: Literal["any", "majority", "weighted"] | None = None
         mode: Literal["sync", "async"] = "sync"
 
-    def guardian_names(self) -> tuple[str, ...]:
-        return (*self.settings.screen, *self.settings.judge)
+    @classmethod
+    def guardians_named(cls, settings) -> tuple[str, ...]:
+        return (*settings.screen, *settings.judge)
 
     def plan(self, ctx, request, stage):
         s = self.settings

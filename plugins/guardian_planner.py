@@ -106,8 +106,13 @@ class GuardianPlanner(Plugin, ABC):
 
     def guardian_names(self) -> tuple[str, ...]:
         """The guardians this planner's plans name (``guardians``, else ``guardian``)."""
-        s = self.settings
-        return tuple(s.guardians) or (s.guardian,)
+        return self.guardians_named(self.settings)
+
+    @classmethod
+    def guardians_named(cls, settings: Any) -> tuple[str, ...]:
+        """The guardians the plans of a planner with ``settings`` name, before one is made (the
+        daemon's reload refuses a config whose plans name guardians the running daemon lacks)."""
+        return tuple(settings.guardians) or (settings.guardian,)
 
     @hookimpl
     def cp_run_started(self, ctx):

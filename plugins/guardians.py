@@ -37,8 +37,9 @@ class SampledGuardian(GuardianPlanner):
             # default, and so the built-in fallback of `cp_guardian_plan`).
             self.withdraw("cp_guardian_plan")
 
-    def guardian_names(self) -> tuple[str, ...]:
-        return super().guardian_names() if self.settings.rate > 0 else ()  # sampling off: names none
+    @classmethod
+    def guardians_named(cls, settings) -> tuple[str, ...]:
+        return super().guardians_named(settings) if settings.rate > 0 else ()  # sampling off: names none
 
     def plan(self, ctx, request, stage):
         s = self.settings

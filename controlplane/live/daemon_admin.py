@@ -49,6 +49,7 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
         else:
             cfg = await asyncio.to_thread(load_config, opts.config_path, opts.overrides)
         cfg = with_request_deadline(cfg, opts.request_timeout_s)
+        _refuse_guardians_not_running(daemon.driver, cfg)
         changed = daemon.driver.reload(cfg)
         daemon.keys = KeyRing(cfg.auth.api_keys)  # keys rotate with the config
         changed = {**changed, "api_keys": len(cfg.auth.api_keys)}
@@ -61,6 +62,37 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
         changed["note"] = ("the daemon was started without --config: only the environment's CONTROLPLANE_* "
                            "settings and the command line were re-read")
     return JSONResponse({"reloaded": True, "config": str(opts.config_path) if opts.config_path else None, **changed})
+
+
+def _refuse_guardians_not_running(driver: Any, cfg: Any) -> None:
+    """A reload whose plans name a guardian the running daemon has no workers for is refused, old
+    plugins kept: guardians start with the daemon (a changed ``guardians`` section needs a restart),
+    so every check by it would answer ``unavailable``, which fails open: checking off, while the
+    reload said it succeeded. Plugins say which guardians their plans name with a
+    ``guardians_named(settings)`` class method (the built-in guardian planners do)."""
+    from controlplane.plugin_manager import discover_plugins
+
+    running = list(driver.guardians.guardians)
+    declared = {g.name for g in cfg.guardians.models}
+    available = discover_plugins()
+    for name in cfg.plugins.enabled:
+        target = available[name].target if name in available else None
+        named = getattr(target, "guardians_named", None)
+        if named is None:
+            continue
+        try:
+            settings = target.Settings.model_validate(cfg.plugins.settings.get(name) or {})
+        except Exception:
+            continue  # bad settings: the plugin swap says so
+        missing = [g for g in named(settings) if g not in running]
+        if not missing:
+            continue
+        new = [g for g in missing if g in declared]
+        why = ("the config declares them, but guardians start with the daemon: restart it to add one" if new
+               == missing else "guardians.models does not declare them")
+        raise ConfigError(f"plugins.settings.{name} names guardian(s) {', '.join(map(repr, missing))} that the "
+                          f"running daemon does not run (it runs: {', '.join(running) or 'none'}); {why}. "
+                          "Their checks would answer 'unavailable' (checking off); reload refused, old plugins kept")
 
 
 @router.post("/drain")

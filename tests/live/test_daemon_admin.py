@@ -1,0 +1,55 @@
+"""The daemon's admin routes (`controlplane.live.daemon_admin`): a reload whose guardian plans name a
+guardian the running daemon does not run is refused, the old plugins kept."""
+
+from __future__ import annotations
+
+from controlplane.live.daemon import Daemon, DaemonOptions
+from controlplane.live.daemon_config import daemon_config
+from tests.live.daemon_process import wait_until_ready
+
+TOKEN = "admin-token"
+
+CONFIG = """\
+cluster:
+  models:
+    - {name: tiny, replicas: 1, worker: {preset: tiny-llama}}
+plugins:
+  settings:
+    sampled-guardian: {rate: 1.0, mode: sync, guardians: [PLAN], stages: [input]}
+guardians:
+  models:
+    - {name: rules, kind: rules, blocklist: [forbidden], gpus_per_replica: 0}
+DECLARED"""
+
+
+def test_a_reload_naming_a_guardian_the_daemon_does_not_run_is_refused(tmp_path):
+    # the reload answered {"reloaded": true, ..., "needs_restart": ["guardians"]}, and then every check
+    # answered "unavailable" (failing open): "forbidden" was served
+    from fastapi.testclient import TestClient
+
+    path = tmp_path / "daemon.yaml"
+    path.write_text(CONFIG.replace("PLAN", "rules").replace("DECLARED", ""))
+    flags = {"db": None, "workers": None, "preset": None, "model_path": None, "precision": None, "model_name": None}
+    cfg, overrides = daemon_config(path, **flags)
+    options = DaemonOptions(pool="thread", admin_token=TOKEN, cpu_threads=1, config_path=path, overrides=overrides,
+                            config_flags=flags)
+    with TestClient(Daemon(cfg, options, record=False).app) as client:
+        wait_until_ready(client)
+        admin = {"authorization": f"Bearer {TOKEN}"}
+        rules2 = "    - {name: rules2, kind: rules, blocklist: [forbidden, secret], gpus_per_replica: 0}\n"
+        for declared, why in ((rules2, "the config declares them, but guardians start with the daemon"),
+                              ("", "guardians.models does not declare them")):
+            path.write_text(CONFIG.replace("PLAN", "rules2").replace("DECLARED", declared))
+            r = client.post("/admin/reload", headers=admin)
+            assert r.status_code == 400, r.json()
+            message = r.json()["error"]["message"]
+            assert ("plugins.settings.sampled-guardian names guardian(s) 'rules2' that the running daemon does "
+                    "not run (it runs: rules)") in message and why in message and "old plugins kept" in message
+            # the old plan still checks: the prompt is refused by rules
+            blocked = client.post("/v1/completions", json={"model": "tiny", "prompt": "a forbidden thing",
+                                                           "max_tokens": 2})
+            assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "blocked", blocked.json()
+        # a reload that keeps to the running guardians goes through (a changed section still needs a restart)
+        path.write_text(CONFIG.replace("PLAN", "rules").replace("DECLARED", rules2))
+        r = client.post("/admin/reload", headers=admin)
+        assert r.status_code == 200 and r.json()["needs_restart"] == ["guardians"]
