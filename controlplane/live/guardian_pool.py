@@ -15,7 +15,8 @@ Every declared guardian runs in workers of the same `WorkerPool` as the generati
   own time. ``replicas`` is not used.
 
 A check still unanswered after the guardian's ``timeout_s`` answers ``timeout`` (its worker
-finishes it and the verdict is dropped); a model that raises answers ``error`` (the worker goes
+finishes it and the verdict is dropped; its time counts in ``busy_s`` when it ends, before the run
+closes); a model that raises answers ``error`` (the worker goes
 on); a worker that dies answers ``error`` for every check it held, is reported (log, the run
 summary's ``worker_failures``, a ``guardian_worker_failed`` decision row) and, for a guardian
 worker of its own, started again up to `MAX_RESTARTS` times (``guardian_worker_restarted``);
@@ -113,6 +114,7 @@ class LiveGuardians:
         self._owner: dict[str, tuple[str, int, int]] = {}  # own worker id -> (guardian, replica, restarts)
         self._tasks: set[asyncio.Task] = set()
         self._checking: set[asyncio.Task] = set()  # checks in flight (of `_tasks`)
+        self._late: set[asyncio.Future] = set()  # checks that timed out, still running on their worker
         self._closing = False
         self._warned = False
         self._session: Any = None
@@ -260,12 +262,18 @@ class LiveGuardians:
             return "error", None, f"no worker hosts guardian {name} ({g.trouble or 'none started'})"
         host.inflight += 1
         host.checks += 1
+        # Shielded: a check that times out still runs on its worker, and its time counts when it ends.
+        call = asyncio.ensure_future(self.pool.command(host.worker_id, GuardianCheck(name, text)))
         try:
-            v: GuardianVerdict = await asyncio.wait_for(self.pool.command(host.worker_id, GuardianCheck(name, text)),
-                                                        g.spec.timeout_s)
+            v: GuardianVerdict = await asyncio.wait_for(asyncio.shield(call), g.spec.timeout_s)
         except TimeoutError:
             stats.timeouts += 1
+            self._late.add(call)
+            call.add_done_callback(lambda f: self._finished_late(g, host, f))
             return "timeout", None, f"no verdict within {g.spec.timeout_s:g} s"
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
         except WorkerLost as exc:
             stats.errors += 1
             return "error", None, f"its worker {host.worker_id} was lost: {exc}"
@@ -275,13 +283,25 @@ class LiveGuardians:
             return "error", None, describe_error(exc)
         finally:
             host.inflight -= 1
-        host.busy_s += v.busy_s
-        stats.busy_s += v.busy_s
-        if v.device.startswith("cuda"):
-            stats.gpu_seconds += v.busy_s
+        self._count_busy(g, host, v)
         if v.verdict not in ("pass", "block"):
             stats.errors += 1
         return v.verdict, v.score, v.reason
+
+    @staticmethod
+    def _count_busy(g: _Guardian, host: _Host, v: GuardianVerdict) -> None:
+        host.busy_s += v.busy_s
+        g.stats.busy_s += v.busy_s
+        if v.device.startswith("cuda"):
+            g.stats.gpu_seconds += v.busy_s
+
+    def _finished_late(self, g: _Guardian, host: _Host, call: asyncio.Future) -> None:
+        """A check that answered ``timeout`` ended on its worker: its time counts (busy and GPU
+        seconds, as the simulator counts a batch whose checks timed out); its verdict is dropped."""
+        self._late.discard(call)
+        if call.cancelled() or call.exception() is not None:
+            return  # the worker died or the run closed: it reported no time
+        self._count_busy(g, host, call.result())
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -358,7 +378,7 @@ class LiveGuardians:
     async def close(self) -> None:
         """Stop the guardian workers of their own (checks still running answer ``error``)."""
         self._closing = True
-        for t in list(self._tasks):
+        for t in [*self._tasks, *self._late]:
             t.cancel()
         for wid in list(self._owner):
             self._owner.pop(wid, None)

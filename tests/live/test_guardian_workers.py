@@ -566,3 +566,36 @@ def test_guardian_workers_of_their_own_leave_the_run_clock_running(tmp_path):
     for q in (first, second):
         assert q["arrival_s"] < q["first_token_s"] < q["finish_s"]
     assert first["finish_s"] <= second["arrival_s"] < time.monotonic() - driver._t0 + 1e-6
+
+
+class _SeenPool(LocalThreadPool):
+    """The thread pool, noting the busy seconds of every verdict its workers return."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.busy: list[float] = []
+
+    async def command(self, worker_id: str, cmd: Any) -> Any:
+        out = await super().command(worker_id, cmd)
+        if type(out).__name__ == "GuardianVerdict":
+            self.busy.append(out.busy_s)
+        return out
+
+
+def test_a_timed_out_check_counts_its_workers_time_when_it_ends(tmp_path, judge_dir):
+    # busy_s counted nothing for a check that timed out, though its worker still ran it to the end
+    # (`fast_to` with timeout_s 0.05: 8 checks, 8 timeouts, busy_s 0.0); the simulator counts that work
+    cfg = config(tmp_path, [{"name": "judge", "kind": "causal-lm", "model": judge_dir, "timeout_s": 1e-6}])
+    pool = _SeenPool(cpu_threads=1)
+
+    async def during(driver):
+        g = driver.guardians.guardians["judge"]
+        g.spec = g.spec.model_copy(update={"timeout_s": 120.0})
+        # the worker runs one command at a time, in order: this check ends after the timed-out one did
+        return await driver.guardians.check("judge", "a later check"), dict(vars(g.stats))
+
+    _, _, (r,), summary, (later, stats) = drive(cfg, pool, ["hello"], during=during)
+    assert r.guardian_verdict == "timeout" and later[0] in ("pass", "block")
+    assert stats["checks"] == 2 and stats["timeouts"] == 1 and len(pool.busy) == 2 and min(pool.busy) > 0
+    assert stats["busy_s"] == pytest.approx(sum(pool.busy))  # the timed-out check's time too
+    assert summary["guardians"]["judge"]["busy_s"] == pytest.approx(sum(pool.busy), abs=1e-6)
