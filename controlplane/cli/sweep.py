@@ -79,6 +79,9 @@ def sweep(
                 result = run_sweep(loaded, url, backend=backend, workers=workers, ray_address=ray_address,
                                    fresh=fresh, on_start=on_start, on_run=on_run)
             except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept and how to go on)
+                from sim.sweep.interrupt import hold_interrupts_until_exit
+
+                hold_interrupts_until_exit()  # (a further Ctrl-C cut the exit's cleanup into a traceback)
                 bar.stop()
                 _say_interrupted(exc)
                 raise
@@ -209,6 +212,9 @@ def search(
                                     trace_path=str(trace) if trace else None, trace_format=format,
                                     on_progress=on_progress)
             except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, and that a search starts afresh)
+                from sim.sweep.interrupt import hold_interrupts_until_exit
+
+                hold_interrupts_until_exit()
                 bar.stop()
                 _say_search_interrupted(exc)
                 raise

@@ -102,6 +102,7 @@ class PoolBackend(Backend):
         self._executor: ProcessPoolExecutor | None = None
         self._alive: Connection | None = None  # closed once the workers are shut down (`_exit_with_driver`)
         self._shipped: dict[str, list[TraceRequest]] = {}  # what the workers hold, by trace id
+        self._dropped: list[Any] = []  # the processes of an executor shut down without waiting (`_drop_queued`)
 
     def _pool(self, traces: Traces) -> ProcessPoolExecutor:
         """The executor whose workers hold ``traces``: started again (the traces shipped anew) when
@@ -130,22 +131,37 @@ class PoolBackend(Backend):
                 for f in done:
                     yield f.result()
         finally:
-            for f in futures:
-                f.cancel()
+            if futures:  # (stopped before the end: Ctrl-C, an error, a caller done with the results)
+                self._drop_queued(pool)
+
+    def _drop_queued(self, pool: ProcessPoolExecutor) -> None:
+        """Drop the runs not started yet: the executor is shut down without waiting, and its own
+        thread cancels their futures. (Cancelled from here, a future could be cancelled while that
+        thread marks the pool broken, as a worker killed by the Ctrl-C a terminal sends its whole
+        process group makes it: it then failed to set the future's error, with a traceback on stderr,
+        `InvalidStateError: CANCELLED`.) Its processes are kept for `abort`; the next run starts another pool."""
+        self._dropped.extend((getattr(pool, "_processes", None) or {}).values())  # (the shutdown forgets them)
+        pool.shutdown(wait=False, cancel_futures=True)
+        if self._executor is pool:
+            self._executor = None
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         if self._alive is not None:
-            self._alive.close()
+            self._alive.close()  # (the workers of a pool `_drop_queued` let go exit with it)
             self._alive = None
         self._shipped = {}
+        self._dropped = []
 
     def abort(self) -> None:
+        processes = list(self._dropped)
         if self._executor is not None:
-            for process in list((self._executor._processes or {}).values()):  # (3.11 has no public way)
-                process.terminate()  # (a run in flight would be waited for to its end, and its result dropped)
+            processes += (self._executor._processes or {}).values()  # (3.11 has no public way)
+        for process in processes:
+            process.terminate()  # (a run in flight would be waited for to its end, and its result dropped)
+        self._dropped = []
         self.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
 from sim.replay import TraceTransforms, prepared_trace, rows_left_out, trace_read
 from sim.sweep.backends import BACKENDS, Backend, make_backend
-from sim.sweep.interrupt import interrupt_deferred
+from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.lock import SweepLock
 from sim.sweep.spec import LoadedSpec, Point
 from sim.sweep.store import create_or_resume, finish_sweep, last_end, store_outcome, stored_keys
@@ -154,6 +155,7 @@ def run_sweep(
     pending = [t for t in tasks if t.key not in done]
     result = SweepResult(sweep_id, resumed, len(tasks), len(tasks) - len(pending), 0)
     status, completed = "failed", False
+    stopping = ExitStack()  # (once stopped before its end: the cleanup with a further Ctrl-C held)
     try:
         back = backend if isinstance(backend, Backend) else (
             make_backend(backend, workers=workers, ray_address=ray_address) if pending else Backend())
@@ -176,6 +178,8 @@ def run_sweep(
             completed = True
             status = "failed" if result.failed else "finished"  # (some runs raised: `runs sweeps --status failed`)
         finally:
+            if not completed:
+                stopping.enter_context(interrupts_held_while_stopping())
             if not isinstance(backend, Backend):
                 back.close() if completed else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
     except KeyboardInterrupt as exc:
@@ -185,7 +189,10 @@ def run_sweep(
         try:
             finish_sweep(engine, sweep_id, status, ended=ended if resumed and not pending else None)
         finally:  # even when the database refuses that write: the lock's connection and the engine are let go
-            lock.release()
-            if own_engine:
-                engine.dispose()
+            try:
+                lock.release()
+                if own_engine:
+                    engine.dispose()
+            finally:
+                stopping.close()
     return result

@@ -36,7 +36,7 @@ from typing import Any
 from controlplane.report.cost import cost_unit, estimated_cost, run_cost
 from controlplane.report.pareto import pareto_front
 from sim.sweep.backends import Backend, make_backend
-from sim.sweep.interrupt import interrupt_deferred
+from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of, with_rows_left_out
 from sim.sweep.seeds import same_under_every_seed
 from sim.sweep.spec import LoadedSpec, point_key
@@ -286,6 +286,7 @@ def search(
 
     back = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers, ray_address=ray_address)
     status = "failed"
+    stopping = contextlib.ExitStack()  # (once stopped before its end: the cleanup with a further Ctrl-C held)
     try:
         s = _Searcher(loaded, back, traces, seed, target, store, on_progress, path, fmt, left_out)
         cands = [Candidate(i, o, loaded.run_config(o, seed), 0.0) for i, o in enumerate(points)]
@@ -297,6 +298,7 @@ def search(
             c.stage = "skipped"  # estimated above the best's cost: not replayed
         status = "finished"
     except BaseException as exc:  # the sweep row says how it ended (not left `running`); the error goes on
+        stopping.enter_context(interrupts_held_while_stopping())
         if engine is not None:
             with contextlib.suppress(Exception):
                 finish_sweep(engine, sweep_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
@@ -306,8 +308,9 @@ def search(
             raise SearchInterrupted(sweep_id, len(stored)) from exc
         raise
     finally:
-        if not isinstance(backend, Backend):
-            back.close() if status == "finished" else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
+        with stopping:
+            if not isinstance(backend, Backend):
+                back.close() if status == "finished" else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
     full = [c for c in cands if c.stage in ("full", "confirmed") and not c.stopped]  # (stopped: an upper bound)
     front = pareto_front([c.public() for c in full])
     best_cost = best.public()["cost"] if best else math.inf

@@ -129,3 +129,34 @@ def test_ray_reused_for_a_second_sweep_replays_the_second_sweeps_trace(tmp_path,
         assert _two_sweeps_on(back, tmp_path) == [5, 8]
     finally:
         back.close()
+
+
+_STOPPED = """
+from sim.sweep import load_spec
+from sim.sweep.backends import PoolBackend
+from sim.sweep.run import load_traces, make_tasks
+loaded = load_spec(data={"trace": {"limit": 30}, "seeds": [0], "record": "summary",
+                         "space": {"cluster.models.0.replicas": list(range(1, 25))}})
+back = PoolBackend(workers=2)
+runs = back.run(make_tasks(loaded, loaded.points(), None), load_traces(loaded, {0}))
+next(runs)  # the first outcome: the other runs queued, most not handed to a worker yet
+workers = list(back._executor._processes.values())
+runs.close()  # Ctrl-C in the driver: the runs not started are dropped ...
+for worker in workers:  # ... while the same Ctrl-C, sent to the whole process group, ends the workers
+    worker.kill()
+    worker.join()
+back.abort()
+print("stopped", flush=True)
+"""
+
+
+def test_a_pool_stopped_before_its_runs_ended_prints_no_traceback(tmp_path):
+    """Ctrl-C on `sim search --backend pool` printed `Exception in thread ... InvalidStateError: CANCELLED`: the
+    runs not started were cancelled from the driver, then the executor's thread, finding its workers ended
+    (the terminal's Ctrl-C reaches them too), failed to set those futures' error."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _STOPPED], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.split() == ["stopped"], done.stderr
+    assert "Traceback" not in done.stderr and "InvalidStateError" not in done.stderr, done.stderr
