@@ -21,9 +21,9 @@ from typing import Any
 
 from controlplane.decisions import GuardianPlan
 from controlplane.guardian_config import GuardiansConfig
-from controlplane.types import Request
+from controlplane.types import Request, RequestStatus
 
-__all__ = ["DECISIVE", "CheckGroup", "Outcome", "combine"]
+__all__ = ["DECISIVE", "CheckGroup", "Outcome", "add_answers_share", "combine", "retracted"]
 
 #: Verdicts that say something about the text; anything else is a failure to check it.
 DECISIVE = frozenset({"pass", "block"})
@@ -103,3 +103,19 @@ def outcome_payload(group: CheckGroup, out: Outcome) -> dict[str, Any]:
     return {"guardian": out.guardian, "verdict": out.verdict, "score": out.score, "stage": group.stage,
             "mode": group.mode, "tier": group.tier,
             "verdicts": {g: v for g, (v, _, _) in sorted(group.verdicts.items())}}
+
+
+def retracted(r: Request) -> bool:
+    """Whether ``r`` was answered and then blocked (an async check's block after the reply: the row
+    stays ``completed`` with ``guardian_verdict`` ``block``). The guardian pools, simulated and live,
+    count the requests a verdict they delivered turned so (``guardian_blocks_after_reply``)."""
+    return r.status is RequestStatus.COMPLETED and r.guardian_verdict == "block"
+
+
+def add_answers_share(summary: dict[str, Any]) -> None:
+    """Each guardian's ``answers_checked_share`` in a run's ``summary``: its answer checks over the
+    answers the guardian planners planned for (``guardian_sampling.*.answers``: every generated
+    answer); None when no planner checks answers."""
+    answers = sum((p or {}).get("answers") or 0 for p in (summary.get("guardian_sampling") or {}).values())
+    for g in (summary.get("guardians") or {}).values():
+        g["answers_checked_share"] = round(g.get("checks_output", 0) / answers, 6) if answers else None

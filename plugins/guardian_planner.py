@@ -97,7 +97,12 @@ class GuardianPlanner(Plugin, ABC):
         self._asked: dict[tuple[str, str], tuple[str, bool, str | None]] = {}
         self.cache_hits = 0
         self._per_tenant = False  # verdicts cached per tenant (`cp_run_started`)
-        if self._store is None and type(self).cp_on_event is GuardianPlanner.cp_on_event:
+        # request id -> its draw, between its first stage and the next (`sampled`): one draw per request
+        self._draws: dict[str, bool] = {}
+        self.decided = {stage: 0 for stage in s.stages}  # plans made, by stage (answers: each generated one)
+        self.checked = {stage: 0 for stage in s.stages}  # of which checked (a cached verdict included)
+        if (self._store is None and len(s.stages) < 2
+                and type(self).cp_on_event is GuardianPlanner.cp_on_event):
             self.cp_on_event = None  # nothing to learn from events: not an observer (it sees every event)
 
     @abstractmethod
@@ -136,8 +141,27 @@ class GuardianPlanner(Plugin, ABC):
                 "(declared: %s); their checks answer 'unavailable', which fails open (see docs/guardians.md)",
                 self.name, ", ".join(map(repr, missing)), ", ".join(declared))
 
+    def sampled(self, ctx: Any, request: Any, p: float) -> bool:
+        """Whether ``request`` is checked, sampled with probability ``p`` from ``ctx.rng``: one draw
+        per request, so with several stages the draw at its first decides the others too (checked:
+        all its stages; not: none). Before, each stage drew on its own: rate 0.3 on [input, output]
+        checked half the requests, most of them at one stage only."""
+        if len(self.settings.stages) < 2:
+            return ctx.rng.random() < p
+        drawn = self._draws.pop(request.request_id, None)
+        if drawn is None:  # its first stage: the draw waits for the next (or the request's end)
+            drawn = self._draws[request.request_id] = ctx.rng.random() < p
+        return drawn
+
     @hookimpl
     def cp_guardian_plan(self, ctx, request, stage):
+        plan = self._plan_at(ctx, request, stage)
+        if plan is not None and stage in self.decided:
+            self.decided[stage] += 1
+            self.checked[stage] += plan.check
+        return plan
+
+    def _plan_at(self, ctx: Any, request: Any, stage: str) -> GuardianPlan | None:
         if stage == "input" and self._store is not None and "output" in self.settings.stages:
             known = self._known_blocked_answer(ctx, request)
             if known is not None:
@@ -215,11 +239,22 @@ class GuardianPlanner(Plugin, ABC):
 
     @hookimpl
     def cp_run_finished(self, ctx, summary):
+        """Adds ``guardian_sampling.NAME`` to the run's summary: per stage, the requests it planned
+        for (``answers``: each generated answer; ``prompts``) and those checked, with the share."""
         if self._store is not None:
             release_run(self._store, ctx)
+        self._draws.clear()
+        mine: dict[str, Any] = {}
+        for stage, noun in (("input", "prompts"), ("output", "answers")):
+            if stage in self.decided:
+                n, k = self.decided[stage], self.checked[stage]
+                mine |= {noun: n, f"{noun}_checked": k, f"{noun}_checked_share": round(k / n, 6) if n else None}
+        summary.setdefault("guardian_sampling", {})[self.name] = mine
 
     @hookimpl
     def cp_on_event(self, ctx, event):
+        if self._draws and type(event) is RequestFinished:  # ended before its next stage (blocked, cache hit)
+            self._draws.pop(event.request.request_id, None)
         if not self._asked:
             return
         if type(event) is RequestFinished:  # cancelled, failed or refused: its checks were dropped, no verdict comes

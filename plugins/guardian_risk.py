@@ -75,7 +75,7 @@ class RiskSampledGuardian(GuardianPlanner):
         mean = self._mean_risk = risk if self._mean_risk is None else \
             (1 - s.smoothing) * self._mean_risk + s.smoothing * risk
         p = min(1.0, max(s.min_rate, s.rate * risk / mean))
-        if ctx.rng.random() < p:
+        if self.sampled(ctx, request, p):  # one draw per request: checked at all its stages, or none
             self._tenant_of[(request.request_id, stage)] = request.tenant or ""
             return GuardianPlan(True, s.guardian, s.mode, f"risk {risk:.3f} (mean {mean:.3f}): sampled at {p:.2f}",
                                 guardians=s.guardians, combine=s.combine)

@@ -1,7 +1,8 @@
 """Guardians: which requests a guardian model checks, and whether the reply waits for it.
 
-`SampledGuardian` checks a uniform random share (none by default) of the responses (and, with
-``stages: [input]``, of the prompts), with one guardian or several in parallel.
+`SampledGuardian` checks a uniform random share (none by default) of the requests at each of their
+configured ``stages`` (the answer by default; with ``stages: [input, output]`` a request drawn has
+both its prompt and its answer checked, one not drawn neither), with one guardian or several in parallel.
 Risk-based sampling is `plugins.guardian_risk`, cascades `plugins.guardian_cascade`; all three
 share cached verdicts and back-off (`plugins.guardian_planner`).
 """
@@ -17,7 +18,8 @@ from plugins.guardian_planner import GuardianPlanner, PlannerSettings, one_guard
 
 
 class SampledGuardian(GuardianPlanner):
-    """Check a random share of responses (none by default), synchronously or in the background."""
+    """Check a random share of requests (none by default) at every configured stage, synchronously or
+    in the background."""
 
     name = "sampled-guardian"
 
@@ -45,7 +47,7 @@ class SampledGuardian(GuardianPlanner):
         s = self.settings
         if s.rate <= 0:
             return None  # sampling off: no plan, nothing checked (and nothing to record)
-        if s.rate >= 1 or ctx.rng.random() < s.rate:
+        if s.rate >= 1 or self.sampled(ctx, request, s.rate):  # one draw per request: all its stages, or none
             return GuardianPlan(True, s.guardian, s.mode, f"sampled at rate {s.rate}", guardians=s.guardians,
                                 combine=s.combine)
         return GuardianPlan(False, reason=f"not sampled (rate {s.rate})")

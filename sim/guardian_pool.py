@@ -10,7 +10,9 @@ end, like a fixed fleet: ``held_by_gpu`` is what the run pays for them. A check 
 answers ``timeout`` (a queued one leaves the queue). A guardian's ``mean_wait_s`` is the mean
 time its checks waited in its queue: until a replica took them, or, for those that never ran,
 until their timeout. Verdicts come from `sim.guardian_labels`:
-score at or above the guardian's ``threshold`` blocks.
+score at or above the guardian's ``threshold`` blocks. The summary counts each guardian's checks by
+stage (``checks_input``, ``checks_output``) and the answers a verdict delivered here retracted
+after their reply (``guardian_blocks_after_reply``: the core decides a verdict as it is delivered).
 
 A guardian a plan names but the config does not declare runs as the old fixed delay
 (``sim.guardian_latency_s``, no capacity limit, no GPU cost) with a perfect verdict (the label),
@@ -29,6 +31,7 @@ from typing import Any
 
 from controlplane import actions as act
 from controlplane.config import RunConfig
+from controlplane.guardian_checks import add_answers_share, retracted
 from controlplane.guardian_config import GuardianSpec
 from controlplane.hardware.cost import add_guardian_cost
 from sim.guardian_labels import LabelModel
@@ -52,14 +55,14 @@ class _Check:
 
 class _Guardian:
     __slots__ = ("spec", "queue", "idle", "busy_s", "gpu_s", "num_checks", "num_timeouts", "wait_s", "num_batches",
-                 "kick")
+                 "kick", "num_input")
 
     def __init__(self, spec: GuardianSpec) -> None:
         self.spec = spec
         self.queue: deque[_Check] = deque()
         self.idle = spec.replicas
         self.busy_s = self.gpu_s = self.wait_s = 0.0
-        self.num_checks = self.num_timeouts = self.num_batches = 0
+        self.num_checks = self.num_timeouts = self.num_batches = self.num_input = 0
         self.kick = False  # a dispatch is due at the end of this instant
 
 
@@ -86,11 +89,15 @@ class SimGuardianPool:
         self.num_undeclared = 0
         self._warned_undeclared = False
         self.num_pending = 0  # checks asked and not answered yet (the run waits for them)
+        self.num_blocks_after_reply = 0  # answers served, then retracted by an async check's block
 
-    def _deliver(self, rid: str, verdict: str, guardian: str, score: float | None, reason: str | None,
+    def _deliver(self, r: Any, verdict: str, guardian: str, score: float | None, reason: str | None,
                  stage: str) -> None:
         self.num_pending -= 1
-        self._send(rid, verdict, guardian, score, reason, stage)
+        served_unblocked = not retracted(r)
+        self._send(r.request_id, verdict, guardian, score, reason, stage)  # the core decides at once
+        if served_unblocked and retracted(r):
+            self.num_blocks_after_reply += 1
 
     def submit(self, a: act.RunGuardian) -> None:
         g = self.guardians.get(a.guardian)
@@ -103,11 +110,12 @@ class SimGuardianPool:
                 return
             harmful = self.labels.is_harmful(r)
             self._after(self.default_latency_s, self._fixed_done,
-                        (r.request_id, "block" if harmful else "pass", a.guardian, 1.0 if harmful else 0.0, a.stage))
+                        (r, "block" if harmful else "pass", a.guardian, 1.0 if harmful else 0.0, a.stage))
             return
         tokens = r.prompt_tokens + (r.output_tokens if a.stage == "output" else 0)
         check = _Check(r, a.guardian, a.stage, self._now(), tokens)
         g.num_checks += 1
+        g.num_input += a.stage == "input"
         g.queue.append(check)
         self._after(g.spec.timeout_s, self._timeout, check)
         if g.idle and not g.kick:  # dispatch once the instant's checks are all queued: they batch together
@@ -121,7 +129,7 @@ class SimGuardianPool:
             logging.getLogger(__name__).warning(
                 "guardian %r asked for by a plan, but guardians.models does not declare it (declared: %s): its "
                 "checks answer 'unavailable', as live (see docs/guardians.md)", a.guardian, ", ".join(self.guardians))
-        self._after(0.0, self._fixed_done, (a.request.request_id, "unavailable", a.guardian, None, a.stage))
+        self._after(0.0, self._fixed_done, (a.request, "unavailable", a.guardian, None, a.stage))
 
     def _kicked(self, timer: Any) -> None:
         g = timer._value
@@ -129,10 +137,10 @@ class SimGuardianPool:
         self._dispatch(g)
 
     def _fixed_done(self, timer: Any) -> None:
-        rid, verdict, guardian, score, stage = timer._value
+        r, verdict, guardian, score, stage = timer._value
         reason = "not declared in guardians.models" if verdict == "unavailable" else \
             f"simulated label: {'harmful' if verdict == 'block' else 'benign'}"
-        self._deliver(rid, verdict, guardian, score, reason, stage)
+        self._deliver(r, verdict, guardian, score, reason, stage)
 
     def _dispatch(self, g: _Guardian) -> None:
         lat = g.spec.latency
@@ -165,7 +173,7 @@ class SimGuardianPool:
             c.done = True
             score = self.labels.score(spec.name, c.stage, c.request, spec.quality.separation, spec.quality.noise)
             verdict = "block" if score >= spec.threshold else "pass"
-            self._deliver(c.request.request_id, verdict, spec.name, round(score, 6),
+            self._deliver(c.request, verdict, spec.name, round(score, 6),
                           f"score {score:.3f} {'>=' if verdict == 'block' else '<'} {spec.threshold}", c.stage)
         self._dispatch(g)
 
@@ -178,13 +186,14 @@ class SimGuardianPool:
         g.num_timeouts += 1
         if not c.started:  # it waited in the queue all along: its wait counts, until the timeout
             g.wait_s += g.spec.timeout_s
-        self._deliver(c.request.request_id, "timeout", c.guardian, None,
+        self._deliver(c.request, "timeout", c.guardian, None,
                       f"no verdict within {g.spec.timeout_s:g} s", c.stage)
 
     def add_to(self, summary: dict[str, Any]) -> None:
         """Add the guardians' numbers and cost to a run's ``summary`` (which has ``sim_end_s``)."""
         end = summary["sim_end_s"]
         summary.update(self.summary(end))
+        add_answers_share(summary)
         add_guardian_cost(summary, self.held_by_gpu(end, self.default_gpu), self.prices)
 
     def held_by_gpu(self, end_s: float, default_gpu: str) -> dict[str, float]:
@@ -205,11 +214,13 @@ class SimGuardianPool:
         """GPU-seconds and queueing per guardian, for the run's summary (``gpu_seconds``: busy,
         ``held_gpu_seconds``: its replicas over the run, to ``end_s``)."""
         per = {
-            name: {"checks": g.num_checks, "batches": g.num_batches, "timeouts": g.num_timeouts,
+            name: {"checks": g.num_checks, "checks_input": g.num_input, "checks_output": g.num_checks - g.num_input,
+                   "batches": g.num_batches, "timeouts": g.num_timeouts,
                    "gpu_seconds": round(g.gpu_s, 6), "held_gpu_seconds": round(self._held(g, end_s), 6),
                    "busy_s": round(g.busy_s, 6),
                    "mean_wait_s": round(g.wait_s / g.num_checks, 6) if g.num_checks else None}
             for name, g in self.guardians.items()
         }
         return {"guardian_gpu_seconds": round(sum(g.gpu_s for g in self.guardians.values()), 6),
-                "guardians": per}
+                "guardian_busy_s": round(sum(g.busy_s for g in self.guardians.values()), 6),
+                "guardian_blocks_after_reply": self.num_blocks_after_reply, "guardians": per}

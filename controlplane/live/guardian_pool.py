@@ -44,6 +44,7 @@ from typing import Any
 
 from controlplane import actions as act
 from controlplane import events as ev
+from controlplane.guardian_checks import add_answers_share, retracted
 from controlplane.guardian_config import GuardiansConfig, GuardianSpec
 from controlplane.hardware.cost import add_guardian_cost
 from controlplane.live.guardian_models import GuardianWorkerSettings
@@ -66,6 +67,8 @@ LIVE_KINDS = ("rules", "classifier", "causal-lm")
 @dataclass
 class _Stats:
     checks: int = 0
+    checks_input: int = 0  # of which prompts (the rest: answers)
+    checks_output: int = 0
     timeouts: int = 0
     errors: int = 0
     busy_s: float = 0.0  # the workers' own time on checks (any device)
@@ -115,6 +118,7 @@ class LiveGuardians:
         self._tasks: set[asyncio.Task] = set()
         self._checking: set[asyncio.Task] = set()  # checks in flight (of `_tasks`)
         self._late: set[asyncio.Future] = set()  # checks that timed out, still running on their worker
+        self.blocks_after_reply = 0  # answers served, then retracted by an async check's block
         self._closing = False
         self._warned = False
         self._session: Any = None
@@ -243,16 +247,24 @@ class LiveGuardians:
             a.stage)))
 
     async def _check_and_feed(self, a: act.RunGuardian, text: str | None) -> None:
-        verdict, score, reason = await self.check(a.guardian, text)
+        verdict, score, reason = await self.check(a.guardian, text, a.stage)
         r = a.request
+        served_unblocked = not retracted(r)
         self._feed(ev.GuardianFinished(self._now_s(), r.request_id, verdict, a.guardian, score, reason, a.stage))
+        if served_unblocked and retracted(r):  # the core decided at once: answered, now blocked
+            self.blocks_after_reply += 1
         self.late.after_verdict(r)
 
-    async def check(self, name: str, text: str | None) -> tuple[str, float | None, str]:
-        """(verdict, score, reason) of guardian ``name`` on ``text``, from one of its workers."""
+    async def check(self, name: str, text: str | None, stage: str = "output") -> tuple[str, float | None, str]:
+        """(verdict, score, reason) of guardian ``name`` on ``text`` (a prompt, stage ``input``, or an
+        answer), from one of its workers."""
         g = self.guardians[name]
         stats = g.stats
         stats.checks += 1
+        if stage == "input":
+            stats.checks_input += 1
+        else:
+            stats.checks_output += 1
         if text is None:
             stats.errors += 1
             return "error", None, "no text to check (the request was given as token ids)"
@@ -352,9 +364,10 @@ class LiveGuardians:
                 for h in (g.seen.get(wid),) if h is not None]
 
     def summary(self) -> dict[str, Any]:
-        """Per guardian: its workers (with the checks each took), checks, timeouts, errors, busy and
-        GPU seconds, worker failures and restarts; plus the run's ``guardian_gpu_seconds`` and
-        ``guardian_busy_s`` (as the simulator's)."""
+        """Per guardian: its workers (with the checks each took), checks (and by stage), timeouts,
+        errors, busy and GPU seconds, worker failures and restarts; plus the run's
+        ``guardian_gpu_seconds``, ``guardian_busy_s`` and ``guardian_blocks_after_reply`` (as the
+        simulator's)."""
         per = {}
         for name, g in self.guardians.items():
             s = g.stats
@@ -363,7 +376,7 @@ class LiveGuardians:
                          "held_gpu_seconds": round(g.held_gpu_s, 6)}
         return {"guardian_gpu_seconds": round(sum(g.stats.gpu_seconds for g in self.guardians.values()), 6),
                 "guardian_busy_s": round(sum(g.stats.busy_s for g in self.guardians.values()), 6),
-                "guardians": per}
+                "guardian_blocks_after_reply": self.blocks_after_reply, "guardians": per}
 
     def attach(self, session: Any) -> None:
         """The run's session (its core), for the decision rows of guardian workers' failures."""
@@ -400,6 +413,7 @@ class LiveGuardians:
         ``cluster.gpu_prices``) to a run's ``summary``. Shared guardians hold nothing of their
         own: their GPU time is the generation workers'."""
         summary.update(self.summary())
+        add_answers_share(summary)
         held: dict[str, float] = {}
         for g in self.guardians.values():
             gpu = g.spec.gpu or (cluster.models[0].gpu if cluster.models else "a100-80gb")

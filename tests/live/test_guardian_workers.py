@@ -599,3 +599,15 @@ def test_a_timed_out_check_counts_its_workers_time_when_it_ends(tmp_path, judge_
     assert stats["checks"] == 2 and stats["timeouts"] == 1 and len(pool.busy) == 2 and min(pool.busy) > 0
     assert stats["busy_s"] == pytest.approx(sum(pool.busy))  # the timed-out check's time too
     assert summary["guardians"]["judge"]["busy_s"] == pytest.approx(sum(pool.busy), abs=1e-6)
+
+
+def test_the_live_summary_counts_checks_by_stage_and_answers_retracted_after_the_reply(tmp_path):
+    rules = {"name": "rules", "kind": "rules", "patterns": ["."]}  # blocks every text
+    cfg = config(tmp_path, [rules], mode="async", stages=["output"])
+    _, _, results, summary, _ = drive(cfg, LocalThreadPool(cpu_threads=1), ["one", "two"])
+    assert all(r.status == "completed" for r in results)  # served, then retracted
+    g = summary["guardians"]["rules"]
+    assert (g["checks"], g["checks_input"], g["checks_output"]) == (2, 0, 2)
+    assert summary["guardian_blocks_after_reply"] == 2
+    assert summary["guardian_sampling"]["sampled-guardian"]["answers_checked_share"] == 1.0
+    assert g["answers_checked_share"] == 1.0

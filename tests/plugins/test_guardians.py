@@ -49,3 +49,35 @@ def test_guardian_and_guardians_together_are_a_config_error():
             cls.Settings(rate=1.0, guardian="judge", guardians=["judge2"])
         assert cls.Settings(rate=1.0, guardians=["judge", "judge2"]).guardians == ("judge", "judge2")
         assert cls.Settings(rate=1.0, guardian="judge", guardians=[]).guardian == "judge"
+
+
+def _stages_checked(plugin: str, **settings):
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest(f"r{i}", i * 0.05, 12, 4, prompt=f"prompt {i}") for i in range(1000)]
+    plugins = {"enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+                           plugin, "builtin-latency-models"],
+               "settings": {plugin: {"mode": "sync", "stages": ["input", "output"], **settings}}}
+    res = replay_with(trace=trace, plugins=plugins, sim={"guardian_block_rate": 0.0},
+                      guardians={"models": [{"name": "guardian", "latency": {"base_s": 0.001}}]})
+    stages: dict[str, set[str]] = {}
+    for d in res.decisions:
+        if d.action == "guardian_check":
+            stages.setdefault(d.subject, set()).add(d.payload["stage"])
+    return stages, res.summary
+
+
+def test_one_draw_per_request_checks_all_its_stages_or_none():
+    # rate 0.3 on [input, output] checked 1,002 of 2,000 requests: 422 the prompt only, 395 the answer only
+    for plugin, settings in (("sampled-guardian", {"rate": 0.3}), ("risk-guardian", {"rate": 0.3, "min_rate": 0.3})):
+        stages, summary = _stages_checked(plugin, **settings)
+        assert all(s == {"input", "output"} for s in stages.values()), plugin  # never one stage alone
+        assert 0.25 < len(stages) / 1000 < 0.35, (plugin, len(stages))
+        sampling = summary["guardian_sampling"][plugin]
+        assert sampling["answers"] == sampling["prompts"] == 1000
+        assert sampling["answers_checked"] == sampling["prompts_checked"] == len(stages)
+        assert sampling["answers_checked_share"] == len(stages) / 1000
+        g = summary["guardians"]["guardian"]  # its checks by stage, and the share of answers it checked
+        assert g["checks_input"] == g["checks_output"] == len(stages) and g["checks"] == 2 * len(stages)
+        assert g["answers_checked_share"] == len(stages) / 1000

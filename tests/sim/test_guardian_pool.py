@@ -107,3 +107,24 @@ def test_with_no_guardian_declared_a_plans_guardian_is_the_fixed_delay_and_the_l
     res = replay_with(_PlanNaming("any"), trace=trace, sim={"guardian_latency_s": 5.0})
     assert {r.guardian_verdict for r in res.requests} <= {"pass", "block"}
     assert all(r.finish_s >= 5.0 for r in res.requests)
+
+
+def test_the_summary_counts_answers_retracted_after_the_reply_and_checks_by_stage():
+    # `runs compare` of sync-all vs async-all showed "blocked by guardians 96 vs 0" and nothing of the
+    # async run's blocks, which came after the reply
+    trace = [TraceRequest(str(i), i * 0.1, 16, 2, prompt=f"p{i}") for i in range(6)]
+    spec = {"name": "g", "latency": {"base_s": 0.5}}
+    out = {}
+    for mode in ("sync", "async"):
+        res = replay_with(trace=trace, sim={"guardian_block_rate": 1.0}, guardians={"models": [spec]},
+                          plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": mode, "guardian": "g",
+                                                                     "stages": ["input", "output"]}}})
+        out[mode] = res.summary
+        assert res.summary["guardians"]["g"]["checks_input"] == 6
+    assert out["sync"]["num_blocked"] == 6 and out["sync"]["guardian_blocks_after_reply"] == 0
+    assert out["sync"]["guardians"]["g"]["checks_output"] == 0  # blocked at the prompt: no answer
+    # async: the prompt's block comes after the 2-token answer was served (a retraction), the answer's
+    # check finds it blocked already: one retraction per request, not two
+    assert out["async"]["num_blocked"] == 0 and out["async"]["num_completed"] == 6
+    assert out["async"]["guardian_blocks_after_reply"] == 6
+    assert out["async"]["guardian_busy_s"] == out["async"]["guardians"]["g"]["busy_s"] > 0
