@@ -15,6 +15,7 @@ HEADLINE = [
     ("num_in_flight", "in flight at end"),
     ("num_cancelled", "cancelled (client gone, or past the request timeout)"),
     ("num_blocked", "blocked by guardians"),
+    ("guardian_blocks_after_reply", "  answered, then blocked after the reply (retracted; counted completed)"),
 ]
 TAIL = [
     ("sim_span_s", "span: first arrival to end (s)"),  # (what the rates below are per; the simulated time is more
@@ -25,6 +26,7 @@ TAIL = [
     ("gpu_seconds", "GPU-seconds"),
     ("gpu_busy_seconds", "GPU-seconds executing batches"),
     ("guardian_gpu_seconds", "guardian GPU-seconds (busy)"),
+    ("guardian_busy_s", "guardian busy seconds (any device)"),
     ("peak_replicas", "replicas (peak)"),
     ("gpu_hours", "GPU-hours"),
     ("cost_usd", "cost (USD)"),
@@ -45,6 +47,25 @@ TAIL = [
     ("sim_end_s", "simulated time (s)"),
     ("wall_s", "wall time (s)"),
 ]
+
+#: Each guardian's own figures (the summary's ``guardians.NAME``), rows under its name where it has them
+#: (the simulator's and the daemon's differ: mean_wait_s is the simulator's, errors and workers the daemon's).
+GUARDIAN_FIGURES = (
+    ("checks", "checks"),
+    ("checks_input", "prompts checked"),
+    ("checks_output", "answers checked"),
+    ("answers_checked_share", "share of answers checked"),
+    ("timeouts", "timeouts"),
+    ("errors", "errors"),
+    ("mean_wait_s", "mean wait in its queue (s)"),
+    ("busy_s", "busy seconds"),
+    ("worker_failures", "worker failures"),
+    ("restarts", "worker restarts"),
+)
+#: A guardian planner's sampling (the summary's ``guardian_sampling.PLUGIN``).
+SAMPLING_FIGURES = (("prompts_checked_share", "share of prompts checked"),
+                    ("answers_checked_share", "share of answers checked"))
+_ABSENT = object()
 
 #: Reasons shown in a summary table, most frequent first; the rest are one row. The summary groups
 #: reasons by their text before the first ':', so a plugin whose reasons carry numbers without such a
@@ -78,6 +99,8 @@ def summary_table(summary: dict[str, Any], title: str) -> Any:
             if key == "slo_attainment" and summary.get("slo_targets"):
                 label += f" ({slo_targets_text(summary['slo_targets'])})"
             t.add_row(label, fmt_value(summary[key]))
+    for label, (value,) in guardian_rows(summary):
+        t.add_row(label, fmt_value(value))
     for key, label in (("cost_error", "cost not known"), ("guardian_cost_error", "guardian cost not known")):
         if summary.get(key):  # (the cost rows read "-": why, where the table shows it)
             t.add_row(label, Text(str(summary[key])))
@@ -122,7 +145,26 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: s
             delta = f"{d:+.4g}" if isinstance(d, float) else f"{d:+d}"
             pct = f"{100 * d / va:+.1f}%" if va else "-"
         t.add_row(label, fmt_value(va), fmt_value(vb), delta, pct)
+    for label, (va, vb) in guardian_rows(a, b):
+        delta = f"{vb - va:+.4g}" if all(isinstance(v, (int, float)) for v in (va, vb)) else "-"
+        t.add_row(label, fmt_value(va), fmt_value(vb), delta, "-")
     return t
+
+
+def guardian_rows(*summaries: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Rows of each guardian's own figures and each guardian planner's sampling, in every summary
+    given (a figure one summary lacks reads None): (label, the value in each summary)."""
+    rows = []
+    for section, figures, noun in (("guardian_sampling", SAMPLING_FIGURES, "guardian plan"),
+                                   ("guardians", GUARDIAN_FIGURES, "guardian")):
+        names = dict.fromkeys(n for s in summaries for n in (s.get(section) or {}))
+        for name in names:
+            entries = [(s.get(section) or {}).get(name) or {} for s in summaries]
+            for key, label in figures:
+                values = tuple(e.get(key, _ABSENT) for e in entries)
+                if any(v is not _ABSENT for v in values):
+                    rows.append((f"{noun} {name}: {label}", tuple(None if v is _ABSENT else v for v in values)))
+    return rows
 
 
 #: The per-model table's columns: (key of a ``by_model`` entry, heading).

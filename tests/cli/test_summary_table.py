@@ -67,3 +67,35 @@ def test_large_values_are_whole_numbers_and_slo_attainment_names_its_targets():
     text = console.export_text()
     assert "19,905" in text and "e+04" not in text
     assert "SLO attainment (TTFT <= 2 s, TPOT <= 0.1 s)" in text
+
+
+def test_guardian_figures_a_safety_review_needs_are_rows_of_show_and_compare():
+    # a CPU guardian showed only "guardian GPU-seconds 0", and sync-all vs async-all "blocked by guardians
+    # 96 vs 0" with no count of the answers retracted after the reply
+    from controlplane.cli.summary_table import compare_table
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest(str(i), i * 0.1, 16, 2, prompt=f"p{i}") for i in range(6)]
+    spec = {"name": "rules", "kind": "rules", "gpus_per_replica": 0, "latency": {"base_s": 0.5}}
+    runs = {mode: replay_with(trace=trace, sim={"guardian_block_rate": 1.0}, guardians={"models": [spec]},
+                              plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": mode,
+                                                                         "guardian": "rules"}}}).summary
+            for mode in ("sync", "async")}
+    text = _text(summary_table(runs["async"], "run"))
+    rows = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in text.splitlines() if ln.count("│") >= 3}
+    assert rows["answered, then blocked after the reply (retracted; counted completed)"] == "6"
+    busy = runs["async"]["guardian_busy_s"]
+    assert busy > 0 and rows["guardian busy seconds (any device)"] == f"{busy:.4g}" == rows["guardian rules: busy seconds"]
+    assert rows["guardian GPU-seconds (busy)"] == "0"
+    assert rows["guardian rules: checks"] == "6" and rows["guardian rules: answers checked"] == "6"
+    assert rows["guardian rules: prompts checked"] == "0" and rows["guardian rules: timeouts"] == "0"
+    assert rows["guardian rules: share of answers checked"] == "1"
+    assert rows["guardian plan sampled-guardian: share of answers checked"] == "1"
+    assert "guardian rules: mean wait in its queue (s)" in rows
+    text = _text(compare_table(runs["sync"], runs["async"], "sync", "async"))
+    line = next(ln for ln in text.splitlines() if "blocked after the reply" in ln)
+    assert [c.strip() for c in line.split("│")[2:4]] == ["0", "6"]
+    line = next(ln for ln in text.splitlines() if "blocked by guardians" in ln)
+    assert [c.strip() for c in line.split("│")[2:4]] == ["6", "0"]
+    assert any("guardian rules: timeouts" in ln for ln in text.splitlines())
