@@ -1,7 +1,7 @@
 """The worker side of every pool: one model backend and the bookkeeping a driver needs around it.
 
 It registers requests with the `CausalLMBackend` lazily (a recomputed one with the output it
-already streamed), drops preempted ones, runs one ``backend.step`` per `StepCommand` and returns
+already streamed, its sampling going on at the next output token's draw), drops preempted ones, runs one ``backend.step`` per `StepCommand` and returns
 a plain `StepReply` whose profile row carries the iteration's shape, its own time and the padded
 counts the backend really computed. A step whose forward pass raises is run again one request at
 a time, so a request that breaks the model fails alone and its worker and batch go on.
@@ -199,7 +199,7 @@ class WorkerRuntime:
                 b.remove(a.request_id)
             try:
                 b.add_request(a.request_id, a.prompt_ids, max_new_tokens=a.max_new_tokens, stop=a.stop,
-                              sampling=a.sampling, generated=a.generated)
+                              sampling=_resumed(a.sampling, len(a.generated)), generated=a.generated)
             except (ValueError, TypeError) as exc:  # this request only: the others still run
                 refused.append(TokenOut(a.request_id, -1, "", True, "error", error=f"refused by the worker: {exc}"))
         skip = {o.request_id for o in refused}
@@ -269,6 +269,16 @@ class WorkerRuntime:
 
         if self.backend.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _resumed(sampling: Any, generated: int) -> Any:
+    """The request's sampling, its draws going on at output token ``generated`` (a request computed
+    again after a preemption or a failure draws what it would have drawn the first time)."""
+    if sampling is None or not generated:
+        return sampling
+    import dataclasses
+
+    return dataclasses.replace(sampling, first_token_index=generated)
 
 
 def _first_line(exc: BaseException) -> str:
