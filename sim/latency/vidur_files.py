@@ -152,6 +152,9 @@ def check_settings(settings: dict) -> dict:
         if not math.isfinite(x) or x < 0:
             raise ValueError(f"{key} must be a finite non-negative number, got {settings[key]!r}")
         out[key] = x
+    if settings.get("monotone") is not None and not isinstance(settings["monotone"], bool):
+        raise ValueError(f"monotone must be true, false or null (the default for the attention), "
+                         f"got {settings['monotone']!r}")
     if settings.get("profiles_dir") is not None:
         root = Path(settings["profiles_dir"])
         if not root.is_dir():

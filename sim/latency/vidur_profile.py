@@ -25,22 +25,25 @@ Instead of training Vidur's random forests (minutes), the 1-D operator curves
 which is what Vidur's forests converge to and matters on noisy small all-reduces) or
 plain piecewise-linear interpolation (``op_fit="linear"``); attention uses a
 parametric base times an interpolated correction grid. Everything is tabulated on
-Vidur's own prediction grid once per configuration, so iteration_s is a few lookups.
+Vidur's own prediction grid once per configuration, so iteration_s is a few lookups;
+unlike Vidur, each table is a running maximum (`vidur_tables`): more tokens, sequences or
+context never cost less.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ._interp import Curve1D, RatioSurface
+from ._interp import Curve1D
 from .base import IterationShape, LatencyModel, decode_run_args
+from .vidur_tables import ceil_to as _ceil_to
+from .vidur_tables import linear_ms as _linear_ms
+from .vidur_tables import running_max_past, tables
 from .vidur_files import (
     CPU_OVERHEAD_FILE,
     OVERHEAD_SETTINGS,
@@ -90,102 +93,6 @@ class _AttentionScale:
 _MAX_REMEMBERED = 1 << 16
 
 
-def _ceil_to(x: int, g: int) -> int:
-    return -(-x // g) * g
-
-
-@dataclass(frozen=True)
-class _Tables:
-    lin_list: list[float]
-    kvsave_ms: np.ndarray | None
-    prefill_rows: list[Sequence[float]]  # array('d') rows: made by a copy, indexed like lists
-    decode_tab: np.ndarray
-    decode_rows: list[list[float]]
-    n_lin: int
-    n_kv_levels: int
-
-
-def _linear_ms(n: np.ndarray, curves: tuple[Curve1D, ...], all_reduce: Curve1D | None, comm_const: float, layers: int) -> np.ndarray:
-    """Layers x (linear ops + 2 all-reduces) at token count n (already rounded to 8)."""
-    per_layer = np.zeros_like(n, dtype=np.float64)
-    for curve in curves:
-        per_layer = per_layer + curve(n)
-    if all_reduce is not None:
-        per_layer = per_layer + 2.0 * (all_reduce(n) + comm_const)
-    return np.where(n > 0, layers * per_layer, 0.0)
-
-
-@lru_cache(maxsize=32)
-def _tables(
-    op_items: tuple[tuple[str, Curve1D], ...],
-    all_reduce: Curve1D | None,
-    comm_const: float,
-    prefill: RatioSurface,
-    decode: RatioSurface,
-    kv_save: Curve1D | None,
-    scale: _AttentionScale,
-    layers: int,
-    max_tokens: int,
-    max_batch: int,
-    granularity: int,
-) -> _Tables:
-    # Keys hold the fitted objects themselves (identity-hashed, kept alive by this cache). On disk
-    # the arrays are cached by the inputs' content (fit_cache); the row lists are made here.
-    from .fit_cache import cached_by_content
-
-    args = (op_items, all_reduce, comm_const, prefill, decode, kv_save, scale, layers, max_tokens, max_batch,
-            granularity)
-    lin, kvsave, prefill_tab, decode_tab, n_max, n_kv = cached_by_content(
-        "vidur-tables", args, lambda: _table_arrays(*args), code=("vidur_profile.py",))
-    decode_tab.setflags(write=False)
-    return _Tables(
-        lin_list=lin.tolist(),
-        kvsave_ms=kvsave,
-        prefill_rows=[_float_row(row) for row in prefill_tab],
-        decode_tab=decode_tab,
-        decode_rows=[row.tolist() for row in decode_tab],
-        n_lin=n_max,
-        n_kv_levels=n_kv,
-    )
-
-
-def _float_row(row: np.ndarray) -> array:
-    """A row of floats for scalar lookups: an ``array('d')`` copy (no Python float per cell)."""
-    out = array("d")
-    out.frombytes(np.ascontiguousarray(row, dtype=np.float64).tobytes())
-    return out
-
-
-def _table_arrays(
-    op_items: tuple[tuple[str, Curve1D], ...],
-    all_reduce: Curve1D | None,
-    comm_const: float,
-    prefill: RatioSurface,
-    decode: RatioSurface,
-    kv_save: Curve1D | None,
-    scale: _AttentionScale,
-    layers: int,
-    max_tokens: int,
-    max_batch: int,
-    granularity: int,
-) -> tuple:
-    """The prediction tables as arrays: linear ops, KV save, prefill and decode attention."""
-    L = float(layers)
-    n_max = _ceil_to(max_tokens, 8)
-    n = np.arange(n_max + 1, dtype=np.float64)
-    lin = _linear_ms(n, tuple(c for _, c in op_items), all_reduce, comm_const, layers)
-    kvsave = None
-    if kv_save is not None:
-        kvsave = L * kv_save(n)
-        kvsave[0] = 0.0
-    kv_levels = np.arange(0, _ceil_to(max_tokens, granularity) + 1, granularity, dtype=np.float64)
-    kk, cc = np.meshgrid(kv_levels, np.arange(0, max_tokens + 1, dtype=np.float64), indexing="ij")
-    prefill_tab = L * scale.prefill * prefill(kk, cc)
-    bb, kd = np.meshgrid(np.arange(max_batch + 1, dtype=np.float64), kv_levels, indexing="ij")
-    decode_tab = L * scale.decode * decode(bb, kd)
-    return lin, kvsave, prefill_tab, decode_tab, n_max, len(kv_levels)
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -221,6 +128,7 @@ class VidurProfileModel(LatencyModel):
         nccl_skew_overhead_per_device_ms: float = 0.0,
         cpu_overhead: bool = False,
         op_fit: str = "forest",
+        monotone: bool | None = None,
         profiles_dir: str | Path | None = None,
     ) -> None:
         kw = check_settings({k: v for k, v in locals().items() if k != "self"})  # at load, naming the setting
@@ -277,6 +185,9 @@ class VidurProfileModel(LatencyModel):
             comm_const = nccl_launch_overhead_ms + nccl_skew_overhead_per_device_ms * self.tensor_parallel**1.25
 
         self.attention_mode = attention
+        # Running maxima (`vidur_tables`): by default with the rescaled attention; the profiled one keeps Vidur's
+        # own prices, which the anchors check.
+        self.monotone = attention == "scaled" if monotone is None else bool(monotone)
         self.attn_scale = _AttentionScale()
         self.prefill_surface, self.decode_surface, self.kv_save = self._load_attention(root, gdir, block_size, attention)
         gqa = m.num_heads > m.num_kv_heads
@@ -323,30 +234,36 @@ class VidurProfileModel(LatencyModel):
         return load_attention_fit(ref["file"], 0, 0, 0, block, None)
 
     def _build_tables(self) -> None:
-        """Tabulate every term on Vidur's prediction grid (shared between equal configs)."""
-        t = _tables(
+        """Tabulate every term on Vidur's prediction grid, as running maxima if `monotone` (`vidur_tables`;
+        shared between equal configs)."""
+        t = tables(
             tuple(self.op_curves.items()),
             self.all_reduce,
             self._comm_const,
             self.prefill_surface,
             self.decode_surface,
             self.kv_save,
-            self.attn_scale,
+            (self.attn_scale.prefill, self.attn_scale.decode),
             self.layers,
             self.max_tokens,
             self.max_batch_size,
             self.granularity,
+            self.monotone,
         )
         self._lin_list = t.lin_list
         self._prefill_rows = t.prefill_rows
         self._decode_tab = t.decode_tab
         self._decode_rows = t.decode_rows
         self._n_lin = t.n_lin
-        self._n_kv_levels = t.n_kv_levels
+        self._prefill_grid, self._decode_grid = t.prefill, t.decode
+        self._n_kv_levels = t.decode_tab.shape[1]  # (KV levels of both attention tables)
+        self._max_chunk = t.prefill.table.shape[1] - 1
+        self._max_batch = t.decode_tab.shape[0] - 1
         self._kvsave_list = None if t.kvsave_ms is None else t.kvsave_ms.tolist()
         # Terms past the tabulated grid, remembered by their exact arguments (numpy on one value
         # costs ~20 µs; a replay asks for the same few thousand token counts over and over).
         self._beyond: dict[tuple[str, int, int], float] = {}
+        self._lin_past = np.zeros(0)  # linear ops past the table, every 8 tokens from its last (`_lin_past_ms`)
         self._decode_rows_beyond: dict[int, np.ndarray] = {}  # batch size -> decode ms per KV level (`_decode_row`)
 
     def _linear_ms(self, n: np.ndarray) -> np.ndarray:
@@ -361,21 +278,28 @@ class VidurProfileModel(LatencyModel):
         beyond[key] = value
         return value
 
+    def _lin_past_ms(self, nr: int) -> float:
+        """Linear ops at ``nr`` tokens (a multiple of 8) past the table, every 8 tokens and grown by doubling: the
+        fitted curves (their running maximum from the table's last value on, if `monotone`)."""
+        k = (nr - self._n_lin) // 8
+        if k >= len(self._lin_past):
+            count = max(k + 1, 2 * len(self._lin_past), 64)
+            top = self._lin_list[self._n_lin] if self.monotone else -np.inf
+            self._lin_past = running_max_past(top, self._linear_ms, float(self._n_lin), 8.0, count, self.monotone)
+        return float(self._lin_past[k])
+
     def _tokens_ms(self, num_tokens: int) -> float:
         nr = (num_tokens + 7) // 8 * 8
-        if nr <= self._n_lin:
-            ms = self._lin_list[nr]
-        else:
-            ms = self._beyond.get(("lin", nr, 0))
-            if ms is None:
-                ms = self._remember(("lin", nr, 0), float(self._linear_ms(np.array([float(nr)]))[0]))
+        ms = self._lin_list[nr] if nr <= self._n_lin else self._lin_past_ms(nr)
         if self._kvsave_list is not None:
             if num_tokens <= self._n_lin:
                 ms += self._kvsave_list[num_tokens]
-            else:
+            else:  # (past the KV-save profile's last point: its curve rises linearly)
                 kv = self._beyond.get(("kvsave", num_tokens, 0))
                 if kv is None:
-                    kv = self._remember(("kvsave", num_tokens, 0), self.layers * float(self.kv_save(float(num_tokens))))
+                    kv = self.layers * float(self.kv_save(float(num_tokens)))
+                    kv = self._remember(("kvsave", num_tokens, 0),
+                                        max(kv, self._kvsave_list[self._n_lin]) if self.monotone else kv)
                 ms += kv
         return ms
 
@@ -389,18 +313,17 @@ class VidurProfileModel(LatencyModel):
             kv = sum(_ceil_to(int(x), g) for x in contexts) if len(contexts) else 0
             c = round(math.sqrt(sum(int(x) * int(x) for x in chunks)))
             factor = 1.0 + self.batching_overhead
-        if kv // g < self._n_kv_levels and c <= self.max_tokens:
+        if kv // g < self._n_kv_levels and c <= self._max_chunk:
             t = self._prefill_rows[kv // g][c]
         else:
             t = self._beyond.get(("prefill", kv, c))
             if t is None:
-                t = self._remember(("prefill", kv, c),
-                                   self.layers * self.attn_scale.prefill * float(self.prefill_surface(float(kv), float(c))))
+                t = self._remember(("prefill", kv, c), float(self._prefill_grid.at(kv // g, np.array([c]))[0]))
         return t * factor
 
     def _decode_table(self, b: int, kvq: np.ndarray) -> np.ndarray:
         levels = kvq // self.granularity
-        if b <= self.max_batch_size and kvq.size and levels[-1] < self._n_kv_levels:
+        if b <= self._max_batch and kvq.size and levels[-1] < self._n_kv_levels:
             return self._decode_tab[b, levels]
         if not kvq.size:
             return np.zeros(0)
@@ -408,20 +331,19 @@ class VidurProfileModel(LatencyModel):
 
     def _decode_row(self, b: int, top_level: int) -> np.ndarray:
         """Decode attention (ms) of batch size ``b`` at every KV level up to ``top_level`` at least, from the fitted
-        surface: what a batch past the tabulated grid (a larger batch, or contexts past ``max_tokens``) costs. Kept
-        per batch size and grown by doubling: evaluating the surface with numpy costs ~150 µs a call, and a
-        long-context trace (Mooncake) asks for most of its decode runs."""
+        surface as its running maximum (`MonotoneGrid`): what a batch past the tabulated grid (a larger batch, or
+        contexts past ``max_tokens``) costs. Kept per batch size and grown by doubling: evaluating the surface
+        with numpy costs ~150 µs a call, and a long-context trace (Mooncake) asks for most of its decode runs."""
         row = self._decode_rows_beyond.get(b)
         if row is None or len(row) <= top_level:
             n = max(top_level + 1, 2 * (0 if row is None else len(row)), self._n_kv_levels)
-            kv = np.arange(n, dtype=np.float64) * self.granularity
-            row = self.layers * self.attn_scale.decode * self.decode_surface(np.full(n, float(b)), kv)
+            row = self._decode_grid.at(b, np.arange(n))
             self._decode_rows_beyond[b] = row
         return row
 
     def _decode_ms(self, b: int, mean_kv: int) -> float:
         kvq = _ceil_to(mean_kv, self.granularity)
-        if b <= self.max_batch_size and kvq // self.granularity < self._n_kv_levels:
+        if b <= self._max_batch and kvq // self.granularity < self._n_kv_levels:
             t = self._decode_rows[b][kvq // self.granularity]
         else:
             t = float(self._decode_table(b, np.array([kvq]))[0])
@@ -479,6 +401,11 @@ class VidurProfileModel(LatencyModel):
         out = {op: self.layers * float(c(nr)) for op, c in self.op_curves.items()} if n else {}
         if self.all_reduce is not None and n:
             out["tp_comm"] = self.layers * 2.0 * (float(self.all_reduce(nr)) + self._comm_const)
+        if n:
+            lin = self._lin_list[int(nr)] if nr <= self._n_lin else self._lin_past_ms(int(nr))
+            if self._kvsave_list is not None:
+                out["attn_kv_cache_save"] = self._tokens_ms(n) - lin
+            out["running_max"] = lin - sum(out.get(k, 0.0) for k in (*self.op_curves, "tp_comm"))  # (>= 0)
         if shape.prefill_chunk_tokens:
             out["attn_prefill"] = self._prefill_ms(shape.prefill_chunk_tokens, shape.prefill_context_tokens)
         nd = len(shape.decode_context_tokens)
@@ -489,5 +416,5 @@ class VidurProfileModel(LatencyModel):
     def __repr__(self) -> str:
         return (
             f"VidurProfileModel(model={self.model.name!r}, gpu={self.gpu.name!r}, tensor_parallel={self.tensor_parallel}, "
-            f"network={self.network!r}, attention={self.attention_mode!r})"
+            f"network={self.network!r}, attention={self.attention_mode!r}, monotone={self.monotone})"
         )

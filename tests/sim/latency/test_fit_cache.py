@@ -83,14 +83,14 @@ def test_caching_can_be_turned_off(tmp_path, monkeypatch, value):
 
 
 def test_the_vidur_tables_come_back_from_disk_equal_and_are_keyed_by_their_inputs(tmp_path, monkeypatch):
-    from sim.latency import vidur_profile
+    from sim.latency import vidur_tables
     from sim.latency.vidur_profile import VidurProfileModel
 
     monkeypatch.setenv(fit_cache.CACHE_ENV, str(tmp_path / "cache"))
-    vidur_profile._tables.cache_clear()
+    vidur_tables.tables.cache_clear()
     first = VidurProfileModel("meta-llama/Llama-2-70b-hf", "a100", tensor_parallel=2, network="a100_pairwise_nvlink")
     (entry,) = (tmp_path / "cache" / "latency-fits").glob("vidur-tables-*.pkl")
-    vidur_profile._tables.cache_clear()
+    vidur_tables.tables.cache_clear()
     again = VidurProfileModel("meta-llama/Llama-2-70b-hf", "a100", tensor_parallel=2, network="a100_pairwise_nvlink")
     assert list((tmp_path / "cache" / "latency-fits").glob("vidur-tables-*.pkl")) == [entry]  # read, not written again
     assert [list(r) for r in again._prefill_rows] == [list(r) for r in first._prefill_rows]
@@ -101,7 +101,7 @@ def test_the_vidur_tables_come_back_from_disk_equal_and_are_keyed_by_their_input
     assert fit_cache.cached_by_content("t", (1, 2.5), lambda: calls.append(1) or "z") == "z" and len(calls) == 2
     monkeypatch.setenv(fit_cache.CACHE_ENV, "off")
     assert fit_cache.cached_by_content("t", (1, 2.0), lambda: "fresh") == "fresh"
-    vidur_profile._tables.cache_clear()
+    vidur_tables.tables.cache_clear()
 
 
 @pytest.mark.parametrize("attention", ["profile", "scaled"])

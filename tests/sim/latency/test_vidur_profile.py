@@ -191,21 +191,25 @@ def test_decode_past_the_grid_is_priced_from_rows_kept_per_batch_size(vidur70b, 
     """Past the tabulated grid (contexts over ``max_tokens``, batches over ``max_batch_size``) decode attention comes
     from a row per batch size of the fitted surface at every KV level, grown by doubling, instead of a numpy
     evaluation per decode run (~150 µs each: 28% of a profiled Mooncake replay). The same prices as the surface
-    evaluated for those contexts alone, to float round-off (numpy's matrix product may round the last bit
-    differently in arrays of other lengths), and every batch size's row is evaluated once per doubling."""
+    evaluated for those contexts alone (the profiled attention keeps Vidur's prices: not `monotone`), to float
+    round-off (numpy's matrix product may round the last bit differently in arrays of other lengths), and every
+    batch size's row is evaluated once per doubling (`test_vidur_monotone` checks the running maxima's rows)."""
+    from sim.latency.vidur_tables import MonotoneGrid
+
     m = vidur70b
+    assert not m.monotone
     g, top = m.granularity, m._n_kv_levels
     scale = m.layers * m.attn_scale.decode
     calls = []
-    surface = m.decode_surface
-    monkeypatch.setattr(m, "decode_surface", lambda u, v: (calls.append(len(u)), surface(u, v))[1])
+    at = MonotoneGrid.at
+    monkeypatch.setattr(MonotoneGrid, "at", lambda self, i, j: (calls.append(len(j)), at(self, i, j))[1])
     m._decode_rows_beyond.clear()
     rng = np.random.default_rng(3)
     for b in (1, 7, 128, m.max_batch_size + 22):
         for _ in range(50):
             start = int(rng.integers(0, 4 * top))
             kvq = (np.arange(int(rng.integers(1, 300))) + max(start, top if b <= m.max_batch_size else 0)) * g
-            want = scale * surface(np.full(kvq.shape, float(b)), kvq.astype(np.float64))
+            want = scale * m.decode_surface(np.full(kvq.shape, float(b)), kvq.astype(np.float64))
             np.testing.assert_allclose(m._decode_table(b, kvq), want, rtol=1e-12, atol=0)
     assert len(calls) <= 4 * 4  # (a few doublings per batch size, not one evaluation per run)
     assert m._decode_table(7, np.zeros(0, dtype=np.int64)).shape == (0,)
