@@ -159,7 +159,8 @@ class PrefixAffinity(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self._owner: OrderedDict[int, str] = OrderedDict()  # block hash -> replica that last got it
-        self._speeds = ReplicaStats()  # measured replica speeds, for the starting replicas' expected wait
+        # tokens per busy second, pooled, for the starting replicas' expected wait (it weighs no replica's speed)
+        self._speeds = ReplicaStats(time_batches=False)
         self._gate = ReadinessGate()
 
     @hookimpl

@@ -168,7 +168,7 @@ class LeastLoaded(Plugin):
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        self.stats = ReplicaStats()
+        self.stats = ReplicaStats(time_batches=False)  # it weighs no speed: the cold-start wait takes the pooled one
         self.gate = ReadinessGate()
         self.index = LoadIndex()
         self.by_tokens = self.settings.by == "tokens"

@@ -13,10 +13,12 @@ expected wait is strictly smaller than theirs); the routers then choose within t
   initial replicas are warm, ready as the run starts) that time counts instead, and a starting
   replica whose time has come counts as ready.
 - Queued work: the replica's remaining prefill plus expected output tokens
-  (`plugins.scorers.work_tokens`) over its measured speed, tokens per busy second
-  (`plugins.scorers.ReplicaStats`); a replica not measured yet (a starting one) takes the pooled
-  speed of the measured candidates. Before any request of the model has finished no speed is
-  known, and a ready replica's queue counts as no wait: ready replicas win.
+  (`plugins.scorers.work_tokens`) over its speed: the candidates' pooled tokens per busy second
+  (of their completed requests) times the replica's relative speed (`plugins.scorers.BatchTimes`:
+  its batches' time against the model's fit, so that a busy replica, whose tokens per busy second
+  are high because its batches are big, does not read faster than an idle twin). A replica not
+  measured yet (a starting one) takes the pooled speed. Before any request of the model has
+  finished no speed is known, and a ready replica's queue counts as no wait: ready replicas win.
 
 Everything comes from the run (``ctx.now_s``, the workers, the config), so simulation and live
 route the same way.
@@ -124,12 +126,24 @@ class ReadinessGate:
 
     @staticmethod
     def speeds(workers: Sequence[Worker], stats: ReplicaStats) -> list[float | None]:
-        """Each replica's tokens per busy second; unmeasured ones the pooled speed (None: none known)."""
-        own = [stats.speed(w) for w in workers]
-        tokens = sum(stats.tokens.get(w.worker_id, 0.0) for w, s in zip(workers, own) if s)
-        busy = sum(w.busy_s for w, s in zip(workers, own) if s)
-        pooled = tokens / busy if busy > 0 else None
-        return [s if s else pooled for s in own]
+        """Each replica's tokens per busy second: the candidates' pooled tokens per busy second, times its
+        relative speed against theirs (`plugins.scorers.BatchTimes`: not its own tokens per busy second, which
+        grow with its load); unmeasured ones the pooled speed (None: none known)."""
+        tokens = busy = 0.0
+        for w in workers:
+            t = stats.tokens.get(w.worker_id)
+            if t and w.busy_s > 0:
+                tokens += t
+                busy += w.busy_s
+        if busy <= 0:
+            return [None] * len(workers)
+        pooled = tokens / busy
+        rel = stats.relative(workers)
+        weight = sum(w.busy_s for w, r in zip(workers, rel) if r)
+        if not weight:
+            return [pooled] * len(workers)
+        mean = sum(r * w.busy_s for w, r in zip(workers, rel) if r) / weight  # the pool's, busy-time weighted
+        return [pooled * r / mean if r else pooled for r in rel]
 
     def expected_waits(self, ctx, workers: Sequence[Worker], stats: ReplicaStats) -> list[float]:
         """Seconds until a request routed now could start on each replica: time to ready + queued work."""

@@ -25,7 +25,7 @@ from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import RouteDecision
 
 from plugins.routing_wait import ReadinessGate
-from plugins.scorers import SCORERS, ReplicaStats
+from plugins.scorers import SCORERS, SPEED_SCORERS, ReplicaStats
 
 
 def _default_weights() -> dict[str, float]:
@@ -68,9 +68,10 @@ class WeightedRouter(Plugin):
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        self.stats = ReplicaStats()
-        self.gate = ReadinessGate()
         self._scorers = [(n, SCORERS[n], w) for n, w in self.settings.weights.items() if w > 0]
+        # replicas' speeds are measured (every batch timed) only for the scorers that read them
+        self.stats = ReplicaStats(time_batches=any(n in SPEED_SCORERS for n, _, _ in self._scorers))
+        self.gate = ReadinessGate()
 
     def candidates(self, ctx, workers):
         return list(workers)
@@ -118,7 +119,7 @@ class WeightedRouter(Plugin):
 
     @hookimpl
     def cp_on_event(self, ctx, event):
-        self.stats.observe(event)
+        self.stats.observe(event, ctx)
         self.gate.observe(ctx, event)  # the gate keeps which replicas are starting: no scan per request
 
 

@@ -71,8 +71,10 @@ def test_bad_weights_are_refused_with_the_scorer_named():
         WeightedRouter.Settings(weights={"queue-depth": 0.0})
 
 
-def test_estimated_work_weights_replicas_by_measured_speed():
-    """Equal queued work, but replica b computed twice as many tokens per busy second."""
+def test_estimated_work_does_not_take_tokens_per_busy_second_for_speed():
+    """Equal queued work; replica b computed twice as many tokens per busy second (bigger batches, not a faster
+    replica): both count as equally fast (the speed is `plugins.scorers.BatchTimes`'s,
+    tests/plugins/test_replica_speed.py)."""
     stats = ReplicaStats()
     a = make_worker("a", waiting=deque([_req("qa", prompt=1000, out=0)]), busy_s=10.0)
     b = make_worker("b", waiting=deque([_req("qb", prompt=1000, out=0)]), busy_s=10.0)
@@ -80,8 +82,9 @@ def test_estimated_work_weights_replicas_by_measured_speed():
         r = _req(f"done-{wid}", prompt=tokens, out=0)
         r.worker_id, r.first_token_s, r.status = wid, 1.0, RequestStatus.COMPLETED
         stats.observe(RequestFinished(1.0, r))
-    assert stats.relative_speeds([a, b]) == [0.5, 1.0]
-    assert estimated_work(None, _req(), [a, b], stats) == [0.0, 1.0]
+    assert stats.throughput(b) == 2 * stats.throughput(a)
+    assert stats.relative_speeds([a, b]) == [1.0, 1.0]
+    assert estimated_work(None, _req(), [a, b], stats) == [1.0, 1.0]
 
 
 def test_session_affinity_follows_the_session():
