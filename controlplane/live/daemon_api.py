@@ -50,6 +50,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1")
 
 _INVALID = ReasonCode.INVALID.value
+#: A completion's max_tokens when the request gives none (OpenAI's default), at most the context's room.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
 @router.get("/models")
@@ -106,8 +108,8 @@ async def _completions(body: CompletionRequest, request: HTTPRequest, daemon: An
     prompts = body.prompts()
     if not prompts:
         raise APIError(400, "prompt is empty", param="prompt", code=_INVALID)
-    max_tokens = body.max_tokens if body.max_tokens is not None else 16
-    return await _serve(request, daemon.driver, body, prompts, max_tokens, daemon.options.default_max_tokens,
+    # (without max_tokens: OpenAI's 16, at most what the context leaves after the prompt)
+    return await _serve(request, daemon.driver, body, prompts, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS,
                         chat=False, tenant=tenant)
 
 
@@ -201,10 +203,11 @@ async def _submit_prepared(driver: LiveDriver, prompts: list[Any], body: Any, ma
         for j in range(body.n):
             seed = body.seed + j if body.seed is not None and body.n > 1 else body.seed
             mt = max_tokens
-            if mt is None:  # chat without max_tokens: up to the context, capped
+            if mt is None:  # no max_tokens: the default, at most what the context leaves
                 if room is None:
                     served = driver.model(body.model)
-                    ids = served.encode(prompt, special_tokens=False) if isinstance(prompt, str) else prompt
+                    # (encoded as `ServedModel.prepare` does: a completion's prompt with its BOS)
+                    ids = served.encode(prompt, special_tokens=not chat) if isinstance(prompt, str) else prompt
                     room = max(1, served.max_seq_len - len(ids))
                 mt = min(default_max_tokens, room)
             handles.append(await driver.submit(prompt, max_tokens=mt, model=body.model, seed=seed, chat=chat,

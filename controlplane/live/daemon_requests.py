@@ -148,7 +148,7 @@ class _Body(BaseModel):
 class CompletionRequest(_Body):
     # str | list[str] | list[int] | list[list[int]], checked by `_prompt` with a clear message
     prompt: Any = ""
-    max_tokens: int | None = Field(16, ge=1, le=_INT64)
+    max_tokens: int | None = Field(None, ge=1, le=_INT64)  # None: 16 (OpenAI's), at most the context's room
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=20)
     suffix: str | None = None
