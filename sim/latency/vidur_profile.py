@@ -185,9 +185,9 @@ class VidurProfileModel(LatencyModel):
             comm_const = nccl_launch_overhead_ms + nccl_skew_overhead_per_device_ms * self.tensor_parallel**1.25
 
         self.attention_mode = attention
-        # Running maxima (`vidur_tables`): by default with the rescaled attention; the profiled one keeps Vidur's
-        # own prices, which the anchors check.
-        self.monotone = attention == "scaled" if monotone is None else bool(monotone)
+        # Running maxima (`vidur_tables`) only when asked: by default the profiles' measured prices, dips included,
+        # as Vidur's simulator prices them (the anchors check that; the bundled replay's figures were measured so).
+        self.monotone = bool(monotone)
         self.attn_scale = _AttentionScale()
         self.prefill_surface, self.decode_surface, self.kv_save = self._load_attention(root, gdir, block_size, attention)
         gqa = m.num_heads > m.num_kv_heads

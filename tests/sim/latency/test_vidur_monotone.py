@@ -1,6 +1,6 @@
-"""The Vidur model with rescaled attention (or ``monotone=True``) never prices more tokens, more sequences or longer
-contexts lower, on its tables and past them (its profiles are noisy: the A100 reference attention profile times 22
-decoding sequences faster than 18); with the profiled attention it keeps Vidur's own prices by default."""
+"""The Vidur model with ``monotone=True`` never prices more tokens, more sequences or longer contexts lower, on its
+tables and past them (its profiles are noisy: the A100 reference attention profile times 22 decoding sequences faster
+than 18); by default it keeps the profiles' measured prices, as Vidur's simulator does."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ BATCHES = [1, 2, 3, 7, 8, 9, 16, 17, 18, 19, 21, 22, 24, 31, 32, 64, 100, 127, 1
 
 def _model(name: str) -> VidurProfileModel:
     model, gpu, tp, attention = CONFIGS[name]
-    return VidurProfileModel(model, gpu, tp, attention=attention, monotone=True if attention == "profile" else None)
+    return VidurProfileModel(model, gpu, tp, attention=attention, monotone=True)
 
 
 def _nondecreasing(values: list[float]) -> bool:
@@ -77,10 +77,11 @@ def test_rows_past_the_grid_are_running_maxima_of_the_surface():
             assert np.all(got >= raw * (1 - 1e-12)) and np.all(np.diff(got) >= 0)
 
 
-def test_the_profiled_attention_keeps_vidurs_prices_unless_asked():
+def test_the_measured_prices_are_kept_unless_asked():
     plain = VidurProfileModel("meta-llama/Llama-2-70b-hf", "a100", 2)
     assert not plain.monotone and _model("7b-a100-scaled").monotone
-    assert not VidurProfileModel("meta-llama/Llama-2-7b-hf", "a100", 1, attention="scaled", monotone=False).monotone
+    assert not VidurProfileModel("meta-llama/Llama-2-7b-hf", "a100", 1, attention="scaled").monotone
+    assert not VidurProfileModel("meta-llama/Llama-2-7b-hf", "a100", 1, attention="scaled", monotone=None).monotone
     dip = [plain.iteration_s(IterationShape((n,))) for n in (8, 9)]  # Vidur's linear layers: 9 tokens cost less
     assert dip[1] < dip[0]
     with pytest.raises(ValueError, match="monotone must be true, false or null"):
