@@ -17,7 +17,12 @@ batching changes):
   ``ReasonCode.QUEUE_FULL`` (HTTP 429).
 
 While a batch decodes it is planned like ``continuous-batching``'s decode step (many
-iterations at once, preempting the newest when KV blocks run out).
+iterations at once, preempting the newest when KV blocks run out). Of ``continuous-batching``'s
+settings it takes those that apply to a batch run to completion: ``long_prompts`` (a prompt over
+``max_batch_tokens`` is batched alone, or refused) and ``max_iterations``. Its ``policy``,
+``chunk_size``, ``watermark`` and ``max_padding`` shape the iterations of a batch that requests join
+and leave (chunked prefill beside running decodes, room kept for them, prefills of mixed lengths);
+given to ``dynamic-batching`` they are refused as settings errors, not ignored.
 
 ``static-batching`` is the same machinery with one request at a time and no wait: the
 baseline that neither batches nor overlaps requests.
@@ -28,13 +33,18 @@ from __future__ import annotations
 import heapq
 from itertools import islice
 
-from pydantic import Field
+from typing import Literal
 
-from controlplane import hookimpl
+from pydantic import Field, model_validator
+
+from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission, BatchPlan
 from controlplane.types import UNLIMITED_KV_BLOCKS, ReasonCode
 
 from plugins.batching import ContinuousBatching, in_priority_order, priority_then_age
+
+#: `continuous-batching`'s settings that shape iterations requests join and leave: refused here.
+_CONTINUOUS_ONLY = ("policy", "chunk_size", "watermark", "max_padding")
 
 #: Slack when comparing run times: a wake-up scheduled for a deadline may land a rounding error
 #: before it (well under a simulated microsecond); it counts as the deadline.
@@ -62,11 +72,29 @@ class DynamicBatching(ContinuousBatching):
 
     name = "dynamic-batching"
 
-    class Settings(ContinuousBatching.Settings):
+    class Settings(PluginSettings):
         max_batch_size: int = Field(8, ge=1)
         max_wait_s: float = Field(0.1, ge=0)
         max_queued: int | None = Field(100, ge=0)  # waiting requests of a model; None: unbounded
         group_by_params: bool = True
+        # continuous-batching's, as they apply to a batch run to completion (see the module's docstring)
+        long_prompts: Literal["alone", "reject"] = "alone"  # a prompt over max_batch_tokens: batched alone, or refused
+        max_iterations: int = Field(1 << 20, ge=1)  # cap on a multi-iteration decode step
+
+        @model_validator(mode="before")
+        @classmethod
+        def _not_continuous(cls, data):
+            given = sorted(k for k in _CONTINUOUS_ONLY if isinstance(data, dict) and k in data)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: continuous-batching settings that dynamic-batching and static-batching do "
+                    "not take: their batches run to completion, prefill first, nobody joining (no chunked prefill "
+                    "beside running decodes, no KV room kept for them, no padded prefill mix); remove them, or use "
+                    "continuous-batching")
+            return data
+
+    def __init__(self, settings=None) -> None:
+        Plugin.__init__(self, settings)  # (continuous-batching's policy choice does not apply)
 
     @hookimpl
     def cp_admit_request(self, ctx, request):

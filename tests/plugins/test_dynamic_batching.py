@@ -192,3 +192,23 @@ def test_an_overloaded_replay_plans_as_the_sorting_batcher_did(monkeypatch):
             monkeypatch.undo()
         assert rows[0] == rows[1]
         assert max(r[2] for r in rows[0]) > 20.0  # overloaded: the last starts long after the last arrival (6 s)
+
+
+@pytest.mark.parametrize("plugin", [DynamicBatching, StaticBatching])
+@pytest.mark.parametrize("key,value", [("policy", "sarathi"), ("chunk_size", 64), ("watermark", 0.3),
+                                       ("max_padding", 1.5)])
+def test_continuous_batchings_iteration_settings_are_refused_not_ignored(plugin, key, value):
+    # policy: sarathi and chunk_size were accepted and ignored: runs read the same to the last digit as without
+    from controlplane.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=f"{key}: continuous-batching settings that dynamic-batching"):
+        plugin({key: value})
+    assert plugin({"long_prompts": "reject", "max_iterations": 4}).settings.long_prompts == "reject"  # these it takes
+
+
+def test_a_config_giving_dynamic_batching_a_sarathi_policy_fails_naming_the_setting():
+    with pytest.raises(Exception, match=r"dynamic-batching.*chunk_size, policy: continuous-batching settings"):
+        replay_with(trace=[TraceRequest("0", 0.0, 64, 4)],
+                    plugins={"enabled": ["dynamic-batching", "least-loaded", "fixed-replicas", "static-memory",
+                                         "builtin-latency-models"],
+                             "settings": {"dynamic-batching": {"policy": "sarathi", "chunk_size": 512}}})
