@@ -41,7 +41,8 @@ def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
         rows.append((str(r["id"]), str(r["seed"]), *(shown[k][i] for k in varied),
                      fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
                      f"{gpu_h:.2f}", *((fmt_value(s.get("cost_usd")),) if priced else ()),
-                     *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd"))) if guarded else ())))
+                     *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd")))
+                       if guarded else ())))
     columns = ("run", "seed", *(names[k] for k in varied), "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
                *(("cost (USD)",) if priced else ()), *(("guardian gpu-h", "total cost (USD)") if guarded else ()))
     for col in columns:
@@ -65,7 +66,8 @@ def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], override
     try:
         if Measurement.get(console, console.options, t).maximum <= width:
             return
-        widths = [max([len(row[j]) for row in rows] + [max(len(w) for w in columns[j].split())]) for j in range(len(columns))]
+        widths = [max([len(row[j]) for row in rows] + [max(len(w) for w in columns[j].split())])
+                  for j in range(len(columns))]
         natural = {j: max([len(row[j]) for row in rows] + [len(columns[j])]) for j in overrides}
         for j, column in enumerate(t.columns):
             column.min_width = column.max_width = widths[j]

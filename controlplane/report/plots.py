@@ -153,15 +153,16 @@ def pareto_plot(points: list[dict[str, Any]], front: list[dict[str, Any]], unit:
         x = np.array([p["cost"] for p in shown], dtype=float)
         y = np.array([p["attainment"] for p in shown], dtype=float)
 
-        def spread(key: str, at: np.ndarray) -> np.ndarray:
-            lo = np.array([p.get(f"{key}_low", v) if p.get(f"{key}_low") is not None else v for p, v in zip(shown, at)])
-            hi = np.array([p.get(f"{key}_high", v) if p.get(f"{key}_high") is not None else v for p, v in zip(shown, at)])
+        def spread(key: str, at: np.ndarray) -> np.ndarray:  # (bars from the seeds' low to their high value)
+            lo = np.array([v if p.get(f"{key}_low") is None else p[f"{key}_low"] for p, v in zip(shown, at)])
+            hi = np.array([v if p.get(f"{key}_high") is None else p[f"{key}_high"] for p, v in zip(shown, at)])
             return np.vstack([np.maximum(at - lo, 0), np.maximum(hi - at, 0)])
 
         ax.errorbar(x, y, xerr=spread("cost", x), yerr=spread("attainment", y), fmt="o", ms=4, alpha=0.5, lw=0.8,
                     capsize=2, label="configurations (min attainment, mean cost; bars: seeds' range)")
     if front:
-        ax.plot([p["cost"] for p in front], [p["attainment"] for p in front], "o-", color="tab:red", label="Pareto front")
+        ax.plot([p["cost"] for p in front], [p["attainment"] for p in front], "o-", color="tab:red",
+                label="Pareto front")
     if target is not None:
         ax.axhline(target, color="tab:green", ls="--", lw=1, label=f"target {target}")
     if not shown:

@@ -309,8 +309,8 @@ def search(
         raise
     finally:
         with stopping:
-            if not isinstance(backend, Backend):
-                back.close() if status == "finished" else back.abort()  # (Ctrl-C, an error: runs in flight not waited for)
+            if not isinstance(backend, Backend):  # (Ctrl-C, an error: runs in flight not waited for)
+                back.close() if status == "finished" else back.abort()
     full = [c for c in cands if c.stage in ("full", "confirmed") and not c.stopped]  # (stopped: an upper bound)
     front = pareto_front([c.public() for c in full])
     best_cost = best.public()["cost"] if best else math.inf
