@@ -6,7 +6,7 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import MemoryPlan
-from controlplane.hardware.memory_plan import known_model, plan_replica_memory
+from controlplane.hardware.memory_plan import known_model, plan_replica_memory, planned_precision
 from controlplane.types import UNLIMITED_KV_BLOCKS
 
 class StaticMemory(Plugin):
@@ -45,13 +45,14 @@ class StaticMemory(Plugin):
         else:
             s = self.settings
             plan = plan_replica_memory(
-                model, d.gpu, tensor_parallel=d.gpus_per_replica, precision=d.precision, block_size=d.kv_block_size,
+                model, d.gpu, tensor_parallel=d.gpus_per_replica, precision=planned_precision(d),
+                block_size=d.kv_block_size,
                 memory_fraction=s.memory_fraction, activation_bytes=int(s.activation_gib * 2**30) or None,
                 request_slot_tokens=s.request_slot_tokens, include_embeddings=s.include_embeddings,
             )
             out = plan.num_kv_blocks, (
                 f"{plan.num_kv_blocks} KV blocks ({plan.max_kv_tokens} tokens) from the memory plan: {model.name} "
-                f"{d.precision} on {d.gpus_per_replica}x {d.gpu}, {plan.weights_bytes_per_gpu / 2**30:.2f} GiB "
+                f"{planned_precision(d)} on {d.gpus_per_replica}x {d.gpu}, {plan.weights_bytes_per_gpu / 2**30:.2f} GiB "
                 f"weights per GPU"
             )
         self._plans[d.name] = out

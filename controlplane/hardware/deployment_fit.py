@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.hardware.memory_plan import known_model, weights_bytes_per_gpu
+from controlplane.hardware.memory_plan import known_model, planned_precision, weights_bytes_per_gpu
 from controlplane.hardware.specs import get_gpu, get_precision
 
 __all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "latency_tensor_parallel", "tensor_parallel_mismatch",
@@ -62,7 +62,7 @@ def weights_misfit(deployment: Any) -> str | None:
     try:
         model = known_model(deployment)
         gpu = get_gpu(deployment.gpu)
-        precision = get_precision(deployment.precision)
+        precision = get_precision(planned_precision(deployment))
     except KeyError:
         return None
     if model is None:

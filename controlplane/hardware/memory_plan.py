@@ -148,6 +148,16 @@ def cold_start_s(
     return fixed_overhead_s + shard / load_bandwidth_bytes_s
 
 
+def planned_precision(deployment: Any) -> str:
+    """The weight precision a deployment's memory plan and cold start size: its ``precision``, where ``auto`` (the
+    live worker's own choice, `controlplane.live.model_source.resolve_precision`) is what the worker picks on that
+    device: fp32 on ``gpu: cpu``, else 2 bytes a weight (bf16 or fp16; the same size)."""
+    precision = deployment.precision
+    if precision != "auto":
+        return precision
+    return "fp32" if str(deployment.gpu).lower() == "cpu" else "fp16"
+
+
 def deployment_model_name(deployment: Any) -> str | None:
     """The catalogue model a deployment serves: ``model_spec``, else its latency settings' ``model`` (when it is
     a name: anything else is its latency model's to refuse, naming the setting)."""
@@ -186,5 +196,5 @@ def deployment_cold_start_s(deployment: Any, *, load_bandwidth_bytes_s: float = 
     configured = getattr(deployment, "load_bandwidth_gb_s", None)  # cluster.models[].load_bandwidth_gb_s
     if configured is not None:
         load_bandwidth_bytes_s = float(configured) * 1e9
-    return cold_start_s(model, deployment.precision, deployment.gpus_per_replica,
+    return cold_start_s(model, planned_precision(deployment), deployment.gpus_per_replica,
                         load_bandwidth_bytes_s=load_bandwidth_bytes_s, fixed_overhead_s=fixed_overhead_s)

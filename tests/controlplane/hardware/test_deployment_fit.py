@@ -70,3 +70,22 @@ def test_what_the_catalogue_lacks_is_not_checked():
     assert _deployment(model_spec="meta-llama/Llama-2-70b-hf", gpu="mi300x")  # (an unknown GPU: no memory known)
     assert _deployment(model_spec="meta-llama/Llama-2-70b-hf", gpus_per_replica=2, precision="auto")
     assert _deployment(latency={"tensor_parallel": "2"}).gpus_per_replica == 1  # (the latency model refuses it)
+
+
+def test_precision_auto_is_sized_as_the_worker_picks_it():
+    """``precision: auto`` (the live worker's choice) failed the simulator's start with 'unknown precision auto'
+    and left the memory plan out: it is 2 bytes a weight on a GPU, fp32 on ``gpu: cpu``, as the worker picks."""
+    from controlplane.hardware.memory_plan import planned_precision
+    from controlplane.testing import make_config, make_trace, replay_with
+
+    model = {"name": "default", "replicas": 1, "latency_model": "vidur",
+             "latency": {"model": "meta-llama/Meta-Llama-3-8B", "gpu": "a100", "tensor_parallel": 1,
+                         "attention": "scaled"}, "gpu": "a100-80gb"}
+    auto = make_config(cluster={"models": [{**model, "precision": "auto"}]})
+    fp16 = make_config(cluster={"models": [{**model, "precision": "fp16"}]})
+    assert planned_precision(auto.cluster.models[0]) == "fp16"
+    assert planned_precision(make_config(cluster={"models": [{"name": "c", "gpu": "cpu", "precision": "auto"}]})
+                             .cluster.models[0]) == "fp32"
+    runs = [replay_with(trace=make_trace(20), config=c) for c in (auto, fp16)]
+    plans = [[d.reason for d in r.decisions if d.action == "memory_plan"][0] for r in runs]
+    assert plans[0] == plans[1] and "KV blocks" in plans[0] and "unlimited" not in plans[0]
