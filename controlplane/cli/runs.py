@@ -66,7 +66,8 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
 @app.command()
 def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20,
            status: StatusOpt = None) -> None:
-    """List recent sweeps and searches: status ("crashed": its process was killed; run the same
+    """List recent sweeps and searches: status ("failed": stopped on an error, or some of its runs
+    failed, each listed by `runs report --sweep`; "crashed": its process was killed; run the same
     spec again to resume a sweep, or to start a search afresh) and runs finished."""
     from controlplane.storage import list_sweeps
 
