@@ -128,7 +128,8 @@ class RunSession:
         self.crashed_runs: list[dict[str, Any]] = []  # runs of dead processes this start marked crashed
         run_id = None
         extra = list(extra_plugins)
-        if record:
+        if record:  # the config's plugins refused before the database is opened (or a new file left behind)
+            _check_plugins(config, available)
             from controlplane.storage.early import (EarlyWriter, FrontRecorder, early_writer_usable,
                                                     recorder_settings)
 
@@ -280,6 +281,14 @@ class RunSession:
         if exc_type is not None and not self._closed:
             status = "interrupted" if exc_type is KeyboardInterrupt else "failed"
             self.close({"error": f"{exc_type.__name__}: {exc}"}, status=status)
+
+
+def _check_plugins(config: RunConfig, available: Mapping[str, PluginInfo]) -> None:
+    """The enabled plugins' names and settings, checked as `build_plugin_set` checks them (`ConfigError`)."""
+    from controlplane.plugin_manager import checked_plugin_names, validated_settings
+
+    for name in checked_plugin_names(config.plugins.enabled, config.plugins.settings, available):
+        validated_settings(available[name], config.plugins.settings.get(name))
 
 
 def stored_config(config: RunConfig) -> dict[str, Any]:

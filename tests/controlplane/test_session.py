@@ -164,3 +164,21 @@ def test_a_close_whose_rows_were_spilled_raises_with_the_runs_summary(tmp_path):
         session.close({"num_requests": 3})
     assert info.value.summary["num_requests"] == 3 and info.value.summary["run_id"] == 7
     assert info.value.spill_path == tmp_path / "spill.jsonl"
+
+
+@pytest.mark.parametrize("plugins", [
+    {"settings": {"queue-limit": {"max_queud": 1}}},  # a misspelt setting
+    {"enabled": ["queue-limit", "least-loadd", "continuous-batching", "fixed-replicas"]},  # an unknown plugin
+])
+def test_a_library_replay_refuses_bad_plugins_before_it_opens_the_database(tmp_path, plugins):
+    """`sim.replay.replay` of a config with a bad plugin setting left a new SQLite file (with its -wal and -shm)
+    of 0 runs behind, or upgraded a PostgreSQL schema, before the error."""
+    from controlplane.errors import ConfigError
+    from controlplane.testing import make_config, make_trace
+    from sim.replay import replay
+
+    path = tmp_path / "new.db"
+    config = make_config(storage={"url": f"sqlite:///{path}"}, plugins=plugins)
+    with pytest.raises(ConfigError):
+        replay(make_trace(5), config)
+    assert list(tmp_path.iterdir()) == []
