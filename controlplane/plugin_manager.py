@@ -296,6 +296,7 @@ def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
         allowed = {n.strip() for n in allow.split(",") if n.strip()}
         _warn_not_installed(allowed, available)
         enabled = [n for n in enabled if n in allowed]
+        _warn_left_out([n for n in configured if n not in allowed])
     unknown = [n for n in enabled if n not in available]
     if unknown:
         hints = [did_you_mean(n, available) for n in unknown]
@@ -320,6 +321,19 @@ def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
 
 
 _warned_allowed: set[str] = set()
+
+
+def _warn_left_out(left_out: list[str]) -> None:
+    """Warn (once per set) of enabled plugins the allow-list leaves out: the run goes without them, its config
+    says otherwise (`sim replay` and `live-replay` say so themselves and store the plugins that ran)."""
+    key = ",".join(left_out)
+    if left_out and key not in _warned_left_out:
+        _warned_left_out.add(key)
+        log.warning("%s=%r leaves out %s of plugins.enabled: the run goes without %s", ALLOW_ENV,
+                    os.environ.get(ALLOW_ENV, ""), ", ".join(left_out), "it" if len(left_out) == 1 else "them")
+
+
+_warned_left_out: set[str] = set()
 
 
 def _warn_not_installed(allowed: set[str], available: Mapping[str, PluginInfo]) -> None:

@@ -249,6 +249,17 @@ def test_allow_list_leaves_out_a_configured_plugin_with_its_settings(monkeypatch
         build_plugin_set(DEFAULT_PLUGINS, {"round-robin": {}})  # not configured at all: still an error
 
 
+def test_allow_list_warns_of_the_enabled_plugins_it_leaves_out(monkeypatch, caplog):
+    """The daemon and library runs went without them in silence, their stored config listing them."""
+    monkeypatch.setenv(ALLOW_ENV, "least-loaded, continuous-batching, fixed-replicas")
+    with caplog.at_level("WARNING", logger="controlplane.plugin_manager"):
+        build_plugin_set(["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "exact-cache"])
+        build_plugin_set(["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "exact-cache"])
+    warnings = [r.getMessage() for r in caplog.records if "leaves out" in r.getMessage()]
+    assert warnings == [f"{ALLOW_ENV}='least-loaded, continuous-batching, fixed-replicas' leaves out queue-limit, "
+                        "exact-cache of plugins.enabled: the run goes without them"]
+
+
 def test_allow_list_warns_of_a_name_no_installed_plugin_has(monkeypatch, caplog):
     monkeypatch.setenv(ALLOW_ENV, "least-loaded, continuous-batchin")
     with caplog.at_level("WARNING", logger="controlplane.plugin_manager"):
