@@ -130,14 +130,18 @@ class DynamicBatching(ContinuousBatching):
         limited = w.num_kv_blocks < UNLIMITED_KV_BLOCKS
         free = w.num_kv_blocks - w.num_kv_blocks_used
         batch, tokens = [], 0
+        stop = ""  # what ended the batch before the group did (said in the reason)
         for r in group:
             if len(batch) >= size:
                 break
             n = r.remaining_prefill_tokens
             need = -(-r.prefill_target_tokens // bs)
             if limited and need > free:
+                stop = f"KV cache: {r.request_id} needs {need} blocks, {free} free"
                 break
             if batch and tokens + n > w.max_batch_tokens:
+                stop = (f"token budget: {r.request_id}'s {n} prompt tokens would pass max_batch_tokens "
+                        f"{w.max_batch_tokens}")
                 break
             if not batch and n > w.max_batch_tokens and self.settings.long_prompts == "reject":
                 break
@@ -146,9 +150,12 @@ class DynamicBatching(ContinuousBatching):
             free -= need
         if not batch:
             return BatchPlan(reason=f"{group[0].request_id} fits neither the token budget nor the KV cache")
+        if len(batch) == 1 and tokens > w.max_batch_tokens:
+            stop = f"prompt over max_batch_tokens {w.max_batch_tokens}: alone"
         iterations = 1 + self._decode_horizon(w, batch)
+        of = f"{len(batch)} of {size}" if why == "full batch" else str(len(batch))
         return BatchPlan(prefill=tuple(batch), max_iterations=iterations,
-                         reason=f"{why}: batch of {len(batch)} ({tokens} prefill tokens)")
+                         reason=f"{why}: batch of {of} ({tokens} prefill tokens){'; ' + stop if stop else ''}")
 
 
 class StaticBatching(DynamicBatching):

@@ -182,6 +182,7 @@ class LeastLoaded(Plugin):
                 best, least = self.index.least_loaded(model)
                 return RouteDecision(best.worker_id, f"least loaded ({least} queued+running)")
         pool, waits = self.gate.pool(ctx, workers, self.stats)
+        note = ""
         if waits is not None:
             starting = [i for i in pool if self.gate.cold(ctx.now_s, workers[i])]
             if starting:  # every ready replica (if any) is more backed up than these
@@ -190,16 +191,20 @@ class LeastLoaded(Plugin):
                 why = ("below every ready replica's" if len(starting) < len(pool) else "no replica ready")
                 return RouteDecision(w.worker_id, f"starting replica: expected wait {waits[i]:.1f} s "
                                                   f"(ready in {self.gate.time_to_ready_s(ctx, w):.1f} s), {why}")
+            left_out = len(workers) - len(pool)
+            note = (f"; {left_out} starting replica{'s' if left_out > 1 else ''} left out (expected wait above a "
+                    "ready replica's)")
             workers = [workers[i] for i in pool]
         if self.by_tokens:
             keys = [(assigned_tokens(w), len(w.waiting) + len(w.running)) for w in workers]
             least = min(keys)
             best = workers[keys.index(least)]  # ties: fewer requests, then the first in cluster order
-            return RouteDecision(best.worker_id, f"least loaded ({least[0]} tokens in {least[1]} queued+running)")
+            return RouteDecision(best.worker_id,
+                                 f"least loaded ({least[0]} tokens in {least[1]} queued+running){note}")
         loads = [len(w.waiting) + len(w.running) for w in workers]  # Worker.load, without a call per replica
         least = min(loads)
         best = workers[loads.index(least)]  # ties: the first in cluster order
-        return RouteDecision(best.worker_id, f"least loaded ({least} queued+running)")
+        return RouteDecision(best.worker_id, f"least loaded ({least} queued+running){note}")
 
     @hookimpl
     def cp_on_event(self, ctx, event):

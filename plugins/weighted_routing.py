@@ -6,10 +6,13 @@ then cluster order). A starting replica is a candidate only when its expected wa
 of its cold start plus its queued work) is below every ready candidate's
 (``plugins.routing_wait``). ``weights`` maps scorer names to weights; a scorer with weight 0 is not
 computed. The route decision stores every replica's scores and total
-(``RouteDecision.scores``: the ``scores`` of the decision's payload).
+(``RouteDecision.scores``: the ``scores`` of the decision's payload). Its reason says the winning
+score, or that several replicas shared it and the least loaded of them was taken; while a replica
+is starting, how many starting replicas were left out and whether the pick is one.
 
-``power-of-two`` samples ``choices`` replicas with the run's RNG and picks the better of them
-by the same weighted sum (default: queue depth only), as in Mitzenmacher's two choices.
+``power-of-two`` samples ``choices`` replicas with the run's RNG, from the candidates that
+readiness leaves (as above), and picks the better of them by the same weighted sum (default:
+queue depth and active requests), as in Mitzenmacher's two choices.
 
 ``prefix-only`` routes by the prefix-cache hit alone (ties: least loaded): the cache-affinity
 routing that llm-d's benchmark shows overloading the replicas that hold hot prefixes.
@@ -102,10 +105,10 @@ class WeightedRouter(Plugin):
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
-        pool = self.candidates(ctx, workers)
-        keep, _ = self.gate.pool(ctx, pool, self.stats)  # a starting replica only if less backed up
-        if len(keep) < len(pool):
-            pool = [pool[i] for i in keep]
+        keep, waits = self.gate.pool(ctx, workers, self.stats)  # a starting replica only if less backed up
+        left_out = len(workers) - len(keep)
+        eligible = [workers[i] for i in keep] if left_out else workers
+        pool = self.candidates(ctx, eligible)
         totals, parts = self.score(ctx, request, pool)
         best = max(range(len(pool)), key=lambda i: (totals[i], -pool[i].load, -i))
         w = pool[best]
@@ -114,8 +117,39 @@ class WeightedRouter(Plugin):
         if self.settings.record_scores:
             scores = {p.worker_id: {**{n: round(v[i], 6) for n, v in parts.items()}, "total": round(totals[i], 6)}
                       for i, p in enumerate(pool)}
-        top = ", ".join(f"{n} {parts[n][best]:.2f}" for n in parts)
-        return RouteDecision(w.worker_id, f"best weighted score {totals[best]:.3f} of {len(pool)} ({top})", scores)
+        why = self._reason(pool, best, totals, parts, len(eligible))
+        if waits is not None:  # a replica is starting: say what it weighed, and whether the pick is one
+            why += self._cold_start_note(ctx, workers, w, waits, left_out)
+        return RouteDecision(w.worker_id, why, scores)
+
+    def _of(self, scored: int, eligible: int) -> str:
+        return f"of {scored}"
+
+    def _reason(self, pool, best: int, totals, parts, eligible: int) -> str:
+        """The weighted score that won, or, where several replicas share it, that the tie went to the least loaded."""
+        top = totals[best]
+        w = pool[best]
+        of = self._of(len(pool), eligible)
+        values = ", ".join(f"{n} {parts[n][best]:.2f}" for n in parts)
+        tied = [p for p, t in zip(pool, totals) if t >= top]  # (none is above the best)
+        if len(tied) == 1:
+            return f"best weighted score {top:.3f} {of} ({values})"
+        same = sum(p.load == w.load for p in tied)
+        order = f", first of {same} in cluster order" if same > 1 else ""
+        return f"tie of {len(tied)} at {top:.3f} {of} ({values}): least loaded ({w.load} queued+running{order})"
+
+    def _cold_start_note(self, ctx, workers, w, waits, left_out: int) -> str:
+        gate = self.gate
+        note = ""
+        if gate.cold(ctx.now_s, w):
+            i = next(j for j, x in enumerate(workers) if x is w)
+            none_ready = all(gate.cold(ctx.now_s, x) for x in workers)
+            note += (f"; a starting replica: ready in {gate.time_to_ready_s(ctx, w):.1f} s, expected wait "
+                     f"{waits[i]:.1f} s, " + ("no replica ready" if none_ready else "below every ready replica's"))
+        if left_out:
+            note += (f"; {left_out} starting replica{'s' if left_out > 1 else ''} left out (expected wait above a "
+                     "ready replica's)")
+        return note
 
     @hookimpl
     def cp_on_event(self, ctx, event):
@@ -133,11 +167,17 @@ class PowerOfTwo(WeightedRouter):
         choices: int = Field(2, ge=1)
 
     def candidates(self, ctx, workers):
+        """``choices`` of ``workers`` (the ready replicas, and the starting ones less backed up than every ready
+        one): a sample of two starting replicas no longer sends a request to wait out a cold start while a
+        ready replica is free."""
         k = self.settings.choices
         if len(workers) <= k:
             return list(workers)
         picks = sorted(ctx.rng.choice(len(workers), size=k, replace=False).tolist())
         return [workers[i] for i in picks]
+
+    def _of(self, scored: int, eligible: int) -> str:
+        return f"of {scored}" if scored >= eligible else f"of {scored} sampled from {eligible}"
 
 
 class PrefixOnly(WeightedRouter):

@@ -212,3 +212,21 @@ def test_a_config_giving_dynamic_batching_a_sarathi_policy_fails_naming_the_sett
                     plugins={"enabled": ["dynamic-batching", "least-loaded", "fixed-replicas", "static-memory",
                                          "builtin-latency-models"],
                              "settings": {"dynamic-batching": {"policy": "sarathi", "chunk_size": 512}}})
+
+
+def test_a_batch_cut_short_says_what_cut_it():
+    # "full batch: batch of 1 (7436 prefill tokens)" with max_batch_size 8: the token budget was the limit, unsaid
+    queue = [_req("long", 0.0, prompt=7436), *(_req(f"r{i}", 0.0, prompt=2000) for i in range(7))]
+    w = make_worker(waiting=deque(queue), max_batch_tokens=8192)
+    plan = _plan(DynamicBatching(), w, now=0.0)
+    assert [r.request_id for r, _ in plan.prefill] == ["long"]
+    assert plan.reason == ("full batch: batch of 1 of 8 (7436 prefill tokens); token budget: r0's 2000 prompt tokens "
+                           "would pass max_batch_tokens 8192")
+    w = make_worker(waiting=deque(_req(f"r{i}", 0.0, prompt=100) for i in range(8)), num_kv_blocks=20,
+                    kv_block_size=16)  # 7 blocks a prompt: two fit
+    plan = _plan(DynamicBatching(), w, now=0.0)
+    assert plan.reason == "full batch: batch of 2 of 8 (200 prefill tokens); KV cache: r2 needs 7 blocks, 6 free"
+    w = make_worker(waiting=deque([_req("huge", 0.0, prompt=9000)]), max_batch_tokens=8192)
+    plan = _plan(DynamicBatching(), w, now=1.0)
+    assert plan.reason == ("max wait reached: batch of 1 (9000 prefill tokens); prompt over max_batch_tokens 8192: "
+                           "alone")

@@ -48,7 +48,9 @@ def test_least_loaded_prefers_a_ready_replica_that_drains_before_the_cold_start_
     # request count the starting replica (0 queued) was the least loaded.
     ctx, workers = _cluster(3)
     d = _measured(LeastLoaded()).cp_route_request(ctx=ctx, request=_req("new"), workers=workers)
-    assert d.worker_id == "default-0" and d.reason == "least loaded (3 queued+running)"
+    assert d.worker_id == "default-0"
+    assert d.reason == ("least loaded (3 queued+running); 1 starting replica left out (expected wait above a ready "
+                        "replica's)")
 
 
 def test_least_loaded_sends_to_the_starting_replica_when_every_ready_one_is_more_backed_up():
@@ -142,3 +144,39 @@ def test_a_replica_its_driver_makes_ready_now_counts_as_ready():
     assert gate.all_ready(ctx, workers) and gate.time_to_ready_s(ctx, workers[1]) == 0.0
     workers[1].ready_by_s = ctx.now_s + 4.0  # told later than its deployment's cold start says (20 s left)
     assert not gate.all_ready(ctx, workers) and gate.time_to_ready_s(ctx, workers[1]) == 4.0
+
+
+def test_a_weighted_routers_reason_says_which_starting_replicas_it_left_out_and_whether_the_pick_is_one():
+    # it said "best weighted score 2.000 of 1" with 3 starting replicas left out unsaid
+    ctx, workers = _cluster(3)
+    d = _measured(WeightedRouter()).cp_route_request(ctx=ctx, request=_req("new", out=8), workers=workers)
+    assert d.worker_id == "default-0"
+    assert d.reason == ("best weighted score 2.000 of 1 (prefix-cache-hit 0.00, queue-depth 1.00, kv-utilization "
+                        "1.00); 1 starting replica left out (expected wait above a ready replica's)")
+    ctx, workers = _cluster(25)
+    d = _measured(WeightedRouter()).cp_route_request(ctx=ctx, request=_req("new", out=8), workers=workers)
+    assert d.worker_id == "default-1"
+    assert d.reason.endswith("; a starting replica: ready in 20.0 s, expected wait 20.0 s, below every ready "
+                             "replica's")
+
+
+def _one_ready_three_starting():
+    config = make_config(cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": COLD_START_S}]})
+    workers = [make_worker("default-0", busy_s=1.0, waiting=deque([_req("q0")]))]
+    workers += [make_worker(f"default-{i}", state=WorkerState.STARTING, started_s=0.0) for i in (1, 2, 3)]
+    return config, workers
+
+
+def test_power_of_two_samples_among_the_replicas_readiness_leaves():
+    # One ready replica, three starting (20 s of cold start left): two starting replicas sampled together sent the
+    # request to wait out a cold start (133 of 239 requests at a cold start, TTFT 18 s against 2.9 s)
+    config, workers = _one_ready_three_starting()
+    for seed in range(20):
+        ctx = make_context(now_s=10.0, workers=workers, config=config, seed=seed)
+        d = _measured(PowerOfTwo()).cp_route_request(ctx=ctx, request=_req("new", out=8), workers=workers)
+        assert d.worker_id == "default-0"
+        assert d.reason.endswith("; 3 starting replicas left out (expected wait above a ready replica's)")
+    ctx = make_context(now_s=10.0, workers=workers[1:], config=config, seed=1)  # none ready: a starting one, said
+    d = _measured(PowerOfTwo()).cp_route_request(ctx=ctx, request=_req("new", out=8), workers=workers[1:])
+    assert "of 2 sampled from 3" in d.reason and d.reason.endswith(
+        "; a starting replica: ready in 20.0 s, expected wait 20.0 s, no replica ready")

@@ -140,6 +140,24 @@ def test_prefix_only_ignores_load():
                                          workers=[a, b]).worker_id == "a"
 
 
+def test_a_tie_says_the_least_loaded_took_it():
+    # prefix-only on a trace without hash_ids: every decision read "best weighted score 0.000 of 4
+    # (prefix-cache-hit 0.00)", a tie the load decided
+    ws = [make_worker(f"w{i}", waiting=deque(_req(f"{i}-{j}") for j in range(n))) for i, n in enumerate((2, 1, 1, 3))]
+    d = PrefixOnly().cp_route_request(ctx=make_context(workers=ws), request=_req(), workers=ws)
+    assert d.worker_id == "w1"
+    assert d.reason == ("tie of 4 at 0.000 of 4 (prefix-cache-hit 0.00): least loaded (1 queued+running, first of 2 "
+                        "in cluster order)")
+    d = WeightedRouter(WeightedRouter.Settings(weights={"queue-depth": 1.0})).cp_route_request(
+        ctx=make_context(workers=ws), request=_req(), workers=ws)
+    assert d.worker_id == "w1" and d.reason == ("tie of 2 at 1.000 of 4 (queue-depth 1.00): least loaded "
+                                                "(1 queued+running, first of 2 in cluster order)")
+    ws[2].waiting.append(_req("more"))
+    d = WeightedRouter(WeightedRouter.Settings(weights={"queue-depth": 1.0})).cp_route_request(
+        ctx=make_context(workers=ws), request=_req(), workers=ws)
+    assert d.worker_id == "w1" and d.reason == "best weighted score 1.000 of 4 (queue-depth 1.00)"
+
+
 def test_the_plugins_are_registered():
     ps = make_plugin_set(enabled=["weighted-router", "power-of-two", "prefix-only"])
     assert {p.info.name for p in ps.loaded} >= {"weighted-router", "power-of-two", "prefix-only"}
