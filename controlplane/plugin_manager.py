@@ -287,16 +287,18 @@ def _started(name: str, cls: type, *args: Any) -> object:
 
 
 def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
-                         available: Mapping[str, PluginInfo]) -> list[str]:
+                         available: Mapping[str, PluginInfo], *, warn_left_out: bool = True) -> list[str]:
     """The ``enabled`` plugins a run loads (the allow-list, `ALLOW_ENV`, applied), after refusing
-    (`ConfigError`) one that is not installed, one listed twice, and settings of one not enabled."""
+    (`ConfigError`) one that is not installed, one listed twice, and settings of one not enabled;
+    ``warn_left_out``: log a warning naming those the allow-list leaves out (a caller that says so itself: False)."""
     configured = list(enabled)
     allow = os.environ.get(ALLOW_ENV)
     if allow:
         allowed = {n.strip() for n in allow.split(",") if n.strip()}
         _warn_not_installed(allowed, available)
         enabled = [n for n in enabled if n in allowed]
-        _warn_left_out([n for n in configured if n not in allowed])
+        if warn_left_out:
+            _warn_left_out([n for n in configured if n not in allowed])
     unknown = [n for n in enabled if n not in available]
     if unknown:
         hints = [did_you_mean(n, available) for n in unknown]

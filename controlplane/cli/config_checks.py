@@ -30,7 +30,7 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
     from controlplane.plugin_manager import ALLOW_ENV, checked_plugin_names, discover_plugins, validated_settings
 
     plugins, available = config.plugins, discover_plugins()
-    enabled = checked_plugin_names(plugins.enabled, plugins.settings, available)
+    enabled = checked_plugin_names(plugins.enabled, plugins.settings, available, warn_left_out=False)
     for name in enabled:
         validated_settings(available[name], plugins.settings.get(name))
         check_hook_names(name, available[name].target)
