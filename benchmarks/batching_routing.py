@@ -184,7 +184,13 @@ def load_workload(args):
     return trace, f"{Path(path).name} ({args.trace_format}{'' if args.format else ', detected'})"
 
 
-def main(argv: list[str] | None = None) -> int:
+#: The shared-prefix workload the benchmark replays by default, written as a trace file (docs/batching-routing.md):
+#: the generator's own defaults are another, smaller workload.
+WORKLOAD_COMMAND = ("python -m sim.traces.shared_prefix OUT.jsonl --requests 3000 --qps 14 --tenants 256 "
+                    "--system-prompt-tokens 6000 --skew 1.2 --seed 1")
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  epilog="req/s: completed requests over (last finish - first arrival), from the run's "
                                         "requests; not the run summary's throughput_rps, whose span ends at a "
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tpot-slo", type=positive_float, default=0.2)
     ap.add_argument("--continuous-policy", choices=["sarathi", "vllm"], default=CONTINUOUS_POLICY,
                     help="continuous-batching's style in every run (default: sarathi, chunked prefill with decodes)")
-    g = ap.add_argument_group("shared-prefix workload (without --trace)")
+    g = ap.add_argument_group("shared-prefix workload (without --trace)",
+                              f"the defaults, as a trace file: {WORKLOAD_COMMAND}")
     g.add_argument("--requests", type=positive_int, default=3000)
     g.add_argument("--qps", type=positive_float, default=14.0)
     g.add_argument("--tenants", type=positive_int, default=256)
@@ -213,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--skew", type=nonnegative_float, default=1.2,
                    help="Zipf exponent of tenant popularity (0: uniform)")
     g.add_argument("--seed", type=int, default=1)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     bad = [p for p in policies if p not in POLICIES]
