@@ -38,6 +38,7 @@ from controlplane.live.daemon_config import with_request_deadline
 from controlplane.live.driver import LiveDriver
 from controlplane.live.ignored_fields import IgnoredFields
 from controlplane.live.pool import POOL_KINDS, make_pool
+from controlplane.live.worker_messages import WorkerStartError
 from controlplane.storage.errors import StorageError, mask_password
 
 log = logging.getLogger("controlplane.daemon")
@@ -120,6 +121,11 @@ class Daemon:
         from controlplane.hook_calls import time_hooks
 
         time_hooks(SLOW_HOOK_S)  # before the run's plugins are built: a slow hook stalls the event loop, warn of it
+        try:  # a pool that cannot host any worker (a Ray address Ray cannot use) stops the start, before serving
+            self.driver.pool.open()
+        except WorkerStartError as exc:
+            flag = f" --ray-address {self.options.ray_address}" if self.options.ray_address else ""
+            raise ConfigError(f"--pool {self.options.pool}{flag}: {exc}") from None
         await self.driver.start()
         self.started = True
         await asyncio.to_thread(self._claim_run_and_mark_crashed)

@@ -77,6 +77,10 @@ class WorkerPool(ABC):
             return
         slots.check(worker_id, sum(1 for w in self.worker_ids() if w not in self._guardian_workers))
 
+    def open(self) -> None:
+        """Check that the pool can host workers at all, before any is started (the Ray pool joins its
+        cluster here). Raises `WorkerStartError` saying why not; a pool with nothing to check does nothing."""
+
     @abstractmethod
     async def start(
         self, worker_id: str, settings: WorkerModelSettings | GuardianWorkerSettings, *, expected_workers: int = 1

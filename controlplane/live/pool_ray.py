@@ -139,14 +139,23 @@ class RayWorkerPool(WorkerPool):
         self._monitor: asyncio.Task | None = None
         self._started_ray = False
 
+    def open(self) -> None:
+        """Join the cluster at ``address`` (or start a local Ray) now: an address Ray cannot use (no
+        cluster there, ``ray://`` without the ``ray[client]`` package) is one `WorkerStartError`."""
+        self._ensure_ray()
+
     def _ensure_ray(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": True, **self.init_kwargs}
             if self.address:
                 kwargs["address"] = self.address
-            with _signal_handlers_kept():
-                ray.init(**kwargs)
+            try:
+                with _signal_handlers_kept():
+                    ray.init(**kwargs)
+            except Exception as exc:  # ConnectionError (no cluster), ValueError (ray:// without ray[client])...
+                what = f"join the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
+                raise WorkerStartError(f"could not {what}: {_first_line(exc)}") from exc
             self._started_ray = True
         if self._remote_cls is None:
             self._remote_cls = ray.remote(RayWorkerActor)
@@ -277,6 +286,11 @@ class RayWorkerPool(WorkerPool):
 
     def worker_ids(self) -> list[str]:
         return list(self._workers)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else describe_error(exc)
 
 
 async def _await_ref(ref: Any) -> Any:

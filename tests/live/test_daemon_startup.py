@@ -73,6 +73,16 @@ def test_a_model_directory_without_a_model_is_one_error(tmp_path):
     assert_one_clear_error(done, "model empty: cannot read a model config in empty")
 
 
+def test_a_ray_address_ray_cannot_use_is_one_error(tmp_path):
+    """It was the normal start line, then "could not start" every few seconds and /readyz 503."""
+    pytest.importorskip("ray")
+    address = f"ray://127.0.0.1:{free_port()}"  # no cluster there (and Ray Client needs ray[client])
+    done = start(tmp_path, "--pool", "ray", "--ray-address", address, "--port", str(free_port()), "--db",
+                 f"sqlite:///{tmp_path / 'runs.db'}")
+    assert_one_clear_error(done, f"error: --pool ray --ray-address {address}: could not join the Ray cluster at")
+    assert not (tmp_path / "runs.db").exists()  # no run was opened, no worker started
+
+
 @pytest.mark.parametrize(("plugins", "words"), [
     ("{settings: {queue-limit: {max_queud: 3}}}", ["plugins.settings.queue-limit.max_queud"]),
     ("{enabled: [queue-limt]}", ["queue-limt", "did you mean 'queue-limit'"]),
