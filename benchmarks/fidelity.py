@@ -30,6 +30,8 @@ Errors are signed, ``(sim - live) / live`` in %; targets use absolute values. En
 (``ttft_p50_err_pct``, ``e2e_p50_err_pct``, ``ttft_p99_err_pct``, ``e2e_p99_err_pct``,
 ``live_noise_e2e_p50_pct``, ``calibration_spread_pct``, ``high_load_e2e_p50_err_pct``, ``capacity_err_pct``, ``rounds``,
 ``rounds_dropped``, ...). Needs torch and transformers; builds a random-weight model (no download).
+Ctrl-C: exit status 130, no traceback, the JSON line with what was finished (``interrupted``: true), the
+temporary folder removed unless ``--keep-temp`` (`fidelity_lib.interrupted`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +160,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "ratio of its real tokens; 'none': no cap")
     ap.add_argument("--db", default=None, help="database URL for the runs (default: a temporary SQLite file)")
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated (frozen) profile")
+    ap.add_argument("--keep-temp", action="store_true",
+                    help="on Ctrl-C keep the temporary folder (its profiles; the runs' database without --db) and name "
+                         "it; by default Ctrl-C removes it (a finished run keeps it: its JSON names the profiles in it)")
     ap.add_argument("--seed", type=int, default=0, help="the runs' seed (token ids, trace spreads)")
     oos = ap.add_argument_group("out-of-sample protocol")
     oos.add_argument("--grid-max-batch", type=int, default=None,
@@ -274,22 +280,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """The benchmark; its JSON line is printed and returned. Ctrl-C: what was finished is printed as the JSON line,
+    the temporary folder removed (`fidelity_lib.interrupted`), and SystemExit(130) raised."""
     args = parse_args(argv)
-    if args.protocol == "in-sample":
-        from fidelity_lib.insample_run import run_insample
+    args.workdir = Path(tempfile.mkdtemp(prefix="cp-fidelity-"))
+    proto = None
+    try:
+        if args.protocol == "in-sample":
+            from fidelity_lib.insample_run import run_insample
 
-        result = run_insample(args, console)
-    else:
-        from fidelity_lib.protocol import Protocol
-        from fidelity_lib.protocol_report import report
+            result = run_insample(args, console)
+        else:
+            from fidelity_lib.protocol import Protocol
+            from fidelity_lib.protocol_report import report
 
-        if args.quick:
-            console.print(f"[bold]{SMOKE_NOTE}[/]", highlight=False)
-        result = report(Protocol(args, console).run(), console)
-        result["smoke_run"] = args.quick
-        if args.quick:
-            result["target_met"] = None
-            console.print(f"[bold]{SMOKE_NOTE}[/]", highlight=False)
+            if args.quick:
+                console.print(f"[bold]{SMOKE_NOTE}[/]", highlight=False)
+            proto = Protocol(args, console)
+            result = report(proto.run(), console)
+            result["smoke_run"] = args.quick
+            if args.quick:
+                result["target_met"] = None
+                console.print(f"[bold]{SMOKE_NOTE}[/]", highlight=False)
+    except KeyboardInterrupt:  # ReplayInterrupted included
+        from fidelity_lib.interrupted import EXIT_STATUS, stopped
+
+        print(json.dumps(stopped(args, proto, args.workdir, Console(stderr=True))), flush=True)
+        raise SystemExit(EXIT_STATUS) from None
     print(json.dumps(result))
     return result
 

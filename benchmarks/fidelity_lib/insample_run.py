@@ -30,7 +30,7 @@ def run_insample(args: Any, console: Console) -> dict[str, Any]:
     wall0 = time.perf_counter()
     trace = args.trace or bundled_trace_path()
     fmt = args.format or ("azure" if args.trace is None else None)
-    tmp = tempfile.mkdtemp(prefix="cp-fidelity-")
+    tmp = str(getattr(args, "workdir", None) or tempfile.mkdtemp(prefix="cp-fidelity-"))
     db_url = args.db or f"sqlite:///{tmp}/fidelity.db"
     profile_path = args.profile_out or Path(tmp) / "calibrated-profile.json"
     start_s = args.start_s if args.start_s is not None or args.trace is not None else BUNDLED_START_S

@@ -85,12 +85,23 @@ class Protocol:
         self.args, self.console = args, console
         self.trace = args.trace or bundled_trace_path()
         self.fmt = args.format or ("azure" if args.trace is None else None)
-        self.tmp = Path(tempfile.mkdtemp(prefix="cp-fidelity-"))
+        self.tmp = Path(getattr(args, "workdir", None) or tempfile.mkdtemp(prefix="cp-fidelity-"))
         self.db_url = args.db or f"sqlite:///{self.tmp}/fidelity.db"
         self.start_s = args.start_s if args.start_s is not None or args.trace is not None else BUNDLED_START_S
         self.base = with_max_padding(load_config(args.config), getattr(args, "max_padding", None))
         self.t0 = time.monotonic()
         self.pace_log = PaceLog()
+        # what is finished so far, for a report of an interrupted run (`fidelity_lib.interrupted`)
+        self.stage = "reading the trace"
+        self.grid_path: Path | None = None
+        self.frozen: Path | None = None
+        self.digest: str | None = None
+        self.cal_ids: list[int | None] = []
+        self.cal_all_ids: list[list[int | None]] = []
+        self.rounds: list[EvalRound] = []
+        self.sweep: list[SweepPoint] = []
+        self.rounds_planned: int | None = None
+        self.in_progress: dict[str, Any] | None = None  # the round or sweep point being run
 
     # --- small steps ---------------------------------------------------------------------------
 
@@ -184,12 +195,14 @@ class Protocol:
         self.vocab = int(settings.config["vocab_size"]) if settings.config else _vocab(settings)
 
         # 1. the generic grid profile
+        self.stage = "profiling the generic grid"
         backend = load_backend(settings, a.threads)
         max_batch = a.grid_max_batch or int(self.base.cluster.models[0].max_num_seqs)
         grid = generic_grid(a.max_prompt_tokens, a.max_output_tokens, max_batch, a.repeats,
                             mixed=policy_mixes(self.base))
         self.grid_rows, self.meta = profile_with(backend, grid)
-        grid_path = write_profile(self.tmp / "grid-profile.json", self.grid_rows, {**self.meta, "source": "grid profile"})
+        grid_path = self.grid_path = write_profile(self.tmp / "grid-profile.json", self.grid_rows,
+                                                   {**self.meta, "source": "grid profile"})
         self.say(f"profiled {len(self.grid_rows)} iterations over {len(list(grid.points()))} generic batch shapes "
                  f"(prompts {tuple(grid.prefill_tokens)}, batches {tuple(grid.decode_batch_sizes)}, contexts "
                  f"{tuple(grid.context_lens)}) -> {grid_path}")
@@ -211,7 +224,9 @@ class Protocol:
         before = self.probe("before calibration 1", reference=True)
         self.say(f"calibration 1/{a.calibration_repeats}, light: the trace's first {n_light} requests at "
                  f"{light_rate:.2f}/s ({a.calibration_load[0]:.0%} of one request at a time on the grid profile"
-                 f"{'; ' + longer if longer else ''}), live ...")
+                 f"{'; ' + longer if longer else ''}), "
+                 "live ...")
+        self.stage = f"calibration 1/{a.calibration_repeats}, its light run"
         light = self.live(light_reqs, "fidelity calibration 1 (light)", seed=1)
         light_profile = calibrate(light.samples, self.tmp / "calibration-light.json", grid=(self.grid_rows, self.meta),
                                   run_ids=[light.run_id]).path
@@ -228,15 +243,20 @@ class Protocol:
                  f"({'as a Poisson process' if a.calibration_arrivals == 'poisson' else 'the trace pattern'}) "
                  f"({a.calibration_load[1]:.0%} of the capacity simulated on the light run's calibration, "
                  f"{light_cap:.2f}/s), live ...")
+        self.stage = f"calibration 1/{a.calibration_repeats}, its heavy run"
         heavy = self.live(heavy_reqs, "fidelity calibration 1 (heavy)", seed=4)
         runs = [(light, heavy, before, self.probe("after calibration 1", reference=True))]
+        self.cal_all_ids.append([light.run_id, heavy.run_id])
         # the same calibration window again (same requests, same rates), each folded into a profile of its own
         for k in range(2, a.calibration_repeats + 1):
             before = self.probe(f"before calibration {k}", reference=True)
             self.say(f"calibration {k}/{a.calibration_repeats}: the same window again (light, then heavy), live ...")
+            self.stage = f"calibration {k}/{a.calibration_repeats}"
             lk = self.live(light_reqs, f"fidelity calibration {k} (light)", seed=1)
             hk = self.live(heavy_reqs, f"fidelity calibration {k} (heavy)", seed=4)
             runs.append((lk, hk, before, self.probe(f"after calibration {k}", reference=True)))
+            self.cal_all_ids.append([lk.run_id, hk.run_id])
+        self.stage = "fitting and freezing the calibrated profile"
         (cal_window,) = carve_windows(raw, [("calibration", n_light + n_heavy)], scaling)
         cal_rate = (light_rate + heavy_rate) / 2
         grid_cap = 2 * light_cap
@@ -255,7 +275,6 @@ class Protocol:
         # the frozen repeat's two workers' own probes: the pace the frozen profile was calibrated at
         self.probe_reference = [probe_pace(light.probe_samples, self.grid_fit), probe_pace(heavy.probe_samples, self.grid_fit)]
         self.probe_by_repeat = [[probe_pace(r.probe_samples, self.grid_fit) for r in (lk, hk)] for lk, hk, _, _ in runs]
-        self.cal_all_ids = [[lk.run_id, hk.run_id] for lk, hk, _, _ in runs]
         self.frozen = Path(shutil.copyfile(done.path, a.profile_out or self.tmp / "calibrated-profile.json"))
         self.cal_samples = done.samples
         self.idle_variant = calibrate(done.samples, self.tmp / "idle-step-profile.json", grid=(self.grid_rows, self.meta),
@@ -265,8 +284,9 @@ class Protocol:
         self.say(f"calibration repeats price the same {self.cal_spread.iterations} iterations at "
                  f"{', '.join(f'{x:.3f}' for x in self.cal_spread.mean_iteration_ms())} ms each: spread "
                  f"{self.cal_spread.spread_pct:.1f}%; the median, repeat {m + 1}, is frozen")
-        digest = sha256(self.frozen)
+        digest = self.digest = sha256(self.frozen)
         self.say(f"[bold]frozen profile[/] {self.frozen} sha256 {digest}")
+        self.stage = "the simulated capacity on the frozen profile (bisection)"
 
         # 3. the simulator's capacity on the frozen profile (at the pace a probe measures now, with
         # --pace-correction probe) places the load levels and the sweep; the SLO's bound is fixed here
@@ -312,14 +332,15 @@ class Protocol:
                  f"low {rates['low']:.2f}/s, high {rates['high']:.2f}/s")
 
         # 4. the evaluated slices, each R times, every round kept
-        rounds: list[EvalRound] = []
+        rounds = self.rounds
+        self.rounds_planned = len(windows[1:-1]) * a.runs_per_slice
         for rep in range(a.runs_per_slice):
             for w in windows[1:-1]:
-                rounds.append(self.eval_round(len(rounds), w, lv[w.name], rep, rates[lv[w.name]]))
+                self.eval_round(len(rounds), w, lv[w.name], rep, rates[lv[w.name]])  # appended to rounds
 
         # 5. the capacity sweep, live and simulated at the same arrivals: the planned fractions, then rates added
         # upwards (downwards) while the live side has not crossed the SLO, up to the cap (`cap.next_sweep_rate`)
-        sweep: list[SweepPoint] = []
+        sweep = self.sweep
         window_cap = math.inf if self.capacity_going_round else cap.window_max_rate(len(cap_window.requests),
                                                                                     a.capacity_s)
         sweep_cap = min(a.capacity_max_fraction * sim_cap, window_cap)
@@ -335,6 +356,8 @@ class Protocol:
                 if rate is None:
                     break
                 added = True
+            self.stage = f"capacity sweep point {len(sweep) + 1}"
+            self.in_progress = {"rate": round(rate, 3), "added": added, "partial": True}
             path, factor, _, _ = self.paced_profile(f"sweep {rate / sim_cap:.3g}")
             sent = self.sweep_arrivals(cap_window, rate)
             run = self.live(sent, f"fidelity capacity {rate:.2f}/s", seed=3)
@@ -344,11 +367,13 @@ class Protocol:
             sim, _ = self.sim(observed_arrivals(sent, run), path,
                               f"fidelity capacity {rate:.2f}/s (sim)")
             sweep.append(SweepPoint(rate, run, sim, factor, len(sent), sent, path, added))
+            self.in_progress = None
             lv_v, sv_v = sweep[-1].slo_values(slo)
             self.say(f"sweep {rate:.2f}/s ({rate / sim_cap:.2f} x sim capacity{', added' if added else ''}, "
                      f"{len(sent)} requests): {slo.metric.upper()} p{slo.pct} live {lv_v * 1e3:.0f} ms, sim "
                      f"{sv_v * 1e3:.0f} ms (bound {slo.bound_s * 1e3:.0f} ms)")
 
+        self.stage = "the after-the-fact analyses (attribution, the sweep's points)"
         out = Outcome(a, Path(self.trace).name, windows, lv, {n: rates[l] for n, l in lv.items()}, scaling, grid_path,
                       self.grid_rows, self.meta, self.frozen, digest, done.calibration, self.cal_run, cal_rate, rounds,
                       sweep, sim_cap, self.pace_log, self.t0, slo)
@@ -374,6 +399,10 @@ class Protocol:
         return out
 
     def eval_round(self, index: int, w: Window, level: str, rep: int, rate: float) -> EvalRound:
+        """One evaluated round, live then simulated, appended to ``self.rounds`` (and returned)."""
+        self.stage = f"round {index + 1} ({w.name}, run {rep + 1})"
+        self.in_progress = {"round": index + 1, "slice": w.name, "level": level, "run": rep + 1, "rate": round(rate, 3),
+                            "partial": True}
         poisson = level == "high" and self.args.high_arrivals == "poisson"
         reqs = poisson_at_rate(w.requests, rate, self.args.seed + 1) if poisson else at_rate(w.requests, rate)
         path, factor, m, start = self.paced_profile(f"round {index + 1}")
@@ -401,6 +430,8 @@ class Protocol:
         rnd = EvalRound(index, w.name, level, rep, rate, run, sim, sim_id, arrivals, path, factor,
                         label, (taken - self.t0) if taken is not None else None, live_started - self.t0, busy,
                         unpaced, by_repeat, by_probe, probe_factor, by_idle, by_unnormalised)
+        self.rounds.append(rnd)  # recorded before its line is printed: a Ctrl-C after the line finds it finished
+        self.in_progress = None
         e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
         self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
                  f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%; "

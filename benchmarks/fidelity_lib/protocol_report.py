@@ -24,12 +24,33 @@ from fidelity_lib.metrics import (
     paired_abs_error,
     stats,
 )
-from fidelity_lib.protocol import EvalRound, Outcome
+from fidelity_lib.outcome import EvalRound, Outcome, SweepPoint
 from fidelity_lib.replay import keyed
 
 
 def _r(x: float, nd: int = 2) -> float | None:
     return round(x, nd) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def round_row(r: EvalRound) -> dict[str, Any]:
+    """One evaluated round in the JSON (``round_detail``)."""
+    return {
+        "round": r.index + 1, "slice": r.slice_name, "level": r.level, "run": r.repeat + 1,
+        "rate": round(r.rate, 3), "requests": len(r.arrivals), "completed": sum(t.status == "completed" for t in r.live.requests),
+        "pace": round(r.pace, 4), "pace_from": r.pace_label,
+        "pace_measured_at_s": _r(r.pace_taken_s, 3), "live_started_at_s": round(r.live_started_s, 3),
+        "busy_pct": round(100 * r.busy, 1), "live_run": r.live.run_id, "sim_run": r.sim_run_id,
+        "worker_probe_factor": round(r.worker_probe_factor, 4),
+        **{k: r.live.facts.get(k) for k in ("others_cores_mean", "others_cores_max", "worker_cpu_per_backend")},
+        **{f"{m}_p50_err_pct": _r(errors(stats(r.live.requests), stats(r.sim))[m][50]) for m in ("ttft", "e2e")},
+    }
+
+
+def sweep_row(p: SweepPoint, slo: cap.Slo) -> dict[str, Any]:
+    """One capacity sweep point in the JSON (``capacity_sweep``): its SLO metric live and simulated."""
+    live_s, sim_s = p.slo_values(slo)
+    return {"rate": round(p.rate, 3), "pace": round(p.pace, 3), "live_ms": _r(live_s * 1e3, 1),
+            "sim_ms": _r(sim_s * 1e3, 1), "requests": p.sent, "added": p.added}
 
 
 def pooled(rounds: list[EvalRound]) -> tuple[list, list]:
@@ -238,9 +259,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "capacity_attribution": o.capacity_attribution,
         "capacity_sim_bisect_rps": _r(o.sim_capacity_bisect, 3),
         "capacity_slo": {"metric": o.slo.metric, "pct": o.slo.pct, "bound_ms": round(o.slo.bound_s * 1e3, 1)},
-        "capacity_sweep": [{"rate": round(p.rate, 3), "pace": round(p.pace, 3), "live_ms": _r(v[0] * 1e3, 1),
-                            "sim_ms": _r(v[1] * 1e3, 1), "requests": p.sent, "added": p.added}
-                           for p, v in zip(o.sweep, slo_values)],
+        "capacity_sweep": [sweep_row(p, o.slo) for p in o.sweep],
         "unpaced_err_pct": {f"{m}_p{p}": _r(unpaced[m][p]) for m in ("ttft", "e2e") for p in (50, 99)},
         "worker_probe_err_pct": {k: _r(v) for k, v in probed.items()},
         "idle_step_err_pct": {k: _r(v) for k, v in idle.items()},
@@ -255,16 +274,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "rounds_planned": len(o.windows[1:-1]) * a.runs_per_slice,
         "rounds_dropped": len(o.windows[1:-1]) * a.runs_per_slice - len(o.rounds),
         "target_met": bool(p50_ok and p99_ok and level_ok and math.isfinite(cap_err) and abs(cap_err) <= TARGET_PCT),
-        "round_detail": [{
-            "round": r.index + 1, "slice": r.slice_name, "level": r.level, "run": r.repeat + 1,
-            "rate": round(r.rate, 3), "requests": len(r.arrivals), "completed": sum(t.status == "completed" for t in r.live.requests),
-            "pace": round(r.pace, 4), "pace_from": r.pace_label,
-            "pace_measured_at_s": _r(r.pace_taken_s, 3), "live_started_at_s": round(r.live_started_s, 3),
-            "busy_pct": round(100 * r.busy, 1), "live_run": r.live.run_id, "sim_run": r.sim_run_id,
-            "worker_probe_factor": round(r.worker_probe_factor, 4),
-            **{k: r.live.facts.get(k) for k in ("others_cores_mean", "others_cores_max", "worker_cpu_per_backend")},
-            **{f"{m}_p50_err_pct": _r(errors(stats(r.live.requests), stats(r.sim))[m][50]) for m in ("ttft", "e2e")},
-        } for r in o.rounds],
+        "round_detail": [round_row(r) for r in o.rounds],
         "attribution": {n: {k: _r(v) for k, v in d.items()} for n, d in o.attribution.items()},
         "iteration_err_by_shape": o.iteration_by_shape,
         "pace_by_busy": o.pace_by_busy,
