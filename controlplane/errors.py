@@ -38,8 +38,13 @@ class ReplayInterrupted(KeyboardInterrupt):
 
     def __init__(self, run_id: int | None, num_arrived: int, db_url: str | None = None,
                  summary: dict | None = None) -> None:
-        where = f"run {run_id}" if run_id is not None else "before the run started"
-        super().__init__(f"replay interrupted ({where}), after {num_arrived:,} requests arrived")
+        if run_id is not None:
+            text = f"replay interrupted (run {run_id}), after {num_arrived:,} requests arrived"
+        elif num_arrived:  # (a run not recorded: record=False, a benchmark's simulations)
+            text = f"replay interrupted (not recorded), after {num_arrived:,} requests arrived"
+        else:
+            text = "replay interrupted before the run started"
+        super().__init__(text)
         self.run_id = run_id
         self.num_arrived = num_arrived
         self.db_url = db_url

@@ -20,4 +20,6 @@ def test_replay_interrupted_reads_as_words():
     from controlplane.errors import ReplayInterrupted
 
     assert str(ReplayInterrupted(3, 18063)) == "replay interrupted (run 3), after 18,063 requests arrived"
-    assert str(ReplayInterrupted(None, 0)) == "replay interrupted (before the run started), after 0 requests arrived"
+    assert str(ReplayInterrupted(None, 0)) == "replay interrupted before the run started"
+    # an unrecorded run had started: it read "(before the run started), after 5 requests arrived"
+    assert str(ReplayInterrupted(None, 5)) == "replay interrupted (not recorded), after 5 requests arrived"
