@@ -51,3 +51,44 @@ def test_a_start_nobody_awaits_any_more_leaves_no_never_retrieved_error():
         return said
 
     assert asyncio.run(main()) == []
+
+
+class ProcessExit(Exception):
+    """``os._exit`` in place of the real one: the worker body runs in the test's own process."""
+
+
+def test_a_worker_told_to_stop_ends_its_process_at_once_without_the_interpreters_shutdown(monkeypatch):
+    """An idle process-pool daemon took 5-11 s to exit after SIGTERM: its worker answered "stopped",
+    then returned into Python's own shutdown with torch and a model loaded (3-10 s), and the
+    daemon waited for the process to end. The worker now ends with ``os._exit`` right away."""
+    import multiprocessing
+    import os
+    import signal
+
+    from controlplane.live import pool_process
+    from controlplane.live.worker_runtime import settings_payload
+
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise ProcessExit
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # the worker ignores both
+    parent, child = multiprocessing.Pipe()
+    try:
+        parent.send(("ping", 7))
+        parent.send(("stop",))
+        try:
+            pool_process._process_main(child, settings_payload(TINY), {}, 1)
+        except ProcessExit:
+            pass
+        got = [parent.recv() for _ in range(3)]
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+        parent.close()
+        child.close()
+    assert [m[0] for m in got] == ["ready", "pong", "stopped"]
+    assert exits == [0]  # ended there, not returned into the interpreter's shutdown
