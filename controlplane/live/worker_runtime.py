@@ -14,6 +14,10 @@ command (``placement: shared``). `WorkerRuntime.command` answers every command a
 ``error`` and the worker goes on. Commands run one at a time, in the order they arrive: on a
 shared worker a check runs between two iterations.
 
+A worker whose model is ``torch.compile``d runs a short warm-up (`warm_up`: a prefill and decodes
+alone, then two requests batched) before it reports ready, so the compilation happens there, not in
+its first requests: its readiness means ready.
+
 Before its model loads, a worker steadies the process's memory allocator (`steady_allocator`):
 glibc's default hands freed blocks of 128 KiB and more (logits, MLP activations) back to the kernel
 and maps them again at the next iteration, so each step paid ~120-210 minor page faults, a number
@@ -121,6 +125,7 @@ class WorkerRuntime:
         self.settings = settings
         self.threads = threads
         self.guardians: dict[str, Any] = {}  # name -> GuardianModel
+        self.warm_up: dict[str, Any] | None = None  # what `warm_up` ran (a compiled model's worker)
 
     @classmethod
     def create(cls, settings: WorkerModelSettings | GuardianWorkerSettings,
@@ -142,7 +147,10 @@ class WorkerRuntime:
         if threads:
             torch.set_num_threads(threads)
         steady_allocator()
-        return cls(CausalLMBackend.from_settings(settings), settings, threads)
+        runtime = cls(CausalLMBackend.from_settings(settings), settings, threads)
+        if runtime.backend.loaded.compiled:  # compiled now, before the worker says it is ready
+            runtime.warm_up = warm_up(runtime.backend)
+        return runtime
 
     def command(self, cmd: Any) -> Any:
         """Answer one command of `WorkerPool.command`."""
@@ -262,13 +270,51 @@ class WorkerRuntime:
             spec = self.settings.spec()
             return {"guardian": spec.name, "kind": spec.kind, "model": spec.model, "precision": spec.precision,
                     "device": "cpu" if spec.kind == "rules" else spec.device, "pid": os.getpid()}
-        return device_facts(self.backend, self.settings, self.threads)
+        facts = device_facts(self.backend, self.settings, self.threads)
+        if self.warm_up is not None:
+            facts["warm_up"] = self.warm_up
+        return facts
 
     def _free_cache(self) -> None:
         import torch
 
         if self.backend.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+#: The warm-up's requests: prompt lengths (two differ: a padded batch) and tokens each (prefill + decodes).
+WARM_UP_PROMPTS = (8, 5)
+WARM_UP_TOKENS = 3
+
+
+def warm_up(backend: Any) -> dict[str, Any]:
+    """Run the shapes a worker meets first, so that a ``torch.compile``d model compiles them now
+    rather than in its first requests (minutes each on a CPU): one request alone (a prefill, then
+    decodes) and then two together (a padded batched prefill, then batched decodes). Compilation
+    specializes sizes 1, so batch 1 and batch 2 are compiled apart; larger batches reuse batch 2's
+    graphs (``dynamic=True``). The engine is left empty. Returns the steps run and their seconds."""
+    from controlplane.live.sampling import StopCondition
+
+    stop = StopCondition(eos_token_ids=())  # every request runs its WARM_UP_TOKENS
+    low = min(4, backend.vocab_size - 1)  # (past the usual special ids)
+    room = max(2, backend.max_seq_len - WARM_UP_TOKENS - 1)
+    batch = 1 if backend.max_batch_size == 1 else len(WARM_UP_PROMPTS)
+    groups = [[WARM_UP_PROMPTS[0]], list(WARM_UP_PROMPTS[:batch])] if batch > 1 else [[WARM_UP_PROMPTS[0]]]
+    t0, steps = time.perf_counter(), 0
+    for g, lengths in enumerate(groups):
+        ids = [f"__warm_up_{g}_{i}" for i in range(len(lengths))]
+        for i, (rid, n) in enumerate(zip(ids, lengths)):
+            n = min(n, room)
+            backend.add_request(rid, [low + (7 * i + k) % (backend.vocab_size - low) for k in range(n)],
+                                max_new_tokens=WARM_UP_TOKENS, stop=stop)
+        backend.step(ids, [])
+        steps += 1
+        while any(backend.has_request(rid) for rid in ids):
+            backend.step([], [rid for rid in backend.running_ids() if rid in ids])
+            steps += 1
+    if backend.prefix_store is not None:
+        backend.prefix_store.clear()  # no warm-up prompt is a prefix worth keeping
+    return {"steps": steps, "batch_sizes": [len(g) for g in groups], "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _resumed(sampling: Any, generated: int) -> Any:

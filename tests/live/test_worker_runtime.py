@@ -61,3 +61,49 @@ def test_the_runtime_steadies_the_allocator_before_the_model_loads(monkeypatch):
                         classmethod(lambda cls, s, **kw: order.append("model") or real(s, **kw)))
     runtime = wr.WorkerRuntime.create(WorkerModelSettings(preset="tiny-llama", device="cpu", max_seq_len=64), 1)
     assert order == ["allocator", "model"] and runtime.backend is not None
+
+
+def _compiled_settings(**kw) -> WorkerModelSettings:
+    return WorkerModelSettings(preset="tiny-llama", device="cpu", precision="fp32", max_seq_len=256, compile=True,
+                               compile_mode="default", **kw)
+
+
+def test_a_compiled_worker_warms_up_before_it_reports_ready(monkeypatch):
+    """A compiled worker said ready before it compiled anything: its first request then compiled for
+    minutes (150 s for a 4-token request), and its first batch again. It now runs the shapes it
+    meets first (one request, then two batched) before it returns its facts, which are its "ready".
+    (Dynamo is switched off here, torch's own switch: the same path runs, eagerly, in a second.)"""
+    import asyncio
+
+    import torch._dynamo.config
+
+    from controlplane.live.pool_thread import LocalThreadPool
+
+    monkeypatch.setattr(torch._dynamo.config, "disable", True)
+    runtime = wr.WorkerRuntime.create(_compiled_settings(), threads=1)
+    assert runtime.backend.loaded.compiled
+    assert runtime.warm_up["batch_sizes"] == [1, 2]
+    assert runtime.warm_up["steps"] == 2 * wr.WARM_UP_TOKENS  # each group: a prefill, then its decodes
+    engine = runtime.backend
+    assert engine.num_waiting == engine.num_running == 0 and engine.kv_bytes_allocated == 0  # left empty
+    assert runtime.facts()["warm_up"] == runtime.warm_up
+
+    async def ready_facts(settings) -> dict:
+        pool = LocalThreadPool(cpu_threads=1)
+        pool.bind(asyncio.get_running_loop(), lambda w, r: None)
+        try:
+            return await pool.start("w0", settings)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(ready_facts(_compiled_settings()))["warm_up"]["steps"] == 2 * wr.WARM_UP_TOKENS
+    eager = asyncio.run(ready_facts(WorkerModelSettings(preset="tiny-llama", device="cpu", max_seq_len=256)))
+    assert "warm_up" not in eager  # an eager worker has nothing to compile
+
+
+def test_the_warm_up_fits_a_one_request_engine_and_a_short_context(engine):
+    from controlplane.live.backend import CausalLMBackend
+
+    single = CausalLMBackend(engine.loaded, max_batch_size=1, max_seq_len=6)
+    assert wr.warm_up(single)["batch_sizes"] == [1]
+    assert single.num_running == single.num_waiting == 0
