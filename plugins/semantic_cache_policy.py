@@ -16,6 +16,9 @@ latest ``window`` outcomes, candidate thresholds are tested from high to low (fi
 testing): at threshold t, the outcomes with score >= t must have a one-sided Clopper-Pearson
 upper bound, at ``confidence``, on their error rate of at most ``bound``. The lowest threshold
 reached before the first failure is used; with too few outcomes none passes and nothing is served.
+
+``scipy.special`` is imported at the first refit that has enough outcomes, not with this module:
+a replay whose cache never learns (no answer text) never pays for it.
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-from scipy.stats import beta
 
-__all__ = ["consensus_score", "ThresholdLearner"]
+__all__ = ["consensus_score", "ThresholdLearner", "upper_bound"]
 
 
 def consensus_score(sims: np.ndarray, same_answer: np.ndarray, temperature: float) -> float:
@@ -39,6 +41,19 @@ def consensus_score(sims: np.ndarray, same_answer: np.ndarray, temperature: floa
 def min_outcomes(bound: float, confidence: float) -> int:
     """Outcomes (all correct) needed before any threshold can pass: (1-bound)^n <= 1-confidence."""
     return int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - bound)))
+
+
+def upper_bound(errors, n, confidence: float):
+    """One-sided Clopper-Pearson upper bound on an error rate from ``errors`` of ``n`` (1 where n == errors,
+    n == 0 included); arrays in, array out."""
+    from scipy.special import betaincinv  # (lazily: see the module docstring)
+
+    errors, n = np.asarray(errors, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    out = np.ones(np.broadcast(errors, n).shape)
+    ok = n > errors
+    out[ok] = betaincinv(np.broadcast_to(errors, out.shape)[ok] + 1, np.broadcast_to(n - errors, out.shape)[ok],
+                         confidence)
+    return out
 
 
 class ThresholdLearner:
@@ -85,10 +100,7 @@ class ThresholdLearner:
         need = min(3 * self.n_min, len(scores))
         start = int(np.argmax(n >= need))
         n, errors, grid = n[start:], errors[start:], grid[start:]
-        ok = n > errors
-        upper = np.ones_like(grid)
-        upper[ok] = beta.ppf(self.confidence, errors[ok] + 1, n[ok] - errors[ok])
-        failed = upper > self.bound
+        failed = upper_bound(errors, n, self.confidence) > self.bound
         passed = len(grid) if not failed.any() else int(np.argmax(failed))  # fixed sequence: stop at the first failure
         # Never below the lowest verified score: no evidence says anything about lower scores.
         self.threshold = max(float(grid[passed - 1]), float(scores[-1])) if passed > 0 else float("inf")
@@ -98,5 +110,4 @@ class ThresholdLearner:
         """(outcomes, wrong, Clopper-Pearson upper bound) at ``threshold`` (for reports)."""
         data = [(s, c) for s, c in self._outcomes if s >= threshold]
         n, e = len(data), sum(1 for _, c in data if not c)
-        upper = 1.0 if n == e else float(beta.ppf(self.confidence, e + 1, n - e))
-        return n, e, upper
+        return n, e, float(upper_bound(e, n, self.confidence))

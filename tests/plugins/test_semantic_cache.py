@@ -288,3 +288,21 @@ def test_loading_the_index_logs_no_faiss_loader_fallbacks_at_info():
             "from plugins.semantic_cache_index import VectorIndex; VectorIndex(4)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "ModuleNotFoundError" not in out.stderr and "faiss.loader" not in out.stderr, out.stderr
+
+
+def test_a_replay_with_the_semantic_cache_imports_no_scipy_torch_or_faiss():
+    # docs/caching.md: enabling it "costs the replay no time"; scipy.stats alone took about 5 s to import.
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from controlplane.testing import make_config, replay_with\n"
+            "from sim.traces.record import TraceRequest\n"
+            "enabled = list(make_config().plugins.enabled) + ['semantic-cache']\n"
+            "trace = [TraceRequest(f'r{i}', float(i), 12, 8, prompt=f'question {i % 3}') for i in range(9)]\n"
+            "res = replay_with(trace=trace, plugins={'enabled': enabled})\n"
+            "assert res.summary['num_completed'] == 9\n"
+            "heavy = {'scipy', 'torch', 'faiss', 'sentence_transformers'}\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
