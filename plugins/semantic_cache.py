@@ -2,11 +2,14 @@
 share of wrong cached answers kept under a bound the user sets (``max_false_hit_rate``).
 
 Lookup: the prompt is embedded (all-MiniLM-L6-v2), its ``neighbours`` nearest cached prompts
-with the same model and exactly the same generation parameters are found (faiss HNSW), and
-the lookup's score (see ``plugins.semantic_cache_policy``) is compared with a threshold learned
-online. Above it the nearest entry's answer is served, except that a sampled fraction
-(``explore_rate``, drawn from ``ctx.rng``) is treated as a miss: the model runs and, when its
-answer reaches ``cp_cache_store``, it is compared with the answer the cache would have served.
+with the same model and exactly the same generation parameters are found (faiss HNSW). A cached
+prompt identical to the request's is an exact hit (its answer is this prompt's answer, as the
+exact cache would say), served without the learner and never learned from: how often identical
+prompts agree says nothing about paraphrases. Otherwise the lookup's score (see
+``plugins.semantic_cache_policy``) is compared with a threshold learned online. Above it the
+nearest entry's answer is served, except that a sampled fraction (``explore_rate``, drawn from
+``ctx.rng``) is treated as a miss: the model runs and, when its answer reaches
+``cp_cache_store``, it is compared with the answer the cache would have served.
 Below it the model runs too, and its answer is compared with the nearest entry's all the same
 (a free outcome). Those outcomes are what the threshold is learned from; an answer a guardian
 blocked or has not passed never reaches ``cp_cache_store``, so it is neither cached nor learned.
@@ -50,6 +53,7 @@ def answer_id(text: str | None) -> str:
 
 @dataclass(slots=True)
 class _Entry:
+    prompt: str
     text: str | None
     answer: str  # answer_id(text): neighbours with the same answer vote together
     tokens: int
@@ -83,6 +87,7 @@ class SemanticCache(Plugin):
     class Settings(PluginSettings):
         max_false_hit_rate: float = Field(0.02, gt=0, lt=1)  # the bound on wrong answers among hits
         confidence: float = Field(0.95, gt=0, lt=1)  # of the upper bound tested against it
+        band: float = Field(0.05, gt=0, le=1)  # scores just above a threshold must be verified this far up
         explore_rate: float = Field(0.05, ge=0, le=1)  # would-be hits sent to the model to verify
         neighbours: int = Field(10, ge=1, le=100)
         min_similarity: float = Field(0.5, ge=-1, le=1)  # never serve a nearest entry less similar
@@ -106,12 +111,12 @@ class SemanticCache(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         s = self.settings
-        self.learner = ThresholdLearner(s.max_false_hit_rate, s.confidence, s.window)
+        self.learner = ThresholdLearner(s.max_false_hit_rate, s.confidence, s.window, band=s.band)
         self._indexes: dict[str, VectorIndex] = {}
         self._order: dict[str, OrderedDict[int, None]] = {}  # insertion order per partition
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._embedder = None
-        self.stats = {"lookups": 0, "hits": 0, "explored": 0, "explored_verified": 0,
+        self.stats = {"lookups": 0, "hits": 0, "exact_hits": 0, "explored": 0, "explored_verified": 0,
                       "explored_wrong": 0, "outcomes": 0}
 
     @property
@@ -147,13 +152,16 @@ class SemanticCache(Plugin):
 
     def evaluate(self, vector: np.ndarray, request, now_s: float) -> tuple[float | None, _Entry | None, float]:
         """(score, nearest entry, its similarity) for a request's prompt vector; no side effects
-        besides dropping expired entries."""
+        besides dropping expired entries. An entry of the same prompt text comes first, scored 1."""
         part = _partition(request)
         if part is None or part not in self._indexes:
             return None, None, 0.0
         found = self._neighbours(self._indexes[part], part, vector, now_s)
         if not found:
             return None, None, 0.0
+        same_prompt = next((e for _, e in found if e.prompt == request.prompt), None)
+        if same_prompt is not None:
+            return 1.0, same_prompt, 1.0
         sims = np.array([s for s, _ in found])
         nearest = found[0][1]
         same = np.array([e.answer == nearest.answer for _, e in found])
@@ -174,17 +182,23 @@ class SemanticCache(Plugin):
         fits = nearest is not None and (request.max_output_tokens == nearest.max_tokens or (
             nearest.tokens < nearest.max_tokens and request.max_output_tokens >= nearest.tokens))
         threshold = self.learner.threshold
-        if fits and score >= threshold and sim >= self.settings.min_similarity:
-            if ctx.rng.random() >= self.settings.explore_rate:
+        s = self.settings
+        latency_s = s.lookup_latency_s + s.embed_latency_s
+        if fits and nearest.prompt == request.prompt:  # (not learned from: see the module docstring)
+            self.stats["hits"] += 1
+            self.stats["exact_hits"] += 1
+            return CacheHit("exact", latency_s, nearest.text, 1.0, "same prompt text (semantic-cache)",
+                            output_tokens=nearest.tokens)
+        if fits and score >= threshold and sim >= s.min_similarity:
+            if ctx.rng.random() >= s.explore_rate:
                 self.stats["hits"] += 1
-                s = self.settings
-                return CacheHit("semantic", s.lookup_latency_s + s.embed_latency_s, nearest.text, sim,
+                return CacheHit("semantic", latency_s, nearest.text, sim,
                                 f"score {score:.3f} >= learned threshold {threshold:.3f} "
                                 f"(false-hit bound {s.max_false_hit_rate:g})", output_tokens=nearest.tokens)
             pending.explored = True
             self.stats["explored"] += 1
-        elif not fits:
-            pending.score = None  # another length: the answers are not comparable
+        elif not fits or nearest.prompt == request.prompt:
+            pending.score = None  # another length, or the same prompt: not an outcome about paraphrases
         self._remember(request.request_id, pending)
         return None
 
@@ -215,7 +229,7 @@ class SemanticCache(Plugin):
         """Cache ``request``'s answer under its prompt vector."""
         part = _partition(request)
         index = self._index(part, len(vector))
-        entry = _Entry(request.output_text, answer_id(request.output_text), request.output_tokens,
+        entry = _Entry(request.prompt, request.output_text, answer_id(request.output_text), request.output_tokens,
                        request.max_output_tokens, now_s)
         (entry_id,) = index.add(vector, [entry])
         order = self._order[part]

@@ -12,10 +12,24 @@ threshold cannot see.
 Threshold. Every lookup whose nearest entry was not served yields a verified outcome for free
 once the model's answer arrives (is the generated answer the cached one?); would-be hits are
 verified by exploration (a sampled fraction is treated as a miss, see the plugin). From the
-latest ``window`` outcomes, candidate thresholds are tested from high to low (fixed-sequence
-testing): at threshold t, the outcomes with score >= t must have a one-sided Clopper-Pearson
-upper bound, at ``confidence``, on their error rate of at most ``bound``. The lowest threshold
-reached before the first failure is used; with too few outcomes none passes and nothing is served.
+latest ``window`` outcomes, candidate thresholds are tested from high to low in steps of
+``step`` (fixed-sequence testing). Candidate t passes when both
+
+- the outcomes with score >= t have a one-sided Clopper-Pearson upper bound, at ``confidence``,
+  on their error rate of at most ``bound`` (the hits served at t, taken together: an upper
+  bound, never the point estimate), and
+- the band [t, t + ``band``) holds at least ``min_outcomes(bound, confidence)`` verified outcomes
+  (the fewest that could pass the first test on their own): the scores just above t were
+  verified themselves. Too few there means "do not serve there", so the threshold never crosses
+  a range of scores nothing was verified in, however much evidence lies above it (outcomes at
+  1.0 and at 0.6 and none between used to let it fall from 1.0 to 0.6). The first candidate
+  tested (below) fails as well when its outcomes leave a gap wider than ``band`` between two
+  verified scores.
+
+The lowest candidate reached before the first failure is used, never below the lowest verified
+score; with too few outcomes none passes and nothing is served. A wrong outcome at or above
+the threshold in use (a verified false hit) refits at once, not after ``refit_every`` outcomes
+(which, while most lookups were hits, came seldom).
 
 ``scipy.special`` is imported at the first refit that has enough outcomes, not with this module:
 a replay whose cache never learns (no answer text) never pays for it.
@@ -60,12 +74,15 @@ class ThresholdLearner:
     """Online threshold on the score from (score, correct) outcomes; see the module docstring."""
 
     def __init__(self, bound: float = 0.02, confidence: float = 0.95, window: int = 20_000,
-                 step: float = 0.005, refit_every: int = 25) -> None:
+                 step: float = 0.005, refit_every: int = 25, band: float = 0.05) -> None:
         if not 0 < bound < 1:
             raise ValueError(f"bound must be in (0, 1), got {bound}")
         if not 0 < confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        if not band > 0:
+            raise ValueError(f"band must be > 0, got {band}")
         self.bound, self.confidence, self.step, self.refit_every = bound, confidence, step, refit_every
+        self.band = band
         self._outcomes: deque[tuple[float, bool]] = deque(maxlen=window)
         self._since_fit = 0
         self.threshold = float("inf")  # nothing is served until the outcomes support a threshold
@@ -77,7 +94,7 @@ class ThresholdLearner:
     def observe(self, score: float, correct: bool) -> None:
         self._outcomes.append((float(score), bool(correct)))
         self._since_fit += 1
-        if self._since_fit >= self.refit_every:
+        if self._since_fit >= self.refit_every or (not correct and score >= self.threshold):
             self.refit()
 
     def refit(self) -> float:
@@ -90,17 +107,26 @@ class ThresholdLearner:
         order = np.argsort(-data[:, 0], kind="stable")
         scores, wrong = data[order, 0], 1.0 - data[order, 1]
         grid = np.arange(1.0, -self.step / 2, -self.step)
-        # n(t), errors(t): outcomes with score >= t (scores sorted descending)
-        n = np.searchsorted(-scores, -grid, side="right")
         cum_wrong = np.concatenate([[0.0], np.cumsum(wrong)])
-        errors = cum_wrong[n]
+
+        def above(t):  # (outcomes, errors) with score >= t, for each t
+            k = np.searchsorted(-scores, -t, side="right")
+            return k, cum_wrong[k]
+
+        n, errors = above(grid)
+        n_top, _ = above(grid + self.band)
         # The sequence starts at the highest threshold with enough outcomes to pass with a few
         # errors (3x the minimum, or all there are): the start depends on the scores only, never
         # on the outcomes, so the test stays valid.
         need = min(3 * self.n_min, len(scores))
         start = int(np.argmax(n >= need))
         n, errors, grid = n[start:], errors[start:], grid[start:]
-        failed = upper_bound(errors, n, self.confidence) > self.bound
+        band_n = n - n_top[start:]
+        band_n[0] = n[0]  # the start: everything above it is its band
+        failed = (upper_bound(errors, n, self.confidence) > self.bound) | (band_n < self.n_min)
+        top = scores[:n[0]]  # the start's own outcomes: no score range in them wider than a band left unverified
+        if len(top) > 1 and float(np.max(top[:-1] - top[1:])) > self.band:
+            failed[0] = True
         passed = len(grid) if not failed.any() else int(np.argmax(failed))  # fixed sequence: stop at the first failure
         # Never below the lowest verified score: no evidence says anything about lower scores.
         self.threshold = max(float(grid[passed - 1]), float(scores[-1])) if passed > 0 else float("inf")

@@ -57,6 +57,35 @@ def test_the_threshold_is_as_low_as_the_bound_allows():
     assert 0.54 <= learner.refit() <= 0.61
 
 
+def test_the_threshold_never_crosses_scores_nothing_was_verified_at():
+    # Outcomes at 1.0 and at 0.6 or below, none between: the threshold fell from 1.0 to 0.55, and a
+    # harness's paraphrases at 0.97-0.99 (never verified) were served another prompt's answer.
+    learner = ThresholdLearner(bound=0.05, confidence=0.95, refit_every=10**9)
+    for i in range(300):
+        learner.observe(1.0 - 1e-5 * i, True)
+    for i in range(10):
+        learner.observe(0.55 + 0.005 * i, True)
+    for i in range(3):
+        learner.observe(0.3 + 0.1 * i, False)
+    assert 0.9 < learner.refit() < 1.0  # down to a band below the verified scores, not across the gap
+    # A start whose own outcomes leave the gap (fewer than 3x the minimum above it): nothing is served.
+    learner = ThresholdLearner(bound=0.05, confidence=0.95, refit_every=10**9)
+    for i in range(100):
+        learner.observe(1.0 - 1e-5 * i, True)
+        learner.observe(0.6 - 1e-5 * i, True)
+    assert learner.refit() == float("inf")
+
+
+def test_a_verified_false_hit_refits_at_once():
+    learner = ThresholdLearner(bound=0.05, confidence=0.95, refit_every=25)
+    for i in range(600):
+        learner.observe(1.0 - i / 1000, True)  # 0.4-1.0, all correct
+    served_from = learner.threshold
+    for _ in range(6):  # wrong answers just above the threshold: each one refits
+        learner.observe(served_from + 0.01, False)
+    assert learner.threshold > served_from
+
+
 def test_bad_bounds_are_refused():
     with pytest.raises(ValueError, match="bound"):
         ThresholdLearner(bound=0)
@@ -126,7 +155,8 @@ def _serve(cache, ctx, rid, prompt, answer, **kw):
 @pytest.fixture(scope="module")
 def learned():
     """A cache that has seen both intents twice over (a loose bound so that a dozen outcomes do)."""
-    cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=0.0))
+    # (two dozen outcomes spread over 0.1-1.0: a band as wide as the evidence is sparse)
+    cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=0.0, band=0.3))
     ctx = make_context(seed=3)
     for rep in range(2):
         for i, (a, c) in enumerate(zip(ARRIVAL, CANCEL)):
@@ -157,15 +187,16 @@ def test_other_params_or_models_never_match(learned):
 
 
 def test_explored_would_be_hits_are_verified_and_a_wrong_one_is_learned():
-    cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=1.0))
+    cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=1.0,
+                                                 band=0.3))
     ctx = make_context(seed=5)
     for i, a in enumerate(ARRIVAL):
         _serve(cache, ctx, f"a{i}", a, "CARD_ARRIVAL")
-    for i, a in enumerate(ARRIVAL):  # the same prompts again: misses verify a perfect agreement
-        _serve(cache, ctx, f"b{i}", a, "CARD_ARRIVAL")
+    for i, a in enumerate(ARRIVAL):  # paraphrased again: misses verify a perfect agreement
+        _serve(cache, ctx, f"b{i}", a + " please", "CARD_ARRIVAL")
     cache.learner.refit()
     assert cache.learner.threshold < 1.0 and cache.stats["outcomes"] >= 6
-    r = _req("e", "Where is my new card?")
+    r = _req("e", "Where's my new card?")
     assert cache.cp_cache_lookup(ctx=ctx, request=r) is None  # explored: served by the model
     assert cache.stats["explored"] == 1
     r.output_text, r.output_tokens = "SOMETHING_ELSE", 5  # the model disagrees with the cache
@@ -173,6 +204,27 @@ def test_explored_would_be_hits_are_verified_and_a_wrong_one_is_learned():
     assert (cache.stats["explored_verified"], cache.stats["explored_wrong"]) == (1, 1)
     assert cache.measured_false_hit_rate == 1.0
     assert cache.cache_report() == {"checked_hits": 1, "false_hits": 1}
+
+
+def test_identical_prompts_are_exact_hits_that_teach_nothing_about_paraphrases():
+    # semharness.py in small: prompts repeated, then paraphrases whose answers are their own. The learner
+    # took the repeats' agreement (score up to 1.0) as evidence for paraphrases scoring 0.97-0.99 and
+    # served them another prompt's answer (154 of 171 paraphrase hits wrong under a 5% bound).
+    import random
+
+    prompts = [f"How do I {v} my {o}?" for v in ("reset", "close", "delete") for o in ("password", "account")]
+    paraphrases = [p.replace("How do I", "What is the way to") for p in prompts]
+    cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=0.0))
+    ctx, pick, hits = make_context(seed=0), random.Random(5), {"exact": 0, "semantic": 0, "wrong": 0}
+    for i in range(60):
+        p = pick.choice(prompts if i < 40 else paraphrases)
+        hit = _serve(cache, ctx, f"r{i}", p, f"answer to {p}")
+        if hit is not None:
+            hits[hit.kind] += 1
+            hits["wrong"] += hit.response_text != f"answer to {p}"
+    assert hits["wrong"] == 0 and hits["semantic"] == 0 and hits["exact"] >= 40
+    assert cache.stats["exact_hits"] == hits["exact"]
+    assert all(score < 0.999 for score, _ in cache.learner._outcomes)  # no outcome from a repeat
 
 
 def test_an_answer_that_never_reaches_the_store_is_neither_cached_nor_learned():
@@ -200,12 +252,13 @@ def test_entries_expire_and_capacity_drops_the_oldest():
 
 def test_the_same_seed_gives_the_same_decisions():
     def run(seed):
-        cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=0.5))
+        cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=0.5,
+                                                     band=0.3))
         ctx = make_context(seed=seed)
         out = []
-        for rep in range(8):  # the threshold is refitted every 25 outcomes
-            for i, a in enumerate(ARRIVAL):
-                out.append(_serve(cache, ctx, f"{rep}-{i}", a, "CARD_ARRIVAL") is not None)
+        for rep, ending in enumerate(["", " please", " thanks", "!", " now", " today", " again", " asap"]):
+            for i, a in enumerate(ARRIVAL):  # the threshold is refitted every 25 outcomes
+                out.append(_serve(cache, ctx, f"{rep}-{i}", a + ending, "CARD_ARRIVAL") is not None)
         return out, cache.stats["explored"]
 
     assert run(7) == run(7)
