@@ -14,6 +14,9 @@ Below it the model runs too, and its answer is compared with the nearest entry's
 (a free outcome). Those outcomes are what the threshold is learned from; an answer a guardian
 blocked or has not passed never reaches ``cp_cache_store``, so it is neither cached nor learned.
 
+In a live run the embedding model is loaded when the run starts, on a thread of its own (a lookup
+that comes before it is loaded waits for it), not at the first request on the event loop.
+
 Answers match when their text is equal after whitespace is collapsed and case folded
 (``answers_match``). That suits answers that are labels, ids, tool calls or templated
 replies; for free text, two correct answers rarely match word for word, the learner sees them
@@ -116,6 +119,7 @@ class SemanticCache(Plugin):
         self._order: dict[str, OrderedDict[int, None]] = {}  # insertion order per partition
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._embedder = None
+        self.preloading = None  # live: the thread loading the embedding model (`cp_run_started`)
         self.stats = {"lookups": 0, "hits": 0, "exact_hits": 0, "explored": 0, "explored_verified": 0,
                       "explored_wrong": 0, "outcomes": 0}
 
@@ -131,6 +135,13 @@ class SemanticCache(Plugin):
     @embedder.setter
     def embedder(self, value) -> None:
         self._embedder = value
+
+    @hookimpl
+    def cp_run_started(self, ctx):
+        from plugins.semantic_cache_embed import MiniLMEmbedder, preload
+
+        if ctx.run.mode == "live" and (self._embedder is None or type(self._embedder) is MiniLMEmbedder):
+            self.preloading = preload(self.settings.device)  # off the event loop, before any request
 
     def _index(self, part: str, dim: int) -> VectorIndex:
         index = self._indexes.get(part)

