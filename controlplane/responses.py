@@ -88,6 +88,7 @@ class Responses:
     def _serve_from_cache(self, r: Request, hit: Any, plugin: str | None) -> None:
         now = self.clock.now_s
         r.cache_hit = hit.kind
+        r.reason = hit.reason
         r.scheduled_s = now
         r.first_token_s = r.finish_s = now + hit.latency_s
         tokens = hit.output_tokens if hit.output_tokens is not None else r.max_output_tokens

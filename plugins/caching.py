@@ -96,7 +96,7 @@ class ExactCache(Plugin):
                 or (stopped_by_itself and request.max_output_tokens >= tokens)):
             return None  # cut at another length: not the answer this request asks for
         self.hits += 1
-        return CacheHit("exact", self.settings.latency_s, text, 1.0, "same prompt and parameters",
+        return CacheHit("exact", self.settings.latency_s, text, 1.0, "exact cache hit (same prompt and parameters)",
                         output_tokens=tokens)
 
     @hookimpl

@@ -198,14 +198,16 @@ class SemanticCache(Plugin):
         if fits and nearest.prompt == request.prompt:  # (not learned from: see the module docstring)
             self.stats["hits"] += 1
             self.stats["exact_hits"] += 1
-            return CacheHit("exact", latency_s, nearest.text, 1.0, "same prompt text (semantic-cache)",
+            return CacheHit("exact", latency_s, nearest.text, 1.0,
+                            "exact cache hit (semantic-cache: the same prompt text was cached)",
                             output_tokens=nearest.tokens)
         if fits and score >= threshold and sim >= s.min_similarity:
             if ctx.rng.random() >= s.explore_rate:
                 self.stats["hits"] += 1
                 return CacheHit("semantic", latency_s, nearest.text, sim,
-                                f"score {score:.3f} >= learned threshold {threshold:.3f} "
-                                f"(false-hit bound {s.max_false_hit_rate:g})", output_tokens=nearest.tokens)
+                                f"semantic cache hit (score {score:.3f} >= learned threshold {threshold:.3f}, "
+                                f"similarity {sim:.3f}, false-hit bound {s.max_false_hit_rate:g})",
+                                output_tokens=nearest.tokens)
             pending.explored = True
             self.stats["explored"] += 1
         elif not fits or nearest.prompt == request.prompt:

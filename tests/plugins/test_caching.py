@@ -112,3 +112,19 @@ def test_responses_a_guardian_blocks_or_has_not_passed_are_never_cached():
     assert [r.cache_hit for r in blocked.requests] == [None, None, None]
     passed = replay_with(trace=trace(3), plugins={"settings": guard}, sim={"guardian_block_rate": 0.0})
     assert [r.cache_hit for r in passed.requests] == [None, "exact", "exact"]
+
+
+def _replay_of_repeats(**overrides):
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest(request_id=f"r{i}", arrival_s=10.0 * i, prompt_tokens=10, output_tokens=40, prompt="same")
+             for i in range(3)]
+    res = replay_with(trace=trace, **overrides)
+    return res, {r.request_id: r for r in res.requests}
+
+
+def test_a_cache_hit_says_why_it_was_served():
+    _, by_id = _replay_of_repeats()  # the reason was None, in the rows and in a live reply
+    assert by_id["r1"].cache_hit == "exact" and by_id["r1"].reason == "exact cache hit (same prompt and parameters)"
+    assert by_id["r0"].cache_hit is None and by_id["r0"].reason is None
