@@ -27,14 +27,16 @@ def latencies(
     * TPOT = (finish - first token) / (output tokens - 1): the mean gap between the tokens after
       the first. A one-token (or empty) output has no such gap, so its TPOT is ``None``, not 0:
       percentiles leave it out, and an SLO on TPOT counts it as met (there is no inter-token
-      latency to miss).
+      latency to miss). Nor has an answer whose tokens all came at once (first token = finish):
+      a response-cache hit, where no decode happened (its TPOT was 0, and hits pulled the TPOT
+      percentiles down to near 0).
     """
     ttft = None if first_token_s is None else first_token_s - arrival_s
     e2e = None if finish_s is None else finish_s - arrival_s
     queue = None if scheduled_s is None else scheduled_s - arrival_s
     tpot = (
         (finish_s - first_token_s) / (output_tokens - 1)
-        if first_token_s is not None and finish_s is not None and output_tokens > 1
+        if first_token_s is not None and finish_s is not None and output_tokens > 1 and finish_s != first_token_s
         else None
     )
     return ttft, tpot, e2e, queue

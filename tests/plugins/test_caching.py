@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controlplane.testing import make_context, make_requests
 from controlplane.types import Request
 from plugins.caching import ExactCache
@@ -128,3 +130,14 @@ def test_a_cache_hit_says_why_it_was_served():
     _, by_id = _replay_of_repeats()  # the reason was None, in the rows and in a live reply
     assert by_id["r1"].cache_hit == "exact" and by_id["r1"].reason == "exact cache hit (same prompt and parameters)"
     assert by_id["r0"].cache_hit is None and by_id["r0"].reason is None
+
+
+def test_a_cache_hit_has_no_tpot_and_still_meets_a_tpot_target():
+    from controlplane.request_latency import request_latencies
+
+    res, by_id = _replay_of_repeats(slo={"ttft_s": 5.0, "tpot_s": 0.5})
+    assert [by_id[f"r{i}"].cache_hit for i in range(3)] == [None, "exact", "exact"]
+    assert request_latencies(by_id["r1"])[1] is None  # no decode, no time per output token (it was 0.0)
+    assert request_latencies(by_id["r0"])[1] > 0
+    assert res.summary["tpot_p50_s"] == pytest.approx(request_latencies(by_id["r0"])[1])  # the computed one alone
+    assert res.summary["slo_attainment"] == 1.0  # a hit with no TPOT meets a TPOT target
