@@ -14,7 +14,9 @@ example the bound a ``semantic-cache`` honours, or the rate its benchmark measur
 it says nothing about which requests repeat. Draws come from ``ctx.rng``.
 
 A hit costs ``lookup_latency_s`` (plus ``embed_latency_s`` when ``kind`` is semantic) instead
-of a generation. ``cache_report()`` gives the replay summary its false-hit rate.
+of a generation. Requests sampled without a seed (``temperature > 0``, no ``seed``) never hit and are
+never remembered, in either mode, as with the text caches. At the run's end the plugin adds its hits
+and wrong hits to the summary's ``cache_false_hit_rate`` (``add_false_hits``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import Field, model_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
 from plugins.cache_backends import MemoryStore
+from plugins.caching import add_false_hits, is_sampled
 
 __all__ = ["TraceHitModel"]
 
@@ -78,6 +81,8 @@ class TraceHitModel(Plugin):
     def cp_cache_lookup(self, ctx, request):
         if request.prompt is not None:
             return None  # text: the real caches decide
+        if is_sampled(request):
+            return None  # temperature > 0 without a seed: not a reproducible answer, never served
         s = self.settings
         if s.mode == "rate":
             if ctx.rng.random() >= s.hit_rate:
@@ -98,7 +103,7 @@ class TraceHitModel(Plugin):
 
     @hookimpl
     def cp_cache_store(self, ctx, request):
-        if self.settings.mode != "hash_ids" or request.cache_hit:
+        if self.settings.mode != "hash_ids" or request.cache_hit or is_sampled(request):
             return
         key = _duplicate_key(request)
         if key is not None:
@@ -107,3 +112,7 @@ class TraceHitModel(Plugin):
     def cache_report(self) -> dict[str, int]:
         """Hits whose correctness is known, and the wrong ones among them."""
         return {"checked_hits": self.hits, "false_hits": self.false_hits}
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        add_false_hits(summary, self.cache_report())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field
@@ -18,17 +18,32 @@ def normalise_prompt(text: str) -> str:
     return text.strip().lower()
 
 
+def is_sampled(request) -> bool:
+    """Sampling (temperature > 0) without a seed: the answer is not reproducible, so it is neither
+    cached nor looked up by any response cache."""
+    params = dict(request.params)
+    return float(params.get("temperature", 0.0) or 0.0) > 0 and params.get("seed") is None
+
+
 def exact_key(request, *, normalise: bool = False) -> str | None:
     """SHA-256 of (model, prompt, sorted generation params); None when the answer is not
     reproducible: no prompt text, or sampling (temperature > 0) without a seed."""
-    if request.prompt is None:
-        return None
-    params = dict(request.params)
-    if float(params.get("temperature", 0.0) or 0.0) > 0 and params.get("seed") is None:
+    if request.prompt is None or is_sampled(request):
         return None
     prompt = normalise_prompt(request.prompt) if normalise else request.prompt
-    body = orjson.dumps([request.model, prompt, sorted((str(k), repr(v)) for k, v in params.items())])
+    body = orjson.dumps([request.model, prompt, sorted((str(k), repr(v)) for k, v in request.params)])
     return hashlib.sha256(body).hexdigest()
+
+
+def add_false_hits(summary: dict[str, Any], report: dict[str, int]) -> None:
+    """Add a cache's ``cache_report()`` (hits whose correctness is known, and the wrong ones) to a run
+    summary, at ``cp_run_finished`` (sim and live alike): ``cache_checked_hits``, ``cache_false_hits``
+    and their ratio ``cache_false_hit_rate``, summed over the caches that report; the rate is None
+    while none was checked."""
+    checked = report["checked_hits"] + summary.get("cache_checked_hits", 0)
+    wrong = report["false_hits"] + summary.get("cache_false_hits", 0)
+    summary.update(cache_checked_hits=checked, cache_false_hits=wrong,
+                   cache_false_hit_rate=round(wrong / checked, 6) if checked else None)
 
 
 class ExactCache(Plugin):
@@ -52,7 +67,7 @@ class ExactCache(Plugin):
         max_bytes: int | None = Field(None, ge=1)  # key + stored answer bytes (memory backend)
         eviction: Literal["lru", "lfu", "ttl"] = "lru"
         ttl_s: float = Field(3600.0, gt=0)
-        latency_s: float = Field(0.002, ge=0)  # lookup + reply time of a hit
+        latency_s: float = Field(0.002, ge=0)  # lookup + reply time of a hit (simulator; live hits are measured)
         normalise: bool = False  # key on the prompt trimmed and lower-cased
         backend: Literal["memory", "redis"] = "memory"
         redis_url: RedisUrl = "redis://127.0.0.1:6379/0"

@@ -105,3 +105,26 @@ def test_a_repeat_whose_traced_answer_has_another_length_is_not_served_the_cache
 def test_bad_settings_say_what_is_wrong(settings, field):
     with pytest.raises(ValidationError, match=field):
         TraceHitModel.Settings(**settings)
+
+
+@pytest.mark.parametrize("settings", [{}, {"mode": "rate", "hit_rate": 1.0}])
+def test_sampled_requests_without_a_seed_are_neither_served_nor_remembered(settings):
+    # hash_ids mode served repeats sampled at temperature 0.8 (4 hits of 5, rate 0.8), which docs/caching.md
+    # says are "neither cached nor looked up"; rate mode drew hits for them too
+    model = TraceHitModel(TraceHitModel.Settings(**settings))
+    sampled, seeded = (("temperature", 0.8),), (("seed", 3), ("temperature", 0.8))
+    for params, served in ((sampled, False), (seeded, True)):
+        first = Request("a", 0.0, 1024, 50, hash_ids=(11, 12), params=params)
+        first.output_tokens = 50
+        model.cp_cache_store(ctx=make_context(now_s=0.0), request=first)
+        again = Request("b", 10.0, 1024, 50, hash_ids=(11, 12), params=params)
+        assert (model.cp_cache_lookup(ctx=make_context(now_s=10.0), request=again) is not None) is served
+    assert len(model.store) == (1 if model.settings.mode == "hash_ids" else 0)  # the seeded one only
+
+
+def test_a_replay_of_sampled_repeats_has_no_hits():
+    trace = [TraceRequest(request_id=f"s{i}", arrival_s=10.0 * i, prompt_tokens=100, output_tokens=50,
+                          hash_ids=(11, 12), params=(("temperature", 0.8),)) for i in range(5)]
+    res = replay_with(trace=trace, plugins={"enabled": _enabled("trace-hit-model")})
+    assert res.summary["cache_hit_rate"] == 0 and res.summary["cache_checked_hits"] == 0
+    assert res.summary["cache_false_hit_rate"] is None  # none checked: unknown
