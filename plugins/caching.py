@@ -35,6 +35,11 @@ def exact_key(request, *, normalise: bool = False) -> str | None:
     return hashlib.sha256(body).hexdigest()
 
 
+def cut_key(key: str, max_tokens: int) -> str:
+    """Where an answer cut at ``max_tokens`` is kept: beside, not over, the answer that stopped by itself."""
+    return f"{key}/max{max_tokens}"
+
+
 def add_false_hits(summary: dict[str, Any], report: dict[str, int]) -> None:
     """Add a cache's ``cache_report()`` (hits whose correctness is known, and the wrong ones) to a run
     summary, at ``cp_run_finished`` (sim and live alike): ``cache_checked_hits``, ``cache_false_hits``
@@ -51,8 +56,10 @@ class ExactCache(Plugin):
 
     A cached answer is served only when it is the answer this request would get: one that stopped
     by itself (end of sequence, a stop string) within the request's ``max_tokens``, or one cut at
-    exactly the same ``max_tokens``. The hit counts the answer's real tokens. Requests without
-    prompt text (most public traces) never hit (see ``trace-hit-model`` for those).
+    exactly the same ``max_tokens``. The two are kept apart (an answer cut at 4 tokens is stored
+    under the key and its ``max_tokens``), so requests for 4 and for 200 tokens do not overwrite
+    each other's answers. The hit counts the answer's real tokens. Requests without prompt text
+    (most public traces) never hit (see ``trace-hit-model`` for those).
 
     ``normalise: true`` keys on the prompt trimmed and lower-cased (the seed design): "Hi " and
     "hi" share an answer. Entries live in a store (``plugins.cache_backends``): in-process by
@@ -96,21 +103,28 @@ class ExactCache(Plugin):
     def cp_run_finished(self, ctx, summary):
         release_run(self.store, ctx)
 
+    def _fitting(self, raw: bytes | None, wants: int):
+        if raw is None:
+            return None
+        text, tokens, max_tokens = orjson.loads(raw)
+        if wants == max_tokens or (tokens < max_tokens and wants >= tokens):
+            return text, tokens
+        return None  # cut at another length: not the answer this request asks for
+
     @hookimpl
     def cp_cache_lookup(self, ctx, request):
         key = self._key(request)
         if key is None:
             return None
         self.lookups += 1
-        raw = self.store.get(key, now_s=ctx.now_s)
-        if raw is None:
+        wants = request.max_output_tokens
+        found = self._fitting(self.store.get(key, now_s=ctx.now_s), wants)  # an answer that stopped by itself
+        if found is None:
+            found = self._fitting(self.store.get(cut_key(key, wants), now_s=ctx.now_s), wants)
+        if found is None:
             return None
-        text, tokens, max_tokens = orjson.loads(raw)
-        stopped_by_itself = tokens < max_tokens
-        if not (request.max_output_tokens == max_tokens
-                or (stopped_by_itself and request.max_output_tokens >= tokens)):
-            return None  # cut at another length: not the answer this request asks for
         self.hits += 1
+        text, tokens = found
         return CacheHit("exact", self.settings.latency_s, text, 1.0, "exact cache hit (same prompt and parameters)",
                         output_tokens=tokens)
 
@@ -119,5 +133,7 @@ class ExactCache(Plugin):
         key = self._key(request)
         if key is None or request.cache_hit:
             return
+        if request.output_tokens >= request.max_output_tokens:  # cut at max_tokens (or ended just there)
+            key = cut_key(key, request.max_output_tokens)
         value = orjson.dumps([request.output_text, request.output_tokens, request.max_output_tokens])
         self.store.set(key, value, self.settings.ttl_s, now_s=ctx.now_s)

@@ -141,3 +141,17 @@ def test_a_cache_hit_has_no_tpot_and_still_meets_a_tpot_target():
     assert request_latencies(by_id["r0"])[1] > 0
     assert res.summary["tpot_p50_s"] == pytest.approx(request_latencies(by_id["r0"])[1])  # the computed one alone
     assert res.summary["slo_attainment"] == 1.0  # a hit with no TPOT meets a TPOT target
+
+
+def test_answers_for_two_max_tokens_do_not_overwrite_each_other():
+    # "hi" at temperature 0 with max_tokens 4,4,200,200,4,4,200 was miss,hit,miss,hit,miss,hit,miss: one
+    # entry per prompt, overwritten by each length's answer in turn
+    cache, ctx, served = ExactCache(), make_context(), []
+    for i, max_out in enumerate([4, 4, 200, 200, 4, 4, 200]):
+        r = Request(f"r{i}", 0.0, 10, max_out, model="default", prompt="hi", params=(("temperature", 0),))
+        hit = cache.cp_cache_lookup(ctx=ctx, request=r)
+        served.append(hit is not None and hit.output_tokens == max_out)
+        if hit is None:
+            r.output_tokens, r.output_text = max_out, f"{max_out} tokens, cut"
+            cache.cp_cache_store(ctx=ctx, request=r)
+    assert served == [False, True, False, True, True, True, True]
