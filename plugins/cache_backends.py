@@ -19,7 +19,8 @@ deterministic and no policy reads the wall clock). Two stores:
   bounds and eviction are the server's ``maxmemory`` / ``maxmemory-policy``. Access counts live
   in the entry (a hash ``{v: value, n: hits}``). When Redis is unreachable the store degrades:
   ``get`` misses, ``set``/``delete`` are skipped, one warning is logged per outage, never an
-  exception; after ``retry_after_s`` it tries again and logs when Redis is back.
+  exception; after ``retry_after_s`` of run time it tries again, and after each further failure
+  waits twice as long (up to ``MAX_RETRY_AFTER_S``), and logs when Redis is back.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["CacheStore", "MemoryStore", "RedisStore", "RedisUrl", "StoreSettings", "open_store", "release_run",
-           "scope_to_run"]
+__all__ = ["MAX_RETRY_AFTER_S", "CacheStore", "MemoryStore", "RedisStore", "RedisUrl", "StoreSettings", "open_store",
+           "release_run", "scope_to_run"]
 
 
 def _redis_url(url: str) -> str:
@@ -212,13 +213,21 @@ return v
 """
 
 
+#: The longest wait between two tries of an unreachable Redis, in seconds of run time (unless
+#: ``retry_after_s`` is longer).
+MAX_RETRY_AFTER_S = 60.0
+
+
 class RedisStore(CacheStore):
     """A store on a Redis server, shared by every process that opens the same URL and namespace.
 
-    Unreachable Redis (refused, timed out, restarting): misses and skipped writes, one warning
-    per outage; while it is down, calls return at once for ``retry_after_s`` seconds of run time
-    (the ``now_s`` its callers pass, as for every plugin: never the wall clock) instead of each
-    waiting for a timeout.
+    Unreachable Redis (refused, timed out, restarting, a host name that does not resolve): misses
+    and skipped writes, one warning per outage; while it is down, calls return at once for
+    ``retry_after_s`` seconds of run time (the ``now_s`` its callers pass, as for every plugin:
+    never the wall clock) instead of each waiting for a timeout, and the wait doubles after each
+    failed try, up to ``MAX_RETRY_AFTER_S``: a try can cost far more than ``socket_timeout_s``
+    (resolving a host name is not bounded by it), so a replay pays for a few tries, not one per
+    simulated second. The first answer ends the outage and the wait starts again at ``retry_after_s``.
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "cp",
@@ -235,6 +244,7 @@ class RedisStore(CacheStore):
                                             socket_connect_timeout=socket_timeout_s)
         self._get_and_count = self._client.register_script(_GET_AND_COUNT)
         self._down_since: float | None = None  # run time of the last failure
+        self._wait_s = retry_after_s  # how long after the last failure the next try comes
         self._now_s: float | None = None  # the latest run time a caller passed
         self.failures = 0  # calls that found Redis unreachable (for tests and metrics)
 
@@ -251,7 +261,7 @@ class RedisStore(CacheStore):
             self._now_s = now_s
         now = self._now_s  # delete / access_count pass no time: the latest one given stands
         if self._down_since is not None and now is not None:
-            if now - self._down_since < self.retry_after_s:
+            if now - self._down_since < self._wait_s:
                 return default
         try:
             result = fn()
@@ -260,11 +270,15 @@ class RedisStore(CacheStore):
             if self._down_since is None:
                 _log().warning("Redis cache store at %s failed (%s): serving misses until it answers",
                             self._shown_url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self._wait_s = self.retry_after_s
+            else:  # a retry failed too: wait longer before the next one
+                self._wait_s = min(2 * self._wait_s, max(self.retry_after_s, MAX_RETRY_AFTER_S))
             self._down_since = now if now is not None else 0.0
             return default
         if self._down_since is not None:
             _log().info("Redis cache store at %s is reachable again", self._shown_url)
             self._down_since = None
+            self._wait_s = self.retry_after_s
         return result
 
     def get(self, key: str, *, now_s: float) -> bytes | None:
