@@ -51,6 +51,26 @@ def add_false_hits(summary: dict[str, Any], report: dict[str, int]) -> None:
                    cache_false_hit_rate=round(wrong / checked, 6) if checked else None)
 
 
+#: Settings of each backend that the other ignores (warned of when set).
+_MEMORY_ONLY = ("capacity", "max_bytes", "eviction")
+_REDIS_ONLY = ("redis_url", "namespace", "retry_after_s", "socket_timeout_s")
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_unused(settings: Any) -> None:
+    """One warning per process for each setting given that the chosen backend does not use."""
+    unused = _MEMORY_ONLY if settings.backend == "redis" else _REDIS_ONLY
+    for name in unused:
+        if name in settings.model_fields_set and (settings.backend, name) not in _warned:
+            _warned.add((settings.backend, name))
+            import logging
+
+            where = "the Redis server's maxmemory / maxmemory-policy bound it" if settings.backend == "redis" \
+                else "it applies to backend: redis"
+            logging.getLogger(__name__).warning("exact-cache: setting %r is ignored with backend: %s (%s)",
+                                                name, settings.backend, where)
+
+
 class ExactCache(Plugin):
     """Responses keyed by SHA-256 of (model, prompt text, sorted generation params), with a TTL.
 
@@ -85,6 +105,7 @@ class ExactCache(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         s = self.settings
+        _warn_unused(s)
         self.store: CacheStore = open_store(StoreSettings(
             backend=s.backend, max_entries=s.capacity, max_bytes=s.max_bytes, eviction=s.eviction,
             redis_url=s.redis_url, namespace=s.namespace, retry_after_s=s.retry_after_s,

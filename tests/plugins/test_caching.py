@@ -155,3 +155,20 @@ def test_answers_for_two_max_tokens_do_not_overwrite_each_other():
             r.output_tokens, r.output_text = max_out, f"{max_out} tokens, cut"
             cache.cp_cache_store(ctx=ctx, request=r)
     assert served == [False, True, False, True, True, True, True]
+
+
+def test_settings_the_backend_does_not_use_are_warned_of_by_name(monkeypatch, caplog):
+    import logging
+
+    import plugins.caching as caching
+
+    monkeypatch.setattr(caching, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="plugins.caching")
+    ExactCache(ExactCache.Settings(redis_url="redis://127.0.0.1:6379/5"))  # backend: memory
+    redis = ExactCache(ExactCache.Settings(backend="redis", capacity=5, eviction="lfu", ttl_s=60))
+    redis.store.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all(len(line.splitlines()) == 1 for line in lines)
+    assert "'redis_url' is ignored with backend: memory" in lines[0]
+    assert "'capacity' is ignored with backend: redis" in lines[1] and "'eviction'" in lines[2]
+    assert not any("ttl_s" in line for line in lines)  # Redis expires entries after ttl_s: it applies
