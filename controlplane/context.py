@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +14,16 @@ if TYPE_CHECKING:
 
 
 class Clock:
-    """Run time in seconds, set by the driver (SimPy's ``env.now`` or a monotonic live clock)."""
+    """Run time in seconds, set by the driver (SimPy's ``env.now`` or a monotonic live clock).
 
-    __slots__ = ("now_s",)
+    ``read``: in a live run, the driver's clock itself (the run time at the moment of the call, for
+    what the core must time as it happens: a cache hit's reply); None in a simulation."""
 
-    def __init__(self, start_s: float = 0.0) -> None:
+    __slots__ = ("now_s", "read")
+
+    def __init__(self, start_s: float = 0.0, read: Callable[[], float] | None = None) -> None:
         self.now_s = start_s
+        self.read = read
 
 
 @dataclass

@@ -90,7 +90,10 @@ class Responses:
         r.cache_hit = hit.kind
         r.reason = hit.reason
         r.scheduled_s = now
-        r.first_token_s = r.finish_s = now + hit.latency_s
+        # A simulation charges the plugin's stated latency; a live run the time the lookup really took
+        # (the driver's clock read now that the plugin answered: the reply goes out at once).
+        answered_s = self.clock.read() if self.clock.read is not None else None
+        r.first_token_s = r.finish_s = now + hit.latency_s if answered_s is None else max(now, answered_s)
         tokens = hit.output_tokens if hit.output_tokens is not None else r.max_output_tokens
         r.output_tokens = max(0, min(int(tokens), r.max_output_tokens))
         r.output_text = hit.response_text

@@ -98,8 +98,8 @@ class SemanticCache(Plugin):
         window: int = Field(20_000, ge=100)  # verified outcomes the threshold is learned from
         capacity: int = Field(100_000, ge=1)  # entries per model and params; the oldest goes first
         ttl_s: float = Field(3600.0, gt=0)
-        lookup_latency_s: float = Field(0.001, ge=0)  # index search + reply of a hit
-        embed_latency_s: float = Field(0.01, ge=0)  # one prompt's embedding (CPU, MiniLM-L6)
+        lookup_latency_s: float = Field(0.001, ge=0)  # index search + reply of a hit (simulator; live: measured)
+        embed_latency_s: float = Field(0.01, ge=0)  # one prompt's embedding (CPU, MiniLM-L6; simulator)
         device: str = "cpu"  # of the embedding model; one this machine lacks is refused at the start
         hnsw_m: int = Field(32, ge=4)
         ef_search: int = Field(64, ge=1)

@@ -148,7 +148,7 @@ class LiveDriver(LiveWorkers):
         await self.guardians.start(sum(m.replicas for m in self.config.cluster.models) or 1)
         try:
             self.session = await asyncio.to_thread(
-                RunSession, self.config, mode="live", clock=Clock(), record=self.record,
+                RunSession, self.config, mode="live", clock=Clock(read=self.now_s), record=self.record,
                 extra_plugins=self.extra_plugins, trace=self.trace, trace_format=self.trace_format,
                 trace_read=self.trace_read)
         except BaseException:
