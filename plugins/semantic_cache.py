@@ -13,6 +13,8 @@ nearest entry's answer is served, except that a sampled fraction (``explore_rate
 Below it the model runs too, and its answer is compared with the nearest entry's all the same
 (a free outcome). Those outcomes are what the threshold is learned from; an answer a guardian
 blocked or has not passed never reaches ``cp_cache_store``, so it is neither cached nor learned.
+The verified would-be hits (explored) and the wrong ones among them go into the run summary's
+``cache_false_hit_rate`` at the run's end.
 
 In a live run the embedding model is loaded when the run starts, on a thread of its own (a lookup
 that comes before it is loaded waits for it), not at the first request on the event loop.
@@ -35,7 +37,7 @@ from pydantic import Field, field_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
-from plugins.caching import exact_key
+from plugins.caching import add_false_hits, exact_key
 from plugins.semantic_cache_index import VectorIndex
 from plugins.semantic_cache_policy import ThresholdLearner, consensus_score
 
@@ -142,6 +144,10 @@ class SemanticCache(Plugin):
 
         if ctx.run.mode == "live" and (self._embedder is None or type(self._embedder) is MiniLMEmbedder):
             self.preloading = preload(self.settings.device)  # off the event loop, before any request
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        add_false_hits(summary, self.cache_report())
 
     def _index(self, part: str, dim: int) -> VectorIndex:
         index = self._indexes.get(part)

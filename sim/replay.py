@@ -460,11 +460,6 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         with stop_on_ctrl_c(driver):
             finished = driver.run(requests)
         loop_s = time.perf_counter() - t0
-        # Response caches that know which of their hits were wrong (plugins with cache_report()).
-        reports = [p.instance.cache_report() for p in session.plugins.loaded if hasattr(p.instance, "cache_report")]
-        checked = sum(r["checked_hits"] for r in reports)
-        if isinstance(finished, dict) and checked:
-            finished = {**finished, "cache_false_hit_rate": round(sum(r["false_hits"] for r in reports) / checked, 6)}
         if isinstance(finished, dict):
             finished = {**finished, **rows_left_out(reader)}
         timings.mark("loop_end")

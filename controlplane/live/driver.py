@@ -156,6 +156,7 @@ class LiveDriver(LiveWorkers):
             raise
         self.core = self.session.core
         self.metrics.watch_storage(getattr(self.session, "recorder", None))
+        self.metrics.watch_caches(lambda: self.session.plugins.loaded)
         self.guardians.attach(self.session)
         self._t0, self._last_s = time.monotonic(), 0.0
         self._started = True

@@ -95,6 +95,14 @@ class PrometheusExporter:
         self.storage_spill_files = Gauge(
             "storage_spill_files", "Spill files of rows that waited too long for the database.", namespace=ns,
             registry=reg)
+        self.cache_checked_hits = Gauge(
+            "cache_checked_hits", "Response-cache hits whose correctness is known (semantic-cache: its verified "
+            "would-be hits).", namespace=ns, registry=reg)
+        self.cache_false_hits = Gauge("cache_false_hits", "Wrong answers among cache_checked_hits.", namespace=ns,
+                                      registry=reg)
+        self.cache_false_hit_rate = Gauge(
+            "cache_false_hit_rate", "cache_false_hits / cache_checked_hits, as the run summary's (NaN while none "
+            "was checked).", namespace=ns, registry=reg)
         self.storage_rows_refused = Gauge(
             "storage_rows_refused", "Rows of the run the database refused for good (a repeated request id), "
             "saved to refused files; the other rows are written.", namespace=ns, registry=reg)
@@ -180,6 +188,18 @@ class PrometheusExporter:
             self.storage_spill_files.set_function(lambda: len(recorder.spilled))
         if hasattr(recorder, "refused"):
             self.storage_rows_refused.set_function(lambda: recorder.refused.count)
+
+    def watch_caches(self, loaded: Any) -> None:
+        """Read the response caches' verified hits at each scrape: ``loaded()`` gives the run's plugins
+        now (`PluginSet.loaded`: a reload swaps them); those with ``cache_report()`` count."""
+
+        def totals() -> tuple[int, int]:
+            reports = [p.instance.cache_report() for p in loaded() if hasattr(p.instance, "cache_report")]
+            return sum(r["checked_hits"] for r in reports), sum(r["false_hits"] for r in reports)
+
+        self.cache_checked_hits.set_function(lambda: totals()[0])
+        self.cache_false_hits.set_function(lambda: totals()[1])
+        self.cache_false_hit_rate.set_function(lambda: (lambda c, w: w / c if c else float("nan"))(*totals()))
 
     def render(self) -> bytes:
         """The text exposition format, for ``GET /metrics``."""

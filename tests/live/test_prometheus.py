@@ -56,3 +56,23 @@ def test_an_unplaced_start_is_counted_as_unplaced_not_failed():
     get = exporter.registry.get_sample_value
     assert get("controlplane_worker_events_total", {"kind": "unplaced"}) == 1.0
     assert get("controlplane_worker_events_total", {"kind": "failed"}) == 1.0
+
+
+def test_the_response_caches_false_hit_rate_is_a_gauge_read_at_each_scrape():
+    # /metrics had cache_hits_total only: a semantic cache's verified wrong answers were nowhere live
+    from controlplane.testing import make_context, make_plugin_set
+    from controlplane.types import Request
+
+    plugins = make_plugin_set(enabled=["trace-hit-model"],
+                              **{"trace-hit-model": {"mode": "rate", "hit_rate": 1.0, "false_hit_rate": 0.5}})
+    exporter = PrometheusExporter()
+    exporter.watch_caches(lambda: plugins.loaded)
+    get = exporter.registry.get_sample_value
+    assert get("controlplane_cache_checked_hits") == 0.0
+    assert get("controlplane_cache_false_hit_rate") != get("controlplane_cache_false_hit_rate")  # NaN: none checked
+    model, ctx = plugins.get("trace-hit-model"), make_context(seed=1)
+    for i in range(40):
+        model.cp_cache_lookup(ctx=ctx, request=Request(f"r{i}", 0.0, 10, 4))
+    assert get("controlplane_cache_checked_hits") == model.hits == 40
+    assert get("controlplane_cache_false_hits") == model.false_hits > 0
+    assert get("controlplane_cache_false_hit_rate") == model.false_hits / 40

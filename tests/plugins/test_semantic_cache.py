@@ -376,3 +376,14 @@ def test_a_live_run_loads_the_embedding_model_when_it_starts_off_the_caller_s_th
     assert cache.preloading.name == "semantic-cache-embedder-cpu"
     cache.preloading.join(timeout=600)
     assert semantic_cache_embed._load_once.cache_info().currsize == 1  # loaded before any lookup asked
+
+
+def test_the_false_hit_rate_of_verified_would_be_hits_goes_into_the_summary():
+    cache = SemanticCache()
+    summary = {"num_requests": 10}
+    cache.cp_run_finished(ctx=make_context(), summary=summary)
+    assert (summary["cache_checked_hits"], summary["cache_false_hit_rate"]) == (0, None)  # known: none verified
+    cache.stats.update(explored_verified=8, explored_wrong=2)
+    summary = {"cache_checked_hits": 2, "cache_false_hits": 0, "cache_false_hit_rate": 0.0}  # another cache's
+    cache.cp_run_finished(ctx=make_context(), summary=summary)
+    assert summary == {"cache_checked_hits": 10, "cache_false_hits": 2, "cache_false_hit_rate": 0.2}
