@@ -3,7 +3,7 @@
 Any trace can be converted to it once (after transforms, too) and replayed without the
 original reader's options. The Vidur anchors' `workload.csv` files are canonical CSV as is.
 
-CSV: header with `request_id,arrival_s,prompt_tokens,output_tokens` (required, any order),
+CSV: header with `request_id,arrival_s,prompt_tokens,output_tokens` (required, any order, any case),
 optional `model,tenant,priority,prompt,hash_ids,hash_block_tokens,params`; `hash_ids` is
 space-separated integers, `params` a JSON object. JSONL: one object per line with the same keys
 (`hash_ids` a list, `params` an object). Unknown columns/keys are ignored. arrival_s is kept
@@ -55,7 +55,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
     with open_text(path) as f:
         reader = csv.reader(f)
         header = csv_header(path, reader)
-        cols = column_index(path, header, reader.line_num, REQUIRED, OPTIONAL)
+        cols = column_index(path, header, reader.line_num, REQUIRED, OPTIONAL, ignore_case=True)
         ii, ia, ip, io_ = (cols[c] for c in REQUIRED)
         extra = [(name, cols[name]) for name in OPTIONAL if name in cols]
         basic = not extra and (ii, ia, ip, io_) == (0, 1, 2, 3) and len(header) == 4

@@ -1,6 +1,6 @@
 """Reader for Vidur-style length tables (e.g. arXiv summarization token counts).
 
-Columns `num_prefill_tokens,num_decode_tokens[,num_total_tokens,pd_ratio]`: lengths only, no
+Columns `num_prefill_tokens,num_decode_tokens[,num_total_tokens,pd_ratio]` (matched ignoring case): lengths only, no
 timestamps. Arrivals come from a seeded renewal process, as Vidur itself does: the first
 request at 0.0, then inter-arrival gaps that are exponential (`arrival="poisson"`, rate `qps`)
 or gamma with mean 1/qps and coefficient of variation `cv` (`arrival="gamma"`, cv > 1 is
@@ -64,7 +64,7 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
     with open_text(path) as f:
         reader = csv.reader(f)
         header = csv_header(path, reader)
-        cols = column_index(path, header, reader.line_num, (PREFILL, DECODE))
+        cols = column_index(path, header, reader.line_num, (PREFILL, DECODE), ignore_case=True)
         ip, io_ = cols[PREFILL], cols[DECODE]
         idx = 0
         t = 0.0

@@ -238,3 +238,11 @@ def test_a_nul_in_an_id_of_a_four_column_csv_is_a_bad_row(write):
     with pytest.raises(TraceFormatError) as e:
         list(read_trace(p, "canonical"))
     assert (e.value.line, e.value.field) == (3, "request_id") and "NUL character" in e.value.reason
+
+
+@pytest.mark.parametrize("header", ["Request_ID,Arrival_S,Prompt_Tokens,Output_Tokens,Model",
+                                    "REQUEST_ID, arrival_s ,prompt_tokens,OUTPUT_TOKENS,MODEL"])
+def test_csv_header_names_are_matched_ignoring_case(write, header):
+    p = write("c.csv", header + "\na,0.5,10,2,m\n")
+    assert detect_format(p) == "canonical"
+    assert list(read_trace(p)) == [TraceRequest("a", 0.5, 10, 2, model="m")]

@@ -94,3 +94,11 @@ def test_a_generator_function_is_called_only_by_a_format_that_draws(write):
     c = write("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0.5,10,2\n")
     assert [r.request_id for r in read_trace(c, "canonical", rng=rng)] == ["a"]
     assert made == [1]  # the canonical format draws nothing: not made
+
+
+def test_header_names_are_matched_ignoring_case(write):
+    # (detection ignores case: a header it takes as Vidur's must read too, as Azure's and BurstGPT's do)
+    p = write("v.csv", "Num_Prefill_Tokens,NUM_DECODE_TOKENS\n100,10\n")
+    assert detect_format(p) == "vidur"
+    (r,) = read_trace(p, rng=np.random.default_rng(0))
+    assert (r.prompt_tokens, r.output_tokens) == (100, 10)
