@@ -215,7 +215,9 @@ def _json_obj(path: PathLike, line: int, obj: Any, idx: int) -> TraceRequest:
         if v is not None:
             if not isinstance(v, str):
                 raise TraceFormatError(path, line, name, f"expected a string, got {v!r:.80}")
-            kw[name] = check_text(path, line, name, v)
+            text = v.strip()
+            if text:  # empty or blank: missing, as an empty CSV cell (a model named '' no deployment serves)
+                kw[name] = check_text(path, line, name, v if name == "prompt" else text)  # (a prompt verbatim)
     if obj.get("priority") is not None:
         kw["priority"] = parse_int(path, line, "priority", obj["priority"])
     if obj.get("hash_block_tokens") is not None:

@@ -246,3 +246,12 @@ def test_csv_header_names_are_matched_ignoring_case(write, header):
     p = write("c.csv", header + "\na,0.5,10,2,m\n")
     assert detect_format(p) == "canonical"
     assert list(read_trace(p)) == [TraceRequest("a", 0.5, 10, 2, model="m")]
+
+
+def test_jsonl_empty_model_tenant_and_prompt_are_missing_as_empty_csv_cells(write):
+    # (a model named '' would be rejected by a replay: no deployment serves it)
+    row = '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 1, "output_tokens": 1, "model": "%s", "tenant": "%s", "prompt": "%s"}\n'
+    jsonl = write("c.jsonl", row % ("", " ", "") + row.replace('"a"', '"b"') % (" m ", "t", " p "))
+    csv_ = write("c.csv", HEADER.strip() + ",model,tenant,prompt\na,0,1,1,,  ,\nb,0,1,1, m ,t, p \n")
+    expected = [TraceRequest("a", 0.0, 1, 1), TraceRequest("b", 0.0, 1, 1, model="m", tenant="t", prompt=" p ")]
+    assert list(read_trace(jsonl)) == list(read_trace(csv_)) == expected
