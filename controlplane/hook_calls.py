@@ -31,6 +31,7 @@ class PluginErrorRecord:
     plugin: str
     hook: str
     error: str
+    subject: str | None = None  # what the call was about (request id, worker id, model), where the recorder knew it
 
 
 @dataclass
@@ -47,7 +48,9 @@ class HookMonitor:
     num_errors: int = 0
     listeners: list[Callable[[str, str], None]] = field(default_factory=list)
 
-    def record(self, plugin: str, hook: str, exc: Exception) -> None:
+    def record(self, plugin: str, hook: str, exc: Exception, subject: str | None = None) -> None:
+        """Count ``plugin``'s error in ``hook``; ``subject``: the request id, worker id or model the call was about,
+        when the caller knows it (else the one `PolicyCalls.drain_errors` is given, if any)."""
         self.num_errors += 1
         for listener in self.listeners:
             listener(plugin, hook)
@@ -55,7 +58,7 @@ class HookMonitor:
         n = self.error_counts.get(key, 0) + 1
         self.error_counts[key] = n
         if n <= MAX_RECORDED_ERRORS:
-            self.errors.append(PluginErrorRecord(plugin, hook, f"{type(exc).__name__}: {exc}"))
+            self.errors.append(PluginErrorRecord(plugin, hook, f"{type(exc).__name__}: {exc}", subject))
 
     def counts_by_plugin(self) -> dict[str, dict[str, int]]:
         """Every error counted so far, recorded as a decision or not: ``{plugin: {hook: n}}``."""

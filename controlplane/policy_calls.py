@@ -12,7 +12,7 @@ from controlplane.context import Clock, PolicyContext
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.hookspecs import PROJECT_NAME
 from controlplane.plugin_manager import PluginSet, _Broadcast, _FirstResult, fast_caller
-from controlplane.types import Decision
+from controlplane.types import Decision, Request, Worker
 
 __all__ = ["POLICY_HOOKS", "PolicyCalls"]
 
@@ -122,7 +122,7 @@ class PolicyCalls:
                 except Exception as exc:
                     self.monitor.record(plugin, "cp_on_event", exc)
         if self.monitor.errors:
-            self.drain_errors()
+            self.drain_errors(_event_subject(event))
 
     def decide(self, hook: str, a: Any = _ABSENT, b: Any = _ABSENT, c: Any = _ABSENT) -> tuple[Any, str | None]:
         """Ask a policy hook (its one to three arguments after ``ctx``, in the spec's order); the
@@ -148,7 +148,7 @@ class PolicyCalls:
                     monitor.record(plugin, hook, wrong_result(hook, result))
                     result = None
                 if monitor.errors:
-                    self.drain_errors()
+                    self.drain_errors(_subject(a, b))
                 if result is not None:
                     monitor.last_plugin = plugin
                     return result, plugin
@@ -173,7 +173,7 @@ class PolicyCalls:
                 monitor.record(_wrappers(caller), hook, wrong)
                 result, failed = None, True
         if monitor.errors:
-            self.drain_errors()
+            self.drain_errors(_subject(a, b))
         if result is not None:
             return result, monitor.last_plugin
         if fallback is None:
@@ -193,7 +193,7 @@ class PolicyCalls:
             return fn(self.ctx, *args), name
         except Exception as exc:
             self.monitor.record(name, hook, exc)
-            self.drain_errors()
+            self.drain_errors(_subject(*args[:2]))
             return None, None
 
     def decide_instead(self, hook: str, plugin: str | None, error: str, a: Any) -> tuple[Any, str] | None:
@@ -206,7 +206,7 @@ class PolicyCalls:
         if builtin is None or (plugin or "").split(" ", 1)[0] == name:
             return None
         self.monitor.record(plugin or "unknown", hook, ValueError(error))
-        self.drain_errors()
+        self.drain_errors(_subject(a))
         return getattr(builtin, hook)(self.ctx, a), f"{name} (fallback)"
 
     def call_observer(self, caller: Any, a: Any, b: Any = _ABSENT) -> Any:
@@ -216,19 +216,21 @@ class PolicyCalls:
             return None
         result = caller(self.ctx, a) if b is _ABSENT else caller(self.ctx, a, b)
         if self.monitor.errors:
-            self.drain_errors()
+            self.drain_errors(_subject(a, b))
         return result
 
-    def drain_errors(self) -> None:
-        """Turn the plugin errors recorded so far into ``error`` decisions on the bus. An observer that raises on
-        those decisions makes errors of its own: they are drained too, as any error (and it ends: each plugin's
-        errors of a hook stop being recorded, only counted, after `MAX_RECORDED_ERRORS`)."""
+    def drain_errors(self, subject: str | None = None) -> None:
+        """Turn the plugin errors recorded so far into ``error`` decisions on the bus, each with its subject (the
+        one it was recorded with, else ``subject``: the request id, worker id or model of the call that failed).
+        An observer that raises on those decisions makes errors of its own: they are drained too, as any error (and
+        it ends: each plugin's errors of a hook stop being recorded, only counted, after `MAX_RECORDED_ERRORS`)."""
         errors = self.monitor.take_errors()
         while errors:
             for err in errors:
                 self._emit_hook(
                     self.ctx,
-                    Decision(self.clock.now_s, err.hook, err.plugin, "error", None, err.error, None, True),
+                    Decision(self.clock.now_s, err.hook, err.plugin, "error", err.subject or subject, err.error, None,
+                             True),
                 )
             errors = self.monitor.take_errors()
 
@@ -269,6 +271,31 @@ def _picking_args(fn: Callable[..., Any], pick: tuple[int, ...], arity: int) -> 
     args = ", ".join(f"a{i}" for i in pick)
     exec(f"def picking({params}):\n    return fn({args})\n", env)  # noqa: S102  (made from argument positions)
     return env["picking"]
+
+
+def _subject(a: Any = _ABSENT, b: Any = _ABSENT) -> str | None:
+    """What a hook call with these first arguments was about, for its error decisions: the request's id where one
+    is given (admission, cache, routing, guardians, prefix caches), else the worker's id (batching, memory plans),
+    else the model a ``cp_scale`` call names."""
+    for x in (a, b):
+        if isinstance(x, Request):
+            return x.request_id
+    for x in (a, b):
+        if isinstance(x, Worker):
+            return x.worker_id
+    return a if isinstance(a, str) else None
+
+
+def _event_subject(event: Any) -> str | None:
+    """What an event an observer raised on is about: its request's id, its worker's id, or a decision's subject."""
+    request = getattr(event, "request", None)
+    if isinstance(request, Request):
+        return request.request_id
+    for name in ("request_id", "worker_id", "subject"):
+        value = getattr(event, name, None)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def _given(a: Any, b: Any, c: Any) -> tuple[Any, ...]:

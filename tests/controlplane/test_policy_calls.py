@@ -229,3 +229,54 @@ def test_the_hooks_nobody_answers_are_named_and_answered_none_and_a_policy_or_fa
         assert "cp_admit_request" in unanswered and "cp_admit_request" not in with_fallback
     res = replay_with(RefusingWithoutCtx(), trace=make_trace(4))  # one policy answers: it is asked
     assert sum(r.status is RequestStatus.REJECTED for r in res.requests) == 2
+
+
+# --- the subject of a plugin's error decision -----------------------------------------------------
+
+
+class RaisesEverywhere(Plugin):
+    """Raises in admission, batching, memory planning and the observer's finished events; answers cp_scale
+    with an int (a wrong type)."""
+
+    name = "raises-everywhere"
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        raise RuntimeError("admit")
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        raise RuntimeError("batch")
+
+    @hookimpl
+    def cp_plan_memory(self, ctx, worker, trigger):
+        raise RuntimeError("memory")
+
+    @hookimpl
+    def cp_scale(self, ctx, model, workers):
+        return 3
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if type(event) is RequestFinished:
+            raise RuntimeError("observer")
+
+
+def test_a_plugins_error_decision_names_what_the_call_was_about(tmp_path):
+    """`select subject from decision where is_error = 1` was empty: the request (admission, observers of its
+    events), the worker (batching, memory plans) or the model (cp_scale) is its subject, stored too."""
+    from controlplane.testing import stored_rows
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = replay_with(RaisesEverywhere(), trace=make_trace(5), db_url=url)
+    errors = [d for d in res.decisions if d.is_error]
+    by_hook: dict[str, set] = {}
+    for d in errors:
+        by_hook.setdefault(d.hook, set()).add(d.subject)
+    assert by_hook["cp_admit_request"] == {"0", "1", "2", "3", "4"}
+    assert by_hook["cp_on_event"] == {"0", "1", "2", "3", "4"}  # (each request's RequestFinished)
+    assert by_hook["cp_form_batch"] <= {"default-0", "default-1"} and by_hook["cp_form_batch"]
+    assert by_hook["cp_plan_memory"] == {"default-0", "default-1"}
+    assert by_hook["cp_scale"] == {"default"}
+    stored = [row for row in stored_rows(url, res.run_id, "decisions") if row["is_error"]]
+    assert len(stored) == len(errors) and all(row["subject"] for row in stored)
