@@ -81,13 +81,14 @@ _MAX_CACHED = 10_000  # distinct cell values remembered (a real file has a few; 
 class _Filter:
     """Which raw cell values a `models` / `log_types` option keeps, decided once per distinct value."""
 
-    __slots__ = ("option", "wanted", "norm", "decided", "matched", "sample")
+    __slots__ = ("option", "wanted", "norm", "decided", "matched", "sample", "in_bad")
 
     def __init__(self, option: str, wanted: dict[str, str], norm: Any) -> None:
         self.option, self.wanted, self.norm = option, wanted, norm  # wanted: normalized -> as given
         self.decided: dict[str, bool] = {}  # raw cell -> kept
         self.matched: set[str] = set()      # wanted values some row had
         self.sample: set[str] = set()       # up to 10 values the rows had, for the warning
+        self.in_bad: dict[str, int] = {}    # wanted value -> the line of the first bad row (skipped) that had it
 
     def keeps(self, raw: str) -> bool:
         value = self.norm(raw)
@@ -100,12 +101,26 @@ class _Filter:
             self.decided[raw] = keep
         return keep
 
-    def unmatched(self) -> list[str]:
-        """The values given that no row had, as given."""
-        return sorted(given for value, given in self.wanted.items() if value not in self.matched)
+    def bad_row(self, raw: str, line: int | None) -> None:
+        """A bad row (skipped) had the cell ``raw``: a value given that only bad rows have is said so, not
+        said to match no row."""
+        value = self.norm(raw)
+        if value in self.wanted:
+            self.in_bad.setdefault(value, line)
 
-    def seen(self) -> list[str]:
-        return sorted(self.sample)
+    def unmatched(self) -> list[str]:
+        """What the rows read say of the values given that no good row had: those bad rows had, and the others."""
+        said = []
+        missed = [value for value in self.wanted if value not in self.matched]
+        only_bad = sorted((self.wanted[v], self.in_bad[v]) for v in missed if v in self.in_bad)
+        if only_bad:
+            said.append(f"{self.option} value(s) matched only by bad rows, which were skipped: "
+                        + ", ".join(f"{given!r} (the first at line {line})" for given, line in only_bad))
+        never = sorted(self.wanted[v] for v in missed if v not in self.in_bad)
+        if never:
+            seen = ", ".join(value or "(empty)" for value in sorted(self.sample)) or "none"
+            said.append(f"{self.option} value(s) {', '.join(map(repr, never))} matched no row (seen: {seen})")
+        return said
 
 
 def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[str, str] | None, drop_failed: bool,
@@ -131,6 +146,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
         last = 0.0  # (also the least timestamp: seconds since the trace's start)
         t0 = None
         idx = 0
+        bad_before = sink.count  # (the rows skipped as bad here: the sink may be shared)
         try:
             for row in reader:
                 try:
@@ -159,6 +175,9 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                     except TraceFormatError as err:
                         sink(err)
                         idx += 1
+                        for flt, i in ((models, imodel), (logs, ilog)):
+                            if flt is not None and i is not None and i < len(row):
+                                flt.bad_row(row[i], line)
                         continue
                     if imodel is not None:
                         model = row[imodel]
@@ -207,7 +226,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
             raise
         if idx == 0:
             raise no_rows(path)
-        _report(path, idx, dropped, t0 is None, models, logs)
+        _report(path, idx, dropped, t0 is None, models, logs, sink.count - bad_before)
 
 
 def _slow_row(path: PathLike, line: int, row: list[str], header: list[str], cols: dict[str, int],
@@ -229,14 +248,16 @@ def _slow_row(path: PathLike, line: int, row: list[str], header: list[str], cols
 
 
 def _report(path: PathLike, rows: int, dropped: dict[str, int], none_kept: bool,
-            models: _Filter | None, logs: _Filter | None) -> None:
-    """Say what the options left out: an error when they left nothing, else one warning line."""
-    unmatched = [f"{flt.option} value(s) {', '.join(map(repr, flt.unmatched()))} matched no row "
-                 f"(seen: {', '.join(flt.seen()) or 'none'})" for flt in (models, logs) if flt and flt.unmatched()]
+            models: _Filter | None, logs: _Filter | None, bad: int) -> None:
+    """Say what the options left out: an error when they left nothing, else one warning line. ``bad``:
+    the rows skipped as bad (on_error), which the options did not leave out."""
+    unmatched = [said for flt in (models, logs) if flt for said in flt.unmatched()]
     if none_kept and dropped:
-        raise TraceFormatError(path, None, None, f"no row kept: the options left out all {rows:,} rows "
-                               f"({_reasons(dropped)})"
-                               + (f"; {'; '.join(unmatched)}" if unmatched else ""))
+        left = sum(dropped.values())
+        what = f"the options left out all {left:,} rows ({_reasons(dropped)})" if not bad else (
+            f"the options left out {left:,} of the {rows:,} rows ({_reasons(dropped)}), and the other "
+            + ("row was a bad row, skipped" if bad == 1 else f"{bad:,} were bad rows, skipped"))
+        raise TraceFormatError(path, None, None, f"no row kept: {what}" + (f"; {'; '.join(unmatched)}" if unmatched else ""))
     if dropped or unmatched:
         log.warning("%s: left out %s of %s rows: %s", path, f"{sum(dropped.values()):,}", f"{rows:,}",
                     "; ".join(([_reasons(dropped)] if dropped else []) + unmatched))

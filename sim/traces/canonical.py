@@ -138,10 +138,14 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
 
 def _block_tokens(path: PathLike, line: int, value: object) -> int:
     """``hash_block_tokens``: tokens per prefix-hash block, a positive integer (0 would block nothing)."""
-    tokens = parse_count(path, line, "hash_block_tokens", value)
+    try:
+        tokens = parse_count(path, line, "hash_block_tokens", value)
+    except TraceFormatError:
+        tokens = 0  # (not "a non-negative integer": 0 is refused too)
     if tokens == 0:
         raise TraceFormatError(path, line, "hash_block_tokens", "expected a positive integer (tokens per prefix-hash "
-                               "block), got 0; leave the field empty for the model's default")
+                               f"block, at most {MAX_INT:,}), got {value!r}; leave the field empty for the model's "
+                               "default")
     return tokens
 
 

@@ -106,7 +106,7 @@ class ErrorSink:
                 first.path, first.line, first.field,
                 f"{first.reason}; so are the {self._behind:,} rows after it (to line {err.line}) that were skipped: "
                 f"the row kept before line {first.line} (the previous row here) is likely the one out of place, ahead "
-                "of its neighbours: move or remove it, and these rows read")
+                "of its neighbours: move that row into order or remove it, and these rows are read")
 
 
 def as_sink(on_error: "OnError | ErrorSink", errors: list[TraceFormatError] | None = None) -> ErrorSink:

@@ -155,7 +155,9 @@ def test_one_row_out_of_place_is_named_as_the_likely_cause_of_the_rows_skipped_b
     first = str(reader.errors[0])
     assert ":13: field 'TIMESTAMP': arrival goes backwards:" in first
     assert ("so are the 489 rows after it (to line 502) that were skipped: the row kept before line 13 (the previous "
-            "row here) is likely the one out of place") in first
+            "row here) is likely the one out of place, ahead of its neighbours: move that row into order or remove it, "
+            "and these rows are read") in first
+    assert first.endswith("these rows are read")
     assert "so are" not in str(reader.errors[1])
     rows = "".join(f"2023-11-16 18:17:{s:02d}.0,10,2\r\n" for s in (1, 3, 2, 4, 5))
     lone = read_trace(write("one.csv", HEADER + rows), on_error="skip")

@@ -190,3 +190,17 @@ def test_a_nul_in_a_model_name_kept_as_the_model_is_a_bad_row(write):
     reader = read_trace(p, "burstgpt", model_column=True, on_error="skip")
     assert [(r.request_id, r.arrival_s, r.model) for r in reader] == [("1", 0.0, "GPT-4")] and reader.skipped == 1
     assert len(list(read_trace(p, "burstgpt"))) == 2  # (not kept: not stored, not refused)
+
+
+def test_a_value_whose_only_row_was_bad_is_said_so_not_said_to_match_no_row(write):
+    """models=ChatGPT with on_error=skip, the one ChatGPT row skipped as going backwards: the error said
+    'the options left out all 4 rows ...; matched no row (seen: , GPT-4)'."""
+    p = write("e.csv", HEADER + "1,,1,2,3,API log\n2, ,1,2,3,\n3,GPT-4,1,2,3,API log\n2.5,ChatGPT,1,2,3,API log\n")
+    reader = read_trace(p, models="ChatGPT,Claude", on_error="skip")
+    with pytest.raises(TraceFormatError) as e:
+        list(reader)
+    assert reader.skipped == 1 and reader.dropped == {"models": 3}
+    assert str(e.value) == (
+        f"{p}: no row kept: the options left out 3 of the 4 rows (3 with a Model not in models), and the other row "
+        "was a bad row, skipped; models value(s) matched only by bad rows, which were skipped: 'ChatGPT' (the first "
+        "at line 5); models value(s) 'Claude' matched no row (seen: (empty), GPT-4)")

@@ -98,16 +98,24 @@ def test_a_write_that_raises_leaves_no_partial_file_and_an_earlier_one_as_it_was
     assert list(tmp_path.iterdir()) == [p] and list(read_trace(p)) == bad[:1]
 
 
-@pytest.mark.parametrize(("name", "text"), [
-    ("h.csv", HEADER.strip() + ",hash_block_tokens\na,0,10,5,0\n"),
-    ("h.jsonl", '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5, "hash_block_tokens": 0}\n'),
-])
-def test_hash_block_tokens_of_0_is_the_row_error(write, name, text):
-    # (prefix caching would take 0 as unset and hash 512-token blocks instead)
+@pytest.mark.parametrize("value", ["0", "-5", "x", "9" * 12])
+@pytest.mark.parametrize("jsonl", [False, True])
+def test_hash_block_tokens_not_positive_is_the_row_error_saying_positive(write, jsonl, value):
+    # (prefix caching would take 0 as unset and hash 512-token blocks instead; -5 was refused as "expected a
+    # non-negative integer", though 0 is refused too)
+    if jsonl:
+        cell = value if value != "x" else '"x"'
+        p = write("h.jsonl", '{"request_id": "a", "arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5, '
+                  f'"hash_block_tokens": {cell}}}\n')
+        shown = repr(json.loads(cell))
+    else:
+        p = write("h.csv", HEADER.strip() + f",hash_block_tokens\na,0,10,5,{value}\n")
+        shown = repr(value)
     with pytest.raises(TraceFormatError) as e:
-        list(read_trace(write(name, text)))
-    assert (e.value.line, e.value.field) == (2 if name.endswith(".csv") else 1, "hash_block_tokens")
-    assert "expected a positive integer (tokens per prefix-hash block), got 0" in str(e.value)
+        list(read_trace(p))
+    assert (e.value.line, e.value.field) == (1 if jsonl else 2, "hash_block_tokens")
+    assert (f"expected a positive integer (tokens per prefix-hash block, at most 2,147,483,647), got {shown}; "
+            "leave the field empty") in str(e.value)
 
 
 def test_jsonl(write):
