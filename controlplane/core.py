@@ -323,21 +323,47 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         decision, plugin = self._decide("cp_route_request", r, candidates)
         worker = self.workers.get(decision.worker_id) if decision is not None else None
         if worker is None or worker.model != r.model or worker.state not in _ACCEPTING:  # not a candidate
-            bad = decision.worker_id if decision is not None else None
-            why = f"routed {r.request_id} to {bad!r}, which is not a candidate; sent to the least loaded"
-            if decision is not None:  # a router's wrong answer: its error, counted and recorded as any
-                self._monitor.record(plugin or "core", "cp_route_request", ValueError(why))
-                self.calls.drain_errors()
-            else:
-                self._emit(Decision(self.clock.now_s, "cp_route_request", "core", "error", r.request_id, why, None, True))
-            worker = min(candidates, key=lambda w: w.load)
-            plugin = "core"
+            decision, plugin, worker = self._route_instead(r, decision, plugin, candidates)
         payload = {"worker": worker.worker_id}
         if decision is not None and decision.scores and plugin != "core":
             payload["scores"] = decision.scores  # what chose it
         self._emit(Decision(self.clock.now_s, "cp_route_request", plugin or "core", "route", r.request_id,
                             (decision.reason or None) if decision else None, payload))  # as _decision, inlined
         self._enqueue(worker, r)
+
+    def _route_instead(self, r: Request, decision: RouteDecision | None, plugin: str | None,
+                       candidates: tuple[Worker, ...]) -> tuple[RouteDecision, str, Worker]:
+        """Where ``r`` goes when its router chose no candidate (a worker that does not exist, serves another model
+        or takes no requests), or nobody routed it: the answer is the router's error, and the built-in router
+        (`least-loaded`, at its default settings) routes it instead, else the core sends it to the least loaded
+        candidate. Returns (the route, who made it, its worker): its reason is its maker's, with the refused
+        route after it, never the refused router's reason under another name."""
+        least = min(candidates, key=lambda w: w.load)
+        if decision is None:
+            why = f"nobody routed {r.request_id}: no routing plugin answered and no built-in router is installed"
+            self._emit(Decision(self.clock.now_s, "cp_route_request", "core", "error", r.request_id,
+                                why + "; sent to the least loaded", None, True))
+            return RouteDecision(least.worker_id, f"least loaded ({least.load} queued+running): nobody routed it"), \
+                "core", least
+        bad, router = decision.worker_id, plugin or "a router"
+        found = self.workers.get(bad)
+        detail = ("no such worker" if found is None else
+                  f"it serves model {found.model!r}, not {r.model!r}" if found.model != r.model else
+                  f"it is {found.state.value} and takes no requests")
+        why = f"routed {r.request_id} to {bad!r}, which is not a candidate ({detail})"
+        refused = f"{router} routed it to {bad!r}, refused: {detail}"
+        instead = self.calls.decide_instead("cp_route_request", plugin, why, r, candidates)  # records the error
+        if instead is not None:
+            answer, by = instead
+            worker = self.workers.get(answer.worker_id) if isinstance(answer, RouteDecision) else None
+            if worker is not None and worker in candidates:
+                return RouteDecision(worker.worker_id, f"{answer.reason or 'the built-in router'}; {refused}",
+                                     answer.scores), by, worker
+        else:  # the built-in router's own answer (or none is installed): its error, counted and recorded as any
+            self._monitor.record(router, "cp_route_request", ValueError(why + "; sent to the least loaded"),
+                                 r.request_id)
+            self.calls.drain_errors()
+        return RouteDecision(least.worker_id, f"least loaded ({least.load} queued+running); {refused}"), "core", least
 
     def _enqueue(self, w: Worker, r: Request) -> None:
         r.worker_id = w.worker_id

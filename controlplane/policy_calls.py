@@ -196,18 +196,22 @@ class PolicyCalls:
             self.drain_errors(_subject(*args[:2]))
             return None, None
 
-    def decide_instead(self, hook: str, plugin: str | None, error: str, a: Any) -> tuple[Any, str] | None:
-        """``plugin`` answered ``hook`` (for ``a``) with a decision the core cannot carry out (``error``, in
-        words): that is recorded as ``plugin``'s error, and the hook's built-in plugin, at its default
-        settings, decides instead. Returns (its decision, its name), or None when the answer was already the
-        built-in plugin's (or the hook has none): nothing else can decide."""
+    def decide_instead(self, hook: str, plugin: str | None, error: str, a: Any,
+                       b: Any = _ABSENT) -> tuple[Any, str] | None:
+        """``plugin`` answered ``hook`` (for ``a``, and ``b`` where the hook takes two arguments) with a decision
+        the core cannot carry out (``error``, in words): that is recorded as ``plugin``'s error, and the hook's
+        built-in plugin, at its default settings, decides instead. Returns (its decision, its name), or None when
+        the answer was already the built-in plugin's (or the hook has none): nothing else can decide (the error
+        is not recorded then: the caller records it with what it does instead)."""
         builtin = self._builtin.get(hook)
         name = getattr(builtin, "name", None)
         if builtin is None or (plugin or "").split(" ", 1)[0] == name:
             return None
         self.monitor.record(plugin or "unknown", hook, ValueError(error))
-        self.drain_errors(_subject(a))
-        return getattr(builtin, hook)(self.ctx, a), f"{name} (fallback)"
+        self.drain_errors(_subject(a, b))
+        args = _given(a, b, _ABSENT)
+        call = _positional(getattr(builtin, hook), tuple(getattr(self.plugins.hook, hook).spec.argnames))
+        return call(self.ctx, *args), f"{name} (fallback)"
 
     def call_observer(self, caller: Any, a: Any, b: Any = _ABSENT) -> Any:
         """Call a non-policy hook caller (``cache_store``, ``prefix_lookup``, ...) with ``ctx``

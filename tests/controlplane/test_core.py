@@ -143,7 +143,9 @@ def test_a_route_to_a_non_candidate_is_an_error_decision_and_least_loaded_decide
     res = replay_with(Wrong(), trace=make_trace(10))
     errors = [d for d in res.decisions if d.hook == "cp_route_request" and d.is_error]
     assert len(errors) == 10 and "nowhere-7" in errors[0].reason
-    assert {d.plugin for d in res.decisions if d.action == "route"} == {"core"}
+    # the built-in router routes it, with its own reason (the refused router's reason was recorded as 'core's)
+    assert {d.plugin for d in res.decisions if d.action == "route"} == {"least-loaded (fallback)"}
+    assert not any("typo" in d.reason for d in res.decisions if d.action == "route")
     assert res.summary["num_completed"] == 10
 
 
