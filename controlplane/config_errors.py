@@ -22,7 +22,10 @@ def validation_message(exc: Any, path: str | Path | None, overrides: Any, given_
     where the value is not the file's, its source. ``overrides`` as given, ``given_values`` with old names moved;
     ``file_given``: the file's values as read."""
     errs = exc.errors()
-    given = [_given(given_values, err["loc"]) for err in errs]  # (a command-line option's value: not the file's)
+    # (a command-line option's value: not the file's; an override repeating the file's value, as the daemon passes
+    # each deployment of the file back with its worker settings filled in, is the file's)
+    given = [_given(given_values, err["loc"]) and not _same_in_file(file_given, given_values, err["loc"])
+             for err in errs]
     # (nor these; a list set item by item, CONTROLPLANE_CLUSTER__MODELS__0__REPLICAS, reads as a mapping: not a list)
     env = [[] if mine else env_variables(err["loc"], below=err["type"] == "list_type") for err, mine in zip(errs, given)]
     where = f" in {path}" if path and not all(mine or names for mine, names in zip(given, env)) else ""
@@ -108,17 +111,31 @@ def settings_error_message(exc: Exception) -> str:
 
 def _given(overrides: dict[str, Any] | None, loc: tuple[Any, ...]) -> bool:
     """Whether the value at ``loc`` (an error's location) is one of ``overrides``."""
-    node: Any = overrides or {}
     if not loc:
         return False  # (the whole config's error: not one value's)
+    return _at(overrides or {}, loc) is not _MISSING
+
+
+def _same_in_file(file_given: Any, overrides: Any, loc: tuple[Any, ...]) -> bool:
+    """Whether the file holds the same value at ``loc`` as the overrides (a key refused as extra: the same key)."""
+    in_file = _at(file_given or {}, loc)
+    return in_file is not _MISSING and in_file == _at(overrides or {}, loc)
+
+
+_MISSING = object()
+
+
+def _at(values: Any, loc: tuple[Any, ...]) -> Any:
+    """The value at ``loc`` in nested dicts and lists, else ``_MISSING``."""
+    node = values
     for part in loc:
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
         else:
-            return False
-    return True
+            return _MISSING
+    return node
 
 
 def _old_name_used(values: Any, loc: tuple[Any, ...]) -> bool:
