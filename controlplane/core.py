@@ -235,10 +235,12 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         if r.request_id in self.active:
             raise ValueError(f"request id {r.request_id!r} is already in the system (arriving at {r.arrival_s:g} s "
                              "while an earlier request with that id is in flight): request ids must be unique")
+        if r.model is None:  # before anyone sees it: observers of RequestArrived read the model policies read
+            r.model = self._default_model
         self.active[r.request_id] = r
         self.stats.on_arrival(r)
         self._emit(e)
-        model = r.model or self._default_model
+        model = r.model
         if self._by_model is not None:
             self._by_model.on_arrival(r, model)
         deployment = self._deployments.get(model)
@@ -249,8 +251,6 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
             self._reject(r, f"unknown model: no deployment serves {model!r}{did_you_mean(model, self._deployments)} "
                             f"(served: {served})", "core", "cp_admit_request", ReasonCode.UNKNOWN_MODEL)
             return
-        if r.model is None:
-            r.model = model
         if deployment.max_model_len and r.prompt_tokens + r.max_output_tokens > deployment.max_model_len:
             self._reject(
                 r,

@@ -35,10 +35,13 @@ def make_requests(
     prompt_tokens: int | Sequence[int] = 128,
     output_tokens: int | Sequence[int] = 16,
     interval_s: float = 0.1,
-    model: str | None = None,
+    model: str | None = "default",
     prefix: str = "r",
 ) -> list[Request]:
-    """``n`` requests arriving every ``interval_s`` seconds."""
+    """``n`` requests arriving every ``interval_s`` seconds, for ``model``: by default ``"default"``, the model of
+    the default config (`make_config`) and of `make_worker`, as a run resolves a request that names none, so a hook
+    called directly reads what it reads in a run (``ctx.metrics["queue:default"]``). ``model=None``: requests that
+    name no model (a run gives them its first model before anyone sees them)."""
 
     def pick(v: int | Sequence[int], i: int) -> int:
         return v if isinstance(v, int) else v[i % len(v)]

@@ -1,12 +1,14 @@
-"""What is recorded of a plugin's answer the core cannot carry out: a route to no candidate."""
+"""What plugins see and what is recorded of their answers: a route to no candidate, the model a request
+arrives with."""
 
 from __future__ import annotations
 
 from controlplane import Plugin, hookimpl
 from controlplane import events as ev
 from controlplane.decisions import RouteDecision
+from controlplane.events import RequestArrived
 from controlplane.testing import make_trace, replay_with
-from controlplane.types import Request, WorkerState
+from controlplane.types import Request
 
 
 class ToNowhere(Plugin):
@@ -72,3 +74,31 @@ def test_a_route_the_builtin_router_got_wrong_is_the_cores_with_its_own_reason(h
     assert error.plugin == "least-loaded" and error.subject == "r0" and "not a candidate" in error.reason
     assert route.plugin == "core" and route.reason.startswith("least loaded (0 queued+running); ")
     assert route.reason.endswith("least-loaded routed it to 'gone-1', refused: no such worker")
+
+
+class Seen(Plugin):
+    """Keeps the model of each request as observers and as admission see it."""
+
+    name = "seen"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.arrived: list[str | None] = []
+        self.admitted: list[str | None] = []
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if type(event) is RequestArrived:
+            self.arrived.append(event.request.model)
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        self.admitted.append(request.model)
+
+
+def test_observers_see_the_model_a_request_is_served_by_as_it_arrives():
+    """A trace without model names on a cluster of one model 'llama': RequestArrived read model None,
+    cp_admit_request 'llama'."""
+    seen = Seen()
+    replay_with(seen, trace=make_trace(5), cluster={"models": [{"name": "llama", "replicas": 1}]})
+    assert seen.arrived == seen.admitted == ["llama"] * 5

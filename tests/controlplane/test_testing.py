@@ -23,3 +23,13 @@ def test_replay_interrupted_reads_as_words():
     assert str(ReplayInterrupted(None, 0)) == "replay interrupted before the run started"
     # an unrecorded run had started: it read "(before the run started), after 5 requests arrived"
     assert str(ReplayInterrupted(None, 5)) == "replay interrupted (not recorded), after 5 requests arrived"
+
+
+def test_make_requests_are_for_the_default_configs_model_as_a_run_resolves_them():
+    """They named no model, so a hook called directly read ``queue:None`` where a run reads ``queue:default``."""
+    from controlplane.testing import make_config, make_requests, make_worker
+
+    config = make_config()
+    (request,) = make_requests(1)
+    assert request.model == config.cluster.models[0].name == make_worker().model == "default"
+    assert make_requests(1, model=None)[0].model is None and make_requests(1, model="m")[0].model == "m"
