@@ -8,8 +8,9 @@ ignoring case and surrounding spaces, in any order. Timestamp is seconds since t
 Options: `models` and `log_types` keep only those values (default: all), `failed="drop"` leaves
 out the 0-response rows (default "keep"), `model_column=True` copies Model into
 `TraceRequest.model` (default off: a replay rejects a request naming a model no deployment
-serves). Rows left out by these options are counted by reason on the reader (`dropped`) and
-summed up in one logged warning at the end of the file; they still use up their row index.
+serves), each model named as its first row kept spells it (`models` matches ignoring case and
+spaces, so a later `chatgpt ` is the same model as `ChatGPT`). Rows left out by these options are
+counted by reason on the reader (`dropped`) and summed up in one logged warning at the end of the file; they still use up their row index.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
         keep_model = models.decided if models is not None else None
         keep_log = logs.decided if logs is not None else None
         names: dict[str, str | None] = {}  # raw Model cell -> TraceRequest.model
+        spellings: dict[str, str] = {}      # Model ignoring case and spaces -> its first spelling kept
         dropped = sink.dropped
         model = log_type = ""
         last = 0.0  # (also the least timestamp: seconds since the trace's start)
@@ -206,11 +208,16 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                 if model_column:
                     name = names.get(model)
                     if name is None and model not in names:
+                        # one name per model, as `models` matches them (ignoring case and spaces): the first
+                        # spelling kept ('ChatGPT', then 'chatgpt ': both ChatGPT, the deployment that serves them)
+                        spelled = spellings.get(_norm_model(model), model.strip())
                         try:  # (a NUL in the name: a row error, before the row sets the clock's origin)
-                            name = check_text(path, row_start_line(reader, row), MODEL, model.strip()) or None
+                            name = check_text(path, row_start_line(reader, row), MODEL, spelled) or None
                         except TraceFormatError as err:
                             sink(err)
                             continue
+                        if len(spellings) < _MAX_CACHED:
+                            spellings.setdefault(_norm_model(model), spelled)
                         if len(names) < _MAX_CACHED:
                             names[model] = name
                 if t0 is None:

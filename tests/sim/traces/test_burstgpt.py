@@ -204,3 +204,14 @@ def test_a_value_whose_only_row_was_bad_is_said_so_not_said_to_match_no_row(writ
         f"{p}: no row kept: the options left out 3 of the 4 rows (3 with a Model not in models), and the other row "
         "was a bad row, skipped; models value(s) matched only by bad rows, which were skipped: 'ChatGPT' (the first "
         "at line 5); models value(s) 'Claude' matched no row (seen: (empty), GPT-4)")
+
+
+def test_the_model_column_names_one_model_as_models_matches_them_by_its_first_spelling(write):
+    # (models= matched 'chatgpt ' ignoring case and spaces, and model_column copied it as written: a replay
+    # then rejected it as an unknown model, though models=ChatGPT had kept it)
+    p = write("m.csv", HEADER + "1,ChatGPT,1,2,3,API log\n2,chatgpt ,1,2,3,API log\n3, GPT-4,1,2,3,API log\n"
+              "4,CHATGPT,1,2,3,API log\n5,gpt-4,1,2,3,API log\n")
+    expected = ["ChatGPT", "ChatGPT", "GPT-4", "ChatGPT", "GPT-4"]
+    assert [r.model for r in read_trace(p, model_column=True)] == expected
+    assert [r.model for r in read_trace(p, models="chatgpt,gpt-4", model_column=True)] == expected
+    assert [r.model for r in read_trace(p, models="GPT-4", model_column=True)] == ["GPT-4", "GPT-4"]
