@@ -75,6 +75,7 @@ class LiveWorkers:
             self._worker_failed(wid, str(exc))
             return
         except Exception as exc:
+            said.cancel()  # (a start that failed before its first await was never "loading": no line after its error)
             if self._closed:  # stopped while loading, at shutdown
                 log.debug("worker %s not started: the daemon stopped (%s)", wid, exc)
                 return

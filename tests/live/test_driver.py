@@ -364,3 +364,28 @@ def test_a_cached_answer_cut_at_max_tokens_says_length(tmp_path):
     assert miss.cache_hit is None and hit.cache_hit == "exact" and hit.text == miss.text
     assert hit.completion_tokens == miss.completion_tokens == 4
     assert miss.finish_reason == hit.finish_reason == "length"
+
+
+class _RefusingPool(LocalThreadPool):
+    """A pool whose every start fails before its first await (as a pool refusing a bad address does)."""
+
+    async def start(self, worker_id: str, settings: Any, **kw: Any) -> Any:
+        raise RuntimeError("refused at once")
+
+
+def test_a_start_that_fails_at_once_logs_no_starting_line_after_its_error(tmp_path, caplog):
+    """'worker tiny-0 could not start' was followed by 'worker tiny-0 starting: loading ...' (the second scheduled
+    for the next loop turn, the first logged before it)."""
+    caplog.set_level("INFO", logger="controlplane.live")
+
+    async def main():
+        driver = LiveDriver(config(tmp_path), pool=_RefusingPool(cpu_threads=1), record=False)
+        await driver.start(wait_ready_s=0)
+        await asyncio.sleep(0.2)  # (past the loop turn the starting line was scheduled for)
+        await driver.close()
+
+    asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if "tiny-0" in r.getMessage()]
+    failed = [i for i, line in enumerate(lines) if "refused at once" in line]
+    assert failed, lines
+    assert not any("starting: loading" in line for line in lines[failed[0]:]), lines
