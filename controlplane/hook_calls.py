@@ -73,7 +73,8 @@ class HookMonitor:
 
 
 #: Hook calls that take longer than this many seconds are warned of, once per plugin and hook; None: hooks are not
-#: timed. The daemon sets it (`time_hooks`): its hooks run on its event loop, where a slow one stalls every request.
+#: timed. A live run sets it (`time_hooks`: the daemon, ``live-replay``): its hooks run on its event loop, where a
+#: slow one stalls every request.
 _slow_hook_s: float | None = None
 _warned_slow: set[tuple[str, str]] = set()
 
@@ -81,7 +82,8 @@ _warned_slow: set[tuple[str, str]] = set()
 def time_hooks(threshold_s: float | None) -> None:
     """Time every hook implementation of the plugin sets built from now on in this process, and warn (once per
     plugin and hook) of a call longer than ``threshold_s``; None turns it off. Only a live run's process does
-    this (the daemon, as it starts): a simulation times nothing, so it stays deterministic and pays nothing."""
+    this (the daemon as it starts, ``live-replay`` for its run): a simulation times nothing, so it stays
+    deterministic and pays nothing."""
     global _slow_hook_s
     _slow_hook_s = threshold_s
 
@@ -98,10 +100,10 @@ def _timed(fn: Any, plugin_name: str, hook: str, threshold_s: float) -> Any:
             took = time.perf_counter() - start
             if took > threshold_s and (plugin_name, hook) not in _warned_slow:
                 _warned_slow.add((plugin_name, hook))
-                log.warning("plugin %r: one call of %s took %.2f s (over %.2f s). Hooks run on the daemon's event "
-                            "loop: every request, /healthz included, waited for it. Keep hooks fast; move slow work "
-                            "(I/O, a model) to a thread or task and have the hook read its latest result",
-                            plugin_name, hook, took, threshold_s)
+                log.warning("plugin %r: one call of %s took %.2f s (over %.2f s). Hooks of a live run (the daemon, "
+                            "live-replay) run on its event loop: every request (and the daemon's /healthz) waited "
+                            "for it. Keep hooks fast; move slow work (I/O, a model) to a thread or task and have the "
+                            "hook read its latest result", plugin_name, hook, took, threshold_s)
 
     return call
 

@@ -106,12 +106,18 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
                    on_progress: Callable[[int, int, float], None] | None = None,
                    wait_ready_s: float = 600.0, trace_read: Mapping[str, Any] | None = None,
                    summary_extra: Mapping[str, Any] | None = None, trace: str | None = None,
-                   trace_format: str | None = None) -> LiveReplayResult:
+                   trace_format: str | None = None, extra_plugins: Iterable[object] = ()) -> LiveReplayResult:
     """Start the control plane on live workers (``cfg``'s models and plugins, iterations recorded),
     replay ``requests`` on it, close the run and return what happened, its summary included.
     ``trace_read`` (how the trace was read: ``sim.replay.trace_read``) goes into the run's config,
     ``summary_extra`` (``sim.replay.rows_left_out``) into its summary, ``trace`` and ``trace_format``
-    into its row, as a simulated replay's do."""
+    into its row, as a simulated replay's do. ``extra_plugins``: plugin objects asked before the
+    configured ones, as `sim.replay.replay`'s.
+
+    The hooks run on this run's event loop, as the daemon's do: each call is timed, and one longer than
+    the daemon's `SLOW_HOOK_S` is warned of (once per plugin and hook; `controlplane.hook_calls.time_hooks`)."""
+    from controlplane.hook_calls import time_hooks
+    from controlplane.live.daemon import SLOW_HOOK_S
     from controlplane.live.driver import LiveDriver
 
     storage = cfg.storage.model_copy(update={"record_iterations": True})
@@ -119,7 +125,7 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
 
     async def main() -> LiveReplayResult:
         driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True, trace_read=trace_read,
-                            trace=trace, trace_format=trace_format)
+                            trace=trace, trace_format=trace_format, extra_plugins=extra_plugins)
         try:
             await driver.start(wait_ready_s=wait_ready_s)  # (interrupted while the workers load: the same)
             result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)
@@ -132,4 +138,8 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
         result.summary = dict(await driver.close(extra=summary_extra) or {})
         return result
 
-    return asyncio.run(main())
+    time_hooks(SLOW_HOOK_S)  # before the run's plugins are built
+    try:
+        return asyncio.run(main())
+    finally:
+        time_hooks(None)  # plugin sets built later in this process (a simulated replay) are not timed

@@ -275,3 +275,39 @@ def test_a_live_run_says_how_its_trace_was_read_as_a_simulated_one_does(tmp_path
     assert shown.exit_code == 0, shown.output
     assert ("trace read: speed_up=2; prompt_scale=0.5; max_output_tokens=2; models=GPT-4; failed=drop; rows left out: models 1, "
             "failed 1") in shown.stdout.splitlines()
+
+
+def test_a_slow_hook_of_a_live_replay_is_warned_of_as_the_daemons_are(tmp_path, monkeypatch, caplog):
+    """live-replay runs hooks on its event loop as the daemon does, but timed none: a cp_admit_request sleeping
+    0.3 s stalled the run without a word."""
+    import time
+
+    from controlplane import Plugin, hook_calls, hookimpl
+    from controlplane.live.daemon import SLOW_HOOK_S
+    from controlplane.live.trace_replay import run_trace_live
+    from controlplane.testing import make_config
+
+    class SlowAdmission(Plugin):
+        name = "slow-admission"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        @hookimpl
+        def cp_admit_request(self, ctx, request):
+            self.calls += 1
+            if self.calls == 1:
+                time.sleep(3 * SLOW_HOOK_S)
+
+    monkeypatch.setattr(hook_calls, "_warned_slow", set())
+    cfg = make_config(storage={"url": f"sqlite:///{tmp_path / 'runs.db'}"},
+                      cluster={"models": [{"name": "tiny", "replicas": 1, "worker": TINY}]})
+    with caplog.at_level("WARNING", logger="controlplane.plugin_manager"):
+        res = run_trace_live(cfg, [TraceRequest(f"t{i}", 0.02 * i, 8, 2) for i in range(3)], pool="thread",
+                             cpu_threads=1, extra_plugins=[SlowAdmission()])
+    assert res.summary["num_completed"] == 3
+    warned = [r.getMessage() for r in caplog.records if "'slow-admission'" in r.getMessage()]
+    assert len(warned) == 1 and "one call of cp_admit_request took" in warned[0]
+    assert "live-replay" in warned[0] and "event loop" in warned[0]
+    assert hook_calls._slow_hook_s is None  # a simulated replay after it in this process times nothing
