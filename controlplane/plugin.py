@@ -34,6 +34,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+# The errors a plugin's tests meet (a bad setting; a plugin the run cannot use), importable beside the base class.
+from controlplane.errors import PluginError, SettingsError
+
+__all__ = ["Plugin", "PluginError", "PluginSettings", "SettingsError", "is_withdrawn"]
+
 
 class PluginSettings(BaseModel):
     """Settings of one plugin; unknown keys are errors."""
@@ -71,7 +76,6 @@ class Plugin:
 
 def _settings_for(cls: type[Plugin], given: Any) -> PluginSettings:
     """``cls.Settings`` from a dict of its fields; anything else (another plugin's settings) is a `PluginError`."""
-    from controlplane.errors import PluginError
     from controlplane.plugin_checks import settings_of
 
     name = getattr(cls, "name", cls.__name__)

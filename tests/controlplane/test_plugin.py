@@ -46,3 +46,12 @@ def test_settings_passed_in_code_as_a_dict_are_validated_like_a_configs():
     with pytest.raises(PluginError, match=r"plugin 'spill' takes Spill\.Settings\(\.\.\.\) or a dict of its fields, "
                                           r"got .*Other\.Settings"):
         Spill(Other.Settings())
+
+
+def test_the_errors_a_plugins_tests_meet_are_importable_beside_the_base_class():
+    """docs/plugins.md named SettingsError and PluginError without their module; `from controlplane.plugin
+    import SettingsError` failed."""
+    from controlplane import errors
+    from controlplane.plugin import PluginError, SettingsError
+
+    assert SettingsError is errors.SettingsError and PluginError is errors.PluginError
