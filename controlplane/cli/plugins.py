@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from controlplane.cli.common import console, out, user_errors
@@ -50,10 +51,12 @@ def list_() -> None:
         except PluginError as exc:
             broken.append(str(exc))
             hooks, doc = "-", "failed to load (error below)"
-        t.add_row(name, p.dist or "-", p.version or "-", hooks, "yes" if name in DEFAULT_PLUGINS else "",
-                  "yes" if name in replay else "", doc)
+        # (cells are text, not rich markup: a description's "within [min, max]" is shown as written)
+        t.add_row(*(escape(str(cell)) for cell in (name, p.dist or "-", p.version or "-", hooks,
+                                                   "yes" if name in DEFAULT_PLUGINS else "",
+                                                   "yes" if name in replay else "", doc)))
     out.print(t)
     for message in broken:
-        console("err").print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+        console("err").print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     if broken:
         raise typer.Exit(2)

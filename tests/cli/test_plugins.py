@@ -36,3 +36,57 @@ def test_the_list_says_what_the_library_default_and_the_bundled_replay_enable():
     assert rows["slo-planner"]["replay"] == "yes" and rows["slo-planner"]["default"] == ""
     assert "default: enabled when a config does not set plugins.enabled" in text
     assert "replay: enabled by the bundled run config sim/data/default_replay.yaml" in text
+
+
+# --- a plugin's own text ------------------------------------------------------------------------------------
+
+
+def _install(tmp_path, monkeypatch) -> None:
+    """An installed distribution (a dist-info folder on sys.path) with the plugin 'bracket-scaler'."""
+    from controlplane import plugin_manager
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugin_manager, "_discovered", None)  # (restored after: later runs do not see it)
+    (site / "bracket_scaler.py").write_text('''
+from typing import Literal
+
+from pydantic import Field
+
+from controlplane import Plugin, PluginSettings, hookimpl
+
+
+class BracketScaler(Plugin):
+    """Replicas = queued / per_replica, within [min, max]; scale down after [hold] seconds."""
+
+    name = "bracket-scaler"
+
+    class Settings(PluginSettings):
+        per_replica: int = Field(24, ge=1)  # queued requests a replica takes
+
+        max_replicas: int | None = None  # [none]: no cap; a number caps
+        # the count, whatever the queue
+        mode: Literal["fast", "slow"] = Field("fast", description="how quickly it scales")
+        names: list[str] = Field(default_factory=list)
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        return None
+''')
+    info = site / "bracket_scaler-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bracket-scaler\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[controlplane]\nbracket-scaler = bracket_scaler:BracketScaler\n")
+
+
+def test_a_description_with_square_brackets_is_listed_as_written(tmp_path, monkeypatch):
+    """Rich read "[min, max]" as markup: the list showed "within ; scale down"."""
+    from controlplane.cli import common
+
+    _install(tmp_path, monkeypatch)
+    monkeypatch.setattr(common.out, "_width", 400)  # (its row on one line)
+    result = CliRunner().invoke(app, ["plugins", "list"])
+    assert result.exit_code == 0, result.output
+    row = next(ln for ln in result.stdout.splitlines() if "│ bracket-scaler " in ln)
+    assert "within [min, max]; scale down after [hold] seconds." in row
