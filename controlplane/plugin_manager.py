@@ -308,7 +308,7 @@ def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
             "distribution: pip install your package; see docs/plugins.md#registering-a-plugin)")
         raise ConfigError(
             f"plugins.enabled: unknown plugin(s) {', '.join(named)}; "
-            f"installed: {', '.join(sorted(available)) or 'none'}"
+            f"installed: {', '.join(_installed(available)) or 'none'}"
             + how
         )
     twice = sorted({n for n in enabled if list(enabled).count(n) > 1})
@@ -320,6 +320,22 @@ def checked_plugin_names(enabled: Sequence[str], settings: Mapping[str, Any],
             f"plugins.settings: settings given for plugin(s) not enabled: {', '.join(map(repr, stray))}"
         )
     return list(enabled)
+
+
+def _installed(available: Mapping[str, PluginInfo]) -> list[str]:
+    """The installed plugins' names, each that cannot be loaded marked with why (``x (failed to load: ...)``):
+    for the error of a name that is not one of them (importing each: only when that error is made)."""
+    names = []
+    for name in sorted(available):
+        try:
+            available[name].target
+        except PluginError as exc:
+            cause = exc.__cause__
+            why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc).split(": ", 1)[-1]
+            names.append(f"{name} (failed to load: {why})")
+        else:
+            names.append(name)
+    return names
 
 
 _warned_allowed: set[str] = set()
@@ -347,6 +363,20 @@ def _warn_not_installed(allowed: set[str], available: Mapping[str, PluginInfo]) 
                     "name", ALLOW_ENV, name, did_you_mean(name, available) or " (controlplane plugins list shows them)")
 
 
+def _refuse_settings_of_instances(settings: Mapping[str, Any], enabled: Sequence[str], extras: list[object]) -> None:
+    """Settings given by name for a plugin passed in code (an instance, made with its settings already) are a
+    `ConfigError` saying how to give them: to its constructor. (Otherwise: "settings given for plugin(s) not
+    enabled", of a plugin the caller just passed.)"""
+    for obj in extras:
+        name = getattr(obj, "name", None)
+        if isinstance(name, str) and name in settings and name not in enabled:
+            cls, given = type(obj).__name__, settings[name]
+            shown = repr(dict(given) if isinstance(given, Mapping) else given)
+            raise ConfigError(
+                f"plugins.settings.{name}: plugin {name!r} is passed in code as an instance, made with its settings "
+                f"already; give them to its constructor instead: {cls}({shown}) (or {cls}({cls}.Settings(...)))")
+
+
 def build_plugin_set(
     enabled: Sequence[str],
     settings: Mapping[str, Mapping[str, Any]] | None = None,
@@ -364,6 +394,8 @@ def build_plugin_set(
     """
     settings = dict(settings or {})
     available = dict(available if available is not None else discover_plugins())
+    extras = list(extra)
+    _refuse_settings_of_instances(settings, enabled, extras)
     enabled = checked_plugin_names(enabled, settings, available)
 
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -376,7 +408,6 @@ def build_plugin_set(
         register(pm, _isolating_proxy(instance, name, monitor), name)
         loaded.append(LoadedPlugin(info, instance))
     loaded.reverse()
-    extras = list(extra)
     for i, obj in enumerate(extras):
         check_extra(obj, i)
     names = [getattr(obj, "name", None) or f"extra-{i}" for i, obj in enumerate(extras)]

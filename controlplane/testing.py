@@ -83,7 +83,10 @@ def make_context(
 
 
 def make_plugin_set(*plugins: object, enabled: Sequence[str] | None = None, **settings: Any) -> PluginSet:
-    """A fresh plugin manager: the default (or ``enabled``) built-ins plus ``plugins`` asked first."""
+    """A fresh plugin manager: the default (or ``enabled``) built-ins plus ``plugins`` asked first. ``settings``
+    by plugin name are those of the ``enabled`` ones (``**{"least-loaded": {"by": "tokens"}}``); a plugin passed
+    as an instance takes its settings in its constructor (``MyRouter({"choices": 3})``): settings given here by
+    its name are a `ConfigError` saying so."""
     config = make_config()
     return build_plugin_set(enabled if enabled is not None else config.plugins.enabled, settings, extra=plugins)
 

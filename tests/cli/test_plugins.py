@@ -38,7 +38,7 @@ def test_the_list_says_what_the_library_default_and_the_bundled_replay_enable():
     assert "replay: enabled by the bundled run config sim/data/default_replay.yaml" in text
 
 
-# --- a plugin's own text ------------------------------------------------------------------------------------
+# --- a plugin's own text, and `plugins show` ------------------------------------------------------------------
 
 
 def _install(tmp_path, monkeypatch) -> None:
@@ -90,3 +90,31 @@ def test_a_description_with_square_brackets_is_listed_as_written(tmp_path, monke
     assert result.exit_code == 0, result.output
     row = next(ln for ln in result.stdout.splitlines() if "│ bracket-scaler " in ln)
     assert "within [min, max]; scale down after [hold] seconds." in row
+
+
+def test_plugins_show_prints_each_setting_with_its_type_default_and_description(tmp_path, monkeypatch):
+    from controlplane.cli import common
+
+    _install(tmp_path, monkeypatch)
+    monkeypatch.setattr(common.out, "_width", 300)  # (each row on one line)
+    result = CliRunner().invoke(app, ["plugins", "show", "bracket-scaler"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "bracket-scaler (bracket-scaler 0.1)"
+    assert "within [min, max]; scale down after [hold] seconds." in lines[1] and "hooks: cp_scale" in lines
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in ln.strip("│").split("│")]
+                                              for ln in lines if ln.startswith("│"))}
+    assert rows["per_replica"] == ["int (>= 1)", "24", "queued requests a replica takes"]
+    assert rows["max_replicas"] == ["int | None", "null", "[none]: no cap; a number caps the count, whatever the queue"]
+    assert rows["mode"] == ["'fast' | 'slow'", "fast", "how quickly it scales"]
+    assert rows["names"] == ["list[str]", "[]", ""]
+    assert "plugins.settings.bracket-scaler" in result.stdout
+
+
+def test_plugins_show_of_a_plugin_without_settings_and_of_an_unknown_name():
+    result = CliRunner().invoke(app, ["plugins", "show", "builtin-latency-models"])
+    assert result.exit_code == 0, result.output
+    assert "settings: none" in result.stdout
+    result = CliRunner().invoke(app, ["plugins", "show", "least-loadd"])
+    assert result.exit_code == 2
+    assert "unknown plugin 'least-loadd' (did you mean 'least-loaded'?)" in " ".join(result.output.split())

@@ -33,3 +33,28 @@ def test_make_requests_are_for_the_default_configs_model_as_a_run_resolves_them(
     (request,) = make_requests(1)
     assert request.model == config.cluster.models[0].name == make_worker().model == "default"
     assert make_requests(1, model=None)[0].model is None and make_requests(1, model="m")[0].model == "m"
+
+
+def test_settings_by_name_for_a_plugin_passed_as_an_instance_say_to_give_them_to_its_constructor():
+    """They were refused as 'settings given for plugin(s) not enabled', of the plugin just passed."""
+    from controlplane import Plugin, PluginSettings, hookimpl
+    from controlplane.errors import ConfigError
+    from controlplane.testing import make_plugin_set
+
+    class Choosy(Plugin):
+        name = "choosy"
+
+        class Settings(PluginSettings):
+            choices: int = 2
+
+        @hookimpl
+        def cp_route_request(self, ctx, request, workers):
+            return None
+
+    with pytest.raises(ConfigError) as caught:
+        make_plugin_set(Choosy(), **{"choosy": {"choices": 3}})
+    assert str(caught.value) == (
+        "plugins.settings.choosy: plugin 'choosy' is passed in code as an instance, made with its settings already; "
+        "give them to its constructor instead: Choosy({'choices': 3}) (or Choosy(Choosy.Settings(...)))")
+    made = make_plugin_set(Choosy({"choices": 3}), **{"least-loaded": {"by": "tokens"}})
+    assert made.get("choosy").settings.choices == 3 and made.get("least-loaded").settings.by == "tokens"
