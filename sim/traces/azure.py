@@ -4,8 +4,9 @@ Columns `TIMESTAMP,ContextTokens,GeneratedTokens` (matched ignoring case). TIMES
 wall-clock string, e.g. `2023-11-16 18:17:03.9799600` (2023) or
 `2024-05-10 00:00:00.009930+00:00` (2024). Parsing a datetime per row would dominate the read,
 so the `YYYY-MM-DD HH:MM` prefix (and time-zone suffix) is parsed once per distinct minute and
-only the seconds are parsed per row. Arrivals are computed relative to the first row from exact
-whole-second and fractional parts, so the 100 ns resolution survives.
+only the seconds are parsed per row. Arrivals are computed relative to the first row whose timestamp
+reads (a row skipped for a bad token count still sets time 0) from exact whole-second and fractional
+parts, so the 100 ns resolution survives.
 """
 
 from __future__ import annotations
@@ -107,12 +108,19 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                 if not row or not any(c.strip() for c in row):
                     continue
                 line = row_start_line(reader, row)
+                if clock.ord0 is None and its < len(row):
+                    # time 0 is the first row whose timestamp reads, whatever else is bad in it (skipped with
+                    # on_error='skip': a bad token count does not move the time axis, nor a window on it)
+                    try:
+                        clock.parse(row[its].strip())
+                        last = 0.0
+                    except ValueError:
+                        pass
                 try:
                     if len(row) <= max(its, ictx, igen):
                         bad = next(n for n, i in zip(HEADER, (its, ictx, igen)) if i >= len(row))
                         raise TraceFormatError(path, line, bad, f"row has {len(row)} fields, expected {len(header)}")
                     check_row_width(path, line, row, header)
-                    # counts first: a skipped row must not become the clock's origin
                     p = parse_count(path, line, CTX, row[ictx].strip())
                     o = parse_count(path, line, GEN, row[igen].strip())
                     ts = row[its].strip()

@@ -180,6 +180,10 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                         for flt, i in ((models, imodel), (logs, ilog)):
                             if flt is not None and i is not None and i < len(row):
                                 flt.bad_row(row[i], line)
+                        if t0 is None:  # (a bad token count does not move the time axis, nor a window on it)
+                            t0 = _origin(row, cols, last, models, logs, drop_failed)
+                            if t0 is not None:
+                                last = t0
                         continue
                     if imodel is not None:
                         model = row[imodel]
@@ -205,13 +209,15 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                 if o == 0 and drop_failed:
                     dropped[DROP_FAILED] = dropped.get(DROP_FAILED, 0) + 1
                     continue
+                if t0 is None:
+                    t0 = t
                 if model_column:
                     name = names.get(model)
                     if name is None and model not in names:
                         # one name per model, as `models` matches them (ignoring case and spaces): the first
                         # spelling kept ('ChatGPT', then 'chatgpt ': both ChatGPT, the deployment that serves them)
                         spelled = spellings.get(_norm_model(model), model.strip())
-                        try:  # (a NUL in the name: a row error, before the row sets the clock's origin)
+                        try:  # (a NUL in the name: a row error)
                             name = check_text(path, row_start_line(reader, row), MODEL, spelled) or None
                         except TraceFormatError as err:
                             sink(err)
@@ -220,8 +226,6 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                             spellings.setdefault(_norm_model(model), spelled)
                         if len(names) < _MAX_CACHED:
                             names[model] = name
-                if t0 is None:
-                    t0 = t
                 if model_column:
                     yield new_labelled(str(idx - 1), t - t0, p, o, name, None)
                 else:
@@ -234,6 +238,34 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
         if idx == 0:
             raise no_rows(path)
         _report(path, idx, dropped, t0 is None, models, logs, sink.count - bad_before)
+
+
+def _origin(row: list[str], cols: dict[str, int], last: float, models: _Filter | None, logs: _Filter | None,
+            drop_failed: bool) -> float | None:
+    """The time origin a bad row (skipped) sets when it is the first the options keep: its Timestamp, if it
+    reads and is in order, and if its Model and Log Type (and Response tokens, for failed='drop') do not
+    leave it out, as far as they read. None: it sets none."""
+    def cell(name: str) -> str | None:
+        i = cols.get(name)
+        return row[i] if i is not None and i < len(row) else None
+
+    text = cell(TS)
+    try:
+        t = float(text.strip()) if text is not None else math.nan
+    except ValueError:
+        return None
+    if not last <= t < math.inf:
+        return None
+    for flt, name in ((models, MODEL), (logs, LOG)):
+        if flt is not None and ((value := cell(name)) is None or flt.norm(value) not in flt.wanted):
+            return None
+    if drop_failed:
+        try:
+            if int(cell(RESP) or "") == 0:
+                return None
+        except ValueError:
+            pass  # (a bad count: not known to be a failed request)
+    return t
 
 
 def _slow_row(path: PathLike, line: int, row: list[str], header: list[str], cols: dict[str, int],

@@ -42,6 +42,7 @@ BAILIAN_ID = "chat_id"
 log = logging.getLogger("sim.traces")
 
 _Row = tuple[str, float, int, int, tuple[int, ...], "str | None"]  # id, raw time, prompt, output, hashes, tenant
+# (id None: no request, the time origin only: a bad row skipped before any good one, whose timestamp reads)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
         last = -math.inf
         seen_any = False
         seen: set[str] | None = set() if id_key is not None and layout.unique_ids else None  # the ids read
+        origin = True  # no row has set time 0 yet
         for lineno, text in enumerate(f, 1):
             if not text.strip():
                 continue
@@ -100,6 +102,7 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
             rid = str(idx)
             idx += 1
             tenant = None
+            ts = None
             try:
                 try:
                     obj = loads(text)
@@ -113,17 +116,20 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                         log.warning("%s: its rows have Bailian's key %r: if it is a Qwen-Bailian trace (timestamps "
                                     "in seconds, 16-token hash blocks), read it with --format bailian; read as "
                                     "mooncake, its timestamps are taken as %s", path, BAILIAN_ID, unit_name)
+                raw = obj.get(TS, _MISSING)
+                if type(raw) is int or type(raw) is float:
+                    if not (0.0 <= raw < math.inf):
+                        raise TraceFormatError(path, lineno, TS,
+                                               f"expected finite non-negative {unit_name}, got {float(raw)!r}")
+                elif raw is _MISSING:
+                    raise TraceFormatError(path, lineno, TS, "missing required key")
+                else:
+                    raise TraceFormatError(path, lineno, TS, f"expected a number of {unit_name}, got {raw!r}")
+                ts = float(raw)  # (read: the time origin, if this row is the first, whatever else is bad in it)
                 try:
-                    ts, p, o = obj[TS], obj[IN], obj[OUT]
+                    p, o = obj[IN], obj[OUT]
                 except KeyError as e:
                     raise TraceFormatError(path, lineno, e.args[0], "missing required key") from None
-                if type(ts) is int or type(ts) is float:
-                    ts = float(ts)
-                    if not (0.0 <= ts < math.inf):
-                        raise TraceFormatError(path, lineno, TS,
-                                               f"expected finite non-negative {unit_name}, got {ts!r}")
-                else:
-                    raise TraceFormatError(path, lineno, TS, f"expected a number of {unit_name}, got {ts!r}")
                 if type(p) is not int or not 0 <= p <= MAX_INT:
                     p = parse_count(path, lineno, IN, p)
                 if type(o) is not int or not 0 <= o <= MAX_INT:
@@ -145,8 +151,15 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                     raise backwards(path, lineno, TS, ts, last, unit=unit)
             except TraceFormatError as err:
                 sink(err)
+                if origin and ts is not None and ts >= last:
+                    # time 0 is the first row whose timestamp reads, whatever else is bad in it (skipped with
+                    # on_error='skip': a bad token count does not move the time axis, nor a window on it)
+                    origin = False
+                    last = ts
+                    yield None, ts, 0, 0, (), None
                 continue
             last = ts
+            origin = False
             if seen is not None:
                 seen.add(rid)
             yield rid, ts, p, o, hashes, tenant
@@ -203,6 +216,8 @@ def _plain(rows: Iterator[_Row], block: int, per_s: float) -> Iterator[TraceRequ
     for rid, ts, p, o, hashes, tenant in rows:
         if t0 is None:
             t0 = ts
+            if rid is None:  # (the time origin only)
+                continue
         yield _record(rid, (ts - t0) / per_s, p, o, hashes, tenant, block)
 
 
@@ -213,6 +228,9 @@ def _spread(rows: Iterator[_Row], rng: np.random.Generator, block: int, per_s: f
     n_gaps = 0
     for row in rows:
         ts = row[1]
+        if row[0] is None:  # the time origin only (a bad first row): no request, no bucket
+            shift = ts
+            continue
         if bucket and ts != bucket[0][1]:
             gap = ts - bucket[0][1]
             n_gaps += 1

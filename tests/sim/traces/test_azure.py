@@ -135,10 +135,23 @@ def test_shared_copy_matches_bundled():
     assert not math.isnan(bundled[-1].arrival_s)
 
 
-def test_skipped_first_row_is_not_the_time_origin(write):
-    p = write("t.csv", HEADER + "2023-11-16 18:17:01.0,1,x\n2023-11-16 18:17:03.0,1,1\n2023-11-16 18:17:04.0,1,1\n")
-    reqs = list(read_trace(p, on_error="skip"))
-    assert [(r.request_id, r.arrival_s) for r in reqs] == [("1", 0.0), ("2", 1.0)]
+def test_a_skipped_first_row_whose_timestamp_reads_is_the_time_origin(write):
+    """A bad token count does not move the time axis: a window (600, 1200) of a file whose first row
+    (18:00) had a bad count picked the 18:20 row, not the 18:10 one."""
+    from sim.traces import apply_transforms
+
+    rows = "".join(f"2023-11-16 18:{m}:00,{m},{'x' if m == '00' else 1}\n" for m in ("00", "10", "20", "30"))
+    p = write("t.csv", HEADER + rows)
+    reader = read_trace(p, on_error="skip")
+    assert [(r.request_id, r.arrival_s) for r in apply_transforms(reader, window=(600, 1200))] == [("1", 0.0)]
+    assert reader.skipped == 1
+    assert [r.arrival_s for r in read_trace(p, on_error="skip")] == [600.0, 1200.0, 1800.0]
+    # a row whose timestamp does not read sets nothing; one before the origin goes backwards
+    p = write("u.csv", HEADER + "2023-11-16 18:17:bad,1,1\n2023-11-16 18:17:05,1,x\n2023-11-16 18:17:04,1,1\n"
+              "2023-11-16 18:17:06.5,1,1\n")
+    reader = read_trace(p, on_error="skip")
+    assert [(r.request_id, r.arrival_s) for r in reader] == [("3", 1.5)] and reader.skipped == 3
+    assert "arrival goes backwards: -1 s is before the previous row's 0 s" in str(reader.errors[2])
 
 
 def test_one_row_out_of_place_is_named_as_the_likely_cause_of_the_rows_skipped_behind_it(write):

@@ -113,3 +113,10 @@ def test_text_no_database_stores_is_a_bad_row(write, chat_id, kind, field):
     with pytest.raises(TraceFormatError) as e:
         list(read_trace(p, "bailian", type_as_tenant=True))
     assert (e.value.line, e.value.field) == (2, field) and ("NUL" in e.value.reason or "surrogate" in e.value.reason)
+
+
+def test_a_skipped_first_row_whose_timestamp_reads_is_the_time_origin(write):
+    p = write("b.jsonl", _row(158, 60.0, n_in="x") + ROWS)
+    reader = read_trace(p, on_error="skip")
+    assert [(r.request_id, r.arrival_s) for r in reader] == [("159", 1.25), ("160", 2.5), ("161", 2.5)]
+    assert reader.skipped == 1

@@ -158,9 +158,15 @@ def test_a_bad_row_names_file_line_and_field(write, row, field, reason):
     assert [r.request_id for r in reader] == ["0"] and reader.skipped == 1 and reader.dropped == {}
 
 
-def test_a_skipped_bad_first_row_is_not_the_clock_origin(write):
+def test_a_skipped_bad_first_row_whose_timestamp_reads_is_the_clock_origin(write):
+    # (a bad token count moved time 0 to the next row: a window was cut elsewhere)
     p = write("bad.csv", HEADER + "1,ChatGPT,x,1,1,API log\n3,ChatGPT,1,1,2,API log\n4.5,GPT-4,1,1,2,API log\n")
-    assert _arrivals(read_trace(p, on_error="skip")) == [("1", 0.0, 1, 1), ("2", 1.5, 1, 1)]
+    assert _arrivals(read_trace(p, on_error="skip")) == [("1", 2.0, 1, 1), ("2", 3.5, 1, 1)]
+    # the first row the options keep: a bad row they would leave out sets no origin, nor one whose time is bad
+    assert _arrivals(read_trace(p, on_error="skip", models="GPT-4")) == [("2", 0.0, 1, 1)]
+    p = write("bad2.csv", HEADER + "x,ChatGPT,1,1,1,API log\n1,ChatGPT,1,0,1,API log\n2,ChatGPT,x,1,1,API log\n"
+              "3,ChatGPT,1,1,2,API log\n")
+    assert _arrivals(read_trace(p, on_error="skip", failed="drop")) == [("3", 1.0, 1, 1)]
 
 
 def test_empty_and_header_only_files(write):
@@ -188,7 +194,7 @@ def test_a_nul_in_a_model_name_kept_as_the_model_is_a_bad_row(write):
         list(read_trace(p, "burstgpt", model_column=True))
     assert (e.value.line, e.value.field) == (2, "Model") and "NUL character" in e.value.reason
     reader = read_trace(p, "burstgpt", model_column=True, on_error="skip")
-    assert [(r.request_id, r.arrival_s, r.model) for r in reader] == [("1", 0.0, "GPT-4")] and reader.skipped == 1
+    assert [(r.request_id, r.arrival_s, r.model) for r in reader] == [("1", 1.0, "GPT-4")] and reader.skipped == 1
     assert len(list(read_trace(p, "burstgpt"))) == 2  # (not kept: not stored, not refused)
 
 

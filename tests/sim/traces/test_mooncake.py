@@ -145,3 +145,22 @@ def test_a_mooncake_file_gives_no_warning(write, caplog):
     with caplog.at_level(logging.WARNING, logger="sim.traces"):
         assert len(list(read_trace(p, spread="none"))) == 1
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("spread", ["none", "uniform"])
+def test_a_skipped_first_row_whose_timestamp_reads_is_the_time_origin(write, spread):
+    # (a bad input_length in the first row moved time 0 to the next row: a window was cut elsewhere)
+    p = write("first.jsonl", '{"timestamp": 3000, "input_length": "x", "output_length": 1}\n'
+              + _line(5000) + _line(5000) + _line(8000))
+    reader = read_trace(p, spread=spread, on_error="skip", rng=np.random.default_rng(0))
+    reqs = list(reader)
+    assert reader.skipped == 1 and [r.request_id for r in reqs] == ["1", "2", "3"]
+    assert 2.0 <= reqs[0].arrival_s <= reqs[1].arrival_s < 5.0 <= reqs[2].arrival_s
+    if spread == "none":
+        assert [r.arrival_s for r in reqs] == [2.0, 2.0, 5.0]
+    # a row whose timestamp does not read sets nothing; a row before the origin goes backwards
+    p = write("bad_ts.jsonl", '{"timestamp": "x", "input_length": 1, "output_length": 1}\n'
+              '{"timestamp": 3000, "input_length": 1}\n' + _line(2000) + _line(4000))
+    reader = read_trace(p, spread="none", on_error="skip")
+    assert [(r.request_id, r.arrival_s) for r in reader] == [("3", 1.0)]
+    assert [(e.line, e.field) for e in reader.errors] == [(1, "timestamp"), (2, "output_length"), (3, "timestamp")]
