@@ -9,7 +9,8 @@ from __future__ import annotations
 #: The package's names for plugin authors, imported when first read: ``controlplane sim replay``
 #: forks its writer process before pydantic and pluggy are imported (see ``controlplane.cli.main``),
 #: so the child starts its own imports a tenth of a second sooner.
-_WHERE: dict[str, str] = {"hookimpl": "hookspecs", "Plugin": "plugin", "PluginSettings": "plugin"}
+_WHERE: dict[str, str] = {"hookimpl": "hookspecs", "Plugin": "plugin", "PluginSettings": "plugin",
+                          "PluginError": "errors", "SettingsError": "errors"}
 
 
 def __getattr__(name: str) -> object:
@@ -36,4 +37,4 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "Plugin", "PluginSettings", "__version__"]
+__all__ = ["hookimpl", "Plugin", "PluginError", "PluginSettings", "SettingsError", "__version__"]

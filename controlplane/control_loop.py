@@ -132,7 +132,7 @@ class ControlLoop:
                 continue
             if decision.model != model:  # another model's answer: the policy's error, not applied to this one
                 self._monitor.record(plugin or "core", "cp_scale", ValueError(
-                    f"asked to scale {model!r}, returned a ScaleDecision for {decision.model!r}; not applied"))
+                    f"asked to scale {model!r}, returned a ScaleDecision for {decision.model!r}; not applied"), model)
                 self.calls.drain_errors()
                 continue
             if decision.next_start_s is not None or model in self.__dict__.get("_next_start", ()):

@@ -65,7 +65,7 @@ class Responses:
         hit, plugin = (None, None) if "cp_cache_lookup" in self.calls.unanswered else self._decide("cp_cache_lookup", r)
         if hit is not None:
             if hit.response_text is None and self.ctx.run.mode == "live":
-                self._textless_hit(plugin)  # the plugin's error: the request is served as a miss
+                self._textless_hit(plugin, r.request_id)  # the plugin's error: the request is served as a miss
             elif r.prompt is not None and (r.model, r.prompt) in self._blocked_answers:
                 # An answer to this prompt was blocked: whatever a cache kept for it (stored unchecked,
                 # before the block) is not served; it is generated and checked again.
@@ -76,13 +76,13 @@ class Responses:
                 return
         self._route(r)
 
-    def _textless_hit(self, plugin: str | None) -> None:
+    def _textless_hit(self, plugin: str | None, request_id: str) -> None:
         """A live cache hit without ``response_text`` has nothing to answer with (an empty reply would be
         served as the answer): it is recorded as the plugin's error, and the request is generated. A
         simulation needs no text (its hits are counted and timed), so there a hit without it is fine."""
         self._monitor.record(plugin or "unknown", "cp_cache_lookup", ValueError(
             "CacheHit.response_text is None in a live run, where the hit's text is the reply: return the cached "
-            "answer's text (the built-in caches store request.output_text), or None for a miss"))
+            "answer's text (the built-in caches store request.output_text), or None for a miss"), request_id)
         self.calls.drain_errors()
 
     def _serve_from_cache(self, r: Request, hit: Any, plugin: str | None) -> None:

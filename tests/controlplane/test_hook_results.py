@@ -192,6 +192,7 @@ def test_a_scale_decision_for_another_model_is_an_error_and_not_applied():
     errors = [d for d in res.decisions if d.is_error]
     assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_scale", "confused-scaler")}
     assert "returned a ScaleDecision for 'some-other-model'; not applied" in errors[0].reason
+    assert errors[0].subject == "default"  # the model it was asked about
     assert res.summary["num_scale_events"] == 0 and res.summary["peak_replicas"] == 2  # the configured 2 kept
     assert res.summary["num_completed"] == 6 and res.summary["num_plugin_errors"] >= 1
 

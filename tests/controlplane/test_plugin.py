@@ -55,3 +55,11 @@ def test_the_errors_a_plugins_tests_meet_are_importable_beside_the_base_class():
     from controlplane.plugin import PluginError, SettingsError
 
     assert SettingsError is errors.SettingsError and PluginError is errors.PluginError
+
+
+def test_the_errors_a_plugin_s_tests_meet_are_importable_from_the_package():
+    import controlplane
+    from controlplane import PluginError, SettingsError
+    from controlplane.errors import PluginError as P, SettingsError as S
+
+    assert (PluginError, SettingsError) == (P, S) and {"PluginError", "SettingsError"} <= set(controlplane.__all__)

@@ -251,7 +251,7 @@ def test_a_live_cache_hit_without_text_is_the_plugins_error_and_the_request_is_g
     out = core.handle(ev.RequestArrived(1.0, r))
     assert any(isinstance(a, act.StartBatch) for a in out) and not r.cache_hit  # a miss: generated
     (error,) = [d for d in log.decisions if d.is_error]
-    assert (error.plugin, error.hook) == ("textless-cache", "cp_cache_lookup")
+    assert (error.plugin, error.hook, error.subject) == ("textless-cache", "cp_cache_lookup", "q0")
     assert "CacheHit.response_text is None in a live run" in error.reason
 
 
