@@ -1,7 +1,8 @@
-"""Advisory (shadow) autoscaling: any autoscaler runs beside the active one and sees the same
-`ScalingContext` and events; its would-be decisions are recorded next to the real ones (action
-``shadow_scale``) and never applied. A `cp_scale` wrapper, so it works with whichever policy decides,
-in simulation and live alike."""
+"""Advisory (shadow) autoscaling: any autoscaler runs beside the active one and sees the same signals
+(queue, arrivals, latencies, workers) and events; its would-be decisions are recorded next to the real
+ones (action ``shadow_scale``) and never applied. Each shadow's replica count is its own (`_own_count`):
+it decides from its previous target, as it would running active, not from the active policy's count.
+A `cp_scale` wrapper, so it works with whichever policy decides, in simulation and live alike."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ class _ShadowContext:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._ctx, attr)
+
+
+def _own_count(scaling, count: int):
+    """``scaling`` with the shadow's own replica count ``count`` (its last target): as many of them ready as
+    the active cluster has ready (at most ``count``), the rest starting. The signals stay the active cluster's."""
+    if count == scaling.num_ready + scaling.num_starting:
+        return scaling
+    ready = min(count, scaling.num_ready)
+    return replace(scaling, num_ready=ready, num_starting=count - ready)
 
 
 def _call(fn, **kwargs):
@@ -81,6 +91,7 @@ class ShadowScaling(Plugin):
                               key=f"plugins.settings.{self.name}.settings.{name}")
             for name in self.settings.policies}
         self._contexts: dict[str, _ShadowContext] = {}
+        self._counts: dict[tuple[str, str], int] = {}  # (shadow, model) -> its last target: its own "current"
         self.num_errors = 0
 
     def _ctx(self, ctx, name: str) -> _ShadowContext:
@@ -114,11 +125,15 @@ class ShadowScaling(Plugin):
             return decision
         advisory = []
         for name, shadow in self.shadows.items():
+            # its own count: the cluster's at the first call, then its last target (never applied, so never the
+            # active policy's, whose count a shadow's hold or lock would otherwise keep or release)
+            own = _own_count(scaling, self._counts.get((name, model), scaling.num_current))
             try:
-                d = _call(shadow.cp_scale, ctx=self._ctx(ctx, name), model=model, workers=workers, scaling=scaling)
+                d = _call(shadow.cp_scale, ctx=self._ctx(ctx, name), model=model, workers=workers, scaling=own)
             except Exception as exc:  # noqa: BLE001 - isolated: recorded as the shadow's decision
                 self.num_errors += 1
-                d = ScaleDecision(model, scaling.num_current, f"shadow {name} failed: {type(exc).__name__}: {exc}")
+                d = ScaleDecision(model, own.num_current, f"shadow {name} failed: {type(exc).__name__}: {exc}")
             if d is not None:
+                self._counts[(name, model)] = max(0, d.target_replicas)
                 advisory.append((name, d))
         return replace(decision, advisory=(*decision.advisory, *advisory))

@@ -96,3 +96,64 @@ def test_a_shadow_hpa_s_holds_between_syncs_are_not_recorded_as_wants(tmp_path):
                                             "settings": {"hpa": {"target": 2, "max_replicas": 8}}})
     hpa = [d for d in shadowed.decisions if d.action == "shadow_scale" and d.plugin == "hpa"]
     assert hpa and not any("between syncs" in d.reason for d in hpa)
+
+
+def _phases(*phases: tuple[int, float]):
+    """Poisson phases ``(requests, qps)`` one after another: a load that rises and falls."""
+    from dataclasses import replace
+
+    out, start = [], 0.0
+    for i, (n, qps) in enumerate(phases):
+        part = make_trace(n, qps=qps, seed=i)
+        out += [replace(r, request_id=f"{i}-{r.request_id}", arrival_s=start + r.arrival_s) for r in part]
+        start = out[-1].arrival_s + 1.0 / qps
+    return out
+
+
+def _changes(res, action: str, plugin: str, start: int) -> list[tuple[float, int]]:
+    """The targets ``plugin`` chose, as (time, target) where the target changed (from ``start``)."""
+    out, last = [], start
+    for d in res.decisions:
+        if d.action == action and d.plugin == plugin and d.payload["to"] != last:
+            out.append((d.time_s, d.payload["to"]))
+            last = d.payload["to"]
+    return out
+
+
+def test_a_shadow_of_the_active_policy_decides_as_the_active_one_does():
+    """A shadow evolves from its own last target, not the active policy's count: a shadow slo-planner beside
+    an active hpa stored 200 rows (an active one makes 19), its hold capped at hpa's count ("9 -> 9 ... held
+    12"). Beside an active slo-planner on the same signals, a shadow slo-planner chooses what it chooses."""
+    trace = _phases((600, 2.0), (1500, 12.0), (600, 1.0), (900, 10.0), (300, 0.5))
+    plugins = {"enabled": ["slo-planner", "shadow", *BASE],
+               "settings": {"slo-planner": {"max_replicas": 12}, "shadow": {
+                   "policies": ["slo-planner"], "settings": {"slo-planner": {"max_replicas": 12}}}}}
+    res = replay_with(trace=trace, cluster=CLUSTER, plugins=plugins)
+    active = _changes(res, "scale", "slo-planner", 1)
+    assert len(active) >= 4 and any(b < a for (_, a), (_, b) in zip(active, active[1:]))  # up and down
+    assert _changes(res, "shadow_scale", "slo-planner", 1) == active
+    # and its reasons read its own count: "want W, C -> T" with C its previous target
+    shadow = [d for d in res.decisions if d.action == "shadow_scale"]
+    active_reasons = {d.time_s: d.reason for d in res.decisions if d.action == "scale"}
+    assert all(active_reasons.get(d.time_s, d.reason) == d.reason for d in shadow)
+
+
+def test_a_shadow_decides_from_its_own_last_target_beside_another_policy():
+    """Beside an active hpa, a shadow slo-planner's "want W, C -> T" reads C = its own last target (it
+    read hpa's count: "9 -> 9 (held 12 ...)" stored as 9, and a target flipping A -> B -> A at hpa's steps)."""
+    import re
+
+    trace = _phases((600, 2.0), (1500, 12.0), (600, 1.0), (900, 10.0), (300, 0.5))
+    plugins = {"enabled": ["hpa", "shadow", *BASE],
+               "settings": {"hpa": {"target": 2, "max_replicas": 12, "sync_period_s": 5},
+                            "shadow": {"policies": ["slo-planner"],
+                                       "settings": {"slo-planner": {"max_replicas": 12}}}}}
+    res = replay_with(trace=trace, cluster=CLUSTER, plugins=plugins)
+    shadow = [d for d in res.decisions if d.action == "shadow_scale"]
+    active = [d for d in res.decisions if d.action == "scale"]
+    assert len(shadow) >= 4 and len(active) >= 4
+    last = 1  # the cluster's count at the start
+    for d in shadow:
+        current, target = map(int, re.search(r"; want \d+, (\d+) -> (\d+)", d.reason).groups())
+        assert (current, target) == (last, d.payload["to"]), d.reason
+        last = target
