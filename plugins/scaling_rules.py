@@ -70,15 +70,18 @@ class ScalingRules(Plugin):
             if target < lowest:
                 notes.append(f"step down at most {s.max_step_down}")
                 target = lowest
+        # A count outside the bounds is brought to the nearest one (None: it is within them).
+        bound = (s.min_replicas if s.min_replicas is not None and current < s.min_replicas else
+                 s.max_replicas if s.max_replicas is not None and current > s.max_replicas else None)
         if target != current and s.cooldown_s > 0:
             last = self._last_change_s.get(model)
             # Bounds are not held back by the cooldown: a count outside them is fixed at once.
-            outside = (s.min_replicas is not None and current < s.min_replicas) or (
-                s.max_replicas is not None and current > s.max_replicas)
-            if last is not None and now_s - last < s.cooldown_s and not outside:
+            if last is not None and now_s - last < s.cooldown_s and bound is None:
                 notes.append(f"cooldown: {last + s.cooldown_s - now_s:.0f}s left")
                 target = current
-        if target != current:
+        # A change to the bound alone (the configured count corrected, not the policy's reaction to load) starts no
+        # cooldown: a start at 1 raised to min_replicas 2 held the planner's first scale-up back for the cooldown.
+        if target != current and target != bound:
             self._last_change_s[model] = now_s
         if not notes:
             return decision

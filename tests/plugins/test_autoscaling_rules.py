@@ -59,6 +59,20 @@ def test_cooldown_holds_after_a_change_but_not_outside_the_bounds():
     assert r.clamp(106.0, "default", 4, _d(1)).target_replicas == 1
 
 
+def test_a_bounds_correction_starts_no_cooldown():
+    """A start at 1 raised to min_replicas 2 at t=1 held the planner's first scale-up back until 61 s."""
+    r = _rules(cooldown_s=60, min_replicas=2, max_replicas=6)
+    assert r.clamp(1.0, "default", 1, _d(1)).target_replicas == 2  # to the bound: the count corrected
+    assert r.clamp(5.0, "default", 2, _d(4)).target_replicas == 4  # the policy's first change: not held
+    d = r.clamp(30.0, "default", 4, _d(6))
+    assert d.target_replicas == 4 and "cooldown: 35s left" in d.reason  # and it starts the cooldown
+    assert r.clamp(40.0, "default", 9, _d(9)).target_replicas == 6  # above max: to the bound at once
+    d = r.clamp(50.0, "default", 6, _d(3))  # the cooldown of 5 s, not one from the correction at 40 s
+    assert d.target_replicas == 6 and "cooldown: 15s left" in d.reason
+    assert r.clamp(70.0, "default", 1, _d(5)).target_replicas == 5  # below min, wanting more: a change
+    assert r.clamp(80.0, "default", 5, _d(2)).target_replicas == 5  # which starts the cooldown
+
+
 def test_scale_down_stabilisation_takes_the_max_wanted_in_the_window():
     r = _rules(scale_down_stabilization_s=100)
     assert r.clamp(0.0, "default", 4, _d(4)).target_replicas == 4
