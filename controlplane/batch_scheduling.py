@@ -144,7 +144,17 @@ class BatchScheduling:
         self._out.append(act.PreemptRequest(w.worker_id, r.request_id))
         self.kv.recount(w)
 
-    def _on_batch_finished(self, e: ev.BatchFinished) -> None:
+    def settle_batch(self, e: ev.BatchFinished) -> None:
+        """At a run's cutoff (the simulator's ``--until``, a Ctrl-C's stop): the iterations of the worker's running
+        batch finished by then (``e.num_iterations``) applied as a batch that ended at ``e.time_s`` (tokens, first
+        tokens, busy time), with no next batch planned: nothing runs after the cutoff. So a multi-iteration batch
+        cut by the cutoff leaves what the exact mode's one-iteration batches leave."""
+        self.clock.now_s = e.time_s
+        self._out = []
+        self._on_batch_finished(e, plan_next=False)
+        self._out = []
+
+    def _on_batch_finished(self, e: ev.BatchFinished, plan_next: bool = True) -> None:
         w = self.workers.get(e.worker_id)
         batch = self._batches.get(e.worker_id)
         if w is None or batch is None or batch.batch_id != e.batch_id:
@@ -189,7 +199,8 @@ class BatchScheduling:
             counted = False  # cancelled running requests left: count them all
         if not counted:
             self.kv.recount(w)
-        self._schedule(w)
+        if plan_next:
+            self._schedule(w)
 
     def _on_batch_failed(self, e: ev.BatchFailed) -> None:
         w = self.workers.get(e.worker_id)

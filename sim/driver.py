@@ -26,7 +26,7 @@ from controlplane.types import Request
 from sim.guardian_pool import SimGuardianPool
 from sim.run_gc import run_objects_only_for_gc
 from sim.latency.base import IterationShape, LatencyModel
-from sim.stepped_decode import SteppedDecode, steps_boundary, steps_total
+from sim.stepped_decode import SteppedDecode, steps_boundary, steps_completed, steps_total
 from sim.traces.record import TraceRequest
 
 #: Ticks with nothing running after the trace ended before the run gives up on what is left.
@@ -137,7 +137,8 @@ class SimDriver:
                 run_until(env, self._done, self)
             else:
                 env.run(until=min_event(env, self._done, until))
-                self.core.clock.now_s = env.now  # (stopped at --until, or when all was done: the run ends then)
+            self._settle_running()
+            self.core.clock.now_s = env._now  # (stopped at --until or a Ctrl-C's tick, or all was done: it ends then)
         summary = self.core.finish()
         if self.guardians.guardians:
             self.guardians.add_to(summary)  # guardian GPU-seconds, queueing and what their replicas cost
@@ -380,6 +381,26 @@ class SimDriver:
             return  # it ends at its last iteration anyway
         rb.timer.callbacks.clear()  # superseded: its end is never delivered
         rb.timer = self._after(end - elapsed, self._batch_done, (a.worker_id, k, end))
+
+    def _settle_running(self) -> None:
+        """The run stops (``--until``, a Ctrl-C's tick): a multi-iteration batch still running has its iterations
+        finished by now applied (`ControlPlane.settle_batch`), as the exact mode's one-iteration batches were."""
+        for wid, rb in list(self._running.items()):
+            elapsed, first = self.env._now - rb.start_s, rb.first_s
+            if rb.durations is None and rb.steps is None or elapsed < first:
+                continue  # one iteration (it ends after now), or still in its prefill
+            if rb.steps is not None:
+                k, end = steps_completed(rb.steps, elapsed - first)
+            else:
+                ends = rb.ends_s if rb.ends_s is not None else np.cumsum(rb.durations)
+                k = int(np.searchsorted(ends, elapsed - first, side="right"))
+                end = float(ends[k - 1]) if k else 0.0
+            if first:
+                k, end = k + 1, first + end
+            if k:
+                del self._running[wid]
+                self.core.settle_batch(ev.BatchFinished(rb.start_s + end, wid, rb.batch.batch_id, k, busy_s=end,
+                                                        first_end_s=rb.start_s + first if first and k > 1 else None))
 
     def _batch_done(self, timer: Timeout) -> None:
         wid, iterations, busy_s = timer._value

@@ -8,7 +8,7 @@ import sys
 
 from sim.latency.base import IterationShape, LatencyModel
 
-__all__ = ["SteppedDecode", "steps_boundary", "steps_total"]
+__all__ = ["SteppedDecode", "steps_boundary", "steps_completed", "steps_total"]
 
 #: Single-prefill prices `SteppedDecode.prefill_s` keeps before it starts over.
 _MAX_PREFILLS = 65_536
@@ -105,5 +105,24 @@ def steps_boundary(steps: list[tuple[int, float]], elapsed: float) -> tuple[int,
                 i = 1
             return done + i, t + i * d
         t = seg_end
+        done += n
+    return done, t
+
+
+def steps_completed(steps: list[tuple[int, float]], elapsed: float) -> tuple[int, float]:
+    """(k, end): the iterations of the steps that ended by ``elapsed`` (k >= 0) and when the last of them ended
+    (0.0 when none did), at the same boundaries as `steps_boundary`'s."""
+    t = 0.0
+    done = 0
+    for n, d in steps:
+        if d > 0.0:
+            i = min(n, max(0, int((elapsed - t) / d)))
+            while i > 0 and t + i * d > elapsed:
+                i -= 1
+            while i < n and t + (i + 1) * d <= elapsed:
+                i += 1
+            if i < n:
+                return done + i, t + i * d
+        t += n * d
         done += n
     return done, t
