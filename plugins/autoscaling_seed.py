@@ -176,8 +176,13 @@ class SeedAutoscaler(Plugin):
         fc_pts = samples[-s.forecast_samples:]
         a, b, r2 = linear_fit([t for t, _ in fc_pts], [r for _, r in fc_pts])
         forecast_rate = max(0.0, a + b * (now_s + s.forecast_horizon_s)) if len(fc_pts) >= 2 else rate
-        # Utilisation the forecast rate would bring, if utilisation scales with the rate.
-        forecast = min(1.0, util * forecast_rate / rate) if rate > 0 else util
+        # Utilisation the forecast rate would bring, if utilisation scales with the rate: none for a forecast of
+        # 0/s; with no rate now (a bucket without arrivals) the ratio has no value and the utilisation stands for it
+        # (a forecast of 0/s read as the utilisation lifted a quiet model's score over the threshold).
+        if forecast_rate <= 0:
+            forecast = 0.0
+        else:
+            forecast = min(1.0, util * forecast_rate / rate) if rate > 0 else util
         queued = scaling.num_queued / (max(1, scaling.num_current) if s.queue_per_replica else 1)
         queue = min(1.0, queued / s.queue_norm)
         err = self._error_rate(model, now_s)
@@ -211,7 +216,8 @@ class SeedAutoscaler(Plugin):
         desc = (f"score {score:.2f} (util {sig.utilization:.2f}, trend {sig.trend:.2f} [slope {sig.slope:+.3f}/s²], "
                 f"queue {sig.queue:.2f} [{scaling.num_queued}], error {sig.error:.2f} [{sig.error_rate:.1%}], "
                 f"forecast {sig.forecast:.2f} [{sig.forecast_rate:.2f}/s in {s.forecast_horizon_s:g}s vs "
-                f"{sig.rate:.2f}/s]) confidence {confidence:.2f}")
+                f"{sig.rate:.2f}/s{': no rate now, the utilisation' if sig.rate <= 0 < sig.forecast_rate else ''}]) "
+                f"confidence {confidence:.2f}")
         bounded = max(s.min_replicas, min(s.max_replicas, current))
         floor = self.floor(scaling)
         if bounded != current:

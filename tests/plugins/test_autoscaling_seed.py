@@ -60,3 +60,32 @@ def test_min_replicas_zero_replay_finishes_every_request():
                                "settings": {"seed-autoscaler": {"min_replicas": 0}}},
                       cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": 20.0}]})
     assert res.summary["num_in_flight"] == 0 and res.summary["num_completed"] == 300
+
+
+def _busy_scaling(now_s: float, arrivals: int):
+    """One ready replica holding 8 running requests, ``arrivals`` this tick."""
+    from collections import deque
+
+    from controlplane.scaling import RecentLatencies, build_scaling_context
+    from controlplane.testing import make_requests, make_worker
+
+    worker = make_worker("default-0", running=make_requests(8, prefix=f"t{now_s:g}-"), waiting=deque(), max_num_seqs=16)
+    return build_scaling_context(model="default", now_s=now_s, configured_replicas=1, workers=[worker], unrouted=(),
+                                 arrivals=arrivals, tick_s=1.0, recent=RecentLatencies(60.0))
+
+
+def test_the_forecast_signal_is_zero_for_a_forecast_of_zero_and_named_when_there_is_no_rate():
+    """A last bucket with no arrivals made the forecast signal the utilisation: 'forecast 0.30 [0.00/s in 300s vs
+    0.00/s]', lifting the score; min(1, utilisation x forecast / rate) is 0 for a forecast of 0/s."""
+    from plugins.autoscaling_seed import SeedAutoscaler
+
+    seed = SeedAutoscaler(SeedAutoscaler.Settings(sample_interval_s=10.0))
+    for t in range(1, 42):  # four buckets without arrivals, a replica busy
+        sig, _ = seed.signals("default", float(t), _busy_scaling(float(t), 0))
+    assert sig.utilization > 0 and sig.rate == 0 and sig.forecast_rate == 0 and sig.forecast == 0.0
+    assert "forecast 0.00 [0.00/s in 300s vs 0.00/s])" in seed.decide(42.0, "default", _busy_scaling(42.0, 0)).reason
+    seed = SeedAutoscaler(SeedAutoscaler.Settings(sample_interval_s=10.0))
+    for t in range(1, 72):  # arrivals rising, then a bucket without any: a forecast above 0 and no rate now
+        sig, _ = seed.signals("default", float(t), _busy_scaling(float(t), 0 if t > 61 else t // 10 + 1))
+    assert sig.rate == 0 < sig.forecast_rate and sig.forecast == sig.utilization > 0
+    assert "vs 0.00/s: no rate now, the utilisation])" in seed.decide(72.0, "default", _busy_scaling(72.0, 0)).reason
