@@ -14,7 +14,8 @@ the trace from `--start-replicas` (1) within 1..`--max-replicas`. `static_peak` 
 replicas (all ready at the start) that keep `--target` of the requests within the SLO (TTFT, TPOT
 and the end-to-end target when the config sets one): what provisioning for the peak costs. Prints a table of every run, then one JSON line mapping
 each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by a
-scale-down within the policy's own stabilisation window), `cost_per_1k_requests` (USD at the
+scale-down within the policy's own stabilisation window), `reversals` (scale-downs followed by a scale-up
+within that window: a replica released and started again), `cost_per_1k_requests` (USD at the
 config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests after `--warmup` s).
 
 `--match` also sweeps `hpa` and `seed-autoscaler` toward more replicas (MATCH_SWEEPS; toward fewer, MATCH_DOWN,
@@ -127,6 +128,21 @@ def oscillations(events: list[tuple[float, int, int]], window_s: float) -> int:
     """Scale-ups followed by a scale-down within ``window_s``."""
     return sum(1 for (t0, a0, b0), (t1, a1, b1) in pairwise(events)
                if b0 > a0 and b1 < a1 and t1 - t0 < window_s)
+
+
+def reversals(events: list[tuple[float, int, int]], window_s: float) -> int:
+    """Scale-downs followed by a scale-up within ``window_s`` (a replica released, then one started again)."""
+    return sum(1 for (t0, a0, b0), (t1, a1, b1) in pairwise(events)
+               if b0 < a0 and b1 > a1 and t1 - t0 < window_s)
+
+
+def table_row(name: str, r: dict, cols: tuple[str, ...]) -> str:
+    """One row of the table: its numbers (``-`` for none), or for a replay stopped early what it could at most
+    reach (a bound from where it stopped, not its attainment: two stopped rows' bounds do not compare)."""
+    if r.get("stopped_early"):
+        return (f"{name:<24}  not run to the end (stopped early at {r['stopped_at_sim_s']:g} s simulated: "
+                f"SLO <= {r['slo_attainment_at_most']}, below --target)")
+    return f"{name:<24}" + "".join(f"{'-' if r.get(c) is None else r[c]!s:>11}" for c in cols)
 
 
 def _scale_plugins() -> dict[str, bool]:
@@ -307,6 +323,7 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
         "gpu_hours": round(float(s["gpu_seconds"]) / 3600, 4),
         "scale_events": int(s["num_scale_events"]),
         "oscillations": oscillations(events, window_s(policy, settings or {})) if policy != "fixed-replicas" else 0,
+        "reversals": reversals(events, window_s(policy, settings or {})) if policy != "fixed-replicas" else 0,
         "cost_per_1k_requests": round(float(s["cost_per_1k_requests_usd"] or 0), 4),
         "cost_usd": round(float(s["cost_usd"] or 0), 3),
         "ttft_p99_s": round(float(s["ttft_p99_s"] or 0), 3),
@@ -440,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(results: dict[str, dict]) -> dict[str, dict]:
     """The JSON line's mapping: each policy (and static_peak) to its headline numbers."""
-    return {k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations",
+    return {k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations", "reversals",
                                   "cost_per_1k_requests", "slo_after_warmup",
                                   *(("replicas", "met_target") if k == "static_peak" else ()),
                                   *(("settings", "reached", "planner_beats") if k.endswith(" matched") else ()))}
@@ -499,16 +516,15 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
         for name, r in results.items():  # GPU-hours against provisioning for the peak
             r["gpu_hours_vs_static_peak"] = round(r["gpu_hours"] / static[best]["gpu_hours"], 3)
     cols = ("slo_attainment", "slo_after_warmup", "gpu_hours", "gpu_hours_vs_static_peak", "cost_per_1k_requests",
-            "scale_events", "oscillations", "ttft_p99_s", "peak_replicas", "wall_s")
-    heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "TTFT p99", "peak alive", "wall s")
+            "scale_events", "oscillations", "reversals", "ttft_p99_s", "peak_replicas", "wall_s")
+    heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "reversals", "TTFT p99",
+             "peak alive", "wall s")
     print(f"{'policy':<24}" + "".join(f"{c:>11}" for c in heads))
     for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
-        shown = f"static_peak (x{r['replicas']})" if name == "static_peak" else name
-        if r.get("stopped_early"):  # what it could at most reach; nothing else was measured to the end
-            r = {"slo_attainment": f"<={r['slo_attainment_at_most']}", "wall_s": r["wall_s"]}
-        print(f"{shown:<24}" + "".join(f"{r.get(c, '-')!s:>11}" for c in cols))
+        print(table_row(f"static_peak (x{r['replicas']})" if name == "static_peak" else name, r, cols))
     if any(r.get("stopped_early") for r in static.values()):
-        print("(<=: a static count stopped once its misses kept it below --target; --no-early-stop replays it whole)")
+        print("(stopped early: a static count's misses already kept it below --target; its bound is the most it "
+              "could reach from where it stopped, not its attainment; --no-early-stop replays it whole)")
     return results, static
 
 

@@ -122,10 +122,10 @@ def test_match_goes_toward_fewer_replicas_when_the_defaults_already_spend_more(m
 
     def fake_run(args, policy, n, settings=None, outcomes=None, stop_below=None):
         if policy == "slo-planner":
-            return {"slo_attainment": 0.995, "gpu_hours": 10.0, "scale_events": 0, "oscillations": 0,
+            return {"slo_attainment": 0.995, "gpu_hours": 10.0, "scale_events": 0, "oscillations": 0, "reversals": 0,
                     "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.995, "wall_s": 0.0}
         calls.append(settings["target"])
-        return {"slo_attainment": 0.99, "gpu_hours": gpu[settings["target"]], "scale_events": 0, "oscillations": 0,
+        return {"slo_attainment": 0.99, "gpu_hours": gpu[settings["target"]], "scale_events": 0, "oscillations": 0, "reversals": 0,
                 "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.99, "wall_s": 0.0}
 
     monkeypatch.setattr(bench, "run", fake_run)
@@ -428,7 +428,7 @@ def test_the_static_search_stops_counts_below_the_fewest_and_says_so(capsys):
     peak = result["static_peak"]
     assert peak["met_target"] and peak["replicas"] == 4 and "stopped_early" not in peak
     for n in (1, 2, 3):
-        assert "<=0." in next(line for line in out.splitlines() if line.startswith(f"static x{n} "))
+        assert "not run to the end (stopped early at " in next(line for line in out.splitlines() if line.startswith(f"static x{n} "))
     assert "--no-early-stop replays it whole" in out
     assert bench.main([*argv, "--no-early-stop"]) == 0
     whole = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -486,7 +486,7 @@ def test_the_replica_options_are_explained_and_a_runs_peak_is_named_as_one(capsy
     row = json.loads(out.read_text().splitlines()[0])
     assert row["peak_replicas"] >= 1 and "max_replicas" not in row
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hpa"]) == {
-        "slo_attainment", "gpu_hours", "scale_events", "oscillations", "cost_per_1k_requests", "slo_after_warmup"}
+        "slo_attainment", "gpu_hours", "scale_events", "oscillations", "reversals", "cost_per_1k_requests", "slo_after_warmup"}
 
 
 def test_a_trace_read_in_the_wrong_format_is_one_line_exit_2():
@@ -508,3 +508,22 @@ def test_a_suite_without_the_mooncake_trace_says_where_to_get_it(capsys, tmp_pat
     out = capsys.readouterr().out
     assert "# mooncake-conv x1: skipped, no Mooncake trace at" in out
     assert "github.com/kvcache-ai/Mooncake" in out and "give --mooncake PATH" in out
+
+
+def test_reversals_count_down_then_up_within_the_window():
+    """slo-planner released a replica at 883 s and started one at 889 s: `oscillations` (up then down) missed it."""
+    events = [(0.0, 1, 3), (883.0, 3, 2), (889.0, 2, 3), (1000.0, 3, 1), (1400.0, 1, 2)]
+    assert bench.reversals(events, 300.0) == 1 and bench.reversals(events, 500.0) == 2
+    assert bench.oscillations(events, 300.0) == 1  # kept as defined: only the up at 889 s then the down at 1000 s
+
+
+def test_table_rows_say_stopped_early_and_print_none_as_a_dash():
+    """Stopped rows read '<=0.9746' beside '<=0.8953' as if attainments (the true x4 was 0.8287); a short window's
+    'SLO warm' printed None."""
+    cols = ("slo_attainment", "slo_after_warmup", "gpu_hours")
+    row = bench.table_row("hpa", {"slo_attainment": 0.99, "slo_after_warmup": None, "gpu_hours": 1.5}, cols)
+    assert "None" not in row and row.split() == ["hpa", "0.99", "-", "1.5"]
+    stopped = {"stopped_early": True, "slo_attainment": None, "slo_attainment_at_most": 0.9746,
+               "stopped_at_sim_s": 312.0, "wall_s": 0.4}
+    assert bench.table_row("static x4", stopped, cols) == (
+        "static x4                 not run to the end (stopped early at 312 s simulated: SLO <= 0.9746, below --target)")
