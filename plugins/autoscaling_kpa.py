@@ -108,14 +108,18 @@ class KpaAutoscaler(Plugin):
                 if held > desired:
                     desired = held
                     notes.append(f"scale-down delay {s.scale_down_delay_s:g}s")
-        # Scale to zero only after a whole quiet grace period; otherwise keep one replica.
-        st.idle_since_s = (st.idle_since_s if st.idle_since_s is not None else now_s) if concurrency == 0 else None
+        # Scale to zero only after a whole quiet grace period; otherwise keep one replica. Concurrency is sampled once a
+        # tick: a tick with arrivals is not idle either (a request that came and went between two ticks was never
+        # seen in flight: "after 30s idle" read 27 s after it finished).
+        busy = concurrency > 0 or scaling.arrivals_per_s > 0
+        st.idle_since_s = (st.idle_since_s if st.idle_since_s is not None else now_s) if not busy else None
         floor = s.min_replicas
         if s.scale_to_zero:
             quiet = st.idle_since_s is not None and now_s - st.idle_since_s >= max(s.scale_to_zero_grace_s, 0)
             floor = 0 if quiet and stable == 0 else 1 if current > 0 or want_panic > 0 else 0
             if desired == 0 and floor == 0 and current > 0:
-                notes.append(f"scale to zero after {s.scale_to_zero_grace_s:g}s idle")
+                notes.append(f"scale to zero: no request in flight or arriving at the ticks of the last "
+                             f"{now_s - st.idle_since_s:.0f}s (grace {s.scale_to_zero_grace_s:g}s)")
         target = desired
         if target > s.max_replicas:
             target = s.max_replicas

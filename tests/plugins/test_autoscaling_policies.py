@@ -203,6 +203,16 @@ def test_kpa_bounds_and_scale_to_zero():
         KpaAutoscaler.Settings(scale_to_zero=True, min_replicas=1)
 
 
+def test_kpa_counts_a_tick_with_arrivals_as_not_idle_and_says_what_it_measured():
+    """A request that arrived and finished between two ticks was never seen in flight: kpa went to zero 'after 30s
+    idle' 27 s after it finished."""
+    kpa = _kpa(min_replicas=0, scale_to_zero=True, scale_to_zero_grace_s=30, stable_window_s=20, panic_window_s=2)
+    targets = {t: kpa.decide(float(t), "default", _loaded(1, 0, float(t), arrivals=int(t == 3))) for t in range(35)}
+    assert targets[33].target_replicas == 1  # 29 s since the tick that saw the arrival
+    assert targets[34].target_replicas == 0
+    assert "scale to zero: no request in flight or arriving at the ticks of the last 30s (grace 30s)" in targets[34].reason
+
+
 # --- seed-autoscaler ---------------------------------------------------------------------------
 
 
