@@ -89,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bad rows skipped (on_error=skip): {reader.skipped:,}; the first {min(reader.skipped, SKIPPED_SHOWN)}:")
         for error in reader.errors[:SKIPPED_SHOWN]:
             print(f"  {error}")
-    if n > 1 and arrivals[-1] == arrivals[0]:  # (no rate, no gap spread to give)
+    if n == 1:
+        print(f"one request, arriving at {arrivals[0]:,.3f} s")
+    elif n > 1 and arrivals[-1] == arrivals[0]:  # (no rate, no gap spread to give)
         print(f"span 0 s: all {n:,} requests arrive at {arrivals[0]:,.3f} s")
     elif n > 1:
         span = arrivals[-1] - arrivals[0]
         iat = np.diff(arrivals)
         cv = iat.std() / iat.mean() if iat.mean() > 0 else float("nan")
-        print(f"span {span:,.1f} s, mean rate {(n - 1) / span:.3f} req/s, IAT CV {cv:.2f}")
+        # (the first arrival too: a replay runs from time 0, and idles until it)
+        print(f"span {span:,.1f} s, mean rate {(n - 1) / span:.3f} req/s, IAT CV {cv:.2f}, first arrival at "
+              f"{arrivals[0]:,.3f} s")
     for name, xs in (("prompt", prompts), ("output", outputs)):
         if xs:
             p50, p90, p99 = np.percentile(xs, [50, 90, 99])

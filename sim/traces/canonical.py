@@ -7,7 +7,8 @@ CSV: header with `request_id,arrival_s,prompt_tokens,output_tokens` (required, a
 optional `model,tenant,priority,prompt,hash_ids,hash_block_tokens,params`; `hash_ids` is
 space-separated integers, `params` a JSON object. JSONL: one object per line with the same keys
 (`hash_ids` a list, `params` an object). Unknown columns/keys are ignored. arrival_s is kept
-as written (not rebased) and must be non-decreasing.
+as written (not rebased; `rebase=True` starts the trace at its first arrival) and must be
+non-decreasing. A first arrival more than a day after 0 is warned of: a replay idles until it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
@@ -22,20 +24,50 @@ from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, c
                   duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
                   parse_seconds, row_start_line)
 from .errors import OnError, TraceFormatError, as_sink
-from .record import TraceRequest, new_basic, params_from_mapping, thaw
+from .record import TraceRequest, new_basic, params_from_mapping, thaw, with_arrival
 
 REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tokens", "params")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+#: A first arrival later than this (seconds: a day) is warned of, unless rebased: a replay runs from time 0.
+FAR_S = 86_400.0
+
+log = logging.getLogger("sim.traces")
 
 
 def read_canonical(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                   unique_ids: bool = False) -> Iterator[TraceRequest]:
+                   unique_ids: bool = False, rebase: bool = False) -> Iterator[TraceRequest]:
     """Canonical CSV or JSONL, chosen by extension (.jsonl/.ndjson/.json) or else a leading '{'.
-    ``unique_ids``: a row repeating an earlier row's request id is a bad row (the ids read are kept)."""
+    ``unique_ids``: a row repeating an earlier row's request id is a bad row (the ids read are kept).
+    ``rebase``: arrivals measured from the first row's (whose arrival_s reads), not kept as written."""
+    if not isinstance(rebase, bool):
+        raise ValueError(f"rebase must be true or false, got {rebase!r}")
     if base_suffix(path) in JSONL_SUFFIXES or _starts_with_brace(path):
-        return read_canonical_jsonl(path, on_error=on_error, errors=errors, unique_ids=unique_ids)
-    return read_canonical_csv(path, on_error=on_error, errors=errors, unique_ids=unique_ids)
+        return read_canonical_jsonl(path, on_error=on_error, errors=errors, unique_ids=unique_ids, rebase=rebase)
+    return read_canonical_csv(path, on_error=on_error, errors=errors, unique_ids=unique_ids, rebase=rebase)
+
+
+def _time_zero(path: PathLike, first: float, rebase: bool) -> float:
+    """The arrival that is time 0: ``first`` (the first arrival that reads) with ``rebase``, else 0.0, with a
+    warning when ``first`` is more than a day after it (absolute times, such as Unix epoch seconds: a replay
+    would idle from 0 until then)."""
+    if rebase:
+        return first
+    if first > FAR_S:
+        log.warning("%s: the first request arrives at %s s, %s days after time 0: canonical arrival_s is kept as "
+                    "written, so a replay idles from 0 until then; if these are absolute times (such as Unix epoch "
+                    "seconds), read the trace with --opt rebase=true (read_trace(..., rebase=True)) to start it at its "
+                    "first arrival", path, f"{first:,.3f}", f"{first / 86_400:,.0f}")
+    return 0.0
+
+
+def _arrival(value: object, last: float) -> float | None:
+    """A bad row's arrival_s, if it reads and is in order (the time origin, if the row is the first); else None."""
+    try:
+        t = parse_seconds("", 0, "arrival_s", value.strip() if isinstance(value, str) else value)
+    except TraceFormatError:
+        return None
+    return t if t >= last else None
 
 
 def _starts_with_brace(path: PathLike) -> bool:
@@ -49,7 +81,7 @@ def _starts_with_brace(path: PathLike) -> bool:
 # --- CSV ---------------------------------------------------------------------------------
 
 def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                       unique_ids: bool = False) -> Iterator[TraceRequest]:
+                       unique_ids: bool = False, rebase: bool = False) -> Iterator[TraceRequest]:
     """Stream canonical CSV; an empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     with open_text(path) as f:
@@ -60,6 +92,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
         extra = [(name, cols[name]) for name in OPTIONAL if name in cols]
         basic = not extra and (ii, ia, ip, io_) == (0, 1, 2, 3) and len(header) == 4
         last = 0.0
+        shift = None  # time 0 (`_time_zero`), once the first row whose arrival_s reads is read
         idx = 0
         seen: set[str] | None = set() if unique_ids else None  # the request ids of the rows read
         for row in reader:
@@ -87,11 +120,16 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
                 except TraceFormatError as err:
                     sink(err)
                     idx += 1
+                    if shift is None and ia < len(row) and (t := _arrival(row[ia], last)) is not None:
+                        shift = _time_zero(path, t, rebase)  # (a bad token count does not move time 0)
+                        last = t if rebase else last
                     continue
             if seen is not None:
                 seen.add(req.request_id)
             last = req.arrival_s
-            yield req
+            if shift is None:
+                shift = _time_zero(path, last, rebase)
+            yield with_arrival(req, last - shift) if shift else req
             idx += 1
         if idx == 0:
             raise no_rows(path)
@@ -165,12 +203,13 @@ def _params(path: PathLike, line: int, value: Any) -> tuple[tuple[str, object], 
 # --- JSONL -------------------------------------------------------------------------------
 
 def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                         unique_ids: bool = False) -> Iterator[TraceRequest]:
+                         unique_ids: bool = False, rebase: bool = False) -> Iterator[TraceRequest]:
     """Stream canonical JSONL; a missing/null/empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     loads = json.loads
     with open_text(path) as f:
         last = 0.0
+        shift = None  # time 0 (`_time_zero`), once the first row whose arrival_s reads is read
         idx = 0
         any_line = False
         seen: set[str] | None = set() if unique_ids else None  # the request ids of the rows read
@@ -178,6 +217,7 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors:
             if not text.strip():
                 continue
             any_line = True
+            obj = None
             try:
                 try:
                     obj = loads(text)
@@ -190,11 +230,16 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors:
             except TraceFormatError as err:
                 sink(err)
                 idx += 1
+                if shift is None and isinstance(obj, dict) and (t := _arrival(obj.get("arrival_s"), last)) is not None:
+                    shift = _time_zero(path, t, rebase)  # (a bad token count does not move time 0)
+                    last = t if rebase else last
                 continue
             if seen is not None:
                 seen.add(req.request_id)
             last = req.arrival_s
-            yield req
+            if shift is None:
+                shift = _time_zero(path, last, rebase)
+            yield with_arrival(req, last - shift) if shift else req
             idx += 1
         if not any_line:
             raise empty_file(path, jsonl=True)

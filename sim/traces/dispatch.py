@@ -42,7 +42,7 @@ _READERS: dict[str, _Format] = {
     "azure": _Format(read_azure, (), False),
     "mooncake": _Format(read_mooncake, ("spread", "block_tokens", "timestamp_unit"), True),
     "vidur": _Format(read_vidur, ("arrival", "qps", "cv"), True),
-    "canonical": _Format(read_canonical, (), False, ids_from_file=True),
+    "canonical": _Format(read_canonical, ("rebase",), False, ids_from_file=True),
     "burstgpt": _Format(read_burstgpt, ("models", "log_types", "failed", "model_column"), False),
     "bailian": _Format(read_bailian, ("spread", "block_tokens", "type_as_tenant"), True, ids_from_file=True),
 }

@@ -263,3 +263,40 @@ def test_jsonl_empty_model_tenant_and_prompt_are_missing_as_empty_csv_cells(writ
     csv_ = write("c.csv", HEADER.strip() + ",model,tenant,prompt\na,0,1,1,,  ,\nb,0,1,1, m ,t, p \n")
     expected = [TraceRequest("a", 0.0, 1, 1), TraceRequest("b", 0.0, 1, 1, model="m", tenant="t", prompt=" p ")]
     assert list(read_trace(jsonl)) == list(read_trace(csv_)) == expected
+
+
+@pytest.mark.parametrize("name", ["e.csv", "e.jsonl"])
+def test_rebase_starts_the_trace_at_its_first_arrival_and_a_far_one_is_warned_of(write, caplog, name):
+    import logging
+
+    rows = [("a", "1700000000.0", "x"), ("b", "1700000001.5", "10"), ("c", "1700000003", "10")]  # a: a bad count
+    if name.endswith(".csv"):
+        p = write(name, HEADER + "".join(f"{i},{t},{n},5\n" for i, t, n in rows))
+    else:
+        p = write(name, "".join(json.dumps({"request_id": i, "arrival_s": float(t), "prompt_tokens": n,
+                                            "output_tokens": 5}) + "\n" for i, t, n in rows))
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        kept = [(r.request_id, r.arrival_s) for r in read_trace(p, on_error="skip")]
+    assert kept == [("b", 1700000001.5), ("c", 1700000003.0)]  # as written, by default
+    assert len(caplog.records) == 1 and "the first request arrives at 1,700,000,000.000 s" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        # time 0 is the first arrival that reads, the bad row's too (a bad token count does not move it)
+        assert [(r.request_id, r.arrival_s) for r in read_trace(p, on_error="skip", rebase=True)] == [
+            ("b", 1.5), ("c", 3.0)]
+    assert caplog.records == []
+    with pytest.raises(ValueError, match="rebase must be true or false, got 'yes'"):
+        read_trace(p, rebase="yes")
+
+
+def test_rebase_keeps_the_order_check_and_a_near_first_arrival_is_not_warned_of(write, caplog):
+    import logging
+
+    p = write("n.csv", HEADER + "a,86400,1,1\nb,86401,1,1\n")
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        assert [r.arrival_s for r in read_trace(p)] == [86400.0, 86401.0]
+    assert caplog.records == []  # (a day: not warned of)
+    p = write("o.csv", HEADER + "a,5,x,1\nb,4,1,1\nc,6,1,1\n")
+    reader = read_trace(p, on_error="skip", rebase=True)
+    assert [(r.request_id, r.arrival_s) for r in reader] == [("c", 1.0)]
+    assert "arrival goes backwards" in str(reader.errors[1])

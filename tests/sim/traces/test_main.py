@@ -70,7 +70,7 @@ def test_the_transforms_are_applied_and_said(write, capsys):
     assert out[0].startswith(f"{p}: format canonical, 4 requests, read in ")
     assert out[1] == ("transforms applied as `controlplane sim replay --seed 0` applies them: "
                       "--window-start 2 --window-end 6 --prompt-scale 0.5 --max-output-tokens 40")
-    assert out[2] == "span 3.0 s, mean rate 1.000 req/s, IAT CV 0.00"
+    assert out[2] == "span 3.0 s, mean rate 1.000 req/s, IAT CV 0.00, first arrival at 0.000 s"
     assert out[3] == "prompt tokens: p50 225, p90 285, p99 298, max 300"  # rows 2-5: 300..600 halved
     assert out[4] == "output tokens: p50 40, p90 40, p99 40, max 40"  # 30..60 cut to 40
 
@@ -126,3 +126,24 @@ def test_without_transforms_the_random_arrivals_are_the_replay_s(write, capsys):
     out = capsys.readouterr().out
     span = expected[-1].arrival_s - expected[0].arrival_s
     assert f"span {span:,.1f} s, mean rate {(len(expected) - 1) / span:.3f} req/s" in out
+
+
+def test_the_summary_shows_the_first_arrival_and_warns_of_one_far_from_0(write, capsys, caplog):
+    # (arrivals in Unix epoch seconds: the summary said "span 3.0 s", and a replay idled 1.7e9 s before them)
+    import logging
+
+    p = write("epoch.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,1700000000.0,10,5\n"
+                           "b,1700000001.5,10,5\nc,1700000003,10,5\n")
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        assert main([str(p)]) == 0
+    assert "span 3.0 s, mean rate 0.667 req/s, IAT CV 0.00, first arrival at 1,700,000,000.000 s" in capsys.readouterr().out
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}: the first request arrives at 1,700,000,000.000 s, 19,676 days after time 0: canonical arrival_s is kept "
+        "as written, so a replay idles from 0 until then; if these are absolute times (such as Unix epoch seconds), "
+        "read the trace with --opt rebase=true (read_trace(..., rebase=True)) to start it at its first arrival"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        assert main([str(p), "--opt", "rebase=true"]) == 0
+    assert "first arrival at 0.000 s" in capsys.readouterr().out and caplog.records == []
+    assert main([str(p), "--limit", "1", "--opt", "rebase=true"]) == 0
+    assert "one request, arriving at 0.000 s" in capsys.readouterr().out
