@@ -135,12 +135,27 @@ class ControlLoop:
                     f"asked to scale {model!r}, returned a ScaleDecision for {decision.model!r}; not applied"), model)
                 self.calls.drain_errors()
                 continue
+            if decision.held_target is not None or model in self.__dict__.get("_held", ()):
+                self._record_held(model, scaling.num_ready + scaling.num_starting, decision, plugin)
             if decision.next_start_s is not None or model in self.__dict__.get("_next_start", ()):
                 self.__dict__.setdefault("_next_start", {})[model] = decision.next_start_s  # `_no_worker_for`
             if decision.target_replicas != scaling.num_ready + scaling.num_starting or decision.advisory:
                 self._autoscale(scaling, decision, plugin)
             elif steady is not None and type(decision) is SteadyScaleDecision:
                 steady[model] = decision  # not asked again until a worker changes (`_workers_changed`)
+
+    def _record_held(self, model: str, current: int, decision: ScaleDecision, plugin: str | None) -> None:
+        """A target a shared rule held back (``held_target``: the cooldown), recorded once per hold and target
+        (action ``scale_held``): without it a scale-up the cooldown held back while the queue grew left no row."""
+        held = self.__dict__.setdefault("_held", {})
+        if decision.held_target is None or decision.target_replicas != current:
+            held.pop(model, None)  # the hold ended (or this decision changes the count: stored as a scale)
+            return
+        if held.get(model) == decision.held_target:
+            return
+        held[model] = decision.held_target
+        self._decision("cp_scale", plugin, "scale_held", model, decision.reason,
+                       {"from": current, "to": current, "wanted": decision.held_target})
 
     def _record_advisory(self, model: str, current: int, decision: ScaleDecision) -> None:
         """Shadow policies' would-be decisions, recorded (action ``shadow_scale``) when one's target

@@ -70,6 +70,9 @@ class ScaleDecision:
     # the policy keeps the count between its own evaluations (a sync period, a hold after an action): not a new
     # recommendation, so `scaling-rules`' stabilisation window does not count it as a want
     holding: bool = False
+    # the target a shared rule (`scaling-rules`' cooldown) held back, the count kept: recorded once per hold as a
+    # ``scale_held`` decision, so "why did it not scale while the queue grew?" has a stored answer
+    held_target: int | None = None
 
 
 @dataclass(slots=True)

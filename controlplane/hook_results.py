@@ -85,6 +85,8 @@ def _scale_fields(decision: ScaleDecision) -> str | None:
     at = decision.next_start_s
     if at is not None and not (isinstance(at, numbers.Real) and math.isfinite(at)):
         return f"ScaleDecision.next_start_s must be a finite run time in seconds or None, got {type(at).__name__} {at!r}"
+    if decision.held_target is not None and not _whole(decision.held_target, 0):
+        return f"ScaleDecision.held_target must be a whole number >= 0 (int) or None, got {_shown(decision.held_target)}"
     c = decision.confidence
     if c is not None and not (isinstance(c, numbers.Real) and not isinstance(c, bool) and 0.0 <= c <= 1.0):
         return f"ScaleDecision.confidence must be a number from 0 to 1 or None, got {_shown(c)}"

@@ -73,12 +73,13 @@ class ScalingRules(Plugin):
         # A count outside the bounds is brought to the nearest one (None: it is within them).
         bound = (s.min_replicas if s.min_replicas is not None and current < s.min_replicas else
                  s.max_replicas if s.max_replicas is not None and current > s.max_replicas else None)
+        held = None
         if target != current and s.cooldown_s > 0:
             last = self._last_change_s.get(model)
             # Bounds are not held back by the cooldown: a count outside them is fixed at once.
             if last is not None and now_s - last < s.cooldown_s and bound is None:
                 notes.append(f"cooldown: {last + s.cooldown_s - now_s:.0f}s left")
-                target = current
+                held, target = target, current
         # A change to the bound alone (the configured count corrected, not the policy's reaction to load) starts no
         # cooldown: a start at 1 raised to min_replicas 2 held the planner's first scale-up back for the cooldown.
         if target != current and target != bound:
@@ -86,7 +87,8 @@ class ScalingRules(Plugin):
         if not notes:
             return decision
         reason = f"{decision.reason} | rules: {wanted} -> {target} ({'; '.join(notes)})"
-        return replace(decision, target_replicas=target, reason=reason)  # confidence, signals, advisory kept
+        # (confidence, signals, advisory kept; a held target is recorded by the core once per hold)
+        return replace(decision, target_replicas=target, reason=reason, held_target=held)
 
     @hookimpl(wrapper=True)
     def cp_scale(self, ctx, model, scaling):

@@ -139,7 +139,7 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     run = get_run(engine, run_id)
     series = load_series(engine, run_id)
     latency = _latency_windows(engine, run_id, window_s)
-    decisions = scale_decisions(engine, run_id)
+    decisions = [r for r in scale_decisions(engine, run_id) if r["action"] != "scale_held"]  # (no target change)
     if not series and not latency and not decisions:  # (a run that failed at its start, a summary-only sweep run)
         error = (run.get("summary") or {}).get("error")
         raise LookupError(f"run {run_id} has nothing to plot: no metric samples, finished requests or scale decisions "

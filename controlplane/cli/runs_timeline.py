@@ -18,13 +18,14 @@ from controlplane.storage.queries import get_run
 __all__ = ["decision_differences", "differences_table", "scale_decisions", "starting_replicas", "target_steps",
            "timeline_table"]
 
-SCALE_ACTIONS = ("scale", "shadow_scale", "scale_unplaced")
-ACTION_LABELS = {"scale": "scale", "shadow_scale": "shadow", "scale_unplaced": "unplaced"}
+SCALE_ACTIONS = ("scale", "shadow_scale", "scale_unplaced", "scale_held")
+ACTION_LABELS = {"scale": "scale", "shadow_scale": "shadow", "scale_unplaced": "unplaced", "scale_held": "held"}
 
 
 def scale_decisions(engine: Engine, run_id: int) -> list[dict[str, Any]]:
-    """The run's scale decisions (active ``scale``, advisory ``shadow_scale``, and ``scale_unplaced``: a
-    replica a scale-up started that no device or worker slot was free for) in time order."""
+    """The run's scale decisions (active ``scale``, advisory ``shadow_scale``, ``scale_unplaced``: a
+    replica a scale-up started that no device or worker slot was free for, and ``scale_held``: a target a
+    shared rule such as the cooldown held back) in time order."""
     get_run(engine, run_id)
     d = Decision.__table__
     stmt = (select(d.c.time_s, d.c.plugin, d.c.action, d.c.subject, d.c.payload, d.c.reason, d.c.is_error)
@@ -84,6 +85,8 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
         target = f"{p.get('from', '?')} -> {p.get('to', '?')}" if "to" in p or r["action"] != "scale_unplaced" else "-"
         if r["action"] == "shadow_scale" and "active_to" in p:
             target += f" (active {p['active_to']})"
+        elif r["action"] == "scale_held" and "wanted" in p:
+            target += f" (wanted {p['wanted']})"
         t.add_row(f"{r['time_s']:.1f}", _clock(r["time_s"]), r["plugin"],
                   ACTION_LABELS.get(r["action"], r["action"]), r["subject"] or "-", target,
                   fmt_value(p.get("confidence")), _signals(p.get("signals"), 99 if full else 4),

@@ -59,6 +59,29 @@ def test_cooldown_holds_after_a_change_but_not_outside_the_bounds():
     assert r.clamp(106.0, "default", 4, _d(1)).target_replicas == 1
 
 
+def test_a_scale_up_the_cooldown_holds_back_is_stored_once_per_hold():
+    """Scale-ups the cooldown held back while the queue grew (138 -> 434 requests) left no stored decision: each hold
+    is a ``scale_held`` decision naming the wanted target, once, and is not a scale event."""
+
+    class Wants(Plugin):
+        name = "wants"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            want = 1 if ctx.now_s < 5 else 2 if ctx.now_s < 30 else 3
+            return ScaleDecision(model, want, f"want {want}")
+
+    res = replay_with(_rules(cooldown_s=60), Wants(), trace=make_trace(400, qps=4),
+                      cluster={"models": [{"name": "default", "replicas": 1}]})
+    scale = [(round(d.time_s), d.action, d.payload) for d in res.decisions if d.hook == "cp_scale"]
+    changes = [s for s in scale if s[1] == "scale"]
+    held = [s for s in scale if s[1] == "scale_held"]
+    assert [c[2]["to"] for c in changes][:2] == [2, 3] and changes[1][0] >= 65  # the cooldown from the first
+    assert [(h[2]["from"], h[2]["to"], h[2]["wanted"]) for h in held] == [(2, 2, 3)]  # once, though held ~35 ticks
+    reason = next(d.reason for d in res.decisions if d.action == "scale_held")
+    assert "cooldown" in reason and res.summary["num_scale_events"] == len(changes)
+
+
 def test_a_bounds_correction_starts_no_cooldown():
     """A start at 1 raised to min_replicas 2 at t=1 held the planner's first scale-up back until 61 s."""
     r = _rules(cooldown_s=60, min_replicas=2, max_replicas=6)
