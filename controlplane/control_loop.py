@@ -169,8 +169,10 @@ class ControlLoop:
             # shadow flipped every tick between its want and the current count)
             if d is None or d.holding or last.get(key) == d.target_replicas:
                 continue
+            # (from: the shadow's own last target, as its policy decides from it; the active count until it has one)
+            previous = last.get(key, current)
             last[key] = d.target_replicas
-            payload: dict[str, Any] = {"from": current, "to": max(0, d.target_replicas),
+            payload: dict[str, Any] = {"from": max(0, previous), "to": max(0, d.target_replicas),
                                        "active_to": max(0, decision.target_replicas)}
             if d.confidence is not None:
                 payload["confidence"] = d.confidence

@@ -156,4 +156,5 @@ def test_a_shadow_decides_from_its_own_last_target_beside_another_policy():
     for d in shadow:
         current, target = map(int, re.search(r"; want \d+, (\d+) -> (\d+)", d.reason).groups())
         assert (current, target) == (last, d.payload["to"]), d.reason
+        assert d.payload["from"] == last  # the stored from is the shadow's own count too, not hpa's
         last = target
