@@ -20,7 +20,7 @@ from controlplane.verdict_after_reply import VerdictAfterReply
 #: Column orders the tuples below are written in; checked against the tables on import.
 REQUEST_COLUMNS: Final = (
     "request_id", "model", "tenant", "priority", "worker_id", "status", "reason", "reason_code", "arrival_s", "scheduled_s",
-    "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "cached_tokens", "cache_hit",
+    "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "max_output_tokens", "cached_tokens", "cache_hit",
     "num_preemptions", "guardian_verdict", "ttft_s", "tpot_s", "e2e_s", "queue_s",
 )
 DECISION_COLUMNS: Final = ("time_s", "plugin", "hook", "subject", "action", "payload", "reason", "is_error")
@@ -46,7 +46,7 @@ def request_values(r: Any) -> tuple:
     return (  # the enums' ``_value_`` is their ``.value`` without the two Python calls of enum's property
         r.request_id, r.model, r.tenant, r.priority, r.worker_id, r.status._value_, r.reason,
         None if code is None else code._value_, arrival, scheduled, first, finish, r.prompt_tokens, out,
-        r.cached_tokens, r.cache_hit, r.num_preemptions, r.guardian_verdict,
+        r.max_output_tokens, r.cached_tokens, r.cache_hit, r.num_preemptions, r.guardian_verdict,
         *latencies(arrival, scheduled, first, finish, out),
     )
 

@@ -40,6 +40,7 @@ TABLE_COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
         ("finish_s", "float", True, None),
         ("prompt_tokens", "int", False, None),
         ("output_tokens", "int", False, None),
+        ("max_output_tokens", "int", True, None),
         ("cached_tokens", "int", False, 0),
         ("cache_hit", "str", True, None),
         ("num_preemptions", "int", False, 0),

@@ -214,6 +214,7 @@ request = Table(
     _col("finish_s", Float),
     _required("prompt_tokens", Integer),
     _required("output_tokens", Integer),
+    _col("max_output_tokens", Integer),  # to generate (sim: the trace's; live: max_tokens); NULL before 0004
     _required("cached_tokens", Integer, default=0, server_default=text("0")),
     _col("cache_hit", String),
     _required("num_preemptions", Integer, default=0, server_default=text("0")),

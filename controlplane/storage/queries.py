@@ -45,6 +45,7 @@ EXPORT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "scheduled_s",
         "prompt_tokens",
         "output_tokens",
+        "max_output_tokens",
         "cached_tokens",
         "cache_hit",
         "num_preemptions",

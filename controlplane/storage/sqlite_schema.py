@@ -67,7 +67,7 @@ STATEMENTS: Final[tuple[str, ...]] = (
      "\tttft_s FLOAT, \n"
      "\ttpot_s FLOAT, \n"
      "\te2e_s FLOAT, \n"
-     "\tqueue_s FLOAT, reason_code VARCHAR, priority INTEGER, \n"
+     "\tqueue_s FLOAT, reason_code VARCHAR, priority INTEGER, max_output_tokens INTEGER, \n"
      "\tCONSTRAINT pk_request PRIMARY KEY (id), \n"
      "\tCONSTRAINT fk_request_run_id_run FOREIGN KEY(run_id) REFERENCES run (id) ON DELETE CASCADE, \n"
      "\tCONSTRAINT uq_request_run_id_request_id UNIQUE (run_id, request_id)\n"

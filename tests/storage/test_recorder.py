@@ -272,9 +272,9 @@ def test_add_values_stores_what_the_dict_path_stores(sqlite_engine: Engine) -> N
 @pytest.mark.parametrize(
     ("table", "values", "message"),
     [
-        ("request", ("r", "m", None, None, None, "done", None, None, 0.0, None, None, None, 1, 1) + (None,) * 8,
+        ("request", ("r", "m", None, None, None, "done", None, None, 0.0, None, None, None, 1, 1) + (None,) * 9,
          "status = 'done' is not one of"),
-        ("request", (None, "m", None, None, None, "completed", None, None, 0.0, None, None, None, 1, 1) + (None,) * 8,
+        ("request", (None, "m", None, None, None, "completed", None, None, 0.0, None, None, None, 1, 1) + (None,) * 9,
          "missing required column 'request_id'"),
         ("metric_sample", (0.0, "x", "high", None), "metric_sample.value = 'high' must be a real number"),
         ("metric_sample", (0.0, "x", 1.0), "3 values for 4 columns"),

@@ -1,4 +1,4 @@
-"""Each request's priority is stored (revision 0004) and exported: evaluating a priority policy needed
+"""Each request's priority and output length to generate are stored (revision 0004) and exported: evaluating a priority policy needed
 the export joined back to the trace."""
 
 from __future__ import annotations
@@ -32,3 +32,14 @@ def test_rows_stored_before_the_revision_read_as_unknown_priority(db_url):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT request_id, priority FROM request")).all() == [("old", None)]
     engine.dispose()
+
+
+def test_each_row_says_how_many_tokens_it_was_to_generate(tmp_path):
+    """A rejected or cut-off request's row said output_tokens 0 and nothing of the trace's output length."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    trace = make_trace(20, qps=4)
+    trace.append(dataclasses.replace(trace[-1], request_id="lost", model="nope", arrival_s=trace[-1].arrival_s + 0.1))
+    res = replay_with(trace=trace, config=make_config(storage={"url": url}), db_url=url)
+    rows = {r["request_id"]: r for r in iter_rows(make_engine(url), res.run_id, "requests")}
+    assert rows["lost"]["status"] == "rejected" and rows["lost"]["output_tokens"] == 0
+    assert {i: r["max_output_tokens"] for i, r in rows.items()} == {t.request_id: t.output_tokens for t in trace}

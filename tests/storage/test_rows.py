@@ -58,9 +58,10 @@ def test_a_packer_of_attributes_equals_the_pack_of_their_values(table):
 def test_a_valid_request_row_is_coerced_once_and_typed():
     spec = SPECS["request"]
     values = ["r1", "m", None, np.int64(2), "w0", "completed", None, None, np.float64(1.0), 1.5, 2.0, 3.0,
-              np.int64(100), 10, 0, None, 0, None, None, None, None, None]
+              np.int64(100), 10, np.int64(12), 0, None, 0, None, None, None, None, None]
     row = spec.pack(tuple(values), 3)
     assert row[0] == 3 and row[1] == "r1" and type(row[9]) is float and type(row[13]) is int
+    assert row[15] == 12 and type(row[15]) is int
     assert row[4] == 2 and type(row[4]) is int
 
 
