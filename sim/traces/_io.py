@@ -5,7 +5,6 @@ Kept apart so each format module only holds what is specific to that format.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -118,12 +117,6 @@ def column_index(
         if i is not None:
             out[name] = i
     return out
-
-
-def row_start_line(reader: "csv._reader", row: Sequence[str]) -> int:
-    """Physical line where `row` began: csv's line_num is where it ended (quoted newlines span lines)."""
-    breaks = sum(f.count("\n") + f.count("\r") - f.count("\r\n") for f in row)
-    return reader.line_num - breaks
 
 
 def check_row_width(path: PathLike, line: int, row: Sequence[str], header: Sequence[str]) -> None:

@@ -11,12 +11,12 @@ parts, so the 100 ns resolution survives.
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 from typing import Iterator
 
 from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
-                  open_text, parse_count, row_start_line)
+                  open_text, parse_count)
+from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic
 
@@ -75,7 +75,8 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
     """Stream an Azure LLM inference CSV as TraceRequests (ids = 0-based row index, first arrival 0.0)."""
     sink = as_sink(on_error, errors)
     with open_text(path) as f:
-        reader = csv.reader(f)
+        rows = CsvRows(f)
+        reader = rows.reader
         header = csv_header(path, reader)
         cols = column_index(path, header, reader.line_num, HEADER, ignore_case=True)
         its, ictx, igen = cols[TS], cols[CTX], cols[GEN]
@@ -85,7 +86,14 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
         prefix, suffix, nsuf, base, sec0 = "\0", "", 0, 0.0, 0.0
         last = -1.0
         idx = 0
+        shape = row_shape(len(header), ints=(ictx, igen), dates=(its,))
+        end = reader.line_num  # (the last line read: the row's next starts after it)
         for row in reader:
+            start, end = end + 1, reader.line_num
+            if start != end and (err := open_quote(path, row, start, end, header, rows.cut_by_end, shape)) is not None:
+                sink(err)  # (a quote left open: the lines after it read as one field, not as rows)
+                idx += 1
+                continue
             try:
                 if standard:
                     ts, ctx, gen = row
@@ -107,7 +115,7 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                 # Slow path: a new minute, a blank line, or a bad row; name the bad field.
                 if not row or not any(c.strip() for c in row):
                     continue
-                line = row_start_line(reader, row)
+                line = start
                 if clock.ord0 is None and its < len(row):
                     # time 0 is the first row whose timestamp reads, whatever else is bad in it (skipped with
                     # on_error='skip': a bad token count does not move the time axis, nor a window on it)

@@ -15,13 +15,13 @@ counted by reason on the reader (`dropped`) and summed up in one logged warning 
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from typing import Any, Iterator
 
 from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, check_text, column_index, csv_header,
-                  no_rows, open_text, parse_count, parse_seconds, row_start_line)
+                  no_rows, open_text, parse_count, parse_seconds)
+from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, new_labelled
 
@@ -127,7 +127,8 @@ class _Filter:
 def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[str, str] | None, drop_failed: bool,
           model_column: bool, sink: ErrorSink) -> Iterator[TraceRequest]:
     with open_text(path) as f:
-        reader = csv.reader(f)
+        rows = CsvRows(f)
+        reader = rows.reader
         header = csv_header(path, reader)
         optional = [c for c, needed in ((MODEL, keep_models is not None or model_column),
                                         (LOG, keep_logs is not None)) if not needed]
@@ -149,8 +150,15 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
         t0 = None
         idx = 0
         bad_before = sink.count  # (the rows skipped as bad here: the sink may be shared)
+        shape = row_shape(width, ints=(ireq, iresp), numbers=(its,))
+        end = reader.line_num  # (the last line read: the row's next starts after it)
         try:
             for row in reader:
+                start, end = end + 1, reader.line_num
+                if start != end and (err := open_quote(path, row, start, end, header, rows.cut_by_end, shape)) is not None:
+                    sink(err)  # (a quote left open: the lines after it read as one field, not as rows)
+                    idx += 1
+                    continue
                 try:
                     if standard:
                         ts, model, p, o, _, log_type = row
@@ -171,7 +179,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                 except (ValueError, IndexError, TypeError):
                     if not row or not any(c.strip() for c in row):
                         continue
-                    line = row_start_line(reader, row)
+                    line = start
                     try:
                         t, p, o = _slow_row(path, line, row, header, cols, last)
                     except TraceFormatError as err:
@@ -218,7 +226,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                         # spelling kept ('ChatGPT', then 'chatgpt ': both ChatGPT, the deployment that serves them)
                         spelled = spellings.get(_norm_model(model), model.strip())
                         try:  # (a NUL in the name: a row error)
-                            name = check_text(path, row_start_line(reader, row), MODEL, spelled) or None
+                            name = check_text(path, start, MODEL, spelled) or None
                         except TraceFormatError as err:
                             sink(err)
                             continue

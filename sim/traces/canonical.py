@@ -22,13 +22,16 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, check_texts, column_index, csv_header,
                   duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
-                  parse_seconds, row_start_line)
+                  parse_seconds)
+from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic, params_from_mapping, thaw, with_arrival
 
 REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tokens", "params")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+#: What to do where a quoted field (a prompt) holds a line that reads as a row on purpose (`open_quote`).
+_ROW_IN_A_FIELD = "a field that holds such a line on purpose: write the trace as canonical JSON Lines"
 #: A first arrival later than this (seconds: a day) is warned of, unless rebased: a replay runs from time 0.
 FAR_S = 86_400.0
 
@@ -85,7 +88,8 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
     """Stream canonical CSV; an empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     with open_text(path) as f:
-        reader = csv.reader(f)
+        rows = CsvRows(f)
+        reader = rows.reader
         header = csv_header(path, reader)
         cols = column_index(path, header, reader.line_num, REQUIRED, OPTIONAL, ignore_case=True)
         ii, ia, ip, io_ = (cols[c] for c in REQUIRED)
@@ -95,7 +99,15 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
         shift = None  # time 0 (`_time_zero`), once the first row whose arrival_s reads is read
         idx = 0
         seen: set[str] | None = set() if unique_ids else None  # the request ids of the rows read
+        shape = row_shape(len(header), ints=(ip, io_), numbers=(ia,))
+        end = reader.line_num  # (the last line read: the row's next starts after it)
         for row in reader:
+            start, end = end + 1, reader.line_num
+            if start != end and (err := open_quote(path, row, start, end, header, rows.cut_by_end, shape,
+                                                   _ROW_IN_A_FIELD)) is not None:
+                sink(err)  # (a quote left open: the lines after it read as one field, not as rows)
+                idx += 1
+                continue
             req = None
             if basic:  # four plain columns (e.g. the Vidur anchors): no per-field dispatch
                 try:
@@ -111,7 +123,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
             if req is None:  # general path: optional columns, or a row the fast path refused
                 if not row or not any(c.strip() for c in row):
                     continue
-                line = row_start_line(reader, row)
+                line = start
                 try:
                     req = _csv_row(path, line, row, header, ii, ia, ip, io_, extra, idx)
                     req = in_order(path, line, req, last)

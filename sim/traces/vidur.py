@@ -9,15 +9,14 @@ burstier than Poisson). Gaps are drawn in chunks, so the rng is advanced in chun
 
 from __future__ import annotations
 
-import csv
 import math
 import numbers
 from typing import Iterator
 
 import numpy as np
 
-from ._io import (MAX_INT, PathLike, check_row_width, column_index, csv_header, no_rows, open_text, parse_count,
-                  row_start_line)
+from ._io import MAX_INT, PathLike, check_row_width, column_index, csv_header, no_rows, open_text, parse_count
+from .csv_quotes import CsvRows, open_quote, row_shape
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .record import TraceRequest, new_basic
@@ -62,7 +61,8 @@ def read_vidur(path: PathLike, *, rng: np.random.Generator | None = None, arriva
 
 def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[TraceRequest]:
     with open_text(path) as f:
-        reader = csv.reader(f)
+        rows = CsvRows(f)
+        reader = rows.reader
         header = csv_header(path, reader)
         cols = column_index(path, header, reader.line_num, (PREFILL, DECODE), ignore_case=True)
         ip, io_ = cols[PREFILL], cols[DECODE]
@@ -70,7 +70,14 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
         t = 0.0
         first = True
         width = len(header)
+        shape = row_shape(width, ints=(ip, io_))
+        end = reader.line_num  # (the last line read: the row's next starts after it)
         for row in reader:
+            start, end = end + 1, reader.line_num
+            if start != end and (err := open_quote(path, row, start, end, header, rows.cut_by_end, shape)) is not None:
+                sink(err)  # (a quote left open: the lines after it read as one field, not as rows)
+                idx += 1
+                continue
             try:
                 p = int(row[ip])
                 o = int(row[io_])
@@ -79,7 +86,7 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
             except (ValueError, IndexError):
                 if not row or not any(c.strip() for c in row):
                     continue
-                line = row_start_line(reader, row)
+                line = start
                 try:
                     if len(row) <= max(ip, io_):
                         bad = PREFILL if ip >= len(row) else DECODE
