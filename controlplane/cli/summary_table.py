@@ -162,7 +162,9 @@ def guardian_rows(*summaries: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]
             entries = [(s.get(section) or {}).get(name) or {} for s in summaries]
             for key, label in figures:
                 values = tuple(e.get(key, _ABSENT) for e in entries)
-                if any(v is not _ABSENT for v in values):
+                # (a figure with no value anywhere, such as the share of answers a plan that checks none planned
+                # for, is no row: the bundled replay's table ended "share of answers checked  -")
+                if any(v is not _ABSENT and v is not None for v in values):
                     rows.append((f"{noun} {name}: {label}", tuple(None if v is _ABSENT else v for v in values)))
     return rows
 

@@ -99,3 +99,12 @@ def test_guardian_figures_a_safety_review_needs_are_rows_of_show_and_compare():
     line = next(ln for ln in text.splitlines() if "blocked by guardians" in ln)
     assert [c.strip() for c in line.split("│")[2:4]] == ["6", "0"]
     assert any("guardian rules: timeouts" in ln for ln in text.splitlines())
+
+
+def test_a_guardian_plan_that_checks_nothing_adds_no_row():
+    """The bundled replay's sampled-guardian (rate 0) ended its table with 'share of answers checked  -'."""
+    from controlplane.testing import make_trace, replay_with
+
+    summary = replay_with(trace=make_trace(10)).summary
+    assert summary["guardian_sampling"]["sampled-guardian"]["answers_checked_share"] is None
+    assert "share of answers checked" not in _text(summary_table(summary, "run"))
