@@ -108,6 +108,9 @@ class VidurProfileModel(LatencyModel):
     """
 
     name = "vidur"
+    # Slots for the attributes past CPython 3.11's 29 inline ones (tests/sim/test_instance_attributes.py: a 30th
+    # gives the instance a dict of its own, and its method calls are no longer specialised); the rest stay in it.
+    __slots__ = ("_prefill_grid", "_decode_grid", "_lin_past", "_max_batch", "_max_chunk", "monotone")
 
     def __init__(
         self,
