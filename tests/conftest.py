@@ -1,12 +1,21 @@
 """Suite-wide settings: fitted latency models are cached in a directory of this test session,
 not in the user's cache (so the suite neither reads nor leaves entries there); the directory is
-removed when the session ends."""
+removed when the session ends. Each test runs with Python's default SIGINT handler and gives back
+what it found: the Ctrl-C tests raise a real SIGINT, a run started with SIGINT ignored (a background
+job of a non-interactive shell, `nohup`) inherits SIG_IGN that the replay rightly leaves alone, and a
+command stopped by Ctrl-C keeps dropping a further one until its process exits
+(`sim.sweep.interrupt.hold_interrupts_until_exit`), which in a test process would outlive the test
+(a later replay's Ctrl-C test then saw no interrupt)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
+
+import pytest
 
 _MADE: list[str] = []
 
@@ -23,3 +32,15 @@ def pytest_unconfigure(config):
             del os.environ["CONTROLPLANE_CACHE_DIR"]
         shutil.rmtree(path, ignore_errors=True)
     _MADE.clear()
+
+
+@pytest.fixture(autouse=True)
+def default_sigint_handler():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -72,7 +72,7 @@ def test_while_stopping_a_further_ctrl_c_is_dropped_and_the_next_raises():
 def test_an_interrupted_command_drops_a_further_ctrl_c_until_it_exits():
     from sim.sweep.interrupt import hold_interrupts_until_exit
 
-    hold_interrupts_until_exit()  # (the conftest puts the default handler back after the test)
+    hold_interrupts_until_exit()  # (tests/conftest.py puts the handler back after the test)
     signal.raise_signal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)
