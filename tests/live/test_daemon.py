@@ -341,8 +341,11 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(daemon):
     failed = [e for e in events if e["kind"] == "failed" and not (e["detail"] or {}).get("unplaced")]
     assert len(failed) == 2 and all("SIGKILL" in e["detail"]["reason"] for e in failed)
     ready = {e["worker_id"] for e in events if e["kind"] == "ready"}
+    started = {e["worker_id"] for e in events if e["kind"] == "starting"}
     stopped = {e["worker_id"] for e in events if e["kind"] == "stopped"}
-    assert stopped and stopped == ready - {e["worker_id"] for e in failed}  # the replacements, at shutdown
+    # the replacements, stopped at shutdown: every one that got ready, and (timing-dependent) one still loading
+    # when the drain began, stopped without having been ready
+    assert stopped and ready - {e["worker_id"] for e in failed} <= stopped <= started
     assert run["summary"]["num_failed"] == 1 and json.dumps(run["summary"])
 
 
