@@ -132,16 +132,32 @@ class SimDriver:
         self._beside = until is None  # SimPy's own run (until a time) sees only its heap
         self._schedule_next_arrival()
         self._schedule_tick()
-        with run_objects_only_for_gc():
-            if until is None:
-                run_until(env, self._done, self)
-            else:
-                env.run(until=min_event(env, self._done, until))
-            self._settle_running()
-            self.core.clock.now_s = env._now  # (stopped at --until or a Ctrl-C's tick, or all was done: it ends then)
+        try:
+            with run_objects_only_for_gc():
+                if until is None:
+                    run_until(env, self._done, self)
+                else:
+                    env.run(until=min_event(env, self._done, until))
+                self._settle_running()
+                self.core.clock.now_s = env._now  # (stopped at --until or a Ctrl-C's tick, or all was done)
+        except KeyboardInterrupt as exc:  # a second Ctrl-C, mid-event: what is in the system still gets its row
+            exc.summary = self._finish_interrupted()  # type: ignore[attr-defined]
+            raise
         summary = self.core.finish()
         if self.guardians.guardians:
             self.guardians.add_to(summary)  # guardian GPU-seconds, queueing and what their replicas cost
+        return summary
+
+    def _finish_interrupted(self) -> dict[str, Any] | None:
+        """The run ended where a `KeyboardInterrupt` stopped it, mid-event: the requests in the system recorded as
+        in flight (as at a cutoff, unsettled: a batch in progress counts what it had done when it started) and
+        the summary, or None where the core, stopped mid-change, cannot end its run (the interrupt matters more)."""
+        self.core.clock.now_s = self.env._now
+        try:
+            summary = self.core.finish()
+        except Exception:  # noqa: BLE001 - the interrupt is what the caller must see
+            return None
+        summary["interrupted_mid_event"] = True
         return summary
 
     @property

@@ -18,7 +18,8 @@ def stop_on_ctrl_c(driver: SimDriver) -> Iterator[None]:
     """While the driver runs, a first Ctrl-C (SIGINT) asks it to stop at its next tick
     (`SimDriver.stop_requested`): the run ends as at ``--until``, its requests in flight recorded
     as such and its summary whole, and the replay raises `ReplayInterrupted` with that summary. A
-    second Ctrl-C interrupts at once (the run is closed with the rows written until then). Only in
+    second Ctrl-C interrupts at once, mid-event (`SimDriver.run` still stores the requests in the system as in
+    flight, and `sim.replay` closes the run with their summary). Only in
     the main thread and where SIGINT has Python's own handler (a caller's handler is left alone)."""
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:

@@ -223,7 +223,10 @@ def reopening(reader: TraceReader, seed: int,
 
 
 def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
-    """One latency model per deployed model, from the factories plugins registered."""
+    """One latency model per deployed model, from the factories plugins registered; `ConfigError` naming the
+    deployment for an unknown model, a setting it refuses, or a default ``tensor_parallel`` (the factory's, none
+    given) that is not the deployment's ``gpus_per_replica`` (GPU-seconds, cost and memory plan count those)."""
+    from controlplane.hardware.deployment_fit import default_tensor_parallel_mismatch
     from sim.latency.registry import check_settings
 
     factories = latency_factories(session.plugins)
@@ -247,6 +250,8 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
             raise ConfigError(f"cluster.models[{d.name}].latency_model: the factory registered as "
                               f"{d.latency_model!r} returned {type(model).__name__}, not a LatencyModel "
                               "(sim.latency.base.LatencyModel)")
+        if (why := default_tensor_parallel_mismatch(d, factory, d.latency_model)) is not None:
+            raise ConfigError(f"cluster.models[{d.name}]: {why}")
         models[d.name] = model
     return models
 
@@ -458,7 +463,14 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         timings.mark("loop_start")
         t0 = time.perf_counter()
         with stop_on_ctrl_c(driver):
-            finished = driver.run(requests)
+            try:
+                finished = driver.run(requests)
+            except KeyboardInterrupt as exc:  # a second Ctrl-C: the summary of the requests recorded as in flight
+                if (partial := getattr(exc, "summary", None)) is not None:
+                    session.close({**partial, **rows_left_out(reader), "error": "KeyboardInterrupt: stopped at once "
+                                   "(a second Ctrl-C)", "interrupted_at_s": round(session.clock.now_s, 6)},
+                                  status="interrupted")
+                raise
         loop_s = time.perf_counter() - t0
         if isinstance(finished, dict):
             finished = {**finished, **rows_left_out(reader)}

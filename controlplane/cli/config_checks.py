@@ -51,35 +51,15 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
 
 def _check_latency_models(config: RunConfig, enabled: list[str], available: dict[str, Any], where: str) -> None:
     """Build each deployment's latency model as the run will (`sim.replay.build_latency_models`: an unknown model,
-    a setting it does not take or refuses), from the plugins that register latency models, and refuse a model
-    whose own default ``tensor_parallel`` is not the deployment's ``gpus_per_replica``."""
-    from controlplane.hardware.deployment_fit import latency_tensor_parallel, tensor_parallel_mismatch
+    a setting it does not take or refuses, a default ``tensor_parallel`` that is not ``gpus_per_replica``), from
+    the plugins that register latency models."""
     from controlplane.plugin_manager import build_plugin_set
-    from controlplane.session import latency_factories
     from sim.replay import build_latency_models
 
     registering = [n for n in enabled if hasattr(available[n].target, "cp_register_latency_models")]
     plugin_set = build_plugin_set(registering, {n: config.plugins.settings[n] for n in registering
                                                 if n in config.plugins.settings}, available=available)
     build_latency_models(SimpleNamespace(config=config, plugins=plugin_set))  # type: ignore[arg-type]
-    factories = latency_factories(plugin_set)
-    for i, d in enumerate(config.cluster.models):
-        default = _default_tensor_parallel(factories[d.latency_model])
-        if latency_tensor_parallel(d.latency) is None and default is not None and default != d.gpus_per_replica:
-            raise ConfigError(f"{where}cluster.models.{i}: " + tensor_parallel_mismatch(
-                default, d.gpus_per_replica, f"the default tensor_parallel of latency model {d.latency_model!r}"))
-
-
-def _default_tensor_parallel(factory: Any) -> int | None:
-    """The default of a latency model factory's ``tensor_parallel`` parameter, None where it has none."""
-    import inspect
-
-    try:
-        parameter = inspect.signature(factory).parameters.get("tensor_parallel")
-    except (TypeError, ValueError):
-        return None
-    default = getattr(parameter, "default", None)
-    return default if isinstance(default, int) and not isinstance(default, bool) else None
 
 
 def _check_memory_plans(config: RunConfig, enabled: list[str], available: dict[str, Any], where: str) -> None:

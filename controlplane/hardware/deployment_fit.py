@@ -13,8 +13,8 @@ from typing import Any
 from controlplane.hardware.memory_plan import known_model, planned_precision, weights_bytes_per_gpu
 from controlplane.hardware.specs import get_gpu, get_precision
 
-__all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "latency_tensor_parallel", "tensor_parallel_mismatch",
-           "weights_misfit"]
+__all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "default_tensor_parallel_mismatch", "latency_tensor_parallel",
+           "tensor_parallel_mismatch", "weights_misfit"]
 
 GiB = 2**30
 
@@ -52,6 +52,31 @@ def tensor_parallel_mismatch(tensor_parallel: int, gpus_per_replica: int, whose:
     return (f"{whose} ({tensor_parallel}) and gpus_per_replica ({gpus_per_replica}) disagree: the latency model times "
             f"a replica on {tensor_parallel} GPU{'s' if tensor_parallel != 1 else ''}, while its GPU-seconds, cost and "
             f"memory plan count {gpus_per_replica}; {FIX_TENSOR_PARALLEL}")
+
+
+def default_tensor_parallel_mismatch(deployment: Any, factory: Any, name: str) -> str | None:
+    """Why ``deployment``'s latency model, built by ``factory`` (registered as ``name``) without a
+    ``tensor_parallel`` setting, times a replica on another GPU count than ``gpus_per_replica``; None where they
+    agree, the setting is given (`check_deployment` compares it), or the factory takes no ``tensor_parallel``."""
+    if latency_tensor_parallel(deployment.latency) is not None:
+        return None
+    default = _default_tensor_parallel(factory)
+    if default is None or default == deployment.gpus_per_replica:
+        return None
+    return tensor_parallel_mismatch(default, deployment.gpus_per_replica,
+                                    f"the default tensor_parallel of latency model {name!r}")
+
+
+def _default_tensor_parallel(factory: Any) -> int | None:
+    """The default of a latency model factory's ``tensor_parallel`` parameter, None where it has none."""
+    import inspect
+
+    try:
+        parameter = inspect.signature(factory).parameters.get("tensor_parallel")
+    except (TypeError, ValueError):
+        return None
+    default = getattr(parameter, "default", None)
+    return default if isinstance(default, int) and not isinstance(default, bool) else None
 
 
 def weights_misfit(deployment: Any) -> str | None:

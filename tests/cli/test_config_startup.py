@@ -103,8 +103,8 @@ def test_a_latency_models_default_tensor_parallel_must_be_the_replicas_gpus(tmp_
     result = _cli("sim", "replay", "-c", str(_yaml(tmp_path, f"cluster: {{models: [{deployment % ('', '')}]}}\n")),
                   "--db", str(db), "--limit", "5")
     assert result.exit_code == 2, result.output
-    assert ("cluster.models.0: the default tensor_parallel of latency model 'vidur' (2) and gpus_per_replica (1) "
-            "disagree") in result.stderr
+    assert ("cluster.models[default]: the default tensor_parallel of latency model 'vidur' (2) and gpus_per_replica "
+            "(1) disagree") in result.stderr
     assert not db.exists()
     for given in ((", tensor_parallel: 2", ""), ("", ", gpus_per_replica: 2")):  # either number, given once
         result = _cli("sim", "replay", "-c", str(_yaml(tmp_path, f"cluster: {{models: [{deployment % given}]}}\n")),

@@ -62,6 +62,19 @@ def test_bad_latency_settings_name_the_key():
             replay(make_trace(2), config, record=False)
 
 
+def test_a_library_replay_refuses_a_latency_models_default_tensor_parallel_other_than_the_replicas_gpus():
+    # vidur's Llama-2-7b default is tensor_parallel 2: a 1-GPU replica would be timed on 2 GPUs and billed for 1
+    # (the CLI refused it; the library and sweeps, which build latency models here, ran it)
+    latency = {"model": "meta-llama/Llama-2-7b-hf", "gpu": "a100", "attention": "scaled"}
+    config = make_config(cluster={"models": [{"name": "default", "latency_model": "vidur", "latency": latency}]})
+    with pytest.raises(ConfigError, match=re.escape("cluster.models[default]: the default tensor_parallel of latency "
+                                                    "model 'vidur' (2) and gpus_per_replica (1) disagree")):
+        replay(make_trace(2), config, record=False)
+    config = make_config(cluster={"models": [{"name": "default", "latency_model": "vidur", "latency": latency,
+                                              "gpus_per_replica": 2}]})
+    assert replay(make_trace(2), config, record=False).summary["num_completed"] == 2
+
+
 def test_a_measured_profile_that_is_not_there_names_the_key_the_file_and_where_it_was_looked_for(
         tmp_path, monkeypatch):
     """It said only 'profile.json: No such file or directory' (a sim.yaml replayed from another directory)."""
@@ -146,7 +159,8 @@ def test_each_deployment_gets_its_own_latency_model():
 
 
 def test_a_profile_fitted_latency_model_replays_azure_rows():
-    config = make_config(cluster={"models": [{"name": "default", "replicas": 2, "latency_model": "splitwise"}]})
+    config = make_config(cluster={"models": [{"name": "default", "replicas": 2, "latency_model": "splitwise",
+                                              "gpus_per_replica": 2}]})
     log = FinishedLog()
     summary, _ = replay(azure_head(300), config, record=False, extra_plugins=[log])
     assert summary["num_completed"] == 300
@@ -213,6 +227,12 @@ def test_a_first_ctrl_c_stops_the_replay_at_its_next_tick_with_a_whole_summary(t
     with pytest.raises(ReplayInterrupted) as exc:
         replay(make_trace(2000, qps=20), make_config(storage={"url": url}), on_progress=twice)
     assert exc.value.summary is None and get_run(engine, 2)["status"] == "interrupted"
+    # at once, mid-event, and still no request lost: those in the system are stored as in flight (they had no row)
+    stored = get_run(engine, 2)["summary"]
+    assert stored["interrupted_mid_event"] and stored["error"].startswith("KeyboardInterrupt")
+    rows = _export(url, 2, "requests").splitlines()[1:]
+    assert len(rows) == stored["num_requests"] == exc.value.num_arrived and stored["num_in_flight"] > 0
+    assert sum(",in_flight," in row for row in rows) == stored["num_in_flight"]
 
 
 # --- the library workflow: transforms, seeds, determinism, what a benchmark reads ---------------
