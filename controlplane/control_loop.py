@@ -214,6 +214,9 @@ class ControlLoop:
         if target > len(current):
             for _ in range(target - len(current)):
                 self._add_worker(model, decision.reason or "scale up")
+            # Those waiting for a worker of the model (it had none) go to the starting ones now, ahead of later
+            # arrivals (routed to them as they come): else they waited for the first ready, behind all of those.
+            self._route_unrouted(model)
             return
         # Drain the least loaded (starting ones first): they finish what they hold, then stop.
         for w in sorted(current, key=lambda w: (w.state is WorkerState.READY, w.load))[: len(current) - target]:

@@ -143,7 +143,8 @@ class WorkerLifecycle:
                 self.unrouted.append(r)
 
     def _evacuate(self, w: Worker, reason: str) -> None:
-        """Send a lost worker's requests elsewhere (or fail them after too many retries)."""
+        """Send a lost worker's requests elsewhere (or fail them after too many retries). A worker that never became
+        ready ran none of them: waiting on its start is no try, so it counts no retry."""
         batch = self._batches.pop(w.worker_id, None)
         if batch is not None:
             w.busy = False
@@ -156,11 +157,12 @@ class WorkerLifecycle:
             if r.request_id in self._cancelling:
                 self._cancel(r, None, *self._cancelling[r.request_id])
                 continue
-            r.num_retries += 1
-            if r.num_retries > self.config.cluster.max_retries:
-                self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}",
-                           ReasonCode.WORKER_FAILED)
-                continue
+            if w.ready_s is not None:  # (a start that failed ran nothing: waiting on it is no try)
+                r.num_retries += 1
+                if r.num_retries > self.config.cluster.max_retries:
+                    self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}",
+                               ReasonCode.WORKER_FAILED)
+                    continue
             self.kv.drop(r)
             r.status = RequestStatus.WAITING
             r.worker_id = None

@@ -89,11 +89,29 @@ def test_requests_waiting_for_a_replacement_are_refused_when_its_start_fails():
     assert r in run.core.unrouted
     run.handle(ev.Tick(1.0))
     (_, w1) = run.started()
-    assert r in run.core.unrouted  # still waiting: a start is in progress
+    assert r.status is RequestStatus.WAITING and r.worker_id == w1  # waits on the start in progress
     run.handle(ev.WorkerFailed(1.5, w1, "could not start: CUDA out of memory"))
     assert r.status is RequestStatus.REJECTED and r.reason_code is ReasonCode.UNAVAILABLE
     assert r.reason.endswith("its last start failed: could not start: CUDA out of memory")
     assert not run.core.unrouted
+
+
+def test_requests_that_waited_for_a_worker_go_to_the_one_started_ahead_of_later_arrivals():
+    # They waited in `unrouted` until the first worker was ready while later arrivals queued on the starting
+    # worker, so the requests that woke the model were served last (scale-to-zero: TTFT 57 s against 20 s)
+    run = Run()
+    (w0,) = run.started()
+    run.handle(ev.WorkerReady(0.1, w0))
+    run.handle(ev.WorkerFailed(0.2, w0, "worker process 42 was killed by SIGKILL"))
+    first = [run.arrive(f"q{i}", 0.3 + i / 10) for i in range(3)]
+    assert all(r in run.core.unrouted for r in first)
+    run.handle(ev.Tick(1.0))  # fixed-replicas starts a replacement
+    (_, w1) = run.started()
+    assert not run.core.unrouted and [r.worker_id for r in first] == [w1] * 3
+    later = run.arrive("late", 1.1)
+    assert [r.request_id for r in run.core.workers[w1].waiting] == ["q0", "q1", "q2", "late"]
+    run.handle(ev.WorkerReady(2.0, w1))
+    assert all(r.status is RequestStatus.RUNNING for r in first) and later.status is RequestStatus.RUNNING
 
 
 def test_one_failed_start_of_two_leaves_the_requests_to_the_other():
@@ -116,7 +134,7 @@ def test_a_failed_start_beside_a_ready_worker_is_not_taken_for_a_model_that_cann
     assert r.status is RequestStatus.WAITING and r in run.core.unrouted  # waits for a replacement
     run.handle(ev.Tick(10.0))  # after fixed-replicas' backoff (two failures in a row)
     replacements = run.started()[2:]
-    assert len(replacements) == 2 and r in run.core.unrouted
+    assert len(replacements) == 2 and r.worker_id in replacements  # waits on one of them
     for i, wid in enumerate(replacements):
         run.handle(ev.WorkerFailed(10.1 + i / 10, wid, ERROR))
     assert r.status is RequestStatus.REJECTED and r.reason_code is ReasonCode.UNAVAILABLE  # now it cannot start
