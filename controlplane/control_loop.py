@@ -148,6 +148,8 @@ class ControlLoop:
         """A target a shared rule held back (``held_target``: the cooldown), recorded once per hold and target
         (action ``scale_held``): without it a scale-up the cooldown held back while the queue grew left no row."""
         held = self.__dict__.setdefault("_held", {})
+        if decision.holding and decision.held_target is None and decision.target_replicas == current:
+            return  # the count kept between the policy's own evaluations (hpa's syncs): no want, the hold goes on
         if decision.held_target is None or decision.target_replicas != current:
             held.pop(model, None)  # the hold ended (or this decision changes the count: stored as a scale)
             return

@@ -82,6 +82,28 @@ def test_a_scale_up_the_cooldown_holds_back_is_stored_once_per_hold():
     assert "cooldown" in reason and res.summary["num_scale_events"] == len(changes)
 
 
+def test_a_hold_is_stored_once_across_the_counts_a_policy_keeps_between_its_syncs():
+    """hpa keeps the count between its syncs (no held target then): the core took that for the hold's end, and each
+    sync in one cooldown stored the same hold again (226, 241, 256 s: ``4 -> 4 (wanted 6)`` three times)."""
+
+    class Syncs(Plugin):
+        name = "syncs"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            if round(ctx.now_s) % 5:  # between its syncs: the count kept, no want
+                return ScaleDecision(model, scaling.num_current, "between syncs", holding=True)
+            want = 1 if ctx.now_s < 5 else 2 if ctx.now_s < 30 else 3
+            return ScaleDecision(model, want, f"want {want}")
+
+    res = replay_with(_rules(cooldown_s=60), Syncs(), trace=make_trace(400, qps=4),
+                      cluster={"models": [{"name": "default", "replicas": 1}]})
+    held = [(round(d.time_s), d.payload["wanted"]) for d in res.decisions if d.action == "scale_held"]
+    assert len(held) == 1 and held[0][1] == 3, held  # one hold, one wanted target: once
+    changes = [d.payload["to"] for d in res.decisions if d.action == "scale"]
+    assert changes[:2] == [2, 3]
+
+
 def test_a_bounds_correction_starts_no_cooldown():
     """A start at 1 raised to min_replicas 2 at t=1 held the planner's first scale-up back until 61 s."""
     r = _rules(cooldown_s=60, min_replicas=2, max_replicas=6)
