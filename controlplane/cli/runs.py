@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
+from controlplane.cli.runs_notes import stopped_early, stopped_line, workload_note
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -52,7 +53,8 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
     for r in rows:
         s = r.get("summary") or {}
         t.add_row(
-            str(r["id"]), Text(fmt_value(r.get("name"))), r["mode"], r["status"], Text(Path(r.get("trace") or "-").name),
+            str(r["id"]), Text(fmt_value(r.get("name"))), r["mode"], _status_cell(r),
+            Text(Path(r.get("trace") or "-").name),
             fmt_value(s.get("num_requests", s.get("requests_recorded"))),  # (a crashed run: the rows it wrote)
             fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s")),
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
@@ -61,6 +63,12 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
         err.print(f"no {status} runs stored" if status else "no runs stored", highlight=False)
         return
     out.print(t)
+
+
+def _status_cell(run: dict) -> str:
+    """A run's status, and where a finished one stopped at its ``--until`` (not the whole trace)."""
+    stopped = stopped_early(run) if run["status"] == "finished" else None
+    return f"{run['status']} ({stopped})" if stopped else run["status"]
 
 
 @app.command()
@@ -131,6 +139,8 @@ def show(
         out.print(point, highlight=False, markup=False)
     if read_line := _trace_read_line(run):
         out.print(read_line, highlight=False)
+    if stopped := stopped_line(run):  # (--until, a Ctrl-C: not the whole trace)
+        out.print(stopped, highlight=False)
     for error in (run.get("summary") or {}).get("trace_bad_rows") or []:  # (the first few on_error=skip skipped)
         out.print(f"  bad row skipped: {error}", highlight=False, markup=False)
     for model, f in ((run.get("config") or {}).get("latency_files") or {}).items():
@@ -284,7 +294,7 @@ def compare(
         if len({repr(t) for t in targets.values()}) > 1:
             out.print("SLO attainment: each run against its own SLO targets, which differ: "
                       + "; ".join(f"run {rid} {_targets(t)}" for rid, t in targets.items()), highlight=False)
-    if note := _workload_note((*runs_a, *runs_b)):
+    if note := workload_note((*runs_a, *runs_b)):
         out.print(note, highlight=False)
     if decisions:
         from controlplane.cli.runs_timeline import compare_decisions
@@ -292,22 +302,6 @@ def compare(
         with user_errors():
             for table in compare_decisions(engine, side_a[0], side_b[0]):
                 out.print(table)
-
-
-def _workload_note(runs: tuple[dict, ...]) -> str:
-    """A note when the runs replayed different requests (another trace, window, speed-up, rate or limit):
-    their differences then mix the policies' effect with the workload's ('' when they are the same)."""
-    def workload(r: dict) -> str:
-        read = (r.get("config") or {}).get("trace_read") or {}
-        how = ", ".join(f"{k}={v}" for k, v in sorted({**(read.get("transforms") or {}),
-                                                          **(read.get("options") or {})}.items()))
-        return f"{Path(r.get('trace') or '-').name}" + (f" ({how})" if how else "")
-
-    seen = {r["id"]: workload(r) for r in runs}
-    if len(set(seen.values())) <= 1:
-        return ""
-    return ("note: the runs replayed different requests (" + "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
-            + "): their differences mix the policies' effect with the workload's")
 
 
 def _targets(slo: dict | None) -> str:

@@ -1,0 +1,58 @@
+"""What `runs compare`, `runs show` and `runs list` say about a run's workload beside its metrics: where it
+stopped early (``--until``, a Ctrl-C)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["stopped_early", "stopped_line", "workload_note"]
+
+
+def stopped_early(run: dict[str, Any]) -> str | None:
+    """How the run stopped before its trace's end, as the workload's text: ``until=900 s`` (``--until``,
+    ``sim.until_s``, when the run lasted until it: one whose trace ended first was not cut), ``interrupted at
+    412.5 s`` (a Ctrl-C); None for a run that replayed its whole trace."""
+    summary = run.get("summary") or {}
+    if summary.get("interrupted_at_s") is not None:
+        return f"interrupted at {summary['interrupted_at_s']:g} s"
+    until = ((run.get("config") or {}).get("sim") or {}).get("until_s")
+    end = summary.get("sim_end_s")
+    if until is not None and (end is None or end >= until - 1e-9):
+        return f"until={until:g} s"
+    return None
+
+
+def stopped_line(run: dict[str, Any]) -> str | None:
+    """`runs show`'s line for a run stopped before its trace's end (None for one that was not)."""
+    stopped = stopped_early(run)
+    if stopped is None:
+        return None
+    summary = run.get("summary") or {}
+    left = (f"; {summary['num_in_flight']:,} requests in flight were cut off"
+            if summary.get("num_in_flight") else "")
+    if stopped.startswith("until="):
+        return (f"stopped at --until: simulated second {stopped.removeprefix('until=').removesuffix(' s')} (requests "
+                f"arriving later were not replayed{left})")
+    return (f"stopped by Ctrl-C at simulated second {summary['interrupted_at_s']:g} (requests arriving later were not "
+            f"replayed{left})")
+
+
+def _workload(run: dict[str, Any]) -> str:
+    read = (run.get("config") or {}).get("trace_read") or {}
+    how = [f"{k}={v}" for k, v in sorted({**(read.get("transforms") or {}), **(read.get("options") or {})}.items())]
+    if stopped := stopped_early(run):
+        how.append(stopped)
+    return f"{Path(run.get('trace') or '-').name}" + (f" ({', '.join(how)})" if how else "")
+
+
+def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str:
+    """A note when the runs replayed different requests (another trace, window, speed-up, rate or limit, or a
+    run stopped early by ``--until`` or Ctrl-C): their differences then mix the policies' effect with the
+    workload's ('' when they are the same)."""
+    seen = {r["id"]: _workload(r) for r in runs}
+    if len(set(seen.values())) <= 1:
+        return ""
+    return ("note: the runs replayed different requests (" + "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
+            + "): their differences mix the policies' effect with the workload's")
+
