@@ -13,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
-from controlplane.cli.runs_notes import stopped_early, stopped_line, workload_note
+from controlplane.cli.runs_notes import (slo_targets, stopped_early, stopped_line, targets_differ, targets_note,
+                                         workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -268,7 +269,10 @@ def compare(
         metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b)  # (--no-ci: no interval)
         by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci
                     else by_model_diffs_json(runs_a, runs_b))
+        runs = (*runs_a, *runs_b)  # each run's SLO targets: its attainment is counted against its own
         typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics,
+                               "slo_targets": {str(r["id"]): slo_targets(r) for r in runs},
+                               "slo_targets_differ": targets_differ(runs),
                                **({"by_model": by_model} if by_model else {})}, sort_keys=True))
         return
     if len(side_a) == 1 and len(side_b) == 1:
@@ -290,10 +294,8 @@ def compare(
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))
         for model, model_diff in model_diffs.items():
             out.print(ci_table(model_diff, f"model {model}: B - A", confidence))
-        targets = {r["id"]: (r.get("config") or {}).get("slo") for r in (*runs_a, *runs_b)}
-        if len({repr(t) for t in targets.values()}) > 1:
-            out.print("SLO attainment: each run against its own SLO targets, which differ: "
-                      + "; ".join(f"run {rid} {_targets(t)}" for rid, t in targets.items()), highlight=False)
+    if note := targets_note((*runs_a, *runs_b)):  # (in every mode: --no-ci's SLO row too is each run's own)
+        out.print(note, highlight=False)
     if note := workload_note((*runs_a, *runs_b)):
         out.print(note, highlight=False)
     if decisions:
@@ -302,12 +304,6 @@ def compare(
         with user_errors():
             for table in compare_decisions(engine, side_a[0], side_b[0]):
                 out.print(table)
-
-
-def _targets(slo: dict | None) -> str:
-    if not slo:
-        return "(not stored)"
-    return ", ".join(f"{k.removesuffix('_s').upper()} <= {v:g} s" for k, v in slo.items() if v is not None)
 
 
 def _check_comparable(run: dict) -> None:

@@ -1,12 +1,12 @@
 """What `runs compare`, `runs show` and `runs list` say about a run's workload beside its metrics: where it
-stopped early (``--until``, a Ctrl-C)."""
+stopped early (``--until``, a Ctrl-C), and the SLO targets its attainment is counted against."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-__all__ = ["stopped_early", "stopped_line", "workload_note"]
+__all__ = ["slo_targets", "stopped_early", "stopped_line", "targets_differ", "targets_note", "workload_note"]
 
 
 def stopped_early(run: dict[str, Any]) -> str | None:
@@ -56,3 +56,31 @@ def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> st
     return ("note: the runs replayed different requests (" + "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
             + "): their differences mix the policies' effect with the workload's")
 
+
+
+def slo_targets(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The SLO targets the run's attainment counts against (its config's ``slo``; else its summary's)."""
+    return (run.get("config") or {}).get("slo") or (run.get("summary") or {}).get("slo_targets")
+
+
+def _comparable(slo: dict[str, Any] | None) -> str:
+    return repr(sorted((k, v) for k, v in (slo or {}).items() if v is not None)) if slo else "-"
+
+
+def targets_differ(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> bool:
+    """Whether the runs' SLO targets differ (their attainments then count against different targets)."""
+    return len({_comparable(slo_targets(r)) for r in runs}) > 1
+
+
+def _targets(slo: dict[str, Any] | None) -> str:
+    if not slo:
+        return "(not stored)"
+    return ", ".join(f"{k.removesuffix('_s').upper()} <= {v:g} s" for k, v in slo.items() if v is not None)
+
+
+def targets_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str:
+    """A note when the runs' SLO targets differ ('' when they are the same)."""
+    if not targets_differ(runs):
+        return ""
+    return ("SLO attainment: each run against its own SLO targets, which differ: "
+            + "; ".join(f"run {r['id']} {_targets(slo_targets(r))}" for r in runs))

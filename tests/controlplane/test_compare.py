@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -164,6 +166,18 @@ def test_the_cli_says_when_the_compared_runs_targets_differ(tmp_path):
     r = cli.invoke(app, ["runs", "compare", "1", "2", "--db", db, "--resamples", "200"], terminal_width=200)
     assert r.exit_code == 0, r.output
     assert "each run against its own SLO targets, which differ: run 1 TTFT <= 2 s" in r.output
+    # --no-ci printed the SLO row alone, and --json had no targets (the check sat with the intervals' table)
+    r = cli.invoke(app, ["runs", "compare", "1", "2", "--db", db, "--no-ci"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "each run against its own SLO targets, which differ: run 1 TTFT <= 2 s" in r.output
+    for mode in (["--no-ci"], ["--resamples", "200"]):
+        r = cli.invoke(app, ["runs", "compare", "1", "2", "--db", db, "--json", *mode])
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.stdout)
+        assert got["slo_targets_differ"] is True
+        assert got["slo_targets"]["1"]["ttft_s"] == 2.0 and got["slo_targets"]["2"]["ttft_s"] == 0.1
+    r = cli.invoke(app, ["runs", "compare", "1", "1", "--db", db, "--json", "--no-ci"])
+    assert json.loads(r.stdout)["slo_targets_differ"] is False
 
 
 def test_differences_at_rounding_scale_are_within_noise():
