@@ -58,7 +58,7 @@ class PolicyContext:
     Read-only by convention: policies return decisions; only the core changes state.
     """
 
-    __slots__ = ("_clock", "_rng", "_rng_seed", "ids", "config", "run", "workers", "metrics", "_prefix_peek")
+    __slots__ = ("_clock", "_rng", "_rng_seed", "ids", "config", "run", "workers", "metrics", "_prefix_peek", "_kv_now")
 
     def __init__(
         self,
@@ -85,6 +85,7 @@ class PolicyContext:
         self.workers = workers
         self.metrics = metrics  # live gauges: queue length, arrival rate, ... (see core)
         self._prefix_peek = None  # the cp_prefix_peek caller, bound by the core's PolicyCalls
+        self._kv_now = None  # the driver's count of KV blocks mid-batch (`kv_blocks_used`), where it has one
 
     def bind_prefix_peek(self, caller) -> None:
         self._prefix_peek = caller
@@ -95,6 +96,18 @@ class PolicyContext:
         if peek is None:
             return 0
         return int(peek(self, worker, request) or 0)
+
+    def bind_kv_now(self, count) -> None:
+        """``count(worker)``: the KV blocks ``worker`` holds now, for a driver whose batches run several
+        iterations between the core's counts (the simulator's fast mode)."""
+        self._kv_now = count
+
+    def kv_blocks_used(self, worker: Worker) -> int:
+        """KV blocks ``worker``'s running requests hold now. ``worker.num_kv_blocks_used`` is the count at its last
+        batch boundary; in the simulator's fast mode a batch runs many decode iterations, each adding tokens, and
+        this counts the iterations finished by now, as the exact mode (one batch an iteration) does."""
+        count = self._kv_now
+        return worker.num_kv_blocks_used if count is None else count(worker)
 
     @property
     def now_s(self) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.types import UNLIMITED_KV_BLOCKS, Request, Worker
+from controlplane.types import UNLIMITED_KV_BLOCKS, Batch, Request, Worker
 
 __all__ = ["KVCacheManager"]
 
@@ -99,6 +99,31 @@ class KVCacheManager:
             used -= (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + bs - 1) // bs
         self._held[w.worker_id] = (used, bs)
         w.num_kv_blocks_used = used
+
+    @staticmethod
+    def blocks_after(w: Worker, batch: Batch, k: int) -> int:
+        """The blocks `recount` would find once ``k`` (>= 1) iterations of ``w``'s running ``batch`` applied
+        (`controlplane.iterations.advance_batch`), the batch's own end excepted (k below its iterations: nothing
+        of it finished). For a read mid-batch: the requests' progress is applied at the batch's end."""
+        if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
+            return w.num_kv_blocks_used
+        grown: dict[Request, int] = {}  # requests hash by identity
+        if batch.prefill:  # (a batch of several iterations prefills whole prompts: each samples a token)
+            for r, n in batch.prefill:
+                grown[r] = n + 1
+            for r in batch.decode:
+                grown[r] = 1
+            if k > 1:
+                for r in batch.then_decode:
+                    grown[r] = grown.get(r, 0) + k - 1
+        else:
+            for r in batch.decode:
+                grown[r] = k
+        bs = w.kv_block_size
+        used = 0
+        for r in w.running:
+            used += (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + grown.get(r, 0) + bs - 1) // bs
+        return used
 
     def forget(self, w: Worker) -> None:
         """``w`` holds nothing now (its requests went elsewhere) or left the cluster."""

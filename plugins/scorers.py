@@ -11,7 +11,7 @@ replica's queue is not walked at each arrival.
 |---|---|
 | ``prefix-cache-hit`` | share of the prompt the replica's prefix cache holds now (``ctx.prefix_match``: the cache's actual state, through ``cp_prefix_peek``) |
 | ``queue-depth`` | fewer requests waiting |
-| ``kv-utilization`` | more free KV blocks (1 - used / total) |
+| ``kv-utilization`` | more free KV blocks (1 - used / total), used as of now (``ctx.kv_blocks_used``) |
 | ``active-requests`` | fewer requests running |
 | ``estimated-work`` | less work queued, in seconds at the replica's measured speed: remaining prefill + expected output tokens (the seed's complexity estimate: the prompt and ``max_output_tokens``), over its relative speed |
 | ``session-affinity`` | 1 on the replica that served the request's session last (``params["session_id"]``, else its tenant) |
@@ -289,8 +289,9 @@ def queue_depth(ctx, request, workers, stats) -> Scores:
 
 
 def kv_utilization(ctx, request, workers, stats) -> Scores:
-    return [1.0 - w.num_kv_blocks_used / w.num_kv_blocks if w.num_kv_blocks < UNLIMITED_KV_BLOCKS else 1.0
-            for w in workers]
+    # (the blocks held now: mid-batch, the simulator's fast mode counts the iterations run since the batch began)
+    used = ctx.kv_blocks_used
+    return [1.0 - used(w) / w.num_kv_blocks if w.num_kv_blocks < UNLIMITED_KV_BLOCKS else 1.0 for w in workers]
 
 
 def active_requests(ctx, request, workers, stats) -> Scores:

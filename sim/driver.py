@@ -26,7 +26,8 @@ from controlplane.types import Request
 from sim.guardian_pool import SimGuardianPool
 from sim.run_gc import run_objects_only_for_gc
 from sim.latency.base import IterationShape, LatencyModel
-from sim.stepped_decode import SteppedDecode, steps_boundary, steps_completed, steps_total
+from sim.running_batch import RunningBatch, completed, iterations_done, next_boundary
+from sim.stepped_decode import SteppedDecode, steps_total
 from sim.traces.record import TraceRequest
 
 #: Ticks with nothing running after the trace ended before the run gives up on what is left.
@@ -38,16 +39,6 @@ _sum = np.add.reduce
 def request_from_trace(t: TraceRequest) -> Request:
     return Request(t.request_id, t.arrival_s, t.prompt_tokens, t.output_tokens, t.model, t.tenant, t.priority,
                    t.prompt, t.hash_ids, t.hash_block_tokens, t.params)
-
-
-class _RunningBatch:
-    """A batch executing on a simulated worker (made in `SimDriver._start_batch`, every slot set there: no
-    ``__init__`` call a batch): ``batch``, ``start_s``; ``first_s``, a prefill's duration when decode iterations
-    follow it, else 0; ``durations``, the per-iteration durations of a multi-iteration batch, and ``ends_s``, their
-    cumulative sums, computed on the first interrupt; or ``steps``, (iterations, duration) runs (stepped models);
-    ``timer``, the timeout that ends this batch now (an interrupt replaces it)."""
-
-    __slots__ = ("batch", "start_s", "first_s", "durations", "ends_s", "steps", "timer")
 
 
 class SimDriver:
@@ -79,7 +70,7 @@ class SimDriver:
         self._rng_seed = [seed, 7]  # the driver's own stream: `rng`
         self._rng: np.random.Generator | None = None
         self.on_progress = on_progress
-        self._running: dict[str, _RunningBatch] = {}
+        self._running: dict[str, RunningBatch] = {}
         self._timers = 0  # pending cold starts, wakes and guardian checks
         self._trace_done = False
         self._started = False
@@ -102,6 +93,7 @@ class SimDriver:
         # in flight then are recorded as such and the run keeps a whole summary.
         self.stop_requested = False
         self._core_handle = core.handle
+        core.ctx.bind_kv_now(self.kv_blocks_now)  # a router's mid-batch read of KV use (see `kv_blocks_now`)
         core.finish_actions = False  # no client to answer: the core makes no `FinishRequest` (one a request)
         self._worker_models: dict[str, LatencyModel] = {}
         self._stepped_models: dict[LatencyModel, SteppedDecode | None] = {}
@@ -317,7 +309,7 @@ class SimDriver:
         b = a.batch
         wid = b.worker_id
         model = self._worker_models.get(wid) or self._model_of(wid)
-        rb = _new_object(_RunningBatch)
+        rb = _new_object(RunningBatch)
         rb.batch, rb.start_s, rb.first_s = b, self.env._now, 0.0
         rb.durations = rb.ends_s = rb.steps = None  # (`timer` is set below, before anything reads it)
         self._running[wid] = rb
@@ -369,7 +361,7 @@ class SimDriver:
         rb.timer = self._after(total, self._batch_done, (wid, b.max_iterations, total))
 
     @staticmethod
-    def _price_decode(rb: _RunningBatch, model: LatencyModel, ctx: list[int], n: int) -> float:
+    def _price_decode(rb: RunningBatch, model: LatencyModel, ctx: list[int], n: int) -> float:
         """Seconds of ``n`` decode iterations from contexts ``ctx``, a model without steps; kept for interrupts."""
         rb.durations = durations = model.decode_run_s(ctx, n)
         return float(_sum(durations))
@@ -379,41 +371,31 @@ class SimDriver:
         if rb is None or (rb.durations is None and rb.steps is None):
             return
         elapsed = self.env._now - rb.start_s
-        first = rb.first_s
-        if first and elapsed <= first:
-            k, end = 1, first  # still in the prefill: it ends with it
-        else:
-            if rb.steps is not None:
-                k, end = steps_boundary(rb.steps, elapsed - first)
-            else:
-                ends = rb.ends_s
-                if ends is None:
-                    ends = rb.ends_s = np.cumsum(rb.durations)
-                k = int(np.searchsorted(ends, elapsed - first, side="left")) + 1  # first boundary at or after now
-                end = float(ends[k - 1]) if k <= len(ends) else 0.0
-            if first:
-                k, end = k + 1, first + end
+        k, end = next_boundary(rb, elapsed)
         if k >= rb.batch.max_iterations:
             return  # it ends at its last iteration anyway
         rb.timer.callbacks.clear()  # superseded: its end is never delivered
         rb.timer = self._after(end - elapsed, self._batch_done, (a.worker_id, k, end))
 
+    def kv_blocks_now(self, w: Any) -> int:
+        """KV blocks worker ``w``'s running requests hold now (``PolicyContext.kv_blocks_used``): while a
+        multi-iteration batch runs, ``w.num_kv_blocks_used`` is its start's count, and the iterations it finished
+        by now are added (`KVCacheManager.blocks_after`), as the exact mode's one-iteration batches counted them."""
+        rb = self._running.get(w.worker_id)
+        if rb is None or (rb.durations is None and rb.steps is None):
+            return w.num_kv_blocks_used
+        k = iterations_done(rb, self.env._now)
+        return self.core.kv.blocks_after(w, rb.batch, k) if k else w.num_kv_blocks_used
+
     def _settle_running(self) -> None:
         """The run stops (``--until``, a Ctrl-C's tick): a multi-iteration batch still running has its iterations
         finished by now applied (`ControlPlane.settle_batch`), as the exact mode's one-iteration batches were."""
         for wid, rb in list(self._running.items()):
-            elapsed, first = self.env._now - rb.start_s, rb.first_s
-            if rb.durations is None and rb.steps is None or elapsed < first:
-                continue  # one iteration (it ends after now), or still in its prefill
-            if rb.steps is not None:
-                k, end = steps_completed(rb.steps, elapsed - first)
-            else:
-                ends = rb.ends_s if rb.ends_s is not None else np.cumsum(rb.durations)
-                k = int(np.searchsorted(ends, elapsed - first, side="right"))
-                end = float(ends[k - 1]) if k else 0.0
-            if first:
-                k, end = k + 1, first + end
+            if rb.durations is None and rb.steps is None:
+                continue  # one iteration: it ends after now
+            k, end = completed(rb, self.env._now - rb.start_s)
             if k:
+                first = rb.first_s
                 del self._running[wid]
                 self.core.settle_batch(ev.BatchFinished(rb.start_s + end, wid, rb.batch.batch_id, k, busy_s=end,
                                                         first_end_s=rb.start_s + first if first and k > 1 else None))
@@ -473,7 +455,7 @@ def _ignore(_a: Any) -> None:
     pass
 
 
-_new_object = object.__new__  # a Timeout or a _RunningBatch without its constructor's calls
+_new_object = object.__new__  # a Timeout or a RunningBatch without its constructor's calls
 
 
 def run_until(env: simpy.Environment, done: simpy.Event, driver: SimDriver | None = None) -> None:

@@ -118,3 +118,30 @@ def test_counts_in_a_replay_with_prefix_hits_equal_full_counts(monkeypatch):
                              "static-memory", "builtin-latency-models"]},
     )
     assert res.summary["prefix_hits"] > 100 and sum(starts) > 100 and ends  # (few: a light load)
+
+
+def test_blocks_after_k_iterations_is_the_count_once_they_are_applied():
+    from controlplane.iterations import advance_batch
+    from controlplane.types import Batch
+
+    def setup():
+        reqs = make_requests(3, prefix="b")
+        for r in reqs:
+            r.max_output_tokens = 50
+        (a, b, c) = reqs
+        a.num_computed_tokens, a.output_tokens = a.prompt_tokens, 7
+        b.num_computed_tokens, b.output_tokens = b.prompt_tokens, 1
+        return reqs, make_worker(running=list(reqs), num_kv_blocks=1000, kv_block_size=16)
+
+    for k in (1, 2, 9):
+        for kind in ("decode", "prefill"):
+            reqs, w = setup()
+            a, b, c = reqs
+            batch = (Batch("1", w.worker_id, (), (a, b), k) if kind == "decode" else
+                     Batch("1", w.worker_id, ((c, c.prompt_tokens),), (a, b), k, tuple(reqs)))
+            predicted = KVCacheManager.blocks_after(w, batch, k)
+            advance_batch(batch, k, 0.0)
+            assert predicted == _full_count(w), (kind, k)
+    reqs, w = setup()
+    w.num_kv_blocks, w.num_kv_blocks_used = UNLIMITED_KV_BLOCKS, 0  # no budget: nothing counted
+    assert KVCacheManager.blocks_after(w, Batch("1", w.worker_id, (), tuple(reqs[:2]), 3), 3) == 0
