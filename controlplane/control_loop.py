@@ -37,7 +37,7 @@ class ControlLoop:
     _steady_scale: dict[str, ScaleDecision] | None
     _iteration_estimator: Callable[..., float] | None = None
     _cold_start_by_model: dict[str, float] | None = None
-    _advisory_last: dict[tuple[str, str], int] | None = None  # (shadow policy, model) -> its last target
+    _advisory_last: dict[tuple[str, str], tuple[int, bool]] | None = None  # (shadow, model) -> (last target, failing)
     _extras: dict[str, tuple[Any, tuple[Any, float | None]]] | None = None  # model -> (estimator, extras)
 
     def set_iteration_estimator(self, estimate: Callable[..., float] | None) -> None:
@@ -160,20 +160,25 @@ class ControlLoop:
                        {"from": current, "to": current, "wanted": decision.held_target})
 
     def _record_advisory(self, model: str, current: int, decision: ScaleDecision) -> None:
-        """Shadow policies' would-be decisions, recorded (action ``shadow_scale``) when one's target
-        changes, beside the active decision; nothing is applied."""
+        """Shadow policies' would-be decisions, recorded (action ``shadow_scale``) when one's target changes from its
+        own last one (the cluster's count before its first: a first decision to stay is no change), and when one
+        starts failing (signal ``shadow_failed``), beside the active decision; nothing is applied."""
         last = self._advisory_last
         if last is None:
             last = self._advisory_last = {}
         for policy, d in decision.advisory:
+            if d is None:
+                continue
             key = (policy, model)
+            failed = bool(d.signals) and "shadow_failed" in d.signals  # (`plugins.shadow`: the shadow raised)
+            # (from: the shadow's own last target, as its policy decides from it; the cluster's count until it has one)
+            previous, was_failing = last.get(key, (current, False))
             # (a count kept between its own evaluations, `holding`: hpa between syncs, is no want; recorded, the
             # shadow flipped every tick between its want and the current count)
-            if d is None or d.holding or last.get(key) == d.target_replicas:
+            if d.holding or (d.target_replicas == previous and (was_failing or not failed)):
+                last[key] = (previous, failed)
                 continue
-            # (from: the shadow's own last target, as its policy decides from it; the active count until it has one)
-            previous = last.get(key, current)
-            last[key] = d.target_replicas
+            last[key] = (d.target_replicas, failed)
             payload: dict[str, Any] = {"from": max(0, previous), "to": max(0, d.target_replicas),
                                        "active_to": max(0, decision.target_replicas)}
             if d.confidence is not None:

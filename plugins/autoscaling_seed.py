@@ -231,13 +231,15 @@ class SeedAutoscaler(Plugin):
             action, target = f"up (> {s.scale_up_threshold:g})", min(s.max_replicas, current + s.step)
         elif score < s.scale_down_threshold and current > floor:
             action, target = f"down (< {s.scale_down_threshold:g})", max(floor, current - s.step)
-        else:
-            return ScaleDecision(model, current, f"keep {current}: {desc}")
-        st.last_action_s = now_s
+        else:  # a keep carries its confidence and signals too (its reason states them; a raised or shadow keep stored)
+            action, target = None, current
         signals = {"score": score, "utilization": sig.utilization, "trend": sig.trend, "queue": sig.queue,
                    "error": sig.error, "forecast": sig.forecast, "rate_per_s": sig.rate,
                    "forecast_rate_per_s": sig.forecast_rate, "error_rate": sig.error_rate}
-        return ScaleDecision(model, target, f"scale {action} {current} -> {target}: {desc}",
+        if action is not None:
+            st.last_action_s = now_s
+        return ScaleDecision(model, target, f"scale {action} {current} -> {target}: {desc}" if action is not None
+                             else f"keep {current}: {desc}",
                              confidence=round(confidence, 4), signals={k: round(v, 6) for k, v in signals.items()})
 
     @hookimpl

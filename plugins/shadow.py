@@ -132,7 +132,8 @@ class ShadowScaling(Plugin):
                 d = _call(shadow.cp_scale, ctx=self._ctx(ctx, name), model=model, workers=workers, scaling=own)
             except Exception as exc:  # noqa: BLE001 - isolated: recorded as the shadow's decision
                 self.num_errors += 1
-                d = ScaleDecision(model, own.num_current, f"shadow {name} failed: {type(exc).__name__}: {exc}")
+                d = ScaleDecision(model, own.num_current, f"shadow {name} failed: {type(exc).__name__}: {exc}",
+                                  signals={"shadow_failed": 1.0})  # (stored when it starts failing)
             if d is not None:
                 self._counts[(name, model)] = max(0, d.target_replicas)
                 advisory.append((name, d))

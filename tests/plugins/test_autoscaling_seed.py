@@ -16,6 +16,17 @@ def test_scale_decisions_store_their_confidence_and_signals():
         assert {"score", "utilization", "queue", "error_rate"} <= set(d.payload["signals"])
 
 
+def test_a_keep_carries_its_confidence_and_signals():
+    """A keep had neither, though its reason states its confidence (a shadow stored it so; and a keep scaling-rules
+    raises to its bounds is stored as a scale without them)."""
+    from plugins.autoscaling_seed import SeedAutoscaler
+
+    seed = SeedAutoscaler(SeedAutoscaler.Settings())
+    keep = seed.decide(1.0, "default", _zero_scaling(1.0, running=1, replicas=1))
+    assert keep.target_replicas == 1 and keep.reason.startswith("keep 1: ") and not keep.holding
+    assert keep.confidence == 0.25 and {"score", "utilization", "queue", "error_rate"} <= set(keep.signals)
+
+
 def _zero_scaling(now_s: float, waiting: int = 0, running: int = 0, replicas: int = 0):
     """A model with ``replicas`` idle ready replicas (one holding ``running`` requests), ``waiting`` unrouted."""
     from collections import deque

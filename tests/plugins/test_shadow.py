@@ -49,6 +49,22 @@ def test_a_shadow_changes_no_request_row_and_records_what_it_would_do(tmp_path):
         {k: v for k, v in shadowed.summary.items() if k != "wall_s"}
 
 
+def test_a_shadow_is_stored_only_when_its_target_changes_with_what_its_policy_gives(tmp_path):
+    """Every shadow stored a no-change row at t=1 ("1 -> 1 (active 2)"), and seed-autoscaler's (a keep) had
+    neither confidence nor signals, though its reason read "confidence 0.25" and its scale rows store both."""
+    shadowed, _ = _run(tmp_path, "shadow", {"policies": ["slo-planner", "kpa", "seed-autoscaler"],
+                                            "settings": {"kpa": {"target_concurrency": 8, "max_replicas": 8},
+                                                         "seed-autoscaler": {"hold_s": 5.0, "scale_up_threshold": 0.4,
+                                                                             "scale_down_threshold": 0.2}}})
+    shadow = [d for d in shadowed.decisions if d.action == "shadow_scale"]
+    assert {d.plugin for d in shadow} == {"slo-planner", "kpa", "seed-autoscaler"}
+    same = [(d.time_s, d.plugin, d.payload["from"]) for d in shadow if d.payload["from"] == d.payload["to"]]
+    assert not same  # each row a change of the shadow's own target
+    for d in shadow:
+        if d.plugin != "kpa":  # (kpa gives neither: its reason states its inputs)
+            assert "confidence" in d.payload and "signals" in d.payload, (d.plugin, d.payload)
+
+
 def test_bad_shadow_settings_name_the_key():
     cfg = make_config(plugins={"enabled": ["shadow", *BASE, "fixed-replicas"],
                                "settings": {"shadow": {"policies": ["no-such-scaler"]}}})
@@ -86,7 +102,30 @@ def test_a_failing_shadow_is_isolated_and_its_failure_recorded():
     res = replay_with(shadow, trace=make_trace(200, qps=5.0), cluster=CLUSTER)
     rows = [d for d in res.decisions if d.action == "shadow_scale"]
     assert rows and rows[0].plugin == "broken" and "shadow broken failed: RuntimeError: boom" in rows[0].reason
+    assert rows[0].payload["signals"] == {"shadow_failed": 1.0} and rows[0].payload["from"] == rows[0].payload["to"]
+    assert len(rows) == 1  # once, when it starts failing: not at every tick it fails
     assert res.summary["num_completed"] == 200 and shadow.num_errors >= 1
+
+
+class _FailsLater:
+    def __init__(self):
+        self.calls = 0
+
+    def cp_scale(self, ctx, model, scaling):
+        self.calls += 1
+        if 20 <= self.calls < 40:
+            raise RuntimeError("boom")
+        from controlplane.decisions import ScaleDecision
+
+        return ScaleDecision(model, scaling.num_current, "keep")
+
+
+def test_a_shadow_that_starts_failing_later_is_stored_when_it_does():
+    shadow = ShadowScaling(ShadowScaling.Settings())
+    shadow.shadows = {"later": _FailsLater()}
+    res = replay_with(shadow, trace=make_trace(200, qps=5.0), cluster=CLUSTER)
+    rows = [d for d in res.decisions if d.action == "shadow_scale"]
+    assert len(rows) == 1 and "shadow later failed" in rows[0].reason and rows[0].time_s > 1.0
 
 
 def test_a_shadow_hpa_s_holds_between_syncs_are_not_recorded_as_wants(tmp_path):
