@@ -179,8 +179,15 @@ def _default_of(field: Any) -> str:
 
 
 def _field_comments(settings: type) -> dict[str, str]:
-    """The comment on each field's line(s) in the ``Settings`` class's source (``by: str = "x"  # what it counts``);
-    none when the source cannot be read."""
+    """The comments of each field in the ``Settings`` class's source: the comment block directly above it (no
+    blank line between) and the comment on its line(s) (``by: str = "x"  # what it counts``); none when the
+    source cannot be read.
+
+    Comment-only lines after a field's trailing comment go on that comment when they are its sentence wrapped
+    (``_wrapped``: its line full and they go on mid-sentence) or when no field follows directly (a blank line,
+    the class's end) or the next field has a ``description``; otherwise they sit above the next field and are
+    that field's (``chunk_size: int = 512  # sarathi: ...`` then ``# vllm: a prompt longer ...`` above
+    ``long_prompts``)."""
     import ast
     import inspect
     import io
@@ -188,25 +195,62 @@ def _field_comments(settings: type) -> dict[str, str]:
     import tokenize
 
     try:
-        source = textwrap.dedent(inspect.getsource(settings))
+        raw = inspect.getsource(settings)
     except (OSError, TypeError):
         return {}
+    source = textwrap.dedent(raw)
+    indent = len(raw.splitlines()[0]) - len(source.splitlines()[0])  # (line widths as written, for _wrapped)
     try:
         body = ast.parse(source).body[0].body
         comments = {tok.start[0]: tok.string.lstrip("#").strip()
                     for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
     except (SyntaxError, tokenize.TokenError, IndexError, AttributeError):
         return {}
-    found: dict[str, str] = {}
-    code_lines = source.splitlines()
-    for node in body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            end = node.end_lineno or node.lineno
-            lines = [comments[n] for n in range(node.lineno, end + 1) if n in comments]
-            n = end + 1  # a trailing comment goes on over the comment-only lines after it
-            while lines and n in comments and code_lines[n - 1].lstrip().startswith("#"):
-                lines.append(comments[n])
-                n += 1
-            if lines:
-                found[node.target.id] = " ".join(lines)
+    lines = source.splitlines()
+
+    def comment_only(n: int) -> bool:
+        return n in comments and lines[n - 1].lstrip().startswith("#")
+
+    fields = [node for node in body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)]
+    described = {name for name, f in (getattr(settings, "model_fields", None) or {}).items() if f.description}
+    owner: dict[int, str] = {}  # comment-only line -> the field it sits directly above
+    for node in fields:
+        if node.target.id in described:  # (its description says what it is: a block above is the last one's)
+            continue
+        n = node.lineno - 1
+        while n >= 1 and comment_only(n):
+            owner[n] = node.target.id
+            n -= 1
+    own: dict[str, list[int]] = {}  # each field's lines of its own comment (on its line, and run on from there)
+    for node in fields:
+        end = node.end_lineno or node.lineno
+        own[node.target.id] = [n for n in range(node.lineno, end + 1) if n in comments]
+        block, n = [], end + 1
+        while own[node.target.id] and comment_only(n):
+            block.append(n)
+            n += 1
+        if block and (block[0] not in owner or _wrapped(lines[end - 1], comments[block[0]], indent)):
+            own[node.target.id] += block  # (the trailing comment goes on: not the next field's)
+            for b in block:
+                owner.pop(b, None)
+    found = {}
+    for node in fields:
+        name = node.target.id
+        text = [comments[n] for n in sorted(n for n, o in owner.items() if o == name)] + [comments[n] for n in own[name]]
+        if text:
+            found[name] = " ".join(text)
     return found
+
+
+#: The width the source's comments wrap at. A trailing comment runs on to the comment-only lines under it when
+#: its line is within ``WRAP_SLACK`` of this (full: the next word went to the next line) and they go on
+#: mid-sentence (not a capital); a shorter line's comment ended there.
+WRAP_WIDTH = 120
+WRAP_SLACK = 20
+
+
+def _wrapped(line: str, following: str, indent: int) -> bool:
+    """Whether ``line``'s trailing comment runs on to the ``following`` comment-only line (its sentence wrapped),
+    rather than ``following`` starting a comment of its own."""
+    full = indent + len(line.rstrip()) >= WRAP_WIDTH - WRAP_SLACK
+    return full and not following[:1].isupper()

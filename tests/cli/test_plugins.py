@@ -118,3 +118,47 @@ def test_plugins_show_of_a_plugin_without_settings_and_of_an_unknown_name():
     result = CliRunner().invoke(app, ["plugins", "show", "least-loadd"])
     assert result.exit_code == 2
     assert "unknown plugin 'least-loadd' (did you mean 'least-loaded'?)" in " ".join(result.output.split())
+
+
+class _Commented:
+    """A settings class written the ways the plugins comment theirs (parsed from this file's source)."""
+
+    short: int = 1  # a trailing comment that ended here
+    # the block directly above `above`: its own
+    above: int = 2
+    wrapped: int = 3  # a trailing comment long enough that the sentence went on to the next line, as ones
+    # in slo-planner's settings do: this line is its continuation
+    next_one: int = 4
+    last: int = 5  # a trailing comment whose note runs on past the field
+    # with no field directly after it
+
+    unrelated: int = 6
+
+
+def test_a_comment_block_directly_above_a_field_is_that_field_s():
+    """`plugins show continuous-batching` gave `long_prompts`' comment (the block above it) to `chunk_size`, whose
+    line had a trailing comment, and `max_padding`'s to `max_iterations`: long_prompts and max_padding had none."""
+    from controlplane.cli.plugins import _field_comments, settings_rows
+    from plugins.batching import ContinuousBatching
+
+    rows = {r["setting"]: r["description"] for r in settings_rows(ContinuousBatching)}
+    assert rows["chunk_size"] == "sarathi: token budget per iteration"
+    assert rows["long_prompts"].startswith("vllm: a prompt longer than the batch token budget is prefilled alone")
+    assert rows["max_iterations"] == "cap on a multi-iteration decode step"
+    assert rows["max_padding"].startswith("vllm, for engines that pad a prefill batch to its longest prompt")
+    got = _field_comments(_Commented)
+    assert got["short"] == "a trailing comment that ended here"
+    assert got["above"] == "the block directly above `above`: its own"
+    assert got["wrapped"].endswith("as ones in slo-planner's settings do: this line is its continuation")
+    assert "next_one" not in got
+    assert got["last"].endswith("with no field directly after it") and "unrelated" not in got
+
+
+def test_wrapped_trailing_comments_of_slo_planner_stay_with_their_field():
+    from controlplane.cli.plugins import settings_rows
+    from plugins.autoscaling_slo import SLOPlanner
+
+    rows = {r["setting"]: r["description"] for r in settings_rows(SLOPlanner)}
+    assert rows["band_errors"].endswith("an over-forecast does not widen the upper bound)")
+    assert rows["steady_capacity_from"].startswith("on a steady load (steady_cv)")
+    assert rows["steady_cv"].endswith("instead of holding each one wanted (None: off)") and not rows["steady_buckets"]
