@@ -408,6 +408,8 @@ class SLOPlanner(Plugin):
             signals["excess_cv"] = round(cv, 4)
         if steady or early:
             signals["steady_want"] = float(st.steady.want())
+        if idle_long:  # the override that decided (want 0 whatever `needed`, the plan's count, says)
+            signals["scale_to_zero_idle_s"] = round(now - st.idle_since, 1)
         if utilization != s.target_utilization:
             signals["utilization"] = utilization
         if work is not None:

@@ -129,6 +129,10 @@ def test_scale_to_zero_and_back_loses_no_request():
     assert any(t >= 400.0 and frm == 0 and to >= 1 for t, frm, to in events)  # and came back for the late ones
     zero = next(d for d in res.decisions if d.action == "scale" and d.payload["to"] == 0)
     assert "scale to zero, no load for" in zero.reason and "kept" not in zero.reason  # (it named the hold's delay)
+    # what decided is stored: its signals said only "needed 1" (the plan's count) for a decision to go to 0
+    assert zero.payload["signals"]["scale_to_zero_idle_s"] >= 60.0 and zero.payload["signals"]["needed"] >= 0
+    assert not any("scale_to_zero_idle_s" in d.payload["signals"] for d in res.decisions
+                   if d.action == "scale" and d.payload["to"] > 0)
 
 
 def test_the_warm_replicas_a_run_starts_with_are_kept_for_the_hold():
