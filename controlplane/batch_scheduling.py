@@ -126,7 +126,7 @@ class BatchScheduling:
             self._emit(Decision(
                 now, "cp_form_batch", plugin or "core", "batch", wid, plan.reason or None,
                 {"batch": batch_id, "prefill": len(plan.prefill), "prefill_tokens": prefill_tokens,
-                 "decode": len(plan.decode), "iterations": iterations},
+                 "decode": len(plan.decode), "iterations": iterations, "then_decode": len(then_decode)},
             ))
         self._out.append(act.StartBatch(batch))
 
@@ -164,6 +164,10 @@ class BatchScheduling:
         w.current_batch_id = None
         k = e.num_iterations
         now = self.clock.now_s
+        if k < batch.max_iterations and self._record_batches:  # cut short (an interrupt, a run's cutoff): what ran
+            self._emit(Decision(now, "cp_form_batch", "core", "batch_cut", e.worker_id,
+                                f"ran {k} of the {batch.max_iterations} iterations planned",
+                                {"batch": batch.batch_id, "iterations": k}))
         busy_s = e.busy_s
         if busy_s is not None:
             w.busy_s += busy_s

@@ -114,3 +114,31 @@ def test_a_request_bigger_than_any_replica_s_kv_cache_is_refused_at_its_arrival(
     assert huge.reason_code is ReasonCode.DOES_NOT_FIT
     assert sum(r.status is RequestStatus.COMPLETED for r in res.requests) == 20
     assert res.summary["sim_span_s"] < 10
+
+
+def _decoded_by_decisions(decisions):
+    """Decode tokens the batch decisions say ran: ``decode`` in the first iteration (every iteration of a decode-only
+    batch), ``then_decode`` in each later one, for the iterations a ``batch_cut`` says ran, else those planned."""
+    ran = {d.payload["batch"]: d.payload["iterations"] for d in decisions if d.action == "batch_cut"}
+    total = 0
+    for d in decisions:
+        if d.action == "batch":
+            p = d.payload
+            k = ran.get(p["batch"], p["iterations"])
+            assert k <= p["iterations"]
+            total += p["decode"] + (k - 1) * p["then_decode"] if p["prefill"] else p["decode"] * k
+    return total
+
+
+def test_batch_decisions_say_what_ran_when_a_multi_iteration_batch_is_cut_short():
+    # The fast mode runs a decode batch for many iterations and cuts it short when a request joins: its `batch`
+    # decision says the plan, a `batch_cut` the iterations run. (The export's decode x iterations was 21% above the
+    # decode tokens generated.)
+    res = replay_with(trace=make_trace(200, qps=8, output_tokens=96, seed=3))
+    cuts = [d for d in res.decisions if d.action == "batch_cut"]
+    assert cuts and all(d.plugin == "core" and d.payload["iterations"] >= 1 for d in cuts)
+    first_tokens = sum(1 for r in res.requests if r.output_tokens)  # each prompt's prefill samples one token
+    assert _decoded_by_decisions(res.decisions) == sum(r.output_tokens for r in res.requests) - first_tokens
+    exact = replay_with(trace=make_trace(200, qps=8, output_tokens=96, seed=3), sim={"exact": True})
+    assert not [d for d in exact.decisions if d.action == "batch_cut"]
+    assert _decoded_by_decisions(exact.decisions) == _decoded_by_decisions(res.decisions)
