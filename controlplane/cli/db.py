@@ -33,11 +33,13 @@ def load_spill(
     file: Annotated[Path, typer.Argument(help="A controlplane-spill-run*.jsonl file (its run's error named it).",
                                          metavar="<path>")],
     db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: the one the file's header "
-                                                           "names; give it where that URL's password is hidden).")]
+                                                           "names; give it where that URL's password is hidden). "
+                                                           "Another database than the header's is refused.")]
     = None,
 ) -> None:
     """Write a spill file's rows to its database (the rows of a run whose database was away when it
-    ended, its end among them: the run gets its rows, summary and status), then delete the file."""
+    ended, its end among them: the run gets its rows, summary and status), then delete the file.
+    Nothing is written, and the file is kept, where the database or its runs are not the file's own."""
     from controlplane.storage.errors import mask_password
     from controlplane.storage.load_spill import load_spill as load, spill_database
 

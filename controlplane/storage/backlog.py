@@ -153,8 +153,10 @@ class Backlog:
         self.chunks = [c for c in self.chunks if c.seq > seq]
         return counts
 
-    def spill(self, directories: Sequence[Path], *, source: str, writer: str) -> SpillFile:
-        """Move every chunk in memory to a new spill file (``StorageError`` if none can be written)."""
+    def spill(self, directories: Sequence[Path], *, source: str, writer: str,
+              runs: Mapping[int, Mapping[str, Any]] | None = None) -> SpillFile:
+        """Move every chunk in memory to a new spill file (``StorageError`` if none can be written);
+        ``runs``: the runs' identities, for its header (`controlplane.storage.spill.write_spill`)."""
         chunks = self.chunks
         counts = _no_rows()
         run_ids: set[int] = set()
@@ -164,7 +166,7 @@ class Backlog:
             count_updates(c.updates, counts)
             run_ids |= c.run_ids()
         path = spill.write_spill(lambda: (e for c in chunks for e in c.entries()), directories=directories,
-                                 run_ids=run_ids, source=source, writer=writer)
+                                 run_ids=run_ids, source=source, writer=writer, runs=runs)
         saved = SpillFile(path, chunks[0].seq, chunks[-1].seq, counts, run_ids)
         self.files.append(saved)
         self.chunks = []

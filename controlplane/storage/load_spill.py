@@ -5,8 +5,11 @@ A spill file holds rows a recorder could not write (the database was away when i
 `controlplane.storage.recorder`), the update that finishes the run among them: loading it writes
 them, so a run left ``running`` (or marked ``crashed`` meanwhile) gets its rows, its summary and
 its status. ``--db`` defaults to the database the file names in its header (where that URL has no
-hidden password). The file is deleted once its rows are written, as the recorder deletes the spill
-files it writes back itself: loading it twice would write its rows twice.
+hidden password); one given must be that database (its URL may be spelt otherwise: another user, a
+password, ``localhost`` for ``127.0.0.1``; `controlplane.storage.identity`), and the runs there must
+be the file's own (their names and starts): else nothing is written and the file is kept. The file
+is deleted once its rows are written, as the recorder deletes the spill files it writes back itself:
+loading it twice would write its rows twice.
 """
 
 from __future__ import annotations
@@ -42,13 +45,29 @@ def load_spill(url: str, path: str | Path) -> int:
 
 
 def spill_database(path: Path, db: str | None) -> str:
-    """The database to load ``path`` into: ``db``, else the one its header names (not one with a hidden password)."""
+    """The database to load ``path`` into: ``db``, else the one its header names (not one with a hidden
+    password). A ``db`` that is another database than the header's is refused (``StorageError``)."""
+    header = spill.read_header(path)
+    source = header.get("source")
     if db is not None:
+        _check_same_database(path, header, db)
         return db
-    source = spill.read_header(path).get("source")
     if not isinstance(source, str) or "***" in source:
         raise StorageError(f"{path} names no database this can connect to ({source!r}): give --db URL")
     return source
+
+
+def _check_same_database(path: Path, header: dict, db: str) -> None:
+    from controlplane.storage.identity import database_identity
+
+    source = header.get("source")
+    if not isinstance(source, str):
+        return  # (a header without its database: nothing to compare)
+    own = header.get("database") if isinstance(header.get("database"), str) else database_identity(source)
+    if database_identity(db) != own:
+        raise StorageError(f"{path} holds rows of the database {mask_password(source)}, and --db names another one "
+                           f"({mask_password(db)}): nothing was written, and the file is kept; give --db the URL "
+                           "of its own database (with its password, where that is hidden)")
 
 
 def main(argv: list[str] | None = None) -> int:

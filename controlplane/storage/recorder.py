@@ -1,25 +1,23 @@
 """Bulk, failure-tolerant writer for one process's runs.
 
-The simulator produces rows far faster than row-at-a-time ORM inserts can
-take them, and the daemon must keep serving when the database hiccups. So
-rows are validated and buffered in memory, written with a compiled Core
-``insert(table)`` executemany (see :mod:`controlplane.storage.bulk`), one
-transaction per flush, and never dropped.
+The simulator produces rows far faster than row-at-a-time ORM inserts can take them, and the daemon
+must keep serving when the database hiccups. So rows are validated and buffered in memory, written with
+a compiled Core ``insert(table)`` executemany (see :mod:`controlplane.storage.bulk`), one transaction per
+flush, and never dropped.
 
-Appending never waits for the database: a flush takes the buffers under a
-short lock (appends go on into fresh ones) and writes and retries outside it.
-With ``background=True`` (the daemon) a thread of the recorder's own does all
-writing; otherwise the append that fills a buffer flushes in its own thread
-(the simulator, which has nothing better to do). A failed flush keeps its rows, retries with
-exponential backoff, and past ``max_pending_rows`` spills the oldest to a local file; when the
-database is back, spilled rows go in first, in order (an outage is logged when it starts, now and
-then, and when it ends: :mod:`controlplane.storage.outage_log`). A row the database refuses for
-good (a repeated request id) holds back no other row: the flush commits all the others and saves
-the refused ones to a file of their own (:mod:`controlplane.storage.refused`, :attr:`RunRecorder.refused`). Each flush's transaction also
-records how far this recorder got (:mod:`controlplane.storage.backlog`), so a commit whose
-acknowledgement was lost is not written twice. :meth:`RunRecorder.close` waits through an outage
-for up to ``close_wait_s`` (`CLOSE_WAIT_S`), then saves whatever is still unwritten to one spill
-file that :meth:`RunRecorder.replay_spill` can load later.
+Appending never waits for the database: a flush takes the buffers under a short lock (appends go on
+into fresh ones) and writes and retries outside it. With ``background=True`` (the daemon) a thread of the
+recorder's own does all writing; otherwise the append that fills a buffer flushes in its own thread
+(the simulator, which has nothing better to do). A failed flush keeps its rows, retries with exponential
+backoff, and past ``max_pending_rows`` spills the oldest to a local file; when the database is back,
+spilled rows go in first, in order (an outage is logged when it starts, now and then, and when it ends:
+:mod:`controlplane.storage.outage_log`). A row the database refuses for good (a repeated request id) holds
+back no other row: the flush commits all the others and saves the refused ones to a file of their own
+(:mod:`controlplane.storage.refused`, :attr:`RunRecorder.refused`). Each flush's transaction also records
+how far this recorder got (:mod:`controlplane.storage.backlog`), so a commit whose acknowledgement was lost
+is not written twice. :meth:`RunRecorder.close` waits through an outage for up to ``close_wait_s``
+(`CLOSE_WAIT_S`), then saves whatever is still unwritten to one spill file that
+:meth:`RunRecorder.replay_spill` can load later (into the run it names only).
 """
 
 from __future__ import annotations
@@ -118,6 +116,7 @@ class RunRecorder(RecorderSpills):
         #: Rows the database refused for good (a repeated request id), saved to files of their own.
         self.refused = RefusedRows()
         self.run_id: int | None = None
+        self.run_identities: dict[int, dict[str, Any]] = {}  # (RecorderSpills.identify_run)
         #: This recorder's row in ``writer_mark``; also in the header of the files it spills.
         self.writer = uuid.uuid4().hex
         self._sleep = sleep
@@ -181,6 +180,7 @@ class RunRecorder(RecorderSpills):
             if not self._backlog.chunks and not self._backlog.files:
                 self.outage.ended()  # written, and nothing else waits: an outage its retries rode out is over
             self.run_id = run_id
+            self.identify_run(run_id, values)
             return run_id
 
     def finish_run(
@@ -394,7 +394,7 @@ class RunRecorder(RecorderSpills):
     def _spill_overflow(self) -> None:
         try:
             saved = self._backlog.spill(self._spill_directories(None), source=describe_url(self.engine),
-                                        writer=self.writer)
+                                        writer=self.writer, runs=self.run_identities)
         except StorageError as exc:
             log.error("storage: %d rows wait in memory for %s and could not be spilled: %s",
                       self._backlog.in_memory, describe_url(self.engine), exc)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,6 +52,14 @@ class RecorderSpills:
     _attempt: Callable[[Callable[[], Any]], tuple[Any, FlushFailure | None]]
     _check_open: Callable[[], None]
 
+    run_identities: dict[int, dict[str, Any]]
+
+    def identify_run(self, run_id: int, values: Mapping[str, Any]) -> None:
+        """Remember run ``run_id``'s name and start (``values``: its row's): the files this recorder
+        spills name them, so that loading one writes into this run only, not another run that has
+        its id in another database (`replay_spill`)."""
+        self.run_identities[run_id] = {"name": values.get("name"), "started_at": values.get("started_at")}
+
     def _spill_directories(self, directory: Path | None) -> list[Path]:
         directory = directory if directory is not None else self.spill_dir
         if directory is None:
@@ -63,7 +72,8 @@ class RecorderSpills:
         backlog = self._backlog
         count, run_ids = len(backlog), backlog.run_ids()
         path = spill.write_spill(backlog.all_entries, directories=self._spill_directories(directory),
-                                 run_ids=run_ids, source=describe_url(self.engine), writer=self.writer)
+                                 run_ids=run_ids, source=describe_url(self.engine), writer=self.writer,
+                                 runs=self.run_identities)
         for f in backlog.files:
             f.path.unlink(missing_ok=True)
         backlog.files, backlog.chunks = [], []
@@ -95,7 +105,9 @@ class RecorderSpills:
         """Load a spill file's rows and write them now; return how many were written (rows the
         database refuses go to a refused file, as in a flush).
 
-        The runs they belong to must exist in this recorder's database. Rows
+        The runs they belong to must exist in this recorder's database, and be the runs the file
+        names in its header (their names and starts, where it names them), not other runs that
+        have their ids: else ``StorageError``, and nothing is written. Rows
         whose flush the spilling recorder did commit after all (its
         acknowledgement was lost) are skipped. The file is left in place:
         delete it once this returns. Raises ``StorageError`` if the rows could
@@ -104,7 +116,8 @@ class RecorderSpills:
         """
         self._check_open()
         path = Path(path)
-        writer = spill.read_header(path).get("writer")
+        header = spill.read_header(path)
+        writer = header.get("writer")
         entries = list(spill.read_entries(path))
         unknown_tables = {t for t, _, _ in entries} - set(SPECS) - {spill.RUN_UPDATE, REQUEST_VERDICT}
         if unknown_tables:
@@ -115,11 +128,16 @@ class RecorderSpills:
             if failure is not None:
                 raise StorageError(f"could not read runs from {describe_url(self.engine)}: {failure.error}")
             existing, mark = found
-            missing = run_ids - existing
+            missing = run_ids - existing.keys()
             if missing:
                 raise StorageError(
                     f"{path} holds rows of run(s) {sorted(missing)}, not present in {describe_url(self.engine)}"
                 )
+            others = other_runs(header, existing)
+            if others:
+                raise StorageError(f"{path} holds rows of {'; '.join(others)} in {describe_url(self.engine)}: "
+                                   "they are other runs with the same ids (another database?), so nothing was "
+                                   "written; load the file into the database whose runs it holds")
             todo = list(skip_committed(iter(entries), mark))
             refused_before = self.refused.count
             loaded = chunks_from_entries(((t, row, None) for t, row, _ in todo), 0)
@@ -136,9 +154,38 @@ class RecorderSpills:
             spill_notes.forget(path)
             return len(todo) - (self.refused.count - refused_before)  # (refused again: in a new refused file)
 
-    def _existing_runs(self, run_ids: set[int], writer: str | None) -> tuple[set[int], int | None]:
+    def _existing_runs(self, run_ids: set[int], writer: str | None) -> tuple[dict[int, tuple], int | None]:
+        """The runs of ``run_ids`` in the database, ``{id: (name, started_at)}``, and ``writer``'s mark."""
         with self.engine.connect() as conn:
             mark = read_mark(conn, writer) if writer is not None else None
             if not run_ids:
-                return set(), mark
-            return set(conn.scalars(select(_RUN.c.id).where(_RUN.c.id.in_(sorted(run_ids))))), mark
+                return {}, mark
+            query = select(_RUN.c.id, _RUN.c.name, _RUN.c.started_at).where(_RUN.c.id.in_(sorted(run_ids)))
+            return {row.id: (row.name, row.started_at) for row in conn.execute(query)}, mark
+
+
+def _utc(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def other_runs(header: Mapping[str, Any], stored: Mapping[int, tuple]) -> list[str]:
+    """The runs of a spill file's header (``runs``: name and start of each) that are not the runs of
+    the same ids in ``stored`` (``{id: (name, started_at)}``), each as a line saying both; empty
+    where all are (or the header names none: a file of an older version)."""
+    out = []
+    for key, identity in (header.get("runs") or {}).items():
+        run_id = int(key)
+        if run_id not in stored or not isinstance(identity, Mapping):
+            continue
+        name, started = stored[run_id]
+        if identity.get("name") != name or _utc(identity.get("started_at")) != _utc(started):
+            out.append(f"run {run_id} {identity.get('name')!r} started {identity.get('started_at')}, but run "
+                       f"{run_id} there is {name!r} started {_utc(started).isoformat() if _utc(started) else started}")
+    return out

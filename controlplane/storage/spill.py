@@ -2,7 +2,10 @@
 
 A spill file is JSON lines: a header object, then one ``{"table", "row"}``
 object per pending row (``table`` is a table name, or ``run_update`` for a
-pending :meth:`RunRecorder.finish_run`). Rows a recorder spilled also carry
+pending :meth:`RunRecorder.finish_run`). The header names the database (``source``, its URL with
+the password hidden, and ``database``, `controlplane.storage.identity.database_identity`) and,
+where the recorder knows them, its runs' names and starts (``runs``): loading the file checks both,
+so its rows go to no other database and no other run of the same id. Rows a recorder spilled also carry
 the ``seq`` of the flush they belong to, and the header the recorder's
 ``writer`` id, so a later replay can skip rows whose commit did succeed (see
 :mod:`controlplane.storage.backlog`). It is written to a temporary name,
@@ -15,7 +18,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
@@ -47,17 +50,25 @@ def write_spill(
     source: str,
     writer: str | None = None,
     kind: str = "spill",
+    runs: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write entries to a new spill file in the first writable directory, line by line.
 
     ``entries`` may be a callable returning a fresh iterable, so a large spill streams from
     its sources and can start over in the next directory when one fails. ``kind`` names the
     file (``controlplane-<kind>-run...``): ``refused`` for rows the database refused
-    (`controlplane.storage.refused`), which a retry would not mend.
+    (`controlplane.storage.refused`), which a retry would not mend. ``runs``: the runs' identities
+    (``{run_id: {"name", "started_at"}}``), for the header.
     """
-    name = _file_name(list(run_ids), kind)
+    from controlplane.storage.identity import database_identity
+
+    run_ids = list(run_ids)
+    name = _file_name(run_ids, kind)
     header: dict[str, Any] = {"format": FORMAT, "version": VERSION, "source": source,
-                              "created_at": datetime.now(timezone.utc)}
+                              "database": database_identity(source), "created_at": datetime.now(timezone.utc)}
+    known = {str(r): dict(runs[r]) for r in sorted(set(run_ids)) if runs is not None and r in runs}
+    if known:
+        header["runs"] = known
     if writer is not None:
         header["writer"] = writer
     failures: list[str] = []

@@ -160,6 +160,7 @@ def serve_fresh(rfd: int, wfd: int) -> None:
             if recorder is None:  # the file took the run row, yet its engine fails: report it as a fault
                 raise StorageError(f"writer process: no engine for {url} after the run's start") from error
             recorder.run_id = run_id
+            recorder.identify_run(run_id, run)
             mark_crashed_quietly(recorder.engine, exclude={run_id})
             serve(recorder, rfd, wfd)
             return

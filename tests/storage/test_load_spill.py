@@ -1,0 +1,121 @@
+"""`controlplane db load-spill`: a spill file's rows go to their own database and their own run, or
+nowhere (the file then kept); the database is recognised however its URL is spelt."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from controlplane.storage import RunRecorder, get_run, make_engine, spill, upgrade
+from controlplane.storage.identity import database_identity, same_database
+from controlplane.storage.load_spill import main
+
+from .support import request_row, start_run
+from .test_crashed import _spilled_run
+
+
+def _other_database_with_run_1(path) -> str:
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with RunRecorder(engine) as rec:
+        run_id = start_run(rec, name="colleague", started_at=datetime(2024, 1, 1, tzinfo=timezone.utc))
+        rec.add_request(request_row(7))
+    engine.dispose()
+    assert run_id == 1
+    return url
+
+
+def test_a_spill_is_not_loaded_into_another_database(tmp_path, capsys) -> None:
+    """It wrote the rows into the colleague's run 1 of the other database and deleted the file."""
+    engine, run_id, spilled = _spilled_run(tmp_path)
+    header = spill.read_header(spilled)
+    assert header["database"] == f"sqlite:{(tmp_path / 'runs.db').resolve()}"
+    assert header["runs"][str(run_id)]["name"] == "unit"
+    other = _other_database_with_run_1(tmp_path / "other.db")
+
+    assert main([str(spilled), "--db", other]) == 2
+    err = capsys.readouterr().err
+    assert "--db names another one" in err and "nothing was written, and the file is kept" in err
+    assert spilled.exists()
+    other_engine = make_engine(other)
+    with other_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM request WHERE run_id = 1")).scalar() == 1
+    assert get_run(other_engine, 1)["name"] == "colleague"
+    other_engine.dispose()
+
+    assert main([str(spilled), "--db", str(engine.url)]) == 0  # (its own database: written, then deleted)
+    assert get_run(engine, run_id)["status"] == "finished" and not spilled.exists()
+    engine.dispose()
+
+
+def test_a_spill_is_not_loaded_into_another_run_of_the_same_id(tmp_path, capsys) -> None:
+    """The run the file's header names (its name and start) must be the run of that id there."""
+    engine, run_id, spilled = _spilled_run(tmp_path)
+    with engine.begin() as conn:  # (the database was made anew, and another run took the id)
+        conn.execute(text("UPDATE run SET name = 'another', started_at = '2024-01-01 00:00:00.000000' "
+                          "WHERE id = :id"), {"id": run_id})
+    assert main([str(spilled)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"holds rows of run {run_id} 'unit' started" in err and f"but run {run_id} there is 'another'" in err
+    assert "nothing was written" in err and spilled.exists()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM request")).scalar() == 1  # (the one flushed before)
+    assert get_run(engine, run_id)["status"] == "running"
+    engine.dispose()
+
+
+def test_a_spill_of_an_older_version_without_its_runs_is_still_loaded(tmp_path) -> None:
+    engine, run_id, spilled = _spilled_run(tmp_path)
+    lines = spilled.read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["runs"], header["database"]
+    spilled.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    assert main([str(spilled)]) == 0 and get_run(engine, run_id)["status"] == "finished"
+    engine.dispose()
+
+
+def test_database_identity_ignores_the_spelling(tmp_path, monkeypatch) -> None:
+    a = "postgresql+psycopg://postgres@127.0.0.1:5432/t_a"
+    for same in ("postgresql://someone:secret@localhost/t_a", "postgresql+psycopg2://u:***@LOCALHOST:5432/t_a",
+                 "postgresql+psycopg://u@[::1]:5432/t_a", "postgresql+psycopg:///t_a?host=/var/run/postgresql"):
+        assert same_database(a, same), same
+    for other in ("postgresql+psycopg://postgres@127.0.0.1:5432/t_b", "postgresql+psycopg://postgres@db:5432/t_a",
+                  "postgresql+psycopg://postgres@127.0.0.1:5433/t_a", "sqlite:///t_a"):
+        assert not same_database(a, other), other
+    monkeypatch.chdir(tmp_path)
+    assert database_identity("sqlite:///runs.db") == database_identity(f"sqlite:///{tmp_path}/runs.db")
+    assert database_identity(make_url("sqlite://")) == "sqlite::memory:"
+
+
+@pytest.mark.postgres
+def test_a_postgres_spill_loads_with_a_url_spelt_otherwise_and_not_into_another(pg_url, pg_admin, tmp_path,
+                                                                              capsys) -> None:
+    """--db supplies a hidden password, so its spelling differs from the header's: the database counts."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    rec = RunRecorder(engine)
+    run_id = start_run(rec)
+    path = spill.write_spill([("request", request_row(0, run_id=run_id), None)], directories=[tmp_path], run_ids=[run_id],
+                             source=pg_url.replace("postgres@", "postgres:***@"), runs=rec.run_identities)
+    rec.close()
+    other_name = make_url(pg_url).database + "_b"
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{other_name}"'))
+    try:
+        other = make_url(pg_url).set(database=other_name).render_as_string(hide_password=False)
+        upgrade(other)
+        assert main([str(path), "--db", other]) == 2 and path.exists()
+        assert "--db names another one" in capsys.readouterr().err
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{other_name}" WITH (FORCE)'))
+    spelt = make_url(pg_url).set(host="localhost", drivername="postgresql").render_as_string(hide_password=False)
+    assert main([str(path), "--db", spelt]) == 0 and not path.exists()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM request")).scalar() == 1
+    engine.dispose()
