@@ -25,7 +25,7 @@ from controlplane.types import Decision, Request, Worker, WorkerState
 
 
 def make_config(**overrides: Any) -> RunConfig:
-    """A run config with defaults, nested overrides as dicts (``sim={"tick_s": 0.5}``)."""
+    """A run config with defaults, nested overrides as dicts (``control={"tick_s": 0.5}``)."""
     return load_config(None, overrides)
 
 

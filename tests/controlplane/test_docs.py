@@ -245,3 +245,17 @@ def test_the_guardian_store_settings_and_the_seed_s_range_are_documented():
     assert "socket timeout is 50 ms" not in (ROOT / "docs" / "caching.md").read_text()
     assert "`plugins.cache_backends`" not in CONFIG_DOC.read_text()  # (a module, not a key)
     assert _section_rows(CONFIG_DOC.read_text(), "top level")["seed"][1] == "`int 0..2^63-1`"
+
+
+def test_the_docs_give_the_control_settings_their_current_names():
+    """README's environment example was `CONTROLPLANE_SIM__TICK_S=0.5`, docs/plugins.md's `make_config(sim={"tick_s":
+    0.5})`: names from before `tick_s` and `metrics_interval_s` moved to `control` (configuration.md's note on the
+    old names is the one place they belong)."""
+    from controlplane.config_errors import MOVED_TO_CONTROL
+
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    old = "|".join(MOVED_TO_CONTROL)
+    pattern = re.compile(rf"sim\.({old})|CONTROLPLANE_SIM__({old.upper()})|sim=\{{[^}}]*[\"']({old})[\"']")
+    found = [(p.name, m.group(0)) for p in docs for m in pattern.finditer(p.read_text())]
+    note = CONFIG_DOC.read_text().split("### `control`", 1)[1].split("|", 1)[0]  # (the note above its table)
+    assert found and all(name == CONFIG_DOC.name and text in note for name, text in found), found
