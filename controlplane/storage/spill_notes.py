@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from controlplane.storage.identity import database_identity
 from controlplane.storage.journal import journal_dir
 
 __all__ = ["database_key", "forget", "note_spill", "spills_of"]
@@ -31,8 +32,10 @@ _PREFIX = "spilled-"
 
 
 def database_key(url: str, sqlite_file: Path | None) -> str:
-    """What names a database in a note: a SQLite file's absolute path, else its URL (password hidden)."""
-    return str(sqlite_file.resolve()) if sqlite_file is not None else url
+    """What names a database in a note: a SQLite file's absolute path, else the database its URL names
+    (`controlplane.storage.identity.database_identity`: not the URL's spelling, so a command that gives
+    ``localhost`` for ``127.0.0.1``, or another user, finds the note of a run that spilled)."""
+    return str(sqlite_file.resolve()) if sqlite_file is not None else database_identity(url)
 
 
 def note_spill(path: Path, run_ids: Iterable[int], database: str, rows: int) -> None:
@@ -79,7 +82,10 @@ def spills_of(run_id: int, database: str, since: datetime | None = None) -> list
         if not spill.exists():
             note_path.unlink(missing_ok=True)
             continue
-        if note.get("database") != database or run_id not in (note.get("run_ids") or []):
+        noted = note.get("database")
+        if not isinstance(noted, str) or run_id not in (note.get("run_ids") or []):
+            continue
+        if noted != database and database_identity(noted) != database_identity(database):  # (an older note: a URL)
             continue
         try:
             created = datetime.fromisoformat(note["created_at"])
