@@ -417,14 +417,11 @@ class SimDriver:
         self._handle(e)
 
     def _start_worker(self, a: act.StartWorker) -> None:
-        if not self._started:  # the initial replicas are warm
-            self._after(0.0, self._initial_ready, a.worker_id)
+        if not self._started:  # the initial replicas are warm: ready (memory planned) before the first arrival
+            self._handle(ev.WorkerReady(self.env._now, a.worker_id))
             return
         self._timers += 1
         self._after(self.cold_start_s.get(a.model, 0.0), self._timer_event, (ev.WorkerReady, a.worker_id))
-
-    def _initial_ready(self, timer: Timeout) -> None:
-        self._handle(ev.WorkerReady(self.env._now, timer._value))
 
     def _stop_worker(self, a: act.StopWorker) -> None:
         self._running.pop(a.worker_id, None)

@@ -52,6 +52,23 @@ def test_initial_replicas_are_warm():
     assert ready == [("default-0", 0.0), ("default-1", 0.0), ("default-2", 0.0)]
 
 
+def test_an_arrival_at_time_zero_meets_ready_replicas_with_their_memory_plan():
+    # The initial replicas are ready, their KV cache planned, before the first arrival: a request at t=0 too big
+    # for any replica's cache is refused at its arrival as a later one is. (It was routed to a replica not yet
+    # planned and refused there, "does not fit its worker", with a worker set.)
+    trace = [TraceRequest("0", 0.0, 4808, 10), TraceRequest("1", 0.5, 100, 5), TraceRequest("2", 1.0, 3180, 8)]
+    res = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": 2, "num_kv_blocks": 100}]})
+    by_id = {r.request_id: r for r in res.requests}
+    for rid in ("0", "2"):
+        r = by_id[rid]
+        assert r.status is RequestStatus.REJECTED and r.worker_id is None, rid
+        assert r.reason_code.value == "does_not_fit" and r.reason.startswith("does not fit: prompt"), rid
+    assert by_id["1"].status is RequestStatus.COMPLETED
+    assert res.summary["reject_reasons"] == {"does not fit": 2}
+    first = [d.action for d in res.decisions][:3]
+    assert first == ["memory_plan", "memory_plan", "reject"]
+
+
 def test_an_arrival_interrupts_a_long_decode_at_the_next_iteration_boundary():
     trace = [TraceRequest("long", 0.0, 100, 2000), TraceRequest("late", 1.0, 100, 5)]
     res = replay_with(trace=trace, cluster=_one_replica())
