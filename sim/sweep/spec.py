@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from controlplane.config import RunConfig, load_config, read_config_file
+from controlplane.config import RunConfig, StorageConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from sim.replay import TraceTransforms
 from sim.sweep.spec_plugins import check_plugin_names
@@ -248,14 +248,23 @@ class SweepSpec(_Section):
         return out
 
     def spec_hash(self, base_config: dict[str, Any]) -> str:
-        """Identifies what the sweep computes: the spec and the base config's content."""
+        """Identifies what the sweep computes: the spec and the base config's content, not where its runs
+        are stored (``storage.url``, which ``CONTROLPLANE_STORAGE__URL`` sets and ``--db`` does not: one
+        spec resumes, and holds its lock, however the database is named, a password in it or not)."""
         # (a trace without a rate profile, copies' placement, length scales or length caps hashes as before
         # those keys existed: such sweeps still resume)
         later = {k for k in ("rate_profile", "copies", "prompt_scale", "output_scale", "max_prompt_tokens",
                              "max_output_tokens") if getattr(self.trace, k) is None}
         unset = {"trace": later} if later else {}
+        storage = base_config.get("storage")
+        if isinstance(storage, dict) and "url" in storage:  # (as the default: a sweep hashed so before resumes)
+            base_config = {**base_config, "storage": {**storage, "url": _DEFAULT_STORAGE_URL}}
         data = {"spec": self.model_dump(mode="json", exclude={"name": True, **unset}), "base": base_config}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+#: ``storage.url``'s default, which `SweepSpec.spec_hash` hashes in place of the URL given.
+_DEFAULT_STORAGE_URL = StorageConfig.model_fields["url"].default
 
 
 def error_lines(exc: ValidationError) -> str:

@@ -148,3 +148,21 @@ def test_good_transform_values_still_load():
              "max_prompt_tokens": 1, "max_output_tokens": 1}
     loaded = load_spec(data={"trace": trace, "space": SPACE})
     assert transforms_of(loaded) == TraceTransforms(**{**trace, "rate_profile": [(0, 1), (60, 2)]})
+
+
+def test_the_storage_url_does_not_change_the_sweep(monkeypatch):
+    """Via CONTROLPLANE_STORAGE__URL the same spec hashed otherwise than via --db (a new sweep each
+    time, and no lock against a colleague's run of it); a sweep hashed with the default URL resumes."""
+    import hashlib
+    import json
+
+    plain = load_spec(data={"trace": {"limit": 50}, "space": SPACE})
+    text = json.dumps({"spec": plain.spec.model_dump(mode="json", exclude={"name": True, "trace": {
+        "rate_profile", "copies", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens"}}),
+        "base": plain.base_config}, sort_keys=True, default=str)
+    assert plain.hash == hashlib.sha256(text.encode()).hexdigest()[:24]  # (as before: stored sweeps resume)
+    for url in ("postgresql+psycopg://postgres@127.0.0.1:5432/t_b", "postgresql+psycopg://me:secret@localhost/t_b"):
+        monkeypatch.setenv("CONTROLPLANE_STORAGE__URL", url)
+        via_env = load_spec(data={"trace": {"limit": 50}, "space": SPACE})
+        assert via_env.base_config["storage"]["url"] == url and via_env.hash == plain.hash
+    assert load_spec(data={"trace": {"limit": 60}, "space": SPACE}).hash != plain.hash
