@@ -320,11 +320,13 @@ def _check_comparable(run: dict) -> None:
 def plot(
     run_id: int,
     db: DbOpt = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write (default: run-RUN.png).")]
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="File to write; its extension picks the format: .png, .svg or .pdf (another is an "
+                               "error) (default: run-RUN.png).")]
     = None,
     window_s: Annotated[float, typer.Option(min=1.0, help="Latency percentile window (s).")] = 30.0,
 ) -> None:
-    """Plot a run's replicas (with every scale decision), load, queue and TTFT/TPOT p90 over time as a PNG."""
+    """Plot a run's replicas (with every scale decision), load, queue and TTFT/TPOT p90 over time (PNG, SVG or PDF)."""
     from controlplane.cli.runs_plot import plot_run
 
     with user_errors():

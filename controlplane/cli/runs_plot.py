@@ -1,6 +1,6 @@
-"""`controlplane runs plot RUN`: one PNG of a run's replicas, load, queue and latency over time, with
+"""`controlplane runs plot RUN`: one picture of a run's replicas, load, queue and latency over time, with
 every scale decision (active and shadow) marked, so "why did it scale at 18:32?" is one picture.
-Drawn with matplotlib's Agg backend (no display needed)."""
+Drawn with matplotlib without a display, as PNG, SVG or PDF by the output's extension."""
 
 from __future__ import annotations
 
@@ -15,9 +15,22 @@ from controlplane.cli.runs_timeline import scale_decisions
 from controlplane.storage.models import MetricSample, Request
 from controlplane.storage.queries import get_run
 
-__all__ = ["load_replicas_by_model", "load_series", "plot_run"]
+__all__ = ["PLOT_FORMATS", "load_replicas_by_model", "load_series", "plot_format", "plot_run"]
 
 SERIES = ("replicas", "replicas_starting", "queue_length", "running", "arrivals_per_s")
+#: The picture an output's extension names: matplotlib's backends for each, without a display.
+PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+
+
+def plot_format(output: Path) -> str:
+    """The format ``output``'s extension names; another extension is an error naming those there are (``-o
+    run.svg`` wrote a PNG under that name)."""
+    fmt = PLOT_FORMATS.get(Path(output).suffix.lower())
+    if fmt is None:
+        ext = Path(output).suffix
+        why = f"{ext} is not a picture format `runs plot` writes" if ext else "no extension to tell the format by"
+        raise ValueError(f"-o {output}: {why}; supported: {', '.join(PLOT_FORMATS)}")
+    return fmt
 
 
 def load_series(engine: Engine, run_id: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -135,7 +148,9 @@ def _pyplot():
 
 
 def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.0) -> dict[str, Any]:
-    """Write the PNG; returns what it drew (series names, decision counts) for the caller to report."""
+    """Write the picture, in the format ``output``'s extension names (`PLOT_FORMATS`); returns what it drew
+    (series names, decision counts) for the caller to report."""
+    fmt = plot_format(output)  # (before anything is read or made: a refused extension leaves no file)
     run = get_run(engine, run_id)
     series = load_series(engine, run_id)
     latency = _latency_windows(engine, run_id, window_s)
@@ -176,7 +191,7 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, format="png", dpi=90)
+    fig.savefig(output, format=fmt, dpi=90)
     plt.close(fig)
     return {"series": sorted(series), "latency": sorted(latency), "decisions": len(decisions),
             "replicas_per_model": per_model, "path": str(output)}

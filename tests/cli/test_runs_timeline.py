@@ -221,3 +221,18 @@ def test_an_unplaced_replica_shows_in_the_timeline_and_the_targets_follow_what_w
     console.print(timeline_table(rows, "t", full=True))
     line = next(x for x in console.export_text().splitlines() if "unplaced" in x)
     assert "core" in line and "3 -> 2" in line and "no free slot for m-2" in line
+
+
+def test_a_plot_is_written_in_the_format_its_extension_names(tmp_path):
+    """`runs plot 1 -o run.svg` (or .pdf, .txt) wrote a PNG under that name."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_id = replay_with(trace=make_trace(50), config=make_config(storage={"url": url}), db_url=url).run_id
+    magic = {"run.svg": b"<svg", "run.pdf": b"%PDF", "run.PNG": b"\x89PNG"}
+    for name, head in magic.items():
+        res = runner.invoke(app, ["runs", "plot", str(run_id), "--db", url, "-o", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        assert head in (tmp_path / name).read_bytes()[:400], name  # (an SVG starts with its XML header)
+    for name in ("run.txt", "run"):
+        res = runner.invoke(app, ["runs", "plot", str(run_id), "--db", url, "-o", str(tmp_path / name)])
+        assert res.exit_code == 2 and "supported: .png, .svg, .pdf" in " ".join(res.output.split()), res.output
+        assert not (tmp_path / name).exists()
