@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
-from controlplane.cli.runs_notes import (slo_targets, stopped_early, stopped_line, targets_differ, targets_note,
-                                         workload_note)
+from controlplane.cli.runs_notes import (incomplete_note, slo_targets, stopped_early, stopped_line, targets_differ,
+                                         targets_note, workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -326,12 +326,15 @@ def plot(
     = None,
     window_s: Annotated[float, typer.Option(min=1.0, help="Latency percentile window (s).")] = 30.0,
 ) -> None:
-    """Plot a run's replicas (with every scale decision), load, queue and TTFT/TPOT p90 over time (PNG, SVG or PDF)."""
+    """Plot a run's replicas (with every scale decision), load, queue and TTFT/TPOT p90 over time (PNG, SVG or PDF).
+    A run still running, or crashed, is plotted as far as its rows go, with a note on stderr saying so."""
     from controlplane.cli.runs_plot import plot_run
 
     with user_errors():
         drawn = plot_run(_engine(db), run_id, output or Path(f"run-{run_id}.png"), window_s=window_s)
     out.print(f"wrote {drawn['path']} ({drawn['decisions']} scale decisions; series: {', '.join(drawn['series'])})")
+    if note := incomplete_note(drawn["run"]):
+        err.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -344,14 +347,18 @@ def export(
                          ".ndjson; else csv)")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
-    """Export one run's rows as CSV or JSON."""
+    """Export one run's rows as CSV or JSON. A run still running, or crashed, exports the rows stored so
+    far, with a note on stderr saying so (stdout holds the rows alone)."""
     from controlplane.storage import export_rows, get_run
     from controlplane.storage.queries import check_rows_stored
 
     with user_errors():
         format = _export_format(format, output)  # (before the file is made: a refused format leaves none)
         engine = _engine(db)
-        check_rows_stored(engine, get_run(engine, run_id))  # (before the file is made: a refused export leaves none)
+        run = get_run(engine, run_id)
+        check_rows_stored(engine, run)  # (before the file is made: a refused export leaves none)
+        if note := incomplete_note(run):
+            err.print(note, highlight=False, soft_wrap=True)
         if output is None:
             export_rows(engine, run_id, what, format, sys.stdout)
         else:

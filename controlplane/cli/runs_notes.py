@@ -1,12 +1,29 @@
 """What `runs compare`, `runs show` and `runs list` say about a run's workload beside its metrics: where it
-stopped early (``--until``, a Ctrl-C), and the SLO targets its attainment is counted against."""
+stopped early (``--until``, a Ctrl-C), and the SLO targets its attainment is counted against; what `runs
+export` and `runs plot` say of a run whose rows are not all stored (`incomplete_note`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-__all__ = ["slo_targets", "stopped_early", "stopped_line", "targets_differ", "targets_note", "workload_note"]
+__all__ = ["incomplete_note", "slo_targets", "stopped_early", "stopped_line", "targets_differ", "targets_note", "workload_note"]
+
+
+def incomplete_note(run: dict[str, Any]) -> str | None:
+    """A note (for stderr) that the rows of ``run`` are incomplete: it is still being written (``running``),
+    or ``crashed`` (its process ended before the run did); None for a run of any other status."""
+    status = run.get("status")
+    if status == "running":
+        why = "it is still running: these are the rows written so far"
+    elif status == "crashed":
+        spilled = (run.get("summary") or {}).get("spilled")
+        why = ("its process ended while the database was away: its last rows are in a spill file" if spilled else
+               "its process ended before the run did: these are the rows written until then")
+    else:
+        return None
+    return (f"note: run {run['id']} is {status}, so its rows are incomplete ({why}; `controlplane runs show "
+            f"{run['id']}` says more)")
 
 
 def stopped_early(run: dict[str, Any]) -> str | None:

@@ -149,7 +149,7 @@ def _pyplot():
 
 def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.0) -> dict[str, Any]:
     """Write the picture, in the format ``output``'s extension names (`PLOT_FORMATS`); returns what it drew
-    (series names, decision counts) for the caller to report."""
+    (series names, decision counts, the run's row) for the caller to report."""
     fmt = plot_format(output)  # (before anything is read or made: a refused extension leaves no file)
     run = get_run(engine, run_id)
     series = load_series(engine, run_id)
@@ -193,5 +193,5 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, format=fmt, dpi=90)
     plt.close(fig)
-    return {"series": sorted(series), "latency": sorted(latency), "decisions": len(decisions),
+    return {"run": run, "series": sorted(series), "latency": sorted(latency), "decisions": len(decisions),
             "replicas_per_model": per_model, "path": str(output)}

@@ -35,3 +35,40 @@ def test_export_of_a_full_run_writes_its_rows(sweep_db):
     res = CliRunner().invoke(app, ["runs", "export", "2", "--what", "requests", "--db", sweep_db])
     assert res.exit_code == 0, res.output
     assert len(res.stdout.splitlines()) == 41  # header + 40 requests
+
+
+def _unfinished_runs(tmp_path) -> str:
+    """Run 1 still running (its rows so far), run 2 crashed: their rows are incomplete."""
+    from controlplane.storage import RunRecorder, ensure_schema, make_engine
+    from controlplane.storage.crashed import claim_run, process_marker
+    from tests.storage.support import request_row, start_run
+    from tests.storage.test_crashed import _dead_pid
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    engine = make_engine(url)
+    ensure_schema(engine)
+    with RunRecorder(engine) as rec:
+        for _ in range(2):
+            run_id = start_run(rec)
+            for i in range(3):
+                rec.add_request(request_row(i))
+    claim_run(engine, 2, {**process_marker(), "pid": _dead_pid(), "start_ticks": None})
+    engine.dispose()
+    return url
+
+
+def test_export_and_plot_of_a_running_or_crashed_run_say_its_rows_are_incomplete(tmp_path):
+    """They gave the rows written so far with rc 0 and no word (runs compare refuses such runs)."""
+    url = _unfinished_runs(tmp_path)
+    for run_id, status, why in ((1, "running", "it is still running: these are the rows written so far"),
+                                (2, "crashed", "its process ended before the run did")):
+        res = CliRunner().invoke(app, ["runs", "export", str(run_id), "--db", url])
+        assert res.exit_code == 0, res.output
+        assert len(res.stdout.splitlines()) == 4 and "note" not in res.stdout  # (stdout: the rows alone, for pipes)
+        said = " ".join(res.stderr.split())
+        assert f"note: run {run_id} is {status}, so its rows are incomplete ({why}" in said, said
+        plotted = CliRunner().invoke(app, ["runs", "plot", str(run_id), "--db", url, "-o", str(tmp_path / "p.png")])
+        assert plotted.exit_code == 0, plotted.output
+        assert f"note: run {run_id} is {status}, so its rows are incomplete" in " ".join(plotted.stderr.split())
+    res = CliRunner().invoke(app, ["runs", "export", "2", "--db", url, "-o", str(tmp_path / "rows.csv")])
+    assert res.exit_code == 0 and "wrote 3 rows" in res.stdout and "is crashed" in res.stderr
