@@ -64,6 +64,8 @@ _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", boo
 # A JSON object with chat_id and one of these is Bailian's, whatever else it lacks: its keys are
 # Mooncake's too, and read as Mooncake its seconds would be taken as milliseconds.
 _BAILIAN_ID, _BAILIAN_KEYS = "chat_id", {"turn", "parent_chat_id"}
+#: The formats that read CSV only and those that read JSON Lines only (canonical reads both).
+_CSV_ONLY, _JSONL_ONLY = ("azure", "vidur", "burstgpt"), ("mooncake", "bailian")
 
 
 def detect_format(path: PathLike) -> str:
@@ -185,6 +187,8 @@ def read_trace(path: PathLike, format: str | None = None, *,
         named = ", ".join(f"{o!r}{did_you_mean(o, spec.options + ('on_error',))}" for o in unknown)
         raise ValueError(f"unknown option(s) {named} for trace format {fmt!r}; "
                          f"valid options: {valid}")
+    if format is not None and (error := wrong_kind(path, fmt)) is not None:
+        raise error
     sink = ErrorSink(on_error)
     kwargs: dict[str, Any] = dict(options)
     if spec.uses_rng:
@@ -200,6 +204,51 @@ def read_trace(path: PathLike, format: str | None = None, *,
             raise
         raise error from None
     return TraceReader(path, fmt, _decoded(path, requests), sink)
+
+
+def wrong_kind(path: PathLike, fmt: str) -> TraceFormatError | None:
+    """The error of a format named for a file of the other kind: a CSV format (azure, vidur,
+    burstgpt) given JSON Lines (its first line a JSON object, which the reader would take for a
+    header), a JSON Lines format (mooncake, bailian) given a CSV file (its first line a header, of
+    a CSV format's by detection, or in a .csv file), naming the format detection reads it as.
+    None otherwise, and where the file cannot be read (the reader says why)."""
+    if fmt not in _CSV_ONLY and fmt not in _JSONL_ONLY:
+        return None
+    try:
+        with open_text(path) as f:
+            lineno, first = next(((i, line) for i, line in enumerate(f, 1) if line.strip()), (None, ""))
+    except Exception:  # noqa: BLE001 - not readable: the reader's own error says why
+        return None
+    text = first.strip()
+    if not text or _is_json_object(text) != (fmt in _CSV_ONLY) or text.startswith("["):
+        return None
+    detected = _detected(path)
+    if fmt in _CSV_ONLY:
+        kind, other = "a JSON Lines file (its first line is a JSON object)", "a CSV format"
+    else:
+        if text.startswith("{") or (detected not in (*_CSV_ONLY, "canonical") and base_suffix(path) != ".csv"):
+            return None
+        kind, other = f"a CSV file (its first line is a header: {text[:120]})", "a JSON Lines format"
+    hint = (f"format detection reads it as {detected!r}: leave the format out, or name {detected!r}"
+            if detected is not None else f"name the format that reads it (one of {', '.join(FORMATS)})")
+    return TraceFormatError(path, lineno, None, f"{kind}, but {fmt!r} is {other}; {hint}")
+
+
+def _is_json_object(text: str) -> bool:
+    if not text.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _detected(path: PathLike) -> str | None:
+    """The format `detect_format` reads ``path`` as; None where it detects none."""
+    try:
+        return detect_format(path)
+    except Exception:  # noqa: BLE001 - no format detected, or the file unreadable
+        return None
 
 
 def parse_options(items: Iterable[str]) -> dict[str, Any]:

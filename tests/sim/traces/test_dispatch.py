@@ -147,3 +147,44 @@ def test_a_count_too_large_to_store_is_a_row_error_in_every_format(write, fmt, n
         list(read_trace(write(name, text), format=fmt, rng=np.random.default_rng(0)))
     assert (exc.value.line, exc.value.field) == (line, field)
     assert "expected at most 2,147,483,647" in str(exc.value)
+
+
+MOONCAKE_LINE = '{"timestamp": 0, "input_length": 6758, "output_length": 500, "hash_ids": [0, 1]}\n'
+
+
+@pytest.mark.parametrize("fmt", ["azure", "vidur", "burstgpt"])
+def test_a_csv_format_given_json_lines_says_so_and_what_detection_reads(write, fmt):
+    # (azure printed the first JSON object as a CSV header: "missing required column (header has: {"timestamp": 0, ...")
+    p = write("conversation_trace.jsonl", MOONCAKE_LINE * 2)
+    with pytest.raises(TraceFormatError) as info:
+        read_trace(p, fmt)
+    assert str(info.value) == (f"{p}:1: a JSON Lines file (its first line is a JSON object), but {fmt!r} is a CSV "
+                               "format; format detection reads it as 'mooncake': leave the format out, or name "
+                               "'mooncake'")
+    q = write("x.txt", '\n{"a": 1}\n')  # (no format's keys, any extension: the format that reads it is not known)
+    with pytest.raises(TraceFormatError, match=r"x.txt:2: a JSON Lines file .*, but 'azure' is a CSV format; name "
+                                                r"the format that reads it \(one of azure, mooncake"):
+        read_trace(q, "azure")
+
+
+@pytest.mark.parametrize("fmt", ["mooncake", "bailian"])
+def test_a_json_lines_format_given_a_csv_file_says_so_and_what_detection_reads(write, fmt):
+    p = write("a.csv", AZURE)
+    with pytest.raises(TraceFormatError) as info:
+        read_trace(p, fmt, rng=np.random.default_rng(0))
+    assert str(info.value) == (f"{p}:1: a CSV file (its first line is a header: TIMESTAMP,ContextTokens,"
+                               f"GeneratedTokens), but {fmt!r} is a JSON Lines format; format detection reads it as "
+                               "'azure': leave the format out, or name 'azure'")
+    with pytest.raises(TraceFormatError, match="'mooncake' is a JSON Lines format; name the format that reads it"):
+        read_trace(write("b.csv", "foo,bar\n1,2\n"), "mooncake", rng=np.random.default_rng(0))
+
+
+def test_a_format_of_the_files_kind_reads_as_before(write):
+    # canonical reads both kinds; a JSON Lines line that is bad JSON stays that row's error (skippable)
+    assert [r.prompt_tokens for r in read_trace(write("c.jsonl", MOONCAKE_LINE), "mooncake", spread="none")] == [6758]
+    p = write("m.jsonl", "{bad\n" + MOONCAKE_LINE)
+    reader = read_trace(p, "mooncake", spread="none", on_error="skip")
+    assert [r.prompt_tokens for r in reader] == [6758] and "invalid JSON" in str(reader.errors[0])
+    assert len(list(read_trace(write("a.csv", AZURE), "azure"))) == 2
+    with pytest.raises(TraceFormatError, match="field 'arrival_s': missing required key"):
+        list(read_trace(write("k.jsonl", MOONCAKE_LINE), "canonical"))
