@@ -199,11 +199,16 @@ def _refuse_foreign(engine: Any, url: str) -> None:
 
 
 def _cannot_upgrade(engine: Any, url: str, exc: BaseException) -> StorageError:
-    """The schema needs upgrading and this role may not (PostgreSQL's ``permission denied``): say so."""
+    """The schema needs upgrading and this role may not (PostgreSQL's ``permission denied``): say so. A role
+    that may not read even ``alembic_version`` is told that, as `database_error` says it."""
     from controlplane.storage.db import SCHEMA_HEAD, recorded_revisions
 
     try:
         revisions = recorded_revisions(engine)
+    except Exception as again:
+        if not _database_failure(again):
+            raise
+        return database_error(exc, url)
     finally:
         engine.dispose()
     orig = getattr(exc, "orig", exc)

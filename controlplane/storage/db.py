@@ -320,15 +320,29 @@ SCHEMA_HEAD: Final = "0004"
 
 
 def recorded_revisions(engine: Engine) -> set[str]:
-    """``alembic_version`` read with plain SQL; empty when the table does not exist yet."""
+    """``alembic_version`` read with plain SQL; empty when the table does not exist yet. Any other
+    failure is raised: a role that may not read it (``permission denied``) is told so, not that the
+    database holds no controlplane schema."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     try:
         with engine.connect() as connection:
             return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
-    except DBAPIError:
-        return set()
+    except DBAPIError as exc:
+        if _no_such_table(exc):
+            return set()
+        raise
+
+
+def _no_such_table(exc: BaseException) -> bool:
+    """Whether a driver's error says the table does not exist (PostgreSQL's ``undefined_table``, SQLite's
+    ``no such table``, MySQL's 1146)."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlstate", None) == "42P01":
+        return True
+    text = str(orig).lower()
+    return "no such table" in text or ("alembic_version" in text and ("does not exist" in text or "doesn't exist" in text))
 
 
 def ensure_schema(engine: Engine) -> bool:

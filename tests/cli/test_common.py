@@ -43,6 +43,23 @@ def test_a_read_only_role_on_an_old_schema_is_told_who_must_upgrade_it(pg_url, p
             "it once as a role that owns its tables (`controlplane db upgrade --db URL`)") in result.stderr
 
 
+def test_a_role_that_may_not_read_alembic_version_is_told_so(pg_url, pg_reader):  # noqa: F811
+    """It was told the database "holds tables ... but no controlplane schema ... replay a trace into it first"."""
+    from tests.storage.conftest import _as_owner
+
+    upgrade(pg_url)
+    reader = pg_reader(pg_url)
+    from sqlalchemy.engine import make_url
+
+    _as_owner(pg_url, f'REVOKE SELECT ON alembic_version FROM "{make_url(reader).username}"')
+    result = _cli("runs", "list", "--db", reader)
+    assert result.exit_code == 2, (result.output, result.exception)
+    said = " ".join(result.stderr.split())
+    assert "no controlplane schema" not in said and ":pw@" not in said
+    assert (":***@127.0.0.1:5432/" in said and "InsufficientPrivilege: permission denied for table alembic_version "
+            "(this role may not do that here" in said), said
+
+
 def test_the_db_option_after_a_run_names_its_database_without_the_password():
     default = "sqlite:///controlplane.db"
     assert common.db_option(default, default) == ("", "")
