@@ -1,7 +1,8 @@
 """What a run's start refuses of its config, refused by `sim replay` and `live-replay` before they touch the
 database or start a worker (as the daemon does before it listens): the plugins' names and settings, and for a
 simulated run its latency models and the static memory plan. Without it a typo in a plugin setting left a new,
-empty database behind (or a PostgreSQL schema upgraded), or came after a live worker's start.
+empty database behind (or a PostgreSQL schema upgraded), or came after a live worker's start. A SQLite file in a
+folder that does not exist is refused too: ``--db /nonexistent/dir/x.db`` made the folders and stored the run there.
 
 `CONTROLPLANE_LOAD_PLUGINS` (the allow-list) leaving out enabled plugins is warned about, and the config the
 run gets, and stores, lists the plugins that run.
@@ -17,7 +18,19 @@ from typing import Any
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 
-__all__ = ["checked_run_config"]
+__all__ = ["check_database_folder", "checked_run_config"]
+
+
+def check_database_folder(url: str) -> None:
+    """A SQLite file's folder must exist (a new file in it is made; a new folder is not): a typo in ``--db``'s folder
+    is an error naming it, rather than a tree of folders made with the run stored at its end."""
+    from controlplane.storage.db import plain_sqlite_file
+    from controlplane.storage.errors import mask_password
+
+    path = plain_sqlite_file(url)
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"database {mask_password(url)}: no such folder ({path.parent}), so no run can be "
+                          "stored there; check --db (storage.url), or make the folder first")
 
 
 def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[str], None],
@@ -29,6 +42,7 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
     from controlplane.plugin_checks import check_hook_names
     from controlplane.plugin_manager import ALLOW_ENV, checked_plugin_names, discover_plugins, validated_settings
 
+    check_database_folder(config.storage.url)
     plugins, available = config.plugins, discover_plugins()
     enabled = checked_plugin_names(plugins.enabled, plugins.settings, available, warn_left_out=False)
     for name in enabled:

@@ -74,6 +74,7 @@ def daemon(
 
     Admin endpoints need CONTROLPLANE_ADMIN_TOKEN in the environment (they are off without it).
     """
+    from controlplane.cli.config_checks import check_database_folder
     from controlplane.live.daemon import DaemonOptions, admin_token_from_env, serve
     from controlplane.storage.errors import mask_password
     from controlplane.live.daemon_config import daemon_config
@@ -84,6 +85,7 @@ def daemon(
         flags = {"db": db, "workers": workers, "preset": preset, "model_path": model_path, "precision": precision,
                  "model_name": model_name}
         cfg, overrides = daemon_config(config, **flags)
+        check_database_folder(cfg.storage.url)  # (a new SQLite file, not a new folder: a typo in --db's folder)
         options = DaemonOptions(
             host=host, port=port, pool=pool, admin_token=admin_token_from_env(), config_path=config,
             overrides=overrides, config_flags=flags, drain_timeout_s=drain_timeout,

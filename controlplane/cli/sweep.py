@@ -55,6 +55,7 @@ def sweep(
 
     Rerunning the same spec against the same database resumes it: runs already stored are skipped.
     """
+    from controlplane.cli.config_checks import check_database_folder
     from controlplane.storage import make_engine
     from sim.sweep import load_spec, run_sweep
     from sim.sweep.seeds import seeds_change_nothing
@@ -65,6 +66,7 @@ def sweep(
     say_repeated_draws(loaded)
     url = resolve_db(db or (loaded.base_config.get("storage") or {}).get("url"))  # (as `sim replay --config`)
     with user_errors(url):
+        check_database_folder(url)  # (before any run: a typo in --db's folder made the folders)
         bar = progress_bar("sweep", progress and common.err.is_terminal and not json_out)
         with bar:
             task = bar.add_task("", total=None)
@@ -199,6 +201,10 @@ def search(
             loaded = loaded.with_base(base)
         if trace is not None and not trace.is_file():
             raise FileNotFoundError(f"trace file not found: {trace}")
+        if db:
+            from controlplane.cli.config_checks import check_database_folder
+
+            check_database_folder(resolve_db(db))
         bar = progress_bar("search", progress and common.err.is_terminal)
         with bar:
             task = bar.add_task("", total=None)
