@@ -8,7 +8,8 @@ optional `model,tenant,priority,prompt,hash_ids,hash_block_tokens,params`; `hash
 space-separated integers, `params` a JSON object. JSONL: one object per line with the same keys
 (`hash_ids` a list, `params` an object). Unknown columns/keys are ignored. arrival_s is kept
 as written (not rebased; `rebase=True` starts the trace at its first arrival) and must be
-non-decreasing. A first arrival more than a day after 0 is warned of: a replay idles until it.
+non-decreasing. A first arrival more than a day after 0 is refused unless ``rebase`` is given:
+true starts the trace there, false keeps it as written (a replay idles from 0 until it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import logging
 import math
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
@@ -32,36 +32,58 @@ OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tok
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 #: What to do where a quoted field (a prompt) holds a line that reads as a row on purpose (`open_quote`).
 _ROW_IN_A_FIELD = "a field that holds such a line on purpose: write the trace as canonical JSON Lines"
-#: A first arrival later than this (seconds: a day) is warned of, unless rebased: a replay runs from time 0.
+#: A first arrival later than this (seconds: a day) is refused unless ``rebase`` is given: a replay runs from time 0.
 FAR_S = 86_400.0
-
-log = logging.getLogger("sim.traces")
+#: Wall seconds a replay spends per simulated day of idle lead-in at the default ``control.tick_s`` (1 s): the
+#: control loop ticks through it (measured: a first arrival at 2 days took 9.4 s more than one at 1 s).
+IDLE_WALL_S_PER_DAY = 5.0
 
 
 def read_canonical(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                   unique_ids: bool = False, rebase: bool = False) -> Iterator[TraceRequest]:
+                   unique_ids: bool = False, rebase: bool | None = None) -> Iterator[TraceRequest]:
     """Canonical CSV or JSONL, chosen by extension (.jsonl/.ndjson/.json) or else a leading '{'.
     ``unique_ids``: a row repeating an earlier row's request id is a bad row (the ids read are kept).
-    ``rebase``: arrivals measured from the first row's (whose arrival_s reads), not kept as written."""
-    if not isinstance(rebase, bool):
+    ``rebase``: True, arrivals measured from the first row's (whose arrival_s reads); False, kept as
+    written; None (not said), kept as written, but a first arrival more than `FAR_S` after 0 is an error
+    (`far_first_arrival`), whatever ``on_error``."""
+    if rebase is not None and not isinstance(rebase, bool):
         raise ValueError(f"rebase must be true or false, got {rebase!r}")
     if base_suffix(path) in JSONL_SUFFIXES or _starts_with_brace(path):
         return read_canonical_jsonl(path, on_error=on_error, errors=errors, unique_ids=unique_ids, rebase=rebase)
     return read_canonical_csv(path, on_error=on_error, errors=errors, unique_ids=unique_ids, rebase=rebase)
 
 
-def _time_zero(path: PathLike, first: float, rebase: bool) -> float:
-    """The arrival that is time 0: ``first`` (the first arrival that reads) with ``rebase``, else 0.0, with a
-    warning when ``first`` is more than a day after it (absolute times, such as Unix epoch seconds: a replay
-    would idle from 0 until then)."""
+def _time_zero(path: PathLike, line: int, first: float, rebase: bool | None) -> float:
+    """The arrival that is time 0: ``first`` (the first arrival that reads, on ``line``) with ``rebase``, else
+    0.0; with ``rebase`` not said, `far_first_arrival` when ``first`` is more than `FAR_S` after 0."""
     if rebase:
         return first
-    if first > FAR_S:
-        log.warning("%s: the first request arrives at %s s, %s days after time 0: canonical arrival_s is kept as "
-                    "written, so a replay idles from 0 until then; if these are absolute times (such as Unix epoch "
-                    "seconds), read the trace with --opt rebase=true (read_trace(..., rebase=True)) to start it at its "
-                    "first arrival", path, f"{first:,.3f}", f"{first / 86_400:,.0f}")
+    if rebase is None and first > FAR_S:
+        raise far_first_arrival(path, line, first)
     return 0.0
+
+
+def far_first_arrival(path: PathLike, line: int, first: float) -> TraceFormatError:
+    """The error of a first arrival more than `FAR_S` after 0, ``rebase`` not said: absolute times (such as
+    Unix epoch seconds) that a replay would idle from 0 up to, ticking its control loop all the way."""
+    days = first / 86_400
+    days_text = f"{days:,.0f}" if days >= 10 else f"{days:,.1f}"
+    return TraceFormatError(
+        path, line, "arrival_s",
+        f"the first request arrives at {first:,.3f} s, {days_text} days after time 0: canonical arrival_s is kept as "
+        f"written, and a replay runs from 0, so it would idle {days_text} simulated days before this request (about "
+        f"{_duration(days * IDLE_WALL_S_PER_DAY)} of wall time: ~{IDLE_WALL_S_PER_DAY:g} s a simulated day at the "
+        "default control.tick_s of 1 s); say which you mean: --opt rebase=true (read_trace(..., rebase=True)) starts "
+        "the trace at its first arrival (absolute times, such as Unix epoch seconds), --opt rebase=false replays it "
+        "as written, idling from 0")
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in words, roughly: '40 s', '12 minutes', '27 hours', '9 days'."""
+    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:,.0f} s"
 
 
 def _arrival(value: object, last: float) -> float | None:
@@ -84,7 +106,7 @@ def _starts_with_brace(path: PathLike) -> bool:
 # --- CSV ---------------------------------------------------------------------------------
 
 def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                       unique_ids: bool = False, rebase: bool = False) -> Iterator[TraceRequest]:
+                       unique_ids: bool = False, rebase: bool | None = None) -> Iterator[TraceRequest]:
     """Stream canonical CSV; an empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     with open_text(path) as f:
@@ -133,14 +155,14 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
                     sink(err)
                     idx += 1
                     if shift is None and ia < len(row) and (t := _arrival(row[ia], last)) is not None:
-                        shift = _time_zero(path, t, rebase)  # (a bad token count does not move time 0)
+                        shift = _time_zero(path, start, t, rebase)  # (a bad token count does not move time 0)
                         last = t if rebase else last
                     continue
             if seen is not None:
                 seen.add(req.request_id)
             last = req.arrival_s
             if shift is None:
-                shift = _time_zero(path, last, rebase)
+                shift = _time_zero(path, start, last, rebase)
             yield with_arrival(req, last - shift) if shift else req
             idx += 1
         if idx == 0:
@@ -215,7 +237,7 @@ def _params(path: PathLike, line: int, value: Any) -> tuple[tuple[str, object], 
 # --- JSONL -------------------------------------------------------------------------------
 
 def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                         unique_ids: bool = False, rebase: bool = False) -> Iterator[TraceRequest]:
+                         unique_ids: bool = False, rebase: bool | None = None) -> Iterator[TraceRequest]:
     """Stream canonical JSONL; a missing/null/empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     loads = json.loads
@@ -243,14 +265,14 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors:
                 sink(err)
                 idx += 1
                 if shift is None and isinstance(obj, dict) and (t := _arrival(obj.get("arrival_s"), last)) is not None:
-                    shift = _time_zero(path, t, rebase)  # (a bad token count does not move time 0)
+                    shift = _time_zero(path, lineno, t, rebase)  # (a bad token count does not move time 0)
                     last = t if rebase else last
                 continue
             if seen is not None:
                 seen.add(req.request_id)
             last = req.arrival_s
             if shift is None:
-                shift = _time_zero(path, last, rebase)
+                shift = _time_zero(path, lineno, last, rebase)
             yield with_arrival(req, last - shift) if shift else req
             idx += 1
         if not any_line:

@@ -265,37 +265,53 @@ def test_jsonl_empty_model_tenant_and_prompt_are_missing_as_empty_csv_cells(writ
     assert list(read_trace(jsonl)) == list(read_trace(csv_)) == expected
 
 
-@pytest.mark.parametrize("name", ["e.csv", "e.jsonl"])
-def test_rebase_starts_the_trace_at_its_first_arrival_and_a_far_one_is_warned_of(write, caplog, name):
-    import logging
+EPOCH_REFUSED = ("the first request arrives at 1,700,000,000.000 s, 19,676 days after time 0: canonical arrival_s is "
+                 "kept as written, and a replay runs from 0, so it would idle 19,676 simulated days before this request "
+                 "(about 27 hours of wall time: ~5 s a simulated day at the default control.tick_s of 1 s); say which "
+                 "you mean: --opt rebase=true (read_trace(..., rebase=True)) starts the trace at its first arrival "
+                 "(absolute times, such as Unix epoch seconds), --opt rebase=false replays it as written, idling from 0")
 
+
+@pytest.mark.parametrize("name", ["e.csv", "e.jsonl"])
+def test_a_far_first_arrival_is_refused_unless_rebase_is_said_and_rebase_starts_the_trace_there(write, name):
+    # (a trace in Unix epoch seconds was only warned of: `sim replay` then idled 1.7e9 s, ticking, for days)
     rows = [("a", "1700000000.0", "x"), ("b", "1700000001.5", "10"), ("c", "1700000003", "10")]  # a: a bad count
     if name.endswith(".csv"):
         p = write(name, HEADER + "".join(f"{i},{t},{n},5\n" for i, t, n in rows))
+        line = 2
     else:
         p = write(name, "".join(json.dumps({"request_id": i, "arrival_s": float(t), "prompt_tokens": n,
                                             "output_tokens": 5}) + "\n" for i, t, n in rows))
-    with caplog.at_level(logging.WARNING, logger="sim.traces"):
-        kept = [(r.request_id, r.arrival_s) for r in read_trace(p, on_error="skip")]
-    assert kept == [("b", 1700000001.5), ("c", 1700000003.0)]  # as written, by default
-    assert len(caplog.records) == 1 and "the first request arrives at 1,700,000,000.000 s" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sim.traces"):
-        # time 0 is the first arrival that reads, the bad row's too (a bad token count does not move it)
-        assert [(r.request_id, r.arrival_s) for r in read_trace(p, on_error="skip", rebase=True)] == [
-            ("b", 1.5), ("c", 3.0)]
-    assert caplog.records == []
+        line = 1
+    with pytest.raises(TraceFormatError, match="field 'prompt_tokens'"):
+        list(read_trace(p))  # (the first row's own error first)
+    with pytest.raises(TraceFormatError) as info:
+        list(read_trace(p, on_error="skip"))  # (a whole-file error: not skipped with the bad row)
+    assert (info.value.line, info.value.field, info.value.reason) == (line, "arrival_s", EPOCH_REFUSED)
+    with pytest.raises(TraceFormatError) as info:
+        list(read_trace(write("f" + name[1:], (HEADER + "b,1700000000,1,1\n") if name.endswith(".csv") else
+                              '{"arrival_s": 1700000000, "prompt_tokens": 1, "output_tokens": 1}\n')))
+    assert (info.value.line, info.value.field, info.value.reason) == (line, "arrival_s", EPOCH_REFUSED)
+    with pytest.raises(TraceFormatError, match="19,676 days"):
+        list(read_trace(p, on_error="skip", rebase=None))  # (None: not said, as `--opt rebase=null`)
+    kept = [(r.request_id, r.arrival_s) for r in read_trace(p, on_error="skip", rebase=False)]
+    assert kept == [("b", 1700000001.5), ("c", 1700000003.0)]  # as written, when said
+    # time 0 is the first arrival that reads, the bad row's too (a bad token count does not move it)
+    assert [(r.request_id, r.arrival_s) for r in read_trace(p, on_error="skip", rebase=True)] == [
+        ("b", 1.5), ("c", 3.0)]
     with pytest.raises(ValueError, match="rebase must be true or false, got 'yes'"):
         read_trace(p, rebase="yes")
 
 
-def test_rebase_keeps_the_order_check_and_a_near_first_arrival_is_not_warned_of(write, caplog):
-    import logging
+def test_a_far_first_arrival_gives_the_wall_time_of_its_lead_in(write):
+    with pytest.raises(TraceFormatError, match=r"arrives at 172,800.000 s, 2.0 days after time 0: .* idle 2.0 simulated "
+                                               r"days before this request \(about 10 s of wall time"):
+        list(read_trace(write("d.csv", HEADER + "a,172800,1,1\n")))
 
+
+def test_rebase_keeps_the_order_check_and_a_near_first_arrival_is_not_refused(write):
     p = write("n.csv", HEADER + "a,86400,1,1\nb,86401,1,1\n")
-    with caplog.at_level(logging.WARNING, logger="sim.traces"):
-        assert [r.arrival_s for r in read_trace(p)] == [86400.0, 86401.0]
-    assert caplog.records == []  # (a day: not warned of)
+    assert [r.arrival_s for r in read_trace(p)] == [86400.0, 86401.0]  # (a day: kept as written)
     p = write("o.csv", HEADER + "a,5,x,1\nb,4,1,1\nc,6,1,1\n")
     reader = read_trace(p, on_error="skip", rebase=True)
     assert [(r.request_id, r.arrival_s) for r in reader] == [("c", 1.0)]

@@ -128,22 +128,18 @@ def test_without_transforms_the_random_arrivals_are_the_replay_s(write, capsys):
     assert f"span {span:,.1f} s, mean rate {(len(expected) - 1) / span:.3f} req/s" in out
 
 
-def test_the_summary_shows_the_first_arrival_and_warns_of_one_far_from_0(write, capsys, caplog):
+def test_the_summary_shows_the_first_arrival_and_refuses_one_far_from_0_unless_rebase_is_said(write, capsys):
     # (arrivals in Unix epoch seconds: the summary said "span 3.0 s", and a replay idled 1.7e9 s before them)
-    import logging
-
     p = write("epoch.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,1700000000.0,10,5\n"
                            "b,1700000001.5,10,5\nc,1700000003,10,5\n")
-    with caplog.at_level(logging.WARNING, logger="sim.traces"):
-        assert main([str(p)]) == 0
+    with pytest.raises(SystemExit) as info:
+        main([str(p)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {p}:2: field 'arrival_s': the first request arrives at 1,700,000,000.000 s, 19,676 days after time 0")
+    assert main([str(p), "--opt", "rebase=false"]) == 0
     assert "span 3.0 s, mean rate 0.667 req/s, IAT CV 0.00, first arrival at 1,700,000,000.000 s" in capsys.readouterr().out
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{p}: the first request arrives at 1,700,000,000.000 s, 19,676 days after time 0: canonical arrival_s is kept "
-        "as written, so a replay idles from 0 until then; if these are absolute times (such as Unix epoch seconds), "
-        "read the trace with --opt rebase=true (read_trace(..., rebase=True)) to start it at its first arrival"]
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sim.traces"):
-        assert main([str(p), "--opt", "rebase=true"]) == 0
-    assert "first arrival at 0.000 s" in capsys.readouterr().out and caplog.records == []
+    assert main([str(p), "--opt", "rebase=true"]) == 0
+    assert "first arrival at 0.000 s" in capsys.readouterr().out
     assert main([str(p), "--limit", "1", "--opt", "rebase=true"]) == 0
     assert "one request, arriving at 0.000 s" in capsys.readouterr().out
