@@ -15,7 +15,9 @@ app = typer.Typer(help="Database schema; spill files.", no_args_is_help=True)
 @app.command()
 def upgrade(
     db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
-    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Option(help="Target revision (one the database is already past is an error: "
+                                                "going back is Alembic's downgrade, whose command it gives).")]
+    = "head",
 ) -> None:
     """Migrate the database schema (Alembic) to the latest revision."""
     from controlplane.storage import current_revisions, make_engine

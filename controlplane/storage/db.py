@@ -284,7 +284,9 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     engine = make_engine(engine_or_url) if owns_engine else engine_or_url
     config = _alembic_config()
     try:
-        _refuse_unknown(engine, current_revisions(engine))
+        current = current_revisions(engine)
+        _refuse_unknown(engine, current)
+        _refuse_downgrade(engine, current, revision)
         with engine.connect() as connection:
             if engine.dialect.name == "sqlite":
                 connection.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
@@ -299,6 +301,27 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     finally:
         if owns_engine:
             engine.dispose()
+
+
+def _refuse_downgrade(engine: Engine, current: set[str], revision: str) -> None:
+    """A target revision the database is already past is an error (Alembic's upgrade to it does nothing, and
+    `controlplane db upgrade` said "database at revision 0004" as if it had gone there): going back is
+    Alembic's downgrade, which drops what the later revisions added; the error gives its command."""
+    from alembic.script import ScriptDirectory
+
+    if not current or revision in ("head", "heads"):
+        return
+    script = ScriptDirectory.from_config(_alembic_config())
+    try:
+        targets = {r.revision for r in script.get_revisions(revision) if r is not None}
+        behind = {r.revision for cur in current for r in script.iterate_revisions(cur, "base")} - current
+    except Exception:  # noqa: BLE001 - a revision Alembic cannot resolve: its upgrade names it
+        return
+    if targets and targets <= behind:
+        raise StorageError(f"{describe_url(engine)} is at revision {', '.join(sorted(current))}, already past "
+                           f"{revision!r}: an upgrade does not go back; going back drops what the later revisions "
+                           f"added, with Alembic from the source checkout: `alembic -x url={describe_url(engine)} "
+                           f"downgrade {revision}`" + (" (with the password)" if "***" in describe_url(engine) else ""))
 
 
 def prepare_schema(engine: Engine) -> bool:

@@ -44,6 +44,18 @@ def test_an_older_database_is_upgraded(db_url):  # noqa: F811
     assert f"database at revision {', '.join(sorted(head_revisions()))}" in result.stdout
 
 
+def test_a_target_revision_the_database_is_past_is_an_error_naming_the_downgrade(db_url):  # noqa: F811
+    """It printed "database at revision 0004", rc 0, as if it had gone back to 0002."""
+    upgrade(db_url)
+    result = _cli("db", "upgrade", "--db", db_url, "--revision", "0002")
+    assert result.exit_code == 2, (result.output, result.exception)
+    said = " ".join(result.stderr.split())
+    assert (f"is at revision {', '.join(sorted(head_revisions()))}, already past '0002': an upgrade does not go back"
+            in said and f"`alembic -x url={db_url} downgrade 0002`" in said), said
+    again = _cli("db", "upgrade", "--db", db_url, "--revision", sorted(head_revisions())[0])
+    assert again.exit_code == 0 and "database at revision" in again.stdout  # (the revision it is at: nothing to do)
+
+
 def test_a_database_the_upgrade_cannot_use_is_named():
     """Its driver error (a role PostgreSQL does not have, a role without rights) came without the URL."""
     url = "postgresql+psycopg://nobody-here@127.0.0.1:5432/nothing"
