@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from controlplane.live.daemon_deps import DaemonDep, DriverDep
 from controlplane.live.prometheus import CONTENT_TYPE_LATEST
 
-__all__ = ["models_never_started", "router"]
+__all__ = ["models_never_started", "router", "scales_from_zero"]
 
 router = APIRouter()
 
@@ -70,13 +70,28 @@ async def readyz(driver: DriverDep) -> JSONResponse:
 
 
 def _scaled_to_zero(driver: Any, states: dict[str, int]) -> bool:
-    """No worker at all (none starting either: a daemon still starting is not ready), while serving, and every
-    model's autoscaler may start one for a request (not `fixed-replicas` alone): a model scaled to zero on
-    purpose (`kpa`/`slo-planner` with scale-to-zero, `hpa` from min 0). It reads ready, else a load balancer
-    following /readyz never sends the request that wakes it."""
+    """No worker at all (none starting either: a daemon still starting is not ready), while serving, and an
+    autoscaler runs that keeps a model at zero on purpose and starts one for a request (`scales_from_zero`):
+    `kpa`/`slo-planner` with scale-to-zero, `hpa` from min 0. It reads ready, else a load balancer following
+    /readyz never sends the request that wakes it. Workers that died under `fixed-replicas` (or an autoscaler
+    whose floor is one or more) are not that: their replacements are on their way, and until one is ready the
+    daemon is not."""
     if states or driver.draining or driver.core is None or not getattr(driver, "_started", False):
         return False
-    return not models_never_started(driver)
+    return scales_from_zero(driver.core) and not models_never_started(driver)
+
+
+def scales_from_zero(core: Any) -> bool:
+    """Whether an enabled autoscaler may keep a model at zero replicas and start one when a request comes: its
+    settings say ``scale_to_zero: true`` or ``min_replicas: 0`` (`kpa`, `slo-planner`, `hpa`, `slo-autoscaler`;
+    a third-party autoscaler is read the same way)."""
+    for p in core.plugins.loaded:
+        if "cp_scale" not in p.info.hooks:
+            continue
+        settings = getattr(p.instance, "settings", None)
+        if getattr(settings, "scale_to_zero", False) is True or getattr(settings, "min_replicas", None) == 0:
+            return True
+    return False
 
 
 @router.get("/metrics")

@@ -195,13 +195,14 @@ def test_another_autoscaler_may_start_a_worker_so_nothing_is_said(tmp_path):
     from fastapi.testclient import TestClient
 
     config = tmp_path / "hpa.yaml"
-    config.write_text("plugins:\n  enabled: [queue-limit, least-loaded, continuous-batching, hpa, static-memory]\n")
+    config.write_text("plugins:\n  enabled: [queue-limit, least-loaded, continuous-batching, hpa, static-memory]\n"
+                      "  settings:\n    hpa: {min_replicas: 0}\n")
     cfg, _ = daemon_config(config, workers=0, db=f"sqlite:///{tmp_path / 'run.db'}")
     daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, request_timeout_s=5,
                                        journal_dir=tmp_path / "journal"))
     with TestClient(daemon.app) as client:
         ready = client.get("/readyz")
-    # (no worker, and one an autoscaler may start for a request: scaled to zero, which reads ready, else a load
+    # (no worker, and an autoscaler at zero on purpose that starts one for a request: scaled to zero, which reads ready, else a load
     # balancer following /readyz would never send the request that wakes it)
     assert ready.status_code == 200 and ready.json()["reason"].startswith("scaled to zero: a request starts a worker")
 
