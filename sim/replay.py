@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "TraceTransforms",
     "build_driver",
     "build_latency_models",
+    "first_read",
     "open_trace",
     "prepare_trace",
     "prepared_trace",
@@ -354,6 +356,7 @@ def replay(
         trace_format = trace_format if trace_format is not None else reader.format
     started: list[Any] = []  # the session and the driver, as they are made
     try:
+        requests = first_read(requests)  # (before the run opens: a trace's header error stores no failed run)
         return _run(config, requests, trace_name, trace_format, record, extra_plugins, available, writer,
                     on_progress, started, trace_read(transforms, trace_options), reader)
     except KeyboardInterrupt as exc:
@@ -362,6 +365,17 @@ def replay(
         session, driver = (started + [None, None])[:2]
         raise ReplayInterrupted(_started_run_id(session), driver.num_arrived if driver is not None else 0,
                                 config.storage.url) from exc
+
+
+def first_read(requests: Iterable[TraceRequest]) -> Iterator[TraceRequest]:
+    """``requests``, its first request read now and given back first: what a replay does before its run
+    opens, so that an error of the trace as a whole (a missing column, a format named for a file of the
+    other kind, a canonical first arrival too far from 0, no data rows, a bad first row) stores no failed
+    run; only a row found bad once the replay has started does."""
+    it = iter(requests)
+    for first in it:
+        return chain((first,), it)
+    return it
 
 
 def _started_run_id(session: RunSession | None) -> int | None:
