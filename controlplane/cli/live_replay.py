@@ -220,7 +220,7 @@ def _report(result: Any, path: Path, json_out: bool, url: str, default_url: str)
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True, default=str) + "\n")
         return
-    common.out.print(summary_table(result.summary, f"run {result.run_id} - {path.name} (live)"))
+    common.out.print(summary_table(result.summary, f"run {result.run_id} - {path.name} (live)", mode="live"))
     if result.rejected:
         common.err.print(f"[yellow]{len(result.rejected):,} requests were refused at submission[/] (first: "
                          f"{result.rejected[0].request_id}: {result.rejected[0].reason})", highlight=False)

@@ -151,7 +151,7 @@ def show(
     if (run.get("summary") or {}).get("crashed"):
         out.print(_crashed(run), highlight=False)
     elif run.get("summary"):
-        out.print(summary_table(run["summary"], f"run {run_id}"))
+        out.print(summary_table(run["summary"], f"run {run_id}", mode=run.get("mode")))
         if (models := by_model_table(run["summary"])) is not None:
             out.print(models)
     plugins = run.get("plugins") or []
@@ -280,15 +280,18 @@ def compare(
         # A live run beside a simulated one (the calibration check): say which is which.
         mixed = ra.get("mode") != rb.get("mode")
         label_a, label_b = (f"run {r['id']}" + (f" ({r.get('mode')})" if mixed else "") for r in (ra, rb))
-        out.print(compare_table(ra["summary"], rb["summary"], label_a, label_b))
+        modes = (ra.get("mode"), rb.get("mode"))
+        out.print(compare_table(ra["summary"], rb["summary"], label_a, label_b, modes))
         if not ci:  # (with intervals, each model's table below has both sides' values)
             models_a, models_b = ((r["summary"] or {}).get("by_model") or {} for r in (ra, rb))
             for model in sorted(set(models_a) & set(models_b)):
-                out.print(compare_table(models_a[model], models_b[model], f"{label_a}: {model}", f"{label_b}: {model}"))
+                out.print(compare_table(models_a[model], models_b[model], f"{label_a}: {model}", f"{label_b}: {model}",
+                                       modes))
     elif not ci:  # (with intervals, their table has each side's values)
         label_a, label_b = (f"{side} (run {ids[0]})" if len(ids) == 1 else f"{side} (runs {','.join(map(str, ids))}: mean)"
                             for side, ids in (("A", side_a), ("B", side_b)))
-        out.print(compare_table(summary_means(runs_a), summary_means(runs_b), label_a, label_b))
+        modes = tuple("live" if all(r.get("mode") == "live" for r in rs) else None for rs in (runs_a, runs_b))
+        out.print(compare_table(summary_means(runs_a), summary_means(runs_b), label_a, label_b, modes))
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))

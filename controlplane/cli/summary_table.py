@@ -81,13 +81,35 @@ def summary_rows() -> list[tuple[str, str]]:
     return rows + TAIL
 
 
+#: The row of a run's end (``sim_end_s``): simulated seconds in the simulator, the run's own clock (wall time
+#: from its start) in a live run, which read "simulated time" just above its wall time.
+END_LABELS = {"sim": "simulated time (s)", "live": "run time (s)"}
+
+
+def end_label(*modes: str | None) -> str:
+    """The ``sim_end_s`` row's label for runs of these modes (None: a simulated run), each column's where
+    they differ (``run time (s): simulated | live``)."""
+    kinds = ["live" if m == "live" else "sim" for m in modes]
+    if len(set(kinds)) == 1:
+        return END_LABELS[kinds[0]]
+    return "run time (s): " + " | ".join("live" if k == "live" else "simulated" for k in kinds)
+
+
+def shown_value(summary: dict[str, Any], key: str) -> Any:
+    """``summary[key]`` as a table shows it: the span "from the first arrival" of a run where none arrived is
+    None ("-"), not the seconds it lasted (its GPU-seconds count those: a warm replica held for them)."""
+    if key == "sim_span_s" and summary.get("num_requests") == 0:
+        return None
+    return summary.get(key)
+
+
 def slo_targets_text(targets: dict[str, Any]) -> str:
     """``TTFT <= 2 s, TPOT <= 0.1 s`` of a summary's ``slo_targets``."""
     return ", ".join(f"{k.removesuffix('_s').upper()} <= {v:g} s" for k, v in targets.items() if v is not None)
 
 
-def summary_table(summary: dict[str, Any], title: str) -> Any:
-    """A rich ``Table`` of one run's summary."""
+def summary_table(summary: dict[str, Any], title: str, *, mode: str | None = None) -> Any:
+    """A rich ``Table`` of one run's summary; ``mode``: the run's (``live``: its end is no simulated time)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -98,7 +120,9 @@ def summary_table(summary: dict[str, Any], title: str) -> Any:
         if key in summary:
             if key == "slo_attainment" and summary.get("slo_targets"):
                 label += f" ({slo_targets_text(summary['slo_targets'])})"
-            t.add_row(label, fmt_value(summary[key]))
+            elif key == "sim_end_s":
+                label = end_label(mode)
+            t.add_row(label, fmt_value(shown_value(summary, key)))
     for label, (value,) in guardian_rows(summary):
         t.add_row(label, fmt_value(value))
     for key, label in (("cost_error", "cost not known"), ("guardian_cost_error", "guardian cost not known")):
@@ -125,8 +149,9 @@ def reason_rows(reasons: dict[str, int], run_id: int | None = None,
     return rows
 
 
-def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: str) -> Any:
-    """A rich ``Table`` of two runs' summaries side by side, with deltas."""
+def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: str,
+                  modes: tuple[str | None, ...] = (None, None)) -> Any:
+    """A rich ``Table`` of two runs' summaries side by side, with deltas; ``modes``: the runs' (`summary_table`)."""
     from rich.table import Table
 
     t = Table(title=f"{title_a} vs {title_b}", header_style="bold")
@@ -136,9 +161,11 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: s
     t.add_column("delta", justify="right")
     t.add_column("delta %", justify="right")
     for key, label in summary_rows():
-        va, vb = a.get(key), b.get(key)
-        if va is None and vb is None:
+        if a.get(key) is None and b.get(key) is None:
             continue
+        va, vb = shown_value(a, key), shown_value(b, key)
+        if key == "sim_end_s":
+            label = end_label(*modes)
         delta = pct = "-"
         if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
             d = vb - va

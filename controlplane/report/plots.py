@@ -41,6 +41,11 @@ def png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def seconds_label(data: RunData) -> str:
+    """A time axis's label: a live run's clock is no simulated time."""
+    return "run seconds" if data.run.get("mode") == "live" else "simulated seconds"
+
+
 def _empty(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#888")
 
@@ -112,7 +117,7 @@ def replicas_and_queue(data: RunData) -> bytes:
                 ax.step(t, v, where="post", label=name)
                 shown = True
         ax.set_title(title)
-        ax.set_xlabel("simulated seconds")
+        ax.set_xlabel(seconds_label(data))
         if shown:
             ax.legend()
             ax.grid(alpha=0.3)
@@ -136,7 +141,7 @@ def timeline(data: RunData) -> bytes:
         ax.set_yticks(range(len(hooks)), hooks)
     if not hooks:
         _empty(ax, "no decisions recorded")
-    ax.set_xlabel("simulated seconds")
+    ax.set_xlabel(seconds_label(data))
     ax.set_title("decision timeline (busy hooks sampled)")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()

@@ -108,3 +108,62 @@ def test_a_guardian_plan_that_checks_nothing_adds_no_row():
     summary = replay_with(trace=make_trace(10)).summary
     assert summary["guardian_sampling"]["sampled-guardian"]["answers_checked_share"] is None
     assert "share of answers checked" not in _text(summary_table(summary, "run"))
+
+
+def test_a_live_runs_end_is_its_run_time_not_simulated_time():
+    """`live-replay` printed "simulated time (s) 35.95" right above "wall time (s) 35.95"; `runs compare` too."""
+    from controlplane.cli.summary_table import compare_table
+
+    summary = {"num_requests": 5, "sim_end_s": 35.95, "wall_s": 35.95}
+    live = _text(summary_table(summary, "run", mode="live"))
+    assert "run time (s)" in live and "simulated" not in live
+    assert "simulated time (s)" in _text(summary_table(summary, "run", mode="sim"))
+    assert "simulated time (s)" in _text(summary_table(summary, "run"))
+    both_live = _text(compare_table(summary, summary, "a", "b", ("live", "live")))
+    assert "run time (s)" in both_live and "simulated" not in both_live
+    mixed = _text(compare_table(summary, summary, "a", "b", ("sim", "live")))
+    assert "run time (s): simulated | live" in mixed
+
+
+def test_a_run_where_no_request_arrived_has_no_span_from_a_first_arrival():
+    """A replay whose window held no request said "span: first arrival to end (s)  1"; the GPU-seconds of its
+    warm replica for that second stay (the replica was held)."""
+    from controlplane.cli.summary_table import compare_table
+    from controlplane.testing import replay_with
+
+    summary = replay_with(trace=[]).summary  # (as `sim replay --window-start 5000` of the bundled trace)
+    assert summary["num_requests"] == 0 and summary["sim_span_s"] == summary["sim_end_s"] > 0
+    rows = {ln.split("│")[1].strip(): ln.split("│")[2].strip()
+            for ln in _text(summary_table(summary, "run")).splitlines() if ln.count("│") == 3}
+    assert rows["span: first arrival to end (s)"] == "-" and rows["GPU-seconds"] not in ("-", "0")
+    line = next(ln for ln in _text(compare_table(summary, {**summary, "num_requests": 3}, "a", "b")).splitlines()
+                if "span: first arrival" in ln)
+    assert [c.strip() for c in line.split("│")[2:5]] == ["-", f"{summary['sim_span_s']:g}", "-"]
+
+
+def test_runs_show_and_compare_label_a_live_runs_end_as_run_time(tmp_path):
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from controlplane.cli import app
+    from controlplane.storage import make_engine
+    from controlplane.testing import make_config, make_trace, replay_with
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    sim, live = (replay_with(trace=make_trace(20), config=make_config(storage={"url": url}), db_url=url).run_id
+                 for _ in range(2))
+    engine = make_engine(url)
+    with engine.begin() as conn:  # (a live run's row as live-replay stores it, without starting a worker)
+        conn.execute(text("UPDATE run SET mode = 'live' WHERE id = :id"), {"id": live})
+    engine.dispose()
+
+    def out(*args: str) -> str:
+        res = CliRunner().invoke(app, [*args, "--db", url], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    assert "run time (s)" in out("runs", "show", str(live)) and "simulated time" not in out("runs", "show", str(live))
+    assert "simulated time (s)" in out("runs", "show", str(sim))
+    assert "run time (s): simulated | live" in out("runs", "compare", str(sim), str(live), "--no-ci")
+    both = out("runs", "compare", str(live), str(live), "--no-ci")
+    assert "run time (s)" in both and "simulated time" not in both

@@ -24,3 +24,12 @@ def test_a_report_figure_keeps_the_callers_backend_and_figures():
     done = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["svg", "[1]"]
+
+
+def test_a_live_runs_time_axis_is_no_simulated_time():
+    from types import SimpleNamespace
+
+    from controlplane.report.plots import seconds_label
+
+    assert seconds_label(SimpleNamespace(run={"mode": "live"})) == "run seconds"
+    assert seconds_label(SimpleNamespace(run={"mode": "sim"})) == "simulated seconds"
