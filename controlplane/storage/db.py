@@ -32,7 +32,20 @@ def describe_url(engine: Engine) -> str:
     return mask_password(engine.url.render_as_string(hide_password=True))
 
 
+def _unencoded_at(url: str) -> bool:
+    """Whether ``url``'s password holds an ``@`` not percent-encoded (``user:p@ss@host``): SQLAlchemy ends the
+    password at its first ``@``, so the rest of it became the host (or a port, a database name)."""
+    rest = url.partition("://")[2].split("?", 1)[0]
+    colon = rest.find(":")
+    if colon < 0 or "/" in rest[:colon] or "@" in rest[:colon]:
+        return False
+    at = rest.find("@", colon)
+    return at >= 0 and "@" in rest[at + 1:]
+
+
 def _parse_url(url: str | URL) -> URL:
+    if isinstance(url, str) and _unencoded_at(url):  # (before SQLAlchemy: its error may quote a piece of it)
+        raise ValueError(_AT_IN_PASSWORD.format(url=mask_password(url)))
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError, TypeError) as exc:
@@ -41,7 +54,16 @@ def _parse_url(url: str | URL) -> URL:
             "expected e.g. 'sqlite:///path/to/runs.db', a SQLite file's path or "
             "'postgresql+psycopg://user@host:5432/dbname'"
         ) from exc
+    if parsed.host and "@" in parsed.host:  # (a password's @ the check above missed: `user:p?@ss@host`)
+        raise ValueError(_AT_IN_PASSWORD.format(url=mask_password(str(url))))
     return parsed
+
+
+# (`user:p@ss@host`: SQLAlchemy took the password to its first @ and "ss@host" for the host, which the driver's
+# error then printed: "failed to resolve host 'ss@127.0.0.1'", a piece of the password)
+_AT_IN_PASSWORD: Final = ("malformed database URL {url!r}: its password holds an '@', which a URL reserves (the part "
+                          "after it would be read as the host); percent-encode it: @ as %40 (: as %3A, / as %2F, "
+                          "% as %25)")
 
 
 def _sqlite_file(url: URL) -> Path | None:

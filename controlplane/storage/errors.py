@@ -23,10 +23,15 @@ class StorageError(RuntimeError):
 
 
 def mask_password(url: str) -> str:
-    """``url`` with the password of its user (``//user:password@``) replaced by ``***`` (a password
-    may hold ``/`` or ``@``: the credentials end at the last ``@``), and so is a ``password=`` in its
-    query string (libpq and psycopg take the password there too), and an ``sslpassword=``."""
+    """``url`` with the password of its user (``//user:password@``) replaced by ``***``, and so is a
+    ``password=`` in its query string (libpq and psycopg take the password there too), and an
+    ``sslpassword=``. The password is the one SQLAlchemy reads (an ``@`` in the query is not the end of
+    the credentials); where what follows it holds an ``@`` too (a password's unencoded ``@``: SQLAlchemy
+    would take its rest for the host), the credentials end at the last ``@``, hiding all of it."""
     url = _QUERY_PASSWORD.sub(r"\1***", url)
+    m = _SQLALCHEMY_URL.match(url)
+    if m is not None and m.group("password") is not None and "@" not in url[m.end("password") + 1:m.start("query")]:
+        return f"{url[:m.start('password')]}***{url[m.end('password'):]}"
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not sep or not at or ":" not in credentials or "/" in credentials.split(":", 1)[0]:
@@ -34,6 +39,10 @@ def mask_password(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
+# SQLAlchemy's own pattern (sqlalchemy.engine.url._parse_url), with the query's start always matched
+_SQLALCHEMY_URL = re.compile(r"""[\w\+]+://(?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?(?::(?P<port>[^/\?]*))?)?
+    (?:/(?P<database>[^\?]*))?(?P<query>(?:\?.*)?)$""", re.X | re.S)
 _QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&]*", re.IGNORECASE)  # (sslpassword: the client key's)
 
 

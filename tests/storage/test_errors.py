@@ -64,6 +64,23 @@ def test_sqlite_that_cannot_open_its_file_says_where_to_look():
     ("postgresql://u@h/d?sslmode=require&PASSWORD=s3&x=1", "postgresql://u@h/d?sslmode=require&PASSWORD=***&x=1"),
     ("postgresql://u:pw@h/d?password=s3", "postgresql://u:***@h/d?password=***"),
     ("postgresql://u@h/d?sslmode=require&sslpassword=k3y", "postgresql://u@h/d?sslmode=require&sslpassword=***"),
+    # the password SQLAlchemy reads: an '@' in the query does not end the credentials
+    ("postgresql://u:pw@h:5432/d?application_name=a@b", "postgresql://u:***@h:5432/d?application_name=a@b"),
+    ("postgresql://user@dom:pw@h/d", "postgresql://user@dom:***@h/d"),
 ])
 def test_mask_password(url, masked):
     assert mask_password(url) == masked
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://postgres:p@ss@127.0.0.1:5499/x",
+                                 "postgresql+psycopg://u:p@ss:wd@127.0.0.1:5499/x",
+                                 "postgresql+psycopg://u:p@ss/x@127.0.0.1/x", "postgresql://u:p?x@ss@127.0.0.1/x"])
+def test_an_unencoded_at_in_a_password_is_refused_saying_to_percent_encode_it(url):
+    """The driver tried the host 'ss@127.0.0.1' (SQLAlchemy ends a password at its first '@'), and its
+    error printed that piece of the password beside a URL masked otherwise."""
+    with pytest.raises(ValueError) as raised:
+        make_engine(url)
+    message = str(raised.value)
+    assert "ss" not in message.replace("password", "").replace("address", "") and "wd" not in message
+    assert ":***@127.0.0.1" in message and "percent-encode it: @ as %40" in message
+    make_engine(url.replace("@ss", "%40ss", 1)).dispose()  # (encoded: a URL like any)
