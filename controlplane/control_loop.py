@@ -107,6 +107,7 @@ class ControlLoop:
         configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
         since_sample = self._arrivals_since_sample
+        kv_now = self.ctx._kv_now  # a mid-batch KV count, where the driver has one (`kv_utilization_now`)
         for model, model_workers, n in groups:
             since_sample[model] = since_sample.get(model, 0) + n
             held = steady.get(model) if steady else None
@@ -117,7 +118,7 @@ class ControlLoop:
             cached = extras_by_model.get(model) if extras_by_model is not None else None
             extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
             scaling = build_scaling_context(model, now, configured[model], model_workers, unrouted,
-                                            n, tick_s, recent[model], extras[0], extras[1])
+                                            n, tick_s, recent[model], extras[0], extras[1], kv_now)
             gauges[queue_gauges[model]] = scaling.num_queued
             if sample:
                 self._sample(now, scaling, since_sample[model] / sample)
@@ -196,7 +197,7 @@ class ControlLoop:
         emit(ev.MetricSample(now, "replicas_starting", float(s.num_starting), labels))
         emit(ev.MetricSample(now, "queue_length", float(s.num_queued), labels))
         emit(ev.MetricSample(now, "running", float(s.num_running), labels))
-        emit(ev.MetricSample(now, "kv_utilization", s.kv_utilization, labels))
+        emit(ev.MetricSample(now, "kv_utilization", s.kv_utilization_now(), labels))
         emit(ev.MetricSample(now, "arrivals_per_s", arrivals_per_s, labels))
 
     def _autoscale(self, scaling: ScalingContext, decision: ScaleDecision, plugin: str | None) -> None:

@@ -170,6 +170,8 @@ class ScalingContext:
     # the run's latency model for this model's replicas (None: not known, e.g. live without a profile)
     iteration_s: IterationEstimate | None = field(default=None, repr=False, compare=False)
     cold_start_s: float | None = None  # seconds from a scale-up to a ready replica (None: not known)
+    # a worker's KV blocks held now, where a driver counts them mid-batch (`PolicyContext.kv_blocks_used`)
+    kv_blocks_now: Callable[[Worker], int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_current(self) -> int:
@@ -189,6 +191,21 @@ class ScalingContext:
     def error_rate(self) -> float:
         """Share of the requests that ended within the window that were rejected or failed."""
         return self.recent.error_rate()
+
+    def kv_utilization_now(self) -> float:
+        """``kv_utilization`` as of now. ``kv_utilization`` counts each worker's KV blocks at its last batch
+        boundary; in the simulator's fast mode a batch runs many decode iterations, each adding tokens, and this
+        adds the iterations finished by now (as the exact mode, one batch an iteration, counts them). Computed
+        when called (a pass over the workers' running requests): what a policy that reads KV use calls."""
+        count = self.kv_blocks_now
+        if count is None:
+            return self.kv_utilization
+        blocks = used = 0
+        for w in self.workers:
+            if w.num_kv_blocks < UNLIMITED_KV_BLOCKS:
+                blocks += w.num_kv_blocks
+                used += count(w)
+        return used / blocks if blocks else 0.0
 
     def latency_percentile(self, kind: str, q: float) -> float | None:
         """``q``-th percentile of "ttft", "tpot", "e2e" or "queue" over the window; None without requests."""
@@ -241,6 +258,7 @@ def build_scaling_context(
     recent: RecentLatencies,
     iteration_s: IterationEstimate | None = None,
     cold_start_s: float | None = None,
+    kv_blocks_now: Callable[[Worker], int] | None = None,
 ) -> ScalingContext:
     """Count one model's replicas, queue and KV use in one pass (this runs every tick; the core
     passes the arguments by position, in this order: a call with ten keywords is not inlined)."""
@@ -280,6 +298,7 @@ def build_scaling_context(
     s.recent = recent
     s.iteration_s = iteration_s
     s.cold_start_s = cold_start_s
+    s.kv_blocks_now = kv_blocks_now
     s.__class__ = ScalingContext
     return s
 

@@ -34,7 +34,7 @@ def metric_total(metric: str, scaling) -> float:
         "running": lambda: scaling.num_running,
         "queued": lambda: scaling.num_queued,
         "arrivals": lambda: scaling.arrivals_per_s,
-        "kv_utilization": lambda: scaling.kv_utilization,
+        "kv_utilization": scaling.kv_utilization_now,
     }[metric]()
 
 

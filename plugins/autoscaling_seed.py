@@ -163,7 +163,7 @@ class SeedAutoscaler(Plugin):
         kv_weight = s.util_weight_kv if any(w.has_kv_budget for w in ready) else 0.0
         uw = s.util_weight_busy + s.util_weight_batch + kv_weight
         util = (s.util_weight_busy * busy + s.util_weight_batch * batch
-                + kv_weight * min(1.0, scaling.kv_utilization)) / uw if uw > 0 else 0.0
+                + kv_weight * min(1.0, scaling.kv_utilization_now())) / uw if uw > 0 else 0.0
         samples = list(st.samples)
         rate = samples[-1][1] if samples else scaling.arrivals_per_s
         trend_pts = samples[-s.trend_samples:]

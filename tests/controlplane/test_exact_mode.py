@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from controlplane import Plugin, hookimpl
 from controlplane.decisions import RouteDecision
+from controlplane.events import MetricSample
 from controlplane.testing import make_trace, replay_with
 from tests.fixtures.common import azure_head, finish_time_mismatches
 
@@ -152,3 +153,23 @@ def test_exact_and_fast_agree_when_routing_reads_kv_use():
     _assert_agree(fast, exact)
     assert [d.payload for d in fast.decisions if d.action == "route"] == \
         [d.payload for d in exact.decisions if d.action == "route"]
+
+
+def test_exact_and_fast_agree_when_an_autoscaler_reads_kv_use():
+    # hpa on kv_utilization (and the seed autoscaler's score) read the model's KV use at each tick: in the fast mode
+    # a decode batch of many iterations counts the iterations finished by then (`ScalingContext.kv_utilization_now`),
+    # as the exact mode does; it read the batch start's count, so the two modes scaled at other ticks
+    plugins = {"enabled": ["hpa", "least-loaded", "continuous-batching", "static-memory", "builtin-latency-models"],
+               "settings": {"hpa": {"metric": "kv_utilization", "target": 0.5, "max_replicas": 4,
+                                    "metric_window_s": 0, "scale_down_stabilization_s": 20}}}
+    cluster = {"models": [{"name": "default", "replicas": 1, "num_kv_blocks": 200}]}
+    trace = make_trace(300, qps=2, output_tokens=200, seed=3)
+    fast, exact = _both(trace, cluster=cluster, plugins=plugins)
+    scales = [(d.time_s, d.payload["to"]) for d in fast.decisions if d.action == "scale"]
+    assert len(scales) >= 4  # it scales up and down on KV use (fast read the batch starts': 7 scales, exact 6)
+    assert scales == [(d.time_s, d.payload["to"]) for d in exact.decisions if d.action == "scale"]
+    def kv(res):  # (until 44 s: after it, scaling beside preemptions makes the modes differ by a few ms)
+        return [(e.time_s, e.value) for e in res.events
+                if isinstance(e, MetricSample) and e.name == "kv_utilization" and e.time_s < 44]
+
+    assert kv(fast) and kv(fast) == kv(exact)
