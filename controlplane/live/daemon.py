@@ -265,6 +265,16 @@ def _server_class() -> type:
                     return
             await super().serve(sockets)
 
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            lifespan = getattr(self, "lifespan", None)
+            done = getattr(lifespan, "shutdown_event", None)
+            if self.force_exit and done is not None and not done.is_set():
+                # A third Ctrl+C: the answers are not waited for, but the run is still closed (`Daemon.shutdown`).
+                # uvicorn's forced exit skips the app's shutdown: its lifespan task was then cancelled at the exit,
+                # an ERROR traceback in the log, the run closed only as that cancellation unwound.
+                await lifespan.shutdown()
+
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             host, port = self.config.host, sockets[0].getsockname()[1] if sockets else self.config.port

@@ -130,3 +130,36 @@ def test_a_second_sigint_answers_every_client_as_a_timed_out_drain_does(tmp_path
     finally:
         engine.dispose()
     assert run["status"] == "interrupted"
+
+
+def test_a_third_sigint_exits_without_a_traceback_and_closes_the_run(tmp_path: Path) -> None:
+    """Ctrl+C three times (0.3 s, then 0.1 s apart) mid-stream: uvicorn's forced exit skipped the app's shutdown,
+    so its lifespan task was cancelled at the exit, an ERROR traceback (``starlette/routing.py ... lifespan ...
+    CancelledError``). The run is still closed, ``interrupted``, and the log holds no traceback."""
+    db_url = f"sqlite:///{tmp_path / 'third.db'}"
+    daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--cpu-threads", "1", "--db", db_url,
+                                      "--drain-timeout", "120"])
+    clients = _LongClients(daemon)
+    try:
+        daemon.wait_ready()
+        threads = clients.start()
+        deadline = time.monotonic() + 60
+        while len(clients.stream_lines) < 3:
+            assert time.monotonic() < deadline, daemon.log_tail()
+            time.sleep(0.02)
+        for pause in (0.3, 0.1, 0):
+            daemon.proc.send_signal(signal.SIGINT)
+            time.sleep(pause)
+        assert daemon.proc.wait(60) == 0, daemon.log_tail()
+        for t in threads:
+            t.join(30)
+    finally:
+        daemon.close()
+    log = daemon.log_path.read_text()
+    assert "Traceback" not in log and "Exception in 'lifespan' protocol" not in log, log[-3000:]
+    engine = make_engine(db_url)
+    try:
+        (run,) = list_runs(engine)
+    finally:
+        engine.dispose()
+    assert run["status"] == "interrupted"
