@@ -22,6 +22,12 @@ log = logging.getLogger("controlplane.storage.recorder")
 ROW_REFUSED: Final = (IntegrityError, DataError)
 #: SQLSTATEs no retry mends: ``insufficient_privilege`` (a read-only role's INSERT).
 _PERMANENT_SQLSTATES: Final = frozenset({"42501"})
+#: SQLSTATEs of a statement that waited its time out: ``lock_not_available`` (PostgreSQL's ``lock_timeout``,
+#: `controlplane.storage.db.LOCK_TIMEOUT_S`, on a table another session holds locked) and ``query_canceled``
+#: (``statement_timeout``). Retryable, but not at once: the try itself waited (30 s), so retries with their
+#: backoff made a run's last write wait four times that, and its close never reached its own wait (its line,
+#: its spill): the write gives up after this try, and the outage's pauses and the close's wait try again.
+_WAITED_SQLSTATES: Final = frozenset({"55P03", "57014"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,8 @@ def with_retries(
     on_retry: Callable[[str], None] | None = None,
 ) -> tuple[Any, FlushFailure | None]:
     """``(fn(), None)``, calling ``fn`` again after ``backoff_s``, twice that, ... while it raises a
-    retryable error, at most ``max_retries`` times; ``(None, failure)`` when it gives up.
+    retryable error, at most ``max_retries`` times (not after a lock or statement timeout, which waited
+    already: `_WAITED_SQLSTATES`); ``(None, failure)`` when it gives up.
     ``on_retry(error)`` before each retry's sleep (the recorder's outage log,
     `controlplane.storage.outage_log`); without it each retry is logged as a warning."""
     attempt = 0
@@ -78,7 +85,8 @@ def with_retries(
         except SQLAlchemyError as exc:
             retryable = is_retryable(exc)
             message = describe_error(exc)
-            if not retryable or attempt > max_retries:
+            waited = retryable and getattr(exc.orig, "sqlstate", None) in _WAITED_SQLSTATES
+            if not retryable or waited or attempt > max_retries:
                 return None, FlushFailure(at=datetime.now(timezone.utc), attempts=attempt, pending=pending(),
                                           error=message, retryable=retryable)
             delay = backoff_s * 2 ** (attempt - 1)

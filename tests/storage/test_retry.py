@@ -41,3 +41,41 @@ def test_a_read_only_role_fails_at_once_and_is_no_outage(pg_url: str, pg_reader,
     assert str(info.value).endswith(": ProgrammingError: permission denied for table run")
     assert "cp_reader_" in str(info.value) and ":pw@" not in str(info.value)
     assert delays == [] and caplog.records == []
+
+
+@pytest.mark.postgres
+def test_a_locked_table_is_tried_once_per_write_so_the_close_waits_and_spills_as_documented(pg_url, tmp_path,
+                                                                                          caplog) -> None:
+    """A table locked by another session: each try waits lock_timeout (30 s by default), and the run's last write
+    tried 4 times, so its close never reached its wait (no 'still unavailable at the close' line, no spill): a
+    lock held 110 s held the replay's end for 1 min 49 s, silently."""
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    from .support import FINISHED, request_row
+
+    upgrade(pg_url)
+    engine = make_engine(pg_url + "?options=-c%20lock_timeout%3D200")  # (0.2 s: the test's lock_timeout)
+    rec = RunRecorder(engine, max_retries=3, retry_backoff_s=0.01, close_wait_s=1.0, spill_dir=tmp_path)
+    run_id = start_run(rec)
+    rec.add_request(request_row(0))
+    locker = create_engine(pg_url)
+    conn = locker.connect()
+    conn.begin()
+    conn.execute(text("LOCK TABLE request IN ACCESS EXCLUSIVE MODE"))
+    try:
+        begun = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="controlplane.storage"):
+            assert not rec.finish_run(run_id, status="finished", summary={}, finished_at=FINISHED, wall_s=1.0,
+                                      sim_end_s=1.0)
+            assert rec.errors[-1].attempts == 1 and rec.errors[-1].retryable
+            with pytest.raises(StorageError) as info:
+                rec.close()
+        assert time.monotonic() - begun < 6
+    finally:
+        conn.close()
+        locker.dispose()
+        engine.dispose()
+    assert "lock timeout" in caplog.text and "is still unavailable at the close; waiting up to 1 s" in caplog.text
+    assert info.value.spill_path is not None and info.value.spill_path.exists()
