@@ -97,8 +97,9 @@ def _refuse_guardians_not_running(driver: Any, cfg: Any) -> None:
 
 @router.post("/drain")
 async def admin_drain(request: HTTPRequest, daemon: DaemonDep) -> JSONResponse:
-    """Drain, then exit; with ``{"exit": false}`` drain and stay up (`/admin/resume` undoes it).
-    A body that is not that (bad JSON, ``"exit": "false"``) is a 400: it never exits by mistake."""
+    """Drain, then exit (no body, or ``{"exit": true}``); with ``{"exit": false}`` drain and stay up
+    (`/admin/resume` undoes it). Any other body (``{}``, bad JSON, ``"exit": "false"``) is a 400: it never
+    exits by mistake."""
     exit_after = _exit_after(await request.body())
     if exit_after:
         daemon.request_exit("POST /admin/drain")
@@ -108,16 +109,17 @@ async def admin_drain(request: HTTPRequest, daemon: DaemonDep) -> JSONResponse:
 
 
 def _exit_after(raw: bytes) -> bool:
-    """``exit`` of a drain request's body: true without a body, else the body's JSON boolean."""
+    """``exit`` of a drain request's body: true without a body, else the body's ``exit``, a JSON boolean."""
     if not raw.strip():
         return True
     try:
         body = json.loads(raw)
     except ValueError:
         raise APIError(400, 'the body is not valid JSON: send nothing, or {"exit": false}', code="invalid") from None
-    if not isinstance(body, dict) or not set(body) <= {"exit"}:
-        raise APIError(400, 'the body must be {"exit": true} or {"exit": false}', code="invalid")
-    exit_after = body.get("exit", True)
+    if not isinstance(body, dict) or set(body) != {"exit"}:  # (``{}`` too: it drained and exited)
+        raise APIError(400, 'the body must be {"exit": true} or {"exit": false} (or no body: drain, then exit)',
+                       code="invalid")
+    exit_after = body["exit"]
     if not isinstance(exit_after, bool):
         raise APIError(400, f"exit must be true or false, not {json.dumps(exit_after)[:40]}", param="exit",
                        code="invalid")

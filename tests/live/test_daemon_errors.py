@@ -109,7 +109,8 @@ def test_a_json_body_sent_as_a_form_says_to_send_json(http):
 
 
 @pytest.mark.parametrize("body", [b'{"exit": "false"}', b'{exit: false}', b'[false]', b'{"exit": 0}',
-                                  b'{"exti": false}'])
+                                  b'{"exti": false}', b'{}',
+                                  b'{"exit": false, "now": true}'])
 def test_a_drain_body_that_is_not_a_boolean_exit_is_refused_and_nothing_drains(http, body):
     admin = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
     r = http.post("/admin/drain", content=body, headers=admin)
