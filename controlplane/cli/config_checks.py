@@ -29,7 +29,8 @@ def check_database_folder(url: str) -> None:
 
     path = plain_sqlite_file(url)
     if path is not None and not path.parent.is_dir():
-        raise ConfigError(f"database {mask_password(url)}: no such folder ({path.parent}), so no run can be "
+        what = "is a file, not a folder" if path.parent.exists() else "no such folder"
+        raise ConfigError(f"database {mask_password(url)}: {path.parent}: {what}, so no run can be "
                           "stored there; check --db (storage.url), or make the folder first")
 
 

@@ -25,6 +25,8 @@ PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 def plot_format(output: Path) -> str:
     """The format ``output``'s extension names; another extension is an error naming those there are (``-o
     run.svg`` wrote a PNG under that name)."""
+    if Path(output).is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(output))  # (said as an export's -o FOLDER is)
     fmt = PLOT_FORMATS.get(Path(output).suffix.lower())
     if fmt is None:
         ext = Path(output).suffix

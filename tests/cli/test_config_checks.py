@@ -29,7 +29,7 @@ def test_a_database_in_a_folder_that_does_not_exist_is_refused_and_nothing_is_ma
     missing = tmp_path / "nonexistent" / "dir" / "x.db"
     result = CliRunner().invoke(app, [*command, "--db", f"sqlite:///{missing}" if url else str(missing)])
     assert result.exit_code == 2, (result.output, result.exception)
-    assert f"no such folder ({missing.parent})" in result.stderr and "check --db" in result.stderr
+    assert f"{missing.parent}: no such folder" in result.stderr and "check --db" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no folder, no database
 
 

@@ -94,7 +94,7 @@ def test_plot_writes_a_png(runs, tmp_path):
 def test_plot_of_a_run_with_nothing_recorded_says_why_and_writes_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     trace = tmp_path / "bad.csv"
-    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\na,0,x,1\n")
+    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\na,0,1,1\nb,0,x,1\n")  # (bad mid-replay)
     assert runner.invoke(app, ["sim", "replay", str(trace), "--db", url]).exit_code == 2
     res = runner.invoke(app, ["runs", "plot", "1", "--db", url, "-o", str(tmp_path / "run.png")])
     assert res.exit_code == 2 and not (tmp_path / "run.png").exists()

@@ -490,8 +490,8 @@ def test_the_replica_options_are_explained_and_a_runs_peak_is_named_as_one(capsy
 
 
 def test_a_trace_read_in_the_wrong_format_is_one_line_exit_2():
-    # `--format mooncake` on the bundled CSV fails only at its first row, mid-replay: that was a raw
-    # TraceFormatError traceback; `controlplane sim replay` says it in one line and exits 2
+    # `--format mooncake` on the bundled CSV: that was a raw TraceFormatError traceback; `controlplane sim replay`
+    # says it in one line and exits 2 (the reader says the file is CSV and mooncake a JSON Lines format)
     import subprocess
 
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "autoscaling.py"), "--limit", "20",
@@ -499,7 +499,7 @@ def test_a_trace_read_in_the_wrong_format_is_one_line_exit_2():
                           capture_output=True, text=True, timeout=300)
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert err[-1].startswith("autoscaling.py: error: ") and "AzureLLMInferenceTrace_code.csv:1: invalid JSON" in err[-1]
+    assert err[-1].startswith("autoscaling.py: error: ") and "AzureLLMInferenceTrace_code.csv:1: a CSV file" in err[-1]
 
 
 def test_a_suite_without_the_mooncake_trace_says_where_to_get_it(capsys, tmp_path):
