@@ -15,6 +15,9 @@ class FixedReplicas(Plugin):
 
     Replacements back off exponentially while replicas keep failing (a model that cannot
     load must not be restarted at every tick), and the backoff resets when one becomes ready.
+    Failures count per round of replacements: those before the next restore (workers dying
+    together) are one failure, so the first replacement of them all is immediate. A held restart
+    carries ``held_target`` (the core records it once per hold as a ``scale_held`` decision).
     """
 
     name = "fixed-replicas"
@@ -26,8 +29,9 @@ class FixedReplicas(Plugin):
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        self._failures: dict[str, int] = {}  # consecutive failures per model
+        self._failures: dict[str, int] = {}  # consecutive failures per model (a round of them counts once)
         self._last_failure_s: dict[str, float] = {}
+        self._counted: set[str] = set()  # models whose failure since the last restore is counted already
         self._steady: dict[str, ScaleDecision] = {}  # model -> its "at configured replicas" decision
 
     @hookimpl
@@ -39,9 +43,12 @@ class FixedReplicas(Plugin):
             return
         if event.kind == "ready":
             self._failures.pop(w.model, None)
-        else:
+            self._counted.discard(w.model)
+            return
+        if w.model not in self._counted:  # another worker failing before the next restore: the same round
+            self._counted.add(w.model)
             self._failures[w.model] = self._failures.get(w.model, 0) + 1
-            self._last_failure_s[w.model] = event.time_s
+        self._last_failure_s[w.model] = event.time_s
 
     @hookimpl
     def cp_scale(self, ctx, model, workers, scaling):
@@ -60,5 +67,7 @@ class FixedReplicas(Plugin):
             wait = min(s.max_restart_backoff_s, s.restart_backoff_s * 2 ** (failures - 2))
             if ctx.now_s - self._last_failure_s[model] < wait:
                 return ScaleDecision(model, alive, f"{failures} failure(s) in a row: next restart after {wait:g} s",
-                                     next_start_s=self._last_failure_s[model] + wait)
+                                     next_start_s=self._last_failure_s[model] + wait, held_target=replicas)
+        if alive < replicas:
+            self._counted.discard(model)  # a new round: its replacements' failures count again
         return ScaleDecision(model, replicas, f"restore configured {replicas} replicas")

@@ -67,3 +67,29 @@ def test_the_configured_count_is_the_contexts():
     d = FixedReplicas().cp_scale(ctx=ctx, model="default", workers=(),
                                  scaling=_scaling([make_worker("default-0")], replicas=3))
     assert (d.target_replicas, d.reason) == (3, "restore configured 3 replicas")
+
+
+def test_workers_dying_together_are_replaced_at_once_and_a_held_restart_is_recorded_once():
+    """Two ready workers killed together counted as two failures in a row: neither was replaced for
+    `restart_backoff_s`, and the hold left no decision. One round of failures counts once; a hold is a
+    ``scale_held`` decision, stored once."""
+    from controlplane import actions as act
+    from controlplane import events as ev
+    from controlplane.testing import decisions_in
+    from tests.controlplane.conftest import CoreHarness
+
+    h = CoreHarness(cluster={"models": [{"name": "default", "replicas": 2}]})
+    h.handle(ev.Tick(1.0))
+    h.handle(ev.WorkerFailed(6.50, h.worker_ids[1], "killed by SIGKILL"))
+    h.handle(ev.WorkerFailed(6.52, h.worker_ids[0], "killed by SIGKILL"))
+    started = [a.worker_id for a in h.handle(ev.Tick(7.0)) if isinstance(a, act.StartWorker)]
+    assert len(started) == 2  # the first replacement is immediate, for both
+    for wid in started:  # the replacements fail to start, together: the second failure in a row
+        h.handle(ev.WorkerFailed(7.5, wid, "cannot load"))
+    held = [a for t in (8.0, 9.0, 12.0) for a in h.handle(ev.Tick(t)) if isinstance(a, act.StartWorker)]
+    assert held == []
+    holds = [d for d in decisions_in(h.log.events) if d.action == "scale_held"]
+    assert [(d.subject, d.reason, d.payload) for d in holds] == [
+        ("default", "2 failure(s) in a row: next restart after 5 s", {"from": 0, "to": 0, "wanted": 2})]
+    again = [a for a in h.handle(ev.Tick(13.0)) if isinstance(a, act.StartWorker)]
+    assert len(again) == 2  # 5 s after the last failure
