@@ -144,7 +144,8 @@ class WorkerLifecycle:
 
     def _evacuate(self, w: Worker, reason: str) -> None:
         """Send a lost worker's requests elsewhere (or fail them after too many retries). A worker that never became
-        ready ran none of them: waiting on its start is no try, so it counts no retry."""
+        ready ran none of them: waiting on its start is no try, so it counts no retry. Each request sent elsewhere
+        gets a ``reroute`` decision first (the lost worker, why, the retry it is), then its route as usual."""
         batch = self._batches.pop(w.worker_id, None)
         if batch is not None:
             w.busy = False
@@ -157,12 +158,19 @@ class WorkerLifecycle:
             if r.request_id in self._cancelling:
                 self._cancel(r, None, *self._cancelling[r.request_id])
                 continue
+            lost = "stopped" if reason == "stopped" else f"failed: {' '.join((reason or 'no reason').split())}"
             if w.ready_s is not None:  # (a start that failed ran nothing: waiting on it is no try)
                 r.num_retries += 1
-                if r.num_retries > self.config.cluster.max_retries:
+                max_retries = self.config.cluster.max_retries
+                if r.num_retries > max_retries:
                     self._fail(r, f"worker failed {r.num_retries} times, last {w.worker_id}: {reason}",
                                ReasonCode.WORKER_FAILED)
                     continue
+                why = f"retry {r.num_retries} of max_retries {max_retries}: worker {w.worker_id} {lost}"
+            else:
+                why = f"worker {w.worker_id} {lost} before it was ready (no retry counted)"
+            self._decision("cp_route_request", "core", "reroute", r.request_id, why,
+                           {"worker": w.worker_id, "retry": r.num_retries})
             self.kv.drop(r)
             r.status = RequestStatus.WAITING
             r.worker_id = None

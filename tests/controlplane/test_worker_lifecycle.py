@@ -241,3 +241,38 @@ def test_scale_ups_none_of_whose_replicas_was_placed_are_not_counted_as_scale_ev
     assert summary["num_scale_events"] == 1  # not 5
     failed = [e for e in run.log.events if isinstance(e, ev.WorkerChanged) and e.kind == "failed"]
     assert len(failed) == 5 and all(e.detail["unplaced"] is True for e in failed)
+
+
+def test_a_request_re_routed_after_a_worker_failure_says_so_before_its_route():
+    """The route after a failure read only the router's reason (``least loaded (10 queued+running)``), nothing of
+    the failed worker: a ``reroute`` decision now comes first, naming the worker, why, and the retry."""
+    run = Run(2)
+    w0, w1 = run.started()
+    run.handle(ev.WorkerReady(0.1, w0))
+    run.handle(ev.WorkerReady(0.1, w1))
+    r = run.arrive("q0", 0.2)
+    lost = r.worker_id
+    run.handle(ev.WorkerFailed(0.3, lost, "worker process 42 was killed by SIGKILL"))
+    mine = [d for d in run.log.decisions if d.subject == "q0"]
+    assert [d.action for d in mine] == ["route", "reroute", "route"]
+    reroute = mine[1]
+    assert (reroute.hook, reroute.plugin) == ("cp_route_request", "core")
+    assert reroute.reason == (f"retry 1 of max_retries 2: worker {lost} failed: worker process 42 was killed by "
+                              "SIGKILL")
+    assert reroute.payload == {"worker": lost, "retry": 1}
+    assert mine[2].payload["worker"] != lost and r.num_retries == 1
+
+
+def test_a_request_waiting_on_a_start_that_failed_is_re_routed_without_a_retry():
+    run = Run(2)
+    w0, w1 = run.started()
+    run.handle(ev.WorkerReady(0.1, w1))
+    r = Request("q0", 0.2, 10, 4, model="m")
+    run.core.workers[w0].waiting.append(r)  # (queued on the starting worker)
+    r.worker_id = w0
+    run.core.active[r.request_id] = r
+    run.handle(ev.WorkerFailed(0.3, w0, ERROR))
+    (reroute,) = [d for d in run.log.decisions if d.action == "reroute"]
+    assert reroute.reason.startswith(f"worker {w0} failed: could not start") and reroute.reason.endswith(
+        "before it was ready (no retry counted)")
+    assert reroute.payload == {"worker": w0, "retry": 0} and r.worker_id == w1
