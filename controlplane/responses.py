@@ -63,6 +63,11 @@ class Responses:
 
     def _lookup_or_route(self, r: Request) -> None:
         hit, plugin = (None, None) if "cp_cache_lookup" in self.calls.unanswered else self._decide("cp_cache_lookup", r)
+        stores = self.__dict__.get("_outage_stores")
+        if stores is None or stores[0] is not self.plugins:
+            stores = self._find_outage_stores()
+        if stores[1]:
+            self._record_store_outages(stores[1])
         if hit is not None:
             if hit.response_text is None and self.ctx.run.mode == "live":
                 self._textless_hit(plugin, r.request_id)  # the plugin's error: the request is served as a miss
@@ -75,6 +80,26 @@ class Responses:
                 self._serve_from_cache(r, hit, plugin)
                 return
         self._route(r)
+
+    def _find_outage_stores(self) -> tuple[Any, tuple[tuple[str, Any], ...]]:
+        """The plugins' stores that can be unreachable (``store`` / ``_store`` with ``reports_outages``: a Redis
+        cache), by plugin name, for this plugin set (a reload swaps it)."""
+        found = []
+        for p in self.plugins.loaded:
+            for attr in ("store", "_store"):
+                store = getattr(p.instance, attr, None)
+                if getattr(store, "reports_outages", False) is True:
+                    found.append((p.info.name, store))
+        stores = self.__dict__["_outage_stores"] = (self.plugins, tuple(found))
+        return stores
+
+    def _record_store_outages(self, stores: tuple[tuple[str, Any], ...]) -> None:
+        """Each outage of a plugin's store begun or ended since the last lookup, as a decision (subject: the
+        plugin): ``cache_store_down`` with why, ``cache_store_up`` when it answers again."""
+        for plugin, store in stores:
+            for _at, down, why in store.take_outages():
+                self._decision("cp_cache_lookup", plugin, "cache_store_down" if down else "cache_store_up", plugin,
+                               why, {"url": getattr(store, "_shown_url", None)})
 
     def _textless_hit(self, plugin: str | None, request_id: str) -> None:
         """A live cache hit without ``response_text`` has nothing to answer with (an empty reply would be

@@ -20,7 +20,8 @@ deterministic and no policy reads the wall clock). Two stores:
   in the entry (a hash ``{v: value, n: hits}``). When Redis is unreachable the store degrades:
   ``get`` misses, ``set``/``delete`` are skipped, one warning is logged per outage, never an
   exception; after ``retry_after_s`` of run time it tries again, and after each further failure
-  waits twice as long (up to ``MAX_RETRY_AFTER_S``), and logs when Redis is back.
+  waits twice as long (up to ``MAX_RETRY_AFTER_S``), and logs when Redis is back. Each outage's
+  start and end is also kept for ``take_outages`` (the core records them as decisions).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ Eviction = Literal["lru", "lfu", "ttl"]
 class CacheStore(ABC):
     """``get``/``set``/``delete`` of bytes under str keys, with a TTL. Never raises for an outage."""
 
+    #: Whether the store can be unreachable, its outages kept for `take_outages` (the core asks only those).
+    reports_outages = False
+
     @abstractmethod
     def get(self, key: str, *, now_s: float) -> bytes | None:
         """The value stored under ``key``, or None (absent, expired, or the store unreachable).
@@ -82,6 +86,11 @@ class CacheStore(ABC):
 
     def close(self) -> None:
         """Release connections (no-op for in-process stores)."""
+
+    def take_outages(self) -> list[tuple[float, bool, str]]:
+        """The store's outages begun or ended since the last call, oldest first: (run time, down, why). The core
+        records each as a decision (``cache_store_down`` / ``cache_store_up``); an in-process store has none."""
+        return []
 
 
 @dataclass(slots=True)
@@ -230,6 +239,8 @@ class RedisStore(CacheStore):
     simulated second. The first answer ends the outage and the wait starts again at ``retry_after_s``.
     """
 
+    reports_outages = True
+
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "cp",
                  socket_timeout_s: float = 0.05, retry_after_s: float = 1.0) -> None:
         import redis  # the `redis` extra
@@ -247,6 +258,7 @@ class RedisStore(CacheStore):
         self._wait_s = retry_after_s  # how long after the last failure the next try comes
         self._now_s: float | None = None  # the latest run time a caller passed
         self.failures = 0  # calls that found Redis unreachable (for tests and metrics)
+        self._outages: list[tuple[float, bool, str]] = []  # begun or ended, not yet taken (`take_outages`)
 
     def _k(self, key: str) -> str:
         return f"{self.namespace}:{key}"
@@ -268,15 +280,21 @@ class RedisStore(CacheStore):
         except self._redis_errors as exc:
             self.failures += 1
             if self._down_since is None:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 _log().warning("Redis cache store at %s failed (%s): serving misses until it answers",
-                            self._shown_url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                            self._shown_url, why)
                 self._wait_s = self.retry_after_s
+                self._outages.append((now if now is not None else 0.0, True,
+                                      f"Redis cache store at {self._shown_url} failed ({why}): serving misses "
+                                      "until it answers"))
             else:  # a retry failed too: wait longer before the next one
                 self._wait_s = min(2 * self._wait_s, max(self.retry_after_s, MAX_RETRY_AFTER_S))
             self._down_since = now if now is not None else 0.0
             return default
         if self._down_since is not None:
             _log().info("Redis cache store at %s is reachable again", self._shown_url)
+            self._outages.append((now if now is not None else 0.0, False,
+                                  f"Redis cache store at {self._shown_url} is reachable again"))
             self._down_since = None
             self._wait_s = self.retry_after_s
         return result
@@ -307,6 +325,10 @@ class RedisStore(CacheStore):
     def access_count(self, key: str) -> int:
         n = self._call(lambda: self._client.hget(self._k(key), "n"), None)
         return 0 if n is None else int(n)
+
+    def take_outages(self) -> list[tuple[float, bool, str]]:
+        taken, self._outages = self._outages, []
+        return taken
 
     def close(self) -> None:
         self._client.close()

@@ -103,6 +103,12 @@ class PrometheusExporter:
         self.cache_false_hit_rate = Gauge(
             "cache_false_hit_rate", "cache_false_hits / cache_checked_hits, as the run summary's (NaN while none "
             "was checked).", namespace=ns, registry=reg)
+        self.cache_stores_down = Gauge(
+            "cache_stores_down", "Plugins' cache stores (Redis) in an outage now: their caches serve misses.",
+            namespace=ns, registry=reg)
+        self.cache_store_failures = Gauge(
+            "cache_store_failures", "Calls to the plugins' cache stores (Redis) that found them unreachable, since "
+            "the daemon started (as a counter: it only grows).", namespace=ns, registry=reg)
         self.storage_rows_refused = Gauge(
             "storage_rows_refused", "Rows of the run the database refused for good (a repeated request id), "
             "saved to refused files; the other rows are written.", namespace=ns, registry=reg)
@@ -191,12 +197,19 @@ class PrometheusExporter:
 
     def watch_caches(self, loaded: Any) -> None:
         """Read the response caches' verified hits at each scrape: ``loaded()`` gives the run's plugins
-        now (`PluginSet.loaded`: a reload swaps them); those with ``cache_report()`` count."""
+        now (`PluginSet.loaded`: a reload swaps them); those with ``cache_report()`` count. And their
+        stores' outages: the stores down now, and the calls that found one unreachable."""
 
         def totals() -> tuple[int, int]:
             reports = [p.instance.cache_report() for p in loaded() if hasattr(p.instance, "cache_report")]
             return sum(r["checked_hits"] for r in reports), sum(r["false_hits"] for r in reports)
 
+        def stores() -> list[Any]:  # (`reports_outages`: a store that can be unreachable, `RedisStore`)
+            found = (getattr(p.instance, attr, None) for p in loaded() for attr in ("store", "_store"))
+            return [s for s in found if getattr(s, "reports_outages", False) is True]
+
+        self.cache_stores_down.set_function(lambda: sum(not s.available for s in stores()))
+        self.cache_store_failures.set_function(lambda: sum(s.failures for s in stores()))
         self.cache_checked_hits.set_function(lambda: totals()[0])
         self.cache_false_hits.set_function(lambda: totals()[1])
         self.cache_false_hit_rate.set_function(lambda: (lambda c, w: w / c if c else float("nan"))(*totals()))

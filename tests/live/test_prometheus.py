@@ -76,3 +76,19 @@ def test_the_response_caches_false_hit_rate_is_a_gauge_read_at_each_scrape():
     assert get("controlplane_cache_checked_hits") == model.hits == 40
     assert get("controlplane_cache_false_hits") == model.false_hits > 0
     assert get("controlplane_cache_false_hit_rate") == model.false_hits / 40
+
+
+def test_a_cache_store_outage_shows_in_the_metrics():
+    """A Redis cache outage showed nowhere but one log line: the stores down now and the calls that failed."""
+    import types
+
+    from plugins.cache_backends import RedisStore
+
+    store = RedisStore("redis://127.0.0.1:1/0")  # port 1: nothing listens there
+    exporter = PrometheusExporter()
+    exporter.watch_caches(lambda: [types.SimpleNamespace(instance=types.SimpleNamespace(store=store))])
+    assert b"controlplane_cache_stores_down 0.0" in exporter.render()
+    store.get("k", now_s=0.0)
+    text = exporter.render()
+    assert b"controlplane_cache_stores_down 1.0" in text and b"controlplane_cache_store_failures 1.0" in text
+    store.close()

@@ -331,3 +331,39 @@ def test_an_unreachable_redis_is_tried_less_and_less_often_in_run_time():
     # tries at 0, 1, 3, 7, 15, 31, 63, then every 60 s of run time: 123, 183, 243 (it was 300 tries)
     assert store.failures == 10
     store.close()
+
+
+def test_an_outage_s_start_and_end_are_kept_for_the_core_to_record(own_redis):
+    """A Redis outage showed only as one log line: its start and end are now kept (`take_outages`), once each, for
+    the core to record as ``cache_store_down`` / ``cache_store_up`` decisions."""
+    assert MemoryStore().take_outages() == [] and not MemoryStore.reports_outages
+    s = RedisStore(f"redis://127.0.0.1:{own_redis.port}/0", namespace="t", retry_after_s=0.2)
+    assert s.reports_outages and s.get("a", now_s=0) is None and s.take_outages() == []
+    own_redis.stop()
+    for t in range(5):
+        s.get("a", now_s=float(t))
+    ((at, down, why),) = s.take_outages()
+    assert (at, down) == (0.0, True) and why.startswith(f"Redis cache store at redis://127.0.0.1:{own_redis.port}/0 "
+                                                         "failed (") and why.endswith("serving misses until it answers")
+    assert s.take_outages() == []  # taken
+    own_redis.start()
+    assert s.get("a", now_s=100.0) is None
+    assert s.take_outages() == [(100.0, False, f"Redis cache store at redis://127.0.0.1:{own_redis.port}/0 is "
+                                                "reachable again")]
+    s.close()
+
+
+def test_a_replay_records_a_redis_outage_as_one_decision():
+    from controlplane.testing import make_config, replay_with
+    from sim.traces.record import TraceRequest
+
+    pytest.importorskip("redis")
+    trace = [TraceRequest(f"r{i}", 1.0 * i, 12, 4, prompt=f"question {i % 3}") for i in range(20)]
+    plugins = {"enabled": make_config().plugins.enabled,
+               "settings": {"exact-cache": {"backend": "redis", "redis_url": "redis://127.0.0.1:1/3"}}}  # nobody there
+    result = replay_with(trace=trace, plugins=plugins)
+    outages = [d for d in result.decisions if d.action.startswith("cache_store_")]
+    assert [(d.hook, d.plugin, d.action, d.subject) for d in outages] == [
+        ("cp_cache_lookup", "exact-cache", "cache_store_down", "exact-cache")]
+    assert "redis://127.0.0.1:1/3 failed (" in outages[0].reason and outages[0].payload == {
+        "url": "redis://127.0.0.1:1/3"}
