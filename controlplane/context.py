@@ -58,7 +58,8 @@ class PolicyContext:
     Read-only by convention: policies return decisions; only the core changes state.
     """
 
-    __slots__ = ("_clock", "_rng", "_rng_seed", "ids", "config", "run", "workers", "metrics", "_prefix_peek", "_kv_now")
+    __slots__ = ("_clock", "_rng", "_rng_seed", "ids", "config", "run", "workers", "metrics", "_prefix_peek", "_kv_now",
+                 "_progress_now")
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class PolicyContext:
         self.metrics = metrics  # live gauges: queue length, arrival rate, ... (see core)
         self._prefix_peek = None  # the cp_prefix_peek caller, bound by the core's PolicyCalls
         self._kv_now = None  # the driver's count of KV blocks mid-batch (`kv_blocks_used`), where it has one
+        self._progress_now = None  # the driver's progress of a batch mid-batch (`batch_progress`), where it has one
 
     def bind_prefix_peek(self, caller) -> None:
         self._prefix_peek = caller
@@ -108,6 +110,21 @@ class PolicyContext:
         this counts the iterations finished by now, as the exact mode (one batch an iteration) does."""
         count = self._kv_now
         return worker.num_kv_blocks_used if count is None else count(worker)
+
+    def bind_progress_now(self, progress) -> None:
+        """``progress(worker)``: what ``worker``'s running batch has done by now and its requests and ``busy_s``
+        do not show yet (`batch_progress`), for a driver whose batches run several iterations between the
+        core's updates (the simulator's fast mode)."""
+        self._progress_now = progress
+
+    def batch_progress(self, worker: Worker) -> tuple[int, float]:
+        """(tokens, seconds): what ``worker``'s running batch computed by now beyond its requests' progress (prompt
+        tokens prefilled and output tokens generated, as `plugins.scorers.work_tokens` counts them down) and the
+        busy seconds it took beyond ``worker.busy_s``. The core applies a batch at its end; in the simulator's fast
+        mode a batch runs many iterations, and this counts those finished by now, as the exact mode (one batch an
+        iteration) has applied them. (0, 0.0) elsewhere: a batch is one iteration."""
+        progress = self._progress_now
+        return (0, 0.0) if progress is None else progress(worker)
 
     @property
     def now_s(self) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from controlplane.decisions import BatchPlan
 from controlplane.types import Batch, Request
 
-__all__ = ["advance_batch", "plan_iterations"]
+__all__ = ["advance_batch", "plan_iterations", "tokens_after"]
 
 
 def plan_iterations(
@@ -75,3 +75,16 @@ def advance_batch(batch: Batch, num_iterations: int, first_end_s: float) -> tupl
             if r.output_tokens >= r.max_output_tokens:
                 done.append(r)
     return prefilled, done
+
+
+def tokens_after(batch: Batch, num_iterations: int) -> int:
+    """The tokens ``num_iterations`` (>= 1) finished iterations of ``batch`` computed, its own end excepted (nothing
+    of it finished): prompt tokens prefilled, the first token of each prompt completed, decoded tokens; what
+    `advance_batch` will take off its requests' remaining work (`plugins.scorers.work_tokens`). For a read mid-batch
+    (`PolicyContext.batch_progress`): the requests' progress is applied at the batch's end."""
+    if not batch.prefill:
+        return num_iterations * len(batch.decode)
+    tokens = len(batch.decode) + (num_iterations - 1) * len(batch.then_decode)
+    for r, n in batch.prefill:
+        tokens += n + (r.num_computed_tokens + n >= r.prompt_tokens + r.recompute_tokens)
+    return tokens

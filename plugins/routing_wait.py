@@ -19,6 +19,8 @@ expected wait is strictly smaller than theirs); the routers then choose within t
   are high because its batches are big, does not read faster than an idle twin). A replica not
   measured yet (a starting one) takes the pooled speed. Before any request of the model has
   finished no speed is known, and a ready replica's queue counts as no wait: ready replicas win.
+  The work left and the busy seconds are as of now (``ctx.batch_progress``: the simulator's fast mode
+  applies a batch of many iterations at its end; the exact mode, one iteration a batch, each iteration).
 
 Everything comes from the run (``ctx.now_s``, the workers, the config), so simulation and live
 route the same way.
@@ -125,31 +127,41 @@ class ReadinessGate:
         return max(0.0, ready_by - ctx.now_s)
 
     @staticmethod
-    def speeds(workers: Sequence[Worker], stats: ReplicaStats) -> list[float | None]:
+    def speeds(workers: Sequence[Worker], stats: ReplicaStats,
+               busy_s: Sequence[float] | None = None) -> list[float | None]:
         """Each replica's tokens per busy second: the candidates' pooled tokens per busy second, times its
         relative speed against theirs (`plugins.scorers.BatchTimes`: not its own tokens per busy second, which
-        grow with its load); unmeasured ones the pooled speed (None: none known)."""
+        grow with its load); unmeasured ones the pooled speed (None: none known). ``busy_s``: each replica's busy
+        seconds now (default ``Worker.busy_s``, its count at its last batch's end)."""
+        if busy_s is None:
+            busy_s = [w.busy_s for w in workers]
         tokens = busy = 0.0
-        for w in workers:
+        for w, b in zip(workers, busy_s):
             t = stats.tokens.get(w.worker_id)
-            if t and w.busy_s > 0:
+            if t and b > 0:
                 tokens += t
-                busy += w.busy_s
+                busy += b
         if busy <= 0:
             return [None] * len(workers)
         pooled = tokens / busy
         rel = stats.relative(workers)
-        weight = sum(w.busy_s for w, r in zip(workers, rel) if r)
+        weight = sum(b for b, r in zip(busy_s, rel) if r)
         if not weight:
             return [pooled] * len(workers)
-        mean = sum(r * w.busy_s for w, r in zip(workers, rel) if r) / weight  # the pool's, busy-time weighted
+        mean = sum(r * b for b, r in zip(busy_s, rel) if r) / weight  # the pool's, busy-time weighted
         return [pooled * r / mean if r else pooled for r in rel]
 
     def expected_waits(self, ctx, workers: Sequence[Worker], stats: ReplicaStats) -> list[float]:
-        """Seconds until a request routed now could start on each replica: time to ready + queued work."""
+        """Seconds until a request routed now could start on each replica: time to ready + queued work.
+
+        Work and busy seconds as of now (`PolicyContext.batch_progress`): in the simulator's fast mode a running
+        batch of many iterations has done part of its requests' work, as the exact mode's one-iteration batches
+        have applied it."""
+        progress = [ctx.batch_progress(w) for w in workers]
+        busy_s = [w.busy_s + p[1] for w, p in zip(workers, progress)]
         waits = []
-        for w, speed in zip(workers, self.speeds(workers, stats)):
-            work = work_tokens(w)
+        for w, speed, p in zip(workers, self.speeds(workers, stats, busy_s), progress):
+            work = work_tokens(w) - p[0]
             queued = work / speed if speed else 0.0
             waits.append(self.time_to_ready_s(ctx, w) + queued)
         return waits

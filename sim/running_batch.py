@@ -3,7 +3,7 @@
 A multi-iteration batch (the fast mode) is one timeout in SimPy; what it had done by a moment is read from its
 iterations' durations: where an interrupt ends it (`next_boundary`), what a run's cutoff applies of it
 (`completed`), and how many iterations the core's mid-batch reads count (`iterations_done`: the KV blocks a
-router sees, `SimDriver.kv_blocks_now`).
+router sees, `SimDriver.kv_blocks_now`; `done_by`: with their busy seconds, `SimDriver.progress_now`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from sim.stepped_decode import steps_boundary, steps_completed
 
-__all__ = ["RunningBatch", "completed", "iterations_done", "next_boundary"]
+__all__ = ["RunningBatch", "completed", "done_by", "iterations_done", "next_boundary"]
 
 
 class RunningBatch:
@@ -67,11 +67,38 @@ def completed(rb: RunningBatch, elapsed: float) -> tuple[int, float]:
     return k, end
 
 
+def done_by(rb: RunningBatch, now_s: float) -> tuple[int, float]:
+    """(k, end): the iterations of ``rb`` the exact mode would have reported finished by ``now_s``, its own end (not
+    delivered yet) left out, and when the last of them ended, in seconds after its start ((0, 0.0) for a batch of
+    one iteration, or when none did)."""
+    if rb.durations is None and rb.steps is None:
+        return 0, 0.0
+    k, end = completed(rb, now_s - rb.start_s)
+    last = rb.timer._value[1] - 1  # the iteration it ends after (an interrupt's, or its plan's)
+    if k > last:  # its end is due now, not delivered yet: up to the iteration before it
+        k, end = last, (_iteration_end(rb, last) if last else 0.0)
+    return k, end
+
+
+def _iteration_end(rb: RunningBatch, j: int) -> float:
+    """Seconds after its start when iteration ``j`` (>= 1) of the multi-iteration batch ``rb`` ended."""
+    first = rb.first_s
+    if first:
+        if j == 1:
+            return first
+        j -= 1
+    if rb.steps is not None:
+        t = 0.0
+        for n, d in rb.steps:
+            if j <= n:
+                return first + t + j * d
+            t += n * d
+            j -= n
+        return first + t
+    return first + float(_ends(rb)[j - 1])
+
+
 def iterations_done(rb: RunningBatch, now_s: float) -> int:
     """The iterations of ``rb`` the exact mode would have reported finished by ``now_s``, its own end (not
-    delivered yet) left out: 0 for a batch of one iteration."""
-    if rb.durations is None and rb.steps is None:
-        return 0
-    k = completed(rb, now_s - rb.start_s)[0]
-    last = rb.timer._value[1] - 1  # the iteration it ends after (an interrupt's, or its plan's)
-    return k if k < last else last
+    delivered yet) left out: 0 for a batch of one iteration (`done_by`'s count)."""
+    return done_by(rb, now_s)[0]
