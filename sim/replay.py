@@ -28,7 +28,7 @@ from controlplane.errors import ConfigError, ReplayInterrupted, did_you_mean
 from controlplane.hardware.memory_plan import deployment_cold_start_s
 from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
-from sim.interrupts import stop_on_ctrl_c
+from sim.interrupts import stop_on_ctrl_c, stopped_at
 from sim.latency.base import LatencyModel
 from sim.latency.estimate import iteration_estimator
 from sim.traces import (TraceReader, TraceRequest, apply_transforms, format_rate_profile, rate_profile_points,
@@ -482,7 +482,7 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
             except KeyboardInterrupt as exc:  # a second Ctrl-C: the summary of the requests recorded as in flight
                 if (partial := getattr(exc, "summary", None)) is not None:
                     session.close({**partial, **rows_left_out(reader), "error": "KeyboardInterrupt: stopped at once "
-                                   "(a second Ctrl-C)", "interrupted_at_s": round(session.clock.now_s, 6)},
+                                   "(a second Ctrl-C)", **stopped_at(driver, session.clock.now_s)},
                                   status="interrupted")
                 raise
         loop_s = time.perf_counter() - t0
@@ -491,7 +491,7 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         timings.mark("loop_end")
         interrupted = driver.stop_requested
         if interrupted and isinstance(finished, dict):
-            finished = {**finished, "interrupted_at_s": round(session.clock.now_s, 6)}
+            finished = {**finished, **stopped_at(driver, session.clock.now_s)}
         summary = session.close(finished, status="interrupted" if interrupted else "finished")
         timings.mark("closed")
     if interrupted:

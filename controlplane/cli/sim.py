@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -234,6 +235,8 @@ def replay(
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
         _print_ended_summary(exc, json_out, "interrupted")  # (a run stopped cleanly at its next tick)
         common.say_replay_interrupted(exc)
+        if (getattr(exc, "summary", None) or {}).get("interrupted_by") == "SIGTERM":
+            raise SystemExit(128 + signal.SIGTERM) from None  # (as a process ended by SIGTERM: 143)
         raise
     finally:
         if writer is not None:

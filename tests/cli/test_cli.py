@@ -135,6 +135,27 @@ def test_ctrl_c_during_a_replay_says_which_run_was_kept(db, monkeypatch):
             f"until then (`controlplane runs show 1 --db {db}`)") in result.stderr  # (the run is there, not in the default)
 
 
+def test_sigterm_during_a_replay_prints_the_summary_and_exits_143(db, monkeypatch):
+    # (`timeout`, `kill`, a container runtime: the replay exited silently, its run marked crashed without a summary)
+    import os
+    import signal
+
+    from sim.driver import SimDriver
+
+    run = SimDriver.run
+
+    def terminated(self, requests):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives before the first event: the run stops at its first tick
+        return run(self, requests)
+
+    monkeypatch.setattr(SimDriver, "run", terminated)
+    result = cli("sim", "replay", "--limit", "50", "--db", db, "--json", ok=False)
+    assert result.exit_code == 143, result.output
+    summary = json.loads(result.stdout)
+    assert summary["interrupted_by"] == "SIGTERM" and summary["interrupted_at_s"] == 1.0
+    assert "interrupted by SIGTERM at simulated second 1, after" in result.stderr
+
+
 @pytest.mark.parametrize("transform", [["--window-start", "100000"], ["--rate-profile", "0:0"]])
 def test_a_replay_whose_transforms_leave_no_request_warns(db, transform):
     result = cli("sim", "replay", "--format", "azure", *transform, "--db", db, "--json")

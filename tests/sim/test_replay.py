@@ -235,6 +235,30 @@ def test_a_first_ctrl_c_stops_the_replay_at_its_next_tick_with_a_whole_summary(t
     assert sum(",in_flight," in row for row in rows) == stored["num_in_flight"]
 
 
+def test_sigterm_stops_the_replay_at_its_next_tick_as_ctrl_c_does(tmp_path):
+    """`timeout`, `kill`, a container runtime or a batch scheduler send SIGTERM: the replay ended at once, its run
+    left 'running' (then marked crashed) with no summary; it now stops as at a first Ctrl-C, and says which."""
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    sent = []
+
+    def term(arrived: int, sim_s: float) -> None:
+        if not sent:
+            sent.append(sim_s)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(ReplayInterrupted) as exc:
+        replay(make_trace(2000, qps=20), make_config(storage={"url": url}), on_progress=term)
+    summary = exc.value.summary
+    assert summary["interrupted_by"] == "SIGTERM" and sent[0] <= summary["interrupted_at_s"] <= sent[0] + 1.0
+    run = get_run(make_engine(url), 1)
+    assert run["status"] == "interrupted" and run["summary"]["interrupted_by"] == "SIGTERM"
+    assert len(_export(url, 1, "requests").splitlines()[1:]) == summary["num_requests"] < 2000
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (given back)
+
+
 # --- the library workflow: transforms, seeds, determinism, what a benchmark reads ---------------
 
 
