@@ -54,13 +54,17 @@ __all__ = ["claim_run", "mark_crashed_quietly", "mark_crashed_runs", "mark_crash
 
 
 def claim_run(engine: Engine, run_id: int, marker: dict[str, Any] | None = None) -> None:
-    """Record in the run's config which process owns it (``config["process"]``)."""
+    """Record in the run's config which process owns it (``config["process"]``). A marker naming the
+    run's journal (``journal``, the daemon's) also sends the notes of the run's spills to its folder
+    (`controlplane.storage.spill_notes.remember_journal`), where `mark_crashed_runs` looks."""
     marker = marker or process_marker()
     with engine.begin() as conn:
         config = conn.execute(select(Run.config).where(Run.id == run_id)).scalar_one()
         config = dict(config or {})
         config["process"] = marker
         conn.execute(update(Run).where(Run.id == run_id).values(config=config))
+    if isinstance(marker.get("journal"), str):
+        spill_notes.remember_journal(_database_key(engine), run_id, Path(marker["journal"]).parent)
 
 
 #: At most this many lost request ids are listed in a crashed run's summary (all are counted).
@@ -147,7 +151,9 @@ def mark_crashed_runs(
         owner = (config or {}).get("process") if isinstance(config, dict) else None
         if not _dead_owner(owner, host, alive):
             continue
-        spills = spill_notes.spills_of(run_id, _database_key(engine), started_at)
+        journal = owner.get("journal")  # (its folder holds the note of a spill at its close: spill_notes)
+        spills = spill_notes.spills_of(run_id, _database_key(engine), started_at,
+                                       [Path(journal).parent] if isinstance(journal, str) else [])
         with engine.begin() as conn:
             recorded = conn.execute(select(func.count()).select_from(Request).where(Request.run_id == run_id)).scalar_one()
             advice = _sweep_advice(conn, sweep_id)

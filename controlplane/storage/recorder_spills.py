@@ -127,7 +127,7 @@ class RecorderSpills:
             found, failure = self._attempt(lambda: self._existing_runs(run_ids, writer))
             if failure is not None:
                 raise StorageError(f"could not read runs from {describe_url(self.engine)}: {failure.error}")
-            existing, mark = found
+            existing, mark, journals = found
             missing = run_ids - existing.keys()
             if missing:
                 raise StorageError(
@@ -151,17 +151,24 @@ class RecorderSpills:
                     f"could not write the {len(todo)} rows from {path} to {describe_url(self.engine)}: "
                     f"{self.errors[-1].error}"
                 )
-            spill_notes.forget(path)
+            spill_notes.forget(path, journals)
             return len(todo) - (self.refused.count - refused_before)  # (refused again: in a new refused file)
 
-    def _existing_runs(self, run_ids: set[int], writer: str | None) -> tuple[dict[int, tuple], int | None]:
-        """The runs of ``run_ids`` in the database, ``{id: (name, started_at)}``, and ``writer``'s mark."""
+    def _existing_runs(self, run_ids: set[int],
+                       writer: str | None) -> tuple[dict[int, tuple], int | None, list[Path]]:
+        """The runs of ``run_ids`` in the database, ``{id: (name, started_at)}``, ``writer``'s mark, and
+        the folders of the runs' journals (where the notes of their spills are: `spill_notes`)."""
         with self.engine.connect() as conn:
             mark = read_mark(conn, writer) if writer is not None else None
             if not run_ids:
-                return {}, mark
-            query = select(_RUN.c.id, _RUN.c.name, _RUN.c.started_at).where(_RUN.c.id.in_(sorted(run_ids)))
-            return {row.id: (row.name, row.started_at) for row in conn.execute(query)}, mark
+                return {}, mark, []
+            query = (select(_RUN.c.id, _RUN.c.name, _RUN.c.started_at, _RUN.c.config)
+                     .where(_RUN.c.id.in_(sorted(run_ids))))
+            rows = conn.execute(query).all()
+        processes = [row.config.get("process") if isinstance(row.config, dict) else None for row in rows]
+        journals = [p.get("journal") for p in processes if isinstance(p, dict)]
+        folders = list(dict.fromkeys(Path(j).parent for j in journals if isinstance(j, str)))
+        return {row.id: (row.name, row.started_at) for row in rows}, mark, folders
 
 
 def _utc(value: Any) -> datetime | None:

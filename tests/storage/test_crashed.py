@@ -402,6 +402,54 @@ def test_a_run_whose_end_was_spilled_is_not_said_to_be_killed(tmp_path, caplog) 
     engine.dispose()
 
 
+def test_a_daemon_runs_spill_is_found_from_its_journal_folder_by_a_reader_without_its_variable(
+        tmp_path, monkeypatch) -> None:
+    """A daemon with --journal-dir (or its own $CONTROLPLANE_JOURNAL_DIR) left the note of its close's
+    spill in the user's state folder, or its variable's, and `runs show` from another shell said the
+    run was killed ('replay the trace'): the note goes to the run's journal folder, where the reader
+    looks, from the run's stored journal."""
+    from pathlib import Path
+
+    from controlplane.storage import StorageError, make_engine, spill_notes, upgrade
+
+    from .support import FINISHED
+    from .test_failures import WriteLock
+
+    monkeypatch.setattr(spill_notes, "_JOURNALS", {}, raising=False)
+    jdir = tmp_path / "jdir"
+    path = tmp_path / "runs.db"
+    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    upgrade(engine)
+    rec = RunRecorder(engine, max_retries=0, close_wait_s=0, background=True)
+    run_id = start_run(rec, mode="live")
+    claim_run(engine, run_id, {**process_marker(), "pid": _dead_pid(), "start_ticks": None,
+                               "journal": str(jdir / f"run-{run_id}-1.log")})  # (the daemon's claim)
+    rec.add_request(request_row(0))
+    lock = WriteLock(path)
+    try:
+        rec.finish_run(run_id, status="finished", summary={"num_requests": 1}, finished_at=FINISHED, wall_s=1.0,
+                       sim_end_s=2.0)
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    spilled = Path(info.value.spill_path)
+    assert [p.name.startswith("spilled-") for p in jdir.iterdir()] == [True]
+
+    monkeypatch.setattr(spill_notes, "_JOURNALS", {}, raising=False)  # (another process: a shell without the variable)
+    monkeypatch.setenv("CONTROLPLANE_JOURNAL_DIR", str(tmp_path / "reader"))
+    [marked] = mark_crashed_runs(engine)
+    summary = get_run(engine, run_id)["summary"]
+    assert marked["run_id"] == run_id and summary["spilled"] == [str(spilled)]
+    assert summary["lost_note"].startswith("not killed: it ended while the database was away")
+
+    from controlplane.storage.load_spill import main
+
+    assert main([str(spilled)]) == 0
+    assert get_run(engine, run_id)["status"] == "finished" and list(jdir.iterdir()) == []  # (its note forgotten)
+    engine.dispose()
+
+
 @pytest.mark.postgres
 def test_a_read_only_role_skips_the_crash_marking_quietly(pg_url, pg_reader, caplog) -> None:
     """A reader (CONNECT and SELECT only) cannot mark a dead run: no SQL dump, no warning."""
