@@ -123,7 +123,8 @@ def test_a_raising_wrapper_around_an_enabled_built_in_leaves_the_built_in_to_dec
     errors = [d for d in res.decisions if d.is_error]
     assert errors and {(d.hook, d.plugin) for d in errors} == {(hook, f"raising-{hook}-wrapper")}
     assert res.summary["num_completed"] == 40 and res.summary["num_plugin_errors"] == len(errors)
-    by = {d.plugin for d in res.decisions if d.hook == hook and not d.is_error}
+    # (the core's batch_cut rows record what a batch ran, not who formed it)
+    by = {d.plugin for d in res.decisions if d.hook == hook and not d.is_error and d.action != "batch_cut"}
     assert f"{builtin} (fallback)" in by and "core" not in by
     assert_conserved(res.summary, res.requests)
 
