@@ -260,9 +260,9 @@ class SimDriver:
         # One `Tick` for the run, its time set here (~1,500 instructions less a tick): the core keeps and emits none.
         self._tick_event.time_s = self.env._now
         self._handle(self._tick_event)
+        if self.on_progress is not None and (self._trace_done or not int(self.env._now) % 60):  # the clock: each
+            self.on_progress(self.num_arrived, self.env._now)  # simulated minute (idle gaps), each tick as it drains
         if self._trace_done:
-            if self.on_progress is not None:  # the last arrival's count, then the clock while the run drains
-                self.on_progress(self.num_arrived, self.env._now)
             if self.core.num_active == 0 and not self.guardians.num_pending:  # async verdicts count too
                 self._finish()
                 return

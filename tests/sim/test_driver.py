@@ -174,6 +174,21 @@ def test_progress_is_reported_through_the_arrivals_and_the_drain_after_them():
     assert summary["sim_end_s"] - 1.0 <= drain[-1] <= summary["sim_end_s"]
 
 
+def test_progress_reports_the_clock_through_an_idle_gap():
+    # an hour without arrivals between two requests: the bar stood still at the first for the whole gap (a day of
+    # idle ticks looks like a hang); now the clock is reported each simulated minute
+    from controlplane.session import RunSession
+    from sim.traces import TraceRequest
+
+    seen: list[tuple[int, float]] = []
+    session = RunSession(make_config(), mode="sim", record=False)
+    driver = SimDriver(session.core, build_latency_models(session), cold_start_s={"default": 30.0},
+                       on_progress=lambda n, t: seen.append((n, t)))
+    driver.run([TraceRequest("a", 0.0, 10, 2), TraceRequest("b", 3600.0, 10, 2)])
+    in_gap = [t for n, t in seen if n == 1 and 0 < t < 3600]
+    assert len(in_gap) >= 55 and all(later - earlier <= 60.0 for earlier, later in zip(in_gap, in_gap[1:]))
+
+
 def test_the_simulator_asks_the_core_for_no_finish_actions():
     # The simulator answers no client: its core makes no FinishRequest, a core on its own does.
     from controlplane import actions as act
