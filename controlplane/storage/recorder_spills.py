@@ -136,8 +136,11 @@ class RecorderSpills:
             others = other_runs(header, existing)
             if others:
                 raise StorageError(f"{path} holds rows of {'; '.join(others)} in {describe_url(self.engine)}: "
-                                   "they are other runs with the same ids (another database?), so nothing was "
+                                   "they are other runs with the same ids (another database, or this one made "
+                                   "anew?), so nothing was "
                                    "written; load the file into the database whose runs it holds")
+            for run_id, (name, started) in existing.items():  # (a file it spills of them names them too)
+                self.run_identities.setdefault(run_id, {"name": name, "started_at": _utc(started) or started})
             todo = list(skip_committed(iter(entries), mark))
             refused_before = self.refused.count
             loaded = chunks_from_entries(((t, row, None) for t, row, _ in todo), 0)
@@ -193,6 +196,11 @@ def other_runs(header: Mapping[str, Any], stored: Mapping[int, tuple]) -> list[s
             continue
         name, started = stored[run_id]
         if identity.get("name") != name or _utc(identity.get("started_at")) != _utc(started):
-            out.append(f"run {run_id} {identity.get('name')!r} started {identity.get('started_at')}, but run "
-                       f"{run_id} there is {name!r} started {_utc(started).isoformat() if _utc(started) else started}")
+            out.append(f"run {run_id} {_named(identity.get('name'))} started {identity.get('started_at')}, but run "
+                       f"{run_id} there is {_named(name)} started "
+                       f"{_utc(started).isoformat() if _utc(started) else started}")
     return out
+
+
+def _named(name: Any) -> str:
+    return "(no name)" if name is None else repr(name)

@@ -119,3 +119,86 @@ def test_a_postgres_spill_loads_with_a_url_spelt_otherwise_and_not_into_another(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM request")).scalar() == 1
     engine.dispose()
+
+
+def _daemon_spills(tmp_path):
+    """A daemon's recorder (its own thread writes) through an outage: rows past max_pending_rows
+    spilled during it, then the rest and the run's end at its close. The overflow file's header
+    (read before the close folds it into the close's file) and the close's file."""
+    from pathlib import Path
+
+    from controlplane.storage import StorageError
+
+    from .support import FINISHED
+    from .test_failures import WriteLock
+
+    path = tmp_path / "runs.db"
+    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    upgrade(engine)
+    rec = RunRecorder(engine, max_retries=0, close_wait_s=0, background=True, max_pending_rows=2)
+    run_id = start_run(rec, name=None, mode="live", started_at=datetime.now(timezone.utc))  # (a daemon's: no name)
+    lock = WriteLock(path)
+    try:
+        for i in range(5):
+            rec.add_request(request_row(i))
+        assert not rec.flush(patient=False) and len(rec.spilled) == 1  # (the outage's spill)
+        overflow = spill.read_header(rec.spilled[0])
+        rec.finish_run(run_id, status="finished", summary={"num_requests": 5}, finished_at=FINISHED, wall_s=1.0,
+                       sim_end_s=2.0)
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    engine.dispose()
+    return path, run_id, overflow, Path(info.value.spill_path)
+
+
+def test_a_daemons_spills_go_into_no_run_of_its_database_made_anew(tmp_path, capsys) -> None:
+    """The operator's case: the database dropped and made again under its name while a daemon ran, the
+    daemon spilled at its close, a new daemon's run took id 1 there; loading the spill wrote its rows
+    into the new run 1 (the header named no run). Both spills of a daemon (an outage's, its close's)
+    name its run, and the database made anew is the same database but not the same run: refused."""
+    path, run_id, overflow, spilled = _daemon_spills(tmp_path)
+    close = spill.read_header(spilled)
+    for header in (overflow, close):
+        assert header["runs"][str(run_id)]["name"] is None and header["runs"][str(run_id)]["started_at"]
+    path.unlink()
+    for extra in ("-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    engine = make_engine(f"sqlite:///{path}")  # (made anew: the same name, the same database identity)
+    upgrade(engine)
+    with RunRecorder(engine) as rec:
+        assert start_run(rec, name=None, mode="live", started_at=datetime.now(timezone.utc)) == run_id
+
+    for argv in ([str(spilled)], [str(spilled), "--db", f"sqlite:///{path}"]):
+        assert main(argv) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"holds rows of run {run_id} (no name) started" in err and "made anew" in err
+        assert "nothing was written" in err and spilled.exists()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM request")).scalar() == 0
+    assert get_run(engine, run_id)["status"] == "running"
+    engine.dispose()
+
+
+def test_rows_a_load_could_not_write_are_spilled_again_naming_their_run(tmp_path) -> None:
+    """A load whose write failed keeps the rows; the recorder's close spilled them again to a file
+    that named no run, loadable into any run of that id."""
+    from controlplane.storage import StorageError
+
+    from .test_failures import WriteLock
+
+    path, run_id, _, spilled = _daemon_spills(tmp_path)
+    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    rec = RunRecorder(engine, max_retries=0, close_wait_s=0)
+    lock = WriteLock(path)
+    try:
+        with pytest.raises(StorageError, match="could not write"):
+            rec.replay_spill(spilled)
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    again = spill.read_header(info.value.spill_path)
+    assert again["runs"][str(run_id)] == spill.read_header(spilled)["runs"][str(run_id)]
+    engine.dispose()
