@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
+from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_notes import (incomplete_note, slo_targets, stopped_early, stopped_line, targets_differ,
                                          targets_note, workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
@@ -41,6 +42,7 @@ def _engine(db: str | None):
 
 
 @app.command("list")
+@quiet_on_closed_pipe
 def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
           status: StatusOpt = None) -> None:
     """List recent runs (--status crashed: those whose process was killed)."""
@@ -73,6 +75,7 @@ def _status_cell(run: dict) -> str:
 
 
 @app.command()
+@quiet_on_closed_pipe
 def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20,
            status: StatusOpt = None) -> None:
     """List recent sweeps and searches: status ("failed": stopped on an error, or some of its runs
@@ -96,6 +99,7 @@ def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How
 
 
 @app.command()
+@quiet_on_closed_pipe
 def show(
     run_id: int,
     db: DbOpt = None,
@@ -215,6 +219,7 @@ def _crashed(run: dict) -> str:
 
 
 @app.command()
+@quiet_on_closed_pipe
 def compare(
     run_a: Annotated[Optional[int], typer.Argument(help="Run A (or use --a).")] = None,
     run_b: Annotated[Optional[int], typer.Argument(help="Run B (or use --b).")] = None,
@@ -320,6 +325,7 @@ def _check_comparable(run: dict) -> None:
 
 
 @app.command()
+@quiet_on_closed_pipe
 def plot(
     run_id: int,
     db: DbOpt = None,
@@ -341,6 +347,7 @@ def plot(
 
 
 @app.command()
+@quiet_on_closed_pipe
 def export(
     run_id: int,
     db: DbOpt = None,
@@ -394,7 +401,7 @@ def _export_format(given: str | None, output: Path | None) -> str:
 # HTML reports of a run or a sweep (controlplane.report), in their own module.
 from controlplane.cli.report import report as _report  # noqa: E402
 
-app.command("report")(_report)
+app.command("report")(quiet_on_closed_pipe(_report))
 
 
 def _typed(value: object) -> str:
