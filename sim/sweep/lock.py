@@ -43,5 +43,8 @@ class SweepLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # (the session's advisory locks end with it)
+            # The database session ends, and its advisory locks with it: `close()` alone gave the connection back to
+            # the engine's pool, its session (and the lock) still open until the pool closed it.
+            self._conn.invalidate()
+            self._conn.close()
             self._conn = None

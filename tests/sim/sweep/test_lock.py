@@ -42,6 +42,20 @@ def test_a_sweep_held_by_another_process_is_refused_untouched_then_resumed(pg_ur
         engine.dispose()
 
 
+@pytest.mark.postgres
+def test_a_released_lock_is_free_at_once_though_its_engine_lives_on(pg_url):  # noqa: F811
+    # release() gave the connection back to the engine's pool: the database session, and its advisory lock, stayed
+    # open until the pool closed it (a second process was refused the sweep meanwhile)
+    mine, other = SweepLock(make_engine(pg_url)), SweepLock(make_engine(pg_url))
+    try:
+        assert mine.take(7) and not other.take(7)
+        mine.release()
+        assert other.take(7)
+    finally:
+        mine.release()
+        other.release()
+
+
 def test_sqlite_takes_no_lock(tmp_path):
     lock = SweepLock(make_engine(f"sqlite:///{tmp_path / 'runs.db'}"))
     assert lock.take(1) and lock.take(1)
