@@ -45,27 +45,45 @@ def _engine(db: str | None):
 @quiet_on_closed_pipe
 def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
           status: StatusOpt = None) -> None:
-    """List recent runs (--status crashed: those whose process was killed)."""
+    """List recent runs (--status crashed: those whose process was killed). A crashed run's figures,
+    marked *, are counted from the request rows it recorded (its summary was never written)."""
     from controlplane.storage import list_runs
+    from controlplane.storage.queries import recorded_figures
 
     with user_errors():
-        rows = list_runs(_engine(db), limit=limit, status=status)
+        engine = _engine(db)
+        rows = list_runs(engine, limit=limit, status=status)
+        counted = {r["id"]: recorded_figures(engine, r["id"]) for r in rows if _unsummarised_crash(r)}
     t = Table(header_style="bold")
     for col in ("id", "name", "mode", "status", "trace", "requests", "completed", "e2e p50 (s)", "started"):
         t.add_column(col, no_wrap=col in ("id", "status"))  # (on a narrow terminal the others give way)
     for r in rows:
         s = r.get("summary") or {}
+        figures = [fmt_value(s.get("num_requests", s.get("requests_recorded"))),  # (a crashed run: the rows it wrote)
+                   fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s"))]
+        if r["id"] in counted:
+            c = counted[r["id"]]
+            figures = [f"{fmt_value(c[k])}*" if c[k] is not None else "-" for k in ("num_requests", "num_completed",
+                                                                                   "e2e_p50_s")]
         t.add_row(
             str(r["id"]), Text(fmt_value(r.get("name"))), r["mode"], _status_cell(r),
-            Text(Path(r.get("trace") or "-").name),
-            fmt_value(s.get("num_requests", s.get("requests_recorded"))),  # (a crashed run: the rows it wrote)
-            fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s")),
+            Text(Path(r.get("trace") or "-").name), *figures,
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
         )
     if not rows:  # (not an empty table's frame)
         err.print(f"no {status} runs stored" if status else "no runs stored", highlight=False)
         return
     out.print(t)
+    if counted:
+        out.print("* a crashed run's figures: counted from the request rows it recorded (its summary was never "
+                  "written; requests it had not recorded when its process died are not among them)",
+                  highlight=False)
+
+
+def _unsummarised_crash(run: dict) -> bool:
+    """A run whose process died before its summary was written (`controlplane.storage.crashed`)."""
+    s = run.get("summary") or {}
+    return run["status"] == "crashed" and bool(s.get("crashed")) and "num_completed" not in s
 
 
 def _status_cell(run: dict) -> str:
@@ -353,49 +371,32 @@ def export(
     db: DbOpt = None,
     what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events | iterations")] = "requests",
     format: Annotated[Optional[str], typer.Option(
-        "--format", help="csv | json | jsonl (default: the one -o's extension names, .csv, .json, .jsonl or "
-                         ".ndjson; else csv)")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+        "--format", help="csv | json | jsonl (default: the one -o's extension names; on stdout, csv)")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="File to write (default: stdout); its extension picks the format: .csv, .json, "
+                               ".jsonl or .ndjson, each with .gz added for gzip (rows.jsonl.gz); another extension "
+                               "is an error (a name without one takes --format).")] = None,
 ) -> None:
-    """Export one run's rows as CSV or JSON. A run still running, or crashed, exports the rows stored so
-    far, with a note on stderr saying so (stdout holds the rows alone)."""
+    """Export one run's rows as CSV, JSON or JSON Lines (gzip-compressed for a .gz file). A run still
+    running, or crashed, exports the rows stored so far, with a note on stderr saying so (stdout holds
+    the rows alone)."""
+    from controlplane.cli.runs_export import export_target, open_export
     from controlplane.storage import export_rows, get_run
     from controlplane.storage.queries import check_rows_stored
 
     with user_errors():
-        format = _export_format(format, output)  # (before the file is made: a refused format leaves none)
+        target = export_target(format, output)  # (before the file is made: a refused format leaves none)
         engine = _engine(db)
         run = get_run(engine, run_id)
         check_rows_stored(engine, run)  # (before the file is made: a refused export leaves none)
         if note := incomplete_note(run):
             err.print(note, highlight=False, soft_wrap=True)
         if output is None:
-            export_rows(engine, run_id, what, format, sys.stdout)
+            export_rows(engine, run_id, what, target.format, sys.stdout)
         else:
-            with output.open("w", newline="") as f:
-                n = export_rows(engine, run_id, what, format, f)
+            with open_export(output, target) as f:
+                n = export_rows(engine, run_id, what, target.format, f)
             out.print(f"wrote {n} rows to {output}", highlight=False)
-
-
-#: The export format an output file's extension names (``-o rows.json``), as `write_canonical` takes a trace's.
-EXPORT_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-def _export_format(given: str | None, output: Path | None) -> str:
-    """``runs export``'s format: ``--format``, else the one ``output``'s extension names, else csv. A
-    ``--format`` that the extension contradicts (``--format csv -o x.json``) is an error, as is an
-    unknown one."""
-    from controlplane.storage.queries import FORMATS
-
-    if given is not None and given not in FORMATS:
-        raise ValueError(f"--format: unknown export format {given!r}; expected one of {', '.join(FORMATS)}")
-    named = EXPORT_SUFFIXES.get(output.suffix.lower()) if output is not None else None
-    if given is None:
-        return named or "csv"
-    if named is not None and named != given:
-        raise ValueError(f"--format {given} writes {given.upper()}, but -o {output} names {named.upper()} by its "
-                         f"extension: give a matching extension, or leave --format out")
-    return given
 
 
 # HTML reports of a run or a sweep (controlplane.report), in their own module.

@@ -295,3 +295,21 @@ def requests_at_length(engine: Engine, run_id: int, *, prompt_tokens: int | None
     with engine.connect() as conn:
         row = conn.execute(select(*counts).where(c.run_id == run_id)).one()
     return {k: int(v or 0) for k, v in row._mapping.items()}
+
+
+def recorded_figures(engine: Engine, run_id: int) -> dict[str, Any]:
+    """A run's figures counted from its stored request rows, for a run whose summary was never written
+    (``crashed``: its process died): ``num_requests`` (its rows), ``num_completed`` (those completed)
+    and ``e2e_p50_s``, the median end-to-end latency of the completed ones (None without any). The rows
+    only: requests the process had not recorded when it died are not among them."""
+    c = Request.__table__.c
+    completed = (c.run_id == run_id) & (c.status == "completed")
+    timed = completed & c.e2e_s.is_not(None)
+    with engine.connect() as conn:
+        total, done = conn.execute(select(func.count(), func.sum(case((completed, 1), else_=0)))
+                                   .where(c.run_id == run_id)).one()
+        n = conn.execute(select(func.count()).where(timed)).scalar_one()
+        middle = (list(conn.scalars(select(c.e2e_s).where(timed).order_by(c.e2e_s)
+                                    .offset((n - 1) // 2).limit(2 - n % 2))) if n else [])
+    return {"num_requests": int(total or 0), "num_completed": int(done or 0),
+            "e2e_p50_s": sum(middle) / len(middle) if middle else None}
