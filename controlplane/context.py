@@ -59,7 +59,7 @@ class PolicyContext:
     """
 
     __slots__ = ("_clock", "_rng", "_rng_seed", "ids", "config", "run", "workers", "metrics", "_prefix_peek", "_kv_now",
-                 "_progress_now")
+                 "_progress_now", "serves_by_priority")
 
     def __init__(
         self,
@@ -88,6 +88,10 @@ class PolicyContext:
         self._prefix_peek = None  # the cp_prefix_peek caller, bound by the core's PolicyCalls
         self._kv_now = None  # the driver's count of KV blocks mid-batch (`kv_blocks_used`), where it has one
         self._progress_now = None  # the driver's progress of a batch mid-batch (`batch_progress`), where it has one
+        #: The batcher the core asks first serves waiting requests by priority (it declares ``serves_by_priority =
+        #: True``, as ``priority-continuous-batching``): a request waits only for those at its priority or above and
+        #: the running ones (the routers' expected waits, `plugins.routing_wait`). Set by the core's `PolicyCalls`.
+        self.serves_by_priority = False
 
     def bind_prefix_peek(self, caller) -> None:
         self._prefix_peek = caller

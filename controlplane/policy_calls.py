@@ -32,6 +32,19 @@ POLICY_HOOKS: tuple[str, ...] = (
 _ABSENT: Any = object()
 
 
+def _serves_by_priority(plugins: PluginSet, fallbacks: Mapping[str, object]) -> bool:
+    """Whether the batcher serves waiting requests by priority: the first ``cp_form_batch`` implementation in call
+    order (pluggy's: last registered first; wrappers aside) that declares ``serves_by_priority`` (a batcher; one
+    that only rejects or defers, as ``priority-classes``, declares nothing), else the built-in fallback's."""
+    impls = [i for i in plugins.hook.cp_form_batch.get_hookimpls()
+             if not (i.hookwrapper or getattr(i, "wrapper", False))]
+    for impl in reversed(impls):  # (the registered objects are proxies: the plugin itself by its name)
+        declared = getattr(plugins.get(impl.plugin_name), "serves_by_priority", None)
+        if declared is not None:
+            return bool(declared)
+    return bool(getattr(fallbacks.get("cp_form_batch"), "serves_by_priority", False))
+
+
 class PolicyCalls:
     """One plugin set's callers, bound once per run (and again on a config reload)."""
 
@@ -94,6 +107,7 @@ class PolicyCalls:
         self.prefix_lookup = fast_caller(hook.cp_prefix_lookup, self.monitor)
         self.prefix_store = fast_caller(hook.cp_prefix_store, self.monitor)
         ctx.bind_prefix_peek(fast_caller(hook.cp_prefix_peek, self.monitor))
+        ctx.serves_by_priority = _serves_by_priority(plugins, fallbacks)
 
     def emit(self, event: Any) -> None:
         """Send an event (or a `Decision`) to every observer.

@@ -65,6 +65,8 @@ class ContinuousBatching(Plugin):
     """Continuous batching, vLLM or Sarathi style, with KV-block admission and preemption."""
 
     name = "continuous-batching"
+    #: Serves waiting requests first come, first served (`PolicyContext.serves_by_priority`).
+    serves_by_priority = False
 
     class Settings(PluginSettings):
         policy: Literal["vllm", "sarathi"] = "vllm"
@@ -276,6 +278,9 @@ class PriorityContinuousBatching(ContinuousBatching):
     """
 
     name = "priority-continuous-batching"
+    #: Waiting requests are served by priority: the routers' expected waits count, for a request, only the queued
+    #: work at its priority or above (`PolicyContext.serves_by_priority`, `plugins.routing_wait`).
+    serves_by_priority = True
 
     def _queue(self, w):
         if len(w.waiting) < 2 or in_priority_order(w.waiting):

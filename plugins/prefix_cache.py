@@ -167,7 +167,7 @@ class PrefixAffinity(Plugin):
     def cp_route_request(self, ctx, request, workers):
         if not request.hash_ids:
             return None  # no prefix information: let the next router decide
-        keep, _ = self._gate.pool(ctx, workers, self._speeds)  # a starting replica only if less backed up
+        keep, _ = self._gate.pool(ctx, workers, self._speeds, request)  # a starting replica only if less backed up
         if len(keep) < len(workers):
             workers = [workers[i] for i in keep]
         least = min(workers, key=lambda w: w.load)

@@ -181,7 +181,7 @@ class LeastLoaded(Plugin):
             if self.index.size(ctx, model) == n:  # it holds the candidates: no scan
                 best, least = self.index.least_loaded(model)
                 return RouteDecision(best.worker_id, f"least loaded ({least} queued+running)")
-        pool, waits = self.gate.pool(ctx, workers, self.stats)
+        pool, waits = self.gate.pool(ctx, workers, self.stats, request)
         note = ""
         if waits is not None:
             starting = [i for i in pool if self.gate.cold(ctx.now_s, workers[i])]

@@ -21,6 +21,10 @@ expected wait is strictly smaller than theirs); the routers then choose within t
   finished no speed is known, and a ready replica's queue counts as no wait: ready replicas win.
   The work left and the busy seconds are as of now (``ctx.batch_progress``: the simulator's fast mode
   applies a batch of many iterations at its end; the exact mode, one iteration a batch, each iteration).
+- Under a batcher that serves by priority (``ctx.serves_by_priority``: the batching plugin the core asks first
+  declares ``serves_by_priority = True``, as ``priority-continuous-batching`` does), a request's queued work is the
+  running requests' plus the queued requests' at its priority or above (`work_ahead`): it overtakes the lower ones,
+  so a ready replica backed up with batch work is not a longer wait for an interactive request than a cold start.
 
 Everything comes from the run (``ctx.now_s``, the workers, the config), so simulation and live
 route the same way.
@@ -45,7 +49,26 @@ from controlplane.types import Worker, WorkerState
 
 from plugins.scorers import ReplicaStats, work_tokens
 
-__all__ = ["ReadinessGate"]
+__all__ = ["ReadinessGate", "work_ahead"]
+
+
+def work_ahead(w: Worker, priority: int) -> int:
+    """Tokens a request of ``priority`` waits for on ``w`` under a batcher that serves by priority: the running
+    requests' (remaining prefill plus expected output, as `plugins.scorers.work_tokens`) and the queued requests'
+    at ``priority`` or above. A queue of one class (the queue keeps its ``priorities``) is not walked."""
+    waiting = w.waiting
+    counts = getattr(waiting, "priorities", None)
+    if counts is not None and all(p >= priority for p in counts):
+        return work_tokens(w)  # nothing queued that it would overtake
+    total = 0
+    for r in w.running:
+        total += r.remaining_prefill_tokens + r.max_output_tokens - r.output_tokens
+    if counts is not None and all(p < priority for p in counts):
+        return total  # it overtakes every queued request
+    for r in waiting:
+        if r.priority >= priority:
+            total += r.remaining_prefill_tokens + r.max_output_tokens - r.output_tokens
+    return total
 
 
 class ReadinessGate:
@@ -151,30 +174,35 @@ class ReadinessGate:
         mean = sum(r * b for b, r in zip(busy_s, rel) if r) / weight  # the pool's, busy-time weighted
         return [pooled * r / mean if r else pooled for r in rel]
 
-    def expected_waits(self, ctx, workers: Sequence[Worker], stats: ReplicaStats) -> list[float]:
-        """Seconds until a request routed now could start on each replica: time to ready + queued work.
+    def expected_waits(self, ctx, workers: Sequence[Worker], stats: ReplicaStats, request=None) -> list[float]:
+        """Seconds until ``request`` routed now could start on each replica: time to ready + queued work (under a
+        batcher that serves by priority, ``ctx.serves_by_priority``, only the work at its priority or above and
+        the running work: `work_ahead`; without a request, all of it).
 
         Work and busy seconds as of now (`PolicyContext.batch_progress`): in the simulator's fast mode a running
         batch of many iterations has done part of its requests' work, as the exact mode's one-iteration batches
         have applied it."""
         progress = [ctx.batch_progress(w) for w in workers]
         busy_s = [w.busy_s + p[1] for w, p in zip(workers, progress)]
+        priority = request.priority if request is not None and getattr(ctx, "serves_by_priority", False) else None
         waits = []
         for w, speed, p in zip(workers, self.speeds(workers, stats, busy_s), progress):
-            work = work_tokens(w) - p[0]
+            work = (work_tokens(w) if priority is None else work_ahead(w, priority)) - p[0]
             queued = work / speed if speed else 0.0
             waits.append(self.time_to_ready_s(ctx, w) + queued)
         return waits
 
-    def pool(self, ctx, workers: Sequence[Worker], stats: ReplicaStats) -> tuple[list[int], list[float] | None]:
-        """Indices of the replicas to choose from, and the expected waits (None: all ready, not computed).
+    def pool(self, ctx, workers: Sequence[Worker], stats: ReplicaStats,
+             request=None) -> tuple[list[int], list[float] | None]:
+        """Indices of the replicas to choose from, and the expected waits of ``request`` (None: all ready, not
+        computed; `expected_waits`).
 
         All ready replicas; a starting one only when its expected wait is below every ready
         replica's; when none is ready, all of them.
         """
         if self.all_ready(ctx, workers):
             return list(range(len(workers))), None
-        waits = self.expected_waits(ctx, workers, stats)
+        waits = self.expected_waits(ctx, workers, stats, request)
         cold = [self.cold(ctx.now_s, w) for w in workers]
         ready = [i for i, c in enumerate(cold) if not c]
         if not ready:

@@ -105,7 +105,7 @@ class WeightedRouter(Plugin):
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
-        keep, waits = self.gate.pool(ctx, workers, self.stats)  # a starting replica only if less backed up
+        keep, waits = self.gate.pool(ctx, workers, self.stats, request)  # a starting replica only if less backed up
         left_out = len(workers) - len(keep)
         eligible = [workers[i] for i in keep] if left_out else workers
         pool = self.candidates(ctx, eligible)
