@@ -1,17 +1,22 @@
 """Per-tenant quotas: concurrent requests and a token rate (a token bucket on prompt + output tokens).
 
-Each tenant (``Request.tenant``: the daemon's API-key tenant or the OpenAI ``user``; requests
-without one share the tenant ``""``) has a bucket of ``burst_tokens`` that refills at
-``tokens_per_s`` in run time (``ctx.now_s``). A request costs its prompt tokens plus the output
+Each tenant (``Request.tenant``: the daemon's API-key tenant or the OpenAI ``user``) has a bucket
+of ``burst_tokens`` that refills at ``tokens_per_s`` in run time (``ctx.now_s``). A request costs its prompt tokens plus the output
 tokens it asks for (``max_output_tokens``: what it may use, known at admission); it is
 admitted only if the bucket holds its cost, which is then taken. ``max_in_flight`` caps a
 tenant's requests in the system (admitted and not yet finished). Refusals are
 ``ReasonCode.RATE_LIMITED`` (HTTP 429 with Retry-After) and say when the bucket will hold
 enough again; a request that costs more than the whole bucket can never be admitted and is
 refused as ``ReasonCode.TOO_LONG`` (HTTP 400, no Retry-After). ``tenants`` overrides the limits per tenant; ``default`` applies to the others.
+
+Requests without a tenant (none given, or an empty one) all share **one** quota: one bucket and one in-flight
+count, under the ``default`` limits (or ``tenants: {"": ...}``); their refusals say "requests without a tenant".
+A refusal's bucket level is rounded down to a tenth of a token, so it never reads as the cost it falls short of.
 """
 
 from __future__ import annotations
+
+import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -59,6 +64,13 @@ class TokenBucket:
         return max(0.0, (cost - self.level(now_s)) / self.rate)
 
 
+def _who(tenant: str) -> tuple[str, str, str, str]:
+    """How a refusal names ``tenant``: (the subject, its "has", its "needs", its "its")."""
+    if tenant:
+        return f"tenant {tenant!r}", "has", "needs", "its"
+    return "requests without a tenant (one shared quota)", "have", "need", "their"
+
+
 class TenantQuota(Plugin):
     """Per-tenant concurrency quota and token-rate limit (token bucket)."""
 
@@ -94,21 +106,23 @@ class TenantQuota(Plugin):
         now = ctx.now_s
         b = self.bucket(tenant, now)
         cost = request.prompt_tokens + request.max_output_tokens
+        who, has, needs, its = _who(tenant)
         if b is not None and cost > b.size:  # no wait helps: the same request is refused for ever
             return Admission(False, f"too long for the tenant's quota: the request needs {cost} tokens (prompt "
                                     f"{request.prompt_tokens} + max_tokens {request.max_output_tokens}), and "
-                                    f"tenant {tenant!r} may use at most {b.size:.0f} at once (burst_tokens); "
+                                    f"{who} may use at most {b.size:.0f} at once (burst_tokens); "
                                     "ask for fewer max_tokens or send a shorter prompt", code=ReasonCode.TOO_LONG)
         flying = self._in_flight.get(tenant)
         if lim.max_in_flight is not None and flying is not None and len(flying) >= lim.max_in_flight:
-            return Admission(False, f"rate limited: tenant {tenant!r} has {len(flying)} requests in flight "
+            return Admission(False, f"rate limited: {who} {has} {len(flying)} requests in flight "
                                     f"(quota {lim.max_in_flight})", code=ReasonCode.RATE_LIMITED)
         if b is not None:
             level = b.level(now)
             if level < cost:
                 wait = b.seconds_until(cost, now)
-                return Admission(False, f"rate limited: tenant {tenant!r} needs {cost} tokens, its bucket holds "
-                                        f"{level:.0f} (refills {b.rate:g}/s; enough in {wait:.3f} s)",
+                held = math.floor(level * 10) / 10  # (rounded down: 37.96 is not "holds 38" of a 38-token need)
+                return Admission(False, f"rate limited: {who} {needs} {cost} tokens, {its} bucket holds "
+                                        f"{held:.1f} (refills {b.rate:g}/s; enough in {wait:.3f} s)",
                                  code=ReasonCode.RATE_LIMITED, retry_after_s=wait)
             b.tokens = level - cost
         if lim.max_in_flight is not None:
