@@ -55,7 +55,9 @@ class Plugin:
     def __init__(self, settings: PluginSettings | Mapping[str, Any] | None = None) -> None:
         """``settings``: an instance of this plugin's ``Settings``, a dict of its fields (validated, as a
         config's ``plugins.settings`` are: a bad value is a `SettingsError` now, not an error of every hook
-        call later), or None for the defaults. Settings of another class are refused."""
+        call later), or None for the defaults. Settings of another class are refused, and so is a ``Settings``
+        class that would take a typo silently (not a `PluginSettings`: a `PluginError`, as when a run loads it)."""
+        _check_settings_class(type(self))
         if settings is None:
             settings = self.Settings()
         elif not isinstance(settings, self.Settings):
@@ -72,6 +74,13 @@ class Plugin:
 
     def __repr__(self) -> str:
         return f"<plugin {getattr(self, 'name', type(self).__name__)}>"
+
+
+def _check_settings_class(cls: type[Plugin]) -> None:
+    """Refuse ``cls.Settings`` unless it refuses unknown keys (`plugin_checks.check_settings_class`)."""
+    from controlplane.plugin_checks import check_settings_class
+
+    check_settings_class(getattr(cls, "name", cls.__name__), cls.Settings)
 
 
 def _settings_for(cls: type[Plugin], given: Any) -> PluginSettings:

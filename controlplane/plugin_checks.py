@@ -76,7 +76,8 @@ def check_settings_class(plugin_name: str, settings_cls: Any) -> None:
             and settings_cls.model_config.get("extra") == "forbid":
         return
     raise PluginError(f"plugin {plugin_name!r}: Settings must subclass controlplane.PluginSettings (a pydantic model "
-                      f"refusing unknown keys, so a typo in plugins.settings.{plugin_name} is an error); "
+                      f"refusing unknown keys, so a typo in plugins.settings.{plugin_name}, or in a dict of "
+                      "settings given to it in code, is an error); "
                       f"got {settings_cls!r}")
 
 
@@ -101,7 +102,10 @@ def is_plugin(obj: object) -> bool:
 
 def check_extra(obj: object, position: int) -> None:
     """Refuse an object passed as a plugin in code (``extra=``, `replay_with`'s arguments) that is none:
-    registered, it would implement nothing and the run would go on as if it were not there."""
+    registered, it would implement nothing and the run would go on as if it were not there. A `Plugin` whose
+    ``Settings`` would take a typo is refused too (`check_settings_class`), as its class is when it is enabled."""
+    if isinstance(obj, Plugin):
+        check_settings_class(getattr(obj, "name", type(obj).__name__), type(obj).Settings)
     if is_plugin(obj):
         return
     shown = repr(obj)

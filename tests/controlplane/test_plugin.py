@@ -48,6 +48,34 @@ def test_settings_passed_in_code_as_a_dict_are_validated_like_a_configs():
         Spill(Other.Settings())
 
 
+def test_a_plugin_made_in_code_with_settings_that_would_take_a_typo_is_refused():
+    """A ``Settings`` that is a plain pydantic model (unknown keys ignored) is refused when the plugin is made in
+    code, as it is when a run loads the plugin by name: ``P({"max_queud": 5})`` ran with ``max_queue=1``."""
+    from pydantic import BaseModel
+
+    from controlplane.errors import PluginError
+    from controlplane.plugin_manager import build_plugin_set
+
+    class Limit(Plugin):
+        name = "limit"
+
+        class Settings(BaseModel):
+            max_queue: int = 1
+
+    for made in (lambda: Limit({"max_queud": 5}), lambda: Limit(), lambda: Limit({"max_queue": 5})):
+        with pytest.raises(PluginError, match=r"plugin 'limit': Settings must subclass controlplane\.PluginSettings"):
+            made()
+
+    class OwnInit(Limit):  # made without Plugin.__init__: the run refuses it as it starts
+        name = "own-init"
+
+        def __init__(self) -> None:
+            self.settings = self.Settings()
+
+    with pytest.raises(PluginError, match=r"plugin 'own-init': Settings must subclass controlplane\.PluginSettings"):
+        build_plugin_set([], extra=[OwnInit()], available={})
+
+
 def test_the_errors_a_plugins_tests_meet_are_importable_beside_the_base_class():
     """docs/plugins.md named SettingsError and PluginError without their module; `from controlplane.plugin
     import SettingsError` failed."""
