@@ -84,7 +84,7 @@ class PolicyContext:
         self.config = config
         self.run = run
         self.workers = workers
-        self.metrics = metrics  # live gauges: queue length, arrival rate, ... (see core)
+        self.metrics = metrics  # the core's gauges: each tick's queues and arrival rate (0 before the first)
         self._prefix_peek = None  # the cp_prefix_peek caller, bound by the core's PolicyCalls
         self._kv_now = None  # the driver's count of KV blocks mid-batch (`kv_blocks_used`), where it has one
         self._progress_now = None  # the driver's progress of a batch mid-batch (`batch_progress`), where it has one

@@ -98,6 +98,9 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self._tick_s, self._metrics_interval_s = config.control.tick_s, config.control.metrics_interval_s
         self._configured_replicas = {m: d.replicas for m, d in self._deployments.items()}
         self._queue_gauges = {m: "queue:" + m for m in self._deployments}
+        # ctx.metrics holds its gauges from the start (each tick sets them again, `ControlLoop._on_tick`): a policy
+        # asked before the first tick (routing the first second's requests) reads 0, not a KeyError
+        self.gauges.update(dict.fromkeys(self._queue_gauges.values(), 0), arrivals_per_s=0.0)
         self._last_sample_s = float("-inf")
         self._record_batches = config.storage.record_batches
         self._multi_iteration = multi_iteration

@@ -14,7 +14,7 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.decisions import ScaleDecision
 from controlplane.scaling import RecentLatencies, SteadyScaleDecision, build_scaling_context, count_queued
-from controlplane.testing import make_trace, make_worker, replay_with
+from controlplane.testing import make_config, make_trace, make_worker, replay_with
 from controlplane.types import Decision, Request, WorkerState
 from plugins.autoscaling import FixedReplicas
 
@@ -149,3 +149,31 @@ def test_a_steady_decision_is_a_scale_decision_with_its_fields():
     assert isinstance(d, ScaleDecision) and (d.model, d.target_replicas, d.reason, d.advisory) == \
         ("m", 2, "at configured replicas", ())
     assert not hasattr(d, "__dict__")
+
+
+def test_ctx_metrics_hold_every_gauge_from_the_run_start():
+    """``ctx.metrics`` had no ``queue:<model>`` nor ``arrivals_per_s`` until the first tick: a router reading
+    ``ctx.metrics["queue:default"]`` in the run's first second met a KeyError. They are 0 from the start, and
+    each tick sets them (a snapshot as of the last tick)."""
+    seen: list[tuple[str, float, dict[str, float]]] = []
+
+    class Reader(Plugin):
+        name = "metrics-reader"
+
+        @hookimpl
+        def cp_run_started(self, ctx):
+            seen.append(("start", ctx.now_s, dict(ctx.metrics)))
+
+        @hookimpl
+        def cp_route_request(self, ctx, request, workers):
+            seen.append(("route", ctx.now_s, dict(ctx.metrics)))
+
+    config = make_config(cluster={"models": [{"name": "default", "replicas": 1}, {"name": "other", "replicas": 1}]})
+    replay_with(Reader(), trace=make_trace(40, qps=20), config=config)
+    assert seen[0] == ("start", 0.0, {"queue:default": 0, "queue:other": 0, "arrivals_per_s": 0.0})
+    routes = [(t, m) for kind, t, m in seen if kind == "route"]
+    assert any(t < 1.0 for t, _ in routes) and any(t > 1.0 for t, _ in routes)  # before and after the first tick
+    for t, metrics in routes:
+        assert {"queue:default", "queue:other", "arrivals_per_s"} <= set(metrics), (t, metrics)
+    assert [m for t, m in routes if t < 1.0][-1]["arrivals_per_s"] == 0.0  # no tick yet
+    assert [m for t, m in routes if t > 1.0][0]["arrivals_per_s"] > 0  # the first tick's count
