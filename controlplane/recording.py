@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from controlplane.events import IterationTimed, MetricSample, RequestFinished, WorkerChanged
 from controlplane.hookspecs import hookimpl
-from controlplane.request_latency import latencies
+from controlplane.request_latency import NO_LATENCIES, latencies
 from controlplane.storage.rows import SPECS
 from controlplane.types import Decision
 from controlplane.verdict_after_reply import VerdictAfterReply
@@ -39,15 +39,17 @@ for _table, _columns in (("request", REQUEST_COLUMNS), ("decision", DECISION_COL
 
 def request_values(r: Any) -> tuple:
     """A request's final state as a `request` row (``REQUEST_COLUMNS`` order), with the
-    latencies of :func:`controlplane.request_latency.latencies` (the summary's own)."""
+    latencies of :func:`controlplane.request_latency.stored_latencies` (the summary's own; NULL unless
+    completed)."""
     arrival, first, finish, scheduled = r.arrival_s, r.first_token_s, r.finish_s, r.scheduled_s
     out = r.output_tokens
     code = r.reason_code
-    return (  # the enums' ``_value_`` is their ``.value`` without the two Python calls of enum's property
-        r.request_id, r.model, r.tenant, r.priority, r.worker_id, r.status._value_, r.reason,
+    status = r.status._value_  # (an enum's ``_value_``: its ``.value`` without the two Python calls of the property)
+    return (
+        r.request_id, r.model, r.tenant, r.priority, r.worker_id, status, r.reason,
         None if code is None else code._value_, arrival, scheduled, first, finish, r.prompt_tokens, out,
         r.max_output_tokens, r.cached_tokens, r.cache_hit, r.num_preemptions, r.guardian_verdict,
-        *latencies(arrival, scheduled, first, finish, out),
+        *(latencies(arrival, scheduled, first, finish, out) if status == "completed" else NO_LATENCIES),
     )
 
 

@@ -10,6 +10,9 @@ from typing import Any
 
 Latencies = tuple["float | None", "float | None", "float | None", "float | None"]
 
+#: The latencies of a request that did not complete: none (see `stored_latencies`).
+NO_LATENCIES: Latencies = (None, None, None, None)
+
 
 def latencies(
     arrival_s: float,
@@ -21,7 +24,8 @@ def latencies(
     """``(ttft_s, tpot_s, e2e_s, queue_s)`` from a request's timestamps; ``None`` where undefined.
 
     * TTFT = first token - arrival.
-    * E2E = finish - arrival (for a rejected or failed request: until it was turned away).
+    * E2E = finish - arrival. These are a completed request's latencies: the stored rows of the other
+      statuses hold none (`stored_latencies`).
     * queue = first scheduled - arrival: the time before it first entered a batch (a cache hit
       is "scheduled" when it is answered). ``None`` if it never was, even when it has a finish.
     * TPOT = (finish - first token) / (output tokens - 1): the mean gap between the tokens after
@@ -40,6 +44,27 @@ def latencies(
         else None
     )
     return ttft, tpot, e2e, queue
+
+
+def stored_latencies(
+    status: str,
+    arrival_s: float,
+    scheduled_s: float | None,
+    first_token_s: float | None,
+    finish_s: float | None,
+    output_tokens: int,
+) -> Latencies:
+    """The ``ttft_s, tpot_s, e2e_s, queue_s`` columns of a ``request`` row whose status is ``status`` (a value).
+
+    A completed request's are :func:`latencies`, exactly what the run summary counts. Every other status
+    (rejected, failed, cancelled, blocked, in_flight) stores none (NULL): the summary counts no latency of
+    theirs, and a time "to the end" of a request turned away, given up on or blocked is no end-to-end latency
+    (a rejected request's E2E was its refusal's 0 s, which pulled SQL averages below the summary's). How far
+    such a request got stays in its timestamp columns (``scheduled_s``, ``first_token_s``, ``finish_s``):
+    ``finish_s - arrival_s`` is when it left (docs/architecture.md, "Stored schema")."""
+    if status != "completed":
+        return NO_LATENCIES
+    return latencies(arrival_s, scheduled_s, first_token_s, finish_s, output_tokens)
 
 
 def request_latencies(r: Any) -> Latencies:

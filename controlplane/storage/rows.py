@@ -25,7 +25,7 @@ from enum import Enum
 from functools import cached_property
 from typing import Any, Final
 
-from controlplane.request_latency import latencies
+from controlplane.request_latency import stored_latencies
 from controlplane.storage.columns import (
     CACHE_HITS,
     REQUEST_STATUSES,
@@ -282,11 +282,12 @@ class RowSpec:
 def derive_latencies(row: dict[str, Any]) -> dict[str, Any]:
     """Fill ``ttft_s``, ``tpot_s``, ``e2e_s`` and ``queue_s`` from the timestamps, unless given.
 
-    The definitions are :func:`controlplane.request_latency.latencies`, the same the run
-    summary uses, so stored rows and summaries agree (a one-token output's TPOT is NULL).
+    The definitions are :func:`controlplane.request_latency.stored_latencies`, the same the run
+    summary uses, so stored rows and summaries agree (a one-token output's TPOT is NULL; a row
+    whose status is not ``completed`` has none).
     """
-    derived = latencies(row["arrival_s"], row["scheduled_s"], row["first_token_s"], row["finish_s"],
-                        row["output_tokens"])
+    derived = stored_latencies(row["status"], row["arrival_s"], row["scheduled_s"], row["first_token_s"],
+                               row["finish_s"], row["output_tokens"])
     for column, value in zip(("ttft_s", "tpot_s", "e2e_s", "queue_s"), derived):
         if row[column] is None:
             row[column] = value

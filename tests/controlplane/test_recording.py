@@ -129,7 +129,8 @@ def test_a_replay_of_500_azure_rows_is_recorded_in_postgresql(pg_url):  # noqa: 
 
 
 def _hand_built() -> dict[str, Request]:
-    """A plain request, a one-token output, a cache hit, a preempted one and a rejected one."""
+    """A plain request, a one-token output, a cache hit, a preempted one, a rejected one, one cancelled mid-stream
+    and one whose answer a guardian blocked."""
 
     def done(rid, arrival, scheduled, first, finish, out, **fields) -> Request:
         r = Request(rid, arrival, 100, out, status=RequestStatus.COMPLETED, worker_id="w0", **fields)
@@ -143,8 +144,13 @@ def _hand_built() -> dict[str, Request]:
     rejected = Request("rejected", 3.0, 100, 16, status=RequestStatus.REJECTED, reason="queue full: 8 waiting",
                        reason_code=ReasonCode.QUEUE_FULL)
     rejected.finish_s = 3.0
+    cancelled = done("cancelled", 4.0, 4.5, 5.0, 6.0, 3, reason="client disconnected")
+    cancelled.status = RequestStatus.CANCELLED
+    blocked = done("blocked", 5.0, 5.1, 5.2, 7.0, 8, reason="guardian: unsafe")
+    blocked.status = RequestStatus.BLOCKED
     return {r.request_id: r for r in (
         done("plain", 1.0, 1.5, 2.0, 4.0, 5), done("one-token", 0.0, 0.1, 0.3, 0.3, 1), cached, preempted, rejected,
+        cancelled, blocked,
     )}
 
 
@@ -163,8 +169,9 @@ def test_summary_request_rows_and_derive_latencies_agree(tmp_path):
     for rid, r in requests.items():
         row = stored[rid]
         from_row = tuple(row[k] for k in names)
-        assert from_row == request_latencies(r), rid
-        derived = derive_latencies({"arrival_s": r.arrival_s, "scheduled_s": r.scheduled_s,
+        # (only a completed request has latencies: the summary's; the others' rows none)
+        assert from_row == (request_latencies(r) if r.status is RequestStatus.COMPLETED else (None,) * 4), rid
+        derived = derive_latencies({"status": r.status.value, "arrival_s": r.arrival_s, "scheduled_s": r.scheduled_s,
                                     "first_token_s": r.first_token_s, "finish_s": r.finish_s,
                                     "output_tokens": r.output_tokens, **dict.fromkeys(names)})
         assert tuple(derived[k] for k in names) == from_row, rid
@@ -178,8 +185,13 @@ def test_summary_request_rows_and_derive_latencies_agree(tmp_path):
     assert stored["one-token"]["tpot_s"] is None
     assert stored["cache-hit"]["queue_s"] == 0.0 and stored["cache-hit"]["cache_hit"] == "exact"
     assert stored["preempted"]["num_preemptions"] == 1 and stored["preempted"]["queue_s"] == 0.5
+    # A rejected request's E2E was its refusal's 0 s (SQL averages fell below the summary's): NULL now, as every
+    # latency of a request that did not complete; how far it got stays in its timestamps.
     assert (stored["rejected"]["reason_code"], stored["rejected"]["e2e_s"], stored["rejected"]["queue_s"]) == \
-        ("queue_full", 0.0, None)
+        ("queue_full", None, None)
+    for rid in ("cancelled", "blocked"):
+        assert tuple(stored[rid][k] for k in names) == (None,) * 4, rid
+        assert stored[rid]["first_token_s"] == requests[rid].first_token_s and stored[rid]["finish_s"] is not None
     assert stored["plain"]["reason_code"] is None
     engine.dispose()
 
