@@ -188,8 +188,8 @@ class PolicyCalls:
                 result, failed = None, True
         if monitor.errors:
             self.drain_errors(_subject(a, b))
-        if result is not None:
-            return result, monitor.last_plugin
+        if result is not None:  # (no implementation answered: a wrapper's own answer, `slo-admission`'s demotion)
+            return result, monitor.last_plugin or _wrappers(caller)
         if fallback is None:
             return self._builtin_decides(hook, args) if failed else (None, None)
         return fallback(self.ctx, *args), self._fallback_names[hook]

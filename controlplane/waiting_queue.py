@@ -16,6 +16,9 @@ sum is read without walking the queue:
 - ``remaining_output_tokens``: ``max_output_tokens`` less the tokens generated so far, as
   `Request.remaining_output_tokens`;
 - ``priorities``: how many queued requests have each ``priority`` (only those with at least one);
+- ``prefill_by_priority``: the ``remaining_prefill_tokens`` of each ``priority``'s queued requests (the same keys as
+  ``priorities``), read by ``slo-admission`` under a batcher that serves by priority: a request waits only for the
+  prefill queued at its priority or above;
 - ``tenants``: each ``tenant``'s waiting requests in queue order (None for none; only tenants with at least one), a
   deque each, read by `fair-share`, which serves the least-served tenant's requests first without walking the
   others' (an index: appends, pops from either end and a removal near a tenant's oldest request cost O(1); an
@@ -64,7 +67,8 @@ def request_tokens(r: Any) -> int:
 
 class WaitingQueue(deque):
     """A deque of requests that keeps, over them: ``tokens`` (the sum of `request_tokens`),
-    ``remaining_prefill_tokens``, ``remaining_output_tokens``, ``priorities`` (priority -> requests), ``tenants``
+    ``remaining_prefill_tokens``, ``remaining_output_tokens``, ``priorities`` (priority -> requests),
+    ``prefill_by_priority`` (priority -> its requests' ``remaining_prefill_tokens``), ``tenants``
     (tenant -> its requests in queue order), ``lengths`` ((output_tokens, max_output_tokens) -> requests) and
     ``inversions``.
 
@@ -73,8 +77,8 @@ class WaitingQueue(deque):
     silently, and a queue never does.
     """
 
-    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "tenants", "lengths",
-                 "inversions")
+    __slots__ = ("tokens", "remaining_prefill_tokens", "remaining_output_tokens", "priorities", "prefill_by_priority",
+                 "tenants", "lengths", "inversions")
 
     def __init__(self, iterable: Iterable[Any] = ()) -> None:
         super().__init__(iterable)
@@ -83,6 +87,7 @@ class WaitingQueue(deque):
     def _recount(self) -> None:
         self.tokens = self.remaining_prefill_tokens = self.remaining_output_tokens = 0
         self.priorities: dict[int, int] = {}
+        self.prefill_by_priority: dict[int, int] = {}
         self.lengths: dict[tuple[int, int], int] = {}
         self._add(self)
         self._reindex()
@@ -125,19 +130,30 @@ class WaitingQueue(deque):
 
     def _add_one(self, r: Any) -> None:
         self.tokens += r.prompt_tokens + r.max_output_tokens
-        self.remaining_prefill_tokens += r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        prefill = r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        self.remaining_prefill_tokens += prefill
         self.remaining_output_tokens += r.max_output_tokens - r.output_tokens
-        p = self.priorities
-        p[r.priority] = p.get(r.priority, 0) + 1
+        p, priority = self.priorities, r.priority
+        p[priority] = p.get(priority, 0) + 1
+        pp = self.prefill_by_priority
+        pp[priority] = pp.get(priority, 0) + prefill
         lengths = self.lengths
         key = r.output_tokens, r.max_output_tokens
         lengths[key] = lengths.get(key, 0) + 1
 
     def _sub(self, r: Any) -> None:
         self.tokens -= r.prompt_tokens + r.max_output_tokens
-        self.remaining_prefill_tokens -= r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        prefill = r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens
+        self.remaining_prefill_tokens -= prefill
         self.remaining_output_tokens -= r.max_output_tokens - r.output_tokens
-        _count_out(self.priorities, r.priority)
+        p, priority = self.priorities, r.priority
+        n = p[priority] - 1
+        if n:
+            p[priority] = n
+            self.prefill_by_priority[priority] -= prefill
+        else:
+            del p[priority]
+            del self.prefill_by_priority[priority]
         _count_out(self.lengths, (r.output_tokens, r.max_output_tokens))
 
     def __reduce__(self):  # (a copy or a pickle is made from the requests: the totals are recounted)

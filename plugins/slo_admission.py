@@ -8,25 +8,35 @@ a running request has its first token) and a completion rate (requests finished 
 the replica where it would start soonest and predicts
 
     TTFT = max(prefill tokens queued ahead + its own prompt) / prefill rate,
-               requests waiting beyond the free batch slots / completion rate per replica)
+               requests waiting ahead beyond the free batch slots / completion rate per replica)
 
 (a free slot needs room in the batch, ``max_num_seqs``, and in the free KV blocks)
 
-(the prefill work ahead, or the wait for a batch slot, whichever binds). If that exceeds
-``margin`` x the target (``ttft_s``, default the run's ``slo.ttft_s``), the request is refused
-with ``ReasonCode.ADMISSION_DENIED`` (HTTP 429) or, with ``on_miss: deprioritize``, admitted at
-``demote_to`` priority so requests that can still make it go first. Until ``min_samples``
-prefill rates were sampled nothing is refused (no rates yet); before any request completed the
+(the prefill work ahead, or the wait for a batch slot, whichever binds). "Ahead" is every queued request under a
+first-come batcher; under one that serves by priority (``ctx.serves_by_priority``: ``priority-continuous-batching``)
+it is the queued requests at the request's priority or above, the ones it does not overtake (the running requests'
+prefill counts either way). If the prediction exceeds ``margin`` x the target (``ttft_s``, default the run's
+``slo.ttft_s``), the request is refused with ``ReasonCode.ADMISSION_DENIED`` (HTTP 429) or, with ``on_miss:
+deprioritize``, admitted at ``demote_to`` priority so requests that can still make it go first. Until
+``min_samples`` prefill rates were sampled nothing is refused (no rates yet); before any request completed the
 slot wait is left out.
 
-Cost: the prefill queued on a replica is the sum its queue keeps (`controlplane.waiting_queue`),
-so an arrival costs the replicas and their running requests, not the queued ones (with ``on_miss:
-deprioritize`` an overloaded replica's queue grows without bound).
+A demotion is the core's ``prioritize`` decision of this plugin: its reason the prediction, its payload ``{"from":
+the priority asked, "to": demote_to}``; the request's row stores the priority it was queued and served at (the
+demoted one). To demote and still let the admission policies after it decide (a queue limit refuses the overload's
+requests), ``on_miss: deprioritize`` answers as a hook wrapper (asked before every admission policy, whatever its
+place in ``plugins.enabled``): the policies decide on the demoted priority, and a refusal keeps the priority asked.
+(The wrapper is the instance's ``cp_admit_request``, set as it is made: a subclass changes `miss` or `_demoting`.)
+
+Cost: the prefill queued on a replica is the sum its queue keeps (`controlplane.waiting_queue`; per priority,
+``prefill_by_priority``), so an arrival costs the replicas, their running requests and the distinct priorities
+waiting, not the queued requests (with ``on_miss: deprioritize`` an overloaded replica's queue grows without bound).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -65,6 +75,12 @@ class SloAdmission(Plugin):
         super().__init__(settings)
         self._rates: dict[str, _Rates] = {}
         self._sampled: set[str] = set()  # running requests whose prefill rate was sampled already
+        if self.settings.on_miss == "deprioritize":  # a hook wrapper: demotes, and the policies after it decide
+
+            def cp_admit_request(ctx, request):
+                return (yield from self._demoting(ctx, request))
+
+            self.cp_admit_request = hookimpl(wrapper=True)(cp_admit_request)
 
     def _rates_of(self, model) -> _Rates:
         rates = self._rates.get(model)
@@ -106,19 +122,30 @@ class SloAdmission(Plugin):
             rates.finishes.popleft()
         span = min(window, max(now - rates.finishes[0], 1e-9)) if rates.finishes else window
         per_replica_rps = len(rates.finishes) / span / len(workers)
+        by_priority = getattr(ctx, "serves_by_priority", False)
+        priority = request.priority
         best = None
         for w in workers:
             waiting = w.waiting  # (its prefill kept by the queue: an overloaded one is not walked)
-            if type(waiting) is WaitingQueue:
-                ahead = waiting.remaining_prefill_tokens
+            if not by_priority:
+                queued = len(waiting)
+                if type(waiting) is WaitingQueue:
+                    ahead = waiting.remaining_prefill_tokens
+                else:
+                    ahead = sum(r.remaining_prefill_tokens for r in waiting)
+            elif type(waiting) is WaitingQueue:  # it overtakes the lower priorities: their work is not ahead
+                counts, prefill = waiting.priorities, waiting.prefill_by_priority
+                queued = sum(n for p, n in counts.items() if p >= priority)
+                ahead = sum(t for p, t in prefill.items() if p >= priority)
             else:
-                ahead = sum(r.remaining_prefill_tokens for r in waiting)
+                before = [r for r in waiting if r.priority >= priority]
+                queued, ahead = len(before), sum(r.remaining_prefill_tokens for r in before)
             ahead += sum(r.remaining_prefill_tokens for r in w.running if not r.is_decoding)
             prefill_s = (ahead + request.prompt_tokens) / rates.prefill_tps
             slots = w.max_num_seqs - len(w.running)
             if w.has_kv_budget:  # free batch slots are bounded by free KV blocks too
                 slots = min(slots, w.num_free_kv_blocks // max(1, w.blocks_for(request.prompt_tokens)))
-            beyond = len(w.waiting) + 1 - max(0, slots)
+            beyond = queued + 1 - max(0, slots)
             slot_s = 0.0
             if beyond > 0 and per_replica_rps > 0:  # no completion yet: no slot estimate
                 slot_s = beyond / per_replica_rps
@@ -127,19 +154,44 @@ class SloAdmission(Plugin):
                 best = t
         return best
 
-    @hookimpl
-    def cp_admit_request(self, ctx, request):
+    def miss(self, ctx, request) -> str | None:
+        """Why ``request`` is predicted to miss its TTFT target; None: it can make it (or no rates yet)."""
         target = self.settings.ttft_s if self.settings.ttft_s is not None else ctx.config.slo.ttft_s
         predicted = self.predict_ttft_s(ctx, request)
         if predicted is None or predicted <= self.settings.margin * target:
-            return None  # can make it (or no rates yet): the next admission policy decides
-        why = f"SLO: predicted TTFT {predicted:.3f} s > {self.settings.margin:g} x target {target} s"
-        if self.settings.on_miss == "deprioritize":
-            # demoted, and the next admission policy still decides: an admitting answer would end the chain, and
-            # the queue limits listed after this plugin were never asked about the very requests of an overload
-            request.priority = min(request.priority, self.settings.demote_to)
             return None
+        return f"SLO: predicted TTFT {predicted:.3f} s > {self.settings.margin:g} x target {target} s"
+
+    @hookimpl
+    def cp_admit_request(self, ctx, request):
+        """``on_miss: reject``: refuse a request predicted to miss (``deprioritize`` replaces this by `_demoting`)."""
+        why = self.miss(ctx, request)
+        if why is None:
+            return None  # can make it (or no rates yet): the next admission policy decides
         return Admission(False, why, code=ReasonCode.ADMISSION_DENIED)
+
+    def _demoting(self, ctx, request):
+        """``on_miss: deprioritize`` (a hook wrapper, a generator): a request predicted to miss waits at ``demote_to``.
+        The admission policies decide on the demoted priority (a queue limit still refuses: an admitting answer
+        from this plugin would end the chain); admitted, the answer carries the priority, which the core applies
+        and records (``prioritize``, ``{"from", "to"}``, this reason); refused, the request keeps the priority asked."""
+        asked = request.priority
+        why = self.miss(ctx, request)
+        demoted = asked if why is None else min(asked, self.settings.demote_to)
+        if demoted == asked:
+            return (yield)
+        request.priority = demoted
+        try:
+            answer = yield
+        finally:
+            request.priority = asked
+        if answer is not None and not answer.admit:
+            return answer
+        why = f"{why}: demoted from priority {asked} to {demoted}"
+        if answer is None:
+            return Admission(True, why, priority=demoted)
+        return replace(answer, reason=f"{answer.reason} | {why}" if answer.reason else why,
+                       priority=demoted if answer.priority is None else min(answer.priority, demoted))
 
     @hookimpl
     def cp_on_event(self, ctx, event):

@@ -24,8 +24,15 @@ def _sum(q) -> int:
 def _walked(q) -> tuple:
     """Every total a `WaitingQueue` keeps, summed afresh over ``q``'s requests."""
     return (_sum(q), sum(r.remaining_prefill_tokens for r in q), sum(r.remaining_output_tokens for r in q),
-            dict(Counter(r.priority for r in q)), _by_tenant(q),
+            dict(Counter(r.priority for r in q)), _prefill_by_priority(q), _by_tenant(q),
             dict(Counter((r.output_tokens, r.max_output_tokens) for r in q)))
+
+
+def _prefill_by_priority(q) -> dict:
+    out: dict = {}
+    for r in q:
+        out[r.priority] = out.get(r.priority, 0) + r.remaining_prefill_tokens
+    return out
 
 
 def _by_tenant(q) -> dict:
@@ -43,7 +50,7 @@ def _inversions(q) -> int:
 
 
 def _kept(q: WaitingQueue) -> tuple:
-    return (q.tokens, q.remaining_prefill_tokens, q.remaining_output_tokens, q.priorities,
+    return (q.tokens, q.remaining_prefill_tokens, q.remaining_output_tokens, q.priorities, q.prefill_by_priority,
             {t: [r.request_id for r in d] for t, d in q.tenants.items()}, q.lengths)
 
 
@@ -124,7 +131,8 @@ def test_copies_and_pickles_recount_and_a_worker_always_holds_one():
     reqs[3].num_computed_tokens, reqs[3].output_tokens, reqs[3].priority = 40, 2, 5
     q = WaitingQueue(reqs)
     assert q.tokens == 410 == sum(map(request_tokens, reqs))
-    totals = (410, 360, 8, {0: 3, 5: 1}, {None: ["r0", "r1", "r2", "r3"]}, {(0, 1): 1, (0, 2): 1, (0, 3): 1, (2, 4): 1})
+    totals = (410, 360, 8, {0: 3, 5: 1}, {0: 300, 5: 60}, {None: ["r0", "r1", "r2", "r3"]},
+              {(0, 1): 1, (0, 2): 1, (0, 3): 1, (2, 4): 1})
     assert _kept(q) == totals
     for other in (copy.copy(q), copy.deepcopy(q), pickle.loads(pickle.dumps(q)), q.copy()):
         assert type(other) is WaitingQueue and _kept(other) == _walked(other) == totals

@@ -146,7 +146,13 @@ def test_slo_admission_refuses_when_the_queue_already_misses_the_target():
     demote = SloAdmission(SloAdmission.Settings(ttft_s=1.0, min_samples=1, on_miss="deprioritize"))
     demote._rates = plugin._rates
     n = _req("n", prompt=500)
-    assert demote.cp_admit_request(ctx=ctx, request=n) is None and n.priority == -1  # the next policy decides
+    wrapper = demote.cp_admit_request(ctx=ctx, request=n)  # (a hook wrapper: the next policies decide meanwhile)
+    next(wrapper)
+    assert n.priority == -1  # they decide on the demoted priority
+    with pytest.raises(StopIteration) as answer:
+        wrapper.send(None)  # none of them objects
+    a = answer.value.value
+    assert a.admit and a.priority == -1 and "demoted from priority 0 to -1" in a.reason and n.priority == 0
 
 
 def test_a_demoted_request_is_still_refused_by_a_queue_limit_listed_after():
@@ -160,7 +166,9 @@ def test_a_demoted_request_is_still_refused_by_a_queue_limit_listed_after():
         cluster={"models": [{"replicas": 1}]}, slo={"ttft_s": 1.0})
     full = [r for r in res.requests if r.reason_code is ReasonCode.QUEUE_FULL]
     assert full and res.summary["num_completed"] + len(full) == 1200
-    assert any(r.priority < 0 for r in full)  # demoted, then refused by the limit (never asked before)
+    assert all(r.priority == 0 for r in full)  # refused: the priority asked, not the one it would have waited at
+    demoted = {d.subject for d in res.decisions if d.action == "prioritize" and d.plugin == "slo-admission"}
+    assert demoted and all(r.priority == -1 for r in res.requests if r.request_id in demoted)
 
 
 def test_slo_admission_in_a_replay_sheds_overload_early():
@@ -313,16 +321,18 @@ class _PrefillCheckedSloAdmission(_Checked, SloAdmission):
 
     @staticmethod
     def kept(q):
-        return q.remaining_prefill_tokens
+        return q.remaining_prefill_tokens, q.prefill_by_priority
 
     @staticmethod
     def walked(q):
-        return sum(r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens for r in q)
+        by_priority: dict = {}
+        for r in q:
+            by_priority[r.priority] = by_priority.get(r.priority, 0) + r.remaining_prefill_tokens
+        return sum(r.prompt_tokens + r.recompute_tokens - r.num_computed_tokens for r in q), by_priority
 
-    @hookimpl
-    def cp_admit_request(self, ctx, request):
+    def predict_ttft_s(self, ctx, request):
         self._check(ctx, request)
-        return super().cp_admit_request(ctx=ctx, request=request)
+        return super().predict_ttft_s(ctx, request)
 
 
 def test_slo_admission_reads_the_kept_queued_prefill_and_decides_as_the_walk_does(monkeypatch):
