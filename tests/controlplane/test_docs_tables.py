@@ -1,19 +1,22 @@
 """The reference tables of the docs stay true to the code: every decision action the code records is in
-plugins.md's actions table (and no other), and the decision types' fields are their dataclasses'."""
+plugins.md's actions table (and no other), the decision types', events' and actions' fields are their
+dataclasses', and the signatures quoted for the latency models and the testing helpers are the real ones."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 
-from controlplane import decisions
+from controlplane import actions, decisions, events, testing
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS_DOC = (ROOT / "docs" / "plugins.md").read_text()
+LATENCY_DOC = (ROOT / "docs" / "latency-models.md").read_text()
 
 # Calls that record a decision, and the position of their action argument.
 _ACTION_ARG = {"_decision": 2, "Decision": 3, "_record": 0}
@@ -99,6 +102,33 @@ def _row_cells(text: str, name: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", rows[0])[1:-1]]
 
 
+def _split_top(params: str) -> list[str]:
+    """``a, b=(1, 2), *c`` -> its parameters (commas inside brackets or quotes kept)."""
+    out, depth, quote, cur = [], 0, None, ""
+    for ch in params:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def _doc_params(params: str) -> list[tuple[str, bool]]:
+    """Each parameter's name and whether it has a default, as the doc writes them (``name=default``)."""
+    return [(p.split("=", 1)[0].strip(), "=" in p) for p in _split_top(params) if p not in ("*", "...")]
+
+
 def _fields(cls: type) -> list[tuple[str, bool]]:
     return [(f.name, f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
             for f in dataclasses.fields(cls)]
@@ -114,3 +144,48 @@ def test_the_decision_types_table_lists_every_field(cls):
     cell = _row_cells(PLUGINS_DOC, cls.__name__)[2]
     documented = [(name, " = " in type_) for name, type_ in re.findall(r"(?:^|; )`(\w+): ([^`]*)`", cell)]
     assert documented == _fields(cls)
+
+
+@pytest.mark.parametrize("cls", [c for c in _dataclasses(events) if c.__name__ != "VerdictAfterReply"],
+                         ids=lambda c: c.__name__)
+def test_the_events_tables_list_every_field(cls):
+    cell = _row_cells(PLUGINS_DOC, cls.__name__)[1]
+    assert _doc_params(cell.strip("`")) == _fields(cls)
+
+
+def test_the_actions_list_gives_every_action_with_its_fields():
+    line = PLUGINS_DOC.split("Actions (`controlplane.actions`, core → driver):", 1)[1].split("Every driver", 1)[0]
+    documented = dict(re.findall(r"`(\w+)\(([^`]*)\)`", line))
+    classes = {c.__name__: c for c in _dataclasses(actions)}
+    assert set(documented) == set(classes)
+    for name, params in documented.items():
+        assert _doc_params(params) == _fields(classes[name]), name
+
+
+# --- signatures --------------------------------------------------------------------------------
+
+
+def _signature_params(func) -> list[tuple[str, bool]]:
+    params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
+    stars = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
+    return [(stars.get(p.kind, "") + p.name, p.default is not inspect.Parameter.empty) for p in params]
+
+
+def test_the_latency_models_table_quotes_their_signatures():
+    from sim.latency import LinearLatencyModel, RooflineModel, SplitwiseModel
+
+    for cls in (LinearLatencyModel, SplitwiseModel, RooflineModel):
+        params = re.search(rf"`{cls.__name__}\(([^`]*)\)`", LATENCY_DOC).group(1)
+        assert _doc_params(params) == _signature_params(cls.__init__), cls.__name__
+
+
+@pytest.mark.parametrize("name", ["make_config", "make_context", "make_worker", "make_requests", "make_trace",
+                                  "make_plugin_set", "replay_with"])
+def test_the_testing_table_quotes_the_helpers_signatures(name):
+    params = re.search(rf"`{name}\(([^`]*)\)`", _row_cells(PLUGINS_DOC, _row_name(name))[0]).group(1)
+    assert _doc_params(params) == _signature_params(getattr(testing, name))
+
+
+def _row_name(name: str) -> str:
+    row = next(line for line in PLUGINS_DOC.splitlines() if line.startswith(f"| `{name}("))
+    return row.split("`")[1]
