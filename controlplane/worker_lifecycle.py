@@ -11,7 +11,7 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.decisions import MemoryPlan
 from controlplane.hardware.cost import cost_per_1k_requests, run_cost
-from controlplane.types import ReasonCode, RequestStatus, Worker, WorkerState
+from controlplane.types import UNLIMITED_KV_BLOCKS, ReasonCode, RequestStatus, Worker, WorkerState
 
 if TYPE_CHECKING:
     from controlplane.types import Request
@@ -82,9 +82,12 @@ class WorkerLifecycle:
         w.num_kv_blocks = plan.num_kv_blocks
         w.kv_block_size = plan.kv_block_size
         self.kv.planned(w)
+        # An unlimited KV cache (no budget: `UNLIMITED_KV_BLOCKS`, 2**30) is stored as null, not as a capacity
+        # a query would add up.
+        blocks = plan.num_kv_blocks if plan.num_kv_blocks < UNLIMITED_KV_BLOCKS else None
         self._decision("cp_plan_memory", plugin, "memory_plan", w.worker_id, plan.reason,
                        {"trigger": trigger, "max_num_seqs": plan.max_num_seqs,
-                        "max_batch_tokens": plan.max_batch_tokens, "num_kv_blocks": plan.num_kv_blocks,
+                        "max_batch_tokens": plan.max_batch_tokens, "num_kv_blocks": blocks,
                         "kv_block_size": plan.kv_block_size})
 
     def _on_worker_ready(self, e: ev.WorkerReady) -> None:

@@ -15,7 +15,8 @@ class StaticMemory(Plugin):
     With a known model (``model_spec`` or the latency settings' ``model``) and GPU, the KV pool is
     what ``controlplane.hardware.memory_plan.plan_replica_memory`` leaves after the weights in the deployment's
     precision (Vidur's planner: Llama-2-70B on A100-80GB, TP2, fp16 gives 3,328 blocks of 16);
-    an explicit ``num_kv_blocks`` overrides it, and with neither the budget is unlimited.
+    an explicit ``num_kv_blocks`` overrides it, and with neither the budget is unlimited (the plan's
+    ``UNLIMITED_KV_BLOCKS``; its stored ``memory_plan`` decision says ``"num_kv_blocks": null``).
     On out-of-memory, halve the batch limits (never below one sequence).
     """
 

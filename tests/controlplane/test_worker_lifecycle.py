@@ -9,7 +9,7 @@ from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.session import RunSession
 from controlplane.testing import EventLog, make_config
-from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
+from controlplane.types import UNLIMITED_KV_BLOCKS, ReasonCode, Request, RequestStatus, WorkerState
 
 ERROR = "could not start: OSError: no file named model.safetensors\n  in /models/x"
 
@@ -276,3 +276,21 @@ def test_a_request_waiting_on_a_start_that_failed_is_re_routed_without_a_retry()
     assert reroute.reason.startswith(f"worker {w0} failed: could not start") and reroute.reason.endswith(
         "before it was ready (no retry counted)")
     assert reroute.payload == {"worker": w0, "retry": 0} and r.worker_id == w1
+
+
+def test_an_unlimited_kv_cache_is_stored_as_null_in_the_memory_plan():
+    """No KV budget (no ``num_kv_blocks``, no known model): the plan's `UNLIMITED_KV_BLOCKS` sentinel (2**30) was
+    stored as the payload's ``num_kv_blocks``, a capacity SQL sums would take for real; it is null now, and a
+    budget from the config is stored as it is."""
+    run = Run(1)
+    run.handle(ev.WorkerReady(1.0, "m-0"))
+    cfg = make_config(cluster={"models": [{"name": "m", "replicas": 1, "num_kv_blocks": 500}]})
+    log = EventLog()
+    core = RunSession(cfg, mode="live", record=False, extra_plugins=[log]).core
+    core.start()
+    core.handle(ev.WorkerReady(1.0, "m-0"))
+    (unlimited,) = [d for d in run.log.decisions if d.action == "memory_plan"]
+    (limited,) = [d for d in log.decisions if d.action == "memory_plan"]
+    assert "unlimited" in unlimited.reason and unlimited.payload["num_kv_blocks"] is None
+    assert run.core.workers["m-0"].num_kv_blocks == UNLIMITED_KV_BLOCKS  # (the core's own view is unchanged)
+    assert limited.payload["num_kv_blocks"] == 500
