@@ -4,7 +4,8 @@ A request belongs to the highest class whose ``min_priority`` its ``Request.prio
 (a larger number is more important; note that vLLM's ``priority`` is the other way round).
 Each class may cap how many of its requests wait (on every replica of the model: one logical
 queue per model) and how long one may wait before it is refused (``queue_timeout_s``, checked
-whenever its replica plans a batch; the refusal is ``ReasonCode.QUEUE_TIMEOUT``, HTTP 429).
+whenever its replica plans a batch; the refusal is ``ReasonCode.QUEUE_TIMEOUT``, HTTP 429). A starting
+replica plans no batch, so a request queued on one is refused only once the replica is ready.
 
 The plugin orders nothing itself: pair it with a priority-aware batcher
 (``priority-continuous-batching``, ``dynamic-batching``) so higher classes also go first.
