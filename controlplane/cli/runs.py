@@ -322,7 +322,7 @@ def compare(
             out.print(ci_table(model_diff, f"model {model}: B - A", confidence))
     if note := targets_note((*runs_a, *runs_b)):  # (in every mode: --no-ci's SLO row too is each run's own)
         out.print(note, highlight=False)
-    if note := workload_note((*runs_a, *runs_b)):
+    if note := workload_note((*runs_a, *runs_b), engine):
         out.print(note, highlight=False)
     if decisions:
         from controlplane.cli.runs_timeline import compare_decisions

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["incomplete_note", "slo_targets", "stopped_early", "stopped_line", "targets_differ", "targets_note", "workload_note"]
+__all__ = ["incomplete_note", "same_requests", "slo_targets", "stopped_early", "stopped_line", "targets_differ", "targets_note",
+           "workload_note"]
 
 
 def incomplete_note(run: dict[str, Any]) -> str | None:
@@ -63,16 +64,51 @@ def _workload(run: dict[str, Any]) -> str:
     return f"{Path(run.get('trace') or '-').name}" + (f" ({', '.join(how)})" if how else "")
 
 
-def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str:
+def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], engine: Any = None) -> str:
     """A note when the runs replayed different requests (another trace, window, speed-up, rate or limit, or a
     run stopped early by ``--until`` or Ctrl-C): their differences then mix the policies' effect with the
-    workload's ('' when they are the same)."""
+    workload's ('' when they are the same). Runs whose workloads read differently but whose stored requests
+    are the same ones (with ``engine``: `same_requests`), as a replay of a live run's ``--save-trace`` file
+    beside that live run, get no note."""
     seen = {r["id"]: _workload(r) for r in runs}
     if len(set(seen.values())) <= 1:
         return ""
+    if engine is not None:
+        ones = list({seen[r["id"]]: r for r in runs}.values())  # a run of each workload
+        if all(same_requests(engine, ones[0], other) for other in ones[1:]):
+            return ""
     return ("note: the runs replayed different requests (" + "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
             + "): their differences mix the policies' effect with the workload's")
 
+
+def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | None:
+    """The run's requests as (request id, arrival, prompt tokens, tokens to generate), by id, with arrivals
+    counted from its first; None when its rows are not all stored (fewer than its summary's requests)."""
+    from sqlalchemy import select
+
+    from controlplane.storage.models import Request
+
+    c = Request.__table__.c
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(select(c.request_id, c.arrival_s, c.prompt_tokens, c.max_output_tokens)
+                                               .where(c.run_id == run["id"]).order_by(c.request_id))]
+    if not rows or len(rows) != (run.get("summary") or {}).get("num_requests"):
+        return None
+    start = min(r[1] for r in rows)
+    return [(rid, arrival - start, prompt, out) for rid, arrival, prompt, out in rows]
+
+
+def same_requests(engine: Any, a: dict[str, Any], b: dict[str, Any], *, tol_s: float = 1e-6) -> bool:
+    """Whether runs ``a`` and ``b`` (`get_run` dicts) replayed the same requests: the same request ids, each
+    with the same prompt and output lengths, arriving at the same times after their run's first arrival
+    (to ``tol_s``: a live run's clock starts before its first request, a replay of its saved trace at that
+    arrival). False when either run's rows are not all stored (``record: summary``, a crash)."""
+    if (a.get("summary") or {}).get("num_requests") != (b.get("summary") or {}).get("num_requests"):
+        return False
+    rows_a, rows_b = _request_rows(engine, a), _request_rows(engine, b)
+    if rows_a is None or rows_b is None:
+        return False
+    return all(ra[0] == rb[0] and ra[2:] == rb[2:] and abs(ra[1] - rb[1]) <= tol_s for ra, rb in zip(rows_a, rows_b))
 
 
 def slo_targets(run: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,0 +1,79 @@
+"""`runs compare`'s workload note: docs/calibration.md's step 4 compares a live run of a trace window with a
+replay of that run's `--save-trace` file, exactly the requests it served; the note said they "replayed
+different requests" because the trace's name and transforms read differently. Runs whose stored requests are
+the same ones get no note now; runs of truly different requests still do."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from controlplane.cli import app
+from controlplane.cli.runs_notes import same_requests
+from controlplane.storage import get_run, make_engine
+from controlplane.testing import make_config, make_trace
+from sim.traces import TraceRequest
+from sim.traces.canonical import write_canonical
+
+
+def _compare(url: str, a: int, b: int) -> str:
+    res = CliRunner().invoke(app, ["runs", "compare", str(a), str(b), "--no-ci", "--db", url], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    return " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run 1: a window of a trace file, lengths capped; run 2: its requests as served (what `live-replay
+    --save-trace` writes: arrivals on another clock, the first 0.125 s in); run 3: the same with one prompt longer."""
+    from sim.replay import TraceTransforms, replay
+
+    folder = tmp_path_factory.mktemp("workload")
+    url = f"sqlite:///{folder / 'runs.db'}"
+    trace = folder / "trace.csv"
+    write_canonical(make_trace(80, qps=2), trace)
+    window = TraceTransforms(window_start_s=5.0, window_end_s=30.0, max_prompt_tokens=256)
+    replay(str(trace), make_config(storage={"url": url}), transforms=window)
+    engine = make_engine(url)
+    try:
+        from controlplane.storage.queries import iter_request_rows
+
+        rows = list(iter_request_rows(engine, 1))
+    finally:
+        engine.dispose()
+    start = min(r["arrival_s"] for r in rows) - 0.125  # (another clock: its first request 0.125 s in)
+    served = [TraceRequest(r["request_id"], r["arrival_s"] - start, r["prompt_tokens"], r["max_output_tokens"])
+              for r in rows]
+    served.sort(key=lambda r: r.arrival_s)
+    write_canonical(served, folder / "served.csv")
+    longer = [dataclasses.replace(r, prompt_tokens=r.prompt_tokens + 1) if i == 3 else r for i, r in enumerate(served)]
+    write_canonical(longer, folder / "other.csv")
+    for name in ("served.csv", "other.csv"):
+        replay(str(folder / name), make_config(storage={"url": url}))
+    return url
+
+
+def test_a_replay_of_the_requests_a_run_served_is_the_same_workload(runs):
+    assert "different requests" not in _compare(runs, 1, 2)
+    assert "different requests" not in _compare(runs, 2, 1)
+
+
+def test_runs_of_other_requests_still_get_the_note(runs):
+    text = _compare(runs, 1, 3)
+    assert "note: the runs replayed different requests" in text and "run 3: other.csv" in text
+    assert "different requests" in _compare(runs, 2, 3)
+
+
+def test_same_requests_needs_every_run_s_rows(runs):
+    engine = make_engine(runs)
+    try:
+        one, two = get_run(engine, 1), get_run(engine, 2)
+        assert same_requests(engine, one, two)
+        # runs whose rows are not all stored (a crash: fewer rows than its requests) cannot tell
+        unstored = {**one["summary"], "num_requests": one["summary"]["num_requests"] + 1}
+        assert not same_requests(engine, {**one, "summary": unstored}, {**two, "summary": unstored})
+        assert not same_requests(engine, one, {**two, "summary": unstored})
+    finally:
+        engine.dispose()
