@@ -72,3 +72,70 @@ def test_export_and_plot_of_a_running_or_crashed_run_say_its_rows_are_incomplete
         assert f"note: run {run_id} is {status}, so its rows are incomplete" in " ".join(plotted.stderr.split())
     res = CliRunner().invoke(app, ["runs", "export", "2", "--db", url, "-o", str(tmp_path / "rows.csv")])
     assert res.exit_code == 0 and "wrote 3 rows" in res.stdout and "is crashed" in res.stderr
+
+
+# --- the output file's name decides the format and the compression (controlplane/cli/runs_export.py) ----------
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('export-names') / 'runs.db'}"
+    res = CliRunner().invoke(app, ["sim", "replay", "--limit", "40", "--db", url, "--json"])
+    assert res.exit_code == 0, res.output
+    return url
+
+
+def _parse(fmt: str, text: str) -> list[dict]:
+    import csv
+    import io
+    import json
+
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(text)))
+    return json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("name, fmt", [("r.csv.gz", "csv"), ("r.json.gz", "json"), ("r.jsonl.gz", "jsonl"),
+                                       ("r.ndjson.GZ", "jsonl"), ("r.v2.jsonl", "jsonl")])
+def test_export_to_a_gz_name_writes_gzip_of_the_format_its_name_gives(one_run, tmp_path, name, fmt):
+    """`-o r.jsonl.gz` wrote plain CSV under that name."""
+    import gzip
+
+    out = tmp_path / name
+    res = CliRunner().invoke(app, ["runs", "export", "1", "--db", one_run, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    raw = out.read_bytes()
+    text = gzip.decompress(raw).decode() if name.lower().endswith(".gz") else raw.decode()
+    assert raw.startswith(b"\x1f\x8b") == name.lower().endswith(".gz")
+    rows = _parse(fmt, text)
+    assert len(rows) == 40 and rows[0]["request_id"] is not None
+
+
+@pytest.mark.parametrize("name, fmt, said", [
+    ("r.parquet", None, "runs export does not write .parquet files; it writes .csv, .json, .jsonl or .ndjson, each "
+                        "with .gz added for gzip (rows.jsonl.gz)"),
+    ("r.parquet", "csv", "runs export does not write .parquet files"),  # (CSV under a Parquet name: refused)
+    ("r.csv.bz2", None, "runs export does not write .bz2 files"),
+    ("r.txt", None, "its extension .txt names no export format; name the file .csv, .json, .jsonl or .ndjson, "
+                    "each with .gz added for gzip (rows.jsonl.gz), or give --format (csv, json, jsonl)"),
+    ("rows", None, "it has no extension; name the file .csv"),
+    ("r.gz", None, "it has no extension; name the file .csv"),
+    ("r.jsonl.gz", "csv", "--format csv writes CSV, but -o {out} names JSONL by its extension"),
+])
+def test_export_to_a_name_of_another_format_is_refused_before_any_file_is_made(one_run, tmp_path, name, fmt, said):
+    out = tmp_path / name
+    res = CliRunner().invoke(app, ["runs", "export", "1", "--db", one_run, "-o", str(out),
+                                   *(["--format", fmt] if fmt else [])])
+    assert res.exit_code == 2 and not out.exists(), res.output
+    assert said.format(out=out) in " ".join(res.stderr.split())
+
+
+@pytest.mark.parametrize("name, gz", [("rows", False), ("r.txt", False), ("r.gz", True)])
+def test_export_to_a_name_without_a_format_s_extension_takes_format(one_run, tmp_path, name, gz):
+    import gzip
+
+    out = tmp_path / name
+    res = CliRunner().invoke(app, ["runs", "export", "1", "--db", one_run, "-o", str(out), "--format", "jsonl"])
+    assert res.exit_code == 0, res.output
+    text = gzip.decompress(out.read_bytes()).decode() if gz else out.read_text()
+    assert len(_parse("jsonl", text)) == 40

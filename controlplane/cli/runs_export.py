@@ -1,0 +1,72 @@
+"""`controlplane runs export -o FILE`: the format and the compression the file's name decides.
+
+``.csv``, ``.json`` and ``.jsonl`` (or ``.ndjson``) name the format, and ``.gz`` after one of them
+(``rows.jsonl.gz``) compresses it with gzip. ``--format`` that contradicts the name is an error, as is
+a name whose extension is none of these (``rows.parquet``, ``rows.jsonl.bz2``): both before the file
+is made. A name without one of these extensions (``rows``, ``rows.txt``) takes ``--format``.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+__all__ = ["EXPORT_SUFFIXES", "ExportTarget", "export_target", "open_export"]
+
+#: The export format an output file's extension names (``-o rows.json``), as `write_canonical` takes a trace's.
+EXPORT_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+#: Extensions of formats and compressions that ``runs export`` does not write: an error even with ``--format``
+#: (CSV under a ``.parquet`` name is a file its readers refuse).
+NOT_WRITTEN = frozenset({".parquet", ".pq", ".feather", ".arrow", ".ipc", ".orc", ".avro", ".xlsx", ".xls", ".ods",
+                         ".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".tgz", ".tar", ".7z", ".sqlite", ".db"})
+SUPPORTED = ".csv, .json, .jsonl or .ndjson, each with .gz added for gzip (rows.jsonl.gz)"
+
+
+class ExportTarget(NamedTuple):
+    """What ``runs export`` writes: the format, and whether through gzip."""
+
+    format: str
+    gzip: bool = False
+
+
+def export_target(given: str | None, output: Path | None) -> ExportTarget:
+    """``runs export``'s format and compression: the ones ``output``'s name gives, else ``--format``
+    (``given``; csv on stdout without one). ``ValueError`` for an unknown ``--format``, one its name
+    contradicts (``--format csv -o x.json``), a name of a format or compression it does not write
+    (``x.parquet``, ``x.csv.bz2``), and a name without a format's extension and no ``--format``."""
+    from controlplane.storage.queries import FORMATS
+
+    if given is not None and given not in FORMATS:
+        raise ValueError(f"--format: unknown export format {given!r}; expected one of {', '.join(FORMATS)}")
+    if output is None:
+        return ExportTarget(given or "csv")
+    if output.is_dir():  # (what is in the way first, as `runs plot -o FOLDER` says it)
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(output))
+    suffixes = [s.lower() for s in output.suffixes[-2:]]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    inner = (suffixes[:-1] if gz else suffixes)[-1:] or [""]
+    refused = next((s for s in suffixes if s in NOT_WRITTEN), None)
+    if refused is not None:
+        raise ValueError(f"-o {output}: runs export does not write {refused} files; it writes {SUPPORTED}")
+    named = EXPORT_SUFFIXES.get(inner[0])
+    if given is None:
+        if named is None:
+            what = f"its extension {inner[0]} names no export format" if inner[0] else "it has no extension"
+            raise ValueError(f"-o {output}: {what}; name the file {SUPPORTED}, or give --format (csv, json, jsonl) "
+                             "to write that format under this name")
+        return ExportTarget(named, gz)
+    if named is not None and named != given:
+        raise ValueError(f"--format {given} writes {given.upper()}, but -o {output} names {named.upper()} by its "
+                         f"extension: give a matching extension, or leave --format out")
+    return ExportTarget(given, gz)
+
+
+def open_export(output: Path, target: ExportTarget) -> TextIO:
+    """``output`` open for writing the rows (UTF-8, no newline translation, as the csv module asks), through
+    gzip where ``target`` says so."""
+    if target.gzip:
+        return gzip.open(output, "wt", encoding="utf-8", newline="")  # type: ignore[return-value]
+    return output.open("w", encoding="utf-8", newline="")
