@@ -40,6 +40,9 @@ class HookMonitor:
 
     Each error is counted (``error_counts``) and told to every ``listeners`` callable as (plugin, hook);
     the first `MAX_RECORDED_ERRORS` of each plugin and hook are also kept for their ``error`` decisions.
+    While ``muted`` (`PolicyCalls.drain_errors` delivering the error decision of an observer's failure), an
+    observer's failure (``cp_on_event``) is neither counted nor kept: an observer failing on every event would
+    fail on the decision about its own failure, and that again, filling its recorded errors with these.
     """
 
     last_plugin: str | None = None
@@ -47,10 +50,13 @@ class HookMonitor:
     error_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     num_errors: int = 0
     listeners: list[Callable[[str, str], None]] = field(default_factory=list)
+    muted: bool = False
 
     def record(self, plugin: str, hook: str, exc: Exception, subject: str | None = None) -> None:
         """Count ``plugin``'s error in ``hook``; ``subject``: the request id, worker id or model the call was about,
         when the caller knows it (else the one `PolicyCalls.drain_errors` is given, if any)."""
+        if self.muted and hook == "cp_on_event":
+            return
         self.num_errors += 1
         for listener in self.listeners:
             listener(plugin, hook)

@@ -240,17 +240,24 @@ class PolicyCalls:
     def drain_errors(self, subject: str | None = None) -> None:
         """Turn the plugin errors recorded so far into ``error`` decisions on the bus, each with its subject (the
         one it was recorded with, else ``subject``: the request id, worker id or model of the call that failed).
-        An observer that raises on those decisions makes errors of its own: they are drained too, as any error (and
-        it ends: each plugin's errors of a hook stop being recorded, only counted, after `MAX_RECORDED_ERRORS`)."""
-        errors = self.monitor.take_errors()
+        An observer that raises on those decisions makes errors of its own: they are drained too, as any error, but
+        for an observer's failure on the decision of an observer's failure (its own, or another's), which is neither
+        counted nor recorded (`HookMonitor.muted`): an observer failing on every event would fail on each decision
+        about it in turn, filling its recorded errors with those, and two would answer each other's."""
+        monitor = self.monitor
+        errors = monitor.take_errors()
         while errors:
             for err in errors:
-                self._emit_hook(
-                    self.ctx,
-                    Decision(self.clock.now_s, err.hook, err.plugin, "error", err.subject or subject, err.error, None,
-                             True),
-                )
-            errors = self.monitor.take_errors()
+                monitor.muted = err.hook == "cp_on_event"
+                try:
+                    self._emit_hook(
+                        self.ctx,
+                        Decision(self.clock.now_s, err.hook, err.plugin, "error", err.subject or subject, err.error,
+                                 None, True),
+                    )
+                finally:
+                    monitor.muted = False
+            errors = monitor.take_errors()
 
 
 def _wrappers(caller: Any) -> str:

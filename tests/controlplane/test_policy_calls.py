@@ -280,3 +280,58 @@ def test_a_plugins_error_decision_names_what_the_call_was_about(tmp_path):
     assert by_hook["cp_scale"] == {"default"}
     stored = [row for row in stored_rows(url, res.run_id, "decisions") if row["is_error"]]
     assert len(stored) == len(errors) and all(row["subject"] for row in stored)
+
+
+class Boom(Plugin):
+    """An observer failing on every event, error decisions included."""
+
+    name = "boom"
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        raise RuntimeError(type(event).__name__)
+
+
+class Counting(Plugin):
+    """Counts the events an observer failing on every one would fail on: all but the error decisions of
+    observers' failures."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[object] = []
+
+    @hookimpl
+    def cp_on_event(self, ctx, event):
+        if not (isinstance(event, Decision) and event.is_error and event.hook == "cp_on_event"):
+            self.events.append(event)
+
+
+def test_an_observer_failing_on_every_event_is_not_counted_again_for_the_decisions_of_its_own_failures():
+    """Each failure became an error decision the observer failed on in turn, until its 100 recorded errors were
+    spent (num_plugin_errors 138 for ~38 events; 99 errors 'RuntimeError: Decision' about 'default-0', none of
+    its failures on RequestFinished recorded). Now each event's failure is counted and recorded once, about it."""
+    from controlplane.events import RequestArrived as Arrived
+    from controlplane.policy_calls import _event_subject
+
+    counting = Counting()
+    res = replay_with(Boom(), counting, trace=make_trace(5, qps=5))
+    errors = [d for d in res.decisions if d.is_error and d.plugin == "boom"]
+    assert res.summary["num_plugin_errors"] == len(counting.events) == len(errors) < 100
+    assert [(d.subject, d.reason) for d in errors] == [
+        (_event_subject(e), f"RuntimeError: {type(e).__name__}") for e in counting.events]
+    assert sum(d.reason == "RuntimeError: RequestFinished" for d in errors) == 5
+    assert {d.subject for d in errors if d.reason == "RuntimeError: RequestFinished"} == {"0", "1", "2", "3", "4"}
+    assert sum(type(e) is Arrived for e in counting.events) == 5
+
+
+def test_two_observers_failing_on_every_event_do_not_answer_each_others_error_decisions():
+    class Bang(Boom):
+        name = "bang"
+
+    counting = Counting()
+    res = replay_with(Boom(), Bang(), counting, trace=make_trace(5, qps=5))
+    assert res.summary["num_plugin_errors"] == 2 * len(counting.events)
+    assert res.summary["plugin_error_counts"] == {"bang": {"cp_on_event": len(counting.events)},
+                                                  "boom": {"cp_on_event": len(counting.events)}}
