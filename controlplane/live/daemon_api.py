@@ -43,6 +43,7 @@ from controlplane.live.driver import LiveDriver
 from controlplane.live.http_errors import RequestError
 from controlplane.live.ignored_fields import HEADER as IGNORED_HEADER
 from controlplane.live.results import LiveRequestHandle, LiveResult
+from controlplane.live.unknown_model import refuse_unknown_model
 from controlplane.types import ReasonCode
 
 __all__ = ["router"]
@@ -116,7 +117,7 @@ async def _completions(body: CompletionRequest, request: HTTPRequest, daemon: An
 async def _chat(body: ChatCompletionRequest, request: HTTPRequest, daemon: Any, tenant: str | None) -> Response:
     if not body.messages:
         raise APIError(400, "messages is empty", param="messages", code=_INVALID)
-    served = daemon.driver.model(body.model)  # an unknown model is a 404 before anything else
+    served = _model(body, daemon.driver, tenant)  # an unknown model is a 404 before anything else
     _check(body, daemon.driver)
     try:
         prompt, _ = served.render_chat(body.template_messages())
@@ -134,7 +135,7 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
         raise APIError(400, f"{bad} is not supported by this server", param=bad, code=_INVALID)
     if body.stream and (len(prompts) != 1 or body.n != 1):
         raise APIError(400, "streaming supports one prompt and n=1", param="stream", code=_INVALID)
-    _check(body, driver)
+    _check(body, driver, tenant)
     try:
         handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat, tenant)
     except RequestError as exc:
@@ -159,9 +160,21 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     return JSONResponse(payload, headers={"x-request-id": ",".join(ids)})
 
 
-def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) -> None:
+def _model(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver, tenant: str | None) -> Any:
+    """The served model the body asks for. One no deployment serves is recorded as a rejected request, as the
+    simulator records it (`controlplane.live.unknown_model`), and answered 404 with its ``x-request-id``."""
+    if body.model is None or body.model in driver.models:
+        return driver.model(body.model)
+    chat = isinstance(body, ChatCompletionRequest)
+    prompts = () if chat else body.prompts()
+    raise refuse_unknown_model(driver, body.model, prompt=prompts[0] if len(prompts) == 1 else None,
+                               max_tokens=body.max_new_tokens() if chat else body.max_tokens,
+                               tenant=tenant if tenant is not None else body.user, priority=body.priority)
+
+
+def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver, tenant: str | None = None) -> None:
     """The checks that need the model (404 for an unknown one, then its length and vocabulary)."""
-    served = driver.model(body.model)
+    served = _model(body, driver, tenant)
     try:
         check_for_model(body, served.max_seq_len, served.vocab_size)
     except EdgeError as exc:

@@ -53,6 +53,7 @@ from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
 from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
 from controlplane.live.served_model import ServedModel, load_served_model, worker_settings
+from controlplane.live.unknown_model import refuse_unknown_model
 from controlplane.live.worker_messages import describe_error
 from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
 
@@ -315,6 +316,9 @@ class LiveDriver(LiveWorkers):
             raise ServiceUnavailable("the control plane is not running")
         if self.draining:
             raise ServiceUnavailable("the daemon is draining: no new requests")
+        if model is not None and model not in self.models:  # recorded as rejected, as the simulator does
+            raise refuse_unknown_model(self, model, prompt=prompt, max_tokens=max_tokens, tenant=tenant,
+                                       priority=priority, request_id=request_id)
         served = self.model(model)
         p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            seed=seed, stop=stop, ignore_eos=ignore_eos, chat=chat)

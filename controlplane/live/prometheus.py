@@ -20,12 +20,14 @@ from controlplane.events import MetricSample, RequestArrived, RequestFinished, W
 from controlplane.hookspecs import hookimpl
 from controlplane.types import Decision
 
-__all__ = ["CONTENT_TYPE_LATEST", "PrometheusExporter"]
+__all__ = ["CONTENT_TYPE_LATEST", "UNKNOWN_MODEL_LABEL", "PrometheusExporter"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
+#: The ``model`` label of requests for a model no deployment serves (the stored row keeps the name asked for).
+UNKNOWN_MODEL_LABEL = "(unknown)"
 
 
 class PrometheusExporter:
@@ -113,8 +115,22 @@ class PrometheusExporter:
             "storage_rows_refused", "Rows of the run the database refused for good (a repeated request id), "
             "saved to refused files; the other rows are written.", namespace=ns, registry=reg)
         self._samples: dict[str, Gauge] = {}
+        #: The run's served models (`cp_run_started`): a request for another name (rejected, ``unknown_model``) is
+        #: counted under `UNKNOWN_MODEL_LABEL`, not its own, so clients cannot make a time series per name they send.
+        self._served: frozenset[str] | None = None
 
     # --- the observer hook ----------------------------------------------------------------------
+
+    @hookimpl
+    def cp_run_started(self, ctx: Any) -> None:
+        self._served = frozenset(d.name for d in ctx.config.cluster.models)
+
+    def _model(self, name: str | None) -> str:
+        """The ``model`` label of a request for ``name``."""
+        if not name:
+            return ""
+        served = self._served
+        return name if served is None or name in served else UNKNOWN_MODEL_LABEL
 
     @hookimpl
     def cp_on_event(self, event: Any) -> None:
@@ -126,14 +142,14 @@ class PrometheusExporter:
         elif kind is MetricSample:
             self._sample(event)
         elif kind is RequestArrived:
-            self.requests_arrived.labels(event.request.model or "").inc()
+            self.requests_arrived.labels(self._model(event.request.model)).inc()
         elif kind is WorkerChanged:
             # A start no device or slot was free for is counted apart: "failed" reads as a crash.
             unplaced = event.kind == "failed" and (event.detail or {}).get("unplaced")
             self.worker_events.labels("unplaced" if unplaced else event.kind).inc()
 
     def _finished(self, r: Any) -> None:
-        model = r.model or ""
+        model = self._model(r.model)
         code = r.reason_code
         self.requests.labels(model, r.status.value, code.value if code is not None else "").inc()
         if r.cache_hit:

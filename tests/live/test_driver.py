@@ -220,7 +220,10 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
     (ids, slow), summary, _ = run(cfg, body)
     assert ids.ok and ids.prompt_tokens == 4 and ids.completion_tokens == 3
     assert slow.status == "timeout" and slow.http_status == 504
-    assert summary["num_requests"] == 2  # refused submissions never reach the core
+    # refused submissions never reach the core, but for a model not served: rejected there, as in the simulator
+    assert summary["num_requests"] == 3 and summary["num_rejected"] == 1
+    (unknown_row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["model"] == "gpt-4"]
+    assert (unknown_row["status"], unknown_row["reason_code"]) == ("rejected", "unknown_model")
     # The timed-out request did not keep its worker busy for 400 tokens: it was cancelled.
     assert summary["num_cancelled"] == 1 and summary["num_completed"] == 1
     (row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["request_id"] == slow.request_id]
