@@ -191,8 +191,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
             r.status = RequestStatus.IN_FLIGHT
             r.reason = r.reason or "still in the system when the run ended"
             self._finish(r, r.status)
-        for w in self.workers.values():
-            self._stop_gpu_clock(w, now)
+        self._stop_at_run_end(now)  # each replica still alive: its GPU time, and a `stopped` event ("run ended")
         self.stats.num_plugin_errors = self._monitor.num_errors
         summary = self.stats.summary(now)
         # Per plugin and hook: only the first MAX_RECORDED_ERRORS of each become decisions, so `runs show`

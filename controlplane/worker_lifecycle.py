@@ -16,12 +16,14 @@ from controlplane.types import UNLIMITED_KV_BLOCKS, ReasonCode, RequestStatus, W
 if TYPE_CHECKING:
     from controlplane.types import Request
 
-__all__ = ["UNPLACEABLE", "WorkerLifecycle"]
+__all__ = ["RUN_ENDED", "UNPLACEABLE", "WorkerLifecycle"]
 
 #: How a driver's start failure says "no device or slot was free" (controlplane.live.placement):
 #: such a scale-up is recorded as a ``scale_unplaced`` decision rather than a plain failure.
 UNPLACEABLE = "unplaceable"
 UNPLACED_RETRY_S = 15.0  # after an unplaced scale-up, the next scale-up of that model waits this long
+#: The reason of the ``stopped`` worker events the run's end records (`WorkerLifecycle._stop_at_run_end`).
+RUN_ENDED = "run ended"
 
 
 class WorkerLifecycle:
@@ -228,6 +230,22 @@ class WorkerLifecycle:
         self.kv.forget(w)
         self._batches.pop(w.worker_id, None)
         self._interrupted.discard(w.worker_id)
+
+    def _stop_at_run_end(self, now: float) -> None:
+        """The run ends at ``now``: every replica still alive stops, its GPU time counted, with a ``stopped``
+        worker event (detail ``{"reason": "run ended"}``). A simulated run's replicas (and a daemon's that still
+        had requests to serve at its end) recorded no stop: their lifetimes were not in the worker events, whose
+        starts and stops now give the summary's ``gpu_seconds``. Left in ``workers`` (stopped), so a late report
+        of one (its start failing as the daemon closes) is ignored."""
+        stopped = False
+        for w in self.workers.values():
+            self._stop_gpu_clock(w, now)
+            if w.state is not WorkerState.STOPPED and w.state is not WorkerState.FAILED:
+                w.state = WorkerState.STOPPED
+                stopped = True
+                self._emit(ev.WorkerChanged(now, w.worker_id, "stopped", {"reason": RUN_ENDED}))
+        if stopped:
+            self._workers_changed()
 
     def _stop_gpu_clock(self, w: Worker, now: float, *, placed: bool = True) -> None:
         """``w`` is no longer alive: its GPU time is counted, and its span for the peak replica count (not a

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from controlplane import Plugin, hookimpl
 from controlplane import actions as act
 from controlplane import events as ev
+from controlplane.decisions import ScaleDecision
 from controlplane.session import RunSession
-from controlplane.testing import EventLog, make_config
+from controlplane.testing import EventLog, make_config, make_trace, replay_with, stored_rows
+from controlplane.worker_lifecycle import RUN_ENDED
 from controlplane.types import UNLIMITED_KV_BLOCKS, ReasonCode, Request, RequestStatus, WorkerState
 
 ERROR = "could not start: OSError: no file named model.safetensors\n  in /models/x"
@@ -294,3 +299,48 @@ def test_an_unlimited_kv_cache_is_stored_as_null_in_the_memory_plan():
     assert "unlimited" in unlimited.reason and unlimited.payload["num_kv_blocks"] is None
     assert run.core.workers["m-0"].num_kv_blocks == UNLIMITED_KV_BLOCKS  # (the core's own view is unchanged)
     assert limited.payload["num_kv_blocks"] == 500
+
+
+class _UpThenDown(Plugin):
+    """Three replicas from 5 s, one again from 15 s: replicas that start, stop, and stay until the run's end."""
+
+    name = "up-then-down"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        return ScaleDecision(model, 3 if 5.0 <= ctx.now_s < 15.0 else 1, "by the clock")
+
+
+def test_a_simulated_run_end_stops_every_replica_and_the_worker_events_give_its_gpu_seconds(tmp_path):
+    """A simulated run recorded no stop for the replicas alive at its end (a daemon's close stops its own): their
+    lifetimes were missing from ``worker_event``. Now each gets a ``stopped`` event at ``sim_end_s`` ("run
+    ended"), and every replica's start-to-stop spans, times its GPUs, add up to the summary's ``gpu_seconds``."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    res = replay_with(_UpThenDown(), trace=make_trace(120, qps=4), db_url=url,
+                      cluster={"models": [{"name": "default", "replicas": 1, "gpus_per_replica": 2}]})
+    s = res.summary
+    rows = stored_rows(url, res.run_id, "worker_events")
+    spans: dict[str, list[float]] = {}
+    for row in rows:
+        if row["kind"] == "starting":
+            spans[row["worker_id"]] = [row["time_s"]]
+        elif row["kind"] in ("stopped", "failed"):
+            spans[row["worker_id"]].append(row["time_s"])
+    assert len(spans) >= 3 and all(len(span) == 2 for span in spans.values()), spans  # one start, one end each
+    ended = [row for row in rows if row["detail"] == {"reason": RUN_ENDED}]
+    assert ended and all(row["kind"] == "stopped" and row["time_s"] == s["sim_end_s"] for row in ended)
+    assert any(row["kind"] == "stopped" and row["detail"] is None for row in rows)  # a scale-down's, before the end
+    assert sum(2 * (end - start) for start, end in spans.values()) == pytest.approx(s["gpu_seconds"], abs=1e-6)
+
+
+def test_a_live_run_ending_with_requests_in_flight_stops_its_replicas_once():
+    run = Run(1)
+    run.handle(ev.WorkerReady(1.0, "m-0"))
+    run.arrive("q0", 2.0)
+    run.core.clock.now_s = 9.0
+    summary = run.core.finish()
+    stops = [e for e in run.log.events if isinstance(e, ev.WorkerChanged) and e.kind == "stopped"]
+    assert [(e.time_s, e.worker_id, e.detail) for e in stops] == [(9.0, "m-0", {"reason": RUN_ENDED})]
+    assert summary["gpu_seconds"] == 9.0 and summary["num_in_flight"] == 1
+    run.handle(ev.WorkerFailed(10.0, "m-0", "killed as the daemon closed"))  # a late report: ignored
+    assert not [e for e in run.log.events if isinstance(e, ev.WorkerChanged) and e.kind == "failed"]
