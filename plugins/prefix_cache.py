@@ -95,7 +95,10 @@ class PrefixCache(Plugin):
                 break
             n += 1
         _touch_tail_first(cache, request.hash_ids[:n])
-        tokens = min(n * bt, request.prompt_tokens)
+        # What the core applies (`KVCacheManager.prefix_hit`): one token at least is computed, its logits the first
+        # output token's, so a prompt found whole counts one token less. (The summary's ``prefix_hit_tokens``
+        # counted it whole: 129 tokens more than the stored rows' ``cached_tokens`` on a Mooncake run.)
+        tokens = max(0, min(n * bt, request.prompt_tokens, request.prompt_tokens + request.recompute_tokens - 1))
         if tokens:
             self.num_hits += 1
             self.hit_tokens += tokens

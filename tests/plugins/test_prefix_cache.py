@@ -39,12 +39,13 @@ def test_only_the_leading_run_of_cached_blocks_hits():
     cache.cp_prefix_store(ctx=ctx, worker=w, request=_req("a", [1, 2, 3]))
     assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("b", [1, 2, 9, 3])) == 1024
     assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("c", [9, 1, 2])) == 0
-    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("d", [1, 2, 3], prompt=1300)) == 1300  # capped
+    # capped at the prompt, less the token the core always computes (`KVCacheManager.prefix_hit`)
+    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("d", [1, 2, 3], prompt=1300)) == 1299
     other = make_worker("default-1")
     assert cache.cp_prefix_lookup(ctx=ctx, worker=other, request=_req("e", [1])) == 0  # per replica
     assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=make_requests(1)[0]) is None  # no hashes: defer
     s = cache.stats()
-    assert (s["prefix_lookups"], s["prefix_hits"], s["prefix_hit_tokens"]) == (4, 2, 1024 + 1300)
+    assert (s["prefix_lookups"], s["prefix_hits"], s["prefix_hit_tokens"]) == (4, 2, 1024 + 1299)
 
 
 def test_capacity_is_the_replicas_free_kv_blocks_and_eviction_is_lru():
@@ -56,7 +57,7 @@ def test_capacity_is_the_replicas_free_kv_blocks_and_eviction_is_lru():
     cache.cp_prefix_store(ctx=ctx, worker=w, request=_req("c", [7, 8]))
     assert list(cache._caches[w.worker_id]) == [1, 8, 7]  # least recently used first; a prompt's tail before its head
     w.num_kv_blocks_used = 168  # memory got tight: only one block fits at the next use
-    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("d", [7])) == 512
+    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("d", [7])) == 511  # (found whole: one computed)
     assert list(cache._caches[w.worker_id]) == [7]
     fixed = PrefixCache(PrefixCache.Settings(capacity_blocks=1))
     fixed.cp_prefix_store(ctx=ctx, worker=w, request=_req("e", [4, 5]))
@@ -117,6 +118,18 @@ def test_a_fully_cached_prompt_still_computes_its_last_token():
                       cluster={"models": [{"name": "default", "replicas": 1, "latency": PREFILL_PRICED}]})
     second = {r.request_id: r for r in res.requests}["1"]
     assert second.cached_tokens == 1023 and second.first_token_s - second.arrival_s == pytest.approx(0.001)
+    # the summary counts what the core applied: 1023, not the whole 1024 (it counted 1024)
+    assert (res.summary["prefix_hits"], res.summary["prefix_hit_tokens"]) == (1, 1023)
+
+
+def test_a_one_token_prompt_found_in_the_cache_is_no_hit():
+    cache, w = PrefixCache(), make_worker()
+    ctx = make_context(workers=[w])
+    cache.cp_prefix_store(ctx=ctx, worker=w, request=_req("a", [1]))
+    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("b", [1], prompt=1)) == 0  # the core computes it
+    assert cache.stats()["prefix_hits"] == 0
+    # a preempted request's recompute counts: its prompt is cached whole (its output tokens are computed again)
+    assert cache.cp_prefix_lookup(ctx=ctx, worker=w, request=_req("c", [1], recompute_tokens=5)) == 512
 
 
 def test_affinity_routes_to_the_replica_holding_the_deepest_prefix_unless_it_is_too_busy():
@@ -181,6 +194,21 @@ def test_mooncake_slice_an_unbounded_cache_on_one_replica_reaches_the_offline_ra
     simulated = _hit_ratio(trace, "least-loaded", 1, capacity=10**9)
     # Blocks enter the cache when a prefill completes, not at arrival: a little below.
     assert offline - 0.03 < simulated <= offline + 1e-5
+
+
+def test_mooncake_slice_the_summarys_hit_tokens_are_the_stored_cached_tokens():
+    """The analyst's check: prefix-cache and weighted-router on 4 replicas. The summary's prefix_hit_tokens counted
+    a prompt found whole in full, the core (and the stored ``cached_tokens``) one token less."""
+    trace = [t for t in _mooncake(1600) if t.prompt_tokens <= 7000][:1500]
+    res = replay_with(trace=trace, plugins={"enabled": ["queue-limit", "weighted-router", "prefix-cache",
+                                                        "continuous-batching", "fixed-replicas", "static-memory",
+                                                        "builtin-latency-models"]},
+                      cluster={"models": [{"name": "default", "replicas": 4}]})
+    s = res.summary
+    whole = [r for r in res.requests if r.cached_tokens == r.prompt_tokens - 1]
+    assert whole and s["num_preemptions"] == 0  # (a preempted request is looked up, and counted, again)
+    assert s["prefix_hit_tokens"] == sum(r.cached_tokens for r in res.requests)
+    assert s["prefix_hits"] == sum(1 for r in res.requests if r.cached_tokens)
 
 
 def test_mooncake_slice_cache_aware_routing_raises_the_hit_ratio():
