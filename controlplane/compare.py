@@ -5,9 +5,12 @@ statistic of per-request values: TTFT, TPOT, E2E and queue time (mean, p50, p90,
 requests that completed) and SLO attainment (the share of all requests that met both targets,
 each run against its own SLO targets, as its summary counts it).
 
-* One run a side: ``scipy.stats.bootstrap`` over requests. When both runs replayed the same
-  requests (the same ids) the resampling is paired (the same requests drawn on both sides),
-  which removes the trace's own variation from the difference. A paired comparison covers the
+* One run a side: the percentile bootstrap over requests, each resample of a run's requests
+  drawn once for every metric (`controlplane.resampling`: as ``scipy.stats.bootstrap`` does it,
+  at about a request's arithmetic a resample rather than a sort of each resample per statistic;
+  a metric that not every request has, TPOT, is over the drawn requests that have it). When both
+  runs replayed the same requests (the same ids) the resampling is paired (the same requests drawn
+  on both sides), which removes the trace's own variation from the difference. A paired comparison covers the
   requests that completed in both runs: when one run completed requests the other did not
   (blocked by a guardian, rejected, timed out), both sides' values, the difference and its
   interval are all over that common set, and ``MetricDiff.covers`` says so.
@@ -32,7 +35,8 @@ from controlplane.storage.models import Request
 from controlplane.storage.queries import get_run
 
 __all__ = ["BY_MODEL_METRICS", "METRICS", "ROUNDING", "MetricDiff", "RunSample", "compare_by_model", "compare_runs",
-           "compare_samples", "load_sample"]
+           "compare_samples", "compare_steps", "load_sample",
+           "resample_steps"]
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue")
 STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -143,31 +147,41 @@ def _point(xs: Sequence[np.ndarray], stat: str) -> float | None:
     return float(STATS[stat](x)) if x.size else None
 
 
-def _single(a: np.ndarray, b: np.ndarray, stat: str, paired: bool, confidence: float, n: int,
-            rng: np.random.Generator) -> tuple[float | None, float | None, str]:
-    from scipy.stats import bootstrap
+def _single_diffs(a: RunSample, b: RunSample, metrics: Sequence[tuple[str, str]], paired: bool, confidence: float,
+                  n: int, rng: np.random.Generator, progress: Callable[[int], None] | None
+                  ) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """Each metric's interval of one run against another (`controlplane.resampling`): the requests drawn with
+    replacement, the same ones on both sides when ``paired``; ``(None, None)`` with under 2 values a side."""
+    from controlplane.resampling import Side, bootstrap_diffs
 
-    f = STATS[stat]
+    stats: dict[str, list[str]] = {}
+    for metric, stat in metrics:
+        stats.setdefault(metric, []).append(stat)
     if paired:
-        a, b, _ = completed_in_both(a, b)
+        columns = {}
+        for metric in stats:
+            xa, xb = _column(a, metric, a.slo), _column(b, metric, b.slo)
+            both = ~np.isnan(xa) & ~np.isnan(xb)
+            columns[f"a:{metric}"], columns[f"b:{metric}"] = (xa, both), (xb, both)
+        side_a = Side(columns, {f"{s}:{m}": v for m, v in stats.items() for s in "ab"})
+        side_b = None
+        enough = {m for m in stats if side_a.defined_count(f"a:{m}") >= 2}
     else:
-        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if a.size < 2 or b.size < 2:
-        return None, None, "paired" if paired else "independent"
-
-    def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        return f(y) - f(x)
-
-    # In batches of resamples: all at once is n_resamples x requests values a side (16 GB for 500,000 requests).
-    batch = max(1, min(n, _RESAMPLED_VALUES // max(len(a), len(b), 1)))
-    res = bootstrap((a, b), diff, paired=paired, vectorized=True, n_resamples=n, confidence_level=confidence,
-                    method="percentile", random_state=rng, batch=batch)
-    low, high = res.confidence_interval
-    return float(low), float(high), "paired" if paired else "independent"
-
-
-#: The most resampled values a bootstrap batch holds a side (x 8 bytes, for values and for their indices).
-_RESAMPLED_VALUES = 2_000_000
+        sides = []
+        for sample in (a, b):
+            cols = {m: _column(sample, m, sample.slo) for m in stats}
+            sides.append(Side({m: (x, ~np.isnan(x)) for m, x in cols.items()}, stats))
+        side_a, side_b = sides
+        enough = {m for m in stats if min(side_a.defined_count(m), side_b.defined_count(m)) >= 2}
+    wanted = [(m, s) for m, s in metrics if m in enough]
+    d = bootstrap_diffs(side_a, side_b, wanted, n, rng, progress) if wanted else {}
+    alpha = (1 - confidence) / 2
+    out: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+    for w in metrics:
+        x = d[w][~np.isnan(d[w])] if w in d else np.empty(0)
+        out[w] = (float(np.percentile(x, 100 * alpha)), float(np.percentile(x, 100 * (1 - alpha)))) if x.size else (
+            None, None)
+    return out
 
 
 def completed_in_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, str | None]:
@@ -181,7 +195,8 @@ def completed_in_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _hierarchical(a: Sequence[np.ndarray], b: Sequence[np.ndarray], stat: str, confidence: float, n: int,
-                  rng: np.random.Generator, batch: int = 50) -> tuple[float | None, float | None]:
+                  rng: np.random.Generator, batch: int = 50,
+                  progress: Callable[[int], None] | None = None) -> tuple[float | None, float | None]:
     """Runs drawn with replacement, then requests within each; the statistic over the pooled draw."""
     f = STATS[stat]
     a = [x[~np.isnan(x)] for x in a]
@@ -201,6 +216,8 @@ def _hierarchical(a: Sequence[np.ndarray], b: Sequence[np.ndarray], stat: str, c
     for start in range(0, n, batch):
         k = min(batch, n - start)
         diffs.append(f(draws(b, k)) - f(draws(a, k)))
+        if progress is not None:
+            progress(k)
     d = np.concatenate(diffs)
     alpha = (1 - confidence) / 2
     return float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))
@@ -216,13 +233,16 @@ def same_requests(a: RunSample, b: RunSample) -> bool:
 
 def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidence: float = 0.95,
                     n_resamples: int = 1000, seed: int = 0,
-                    metrics: Sequence[tuple[str, str]] = METRICS) -> list[MetricDiff]:
-    """Each metric's value on both sides, B - A, and its bootstrap confidence interval."""
+                    metrics: Sequence[tuple[str, str]] = METRICS,
+                    progress: Callable[[int], None] | None = None) -> list[MetricDiff]:
+    """Each metric's value on both sides, B - A, and its bootstrap confidence interval. ``progress(k)``:
+    k more resamples done (of ``n_resamples`` a metric for several runs a side; all metrics' at once for one)."""
     if not a or not b:
         raise ValueError("compare needs at least one run on each side")
     rng = np.random.default_rng(seed)
     single = len(a) == 1 and len(b) == 1
     paired = single and same_requests(a[0], b[0])
+    intervals = _single_diffs(a[0], b[0], metrics, paired, confidence, n_resamples, rng, progress) if single else {}
     out = []
     for metric, stat in metrics:
         xa = [_column(s, metric, s.slo) for s in a]  # (each run's attainment against its own targets)
@@ -234,12 +254,20 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
         else:
             va, vb = _point(xa, stat), _point(xb, stat)
         if single:
-            low, high, method = _single(xa[0], xb[0], stat, paired, confidence, n_resamples, rng)
+            (low, high), method = intervals[metric, stat], "paired" if paired else "independent"
         else:
-            (low, high), method = _hierarchical(xa, xb, stat, confidence, n_resamples, rng), "hierarchical"
+            (low, high), method = _hierarchical(xa, xb, stat, confidence, n_resamples, rng,
+                                                progress=progress), "hierarchical"
         diff = None if va is None or vb is None else vb - va
         out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method, covers))
     return out
+
+
+def resample_steps(a: Sequence[RunSample], b: Sequence[RunSample], n_resamples: int,
+                   metrics: Sequence[tuple[str, str]] = METRICS) -> int:
+    """How many steps ``compare_samples(a, b, ...)`` reports to its ``progress`` in all: its resamples,
+    once for one run a side (all metrics from each), once a metric for several."""
+    return n_resamples if len(a) == 1 and len(b) == 1 else n_resamples * len(metrics)
 
 
 def compare_runs(engine: Engine, runs_a: Sequence[int], runs_b: Sequence[int], **kwargs: Any) -> list[MetricDiff]:
@@ -248,16 +276,25 @@ def compare_runs(engine: Engine, runs_a: Sequence[int], runs_b: Sequence[int], *
                            **kwargs)
 
 
+def compare_steps(a: Sequence[RunSample], b: Sequence[RunSample], n_resamples: int) -> int:
+    """The steps ``compare_samples`` and then ``compare_by_model`` of these runs report to ``progress``, in all."""
+    return resample_steps(a, b, n_resamples) + len(_models_compared(a, b)) * resample_steps(
+        a, b, n_resamples, BY_MODEL_METRICS)
+
+
+def _models_compared(a: Sequence[RunSample], b: Sequence[RunSample]) -> list[str]:
+    """The models ``compare_by_model`` compares: those both sides served, when they served two or more."""
+    def served(side: Sequence[RunSample]) -> set[str]:
+        return {str(m) for s in side if s.models is not None for m in np.unique(s.models)}
+
+    seen_a, seen_b = served(a), served(b)
+    return [] if len(seen_a | seen_b) < 2 else sorted(seen_a & seen_b)
+
+
 def compare_by_model(a: Sequence[RunSample], b: Sequence[RunSample], *,
                      metrics: Sequence[tuple[str, str]] = BY_MODEL_METRICS, **kwargs: Any) -> dict[str, list[MetricDiff]]:
     """``compare_samples`` of each model's requests, for the models both sides served; empty when the runs
     served one model between them (the whole comparison is that model's). An aggregate can hide opposite
     moves: one model's attainment falling while a busier one's rises."""
-    def served(side: Sequence[RunSample]) -> set[str]:
-        return {str(m) for s in side if s.models is not None for m in np.unique(s.models)}
-
-    seen_a, seen_b = served(a), served(b)
-    if len(seen_a | seen_b) < 2:
-        return {}
     return {m: compare_samples([s.of_model(m) for s in a], [s.of_model(m) for s in b], metrics=metrics, **kwargs)
-            for m in sorted(seen_a & seen_b)}
+            for m in _models_compared(a, b)}

@@ -197,16 +197,16 @@ def test_resampling_in_batches_gives_the_same_intervals(monkeypatch):
     """All resamples at once held resamples x requests values a side: 16 GB for a 500,000-request run. In
     batches memory is bounded; the intervals are those of the same bootstrap (for two independent sides the
     draws interleave otherwise, so they move by a small part of their width)."""
-    import controlplane.compare as compare
+    import controlplane.resampling as resampling
 
     rng = np.random.default_rng(4)
     a, b = _sample(1, rng.exponential(0.5, 2000)), _sample(2, rng.exponential(0.6, 2000))
     whole = compare_samples([a], [b], n_resamples=300)
-    monkeypatch.setattr(compare, "_RESAMPLED_VALUES", 2000 * 7)  # batches of 7 resamples
+    monkeypatch.setattr(resampling, "BATCH_VALUES", 2000 * 7)  # batches of 7 resamples
     batched = compare_samples([a], [b], n_resamples=300)
     for w, d in zip(whole, batched, strict=True):
         width = w.high - w.low
         assert (d.metric, d.stat) == (w.metric, w.stat) and d.diff == w.diff
         assert abs(d.low - w.low) <= 0.25 * width and abs(d.high - w.high) <= 0.25 * width, (w, d)
-    monkeypatch.setattr(compare, "_RESAMPLED_VALUES", 2000 * 300)  # one batch: the very same draws
+    monkeypatch.setattr(resampling, "BATCH_VALUES", 2000 * 300)  # one batch: the very same draws
     assert [(d.low, d.high) for d in compare_samples([a], [b], n_resamples=300)] == [(d.low, d.high) for d in whole]

@@ -1,0 +1,110 @@
+"""The bootstrap of one run against another by resample counts (controlplane/resampling.py): the
+intervals of ``scipy.stats.bootstrap`` a statistic at a time (as `compare` computed them), at a
+small part of their cost, and intervals that cover the truth at their stated rate."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from controlplane.compare import RunSample, compare_samples
+
+SLO = {"ttft_s": 1.0, "tpot_s": 0.2, "e2e_s": None}
+STATS = {"mean": np.mean, "p50": lambda x: np.percentile(x, 50), "p90": lambda x: np.percentile(x, 90),
+         "p99": lambda x: np.percentile(x, 99)}
+
+
+def _sample(run_id: int, ttft: np.ndarray, ids: np.ndarray, tpot: np.ndarray | None = None) -> RunSample:
+    n = len(ttft)
+    tpot = np.full(n, 0.05) if tpot is None else tpot
+    return RunSample(run_id, ids, {"ttft": ttft, "tpot": tpot, "e2e": ttft + 1.0, "queue": ttft / 2}, SLO)
+
+
+def _ids(prefix: str, n: int) -> np.ndarray:
+    return np.array([f"{prefix}{i}" for i in range(n)], dtype=object)
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "independent"])
+def test_the_intervals_are_scipy_s_bootstrap_s_to_monte_carlo_noise(paired):
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(11)
+    n = 1500
+    ttft_a = rng.exponential(0.5, n)
+    tpot_a, tpot_b = rng.lognormal(-3, 0.5, n), rng.lognormal(-2.95, 0.5, n)
+    tpot_a[rng.random(n) < 0.1] = np.nan  # (single-token outputs: no TPOT)
+    tpot_b[np.isnan(tpot_a)] = np.nan
+    a = _sample(1, ttft_a, _ids("r", n), tpot_a)
+    b = _sample(2, ttft_a * rng.lognormal(0.03, 0.3, n), _ids("r" if paired else "x", n), tpot_b)
+    diffs = compare_samples([a], [b], n_resamples=3000, seed=1, metrics=[("ttft", s) for s in STATS] + [
+        ("tpot", "p90"), ("slo_attainment", "mean")])
+    for d in diffs:
+        x, y = (s.attained(SLO) if d.metric == "slo_attainment" else s.values[d.metric] for s in (a, b))
+        keep = ~np.isnan(x) & ~np.isnan(y)
+        x, y = (x[keep], y[keep]) if paired else (x[~np.isnan(x)], y[~np.isnan(y)])
+        f = STATS[d.stat]
+        ref = bootstrap((x, y), lambda u, v: f(v) - f(u), paired=paired, vectorized=False, n_resamples=3000,
+                        method="percentile", random_state=np.random.default_rng(2)).confidence_interval
+        width = ref.high - ref.low
+        assert d.method == ("paired" if paired else "independent")
+        assert abs(d.low - ref.low) < 0.12 * width and abs(d.high - ref.high) < 0.12 * width, (d, ref)
+
+
+def test_the_intervals_cover_the_true_difference_at_their_stated_rate():
+    """Exponential latencies of means 0.5 s and 0.6 s: their true p90s differ by 0.1 ln 10, their means by 0.1.
+    Independent runs, and paired ones where each request is 1.2 times as slow (the true p90 difference 0.1 ln 10)."""
+    rng = np.random.default_rng(12)
+    trials, n, covered = 200, 400, {"independent p90": 0, "independent mean": 0, "paired p90": 0}
+    for t in range(trials):
+        a = _sample(1, rng.exponential(0.5, n), _ids("r", n))
+        b = _sample(2, rng.exponential(0.6, n), _ids("x", n))
+        d = compare_samples([a], [b], n_resamples=300, seed=t, confidence=0.9,
+                            metrics=[("ttft", "p90"), ("ttft", "mean")])
+        covered["independent p90"] += d[0].low <= 0.1 * np.log(10) <= d[0].high
+        covered["independent mean"] += d[1].low <= 0.1 <= d[1].high
+        slower = _sample(2, a.values["ttft"] * 1.2, _ids("r", n))
+        (p,) = compare_samples([a], [slower], n_resamples=300, seed=t, confidence=0.9, metrics=[("ttft", "p90")])
+        assert p.method == "paired"
+        covered["paired p90"] += p.low <= 0.1 * np.log(10) <= p.high
+    for what, k in covered.items():  # 90% of 200 trials, +-3 standard deviations (0.021)
+        assert 0.83 <= k / trials <= 0.97, (what, k / trials)
+
+
+def test_a_compare_of_100000_requests_a_side_costs_seconds_not_minutes():
+    """Two paired runs of 100,000 requests took ~30 CPU-seconds (a `scipy.stats.bootstrap` a statistic,
+    each resample sorted for each percentile); ~1.5 now. The bound leaves room for a slow, shared machine."""
+    rng = np.random.default_rng(13)
+    n = 100_000
+    ids = _ids("r", n)
+    a = _sample(1, rng.exponential(0.5, n), ids)
+    b = _sample(2, a.values["ttft"] * 1.01 + rng.normal(0, 0.01, n), ids)
+    steps: list[int] = []
+    started = time.process_time()
+    diffs = compare_samples([a], [b], n_resamples=1000, progress=steps.append)
+    assert time.process_time() - started < 10
+    assert sum(steps) == 1000 and len(steps) > 1  # (in batches, each reported)
+    assert diffs[0].method == "paired" and all(d.low is not None for d in diffs)
+
+
+def test_a_slow_compare_says_how_long_and_names_resamples_and_no_ci(tmp_path, monkeypatch):
+    """A compare of minutes ran with no word; one projected past `SLOW_S` says so on stderr (a bar on a terminal)."""
+    from typer.testing import CliRunner
+
+    from controlplane.cli import app, compare_progress
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    for seed in ("1", "2"):
+        assert CliRunner().invoke(app, ["sim", "replay", "--limit", "200", "--seed", seed, "--db", db,
+                                        "--json"]).exit_code == 0
+    quick = CliRunner().invoke(app, ["runs", "compare", "1", "2", "--db", db, "--resamples", "200"])
+    assert quick.exit_code == 0 and "note:" not in quick.stderr
+    monkeypatch.setattr(compare_progress, "SLOW_S", 0.0)
+    monkeypatch.setattr(compare_progress, "_MEASURE_S", 0.0)
+    slow = CliRunner().invoke(app, ["runs", "compare", "1", "2", "--db", db, "--resamples", "200"])
+    assert slow.exit_code == 0, slow.output
+    said = " ".join(slow.stderr.split())
+    assert "note: 200 bootstrap resamples of 400 requests take about" in said, said
+    assert "--resamples 100 is about" in said and "--no-ci compares the summaries without intervals" in said
+    assert "B - A with confidence intervals" in slow.stdout
