@@ -11,10 +11,16 @@ from controlplane.types import RequestStatus
 from sim.traces.record import TraceRequest
 
 
-def _run(spec, n=3, **settings):
+#: One served replica per request: n requests at t=0 generate at once and ask their checks together (one replica
+#: ready at t=0 starts the first arrival's batch at once, the others in the next).
+APART = {"models": [{"name": "default", "replicas": 4}]}
+
+
+def _run(spec, n=3, cluster=None, **settings):
     trace = [TraceRequest(str(i), 0.0, 16, 1) for i in range(n)]
     return replay_with(trace=trace, plugins={"settings": {"sampled-guardian": {
-        "rate": 1.0, "mode": "sync", "guardian": spec["name"], **settings}}}, guardians={"models": [spec]})
+        "rate": 1.0, "mode": "sync", "guardian": spec["name"], **settings}}}, guardians={"models": [spec]},
+        **({"cluster": cluster} if cluster else {}))
 
 
 def test_a_check_past_its_timeout_answers_timeout_and_a_queued_one_never_runs():
@@ -32,7 +38,7 @@ def test_a_check_past_its_timeout_answers_timeout_and_a_queued_one_never_runs():
 def test_a_batch_checks_several_at_once_priced_by_its_tokens():
     spec = {"name": "g", "replicas": 1, "gpus_per_replica": 2,
             "latency": {"base_s": 0.5, "per_token_s": 0.01, "max_batch": 8}}
-    res = _run(spec, n=4)
+    res = _run(spec, n=4, cluster=APART)
     g = res.summary["guardians"]["g"]
     # one batch of 4 output checks, each 16 prompt + 1 answer token: 0.5 + 0.01 * 68 s, on 2 GPUs
     assert g["batches"] == 1
@@ -57,7 +63,7 @@ def test_mean_wait_counts_the_checks_that_timed_out_in_the_queue_at_their_timeou
 def test_the_guardians_replicas_are_priced_for_the_whole_run_apart_from_the_served_models():
     spec = {"name": "g", "replicas": 2, "gpus_per_replica": 1, "gpu": "h100-80gb",
             "latency": {"base_s": 0.1, "max_batch": 8}}
-    s = _run(spec, n=4).summary
+    s = _run(spec, n=4, cluster=APART).summary
     end = s["sim_end_s"]
     assert s["guardians"]["g"]["held_gpu_seconds"] == pytest.approx(2 * end, rel=1e-6)
     assert s["guardian_held_gpu_seconds"] == pytest.approx(2 * end, rel=1e-6)
@@ -65,7 +71,7 @@ def test_the_guardians_replicas_are_priced_for_the_whole_run_apart_from_the_serv
     assert s["guardian_gpu_hours"] == pytest.approx(2 * end / 3600, rel=1e-6)
     assert s["guardian_cost_usd"] == pytest.approx(2 * end / 3600 * 4.00, rel=1e-6)  # h100-80gb list price
     assert s["total_cost_usd"] == pytest.approx(s["cost_usd"] + s["guardian_cost_usd"], rel=1e-6)
-    none = replay_with(trace=[TraceRequest(str(i), 0.0, 16, 1) for i in range(4)]).summary
+    none = replay_with(trace=[TraceRequest(str(i), 0.0, 16, 1) for i in range(4)], cluster=APART).summary
     assert none["gpu_seconds"] == s["gpu_seconds"] and none["cost_usd"] == s["cost_usd"]  # served models alone
     assert "guardian_cost_usd" not in none
 
