@@ -1,7 +1,8 @@
 """Suite-wide settings: fitted latency models are cached in a directory of this test session,
 not in the user's cache (so the suite neither reads nor leaves entries there); the directory is
-removed when the session ends. Each test runs with Python's default SIGINT handler and gives back
-what it found: the Ctrl-C tests raise a real SIGINT, a run started with SIGINT ignored (a background
+removed when the session ends. Each test runs with Python's default SIGINT and SIGTERM handlers and gives
+back what it found (`ray.init` leaves its own SIGTERM handler in the test process; the replay's SIGTERM test
+sends a real one): the Ctrl-C tests raise a real SIGINT, a run started with SIGINT ignored (a background
 job of a non-interactive shell, `nohup`) inherits SIG_IGN that the replay rightly leaves alone, and a
 command stopped by Ctrl-C keeps dropping a further one until its process exits
 (`sim.sweep.interrupt.hold_interrupts_until_exit`), which in a test process would outlive the test
@@ -40,7 +41,9 @@ def default_sigint_handler():
         yield
         return
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (Ray's driver leaves a handler of its own)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, before_term)
