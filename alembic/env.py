@@ -15,7 +15,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from controlplane.storage.db import DEFAULT_URL, make_engine
+from controlplane.storage.db import DEFAULT_URL, foreign_keys_off, make_engine
 from controlplane.storage.url import database_url
 from controlplane.storage.models import metadata
 
@@ -61,7 +61,7 @@ def run_migrations_online() -> None:
         return
     engine = make_engine(_url())
     try:
-        with engine.connect() as connection:
+        with engine.connect() as connection, foreign_keys_off(connection):  # (SQLite: see revision 0005)
             _run_with(connection)
     finally:
         engine.dispose()

@@ -409,6 +409,11 @@ from controlplane.cli.report import report as _report  # noqa: E402
 
 app.command("report")(quiet_on_closed_pipe(_report))
 
+# Deleting a run with all its rows (plain SQL on SQLite leaves them behind), in its own module.
+from controlplane.cli.runs_delete import delete as _delete  # noqa: E402
+
+app.command("delete")(_delete)
+
 
 def _typed(value: object) -> str:
     """A transform's value as an option takes it back: ``2`` for 2.0, every digit of other floats."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -309,7 +311,7 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
         current = current_revisions(engine)
         _refuse_unknown(engine, current)
         _refuse_downgrade(engine, current, revision)
-        with engine.connect() as connection:
+        with engine.connect() as connection, foreign_keys_off(connection):
             if engine.dialect.name == "sqlite":
                 connection.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
             with connection.begin():
@@ -323,6 +325,23 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     finally:
         if owns_engine:
             engine.dispose()
+
+
+@contextmanager
+def foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: ``PRAGMA foreign_keys=OFF`` on ``connection`` while migrating, ON again after (other
+    databases: nothing). A revision that rebuilds a table (0005: ``run``) drops the old one, which
+    with foreign keys on deletes every row referencing it first (``ON DELETE CASCADE``); the pragma
+    cannot change inside a transaction, so it is set on the driver's connection before one begins."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
 
 
 def _refuse_downgrade(engine: Engine, current: set[str], revision: str) -> None:
@@ -361,7 +380,7 @@ def prepare_schema(engine: Engine) -> bool:
 
 #: The newest migration in ``alembic/versions``; a test keeps it equal to Alembic's head. A
 #: database already there is recognised without importing Alembic (a fifth of a second).
-SCHEMA_HEAD: Final = "0004"
+SCHEMA_HEAD: Final = "0005"
 
 
 def recorded_revisions(engine: Engine) -> set[str]:

@@ -167,6 +167,9 @@ run = Table(
     _col("sweep_id", Integer),
     _col("sweep_key", String),
     Index("ix_run_sweep_id_sweep_key", "sweep_id", "sweep_key", unique=True),
+    # SQLite: AUTOINCREMENT, so a deleted run's id is never given again (revision 0005): a run deleted with plain
+    # SQL (no foreign-key pragma, no cascade) leaves its rows behind, which the next run of its id adopted.
+    sqlite_autoincrement=True,
 )
 Run = _table_class(run, "One simulator or daemon run: what was run (config, plugins, trace) and how it ended.")
 
@@ -185,6 +188,7 @@ sweep = Table(
     _col("finished_at", UTCDateTime),
     _col("result", NullableJSON),
     Index("ix_sweep_spec_hash", "spec_hash"),
+    sqlite_autoincrement=True,  # (a deleted sweep's id is never given again: runs name it, not as a foreign key)
 )
 Sweep = _table_class(
     sweep,

@@ -39,6 +39,7 @@ from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url, fold_wal
 from controlplane.storage.errors import StorageError
 from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
+from controlplane.storage.orphans import refuse_orphans
 from controlplane.storage.outage_log import OutageLog
 from controlplane.storage.recorder_spills import RecorderSpills
 from controlplane.storage.refused import RefusedRows
@@ -65,11 +66,10 @@ OUTAGE_PAUSE_S: Final = 5.0
 class RunRecorder(RecorderSpills):
     """Buffers rows for one or more runs and writes them in bulk; see the module docstring.
 
-    Not meant to be shared across processes; within a process it is
-    thread-safe. Appends take one short lock; flushes (and their retries'
-    sleeps) run in the thread that calls :meth:`flush`, in the recorder's own
-    thread with ``background=True``, else in the appending thread once a
-    buffer holds ``batch_size`` rows.
+    Not meant to be shared across processes; within a process it is thread-safe. Appends take one
+    short lock; flushes (and their retries' sleeps) run in the thread that calls :meth:`flush`, in the
+    recorder's own thread with ``background=True``, else in the appending thread once a buffer holds
+    ``batch_size`` rows.
     """
 
     def __init__(
@@ -160,8 +160,8 @@ class RunRecorder(RecorderSpills):
     ) -> int:
         """Insert a ``running`` run and make it the target of subsequent appends; return its id.
 
-        Retries like a flush, but raises ``StorageError`` if the database stays
-        unavailable, since nothing can be recorded without a run id.
+        Retries like a flush, but raises ``StorageError`` if the database stays unavailable, since nothing
+        can be recorded without a run id, and `OrphanRows` (none inserted) if its id names rows already.
         """
         self._check_open()
         if mode not in RUN_MODES:
@@ -171,7 +171,9 @@ class RunRecorder(RecorderSpills):
 
         def write() -> int:
             with self.engine.begin() as conn:
-                return int(conn.execute(insert(_RUN).values(values)).inserted_primary_key[0])
+                run_id = int(conn.execute(insert(_RUN).values(values)).inserted_primary_key[0])
+                refuse_orphans(conn, run_id, describe_url(self.engine))  # (rows of a run deleted without them)
+                return run_id
 
         with self._io:
             run_id, failure = self._attempt(write)
@@ -440,11 +442,9 @@ class RunRecorder(RecorderSpills):
         """Flush what is left, waiting through an outage for up to ``close_wait_s``; if the database
         still refuses it, spill it and raise ``StorageError``.
 
-        Everything unwritten, earlier spills included, goes to one file; the
-        error's message and ``spill_path`` say where. The spill goes to
-        ``spill_dir`` (argument, else constructor), else next to the SQLite
-        file, else the cwd, falling back to the temp directory. Closing twice
-        is harmless.
+        Everything unwritten, earlier spills included, goes to one file; the error's message and
+        ``spill_path`` say where. The spill goes to ``spill_dir`` (argument, else constructor), else
+        next to the SQLite file, else the cwd, falling back to the temp directory. Closing twice is harmless.
         """
         self._stop_writer()
         with self._io:

@@ -13,7 +13,7 @@ SQLite's ``DATETIME`` text). The writer makes its engine after answering.
 
 Only the plain case is done here: a file at head, or new; values of the types a run's start
 gives. Anything else (an older schema, a locked or unreadable file, a naive time, a value of
-another type or one sqlite3 cannot bind) returns None, and the caller goes the SQLAlchemy way, which migrates, retries and
+another type or one sqlite3 cannot bind, a new id that names rows already: `controlplane.storage.orphans`) returns None, and the caller goes the SQLAlchemy way, which migrates, retries and
 reports errors as before. ``tests/storage/test_sqlite_start.py`` compares both ways' files.
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from controlplane.storage import jsoncodec, sqlite_schema
+from controlplane.storage.orphans import tables_with_rows
 
 __all__ = ["start_run"]
 
@@ -78,6 +79,8 @@ def start_run(path: str | Path, values: dict[str, Any], *, head: str) -> int | N
             cursor = connection.execute(
                 "INSERT INTO run (name, mode, status, trace, trace_format, seed, config, plugins, started_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
+            if tables_with_rows(connection.execute, int(cursor.lastrowid)):
+                return None  # (rolled back: its id names rows of a run deleted without them; the engine's way says so)
             connection.execute("COMMIT")
         finally:
             if connection.in_transaction:

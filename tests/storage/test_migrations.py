@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from controlplane.storage import StorageError, current_revisions, ensure_schema, head_revisions, make_engine, upgrade
-from controlplane.storage.db import ALEMBIC_DIR, SCHEMA_HEAD
+from controlplane.storage.db import ALEMBIC_DIR, SCHEMA_HEAD, foreign_keys_off
 from controlplane.storage.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def test_compare_metadata_notices_drift(engine: Engine) -> None:
 def test_downgrade_to_base_and_back(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
-    with engine.begin() as conn:
+    with engine.connect() as conn, foreign_keys_off(conn), conn.begin():  # (as alembic/env.py: revision 0005)
         config.attributes["connection"] = conn
         command.downgrade(config, "base")
     assert not (TABLES & set(inspect(engine).get_table_names()))
