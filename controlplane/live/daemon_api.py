@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError
 from starlette.requests import Request as HTTPRequest
 
+from controlplane.live.core_refusals import record_refusal
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, TenantDep, result_error
 from controlplane.live.daemon_openai import (
     chat_chunk,
@@ -43,7 +44,6 @@ from controlplane.live.driver import LiveDriver
 from controlplane.live.http_errors import RequestError
 from controlplane.live.ignored_fields import HEADER as IGNORED_HEADER
 from controlplane.live.results import LiveRequestHandle, LiveResult
-from controlplane.live.unknown_model import refuse_unknown_model
 from controlplane.types import ReasonCode
 
 __all__ = ["router"]
@@ -81,22 +81,25 @@ async def request_state(request_id: str, driver: DriverDep, tenant: TenantDep) -
 @router.post("/completions")
 async def completions(body: CompletionRequest, request: HTTPRequest, daemon: DaemonDep,
                       tenant: TenantDep) -> Response:
-    return await _naming_ignored(daemon, body, "/v1/completions", _completions(body, request, daemon, tenant))
+    return await _naming_ignored(daemon, body, tenant, "/v1/completions", _completions(body, request, daemon, tenant))
 
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: HTTPRequest, daemon: DaemonDep,
                            tenant: TenantDep) -> Response:
-    return await _naming_ignored(daemon, body, "/v1/chat/completions", _chat(body, request, daemon, tenant))
+    return await _naming_ignored(daemon, body, tenant, "/v1/chat/completions", _chat(body, request, daemon, tenant))
 
 
-async def _naming_ignored(daemon: Any, body: Any, endpoint: str, answer: Awaitable[Response]) -> Response:
+async def _naming_ignored(daemon: Any, body: Any, tenant: str | None, endpoint: str,
+                          answer: Awaitable[Response]) -> Response:
     """``answer``, its fields accepted but unused named in its ``x-ignored-fields`` header (an
-    error's too), and each warned about in the log the first time (`controlplane.live.ignored_fields`)."""
+    error's too), and each warned about in the log the first time (`controlplane.live.ignored_fields`).
+    A refusal before the request reached the core, for a reason the core refuses it too, is recorded (`_record`)."""
     ignored = daemon.ignored_fields.note(body, endpoint)
     try:
         response = await answer
     except (APIError, RequestError) as exc:  # (an unknown model's 404 is a RequestError: named all the same)
+        _record(daemon.driver, body, tenant, exc)
         if ignored:
             exc.headers = {**(getattr(exc, "headers", None) or {}), IGNORED_HEADER: ignored}
         raise
@@ -117,7 +120,7 @@ async def _completions(body: CompletionRequest, request: HTTPRequest, daemon: An
 async def _chat(body: ChatCompletionRequest, request: HTTPRequest, daemon: Any, tenant: str | None) -> Response:
     if not body.messages:
         raise APIError(400, "messages is empty", param="messages", code=_INVALID)
-    served = _model(body, daemon.driver, tenant)  # an unknown model is a 404 before anything else
+    served = daemon.driver.model(body.model)  # an unknown model is a 404 before anything else
     _check(body, daemon.driver)
     try:
         prompt, _ = served.render_chat(body.template_messages())
@@ -135,7 +138,7 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
         raise APIError(400, f"{bad} is not supported by this server", param=bad, code=_INVALID)
     if body.stream and (len(prompts) != 1 or body.n != 1):
         raise APIError(400, "streaming supports one prompt and n=1", param="stream", code=_INVALID)
-    _check(body, driver, tenant)
+    _check(body, driver)
     try:
         handles = await _submit_all(driver, prompts, body, max_tokens, default_max_tokens, chat, tenant)
     except RequestError as exc:
@@ -160,21 +163,21 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     return JSONResponse(payload, headers={"x-request-id": ",".join(ids)})
 
 
-def _model(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver, tenant: str | None) -> Any:
-    """The served model the body asks for. One no deployment serves is recorded as a rejected request, as the
-    simulator records it (`controlplane.live.unknown_model`), and answered 404 with its ``x-request-id``."""
-    if body.model is None or body.model in driver.models:
-        return driver.model(body.model)
+def _record(driver: LiveDriver, body: CompletionRequest | ChatCompletionRequest, tenant: str | None,
+            error: APIError | RequestError) -> None:
+    """A refusal the core makes too (an unknown model, ``too_long``, a model never served) is recorded as the
+    simulator records it: a ``rejected`` row with its code, one per HTTP request, its ``x-request-id`` on the
+    error (`controlplane.live.core_refusals`). Any other (a protocol error: ``invalid``) is left as it is."""
     chat = isinstance(body, ChatCompletionRequest)
     prompts = () if chat else body.prompts()
-    raise refuse_unknown_model(driver, body.model, prompt=prompts[0] if len(prompts) == 1 else None,
-                               max_tokens=body.max_new_tokens() if chat else body.max_tokens,
-                               tenant=tenant if tenant is not None else body.user, priority=body.priority)
+    record_refusal(driver, error, model=body.model, prompt=prompts[0] if len(prompts) == 1 else None,
+                   max_tokens=body.max_new_tokens() if chat else body.max_tokens,
+                   tenant=tenant if tenant is not None else body.user, priority=body.priority)
 
 
-def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver, tenant: str | None = None) -> None:
+def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) -> None:
     """The checks that need the model (404 for an unknown one, then its length and vocabulary)."""
-    served = _model(body, driver, tenant)
+    served = driver.model(body.model)
     try:
         check_for_model(body, served.max_seq_len, served.vocab_size)
     except EdgeError as exc:

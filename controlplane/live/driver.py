@@ -46,14 +46,14 @@ from controlplane.config import RunConfig
 from controlplane.context import Clock
 from controlplane.live import driver_admin
 from controlplane.live.batch_runner import BatchRunner
+from controlplane.live.core_refusals import record_refusal
 from controlplane.live.driver_workers import LiveWorkers
 from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
-from controlplane.live.http_errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from controlplane.live.http_errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
 from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
-from controlplane.live.served_model import ServedModel, load_served_model, worker_settings
-from controlplane.live.unknown_model import refuse_unknown_model
+from controlplane.live.served_model import ServedModel, load_served_model, served_lengths, worker_settings
 from controlplane.live.worker_messages import describe_error
 from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
 
@@ -148,9 +148,9 @@ class LiveDriver(LiveWorkers):
         # Guardian workers start before the run clock does: what they read of it is 0 (`now_s`).
         await self.guardians.start(sum(m.replicas for m in self.config.cluster.models) or 1)
         try:
-            self.session = await asyncio.to_thread(
-                RunSession, self.config, mode="live", clock=Clock(read=self.now_s), record=self.record,
-                extra_plugins=self.extra_plugins, trace=self.trace, trace_format=self.trace_format,
+            self.session = await asyncio.to_thread(  # (its max_model_len the lengths served: the edge's too_long)
+                RunSession, served_lengths(self.config, self.models), mode="live", clock=Clock(read=self.now_s),
+                record=self.record, extra_plugins=self.extra_plugins, trace=self.trace, trace_format=self.trace_format,
                 trace_read=self.trace_read)
         except BaseException:
             await self.guardians.close()  # their workers started: stop them
@@ -309,19 +309,21 @@ class LiveDriver(LiveWorkers):
         library's, not the HTTP API's) names it in the run instead of ``req-N``: a trace replay keeps
         its trace's ids, so runs of the same trace pair request by request; it must be unique in the run.
 
-        Raises `ServiceUnavailable` (draining / not running), `ModelNotFound` or `InvalidRequest`
-        (all `RequestError`\\ s, with a code and an HTTP status).
+        Raises `ServiceUnavailable` (draining / not running), `ModelNotFound` or `InvalidRequest` (all
+        `RequestError`\\ s, with a code and an HTTP status); one the core would refuse too (an unknown model, a
+        prompt over the context) is recorded as rejected first, its ``headers`` naming its ``x-request-id``.
         """
         if not self._started or self._closed:
             raise ServiceUnavailable("the control plane is not running")
         if self.draining:
             raise ServiceUnavailable("the daemon is draining: no new requests")
-        if model is not None and model not in self.models:  # recorded as rejected, as the simulator does
-            raise refuse_unknown_model(self, model, prompt=prompt, max_tokens=max_tokens, tenant=tenant,
-                                       priority=priority, request_id=request_id)
-        served = self.model(model)
-        p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                           seed=seed, stop=stop, ignore_eos=ignore_eos, chat=chat)
+        try:
+            served = self.model(model)
+            p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                               seed=seed, stop=stop, ignore_eos=ignore_eos, chat=chat)
+        except RequestError as exc:  # an unknown model or a prompt over the context: rejected, as the simulator does
+            raise record_refusal(self, exc, model=model, prompt=prompt, max_tokens=max_tokens, tenant=tenant,
+                                 priority=priority, request_id=request_id) from None
         now = self.now_s()
         if request_id is not None and request_id in self._live:
             raise InvalidRequest(f"request id {request_id!r} is in flight already", param="request_id")

@@ -66,11 +66,13 @@ class RequestError(Exception):
 
     code: ReasonCode = ReasonCode.INVALID
 
-    def __init__(self, message: str, *, code: ReasonCode | None = None, param: str | None = None) -> None:
+    def __init__(self, message: str, *, code: ReasonCode | None = None, param: str | None = None,
+                 prompt_tokens: int | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
         self.param = param  # the request field at fault, if one is
+        self.prompt_tokens = prompt_tokens  # the prompt's tokens where the refusal counted them (recorded in its row)
 
     @property
     def http_status(self) -> int:

@@ -17,7 +17,8 @@ from controlplane.live.prefix_store import block_hashes
 from controlplane.live.sampling import SamplingParams, StopCondition
 from controlplane.types import ReasonCode
 
-__all__ = ["LARGE_PROMPT_CHARS", "PreparedPrompt", "ServedModel", "content_text", "load_served_model", "worker_settings"]
+__all__ = ["LARGE_PROMPT_CHARS", "PreparedPrompt", "ServedModel", "content_text", "load_served_model", "served_lengths",
+           "worker_settings"]
 
 
 #: A text prompt longer than this (characters) is tokenized in a thread (`ServedModel.tokenize_ahead`):
@@ -114,7 +115,7 @@ class ServedModel:
         if len(ids) >= self.max_seq_len:  # (before the walk over the ids: a huge prompt is refused at once)
             raise InvalidRequest(
                 f"too long: the prompt has {len(ids)} tokens; the model's context is {self.max_seq_len}",
-                code=ReasonCode.TOO_LONG, param="prompt",
+                code=ReasonCode.TOO_LONG, param="prompt", prompt_tokens=len(ids),
             )
         if any(not 0 <= t < self.vocab_size for t in ids):
             raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})", param="prompt")
@@ -183,3 +184,16 @@ def load_served_model(name: str, settings: WorkerModelSettings, max_model_len: i
     limit = getattr(text_cfg, "max_position_embeddings", None) or settings.max_seq_len
     length = min(settings.max_seq_len, int(limit), max_model_len or settings.max_seq_len)
     return ServedModel(name, settings, tokenizer, length, int(text_cfg.vocab_size))
+
+
+def served_lengths(config: RunConfig, models: Mapping[str, ServedModel]) -> RunConfig:
+    """``config`` with each deployment's ``max_model_len`` the length its model is served with
+    (`ServedModel.max_seq_len`: at most the one configured, the worker's and the model's positions).
+    The core's ``too_long`` check is then the edge's: a request refused as too long at the edge is one
+    the core refuses too (`controlplane.live.core_refusals`), and one the core admits fits its worker's
+    context (with none set, or one over the model's positions, it let longer ones through, cut short)."""
+    models_ = [d if d.max_model_len == models[d.name].max_seq_len else
+               d.model_copy(update={"max_model_len": models[d.name].max_seq_len}) for d in config.cluster.models]
+    if all(a is b for a, b in zip(models_, config.cluster.models, strict=True)):
+        return config
+    return config.model_copy(update={"cluster": config.cluster.model_copy(update={"models": models_})})

@@ -326,9 +326,10 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(daemon):
     by_status: dict[str, list[dict[str, Any]]] = {}
     for row in requests:
         by_status.setdefault(row["status"], []).append(row)
-    # the earlier tests' requests for models not served: rejected rows, as the simulator records them
-    assert {(r["reason_code"], r["model"]) for r in by_status.pop("rejected")} == {("unknown_model", "gpt-4"),
-                                                                                ("unknown_model", "no-such-model")}
+    # the earlier tests' requests for models not served and their prompt over the context: rejected rows, as the
+    # simulator records them
+    assert {(r["reason_code"], r["model"]) for r in by_status.pop("rejected")} == {
+        ("unknown_model", "gpt-4"), ("unknown_model", "no-such-model"), ("too_long", MODEL)}
     assert set(by_status) == {"completed", "failed", "cancelled"} and len(by_status["failed"]) == 1
     assert {r["reason"] for r in by_status["cancelled"]} == {"client disconnected"}
     assert len(by_status["cancelled"]) == 2 and all(r["output_tokens"] < 2000 for r in by_status["cancelled"])

@@ -205,6 +205,7 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
         with pytest.raises(InvalidRequest, match="too long") as too_long:
             await d.submit([5] * 5000, max_tokens=2)
         assert (too_long.value.code, too_long.value.http_status) == (ReasonCode.TOO_LONG, 400)
+        assert too_long.value.headers["x-request-id"].startswith("req-")  # recorded: the core refuses it too
         ids = await d.generate([5, 6, 7, 8], max_tokens=3, ignore_eos=True)  # token ids work too
         d.request_timeout_s = 0.01
         slow = await d.generate("a slow one", max_tokens=400, ignore_eos=True)
@@ -220,10 +221,13 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
     (ids, slow), summary, _ = run(cfg, body)
     assert ids.ok and ids.prompt_tokens == 4 and ids.completion_tokens == 3
     assert slow.status == "timeout" and slow.http_status == 504
-    # refused submissions never reach the core, but for a model not served: rejected there, as in the simulator
-    assert summary["num_requests"] == 3 and summary["num_rejected"] == 1
-    (unknown_row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["model"] == "gpt-4"]
-    assert (unknown_row["status"], unknown_row["reason_code"]) == ("rejected", "unknown_model")
+    # invalid submissions never reach the core; those it refuses too (a model not served, a prompt over the
+    # context) are rejected there, as in the simulator
+    assert summary["num_requests"] == 4 and summary["num_rejected"] == 2
+    rejected = {r["reason_code"]: r for r in rows(cfg.storage.url, summary["run_id"], "requests")
+                if r["status"] == "rejected"}
+    assert set(rejected) == {"unknown_model", "too_long"} and rejected["unknown_model"]["model"] == "gpt-4"
+    assert (rejected["too_long"]["prompt_tokens"], rejected["too_long"]["max_output_tokens"]) == (5000, 2)
     # The timed-out request did not keep its worker busy for 400 tokens: it was cancelled.
     assert summary["num_cancelled"] == 1 and summary["num_completed"] == 1
     (row,) = [r for r in rows(cfg.storage.url, summary["run_id"], "requests") if r["request_id"] == slow.request_id]

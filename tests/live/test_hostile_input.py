@@ -129,7 +129,9 @@ def test_one_bad_prompt_of_several_refuses_them_all_before_any_is_submitted(api)
     before, ids = steps.count, daemon.driver.core.ctx.ids.next("live-request")
     r = client.post(COMPLETIONS, json={"prompt": [[1, 2], [3] * 5000], "max_tokens": 2})
     assert check_error(r, param="prompt")["code"] == "too_long"
-    assert steps.count == before and daemon.driver.core.ctx.ids.next("live-request") == ids + 1
+    # none submitted: one rejected request recorded for the whole HTTP request, as the core refuses it too
+    assert r.headers["x-request-id"] == f"req-{ids + 1}"
+    assert steps.count == before and daemon.driver.core.ctx.ids.next("live-request") == ids + 2
 
 
 def test_limits_on_size_and_depth(api):

@@ -1,6 +1,6 @@
 """A live request for a model no deployment serves is recorded as the simulator records it: a rejected row with
 ``reason_code`` ``unknown_model`` under the name asked for, counted in the metrics, its 404 carrying
-``x-request-id`` (controlplane.live.unknown_model)."""
+``x-request-id`` (controlplane.live.core_refusals)."""
 
 from __future__ import annotations
 
