@@ -229,7 +229,9 @@ class SemanticCache(Plugin):
     @hookimpl
     def cp_cache_store(self, ctx, request):
         pending = self._pending.pop(request.request_id, None)
-        if request.cache_hit or exact_key(request) is None or request.output_text is None:
+        if request.cache_hit not in (None, "prefix"):  # served by a response cache: not stored again
+            return  # (a request that reused prefix KV blocks was computed: its answer is stored)
+        if exact_key(request) is None or request.output_text is None:
             return  # no answer text (the simulator generates none): nothing to serve or learn from
         if pending is None:
             pending = _Pending(None, None, None, False)

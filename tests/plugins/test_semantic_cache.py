@@ -387,3 +387,16 @@ def test_the_false_hit_rate_of_verified_would_be_hits_goes_into_the_summary():
     summary = {"cache_checked_hits": 2, "cache_false_hits": 0, "cache_false_hit_rate": 0.0}  # another cache's
     cache.cp_run_finished(ctx=make_context(), summary=summary)
     assert summary == {"cache_checked_hits": 10, "cache_false_hits": 2, "cache_false_hit_rate": 0.2}
+
+
+def test_an_answer_computed_after_a_prefix_cache_hit_is_stored_and_served_next_time():
+    # cache_hit == "prefix" (prompt KV blocks reused) is truthy: cp_cache_store returned before storing,
+    # although the model computed the answer; only a response-cache hit is not stored again.
+    cache = SemanticCache(SemanticCache.Settings(explore_rate=0.0))
+    ctx = make_context()
+    r = _req("a", ARRIVAL[0])
+    assert cache.cp_cache_lookup(ctx=ctx, request=r) is None
+    r.cache_hit, r.output_text, r.output_tokens = "prefix", "CARD_ARRIVAL", 5
+    cache.cp_cache_store(ctx=ctx, request=r)
+    hit = cache.cp_cache_lookup(ctx=ctx, request=_req("b", ARRIVAL[0]))
+    assert hit is not None and hit.kind == "exact" and hit.response_text == "CARD_ARRIVAL"
