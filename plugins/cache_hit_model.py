@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
 from plugins.cache_backends import MemoryStore
-from plugins.caching import add_false_hits, is_sampled
+from plugins.caching import add_false_hits, is_sampled, served_from_response_cache
 
 __all__ = ["TraceHitModel"]
 
@@ -103,7 +103,7 @@ class TraceHitModel(Plugin):
 
     @hookimpl
     def cp_cache_store(self, ctx, request):
-        if self.settings.mode != "hash_ids" or request.cache_hit or is_sampled(request):
+        if self.settings.mode != "hash_ids" or served_from_response_cache(request) or is_sampled(request):
             return
         key = _duplicate_key(request)
         if key is not None:

@@ -25,6 +25,13 @@ def is_sampled(request) -> bool:
     return float(params.get("temperature", 0.0) or 0.0) > 0 and params.get("seed") is None
 
 
+def served_from_response_cache(request) -> bool:
+    """Whether ``request`` was answered by a response cache (``exact`` / ``semantic``): such an answer is not
+    stored again. A prefix-cache hit (``cache_hit == "prefix"``: prompt KV blocks reused) was still generated,
+    and its answer is stored like any other."""
+    return request.cache_hit is not None and request.cache_hit != "prefix"
+
+
 def exact_key(request, *, normalise: bool = False) -> str | None:
     """SHA-256 of (model, prompt, sorted generation params); None when the answer is not
     reproducible: no prompt text, or sampling (temperature > 0) without a seed."""
@@ -152,7 +159,7 @@ class ExactCache(Plugin):
     @hookimpl
     def cp_cache_store(self, ctx, request):
         key = self._key(request)
-        if key is None or request.cache_hit:
+        if key is None or served_from_response_cache(request):
             return
         if request.output_tokens >= request.max_output_tokens:  # cut at max_tokens (or ended just there)
             key = cut_key(key, request.max_output_tokens)

@@ -128,3 +128,16 @@ def test_a_replay_of_sampled_repeats_has_no_hits():
     res = replay_with(trace=trace, plugins={"enabled": _enabled("trace-hit-model")})
     assert res.summary["cache_hit_rate"] == 0 and res.summary["cache_checked_hits"] == 0
     assert res.summary["cache_false_hit_rate"] is None  # none checked: unknown
+
+
+def test_a_repeat_hits_when_its_first_request_reused_prefix_blocks():
+    # The shared prefix (1, 2) makes the later firsts prefix hits; their answers are still remembered (a prefix
+    # hit stopped them from being stored: 0 hits on the Mooncake trace with prefix-cache, 22 without).
+    blocks = [(1, 2, 3), (1, 2, 4), (1, 2, 3), (1, 2, 4), (1, 2, 5), (1, 2, 5)]
+    enabled = ["queue-limit", "trace-hit-model", "least-loaded", "prefix-cache", "continuous-batching",
+               "fixed-replicas", "static-memory", "builtin-latency-models"]
+    res = replay_with(trace=_trace(blocks), plugins={"enabled": enabled},
+                      cluster={"models": [{"name": "default", "replicas": 1, "num_kv_blocks": 2000}]})
+    by_id = {r.request_id: r for r in res.requests}
+    assert by_id["r1"].cache_hit == "prefix"  # computed, reusing (1, 2)
+    assert [by_id[f"r{i}"].cache_hit for i in (2, 3, 5)] == ["exact", "exact", "exact"]

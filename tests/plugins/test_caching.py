@@ -60,6 +60,32 @@ def test_responses_served_from_the_cache_are_not_stored_again():
     assert cache.cp_cache_lookup(ctx=make_context(), request=_req("b", "hi")) is None
 
 
+def test_an_answer_computed_after_a_prefix_cache_hit_is_stored():
+    # A prefix hit reused prompt KV blocks, but the answer was generated: it is stored like any other (it was
+    # not, since "prefix" is a truthy cache_hit: 4 exact hits of 114 were left with prefix-cache enabled).
+    cache = ExactCache()
+    computed = _req("a", "hi")
+    computed.cache_hit = "prefix"
+    cache.cp_cache_store(ctx=make_context(), request=computed)
+    assert cache.cp_cache_lookup(ctx=make_context(), request=_req("b", "hi")).response_text == "answer to hi"
+
+
+@pytest.mark.parametrize("router", [["least-loaded"], ["least-loaded", "prefix-cache"], ["prefix-only", "prefix-cache"]])
+def test_a_replay_with_prefix_cache_hits_the_exact_cache_as_often_as_one_without(router):
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest(request_id=f"r{i}", arrival_s=0.5 * i, prompt_tokens=48, output_tokens=8,
+                          prompt=f"prompt {i % 20}", hash_ids=(7, 8, 100 + i % 20), hash_block_tokens=16,
+                          params=(("temperature", 0),)) for i in range(60)]
+    enabled = ["queue-limit", "exact-cache", *router, "continuous-batching", "fixed-replicas", "static-memory",
+               "builtin-latency-models"]
+    res = replay_with(trace=trace, plugins={"enabled": enabled},
+                      cluster={"models": [{"name": "default", "replicas": 4, "num_kv_blocks": 2000}]})
+    # each of the 20 prompts is computed once (its first request, which may reuse the shared prefix), then served
+    assert sum(r.cache_hit == "exact" for r in res.requests) == 40
+
+
 def test_each_instance_has_its_own_entries():
     a, b = ExactCache(), ExactCache()
     a.cp_cache_store(ctx=make_context(), request=_req("a", "hi"))
