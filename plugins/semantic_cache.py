@@ -2,7 +2,8 @@
 share of wrong cached answers kept under a bound the user sets (``max_false_hit_rate``).
 
 Lookup: the prompt is embedded (all-MiniLM-L6-v2), its ``neighbours`` nearest cached prompts
-with the same model and exactly the same generation parameters are found (faiss HNSW). A cached
+with the same model, exactly the same generation parameters and the same tenant (unless
+``shared_across_tenants``) are found (faiss HNSW). A cached
 prompt identical to the request's is an exact hit (its answer is this prompt's answer, as the
 exact cache would say), served without the learner and never learned from: how often identical
 prompts agree says nothing about paraphrases. Otherwise the lookup's score (see
@@ -76,12 +77,14 @@ class _Pending:
     explored: bool  # a would-be hit treated as a miss
 
 
-def _partition(request) -> str | None:
-    """Entries are comparable only with the same model and generation params (prompt excluded)."""
+def _partition(request, shared_across_tenants: bool = False) -> str | None:
+    """Entries are comparable only with the same model and generation params (prompt excluded), and,
+    unless ``shared_across_tenants``, the same tenant (untenanted requests share one partition)."""
     if request.prompt is None:
         return None
     params = sorted((str(k), repr(v)) for k, v in request.params)
-    return hashlib.sha256(orjson.dumps([request.model, params])).hexdigest()
+    scope = [request.model, params] if shared_across_tenants else [request.model, params, request.tenant]
+    return hashlib.sha256(orjson.dumps(scope)).hexdigest()
 
 
 class SemanticCache(Plugin):
@@ -98,7 +101,8 @@ class SemanticCache(Plugin):
         min_similarity: float = Field(0.5, ge=-1, le=1)  # never serve a nearest entry less similar
         temperature: float = Field(0.05, gt=0)  # of the neighbours' vote weights
         window: int = Field(20_000, ge=100)  # verified outcomes the threshold is learned from
-        capacity: int = Field(100_000, ge=1)  # entries per model and params; the oldest goes first
+        capacity: int = Field(100_000, ge=1)  # entries per partition (model, params, tenant); the oldest goes first
+        shared_across_tenants: bool = False  # serve one tenant's cached answers to another
         ttl_s: float = Field(3600.0, gt=0)
         lookup_latency_s: float = Field(0.001, ge=0)  # index search + reply of a hit (simulator; live: measured)
         embed_latency_s: float = Field(0.01, ge=0)  # one prompt's embedding (CPU, MiniLM-L6; simulator)
@@ -149,6 +153,9 @@ class SemanticCache(Plugin):
     def cp_run_finished(self, ctx, summary):
         add_false_hits(summary, self.cache_report())
 
+    def _partition(self, request) -> str | None:
+        return _partition(request, self.settings.shared_across_tenants)
+
     def _index(self, part: str, dim: int) -> VectorIndex:
         index = self._indexes.get(part)
         if index is None:
@@ -170,7 +177,7 @@ class SemanticCache(Plugin):
     def evaluate(self, vector: np.ndarray, request, now_s: float) -> tuple[float | None, _Entry | None, float]:
         """(score, nearest entry, its similarity) for a request's prompt vector; no side effects
         besides dropping expired entries. An entry of the same prompt text comes first, scored 1."""
-        part = _partition(request)
+        part = self._partition(request)
         if part is None or part not in self._indexes:
             return None, None, 0.0
         found = self._neighbours(self._indexes[part], part, vector, now_s)
@@ -189,7 +196,7 @@ class SemanticCache(Plugin):
         if exact_key(request) is None:  # no text, or an unseeded sample: not a reproducible answer
             return None
         self.stats["lookups"] += 1
-        if _partition(request) not in self._indexes:
+        if self._partition(request) not in self._indexes:
             # nothing cached for this model and params: no neighbour to score, so no embedding yet
             self._remember(request.request_id, _Pending(None, None, None, False))
             return None
@@ -248,7 +255,7 @@ class SemanticCache(Plugin):
 
     def add(self, vector: np.ndarray, request, now_s: float) -> None:
         """Cache ``request``'s answer under its prompt vector."""
-        part = _partition(request)
+        part = self._partition(request)
         index = self._index(part, len(vector))
         entry = _Entry(request.prompt, request.output_text, answer_id(request.output_text), request.output_tokens,
                        request.max_output_tokens, now_s)

@@ -138,8 +138,8 @@ CANCEL = ["How do I cancel a transfer?", "I want to stop a payment I just made",
           "Is it possible to undo a bank transfer?", "I need to cancel the money I sent"]
 
 
-def _req(rid, prompt, params=(), model="default", max_out=64):
-    return Request(rid, 0.0, 10, max_out, model=model, prompt=prompt, params=params)
+def _req(rid, prompt, params=(), model="default", max_out=64, tenant=None):
+    return Request(rid, 0.0, 10, max_out, model=model, prompt=prompt, params=params, tenant=tenant)
 
 
 def _serve(cache, ctx, rid, prompt, answer, **kw):
@@ -400,3 +400,20 @@ def test_an_answer_computed_after_a_prefix_cache_hit_is_stored_and_served_next_t
     cache.cp_cache_store(ctx=ctx, request=r)
     hit = cache.cp_cache_lookup(ctx=ctx, request=_req("b", ARRIVAL[0]))
     assert hit is not None and hit.kind == "exact" and hit.response_text == "CARD_ARRIVAL"
+
+
+def test_cached_answers_stay_with_their_tenant_unless_shared_across_tenants(learned):
+    # The partition was model and params only: tenant b was served tenant a's answer, exact and paraphrase.
+    ctx = make_context(seed=4)
+    paraphrase = "my card still hasn't come, where is it?"
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("u", paraphrase)) is not None  # untenanted: one partition
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("t", paraphrase, tenant="b")) is None
+    assert learned.cp_cache_lookup(ctx=ctx, request=_req("e", ARRIVAL[0], tenant="b")) is None
+    for shared, b_hits in ((False, False), (True, True)):
+        cache = SemanticCache(SemanticCache.Settings(explore_rate=0.0, shared_across_tenants=shared))
+        _serve(cache, ctx, "a", "What is our Q3 revenue?", "TENANT_A_SECRET", tenant="a")
+        hit = cache.cp_cache_lookup(ctx=ctx, request=_req("a2", "What is our Q3 revenue?", tenant="a"))
+        assert hit is not None and hit.response_text == "TENANT_A_SECRET"
+        hit = cache.cp_cache_lookup(ctx=ctx, request=_req("b", "What is our Q3 revenue?", tenant="b"))
+        assert (hit is not None) is b_hits
+        assert cache.cp_cache_lookup(ctx=ctx, request=_req("n", "What is our Q3 revenue?")) is None or shared
