@@ -7,7 +7,8 @@ A request's prompts go to the live driver; the answer waits for every result unl
 disconnects first (its requests are then cancelled). A stream starts once the first text is
 ready, so a request refused before then gets a plain HTTP error; a failure after the start is
 sent in-band before ``[DONE]``, except a guardian's block: the stream then ends with
-``finish_reason: "content_filter"``.
+``finish_reason: "content_filter"``. A stream's last chunks (``finish_reason``, usage) carry the
+``controlplane`` object a response has.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from controlplane.live.daemon_openai import (
     chat_response,
     completion_chunk,
     completion_response,
+    controlplane_extension,
     new_id,
     sse,
     usage,
@@ -274,8 +276,7 @@ async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str
     chunk = _ChunkMaker(rid, model, chat)
     events = [sse(chat_chunk(rid, model, chunk.created, {"role": "assistant", "content": ""}))] if chat else []
     events += [sse(chunk(result.text))] if result.text else []
-    events.append(sse(chunk(None, result.finish_reason or "content_filter")))
-    events += [sse(chunk(None, usage_=usage([result])))] if include_usage else []
+    events += _last_chunks(chunk, result, include_usage)
     events.append(sse("[DONE]"))
 
     async def send() -> AsyncIterator[bytes]:
@@ -317,9 +318,8 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
                 yield sse(chunk(delta))
             result = await handle.result()
             if result.ok or result.status == "blocked":  # a block after text went out: content_filter
-                yield sse(chunk(None, result.finish_reason or "content_filter"))
-                if include_usage:
-                    yield sse(chunk(None, usage_=usage([result])))
+                for event in _last_chunks(chunk, result, include_usage):
+                    yield event
             else:  # the stream had started: report the failure in-band
                 ended = "error"
                 yield b"data: " + result_error(result, chat=chat).response().body + b"\n\n"
@@ -333,6 +333,16 @@ async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, i
                              headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})
 
 
+def _last_chunks(chunk: _ChunkMaker, result: LiveResult, include_usage: bool) -> list[bytes]:
+    """A stream's end: the ``finish_reason`` chunk, then the usage chunk when asked for; each
+    carries the ``controlplane`` object a response has (request id, cache hit, ...)."""
+    extension = controlplane_extension([result])
+    events = [sse(chunk(None, result.finish_reason or "content_filter", extension=extension))]
+    if include_usage:
+        events.append(sse(chunk(None, usage_=usage([result]), extension=extension)))
+    return events
+
+
 def _route(chat: bool) -> str:
     """A stream's ``route`` label, as ``controlplane_http_requests_total`` names its path."""
     return "/v1/chat/completions" if chat else "/v1/completions"
@@ -344,8 +354,9 @@ class _ChunkMaker:
     def __init__(self, rid: str, model: str, chat: bool) -> None:
         self.rid, self.model, self.chat, self.created = rid, model, chat, int(time.time())
 
-    def __call__(self, text: str | None, finish: str | None = None, usage_: dict | None = None) -> dict[str, Any]:
+    def __call__(self, text: str | None, finish: str | None = None, usage_: dict | None = None,
+                 extension: dict | None = None) -> dict[str, Any]:
         if self.chat:
             delta = {"content": text} if text is not None else {}
-            return chat_chunk(self.rid, self.model, self.created, delta, finish, usage_)
-        return completion_chunk(self.rid, self.model, self.created, text or "", finish, usage_)
+            return chat_chunk(self.rid, self.model, self.created, delta, finish, usage_, extension)
+        return completion_chunk(self.rid, self.model, self.created, text or "", finish, usage_, extension)

@@ -21,6 +21,7 @@ __all__ = [
     "chat_response",
     "completion_chunk",
     "completion_response",
+    "controlplane_extension",
     "error_body",
     "new_id",
     "sse",
@@ -44,8 +45,9 @@ def usage(results: Sequence[LiveResult], n: int = 1) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _extension(results: Sequence[LiveResult]) -> dict[str, Any]:
-    """Control-plane facts about each choice (ignored by OpenAI clients)."""
+def controlplane_extension(results: Sequence[LiveResult]) -> dict[str, Any]:
+    """Control-plane facts about each choice (ignored by OpenAI clients): a response's
+    ``controlplane`` object, and a stream's last chunks'."""
     return {
         "requests": [
             {
@@ -73,7 +75,7 @@ def completion_response(rid: str, model: str, results: Sequence[LiveResult], n: 
             for i, r in enumerate(results)
         ],
         "usage": usage(results, n),
-        "controlplane": _extension(results),
+        "controlplane": controlplane_extension(results),
     }
 
 
@@ -93,12 +95,12 @@ def chat_response(rid: str, model: str, results: Sequence[LiveResult], n: int = 
             for i, r in enumerate(results)
         ],
         "usage": usage(results, n),
-        "controlplane": _extension(results),
+        "controlplane": controlplane_extension(results),
     }
 
 
 def completion_chunk(rid: str, model: str, created: int, text: str, finish_reason: str | None = None,
-                     usage_: dict[str, int] | None = None) -> dict[str, Any]:
+                     usage_: dict[str, int] | None = None, extension: dict[str, Any] | None = None) -> dict[str, Any]:
     choices = [] if usage_ is not None else [
         {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
     ]
@@ -106,11 +108,13 @@ def completion_chunk(rid: str, model: str, created: int, text: str, finish_reaso
                              "choices": choices}
     if usage_ is not None:
         chunk["usage"] = usage_
+    if extension is not None:
+        chunk["controlplane"] = extension
     return chunk
 
 
 def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any] | None, finish_reason: str | None = None,
-               usage_: dict[str, int] | None = None) -> dict[str, Any]:
+               usage_: dict[str, int] | None = None, extension: dict[str, Any] | None = None) -> dict[str, Any]:
     choices = [] if usage_ is not None else [
         {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}
     ]
@@ -118,6 +122,8 @@ def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any] | None,
                              "choices": choices}
     if usage_ is not None:
         chunk["usage"] = usage_
+    if extension is not None:
+        chunk["controlplane"] = extension
     return chunk
 
 

@@ -107,3 +107,46 @@ def test_a_streams_end_is_counted_done_error_or_client_gone():
                                                  {"route": "/v1/completions", "end": end})
 
     assert (ends("done"), ends("error"), ends("client_gone")) == (1.0, 1.0, 1.0)
+
+
+class StayingClient:
+    async def is_disconnected(self) -> bool:
+        return False
+
+
+def test_a_streams_last_chunks_carry_the_controlplane_object_a_response_has():
+    """Streamed answers had no ``controlplane`` object (request id, cache hit, ...): a streaming
+    client could not see that its answer was a cache hit. The ``finish_reason`` chunk and the usage
+    chunk now carry the one a non-streamed response has, on both routes and for a held stream."""
+    import json
+    from dataclasses import replace
+
+    from controlplane.live.daemon_api import _held_stream, _stream
+    from controlplane.live.daemon_openai import completion_response
+    from controlplane.live.prometheus import PrometheusExporter
+
+    metrics = PrometheusExporter()
+    hit = replace(_result("completed"), finish_reason="length", cache_hit="exact", reason="exact cache hit")
+    expected = completion_response("cmpl-1", "tiny", [hit])["controlplane"]
+    assert expected["requests"][0]["cache_hit"] == "exact" and expected["requests"][0]["request_id"] == "req-0"
+
+    async def chunks(chat: bool, include_usage: bool, held: bool) -> list[dict]:
+        handle = Streamed(["a", "b"], hit)
+        if held:
+            response = await _held_stream(StayingClient(), handle, "cmpl-1", "tiny", chat, include_usage, metrics)
+        else:
+            response = await _stream(handle, "cmpl-1", "tiny", chat, include_usage, metrics)
+        events = [e async for e in response.body_iterator]
+        assert events[-1] == b"data: [DONE]\n\n"
+        return [json.loads(e[len(b"data: "):]) for e in events[:-1]]
+
+    for chat in (False, True):
+        for held in (False, True):
+            got = asyncio.run(chunks(chat, True, held))
+            finish, usage_chunk = got[-2], got[-1]
+            assert finish["choices"][0]["finish_reason"] == "length" and "usage" in usage_chunk
+            assert finish["controlplane"] == expected and usage_chunk["controlplane"] == expected
+            assert all("controlplane" not in c for c in got[:-2])  # the text chunks stay as OpenAI's
+            no_usage = asyncio.run(chunks(chat, False, held))
+            assert no_usage[-1]["choices"][0]["finish_reason"] == "length"
+            assert no_usage[-1]["controlplane"] == expected
