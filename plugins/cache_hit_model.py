@@ -3,8 +3,8 @@ what caching would save.
 
 ``mode: hash_ids`` (default) uses the trace's real duplicate structure: a request whose prompt
 has exactly the block hashes (``hash_ids``, Mooncake) and token count of an earlier answered
-request, with the same model and params, is a repeated prompt; it hits when its own answer in the
-trace has the earlier answer's length. A repeat whose traced answer has another length got another
+request, with the same model, params and tenant (unless ``shared_across_tenants``, as the exact
+cache), is a repeated prompt; it hits when its own answer in the trace has the earlier answer's length. A repeat whose traced answer has another length got another
 answer (sampling, another ``max_tokens``), so serving the cached one would be wrong: it misses, as
 the exact cache never serves an answer cut at another length. The hits are exact: none is wrong.
 
@@ -35,12 +35,14 @@ from plugins.caching import add_false_hits, is_sampled, served_from_response_cac
 __all__ = ["TraceHitModel"]
 
 
-def _duplicate_key(request) -> str | None:
+def _duplicate_key(request, shared_across_tenants: bool = False) -> str | None:
     if request.prompt is not None or not request.hash_ids:
         return None
-    body = orjson.dumps([request.model, request.prompt_tokens, list(request.hash_ids),
-                         sorted((str(k), repr(v)) for k, v in request.params)])
-    return hashlib.sha256(body).hexdigest()
+    parts = [request.model, request.prompt_tokens, list(request.hash_ids),
+             sorted((str(k), repr(v)) for k, v in request.params)]
+    if not shared_across_tenants:
+        parts.append(request.tenant)  # as the exact cache: a tenant hits only on its own answers
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
 
 
 class TraceHitModel(Plugin):
@@ -57,6 +59,7 @@ class TraceHitModel(Plugin):
         embed_latency_s: float = Field(0.01, ge=0)  # added to a semantic hit
         capacity: int = Field(100_000, ge=1)  # hash_ids mode: remembered prompts (LRU)
         ttl_s: float = Field(3600.0, gt=0)
+        shared_across_tenants: bool = False  # hash_ids mode: false, a repeat hits only its own tenant's answer
 
         @model_validator(mode="after")
         def _rate_needs_a_rate(self):
@@ -65,6 +68,8 @@ class TraceHitModel(Plugin):
             if self.mode == "hash_ids" and (self.hit_rate or self.false_hit_rate):
                 raise ValueError("hit_rate and false_hit_rate apply to mode 'rate'; mode 'hash_ids' "
                                  "derives hits from repeated prompts")
+            if self.mode == "rate" and "shared_across_tenants" in self.model_fields_set:
+                raise ValueError("shared_across_tenants applies to mode 'hash_ids'; mode 'rate' states the hits")
             return self
 
     def __init__(self, settings=None) -> None:
@@ -93,7 +98,7 @@ class TraceHitModel(Plugin):
             return CacheHit(s.kind, self._latency(), None, None,
                             f"stated hit rate {s.hit_rate:g}" + (" (a wrong answer)" if wrong else ""),
                             output_tokens=request.max_output_tokens)
-        key = _duplicate_key(request)
+        key = _duplicate_key(request, s.shared_across_tenants)
         raw = None if key is None else self.store.get(key, now_s=ctx.now_s)
         if raw is None or orjson.loads(raw) != request.max_output_tokens:
             return None  # not repeated, or the trace says this repeat got another answer
@@ -105,7 +110,7 @@ class TraceHitModel(Plugin):
     def cp_cache_store(self, ctx, request):
         if self.settings.mode != "hash_ids" or served_from_response_cache(request) or is_sampled(request):
             return
-        key = _duplicate_key(request)
+        key = _duplicate_key(request, self.settings.shared_across_tenants)
         if key is not None:
             self.store.set(key, orjson.dumps(request.output_tokens), self.settings.ttl_s, now_s=ctx.now_s)
 

@@ -32,14 +32,23 @@ def served_from_response_cache(request) -> bool:
     return request.cache_hit is not None and request.cache_hit != "prefix"
 
 
-def exact_key(request, *, normalise: bool = False) -> str | None:
-    """SHA-256 of (model, prompt, sorted generation params); None when the answer is not
-    reproducible: no prompt text, or sampling (temperature > 0) without a seed."""
+def exact_key(request, *, normalise: bool = False, scope: dict[str, Any] | None = None) -> str | None:
+    """SHA-256 of (model, prompt, sorted generation params[, scope]); None when the answer is not
+    reproducible: no prompt text, or sampling (temperature > 0) without a seed. ``scope``: what else the
+    entry belongs to (``{"tenant": ...}``: a tenant's own answers)."""
     if request.prompt is None or is_sampled(request):
         return None
     prompt = normalise_prompt(request.prompt) if normalise else request.prompt
-    body = orjson.dumps([request.model, prompt, sorted((str(k), repr(v)) for k, v in request.params)])
-    return hashlib.sha256(body).hexdigest()
+    parts = [request.model, prompt, sorted((str(k), repr(v)) for k, v in request.params)]
+    if scope is not None:
+        parts.append(scope)
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def tenant_scope(request, shared_across_tenants: bool) -> dict[str, Any]:
+    """The part of a response cache's key that keeps tenants apart: the request's tenant (untenanted
+    requests share one space), or nothing when ``shared_across_tenants``."""
+    return {} if shared_across_tenants else {"tenant": request.tenant}
 
 
 def cut_key(key: str, max_tokens: int) -> str:
@@ -86,7 +95,9 @@ class ExactCache(Plugin):
     exactly the same ``max_tokens``. The two are kept apart (an answer cut at 4 tokens is stored
     under the key and its ``max_tokens``), so requests for 4 and for 200 tokens do not overwrite
     each other's answers. The hit counts the answer's real tokens. Requests without prompt text
-    (most public traces) never hit (see ``trace-hit-model`` for those).
+    (most public traces) never hit (see ``trace-hit-model`` for those). A tenant is served only
+    answers computed for it (the tenant is in the key; untenanted requests share one space) unless
+    ``shared_across_tenants: true``.
 
     ``normalise: true`` keys on the prompt trimmed and lower-cased (the seed design): "Hi " and
     "hi" share an answer. Entries live in a store (``plugins.cache_backends``): in-process by
@@ -103,6 +114,7 @@ class ExactCache(Plugin):
         ttl_s: float = Field(3600.0, gt=0)
         latency_s: float = Field(0.002, ge=0)  # lookup + reply time of a hit (simulator; live hits are measured)
         normalise: bool = False  # key on the prompt trimmed and lower-cased
+        shared_across_tenants: bool = False  # false: a tenant is served only its own answers
         backend: Literal["memory", "redis"] = "memory"
         redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
         namespace: str = "cp"
@@ -120,8 +132,9 @@ class ExactCache(Plugin):
         self.hits = 0
         self.lookups = 0
 
-    def _key(self, request) -> str | None:
-        return exact_key(request, normalise=self.settings.normalise)
+    def _key(self, ctx, request) -> str | None:
+        s = self.settings
+        return exact_key(request, normalise=s.normalise, scope=tenant_scope(request, s.shared_across_tenants))
 
     @hookimpl
     def cp_run_started(self, ctx):
@@ -141,7 +154,7 @@ class ExactCache(Plugin):
 
     @hookimpl
     def cp_cache_lookup(self, ctx, request):
-        key = self._key(request)
+        key = self._key(ctx, request)
         if key is None:
             return None
         self.lookups += 1
@@ -158,7 +171,7 @@ class ExactCache(Plugin):
 
     @hookimpl
     def cp_cache_store(self, ctx, request):
-        key = self._key(request)
+        key = self._key(ctx, request)
         if key is None or served_from_response_cache(request):
             return
         if request.output_tokens >= request.max_output_tokens:  # cut at max_tokens (or ended just there)

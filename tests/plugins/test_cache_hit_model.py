@@ -101,7 +101,9 @@ def test_a_repeat_whose_traced_answer_has_another_length_is_not_served_the_cache
 
 
 @pytest.mark.parametrize("settings,field", [({"mode": "rate"}, "hit_rate"), ({"hit_rate": 0.2}, "mode"),
-                                            ({"mode": "rate", "hit_rate": 1.5}, "hit_rate")])
+                                            ({"mode": "rate", "hit_rate": 1.5}, "hit_rate"),
+                                            ({"mode": "rate", "hit_rate": 0.2, "shared_across_tenants": True},
+                                             "shared_across_tenants")])
 def test_bad_settings_say_what_is_wrong(settings, field):
     with pytest.raises(ValidationError, match=field):
         TraceHitModel.Settings(**settings)
@@ -141,3 +143,13 @@ def test_a_repeat_hits_when_its_first_request_reused_prefix_blocks():
     by_id = {r.request_id: r for r in res.requests}
     assert by_id["r1"].cache_hit == "prefix"  # computed, reusing (1, 2)
     assert [by_id[f"r{i}"].cache_hit for i in (2, 3, 5)] == ["exact", "exact", "exact"]
+
+
+@pytest.mark.parametrize("shared,hits", [(False, ["r2"]), (True, ["r1", "r2"])])
+def test_a_repeat_hits_only_its_own_tenants_answer_unless_shared(shared, hits):
+    from dataclasses import replace
+
+    trace = [replace(t, tenant=tenant) for t, tenant in zip(_trace([(1, 2)] * 3), ["acme", "globex", "acme"])]
+    res = replay_with(trace=trace, plugins={"enabled": _enabled("trace-hit-model"),
+                                            "settings": {"trace-hit-model": {"shared_across_tenants": shared}}})
+    assert sorted(r.request_id for r in res.requests if r.cache_hit) == hits

@@ -86,6 +86,38 @@ def test_a_replay_with_prefix_cache_hits_the_exact_cache_as_often_as_one_without
     assert sum(r.cache_hit == "exact" for r in res.requests) == 40
 
 
+def _tenant_req(rid: str, tenant: str | None) -> Request:
+    r = _req(rid, "what is our revenue?")
+    r.tenant = tenant
+    r.output_text = f"{tenant}'s answer"
+    return r
+
+
+def test_a_tenant_is_served_only_its_own_answers_unless_shared_across_tenants():
+    ctx = make_context()
+    isolated, shared = ExactCache(), ExactCache(ExactCache.Settings(shared_across_tenants=True))
+    for cache in (isolated, shared):
+        cache.cp_cache_store(ctx=ctx, request=_tenant_req("a", "acme"))
+        cache.cp_cache_store(ctx=ctx, request=_tenant_req("u", None))
+    assert isolated.cp_cache_lookup(ctx=ctx, request=_tenant_req("b", "globex")) is None  # acme's was served
+    assert isolated.cp_cache_lookup(ctx=ctx, request=_tenant_req("c", "acme")).response_text == "acme's answer"
+    assert isolated.cp_cache_lookup(ctx=ctx, request=_tenant_req("v", None)).response_text == "None's answer"
+    assert shared.cp_cache_lookup(ctx=ctx, request=_tenant_req("b", "globex")) is not None
+
+
+def test_a_replay_with_tenants_never_serves_one_tenants_answer_to_another():
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest(request_id=f"r{i}", arrival_s=1.0 * i, prompt_tokens=48, output_tokens=8,
+                          tenant=("acme", "globex")[i // 3 % 2], prompt=f"prompt {i % 3}", params=(("temperature", 0),))
+             for i in range(12)]  # acme asks 3 prompts, then globex the same 3, twice
+    hits = {s: [r.request_id for r in replay_with(trace=trace, plugins={"settings": {"exact-cache": {
+        "shared_across_tenants": s}}}).requests if r.cache_hit] for s in (False, True)}
+    assert sorted(hits[False], key=lambda x: int(x[1:])) == ["r6", "r7", "r8", "r9", "r10", "r11"]
+    assert len(hits[True]) == 9  # everything after acme's first three
+
+
 def test_each_instance_has_its_own_entries():
     a, b = ExactCache(), ExactCache()
     a.cp_cache_store(ctx=make_context(), request=_req("a", "hi"))
