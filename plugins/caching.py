@@ -71,6 +71,18 @@ def add_false_hits(summary: dict[str, Any], report: dict[str, int]) -> None:
 _MEMORY_ONLY = ("capacity", "max_bytes", "eviction")
 _REDIS_ONLY = ("redis_url", "namespace", "retry_after_s", "socket_timeout_s")
 _warned: set[tuple[str, str]] = set()
+#: Settings that do not change what an entry means: where entries live and how they are reached, the memory
+#: backend's bounds, the simulator's hit latency. Every other setting (``normalise``, ``ttl_s``,
+#: ``shared_across_tenants``, any added later) is in `settings_fingerprint`.
+_NOT_MEANING = frozenset(("backend", "latency_s", *_MEMORY_ONLY, *_REDIS_ONLY))
+
+
+def settings_fingerprint(settings: Any, ignore: frozenset[str] = _NOT_MEANING) -> str:
+    """12 hex digits of SHA-256 of the settings that decide what a stored entry means (all but ``ignore``).
+    A Redis store's namespace carries it, so a cache whose settings changed (a daemon's reload, a restart,
+    another daemon configured otherwise) never reads entries written under other ones: it starts cold."""
+    meaning = settings.model_dump(mode="json", exclude=set(ignore))
+    return hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
 
 def _warn_unused(settings: Any) -> None:
@@ -128,7 +140,7 @@ class ExactCache(Plugin):
         self.store: CacheStore = open_store(StoreSettings(
             backend=s.backend, max_entries=s.capacity, max_bytes=s.max_bytes, eviction=s.eviction,
             redis_url=s.redis_url, namespace=s.namespace, retry_after_s=s.retry_after_s,
-            socket_timeout_s=s.socket_timeout_s), namespace=self.name)
+            socket_timeout_s=s.socket_timeout_s), namespace=f"{self.name}:{settings_fingerprint(s)}")
         self.hits = 0
         self.lookups = 0
 

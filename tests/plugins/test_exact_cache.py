@@ -96,6 +96,22 @@ def test_two_caches_on_one_redis_namespace_share_answers(shared_redis):  # noqa:
     assert other.cp_cache_lookup(ctx=ctx, request=_req("c", "hi", max_out=50)) is None
 
 
+def test_a_redis_cache_whose_settings_changed_starts_cold(shared_redis):  # noqa: F811
+    # A reload reported a changed exact-cache as restarted, but on Redis it read the old entries: adding ttl_s
+    # still hit (docs/daemon.md: "a changed cache starts cold"). The namespace carries the settings' fingerprint.
+    ns = shared_redis().namespace  # a fresh namespace the fixture cleans up
+    base = {"backend": "redis", "redis_url": REDIS_URL, "namespace": ns}
+    ctx = make_context()
+    ExactCache(ExactCache.Settings(**base)).cp_cache_store(ctx=ctx, request=_req("a", "hi"))
+    assert ExactCache(ExactCache.Settings(**base)).cp_cache_lookup(ctx=ctx, request=_req("b", "hi")) is not None
+    for changed in ({"ttl_s": 1800}, {"normalise": True}, {"shared_across_tenants": True}):
+        cache = ExactCache(ExactCache.Settings(**base, **changed))
+        assert cache.cp_cache_lookup(ctx=ctx, request=_req("c", "hi")) is None, changed
+    # how the store is reached or bounded is not what an entry means: those still share the entries
+    same = ExactCache(ExactCache.Settings(**base, socket_timeout_s=0.5, retry_after_s=2.0, latency_s=0.01))
+    assert same.cp_cache_lookup(ctx=ctx, request=_req("d", "hi")) is not None
+
+
 def test_a_redis_outage_is_a_miss_not_an_error():
     _need(shutil.which("redis-server") is not None, "redis-server is not installed")
     server = OwnRedis()
