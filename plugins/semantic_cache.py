@@ -67,6 +67,18 @@ class _Entry:
     stored_s: float
 
 
+def _fits(entry: _Entry, wants: int) -> bool:
+    """Is ``entry``'s answer the one a request for ``wants`` tokens would get? One that stopped by
+    itself within ``wants``, or one cut at exactly ``wants`` (as the exact cache decides)."""
+    return wants == entry.max_tokens or (entry.tokens < entry.max_tokens and wants >= entry.tokens)
+
+
+def _slot(entry: _Entry) -> tuple[str, int | None]:
+    """One entry per prompt and slot: the answer that stopped by itself (None), and beside it one per
+    ``max_tokens`` it was cut at; a new answer for a slot replaces the old one."""
+    return entry.prompt, (entry.max_tokens if entry.tokens >= entry.max_tokens else None)
+
+
 @dataclass(slots=True)
 class _Pending:
     """A lookup whose request went to the model; finished when its answer reaches cp_cache_store."""
@@ -123,6 +135,7 @@ class SemanticCache(Plugin):
         self.learner = ThresholdLearner(s.max_false_hit_rate, s.confidence, s.window, band=s.band)
         self._indexes: dict[str, VectorIndex] = {}
         self._order: dict[str, OrderedDict[int, None]] = {}  # insertion order per partition
+        self._slots: dict[str, dict[tuple[str, int | None], int]] = {}  # per partition: _slot -> entry id
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._embedder = None
         self.preloading = None  # live: the thread loading the embedding model (`cp_run_started`)
@@ -161,31 +174,41 @@ class SemanticCache(Plugin):
         if index is None:
             index = self._indexes[part] = VectorIndex(dim, hnsw_m=self.settings.hnsw_m, ef_search=self.settings.ef_search)
             self._order[part] = OrderedDict()
+            self._slots[part] = {}
         return index
+
+    def _drop(self, part: str, entry_id: int) -> None:
+        index = self._indexes[part]
+        slot = _slot(index.payload(entry_id))
+        if self._slots[part].get(slot) == entry_id:
+            del self._slots[part][slot]
+        self._order[part].pop(entry_id, None)
+        index.remove(entry_id)
 
     def _neighbours(self, index: VectorIndex, part: str, vector, now_s: float) -> list[tuple[float, _Entry]]:
         out = []
         for sim, entry_id in index.search(vector, self.settings.neighbours):
             e = index.payload(entry_id)
             if now_s - e.stored_s > self.settings.ttl_s:
-                index.remove(entry_id)
-                self._order[part].pop(entry_id, None)
+                self._drop(part, entry_id)
                 continue
             out.append((sim, e))
         return out
 
     def evaluate(self, vector: np.ndarray, request, now_s: float) -> tuple[float | None, _Entry | None, float]:
         """(score, nearest entry, its similarity) for a request's prompt vector; no side effects
-        besides dropping expired entries. An entry of the same prompt text comes first, scored 1."""
+        besides dropping expired entries. An entry of the same prompt text comes first, scored 1: the one
+        whose length fits the request, if any (answers stopped by themselves and cut at each max_tokens
+        are kept side by side)."""
         part = self._partition(request)
         if part is None or part not in self._indexes:
             return None, None, 0.0
         found = self._neighbours(self._indexes[part], part, vector, now_s)
         if not found:
             return None, None, 0.0
-        same_prompt = next((e for _, e in found if e.prompt == request.prompt), None)
-        if same_prompt is not None:
-            return 1.0, same_prompt, 1.0
+        same_prompt = [e for _, e in found if e.prompt == request.prompt]
+        if same_prompt:
+            return 1.0, next((e for e in same_prompt if _fits(e, request.max_output_tokens)), same_prompt[0]), 1.0
         sims = np.array([s for s, _ in found])
         nearest = found[0][1]
         same = np.array([e.answer == nearest.answer for _, e in found])
@@ -203,8 +226,7 @@ class SemanticCache(Plugin):
         vector = self.embedder.encode([request.prompt])[0]
         score, nearest, sim = self.evaluate(vector, request, ctx.now_s)
         pending = _Pending(vector, score, nearest.text if nearest else None, False)
-        fits = nearest is not None and (request.max_output_tokens == nearest.max_tokens or (
-            nearest.tokens < nearest.max_tokens and request.max_output_tokens >= nearest.tokens))
+        fits = nearest is not None and _fits(nearest, request.max_output_tokens)
         threshold = self.learner.threshold
         s = self.settings
         latency_s = s.lookup_latency_s + s.embed_latency_s
@@ -254,17 +276,20 @@ class SemanticCache(Plugin):
         self.add(pending.vector, request, ctx.now_s)
 
     def add(self, vector: np.ndarray, request, now_s: float) -> None:
-        """Cache ``request``'s answer under its prompt vector."""
+        """Cache ``request``'s answer under its prompt vector, replacing the answer in its slot (``_slot``)."""
         part = self._partition(request)
         index = self._index(part, len(vector))
         entry = _Entry(request.prompt, request.output_text, answer_id(request.output_text), request.output_tokens,
                        request.max_output_tokens, now_s)
+        old = self._slots[part].get(_slot(entry))
+        if old is not None:
+            self._drop(part, old)
         (entry_id,) = index.add(vector, [entry])
+        self._slots[part][_slot(entry)] = entry_id
         order = self._order[part]
         order[entry_id] = None
         while len(order) > self.settings.capacity:
-            old, _ = order.popitem(last=False)
-            index.remove(old)
+            self._drop(part, next(iter(order)))
 
     @property
     def measured_false_hit_rate(self) -> float | None:

@@ -417,3 +417,41 @@ def test_cached_answers_stay_with_their_tenant_unless_shared_across_tenants(lear
         hit = cache.cp_cache_lookup(ctx=ctx, request=_req("b", "What is our Q3 revenue?", tenant="b"))
         assert (hit is not None) is b_hits
         assert cache.cp_cache_lookup(ctx=ctx, request=_req("n", "What is our Q3 revenue?")) is None or shared
+
+
+def _lengths(cache, ctx, prompt, asks):
+    """Requests for ``prompt`` at each (max_tokens, tokens the model answers with); hit or miss each."""
+    out = []
+    for i, (wants, answers) in enumerate(asks):
+        r = _req(f"{prompt}-{i}", prompt, params=(("temperature", 0),), max_out=wants)
+        hit = cache.cp_cache_lookup(ctx=ctx, request=r)
+        if hit is not None:
+            assert hit.output_tokens <= wants
+        else:
+            r.output_text, r.output_tokens = " ".join(["w"] * answers), answers
+            cache.cp_cache_store(ctx=ctx, request=r)
+        out.append("hit" if hit else "miss")
+    return out
+
+
+def test_answers_cut_at_different_max_tokens_are_kept_side_by_side():
+    # One answer per prompt was looked at (the first of the same text): "len test sem" at max_tokens
+    # 4, 200, 200, 4, 4 gave miss, miss, hit, miss, hit. Like the exact cache, the second 4 now hits.
+    cache = SemanticCache(SemanticCache.Settings(explore_rate=0.0))
+    ctx = make_context()
+    cut = [(4, 4), (200, 200), (200, 200), (4, 4), (4, 4), (200, 200), (4, 4)]
+    assert _lengths(cache, ctx, "len test sem", cut) == ["miss", "miss", "hit", "hit", "hit", "hit", "hit"]
+    # An answer that stopped by itself (30 tokens) serves any max_tokens with room for it, beside the cut ones.
+    asks = [(100, 30), (20, 20), (50, 30), (20, 20), (100, 30), (30, 30), (25, 25), (25, 25)]
+    assert _lengths(cache, ctx, "stops by itself", asks) == ["miss", "miss", "hit", "hit", "hit", "hit", "miss", "hit"]
+    # One entry per prompt and slot: an answer for a slot replaces the old one (two misses in flight).
+    for rid in ("x", "y"):
+        r = _req(rid, "in flight twice", params=(("temperature", 0),))
+        assert cache.cp_cache_lookup(ctx=ctx, request=r) is None
+    for rid, text in (("x", "FIRST"), ("y", "SECOND")):
+        r = _req(rid, "in flight twice", params=(("temperature", 0),))
+        r.output_text, r.output_tokens = text, 5
+        cache.cp_cache_store(ctx=ctx, request=r)
+    assert sum(len(ix) for ix in cache._indexes.values()) == 2 + 3 + 1  # 4 and 200; 30, 20 and 25; one
+    hit = cache.cp_cache_lookup(ctx=ctx, request=_req("z", "in flight twice", params=(("temperature", 0),)))
+    assert hit.response_text == "SECOND"
