@@ -51,6 +51,30 @@ def tenant_scope(request, shared_across_tenants: bool) -> dict[str, Any]:
     return {} if shared_across_tenants else {"tenant": request.tenant}
 
 
+#: A live deployment's worker settings that decide its answers' text: which weights (``path``, ``config``,
+#: ``preset``; ``seed`` draws random weights) and their number format (``precision``); given at their defaults,
+#: they are left out. Not the device, compilation or memory settings.
+_WEIGHTS = ("path", "config", "preset", "seed", "precision")
+_WORKER_DEFAULTS = {"seed": 0, "precision": "auto"}
+
+
+def served_model(config: Any, model: str | None) -> dict[str, Any] | None:
+    """What identifies the model that answers ``model``'s requests, from the run config's deployment of that
+    name: live, its worker's weights (`_WEIGHTS`); the model it stands for (``model_spec``, else the latency
+    settings' ``model``), in a simulation too. None for a model the config does not deploy. A response cache
+    keys on it, so answers of other weights served under the same name are never served (a daemon restarted
+    with ``--preset small-llama`` under the name ``tiny-llama`` read tiny-llama's answers from Redis)."""
+    for d in config.cluster.models:
+        if d.name == model:
+            worker = d.worker or {}
+            served = {k: worker[k] for k in _WEIGHTS if k in worker and worker[k] != _WORKER_DEFAULTS.get(k)}
+            spec = d.model_spec or (d.latency or {}).get("model")
+            if spec is not None:
+                served["model_spec"] = spec
+            return served
+    return None
+
+
 def cut_key(key: str, max_tokens: int) -> str:
     """Where an answer cut at ``max_tokens`` is kept: beside, not over, the answer that stopped by itself."""
     return f"{key}/max{max_tokens}"
@@ -109,7 +133,8 @@ class ExactCache(Plugin):
     each other's answers. The hit counts the answer's real tokens. Requests without prompt text
     (most public traces) never hit (see ``trace-hit-model`` for those). A tenant is served only
     answers computed for it (the tenant is in the key; untenanted requests share one space) unless
-    ``shared_across_tenants: true``.
+    ``shared_across_tenants: true``. The key holds what identifies the served model's weights too
+    (`served_model`): another model served under the same name never gets this one's answers.
 
     ``normalise: true`` keys on the prompt trimmed and lower-cased (the seed design): "Hi " and
     "hi" share an answer. Entries live in a store (``plugins.cache_backends``): in-process by
@@ -143,10 +168,19 @@ class ExactCache(Plugin):
             socket_timeout_s=s.socket_timeout_s), namespace=f"{self.name}:{settings_fingerprint(s)}")
         self.hits = 0
         self.lookups = 0
+        self._served: tuple[Any, dict[str | None, dict[str, Any] | None]] = (None, {})  # (config, by model)
 
     def _key(self, ctx, request) -> str | None:
+        if request.prompt is None:
+            return None  # (most traces: no key to build)
         s = self.settings
-        return exact_key(request, normalise=s.normalise, scope=tenant_scope(request, s.shared_across_tenants))
+        config, served = self._served
+        if config is not ctx.config:  # (one config a run: looked up once per model)
+            config, served = self._served = (ctx.config, {})
+        if request.model not in served:
+            served[request.model] = served_model(config, request.model)
+        scope = {**tenant_scope(request, s.shared_across_tenants), "served": served[request.model]}
+        return exact_key(request, normalise=s.normalise, scope=scope)
 
     @hookimpl
     def cp_run_started(self, ctx):

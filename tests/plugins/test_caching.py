@@ -118,6 +118,25 @@ def test_a_replay_with_tenants_never_serves_one_tenants_answer_to_another():
     assert len(hits[True]) == 9  # everything after acme's first three
 
 
+def _serving(**worker) -> object:
+    from controlplane.testing import make_config
+
+    return make_context(config=make_config(cluster={"models": [{"name": "default", "worker": worker}]}))
+
+
+def test_another_model_served_under_the_same_name_never_gets_the_old_models_answers():
+    # A daemon restarted with --preset small-llama under the name tiny-llama read tiny-llama's answers from Redis.
+    cache = ExactCache()
+    cache.cp_cache_store(ctx=_serving(preset="tiny-llama"), request=_req("a", "hi"))
+    for other in ({"preset": "small-llama"}, {"path": "/models/tiny"}, {"preset": "tiny-llama", "seed": 1},
+                  {"preset": "tiny-llama", "precision": "fp32"}):
+        assert cache.cp_cache_lookup(ctx=_serving(**other), request=_req("b", "hi")) is None, other
+    # the same weights on another device, compiled, or at their default seed and precision: the same answers
+    for same in ({"preset": "tiny-llama", "device": "cpu", "compile": True, "max_seq_len": 512},
+                 {"preset": "tiny-llama", "seed": 0, "precision": "auto"}):
+        assert cache.cp_cache_lookup(ctx=_serving(**same), request=_req("c", "hi")) is not None, same
+
+
 def test_each_instance_has_its_own_entries():
     a, b = ExactCache(), ExactCache()
     a.cp_cache_store(ctx=make_context(), request=_req("a", "hi"))
