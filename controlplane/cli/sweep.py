@@ -175,7 +175,7 @@ def search(
     workers: WorkersOpt = None,
     ray_address: RayOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="End with one JSON line: best, candidates, runs, wall_s, "
-                                                          "rejected_cheaper, pareto.")] = False,
+                                                          "rejected_cheaper, pareto, failed.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Find the cheapest configuration of the spec's space that meets the SLO attainment target.
@@ -184,7 +184,8 @@ def search(
     can no longer meet the target), refines the survivors on rungs of more of the trace up to all
     of it, skips candidates estimated above the cheapest one found meeting the target, then
     confirms the winner and its next-cheaper neighbours over several seeds. Cost is money from the cost model
-    (USD per GPU-hour by GPU type) when installed, else GPU-hours; the output says which.
+    (USD per GPU-hour by GPU type) when installed, else GPU-hours; the output says which. A candidate
+    whose run raises is failed (rejected, shown with its error): the command then exits 1.
     """
     from sim.sweep import load_spec
     from sim.sweep.search import search as run_search
@@ -234,6 +235,8 @@ def search(
             _say_stored(d, db, console)
     if json_out:
         typer.echo(json.dumps(d, sort_keys=True, default=str))
+    if d["failed"]:
+        raise typer.Exit(1)  # (as a sweep with failed runs: a script sees that some candidates never ran)
 
 
 def _say_stored(d: dict, db: str, console) -> None:
@@ -275,10 +278,29 @@ def _print_search(d: dict, console) -> None:
     else:
         console.print(f"[bold]best[/]: {json.dumps(best['overrides'])} cost {best['cost']} {unit}, attainment "
                   f"{best['attainment']} (min over seeds {list(best.get('attainment_by_seed', {}))})", highlight=False)
+    failed = d.get("failed") or []
     if best is None:  # (nothing to be cheaper than: every candidate was rejected)
         console.print(f"{d['candidates']} candidates ({d['replayed']} replayed), {d['runs']} runs, {d['wall_s']} s; "
-                      "every candidate rejected", highlight=False)
-        return
-    console.print(f"{d['candidates']} candidates ({d['replayed']} replayed, {d['skipped_by_cost']} estimated above the "
-                  f"best's cost), {d['runs']} runs, {d['wall_s']} s; "
-                  f"{len(d['rejected_cheaper'])} cheaper candidates rejected", highlight=False)
+                      f"every candidate rejected{f' ({len(failed)} failed)' if failed else ''}", highlight=False)
+    else:
+        cheaper_failed = sum("error" in c for c in d["rejected_cheaper"])
+        console.print(f"{d['candidates']} candidates ({d['replayed']} replayed, {d['skipped_by_cost']} estimated above "
+                      f"the best's cost), {d['runs']} runs, {d['wall_s']} s; {len(d['rejected_cheaper'])} cheaper "
+                      f"candidates rejected{f' ({cheaper_failed} of them failed)' if cheaper_failed else ''}",
+                      highlight=False)
+    _say_failed(failed)
+
+
+def _say_failed(failed: list[dict]) -> None:
+    """A failed candidate's error on stderr (the first 5), then how many failed: they were never measured, so
+    the answer holds only over the candidates that ran (the command then exits 1, as a sweep with failed runs)."""
+    from rich.markup import escape
+
+    for f in failed[:5]:
+        where = f"{f.get('stage')}, seed {f.get('seed')}" if f.get("stage") else ""
+        common.err.print(f"[bold red]candidate {escape(json.dumps(f['overrides']))} failed[/] ({where}): "
+                         f"{escape(str(f['error']))}", highlight=False)
+    if failed:
+        n = len(failed)
+        common.err.print(f"{n} candidate{'s' if n != 1 else ''} failed (a run raised; not measured, rejected): the "
+                         "answer holds only over the candidates that ran", highlight=False)

@@ -145,9 +145,11 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
                      f"{_fmt(best['cost'])}, attainment {_fmt(best['attainment'])} over seeds "
                      f"{html.escape(', '.join(best.get('attainment_by_seed', {})))}; "
                      f"{result.get('candidates')} candidates, {result.get('runs')} runs, {result.get('wall_s')} s</p>")
-    elif sweep["kind"] == "search" and sweep["status"] == "finished":  # (a search that ended with no winner)
+    elif sweep["kind"] == "search" and "candidates" in result:  # (a search that ended with no winner)
+        failed = len(result.get("failed") or [])
         parts.append(f"<p><b>no candidate met the target</b> (SLO attainment {_fmt(result.get('target'))}): "
-                     f"{result.get('candidates')} candidates, {result.get('runs')} runs, {result.get('wall_s')} s</p>")
+                     f"{result.get('candidates')} candidates" + (f" ({failed} failed)" if failed else "")
+                     + f", {result.get('runs')} runs, {result.get('wall_s')} s</p>")
     if not configs:  # (a search killed while screening, a sweep stopped before its first run: nothing to plot)
         parts.append(f"<p><b>no run of the full trace is stored</b> for this {html.escape(sweep['kind'])} (status "
                      f"{html.escape(str(sweep['status']))}): no Pareto front and no table.</p>")

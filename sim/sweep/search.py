@@ -18,6 +18,9 @@ the trace's span), ``chunk`` at a time:
    replaces it (the screen was wrong about it) and the confirmation repeats; a winner that fails
    on a seed gives way to the next cheapest (screening further chunks if need be).
 
+A candidate a run of which raises (on any stage or seed) is failed: rejected with its error, not
+measured, never confirmed; the search's sweep is then stored ``failed``, as a sweep with failed runs.
+
 Cost: money from the cost model, or GPU-hours (``controlplane.report.cost``), of the run on
 the full trace; a candidate only seen on part of it is ranked by its partial cost scaled to the
 full trace's time span, or, stopped early (on any rung), by its estimate.
@@ -71,7 +74,8 @@ class Candidate:
     by_seed: dict[int, float] = field(default_factory=dict)  # confirmation: attainment per seed
     cost_by_seed: dict[int, float] = field(default_factory=dict)
     summary_by_seed: dict[int, dict[str, Any]] = field(default_factory=dict)  # full replays: each seed's summary
-    error: str | None = None  # the run raised (a bad plugin setting, say): rejected with it
+    error: str | None = None  # a run of it raised (a bad plugin setting, say): failed, rejected with it
+    failed_run: dict[str, Any] | None = None  # that run's stage and seed
 
     @property
     def rank_cost(self) -> float:
@@ -82,12 +86,13 @@ class Candidate:
                                "stage": self.stage, "stopped": self.stopped}
         if self.cost is None:  # (its initial replicas held for the trace's span: no drain of a backlog after it)
             out["cost_lower_bound"] = True
-        if self.error is not None:
-            out["error"] = self.error
         if self.by_seed:
             out["attainment_by_seed"] = {str(k): _r(v) for k, v in sorted(self.by_seed.items())}
             out["attainment"] = _r(min(self.by_seed.values()))
             out["attainment_mean"] = _r(sum(self.by_seed.values()) / len(self.by_seed))
+        if self.error is not None:  # failed: not measured (by_seed: only the seeds that finished before)
+            out.update(stage="failed", error=self.error, attainment=None)
+            out.pop("attainment_mean", None)
         return out
 
 
@@ -114,13 +119,15 @@ class SearchResult:
     seeds_change_nothing: bool | None = None
     #: the full-trace runs stored under ``sweep_id`` (None: not stored); 0 when every run was stopped early
     stored: int | None = None
+    #: every candidate a run of which raised (any stage, any seed): overrides, stage, error; the sweep is then `failed`
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"best": self.best, "candidates": self.candidates, "runs": self.runs, "wall_s": round(self.wall_s, 2),
                 "rejected_cheaper": self.rejected_cheaper, "pareto": self.pareto, "cost_unit": self.cost_unit,
                 "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id,
                 "replayed": self.replayed, "skipped_by_cost": self.skipped_by_cost,
-                "seeds_change_nothing": self.seeds_change_nothing, "stored": self.stored}
+                "seeds_change_nothing": self.seeds_change_nothing, "stored": self.stored, "failed": self.failed}
 
 
 class _Searcher:
@@ -165,8 +172,9 @@ class _Searcher:
         for i, outcome in enumerate(self.backend.run(with_rows_left_out(tasks, self.left_out), self.traces), 1):
             out.append(outcome)
             self.runs += 1
-            if self.store is not None and outcome.status == "finished" and outcome.task.limit is None:
-                self.store(outcome)
+            if self.store is not None and (outcome.status == "failed"
+                                           or outcome.status == "finished" and outcome.task.limit is None):
+                self.store(outcome)  # (a failed run on any stage: its error shows in `runs report --sweep`)
             if self.on_progress is not None:
                 self.on_progress(stage, i, len(tasks))
         row = self.stages.get(stage)
@@ -194,8 +202,9 @@ class _Searcher:
         for o in self._run(stage, tasks):
             c = by_index[o.task.index]
             c.stage, c.fraction = stage, fraction
-            if o.status == "failed":
-                c.stage, c.error, c.attainment = "failed", o.summary.get("error"), 0.0
+            if o.status == "failed":  # not measured: rejected with its error, never a neighbour to confirm
+                c.stage, c.error, c.attainment, c.cost = "failed", o.summary.get("error"), None, None
+                c.failed_run = {"stage": stage, "seed": o.task.seed}
                 continue
             c.stopped = o.status == "stopped"
             if c.stopped:
@@ -215,22 +224,27 @@ class _Searcher:
         return passed
 
     def confirm(self, c: Candidate, seeds: list[int]) -> bool:
-        """Full replays over ``seeds`` (no early stop: the attainment is reported); all must meet."""
+        """Full replays over ``seeds`` (no early stop: the attainment is reported); all must meet. A
+        run that raises fails the candidate (stage ``failed``, its error kept): rejected, not measured."""
         tasks = [self._task(c, s, "confirm", None, None) for s in seeds if s not in c.by_seed]
         for o in self._run("confirm", tasks):
             if o.status == "failed":
-                c.error = o.summary.get("error")
-            else:
-                c.summary_by_seed[o.task.seed] = o.summary
+                if c.error is None:
+                    c.error, c.failed_run = o.summary.get("error"), {"stage": "confirm", "seed": o.task.seed}
+                continue
+            c.summary_by_seed[o.task.seed] = o.summary
             c.by_seed[o.task.seed] = o.summary.get("slo_attainment") or 0.0
             cost = run_cost(o.task.config, o.summary)
             if cost is not None:
                 c.cost_by_seed[o.task.seed] = cost
-        c.stage = "confirmed"
         c.stopped = False
-        c.attainment = min(c.by_seed.values())
         if c.cost_by_seed:
             c.cost = sum(c.cost_by_seed.values()) / len(c.cost_by_seed)
+        if c.error is not None:
+            c.stage, c.attainment = "failed", None
+            return False
+        c.stage = "confirmed"
+        c.attainment = min(c.by_seed.values())
         return c.attainment >= self.target
 
 
@@ -268,7 +282,8 @@ def search(
     points = loaded.spec.points()
     engine = sweep_id = None
     store = None
-    stored: list[int] = []  # the ids of the runs stored so far
+    stored: list[int] = []  # the ids of the full-trace runs stored so far
+    failed_ids: list[int] = []  # the ids of the failed runs stored (any stage)
     if db_url is not None:
         from controlplane.storage import ensure_schema, make_engine
 
@@ -280,7 +295,8 @@ def search(
 
         def store_run(outcome: RunOutcome) -> None:
             with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
-                stored.append(store_outcome(engine, sweep_id, outcome))
+                (failed_ids if outcome.status == "failed" else stored).append(
+                    store_outcome(engine, sweep_id, outcome))
 
         store = store_run
 
@@ -302,7 +318,7 @@ def search(
         if engine is not None:
             with contextlib.suppress(Exception):
                 finish_sweep(engine, sweep_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                             {"error": f"{type(exc).__name__}: {exc}"}, num_runs=len(stored))
+                             {"error": f"{type(exc).__name__}: {exc}"}, num_runs=len(stored) + len(failed_ids))
             engine.dispose()
         if isinstance(exc, KeyboardInterrupt):
             raise SearchInterrupted(sweep_id, len(stored)) from exc
@@ -311,6 +327,9 @@ def search(
         with stopping:
             if not isinstance(backend, Backend):  # (Ctrl-C, an error: runs in flight not waited for)
                 back.close() if status == "finished" else back.abort()
+    failed = [c for c in _order(cands) if c.error is not None]
+    if failed:
+        status = "failed"  # (as a sweep with failed runs: `runs sweeps --status failed`; the command exits 1)
     full = [c for c in cands if c.stage in ("full", "confirmed") and not c.stopped]  # (stopped: an upper bound)
     front = pareto_front([c.public() for c in full])
     best_cost = best.public()["cost"] if best else math.inf
@@ -324,9 +343,10 @@ def search(
         replayed=sum(c.stage != "skipped" for c in cands), skipped_by_cost=sum(c.stage == "skipped" for c in cands),
         seeds_change_nothing=same_under_every_seed(list(c.summary_by_seed.values()) for c in cands
                                                    if c.stage == "confirmed"),
-        stored=len(stored) if engine is not None else None)
+        stored=len(stored) if engine is not None else None,
+        failed=[{"overrides": c.overrides, **(c.failed_run or {}), "error": c.error} for c in failed])
     if engine is not None:
-        finish_sweep(engine, sweep_id, status, result.as_dict(), num_runs=len(stored))
+        finish_sweep(engine, sweep_id, status, result.as_dict(), num_runs=len(stored) + len(failed_ids))
         engine.dispose()
     return result
 
@@ -390,7 +410,7 @@ def _confirm(s: _Searcher, scan: _Scan, cands: list[Candidate], seeds: list[int]
         tried.add(best.index)
         ok = s.confirm(best, seeds)
         cost = best.rank_cost
-        neighbours = [c for c in reversed(_order(cands)) if c.stage != "none" and c.rank_cost < cost
+        neighbours = [c for c in reversed(_order(cands)) if c.stage not in ("none", "failed") and c.rank_cost < cost
                       and c.index not in tried][: s.settings.neighbours]
         winner = None
         for c in sorted(neighbours, key=lambda c: c.rank_cost):

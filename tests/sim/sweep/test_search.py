@@ -101,7 +101,10 @@ def test_a_candidate_whose_run_raises_is_rejected_with_its_error():
     assert result["best"] is not None and result["best"]["overrides"]["cluster.models.0.latency_model"] == "roofline"
     failed = [c for c in result["rejected_cheaper"] if "error" in c]
     assert {c["overrides"]["cluster.models.0.replicas"] for c in failed} == {1, 4}  # both nonsense candidates
-    assert all("unknown latency model 'nonsense'" in c["error"] and c["attainment"] == 0 for c in failed)
+    # not measured: no attainment (was 0.0, as if replayed), and stage `failed`
+    assert all("unknown latency model 'nonsense'" in c["error"] and c["attainment"] is None and c["stage"] == "failed"
+               for c in failed)
+    assert len(result["failed"]) == 2 and all(f["stage"] == "screen" for f in result["failed"])
 
 
 def test_a_search_that_raises_leaves_its_sweep_failed_not_running(tmp_path):
@@ -127,8 +130,8 @@ def test_a_search_that_raises_leaves_its_sweep_failed_not_running(tmp_path):
 
 class _Scripted:
     """A backend whose runs are scripted by replicas and stage (no replay): ``script[(replicas, stage)]``
-    is ``("stopped", upper bound)`` or ``("finished", attainment, GPU-seconds per replica per simulated
-    second)``; a prefix's simulated span is ``span_share`` of the trace's (a bursty trace: its first
+    (or ``(replicas, stage, seed)``, or ``(replicas, "*")`` for every stage) is ``("stopped", upper bound)``,
+    ``("failed", error)`` or ``("finished", attainment, GPU-seconds per replica per simulated second)``; a prefix's simulated span is ``span_share`` of the trace's (a bursty trace: its first
     requests span most of the time). Tasks run are kept in ``tasks``."""
 
     def __init__(self, script, span_share=0.9):
@@ -145,7 +148,12 @@ class _Scripted:
             trace = traces[t.trace_id]
             span = trace[-1].arrival_s - trace[0].arrival_s
             replicas = t.overrides["cluster.models.0.replicas"]
-            status, attainment, *rate = self.script[(replicas, t.stage)]
+            step = self.script.get((replicas, t.stage, t.seed)) or self.script.get((replicas, t.stage)) \
+                or self.script[(replicas, "*")]
+            status, attainment, *rate = step
+            if status == "failed":  # (``attainment``: the error)
+                yield RunOutcome(t, "failed", {"error": attainment})
+                continue
             if status == "stopped":
                 yield RunOutcome(t, "stopped", {"slo_attainment_max": attainment, "stopped": True})
                 continue
@@ -227,3 +235,49 @@ def test_a_candidate_stopped_early_lists_its_estimate_as_a_lower_bound_of_its_co
         config = loaded.run_config(c["overrides"], 0)
         full = run_cost(config, replay(trace, RunConfig(**config), record=False).summary)
         assert full > c["cost"]  # (the drain after the last arrival)
+
+
+def test_a_failed_candidate_is_not_measured_nor_confirmed_and_fails_the_searchs_sweep(tmp_path):
+    """A candidate whose run raised was shown as measured (attainment 0.0), confirmed again as a neighbour (stage
+    `confirmed`), left out of the output when dearer than the best, and its search stored `finished`."""
+    from controlplane.report.html import sweep_report
+    from controlplane.storage import make_engine
+    from controlplane.storage.queries import list_sweeps
+
+    spec = {**SPEC, "trace": {"format": "azure", "limit": 400},
+            "space": {"cluster.models.0.replicas": [1, 2, 3, 4, 5]},
+            "search": {"screen_fraction": 0.25, "eta": 3, "chunk": 5, "confirm_seeds": [0, 1], "neighbours": 3,
+                       "cost_bound": False}}
+    passes = ("finished", 0.99, 1.0)
+    script = {
+        (1, "*"): ("failed", "ConfigError: boom"),  # the cheapest: raises on the screen
+        (2, "*"): ("finished", 0.5, 1.0),  # measured, below the target
+        (3, "screen"): passes, (3, "rung1"): passes, (3, "full"): passes,
+        (3, "confirm"): ("failed", "RuntimeError: seed 1 broke"),  # the first best: raises when confirmed
+        (4, "*"): passes,
+        (5, "*"): ("failed", "ConfigError: dearer"),  # above the best's cost: was in no list at all
+    }
+    scripted = _Scripted(script)
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = search(load_spec(data=spec), target=0.9, backend=scripted.backend, db_url=url).as_dict()
+    assert result["best"]["overrides"]["cluster.models.0.replicas"] == 4
+    confirmed = {t.overrides["cluster.models.0.replicas"] for t in scripted.tasks if t.stage == "confirm"}
+    assert confirmed == {2, 3, 4}  # not 1: a failed candidate is no neighbour to confirm
+    failed = {f["overrides"]["cluster.models.0.replicas"]: f for f in result["failed"]}
+    assert set(failed) == {1, 3, 5}
+    assert (failed[1]["stage"], failed[1]["seed"], failed[1]["error"]) == ("screen", 0, "ConfigError: boom")
+    assert (failed[3]["stage"], failed[3]["seed"], failed[3]["error"]) == ("confirm", 1, "RuntimeError: seed 1 broke")
+    cheaper = {c["overrides"]["cluster.models.0.replicas"]: c for c in result["rejected_cheaper"]}
+    for r in (1, 3):
+        assert cheaper[r]["stage"] == "failed" and cheaper[r]["attainment"] is None and "error" in cheaper[r]
+    assert cheaper[3]["attainment_by_seed"] == {"0": 0.99}  # the seed it finished, not a 0.0 for the one that raised
+    assert cheaper[2]["stage"] == "confirmed" and cheaper[2]["attainment"] == 0.5
+    assert 3 not in {p["overrides"]["cluster.models.0.replicas"] for p in result["pareto"]}
+    engine = make_engine(url)
+    try:
+        (sweep,) = list_sweeps(engine)
+        page = sweep_report(engine, sweep["id"])
+    finally:
+        engine.dispose()
+    assert sweep["status"] == "failed"  # as a sweep with failed runs (was `finished`)
+    assert "failed runs (3)" in page and "ConfigError: boom" in page and "RuntimeError: seed 1 broke" in page
