@@ -207,9 +207,9 @@ def test_explored_would_be_hits_are_verified_and_a_wrong_one_is_learned():
 
 
 def test_identical_prompts_are_exact_hits_that_teach_nothing_about_paraphrases():
-    # semharness.py in small: prompts repeated, then paraphrases whose answers are their own. The learner
-    # took the repeats' agreement (score up to 1.0) as evidence for paraphrases scoring 0.97-0.99 and
-    # served them another prompt's answer (154 of 171 paraphrase hits wrong under a 5% bound).
+    # benchmarks/semantic_false_hits.py in small: prompts repeated, then paraphrases whose answers are their
+    # own. The learner took the repeats' agreement (score up to 1.0) as evidence for paraphrases and served
+    # them another prompt's answer (there, before: 132 of 665 hits wrong under a 5% bound).
     import random
 
     prompts = [f"How do I {v} my {o}?" for v in ("reset", "close", "delete") for o in ("password", "account")]
