@@ -226,10 +226,11 @@ def run_latency(vecs, cats, queries, sizes, seed, n_queries):
         index = cache._index(_partition(probe), vecs.shape[1])
         faiss.omp_set_num_threads(os.cpu_count() or 1)  # the bulk build only
         t0 = time.perf_counter()
-        index.add(vecs[:real], [_Entry(f"answer: {c}", "", 8, 64, 0.0) for c in cats[:real]])
+        # (prompt, text, answer id, tokens, max_tokens, stored_s): a prompt no probe has, one vote
+        index.add(vecs[:real], [_Entry("", f"answer: {c}", "", 8, 64, 0.0) for c in cats[:real]])
         for start in track(range(real, size, 100_000), description=f"building {size:,}", console=console):
             m = min(100_000, size - start)
-            index.add(synthetic(vecs, m, rng), [_Entry("synthetic", "s", 8, 64, 0.0)] * m)
+            index.add(synthetic(vecs, m, rng), [_Entry("", "synthetic", "s", 8, 64, 0.0)] * m)
         build_s = time.perf_counter() - t0
         faiss.omp_set_num_threads(1)
         lat, cpu = [], []

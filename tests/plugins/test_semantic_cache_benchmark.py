@@ -96,3 +96,16 @@ def test_banking77_is_read_from_the_folder_given(tmp_path, monkeypatch, capsys):
     assert bench.main(["--banking77", str(folder), "--sizes", ""]) == 0
     err = " ".join(capsys.readouterr().err.split())  # (rich wraps the line at the console's width)
     assert f"data: {folder} (learn: train.csv 9, evaluate: test.csv 6)" in err
+
+
+def test_the_latency_part_builds_its_index_and_times_lookups():
+    # _Entry gained a prompt field (c395cff) and the latency part still built entries without one:
+    # every run with --sizes (the default) ended in a TypeError after the sweep.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(300, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rows = bench.run_latency(vecs, [f"c{i % 7}" for i in range(300)], vecs[:20], [200, 500], 0, 20)
+    assert [(r["entries"], r["synthetic"]) for r in rows] == [(200, 0), (500, 200)]
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in rows)
