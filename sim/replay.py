@@ -226,9 +226,10 @@ def reopening(reader: TraceReader, seed: int,
 
 def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
     """One latency model per deployed model, from the factories plugins registered; `ConfigError` naming the
-    deployment for an unknown model, a setting it refuses, or a default ``tensor_parallel`` (the factory's, none
-    given) that is not the deployment's ``gpus_per_replica`` (GPU-seconds, cost and memory plan count those)."""
-    from controlplane.hardware.deployment_fit import default_tensor_parallel_mismatch
+    deployment for an unknown model, a setting it refuses, or a default ``tensor_parallel``, ``gpu`` or ``precision``
+    (the factory's, none given) that is not the deployment's ``gpus_per_replica``, ``gpu`` or ``precision``
+    (GPU-seconds, cost and memory plan count those)."""
+    from controlplane.hardware.deployment_fit import default_setting_mismatch
     from sim.latency.registry import check_settings
 
     factories = latency_factories(session.plugins)
@@ -252,7 +253,7 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
             raise ConfigError(f"cluster.models[{d.name}].latency_model: the factory registered as "
                               f"{d.latency_model!r} returned {type(model).__name__}, not a LatencyModel "
                               "(sim.latency.base.LatencyModel)")
-        if (why := default_tensor_parallel_mismatch(d, factory, d.latency_model)) is not None:
+        if (why := default_setting_mismatch(d, factory, d.latency_model)) is not None:
             raise ConfigError(f"cluster.models[{d.name}]: {why}")
         models[d.name] = model
     return models

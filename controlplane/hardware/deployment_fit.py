@@ -1,5 +1,8 @@
 """A deployment's hardware checked as its config loads: the latency model's ``tensor_parallel`` and the
-replica's ``gpus_per_replica`` are one number, and a known model's weights fit the GPUs of a replica.
+replica's ``gpus_per_replica`` are one number, its ``gpu`` and ``precision`` the deployment's ``gpu`` and
+``precision`` (by the catalogue: ``a100`` is ``a100-80gb``), and a known model's weights fit the GPUs of a replica.
+A latency setting given alone sets the deployment's key (which then follows it: a config dumped without the keys
+it was not given, as a sweep builds its points, derives it again).
 
 Each check that fails gives the message of a `ConfigError` naming the keys to change; a run of such a
 deployment would otherwise be timed on one number of GPUs and billed on another, or plan no KV cache at all
@@ -13,8 +16,8 @@ from typing import Any
 from controlplane.hardware.memory_plan import known_model, planned_precision, weights_bytes_per_gpu
 from controlplane.hardware.specs import get_gpu, get_precision
 
-__all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "default_tensor_parallel_mismatch", "latency_tensor_parallel",
-           "tensor_parallel_mismatch", "weights_misfit"]
+__all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "default_setting_mismatch", "default_tensor_parallel_mismatch",
+           "latency_tensor_parallel", "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
 
 GiB = 2**30
 
@@ -23,17 +26,35 @@ FIX_TENSOR_PARALLEL = ("give the replica's GPU count once, as latency.tensor_par
                        "or the same number in both")
 
 
+#: How to make the latency model's setting and the deployment's key agree, by the key.
+FIX_SETTING = {
+    "gpu": "give the GPU once, as latency.gpu (gpu follows it), or the same GPU in both",
+    "precision": "give the precision once, as latency.precision (precision follows it), or the same in both",
+}
+
+
 def check_deployment(deployment: Any) -> Any:
-    """``cluster.models[i]`` (a `ModelDeployment` being validated) with ``gpus_per_replica`` taken from
-    ``latency.tensor_parallel`` when only that is given; a pydantic error (the config's `ConfigError` names the
-    deployment) where both are given and differ, or where the model does not fit its GPUs (`weights_misfit`)."""
+    """``cluster.models[i]`` (a `ModelDeployment` being validated) with ``gpus_per_replica``, ``gpu`` and
+    ``precision`` taken from ``latency.tensor_parallel``, ``latency.gpu`` and ``latency.precision`` when only those
+    are given (left out of the deployment's fields set: a dump ``exclude_unset`` leaves them to follow the latency
+    settings again); a pydantic error (the config's `ConfigError` names the deployment) where both are given and
+    differ, or where the model does not fit its GPUs (`weights_misfit`)."""
     from pydantic_core import PydanticCustomError
 
     tp = latency_tensor_parallel(deployment.latency)
     if tp is not None and tp != deployment.gpus_per_replica:
         if "gpus_per_replica" in deployment.model_fields_set:
             raise PydanticCustomError("tensor_parallel", tensor_parallel_mismatch(tp, deployment.gpus_per_replica))
-        deployment.gpus_per_replica = tp
+        _derive(deployment, "gpus_per_replica", tp)
+    for key in ("gpu", "precision"):
+        timed = _catalogue(key, deployment.latency.get(key) if isinstance(deployment.latency, dict) else None)
+        if timed is None or _same(key, timed, getattr(deployment, key)):
+            continue
+        if key not in deployment.model_fields_set:
+            _derive(deployment, key, timed.name)
+        elif not (key == "precision" and deployment.precision == "auto"):  # (the live worker's choice)
+            raise PydanticCustomError(f"{key}_mismatch", setting_mismatch(key, deployment.latency[key],
+                                                                          getattr(deployment, key)))
     if (why := weights_misfit(deployment)) is not None:
         raise PydanticCustomError("does_not_fit", why)
     return deployment
@@ -44,6 +65,48 @@ def latency_tensor_parallel(latency: Any) -> int | None:
     the latency model itself refuses, naming its setting."""
     value = latency.get("tensor_parallel") if isinstance(latency, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def _derive(deployment: Any, key: str, value: Any) -> None:
+    """Set ``key`` from the latency settings, not marked as given (so it follows them in a dump ``exclude_unset``)."""
+    setattr(deployment, key, value)
+    deployment.model_fields_set.discard(key)
+
+
+def _catalogue(key: str, name: Any) -> Any:
+    """The catalogue's GPU or precision a latency setting names; None where it is not a name the catalogue knows
+    (the latency model's own to judge: a profile's own GPU name, such as splitwise's ``h100-80gb-pcap``)."""
+    if not isinstance(name, str):
+        return None
+    try:
+        return (get_gpu if key == "gpu" else get_precision)(name)
+    except KeyError:
+        return None
+
+
+def _same(key: str, timed: Any, value: Any) -> bool:
+    """Whether the deployment's ``gpu`` / ``precision`` ``value`` is the catalogue's ``timed``: the same GPU (its
+    aliases: ``a100`` is ``a100-80gb``), or a precision of the same size and speed (``bf16`` is ``fp16``)."""
+    mine = _catalogue(key, value)
+    if mine is None:
+        return False
+    if key == "gpu":
+        return mine.name == timed.name
+    return (mine.bytes_per_weight, mine.kv_bytes_per_element, mine.speed_factor) == (
+        timed.bytes_per_weight, timed.kv_bytes_per_element, timed.speed_factor)
+
+
+def setting_mismatch(key: str, timed: Any, given: Any, whose: str | None = None) -> str:
+    """The message of a latency model timing a replica on one ``gpu`` (or in one ``precision``) while the
+    deployment's ``key`` prices and plans it on another. ``whose``: where ``timed`` comes from."""
+    whose = whose or f"latency.{key}"
+    if key == "gpu":
+        what = (f"the latency model times a replica on {timed} GPUs, while its GPU-hours are priced, and its memory "
+                f"planned, as {given}")
+    else:
+        what = (f"the latency model times a replica's weights in {timed}, while its memory plan and cold start size "
+                f"them in {given}")
+    return f"{whose} ({timed}) and {key} ({given}) disagree: {what}; {FIX_SETTING[key]}"
 
 
 def tensor_parallel_mismatch(tensor_parallel: int, gpus_per_replica: int, whose: str = "latency.tensor_parallel") -> str:
@@ -67,16 +130,41 @@ def default_tensor_parallel_mismatch(deployment: Any, factory: Any, name: str) -
                                     f"the default tensor_parallel of latency model {name!r}")
 
 
+def default_setting_mismatch(deployment: Any, factory: Any, name: str) -> str | None:
+    """`default_tensor_parallel_mismatch`, and the same of the factory's default ``gpu`` and ``precision`` (the
+    setting not given) against the deployment's ``gpu`` and ``precision``: a replica timed on an A100 while billed
+    as an H100. None where all agree, or the factory takes none of them (or a default the catalogue lacks)."""
+    if (why := default_tensor_parallel_mismatch(deployment, factory, name)) is not None:
+        return why
+    for key in ("gpu", "precision"):
+        if isinstance(deployment.latency, dict) and key in deployment.latency:
+            continue  # (given: `check_deployment` compares it)
+        default = _default_parameter(factory, key, str)
+        timed = _catalogue(key, default)
+        if timed is None or _same(key, timed, getattr(deployment, key)):
+            continue
+        if key == "precision" and deployment.precision == "auto":
+            continue
+        return setting_mismatch(key, default, getattr(deployment, key), f"the default {key} of latency model {name!r}")
+    return None
+
+
 def _default_tensor_parallel(factory: Any) -> int | None:
     """The default of a latency model factory's ``tensor_parallel`` parameter, None where it has none."""
+    default = _default_parameter(factory, "tensor_parallel", int)
+    return None if isinstance(default, bool) else default
+
+
+def _default_parameter(factory: Any, key: str, kind: type) -> Any:
+    """The default of a latency model factory's parameter ``key`` when it is a ``kind``, else None."""
     import inspect
 
     try:
-        parameter = inspect.signature(factory).parameters.get("tensor_parallel")
+        parameter = inspect.signature(factory).parameters.get(key)
     except (TypeError, ValueError):
         return None
     default = getattr(parameter, "default", None)
-    return default if isinstance(default, int) and not isinstance(default, bool) else None
+    return default if isinstance(default, kind) else None
 
 
 def weights_misfit(deployment: Any) -> str | None:

@@ -3,6 +3,8 @@ fit its replica's GPUs: checked when the config loads (`controlplane.hardware.de
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from controlplane.config import checked_config, load_config
@@ -42,8 +44,8 @@ def test_a_latency_tensor_parallel_other_than_gpus_per_replica_is_an_error_namin
 
 def test_a_model_whose_weights_exceed_its_gpus_is_an_error_with_the_ways_out(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("cluster:\n  models:\n    - {name: default, replicas: 1, latency_model: vidur, latency: "
-                    "{model: meta-llama/Llama-2-70b-hf, gpu: a100, tensor_parallel: 2}, gpu: l4, gpus_per_replica: 2}\n")
+    path.write_text("cluster:\n  models:\n    - {name: default, replicas: 1, latency_model: roofline, latency: "
+                    "{model: meta-llama/Llama-2-70b-hf, gpu: l4, tensor_parallel: 2}, gpu: l4, gpus_per_replica: 2}\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(exc.value) == (
@@ -89,3 +91,54 @@ def test_precision_auto_is_sized_as_the_worker_picks_it():
     runs = [replay_with(trace=make_trace(20), config=c) for c in (auto, fp16)]
     plans = [[d.reason for d in r.decisions if d.action == "memory_plan"][0] for r in runs]
     assert plans[0] == plans[1] and "KV blocks" in plans[0] and "unlimited" not in plans[0]
+
+
+ROOFLINE_7B = {"latency_model": "roofline", "latency": {"model": "meta-llama/Llama-2-7b-hf"}}
+
+
+def test_a_latency_gpu_other_than_the_deployments_gpu_is_an_error_naming_both():
+    """A replica billed as an L4 but timed as an H100 ran silently (a search recommended 3 x l4 at the L4 price at
+    H100 speed): the latency model's GPU and the deployment's are one GPU, as its tensor_parallel and gpus_per_replica."""
+    with pytest.raises(ConfigError) as exc:
+        _deployment(latency_model="roofline", latency={"model": "meta-llama/Llama-2-7b-hf", "gpu": "h100-80gb"},
+                    gpu="l4")
+    assert str(exc.value) == (
+        "invalid configuration:\n  cluster.models.0: latency.gpu (h100-80gb) and gpu (l4) disagree: the latency model "
+        "times a replica on h100-80gb GPUs, while its GPU-hours are priced, and its memory planned, as l4; give the GPU "
+        "once, as latency.gpu (gpu follows it), or the same GPU in both (given as an option or override)")
+    # given alone, the deployment's GPU follows it (by its catalogue name); the catalogue's aliases are the same GPU
+    assert _deployment(latency_model="roofline", latency={"model": "meta-llama/Llama-2-7b-hf", "gpu": "h100"}
+                       ).gpu == "h100-80gb"
+    assert _deployment(**VIDUR_7B, gpu="a100-80gb").gpu == "a100-80gb"  # (vidur's "a100": the bundled configs' pair)
+    with pytest.raises(ConfigError, match=r"latency.gpu \(a100\) and gpu \(a100-40gb\) disagree"):
+        _deployment(**VIDUR_7B, gpu="a100-40gb")  # (a GPU the catalogue lacks is not the latency model's)
+    assert _deployment(latency={"gpu": "h100-80gb-pcap"}, gpu="h100-80gb")  # (a profile's own name: its model's)
+
+
+def test_a_latency_precision_other_than_the_deployments_precision_is_an_error_naming_both():
+    with pytest.raises(ConfigError, match=re.escape(
+            "latency.precision (int8) and precision (fp16) disagree: the latency model times a replica's weights in "
+            "int8, while its memory plan and cold start size them in fp16; give the precision once, as "
+            "latency.precision (precision follows it), or the same in both")):
+        _deployment(latency_model="roofline", latency={"model": "meta-llama/Llama-2-7b-hf", "precision": "int8"},
+                    precision="fp16")
+    assert _deployment(latency_model="roofline", latency={"model": "meta-llama/Llama-2-7b-hf", "precision": "int8"}
+                       ).precision == "int8"
+    assert _deployment(latency={"precision": "bf16"}, precision="fp16")  # (the same size and speed)
+    assert _deployment(latency={"precision": "int8"}, precision="auto")  # (the live worker's choice)
+
+
+def test_a_latency_models_default_gpu_or_precision_other_than_the_deployments_is_refused_at_the_start():
+    """``gpu: h100-80gb`` with a roofline model not given ``latency.gpu`` was timed on its default A100."""
+    from controlplane.testing import make_config, make_trace
+    from sim.replay import replay
+
+    for keys, words in (({"gpu": "h100-80gb"}, "the default gpu of latency model 'roofline' (a100-80gb) and gpu "
+                                                "(h100-80gb) disagree"),
+                        ({"precision": "int8"}, "the default precision of latency model 'roofline' (fp16) and "
+                                                "precision (int8) disagree")):
+        config = make_config(cluster={"models": [{"name": "default", **ROOFLINE_7B, **keys}]})
+        with pytest.raises(ConfigError, match=re.escape(f"cluster.models[default]: {words}")):
+            replay(make_trace(2), config, record=False)
+    config = make_config(cluster={"models": [{"name": "default", **ROOFLINE_7B, "precision": "bf16"}]})
+    assert replay(make_trace(2), config, record=False).summary["num_completed"] == 2
