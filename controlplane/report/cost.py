@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["cost_unit", "estimated_cost", "run_cost"]
+__all__ = ["cost_unit", "estimated_cost", "run_cost", "unknown_cost_reason"]
 
 
 def _pricing() -> Any:
@@ -38,7 +38,25 @@ def _gpu_mix(config: Mapping[str, Any]) -> dict[str, float]:
 
 
 def run_cost(config: Mapping[str, Any], summary: Mapping[str, Any]) -> float | None:
-    """A finished run's cost in ``cost_unit()``: its GPU-seconds by GPU type priced (or in hours)."""
+    """A finished run's cost in ``cost_unit()``: its GPU-seconds by GPU type priced (or in hours). None
+    when not known: no GPU-seconds in its summary, or a GPU type with no price (`unknown_cost_reason`
+    says which), as `runs show` and `runs compare` leave it unknown."""
+    try:
+        return _run_cost(config, summary)
+    except KeyError:  # (`NoPriceError`: a GPU type neither the run's prices nor the defaults price)
+        return None
+
+
+def unknown_cost_reason(config: Mapping[str, Any], summary: Mapping[str, Any]) -> str | None:
+    """Why `run_cost` is None for a run with GPU-seconds (the missing price, naming the key to set); None otherwise."""
+    try:
+        _run_cost(config, summary)
+    except KeyError as exc:
+        return str(exc)
+    return None
+
+
+def _run_cost(config: Mapping[str, Any], summary: Mapping[str, Any]) -> float | None:
     gpu_seconds = summary.get("gpu_seconds")
     if gpu_seconds is None:
         return None

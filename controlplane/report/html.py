@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from controlplane.report import plots
 from controlplane.report.configs import configurations
-from controlplane.report.cost import cost_unit, run_cost
+from controlplane.report.cost import cost_unit, run_cost, unknown_cost_reason
 from controlplane.report.data import load_run, load_sweep
 from controlplane.report.pareto import pareto_front
 
@@ -96,6 +96,8 @@ def run_report(engine: Engine, run_id: int) -> str:
     cost = run_cost(run.get("config") or {}, summary)
     if cost is not None:
         parts.append(f'<p class="muted">cost {cost:.4g} {cost_unit()}</p>')
+    elif why := unknown_cost_reason(run.get("config") or {}, summary):
+        parts.append(f'<p class="muted">cost not known: {html.escape(why)}</p>')
     parts += ["<h2>latency CDFs</h2>", _img(plots.latency_cdfs(data), "latency CDFs"),
               "<h2>per minute</h2>", _img(plots.per_minute(data), "throughput and latency per minute"),
               "<h2>replicas and queue</h2>", _img(plots.replicas_and_queue(data), "replicas and queue over time"),
@@ -150,6 +152,9 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
         parts.append(f"<p><b>no candidate met the target</b> (SLO attainment {_fmt(result.get('target'))}): "
                      f"{result.get('candidates')} candidates" + (f" ({failed} failed)" if failed else "")
                      + f", {result.get('runs')} runs, {result.get('wall_s')} s</p>")
+    if unpriced := _unknown_costs(full):
+        parts.append(f'<p class="muted">cost not known (shown <code>-</code>, kept off the Pareto front) for '
+                     f'{html.escape(unpriced)}</p>')
     if not configs:  # (a search killed while screening, a sweep stopped before its first run: nothing to plot)
         parts.append(f"<p><b>no run of the full trace is stored</b> for this {html.escape(sweep['kind'])} (status "
                      f"{html.escape(str(sweep['status']))}): no Pareto front and no table.</p>")
@@ -168,6 +173,16 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
               _table(["run", "seed", "stage", *keys, "cost", "attainment", "ttft p99 (s)", "tpot p99 (s)",
                       "e2e p50 (s)", "throughput (req/s)", "configuration on front"], rows, sortable=True, left=0)]
     return _page(f"sweep {sweep_id}", "".join(parts))
+
+
+def _unknown_costs(runs: list[dict[str, Any]]) -> str:
+    """The runs whose cost is not known, by reason: ``runs 1, 3: no price for GPU 'x': set ...``."""
+    by_reason: dict[str, list[int]] = {}
+    for r in runs:
+        if why := unknown_cost_reason(r["config"] or {}, r["summary"] or {}):
+            by_reason.setdefault(why, []).append(r["id"])
+    return "; ".join(f"run{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}: {why}"
+                     for why, ids in by_reason.items())
 
 
 def write_report(engine: Engine, path: str | Path, *, run_id: int | None = None, sweep_id: int | None = None) -> Path:
