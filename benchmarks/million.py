@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sim.traces import bundled_trace_path
 
-    trace = args.trace or bundled_trace_path()
+    # absolute: the timed command runs in a temporary working folder, where a relative path names nothing
+    trace = Path(args.trace or bundled_trace_path()).resolve()
     fmt = args.format or ("azure" if args.trace is None else None)
     with trace_errors(ap):
         base_n, base_rate = trace_rate(trace, fmt)

@@ -22,3 +22,21 @@ def test_a_bad_option_is_one_line_naming_it(argv, option, capsys, monkeypatch):
     monkeypatch.setattr(bench, "yardstick_us", lambda: 29.5)
     line = refusal(bench, argv, capsys)
     assert option in line and "--rate-scale" not in line
+
+
+def test_a_relative_trace_path_is_passed_on_resolved(tmp_path, monkeypatch):
+    # the timed command runs in a temporary folder: a relative --trace named nothing there ("trace file not found")
+    (tmp_path / "t.csv").write_text("request_id,arrival_s,prompt_tokens,output_tokens\nr0,0.5,10,2\nr1,1.5,10,2\n")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def timed(cmd, cwd):
+        seen.append(cmd)
+        raise KeyboardInterrupt  # stop before the database is read
+
+    monkeypatch.setattr(bench, "time_cli", timed)
+    monkeypatch.setattr(bench, "yardstick_us", lambda: 29.5)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--requests", "10", "--trace", "t.csv", "--format", "canonical", "--profile-requests", "0"])
+    trace = seen[0][seen[0].index("replay") + 1]
+    assert trace == str(tmp_path / "t.csv")
