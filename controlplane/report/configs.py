@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["configurations", "point_id"]
+__all__ = ["configurations", "point_id", "split_by_seeds"]
 
 
 def point_id(overrides: Mapping[str, Any]) -> str:
@@ -39,3 +39,21 @@ def configurations(runs: Sequence[Mapping[str, Any]],
             "cost_low": min(costs) if costs else None, "cost_high": max(costs) if costs else None,
         })
     return out
+
+
+def split_by_seeds(configs: Sequence[dict[str, Any]],
+                   seeds: Sequence[int] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``configs`` as (those with a finished run for every one of ``seeds``, those missing some), each of
+    the latter with ``missing_seeds``. A point of an interrupted sweep, or with a failed run, is only its
+    finished seeds: its minimum over them is not the configuration's, so it stays off the front. ``seeds``
+    None (a search: a candidate is confirmed over its seeds, or ran one): every configuration is complete."""
+    if not seeds:
+        return list(configs), []
+    complete, partial = [], []
+    for c in configs:
+        missing = [s for s in seeds if s not in set(c["seeds"])]
+        if missing:
+            partial.append({**c, "missing_seeds": missing})
+        else:
+            complete.append(c)
+    return complete, partial

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from controlplane.report import plots
-from controlplane.report.configs import configurations
+from controlplane.report.configs import configurations, split_by_seeds
 from controlplane.report.cost import cost_unit, run_cost, unknown_cost_reason
 from controlplane.report.data import load_run, load_sweep
 from controlplane.report.pareto import pareto_front
@@ -122,6 +122,8 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
     result = sweep.get("result") or {}
     full = [r for r in data.runs if r.get("stage") in (None, "full", "confirm")]
     configs = configurations(full, lambda r: run_cost(r["config"] or {}, r["summary"] or {}))
+    seeds = (sweep.get("spec") or {}).get("seeds") if sweep["kind"] != "search" else None
+    configs, partial = split_by_seeds(configs, seeds)  # (a point missing seeds: its minimum is not the point's)
     front = pareto_front(configs)
     on_front = {r for c in front for r in c["runs"]}
     keys = sorted({k for r in data.runs for k in r["overrides"]})
@@ -155,7 +157,7 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
     if unpriced := _unknown_costs(full):
         parts.append(f'<p class="muted">cost not known (shown <code>-</code>, kept off the Pareto front) for '
                      f'{html.escape(unpriced)}</p>')
-    if not configs:  # (a search killed while screening, a sweep stopped before its first run: nothing to plot)
+    if not configs and not partial:  # (a search killed while screening, a sweep stopped before its first run: nothing to plot)
         parts.append(f"<p><b>no run of the full trace is stored</b> for this {html.escape(sweep['kind'])} (status "
                      f"{html.escape(str(sweep['status']))}): no Pareto front and no table.</p>")
         return _page(f"sweep {sweep_id}", "".join(parts))
@@ -169,10 +171,25 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
                      [[json.dumps(c["overrides"], sort_keys=True), ", ".join(map(str, c["runs"])),
                        ", ".join(map(str, c["seeds"])), c["cost"], _range(c["cost_low"], c["cost_high"]),
                        c["attainment"], _range(c["attainment_low"], c["attainment_high"])] for c in front], left=1),
+              *_partial_table(partial, seeds),
               "<h2>runs</h2><p class=\"muted\">click a column to sort</p>",
               _table(["run", "seed", "stage", *keys, "cost", "attainment", "ttft p99 (s)", "tpot p99 (s)",
                       "e2e p50 (s)", "throughput (req/s)", "configuration on front"], rows, sortable=True, left=0)]
     return _page(f"sweep {sweep_id}", "".join(parts))
+
+
+def _partial_table(partial: list[dict[str, Any]], seeds: list[int] | None) -> list[str]:
+    """The configurations missing some of the sweep's seeds (interrupted, or a run failed), kept off the front."""
+    if not partial:
+        return []
+    return [f'<h3>configurations missing seeds ({len(partial)}), kept off the front</h3>',
+            '<p class="muted">only some of their seeds finished (the sweep was interrupted, or a run failed): the '
+            "minimum over those is not the configuration's; resume the sweep to run the rest</p>",
+            _table(["configuration", "runs", "seeds", "cost (mean)", "attainment (min of those)"],
+                   [[json.dumps(c["overrides"], sort_keys=True), ", ".join(map(str, c["runs"])),
+                     f"{len(c['seeds'])} of {len(seeds or [])} seeds ({', '.join(map(str, c['seeds']))}; missing "
+                     f"{', '.join(map(str, c['missing_seeds']))})", c["cost"], c["attainment"]] for c in partial],
+                   left=3)]
 
 
 def _unknown_costs(runs: list[dict[str, Any]]) -> str:
