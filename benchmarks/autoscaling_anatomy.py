@@ -11,8 +11,10 @@ attributed to the layer that last raised each kept count ("start-up" when that w
 It replays one `benchmarks/autoscaling.py` setup (`SUITE`), or a trace of your own (``--trace``, ``--format``,
 ``--rate-scale``, ``--ttft``: as that benchmark takes them), with the planner alone, exactly as the
 benchmark's `run` does, and records the planner's decision at every tick (the decision rows a run
-stores are written only when the target changes). Prints the run's JSON row, then replica-hours by
-layer and by cause.
+stores are written only when the target changes). Prints a table of replica-hours (and shares of the run's
+replica-hours): by layer of the count wanted, then what was kept above it by cause (``kept: ...``), then with
+``--above N`` what ran above N replicas by layer or cause (``above N: ...``); then one JSON line: the run's row
+(`benchmarks/autoscaling.py`'s numbers) with ``replica_hours`` added (every row of the table, by name).
 """
 
 from __future__ import annotations
@@ -147,15 +149,40 @@ def main(argv: list[str] | None = None) -> int:
         row = bench.run(ns, "slo-planner", 1, {"min_replicas": 1, "max_replicas": 16, **sets})
     finally:
         SLOPlanner.cp_scale = original
-    print(json.dumps(row))
     if args.ticks:
         with open(args.ticks, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in anatomy.rows)
-    total = anatomy.seconds["replica-seconds"] or 1.0
-    for name, s in anatomy.seconds.items():
-        print(f"{name:>40} {s / 3600:8.3f} replica-h {s / total:7.1%}")
+    print(table(anatomy.seconds))
+    print(json.dumps({**row, "replica_hours": {name: round(s / 3600, 4) for name, s in ordered(anatomy.seconds)}}))
     return 0
 
+
+#: The rows of the table's first part, in this order: the layers of the count wanted, what was kept above it, the
+#: replicas up or starting less the target, their sum.
+TOTALS = ("kept above the want", "current less target", "replica-seconds")
+
+
+def ordered(seconds: Counter) -> list[tuple[str, float]]:
+    """The table's rows in order: the layers and totals, then ``kept: ...`` and ``above N: ...`` by name."""
+    head = [(k, seconds[k]) for k in (*LAYERS, *TOTALS)]
+    rest = sorted((k, v) for k, v in seconds.items() if k not in LAYERS and k not in TOTALS)
+    return head + sorted(rest, key=lambda kv: kv[0].startswith("above "))  # kept: first, then above N:
+
+
+def table(seconds: Counter) -> str:
+    """Replica-hours and share of the run's by row, a title line before each part."""
+    total = seconds["replica-seconds"] or 1.0
+    lines = [f"{'replica-seconds of slo-planner':<44}{'replica-h':>10}{'share':>8}"]
+    part = None
+    for name, s in ordered(seconds):
+        now = "by layer of the count wanted" if name in LAYERS or name in TOTALS else \
+            "above the count wanted, by the cause kept" if name.startswith("kept:") else \
+            f"above {name.split(':')[0][6:]} replicas, by layer or cause kept"
+        if now != part:
+            lines.append(f"-- {now}")
+            part = now
+        lines.append(f"  {name:<42}{s / 3600:>10.3f}{s / total:>8.1%}")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     raise SystemExit(main())

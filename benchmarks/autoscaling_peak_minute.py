@@ -4,14 +4,17 @@ meet the SLO at the target share (not just the hour's, as `static_peak` in bench
     python benchmarks/autoscaling_peak_minute.py "azure-code x1" "azure-code x2"
 
 For each --suite setup named, replays fixed counts upward from the setup's first static count until no
-minute is below the target, and prints each count's hour attainment, GPU-hours, the minutes below the
-target and the worst minute. A second yardstick for "static peak provisioning", reported beside the
-benchmark's, not instead of it.
+minute is below the target, and prints a table (a row per count: its hour attainment, GPU-hours, the minutes
+below the target and the worst minute), then one JSON line mapping each setup to ``replicas`` (the fewest
+counts with no minute below the target; null when none up to --max-replicas) and ``counts`` (each count tried:
+``slo_attainment``, ``gpu_hours``, ``minutes_below``, ``worst_minute``, ``worst_minute_slo``). A second
+yardstick for "static peak provisioning", reported beside the benchmark's, not instead of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections import defaultdict
@@ -39,25 +42,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-replicas", type=int, default=16)
     ap.add_argument("--mooncake", default=str(bench.MOONCAKE))
     args = ap.parse_args(argv)
+    unknown = [s for s in args.setups if s not in bench.SUITE]
+    if unknown:
+        ap.error(f"unknown setup(s) {', '.join(map(repr, unknown))}; valid: {', '.join(bench.SUITE)}")
+    print(f"{'setup':<22}{'static':>8}{'SLO':>9}{'GPU-h':>9}{'minutes below':>15}{'worst minute':>14}"
+          f"{'its SLO':>9}", flush=True)
+    out: dict[str, dict] = {}
     for setup in args.setups:
-        if setup not in bench.SUITE:
-            raise SystemExit(f"unknown setup {setup!r}; valid: {', '.join(bench.SUITE)}")
         kind, scale, ttft, start = bench.SUITE[setup]
         ns = argparse.Namespace(
             trace=None if kind == "azure" else args.mooncake, format="azure" if kind == "azure" else "mooncake",
             speed_up=1.0, limit=None, rate_scale=scale, window_start=None, window_end=None, config=None,
             cold_start=None, start_replicas=1, max_replicas=args.max_replicas, target=args.target, ttft=ttft,
             tpot=None, seed=0, price=None, warmup=300.0, set=[])
+        counts: dict[int, dict] = {}
+        found = None
         for n in range(start, args.max_replicas + 1):
             outcomes: list[tuple[float, bool]] = []
             row = bench.run(ns, "fixed-replicas", n, outcomes=outcomes)
             bad, worst, minute = minutes_below(outcomes, args.target)
-            print(f"{setup}: static x{n}: SLO {row['slo_attainment']:.4f}, {row['gpu_hours']:.2f} GPU-h, "
-                  f"{bad} minute(s) below {args.target:.0%}, worst minute {minute}: {worst:.4f}", flush=True)
+            counts[n] = {"slo_attainment": row["slo_attainment"], "gpu_hours": row["gpu_hours"],
+                         "minutes_below": bad, "worst_minute": minute, "worst_minute_slo": round(worst, 4)}
+            print(f"{setup:<22}{'x' + str(n):>8}{row['slo_attainment']:>9.4f}{row['gpu_hours']:>9.2f}{bad:>15}"
+                  f"{minute:>14}{worst:>9.4f}", flush=True)
             if bad == 0:
+                found = n
                 break
+        if found is None:
+            print(f"note: {setup}: no count up to --max-replicas {args.max_replicas} kept every minute at "
+                  f"{args.target}", flush=True)
+        out[setup] = {"replicas": found, "counts": counts}
+    print(json.dumps(out))
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

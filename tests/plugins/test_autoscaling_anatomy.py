@@ -41,10 +41,11 @@ def test_kept_counts_are_charged_to_the_layer_that_last_raised_them():
 def test_it_replays_a_suite_setup_with_the_planner_alone(capsys):
     assert anatomy.main(["--setup", "azure-code x0.5", "--window-end", "240"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    row = json.loads(out[0])
+    row = json.loads(out[-1])  # a table, then one JSON line: the run's row and its replica-hours by row of the table
     assert row["num_requests"] == row["num_completed"] > 0
-    hours = {line.split()[0]: float(line.split()[-3]) for line in out[1:] if line.split()[0] in anatomy.LAYERS}
-    assert hours["point"] > 0
+    hours = {line.split()[0]: float(line.split()[-2]) for line in out[:-1] if line.split()[0] in anatomy.LAYERS}
+    assert hours["point"] > 0 and row["replica_hours"]["point"] == pytest.approx(hours["point"], abs=1e-3)
+    assert out[0].split()[-2:] == ["replica-h", "share"]
 
 
 def test_it_replays_a_trace_of_your_own_at_a_rate_scale(tmp_path, capsys):
@@ -54,7 +55,7 @@ def test_it_replays_a_trace_of_your_own_at_a_rate_scale(tmp_path, capsys):
     trace = tmp_path / "mine.csv"
     write_canonical([TraceRequest(str(i), 0.5 * i, 300, 40) for i in range(120)], trace)
     assert anatomy.main(["--trace", str(trace), "--format", "canonical", "--rate-scale", "2", "--ttft", "3"]) == 0
-    row = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["num_requests"] == row["num_completed"] == 240  # every request twice: the rate scale was applied
 
 
@@ -75,3 +76,15 @@ def test_replica_seconds_above_a_count_are_split_by_the_layer_of_each_replica():
     assert s["above 3: backlog"] == pytest.approx(10.0)
     assert s["above 3: current over target"] == pytest.approx(10.0)
     assert sum(v for k, v in s.items() if k.startswith("above 3")) == pytest.approx((6 - 3) * 10.0)
+
+
+def test_the_table_lists_the_layers_then_what_was_kept_then_what_ran_above_a_count():
+    seconds = anatomy.Counter({"point": 3600.0, "band": 360.0, "kept above the want": 720.0,
+                               "replica-seconds": 4680.0, "above 4: kept: band": 36.0, "kept: band": 720.0,
+                               "above 4: point": 72.0})
+    names = [name for name, _ in anatomy.ordered(seconds)]
+    assert names[:9] == [*anatomy.LAYERS, *anatomy.TOTALS]
+    assert names[9:] == ["kept: band", "above 4: kept: band", "above 4: point"]  # not mixed
+    lines = anatomy.table(seconds).splitlines()
+    assert lines[0].split()[-2:] == ["replica-h", "share"]
+    assert next(line for line in lines if "point" in line).split()[-2:] == ["1.000", "76.9%"]

@@ -188,6 +188,35 @@ def test_peak_minute_counts_the_minutes_below_the_target():
     assert peak.minutes_below([(t + 0.5, True) for t in range(300)], 0.99) == (0, 1.0, 0)
 
 
+def _peak_minute():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("autoscaling_peak_minute", ROOT / "benchmarks" / "autoscaling_peak_minute.py")
+    peak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peak)
+    return peak
+
+
+def test_peak_minute_prints_a_table_and_ends_with_one_json_line(monkeypatch, capsys):
+    peak = _peak_minute()
+
+    def run(ns, policy, n, outcomes):  # x2 misses in minute 1, x3 meets every minute
+        outcomes += [(t + 0.5, n >= 3 or t < 60 or t % 2 == 0) for t in range(120)]
+        return {"slo_attainment": sum(ok for _, ok in outcomes) / len(outcomes), "gpu_hours": n / 30}
+
+    monkeypatch.setattr(peak.bench, "run", run)
+    assert peak.main(["azure-code x0.5"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].split()[:4] == ["setup", "static", "SLO", "GPU-h"]
+    assert [line.split()[2] for line in out[1:-1]] == ["x2", "x3"]
+    result = json.loads(out[-1])
+    assert result["azure-code x0.5"]["replicas"] == 3
+    assert result["azure-code x0.5"]["counts"]["2"] == {"slo_attainment": 0.75, "gpu_hours": pytest.approx(2 / 30),
+                                                         "minutes_below": 1, "worst_minute": 1,
+                                                         "worst_minute_slo": 0.5}
+
+
 def test_a_rate_profile_from_the_command_line_is_applied_and_recorded(tmp_path, capsys):
     assert bench.parser().parse_args(["--rate-profile", "0:1,3436:2"]).rate_profile == ((0.0, 1.0), (3436.0, 2.0))
     with pytest.raises(SystemExit) as exited:
