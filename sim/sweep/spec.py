@@ -362,21 +362,24 @@ def trace_identity(trace: str) -> str:
 class LoadedSpec:
     """A parsed spec with its base config resolved (a full config dict every point starts from)."""
 
-    def __init__(self, spec: SweepSpec, path: Path | None, base_config: dict[str, Any]) -> None:
+    def __init__(self, spec: SweepSpec, path: Path | None, base_config: dict[str, Any],
+                 base_given: dict[str, Any] | None = None) -> None:
         self.spec = spec
         self.path = path
-        self.base_config = base_config
+        self.base_config = base_config  # (what the spec's hash and the sweep's settings read)
+        # the keys the base was given, which the points are built on: a key derived from another (gpus_per_replica
+        # from latency.tensor_parallel, gpu from latency.gpu) follows that key's swept value, not the base's
+        self.base_given = base_given if base_given is not None else base_config
         self.name = spec.name or (path.stem if path else "sweep")
         self.hash = spec.spec_hash(base_config)
 
     def with_base(self, overrides: dict[str, Any]) -> LoadedSpec:
         """This spec with ``{dotted key: value}`` set in its base config (``--slo-ttft`` and the like)."""
-        base = apply_dotted(self.base_config, overrides)
         try:
-            base = RunConfig(**base).model_dump(mode="json")
+            config = RunConfig(**apply_dotted(self.base_given, overrides))
         except ValidationError as exc:
             raise ConfigError(f"invalid configuration:{error_lines(exc)}") from None
-        out = LoadedSpec(self.spec, self.path, base)
+        out = LoadedSpec(self.spec, self.path, config.model_dump(mode="json"), _given(config))
         out.name = self.name
         return out
 
@@ -404,7 +407,7 @@ class LoadedSpec:
     def run_config(self, overrides: dict[str, Any], seed: int, *, db_url: str | None = None,
                    name: str | None = None) -> dict[str, Any]:
         """The validated config dict of one point (``ConfigError`` naming the point and key)."""
-        data = apply_dotted(self.base_config, overrides)
+        data = apply_dotted(self.base_given, overrides)
         data["seed"] = seed
         if name is not None:
             data["name"] = name
@@ -425,6 +428,23 @@ class LoadedSpec:
             for seed in self.spec.seeds:
                 out.append(Point(i, overrides, seed))
         return out
+
+
+def _given(config: BaseModel) -> dict[str, Any]:
+    """The keys ``config`` was given (by its file, the environment or the spec's base), without those its defaults or
+    its validators filled in; a list is kept, given or not, so that a point's ``cluster.models.0.gpu`` or
+    ``plugins.enabled.1`` finds its item (a list of sections as the keys each item was given)."""
+    out = config.model_dump(mode="json", exclude_unset=True)
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            if (section := _given(value)) or name in out:
+                out[name] = section
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            out[name] = [_given(v) for v in value]
+        elif isinstance(value, list) and name not in out:
+            out[name] = config.model_dump(mode="json", include={name})[name]
+    return out
 
 
 def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None) -> LoadedSpec:
@@ -454,8 +474,8 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
             config_path = spec_path.parent / config_path  # relative to the spec first
         read_config_file(config_path)  # a clear error for a missing or broken file
     try:
-        base = load_config(config_path).model_dump(mode="json")
-        loaded = LoadedSpec(spec, spec_path, base).with_base(flatten(spec.base))
+        config = load_config(config_path)
+        loaded = LoadedSpec(spec, spec_path, config.model_dump(mode="json"), _given(config)).with_base(flatten(spec.base))
     except ConfigError as exc:
         raise ConfigError(f"{where}: base: {exc}") from None
     points = spec.points()
