@@ -189,10 +189,13 @@ def search(
     """
     from sim.sweep import load_spec
     from sim.sweep.search import search as run_search
+    from sim.sweep.search import unused_seeds_note
 
     with user_errors():
         loaded = load_spec(spec)
         say_repeated_draws(loaded)
+        if note := unused_seeds_note(loaded):
+            common.err.print(f"note: {note}", highlight=False)
         base: dict = {}
         if slo_ttft is not None:
             base["slo.ttft_s"] = slo_ttft

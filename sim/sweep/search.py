@@ -47,7 +47,7 @@ from sim.sweep.spec_prices import check_gpu_prices
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
 from sim.sweep.worker import RunOutcome, RunTask
 
-__all__ = ["Candidate", "SearchInterrupted", "SearchResult", "search"]
+__all__ = ["Candidate", "SearchInterrupted", "SearchResult", "search", "search_seeds", "unused_seeds_note"]
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -121,13 +121,16 @@ class SearchResult:
     stored: int | None = None
     #: every candidate a run of which raised (any stage, any seed): overrides, stage, error; the sweep is then `failed`
     failed: list[dict[str, Any]] = field(default_factory=list)
+    #: the seeds it replayed under: ``search.confirm_seeds`` (the screen and rungs under the first); not ``seeds``
+    seeds: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"best": self.best, "candidates": self.candidates, "runs": self.runs, "wall_s": round(self.wall_s, 2),
                 "rejected_cheaper": self.rejected_cheaper, "pareto": self.pareto, "cost_unit": self.cost_unit,
                 "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id,
                 "replayed": self.replayed, "skipped_by_cost": self.skipped_by_cost,
-                "seeds_change_nothing": self.seeds_change_nothing, "stored": self.stored, "failed": self.failed}
+                "seeds_change_nothing": self.seeds_change_nothing, "stored": self.stored, "failed": self.failed,
+                "seeds": self.seeds}
 
 
 class _Searcher:
@@ -248,6 +251,25 @@ class _Searcher:
         return c.attainment >= self.target
 
 
+def search_seeds(loaded: LoadedSpec) -> list[int]:
+    """The seeds a search replays under: ``search.confirm_seeds`` (default 0, 1, 2), the screen and rungs
+    under the first; the spec's ``seeds`` (a sweep's) only when ``confirm_seeds`` is empty, its first alone."""
+    confirm = loaded.spec.search.confirm_seeds
+    return list(dict.fromkeys(confirm)) if confirm else [loaded.spec.seeds[0]]
+
+
+def unused_seeds_note(loaded: LoadedSpec) -> str | None:
+    """A note when the spec sets ``seeds`` that are not the ones the search replays under (None otherwise)."""
+    spec = loaded.spec
+    used = search_seeds(loaded)
+    if "seeds" not in spec.model_fields_set or list(spec.seeds) == used:
+        return None
+    where = ("search.confirm_seeds" + ("" if "confirm_seeds" in spec.search.model_fields_set else ", by default")
+             if spec.search.confirm_seeds else "the first of seeds, search.confirm_seeds being empty")
+    return (f"the spec's seeds {list(spec.seeds)} are a sweep's: this search replays under seeds {used} ({where}; "
+            f"the screen and rungs under {used[0]})")
+
+
 def _order(cands: list[Candidate]) -> list[Candidate]:
     return sorted(cands, key=lambda c: (c.rank_cost, -(c.attainment or 0.0), c.index))
 
@@ -273,8 +295,8 @@ def search(
     t0 = time.perf_counter()
     check_gpu_prices(loaded, str(loaded.path or "sweep spec"))  # (before the trace is read)
     settings = loaded.spec.search
-    seed = settings.confirm_seeds[0] if settings.confirm_seeds else loaded.spec.seeds[0]
-    confirm_seeds = list(dict.fromkeys([seed, *settings.confirm_seeds]))
+    confirm_seeds = search_seeds(loaded)
+    seed = confirm_seeds[0]
     path = trace_path or loaded.trace_path()
     fmt = trace_format if trace_format is not None else loaded.trace_format()
     traces, left_out = read_traces(loaded, confirm_seeds, transforms=transforms_of(loaded), trace_path=path,
@@ -343,7 +365,7 @@ def search(
         replayed=sum(c.stage != "skipped" for c in cands), skipped_by_cost=sum(c.stage == "skipped" for c in cands),
         seeds_change_nothing=same_under_every_seed(list(c.summary_by_seed.values()) for c in cands
                                                    if c.stage == "confirmed"),
-        stored=len(stored) if engine is not None else None,
+        stored=len(stored) if engine is not None else None, seeds=confirm_seeds,
         failed=[{"overrides": c.overrides, **(c.failed_run or {}), "error": c.error} for c in failed])
     if engine is not None:
         finish_sweep(engine, sweep_id, status, result.as_dict(), num_runs=len(stored) + len(failed_ids))

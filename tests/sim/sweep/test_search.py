@@ -281,3 +281,22 @@ def test_a_failed_candidate_is_not_measured_nor_confirmed_and_fails_the_searchs_
         engine.dispose()
     assert sweep["status"] == "failed"  # as a sweep with failed runs (was `finished`)
     assert "failed runs (3)" in page and "ConfigError: boom" in page and "RuntimeError: seed 1 broke" in page
+
+
+def test_the_seeds_a_search_uses_are_its_confirm_seeds_and_a_specs_other_seeds_are_noted():
+    """`seeds: [5]` with `confirm_seeds: [7, 8]` ran seeds 7 and 8 and said nothing of 5."""
+    from sim.sweep.search import search_seeds, unused_seeds_note
+
+    def loaded(**extra):
+        return load_spec(data={**SPEC, **extra})
+
+    assert search_seeds(loaded(seeds=[5], search={"confirm_seeds": [7, 8]})) == [7, 8]
+    assert unused_seeds_note(loaded(seeds=[5], search={"confirm_seeds": [7, 8]})) == (
+        "the spec's seeds [5] are a sweep's: this search replays under seeds [7, 8] (search.confirm_seeds; the "
+        "screen and rungs under 7)")
+    assert "(search.confirm_seeds, by default;" in unused_seeds_note(loaded(seeds=[5], search={}))
+    assert search_seeds(loaded(seeds=[5, 6], search={"confirm_seeds": []})) == [5]
+    assert "under seeds [5] (the first of seeds, search.confirm_seeds being empty" in unused_seeds_note(
+        loaded(seeds=[5, 6], search={"confirm_seeds": []}))
+    assert unused_seeds_note(loaded(search={"confirm_seeds": [7, 8]})) is None  # (no seeds set: nothing to say)
+    assert unused_seeds_note(loaded(seeds=[7, 8], search={"confirm_seeds": [7, 8]})) is None
