@@ -48,7 +48,6 @@ import argparse
 import json
 import sys
 import time
-from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,9 +60,9 @@ from controlplane.request_latency import request_latencies
 from controlplane.testing import EventLog, finished_in
 from controlplane.types import RequestStatus
 from sim.replay import TraceTransforms, open_trace, prepared_trace, replay
-from sim.traces import FORMATS, format_rate_profile, parse_options, parse_rate_profile
+from sim.traces import format_rate_profile, parse_options
 from sim.traces.bundled import bundled_trace_path
-from sim.traces.transforms import COPIES, TransformValueError
+from sim.traces.transforms import COPIES, TransformValueError  # noqa: F401 (COPIES: autoscaling_anatomy.py)
 
 from bench_cli import run_main  # noqa: E402
 from autoscaling_checks import check_policies, check_sets, format_mismatch  # noqa: E402
@@ -71,23 +70,13 @@ from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
 from autoscaling_early_stop import MissCounter, StopWhenMissed, TargetMissed, allowed_misses, stopped_row  # noqa: E402
 from autoscaling_find_scale import find_scale, report  # noqa: E402
 from autoscaling_progress import progress_for  # noqa: E402
+from autoscaling_args import MOONCAKE, MOONCAKE_SOURCE, parser  # noqa: E402,F401
+from autoscaling_policies import (  # noqa: E402,F401
+    AUTOSCALERS, WINDOW_SETTINGS, WINDOWS_S, autoscalers, oscillations, parse_sets, reversals, scale_wrappers, takes,
+    window_s)
 
 #: The bundled default run config (`controlplane sim replay` without arguments uses it too).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default_replay.yaml"
-
-#: Each policy's own stabilisation window: an up then down within it is an oscillation. Other
-#: autoscalers: the first of these settings they have, else 300 s.
-WINDOWS_S = {"seed-autoscaler": 300.0, "hpa": 300.0, "kpa": 60.0, "slo-planner": 300.0}
-WINDOW_SETTINGS = ("scale_down_stabilization_s", "scale_down_delay_s", "stabilization_window_s", "hold_s",
-                   "stable_window_s")
-#: Where Mooncake's conversation trace is looked for unless --mooncake: where the project's developers keep it (a
-#: folder beside the repository). It is not bundled.
-MOONCAKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "mooncake_fast25" / \
-    "conversation_trace.jsonl"
-#: Where a user gets it, and what to pass: said by --help and when a --suite setup skips it.
-MOONCAKE_SOURCE = ("Mooncake's conversation_trace.jsonl is not in the repository: download FAST25-release/traces/"
-                   "conversation_trace.jsonl from https://github.com/kvcache-ai/Mooncake (Apache-2.0) and give "
-                   "--mooncake PATH")
 
 #: The --suite setups: name -> (trace: "azure" for the bundled one or "mooncake", rate scale, TTFT
 #: target or None for the config's, first static count tried). Scales put static provisioning at
@@ -124,18 +113,6 @@ BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batchi
 
 
 
-def oscillations(events: list[tuple[float, int, int]], window_s: float) -> int:
-    """Scale-ups followed by a scale-down within ``window_s``."""
-    return sum(1 for (t0, a0, b0), (t1, a1, b1) in pairwise(events)
-               if b0 > a0 and b1 < a1 and t1 - t0 < window_s)
-
-
-def reversals(events: list[tuple[float, int, int]], window_s: float) -> int:
-    """Scale-downs followed by a scale-up within ``window_s`` (a replica released, then one started again)."""
-    return sum(1 for (t0, a0, b0), (t1, a1, b1) in pairwise(events)
-               if b0 < a0 and b1 > a1 and t1 - t0 < window_s)
-
-
 def table_row(name: str, r: dict, cols: tuple[str, ...]) -> str:
     """One row of the table: its numbers (``-`` for none), or for a replay stopped early what it could at most
     reach (a bound from where it stopped, not its attainment: two stopped rows' bounds do not compare)."""
@@ -143,34 +120,6 @@ def table_row(name: str, r: dict, cols: tuple[str, ...]) -> str:
         return (f"{name:<24}  not run to the end (stopped early at {r['stopped_at_sim_s']:g} s simulated: "
                 f"SLO <= {r['slo_attainment_at_most']}, below --target)")
     return f"{name:<24}" + "".join(f"{'-' if r.get(c) is None else r[c]!s:>11}" for c in cols)
-
-
-def _scale_plugins() -> dict[str, bool]:
-    """Installed plugins with a `cp_scale` implementation: name -> whether it is a wrapper."""
-    from controlplane.hookspecs import PROJECT_NAME
-    from controlplane.plugin_manager import discover_plugins
-
-    out = {}
-    for name, info in discover_plugins().items():
-        impl = getattr(info.target, "cp_scale", None)
-        if impl is not None:
-            out[name] = bool((getattr(impl, f"{PROJECT_NAME}_impl", None) or {}).get("wrapper"))
-    return out
-
-
-def autoscalers() -> list[str]:
-    """Installed plugins that decide `cp_scale` (not wrappers), the ones that read no load (`fixed-replicas`,
-    `scheduled-replicas`) left out."""
-    names = [name for name, wrapper in _scale_plugins().items()
-             if not wrapper and name not in ("fixed-replicas", "scheduled-replicas")]
-    known = [n for n in WINDOWS_S if n in names]
-    return known + sorted(set(names) - set(known))
-
-
-def scale_wrappers() -> list[str]:
-    """Installed `cp_scale` wrappers (`scaling-rules`, `shadow`): a --config's are left out of every run, so that
-    its bounds do not clamp the static baselines and each policy is benchmarked as itself."""
-    return sorted(name for name, wrapper in _scale_plugins().items() if wrapper)
 
 
 def dropped_wrappers_note(args) -> str | None:
@@ -182,43 +131,6 @@ def dropped_wrappers_note(args) -> str | None:
     return (f"note: --config enables {', '.join(dropped)}; the benchmark replays without it (it takes a config's "
             "cluster, batching, SLO and prices): every policy within 1..--max-replicas, static counts unclamped")
 
-
-def takes(policy: str, settings: dict) -> dict:
-    """The ``settings`` ``policy``'s Settings has fields for (`fixed-replicas` and `scheduled-replicas` take no bounds:
-    their count is --start-replicas, or their schedule)."""
-    from controlplane.plugin_manager import discover_plugins
-
-    fields = getattr(getattr(discover_plugins()[policy].target, "Settings", None), "model_fields", {})
-    return {k: v for k, v in settings.items() if k in fields}
-
-
-def window_s(policy: str, settings: dict) -> float:
-    if policy in WINDOWS_S and not any(k in settings for k in WINDOW_SETTINGS):
-        return WINDOWS_S[policy]
-    from controlplane.plugin_manager import discover_plugins
-
-    target = discover_plugins()[policy].target
-    effective = {**{k: f.default for k, f in target.Settings.model_fields.items()}, **settings}
-    return next((float(effective[k]) for k in WINDOW_SETTINGS if effective.get(k) is not None), 300.0)
-
-
-def parse_sets(items: list[str]) -> dict[str, dict]:
-    """``policy.key=value`` (value as JSON, else a string) -> {policy: {key: value}}."""
-    out: dict[str, dict] = {}
-    for item in items:
-        lhs, _, value = item.partition("=")
-        policy, _, key = lhs.partition(".")
-        if not key or not _:
-            raise SystemExit(f"--set wants POLICY.KEY=VALUE, got {item!r}")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        out.setdefault(policy, {})[key] = parsed
-    return out
-
-
-AUTOSCALERS = {"fixed-replicas", "seed-autoscaler", "hpa", "kpa", "scheduled-replicas"}
 
 
 def base_config(args) -> dict:
@@ -334,81 +246,6 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
 
-
-def _rate_profile(text: str) -> tuple:
-    """--rate-profile's points; a bad one is argparse's one-line error naming the option and the point."""
-    try:
-        return parse_rate_profile(text, "")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parser() -> argparse.ArgumentParser:
-    """The command line (benchmarks/autoscaling_shapes.py reads the same options)."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trace", help="trace file (default: the bundled Azure code trace)")
-    ap.add_argument("--format", default=None, help=f"trace format: {' | '.join(FORMATS)} (default: detect; azure for "
-                    "the bundled trace; azure reads the 2023 and 2024 Azure LLM releases)")
-    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="a trace format option, repeatable (e.g. --opt failed=drop; docs/traces.md)")
-    ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
-    ap.add_argument("--limit", type=int, default=None, help="replay at most this many requests")
-    ap.add_argument("--rate-scale", type=float, default=None, help="thin (<1) or replicate (>1) requests")
-    ap.add_argument("--rate-profile", type=_rate_profile, default=None, metavar="T:F,...",
-                    help="a rate factor that changes over time, as `controlplane sim replay --rate-profile` "
-                    "(e.g. 0:1,1800:2); times --rate-scale when both")
-    ap.add_argument("--copies", choices=COPIES, default=None,
-                    help="where --rate-scale > 1 puts a request's copies: clumped (default), in the gap after it; "
-                    "shuffled, the same arrival times dealt the copies of each 64 consecutive requests in a "
-                    "random order (one long prompt's copies no longer one burst); shifted, the n-th copies as one "
-                    "more stream of the trace's own arrivals, moved within each 600-s window by an offset of its "
-                    "own (the trace's bursts no longer add up; docs/traces.md)")
-    ap.add_argument("--window-start", type=float, default=None, help="keep requests arriving from this second")
-    ap.add_argument("--window-end", type=float, default=None, help="keep requests arriving before this second")
-    ap.add_argument("--config", help="base run config (default: the bundled sim/data/default_replay.yaml)")
-    ap.add_argument("--cold-start", type=float, default=None,
-                    help="seconds from scale-up to ready (default: the config's, else from the weights' size)")
-    ap.add_argument("--start-replicas", type=int, default=1,
-                    help="replicas each autoscaler starts from, warm (default 1); static counts start with theirs")
-    ap.add_argument("--max-replicas", type=int, default=16,
-                    help="each autoscaler's bound (min 1) and the most static replicas tried (default 16)")
-    ap.add_argument("--target", type=float, default=0.99, help="SLO attainment static_peak must reach")
-    ap.add_argument("--ttft", type=float, default=None, help="TTFT target (default: the config's slo.ttft_s)")
-    ap.add_argument("--tpot", type=float, default=None, help="TPOT target (default: the config's slo.tpot_s)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--price", type=float, default=None,
-                    help="price of one GPU-hour of the model's GPU (default: the config's cluster.gpu_prices)")
-    ap.add_argument("--warmup", type=float, default=300.0,
-                    help="slo_after_warmup counts requests arriving this long after the first (default 300 s)")
-    ap.add_argument("--static-from", type=int, default=1, help="first static replica count tried")
-    ap.add_argument("--no-static", action="store_true", help="skip the static provisioning search")
-    ap.add_argument("--no-early-stop", action="store_true",
-                    help="replay every static count to its end (default: a count stops once its misses keep it "
-                    "below --target, which is all the search needs of it; its row then shows <= the most it could reach)")
-    ap.add_argument("--find-scale", type=int, default=None, metavar="N",
-                    help="replay no policy: search the --rate-scale at which N static replicas just reach --target "
-                    "(static replays only, from --rate-scale or 1), print it and the command to run next")
-    ap.add_argument("--policies", help="comma-separated autoscalers (default: every installed one)")
-    ap.add_argument("--set", action="append", default=[], metavar="POLICY.KEY=VALUE",
-                    help="a policy setting, e.g. --set hpa.target=8 (repeatable)")
-    ap.add_argument("--suite", action="store_true", help="replay every setup of SUITE (both real traces, "
-                    "several rate scales); --trace, --format, --rate-scale, --ttft and --static-from come from it")
-    ap.add_argument("--setups", help="with --suite: comma-separated setup names (default: all)")
-    ap.add_argument("--mooncake", default=str(MOONCAKE),
-                    help=f"the trace of --suite's Mooncake setups. {MOONCAKE_SOURCE} (default: "
-                         "../shared/data/traces/mooncake_fast25/ beside the repository)")
-    ap.add_argument("--out", help="append every run as a JSON line to this file")
-    ap.add_argument("--progress", type=float, default=15.0, metavar="S",
-                    help="print on stderr, every S wall seconds of a replay, which run it is and how far in simulated "
-                    "time (default 15; 0: off)")
-    ap.add_argument("--match", action="store_true",
-                    help="also sweep each baseline of MATCH_SWEEPS toward more replicas and report, as '<name> matched', "
-                    "its run with the fewest GPU-hours at or above the SLO planner's")
-    ap.add_argument("--clairvoyant", action="store_true",
-                    help="also replay the clairvoyant bound: each window's fewest static replicas that met the SLO, "
-                    "started a cold start ahead (benchmarks/autoscaling_clairvoyant.py)")
-    ap.add_argument("--clairvoyant-window", type=float, default=60.0, help="window of the clairvoyant bound (s)")
-    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
