@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench_cli import OneLineParser, positive_int
 from sim.traces import FORMATS, parse_rate_profile
 from sim.traces.transforms import COPIES
 
@@ -32,14 +33,14 @@ def _rate_profile(text: str) -> tuple:
 
 def parser() -> argparse.ArgumentParser:
     """The command line (benchmarks/autoscaling_shapes.py reads the same options)."""
-    ap = argparse.ArgumentParser(description=DESCRIPTION)
+    ap = OneLineParser(description=DESCRIPTION)
     ap.add_argument("--trace", help="trace file (default: the bundled Azure code trace)")
     ap.add_argument("--format", default=None, help=f"trace format: {' | '.join(FORMATS)} (default: detect; azure for "
                     "the bundled trace; azure reads the 2023 and 2024 Azure LLM releases)")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="a trace format option, repeatable (e.g. --opt failed=drop; docs/traces.md)")
     ap.add_argument("--speed-up", type=float, default=1.0, help="divide arrival times by this (default 1)")
-    ap.add_argument("--limit", type=int, default=None, help="replay at most this many requests")
+    ap.add_argument("--limit", type=positive_int, default=None, help="replay at most this many requests")
     ap.add_argument("--rate-scale", type=float, default=None, help="thin (<1) or replicate (>1) requests")
     ap.add_argument("--rate-profile", type=_rate_profile, default=None, metavar="T:F,...",
                     help="a rate factor that changes over time, as `controlplane sim replay --rate-profile` "

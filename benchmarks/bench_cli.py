@@ -1,5 +1,7 @@
 """The benchmarks' command lines: a bad option value is one line naming the option, exit status 2.
 
+* `OneLineParser`: an ``ArgumentParser`` whose usage errors are that one line too, with no usage
+  block before it (``--help`` shows the usage);
 * argparse ``type=`` helpers (`positive_int`, `nonnegative_int`, `positive_float`,
   `nonnegative_float`, `share` in (0, 1], `fraction` in [0, 1]): argparse itself then says
   ``NAME.py: error: argument --repeats: must be an integer >= 1, got '0'`` and exits 2, before
@@ -28,6 +30,14 @@ from typing import Callable, Iterator, NoReturn
 #: OSErrors that are about a path the user gave even when they carry no ``filename``
 #: (``FileNotFoundError("trace file not found: x.csv")``).
 _PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``PROG: error: MESSAGE``, exit status 2: argparse's own put
+    the whole usage block (17 lines for benchmarks/autoscaling.py) before it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _integer(text: str, low: int) -> int:

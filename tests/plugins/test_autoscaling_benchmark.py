@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.benchmarks import never_called
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("autoscaling_benchmark", ROOT / "benchmarks" / "autoscaling.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -557,3 +559,17 @@ def test_table_rows_say_stopped_early_and_print_none_as_a_dash():
                "stopped_at_sim_s": 312.0, "wall_s": 0.4}
     assert bench.table_row("static x4", stopped, cols) == (
         "static x4                 not run to the end (stopped early at 312 s simulated: SLO <= 0.9746, below --target)")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--limit", "0"], "argument --limit: must be an integer >= 1, got '0'"),  # (was "no request ... the window")
+    (["--format", "nope"], "unknown trace format 'nope'; valid formats: azure, mooncake"),
+    (["--trace", "/nonexistent/t.csv"], "trace file not found: /nonexistent/t.csv"),
+])
+def test_a_usage_error_is_one_line_without_the_usage_block(monkeypatch, capsys, options, message):
+    monkeypatch.setattr(bench, "run", never_called)
+    with pytest.raises(SystemExit) as exited:
+        bench.main([*options, "--policies", "hpa", "--no-static"])
+    err = capsys.readouterr().err
+    lines = err.splitlines()  # (argparse put its 17-line usage block before the error)
+    assert exited.value.code == 2 and len(lines) == 1 and f": error: {message}" in lines[0], err
