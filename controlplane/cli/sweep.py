@@ -194,8 +194,6 @@ def search(
     with user_errors():
         loaded = load_spec(spec)
         say_repeated_draws(loaded)
-        if note := unused_seeds_note(loaded):
-            common.err.print(f"note: {note}", highlight=False)
         base: dict = {}
         if slo_ttft is not None:
             base["slo.ttft_s"] = slo_ttft
@@ -236,6 +234,8 @@ def search(
             common.err.print("note: " + SAME_RUN_NOTE.format(what="each confirmed candidate's seeds"), highlight=False)
         if d.get("sweep_id") is not None:  # (--db: where its full-trace runs are, and how to see them)
             _say_stored(d, db, console)
+    if note := unused_seeds_note(loaded):  # (once the search ran: a spec it refuses says only why)
+        common.err.print(f"note: {note}", highlight=False)
     if json_out:
         typer.echo(json.dumps(d, sort_keys=True, default=str))
     if d["failed"]:
