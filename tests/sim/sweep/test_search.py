@@ -94,17 +94,29 @@ def test_search_cli_ends_with_one_json_line(tmp_path):
 
 
 def test_a_candidate_whose_run_raises_is_rejected_with_its_error():
+    from sim.sweep.backends import Backend
+    from sim.sweep.worker import run_task
+
+    class RefusesSarathi(Backend):  # (as a worker's run does when what only a run checks refuses the config)
+        def run(self, tasks, traces):
+            for t in tasks:
+                if t.overrides["plugins.settings.continuous-batching.policy"] == "sarathi":
+                    t = type(t)(**{**t.__dict__, "config": {**t.config, "cluster": "not a cluster"}})
+                yield run_task(t, traces[t.trace_id])
+
     spec = {**SPEC, "trace": {"format": "azure", "limit": 400},
             "space": {"cluster.models.0.replicas": [1, 4],
-                      "cluster.models.0.latency_model": ["roofline", "nonsense"]}}  # refused when a run starts
-    result = search(load_spec(data=spec), target=0.5, backend="serial").as_dict()
-    assert result["best"] is not None and result["best"]["overrides"]["cluster.models.0.latency_model"] == "roofline"
-    failed = [c for c in result["rejected_cheaper"] if "error" in c]
-    assert {c["overrides"]["cluster.models.0.replicas"] for c in failed} == {1, 4}  # both nonsense candidates
+                      "plugins.settings.continuous-batching.policy": ["sarathi", "vllm"]}}
+    result = search(load_spec(data=spec), target=0.5, backend=RefusesSarathi()).as_dict()
+    assert result["best"] is not None
+    assert result["best"]["overrides"]["plugins.settings.continuous-batching.policy"] == "vllm"
+    cheaper = [c for c in result["rejected_cheaper"] if "error" in c]
+    assert cheaper  # (the 1-replica one, at least)
     # not measured: no attainment (was 0.0, as if replayed), and stage `failed`
-    assert all("unknown latency model 'nonsense'" in c["error"] and c["attainment"] is None and c["stage"] == "failed"
-               for c in failed)
-    assert len(result["failed"]) == 2 and all(f["stage"] == "screen" for f in result["failed"])
+    assert all("cluster" in c["error"] and c["attainment"] is None and c["stage"] == "failed" for c in cheaper)
+    failed = result["failed"]
+    assert {f["overrides"]["cluster.models.0.replicas"] for f in failed} == {1, 4}  # both refused candidates
+    assert all(f["stage"] == "screen" and f["seed"] == 0 for f in failed)
 
 
 def test_a_search_that_raises_leaves_its_sweep_failed_not_running(tmp_path):
