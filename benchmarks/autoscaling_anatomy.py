@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import autoscaling as bench  # noqa: E402
+from bench_cli import OneLineParser  # noqa: E402
 
 LAYERS = ("point", "now", "band", "peak", "burst", "backlog")
 
@@ -99,23 +100,30 @@ class Anatomy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setup", default="mooncake-conv x0.5", choices=list(bench.SUITE),
-                    help="a setup of the suite (ignored with --trace)")
-    ap.add_argument("--trace", type=Path, help="a trace of your own instead of a setup")
+                    help="a setup of the suite (ignored with --trace; default: mooncake-conv x0.5)")
+    ap.add_argument("--trace", type=Path, help="a trace of your own instead of a setup (default: the setup's)")
     ap.add_argument("--format", help="its format (default: detect)")
     ap.add_argument("--rate-scale", type=float, help="thin (<1) or replicate (>1) its requests (default: the setup's, "
                                                      "1 with --trace)")
     ap.add_argument("--copies", choices=bench.COPIES, default=None,
-                    help="where --rate-scale > 1 puts a request's copies (as benchmarks/autoscaling.py --copies)")
+                    help="where --rate-scale > 1 puts a request's copies (as benchmarks/autoscaling.py --copies; "
+                         "default: clumped)")
     ap.add_argument("--ttft", type=float, help="TTFT target (default: the setup's, else the config's)")
-    ap.add_argument("--window-start", type=float)
-    ap.add_argument("--window-end", type=float)
-    ap.add_argument("--mooncake", default=str(bench.MOONCAKE))
-    ap.add_argument("--startup", type=float, default=300.0, help="counts raised before this are start-up (s)")
-    ap.add_argument("--set", action="append", default=[], metavar="slo-planner.KEY=VALUE")
-    ap.add_argument("--above", type=int, help="also split the replica-seconds above this count (say static peak)")
-    ap.add_argument("--ticks", help="write every tick's counts and signals to this file (JSON lines)")
+    ap.add_argument("--window-start", type=float,
+                    help="keep requests arriving from this second (from the trace's first arrival; default: 0)")
+    ap.add_argument("--window-end", type=float, help="keep requests arriving before this second (default: the end)")
+    ap.add_argument("--mooncake", default=str(bench.MOONCAKE),
+                    help=f"the trace of the Mooncake setups. {bench.MOONCAKE_SOURCE} (default: "
+                         "../shared/data/traces/mooncake_fast25/ beside the repository)")
+    ap.add_argument("--startup", type=float, default=300.0,
+                    help="counts raised before this are start-up (s; default 300)")
+    ap.add_argument("--set", action="append", default=[], metavar="slo-planner.KEY=VALUE",
+                    help="a setting of the planner, repeatable (default: its defaults)")
+    ap.add_argument("--above", type=int,
+                    help="also split the replica-seconds above this count (say static peak; default: off)")
+    ap.add_argument("--ticks", help="write every tick's counts and signals to this file (JSON lines; default: none)")
     args = ap.parse_args(argv)
     from plugins.autoscaling_slo import SLOPlanner
 

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import autoscaling as bench  # noqa: E402
+from bench_cli import OneLineParser, positive_int, share  # noqa: E402
 
 
 def minutes_below(outcomes: list[tuple[float, bool]], target: float, window_s: float = 60.0) -> tuple[int, float, int]:
@@ -36,11 +37,15 @@ def minutes_below(outcomes: list[tuple[float, bool]], target: float, window_s: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("setups", nargs="+", help=f"--suite setups: {', '.join(bench.SUITE)}")
-    ap.add_argument("--target", type=float, default=0.99)
-    ap.add_argument("--max-replicas", type=int, default=16)
-    ap.add_argument("--mooncake", default=str(bench.MOONCAKE))
+    ap.add_argument("--target", type=share, default=0.99,
+                    help="the share of each minute's requests that must meet the SLO, in (0, 1] (default 0.99)")
+    ap.add_argument("--max-replicas", type=positive_int, default=16,
+                    help="the most static replicas tried (default 16)")
+    ap.add_argument("--mooncake", default=str(bench.MOONCAKE),
+                    help=f"the trace of the Mooncake setups. {bench.MOONCAKE_SOURCE} (default: "
+                         "../shared/data/traces/mooncake_fast25/ beside the repository)")
     args = ap.parse_args(argv)
     unknown = [s for s in args.setups if s not in bench.SUITE]
     if unknown:

@@ -84,18 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     from sim.traces import FORMATS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests", type=positive_int, default=1_000_000)
+    ap.add_argument("--requests", type=positive_int, default=1_000_000,
+                    help="requests replayed in all (default 1000000)")
     ap.add_argument("--per-copy", type=positive_int, default=1_000_000,
                     help="requests per copy of the scaled trace (the rate the cluster is sized for); "
-                         "more requests play further copies back to back")
+                         "more requests play further copies back to back (default 1000000)")
     ap.add_argument("--qps-per-replica", type=positive_float, default=1.5,
-                    help="arrival rate one replica is sized for")
+                    help="arrival rate one replica is sized for (requests/s; default 1.5)")
     ap.add_argument("--trace", type=Path, default=None, help="trace to replicate (default: the bundled Azure code trace)")
     ap.add_argument("--format", default=None, choices=FORMATS,
                     help="its format (default: azure for the bundled trace, else detect)")
     ap.add_argument("--profile-requests", type=nonnegative_int, default=100_000,
                     help="after the timed run, profile the same command cut to its first N requests under "
-                         "cProfile (where the time goes, by area and by function; 0: skip)")
+                         "cProfile (where the time goes, by area and by function; default 100000; 0: skip)")
     args = ap.parse_args(argv)
     if args.trace is not None:
         check_trace(ap, args.trace, args.format)

@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE,
                     help=f"{TRACE_SOURCE} (default: ../shared/data/traces/mooncake_fast25/ beside the repository)")
-    ap.add_argument("--limit", type=positive_int, default=None)
-    ap.add_argument("--replicas", type=positive_int, default=8)
+    ap.add_argument("--limit", type=positive_int, default=None,
+                    help="replay only the first N requests of the trace (default: all)")
+    ap.add_argument("--replicas", type=positive_int, default=8, help="replicas the routers spread over (default 8)")
     ap.add_argument("--max-imbalance", type=nonnegative_int, default=None,
                     help="prefix-affinity's max_imbalance (default: the plugin's, 2)")
     args = ap.parse_args(argv)

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", type=Path, default=None, help="trace file (default: bundled Azure code trace)")
     ap.add_argument("--format", default=None, choices=FORMATS,
                     help="trace format (default: azure for the bundled trace, else detect)")
-    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--repeats", type=positive_int, default=3, help="timed replays, each reported (default 3)")
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file per repeat)")
     ap.add_argument("--config", type=Path, default=None,
                     help="run config file (default: the library's defaults, two replicas and the linear latency "

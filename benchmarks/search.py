@@ -63,14 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     from sim.traces import FORMATS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--spec", default=str(ROOT / "examples" / "search.yaml"))
-    ap.add_argument("--trace", default=str(DEFAULT_TRACE), help="default: the bundled Azure code trace")
-    ap.add_argument("--format", default="azure", choices=FORMATS)
-    ap.add_argument("--slo-ttft", type=positive_float, default=2.0)
-    ap.add_argument("--slo-tpot", type=positive_float, default=0.2)
-    ap.add_argument("--slo-attainment", type=share, default=0.99)
-    ap.add_argument("--backend", default="auto", choices=BACKENDS)
-    ap.add_argument("--check", type=nonnegative_int, default=5, help="Next-cheaper rejected candidates to replay.")
+    ap.add_argument("--spec", default=str(ROOT / "examples" / "search.yaml"),
+                    help="the search spec (default: examples/search.yaml)")
+    ap.add_argument("--trace", default=str(DEFAULT_TRACE), help="the trace searched on (default: the bundled Azure "
+                    "code trace)")
+    ap.add_argument("--format", default="azure", choices=FORMATS, help="its format (default: azure)")
+    ap.add_argument("--slo-ttft", type=positive_float, default=2.0, help="TTFT target in seconds (default 2)")
+    ap.add_argument("--slo-tpot", type=positive_float, default=0.2, help="TPOT target in seconds (default 0.2)")
+    ap.add_argument("--slo-attainment", type=share, default=0.99,
+                    help="share of requests that must meet both, in (0, 1] (default 0.99)")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS,
+                    help="where the search's runs go (default: auto)")
+    ap.add_argument("--check", type=nonnegative_int, default=5,
+                    help="next-cheaper rejected candidates to replay (default 5)")
     ap.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
     args = ap.parse_args(argv)
     from controlplane.errors import ConfigError
