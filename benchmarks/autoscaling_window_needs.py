@@ -17,7 +17,8 @@ differences, so read it as an estimate, not a bound: each window starts empty wi
 carried in, no cold start: optimistic), and every window must meet the target on its own (static peak lets 1% of the
 whole trace miss wherever they fall, at the peak: stricter). If the sum is near static peak's GPU-hours, the
 trace's load is not what sets its replicas (bursts, long prompts' copies and the TTFT target are), and no
-autoscaler can reach a large saving on it. Prints one row per window and ends with one JSON line:
+autoscaler can reach a large saving on it. It takes `benchmarks/autoscaling.py`'s trace, run and static-search options
+(not the policies': --help lists them). Prints one row per window and ends with one JSON line:
 ``window_s``, ``needs`` (per window), ``replica_hours``, ``static_peak`` (``replicas``, ``gpu_hours``) and
 ``share_of_static_peak``; and the same with each window's need at most static peak's count
 (``replica_hours_capped``, ``share_capped_at_static_peak``), the `--clairvoyant` bound's convention: a window that
@@ -38,18 +39,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import autoscaling as bench  # noqa: E402
+from autoscaling_args import add_run_options, add_static_options, add_trace_options  # noqa: E402
+from bench_cli import OneLineParser, positive_float, positive_int  # noqa: E402
 
 from sim.replay import prepared_trace  # noqa: E402
 from sim.traces import bundled_trace_path, parse_options  # noqa: E402
 
 
-def parser():
-    ap = bench.parser()
-    ap.prog = "autoscaling_window_needs.py"
-    ap.description = __doc__.split("\n\n")[0]
-    ap.add_argument("--window", type=float, default=600.0, help="window length in seconds (default 600)")
-    ap.add_argument("--static-peak", type=int, default=None, metavar="N",
-                    help="static peak's count, if known (skips its search; its GPU-hours are then replayed once)")
+def parser() -> argparse.ArgumentParser:
+    """Its own command line: the trace, run and static-search options of benchmarks/autoscaling.py, not the policies'
+    (--policies, --set, --match, --clairvoyant, --suite, --find-scale ...: no policy is replayed here)."""
+    ap = OneLineParser(prog="autoscaling_window_needs.py", description=__doc__.split("\n\n")[0])
+    add_trace_options(ap, refused="each window is replayed alone, and it would apply to each window from its start; "
+                                  "use --window-start / --window-end to cut the trace")
+    add_run_options(ap)
+    ap.add_argument("--max-replicas", type=positive_int, default=16,
+                    help="the most static replicas tried, for static peak and for each window (default 16)")
+    ap.add_argument("--static-from", type=positive_int, default=1,
+                    help="first count tried for static peak and the first window; each next window starts from the "
+                    "last one's need (default 1)")
+    add_static_options(ap)
+    ap.add_argument("--window", type=positive_float, default=600.0, help="window length in seconds (default 600)")
+    ap.add_argument("--static-peak", type=positive_int, default=None, metavar="N",
+                    help="static peak's count, if known (skips its search; its GPU-hours are then replayed once; "
+                    "default: searched)")
+    # what benchmarks/autoscaling.py's runs read and nothing here sets
+    ap.set_defaults(start_replicas=1, warmup=300.0, progress=0, no_static=False)
     return ap
 
 
@@ -68,14 +83,12 @@ def quietly(fn, *a):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.window <= 0:
-        raise SystemExit("--window must be positive seconds")
+    ap = parser()
+    args = ap.parse_args(argv)
     for flag, value in (("--limit", args.limit), ("--rate-profile", args.rate_profile)):
         if value is not None:  # a window is cut in the trace's own time, before these apply
-            raise SystemExit(f"{flag} is not taken here: each window is replayed alone, and {flag} would apply to "
-                             "each window from its start; use --window-start / --window-end to cut the trace")
-    args.progress = 0
+            ap.error(f"{flag} is not taken here: each window is replayed alone, and {flag} would apply to "
+                     "each window from its start; use --window-start / --window-end to cut the trace")
     pace = args.speed_up or 1.0  # windows are cut in the trace's own seconds: --window replay seconds x --speed-up
     start = args.window_start or 0.0
     end = start + span_s(args)

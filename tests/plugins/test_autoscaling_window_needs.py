@@ -35,3 +35,25 @@ def test_each_window_gets_the_fewest_count_that_meets_the_target_alone(capsys):
     # a window's need, replayed alone at that count, meets the target; one fewer (if tried) does not
     first = rows[0].split()
     assert int(first[1]) == result["needs"][0]
+
+
+@pytest.mark.parametrize("option", [["--suite"], ["--policies", "hpa"], ["--find-scale", "2"], ["--match"],
+                                    ["--set", "hpa.target=4"], ["--clairvoyant"], ["--no-static"]])
+def test_the_policies_options_are_not_taken_and_help_does_not_list_them(option, capsys):
+    """It reused benchmarks/autoscaling.py's parser: --help listed these and a run ignored them silently."""
+    assert option[0] not in needs_bench.parser().format_help()
+    with pytest.raises(SystemExit) as exited:
+        needs_bench.main(option)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.splitlines() == [
+        f"autoscaling_window_needs.py: error: unrecognized arguments: {' '.join(option)}"]
+
+
+@pytest.mark.parametrize("option", [["--limit", "100"], ["--rate-profile", "0:1,60:2"]])
+def test_limit_and_rate_profile_are_refused_and_help_says_so(option, capsys):
+    help_text = " ".join(needs_bench.parser().format_help().split())
+    assert f"{option[0]} {'LIMIT' if option[0] == '--limit' else 'T:F,...'} refused here: each window" in help_text
+    with pytest.raises(SystemExit) as exited:
+        needs_bench.main(option)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and f"{option[0]} is not taken here" in err
