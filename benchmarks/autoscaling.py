@@ -64,7 +64,7 @@ from sim.traces import format_rate_profile, parse_options
 from sim.traces.bundled import bundled_trace_path
 from sim.traces.transforms import COPIES, TransformValueError  # noqa: F401 (COPIES: autoscaling_anatomy.py)
 
-from bench_cli import run_main  # noqa: E402
+from bench_cli import run_main, warnings_once  # noqa: E402
 from autoscaling_checks import check_policies, check_sets, format_mismatch  # noqa: E402
 from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
 from autoscaling_early_stop import MissCounter, StopWhenMissed, TargetMissed, allowed_misses, stopped_row  # noqa: E402
@@ -249,6 +249,11 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings_once():  # a trace reader's warning, once (it is logged at every read: once or twice a replay)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     try:  # checked now (reading nothing), not at the first replay, and named by the option typed

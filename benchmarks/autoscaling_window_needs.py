@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import autoscaling as bench  # noqa: E402
 from autoscaling_args import add_run_options, add_static_options, add_trace_options  # noqa: E402
-from bench_cli import OneLineParser, positive_float, positive_int  # noqa: E402
+from bench_cli import OneLineParser, positive_float, positive_int, warnings_once  # noqa: E402
 
 from sim.replay import prepared_trace  # noqa: E402
 from sim.traces import bundled_trace_path, parse_options  # noqa: E402
@@ -83,6 +83,11 @@ def quietly(fn, *a):
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings_once():  # a trace reader's warning, once (it is logged at every read: each window reads the trace)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     for flag, value in (("--limit", args.limit), ("--rate-profile", args.rate_profile)):

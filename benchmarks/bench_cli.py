@@ -9,6 +9,8 @@
 * `check_trace`: a trace that is missing, a folder or not a trace (its format not detected,
   or no such format) is the parser's one-line error naming the option, before any replay;
   `trace_errors`: so is a bad row met reading the trace's rows;
+* `warnings_once`: a trace reader's warning (logged each time the file is read: a benchmark reads
+  it once per replay) shown once per run of the benchmark;
 * `run_main`: for ``if __name__ == "__main__":``. The errors a user's input causes and a script
   meets only once it runs (`controlplane.errors.ControlPlaneError`, config and settings errors
   included; `sim.traces.errors.TraceFormatError`, a bad row of a trace; a file or folder that is
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import sys
 from pathlib import Path
@@ -130,6 +133,34 @@ def trace_errors(ap: argparse.ArgumentParser, option: str = "--trace") -> Iterat
         yield
     except TraceFormatError as exc:
         ap.error(f"{option}: {one_line(exc)}")
+
+
+class _Once(logging.Filter):
+    """Lets each message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def warnings_once(logger: str = "sim.traces") -> Iterator[None]:
+    """Within it, each message of ``logger`` (the trace readers') is shown once: a reader warns once per read
+    (a Bailian file read as mooncake, BurstGPT's failed rows), and a benchmark that replays the trace 30 times
+    read it 30 times."""
+    log, once = logging.getLogger(logger), _Once()
+    log.addFilter(once)
+    try:
+        yield
+    finally:
+        log.removeFilter(once)
 
 
 def user_error(exc: BaseException) -> str | None:

@@ -573,3 +573,25 @@ def test_a_usage_error_is_one_line_without_the_usage_block(monkeypatch, capsys, 
     err = capsys.readouterr().err
     lines = err.splitlines()  # (argparse put its 17-line usage block before the error)
     assert exited.value.code == 2 and len(lines) == 1 and f": error: {message}" in lines[0], err
+
+
+def test_a_readers_warning_is_shown_once_per_run_of_the_benchmark(tmp_path, caplog):
+    """A Bailian file read as mooncake: the reader warns at each read, and the benchmark read it once or twice per
+    replay (35 times for every policy and the static search)."""
+    import logging
+
+    trace = tmp_path / "bailian.jsonl"
+    trace.write_text("".join(json.dumps({"chat_id": i, "parent_chat_id": -1, "timestamp": 0.5 * i, "input_length": 200,
+                                         "output_length": 20, "type": "text", "turn": 1, "hash_ids": [1]}) + "\n"
+                             for i in range(40)))
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        assert bench.main(["--trace", str(trace), "--format", "mooncake", "--policies", "hpa,kpa", "--max-replicas",
+                           "2", "--progress", "0"]) == 0
+    assert sum("Bailian's key" in r.getMessage() for r in caplog.records) == 1
+    from sim.traces import read_trace
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):  # outside the benchmark, each read warns as before
+        for _ in range(2):
+            list(read_trace(trace, "mooncake", spread="none"))
+    assert sum("Bailian's key" in r.getMessage() for r in caplog.records) == 2
