@@ -301,7 +301,7 @@ def summary(results: dict[str, dict]) -> dict[str, dict]:
     """The JSON line's mapping: each policy (and static_peak) to its headline numbers."""
     return {k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations", "reversals",
                                   "cost_per_1k_requests", "slo_after_warmup",
-                                  *(("replicas", "met_target") if k == "static_peak" else ()),
+                                  *(("replicas", "met_target", "one_replica_suffices") if k == "static_peak" else ()),
                                   *(("settings", "reached", "planner_beats") if k.endswith(" matched") else ()))}
             for k, v in results.items()}
 
@@ -346,7 +346,10 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     if static:
         best = fewest_reaching(static, args.target)
         met = reached(static[best], args.target)
-        results["static_peak"] = {**static[best], "replicas": best, "met_target": met}
+        results["static_peak"] = {**static[best], "replicas": best, "met_target": met,
+                                  "one_replica_suffices": met and best == 1}
+        if met and best == 1:  # nothing to save: every autoscaler keeps at least one replica
+            print(one_replica_note(args), flush=True)
         if not met:  # the baseline misses the SLO itself: every "vs static" below is against a count that misses it
             print(f"note: no static count tried ({min(static)}-{max(static)} replicas, --max-replicas "
                   f"{args.max_replicas}) reached SLO attainment {args.target}; static_peak is x{best} at "
@@ -368,6 +371,14 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
         print("(stopped early: a static count's misses already kept it below --target; its bound is the most it "
               "could reach from where it stopped, not its attainment; --no-early-stop replays it whole)")
     return results, static
+
+
+def one_replica_note(args) -> str:
+    """Said when one static replica reaches --target: no autoscaler can save anything on the trace."""
+    return (f"note: static_peak is 1 replica (x1 reaches SLO attainment {args.target}): every autoscaler keeps at "
+            "least one, so each can only tie static peak's GPU-hours or spend more; this trace does not tell them "
+            "apart. Scale it up to need several replicas: --find-scale N (say 4) prints the --rate-scale at which N "
+            "static replicas are needed, and the command to run next.")
 
 
 def reached(row: dict, target: float) -> bool:

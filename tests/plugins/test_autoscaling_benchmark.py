@@ -595,3 +595,16 @@ def test_a_readers_warning_is_shown_once_per_run_of_the_benchmark(tmp_path, capl
         for _ in range(2):
             list(read_trace(trace, "mooncake", spread="none"))
     assert sum("Bailian's key" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_trace_one_replica_serves_says_no_autoscaler_can_save_on_it(capsys, tmp_path):
+    """static_peak x1: every autoscaler can only tie or spend more, and nothing said so."""
+    trace = tmp_path / "sparse.csv"
+    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\n"
+                     + "".join(f"r{i},{10.0 * i},200,20\n" for i in range(30)))
+    assert bench.main(["--trace", str(trace), "--policies", "hpa", "--max-replicas", "2", "--progress", "0"]) == 0
+    out = capsys.readouterr().out
+    peak = json.loads(out.strip().splitlines()[-1])["static_peak"]
+    assert peak["replicas"] == 1 and peak["met_target"] and peak["one_replica_suffices"] is True
+    note = next(line for line in out.splitlines() if line.startswith("note: static_peak is 1 replica"))
+    assert "--find-scale N" in note
