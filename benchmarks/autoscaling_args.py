@@ -125,3 +125,9 @@ def add_static_options(ap: argparse.ArgumentParser) -> None:
                     help="replay every static count to its end (default: a count stops once its misses keep it "
                     "below --target, which is all the search needs of it; its row then shows <= the most it could reach)")
     ap.add_argument("--out", help="append every run as a JSON line to this file (default: none)")
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("autoscaling_args.py", "autoscaling.py [--help]"))

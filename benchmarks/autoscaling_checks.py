@@ -59,3 +59,9 @@ def check_sets(ap: argparse.ArgumentParser, sets: dict[str, dict], scalers: list
             validated_settings(installed[policy], settings)
         except ConfigError as exc:
             ap.error(f"--set: {' '.join(str(exc).split())}")
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("autoscaling_checks.py", "autoscaling.py [--help]"))

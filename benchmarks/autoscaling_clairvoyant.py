@@ -54,3 +54,9 @@ def timetable(needs: dict[int, int], window_s: float, lead_s: float, floor: int 
         if not table or table[-1][1] != count:
             table.append((round(t, 3), count))
     return table
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("autoscaling_clairvoyant.py", "autoscaling.py --clairvoyant [--clairvoyant-window S ...]"))

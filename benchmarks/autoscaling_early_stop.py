@@ -96,3 +96,9 @@ def stopped_row(stop: TargetMissed, wall_s: float) -> dict:
             "misses_when_stopped": stop.misses, "misses_allowed": stop.allowed, "num_requests": n,
             "arrived_when_stopped": stop.arrived, "stopped_at_sim_s": round(stop.sim_s, 1),
             "wall_s": round(wall_s, 1)}
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("autoscaling_early_stop.py", "autoscaling.py [--no-early-stop ...]"))

@@ -135,3 +135,9 @@ def copies_note(scale: float, copies: str | None) -> str:
             "slo-planner's defaults over-provision (docs/autoscaling.md, Limits): try also --set "
             "slo-planner.shape_copies=once, and benchmarks/autoscaling_window_needs.py with the same options says how "
             "much of static peak any autoscaler could save on it.")
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("autoscaling_find_scale.py", "autoscaling.py --find-scale N [--trace PATH --format F ...]"))

@@ -90,3 +90,9 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
 
 
 AUTOSCALERS = {"fixed-replicas", "seed-autoscaler", "hpa", "kpa", "scheduled-replicas"}
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("autoscaling_policies.py", "autoscaling.py [--policies P,... --set POLICY.KEY=VALUE ...]"))

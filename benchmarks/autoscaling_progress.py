@@ -45,3 +45,9 @@ class Progress:
 def progress_for(label: str, every_s: float | None) -> Progress | None:
     """The callback for a run, or None when progress is off (``--progress 0``)."""
     return Progress(label, every_s) if every_s and every_s > 0 else None
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("autoscaling_progress.py", "autoscaling.py [--progress S ...]"))

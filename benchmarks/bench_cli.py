@@ -11,6 +11,8 @@
   `trace_errors`: so is a bad row met reading the trace's rows;
 * `warnings_once`: a trace reader's warning (logged each time the file is read: a benchmark reads
   it once per replay) shown once per run of the benchmark;
+* `library_module`: what a helper module of the benchmarks says when it is run as a script (it was
+  nothing, exit 0, even for ``--help``): what it is and the command to run, exit status 2;
 * `run_main`: for ``if __name__ == "__main__":``. The errors a user's input causes and a script
   meets only once it runs (`controlplane.errors.ControlPlaneError`, config and settings errors
   included; `sim.traces.errors.TraceFormatError`, a bad row of a trace; a file or folder that is
@@ -179,6 +181,13 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
+def library_module(name: str, command: str) -> int:
+    """Run as a script, a helper module says what it serves and what to run instead (on stderr); exit status 2."""
+    print(f"{name}: library module of benchmarks/{command.split()[0]}, not a benchmark; run: python benchmarks/{command}",
+          file=sys.stderr, flush=True)
+    return 2
+
+
 def run_main(main: Callable[..., int | None], argv: list[str] | None = None, prog: str | None = None) -> NoReturn:
     """``main(argv)``, exiting with its status (None: 0); an error of the user's input (`user_error`)
     is one line ``PROG: error: ...`` on stderr and exit status 2, a bug a traceback as before."""
@@ -192,3 +201,7 @@ def run_main(main: Callable[..., int | None], argv: list[str] | None = None, pro
         print(f"{prog or Path(sys.argv[0]).name}: error: {text}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     raise SystemExit(code or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(library_module("bench_cli.py", "autoscaling.py [--help] (or any other benchmark: every one uses it)"))

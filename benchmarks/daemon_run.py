@@ -67,3 +67,9 @@ def running_daemon(args: Sequence[str], *, cwd: Path, log_path: Path, env: Mappi
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+if __name__ == "__main__":  # run as a script (its folder first on sys.path): say what to run instead
+    from bench_cli import library_module
+
+    raise SystemExit(library_module("daemon_run.py", "live_throughput.py [--help] (also live_prefix_reuse.py, db_outage.py)"))

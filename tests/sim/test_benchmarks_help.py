@@ -34,3 +34,23 @@ def test_every_option_is_described_with_its_default(name, monkeypatch):
                    and (not a.help or (a.nargs != 0 and "default" not in a.help))]
     assert undescribed == []
     ap.format_help()  # (a help text with a stray % would fail here)
+
+
+@pytest.mark.parametrize(("name", "command"), [
+    ("autoscaling_find_scale", "autoscaling.py --find-scale N"), ("autoscaling_clairvoyant", "autoscaling.py --clairvoyant"),
+    ("autoscaling_checks", "autoscaling.py"), ("autoscaling_early_stop", "autoscaling.py"),
+    ("autoscaling_progress", "autoscaling.py"), ("autoscaling_args", "autoscaling.py"),
+    ("autoscaling_policies", "autoscaling.py"), ("bench_cli", "autoscaling.py"), ("daemon_run", "live_throughput.py"),
+])
+def test_a_helper_module_run_as_a_script_names_the_command_to_run(name, command, tmp_path):
+    """They did nothing, exit 0, even for --help (docs named two of them as if scripts)."""
+    import subprocess
+    import sys
+
+    from tests.fixtures.benchmarks import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--help"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith(f"{name}.py: library module of benchmarks/") and \
+        f"run: python benchmarks/{command}" in done.stderr
