@@ -26,7 +26,9 @@ on disk; the plugin is handed those vectors (the same ones it would compute). Em
 measured apart, one query at a time as in service. Lookup latency (the plugin's search, vote and
 decision, embedding excluded) is measured at 10k / 100k / 1M entries: the entries beyond the
 dataset are synthetic, the dataset's vectors plus Gaussian noise (sigma 0.04, re-normalised),
-so they cluster like real prompts; ``--sizes ""`` skips that part. Ends with one JSON line.
+so they cluster like real prompts; ``--sizes ""`` skips that part. Ends with one JSON line, whose headline
+(``bound``, ``hit_rate``, ``false_hit_rate``, ``errors_per_query``) is the 2% bound's when ``--bounds`` has it (the
+default does), else the first bound given; ``sweep`` has every bound given, and no other.
 """
 
 from __future__ import annotations
@@ -300,7 +302,8 @@ def main(argv=None) -> int:
     p.add_argument("--learn-fraction", type=_learn_share, default=0.7,
                    help="with --dataset: share learned on, in [0, 1) (0.7: about banking77's own train/test ratio)")
     p.add_argument("--bounds", type=comma_list(_open_share), default="0.01,0.02,0.05,0.1",
-                   help="false-hit bounds to sweep, each in (0, 1)")
+                   help="false-hit bounds to sweep, each in (0, 1); the JSON headline is 0.02 when given, else the first "
+                   "(default 0.01,0.02,0.05,0.1)")
     p.add_argument("--explore-rate", type=fraction, default=0.05, help="would-be hits verified (as misses), in [0, 1]")
     p.add_argument("--sizes", type=comma_list(positive_int, empty_ok=True), default="10000,100000,1000000",
                    help="index sizes for the latency part (\"\": skip it)")
@@ -318,9 +321,8 @@ def main(argv=None) -> int:
         if missing:
             p.error(f"--banking77 {banking77}{'' if a.banking77 else ' (the default)'}: no {' or '.join(missing)}; "
                     f"{BANKING77_SOURCE}")
-    bounds = list(a.bounds)
-    if 0.02 not in bounds:
-        bounds.append(0.02)
+    bounds = list(a.bounds)  # only those asked for (a 0.02 row was added when missing, and made the headline)
+    headline = 0.02 if 0.02 in bounds else bounds[0]
     sizes = a.sizes
     rng = np.random.default_rng(a.seed)
 
@@ -350,10 +352,10 @@ def main(argv=None) -> int:
     if lat:
         out.print(latency_table(lat))
     out.print(f"embedding (MiniLM-L6, one query, CPU): p50 {emb_p50:.1f} ms, p99 {emb_p99:.1f} ms")
-    head = next(r for r in rows if r["bound"] == 0.02)
+    head = next(r for r in rows if r["bound"] == headline)
     p99_100k = next((r["p99_ms"] for r in lat if r["entries"] == 100_000), None)
     cpu_100k = next((r["cpu_p99_ms"] for r in lat if r["entries"] == 100_000), None)
-    print(json.dumps({"bound": 0.02, "hit_rate": round(head["hit_rate"], 4),
+    print(json.dumps({"bound": headline, "hit_rate": round(head["hit_rate"], 4),
                       "false_hit_rate": round(head["false_hit_rate"], 4),
                       "lookup_p99_ms_100k": None if p99_100k is None else round(p99_100k, 3),
                       "lookup_cpu_p99_ms_100k": None if cpu_100k is None else round(cpu_100k, 3),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import math
 from pathlib import Path
 
@@ -109,3 +110,26 @@ def test_the_latency_part_builds_its_index_and_times_lookups():
     rows = bench.run_latency(vecs, [f"c{i % 7}" for i in range(300)], vecs[:20], [200, 500], 0, 20)
     assert [(r["entries"], r["synthetic"]) for r in rows] == [(200, 0), (500, 200)]
     assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in rows)
+
+
+def test_only_the_bounds_asked_are_swept_and_the_headline_is_one_of_them(tmp_path, monkeypatch, capsys):
+    """--bounds 0.05 added a 'learned, bound 0.02' row, and the JSON headline was that bound, not asked for."""
+    import numpy as np
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,category\n" + "".join(f"q{i},c{i % 3}\n" for i in range(12)))
+    swept = []
+
+    def quality(texts, cats, vecs, learn, evaluate, bounds, *rest):
+        swept.append(list(bounds))
+        return [_row(b, 100 + i, 1, 0.8) for i, b in enumerate(bounds)] + [{**_row(0.02, 90, 5, 0.85), "bound": None}]
+
+    monkeypatch.setattr(bench, "embed_all", lambda texts, cache_dir: np.eye(len(texts), dtype=np.float32))
+    monkeypatch.setattr(bench, "run_quality", quality)
+    monkeypatch.setattr(bench, "embed_latency", lambda texts, n: (1.0, 2.0))
+    for bounds, headline in (("0.05", 0.05), ("0.1,0.05", 0.1), ("0.05,0.02", 0.02)):
+        assert bench.main(["--dataset", str(data), "--bounds", bounds, "--sizes", ""]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert swept[-1] == [float(b) for b in bounds.split(",")]
+        assert result["bound"] == headline and set(result["sweep"]) == set(bounds.split(","))
+        assert result["hit_rate"] == round((100 + bounds.split(",").index(f"{headline:g}")) / 3080, 4)
