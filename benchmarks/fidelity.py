@@ -55,6 +55,7 @@ from fidelity_lib.pace import PACE_CORRECTIONS, PaceLog  # noqa: E402,F401
 from fidelity_lib.profiling import DEFAULT_MAX_PADDING  # noqa: E402
 from fidelity_lib.protocol import SCALING_SAMPLE  # noqa: E402
 from fidelity_lib.replay import LiveRun, RequestTimes  # noqa: E402,F401
+from fidelity_lib.warn_once import far_rows_once  # noqa: E402
 from fidelity_lib.slices import auto_speed_up, isolated_service_s, load_slices, peak_load  # noqa: E402,F401
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -284,6 +285,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     the temporary folder removed (`fidelity_lib.interrupted`), and SystemExit(130) raised."""
     args = parse_args(argv)
     args.workdir = Path(tempfile.mkdtemp(prefix="cp-fidelity-"))
+    with far_rows_once():  # a profile's "rows far from the fit" warning once, not at every simulation's fit
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     proto = None
     try:
         if args.protocol == "in-sample":

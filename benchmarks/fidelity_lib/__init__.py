@@ -8,5 +8,6 @@
 * `capacity`: the highest rate within the SLO, live and simulated.
 * `attribution`: a miss split into latency model and scheduling.
 * `protocol` / `protocol_report`: the operator's out-of-sample protocol (the default).
+* `warn_once`: a profile's far-rows warning once per profile, not at every fit.
 * `insample*`: the older in-sample diagnostics (``--protocol in-sample``).
 """
