@@ -15,7 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CpuSampler", "contention", "cpu_per_window"]
+__all__ = ["CpuSampler", "contention", "cpu_per_window", "host_text"]
+#: Why a run's worker share is not known (`contention`'s ``worker_cpu_note``).
+IN_PROCESS = "n/a: the worker runs in this process (--pool thread), its CPU not told apart from the driver's"
+NEVER_BUSY = "n/a: no 1 s window with the worker computing more than half of it"
 
 
 class CpuSampler:
@@ -88,7 +91,7 @@ def contention(sampler: CpuSampler, clock: tuple[float, float] | None, t0: float
     """Over a run: the mean and busiest cores other jobs used, and the worker's CPU over its iterations'
     backend time in the windows where it was busy (1.0: it ran whenever it computed; 0.6: descheduled
     40% of the time). A worker in this process (``worker_is_child`` false: the thread pool) cannot be
-    told apart from the driver: its share is None."""
+    told apart from the driver: its share is None, and ``worker_cpu_note`` says why (or that it was never busy)."""
     if clock is None or len(sampler.rows) < 2:
         return {}
     per = cpu_per_window(sampler.per_second(clock, t0), window_s)
@@ -96,10 +99,23 @@ def contention(sampler: CpuSampler, clock: tuple[float, float] | None, t0: float
         return {}
     busy = [(k, backend_s_by_window.get(int(t // window_s), 0.0) / window_s) for t, _, k, _ in per]
     worked = [(k, b) for k, b in busy if b > 0.5]
-    return {"others_cores_mean": round(sum(o for *_, o in per) / len(per), 3),
-            "others_cores_max": round(max(o for *_, o in per), 3),
-            "worker_cpu_per_backend": (round(sum(k for k, _ in worked) / sum(b for _, b in worked), 3)
-                                       if worked and worker_is_child else None)}
+    out = {"others_cores_mean": round(sum(o for *_, o in per) / len(per), 3),
+           "others_cores_max": round(max(o for *_, o in per), 3),
+           "worker_cpu_per_backend": (round(sum(k for k, _ in worked) / sum(b for _, b in worked), 3)
+                                      if worked and worker_is_child else None)}
+    if out["worker_cpu_per_backend"] is None:
+        out["worker_cpu_note"] = IN_PROCESS if not worker_is_child else NEVER_BUSY
+    return out
+
+
+def host_text(facts: dict[str, Any]) -> str:
+    """A run's `contention` facts in words for its progress line; "n/a" and why where one is not known."""
+    if facts.get("others_cores_mean") is None:
+        return "host: n/a (the run ended before its CPU was sampled twice, 0.5 s apart)"
+    share = facts.get("worker_cpu_per_backend")
+    worker = (f"worker on a core {share:.3f} of its iterations' time" if share is not None
+              else f"worker on a core: {facts.get('worker_cpu_note') or 'n/a'}")
+    return f"host: other jobs {facts['others_cores_mean']:.3f} cores (max {facts['others_cores_max']:.3f}), {worker}"
 
 
 def backend_by_window(samples: Sequence[Any], t0: float, window_s: float = 1.0) -> dict[int, float]:

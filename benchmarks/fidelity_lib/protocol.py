@@ -40,6 +40,7 @@ from controlplane.live.iteration_samples import join_runs, with_handoffs
 from fidelity_lib import capacity as cap
 from fidelity_lib.attribution import (SENSITIVITY_STEP, iteration_error_by_shape, iteration_error_pct, refit_profile,
                                       scaled_profile)
+from fidelity_lib.host_cpu import host_text
 from fidelity_lib.metrics import busiest_busy_fraction, stats
 from fidelity_lib.outcome import EvalRound, Outcome, SweepPoint
 from fidelity_lib.pace import PaceLog
@@ -435,8 +436,7 @@ class Protocol:
         e = {k: 100 * (stats(sim)[k][50] / stats(run.requests)[k][50] - 1) for k in ("ttft", "e2e")}
         self.say(f"round {index + 1}: {w.name} run {rep + 1}, {len(reqs)} requests at {rate:.2f}/s, pace x{factor:.3f}, "
                  f"busiest minute {busy:.0%} busy; p50 sim vs live TTFT {e['ttft']:+.1f}%, E2E {e['e2e']:+.1f}%; "
-                 f"host: other jobs {run.facts.get('others_cores_mean')} cores (max {run.facts.get('others_cores_max')}), "
-                 f"worker on a core {run.facts.get('worker_cpu_per_backend')} of its iterations' time")
+                 f"{host_text(run.facts)}")
         return rnd
 
     def attribute(self, rounds: list[EvalRound]) -> dict[str, dict[str, float]]:

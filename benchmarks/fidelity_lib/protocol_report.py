@@ -139,6 +139,16 @@ def capacity_note(live: cap.Crossing, sim: cap.Crossing, cap_rps: float, floor_r
     return "; ".join(parts)
 
 
+def pace_by_busy_line(by_busy: dict[str, Any]) -> str:
+    """`sim.calibration.pace_by_busy` in words; "n/a" and why where the runs had too few windows."""
+    cells = ", ".join(f"{k.replace('_', ' ')}: {v['median']:.3f} ({v['windows']} windows)"
+                      for k, v in by_busy.items() if isinstance(v, dict) and v["median"] is not None)
+    corr = by_busy.get("correlation")
+    return (f"live backend / grid model by the worker's busy fraction (5 s windows): "
+            f"{cells or 'n/a (no run had a full 5 s window of 20 or more iterations; its last, partial one is dropped)'}; "
+            f"correlation {f'{corr:.3f}' if corr is not None else 'n/a (fewer than 3 such windows)'}")
+
+
 def report(o: Outcome, console: Console) -> dict[str, Any]:
     a = o.args
     live, sim = pooled(o.rounds)
@@ -157,10 +167,7 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
     noise_ttft = {n: live_spread([r.live.requests for r in o.rounds if r.slice_name == n], "ttft") for n in names}
     console.print(attribution_table(o.attribution, noise))
     if o.pace_by_busy:
-        cells = ", ".join(f"{k.replace('_', ' ')}: {v['median']:.3f} ({v['windows']} windows)"
-                          for k, v in o.pace_by_busy.items() if isinstance(v, dict) and v["median"] is not None)
-        console.print(f"live backend / grid model by the worker's busy fraction (5 s windows): {cells}; "
-                      f"correlation {_r(o.pace_by_busy.get('correlation') or math.nan, 3)}", highlight=False)
+        console.print(pace_by_busy_line(o.pace_by_busy), highlight=False)
     for name, runs in o.iteration_by_shape.items():  # where the per-iteration error sits, run by run
         for k, shapes in enumerate(runs):
             cells = ", ".join(f"{b} {signed_pct(v['err_pct'])} ({v['time_share_pct']:.0f}% of time)" for b, v in shapes.items())
