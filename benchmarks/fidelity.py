@@ -30,7 +30,8 @@ Errors are signed, ``(sim - live) / live`` in %; targets use absolute values. En
 (``ttft_p50_err_pct``, ``e2e_p50_err_pct``, ``ttft_p99_err_pct``, ``e2e_p99_err_pct``,
 ``live_noise_e2e_p50_pct``, ``calibration_spread_pct``, ``high_load_e2e_p50_err_pct``, ``capacity_err_pct``, ``rounds``,
 ``rounds_dropped``, ...). Needs torch and transformers; builds a random-weight model (no download).
-Ctrl-C: exit status 130, no traceback, the JSON line with what was finished (``interrupted``: true), the
+A trace too short for a window: exit status 2 and one line naming it, what it needs and has, before the live
+runs that use it (`fidelity_lib.window_plan`). Ctrl-C: exit status 130, no traceback, the JSON line with what was finished (``interrupted``: true), the
 temporary folder removed unless ``--keep-temp`` (`fidelity_lib.interrupted`).
 """
 
@@ -56,7 +57,7 @@ from fidelity_lib.profiling import DEFAULT_MAX_PADDING  # noqa: E402
 from fidelity_lib.protocol import SCALING_SAMPLE  # noqa: E402
 from fidelity_lib.replay import LiveRun, RequestTimes  # noqa: E402,F401
 from fidelity_lib.warn_once import far_rows_once  # noqa: E402
-from fidelity_lib.slices import auto_speed_up, isolated_service_s, load_slices, peak_load  # noqa: E402,F401
+from fidelity_lib.slices import TraceTooShort, auto_speed_up, isolated_service_s, load_slices, peak_load  # noqa: E402,F401
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 #: Re-exported for the tests and for scripts that import this file.
@@ -308,6 +309,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             if args.quick:
                 result["target_met"] = None
                 console.print(f"[bold]{SMOKE_NOTE}[/]", highlight=False)
+    except TraceTooShort as exc:  # refused before the live runs that needed the window: one line, no traceback
+        import shutil
+
+        Console(stderr=True).print(f"fidelity.py: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        raise SystemExit(TraceTooShort.EXIT_STATUS) from None
     except KeyboardInterrupt:  # ReplayInterrupted included
         from fidelity_lib.interrupted import EXIT_STATUS, stopped
 

@@ -124,6 +124,13 @@ def next_sweep_rate(rates: Sequence[float], live_values: Sequence[float], slo: f
     return None
 
 
+def planned_rates(fractions: Sequence[float], sim_capacity: float, cap: float) -> list[float]:
+    """The sweep's planned rates: ``fractions`` of ``sim_capacity``, each clipped to the sweep's ``cap`` (a rate above
+    it would go past what the sweep says it swept, and past what the capacity window feeds: its requests would
+    repeat), in order, a rate clipped twice run once."""
+    return list(dict.fromkeys(min(f * sim_capacity, cap) for f in fractions))
+
+
 def capacity_window_requests(reference_rate: float, duration_s: float, fractions: Sequence[float],
                              max_fraction: float = MAX_FRACTION) -> int:
     """Requests the capacity window needs so that a sweep run at the highest rate the adaptive sweep may reach

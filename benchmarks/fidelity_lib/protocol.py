@@ -46,8 +46,9 @@ from fidelity_lib.outcome import EvalRound, Outcome, SweepPoint
 from fidelity_lib.pace import PaceLog
 from fidelity_lib.profiling import Probe, generic_grid, load_backend, policy_mixes, profile_with, with_max_padding
 from fidelity_lib.replay import LiveRun, keyed, observed_arrivals, replay_live, replay_sim, run_config, _vocab
-from fidelity_lib.slices import (Scaling, Window, at_rate, carve_windows, count_for, going_round, isolated_service_s,
-                                 poisson_at_rate, read_requests)
+from fidelity_lib.slices import (Scaling, TraceTooShort, Window, at_rate, carve_windows, count_for, going_round,
+                                 isolated_service_s, poisson_at_rate, read_requests)
+from fidelity_lib.window_plan import capacity_window, check_windows, grown_capacity_window, preflight, slice_plan
 from fidelity_lib.worker_probe import WorkerProbe, pace_factor, probe_pace
 from sim.calibration import calibrate, repeat_spread
 from sim.traces import TraceRequest, bundled_trace_path, parse_options
@@ -134,6 +135,29 @@ class Protocol:
         alone = cap.Slo(a.slo_metric, a.slo_pct, math.inf)
         return cap.Slo(a.slo_metric, a.slo_pct, a.slo_x * self.slo_metric(at_rate(reqs, 0.1 / service), profile, alone))
 
+    def light_capacity(self, nxt: list[TraceRequest], profile: Path, light_rate: float) -> float:
+        """The capacity ``profile`` gives the requests after the light run (their SLO on it): places the heavy run."""
+        slo = self.slo_for(nxt, profile)
+        return cap.bisect_capacity(lambda r: self.slo_metric(at_rate(nxt, r), profile, slo), slo.bound_s, low=0.05,
+                                   high=2 * light_rate)
+
+    def load_capacities(self, cal: list[TraceRequest], profile: Path, slo: cap.Slo, high: float) -> tuple[float, float]:
+        """The capacity ``profile`` gives the calibration window's first --high-s worth of requests at each rate (a load
+        like a high slice's): as the trace has them, and as a Poisson process (high load arrives that way with
+        --high-arrivals poisson: the trace's bursts at a mean rate near their capacity leave the worker idle
+        between them, never 85% busy over a minute)."""
+        hs, seed = self.args.high_s, self.args.seed
+        as_trace = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(cal[:count_for(r, hs)], r), profile, slo),
+                                       slo.bound_s, low=0.05, high=high)
+        poisson = cap.bisect_capacity(lambda r: self.slo_metric(poisson_at_rate(cal[:count_for(r, hs)], r, seed),
+                                                                profile, slo), slo.bound_s, low=0.05, high=2 * high)
+        return as_trace, poisson
+
+    def capacity_on(self, window: Window, profile: Path, slo: cap.Slo, high: float) -> float:
+        """The simulated capacity on the capacity window's sweep arrivals (bisection from ``high``)."""
+        return cap.bisect_capacity(lambda r: self.slo_metric(self.sweep_arrivals(window, r), profile, slo), slo.bound_s,
+                                   low=0.05, high=high)
+
     def sweep_arrivals(self, window: Window, rate: float) -> list[TraceRequest]:
         """The capacity window's first ``--capacity-s`` worth of requests at ``rate`` as a Poisson process:
         every sweep run lasts about as long, and measures the rate, not where the trace's bursts fall."""
@@ -182,8 +206,8 @@ class Protocol:
                             options=parse_options(getattr(a, "opt", None) or ()))
         n_scale = getattr(a, "scaling_requests", SCALING_SAMPLE)
         if len(raw) < n_scale:
-            raise SystemExit(f"{self.trace}: {len(raw)} requests after {self.start_s or 0}s; need {n_scale}+ "
-                             "(--scaling-requests)")
+            raise TraceTooShort(f"the trace is too short: {self.trace} has {len(raw)} requests after "
+                                f"{self.start_s or 0}s, the length scaling needs {n_scale} (--scaling-requests)")
         scaling = Scaling.fit(raw[:n_scale], prompt_scale=a.prompt_scale, output_scale=a.output_scale,
                               prompt_p50=a.prompt_p50, output_p50=a.output_p50, max_prompt=a.max_prompt_tokens,
                               max_output=a.max_output_tokens)
@@ -221,6 +245,7 @@ class Protocol:
                                    for r in scaling.apply(raw[:n_scale]))
         light_rate = a.calibration_load[0] / service
         n_light, longer = light_run_size(light_rate, a.calibration_s, n_scale)
+        preflight(a, len(raw), n_light)  # a trace too short for the light run and the least after it: no live run
         light_reqs = at_rate(scaling.apply(raw[:n_light]), light_rate)
         before = self.probe("before calibration 1", reference=True)
         self.say(f"calibration 1/{a.calibration_repeats}, light: the trace's first {n_light} requests at "
@@ -231,12 +256,10 @@ class Protocol:
         light = self.live(light_reqs, "fidelity calibration 1 (light)", seed=1)
         light_profile = calibrate(light.samples, self.tmp / "calibration-light.json", grid=(self.grid_rows, self.meta),
                                   run_ids=[light.run_id]).path
-        nxt = scaling.apply(raw[n_light:n_light + CAPACITY_SAMPLE])
-        light_slo = self.slo_for(nxt, light_profile)
-        light_cap = cap.bisect_capacity(lambda r: self.slo_metric(at_rate(nxt, r), light_profile, light_slo),
-                                        light_slo.bound_s, low=0.05, high=2 * light_rate)
+        light_cap = self.light_capacity(scaling.apply(raw[n_light:n_light + CAPACITY_SAMPLE]), light_profile, light_rate)
         heavy_rate = a.calibration_load[1] * light_cap
         n_heavy = count_for(heavy_rate, a.calibration_s / 2)
+        check_windows(len(raw), [("calibration", n_light + n_heavy)])  # before its heavy run
         heavy_part = scaling.apply(raw[n_light:n_light + n_heavy])
         heavy_reqs = (poisson_at_rate(heavy_part, heavy_rate, a.seed) if a.calibration_arrivals == "poisson"
                       else at_rate(heavy_part, heavy_rate))
@@ -293,40 +316,30 @@ class Protocol:
         # --pace-correction probe) places the load levels and the sweep; the SLO's bound is fixed here
         slo = self.slo = self.slo_for(cal_window.requests, self.frozen)
         place, place_factor, _, _ = self.paced_profile("before the slices")
-        # (the calibration window's first --high-s worth of requests at each rate: a load like a high slice's)
-        sim_cap0 = cap.bisect_capacity(lambda r: self.slo_metric(
-            at_rate(cal_window.requests[:count_for(r, a.high_s)], r), place, slo),
-                                       slo.bound_s, low=0.05, high=grid_cap)
-        # high load arrives as a Poisson process (--high-arrivals poisson): the trace's bursts at a mean rate
-        # near the bursts' capacity leave the worker idle between them, never 85% busy over a minute
-        poisson_cap = cap.bisect_capacity(lambda r: self.slo_metric(
-            poisson_at_rate(cal_window.requests[:count_for(r, a.high_s)], r, a.seed), place, slo),
-                                          slo.bound_s, low=0.05, high=2 * grid_cap)
-        levels = ["low"] * a.low_slices + ["high"] * a.high_slices
-        order = levels[::2] + levels[1::2] if len(levels) > 2 else levels  # interleave low and high in the trace
-        rates = {"low": a.low_load * sim_cap0,
-                 "high": a.high_load * (poisson_cap if a.high_arrivals == "poisson" else sim_cap0)}
-        dur = {"low": a.low_s, "high": a.high_s}
-        sizes, lv = [], {}
-        for i, level in enumerate(order):
-            name = f"{level}-{i + 1}"
-            sizes.append((name, count_for(rates[level], dur[level])))
-            lv[name] = level
+        sim_cap0, poisson_cap = self.load_capacities(cal_window.requests, place, slo, grid_cap)
+        sizes, lv, rates = slice_plan(a, sim_cap0, poisson_cap)
         # enough requests for a sweep run at the adaptive sweep's cap (sim_cap, bisected below on this window
         # with poisson_cap as its first bracket, is at most poisson_cap unless the window is lighter)
         later = raw[n_light + n_heavy:]
-        need = cap.capacity_window_requests(poisson_cap, a.capacity_s, a.capacity_fractions, a.capacity_max_fraction)
         left = len(later) - sum(n for _, n in sizes)
-        size, self.capacity_going_round = cap.capacity_window_size(need, left, MIN_CAPACITY_WINDOW)
+        need, size, self.capacity_going_round = capacity_window(a, poisson_cap, left, MIN_CAPACITY_WINDOW)
         if self.capacity_going_round:
             self.say(f"the trace has {left} requests left for the capacity window, fewer than the {need} a sweep run "
                      f"at its cap needs ({a.capacity_max_fraction:g} x {poisson_cap:.2f}/s for {a.capacity_s:g} s): "
                      "the sweep's runs go round them again (their lengths repeat)")
         sizes.append(("capacity", size))
+        check_windows(len(raw), sizes, at=n_light + n_heavy)  # before any evaluated run
         windows = [cal_window] + carve_windows(later, sizes, scaling)
         cap_window = windows[-1]
-        sim_cap = cap.bisect_capacity(lambda r: self.slo_metric(self.sweep_arrivals(cap_window, r), place, slo),
-                                      slo.bound_s, low=0.05, high=poisson_cap)
+        sim_cap = self.capacity_on(cap_window, place, slo, poisson_cap)
+        grown = grown_capacity_window(a, sim_cap, size, left, MIN_CAPACITY_WINDOW, self.capacity_going_round)
+        if grown:  # a lighter window than the calibration's: its sweep's cap needs more requests than it was sized on
+            self.say(f"the capacity window's simulated capacity, {sim_cap:.2f}/s, is above the {poisson_cap:.2f}/s it "
+                     f"was sized on: it takes {grown[0]} requests, not {size}"
+                     f"{' (all that are left: the runs go round them)' if grown[1] else ''}")
+            sizes[-1], self.capacity_going_round = ("capacity", grown[0]), grown[1]
+            windows[-1] = cap_window = carve_windows(later, sizes, scaling)[-1]
+            sim_cap = self.capacity_on(cap_window, place, slo, poisson_cap)
         self.say(f"simulated capacity (frozen profile at pace x{place_factor:.3f}, {slo}): "
                  f"{sim_cap0:.2f}/s on the calibration window as the trace has it, {poisson_cap:.2f}/s as a Poisson "
                  f"process, {sim_cap:.2f}/s on the capacity window; load levels "
@@ -345,7 +358,9 @@ class Protocol:
         window_cap = math.inf if self.capacity_going_round else cap.window_max_rate(len(cap_window.requests),
                                                                                     a.capacity_s)
         sweep_cap = min(a.capacity_max_fraction * sim_cap, window_cap)
-        planned = [frac * sim_cap for frac in a.capacity_fractions]
+        planned = cap.planned_rates(a.capacity_fractions, sim_cap, sweep_cap)
+        if max(a.capacity_fractions) * sim_cap > sweep_cap:
+            self.say(f"planned sweep rates above the sweep's cap, {sweep_cap:.2f}/s, run at the cap")
         while True:
             if planned:
                 rate, added = planned.pop(0), False
@@ -382,7 +397,8 @@ class Protocol:
         out.sweep_cap_rps, out.sweep_floor_rps = sweep_cap, a.capacity_min_fraction * sim_cap
         out.capacity_window_requests = len(cap_window.requests)
         out.idle_step_s = self.idle_variant.calibration.idle_prefill_extra_s
-        out.capacity_window_going_round = self.capacity_going_round
+        out.capacity_window_going_round = self.capacity_going_round or any(p.sent > len(cap_window.requests)
+                                                                            for p in sweep)
         from fidelity_lib.saturation import analyse_sweep
 
         out.capacity_attribution = analyse_sweep(self, sweep, slo)

@@ -130,8 +130,9 @@ def capacity_note(live: cap.Crossing, sim: cap.Crossing, cap_rps: float, floor_r
         return "both sides crossed the SLO inside the sweep"
     parts = []
     if live.status == "above":
-        parts.append(f"the live side stayed within the SLO up to the sweep's cap ({cap_rps:.2f}/s, "
-                     f"{cap_rps / bisect_rps:.2f} x the simulated capacity): live capacity above it, no figure")
+        parts.append(f"the live side stayed within the SLO up to the highest rate swept, {live.rate:.2f}/s (the "
+                     f"sweep's cap {cap_rps:.2f}/s, {cap_rps / bisect_rps:.2f} x the simulated capacity): live "
+                     f"capacity above it, capacity_live_rps a lower bound, no error figure")
     elif live.status == "below":
         parts.append(f"the live side was over the SLO down to the sweep's floor ({floor_rps:.2f}/s): no figure")
     if sim.status != "within":

@@ -23,6 +23,13 @@ from sim.traces import TraceRequest, apply_transforms, read_trace
 PEAK_WINDOW_S = 10.0
 
 
+class TraceTooShort(SystemExit):
+    """A trace with too few requests for a window: its message is one line naming the window, what it needs and
+    has; ``benchmarks/fidelity.py`` prints it and exits with status 2 (uncaught, it exits as SystemExit does)."""
+
+    EXIT_STATUS = 2
+
+
 @dataclass
 class Slices:
     """The calibration slices around the evaluated one: scaled lengths, arrivals from 0 at trace speed."""
@@ -172,8 +179,8 @@ def carve_windows(raw: list[TraceRequest], sizes: list[tuple[str, int]], scaling
             raise ValueError(f"window {name!r} needs at least 2 requests, got {n}")
         part = raw[at:at + n]
         if len(part) < n:
-            raise SystemExit(f"the trace has {len(raw)} requests from the start; window {name!r} needs {n} more "
-                             f"after the first {at} (use a longer trace, an earlier --start-s or smaller slices)")
+            raise TraceTooShort(f"the trace is too short: window {name!r} needs {n} requests, it has {len(part)} "
+                                f"(after the first {at}); use a longer trace, an earlier --start-s or smaller slices")
         out.append(Window(name, part[0].arrival_s, part[-1].arrival_s, scaling.apply(part)))
         at += n
     return out
