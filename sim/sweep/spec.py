@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from controlplane.config import RunConfig, StorageConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from sim.replay import TraceTransforms
+from sim.sweep.spec_checks import check_points
 from sim.sweep.spec_plugins import check_plugin_names
 from sim.sweep.spec_settings import check_plugin_settings
 from sim.traces import FORMAT_OPTIONS, FORMATS, parse_rate_profile, rate_profile_points
@@ -486,4 +487,5 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
             raise ConfigError(f"{where}: {exc}") from None
     check_plugin_names(spec.space, loaded.base_config, where)  # an unknown plugin or setting too
     check_plugin_settings(loaded, where, points)  # and every point's settings values, as its run would check them
+    check_points(loaded, where, points)  # and every point's config as `sim replay` checks it at its start
     return loaded

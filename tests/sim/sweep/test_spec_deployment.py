@@ -44,3 +44,34 @@ def test_sweeping_the_latency_models_tensor_parallel_or_gpu_alone_moves_the_keys
     loaded = load_spec(_spec(tmp_path, {"cluster.models.0.replicas": [1]},
                              base={"cluster.models.0.latency.tensor_parallel": 2}))
     assert _deployments(loaded)[0]["gpus_per_replica"] == 2
+
+
+LINEAR_7B = {"name": "default", "replicas": 2, "latency_model": "linear", "model_spec": "meta-llama/Llama-2-7b-hf"}
+
+
+def test_a_point_that_sim_replay_would_refuse_is_refused_before_the_sweep_starts(tmp_path):
+    """``cluster.models.0.gpus_per_replica: [1, 2]`` under a roofline model (its default tensor_parallel 1) failed
+    every 2-GPU run at its start, mid-sweep; a GPU the memory plan does not know (``a100-40gb``) ran and was stored
+    as finished without its memory plan, cost unknown. `sim replay` refuses both: every point is checked so."""
+    from controlplane.config import load_config
+    from sim.run_checks import checked_run_config
+    from sim.sweep.run import run_sweep
+
+    spec = _spec(tmp_path, {"cluster.models.0.gpus_per_replica": [1, 2]})
+    with pytest.raises(ConfigError) as exc:
+        load_spec(spec)
+    assert str(exc.value) == (
+        f"{spec}: sweep point {{'cluster.models.0.gpus_per_replica': 2}}: cluster.models[default]: the default "
+        "tensor_parallel of latency model 'roofline' (1) and gpus_per_replica (2) disagree: the latency model times a "
+        "replica on 1 GPU, while its GPU-seconds, cost and memory plan count 2; give the replica's GPU count once, as "
+        "latency.tensor_parallel (gpus_per_replica follows it), or the same number in both")
+    spec = _spec(tmp_path, {"cluster.models.0.gpu": ["l4", "a100-40gb"]}, LINEAR_7B)
+    with pytest.raises(ConfigError, match=r"spec.yaml: sweep point \{'cluster.models.0.gpu': 'a100-40gb'\}: unknown "
+                                          r"gpu 'a100-40gb'; known: "):
+        load_spec(spec)
+    with pytest.raises(LookupError, match="unknown gpu 'a100-40gb'"):  # (as `sim replay` refuses it)
+        checked_run_config(load_config(None, {"cluster": {"models": [{**LINEAR_7B, "gpu": "a100-40gb"}]}}),
+                           simulated=True, warn=print, database=False)
+    loaded = load_spec(_spec(tmp_path, {"cluster.models.0.gpu": ["l4", "h100-80gb"]}, LINEAR_7B))
+    result = run_sweep(loaded, f"sqlite:///{tmp_path / 'ok.db'}", backend="serial")
+    assert result.ran == 2 and not result.failed

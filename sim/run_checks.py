@@ -1,0 +1,99 @@
+"""What a run's start refuses of its config, refused by `sim replay` and `live-replay` before they touch the
+database or start a worker (as the daemon does before it listens), and by a sweep or search for every point before
+its first run (`sim.sweep.spec_checks`): the plugins' names and settings, and for a simulated run its latency
+models and the static memory plan. Without it a typo in a plugin setting left a new,
+empty database behind (or a PostgreSQL schema upgraded), or came after a live worker's start. A SQLite file in a
+folder that does not exist is refused too: ``--db /nonexistent/dir/x.db`` made the folders and stored the run there.
+
+`CONTROLPLANE_LOAD_PLUGINS` (the allow-list) leaving out enabled plugins is warned about, and the config the
+run gets, and stores, lists the plugins that run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from controlplane.config import RunConfig
+from controlplane.errors import ConfigError
+
+__all__ = ["check_database_folder", "checked_run_config"]
+
+
+def check_database_folder(url: str) -> None:
+    """A SQLite file's folder must exist (a new file in it is made; a new folder is not): a typo in ``--db``'s folder
+    is an error naming it, rather than a tree of folders made with the run stored at its end."""
+    from controlplane.storage.db import plain_sqlite_file
+    from controlplane.storage.errors import mask_password
+
+    path = plain_sqlite_file(url)
+    if path is not None and not path.parent.is_dir():
+        what = "is a file, not a folder" if path.parent.exists() else "no such folder"
+        raise ConfigError(f"database {mask_password(url)}: {path.parent}: {what}, so no run can be "
+                          "stored there; check --db (storage.url), or make the folder first")
+
+
+def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[str], None],
+                       path: Any = None, database: bool = True) -> RunConfig:
+    """``config`` checked as its run's start would check it (`ConfigError`, `PluginError` ...), nothing built that
+    the run keeps; its ``plugins.enabled`` limited to the plugins the allow-list lets load (``warn`` says which it
+    leaves out). ``simulated``: also build its latency models (their settings' errors) and plan its memory;
+    ``path``: the config file, named by their errors; ``database``: also check ``storage.url``'s folder (a sweep's
+    points are stored where its ``--db`` says)."""
+    from controlplane.plugin_checks import check_hook_names
+    from controlplane.plugin_manager import ALLOW_ENV, checked_plugin_names, discover_plugins, validated_settings
+
+    if database:
+        check_database_folder(config.storage.url)
+    plugins, available = config.plugins, discover_plugins()
+    enabled = checked_plugin_names(plugins.enabled, plugins.settings, available, warn_left_out=False)
+    for name in enabled:
+        validated_settings(available[name], plugins.settings.get(name))
+        check_hook_names(name, available[name].target)
+    left_out = [name for name in plugins.enabled if name not in enabled]
+    if left_out:
+        warn(f"${ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r} leaves out {', '.join(left_out)} of plugins.enabled: "
+             f"the run goes without {'it' if len(left_out) == 1 else 'them'}, and its stored config lists the "
+             "plugins that ran")
+        kept = {name: s for name, s in plugins.settings.items() if name in enabled}
+        config = config.model_copy(update={"plugins": plugins.model_copy(update={"enabled": enabled,
+                                                                                 "settings": kept})})
+    if simulated:
+        where = f"invalid configuration{f' in {path}' if path else ''}:\n  "
+        _check_latency_models(config, enabled, available, where)
+        _check_memory_plans(config, enabled, available, where)
+    return config
+
+
+def _check_latency_models(config: RunConfig, enabled: list[str], available: dict[str, Any], where: str) -> None:
+    """Build each deployment's latency model as the run will (`sim.replay.build_latency_models`: an unknown model,
+    a setting it does not take or refuses, a default ``tensor_parallel`` that is not ``gpus_per_replica``), from
+    the plugins that register latency models."""
+    from controlplane.plugin_manager import build_plugin_set
+    from sim.replay import build_latency_models
+
+    registering = [n for n in enabled if hasattr(available[n].target, "cp_register_latency_models")]
+    plugin_set = build_plugin_set(registering, {n: config.plugins.settings[n] for n in registering
+                                                if n in config.plugins.settings}, available=available)
+    build_latency_models(SimpleNamespace(config=config, plugins=plugin_set))  # type: ignore[arg-type]
+
+
+def _check_memory_plans(config: RunConfig, enabled: list[str], available: dict[str, Any], where: str) -> None:
+    """Plan each deployment's KV cache as `static-memory` will, when enabled: a known model whose weights leave no
+    room for one request's KV cache in ``memory_fraction`` of its GPUs is refused (the plan would raise at every
+    worker, and the run go on with an unlimited cache)."""
+    if "static-memory" not in enabled:
+        return
+    from controlplane.plugin_manager import instantiate
+
+    planner = instantiate(available["static-memory"], config.plugins.settings.get("static-memory"))
+    for i, d in enumerate(config.cluster.models):
+        try:
+            getattr(planner, "kv_blocks", lambda d: None)(d)
+        except ValueError as exc:  # (a model, GPU or precision the catalogue lacks: the plan's own, at the run)
+            raise ConfigError(f"{where}cluster.models.{i}: {exc} (static-memory's plan: "
+                              "plugins.settings.static-memory.memory_fraction of each GPU, less the weights, must "
+                              "hold one request's KV cache); give more gpus_per_replica, a GPU with more memory, a "
+                              "lower precision, or num_kv_blocks") from None
