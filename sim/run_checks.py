@@ -25,10 +25,13 @@ __all__ = ["check_database_folder", "checked_run_config"]
 def check_database_folder(url: str) -> None:
     """A SQLite file's folder must exist (a new file in it is made; a new folder is not): a typo in ``--db``'s folder
     is an error naming it, rather than a tree of folders made with the run stored at its end."""
-    from controlplane.storage.db import plain_sqlite_file
-    from controlplane.storage.errors import mask_password
+    from pathlib import Path
 
-    path = plain_sqlite_file(url)
+    from controlplane.storage.errors import mask_password
+    from controlplane.storage.shared_file import sqlite_path  # (not storage.db: the replay imports no SQLAlchemy)
+
+    name = sqlite_path(url)
+    path = Path(name) if name is not None else None
     if path is not None and not path.parent.is_dir():
         what = "is a file, not a folder" if path.parent.exists() else "no such folder"
         raise ConfigError(f"database {mask_password(url)}: {path.parent}: {what}, so no run can be "

@@ -120,12 +120,15 @@ def test_a_cascade_escalates_only_what_the_screen_flags():
 def test_saturated_guardians_queue_and_cost_gpu_seconds():
     one = {"name": "one", "replicas": 1, "latency": {"base_s": 1.0, "max_batch": 1}, "timeout_s": 100}
     trace = [TraceRequest(str(i), 0.0, 16, 1) for i in range(4)]
-    res = replay_with(trace=trace, plugins=guard(mode="sync", guardian="one"), guardians={"models": [one]})
+    apart = {"models": [{"name": "default", "replicas": 4}]}  # (each answer on its own replica: all at once)
+    res = replay_with(trace=trace, plugins=guard(mode="sync", guardian="one"), guardians={"models": [one]},
+                      cluster=apart)
     waits = sorted(r.finish_s - r.first_token_s for r in res.requests)
     assert waits == pytest.approx([1.0, 2.0, 3.0, 4.0], abs=1e-6)  # one replica: one check at a time
     assert res.summary["guardian_gpu_seconds"] == pytest.approx(4.0)
     two = {**one, "replicas": 2}
-    res2 = replay_with(trace=trace, plugins=guard(mode="sync", guardian="one"), guardians={"models": [two]})
+    res2 = replay_with(trace=trace, plugins=guard(mode="sync", guardian="one"), guardians={"models": [two]},
+                       cluster=apart)
     assert sorted(r.finish_s - r.first_token_s for r in res2.requests) == pytest.approx([1, 1, 2, 2], abs=1e-6)
 
 
