@@ -105,7 +105,9 @@ def parser() -> argparse.ArgumentParser:
                                  "--out, --max-replicas, --cold-start, ...), passed on to each setup.")
     ap.add_argument("--sources", help=f"comma-separated sources (default: all): {', '.join(SOURCES)}")
     ap.add_argument("--shapes", help=f"comma-separated shapes (default: all): {', '.join(SHAPES)}")
-    ap.add_argument("--setups", help="comma-separated setups '<source> <shape>' (instead of --sources/--shapes)")
+    ap.add_argument("--setups",
+                    help="comma-separated setups '<source> <shape>' (instead of --sources/--shapes; default, "
+                    "when none of the three is given: every setup, mooncake x0.5 only with diurnal and ramp)")
     ap.add_argument("--hours", type=int, default=None,
                     help="copies of the one-hour source trace (default: the source's, 4 for Azure, 3 for Mooncake)")
     ap.add_argument("--workdir", help="where the shaped traces are written and reused (default: a temporary folder)")

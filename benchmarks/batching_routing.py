@@ -195,31 +195,35 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog="req/s: completed requests over (last finish - first arrival), from the run's "
                                         "requests; not the run summary's throughput_rps, whose span ends at a "
                                         "control tick")
-    ap.add_argument("--trace", default=None, help="trace file or bundled:NAME; default: the shared-prefix generator")
+    ap.add_argument("--trace", default=None, help="trace file or bundled:NAME (default: the shared-prefix generator)")
     ap.add_argument("--format", default=None, choices=FORMATS,
-                    help="trace format (azure, mooncake, vidur, canonical, burstgpt, bailian); default: detect")
-    ap.add_argument("--limit", type=positive_int, default=None, help="replay only the first N requests of --trace")
+                    help="trace format (azure, mooncake, vidur, canonical, burstgpt, bailian; default: detect)")
+    ap.add_argument("--limit", type=positive_int, default=None,
+                    help="replay only the first N requests of --trace (default: all)")
     ap.add_argument("--speed-up", "--speedup", dest="speedup", type=positive_float, default=None,
                     help="compress --trace's arrivals by this factor (spelt as autoscaling.py and guardians.py do; "
-                         "--speedup: the old spelling)")
-    ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {', '.join(POLICIES)}")
+                         "--speedup: the old spelling; default: 1, as recorded)")
+    ap.add_argument("--policies", default=",".join(POLICIES),
+                    help=f"comma-separated policies to compare (default: all, {', '.join(POLICIES)})")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                    help="replica hardware; default 70b-h100x4 for mooncake traces (given by --format or "
-                         "detected), else 8b-a100")
-    ap.add_argument("--replicas", type=positive_int, default=4)
-    ap.add_argument("--ttft-slo", type=positive_float, default=2.0)
-    ap.add_argument("--tpot-slo", type=positive_float, default=0.2)
+                    help="replica hardware (default: 70b-h100x4 for mooncake traces, given by --format or "
+                         "detected, else 8b-a100)")
+    ap.add_argument("--replicas", type=positive_int, default=4, help="replicas of the model, fixed (default 4)")
+    ap.add_argument("--ttft-slo", type=positive_float, default=2.0, help="TTFT target in seconds (default 2.0)")
+    ap.add_argument("--tpot-slo", type=positive_float, default=0.2, help="TPOT target in seconds (default 0.2)")
     ap.add_argument("--continuous-policy", choices=["sarathi", "vllm"], default=CONTINUOUS_POLICY,
                     help="continuous-batching's style in every run (default: sarathi, chunked prefill with decodes)")
     g = ap.add_argument_group("shared-prefix workload (without --trace)",
                               f"the defaults, as a trace file: {WORKLOAD_COMMAND}")
-    g.add_argument("--requests", type=positive_int, default=3000)
-    g.add_argument("--qps", type=positive_float, default=14.0)
-    g.add_argument("--tenants", type=positive_int, default=256)
-    g.add_argument("--system-prompt-tokens", type=positive_int, default=6000)
+    g.add_argument("--requests", type=positive_int, default=3000, help="requests generated (default 3000)")
+    g.add_argument("--qps", type=positive_float, default=14.0, help="mean arrival rate, requests/s (default 14.0)")
+    g.add_argument("--tenants", type=positive_int, default=256,
+                   help="tenants, each with its own system prompt (default 256)")
+    g.add_argument("--system-prompt-tokens", type=positive_int, default=6000,
+                   help="tokens of each tenant's system prompt, the shared prefix (default 6000)")
     g.add_argument("--skew", type=nonnegative_float, default=1.2,
-                   help="Zipf exponent of tenant popularity (0: uniform)")
-    g.add_argument("--seed", type=int, default=1)
+                   help="Zipf exponent of tenant popularity (0: uniform; default 1.2)")
+    g.add_argument("--seed", type=int, default=1, help="seed of the generated workload (default 1)")
     return ap
 
 

@@ -240,26 +240,36 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--trace", type=Path, default=None, help="trace file (default: the bundled Azure code trace)")
     ap.add_argument("--format", default=None, choices=FORMATS, help="trace format (default: from the file)")
-    ap.add_argument("--limit", type=positive_int, default=None, help="replay only the first N requests")
-    ap.add_argument("--speed-up", type=positive_float, default=1.0, help="compress arrival times by this factor")
-    ap.add_argument("--replicas", type=positive_int, default=4, help="generation replicas (fixed)")
-    ap.add_argument("--judge-replicas", type=positive_int, default=3, help="replicas of the judge guardian")
+    ap.add_argument("--limit", type=positive_int, default=None, help="replay only the first N requests (default: all)")
+    ap.add_argument("--speed-up", type=positive_float, default=1.0,
+                    help="compress arrival times by this factor (default 1)")
+    ap.add_argument("--replicas", type=positive_int, default=4, help="generation replicas (fixed; default 4)")
+    ap.add_argument("--judge-replicas", type=positive_int, default=3, help="replicas of the judge guardian (default 3)")
     ap.add_argument("--budget", type=share, default=0.3,
-                    help="share the uniform and risk samplers check, in (0, 1]")
-    ap.add_argument("--harmful-rate", type=fraction, default=0.02, help="synthetic harmful share (ordinary tenants)")
-    ap.add_argument("--risky-rate", type=fraction, default=0.25, help="synthetic harmful share (risky tenants)")
-    ap.add_argument("--tenants", type=positive_int, default=20)
-    ap.add_argument("--risky-tenants", type=nonnegative_int, default=2)
-    ap.add_argument("--popular", type=positive_int, default=200, help="distinct popular prompts")
-    ap.add_argument("--popular-share", type=fraction, default=0.15, help="share of requests with a popular prompt")
-    ap.add_argument("--screen-separation", type=nonnegative_float, default=4.0)
-    ap.add_argument("--screen-noise", type=nonnegative_float, default=1.2)
+                    help="share the uniform and risk samplers check, in (0, 1] (default 0.3)")
+    ap.add_argument("--harmful-rate", type=fraction, default=0.02,
+                    help="synthetic harmful share (ordinary tenants; default 0.02)")
+    ap.add_argument("--risky-rate", type=fraction, default=0.25,
+                    help="synthetic harmful share (risky tenants; default 0.25)")
+    ap.add_argument("--tenants", type=positive_int, default=20, help="synthetic tenants (default 20)")
+    ap.add_argument("--risky-tenants", type=nonnegative_int, default=2,
+                    help="the first this many tenants are harmful at --risky-rate (default 2)")
+    ap.add_argument("--popular", type=positive_int, default=200, help="distinct popular prompts (default 200)")
+    ap.add_argument("--popular-share", type=fraction, default=0.15,
+                    help="share of requests with a popular prompt (default 0.15)")
+    ap.add_argument("--screen-separation", type=nonnegative_float, default=4.0,
+                    help="how far the cheap screen's scores of harmful and harmless texts lie apart (default 4.0)")
+    ap.add_argument("--screen-noise", type=nonnegative_float, default=1.2,
+                    help="noise of the cheap screen's scores (default 1.2)")
     ap.add_argument("--keep", type=share, default=0.99,
-                    help="share of the judge's blocks the cascade keeps on the held-out data (margin over 95%%)")
+                    help="share of the judge's blocks the cascade keeps on the held-out data (margin over 95%%; "
+                         "default 0.99)")
     ap.add_argument("--held-out-seeds", type=positive_int, default=10,
-                    help="held-out replicas of the workload (other seeds) the cascade is tuned on")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+                    help="held-out replicas of the workload (other seeds) the cascade is tuned on (default 10)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the trace's draws and the synthetic tenants, prompts and labels (default 0)")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS,
+                    help=f"guardian strategies replayed (default: all, {' '.join(VARIANTS)})")
     args = ap.parse_args(argv)
     path = check_trace(ap, args.trace, args.format) if args.trace is not None else bundled_trace_path()
 

@@ -128,16 +128,21 @@ async def _load(base: str, prompts: list[list[int]], max_tokens: int, clients: i
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests", type=int, default=64)
-    ap.add_argument("--tenants", type=int, default=6)
-    ap.add_argument("--system-tokens", type=int, default=1200)
-    ap.add_argument("--question-tokens", type=int, default=24)
-    ap.add_argument("--max-tokens", type=int, default=4)
-    ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--cache-tokens", type=int, default=4096, help="prefix KV kept per worker (tokens)")
-    ap.add_argument("--preset", default="small-llama")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--requests", type=int, default=64, help="requests sent per configuration (default 64)")
+    ap.add_argument("--tenants", type=int, default=6, help="tenants, each with its own system prompt (default 6)")
+    ap.add_argument("--system-tokens", type=int, default=1200,
+                    help="tokens of each tenant's system prompt, the shared prefix (default 1200)")
+    ap.add_argument("--question-tokens", type=int, default=24,
+                    help="tokens of each request's own question after it (default 24)")
+    ap.add_argument("--max-tokens", type=int, default=4, help="tokens generated per request (default 4)")
+    ap.add_argument("--clients", type=int, default=2, help="concurrent clients in a closed loop (default 2)")
+    ap.add_argument("--cache-tokens", type=int, default=4096,
+                    help="prefix KV kept per worker in the +reuse configurations (tokens; default 4096)")
+    ap.add_argument("--preset", default="small-llama",
+                    help="the workers' model preset, random weights (default small-llama)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the prompts' token ids and tenants (default 0)")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma-separated configurations run (default: all, {', '.join(CONFIGS)})")
     args = ap.parse_args(argv)
     names = [n for n in args.configs.split(",") if n]
     bad = [n for n in names if n not in CONFIGS]

@@ -298,20 +298,28 @@ def main(argv=None) -> int:
     p.add_argument("--banking77", type=Path, default=None, metavar="DIR",
                    help=f"folder of banking77's train.csv and test.csv, the default data ({BANKING77_SOURCE}; "
                         "default: ../shared/data/cache/banking77 beside the repository)")
-    p.add_argument("--dataset", type=Path, help="CSV with text,category, in place of banking77")
+    p.add_argument("--dataset", type=Path,
+                   help="CSV with text,category, in place of banking77 (default: none, banking77)")
     p.add_argument("--learn-fraction", type=_learn_share, default=0.7,
-                   help="with --dataset: share learned on, in [0, 1) (0.7: about banking77's own train/test ratio)")
+                   help="with --dataset: share learned on, in [0, 1) "
+                        "(default 0.7: about banking77's own train/test ratio)")
     p.add_argument("--bounds", type=comma_list(_open_share), default="0.01,0.02,0.05,0.1",
                    help="false-hit bounds to sweep, each in (0, 1); the JSON headline is 0.02 when given, else the first "
                    "(default 0.01,0.02,0.05,0.1)")
-    p.add_argument("--explore-rate", type=fraction, default=0.05, help="would-be hits verified (as misses), in [0, 1]")
+    p.add_argument("--explore-rate", type=fraction, default=0.05,
+                   help="would-be hits verified (as misses), in [0, 1] (default 0.05)")
     p.add_argument("--sizes", type=comma_list(positive_int, empty_ok=True), default="10000,100000,1000000",
-                   help="index sizes for the latency part (\"\": skip it)")
-    p.add_argument("--latency-queries", type=positive_int, default=2000, help="lookups timed per index size")
-    p.add_argument("--embed-queries", type=positive_int, default=100, help="single-query embeddings timed")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
+                   help="index sizes for the latency part (\"\": skip it; default 10000,100000,1000000)")
+    p.add_argument("--latency-queries", type=positive_int, default=2000,
+                   help="lookups timed per index size (default 2000)")
+    p.add_argument("--embed-queries", type=positive_int, default=100,
+                   help="single-query embeddings timed (default 100)")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the --dataset split, the plugin's draws and the latency part (default 0)")
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("CONTROLPLANE_CACHE_DIR") or
-                   Path.home() / ".cache" / "controlplane") / "embeddings")
+                   Path.home() / ".cache" / "controlplane") / "embeddings",
+                   help="where the data's embeddings are cached (default: $CONTROLPLANE_CACHE_DIR/embeddings, else "
+                        "~/.cache/controlplane/embeddings)")
     a = p.parse_args(argv)
     if a.dataset is not None and a.banking77 is not None:
         p.error("--banking77 and --dataset: give one (the data is one or the other)")

@@ -147,12 +147,15 @@ def _bounds(text: str) -> list[float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--bounds", type=_bounds, default="0.05,0.02", help="max_false_hit_rate values, each in (0, 1)")
-    p.add_argument("--repeats", type=nonnegative_int, default=700, help="requests drawn from the 20 prompts")
+    p.add_argument("--bounds", type=_bounds, default="0.05,0.02",
+                   help="max_false_hit_rate values, each in (0, 1) (default 0.05,0.02)")
+    p.add_argument("--repeats", type=nonnegative_int, default=700,
+                   help="requests drawn from the 20 prompts (default 700)")
     p.add_argument("--paraphrases", type=nonnegative_int, default=200,
-                   help="requests drawn from the 20 near-duplicates after them")
-    p.add_argument("--explore-rate", type=fraction, default=0.05, help="the plugin's explore_rate")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
+                   help="requests drawn from the 20 near-duplicates after them (default 200)")
+    p.add_argument("--explore-rate", type=fraction, default=0.05, help="the plugin's explore_rate (default 0.05)")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the requests' draws and the plugin (default 0)")
     a = p.parse_args(argv)
     from plugins.semantic_cache_embed import MiniLMEmbedder
 

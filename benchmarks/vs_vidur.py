@@ -533,13 +533,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--anchors", type=Path, default=Path(os.environ.get("VIDUR_ANCHORS", DEFAULT_ANCHORS)),
                     help=f"{ANCHORS_SOURCE} (default: ../shared/anchors/vidur beside the repository)")
-    ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated run folders")
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated run folders (default: all, {', '.join(RUNS)})")
     ap.add_argument("--repeats", type=positive_int, default=3,
-                    help="whole-process repetitions per run (every one reported)")
+                    help="whole-process repetitions per run (every one reported; default 3)")
     ap.add_argument("--small", type=nonnegative_int, default=1000,
-                    help="also time the code r1 run cut to its first N requests (the start-up target; 0: skip)")
+                    help="also time the code r1 run cut to its first N requests (the start-up target; 0: skip; "
+                         "default 1000)")
     ap.add_argument("--check-exact", type=nonnegative_int, nargs="?", const=1000, default=0, metavar="N",
-                    help="also compare exact and fast modes on the first N requests (default 1000)")
+                    help="also compare exact and fast modes on the first N requests "
+                         "(default: off; N without a value: 1000)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the per-request comparison (speed only)")
     ap.add_argument("--no-profile", action="store_true", help="skip the profiled run of each workload")
     args = ap.parse_args(argv)

@@ -26,7 +26,9 @@ def _parser_of(name: str, monkeypatch) -> argparse.ArgumentParser:
 
 
 @pytest.mark.parametrize("name", ["autoscaling", "autoscaling_peak_minute", "autoscaling_anatomy", "prefix_hits",
-                                  "million", "search", "replay_speed", "live_throughput"])
+                                  "million", "search", "replay_speed", "live_throughput", "batching_routing", "guardians",
+                                  "live_prefix_reuse", "semantic_cache", "semantic_false_hits", "vs_vidur",
+                                  "autoscaling_shapes"])
 def test_every_option_is_described_with_its_default(name, monkeypatch):
     ap = _parser_of(name, monkeypatch)
     undescribed = [a.option_strings[-1] for a in ap._actions
