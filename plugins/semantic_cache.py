@@ -38,7 +38,7 @@ from pydantic import Field, field_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
-from plugins.caching import add_false_hits, exact_key
+from plugins.caching import add_false_hits, exact_key, served_from_response_cache
 from plugins.semantic_cache_index import VectorIndex
 from plugins.semantic_cache_policy import ThresholdLearner, consensus_score
 
@@ -258,8 +258,8 @@ class SemanticCache(Plugin):
     @hookimpl
     def cp_cache_store(self, ctx, request):
         pending = self._pending.pop(request.request_id, None)
-        if request.cache_hit not in (None, "prefix"):  # served by a response cache: not stored again
-            return  # (a request that reused prefix KV blocks was computed: its answer is stored)
+        if served_from_response_cache(request):  # (a prefix-cache hit was computed: its answer is stored)
+            return
         if exact_key(request) is None or request.output_text is None:
             return  # no answer text (the simulator generates none): nothing to serve or learn from
         if pending is None:
