@@ -189,6 +189,7 @@ def main() -> None:
     import threading
 
     from controlplane import timings
+    from controlplane.cli import pipes
 
     timings.mark("main")
     early = None
@@ -222,7 +223,7 @@ def main() -> None:
         app()
         code: Any = 0
     except SystemExit as exc:
-        code = exc.code
+        code = 0 if pipes.closed_pipe_exit(exc) else exc.code
     except KeyboardInterrupt:  # Ctrl-C before the command ran (its imports): one word, no traceback
         print("interrupted", file=sys.stderr)
         code = 130

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ["quiet_on_closed_pipe", "reader_gone"]
+__all__ = ["closed_pipe_exit", "quiet_on_closed_pipe", "reader_gone"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +31,18 @@ def reader_gone() -> NoReturn:
     except (OSError, ValueError, AttributeError):  # (a stdout without a file descriptor: a test's runner)
         pass
     raise typer.Exit(0)
+
+
+def closed_pipe_exit(exc: SystemExit) -> bool:
+    """Whether ``exc`` is rich's or click's exit status 1 for a closed stdout (raised while handling the
+    ``BrokenPipeError``: ``controlplane --help | head``, ``controlplane sim replay --help | head``), which
+    the entry point turns into exit 0 as for every other command's output.
+
+    A closed pipe met while an error was being shown (a usage error's text into ``2>&1 | head``) keeps
+    its failure: the command did not do what it was asked.
+    """
+    cause = exc.__context__
+    return exc.code == 1 and isinstance(cause, BrokenPipeError) and cause.__context__ is None
 
 
 def _pipe_error() -> NoReturn:

@@ -43,3 +43,22 @@ def _into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess:
 def test_a_runs_command_whose_reader_went_away_ends_quietly_with_exit_0(db, args):
     proc = _into_a_closed_pipe(*args, "--db", db)
     assert (proc.returncode, proc.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("args", [("--help",), ("sim", "replay", "--help"), ("runs", "--help")], ids=" ".join)
+def test_help_into_a_closed_pipe_ends_quietly_with_exit_0(args):
+    """`controlplane --help | head`: rich's answer to the closed pipe (SystemExit(1)) became the exit status."""
+    proc = _into_a_closed_pipe(*args)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_a_usage_error_into_a_closed_pipe_still_fails():
+    """The closed pipe met while an error is shown keeps the command's failure."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "nosuch"], stdout=write, stderr=write,
+                              timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode != 0
