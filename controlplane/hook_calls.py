@@ -2,6 +2,13 @@
 type, is recorded as the plugin's error and the next implementation decides), the errors kept by a
 `HookMonitor`, and cheaper callers than pluggy's for the simulator's hot path.
 
+What a hook raises is the plugin's error, whatever its class: an `Exception`, and also `SystemExit` (``argparse``
+or ``sys.exit`` inside a plugin) and `asyncio.CancelledError` (a plugin that reads the result of a future it
+cancelled). Hooks are plain functions: a task's cancellation (the daemon's drain, a client gone) is delivered at
+the task's next ``await``, never inside a hook, so a `CancelledError` a hook raises is its own, and catching it
+loses no cancellation (asyncio keeps a pending ``cancel()`` for that ``await``). Only `KeyboardInterrupt` goes
+through, so Ctrl-C still stops a run (`NOT_PLUGIN_FAILURES`).
+
 `controlplane.plugin_manager` builds the run's plugin set with these and re-exports them.
 """
 
@@ -24,6 +31,11 @@ TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to s
 MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
 
 log = logging.getLogger("controlplane.plugin_manager")
+
+#: What a hook implementation raising is not the plugin's error but is let through: Ctrl-C. Every other exception,
+#: `BaseException`s included (`SystemExit`, `asyncio.CancelledError`, `GeneratorExit`), is recorded as the plugin's
+#: error and the next implementation, or the built-in fallback, decides.
+NOT_PLUGIN_FAILURES: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
 
 
 @dataclass
@@ -52,7 +64,7 @@ class HookMonitor:
     listeners: list[Callable[[str, str], None]] = field(default_factory=list)
     muted: bool = False
 
-    def record(self, plugin: str, hook: str, exc: Exception, subject: str | None = None) -> None:
+    def record(self, plugin: str, hook: str, exc: BaseException, subject: str | None = None) -> None:
         """Count ``plugin``'s error in ``hook``; ``subject``: the request id, worker id or model the call was about,
         when the caller knows it (else the one `PolicyCalls.drain_errors` is given, if any)."""
         if self.muted and hook == "cp_on_event":
@@ -122,7 +134,9 @@ def _isolated(fn: Any, plugin_name: str, hook: str, monitor: HookMonitor) -> Any
     def call(*args: Any) -> Any:
         try:
             result = fn(*args)
-        except Exception as exc:
+        except NOT_PLUGIN_FAILURES:
+            raise
+        except BaseException as exc:  # SystemExit, CancelledError too (the module's docstring)
             monitor.record(plugin_name, hook, exc)
             return None
         if result is not None:
@@ -180,7 +194,9 @@ class _FirstResult:
         for fn, pick, plugin in self.calls:
             try:
                 result = fn(*args) if pick is None else fn(*[args[i] for i in pick])
-            except Exception as exc:
+            except NOT_PLUGIN_FAILURES:
+                raise
+            except BaseException as exc:
                 self.monitor.record(plugin, self.hook, exc)
                 continue
             if result is not None:
@@ -217,7 +233,9 @@ class _Broadcast(_FirstResult):
                     fn(*args)
                 else:
                     fn(*[args[i] for i in pick])
-            except Exception as exc:
+            except NOT_PLUGIN_FAILURES:
+                raise
+            except BaseException as exc:
                 self.monitor.record(plugin, self.hook, exc)
 
 

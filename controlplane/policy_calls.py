@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane.context import Clock, PolicyContext
+from controlplane.hook_calls import NOT_PLUGIN_FAILURES
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.hookspecs import PROJECT_NAME
 from controlplane.plugin_manager import PluginSet, _Broadcast, _FirstResult, fast_caller
@@ -133,7 +134,9 @@ class PolicyCalls:
                         fn(event)
                     else:
                         fn(ctx, event)
-                except Exception as exc:
+                except NOT_PLUGIN_FAILURES:
+                    raise
+                except BaseException as exc:  # SystemExit, CancelledError too (`controlplane.hook_calls`)
                     self.monitor.record(plugin, "cp_on_event", exc)
         if self.monitor.errors:
             self.drain_errors(_event_subject(event))
@@ -155,7 +158,9 @@ class PolicyCalls:
                         result = fn(self.ctx, a, b)
                     else:
                         result = fn(self.ctx, a, b, c)
-                except Exception as exc:
+                except NOT_PLUGIN_FAILURES:
+                    raise
+                except BaseException as exc:
                     monitor.record(plugin, hook, exc)
                     result = None
                 if result is not None and (not isinstance(result, expected) or (check is not None and check(result))):
@@ -178,7 +183,9 @@ class PolicyCalls:
         failed = False
         try:
             result = caller(self.ctx, *args)
-        except Exception as exc:  # only pluggy's own callers (hooks with wrappers) get here
+        except NOT_PLUGIN_FAILURES:
+            raise
+        except BaseException as exc:  # only pluggy's own callers (hooks with wrappers) get here
             monitor.record(_wrappers(caller), hook, exc)
             result, failed = None, True
         if result is not None and type(caller) is not _FirstResult:  # a wrapper's answer (each policy's is checked)
@@ -205,7 +212,9 @@ class PolicyCalls:
         fn, name = rescue
         try:
             return fn(self.ctx, *args), name
-        except Exception as exc:
+        except NOT_PLUGIN_FAILURES:
+            raise
+        except BaseException as exc:
             self.monitor.record(name, hook, exc)
             self.drain_errors(_subject(*args[:2]))
             return None, None
