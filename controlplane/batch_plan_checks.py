@@ -5,7 +5,9 @@ included), a prefill entry that is not a (request, whole number of tokens) pair,
 tokens or of more than the prompt has left, a decode or a preemption of a request that is not
 running on the worker, an expiry of one not waiting there, more sequences running than the
 worker's ``max_num_seqs``, or a wake in the past would corrupt the worker's queues, stall it,
-overrun its memory, or (a preemption of a waiting request, asked again and again) never end. :func:`plan_error` says what is wrong
+overrun its memory, or (a preemption of a waiting request, asked again and again) never end; a
+``reason`` (the plan's, or an expiry's, which becomes its request's) that is not a string could
+not be stored (the request's row was lost). :func:`plan_error` says what is wrong
 (None when nothing is); the core then records it as the policy's error and asks the built-in
 batching instead (`PolicyCalls.decide_instead`), so a faulty batching plugin is isolated like one
 that raises. Checked for every plan, so the checks are plain attribute reads.
@@ -71,6 +73,8 @@ def _plan_error(plan: BatchPlan, w: Worker) -> str | None:
         if type(entry) is not tuple or len(entry) != 2 or not isinstance(entry[0], Request):
             return f"expire entries must be (request, reason) pairs, got {_shown(entry)}"
         r = entry[0]
+        if not isinstance(entry[1], str):
+            return f"expire of {r.request_id}: its reason must be a string, got {_shown(entry[1])}"
         if r.status is not _WAITING or r.worker_id != wid:
             return f"expire of {r.request_id}, which is not waiting on worker {wid}"
     if plan.expire and prefill:
@@ -89,6 +93,8 @@ def _plan_error(plan: BatchPlan, w: Worker) -> str | None:
     wake = plan.wake_after_s
     if wake is not None and not (wake >= 0 and math.isfinite(wake)):
         return f"wake_after_s must be a finite number >= 0, got {wake!r}"
+    if not isinstance(plan.reason, str):
+        return f"reason must be a string, got {_shown(plan.reason)}"
     return None
 
 

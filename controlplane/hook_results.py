@@ -6,7 +6,12 @@ as the plugin's error, the next implementation or the built-in fallback decides)
 `TypeError` of :func:`wrong_result` as its reason. The fields the core acts on are checked too
 (`FIELD_CHECKS`: a replica count of 2.5 or -2, a refusal's code given as a string, a memory plan
 of no sequences, a cache hit's negative latency or tokens, a guardian plan's unknown combine
-rule). A batch plan is checked against its worker (`controlplane.batch_plan_checks`).
+rule), and so are the fields the core stores:
+every decision's ``reason`` is a string, and what goes into a stored decision's JSON payload
+(a route's ``scores``, a guardian plan's ``extra`` and ``cached`` verdict, a cache hit's
+``similarity``) is encodable, so a bad value is the plugin's error here, not the SQL recorder's
+when the row is stored (where the row, and with a cache hit's reason the request's row, was lost).
+A batch plan is checked against its worker (`controlplane.batch_plan_checks`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from controlplane.decisions import (
     RouteDecision,
     ScaleDecision,
 )
+from controlplane.storage.jsoncodec import dumps
 from controlplane.types import ReasonCode
 
 #: Hook name -> the type (or types) its non-None results must be instances of.
@@ -60,6 +66,23 @@ def _seconds(value: Any) -> bool:
 
 def _text(value: Any) -> bool:
     return type(value) is str or isinstance(value, str)
+
+
+def _stored(value: Any) -> str | None:
+    """Why ``value`` cannot be stored in a JSON column (the SQL recorder's encoder,
+    `controlplane.storage.jsoncodec.dumps`); None when it can."""
+    try:
+        dumps(value)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _reason(kind: str, reason: Any) -> str | None:
+    """The error of a decision's ``reason`` (stored as text, and a cache hit's as its request's reason)."""
+    if type(reason) is str or isinstance(reason, str):
+        return None
+    return f"{kind}.reason must be a string, got {_shown(reason)}"
 
 
 def _admission_fields(d: Admission) -> str | None:
@@ -109,7 +132,7 @@ def _memory_fields(plan: MemoryPlan) -> str | None:
         value = getattr(plan, name)
         if not _whole(value, least):
             return f"MemoryPlan.{name} must be a whole number >= {least}, got {_shown(value)}"
-    return None
+    return _reason("MemoryPlan", plan.reason)
 
 
 def _cache_hit_fields(hit: CacheHit) -> str | None:
@@ -123,6 +146,26 @@ def _cache_hit_fields(hit: CacheHit) -> str | None:
         return f"CacheHit.output_tokens must be a whole number >= 0 or None, got {_shown(hit.output_tokens)}"
     if hit.response_text is not None and not _text(hit.response_text):
         return f"CacheHit.response_text must be a string or None, got {_shown(hit.response_text)}"
+    similarity = hit.similarity
+    if similarity is not None and not (_real(similarity) and math.isfinite(similarity)):
+        return f"CacheHit.similarity must be a finite number or None, got {_shown(similarity)}"
+    return _reason("CacheHit", hit.reason)
+
+
+def _route_fields(decision: RouteDecision) -> str | None:
+    """A route's ``reason`` is stored as text, its ``scores`` in the decision's JSON payload (each route's check:
+    two type tests when there are no scores, an encoding when there are, which the recorder repeats)."""
+    if type(decision.reason) is not str:
+        why = _reason("RouteDecision", decision.reason)
+        if why is not None:
+            return why
+    scores = decision.scores
+    if scores is not None:
+        if not isinstance(scores, dict):
+            return f"RouteDecision.scores must be a dict or None, got {_shown(scores)}"
+        why = _stored(scores)
+        if why is not None:
+            return f"RouteDecision.scores must be JSON-encodable (it is stored with the decision), got {_shown(scores)}: {why}"
     return None
 
 
@@ -137,6 +180,13 @@ def _guardian_fields(plan: GuardianPlan) -> str | None:
     while plan is not None:  # the plan, then each tier of its cascade
         if type(plan.check) is not bool:
             return f"GuardianPlan.check must be True or False, got {_shown(plan.check)}"
+        why = _reason("GuardianPlan", plan.reason)
+        if why is not None:
+            return why
+        if not isinstance(plan.extra, dict):
+            return f"GuardianPlan.extra must be a dict, got {_shown(plan.extra)}"
+        if plan.extra and _stored(plan.extra) is not None:
+            return f"GuardianPlan.extra must be JSON-encodable (it is stored with the decision): {_stored(plan.extra)}"
         if plan.mode not in GUARDIAN_MODES:
             return f"GuardianPlan.mode must be 'sync' or 'async', got {_shown(plan.mode)}"
         if plan.combine not in GUARDIAN_COMBINES:
@@ -144,6 +194,9 @@ def _guardian_fields(plan: GuardianPlan) -> str | None:
         if plan.cached is not None:
             if not isinstance(plan.cached, dict):
                 return f"GuardianPlan.cached must be a dict (a known verdict) or None, got {_shown(plan.cached)}"
+            why = _cached_verdict(plan.cached)
+            if why is not None:
+                return why
         elif plan.check and not (plan.names and all(_text(n) and n for n in plan.names)):
             return f"GuardianPlan names no guardian to check with (guardian {plan.guardian!r}, guardians {plan.guardians!r})"
         if plan.then is not None and not isinstance(plan.then, GuardianPlan):
@@ -152,16 +205,31 @@ def _guardian_fields(plan: GuardianPlan) -> str | None:
     return None
 
 
+def _cached_verdict(cached: dict) -> str | None:
+    """A known verdict's fields: its verdict, guardian and reason are stored as text (the request's verdict and
+    reason), its score with the decision."""
+    for key in ("verdict", "guardian", "reason", "stage"):
+        value = cached.get(key)
+        if value is not None and not _text(value):
+            return f"GuardianPlan.cached[{key!r}] must be a string, got {_shown(value)}"
+    score = cached.get("score")
+    if score is not None and not (_real(score) and math.isfinite(score)):
+        return f"GuardianPlan.cached['score'] must be a finite number or None, got {_shown(score)}"
+    return None
+
+
 #: Hook name -> a check of its result's fields (the result is of the hook's type): an error
-#: message, or None when the core can act on it. Each runs on every non-None result, so only for
-#: hooks asked rarely (per tick) or whose non-None results are rare enough to cost nothing beside
-#: what the core does with them (a cache hit: served, a decision recorded; a miss is not checked).
+#: message, or None when the core can act on it. Each runs on every non-None result, so each is cheap
+#: where its hook is asked often (a route: per request, a few type tests) and checks
+#: more only where the answer is rare or costs more itself (a cache hit: served, a decision recorded;
+#: a route's scores: encoded again when stored).
 FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "cp_admit_request": _admission_fields,  # (built-in admission answers only to refuse)
     "cp_scale": _scale_fields,
     "cp_plan_memory": _memory_fields,
     "cp_cache_lookup": _cache_hit_fields,
     "cp_guardian_plan": _guardian_fields,
+    "cp_route_request": _route_fields,  # (per request: two type tests without scores)
 }
 
 

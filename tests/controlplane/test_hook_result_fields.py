@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from controlplane import Plugin, hookimpl
-from controlplane.decisions import Admission, CacheHit, GuardianPlan, MemoryPlan, ScaleDecision
-from controlplane.testing import make_trace, replay_with
+from controlplane.decisions import Admission, BatchPlan, CacheHit, GuardianPlan, MemoryPlan, RouteDecision, ScaleDecision
+from controlplane.testing import make_trace, replay_with, stored_rows
 from controlplane.types import ReasonCode
 from tests.fixtures.common import assert_conserved
 
@@ -61,3 +61,72 @@ def test_a_decision_with_a_field_the_core_cannot_act_on_is_the_plugins_error(hoo
     assert res.summary["num_plugin_errors"] == len(errors)
     assert res.summary["num_completed"] == 6  # the built-in (or nobody, for a cache or a guardian) decided
     assert_conserved(res.summary, res.requests)
+
+
+# What the core stores of a decision: its ``reason`` as text, its scores, extra and cached verdict as JSON. Before, a
+# bad one was applied and failed only in the SQL recorder, blamed on ``sql-recorder``; a cache hit's reason is also
+# its request's, so that request's row was lost.
+UNSTORABLE = [
+    ("cp_cache_lookup", "ctx, request", CacheHit("exact", 0.0, reason=("hit", 1)),
+     "CacheHit.reason must be a string, got tuple ('hit', 1)", {}),
+    ("cp_cache_lookup", "ctx, request", CacheHit("exact", 0.0, similarity="high"),
+     "CacheHit.similarity must be a finite number or None, got str 'high'", {}),
+    ("cp_route_request", "ctx, request, workers", RouteDecision("default-0", reason=7),
+     "RouteDecision.reason must be a string, got int 7", {}),
+    ("cp_route_request", "ctx, request, workers", RouteDecision("default-0", "x", scores={"default-0": object()}),
+     "RouteDecision.scores must be JSON-encodable (it is stored with the decision)", {}),
+    ("cp_route_request", "ctx, request, workers", RouteDecision("default-0", "x", scores=[1.0]),
+     "RouteDecision.scores must be a dict or None, got list [1.0]", {}),
+    ("cp_plan_memory", "ctx, worker, trigger", MemoryPlan(8, 2048, 100, reason=None),
+     "MemoryPlan.reason must be a string, got NoneType None", {}),
+    ("cp_guardian_plan", "ctx, request, stage", GuardianPlan(True, "g", reason=b"why"),
+     "GuardianPlan.reason must be a string, got bytes b'why'", _GUARDED),
+    ("cp_guardian_plan", "ctx, request, stage", GuardianPlan(False, "g", extra={"backoff": True, "at": object()}),
+     "GuardianPlan.extra must be JSON-encodable (it is stored with the decision)", _GUARDED),
+    ("cp_guardian_plan", "ctx, request, stage", GuardianPlan(True, "g", cached={"verdict": ["pass"]}),
+     "GuardianPlan.cached['verdict'] must be a string, got list ['pass']", _GUARDED),
+]
+
+
+@pytest.mark.parametrize(("hook", "args", "value", "message", "config"), UNSTORABLE,
+                         ids=[f"{b[0]}-{i}" for i, b in enumerate(UNSTORABLE)])
+def test_a_decision_the_core_could_not_store_is_the_plugins_error(hook, args, value, message, config):
+    test_a_decision_with_a_field_the_core_cannot_act_on_is_the_plugins_error(hook, args, value, message, config)
+
+
+class _UnstorableExpiry(Plugin):
+    """Expires every waiting request with a reason that is not a string (the request's reason, once refused)."""
+
+    name = "faulty"
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        return BatchPlan(expire=tuple((r, ("too", "late")) for r in worker.waiting)) if worker.waiting else None
+
+
+def test_a_batch_plans_reason_that_is_not_a_string_is_the_plugins_error():
+    res = replay_with(_returning("cp_form_batch", "ctx, worker", BatchPlan(reason=3)), trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_form_batch", "faulty")}
+    assert "reason must be a string, got int 3" in errors[0].reason
+    res = replay_with(_UnstorableExpiry(), trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_form_batch", "faulty")}
+    assert "its reason must be a string, got tuple ('too', 'late')" in errors[0].reason
+    assert res.summary["num_completed"] == 6 and all(type(r.reason) in (str, type(None)) for r in res.requests)
+
+
+@pytest.mark.parametrize("plugin", [
+    _returning("cp_cache_lookup", "ctx, request", CacheHit("exact", 0.0, reason=("hit", 1))),
+    _returning("cp_route_request", "ctx, request, workers", RouteDecision("default-0", "x", scores={"a": object()})),
+    _UnstorableExpiry(),
+], ids=["cache-hit-reason", "route-scores", "expiry-reason"])
+def test_a_bad_decision_payload_loses_no_stored_row(tmp_path, plugin):
+    """The repro: a cache hit whose reason is a tuple, replayed into SQLite, stored 0 request rows."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    res = replay_with(plugin, trace=make_trace(6), db_url=url)
+    assert not [d for d in res.decisions if d.plugin == "sql-recorder"]
+    assert len(stored_rows(url, res.run_id, "requests")) == 6
+    stored = stored_rows(url, res.run_id, "decisions")
+    assert len(stored) == len(res.decisions)
+    assert {d["plugin"] for d in stored if d["is_error"]} == {"faulty"}
