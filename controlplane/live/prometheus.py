@@ -126,8 +126,8 @@ class PrometheusExporter:
         self._served = frozenset(d.name for d in ctx.config.cluster.models)
 
     def _model(self, name: str | None) -> str:
-        """The ``model`` label of a request for ``name``."""
-        if not name:
+        """The ``model`` label of a request for ``name`` (empty for none; an empty name is no served one's)."""
+        if name is None:
             return ""
         served = self._served
         return name if served is None or name in served else UNKNOWN_MODEL_LABEL

@@ -92,3 +92,30 @@ def test_a_cache_store_outage_shows_in_the_metrics():
     text = exporter.render()
     assert b"controlplane_cache_stores_down 1.0" in text and b"controlplane_cache_store_failures 1.0" in text
     store.close()
+
+
+def test_a_request_for_the_empty_model_name_is_counted_under_unknown():
+    """``"model": ""`` (404 unknown_model) was counted under model="": an empty name is no served model's."""
+    from types import SimpleNamespace
+
+    from controlplane.events import RequestArrived, RequestFinished
+    from controlplane.live.prometheus import UNKNOWN_MODEL_LABEL
+    from controlplane.testing import make_config
+    from controlplane.types import ReasonCode, RequestStatus
+
+    exporter = PrometheusExporter()
+    exporter.cp_run_started(SimpleNamespace(config=make_config(cluster={"models": [{"name": "tiny"}]})))
+    for model in ("", "gpt-9", "tiny"):
+        request = SimpleNamespace(model=model, status=RequestStatus.REJECTED, reason_code=ReasonCode.UNKNOWN_MODEL,
+                                  cache_hit=None)
+        exporter.cp_on_event(RequestArrived(1.0, request))
+        exporter.cp_on_event(RequestFinished(1.0, request))
+
+    def count(metric: str, model: str, **labels: str) -> float | None:
+        return exporter.registry.get_sample_value(f"controlplane_{metric}", {"model": model, **labels})
+
+    rejected = {"status": "rejected", "reason_code": "unknown_model"}
+    assert count("requests_total", UNKNOWN_MODEL_LABEL, **rejected) == 2.0
+    assert count("requests_arrived_total", UNKNOWN_MODEL_LABEL) == 2.0
+    assert count("requests_total", "", **rejected) is None and count("requests_arrived_total", "") is None
+    assert count("requests_total", "tiny", **rejected) == 1.0
