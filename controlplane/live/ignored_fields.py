@@ -5,7 +5,10 @@ OpenAI-compatible servers accept fields they do not know (clients send ``metadat
 misspelt option silently ignored (``max_token`` for ``max_tokens``) is a trap: the request runs
 with the default. As vLLM does, each ignored field is logged as a warning, here once per field
 name for the daemon's life (with the known field it looks like, if any), and every response
-names the request's ignored fields in its ``x-ignored-fields`` header.
+names the request's ignored fields in its ``x-ignored-fields`` header. One request has at most
+`MAX_LOGGED_PER_REQUEST` new names logged (the rest counted on one line, and warned about when a
+later request sends them), so one body of made-up names can neither flood the log nor use up the
+daemon's budget of names (`IgnoredFields`' ``max_remembered``) before a later client's typo.
 
 Ignored: the body's unknown top-level fields and those of ``stream_options`` (named
 ``stream_options.NAME``), and ``stream_options`` itself without ``stream: true``. A message's own extra fields (``refusal``, ``annotations``... that a
@@ -21,13 +24,15 @@ from pydantic import BaseModel
 
 from controlplane.errors import did_you_mean
 
-__all__ = ["HEADER", "IgnoredFields", "header_value", "ignored_fields", "unknown_in_raw"]
+__all__ = ["HEADER", "MAX_LOGGED_PER_REQUEST", "IgnoredFields", "header_value", "ignored_fields", "unknown_in_raw"]
 
 log = logging.getLogger("controlplane.daemon")
 
 HEADER = "x-ignored-fields"
 _MAX_REPORTED = 32  # names in one header (a body has at most 2 MiB of them)
 _MAX_NAME = 64  # characters of a name in the header and the log
+#: New ignored names one request has warned about (and remembered) at most; its others are counted.
+MAX_LOGGED_PER_REQUEST = 8
 
 
 def ignored_fields(body: BaseModel) -> list[str]:
@@ -64,10 +69,12 @@ class IgnoredFields:
             return None
         known = list(type(body).model_fields)
         with self._lock:
-            new = [n for n in names if n not in self._seen][:max(0, self._max - len(self._seen))]
+            unseen = [n for n in names if n not in self._seen]
+            new = unseen[:max(0, min(MAX_LOGGED_PER_REQUEST, self._max - len(self._seen)))]
             self._seen.update(new)
             full = len(self._seen) >= self._max and not self._full
             self._full = self._full or full
+            capped = len(unseen) - len(new) if len(self._seen) < self._max else 0  # (not for the budget's end)
         for name in new:
             if name in known:  # stream_options without stream
                 what, hint = "request field", " (used only with stream: true)"
@@ -76,6 +83,9 @@ class IgnoredFields:
                 what, hint = "unknown request field", did_you_mean(name, known, cutoff=0.8)
             log.warning("%s: ignoring the %s '%s'%s; responses name it in %s (logged once per field name)",
                         endpoint, what, _printable(name), hint, HEADER)
+        if capped:  # (warned about when a later request sends them)
+            log.warning("%s: %d more ignored field names in this request not logged (at most %d a request); %s "
+                        "names the first %d", endpoint, capped, MAX_LOGGED_PER_REQUEST, HEADER, _MAX_REPORTED)
         if full:  # a client sending made-up names cannot grow the memory or flood the log
             log.warning("%d ignored field names seen: no warning for new ones (%s still names them)", self._max, HEADER)
         return header_value(names)

@@ -10,7 +10,7 @@ import pytest
 from controlplane.live.daemon import Daemon, DaemonOptions
 from controlplane.live.daemon_config import daemon_config
 from controlplane.live.daemon_requests import ChatCompletionRequest, CompletionRequest
-from controlplane.live.ignored_fields import HEADER, IgnoredFields, ignored_fields
+from controlplane.live.ignored_fields import HEADER, MAX_LOGGED_PER_REQUEST, IgnoredFields, ignored_fields
 from tests.live.daemon_process import wait_until_ready
 
 
@@ -64,6 +64,26 @@ def test_odd_names_are_escaped_and_the_header_and_the_warnings_are_bounded(caplo
     assert warnings(caplog)[-1] == "5 ignored field names seen: no warning for new ones (x-ignored-fields still names them)"
     assert seen.note(CompletionRequest.model_validate({"prompt": "x", "later": 1}), "/v1/completions") == "later"
     assert len(warnings(caplog)) == 6 and len(seen._seen) == 5
+
+
+def test_one_request_of_made_up_names_logs_a_few_and_leaves_the_budget_for_a_later_typo(caplog):
+    """10,000 unknown names in one body were 10,000 warning lines and used up the daemon's budget of names:
+    a later client's ``tempreature`` was never logged."""
+    caplog.set_level(logging.WARNING, logger="controlplane.daemon")
+    seen = IgnoredFields()
+    flood = CompletionRequest.model_validate({"prompt": "x", **{f"junk{i:05d}": i for i in range(10_000)}})
+    assert seen.note(flood, "/v1/completions").endswith(",junk00031,...")  # the header as before
+    assert len(warnings(caplog)) == MAX_LOGGED_PER_REQUEST + 1
+    assert warnings(caplog)[-1] == (f"/v1/completions: {10_000 - MAX_LOGGED_PER_REQUEST} more ignored field names "
+                                    f"in this request not logged (at most {MAX_LOGGED_PER_REQUEST} a request); "
+                                    "x-ignored-fields names the first 32")
+    typo = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}], "tempreature": 1})
+    assert seen.note(typo, "/v1/chat/completions") == "tempreature"
+    assert "'tempreature' (did you mean 'temperature'?)" in warnings(caplog)[-1]
+    again = CompletionRequest.model_validate({"prompt": "x", "junk09999": 1})  # one not logged the first time: now
+    seen.note(again, "/v1/completions")
+    assert "'junk09999'" in warnings(caplog)[-1] and len(warnings(caplog)) == MAX_LOGGED_PER_REQUEST + 3
+    assert seen.note(flood, "/v1/completions") and len(warnings(caplog)) == 2 * MAX_LOGGED_PER_REQUEST + 4
 
 
 @pytest.fixture(scope="module")
