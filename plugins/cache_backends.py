@@ -40,9 +40,11 @@ __all__ = ["MAX_RETRY_AFTER_S", "CacheStore", "MemoryStore", "RedisStore", "Redi
 
 def _redis_url(url: str) -> str:
     """A URL Redis can open: refused with the setting's name when it is not one (redis-py's own error, at the
-    plugin's start, named neither the setting nor the value)."""
+    plugin's start, named neither the setting nor the value); the value shown without its password."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {url!r}")
+        from controlplane.storage.errors import mask_password
+
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {mask_password(url)!r}")
     return url
 
 

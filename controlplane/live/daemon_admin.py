@@ -29,7 +29,14 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
 
 @router.get("/plugins")
 async def admin_plugins(driver: DriverDep) -> dict[str, Any]:
-    return {"run_id": driver.run_id, "plugins": driver.plugin_listing()}
+    """The loaded plugins, their settings' URLs without passwords (a Redis store's ``redis_url``), as a run row's."""
+    from controlplane.session import without_password
+
+    plugins = driver.plugin_listing()
+    settings = {p["name"]: p["settings"] for p in plugins if isinstance(p["settings"], dict)}
+    masked = without_password({"plugins": {"settings": settings}})["plugins"]["settings"]
+    return {"run_id": driver.run_id, "plugins": [{**p, "settings": masked.get(p["name"], p["settings"])}
+                                                 for p in plugins]}
 
 
 @router.get("/workers")

@@ -53,3 +53,45 @@ def test_a_reload_naming_a_guardian_the_daemon_does_not_run_is_refused(tmp_path)
         path.write_text(CONFIG.replace("PLAN", "rules").replace("DECLARED", rules2))
         r = client.post("/admin/reload", headers=admin)
         assert r.status_code == 200 and r.json()["needs_restart"] == ["guardians"]
+
+
+REDIS_CONFIG = """\
+cluster:
+  models:
+    - {name: tiny, replicas: 1, worker: {preset: tiny-llama}}
+plugins:
+  enabled: [exact-cache, queue-limit, least-loaded, continuous-batching, fixed-replicas]
+  settings:
+    exact-cache: {backend: redis, redis_url: "URL"}
+"""
+
+
+def test_a_redis_password_is_shown_as_stars_by_the_plugin_listing_and_a_refused_reload(tmp_path):
+    """GET /admin/plugins showed exact-cache's redis_url with its password in clear; so did the redis_url
+    validator's error, the 400 body of /admin/reload (``got 'http://:PASSWORD@...'``), ``?password=`` too."""
+    from fastapi.testclient import TestClient
+
+    from tests.fixtures.common import REDIS_URL
+
+    secret = "RedisS3cretPW"
+    host = REDIS_URL.split("://", 1)[1]
+    path = tmp_path / "daemon.yaml"
+    path.write_text(REDIS_CONFIG.replace("URL", f"redis://:{secret}@{host}?password={secret}"))
+    flags = {"db": None, "workers": None, "preset": None, "model_path": None, "precision": None, "model_name": None}
+    cfg, overrides = daemon_config(path, **flags)
+    options = DaemonOptions(pool="thread", admin_token=TOKEN, cpu_threads=1, config_path=path, overrides=overrides,
+                            config_flags=flags)
+    with TestClient(Daemon(cfg, options, record=False).app) as client:
+        wait_until_ready(client)
+        admin = {"authorization": f"Bearer {TOKEN}"}
+        listing = client.get("/admin/plugins", headers=admin)
+        assert listing.status_code == 200 and secret not in listing.text
+        (cache,) = [p for p in listing.json()["plugins"] if p["name"] == "exact-cache"]
+        assert cache["settings"]["redis_url"] == f"redis://:***@{host}?password=***"
+        for url in (f"http://:{secret}@{host}", f"http://{host}?password={secret}"):
+            path.write_text(REDIS_CONFIG.replace("URL", url))
+            r = client.post("/admin/reload", headers=admin)
+            assert r.status_code == 400 and secret not in r.text, r.text
+            message = r.json()["error"]["message"]
+            assert "plugins.settings.exact-cache.redis_url: " in message, r.text
+            assert f"expected a redis://, rediss:// or unix:// URL, got '{url.replace(secret, '***')}'" in message

@@ -274,6 +274,10 @@ def test_a_redis_url_that_is_not_one_is_refused_naming_the_setting():
         ExactCache.Settings(backend="redis", redis_url="htp://x")
     with pytest.raises(ValidationError, match="redis_url"):
         StoreSettings(backend="redis", redis_url="localhost:6379")
+    for url in ("http://:hunter2@127.0.0.1:6379/0", "http://127.0.0.1:6379/0?password=hunter2"):  # its password: ***
+        with pytest.raises(ValidationError) as refused:
+            ExactCache.Settings(backend="redis", redis_url=url)
+        assert refused.value.errors()[0]["msg"].endswith(f"got {url.replace('hunter2', '***')!r}")
 
 
 def test_only_a_simulated_run_gets_a_redis_namespace_of_its_own(shared_redis):
