@@ -7,11 +7,14 @@ Each guardian's verdict is first read through its failure behaviour (``on_error`
 the group's verdicts combine by its rule:
 
 * ``any``: one block blocks;
-* ``majority``: more than half of the guardians that gave a decisive verdict block;
+* ``majority``: more than half of the group's guardians block;
 * ``weighted``: the blocking guardians' weights reach ``weighted_threshold`` of the weight of all.
 
-A group whose guardians all failed open reports the failure verdict itself (``unavailable``,
-``timeout``, ``error``), never a made-up ``pass``.
+Every guardian of the group votes: one that failed open votes pass, one that failed closed votes
+block (before, a guardian that failed open abstained, so under ``majority`` one block of two
+guardians, the other timed out, blocked). A group that is not blocked and that no guardian passed
+(its guardians failed open, or their blocks were outvoted by failures) reports the failure verdict
+itself (``unavailable``, ``timeout``, ``error``), never a made-up ``pass``.
 """
 
 from __future__ import annotations
@@ -57,11 +60,12 @@ class CheckGroup:
 
 
 def _effective(config: GuardiansConfig, guardian: str, verdict: str) -> str:
-    """The verdict after the guardian's failure behaviour: "pass", "block" or "abstain"."""
+    """The verdict after the guardian's failure behaviour: "pass" or "block" (a failure counts as
+    pass when the guardian fails open, as block when closed)."""
     if verdict in DECISIVE:
         return verdict
     spec = config.spec(guardian)
-    return "block" if spec is not None and spec.on_error == "closed" else "abstain"
+    return "block" if spec is not None and spec.on_error == "closed" else "pass"
 
 
 def combine(config: GuardiansConfig, rule: str | None,
@@ -72,20 +76,15 @@ def combine(config: GuardiansConfig, rule: str | None,
     scores = [s for _, s, _ in verdicts.values() if s is not None]
     score = max(scores) if scores else None
     blockers = sorted(g for g, e in effective.items() if e == "block")
-    voters = [g for g, e in effective.items() if e != "abstain"]
-    if not voters:  # every guardian failed open: say so
-        failures = sorted({v for v, _, _ in verdicts.values()})
-        return Outcome(failures[0] if len(failures) == 1 else "error", ",".join(sorted(verdicts)), score,
-                       "; ".join(f"{g}: {v} ({r or 'no reason'})" for g, (v, _, r) in sorted(verdicts.items())))
     if rule == "any":
         blocked = bool(blockers)
     elif rule == "majority":
-        blocked = len(blockers) * 2 > len(voters)
+        blocked = len(blockers) * 2 > len(verdicts)
     elif rule == "weighted":
         def weight(g: str) -> float:
             spec = config.spec(g)
             return spec.weight if spec is not None else 1.0
-        total = sum(weight(g) for g in voters)
+        total = sum(weight(g) for g in verdicts)
         # at least one blocker: a threshold of 0 means "any blocker blocks", not "always block"
         blocked = bool(blockers) and total > 0 and sum(weight(g) for g in blockers) >= config.weighted_threshold * total
     else:
@@ -94,9 +93,13 @@ def combine(config: GuardiansConfig, rule: str | None,
         why = verdicts[blockers[0]][2] or "blocked" if len(verdicts) == 1 else \
             "; ".join(f"{g}: {verdicts[g][2] or 'blocked'}" for g in blockers)
         return Outcome("block", ",".join(blockers), score, why)
-    names = ",".join(sorted(voters))
-    return Outcome("pass", names, score, f"passed ({rule} of {len(voters)})" if len(verdicts) > 1 else
-                   (verdicts[voters[0]][2] or "passed"))
+    passed = sorted(g for g, (v, _, _) in verdicts.items() if v == "pass")
+    if not passed:  # no guardian passed it: its guardians' failures let it through, say so
+        failures = sorted({v for v, _, _ in verdicts.values() if v not in DECISIVE})
+        return Outcome(failures[0] if len(failures) == 1 else "error", ",".join(sorted(verdicts)), score,
+                       "; ".join(f"{g}: {v} ({r or 'no reason'})" for g, (v, _, r) in sorted(verdicts.items())))
+    return Outcome("pass", ",".join(passed), score, f"passed ({rule} of {len(verdicts)})" if len(verdicts) > 1 else
+                   (verdicts[passed[0]][2] or "passed"))
 
 
 def outcome_payload(group: CheckGroup, out: Outcome) -> dict[str, Any]:

@@ -25,3 +25,50 @@ def test_weighted_blocks_when_the_blockers_hold_the_threshold_share_of_the_weigh
     one_blocks = {"a": ("block", 0.9, "unsafe"), "b": ("pass", 0.2, "ok")}
     assert combine(_config(0.25), None, one_blocks).verdict == "block"  # 1 of 4
     assert combine(_config(0.5), None, one_blocks).verdict == "pass"
+
+
+def _failing(**specs) -> GuardiansConfig:
+    return GuardiansConfig(weighted_threshold=0.6, models=[{"name": "g1"}, *(
+        {"name": name, "on_error": on_error} for name, on_error in specs.items())])
+
+
+def test_a_guardian_that_failed_open_votes_pass_under_majority_and_weighted():
+    # it abstained: g1's one block of the two guardians blocked under majority, and weighted read
+    # 1.0 >= 0.6 of the voters' weight, as if g1 were alone
+    verdicts = {"g1": ("block", 0.9, "unsafe"), "g3": ("timeout", None, "no verdict within 0.001 s")}
+    config = _failing(g3="open")
+    for rule in ("majority", "weighted"):
+        out = combine(config, rule, verdicts)
+        assert out.verdict == "timeout", rule  # not blocked, and no guardian passed it: the failure says so
+    assert combine(config, "any", verdicts).verdict == "block"
+
+
+def test_a_closed_failure_votes_block_and_an_open_one_pass():
+    verdicts = {"g2": ("timeout", None, "late"), "g3": ("timeout", None, "late")}
+    config = _failing(g2="closed", g3="open")
+    assert combine(config, "majority", verdicts).verdict == "timeout"  # one block of two: not a majority
+    assert combine(config, "any", verdicts).verdict == "block"
+    passes = {"g1": ("pass", 0.1, "ok"), "g3": ("error", None, "boom")}
+    out = combine(_failing(g3="open"), "majority", passes)
+    assert (out.verdict, out.guardian) == ("pass", "g1")  # the guardian that passed it, not the failure
+
+
+def test_a_replay_blocks_nothing_when_one_of_two_guardians_blocks_and_the_other_fails_open():
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest(str(i), i / 5, 32, 8) for i in range(300)]
+    models = [{"name": "g1"}, {"name": "g2", "timeout_s": 0.001, "on_error": "closed", "latency": {"base_s": 0.5}},
+              {"name": "g3", "timeout_s": 0.001, "on_error": "open", "latency": {"base_s": 0.5}}]
+
+    def blocked(guardians: list[str], rule: str) -> int:
+        res = replay_with(trace=trace, guardians={"weighted_threshold": 0.6, "models": models},
+                          sim={"guardian_block_rate": 0.2},
+                          plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync",
+                                                                     "guardians": guardians, "combine": rule}}})
+        return res.summary["num_blocked"]
+
+    assert blocked(["g1"], "any") > 30  # g1 alone blocks about 20%
+    assert blocked(["g1", "g3"], "majority") == 0  # was g1's blocks: g3's timeout abstained
+    assert blocked(["g1", "g3"], "weighted") == 0  # 0.5 of the weight < 0.6
+    assert blocked(["g2", "g3"], "majority") == 0  # was every request: g2's closed timeout alone voted
