@@ -43,8 +43,13 @@ class SweepLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            # The database session ends, and its advisory locks with it: `close()` alone gave the connection back to
-            # the engine's pool, its session (and the lock) still open until the pool closed it.
+            # The lock is given up at once (the server ends a closed session's locks a moment later: a second
+            # process asking right after was refused), then the session ends: `close()` alone gave the connection
+            # back to the engine's pool, its session (and the lock) still open until the pool closed it.
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            except Exception:  # (a connection already broken: its session, and the lock, are gone)
+                pass
             self._conn.invalidate()
             self._conn.close()
             self._conn = None
