@@ -19,7 +19,7 @@ from typing import Any
 from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 
-__all__ = ["check_database_folder", "checked_run_config"]
+__all__ = ["allow_listed", "check_database_folder", "checked_run_config"]
 
 
 def check_database_folder(url: str) -> None:
@@ -55,19 +55,36 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
     for name in enabled:
         validated_settings(available[name], plugins.settings.get(name))
         check_hook_names(name, available[name].target)
-    left_out = [name for name in plugins.enabled if name not in enabled]
+    config, left_out = allow_listed(config)
     if left_out:
         warn(f"${ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r} leaves out {', '.join(left_out)} of plugins.enabled: "
              f"the run goes without {'it' if len(left_out) == 1 else 'them'}, and its stored config lists the "
              "plugins that ran")
-        kept = {name: s for name, s in plugins.settings.items() if name in enabled}
-        config = config.model_copy(update={"plugins": plugins.model_copy(update={"enabled": enabled,
-                                                                                 "settings": kept})})
     if simulated:
         where = f"invalid configuration{f' in {path}' if path else ''}:\n  "
         _check_latency_models(config, enabled, available, where)
         _check_memory_plans(config, enabled, available, where)
     return config
+
+
+def allow_listed(config: RunConfig) -> tuple[RunConfig, list[str]]:
+    """``config`` with ``plugins.enabled`` (and their settings) limited to the allow-list
+    (`CONTROLPLANE_LOAD_PLUGINS`), and the enabled plugins it leaves out: the config a run under it
+    gets and stores (`sim replay`, and each point of a sweep: its stored config named plugins that never ran)."""
+    from controlplane.plugin_manager import ALLOW_ENV
+
+    allow = os.environ.get(ALLOW_ENV)
+    if not allow:
+        return config, []
+    allowed = {n.strip() for n in allow.split(",") if n.strip()}
+    plugins = config.plugins
+    left_out = [name for name in plugins.enabled if name not in allowed]
+    if not left_out:
+        return config, []
+    enabled = [name for name in plugins.enabled if name in allowed]
+    kept = {name: s for name, s in plugins.settings.items() if name in allowed}
+    return config.model_copy(update={"plugins": plugins.model_copy(update={"enabled": enabled,
+                                                                           "settings": kept})}), left_out
 
 
 def _check_latency_models(config: RunConfig, enabled: list[str], available: dict[str, Any], where: str) -> None:

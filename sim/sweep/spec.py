@@ -14,6 +14,7 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controlplane.config import RunConfig, StorageConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
+from controlplane.plugin_manager import ALLOW_ENV
 from sim.replay import TraceTransforms
 from sim.sweep.spec_checks import check_points
 from sim.sweep.spec_plugins import check_plugin_names
@@ -261,6 +263,8 @@ class SweepSpec(_Section):
         if isinstance(storage, dict) and "url" in storage:  # (as the default: a sweep hashed so before resumes)
             base_config = {**base_config, "storage": {**storage, "url": _DEFAULT_STORAGE_URL}}
         data = {"spec": self.model_dump(mode="json", exclude={"name": True, **unset}), "base": base_config}
+        if self.mode == "random" and list(self.space) != sorted(self.space):  # (the draws follow the keys' order)
+            data["space_order"] = list(self.space)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -388,6 +392,8 @@ class LoadedSpec:
         """The spec's hash with the trace it replays (a ``--trace`` flag may replace the spec's),
         identified by its content (`trace_identity`), not by the path naming it."""
         text = f"{self.hash}|{trace_identity(trace)}|{trace_format if trace_format is not None else self.trace_format()}"
+        if allow := os.environ.get(ALLOW_ENV):  # (runs made under an allow-list are other runs: not resumed without)
+            text += f"|{ALLOW_ENV}={','.join(sorted({n.strip() for n in allow.split(',') if n.strip()}))}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def trace_path(self) -> str:
@@ -415,12 +421,15 @@ class LoadedSpec:
         if db_url is not None:
             data.setdefault("storage", {})["url"] = db_url
         try:
-            return RunConfig(**data).model_dump(mode="json")
+            config = RunConfig(**data)
         except ValidationError as exc:
             named = [".".join(map(str, e["loc"])) for e in exc.errors()]
             shown = {k: v for k, v in overrides.items()  # (the point's values the errors are about; else all of them)
                      if any(n == k or n.startswith(f"{k}.") or k.startswith(f"{n}.") for n in named)} or overrides
             raise ConfigError(f"sweep point {shown}: invalid configuration:{error_lines(exc)}") from None
+        from sim.run_checks import allow_listed
+
+        return allow_listed(config)[0].model_dump(mode="json")  # (stored: the plugins that run, as `sim replay`'s)
 
     def points(self) -> list[Point]:
         """Every run: each point of the space once per seed, in a stable order."""

@@ -166,3 +166,35 @@ def test_the_storage_url_does_not_change_the_sweep(monkeypatch):
         via_env = load_spec(data={"trace": {"limit": 50}, "space": SPACE})
         assert via_env.base_config["storage"]["url"] == url and via_env.hash == plain.hash
     assert load_spec(data={"trace": {"limit": 60}, "space": SPACE}).hash != plain.hash
+
+
+def test_a_random_spec_with_its_keys_reordered_is_another_sweep():
+    """mode: random draws the space's keys in their order: the same keys reordered drew other points under the
+    same hash, so a rerun resumed the stored sweep and stored a second sample in it (6 runs of a 3-sample spec)."""
+    space = {"cluster.models.0.replicas": {"low": 1, "high": 8, "int": True}, "control.tick_s": {"low": 0.5, "high": 2.0}}
+    a = load_spec(data={"mode": "random", "samples": 3, "sample_seed": 1, "space": space})
+    b = load_spec(data={"mode": "random", "samples": 3, "sample_seed": 1, "space": dict(reversed(space.items()))})
+    assert a.spec.points() != b.spec.points()  # (why: other draws)
+    assert a.hash != b.hash
+    grid = {"cluster.models.0.replicas": [1, 2], "control.tick_s": [0.5, 1.0]}
+    assert (load_spec(data={"space": grid}).hash
+            == load_spec(data={"space": dict(reversed(grid.items()))}).hash)  # (a grid's points are the same set)
+
+
+def test_an_allow_list_is_applied_to_each_points_stored_config_and_makes_another_sweep(monkeypatch):
+    """Under CONTROLPLANE_LOAD_PLUGINS a point's stored config named a router that never ran, and a rerun without
+    the variable resumed those runs as the router's."""
+    space = {"routing": [{"plugins.enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas",
+                                              "static-memory", "builtin-latency-models"]},
+                         {"plugins.enabled": ["queue-limit", "power-of-two", "continuous-batching", "fixed-replicas",
+                                              "static-memory", "builtin-latency-models"]}]}
+    plain = load_spec(data={"trace": {"limit": 50}, "space": space})
+    trace = plain.trace_path()
+    plain_hash = plain.run_hash(trace, "azure")
+    monkeypatch.setenv("CONTROLPLANE_LOAD_PLUGINS", "queue-limit,round-robin,continuous-batching,fixed-replicas,"
+                                                    "static-memory,builtin-latency-models")
+    allowed = load_spec(data={"trace": {"limit": 50}, "space": space})
+    assert allowed.run_hash(trace, "azure") != plain_hash
+    for point in allowed.points():
+        enabled = allowed.run_config(point.overrides, point.seed)["plugins"]["enabled"]
+        assert "power-of-two" not in enabled and "least-loaded" not in enabled and "queue-limit" in enabled
