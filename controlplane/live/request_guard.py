@@ -5,8 +5,10 @@ depth, finite numbers and valid Unicode.
 as soon as it is over `MAX_BODY_BYTES`, from ``content-length`` when the client sends one),
 parses it, and answers 400 in the OpenAI error shape when it is not JSON, is nested deeper than
 `MAX_JSON_DEPTH`, holds ``NaN``/``Infinity`` (or a number too large for a double) or a string
-that is not valid Unicode (a lone surrogate escape such as ``"\\ud800"``). A body that passes is
-handed on unchanged, byte for byte.
+that is not valid Unicode (a lone surrogate escape such as ``"\\ud800"``), or a NUL character
+(``"\\u0000"``) in a field stored with the request (`STORED_FIELDS`: PostgreSQL stores no NUL in
+text, so its row would be refused and the request, served, missing from the run). A body that
+passes is handed on unchanged, byte for byte.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any
 from controlplane.live.daemon_openai import error_body
 from controlplane.types import ReasonCode
 
-__all__ = ["MAX_BODY_BYTES", "MAX_JSON_DEPTH", "BodyProblem", "RequestGuard", "check_body"]
+__all__ = ["MAX_BODY_BYTES", "MAX_JSON_DEPTH", "STORED_FIELDS", "BodyProblem", "RequestGuard", "check_body"]
 
 #: The largest request body accepted (bytes).
 MAX_BODY_BYTES = 2 * 1024 * 1024
 #: The deepest JSON nesting accepted (a chat body needs 4: body, messages, message, content part).
 MAX_JSON_DEPTH = 32
+#: The body's string fields stored in the request's row (``model``; ``user``, its tenant without API keys).
+STORED_FIELDS = ("model", "user")
 
 _INVALID = ReasonCode.INVALID.value
 
@@ -67,6 +71,11 @@ def check_body(raw: bytes) -> Any:
     except ValueError:  # an integer with thousands of digits
         raise BodyProblem(400, "the request body holds a number with too many digits") from None
     _walk(body)
+    if isinstance(body, dict):
+        for name in STORED_FIELDS:
+            if isinstance(body.get(name), str) and "\x00" in body[name]:
+                raise BodyProblem(400, f"{name}: a NUL character (\\u0000) is not allowed in it (it is stored with "
+                                       "the request, and databases store no NUL in text)", name)
     return body
 
 
