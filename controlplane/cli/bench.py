@@ -313,6 +313,9 @@ def calibrate(
         repeats = parse_repeats(runs)
         engine = open_stored_runs(db)  # (as `runs show`: a --db naming no file is an error, not a new empty one)
         try:
+            from controlplane.output_file import check_not_read, database_files
+
+            check_not_read(output, database_files(engine))  # (the profile is written over it at the end)
             loaded = [[read_live_run(engine, run_id, worker) for run_id in ids] for ids in repeats]
             for group in loaded:
                 for run in group:
@@ -429,7 +432,10 @@ def quant(
                 bar.advance(task)
     out.print(render_table(rows, title=f"{base.source_name()} (threads={torch.get_num_threads()})"))
     if json_path is not None:
-        json_path.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
+        from controlplane.output_file import replaced_on_success
+
+        with user_errors(), replaced_on_success(json_path, option="--json") as partial:
+            partial.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
         out.print(f"wrote {json_path}", highlight=False)
 
 

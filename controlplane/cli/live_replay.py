@@ -78,7 +78,8 @@ def live_replay(
     cpu_threads: CpuThreadsOpt = None,
     save_trace: Annotated[Optional[Path], typer.Option(
         help="Write the requests as served (their lengths, the arrivals the live core stamped) as a canonical "
-             "trace (.csv or .jsonl): `controlplane sim replay` of it predicts this run.")] = None,
+             "trace (.csv or .jsonl): `controlplane sim replay` of it predicts this run. An existing file is "
+             "replaced once the trace is written whole; the run's database is refused.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
@@ -99,6 +100,10 @@ def live_replay(
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
         cfg = checked_run_config(cfg, simulated=False, path=config, warn=lambda text: common.err.print(
             f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True))  # (before any worker starts)
+        if save_trace is not None:  # (not over the database the run goes to: found out now, not after the run)
+            from controlplane.output_file import check_not_read, database_files
+
+            check_not_read(save_trace, database_files(cfg.storage.url), option="--save-trace")
         transforms = TraceTransforms(window_start_s=window_start, window_end_s=window_end, speed_up=speed_up,
                                      rate_scale=rate_scale, copies=copies, limit=limit, prompt_scale=prompt_scale,
                                      output_scale=output_scale, max_prompt_tokens=max_prompt_tokens,

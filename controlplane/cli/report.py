@@ -14,7 +14,9 @@ def report(
     run_id: Annotated[Optional[int], typer.Argument(help="The run to report on (or --sweep).")] = None,
     sweep: Annotated[Optional[int], typer.Option("--sweep", help="Report on a sweep or search instead.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
-    html: Annotated[Path, typer.Option("--html", help="The HTML file to write.")] = Path("report.html"),
+    html: Annotated[Path, typer.Option("--html", help="The HTML file to write; an existing one is replaced once the "
+                                                     "report is complete; the database read is refused.")]
+    = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded, no network needed to view it).
 
@@ -29,7 +31,7 @@ def report(
     with user_errors():
         engine = open_stored_runs(db)
         try:
-            path = write_report(engine, html, run_id=run_id, sweep_id=sweep)
+            path = write_report(engine, html, run_id=run_id, sweep_id=sweep, option="--html")
         finally:
             engine.dispose()
     what = f"run {run_id}" if run_id is not None else f"sweep {sweep}"

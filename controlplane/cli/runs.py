@@ -354,7 +354,8 @@ def plot(
     db: DbOpt = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="File to write; its extension picks the format: .png, .svg or .pdf (another is an "
-                               "error) (default: run-RUN.png).")]
+                               "error) (default: run-RUN.png). An existing file is replaced once the picture is "
+                               "drawn; the database read is refused.")]
     = None,
     window_s: Annotated[float, typer.Option(min=1.0, help="Latency percentile window (s).")] = 30.0,
 ) -> None:
@@ -380,12 +381,15 @@ def export(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="File to write (default: stdout); its extension picks the format: .csv, .json, "
                                ".jsonl or .ndjson, each with .gz added for gzip (rows.jsonl.gz); another extension "
-                               "is an error (a name without one takes --format).")] = None,
+                               "is an error (a name without one takes --format). An existing file is replaced once "
+                               "the export is complete (a failed one leaves it as it was); the database read is "
+                               "refused.")] = None,
 ) -> None:
     """Export one run's rows as CSV, JSON or JSON Lines (gzip-compressed for a .gz file). A run still
     running, or crashed, exports the rows stored so far, with a note on stderr saying so (stdout holds
     the rows alone)."""
     from controlplane.cli.runs_export import export_target, open_export
+    from controlplane.output_file import database_files, replaced_on_success
     from controlplane.storage import export_rows, get_run
     from controlplane.storage.queries import check_rows_stored
 
@@ -398,8 +402,9 @@ def export(
             err.print(note, highlight=False, soft_wrap=True)
         if output is None:
             export_rows(engine, run_id, what, target.format, sys.stdout)
-        else:
-            with open_export(output, target) as f:
+        else:  # (never over the database it reads; the file appears, or is replaced, only once complete)
+            with replaced_on_success(output, reads=database_files(engine)) as partial, \
+                    open_export(partial, target) as f:
                 n = export_rows(engine, run_id, what, target.format, f)
             out.print(f"wrote {n} rows to {output}", highlight=False)
 

@@ -12,6 +12,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from controlplane.cli.runs_timeline import scale_decisions
+from controlplane.output_file import check_not_read, database_files, replaced_on_success
 from controlplane.storage.models import MetricSample, Request
 from controlplane.storage.queries import get_run
 
@@ -153,6 +154,7 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     """Write the picture, in the format ``output``'s extension names (`PLOT_FORMATS`); returns what it drew
     (series names, decision counts, the run's row) for the caller to report."""
     fmt = plot_format(output)  # (before anything is read or made: a refused extension leaves no file)
+    check_not_read(output, database_files(engine))  # (nor a minute's drawing to find out)
     run = get_run(engine, run_id)
     series = load_series(engine, run_id)
     latency = _latency_windows(engine, run_id, window_s)
@@ -192,8 +194,10 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
             ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, format=fmt, dpi=90)
-    plt.close(fig)
+    try:  # (never over the database it reads; the file appears, or is replaced, only once drawn whole)
+        with replaced_on_success(output, reads=database_files(engine), make_folder=True) as partial:
+            fig.savefig(partial, format=fmt, dpi=90)
+    finally:
+        plt.close(fig)
     return {"run": run, "series": sorted(series), "latency": sorted(latency), "decisions": len(decisions),
             "replicas_per_model": per_model, "path": str(output)}

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from controlplane.output_file import replaced_on_success
+
 __all__ = ["BATCHING", "KINDS", "MAX_ITERATION_S", "PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD",
            "check_kinds", "check_meta", "normalise_row", "read_profile", "write_profile"]
 
@@ -155,10 +157,8 @@ def write_profile(path: str | Path, rows: Iterable[Mapping[str, Any] | Sequence[
         raise ValueError("a profile needs at least one row")
     doc = {"format": PROFILE_FORMAT, "precision": "fp16", "compiled": False, **meta, "rows": clean}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
+    with replaced_on_success(path, option=None, make_folder=True) as partial:  # (whole, or the old one kept)
+        partial.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     return path
 
 

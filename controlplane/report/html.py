@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from controlplane.output_file import check_not_read, database_files, replaced_on_success
 from controlplane.report import plots
 from controlplane.report.configs import configurations, split_by_seeds
 from controlplane.report.cost import cost_unit, run_cost, unknown_cost_reason
@@ -202,12 +203,17 @@ def _unknown_costs(runs: list[dict[str, Any]]) -> str:
                      for why, ids in by_reason.items())
 
 
-def write_report(engine: Engine, path: str | Path, *, run_id: int | None = None, sweep_id: int | None = None) -> Path:
-    """Write a run's or a sweep's report to ``path``; return it."""
+def write_report(engine: Engine, path: str | Path, *, run_id: int | None = None, sweep_id: int | None = None,
+                 option: str | None = None) -> Path:
+    """Write a run's or a sweep's report to ``path``; return it. ``path`` is never the SQLite database
+    ``engine`` reads (an error, ``option`` naming the setting that gave it), and is replaced only by a
+    complete report (`controlplane.output_file`)."""
     if (run_id is None) == (sweep_id is None):
         raise ValueError("give a run or a sweep")
-    page = run_report(engine, run_id) if run_id is not None else sweep_report(engine, sweep_id)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    reads = database_files(engine)
+    check_not_read(out, reads, option=option)  # (before the report is made)
+    page = run_report(engine, run_id) if run_id is not None else sweep_report(engine, sweep_id)
+    with replaced_on_success(out, reads=reads, option=option, make_folder=True) as partial:
+        partial.write_text(page, encoding="utf-8")
     return out

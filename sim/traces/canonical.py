@@ -404,22 +404,18 @@ def _csv_value(r: TraceRequest, name: str) -> object:
 @contextlib.contextmanager
 def _open_write(path: PathLike) -> Iterator[TextIO]:
     """``path`` opened for writing text (gzip for .gz), written as a temporary file beside it and
-    renamed to it on success: a write that raises (a request with no CSV column, a full disk)
-    leaves no partial file, and an earlier file of that name stays as it was."""
+    renamed to it on success (`controlplane.output_file.replaced_on_success`): a write that raises (a
+    request with no CSV column, a full disk) leaves no partial file, and an earlier file of that name
+    stays as it was."""
     import gzip
     import io
-    import os
     from pathlib import Path
 
+    from controlplane.output_file import replaced_on_success
+
     p = Path(path)
-    temporary = p.with_name(f".{p.name}.{os.getpid()}.part")  # (made as `open` makes a file: the umask's mode)
-    try:
-        with open(temporary, "wb") as raw:
-            binary = gzip.GzipFile(filename=p.with_suffix("").name, mode="wb", fileobj=raw) \
-                if p.suffix.lower() == ".gz" else raw
-            with io.TextIOWrapper(binary, encoding="utf-8", newline="") as f:
-                yield f
-        os.replace(temporary, p)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with replaced_on_success(p, option=None) as temporary, open(temporary, "wb") as raw:
+        binary = gzip.GzipFile(filename=p.with_suffix("").name, mode="wb", fileobj=raw) \
+            if p.suffix.lower() == ".gz" else raw
+        with io.TextIOWrapper(binary, encoding="utf-8", newline="") as f:
+            yield f

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -139,3 +141,68 @@ def test_export_to_a_name_without_a_format_s_extension_takes_format(one_run, tmp
     assert res.exit_code == 0, res.output
     text = gzip.decompress(out.read_bytes()).decode() if gz else out.read_text()
     assert len(_parse("jsonl", text)) == 40
+
+
+# --- the output file: never the database read, written whole or not at all (controlplane/output_file.py) ------
+
+
+@pytest.fixture
+def own_db(one_run, tmp_path, monkeypatch) -> str:
+    """A copy of ``one_run``'s database as ``runs`` in the working folder (the tester's ``--db runs``)."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    src = sqlite3.connect(one_run.removeprefix("sqlite:///"))
+    dst = sqlite3.connect(tmp_path / "runs")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return "runs"
+
+
+def _runs_stored(db: str) -> int:
+    res = CliRunner().invoke(app, ["runs", "export", "1", "--db", db])
+    assert res.exit_code == 0, res.output
+    return len(res.stdout.splitlines()) - 1
+
+
+@pytest.mark.parametrize("cmd, output", [
+    (["runs", "export", "1", "--format", "csv"], "runs"),  # the tester's: `runs` emptied, every run gone
+    (["runs", "export", "1", "--format", "csv"], "./runs-wal"),
+    (["runs", "export", "1", "--format", "csv"], "runs-journal"),
+    (["runs", "export", "1", "--format", "csv"], "link"),
+    (["runs", "plot", "1"], "runs"),  # (-o with no picture extension: refused as that, see below)
+    (["runs", "report", "1"], "runs"),
+])
+def test_an_output_that_is_the_database_read_is_refused_and_every_run_kept(own_db, tmp_path, cmd, output):
+    """`runs export 1 --db runs -o runs` truncated the database before reading it: "database disk image is
+    malformed", `runs` 0 bytes. `runs plot` and `runs report --html` wrote theirs over it once drawn."""
+    (tmp_path / "link").symlink_to("runs")
+    size = (tmp_path / "runs").stat().st_size
+    if cmd[1] == "plot":  # (an extension it draws: the database named runs.png)
+        (tmp_path / "runs").rename(tmp_path / "runs.png")
+        own_db, output, size = "runs.png", "runs.png", (tmp_path / "runs.png").stat().st_size
+    option = "--html" if cmd[1] == "report" else "-o"
+    res = CliRunner().invoke(app, [*cmd, "--db", own_db, option, output])
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.stderr.split())
+    assert f"{option} {Path(output)}: that is " in said and "which this command uses; writing there would destroy it" \
+        in said, said
+    assert (tmp_path / own_db).stat().st_size == size and _runs_stored(own_db) == 40
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial-")]
+
+
+def test_a_failed_export_leaves_the_previous_file_as_it_was(own_db, tmp_path):
+    """It was truncated when the export began: a refused --what left an empty file where the last export was."""
+    out = tmp_path / "rows.csv"
+    res = CliRunner().invoke(app, ["runs", "export", "1", "--db", own_db, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    before = out.read_bytes()
+    res = CliRunner().invoke(app, ["runs", "export", "1", "--db", own_db, "-o", str(out), "--what", "requestz"])
+    assert res.exit_code == 2 and "unknown row kind 'requestz'" in res.stderr, res.output
+    assert out.read_bytes() == before and not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    res = CliRunner().invoke(app, ["runs", "export", "1", "--db", own_db, "-o", str(out), "--what", "decisions"])
+    assert res.exit_code == 0 and out.read_bytes() != before  # (an existing file is replaced, as --help says)
+    helped = CliRunner().invoke(app, ["runs", "export", "--help"]).stdout
+    assert "An existing file is replaced once the export is complete" in " ".join(
+        w for w in helped.split() if w != "│")

@@ -90,6 +90,11 @@ def test_calibrate_fits_a_profile_from_the_recorded_run(timed_live_run, tmp_path
     res = invoke("calibrate", run_id, "--db", url, "-o", backend, "--timing", "backend", "--worker",
                  samples[0].worker_id)
     assert read_profile(backend)[1]["timing"] == "backend" and "the profile" not in res.output
+    db = url.removeprefix("sqlite:///")  # -o naming the database read: refused, it was replaced by the profile
+    res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "-o", db])
+    assert res.exit_code == 2 and f"-o {db}: that is the SQLite database" in " ".join(res.output.split())
+    with open(db, "rb") as f:
+        assert f.read(16) == b"SQLite format 3\0"
     res = CliRunner().invoke(bench.app, ["calibrate", str(run_id), "--db", url, "--worker", "nobody"])
     text = " ".join(res.output.split())  # (it said the run recorded no timings, advising record_iterations)
     assert res.exit_code == 2 and f"run {run_id} has no worker 'nobody'; its iterations are of" in text, text

@@ -221,13 +221,18 @@ def test_a_rate_profile_chooses_the_requests_before_any_worker_starts(tmp_path):
 @pytest.mark.parametrize("options, message", [
     (["--pool", "threads"], "unknown pool 'threads'; choose one of thread, process, ray"),
     (["--save-trace", "/proc/nope/out.csv"], "--save-trace: /proc/nope is not a folder"),
+    (["--save-trace", "{db}"], "--save-trace {db}: that is the SQLite database {db}, which this command uses"),
+    (["--save-trace", "{db}-wal"], "--save-trace {db}-wal: that is the wal file of the SQLite database {db}"),
 ])
 def test_a_bad_pool_or_save_trace_folder_is_refused_before_the_run(tmp_path, options, message):
     """The pool was refused after the banner had said the run was recorded; a --save-trace folder that does not
-    exist was found out after the whole real-time run, and its error replaced the summary."""
+    exist was found out after the whole real-time run, and its error replaced the summary; a --save-trace naming
+    the run's database replaced it with the trace after the run."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
+    options = [o.format(db=tmp_path / "runs.db") for o in options]
     res = CliRunner().invoke(build_app(), ["live-replay", str(_trace(tmp_path)), *options,
                                            "--config", str(_config(tmp_path, url))])
+    message = message.format(db=tmp_path / "runs.db")
     assert res.exit_code == 2 and f"error: {message}" in " ".join(res.output.split()), res.output
     assert "run recorded in" not in res.output and not (tmp_path / "runs.db").exists()
 

@@ -1,0 +1,161 @@
+"""A file a command writes where its user said (``runs export -o``, ``runs plot -o``, ``runs report --html``,
+``live replay --save-trace``, ``bench calibrate -o``, ``bench quant --json``): written whole or not at all.
+
+* A file the command reads is refused before anything is written: the SQLite database it reads runs from
+  (or writes its run into), with its ``-wal``, ``-shm`` and ``-journal`` files, by name (after symbolic links)
+  and by inode (a hard link). ``runs export 1 --db runs -o runs`` truncated the database before reading it
+  ("database disk image is malformed", every run gone).
+* The content goes to a hidden temporary file in the output's folder (``.partial-XXXXXXXX-NAME``: the same
+  extensions as NAME, which some writers read the format from), renamed over the output once it is complete.
+  A failed or interrupted command leaves the previous file as it was and no partial one; an existing file is
+  replaced (as ``cp``, ``curl -o`` and ``sort -o`` do), keeping its permissions.
+* An output that exists and is not a regular file (``/dev/stdout``, ``/dev/null``, a named pipe) is written
+  directly: there is nothing to replace.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["SQLITE_COMPANIONS", "check_not_read", "database_files", "replaced_on_success"]
+
+#: The files SQLite keeps beside a database ``runs.db``: its write-ahead log, its shared-memory index and its
+#: rollback journal. Writing over one of them loses (or corrupts) the database's latest rows.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+TEMP_PREFIX = ".partial-"
+
+
+def database_files(source: Any) -> list[tuple[str, Path]]:
+    """The SQLite database file behind ``source`` (an engine, a URL, or a SQLite file's path given as a
+    `Path`) and its `SQLITE_COMPANIONS`, whether they exist or not, each with what it is (for
+    `check_not_read`'s message); none for a server database or one in memory. A read-only ``file:`` URI
+    (``sqlite:///file:/x/runs.db?mode=ro&uri=true``) names its file too."""
+    if isinstance(source, Path):
+        path: str | None = str(source)
+    else:
+        path = _sqlite_file(getattr(source, "url", source))
+    if not path:
+        return []
+    return [(f"the SQLite database {path}", Path(path)),
+            *((f"the {suffix[1:]} file of the SQLite database {path}", Path(path + suffix))
+              for suffix in SQLITE_COMPANIONS)]
+
+
+def _sqlite_file(url: Any) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # (not a URL: the command that opens it says what is wrong)
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        if "mode=memory" in database or parsed.query.get("mode") == "memory":
+            return None
+        return unquote(urlsplit(database).path) or None
+    return database
+
+
+def check_not_read(output: Path, reads: Iterable[tuple[str, Path]], *, option: str | None = "-o") -> None:
+    """``ValueError`` where ``output`` is one of the files the command reads: ``reads`` holds (what it is,
+    for the message; its path) pairs (`database_files`). The same file by its resolved name (the folder's
+    symbolic links followed), or, for files that exist, by device and inode. ``option``: the command-line
+    option that named ``output``, for the message (None: the path alone)."""
+    mine = _resolved(output)
+    try:
+        st = os.stat(output)
+        ident = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        ident = None
+    for what, path in reads:
+        same = _resolved(path) == mine
+        if not same and ident is not None:
+            try:
+                other = os.stat(path)
+                same = (other.st_dev, other.st_ino) == ident
+            except OSError:
+                pass
+        if same:
+            raise ValueError(f"{option + ' ' if option else ''}{output}: that is {what}, which this command uses; writing there would "
+                             f"destroy it: choose another file")
+
+
+def _resolved(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(os.path.abspath(path)))
+
+
+@contextmanager
+def replaced_on_success(output: Path, *, reads: Iterable[tuple[str, Path]] = (), option: str | None = "-o",
+                        make_folder: bool = False) -> Iterator[Path]:
+    """The path to write ``output``'s content to: a temporary file beside it, renamed over ``output`` when
+    the ``with`` block ends without an exception, and removed when it raises (anything, Ctrl-C included),
+    so ``output`` is never left partly written. ``reads`` are checked first (`check_not_read`).
+    ``make_folder``: make ``output``'s missing folders (else a missing folder is an error naming it).
+    An existing ``output`` that is not a regular file (``/dev/stdout``) is yielded itself, written in place."""
+    output = Path(output)
+    check_not_read(output, reads, option=option)
+    target = Path(os.path.realpath(output)) if output.is_symlink() else output  # (the file a link points to)
+    try:
+        existing = os.stat(target)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(output))
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        yield output
+        return
+    folder = target.parent
+    if make_folder:
+        folder.mkdir(parents=True, exist_ok=True)
+    elif not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"its folder {folder} does not exist", str(output))
+    temp = _create_temp(folder, target.name, existing)
+    try:
+        yield temp
+        _sync(temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _create_temp(folder: Path, name: str, existing: os.stat_result | None) -> Path:
+    """A new empty file in ``folder`` for ``name``'s content: the mode a new file gets (``0666`` less the
+    umask), or ``existing``'s."""
+    while True:
+        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            if existing is not None:
+                os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+        finally:
+            os.close(fd)
+        return temp
+
+
+def _sync(path: Path) -> None:
+    """The file's content on disk before it is renamed over the old one (else a crash soon after could
+    leave an empty file under the output's name)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # (a writer that wrote nothing, or replaced it itself: os.replace says so)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
