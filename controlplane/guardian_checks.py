@@ -12,7 +12,9 @@ the group's verdicts combine by its rule:
 
 Every guardian of the group votes: one that failed open votes pass, one that failed closed votes
 block (before, a guardian that failed open abstained, so under ``majority`` one block of two
-guardians, the other timed out, blocked). A group that is not blocked and that no guardian passed
+guardians, the other timed out, blocked). A blocked group's reason names no guardian: the outcome's ``guardian`` does (the request's reason reads
+``blocked by GUARDIAN: WHY``; several blockers: ``blocked by G1,G2: WHY1; WHY2``), so each is named once.
+A group that is not blocked and that no guardian passed
 (its guardians failed open, or their blocks were outvoted by failures) reports the failure verdict
 itself (``unavailable``, ``timeout``, ``error``), never a made-up ``pass``.
 """
@@ -68,6 +70,14 @@ def _effective(config: GuardiansConfig, guardian: str, verdict: str) -> str:
     return "block" if spec is not None and spec.on_error == "closed" else "pass"
 
 
+def _why(verdict: str, _score: float | None, reason: str | None) -> str:
+    """A blocking guardian's part of the reason, without its name (the outcome names it): its own
+    reason, or, for a failure of a guardian that fails closed, the failure and why."""
+    if verdict in DECISIVE:
+        return reason or "blocked"
+    return f"{verdict}, {reason or 'no reason'} (on_error: closed)"
+
+
 def combine(config: GuardiansConfig, rule: str | None,
             verdicts: dict[str, tuple[str, float | None, str | None]]) -> Outcome:
     """The combined verdict of one group (see the module's docstring)."""
@@ -89,10 +99,8 @@ def combine(config: GuardiansConfig, rule: str | None,
         blocked = bool(blockers) and total > 0 and sum(weight(g) for g in blockers) >= config.weighted_threshold * total
     else:
         raise ValueError(f"unknown guardian combine rule {rule!r} (any, majority, weighted)")
-    if blocked:
-        why = verdicts[blockers[0]][2] or "blocked" if len(verdicts) == 1 else \
-            "; ".join(f"{g}: {verdicts[g][2] or 'blocked'}" for g in blockers)
-        return Outcome("block", ",".join(blockers), score, why)
+    if blocked:  # "blocked by GUARDIAN: WHY" names each blocker once (several: their whys in the same order)
+        return Outcome("block", ",".join(blockers), score, "; ".join(_why(*verdicts[g]) for g in blockers))
     passed = sorted(g for g, (v, _, _) in verdicts.items() if v == "pass")
     if not passed:  # no guardian passed it: its guardians' failures let it through, say so
         failures = sorted({v for v, _, _ in verdicts.values() if v not in DECISIVE})

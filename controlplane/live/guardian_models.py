@@ -208,7 +208,7 @@ class JudgeGuardian(_TorchGuardian):
                 logp.append(sum(float(out[n - 1 + i, t]) for i, t in enumerate(word)))
         safe, unsafe = logp
         p = float(torch.sigmoid(torch.tensor(unsafe - safe)))
-        return p, f"judge: P(unsafe) = {p:.3f}"
+        return p, f"P(unsafe) = {p:.3f}"  # (the outcome names the guardian, by its declared name)
 
 
 def load_guardian(spec: GuardianSpec) -> GuardianModel:

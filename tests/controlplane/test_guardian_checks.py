@@ -18,7 +18,7 @@ def test_weighted_with_a_zero_threshold_blocks_on_any_blocker_and_passes_when_no
     out = combine(_config(0.0), None, passes)
     assert (out.verdict, out.guardian) == ("pass", "a,b")
     out = combine(_config(0.0), None, {**passes, "a": ("block", 0.9, "unsafe")})
-    assert (out.verdict, out.guardian, out.reason) == ("block", "a", "a: unsafe")
+    assert (out.verdict, out.guardian, out.reason) == ("block", "a", "unsafe")
 
 
 def test_weighted_blocks_when_the_blockers_hold_the_threshold_share_of_the_weight():
@@ -72,3 +72,15 @@ def test_a_replay_blocks_nothing_when_one_of_two_guardians_blocks_and_the_other_
     assert blocked(["g1", "g3"], "majority") == 0  # was g1's blocks: g3's timeout abstained
     assert blocked(["g1", "g3"], "weighted") == 0  # 0.5 of the weight < 0.6
     assert blocked(["g2", "g3"], "majority") == 0  # was every request: g2's closed timeout alone voted
+
+
+def test_a_blocked_outcome_names_each_guardian_once():
+    # the row's reason is "blocked by {guardian}: {reason}": a reason that named the guardian again
+    # read "blocked by judge: judge: ..." (one blocker of a group) and "blocked by slow: slow: no verdict"
+    config = _failing(slow="closed")
+    one = combine(config, "any", {"g1": ("block", 0.9, "P(unsafe) = 0.900"), "slow": ("pass", 0.1, "ok")})
+    assert (one.guardian, one.reason) == ("g1", "P(unsafe) = 0.900")
+    failed = combine(config, "any", {"g1": ("pass", 0.1, "ok"), "slow": ("timeout", None, "no verdict within 2 s")})
+    assert (failed.guardian, failed.reason) == ("slow", "timeout, no verdict within 2 s (on_error: closed)")
+    both = combine(config, "any", {"slow": ("block", 0.8, "matched"), "g1": ("block", 0.9, "P(unsafe) = 0.900")})
+    assert (both.guardian, both.reason) == ("g1,slow", "P(unsafe) = 0.900; matched")

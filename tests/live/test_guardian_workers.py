@@ -180,12 +180,26 @@ def test_a_blocked_reply_and_the_guardian_workers_in_the_daemon_process_pool(tmp
     assert c.choices[0].finish_reason == "content_filter" and c.choices[0].message.content == ""
     assert stream[-1].choices[0].finish_reason == "content_filter"
     ext = r.model_extra["controlplane"]["requests"][0]
-    assert ext["guardian_verdict"] == "block" and ext["reason"].startswith("blocked by judge")
+    assert ext["guardian_verdict"] == "block" and ext["reason"].startswith("blocked by judge: P(unsafe) = ")
     got = verdicts(f"sqlite:///{db}", run_id)
     assert len(got) == 6 and {(g, v) for _, g, v in got} == {("rules", "pass"), ("judge", "block")}
     assert {q["status"] for q in rows(f"sqlite:///{db}", run_id, "requests")} == {"blocked"}
     summary = daemon.driver.summary
     assert summary["guardians"]["judge"]["checks"] == 3 and summary["guardians"]["judge"]["busy_s"] > 0
+
+
+def test_a_judges_reason_names_no_guardian_so_a_block_names_it_once_by_its_declared_name(judge_dir):
+    # JudgeGuardian's reason began "judge:": a causal-lm guardian named blockall was "blocked by
+    # blockall: judge: P(unsafe) = ...", one named judge "blocked by judge: judge: ..."
+    from controlplane.guardian_checks import combine
+    from controlplane.guardian_config import GuardiansConfig
+    from controlplane.live.guardian_models import load_guardian
+
+    config = GuardiansConfig(models=[{"name": "blockall", "kind": "causal-lm", "model": judge_dir, "threshold": 0.0}])
+    verdict, score, reason = load_guardian(config.models[0]).check("hello")
+    assert verdict == "block" and reason == f"P(unsafe) = {score:.3f}"
+    out = combine(config, None, {"blockall": (verdict, score, reason)})
+    assert f"blocked by {out.guardian}: {out.reason}" == f"blocked by blockall: P(unsafe) = {score:.3f}"
 
 
 def test_a_guardian_worker_that_dies_fails_its_checks_as_configured_and_comes_back(tmp_path, judge_dir):
@@ -317,7 +331,7 @@ def test_a_block_after_the_reply_is_retracted_on_the_row_and_the_api(tmp_path, j
         http.__exit__(None, None, None)
     (row,) = rows(f"sqlite:///{tmp_path / 'daemon.db'}", run_id, "requests")
     assert row["status"] == "completed" and row["guardian_verdict"] == "block"
-    assert row["reason"].startswith("retracted: blocked after the reply by judge: judge: P(unsafe)")
+    assert row["reason"].startswith("retracted: blocked after the reply by judge: P(unsafe)")
 
 
 def hold(pool: LocalThreadPool, wid: str) -> threading.Event:
