@@ -108,6 +108,18 @@ class ModelDeployment(_Section):
 
         return check_deployment(self)
 
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        """A name requests can ask for (``--model-name ""`` is refused too): ``""`` started a daemon whose
+        worker was ``-0`` and a replay whose model no request could name."""
+        if not value.strip():
+            from pydantic_core import PydanticCustomError
+
+            raise PydanticCustomError("empty_name", "a model needs a name (the one requests ask for), got {value}",
+                                      {"value": repr(value)})
+        return value
+
     @field_validator("precision", "model_spec")
     @classmethod
     def _known(cls, value: str | None, info: Any) -> str | None:

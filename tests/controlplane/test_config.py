@@ -214,6 +214,18 @@ def test_model_names_must_be_unique_and_present():
         make_config(cluster={"models": []})
 
 
+@pytest.mark.parametrize("name, key", [('""', "cluster.models.0.name"), ("' '", "cluster.models.1.name")])
+def test_an_empty_model_name_is_refused_naming_its_key(tmp_path, name, key):
+    """`name: ""` was accepted (a daemon's worker `-0`, a replay's model no request names); --model-name "" was not."""
+    path = tmp_path / "run.yaml"
+    first = "    - name: a\n" if key.endswith("1.name") else ""
+    path.write_text(f"cluster:\n  models:\n{first}    - name: {name}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    got = repr(name.strip("'\""))
+    assert f"in {path}:\n  {key}: a model needs a name (the one requests ask for), got {got}" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("name", "text", "what"),
     [
