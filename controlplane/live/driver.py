@@ -459,10 +459,9 @@ class LiveDriver(LiveWorkers):
         status = r.status.value if r.status is not RequestStatus.IN_FLIGHT else "in_flight"
         if r.cache_hit and r.output_text:
             lr.push(r.output_text)
-        code = r.reason_code
-        if r.status is RequestStatus.BLOCKED and (lr.generated or r.output_tokens):
-            code = None  # an async prompt check stopped it after it generated: withheld, content_filter
-        lr.resolve(lr.final(status, r.reason, code))
+        # (an async prompt check that stopped it after it generated: withheld, content_filter, its code
+        # `blocked` as on its row: `LiveRequest.final`)
+        lr.resolve(lr.final(status, r.reason, r.reason_code))
         if not noted:
             self._answered(lr)
 

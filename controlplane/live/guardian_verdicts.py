@@ -61,8 +61,8 @@ def request_status(r: Request, late: dict[str, Any] | None) -> dict[str, Any]:
     finish = None
     if r.status is RequestStatus.COMPLETED:
         finish = "length" if r.output_tokens >= r.max_output_tokens else "stop"
-    elif r.status is RequestStatus.BLOCKED and r.reason_code is None:
-        finish = "content_filter"
+    elif r.status is RequestStatus.BLOCKED and (r.reason_code is None or r.output_tokens):
+        finish = "content_filter"  # withheld: a blocked answer, or a prompt blocked after it generated
     guardian = None
     if late is not None:
         guardian = dict(late)

@@ -44,8 +44,9 @@ class LiveResult:
 
     @property
     def ok(self) -> bool:
-        """Answered: completed, or generated and withheld by a guardian (``finish_reason: "content_filter"``)."""
-        return self.status == "completed" or (self.status == "blocked" and self.reason_code is None)
+        """Answered: completed, or generated and withheld by a guardian (``finish_reason: "content_filter"``:
+        an answer blocked, or a prompt an async check blocked after it generated, code ``blocked``)."""
+        return self.status == "completed" or (self.status == "blocked" and self.finish_reason == "content_filter")
 
     @property
     def http_status(self) -> int:
@@ -108,8 +109,8 @@ class LiveRequest:
         if status == "completed":
             done = self.finish_reason == "length" or completion >= self.max_tokens
             finish = "length" if done else "stop"
-        if status == "blocked" and code is None:  # a guardian blocked the answer: withheld, OpenAI's way
-            text, finish = "", "content_filter"
+        if status == "blocked" and (code is None or completion):  # withheld, OpenAI's way: a blocked answer,
+            text, finish = "", "content_filter"  # or an async prompt block after it generated (its code stays)
         return LiveResult(
             request_id=r.request_id, model=r.model or "", status=status, text=text, finish_reason=finish,
             reason=reason, prompt_tokens=r.prompt_tokens, completion_tokens=completion, worker_id=r.worker_id,

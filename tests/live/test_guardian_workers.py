@@ -381,8 +381,12 @@ def test_an_async_block_ends_an_open_stream_and_stops_the_generation(tmp_path):
         http.__exit__(None, None, None)
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert state["status"] == "blocked" and state["guardian_verdict"] == "block"
+    assert state["finish_reason"] == "content_filter" and state["reason_code"] == "blocked"
     (row,) = rows(f"sqlite:///{tmp_path / 'daemon.db'}", run_id, "requests")
     assert row["status"] == "blocked" and row["reason"] == "blocked by rules: blocklisted phrase 'forbidden'"
+    # the reply carries the row's code (it said null: the driver dropped it to answer content_filter)
+    (ext,) = chunks[-1]["controlplane"]["requests"]
+    assert ext["reason_code"] == row["reason_code"] == "blocked"
     assert 3 <= row["output_tokens"] < 100  # its generation stopped when the block came, far from 200
     # Text the stream had sent before the block stays sent (how much depends on when the stream
     # pump ran); never more than the request generated.
