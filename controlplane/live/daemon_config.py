@@ -159,11 +159,17 @@ def _worker_settings(worker: dict[str, Any], where: str) -> WorkerModelSettings:
         settings = WorkerModelSettings(**worker)
     except ValidationError as exc:
         raise ConfigError("\n  ".join(
-            f"{'.'.join([where, *(str(p) for p in e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors())) from None
+            f"{'.'.join([where, *(str(p) for p in e['loc']), *_config_key(e)])}: "
+            f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())) from None
     if settings.path is not None and not Path(settings.path).is_dir():
         raise ConfigError(f"{where}.path: model path {settings.path} is not a directory (models are never downloaded)")
     return settings
+
+
+def _config_key(error: Any) -> list[str]:
+    """The key of ``worker.config`` a validation error is about (`ModelConfigError.key`), if any."""
+    key = getattr((error.get("ctx") or {}).get("error"), "key", None)
+    return [key] if isinstance(key, str) else []
 
 
 def with_request_deadline(config: RunConfig, request_timeout_s: float | None) -> RunConfig:

@@ -27,6 +27,7 @@ from controlplane.live.quantize import (
     quantize_int8,
     quantize_nf4,
 )
+from controlplane.live.random_model_config import check_model_config
 from controlplane.live.tokenizer import build_byte_tokenizer
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4"]
@@ -100,6 +101,13 @@ class WorkerModelSettings(BaseModel):
     def _check_device(cls, value: str) -> str:
         if not _DEVICE_RE.match(value):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _check_config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and "model_type" in value:  # (without one: `_one_source` says so)
+            check_model_config(value)  # transformers' checks and more, naming the key (`ModelConfigError.key`)
         return value
 
     @field_validator("preset")

@@ -113,6 +113,22 @@ def test_listen_names_the_address_in_use():
     ("{preset: tiny-lama}", "cluster.models.0.worker.preset: unknown preset 'tiny-lama'"),
     ("{preset: tiny-llama, precison: fp32}", "cluster.models.0.worker.precison: Extra inputs are not permitted"),
     ("{path: /no/such/model}", "cluster.models.0.worker.path: model path /no/such/model is not a directory"),
+    # worker.config: transformers' own check (a traceback from the worker's start), an unknown model type (a line
+    # listing ~400), sizes below 1 (-1 layers served a model of none) and what the byte tokenizer needs
+    ("{config: {model_type: llama, hidden_size: 65, num_attention_heads: 4}}",
+     "cluster.models.0.worker.config: The hidden size (65) is not a multiple of the number of attention heads (4)."),
+    ("{config: {model_type: lama}}",
+     "cluster.models.0.worker.config.model_type: unknown transformers model type 'lama' (did you mean 'llama'"),
+    ("{config: {model_type: llama, num_hidden_layers: -1}}",
+     "cluster.models.0.worker.config.num_hidden_layers: -1 is no size: it must be at least 1"),
+    ("{config: {model_type: gpt2, n_layer: 0}}", "cluster.models.0.worker.config.n_layer: 0 is no size"),
+    ("{config: {model_type: llama, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 3}}",
+     "cluster.models.0.worker.config.num_key_value_heads: 3 does not divide num_attention_heads (4)"),
+    ("{config: {model_type: llama, vocab_size: 128}}",
+     "cluster.models.0.worker.config.vocab_size: 128 is too small: a random-weight model's byte tokenizer needs"),
+    ("{config: {model_type: llama, hidden_size: '64'}}",
+     "cluster.models.0.worker.config.hidden_size: Field 'hidden_size' expected int, got str"),
+    ("{config: {model_type: vit}}", "cluster.models.0.worker.config.model_type: model type 'vit' has no causal"),
 ])
 def test_a_bad_worker_key_in_the_file_names_the_key_before_anything_starts(tmp_path, worker, key):
     config = tmp_path / "cluster.yaml"
@@ -120,7 +136,17 @@ def test_a_bad_worker_key_in_the_file_names_the_key_before_anything_starts(tmp_p
     with pytest.raises(ConfigError) as err:
         daemon_config(config)
     assert f"invalid configuration in {config}" in str(err.value) and key in str(err.value)
-    assert "pydantic" not in str(err.value)
+    assert "pydantic" not in str(err.value) and len(str(err.value)) < 300  # (not ~400 model types)
+
+
+def test_a_worker_config_transformers_refuses_is_one_error_not_a_traceback(tmp_path):
+    """The daemon exited 1 with 75 lines of traceback (StrictDataclassClassValidationError, from the model's build)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("cluster:\n  models:\n    - name: m\n      worker: {config: {model_type: llama, hidden_size: 65, "
+                      "num_attention_heads: 4, num_hidden_layers: 1, vocab_size: 512}}\n")
+    done = start(tmp_path, "--port", str(free_port()), "-c", str(config), "--db", f"sqlite:///{tmp_path / 'runs.db'}")
+    assert_one_clear_error(done, "cluster.models.0.worker.config: The hidden size (65) is not a multiple")
+    assert not (tmp_path / "runs.db").exists()
 
 
 def test_a_bad_flag_names_the_key_without_pydantic_noise():
