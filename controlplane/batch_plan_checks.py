@@ -91,7 +91,7 @@ def _plan_error(plan: BatchPlan, w: Worker) -> str | None:
     if type(plan.max_iterations) is not int or plan.max_iterations < 1:
         return f"max_iterations must be a whole number >= 1, got {plan.max_iterations!r}"
     wake = plan.wake_after_s
-    if wake is not None and not (wake >= 0 and math.isfinite(wake)):
+    if wake is not None and (isinstance(wake, bool) or not (wake >= 0 and math.isfinite(wake))):
         return f"wake_after_s must be a finite number >= 0, got {wake!r}"
     if not isinstance(plan.reason, str):
         return f"reason must be a string, got {_shown(plan.reason)}"

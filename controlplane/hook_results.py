@@ -6,12 +6,13 @@ as the plugin's error, the next implementation or the built-in fallback decides)
 `TypeError` of :func:`wrong_result` as its reason. The fields the core acts on are checked too
 (`FIELD_CHECKS`: a replica count of 2.5 or -2, a refusal's code given as a string, a memory plan
 of no sequences, a cache hit's negative latency or tokens, a guardian plan's unknown combine
-rule), and so are the fields the core stores:
+rule, a prefix lookup's negative or True token count), and so are the fields the core stores:
 every decision's ``reason`` is a string, and what goes into a stored decision's JSON payload
 (a route's ``scores``, a guardian plan's ``extra`` and ``cached`` verdict, a cache hit's
 ``similarity``) is encodable, so a bad value is the plugin's error here, not the SQL recorder's
 when the row is stored (where the row, and with a cache hit's reason the request's row, was lost).
-A batch plan is checked against its worker (`controlplane.batch_plan_checks`).
+A number is never a bool: ``True`` is not 1 second, 1 token or 1 replica. A batch plan is checked
+against its worker (`controlplane.batch_plan_checks`).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _scale_fields(decision: ScaleDecision) -> str | None:
     if not _text(decision.model) or not _text(decision.reason):
         return f"ScaleDecision.model and .reason must be strings, got {_shown(decision.model)}, {_shown(decision.reason)}"
     at = decision.next_start_s
-    if at is not None and not (isinstance(at, numbers.Real) and math.isfinite(at)):
+    if at is not None and not (_real(at) and math.isfinite(at)):
         return f"ScaleDecision.next_start_s must be a finite run time in seconds or None, got {type(at).__name__} {at!r}"
     if decision.held_target is not None and not _whole(decision.held_target, 0):
         return f"ScaleDecision.held_target must be a whole number >= 0 (int) or None, got {_shown(decision.held_target)}"
@@ -138,7 +139,8 @@ def _memory_fields(plan: MemoryPlan) -> str | None:
 def _cache_hit_fields(hit: CacheHit) -> str | None:
     latency = hit.latency_s
     # float first: the common case costs one type test and one chained comparison (no NaN, no inf)
-    if not ((type(latency) is float or isinstance(latency, numbers.Real)) and 0.0 <= latency < math.inf):
+    if not ((type(latency) is float or (isinstance(latency, numbers.Real) and not isinstance(latency, bool)))
+            and 0.0 <= latency < math.inf):
         return f"CacheHit.latency_s must be a finite number of seconds >= 0, got {type(latency).__name__} {latency!r}"
     if hit.kind not in CACHE_KINDS:
         return f"CacheHit.kind must be one of {', '.join(sorted(CACHE_KINDS))}, got {_shown(hit.kind)}"
@@ -167,6 +169,17 @@ def _route_fields(decision: RouteDecision) -> str | None:
         if why is not None:
             return f"RouteDecision.scores must be JSON-encodable (it is stored with the decision), got {_shown(scores)}: {why}"
     return None
+
+
+def _tokens(hook: str) -> Callable[[Any], str | None]:
+    """The check of a prefix cache's answer: a whole number of prompt tokens >= 0 (0: no hit), not a bool."""
+
+    def check(n: Any) -> str | None:
+        if type(n) is int and n >= 0 or _whole(n, 0):
+            return None
+        return f"{hook} must return a whole number of tokens >= 0 (0 or None: no hit), got {_shown(n)}"
+
+    return check
 
 
 #: `GuardianPlan.mode` and ``combine`` values the core carries out.
@@ -220,7 +233,7 @@ def _cached_verdict(cached: dict) -> str | None:
 
 #: Hook name -> a check of its result's fields (the result is of the hook's type): an error
 #: message, or None when the core can act on it. Each runs on every non-None result, so each is cheap
-#: where its hook is asked often (a route: per request, a few type tests) and checks
+#: where its hook is asked often (a route, a prefix lookup: per request, a few type tests) and checks
 #: more only where the answer is rare or costs more itself (a cache hit: served, a decision recorded;
 #: a route's scores: encoded again when stored).
 FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -230,6 +243,8 @@ FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "cp_cache_lookup": _cache_hit_fields,
     "cp_guardian_plan": _guardian_fields,
     "cp_route_request": _route_fields,  # (per request: two type tests without scores)
+    "cp_prefix_lookup": _tokens("cp_prefix_lookup"),
+    "cp_prefix_peek": _tokens("cp_prefix_peek"),
 }
 
 

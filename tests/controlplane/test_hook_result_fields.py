@@ -7,6 +7,8 @@ was applied silently (a target of -2 scaled to 0; a memory plan of -1 KV blocks 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from controlplane import Plugin, hookimpl
@@ -130,3 +132,79 @@ def test_a_bad_decision_payload_loses_no_stored_row(tmp_path, plugin):
     stored = stored_rows(url, res.run_id, "decisions")
     assert len(stored) == len(res.decisions)
     assert {d["plugin"] for d in stored if d["is_error"]} == {"faulty"}
+
+
+# A number is never a bool, and a token count never negative (before, CacheHit(latency_s=True) was served in 1 s,
+# cp_prefix_lookup's -50 was silently no hit and True a hit of 1 token, where 100.7 was an error).
+NOT_NUMBERS = [
+    ("cp_cache_lookup", "ctx, request", CacheHit("exact", True),
+     "CacheHit.latency_s must be a finite number of seconds >= 0, got bool True", {}),
+    ("cp_scale", "ctx, model, scaling", ScaleDecision("default", 1, "x", next_start_s=True),
+     "ScaleDecision.next_start_s must be a finite run time in seconds or None, got bool True", {}),
+]
+
+
+@pytest.mark.parametrize(("hook", "args", "value", "message", "config"), NOT_NUMBERS,
+                         ids=[f"{b[0]}-{i}" for i, b in enumerate(NOT_NUMBERS)])
+def test_a_bool_or_a_negative_count_is_the_plugins_error(hook, args, value, message, config):
+    test_a_decision_with_a_field_the_core_cannot_act_on_is_the_plugins_error(hook, args, value, message, config)
+
+
+def _hashed_trace(n: int = 6) -> list:
+    """A trace whose requests carry prefix block hashes: the core asks the prefix caches about them."""
+    return [dataclasses.replace(t, hash_ids=(1, 2), hash_block_tokens=16) for t in make_trace(n)]
+
+
+@pytest.mark.parametrize("answer", [-50, True])
+def test_a_prefix_lookup_of_a_bool_or_a_negative_count_is_the_plugins_error(answer):
+    res = replay_with(_returning("cp_prefix_lookup", "ctx, worker, request", answer), trace=_hashed_trace())
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_prefix_lookup", "faulty")}
+    assert errors[0].reason == ("TypeError: cp_prefix_lookup must return a whole number of tokens >= 0 (0 or None: "
+                                f"no hit), got {type(answer).__name__} {answer!r}")
+    assert res.summary["num_completed"] == 6 and all(not r.cached_tokens for r in res.requests)
+
+
+def test_a_prefix_lookup_of_a_whole_number_is_a_hit_and_no_error():
+    import numpy as np
+
+    for value in (0, 64, np.int64(64)):
+        res = replay_with(_returning("cp_prefix_lookup", "ctx, worker, request", value), trace=_hashed_trace())
+        assert not [d for d in res.decisions if d.is_error]
+        assert all(r.cached_tokens == (64 if value else 0) for r in res.requests)
+
+
+class _Peeking(Plugin):
+    """A router that reads ``ctx.prefix_match`` (``cp_prefix_peek``), and a peek answering ``answer``."""
+
+    name = "faulty"
+
+    def __init__(self, answer: object) -> None:
+        super().__init__()
+        self.answer, self.matches = answer, []
+
+    @hookimpl
+    def cp_prefix_peek(self, ctx, worker, request):
+        return self.answer
+
+    @hookimpl
+    def cp_route_request(self, ctx, request, workers):
+        self.matches.append(ctx.prefix_match(workers[0], request))
+
+
+@pytest.mark.parametrize("answer", [-5, True])
+def test_a_prefix_peek_of_a_bool_or_a_negative_count_is_the_plugins_error(answer):
+    plugin = _Peeking(answer)
+    res = replay_with(plugin, trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_prefix_peek", "faulty")}
+    assert f"got {type(answer).__name__} {answer!r}" in errors[0].reason
+    assert plugin.matches == [0] * 6 and res.summary["num_completed"] == 6
+
+
+def test_a_batch_plans_wake_of_true_is_the_plugins_error():
+    res = replay_with(_returning("cp_form_batch", "ctx, worker", BatchPlan(wake_after_s=True)), trace=make_trace(6))
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_form_batch", "faulty")}
+    assert "wake_after_s must be a finite number >= 0, got True" in errors[0].reason
+    assert res.summary["num_completed"] == 6
