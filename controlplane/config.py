@@ -204,8 +204,14 @@ class StorageConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        """A URL, or a SQLite file's path; not a variable reference (``${DB_URL}``: not expanded, it named a file)."""
+        from controlplane.config_env import UNEXPANDED, unexpanded_context
         from controlplane.storage.url import database_url
 
+        if context := unexpanded_context(value):
+            from pydantic_core import PydanticCustomError
+
+            raise PydanticCustomError("unexpanded", UNEXPANDED, context)
         return database_url(value)
 
 

@@ -4,12 +4,20 @@ setting alone (`controlplane.config.load_config` reads them all)."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from controlplane.config_errors import ENV_PREFIX
 from controlplane.errors import ConfigError
 
-__all__ = ["configured_storage_url"]
+__all__ = ["UNEXPANDED", "configured_storage_url", "unexpanded_context", "unexpanded_reference"]
+
+#: A shell-style variable reference as a whole value (``$DB_URL``) or anywhere in it (``${DB_URL}``,
+#: ``sqlite:///${HOME}/runs.db``): config values are taken as written, not expanded.
+_REFERENCE = re.compile(r"\$\{[^}]*\}?|^\s*\$[A-Za-z_][A-Za-z0-9_]*\s*$")
+UNEXPANDED = ("{value} holds the variable reference {reference}, but config values are not expanded: it would be "
+              "used as written{consequence}; write the URL itself, or have a shell expand it into the environment "
+              "variable that overrides storage.url: CONTROLPLANE_STORAGE__URL=\"{raw}\"")
 
 
 def configured_storage_url() -> str:
@@ -36,4 +44,28 @@ def configured_storage_url() -> str:
     if not isinstance(value, str):
         raise ConfigError(f"invalid configuration:\n  storage.url: Input should be a valid string, got {value!r} "
                           f"(from the environment: {name})")
+    if context := unexpanded_context(value):
+        raise ConfigError(f"invalid configuration:\n  storage.url: {UNEXPANDED.format(**context)} (from the "
+                          f"environment: {name})")
     return database_url(value)
+
+
+def unexpanded_reference(value: str) -> str | None:
+    """The first shell-style variable reference in ``value`` (``${DB_URL}``, or a whole value ``$DB_URL``), else
+    None: ``storage.url: "${DB_URL}"`` ran into a SQLite file named ``${DB_URL}`` in the working folder. (A
+    ``$`` in a URL's password is no reference: percent-encode ``${`` there, as ``%24{``.)"""
+    found = _REFERENCE.search(value)
+    return found.group(0).strip() if found else None
+
+
+def unexpanded_context(value: str) -> dict[str, str] | None:
+    """`UNEXPANDED`'s fields for a ``storage.url`` holding a variable reference (`unexpanded_reference`), else
+    None."""
+    from controlplane.storage.url import database_url
+
+    reference = unexpanded_reference(value)
+    if reference is None:
+        return None
+    url = database_url(value)
+    consequence = f" (the SQLite file {url.removeprefix('sqlite:///')!r})" if url.startswith("sqlite:///") else ""
+    return {"value": repr(value), "reference": reference, "consequence": consequence, "raw": value.strip()}

@@ -35,3 +35,35 @@ def test_an_unknown_precision_or_model_or_a_rate_out_of_range_is_a_config_error(
     config.write_text(text)
     code, err = _replay(tmp_path, config)
     assert code == 2 and err.startswith(f"error: invalid configuration in {config}: {line}"), err
+
+
+@pytest.mark.parametrize("url, file", [("${DB_URL}", "${DB_URL}"), ("sqlite:///${HOME}/runs.db", "${HOME}/runs.db"),
+                                       ("$DB_URL", "$DB_URL")])
+def test_a_variable_in_storage_url_is_refused_not_taken_for_a_file_s_name(tmp_path, monkeypatch, url, file):
+    """`storage: {url: "${DB_URL}"}` is not expanded: the run went, silently, to a SQLite file named `${DB_URL}` in
+    the working folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DB_URL", f"sqlite:///{tmp_path / 'meant.db'}")
+    (tmp_path / "${HOME}").mkdir()
+    config = tmp_path / "run.yaml"
+    config.write_text(f'storage: {{url: "{url}"}}\n')
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "5", "-c", str(config), "--no-progress"])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and said.startswith(
+        f"error: invalid configuration in {config}: storage.url: {url!r} holds the variable reference "), said
+    assert (f"config values are not expanded: it would be used as written (the SQLite file {file!r}); write the URL "
+            f'itself, or have a shell expand it into the environment variable that overrides storage.url: '
+            f'CONTROLPLANE_STORAGE__URL="{url}"') in said, said
+    assert not (tmp_path / file).exists() and not (tmp_path / "meant.db").exists()
+    monkeypatch.setenv("CONTROLPLANE_STORAGE__URL", url)  # (the variable given unexpanded: `runs list` reads it alone)
+    result = CliRunner().invoke(app, ["runs", "list"])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and f"storage.url: {url!r} holds the variable reference" in said, said
+    assert "(from the environment: CONTROLPLANE_STORAGE__URL)" in said
+
+
+def test_a_dollar_in_a_storage_url_s_password_is_no_variable():
+    from controlplane.config import load_config
+
+    url = "postgresql+psycopg://me:pa$word@127.0.0.1:5432/test"
+    assert load_config(overrides={"storage": {"url": url}}).storage.url == url
