@@ -271,6 +271,11 @@ def test_a_stream_under_a_sync_answer_check_holds_its_text_until_the_verdict(tmp
             assert text == "" and chat_text == "", (text, chat_text)
             assert chunks[-1].choices[0].finish_reason == "content_filter"
             assert [c.choices[0].finish_reason for c in chat if c.choices][-1] == "content_filter"
+            # what docs/guardians.md says a held, blocked chat stream gets at its verdict: OpenAI's role chunk,
+            # then the content_filter end (and the usage chunk asked for), nothing else
+            deltas = [(c.choices[0].delta.role, c.choices[0].delta.content, c.choices[0].finish_reason)
+                      for c in chat if c.choices]
+            assert deltas == [("assistant", "", None), (None, None, "content_filter")], deltas
         else:
             assert text == plain.choices[0].text and text and chunks[-1].choices[0].finish_reason == "length"
             assert chat_text and chat[-1].usage.completion_tokens == 12
