@@ -19,7 +19,8 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
                  now_s: float) -> dict[str, Any]:
     """Build ``new``'s plugins (keeping the run's recorder and ``extras``) and bind them to the
     core; the swap is recorded as a ``reload`` decision. A plugin enabled before and after with the
-    same settings keeps its running instance and with it its state (quotas in flight, token
+    same settings keeps its running instance (a module of hook functions: the module) and with it
+    its state (quotas in flight, token
     buckets, cached answers, measured timings); only changed and new plugins are made afresh and
     get ``cp_run_started``. Returns the plugins loaded, those made afresh and the config sections
     that changed but need a restart (all but `APPLIED_AT_RUN_TIME`)."""
@@ -30,7 +31,7 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     running = {n: session.plugins.get(n) for n in old.plugins.enabled if session.plugins.get(n) is not None}
     unchanged = {n: inst for n, inst in running.items()
                  if n in new.plugins.enabled and n in available and _same_settings(old, new, n)
-                 and isinstance(available[n].target, type) and isinstance(inst, available[n].target)}
+                 and _is_running(available[n].target, inst)}
     available.update({n: _running(available[n], inst) for n, inst in unchanged.items()})
     kept = [p for p in (session.plugins.get("sql-recorder"),) if p is not None] + list(extras)
     plugins = build_plugin_set(new.plugins.enabled, new.plugins.settings, extra=kept, available=available)
@@ -56,12 +57,21 @@ def _same_settings(old: RunConfig, new: RunConfig, name: str) -> bool:
     return (old.plugins.settings.get(name) or {}) == (new.plugins.settings.get(name) or {})
 
 
+def _is_running(target: Any, instance: object) -> bool:
+    """Whether ``instance`` is the running plugin of ``target`` (what its entry point loads now): an instance of
+    the class, or the module of hook functions itself (importing it again gives the same module)."""
+    return isinstance(instance, target) if isinstance(target, type) else instance is target
+
+
 def _running(info: Any, instance: object) -> Any:
     """``info`` with a target that hands back ``instance``, the running plugin, where a new one would
-    be made: `build_plugin_set` still validates its settings and registers it where the config lists it."""
+    be made: `build_plugin_set` still validates its settings and registers it where the config lists it.
+    A module of hook functions is its own running plugin: ``info`` as it is."""
     from controlplane.plugin_manager import PluginInfo
 
     cls = info.target
+    if not isinstance(cls, type):
+        return info
     same = type(cls.__name__, (cls,), {"__new__": lambda _cls, *_args: instance, "__module__": cls.__module__})
     return PluginInfo(info.name, same, info.dist, info.version, info.entry_point)
 

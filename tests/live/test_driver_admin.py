@@ -97,3 +97,103 @@ def test_a_reload_lists_only_the_changes_it_cannot_apply_as_needing_a_restart():
     assert swap_plugins(session, core, cfg, fewer_keys, [], 6.0)["needs_restart"] == []
     slower = make_config(auth={"api_keys": [key]}, control={"metrics_interval_s": 3.0})
     assert swap_plugins(session, core, cfg, slower, [], 7.0)["needs_restart"] == ["control"]
+
+
+# --- installed plugins of a third party: a module of hook functions, a class that flushes at its end ---------------
+
+_MODULE = '''
+from controlplane import hookimpl
+
+STARTS, FINISHES = [], []
+
+
+@hookimpl
+def cp_run_started(ctx):
+    STARTS.append(ctx.now_s)
+
+
+@hookimpl
+def cp_run_finished(ctx, summary):
+    FINISHES.append(summary)
+'''
+
+_CLASS = '''
+from controlplane import Plugin, PluginSettings, hookimpl
+
+FLUSHED = []
+
+
+class Flusher(Plugin):
+    """Keeps what it saw, and writes it out (here: to FLUSHED) when its run ends."""
+
+    name = "flusher"
+
+    class Settings(PluginSettings):
+        tag: str = "a"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.seen = 0
+
+    @hookimpl
+    def cp_on_event(self, event):
+        self.seen += 1
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        FLUSHED.append((self.settings.tag, self.seen, summary))
+
+
+class Failing(Plugin):
+    name = "failing-finish"
+
+    @hookimpl
+    def cp_run_finished(self, ctx, summary):
+        raise RuntimeError("flush failed")
+'''
+
+
+def _install(tmp_path, monkeypatch) -> tuple[Any, Any]:
+    """Installs (a dist-info folder on sys.path) 'hook-module', a module of hook functions, and 'flusher' and
+    'failing-finish', plugin classes; returns their two modules."""
+    import importlib
+    import sys
+
+    from controlplane import plugin_manager
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "cp_admin_hookmod.py").write_text(_MODULE)
+    (site / "cp_admin_flusher.py").write_text(_CLASS)
+    info = site / "cp_admin_plugins-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cp-admin-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[controlplane]\nhook-module = cp_admin_hookmod\n"
+                                           "flusher = cp_admin_flusher:Flusher\n"
+                                           "failing-finish = cp_admin_flusher:Failing\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugin_manager, "_discovered", None)  # (restored after: later runs do not see them)
+    for name in ("cp_admin_hookmod", "cp_admin_flusher"):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # (imported afresh, gone after)
+    modules = importlib.import_module("cp_admin_hookmod"), importlib.import_module("cp_admin_flusher")
+    for name in ("cp_admin_hookmod", "cp_admin_flusher"):
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])
+    return modules
+
+
+def _plugins(enabled: tuple[str, ...], **settings: Any):
+    return make_config(plugins={"enabled": [*enabled, "least-loaded"], "settings": settings})
+
+
+def test_an_unchanged_module_of_hook_functions_keeps_running_across_a_reload(tmp_path, monkeypatch):
+    """Before, a module plugin was reported ``restarted`` by every reload, and got ``cp_run_started`` again."""
+    hookmod, _ = _install(tmp_path, monkeypatch)
+    cfg = _plugins(("hook-module",))
+    session, core = running(cfg)
+    assert hookmod.STARTS == [5.0]
+
+    changed = swap_plugins(session, core, cfg, _plugins(("hook-module",)), [], 6.0)
+
+    assert changed["restarted"] == []
+    assert session.plugins.get("hook-module") is hookmod
+    assert hookmod.STARTS == [5.0] and hookmod.FINISHES == []
