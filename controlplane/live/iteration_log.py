@@ -17,7 +17,7 @@ from controlplane.hardware.profile_format import PADDED_FIELDS, ROW_FIELDS
 from controlplane.hookspecs import hookimpl
 from controlplane.live.iteration_samples import IterationSample
 
-__all__ = ["IterationLog", "LiveRunIterations", "read_live_run", "run_iterations", "worker_meta"]
+__all__ = ["IterationLog", "LiveRunIterations", "read_live_run", "run_iterations", "worker_meta", "workers_meta"]
 
 
 class IterationLog:
@@ -49,15 +49,53 @@ def run_iterations(engine: Any, run_id: int, worker: str | None = None) -> list[
     return found
 
 
-def worker_meta(engine: Any, run_id: int) -> dict[str, Any]:
-    """Model, device and precision of a run's first ready worker (its reported facts)."""
+#: What a worker reported about itself that a profile is labelled with (`sim.calibration.WORKER_LABELS`).
+META_KEYS = ("model", "device", "precision", "device_name")
+
+
+def workers_meta(engine: Any, run_id: int) -> dict[str, dict[str, Any]]:
+    """Model, device and precision each worker of a run reported when it was first ready, by worker id."""
     from controlplane.storage import iter_rows
 
+    found: dict[str, dict[str, Any]] = {}
     for e in iter_rows(engine, run_id, "worker_events"):
-        if e["kind"] == "ready" and e.get("detail"):
+        if e["kind"] == "ready" and e.get("detail") and e["worker_id"] not in found:
             d = e["detail"]
-            return {k: d[k] for k in ("model", "device", "precision", "device_name") if d.get(k) is not None}
-    return {}
+            found[e["worker_id"]] = {k: d[k] for k in META_KEYS if d.get(k) is not None}
+    return found
+
+
+def worker_meta(engine: Any, run_id: int, worker: str | None = None) -> dict[str, Any]:
+    """Model, device and precision of ``worker`` (its reported facts); without one, of the run's first ready worker."""
+    every = workers_meta(engine, run_id)
+    if worker is not None:
+        return every.get(worker, {})
+    return next(iter(every.values()), {})
+
+
+def _kind(meta: dict[str, Any]) -> tuple:
+    """What one profile may stand for: the model, precision and device type (``cuda:0`` and ``cuda:1`` alike)."""
+    device = meta.get("device")
+    return (meta.get("model"), meta.get("precision"), device.split(":")[0] if isinstance(device, str) else device,
+            meta.get("device_name"))
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    return " ".join(str(meta[k]) for k in ("model", "precision", "device") if meta.get(k) is not None) or "unknown"
+
+
+def one_kind_of_worker(run_id: int, samples: list[IterationSample], every: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The labels of the workers whose iterations ``samples`` are; a `ValueError` naming them if they are of
+    different models, precisions or devices (one profile cannot stand for them: calibrate one with ``--worker``)."""
+    timed = sorted({s.worker_id for s in samples})
+    kinds: dict[tuple, list[str]] = {}
+    for w in timed:
+        kinds.setdefault(_kind(every.get(w, {})), []).append(w)
+    if len(kinds) > 1:
+        listed = "; ".join(f"{', '.join(ws)} ({_describe(every.get(ws[0], {}))})" for ws in kinds.values())
+        raise ValueError(f"run {run_id} served several kinds of worker, and one profile is of one: {listed}; "
+                         f"calibrate one of them with --worker (e.g. --worker {timed[0]})")
+    return every.get(timed[0], {}) if timed else {}
 
 
 @dataclass(frozen=True)
@@ -70,7 +108,9 @@ class LiveRunIterations:
 
 
 def read_live_run(engine: Any, run_id: int, worker: str | None = None) -> LiveRunIterations:
-    """A recorded live run's timed iterations; a `ValueError` that says why for a run that has none."""
+    """A recorded live run's timed iterations (of ``worker``, or of every worker) and the labels of the worker
+    that timed them; a `ValueError` that says why for a run that has none, and for a run whose workers are of
+    several models, precisions or devices without ``worker`` (`one_kind_of_worker`)."""
     from controlplane.storage import get_run
 
     run = get_run(engine, run_id)
@@ -87,4 +127,4 @@ def read_live_run(engine: Any, run_id: int, worker: str | None = None) -> LiveRu
         raise ValueError(f"run {run_id} recorded no iteration timings{of}: record them with "
                          "storage.record_iterations: true in the run's config (`controlplane live-replay` and "
                          "benchmarks/fidelity.py do)")
-    return LiveRunIterations(run_id, samples, worker_meta(engine, run_id))
+    return LiveRunIterations(run_id, samples, one_kind_of_worker(run_id, samples, workers_meta(engine, run_id)))

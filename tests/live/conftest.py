@@ -40,10 +40,11 @@ def engine(tiny_loaded) -> CausalLMBackend:
     return CausalLMBackend(tiny_loaded, max_seq_len=256)
 
 
-def record_timed_live_runs(url: str, count: int) -> list[tuple[int, list]]:
+def record_timed_live_runs(url: str, count: int, models: list[dict] | None = None) -> list[tuple[int, list]]:
     """``count`` short live runs of the same requests into ``url``, their iterations timed (the driver's
     `IterationTimed` events, kept by an `IterationLog` and stored with ``storage.record_iterations``:
-    what `calibrate` reads): ``[(run_id, samples), ...]``."""
+    what `calibrate` reads): ``[(run_id, samples), ...]``. With ``models`` (the config's), the requests
+    go to each model in turn."""
     import asyncio
 
     from controlplane.live.driver import LiveDriver
@@ -51,17 +52,21 @@ def record_timed_live_runs(url: str, count: int) -> list[tuple[int, list]]:
     from controlplane.live.pool_thread import LocalThreadPool
     from controlplane.testing import make_config
 
-    cfg = make_config(storage={"url": url, "record_iterations": True}, cluster={"models": [
-        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "device": "cpu", "max_seq_len": 128}}]})
+    models = models or [
+        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "device": "cpu", "max_seq_len": 128}}]
+    cfg = make_config(storage={"url": url, "record_iterations": True}, cluster={"models": models})
+    names = [m["name"] for m in models]
 
     async def main():
         log = IterationLog()
         driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1), extra_plugins=[log])
         await driver.start(wait_ready_s=120)
         try:
-            first = [await driver.submit([5 + i] * (4 + 3 * i), max_tokens=6, ignore_eos=True) for i in range(3)]
+            first = [await driver.submit([5 + i] * (4 + 3 * i), max_tokens=6, ignore_eos=True,
+                                         model=names[i % len(names)]) for i in range(3)]
             await asyncio.sleep(0.02)
-            later = [await driver.submit([9] * 20, max_tokens=4, ignore_eos=True) for _ in range(2)]
+            later = [await driver.submit([9] * 20, max_tokens=4, ignore_eos=True, model=names[(i + 1) % len(names)])
+                     for i in range(2)]
             results = [await h.result() for h in first + later]
         finally:
             await driver.close()
