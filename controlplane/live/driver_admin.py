@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.config import RunConfig
+from controlplane.hook_calls import _isolated
 from controlplane.types import Decision
 
-__all__ = ["APPLIED_AT_RUN_TIME", "plugin_listing", "swap_plugins", "worker_listing"]
+__all__ = ["APPLIED_AT_RUN_TIME", "plugin_listing", "summary_so_far", "swap_plugins", "worker_listing"]
 
 #: The config sections a reload applies: the plugins here, the API keys (``auth``) in the daemon's
 #: reload route; a change to any other is reported as needing a restart.
@@ -20,10 +21,12 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     """Build ``new``'s plugins (keeping the run's recorder and ``extras``) and bind them to the
     core; the swap is recorded as a ``reload`` decision. A plugin enabled before and after with the
     same settings keeps its running instance (a module of hook functions: the module) and with it
-    its state (quotas in flight, token
-    buckets, cached answers, measured timings); only changed and new plugins are made afresh and
-    get ``cp_run_started``. Returns the plugins loaded, those made afresh and the config sections
-    that changed but need a restart (all but `APPLIED_AT_RUN_TIME`)."""
+    its state (quotas in flight, token buckets, cached answers, measured timings); only changed and
+    new plugins are made afresh and get ``cp_run_started``. The instances a reload replaces (settings
+    changed) or drops (no longer enabled) get ``cp_run_finished`` first, with the run's summary so
+    far (`summary_so_far`), so they flush what they keep; their errors are the run's, as any hook's.
+    Returns the plugins loaded, those made afresh, those finished and the config sections that
+    changed but need a restart (all but `APPLIED_AT_RUN_TIME`)."""
     from controlplane.plugin_manager import build_plugin_set, discover_plugins
     from controlplane.session import fallback_plugins
 
@@ -37,9 +40,18 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     plugins = build_plugin_set(new.plugins.enabled, new.plugins.settings, extra=kept, available=available)
     before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
     restart = sorted(k for k in after if k not in APPLIED_AT_RUN_TIME and after[k] != before.get(k))
+    retired = [n for n in running if n not in unchanged]  # replaced or dropped: in the old config's order
+    finishing = [impl for impl in reversed(session.plugins.hook.cp_run_finished.get_hookimpls())
+                 if impl.plugin_name in retired and not (impl.hookwrapper or getattr(impl, "wrapper", False))]
     core.bind_plugins(plugins, fallback_plugins(available))
     session.plugins = plugins
     session.clock.now_s = max(session.clock.now_s, now_s)
+    if finishing:
+        summary = summary_so_far(core, now_s)
+        for impl in finishing:  # isolated, its errors counted in the new set's monitor (the run's counts go on)
+            fn = _isolated(getattr(impl.function, "__wrapped__", impl.function), impl.plugin_name,
+                           "cp_run_finished", plugins.monitor)
+            fn(*({"ctx": core.ctx, "summary": summary}[a] for a in impl.argnames))
     names = [p.info.name for p in plugins.loaded]
     fresh = [p.info.name for p in plugins.loaded[:len(plugins.loaded) - len(kept)] if p.info.name not in unchanged]
     for impl in reversed(plugins.hook.cp_run_started.get_hookimpls()):  # in pluggy's order, the new ones only
@@ -48,9 +60,26 @@ def swap_plugins(session: Any, core: Any, old: RunConfig, new: RunConfig, extras
     plugins.hook.cp_on_event(
         ctx=core.ctx,
         event=Decision(now_s, "admin", "daemon", "reload", None, "plugins reloaded from the config",
-                       {"plugins": names, "restarted": fresh, "needs_restart": restart}),
+                       {"plugins": names, "restarted": fresh, "finished": retired, "needs_restart": restart}),
     )
-    return {"plugins": names, "restarted": fresh, "needs_restart": restart}
+    calls = getattr(core, "calls", None)
+    if calls is not None:  # the error decisions of a finished or started plugin, now rather than at the next event
+        calls.drain_errors()
+    return {"plugins": names, "restarted": fresh, "finished": retired, "needs_restart": restart}
+
+
+def summary_so_far(core: Any, now_s: float) -> dict[str, Any]:
+    """What a plugin a reload replaces or drops gets as ``cp_run_finished``'s summary: the run's headline numbers
+    at the reload (`controlplane.metrics.RunStats.summary`: the requests finished so far; those in flight are not
+    counted, and the run end's cost, per-model and per-plugin-error breakdowns are left out), the plugin errors
+    so far, and ``reload: True`` (the run goes on; its real summary comes at its end, to the plugins then loaded)."""
+    stats = getattr(core, "stats", None)
+    summary = stats.summary(now_s) if stats is not None else {}
+    monitor = getattr(core, "_monitor", None)
+    if monitor is not None:
+        summary["num_plugin_errors"] = monitor.num_errors
+    summary["reload"] = True
+    return summary
 
 
 def _same_settings(old: RunConfig, new: RunConfig, name: str) -> bool:

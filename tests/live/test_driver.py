@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.live import driver_admin
 from controlplane.live.driver import GUARDIAN_UNAVAILABLE, LiveDriver
 from controlplane.live.http_errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from controlplane.live.model_source import WorkerModelSettings
@@ -276,16 +277,20 @@ def test_reload_swaps_plugins_and_records_it(tmp_path):
         while sum(w.state.value == "ready" for w in d.core.workers.values()) < 2:
             await asyncio.sleep(0.05)
         await d.generate("before", max_tokens=2)
+        so_far = driver_admin.summary_so_far(d.core, d.now_s())  # what a plugin the reload drops gets
         changed = d.reload(reloaded)
         for i in range(4):
             await d.generate(f"after {i}", max_tokens=2)
-        return changed
+        return changed, so_far
 
-    changed, _, d = run(cfg, body)
+    (changed, so_far), summary, d = run(cfg, body)
     assert "round-robin" in changed["plugins"] and "least-loaded" not in changed["plugins"]
-    assert changed["needs_restart"] == []
+    assert changed["needs_restart"] == [] and changed["finished"] == ["least-loaded"]
+    assert so_far["reload"] is True and (so_far["num_requests"], so_far["num_completed"]) == (1, 1)
+    assert summary["num_completed"] == 5 and "reload" not in summary
     decisions = rows(cfg.storage.url, d.run_id, "decisions")
     (reload,) = [x for x in decisions if x["action"] == "reload"]
+    assert reload["payload"]["finished"] == ["least-loaded"]
     routes = [x for x in decisions if x["hook"] == "cp_route_request" and x["action"] == "route"]
     assert {x["plugin"] for x in routes if x["time_s"] < reload["time_s"]} == {"least-loaded"}
     after = [x for x in routes if x["time_s"] > reload["time_s"]]

@@ -194,6 +194,45 @@ def test_an_unchanged_module_of_hook_functions_keeps_running_across_a_reload(tmp
 
     changed = swap_plugins(session, core, cfg, _plugins(("hook-module",)), [], 6.0)
 
-    assert changed["restarted"] == []
+    assert changed["restarted"] == [] and changed["finished"] == []
     assert session.plugins.get("hook-module") is hookmod
     assert hookmod.STARTS == [5.0] and hookmod.FINISHES == []
+
+
+def test_a_reload_finishes_the_plugins_it_replaces_or_drops_with_the_summary_so_far(tmp_path, monkeypatch):
+    """Before, a replaced or dropped plugin never got ``cp_run_finished``: what it flushes there was lost."""
+    from controlplane.metrics import RunStats
+
+    hookmod, flusher = _install(tmp_path, monkeypatch)
+    cfg = _plugins(("hook-module", "flusher"), flusher={"tag": "a"})
+    session, core = running(cfg)
+    core.stats = RunStats()
+    core.stats.num_arrived = 3
+    old = session.plugins.get("flusher")
+    session.plugins.hook.cp_on_event(ctx=core.ctx, event="an event")
+
+    changed = swap_plugins(session, core, cfg, _plugins(("flusher",), flusher={"tag": "b"}), [], 6.0)
+
+    assert changed["finished"] == ["hook-module", "flusher"] and changed["restarted"] == ["flusher"]
+    assert session.plugins.get("flusher") is not old
+    [(tag, seen, summary)] = flusher.FLUSHED
+    assert (tag, seen) == ("a", 1)  # the old instance, with what it kept
+    assert summary["reload"] is True and summary["num_requests"] == 3 and summary["num_plugin_errors"] == 0
+    assert [s["reload"] for s in hookmod.FINISHES] == [True]
+
+    unchanged = swap_plugins(session, core, _plugins(("flusher",), flusher={"tag": "b"}),
+                             _plugins(("flusher",), flusher={"tag": "b"}), [], 7.0)
+    assert unchanged["finished"] == [] and len(flusher.FLUSHED) == 1  # kept: not finished
+
+
+def test_a_plugin_failing_in_its_reload_finish_is_its_error_and_the_reload_goes_on(tmp_path, monkeypatch):
+    _install(tmp_path, monkeypatch)
+    cfg = _plugins(("failing-finish",))
+    session, core = running(cfg)
+
+    changed = swap_plugins(session, core, cfg, _plugins(()), [], 6.0)
+
+    assert changed["finished"] == ["failing-finish"]
+    errors = session.plugins.monitor.take_errors()
+    assert [(e.plugin, e.hook, e.error) for e in errors] == [
+        ("failing-finish", "cp_run_finished", "RuntimeError: flush failed")]
