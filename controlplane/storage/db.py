@@ -320,8 +320,7 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
     except CommandError as exc:  # (a target revision no migration has)
-        raise StorageError(f"cannot upgrade {describe_url(engine)} to {revision!r}: {exc}; "
-                           f"its migrations are {', '.join(sorted(_known_revisions()))}") from None
+        raise _no_such_revision(engine, revision, exc) from None
     finally:
         if owns_engine:
             engine.dispose()
@@ -344,21 +343,34 @@ def foreign_keys_off(connection: Connection) -> Iterator[None]:
         raw.execute("PRAGMA foreign_keys=ON")
 
 
+def _no_such_revision(engine: Engine, revision: str, exc: Exception) -> StorageError:
+    return StorageError(f"cannot upgrade {describe_url(engine)} to {revision!r}: {exc}; "
+                        f"its migrations are {', '.join(sorted(_known_revisions()))}")
+
+
 def _refuse_downgrade(engine: Engine, current: set[str], revision: str) -> None:
     """A target revision the database is already past is an error (Alembic's upgrade to it does nothing, and
     `controlplane db upgrade` said "database at revision 0004" as if it had gone there): going back is
-    Alembic's downgrade, which drops what the later revisions added; the error gives its command."""
+    Alembic's downgrade, which drops what the later revisions added; the error gives its command. ``base`` (no
+    revision) is past for every database that has one. A target Alembic cannot locate is one line too."""
     from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
-    if not current or revision in ("head", "heads"):
+    if revision in ("head", "heads"):
         return
     script = ScriptDirectory.from_config(_alembic_config())
     try:
         targets = {r.revision for r in script.get_revisions(revision) if r is not None}
+        if not current:
+            return
         behind = {r.revision for cur in current for r in script.iterate_revisions(cur, "base")} - current
+    except CommandError as exc:  # (``head+1``: Alembic's upgrade to it failed an assertion, a traceback)
+        raise _no_such_revision(engine, revision, exc) from None
     except Exception:  # noqa: BLE001 - a revision Alembic cannot resolve: its upgrade names it
         return
-    if targets and targets <= behind:
+    # (``base``, before the first revision, resolves to none: every database with a revision is past it; its
+    # upgrade did nothing and said "database at revision 0005", rc 0)
+    if not targets or targets <= behind:
         raise StorageError(f"{describe_url(engine)} is at revision {', '.join(sorted(current))}, already past "
                            f"{revision!r}: an upgrade does not go back; going back drops what the later revisions "
                            f"added, with Alembic from the source checkout: `alembic -x url={describe_url(engine)} "

@@ -56,6 +56,27 @@ def test_a_target_revision_the_database_is_past_is_an_error_naming_the_downgrade
     assert again.exit_code == 0 and "database at revision" in again.stdout  # (the revision it is at: nothing to do)
 
 
+@pytest.mark.parametrize("target", ["base", "0001@base"])
+def test_base_is_a_revision_every_migrated_database_is_past(db_url, target):  # noqa: F811
+    """`--revision base` on a database at head printed "database at revision 0005", rc 0, having done nothing
+    (Alembic resolves base to no revision, which the past-revision check skipped), while `0004` was an error."""
+    upgrade(db_url)
+    result = _cli("db", "upgrade", "--db", db_url, "--revision", target)
+    assert result.exit_code == 2, (result.output, result.exception)
+    said = " ".join(result.stderr.split())
+    assert (f"is at revision {', '.join(sorted(head_revisions()))}, already past {target!r}: an upgrade does not go "
+            f"back" in said and f"downgrade {target}`" in said), said
+
+
+def test_a_revision_past_head_is_one_line(db_url):  # noqa: F811
+    """`--revision head+1` was Alembic's AssertionError traceback, on a new database as on a migrated one."""
+    for _ in range(2):
+        result = _cli("db", "upgrade", "--db", db_url, "--revision", "head+1")
+        assert result.exit_code == 2 and "Traceback" not in result.output, (result.output, result.exception)
+        assert "to 'head+1': Can't locate revision identified by 'head+1'; its migrations are 0001, " in result.stderr
+        upgrade(db_url)
+
+
 def test_a_database_the_upgrade_cannot_use_is_named():
     """Its driver error (a role PostgreSQL does not have, a role without rights) came without the URL."""
     url = "postgresql+psycopg://nobody-here@127.0.0.1:5432/nothing"
