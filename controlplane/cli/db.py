@@ -23,8 +23,11 @@ def upgrade(
     from controlplane.storage import current_revisions, make_engine
     from controlplane.storage import upgrade as do_upgrade
 
+    from controlplane.cli.config_checks import check_database_folder
+
     url = resolve_db(db)
     with user_errors(url):  # (a driver's error names the database, as every command's does)
+        check_database_folder(url)  # (a typo in --db's folder made the folders, and a database there)
         engine = make_engine(url)
         do_upgrade(engine, revision)
         out.print(f"database at revision {', '.join(sorted(current_revisions(engine))) or '-'}")

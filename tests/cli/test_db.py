@@ -121,3 +121,12 @@ def test_runs_show_says_a_spilled_run_ended_while_the_database_was_away(tmp_path
     shown = " ".join(_cli("runs", "show", str(run_id), "--db", url).output.split())
     assert "ended while the database was away" in shown and "never finished" not in shown
     assert shown.count(f"{spill}") == 2 and "controlplane db load-spill" in shown  # (where it is, and the command)
+
+
+def test_upgrade_into_a_folder_that_does_not_exist_is_refused_and_makes_none(tmp_path):
+    """`db upgrade --db /tmp/nofolder/x.db` made the folder and a database in it; runs refuse it ("no such folder")."""
+    target = tmp_path / "nofolder" / "x.db"
+    result = _cli("db", "upgrade", "--db", str(target))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"{target.parent}: no such folder" in " ".join(result.stderr.split())
+    assert not target.parent.exists()
