@@ -5,7 +5,9 @@ do, and runs each to completion (nobody joins a running batch; that is what cont
 batching changes):
 
 * a batch starts when ``max_batch_size`` requests with the same generation parameters wait
-  (``group_by_params``: ``Request.params``, e.g. temperature and stop strings), or when the
+  (``group_by_params``: ``Request.params``, e.g. temperature and stop strings, `batch_key`: not a
+  request's ``seed``, which is its own draws', nor ``top_p`` / ``top_k`` of a greedy request, which
+  draws nothing), or when the
   oldest waiting request has waited ``max_wait_s``. Until then the plan is empty with
   ``wake_after_s`` set to that deadline, so the simulator wakes the replica at exactly
   ``arrival_s + max_wait_s`` (to the simulated microsecond and below);
@@ -51,17 +53,39 @@ _CONTINUOUS_ONLY = ("policy", "chunk_size", "watermark", "max_padding")
 _EPS_S = 1e-9
 
 
+#: Generation parameters that are a request's own and never part of a batch's (`batch_key`): the live engine
+#: draws each sequence from its own generator seeded from its ``seed`` (`controlplane.live.sampling`), so a
+#: seeded request gets the same tokens alone or in any batch. As a key every seeded request was a group of
+#: its own: 8 concurrent seeded requests ran one batch each, and under load clients timed out.
+PER_SEQUENCE_PARAMS = frozenset({"seed"})
+
+#: Parameters of the draw: a greedy request (temperature 0) draws nothing, so they change none of its tokens.
+_DRAW_PARAMS = frozenset({"top_p", "top_k"})
+
+
+def batch_key(params: tuple) -> tuple:
+    """What requests batched together share of their ``Request.params``: all but `PER_SEQUENCE_PARAMS`, and
+    for a greedy one (``temperature`` 0) also without ``top_p`` / ``top_k``."""
+    greedy = dict(params).get("temperature", 0.0) == 0
+    return tuple((k, v) for k, v in params
+                 if k not in PER_SEQUENCE_PARAMS and not (greedy and k in _DRAW_PARAMS))
+
+
 def _first_group(q, size: int, by_params: bool) -> tuple[list, float]:
     """The batch candidates and the oldest arrival among a replica's waiting requests ``q``: the first ``size``
-    of them in `priority_then_age` order that share the generation parameters of the first (any, without
-    ``by_params``), and the smallest ``arrival_s``. Equal to sorting the queue and filtering it, without doing
+    of them in `priority_then_age` order that share the generation parameters of the first (`batch_key`; any,
+    without ``by_params``), and the smallest ``arrival_s``. Equal to sorting the queue and filtering it, without doing
     so: a queue already in that order (`in_priority_order`; as it is but for preemptions and re-routed
     requests) is read from its head, any other one picked from (`heapq.nsmallest`: the sort's first ``size``,
     ties in queue order). An overloaded replica's queue holds thousands; sorting and filtering it for every
     batch made an overloaded ``static-batching`` replay several times slower."""
     ordered = len(q) < 2 or in_priority_order(q)
     head = q[0] if ordered else min(q, key=priority_then_age)
-    match = (r for r in q if r.params == head.params) if by_params else q
+    if by_params:
+        key = batch_key(head.params)
+        match = (r for r in q if (r.params == head.params or batch_key(r.params) == key))
+    else:
+        match = q
     if ordered:
         return list(islice(match, size)), head.arrival_s
     return heapq.nsmallest(size, match, key=priority_then_age), min(r.arrival_s for r in q)

@@ -68,6 +68,24 @@ def test_groups_requests_with_the_same_generation_parameters():
     assert len(plan.prefill) == 4
 
 
+def test_a_seed_is_no_batching_key_nor_top_p_of_a_greedy_request():
+    """Each request draws from its own seeded generator (controlplane.live.sampling): seeded requests were
+    groups of one, so 8 concurrent ones ran 8 batches (tests/live/test_seeded_batching.py on a live worker)."""
+    sampled = [_req(f"s{i}", 0.01 * i, params=(("seed", i), ("temperature", 0.8), ("top_p", 0.9)))
+               for i in range(4)]
+    greedy = [_req(f"g{i}", 0.1 + 0.01 * i, params=(("seed", i), ("temperature", 0.0), ("top_p", 0.5 + 0.1 * i)))
+              for i in range(3)]
+    other = [_req("t1", 0.3, params=(("seed", 9), ("temperature", 1.0), ("top_p", 0.9)))]
+    stops = [_req("stop", 0.4, params=(("stop", ("x",)), ("temperature", 0.0)))]
+    w = make_worker(waiting=deque(sampled + greedy + other + stops))
+    plugin = DynamicBatching(DynamicBatching.Settings(max_wait_s=0.0))
+    assert [r.request_id for r, _ in _plan(plugin, w, now=1.0).prefill] == ["s0", "s1", "s2", "s3"]
+    w = make_worker(waiting=deque(greedy + other + stops))
+    assert [r.request_id for r, _ in _plan(plugin, w, now=1.0).prefill] == ["g0", "g1", "g2"]
+    w = make_worker(waiting=deque(other + stops))  # other temperatures and stop strings still batch apart
+    assert [r.request_id for r, _ in _plan(plugin, w, now=1.0).prefill] == ["t1"]
+
+
 def test_a_running_batch_runs_to_completion():
     running = make_requests(2, prefix="run")
     for r in running:
