@@ -33,6 +33,52 @@ def unknown_hooks(pm: pluggy.PluginManager) -> str:
     return "; ".join(found)
 
 
+def check_shape(plugin_name: str, target: Any) -> None:
+    """Refuse, without making the plugin, what a run's start refuses of a plugin class (or module of hook
+    functions) as it takes it in (`PluginError`, the run start's message): a hook that does not exist (a typo),
+    a hook's method left unmarked (`check_hook_names`), an implementation taking an argument its hook does not
+    pass, a wrapper that is not a generator function, a ``Settings`` that would take a typo, an ``observes``
+    that is not a tuple of event types. ``controlplane plugins list`` and ``plugins show`` run it, so a plugin
+    every run would refuse is not listed as fine. (What only making it finds, its ``__init__`` raising, is not.)"""
+    check_hook_names(plugin_name, target)
+    for attr, fn, opts in hook_methods(plugin_name, target):
+        passed = list(inspect.signature(getattr(hookspecs, attr)).parameters)
+        extra = [a for a in _required_args(target, attr, fn) if a not in passed]
+        if extra:
+            raise PluginError(_extra_args(plugin_name, attr, extra, passed))
+        if _not_a_generator(opts, fn):
+            raise PluginError(_not_a_generator_error(plugin_name, attr))
+    if isinstance(target, type) and issubclass(target, Plugin):
+        check_settings_class(plugin_name, target.Settings)
+    check_observes(plugin_name, target)
+
+
+def _required_args(target: Any, attr: str, fn: Any) -> list[str]:
+    """The arguments pluggy passes ``fn`` by name (its parameters without a default), less the instance's
+    ``self`` where ``target`` is a class (a method read from the class is a plain function)."""
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(target, type) and not inspect.ismethod(fn) \
+            and not isinstance(inspect.getattr_static(target, attr, None), staticmethod):
+        params = params[1:]
+    return [p.name for p in params if p.default is p.empty]
+
+
+def _not_a_generator(opts: Any, fn: Any) -> bool:
+    """Whether ``fn``, marked with the hook-implementation options ``opts``, is a wrapper pluggy refuses."""
+    return bool(opts and (opts.get("wrapper") or opts.get("hookwrapper")) and not inspect.isgeneratorfunction(fn))
+
+
+def _not_a_generator_error(plugin_name: str, hook: str) -> str:
+    return (f"plugin {plugin_name!r}: {hook} is marked as a wrapper but is not a generator function (a wrapper "
+            "yields once, where the implementations it wraps run)")
+
+
+def _extra_args(plugin_name: str, hook: str, extra: list[str], passed: list[str]) -> str:
+    return (f"plugin {plugin_name!r}: {hook} takes {', '.join(map(repr, extra))}, which the hook does not pass "
+            f"(the hook passes: {', '.join(passed)}; take any of them, by name)")
+
+
 def check_hook_names(plugin_name: str, target: Any) -> None:
     """Refuse, before any plugin is made, a plugin class (or module) implementing a hook that does not exist
     or leaving a hook's method unmarked: what building the run's plugin manager refuses, found without
@@ -171,8 +217,7 @@ def register(pm: pluggy.PluginManager, proxy: object, name: str) -> None:
             passed = list(inspect.signature(getattr(hookspecs, hook)).parameters)
             extra = [a for a in inspect.signature(fn).parameters if a not in passed]
             if extra:
-                raise PluginError(
-                    f"plugin {name!r}: {hook} takes {', '.join(map(repr, extra))}, which the hook does not pass "
-                    f"(the hook passes: {', '.join(passed)}; take any of them, by name)"
-                ) from None
+                raise PluginError(_extra_args(name, hook, extra, passed)) from None
+            if _not_a_generator(getattr(fn, f"{hookspecs.PROJECT_NAME}_impl", None), fn):
+                raise PluginError(_not_a_generator_error(name, hook)) from None
         raise PluginError(f"plugin {name!r}: {' '.join(str(exc).split())}") from None

@@ -32,10 +32,14 @@ def list_() -> None:
     """List installed plugins: name, distribution, version, hooks, whether the library's default config and the
     bundled `sim replay` config enable it, and what it does (`plugins show NAME`: its settings).
 
-    A plugin that cannot be loaded (its module fails to import, its entry point is named unlike it) is listed as such, its error is printed on stderr, and the command exits with status 2.
+    A plugin that cannot be loaded (its module fails to import, its entry point is named unlike it), or that every
+    run would refuse as it starts (a hook that does not exist, such as cp_form_batches; an implementation taking an
+    argument its hook does not pass; a Settings that would take a typo) is listed as such, its error is printed on
+    stderr, and the command exits with status 2.
     """
     from controlplane.config import DEFAULT_PLUGINS
     from controlplane.errors import PluginError
+    from controlplane.plugin_checks import check_shape
     from controlplane.plugin_manager import discover_plugins
 
     with user_errors():
@@ -53,6 +57,12 @@ def list_() -> None:
         except PluginError as exc:
             broken.append(str(exc))
             hooks, doc = "-", "failed to load (error below)"
+        else:
+            try:
+                check_shape(name, p.target)  # what every run's start would refuse of it
+            except PluginError as exc:
+                broken.append(str(exc))
+                doc = "refused by every run (error below)"
         # (cells are text, not rich markup: a description's "within [min, max]" is shown as written)
         t.add_row(*(escape(str(cell)) for cell in (name, p.dist or "-", p.version or "-", hooks,
                                                    "yes" if name in DEFAULT_PLUGINS else "",
@@ -69,9 +79,12 @@ def show(name: Annotated[str, typer.Argument(help="The plugin's name, as `plugin
     """Show one installed plugin: what it does, its hooks, and each of its settings with its type (and bounds),
     its default and its description: what a run config may give under plugins.settings.NAME.
 
-    An unknown name, or a plugin that cannot be loaded, is an error (exit status 2).
+    An unknown name, or a plugin that cannot be loaded, is an error (exit status 2). A plugin that every run would
+    refuse as it starts (a hook that does not exist, an argument its hook does not pass, ...) is shown, then its
+    error is printed on stderr, and the command exits with status 2.
     """
-    from controlplane.errors import ConfigError, did_you_mean
+    from controlplane.errors import ConfigError, PluginError, did_you_mean
+    from controlplane.plugin_checks import check_shape
     from controlplane.plugin_manager import discover_plugins
 
     with user_errors():
@@ -81,8 +94,21 @@ def show(name: Annotated[str, typer.Argument(help="The plugin's name, as `plugin
             raise ConfigError(f"unknown plugin {name!r}{did_you_mean(name, found)}; `controlplane plugins list` "
                               "shows the installed ones")
         target = info.target  # (a PluginError when it cannot be loaded: one line, exit 2)
+        try:
+            check_shape(name, target)  # what every run's start would refuse of it: said after what it is
+            refused = None
+        except PluginError as exc:
+            refused = str(exc)
         rows = settings_rows(target)
         hooks, doc = ", ".join(info.hooks), _docstring(target)
+    _show(name, info, doc, hooks, rows)
+    if refused is not None:
+        console("err").print(f"[bold red]error:[/] {escape(refused)}", markup=True, highlight=False)
+        raise typer.Exit(2)
+
+
+def _show(name: str, info: Any, doc: str, hooks: str, rows: list[dict[str, str]]) -> None:
+    """`plugins show`'s text: the plugin's name and distribution, what it does, its hooks and its settings."""
     where = f" ({info.dist} {info.version})" if info.dist else ""
     out.print(f"[bold]{escape(name)}[/]{escape(where)}", highlight=False)
     if doc:
@@ -106,9 +132,13 @@ def settings_rows(target: Any) -> list[dict[str, str]]:
     on its line in the class). A module of hook functions, or a plugin without settings: none."""
     from controlplane.plugin import Plugin
 
+    from pydantic import BaseModel
+
     if not (isinstance(target, type) and issubclass(target, Plugin)):
         return []
     settings = target.Settings
+    if not (isinstance(settings, type) and issubclass(settings, BaseModel)):
+        return []  # (not settings a run takes: `plugins show` says why after what it shows)
     comments = _field_comments(settings)
     return [{"setting": field_name, "type": _type_of(field), "default": _default_of(field),
              "description": field.description or comments.get(field_name, "")}

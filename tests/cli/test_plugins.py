@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import app
 from controlplane.config import DEFAULT_PLUGINS, load_config
+from controlplane.testing import make_trace
 from sim.traces.bundled import bundled_default_config_path
 
 
@@ -162,3 +164,156 @@ def test_wrapped_trailing_comments_of_slo_planner_stay_with_their_field():
     assert rows["band_errors"].endswith("an over-forecast does not widen the upper bound)")
     assert rows["steady_capacity_from"].startswith("on a steady load (steady_cv)")
     assert rows["steady_cv"].endswith("instead of holding each one wanted (None: off)") and not rows["steady_buckets"]
+
+
+# --- a plugin every run would refuse is not listed as fine ------------------------------------------------------
+
+_REFUSED = '''
+from pydantic import BaseModel
+
+from controlplane import Plugin, hookimpl
+
+
+class TypoHook(Plugin):
+    """Batches, under a hook name of its own."""
+
+    name = "typo-hook"
+
+    @hookimpl
+    def cp_form_batches(self, ctx, worker):
+        return None
+
+
+class BadArg(Plugin):
+    """Routes, reading an argument the hook does not pass."""
+
+    name = "bad-arg"
+
+    @hookimpl
+    def cp_route_request(self, ctx, req, workers):
+        return None
+
+
+class NotAGenerator(Plugin):
+    name = "not-a-generator"
+
+    @hookimpl(wrapper=True)
+    def cp_scale(self, ctx, model, scaling):
+        return None
+
+
+class LooseSettings(Plugin):
+    name = "loose-settings"
+
+    class Settings(BaseModel):
+        rate: float = 1.0
+
+    @hookimpl
+    def cp_run_started(self, ctx):
+        pass
+
+
+class Fine(Plugin):
+    """Routes nowhere; takes fewer arguments than the hook, and one with a default."""
+
+    name = "fine"
+
+    @hookimpl
+    def cp_route_request(self, request, extra=None):
+        return None
+
+    @staticmethod
+    @hookimpl
+    def cp_run_started(ctx):
+        pass
+'''
+
+_REFUSED_MODULE = '''
+from controlplane import hookimpl
+
+
+@hookimpl
+def cp_admit_request(ctx, requests):
+    return None
+'''
+
+
+def _install_refused(tmp_path, monkeypatch) -> None:
+    """Installs plugins every run refuses as it starts ('typo-hook', 'bad-arg', 'not-a-generator', 'loose-settings',
+    'module-bad-arg', a module of hook functions) and one it takes ('fine')."""
+    import sys
+
+    from controlplane import plugin_manager
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "cp_refused.py").write_text(_REFUSED)
+    (site / "cp_refused_module.py").write_text(_REFUSED_MODULE)
+    info = site / "cp_refused-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cp-refused\nVersion: 0.1\n")
+    names = {"typo-hook": "TypoHook", "bad-arg": "BadArg", "not-a-generator": "NotAGenerator",
+             "loose-settings": "LooseSettings", "fine": "Fine"}
+    (info / "entry_points.txt").write_text("[controlplane]\n" + "".join(f"{n} = cp_refused:{c}\n" for n, c in
+                                                                        names.items())
+                                           + "module-bad-arg = cp_refused_module\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugin_manager, "_discovered", None)
+    for module in ("cp_refused", "cp_refused_module"):  # (imported afresh, and gone after)
+        monkeypatch.setitem(sys.modules, module, None)
+        del sys.modules[module]
+
+
+REFUSALS = {
+    "typo-hook": "a plugin implements a hook that does not exist: 'cp_form_batches' in plugin 'typo-hook' "
+                 "(did you mean 'cp_form_batch'?)",
+    "bad-arg": "plugin 'bad-arg': cp_route_request takes 'req', which the hook does not pass (the hook passes: ctx, "
+               "request, workers; take any of them, by name)",
+    "not-a-generator": "plugin 'not-a-generator': cp_scale is marked as a wrapper but is not a generator function",
+    "loose-settings": "plugin 'loose-settings': Settings must subclass controlplane.PluginSettings",
+    "module-bad-arg": "plugin 'module-bad-arg': cp_admit_request takes 'requests', which the hook does not pass",
+}
+
+
+def test_plugins_list_flags_a_plugin_every_run_refuses(tmp_path, monkeypatch):
+    """Before, `plugins list` listed 'typo-hook' (cp_form_batches) and 'bad-arg' (req) as fine, exit 0, and every
+    run enabling them failed at its start."""
+    from controlplane.cli import common
+
+    _install_refused(tmp_path, monkeypatch)
+    monkeypatch.setattr(common.out, "_width", 400)  # (each row on one line)
+    result = CliRunner().invoke(app, ["plugins", "list"])
+    assert result.exit_code == 2, result.output
+    rows = {ln.strip("│").split("│")[0].strip(): ln for ln in result.stdout.splitlines() if ln.startswith("│")}
+    for name in REFUSALS:
+        assert "refused by every run (error below)" in rows[name], rows[name]
+    assert "refused by every run" not in rows["fine"] and "Routes nowhere" in rows["fine"]
+    errors = " ".join(result.stderr.split())
+    for message in REFUSALS.values():
+        assert f"error: {message}" in errors
+    assert "'fine'" not in errors
+
+
+def test_plugins_show_flags_a_plugin_every_run_refuses(tmp_path, monkeypatch):
+    _install_refused(tmp_path, monkeypatch)
+    for name, message in REFUSALS.items():
+        result = CliRunner().invoke(app, ["plugins", "show", name])
+        assert result.exit_code == 2, (name, result.output)
+        assert result.stdout.splitlines()[0] == f"{name} (cp-refused 0.1)"  # what it is, then why runs refuse it
+        assert f"error: {message}" in " ".join(result.stderr.split())
+    result = CliRunner().invoke(app, ["plugins", "show", "fine"])
+    assert result.exit_code == 0, result.output
+    assert "hooks: cp_route_request, cp_run_started" in result.stdout
+
+
+def test_what_plugins_list_refuses_is_what_a_run_refuses(tmp_path, monkeypatch):
+    from controlplane.errors import PluginError
+    from controlplane.testing import make_config, replay_with
+
+    _install_refused(tmp_path, monkeypatch)
+    for name, message in REFUSALS.items():
+        with pytest.raises(PluginError) as refused:
+            replay_with(trace=make_trace(2), config=make_config(plugins={"enabled": [name, *DEFAULT_PLUGINS]}))
+        assert str(refused.value).startswith(message)
+    res = replay_with(trace=make_trace(2), config=make_config(plugins={"enabled": ["fine", *DEFAULT_PLUGINS]}))
+    assert res.summary["num_completed"] == 2
