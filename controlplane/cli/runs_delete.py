@@ -36,8 +36,12 @@ def delete(
     from controlplane.storage import get_run
     from controlplane.storage.orphans import count_rows, delete_run
 
+    from controlplane.cli.common import resolve_db
+
     with user_errors():
-        engine = open_stored_runs(db)
+        url = resolve_db(db)
+    with user_errors(url):  # (a driver's error names the database: a read-only file's "attempt to write" did not)
+        engine = open_stored_runs(url)
         try:
             counts = count_rows(engine, run_id)
             if not any(counts.values()):

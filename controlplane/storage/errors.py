@@ -59,6 +59,8 @@ def database_error(exc: BaseException, url: str | None = None) -> StorageError:
         text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
     if "unable to open database file" in text:
         text += " (does its folder exist, and may this user write there?)"
+    elif "attempt to write a readonly database" in text:
+        text += " (this user may not write the file, or its folder)"
     elif getattr(orig, "sqlstate", None) == "42501":
         text += " (this role may not do that here: use a role that owns the schema's tables, or grant it the privilege)"
     where = f"{mask_password(url)}: " if url else ""

@@ -70,3 +70,25 @@ def test_runs_delete_removes_the_rows_a_plain_sql_delete_left_behind(tmp_path) -
     assert done.exit_code == 0, done.output
     assert "deleted 3 request, 3 decision" in done.output
     assert sorted(set(_rows(url))) == [("decision", 1), ("request", 1), ("run", 1)]
+
+
+def test_runs_delete_on_a_read_only_file_names_the_database(tmp_path) -> None:
+    """It said `error: database: OperationalError: attempt to write a readonly database`, naming no database."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.storage.test_db import _as_unprivileged
+
+    url = _db(tmp_path)
+    path = Path(url.removeprefix("sqlite:///"))
+    path.chmod(0o444)
+    try:
+        done = subprocess.run(_as_unprivileged([sys.executable, "-m", "controlplane.cli", "runs", "delete", "2",
+                                                "--db", url, "--yes"]), capture_output=True, text=True, timeout=120)
+    finally:
+        path.chmod(0o644)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (f"error: database: {url}: OperationalError: attempt to write a readonly database "
+                                   "(this user may not write the file, or its folder)"), done.stderr
+    assert len(_rows(url)) == 12  # nothing deleted
