@@ -36,3 +36,32 @@ def test_an_unknown_plugins_error_marks_the_installed_ones_that_fail_to_load(tmp
     assert "fine-router" in names and "least-loaded" in names
     assert str(caught.value).startswith("plugins.enabled: unknown plugin(s) 'least-loadd' (did you mean "
                                         "'least-loaded'?)")
+
+
+def test_an_entry_point_named_unlike_its_class_fails_to_load_as_the_docs_say(tmp_path, monkeypatch):
+    """docs/plugins.md said a class's `name` "takes precedence" over its entry point's name, where loading refuses
+    the two differing: it now states the one rule, with the error a user meets."""
+    import re
+    import sys
+    from pathlib import Path
+
+    from controlplane import plugin_manager
+    from controlplane.errors import PluginError
+    from controlplane.plugin_manager import build_plugin_set
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugin_manager, "_discovered", None)  # (restored after: later runs do not see them)
+    (site / "cp_shortest_prompt.py").write_text(
+        "from controlplane import Plugin\n\nclass ShortestPromptFirst(Plugin):\n    name = 'shortest-prompt-first'\n")
+    monkeypatch.setitem(sys.modules, "cp_shortest_prompt", None)  # (imported afresh, and gone after)
+    del sys.modules["cp_shortest_prompt"]
+    _install(site, "spf", "cp_shortest_prompt:ShortestPromptFirst")
+    with pytest.raises(PluginError) as caught:
+        build_plugin_set(["spf"])
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "plugins.md").read_text().split())
+    section = docs.split("## Registering a plugin", 1)[1].split("## ", 1)[0]
+    assert f"(`{caught.value}`)" in section
+    assert "a class's `name` attribute must be that same name" in section
+    assert not re.search(r"precedence", docs)
