@@ -90,15 +90,23 @@ def write_spill(
             return final
         except OSError as exc:
             failures.append(f"{directory}: {exc}")
-            partial.unlink(missing_ok=True)
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:  # (a file where the folder should be: nothing was made there)
+                pass
     raise StorageError(f"could not write {kind} file {name} to any of: {'; '.join(failures)}")
 
 
 def default_directories(preferred: Path | None) -> list[Path]:
-    """Where to try spilling: the preferred directory (or the cwd), then the temp directory."""
-    first = preferred if preferred is not None else Path.cwd()
-    fallback = Path(tempfile.gettempdir())
-    return [first] if first.resolve() == fallback.resolve() else [first, fallback]
+    """Where to try spilling, in order: the preferred directory (a SQLite file's folder, a ``spill_dir``), then
+    the working directory, then the temp directory; each once. (The working directory was left out after a
+    preferred one, which docs/configuration.md names: a database's folder that refused the file went to the
+    temp directory.)"""
+    out: list[Path] = []
+    for directory in (preferred, Path.cwd(), Path(tempfile.gettempdir())):
+        if directory is not None and all(directory.resolve() != d.resolve() for d in out):
+            out.append(directory)
+    return out
 
 
 def read_header(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -268,6 +269,32 @@ def test_spill_goes_to_given_dir(sqlite_db: tuple[Engine, Path], tmp_path: Path)
     finally:
         lock.close()
     assert info.value.spill_path.parent == tmp_path / "spills"
+
+
+def test_a_spill_its_folder_refuses_goes_to_the_working_directory_before_the_temp_directory(
+        sqlite_db: tuple[Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/configuration.md: "next to a SQLite file, else in the working directory, else the temp directory";
+    `spill.default_directories` tried the preferred folder, then the temp directory only."""
+    from controlplane.storage import spill
+
+    engine, path = sqlite_db
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert spill.default_directories(path.parent) == [path.parent, work, Path(tempfile.gettempdir())]
+    assert spill.default_directories(None) == [work, Path(tempfile.gettempdir())]
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the spill folder would be")
+    rec = RunRecorder(engine, max_retries=0, sleep=Sleeper(), spill_dir=blocked)
+    start_run(rec)
+    rec.add_request(request_row(1))
+    lock = WriteLock(path)
+    try:
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        lock.close()
+    assert info.value.spill_path.parent == work, info.value.spill_path
 
 
 def test_replay_refuses_rows_of_unknown_run(sqlite_db: tuple[Engine, Path], tmp_path: Path) -> None:
