@@ -46,3 +46,22 @@ def test_enumerated_values_are_documented():
 def test_the_schema_is_linked_from_the_readme_and_the_architecture():
     assert "docs/schema.md" in (ROOT / "README.md").read_text()
     assert "(schema.md)" in (ROOT / "docs" / "architecture.md").read_text()
+
+
+def test_who_a_decision_names_as_its_plugin_is_documented():
+    """docs/schema.md listed decision.plugin as a plugin's name, core, guardian-pool or daemon, where a
+    guardian_verdict row names the guardian that gave the verdict."""
+    from controlplane.testing import make_trace, replay_with
+
+    res = replay_with(trace=make_trace(6), guardians={"models": [{"name": "screen"}]},
+                      plugins={"enabled": ["sampled-guardian", "least-loaded", "continuous-batching", "fixed-replicas",
+                                           "static-memory", "builtin-latency-models"],
+                               "settings": {"sampled-guardian": {"rate": 1.0, "guardians": ["screen"]}}})
+    verdicts = [d for d in res.decisions if d.action == "guardian_verdict"]
+    checks = [d for d in res.decisions if d.action == "guardian_check"]
+    assert verdicts and {d.plugin for d in verdicts} == {"screen"} == {d.payload["guardian"] for d in verdicts}
+    assert checks and {d.plugin for d in checks} == {"sampled-guardian"}
+    decision = _sections()["decision"]
+    (row,) = [ln for ln in decision.splitlines() if ln.startswith("| `plugin` |")]
+    assert "in a `guardian_verdict` row, the guardian's name" in row
+    assert "`<name> (fallback)`" in row and "`guardian-pool`" in row and "`daemon`" in row
