@@ -8,6 +8,7 @@ with a reason instead of crashing.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from functools import lru_cache
 
@@ -44,9 +45,37 @@ def int8_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
+#: What bitsandbytes logs when importing it fails to fetch an optional faster CPU kernel (logger, message start):
+#: on a CPU with AVX-512 bf16 it asks the Hugging Face Hub for ``kernels-community/quantization-bitsandbytes``,
+#: which offline (or never downloaded) is not there, and falls back to its own 4-bit kernels; nf4 works. Both
+#: lines were printed on every nf4 load as if something had failed.
+OPTIONAL_KERNEL_NOISE = (
+    ("kernels._internals.hf_hub", "Skipping publisher trust check for 'kernels-community/"),
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+)
+
+
+class _DropOptionalKernelNoise(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def silence_optional_kernel_noise() -> None:
+    """Drop `OPTIONAL_KERNEL_NOISE` from its loggers (once; their other records pass)."""
+    for name, start in OPTIONAL_KERNEL_NOISE:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropOptionalKernelNoise) and f.start == start for f in logger.filters):
+            logger.addFilter(_DropOptionalKernelNoise(start))
+
+
 @lru_cache(maxsize=8)
 def nf4_unavailable_reason(device_str: str) -> str | None:
     """None when bitsandbytes 4-bit runs on ``device_str``; else a reason (probed once per device)."""
+    silence_optional_kernel_noise()  # (before bitsandbytes is first imported: it logs them then)
     try:
         import bitsandbytes as bnb  # noqa: F401
         from bitsandbytes.nn import Linear4bit
