@@ -403,3 +403,26 @@ def test_a_start_that_fails_at_once_logs_no_starting_line_after_its_error(tmp_pa
     failed = [i for i, line in enumerate(lines) if "refused at once" in line]
     assert failed, lines
     assert not any("starting: loading" in line for line in lines[failed[0]:]), lines
+
+
+@pytest.mark.parametrize("exc", [SystemExit(2), asyncio.CancelledError()], ids=["SystemExit", "CancelledError"])
+def test_a_router_raising_system_exit_or_cancelled_error_live_is_its_error_and_the_request_is_served(tmp_path, exc):
+    """Live, such a router's request hung (the daemon answered 500, the request stayed until the drain's timeout):
+    its raise is the plugin's error, the built-in router decides, and the driver's own task goes on."""
+    from controlplane import Plugin, hookimpl
+
+    class Exiting(Plugin):
+        name = "exiting"
+
+        @hookimpl
+        def cp_route_request(self, ctx, request, workers):
+            raise exc
+
+    async def body(d: LiveDriver):
+        return await asyncio.wait_for(d.generate("a prompt", max_tokens=2), 60)
+
+    result, summary, d = run(config(tmp_path), body, extra_plugins=[Exiting()])
+    assert result.ok and summary["num_completed"] == 1
+    errors = [x for x in rows(d.config.storage.url, d.run_id, "decisions") if x["is_error"]]
+    assert [(x["plugin"], x["hook"], x["reason"].split(":")[0]) for x in errors] == [
+        ("exiting", "cp_route_request", type(exc).__name__)]
