@@ -7,7 +7,8 @@ them, so a run left ``running`` (or marked ``crashed`` meanwhile) gets its rows,
 its status. ``--db`` defaults to the database the file names in its header (where that URL has no
 hidden password); one given must be that database (its URL may be spelt otherwise: another user, a
 password, ``localhost`` for ``127.0.0.1``; `controlplane.storage.identity`), and the runs there must
-be the file's own (their names and starts): else nothing is written and the file is kept. The file
+be the file's own (their names and starts): else nothing is written and the file is kept, checked before
+the schema is made or upgraded (a database made anew, empty, gets none). The file
 is deleted once its rows are written, as the recorder deletes the spill files it writes back itself:
 loading it twice would write its rows twice.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from controlplane.storage import spill
 from controlplane.storage.errors import StorageError, mask_password
@@ -27,13 +29,20 @@ __all__ = ["load_spill", "main", "spill_database"]
 def load_spill(url: str, path: str | Path) -> int:
     """Write the spill file ``path``'s rows to ``url``'s database and delete the file; return how
     many rows were written (``StorageError`` when they were not: the file is then kept)."""
-    from controlplane.storage.db import ensure_schema, make_engine
+    from controlplane.storage.db import ensure_schema, make_engine, plain_sqlite_file
     from controlplane.storage.recorder import RunRecorder
 
     path = Path(path)
+    run_ids = _run_ids(path)
+    sqlite_file = plain_sqlite_file(url)
+    if sqlite_file is not None and not sqlite_file.exists():  # (made by the engine's first connection: not here)
+        raise StorageError(f"{path} holds rows of run(s) {sorted(run_ids)}, and {mask_password(url)} does not exist "
+                           f"({sqlite_file}): nothing was written, and the file is kept; load it into the database "
+                           "whose runs it holds")
     engine = make_engine(url)
     try:
-        ensure_schema(engine)
+        _check_runs_there(engine, path, run_ids, url)  # before the schema is made or upgraded: a database made
+        ensure_schema(engine)  # anew got the whole schema, then the refusal
         recorder = RunRecorder(engine, close_wait_s=0)
         # (a failure leaves the recorder unclosed: its close would spill the rows to a second file)
         written = recorder.replay_spill(path)
@@ -42,6 +51,40 @@ def load_spill(url: str, path: str | Path) -> int:
         engine.dispose()
     path.unlink(missing_ok=True)
     return written
+
+
+def _run_ids(path: Path) -> set[int]:
+    """The runs whose rows the spill file ``path`` holds (its header checked)."""
+    return {row["id"] if table == spill.RUN_UPDATE else row["run_id"] for table, row, _ in spill.read_entries(path)}
+
+
+def _check_runs_there(engine: Any, path: Path, run_ids: set[int], url: str) -> None:
+    """Refuse (`StorageError`, nothing written, no schema made) a database that lacks the file's runs: one without
+    controlplane's schema (an empty database, made anew under its name), one without a run of each id, or whose
+    runs of those ids are others than the file's (`other_runs`). `RunRecorder.replay_spill` checks again."""
+    from sqlalchemy import bindparam, text
+
+    from controlplane.storage.db import recorded_revisions
+    from controlplane.storage.recorder_spills import other_runs
+
+    if not recorded_revisions(engine):
+        raise StorageError(f"{path} holds rows of run(s) {sorted(run_ids)}, and {mask_password(url)} holds no "
+                           "controlplane runs (no schema: a database made anew, or another one?): nothing was written "
+                           "(nor any schema made), and the file is kept; load it into the database whose runs it holds")
+    if not run_ids:
+        return
+    query = text("SELECT id, name, started_at FROM run WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
+    with engine.connect() as conn:
+        stored = {row.id: (row.name, row.started_at) for row in conn.execute(query, {"ids": sorted(run_ids)})}
+    missing = run_ids - stored.keys()
+    if missing:
+        raise StorageError(f"{path} holds rows of run(s) {sorted(missing)}, not present in {mask_password(url)}: "
+                           "nothing was written, and the file is kept")
+    others = other_runs(spill.read_header(path), stored)
+    if others:
+        raise StorageError(f"{path} holds rows of {'; '.join(others)} in {mask_password(url)}: they are other runs "
+                           "with the same ids (another database, or this one made anew?), so nothing was written; "
+                           "load the file into the database whose runs it holds")
 
 
 def spill_database(path: Path, db: str | None) -> str:

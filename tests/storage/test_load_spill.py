@@ -202,3 +202,55 @@ def test_rows_a_load_could_not_write_are_spilled_again_naming_their_run(tmp_path
     again = spill.read_header(info.value.spill_path)
     assert again["runs"][str(run_id)] == spill.read_header(spilled)["runs"][str(run_id)]
     engine.dispose()
+
+
+def _tables(url: str) -> list[str]:
+    from sqlalchemy import inspect
+
+    engine = make_engine(url)
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_a_spill_into_its_sqlite_file_made_anew_makes_no_schema_there(tmp_path, capsys) -> None:
+    """The file deleted (or made again, empty): loading the spill created the whole schema, then refused."""
+    engine, run_id, spilled = _spilled_run(tmp_path)
+    path = tmp_path / "runs.db"
+    engine.dispose()
+    for extra in ("", "-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    assert main([str(spilled)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"holds rows of run(s) [{run_id}], and sqlite:///{path} does not exist" in err, err
+    assert "nothing was written, and the file is kept" in err and spilled.exists() and not path.exists()
+    path.touch()  # (an empty database: made anew)
+    assert main([str(spilled)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds no controlplane runs (no schema: a database made anew, or another one?)" in err, err
+    assert _tables(f"sqlite:///{path}") == [] and spilled.exists()
+
+
+@pytest.mark.postgres
+def test_a_spill_into_its_postgres_database_made_anew_makes_no_schema_there(pg_url, pg_admin, tmp_path,
+                                                                            capsys) -> None:
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    rec = RunRecorder(engine)
+    run_id = start_run(rec)
+    path = spill.write_spill([("request", request_row(0, run_id=run_id), None)], directories=[tmp_path],
+                             run_ids=[run_id], source=pg_url, runs=rec.run_identities)
+    rec.close()
+    engine.dispose()
+    name = make_url(pg_url).database
+    with pg_admin.connect() as conn:  # (dropped and made again under its name)
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    assert main([str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"holds rows of run(s) [{run_id}], and {pg_url} holds no controlplane runs" in err, err
+    assert _tables(pg_url) == [] and path.exists()
+    upgrade(pg_url)  # (a schema, without the run: refused before anything is written too)
+    assert main([str(path)]) == 2 and path.exists()
+    assert f"holds rows of run(s) [{run_id}], not present in {pg_url}" in " ".join(capsys.readouterr().err.split())
