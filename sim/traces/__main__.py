@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.exit(2, f"error: {_named(exc)}\n")
     elapsed = time.perf_counter() - t0
     n = len(arrivals)
-    print(f"{path}: format {reader.format}, {n:,} requests, read in {elapsed:.3f} s ({n / elapsed:,.0f} rows/s)")
+    print(f"{path}: format {reader.format}, {n:,} request{'' if n == 1 else 's'}, read in {elapsed:.3f} s "
+          f"({n / elapsed:,.0f} rows/s)")
     if given:
         print(f"transforms applied as `controlplane sim replay --seed {args.seed}` applies them: "
               + " ".join(f"{option} {_shown(given[parameter])}" for parameter, option, _ in _TRANSFORM_OPTIONS
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         iat = np.diff(arrivals)
         cv = iat.std() / iat.mean() if iat.mean() > 0 else float("nan")
         # (the first arrival too: a replay runs from time 0, and idles until it)
-        print(f"span {span:,.1f} s, mean rate {(n - 1) / span:.3f} req/s, IAT CV {cv:.2f}, first arrival at "
-              f"{arrivals[0]:,.3f} s")
+        print(f"span {_seconds(span, 1)} s, mean rate {_rate((n - 1) / span)} req/s, IAT CV {cv:.2f}, first arrival "
+              f"at {_seconds(arrivals[0], 3)} s{_longest_gap(iat, arrivals)}")
     for name, xs in (("prompt", prompts), ("output", outputs)):
         if xs:
             p50, p90, p99 = np.percentile(xs, [50, 90, 99])
@@ -123,6 +124,29 @@ def _transformed(path: str | Path, trace_format: str | None, seed: int, options:
     reader, requests = prepared_trace(path, seed=seed, transforms=TraceTransforms(**keywords),
                                       trace_format=trace_format, trace_options=options)
     return reader, requests
+
+
+def _seconds(value: float, digits: int) -> str:
+    """Seconds as the summary shows them: ``3,436.5``, and ``1.7e+20`` for a number too long to read."""
+    return f"{value:,.{digits}f}" if value < 1e15 else f"{value:.3g}"
+
+
+def _rate(per_s: float) -> str:
+    """A rate with its digits: ``3.667``, and ``0.000231`` for a slow trace (never ``0.000``)."""
+    return f"{per_s:.3f}" if per_s >= 0.1 else f"{per_s:.3g}"
+
+
+def _longest_gap(iat: np.ndarray, arrivals: list[float]) -> str:
+    """', longest gap G s (H idle, up to the arrival at T s)' where the longest gap between two arrivals is an hour
+    or more (a replay idles through it, ticking; one over a day is the reader's error, `sim.traces.gaps`)."""
+    from .gaps import duration
+
+    i = int(iat.argmax())
+    gap = float(iat[i])
+    if gap < 3600:
+        return ""
+    return (f", longest gap {_seconds(gap, 1)} s ({duration(gap)} idle, up to the arrival at "
+            f"{_seconds(arrivals[i + 1], 3)} s)")
 
 
 def _named(exc: Exception) -> str:

@@ -17,7 +17,8 @@ from typing import Iterator
 from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
                   open_text, parse_count)
 from .csv_quotes import CsvRows, open_quote, row_shape
-from .errors import OnError, TraceFormatError, as_sink
+from .errors import ErrorSink, OnError, TraceFormatError, as_sink
+from .gaps import FAR_S, checked_max_gap, long_gap
 from .record import TraceRequest, new_basic
 
 TS, CTX, GEN = "TIMESTAMP", "ContextTokens", "GeneratedTokens"
@@ -70,10 +71,14 @@ def _plain_seconds(s: str) -> bool:
     return len(s) >= 2 and s[:2].isdigit() and (len(s) == 2 or (s[2] == "." and s[3:].isdigit()))
 
 
-def read_azure(path: PathLike, *, on_error: OnError = "raise",
-               errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
-    """Stream an Azure LLM inference CSV as TraceRequests (ids = 0-based row index, first arrival 0.0)."""
-    sink = as_sink(on_error, errors)
+def read_azure(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
+               max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
+    """Stream an Azure LLM inference CSV as TraceRequests (ids = 0-based row index, first arrival 0.0). A row
+    more than ``max_gap_s`` after the row before it is an error (`sim.traces.gaps.long_gap`), whatever ``on_error``."""
+    return _read(path, as_sink(on_error, errors), checked_max_gap(max_gap_s))
+
+
+def _read(path: PathLike, sink: ErrorSink, max_gap_s: float) -> Iterator[TraceRequest]:
     with open_text(path) as f:
         rows = CsvRows(f)
         reader = rows.reader
@@ -147,6 +152,8 @@ def read_azure(path: PathLike, *, on_error: OnError = "raise",
                     sink(err)
                     idx += 1
                     continue
+                if t - last > max_gap_s:  # (a new minute: the fast path's rows are within one; not skipped)
+                    raise long_gap(path, line, TS, last, t, max_gap_s, repr(ts))
                 if ts == row[its]:  # unpadded: later rows of this minute can take the fast path
                     prefix, suffix, nsuf, base, sec0 = new_prefix, new_suffix, len(new_suffix), new_base, clock.sec0
             last = t

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._io import PathLike
 from .errors import OnError, TraceFormatError, as_sink
+from .gaps import FAR_S, checked_max_gap
 from .mooncake import BAILIAN_ID, Layout, read_layout
 from .record import TraceRequest
 
@@ -31,11 +32,13 @@ TYPE = "type"
 
 def read_bailian(path: PathLike, *, rng: np.random.Generator | None = None, spread: str = "none",
                  block_tokens: int = BLOCK_TOKENS, type_as_tenant: bool = False, on_error: OnError = "raise",
-                 errors: list[TraceFormatError] | None = None, unique_ids: bool = False) -> Iterator[TraceRequest]:
+                 errors: list[TraceFormatError] | None = None, unique_ids: bool = False,
+                 max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
     """Stream a Qwen-Bailian JSONL trace; ids from chat_id, arrival_s in seconds from the first request.
-    ``unique_ids``: a row repeating an earlier row's chat_id is a bad row (the ids read are kept)."""
+    ``unique_ids``: a row repeating an earlier row's chat_id is a bad row (the ids read are kept). ``max_gap_s``:
+    a row more than this after the row before it is an error (`sim.traces.gaps.long_gap`), whatever ``on_error``."""
     if not isinstance(type_as_tenant, bool):
         raise ValueError(f"type_as_tenant must be true or false, got {type_as_tenant!r}")
     layout = Layout(format="bailian", unit="s", id_key=BAILIAN_ID, tenant_key=TYPE if type_as_tenant else None,
-                    unique_ids=unique_ids)
+                    unique_ids=unique_ids, max_gap_s=checked_max_gap(max_gap_s))
     return read_layout(path, layout, rng, spread, block_tokens, as_sink(on_error, errors))

@@ -23,6 +23,7 @@ from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_wid
                   no_rows, open_text, parse_count, parse_seconds)
 from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
+from .gaps import FAR_S, checked_max_gap, long_gap
 from .record import TraceRequest, new_basic, new_labelled
 
 TS, MODEL, REQ, RESP, TOTAL, LOG = "Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type"
@@ -38,15 +39,17 @@ log = logging.getLogger("sim.traces")
 
 def read_burstgpt(path: PathLike, *, models: Any = None, log_types: Any = None, failed: str = "keep",
                   model_column: bool = False, on_error: OnError = "raise",
-                  errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
-    """Stream a BurstGPT CSV as TraceRequests (ids = 0-based data row index, first kept arrival 0.0)."""
+                  errors: list[TraceFormatError] | None = None, max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
+    """Stream a BurstGPT CSV as TraceRequests (ids = 0-based data row index, first kept arrival 0.0). A row more
+    than ``max_gap_s`` after the row before it is an error (`sim.traces.gaps.long_gap`), whatever ``on_error``."""
     keep_models = _choices("models", models, _norm_model)
     keep_logs = _choices("log_types", log_types, _norm_log)
     if failed not in FAILED:
         raise ValueError(f"unknown failed {failed!r} for format 'burstgpt'; valid choices: {', '.join(FAILED)}")
     if not isinstance(model_column, bool):
         raise ValueError(f"model_column must be true or false, got {model_column!r}")
-    return _read(path, keep_models, keep_logs, failed == "drop", model_column, as_sink(on_error, errors))
+    return _read(path, keep_models, keep_logs, failed == "drop", model_column, as_sink(on_error, errors),
+                 checked_max_gap(max_gap_s))
 
 
 def _norm_model(value: str) -> str:
@@ -125,7 +128,7 @@ class _Filter:
 
 
 def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[str, str] | None, drop_failed: bool,
-          model_column: bool, sink: ErrorSink) -> Iterator[TraceRequest]:
+          model_column: bool, sink: ErrorSink, max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
     with open_text(path) as f:
         rows = CsvRows(f)
         reader = rows.reader
@@ -147,6 +150,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
         dropped = sink.dropped
         model = log_type = ""
         last = 0.0  # (also the least timestamp: seconds since the trace's start)
+        timed = False  # whether `last` is a row's (a gap is measured from it), not the least timestamp
         t0 = None
         idx = 0
         bad_before = sink.count  # (the rows skipped as bad here: the sink may be shared)
@@ -173,8 +177,8 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                     p = int(p)
                     o = int(o)
                     t = float(ts)
-                    # nan fails every comparison; inf, negatives and a step back fail the range
-                    if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or not (last <= t < math.inf):
+                    # nan fails every comparison; inf, negatives, a step back and a long gap fail the range
+                    if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or not (last <= t < last + max_gap_s):
                         raise ValueError
                 except (ValueError, IndexError, TypeError):
                     if not row or not any(c.strip() for c in row):
@@ -191,13 +195,15 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                         if t0 is None:  # (a bad token count does not move the time axis, nor a window on it)
                             t0 = _origin(row, cols, last, models, logs, drop_failed)
                             if t0 is not None:
-                                last = t0
+                                last, timed = t0, True
                         continue
+                    if timed and t - last > max_gap_s:  # (a whole-file error: not skipped)
+                        raise long_gap(path, line, TS, last, t, max_gap_s)
                     if imodel is not None:
                         model = row[imodel]
                     if ilog is not None:
                         log_type = row[ilog]
-                last = t
+                last, timed = t, True
                 idx += 1
                 # Both filters see every row (a row is counted under the first that leaves it out): a
                 # value of one that no row has is told from one whose rows the other filter left out.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, check_texts, column_index, csv_header,
@@ -25,6 +24,7 @@ from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, c
                   parse_seconds)
 from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import OnError, TraceFormatError, as_sink
+from .gaps import FAR_S, checked_max_gap, idle_text, long_gap, seconds_text
 from .record import TraceRequest, new_basic, params_from_mapping, thaw, with_arrival
 
 REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
@@ -32,25 +32,24 @@ OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tok
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 #: What to do where a quoted field (a prompt) holds a line that reads as a row on purpose (`open_quote`).
 _ROW_IN_A_FIELD = "a field that holds such a line on purpose: write the trace as canonical JSON Lines"
-#: A first arrival later than this (seconds: a day) is refused unless ``rebase`` is given: a replay runs from time 0.
-FAR_S = 86_400.0
-#: Wall seconds a replay spends per simulated day of idle lead-in at the default ``control.tick_s`` (1 s): the
-#: control loop ticks through it (measured: a first arrival at 2 days took 9.4 s more than one at 1 s).
-IDLE_WALL_S_PER_DAY = 5.0
 
 
 def read_canonical(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                   unique_ids: bool = False, rebase: bool | None = None) -> Iterator[TraceRequest]:
+                   unique_ids: bool = False, rebase: bool | None = None,
+                   max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
     """Canonical CSV or JSONL, chosen by extension (.jsonl/.ndjson/.json) or else a leading '{'.
     ``unique_ids``: a row repeating an earlier row's request id is a bad row (the ids read are kept).
     ``rebase``: True, arrivals measured from the first row's (whose arrival_s reads); False, kept as
     written; None (not said), kept as written, but a first arrival more than `FAR_S` after 0 is an error
-    (`far_first_arrival`), whatever ``on_error``."""
+    (`far_first_arrival`), whatever ``on_error``. ``max_gap_s``: a row arriving longer than this after the row
+    before it is an error (`sim.traces.gaps.long_gap`), whatever ``on_error``."""
     if rebase is not None and not isinstance(rebase, bool):
         raise ValueError(f"rebase must be true or false, got {rebase!r}")
+    max_gap_s = checked_max_gap(max_gap_s)
+    kw = dict(on_error=on_error, errors=errors, unique_ids=unique_ids, rebase=rebase, max_gap_s=max_gap_s)
     if base_suffix(path) in JSONL_SUFFIXES or _starts_with_brace(path):
-        return read_canonical_jsonl(path, on_error=on_error, errors=errors, unique_ids=unique_ids, rebase=rebase)
-    return read_canonical_csv(path, on_error=on_error, errors=errors, unique_ids=unique_ids, rebase=rebase)
+        return read_canonical_jsonl(path, **kw)
+    return read_canonical_csv(path, **kw)
 
 
 def _time_zero(path: PathLike, line: int, first: float, rebase: bool | None) -> float:
@@ -70,20 +69,10 @@ def far_first_arrival(path: PathLike, line: int, first: float) -> TraceFormatErr
     days_text = f"{days:,.0f}" if days >= 10 else f"{days:,.1f}"
     return TraceFormatError(
         path, line, "arrival_s",
-        f"the first request arrives at {first:,.3f} s, {days_text} days after time 0: canonical arrival_s is kept as "
-        f"written, and a replay runs from 0, so it would idle {days_text} simulated days before this request (about "
-        f"{_duration(days * IDLE_WALL_S_PER_DAY)} of wall time: ~{IDLE_WALL_S_PER_DAY:g} s a simulated day at the "
-        "default control.tick_s of 1 s); say which you mean: --opt rebase=true (read_trace(..., rebase=True)) starts "
-        "the trace at its first arrival (absolute times, such as Unix epoch seconds), --opt rebase=false replays it "
-        "as written, idling from 0")
-
-
-def _duration(seconds: float) -> str:
-    """``seconds`` in words, roughly: '40 s', '12 minutes', '27 hours', '9 days'."""
-    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:,.0f} {unit}"
-    return f"{seconds:,.0f} s"
+        f"the first request arrives at {seconds_text(first)} s, {days_text} days after time 0: canonical arrival_s is "
+        f"kept as written, and a replay runs from 0, so it would idle {idle_text(first)}; say which you mean: --opt "
+        "rebase=true (read_trace(..., rebase=True)) starts the trace at its first arrival (absolute times, such as "
+        "Unix epoch seconds), --opt rebase=false replays it as written, idling from 0")
 
 
 def _arrival(value: object, last: float) -> float | None:
@@ -106,7 +95,8 @@ def _starts_with_brace(path: PathLike) -> bool:
 # --- CSV ---------------------------------------------------------------------------------
 
 def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                       unique_ids: bool = False, rebase: bool | None = None) -> Iterator[TraceRequest]:
+                       unique_ids: bool = False, rebase: bool | None = None,
+                       max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
     """Stream canonical CSV; an empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     with open_text(path) as f:
@@ -119,6 +109,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
         basic = not extra and (ii, ia, ip, io_) == (0, 1, 2, 3) and len(header) == 4
         last = 0.0
         shift = None  # time 0 (`_time_zero`), once the first row whose arrival_s reads is read
+        timed = False  # whether `last` is a row's arrival (a gap is measured from it), not time 0
         idx = 0
         seen: set[str] | None = set() if unique_ids else None  # the request ids of the rows read
         shape = row_shape(len(header), ints=(ip, io_), numbers=(ia,))
@@ -137,8 +128,9 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
                     t = float(a)
                     p = int(p)
                     o = int(o)
-                    if (last <= t < math.inf and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid and "\x00" not in rid
-                            and (seen is None or rid not in seen)):
+                    # (nan fails every comparison; inf, a step back and a long gap fail the range)
+                    if (last <= t < last + max_gap_s and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid
+                            and "\x00" not in rid and (seen is None or rid not in seen)):
                         req = new_basic(rid, t, p, o)
                 except ValueError:
                     pass
@@ -156,11 +148,13 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
                     idx += 1
                     if shift is None and ia < len(row) and (t := _arrival(row[ia], last)) is not None:
                         shift = _time_zero(path, start, t, rebase)  # (a bad token count does not move time 0)
-                        last = t if rebase else last
+                        last, timed = (t, True) if rebase else (last, False)
                     continue
+                if timed and req.arrival_s - last > max_gap_s:  # (a whole-file error: not skipped)
+                    raise long_gap(path, start, "arrival_s", last, req.arrival_s, max_gap_s)
             if seen is not None:
                 seen.add(req.request_id)
-            last = req.arrival_s
+            last, timed = req.arrival_s, True
             if shift is None:
                 shift = _time_zero(path, start, last, rebase)
             yield with_arrival(req, last - shift) if shift else req
@@ -237,13 +231,15 @@ def _params(path: PathLike, line: int, value: Any) -> tuple[tuple[str, object], 
 # --- JSONL -------------------------------------------------------------------------------
 
 def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
-                         unique_ids: bool = False, rebase: bool | None = None) -> Iterator[TraceRequest]:
+                         unique_ids: bool = False, rebase: bool | None = None,
+                         max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
     """Stream canonical JSONL; a missing/null/empty request_id falls back to the 0-based row index."""
     sink = as_sink(on_error, errors)
     loads = json.loads
     with open_text(path) as f:
         last = 0.0
         shift = None  # time 0 (`_time_zero`), once the first row whose arrival_s reads is read
+        timed = False  # whether `last` is a row's arrival (a gap is measured from it), not time 0
         idx = 0
         any_line = False
         seen: set[str] | None = set() if unique_ids else None  # the request ids of the rows read
@@ -266,11 +262,13 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors:
                 idx += 1
                 if shift is None and isinstance(obj, dict) and (t := _arrival(obj.get("arrival_s"), last)) is not None:
                     shift = _time_zero(path, lineno, t, rebase)  # (a bad token count does not move time 0)
-                    last = t if rebase else last
+                    last, timed = (t, True) if rebase else (last, False)
                 continue
+            if timed and req.arrival_s - last > max_gap_s:  # (a whole-file error: not skipped)
+                raise long_gap(path, lineno, "arrival_s", last, req.arrival_s, max_gap_s)
             if seen is not None:
                 seen.add(req.request_id)
-            last = req.arrival_s
+            last, timed = req.arrival_s, True
             if shift is None:
                 shift = _time_zero(path, lineno, last, rebase)
             yield with_arrival(req, last - shift) if shift else req

@@ -23,6 +23,7 @@ from .bailian import read_bailian
 from .burstgpt import read_burstgpt
 from .canonical import read_canonical
 from .errors import ErrorSink, OnError, TraceFormatError
+from .gaps import OPTION as GAP_OPTION
 from .mooncake import read_mooncake
 from .record import TraceRequest
 from .vidur import read_vidur
@@ -39,12 +40,13 @@ class _Format:
 
 
 _READERS: dict[str, _Format] = {
-    "azure": _Format(read_azure, (), False),
-    "mooncake": _Format(read_mooncake, ("spread", "block_tokens", "timestamp_unit"), True),
+    "azure": _Format(read_azure, ("max_gap_s",), False),
+    "mooncake": _Format(read_mooncake, ("spread", "block_tokens", "timestamp_unit", "max_gap_s"), True),
     "vidur": _Format(read_vidur, ("arrival", "qps", "cv"), True),
-    "canonical": _Format(read_canonical, ("rebase",), False, ids_from_file=True),
-    "burstgpt": _Format(read_burstgpt, ("models", "log_types", "failed", "model_column"), False),
-    "bailian": _Format(read_bailian, ("spread", "block_tokens", "type_as_tenant"), True, ids_from_file=True),
+    "canonical": _Format(read_canonical, ("rebase", "max_gap_s"), False, ids_from_file=True),
+    "burstgpt": _Format(read_burstgpt, ("models", "log_types", "failed", "model_column", "max_gap_s"), False),
+    "bailian": _Format(read_bailian, ("spread", "block_tokens", "type_as_tenant", "max_gap_s"), True,
+                       ids_from_file=True),
 }
 
 # Header signatures used to sniff a file, checked in this order (lower-case names).
@@ -183,8 +185,11 @@ def read_trace(path: PathLike, format: str | None = None, *,
                          f"valid formats: {', '.join(FORMATS)}")
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        valid = ", ".join(spec.options + ("on_error",))
-        named = ", ".join(f"{o!r}{did_you_mean(o, spec.options + ('on_error',))}" for o in unknown)
+        # (the format's own options first, then those shared by several: on_error, max_gap_s)
+        shared = ("on_error",) + tuple(o for o in spec.options if o == GAP_OPTION)
+        valid_options = tuple(o for o in spec.options if o != GAP_OPTION) + shared
+        valid = ", ".join(valid_options)
+        named = ", ".join(f"{o!r}{did_you_mean(o, valid_options)}" for o in unknown)
         raise ValueError(f"unknown option(s) {named} for trace format {fmt!r}; "
                          f"valid options: {valid}")
     if format is not None and (error := wrong_kind(path, fmt)) is not None:

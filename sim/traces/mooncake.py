@@ -29,6 +29,7 @@ from ._io import (MAX_INT, PathLike, backwards, check_text, duplicate_id, empty_
                   parse_count)
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
+from .gaps import FAR_S, checked_max_gap, long_gap
 from .record import TraceRequest, new_hashed, new_labelled
 
 SPREADS = ("none", "uniform")
@@ -55,16 +56,19 @@ class Layout:
     id_key: str | None = None    # None: the 0-based data row index
     tenant_key: str | None = None
     unique_ids: bool = False     # with id_key: a row repeating an earlier row's id is a bad row
+    max_gap_s: float = FAR_S     # a row later than this after the row before it: an error (`gaps.long_gap`)
 
 
 def read_mooncake(path: PathLike, *, rng: np.random.Generator | None = None, spread: str = "uniform",
                   block_tokens: int = BLOCK_TOKENS, timestamp_unit: str = "ms", on_error: OnError = "raise",
-                  errors: list[TraceFormatError] | None = None) -> Iterator[TraceRequest]:
-    """Stream a Mooncake JSONL trace; arrival_s in seconds from the first request."""
+                  errors: list[TraceFormatError] | None = None, max_gap_s: float = FAR_S) -> Iterator[TraceRequest]:
+    """Stream a Mooncake JSONL trace; arrival_s in seconds from the first request. A row more than ``max_gap_s``
+    after the row before it is an error (`sim.traces.gaps.long_gap`), whatever ``on_error``."""
     if timestamp_unit not in UNITS:
         raise ValueError(f"unknown timestamp_unit {timestamp_unit!r} for format 'mooncake'; valid choices: "
                          f"{', '.join(UNITS)}")
-    return read_layout(path, Layout(unit=timestamp_unit), rng, spread, block_tokens, as_sink(on_error, errors))
+    layout = Layout(unit=timestamp_unit, max_gap_s=checked_max_gap(max_gap_s))
+    return read_layout(path, layout, rng, spread, block_tokens, as_sink(on_error, errors))
 
 
 def read_layout(path: PathLike, layout: Layout, rng: np.random.Generator | None, spread: str, block_tokens: int,
@@ -89,6 +93,8 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
     unit, unit_name = layout.unit, UNITS[layout.unit][1]
     id_key, tenant_key = layout.id_key, layout.tenant_key
     warn_bailian = layout.format == "mooncake"
+    per_s = UNITS[unit][0]
+    far = layout.max_gap_s * per_s  # (the longest gap, in the file's unit)
     with open_text(path) as f:
         idx = 0
         last = -math.inf
@@ -158,6 +164,8 @@ def _rows(path: PathLike, sink: ErrorSink, layout: Layout) -> Iterator[_Row]:
                     last = ts
                     yield None, ts, 0, 0, (), None
                 continue
+            if last != -math.inf and ts - last > far:  # (a whole-file error: not skipped)
+                raise long_gap(path, lineno, TS, last / per_s, ts / per_s, layout.max_gap_s, f"{TS} {raw!r} {unit}")
             last = ts
             origin = False
             if seen is not None:

@@ -85,7 +85,7 @@ def test_bad_keys_and_values_are_named(space, message):
      "trace: options: unknown option(s) 'spread' for trace format 'burstgpt'; valid options: models, "
      "log_types, failed, model_column"),
     ({"format": "azure", "options": {"qps": 2}},  # (it said "valid options: " and nothing after it)
-     "trace: options: unknown option(s) 'qps' for trace format 'azure'; it takes none"),
+     "trace: options: unknown option(s) 'qps' for trace format 'azure'; valid options: max_gap_s"),
 ])
 def test_a_bad_trace_format_or_option_is_named_when_the_spec_loads(trace, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -143,3 +143,13 @@ def test_the_summary_shows_the_first_arrival_and_refuses_one_far_from_0_unless_r
     assert "first arrival at 0.000 s" in capsys.readouterr().out
     assert main([str(p), "--limit", "1", "--opt", "rebase=true"]) == 0
     assert "one request, arriving at 0.000 s" in capsys.readouterr().out
+
+
+def test_a_slow_trace_shows_its_rate_with_digits_and_one_request_is_singular(write, capsys):
+    # (it printed "mean rate 0.000 req/s" for a request an hour, and "1 requests")
+    p = write("slow.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,1,1\nb,3600,1,1\nc,7200,1,1\n")
+    assert main([str(p)]) == 0
+    assert "mean rate 0.000278 req/s" in capsys.readouterr().out
+    p = write("one.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,1,1\n")
+    assert main([str(p)]) == 0
+    assert f"{p}: format canonical, 1 request, read in" in capsys.readouterr().out
