@@ -123,14 +123,14 @@ class Backlog:
     def in_memory(self) -> int:
         return sum(map(len, self.chunks))
 
-    def counts(self) -> dict[str, int]:
-        """Rows by table (and ``run_update``, ``request_verdict``), in memory and spilled."""
+    def counts(self, *, spilled: bool = True) -> dict[str, int]:
+        """Rows by table (and ``run_update``, ``request_verdict``), in memory and (``spilled``) spilled."""
         out = _no_rows()
         for c in self.chunks:
             for name, rows in c.rows.items():
                 out[name] += len(rows)
             count_updates(c.updates, out)
-        for f in self.files:
+        for f in self.files if spilled else ():
             for name, n in f.counts.items():
                 out[name] += n
         return out

@@ -71,9 +71,12 @@ class RecorderSpills:
         self._take_buffers()
         backlog = self._backlog
         count, run_ids = len(backlog), backlog.run_ids()
-        path = spill.write_spill(backlog.all_entries, directories=self._spill_directories(directory),
-                                 run_ids=run_ids, source=describe_url(self.engine), writer=self.writer,
-                                 runs=self.run_identities)
+        try:
+            path = spill.write_spill(backlog.all_entries, directories=self._spill_directories(directory),
+                                     run_ids=run_ids, source=describe_url(self.engine), writer=self.writer,
+                                     runs=self.run_identities)
+        except StorageError as exc:  # (no folder took it: a full disk, a file-size limit)
+            raise StorageError(self._lost(str(exc))) from None
         for f in backlog.files:
             f.path.unlink(missing_ok=True)
         backlog.files, backlog.chunks = [], []
@@ -81,6 +84,24 @@ class RecorderSpills:
         # (so that the run, left `running`, is not taken for a killed one: controlplane.storage.crashed)
         spill_notes.note_spill(path, run_ids, self._database_key(), count)
         return path, count
+
+    def _lost(self, why: str) -> str:
+        """The close's error when no spill file could take the rows the database did not: how many rows of which
+        runs, by table, the database's error and the spill's (``why``); and where earlier spills keep theirs."""
+        backlog = self._backlog
+        counts = backlog.counts(spilled=False)
+        run_ids = {run_id for chunk in backlog.chunks for run_id in chunk.run_ids()}
+        lost = sum(counts.values())
+        tables = ", ".join(f"{n:,} {name}" for name, n in counts.items() if n)
+        runs = ", ".join(map(str, sorted(run_ids)))
+        last = self.errors[-1].error if self.errors else "unknown error"
+        text = (f"{lost:,} rows of run{'s' if len(run_ids) > 1 else ''} {runs} ({tables}) could not be written to "
+                f"{describe_url(self.engine)} ({last}), nor saved to a spill file, so they are lost: {why}")
+        if backlog.files:
+            kept = sum(map(len, backlog.files))
+            files = ", ".join(str(f.path) for f in backlog.files)
+            text += f"; the {kept:,} rows spilled before are in {files}: load them with `controlplane db load-spill`"
+        return text
 
     def _database_key(self) -> str:
         return spill_notes.database_key(describe_url(self.engine), sqlite_path(self.engine))

@@ -297,6 +297,40 @@ def test_a_spill_its_folder_refuses_goes_to_the_working_directory_before_the_tem
     assert info.value.spill_path.parent == work, info.value.spill_path
 
 
+def test_rows_no_spill_file_could_take_are_counted_by_run_with_the_database_error(
+        sqlite_db: tuple[Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file-size limit (`ulimit -f`) every spill folder hits: the close's error was the spill's alone ("could
+    not write spill file ... File too large"), without how many rows of which run were lost, or why the
+    database did not take them."""
+    import resource
+
+    engine, path = sqlite_db
+    monkeypatch.chdir(tmp_path)
+    rec = RunRecorder(engine, max_retries=0, sleep=Sleeper(), close_wait_s=0, max_pending_rows=30)
+    run_id = start_run(rec)
+    lock = WriteLock(path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        _add_mixed(rec, 0, 20)  # (61 rows, 30 of them past max_pending_rows: no spill takes them either)
+        assert not rec.flush()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, hard))
+        _add_mixed(rec, 20, 10)
+        assert not rec.flush()
+        with pytest.raises(StorageError) as info:
+            rec.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        lock.close()
+    said = str(info.value)
+    assert said.startswith(f"31 rows of run {run_id} (10 request, 10 decision, 10 metric_sample, 1 worker_event) "
+                           f"could not be written to sqlite:///{path} (OperationalError: database is locked), nor "
+                           "saved to a spill file, so they are lost: could not write spill file "), said
+    assert "File too large" in said and info.value.spill_path is None
+    earlier = list(tmp_path.glob("controlplane-spill-*"))  # (the overflow's, before the limit: kept, and named)
+    assert len(earlier) == 1 and said.endswith(f"; the 61 rows spilled before are in {earlier[0]}: load them with "
+                                               "`controlplane db load-spill`"), said
+
+
 def test_replay_refuses_rows_of_unknown_run(sqlite_db: tuple[Engine, Path], tmp_path: Path) -> None:
     engine, path = sqlite_db
     rec = RunRecorder(engine, max_retries=0, sleep=Sleeper(), spill_dir=tmp_path)
