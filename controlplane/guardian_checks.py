@@ -124,9 +124,14 @@ def retracted(r: Request) -> bool:
 
 
 def add_answers_share(summary: dict[str, Any]) -> None:
-    """Each guardian's ``answers_checked_share`` in a run's ``summary``: its answer checks over the
-    answers the guardian planners planned for (``guardian_sampling.*.answers``: every generated
-    answer); None when no planner checks answers."""
-    answers = sum((p or {}).get("answers") or 0 for p in (summary.get("guardian_sampling") or {}).values())
-    for g in (summary.get("guardians") or {}).values():
-        g["answers_checked_share"] = round(g.get("checks_output", 0) / answers, 6) if answers else None
+    """Each guardian's ``answers_checked_share`` in a run's ``summary``: the answers it gave a verdict
+    on (pass or block: not a timeout, error or unavailable; ``guardian_sampling.*.answers_checked_by``)
+    over the answers the guardian planners planned for (``guardian_sampling.*.answers``: every
+    generated answer), both counted by the planners from their start (a daemon's reload starts new
+    ones); None when no planner checks answers. (It was the guardian's answer checks asked, counted
+    from the run's start: 1.0 for a guardian whose checks all timed out, above 1 after a reload.)"""
+    planners = [p or {} for p in (summary.get("guardian_sampling") or {}).values()]
+    answers = sum(p.get("answers") or 0 for p in planners)
+    for name, g in (summary.get("guardians") or {}).items():
+        checked = sum((p.get("answers_checked_by") or {}).get(name, 0) for p in planners)
+        g["answers_checked_share"] = round(checked / answers, 6) if answers else None

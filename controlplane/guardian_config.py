@@ -25,7 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["GuardianLatency", "GuardianQuality", "GuardianSpec", "GuardiansConfig", "empty_list"]
+__all__ = ["NAMING_KEYS", "GuardianLatency", "GuardianQuality", "GuardianSpec", "GuardiansConfig", "empty_list",
+           "refuse_undeclared_guardians"]
 
 
 def empty_list() -> list:
@@ -131,3 +132,37 @@ class GuardiansConfig(_Section):
             if g.name == name:
                 return g
         return None
+
+
+#: The settings keys in which the built-in guardian planners name guardians, in the order an error names them.
+NAMING_KEYS = ("guardian", "guardians", "screen", "judge")
+
+
+def refuse_undeclared_guardians(config: object, available: dict) -> None:
+    """A run's start refuses a plugin whose settings name a guardian ``guardians.models`` does not declare,
+    when it declares some: a misspelling (``guardian: jduge``) would run every check as ``unavailable``,
+    which fails open, checking nothing while the run looked guarded (before, only a warning said so). The
+    error names the key. Plugins say which guardians their plans name with a ``guardians_named(settings)``
+    class method (the built-in planners do); without it a plugin is not checked here. Where ``guardians``
+    declares none, the simulator's old fixed-delay guardian takes any name, and nothing is refused.
+    ``available``: the discovered plugins (`controlplane.plugin_manager.discover_plugins`)."""
+    from controlplane.errors import ConfigError
+
+    declared = [g.name for g in config.guardians.models]  # type: ignore[attr-defined]
+    if not declared:
+        return
+    plugins = config.plugins  # type: ignore[attr-defined]
+    for name in plugins.enabled:
+        target = available[name].target if name in available else None
+        named = getattr(target, "guardians_named", None)
+        if named is None:
+            continue
+        settings = target.Settings.model_validate(plugins.settings.get(name) or {})
+        missing = [g for g in named(settings) if g not in declared]
+        if not missing:
+            continue
+        key = next((k for k in NAMING_KEYS for v in (getattr(settings, k, None),)
+                    if v == missing[0] or (isinstance(v, tuple) and missing[0] in v)), "guardian")
+        raise ConfigError(f"plugins.settings.{name}.{key}: guardian(s) {', '.join(map(repr, missing))} not declared "
+                          f"in guardians.models (declared: {', '.join(declared)}); a misspelling? Every check by an "
+                          "undeclared guardian would answer 'unavailable', which fails open (see docs/guardians.md)")

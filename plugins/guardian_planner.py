@@ -11,6 +11,11 @@
 * **Back-off**: a plan is skipped when one of its guardians has ``max_inflight_per_replica``
   checks in flight per replica (the core's ``guardian_inflight:NAME`` gauge); the skip is a
   ``guardian_backoff`` decision with the numbers.
+* **What was checked** (the summary's ``guardian_sampling.NAME``): per stage, the requests planned
+  for, those that got a verdict (the check's outcome ``pass`` or ``block``, or a cached verdict) and
+  those served without one (its guardians failed open: ``timeout``, ``error``, ``unavailable``),
+  and per guardian the answers it gave a verdict on; all counted by this planner, from its start (a
+  daemon's reload starts a new one), so shares over its own plans stay within 0..1.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pydantic import Field, field_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import GuardianPlan
 from controlplane.events import RequestFinished
+from controlplane.guardian_checks import DECISIVE, combine
 from controlplane.types import Decision, RequestStatus
 from plugins.cache_backends import StoreSettings, open_store, release_run, scope_to_run
 
@@ -91,19 +97,25 @@ class GuardianPlanner(Plugin, ABC):
         super().__init__(settings)
         s = self.settings
         self._store = open_store(s.store, namespace=f"verdicts:{self.name}") if s.verdict_ttl_s > 0 else None
-        # (request id, stage) -> (cache key, several guardians or tiers: their outcome decides) of a check in
-        # flight (and the key of its blocked answer, for an output check of a reproducible answer); by stage:
-        # an async prompt check may still run when the answer's check starts
-        self._asked: dict[tuple[str, str], tuple[str, bool, str | None]] = {}
+        # (request id, stage) -> (cache key or None, several guardians or tiers: their outcome decides) of each
+        # check in flight it planned (and the key of its blocked answer, for an output check of a reproducible
+        # answer, with a store); by stage: an async prompt check may still run when the answer's check starts
+        self._asked: dict[tuple[str, str], tuple[str | None, bool, str | None]] = {}
         self.cache_hits = 0
         self._per_tenant = False  # verdicts cached per tenant (`cp_run_started`)
         # request id -> its draw, between its first stage and the next (`sampled`): one draw per request
         self._draws: dict[str, bool] = {}
         self.decided = {stage: 0 for stage in s.stages}  # plans made, by stage (answers: each generated one)
-        self.checked = {stage: 0 for stage in s.stages}  # of which checked (a cached verdict included)
-        if (self._store is None and len(s.stages) < 2
-                and type(self).cp_on_event is GuardianPlanner.cp_on_event):
-            self.cp_on_event = None  # nothing to learn from events: not an observer (it sees every event)
+        # of which checked: the check's outcome a verdict, pass or block (a cached verdict included), or
+        # served without one (every guardian failed open); a check still running is neither
+        self.checked = {stage: 0 for stage in s.stages}
+        self.without_verdict = {stage: 0 for stage in s.stages}
+        self.verdicts_by: dict[str, dict[str, int]] = {stage: {} for stage in s.stages}  # guardian -> its verdicts
+
+    def withdraw(self, hook: str) -> None:
+        super().withdraw(hook)
+        if hook == "cp_guardian_plan" and type(self).cp_on_event is GuardianPlanner.cp_on_event:
+            self.cp_on_event = None  # no plan, no check: nothing to learn from events (an observer sees every one)
 
     @abstractmethod
     def plan(self, ctx: Any, request: Any, stage: str) -> GuardianPlan | None:
@@ -158,7 +170,7 @@ class GuardianPlanner(Plugin, ABC):
         plan = self._plan_at(ctx, request, stage)
         if plan is not None and stage in self.decided:
             self.decided[stage] += 1
-            self.checked[stage] += plan.check
+            self.checked[stage] += plan.check and plan.cached is not None  # a cached verdict; the others at their end
         return plan
 
     def _plan_at(self, ctx: Any, request: Any, stage: str) -> GuardianPlan | None:
@@ -179,8 +191,8 @@ class GuardianPlanner(Plugin, ABC):
                 plan.cached = orjson.loads(raw)
                 plan.reason = f"{plan.reason}; verdict cached within {self.settings.verdict_ttl_s:g} s"
                 return plan
-            blocked = self._answer_key(request, self._per_tenant) if stage == "output" else None
-            self._asked[(request.request_id, stage)] = (key, len(plan.names) > 1 or plan.then is not None, blocked)
+        blocked = self._answer_key(request, self._per_tenant) if key is not None and stage == "output" else None
+        self._asked[(request.request_id, stage)] = (key, len(plan.names) > 1 or plan.then is not None, blocked)
         backoff = self._saturated(ctx, plan)
         if backoff is not None:
             self._asked.pop((request.request_id, stage), None)
@@ -248,7 +260,9 @@ class GuardianPlanner(Plugin, ABC):
         for stage, noun in (("input", "prompts"), ("output", "answers")):
             if stage in self.decided:
                 n, k = self.decided[stage], self.checked[stage]
-                mine |= {noun: n, f"{noun}_checked": k, f"{noun}_checked_share": round(k / n, 6) if n else None}
+                mine |= {noun: n, f"{noun}_checked": k, f"{noun}_checked_share": round(k / n, 6) if n else None,
+                         f"{noun}_served_without_verdict": self.without_verdict[stage] if n else None,
+                         f"{noun}_checked_by": dict(sorted(self.verdicts_by[stage].items()))}
         summary.setdefault("guardian_sampling", {})[self.name] = mine
 
     @hookimpl
@@ -271,9 +285,23 @@ class GuardianPlanner(Plugin, ABC):
             return
         key, multi, blocked = asked
         action = event.action
+        stage = check[1]
+        if action == "guardian_verdict" and p.get("verdict") in DECISIVE and stage in self.verdicts_by:
+            by = self.verdicts_by[stage]
+            by[p.get("guardian")] = by.get(p.get("guardian"), 0) + 1
         if action != ("guardian_outcome" if multi else "guardian_verdict") or (multi and not p.get("final")):
             return  # not this check's last word (one guardian of several, or a tier before the last)
         del self._asked[check]
+        # one guardian's verdict through its on_error (a closed one's timeout blocks), as the core reads it
+        outcome = p.get("verdict") if multi else \
+            combine(ctx.config.guardians, None, {p.get("guardian"): (p.get("verdict"), None, None)}).verdict
+        if stage in self.checked:
+            if outcome in DECISIVE:
+                self.checked[stage] += 1
+            else:
+                self.without_verdict[stage] += 1
+        if key is None:
+            return
         if p.get("verdict") in ("pass", "block"):
             value = {"verdict": p["verdict"], "score": p.get("score"), "guardian": p.get("guardian"),
                      "reason": event.reason}

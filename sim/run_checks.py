@@ -45,6 +45,7 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
     leaves out). ``simulated``: also build its latency models (their settings' errors) and plan its memory;
     ``path``: the config file, named by their errors; ``database``: also check ``storage.url``'s folder (a sweep's
     points are stored where its ``--db`` says)."""
+    from controlplane.guardian_config import refuse_undeclared_guardians
     from controlplane.plugin_checks import check_hook_names
     from controlplane.plugin_manager import ALLOW_ENV, checked_plugin_names, discover_plugins, validated_settings
 
@@ -55,6 +56,7 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
     for name in enabled:
         validated_settings(available[name], plugins.settings.get(name))
         check_hook_names(name, available[name].target)
+    refuse_undeclared_guardians(config, available)  # a planner's misspelt guardian: a key named, not checks off
     config, left_out = allow_listed(config)
     if left_out:
         warn(f"${ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r} leaves out {', '.join(left_out)} of plugins.enabled: "

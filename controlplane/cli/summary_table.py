@@ -64,7 +64,9 @@ GUARDIAN_FIGURES = (
 )
 #: A guardian planner's sampling (the summary's ``guardian_sampling.PLUGIN``).
 SAMPLING_FIGURES = (("prompts_checked_share", "share of prompts checked"),
-                    ("answers_checked_share", "share of answers checked"))
+                    ("prompts_served_without_verdict", "prompts served without a verdict"),
+                    ("answers_checked_share", "share of answers checked"),
+                    ("answers_served_without_verdict", "answers served without a verdict"))
 _ABSENT = object()
 
 #: Reasons shown in a summary table, most frequent first; the rest are one row. The summary groups

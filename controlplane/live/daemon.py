@@ -313,6 +313,7 @@ def serve(config: RunConfig, options: DaemonOptions,
     """
     import uvicorn
 
+    from controlplane.guardian_config import refuse_undeclared_guardians
     from controlplane.plugin_checks import check_hook_names
     from controlplane.plugin_manager import checked_plugin_names, discover_plugins, validated_settings
 
@@ -320,6 +321,7 @@ def serve(config: RunConfig, options: DaemonOptions,
     for name in checked_plugin_names(plugins.enabled, plugins.settings, available):  # before uvicorn's start line
         validated_settings(available[name], plugins.settings.get(name))  # (no plugin made: nothing started twice)
         check_hook_names(name, available[name].target)  # a hook's typo: before any (guardian) worker starts
+    refuse_undeclared_guardians(config, available)  # a planner's misspelt guardian, its key named
     sock = listen(options.host, options.port)
     daemon = Daemon(config, options)
     uv_config = uvicorn.Config(

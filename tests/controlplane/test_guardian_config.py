@@ -45,3 +45,31 @@ def test_a_model_guardian_without_a_model_is_refused_when_the_config_loads(kind)
     with pytest.raises(ValidationError, match=rf"models\.1\n.*guardian 'clf': kind {kind} needs `model`"):
         GuardiansConfig(models=[{"name": "rules", "kind": "rules"}, {"name": "clf", "kind": kind}])
     GuardiansConfig(models=[{"name": "clf", "kind": kind, "model": "/models/clf"}])  # a path is enough here
+
+
+def test_a_planner_naming_an_undeclared_guardian_is_refused_at_the_start_naming_the_key():
+    # `guardian: jduge` beside a declared judge only warned: every check answered 'unavailable', which
+    # fails open, and the run looked guarded
+    from controlplane.errors import ConfigError
+    from controlplane.testing import make_config
+    from sim.run_checks import checked_run_config
+
+    def start(guardians, **settings):
+        cfg = make_config(plugins={"enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas",
+                                               "static-memory", "cascade-guardian", "sampled-guardian",
+                                               "builtin-latency-models"],
+                                   "settings": settings}, guardians={"models": [{"name": g} for g in guardians]})
+        return checked_run_config(cfg, simulated=False, warn=lambda _: None, database=False)
+
+    cascade = {"screen": ["screen"], "judge": ["judge"]}
+    with pytest.raises(ConfigError, match=r"plugins.settings.sampled-guardian.guardian: guardian\(s\) 'jduge' not "
+                                          r"declared in guardians.models \(declared: judge, screen\)"):
+        start(["judge", "screen"], **{"sampled-guardian": {"rate": 0.5, "guardian": "jduge"}, "cascade-guardian": cascade})
+    with pytest.raises(ConfigError, match=r"plugins.settings.sampled-guardian.guardians: guardian\(s\) 'jduge'"):
+        start(["judge", "screen"], **{"sampled-guardian": {"rate": 0.5, "guardians": ["judge", "jduge"]},
+                                      "cascade-guardian": cascade})
+    with pytest.raises(ConfigError, match=r"plugins.settings.cascade-guardian.screen: guardian\(s\) 'screen'"):
+        start(["judge"], **{"cascade-guardian": {"judge": ["judge"]}})  # the default screen, never declared
+    start(["judge", "screen"], **{"sampled-guardian": {"rate": 0.5, "guardian": "judge"}, "cascade-guardian": cascade})
+    start(["judge", "screen"], **{"sampled-guardian": {"rate": 0.0, "guardian": "jduge"}, "cascade-guardian": cascade})
+    start([], **{"sampled-guardian": {"rate": 0.5, "guardian": "anything"}})  # none declared: the simulator's default

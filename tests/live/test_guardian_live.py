@@ -279,3 +279,39 @@ def test_a_stream_under_a_sync_answer_check_holds_its_text_until_the_verdict(tmp
         else:
             assert text == plain.choices[0].text and text and chunks[-1].choices[0].finish_reason == "length"
             assert chat_text and chat[-1].usage.completion_tokens == 12
+
+
+def test_a_reload_counts_a_guardians_share_of_answers_from_the_reload_on(tmp_path):
+    # the guardian's answer checks were counted from the run's start and the planner's answers from the
+    # reload: 3 answers checked before it, 1 after, read a share of 4.0
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["never said"]}])
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        try:
+            for p in ("one", "two", "three"):
+                await driver.generate(p, max_tokens=2, ignore_eos=True)
+            changed = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["never said"]}],
+                             max_inflight_per_replica=100)
+            driver.reload(changed)  # its settings changed: a new sampled-guardian, counting from now
+            await driver.generate("after the reload", max_tokens=2, ignore_eos=True)
+        finally:
+            summary = await driver.close()
+        return summary
+
+    summary = asyncio.run(main())
+    assert summary["guardian_sampling"]["sampled-guardian"]["answers"] == 1
+    rules = summary["guardians"]["rules"]
+    assert rules["checks_output"] == 4 and rules["answers_checked_share"] == 1.0
+
+
+def test_a_guardian_that_never_answers_checks_no_answer(tmp_path, model_dirs):
+    # every check timed out (open): the shares read 1.0, "checked", though no answer got a verdict
+    slow = {"name": "judge", "kind": "causal-lm", "model": model_dirs["judge"], "timeout_s": 0.000001}
+    results, driver, _ = run(config(tmp_path, [slow]), ["one", "two"])
+    assert all(r.status == "completed" and r.guardian_verdict == "timeout" for r in results)
+    summary = driver.summary
+    sampling = summary["guardian_sampling"]["sampled-guardian"]
+    assert (sampling["answers"], sampling["answers_checked"], sampling["answers_served_without_verdict"]) == (2, 0, 2)
+    assert sampling["answers_checked_share"] == 0.0 and summary["guardians"]["judge"]["answers_checked_share"] == 0.0

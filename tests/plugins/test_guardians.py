@@ -81,3 +81,23 @@ def test_one_draw_per_request_checks_all_its_stages_or_none():
         g = summary["guardians"]["guardian"]  # its checks by stage, and the share of answers it checked
         assert g["checks_input"] == g["checks_output"] == len(stages) and g["checks"] == 2 * len(stages)
         assert g["answers_checked_share"] == len(stages) / 1000
+
+
+def test_a_check_without_a_verdict_is_not_counted_as_checked():
+    # docs/guardians.md's saturated guardian: 1,995 of 2,000 checks timed out, and every share read 1.0
+    from controlplane.cli.summary_table import summary_table
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+    from tests.cli.test_summary_table import _text
+
+    trace = [TraceRequest(str(i), i / 20, 16, 1) for i in range(2000)]
+    judge = {"name": "g", "replicas": 1, "timeout_s": 1.0, "latency": {"base_s": 0.5, "max_batch": 4}}
+    res = replay_with(trace=trace, guardians={"models": [judge]}, plugins={"settings": {
+        "sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "g"}}})
+    sampling = res.summary["guardian_sampling"]["sampled-guardian"]
+    assert res.summary["guardians"]["g"]["timeouts"] == 1995
+    assert (sampling["answers"], sampling["answers_checked"], sampling["answers_served_without_verdict"]) == (
+        2000, 5, 1995)
+    assert sampling["answers_checked_by"] == {"g": 5}
+    assert sampling["answers_checked_share"] == res.summary["guardians"]["g"]["answers_checked_share"] == 0.0025
+    assert "answers served without a verdict" in _text(summary_table(res.summary, "run"))
