@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -31,11 +31,13 @@ from sim.driver import SimDriver
 from sim.interrupts import stop_on_ctrl_c, stopped_at
 from sim.latency.base import LatencyModel
 from sim.latency.estimate import iteration_estimator
-from sim.traces import (TraceReader, TraceRequest, apply_transforms, format_rate_profile, rate_profile_points,
-                        read_trace)
+from sim.replay_trace import BAD_ROWS_KEPT, BAD_ROWS_SKIPPED, TraceStop, rows_left_out, trace_read
+from sim.traces import TraceReader, TraceRequest, apply_transforms, rate_profile_points, read_trace
 from sim.traces.stream_check import checked_requests
 
 __all__ = [
+    "BAD_ROWS_KEPT",
+    "BAD_ROWS_SKIPPED",
     "READER_STREAM",
     "TRANSFORM_STREAM",
     "ReplayInterrupted",
@@ -389,43 +391,6 @@ def _started_run_id(session: RunSession | None) -> int | None:
         return None
 
 
-def trace_read(transforms: TraceTransforms, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """How a replay read its trace, as its run row stores it (``config["trace_read"]``): the
-    transforms that were set (a rate profile as ``--rate-profile`` takes it, ``"0:1,14400:2"``)
-    and the format options; None when neither was."""
-    read: dict[str, Any] = {}
-    if edits := {k: format_rate_profile(v) if k == "rate_profile" else v
-                 for k, v in asdict(transforms).items() if v is not None}:
-        read["transforms"] = edits
-    if options:
-        read["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-    return read or None
-
-
-#: The reason under which a run summary counts the bad rows ``on_error="skip"`` skipped.
-BAD_ROWS_SKIPPED = "bad rows skipped"
-#: How many of the skipped rows' errors a run summary keeps (``trace_bad_rows``): the first few, to say why.
-BAD_ROWS_KEPT = 3
-
-
-def rows_left_out(reader: TraceReader | None) -> dict[str, Any]:
-    """A run summary's ``trace_rows_left_out``: the trace rows left out of ``reader``'s read so far,
-    by reason: those its format options left out (``TraceReader.dropped``, e.g. BurstGPT's failed
-    requests) and the bad rows ``on_error="skip"`` skipped (``BAD_ROWS_SKIPPED``, with the first
-    errors, each naming its file, line and field, as ``trace_bad_rows``); empty when none."""
-    if reader is None:
-        return {}
-    left_out = dict(reader.dropped)
-    if reader.skipped:
-        left_out[BAD_ROWS_SKIPPED] = reader.skipped
-    if not left_out:
-        return {}
-    out: dict[str, Any] = {"trace_rows_left_out": left_out}
-    if reader.skipped:
-        out["trace_bad_rows"] = [str(error) for error in reader.errors[:BAD_ROWS_KEPT]]
-    return out
-
-
 def latency_files(config: RunConfig) -> dict[str, dict[str, str]] | None:
     """The latency-model files a run's deployments read (a measured profile's ``latency.path``), by
     model, each with the SHA-256 of its content: stored with the run (``config["latency_files"]``)
@@ -477,9 +442,10 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         session.started()  # the run row's id, before the first event (plugins may read it)
         timings.mark("loop_start")
         t0 = time.perf_counter()
+        stop = TraceStop(driver)  # (a trace failing mid-replay ends the run as a Ctrl-C does, closed as failed)
         with stop_on_ctrl_c(driver):
             try:
-                finished = driver.run(requests)
+                finished = driver.run(stop.stream(requests))
             except KeyboardInterrupt as exc:  # a second Ctrl-C: the summary of the requests recorded as in flight
                 if (partial := getattr(exc, "summary", None)) is not None:
                     session.close({**partial, **rows_left_out(reader), "error": "KeyboardInterrupt: stopped at once "
@@ -487,6 +453,9 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
                                   status="interrupted")
                 raise
         loop_s = time.perf_counter() - t0
+        if stop.error is not None:  # (the rows read before it stored, the run's summary counting them)
+            stop.close_failed(session, finished, reader, config.storage.url if record else None)
+            raise stop.error
         if isinstance(finished, dict):
             finished = {**finished, **rows_left_out(reader)}
         timings.mark("loop_end")

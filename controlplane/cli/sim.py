@@ -367,6 +367,13 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         except Exception as exc:  # (the database away at the run's end: its rows spilled, its summary whole)
             if getattr(exc, "spill_path", None) is not None:
                 _print_ended_summary(exc, json_out, "its rows spilled")
+            if getattr(exc, "failed_run_id", None) is not None:  # (the trace failed mid-replay: what it stored)
+                _print_ended_summary(exc, json_out, "failed")
+                from sim.replay_trace import failed_note
+
+                db, note = common.db_option(cfg.storage.url, type(cfg.storage).model_fields["url"].default)
+                common.err.print(failed_note(exc, f"`controlplane runs show {exc.failed_run_id}{db}`{note}"),
+                                 highlight=False, soft_wrap=True)
             raise
     summary = result.summary
     if summary.get("num_requests") == 0:  # (an empty trace is an error of the reader: here, the transforms)

@@ -349,10 +349,29 @@ def test_runs_show_of_a_failed_run_says_why_it_failed(failed_run):
     assert re.search(r"failed: TraceFormatError: \S*bad\.csv:3: field 'ContextTokens'", out)
 
 
+def _run_failed_without_a_summary(url: str, error: str) -> int:
+    """A run that failed before it measured anything (its summary only its error), as a run whose process raised
+    outside its trace leaves it (a trace failing mid-replay stores what it replayed: `sim.replay_trace`)."""
+    from datetime import datetime, timezone
+
+    from controlplane.storage import RunRecorder
+
+    engine = make_engine(url)
+    with RunRecorder(engine) as rec:
+        run_id = rec.start_run(name="failed", mode="sim", trace="bad.csv", trace_format="azure", seed=0, config={},
+                               plugins=[], started_at=datetime.now(timezone.utc))
+        rec.finish_run(run_id, status="failed", summary={"error": error}, finished_at=datetime.now(timezone.utc),
+                       wall_s=0.1, sim_end_s=0.0)
+    engine.dispose()
+    return run_id
+
+
 def test_runs_compare_refuses_a_failed_run_naming_its_error(failed_run):
-    result = cli("runs", "compare", "1", "3", "--db", failed_run, ok=False)
+    run_id = _run_failed_without_a_summary(failed_run, "RuntimeError: the latency model broke")
+    result = cli("runs", "compare", "1", str(run_id), "--db", failed_run, ok=False)
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
-    assert re.search(r"run 3 has no summary to compare \(status failed: TraceFormatError: \S*bad\.csv:3", result.stderr)
+    assert re.search(rf"run {run_id} has no summary to compare \(status failed: RuntimeError: the latency model "
+                     "broke", result.stderr)
 
 
 @pytest.mark.parametrize("command", [["export", "1", "-o"], ["plot", "1", "-o"], ["report", "1", "--html"]])

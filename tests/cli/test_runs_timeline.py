@@ -92,13 +92,22 @@ def test_plot_writes_a_png(runs, tmp_path):
 
 
 def test_plot_of_a_run_with_nothing_recorded_says_why_and_writes_nothing(tmp_path):
+    from datetime import datetime, timezone
+
+    from controlplane.storage import RunRecorder, make_engine, upgrade
+
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    trace = tmp_path / "bad.csv"
-    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\na,0,1,1\nb,0,x,1\n")  # (bad mid-replay)
-    assert runner.invoke(app, ["sim", "replay", str(trace), "--db", url]).exit_code == 2
+    engine = make_engine(url)
+    upgrade(engine)
+    with RunRecorder(engine) as rec:  # (a run that failed before it recorded anything: only its error)
+        rec.start_run(name="failed", mode="sim", trace="t.csv", trace_format="canonical", seed=0, config={},
+                      plugins=[], started_at=datetime.now(timezone.utc))
+        rec.finish_run(1, status="failed", summary={"error": "RuntimeError: broke"},
+                       finished_at=datetime.now(timezone.utc), wall_s=0.1, sim_end_s=0.0)
+    engine.dispose()
     res = runner.invoke(app, ["runs", "plot", "1", "--db", url, "-o", str(tmp_path / "run.png")])
     assert res.exit_code == 2 and not (tmp_path / "run.png").exists()
-    assert "run 1 has nothing to plot" in res.output and "status failed: TraceFormatError" in res.output
+    assert "run 1 has nothing to plot" in res.output and "status failed: RuntimeError: broke" in res.output
 
 
 def test_differences_are_the_intervals_where_targets_disagree():

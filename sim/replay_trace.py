@@ -1,0 +1,101 @@
+"""What a replay records of its trace's read (how it was read, the rows left out) and what it does when the trace
+fails mid-replay: a bad row, a cut-off compressed file, found once requests were replayed.
+
+Such a failure ends the run as a first Ctrl-C (or SIGTERM) does: the trace stops there, the run stops at its next
+tick (`SimDriver.stop_requested`), the requests in the system are recorded in flight and the others whole, and the
+run is closed with status ``failed``, its summary counting them beside the error (`close_failed`). The error is then
+raised again with the run named on it (``failed_run_id``, ``summary``, ``num_arrived``, ``db_url``), for
+`controlplane sim replay` to say where the requests replayed before it are (`failed_note`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from sim.traces import TraceReader, TraceRequest, format_rate_profile
+
+__all__ = ["BAD_ROWS_KEPT", "BAD_ROWS_SKIPPED", "TraceStop", "failed_note", "rows_left_out",
+           "trace_read"]
+
+#: The reason under which a run summary counts the bad rows ``on_error="skip"`` skipped.
+BAD_ROWS_SKIPPED = "bad rows skipped"
+#: How many of the skipped rows' errors a run summary keeps (``trace_bad_rows``): the first few, to say why.
+BAD_ROWS_KEPT = 3
+
+
+def trace_read(transforms: Any, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """How a replay read its trace, as its run row stores it (``config["trace_read"]``): the
+    transforms that were set (a rate profile as ``--rate-profile`` takes it, ``"0:1,14400:2"``)
+    and the format options; None when neither was."""
+    read: dict[str, Any] = {}
+    if edits := {k: format_rate_profile(v) if k == "rate_profile" else v
+                 for k, v in asdict(transforms).items() if v is not None}:
+        read["transforms"] = edits
+    if options:
+        read["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    return read or None
+
+
+def rows_left_out(reader: TraceReader | None) -> dict[str, Any]:
+    """A run summary's ``trace_rows_left_out``: the trace rows left out of ``reader``'s read so far,
+    by reason: those its format options left out (``TraceReader.dropped``, e.g. BurstGPT's failed
+    requests) and the bad rows ``on_error="skip"`` skipped (``BAD_ROWS_SKIPPED``, with the first
+    errors, each naming its file, line and field, as ``trace_bad_rows``); empty when none."""
+    if reader is None:
+        return {}
+    left_out = dict(reader.dropped)
+    if reader.skipped:
+        left_out[BAD_ROWS_SKIPPED] = reader.skipped
+    if not left_out:
+        return {}
+    out: dict[str, Any] = {"trace_rows_left_out": left_out}
+    if reader.skipped:
+        out["trace_bad_rows"] = [str(error) for error in reader.errors[:BAD_ROWS_KEPT]]
+    return out
+
+
+class TraceStop:
+    """A replay's stream of requests that ends where reading it raises (a bad row, a truncated file), keeping the
+    error (`error`) and asking the driver to stop at its next tick, as a first Ctrl-C does: the requests replayed
+    before it are recorded, those still in the system in flight."""
+
+    __slots__ = ("driver", "error")
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.error: Exception | None = None
+
+    def stream(self, requests: Iterable[TraceRequest]) -> Iterator[TraceRequest]:
+        try:
+            yield from requests
+        except Exception as exc:  # noqa: BLE001 - the trace's error, whatever it is: raised again once the run is stored
+            self.error = exc
+            self.driver.stop_requested = True
+
+    def close_failed(self, session: Any, finished: Any, reader: TraceReader | None, db_url: str | None) -> None:
+        """Close the run as ``failed`` with the summary of what it replayed (``finished``, the driver's), the error
+        and the simulated second it stopped at (``failed_at_s``); then name the run on the error (``failed_run_id``,
+        ``summary``, ``num_arrived``, ``db_url``: `controlplane sim replay` says where its rows are)."""
+        error = self.error
+        assert error is not None
+        extra = {"error": f"{type(error).__name__}: {error}", "failed_at_s": round(session.clock.now_s, 6)}
+        summary = session.close({**finished, **rows_left_out(reader), **extra} if isinstance(finished, dict)
+                                else extra, status="failed")
+        error.failed_run_id = session.run_id  # type: ignore[attr-defined]
+        error.summary = summary  # type: ignore[attr-defined]
+        error.num_arrived = self.driver.num_arrived  # type: ignore[attr-defined]
+        error.db_url = db_url  # type: ignore[attr-defined]
+
+
+def failed_note(error: BaseException, see: str) -> str | None:
+    """What a replay whose trace failed mid-replay (`TraceStop.close_failed`) stored, in words, ending with ``see``
+    (the command that shows it); None for an error that stored no run."""
+    run_id, summary = getattr(error, "failed_run_id", None), getattr(error, "summary", None) or {}
+    if run_id is None:
+        return None
+    return (f"the trace failed at simulated second {summary.get('failed_at_s', 0):g}: run {run_id} is stored with "
+            f"status 'failed' and the {getattr(error, 'num_arrived', 0):,} requests that arrived before the error, "
+            f"{summary.get('num_completed', 0):,} completed and {summary.get('num_in_flight', 0):,} recorded in flight "
+            f"(as at a Ctrl-C), counted in its summary ({see}); the error:")
