@@ -31,7 +31,7 @@ from sim.driver import SimDriver
 from sim.interrupts import stop_on_ctrl_c, stopped_at
 from sim.latency.base import LatencyModel
 from sim.latency.estimate import iteration_estimator
-from sim.replay_trace import BAD_ROWS_KEPT, BAD_ROWS_SKIPPED, TraceStop, rows_left_out, trace_read
+from sim.replay_trace import BAD_ROWS_KEPT, BAD_ROWS_SKIPPED, TraceStop, context_limits, rows_left_out, trace_read
 from sim.traces import TraceReader, TraceRequest, apply_transforms, rate_profile_points, read_trace
 from sim.traces.stream_check import checked_requests
 
@@ -442,7 +442,9 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         session.started()  # the run row's id, before the first event (plugins may read it)
         timings.mark("loop_start")
         t0 = time.perf_counter()
-        stop = TraceStop(driver)  # (a trace failing mid-replay ends the run as a Ctrl-C does, closed as failed)
+        # (a trace failing mid-replay ends the run as a Ctrl-C does, closed as failed; requests past their model's
+        # context window are counted)
+        stop = TraceStop(driver, context_limits(config, driver.latency))
         with stop_on_ctrl_c(driver):
             try:
                 finished = driver.run(stop.stream(requests))
@@ -453,11 +455,12 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
                                   status="interrupted")
                 raise
         loop_s = time.perf_counter() - t0
+        stop.warn_past_context(config)
         if stop.error is not None:  # (the rows read before it stored, the run's summary counting them)
             stop.close_failed(session, finished, reader, config.storage.url if record else None)
             raise stop.error
         if isinstance(finished, dict):
-            finished = {**finished, **rows_left_out(reader)}
+            finished = {**finished, **rows_left_out(reader), **stop.summary()}
         timings.mark("loop_end")
         interrupted = driver.stop_requested
         if interrupted and isinstance(finished, dict):

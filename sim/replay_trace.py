@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
+import logging
 from typing import Any
 
 from sim.traces import TraceReader, TraceRequest, format_rate_profile
 
-__all__ = ["BAD_ROWS_KEPT", "BAD_ROWS_SKIPPED", "TraceStop", "failed_note", "rows_left_out",
+__all__ = ["BAD_ROWS_KEPT", "BAD_ROWS_SKIPPED", "TraceStop", "context_limits", "failed_note", "rows_left_out",
            "trace_read"]
+
+log = logging.getLogger("sim.replay")
 
 #: The reason under which a run summary counts the bad rows ``on_error="skip"`` skipped.
 BAD_ROWS_SKIPPED = "bad rows skipped"
@@ -56,23 +59,68 @@ def rows_left_out(reader: TraceReader | None) -> dict[str, Any]:
     return out
 
 
+def context_limits(config: Any, models: Mapping[str, Any]) -> dict[str | None, tuple[str, int]]:
+    """What `TraceStop` checks each request against: by the model a request names (None: the first deployment, which
+    the core gives it), the deployment and its latency model's context window (``max_context``, tokens), for the
+    deployments without a ``max_model_len`` (with one, the core refuses a longer request as ``too_long``)."""
+    out: dict[str | None, tuple[str, int]] = {}
+    for i, d in enumerate(config.cluster.models):
+        context = getattr(models.get(d.name), "max_context", None)
+        if d.max_model_len is None and isinstance(context, int) and context > 0:
+            out[d.name] = (d.name, context)
+            if i == 0:
+                out[None] = out[d.name]
+    return out
+
+
 class TraceStop:
     """A replay's stream of requests that ends where reading it raises (a bad row, a truncated file), keeping the
     error (`error`) and asking the driver to stop at its next tick, as a first Ctrl-C does: the requests replayed
-    before it are recorded, those still in the system in flight."""
+    before it are recorded, those still in the system in flight. On the way it counts the requests longer (prompt +
+    output tokens) than their deployment's model's context window (``limits``, `context_limits`), which the latency
+    model prices all the same (`past_context`, `warn_past_context`)."""
 
-    __slots__ = ("driver", "error")
+    __slots__ = ("driver", "error", "limits", "past_context")
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, limits: Mapping[str | None, tuple[str, int]] | None = None) -> None:
         self.driver = driver
         self.error: Exception | None = None
+        self.limits = dict(limits or {})
+        self.past_context: dict[str, int] = {}  # deployment -> requests longer than its model's context window
 
     def stream(self, requests: Iterable[TraceRequest]) -> Iterator[TraceRequest]:
         try:
-            yield from requests
+            if not self.limits:
+                yield from requests
+                return
+            contexts = {model: context for model, (_, context) in self.limits.items()}
+            past = self.past_context
+            for r in requests:
+                context = contexts.get(r.model)
+                if context is not None and r.prompt_tokens + r.output_tokens > context:
+                    name = self.limits[r.model][0]
+                    past[name] = past.get(name, 0) + 1
+                yield r
         except Exception as exc:  # noqa: BLE001 - the trace's error, whatever it is: raised again once the run is stored
             self.error = exc
             self.driver.stop_requested = True
+
+    def summary(self) -> dict[str, Any]:
+        """What the run's summary says of the requests past their model's context (``requests_past_context``, by
+        deployment); empty when none was."""
+        return {"requests_past_context": dict(self.past_context)} if self.past_context else {}
+
+    def warn_past_context(self, config: Any) -> None:
+        """One warning line per deployment that was sent requests longer than its model's context window."""
+        latency = {d.name: d.latency_model for d in config.cluster.models}
+        for name, count in self.past_context.items():
+            context = self.limits[name][1]
+            log.warning("%s request%s longer (prompt + output tokens) than the %s-token context window of the "
+                        "model of deployment %r: latency model %r priced %s all the same, past what the model "
+                        "serves; set that deployment's max_model_len: %s (cluster.models[].max_model_len) to refuse "
+                        "such requests as too_long, or cut them with --max-prompt-tokens / --max-output-tokens",
+                        f"{count:,}", " was" if count == 1 else "s were", f"{context:,}", name, latency.get(name),
+                        "it" if count == 1 else "them", context)
 
     def close_failed(self, session: Any, finished: Any, reader: TraceReader | None, db_url: str | None) -> None:
         """Close the run as ``failed`` with the summary of what it replayed (``finished``, the driver's), the error
@@ -80,7 +128,8 @@ class TraceStop:
         ``summary``, ``num_arrived``, ``db_url``: `controlplane sim replay` says where its rows are)."""
         error = self.error
         assert error is not None
-        extra = {"error": f"{type(error).__name__}: {error}", "failed_at_s": round(session.clock.now_s, 6)}
+        extra = {**self.summary(), "error": f"{type(error).__name__}: {error}",
+                 "failed_at_s": round(session.clock.now_s, 6)}
         summary = session.close({**finished, **rows_left_out(reader), **extra} if isinstance(finished, dict)
                                 else extra, status="failed")
         error.failed_run_id = session.run_id  # type: ignore[attr-defined]

@@ -203,6 +203,12 @@ class VidurProfileModel(LatencyModel):
         self._comm_const = comm_const
         self._build_tables()
 
+    @property
+    def max_context(self) -> int:
+        """The model's context window (tokens, its ``max_position_embeddings``): the profiles price a longer request
+        all the same, so a replay counts and warns of those it is sent (`sim.replay_trace.context_limits`)."""
+        return int(self.model.max_position_embeddings)
+
     # ------------------------------------------------------------------ fitting helpers
 
     def _load_attention(self, root: Path, gdir: str, block: int, mode: str):

@@ -64,3 +64,30 @@ def test_a_stream_failing_mid_replay_is_stored_too_and_unrecorded_runs_raise_as_
         replay(requests(), make_config(), record=False)
     assert info.value.failed_run_id is None and info.value.summary["num_requests"] == 1
 
+
+def _vidur_config(**deployment):
+    # (the bundled replay's deployment: Llama-3-8B under the default vidur latency model, 8,192-token context)
+    return make_config(cluster={"models": [{"name": "default", "replicas": 1, "latency_model": "vidur", "latency": {
+        "model": "meta-llama/Meta-Llama-3-8B", "gpu": "a100", "tensor_parallel": 1, "attention": "scaled"},
+        "gpu": "a100-80gb", "gpus_per_replica": 1, **deployment}]})
+
+
+def test_requests_past_the_models_context_are_counted_and_warned_of_once(caplog):
+    # (a 100,000-token prompt on Llama-3-8B was served silently by vidur; only splitwise warned)
+    trace = [TraceRequest("a", 0.0, 100_000, 10), TraceRequest("b", 1.0, 100, 10), TraceRequest("c", 2.0, 8190, 10),
+             TraceRequest("d", 3.0, 8182, 10)]  # (c: 8,200 tokens with its output; d: 8,192, the window exactly)
+    with caplog.at_level("WARNING", logger="sim.replay"):
+        summary, _ = replay(trace, _vidur_config(), record=False)
+    assert summary["num_completed"] == 4 and summary["requests_past_context"] == {"default": 2}
+    [warning] = [r.getMessage() for r in caplog.records if "context window" in r.getMessage()]
+    assert warning.startswith("2 requests were longer (prompt + output tokens) than the 8,192-token context window "
+                              "of the model of deployment 'default': latency model 'vidur' priced them all the same")
+    assert "set that deployment's max_model_len: 8192" in warning
+
+
+def test_a_deployment_with_max_model_len_refuses_them_as_too_long_and_nothing_is_counted(caplog):
+    trace = [TraceRequest("a", 0.0, 100_000, 10), TraceRequest("b", 1.0, 100, 10)]
+    with caplog.at_level("WARNING", logger="sim.replay"):
+        summary, _ = replay(trace, _vidur_config(max_model_len=8192), record=False)
+    assert summary["num_completed"] == 1 and summary["num_rejected"] == 1 and "requests_past_context" not in summary
+    assert not [r for r in caplog.records if "context window" in r.getMessage()]

@@ -299,3 +299,9 @@ def test_a_model_that_is_not_a_name_is_named_by_a_replay_too(tmp_path):
     cluster = {"models": [{"name": "m", "latency_model": "vidur", "latency": {"model": 123}}]}
     with pytest.raises(ControlPlaneError, match=r"cluster.models\[m\].latency: model must be a name \(a string\), got 123"):
         replay_with(cluster=cluster)
+
+
+def test_the_model_knows_its_context_window():
+    from sim.latency.vidur_profile import VidurProfileModel
+
+    assert VidurProfileModel("meta-llama/Meta-Llama-3-8B", "a100", 1, attention="scaled").max_context == 8192
