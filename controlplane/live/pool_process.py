@@ -47,6 +47,7 @@ def _process_main(conn: Any, settings: tuple[str, dict[str, Any]], env: dict[str
     # must not kill them in the middle of a graceful drain. The parent closing the pipe ends them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _progress_bars_lock_in_process()
     try:
         runtime = WorkerRuntime.create(settings_from_payload(settings), threads)
         conn.send(("ready", runtime.facts()))
@@ -76,6 +77,20 @@ def _process_main(conn: Any, settings: tuple[str, dict[str, Any]], env: dict[str
                 _exit_now()
         except (BrokenPipeError, EOFError, OSError):
             _exit_now()
+
+
+def _progress_bars_lock_in_process() -> None:
+    """Give tqdm a thread lock before anything draws a progress bar in this worker. Its default is a lock shared
+    across processes: a named semaphore, which a spawned process registers with the daemon's resource tracker
+    and unlinks at interpreter exit; `_exit_now` skips that, so the daemon ended with "resource_tracker: There
+    appear to be 1 leaked semaphore objects" (transformers' "Loading weights" bar on a model loaded from a
+    path, torch.compile's FX interpreter on a ``compile: true`` worker). A worker's bars go nowhere anyone
+    reads them together with another process's."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return
+    tqdm.set_lock(threading.RLock())
 
 
 def _exit_now() -> None:

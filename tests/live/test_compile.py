@@ -56,3 +56,13 @@ def test_a_compiled_worker_compiles_in_its_warm_up_not_in_its_first_requests():
     while engine.num_waiting or engine.num_running:
         engine.step(engine.waiting_ids(), engine.running_ids())
     assert counters["stats"]["unique_graphs"] == compiled
+
+
+def test_a_closed_compiled_worker_leaves_no_leaked_semaphore():
+    """torch.compile draws a tqdm bar in the worker process: a `compile: true` daemon ended with
+    "resource_tracker: There appear to be 1 leaked semaphore objects" after a clean SIGTERM."""
+    from tests.live.test_pool_process import start_and_close_pool
+
+    stderr = start_and_close_pool({"preset": "tiny-llama", "device": "cpu", "max_seq_len": 64, "compile": True},
+                                  timeout_s=900)
+    assert "leaked semaphore" not in stderr, stderr

@@ -92,3 +92,49 @@ def test_a_worker_told_to_stop_ends_its_process_at_once_without_the_interpreters
         child.close()
     assert [m[0] for m in got] == ["ready", "pong", "stopped"]
     assert exits == [0]  # ended there, not returned into the interpreter's shutdown
+
+
+#: A process pool started and closed in a fresh interpreter (the resource tracker speaks at that one's exit):
+#: one worker of the settings given as JSON in argv[1].
+POOL_START_AND_CLOSE = """
+import asyncio, json, sys
+from controlplane.live.model_source import WorkerModelSettings
+from controlplane.live.pool_process import ProcessPool
+
+async def main():
+    pool = ProcessPool(cpu_threads=1, gpus=0)
+    pool.bind(asyncio.get_running_loop(), lambda w, r: None)
+    try:
+        facts = await pool.start("w0", WorkerModelSettings(**json.loads(sys.argv[1])))
+        print("started", facts["model"])
+    finally:
+        await pool.close()
+
+asyncio.run(main())
+"""
+
+
+def start_and_close_pool(settings: dict, timeout_s: float = 300) -> str:
+    """Start one process-pool worker of ``settings`` in a fresh interpreter and close the pool: its stderr."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", POOL_START_AND_CLOSE, json.dumps(settings)], capture_output=True,
+                          text=True, timeout=timeout_s, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0 and "started" in done.stdout, done.stderr
+    return done.stderr
+
+
+def test_a_closed_worker_leaves_no_leaked_semaphore(tmp_path):
+    """A worker process ends with os._exit (`_exit_now`): the multiprocessing lock tqdm makes for its first
+    progress bar (transformers' "Loading weights" here; torch.compile's on a compile: true worker,
+    test_compile.py) was never unlinked, and the daemon ended with "resource_tracker: There appear to be 1
+    leaked semaphore objects to clean up at shutdown"."""
+    from controlplane.live.model_source import build_config
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_config(build_config(WorkerModelSettings(preset="tiny-llama"))).save_pretrained(tmp_path)
+    stderr = start_and_close_pool({"path": str(tmp_path), "device": "cpu", "max_seq_len": 64})
+    assert "leaked semaphore" not in stderr, stderr
