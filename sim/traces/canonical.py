@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, check_texts, column_index, csv_header,
                   duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
                   parse_seconds)
-from .csv_quotes import CsvRows, open_quote, row_shape
+from .csv_quotes import CsvRows, open_quote, row_in_field, row_shape
 from .errors import OnError, TraceFormatError, as_sink
 from .gaps import FAR_S, checked_max_gap, idle_text, long_gap, seconds_text
 from .record import TraceRequest, new_basic, params_from_mapping, thaw, with_arrival
@@ -31,7 +31,7 @@ REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("model", "tenant", "priority", "prompt", "hash_ids", "hash_block_tokens", "params")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 #: What to do where a quoted field (a prompt) holds a line that reads as a row on purpose (`open_quote`).
-_ROW_IN_A_FIELD = "a field that holds such a line on purpose: write the trace as canonical JSON Lines"
+_ROW_IN_A_FIELD = "write the trace as canonical JSON Lines (write_canonical to a .jsonl path), which holds any text"
 
 
 def read_canonical(path: PathLike, *, on_error: OnError = "raise", errors: list[TraceFormatError] | None = None,
@@ -364,9 +364,11 @@ def _write_csv(reqs: Iterable[TraceRequest], path: PathLike, columns: Sequence[s
     else:
         optional = [] if first is None else [name for name in OPTIONAL if _is_set(first, name)]
     n = 0
+    header = REQUIRED + tuple(optional)
+    shape = row_shape(len(header), ints=(2, 3), numbers=(1,))  # (what the reader takes for a row: `open_quote`)
     with _open_write(path) as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(REQUIRED + tuple(optional))
+        w.writerow(header)
         if first is None:
             return 0
         for r in _chain(first, it):
@@ -374,8 +376,17 @@ def _write_csv(reqs: Iterable[TraceRequest], path: PathLike, columns: Sequence[s
             if lost:
                 raise ValueError(f"request {r.request_id!r} sets {', '.join(lost)}, which has no CSV column; "
                                  "pass columns=... or write JSONL")
-            w.writerow([r.request_id, repr(float(r.arrival_s)), int(r.prompt_tokens), int(r.output_tokens),
-                        *(_csv_value(r, name) for name in optional)])
+            row = [r.request_id, repr(float(r.arrival_s)), int(r.prompt_tokens), int(r.output_tokens),
+                   *(_csv_value(r, name) for name in optional)]
+            for name, value in zip(header, row):
+                if isinstance(value, str) and ("\n" in value or "\r" in value) and \
+                        (found := row_in_field(value, shape)) is not None:
+                    raise ValueError(
+                        f"request {r.request_id!r}: its {name} holds a line that reads as a row of this CSV "
+                        f"({found[1][:60]!r}), which its reader refuses as a quote left open (the rows "
+                        "after it read into one field); write the trace as JSON Lines (a .jsonl path), which holds "
+                        "any text")
+            w.writerow(row)
             n += 1
     return n
 

@@ -97,13 +97,27 @@ def open_quote(path: PathLike, row: Sequence[str], start: int, end: int, header:
         if cut_by_end:
             return TraceFormatError(path, line, field, f"a quote opened on line {line} is never closed: the field "
                                     f"runs to the end of the file, and {taken}; close the quote or remove it")
-        for k, piece in enumerate(pieces):  # (the first too: a quote opening a row takes that row's line whole)
-            if piece.strip() and shape(next(csv.reader([piece]), [])):
-                return TraceFormatError(
-                    path, line, field,
-                    f"a quote opened on line {line} is not closed where its field should end: line {line + k} "
-                    f"({piece[:_SHOWN]!r}) reads as a row of this file, and {taken}; close the quote or remove "
-                    f"it{f' ({on_purpose})' if on_purpose else ''}")
+        if (found := row_in_field(pieces, shape)) is not None:
+            k, piece = found
+            # (it may be closed where it should be, a field holding such a line on purpose: nothing tells the two)
+            return TraceFormatError(
+                path, line, field,
+                f"the quoted field opened on line {line} holds line {line + k} ({piece[:_SHOWN]!r}), which reads as a "
+                f"row of this file: a quote left open reads the rows after it into one field (here {taken}), so "
+                "such a field is refused; if a quote was left open, close it or remove it"
+                + (f"; if the field holds that line on purpose, {on_purpose}" if on_purpose else ""))
         line += len(pieces) - 1
+    return None
+
+
+def row_in_field(pieces: Sequence[str] | str, shape: Callable[[Sequence[str]], bool]) -> tuple[int, str] | None:
+    """Which of a field's lines (``pieces``, or the field's text, split at its line breaks) reads as a row of the
+    file (``shape``, `row_shape`): the first (its index and text), the field's first line included (a quote opening
+    a row takes that row's line whole); None when none does."""
+    if isinstance(pieces, str):
+        pieces = _BREAK.split(pieces)
+    for k, piece in enumerate(pieces):
+        if piece.strip() and shape(next(csv.reader([piece]), [])):
+            return k, piece
     return None
 
