@@ -100,11 +100,20 @@ def column_index(
     path: PathLike, header: Sequence[str], line: int, required: Iterable[str],
     optional: Iterable[str] = (), *, ignore_case: bool = False,
 ) -> dict[str, int]:
-    """Map each wanted column name to its index; a missing required one is an error on the header line."""
+    """Map each wanted column name to its index; a missing required one, or one the header has twice (two
+    columns matching it, ``TIMESTAMP`` and ``timestamp`` where case is ignored), is an error on the header line."""
     key = (lambda s: s.lower()) if ignore_case else (lambda s: s)
+    required, optional = tuple(required), tuple(optional)
     pos: dict[str, int] = {}
+    wanted = {key(name): name for name in (*required, *optional)}
     for i, name in enumerate(header):
-        pos.setdefault(key(name), i)
+        first = pos.setdefault(key(name), i)
+        if first != i and key(name) in wanted:
+            case = " (names are matched ignoring case)" if header[first] != name else ""
+            raise TraceFormatError(path, line, wanted[key(name)],
+                                   f"the header has this column twice: {header[first]!r} (column {first + 1}) and "
+                                   f"{name!r} (column {i + 1}){case}; which one to read is not known: rename or "
+                                   "remove one")
     out: dict[str, int] = {}
     for name in required:
         i = pos.get(key(name))

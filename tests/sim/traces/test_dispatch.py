@@ -188,3 +188,28 @@ def test_a_format_of_the_files_kind_reads_as_before(write):
     assert len(list(read_trace(write("a.csv", AZURE), "azure"))) == 2
     with pytest.raises(TraceFormatError, match="field 'arrival_s': missing required key"):
         list(read_trace(write("k.jsonl", MOONCAKE_LINE), "canonical"))
+
+
+@pytest.mark.parametrize("name, text, field, said", [
+    # (each read the first of the two, silently)
+    ("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens,prompt_tokens\na,0,10,5,99\n", "prompt_tokens",
+     "'prompt_tokens' (column 3) and 'prompt_tokens' (column 5); which one"),
+    ("a.csv", "TIMESTAMP,ContextTokens,GeneratedTokens,timestamp\n2023-11-16 18:17:03,10,5,2024-01-01 00:00:00\n",
+     "TIMESTAMP", "'TIMESTAMP' (column 1) and 'timestamp' (column 4) (names are matched ignoring case)"),
+    ("b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type,model\n1,A,1,1,2,API log,B\n",
+     "Model", "'Model' (column 2) and 'model' (column 7)"),
+    ("v.csv", "num_prefill_tokens,num_decode_tokens,NUM_DECODE_TOKENS\n1,2,3\n", "num_decode_tokens", "(column 3)"),
+])
+def test_a_column_the_reader_reads_given_twice_is_a_header_error_naming_both(write, name, text, field, said):
+    p = write(name, text)
+    options = {"b.csv": {"model_column": True}, "v.csv": {"rng": np.random.default_rng(0)}}.get(name, {})
+    with pytest.raises(TraceFormatError) as info:
+        list(read_trace(p, **options))
+    assert (info.value.line, info.value.field) == (1, field)
+    assert info.value.reason.startswith("the header has this column twice: ") and said in info.value.reason
+    assert info.value.reason.endswith("which one to read is not known: rename or remove one")
+
+
+def test_a_column_no_reader_reads_may_repeat(write):
+    p = write("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens,note,NOTE\na,0,10,5,x,y\n")
+    assert [r.request_id for r in read_trace(p)] == ["a"]
