@@ -25,15 +25,22 @@ TS, CTX, GEN = "TIMESTAMP", "ContextTokens", "GeneratedTokens"
 HEADER = (TS, CTX, GEN)
 
 
+class MixedZones(ValueError):
+    """A timestamp with a UTC offset in a file whose first timestamp has none, or one without in a file whose first
+    has one: read as UTC, a time without its offset would be off by the offset, silently."""
+
+
 class _Clock:
     """Timestamp strings -> seconds since the first row, plus what the fast path may cache."""
 
-    __slots__ = ("ord0", "base0", "sec0")
+    __slots__ = ("ord0", "base0", "sec0", "first", "zoned")
 
     def __init__(self) -> None:
         self.ord0: int | None = None  # day ordinal of the first row
         self.base0 = 0                # first row's whole minute of day in seconds, tz applied
         self.sec0 = 0.0               # first row's seconds within that minute
+        self.first = ""               # the first row's timestamp
+        self.zoned = False            # whether it gives a UTC offset (every row's must, or none)
 
     def parse(self, ts: str) -> tuple[float, str, str, float]:
         """Return (t, minute prefix, tz suffix, base) with t == base + (seconds - sec0). Raises ValueError."""
@@ -62,6 +69,11 @@ class _Clock:
             self.ord0 = ordinal
             self.base0 = hour * 3600 + minute * 60 - offset
             self.sec0 = sec
+            self.first, self.zoned = ts, bool(suffix)
+        elif bool(suffix) != self.zoned:
+            raise MixedZones(f"timestamp {ts!r} {'has a' if suffix else 'has no'} UTC offset, and the first row's "
+                             f"({self.first!r}) {'has none' if suffix else 'has one'}: a time without an offset would be "
+                             "taken as UTC, off by the others' offset; give every row an offset, or none")
         base = float((ordinal - self.ord0) * 86400 + hour * 3600 + minute * 60 - offset - self.base0)
         return base + (sec - self.sec0), ts[:16], suffix, base
 
@@ -139,6 +151,8 @@ def _read(path: PathLike, sink: ErrorSink, max_gap_s: float) -> Iterator[TraceRe
                     ts = row[its].strip()
                     try:
                         t, new_prefix, new_suffix, new_base = clock.parse(ts)
+                    except MixedZones as exc:
+                        raise TraceFormatError(path, line, TS, str(exc)) from None
                     except ValueError:
                         raise TraceFormatError(
                             path, line, TS,

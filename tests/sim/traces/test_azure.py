@@ -175,3 +175,22 @@ def test_one_row_out_of_place_is_named_as_the_likely_cause_of_the_rows_skipped_b
     rows = "".join(f"2023-11-16 18:17:{s:02d}.0,10,2\r\n" for s in (1, 3, 2, 4, 5))
     lone = read_trace(write("one.csv", HEADER + rows), on_error="skip")
     assert sum(1 for _ in lone) == 4 and "so are" not in str(lone.errors[0])  # one row behind one: no cascade
+
+
+@pytest.mark.parametrize("rows, line, ts", [
+    # (the naive row was taken as UTC: two hours off the +02:00 rows, silently)
+    (["2024-05-10 00:00:00.0+02:00", "2024-05-10 00:00:01.0+02:00", "2024-05-10 00:00:02.0"], 4,
+     "'2024-05-10 00:00:02.0' has no UTC offset, and the first row's ('2024-05-10 00:00:00.0+02:00') has one"),
+    (["2024-05-10 00:00:00.0", "2024-05-10 00:01:01.0Z"], 3,
+     "'2024-05-10 00:01:01.0Z' has a UTC offset, and the first row's ('2024-05-10 00:00:00.0') has none"),
+    (["2024-05-10 00:00:00.0", "2024-05-10 00:00:00.5", "2024-05-10 00:00:01.0-05:00"], 4, "has a UTC offset"),
+])
+def test_timestamps_with_and_without_a_utc_offset_in_one_file_are_an_error_where_it_switches(write, rows, line, ts):
+    p = write("z.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{t},1,1\n" for t in rows))
+    with pytest.raises(TraceFormatError) as info:
+        list(read_trace(p))
+    assert (info.value.line, info.value.field) == (line, "TIMESTAMP") and ts in info.value.reason
+    assert info.value.reason.endswith("give every row an offset, or none")
+    p = write("ok.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.0+02:00,1,1\n"
+                        "2024-05-10 00:00:01.0Z,1,1\n")  # (offsets that differ, each given: read as they say)
+    assert [r.arrival_s for r in read_trace(p)] == [0.0, 7201.0]
