@@ -185,13 +185,28 @@ def activation_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def build_config(settings: WorkerModelSettings):
-    """The transformers config for a preset / dict source, sized to ``max_seq_len``."""
+    """The transformers config for a preset / dict source; one that gives no number of positions (under any of
+    its config class's names for it) gets ``max_seq_len`` positions. The worker serves
+    min(positions, ``max_seq_len``) tokens (`CausalLMBackend`, `load_served_model`)."""
     from transformers import AutoConfig
 
     raw = copy.deepcopy(settings.config if settings.config is not None else PRESETS[settings.preset or "tiny-llama"])
-    raw.setdefault("max_position_embeddings", settings.max_seq_len)
     model_type = raw.pop("model_type")
+    if not set(raw) & position_keys(model_type):
+        raw["max_position_embeddings"] = settings.max_seq_len
     return AutoConfig.for_model(model_type, **raw)
+
+
+def position_keys(model_type: str) -> set[str]:
+    """The names a ``model_type``'s config takes its number of positions under: ``max_position_embeddings`` and
+    what its class's ``attribute_map`` maps it to or from (GPT-2's ``n_positions``: a worker.config's
+    ``n_positions: 128`` was overridden by ``max_position_embeddings: max_seq_len``, mapped onto it, and the
+    model served 2048 tokens on 128 positions)."""
+    from transformers import CONFIG_MAPPING
+
+    attribute_map = getattr(CONFIG_MAPPING[model_type], "attribute_map", {}) if model_type in CONFIG_MAPPING else {}
+    canonical = attribute_map.get("max_position_embeddings", "max_position_embeddings")
+    return {"max_position_embeddings", canonical} | {k for k, v in attribute_map.items() if v == canonical}
 
 
 def check_model_path(path: str | None) -> None:

@@ -179,3 +179,48 @@ def test_load_model_names_a_missing_model_path(tmp_path):
 
     with pytest.raises(ValueError, match="model path .*nope is not a directory"):
         load_model(WorkerModelSettings(path=str(tmp_path / "nope"), device="cpu"))
+
+
+#: A GPT-2 worker.config: GPT-2 names its positions ``n_positions`` (its config class maps
+#: ``max_position_embeddings`` onto it).
+GPT2_128 = {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300, "n_positions": 128,
+            "bos_token_id": 0, "eos_token_id": 0}
+
+
+def test_a_configs_own_positions_are_kept_under_its_own_name_and_bound_what_is_served():
+    """``n_positions: 128`` was replaced by max_seq_len (2048): /v1/models said max_model_len 2048 and
+    generation ran past the model's 128 positions."""
+    import asyncio
+
+    from controlplane.live.driver import LiveDriver
+    from controlplane.live.http_errors import InvalidRequest
+    from controlplane.live.model_source import build_config
+    from controlplane.live.pool_thread import LocalThreadPool
+    from controlplane.live.served_model import load_served_model
+    from controlplane.testing import make_config
+
+    settings = WorkerModelSettings(config=GPT2_128, device="cpu")  # max_seq_len 2048
+    cfg = build_config(settings)
+    assert cfg.n_positions == 128 and cfg.max_position_embeddings == 128
+    assert load_served_model("g", settings).max_seq_len == 128  # (what /v1/models reports as max_model_len)
+    no_positions = {k: v for k, v in GPT2_128.items() if k != "n_positions"}
+    assert build_config(WorkerModelSettings(config=no_positions, max_seq_len=96)).n_positions == 96  # (as before)
+    assert build_config(WorkerModelSettings(config={**no_positions, "max_position_embeddings": 64})).n_positions == 64
+
+    run = make_config(cluster={"models": [{"name": "g", "replicas": 1, "worker": {"config": GPT2_128, "device": "cpu"}}]})
+
+    async def main():
+        driver = LiveDriver(run, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        try:
+            near_the_end = await (await driver.submit([5] * 120, max_tokens=8, ignore_eos=True)).result()
+            past_it = await (await driver.submit([5] * 120, max_tokens=9, ignore_eos=True)).result()
+            with pytest.raises(InvalidRequest, match="the prompt has 130 tokens; the model's context is 128"):
+                await driver.submit([5] * 130, max_tokens=2, ignore_eos=True)
+        finally:
+            await driver.close()
+        return near_the_end, past_it
+
+    near_the_end, past_it = asyncio.run(main())
+    assert near_the_end.ok and near_the_end.completion_tokens == 8
+    assert past_it.status == "rejected" and past_it.reason_code == "too_long"  # (the core's: prompt + output)
