@@ -7,6 +7,12 @@ batch to its longest prompt) a prompt joins a prefill batch only while the paddi
 ratio of the real tokens. ``policy: sarathi`` mixes decodes with chunked
 prefills under a per-iteration token budget (Sarathi-Serve / vLLM chunked prefill).
 
+Both keep ``watermark`` (a share of the KV blocks) free for the running requests' decodes when a
+new request's prefill starts; on a replica with nothing running there are no decodes to keep them
+for, and the first prompt may take every block: the core admits a request whose prompt and
+``max_tokens`` fit the KV cache, and one whose prompt needed more than all blocks but the watermark's
+waited at the head of the queue for an empty replica, only to be refused there.
+
 While nothing can change a batch's membership, a decode batch asks for many iterations at
 once (``max_iterations``): up to the first request to finish or the iteration where KV blocks
 would run out. The core interrupts the run early when a new request arrives.
@@ -59,6 +65,13 @@ PADDING_LOOKAHEAD = 128
 
 def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
+
+
+def _no_room(request_id: str, need: int, free: int, watermark: int) -> str:
+    """Why a waiting request's prefill does not start: the blocks it needs, those free, and those of them the
+    watermark keeps for the running requests' decodes."""
+    kept = f" of which the watermark keeps {watermark} for running decodes" if watermark and need <= free else ""
+    return f"{request_id} needs {need} KV blocks, {free} free{kept}"
 
 
 class ContinuousBatching(Plugin):
@@ -123,8 +136,9 @@ class ContinuousBatching(Plugin):
                     break
                 continue
             need = (target + bs - 1) // bs  # blocks for the whole prefill (Vidur and vLLM reserve them)
-            if limited and free - need < watermark:
-                blocker = f"{r.request_id} needs {need} KV blocks, {free} free"
+            # (the watermark keeps blocks for running decodes: none run yet, a prompt may take them all)
+            if limited and free - need < (watermark if prefill or w.running else 0):
+                blocker = _no_room(r.request_id, need, free, watermark)
                 break
             if len(w.running) + len(prefill) >= w.max_num_seqs:
                 blocker = f"batch full ({w.max_num_seqs} sequences)"
@@ -243,8 +257,8 @@ class ContinuousBatching(Plugin):
         for r in self._queue(w):
             if budget <= 0 or len(w.running) + len(prefill) - len(partial) >= w.max_num_seqs:
                 break
-            if limited and free - _blocks(r.prefill_target_tokens, bs) < watermark:
-                break
+            if limited and free - _blocks(r.prefill_target_tokens, bs) < (watermark if prefill or w.running else 0):
+                break  # (the watermark as `_vllm` keeps it)
             n = min(r.remaining_prefill_tokens, budget)
             prefill.append((r, n))
             budget -= n

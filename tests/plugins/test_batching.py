@@ -198,3 +198,42 @@ def test_the_priority_batcher_sorts_a_queue_only_where_sorting_changes_its_order
     w = make_worker(waiting=deque(reqs))  # two classes: sorted, the more important first
     assert not in_priority_order(w.waiting) and plugin._queue(w) == [reqs[2], *reqs[:2], *reqs[3:]]
     assert not in_priority_order(deque(reqs))  # a plain deque keeps no count: sorted
+
+
+@pytest.mark.parametrize("policy", ["vllm", "sarathi"])
+def test_the_watermark_keeps_blocks_for_running_decodes_only(policy):
+    """A prompt needing 1,019 of 1,024 blocks (the core admitted it: prompt + max_tokens fit) waited for an empty
+    replica, where the watermark (1%: 10 blocks) still refused it: 'needs 1019 KV blocks, 1024 free', and the
+    core rejected it. With nothing running the watermark keeps nothing; with decodes running it keeps its blocks,
+    and the reason says so."""
+    big = make_requests(1, prompt_tokens=16300, output_tokens=1, prefix="big")
+    w = make_worker(waiting=deque(big), num_kv_blocks=1024, num_kv_blocks_used=0, max_batch_tokens=20000)
+    plan = _plan(w, policy=policy, chunk_size=20000)
+    assert [(r.request_id, n) for r, n in plan.prefill] == [("big0", 16300)]
+    running = _running(1, prompt=100, output_done=5)  # 7 blocks held; 1,023 free: enough, but for the watermark
+    w = make_worker(waiting=deque(big), running=running, num_kv_blocks=1030, num_kv_blocks_used=7,
+                    max_batch_tokens=20000)
+    plan = _plan(w, policy=policy, chunk_size=20000)
+    assert plan.prefill == () and [r.request_id for r in plan.decode] == ["run0"]
+    if policy == "vllm":
+        assert plan.reason == ("decode all running; waiting: big0 needs 1019 KV blocks, 1023 free of which the "
+                               "watermark keeps 10 for running decodes")
+    # a second prompt in the same batch leaves the watermark free again
+    two = make_requests(2, prompt_tokens=[8000, 8000], output_tokens=1, prefix="two")
+    w = make_worker(waiting=deque(two), num_kv_blocks=1004, num_kv_blocks_used=0, max_batch_tokens=20000)
+    assert [r.request_id for r, _ in _plan(w, policy=policy, chunk_size=20000).prefill] == ["two0"]
+
+
+def test_a_request_the_core_admits_is_served_not_refused_for_the_watermark():
+    """The capacity engineer's trace on one L4 (Llama-2-7B: 1,024 blocks of 16): d's 16,300-token prompt waited
+    14 s behind a, then was refused 'does not fit its worker: d needs 1019 KV blocks, 1024 free'."""
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest("a", 0.0, 15000, 100), TraceRequest("d", 1.0, 16300, 1), TraceRequest("e", 2.0, 100, 10)]
+    result = replay_with(trace=trace, plugins={
+        "enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+                    "builtin-latency-models"]},
+        cluster={"models": [{"name": "default", "replicas": 1, "latency_model": "roofline",
+                             "latency": {"model": "meta-llama/Llama-2-7b-hf", "gpu": "l4"}}]})
+    assert result.summary["num_completed"] == 3 and result.summary["num_rejected"] == 0
