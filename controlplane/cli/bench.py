@@ -139,9 +139,19 @@ def profile(
     preset: Annotated[Optional[str], typer.Option(help="Random-weight preset: tiny-llama, small-llama, medium-llama.")]
     = None,
     model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
-    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 | int8 | nf4.")] = "auto",
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    config_path: Annotated[Optional[Path], typer.Option(
+        "--config", help="A daemon (or run) config: profile the worker of its deployment --model as the daemon "
+                         "builds it (path, worker.config or preset, and its precision, device, max_seq_len, seed), "
+                         "labelled as a live run of it records it.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="With --config: the deployment (cluster.models[].name) whose worker to profile (default: the only "
+             "one).")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="auto | fp32 | bf16 | fp16 | int8 | nf4 (default: auto; with --config, the worker's).")] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (with --config: also when "
+                                                             "the worker does).")] = False,
+    device: Annotated[Optional[str], typer.Option(
+        help="auto | cpu | cuda | cuda:N (default: auto; with --config, the worker's).")] = None,
     grid: Annotated[str, typer.Option(help="Batch shapes to time: small | full | limits (from --max-prompt-tokens, "
                                            "--max-output-tokens and --max-batch: the model's limits, no trace).")]
     = "small",
@@ -154,12 +164,14 @@ def profile(
     interleave: Annotated[bool, typer.Option(help="Time the grid in passes, one iteration per shape each, so a "
                                                   "machine whose speed drifts does not skew shapes against "
                                                   "each other (--grid limits always does).")] = False,
-    max_seq_len: Annotated[int, typer.Option(min=2, help="Context the worker allows.")] = 2048,
+    max_seq_len: Annotated[Optional[int], typer.Option(
+        min=2, help="Context the worker allows (default: 2048; with --config, the worker's).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Time a live worker's iterations over a grid of batch shapes; write a profile the simulator loads.
 
-    Use it with ``latency_model: measured`` and ``latency: {path: PROFILE}`` in a deployment.
+    Use it with ``latency_model: measured`` and ``latency: {path: PROFILE}`` in a deployment. The worker is
+    ``--preset`` / ``--model-path``, or a daemon config's deployment (``--config FILE [--model NAME]``).
     """
     import dataclasses
 
@@ -171,8 +183,20 @@ def profile(
     from sim.latency.measured import MeasuredProfileModel
 
     with user_errors():
+        from controlplane.cli.profile_worker import config_worker, with_options
         from controlplane.live.profiling import ProfileGrid
 
+        if config_path is not None:
+            if preset or model_path:
+                raise ValueError("--config names the worker: give --config or --preset / --model-path, not both")
+            settings = with_options(config_worker(config_path, model), precision=precision, device=device,
+                                    compile=compile_ or None, max_seq_len=max_seq_len)
+        elif model is not None:
+            raise ValueError(f"--model {model!r} names a deployment of a daemon config: give the config (--config)")
+        else:
+            settings = _settings(preset, model_path, precision or "auto", compile_, device or "auto",
+                                 max_seq_len or 2048)
+        max_seq_len = settings.max_seq_len
         named = grids()
         if grid == "limits":
             shapes = ProfileGrid.from_limits(max_prompt_tokens, max_output_tokens, max_batch, repeats or 2)
@@ -181,6 +205,7 @@ def profile(
                           f"prompt ({max_prompt_tokens}) and context (--max-prompt-tokens + --max-output-tokens) fit "
                           "with the timed steps", highlight=False)
                 max_seq_len = needed
+                settings = with_options(settings, max_seq_len=needed)
         elif grid not in named:
             raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(named)}, limits")
         else:
@@ -188,8 +213,7 @@ def profile(
         left_out_warning(shapes, max_seq_len)
         if threads:
             torch.set_num_threads(threads)
-        settings = _settings(preset, model_path, precision, compile_, device, max_seq_len)
-        err.print(f"loading {settings.source_name()} ({precision}) on {device} ...", highlight=False)
+        err.print(f"loading {settings.source_name()} ({settings.precision}) on {settings.device} ...", highlight=False)
         from controlplane.live.quantize import PrecisionUnavailable
 
         try:
