@@ -24,7 +24,7 @@ from controlplane.config_errors import shadowed_message, shadowed_values
 from controlplane.config_files import read_config_file
 from controlplane.errors import ConfigError
 from controlplane.guardian_config import GuardiansConfig, empty_list
-from controlplane.hardware.cost import DEFAULT_GPU_PRICES
+from controlplane.hardware.cost import DEFAULT_GPU_PRICES, canonical_prices
 
 #: The built-in plugins a run enables when the config names none: one per policy family.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -150,7 +150,7 @@ class ClusterConfig(_Section):
         bad = {gpu: p for gpu, p in prices.items() if not p >= 0}
         if bad:
             raise ValueError(f"GPU prices must be >= 0 USD per GPU-hour, got {bad}")
-        return {**DEFAULT_GPU_PRICES, **prices}
+        return canonical_prices(prices)  # (``h100: 3.0`` prices h100-80gb: the default's key won before)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ClusterConfig:

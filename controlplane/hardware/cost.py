@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["DEFAULT_GPU_PRICES", "NoPriceError", "add_guardian_cost", "cost_per_1k_requests", "gpu_price_per_hour",
-           "run_cost"]
+__all__ = ["DEFAULT_GPU_PRICES", "NoPriceError", "add_guardian_cost", "canonical_prices", "cost_per_1k_requests",
+           "gpu_price_per_hour", "run_cost"]
 
 #: USD per GPU-hour, by the GPU names of `controlplane.hardware.specs.GPUS`.
 DEFAULT_GPU_PRICES: dict[str, float] = {
@@ -51,6 +51,21 @@ def _canonical(gpu: str) -> str:
         return get_gpu(gpu).name
     except (KeyError, ValueError):
         return gpu
+
+
+def canonical_prices(prices: Mapping[str, float]) -> dict[str, float]:
+    """A config's ``cluster.gpu_prices`` over the defaults, each under the catalogue's name of its GPU (``h100``,
+    ``H100`` and ``h100-80gb`` are one GPU, priced ``h100-80gb``): a price given under an alias replaces the
+    default's (merged under the given key, the default's exact key won every lookup). Names the catalogue lacks stay
+    as given. ValueError where two keys of one GPU give it two prices."""
+    given: dict[str, tuple[str, float]] = {}
+    for key, price in prices.items():
+        name = _canonical(key)
+        if name in given and given[name][1] != price:
+            first, first_price = given[name]
+            raise ValueError(f"{first!r} ({first_price}) and {key!r} ({price}) price one GPU, {name}: give one price")
+        given[name] = (key, price)
+    return {**DEFAULT_GPU_PRICES, **{name: price for name, (_, price) in given.items()}}
 
 
 def gpu_price_per_hour(gpu: str, prices: Mapping[str, float] | None = None) -> float:

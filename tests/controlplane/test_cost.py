@@ -89,3 +89,21 @@ def test_guardian_cost_is_added_apart_and_a_gpu_without_a_price_leaves_the_total
     add_guardian_cost(unpriced, {"tpu-v9": 3600.0})
     assert unpriced["guardian_cost_usd"] is None and unpriced["total_cost_usd"] is None
     assert "cluster.gpu_prices.tpu-v9" in unpriced["guardian_cost_error"]
+
+
+@pytest.mark.parametrize("key", ["h100", "H100", "h100-80gb"])
+def test_a_price_under_an_alias_prices_its_gpu(key):
+    """``gpu_prices: {h100: 3.0}`` was merged beside the default's ``h100-80gb: 4.0``, whose exact key won every
+    lookup: the user's price was silently ignored. Keys are the catalogue's names now, the given price over the
+    default's; two prices of one GPU are refused."""
+    prices = load_config(None, {"cluster": {"gpu_prices": {key: 3.0}}}).cluster.gpu_prices
+    assert prices["h100-80gb"] == 3.0 and "h100" not in prices and "H100" not in prices
+    for gpu in ("h100", "h100-80gb", "H100"):
+        assert gpu_price_per_hour(gpu, prices) == 3.0
+    assert load_config(None, {"cluster": {"gpu_prices": {"A100-80GB": 1.5}}}).cluster.gpu_prices["a100-80gb"] == 1.5
+    with pytest.raises(ConfigError, match=r"cluster.gpu_prices: .*'h100' \(3.0\) and 'h100-80gb' \(5.0\) price one "
+                                          r"GPU, h100-80gb: give one price"):
+        load_config(None, {"cluster": {"gpu_prices": {"h100": 3.0, "h100-80gb": 5.0}}})
+    assert load_config(None, {"cluster": {"gpu_prices": {"h100": 3.0, "h100-80gb": 3.0}}}).cluster.gpu_prices[
+        "h100-80gb"] == 3.0
+
