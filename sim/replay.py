@@ -30,6 +30,7 @@ from controlplane.session import RunSession, latency_factories
 from sim.driver import SimDriver
 from sim.interrupts import stop_on_ctrl_c, stopped_at
 from sim.latency.base import LatencyModel
+from sim.latency.checked import checked
 from sim.latency.estimate import iteration_estimator
 from sim.replay_trace import BAD_ROWS_KEPT, BAD_ROWS_SKIPPED, TraceStop, context_limits, rows_left_out, trace_read
 from sim.traces import TraceReader, TraceRequest, apply_transforms, rate_profile_points, read_trace
@@ -230,7 +231,9 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
     """One latency model per deployed model, from the factories plugins registered; `ConfigError` naming the
     deployment for an unknown model, a setting it refuses, or a default ``tensor_parallel``, ``gpu`` or ``precision``
     (the factory's, none given) that is not the deployment's ``gpus_per_replica``, ``gpu`` or ``precision``
-    (GPU-seconds, cost and memory plan count those)."""
+    (GPU-seconds, cost and memory plan count those). A model whose class is not a built-in one's is wrapped so
+    that each iteration time it gives is checked (`sim.latency.checked`: a non-finite, negative or non-number time
+    fails the run naming the model, the deployment and the value)."""
     from controlplane.hardware.deployment_fit import default_setting_mismatch
     from sim.latency.registry import check_settings
 
@@ -257,7 +260,7 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
                               "(sim.latency.base.LatencyModel)")
         if (why := default_setting_mismatch(d, factory, d.latency_model)) is not None:
             raise ConfigError(f"cluster.models[{d.name}]: {why}")
-        models[d.name] = model
+        models[d.name] = checked(model, d.latency_model, d.name)  # (a plugin's: each time checked)
     return models
 
 
