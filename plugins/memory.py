@@ -51,10 +51,14 @@ class StaticMemory(Plugin):
                 memory_fraction=s.memory_fraction, activation_bytes=int(s.activation_gib * 2**30) or None,
                 request_slot_tokens=s.request_slot_tokens, include_embeddings=s.include_embeddings,
             )
+            slot = s.request_slot_tokens
+            rounded = (f"; request slots of {slot} tokens rounded up to {plan.blocks_per_slot} whole blocks "
+                       f"({plan.blocks_per_slot * d.kv_block_size} tokens)"
+                       if slot and plan.blocks_per_slot and slot % d.kv_block_size else "")
             out = plan.num_kv_blocks, (
                 f"{plan.num_kv_blocks} KV blocks ({plan.max_kv_tokens} tokens) from the memory plan: {model.name} "
                 f"{planned_precision(d)} on {d.gpus_per_replica}x {d.gpu}, {plan.weights_bytes_per_gpu / 2**30:.2f} GiB "
-                f"weights per GPU"
+                f"weights per GPU{rounded}"
             )
         self._plans[d.name] = out
         return out

@@ -5,8 +5,9 @@ and vidur/utils/param_counter.py) so simulated replicas admit the same number of
 requests as the reference runs: weights are the transformer blocks only (QKV, O, MLP,
 sharded over TP with KV heads rounded up per worker), ``memory_fraction`` of device
 memory is usable, and the KV pool is sized in whole max-length request slots
-(``request_slot_tokens``). Pass ``request_slot_tokens=None`` for a plain
-block-granular pool, and ``include_embeddings=True`` to also charge embeddings.
+(``request_slot_tokens``), each of whole blocks: a slot of 4,096 tokens in blocks of 48 is 86
+blocks (4,128 tokens; Vidur's 85 held 4,080, less than a slot). Pass ``request_slot_tokens=None``
+for a plain block-granular pool, and ``include_embeddings=True`` to also charge embeddings.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class ReplicaMemory:
     num_kv_blocks: int
     block_size: int
     max_kv_tokens: int
+    #: Blocks of one request slot (``request_slot_tokens`` rounded up to whole blocks); None: block-granular.
+    blocks_per_slot: int | None = None
 
 
 def _check_tp(model: ModelSpec, tensor_parallel: int) -> None:
@@ -108,14 +111,15 @@ def plan_replica_memory(
     weights = weights_bytes_per_gpu(m, precision, tensor_parallel, include_embeddings=include_embeddings)
     kv_tok = kv_bytes_per_token_per_gpu(m, precision, tensor_parallel)
     free = g.memory_bytes * memory_fraction - weights - (activation_bytes or 0)
+    blocks_per_slot = None
     if request_slot_tokens:
-        blocks_per_slot = request_slot_tokens // block_size
-        slots = int(free // (kv_tok * request_slot_tokens)) if free > 0 else 0
+        blocks_per_slot = -(-request_slot_tokens // block_size)  # whole blocks that hold a slot's tokens
+        slots = int(free // (kv_tok * blocks_per_slot * block_size)) if free > 0 else 0
         blocks = slots * blocks_per_slot
     else:
         blocks = int(free // (kv_tok * block_size)) if free > 0 else 0
     if blocks <= 0:
-        need = weights + (activation_bytes or 0) + kv_tok * (request_slot_tokens or block_size)
+        need = weights + (activation_bytes or 0) + kv_tok * (blocks_per_slot or 1) * block_size
         raise ValueError(
             f"{m.name} does not fit on {g.name} with tensor_parallel={tensor_parallel}, "
             f"precision={get_precision(precision).name}: needs ~{need / 2**30:.1f} GiB per GPU, "
@@ -127,6 +131,7 @@ def plan_replica_memory(
         num_kv_blocks=blocks,
         block_size=block_size,
         max_kv_tokens=blocks * block_size,
+        blocks_per_slot=blocks_per_slot,
     )
 
 

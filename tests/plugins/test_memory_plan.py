@@ -97,3 +97,17 @@ def test_a_new_replica_is_ready_after_the_derived_cold_start_with_the_planned_kv
     assert ready["default-1"] - starting["default-1"] == pytest.approx(expected)
     plans = [d for d in res.decisions if d.action == "memory_plan"]
     assert {d.payload["num_kv_blocks"] for d in plans} == {3328}
+
+
+def test_a_request_slot_is_whole_blocks_rounded_up_and_the_plan_says_so():
+    """Blocks of 48 do not divide a 4,096-token slot: 4,096 // 48 = 85 blocks held 4,080 tokens a slot (16 lost in
+    each, silently). A slot is 86 blocks now (4,128 tokens), each slot's memory counted so, and the reason says it."""
+    plan = plan_replica_memory(LLAMA70, "a100-80gb", tensor_parallel=2, block_size=48)
+    # the anchor's 13 slots (3,328 blocks of 16), of 86 blocks each: 1,105 blocks (53,040 tokens) before
+    assert (plan.blocks_per_slot, plan.num_kv_blocks, plan.max_kv_tokens) == (86, 13 * 86, 13 * 4128)
+    p = _plan(kv_block_size=48)
+    assert p.num_kv_blocks == plan.num_kv_blocks
+    assert p.reason.endswith("; request slots of 4096 tokens rounded up to 86 whole blocks (4128 tokens)")
+    assert "rounded" not in _plan().reason  # (16 divides 4,096: the anchor's 3,328 blocks as before)
+    assert plan_replica_memory(LLAMA70, "a100-80gb", tensor_parallel=2).blocks_per_slot == 256
+
