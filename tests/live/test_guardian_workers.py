@@ -471,7 +471,8 @@ def test_a_drain_waits_for_an_async_check_until_its_timeout(tmp_path):
     (row,) = rows(cfg.storage.url, driver.run_id, "requests")
     # on_error: closed: the timeout blocks the answer, after its reply
     assert row["status"] == "completed" and row["guardian_verdict"] == "block"
-    assert row["reason"] == "retracted: blocked after the reply by rules: no verdict within 1 s"
+    assert row["reason"] == ("retracted: blocked after the reply by rules: timeout, no verdict within 1 s "
+                             "(on_error: closed)")
 
 
 def test_guardians_on_ray_workers(tmp_path, judge_dir):
