@@ -12,11 +12,13 @@ the group's verdicts combine by its rule:
 
 Every guardian of the group votes: one that failed open votes pass, one that failed closed votes
 block (before, a guardian that failed open abstained, so under ``majority`` one block of two
-guardians, the other timed out, blocked). A blocked group's reason names no guardian: the outcome's ``guardian`` does (the request's reason reads
-``blocked by GUARDIAN: WHY``; several blockers: ``blocked by G1,G2: WHY1; WHY2``), so each is named once.
-A group that is not blocked and that no guardian passed
+guardians, the other timed out, blocked). A group that is not blocked and that no guardian passed
 (its guardians failed open, or their blocks were outvoted by failures) reports the failure verdict
 itself (``unavailable``, ``timeout``, ``error``), never a made-up ``pass``.
+
+A blocked group's reason names no guardian: the outcome's ``guardian`` does (the request's reason
+reads ``blocked by GUARDIAN: WHY``; several blockers: ``blocked by G1,G2: WHY1; WHY2``), so each
+is named once.
 """
 
 from __future__ import annotations

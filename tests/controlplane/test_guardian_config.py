@@ -64,7 +64,8 @@ def test_a_planner_naming_an_undeclared_guardian_is_refused_at_the_start_naming_
     cascade = {"screen": ["screen"], "judge": ["judge"]}
     with pytest.raises(ConfigError, match=r"plugins.settings.sampled-guardian.guardian: guardian\(s\) 'jduge' not "
                                           r"declared in guardians.models \(declared: judge, screen\)"):
-        start(["judge", "screen"], **{"sampled-guardian": {"rate": 0.5, "guardian": "jduge"}, "cascade-guardian": cascade})
+        start(["judge", "screen"], **{"sampled-guardian": {"rate": 0.5, "guardian": "jduge"},
+                                      "cascade-guardian": cascade})
     with pytest.raises(ConfigError, match=r"plugins.settings.sampled-guardian.guardians: guardian\(s\) 'jduge'"):
         start(["judge", "screen"], **{"sampled-guardian": {"rate": 0.5, "guardians": ["judge", "jduge"]},
                                       "cascade-guardian": cascade})
