@@ -148,11 +148,33 @@ def json_column(line: str, error: json.JSONDecodeError) -> int:
 MAX_INT = 2**31 - 1
 
 
+def plain(text: str) -> bool:
+    """Whether a cell writes its number as trace text may: ASCII, without '_' (``int()`` and ``float()`` also take
+    Python's literal forms, '1_000' and other scripts' digits, '１０'). The readers check every numeric cell with it,
+    their fast paths too."""
+    return text.isascii() and "_" not in text
+
+
+def _not_plain(text: object, parse: type) -> str:
+    """What an error adds of a cell that ``parse`` (int, float) reads but `plain` refuses; else ''."""
+    if not isinstance(text, str) or plain(text):
+        return ""
+    try:
+        parse(text)
+    except ValueError:
+        return ""
+    return NOT_PLAIN
+
+
+#: What an error adds of a numeric cell that is not `plain`.
+NOT_PLAIN = " (plain ASCII decimal only: no '_' separators, no other scripts' digits)"
+
+
 def parse_count(path: PathLike, line: int, field: str, text: object) -> int:
-    """A token count: a non-negative integer (CSV text, or a JSON int / integral float)."""
+    """A token count: a non-negative integer (CSV text of ASCII digits, or a JSON int / integral float)."""
     if isinstance(text, str):
         try:
-            v = int(text)
+            v = int(text) if plain(text) else -1
         except ValueError:
             v = -1
     elif isinstance(text, bool):
@@ -164,7 +186,8 @@ def parse_count(path: PathLike, line: int, field: str, text: object) -> int:
     else:
         v = -1
     if v < 0:
-        raise TraceFormatError(path, line, field, f"expected a non-negative integer, got {text!r}")
+        raise TraceFormatError(path, line, field, f"expected a non-negative integer, got {text!r}"
+                                                  f"{_not_plain(text, int)}")
     if v > MAX_INT:
         raise TraceFormatError(path, line, field, f"expected at most {MAX_INT:,} (runs store counts as 32-bit "
                                                   f"integers), got {text!r}")
@@ -178,13 +201,13 @@ def parse_int(path: PathLike, line: int, field: str, text: object) -> int:
         v = text
     elif isinstance(text, float) and text.is_integer():
         v = int(text)
-    elif isinstance(text, str):
+    elif isinstance(text, str) and plain(text):
         try:
             v = int(text)
         except ValueError:
             pass
     if v is None:
-        raise TraceFormatError(path, line, field, f"expected an integer, got {text!r}")
+        raise TraceFormatError(path, line, field, f"expected an integer, got {text!r}{_not_plain(text, int)}")
     if not -MAX_INT - 1 <= v <= MAX_INT:
         raise TraceFormatError(path, line, field, f"expected an integer from {-MAX_INT - 1:,} to {MAX_INT:,} (runs "
                                f"store it as a 32-bit integer), got {text!r}")
@@ -192,13 +215,15 @@ def parse_int(path: PathLike, line: int, field: str, text: object) -> int:
 
 
 def parse_seconds(path: PathLike, line: int, field: str, text: object) -> float:
-    """A finite, non-negative number of seconds."""
+    """A finite, non-negative number of seconds (text: `plain`, as ``float()`` reads it: 12, 0.5, 1e-05)."""
     try:
-        v = float(text) if isinstance(text, (str, int, float)) and not isinstance(text, bool) else math.nan
+        v = float(text) if (isinstance(text, (int, float)) and not isinstance(text, bool)
+                            or isinstance(text, str) and plain(text)) else math.nan
     except ValueError:
         v = math.nan
     if not (0.0 <= v < math.inf):
-        raise TraceFormatError(path, line, field, f"expected a finite non-negative number of seconds, got {text!r}")
+        raise TraceFormatError(path, line, field, f"expected a finite non-negative number of seconds, got {text!r}"
+                               f"{_not_plain(text, float)}")
     return v
 
 

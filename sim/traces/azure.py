@@ -44,7 +44,8 @@ class _Clock:
 
     def parse(self, ts: str) -> tuple[float, str, str, float]:
         """Return (t, minute prefix, tz suffix, base) with t == base + (seconds - sec0). Raises ValueError."""
-        if len(ts) < 19 or ts[4] != "-" or ts[7] != "-" or ts[10] not in " T" or ts[13] != ":" or ts[16] != ":":
+        if (len(ts) < 19 or not ts.isascii() or ts[4] != "-" or ts[7] != "-" or ts[10] not in " T" or ts[13] != ":"
+                or ts[16] != ":"):
             raise ValueError(ts)
         digits = ts[:4] + ts[5:7] + ts[8:10] + ts[11:13] + ts[14:16]
         if not digits.isdigit():
@@ -121,7 +122,8 @@ def _read(path: PathLike, sink: ErrorSink, max_gap_s: float) -> Iterator[TraceRe
                 p = int(ctx)
                 o = int(gen)
                 if (not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or ts[:16] != prefix or ts[16] != ":"
-                        or (nsuf and not ts.endswith(suffix))):
+                        or (nsuf and not ts.endswith(suffix)) or not (ctx.isdigit() and gen.isdigit())
+                        or not (ts + ctx + gen).isascii() or "_" in ts):  # (`plain`: int() takes '1_000', '１０')
                     raise ValueError
                 # float() rejects tz text, blanks and junk; the range check catches nan/inf/negatives.
                 s = float(ts[17:len(ts) - nsuf])

@@ -20,7 +20,7 @@ import math
 from typing import Any, Iterator
 
 from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, check_text, column_index, csv_header,
-                  no_rows, open_text, parse_count, parse_seconds)
+                  no_rows, open_text, parse_count, parse_seconds, plain)
 from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .gaps import FAR_S, checked_max_gap, long_gap
@@ -174,6 +174,8 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                             model = row[imodel]
                         if ilog is not None:
                             log_type = row[ilog]
+                    if not (p.isdigit() and o.isdigit() and (ts + p + o).isascii()) or "_" in ts:
+                        raise ValueError  # (`plain`, inlined: int() and float() take '1_000' and '１０' too)
                     p = int(p)
                     o = int(o)
                     t = float(ts)
@@ -265,7 +267,7 @@ def _origin(row: list[str], cols: dict[str, int], last: float, models: _Filter |
 
     text = cell(TS)
     try:
-        t = float(text.strip()) if text is not None else math.nan
+        t = float(text.strip()) if text is not None and plain(text) else math.nan
     except ValueError:
         return None
     if not last <= t < math.inf:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, check_texts, column_index, csv_header,
                   duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
-                  parse_seconds)
+                  parse_seconds, plain, NOT_PLAIN)
 from .csv_quotes import CsvRows, open_quote, row_in_field, row_shape
 from .errors import OnError, TraceFormatError, as_sink
 from .gaps import FAR_S, checked_max_gap, idle_text, long_gap, seconds_text
@@ -124,13 +124,15 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
             req = None
             if basic:  # four plain columns (e.g. the Vidur anchors): no per-field dispatch
                 try:
-                    rid, a, p, o = row
+                    rid, a, pt, ot = row
                     t = float(a)
-                    p = int(p)
-                    o = int(o)
-                    # (nan fails every comparison; inf, a step back and a long gap fail the range)
+                    p = int(pt)
+                    o = int(ot)
+                    # (nan fails every comparison; inf, a step back and a long gap fail the range; `plain`, inlined:
+                    # int() and float() take '1_000' and other scripts' digits too)
                     if (last <= t < last + max_gap_s and 0 <= p <= MAX_INT and 0 <= o <= MAX_INT and rid
-                            and "\x00" not in rid and (seen is None or rid not in seen)):
+                            and "\x00" not in rid and (seen is None or rid not in seen) and pt.isdigit()
+                            and ot.isdigit() and (a + pt + ot).isascii() and "_" not in a):
                         req = new_basic(rid, t, p, o)
                 except ValueError:
                     pass
@@ -193,10 +195,12 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
             kw[name] = _block_tokens(path, line, text)
         elif name == "hash_ids":
             try:
+                if not plain(text):
+                    raise ValueError
                 kw[name] = tuple(int(h) for h in text.split())
             except ValueError:
-                raise TraceFormatError(path, line, name,
-                                       f"expected space-separated integers, got {text[:80]!r}") from None
+                raise TraceFormatError(path, line, name, f"expected space-separated integers, got {text[:80]!r}"
+                                                         f"{'' if plain(text) else NOT_PLAIN}") from None
         elif name == "params":
             kw[name] = _params(path, line, _json_cell(path, line, name, text))
     return TraceRequest(rid, t, p, o, **kw)

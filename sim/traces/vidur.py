@@ -79,8 +79,11 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
                 idx += 1
                 continue
             try:
-                p = int(row[ip])
-                o = int(row[io_])
+                pt, ot = row[ip], row[io_]
+                if not (pt.isdigit() and ot.isdigit() and (pt + ot).isascii()):
+                    raise ValueError  # (`plain`, inlined: int() takes '1_000' and '１０' too)
+                p = int(pt)
+                o = int(ot)
                 if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or len(row) > width:
                     raise ValueError
             except (ValueError, IndexError):
