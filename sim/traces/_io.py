@@ -131,7 +131,13 @@ def column_index(
 def check_row_width(path: PathLike, line: int, row: Sequence[str], header: Sequence[str]) -> None:
     """A row with text past the header's last column is an error naming that column: an unquoted
     comma inside a field shifts every field after it, and the rest would be dropped unseen. Empty
-    fields there (trailing commas) are not an error."""
+    fields there (trailing commas) are not an error. A row with fewer fields than the header is an
+    error naming the first column it lacks, whether or not the reader reads that column: a comma
+    missing from a row shifts the fields after it as well (one rule for every reader)."""
+    if len(row) < len(header):
+        raise TraceFormatError(path, line, header[len(row)], f"row has {len(row)} fields, expected {len(header)} (a "
+                               "comma missing, or the row cut short: every row has the header's fields, empty ones "
+                               "included)")
     if len(row) > len(header) and any(c.strip() for c in row[len(header):]):
         raise TraceFormatError(path, line, header[-1], f"row has {len(row)} fields, the header {len(header)} "
                                "(a field holding a comma must be quoted)")

@@ -116,7 +116,7 @@ def _read(path: PathLike, sink: ErrorSink, max_gap_s: float) -> Iterator[TraceRe
                 if standard:
                     ts, ctx, gen = row
                 else:
-                    if len(row) > len(header):
+                    if len(row) != len(header):
                         raise ValueError  # (the slow path says whether the fields past the header hold text)
                     ts, ctx, gen = row[its], row[ictx], row[igen]
                 p = int(ctx)

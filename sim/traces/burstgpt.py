@@ -167,7 +167,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                     if standard:
                         ts, model, p, o, _, log_type = row
                     else:
-                        if len(row) > width:
+                        if len(row) != width:
                             raise ValueError  # (the slow path says whether the fields past the header hold text)
                         ts, p, o = row[its], row[ireq], row[iresp]
                         if imodel is not None:

@@ -84,7 +84,7 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
                     raise ValueError  # (`plain`, inlined: int() takes '1_000' and '１０' too)
                 p = int(pt)
                 o = int(ot)
-                if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or len(row) > width:
+                if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or len(row) != width:
                     raise ValueError
             except (ValueError, IndexError):
                 if not row or not any(c.strip() for c in row):

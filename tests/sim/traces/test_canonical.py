@@ -233,7 +233,7 @@ def test_text_no_database_stores_is_a_bad_row_naming_its_field(write, row, field
     assert [r.request_id for r in reader] == ["ok", "\U0001F600"] and reader.skipped == 1
 
 
-@pytest.mark.parametrize("row, field", [("nul\0id,1,5,2\n", "request_id"), ("a,1,5,2,t\0\n", "tenant")])
+@pytest.mark.parametrize("row, field", [("nul\0id,1,5,2,\n", "request_id"), ("a,1,5,2,t\0\n", "tenant")])
 def test_a_nul_in_a_csv_field_is_a_bad_row(write, row, field):
     p = write("t.csv", "request_id,arrival_s,prompt_tokens,output_tokens,tenant\n" + row)
     with pytest.raises(TraceFormatError) as e:
