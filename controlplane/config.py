@@ -21,6 +21,7 @@ from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO
 from controlplane.config_errors import error_message  # noqa: F401 (plugin settings' errors are worded the same)
 from controlplane.config_errors import env_variables as _env_variables, settings_error_message, validation_message
 from controlplane.config_errors import shadowed_message, shadowed_values
+from controlplane.config_dotted import replaced_list_items, split_dotted, with_dotted
 from controlplane.config_files import read_config_file
 from controlplane.errors import ConfigError
 from controlplane.guardian_config import GuardiansConfig, empty_list
@@ -455,18 +456,22 @@ def _settings_class() -> type[RunConfig]:
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
                 option_names: Mapping[str, str] | None = None) -> RunConfig:
-    """Build the run config from a file, the environment and explicit overrides. ``option_names``: the
+    """Build the run config from a file, the environment and explicit overrides: nested sections (a list in one is
+    set whole) or dotted keys (``{"cluster.models.0.replicas": 2}``, set last). ``option_names``: the
     command-line option that gave each override, by its dotted key (``sim.until_s``: ``--until``), to name a bad
     value by its option."""
+    overrides, dotted = split_dotted(overrides or {})
     file_given = read_config_file(path) if path else {}
     file_values = _moved_names(file_given, f" in {path}")  # (each source's old names moved before they meet)
     given_values = _moved_names(overrides or {}, note=lambda key: " (given as options or overrides)")
     shadowed = shadowed_values(file_values, given_values)  # (a section written as a scalar, keys set inside it)
     if shadowed and (message := shadowed_message(shadowed, RunConfig.model_validate, path)) is not None:
         raise ConfigError(message)
+    if (why := replaced_list_items(file_values, given_values, path)) is not None:
+        raise ConfigError(why)  # (an item that would drop what the file gives: the dotted keys named)
     token = _file_values.set(file_values)
     try:
-        return RunConfig(**given_values)
+        config = RunConfig(**given_values)
     except ValidationError as exc:
         raise ConfigError(validation_message(exc, path, overrides, given_values, file_given, option_names)) from None
     except Exception as exc:
@@ -475,6 +480,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(settings_error_message(exc)) from None
     finally:
         _file_values.reset(token)
+    return with_dotted(config, dotted) if dotted else config
 
 
 def checked_config(config: Any) -> RunConfig:

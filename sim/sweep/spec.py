@@ -10,7 +10,6 @@ point runs once per seed in ``seeds``. See docs/sweeps.md.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -23,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controlplane.config import RunConfig, StorageConfig, load_config, read_config_file
+from controlplane.config_dotted import apply_dotted
 from controlplane.errors import ConfigError
 from controlplane.plugin_manager import ALLOW_ENV
 from sim.replay import TraceTransforms
@@ -301,44 +301,6 @@ def point_key(overrides: dict[str, Any], seed: int | None) -> str:
     """A stable key of a point's overrides (and seed): the same point always gets the same key."""
     text = json.dumps({"o": overrides, "s": seed}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def _index(container: list, part: str, path: str) -> int:
-    try:
-        i = int(part)
-    except ValueError:
-        raise ConfigError(f"{path}: {part!r} is not a list index") from None
-    if not 0 <= i < len(container):
-        raise ConfigError(f"{path}: index {i} out of range (the list has {len(container)} items)")
-    return i
-
-
-def apply_dotted(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a config dict with ``{dotted key: value}`` set (list items by index:
-    ``cluster.models.0.replicas``); missing mapping keys are created (validation names them)."""
-    out = copy.deepcopy(config)
-    for dotted, value in overrides.items():
-        parts = dotted.split(".")
-        node: Any = out
-        for depth, part in enumerate(parts[:-1]):
-            path = ".".join(parts[: depth + 1])
-            if isinstance(node, list):
-                node = node[_index(node, part, path)]
-            elif isinstance(node, dict):
-                nxt = node.get(part)
-                if nxt is None:
-                    nxt = node[part] = {}
-                node = nxt
-            else:
-                raise ConfigError(f"{dotted}: {'.'.join(parts[:depth])} is a value, not a section")
-        last = parts[-1]
-        if isinstance(node, list):
-            node[_index(node, last, dotted)] = copy.deepcopy(value)
-        elif isinstance(node, dict):
-            node[last] = copy.deepcopy(value)
-        else:
-            raise ConfigError(f"{dotted}: {'.'.join(parts[:-1])} is a value, not a section")
-    return out
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
