@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -179,15 +180,22 @@ def test_hostile_requests_over_http_are_400s_and_no_worker_fails(daemon):
 
 def test_concurrent_requests_are_batched(daemon):
     daemon.wait_ready()
+    deadline = time.monotonic() + 120  # (/readyz answers once one replica is ready: the other may still load)
+    while sum(w["state"] == "ready" for w in daemon.workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     client = daemon.client()
 
+    start = threading.Barrier(8)  # (sent together, and long enough to overlap: on a loaded machine threads started
+    # one by one sent requests that finished before the next arrived, all on one replica)
+
     def one(i: int):
-        return client.completions.create(model=MODEL, prompt=f"concurrent request {i}", max_tokens=8, temperature=0,
+        start.wait(timeout=30)
+        return client.completions.create(model=MODEL, prompt=f"concurrent request {i}", max_tokens=24, temperature=0,
                                          extra_body=NO_EOS)
 
     with ThreadPoolExecutor(8) as ex:
         results = list(ex.map(one, range(8)))
-    assert all(r.usage.completion_tokens == 8 for r in results)
+    assert all(r.usage.completion_tokens == 24 for r in results)
     assert len({r.controlplane["requests"][0]["worker_id"] for r in results}) == 2  # both replicas served
     metrics = httpx.get(f"{daemon.base}/metrics").text
     singles = sum(_value(metrics, "controlplane_batch_size_bucket", le="1.0", worker=w) for w in _workers(metrics))
