@@ -197,9 +197,12 @@ class SweepSpec(_Section):
                 continue
             if not values:
                 raise ValueError(f"space.{key}: no values")
+            if key in ("seed", "seeds"):  # (a run's seed is not a point: each point runs once per seed)
+                raise ValueError(f"space.{key}: seeds are not a space key; list them as `seeds: {values!r}` "
+                                 "(every point runs once per seed)")
             if "." not in key and not all(isinstance(v, dict) for v in values):
                 raise ValueError(f"space.{key}: a key without a dot is a bundle, its values must be mappings "
-                                 "of dotted keys (e.g. {{cluster.models.0.gpu: h100-80gb}})")
+                                 "of dotted keys (e.g. {cluster.models.0.gpu: h100-80gb})")
             texts = [json.dumps(v, sort_keys=True, default=str) for v in values]
             if self.mode == "grid" and len(set(texts)) < len(texts):  # (random draws may weigh a value so)
                 twice = next(v for v, t in zip(values, texts) if texts.count(t) > 1)
@@ -437,7 +440,7 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
     try:
         spec = SweepSpec(**data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid sweep spec {where}:{error_lines(exc)}") from None
+        raise ConfigError(f"invalid sweep spec{f' {path}' if path is not None else ''}:{error_lines(exc)}") from None
     spec_path = Path(path) if path is not None else None
     config_path = None
     if spec.config is not None:

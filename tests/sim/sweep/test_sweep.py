@@ -71,11 +71,23 @@ def test_random_points_are_drawn_from_lists_and_ranges():
     ({"cluster.models.0.replicas": 4}, "space.cluster.models.0.replicas: 4 is one value; give a list"),
     ({"cluster.models.0.replicas": [2, 2, 6]}, "space.cluster.models.0.replicas: 2 listed more than once"),  # (was
     # silently one point fewer)
-    ({"cluster.models.0.replicas": []}, "invalid sweep spec sweep spec: space.cluster.models.0.replicas: no values$"),
+    ({"cluster.models.0.replicas": []}, "invalid sweep spec: space.cluster.models.0.replicas: no values$"),
 ])
 def test_bad_keys_and_values_are_named(space, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_spec(data={"space": space})
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"gpu": ["h100-80gb"]}, "space.gpu: a key without a dot is a bundle, its values must be mappings of dotted keys "
+                             "(e.g. {cluster.models.0.gpu: h100-80gb})"),  # (was {{...}}, and 'sweep spec sweep spec')
+    ({"seed": [0, 1]}, "space.seed: seeds are not a space key; list them as `seeds: [0, 1]` (every point runs once "
+                       "per seed)"),  # (was the bundle's error)
+])
+def test_a_bundle_s_error_shows_its_example_and_a_seed_key_points_to_seeds(space, message):
+    with pytest.raises(ConfigError) as raised:
+        load_spec(data={"space": space})
+    assert str(raised.value) == f"invalid sweep spec: {message}"
 
 
 @pytest.mark.parametrize("trace, message", [
@@ -115,7 +127,7 @@ def test_samples_in_a_grid_is_refused_and_random_counts_its_repeated_draws():
 
 def test_a_seed_listed_twice_is_refused_before_anything_runs():
     """It made two runs with one key: the sweep failed on the database's unique index mid-way."""
-    with pytest.raises(ConfigError, match=r"^invalid sweep spec sweep spec: seeds: 0 listed more than once"):
+    with pytest.raises(ConfigError, match=r"^invalid sweep spec: seeds: 0 listed more than once"):
         load_spec(data={"seeds": [0, 1, 0], "space": {"cluster.models.0.replicas": [1]}})
 
 
