@@ -34,6 +34,7 @@ from sim.latency.checked import checked
 from sim.latency.estimate import iteration_estimator
 from sim.replay_trace import BAD_ROWS_KEPT, BAD_ROWS_SKIPPED, TraceStop, context_limits, rows_left_out, trace_read
 from sim.traces import TraceReader, TraceRequest, apply_transforms, rate_profile_points, read_trace
+from sim.traces._io import not_a_trace_file
 from sim.traces.stream_check import checked_requests
 
 __all__ = [
@@ -143,10 +144,8 @@ def open_trace(
     """A trace file's reader, its format detected unless given, its random choices (synthetic
     arrivals, Mooncake's spread) from ``[seed, READER_STREAM]``; a row repeating a request id is a
     bad row (``unique_ids``: a run names its requests by id)."""
-    if not Path(path).is_file():
-        if Path(path).is_dir():
-            raise IsADirectoryError(f"trace {path} is a folder, not a file")
-        raise FileNotFoundError(f"trace file not found: {path}")
+    if (error := not_a_trace_file(path)) is not None:  # (missing, a folder, a pipe or a device: said so)
+        raise error
     # The generator is made only for a format that draws: a replay that draws nothing does not
     # import ``numpy.random`` (~0.03 G instructions of its start).
     if options and "unique_ids" in options:

@@ -341,6 +341,10 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             path = bundled_trace_path(str(path).split(":", 1)[1])
         if format is None and trace is None:
             format = "azure"
+        from sim.traces._io import not_a_trace_file
+
+        if (error := not_a_trace_file(path)) is not None:  # (before the progress bar counts its rows: a pipe read
+            raise error  # once is empty for the replay)
         options: dict[str, Any] = {}
         if qps is not None:
             options["qps"] = qps

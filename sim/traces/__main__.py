@@ -24,6 +24,7 @@ import numpy as np
 from controlplane.cli.replay_args import PARAMETERS
 
 from . import bundled_trace_path, parse_options
+from ._io import not_a_trace_file
 from .copies import COPIES
 
 #: `controlplane sim replay`'s options that set a trace transform, in its signature's order: read
@@ -63,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a missing file, an unknown name, format or option, a bad row, a bad transform: one line, exit 2
         options = parse_options(args.opt)
         path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"trace {path} is a folder, not a file" if Path(path).is_dir()
-                                    else f"trace file not found: {path}")
+        if (error := not_a_trace_file(path)) is not None:  # (missing, a folder, a pipe or a device: said so)
+            raise error
         # (with no transform too: the replay's reader and random stream of the seed, so a Mooncake
         # trace's spread, a Vidur trace's arrivals are those `controlplane sim replay --seed N` replays)
         reader, requests = _transformed(path, args.format, args.seed, options, given)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             arrivals.append(r.arrival_s)
             prompts.append(r.prompt_tokens)
             outputs.append(r.output_tokens)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # (OSError: a missing file, a folder, one not readable)
         ap.exit(2, f"error: {_named(exc)}\n")
     elapsed = time.perf_counter() - t0
     n = len(arrivals)

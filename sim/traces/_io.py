@@ -69,6 +69,32 @@ def compressed_as(path: PathLike) -> str | None:
     return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
+def not_a_trace_file(path: PathLike) -> OSError | ValueError | None:
+    """Why ``path`` cannot be read as a trace, None when it can be: not there (`FileNotFoundError`), a folder
+    (`IsADirectoryError`), or not a regular file (a pipe, a process substitution ``<(...)``, a device such as
+    /dev/null: a `ValueError` saying so, not "not found"). A replay reads its trace more than once (its format
+    detected from the first line, the rows read, the file opened again for ``repeat``), which a stream cannot
+    give: it is saved to a file first."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return FileNotFoundError(f"trace file not found: {path}")
+    except OSError as exc:  # (no permission on a folder above it, a name too long: what the system says)
+        return exc
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(f"trace {path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        kind = ("a pipe (such as <(...) or a named pipe)" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a plain file")
+        return ValueError(f"trace {path} is not a regular file but {kind}: a trace is read more than once (its "
+                          "format detected from its first line, then its rows, and again for --repeat), which a "
+                          "stream cannot give; save it to a file first (e.g. `cat ... > trace.csv`) and name that")
+    return None
+
+
 def base_suffix(path: PathLike) -> str:
     """The extension that names the format, ignoring a trailing .gz, .bz2 or .xz ('x.csv.gz' -> '.csv')."""
     p = Path(path)

@@ -4,6 +4,7 @@ with every request replayed before the bad row, those in the system in flight, a
 from __future__ import annotations
 
 import gzip
+import os
 from collections import Counter
 
 import pytest
@@ -91,3 +92,16 @@ def test_a_deployment_with_max_model_len_refuses_them_as_too_long_and_nothing_is
         summary, _ = replay(trace, _vidur_config(max_model_len=8192), record=False)
     assert summary["num_completed"] == 1 and summary["num_rejected"] == 1 and "requests_past_context" not in summary
     assert not [r for r in caplog.records if "context window" in r.getMessage()]
+
+
+def test_a_pipe_or_a_device_is_said_to_be_no_regular_file_not_missing(tmp_path):
+    # (a process substitution <(cat t.csv) and /dev/null were "trace file not found")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a pipe"), ("/dev/null", "a device")):
+        with pytest.raises(ValueError, match=f"trace {path} is not a regular file but {kind}.*save it to a file first"):
+            replay(path, make_config(), record=False)
+    with pytest.raises(FileNotFoundError, match="trace file not found"):
+        replay(tmp_path / "none.csv", make_config(), record=False)
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file"):
+        replay(tmp_path, make_config(), record=False)

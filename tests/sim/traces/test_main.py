@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sim.traces.__main__ import main
@@ -42,6 +44,10 @@ def test_the_summary_counts_the_bad_rows_on_error_skip_skipped_and_says_why(writ
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.csv"], "error: trace file not found: missing.csv"),
     (["{folder}"], "error: trace {folder} is a folder, not a file"),
+    # (a pipe, <(cat x.csv), and /dev/null were "trace file not found")
+    (["{fifo}"], "error: trace {fifo} is not a regular file but a pipe (such as <(...) or a named pipe): a trace is "
+                 "read more than once"),
+    (["/dev/null"], "error: trace /dev/null is not a regular file but a device: "),
     (["bundled:nope"], "error: unknown bundled trace 'nope'; valid names: azure_code"),
     (["{bad}", "--format", "vidr"], "error: unknown trace format 'vidr'"),
     (["{bad}"], "error: {bad}:3: field 'prompt_tokens': expected a non-negative integer, got 'x'"),
@@ -50,12 +56,17 @@ def test_the_summary_counts_the_bad_rows_on_error_skip_skipped_and_says_why(writ
 ])
 def test_bad_input_is_one_line_and_exit_2(write, capsys, args, message):
     bad = write("bad.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\nb,2,x,4\n")
-    args = [a.replace("{bad}", str(bad)).replace("{folder}", str(bad.parent)) for a in args]
+    fifo = bad.parent / "fifo"
+    os.mkfifo(fifo)  # (no writer: a reader that opened it would wait for ever)
+
+    def named(text: str) -> str:
+        return text.replace("{bad}", str(bad)).replace("{folder}", str(bad.parent)).replace("{fifo}", str(fifo))
+
     with pytest.raises(SystemExit) as exc:
-        main(args)
+        main([named(a) for a in args])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith(message.replace("{bad}", str(bad)).replace("{folder}", str(bad.parent)))
+    assert err.startswith(named(message))
 
 
 TRACE = "request_id,arrival_s,prompt_tokens,output_tokens\n" + "".join(
