@@ -91,7 +91,7 @@ class _Filter:
         self.option, self.wanted, self.norm = option, wanted, norm  # wanted: normalized -> as given
         self.decided: dict[str, bool] = {}  # raw cell -> kept
         self.matched: set[str] = set()      # wanted values some row had
-        self.sample: set[str] = set()       # up to 10 values the rows had, for the warning
+        self.sample: dict[str, str] = {}    # up to 10 values the rows had, normalized: as first spelt (warning)
         self.in_bad: dict[str, int] = {}    # wanted value -> the line of the first bad row (skipped) that had it
 
     def keeps(self, raw: str) -> bool:
@@ -100,7 +100,7 @@ class _Filter:
         if keep:
             self.matched.add(value)
         if len(self.sample) < 10:
-            self.sample.add(raw.strip())
+            self.sample.setdefault(value, raw.strip())  # (one value however spelt: 'ChatGPT' and 'chatgpt' match alike)
         if len(self.decided) < _MAX_CACHED:
             self.decided[raw] = keep
         return keep
@@ -122,7 +122,7 @@ class _Filter:
                         + ", ".join(f"{given!r} (the first at line {line})" for given, line in only_bad))
         never = sorted(self.wanted[v] for v in missed if v not in self.in_bad)
         if never:
-            seen = ", ".join(value or "(empty)" for value in sorted(self.sample)) or "none"
+            seen = ", ".join(value or "(empty)" for value in sorted(self.sample.values())) or "none"
             said.append(f"{self.option} value(s) {', '.join(map(repr, never))} matched no row (seen: {seen})")
         return said
 

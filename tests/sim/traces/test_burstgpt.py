@@ -221,3 +221,13 @@ def test_the_model_column_names_one_model_as_models_matches_them_by_its_first_sp
     assert [r.model for r in read_trace(p, model_column=True)] == expected
     assert [r.model for r in read_trace(p, models="chatgpt,gpt-4", model_column=True)] == expected
     assert [r.model for r in read_trace(p, models="GPT-4", model_column=True)] == ["GPT-4", "GPT-4"]
+
+
+def test_the_values_seen_are_listed_once_however_they_are_spelt(write, caplog):
+    # (it said "matched no row (seen: ChatGPT, chatgpt)", two values the filter takes for one)
+    p = write("BurstGPT_1.csv", HEADER + "1,ChatGPT,10,5,15,API log\n2,chatgpt ,10,5,15,api\n3,GPT-4,1,1,2,API log\n")
+    with caplog.at_level(logging.WARNING, logger="sim.traces"):
+        list(read_trace(p, models="ChatGPT,Claude", log_types="conversation,api"))
+    message = caplog.records[-1].getMessage()
+    assert "models value(s) 'Claude' matched no row (seen: ChatGPT, GPT-4)" in message
+    assert "log_types value(s) 'conversation' matched no row (seen: API log)" in message
