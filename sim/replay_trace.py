@@ -144,7 +144,8 @@ def failed_note(error: BaseException, see: str) -> str | None:
     run_id, summary = getattr(error, "failed_run_id", None), getattr(error, "summary", None) or {}
     if run_id is None:
         return None
+    arrived = getattr(error, "num_arrived", 0)
     return (f"the trace failed at simulated second {summary.get('failed_at_s', 0):g}: run {run_id} is stored with "
-            f"status 'failed' and the {getattr(error, 'num_arrived', 0):,} requests that arrived before the error, "
+            f"status 'failed' and the {arrived:,} request{'' if arrived == 1 else 's'} that arrived before the error, "
             f"{summary.get('num_completed', 0):,} completed and {summary.get('num_in_flight', 0):,} recorded in flight "
             f"(as at a Ctrl-C), counted in its summary ({see}); the error:")

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="seed for random options (mooncake and bailian spread, vidur arrivals) and the rate "
                          "change: the replay's random streams of this seed, as `controlplane sim replay --seed N` "
                          "draws them")
+    ap.add_argument("--qps", type=float, default=None,
+                    help="Vidur traces: arrival rate of the synthetic process (as `controlplane sim replay --qps`)")
+    ap.add_argument("--arrival", default=None, metavar="poisson|gamma",
+                    help="Vidur traces: the synthetic arrival process (as `controlplane sim replay --arrival`)")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5, failed=drop, "
                          "model_column=true, 'models=[\"GPT-4\"]'), else kept as text")
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
         if (error := not_a_trace_file(path)) is not None:  # (missing, a folder, a pipe or a device: said so)
             raise error
+        _vidur_options(path, args.format, args.qps, args.arrival, options)
         # (with no transform too: the replay's reader and random stream of the seed, so a Mooncake
         # trace's spread, a Vidur trace's arrivals are those `controlplane sim replay --seed N` replays)
         reader, requests = _transformed(path, args.format, args.seed, options, given)
@@ -106,6 +111,24 @@ def main(argv: list[str] | None = None) -> int:
             p50, p90, p99 = np.percentile(xs, [50, 90, 99])
             print(f"{name} tokens: p50 {p50:,.0f}, p90 {p90:,.0f}, p99 {p99:,.0f}, max {max(xs):,}")
     return 0
+
+
+def _vidur_options(path: str | Path, trace_format: str | None, qps: float | None, arrival: str | None,
+                   options: dict[str, Any]) -> None:
+    """--qps and --arrival into ``options``, checked as `controlplane sim replay` checks them: a Vidur trace's
+    only (another format's timestamps give its arrivals), their values named by their options, and not beside
+    ``--opt qps=...``."""
+    given = {key: value for key, value in (("qps", qps), ("arrival", arrival)) if value is not None}
+    if not given:
+        return
+    from controlplane.cli.sim import _check_arrival_options, _check_vidur_options
+
+    _check_vidur_options(Path(path), trace_format)
+    _check_arrival_options(qps, arrival)
+    for key, value in given.items():
+        if key in options:
+            raise ValueError(f"--opt {key} and --{key} are both given: give one")
+        options[key] = value
 
 
 def _transformed(path: str | Path, trace_format: str | None, seed: int, options: dict[str, Any],

@@ -164,3 +164,28 @@ def test_a_slow_trace_shows_its_rate_with_digits_and_one_request_is_singular(wri
     p = write("one.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,1,1\n")
     assert main([str(p)]) == 0
     assert f"{p}: format canonical, 1 request, read in" in capsys.readouterr().out
+
+
+def test_a_vidur_trace_takes_qps_and_arrival_as_sim_replay_does(write, capsys):
+    # (it refused --qps and --arrival, which `controlplane sim replay` takes for a Vidur trace)
+    p = write("v.csv", "num_prefill_tokens,num_decode_tokens\n" + "10,5\n" * 50)
+    assert main([str(p), "--qps", "2", "--arrival", "gamma"]) == 0
+    by_options = capsys.readouterr().out.splitlines()[1]
+    assert main([str(p), "--opt", "qps=2", "--opt", "arrival=gamma"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == by_options  # (the same arrivals as --opt gives)
+    assert main([str(p)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] != by_options
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--qps", "2"], "error: --qps and --arrival set the synthetic arrivals of Vidur traces (lengths only); {c} is in "
+                     "the canonical format"),
+    (["--qps", "2", "--opt", "qps=3"], "error: --opt qps and --qps are both given: give one"),
+    (["--arrival", "uniform"], "error: --arrival: unknown arrival 'uniform'; valid choices: poisson, gamma"),
+])
+def test_qps_and_arrival_are_checked_as_sim_replay_checks_them(write, capsys, args, message):
+    v = write("v.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n20,5\n")
+    c = write("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\n")
+    with pytest.raises(SystemExit) as exc:
+        main([str(c if message.endswith("canonical format") else v), *args])
+    assert exc.value.code == 2 and capsys.readouterr().err.startswith(message.replace("{c}", str(c)))
