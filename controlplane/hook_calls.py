@@ -7,7 +7,7 @@ or ``sys.exit`` inside a plugin) and `asyncio.CancelledError` (a plugin that rea
 cancelled). Hooks are plain functions: a task's cancellation (the daemon's drain, a client gone) is delivered at
 the task's next ``await``, never inside a hook, so a `CancelledError` a hook raises is its own, and catching it
 loses no cancellation (asyncio keeps a pending ``cancel()`` for that ``await``). Only `KeyboardInterrupt` goes
-through, so Ctrl-C still stops a run (`NOT_PLUGIN_FAILURES`).
+through, so Ctrl-C still stops a run, and the recorder's `RunDeleted` (`NOT_PLUGIN_FAILURES`).
 
 `controlplane.plugin_manager` builds the run's plugin set with these and re-exports them.
 """
@@ -26,16 +26,19 @@ from typing import Any
 from controlplane import hookspecs
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin_checks import check_observes, hook_methods
+from controlplane.storage.errors import RunDeleted
 
 TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to stderr
 MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
 
 log = logging.getLogger("controlplane.plugin_manager")
 
-#: What a hook implementation raising is not the plugin's error but is let through: Ctrl-C. Every other exception,
+#: What a hook implementation raising is not the plugin's error but is let through: Ctrl-C, and the run's recorder
+#: finding its run deleted while being written (`controlplane.storage.deleted_runs`: the run cannot be recorded,
+#: so it stops; isolated, the replay went on to its end, every later row an error). Every other exception,
 #: `BaseException`s included (`SystemExit`, `asyncio.CancelledError`, `GeneratorExit`), is recorded as the plugin's
 #: error and the next implementation, or the built-in fallback, decides.
-NOT_PLUGIN_FAILURES: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+NOT_PLUGIN_FAILURES: tuple[type[BaseException], ...] = (KeyboardInterrupt, RunDeleted)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 from controlplane.storage import spill
 from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url
+from controlplane.storage.deleted_runs import deleted_error, is_foreign_key_violation, missing_runs
 from controlplane.storage.isolate import insert_isolated, update_runs_isolated
 from controlplane.storage.models import Request, Run, WriterMark
 from controlplane.storage.refused import Refusal
@@ -61,7 +62,12 @@ class Chunk:
 
     def run_ids(self) -> set[int]:
         ids = {row[0] for rows in self.rows.values() for row in rows}
-        return ids | {u["run_id"] if is_request_verdict(u) else u["id"] for u in self.updates}
+        return ids | {update_run(u) for u in self.updates}
+
+    def without(self, run_ids: set[int]) -> Chunk:
+        """The chunk without the rows and updates of ``run_ids``."""
+        return Chunk(self.seq, {name: [r for r in rows if r[0] not in run_ids] for name, rows in self.rows.items()},
+                     [u for u in self.updates if update_run(u) not in run_ids])
 
     def entries(self) -> Iterator[tuple[str, dict[str, Any], int]]:
         """The chunk as spill entries (JSON columns decoded, for people), rows before updates."""
@@ -115,6 +121,7 @@ class Backlog:
         self._uncertain = False  # the last commit failed: it may have happened all the same
         self._refused = Refusal()  # rows refused by committed transactions, not yet returned
         self._refused_unsure: Refusal | None = None  # refused by a transaction whose commit failed
+        self.deleted: set[int] = set()  # runs deleted while being written: their rows are dropped (`drop_runs`)
 
     def __len__(self) -> int:
         return self.in_memory + sum(map(len, self.files))
@@ -153,6 +160,18 @@ class Backlog:
         self.chunks = [c for c in self.chunks if c.seq > seq]
         return counts
 
+    def drop_runs(self, run_ids: set[int]) -> int:
+        """Drop the rows and updates of ``run_ids`` (runs deleted while being written, `deleted_runs`): from the
+        chunks, and the spill files holding no other run's (a file with others' rows too loses them when it is
+        read back: `commit`); return how many."""
+        self.deleted |= run_ids
+        before = len(self)
+        self.chunks = [c.without(run_ids) for c in self.chunks]
+        for f in [f for f in self.files if f.run_ids <= run_ids]:
+            f.path.unlink(missing_ok=True)
+        self.files = [f for f in self.files if not f.run_ids <= run_ids]
+        return before - len(self)
+
     def spill(self, directories: Sequence[Path], *, source: str, writer: str,
               runs: Mapping[int, Mapping[str, Any]] | None = None) -> SpillFile:
         """Move every chunk in memory to a new spill file (``StorageError`` if none can be written);
@@ -183,7 +202,8 @@ class Backlog:
             try:
                 with engine.begin() as conn:
                     if saved is not None and not chunks:  # no use reading the file while the database is away
-                        chunks.extend(chunks_from_entries(spill.read_entries(saved.path), saved.last_seq))
+                        loaded = chunks_from_entries(spill.read_entries(saved.path), saved.last_seq)
+                        chunks.extend(c.without(self.deleted) if self.deleted else c for c in loaded)
                     if self._uncertain:
                         mark = read_mark(conn, self.writer)
                         self._mark_exists = mark is not None
@@ -205,12 +225,15 @@ class Backlog:
                                 continue
                             changes = {k: v for k, v in values.items() if k != "id"}
                             done = conn.execute(update(_RUN).where(_RUN.c.id == values["id"]).values(changes))
-                            if done.rowcount == 0:
-                                log.warning("storage: finish_run for run %s, which is not in %s", values["id"],
-                                            describe_url(engine))
+                            if done.rowcount == 0:  # (its row deleted since it started: the rows were dropped too)
+                                raise deleted_error([values["id"]], describe_url(engine))
                     set_verdicts(conn, verdicts)  # after the inserts: the rows they update are in
                     write_mark(conn, self.writer, chunks[-1].seq, exists=self._mark_exists)
-            except ROW_REFUSED:  # rolled back for sure: commit all but the refused rows
+            except ROW_REFUSED as exc:  # rolled back for sure: commit all but the refused rows
+                if is_foreign_key_violation(exc):  # (rows naming no run: first ask once whether a run was deleted)
+                    gone = missing_runs(engine, {i for c in chunks for i in c.run_ids()})
+                    if gone:
+                        raise deleted_error(gone, describe_url(engine)) from None
                 self._commit_isolated(engine, inserts, chunks)
         except BaseException:
             self._uncertain = True
@@ -270,6 +293,11 @@ def _no_rows() -> dict[str, int]:
     counts = {name: 0 for name in SPECS}
     counts[spill.RUN_UPDATE] = counts[REQUEST_VERDICT] = 0
     return counts
+
+
+def update_run(values: Mapping[str, Any]) -> int:
+    """The run a pending update (a run's, or a request verdict's) is of."""
+    return values["run_id"] if is_request_verdict(values) else values["id"]
 
 
 def update_kind(values: Mapping[str, Any]) -> str:

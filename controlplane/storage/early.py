@@ -37,7 +37,7 @@ from typing import Any, Final
 from controlplane import timings
 from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
 from controlplane.storage.errors import StorageError, database_error, mask_password
-from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, pack_rows, receive, send, widen
+from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, last_words, pack_rows, receive, send, widen
 from controlplane.storage.refused import RefusedRows
 from controlplane.storage.request_verdicts import request_verdict
 from controlplane.storage.rows import SPECS, derive_latencies
@@ -292,6 +292,7 @@ class FrontRecorder:
         self._appenders: dict[tuple[str, tuple[str, ...] | None], Callable[[Any], None]] = {}
         self._run_updates: list[dict[str, Any]] = []
         self._closed = False
+        self._deleted: BaseException | None = None  # its run deleted while being written (`last_words`)
         try:
             writer.configure(url, batch_size=batch_size, engine_kwargs=engine_kwargs, **recorder_kwargs)
         except OSError as exc:  # the child is gone
@@ -444,7 +445,10 @@ class FrontRecorder:
         try:
             send(self.writer.to_child, (kind, marshalled, updates or [], arg), data)
         except OSError as exc:  # the child is gone: what it held is lost with it, say so
+            self._deleted = last_words(self.writer.from_child)  # (its run deleted: it said so, then ended)
             self._gone()
+            if self._deleted is not None:
+                raise self._deleted from None
             raise StorageError(f"the writer process of {self.url} exited early ({exc}); "
                                "rows sent to it may be missing") from exc
 
@@ -454,6 +458,10 @@ class FrontRecorder:
             self._gone()
             raise StorageError("the writer process exited without replying; rows sent to it may be missing")
         (result, state), _ = message
+        if state.get("deleted") is not None:  # its run deleted while being written: the child has ended
+            self._deleted = state["deleted"]
+            self._gone()
+            raise state["deleted"]
         self.errors = state["errors"]
         self.num_flush_failures = state["num_flush_failures"]
         self.retries = state["retries"]
@@ -481,5 +489,7 @@ class FrontRecorder:
         return self.run_id if self.run_id is not None else self.run_started()
 
     def _check_open(self) -> None:
+        if self._deleted is not None:  # (the run's end, after the error stopped it: the same error)
+            raise self._deleted
         if self._closed:
             raise StorageError("recorder is closed")

@@ -22,6 +22,23 @@ class StorageError(RuntimeError):
         self.summary: dict | None = None
 
 
+class RunDeleted(StorageError):
+    """A run's row is gone from the database while its recorder still writes its rows: deleted by `controlplane
+    runs delete --force` (or SQL). Its rows are refused for good (their run id names no run), so the recorder
+    drops them and stops writing the run (`controlplane.storage.deleted_runs`). ``run_ids``: the runs."""
+
+    def __init__(self, message: str, *, run_ids: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.run_ids = run_ids
+
+    def __reduce__(self) -> tuple:  # (to the replaying process, from the writer process)
+        return (_run_deleted, (str(self), self.run_ids))
+
+
+def _run_deleted(message: str, run_ids: frozenset[int]) -> RunDeleted:
+    return RunDeleted(message, run_ids=run_ids)
+
+
 def mask_password(url: str) -> str:
     """``url`` with the password of its user (``//user:password@``) replaced by ``***``, and so is a
     ``password=`` in its query string (libpq and psycopg take the password there too), and an

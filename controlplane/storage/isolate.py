@@ -16,7 +16,6 @@ emits ``BEGIN`` itself.)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -24,14 +23,13 @@ from sqlalchemy import Connection, update
 
 from controlplane.storage import spill
 from controlplane.storage.bulk import BulkInsert
+from controlplane.storage.deleted_runs import deleted_error
 from controlplane.storage.models import Run
 from controlplane.storage.refused import Refusal
 from controlplane.storage.retry import ROW_REFUSED, describe_error
 from controlplane.storage.rows import SPECS
 
 __all__ = ["insert_isolated", "update_runs_isolated"]
-
-log = logging.getLogger("controlplane.storage.recorder")
 
 _RUN: Final = Run.__table__
 
@@ -67,5 +65,5 @@ def update_runs_isolated(conn: Connection, updates: Sequence[tuple[int, Mapping]
         except ROW_REFUSED as exc:
             refusal.add(spill.RUN_UPDATE, dict(values), seq, describe_error(exc))
             continue
-        if found == 0:
-            log.warning("storage: finish_run for run %s, which is not in %s", values["id"], where)
+        if found == 0:  # (its row deleted since it started: `controlplane.storage.deleted_runs`)
+            raise deleted_error([values["id"]], where)

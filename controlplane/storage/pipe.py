@@ -65,6 +65,17 @@ def receive(fd: int) -> tuple[Any, bytes] | None:
     return None if data is None or rows is None else (pickle.loads(data), rows)
 
 
+def last_words(fd: int) -> BaseException | None:
+    """What a writer process that ended by itself (the parent's send to it failed) said last: its run deleted
+    while being written (the ``deleted`` of its state, `controlplane.storage.deleted_runs`), else None."""
+    try:
+        message = receive(fd)
+    except OSError:
+        return None
+    state = message[0][1] if message is not None else None
+    return state.get("deleted") if isinstance(state, dict) else None
+
+
 def read_into(fd: int, inbox: queue.Queue[Any]) -> None:
     while True:
         message = receive(fd)

@@ -37,7 +37,7 @@ from controlplane.storage import spill
 from controlplane.storage.backlog import Backlog, Chunk, count_updates
 from controlplane.storage.bulk import BulkInsert
 from controlplane.storage.db import describe_url, fold_wal
-from controlplane.storage.errors import StorageError
+from controlplane.storage.errors import RunDeleted, StorageError
 from controlplane.storage.models import RUN_MODES, RUN_STATUSES, Run
 from controlplane.storage.orphans import refuse_orphans
 from controlplane.storage.outage_log import OutageLog
@@ -57,8 +57,6 @@ DEFAULT_MAX_PENDING_ROWS: Final = 200_000
 #: How long :meth:`RunRecorder.close` keeps retrying a database that is away before it spills the
 #: rows: a run that ends during a short outage (a restart, a failover) is still written whole.
 CLOSE_WAIT_S: Final = 60.0
-#: The wait at the close tries again at most this many times (each try is a flush with its retries).
-_CLOSE_TRIES: Final = 8
 #: During an outage, the seconds between the automatic flushes' single attempts (`RunRecorder.flush`).
 OUTAGE_PAUSE_S: Final = 5.0
 
@@ -115,6 +113,8 @@ class RunRecorder(RecorderSpills):
         self.written: dict[str, int] = {name: 0 for name in SPECS}
         #: Rows the database refused for good (a repeated request id), saved to files of their own.
         self.refused = RefusedRows()
+        #: A run deleted while this recorder wrote it (`controlplane.storage.deleted_runs`): its rows are dropped.
+        self.deleted: RunDeleted | None = None
         self.run_id: int | None = None
         self.run_identities: dict[int, dict[str, Any]] = {}  # (RecorderSpills.identify_run)
         #: This recorder's row in ``writer_mark``; also in the header of the files it spills.
@@ -328,6 +328,8 @@ class RunRecorder(RecorderSpills):
             self._last_flush = self._clock()
             self._take_buffers()
             backlog = self._backlog
+            if backlog.deleted and backlog.drop_runs(backlog.deleted):  # (rows of a run deleted while being written)
+                raise self.deleted  # type: ignore[misc]
             if not backlog.chunks and not backlog.files:
                 return True
             impatient = not patient and self.outage.active
@@ -335,7 +337,12 @@ class RunRecorder(RecorderSpills):
                 if backlog.in_memory > self.max_pending_rows:
                     self._spill_overflow()
                 return False
-            failure = self._write_backlog(retries=0 if impatient else None)
+            try:
+                failure = self._write_backlog(retries=0 if impatient else None)
+            except RunDeleted as exc:  # (once: its rows dropped, and every later flush of its rows says it)
+                backlog.drop_runs(set(exc.run_ids))
+                self.deleted = self.deleted or exc
+                raise
             if failure is None:
                 self.outage.ended()
                 return True
@@ -416,6 +423,7 @@ class RunRecorder(RecorderSpills):
         """The background writer: flush when woken by appends or every ``flush_interval_s``."""
         interval = self.flush_interval_s or 1.0
         pause = max(self.retry_backoff_s * 2 ** self.max_retries, interval)
+        deleted_said = False
         while not self._stop.is_set():
             self._wake.wait(interval)
             self._wake.clear()
@@ -423,6 +431,10 @@ class RunRecorder(RecorderSpills):
                 return
             try:
                 ok = self.flush()
+            except RunDeleted as exc:  # (said once: its rows are dropped as they come)
+                if not deleted_said:
+                    log.error("storage: %s", exc)
+                deleted_said, ok = True, False
             except Exception:  # the rows stay pending; close() reports what is left
                 log.exception("storage: background flush failed")
                 ok = False
@@ -450,9 +462,16 @@ class RunRecorder(RecorderSpills):
         with self._io:
             if self._closed:
                 return
-            if self.flush() or self._wait_for_database():
+            try:
+                done = self.flush() or self._wait_for_database()
+            except RunDeleted:  # (the run's rows dropped: nothing to spill, the one error)
+                self._closed = True
+                raise
+            if done:
                 self._closed = True
                 fold_wal(self.engine)
+                if self.deleted is not None:  # (its rows were dropped: the run is not recorded)
+                    raise self.deleted
                 return
             path, count = self._spill_all(Path(spill_dir) if spill_dir is not None else None)
             self._closed = True
@@ -462,32 +481,6 @@ class RunRecorder(RecorderSpills):
                 f"they were saved to {path} - {spill.load_advice(path, describe_url(self.engine))}",
                 spill_path=path,
             )
-
-    def _wait_for_database(self) -> bool:
-        """At the close, after a flush that failed: while the database is away (a retryable
-        failure), flush again now and then for up to ``close_wait_s``; return whether it took
-        everything. The writer process closes with this same wait. Ctrl-C ends the wait (the
-        rows are then spilled)."""
-        if not self.close_wait_s or not self.errors or not self.errors[-1].retryable:
-            return False
-        pause = max(self.close_wait_s / _CLOSE_TRIES, self.retry_backoff_s)
-        start, slept = self._clock(), 0.0  # (slept: with an injected sleep the clock may not move)
-        log.warning("storage: %s is still unavailable at the close; waiting up to %.0f s for it to take the last "
-                    "%d rows before they are saved to a spill file (Ctrl-C: save them now)",
-                    describe_url(self.engine), self.close_wait_s, self.pending)
-        try:
-            while max(self._clock() - start, slept) < self.close_wait_s:
-                wait = min(pause, self.close_wait_s - max(self._clock() - start, slept))
-                self._sleep(wait)
-                slept += wait
-                if self.flush():
-                    return True
-                if not self.errors[-1].retryable:
-                    return False
-        except KeyboardInterrupt:
-            log.warning("storage: interrupted while waiting for %s: saving the rows to a spill file",
-                        describe_url(self.engine))
-        return False
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,5 +1,6 @@
 """What a `RunRecorder` cannot write goes to a spill file (what the database refused for good, to a
-refused file), and a spill file's rows can be written later: the recorder's spilling half (a mixin
+refused file; what is left at the close, after waiting for the database), and a spill file's rows can be
+written later: the recorder's spilling half (a mixin
 of `controlplane.storage.recorder.RunRecorder`, which owns the buffers, the backlog and the lock
 these methods use)."""
 
@@ -29,6 +30,8 @@ __all__ = ["RecorderSpills"]
 log = logging.getLogger("controlplane.storage.recorder")
 
 _RUN: Final = Run.__table__
+#: The wait at the close tries again at most this many times (each try is a flush with its retries).
+_CLOSE_TRIES: Final = 8
 
 
 class RecorderSpills:
@@ -38,6 +41,11 @@ class RecorderSpills:
     spill_dir: Path | None
     writer: str
     errors: list[FlushFailure]
+    close_wait_s: float
+    retry_backoff_s: float
+    pending: int
+    _sleep: Callable[[float], None]
+    _clock: Callable[[], float]
     written: dict[str, int]
     refused: RefusedRows
     _backlog: Backlog
@@ -102,6 +110,32 @@ class RecorderSpills:
             files = ", ".join(str(f.path) for f in backlog.files)
             text += f"; the {kept:,} rows spilled before are in {files}: load them with `controlplane db load-spill`"
         return text
+
+    def _wait_for_database(self) -> bool:
+        """At the close, after a flush that failed: while the database is away (a retryable
+        failure), flush again now and then for up to ``close_wait_s``; return whether it took
+        everything. The writer process closes with this same wait. Ctrl-C ends the wait (the
+        rows are then spilled)."""
+        if not self.close_wait_s or not self.errors or not self.errors[-1].retryable:
+            return False
+        pause = max(self.close_wait_s / _CLOSE_TRIES, self.retry_backoff_s)
+        start, slept = self._clock(), 0.0  # (slept: with an injected sleep the clock may not move)
+        log.warning("storage: %s is still unavailable at the close; waiting up to %.0f s for it to take the last "
+                    "%d rows before they are saved to a spill file (Ctrl-C: save them now)",
+                    describe_url(self.engine), self.close_wait_s, self.pending)
+        try:
+            while max(self._clock() - start, slept) < self.close_wait_s:
+                wait = min(pause, self.close_wait_s - max(self._clock() - start, slept))
+                self._sleep(wait)
+                slept += wait
+                if self.flush():
+                    return True
+                if not self.errors[-1].retryable:
+                    return False
+        except KeyboardInterrupt:
+            log.warning("storage: interrupted while waiting for %s: saving the rows to a spill file",
+                        describe_url(self.engine))
+        return False
 
     def _database_key(self) -> str:
         return spill_notes.database_key(describe_url(self.engine), sqlite_path(self.engine))

@@ -30,7 +30,7 @@ from controlplane.storage import sqlite_start
 from controlplane.storage.crashed import mark_crashed_quietly
 from controlplane.storage.db import SCHEMA_HEAD, ensure_schema, make_engine, plain_sqlite_file, prepare_schema
 from controlplane.storage.early import portable_error
-from controlplane.storage.errors import StorageError
+from controlplane.storage.errors import RunDeleted, StorageError
 from controlplane.storage.heap import heap_trimmer
 from controlplane.storage.pipe import CONFIG, FLUSH, INBOX, ROWS, START, read_into, receive, send, unpack_rows
 from controlplane.storage.recorder import RunRecorder
@@ -57,7 +57,7 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
     def state() -> dict[str, Any]:
         return {"errors": recorder.errors, "num_flush_failures": recorder.num_flush_failures,
                 "retries": recorder.retries, "written": recorder.written, "refused": recorder.refused,
-                "fault": fault}
+                "fault": fault, "deleted": recorder.deleted}
 
     def close_here(spill_dir: str | None) -> tuple[str, str | None] | None:
         nonlocal fault
@@ -84,6 +84,9 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
         if kind == ROWS:
             try:
                 RunRecorder.flush(recorder, patient=False)  # (an outage: one try now and then, rows kept)
+            except RunDeleted:  # the run's row is gone: say so (the parent reads it when its next send fails), end
+                send(wfd, (False, state()))
+                return
             except Exception as exc:  # as the thread writer: rows stay pending, close reports them
                 log.exception("storage: flush in the writer process failed")
                 fault = f"{type(exc).__name__}: {exc}"
@@ -93,6 +96,9 @@ def serve(recorder: RunRecorder, rfd: int, wfd: int) -> None:
         elif kind == FLUSH:
             try:
                 ok = RunRecorder.flush(recorder)
+            except RunDeleted:
+                send(wfd, (False, state()))
+                return
             except Exception as exc:
                 log.exception("storage: flush in the writer process failed")
                 fault, ok = f"{type(exc).__name__}: {exc}", False
