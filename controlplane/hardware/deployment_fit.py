@@ -1,6 +1,7 @@
 """A deployment's hardware checked as its config loads: the latency model's ``tensor_parallel`` and the
 replica's ``gpus_per_replica`` are one number, its ``gpu`` and ``precision`` the deployment's ``gpu`` and
-``precision`` (by the catalogue: ``a100`` is ``a100-80gb``), and a known model's weights fit the GPUs of a replica.
+``precision`` (by the catalogue: ``a100`` is ``a100-80gb``), its ``model`` the deployment's ``model_spec`` (one
+catalogue model: not 70B timings with 7B memory), and a known model's weights fit the GPUs of a replica.
 A latency setting given alone sets the deployment's key (which then follows it: a config dumped without the keys
 it was not given, as a sweep builds its points, derives it again).
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.hardware.memory_plan import known_model, planned_precision, weights_bytes_per_gpu
-from controlplane.hardware.specs import get_gpu, get_precision
+from controlplane.hardware.specs import get_gpu, get_model, get_precision
 
 __all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "default_setting_mismatch", "default_tensor_parallel_mismatch",
-           "latency_tensor_parallel", "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
+           "latency_tensor_parallel", "model_mismatch", "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
 
 GiB = 2**30
 
@@ -55,9 +56,32 @@ def check_deployment(deployment: Any) -> Any:
         elif not (key == "precision" and deployment.precision == "auto"):  # (the live worker's choice)
             raise PydanticCustomError(f"{key}_mismatch", setting_mismatch(key, deployment.latency[key],
                                                                           getattr(deployment, key)))
+    if (why := model_mismatch(deployment)) is not None:
+        raise PydanticCustomError("model_mismatch", why)
     if (why := weights_misfit(deployment)) is not None:
         raise PydanticCustomError("does_not_fit", why)
     return deployment
+
+
+def model_mismatch(deployment: Any, timed: Any = None, whose: str = "latency.model") -> str | None:
+    """Why a deployment's ``model_spec`` and the model its latency model times (``timed``: its ``latency.model``)
+    are two models of the catalogue: the run was timed as one (70B iterations) while its memory plan and cold start
+    sized the other (7B weights and KV cache). None where either is not given, or ``timed`` is not a name the
+    catalogue knows (its latency model's own to judge), or both name one model (its aliases: ``llama2-70b`` is
+    ``meta-llama/Llama-2-70b-hf``). ``whose``: where ``timed`` comes from."""
+    if timed is None:
+        timed = deployment.latency.get("model") if isinstance(deployment.latency, dict) else None
+    if not deployment.model_spec or not isinstance(timed, str):
+        return None
+    try:
+        timed_model, sized = get_model(timed), get_model(deployment.model_spec)
+    except KeyError:
+        return None
+    if timed_model.name == sized.name:
+        return None
+    return (f"{whose} ({timed}) and model_spec ({deployment.model_spec}) disagree: the latency model times "
+            f"{timed_model.name}'s iterations, while the memory plan and cold start size {sized.name}'s weights and KV "
+            "cache; give the model once, as latency.model (model_spec follows it), or the same model in both")
 
 
 def latency_tensor_parallel(latency: Any) -> int | None:
@@ -131,11 +155,17 @@ def default_tensor_parallel_mismatch(deployment: Any, factory: Any, name: str) -
 
 
 def default_setting_mismatch(deployment: Any, factory: Any, name: str) -> str | None:
-    """`default_tensor_parallel_mismatch`, and the same of the factory's default ``gpu`` and ``precision`` (the
+    """`default_tensor_parallel_mismatch`, and the same of the factory's default ``model`` against the deployment's
+    ``model_spec`` (`model_mismatch`: 70B timings, 7B memory), and of its default ``gpu`` and ``precision`` (the
     setting not given) against the deployment's ``gpu`` and ``precision``: a replica timed on an A100 while billed
     as an H100. None where all agree, or the factory takes none of them (or a default the catalogue lacks)."""
     if (why := default_tensor_parallel_mismatch(deployment, factory, name)) is not None:
         return why
+    if not (isinstance(deployment.latency, dict) and "model" in deployment.latency):  # (given: compared at load)
+        default = _default_parameter(factory, "model", str)
+        if default is not None and (why := model_mismatch(deployment, default, f"the default model of latency model "
+                                                                                f"{name!r}")) is not None:
+            return why
     for key in ("gpu", "precision"):
         if isinstance(deployment.latency, dict) and key in deployment.latency:
             continue  # (given: `check_deployment` compares it)

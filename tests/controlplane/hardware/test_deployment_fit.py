@@ -142,3 +142,34 @@ def test_a_latency_models_default_gpu_or_precision_other_than_the_deployments_is
             replay(make_trace(2), config, record=False)
     config = make_config(cluster={"models": [{"name": "default", **ROOFLINE_7B, "precision": "bf16"}]})
     assert replay(make_trace(2), config, record=False).summary["num_completed"] == 2
+
+
+def test_a_model_spec_other_than_the_model_timed_is_an_error_naming_both():
+    """``model_spec`` 7B with ``latency.model`` 70B ran silently: 70B timings, 7B memory plan and cold start."""
+    with pytest.raises(ConfigError) as exc:
+        _deployment(latency_model="roofline", latency={"model": "meta-llama/Llama-2-70b-hf", "tensor_parallel": 2},
+                    model_spec="meta-llama/Llama-2-7b-hf")
+    assert str(exc.value) == (
+        "invalid configuration:\n  cluster.models.0: latency.model (meta-llama/Llama-2-70b-hf) and model_spec "
+        "(meta-llama/Llama-2-7b-hf) disagree: the latency model times meta-llama/Llama-2-70b-hf's iterations, while "
+        "the memory plan and cold start size meta-llama/Llama-2-7b-hf's weights and KV cache; give the model once, as "
+        "latency.model (model_spec follows it), or the same model in both (given as an option or override)")
+    # one model under two names (an alias, a chat model's base), or a name only the latency model knows: no error
+    assert _deployment(latency={"model": "llama2-7b"}, model_spec="meta-llama/Llama-2-7b-chat-hf")
+    assert _deployment(latency={"model": "someone/profiled-model"}, model_spec="meta-llama/Llama-2-7b-hf")
+
+
+def test_a_latency_models_default_model_other_than_model_spec_is_refused_at_the_start():
+    """``model_spec`` alone (70B) with a roofline model not given ``latency.model`` was timed as its default 7B."""
+    from controlplane.testing import make_config, make_trace
+    from sim.replay import replay
+
+    deployment = {"name": "default", "latency_model": "roofline", "gpus_per_replica": 2,
+                  "latency": {"tensor_parallel": 2}}
+    config = make_config(cluster={"models": [{**deployment, "model_spec": "meta-llama/Llama-2-70b-hf"}]})
+    with pytest.raises(ConfigError, match=re.escape(
+            "cluster.models[default]: the default model of latency model 'roofline' (meta-llama/Llama-2-7b-hf) and "
+            "model_spec (meta-llama/Llama-2-70b-hf) disagree")):
+        replay(make_trace(2), config, record=False)
+    config = make_config(cluster={"models": [{**deployment, "model_spec": "meta-llama/Llama-2-7b-hf"}]})
+    assert replay(make_trace(2), config, record=False).summary["num_completed"] == 2
