@@ -65,7 +65,7 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
     if simulated:
         where = f"invalid configuration{f' in {path}' if path else ''}:\n  "
         _check_latency_models(config, enabled, available, where)
-        _check_memory_plans(config, enabled, available, where)
+        _check_memory_plans(config, config.plugins.enabled, available, where)
     return config
 
 
@@ -103,19 +103,51 @@ def _check_latency_models(config: RunConfig, enabled: list[str], available: dict
 
 
 def _check_memory_plans(config: RunConfig, enabled: list[str], available: dict[str, Any], where: str) -> None:
-    """Plan each deployment's KV cache as `static-memory` will, when enabled: a known model whose weights leave no
-    room for one request's KV cache in ``memory_fraction`` of its GPUs is refused (the plan would raise at every
-    worker, and the run go on with an unlimited cache)."""
+    """Plan each deployment's KV cache as `static-memory` will, when enabled (`refuse_unplannable`)."""
     if "static-memory" not in enabled:
         return
     from controlplane.plugin_manager import instantiate
 
-    planner = instantiate(available["static-memory"], config.plugins.settings.get("static-memory"))
+    refuse_unplannable(config, instantiate(available["static-memory"], config.plugins.settings.get("static-memory")),
+                       where)
+
+
+def refuse_unplannable(config: RunConfig, planner: Any, where: str, *, fallback: bool = False) -> None:
+    """`ConfigError` naming the key, for the first deployment whose KV cache ``planner`` (a `static-memory`)
+    cannot plan: a request slot shorter than a KV block, a GPU the catalogue lacks under a known model, or a model
+    whose weights leave no room for one request's KV cache in ``memory_fraction`` of its GPUs. Each raised at every
+    worker of the run, which went on with an unlimited cache. ``fallback``: the planner is the core's fallback (the
+    config enables no memory planner), with its default settings."""
+    from controlplane.errors import did_you_mean
+    from controlplane.hardware.memory_plan import known_model, slot_below_block
+    from controlplane.hardware.specs import GPUS, UnknownSpecError, get_gpu
+
+    settings = getattr(planner, "settings", None)
+    slot = getattr(settings, "request_slot_tokens", None)
+    if fallback:  # (its settings are the defaults: no key of the config holds them)
+        plan = ("the plan of static-memory, the fallback memory planner (no enabled plugin plans a simulated "
+                "worker's memory), with its default settings")
+        slot_key, fraction = "its request_slot_tokens", f"memory_fraction {getattr(settings, 'memory_fraction', '')}"
+    else:
+        plan = "static-memory's plan"
+        slot_key = "plugins.settings.static-memory.request_slot_tokens"
+        fraction = "plugins.settings.static-memory.memory_fraction"
     for i, d in enumerate(config.cluster.models):
+        if d.num_kv_blocks or known_model(d) is None:
+            continue  # (the cache as configured: nothing planned)
+        if slot and slot < d.kv_block_size:
+            raise ConfigError(f"{where}{slot_key} and cluster.models.{i}.kv_block_size: "
+                              f"{slot_below_block(slot, d.kv_block_size)} ({plan})")
+        try:
+            get_gpu(d.gpu)
+        except UnknownSpecError:
+            raise ConfigError(
+                f"{where}cluster.models.{i}.gpu: unknown gpu {d.gpu!r}{did_you_mean(d.gpu, GPUS, cutoff=0.85)}; "
+                f"known: {', '.join(sorted(GPUS))} ({plan}: {known_model(d).name}'s KV cache is what the GPU's memory "
+                "leaves); give a catalogue GPU, or the cache's size as num_kv_blocks") from None
         try:
             getattr(planner, "kv_blocks", lambda d: None)(d)
-        except ValueError as exc:  # (a model, GPU or precision the catalogue lacks: the plan's own, at the run)
-            raise ConfigError(f"{where}cluster.models.{i}: {exc} (static-memory's plan: "
-                              "plugins.settings.static-memory.memory_fraction of each GPU, less the weights, must "
-                              "hold one request's KV cache); give more gpus_per_replica, a GPU with more memory, a "
+        except ValueError as exc:
+            raise ConfigError(f"{where}cluster.models.{i}: {exc} ({plan}: {fraction} of each GPU, less the weights, "
+                              "must hold one request's KV cache); give more gpus_per_replica, a GPU with more memory, a "
                               "lower precision, or num_kv_blocks") from None

@@ -7,7 +7,8 @@ sharded over TP with KV heads rounded up per worker), ``memory_fraction`` of dev
 memory is usable, and the KV pool is sized in whole max-length request slots
 (``request_slot_tokens``), each of whole blocks: a slot of 4,096 tokens in blocks of 48 is 86
 blocks (4,128 tokens; Vidur's 85 held 4,080, less than a slot). Pass ``request_slot_tokens=None``
-for a plain block-granular pool, and ``include_embeddings=True`` to also charge embeddings.
+for a plain block-granular pool (a slot shorter than a block is an error), and
+``include_embeddings=True`` to also charge embeddings.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "known_model",
     "kv_bytes_per_token_per_gpu",
     "plan_replica_memory",
+    "slot_below_block",
     "weights_bytes_per_gpu",
 ]
 
@@ -113,6 +115,8 @@ def plan_replica_memory(
     free = g.memory_bytes * memory_fraction - weights - (activation_bytes or 0)
     blocks_per_slot = None
     if request_slot_tokens:
+        if request_slot_tokens < block_size:
+            raise ValueError(slot_below_block(request_slot_tokens, block_size))
         blocks_per_slot = -(-request_slot_tokens // block_size)  # whole blocks that hold a slot's tokens
         slots = int(free // (kv_tok * blocks_per_slot * block_size)) if free > 0 else 0
         blocks = slots * blocks_per_slot
@@ -133,6 +137,14 @@ def plan_replica_memory(
         max_kv_tokens=blocks * block_size,
         blocks_per_slot=blocks_per_slot,
     )
+
+
+def slot_below_block(request_slot_tokens: int, block_size: int) -> str:
+    """Why a request slot shorter than a KV block cannot size a KV cache (it held no whole block: every model
+    'did not fit')."""
+    return (f"request_slot_tokens ({request_slot_tokens}) is less than the KV block size ({block_size}): the memory "
+            "plan sizes the KV cache in request slots of whole blocks; give request_slot_tokens of at least one "
+            "block (a multiple of it), none (null) for a block-granular cache, or a smaller kv_block_size")
 
 
 def cold_start_s(

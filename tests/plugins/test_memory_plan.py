@@ -111,3 +111,10 @@ def test_a_request_slot_is_whole_blocks_rounded_up_and_the_plan_says_so():
     assert "rounded" not in _plan().reason  # (16 divides 4,096: the anchor's 3,328 blocks as before)
     assert plan_replica_memory(LLAMA70, "a100-80gb", tensor_parallel=2).blocks_per_slot == 256
 
+
+@pytest.mark.parametrize(("slot", "block"), [(8, 16), (4096, 8192)])
+def test_a_request_slot_shorter_than_a_block_is_refused_as_such(slot, block):
+    """It planned 0 blocks a slot, and every model 'did not fit': 'needs ~12.1 GiB per GPU, usable 72.0 GiB'."""
+    with pytest.raises(ValueError, match=rf"^request_slot_tokens \({slot}\) is less than the KV block size "
+                                         rf"\({block}\): "):
+        plan_replica_memory("meta-llama/Llama-2-7b-hf", "a100-80gb", block_size=block, request_slot_tokens=slot)

@@ -1,0 +1,60 @@
+"""What a simulated run's start refuses of its memory plan, and warns of its GPU names (`sim.run_checks`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.config import load_config
+from controlplane.errors import ConfigError
+from sim.run_checks import checked_run_config
+
+LLAMA7 = "meta-llama/Llama-2-7b-hf"
+PLUGINS = ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "builtin-latency-models"]
+
+
+def _config(tmp_path, deployment: dict, plugins: list[str] | None = None, settings: dict | None = None, **more):
+    import yaml
+
+    data = {"cluster": {"models": [{"name": "default", "replicas": 1, **deployment}]},
+            "plugins": {"enabled": plugins if plugins is not None else [*PLUGINS, "static-memory"],
+                        "settings": settings or {}}, **more}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path, load_config(path)
+
+
+def _check(path, config, said=None):
+    return checked_run_config(config, simulated=True, warn=(said.append if said is not None else print), path=path,
+                              database=False)
+
+
+def test_an_unknown_gpu_under_a_known_model_is_named_by_its_key(tmp_path):
+    """``gpu: a100-40gb`` with a known model_spec said "unknown gpu 'a100-40gb'", no file nor key (the catalogue's
+    KeyError passed the check, which caught ValueErrors)."""
+    path, config = _config(tmp_path, {"latency_model": "linear", "model_spec": LLAMA7, "gpu": "a100-40gb"})
+    with pytest.raises(ConfigError) as caught:
+        _check(path, config)
+    assert str(caught.value).startswith(
+        f"invalid configuration in {path}:\n  cluster.models.0.gpu: unknown gpu 'a100-40gb' (did you mean "
+        "'a100-80gb'?); known: a100-80gb, a10g, cpu, h100-80gb, h200, l4 (static-memory's plan: "
+        "meta-llama/Llama-2-7b-hf's KV cache is what the GPU's memory leaves); give a catalogue GPU, or the cache's "
+        "size as num_kv_blocks")
+    _check(*_config(tmp_path, {"latency_model": "linear", "model_spec": LLAMA7, "gpu": "a100-40gb",
+                               "num_kv_blocks": 100}))  # (a cache sized by the config: nothing to plan)
+
+
+@pytest.mark.parametrize(("slot", "block"), [(8, 16), (4096, 8192)])
+def test_a_request_slot_shorter_than_a_kv_block_is_named_by_both_keys(tmp_path, slot, block):
+    """It planned no block a slot and said '... does not fit on l4 ...: needs ~12.1 GiB per GPU, usable 72.0 GiB'."""
+    path, config = _config(tmp_path, {"latency_model": "roofline", "latency": {"model": LLAMA7, "gpu": "a100"},
+                                      "kv_block_size": block},
+                           settings={"static-memory": {"request_slot_tokens": slot}})
+    with pytest.raises(ConfigError) as caught:
+        _check(path, config)
+    assert str(caught.value) == (
+        f"invalid configuration in {path}:\n  plugins.settings.static-memory.request_slot_tokens and "
+        f"cluster.models.0.kv_block_size: request_slot_tokens ({slot}) is less than the KV block size ({block}): the "
+        "memory plan sizes the KV cache in request slots of whole blocks; give request_slot_tokens of at least one "
+        "block (a multiple of it), none (null) for a block-granular cache, or a smaller kv_block_size (static-memory's "
+        "plan)")
+
