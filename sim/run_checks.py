@@ -1,9 +1,10 @@
 """What a run's start refuses of its config, refused by `sim replay` and `live-replay` before they touch the
 database or start a worker (as the daemon does before it listens), and by a sweep or search for every point before
 its first run (`sim.sweep.spec_checks`): the plugins' names and settings, and for a simulated run its latency
-models and the static memory plan. Without it a typo in a plugin setting left a new,
-empty database behind (or a PostgreSQL schema upgraded), or came after a live worker's start. A SQLite file in a
-folder that does not exist is refused too: ``--db /nonexistent/dir/x.db`` made the folders and stored the run there.
+models and the static memory plan (`static-memory`'s, enabled or the core's fallback). Without it a typo in a plugin
+setting left a new, empty database behind (or a PostgreSQL schema upgraded), or came after a live worker's start. A
+SQLite file in a folder that does not exist is refused too: ``--db /nonexistent/dir/x.db`` made the folders and stored
+the run there.
 
 `CONTROLPLANE_LOAD_PLUGINS` (the allow-list) leaving out enabled plugins is warned about, and the config the
 run gets, and stores, lists the plugins that run.
@@ -12,7 +13,7 @@ run gets, and stores, lists the plugins that run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -103,13 +104,34 @@ def _check_latency_models(config: RunConfig, enabled: list[str], available: dict
 
 
 def _check_memory_plans(config: RunConfig, enabled: list[str], available: dict[str, Any], where: str) -> None:
-    """Plan each deployment's KV cache as `static-memory` will, when enabled (`refuse_unplannable`)."""
-    if "static-memory" not in enabled:
-        return
+    """Plan each deployment's KV cache as `static-memory` will (`memory_planner`: enabled, or the fallback of a run
+    that enables no other memory planner); `refuse_unplannable`."""
     from controlplane.plugin_manager import instantiate
 
-    refuse_unplannable(config, instantiate(available["static-memory"], config.plugins.settings.get("static-memory")),
-                       where)
+    if "static-memory" not in available:
+        return  # (no static-memory installed: nothing plans as it would)
+    planner = memory_planner(config, enabled, lambda name: hasattr(available[name].target, "cp_plan_memory"),
+                             lambda settings: instantiate(available["static-memory"], settings))
+    if planner is not None:
+        refuse_unplannable(config, planner, where, fallback="static-memory" not in enabled)
+
+
+#: Memory planners that plan no simulated worker: it reports no device facts (`plugins/device_memory.py`).
+DEFER_IN_SIMULATION = frozenset({"device-memory"})
+
+
+def memory_planner(config: RunConfig, enabled: Iterable[str], plans_memory: Callable[[str], bool],
+                   make: Callable[[Any], Any]) -> Any:
+    """The `static-memory` that will plan a simulated run's KV caches, made by ``make(settings)``: the enabled
+    one (its settings), else the core's fallback (`controlplane.config.FALLBACK_PLUGINS`: default settings) when
+    no other enabled plugin plans memory (``plans_memory(name)``; device-memory defers in simulation); None where
+    another plugin's plan decides, not known before the run."""
+    enabled = list(enabled)
+    if "static-memory" in enabled:
+        return make(config.plugins.settings.get("static-memory"))
+    if any(plans_memory(name) for name in enabled if name not in DEFER_IN_SIMULATION):
+        return None
+    return make(None)
 
 
 def refuse_unplannable(config: RunConfig, planner: Any, where: str, *, fallback: bool = False) -> None:
@@ -149,5 +171,5 @@ def refuse_unplannable(config: RunConfig, planner: Any, where: str, *, fallback:
             getattr(planner, "kv_blocks", lambda d: None)(d)
         except ValueError as exc:
             raise ConfigError(f"{where}cluster.models.{i}: {exc} ({plan}: {fraction} of each GPU, less the weights, "
-                              "must hold one request's KV cache); give more gpus_per_replica, a GPU with more memory, a "
-                              "lower precision, or num_kv_blocks") from None
+                              "must hold one request's KV cache); give more gpus_per_replica, a GPU with more memory, "
+                              "a lower precision, or num_kv_blocks") from None

@@ -58,3 +58,30 @@ def test_a_request_slot_shorter_than_a_kv_block_is_named_by_both_keys(tmp_path, 
         "block (a multiple of it), none (null) for a block-granular cache, or a smaller kv_block_size (static-memory's "
         "plan)")
 
+
+@pytest.mark.parametrize("plugins", [PLUGINS, [*PLUGINS, "device-memory"]])
+def test_a_model_without_room_is_refused_early_when_the_fallback_plans_it(tmp_path, plugins):
+    """Without static-memory in plugins.enabled (none, or device-memory: it plans no simulated worker), the core's
+    fallback static-memory plans every worker: a model it cannot plan was not checked before the run, which was stored
+    as failed with a message naming neither file nor key."""
+    deployment = {"latency_model": "roofline", "latency": {"model": "meta-llama/Llama-2-70b-hf", "gpu": "h200"}}
+    path, config = _config(tmp_path, deployment, plugins)
+    with pytest.raises(ConfigError) as caught:
+        _check(path, config)
+    assert str(caught.value).startswith(f"invalid configuration in {path}:\n  cluster.models.0: "
+                                        "meta-llama/Llama-2-70b-hf does not fit on h200 with tensor_parallel=1")
+    assert ("(the plan of static-memory, the fallback memory planner (no enabled plugin plans a simulated worker's "
+            "memory), with its default settings: memory_fraction 0.9 of each GPU, less the weights, must hold one "
+            "request's KV cache)") in str(caught.value)
+    # (a fitting model passes; a planner of the config's own decides: nothing known before the run)
+    _check(*_config(tmp_path, {**deployment, "latency": {"model": LLAMA7, "gpu": "h200"}}, plugins))
+
+
+def test_a_memory_planner_of_the_configs_own_decides_and_nothing_is_planned_before_the_run():
+    from sim.run_checks import memory_planner
+
+    config = load_config(None, {"plugins": {"enabled": [*PLUGINS, "my-planner"]}})
+    made = []
+    assert memory_planner(config, config.plugins.enabled, lambda name: name == "my-planner", made.append) is None
+    assert memory_planner(config, [*PLUGINS, "device-memory"], lambda name: "memory" in name, made.append) is None
+    assert made == [None]  # (device-memory plans no simulated worker: the fallback's default settings)
