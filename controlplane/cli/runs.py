@@ -14,8 +14,8 @@ from rich.text import Text
 
 from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
-from controlplane.cli.runs_notes import (incomplete_note, slo_targets, stopped_early, stopped_line, targets_differ,
-                                         targets_note, workload_note)
+from controlplane.cli.runs_notes import (incomplete_note, refused_line, rows_refused, slo_targets, stopped_early,
+                                         stopped_line, targets_differ, targets_note, workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -87,9 +87,10 @@ def _unsummarised_crash(run: dict) -> bool:
 
 
 def _status_cell(run: dict) -> str:
-    """A run's status, and where a finished one stopped at its ``--until`` (not the whole trace)."""
-    stopped = stopped_early(run) if run["status"] == "finished" else None
-    return f"{run['status']} ({stopped})" if stopped else run["status"]
+    """A run's status, where a finished one stopped at its ``--until`` (not the whole trace), and the rows the
+    database refused (`rows_refused`: stored without them)."""
+    notes = [n for n in (stopped_early(run) if run["status"] == "finished" else None, rows_refused(run)) if n]
+    return f"{run['status']} ({'; '.join(notes)})" if notes else run["status"]
 
 
 @app.command()
@@ -164,6 +165,8 @@ def show(
         out.print(read_line, highlight=False)
     if stopped := stopped_line(run):  # (--until, a Ctrl-C: not the whole trace)
         out.print(stopped, highlight=False)
+    if refused := refused_line(run):  # (rows the database refused: the stored rows lack them)
+        out.print(refused, highlight=False)
     for error in (run.get("summary") or {}).get("trace_bad_rows") or []:  # (the first few on_error=skip skipped)
         out.print(f"  bad row skipped: {error}", highlight=False, markup=False)
     for model, f in ((run.get("config") or {}).get("latency_files") or {}).items():

@@ -7,14 +7,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["incomplete_note", "same_requests", "slo_targets", "stopped_early", "stopped_line", "targets_differ", "targets_note",
+__all__ = ["incomplete_note", "refused_line", "rows_refused", "same_requests", "slo_targets", "stopped_early",
+           "stopped_line", "targets_differ", "targets_note",
            "workload_note"]
+
+
+def rows_refused(run: dict[str, Any]) -> str | None:
+    """``48 rows refused``: a run whose rows the database refused (its summary's ``rows_refused``, by table:
+    `controlplane.storage.refused`), stored without them; None for a run that lost none."""
+    refused = (run.get("summary") or {}).get("rows_refused")
+    if not isinstance(refused, dict) or not refused:
+        return None
+    return f"{sum(refused.values()):,} rows refused"
+
+
+def refused_line(run: dict[str, Any]) -> str | None:
+    """`runs show`'s line for a run whose rows the database refused (None for one that lost none)."""
+    refused = (run.get("summary") or {}).get("rows_refused")
+    if rows_refused(run) is None:
+        return None
+    tables = ", ".join(f"{n:,} {table}" for table, n in sorted(refused.items()))
+    return (f"the database refused {tables} row(s) of this run: its stored rows lack them (the summary counts "
+            "them; the refused rows are in the refused files its end named)")
 
 
 def incomplete_note(run: dict[str, Any]) -> str | None:
     """A note (for stderr) that the rows of ``run`` are incomplete: it is still being written (``running``),
-    or ``crashed`` (its process ended before the run did); None for a run of any other status."""
+    or ``crashed`` (its process ended before the run did), or the database refused some of its rows
+    (`rows_refused`); None for a run of any other status."""
     status = run.get("status")
+    if status not in ("running", "crashed") and (refused := rows_refused(run)) is not None:
+        return (f"note: run {run['id']} is missing rows, {refused} by the database (its summary counts them; "
+                f"`controlplane runs show {run['id']}` says more)")
     if status == "running":
         why = "it is still running: these are the rows written so far"
     elif status == "crashed":

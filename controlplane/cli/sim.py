@@ -380,6 +380,9 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                                  highlight=False, soft_wrap=True)
             raise
     summary = result.summary
+    refused = getattr(getattr(result.session, "recorder", None), "refused", None)
+    if refused and refused.by_table:  # (as its stored summary says: `RunRecorder.close`)
+        summary = {**summary, "rows_refused": dict(sorted(refused.by_table.items()))}
     if summary.get("num_requests") == 0:  # (an empty trace is an error of the reader: here, the transforms)
         common.err.print("[yellow]warning:[/] no request was replayed: the trace's requests all fell outside "
                          "--window-start/--window-end, or --limit / --rate-scale / --rate-profile / --until left none",
@@ -451,13 +454,15 @@ def _warn_skipped(summary: dict[str, Any]) -> None:
 
 
 def _warn_refused(result: Any) -> None:
-    """The run's rows the database refused (a trace that repeats a request id), last: how many,
-    which ids, where they were saved. The run is complete and every other row is stored (and
-    nothing is lost), so the exit status stays 0, as for the other warnings of a finished run."""
+    """The run's rows the database refused (a repeated request id, an id sequence behind its table's ids), last:
+    how many, why, where they were saved; then exit status 1. The run's stored rows lack them: a run that said
+    "finished", exit 0, read as complete (every request completed) with half its request rows missing. Its
+    summary says so (``rows_refused``), stored and printed."""
     refused = getattr(getattr(result.session, "recorder", None), "refused", None)
     if refused:
         common.err.print(f"[yellow]warning:[/] run {result.summary.get('run_id')}: {refused.warning()}",
                          highlight=False)
+        raise SystemExit(1)
 
 
 _app: typer.Typer | None = None

@@ -469,6 +469,7 @@ class RunRecorder(RecorderSpills):
                 raise
             if done:
                 self._closed = True
+                self._note_refused()  # (a finished run that lost rows says so: `rows_refused`)
                 fold_wal(self.engine)
                 if self.deleted is not None:  # (its rows were dropped: the run is not recorded)
                     raise self.deleted

@@ -156,6 +156,31 @@ class RecorderSpills:
         self.refused.add(refusal, path)
         log.error("%s", refusal_message(refusal, path))
 
+    def _note_refused(self, by_run: Mapping[int, Mapping[str, int]] | None = None, *, sign: int = 1) -> None:
+        """Each finished run whose rows the database refused says so in its summary, ``rows_refused`` (by table):
+        it read as complete (`runs list`: every request completed) with part of its rows missing. Added at the
+        close (after its end is written) from this recorder's refusals (``by_run``: `RefusedRows.by_run`);
+        ``sign=-1`` takes a refused file's rows, loaded, off. A failure is logged (the refused files and the
+        run's warning say it too)."""
+        from sqlalchemy import update
+
+        for run_id, counts in (self.refused.by_run if by_run is None else by_run).items():
+            try:
+                with self.engine.begin() as conn:
+                    summary = conn.execute(select(_RUN.c.summary).where(_RUN.c.id == run_id)).scalar_one_or_none()
+                    if not isinstance(summary, dict):
+                        continue
+                    noted = dict(summary.get("rows_refused") or {})
+                    for table, n in counts.items():
+                        noted[table] = noted.get(table, 0) + sign * n
+                    noted = {t: n for t, n in sorted(noted.items()) if n > 0}
+                    values = {k: v for k, v in summary.items() if k != "rows_refused"}
+                    conn.execute(update(_RUN).where(_RUN.c.id == run_id)
+                                 .values(summary={**values, "rows_refused": noted} if noted else values))
+            except Exception as exc:  # noqa: BLE001 - the run's rows are written; this is its note
+                log.warning("storage: could not note in run %s's summary that %s of its rows were refused: %s",
+                            run_id, sum(counts.values()), exc)
+
     def replay_spill(self, path: str | Path) -> int:
         """Load a spill file's rows and write them now; return how many were written (rows the
         database refuses go to a refused file, as in a flush).
@@ -198,6 +223,11 @@ class RecorderSpills:
                 self.run_identities.setdefault(run_id, {"name": name, "started_at": _utc(started) or started})
             todo = list(skip_committed(iter(entries), mark))
             refused_before = self.refused.count
+            was_refused = header.get("kind") == "refused" or path.name.startswith("controlplane-refused-")
+            by_run: dict[int, dict[str, int]] = {}
+            for table, row, _ in todo if was_refused else ():
+                counts = by_run.setdefault(row["id"] if table == spill.RUN_UPDATE else row["run_id"], {})
+                counts[table] = counts.get(table, 0) + 1
             loaded = chunks_from_entries(((t, row, None) for t, row, _ in todo), 0)
             with self._lock:
                 for chunk in loaded:
@@ -210,6 +240,7 @@ class RecorderSpills:
                     f"{self.errors[-1].error}"
                 )
             spill_notes.forget(path, journals)
+            self._note_refused(by_run, sign=-1)  # (a refused file's rows, written: its runs lack them no more)
             return len(todo) - (self.refused.count - refused_before)  # (refused again: in a new refused file)
 
     def _existing_runs(self, run_ids: set[int],

@@ -71,6 +71,8 @@ def write_spill(
         header["runs"] = known
     if writer is not None:
         header["writer"] = writer
+    if kind != "spill":  # (``refused``: loading it takes its rows off its runs' ``rows_refused``)
+        header["kind"] = kind
     failures: list[str] = []
     for directory in directories:
         final = directory / name

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from controlplane.cli import app
 from controlplane.storage import iter_rows, make_engine
+from tests.storage.conftest import pg_admin, pg_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("wide_consoles", "no_controlplane_env")
 
@@ -58,3 +59,38 @@ def test_repeated_request_ids_skipped_are_counted_and_the_run_agrees_with_its_ro
     finally:
         engine.dispose()
     assert sorted(stored, key=int) == [str(i) for i in range(39)]
+
+
+@pytest.mark.postgres
+def test_a_run_whose_rows_an_id_sequence_behind_refused_does_not_look_complete(pg_url, tmp_path: Path,  # noqa: F811
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ALTER SEQUENCE request_id_seq RESTART WITH 1`, then a replay of 200 requests: 101 rows stored, and the run
+    said "finished", exit 0, `runs list` 200 completed, the warning blaming the trace for repeating ids."""
+    from sqlalchemy import text
+
+    monkeypatch.chdir(tmp_path)  # (the refused file goes to the working directory)
+
+    first = CliRunner().invoke(app, ["sim", "replay", "--limit", "100", "--db", pg_url, "--json", "--no-progress"])
+    assert first.exit_code == 0, first.output
+    engine = make_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER SEQUENCE request_id_seq RESTART WITH 1"))
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "200", "--db", pg_url, "--json", "--no-progress"])
+    assert result.exit_code == 1, (result.output, result.exception)  # (not 0: rows are missing)
+    summary = json.loads(result.stdout)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM request WHERE run_id = 2")).scalar()
+        noted = conn.execute(text("SELECT summary FROM run WHERE id = 2")).scalar()["rows_refused"]
+    engine.dispose()
+    assert summary["num_completed"] == 200 and summary["rows_refused"] == noted == {"request": 200 - stored} != {}
+    said = " ".join(result.stderr.split())
+    assert f"warning: run 2: the database refused {200 - stored} request row(s): the run's stored rows lack them" in said
+    assert "the request table's id sequence is behind its stored ids" in said and "setval(" in said
+    assert "repeats id" not in said, said
+    listed = CliRunner().invoke(app, ["runs", "list", "--db", pg_url])
+    assert f"finished ({200 - stored} rows refused)" in listed.stdout, listed.stdout
+    shown = " ".join(CliRunner().invoke(app, ["runs", "show", "2", "--db", pg_url]).stdout.split())
+    assert f"the database refused {200 - stored} request row(s) of this run: its stored rows lack them" in shown
+    exported = CliRunner().invoke(app, ["runs", "export", "2", "--db", pg_url, "--what", "requests"])
+    assert f"note: run 2 is missing rows, {200 - stored} rows refused by the database" in exported.stderr
+    assert len(list(tmp_path.glob("controlplane-refused-run2-*"))) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from controlplane.storage import RunRecorder, spill
 from controlplane.storage.models import Decision, MetricSample, Request, Run, WorkerEvent
@@ -178,10 +178,20 @@ def test_a_nul_in_a_request_s_text_is_named_as_the_cause(pg_engine: Engine, tmp_
 
 
 def test_a_refusal_s_cause_is_the_row_s_text_the_database_s_word_or_else_its_message() -> None:
-    from controlplane.storage.refused import DUPLICATE, OTHER, TEXT, cause
+    from controlplane.storage.refused import DUPLICATE, OTHER, SEQUENCE, TEXT, cause
 
     assert cause({"request_id": "a"}, "IntegrityError: UNIQUE constraint failed: request.run_id") == DUPLICATE
     assert cause({"request_id": "a"}, "IntegrityError: duplicate key value violates unique constraint") == DUPLICATE
+    # (the constraint it names: every unique violation was blamed on a repeated request id)
+    assert cause({"request_id": "a"}, 'IntegrityError: duplicate key value violates unique constraint '
+                                      '"uq_request_run_id_request_id"') == DUPLICATE
+    assert cause({"request_id": "a"}, "IntegrityError: UNIQUE constraint failed: request.run_id, "
+                                      "request.request_id") == DUPLICATE
+    assert cause({"request_id": "a"}, 'IntegrityError: duplicate key value violates unique constraint '
+                                      '"pk_request"') == SEQUENCE
+    assert cause({"request_id": "a"}, "IntegrityError: UNIQUE constraint failed: request.id") == SEQUENCE
+    assert cause({"request_id": "a"}, 'IntegrityError: duplicate key value violates unique constraint '
+                                      '"ix_other"') == OTHER
     assert cause({"request_id": "a\ud800"}, "UnicodeEncodeError: surrogates not allowed") == TEXT
     assert cause({"request_id": "a", "tenant": "x\x00"}, "DataError: NUL") == TEXT
     assert cause({"request_id": "a"}, "DataError: integer out of range") == OTHER
@@ -206,3 +216,56 @@ def test_an_isolating_commit_whose_outcome_was_lost_refuses_each_row_once(
     assert rec.refused.count == 1
     assert [r["request_id"] for _, r in spill.read_spill(_refused_file(rec))] == ["req-000001"]
     rec.close()
+
+
+def _summary(engine: Engine, run_id: int) -> dict:
+    with engine.connect() as conn:
+        return conn.execute(select(Run.__table__.c.summary).where(Run.__table__.c.id == run_id)).scalar_one()
+
+
+def test_a_run_that_lost_rows_says_so_in_its_summary(engine: Engine, tmp_path: Path) -> None:
+    """It read as complete (`runs list`: every request completed) with rows missing; its summary counts them."""
+    rec = _first_request_written(engine, tmp_path)
+    rec.add_request(request_row(1))
+    rec.add_request(request_row(2))
+    assert rec.finish_run(rec.run_id, status="finished", summary={"num_completed": 3}, finished_at=FINISHED,
+                          wall_s=1.0, sim_end_s=2.0)
+    assert "rows_refused" not in _summary(engine, rec.run_id)
+    rec.close()
+    assert _summary(engine, rec.run_id) == {"num_completed": 3, "rows_refused": {"request": 1}}
+    assert rec.refused.by_run == {rec.run_id: {"request": 1}}
+
+
+@pytest.mark.postgres
+def test_an_id_sequence_behind_its_table_is_named_with_its_fix_not_a_repeated_id(pg_engine: Engine, tmp_path: Path,
+                                                                                 caplog) -> None:
+    """`ALTER SEQUENCE request_id_seq RESTART WITH 1`, then a run: every refusal of pk_request said "request ids must
+    be unique within a run; the trace (or client) repeats id ..." of ids it never repeated."""
+    from controlplane.storage.load_spill import load_spill
+
+    rec = RunRecorder(pg_engine, spill_dir=tmp_path)
+    run_id = start_run(rec)
+    for i in range(200):
+        rec.add_request(request_row(i))
+    assert rec.flush()
+    with pg_engine.begin() as conn:
+        conn.execute(text("ALTER SEQUENCE request_id_seq RESTART WITH 1"))
+    for i in range(200, 203):  # (each try takes an id, refused or not: 3 rows' tries stay below 200)
+        rec.add_request(request_row(i))
+    with caplog.at_level(logging.ERROR, logger="controlplane.storage.recorder"):
+        assert rec.finish_run(run_id, status="finished", summary={"num_completed": 203}, finished_at=FINISHED,
+                              wall_s=1.0, sim_end_s=2.0)
+    assert rec.refused.count == 3 and rec.refused.causes == {"sequence": 3}
+    fix = "SELECT setval(pg_get_serial_sequence('request', 'id'), (SELECT max(id) FROM request))"
+    for said in (rec.refused.warning(), " ".join(r.getMessage() for r in caplog.records)):
+        assert "the request table's id sequence is behind its stored ids" in said and f"`{fix}`" in said, said
+        assert "repeats id" not in said and "repeated request id a new" not in said and "must be unique" not in said
+    assert "controlplane db load-spill" in rec.refused.warning()
+    rec.close()
+    assert _summary(pg_engine, run_id)["rows_refused"] == {"request": 3}
+    with pg_engine.begin() as conn:  # the fix the message gives, then its rows loaded: the run is whole
+        conn.execute(text(fix))
+    url = pg_engine.url.render_as_string(hide_password=False)
+    assert load_spill(url, _refused_file(rec)) == 3
+    assert sorted(_request_ids(pg_engine)) == [f"req-{i:06d}" for i in range(203)]
+    assert _summary(pg_engine, run_id) == {"num_completed": 203}
