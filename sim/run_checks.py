@@ -67,6 +67,7 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
         where = f"invalid configuration{f' in {path}' if path else ''}:\n  "
         _check_latency_models(config, enabled, available, where)
         _check_memory_plans(config, config.plugins.enabled, available, where)
+    _warn_unknown_gpus(config, warn, path)
     return config
 
 
@@ -173,3 +174,14 @@ def refuse_unplannable(config: RunConfig, planner: Any, where: str, *, fallback:
             raise ConfigError(f"{where}cluster.models.{i}: {exc} ({plan}: {fraction} of each GPU, less the weights, "
                               "must hold one request's KV cache); give more gpus_per_replica, a GPU with more memory, "
                               "a lower precision, or num_kv_blocks") from None
+
+
+def _warn_unknown_gpus(config: RunConfig, warn: Callable[[str], None], path: Any) -> None:
+    """A GPU name the catalogue lacks: a model's or guardian's without a price (its cost unknown; no memory plan
+    either), or a price of one that nothing runs on (`controlplane.hardware.cost.unknown_gpu_names`)."""
+    from controlplane.hardware.cost import unknown_gpu_names
+
+    used = {f"cluster.models.{i}.gpu": d.gpu for i, d in enumerate(config.cluster.models)}
+    used.update({f"guardians.models.{i}.gpu": g.gpu for i, g in enumerate(config.guardians.models) if g.gpu})
+    for text in unknown_gpu_names(config.cluster.gpu_prices, used):
+        warn(f"{path}: {text}" if path else text)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = ["DEFAULT_GPU_PRICES", "NoPriceError", "add_guardian_cost", "canonical_prices", "cost_per_1k_requests",
-           "gpu_price_per_hour", "run_cost"]
+           "gpu_price_per_hour", "run_cost", "unknown_gpu_names"]
 
 #: USD per GPU-hour, by the GPU names of `controlplane.hardware.specs.GPUS`.
 DEFAULT_GPU_PRICES: dict[str, float] = {
@@ -66,6 +66,30 @@ def canonical_prices(prices: Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"{first!r} ({first_price}) and {key!r} ({price}) price one GPU, {name}: give one price")
         given[name] = (key, price)
     return {**DEFAULT_GPU_PRICES, **{name: price for name, (_, price) in given.items()}}
+
+
+def unknown_gpu_names(prices: Mapping[str, float], used: Mapping[str, str]) -> list[str]:
+    """What is wrong with a config's GPU names, for a warning each: a GPU a deployment or guardian runs on (``used``:
+    {its config key: the name}) that the catalogue lacks and ``prices`` do not price (its cost would be unknown), and
+    a price for a GPU the catalogue lacks that nothing of the config runs on (it prices nothing); each with the
+    catalogue's names it is probably a typo of."""
+    from controlplane.errors import did_you_mean
+    from controlplane.hardware.specs import GPUS, _GPU_ALIASES
+
+    known = (*GPUS, *_GPU_ALIASES)
+    out = []
+    names = set()
+    for key, gpu in used.items():
+        names.add(_canonical(gpu))
+        if _canonical(gpu) not in GPUS and gpu not in prices:
+            out.append(f"{key}: unknown gpu {gpu!r}{did_you_mean(gpu, known, cutoff=0.85)}: neither the GPU "
+                       f"catalogue ({', '.join(sorted(GPUS))}) nor cluster.gpu_prices has it, so the run's cost is "
+                       f"unknown; give a catalogue GPU, or its price as cluster.gpu_prices.{gpu}")
+    for gpu in prices:
+        if gpu not in GPUS and gpu not in names:
+            out.append(f"cluster.gpu_prices.{gpu}: unknown gpu{did_you_mean(gpu, known, cutoff=0.85)}, and no model "
+                       "or guardian of this config runs on it: the price prices nothing")
+    return out
 
 
 def gpu_price_per_hour(gpu: str, prices: Mapping[str, float] | None = None) -> float:

@@ -107,3 +107,16 @@ def test_a_price_under_an_alias_prices_its_gpu(key):
     assert load_config(None, {"cluster": {"gpu_prices": {"h100": 3.0, "h100-80gb": 3.0}}}).cluster.gpu_prices[
         "h100-80gb"] == 3.0
 
+
+def test_gpu_names_the_catalogue_lacks_are_named_with_the_one_probably_meant():
+    from controlplane.hardware.cost import unknown_gpu_names
+
+    prices = load_config(None, {"cluster": {"gpu_prices": {"h100-80g": 3.0, "mi300x": 2.0}}}).cluster.gpu_prices
+    said = unknown_gpu_names(prices, {"cluster.models.0.gpu": "h10-80gb", "cluster.models.1.gpu": "mi300x",
+                                      "cluster.models.2.gpu": "a100"})
+    assert said == [
+        "cluster.models.0.gpu: unknown gpu 'h10-80gb' (did you mean 'h100-80gb'?): neither the GPU catalogue "
+        "(a100-80gb, a10g, cpu, h100-80gb, h200, l4) nor cluster.gpu_prices has it, so the run's cost is unknown; "
+        "give a catalogue GPU, or its price as cluster.gpu_prices.h10-80gb",
+        "cluster.gpu_prices.h100-80g: unknown gpu (did you mean 'h100-80gb'?), and no model or guardian of this "
+        "config runs on it: the price prices nothing"]

@@ -85,3 +85,22 @@ def test_a_memory_planner_of_the_configs_own_decides_and_nothing_is_planned_befo
     assert memory_planner(config, config.plugins.enabled, lambda name: name == "my-planner", made.append) is None
     assert memory_planner(config, [*PLUGINS, "device-memory"], lambda name: "memory" in name, made.append) is None
     assert made == [None]  # (device-memory plans no simulated worker: the fallback's default settings)
+
+
+def test_a_gpu_the_catalogue_lacks_is_warned_of_with_the_one_probably_meant(tmp_path):
+    """Without a model, any GPU name passed: ``gpu: h100-80g`` (a typo) ran with cost '-' and an unlimited KV cache,
+    and a price under a typo (``gpu_prices: {h100-80g: 3.0}``) priced nothing; both silently."""
+    said: list[str] = []
+    path, config = _config(tmp_path, {"latency_model": "linear", "gpu": "h10-80gb"})
+    _check(path, config, said)
+    assert said == [f"{path}: cluster.models.0.gpu: unknown gpu 'h10-80gb' (did you mean 'h100-80gb'?): neither the "
+                    "GPU catalogue (a100-80gb, a10g, cpu, h100-80gb, h200, l4) nor cluster.gpu_prices has it, so the "
+                    "run's cost is unknown; give a catalogue GPU, or its price as cluster.gpu_prices.h10-80gb"]
+    said.clear()
+    config = load_config(path, {"cluster": {"gpu_prices": {"h100-80g": 3.0, "h10-80gb": 2.0}}})
+    _check(path, config, said)  # (priced: a GPU of the user's own)
+    assert said == [f"{path}: cluster.gpu_prices.h100-80g: unknown gpu (did you mean 'h100-80gb'?), and no model or "
+                    "guardian of this config runs on it: the price prices nothing"]
+    said.clear()
+    _check(*_config(tmp_path, {"latency_model": "linear", "gpu": "H100"}), said)
+    assert said == []  # (an alias of the catalogue)
