@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sim.sweep.main_guard import check_main_guard
 from sim.sweep.worker import RunOutcome, RunTask, run_task
 from sim.traces import TraceRequest
 
@@ -98,6 +99,7 @@ class PoolBackend(Backend):
     name = "pool"
 
     def __init__(self, workers: int | None = None) -> None:
+        check_main_guard()  # (a script without `if __name__ == "__main__":`: its workers would start it again)
         self.workers = workers or os.cpu_count() or 1
         self._executor: ProcessPoolExecutor | None = None
         self._alive: Connection | None = None  # closed once the workers are shut down (`_exit_with_driver`)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -14,9 +15,10 @@ from controlplane.errors import ConfigError
 from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
 from sim.replay import TraceTransforms, prepared_trace, rows_left_out, trace_read
-from sim.sweep.backends import BACKENDS, Backend, make_backend
+from sim.sweep.backends import BACKENDS, Backend, PoolBackend, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.lock import SweepLock
+from sim.sweep.main_guard import check_main_guard
 from sim.sweep.spec import LoadedSpec, Point
 from sim.sweep.store import create_or_resume, finish_sweep, last_end, store_outcome, stored_keys
 from sim.sweep.worker import RunOutcome, RunTask
@@ -130,6 +132,9 @@ def run_sweep(
     ``on_run(outcome, run_id)`` after each run is stored."""
     if not isinstance(backend, Backend) and backend not in BACKENDS:  # (refused before a sweep row is stored)
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "pool" or isinstance(backend, PoolBackend) or (
+            backend == "auto" and not ray_address and importlib.util.find_spec("ray") is None):
+        check_main_guard()  # (a script without `if __name__ == "__main__":`: refused before the database is touched)
     if not Path(trace_path or loaded.trace_path()).is_file():  # (refused before the database is touched)
         where = "--trace" if trace_path else f"{loaded.path or 'sweep spec'}: trace.path"
         raise ConfigError(f"{where}: trace file not found: {trace_path or loaded.trace_path()}")
