@@ -263,6 +263,18 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
     return models
 
 
+def _prepare(session: RunSession, available: Mapping[str, Any] | None) -> dict[str, LatencyModel]:
+    """A run's set-up once its plugins are loaded: its latency models (`build_latency_models`) and its memory plan
+    checked as `controlplane sim replay` checks it at its start (`sim.run_checks.check_run_memory`: a model that does
+    not fit ran on an unlimited KV cache)."""
+    from controlplane.plugin_manager import discover_plugins
+    from sim.run_checks import check_run_memory
+
+    models = build_latency_models(session)
+    check_run_memory(session.config, session.plugins, available if available is not None else discover_plugins())
+    return models
+
+
 def _unreadable_file(exc: OSError) -> str:
     """A latency setting's file that could not be read, in words: which file, why, and where a
     relative path was looked for (the current directory, not the config file's: a `sim.yaml` naming
@@ -430,9 +442,9 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         defer_run_id=True,  # a writer process inserts the run row while the driver is built
         trace_read=read,
         latency_files=latency_files(config),
-        # The latency models are built before the run row: a config they refuse (an unknown
-        # latency_model, a bad setting) stores no failed run.
-        prepare=lambda session: build_latency_models(session),
+        # The latency models are built, and the memory planned, before the run row: a config they refuse (an
+        # unknown latency_model, a bad setting, a model that does not fit its GPUs) stores no failed run.
+        prepare=lambda session: _prepare(session, available),
     ) as session:
         started.append(session)
         timings.mark("session_open")

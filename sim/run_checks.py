@@ -117,6 +117,23 @@ def _check_memory_plans(config: RunConfig, enabled: list[str], available: dict[s
         refuse_unplannable(config, planner, where, fallback="static-memory" not in enabled)
 
 
+def check_run_memory(config: RunConfig, plugins: Any, available: Any) -> None:
+    """`refuse_unplannable` for a run whose plugins are loaded (``plugins``: its `PluginSet`, extra plugins included;
+    ``available``: the plugins it was loaded from, for the fallback): what `sim.replay.replay` checks before its run
+    row, as the CLI's start check did before it. A library replay of a model that does not fit ran with an unlimited
+    KV cache, the plan's error a plugin error of an otherwise normal run."""
+    from controlplane.plugin_manager import instantiate
+
+    if "static-memory" not in available:
+        return
+    enabled = [p.info.name for p in plugins.loaded]
+    planner = memory_planner(config, enabled, lambda name: hasattr(plugins.get(name), "cp_plan_memory"),
+                             lambda settings: plugins.get("static-memory") if "static-memory" in enabled
+                             else instantiate(available["static-memory"], settings))
+    if planner is not None:
+        refuse_unplannable(config, planner, "invalid configuration:\n  ", fallback="static-memory" not in enabled)
+
+
 #: Memory planners that plan no simulated worker: it reports no device facts (`plugins/device_memory.py`).
 DEFER_IN_SIMULATION = frozenset({"device-memory"})
 

@@ -104,3 +104,36 @@ def test_a_gpu_the_catalogue_lacks_is_warned_of_with_the_one_probably_meant(tmp_
     said.clear()
     _check(*_config(tmp_path, {"latency_model": "linear", "gpu": "H100"}), said)
     assert said == []  # (an alias of the catalogue)
+
+
+@pytest.mark.parametrize("plugins", [[*PLUGINS, "static-memory"], PLUGINS])
+def test_a_library_replay_refuses_a_model_that_does_not_fit_as_the_cli_does(tmp_path, plugins):
+    """`sim.replay.replay` ran Llama-2-70B on one H200 (no room for one request's KV cache) on an unlimited cache and
+    reported a normal run, the plan's error a plugin error; `sim replay` refused it. Nothing is stored either way."""
+    from controlplane.testing import make_trace
+    from sim.replay import replay
+
+    db = tmp_path / "r.db"
+    _, config = _config(tmp_path, {"latency_model": "roofline",
+                                   "latency": {"model": "meta-llama/Llama-2-70b-hf", "gpu": "h200"}}, plugins,
+                        storage={"url": f"sqlite:///{db}"})
+    with pytest.raises(ConfigError, match=r"^invalid configuration:\n  cluster.models.0: meta-llama/Llama-2-70b-hf does "
+                                          r"not fit on h200 with tensor_parallel=1"):
+        replay(make_trace(3), config)
+    assert not db.exists() or "run" not in _tables(db) or not _runs(db)
+    _, config = _config(tmp_path, {"latency_model": "roofline", "latency": {"model": LLAMA7, "gpu": "h200"}}, plugins)
+    assert replay(make_trace(3), config, record=False).summary["num_completed"] == 3
+
+
+def _tables(db) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}
+
+
+def _runs(db) -> list:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select id from run").fetchall()
