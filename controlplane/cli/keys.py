@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from controlplane.cli.common import out
+from controlplane.cli import common
 
 app = typer.Typer(help="API keys of the daemon's inference endpoints (the config holds only their SHA-256).",
                   no_args_is_help=True)
@@ -69,6 +69,6 @@ def hash_(
 
     key = key if key is not None else _read_key()
     if not key:
-        out.print("[red]error:[/red] no key given (--key or one line on standard input)")
+        common.err.print("[red]error:[/red] no key given (--key or one line on standard input)")
         raise typer.Exit(2)
     typer.echo(_entry(hash_key(key), tenant))

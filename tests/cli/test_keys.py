@@ -48,6 +48,12 @@ def test_hash_reads_one_line_of_standard_input():
     assert empty.exit_code == 2 and "no key given" in empty.output
 
 
+def test_no_key_is_an_error_on_stderr():
+    """The error goes to stderr, as every command's does: stdout (a config entry, redirected to a file) stays empty."""
+    empty = runner.invoke(keys.app, ["hash", "team-b"], input="")
+    assert empty.exit_code == 2 and "no key given" in empty.stderr and empty.stdout == ""
+
+
 def test_hash_asks_for_the_key_on_a_terminal(monkeypatch):
     """On a terminal, a prompt (not echoed) instead of a silent wait for a line."""
     asked = []
