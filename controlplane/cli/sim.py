@@ -335,16 +335,16 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         with common.gc_paused():  # the simulator's imports, while the writer makes its engine
             from sim.replay import TraceTransforms
             from sim.replay import replay as run_replay
+            from sim.replay_trace import failed_note
             from sim.traces import bundled_trace_path, parse_options, parse_rate_profile
+            from sim.traces._io import not_a_trace_file
         path = trace if trace is not None else bundled_trace_path()
         if str(path).startswith("bundled:"):  # a bundled trace by name, as `python -m sim.traces` takes it
             path = bundled_trace_path(str(path).split(":", 1)[1])
         if format is None and trace is None:
             format = "azure"
-        from sim.traces._io import not_a_trace_file
-
-        if (error := not_a_trace_file(path)) is not None:  # (before the progress bar counts its rows: a pipe read
-            raise error  # once is empty for the replay)
+        if (error := not_a_trace_file(path)) is not None:  # (before the progress bar counts the rows of a pipe)
+            raise error
         options: dict[str, Any] = {}
         if qps is not None:
             options["qps"] = qps
@@ -373,8 +373,6 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                 _print_ended_summary(exc, json_out, "its rows spilled")
             if getattr(exc, "failed_run_id", None) is not None:  # (the trace failed mid-replay: what it stored)
                 _print_ended_summary(exc, json_out, "failed")
-                from sim.replay_trace import failed_note
-
                 db, note = common.db_option(cfg.storage.url, type(cfg.storage).model_fields["url"].default)
                 common.err.print(failed_note(exc, f"`controlplane runs show {exc.failed_run_id}{db}`{note}"),
                                  highlight=False, soft_wrap=True)
