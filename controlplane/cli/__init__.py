@@ -60,8 +60,30 @@ COMMANDS: dict[str, Callable[[typer.Typer, str], None]] = {
 }
 
 
-def _group_callback() -> None:
-    pass
+#: Every command's help options (``-h`` too, as most tools take it); click's contexts pass them on to
+#: each group's and command's own.
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+
+def _show_version(value: bool) -> None:
+    """``--version`` / ``-V``: the package's version, then exit (before any command runs)."""
+    if value:
+        import typer
+
+        from controlplane import __version__
+
+        typer.echo(f"controlplane {__version__}")
+        raise typer.Exit()
+
+
+def _group_callback_with(typer: Any) -> Callable[..., None]:
+    def _group_callback(
+        version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_show_version,
+                                     help="Print the version and exit."),
+    ) -> None:
+        pass
+
+    return _group_callback
 
 
 def _flags_without_type() -> None:
@@ -91,9 +113,10 @@ def build_app(names: Iterable[str] | None = None, *, subcommand: str | None = No
     import typer  # (imported here: `main` forks a replay's writer process before it)
 
     _flags_without_type()
-    app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
+    app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False,
+                      context_settings=CONTEXT_SETTINGS)
     # A group even with one command registered (typer would make a lone command the whole app).
-    app.callback()(_group_callback)
+    app.callback()(_group_callback_with(typer))
     for name in COMMANDS if names is None else names:
         if name == "sim" and subcommand == "replay":
             from controlplane.cli import sim
