@@ -18,7 +18,9 @@ from controlplane.storage.errors import StorageError, database_error, mask_passw
 _CONSOLES: dict[str, dict[str, Any]] = {"out": {}, "err": {"stderr": True}}
 #: Width of a console whose stream is not a terminal (a pipe, a file) when ``COLUMNS`` is unset:
 #: rich would wrap every table at 80 columns there, which folds a decision timeline's reasons and
-#: signals into a column of a few letters per line.
+#: signals into a column of a few letters per line. Messages on a stderr that is not a terminal
+#: (a log, a pipe) are not wrapped at all (``soft_wrap``): a message is one line, and a command it
+#: suggests is never split across two; tables still fit the width.
 PIPE_WIDTH = 160
 
 
@@ -31,6 +33,8 @@ def _console_options(name: str) -> dict[str, Any]:
         terminal = False
     if not terminal and not os.environ.get("COLUMNS"):
         options["width"] = PIPE_WIDTH
+    if not terminal and options.get("stderr"):
+        options["soft_wrap"] = True
     return options
 
 

@@ -89,3 +89,29 @@ def test_a_console_on_a_pipe_is_wide_unless_columns_says_otherwise(monkeypatch):
     monkeypatch.delenv("COLUMNS")
     monkeypatch.setattr("sys.stderr", Terminal())
     assert "width" not in common._console_options("err")
+
+
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_messages_on_a_stderr_that_is_not_a_terminal_are_one_line(monkeypatch, columns):
+    """A message of 300 characters (a suggested command in it) stays one line in a log or a pipe, with or
+    without ``COLUMNS``; a table there still fits the console's width."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    err = Console(**common._console_options("err"))
+    message = "warning: " + "word " * 55 + "then run `controlplane runs show 12 --db sqlite:////a/long/path/r.db`"
+    err.print(message, highlight=False)
+    assert err.file.getvalue() == message + "\n"
+    t = Table("key", "value")
+    t.add_row("reason", "word " * 100)
+    err.file.truncate(0)
+    err.file.seek(0)
+    err.print(t)
+    assert max(len(line) for line in err.file.getvalue().splitlines()) == err.width
