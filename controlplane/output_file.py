@@ -9,6 +9,8 @@
   extensions as NAME, which some writers read the format from), renamed over the output once it is complete.
   A failed or interrupted command leaves the previous file as it was and no partial one; an existing file is
   replaced (as ``cp``, ``curl -o`` and ``sort -o`` do), keeping its permissions.
+* A folder that does not exist is an error naming it (`check_folder`), checked before the command's work: no
+  folder is made (a typo in its name made a tree of them).
 * An output that exists and is not a regular file (``/dev/stdout``, ``/dev/null``, a named pipe) is written
   directly: there is nothing to replace.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["SQLITE_COMPANIONS", "check_not_read", "database_files", "replaced_on_success"]
+__all__ = ["SQLITE_COMPANIONS", "check_folder", "check_not_read", "database_files", "replaced_on_success"]
 
 #: The files SQLite keeps beside a database ``runs.db``: its write-ahead log, its shared-memory index and its
 #: rollback journal. Writing over one of them loses (or corrupts) the database's latest rows.
@@ -92,6 +94,16 @@ def check_not_read(output: Path, reads: Iterable[tuple[str, Path]], *, option: s
                              f"destroy it: choose another file")
 
 
+def check_folder(output: Path) -> None:
+    """``output``'s folder exists (after a symbolic link ``output`` is): else an error naming both, as every
+    command that writes a file says it (``runs export -o``, ``runs plot -o``, ``runs report --html``): a
+    typo in a folder's name makes no folders. Called before the work, and again by `replaced_on_success`."""
+    output = Path(output)
+    folder = (Path(os.path.realpath(output)) if output.is_symlink() else output).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"its folder {folder} does not exist", str(output))
+
+
 def _resolved(path: Path) -> str:
     return os.path.normcase(os.path.realpath(os.path.abspath(path)))
 
@@ -119,8 +131,8 @@ def replaced_on_success(output: Path, *, reads: Iterable[tuple[str, Path]] = (),
     folder = target.parent
     if make_folder:
         folder.mkdir(parents=True, exist_ok=True)
-    elif not folder.is_dir():
-        raise FileNotFoundError(errno.ENOENT, f"its folder {folder} does not exist", str(output))
+    else:
+        check_folder(output)
     temp = _create_temp(folder, target.name, existing)
     try:
         yield temp

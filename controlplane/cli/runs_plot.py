@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from controlplane.cli.runs_timeline import scale_decisions
-from controlplane.output_file import check_not_read, database_files, replaced_on_success
+from controlplane.output_file import check_folder, check_not_read, database_files, replaced_on_success
 from controlplane.storage.models import MetricSample, Request
 from controlplane.storage.queries import get_run
 
@@ -155,6 +155,7 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     (series names, decision counts, the run's row) for the caller to report."""
     fmt = plot_format(output)  # (before anything is read or made: a refused extension leaves no file)
     check_not_read(output, database_files(engine))  # (nor a minute's drawing to find out)
+    check_folder(output)  # (a missing folder is refused, as runs export -o refuses it: no folders made)
     run = get_run(engine, run_id)
     series = load_series(engine, run_id)
     latency = _latency_windows(engine, run_id, window_s)
@@ -195,7 +196,7 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     fig.tight_layout()
     output = Path(output)
     try:  # (never over the database it reads; the file appears, or is replaced, only once drawn whole)
-        with replaced_on_success(output, reads=database_files(engine), make_folder=True) as partial:
+        with replaced_on_success(output, reads=database_files(engine)) as partial:
             fig.savefig(partial, format=fmt, dpi=90)
     finally:
         plt.close(fig)

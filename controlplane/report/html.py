@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from controlplane.output_file import check_not_read, database_files, replaced_on_success
+from controlplane.output_file import check_folder, check_not_read, database_files, replaced_on_success
 from controlplane.report import plots
 from controlplane.report.configs import configurations, split_by_seeds
 from controlplane.report.cost import cost_unit, run_cost, unknown_cost_reason
@@ -213,7 +213,8 @@ def write_report(engine: Engine, path: str | Path, *, run_id: int | None = None,
     out = Path(path)
     reads = database_files(engine)
     check_not_read(out, reads, option=option)  # (before the report is made)
+    check_folder(out)  # (a missing folder is refused, as runs export -o refuses it: no folders made)
     page = run_report(engine, run_id) if run_id is not None else sweep_report(engine, sweep_id)
-    with replaced_on_success(out, reads=reads, option=option, make_folder=True) as partial:
+    with replaced_on_success(out, reads=reads, option=option) as partial:
         partial.write_text(page, encoding="utf-8")
     return out

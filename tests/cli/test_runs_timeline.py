@@ -83,7 +83,7 @@ def test_compare_decisions_shows_where_policies_differ(runs):
 
 def test_plot_writes_a_png(runs, tmp_path):
     url, run_id, _ = runs
-    out = tmp_path / "plots" / "run.png"
+    out = tmp_path / "run.png"
     res = runner.invoke(app, ["runs", "plot", str(run_id), "--db", url, "-o", str(out)])
     assert res.exit_code == 0, res.output
     data = out.read_bytes()
