@@ -163,6 +163,13 @@ class PoolBackend(Backend):
             processes += (self._executor._processes or {}).values()  # (3.11 has no public way)
         for process in processes:
             process.terminate()  # (a run in flight would be waited for to its end, and its result dropped)
+        for process in processes:
+            # A worker's replay takes SIGTERM as a clean stop and then sends its run back, into a pipe that
+            # nobody reads once the pool is shut down: it hung there, and close() with it (2 runs in 10).
+            process.join(timeout=2.0)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5.0)
         self._dropped = []
         self.close()
 
