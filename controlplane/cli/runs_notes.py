@@ -71,8 +71,8 @@ def stopped_line(run: dict[str, Any]) -> str | None:
     if stopped is None:
         return None
     summary = run.get("summary") or {}
-    left = (f"; {summary['num_in_flight']:,} requests in flight were cut off"
-            if summary.get("num_in_flight") else "")
+    n = summary.get("num_in_flight")
+    left = f"; {n:,} {'request' if n == 1 else 'requests'} in flight {'was' if n == 1 else 'were'} cut off" if n else ""
     if stopped.startswith("until="):
         return (f"stopped at --until: simulated second {stopped.removeprefix('until=').removesuffix(' s')} (requests "
                 f"arriving later were not replayed{left})")

@@ -49,3 +49,14 @@ def test_an_interrupted_run_counts_as_stopped_where_it_was_interrupted():
     run = {"id": 4, "config": {"sim": {"until_s": None}}, "summary": {"interrupted_at_s": 412.5, "sim_end_s": 412.5}}
     assert stopped_early(run) == "interrupted at 412.5 s"
     assert stopped_early({"id": 5, "config": {}, "summary": {"sim_end_s": 30.0}}) is None
+
+
+def test_one_request_cut_off_is_said_in_the_singular():
+    from controlplane.cli.runs_notes import stopped_line
+
+    def line(n):
+        return stopped_line({"summary": {"num_in_flight": n},
+                             "config": {"sim": {"until_s": 60.0}}, "id": 1})
+
+    one, two = line(1), line(2)
+    assert "1 request in flight was cut off" in one and "2 requests in flight were cut off" in two
