@@ -255,7 +255,9 @@ def compare(
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence level.")] = 0.95,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples (their time grows with them and with "
                                            "the runs' requests: ~1.5 s for 1,000 of two runs of 100,000).")] = 1000,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object (with "
+                                           "workloads_differ, and the decisions' differences with --decisions).")]
+    = False,
     decisions: Annotated[bool, typer.Option("--decisions", help="Where the scale decisions differ: A's policy "
                                             "against B's, and each shadow policy against its run's active one.")]
     = False,
@@ -294,6 +296,8 @@ def compare(
                                         progress=progress)
                 model_diffs = compare_by_model(samples_a, samples_b, confidence=confidence, n_resamples=resamples,
                                                progress=progress)
+    with user_errors():
+        workloads = workload_note((*runs_a, *runs_b), engine)  # (the runs replayed different requests: '' if not)
     if json_out:
         import json
 
@@ -301,10 +305,17 @@ def compare(
         by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci
                     else by_model_diffs_json(runs_a, runs_b))
         runs = (*runs_a, *runs_b)  # each run's SLO targets: its attainment is counted against its own
+        found: dict[str, Any] = {}
+        if decisions:  # (as the tables say it: A's first run against B's first, then each run's shadows)
+            from controlplane.cli.runs_timeline import decision_comparisons
+
+            with user_errors():
+                found["decisions"] = decision_comparisons(engine, side_a[0], side_b[0])
         typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics,
                                "slo_targets": {str(r["id"]): slo_targets(r) for r in runs},
                                "slo_targets_differ": targets_differ(runs),
-                               **({"by_model": by_model} if by_model else {})}, sort_keys=True))
+                               "workloads_differ": bool(workloads), "workloads_note": workloads or None,
+                               **({"by_model": by_model} if by_model else {}), **found}, sort_keys=True))
         return
     if len(side_a) == 1 and len(side_b) == 1:
         ra, rb = runs_a[0], runs_b[0]
@@ -328,10 +339,11 @@ def compare(
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))
         for model, model_diff in model_diffs.items():
             out.print(ci_table(model_diff, f"model {model}: B - A", confidence))
+    # Notes on stderr, as every command's (stdout holds the tables alone).
     if note := targets_note((*runs_a, *runs_b)):  # (in every mode: --no-ci's SLO row too is each run's own)
-        out.print(note, highlight=False)
-    if note := workload_note((*runs_a, *runs_b), engine):
-        out.print(note, highlight=False)
+        err.print(note, highlight=False, markup=False)
+    if workloads:
+        err.print(workloads, highlight=False, markup=False)
     if decisions:
         from controlplane.cli.runs_timeline import compare_decisions
 

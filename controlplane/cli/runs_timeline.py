@@ -15,8 +15,8 @@ from controlplane.cli.common import fmt_value
 from controlplane.storage.models import Decision
 from controlplane.storage.queries import get_run
 
-__all__ = ["decision_differences", "differences_table", "scale_decisions", "starting_replicas", "target_steps",
-           "timeline_table"]
+__all__ = ["compare_decisions", "decision_comparisons", "decision_differences", "differences_table",
+           "scale_decisions", "starting_replicas", "target_steps", "timeline_table"]
 
 SCALE_ACTIONS = ("scale", "shadow_scale", "scale_unplaced", "scale_held")
 ACTION_LABELS = {"scale": "scale", "shadow_scale": "shadow", "scale_unplaced": "unplaced", "scale_held": "held"}
@@ -191,26 +191,40 @@ def _end_s(engine: Engine, run_id: int) -> float | None:
     return run.get("sim_end_s") if run else None
 
 
-def compare_decisions(engine: Engine, run_a: int, run_b: int) -> list[Table]:
-    """Tables for `runs compare A B --decisions`: A's active policy against B's, then each shadow
-    policy of either run against that run's active one."""
+def decision_comparisons(engine: Engine, run_a: int, run_b: int) -> list[dict[str, Any]]:
+    """What `runs compare A B --decisions` compares, as data (its ``--json``): A's active targets against B's
+    (``{"kind": "runs", "a": A, "b": B, "up_to_s": the shorter run's end or None, "differences": [...]}``),
+    then each shadow policy of either run against that run's active one (``{"kind": "shadow", "run": R,
+    "shadow": plugin, "differences": [...]}``); each difference as `decision_differences` gives it."""
     rows_a, rows_b = scale_decisions(engine, run_a), scale_decisions(engine, run_b)
     start = {run_a: starting_replicas(engine, run_a), run_b: starting_replicas(engine, run_b)}
     steps_a, steps_b = target_steps(rows_a, start=start[run_a]), target_steps(rows_b, start=start[run_b])
     ends = {run_id: _end_s(engine, run_id) for run_id in (run_a, run_b)}
     known = [e for e in ends.values() if e is not None]
     first_end = min(known) if len(known) == 2 and ends[run_a] != ends[run_b] else None
-    title = f"scale targets: run {run_a} vs run {run_b} (where they differ)"
-    if first_end is not None:  # (the shorter run's last target does not go on after it ended)
-        shorter = run_a if ends[run_a] == first_end else run_b
-        title += f", up to {first_end:.0f} s, when run {shorter} ended"
-    tables = [differences_table(decision_differences(steps_a, steps_b, first_end), title,
-                                f"run {run_a}", f"run {run_b}")]
+    found = [{"kind": "runs", "a": run_a, "b": run_b, "up_to_s": first_end,
+              "shorter": (run_a if ends[run_a] == first_end else run_b) if first_end is not None else None,
+              "differences": decision_differences(steps_a, steps_b, first_end)}]
     for run_id, rows in ((run_a, rows_a), (run_b, rows_b)):
         active = target_steps(rows, start=start[run_id])
         for shadow in sorted({r["plugin"] for r in rows if r["action"] == "shadow_scale"}):
             shadow_steps = target_steps(rows, action="shadow_scale", plugin=shadow, start=start[run_id])
-            diffs = decision_differences(active, shadow_steps)
-            tables.append(differences_table(diffs, f"run {run_id}: active vs shadow {shadow} (where they differ)",
-                                            "active", shadow))
+            found.append({"kind": "shadow", "run": run_id, "shadow": shadow,
+                          "differences": decision_differences(active, shadow_steps)})
+    return found
+
+
+def compare_decisions(engine: Engine, run_a: int, run_b: int) -> list[Table]:
+    """Tables for `runs compare A B --decisions`: A's active policy against B's, then each shadow
+    policy of either run against that run's active one (`decision_comparisons`)."""
+    tables = []
+    for c in decision_comparisons(engine, run_a, run_b):
+        if c["kind"] == "runs":
+            title = f"scale targets: run {run_a} vs run {run_b} (where they differ)"
+            if c["up_to_s"] is not None:  # (the shorter run's last target does not go on after it ended)
+                title += f", up to {c['up_to_s']:.0f} s, when run {c['shorter']} ended"
+            tables.append(differences_table(c["differences"], title, f"run {run_a}", f"run {run_b}"))
+        else:
+            tables.append(differences_table(c["differences"], f"run {c['run']}: active vs shadow {c['shadow']} "
+                                            "(where they differ)", "active", c["shadow"]))
     return tables
