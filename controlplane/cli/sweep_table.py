@@ -1,7 +1,7 @@
 """The table `controlplane sim sweep` prints: a run a row, the overrides that tell its point from
 the others, then its metrics (attainment, TTFT and TPOT p99, GPU-hours, cost), which no terminal
 width cuts: an override's value wraps instead, and a key with one value in every run is said
-once, in the caption."""
+once, in the caption. A terminal too narrow for a run a row gets a key and value a line instead."""
 
 from __future__ import annotations
 
@@ -49,15 +49,33 @@ def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
         t.add_column(col)
     for row in rows:
         t.add_row(*(Text(cell) for cell in row))  # (a value's brackets are not markup)
-    if width is not None:
-        _fit(t, rows, columns, range(2, 2 + len(varied)), width)
+    if width is not None and not _fit(t, rows, columns, range(2, 2 + len(varied)), width):
+        return _vertical(title, rows, columns, t.caption)
     return t
 
 
-def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], overrides: range, width: int) -> None:
+def _vertical(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...], caption: Any) -> Any:
+    """The runs one key and value a line, a run after the other (a terminal too narrow for a run a row:
+    no column is dropped and no number cut). The keys are whole; a long value folds onto the next lines."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=title, show_header=False, caption=caption, box=box.SIMPLE, pad_edge=False,
+              collapse_padding=True)
+    t.add_column("key", style="bold", no_wrap=True, min_width=max(len(c) for c in columns))
+    t.add_column("value", overflow="fold")
+    for i, row in enumerate(rows):
+        for j, (column, cell) in enumerate(zip(columns, row)):
+            t.add_row(column, Text(cell), end_section=j == len(row) - 1 and i < len(rows) - 1)
+    return t
+
+
+def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], overrides: range, width: int) -> bool:
     """Fit the table ``t`` into ``width`` when it is wider: every column but the overrides' as wide as
     its widest value (its header wraps between words), the overrides' values folded into what is
-    left, the widest first (each at least 3 characters)."""
+    left, the widest first (each at least 3 characters). False where even that is wider than
+    ``width`` (a value would be cut or a column dropped: `_vertical` then)."""
     from rich.console import Console
     from rich.measure import Measurement
 
@@ -65,7 +83,7 @@ def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], override
     caption, t.caption = t.caption, None  # (measured without its caption, which wraps in any width)
     try:
         if Measurement.get(console, console.options, t).maximum <= width:
-            return
+            return True
         widths = [max([len(row[j]) for row in rows] + [max(len(w) for w in columns[j].split())])
                   for j in range(len(columns))]
         natural = {j: max([len(row[j]) for row in rows] + [len(columns[j])]) for j in overrides}
@@ -79,6 +97,7 @@ def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], override
         for j in overrides:
             t.columns[j].overflow = "fold"
             t.columns[j].min_width = t.columns[j].max_width = min(natural[j], cap)
+        return Measurement.get(console, console.options, t).maximum <= width
     finally:
         t.caption = caption
 

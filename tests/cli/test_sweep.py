@@ -483,3 +483,29 @@ def test_a_searchs_stored_runs_are_named_as_a_sweeps_are(tmp_path):
     names = sorted(r["name"] for r in list_runs(engine))
     engine.dispose()
     assert names and all(re.fullmatch(r"named #\d+ seed [01]", n) for n in names), names  # were all None
+
+
+@pytest.mark.parametrize("width", [40, 30])
+def test_a_terminal_too_narrow_for_a_run_a_row_gets_a_key_and_value_a_line(width):
+    """At 40 columns the table dropped its last columns (gpu-h, cost) and cut 0.2133 to 0.21, with no mark:
+    now every key and value shows whole, one a line, a run after the other."""
+    from controlplane.cli.sweep import sweep_table
+    from rich.console import Console
+
+    runs = [{"id": i + 1, "seed": 0, "overrides": {"cluster.models.0.gpu": gpu, "cluster.models.0.replicas": n},
+             "summary": {"slo_attainment": 0.9833, "ttft_p99_s": 1.234, "tpot_p99_s": 0.05678, "gpu_seconds": 768.0,
+                         "cost_usd": cost}}
+            for i, (gpu, n, cost) in enumerate([("h100-80gb", 2, 0.2133), ("a100-80gb", 3, 0.4125)])]
+    console = Console(width=width, record=True)
+    console.print(sweep_table(runs, "sweep 1", width=width))
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= width
+    keys = ("run", "seed", "gpu", "replicas", "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h", "cost (USD)")
+    said = [(key, line[len(key) + 1:].strip()) for line in text.splitlines() for key in keys
+            if re.match(rf" {re.escape(key)}  +\S+ *$", line)]
+    assert said == [(key, value) for run in (("1", "0", "h100-80gb", "2", "0.9833", "1.234", "0.05678", "0.21", "0.2133"),
+                                             ("2", "0", "a100-80gb", "3", "0.9833", "1.234", "0.05678", "0.21", "0.4125"))
+                    for key, value in zip(keys, run)]
+    wide = Console(width=120, record=True)  # (a table that fits: a run a row, as before)
+    wide.print(sweep_table(runs, "sweep 1", width=120))
+    assert re.search(r" 1 +0 +h100-80gb +2 +0\.9833 +1\.234 +0\.05678 +0\.21 +0\.2133", wide.export_text())
