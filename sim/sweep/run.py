@@ -20,7 +20,7 @@ from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stoppi
 from sim.sweep.lock import SweepLock
 from sim.sweep.main_guard import check_main_guard
 from sim.sweep.spec import LoadedSpec, Point
-from sim.sweep.store import create_or_resume, finish_sweep, last_end, store_outcome, stored_keys
+from sim.sweep.store import create_or_resume, finish_sweep, last_end, store_outcome, stored_keys, sweep_runs
 from sim.sweep.worker import RunOutcome, RunTask
 from sim.traces import TraceRequest
 
@@ -38,6 +38,9 @@ class SweepInterrupted(KeyboardInterrupt):
 
 @dataclass
 class SweepResult:
+    """What `run_sweep` did; `runs` reads the sweep's runs back, with their summaries (what `sim sweep --json`
+    prints)."""
+
     sweep_id: int
     resumed: bool
     total: int  # runs in the sweep
@@ -46,6 +49,19 @@ class SweepResult:
     run_ids: dict[str, int] = field(default_factory=dict)  # point key -> run id, of the runs done now
     failed: dict[str, str] = field(default_factory=dict)  # point key -> error, of runs that raised (done again on resume)
     backend: str = "serial"
+    db_url: str | None = None  # the database the sweep is stored in
+
+    def runs(self, engine: Engine | None = None) -> list[dict[str, Any]]:
+        """Every run the sweep has stored (those of earlier attempts of a resumed one too), in run id order: dicts
+        with ``id``, ``sweep_key``, ``seed``, ``config``, ``summary``, ``status`` and ``overrides`` (the point's
+        dotted keys), read from ``engine``, else from `db_url`."""
+        own = engine is None
+        engine = engine if engine is not None else make_engine(self.db_url)
+        try:
+            return sweep_runs(engine, self.sweep_id)
+        finally:
+            if own:
+                engine.dispose()
 
 
 def transforms_of(loaded: LoadedSpec, *, limit: int | None = None) -> TraceTransforms:
@@ -158,7 +174,7 @@ def run_sweep(
         raise
     done = stored_keys(engine, sweep_id)
     pending = [t for t in tasks if t.key not in done]
-    result = SweepResult(sweep_id, resumed, len(tasks), len(tasks) - len(pending), 0)
+    result = SweepResult(sweep_id, resumed, len(tasks), len(tasks) - len(pending), 0, db_url=db_url)
     status, completed = "failed", False
     stopping = ExitStack()  # (once stopped before its end: the cleanup with a further Ctrl-C held)
     try:

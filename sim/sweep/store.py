@@ -125,7 +125,8 @@ def finish_sweep(engine: Engine, sweep_id: int, status: str, result: dict[str, A
 
 
 def sweep_runs(engine: Engine, sweep_id: int) -> list[dict[str, Any]]:
-    """The sweep's finished runs (id, key, seed, config, summary), in run id order."""
+    """The sweep's stored runs, whatever their status (id, sweep_key, seed, config, summary, status, and
+    overrides: the point's dotted keys), in run id order."""
     cols = (_RUN.c.id, _RUN.c.sweep_key, _RUN.c.seed, _RUN.c.config, _RUN.c.summary, _RUN.c.status, _RUN.c.notes)
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in

@@ -197,6 +197,26 @@ class _Interrupting(Backend):
             yield outcome
 
 
+def test_a_sweep_result_reads_its_runs_and_their_summaries_back(tmp_path):
+    # (it held only run ids, while `sim sweep --json` printed each run's summary)
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    loaded = load_spec(data={**SPEC, "seeds": [0]})
+    result = run_sweep(loaded, db, backend="serial")
+    runs = result.runs()
+    assert [r["id"] for r in runs] == sorted(result.run_ids.values()) and len(runs) == 4
+    assert {r["sweep_key"] for r in runs} == set(result.run_ids)
+    for r in runs:
+        assert r["status"] == "finished" and r["summary"]["run_id"] == r["id"]
+        assert r["summary"]["num_requests"] == 150 and set(r["overrides"]) == set(SPEC["space"])
+    again = run_sweep(loaded, db, backend="serial")  # a resume that runs nothing reads every run back too
+    assert again.run_ids == {} and [r["id"] for r in again.runs()] == [r["id"] for r in runs]
+    engine = make_engine(db)
+    try:
+        assert again.runs(engine) == runs
+    finally:
+        engine.dispose()
+
+
 def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     loaded = load_spec(data=SPEC)
