@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from controlplane.iterations import prefilled_by, progress_after, tokens_after
+
 if TYPE_CHECKING:
     from controlplane.config import RunConfig
-    from controlplane.types import Worker
+    from controlplane.types import Batch, Request, Worker
 
 
 class Clock:
@@ -59,7 +61,7 @@ class PolicyContext:
     """
 
     __slots__ = ("_clock", "_rng", "_rng_seed", "ids", "config", "run", "workers", "metrics", "_prefix_peek", "_kv_now",
-                 "_progress_now", "serves_by_priority")
+                 "_batch_now", "serves_by_priority")
 
     def __init__(
         self,
@@ -87,7 +89,7 @@ class PolicyContext:
         self.metrics = metrics  # the core's gauges: each tick's queues and arrival rate (0 before the first)
         self._prefix_peek = None  # the cp_prefix_peek caller, bound by the core's PolicyCalls
         self._kv_now = None  # the driver's count of KV blocks mid-batch (`kv_blocks_used`), where it has one
-        self._progress_now = None  # the driver's progress of a batch mid-batch (`batch_progress`), where it has one
+        self._batch_now = None  # the driver's iterations of a batch finished mid-batch (`batch_now`), where it has one
         #: The batcher the core asks first serves waiting requests by priority (it declares ``serves_by_priority =
         #: True``, as ``priority-continuous-batching``): a request waits only for those at its priority or above and
         #: the running ones (the routers' expected waits, `plugins.routing_wait`). Set by the core's `PolicyCalls`.
@@ -115,20 +117,47 @@ class PolicyContext:
         count = self._kv_now
         return worker.num_kv_blocks_used if count is None else count(worker)
 
-    def bind_progress_now(self, progress) -> None:
-        """``progress(worker)``: what ``worker``'s running batch has done by now and its requests and ``busy_s``
-        do not show yet (`batch_progress`), for a driver whose batches run several iterations between the
-        core's updates (the simulator's fast mode)."""
-        self._progress_now = progress
+    def bind_batch_now(self, batch_now) -> None:
+        """``batch_now(worker)``: ``worker``'s running batch and what of it finished by now (`batch_now`), for a driver
+        whose batches run several iterations between the core's updates (the simulator's fast mode)."""
+        self._batch_now = batch_now
+
+    def batch_now(self, worker: Worker) -> tuple[Batch, int, float, float | None] | None:
+        """(batch, k, busy_s, first_end_s): ``worker``'s running batch, the k >= 1 iterations of it finished by now
+        that the core has not applied yet (it applies a batch at its end), the busy seconds they took and when its
+        prefill iteration ended (None: it has none). None where nothing is pending: a batch is one iteration (the
+        exact mode, a live worker) or none of it finished yet. In the simulator's fast mode a batch runs many
+        iterations; the exact mode (one batch an iteration) has applied those finished by now. Read what the
+        accessors below derive from it rather than the batch itself."""
+        batch_now = self._batch_now
+        return None if batch_now is None else batch_now(worker)
 
     def batch_progress(self, worker: Worker) -> tuple[int, float]:
         """(tokens, seconds): what ``worker``'s running batch computed by now beyond its requests' progress (prompt
         tokens prefilled and output tokens generated, as `plugins.scorers.work_tokens` counts them down) and the
-        busy seconds it took beyond ``worker.busy_s``. The core applies a batch at its end; in the simulator's fast
-        mode a batch runs many iterations, and this counts those finished by now, as the exact mode (one batch an
-        iteration) has applied them. (0, 0.0) elsewhere: a batch is one iteration."""
-        progress = self._progress_now
-        return (0, 0.0) if progress is None else progress(worker)
+        busy seconds it took beyond ``worker.busy_s`` (`batch_now`); (0, 0.0) where nothing is pending."""
+        now = self.batch_now(worker)
+        if now is None:
+            return 0, 0.0
+        return tokens_after(now[0], now[1]), now[2]
+
+    def request_progress(self, worker: Worker) -> dict[Request, tuple[int, int, float | None]]:
+        """request -> (``output_tokens``, ``num_computed_tokens``, ``first_token_s``) as of now, for ``worker``'s
+        running requests whose progress its running batch made and the core has not applied yet (`batch_now`);
+        empty where nothing is pending: every running request's own fields are as of now. A policy that reads a
+        running request's progress mid-batch reads it here first, so the simulator's fast and exact modes agree."""
+        now = self.batch_now(worker)
+        if now is None:
+            return {}
+        return progress_after(now[0], now[1], now[3])
+
+    def prefilled_now(self, worker: Worker) -> list[Request]:
+        """The requests whose prompt ``worker``'s running batch completed by now and the core has not applied yet
+        (`batch_now`), in the order it will (their prefix blocks are stored then); [] where nothing is pending."""
+        now = self.batch_now(worker)
+        if now is None:
+            return []
+        return prefilled_by(now[0], now[1])
 
     @property
     def now_s(self) -> float:

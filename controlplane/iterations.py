@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from controlplane.decisions import BatchPlan
 from controlplane.types import Batch, Request
 
-__all__ = ["advance_batch", "plan_iterations", "tokens_after"]
+__all__ = ["advance_batch", "plan_iterations", "prefilled_by", "progress_after", "tokens_after"]
 
 
 def plan_iterations(
@@ -88,3 +88,39 @@ def tokens_after(batch: Batch, num_iterations: int) -> int:
     for r, n in batch.prefill:
         tokens += n + (r.num_computed_tokens + n >= r.prompt_tokens + r.recompute_tokens)
     return tokens
+
+
+def progress_after(batch: Batch, num_iterations: int, first_end_s: float | None
+                   ) -> dict[Request, tuple[int, int, float | None]]:
+    """What ``num_iterations`` (>= 1) finished iterations of ``batch`` made of its requests, without applying it:
+    request -> (``output_tokens``, ``num_computed_tokens``, ``first_token_s``) as `advance_batch` leaves them, for the
+    requests it changes (a prefill's first token stamped at ``first_end_s``). For a read mid-batch
+    (`PolicyContext.request_progress`): the simulator's fast mode applies a batch at its end."""
+    k = num_iterations
+    out: dict[Request, tuple[int, int, float | None]] = {}
+    if not batch.prefill:
+        for r in batch.decode:
+            out[r] = (r.output_tokens + k, r.num_computed_tokens, r.first_token_s)
+        return out
+    for r, n in batch.prefill:
+        computed, made, first = r.num_computed_tokens + n, r.output_tokens, r.first_token_s
+        if computed >= r.prompt_tokens + r.recompute_tokens:
+            made += 1  # the prefill iteration samples the next token
+            if first is None:
+                first = first_end_s
+        out[r] = (made, computed, first)
+    for r in batch.decode:
+        out[r] = (r.output_tokens + 1, r.num_computed_tokens, r.first_token_s)
+    if k > 1:
+        for r in batch.then_decode:
+            made, computed, first = out.get(r) or (r.output_tokens, r.num_computed_tokens, r.first_token_s)
+            out[r] = (made + k - 1, computed, first)
+    return out
+
+
+def prefilled_by(batch: Batch, num_iterations: int) -> list[Request]:
+    """The requests whose prompt ``num_iterations`` finished iterations of ``batch`` completed, in the order
+    `advance_batch` returns them (the order the core stores their prefix blocks); [] before its first ended."""
+    if not num_iterations or not batch.prefill:
+        return []
+    return [r for r, n in batch.prefill if r.num_computed_tokens + n >= r.prompt_tokens + r.recompute_tokens]

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission
 from controlplane.events import IterationTimed, RequestFinished, WorkerChanged
-from controlplane.types import Decision, ReasonCode
+from controlplane.types import ReasonCode
 from plugins.finish_time import FinishTimes
 from plugins.output_lengths import OutputLengths
 
@@ -79,7 +79,7 @@ class QueueLimit(Plugin):
                              code=ReasonCode.TOO_LONG)
         workers = [w for w in ctx.workers.values() if w.model == request.model and w.accepts_requests]
         if s.max_finish_s is not None and workers:
-            late = self._too_late(workers, request, ctx.now_s)
+            late = self._too_late(ctx, workers, request)
             if late is not None:
                 return late
         if s.max_queued is None and s.max_queued_per_replica is None:
@@ -93,11 +93,11 @@ class QueueLimit(Plugin):
             return Admission(False, f"queue full: {queued} waiting >= limit {limit}", code=ReasonCode.QUEUE_FULL)
         return None  # within the limit: defer, so admission policies listed after this one still decide
 
-    def _too_late(self, workers, request, now_s: float) -> Admission | None:
+    def _too_late(self, ctx, workers, request) -> Admission | None:
         """The refusal of a request no replica is predicted to finish within ``max_finish_s`` (None:
         one is, one is idle, or one has a free batch slot and no iteration was timed yet)."""
         limit = self.settings.max_finish_s
-        predictions = self._finish.predict(workers, request, now_s)
+        predictions = self._finish.predict(workers, request, ctx.now_s, ctx)  # (as of now: ctx's progress)
         known = [p for p in predictions if p.finish_s is not None]
         on_time = [p for p in predictions if p.idle or (not p.waits if p.finish_s is None else p.finish_s <= limit)]
         if on_time:
@@ -147,17 +147,17 @@ class QueueLimit(Plugin):
                 self._finish.iteration_row(w.model, event.row, event.start_s)
                 self._finish.look(w, event.start_s)
             return
-        wid = None  # iterations are timed as batches start and requests finish, not only as they arrive
-        if kind is Decision and event.action == "batch":  # (batch decisions: storage.record_batches)
-            wid = event.subject
-        elif kind is RequestFinished:
-            wid = event.request.worker_id
+        # Iterations are timed as requests finish, not only as they arrive; not as batches start: the simulator's
+        # exact mode starts a batch every iteration, its fast mode one every many, so the looks and the times they
+        # measure would depend on the mode (a live run looks every iteration anyway, above).
+        if kind is RequestFinished:
             if self._on_time:  # admitted, then refused, blocked or served from a cache: never routed
                 self._on_time.pop(event.request.request_id, None)
             self._finish.lengths.finished(event.request)
             self._finish.finished(event.request)  # (the prompt tokens it prefilled since the last look)
-        w = ctx.workers.get(wid) if wid is not None else None
-        if w is not None:
-            self._finish.look(w, ctx.now_s)
+            wid = event.request.worker_id
+            w = ctx.workers.get(wid) if wid is not None else None
+            if w is not None:
+                self._finish.look(w, ctx.now_s, ctx.request_progress(w))
         elif kind is WorkerChanged and event.kind in ("failed", "stopped"):
             self._finish.forget(event.worker_id)

@@ -11,14 +11,18 @@ another (learnt from a small batch, it admits a burst that then runs too slowly;
 full one, it refuses what a small batch would serve). It is measured on each replica between
 two looks ``SAMPLE_S`` to ``SAMPLE_MAX_S`` apart: the running requests present both times, ``k``
 of them, made ``n`` tokens in ``dt`` seconds, so an iteration took ``dt * k / n``. It looks as
-requests arrive and finish, as batches start (with ``storage.record_batches``) and, in a live run,
-at the start of every iteration (queue-limit's ``IterationTimed``, fed for each worker step that
-computed, with the run time the core started it: the tokens that step makes are not counted yet,
-so the span and the tokens match). The last makes a busy live replica timed every ``SAMPLE_S`` or
-so whatever the traffic: without it, a lone long request with nothing arriving or finishing gives
-looks further apart than ``SAMPLE_MAX_S``, no sample, and once every time is stale, admission
-falls back to free batch slots only. (A simulated batch runs several iterations and reports its
-tokens at its end only, so there the looks are the events above.)
+requests arrive and finish and, in a live run, at the start of every iteration (queue-limit's
+``IterationTimed``, fed for each worker step that computed, with the run time the core started it:
+the tokens that step makes are not counted yet, so the span and the tokens match). The last makes a
+busy live replica timed every ``SAMPLE_S`` or so whatever the traffic: without it, a lone long request
+with nothing arriving or finishing gives looks further apart than ``SAMPLE_MAX_S``, no sample, and once
+every time is stale, admission falls back to free batch slots only. It does not look as batches start:
+the simulator's exact mode starts one every iteration and its fast mode one every many, so the looks, and
+the times measured, differed between the modes (on the bundled trace at x2 on two replicas with
+``max_finish_s: 20``, 1,347 refused fast against 1,097 exact); a simulated replay looks as requests arrive
+and finish, in both modes alike. A look reads the running requests' tokens as of now
+(``ctx.request_progress``: a fast-mode batch of many iterations applies them at its end, the exact mode
+each iteration).
 Samples are kept per model as exponentially weighted means per batch size (the larger of the two
 looks') rounded up to a power of two, each with the run time it was last updated.
 
@@ -66,7 +70,9 @@ work queued ahead takes the longer of the two, not their sum (which would count 
 approximation, right on average: exact when the queue ahead has the mix of work the spans measured, otherwise off by
 about the other kind's share of it; chunked or prefill-first alike. A prompt's prefix-cache hit is not known before it
 is scheduled: a waiting prompt counts in full.
-Only the run time, the cluster view and finished requests are read: the same in both modes.
+Only the run time, the cluster view and finished requests are read: the same in a live run and a simulated one,
+and in the simulator's fast and exact modes (the running requests' progress and the free KV blocks as of now:
+``ctx.request_progress``, ``ctx.kv_blocks_used``; `tests/controlplane/test_exact_mode.py`).
 
 On the replica where it would finish soonest, a request with ``L`` tokens to generate and ``P`` prompt tokens to
 prefill finishes at
@@ -99,7 +105,9 @@ total the queue keeps (``remaining_prefill_tokens``). The running ones (at most 
 Measured on 2026-12-06 (docs/daemon.md#overload): the bundled Azure code trace (about 2,000 prompt tokens to 30
 output tokens a request) at x5 on two fixed replicas with ``max_finish_s: 60`` refused 122 of 44,095 requests while
 the admitted waited 576 s at the median (2.9% finished within 60 s); with prefill priced it refuses 15,849 and 84.6%
-of the admitted finish within 60 s (queue p50 42 s, p99 65 s).
+of the admitted finish within 60 s (queue p50 42 s, p99 65 s). Since 2026-12-07 (no looks as batches start), with the
+bundled config's plugins less ``slo-planner``: 15,903 refused, 87.98% within 60 s (queue p50 41.6 s, p99 62.3 s),
+against 15,919 and 86.91% with the looks as batches start.
 """
 
 from __future__ import annotations
@@ -166,16 +174,24 @@ class FinishTimes:
         old = times.get(b)
         times[b] = ((1 - _ALPHA) * old[0] + _ALPHA * t if old is not None else t, now_s)
 
-    def look(self, w, now_s: float) -> None:
+    def look(self, w, now_s: float, progress=None) -> None:
         """Measure ``w``'s iteration time and, with requests waiting throughout, its prefill time per
-        prompt token since the last look (if ``SAMPLE_S`` passed)."""
+        prompt token since the last look (if ``SAMPLE_S`` passed). ``progress``: its running requests'
+        progress as of now where their own fields lag (``ctx.request_progress(w)``)."""
         wid = w.worker_id
         mark = self._marks.get(wid)
         if mark is not None and now_s - mark[0] < SAMPLE_S:
             return
         running = w.running
-        tokens = {r.request_id: r.output_tokens for r in running}
-        computed = {r.request_id: r.num_computed_tokens for r in running}
+        if progress:  # a batch's progress not applied yet (the simulator's fast mode): as of now
+            tokens, computed = {}, {}
+            for r in running:
+                p = progress.get(r)
+                tokens[r.request_id], computed[r.request_id] = (
+                    (r.output_tokens, r.num_computed_tokens) if p is None else (p[0], p[1]))
+        else:
+            tokens = {r.request_id: r.output_tokens for r in running}
+            computed = {r.request_id: r.num_computed_tokens for r in running}
         backlog = len(w.waiting) > 0
         self._marks[wid] = (now_s, tokens, computed, backlog)
         left = self._left.pop(wid, 0)
@@ -186,7 +202,7 @@ class FinishTimes:
             prefilled = left
             for r in running:
                 c = computed_before.get(r.request_id)
-                n = r.num_computed_tokens - (r.cached_tokens if c is None else c)  # (joined since: less a prefix hit)
+                n = computed[r.request_id] - (r.cached_tokens if c is None else c)  # (joined since: less a prefix hit)
                 if n > 0:
                     prefilled += n
             dt = now_s - then  # (a span with nothing reported counts too: a batch reports its prefill at its end)
@@ -258,16 +274,19 @@ class FinishTimes:
             bounds.append(t2 + slope * (b - k2))
         return min(bounds) if bounds else None
 
-    def predict(self, workers, request, now_s: float) -> list[Prediction]:
-        """The predicted finish of ``request`` on each of ``workers``."""
-        return [self._predict_on(w, request, now_s) for w in workers]
+    def predict(self, workers, request, now_s: float, ctx=None) -> list[Prediction]:
+        """The predicted finish of ``request`` on each of ``workers``; with ``ctx``, from their state as of now
+        (``ctx.request_progress``, ``ctx.kv_blocks_used``: a batch's progress the core has not applied yet)."""
+        return [self._predict_on(w, request, now_s, ctx) for w in workers]
 
-    def _predict_on(self, w, request, now_s: float) -> Prediction:
-        self.look(w, now_s)
+    def _predict_on(self, w, request, now_s: float, ctx=None) -> Prediction:
+        progress = ctx.request_progress(w) if ctx is not None else None
+        self.look(w, now_s, progress)
         free = w.max_num_seqs - len(w.running)
         slots = w.max_num_seqs  # how many requests run at once: the batch limit, or what the KV cache holds
         if w.has_kv_budget:  # free slots are bounded by free KV blocks too
-            fits = w.num_free_kv_blocks // max(1, w.blocks_for(request.prompt_tokens))
+            used = ctx.kv_blocks_used(w) if ctx is not None else w.num_kv_blocks_used
+            fits = (w.num_kv_blocks - used) // max(1, w.blocks_for(request.prompt_tokens))
             free = min(free, fits)
             slots = min(slots, len(w.running) + fits)
         waits = len(w.waiting) >= free
@@ -279,7 +298,12 @@ class FinishTimes:
             return Prediction(None, w.worker_id, None, waits, idle, tokens)
         start = 0.0
         if waits:
-            ahead = sum(self.lengths.remaining(r) for r in w.running)
+            if progress:
+                remaining = self.lengths.remaining
+                ahead = sum(remaining(r) if (p := progress.get(r)) is None else remaining(r, made=p[0])
+                            for r in w.running)
+            else:
+                ahead = sum(self.lengths.remaining(r) for r in w.running)
             waiting = w.waiting  # (counted by length by the queue: an overloaded one is not walked)
             if type(waiting) is WaitingQueue:
                 ahead += self.lengths.remaining_total(w.model, waiting.lengths)
@@ -294,7 +318,12 @@ class FinishTimes:
                 queued = waiting.remaining_prefill_tokens
             else:
                 queued = sum(r.remaining_prefill_tokens for r in waiting)
-            queued += sum(r.remaining_prefill_tokens for r in w.running if not r.is_decoding)
+            if progress:  # (prefilled as of now)
+                for r in w.running:
+                    p = progress.get(r)
+                    queued += max(0, r.prefill_target_tokens - (r.num_computed_tokens if p is None else p[1]))
+            else:
+                queued += sum(r.remaining_prefill_tokens for r in w.running if not r.is_decoding)
             own = request.remaining_prefill_tokens
             start = max(start, prefill_token_s * queued)  # (each rate includes the other's work: see the docstring)
             prefill_s, prompts = prefill_token_s * own, queued + own

@@ -115,11 +115,13 @@ class OutputLengths:
         q = self.typical(request.model)
         return request.max_output_tokens if q is None else min(request.max_output_tokens, q)
 
-    def remaining(self, request) -> int:
+    def remaining(self, request, made: int | None = None) -> int:
         """Tokens ``request`` is expected still to generate, counted in the work ahead of another: the
         mean of the answers longer than what it made so far, less that; its ``max_output_tokens`` at
-        most, at least 1 until it reaches them (before ``min_finished`` answers: all of them)."""
-        made = request.output_tokens
+        most, at least 1 until it reaches them (before ``min_finished`` answers: all of them).
+        ``made``: the tokens it made so far where its ``output_tokens`` lag (a batch not applied yet)."""
+        if made is None:
+            made = request.output_tokens
         left = request.max_output_tokens - made
         if left <= 0:
             return 0

@@ -22,7 +22,6 @@ from simpy.events import NORMAL, Timeout
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.core import ControlPlane
-from controlplane.iterations import tokens_after
 from controlplane.types import Request
 from sim.guardian_pool import SimGuardianPool
 from sim.run_gc import run_objects_only_for_gc
@@ -95,7 +94,7 @@ class SimDriver:
         self.stop_requested = False
         self._core_handle = core.handle
         core.ctx.bind_kv_now(self.kv_blocks_now)  # a router's mid-batch read of KV use (see `kv_blocks_now`)
-        core.ctx.bind_progress_now(self.progress_now)  # and of work done, busy time (`progress_now`)
+        core.ctx.bind_batch_now(self.batch_now)  # and of the iterations done: work, busy time, progress (`batch_now`)
         core.finish_actions = False  # no client to answer: the core makes no `FinishRequest` (one a request)
         self._worker_models: dict[str, LatencyModel] = {}
         self._stepped_models: dict[LatencyModel, SteppedDecode | None] = {}
@@ -389,16 +388,16 @@ class SimDriver:
         k = iterations_done(rb, self.env._now)
         return self.core.kv.blocks_after(w, rb.batch, k) if k else w.num_kv_blocks_used
 
-    def progress_now(self, w: Any) -> tuple[int, float]:
-        """(tokens, seconds) worker ``w``'s running batch computed by now and its requests and ``w.busy_s`` do not
-        show yet (`PolicyContext.batch_progress`): a multi-iteration batch's progress is applied at its end, the
-        exact mode's one-iteration batches applied each iteration (a router's expected wait, `ReadinessGate`,
-        reads a replica's remaining work and busy seconds)."""
+    def batch_now(self, w: Any) -> tuple[Any, int, float, float | None] | None:
+        """(batch, k, busy seconds, first_end_s) of worker ``w``'s running multi-iteration batch, the k >= 1 iterations
+        of it finished by now, which the core applies at its end and the exact mode's one-iteration batches applied
+        each iteration (`PolicyContext.batch_now`: a router's expected wait, `ReadinessGate`, reads a replica's
+        remaining work and busy seconds; admission its requests' progress); None when none finished yet."""
         rb = self._running.get(w.worker_id)
         if rb is None or (rb.durations is None and rb.steps is None):
-            return 0, 0.0
+            return None
         k, end = done_by(rb, self.env._now)
-        return (tokens_after(rb.batch, k), end) if k else (0, 0.0)
+        return (rb.batch, k, end, rb.start_s + rb.first_s if rb.first_s else None) if k else None
 
     def _settle_running(self) -> None:
         """The run stops (``--until``, a Ctrl-C's tick): a multi-iteration batch still running has its iterations

@@ -3,7 +3,7 @@
 A multi-iteration batch (the fast mode) is one timeout in SimPy; what it had done by a moment is read from its
 iterations' durations: where an interrupt ends it (`next_boundary`), what a run's cutoff applies of it
 (`completed`), and how many iterations the core's mid-batch reads count (`iterations_done`: the KV blocks a
-router sees, `SimDriver.kv_blocks_now`; `done_by`: with their busy seconds, `SimDriver.progress_now`).
+router sees, `SimDriver.kv_blocks_now`; `done_by`: with their busy seconds, `SimDriver.batch_now`).
 """
 
 from __future__ import annotations

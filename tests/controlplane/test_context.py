@@ -54,3 +54,12 @@ def test_a_seeded_context_makes_its_generator_when_first_read():
         context()
     with pytest.raises(TypeError):
         context(rng=given, rng_seed=1)
+
+
+def test_mid_batch_reads_are_the_workers_own_where_no_driver_runs_batches_of_several_iterations():
+    # (the simulator's fast mode binds `batch_now`; the exact mode, a live run and a test context do not)
+    w = make_worker("default-0")
+    ctx = make_context(workers=[w])
+    assert ctx.batch_now(w) is None and ctx.batch_progress(w) == (0, 0.0)
+    assert ctx.request_progress(w) == {} and ctx.prefilled_now(w) == []
+    assert ctx.kv_blocks_used(w) == w.num_kv_blocks_used

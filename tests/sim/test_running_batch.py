@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from controlplane.iterations import advance_batch, tokens_after
+from controlplane.iterations import advance_batch, prefilled_by, progress_after, tokens_after
 from controlplane.testing import make_requests
 from controlplane.types import Batch
 from plugins.scorers import work_tokens
@@ -62,3 +62,26 @@ def test_tokens_after_is_the_work_advance_batch_takes_off(k):
         before, done = work_tokens(w), tokens_after(batch, k)  # mid-batch: before the batch's end applies it
         advance_batch(batch, k, 0.0)
         assert before - work_tokens(w) == done
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_progress_after_and_prefilled_by_are_what_advance_batch_applies(k):
+    # What a policy reads mid-batch of a running request (`PolicyContext.request_progress`, `prefilled_now`): its
+    # tokens, its prompt computed, its first token, as the batch's end will apply them.
+    a, b, c, d = make_requests(4, prompt_tokens=64, output_tokens=50)
+    for r in (b, c):  # running, decoding
+        r.num_computed_tokens, r.output_tokens, r.first_token_s = 64, 3, 1.0
+    a.num_computed_tokens = 16  # a prefix hit: 48 tokens to prefill
+    prefill = Batch(1, "w", ((a, 48), (d, 64)), (b,), max_iterations=9, then_decode=(a, b, c, d))
+    decode = Batch(2, "w", (), (b, c), max_iterations=9)
+    for batch in (prefill, decode):
+        reqs = [copy.copy(r) for r in (a, b, c, d)]
+        swap = dict(zip((a, b, c, d), reqs))
+        batch = Batch(batch.batch_id, "w", tuple((swap[r], n) for r, n in batch.prefill),
+                      tuple(swap[r] for r in batch.decode), 9, tuple(swap[r] for r in batch.then_decode))
+        now, prefilled = progress_after(batch, k, 2.5), prefilled_by(batch, k)
+        unchanged = {r: (r.output_tokens, r.num_computed_tokens, r.first_token_s) for r in reqs if r not in now}
+        completed, _ = advance_batch(batch, k, 2.5)
+        assert {r: (r.output_tokens, r.num_computed_tokens, r.first_token_s) for r in reqs} == {**now, **unchanged}
+        assert prefilled == completed
+    assert prefilled_by(prefill, 0) == []
