@@ -9,8 +9,11 @@ blocks when the replica still holds them, as vLLM's automatic prefix caching doe
   of hashes found there is served from cache, so the prefill computes only the rest (the latency
   model sees those tokens as ``prefill_context_tokens``). When a prefill completes
   (``cp_prefix_store``) the request's blocks are inserted. Capacity is bounded by the replica's
-  free KV blocks at that moment (cached blocks live in the free part of the pool and are
-  evicted first, LRU), or by ``capacity_blocks``. A stored or hit prompt's blocks are touched
+  free KV blocks at that moment (``ctx.kv_blocks_used``; cached blocks live in the free part of the pool and are
+  evicted first, LRU), or by ``capacity_blocks``. A router's peek (``cp_prefix_peek``) sees the cache as of now:
+  the free KV blocks a running batch left by now, and the prompts it completed by now stored (``ctx.prefilled_now``;
+  the core stores them at the batch's end, which in the simulator's fast mode comes many decode iterations after
+  the prefill), so the fast and exact modes route alike. A stored or hit prompt's blocks are touched
   last block first, so within a prompt the tail is evicted before the head (vLLM's order): only
   a leading run of blocks can hit, and a cache smaller than one prompt keeps that prompt's head.
 * ``prefix-affinity`` is an optional cache-aware router: it remembers which replica last
@@ -58,6 +61,8 @@ class PrefixCache(Plugin):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self._caches: dict[str, OrderedDict[int, None]] = {}
+        # worker -> (the prompts its running batch completed by now, its cache with them stored): `_cache_now`
+        self._as_of_now: dict[str, tuple[tuple[str, ...], OrderedDict[int, None]]] = {}
         self.num_lookups = 0
         self.num_hits = 0  # lookups that found at least one block
         self.lookup_tokens = 0  # prompt tokens of every looked-up request
@@ -66,11 +71,13 @@ class PrefixCache(Plugin):
     def _block_tokens(self, request) -> int:
         return request.hash_block_tokens or self.settings.block_tokens
 
-    def capacity(self, worker, block_tokens: int) -> int:
-        """Hash blocks the replica can keep now."""
+    def capacity(self, worker, block_tokens: int, ctx=None) -> int:
+        """Hash blocks the replica can keep now: its free KV blocks as of now (``ctx.kv_blocks_used``: in the
+        simulator's fast mode a running batch's decode iterations finished by now count, as in the exact mode)."""
         if self.settings.capacity_blocks is not None:
             return self.settings.capacity_blocks
-        free_tokens = max(0, worker.num_kv_blocks - worker.num_kv_blocks_used) * worker.kv_block_size
+        used = worker.num_kv_blocks_used if ctx is None else ctx.kv_blocks_used(worker)
+        free_tokens = max(0, worker.num_kv_blocks - used) * worker.kv_block_size
         return free_tokens // block_tokens
 
     @staticmethod
@@ -87,8 +94,9 @@ class PrefixCache(Plugin):
         cache = self._caches.get(worker.worker_id)
         if not cache:
             return 0
+        self._as_of_now.pop(worker.worker_id, None)  # (it changes the cache)
         bt = self._block_tokens(request)
-        self._trim(cache, self.capacity(worker, bt))
+        self._trim(cache, self.capacity(worker, bt, ctx))
         n = 0
         for h in request.hash_ids:
             if h not in cache:
@@ -109,11 +117,11 @@ class PrefixCache(Plugin):
         """The tokens a lookup would find now, read-only (what routers score replicas by)."""
         if not request.hash_ids:
             return None
-        cache = self._caches.get(worker.worker_id)
+        cache = self._cache_now(ctx, worker)
         if not cache:
             return 0
         bt = self._block_tokens(request)
-        room = self.capacity(worker, bt)
+        room = self.capacity(worker, bt, ctx)
         if len(cache) > room:  # what a lookup would trim first: the least recently used blocks
             lost = set(list(cache)[:len(cache) - room])
         else:
@@ -132,8 +140,30 @@ class PrefixCache(Plugin):
         cache = self._caches.get(worker.worker_id)
         if cache is None:
             cache = self._caches[worker.worker_id] = OrderedDict()
+        self._as_of_now.pop(worker.worker_id, None)
         _touch_tail_first(cache, request.hash_ids)
-        self._trim(cache, self.capacity(worker, self._block_tokens(request)))
+        self._trim(cache, self.capacity(worker, self._block_tokens(request), ctx))
+
+    def _cache_now(self, ctx, worker) -> OrderedDict | None:
+        """``worker``'s cache as of now, for a peek: with the prompts its running batch completed by now stored
+        (``ctx.prefilled_now``). The core stores them as it applies the batch, at its end; in the simulator's fast
+        mode a prefill batch goes on decoding for many iterations, the exact mode stores them after the first, so a
+        router peeking in between saw the blocks there and not here. Made once per batch (a copy of the cache)."""
+        wid = worker.worker_id
+        cache = self._caches.get(wid)
+        pending = [r for r in ctx.prefilled_now(worker) if r.hash_ids] if ctx is not None else ()
+        if not pending:
+            return cache
+        key = tuple(r.request_id for r in pending)
+        seen = self._as_of_now.get(wid)
+        if seen is not None and seen[0] == key:
+            return seen[1]
+        view = OrderedDict(cache) if cache else OrderedDict()
+        for r in pending:  # as `cp_prefix_store` will: at the count of KV blocks it reads then, the batch's start's
+            _touch_tail_first(view, r.hash_ids)
+            self._trim(view, self.capacity(worker, self._block_tokens(r)))
+        self._as_of_now[wid] = (key, view)
+        return view
 
     def stats(self) -> dict[str, float | int]:
         """Lookups, hits and the prefix-token hit ratio (served from cache / looked-up prompt tokens)."""

@@ -241,3 +241,23 @@ def test_exact_and_fast_agree_when_admission_predicts_ttft_from_observed_rates()
     assert 0 < fast.summary["num_rejected"] < 300  # (the fast mode refused 95, the exact mode 90)
     assert _reasons(fast) == _reasons(exact)
     _assert_agree(fast, exact)
+
+
+def test_exact_and_fast_agree_when_routing_reads_the_prefix_caches():
+    # prefix-only scores each replica by the prompt its prefix cache holds now (`cp_prefix_peek`), bounded by its free
+    # KV blocks: it read them as of the running batch's start, and a prefill batch going on decoding stores its
+    # prompts' blocks at its end where the exact mode stored them after its first iteration, so the two modes scored
+    # and routed requests differently (shared-prefix trace, 3,000 KV blocks: 4 routed elsewhere, 358 scores). The
+    # cache reads KV use as of now (`ctx.kv_blocks_used`) and a peek sees the prompts completed by now stored
+    # (`ctx.prefilled_now`).
+    from sim.traces.shared_prefix import shared_prefix_trace
+
+    trace = shared_prefix_trace(num_requests=300, qps=20, num_tenants=4, system_prompt_tokens=1024, seed=1)
+    plugins = {"enabled": ["prefix-only", "prefix-cache", "continuous-batching", "fixed-replicas", "static-memory",
+                           "builtin-latency-models"]}
+    cluster = {"models": [{"name": "default", "replicas": 3, "num_kv_blocks": 1000}]}
+    fast, exact = _both(trace, cluster=cluster, plugins=plugins)
+    assert fast.summary["prefix_hits"] > 100 and fast.summary["num_preemptions"] > 0
+    assert fast.summary["prefix_hits"] == exact.summary["prefix_hits"]
+    assert _routes(fast) == _routes(exact)
+    _assert_agree(fast, exact)
