@@ -172,10 +172,8 @@ class BatchScheduling:
         if busy_s is not None:
             w.busy_s += busy_s
             costs = self.stats.batch_costs  # None until the run's first response-cache hit: a run without one pays nothing
-            if costs is not None:  # iterations, prefilled and decoded tokens, busy GPU-seconds (`controlplane.batch_costs`)
-                costs.add(k, sum(n for _, n in batch.prefill) if batch.prefill else 0,
-                          len(batch.decode) + (k - 1) * len(batch.then_decode if batch.prefill else batch.decode),
-                          busy_s * self._deployments[w.model].gpus_per_replica)
+            if costs is not None:  # each iteration's tokens and busy GPU-seconds (`controlplane.batch_costs`)
+                self._add_costs(costs, batch, e, k)
         finished_by_worker = dict(e.finished) if e.finished else None
         first_end = e.first_end_s if k > 1 and e.first_end_s is not None else now
         prefilled, done = advance_batch(batch, k, first_end)
@@ -205,6 +203,40 @@ class BatchScheduling:
             self.kv.recount(w)
         if plan_next:
             self._schedule(w)
+
+    def _add_costs(self, costs, batch: Batch, e: ev.BatchFinished, k: int) -> None:
+        """The ``k`` iterations ``batch`` ran, each an observation of the batch-cost fit, as the exact mode's
+        one-iteration batches give them: with a prefill, its first (``e.first_end_s`` splits the busy time) and the
+        decodes of ``then_decode`` after it; decode-only, ``k`` alike."""
+        gpus = self._deployments[self.workers[e.worker_id].model].gpus_per_replica
+        y = e.busy_s * gpus
+        before, y_before = costs.excluded(e.worker_id, batch.batch_id)
+        if before:  # it ran as the fit began: only its iterations after count, every one a decode of the same requests
+            if k > before:
+                n = len(batch.then_decode if batch.prefill else batch.decode)
+                costs.add(0, n, y - y_before * gpus, k - before - 1, n, 0.0)
+            return
+        if not batch.prefill:
+            n = len(batch.decode)
+            costs.add(0, n, y, k - 1, n, 0.0)  # (every iteration alike: the split of the seconds does not matter)
+            return
+        p = sum(n for _, n in batch.prefill)
+        if k == 1 or e.first_end_s is None:
+            costs.add(p, len(batch.decode), y)
+            return
+        later_y = (e.time_s - e.first_end_s) * gpus  # the decodes after the prefill iteration
+        costs.add(p, len(batch.decode), y - later_y, k - 1, len(batch.then_decode), later_y)
+
+    def _start_costs(self, costs) -> None:
+        """The batch-cost fit begins now (the run's first response-cache hit): the iterations of the batches running
+        now that finished before are left out of it (`BatchCosts.exclude`); in the simulator's fast mode a batch runs
+        many iterations and is applied at its end, and the exact mode fitted only the iterations after this."""
+        costs.started = True
+        for wid, batch in self._batches.items():
+            w = self.workers.get(wid)
+            done = self.ctx.batch_now(w) if w is not None else None
+            if done is not None and done[0] is batch:
+                costs.exclude(wid, batch.batch_id, done[1], done[2])
 
     def _on_batch_failed(self, e: ev.BatchFailed) -> None:
         w = self.workers.get(e.worker_id)

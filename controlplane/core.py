@@ -406,6 +406,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         latencies = (request_latency(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens)
                      if status is _COMPLETED else None)  # request_latencies(r), computed once
         self.stats.on_finished(r, self.config.slo, latencies)
+        if r.cache_hit is not None and (costs := self.stats.batch_costs) is not None and not costs.started:
+            self._start_costs(costs)  # the run's first response-cache hit: the batch-cost fit begins
         if self._by_model is not None:
             self._by_model.on_finished(r, self.config.slo, latencies)
         recent = self._recent.get(r.model)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 
 from controlplane import Plugin, hookimpl
-from controlplane.decisions import RouteDecision
+from controlplane.decisions import CacheHit, RouteDecision
 from controlplane.events import MetricSample
 from controlplane.testing import make_trace, replay_with
+from sim.traces import TraceRequest
 from tests.fixtures.common import azure_head, finish_time_mismatches
 
 ONE_REPLICA_TIGHT_KV = {"models": [{"name": "default", "replicas": 1, "num_kv_blocks": 400}]}
@@ -260,4 +261,44 @@ def test_exact_and_fast_agree_when_routing_reads_the_prefix_caches():
     assert fast.summary["prefix_hits"] > 100 and fast.summary["num_preemptions"] > 0
     assert fast.summary["prefix_hits"] == exact.summary["prefix_hits"]
     assert _routes(fast) == _routes(exact)
+    _assert_agree(fast, exact)
+
+
+class HitOne(Plugin):
+    """Serves request ``hit`` from a response cache (the run's only hit)."""
+
+    name = "hit-one"
+
+    @hookimpl
+    def cp_cache_lookup(self, ctx, request):
+        return CacheHit("exact", reason="test") if request.request_id == "hit" else None
+
+
+def _saved(res):
+    return res.summary["cache_gpu_seconds_saved"], res.summary["cache_gpu_seconds_saved_upper"]
+
+
+def test_exact_and_fast_agree_on_what_response_cache_hits_saved():
+    # The estimate fits each batch's busy time to its iterations and tokens (`controlplane.batch_costs`): a fast-mode
+    # batch of k iterations was one observation of its totals, the exact mode's k observations, so the two fitted
+    # other costs (the bundled trace, trace-hit-model at rate 0.3 on two replicas: 136.94 / 370.16 GPU-seconds fast,
+    # 139.90 / 351.55 exact). Each iteration is an observation of its own.
+    plugins = {"enabled": ["trace-hit-model", "least-loaded", "continuous-batching", "fixed-replicas",
+                           "static-memory", "builtin-latency-models"],
+               "settings": {"trace-hit-model": {"mode": "rate", "hit_rate": 0.3}}}
+    fast, exact = _both(make_trace(300, qps=10, output_tokens=96, seed=5), cluster=TWO_REPLICAS_TIGHT_KV,
+                        plugins=plugins)
+    assert fast.summary["cache_hits"] > 50
+    assert _saved(fast) == _saved(exact) and 0 < _saved(fast)[0] < _saved(fast)[1]
+    _assert_agree(fast, exact)
+
+
+def test_the_batches_running_as_the_first_cache_hit_comes_count_its_iterations_after_it_alike():
+    # The fit begins at the run's first response-cache hit: a fast-mode batch running then counted the iterations it
+    # had finished before (with each iteration an observation: 0.0165 GPU-seconds saved against 0.0081 exact); they
+    # are left out (`BatchCosts.exclude`).
+    trace = [TraceRequest(str(i), 0.1 * i, 200, 400) for i in range(4)] + [TraceRequest("hit", 1.0, 100, 50)]
+    fast, exact = _both(trace, HitOne(), cluster={"models": [{"name": "default", "replicas": 1}]})
+    assert [r.request_id for r in fast.requests if r.cache_hit] == ["hit"]
+    assert _saved(fast) == _saved(exact) and _saved(fast)[1] > 0
     _assert_agree(fast, exact)

@@ -89,8 +89,9 @@ def test_cache_saving_prices_the_hits_at_the_costs_fitted_to_the_batches_not_at_
         stats.on_arrival(r)
         stats.on_finished(r, slo)
     stats.gpu_seconds = 10_000.0  # replicas held, mostly idle
-    for k, p, d in ((1, 512, 0), (1, 0, 8), (4, 0, 32), (2, 100, 10), (1, 64, 40)):
-        stats.batch_costs.add(k, p, d, 0.01 * k + 0.0001 * p + 0.001 * d)
+    for p, d in ((512, 0), (0, 8), (100, 5), (64, 40)):  # iterations: prefilled and decoded tokens
+        stats.batch_costs.add(p, d, 0.01 + 0.0001 * p + 0.001 * d)
+    stats.batch_costs.add(0, 8, 0.018, 3, 8, 3 * 0.018)  # a batch of 4 decode iterations
     stats.busy_gpu_seconds = 3.0
     s = stats.summary(2.0)
     assert s["gpu_busy_seconds"] == 3.0 and s["gpu_seconds"] == 10_000.0

@@ -54,7 +54,10 @@ def test_the_saving_estimate_counts_busy_gpu_time_not_idle_replicas():
     assert 0 < s["cache_gpu_seconds_saved"] <= s["cache_gpu_seconds_saved_upper"] < 2 * s["gpu_busy_seconds"]
     plain = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": 4}]}).summary
     measured = plain["gpu_busy_seconds"] - s["gpu_busy_seconds"]  # the GPU time the hits really saved
-    assert s["cache_gpu_seconds_saved"] <= measured <= s["cache_gpu_seconds_saved_upper"]
+    # A trickle: every request ran alone, so what the hits saved is what computing them one at a time costs, the
+    # upper estimate, to the fit's error (15.2969719 against 15.2967971; the fit of each batch as one observation
+    # of its totals read 15.564 in the simulator's fast mode, 15.2967971 in its exact mode).
+    assert s["cache_gpu_seconds_saved"] < measured == pytest.approx(s["cache_gpu_seconds_saved_upper"], rel=1e-4)
 
 
 def test_stated_rate_hits_about_that_share_and_reports_the_stated_false_hits():
