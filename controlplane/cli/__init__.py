@@ -113,6 +113,9 @@ def build_app(names: Iterable[str] | None = None, *, subcommand: str | None = No
     import typer  # (imported here: `main` forks a replay's writer process before it)
 
     _flags_without_type()
+    from controlplane.cli import help_format
+
+    help_format.install()  # (a terminal too narrow for typer's rich option panels: click's plain help)
     app = typer.Typer(name="controlplane", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False,
                       context_settings=CONTEXT_SETTINGS)
     # A group even with one command registered (typer would make a lone command the whole app).

@@ -40,3 +40,36 @@ def test_no_option_of_a_command_is_dash_h_or_dash_v():
     clashes = [(" ".join(path), p.name) for path, command in COMMANDS for p in command.params
                if {"-h", "-V"} & set(p.opts + p.secondary_opts) and p.name not in ("help", "version")]
     assert clashes == []
+
+
+def _help(path: tuple[str, ...], columns: int) -> str:
+    done = CliRunner().invoke(build_app(), [*path, "--help"], env={"COLUMNS": str(columns)})
+    assert done.exit_code == 0, done.output
+    return done.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+@pytest.mark.parametrize("path, command", COMMANDS, ids=lambda p: " ".join(p) if isinstance(p, tuple) else "")
+def test_no_option_name_or_type_is_cut_in_the_terminal_s_width(path, command, columns):
+    """At 80 columns `sim replay --help` cut --max-prompt-tokens to '--max-prompt-tok…', its metavar
+    'clumped|shuffled|shifted' and the defaults in the help texts ('$CONTROLPLANE_STO…')."""
+    import re
+
+    text = _help(path, columns)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= columns
+    ctx = click.Context(command, info_name=path[-1] if path else "controlplane")
+    for param in command.get_params(ctx):
+        if getattr(param, "hidden", False) or not isinstance(param, click.Option):
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (name, text)
+        metavar = param.metavar or ""
+        assert metavar in text, (metavar, text)
+
+
+@pytest.mark.parametrize("path, phrase", [(("runs",), "requests, completed"), (("runs", "list"), "requests, completed"),
+                                          (("plugins", "list"), "or that every run would")], ids=str)
+def test_a_docstring_s_sentences_are_not_broken_where_its_source_lines_end(path, phrase):
+    """typer's rich help kept the docstring's line breaks: 'A crashed run's requests,' ended a line of `runs
+    --help` and 'completed and e2e p50' began the next, however wide the terminal."""
+    assert any(phrase in line for line in _help(path, 200).splitlines())
