@@ -133,12 +133,13 @@ class SimDriver:
                     env.run(until=min_event(env, self._done, until))
                 self._settle_running()
                 self.core.clock.now_s = env._now  # (stopped at --until or a Ctrl-C's tick, or all was done)
+                if until is not None and not self.stop_requested:  # --until: answered requests' checks end now
+                    self.guardians.cut_off(until)
         except KeyboardInterrupt as exc:  # a second Ctrl-C, mid-event: what is in the system still gets its row
             exc.summary = self._finish_interrupted()  # type: ignore[attr-defined]
             raise
         summary = self.core.finish()
-        if self.guardians.guardians:
-            self.guardians.add_to(summary)  # guardian GPU-seconds, queueing and what their replicas cost
+        self.guardians.add_to(summary)  # guardian GPU-seconds, queueing and what their replicas cost (any declared)
         return summary
 
     def _finish_interrupted(self) -> dict[str, Any] | None:

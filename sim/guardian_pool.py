@@ -14,6 +14,12 @@ score at or above the guardian's ``threshold`` blocks. The summary counts each g
 stage (``checks_input``, ``checks_output``) and the answers a verdict delivered here retracted
 after their reply (``guardian_blocks_after_reply``: the core decides a verdict as it is delivered).
 
+A run stopped at its ``--until`` (`cut_off`) leaves no answered request's check without a verdict:
+each still waiting or running answers ``timeout`` at the cutoff, with the reason saying so, and goes
+through the guardian's ``on_error`` as any timeout (so the request's row is not left ``pending`` in a
+finished run); the summary counts them (``guardian_checks_cut_off``, and per guardian ``cut_off``).
+Checks of requests still in the system at the cutoff stay with them (their rows are ``in_flight``).
+
 A guardian a plan names but the config does not declare runs as the old fixed delay
 (``sim.guardian_latency_s``, no capacity limit, no GPU cost) with a perfect verdict (the label),
 when ``guardians.models`` declares none. When it declares some, an undeclared name is most likely a
@@ -34,6 +40,7 @@ from controlplane.config import RunConfig
 from controlplane.guardian_checks import add_answers_share, retracted
 from controlplane.guardian_config import GuardianSpec
 from controlplane.hardware.cost import add_guardian_cost
+from controlplane.types import RequestStatus
 from sim.guardian_labels import LabelModel
 
 __all__ = ["SimGuardianPool"]
@@ -51,18 +58,19 @@ class _Check:
     tokens: int
     done: bool = False
     started: bool = False  # taken into a batch (its wait ended then)
+    fixed: tuple | None = None  # an undeclared guardian's (verdict, score) after a fixed delay
 
 
 class _Guardian:
     __slots__ = ("spec", "queue", "idle", "busy_s", "gpu_s", "num_checks", "num_timeouts", "wait_s", "num_batches",
-                 "kick", "num_input")
+                 "kick", "num_input", "num_cut_off")
 
     def __init__(self, spec: GuardianSpec) -> None:
         self.spec = spec
         self.queue: deque[_Check] = deque()
         self.idle = spec.replicas
         self.busy_s = self.gpu_s = self.wait_s = 0.0
-        self.num_checks = self.num_timeouts = self.num_batches = self.num_input = 0
+        self.num_checks = self.num_timeouts = self.num_batches = self.num_input = self.num_cut_off = 0
         self.kick = False  # a dispatch is due at the end of this instant
 
 
@@ -89,6 +97,8 @@ class SimGuardianPool:
         self.num_undeclared = 0
         self._warned_undeclared = False
         self.num_pending = 0  # checks asked and not answered yet (the run waits for them)
+        self._open: dict[_Check, None] = {}  # those checks, in the order asked (`cut_off`)
+        self.num_cut_off = 0  # checks the run's --until answered `timeout` (`cut_off`)
         self.num_blocks_after_reply = 0  # answers served, then retracted by an async check's block
 
     def _deliver(self, r: Any, verdict: str, guardian: str, score: float | None, reason: str | None,
@@ -109,11 +119,14 @@ class SimGuardianPool:
                 self._unavailable(a)
                 return
             harmful = self.labels.is_harmful(r)
-            self._after(self.default_latency_s, self._fixed_done,
-                        (r, "block" if harmful else "pass", a.guardian, 1.0 if harmful else 0.0, a.stage))
+            check = _Check(r, a.guardian, a.stage, self._now(), 0, fixed=("block" if harmful else "pass",
+                                                                             1.0 if harmful else 0.0))
+            self._open[check] = None
+            self._after(self.default_latency_s, self._fixed_done, check)
             return
         tokens = r.prompt_tokens + (r.output_tokens if a.stage == "output" else 0)
         check = _Check(r, a.guardian, a.stage, self._now(), tokens)
+        self._open[check] = None
         g.num_checks += 1
         g.num_input += a.stage == "input"
         g.queue.append(check)
@@ -129,7 +142,9 @@ class SimGuardianPool:
             logging.getLogger(__name__).warning(
                 "guardian %r asked for by a plan, but guardians.models does not declare it (declared: %s): its "
                 "checks answer 'unavailable', as live (see docs/guardians.md)", a.guardian, ", ".join(self.guardians))
-        self._after(0.0, self._fixed_done, (a.request, "unavailable", a.guardian, None, a.stage))
+        check = _Check(a.request, a.guardian, a.stage, self._now(), 0, fixed=("unavailable", None))
+        self._open[check] = None
+        self._after(0.0, self._fixed_done, check)
 
     def _kicked(self, timer: Any) -> None:
         g = timer._value
@@ -137,10 +152,15 @@ class SimGuardianPool:
         self._dispatch(g)
 
     def _fixed_done(self, timer: Any) -> None:
-        r, verdict, guardian, score, stage = timer._value
+        c: _Check = timer._value
+        if c.done:
+            return  # cut off at the run's end
+        c.done = True
+        del self._open[c]
+        verdict, score = c.fixed
         reason = "not declared in guardians.models" if verdict == "unavailable" else \
             f"simulated label: {'harmful' if verdict == 'block' else 'benign'}"
-        self._deliver(r, verdict, guardian, score, reason, stage)
+        self._deliver(c.request, verdict, c.guardian, score, reason, c.stage)
 
     def _dispatch(self, g: _Guardian) -> None:
         lat = g.spec.latency
@@ -171,6 +191,7 @@ class SimGuardianPool:
             if c.done:
                 continue  # timed out meanwhile: its verdict came too late
             c.done = True
+            del self._open[c]
             score = self.labels.score(spec.name, c.stage, c.request, spec.quality.separation, spec.quality.noise)
             verdict = "block" if score >= spec.threshold else "pass"
             self._deliver(c.request, verdict, spec.name, round(score, 6),
@@ -182,6 +203,7 @@ class SimGuardianPool:
         if c.done:
             return
         c.done = True  # a queued check is skipped by the next dispatch; a running one's verdict is dropped
+        del self._open[c]
         g = self.guardians[c.guardian]
         g.num_timeouts += 1
         if not c.started:  # it waited in the queue all along: its wait counts, until the timeout
@@ -189,8 +211,35 @@ class SimGuardianPool:
         self._deliver(c.request, "timeout", c.guardian, None,
                       f"no verdict within {g.spec.timeout_s:g} s", c.stage)
 
+    def cut_off(self, until_s: float) -> int:
+        """The run stopped at its ``--until`` (``until_s``): every check of an answered request still
+        without a verdict (queued, running, or a fixed delay's) answers ``timeout`` now, its reason
+        saying why, and goes through its guardian's ``on_error`` in the core as any timeout: no
+        completed row is left ``pending`` in a finished run (a cascade's next tier, started by such a
+        verdict, is cut off too). Checks of requests still in the system stay. Returns how many."""
+        n = 0
+        while due := [c for c in self._open if c.request.status is RequestStatus.COMPLETED]:
+            for c in due:
+                c.done = True  # a queued one is skipped, a running one's verdict dropped, a timer ignored
+                del self._open[c]
+                g = self.guardians.get(c.guardian)
+                if g is not None:
+                    g.num_cut_off += 1
+                    if not c.started:  # it waited in the queue until the run's end
+                        g.wait_s += self._now() - c.asked_s
+                n += 1
+                self._deliver(c.request, "timeout", c.guardian, None,
+                              f"no verdict by the run's end (--until {until_s:g} s)", c.stage)
+        self.num_cut_off += n
+        return n
+
     def add_to(self, summary: dict[str, Any]) -> None:
-        """Add the guardians' numbers and cost to a run's ``summary`` (which has ``sim_end_s``)."""
+        """Add the guardians' numbers and cost to a run's ``summary`` (which has ``sim_end_s``); with
+        no guardian declared, only the checks cut off at ``--until``, when there were some."""
+        if not self.guardians:
+            if self.num_cut_off:
+                summary["guardian_checks_cut_off"] = self.num_cut_off
+            return
         end = summary["sim_end_s"]
         summary.update(self.summary(end))
         add_answers_share(summary)
@@ -215,7 +264,7 @@ class SimGuardianPool:
         ``held_gpu_seconds``: its replicas over the run, to ``end_s``)."""
         per = {
             name: {"checks": g.num_checks, "checks_input": g.num_input, "checks_output": g.num_checks - g.num_input,
-                   "batches": g.num_batches, "timeouts": g.num_timeouts,
+                   "batches": g.num_batches, "timeouts": g.num_timeouts, "cut_off": g.num_cut_off,
                    "gpu_seconds": round(g.gpu_s, 6), "held_gpu_seconds": round(self._held(g, end_s), 6),
                    "busy_s": round(g.busy_s, 6),
                    "mean_wait_s": round(g.wait_s / g.num_checks, 6) if g.num_checks else None}
@@ -223,4 +272,5 @@ class SimGuardianPool:
         }
         return {"guardian_gpu_seconds": round(sum(g.gpu_s for g in self.guardians.values()), 6),
                 "guardian_busy_s": round(sum(g.busy_s for g in self.guardians.values()), 6),
-                "guardian_blocks_after_reply": self.num_blocks_after_reply, "guardians": per}
+                "guardian_blocks_after_reply": self.num_blocks_after_reply,
+                "guardian_checks_cut_off": self.num_cut_off, "guardians": per}

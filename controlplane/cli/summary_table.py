@@ -56,6 +56,7 @@ GUARDIAN_FIGURES = (
     ("checks_output", "answers checked"),
     ("answers_checked_share", "share of answers checked"),
     ("timeouts", "timeouts"),
+    ("cut_off", "checks cut off at --until"),
     ("errors", "errors"),
     ("mean_wait_s", "mean wait in its queue (s)"),
     ("busy_s", "busy seconds"),

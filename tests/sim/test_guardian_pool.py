@@ -134,3 +134,26 @@ def test_the_summary_counts_answers_retracted_after_the_reply_and_checks_by_stag
     assert out["async"]["num_blocked"] == 0 and out["async"]["num_completed"] == 6
     assert out["async"]["guardian_blocks_after_reply"] == 6
     assert out["async"]["guardian_busy_s"] == out["async"]["guardians"]["g"]["busy_s"] > 0
+
+
+def test_a_run_stopped_at_until_leaves_no_answered_row_pending(tmp_path):
+    # `sim replay --until 200` with async answer checks left 30 completed rows `pending` in a finished run,
+    # and the summary said nothing of them
+    from controlplane.testing import stored_rows
+
+    url = f"sqlite:///{tmp_path / 'until.db'}"
+    trace = [TraceRequest(str(i), i * 0.5, 16, 4) for i in range(400)]
+    res = replay_with(trace=trace, db_url=url, sim={"until_s": 100.0},
+                      guardians={"models": [{"name": "judge", "timeout_s": 30.0,
+                                             "latency": {"base_s": 2.0, "max_batch": 2}}]},
+                      plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "async", "guardian": "judge"}}})
+    rows = [r for r in stored_rows(url, res.run_id, "requests") if r["status"] == "completed"]
+    assert rows and not [r for r in rows if r["guardian_verdict"] == "pending"]
+    cut = res.summary["guardian_checks_cut_off"]
+    assert cut > 0 and res.summary["guardians"]["judge"]["cut_off"] == cut
+    assert sum(r["guardian_verdict"] == "timeout" for r in rows) >= cut  # through on_error (open): served
+    why = [d.reason for d in res.decisions if d.action == "guardian_verdict" and d.payload["verdict"] == "timeout"]
+    assert sum(w == "no verdict by the run's end (--until 100 s)" for w in why) == cut
+    assert res.summary["guardian_sampling"]["sampled-guardian"]["answers_served_without_verdict"] >= cut
+    from controlplane.cli.summary_table import guardian_rows
+    assert ("guardian judge: checks cut off at --until", (cut,)) in guardian_rows(res.summary)
