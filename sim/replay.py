@@ -32,11 +32,12 @@ from sim.interrupts import stop_on_ctrl_c, stopped_at
 from sim.latency.base import LatencyModel
 from sim.latency.checked import checked
 from sim.latency.estimate import iteration_estimator
-from sim.replay_args import check_trace_arguments
+from sim.replay_args import check_trace_arguments, library_names, warn_nothing_replayed
 from sim.replay_trace import BAD_ROWS_KEPT, BAD_ROWS_SKIPPED, TraceStop, context_limits, rows_left_out, trace_read
 from sim.traces import TraceReader, TraceRequest, apply_transforms, rate_profile_points, read_trace
 from sim.traces._io import not_a_trace_file
 from sim.traces.stream_check import checked_requests
+from sim.traces.transforms import TransformValueError
 
 __all__ = [
     "BAD_ROWS_KEPT",
@@ -124,11 +125,14 @@ class TraceTransforms:
         # Only the rate change draws (a generator not made otherwise: see `open_trace`).
         draws = self.rate_scale is not None or self.rate_profile is not None
         rng = trace_rng(self.trace_seed(run_seed), TRANSFORM_STREAM) if draws else None
-        return apply_transforms(requests, window=self.window, speed_up=self.speed_up, repeat=self.repeat,
-                                rate_scale=self.rate_scale, limit=self.limit, rng=rng,
-                                max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens,
-                                rate_profile=self.rate_profile, prompt_scale=self.prompt_scale,
-                                output_scale=self.output_scale, copies=self.copies)
+        try:
+            return apply_transforms(requests, window=self.window, speed_up=self.speed_up, repeat=self.repeat,
+                                    rate_scale=self.rate_scale, limit=self.limit, rng=rng,
+                                    max_prompt_tokens=self.max_prompt_tokens, max_output_tokens=self.max_output_tokens,
+                                    rate_profile=self.rate_profile, prompt_scale=self.prompt_scale,
+                                    output_scale=self.output_scale, copies=self.copies)
+        except TransformValueError as exc:  # (named by this class's fields: window_end_s, not the window's end_s)
+            raise library_names(exc) from None
 
 
 NO_TRANSFORMS = TraceTransforms()
@@ -351,6 +355,7 @@ def replay(
     on_progress: Callable[[int, float], None] | None = None,
     available: Mapping[str, Any] | None = None,
     writer: Any = None,
+    warn_if_empty: bool = True,
 ) -> ReplayResult:
     """Run the simulation to the end; results are in the database when ``record``.
 
@@ -360,10 +365,11 @@ def replay(
     ``controlplane sim replay`` does. ``trace_options`` are the reader's format options
     (``{"qps": 2}`` for a Vidur trace). ``on_progress(requests_arrived, sim_s)`` is called
     every 256 arrivals. ``writer``: a writer process forked before the caller's imports
-    (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one).
+    (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one). A run that
+    replays no request logs a warning (`sim.replay_args.warn_nothing_replayed`) unless ``warn_if_empty`` is false.
     """
     config = checked_config(config)  # (a config changed in code after it was made skipped its checks)
-    check_trace_arguments(trace, trace_format)  # (a format that is none: a stream's was stored as given)
+    check_trace_arguments(trace, trace_format)  # (a format that is none; a generator read to its end already)
     transforms = transforms or NO_TRANSFORMS
     reader, requests = prepared_trace(trace, seed=config.seed, transforms=transforms, trace_format=trace_format,
                                       trace_options=trace_options)
@@ -376,8 +382,11 @@ def replay(
     started: list[Any] = []  # the session and the driver, as they are made
     try:
         requests = first_read(requests)  # (before the run opens: a trace's header error stores no failed run)
-        return _run(config, requests, trace_name, trace_format, record, extra_plugins, available, writer,
-                    on_progress, started, trace_read(transforms, trace_options), reader)
+        result = _run(config, requests, trace_name, trace_format, record, extra_plugins, available, writer,
+                      on_progress, started, trace_read(transforms, trace_options), reader)
+        if warn_if_empty:  # (the command line says it naming its options)
+            warn_nothing_replayed(result.summary, trace_name)
+        return result
     except KeyboardInterrupt as exc:
         if isinstance(exc, ReplayInterrupted):
             raise

@@ -367,7 +367,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
         try:
             with _progress_bar(show, Path(path), transforms, limit, options, cfg.sim.until_s) as on_progress:
                 result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
-                                    on_progress=on_progress, writer=writer)
+                                    on_progress=on_progress, writer=writer, warn_if_empty=False)
         except Exception as exc:  # (the database away at the run's end: its rows spilled, its summary whole)
             if getattr(exc, "spill_path", None) is not None:
                 _print_ended_summary(exc, json_out, "its rows spilled")

@@ -1,12 +1,17 @@
-"""What a library replay checks of its arguments before a run opens (`sim.replay_args`)."""
+"""What a library replay checks of its arguments before a run opens, and says when it replayed nothing
+(`sim.replay_args`)."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
 from controlplane.storage import get_run, make_engine
 from controlplane.testing import make_config, make_trace
-from sim.replay import replay
+from sim.replay import TraceTransforms, replay
+
+NOTHING = "sim.replay.nothing_replayed"
 
 
 def test_an_unknown_trace_format_of_a_stream_is_refused(tmp_path):
@@ -18,3 +23,41 @@ def test_an_unknown_trace_format_of_a_stream_is_refused(tmp_path):
     assert not (tmp_path / "runs.db").exists()  # (refused before the run opens)
     summary, _ = replay(make_trace(5), make_config(storage={"url": url}), trace_format="azure", trace_name="mine")
     assert get_run(make_engine(url), summary["run_id"])["trace_format"] == "azure"
+
+
+def test_a_generator_read_to_its_end_is_refused_the_second_time():
+    requests = (r for r in make_trace(5))
+    assert replay(requests, make_config(), record=False).summary["num_requests"] == 5
+    with pytest.raises(ValueError, match=r"^the trace is a generator that was read to its end already \(by an "
+                                         r"earlier replay\?\): a generator gives its requests once; pass a list"):
+        replay(requests, make_config(), record=False)  # (it replayed nothing, silently)
+
+
+@pytest.mark.parametrize("trace, transforms", [
+    (make_trace(5), TraceTransforms(window_start_s=1e6)),  # a window past the end
+    (make_trace(5), TraceTransforms(limit=0)),
+    ([], None),  # an empty stream
+])
+def test_a_replay_of_no_request_logs_a_warning(caplog, trace, transforms):
+    with caplog.at_level(logging.WARNING, logger=NOTHING):
+        summary, _ = replay(trace, make_config(), transforms=transforms, record=False)
+    assert summary["num_requests"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name == NOTHING] == [
+        "no request was replayed (run None): the trace gave none, or its requests all fell outside the window "
+        "(TraceTransforms window_start_s / window_end_s), or limit, rate_scale, rate_profile or sim.until_s left none"]
+
+
+def test_a_replay_of_requests_or_told_not_to_warn_logs_none(caplog):
+    with caplog.at_level(logging.WARNING, logger=NOTHING):
+        replay(make_trace(5), make_config(), record=False)
+        replay(make_trace(5), make_config(), transforms=TraceTransforms(limit=0), record=False, warn_if_empty=False)
+    assert not [r for r in caplog.records if r.name == NOTHING]
+
+
+def test_a_bad_window_is_named_by_the_transforms_fields():
+    # (it said "end_s (10.0) must be greater than start_s (20.0)", keywords of sim.traces.transforms)
+    with pytest.raises(ValueError, match=r"^window_end_s \(10\.0\) must be greater than window_start_s \(20\.0\)$"):
+        replay(make_trace(5), make_config(), transforms=TraceTransforms(window_start_s=20, window_end_s=10),
+               record=False)
+    with pytest.raises(ValueError, match=r"^window_start_s must be a finite number of seconds >= 0, got -1$"):
+        TraceTransforms(window_start_s=-1).apply([], 0)
