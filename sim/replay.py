@@ -364,8 +364,9 @@ def replay(
     ``config.seed`` unless ``transforms.seed``) decide what is replayed, exactly as
     ``controlplane sim replay`` does. ``trace_options`` are the reader's format options
     (``{"qps": 2}`` for a Vidur trace). ``on_progress(requests_arrived, sim_s)`` is called
-    every 256 arrivals. ``writer``: a writer process forked before the caller's imports
-    (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one). A run that
+    every 256 arrivals, at the control ticks in the first second of each simulated minute (idle gaps too), and at
+    every tick once the trace has ended (as the run drains). ``writer``: a writer process forked before the caller's
+    imports (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one). A run that
     replays no request logs a warning (`sim.replay_args.warn_nothing_replayed`) unless ``warn_if_empty`` is false.
     """
     config = checked_config(config)  # (a config changed in code after it was made skipped its checks)

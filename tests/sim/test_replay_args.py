@@ -61,3 +61,18 @@ def test_a_bad_window_is_named_by_the_transforms_fields():
                record=False)
     with pytest.raises(ValueError, match=r"^window_start_s must be a finite number of seconds >= 0, got -1$"):
         TraceTransforms(window_start_s=-1).apply([], 0)
+
+
+def test_on_progress_is_called_each_simulated_minute_and_as_the_run_drains_as_documented():
+    # (the docstring said "every 256 arrivals" only)
+    from sim.traces import TraceRequest
+
+    trace = [TraceRequest(f"r{i}", t, 64, 2000) for i, t in enumerate((0.0, 1.0, 150.0))]
+    calls: list[tuple[int, float]] = []
+    replay(trace, make_config(), record=False, on_progress=lambda n, t: calls.append((n, t)))
+    assert (2, 60.0) in calls and (2, 120.0) in calls  # the idle gap's minutes, no arrival among them
+    drained = [t for n, t in calls if n == 3]
+    assert len(drained) > 1 and drained == sorted(drained)  # each tick once the trace has ended
+    doc = " ".join(replay.__doc__.split())
+    assert ("every 256 arrivals, at the control ticks in the first second of each simulated minute (idle gaps too), "
+            "and at every tick once the trace has ended") in doc
