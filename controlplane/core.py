@@ -403,7 +403,8 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self.active.pop(r.request_id, None)
         if self._cancelling:
             self._cancelling.pop(r.request_id, None)
-        latencies = (request_latency(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens)
+        latencies = (request_latency(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens,
+                                     r.reply_held)
                      if status is _COMPLETED else None)  # request_latencies(r), computed once
         self.stats.on_finished(r, self.config.slo, latencies)
         if r.cache_hit is not None and (costs := self.stats.batch_costs) is not None and not costs.started:

@@ -30,7 +30,7 @@ from controlplane.decisions import GuardianPlan
 from controlplane.guardian_config import GuardiansConfig
 from controlplane.types import Request, RequestStatus
 
-__all__ = ["DECISIVE", "CheckGroup", "Outcome", "add_answers_share", "combine", "retracted"]
+__all__ = ["DECISIVE", "CheckGroup", "Outcome", "add_answers_share", "combine", "holds_answers", "retracted"]
 
 #: Verdicts that say something about the text; anything else is a failure to check it.
 DECISIVE = frozenset({"pass", "block"})
@@ -116,6 +116,20 @@ def outcome_payload(group: CheckGroup, out: Outcome) -> dict[str, Any]:
     return {"guardian": out.guardian, "verdict": out.verdict, "score": out.score, "stage": group.stage,
             "mode": group.mode, "tier": group.tier,
             "verdicts": {g: v for g, (v, _, _) in sorted(group.verdicts.items())}}
+
+
+def holds_answers(plugins: Any) -> bool:
+    """Whether an enabled guardian plan may check an answer before its reply (``mode: sync`` with the
+    ``output`` stage; a planner whose settings say neither is taken to), in the plugin set ``plugins``.
+    Then every answer's reply waits for its plan, made when it is generated (the built-in planners draw
+    there, so an answer left unchecked waits too): the daemon holds every stream until then, and the
+    core marks each such request `Request.reply_held`, whose TTFT is the reply's, in the simulator as
+    live (`controlplane.request_latency`)."""
+    for impl in plugins.hook.cp_guardian_plan.get_hookimpls():
+        settings = getattr(plugins.get(impl.plugin_name), "settings", None)
+        if getattr(settings, "mode", "sync") == "sync" and "output" in getattr(settings, "stages", ("output",)):
+            return True
+    return False
 
 
 def retracted(r: Request) -> bool:

@@ -49,7 +49,7 @@ def request_values(r: Any) -> tuple:
         r.request_id, r.model, r.tenant, r.priority, r.worker_id, status, r.reason,
         None if code is None else code._value_, arrival, scheduled, first, finish, r.prompt_tokens, out,
         r.max_output_tokens, r.cached_tokens, r.cache_hit, r.num_preemptions, r.guardian_verdict,
-        *(latencies(arrival, scheduled, first, finish, out) if status == "completed" else NO_LATENCIES),
+        *(latencies(arrival, scheduled, first, finish, out, r.reply_held) if status == "completed" else NO_LATENCIES),
     )
 
 

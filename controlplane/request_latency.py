@@ -20,10 +20,16 @@ def latencies(
     first_token_s: float | None,
     finish_s: float | None,
     output_tokens: int,
+    reply_held: bool = False,
 ) -> Latencies:
     """``(ttft_s, tpot_s, e2e_s, queue_s)`` from a request's timestamps; ``None`` where undefined.
 
-    * TTFT = first token - arrival.
+    * TTFT = first token - arrival: the first token its client could get. A reply held for the answer's
+      guardian plan (``reply_held``: a planner may check answers before the reply, `Request.reply_held`)
+      goes out whole at its finish: its TTFT is the reply's, finish - arrival, and its TPOT is ``None``
+      (all its tokens reach the client at once), while ``first_token_s`` stays the generation's first
+      token. (Its TTFT was the generation's: 0.01-0.14 s on a daemon whose held streams' first text came
+      after 3-6 s.)
     * E2E = finish - arrival. These are a completed request's latencies: the stored rows of the other
       statuses hold none (`stored_latencies`).
     * queue = first scheduled - arrival: the time before it first entered a batch (a cache hit
@@ -35,6 +41,8 @@ def latencies(
       a response-cache hit, where no decode happened (its TPOT was 0, and hits pulled the TPOT
       percentiles down to near 0).
     """
+    if reply_held and finish_s is not None:
+        first_token_s = finish_s
     ttft = None if first_token_s is None else first_token_s - arrival_s
     e2e = None if finish_s is None else finish_s - arrival_s
     queue = None if scheduled_s is None else scheduled_s - arrival_s
@@ -53,6 +61,7 @@ def stored_latencies(
     first_token_s: float | None,
     finish_s: float | None,
     output_tokens: int,
+    reply_held: bool = False,
 ) -> Latencies:
     """The ``ttft_s, tpot_s, e2e_s, queue_s`` columns of a ``request`` row whose status is ``status`` (a value).
 
@@ -64,9 +73,11 @@ def stored_latencies(
     ``finish_s - arrival_s`` is when it left (docs/architecture.md, "Stored schema")."""
     if status != "completed":
         return NO_LATENCIES
-    return latencies(arrival_s, scheduled_s, first_token_s, finish_s, output_tokens)
+    return latencies(arrival_s, scheduled_s, first_token_s, finish_s, output_tokens, reply_held)
 
 
 def request_latencies(r: Any) -> Latencies:
-    """:func:`latencies` of anything with a request's timestamp attributes (``types.Request``)."""
-    return latencies(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens)
+    """:func:`latencies` of anything with a request's timestamp attributes (``types.Request``, and its
+    ``reply_held`` where it has one)."""
+    return latencies(r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens,
+                     getattr(r, "reply_held", False))

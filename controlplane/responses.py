@@ -27,7 +27,7 @@ from typing import Any
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.decisions import GuardianPlan
-from controlplane.guardian_checks import CheckGroup, Outcome, combine, outcome_payload
+from controlplane.guardian_checks import CheckGroup, Outcome, combine, holds_answers, outcome_payload
 from controlplane.types import ReasonCode, Request, RequestStatus
 from controlplane.verdict_after_reply import VerdictAfterReply
 
@@ -135,6 +135,8 @@ class Responses:
             leaving = self._cancelling.get(r.request_id)
             self._block(r, "input", leaving[0] if leaving else "blocked by an async prompt check")
             return
+        if self._answers_held():  # its reply waited for this plan (live: a stream sent nothing yet)
+            r.reply_held = True
         plan, plugin = (None, None) if "cp_guardian_plan" in self.calls.unanswered else \
             self._decide("cp_guardian_plan", r, "output")
         mode = None if plan is None else self._start_checks(r, "output", plan, plugin)  # no plan: no checks
@@ -147,6 +149,15 @@ class Responses:
             return
         self.calls.call_observer(self.calls.cache_store, r)  # checked and passed, or not checked
         self._finish(r, _COMPLETED)
+
+    def _answers_held(self) -> bool:
+        """Whether every answer's reply waits for its guardian plan, under this plugin set (a reload
+        swaps it): `guardian_checks.holds_answers`, the daemon's rule for holding streams."""
+        held = self.__dict__.get("_held_by")
+        if held is None or held[0] is not self.plugins:
+            held = self.__dict__["_held_by"] = (self.plugins, "cp_guardian_plan" not in self.calls.unanswered
+                                                and holds_answers(self.plugins))
+        return held[1]
 
     # --- checks ------------------------------------------------------------------------------------
 

@@ -95,6 +95,10 @@ class Request:
     retry_after_s: float | None = None  # a rejection: when the policy says a retry can succeed
     guardian_verdict: str | None = None
     output_text: str | None = None  # live mode / cache hits: the response text
+    # its reply waited for the answer's guardian plan (a planner may check answers before the reply:
+    # `guardian_checks.holds_answers`), then went out whole at ``finish_s``: its TTFT is the reply's
+    # (`request_latency.latencies`); ``first_token_s`` stays the generation's first token
+    reply_held: bool = False
 
     @property
     def prefill_target_tokens(self) -> int:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError
 from starlette.requests import Request as HTTPRequest
 
+from controlplane.guardian_checks import holds_answers
 from controlplane.live.core_refusals import record_refusal
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, TenantDep, result_error
 from controlplane.live.daemon_openai import (
@@ -253,13 +254,9 @@ async def _results_unless_gone(request: HTTPRequest, handles: list[LiveRequestHa
 
 def _checks_answers_before_reply(driver: LiveDriver) -> bool:
     """Whether a guardian plan may check an answer before its reply (``mode: sync`` with the
-    ``output`` stage). A planner whose settings say neither is taken to."""
-    plugins = driver.session.plugins
-    for impl in plugins.hook.cp_guardian_plan.get_hookimpls():
-        settings = getattr(plugins.get(impl.plugin_name), "settings", None)
-        if getattr(settings, "mode", "sync") == "sync" and "output" in getattr(settings, "stages", ("output",)):
-            return True
-    return False
+    ``output`` stage; a planner whose settings say neither is taken to): the core's rule too, whose
+    requests' TTFT is then the reply's (`controlplane.guardian_checks.holds_answers`)."""
+    return holds_answers(driver.session.plugins)
 
 
 async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str, model: str, chat: bool,

@@ -315,3 +315,14 @@ def test_a_guardian_that_never_answers_checks_no_answer(tmp_path, model_dirs):
     sampling = summary["guardian_sampling"]["sampled-guardian"]
     assert (sampling["answers"], sampling["answers_checked"], sampling["answers_served_without_verdict"]) == (2, 0, 2)
     assert sampling["answers_checked_share"] == 0.0 and summary["guardians"]["judge"]["answers_checked_share"] == 0.0
+
+
+def test_a_reply_held_for_its_answers_check_has_the_replys_ttft_live_as_simulated(tmp_path):
+    # live rows said TTFT 0.01-0.14 s (the generation's first token) while held streams' first text came after 3-6 s
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules", "blocklist": ["never said"]}], rate=0.5)
+    results, driver, metrics = run(cfg, ["one", "two", "three", "four"], max_tokens=8)
+    rows = run_rows(cfg.storage.url, driver.run_id, "requests")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    for r in rows:  # checked or not (rate 0.5): every stream was held, as the simulator counts them
+        assert r["ttft_s"] == r["e2e_s"] and r["tpot_s"] is None and r["first_token_s"] < r["finish_s"], r
+    assert driver.summary["ttft_p99_s"] == driver.summary["e2e_p99_s"]
