@@ -8,6 +8,15 @@ exporting a multi-million-request run does not load it into memory.
 Export column order is fixed and part of the interface (downstream scripts
 read CSVs by position as well as by name); see :data:`EXPORT_COLUMNS`.
 Database surrogate keys (``id``, ``run_id``) are not exported.
+
+Typical use (docs/schema.md, "Reading runs from Python")::
+
+    engine = make_engine("sqlite:///controlplane.db")
+    run = get_run(engine, list_runs(engine, 1)[0]["id"])    # the newest run's row
+    run["summary"]["slo_attainment"]                         # its summary, a dict
+    for row in iter_rows(engine, run["id"], "requests"):     # its requests, streamed
+        ...
+    engine.dispose()
 """
 
 from __future__ import annotations
@@ -102,7 +111,8 @@ def _stored_runs(engine: Engine) -> Iterator[None]:
 
 
 def list_runs(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The most recent ``limit`` runs (of that ``status``, if given: ``crashed``...), newest first."""
+    """The most recent ``limit`` runs (of that ``status``, if given: ``crashed``...), newest first: each a
+    dict of the ``run`` table's columns, as `get_run` gives it."""
     stmt = select(_RUN) if status is None else select(_RUN).where(_RUN.c.status == status)
     with _stored_runs(engine), engine.connect() as conn:
         rows = conn.execute(stmt.order_by(_RUN.c.id.desc()).limit(limit)).mappings()
@@ -125,7 +135,11 @@ def list_sweeps(engine: Engine, limit: int = 50, *, status: str | None = None) -
 
 
 def get_run(engine: Engine, run_id: int) -> dict[str, Any]:
-    """One run's row; ``LookupError`` naming the database if there is no such run."""
+    """One run's row as a dict of the ``run`` table's columns (docs/schema.md): ``id``, ``name``, ``mode``,
+    ``status``, ``trace``, ``trace_format``, ``seed``, ``config`` and ``summary`` (dicts: the summary as
+    ``sim replay --json`` prints it, None while running), ``plugins``, ``started_at``, ``finished_at``, ``wall_s``,
+    ``sim_end_s``, ``notes``, ``sweep_id``, ``sweep_key``. ``LookupError`` naming the database if there is no
+    such run; a `StorageError` for a database without runs (a SQLite file that is not there: none is made)."""
     with _stored_runs(engine), engine.connect() as conn:
         row = conn.execute(select(_RUN).where(_RUN.c.id == run_id)).mappings().first()
     if row is None:
