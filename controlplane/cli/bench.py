@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from controlplane.cli.common import DB_OPTION_HELP, err, open_stored_runs, out, user_errors
+from controlplane.cli.common import DB_READ_HELP, err, open_stored_runs, out, user_errors
 
 if TYPE_CHECKING:
     from controlplane.live.model_source import WorkerModelSettings
@@ -312,7 +312,7 @@ def calibrate(
         metavar="RUN...")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write.")] = Path(
         "calibrated-profile.json"),
-    db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
     profile_path: Annotated[
         Optional[Path],
         typer.Option("--profile", help="A grid profile of the same worker: add the run's measured overhead to it "

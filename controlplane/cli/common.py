@@ -80,7 +80,10 @@ def gc_paused() -> Iterator[None]:
 
 
 DB_OPTION_HELP = ("Database URL, or a SQLite file's path (default: $CONTROLPLANE_STORAGE__URL, else storage.url "
-                  "of --config where the command takes one, else sqlite:///controlplane.db).")
+                  "of --config, else sqlite:///controlplane.db).")
+#: ``--db`` of a command that takes no ``--config`` (one that reads stored runs, `db upgrade`).
+DB_READ_HELP = ("Database URL, or a SQLite file's path (default: $CONTROLPLANE_STORAGE__URL, else "
+                "sqlite:///controlplane.db).")
 
 
 #: The options of `sim replay` and `live-replay` that set a trace transform, by the keyword the

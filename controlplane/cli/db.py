@@ -7,14 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from controlplane.cli.common import DB_OPTION_HELP, out, resolve_db, user_errors
+from controlplane.cli.common import DB_READ_HELP, out, resolve_db, user_errors
 
 app = typer.Typer(help="Database schema; spill files.", no_args_is_help=True)
 
 
 @app.command()
 def upgrade(
-    db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
     revision: Annotated[str, typer.Option(help="Target revision (one the database is already past is an error: "
                                                 "going back is Alembic's downgrade, whose command it gives).")]
     = "head",

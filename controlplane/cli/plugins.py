@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from controlplane.cli.common import console, out, user_errors
+from controlplane.cli.tables import TEXT, WHOLE, WORDS, fitted
 
 app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 
@@ -28,7 +29,9 @@ def _bundled_replay_plugins() -> list[str]:
 
 
 @app.command("list")
-def list_() -> None:
+def list_(json_out: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON array: each plugin's name, distribution, version, hooks, default, replay, "
+                       "description and error (null, or why every run refuses it).")] = False) -> None:
     """List installed plugins: name, distribution, version, hooks, whether the library's default config and the
     bundled `sim replay` config enable it, and what it does (`plugins show NAME`: its settings).
 
@@ -46,28 +49,41 @@ def list_() -> None:
         found = discover_plugins(refresh=True)
         replay = _bundled_replay_plugins()
     t = Table(header_style="bold", caption=CAPTION, caption_justify="left")
-    t.add_column("name", no_wrap=True)  # what a config lists: never cut, even in a narrow terminal
-    for col in ("distribution", "version", "hooks", "default", "replay", "description"):
+    for col in ("name", "distribution", "version", "hooks", "default", "replay", "description"):
         t.add_column(col)
     broken: list[str] = []
+    listed: list[dict[str, Any]] = []
     for name in sorted(found):
         p = found[name]
+        error = described = None
         try:
-            hooks, doc = ", ".join(p.hooks), p.doc
+            hooks, doc = list(p.hooks), p.doc
+            described = doc
         except PluginError as exc:
-            broken.append(str(exc))
-            hooks, doc = "-", "failed to load (error below)"
+            error = str(exc)
+            hooks, doc = [], "failed to load (error below)"
         else:
             try:
                 check_shape(name, p.target)  # what every run's start would refuse of it
             except PluginError as exc:
-                broken.append(str(exc))
+                error = str(exc)
                 doc = "refused by every run (error below)"
+        if error is not None:
+            broken.append(error)
+        listed.append({"name": name, "distribution": p.dist, "version": p.version, "hooks": hooks,
+                       "default": name in DEFAULT_PLUGINS, "replay": name in replay, "description": described,
+                       "error": error})
         # (cells are text, not rich markup: a description's "within [min, max]" is shown as written)
-        t.add_row(*(escape(str(cell)) for cell in (name, p.dist or "-", p.version or "-", hooks,
+        t.add_row(*(escape(str(cell)) for cell in (name, p.dist or "-", p.version or "-", ", ".join(hooks) or "-",
                                                    "yes" if name in DEFAULT_PLUGINS else "",
                                                    "yes" if name in replay else "", doc)))
-    out.print(t)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(listed))
+    else:  # names (what a config lists), versions and hook names whole; where the description would be
+        # narrower than 24 characters, a plugin's fields a line each instead
+        out.print(fitted(t, out.width, (WHOLE, TEXT, WHOLE, WORDS, WHOLE, WHOLE, WORDS), least={6: 24}))
     for message in broken:
         console("err").print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     if broken:

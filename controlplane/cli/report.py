@@ -7,13 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from controlplane.cli.common import DB_OPTION_HELP, open_stored_runs, out, user_errors
+from controlplane.cli.common import DB_READ_HELP, open_stored_runs, out, user_errors
 
 
 def report(
     run_id: Annotated[Optional[int], typer.Argument(help="The run to report on (or --sweep).")] = None,
     sweep: Annotated[Optional[int], typer.Option("--sweep", help="Report on a sweep or search instead.")] = None,
-    db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
     html: Annotated[Path, typer.Option("--html", help="The HTML file to write; an existing one is replaced once the "
                                                      "report is complete; the database read is refused.")]
     = Path("report.html"),

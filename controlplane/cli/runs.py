@@ -12,109 +12,23 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from controlplane.cli.common import DB_OPTION_HELP, err, fmt_value, open_stored_runs, out, user_errors, working
+from controlplane.cli import runs_list
+from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
-from controlplane.cli.runs_notes import (incomplete_note, refused_line, rows_refused, slo_targets, stopped_early,
-                                         stopped_line, targets_differ, targets_note, workload_note)
+from controlplane.cli.runs_list import DbOpt
+from controlplane.cli.runs_notes import (incomplete_note, refused_line, slo_targets, stopped_line, targets_differ,
+                                         targets_note, workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
 
-DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)]
-
-
-def _status(value: str | None) -> str | None:
-    from controlplane.errors import did_you_mean
-    from controlplane.storage.columns import RUN_STATUSES
-
-    if value is None or value in RUN_STATUSES:
-        return value
-    raise typer.BadParameter(f"unknown status {value!r}{did_you_mean(value, RUN_STATUSES)}; "
-                             f"statuses: {', '.join(sorted(RUN_STATUSES))}")
-
-
-StatusOpt = Annotated[Optional[str], typer.Option(
-    "--status", callback=_status, help="Only those of this status: running, finished, failed, interrupted, crashed.")]
+# Listing runs and sweeps (`runs list`, `runs sweeps`), in their own module; first in `runs --help`.
+app.command("list")(quiet_on_closed_pipe(runs_list.list_))
+app.command("sweeps")(quiet_on_closed_pipe(runs_list.sweeps))
 
 
 def _engine(db: str | None):
     return open_stored_runs(db)
-
-
-@app.command("list")
-@quiet_on_closed_pipe
-def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
-          status: StatusOpt = None) -> None:
-    """List recent runs (--status crashed: those whose process was killed). A crashed run's requests,
-    completed and e2e p50 (marked *) are counted from the request rows it recorded (its summary was
-    never written)."""
-    from controlplane.storage import list_runs
-    from controlplane.storage.queries import recorded_figures
-
-    with user_errors():
-        engine = _engine(db)
-        rows = list_runs(engine, limit=limit, status=status)
-        counted = {r["id"]: recorded_figures(engine, r["id"]) for r in rows if _unsummarised_crash(r)}
-    t = Table(header_style="bold")
-    for col in ("id", "name", "mode", "status", "trace", "requests", "completed", "e2e p50 (s)", "started"):
-        t.add_column(col, no_wrap=col in ("id", "status"))  # (on a narrow terminal the others give way)
-    for r in rows:
-        s = r.get("summary") or {}
-        figures = [fmt_value(s.get("num_requests", s.get("requests_recorded"))),  # (a crashed run: the rows it wrote)
-                   fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s"))]
-        if r["id"] in counted:
-            c = counted[r["id"]]
-            figures[1:] = [f"{fmt_value(c[k])}*" if c[k] is not None else "-" for k in ("num_completed", "e2e_p50_s")]
-        t.add_row(
-            str(r["id"]), Text(fmt_value(r.get("name"))), r["mode"], _status_cell(r),
-            Text(Path(r.get("trace") or "-").name), *figures,
-            r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
-        )
-    if not rows:  # (not an empty table's frame)
-        err.print(f"no {status} runs stored" if status else "no runs stored", highlight=False)
-        return
-    out.print(t)
-    if counted:
-        out.print("* a crashed run: completed and e2e p50 counted from the request rows it recorded (its summary "
-                  "was never written; requests it had not recorded when its process died are not among them)",
-                  highlight=False)
-
-
-def _unsummarised_crash(run: dict) -> bool:
-    """A run whose process died before its summary was written (`controlplane.storage.crashed`)."""
-    s = run.get("summary") or {}
-    return run["status"] == "crashed" and bool(s.get("crashed")) and "num_completed" not in s
-
-
-def _status_cell(run: dict) -> str:
-    """A run's status, where a finished one stopped at its ``--until`` (not the whole trace), and the rows the
-    database refused (`rows_refused`: stored without them)."""
-    notes = [n for n in (stopped_early(run) if run["status"] == "finished" else None, rows_refused(run)) if n]
-    return f"{run['status']} ({'; '.join(notes)})" if notes else run["status"]
-
-
-@app.command()
-@quiet_on_closed_pipe
-def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20,
-           status: StatusOpt = None) -> None:
-    """List recent sweeps and searches: status ("failed": stopped on an error, or some of its runs
-    failed, each listed by `runs report --sweep`; "crashed": its process was killed; run the same
-    spec again to resume a sweep, or to start a search afresh) and runs finished."""
-    from controlplane.storage import list_sweeps
-
-    with user_errors():
-        rows = list_sweeps(_engine(db), limit=limit, status=status)
-    t = Table(header_style="bold")
-    for col in ("id", "name", "kind", "status", "runs finished", "created", "ended"):
-        t.add_column(col, no_wrap=col in ("id", "status"))
-    for r in rows:  # (a search's number of runs is known when it ends: "-" until then)
-        t.add_row(str(r["id"]), Text(fmt_value(r.get("name"))), r["kind"], r["status"],
-                  f"{r['runs_finished']}/{r['num_runs'] if r.get('num_runs') is not None else '-'}",
-                  *(r[k].strftime("%Y-%m-%d %H:%M:%S") if r.get(k) else "-" for k in ("created_at", "finished_at")))
-    if not rows:  # (not an empty table's frame)
-        err.print(f"no {status} sweeps or searches stored" if status else "no sweeps or searches stored", highlight=False)
-        return
-    out.print(t)
 
 
 @app.command()
@@ -126,13 +40,19 @@ def show(
                                            "action, target, confidence, signals, reason), shadows included.")]
     = False,
     full: Annotated[bool, typer.Option(help="With --timeline: every signal and the whole reason.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object: the run's row (config, summary, "
+                                           "plugins), its decision_counts and plugin_errors; with --timeline, its "
+                                           "scale_decisions (each signal and reason whole).")] = False,
 ) -> None:
     """Show one run: its summary, plugins and decision counts (--timeline: its scale decisions)."""
     if full and not timeline:
         raise typer.BadParameter("--full goes with --timeline (every signal and the whole reason of its decisions)",
                                  param_hint="--full")
+    if json_out:
+        _show_json(db, run_id, timeline)
+        return
     if timeline:
-        from controlplane.cli.runs_timeline import scale_decisions, timeline_table
+        from controlplane.cli.runs_timeline import TIMELINE_KINDS, scale_decisions, timeline_table
 
         with user_errors():
             engine = _engine(db)
@@ -147,7 +67,12 @@ def show(
                    "`record: summary` stores the run's row alone)")
             out.print(f"run {run_id}: no scale decisions recorded ({why})", highlight=False)
             return
-        out.print(timeline_table(rows, f"run {run_id}: scale decisions", full=full))
+        from controlplane.cli.tables import fitted
+
+        # (times, clocks, actions and targets whole; signals and reasons fold, at least 16 wide, else a
+        # decision's fields a line each)
+        out.print(fitted(timeline_table(rows, f"run {run_id}: scale decisions", full=full), out.width,
+                         TIMELINE_KINDS, least={2: 6, 7: 16, 8: 16}))
         return
     from controlplane.storage import decision_counts, get_run, plugin_errors
 
@@ -194,6 +119,23 @@ def show(
         out.print(t)
     if errors:  # why the summary counts plugin errors: each plugin and hook, and its first error in words
         out.print(plugin_errors_table(errors, (run.get("summary") or {}).get("plugin_error_counts") or {}))
+
+
+def _show_json(db: str | None, run_id: int, timeline: bool) -> None:
+    """`runs show --json`: the run's row with its decision counts and plugin errors; with ``--timeline`` its
+    scale decisions (``run_id`` and ``scale_decisions``, each with its payload: target, signals, confidence)."""
+    from controlplane.storage import decision_counts, get_run, plugin_errors
+
+    with user_errors():
+        engine = _engine(db)
+        if timeline:
+            from controlplane.cli.runs_timeline import scale_decisions
+
+            found: dict[str, Any] = {"run_id": run_id, "scale_decisions": scale_decisions(engine, run_id)}
+        else:
+            found = {**get_run(engine, run_id), "decision_counts": decision_counts(engine, run_id),
+                     "plugin_errors": plugin_errors(engine, run_id)}
+    typer.echo(json.dumps(found, default=runs_list.jsonable, sort_keys=True))
 
 
 def plugin_errors_table(errors: list[dict], counted: dict[str, dict[str, int]]) -> Any:

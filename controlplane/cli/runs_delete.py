@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from controlplane.cli.common import DB_OPTION_HELP, err, open_stored_runs, out, user_errors
+from controlplane.cli.common import DB_READ_HELP, err, open_stored_runs, out, user_errors
 
 
 def _counts_text(counts: dict[str, int]) -> str:
@@ -23,7 +23,7 @@ def _counts_text(counts: dict[str, int]) -> str:
 
 def delete(
     run_id: Annotated[int, typer.Argument(help="The run's id (`runs list`).", metavar="RUN")],
-    db: Annotated[Optional[str], typer.Option("--db", help=DB_OPTION_HELP)] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when stdin is not a "
                                                            "terminal).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Delete a run still marked running too (one whose process, "

@@ -12,10 +12,11 @@ from rich.text import Text
 from sqlalchemy import Engine, select
 
 from controlplane.cli.common import fmt_value
+from controlplane.cli.tables import TEXT, WHOLE, WORDS
 from controlplane.storage.models import Decision
 from controlplane.storage.queries import get_run
 
-__all__ = ["compare_decisions", "decision_comparisons", "decision_differences", "differences_table",
+__all__ = ["TIMELINE_KINDS", "compare_decisions", "decision_comparisons", "decision_differences", "differences_table",
            "scale_decisions", "starting_replicas", "target_steps", "timeline_table"]
 
 SCALE_ACTIONS = ("scale", "shadow_scale", "scale_unplaced", "scale_held")
@@ -66,6 +67,11 @@ def _signals(signals: dict[str, Any] | None, limit: int) -> str:
         return "-"
     items = [f"{k}={fmt_value(v)}" for k, v in signals.items()]
     return ", ".join(items[:limit]) + (f", +{len(items) - limit}" if len(items) > limit else "")
+
+
+#: What of `timeline_table`'s columns a narrow terminal may wrap (`controlplane.cli.tables.fitted`): never the
+#: time, clock, action, confidence, nor a target's numbers.
+TIMELINE_KINDS = (WHOLE, WHOLE, TEXT, WHOLE, TEXT, WORDS, WHOLE, TEXT, TEXT)
 
 
 def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False) -> Table:

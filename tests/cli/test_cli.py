@@ -248,8 +248,8 @@ def test_runs_list(two_runs):
 def test_runs_list_keeps_the_status_whole_on_an_80_column_terminal(two_runs, monkeypatch):
     monkeypatch.setattr(common.out, "_width", 80)
     out = cli("runs", "list", "--db", two_runs).stdout
-    assert max(map(len, out.splitlines())) <= 80
-    assert len(re.findall(r"│ [12] +│.*│ finished +│", out)) == 2
+    assert max(map(len, out.splitlines())) <= 80 and "…" not in out
+    assert out.split().count("finished") == 2  # (rules or not: tests/cli/test_tables.py)
 
 
 def test_runs_list_status_crashed_finds_the_runs_marked_crashed(two_runs):
@@ -470,8 +470,9 @@ def test_plugins_list_shows_every_builtin_with_its_distribution():
 def test_plugins_list_never_cuts_a_plugin_name_in_a_narrow_terminal(monkeypatch):
     monkeypatch.setattr(common.out, "_width", 80)
     out = cli("plugins", "list").stdout
+    assert "…" not in out
     for name in ("priority-continuous-batching", "builtin-latency-models", *BUILTINS):
-        assert re.search(rf"│ {re.escape(name)} +│", out), name
+        assert name in out.split(), name  # (at 80 columns a plugin's fields a line each: tests/cli/test_tables.py)
 
 
 def test_plugins_list_shows_a_plugin_that_fails_to_load_and_lists_the_rest(monkeypatch):

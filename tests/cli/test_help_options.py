@@ -73,3 +73,14 @@ def test_a_docstring_s_sentences_are_not_broken_where_its_source_lines_end(path,
     """typer's rich help kept the docstring's line breaks: 'A crashed run's requests,' ended a line of `runs
     --help` and 'completed and e2e p50' began the next, however wide the terminal."""
     assert any(phrase in line for line in _help(path, 200).splitlines())
+
+
+def test_the_db_option_names_config_only_where_the_command_takes_one():
+    """`runs list --help` said --db's default came from 'storage.url of --config', an option it lacks."""
+    wrong = []
+    for path, command in COMMANDS:
+        options = {name for p in command.params for name in p.opts}
+        for p in command.params:
+            if "--db" in p.opts and "--config" in (p.help or "") and "--config" not in options:
+                wrong.append(" ".join(path))
+    assert wrong == []
