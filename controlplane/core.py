@@ -187,6 +187,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         """End the run: what is still in the system is recorded as in flight; returns the summary."""
         self._out = []
         now = self.clock.now_s
+        self._closing_samples(now)  # (the time series' last, partial interval: every arrival counted)
         for r in list(self.active.values()):
             r.status = RequestStatus.IN_FLIGHT
             r.reason = r.reason or "still in the system when the run ended"

@@ -161,6 +161,29 @@ def test_the_stored_arrival_rate_counts_every_arrival_since_the_last_sample():
     assert max(v for _, v in rates) == pytest.approx(40 / 5.0)  # the burst, over the 5 s it fell in
 
 
+@pytest.mark.parametrize("multi_model", [False, True])
+def test_the_stored_arrival_rate_ends_with_a_closing_sample_of_the_arrivals_since_the_last(multi_model):
+    """docs/schema.md says the samples add up to every arrival; those after the last sample were missing (13
+    arrivals at 0..12 s summed to 12): the run's end takes a closing, partial sample, per model."""
+    from controlplane.events import MetricSample
+    from dataclasses import replace
+
+    trace = [replace(t, arrival_s=float(i), model="default") for i, t in enumerate(make_trace(13, seed=3))]
+    models = [{"name": "default", "replicas": 1}] + ([{"name": "other", "replicas": 1}] if multi_model else [])
+    res = replay_with(trace=trace, cluster={"models": models}, control={"tick_s": 1.0, "metrics_interval_s": 5.0})
+    samples = [e for e in res.events if isinstance(e, MetricSample)]
+    rates = [(e.time_s, e.value) for e in samples if e.name == "arrivals_per_s" and e.labels["model"] == "default"]
+    windows = [t - before for (t, _), before in zip(rates, [0.0] + [t for t, _ in rates])]
+    assert sum(v * w for (_, v), w in zip(rates, windows)) == pytest.approx(13)  # every arrival, once
+    end = res.summary["sim_end_s"]
+    assert rates[-1][0] == pytest.approx(end) and 10.0 < end and all(w > 0 for w in windows)
+    last = {e.name for e in samples if e.time_s == rates[-1][0] and e.labels["model"] == "default"}
+    assert last == {"replicas", "replicas_starting", "queue_length", "running", "kv_utilization", "arrivals_per_s"}
+    if multi_model:
+        other = [e.value for e in samples if e.name == "arrivals_per_s" and e.labels["model"] == "other"]
+        assert other and sum(other) == 0
+
+
 class _UpThenDown(Plugin):
     """Three replicas for 5 s, then one: two drain and stop."""
 
