@@ -3,7 +3,8 @@
 A spill file is JSON lines: a header object, then one ``{"table", "row"}``
 object per pending row (``table`` is a table name, or ``run_update`` for a
 pending :meth:`RunRecorder.finish_run`). The header names the database (``source``, its URL with
-the password hidden, and ``database``, `controlplane.storage.identity.database_identity`) and,
+the password hidden, and ``database``, `controlplane.storage.identity.database_identity`), a refused
+file its ``kind`` (``refused``: loading it takes its rows off its runs' ``rows_refused``) and,
 where the recorder knows them, its runs' names and starts (``runs``): loading the file checks both,
 so its rows go to no other database and no other run of the same id. Rows a recorder spilled also carry
 the ``seq`` of the flush they belong to, and the header the recorder's
