@@ -242,6 +242,8 @@ class SimDriver:
             if progress is not None and not self.num_arrived & 255:
                 progress(self.num_arrived, env.now)
         self._trace_done = True
+        if (ended := getattr(progress, "trace_ended", None)) is not None:  # (the callback's own end-of-trace call)
+            ended(self.num_arrived, env._now)
 
     def _arrive(self, timer: Timeout) -> None:
         self._arrived(timer._value)

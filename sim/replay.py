@@ -365,7 +365,8 @@ def replay(
     ``controlplane sim replay`` does. ``trace_options`` are the reader's format options
     (``{"qps": 2}`` for a Vidur trace). ``on_progress(requests_arrived, sim_s)`` is called
     every 256 arrivals, at the control ticks in the first second of each simulated minute (idle gaps too), and at
-    every tick once the trace has ended (as the run drains). ``writer``: a writer process forked before the caller's
+    every tick once the trace has ended (as the run drains); its ``trace_ended(requests_arrived, sim_s)`` method,
+    where it has one, once when the last request has arrived. ``writer``: a writer process forked before the caller's
     imports (``controlplane.storage.early.EarlyWriter``, as ``controlplane sim replay`` starts one). A run that
     replays no request logs a warning (`sim.replay_args.warn_nothing_replayed`) unless ``warn_if_empty`` is false.
     """

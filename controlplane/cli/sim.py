@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -18,113 +17,6 @@ if TYPE_CHECKING:
     import typer
 
 HELP = "Replay request traces through the control plane in the simulator."
-
-
-#: The extensions of a JSON Lines trace (one request a line, no header), as the readers take them.
-_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-#: Format options that leave rows out (BurstGPT's filters, a skipped bad row): with one, the requests
-#: are fewer than the rows by a number no count of lines tells.
-_FILTERS = ("models", "log_types")
-
-
-def count_rows(path: Path, limit_bytes: int = 256 << 20) -> int | None:
-    """Data rows in a trace file, for the progress bar: its non-blank lines, less a CSV's header
-    (a JSON Lines file, by its extension in any case or its first line's ``{``, has none); a CSV
-    holding a quote counted by the csv module, as its reader reads it (a quoted field may span
-    lines). None where counting would cost a read of its own (large or compressed files)."""
-    try:
-        if path.suffix.lower() in (".gz", ".bz2", ".xz", ".zst", ".zip") or path.stat().st_size > limit_bytes:
-            return None
-        lines, quoted, first = 0, False, None
-        with path.open("rb") as f:
-            for line in f:
-                if line.strip():
-                    lines += 1
-                    if first is None:
-                        first = line.lstrip(b"\xef\xbb\xbf \t")
-                    quoted = quoted or b'"' in line
-    except OSError:
-        return None
-    if path.suffix.lower() in _JSONL_SUFFIXES or (first or b"").startswith(b"{"):
-        return lines
-    if quoted:
-        lines = _csv_rows(path)
-    return max(lines - 1, 0) if lines is not None else None
-
-
-def _csv_rows(path: Path) -> int | None:
-    """A CSV's non-blank rows, a quoted field's line breaks inside its row (None: not UTF-8 text,
-    which its reader refuses anyway)."""
-    import csv
-
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            return sum(1 for row in csv.reader(f) if any(cell.strip() for cell in row))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-
-
-def progress_total(path: Path, transforms: Any, limit: int | None, options: dict[str, Any] | None = None,
-                   until: float | None = None) -> int | None:
-    """How many requests the replay will have arrived when its trace is done, where a count of the
-    file's rows tells it; None where it does not: a window, a rate change, ``--until`` (arrivals
-    after it never happen), options that leave rows out (a filter, ``on_error=skip``)."""
-    options = options or {}
-    rated = transforms.rate_scale is not None or transforms.rate_profile is not None
-    filtered = (any(key in options for key in _FILTERS) or options.get("failed", "keep") != "keep"
-                or options.get("on_error", "raise") != "raise")
-    if transforms.window is not None or rated or until is not None or filtered:
-        return None
-    total = count_rows(path)
-    if total is not None and transforms.repeat:
-        total *= transforms.repeat
-    if total is not None and limit is not None:
-        total = min(total, limit)
-    return total
-
-
-@contextlib.contextmanager
-def _progress_bar(show: bool, path: Path, transforms: Any, limit: int | None, options: dict[str, Any] | None = None,
-                  until: float | None = None) -> Iterator[Callable[[int, float], None] | None]:
-    """The replay's progress callback: a rich progress bar on stderr when ``show``, else None
-    (and neither rich nor a pass over the trace to count its rows).
-
-    The bar counts arrivals against `progress_total` (none known: a count alone). Once the trace
-    is done the replay drains what is in the system, which can take longer than the arrivals did:
-    the replay then calls back on every tick with the same count, and the bar turns to an
-    indeterminate "draining" one (rich stops the elapsed clock of a task at its total, so it is
-    never given a count that reaches it), still showing the simulated second."""
-    if not show:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    total = progress_total(path, transforms, limit, options, until)
-    bar = Progress(
-        TextColumn("[bold]{task.description}[/]"), BarColumn(), TextColumn("{task.fields[count]}"),
-        TextColumn("sim t={task.fields[t]:.0f}s"), TimeElapsedColumn(), console=common.err, transient=True,
-    )
-    with bar:
-        task = bar.add_task("replay", total=total, t=0.0, count=_count(0, total))
-        state = {"last": -1, "draining": False}
-
-        def on_progress(n: int, t: float) -> None:
-            # Arrivals call back every 256 (a multiple of 256, a new count); the drain on every tick.
-            if not state["draining"] and (n == state["last"] or n & 255 or (total is not None and n >= total)):
-                state["draining"] = True
-                bar.update(task, description="draining")
-                bar.tasks[0].total = None  # (`update` takes None as "unchanged": the task itself, rich's Task.total)
-            state["last"] = n
-            if state["draining"]:
-                bar.update(task, completed=n, t=t, count=f"{n:,} arrived")
-            else:
-                bar.update(task, completed=n, t=t, count=_count(n, total))
-
-        yield on_progress
-
-
-def _count(n: int, total: int | None) -> str:
-    return f"{n:,}/{total:,}" if total is not None else f"{n:,}"
 
 
 #: The config keys `_overrides` sets, by the option that gives each: a bad value is named by its option.
@@ -364,8 +256,14 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                                      prompt_scale=prompt_scale, output_scale=output_scale,
                                      max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         show = progress and common.err.is_terminal  # (with --json too: the bar is on stderr, the JSON on stdout)
+        if show:  # (rich, and a pass over the trace to count its rows, only for a bar)
+            from controlplane.cli.replay_progress import progress_bar
+
+            bar = progress_bar(Path(path), transforms, limit, options, cfg.sim.until_s)
+        else:
+            bar = contextlib.nullcontext(None)
         try:
-            with _progress_bar(show, Path(path), transforms, limit, options, cfg.sim.until_s) as on_progress:
+            with bar as on_progress:
                 result = run_replay(path, cfg, transforms=transforms, trace_format=format, trace_options=options,
                                     on_progress=on_progress, writer=writer, warn_if_empty=False)
         except Exception as exc:  # (the database away at the run's end: its rows spilled, its summary whole)
