@@ -2,9 +2,12 @@
 
 Everything lives in the exporter's own ``CollectorRegistry``, so two runs (or two daemons in one
 test process) never share a metric. Time series come from the same events the SQL recorder
-stores: finished requests (counts by status and reason code, TTFT / TPOT / end-to-end histograms, tokens), the
-core's periodic metric samples (queue length, replicas, KV use, ...), decisions and worker
-lifecycle events. The daemon adds its HTTP counters, streams by how they ended among them (a
+stores: finished requests (counts by status and reason code, end-to-end and TPOT histograms of the
+completed), the core's periodic metric samples (queue length, replicas, KV use, ...), decisions and
+worker lifecycle events. The requests in flight are looked at at each scrape (`progress`) and at
+their end: tokens are counted as they are generated, whatever the request's end (the stored rows'
+``output_tokens`` add up to ``tokens_total{kind="generated"}``), a prompt's tokens and its TTFT once
+it has its first token, its queue time once it left the queue. The daemon adds its HTTP counters, streams by how they ended among them (a
 stream's status is 200 from its first byte, whatever follows).
 """
 
@@ -48,22 +51,28 @@ class PrometheusExporter:
             ["model", "status", "reason_code"], namespace=ns, registry=reg,
         )
         self.ttft = Histogram(
-            "request_ttft_seconds", "Time to first token.", ["model"], namespace=ns, registry=reg,
+            "request_ttft_seconds", "Time to first token, of every request that got one (whatever its end), "
+            "observed once it has it.", ["model"], namespace=ns, registry=reg,
             buckets=LATENCY_BUCKETS,
         )
         self.e2e = Histogram(
-            "request_e2e_seconds", "Arrival to last token.", ["model"], namespace=ns, registry=reg,
+            "request_e2e_seconds", "Arrival to last token, of the completed requests.", ["model"], namespace=ns, registry=reg,
             buckets=LATENCY_BUCKETS,
         )
         self.queue = Histogram(
-            "request_queue_seconds", "Arrival to first scheduled.", ["model"], namespace=ns, registry=reg,
+            "request_queue_seconds", "Arrival to first scheduled, of every request that left the queue (whatever "
+            "its end), observed once it left.", ["model"], namespace=ns, registry=reg,
             buckets=LATENCY_BUCKETS,
         )
         self.tpot = Histogram(
-            "request_tpot_seconds", "Time per output token after the first.", ["model"], namespace=ns, registry=reg,
+            "request_tpot_seconds", "Time per output token after the first, of the completed requests.",
+            ["model"], namespace=ns, registry=reg,
             buckets=TPOT_BUCKETS,
         )
-        self.tokens = Counter("tokens", "Tokens processed, by kind.", ["model", "kind"], namespace=ns, registry=reg)
+        self.tokens = Counter(
+            "tokens", "Tokens by kind: generated (counted as they are generated, whatever the request's end: at "
+            "each scrape for those in flight) and prompt (of the requests that got their first token).",
+            ["model", "kind"], namespace=ns, registry=reg)
         self.cache_hits = Counter("cache_hits", "Requests served from a cache.", ["model", "kind"], namespace=ns,
                                   registry=reg)
         self.decisions = Counter(
@@ -118,6 +127,8 @@ class PrometheusExporter:
         #: The run's served models (`cp_run_started`): a request for another name (rejected, ``unknown_model``) is
         #: counted under `UNKNOWN_MODEL_LABEL`, not its own, so clients cannot make a time series per name they send.
         self._served: frozenset[str] | None = None
+        #: request id -> what was counted of it so far, from its arrival to its end
+        self._in_flight: dict[str, _Progress] = {}
 
     # --- the observer hook ----------------------------------------------------------------------
 
@@ -143,6 +154,7 @@ class PrometheusExporter:
             self._sample(event)
         elif kind is RequestArrived:
             self.requests_arrived.labels(self._model(event.request.model)).inc()
+            self._in_flight[event.request.request_id] = _Progress(event.request)
         elif kind is WorkerChanged:
             # A start no device or slot was free for is counted apart: "failed" reads as a crash.
             unplaced = event.kind == "failed" and (event.detail or {}).get("unplaced")
@@ -154,14 +166,34 @@ class PrometheusExporter:
         self.requests.labels(model, r.status.value, code.value if code is not None else "").inc()
         if r.cache_hit:
             self.cache_hits.labels(model, r.cache_hit).inc()
+        seen = self._in_flight.pop(r.request_id, None)
+        self._advance(seen if seen is not None and seen.request is r else _Progress(r), model)  # (or refused first)
         if r.status.value != "completed":
-            return
-        self.tokens.labels(model, "prompt").inc(r.prompt_tokens)
-        self.tokens.labels(model, "generated").inc(r.output_tokens)
-        ttft, tpot, e2e, queue = request_latencies(r)
-        for histogram, value in ((self.ttft, ttft), (self.tpot, tpot), (self.e2e, e2e), (self.queue, queue)):
+            return  # (an end-to-end time of a request given up on, refused or blocked is no answer's latency)
+        _ttft, tpot, e2e, _queue = request_latencies(r)
+        for histogram, value in ((self.tpot, tpot), (self.e2e, e2e)):
             if value is not None:
                 histogram.labels(model).observe(max(0.0, value))
+
+    def progress(self) -> None:
+        """Count what the requests in flight did since the last look: their tokens generated, and the first
+        token and the start of those that got there (`render` calls this: at each scrape)."""
+        for seen in list(self._in_flight.values()):
+            self._advance(seen, self._model(seen.request.model))
+
+    def _advance(self, seen: _Progress, model: str) -> None:
+        r = seen.request
+        made = min(r.output_tokens, r.max_output_tokens)
+        if made > seen.generated:
+            self.tokens.labels(model, "generated").inc(made - seen.generated)
+            seen.generated = made
+        if not seen.first_token and r.first_token_s is not None:
+            seen.first_token = True
+            self.tokens.labels(model, "prompt").inc(r.prompt_tokens)
+            self.ttft.labels(model).observe(max(0.0, r.first_token_s - r.arrival_s))
+        if not seen.scheduled and r.scheduled_s is not None:
+            seen.scheduled = True
+            self.queue.labels(model).observe(max(0.0, r.scheduled_s - r.arrival_s))
 
     def _decision(self, d: Decision) -> None:
         if d.is_error:
@@ -231,5 +263,18 @@ class PrometheusExporter:
         self.cache_false_hit_rate.set_function(lambda: (lambda c, w: w / c if c else float("nan"))(*totals()))
 
     def render(self) -> bytes:
-        """The text exposition format, for ``GET /metrics``."""
+        """The text exposition format, for ``GET /metrics`` (on the run's event loop: the requests in flight
+        are read as they are now)."""
+        self.progress()
         return generate_latest(self.registry)
+
+
+class _Progress:
+    """What `PrometheusExporter` counted of a request so far."""
+
+    __slots__ = ("first_token", "generated", "request", "scheduled")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.generated = 0
+        self.first_token = self.scheduled = False

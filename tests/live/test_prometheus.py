@@ -29,14 +29,14 @@ def test_plugin_errors_total_counts_every_caught_exception_past_the_recorded_one
 
 def test_requests_total_tells_a_timeout_from_a_client_gone_by_reason_code():
     """Both are ``cancelled``: only their reason code tells them apart."""
-    from types import SimpleNamespace
-
     from controlplane.events import RequestFinished
     from controlplane.types import ReasonCode, RequestStatus
 
+    from controlplane.types import Request
+
     exporter = PrometheusExporter()
-    for code in (ReasonCode.TIMEOUT, ReasonCode.CLIENT_GONE, ReasonCode.CLIENT_GONE, None):
-        request = SimpleNamespace(model="tiny", status=RequestStatus.CANCELLED, reason_code=code, cache_hit=None)
+    for i, code in enumerate((ReasonCode.TIMEOUT, ReasonCode.CLIENT_GONE, ReasonCode.CLIENT_GONE, None)):
+        request = Request(f"r{i}", 0.0, 4, 4, model="tiny", status=RequestStatus.CANCELLED, reason_code=code)
         exporter.cp_on_event(RequestFinished(1.0, request))
 
     def count(code: str) -> float | None:
@@ -101,13 +101,13 @@ def test_a_request_for_the_empty_model_name_is_counted_under_unknown():
     from controlplane.events import RequestArrived, RequestFinished
     from controlplane.live.prometheus import UNKNOWN_MODEL_LABEL
     from controlplane.testing import make_config
-    from controlplane.types import ReasonCode, RequestStatus
+    from controlplane.types import ReasonCode, Request, RequestStatus
 
     exporter = PrometheusExporter()
     exporter.cp_run_started(SimpleNamespace(config=make_config(cluster={"models": [{"name": "tiny"}]})))
     for model in ("", "gpt-9", "tiny"):
-        request = SimpleNamespace(model=model, status=RequestStatus.REJECTED, reason_code=ReasonCode.UNKNOWN_MODEL,
-                                  cache_hit=None)
+        request = Request(f"r-{model}", 1.0, 4, 4, model=model, status=RequestStatus.REJECTED,
+                          reason_code=ReasonCode.UNKNOWN_MODEL)
         exporter.cp_on_event(RequestArrived(1.0, request))
         exporter.cp_on_event(RequestFinished(1.0, request))
 
@@ -119,3 +119,54 @@ def test_a_request_for_the_empty_model_name_is_counted_under_unknown():
     assert count("requests_arrived_total", UNKNOWN_MODEL_LABEL) == 2.0
     assert count("requests_total", "", **rejected) is None and count("requests_arrived_total", "") is None
     assert count("requests_total", "tiny", **rejected) == 1.0
+
+
+def test_tokens_and_first_token_latencies_count_every_request_as_it_goes_and_add_up_to_the_rows(tmp_path):
+    """tokens_total and the TTFT / queue histograms counted completed requests only, at their end: a timed-out
+    or cancelled request's tokens were nowhere, and tokens_total stood still while a long answer was generated."""
+    import asyncio
+    import contextlib
+    import time
+
+    from controlplane.live.driver import LiveDriver
+    from controlplane.testing import stored_rows
+    from tests.live.test_driver import config, run
+
+    cfg = config(tmp_path, model={"worker": {"preset": "tiny-llama", "max_seq_len": 1024}})
+    long = {"max_tokens": 1000, "ignore_eos": True}
+
+    def get(d: LiveDriver, name: str, **labels: str) -> float:
+        d.metrics.render()  # (a scrape: the requests in flight looked at)
+        return d.metrics.registry.get_sample_value(f"controlplane_{name}", {"model": "tiny", **labels}) or 0.0
+
+    async def body(d: LiveDriver):
+        done = [await d.generate(f"short {i}", max_tokens=4, ignore_eos=True) for i in range(3)]
+        left = await d.submit("the client leaves", **long)
+        deadline = time.monotonic() + 0.8  # (it times out after 1 s)
+        while get(d, "tokens_total", kind="generated") < 12 + 20:  # it generates: counted before its end
+            assert time.monotonic() < deadline, "tokens_total stood still while an answer was generated"
+            await asyncio.sleep(0.01)
+        assert get(d, "request_ttft_seconds_count") == get(d, "request_queue_seconds_count") == 4
+        assert get(d, "request_e2e_seconds_count") == 3
+        d.cancel(left.request_id)
+        timed_out = await d.submit("nobody waits this long", **long)
+        with contextlib.suppress(Exception):
+            await d.generate("x", model="no-such-model")
+        results = done, await left.result(), await timed_out.result()
+        assert await d.drain(30)  # (the timed-out one off its worker: recorded as cancelled, not cut off in flight)
+        return results
+
+    (done, left, timed_out), _, d = run(cfg, body, request_timeout_s=1.0)
+    assert all(r.status == "completed" for r in done) and left.status == "cancelled"
+    assert timed_out.status == "timeout"
+    rows = stored_rows(cfg.storage.url, d.run_id, "requests")
+    assert sorted((r["status"], r["reason_code"]) for r in rows if r["status"] != "completed") == [
+        ("cancelled", "client_gone"), ("cancelled", "timeout"), ("rejected", "unknown_model")]
+    assert all(r["output_tokens"] > 0 for r in rows if r["status"] == "cancelled")
+    started = [r for r in rows if r["first_token_s"] is not None]
+    assert get(d, "tokens_total", kind="generated") == sum(r["output_tokens"] for r in rows)
+    assert get(d, "tokens_total", kind="prompt") == sum(r["prompt_tokens"] for r in started)
+    assert get(d, "request_ttft_seconds_count") == len(started) == 5
+    assert abs(get(d, "request_ttft_seconds_sum") - sum(r["first_token_s"] - r["arrival_s"] for r in started)) < 1e-6
+    assert get(d, "request_queue_seconds_count") == sum(r["scheduled_s"] is not None for r in rows) == 5
+    assert get(d, "request_e2e_seconds_count") == sum(r["status"] == "completed" for r in rows) == 3
