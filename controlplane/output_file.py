@@ -1,5 +1,5 @@
 """A file a command writes where its user said (``runs export -o``, ``runs plot -o``, ``runs report --html``,
-``live replay --save-trace``, ``bench calibrate -o``, ``bench quant --json``): written whole or not at all.
+``live replay --save-trace``, ``calibrate -o``, ``bench quant --json-out``): written whole or not at all.
 
 * A file the command reads is refused before anything is written: the SQLite database it reads runs from
   (or writes its run into), with its ``-wal``, ``-shm`` and ``-journal`` files, by name (after symbolic links)

@@ -140,7 +140,7 @@ def profile(
     = None,
     model_path: Annotated[Optional[str], typer.Option(help="Local Hugging Face model directory.")] = None,
     config_path: Annotated[Optional[Path], typer.Option(
-        "--config", help="A daemon (or run) config: profile the worker of its deployment --model as the daemon "
+        "--config", "-c", help="A daemon (or run) config: profile the worker of its deployment --model as the daemon "
                          "builds it (path, worker.config or preset, and its precision, device, max_seq_len, seed), "
                          "labelled as a live run of it records it.")] = None,
     model: Annotated[Optional[str], typer.Option(
@@ -433,15 +433,25 @@ def quant(
     new_tokens: Annotated[int, typer.Option(min=1, help="Tokens each sequence generates (timed decode).")] = 32,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs per variant and batch size.")] = 3,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (CPU).")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows here as JSON.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json-out", "-o", help="Also write the rows to this file, "
+                                                      "as JSON.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    json_old: Annotated[Optional[Path], typer.Option("--json", hidden=True, help="--json-out's former name.")] = None,
 ) -> None:
     """Quantization / compilation benchmark: each variant loaded, warmed up, timed at several batch sizes."""
     import torch
 
     from controlplane.live.quant_bench import run_quant_bench, render_table
 
+    if json_old is not None:  # (--json PATH, as it was; elsewhere --json is a flag for JSON on stdout)
+        if json_path is not None:
+            raise typer.BadParameter("--json is --json-out's former name: give one", param_hint="--json")
+        json_path = json_old
     with user_errors():
+        if json_path is not None:  # (its folder, before the benchmark's minutes rather than after them)
+            from controlplane.output_file import check_folder
+
+            check_folder(json_path)
         if threads:
             torch.set_num_threads(threads)
         sizes = parse_batch_sizes(batch_sizes)
@@ -458,7 +468,7 @@ def quant(
     if json_path is not None:
         from controlplane.output_file import replaced_on_success
 
-        with user_errors(), replaced_on_success(json_path, option="--json") as partial:
+        with user_errors(), replaced_on_success(json_path, option="--json-out") as partial:
             partial.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
         out.print(f"wrote {json_path}", highlight=False)
 

@@ -73,7 +73,8 @@ def live_replay(
     preset: PresetOpt = None,
     model_path: ModelPathOpt = None,
     precision: PrecisionOpt = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Replicas of the model.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Replicas of the model (default: the config's "
+                                                            "replicas, else one per GPU, or one CPU worker).")] = None,
     pool: Annotated[str, typer.Option(help="Where workers run: thread | process | ray.")] = "process",
     cpu_threads: CpuThreadsOpt = None,
     save_trace: Annotated[Optional[Path], typer.Option(

@@ -46,7 +46,7 @@ PARAMETERS: Final[tuple[tuple[str, tuple[str, ...], Any, Any, int | None], ...]]
     ("rate_scale", ("--rate-scale",), float, None, None),
     ("rate_profile", ("--rate-profile",), str, None, None),
     ("copies", ("--copies",), str, None, None),
-    ("limit", ("--limit",), int, None, None),
+    ("limit", ("--limit",), int, None, 1),
     ("prompt_scale", ("--prompt-scale",), float, None, None),
     ("output_scale", ("--output-scale",), float, None, None),
     ("max_prompt_tokens", ("--max-prompt-tokens",), int, None, 1),

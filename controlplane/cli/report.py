@@ -14,8 +14,9 @@ def report(
     run_id: Annotated[Optional[int], typer.Argument(help="The run to report on (or --sweep).")] = None,
     sweep: Annotated[Optional[int], typer.Option("--sweep", help="Report on a sweep or search instead.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
-    html: Annotated[Path, typer.Option("--html", help="The HTML file to write; an existing one is replaced once the "
-                                                     "report is complete; the database read is refused.")]
+    html: Annotated[Path, typer.Option("--html", "--output", "-o",
+                                       help="The HTML file to write; an existing one is replaced once the report is "
+                                            "complete; the database read is refused.")]
     = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded, no network needed to view it).

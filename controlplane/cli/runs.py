@@ -334,7 +334,7 @@ def export(
     db: DbOpt = None,
     what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events | iterations")] = "requests",
     format: Annotated[Optional[str], typer.Option(
-        "--format", help="csv | json | jsonl (default: the one -o's extension names; on stdout, csv)")] = None,
+        "--format", "-f", help="csv | json | jsonl (default: the one -o's extension names; on stdout, csv)")] = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="File to write (default: stdout); its extension picks the format: .csv, .json, "
                                ".jsonl or .ndjson, each with .gz added for gzip (rows.jsonl.gz); another extension "

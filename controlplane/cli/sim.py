@@ -62,7 +62,8 @@ def replay(
                                                            "(default: detect).")
     ] = None,
     db: Annotated[Optional[str], typer.Option(help=common.DB_OPTION_HELP)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator (default: the config's "
+                                                     "seed, 0 where it sets none).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON). Default: "
                                                    "the bundled sim/data/default_replay.yaml (Llama-3-8B on "
                                                    "A100s, SLO planner, cold starts).")] = None,
@@ -90,7 +91,8 @@ def replay(
              "one long prompt's copies do not arrive as one burst; shifted, the n-th copies as one more stream of the "
              "trace's own arrivals moved by an offset of its own within each 600-s window: x10 as ten times the "
              "users, whose bursts do not add up (docs/traces.md).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Replay at most this many requests.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many requests (default: all "
+                                                            "of them).")] = None,
     prompt_scale: Annotated[Optional[float], typer.Option(
         help="Multiply each prompt's tokens by this (rounded, at least 1; before --max-prompt-tokens): a long-context "
              "trace on a small model with its length distribution kept. A scaled prompt has no prefix-block hashes.")
@@ -101,8 +103,9 @@ def replay(
         min=1, help="Cut longer prompts to this many tokens (as `controlplane live-replay` does).")] = None,
     max_output_tokens: Annotated[Optional[int], typer.Option(
         min=1, help="Cut longer outputs to this many tokens.")] = None,
-    qps: Annotated[Optional[float], typer.Option(help="Vidur traces: arrival rate of the synthetic process.")] = None,
-    arrival: Annotated[Optional[str], typer.Option(help="Vidur traces: poisson | gamma.")] = None,
+    qps: Annotated[Optional[float], typer.Option(help="Vidur traces: arrival rate of the synthetic process, requests "
+                                                      "a second (default: 1).")] = None,
+    arrival: Annotated[Optional[str], typer.Option(help="Vidur traces: poisson | gamma (default: poisson).")] = None,
     opt: Annotated[Optional[list[str]], typer.Option(
         "--opt", metavar="KEY=VALUE", help="A trace format option (repeatable; VALUE read as JSON where it parses), "
                                            "e.g. --opt failed=drop --opt models=GPT-4 for BurstGPT, --opt "
@@ -112,9 +115,13 @@ def replay(
              "config sets sim.exact. Default: the config's sim.exact.")] = None,
     until: Annotated[Optional[float], typer.Option(
         help="Stop at this simulated second (sooner when the requests that arrived by then are done): those still "
-             "in the system are recorded in flight; later arrivals never happen, and are not counted.")] = None,
-    slo_ttft: Annotated[Optional[float], typer.Option(help="TTFT target (s) for SLO attainment.")] = None,
-    slo_tpot: Annotated[Optional[float], typer.Option(help="TPOT target (s) for SLO attainment.")] = None,
+             "in the system are recorded in flight; later arrivals never happen, and are not counted. Default: "
+             "the config's sim.until_s, none where it sets none (every request is replayed to its end).")] = None,
+    slo_ttft: Annotated[Optional[float], typer.Option(help="TTFT target (s) for SLO attainment (default: the "
+                                                           "config's slo.ttft_s: 2 in the bundled run config).")] = None,
+    slo_tpot: Annotated[Optional[float], typer.Option(help="TPOT target (s) for SLO attainment (default: the "
+                                                           "config's slo.tpot_s: 0.1 in the bundled run config).")]
+    = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr when it is a terminal (with --json "
                                                 "too: the JSON alone goes to stdout).")] = True,
 ) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -11,7 +12,7 @@ from controlplane import __version__
 from controlplane.cli import build_app
 
 
-def _commands(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
     found = [(path, command)]
     for name, sub in sorted(getattr(command, "commands", {}).items()):
         found += _commands(sub, (*path, name))
@@ -57,9 +58,9 @@ def test_no_option_name_or_type_is_cut_in_the_terminal_s_width(path, command, co
 
     text = _help(path, columns)
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= columns
-    ctx = click.Context(command, info_name=path[-1] if path else "controlplane")
+    ctx = command.context_class(command, info_name=path[-1] if path else "controlplane")
     for param in command.get_params(ctx):
-        if getattr(param, "hidden", False) or not isinstance(param, click.Option):
+        if getattr(param, "hidden", False) or param.param_type_name != "option":  # (typer's own click: not `click`)
             continue
         for name in (*param.opts, *param.secondary_opts):
             assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (name, text)
@@ -84,3 +85,45 @@ def test_the_db_option_names_config_only_where_the_command_takes_one():
             if "--db" in p.opts and "--config" in (p.help or "") and "--config" not in options:
                 wrong.append(" ".join(path))
     assert wrong == []
+
+
+def test_the_commands_docs_schema_names_as_writing_files_exist_with_those_options():
+    """docs/schema.md named `bench calibrate -o FILE`: the command is `controlplane calibrate`."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text(encoding="utf-8")
+    paragraph = " ".join(text[text.index("A file these commands write"):].split("\n\n")[0].split())
+    named = re.findall(r"`([a-z][a-z -]*?) (-{1,2}[a-z-]+) FILE`", paragraph)
+    assert len(named) >= 6, paragraph
+    by_path = {" ".join(path): command for path, command in COMMANDS}
+    for words, option in named:
+        assert words in by_path, (words, option)
+        assert any(option in p.opts for p in by_path[words].params), (words, option)
+
+
+@pytest.mark.parametrize("long, short", [("--config", "-c"), ("--format", "-f"), ("--output", "-o")])
+def test_an_option_has_the_same_short_name_in_every_command(long, short):
+    """`profile` took --config without -c and `runs export` --format without -f, as other commands take them."""
+    missing = [" ".join(path) for path, command in COMMANDS for p in command.params
+               if long in p.opts and short not in p.opts]
+    assert missing == []
+
+
+def test_json_is_a_flag_in_every_command():
+    """`bench quant --json PATH` took a path where every other command's --json is a flag (JSON on stdout); its
+    file is --json-out / -o now (--json PATH still read, hidden)."""
+    taking = [" ".join(path) for path, command in COMMANDS for p in command.params
+              if "--json" in p.opts and not getattr(p, "is_flag", False) and not p.hidden]
+    assert taking == []
+
+
+@pytest.mark.parametrize("path, options", [
+    (("sim", "replay"), ("--seed", "--slo-ttft", "--slo-tpot", "--qps", "--arrival", "--until", "--limit")),
+    (("live-replay",), ("--workers",))], ids=str)
+def test_a_replay_s_options_that_take_the_config_s_value_say_so(path, options):
+    """sim replay's --seed, --slo-ttft, --slo-tpot, --qps, --arrival, --until and --limit and live-replay's
+    --workers said nothing of what they are when not given."""
+    command = dict(COMMANDS)[path]
+    silent = [p.opts[0] for p in command.params if p.opts[0] in options and "default" not in (p.help or "").lower()]
+    assert silent == [] and len({p.opts[0] for p in command.params} & set(options)) == len(options)
