@@ -309,7 +309,7 @@ def calibrate(
         help="A recorded live run whose iterations were timed (ID); several put on one timeline (ID+ID, e.g. a light "
              "and a heavy run); or repeats of the same traffic, one argument each (3+4 5+6 7+8): each repeat is "
              "calibrated into NAME.repeat-K.json, their spread printed, and the median one written to --output.",
-        metavar="RUN...")],
+        metavar="RUN")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write.")] = Path(
         "calibrated-profile.json"),
     db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,

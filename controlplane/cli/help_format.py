@@ -59,9 +59,36 @@ def unwrapped(text: str | None) -> str | None:
                        for p in paragraphs)
 
 
+def _help_on_one_flow(rich_utils: Any) -> None:
+    """An option's help, its default and its env var as one text in typer's rich panels (typer sets them side by
+    side as rich ``Columns``: after a help of more than a line, ``[default: small]`` stood alone on the line below,
+    as if it were another option's)."""
+    from rich.columns import Columns
+    from rich.text import Text
+
+    made = rich_utils._get_parameter_help
+    if getattr(made, "one_flow", False):
+        return
+
+    def _get_parameter_help(**kwargs: Any) -> Any:
+        found = made(**kwargs)
+        items = getattr(found, "renderables", None)
+        if isinstance(found, Columns) and items and all(isinstance(i, Text) for i in items):
+            return Text(" ").join(items)
+        return found
+
+    _get_parameter_help.one_flow = True  # type: ignore[attr-defined]
+    rich_utils._get_parameter_help = _get_parameter_help
+
+
 def install() -> None:
     """Make every typer command's and group's ``--help`` fit the terminal (once per process)."""
     from typer import core
+
+    if core.HAS_RICH:
+        from typer import rich_utils
+
+        _help_on_one_flow(rich_utils)
 
     for cls in (core.TyperCommand, core.TyperGroup):
         rich = cls.format_help

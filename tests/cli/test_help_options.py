@@ -127,3 +127,18 @@ def test_a_replay_s_options_that_take_the_config_s_value_say_so(path, options):
     command = dict(COMMANDS)[path]
     silent = [p.opts[0] for p in command.params if p.opts[0] in options and "default" not in (p.help or "").lower()]
     assert silent == [] and len({p.opts[0] for p in command.params} & set(options)) == len(options)
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "controlplane")
+def test_a_usage_line_names_its_arguments_plainly(path):
+    """`db load-spill --help` said `{<path>}` and `calibrate --help` `{RUN...}...`."""
+    usage = next(line for line in _help(path, 200).splitlines() if "Usage:" in line)
+    assert "{<" not in usage and "...}" not in usage, usage
+
+
+def test_an_option_s_default_follows_its_help_on_the_same_flow():
+    """typer set an option's help and its default side by side as columns: after a help of two lines,
+    `[default: small]` stood alone on the next line of `profile --help`."""
+    lines = _help(("profile",), 160).splitlines()
+    at = next(i for i, line in enumerate(lines) if "[default: small]" in line)
+    assert "no trace). [default: small]" in lines[at], lines[at - 1:at + 1]
