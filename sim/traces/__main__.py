@@ -36,6 +36,21 @@ _TRANSFORM_OPTIONS = [(parameter, names[0], kind) for parameter, names, kind, _,
 #: How many of the bad rows ``on_error=skip`` skipped are shown, each with its error.
 SKIPPED_SHOWN = 3
 _METAVARS = {"rate_profile": "T:F,...", "copies": "|".join(COPIES)}
+#: Each transform option's help, shortly (`controlplane sim replay --help` says each in full).
+_HELP = {
+    "window_start": "keep requests arriving at or after this second (default: from the first)",
+    "window_end": "keep requests arriving before this second (default: to the last)",
+    "speed_up": "divide arrival times by this factor (default: 1)",
+    "repeat": "play the trace this many times back to back, after the window and speed-up (default: once)",
+    "rate_scale": "thin (<1) or replicate (>1) requests to scale the rate (default: 1)",
+    "rate_profile": "a rate factor over time: TIME_S:FACTOR points, linear between them (default: none)",
+    "copies": "where --rate-scale / --rate-profile put a request's copies (default: clumped)",
+    "limit": "at most this many requests (default: all)",
+    "prompt_scale": "multiply each prompt's tokens by this, before --max-prompt-tokens (default: 1)",
+    "output_scale": "multiply each output's tokens by this, before --max-output-tokens (default: 1)",
+    "max_prompt_tokens": "cut longer prompts to this many tokens (default: no cap)",
+    "max_output_tokens": "cut longer outputs to this many tokens (default: no cap)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,18 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0,
                     help="seed for random options (mooncake and bailian spread, vidur arrivals) and the rate "
                          "change: the replay's random streams of this seed, as `controlplane sim replay --seed N` "
-                         "draws them")
+                         "draws them (default: 0)")
     ap.add_argument("--qps", type=float, default=None,
-                    help="Vidur traces: arrival rate of the synthetic process (as `controlplane sim replay --qps`)")
+                    help="Vidur traces: arrival rate of the synthetic process (as `controlplane sim replay --qps`; "
+                         "default: 1)")
     ap.add_argument("--arrival", default=None, metavar="poisson|gamma",
-                    help="Vidur traces: the synthetic arrival process (as `controlplane sim replay --arrival`)")
+                    help="Vidur traces: the synthetic arrival process (as `controlplane sim replay --arrival`; "
+                         "default: poisson)")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="format option; VALUE parsed as JSON when possible (e.g. qps=2.5, failed=drop, "
                          "model_column=true, 'models=[\"GPT-4\"]'), else kept as text")
     transforms_group = ap.add_argument_group(
         "trace transforms", "as `controlplane sim replay` takes and applies them (see its --help, docs/traces.md)")
     for parameter, option, kind in _TRANSFORM_OPTIONS:
-        transforms_group.add_argument(option, dest=parameter, type=kind, default=None,
+        transforms_group.add_argument(option, dest=parameter, type=kind, default=None, help=_HELP[parameter],
                                       metavar=_METAVARS.get(parameter, kind.__name__.upper()))
     args = ap.parse_args(argv)
     given = {parameter: getattr(args, parameter) for parameter in TRANSFORM_PARAMETERS

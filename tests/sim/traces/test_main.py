@@ -189,3 +189,21 @@ def test_qps_and_arrival_are_checked_as_sim_replay_checks_them(write, capsys, ar
     with pytest.raises(SystemExit) as exc:
         main([str(c if message.endswith("canonical format") else v), *args])
     assert exc.value.code == 2 and capsys.readouterr().err.startswith(message.replace("{c}", str(c)))
+
+
+def test_every_option_is_described_with_its_default(capsys, monkeypatch):
+    """Its twelve transform options had no help at all (`python -m sim.traces --help`)."""
+    import argparse
+
+    parsers: list[argparse.ArgumentParser] = []
+    real = argparse.ArgumentParser.parse_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
+                        lambda self, *a, **kw: parsers.append(self) or real(self, *a, **kw))
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--max-output-tokens" in capsys.readouterr().out
+    undescribed = [a.option_strings[-1] for a in parsers[0]._actions
+                   if a.option_strings and not isinstance(a, argparse._HelpAction)
+                   and (not a.help or (a.nargs != 0 and a.default is None and a.option_strings[-1] != "--opt"
+                                       and "default" not in a.help))]
+    assert undescribed == []
