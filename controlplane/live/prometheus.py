@@ -7,8 +7,8 @@ completed), the core's periodic metric samples (queue length, replicas, KV use, 
 worker lifecycle events. The requests in flight are looked at at each scrape (`progress`) and at
 their end: tokens are counted as they are generated, whatever the request's end (the stored rows'
 ``output_tokens`` add up to ``tokens_total{kind="generated"}``), a prompt's tokens and its TTFT once
-it has its first token, its queue time once it left the queue. The daemon adds its HTTP counters, streams by how they ended among them (a
-stream's status is 200 from its first byte, whatever follows).
+it has its first token, its queue time once it left the queue. The daemon adds its HTTP counters,
+streams by how they ended among them (a stream's status is 200 from its first byte, whatever follows).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from controlplane.request_latency import request_latencies
 from controlplane.events import MetricSample, RequestArrived, RequestFinished, WorkerChanged
 from controlplane.hookspecs import hookimpl
+from controlplane.live.prometheus_totals import CacheTotals, RefusedRows
 from controlplane.types import Decision
 
 __all__ = ["CONTENT_TYPE_LATEST", "UNKNOWN_MODEL_LABEL", "PrometheusExporter"]
@@ -56,7 +57,8 @@ class PrometheusExporter:
             buckets=LATENCY_BUCKETS,
         )
         self.e2e = Histogram(
-            "request_e2e_seconds", "Arrival to last token, of the completed requests.", ["model"], namespace=ns, registry=reg,
+            "request_e2e_seconds", "Arrival to last token, of the completed requests.", ["model"], namespace=ns,
+            registry=reg,
             buckets=LATENCY_BUCKETS,
         )
         self.queue = Histogram(
@@ -106,23 +108,12 @@ class PrometheusExporter:
         self.storage_spill_files = Gauge(
             "storage_spill_files", "Spill files of rows that waited too long for the database.", namespace=ns,
             registry=reg)
-        self.cache_checked_hits = Gauge(
-            "cache_checked_hits", "Response-cache hits whose correctness is known (semantic-cache: its verified "
-            "would-be hits).", namespace=ns, registry=reg)
-        self.cache_false_hits = Gauge("cache_false_hits", "Wrong answers among cache_checked_hits.", namespace=ns,
-                                      registry=reg)
-        self.cache_false_hit_rate = Gauge(
-            "cache_false_hit_rate", "cache_false_hits / cache_checked_hits, as the run summary's (NaN while none "
-            "was checked).", namespace=ns, registry=reg)
-        self.cache_stores_down = Gauge(
-            "cache_stores_down", "Plugins' cache stores (Redis) in an outage now: their caches serve misses.",
-            namespace=ns, registry=reg)
-        self.cache_store_failures = Gauge(
-            "cache_store_failures", "Calls to the plugins' cache stores (Redis) that found them unreachable, since "
-            "the daemon started (as a counter: it only grows).", namespace=ns, registry=reg)
-        self.storage_rows_refused = Gauge(
-            "storage_rows_refused", "Rows of the run the database refused for good (a repeated request id), "
-            "saved to refused files; the other rows are written.", namespace=ns, registry=reg)
+        # Read at each scrape (`controlplane.live.prometheus_totals`): the response caches' checked and false hits
+        # and their stores' outages (carried across reloads), the rows the database refused
+        self.caches = CacheTotals(ns)
+        self.refused_rows = RefusedRows(ns)
+        reg.register(self.caches)
+        reg.register(self.refused_rows)
         self._samples: dict[str, Gauge] = {}
         #: The run's served models (`cp_run_started`): a request for another name (rejected, ``unknown_model``) is
         #: counted under `UNKNOWN_MODEL_LABEL`, not its own, so clients cannot make a time series per name they send.
@@ -199,6 +190,8 @@ class PrometheusExporter:
         if d.is_error:
             return  # counted by `watch_plugin_errors`: error decisions stop at MAX_RECORDED_ERRORS per plugin and hook
         self.decisions.labels(d.hook, d.plugin, d.action).inc()
+        if d.action == "reload" and d.hook == "admin":
+            self.caches.refresh()  # the plugins it replaced: their totals carried before they are gone
         if d.action == "guardian_verdict" and d.payload:
             p = d.payload
             self.guardian_verdicts.labels(str(p.get("guardian")), str(p.get("verdict")), str(p.get("stage"))).inc()
@@ -241,26 +234,14 @@ class PrometheusExporter:
             self.storage_rows_pending.set_function(lambda: recorder.pending)
             self.storage_spill_files.set_function(lambda: len(recorder.spilled))
         if hasattr(recorder, "refused"):
-            self.storage_rows_refused.set_function(lambda: recorder.refused.count)
+            self.refused_rows.count = lambda: recorder.refused.count
 
     def watch_caches(self, loaded: Any) -> None:
         """Read the response caches' verified hits at each scrape: ``loaded()`` gives the run's plugins
         now (`PluginSet.loaded`: a reload swaps them); those with ``cache_report()`` count. And their
-        stores' outages: the stores down now, and the calls that found one unreachable."""
-
-        def totals() -> tuple[int, int]:
-            reports = [p.instance.cache_report() for p in loaded() if hasattr(p.instance, "cache_report")]
-            return sum(r["checked_hits"] for r in reports), sum(r["false_hits"] for r in reports)
-
-        def stores() -> list[Any]:  # (`reports_outages`: a store that can be unreachable, `RedisStore`)
-            found = (getattr(p.instance, attr, None) for p in loaded() for attr in ("store", "_store"))
-            return [s for s in found if getattr(s, "reports_outages", False) is True]
-
-        self.cache_stores_down.set_function(lambda: sum(not s.available for s in stores()))
-        self.cache_store_failures.set_function(lambda: sum(s.failures for s in stores()))
-        self.cache_checked_hits.set_function(lambda: totals()[0])
-        self.cache_false_hits.set_function(lambda: totals()[1])
-        self.cache_false_hit_rate.set_function(lambda: (lambda c, w: w / c if c else float("nan"))(*totals()))
+        stores' outages: the stores down now, and the calls that found one unreachable. The totals of
+        the instances a reload replaces are carried forward (`CacheTotals`)."""
+        self.caches.watch(loaded)
 
     def render(self) -> bytes:
         """The text exposition format, for ``GET /metrics`` (on the run's event loop: the requests in flight

@@ -36,7 +36,7 @@ def test_a_live_run_with_the_semantic_cache_reports_its_false_hit_rate_and_loads
         loading = d.core.plugins.get("semantic-cache").preloading
         assert loading is not None  # started with the run, on a thread of its own
         r = await d.generate("Where is my new card?", max_tokens=4, temperature=0.0)
-        return r, d.metrics.registry.get_sample_value("controlplane_cache_checked_hits")
+        return r, d.metrics.registry.get_sample_value("controlplane_cache_checked_hits_total")
 
     (r, checked), summary, d = run(cfg, body)
     assert r.ok and checked == 0.0

@@ -68,13 +68,13 @@ def test_the_response_caches_false_hit_rate_is_a_gauge_read_at_each_scrape():
     exporter = PrometheusExporter()
     exporter.watch_caches(lambda: plugins.loaded)
     get = exporter.registry.get_sample_value
-    assert get("controlplane_cache_checked_hits") == 0.0
+    assert get("controlplane_cache_checked_hits_total") == 0.0
     assert get("controlplane_cache_false_hit_rate") != get("controlplane_cache_false_hit_rate")  # NaN: none checked
     model, ctx = plugins.get("trace-hit-model"), make_context(seed=1)
     for i in range(40):
         model.cp_cache_lookup(ctx=ctx, request=Request(f"r{i}", 0.0, 10, 4))
-    assert get("controlplane_cache_checked_hits") == model.hits == 40
-    assert get("controlplane_cache_false_hits") == model.false_hits > 0
+    assert get("controlplane_cache_checked_hits_total") == model.hits == 40
+    assert get("controlplane_cache_false_hits_total") == model.false_hits > 0
     assert get("controlplane_cache_false_hit_rate") == model.false_hits / 40
 
 
@@ -90,7 +90,7 @@ def test_a_cache_store_outage_shows_in_the_metrics():
     assert b"controlplane_cache_stores_down 0.0" in exporter.render()
     store.get("k", now_s=0.0)
     text = exporter.render()
-    assert b"controlplane_cache_stores_down 1.0" in text and b"controlplane_cache_store_failures 1.0" in text
+    assert b"controlplane_cache_stores_down 1.0" in text and b"controlplane_cache_store_failures_total 1.0" in text
     store.close()
 
 
@@ -170,3 +170,58 @@ def test_tokens_and_first_token_latencies_count_every_request_as_it_goes_and_add
     assert abs(get(d, "request_ttft_seconds_sum") - sum(r["first_token_s"] - r["arrival_s"] for r in started)) < 1e-6
     assert get(d, "request_queue_seconds_count") == sum(r["scheduled_s"] is not None for r in rows) == 5
     assert get(d, "request_e2e_seconds_count") == sum(r["status"] == "completed" for r in rows) == 3
+
+
+REDIS_CONFIG = """\
+cluster:
+  models:
+    - {name: tiny, replicas: 1, worker: {preset: tiny-llama}}
+plugins:
+  enabled: [exact-cache, least-loaded, continuous-batching, fixed-replicas]
+  settings:
+    exact-cache: {backend: redis, redis_url: "redis://127.0.0.1:PORT/0"RETRY}
+"""
+
+
+def test_the_cache_totals_are_counters_that_a_reload_does_not_reset(tmp_path):
+    """cache_store_failures (documented "it only grows") fell to 0 on /admin/reload, and cache_stores_down
+    read 0 while Redis was still down: both were read from the plugins loaded now, the replaced ones forgotten."""
+    import re
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.daemon import Daemon, DaemonOptions
+    from controlplane.live.daemon_config import daemon_config
+    from tests.live.daemon_process import free_port, wait_until_ready
+
+    path, port = tmp_path / "daemon.yaml", free_port()  # (nothing listens there)
+    path.write_text(REDIS_CONFIG.replace("PORT", str(port)).replace("RETRY", ""))
+    flags = {"db": None, "workers": None, "preset": None, "model_path": None, "precision": None, "model_name": None}
+    cfg, overrides = daemon_config(path, **flags)
+    options = DaemonOptions(pool="thread", admin_token="tok", cpu_threads=1, config_path=path, overrides=overrides,
+                            config_flags=flags)
+
+    def metric(client, name: str) -> float:
+        found = re.search(rf"^controlplane_{name} (\S+)$", client.get("/metrics").text, re.M)
+        assert found, name
+        return float(found.group(1))
+
+    with TestClient(Daemon(cfg, options, record=False).app) as client:
+        wait_until_ready(client)
+        hello = {"prompt": "hello", "max_tokens": 2, "temperature": 0}  # (cached: exact-cache calls Redis)
+        for i in range(2):
+            assert client.post("/v1/completions", json=hello).status_code == 200
+            time.sleep(1.1 * (1 - i))  # (a store that failed waits 1 s of run time before its next try)
+        failed = metric(client, "cache_store_failures_total")
+        assert failed >= 2 and metric(client, "cache_stores_down") == 1
+        path.write_text(REDIS_CONFIG.replace("PORT", str(port)).replace("RETRY", ", retry_after_s: 2.0"))
+        r = client.post("/admin/reload", headers={"authorization": "Bearer tok"})
+        assert r.status_code == 200 and r.json()["restarted"] == ["exact-cache"], r.json()
+        assert metric(client, "cache_store_failures_total") == failed  # was 0
+        assert metric(client, "cache_stores_down") == 1  # its new store is untried; Redis was down: was 0
+        assert client.post("/v1/completions", json=hello).status_code == 200
+        assert metric(client, "cache_store_failures_total") > failed and metric(client, "cache_stores_down") == 1
+        text = client.get("/metrics").text
+    for name in ("cache_store_failures", "cache_checked_hits", "cache_false_hits", "storage_rows_refused"):
+        assert f"# TYPE controlplane_{name}_total counter" in text and f"controlplane_{name}_total " in text, name

@@ -323,7 +323,7 @@ def test_the_daemons_metrics_show_the_recorders_backlog(sqlite_engine: Engine) -
         rec.flush()
         shown = exporter.render().decode()
     assert gauge(shown, "controlplane_storage_rows_pending") == 0 and gauge(shown, "controlplane_storage_spill_files") == 0
-    assert gauge(shown, "controlplane_storage_rows_refused") == 0
+    assert gauge(shown, "controlplane_storage_rows_refused_total") == 0
 
 
 def test_the_daemons_metrics_count_refused_rows(sqlite_engine: Engine, tmp_path) -> None:
@@ -337,4 +337,4 @@ def test_the_daemons_metrics_count_refused_rows(sqlite_engine: Engine, tmp_path)
         rec.add_request(request_row(1))  # a repeated id: refused, the recorder goes on
         rec.flush()
         shown = exporter.render().decode()
-    assert "controlplane_storage_rows_refused 1.0" in shown.splitlines()
+    assert "controlplane_storage_rows_refused_total 1.0" in shown.splitlines()
