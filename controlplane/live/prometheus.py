@@ -90,7 +90,8 @@ class PrometheusExporter:
             ["guardian", "verdict", "stage"], namespace=ns, registry=reg,
         )
         self.batch_size = Histogram(
-            "batch_size", "Requests per batch.", ["worker"], namespace=ns, registry=reg, buckets=BATCH_BUCKETS
+            "batch_size", "Requests per batch, by worker (a worker's series goes when it stops or fails).", ["worker"],
+            namespace=ns, registry=reg, buckets=BATCH_BUCKETS,
         )
         self.worker_events = Counter("worker_events", "Worker lifecycle events.", ["kind"], namespace=ns, registry=reg)
         self.http_requests = Counter(
@@ -150,6 +151,8 @@ class PrometheusExporter:
             # A start no device or slot was free for is counted apart: "failed" reads as a crash.
             unplaced = event.kind == "failed" and (event.detail or {}).get("unplaced")
             self.worker_events.labels("unplaced" if unplaced else event.kind).inc()
+            if event.kind in ("stopped", "failed"):  # (worker ids are never reused: its series would stay for good)
+                self.batch_size.remove(event.worker_id)
 
     def _finished(self, r: Any) -> None:
         model = self._model(r.model)

@@ -225,3 +225,20 @@ def test_the_cache_totals_are_counters_that_a_reload_does_not_reset(tmp_path):
         text = client.get("/metrics").text
     for name in ("cache_store_failures", "cache_checked_hits", "cache_false_hits", "storage_rows_refused"):
         assert f"# TYPE controlplane_{name}_total counter" in text and f"controlplane_{name}_total " in text, name
+
+
+def test_a_worker_s_batch_size_series_goes_when_it_stops_or_fails():
+    """batch_size{worker} kept a series for every worker ever started (ids are never reused): an autoscaled
+    daemon's /metrics grew for good."""
+    from controlplane.events import WorkerChanged
+    from controlplane.types import Decision
+
+    exporter = PrometheusExporter()
+    for wid in ("m-0", "m-1", "m-2"):
+        exporter.cp_on_event(Decision(1.0, "cp_form_batch", "core", "batch", wid, None, {"prefill": 1, "decode": 2}))
+    exporter.cp_on_event(WorkerChanged(2.0, "m-1", "stopped"))
+    exporter.cp_on_event(WorkerChanged(2.0, "m-2", "failed", {"reason": "killed"}))
+    exporter.cp_on_event(WorkerChanged(2.0, "m-3", "failed", {"reason": "unplaceable", "unplaced": True}))  # none
+    text = exporter.render().decode()
+    assert 'controlplane_batch_size_count{worker="m-0"} 1.0' in text
+    assert 'worker="m-1"' not in text and 'worker="m-2"' not in text
