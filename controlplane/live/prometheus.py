@@ -26,7 +26,9 @@ from controlplane.types import Decision
 
 __all__ = ["CONTENT_TYPE_LATEST", "UNKNOWN_MODEL_LABEL", "PrometheusExporter"]
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: TTFT, end-to-end and queue times: up to 1200 s, above the daemon's default --request-timeout (600 s).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                   1200.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]")

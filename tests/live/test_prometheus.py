@@ -242,3 +242,23 @@ def test_a_worker_s_batch_size_series_goes_when_it_stops_or_fails():
     text = exporter.render().decode()
     assert 'controlplane_batch_size_count{worker="m-0"} 1.0' in text
     assert 'worker="m-1"' not in text and 'worker="m-2"' not in text
+
+
+def test_the_latency_buckets_reach_past_the_default_request_timeout():
+    """The E2E and queue histograms topped out at 300 s, below the default --request-timeout of 600 s: every
+    answer between 300 and 600 s fell in +Inf alone."""
+    from controlplane.events import RequestArrived, RequestFinished
+    from controlplane.live.daemon import DaemonOptions
+    from controlplane.types import Request, RequestStatus
+
+    exporter = PrometheusExporter()
+    r = Request("slow", 0.0, 4, 2, model="tiny")
+    exporter.cp_on_event(RequestArrived(0.0, r))
+    r.scheduled_s, r.first_token_s, r.finish_s, r.output_tokens = 450.0, 500.0, 550.0, 2
+    r.status = RequestStatus.COMPLETED
+    exporter.cp_on_event(RequestFinished(550.0, r))
+    timeout = DaemonOptions().request_timeout_s
+    for name in ("request_e2e_seconds", "request_queue_seconds", "request_ttft_seconds"):
+        get = exporter.registry.get_sample_value
+        assert get(f"controlplane_{name}_bucket", {"model": "tiny", "le": f"{float(timeout)}"}) == 1.0, name
+        assert get(f"controlplane_{name}_bucket", {"model": "tiny", "le": "300.0"}) == 0.0, name
