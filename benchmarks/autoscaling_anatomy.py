@@ -100,7 +100,7 @@ class Anatomy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = OneLineParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--setup", default="mooncake-conv x0.5", choices=list(bench.SUITE),
                     help="a setup of the suite (ignored with --trace; default: mooncake-conv x0.5)")
     ap.add_argument("--trace", type=Path, help="a trace of your own instead of a setup (default: the setup's)")

@@ -37,7 +37,7 @@ def minutes_below(outcomes: list[tuple[float, bool]], target: float, window_s: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = OneLineParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("setups", nargs="+", help=f"--suite setups: {', '.join(bench.SUITE)}")
     ap.add_argument("--target", type=share, default=0.99,
                     help="the share of each minute's requests that must meet the SLO, in (0, 1] (default 0.99)")

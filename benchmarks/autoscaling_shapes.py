@@ -100,7 +100,7 @@ def shaped_trace(kind: str, shape: str, scale: float, hours: int, seed: int, moo
 
 def parser() -> argparse.ArgumentParser:
     # allow_abbrev off: the options passed on must reach benchmarks/autoscaling.py whole (`--set` is not `--setups`)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), allow_abbrev=False,
                                  epilog="Every other option is benchmarks/autoscaling.py's (--policies, --set, --no-static, "
                                  "--out, --max-replicas, --cold-start, ...), passed on to each setup.")
     ap.add_argument("--sources", help=f"comma-separated sources (default: all): {', '.join(SOURCES)}")

@@ -206,20 +206,30 @@ def check_admin(ap: argparse.ArgumentParser, url: str) -> Engine:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--outage-s", type=positive_float, default=30.0, help="how long the database is unreachable")
-    ap.add_argument("--before-s", type=positive_float, default=20.0, help="steady traffic before the outage")
-    ap.add_argument("--after-s", type=positive_float, default=20.0, help="steady traffic after it")
-    ap.add_argument("--rate", type=positive_float, default=4.0, help="requests per second (open loop)")
-    ap.add_argument("--prompt-tokens", type=positive_int, default=16)
-    ap.add_argument("--max-tokens", type=positive_int, default=8)
-    ap.add_argument("--workers", type=positive_int, default=2)
-    ap.add_argument("--preset", default="tiny-llama")
-    ap.add_argument("--pool", default="process", choices=("thread", "process"))
-    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0)
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("--outage-s", type=positive_float, default=30.0,
+                    help="how long the database is unreachable, seconds (default: %(default)s)")
+    ap.add_argument("--before-s", type=positive_float, default=20.0,
+                    help="steady traffic before the outage, seconds (default: %(default)s)")
+    ap.add_argument("--after-s", type=positive_float, default=20.0,
+                    help="steady traffic after it, seconds (default: %(default)s)")
+    ap.add_argument("--rate", type=positive_float, default=4.0,
+                    help="requests per second, open loop (default: %(default)s)")
+    ap.add_argument("--prompt-tokens", type=positive_int, default=16,
+                    help="each request's prompt length in tokens (default: %(default)s)")
+    ap.add_argument("--max-tokens", type=positive_int, default=8,
+                    help="each request's max_tokens (default: %(default)s)")
+    ap.add_argument("--workers", type=positive_int, default=2, help="the daemon's workers (default: %(default)s)")
+    ap.add_argument("--preset", default="tiny-llama", help="the workers' random-weight preset (default: %(default)s)")
+    ap.add_argument("--pool", default="process", choices=("thread", "process"),
+                    help="where the daemon's workers run (default: %(default)s)")
+    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0,
+                    help="the daemon's --request-timeout: a request unanswered this long gets 504 (default: "
+                         "%(default)s)")
     ap.add_argument("--max-pending-rows", type=positive_int, default=None,
                     help="the daemon's storage.max_pending_rows (default: its own); small values make it spill")
-    ap.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL database to create the test database from")
+    ap.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL database to create the test database from "
+                                                           "(default: %(default)s)")
     ap.add_argument("--keep-db", action="store_true", help="keep the test database afterwards")
     args = ap.parse_args(argv)
 

@@ -125,7 +125,7 @@ def _quick_help() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=_Help,
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=_Help,
                                  epilog="Ends with one JSON line: ttft_p50_err_pct, e2e_p50_err_pct, ttft_p99_err_pct, "
                                         "e2e_p99_err_pct, live_noise_e2e_p50_pct, calibration_spread_pct, "
                                         "high_load_e2e_p50_err_pct, capacity_err_pct, rounds, rounds_dropped (0 in "
@@ -149,19 +149,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-prompt-tokens", type=int, default=256, help="cut longer prompts (after the scale)")
     ap.add_argument("--max-output-tokens", type=int, default=48, help="cut longer outputs (after the scale)")
     ap.add_argument("--preset", default="tiny-llama", help="worker model preset (random weights)")
-    ap.add_argument("--model-path", default=None, help="local Hugging Face model directory instead of a preset")
+    ap.add_argument("--model-path", default=None,
+                    help="local Hugging Face model directory instead of a preset (default: the preset)")
     ap.add_argument("--precision", default="auto", help="fp32 | bf16 | fp16 | int8 | nf4 | auto (fp32 on CPU)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the worker (CPU)")
     ap.add_argument("--pool", default="process", help="where the live worker runs: process | thread")
     ap.add_argument("--repeats", type=int, default=2, help="timed iterations per profile grid point")
-    ap.add_argument("--config", type=Path, default=None, help="run config whose plugins both sides use")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="run config whose plugins both sides use (default: the library's default config)")
     ap.add_argument("--max-padding", type=_padding, default=DEFAULT_MAX_PADDING,
                     help="continuous batching's max_padding for both sides (vLLM-style policy, unless the config sets "
                          "it): a prompt joins a padded prefill batch only while sequences x longest stays within this "
                          "ratio of its real tokens; 'none': no cap")
     ap.add_argument("--db", default=None, help="database URL for the runs (default: a temporary SQLite file)")
-    ap.add_argument("--profile-out", type=Path, default=None, help="where to write the calibrated (frozen) profile")
+    ap.add_argument("--profile-out", type=Path, default=None,
+                    help="where to write the calibrated (frozen) profile (default: a temporary file, removed)")
     ap.add_argument("--keep-temp", action="store_true",
                     help="on Ctrl-C keep the temporary folder (its profiles; the runs' database without --db) and name "
                          "it; by default Ctrl-C removes it (a finished run keeps it: its JSON names the profiles in it)")
@@ -239,7 +242,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="replace a round whose machine pace moved more than this between its runs (0: keep all)")
     ins.add_argument("--pace", choices=tuple(PACE_SPANS), default="neighbours",
                      help="the pace each round is simulated at: its own calibration's, with its neighbours', or all")
-    ins.add_argument("--max-rounds", type=int, default=None, help="replace unsteady rounds up to this many runs")
+    ins.add_argument("--max-rounds", type=int, default=None,
+                     help="replace unsteady rounds up to this many runs (default: twice --rounds)")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--quick", action="store_true")
     if pre.parse_known_args(argv)[0].quick:  # its settings as the defaults: options given still win

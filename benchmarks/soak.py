@@ -223,25 +223,37 @@ def kinds_table(sent: list[Sent], title: str) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--minutes", type=positive_float, default=10.0, help="how long to drive the daemon")
-    ap.add_argument("--seconds", type=positive_float, default=None, help="overrides --minutes (quick runs)")
-    ap.add_argument("--rps", type=positive_float, default=4.0, help="requests per second (open loop)")
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("--minutes", type=positive_float, default=10.0,
+                    help="how long to drive the daemon (default: %(default)s)")
+    ap.add_argument("--seconds", type=positive_float, default=None,
+                    help="overrides --minutes, for quick runs (default: --minutes)")
+    ap.add_argument("--rps", type=positive_float, default=4.0,
+                    help="requests per second, open loop (default: %(default)s)")
     ap.add_argument("--max-requests", type=positive_int, default=None,
                     help="stop sending after this many (default: rps x time)")
-    ap.add_argument("--prompt-tokens", type=positive_int, default=16)
+    ap.add_argument("--prompt-tokens", type=positive_int, default=16,
+                    help="each request's prompt length in tokens (default: %(default)s)")
     ap.add_argument("--max-tokens", type=positive_int, default=8,
-                    help="for normal and streamed requests (dropped streams: 4x)")
-    ap.add_argument("--mix-normal", type=nonnegative_float, default=0.5)
-    ap.add_argument("--mix-stream", type=nonnegative_float, default=0.25)
-    ap.add_argument("--mix-cancel", type=nonnegative_float, default=0.1)
-    ap.add_argument("--mix-invalid", type=nonnegative_float, default=0.15)
-    ap.add_argument("--workers", type=positive_int, default=2)
-    ap.add_argument("--preset", default="tiny-llama")
-    ap.add_argument("--pool", default="process", choices=("thread", "process"))
-    ap.add_argument("--rss-every", type=positive_float, default=5.0, help="seconds between memory samples")
-    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0)
-    ap.add_argument("--seed", type=int, default=0)
+                    help="for normal and streamed requests; dropped streams: 4x (default: %(default)s)")
+    ap.add_argument("--mix-normal", type=nonnegative_float, default=0.5,
+                    help="weight of plain requests among the --mix-* (default: %(default)s)")
+    ap.add_argument("--mix-stream", type=nonnegative_float, default=0.25,
+                    help="weight of streamed requests (default: %(default)s)")
+    ap.add_argument("--mix-cancel", type=nonnegative_float, default=0.1,
+                    help="weight of streams the client drops midway (default: %(default)s)")
+    ap.add_argument("--mix-invalid", type=nonnegative_float, default=0.15,
+                    help="weight of invalid requests, each to be answered 4xx (default: %(default)s)")
+    ap.add_argument("--workers", type=positive_int, default=2, help="the daemon's workers (default: %(default)s)")
+    ap.add_argument("--preset", default="tiny-llama", help="the workers' random-weight preset (default: %(default)s)")
+    ap.add_argument("--pool", default="process", choices=("thread", "process"),
+                    help="where the daemon's workers run (default: %(default)s)")
+    ap.add_argument("--rss-every", type=positive_float, default=5.0,
+                    help="seconds between memory samples (default: %(default)s)")
+    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0,
+                    help="the daemon's --request-timeout: a request unanswered this long gets 504 (default: "
+                         "%(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the request mix (default: %(default)s)")
     args = ap.parse_args(argv)
     if not any(getattr(args, f"mix_{kind}") for kind in KINDS):
         ap.error("--mix-normal, --mix-stream, --mix-cancel, --mix-invalid: give at least one a weight > 0")
