@@ -274,3 +274,18 @@ def test_no_created_samples_are_exported():
     text = exporter.render().decode()
     assert 'controlplane_http_requests_total{code="200",route="/v1/completions"} 1.0' in text
     assert "controlplane_batch_size_count" in text and "_created" not in text
+
+
+def test_the_metrics_table_of_docs_daemon_md_and_the_exported_families_agree():
+    """guardian_verdicts_total and the cache hit counts were exported but not in the table."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "daemon.md").read_text()
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    documented = {name for row in section.splitlines() if row.startswith("| `")
+                  for name in re.findall(r"`([a-z0-9_]+)`", row.split(" | ")[0])}
+    exporter = PrometheusExporter()
+    replay_with(exporter, trace=make_trace(20, qps=10))  # (the sampled gauges come with the core's samples)
+    exported = {f"{f.name}_total" if f.type == "counter" else f.name for f in exporter.registry.collect()}
+    assert {n.removeprefix("controlplane_") for n in exported} == documented
