@@ -104,13 +104,14 @@ def test_bad_transforms_fail_before_a_run_is_stored(tmp_path):
     for options, message in ((["--window-start", "10", "--window-end", "2.5"],
                               "--window-end (2.5) must be greater than --window-start (10)"),
                              (["--rate-scale", "-1"], "--rate-scale must be a finite number > 0, got -1"),
-                             (["--limit", "-3"], "--limit must be an integer >= 0, got -3"),
                              (["--prompt-scale", "0"], "--prompt-scale must be a finite number > 0, got 0"),
                              (["--output-scale", "-0.5"], "--output-scale must be a finite number > 0, got -0.5"),
                              (["--prompt-scale", "nan"], "--prompt-scale must be a finite number > 0, got nan"),
                              (["--output-scale", "inf"], "--output-scale must be a finite number > 0, got inf")):
         result = CliRunner().invoke(app, ["sim", "replay", *options, "--db", url])
         assert result.exit_code == 2 and f"error: {message}\n" in result.output, result.output
+    result = CliRunner().invoke(app, ["sim", "replay", "--limit", "-3", "--db", url])  # (at least 1, as runs list's)
+    assert result.exit_code == 2 and "Invalid value for '--limit'" in result.output, result.output
     with pytest.raises(ValueError, match="^rate_scale must be a finite number > 0, got -1$"):
         replay(bundled_trace_path(), load_config(CONFIG, {"storage": {"url": url}}),
                transforms=TraceTransforms(rate_scale=-1))
