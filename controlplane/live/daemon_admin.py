@@ -61,10 +61,16 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
         daemon.keys = KeyRing(cfg.auth.api_keys)  # keys rotate with the config
         changed = {**changed, "api_keys": len(cfg.auth.api_keys)}
     except ConfigError as exc:
+        log.warning("POST /admin/reload refused, old plugins kept: %s", exc)
         raise APIError(400, str(exc)) from None
     except Exception as exc:  # e.g. a plugin that fails to load: keep the old plugins
-        log.exception("reload failed")
+        log.exception("POST /admin/reload failed, old plugins kept")
         raise APIError(400, f"reload failed, old plugins kept: {type(exc).__name__}: {exc}") from None
+    log.info("POST /admin/reload: plugins reloaded from %s: %s; made afresh: %s; finished: %s%s",
+             opts.config_path or "the environment and the command line", ", ".join(changed["plugins"]),
+             ", ".join(changed["restarted"]) or "none", ", ".join(changed["finished"]) or "none",
+             f"; changed but needing a restart: {', '.join(changed['needs_restart'])}" if changed["needs_restart"]
+             else "")
     if opts.config_path is None:  # (the environment's CONTROLPLANE_* settings are still re-read)
         changed["note"] = ("the daemon was started without --config: only the environment's CONTROLPLANE_* "
                            "settings and the command line were re-read")
@@ -109,9 +115,11 @@ async def admin_drain(request: HTTPRequest, daemon: DaemonDep) -> JSONResponse:
     exits by mistake."""
     exit_after = _exit_after(await request.body())
     if exit_after:
-        daemon.request_exit("POST /admin/drain")
+        daemon.request_exit("POST /admin/drain")  # (which logs it)
     else:
         daemon.driver.begin_drain()
+        log.info("POST /admin/drain: draining, %d requests pending; staying up (POST /admin/resume takes requests "
+                 "again)", daemon.driver.num_pending)
     return JSONResponse({"draining": True, "exit": exit_after, "pending": daemon.driver.num_pending}, 202)
 
 
@@ -138,4 +146,5 @@ async def admin_resume(daemon: DaemonDep) -> JSONResponse:
     if daemon.exiting:
         raise APIError(409, "the daemon is shutting down")
     daemon.driver.resume()
+    log.info("POST /admin/resume: taking requests again")
     return JSONResponse({"draining": False})

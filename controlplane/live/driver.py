@@ -48,6 +48,7 @@ from controlplane.live import driver_admin
 from controlplane.live.batch_runner import BatchRunner
 from controlplane.live.core_refusals import record_refusal
 from controlplane.live.driver_workers import LiveWorkers
+from controlplane.live.event_log import EventLog
 from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
 from controlplane.live.http_errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable
 from controlplane.live.pool import WorkerPool, make_pool
@@ -97,8 +98,8 @@ class LiveDriver(LiveWorkers):
         self.metrics = exporter if exporter is not None else PrometheusExporter()
         self._live: dict[str, LiveRequest] = {}
         self.guardians = LiveGuardians(config.guardians, self.pool, live=self._live, feed=self._feed, now_s=self.now_s)
-        #: Plugins added to the run's own (the Prometheus exporter first); kept across reloads.
-        self.extra_plugins: list[object] = [self.metrics, self.guardians.ledger, *extra_plugins]
+        #: Plugins added to the run's own (the Prometheus exporter first, the log of its events); kept across reloads.
+        self.extra_plugins: list[object] = [self.metrics, self.guardians.ledger, EventLog(), *extra_plugins]
         self.session: Any = None
         self.core: Any = None
         self.models: dict[str, ServedModel] = {}

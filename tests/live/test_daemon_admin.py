@@ -95,3 +95,37 @@ def test_a_redis_password_is_shown_as_stars_by_the_plugin_listing_and_a_refused_
             message = r.json()["error"]["message"]
             assert "plugins.settings.exact-cache.redis_url: " in message, r.text
             assert f"expected a redis://, rediss:// or unix:// URL, got '{url.replace(secret, '***')}'" in message
+
+
+def test_admin_drain_resume_and_reload_are_logged(tmp_path, caplog):
+    """A drain that stays up, a resume and a reload, accepted or refused, left no line in the daemon's log."""
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    path = tmp_path / "daemon.yaml"
+    path.write_text("cluster:\n  models:\n    - {name: tiny, replicas: 1, worker: {preset: tiny-llama}}\n")
+    flags = {"db": None, "workers": None, "preset": None, "model_path": None, "precision": None, "model_name": None}
+    cfg, overrides = daemon_config(path, **flags)
+    options = DaemonOptions(pool="thread", admin_token=TOKEN, cpu_threads=1, config_path=path, overrides=overrides,
+                            config_flags=flags)
+    caplog.set_level(logging.INFO, logger="controlplane.daemon")
+    caplog.set_level(logging.INFO, logger="controlplane.live.driver")
+    with TestClient(Daemon(cfg, options, record=False).app) as client:
+        wait_until_ready(client)
+        admin = {"authorization": f"Bearer {TOKEN}"}
+        assert client.post("/admin/drain", headers=admin, json={"exit": False}).status_code == 202
+        assert client.post("/admin/resume", headers=admin).status_code == 200
+        assert client.post("/admin/reload", headers=admin).status_code == 200
+        path.write_text(path.read_text() + "plugins:\n  enabled: [no-such-plugin]\n")
+        assert client.post("/admin/reload", headers=admin).status_code == 400
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "controlplane.daemon"]
+    said = [(level, msg) for level, msg in lines if msg.startswith("POST /admin/")]
+    assert [(level, msg.split(":")[0]) for level, msg in said] == [
+        ("INFO", "POST /admin/drain"), ("INFO", "POST /admin/resume"), ("INFO", "POST /admin/reload"),
+        ("WARNING", "POST /admin/reload refused, old plugins kept")], lines
+    assert "draining, 0 requests pending; staying up" in said[0][1]
+    assert f"plugins reloaded from {path}: " in said[2][1] and "continuous-batching" in said[2][1]
+    assert "no-such-plugin" in said[3][1]
+    # and the run's own events (`controlplane.live.event_log`, one of the live driver's plugins): its worker stopped
+    assert "worker tiny-0 stopped" in [r.getMessage() for r in caplog.records if r.name == "controlplane.live.driver"]
