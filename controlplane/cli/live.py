@@ -20,6 +20,12 @@ def _log_level(value: str) -> str:
     return value.lower()
 
 
+def _log_format(value: str) -> str:
+    if value.lower() not in ("text", "json"):
+        raise typer.BadParameter(f"{value!r} is not one of text, json")
+    return value.lower()
+
+
 app = typer.Typer(help="Serve models live through the control plane.", no_args_is_help=False)
 
 
@@ -68,7 +74,10 @@ def daemon(
                      "requests a crash lost); default: $CONTROLPLANE_JOURNAL_DIR or the user's state directory."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.", callback=_log_level)] = "info",
-    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+    log_format: Annotated[str, typer.Option(help="text (TIME LEVEL LOGGER: MESSAGE) | json (one object a line).",
+                                            callback=_log_format)] = "text",
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request (with its x-request-id) and each request "
+                                             "that ends other than completed, whatever --log-level.")] = False,
 ) -> None:
     """Run the daemon: OpenAI-compatible API, health, readiness, metrics, admin; drains on SIGTERM.
 
@@ -78,9 +87,9 @@ def daemon(
     from controlplane.live.daemon import DaemonOptions, admin_token_from_env, serve
     from controlplane.storage.errors import mask_password
     from controlplane.live.daemon_config import daemon_config
+    from controlplane.live.daemon_logging import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(log_level, log_format, access_log=access_log)
     with user_errors():
         flags = {"db": db, "workers": workers, "preset": preset, "model_path": model_path, "precision": precision,
                  "model_name": model_name}
@@ -90,15 +99,20 @@ def daemon(
             host=host, port=port, pool=pool, admin_token=admin_token_from_env(), config_path=config,
             overrides=overrides, config_flags=flags, drain_timeout_s=drain_timeout,
             request_timeout_s=request_timeout or None,
-            cpu_threads=cpu_threads, ray_address=ray_address, log_level=log_level.lower(), access_log=access_log,
+            cpu_threads=cpu_threads, ray_address=ray_address, log_level=log_level.lower(), log_format=log_format,
+            access_log=access_log,
             max_workers=max_workers,
             journal_dir=journal_dir,
         )
     models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
 
     def started(run_id: int | None, port_served: int) -> None:  # (once the run is recorded: not before an error)
-        err.print(f"controlplane daemon: {models} on the {pool} pool, http://{host}:{port_served}, run {run_id} "
-                  f"recorded in {mask_password(cfg.storage.url)}", highlight=False, soft_wrap=True)
+        said = (f"controlplane daemon: {models} on the {pool} pool, http://{host}:{port_served}, run {run_id} "
+                f"recorded in {mask_password(cfg.storage.url)}")
+        if log_format == "json":  # every line of the log one JSON object: this one too
+            logging.getLogger("controlplane.daemon").info("%s", said)
+        else:
+            err.print(said, highlight=False, soft_wrap=True)
 
     with user_errors(cfg.storage.url):  # a port in use, a model or database that cannot be used: one line, exit 2
         code = serve(cfg, options, on_started=started)

@@ -35,6 +35,7 @@ from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
 from controlplane.live.daemon_config import with_request_deadline
+from controlplane.live.daemon_logging import AccessLog, configure_logging
 from controlplane.live.driver import LiveDriver
 from controlplane.live.ignored_fields import IgnoredFields
 from controlplane.live.pool import POOL_KINDS, make_pool
@@ -71,7 +72,8 @@ class DaemonOptions:
     max_workers: int | None = None  # workers the pool may hold at once; a scale-up beyond is recorded as unplaced
     journal_dir: Path | None = None  # journal of accepted requests (None: $CONTROLPLANE_JOURNAL_DIR or state dir)
     log_level: str = "info"
-    access_log: bool = False
+    log_format: str = "text"  # or "json" (`controlplane.live.daemon_logging`)
+    access_log: bool = False  # one line per HTTP request, with its x-request-id, and the lines about requests
 
     def __post_init__(self) -> None:
         if self.pool not in POOL_KINDS:
@@ -324,9 +326,14 @@ def serve(config: RunConfig, options: DaemonOptions,
     refuse_undeclared_guardians(config, available)  # a planner's misspelt guardian, its key named
     sock = listen(options.host, options.port)
     daemon = Daemon(config, options)
+    if not logging.getLogger().handlers:  # (the command line configures it: `controlplane.cli.live`)
+        configure_logging(options.log_level, options.log_format, access_log=options.access_log)
+    # uvicorn's lines go to the root logger's handler, in the daemon's format (no logging config of its own); the
+    # access log is the daemon's (`AccessLog`: with the x-request-id, at INFO whatever the level), not uvicorn's
     uv_config = uvicorn.Config(
-        daemon.app, host=options.host, port=options.port, log_level=options.log_level,
-        access_log=options.access_log, lifespan="on", timeout_graceful_shutdown=ANSWER_GRACE_S,
+        AccessLog(daemon.app) if options.access_log else daemon.app, host=options.host, port=options.port,
+        log_level=options.log_level, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=ANSWER_GRACE_S,
     )
     server = _server_class()(uv_config)
     server.daemon = daemon
