@@ -50,7 +50,7 @@ def daemon(tmp_path, request):
 def test_the_access_log_names_each_request_s_id_in_the_daemon_s_format_even_at_log_level_warning(daemon):
     """--access-log printed nothing at --log-level warning; at info its lines (uvicorn's) had no timestamp and no
     request id, and uvicorn's other lines another format; a timeout or a refusal had no line naming its request."""
-    d = daemon("--access-log", "--log-level", "warning", "--request-timeout", "0.3")
+    d = daemon("--access-log", "--log-level", "warning", "--request-timeout", "1")
     ok, refused, timed_out = _requests(d.base)
     assert d.stop() == 0
     lines = d.log_path.read_text().splitlines()
@@ -62,12 +62,12 @@ def test_the_access_log_names_each_request_s_id_in_the_daemon_s_format_even_at_l
     requests = [line.split(": ", 1)[1] for line in logged if " INFO controlplane.requests: " in line]
     assert f"request {refused} rejected (unknown_model): unknown model: no deployment serves 'nope' " \
            "(served: tiny-llama)" in requests, logged
-    assert f"request {timed_out} cancelled (timeout): timed out: no answer within 0.3s" in requests, logged
+    assert f"request {timed_out} cancelled (timeout): timed out: no answer within 1s" in requests, logged
     assert not [line for line in logged if " INFO uvicorn" in line]  # (--log-level warning)
 
 
 def test_log_format_json_makes_every_line_one_object_uvicorn_s_too_and_no_request_lines_by_default(daemon):
-    d = daemon("--log-format", "json", "--request-timeout", "0.3")
+    d = daemon("--log-format", "json", "--request-timeout", "1")
     ids = _requests(d.base)
     assert d.stop() == 0
     lines = [json.loads(line) for line in d.log_path.read_text().splitlines()]  # (each one JSON object)
