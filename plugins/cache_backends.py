@@ -270,6 +270,12 @@ class RedisStore(CacheStore):
         """False while an outage is being waited out."""
         return self._down_since is None
 
+    @property
+    def tried(self) -> bool:
+        """Whether the store was called since it was made (a failed call, or any call given a run time): a
+        store a reload just made has not found Redis up or down yet (the daemon's `cache_stores_down`)."""
+        return self.failures > 0 or self._now_s is not None
+
     def _call(self, fn, default, now_s: float | None = None):
         if now_s is not None:
             self._now_s = now_s

@@ -26,7 +26,7 @@ def _stores(plugins: list[Any]) -> list[Any]:
 
 def _tried(store: Any) -> bool:
     """Whether ``store`` was called since it was made (a failed call, or any call given a run time)."""
-    return store.failures > 0 or getattr(store, "_now_s", None) is not None
+    return bool(getattr(store, "tried", store.failures > 0))
 
 
 class CacheTotals:
