@@ -53,16 +53,23 @@ BAD = [
 ]
 
 
+def _plugin_errors(hook, args, value, config):
+    """The error decisions of a replay whose plugin ``faulty`` answers ``hook`` with ``value``; the run itself
+    checked: every request served (the built-in, or nobody for a cache or a guardian, decided) and accounted."""
+    res = replay_with(_returning(hook, args, value), trace=make_trace(6), **config)
+    errors = [d for d in res.decisions if d.is_error]
+    assert res.summary["num_plugin_errors"] == len(errors)
+    assert res.summary["num_completed"] == 6
+    assert_conserved(res.summary, res.requests)
+    return errors
+
+
 @pytest.mark.parametrize(("hook", "args", "value", "message", "config"), BAD,
                          ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
 def test_a_decision_with_a_field_the_core_cannot_act_on_is_the_plugins_error(hook, args, value, message, config):
-    res = replay_with(_returning(hook, args, value), trace=make_trace(6), **config)
-    errors = [d for d in res.decisions if d.is_error]
+    errors = _plugin_errors(hook, args, value, config)
     assert errors and {(d.hook, d.plugin) for d in errors} == {(hook, "faulty")}
     assert errors[0].reason.startswith(f"TypeError: {message}")
-    assert res.summary["num_plugin_errors"] == len(errors)
-    assert res.summary["num_completed"] == 6  # the built-in (or nobody, for a cache or a guardian) decided
-    assert_conserved(res.summary, res.requests)
 
 
 # What the core stores of a decision: its ``reason`` as text, its scores, extra and cached verdict as JSON. Before, a
@@ -93,7 +100,9 @@ UNSTORABLE = [
 @pytest.mark.parametrize(("hook", "args", "value", "message", "config"), UNSTORABLE,
                          ids=[f"{b[0]}-{i}" for i, b in enumerate(UNSTORABLE)])
 def test_a_decision_the_core_could_not_store_is_the_plugins_error(hook, args, value, message, config):
-    test_a_decision_with_a_field_the_core_cannot_act_on_is_the_plugins_error(hook, args, value, message, config)
+    errors = _plugin_errors(hook, args, value, config)
+    assert errors and {(d.hook, d.plugin) for d in errors} == {(hook, "faulty")}
+    assert errors[0].reason.startswith(f"TypeError: {message}")
 
 
 class _UnstorableExpiry(Plugin):
@@ -147,7 +156,9 @@ NOT_NUMBERS = [
 @pytest.mark.parametrize(("hook", "args", "value", "message", "config"), NOT_NUMBERS,
                          ids=[f"{b[0]}-{i}" for i, b in enumerate(NOT_NUMBERS)])
 def test_a_bool_or_a_negative_count_is_the_plugins_error(hook, args, value, message, config):
-    test_a_decision_with_a_field_the_core_cannot_act_on_is_the_plugins_error(hook, args, value, message, config)
+    errors = _plugin_errors(hook, args, value, config)
+    assert errors and {(d.hook, d.plugin) for d in errors} == {(hook, "faulty")}
+    assert errors[0].reason.startswith(f"TypeError: {message}")
 
 
 def _hashed_trace(n: int = 6) -> list:
