@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +74,17 @@ if __name__ == "__main__":  # run as a script (its folder first on sys.path): sa
     from bench_cli import library_module
 
     raise SystemExit(library_module("daemon_run.py", "live_throughput.py [--help] (also live_prefix_reuse.py, db_outage.py)"))
+
+
+def add_daemon_options(ap: Any) -> None:
+    """The daemon options the live benchmarks share (``ap``: an ``argparse.ArgumentParser``): its workers, their
+    preset and pool, and its request timeout."""
+    from bench_cli import positive_float, positive_int
+
+    ap.add_argument("--workers", type=positive_int, default=2, help="the daemon's workers (default: %(default)s)")
+    ap.add_argument("--preset", default="tiny-llama", help="the workers' random-weight preset (default: %(default)s)")
+    ap.add_argument("--pool", default="process", choices=("thread", "process"),
+                    help="where the daemon's workers run (default: %(default)s)")
+    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0,
+                    help="the daemon's --request-timeout: a request unanswered this long gets 504 (default: "
+                         "%(default)s)")

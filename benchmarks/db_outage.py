@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # daemon_run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from daemon_run import running_daemon  # noqa: E402
+from daemon_run import add_daemon_options, running_daemon  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
@@ -219,13 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="each request's prompt length in tokens (default: %(default)s)")
     ap.add_argument("--max-tokens", type=positive_int, default=8,
                     help="each request's max_tokens (default: %(default)s)")
-    ap.add_argument("--workers", type=positive_int, default=2, help="the daemon's workers (default: %(default)s)")
-    ap.add_argument("--preset", default="tiny-llama", help="the workers' random-weight preset (default: %(default)s)")
-    ap.add_argument("--pool", default="process", choices=("thread", "process"),
-                    help="where the daemon's workers run (default: %(default)s)")
-    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0,
-                    help="the daemon's --request-timeout: a request unanswered this long gets 504 (default: "
-                         "%(default)s)")
+    add_daemon_options(ap)  # --workers, --preset, --pool, --request-timeout-s
     ap.add_argument("--max-pending-rows", type=positive_int, default=None,
                     help="the daemon's storage.max_pending_rows (default: its own); small values make it spill")
     ap.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL database to create the test database from "

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_cli import nonnegative_float, positive_float, positive_int, run_main
+from daemon_run import add_daemon_options
 from db_outage import daemon, ms
 from rich.console import Console
 from rich.table import Table
@@ -244,15 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of streams the client drops midway (default: %(default)s)")
     ap.add_argument("--mix-invalid", type=nonnegative_float, default=0.15,
                     help="weight of invalid requests, each to be answered 4xx (default: %(default)s)")
-    ap.add_argument("--workers", type=positive_int, default=2, help="the daemon's workers (default: %(default)s)")
-    ap.add_argument("--preset", default="tiny-llama", help="the workers' random-weight preset (default: %(default)s)")
-    ap.add_argument("--pool", default="process", choices=("thread", "process"),
-                    help="where the daemon's workers run (default: %(default)s)")
+    add_daemon_options(ap)  # --workers, --preset, --pool, --request-timeout-s
     ap.add_argument("--rss-every", type=positive_float, default=5.0,
                     help="seconds between memory samples (default: %(default)s)")
-    ap.add_argument("--request-timeout-s", type=positive_float, default=120.0,
-                    help="the daemon's --request-timeout: a request unanswered this long gets 504 (default: "
-                         "%(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the request mix (default: %(default)s)")
     args = ap.parse_args(argv)
     if not any(getattr(args, f"mix_{kind}") for kind in KINDS):
