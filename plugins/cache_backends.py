@@ -374,7 +374,8 @@ def release_run(store: CacheStore, ctx: Any) -> None:
 class StoreSettings(BaseModel):
     """Which store a cache plugin uses (a nested ``store:`` block in its settings)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # an error's text shows no input: the Redis URL's password (the validator's message masks it)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     backend: Literal["memory", "redis"] = "memory"
     max_entries: int = Field(10_000, ge=1)  # memory backend

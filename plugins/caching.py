@@ -6,7 +6,7 @@ import hashlib
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
@@ -145,6 +145,9 @@ class ExactCache(Plugin):
     name = "exact-cache"
 
     class Settings(PluginSettings):
+        # an error's text shows no input: the Redis URL's password (the validator's message masks it)
+        model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
         capacity: int = Field(10_000, ge=1)  # entries (memory backend)
         max_bytes: int | None = Field(None, ge=1)  # key + stored answer bytes (memory backend)
         eviction: Literal["lru", "lfu", "ttl"] = "lru"

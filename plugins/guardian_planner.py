@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import GuardianPlan
@@ -42,6 +42,9 @@ GONE = (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED)
 
 
 class PlannerSettings(PluginSettings):
+    # an error's text shows no input: the store's Redis URL's password (the validator's message masks it)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     # "input" (prompts, before generation), "output" (answers); a misspelt stage is refused, not ignored
     stages: tuple[Literal["input", "output"], ...] = ("output",)
     verdict_ttl_s: float = Field(0.0, ge=0)  # 0: no verdict cache
