@@ -23,12 +23,11 @@ Carrying out the core's actions (one handler per action type, checked by `dispat
   one not declared answers ``"unavailable"`` (never a made-up "pass"). A verdict after the reply
   is written to the request's row by the run's recorder (`controlplane.verdict_after_reply`, as in
   the simulator); a block mid-generation ends the client's answer (`controlplane.live.guardian_verdicts`);
-  a clean end waits for the checks in flight.
-* ``WakeWorker``: a timer feeds ``WorkerWake``.
+  a clean end waits for the checks in flight. ``WakeWorker``: a timer feeds ``WorkerWake``.
 
-A worker that dies is reported as ``WorkerFailed``; the core retries its requests elsewhere or
-fails them with the reason. An out-of-memory iteration is reported as ``BatchFailed``. Every
-submitted request resolves: completed, rejected, failed, timed out, or cut off at shutdown.
+A worker that dies is reported as ``WorkerFailed``; the core retries its requests elsewhere or fails them
+with the reason. An out-of-memory iteration is reported as ``BatchFailed``. Every submitted request
+resolves: completed, rejected, failed, timed out, or cut off at shutdown.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ from controlplane.live.core_refusals import record_refusal
 from controlplane.live.driver_workers import LiveWorkers
 from controlplane.live.event_log import EventLog
 from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
-from controlplane.live.http_errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable
+from controlplane.live.http_errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable, refuse_nul
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
 from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
@@ -318,6 +317,7 @@ class LiveDriver(LiveWorkers):
             raise ServiceUnavailable("the control plane is not running")
         if self.draining:
             raise ServiceUnavailable("the daemon is draining: no new requests")
+        refuse_nul(model=model, tenant=tenant, request_id=request_id)  # before anything is recorded
         try:
             served = self.model(model)
             p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidRequest",
     "ModelNotFound",
     "RequestError",
+    "refuse_nul",
     "ServiceUnavailable",
     "http_status_for",
 ]
@@ -95,3 +96,13 @@ class ModelNotFound(RequestError, LookupError):
     """No deployment serves the requested model (HTTP 404)."""
 
     code = ReasonCode.UNKNOWN_MODEL
+
+
+def refuse_nul(**fields: object) -> None:
+    """Raise `InvalidRequest` naming the first of ``fields`` that is text holding a NUL character: such a
+    field is stored with the request, and databases store no NUL in text (PostgreSQL would refuse the row,
+    and the request, served, would be missing from the run)."""
+    for name, value in fields.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest(f"{name}: a NUL character (\\u0000) is not allowed in it (it is stored with the "
+                                 "request, and databases store no NUL in text)", param=name)
