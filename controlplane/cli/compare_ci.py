@@ -99,15 +99,23 @@ def _point_text(overrides: dict[str, Any]) -> str:
     return ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in sorted(overrides.items())) or "(base config)"
 
 
+#: A summary's money: a run whose cost is not known (a GPU without a price) has None or no key, and the mean of
+#: the others alone would read as the side's cost (two runs, one unpriced: the priced one's cost as "the mean").
+MONEY_KEYS = ("cost_usd", "cost_per_1k_requests_usd", "guardian_cost_usd", "total_cost_usd")
+
+
 def summary_means(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each numeric value of the runs' summaries, its mean over the runs that have it (one run: its
-    own values): a side's values without the requests' bootstrap (``--no-ci``)."""
+    own values): a side's values without the requests' bootstrap (``--no-ci``). A money key
+    (`MONEY_KEYS`) is None when any run lacks a number for it (its cost not known)."""
     out: dict[str, Any] = {}
     keys = dict.fromkeys(k for r in runs for k in (r.get("summary") or {}))
     for key in keys:
         values = [r["summary"][key] for r in runs if isinstance((r.get("summary") or {}).get(key), (int, float))
                   and not isinstance(r["summary"][key], bool)]
-        if values:
+        if key in MONEY_KEYS and len(values) < len(runs):
+            out[key] = None
+        elif values:
             out[key] = values[0] if len(runs) == 1 else sum(values) / len(values)
     return out
 

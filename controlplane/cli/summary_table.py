@@ -164,7 +164,7 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], title_a: str, title_b: s
     t.add_column("delta", justify="right")
     t.add_column("delta %", justify="right")
     for key, label in summary_rows():
-        if a.get(key) is None and b.get(key) is None:
+        if key not in a and key not in b:  # (a key either has, None included, is a row: an unknown cost reads "-")
             continue
         va, vb = shown_value(a, key), shown_value(b, key)
         if key == "sim_end_s":
