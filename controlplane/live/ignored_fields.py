@@ -79,8 +79,7 @@ class IgnoredFields:
             if name in known:  # stream_options without stream
                 what, hint = "request field", " (used only with stream: true)"
             else:
-                # a close cutoff: clients send fields of newer APIs, not only typos
-                what, hint = "unknown request field", did_you_mean(name, known, cutoff=0.8)
+                what, hint = "unknown request field", _hint(body, name, known)
             log.warning("%s: ignoring the %s '%s'%s; responses name it in %s (logged once per field name)",
                         endpoint, what, _printable(name), hint, HEADER)
         if capped:  # (warned about when a later request sends them)
@@ -89,6 +88,18 @@ class IgnoredFields:
         if full:  # a client sending made-up names cannot grow the memory or flood the log
             log.warning("%d ignored field names seen: no warning for new ones (%s still names them)", self._max, HEADER)
         return header_value(names)
+
+
+def _hint(body: BaseModel, name: str, known: list[str]) -> str:
+    """The known fields an unknown ``name`` looks like: its siblings (a ``stream_options.NAME``'s are
+    ``stream_options``' own fields, such as ``include_usage``), never its parent. A close cutoff: clients
+    send fields of newer APIs, not only typos."""
+    parent, dot, leaf = name.rpartition(".")
+    if not dot:
+        return did_you_mean(name, known, cutoff=0.8)
+    nested = getattr(body, parent, None)
+    siblings = list(type(nested).model_fields) if isinstance(nested, BaseModel) else []
+    return did_you_mean(leaf, siblings, cutoff=0.8)
 
 
 def header_value(names: list[str]) -> str:

@@ -117,3 +117,15 @@ def test_the_daemon_answers_with_the_ignored_fields_named(http, caplog):
     unknown = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
                                                       "max_token": 5, "model": "nope"})
     assert unknown.status_code == 404 and unknown.headers[HEADER] == "max_token"
+
+
+def test_a_nested_unknown_field_is_hinted_at_its_siblings_never_its_parent(caplog):
+    caplog.set_level(logging.WARNING, logger="controlplane.daemon")
+    seen = IgnoredFields()
+    chunk = CompletionRequest.model_validate({"prompt": "x", "stream": True, "stream_options": {"chunk": 1}})
+    assert seen.note(chunk, "/v1/completions") == "stream_options.chunk"
+    assert warnings(caplog)[-1] == ("/v1/completions: ignoring the unknown request field 'stream_options.chunk'; "
+                                    "responses name it in x-ignored-fields (logged once per field name)")
+    typo = CompletionRequest.model_validate({"prompt": "x", "stream": True, "stream_options": {"include_usag": True}})
+    assert seen.note(typo, "/v1/completions") == "stream_options.include_usag"
+    assert "'stream_options.include_usag' (did you mean 'include_usage'?)" in warnings(caplog)[-1]
