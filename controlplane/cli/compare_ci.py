@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 from controlplane.cli import common
 from controlplane.cli.common import fmt_value
 
-__all__ = ["by_model_diffs_json", "ci_table", "parse_run_ids", "summary_diffs", "summary_means", "sweep_run_ids"]
+__all__ = ["by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "summary_diffs", "summary_means", "sweep_run_ids"]
 
 
 def parse_run_ids(text: str, option: str) -> list[int]:
@@ -135,6 +135,28 @@ def summary_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
                     "diff": None if va is None or vb is None else vb - va, "low": None, "high": None,
                     "method": "summary mean over runs", "within_noise": None, "covers": None})
     return out
+
+
+#: The summary's GPU time and money, as the side-by-side table's rows (`summary_table.TAIL`): ``runs compare
+#: --json``'s ``cost``.
+COST_KEYS = ("gpu_seconds", "gpu_busy_seconds", "peak_replicas", "gpu_hours", "cost_usd", "cost_per_1k_requests_usd",
+             "guardian_gpu_seconds", "guardian_held_gpu_seconds", "guardian_gpu_hours", "guardian_cost_usd",
+             "total_cost_usd")
+
+
+def cost_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each `COST_KEYS` key either side's summaries have: ``{"a", "b", "diff", "diff_pct"}``, the values the
+    side-by-side table shows (`summary_means`: a side's mean over its runs, a cost None when any run's is not
+    known), B - A and its percentage of A (None when either is None, ``diff_pct`` when A is 0)."""
+    a, b = summary_means(runs_a), summary_means(runs_b)
+    found = {}
+    for key in COST_KEYS:
+        if key not in a and key not in b:
+            continue
+        va, vb = a.get(key), b.get(key)
+        diff = None if va is None or vb is None else vb - va
+        found[key] = {"a": va, "b": vb, "diff": diff, "diff_pct": 100 * diff / va if diff is not None and va else None}
+    return found
 
 
 def by_model_diffs_json(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -198,7 +198,8 @@ def compare(
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples (their time grows with them and with "
                                            "the runs' requests: ~1.5 s for 1,000 of two runs of 100,000).")] = 1000,
     json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object (with "
-                                           "workloads_differ, and the decisions' differences with --decisions).")]
+                                           "cost: GPU time and money, workloads_differ, and the decisions' "
+                                           "differences with --decisions).")]
     = False,
     decisions: Annotated[bool, typer.Option("--decisions", help="Where the scale decisions differ: A's policy "
                                             "against B's, and each shadow policy against its run's active one.")]
@@ -207,7 +208,7 @@ def compare(
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
     interval over requests (and over seeds with several runs a side), saying when it is within noise.
     Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
-    from controlplane.cli.compare_ci import (by_model_diffs_json, ci_table, parse_run_ids, summary_diffs,
+    from controlplane.cli.compare_ci import (by_model_diffs_json, ci_table, cost_diffs, parse_run_ids, summary_diffs,
                                              summary_means, sweep_run_ids)
     from controlplane.cli.compare_progress import CompareProgress
     from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample
@@ -254,6 +255,7 @@ def compare(
             with user_errors():
                 found["decisions"] = decision_comparisons(engine, side_a[0], side_b[0])
         typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics,
+                               "cost": cost_diffs(runs_a, runs_b),  # (the table's GPU time and money, no interval)
                                "slo_targets": {str(r["id"]): slo_targets(r) for r in runs},
                                "slo_targets_differ": targets_differ(runs),
                                "workloads_differ": bool(workloads), "workloads_note": workloads or None,

@@ -66,3 +66,29 @@ def test_guardian_and_total_cost_means_need_every_run():
     assert means["cost_usd"] == 2.0 and means["gpu_hours"] == 2.0
     assert means["guardian_cost_usd"] is None and means["total_cost_usd"] is None
     assert summary_means(runs[:1])["guardian_cost_usd"] == 2.0
+
+
+@pytest.mark.parametrize("ci", [["--no-ci"], ["--resamples", "100"]])
+def test_json_has_the_cost_rows_of_the_table(priced_unpriced, ci):
+    """`--json` had the latency metrics alone: no cost, GPU-hours, GPU-seconds or peak replicas."""
+    done = CliRunner().invoke(app, ["runs", "compare", "--a", "1,2", "--b", "3", "--db", priced_unpriced, "--json", *ci])
+    assert done.exit_code == 0, done.output
+    cost = json.loads(done.stdout)["cost"]
+    assert cost["cost_usd"] == {"a": None, "b": pytest.approx(0.00444444444), "diff": None, "diff_pct": None}
+    assert cost["cost_per_1k_requests_usd"]["a"] is None
+    assert cost["gpu_seconds"] == {"a": 30.0, "b": 20.0, "diff": -10.0, "diff_pct": pytest.approx(-100 / 3)}
+    assert cost["gpu_hours"]["a"] == pytest.approx(30 / 3600) and cost["peak_replicas"]["a"] == 1.5
+    assert "guardian_cost_usd" not in cost  # (no run has guardians)
+    priced = json.loads(CliRunner().invoke(app, ["runs", "compare", "1", "3", "--db", priced_unpriced, "--json",
+                                                 *ci]).stdout)["cost"]
+    assert priced["cost_usd"]["a"] == priced["cost_usd"]["b"] and priced["cost_usd"]["diff"] == 0
+
+
+def test_json_cost_has_the_guardians_and_total():
+    from controlplane.cli.compare_ci import cost_diffs
+
+    a = [{"summary": {"cost_usd": 1.0, "guardian_cost_usd": 2.0, "total_cost_usd": 3.0, "guardian_gpu_hours": 1.0}}]
+    b = [{"summary": {"cost_usd": 1.0, "guardian_cost_usd": 4.0, "total_cost_usd": 5.0, "guardian_gpu_hours": 2.0}}]
+    found = cost_diffs(a, b)
+    assert found["total_cost_usd"] == {"a": 3.0, "b": 5.0, "diff": 2.0, "diff_pct": pytest.approx(200 / 3)}
+    assert found["guardian_cost_usd"]["diff"] == 2.0 and found["guardian_gpu_hours"]["b"] == 2.0
