@@ -93,6 +93,12 @@ class _Body(BaseModel):
     ignore_eos: bool = False
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
 
+    @field_validator("n", "stream", "ignore_eos", "priority", "echo", mode="before", check_fields=False)
+    @classmethod
+    def _null_is_default(cls, v: Any, info: ValidationInfo) -> Any:
+        """``null`` is the field's default, as OpenAI types these fields (nullable) and as the other fields take it."""
+        return cls.model_fields[info.field_name].default if v is None else v
+
     @field_validator("stop")
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
