@@ -15,8 +15,8 @@ replicas (all ready at the start) that keep `--target` of the requests within th
 and the end-to-end target when the config sets one): what provisioning for the peak costs. Prints a table of every run, then one JSON line mapping
 each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by a
 scale-down within the policy's own stabilisation window), `reversals` (scale-downs followed by a scale-up
-within that window: a replica released and started again), `cost_per_1k_requests` (USD at the
-config's `cluster.gpu_prices`) and `slo_after_warmup` (attainment of requests after `--warmup` s).
+within that window: a replica released and started again), `cost_per_1k_requests` (USD per 1,000
+completed requests at the config's `cluster.gpu_prices`; null when none completed) and `slo_after_warmup` (attainment of requests after `--warmup` s).
 
 `--match` also sweeps `hpa` and `seed-autoscaler` toward more replicas (MATCH_SWEEPS; toward fewer, MATCH_DOWN,
 when the defaults already spend more than the planner) and adds `hpa matched` and `seed-autoscaler matched`: each
@@ -236,7 +236,9 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
         "scale_events": int(s["num_scale_events"]),
         "oscillations": oscillations(events, window_s(policy, settings or {})) if policy != "fixed-replicas" else 0,
         "reversals": reversals(events, window_s(policy, settings or {})) if policy != "fixed-replicas" else 0,
-        "cost_per_1k_requests": round(float(s["cost_per_1k_requests_usd"] or 0), 4),
+        # (per 1,000 completed requests; None, "-", when none completed: not 0, which read as free)
+        "cost_per_1k_requests": None if s.get("cost_per_1k_requests_usd") is None
+        else round(float(s["cost_per_1k_requests_usd"]), 4),
         "cost_usd": round(float(s["cost_usd"] or 0), 3),
         "ttft_p99_s": round(float(s["ttft_p99_s"] or 0), 3),
         "tpot_p99_s": round(float(s["tpot_p99_s"] or 0), 3),

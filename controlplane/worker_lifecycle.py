@@ -272,5 +272,7 @@ class WorkerLifecycle:
             summary["cost_error"] = str(exc.args[0])
             return
         summary["cost_usd"] = float(f"{cost:.9g}")
-        per_1k = cost_per_1k_requests(cost, summary.get("num_requests") or 0)
+        # (per request completed: refused, failed or unfinished requests are not what the money bought; a run
+        # that completed none has no cost per request, not a small one)
+        per_1k = cost_per_1k_requests(cost, summary.get("num_completed") or 0)
         summary["cost_per_1k_requests_usd"] = float(f"{per_1k:.9g}") if per_1k is not None else None

@@ -30,7 +30,7 @@ TAIL = [
     ("peak_replicas", "replicas (peak)"),
     ("gpu_hours", "GPU-hours"),
     ("cost_usd", "cost (USD)"),
-    ("cost_per_1k_requests_usd", "cost per 1,000 requests (USD)"),
+    ("cost_per_1k_requests_usd", "cost per 1,000 completed requests (USD)"),
     ("guardian_held_gpu_seconds", "guardian GPU-seconds held"),
     ("guardian_gpu_hours", "guardian GPU-hours (held)"),
     ("guardian_cost_usd", "guardian cost (USD)"),

@@ -120,7 +120,9 @@ def run_cost(gpu_seconds_by_gpu: Mapping[str, float], prices: Mapping[str, float
 
 
 def cost_per_1k_requests(cost: float, num_requests: int) -> float | None:
-    """Cost of 1,000 requests at a run's cost and request count (None without requests)."""
+    """Cost of 1,000 requests at a run's cost and request count (None without requests). A run's summary
+    (``cost_per_1k_requests_usd``) counts its completed requests: those refused, failed, blocked or left
+    unfinished bought nothing, and a run that completed none has no cost per request."""
     return cost * 1000.0 / num_requests if num_requests else None
 
 
