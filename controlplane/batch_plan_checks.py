@@ -4,7 +4,8 @@ A plan that names another worker's request, a request twice (an expiry of one it
 included), a prefill entry that is not a (request, whole number of tokens) pair, a prefill of no
 tokens or of more than the prompt has left, a decode or a preemption of a request that is not
 running on the worker, an expiry of one not waiting there, more sequences running than the
-worker's ``max_num_seqs``, or a wake in the past would corrupt the worker's queues, stall it,
+worker's ``max_num_seqs``, more KV blocks held than the worker's ``num_kv_blocks`` (`kv_blocks_needed`), or a
+wake in the past would corrupt the worker's queues, stall it,
 overrun its memory, or (a preemption of a waiting request, asked again and again) never end; a
 ``reason`` (the plan's, or an expiry's, which becomes its request's) that is not a string could
 not be stored (the request's row was lost). :func:`plan_error` says what is wrong
@@ -20,12 +21,12 @@ import numbers
 from typing import TYPE_CHECKING
 
 from controlplane.decisions import BatchPlan
-from controlplane.types import Request, RequestStatus, Worker
+from controlplane.types import UNLIMITED_KV_BLOCKS, Request, RequestStatus, Worker
 
 if TYPE_CHECKING:
     from controlplane.policy_calls import PolicyCalls
 
-__all__ = ["plan_error", "replacement_plan"]
+__all__ = ["iterations_in_kv", "kv_blocks_needed", "plan_error", "replacement_plan"]
 
 _RUNNING, _WAITING = RequestStatus.RUNNING, RequestStatus.WAITING
 
@@ -88,6 +89,11 @@ def _plan_error(plan: BatchPlan, w: Worker) -> str | None:
         if joining and running > w.max_num_seqs:
             return (f"{running} sequences running after it ({joining} joining), more than the worker's max_num_seqs "
                     f"of {w.max_num_seqs}")
+    if (prefill or decode) and w.num_kv_blocks < UNLIMITED_KV_BLOCKS:
+        need = kv_blocks_needed(plan, w)
+        if need > w.num_kv_blocks:
+            return (f"its requests would hold {need} KV blocks, more than the worker's num_kv_blocks of "
+                    f"{w.num_kv_blocks} (preempt running requests, or prefill less)")
     if type(plan.max_iterations) is not int or plan.max_iterations < 1:
         return f"max_iterations must be a whole number >= 1, got {plan.max_iterations!r}"
     wake = plan.wake_after_s
@@ -96,6 +102,71 @@ def _plan_error(plan: BatchPlan, w: Worker) -> str | None:
     if not isinstance(plan.reason, str):
         return f"reason must be a string, got {_shown(plan.reason)}"
     return None
+
+
+def kv_blocks_needed(plan: BatchPlan, w: Worker) -> int:
+    """The KV blocks ``w``'s requests hold while ``plan``'s (first) iteration runs: every running request the plan
+    does not preempt, decoded or not, its context (`Request.context_tokens`: what its decode needs, the token it
+    decodes included, as the built-in batching counts it), and each prefilled request its context plus the tokens
+    the plan prefills (a waiting one's whole prompt: what the built-in batching reserves for it). A prefix-cache hit
+    found as the batch starts may lower it (shared blocks are not deduplicated)."""
+    bs = w.kv_block_size
+    adding = {r: n for r, n in plan.prefill}
+    preempted = set(plan.preempt)
+    used = 0
+    for r in w.running:
+        if r not in preempted:
+            used += (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + adding.pop(r, 0) + bs - 1) // bs
+    for r, n in adding.items():  # waiting requests joining
+        used += (r.num_computed_tokens + r.output_tokens - r.recompute_tokens + n + bs - 1) // bs
+    return used
+
+
+def iterations_in_kv(w: Worker, prefill: tuple[tuple[Request, int], ...], decode: tuple[Request, ...],
+                     iterations: int) -> int:
+    """Of a batch's ``iterations`` (> 1, its first checked by `plan_error`), how many run before its requests
+    would hold more KV blocks than ``w`` has, so that a plugin's multi-iteration plan stops where its next
+    iteration would not fit and the policy is asked again, as it is at every iteration of the exact mode (whose
+    plan that does not fit is refused). Read as the batch starts, its prefills' requests running already and
+    their progress not yet applied (`controlplane.iterations.plan_iterations`: a prefill of several iterations
+    completes its prompts, then every running request decodes). Iteration ``j`` needs ``sum(ceil(context / block
+    size))``, each context growing by one a decode, nondecreasing in ``j``: a binary search, O(n log iterations)."""
+    if w.num_kv_blocks >= UNLIMITED_KV_BLOCKS:
+        return iterations
+    bs = w.kv_block_size
+    fixed = 0
+    growing: list[int] = []  # contexts at iteration 0 of the requests that get a token each iteration
+    if prefill:  # iteration j >= 1 decodes every running request: its context after the first, then one a step
+        adding = {r: n for r, n in prefill}
+        first = set(decode)
+        for r in w.running:
+            c = r.num_computed_tokens + r.output_tokens - r.recompute_tokens
+            n = adding.get(r)
+            growing.append(c + n if n is not None else c + (r in first) - 1)  # (+1 sampled, -1: iteration 1)
+    else:
+        decoded = set(decode)
+        for r in w.running:
+            c = r.num_computed_tokens + r.output_tokens - r.recompute_tokens
+            if r in decoded:
+                growing.append(c)
+            else:
+                fixed += (c + bs - 1) // bs
+    cap = w.num_kv_blocks
+
+    def fits(j: int) -> bool:
+        used = fixed
+        for c in growing:
+            used += (c + j + bs - 1) // bs
+        return used <= cap
+
+    lo, hi = 1, iterations  # iterations lo - 1 fit; the first that does not is in [lo, hi] (hi: none)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def replacement_plan(calls: PolicyCalls, plan: BatchPlan, plugin: str | None, w: Worker) -> tuple[BatchPlan, str | None]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane import actions as act
 from controlplane import events as ev
-from controlplane.batch_plan_checks import plan_error, replacement_plan
+from controlplane.batch_plan_checks import iterations_in_kv, plan_error, replacement_plan
 from controlplane.decisions import BatchPlan
 from controlplane.iterations import advance_batch, plan_iterations
 from controlplane.types import Batch, Decision, ReasonCode, Request, RequestStatus, Worker, WorkerState
@@ -114,6 +114,10 @@ class BatchScheduling:
         iterations, then_decode = 1, ()
         if plan.max_iterations > 1 and self._multi_iteration:
             iterations, then_decode = plan_iterations(plan, prefill, running)
+            if iterations > 1 and plugin not in self.calls.own_plugins:  # (the built-ins stop where KV runs out)
+                iterations = iterations_in_kv(w, prefill, plan.decode, iterations)
+                if iterations == 1:
+                    then_decode = ()
         batch_id = self.ctx.ids.next("batch")
         batch = Batch(batch_id, wid, prefill, plan.decode, iterations, then_decode)
         w.busy = True

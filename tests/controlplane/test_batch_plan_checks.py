@@ -196,3 +196,91 @@ def test_the_projects_own_batching_plugins_make_only_usable_plans(monkeypatch, e
     assert len(checked) > 100
     assert res.summary["num_plugin_errors"] == 0, [d.reason for d in res.decisions if d.is_error][:3]
     assert_conserved(res.summary, res.requests)
+
+
+# -- the KV cache: a plan may not hold more blocks than the worker has -----------------------------------------
+
+_TIGHT = {"models": [{"name": "default", "replicas": 1, "latency_model": "linear", "kv_block_size": 4,
+                      "num_kv_blocks": 12, "latency": {"base_s": 0.01, "prefill_s_per_token": 0,
+                                                       "decode_s_per_seq": 0, "decode_s_per_context_token": 0}}]}
+
+
+def _tight_trace():
+    from sim.traces import TraceRequest
+
+    return [TraceRequest("A", 0.0, 8, 10), TraceRequest("B", 0.0, 8, 20), TraceRequest("C", 0.0, 8, 30)]
+
+
+def test_a_plan_over_the_kv_cache_says_so():
+    w, waiting, running = _worker_with(waiting=1, running=2)
+    w.kv_block_size, w.num_kv_blocks = 4, 8
+    for r in running:  # 12 tokens each: 3 blocks each, 6 held
+        r.prompt_tokens = r.num_computed_tokens = 12
+    assert plan_error(BatchPlan(decode=tuple(running)), w) is None
+    waiting[0].prompt_tokens = 9  # 3 more blocks: 9 of 8
+    error = plan_error(BatchPlan(prefill=((waiting[0], 9),), decode=tuple(running)), w)
+    assert error is not None and "9 KV blocks" in error and "num_kv_blocks of 8" in error
+    # what it preempts frees its blocks; a request running but not decoded still holds them
+    assert plan_error(BatchPlan(prefill=((waiting[0], 9),), decode=(running[0],), preempt=(running[1],)), w) is None
+    assert "9 KV blocks" in plan_error(BatchPlan(prefill=((waiting[0], 9),), decode=(running[0],)), w)
+    assert plan_error(BatchPlan(prefill=((waiting[0], 8),), decode=tuple(running)), w) is None  # 2 blocks: 8 of 8
+    running[0].output_tokens = 1  # 13 tokens: a fourth block, 7 held
+    w.num_kv_blocks = 6
+    assert "7 KV blocks" in plan_error(BatchPlan(decode=tuple(running)), w)
+
+
+class NaiveDecode(Plugin):
+    """Decodes every running request, never preempts: the KV cache overflowed with no error and no preemption."""
+
+    name = "naive-decode"
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        if worker.waiting or not worker.running or not all(r.is_decoding for r in worker.running):
+            return None
+        return BatchPlan(decode=tuple(worker.running), reason="decode all")
+
+
+def test_a_decode_set_over_the_kv_cache_is_the_plugins_error_and_the_built_in_preempts():
+    built_in = replay_with(trace=_tight_trace(), cluster=_TIGHT, sim={"exact": True})
+    res = replay_with(NaiveDecode(), trace=_tight_trace(), cluster=_TIGHT, sim={"exact": True})
+    errors = [d for d in res.decisions if d.is_error]
+    assert errors and {(d.hook, d.plugin) for d in errors} == {("cp_form_batch", "naive-decode")}
+    assert all("more than the worker's num_kv_blocks of 12" in d.reason for d in errors)
+    assert res.summary["num_plugin_errors"] == len(errors)
+    assert res.summary["num_preemptions"] == built_in.summary["num_preemptions"] > 0
+    assert res.summary["num_completed"] == 3
+    assert_conserved(res.summary, res.requests)
+
+
+class LongDecode(Plugin):
+    """Prefills what waits, then decodes every running request for as many iterations as the outputs allow, and
+    preempts the newest when the KV cache is full: the simulator's fast mode ran its decodes past the cache."""
+
+    name = "long-decode"
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        if worker.waiting and not worker.running:
+            return BatchPlan(prefill=tuple((r, r.remaining_prefill_tokens) for r in worker.waiting))
+        if not worker.running:
+            return None
+        run = list(worker.running)
+        preempt = []
+        while sum(-(-r.context_tokens // worker.kv_block_size) for r in run) > worker.num_kv_blocks:
+            preempt.append(run.pop())
+        if not run:
+            return BatchPlan(preempt=tuple(preempt))
+        return BatchPlan(decode=tuple(run), preempt=tuple(preempt), max_iterations=10**6)
+
+
+def test_a_plugins_multi_iteration_batch_stops_where_the_kv_cache_is_full():
+    """Fast mode runs a plugin's batch of several iterations only while its blocks fit: then it is asked again, as
+    the exact mode asks it at every iteration, and both preempt alike."""
+    fast = replay_with(LongDecode(), trace=_tight_trace(), cluster=_TIGHT)
+    exact = replay_with(LongDecode(), trace=_tight_trace(), cluster=_TIGHT, sim={"exact": True})
+    assert exact.summary["num_preemptions"] > 0
+    assert fast.summary["num_preemptions"] == exact.summary["num_preemptions"]
+    assert {r.request_id: r.finish_s for r in fast.requests} == pytest.approx(
+        {r.request_id: r.finish_s for r in exact.requests})
+    assert fast.summary["num_plugin_errors"] == exact.summary["num_plugin_errors"] == 0
