@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from controlplane.live.http_errors import INT32_MAX
 from controlplane.types import ReasonCode
 
 __all__ = [
@@ -154,7 +155,8 @@ class _Body(BaseModel):
 class CompletionRequest(_Body):
     # str | list[str] | list[int] | list[list[int]], checked by `_prompt` with a clear message
     prompt: Any = ""
-    max_tokens: int | None = Field(None, ge=1, le=_INT64)  # None: 16 (OpenAI's), at most the context's room
+    # None: 16 (OpenAI's), at most the context's room; at most INT32_MAX: stored in the request's row (an INTEGER)
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=20)
     suffix: str | None = None
@@ -238,8 +240,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Body):
     messages: list[ChatMessage] = Field(max_length=LIMITS["max_messages"])
-    max_tokens: int | None = Field(None, ge=1, le=_INT64)
-    max_completion_tokens: int | None = Field(None, ge=1, le=_INT64)
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)  # (stored in the request's row: an INTEGER)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[Any] | None = None

@@ -49,7 +49,7 @@ from controlplane.live.core_refusals import record_refusal
 from controlplane.live.driver_workers import LiveWorkers
 from controlplane.live.event_log import EventLog
 from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
-from controlplane.live.http_errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable, refuse_nul
+from controlplane.live.http_errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable, check_stored
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
 from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
@@ -317,7 +317,7 @@ class LiveDriver(LiveWorkers):
             raise ServiceUnavailable("the control plane is not running")
         if self.draining:
             raise ServiceUnavailable("the daemon is draining: no new requests")
-        refuse_nul(model=model, tenant=tenant, request_id=request_id)  # before anything is recorded
+        check_stored(model=model, tenant=tenant, request_id=request_id, max_tokens=max_tokens, priority=priority)
         try:
             served = self.model(model)
             p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

@@ -16,7 +16,9 @@ __all__ = [
     "InvalidRequest",
     "ModelNotFound",
     "RequestError",
-    "refuse_nul",
+    "INT32_MAX",
+    "INT32_MIN",
+    "check_stored",
     "ServiceUnavailable",
     "http_status_for",
 ]
@@ -98,11 +100,20 @@ class ModelNotFound(RequestError, LookupError):
     code = ReasonCode.UNKNOWN_MODEL
 
 
-def refuse_nul(**fields: object) -> None:
-    """Raise `InvalidRequest` naming the first of ``fields`` that is text holding a NUL character: such a
-    field is stored with the request, and databases store no NUL in text (PostgreSQL would refuse the row,
-    and the request, served, would be missing from the run)."""
+#: The range of the integers stored in a request's row (``max_output_tokens``, ``priority``: INTEGER columns;
+#: PostgreSQL refuses a row with one outside it, SQLite stores it).
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def check_stored(**fields: object) -> None:
+    """Raise `InvalidRequest` naming the first of ``fields`` that cannot be stored with the request: text holding
+    a NUL character (databases store no NUL in text), or an integer outside the 32-bit range of the row's
+    INTEGER columns. PostgreSQL would refuse the row, and the request, served or rejected, would be missing
+    from the run."""
     for name, value in fields.items():
         if isinstance(value, str) and "\x00" in value:
             raise InvalidRequest(f"{name}: a NUL character (\\u0000) is not allowed in it (it is stored with the "
                                  "request, and databases store no NUL in text)", param=name)
+        if isinstance(value, int) and not INT32_MIN <= value <= INT32_MAX:
+            raise InvalidRequest(f"{name}: {str(value)[:40]} is out of range: it is stored with the request, in a "
+                                 f"32-bit integer column ({INT32_MIN} to {INT32_MAX})", param=name)
