@@ -42,8 +42,10 @@ class BatchScheduling:
                 plan = BatchPlan()
             elif plugin not in self.calls.own_plugins and plan_error(plan, w) is not None:  # the built-in decides
                 plan, plugin = replacement_plan(self.calls, plan, plugin, w)
-            for r in plan.preempt:
-                self._preempt(w, r)
+            if plan.preempt:
+                why = plan.reason or "preempted by the batching plan"
+                for r in plan.preempt:
+                    self._preempt(w, r, plugin, why)
             expired = 0
             for r, why in plan.expire:  # waited too long: refused rather than served late
                 if r in w.waiting and r not in plan.preempt:
@@ -134,7 +136,9 @@ class BatchScheduling:
             ))
         self._out.append(act.StartBatch(batch))
 
-    def _preempt(self, w: Worker, r: Request) -> None:
+    def _preempt(self, w: Worker, r: Request, plugin: str | None, reason: str) -> None:
+        """Evict running ``r`` (it recomputes later): ``plugin``'s plan asked for it, with its ``reason`` (the
+        built-in batching's: the KV cache full), or the core did (None: its batch failed)."""
         if r not in w.running:
             return
         w.running.remove(r)
@@ -143,8 +147,7 @@ class BatchScheduling:
         self.kv.drop(r)
         r.status = RequestStatus.WAITING
         w.waiting.appendleft(r)
-        self._decision("cp_form_batch", None, "preempt", r.request_id, "KV cache full: recompute later",
-                       {"worker": w.worker_id})
+        self._decision("cp_form_batch", plugin, "preempt", r.request_id, reason, {"worker": w.worker_id})
         self._out.append(act.PreemptRequest(w.worker_id, r.request_id))
         self.kv.recount(w)
 
@@ -250,12 +253,13 @@ class BatchScheduling:
         w.busy = False
         w.current_batch_id = None
         self._decision("core", "core", "batch_failed", e.worker_id, e.reason, {"batch": e.batch_id})
+        why = "batch failed: recompute later"
         for r, _ in batch.prefill:
-            self._preempt(w, r)
+            self._preempt(w, r, None, why)
         for r in batch.decode:
-            self._preempt(w, r)
+            self._preempt(w, r, None, why)
         for r in batch.then_decode:
-            self._preempt(w, r)
+            self._preempt(w, r, None, why)
         if e.out_of_memory:
             self._plan_memory(w, "out_of_memory")
         if self._cancelling:

@@ -11,6 +11,7 @@ from controlplane import Plugin, hookimpl
 from controlplane.decisions import BatchPlan
 from controlplane.testing import make_trace, replay_with
 from controlplane.types import ReasonCode, RequestStatus
+from sim.traces import TraceRequest
 from tests.fixtures.common import assert_conserved, assert_timings_consistent
 
 
@@ -31,6 +32,7 @@ def test_kv_budget_preempts_and_preempted_requests_complete():
     evictions = [d for d in res.decisions if d.action == "preempt"]
     assert len(evictions) == sum(r.num_preemptions for r in preempted)
     assert all("KV cache full" in d.reason for d in evictions)
+    assert {d.plugin for d in evictions} == {"continuous-batching"}  # the plan's maker, not "core"
     plans = [d for d in res.decisions if d.action == "memory_plan"]
     assert plans and plans[0].payload["num_kv_blocks"] == 150
     assert_conserved(res.summary, res.requests)
@@ -66,6 +68,38 @@ def test_rejections_too_big_for_any_batch_count_as_one_cause_in_the_summary():
                       plugins={"settings": {"continuous-batching": {"long_prompts": "reject"}}})
     assert len({r.worker_id for r in res.requests if r.status is RequestStatus.REJECTED}) > 1
     assert res.summary["reject_reasons"] == {"does not fit its worker": 5}
+
+
+class EvictOnce(Plugin):
+    """Evicts the newest of two decoding requests once, on purpose: its preemption was recorded as the core's,
+    "KV cache full: recompute later", with a cache far from full."""
+
+    name = "evict-once"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.done = False
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        if len(worker.running) >= 2 and not self.done and all(r.is_decoding for r in worker.running):
+            self.done = True
+            v = worker.running[-1]
+            return BatchPlan(decode=tuple(r for r in worker.running if r is not v), preempt=(v,),
+                             reason=f"evicted on purpose: {v.request_id}")
+        return None
+
+
+def test_a_preemption_the_plan_asked_for_is_recorded_as_the_plugins_with_its_reason():
+    trace = [TraceRequest("A", 0.0, 8, 10), TraceRequest("B", 0.0, 8, 10)]
+    res = replay_with(EvictOnce(), trace=trace, cluster={"models": [{"name": "default", "replicas": 1}]},
+                      sim={"exact": True})
+    evictions = [d for d in res.decisions if d.action == "preempt"]
+    assert len(evictions) == res.summary["num_preemptions"] == 1
+    d = evictions[0]
+    assert (d.hook, d.plugin, d.reason) == ("cp_form_batch", "evict-once", f"evicted on purpose: {d.subject}")
+    assert d.payload == {"worker": "default-0"}
+    assert res.summary["num_completed"] == 2
 
 
 class WaitForFour(Plugin):
