@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["cost_unit", "estimated_cost", "run_cost", "unknown_cost_reason"]
+__all__ = ["cost_unit", "estimated_cost", "gpu_price", "run_cost", "unknown_cost_reason"]
 
 
 def _pricing() -> Any:
@@ -35,6 +35,17 @@ def _gpu_mix(config: Mapping[str, Any]) -> dict[str, float]:
         gpus = float(m.get("replicas", 0)) * float(m.get("gpus_per_replica", 1))
         mix[m.get("gpu", "a100-80gb")] = mix.get(m.get("gpu", "a100-80gb"), 0.0) + gpus
     return mix
+
+
+def gpu_price(config: Mapping[str, Any], gpu: str) -> float | None:
+    """USD per GPU-hour of ``gpu`` at the run config's prices (and the defaults); None without a price."""
+    pricing = _pricing()
+    if pricing is None:
+        return None
+    try:
+        return float(pricing.gpu_price_per_hour(gpu, _prices(config)))
+    except KeyError:  # (`NoPriceError`)
+        return None
 
 
 def run_cost(config: Mapping[str, Any], summary: Mapping[str, Any]) -> float | None:

@@ -17,6 +17,7 @@ from controlplane.report.configs import configurations, split_by_seeds
 from controlplane.report.cost import cost_unit, run_cost, unknown_cost_reason
 from controlplane.report.data import load_run, load_sweep
 from controlplane.report.pareto import pareto_front
+from controlplane.report.summary import by_gpu_table, by_model_table, other_rows, shown_rows
 
 __all__ = ["run_report", "sweep_report", "write_report"]
 
@@ -93,7 +94,14 @@ def run_report(engine: Engine, run_id: int) -> str:
              f'<p class="muted">mode {run["mode"]}, status {run["status"]}, seed {run.get("seed")}, '
              f'trace {html.escape(str(run.get("trace")))}; {data.arrival.size} requests stored</p>',
              "<h2>summary</h2>",
-             _table(["metric", "value"], [[k, v] for k, v in summary.items()])]
+             _table(["metric", "value"], shown_rows(summary, run.get("mode")))]
+    for title, table in (("by model", by_model_table(summary)),
+                         ("GPU time by GPU type", by_gpu_table(summary, run.get("config") or {}))):
+        if table is not None:
+            parts += [f"<h3>{title}</h3>", _table(*table)]
+    if other := other_rows(summary):  # (plugin figures, means, token counts: under their summary keys)
+        parts += [f"<details><summary>other summary figures ({len(other)})</summary>",
+                  _table(["summary key", "value"], other), "</details>"]
     cost = run_cost(run.get("config") or {}, summary)
     if cost is not None:
         parts.append(f'<p class="muted">cost {cost:.4g} {cost_unit()}</p>')
