@@ -62,7 +62,7 @@ class BatchScheduling:
                 continue  # memory was freed, or the queue changed: plan again
             if w.running:
                 self._stalled(w, plugin, plan.reason)
-                return
+                continue  # nothing runs now: plan again for those waiting, as after a rejection below
             # Nothing runs and nothing can start: the head request can never fit this worker.
             head = w.waiting.popleft()
             # (the worker after the reason: the summary counts rejections by the text before the first colon,
@@ -74,11 +74,21 @@ class BatchScheduling:
             self._out.append(act.StopWorker(w.worker_id))
 
     def _stalled(self, w: Worker, plugin: str | None, reason: str) -> None:
-        """Running requests but an empty batch: fail them rather than hang forever."""
+        """Running requests but an empty batch: fail them rather than hang forever. The empty plan is ``plugin``'s
+        error, recorded and counted as an unusable plan is (`batch_plan_checks.replacement_plan`). Each failure's
+        reason starts with its kind, the same for every worker and plugin (the summary counts failures by the text
+        before the first colon), the specifics after it."""
+        n = len(w.running)
+        wid = w.worker_id
+        why = reason or "an empty plan"
+        if plugin is not None:
+            self.calls.monitor.record(plugin, "cp_form_batch", ValueError(
+                f"an empty BatchPlan for worker {wid} while {n} requests run there (failed as stalled): {why}"), wid)
+            self.calls.drain_errors(wid)
         for r in list(w.running):
             w.running.remove(r)
-            self._fail(r, f"batching policy {plugin} stalled worker {w.worker_id}: {reason or 'empty batch'}",
-                       ReasonCode.STALLED)
+            self._fail(r, f"batching policy stalled: {plugin or 'nobody'} planned no batch on worker {wid} with {n} "
+                          f"running: {why}", ReasonCode.STALLED)
         self.kv.recount(w)
 
     def _start_batch(self, w: Worker, plan: BatchPlan, plugin: str | None) -> None:

@@ -102,6 +102,48 @@ def test_a_preemption_the_plan_asked_for_is_recorded_as_the_plugins_with_its_rea
     assert res.summary["num_completed"] == 2
 
 
+class StallOnce(Plugin):
+    """Returns an empty plan once while a request runs and another waits: the running one failed as stalled (right),
+    but the waiting one sat until the next tick, the stall was no plugin error, and the failure's reason put the
+    worker before its colon (a summary key per worker)."""
+
+    name = "stall-once"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.done = False
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        if worker.running and worker.waiting and not self.done:
+            self.done = True
+            return BatchPlan(reason="oops")
+        return None
+
+
+_LINEAR = {"models": [{"name": "default", "replicas": 1, "latency_model": "linear",
+                       "latency": {"base_s": 0.01, "prefill_s_per_token": 0, "decode_s_per_seq": 0,
+                                   "decode_s_per_context_token": 0}}]}
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_stall_is_the_plugins_error_and_the_waiting_requests_are_planned_at_once(exact):
+    trace = [TraceRequest("A", 0.0, 8, 10), TraceRequest("B", 0.0, 8, 10)]
+    res = replay_with(StallOnce(), trace=trace, cluster=_LINEAR, sim={"exact": exact})
+    by_id = {r.request_id: r for r in res.requests}
+    a, b = by_id["A"], by_id["B"]
+    assert a.status is RequestStatus.FAILED and a.reason_code is ReasonCode.STALLED
+    assert a.reason == "batching policy stalled: stall-once planned no batch on worker default-0 with 1 running: oops"
+    assert b.status is RequestStatus.COMPLETED
+    assert b.first_token_s == pytest.approx(0.02)  # prefilled as A failed (0.01), not at the next tick (1.01)
+    errors = [d for d in res.decisions if d.is_error]
+    assert [(d.hook, d.plugin, d.subject) for d in errors] == [("cp_form_batch", "stall-once", "default-0")]
+    assert errors[0].reason.startswith("ValueError: an empty BatchPlan for worker default-0 while 1 requests run")
+    assert res.summary["num_plugin_errors"] == 1
+    assert res.summary["reject_reasons"] == {"batching policy stalled": 1}
+    assert_conserved(res.summary, res.requests)
+
+
 class WaitForFour(Plugin):
     """Dynamic batching: hold prefills until four requests wait or the oldest waited 0.5 s."""
 
