@@ -14,10 +14,12 @@ request's ``x-request-id``. A refusal with another code (a protocol error: malfo
 wrong type, an unsupported option, token ids outside the vocabulary: ``invalid``) is no request the core would
 see, and stays unrecorded. A driver that takes no requests now (not started, closed, draining) records nothing.
 
-The request's ``prompt_tokens`` is what the refusal counted (a prompt over the context), else the count of the
-token ids sent, else 0 (stored as 1, as the core stores any empty prompt): a text prompt is not tokenized for a
-refusal that is not about it (an unknown model has no tokenizer of its own). One row per call: an HTTP request
-with several prompts or ``n`` > 1 is one row, refused as a whole.
+The request's ``prompt_tokens`` is what the refusal counted (a prompt over the context), else what the caller
+counted (the daemon tokenizes the prompt of a ``max_tokens`` over the context, whose reason, the core's, states the
+prompt's length: its longest prompt, a chat's rendered messages), else the count of the token ids sent, else 0
+(stored as 1, as the core stores any empty prompt): a text prompt is not tokenized for a refusal that does not
+state its length (an unknown model has no tokenizer of its own). One row per call: an HTTP request with several
+prompts or ``n`` > 1 is one row, refused as a whole.
 """
 
 from __future__ import annotations
@@ -56,15 +58,18 @@ def is_recorded(error: Any) -> bool:
 
 
 def record_refusal(driver: Any, error: Any, *, model: str | None, prompt: Any = None, max_tokens: int | None = None,
-                   tenant: str | None = None, priority: int = 0, request_id: str | None = None) -> Any:
+                   tenant: str | None = None, priority: int = 0, request_id: str | None = None,
+                   prompt_tokens: int | None = None) -> Any:
     """Record the request ``error`` refuses (see `is_recorded`) as the core's ``rejected`` row, and return
-    ``error`` carrying its ``x-request-id``; any other error, or one while ``driver`` takes no requests, as it is."""
+    ``error`` carrying its ``x-request-id``; any other error, or one while ``driver`` takes no requests, as it is.
+    ``prompt_tokens``: the prompt's tokens as the caller counted them, where ``error`` did not."""
     if not is_recorded(error) or not driver._started or driver._closed or driver._finished or driver.draining:
         return error
     if request_id is not None and request_id in driver._live:
         raise InvalidRequest(f"request id {request_id!r} is in flight already", param="request_id")
     rid = request_id if request_id is not None else f"req-{driver.core.ctx.ids.next('live-request')}"
     counted = getattr(error, "prompt_tokens", None)
+    counted = counted if counted is not None else prompt_tokens
     ids = prompt if isinstance(prompt, Sequence) and not isinstance(prompt, str) else ()
     now = driver.now_s()
     request = Request(request_id=rid, arrival_s=now, prompt_tokens=counted if counted is not None else len(ids),

@@ -24,7 +24,7 @@ from jinja2 import TemplateError
 from starlette.requests import Request as HTTPRequest
 
 from controlplane.guardian_checks import holds_answers
-from controlplane.live.core_refusals import record_refusal
+from controlplane.live.core_refusals import is_recorded, record_refusal
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, TenantDep, result_error
 from controlplane.live.daemon_openai import (
     chat_chunk,
@@ -47,6 +47,7 @@ from controlplane.live.driver import LiveDriver
 from controlplane.live.http_errors import RequestError
 from controlplane.live.ignored_fields import HEADER as IGNORED_HEADER
 from controlplane.live.results import LiveRequestHandle, LiveResult
+from controlplane.live.served_model import LARGE_PROMPT_CHARS
 from controlplane.types import ReasonCode
 
 __all__ = ["router"]
@@ -102,7 +103,7 @@ async def _naming_ignored(daemon: Any, body: Any, tenant: str | None, endpoint: 
     try:
         response = await answer
     except (APIError, RequestError) as exc:  # (an unknown model's 404 is a RequestError: named all the same)
-        _record(daemon.driver, body, tenant, exc)
+        await _record(daemon.driver, body, tenant, exc)
         if ignored:
             exc.headers = {**(getattr(exc, "headers", None) or {}), IGNORED_HEADER: ignored}
         raise
@@ -166,16 +167,40 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     return JSONResponse(payload, headers={"x-request-id": ",".join(ids)})
 
 
-def _record(driver: LiveDriver, body: CompletionRequest | ChatCompletionRequest, tenant: str | None,
-            error: APIError | RequestError) -> None:
+async def _record(driver: LiveDriver, body: CompletionRequest | ChatCompletionRequest, tenant: str | None,
+                  error: APIError | RequestError) -> None:
     """A refusal the core makes too (an unknown model, ``too_long``, a model never served) is recorded as the
     simulator records it: a ``rejected`` row with its code, one per HTTP request, its ``x-request-id`` on the
     error (`controlplane.live.core_refusals`). Any other (a protocol error: ``invalid``) is left as it is."""
     chat = isinstance(body, ChatCompletionRequest)
     prompts = () if chat else body.prompts()
+    counted = None
+    if is_recorded(error) and error.code in (ReasonCode.TOO_LONG, ReasonCode.TOO_LONG.value):
+        counted = await _prompt_tokens(driver, body)  # (the core's reason states the prompt's length)
     record_refusal(driver, error, model=body.model, prompt=prompts[0] if len(prompts) == 1 else None,
                    max_tokens=body.max_new_tokens() if chat else body.max_tokens,
-                   tenant=tenant if tenant is not None else body.user, priority=body.priority)
+                   tenant=tenant if tenant is not None else body.user, priority=body.priority, prompt_tokens=counted)
+
+
+async def _prompt_tokens(driver: LiveDriver, body: CompletionRequest | ChatCompletionRequest) -> int | None:
+    """A ``too_long`` request's prompt tokens when its refusal did not count them (``max_tokens`` over the
+    context, checked before the prompt is tokenized): its longest prompt as its model encodes it (a chat's, its
+    rendered messages; a large text in a thread). None without a served model or when the template refuses."""
+    try:
+        served = driver.model(body.model)
+        chat = isinstance(body, ChatCompletionRequest)
+        prompts = [served.render_chat(body.template_messages())[0]] if chat else body.prompts()
+    except (RequestError, TemplateError, ValueError, TypeError):
+        return None
+    counts = []
+    for p in prompts:
+        if not isinstance(p, str):
+            counts.append(len(p))
+        elif len(p) > LARGE_PROMPT_CHARS:  # (as `ServedModel.tokenize_ahead`: not on the event loop)
+            counts.append(len(await asyncio.to_thread(served.encode, p, special_tokens=not chat)))
+        else:
+            counts.append(len(served.encode(p, special_tokens=not chat)))
+    return max(counts, default=None)
 
 
 def _check(body: CompletionRequest | ChatCompletionRequest, driver: LiveDriver) -> None:

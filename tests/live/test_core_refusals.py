@@ -141,3 +141,34 @@ def test_a_library_driver_s_core_refuses_what_the_worker_s_context_cannot_hold(t
     rows = {r["request_id"]: r for r in stored_rows(db, run_id, "requests")}
     assert {rid: (r["status"], r["reason_code"], r["prompt_tokens"]) for rid, r in rows.items()} == {
         "long-prompt": ("rejected", "too_long", 80), both.request_id: ("rejected", "too_long", 40)}
+
+
+def test_a_max_tokens_over_the_context_is_recorded_with_its_prompt_s_real_length(tmp_path):
+    """The row (and the core's reason, which states the prompt's length) said ``prompt 1`` for any prompt: the
+    placeholder of a prompt not tokenized. The daemon now counts it as its model encodes it: a completion's
+    longest prompt, a chat's rendered messages."""
+    from fastapi.testclient import TestClient
+
+    from controlplane.testing import stored_rows
+
+    db = f"sqlite:///{tmp_path / 'run.db'}"
+    cfg, _ = daemon_config(None, workers=1, db=db)
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, journal_dir=tmp_path / "journal"))
+    messages = [{"role": "user", "content": "hi there"}]
+    with TestClient(daemon.app) as client:
+        wait_until_ready(client)
+        served = next(iter(daemon.driver.models.values()))
+        expected = {
+            client.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": 100000}): len(served.encode("hi")),
+            client.post(COMPLETIONS, json={"prompt": ["a", "hello world", "b"], "max_tokens": 100000}):
+                len(served.encode("hello world")),
+            client.post(CHAT, json={"messages": messages, "max_tokens": 100000}):
+                len(served.encode(served.render_chat(messages)[0], special_tokens=False)),
+        }
+        run_id = daemon.driver.run_id
+    rows = {r["request_id"]: r for r in stored_rows(db, run_id, "requests")}
+    for answer, tokens in expected.items():
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "too_long", answer.text
+        row = rows[answer.headers["x-request-id"]]
+        assert tokens > 1 and row["prompt_tokens"] == tokens
+        assert row["reason"].startswith(f"too long: prompt {tokens} + max_tokens 100000 tokens > max_model_len ")
