@@ -27,6 +27,7 @@ from controlplane.errors import ConfigError
 from controlplane.plugin_manager import ALLOW_ENV
 from sim.replay import TraceTransforms
 from sim.sweep.spec_checks import check_points
+from sim.sweep.spec_options import check_trace_options
 from sim.sweep.spec_plugins import check_plugin_names
 from sim.sweep.spec_settings import check_plugin_settings
 from sim.traces import FORMAT_OPTIONS, FORMATS, parse_rate_profile, rate_profile_points
@@ -453,6 +454,7 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
         loaded = LoadedSpec(spec, spec_path, config.model_dump(mode="json"), _given(config)).with_base(flatten(spec.base))
     except ConfigError as exc:
         raise ConfigError(f"{where}: base: {exc}") from None
+    check_trace_options(loaded, where)  # a reader option's value too (before a sweep row is stored)
     points = spec.points()
     for overrides in points[:1] + points[-1:]:
         try:
