@@ -37,11 +37,12 @@ def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
     rows = []
     for i, r in enumerate(runs):
         s = r["summary"] or {}
-        gpu_h = (s.get("gpu_seconds") or 0) / 3600
+        # (4 significant figures as the other metrics: 0.1289 and 0.1261 GPU-hours both read 0.13 at 2 decimals)
+        gpu_h = None if s.get("gpu_seconds") is None else float(s["gpu_seconds"]) / 3600
         rows.append((str(r["id"]), str(r["seed"]), *(shown[k][i] for k in varied),
                      fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
-                     f"{gpu_h:.2f}", *((fmt_value(s.get("cost_usd")),) if priced else ()),
-                     *((f"{s.get('guardian_gpu_hours') or 0:.2f}", fmt_value(s.get("total_cost_usd")))
+                     fmt_value(gpu_h), *((fmt_value(s.get("cost_usd")),) if priced else ()),
+                     *((fmt_value(float(s.get("guardian_gpu_hours") or 0)), fmt_value(s.get("total_cost_usd")))
                        if guarded else ())))
     columns = ("run", "seed", *(names[k] for k in varied), "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
                *(("cost (USD)",) if priced else ()), *(("guardian gpu-h", "total cost (USD)") if guarded else ()))

@@ -203,7 +203,7 @@ def test_the_sweep_table_shows_the_guardians_gpu_hours_and_the_total_cost_when_r
     text = console.export_text()
     assert "guardian gpu-h" in text and "total cost (USD)" in text
     rows = [line for line in text.splitlines() if re.match(r" \d", line)]
-    assert "1.50" in rows[0] and "8.75" in rows[0] and "0.00" in rows[1]
+    assert re.search(r" 2 +1\.5 +8\.75 *$", rows[0]) and re.search(r" 1 +0 +- *$", rows[1])
     console = Console(width=200, record=True)
     console.print(sweep_table(runs[1:], "sweep 2"))
     assert "guardian" not in console.export_text()  # runs without guardians: the columns as before
@@ -485,6 +485,21 @@ def test_a_searchs_stored_runs_are_named_as_a_sweeps_are(tmp_path):
     assert names and all(re.fullmatch(r"named #\d+ seed [01]", n) for n in names), names  # were all None
 
 
+def test_the_sweep_table_shows_gpu_hours_to_4_significant_figures():
+    """GPU-hours were rounded to two decimals (0.1289 and 0.1261 both read 0.13) beside a 4-figure cost."""
+    from controlplane.cli.sweep import sweep_table
+    from rich.console import Console
+
+    runs = [{"id": i + 1, "seed": 0, "overrides": {"cluster.models.0.replicas": i + 1},
+             "summary": {"slo_attainment": 1.0, "gpu_seconds": gpu_h * 3600, "cost_usd": gpu_h * 0.8}}
+            for i, gpu_h in enumerate((0.1289, 0.1261, 12345.6 / 3600))] + [
+            {"id": 4, "seed": 0, "overrides": {"cluster.models.0.replicas": 4}, "summary": {"error": "boom"}}]
+    console = Console(width=200, record=True)
+    console.print(sweep_table(runs, "sweep 1"))
+    rows = [line.split() for line in console.export_text().splitlines() if re.match(r" \d", line)]
+    assert [row[-2] for row in rows] == ["0.1289", "0.1261", "3.429", "-"]  # (no GPU-seconds: not 0.00)
+
+
 @pytest.mark.parametrize("width", [40, 30])
 def test_a_terminal_too_narrow_for_a_run_a_row_gets_a_key_and_value_a_line(width):
     """At 40 columns the table dropped its last columns (gpu-h, cost) and cut 0.2133 to 0.21, with no mark:
@@ -503,9 +518,9 @@ def test_a_terminal_too_narrow_for_a_run_a_row_gets_a_key_and_value_a_line(width
     keys = ("run", "seed", "gpu", "replicas", "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h", "cost (USD)")
     said = [(key, line[len(key) + 1:].strip()) for line in text.splitlines() for key in keys
             if re.match(rf" {re.escape(key)}  +\S+ *$", line)]
-    assert said == [(key, value) for run in (("1", "0", "h100-80gb", "2", "0.9833", "1.234", "0.05678", "0.21", "0.2133"),
-                                             ("2", "0", "a100-80gb", "3", "0.9833", "1.234", "0.05678", "0.21", "0.4125"))
+    assert said == [(key, value) for run in (("1", "0", "h100-80gb", "2", "0.9833", "1.234", "0.05678", "0.2133", "0.2133"),
+                                             ("2", "0", "a100-80gb", "3", "0.9833", "1.234", "0.05678", "0.2133", "0.4125"))
                     for key, value in zip(keys, run)]
     wide = Console(width=120, record=True)  # (a table that fits: a run a row, as before)
     wide.print(sweep_table(runs, "sweep 1", width=120))
-    assert re.search(r" 1 +0 +h100-80gb +2 +0\.9833 +1\.234 +0\.05678 +0\.21 +0\.2133", wide.export_text())
+    assert re.search(r" 1 +0 +h100-80gb +2 +0\.9833 +1\.234 +0\.05678 +0\.2133 +0\.2133", wide.export_text())
