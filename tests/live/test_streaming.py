@@ -76,3 +76,16 @@ def test_appending_after_finish_is_an_error(tok):
     s.append(50)
     with pytest.raises(RuntimeError):
         s.append(51)
+
+
+def test_a_stop_string_inside_one_token_s_text_cuts_the_text_there_as_vllm_does(tok):
+    """The tester's chat answer '<|x1' for ``"stop": "6"``: the filler token '<|x16|>' (a token of the tiny
+    vocabulary, not a special one) holds the stop string, and the text ends where the match starts, as vLLM's
+    ``check_stop_strings`` truncates its detokenized text, inside a token's text or not; the stop string is not
+    in the text, and the deltas are the text."""
+    (filler,) = tok("<|x16|>", add_special_tokens=False).input_ids
+    assert filler not in tok.all_special_ids
+    s = _stream(tok, "", stop_strings=("6",))
+    deltas = [s.append(i) for i in (tok("a").input_ids[0], filler)]
+    assert s.finish_reason == "stop" and s.text == "".join(deltas) == "a<|x1"
+    assert s.token_ids[-1] == filler  # the token is generated (and counted); only its text is cut
