@@ -61,7 +61,8 @@ def record_refusal(driver: Any, error: Any, *, model: str | None, prompt: Any = 
                    tenant: str | None = None, priority: int = 0, request_id: str | None = None,
                    prompt_tokens: int | None = None) -> Any:
     """Record the request ``error`` refuses (see `is_recorded`) as the core's ``rejected`` row, and return
-    ``error`` carrying its ``x-request-id``; any other error, or one while ``driver`` takes no requests, as it is.
+    ``error`` carrying its ``x-request-id`` (in its ``headers``) and the rejected `Request` (its ``recorded``);
+    any other error, or one while ``driver`` takes no requests, as it is.
     ``prompt_tokens``: the prompt's tokens as the caller counted them, where ``error`` did not."""
     if not is_recorded(error) or not driver._started or driver._closed or driver._finished or driver.draining:
         return error
@@ -79,4 +80,5 @@ def record_refusal(driver: Any, error: Any, *, model: str | None, prompt: Any = 
     if request.status is not RequestStatus.REJECTED:  # (cannot happen: the core makes every check in RECORDED_CODES)
         log.error("request %s refused at the edge (%s) was not rejected by the core: %s", rid, _code(error), error)
     error.headers = {**(getattr(error, "headers", None) or {}), "x-request-id": rid}
+    error.recorded = request  # (the daemon's error body carries its `controlplane` object, as a response does)
     return error

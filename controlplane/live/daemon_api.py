@@ -162,7 +162,7 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     failed = next((r for r in results if not r.ok), None)
     ids = [r.request_id for r in results]
     if failed is not None:
-        raise result_error(failed, chat=chat, request_ids=ids)
+        raise result_error(failed, chat=chat, results=results)
     payload = (chat_response if chat else completion_response)(rid, model, results, n=body.n)
     return JSONResponse(payload, headers={"x-request-id": ",".join(ids)})
 

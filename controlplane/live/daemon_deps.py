@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import math
 import logging
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as HTTPRequest
 
 from controlplane.live.daemon import ADMIN_TOKEN_ENV, Daemon
-from controlplane.live.daemon_openai import error_body
+from controlplane.live.daemon_openai import controlplane_extension, error_body
 from controlplane.live.driver import LiveDriver
 from controlplane.live.http_errors import RequestError
 from controlplane.live.results import LiveResult
@@ -39,6 +40,7 @@ __all__ = [
     "get_daemon",
     "get_driver",
     "require_admin",
+    "recorded_extension",
     "result_error",
 ]
 
@@ -47,13 +49,22 @@ class APIError(Exception):
     """An HTTP error answered with OpenAI's error body."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, extension: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+        self.extension = extension  # the ``controlplane`` object of the recorded request(s) it answers for
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.status, self.message, param=self.param, code=self.code), self.status,
-                            headers=self.headers)
+        extension = self.extension if self.extension is not None else recorded_extension(self)
+        return JSONResponse(error_body(self.status, self.message, param=self.param, code=self.code,
+                                       extension=extension), self.status, headers=self.headers)
+
+
+def recorded_extension(error: Exception) -> dict[str, Any] | None:
+    """The ``controlplane`` object of the request an error refused before the core saw it, once recorded
+    (`controlplane.live.core_refusals.record_refusal` sets its ``recorded``: the core's rejected request)."""
+    recorded = getattr(error, "recorded", None)
+    return controlplane_extension([recorded]) if recorded is not None else None
 
 
 def get_daemon(request: HTTPRequest) -> Daemon:
@@ -114,24 +125,26 @@ def api_tenant(request: HTTPRequest, daemon: DaemonDep) -> str | None:
 TenantDep = Annotated[str | None, Depends(api_tenant)]
 
 
-def result_error(r: LiveResult, *, chat: bool = False, request_ids: list[str] | None = None) -> APIError:
+def result_error(r: LiveResult, *, chat: bool = False, results: Sequence[LiveResult] | None = None) -> APIError:
     """The error for a request that did not complete: its status from its final state and code. A
     request too long for the model names its input (``prompt``, a chat's ``messages``) as OpenAI's
     context-length error does, whether the input alone or with ``max_tokens`` is over. It carries
-    ``x-request-id`` (``request_ids``, those of all the reply's requests, or ``r``'s) as an answer
+    ``x-request-id`` and the ``controlplane`` object (of all the reply's ``results``, or of ``r``) as an answer
     does: the request was recorded, and its row is how an operator learns why it failed."""
     status = r.http_status
     message = r.reason or r.status
     if r.status in ("rejected", "failed"):
         message = f"{r.status}: {message}"
     code = r.reason_code.value if r.reason_code is not None else r.status
-    headers = {"x-request-id": ",".join(request_ids or [r.request_id])}
+    results = list(results or [r])
+    headers = {"x-request-id": ",".join(x.request_id for x in results)}
     if status in (429, 503):  # the policy's own hint where it gave one (whole seconds, at least 1)
         retry = r.retry_after_s
         headers["retry-after"] = str(max(1, math.ceil(retry))) if retry is not None and retry < 1e9 else "1"
     # a prompt too long for the model names the field at fault, whether the model's check or a policy refused it
     param = ("messages" if chat else "prompt") if r.reason_code is ReasonCode.TOO_LONG else None
-    return APIError(status, message, code=code, param=param, headers=headers)
+    return APIError(status, message, code=code, param=param, headers=headers,
+                    extension=controlplane_extension(results))
 
 
 async def _api_error(request: HTTPRequest, exc: APIError) -> JSONResponse:
@@ -140,7 +153,8 @@ async def _api_error(request: HTTPRequest, exc: APIError) -> JSONResponse:
 
 async def _request_error(request: HTTPRequest, exc: RequestError) -> JSONResponse:
     headers = {**({"retry-after": "5"} if exc.http_status == 503 else {}), **(getattr(exc, "headers", None) or {})}
-    return APIError(exc.http_status, str(exc), param=exc.param, code=exc.code.value, headers=headers or None).response()
+    return APIError(exc.http_status, str(exc), param=exc.param, code=exc.code.value, headers=headers or None,
+                    extension=recorded_extension(exc)).response()
 
 
 async def _invalid(request: HTTPRequest, exc: RequestValidationError) -> JSONResponse:

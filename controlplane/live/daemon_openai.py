@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from controlplane.live.daemon_requests import ChatCompletionRequest, CompletionRequest
 from controlplane.live.results import LiveResult
+from controlplane.types import Request
 
 __all__ = [
     "ChatCompletionRequest",
@@ -45,9 +46,10 @@ def usage(results: Sequence[LiveResult], n: int = 1) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def controlplane_extension(results: Sequence[LiveResult]) -> dict[str, Any]:
+def controlplane_extension(results: Sequence[LiveResult | Request]) -> dict[str, Any]:
     """Control-plane facts about each choice (ignored by OpenAI clients): a response's
-    ``controlplane`` object, and a stream's last chunks'."""
+    ``controlplane`` object, a stream's last chunks' and a recorded request's error's (``results`` may be
+    the core's `Request` of a request refused before it had a result: the same fields)."""
     return {
         "requests": [
             {
@@ -146,8 +148,15 @@ _TYPES: dict[int, ErrorType] = {
 }
 
 
-def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None,
+               extension: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAI's error body; with ``extension``, the `controlplane_extension` of the recorded request(s) it answers
+    for, beside ``error`` (as a response carries it)."""
+    body: dict[str, Any] = {
+        "error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+    if extension is not None:
+        body["controlplane"] = extension
+    return body
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:

@@ -76,8 +76,47 @@ def test_every_error_of_a_recorded_request_names_it_in_x_request_id():
     assert result_error(failed("failed", ReasonCode.WORKER_FAILED)).response().headers["x-request-id"] == "req-7"
     timeout = result_error(failed("timeout", None)).response()
     assert timeout.status_code == 504 and timeout.headers["x-request-id"] == "req-7"
-    both = result_error(failed("rejected", ReasonCode.TOO_LONG), request_ids=["req-6", "req-7"])
+    done = LiveResult("req-6", "m", "completed", "a", "stop", None, 1, 1, worker_id="w0")
+    too_long = failed("rejected", ReasonCode.TOO_LONG)
+    both = result_error(too_long, results=[done, too_long])
     assert both.headers == {"x-request-id": "req-6,req-7"}
+
+
+def test_every_error_of_a_recorded_request_carries_its_controlplane_object_as_an_answer_does(http):
+    """docs/daemon.md said so, but the errors carried only ``x-request-id``: now the ``controlplane`` object
+    (request id, worker, reason and code, retries, cache hit, guardian verdict) rides beside ``error``."""
+    import json
+
+    from controlplane.live.daemon_deps import result_error
+    from controlplane.live.results import LiveResult
+    from controlplane.types import ReasonCode
+
+    def requests(r) -> list[dict]:
+        assert r.headers["x-request-id"] == ",".join(x["request_id"] for x in r.json()["controlplane"]["requests"])
+        return r.json()["controlplane"]["requests"]
+
+    unknown = http.post("/v1/completions", json={"model": "gpt-4", "prompt": "x", "max_tokens": 2})
+    (row,) = requests(unknown)
+    assert (row["reason_code"], row["worker_id"], row["num_retries"]) == ("unknown_model", None, 0)
+    assert row["reason"].startswith("unknown model")
+    too_long = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                       "max_tokens": 10**6})
+    assert too_long.status_code == 400 and requests(too_long)[0]["reason_code"] == "too_long"
+    by_plugin = http.post("/v1/completions", json={"prompt": [5] * 41, "max_tokens": 2})  # queue-limit
+    assert requests(by_plugin)[0]["reason"].startswith("prompt too long")
+    protocol = http.post("/v1/completions", json={"prompt": "x", "logprobs": 2})
+    assert protocol.status_code == 400 and "controlplane" not in protocol.json()
+
+    done = LiveResult("req-6", "m", "completed", "a", "stop", None, 1, 1, worker_id="w0", cache_hit="exact")
+    for status, code in (("rejected", ReasonCode.QUEUE_FULL), ("failed", ReasonCode.WORKER_FAILED),
+                         ("timeout", ReasonCode.TIMEOUT)):
+        bad = LiveResult("req-7", "m", status, "", None, "why", 1, 0, worker_id="w1", num_retries=2, reason_code=code)
+        body = json.loads(result_error(bad, results=[done, bad]).response().body)
+        assert body["controlplane"]["requests"] == [
+            {"request_id": "req-6", "worker_id": "w0", "reason": None, "reason_code": None, "num_retries": 0,
+             "cache_hit": "exact", "guardian_verdict": None},
+            {"request_id": "req-7", "worker_id": "w1", "reason": "why", "reason_code": code.value, "num_retries": 2,
+             "cache_hit": None, "guardian_verdict": None}]
 
 
 def test_admin_needs_the_token_and_draining_is_503_unavailable(http):
