@@ -74,20 +74,30 @@ class _Guardian:
         self.kick = False  # a dispatch is due at the end of this instant
 
 
-#: The built-in response caches: they key answers on the prompt's text (and parameters), not on the tenant.
+#: The built-in response caches: they key answers on the prompt's text (and parameters), and on the tenant unless
+#: their ``shared_across_tenants`` is true.
 RESPONSE_CACHES = ("exact-cache", "semantic-cache", "trace-hit-model")
+
+
+def caches_shared_across_tenants(config: RunConfig) -> list[str]:
+    """The enabled response caches that serve one tenant's answers to another: those with
+    ``shared_across_tenants: true``. By default each keeps a tenant's answers to that tenant (`tenant_scope`),
+    so an answer that passed one tenant's checks never reaches another."""
+    settings = config.plugins.settings
+    return [n for n in config.plugins.enabled
+            if n in RESPONSE_CACHES and (settings.get(n) or {}).get("shared_across_tenants") is True]
 
 
 class SimGuardianPool:
     def __init__(self, config: RunConfig, *, seed: int, after: Callable[[float, Callable[[Any], None], Any], Any],
                  now: Callable[[], float], deliver: Deliver) -> None:
         self.labels = LabelModel(config.sim.guardian_block_rate, config.sim.guardian_tenant_block_rates, seed)
-        caches = [n for n in config.plugins.enabled if n in RESPONSE_CACHES]
-        if config.sim.guardian_tenant_block_rates and caches:
+        caches = caches_shared_across_tenants(config) if config.sim.guardian_tenant_block_rates else []
+        if caches:  # (by default a tenant is served only its own answers: nothing to warn of)
             logging.getLogger(__name__).warning(
                 "sim.guardian_tenant_block_rates makes a prompt harmful for one tenant and not another, and %s "
-                "keys answers on the text alone: an answer that passed one tenant's checks is served to another "
-                "unchecked (see docs/guardians.md)", " and ".join(caches))
+                "shares answers across tenants (shared_across_tenants: true): an answer that passed one tenant's "
+                "checks is served to another unchecked (see docs/guardians.md)", " and ".join(caches))
         self.default_latency_s = config.sim.guardian_latency_s
         self.guardians = {g.name: _Guardian(g) for g in config.guardians.models}
         models = config.cluster.models

@@ -45,17 +45,22 @@ def test_bad_tenant_rates_name_the_setting():
         LabelModel(0.1, {"x": 1.5})
 
 
-def test_tenant_rates_beside_a_response_cache_are_warned_of(caplog):
+def test_tenant_rates_beside_a_response_cache_are_warned_of_only_where_it_shares_answers_across_tenants(caplog):
     import logging
 
     from controlplane.testing import make_trace, replay_with
 
-    with caplog.at_level(logging.WARNING, logger="sim.guardian_pool"):
-        replay_with(trace=make_trace(5), sim={"guardian_tenant_block_rates": {"bad": 1.0}})  # exact-cache is on
-    warned = [r.getMessage() for r in caplog.records if r.name == "sim.guardian_pool"]
-    assert len(warned) == 1 and "exact-cache keys answers on the text alone" in warned[0]
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sim.guardian_pool"):
-        replay_with(trace=make_trace(5), sim={"guardian_tenant_block_rates": {"bad": 1.0}},
-                    plugins={"enabled": ["builtin-latency-models", "continuous-batching", "least-loaded"]})
-    assert not [r for r in caplog.records if r.name == "sim.guardian_pool"]
+    rates = {"guardian_tenant_block_rates": {"bad": 1.0}}
+
+    def warned(**overrides):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sim.guardian_pool"):
+            replay_with(trace=make_trace(5), sim=rates, **overrides)
+        return [r.getMessage() for r in caplog.records if r.name == "sim.guardian_pool"]
+
+    # exact-cache is on and keys on the tenant (the default): a tenant is served only its own answers. The run
+    # warned "exact-cache keys answers on the text alone" here, which was false.
+    assert warned() == []
+    shared = warned(plugins={"settings": {"exact-cache": {"shared_across_tenants": True}}})
+    assert len(shared) == 1 and "exact-cache shares answers across tenants" in shared[0]
+    assert warned(plugins={"enabled": ["builtin-latency-models", "continuous-batching", "least-loaded"]}) == []
