@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -20,11 +21,13 @@ from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stoppi
 from sim.sweep.lock import SweepLock
 from sim.sweep.main_guard import check_main_guard
 from sim.sweep.spec import LoadedSpec, Point
+from sim.sweep.spec_trace import point_trace, trace_overrides
 from sim.sweep.store import create_or_resume, finish_sweep, last_end, store_outcome, stored_keys, sweep_runs
 from sim.sweep.worker import RunOutcome, RunTask
 from sim.traces import TraceRequest
 
-__all__ = ["SweepInterrupted", "SweepResult", "load_traces", "make_tasks", "run_sweep", "transforms_of"]
+__all__ = ["SweepInterrupted", "SweepResult", "load_traces", "make_tasks", "point_trace_id", "read_task_traces",
+           "run_sweep", "transforms_of"]
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -100,6 +103,21 @@ def read_traces(loaded: LoadedSpec, seeds: Iterable[int], transforms: TraceTrans
     return out, left_out
 
 
+def read_task_traces(loaded: LoadedSpec, tasks: Iterable[RunTask], trace_path: str | None = None,
+                     trace_format: str | None = None) -> tuple[dict[str, list[TraceRequest]], dict[str, dict[str, Any]]]:
+    """`read_traces` for a sweep's tasks: each trace they replay read once, by its id (`point_trace_id`): a
+    seed's, and the point's swept trace transforms (``trace.rate_scale``: `sim.sweep.spec_trace`) if any."""
+    out: dict[str, list[TraceRequest]] = {}
+    left_out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        if task.trace_id in out:
+            continue
+        transforms = point_trace(loaded.spec.trace, task.overrides).transforms()
+        requests, dropped = read_traces(loaded, [task.seed], transforms, trace_path, trace_format)
+        out[task.trace_id], left_out[task.trace_id] = requests[trace_id(task.seed)], dropped[trace_id(task.seed)]
+    return out, left_out
+
+
 def with_rows_left_out(tasks: Iterable[RunTask], left_out: dict[str, dict[str, Any]]) -> list[RunTask]:
     """``tasks``, each given what its trace's read left out (`read_traces`); a task replaying only the
     first ``limit`` requests is left as it is (the count is the whole read's)."""
@@ -110,6 +128,13 @@ def trace_id(seed: int, stage: str | None = None) -> str:
     return f"seed={seed}" if stage is None else f"{stage}:seed={seed}"
 
 
+def point_trace_id(seed: int, overrides: dict[str, Any]) -> str:
+    """The id of the trace a sweep's point replays under ``seed``: the seed's (`trace_id`), and its swept
+    trace transforms when it has some (``seed=0 {"rate_scale": 3}``)."""
+    values = trace_overrides(overrides)
+    return trace_id(seed) + (f" {json.dumps(values, sort_keys=True, default=str)}" if values else "")
+
+
 def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, *,
                record: str | None = None, trace_path: str | None = None,
                trace_format: str | None = None) -> list[RunTask]:
@@ -117,7 +142,7 @@ def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, 
     name = loaded.name
     path = trace_path or loaded.trace_path()
     fmt = trace_format if trace_format is not None else loaded.trace_format()
-    read = spec_trace_read(loaded)
+    options = loaded.spec.trace.options or None
     tasks = []
     for p in points:
         try:
@@ -125,8 +150,9 @@ def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, 
         except ConfigError as exc:  # (a point load_spec did not try: named with the spec, as the ones it did)
             raise ConfigError(f"{loaded.path or 'sweep spec'}: {exc}") from None
         tasks.append(RunTask(key=p.key, index=p.index, seed=p.seed, overrides=p.overrides, config=config,
-                             trace_id=trace_id(p.seed), trace_name=path, trace_format=fmt,
-                             record=record or loaded.spec.record, trace_read=read))
+                             trace_id=point_trace_id(p.seed, p.overrides), trace_name=path, trace_format=fmt,
+                             record=record or loaded.spec.record,
+                             trace_read=trace_read(point_trace(loaded.spec.trace, p.overrides).transforms(), options)))
     return tasks
 
 
@@ -185,8 +211,7 @@ def run_sweep(
             on_start(len(tasks), result.skipped, back.name)
         try:
             if pending:
-                traces, left_out = read_traces(loaded, {t.seed for t in pending}, trace_path=trace_path,
-                                               trace_format=trace_format)
+                traces, left_out = read_task_traces(loaded, pending, trace_path=trace_path, trace_format=trace_format)
                 for outcome in back.run(with_rows_left_out(pending, left_out), traces):
                     with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
                         run_id = store_outcome(engine, sweep_id, outcome)

@@ -44,6 +44,7 @@ from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of,
 from sim.sweep.seeds import same_under_every_seed
 from sim.sweep.spec import LoadedSpec, point_key
 from sim.sweep.spec_prices import check_gpu_prices
+from sim.sweep.spec_trace import check_no_trace_axes
 from sim.sweep.store import create_or_resume, finish_sweep, store_outcome
 from sim.sweep.worker import RunOutcome, RunTask
 
@@ -294,6 +295,7 @@ def search(
     """
     t0 = time.perf_counter()
     check_gpu_prices(loaded, str(loaded.path or "sweep spec"))  # (before the trace is read)
+    check_no_trace_axes(loaded, str(loaded.path or "sweep spec"))  # (one traffic: `trace.rate_scale` is a sweep's axis)
     settings = loaded.spec.search
     confirm_seeds = search_seeds(loaded)
     seed = confirm_seeds[0]

@@ -30,6 +30,7 @@ from sim.sweep.spec_checks import check_points
 from sim.sweep.spec_options import check_trace_options
 from sim.sweep.spec_plugins import check_plugin_names
 from sim.sweep.spec_settings import check_plugin_settings
+from sim.sweep.spec_trace import check_point_traces, check_trace_axes, config_overrides
 from sim.traces import FORMAT_OPTIONS, FORMATS, parse_rate_profile, rate_profile_points
 from sim.traces.transforms import TransformValueError
 
@@ -191,6 +192,7 @@ class SweepSpec(_Section):
 
     @model_validator(mode="after")
     def _check_space(self) -> SweepSpec:
+        check_trace_axes(self.space)  # (`trace.rate_scale` and the other transforms; not the path, format, options)
         for key, values in self.space.items():
             if isinstance(values, RangeSpec):
                 if self.mode == "grid":
@@ -380,7 +382,7 @@ class LoadedSpec:
     def run_config(self, overrides: dict[str, Any], seed: int, *, db_url: str | None = None,
                    name: str | None = None) -> dict[str, Any]:
         """The validated config dict of one point (``ConfigError`` naming the point and key)."""
-        data = apply_dotted(self.base_given, overrides)
+        data = apply_dotted(self.base_given, config_overrides(overrides))  # (its `trace.*` keys: `point_trace`)
         data["seed"] = seed
         if name is not None:
             data["name"] = name
@@ -456,6 +458,7 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
         raise ConfigError(f"{where}: base: {exc}") from None
     check_trace_options(loaded, where)  # a reader option's value too (before a sweep row is stored)
     points = spec.points()
+    check_point_traces(loaded, where, points)  # and each point's swept trace transforms
     for overrides in points[:1] + points[-1:]:
         try:
             loaded.run_config(overrides, spec.seeds[0])  # a bad key fails now, not in a worker
