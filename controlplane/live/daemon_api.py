@@ -1,6 +1,6 @@
 """The daemon's OpenAI-compatible routes: ``POST /v1/completions``, ``POST /v1/chat/completions``
-(both with ``stream: true`` server-sent events) and ``GET /v1/models``; and ``GET /v1/requests/{id}``,
-a request's state and guardian verdict, including a block that came after its reply
+(both with ``stream: true`` server-sent events), ``GET /v1/models`` and ``GET /v1/models/{id}``; and
+``GET /v1/requests/{id}``, a request's state and guardian verdict, including a block that came after its reply
 (`controlplane.live.guardian_verdicts`).
 
 A request's prompts go to the live driver; the answer waits for every result unless the client
@@ -61,14 +61,22 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 @router.get("/models")
 async def models(driver: DriverDep, tenant: TenantDep) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "controlplane",
-             "max_model_len": m.max_seq_len, "source": m.settings.source_name()}
-            for name, m in driver.models.items()
-        ],
-    }
+    return {"object": "list", "data": [_model_entry(name, m) for name, m in driver.models.items()]}
+
+
+@router.get("/models/{model_id:path}")
+async def model(model_id: str, driver: DriverDep, tenant: TenantDep) -> dict[str, Any]:
+    """One model, as OpenAI's ``models.retrieve`` reads it (its ``/v1/models`` entry); 404 for one not served."""
+    served = driver.models.get(model_id)
+    if served is None:
+        raise APIError(404, f"model {model_id[:200]!r} is not served here; served: {', '.join(driver.models)}",
+                       param="model", code=ReasonCode.UNKNOWN_MODEL.value)
+    return _model_entry(model_id, served)
+
+
+def _model_entry(name: str, m: Any) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "controlplane", "max_model_len": m.max_seq_len,
+            "source": m.settings.source_name()}
 
 
 @router.get("/requests/{request_id}")
