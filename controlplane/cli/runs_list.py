@@ -71,7 +71,7 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
             figures[1:] = [f"{fmt_value(c[k])}*" if c[k] is not None else "-" for k in ("num_completed", "e2e_p50_s")]
         t.add_row(
             str(r["id"]), Text(fmt_value(r.get("name"))), r["mode"], _status_cell(r),
-            Text(Path(r.get("trace") or "-").name), *figures,
+            Text(_trace_cell(r)), *figures,
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
         )
     if not rows:  # (not an empty table's frame)
@@ -92,10 +92,26 @@ def _run_json(run: dict, counted: dict | None) -> dict[str, Any]:
     found = {k: run.get(k) for k in _RUN_FIELDS}
     found.update(num_requests=s.get("num_requests", s.get("requests_recorded")), num_completed=s.get("num_completed"),
                  e2e_p50_s=s.get("e2e_p50_s"), counted_from_rows=counted is not None,
-                 status_notes=_status_notes(run))
+                 status_notes=_status_notes(run), trace_read=(run.get("config") or {}).get("trace_read"))
     if counted is not None:
         found.update(num_completed=counted["num_completed"], e2e_p50_s=counted["e2e_p50_s"])
     return found
+
+
+def _trace_cell(run: dict) -> str:
+    """The trace's file name, and how the run read it (``config["trace_read"]``: its transforms, then its format
+    options, as `runs show`'s "trace read" line), compactly: ``code.csv (window_end_s=600, rate_scale=3)``; runs
+    that replayed other traffic from the same file are told apart."""
+    read = (run.get("config") or {}).get("trace_read") or {}
+    how = [f"{k}={_short(v)}" for k, v in {**(read.get("transforms") or {}), **(read.get("options") or {})}.items()]
+    return Path(run.get("trace") or "-").name + (f" ({', '.join(how)})" if how else "")
+
+
+def _short(value: Any) -> str:
+    """A transform's or option's value: ``3`` for 3.0, a float's every digit, text as is, anything else as JSON."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _unsummarised_crash(run: dict) -> bool:

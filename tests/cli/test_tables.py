@@ -62,7 +62,7 @@ def test_runs_list_cuts_no_number_id_or_date(runs, columns, width):
 def test_runs_list_at_200_columns_is_the_table_as_it_was(runs, columns):
     columns(200)
     text = _text("runs", "list", "--db", runs)
-    assert re.search(r"│ 2  │ short +│ sim  │ finished │ AzureLLMInferenceTrace_code\.csv │ 40 +│ 40 +│", text), text
+    assert re.search(r"│ 2  │ short +│ sim  │ finished │ AzureLLMInferenceTrace_code\.csv \(limit=40\) +│ 40 +│ 40 +│", text), text
 
 
 @pytest.mark.parametrize("width", [80, 100])
