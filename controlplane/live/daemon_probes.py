@@ -31,7 +31,7 @@ def models_never_started(driver: Any) -> dict[str, str]:
             for model, why in core.never_served().items()}  # (the core refuses their requests: `never_served`)
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: load balancers' checks
 async def healthz(driver: DriverDep) -> dict[str, Any]:
     """Liveness: 200 while the process answers (a restart would not fix a model that cannot load),
     naming the models that cannot start."""
@@ -42,7 +42,7 @@ async def healthz(driver: DriverDep) -> dict[str, Any]:
     return body
 
 
-@router.get("/readyz")
+@router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(driver: DriverDep) -> JSONResponse:
     states: dict[str, int] = {}
     if driver.core is not None:

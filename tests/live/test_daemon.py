@@ -101,6 +101,9 @@ def test_probes_and_models(daemon):
     assert httpx.get(f"{daemon.base}/healthz").json()["status"] == "ok"
     ready = httpx.get(f"{daemon.base}/readyz").json()
     assert ready["ready"] is True and ready["workers"].get("ready", 0) >= 1
+    for probe in ("/healthz", "/readyz"):  # a load balancer's HEAD check (it was a 405)
+        head = httpx.head(f"{daemon.base}{probe}")
+        assert head.status_code == 200 and head.content == b"", (probe, head.status_code)
     models = daemon.client().models.list()
     assert [m.id for m in models.data] == [MODEL]
 
