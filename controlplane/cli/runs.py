@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.cli import runs_list
+from controlplane.cli.compare_deployments import deployment_differences, deployments_note
 from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_list import DbOpt
@@ -198,8 +199,8 @@ def compare(
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples (their time grows with them and with "
                                            "the runs' requests: ~1.5 s for 1,000 of two runs of 100,000).")] = 1000,
     json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object (with "
-                                           "cost: GPU time and money, workloads_differ, and the decisions' "
-                                           "differences with --decisions).")]
+                                           "cost: GPU time and money, workloads_differ, deployments_differ, and "
+                                           "the decisions' differences with --decisions).")]
     = False,
     decisions: Annotated[bool, typer.Option("--decisions", help="Where the scale decisions differ: A's policy "
                                             "against B's, and each shadow policy against its run's active one.")]
@@ -241,6 +242,8 @@ def compare(
                                                progress=progress)
     with user_errors():
         workloads = workload_note((*runs_a, *runs_b), engine)  # (the runs replayed different requests: '' if not)
+    differences = deployment_differences((*runs_a, *runs_b))  # (other models, GPUs or latency models: {} if not)
+    deployments = deployments_note((*runs_a, *runs_b), differences)
     if json_out:
         import json
 
@@ -259,6 +262,8 @@ def compare(
                                "slo_targets": {str(r["id"]): slo_targets(r) for r in runs},
                                "slo_targets_differ": targets_differ(runs),
                                "workloads_differ": bool(workloads), "workloads_note": workloads or None,
+                               "deployments_differ": bool(differences), "deployment_differences": differences,
+                               "deployments_note": deployments or None,
                                **({"by_model": by_model} if by_model else {}), **found}, sort_keys=True))
         return
     if len(side_a) == 1 and len(side_b) == 1:
@@ -288,6 +293,8 @@ def compare(
         err.print(note, highlight=False, markup=False)
     if workloads:
         err.print(workloads, highlight=False, markup=False)
+    if deployments:
+        err.print(deployments, highlight=False, markup=False)
     if decisions:
         from controlplane.cli.runs_timeline import compare_decisions
 
