@@ -17,11 +17,31 @@ from controlplane.types import Batch, Decision, ReasonCode, Request, RequestStat
 if TYPE_CHECKING:
     from controlplane.kv_cache import KVCacheManager
 
-__all__ = ["BatchScheduling"]
+__all__ = ["BatchScheduling", "fusing_batchers"]
 
 _SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
 _WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
 _DRAINING = WorkerState.DRAINING
+
+
+def fusing_batchers(plugins: Any, own: frozenset[str]) -> frozenset[str]:
+    """The makers (as `PolicyCalls.decide` names them) whose plans of several iterations a multi-iteration driver
+    (the simulator's fast mode) may run as one step: those asked before them, if any, are all the project's own
+    (``own``: `PolicyCalls.own_plugins`), whose answers stay the same while nothing changes. Behind another plugin
+    that deferred, raised or planned unusably, a plan runs one iteration, and that plugin is asked at the next, as
+    the exact mode asks it at every iteration. A wrapper of ``cp_form_batch`` that is not the project's own is asked
+    at every call: then no plan runs several iterations."""
+    impls = plugins.hook.cp_form_batch.get_hookimpls()  # (pluggy's order: the last is asked first)
+    if any((i.hookwrapper or getattr(i, "wrapper", False)) and i.plugin_name not in own for i in impls):
+        return frozenset()
+    names = set()
+    for impl in reversed(impls):
+        if impl.hookwrapper or getattr(impl, "wrapper", False):
+            continue
+        names.add(impl.plugin_name)
+        if impl.plugin_name not in own:
+            return frozenset(names)  # those after it are asked only when it does not answer
+    return frozenset(names | {n for n in own if n.endswith(" (fallback)")})
 
 
 class BatchScheduling:
@@ -32,6 +52,7 @@ class BatchScheduling:
     _batches: dict[str, Batch]
     _interrupted: set[str]
     _out: list[Any]
+    _fusing: frozenset[str]
 
     def _schedule(self, w: Worker) -> None:
         """Ask the batching policy for the idle worker's next batch and start it."""
@@ -124,7 +145,7 @@ class BatchScheduling:
                 if r.scheduled_s is None:
                     r.scheduled_s = now
         iterations, then_decode = 1, ()
-        if plan.max_iterations > 1 and self._multi_iteration:
+        if plan.max_iterations > 1 and self._multi_iteration and plugin in self._fusing:
             iterations, then_decode = plan_iterations(plan, prefill, running)
             if iterations > 1 and plugin not in self.calls.own_plugins:  # (the built-ins stop where KV runs out)
                 iterations = iterations_in_kv(w, prefill, plan.decode, iterations)

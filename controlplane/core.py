@@ -15,7 +15,7 @@ from typing import Any
 from controlplane import actions as act
 from controlplane import events as ev
 from controlplane.config import RunConfig
-from controlplane.batch_scheduling import BatchScheduling
+from controlplane.batch_scheduling import BatchScheduling, fusing_batchers
 from controlplane.context import Clock, PolicyContext, RunInfo
 from controlplane.cancellations import Cancellations
 from controlplane.control_loop import ControlLoop
@@ -51,7 +51,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         "_arrivals_since_sample",
         "_metrics_interval_s", "_configured_replicas", "_queue_gauges", "_last_sample_s", "_record_batches",
         "_multi_iteration", "kv", "calls", "_monitor", "_emit", "_decide", "_handlers", "finish_actions",
-        "_steady_scale", "_fixed_replicas_only", "_by_model",
+        "_steady_scale", "_fixed_replicas_only", "_by_model", "_fusing",
     )
 
     def __init__(
@@ -143,6 +143,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
         self._fixed_replicas_only = all(p.info.name == "fixed-replicas" for p in plugins.loaded
                                         if "cp_scale" in p.info.hooks)
         self.kv.bind(self.calls)
+        self._fusing = fusing_batchers(plugins, self.calls.own_plugins)  # whose plans may run several iterations
         if getattr(self, "_handlers", None) is not None:  # a reload: iteration timings go to the new set's observers
             self._handlers[ev.IterationTimed] = self._emit
 

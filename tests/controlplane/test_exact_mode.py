@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from controlplane import Plugin, hookimpl
-from controlplane.decisions import CacheHit, RouteDecision
+from controlplane.decisions import BatchPlan, CacheHit, RouteDecision
 from controlplane.events import MetricSample
 from controlplane.testing import make_trace, replay_with
 from sim.traces import TraceRequest
@@ -302,3 +302,65 @@ def test_the_batches_running_as_the_first_cache_hit_comes_count_its_iterations_a
     assert [r.request_id for r in fast.requests if r.cache_hit] == ["hit"]
     assert _saved(fast) == _saved(exact) and _saved(fast)[1] > 0
     _assert_agree(fast, exact)
+
+
+# -- a batcher asked before the built-in: asked at every iteration in both modes ------------------------------
+
+_LINEAR_SMALL_KV = {"models": [{"name": "default", "replicas": 1, "latency_model": "linear", "kv_block_size": 4,
+                                "num_kv_blocks": 10, "latency": {"base_s": 0.01, "prefill_s_per_token": 0,
+                                                                 "decode_s_per_seq": 0,
+                                                                 "decode_s_per_context_token": 0}}]}
+
+
+class EvictWhenTwoDecode(Plugin):
+    """Defers to `continuous-batching` until two requests decode, then evicts the newest once: the fast mode
+    ran the built-in's batch of many iterations, never asked it inside them, and it evicted nobody (exact: one)."""
+
+    name = "evict-when-two-decode"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.done = False
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        if len(worker.running) >= 2 and not self.done and all(r.is_decoding for r in worker.running):
+            self.done = True
+            v = worker.running[-1]
+            return BatchPlan(decode=tuple(r for r in worker.running if r is not v), preempt=(v,),
+                             reason=f"evicted on purpose: {v.request_id}")
+        return None
+
+
+def test_a_batcher_that_defers_to_the_built_in_is_asked_at_every_iteration_in_the_fast_mode_too():
+    trace = [TraceRequest("A", 0.0, 8, 10), TraceRequest("B", 0.0, 8, 10)]
+    fast = replay_with(EvictWhenTwoDecode(), trace=trace, cluster=_LINEAR_SMALL_KV)
+    exact = replay_with(EvictWhenTwoDecode(), trace=trace, cluster=_LINEAR_SMALL_KV, sim={"exact": True})
+    assert fast.summary["num_preemptions"] == exact.summary["num_preemptions"] == 1
+    assert finish_time_mismatches(fast.requests, exact.requests) == []
+    # behind it the built-in's plans run one iteration each: it is asked at every one
+    assert all(d.payload["iterations"] == 1 for d in _batches(fast))
+
+
+class DecodeAllLong(Plugin):
+    """Plans every batch itself: decodes of everything running for as many iterations as the outputs allow."""
+
+    name = "decode-all-long"
+
+    @hookimpl
+    def cp_form_batch(self, ctx, worker):
+        if worker.running and all(r.is_decoding for r in worker.running):
+            return BatchPlan(decode=tuple(worker.running), max_iterations=10**6, reason="decode all")
+        return None
+
+
+def test_a_batchers_own_plan_of_several_iterations_still_runs_as_one_step():
+    """The fast mode still runs the iterations a plugin asked for itself (it answers the same while nothing
+    changes, as the hook's contract asks), and the built-in's behind the project's own plugins."""
+    trace = make_trace(20, qps=4, output_tokens=40, seed=2)
+    fast, exact = _both(trace, DecodeAllLong())
+    assert any(d.payload["iterations"] > 1 for d in _batches(fast) if d.plugin == "decode-all-long")
+    assert all(d.payload["iterations"] == 1 for d in _batches(fast) if d.plugin != "decode-all-long")
+    _assert_agree(fast, exact)
+    default = replay_with(trace=trace)
+    assert any(d.payload["iterations"] > 1 for d in _batches(default))
