@@ -72,7 +72,7 @@ def error_message(err: Mapping[str, Any]) -> str:
         return "an empty section (nothing under its key, or only comments): give it keys or remove the key"
     if value is None and kind == "list_type":
         return "an empty value (nothing after the key, or only comments): give a list ([] for none) or remove the key"
-    if isinstance(value, bool) and kind not in ("bool_type", "bool_parsing"):
+    if isinstance(value, bool) and kind in _WANTS_TEXT:  # (`gpu: no`; not an unknown key, nor a section or number)
         return f"{msg}, got {value}: {_YAML_BOOLEANS}"
     if value is None and kind not in ("missing", "extra_forbidden"):
         return f"{msg}, got null (nothing after the key, or only comments)"
@@ -87,6 +87,10 @@ def error_message(err: Mapping[str, Any]) -> str:
 
 
 _YAML_BOOLEANS = "YAML reads off/no/yes/on (unquoted) as booleans; quote it"
+#: Errors of a value where text was expected (a string, one of some words): a boolean there may be an unquoted
+#: off/no/yes/on. Not an unknown key's (``extra_forbidden``: the key is the error, whatever its value) nor a
+#: section's, a list's or a number's, where quoting would not help.
+_WANTS_TEXT = frozenset({"string_type", "literal_error", "enum", "string_pattern_mismatch"})
 
 
 def _list_note(err: Any, names: list[str]) -> str:
