@@ -120,6 +120,8 @@ def live_replay(
                              f"{models} ({pool} pool); run recorded in {mask_password(cfg.storage.url)}", highlight=False)
         if note := at_the_caps(requests, max_prompt_tokens, max_output_tokens):  # (stderr: with --json too)
             common.err.print(note, highlight=False)
+        if note := params_note(requests):
+            common.err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
         try:
             result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal,
                           **read)
@@ -204,6 +206,19 @@ def at_the_caps(requests: list[Any], max_prompt_tokens: Optional[int], max_outpu
                             "`sim replay` with the same caps serves the same lengths")
 
 
+def params_note(requests: list[Any]) -> str:
+    """The trace params a live replay does not submit, in words, once for the run ('' when it submits them all)."""
+    from controlplane.live.trace_replay import SUBMITTED_PARAMS, unsubmitted_params
+
+    left = unsubmitted_params(requests)
+    if not left:
+        return ""
+    named = ", ".join(f"{name} ({n:,} of {len(requests):,} requests)" for name, n in left.items())
+    return (f"trace params not honoured, the requests are served without them: {named}; a live replay submits "
+            f"{', '.join(SUBMITTED_PARAMS)} and always ignores end-of-sequence (ignore_eos true), to generate "
+            "each request's output length")
+
+
 def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], show: bool, **read: Any) -> Any:
     from controlplane.live.trace_replay import run_trace_live
 
@@ -221,7 +236,7 @@ def _run(cfg: Any, requests: list[Any], pool: str, cpu_threads: Optional[int], s
 
 def _report(result: Any, path: Path, json_out: bool, url: str, default_url: str) -> None:
     summary = {**result.summary, "live_replay": {
-        "submitted": result.submitted, "late_s": result.late_s,
+        "submitted": result.submitted, "late_s": result.late_s, "unsubmitted_params": result.unsubmitted_params,
         "rejected": [{"request_id": r.request_id, "reason": r.reason} for r in result.rejected]}}
     if json_out:
         common.write_stdout(json.dumps(summary, sort_keys=True, default=str) + "\n")

@@ -5,10 +5,13 @@ requests keep their trace ids, so a simulated replay of the same requests pairs 
 request (``runs compare`` resamples them paired).
 
 A trace holds lengths, not text: a request without a prompt gets ``prompt_tokens`` token ids drawn
-from the run's seed, and generates exactly ``output_tokens`` (end-of-sequence ignored), so the
-worker does the work the trace describes (cap lengths to what a model serves with the trace
-transforms' ``max_prompt_tokens`` / ``max_output_tokens``). A request the model refuses (longer than
-its context, say) is reported with the reason, never dropped silently.
+from the run's seed, and generates exactly ``output_tokens`` (end-of-sequence ignored) unless it
+stops at one of its ``stop`` strings, so the worker does the work the trace describes (cap lengths to
+what a model serves with the trace transforms' ``max_prompt_tokens`` / ``max_output_tokens``). A
+request's ``params`` are submitted with it (`SUBMITTED_PARAMS`); any other param is not, and
+`unsubmitted_params` counts those, for the command to say so before the run. A request the model
+refuses (longer than its context, an invalid param, say) is reported with the reason, never dropped
+silently.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +27,13 @@ from typing import Any
 from controlplane.config import RunConfig
 from controlplane.errors import ReplayInterrupted
 
-__all__ = ["LiveReplayResult", "Rejected", "as_served", "replay_trace_live", "run_trace_live"]
+__all__ = ["SUBMITTED_PARAMS", "LiveReplayResult", "Rejected", "as_served", "replay_trace_live",
+           "run_trace_live", "submit_params", "unsubmitted_params"]
+
+#: The trace params (``TraceRequest.params``) a live replay submits with a request: `LiveDriver.submit`'s
+#: generation options. End-of-sequence is always ignored (the trace's output length is generated), so an
+#: ``ignore_eos`` true is what it does anyway and a false one is not honoured.
+SUBMITTED_PARAMS = ("temperature", "top_p", "top_k", "seed", "stop")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,42 @@ class LiveReplayResult:
     #: the requests as served: arrivals as the live core stamped them (shifted so the first is at the trace's
     #: first arrival), the trace's ids and lengths; what ``controlplane sim replay`` replays alike
     served: list[Any] = field(default_factory=list)
+    #: the trace params not submitted (see `unsubmitted_params`): name -> how many requests carried it
+    unsubmitted_params: dict[str, int] = field(default_factory=dict)
+
+
+def submit_params(params: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """A trace request's ``params`` that a live replay submits (`SUBMITTED_PARAMS`) as `LiveDriver.submit`
+    keywords. A null value is no value; a ``top_k`` of -1 is off (0), as vLLM's and the daemon's. A value of
+    the wrong type raises `ValueError` naming it (`LiveDriver.submit` checks the ranges)."""
+    kwargs: dict[str, Any] = {}
+    for name, value in params:
+        if value is None or name not in SUBMITTED_PARAMS:
+            continue
+        if name == "stop":
+            ok = isinstance(value, str) or (isinstance(value, tuple) and all(isinstance(v, str) for v in value))
+        else:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = number and (name in ("temperature", "top_p") or isinstance(value, int))
+        if not ok:
+            kind = "a string or a list of strings" if name == "stop" else "a number" if name in (
+                "temperature", "top_p") else "an integer"
+            raise ValueError(f"params.{name} must be {kind}, not {value!r}")
+        kwargs[name] = 0 if name == "top_k" and value == -1 else value
+    return kwargs
+
+
+def _left_out(name: str, value: Any) -> bool:
+    """A param a live replay does not submit: any not in `SUBMITTED_PARAMS`, and ``ignore_eos`` unless true."""
+    return value is not None and name not in SUBMITTED_PARAMS and not (name == "ignore_eos" and value is True)
+
+
+def unsubmitted_params(requests: Iterable[Any]) -> dict[str, int]:
+    """The trace params a live replay of ``requests`` does not submit: name -> how many requests carry it."""
+    counts: Counter[str] = Counter()
+    for r in requests:
+        counts.update(name for name, value in r.params if _left_out(name, value))
+    return dict(sorted(counts.items()))
 
 
 async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
@@ -56,6 +102,7 @@ async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
     waiters: list[asyncio.Future[Any]] = []
     served: list[tuple[Any, float]] = []  # (trace request, the core's arrival)
     rejected: list[Rejected] = []
+    unsubmitted: Counter[str] = Counter()
     finished = 0
     late = 0.0
     start = time.perf_counter()
@@ -72,12 +119,15 @@ async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
             await asyncio.sleep(delay)
         late = max(late, -delay)
         model = r.model if r.model in served_names else None
+        unsubmitted.update(unsubmitted_params([r]))
         try:
+            params = submit_params(r.params)
             deployment = driver.model(model)
             prompt: Any = r.prompt if r.prompt is not None else [
                 rng.randrange(4, deployment.vocab_size) for _ in range(max(1, r.prompt_tokens))]
-            handle = await driver.submit(prompt, max_tokens=max(1, r.output_tokens), model=model, ignore_eos=True,
-                                         tenant=r.tenant, priority=r.priority, request_id=r.request_id)
+            handle = await driver.submit(prompt, **params, max_tokens=max(1, r.output_tokens), model=model,
+                                         ignore_eos=True, tenant=r.tenant, priority=r.priority,
+                                         request_id=r.request_id)
         except Exception as exc:  # RequestError (too long for the model, ...): reported, not dropped
             rejected.append(Rejected(r.request_id, getattr(exc, "message", None) or str(exc)))
             continue
@@ -87,7 +137,7 @@ async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
         waiters.append(task)
     await asyncio.gather(*waiters)
     return LiveReplayResult({}, driver.run_id, len(waiters), rejected, round(late, 3),
-                            time.perf_counter() - start, as_served(served))
+                            time.perf_counter() - start, as_served(served), dict(sorted(unsubmitted.items())))
 
 
 def as_served(served: list[tuple[Any, float]]) -> list[Any]:

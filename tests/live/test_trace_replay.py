@@ -52,7 +52,8 @@ def test_live_replay_serves_the_trace_stores_its_iterations_and_saves_it_as_serv
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["num_requests"] == 5 and summary["num_completed"] == 5
-    assert summary["live_replay"] == {"submitted": 5, "late_s": summary["live_replay"]["late_s"], "rejected": []}
+    assert summary["live_replay"] == {"submitted": 5, "late_s": summary["live_replay"]["late_s"], "rejected": [],
+                                      "unsubmitted_params": {}}
     assert summary["output_tokens"] == 5 * 2  # every request generated its capped output, end-of-sequence ignored
     engine = sa.create_engine(url)
     with engine.connect() as c:
