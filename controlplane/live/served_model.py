@@ -5,7 +5,8 @@ chat rendering, and a client's request checked and tokenized for it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,21 @@ class ServedModel:
         known = self._ahead.pop(key, None)
         if known is not None and known[1] > 1:
             self._ahead[key] = (known[0], known[1] - 1)
+
+    @contextmanager
+    def encoded_as(self, text: str, ids: Sequence[int]) -> Iterator[None]:
+        """While open, the prompt ``text`` (not a chat's) is encoded as ``ids``: a live trace replay serves a
+        prompt text as the trace's count of token ids, the text still the request's prompt (caches, guardians)."""
+        key = (text, True)
+        known = self._ahead.get(key)
+        self._ahead[key] = (list(ids), 1)
+        try:
+            yield
+        finally:
+            if known is not None:
+                self._ahead[key] = known
+            else:
+                self._ahead.pop(key, None)
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> tuple[str, bool]:
         """The prompt for a chat; True when it came from the tokenizer's chat template."""

@@ -4,11 +4,13 @@ iterations so that ``controlplane calibrate`` and ``controlplane runs compare`` 
 requests keep their trace ids, so a simulated replay of the same requests pairs with it request by
 request (``runs compare`` resamples them paired).
 
-A trace holds lengths, not text: a request without a prompt gets ``prompt_tokens`` token ids drawn
-from the run's seed, and generates exactly ``output_tokens`` (end-of-sequence ignored) unless it
-stops at one of its ``stop`` strings, so the worker does the work the trace describes (cap lengths to
-what a model serves with the trace transforms' ``max_prompt_tokens`` / ``max_output_tokens``). A
-request's ``params`` are submitted with it (`SUBMITTED_PARAMS`); any other param is not, and
+Each prompt is exactly ``prompt_tokens`` token ids, as the simulator counts it: a request without a
+prompt text gets ids drawn from the run's seed; one with a text gets the text's ids (as the model
+encodes a text prompt) cut to that count or repeated up to it, the text staying the request's prompt
+(what the caches key on). Each generates exactly ``output_tokens`` (end-of-sequence ignored) unless
+it stops at one of its ``stop`` strings, so the worker does the work the trace describes (cap lengths
+to what a model serves with the trace transforms' ``max_prompt_tokens`` / ``max_output_tokens``).
+A request's ``params`` are submitted with it (`SUBMITTED_PARAMS`); any other param is not, and
 `unsubmitted_params` counts those, for the command to say so before the run. A request the model
 refuses (longer than its context, an invalid param, say) is reported with the reason, never dropped
 silently.
@@ -21,13 +23,14 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.config import RunConfig
 from controlplane.errors import ReplayInterrupted
 
-__all__ = ["SUBMITTED_PARAMS", "LiveReplayResult", "Rejected", "as_served", "replay_trace_live",
+__all__ = ["SUBMITTED_PARAMS", "LiveReplayResult", "Rejected", "as_served", "prompt_ids", "replay_trace_live",
            "run_trace_live", "submit_params", "unsubmitted_params"]
 
 #: The trace params (``TraceRequest.params``) a live replay submits with a request: `LiveDriver.submit`'s
@@ -93,6 +96,19 @@ def unsubmitted_params(requests: Iterable[Any]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def prompt_ids(deployment: Any, text: str, n: int) -> list[int]:
+    """A prompt text as ``n`` token ids: its ids as ``deployment`` encodes a text prompt, cut to ``n``, or
+    followed by its ids again (without the special tokens the encoding adds) up to ``n``; [] for a text of
+    no tokens."""
+    ids = deployment.encode(text)
+    if len(ids) >= n:
+        return ids[:n]
+    body = deployment.encode(text, special_tokens=False) or ids
+    if not body:
+        return []
+    return (ids + body * (n // len(body) + 1))[:n]
+
+
 async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
                             on_progress: Callable[[int, int, float], None] | None = None) -> LiveReplayResult:
     """Submit ``requests`` (``TraceRequest`` s in arrival order) to a started ``driver`` at their
@@ -123,11 +139,13 @@ async def replay_trace_live(driver: Any, requests: Iterable[Any], *, seed: int,
         try:
             params = submit_params(r.params)
             deployment = driver.model(model)
-            prompt: Any = r.prompt if r.prompt is not None else [
-                rng.randrange(4, deployment.vocab_size) for _ in range(max(1, r.prompt_tokens))]
-            handle = await driver.submit(prompt, **params, max_tokens=max(1, r.output_tokens), model=model,
-                                         ignore_eos=True, tenant=r.tenant, priority=r.priority,
-                                         request_id=r.request_id)
+            n = max(1, r.prompt_tokens)  # (the simulator's count, the text's too: see `prompt_ids`)
+            ids = prompt_ids(deployment, r.prompt, n) if r.prompt is not None else []
+            ids = ids or [rng.randrange(4, deployment.vocab_size) for _ in range(n)]
+            with deployment.encoded_as(r.prompt, ids) if r.prompt is not None else nullcontext():
+                handle = await driver.submit(r.prompt if r.prompt is not None else ids, **params,
+                                             max_tokens=max(1, r.output_tokens), model=model, ignore_eos=True,
+                                             tenant=r.tenant, priority=r.priority, request_id=r.request_id)
         except Exception as exc:  # RequestError (too long for the model, ...): reported, not dropped
             rejected.append(Rejected(r.request_id, getattr(exc, "message", None) or str(exc)))
             continue

@@ -1,5 +1,6 @@
 """`controlplane live-replay` serves each trace request as the trace and the simulator describe it:
-with its generation ``params`` (temperature, seed, ...)."""
+with its generation ``params`` (temperature, seed, ...), and a prompt text as exactly the trace's
+``prompt_tokens`` token ids, the text still the request's prompt (what the exact cache keys on)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import build_app
-from controlplane.live.trace_replay import submit_params, unsubmitted_params
+from controlplane.live.trace_replay import prompt_ids, submit_params, unsubmitted_params
 from controlplane.testing import stored_rows
+from sim.traces.canonical import read_canonical
 from sim.traces.record import TraceRequest
 from tests.live.test_trace_replay import _config
 
@@ -63,6 +65,25 @@ def test_a_live_replay_submits_the_traces_params_so_sampled_requests_are_not_cac
         k: r["cache_hit"] for k, r in rows.items()}
 
 
+def test_a_text_prompt_is_served_as_the_traces_token_count_and_saved_so(tmp_path):
+    # A text prompt was served as its own tokenization (a 20-token request stored as 4 tokens) while
+    # --save-trace wrote the trace's 20 and the simulator served 20.
+    long_text = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)  # far more than 7 tokens
+    trace = _jsonl(tmp_path / "text.jsonl", [
+        {"request_id": "short", "arrival_s": 0.0, "prompt_tokens": 20, "output_tokens": 2, "prompt": "hi there"},
+        {"request_id": "long", "arrival_s": 0.1, "prompt_tokens": 7, "output_tokens": 2, "prompt": long_text},
+        {"request_id": "none", "arrival_s": 0.2, "prompt_tokens": 9, "output_tokens": 2},
+    ])
+    served = tmp_path / "served.jsonl"
+    summary, rows, _ = _live(tmp_path, trace, "--save-trace", str(served))
+    assert summary["num_completed"] == 3
+    assert {k: r["prompt_tokens"] for k, r in rows.items()} == {"short": 20, "long": 7, "none": 9}
+    assert summary["prompt_tokens"] == 36
+    back = {r.request_id: r for r in read_canonical(served)}
+    assert {k: r.prompt_tokens for k, r in back.items()} == {"short": 20, "long": 7, "none": 9}
+    assert back["long"].prompt == long_text  # the text stays the request's prompt
+
+
 def test_params_a_live_replay_does_not_submit_are_named_once_before_the_run(tmp_path):
     trace = _jsonl(tmp_path / "p.jsonl", [
         {"request_id": "a", "arrival_s": 0.0, "prompt_tokens": 8, "output_tokens": 2,
@@ -81,7 +102,7 @@ def test_params_a_live_replay_does_not_submit_are_named_once_before_the_run(tmp_
     assert "frequency_penalty (2 of 3 requests), ignore_eos (1 of 3 requests)" in err
 
 
-def test_submit_params():
+def test_submit_params_and_prompt_ids():
     assert submit_params((("n", 2), ("seed", 7), ("stop", ("x",)), ("temperature", 0.5), ("top_k", -1),
                           ("top_p", None))) == {"seed": 7, "stop": ("x",), "temperature": 0.5, "top_k": 0}
     for bad, message in ((("seed", 7.5), "params.seed must be an integer"), (("top_k", True), "params.top_k"),
@@ -92,3 +113,10 @@ def test_submit_params():
             TraceRequest("b", 0.0, 4, 1, params=(("logprobs", None), ("temperature", 1.0)))]
     assert unsubmitted_params(reqs) == {"logprobs": 1}
 
+    class Model:  # BOS 1, then one id per word
+        def encode(self, text, special_tokens=True):
+            return ([1] if special_tokens else []) + [10 + len(w) for w in text.split()]
+
+    assert prompt_ids(Model(), "a bb ccc", 3) == [1, 11, 12]  # cut
+    assert prompt_ids(Model(), "a bb", 8) == [1, 11, 12, 11, 12, 11, 12, 11]  # repeated, without the BOS
+    assert prompt_ids(Model(), "", 3) == [1, 1, 1] and prompt_ids(Model(), "", 0) == []
