@@ -77,6 +77,9 @@ class RunStats:
         # Per iteration, prefilled and decoded token: fitted to the batches that finish after the run's
         # first response-cache hit (None before it, so a run without hits pays nothing per batch).
         self.batch_costs: BatchCosts | None = None
+        # The plugins' cache stores that can fail (Redis), by id, every one the run has had (a reload's replaced ones
+        # too): their outages are the summary's `cache_store_outages` / `cache_store_down_s` (`controlplane.responses`).
+        self.cache_stores: dict[int, Any] = {}
         self.replica_spans: list[tuple[float, float]] = []  # (alive since, until) of every replica that stopped
         self.first_arrival_s: float | None = None
         self.last_finish_s = 0.0
@@ -170,6 +173,7 @@ class RunStats:
         out["cache_hit_rate"] = _round(hits / self.num_arrived) if self.num_arrived else None
         out["gpu_busy_seconds"] = _round(self.busy_gpu_seconds)
         out["cache_gpu_seconds_saved"], out["cache_gpu_seconds_saved_upper"] = self._cache_saving()
+        out["cache_store_outages"], out["cache_store_down_s"] = self._store_outages(end_s)
         out["num_preemptions"] = self.num_preemptions
         out["num_scale_events"] = self.num_scale_events - self.num_unplaced_scale_events  # the changes that took effect
         out["num_plugin_errors"] = self.num_plugin_errors
@@ -196,6 +200,16 @@ class RunStats:
         a, b, c = costs
         batched = b * prompt + c * output
         return _round(batched), _round(batched + a * output)
+
+
+    def _store_outages(self, end_s: float) -> tuple[int | None, float | None]:
+        """(outages of the plugins' cache stores, run seconds they spent down serving misses, an outage going on at
+        the end counted until ``end_s``), summed over the stores; (None, None) when no store can fail (none, or
+        in-process ones only)."""
+        if not self.cache_stores:
+            return None, None
+        totals = [store.outage_totals(end_s) for store in self.cache_stores.values()]
+        return sum(n for n, _ in totals), _round(sum(s for _, s in totals))
 
 
 def _round(x: float) -> float:

@@ -53,6 +53,9 @@ class Responses:
 
     def _admitted(self, r: Request) -> None:
         """An admitted request: check its prompt if a plan says so, then serve or route it."""
+        stores = self.__dict__.get("_outage_stores")
+        if stores is None or stores[0] is not self.plugins:
+            self._find_outage_stores()  # (before the plan: a guardian planner's verdict store may fail there)
         plan, plugin = (None, None) if "cp_guardian_plan" in self.calls.unanswered else \
             self._decide("cp_guardian_plan", r, "input")
         if plan is not None and self._start_checks(r, "input", plan, plugin) == "sync":
@@ -90,6 +93,8 @@ class Responses:
                 store = getattr(p.instance, attr, None)
                 if getattr(store, "reports_outages", False) is True:
                     found.append((p.info.name, store))
+                    if callable(getattr(store, "outage_totals", None)):  # its outages go to the run summary
+                        self.stats.cache_stores[id(store)] = store
         stores = self.__dict__["_outage_stores"] = (self.plugins, tuple(found))
         return stores
 

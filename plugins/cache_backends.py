@@ -21,7 +21,8 @@ deterministic and no policy reads the wall clock). Two stores:
   ``get`` misses, ``set``/``delete`` are skipped, one warning is logged per outage, never an
   exception; after ``retry_after_s`` of run time it tries again, and after each further failure
   waits twice as long (up to ``MAX_RETRY_AFTER_S``), and logs when Redis is back. Each outage's
-  start and end is also kept for ``take_outages`` (the core records them as decisions).
+  start and end is also kept for ``take_outages`` (the core records them as decisions), and counted with the
+  run time it lasted for ``outage_totals`` (the run summary's ``cache_store_outages`` / ``cache_store_down_s``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,15 @@ class CacheStore(ABC):
         """The store's outages begun or ended since the last call, oldest first: (run time, down, why). The core
         records each as a decision (``cache_store_down`` / ``cache_store_up``); an in-process store has none."""
         return []
+
+    def outage_totals(self, now_s: float) -> tuple[int, float]:
+        """(outages begun, seconds of run time spent in them) since the store was made or `count_outages_from`, an
+        outage still going on counted until ``now_s``: what the run summary reports. (0, 0.0) for an in-process
+        store, which cannot fail."""
+        return 0, 0.0
+
+    def count_outages_from(self, now_s: float) -> None:
+        """Start `outage_totals` again at run time ``now_s`` (a run's start); an outage going on counts from it."""
 
 
 @dataclass(slots=True)
@@ -261,6 +271,9 @@ class RedisStore(CacheStore):
         self._now_s: float | None = None  # the latest run time a caller passed
         self.failures = 0  # calls that found Redis unreachable (for tests and metrics)
         self._outages: list[tuple[float, bool, str]] = []  # begun or ended, not yet taken (`take_outages`)
+        self._num_outages = 0  # begun since made or `count_outages_from` (`outage_totals`)
+        self._outage_s = 0.0  # run time spent in the ones that ended
+        self._outage_began: float | None = None  # run time the outage going on began (its first failed call)
 
     def _k(self, key: str) -> str:
         return f"{self.namespace}:{key}"
@@ -295,6 +308,8 @@ class RedisStore(CacheStore):
                 self._outages.append((now if now is not None else 0.0, True,
                                       f"Redis cache store at {self._shown_url} failed ({why}): serving misses "
                                       "until it answers"))
+                self._num_outages += 1
+                self._outage_began = now if now is not None else 0.0
             else:  # a retry failed too: wait longer before the next one
                 self._wait_s = min(2 * self._wait_s, max(self.retry_after_s, MAX_RETRY_AFTER_S))
             self._down_since = now if now is not None else 0.0
@@ -303,6 +318,9 @@ class RedisStore(CacheStore):
             _log().info("Redis cache store at %s is reachable again", self._shown_url)
             self._outages.append((now if now is not None else 0.0, False,
                                   f"Redis cache store at {self._shown_url} is reachable again"))
+            if self._outage_began is not None:
+                self._outage_s += max(0.0, (now if now is not None else 0.0) - self._outage_began)
+                self._outage_began = None
             self._down_since = None
             self._wait_s = self.retry_after_s
         return result
@@ -338,6 +356,15 @@ class RedisStore(CacheStore):
         taken, self._outages = self._outages, []
         return taken
 
+    def outage_totals(self, now_s: float) -> tuple[int, float]:
+        going_on = 0.0 if self._outage_began is None else max(0.0, now_s - self._outage_began)
+        return self._num_outages, self._outage_s + going_on
+
+    def count_outages_from(self, now_s: float) -> None:
+        down = self._down_since is not None
+        self._num_outages, self._outage_s = int(down), 0.0
+        self._outage_began = now_s if down else None
+
     def close(self) -> None:
         self._client.close()
 
@@ -352,11 +379,14 @@ class RedisStore(CacheStore):
 
 
 def scope_to_run(store: CacheStore, ctx: Any) -> None:
-    """In a simulated run, give a Redis store a namespace of its own (``...:sim-<random hex>``).
+    """At a run's start, count the store's outages from now on (`CacheStore.outage_totals`: the run summary's); in a
+    simulated run, give a Redis store a namespace of its own (``...:sim-<random hex>``).
 
     Without it a replay read the entries an earlier replay (or a concurrent run of the same sweep)
     left under the same namespace: hit rates up to 1.0 where the trace allows 0.35, and guardian
     verdicts that cost no check. Live runs share the configured namespace, as daemons should."""
+    now_s = getattr(ctx, "now_s", None)
+    store.count_outages_from(now_s if isinstance(now_s, (int, float)) else 0.0)
     run = getattr(ctx, "run", None)
     if isinstance(store, RedisStore) and run is not None and run.mode == "sim" and ":sim-" not in store.namespace:
         import secrets

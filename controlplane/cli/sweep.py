@@ -110,6 +110,7 @@ def sweep(
         common.err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
     if same:
         common.err.print("note: " + SAME_RUN_NOTE.format(what="every point's seeds"), highlight=False)
+    say_cache_store_outages(runs)
     verb = "resumed" if result.resumed else "ran"
     done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
             else f"nothing to run, all {result.total} runs already stored")
@@ -125,6 +126,29 @@ SAME_RUN_NOTE = ("{what} gave the same run (only the run ids and wall times diff
                  "trace or these plugins draws from the seed (a trace's own arrivals are replayed as they are; seeds "
                  "vary a replay through random draws only: a synthetic trace, rate scaling, sampled guardians), so "
                  "the seeds add runs, not evidence")
+
+
+def say_cache_store_outages(runs: list[dict]) -> None:
+    """Warn of the runs whose cache store (Redis) failed during the run (their summaries' ``cache_store_outages``):
+    their caches served misses meanwhile, so their hit rates and latencies measured the outage too. A sweep with
+    ``record: summary`` stores no ``cache_store_down`` decision, and said nothing of it."""
+    from rich.markup import escape
+
+    failed = [r for r in runs if ((r.get("summary") or {}).get("cache_store_outages") or 0) > 0]
+    if not failed:
+        return
+    shown = []
+    for r in failed[:10]:
+        s = r["summary"]
+        point = ", ".join(f"{k}={fmt_value(v)}" for k, v in (r.get("overrides") or {}).items())
+        n = s["cache_store_outages"]
+        shown.append(f"run {r['id']} (seed {r.get('seed')}{', ' + point if point else ''}): {n} outage"
+                      f"{'s' if n != 1 else ''}, {fmt_value(s.get('cache_store_down_s'))} s down")
+    more = f"; and {len(failed) - 10} more runs" if len(failed) > 10 else ""
+    common.err.print(f"[bold yellow]warning:[/] the cache store failed in {len(failed)} of {len(runs)} runs, whose "
+                     "caches served misses while it was down (their hit rates and latencies measured the outage "
+                     f"too): {escape('; '.join(shown))}{more}. Each outage's cause: the server's log, or the run's "
+                     "cache_store_down decisions (stored with record: full)", highlight=False)
 
 
 def say_repeated_draws(loaded: Any) -> None:

@@ -371,3 +371,28 @@ def test_a_replay_records_a_redis_outage_as_one_decision():
         ("cp_cache_lookup", "exact-cache", "cache_store_down", "exact-cache")]
     assert "redis://127.0.0.1:1/3 failed (" in outages[0].reason and outages[0].payload == {
         "url": "redis://127.0.0.1:1/3"}
+
+
+def test_a_redis_store_counts_its_outages_and_the_run_time_they_lasted(own_redis):
+    """The run summary's ``cache_store_outages`` / ``cache_store_down_s`` come from these totals: an outage counts
+    from the first call that failed to the first that answered again, one going on until the time asked."""
+    assert MemoryStore().outage_totals(50.0) == (0, 0.0)
+    s = RedisStore(f"redis://127.0.0.1:{own_redis.port}/0", namespace="t", retry_after_s=0.0)
+    s.get("a", now_s=1.0)
+    assert s.outage_totals(2.0) == (0, 0.0)
+    own_redis.stop()
+    for t in (3.0, 4.0, 5.0):
+        s.get("a", now_s=t)
+    assert s.outage_totals(7.5) == (1, 4.5)  # going on since 3.0
+    own_redis.start()
+    s.get("a", now_s=10.0)
+    assert s.outage_totals(20.0) == (1, 7.0)  # 3.0 to 10.0
+    own_redis.stop()
+    s.get("a", now_s=21.0)
+    s.count_outages_from(30.0)  # a run starts during an outage: it counts from the start
+    assert s.outage_totals(32.0) == (1, 2.0)
+    own_redis.start()
+    s.get("a", now_s=33.0)
+    s.count_outages_from(40.0)
+    assert s.outage_totals(50.0) == (0, 0.0)
+    s.close()
