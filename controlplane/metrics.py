@@ -188,7 +188,8 @@ class RunStats:
         iteration, ``b`` per prefilled token, ``c`` per decoded token). Batched: their prompt
         tokens at ``b`` and output tokens at ``c``, added to batches that ran anyway. Alone: one
         request at a time, each output token an iteration of its own, ``a`` more per output token.
-        0.0 without hits; None when hits came but nothing was computed (no cost was measured)."""
+        0.0 without hits; None when hits came but no iteration was fitted: nothing was computed, or every
+        computed request's batches finished before the first hit (no cost was measured after it)."""
         output = self.cache_hit_output_tokens
         prompt = self.cache_hit_tokens - output
         computed = self.prompt_tokens + self.output_tokens - self.cache_hit_tokens

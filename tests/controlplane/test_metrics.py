@@ -134,3 +134,15 @@ def test_the_peak_replica_count_is_the_most_spans_alive_at_once():
     assert peak_overlap([]) == 0
     assert peak_overlap([(0.0, 10.0), (0.0, 5.0), (5.0, 8.0)]) == 2  # one ends as another starts: not both
     assert peak_overlap([(0.0, 10.0), (1.0, 9.0), (2.0, 3.0), (9.5, 12.0)]) == 3
+
+
+def test_cache_saving_is_null_when_every_computed_batch_finished_before_the_first_hit():
+    """20 identical prompts 5 s apart: the one computed request finished before the first hit, where the batch-cost
+    fit begins, so no cost was measured and both estimates are null (as docs/caching.md says), not 0."""
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest(f"r{i}", 5.0 * i, 50, 10, prompt="same") for i in range(20)]
+    s = replay_with(trace=trace).summary
+    assert s["cache_hit_rate"] == 0.95 and s["gpu_busy_seconds"] > 0
+    assert s["cache_gpu_seconds_saved"] is None and s["cache_gpu_seconds_saved_upper"] is None
