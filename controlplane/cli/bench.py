@@ -326,9 +326,11 @@ def calibrate(
     from controlplane.live.iteration_log import read_live_run
     from controlplane.live.iteration_samples import join_runs
     from sim.calibration import calibrate_repeats
+    from controlplane.cli.shown_warnings import shown_once
     from sim.latency.measured import MeasuredProfileModel
 
-    with user_errors():
+    # (the fits' rows measured far from them: said below of the profile written, which holds them, as a replay says it)
+    with user_errors(), shown_once(lambda text: None):
         if timing not in ("wall", "backend"):
             raise ValueError("--timing must be wall or backend")
         if timing == "backend" and profile_path is not None:  # (it ignored --profile: the same file either way)
@@ -377,6 +379,12 @@ def calibrate(
     out.print(f"wrote {len(cal.rows)} rows to {output}; frozen: sha256 {file_sha256(output)} (check it "
               f"before each replay: `sha256sum {output}`); simulate with latency_model: measured, "
               f"latency: {{path: {output}}}", highlight=False)
+    if model.far_rows_note:  # (a stall while timing, a clock glitch: each replay on the profile warns it too)
+        from rich.markup import escape
+
+        err.print(f"[yellow]warning:[/] {escape(model.far_rows_note)}; each replay on {escape(str(output))} says so "
+                  "too (to replace them, profile or serve the window again on a quiet machine)", highlight=False,
+                  soft_wrap=True)
 
 
 def _spread_table(repeats: list[list[int]], several: Any, spread: Any) -> Any:

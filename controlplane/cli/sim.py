@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 from controlplane.cli import common
 from controlplane.cli.common import user_errors
+from controlplane.cli.shown_warnings import shown_once
 from controlplane.cli.summary_table import by_model_table, summary_table
 
 if TYPE_CHECKING:
@@ -128,9 +129,10 @@ def replay(
     """Replay a trace with the configured plugins, store the run, print its summary."""
     writer = _early_writer()
     try:
-        _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up, repeat,
-                rate_scale, rate_profile, copies, limit, prompt_scale, output_scale, max_prompt_tokens,
-                max_output_tokens, qps, arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
+        with shown_once(_warn):  # (a measured profile's far rows: a warning line, once for the check and the run)
+            _replay(writer, trace, format, db, seed, config, json_out, name, window_start, window_end, speed_up,
+                    repeat, rate_scale, rate_profile, copies, limit, prompt_scale, output_scale, max_prompt_tokens,
+                    max_output_tokens, qps, arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
         _print_ended_summary(exc, json_out, "interrupted")  # (a run stopped cleanly at its next tick)
         common.say_replay_interrupted(exc)

@@ -52,7 +52,7 @@ from controlplane.hardware.profile_format import (
 #: The fewest rows `MeasuredProfileModel.fit` takes (a profile of one or two timings is refused, naming its file).
 MIN_ROWS = 3
 
-__all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "MeasuredProfileModel", "write_profile", "read_profile"]
+__all__ = ["PROFILE_FORMAT", "ROW_FIELDS", "FEATURES", "FarRowsWarning", "MeasuredProfileModel", "write_profile", "read_profile"]
 
 
 FEATURES: tuple[str, ...] = (
@@ -149,15 +149,24 @@ def _first_pass_floor(y: np.ndarray) -> float:
     return max(1e-6, 0.25 * float(np.percentile(timed, 10))) if timed.size else 1e-6
 
 
-def _warn_far_rows(y: np.ndarray, ratio: np.ndarray, source: str) -> None:
-    """One warning naming the rows measured far from the fit (`OUTLIER_RATIO`), the first few with their times."""
+class FarRowsWarning(RuntimeWarning):
+    """A profile's rows measured far from its fit (`OUTLIER_RATIO`). ``one_line``: the command line shows it as
+    one ``warning:`` line of its own, once per text (`controlplane.cli.shown_warnings`), not as Python's warning
+    with its file and source line at every fit of the same profile (a replay's config check and its run)."""
+
+    one_line = True
+
+
+def _far_rows_note(y: np.ndarray, ratio: np.ndarray, source: str) -> str | None:
+    """The text naming the rows measured far from the fit (`OUTLIER_RATIO`), the first few with their times; None
+    when there are none."""
     far = np.flatnonzero((ratio > OUTLIER_RATIO) | (ratio < 1.0 / OUTLIER_RATIO))
-    if far.size:
-        named = ", ".join(f"row {i} ({y[i]:.4g} s, {ratio[i]:.2g}x)" for i in far[:5])
-        more = f" and {far.size - 5} more" if far.size > 5 else ""
-        warnings.warn(f"{source}: {far.size} row(s) measured far from the fit (measured / fitted below "
-                      f"1/{OUTLIER_RATIO:g} or above {OUTLIER_RATIO:g}; left out of the per-batch-size factors): "
-                      f"{named}{more}", RuntimeWarning, stacklevel=4)
+    if not far.size:
+        return None
+    named = ", ".join(f"row {i} ({y[i]:.4g} s, {ratio[i]:.2g}x)" for i in far[:5])
+    more = f" and {far.size - 5} more" if far.size > 5 else ""
+    return (f"{source}: {far.size} row(s) measured far from the fit (measured / fitted below "
+            f"1/{OUTLIER_RATIO:g} or above {OUTLIER_RATIO:g}; left out of the per-batch-size factors): {named}{more}")
 
 
 class MeasuredProfileModel(LatencyModel):
@@ -179,6 +188,8 @@ class MeasuredProfileModel(LatencyModel):
         self.idle_prefill_extra_s = float(self.meta.get("idle_prefill_extra_s") or 0.0)
         self.idle_gap_s = float(self.meta.get("idle_gap_s") or 0.1)
         self.fit_stats: dict[str, float] = {}
+        # The rows measured far from the fit, in words (`_far_rows_note`; `fit` warns it too): None when none were.
+        self.far_rows_note: str | None = None
         # Measured / linear ratio by batch size (index = sequences; see `fit`): empty = no correction.
         self.decode_factors: tuple[float, ...] = ()
         self.prefill_factors: tuple[float, ...] = ()
@@ -216,7 +227,9 @@ class MeasuredProfileModel(LatencyModel):
         n_pre = np.array([r["num_prefill_seqs"] for r in clean])
         n_dec = np.array([r["num_decode_seqs"] for r in clean])
         ratio = y / np.maximum(pred, 1e-12)
-        _warn_far_rows(y, ratio, str((meta or {}).get("path", "profile")))
+        model.far_rows_note = _far_rows_note(y, ratio, str((meta or {}).get("path", "profile")))
+        if model.far_rows_note is not None:
+            warnings.warn(FarRowsWarning(model.far_rows_note), stacklevel=3)
         model.decode_factors = _batch_factors(n_dec[n_pre == 0], ratio[n_pre == 0], samples[n_pre == 0])
         model.prefill_factors = _batch_factors(n_pre[n_dec == 0], ratio[n_dec == 0], samples[n_dec == 0])
         c = np.asarray(model.coef)
