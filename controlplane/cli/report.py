@@ -16,7 +16,8 @@ def report(
     db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
     html: Annotated[Path, typer.Option("--html", "--output", "-o",
                                        help="The HTML file to write; an existing one is replaced once the report is "
-                                            "complete; the database read is refused.")]
+                                            "complete; an -o naming the database being read (--db) is "
+                                            "refused.")]
     = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded, no network needed to view it).

@@ -321,7 +321,7 @@ def plot(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="File to write; its extension picks the format: .png, .svg or .pdf (another is an "
                                "error) (default: run-RUN.png). An existing file is replaced once the picture is "
-                               "drawn; the database read is refused.")]
+                               "drawn; an -o naming the database being read (--db) is refused.")]
     = None,
     window_s: Annotated[float, typer.Option(min=1.0, help="Latency percentile window (s).")] = 30.0,
 ) -> None:
@@ -348,8 +348,8 @@ def export(
         "--output", "-o", help="File to write (default: stdout); its extension picks the format: .csv, .json, "
                                ".jsonl or .ndjson, each with .gz added for gzip (rows.jsonl.gz); another extension "
                                "is an error (a name without one takes --format). An existing file is replaced once "
-                               "the export is complete (a failed one leaves it as it was); the database read is "
-                               "refused.")] = None,
+                               "the export is complete (a failed one leaves it as it was); an -o naming the "
+                               "database being read (--db) is refused.")] = None,
 ) -> None:
     """Export one run's rows as CSV, JSON or JSON Lines (gzip-compressed for a .gz file). A run still
     running, or crashed, exports the rows stored so far, with a note on stderr saying so (stdout holds
