@@ -1,5 +1,7 @@
 """`controlplane runs plot RUN`: one picture of a run's replicas, load, queue and latency over time, with
-every scale decision (active and shadow) marked, so "why did it scale at 18:32?" is one picture.
+every scale decision (active and shadow) marked, so "why did it scale at 18:32?" is one picture. The replica
+lines change at the workers' own times (`controlplane.report.worker_replicas`), the load and queue at each
+metrics sample's.
 Drawn with matplotlib without a display, as PNG, SVG or PDF by the output's extension."""
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from controlplane.cli.runs_timeline import scale_decisions
 from controlplane.output_file import check_folder, check_not_read, database_files, replaced_on_success
+from controlplane.report.worker_replicas import worker_replicas
 from controlplane.storage.models import MetricSample, Request
 from controlplane.storage.queries import get_run
 
@@ -168,7 +171,12 @@ def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.
     plt = _pyplot()
     fig, axes = plt.subplots(4, 1, figsize=(14, 11), sharex=True)
     ax_rep, ax_load, ax_queue, ax_lat = axes
-    per_model = _replica_panel(ax_rep, series, load_replicas_by_model(engine, run_id), decisions)
+    replicas, total = worker_replicas(engine, run_id)  # (at the workers' exact times, not every metrics sample's)
+    if total is not None:
+        series = {**series, "replicas": total[:2], "replicas_starting": (total[0], total[2])}
+    else:  # (a run stored without worker events: its metric samples)
+        replicas = load_replicas_by_model(engine, run_id)
+    per_model = _replica_panel(ax_rep, series, replicas, decisions)
     ax_rep.set_ylabel("replicas")
     marks = "^ up, v down: active decisions on their model's line" if per_model else "o active decisions"
     ax_rep.set_title(f"run {run_id} {run.get('name') or ''}: replicas "

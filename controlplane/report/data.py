@@ -28,7 +28,8 @@ class RunData:
     finish: np.ndarray  # NaN unless completed
     latency: dict[str, np.ndarray]  # ttft, tpot, e2e, queue (NaN where undefined)
     status: np.ndarray
-    series: dict[str, tuple[np.ndarray, np.ndarray]]  # metric name -> (time_s, value summed over labels)
+    # metric name -> (time_s, value summed over labels); replicas and replicas_starting at the workers' events' times
+    series: dict[str, tuple[np.ndarray, np.ndarray]]
     decision_counts: list[dict[str, Any]]  # hook, plugin, action, count, errors
     timeline: dict[str, np.ndarray]  # hook -> decision times (sampled for very busy hooks)
     timeline_errors: np.ndarray  # times of decisions that were plugin errors
@@ -37,6 +38,16 @@ class RunData:
 
 def _array(values: list[Any]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _replicas(engine: Engine, run_id: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The replicas ready and starting, summed over models, at each worker event's time (`worker_replicas`: a
+    metrics sample's every 5 s showed 0 ready until the second sample); {} for a run without worker events (its
+    samples, then)."""
+    from controlplane.report.worker_replicas import worker_replicas
+
+    _, total = worker_replicas(engine, run_id)
+    return {} if total is None else {"replicas": total[:2], "replicas_starting": (total[0], total[2])}
 
 
 def load_run(engine: Engine, run_id: int, *, busy_hook_points: int = 5000) -> RunData:
@@ -79,7 +90,7 @@ def load_run(engine: Engine, run_id: int, *, busy_hook_points: int = 5000) -> Ru
         finish=_array([x[1] if x[2] == "completed" else None for x in rows]),
         latency={k: _array([x[i] for x in rows]) for i, k in enumerate(("ttft", "tpot", "e2e", "queue"), start=3)},
         status=np.array([x[2] for x in rows], dtype=object),
-        series={k: (np.array(v[0]), np.array(v[1])) for k, v in series.items()},
+        series={**{k: (np.array(v[0]), np.array(v[1])) for k, v in series.items()}, **_replicas(engine, run_id)},
         decision_counts=[{"hook": c[0], "plugin": c[1], "action": c[2], "count": int(c[3]), "errors": int(c[4] or 0)}
                          for c in sorted(counts, key=lambda c: (str(c[0]), str(c[1]), str(c[2])))],
         timeline=timeline,
