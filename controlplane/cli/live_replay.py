@@ -80,7 +80,7 @@ def live_replay(
     save_trace: Annotated[Optional[Path], typer.Option(
         help="Write the requests as served (their lengths, the arrivals the live core stamped) as a canonical "
              "trace (.csv or .jsonl): `controlplane sim replay` of it predicts this run. An existing file is "
-             "replaced once the trace is written whole; the run's database is refused.")] = None,
+             "replaced once the trace is written whole; a path naming the run's database (--db) is refused.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
