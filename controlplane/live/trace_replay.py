@@ -29,6 +29,7 @@ from typing import Any
 
 from controlplane.config import RunConfig
 from controlplane.errors import ReplayInterrupted
+from controlplane.generation_params import param_problem
 
 __all__ = ["SUBMITTED_PARAMS", "LiveReplayResult", "Rejected", "as_served", "prompt_ids", "replay_trace_live",
            "run_trace_live", "submit_params", "unsubmitted_params"]
@@ -70,15 +71,9 @@ def submit_params(params: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     for name, value in params:
         if value is None or name not in SUBMITTED_PARAMS:
             continue
-        if name == "stop":
-            ok = isinstance(value, str) or (isinstance(value, tuple) and all(isinstance(v, str) for v in value))
-        else:
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = number and (name in ("temperature", "top_p") or isinstance(value, int))
-        if not ok:
-            kind = "a string or a list of strings" if name == "stop" else "a number" if name in (
-                "temperature", "top_p") else "an integer"
-            raise ValueError(f"params.{name} must be {kind}, not {value!r}")
+        problem = param_problem(name, value)
+        if problem is not None:
+            raise ValueError(problem)
         kwargs[name] = 0 if name == "top_k" and value == -1 else value
     return kwargs
 

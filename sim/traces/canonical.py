@@ -19,6 +19,8 @@ import csv
 import json
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
+from controlplane.generation_params import param_problem
+
 from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, check_texts, column_index, csv_header,
                   duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
                   parse_seconds, plain, NOT_PLAIN)
@@ -229,6 +231,10 @@ def _json_cell(path: PathLike, line: int, name: str, text: str) -> Any:
 def _params(path: PathLike, line: int, value: Any) -> tuple[tuple[str, object], ...]:
     if not isinstance(value, dict):
         raise TraceFormatError(path, line, "params", f"expected a JSON object, got {type(value).__name__}")
+    for name, v in value.items():
+        problem = param_problem(str(name), v)
+        if problem is not None:
+            raise TraceFormatError(path, line, f"params.{name}", problem.split(" ", 1)[1])
     return params_from_mapping(value)
 
 

@@ -90,16 +90,27 @@ def test_params_a_live_replay_does_not_submit_are_named_once_before_the_run(tmp_
          "params": {"frequency_penalty": 0.5, "ignore_eos": True}},  # ignore_eos true: what the replay does
         {"request_id": "b", "arrival_s": 0.1, "prompt_tokens": 8, "output_tokens": 2,
          "params": {"frequency_penalty": 0.5, "ignore_eos": False}},
-        {"request_id": "c", "arrival_s": 0.2, "prompt_tokens": 8, "output_tokens": 2, "params": {"temperature": "hot"}},
+        {"request_id": "c", "arrival_s": 0.2, "prompt_tokens": 8, "output_tokens": 2, "params": {"temperature": 0.0}},
     ])
     summary, rows, res = _live(tmp_path, trace)
     assert summary["live_replay"]["unsubmitted_params"] == {"frequency_penalty": 2, "ignore_eos": 1}
-    assert summary["live_replay"]["rejected"] == [
-        {"request_id": "c", "reason": "params.temperature must be a number, not 'hot'"}]
-    assert set(rows) == {"a", "b"} and summary["num_completed"] == 2
+    assert summary["live_replay"]["rejected"] == []
+    assert set(rows) == {"a", "b", "c"} and summary["num_completed"] == 3
     err = " ".join(res.stderr.split())
     assert err.count("warning: trace params not honoured") == 1
     assert "frequency_penalty (2 of 3 requests), ignore_eos (1 of 3 requests)" in err
+
+
+def test_a_param_of_the_wrong_type_is_the_traces_error_before_anything_runs(tmp_path):
+    """As the simulator reads it (`controlplane.generation_params`): the file, line and field, exit 2."""
+    trace = _jsonl(tmp_path / "p.jsonl", [
+        {"request_id": "a", "arrival_s": 0.0, "prompt_tokens": 8, "output_tokens": 2},
+        {"request_id": "c", "arrival_s": 0.2, "prompt_tokens": 8, "output_tokens": 2, "params": {"temperature": "hot"}},
+    ])
+    res = CliRunner().invoke(build_app(), ["live-replay", str(trace), "--config", str(_config(tmp_path, "sqlite:///"
+                             f"{tmp_path / 'runs.db'}")), "--pool", "thread", "--no-progress", "--json"])
+    assert res.exit_code == 2, res.output
+    assert f"{trace}:2: field 'params.temperature': must be a number, not 'hot'" in " ".join(res.output.split())
 
 
 def test_submit_params_and_prompt_ids():

@@ -316,3 +316,38 @@ def test_rebase_keeps_the_order_check_and_a_near_first_arrival_is_not_refused(wr
     reader = read_trace(p, on_error="skip", rebase=True)
     assert [(r.request_id, r.arrival_s) for r in reader] == [("c", 1.0)]
     assert "arrival goes backwards" in str(reader.errors[1])
+
+
+@pytest.mark.parametrize(("params", "field", "why"), [
+    ({"temperature": "hot"}, "params.temperature", "must be a number, not 'hot'"),
+    ({"top_p": True}, "params.top_p", "must be a number"),
+    ({"top_k": 0.5}, "params.top_k", "must be an integer, not 0.5"),
+    ({"seed": "7"}, "params.seed", "must be an integer"),
+    ({"stop": ["a", 3]}, "params.stop", "must be a string or a list of strings"),
+])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_known_param_of_the_wrong_type_names_its_line_and_field(tmp_path, params, field, why, suffix):
+    """A ``"temperature": "hot"`` was read as text and served (the caches read it to tell a sampled request),
+    where a live replay of the same trace refused it."""
+    path = tmp_path / f"t{suffix}"
+    row = {"request_id": "a", "arrival_s": 0, "prompt_tokens": 5, "output_tokens": 3, "params": params}
+    if suffix == ".jsonl":
+        path.write_text(json.dumps(row) + "\n")
+        line = 1
+    else:
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(list(row))
+            w.writerow([*list(row.values())[:4], json.dumps(params)])
+        line = 2
+    with pytest.raises(TraceFormatError) as e:
+        list(read_trace(path))
+    assert f"{path}:{line}: field '{field}'" in str(e.value) and why in str(e.value)
+
+
+def test_free_form_and_null_params_are_kept(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"request_id": "a", "arrival_s": 0, "prompt_tokens": 5, "output_tokens": 3, "params": {
+        "temperature": None, "seed": 3, "stop": ["x"], "my_plugin_hint": {"k": [1, 2]}}}) + "\n")
+    (r,) = read_trace(path)
+    assert dict(r.params)["seed"] == 3 and dict(r.params)["stop"] == ("x",) and "my_plugin_hint" in dict(r.params)
