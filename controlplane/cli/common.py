@@ -278,8 +278,10 @@ def db_option(url: str, default: str) -> tuple[str, str]:
     database; a note to end the line with when the URL's password is shown as ``***``, else empty)."""
     if url == default:
         return "", ""
-    shown = mask_password(url)
-    return f" --db {shown}", (" (the password is shown as ***: put yours back)" if shown != url else "")
+    import shlex
+
+    shown = mask_password(url)  # (shell-quoted: a path with a space pasted as two arguments)
+    return f" --db {shlex.quote(shown)}", (" (the password is shown as ***: put yours back)" if shown != url else "")
 
 
 def fmt_value(v: object) -> str:

@@ -34,3 +34,30 @@ def test_a_scheme_without_slashes_is_left_for_the_parser_to_refuse():
 def test_the_config_takes_a_path_too():
     assert RunConfig.model_validate({"storage": {"url": "runs.db"}}).storage.url == "sqlite:///runs.db"
     assert RunConfig().storage.url == "sqlite:///controlplane.db"
+
+
+@pytest.mark.parametrize("name", ["my?runs.db", "a%20b.db", "x#y.db", "a:b.db", "runs.db?mode=ro", "c é.db"])
+def test_a_path_is_the_file_it_names_whatever_its_characters(tmp_path, monkeypatch, name):
+    """``my?runs.db`` made the files ``my``, ``my-wal``, ``my-shm`` (a URL's query), ``a%20b.db`` made ``a b.db``
+    and ``a:b.db`` was "malformed database URL"."""
+    from controlplane.storage import make_engine
+    from controlplane.storage.db import sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine(database_url(name))
+    try:
+        assert sqlite_path(engine) is not None and os.path.basename(str(sqlite_path(engine))) == name
+        with engine.begin() as conn:
+            conn.exec_driver_sql("create table t (x int)")
+    finally:
+        engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_the_follow_up_command_line_quotes_a_path_with_a_space():
+    import shlex
+
+    from controlplane.cli.common import db_option
+
+    option, _ = db_option(database_url("runs of mine.db"), "sqlite:///controlplane.db")
+    assert shlex.split(option) == ["--db", "sqlite:///runs of mine.db"]
