@@ -65,7 +65,7 @@ def test_the_db_option_after_a_run_names_its_database_without_the_password():
     assert common.db_option(default, default) == ("", "")
     assert common.db_option("sqlite:///other.db", default) == (" --db sqlite:///other.db", "")
     option, note = common.db_option("postgresql+psycopg://me:Sekrit@db:5432/runs", default)
-    assert option == " --db postgresql+psycopg://me:***@db:5432/runs" and "Sekrit" not in option + note
+    assert option == " --db 'postgresql+psycopg://me:***@db:5432/runs'" and "Sekrit" not in option + note
     assert note == " (the password is shown as ***: put yours back)"
 
 
