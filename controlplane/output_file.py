@@ -133,14 +133,27 @@ def replaced_on_success(output: Path, *, reads: Iterable[tuple[str, Path]] = (),
         folder.mkdir(parents=True, exist_ok=True)
     else:
         check_folder(output)
-    temp = _create_temp(folder, target.name, existing)
+    try:
+        temp = _create_temp(folder, target.name, existing)
+    except OSError as exc:  # (a read-only folder: the error names the file asked for, not the hidden temporary one)
+        raise _naming(exc, output) from None
     try:
         yield temp
         _sync(temp)
         os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.filename is not None and Path(exc.filename) == temp:  # (a full disk while writing, say)
+            raise _naming(exc, output) from None
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _naming(exc: OSError, output: Path) -> OSError:
+    """``exc`` about the temporary file, as the same error about ``output``."""
+    return type(exc)(exc.errno, exc.strerror, str(output)) if exc.errno is not None else exc
 
 
 def _create_temp(folder: Path, name: str, existing: os.stat_result | None) -> Path:

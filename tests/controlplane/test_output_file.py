@@ -81,3 +81,30 @@ def test_a_device_or_pipe_is_written_in_place_and_a_missing_folder_named(tmp_pat
     with pytest.raises(IsADirectoryError):
         with replaced_on_success(tmp_path / "made"):
             pass
+
+
+def test_an_unwritable_folder_is_an_error_naming_the_file_asked_for(tmp_path, monkeypatch):
+    """It named ``.partial-8b680405-x.csv``, the hidden temporary file, an internal detail (a read-only folder
+    refuses the temporary file; made so by refusing its creation, as root writes into a read-only folder)."""
+    import controlplane.output_file as output_file
+
+    real_open = os.open
+
+    def refusing(path, flags, *args):
+        if ".partial-" in str(path):
+            raise PermissionError(13, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(output_file.os, "open", refusing)
+    output = tmp_path / "x.csv"
+    with pytest.raises(PermissionError) as refused, replaced_on_success(output):
+        pass
+    assert refused.value.filename == str(output) and ".partial-" not in str(refused.value)
+
+
+def test_an_error_writing_the_temporary_file_names_the_file_asked_for(tmp_path):
+    output = tmp_path / "x.csv"
+    with pytest.raises(OSError) as refused, replaced_on_success(output) as temp:
+        raise OSError(28, "No space left on device", str(temp))
+    assert refused.value.filename == str(output) and refused.value.errno == 28
+    assert list(tmp_path.iterdir()) == []
