@@ -9,6 +9,10 @@ A mixin of `controlplane.core.ControlPlane`, which owns the state these methods 
 * Sync: the request waits. A blocked prompt never reaches a worker (status ``blocked``, code
   ``BLOCKED``); a blocked answer is withheld (status ``blocked``, no code: the daemon answers
   ``finish_reason: "content_filter"``). Blocked requests are not goodput.
+* A reply not held (no enabled planner may check answers synchronously,
+  `guardian_checks.holds_answers`) went out as it was generated: an answer's sync plan runs async
+  there and a known (cached) verdict comes after the reply, so a block is one after the reply, never
+  a withheld answer the client already has.
 * Async: the generation or reply goes on; the request's row says ``pending``; a later block is
   recorded as a ``guardian_block_after_reply`` decision (the API's retraction convention), and
   every final verdict after the reply goes to the row (`controlplane.verdict_after_reply`). A
@@ -48,6 +52,9 @@ class Responses:
     _blocked_answers: dict[tuple[str | None, str], None]  # (model, prompt) blocked, oldest first
     _cancelling: dict[str, tuple[str, ReasonCode | None]]  # leaving at their batch's next boundary
     _out: list[Any]
+    #: Blocks after the reply that no guardian pool delivered (a known verdict, `_start_checks`); the
+    #: pools count theirs, and add these to the summary's ``guardian_blocks_after_reply``.
+    known_blocks_after_reply: int = 0
 
     # --- arrivals: the prompt's check, then the cache or a worker --------------------------------
 
@@ -144,8 +151,9 @@ class Responses:
             r.reply_held = True
         plan, plugin = (None, None) if "cp_guardian_plan" in self.calls.unanswered else \
             self._decide("cp_guardian_plan", r, "output")
-        mode = None if plan is None else self._start_checks(r, "output", plan, plugin)  # no plan: no checks
-        if mode == "sync" or r.status is _BLOCKED:
+        # no plan: no checks; a reply not held went out as it was generated (a stream's text is the client's)
+        mode = None if plan is None else self._start_checks(r, "output", plan, plugin, held=r.reply_held)
+        if mode == "sync" or mode == "answered" or r.status is _BLOCKED:
             return
         if mode == "async":  # the reply goes now; the caches get the answer only once it passed
             self._unverified[r.request_id] = r
@@ -166,8 +174,17 @@ class Responses:
 
     # --- checks ------------------------------------------------------------------------------------
 
-    def _start_checks(self, r: Request, stage: str, plan: GuardianPlan | None, plugin: str | None) -> str | None:
-        """Start the checks ``plan`` asks for; returns their mode, or None when nothing runs."""
+    def _start_checks(self, r: Request, stage: str, plan: GuardianPlan | None, plugin: str | None,
+                      held: bool = True) -> str | None:
+        """Start the checks ``plan`` asks for; returns their mode, None when nothing runs, or "answered"
+        when the request was answered here (a known verdict after a reply not held).
+
+        ``held`` False (an answer whose reply was not held, `_answers_held`: live, a stream sent its
+        text as it came) makes the answer's check come after the reply, whatever the plan's mode: a
+        sync plan runs as async, and a cached verdict is applied after the reply, so a block is a
+        block after the reply (retracted, `guardian_blocks_after_reply`), never a withheld answer
+        (before, a planner whose settings said async but whose plan said sync recorded an answer
+        its client had whole as ``blocked``, withheld)."""
         if plan is None:
             return None
         if not plan.check:
@@ -181,20 +198,47 @@ class Responses:
                           c.get("reason") or "cached verdict")
             stage = c.get("stage", stage)  # a known blocked answer is an output block, before generation
             self._decision("cp_guardian_plan", plugin, "guardian_cached", r.request_id, plan.reason,
-                           {"stage": stage, "guardian": out.guardian, "verdict": out.verdict, "score": out.score})
+                           {"stage": stage, "guardian": out.guardian, "verdict": out.verdict, "score": out.score,
+                            **({} if held else {"after_reply": True})})
+            if not held:  # the reply went out: answered as an async check's, then the verdict, after it
+                self._unverified[r.request_id] = r
+                r.guardian_verdict = "pending"
+                self._finish(r, _COMPLETED)
+                self._decided(r, stage, "async", out)
+                if r.guardian_verdict == "block":  # no guardian pool delivered it: counted here
+                    self.known_blocks_after_reply += 1
+                return "answered"
             self._decided(r, stage, "sync", out)
             return None
         names = plan.names
         if not names:
             self._decision("cp_guardian_plan", plugin, "error", r.request_id, "a check with no guardian named")
             return None
-        self._decision("cp_guardian_plan", plugin, "guardian_check", r.request_id, plan.reason,
-                       {"guardian": ",".join(names), "mode": plan.mode, "stage": stage})
-        self._run_group(CheckGroup(r, stage, plan.mode, plan, set(names)))
-        if plan.mode == "sync":
+        mode, reason, asked = plan.mode, plan.reason, {}
+        if mode == "sync" and not held:
+            mode, asked = "async", {"asked_mode": "sync"}
+            reason = f"{reason}; checked after the reply: its reply was not held (no sync answer checks declared)"
+            self._warn_unheld(plugin)
+        self._decision("cp_guardian_plan", plugin, "guardian_check", r.request_id, reason,
+                       {"guardian": ",".join(names), "mode": mode, "stage": stage, **asked})
+        self._run_group(CheckGroup(r, stage, mode, plan, set(names)))
+        if mode == "sync":
             r.finish_s = None
             self.guardian_pending[r.request_id] = r
-        return plan.mode
+        return mode
+
+    def _warn_unheld(self, plugin: str | None) -> None:
+        """Warn once per plugin of a sync answer plan whose reply was not held (it runs async)."""
+        warned = self.__dict__.setdefault("_warned_unheld", set())
+        if plugin in warned:
+            return
+        warned.add(plugin)
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s planned a sync check of an answer whose reply was not held (no enabled planner declares sync answer "
+            "checks: set sync_answer_checks = True on it, or mode: sync with the output stage in its settings); "
+            "such checks run after the reply, their blocks retract it (docs/guardians.md)", plugin)
 
     def _drop_checks(self, request_id: str) -> None:
         """The request left (cancelled, failed): verdicts still to come change nothing."""

@@ -139,7 +139,8 @@ class SimDriver:
             exc.summary = self._finish_interrupted()  # type: ignore[attr-defined]
             raise
         summary = self.core.finish()
-        self.guardians.add_to(summary)  # guardian GPU-seconds, queueing and what their replicas cost (any declared)
+        # guardian GPU-seconds, queueing and what their replicas cost (any declared)
+        self.guardians.add_to(summary, self.core.known_blocks_after_reply)
         return summary
 
     def _finish_interrupted(self) -> dict[str, Any] | None:

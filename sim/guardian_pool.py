@@ -243,15 +243,18 @@ class SimGuardianPool:
         self.num_cut_off += n
         return n
 
-    def add_to(self, summary: dict[str, Any]) -> None:
+    def add_to(self, summary: dict[str, Any], known_blocks_after_reply: int = 0) -> None:
         """Add the guardians' numbers and cost to a run's ``summary`` (which has ``sim_end_s``); with
-        no guardian declared, only the checks cut off at ``--until``, when there were some."""
+        no guardian declared, only the checks cut off at ``--until``, when there were some.
+        ``known_blocks_after_reply``: the core's blocks after the reply that no check delivered (a
+        known verdict), counted in ``guardian_blocks_after_reply`` with the pool's."""
         if not self.guardians:
             if self.num_cut_off:
                 summary["guardian_checks_cut_off"] = self.num_cut_off
             return
         end = summary["sim_end_s"]
         summary.update(self.summary(end))
+        summary["guardian_blocks_after_reply"] += known_blocks_after_reply
         add_answers_share(summary)
         add_guardian_cost(summary, self.held_by_gpu(end, self.default_gpu), self.prices)
 

@@ -413,6 +413,8 @@ class LiveGuardians:
         ``cluster.gpu_prices``) to a run's ``summary``. Shared guardians hold nothing of their
         own: their GPU time is the generation workers'."""
         summary.update(self.summary())
+        core = getattr(self._session, "core", None)  # its blocks after the reply no check delivered (known verdicts)
+        summary["guardian_blocks_after_reply"] += getattr(core, "known_blocks_after_reply", 0)
         add_answers_share(summary)
         held: dict[str, float] = {}
         for g in self.guardians.values():
