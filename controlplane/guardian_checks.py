@@ -119,14 +119,26 @@ def outcome_payload(group: CheckGroup, out: Outcome) -> dict[str, Any]:
 
 
 def holds_answers(plugins: Any) -> bool:
-    """Whether an enabled guardian plan may check an answer before its reply (``mode: sync`` with the
-    ``output`` stage; a planner whose settings say neither is taken to), in the plugin set ``plugins``.
+    """Whether an enabled guardian planner may check an answer before its reply, in the plugin set
+    ``plugins``. A planner says so itself with ``sync_answer_checks`` (an attribute of the plugin
+    object: a class attribute, or a property that reads its settings): True, it may plan a sync check
+    of an answer; False, it never does (it plans only prompt checks, async checks, or none, as a
+    planner that only answers "no check" or defers to the next). Where it says nothing (None or no
+    such attribute) its settings decide: ``mode: sync`` with the ``output`` stage, a planner whose
+    settings name neither being taken to.
     Then every answer's reply waits for its plan, made when it is generated (the built-in planners draw
     there, so an answer left unchecked waits too): the daemon holds every stream until then, and the
     core marks each such request `Request.reply_held`, whose TTFT is the reply's, in the simulator as
-    live (`controlplane.request_latency`)."""
+    live (`controlplane.request_latency`). A sync answer plan for a reply not held (a planner that
+    declared it never makes one) runs after the reply (`controlplane.responses`)."""
     for impl in plugins.hook.cp_guardian_plan.get_hookimpls():
-        settings = getattr(plugins.get(impl.plugin_name), "settings", None)
+        plugin = plugins.get(impl.plugin_name)
+        declared = getattr(plugin, "sync_answer_checks", None)
+        if declared is not None:
+            if declared:
+                return True
+            continue
+        settings = getattr(plugin, "settings", None)
         if getattr(settings, "mode", "sync") == "sync" and "output" in getattr(settings, "stages", ("output",)):
             return True
     return False

@@ -286,9 +286,9 @@ async def _results_unless_gone(request: HTTPRequest, handles: list[LiveRequestHa
 
 
 def _checks_answers_before_reply(driver: LiveDriver) -> bool:
-    """Whether a guardian plan may check an answer before its reply (``mode: sync`` with the
-    ``output`` stage; a planner whose settings say neither is taken to): the core's rule too, whose
-    requests' TTFT is then the reply's (`controlplane.guardian_checks.holds_answers`)."""
+    """Whether a guardian planner may check an answer before its reply (its ``sync_answer_checks``,
+    else ``mode: sync`` with the ``output`` stage): the core's rule too, whose requests' TTFT is then
+    the reply's (`controlplane.guardian_checks.holds_answers`)."""
     return holds_answers(driver.session.plugins)
 
 
