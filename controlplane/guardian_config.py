@@ -138,12 +138,25 @@ class GuardiansConfig(_Section):
 NAMING_KEYS = ("guardian", "guardians", "screen", "judge")
 
 
+def naming_key(settings: object, guardian: str) -> str:
+    """The settings key that names ``guardian``: one of `NAMING_KEYS` first, then any other key of the
+    plugin's settings whose value is the name or holds it (a planner of your own may name its keys as
+    it likes: ``screeners: [kw, clf]``); ``guardian`` when none does."""
+    keys = dict.fromkeys((*NAMING_KEYS, *getattr(type(settings), "model_fields", {})))
+    for k in keys:
+        v = getattr(settings, k, None)
+        if v == guardian or (isinstance(v, (tuple, list, set, frozenset)) and guardian in v):
+            return k
+    return "guardian"
+
+
 def refuse_undeclared_guardians(config: object, available: dict) -> None:
     """A run's start refuses a plugin whose settings name a guardian ``guardians.models`` does not declare,
     when it declares some: a misspelling (``guardian: jduge``) would run every check as ``unavailable``,
     which fails open, checking nothing while the run looked guarded (before, only a warning said so). The
-    error names the key. Plugins say which guardians their plans name with a ``guardians_named(settings)``
-    class method (the built-in planners do); without it a plugin is not checked here. Where ``guardians``
+    error names the key (`naming_key`). Plugins say which guardians their plans name with a
+    ``guardians_named(settings)`` class method (the built-in planners do; docs/guardians.md, Writing a
+    planner); without it a plugin is not checked here. Where ``guardians``
     declares none, the simulator's old fixed-delay guardian takes any name, and nothing is refused.
     ``available``: the discovered plugins (`controlplane.plugin_manager.discover_plugins`)."""
     from controlplane.errors import ConfigError
@@ -161,8 +174,7 @@ def refuse_undeclared_guardians(config: object, available: dict) -> None:
         missing = [g for g in named(settings) if g not in declared]
         if not missing:
             continue
-        key = next((k for k in NAMING_KEYS for v in (getattr(settings, k, None),)
-                    if v == missing[0] or (isinstance(v, tuple) and missing[0] in v)), "guardian")
+        key = naming_key(settings, missing[0])
         raise ConfigError(f"plugins.settings.{name}.{key}: guardian(s) {', '.join(map(repr, missing))} not declared "
                           f"in guardians.models (declared: {', '.join(declared)}); a misspelling? Every check by an "
                           "undeclared guardian would answer 'unavailable', which fails open (see docs/guardians.md)")
