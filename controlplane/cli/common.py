@@ -33,6 +33,11 @@ def _console_options(name: str) -> dict[str, Any]:
         terminal = False
     if not terminal and not os.environ.get("COLUMNS"):
         options["width"] = PIPE_WIDTH
+    elif terminal and os.environ.get("TERM", "").lower() in ("dumb", "unknown"):
+        import shutil
+
+        size = shutil.get_terminal_size()  # (COLUMNS, else the terminal's: rich says 80 for a dumb one, and cut cells)
+        options["width"], options["height"] = size.columns, size.lines
     if not terminal and options.get("stderr"):
         options["soft_wrap"] = True
     return options

@@ -30,7 +30,7 @@ def fitted(t: Any, width: int, kinds: Sequence[str], *, least: Mapping[int, int]
     from rich.console import Console
     from rich.measure import Measurement
 
-    console = Console(width=max(width, 1000))
+    console = Console(width=max(width, 1000), height=25)  # (with a height: a dumb terminal's console is 80 wide else)
     caption, t.caption = t.caption, None  # (measured without its caption, which wraps in any width)
     try:
         if Measurement.get(console, console.options, t).maximum <= width:

@@ -89,6 +89,10 @@ def test_a_console_on_a_pipe_is_wide_unless_columns_says_otherwise(monkeypatch):
     monkeypatch.delenv("COLUMNS")
     monkeypatch.setattr("sys.stderr", Terminal())
     assert "width" not in common._console_options("err")
+    # a dumb terminal: rich would say 80 whatever the terminal and COLUMNS say (cells came out cut)
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setenv("COLUMNS", "123")
+    assert common._console_options("err")["width"] == 123
 
 
 @pytest.mark.parametrize("columns", [None, "80"])

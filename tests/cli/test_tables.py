@@ -108,3 +108,26 @@ def test_whole_columns_keep_their_values_and_words_columns_their_words(width):
     text = console.export_text()
     _fits(text, width)
     assert {"1234567", "8,819", "finished", "refused)"} <= set(text.split())
+
+
+def test_a_dumb_terminal_gets_the_width_asked_for(monkeypatch):
+    """Under ``TERM=dumb`` rich makes every terminal console 80 columns wide, the one `fitted` measures with
+    too: a 90- or 120-column terminal's tables came out cut (``reque…``, ``2026-1…``)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from controlplane.cli.tables import TEXT, WHOLE, WORDS, fitted
+
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # (a terminal, as a real one is)
+    t = Table(header_style="bold")
+    for h in ("id", "name", "status", "trace", "requests", "completed", "started"):
+        t.add_column(h)
+    t.add_row("2", "bundled-slo-planner", "finished", "AzureLLMInferenceTrace_code.csv (window_end_s=600)", "1482",
+              "1482", "2026-12-07 12:03:58")
+    buf = io.StringIO()
+    Console(file=buf, width=90, height=25, force_terminal=True).print(
+        fitted(t, 90, (WHOLE, TEXT, WORDS, TEXT, WHOLE, WHOLE, WORDS)))
+    assert "…" not in buf.getvalue() and "12:03:58" in buf.getvalue(), buf.getvalue()
