@@ -83,7 +83,7 @@ def _scaled_to_zero(driver: Any, states: dict[str, int]) -> bool:
 
 def scales_from_zero(core: Any) -> bool:
     """Whether an enabled autoscaler may keep a model at zero replicas and start one when a request comes: its
-    settings say ``scale_to_zero: true`` or ``min_replicas: 0`` (`kpa`, `slo-planner`, `hpa`, `slo-autoscaler`;
+    settings say ``scale_to_zero: true`` or ``min_replicas: 0`` (`kpa`, `slo-planner`, `hpa`, `seed-autoscaler`;
     a third-party autoscaler is read the same way)."""
     for p in core.plugins.loaded:
         if "cp_scale" not in p.info.hooks:
