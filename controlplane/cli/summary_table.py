@@ -54,8 +54,9 @@ TAIL = [
 #: (the simulator's and the daemon's differ: mean_wait_s is the simulator's, errors and workers the daemon's).
 GUARDIAN_FIGURES = (
     ("checks", "checks"),
-    ("checks_input", "prompts checked"),
-    ("checks_output", "answers checked"),
+    # checks asked, whatever their end (a timeout too): "checked" is a verdict got (docs/guardians.md), the share's
+    ("checks_input", "prompt checks asked"),
+    ("checks_output", "answer checks asked"),
     ("answers_checked_share", "share of answers checked"),
     ("timeouts", "timeouts"),
     ("cut_off", "checks cut off at --until"),

@@ -88,8 +88,8 @@ def test_guardian_figures_a_safety_review_needs_are_rows_of_show_and_compare():
     busy = runs["async"]["guardian_busy_s"]
     assert busy > 0 and rows["guardian busy seconds (any device)"] == f"{busy:.4g}" == rows["guardian rules: busy seconds"]
     assert rows["guardian GPU-seconds (busy)"] == "0"
-    assert rows["guardian rules: checks"] == "6" and rows["guardian rules: answers checked"] == "6"
-    assert rows["guardian rules: prompts checked"] == "0" and rows["guardian rules: timeouts"] == "0"
+    assert rows["guardian rules: checks"] == "6" and rows["guardian rules: answer checks asked"] == "6"
+    assert rows["guardian rules: prompt checks asked"] == "0" and rows["guardian rules: timeouts"] == "0"
     assert rows["guardian rules: share of answers checked"] == "1"
     assert rows["guardian plan sampled-guardian: share of answers checked"] == "1"
     assert "guardian rules: mean wait in its queue (s)" in rows
@@ -167,3 +167,15 @@ def test_runs_show_and_compare_label_a_live_runs_end_as_run_time(tmp_path):
     assert "run time (s): simulated | live" in out("runs", "compare", str(sim), str(live), "--no-ci")
     both = out("runs", "compare", str(live), str(live), "--no-ci")
     assert "run time (s)" in both and "simulated time" not in both
+
+
+def test_a_guardians_checks_asked_are_not_labelled_checked():
+    # checks_input / checks_output count checks asked, whatever their end: every check timing out read
+    # "answers checked 6" beside "share of answers checked 0", where guardians.md's "checked" is a verdict got
+    from controlplane.cli.summary_table import guardian_rows
+
+    summary = {"guardians": {"slow": {"checks": 6, "checks_input": 0, "checks_output": 6, "timeouts": 6,
+                                      "answers_checked_share": 0.0}}}
+    rows = dict(guardian_rows(summary))
+    assert rows["guardian slow: answer checks asked"] == (6,) and rows["guardian slow: share of answers checked"] == (0.0,)
+    assert not [label for label in rows if label.endswith((": answers checked", ": prompts checked"))]
