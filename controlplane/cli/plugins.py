@@ -139,7 +139,7 @@ def _show(name: str, info: Any, doc: str, hooks: str, rows: list[dict[str, str]]
         t.add_column(col)
     for row in rows:
         t.add_row(*(escape(row[k]) for k in ("setting", "type", "default", "description")))
-    out.print(t)
+    out.print(fitted(t, out.width, (WHOLE, WORDS, WORDS, WORDS)))  # (a value or type never cut: the reason to look)
 
 
 def settings_rows(target: Any) -> list[dict[str, str]]:

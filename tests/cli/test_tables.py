@@ -131,3 +131,14 @@ def test_a_dumb_terminal_gets_the_width_asked_for(monkeypatch):
     Console(file=buf, width=90, height=25, force_terminal=True).print(
         fitted(t, 90, (WHOLE, TEXT, WORDS, TEXT, WHOLE, WHOLE, WORDS)))
     assert "…" not in buf.getvalue() and "12:03:58" in buf.getvalue(), buf.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("plugin", ["slo-planner", "queue-limit"])
+def test_plugins_show_never_cuts_a_type_default_or_description(columns, width, plugin):
+    """At 80 columns `plugins show slo-planner` cut 42 cells (``'request_cost…``, ``(plugins.finish_tim…``):
+    the allowed values a reader came to look up."""
+    columns(width)
+    text = _text("plugins", "show", plugin)
+    assert "…" not in text
+    _fits(text, width)
