@@ -114,6 +114,7 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
             ev.RequestFailed: self._on_request_failed,
             ev.BatchFinished: self._on_batch_finished,
             ev.BatchFailed: self._on_batch_failed,
+            ev.WorkerPlaced: self._on_worker_placed,
             ev.WorkerReady: self._on_worker_ready,
             ev.WorkerFailed: self._on_worker_failed,
             ev.WorkerStopped: self._on_worker_stopped,
@@ -149,10 +150,12 @@ class ControlPlane(Responses, Cancellations, WorkerLifecycle, ControlLoop, Batch
 
     # --- public API ---------------------------------------------------------------------------
 
-    def start(self, *, warm: bool = False) -> list[Any]:
+    def start(self, *, warm: bool = False, confirms_placement: bool = False) -> list[Any]:
         """Start the initial replicas of every model; returns the actions. ``warm``: the driver makes them ready
-        as the run starts (the simulator's are warm), so nothing expects their cold start."""
+        as the run starts (the simulator's are warm), so nothing expects their cold start. ``confirms_placement``:
+        the driver says when each replica it starts was placed (`WorkerLifecycle.confirms_placement`)."""
         self._out = []
+        self.confirms_placement = confirms_placement
         self.plugins.hook.cp_run_started(ctx=self.ctx)
         self.calls.drain_errors()
         for m in self.config.cluster.models:

@@ -77,6 +77,15 @@ class WorkerReady:
 
 
 @dataclass(slots=True)
+class WorkerPlaced:
+    """A worker the core started found a device or worker slot (a driver that places workers: the live
+    pools; `WorkerLifecycle.confirms_placement`): its ``starting`` worker event and its GPU time begin now."""
+
+    time_s: float
+    worker_id: str
+
+
+@dataclass(slots=True)
 class WorkerFailed:
     time_s: float
     worker_id: str
@@ -133,8 +142,8 @@ class IterationTimed:
 
 #: Every event a driver may feed `ControlPlane.handle`; the core has a handler for each.
 INBOUND_EVENTS: tuple[type, ...] = (
-    RequestArrived, RequestCancelled, RequestFailed, BatchFinished, BatchFailed, WorkerReady, WorkerFailed,
-    WorkerStopped, GuardianFinished, WorkerWake, Tick, IterationTimed,
+    RequestArrived, RequestCancelled, RequestFailed, BatchFinished, BatchFailed, WorkerPlaced, WorkerReady,
+    WorkerFailed, WorkerStopped, GuardianFinished, WorkerWake, Tick, IterationTimed,
 )
 
 # --- outbound: core -> observers (cp_on_event) ---------------------------------------------

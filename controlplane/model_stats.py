@@ -49,11 +49,10 @@ class ModelStats:
     def on_finished(self, r: Request, slo: SLOConfig, latencies: Any) -> None:
         self._of(r.model or "-").on_finished(r, slo, latencies)
 
-    def replica_stopped(self, model: str, since: float, now: float, gpu: str, gpu_s: float, placed: bool) -> None:
-        """A replica of ``model`` stopped (or the run ended): its span (if it was placed) and GPU-seconds."""
+    def replica_stopped(self, model: str, since: float, now: float, gpu: str, gpu_s: float) -> None:
+        """A placed replica of ``model`` stopped (or the run ended): its span and GPU-seconds."""
         stats = self._of(model)
-        if placed:
-            stats.replica_spans.append((since, now))
+        stats.replica_spans.append((since, now))
         stats.gpu_seconds += gpu_s
         stats.gpu_seconds_by_gpu[gpu] += gpu_s
 

@@ -33,6 +33,11 @@ class WorkerLifecycle:
     unrouted: deque[Request]
     _out: list[Any]
     _tick_s: float
+    #: Whether the driver says when a replica it started was placed (`ev.WorkerPlaced`; the live driver: a device or
+    #: worker slot was free). Then a replica's ``starting`` worker event and its GPU time begin there, and one no
+    #: device or slot was free for (`UNPLACEABLE`) records no ``starting`` and no GPU time: its only worker event is
+    #: ``failed`` with ``"unplaced": true``. False (the simulator): a replica starts as it is added.
+    confirms_placement = False
 
     def _add_worker(self, model: str, reason: str, *, warm: bool = False) -> Worker:
         """A new replica of ``model``, starting; ``warm``: its driver makes it ready at once (`Worker.ready_by_s`)."""
@@ -44,8 +49,11 @@ class WorkerLifecycle:
         w.max_num_seqs, w.max_batch_tokens, w.kv_block_size = d.max_num_seqs, d.max_batch_tokens, d.kv_block_size
         self.workers[wid] = w
         self._workers_changed()
-        self._worker_alive_since[wid] = now
-        self._emit(ev.WorkerChanged(now, wid, "starting", {"model": model, "reason": reason}))
+        if self.confirms_placement:  # its start is recorded once the driver placed it (`_announce`)
+            self.__dict__.setdefault("_placing", {})[wid] = {"model": model, "reason": reason}
+        else:
+            self._worker_alive_since[wid] = now
+            self._emit(ev.WorkerChanged(now, wid, "starting", {"model": model, "reason": reason}))
         self._out.append(act.StartWorker(wid, model))
         if self.stats.num_scale_events:  # (0: the initial replicas, before any scale event)
             self._scale_up_started(wid, self.stats.num_scale_events)
@@ -74,6 +82,22 @@ class WorkerLifecycle:
             del self._scale_up_counts[event]
             self.stats.num_unplaced_scale_events += 1
 
+    def _announce(self, w: Worker, now: float) -> None:
+        """``w``, started by a driver that places workers (`confirms_placement`), was placed (or got further: ready,
+        stopped, failed for another reason than `UNPLACEABLE`): its ``starting`` worker event, and its GPU time from
+        now. Nothing for a replica already announced."""
+        placing = self.__dict__.get("_placing")
+        detail = placing.pop(w.worker_id, None) if placing else None
+        if detail is None:
+            return
+        self._worker_alive_since[w.worker_id] = now
+        self._emit(ev.WorkerChanged(now, w.worker_id, "starting", detail))
+
+    def _on_worker_placed(self, e: ev.WorkerPlaced) -> None:
+        w = self.workers.get(e.worker_id)
+        if w is not None and w.state is WorkerState.STARTING:
+            self._announce(w, e.time_s)
+
     def _plan_memory(self, w: Worker, trigger: str) -> None:
         plan: MemoryPlan
         plan, plugin = self._decide("cp_plan_memory", w, trigger)
@@ -96,6 +120,7 @@ class WorkerLifecycle:
         w = self.workers.get(e.worker_id)
         if w is None or w.state is not WorkerState.STARTING:
             return
+        self._announce(w, e.time_s)  # (a driver that readied it without saying it was placed)
         w.state = WorkerState.READY
         self._workers_changed()
         w.ready_s = e.time_s
@@ -187,10 +212,13 @@ class WorkerLifecycle:
             return
         never_ready = w.state is WorkerState.STARTING
         unplaced = never_ready and UNPLACEABLE in (e.reason or "")
+        if not unplaced:
+            self._announce(w, e.time_s)  # (a start that failed before it was placed, for another reason)
         w.state = WorkerState.FAILED
         self._workers_changed()
         self._stop_gpu_clock(w, e.time_s, placed=not unplaced)
-        # (an unplaced start is no crash: its detail says so, and /metrics counts it as kind "unplaced")
+        # (an unplaced start is no crash: its detail says so, and /metrics counts it as kind "unplaced"; a driver
+        # that places workers recorded no `starting` for it, `confirms_placement`)
         self._emit(ev.WorkerChanged(e.time_s, w.worker_id, "failed",
                                     {"reason": e.reason, "unplaced": True} if unplaced else {"reason": e.reason}))
         self._scale_up_resolved(w.worker_id, unplaced=unplaced)
@@ -213,6 +241,7 @@ class WorkerLifecycle:
         w = self.workers.get(e.worker_id)
         if w is None or w.state is WorkerState.STOPPED:
             return
+        self._announce(w, e.time_s)
         w.state = WorkerState.STOPPED
         self._workers_changed()
         self._stop_gpu_clock(w, e.time_s)
@@ -239,6 +268,8 @@ class WorkerLifecycle:
         of one (its start failing as the daemon closes) is ignored."""
         stopped = False
         for w in self.workers.values():
+            if w.state is WorkerState.STARTING:
+                self._announce(w, now)
             self._stop_gpu_clock(w, now)
             if w.state is not WorkerState.STOPPED and w.state is not WorkerState.FAILED:
                 w.state = WorkerState.STOPPED
@@ -249,18 +280,17 @@ class WorkerLifecycle:
 
     def _stop_gpu_clock(self, w: Worker, now: float, *, placed: bool = True) -> None:
         """``w`` is no longer alive: its GPU time is counted, and its span for the peak replica count (not a
-        replica that found no free device or slot: it never existed, `UNPLACEABLE`)."""
+        replica that found no free device or slot: it never existed and held no GPU, `UNPLACEABLE`)."""
         since = self._worker_alive_since.pop(w.worker_id, None)
         if since is not None and placed:
             self.stats.replica_spans.append((since, now))
-        if since is not None:
             d = self._deployments[w.model]
             gpu_s = (now - since) * d.gpus_per_replica
             self.stats.gpu_seconds += gpu_s
             self.stats.gpu_seconds_by_gpu[d.gpu] += gpu_s
             self.stats.busy_gpu_seconds += w.busy_s * d.gpus_per_replica
             if self._by_model is not None:
-                self._by_model.replica_stopped(w.model, since, now, d.gpu, gpu_s, placed)
+                self._by_model.replica_stopped(w.model, since, now, d.gpu, gpu_s)
 
     def _add_cost(self, summary: dict[str, Any]) -> None:
         """The run's GPU-hours and their price (``cluster.gpu_prices``) in its summary."""

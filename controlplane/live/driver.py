@@ -162,7 +162,7 @@ class LiveDriver(LiveWorkers):
         self._t0, self._last_s = time.monotonic(), 0.0
         self._started = True
         try:
-            self._apply(self.core.start())
+            self._apply(self.core.start(confirms_placement=True))  # (a start recorded once placed: WorkerPlaced)
         except BaseException as exc:
             self._closed = True
             await self.guardians.close()

@@ -60,11 +60,10 @@ class LiveWorkers:
 
     async def _run_start_worker(self, wid: str, model: str) -> None:
         expected = sum(m.replicas for m in self.config.cluster.models) or 1
-        # Logged on the next loop turn: a start with no free slot fails before that (the pools take a slot
-        # before their first await), and a start that was never placed was never "loading".
-        said = asyncio.get_running_loop().call_soon(
-            log.info, "worker %s starting: loading %s (this can take minutes for a large model)", wid,
-            self.models[model].settings.source_name())
+        # Placed on the next loop turn: a start with no free slot fails before that (the pools take a slot before
+        # their first await, and raise `NoFreeDevice` there), and a start that was never placed was never "loading",
+        # nor recorded as a starting worker (`WorkerLifecycle.confirms_placement`).
+        said = asyncio.get_running_loop().call_soon(self._placed, wid, model)
         try:
             facts = await self.pool.start(wid, self.models[model].settings, expected_workers=expected)
         except asyncio.CancelledError:
@@ -93,6 +92,13 @@ class LiveWorkers:
             return
         log.info("worker %s ready: %s", wid, {k: facts.get(k) for k in ("device", "precision", "pid")})
         self._feed(ev.WorkerReady(self.now_s(), wid, memory=facts))
+
+    def _placed(self, wid: str, model: str) -> None:
+        """The pool found ``wid`` a device or slot: it loads its model now, and the core records its start."""
+        log.info("worker %s starting: loading %s (this can take minutes for a large model)", wid,
+                 self.models[model].settings.source_name())
+        if self._is_current(wid):
+            self._feed(ev.WorkerPlaced(self.now_s(), wid))
 
     def _log_unplaced(self, wid: str, model: str, why: str) -> None:
         """A warning for a model's first unplaced start; its retries (every 15 s while the pool is full)

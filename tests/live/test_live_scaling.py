@@ -171,3 +171,35 @@ def test_no_worker_starts_once_draining(tmp_path):
     assert workers == 1
     unplaced = [r for r in rows(cfg.storage.url, d.run_id, "decisions") if r["action"] == "scale_unplaced"]
     assert unplaced and "draining" in unplaced[0]["reason"]
+
+
+def test_an_unplaced_start_is_recorded_as_failed_only_and_bills_nothing(tmp_path):
+    """Each start a full pool refused was recorded (and counted on /metrics) as ``starting`` and then ``failed``:
+    starting - ready - failed was no longer the starts in progress, and its milliseconds were billed."""
+    cfg = config(tmp_path, model={"cold_start_s": 0})
+    pool = LocalThreadPool(cpu_threads=1, max_workers=1)
+    steps = _Steps([0.0], [3])
+
+    async def body(d: LiveDriver):
+        steps.t0 = d.now_s()
+        await asyncio.sleep(1.5)
+        return await _complete(d, 2)
+
+    _replies, summary, d = _run(cfg, steps, pool, body)
+    unplaced = {r["payload"]["worker"] for r in rows(cfg.storage.url, d.run_id, "decisions")
+                if r["action"] == "scale_unplaced"}
+    assert unplaced
+    events = rows(cfg.storage.url, d.run_id, "worker_events")
+    for wid in unplaced:  # one row: its failure, said to be unplaced
+        assert [(e["kind"], e["detail"].get("unplaced")) for e in events if e["worker_id"] == wid] == [("failed", True)]
+    get = d.metrics.registry.get_sample_value
+    counted = {k: get("controlplane_worker_events_total", {"kind": k}) or 0.0
+               for k in ("starting", "ready", "failed", "unplaced")}
+    assert counted == {"starting": 1.0, "ready": 1.0, "failed": 0.0, "unplaced": float(len(unplaced))}
+    # the GPU time billed is the placed replica's span in the worker events, from `starting` to its end
+    spans = {}
+    for e in events:
+        if e["kind"] in ("starting", "stopped", "failed"):
+            spans.setdefault(e["worker_id"], []).append(e["time_s"])
+    billed = sum(s[-1] - s[0] for s in spans.values())
+    assert abs(summary["gpu_seconds"] - billed) < 1e-6
