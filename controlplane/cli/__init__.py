@@ -211,6 +211,7 @@ def main() -> None:
     collecting = gc.isenabled()
     gc.disable()
     import atexit
+    import contextlib
     import os
     import threading
 
@@ -218,6 +219,8 @@ def main() -> None:
     from controlplane.cli import pipes
 
     timings.mark("main")
+    with contextlib.suppress(AttributeError, ValueError):  # (diagnostics in any encoding: a name escaped, not a crash)
+        sys.stderr.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     early = None
     try:
         name = _command_name(sys.argv[1:])
@@ -250,6 +253,10 @@ def main() -> None:
         code: Any = 0
     except SystemExit as exc:
         code = 0 if pipes.closed_pipe_exit(exc) else exc.code
+    except UnicodeEncodeError as exc:  # stdout's encoding (PYTHONIOENCODING=ascii, a C locale) cannot write a name
+        print(f"error: {exc.object[exc.start:exc.end]!r} cannot be written in the output's encoding ({exc.encoding}); "
+              "set PYTHONIOENCODING=utf-8 (or a UTF-8 locale), or ask for --json or -o FILE", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:  # Ctrl-C before the command ran (its imports): one word, no traceback
         print("interrupted", file=sys.stderr)
         code = 130
