@@ -17,7 +17,7 @@ guardians, the other timed out, blocked). A group that is not blocked and that n
 itself (``unavailable``, ``timeout``, ``error``), never a made-up ``pass``.
 
 A blocked group's reason names no guardian: the outcome's ``guardian`` does (the request's reason
-reads ``blocked by GUARDIAN: WHY``; several blockers: ``blocked by G1,G2: WHY1; WHY2``), so each
+reads ``blocked by GUARDIAN: WHY``; several blockers: ``blocked by G1,G2: WHY1; WHY2``, in the plan's order), so each
 is named once.
 """
 
@@ -62,6 +62,10 @@ class CheckGroup:
         self.verdicts[guardian] = (verdict, score, reason)
         return not self.pending
 
+    def in_plan_order(self) -> dict[str, tuple[str, float | None, str | None]]:
+        """The verdicts in the order the plan names its guardians (they come in the order they answer)."""
+        return {g: self.verdicts[g] for g in self.plan.names if g in self.verdicts}
+
 
 def _effective(config: GuardiansConfig, guardian: str, verdict: str) -> str:
     """The verdict after the guardian's failure behaviour: "pass" or "block" (a failure counts as
@@ -82,12 +86,14 @@ def _why(verdict: str, _score: float | None, reason: str | None) -> str:
 
 def combine(config: GuardiansConfig, rule: str | None,
             verdicts: dict[str, tuple[str, float | None, str | None]]) -> Outcome:
-    """The combined verdict of one group (see the module's docstring)."""
+    """The combined verdict of one group (see the module's docstring). Guardians are named, and their
+    reasons given, in the order of ``verdicts`` (`CheckGroup.in_plan_order`: the plan's; before, by name,
+    so a plan of rules then judge read "blocked by judge,rules")."""
     rule = rule or config.combine
     effective = {g: _effective(config, g, v) for g, (v, _, _) in verdicts.items()}
     scores = [s for _, s, _ in verdicts.values() if s is not None]
     score = max(scores) if scores else None
-    blockers = sorted(g for g, e in effective.items() if e == "block")
+    blockers = [g for g, e in effective.items() if e == "block"]
     if rule == "any":
         blocked = bool(blockers)
     elif rule == "majority":
@@ -103,11 +109,11 @@ def combine(config: GuardiansConfig, rule: str | None,
         raise ValueError(f"unknown guardian combine rule {rule!r} (any, majority, weighted)")
     if blocked:  # "blocked by GUARDIAN: WHY" names each blocker once (several: their whys in the same order)
         return Outcome("block", ",".join(blockers), score, "; ".join(_why(*verdicts[g]) for g in blockers))
-    passed = sorted(g for g, (v, _, _) in verdicts.items() if v == "pass")
+    passed = [g for g, (v, _, _) in verdicts.items() if v == "pass"]
     if not passed:  # no guardian passed it: its guardians' failures let it through, say so
         failures = sorted({v for v, _, _ in verdicts.values() if v not in DECISIVE})
-        return Outcome(failures[0] if len(failures) == 1 else "error", ",".join(sorted(verdicts)), score,
-                       "; ".join(f"{g}: {v} ({r or 'no reason'})" for g, (v, _, r) in sorted(verdicts.items())))
+        return Outcome(failures[0] if len(failures) == 1 else "error", ",".join(verdicts), score,
+                       "; ".join(f"{g}: {v} ({r or 'no reason'})" for g, (v, _, r) in verdicts.items()))
     return Outcome("pass", ",".join(passed), score, f"passed ({rule} of {len(verdicts)})" if len(verdicts) > 1 else
                    (verdicts[passed[0]][2] or "passed"))
 
@@ -115,7 +121,7 @@ def combine(config: GuardiansConfig, rule: str | None,
 def outcome_payload(group: CheckGroup, out: Outcome) -> dict[str, Any]:
     return {"guardian": out.guardian, "verdict": out.verdict, "score": out.score, "stage": group.stage,
             "mode": group.mode, "tier": group.tier,
-            "verdicts": {g: v for g, (v, _, _) in sorted(group.verdicts.items())}}
+            "verdicts": {g: v for g, (v, _, _) in group.in_plan_order().items()}}
 
 
 def holds_answers(plugins: Any) -> bool:

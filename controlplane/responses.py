@@ -269,7 +269,7 @@ class Responses:
         if not group.add(guardian, e.verdict, e.score, e.reason):
             return
         del self._checks[(e.request_id, stage)]
-        out = combine(self.config.guardians, group.plan.combine, group.verdicts)
+        out = combine(self.config.guardians, group.plan.combine, group.in_plan_order())
         plan = group.plan
         nxt = plan.then
         escalate = nxt is not None and bool(nxt.names) and (out.verdict == "block"

@@ -83,4 +83,22 @@ def test_a_blocked_outcome_names_each_guardian_once():
     failed = combine(config, "any", {"g1": ("pass", 0.1, "ok"), "slow": ("timeout", None, "no verdict within 2 s")})
     assert (failed.guardian, failed.reason) == ("slow", "timeout, no verdict within 2 s (on_error: closed)")
     both = combine(config, "any", {"slow": ("block", 0.8, "matched"), "g1": ("block", 0.9, "P(unsafe) = 0.900")})
-    assert (both.guardian, both.reason) == ("g1,slow", "P(unsafe) = 0.900; matched")
+    assert (both.guardian, both.reason) == ("slow,g1", "matched; P(unsafe) = 0.900")  # in the verdicts' order
+
+
+def test_blockers_are_named_in_the_plans_order_with_their_reasons_in_the_same_order():
+    # "blocked by A,B" listed the guardians by name (judge,rules) where the plan, the docs and the
+    # guardian_check decision name them in the plan's order (rules,judge)
+    from controlplane.testing import make_trace, replay_with
+
+    config = GuardiansConfig(models=[{"name": "rules"}, {"name": "judge"}])
+    out = combine(config, "any", {"rules": ("block", 1.0, "phrase"), "judge": ("block", 0.9, "P 0.9")})
+    assert (out.guardian, out.reason) == ("rules,judge", "phrase; P 0.9")
+    models = [{"name": "zeta", "threshold": 0.0, "latency": {"base_s": 0.5}}, {"name": "alpha", "threshold": 0.0}]
+    res = replay_with(trace=make_trace(4, qps=2), guardians={"models": models}, plugins={"settings": {
+        "sampled-guardian": {"rate": 1.0, "mode": "sync", "guardians": ["zeta", "alpha"]}}})
+    assert {r.reason.split(":")[0] for r in res.requests} == {"blocked by zeta,alpha"}
+    check = next(d for d in res.decisions if d.action == "guardian_check")
+    outcome = next(d for d in res.decisions if d.action == "guardian_outcome")
+    assert check.payload["guardian"] == outcome.payload["guardian"] == "zeta,alpha"
+    assert list(outcome.payload["verdicts"]) == ["zeta", "alpha"]
