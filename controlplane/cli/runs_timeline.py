@@ -109,7 +109,9 @@ def target_steps(rows: list[dict[str, Any]], *, action: str = "scale", plugin: s
     """Per model, the target replica count over time, (time, target) at each change. `start`, the run's
     starting count per model, opens each model's sequence (a model never scaled stays at it throughout);
     without it a model's first decision's ``from`` does. The active targets (``scale``) follow what was
-    placed: a replica no slot was free for (``scale_unplaced``) takes its scale-up's target one down."""
+    placed: a replica no slot was free for (``scale_unplaced``) takes its scale-up's target one down from the
+    scale-up on (its step is rewritten, not followed by another: a count never placed is no target, not even for
+    the milliseconds until the pool said so)."""
     steps: dict[str, list[tuple[float, int]]] = {model: [(float("-inf"), int(count))]
                                                  for model, count in (start or {}).items()}
     for r in rows:
@@ -118,6 +120,9 @@ def target_steps(rows: list[dict[str, Any]], *, action: str = "scale", plugin: s
             continue
         model = r["subject"] or "-"
         seq = steps.setdefault(model, [])
+        if placed and seq and seq[-1][0] != float("-inf"):  # (its scale-up's step, the model's last)
+            seq[-1] = (seq[-1][0], int(r["payload"]["to"]))
+            continue
         if not seq and "from" in r["payload"]:
             seq.append((float("-inf"), int(r["payload"]["from"])))
         seq.append((float(r["time_s"]), int(r["payload"]["to"])))

@@ -222,7 +222,7 @@ def test_an_unplaced_replica_shows_in_the_timeline_and_the_targets_follow_what_w
             {"time_s": 6.0, "plugin": "shadow-x", "action": "shadow_scale", "subject": "m",
              "payload": {"from": 2, "to": 3, "active_to": 3}, "reason": "x", "is_error": False}]
     _unplaced_targets(rows)
-    assert target_steps(rows, start={"m": 2}) == {"m": [(float("-inf"), 2), (5.0, 3), (5.1, 2)]}
+    assert target_steps(rows, start={"m": 2}) == {"m": [(float("-inf"), 2), (5.0, 2)]}  # (3 was never placed)
     shadow = target_steps(rows, action="shadow_scale", plugin="shadow-x", start={"m": 2})
     assert decision_differences(target_steps(rows, start={"m": 2}), shadow)[-1] == {
         "model": "m", "start_s": 6.0, "end_s": None, "a": 2, "b": 3}  # (the active 2 that ran, not 3)
@@ -245,3 +245,30 @@ def test_a_plot_is_written_in_the_format_its_extension_names(tmp_path):
         res = runner.invoke(app, ["runs", "plot", str(run_id), "--db", url, "-o", str(tmp_path / name)])
         assert res.exit_code == 2 and "supported: .png, .svg, .pdf" in " ".join(res.output.split()), res.output
         assert not (tmp_path / name).exists()
+
+
+def test_counts_never_placed_are_no_targets_not_even_for_the_milliseconds_until_the_pool_said_so():
+    """A pool of 2 slots, "scale 1 -> 4" at 17 s, then no slot for two of the three: `runs compare --decisions`
+    listed 4 and 3 as zero-length intervals (17-17 s) before the 2 that ran, again at each retry."""
+    from controlplane.cli.runs_timeline import _unplaced_targets, target_steps
+
+    def scale(t, frm, to):
+        return {"time_s": t, "plugin": "slo-planner", "action": "scale", "subject": "tiny",
+                "payload": {"from": frm, "to": to}, "reason": "x", "is_error": False}
+
+    def unplaced(t, wid):
+        return {"time_s": t, "plugin": "core", "action": "scale_unplaced", "subject": "tiny",
+                "payload": {"worker": wid, "placed": False}, "reason": "no free slot", "is_error": False}
+
+    rows = [scale(17.0073, 1, 4), unplaced(17.0087, "tiny-2"), unplaced(17.0089, "tiny-3"),
+            {"time_s": 18.006, "plugin": "hpa", "action": "shadow_scale", "subject": "tiny",
+             "payload": {"from": 1, "to": 4, "active_to": 4}, "reason": "x", "is_error": False},
+            scale(33.0042, 2, 4), unplaced(33.0053, "tiny-4"), unplaced(33.0054, "tiny-5")]
+    _unplaced_targets(rows)
+    active = target_steps(rows, start={"tiny": 1})
+    assert decision_differences(active, {"tiny": [(float("-inf"), 1)]}, 67.0) == [
+        {"model": "tiny", "start_s": 17.0073, "end_s": 67.0, "a": 2, "b": 1}]
+    shadow = target_steps(rows, action="shadow_scale", plugin="hpa", start={"tiny": 1})
+    assert decision_differences(active, shadow) == [
+        {"model": "tiny", "start_s": 17.0073, "end_s": 18.006, "a": 2, "b": 1},
+        {"model": "tiny", "start_s": 18.006, "end_s": None, "a": 2, "b": 4}]
