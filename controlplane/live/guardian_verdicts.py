@@ -23,6 +23,7 @@ from typing import Any
 from controlplane.events import RequestFinished
 from controlplane.hookspecs import hookimpl
 from controlplane.types import Decision, Request, RequestStatus
+from controlplane.verdict_after_reply import retracted_reason
 
 __all__ = ["LEDGER_SIZE", "GuardianLedger", "LateVerdicts", "request_status"]
 
@@ -57,7 +58,8 @@ class GuardianLedger:
 
 
 def request_status(r: Request, late: dict[str, Any] | None) -> dict[str, Any]:
-    """A request as ``GET /v1/requests/{id}`` shows it."""
+    """A request as ``GET /v1/requests/{id}`` shows it: its ``reason`` the row's (a block after the reply's
+    ``retracted: blocked after the reply by GUARDIAN: WHY``)."""
     finish = None
     if r.status is RequestStatus.COMPLETED:
         finish = "length" if r.output_tokens >= r.max_output_tokens else "stop"
@@ -69,9 +71,11 @@ def request_status(r: Request, late: dict[str, Any] | None) -> dict[str, Any]:
     elif r.guardian_verdict is not None:
         guardian = {"verdict": r.guardian_verdict, "after_reply": False,
                     "reason": r.reason if r.status is RequestStatus.BLOCKED else None}
+    # a block after the reply: the row's reason (`verdict_after_reply`), not the worker's stop reason ("length")
+    reason = retracted_reason(late.get("guardian"), late.get("reason")) if late is not None else r.reason
     return {
         "id": r.request_id, "object": "request", "model": r.model,
-        "status": r.status.value, "finish_reason": finish, "reason": r.reason,
+        "status": r.status.value, "finish_reason": finish, "reason": reason,
         "reason_code": r.reason_code.value if r.reason_code is not None else None,
         "prompt_tokens": r.prompt_tokens, "completion_tokens": r.output_tokens, "cache_hit": r.cache_hit,
         "guardian_verdict": r.guardian_verdict, "guardian": guardian,
