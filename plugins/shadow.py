@@ -42,6 +42,16 @@ def _own_count(scaling, count: int):
     return replace(scaling, num_ready=ready, num_starting=count - ready)
 
 
+def _why_not_advisory(name: str, target: Any) -> str | None:
+    """Why plugin ``name`` cannot run in advisory mode (None: it can): it is no autoscaler, or it wraps one."""
+    impl = getattr(target, "cp_scale", None)
+    if not callable(impl):
+        return f"{name!r} is not an autoscaler (no cp_scale)"
+    if (getattr(impl, f"{PROJECT_NAME}_impl", None) or {}).get("wrapper"):  # (its answer: a generator)
+        return f"{name!r} wraps another autoscaler's decision (a wrapper): it cannot run in advisory mode by itself"
+    return None
+
+
 def _call(fn, **kwargs):
     """Call a hook implementation with the arguments it names (pluggy passes a subset)."""
     names = inspect.signature(fn).parameters
@@ -62,15 +72,13 @@ class ShadowScaling(Plugin):
         def _known_autoscalers(cls, policies: list[str]) -> list[str]:
             found = discover_plugins()
             for name in policies:
-                if name not in found:
-                    raise ValueError(f"unknown plugin {name!r}{did_you_mean(name, found)}; "
-                                     f"installed: {', '.join(sorted(found))}")
-                impl = getattr(found[name].target, "cp_scale", None)
-                if not callable(impl):
-                    raise ValueError(f"{name!r} is not an autoscaler (no cp_scale)")
-                if (getattr(impl, f"{PROJECT_NAME}_impl", None) or {}).get("wrapper"):  # (its answer: a generator)
-                    raise ValueError(f"{name!r} wraps another autoscaler's decision (a wrapper): it cannot run in "
-                                     "advisory mode by itself")
+                if name not in found:  # (the choices: the autoscalers it can run, not every plugin installed)
+                    able = sorted(n for n, p in found.items() if _why_not_advisory(n, p.target) is None)
+                    raise ValueError(f"unknown plugin {name!r}{did_you_mean(name, able)}; installed autoscalers "
+                                     f"that can run in advisory mode: {', '.join(able)}")
+                why = _why_not_advisory(name, found[name].target)
+                if why is not None:
+                    raise ValueError(why)
             if len(set(policies)) != len(policies):
                 raise ValueError(f"a policy listed twice: {policies}")
             return policies

@@ -87,8 +87,22 @@ def test_bad_shadow_settings_name_the_key():
 def test_a_misspelt_shadow_policy_suggests_the_installed_one():
     cfg = make_config(plugins={"enabled": ["shadow", *BASE, "fixed-replicas"],
                                "settings": {"shadow": {"policies": ["slo-planer"]}}})
-    with pytest.raises(ConfigError, match=r"unknown plugin 'slo-planer' \(did you mean 'slo-planner'\?\); installed: "):
+    with pytest.raises(ConfigError, match=r"unknown plugin 'slo-planer' \(did you mean 'slo-planner'\?\); installed "
+                                          "autoscalers that can run in advisory mode: "):
         replay_with(trace=make_trace(5), config=cfg)
+
+
+def test_an_unknown_shadow_policy_lists_only_the_autoscalers_it_could_run():
+    """`policies: [hpa-typo]` listed all 33 plugins installed (caches, routers, `shadow` itself) as the choices."""
+    cfg = make_config(plugins={"enabled": ["shadow", *BASE, "fixed-replicas"],
+                               "settings": {"shadow": {"policies": ["hpa-typo"]}}})
+    with pytest.raises(ConfigError) as raised:
+        replay_with(trace=make_trace(5), config=cfg)
+    message = str(raised.value)
+    assert "installed autoscalers that can run in advisory mode: " in message
+    names = set(message.split("advisory mode: ")[1].splitlines()[0].split(", "))
+    assert {"hpa", "kpa", "slo-planner", "fixed-replicas"} <= names
+    assert not names & {"shadow", "scaling-rules", "least-loaded", "exact-cache", "round-robin"}
 
 
 class _Broken:
