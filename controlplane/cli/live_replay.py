@@ -117,14 +117,18 @@ def live_replay(
             models = ", ".join(f"{m.name} x{m.replicas}" for m in cfg.cluster.models)
             span = requests[-1].arrival_s if requests else 0.0
             common.err.print(f"live replay: {len(requests):,} requests over {span:,.0f} s of {Path(path).name} on "
-                             f"{models} ({pool} pool); run recorded in {mask_password(cfg.storage.url)}", highlight=False)
+                             f"{models} ({pool} pool)", highlight=False)
         if note := at_the_caps(requests, max_prompt_tokens, max_output_tokens):  # (stderr: with --json too)
             common.err.print(note, highlight=False)
         if note := params_note(requests):
             common.err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        def started(run_id: int | None) -> None:  # the run is recorded (and its workers ready): said only now
+            if not json_out:
+                common.err.print(f"run {run_id} recorded in {mask_password(cfg.storage.url)}", highlight=False)
+
         try:
             result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal,
-                          **read)
+                          on_started=started, **read)
         except KeyboardInterrupt as exc:  # (Ctrl-C, also while the workers load: say what was kept)
             common.say_replay_interrupted(exc)
             raise typer.Exit(130) from None

@@ -169,13 +169,15 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
                    on_progress: Callable[[int, int, float], None] | None = None,
                    wait_ready_s: float = 600.0, trace_read: Mapping[str, Any] | None = None,
                    summary_extra: Mapping[str, Any] | None = None, trace: str | None = None,
-                   trace_format: str | None = None, extra_plugins: Iterable[object] = ()) -> LiveReplayResult:
+                   trace_format: str | None = None, extra_plugins: Iterable[object] = (),
+                   on_started: Callable[[int | None], None] | None = None) -> LiveReplayResult:
     """Start the control plane on live workers (``cfg``'s models and plugins, iterations recorded),
     replay ``requests`` on it, close the run and return what happened, its summary included.
     ``trace_read`` (how the trace was read: ``sim.replay.trace_read``) goes into the run's config,
     ``summary_extra`` (``sim.replay.rows_left_out``) into its summary, ``trace`` and ``trace_format``
     into its row, as a simulated replay's do. ``extra_plugins``: plugin objects asked before the
-    configured ones, as `sim.replay.replay`'s.
+    configured ones, as `sim.replay.replay`'s. ``on_started(run_id)`` is called once the run is recorded
+    and its workers are ready, before the first request (never, when the start fails), as the daemon's.
 
     The hooks run on this run's event loop, as the daemon's do: each call is timed, and one longer than
     the daemon's `SLOW_HOOK_S` is warned of (once per plugin and hook; `controlplane.hook_calls.time_hooks`)."""
@@ -191,6 +193,8 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
                             trace=trace, trace_format=trace_format, extra_plugins=extra_plugins)
         try:
             await driver.start(wait_ready_s=wait_ready_s)  # (interrupted while the workers load: the same)
+            if on_started is not None:
+                on_started(driver.run_id)
             result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels this task
             summary = await driver.close(status="interrupted", extra=summary_extra)
