@@ -3,7 +3,9 @@
 Each tenant (``Request.tenant``: the daemon's API-key tenant or the OpenAI ``user``) has a bucket
 of ``burst_tokens`` that refills at ``tokens_per_s`` in run time (``ctx.now_s``). A request costs its prompt tokens plus the output
 tokens it asks for (``max_output_tokens``: what it may use, known at admission); it is
-admitted only if the bucket holds its cost, which is then taken. ``max_in_flight`` caps a
+admitted only if the bucket holds its cost, which is then taken; an admission policy after this one
+that refuses the request (the core's ``reject`` decision of ``cp_admit_request``) gives it back, so
+a refused request costs nothing. ``max_in_flight`` caps a
 tenant's requests in the system (admitted and not yet finished). Refusals are
 ``ReasonCode.RATE_LIMITED`` (HTTP 429 with Retry-After) and say when the bucket will hold
 enough again; a request that costs more than the whole bucket can never be admitted and is
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import Admission
 from controlplane.events import RequestFinished
-from controlplane.types import ReasonCode
+from controlplane.types import Decision, ReasonCode
 
 
 class TenantLimits(BaseModel):
@@ -75,6 +77,7 @@ class TenantQuota(Plugin):
     """Per-tenant concurrency quota and token-rate limit (token bucket)."""
 
     name = "tenant-quota"
+    observes = (RequestFinished, Decision)
 
     class Settings(PluginSettings):
         default: TenantLimits = TenantLimits()
@@ -85,6 +88,7 @@ class TenantQuota(Plugin):
         self._buckets: dict[str, TokenBucket] = {}
         self._in_flight: dict[str, set[str]] = {}
         self._tenant_of: dict[str, str] = {}  # admitted request id -> tenant
+        self._charged: dict[str, tuple[TokenBucket, float]] = {}  # request id -> (its bucket, its cost) until it ends
 
     def limits(self, tenant: str) -> TenantLimits:
         return self.settings.tenants.get(tenant, self.settings.default)
@@ -125,6 +129,7 @@ class TenantQuota(Plugin):
                                         f"{held:.1f} (refills {b.rate:g}/s; enough in {wait:.3f} s)",
                                  code=ReasonCode.RATE_LIMITED, retry_after_s=wait)
             b.tokens = level - cost
+            self._charged[request.request_id] = (b, cost)  # (given back if a later admission policy refuses it)
         if lim.max_in_flight is not None:
             self._in_flight.setdefault(tenant, set()).add(request.request_id)
             self._tenant_of[request.request_id] = tenant
@@ -132,7 +137,19 @@ class TenantQuota(Plugin):
 
     @hookimpl
     def cp_on_event(self, ctx, event):
-        if type(event) is RequestFinished and self._tenant_of:
-            tenant = self._tenant_of.pop(event.request.request_id, None)
-            if tenant is not None:
-                self._in_flight[tenant].discard(event.request.request_id)
+        kind = type(event)
+        if kind is Decision:
+            if (event.action == "reject" and event.hook == "cp_admit_request" and event.plugin != self.name
+                    and self._charged):
+                charged = self._charged.pop(event.subject, None)
+                if charged is not None:  # refused after this policy let it through: the tokens go back
+                    b, cost = charged
+                    b.tokens = min(b.size, b.level(event.time_s) + cost)
+        elif kind is RequestFinished:
+            rid = event.request.request_id
+            if self._charged:
+                self._charged.pop(rid, None)
+            if self._tenant_of:
+                tenant = self._tenant_of.pop(rid, None)
+                if tenant is not None:
+                    self._in_flight[tenant].discard(rid)

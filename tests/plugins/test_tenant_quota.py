@@ -35,3 +35,41 @@ def test_requests_without_a_tenant_share_one_quota_named_as_such():
     big = plugin.cp_admit_request(ctx=ctx, request=_req("3", prompt=60))
     assert big.code is ReasonCode.TOO_LONG and "requests without a tenant (one shared quota) may use at most 50" \
         in big.reason and "''" not in big.reason
+
+
+def test_a_request_a_later_admission_policy_refuses_costs_its_tenant_nothing():
+    """tenant-quota before queue-limit: two 50-token prompts queue-limit refuses took 104 of team-a's 120
+    tokens, and the small request after them was rate limited. The refusal gives the tokens back."""
+    from controlplane.testing import replay_with
+    from controlplane.types import RequestStatus
+    from sim.traces.record import TraceRequest
+
+    trace = [TraceRequest("big1", 0.0, 50, 2, tenant="team-a"), TraceRequest("big2", 0.1, 50, 2, tenant="team-a"),
+             TraceRequest("small", 0.2, 1, 60, tenant="team-a")]
+    res = replay_with(trace=trace, plugins={
+        "enabled": ["tenant-quota", "queue-limit", "least-loaded", "continuous-batching", "fixed-replicas",
+                    "builtin-latency-models"],
+        "settings": {"tenant-quota": {"tenants": {"team-a": {"tokens_per_s": 1, "burst_tokens": 120}}},
+                     "queue-limit": {"max_prompt_tokens": 20}}}, cluster={"models": [{"replicas": 1}]})
+    by_id = {r.request_id: r for r in res.requests}
+    assert by_id["big1"].reason_code is ReasonCode.TOO_LONG and by_id["big2"].reason_code is ReasonCode.TOO_LONG
+    assert by_id["small"].status is RequestStatus.COMPLETED, by_id["small"].reason
+
+
+def test_an_admitted_request_keeps_its_charge_and_another_policys_refusal_of_another_request_refunds_nothing():
+    from controlplane.events import RequestFinished
+    from controlplane.types import Decision
+
+    plugin = TenantQuota(TenantQuota.Settings(tenants={"t": {"tokens_per_s": 1, "burst_tokens": 100}}))
+    ctx = make_context(now_s=0.0)
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("1", "t")) is None  # 38 taken
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("2", "t")) is None  # 38 taken
+    b = plugin.bucket("t", 0.0)
+    plugin.cp_on_event(ctx=ctx, event=Decision(0.0, "cp_admit_request", "queue-limit", "reject", "2", "full"))
+    assert b.level(0.0) == 62  # "2" refused after: its 38 back
+    plugin.cp_on_event(ctx=ctx, event=Decision(0.0, "cp_admit_request", "queue-limit", "reject", "2", "again"))
+    plugin.cp_on_event(ctx=ctx, event=Decision(0.0, "cp_route_request", "core", "reject", "1", "x"))
+    done = _req("1", "t")
+    plugin.cp_on_event(ctx=ctx, event=RequestFinished(0.0, done))  # admitted and served: its 38 stay spent
+    plugin.cp_on_event(ctx=ctx, event=Decision(0.0, "cp_admit_request", "queue-limit", "reject", "1", "late"))
+    assert b.level(0.0) == 62
