@@ -6,7 +6,8 @@ tokens it asks for (``max_output_tokens``: what it may use, known at admission);
 admitted only if the bucket holds its cost, which is then taken; an admission policy after this one
 that refuses the request (the core's ``reject`` decision of ``cp_admit_request``) gives it back, so
 a refused request costs nothing. ``max_in_flight`` caps a
-tenant's requests in the system (admitted and not yet finished). Refusals are
+tenant's requests in the system (admitted and not yet finished); ``max_in_flight: 0`` suspends a tenant: every
+request of it is refused, ``ReasonCode.INVALID`` (HTTP 400, no Retry-After). Refusals are
 ``ReasonCode.RATE_LIMITED`` (HTTP 429 with Retry-After) and say when the bucket will hold
 enough again; a request that costs more than the whole bucket can never be admitted and is
 refused as ``ReasonCode.TOO_LONG`` (HTTP 400, no Retry-After). ``tenants`` overrides the limits per tenant; ``default`` applies to the others.
@@ -73,6 +74,11 @@ def _who(tenant: str) -> tuple[str, str, str, str]:
     return "requests without a tenant (one shared quota)", "have", "need", "their"
 
 
+def _suspended(tenant: str) -> str:
+    return (f"suspended: {_who(tenant)[0]} may have no requests in flight (max_in_flight 0); "
+            "the operator must raise its quota")
+
+
 class TenantQuota(Plugin):
     """Per-tenant concurrency quota and token-rate limit (token bucket)."""
 
@@ -107,6 +113,8 @@ class TenantQuota(Plugin):
     def cp_admit_request(self, ctx, request):
         tenant = request.tenant or ""
         lim = self.limits(tenant)
+        if lim.max_in_flight == 0:  # a suspended tenant: no request of it is admitted, however small
+            return Admission(False, _suspended(tenant), code=ReasonCode.INVALID)
         now = ctx.now_s
         b = self.bucket(tenant, now)
         cost = request.prompt_tokens + request.max_output_tokens

@@ -73,3 +73,35 @@ def test_an_admitted_request_keeps_its_charge_and_another_policys_refusal_of_ano
     plugin.cp_on_event(ctx=ctx, event=RequestFinished(0.0, done))  # admitted and served: its 38 stay spent
     plugin.cp_on_event(ctx=ctx, event=Decision(0.0, "cp_admit_request", "queue-limit", "reject", "1", "late"))
     assert b.level(0.0) == 62
+
+
+def test_max_in_flight_zero_suspends_a_tenant_from_its_first_request_on_and_after_a_reload():
+    """``max_in_flight: 0`` admitted the tenant's first request (no in-flight set yet), then refused the rest;
+    it refuses every request, a 400 ``invalid`` without Retry-After, whatever the bucket holds."""
+    from types import SimpleNamespace
+
+    from controlplane.live.driver_admin import swap_plugins
+    from controlplane.live.http_errors import http_status_for
+    from controlplane.plugin_manager import build_plugin_set
+    from controlplane.testing import make_config
+
+    plugin = TenantQuota(TenantQuota.Settings(tenants={"off": {"max_in_flight": 0, "tokens_per_s": 100}}))
+    ctx = make_context(now_s=0.0)
+    for rid in ("1", "2"):
+        a = plugin.cp_admit_request(ctx=ctx, request=_req(rid, "off"))
+        assert not a.admit and a.code is ReasonCode.INVALID and a.retry_after_s is None
+        assert "suspended: tenant 'off' may have no requests in flight (max_in_flight 0)" in a.reason, a.reason
+        assert http_status_for("rejected", a.code) == 400
+    assert plugin.cp_admit_request(ctx=ctx, request=_req("3", "on")) is None  # the others: no limit
+
+    def cfg(limit):
+        return make_config(plugins={"enabled": ["tenant-quota"],
+                                    "settings": {"tenant-quota": {"tenants": {"t": {"max_in_flight": limit}}}}})
+
+    plugins = build_plugin_set(cfg(2).plugins.enabled, cfg(2).plugins.settings)
+    core = SimpleNamespace(ctx=ctx, bind_plugins=lambda plugins, fallbacks: None)
+    session = SimpleNamespace(plugins=plugins, clock=ctx._clock)
+    assert plugins.hook.cp_admit_request(ctx=ctx, request=_req("a", "t")) is None
+    swap_plugins(session, core, cfg(2), cfg(0), [], 1.0)  # the operator suspends t live
+    refused = session.plugins.hook.cp_admit_request(ctx=ctx, request=_req("b", "t"))
+    assert refused is not None and not refused.admit and refused.code is ReasonCode.INVALID
