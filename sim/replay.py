@@ -469,31 +469,32 @@ def _run(config: RunConfig, requests: Iterable[TraceRequest], trace_name: str | 
         session.started()  # the run row's id, before the first event (plugins may read it)
         timings.mark("loop_start")
         t0 = time.perf_counter()
-        # (a trace failing mid-replay ends the run as a Ctrl-C does, closed as failed; requests past their model's
-        # context window are counted)
-        stop = TraceStop(driver, context_limits(config, driver.latency))
-        with stop_on_ctrl_c(driver):
+        # (a trace failing mid-replay ends the run as a Ctrl-C does, closed as failed; past-context requests counted)
+        stop, url = TraceStop(driver, context_limits(config, driver.latency)), config.storage.url if record else None
+        with stop_on_ctrl_c(driver) as ctrl_c:  # (held through a stopped run's close: `sim.interrupts.CtrlC`)
             try:
-                finished = driver.run(stop.stream(requests))
+                finished = ctrl_c.run(stop.stream(requests))
             except KeyboardInterrupt as exc:  # a second Ctrl-C: the summary of the requests recorded as in flight
-                if (partial := getattr(exc, "summary", None)) is not None:
-                    session.close({**partial, **rows_left_out(reader), "error": "KeyboardInterrupt: stopped at once "
-                                   "(a second Ctrl-C)", **stopped_at(driver, session.clock.now_s)},
-                                  status="interrupted")
-                raise
-        loop_s = time.perf_counter() - t0
-        stop.warn_past_context(config)
-        if stop.error is not None:  # (the rows read before it stored, the run's summary counting them)
-            stop.close_failed(session, finished, reader, config.storage.url if record else None)
-            raise stop.error
-        if isinstance(finished, dict):
-            finished = {**finished, **rows_left_out(reader), **stop.summary()}
-        timings.mark("loop_end")
-        interrupted = driver.stop_requested
-        if interrupted and isinstance(finished, dict):
-            finished = {**finished, **stopped_at(driver, session.clock.now_s)}
-        summary = session.close(finished, status="interrupted" if interrupted else "finished")
+                ctrl_c.stopping = True
+                if (partial := getattr(exc, "summary", None)) is None:
+                    raise
+                summary = session.close({**partial, **rows_left_out(reader), "error": "KeyboardInterrupt: stopped "
+                                         "at once (a second Ctrl-C)", **stopped_at(driver, session.clock.now_s)},
+                                        status="interrupted")
+                raise ReplayInterrupted(session.run_id, driver.num_arrived, url, summary) from exc
+            loop_s = time.perf_counter() - t0
+            stop.warn_past_context(config)
+            if stop.error is not None:  # (the rows read before it stored, the run's summary counting them)
+                stop.close_failed(session, finished, reader, url)
+                raise stop.error
+            if isinstance(finished, dict):
+                finished = {**finished, **rows_left_out(reader), **stop.summary()}
+            timings.mark("loop_end")
+            interrupted = driver.stop_requested
+            if interrupted and isinstance(finished, dict):
+                finished = {**finished, **stopped_at(driver, session.clock.now_s)}
+            summary = session.close(finished, status="interrupted" if interrupted else "finished")
         timings.mark("closed")
     if interrupted:
-        raise ReplayInterrupted(session.run_id, driver.num_arrived, config.storage.url if record else None, summary)
+        raise ReplayInterrupted(session.run_id, driver.num_arrived, url, summary)
     return ReplayResult(summary, session, driver, trace_format, loop_s)

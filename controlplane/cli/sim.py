@@ -134,6 +134,9 @@ def replay(
                     repeat, rate_scale, rate_profile, copies, limit, prompt_scale, output_scale, max_prompt_tokens,
                     max_output_tokens, qps, arrival, opt, exact, until, slo_ttft, slo_tpot, progress)
     except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, then exit as an interrupt does)
+        from sim.interrupts import hold_until_exit
+
+        hold_until_exit()  # (a further Ctrl-C, one sent to the process group too, cut this into a traceback)
         _print_ended_summary(exc, json_out, "interrupted")  # (a run stopped cleanly at its next tick)
         common.say_replay_interrupted(exc)
         if (getattr(exc, "summary", None) or {}).get("interrupted_by") == "SIGTERM":

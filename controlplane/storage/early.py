@@ -37,6 +37,7 @@ from typing import Any, Final
 from controlplane import timings
 from controlplane.storage.columns import RUN_MODES, RUN_STATUSES
 from controlplane.storage.errors import StorageError, database_error, mask_password
+from controlplane.storage.held_signals import signals_held
 from controlplane.storage.pipe import CLOSE, CONFIG, FLUSH, ROWS, START, last_words, pack_rows, receive, send, widen
 from controlplane.storage.refused import RefusedRows
 from controlplane.storage.request_verdicts import request_verdict
@@ -45,7 +46,6 @@ from controlplane.storage.shared_file import open_files, open_here
 
 __all__ = ["ENV_SWITCH", "EarlyWriter", "FrontRecorder", "another_cpu_free", "early_writer_usable", "portable_error",
            "reachable_from_child", "recorder_settings", "start_for_command", "take_started", "writer_process_possible"]
-
 
 
 def _log() -> Any:
@@ -293,6 +293,7 @@ class FrontRecorder:
         self._run_updates: list[dict[str, Any]] = []
         self._closed = False
         self._deleted: BaseException | None = None  # its run deleted while being written (`last_words`)
+        self._owed = 0  # replies to FLUSH and CLOSE not yet read (one a Ctrl-C left unread is read before the next)
         try:
             writer.configure(url, batch_size=batch_size, engine_kwargs=engine_kwargs, **recorder_kwargs)
         except OSError as exc:  # the child is gone
@@ -326,7 +327,8 @@ class FrontRecorder:
             self._check_open()
             raise StorageError("no run started: call start_run() before adding rows")
         self._starting = False
-        message = receive(self.writer.from_child)
+        with signals_held():  # (the reply read whole: `controlplane.storage.held_signals`)
+            message = receive(self.writer.from_child)
         if message is None:
             self._gone()
             raise StorageError(f"the writer process of {self.url} exited before starting the run")
@@ -419,7 +421,6 @@ class FrontRecorder:
         if self._closed:
             return
         self._post(CLOSE, str(spill_dir) if spill_dir is not None else None)
-        failure, fault = None, None
         try:
             failure, fault = self._reply()
         finally:
@@ -443,7 +444,9 @@ class FrontRecorder:
     def _send(self, kind: int, arg: Any, data: bytes = b"", *, marshalled: bool = True,
               updates: list[dict[str, Any]] | None = None) -> None:
         try:
-            send(self.writer.to_child, (kind, marshalled, updates or [], arg), data)
+            with signals_held():  # (sent whole, and counted as owing a reply)
+                send(self.writer.to_child, (kind, marshalled, updates or [], arg), data)
+                self._owed += kind in (FLUSH, CLOSE)
         except OSError as exc:  # the child is gone: what it held is lost with it, say so
             self._deleted = last_words(self.writer.from_child)  # (its run deleted: it said so, then ended)
             self._gone()
@@ -453,21 +456,23 @@ class FrontRecorder:
                                "rows sent to it may be missing") from exc
 
     def _reply(self) -> tuple[Any, Any]:
-        message = receive(self.writer.from_child)
-        if message is None:
-            self._gone()
-            raise StorageError("the writer process exited without replying; rows sent to it may be missing")
-        (result, state), _ = message
-        if state.get("deleted") is not None:  # its run deleted while being written: the child has ended
-            self._deleted = state["deleted"]
-            self._gone()
-            raise state["deleted"]
-        self.errors = state["errors"]
-        self.num_flush_failures = state["num_flush_failures"]
-        self.retries = state["retries"]
-        self.written = state["written"]
-        self.refused = state["refused"]
-        return result, state["fault"]
+        """The reply to the last FLUSH or CLOSE sent, after any earlier one a Ctrl-C left unread (its state kept)."""
+        while True:
+            with signals_held():
+                message = receive(self.writer.from_child)
+                self._owed -= message is not None
+            if message is None:
+                self._gone()
+                raise StorageError("the writer process exited without replying; rows sent to it may be missing")
+            (result, state), _ = message
+            if state.get("deleted") is not None:  # its run deleted while being written: the child has ended
+                self._deleted = state["deleted"]
+                self._gone()
+                raise state["deleted"]
+            self.errors, self.num_flush_failures = state["errors"], state["num_flush_failures"]
+            self.retries, self.written, self.refused = state["retries"], state["written"], state["refused"]
+            if self._owed <= 0:
+                return result, state["fault"]
 
     def abandon(self) -> None:
         """End the writer process before the run started (the run's set-up failed): after its
