@@ -85,6 +85,8 @@ def sweep(
 
                 hold_interrupts_until_exit()  # (a further Ctrl-C cut the exit's cleanup into a traceback)
                 bar.stop()
+                if json_out and getattr(exc, "sweep_id", None) is not None:  # (the promised line: what was stored)
+                    _print_interrupted_json(url, exc)
                 _say_interrupted(exc)
                 raise
         engine = make_engine(url)
@@ -92,11 +94,11 @@ def sweep(
         engine.dispose()
     same = seeds_change_nothing(runs)
     if json_out:
-        typer.echo(json.dumps({"sweep_id": result.sweep_id, "resumed": result.resumed, "total": result.total,
+        typer.echo(json.dumps({"sweep_id": result.sweep_id, "status": "failed" if result.failed else "finished",
+                               "resumed": result.resumed, "total": result.total,
                                "skipped": result.skipped, "ran": result.ran, "backend": result.backend,
                                "failed": result.failed, "seeds_change_nothing": same,
-                               "runs": [{"run_id": r["id"], "key": r["sweep_key"], "seed": r["seed"],
-                                         "overrides": r["overrides"], "summary": r["summary"]} for r in runs]},
+                               "runs": _runs_json(runs)},
                               sort_keys=True, default=str))
         if result.failed:
             raise typer.Exit(1)  # (a script sees a sweep with failed runs)
@@ -158,6 +160,32 @@ def say_repeated_draws(loaded: Any) -> None:
         n = loaded.spec.samples - repeated
         common.err.print(f"note: mode random drew {loaded.spec.samples} samples, {repeated} of them a point drawn "
                          f"before (run once): {n} distinct point{'s' if n != 1 else ''} to run", highlight=False)
+
+
+def _runs_json(runs: list[dict]) -> list[dict]:
+    return [{"run_id": r["id"], "key": r["sweep_key"], "seed": r["seed"], "overrides": r["overrides"],
+             "summary": r["summary"]} for r in runs]
+
+
+def _print_interrupted_json(url: str, exc: KeyboardInterrupt) -> None:
+    """``--json``'s one line for a sweep Ctrl-C stopped (`sim.sweep.run.SweepInterrupted`): ``status``
+    ``interrupted``, the sweep id, ``stored`` of ``total`` runs finished, and the runs stored, as a finished
+    sweep's line has them. Where the database cannot be read back, ``runs`` is null and ``error`` says why."""
+    from controlplane.storage import make_engine
+    from sim.sweep.store import sweep_runs
+
+    sweep_id = getattr(exc, "sweep_id")
+    line: dict[str, Any] = {"sweep_id": sweep_id, "status": "interrupted", "total": getattr(exc, "total", None),
+                            "stored": getattr(exc, "stored", None)}
+    try:
+        engine = make_engine(url)
+        try:
+            line["runs"] = _runs_json(sweep_runs(engine, sweep_id))
+        finally:
+            engine.dispose()
+    except Exception as error:  # noqa: BLE001 - the line is printed all the same, saying why it has no runs
+        line["runs"], line["error"] = None, f"{type(error).__name__}: {error}"
+    typer.echo(json.dumps(line, sort_keys=True, default=str))
 
 
 def _say_interrupted(exc: KeyboardInterrupt) -> None:
