@@ -20,6 +20,7 @@ A refusal's bucket level is rounded down to a tenth of a token, so it never read
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -108,6 +109,30 @@ class TenantQuota(Plugin):
         if b is None:
             b = self._buckets[tenant] = TokenBucket(size, lim.tokens_per_s, now_s)
         return b
+
+    def refuses_choices(self, tenant: str | None, costs: Sequence[int]) -> Admission | None:
+        """The refusal of a request of several choices that must all be admitted together (the daemon's ``n``
+        completions of each prompt), each costing ``costs[i]`` tokens, when no wait would ever admit them all:
+        a suspended tenant, more choices than ``max_in_flight``, or more tokens together than ``burst_tokens``
+        (code ``invalid``: HTTP 400, no Retry-After). None when they may be admitted some day. The hook sees
+        one choice at a time, and would refuse the last ones ``rate_limited`` for ever."""
+        tenant = tenant or ""
+        lim = self.limits(tenant)
+        who = _who(tenant)[0]
+        if lim.max_in_flight == 0:
+            return Admission(False, _suspended(tenant), code=ReasonCode.INVALID)
+        if lim.max_in_flight is not None and len(costs) > lim.max_in_flight:
+            return Admission(False, f"too many choices for the tenant's quota: the request asks for {len(costs)} "
+                                    f"completions at once (prompts x n), and {who} may have at most "
+                                    f"{lim.max_in_flight} requests in flight (max_in_flight); ask for fewer",
+                             code=ReasonCode.INVALID)
+        size = lim.bucket_size
+        if size is not None and sum(costs) > size:
+            return Admission(False, f"too many tokens for the tenant's quota: the request's {len(costs)} completions need "
+                                    f"{sum(costs)} tokens together (prompt + max_tokens each), and {who} may use at "
+                                    f"most {size:.0f} at once (burst_tokens); ask for fewer completions or max_tokens",
+                             code=ReasonCode.INVALID)
+        return None
 
     @hookimpl
     def cp_admit_request(self, ctx, request):

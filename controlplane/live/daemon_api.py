@@ -25,6 +25,7 @@ from starlette.requests import Request as HTTPRequest
 
 from controlplane.guardian_checks import holds_answers
 from controlplane.live.core_refusals import is_recorded, record_refusal
+from controlplane.live.daemon_choices import cancel_if_refused, refuse_never_admitted
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, TenantDep, result_error
 from controlplane.live.daemon_openai import (
     chat_chunk,
@@ -167,7 +168,8 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     if gathered is None:
         return Response(status_code=499)  # nobody is listening any more
     results = list(gathered)
-    failed = next((r for r in results if not r.ok), None)
+    failed = next((r for r in results if r.status == "rejected"), None) or next((r for r in results if not r.ok),
+                                                                                 None)
     ids = [r.request_id for r in results]
     if failed is not None:
         raise result_error(failed, chat=chat, results=results)
@@ -249,21 +251,31 @@ async def _submit_prepared(driver: LiveDriver, prompts: list[Any], body: Any, ma
         checks = {k: kwargs[k] for k in ("temperature", "top_p", "top_k", "stop", "ignore_eos")}
         for prompt in prompts:
             served.prepare(prompt, max_tokens=max_tokens or 1, seed=body.seed, chat=chat, **checks)
-    handles = []
-    for prompt in prompts:
-        room = None
+    lengths: dict[int, int] = {}
+
+    def length(i: int) -> int:  # (encoded as `ServedModel.prepare` does: a completion's prompt with its BOS)
+        if i not in lengths:
+            p = prompts[i]
+            lengths[i] = len(driver.model(body.model).encode(p, special_tokens=not chat) if isinstance(p, str) else p)
+        return lengths[i]
+
+    def max_for(i: int) -> int:  # no max_tokens: the default, at most what the context leaves
+        if max_tokens is not None:
+            return max_tokens
+        return min(default_max_tokens, max(1, driver.model(body.model).max_seq_len - length(i)))
+
+    if len(prompts) * body.n > 1:  # choices that can never be admitted together: refused before any is submitted
+        refuse_never_admitted(driver, kwargs.get("tenant"),
+                              lambda: [length(i) + max_for(i) for i in range(len(prompts)) for _ in range(body.n)])
+    handles: list[LiveRequestHandle] = []
+    for i, prompt in enumerate(prompts):
+        mt = max_for(i)
         for j in range(body.n):
             seed = body.seed + j if body.seed is not None and body.n > 1 else body.seed
-            mt = max_tokens
-            if mt is None:  # no max_tokens: the default, at most what the context leaves
-                if room is None:
-                    served = driver.model(body.model)
-                    # (encoded as `ServedModel.prepare` does: a completion's prompt with its BOS)
-                    ids = served.encode(prompt, special_tokens=not chat) if isinstance(prompt, str) else prompt
-                    room = max(1, served.max_seq_len - len(ids))
-                mt = min(default_max_tokens, room)
             handles.append(await driver.submit(prompt, max_tokens=mt, model=body.model, seed=seed, chat=chat,
                                                **kwargs))
+            if len(prompts) * body.n > 1 and await cancel_if_refused(driver, handles):
+                return handles  # the rest are not submitted; the reply is its refusal
     return handles
 
 

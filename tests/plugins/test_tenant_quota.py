@@ -105,3 +105,16 @@ def test_max_in_flight_zero_suspends_a_tenant_from_its_first_request_on_and_afte
     swap_plugins(session, core, cfg(2), cfg(0), [], 1.0)  # the operator suspends t live
     refused = session.plugins.hook.cp_admit_request(ctx=ctx, request=_req("b", "t"))
     assert refused is not None and not refused.admit and refused.code is ReasonCode.INVALID
+
+
+def test_choices_are_refused_as_a_whole_only_when_no_wait_admits_them_together():
+    plugin = TenantQuota(TenantQuota.Settings(tenants={"t": {"max_in_flight": 2, "tokens_per_s": 1,
+                                                             "burst_tokens": 100}}))
+    assert plugin.refuses_choices("t", [40, 40]) is None
+    many = plugin.refuses_choices("t", [10, 10, 10])
+    assert many.code is ReasonCode.INVALID and "3 completions at once" in many.reason and "at most 2" in many.reason
+    heavy = plugin.refuses_choices("t", [60, 60])
+    assert heavy.code is ReasonCode.INVALID and "need 120 tokens together" in heavy.reason
+    assert plugin.refuses_choices("other", [10] * 50) is None  # no limits: any number
+    off = TenantQuota(TenantQuota.Settings(default={"max_in_flight": 0}))
+    assert "suspended" in off.refuses_choices(None, [1, 1]).reason
