@@ -1,12 +1,12 @@
 """The SimPy driver: replays a trace through the unchanged control-plane core.
 
 SimPy's environment is the run's clock. Arrivals come from the trace (streamed), ticks from a periodic timer, and
-simulated workers turn each batch into a duration with their model's latency model. A decode batch that may run
-many iterations is one timeout, cut short at the next iteration boundary when the core interrupts it, so events
-grow with batches, not tokens. Every timer is a plain SimPy ``Timeout`` whose value says what fired and whose only
-callback is a bound method: no generator processes or closures on the hot path. The next arrival and the next
-tick are kept beside SimPy's heap (`SimDriver._next_beside`), not pushed and popped as timeouts. Decode runs of
-Vidur's profile model are priced in constant steps (``SteppedDecode``).
+simulated workers turn each batch into a duration with their model's latency model. A decode batch that may run many
+iterations is one timeout, cut short at the next iteration boundary when the core interrupts it, so events grow with
+batches, not tokens. Every timer is a plain SimPy ``Timeout`` whose value says what fired and whose only callback is a
+bound method: no generator processes or closures on the hot path. The next arrival and the next tick are kept beside
+SimPy's heap (`SimDriver._next_beside`), not pushed and popped as timeouts. Decode runs of Vidur's profile model are
+priced in constant steps (``SteppedDecode``).
 """
 
 from __future__ import annotations
@@ -139,8 +139,7 @@ class SimDriver:
             exc.summary = self._finish_interrupted()  # type: ignore[attr-defined]
             raise
         summary = self.core.finish()
-        # guardian GPU-seconds, queueing and what their replicas cost (any declared)
-        self.guardians.add_to(summary, self.core.known_blocks_after_reply)
+        self.guardians.add_to(summary, self.core.known_blocks_after_reply)  # their GPU-seconds, queueing, cost
         return summary
 
     def _finish_interrupted(self) -> dict[str, Any] | None:
