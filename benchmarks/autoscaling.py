@@ -16,7 +16,9 @@ and the end-to-end target when the config sets one): what provisioning for the p
 each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by a
 scale-down within the policy's own stabilisation window), `reversals` (scale-downs followed by a scale-up
 within that window: a replica released and started again), `cost_per_1k_requests` (USD per 1,000
-completed requests at the config's `cluster.gpu_prices`; null when none completed) and `slo_after_warmup` (attainment of requests after `--warmup` s).
+completed requests at the config's `cluster.gpu_prices`; null when none completed), `slo_after_warmup` (attainment of
+requests after `--warmup` s) and `plugin_errors` (exceptions the core caught in the run's plugins: a policy that
+raised was replaced by the fallback, `fixed-replicas`, and a warning on stderr names every run with errors).
 
 `--match` also sweeps `hpa` and `seed-autoscaler` toward more replicas (MATCH_SWEEPS; toward fewer, MATCH_DOWN,
 when the defaults already spend more than the planner) and adds `hpa matched` and `seed-autoscaler matched`: each
@@ -70,6 +72,7 @@ from autoscaling_clairvoyant import timetable, window_needs  # noqa: E402
 from autoscaling_early_stop import MissCounter, StopWhenMissed, TargetMissed, allowed_misses, stopped_row  # noqa: E402
 from autoscaling_find_scale import find_scale, report  # noqa: E402
 from autoscaling_progress import progress_for  # noqa: E402
+from autoscaling_report import one_replica_note, plugin_errors_warning, print_table, table_row  # noqa: E402,F401
 from autoscaling_args import MOONCAKE, MOONCAKE_SOURCE, parser  # noqa: E402,F401
 from autoscaling_policies import (  # noqa: E402,F401
     AUTOSCALERS, WINDOW_SETTINGS, WINDOWS_S, autoscalers, oscillations, parse_sets, reversals, scale_wrappers, takes,
@@ -111,15 +114,6 @@ MATCH_DOWN = {
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "static-memory",
                 "sampled-guardian", "builtin-latency-models"]
 
-
-
-def table_row(name: str, r: dict, cols: tuple[str, ...]) -> str:
-    """One row of the table: its numbers (``-`` for none), or for a replay stopped early what it could at most
-    reach (a bound from where it stopped, not its attainment: two stopped rows' bounds do not compare)."""
-    if r.get("stopped_early"):
-        return (f"{name:<24}  not run to the end (stopped early at {r['stopped_at_sim_s']:g} s simulated: "
-                f"SLO <= {r['slo_attainment_at_most']}, below --target)")
-    return f"{name:<24}" + "".join(f"{'-' if r.get(c) is None else r[c]!s:>11}" for c in cols)
 
 
 def dropped_wrappers_note(args) -> str | None:
@@ -245,6 +239,9 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
         "peak_replicas": int(s["peak_replicas"]),  # most alive at once (starting, ready or draining)
         "num_requests": int(s["num_requests"]),
         "num_completed": int(s["num_completed"]),
+        # errors the core caught in this run's plugins (the fallback decided in a failing policy's place)
+        "plugin_errors": int(s.get("num_plugin_errors") or 0),
+        **({"plugin_error_counts": s["plugin_error_counts"]} if s.get("plugin_error_counts") else {}),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
 
@@ -302,7 +299,7 @@ def _main(argv: list[str] | None) -> int:
 def summary(results: dict[str, dict]) -> dict[str, dict]:
     """The JSON line's mapping: each policy (and static_peak) to its headline numbers."""
     return {k: {c: v[c] for c in ("slo_attainment", "gpu_hours", "scale_events", "oscillations", "reversals",
-                                  "cost_per_1k_requests", "slo_after_warmup",
+                                  "cost_per_1k_requests", "slo_after_warmup", "plugin_errors",
                                   *(("replicas", "met_target", "one_replica_suffices") if k == "static_peak" else ()),
                                   *(("settings", "reached", "planner_beats") if k.endswith(" matched") else ()))}
             for k, v in results.items()}
@@ -362,25 +359,12 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
             results["clairvoyant"] = clairvoyant(args, outcomes, best)
         for name, r in results.items():  # GPU-hours against provisioning for the peak
             r["gpu_hours_vs_static_peak"] = round(r["gpu_hours"] / static[best]["gpu_hours"], 3)
-    cols = ("slo_attainment", "slo_after_warmup", "gpu_hours", "gpu_hours_vs_static_peak", "cost_per_1k_requests",
-            "scale_events", "oscillations", "reversals", "ttft_p99_s", "peak_replicas", "wall_s")
-    heads = ("SLO", "SLO warm", "GPU-h", "vs static", "$/1k req", "scale ev", "oscill", "reversals", "TTFT p99",
-             "peak alive", "wall s")
-    print(f"{'policy':<24}" + "".join(f"{c:>11}" for c in heads))
-    for name, r in [*results.items(), *((f"static x{k}", v) for k, v in static.items())]:
-        print(table_row(f"static_peak (x{r['replicas']})" if name == "static_peak" else name, r, cols))
-    if any(r.get("stopped_early") for r in static.values()):
-        print("(stopped early: a static count's misses already kept it below --target; its bound is the most it "
-              "could reach from where it stopped, not its attainment; --no-early-stop replays it whole)")
+    print_table(results, static)
+    warning = plugin_errors_warning({**{n: r for n, r in results.items() if n != "static_peak"},
+                                     **{f"static x{k}": v for k, v in static.items()}})
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     return results, static
-
-
-def one_replica_note(args) -> str:
-    """Said when one static replica reaches --target: no autoscaler can save anything on the trace."""
-    return (f"note: static_peak is 1 replica (x1 reaches SLO attainment {args.target}): every autoscaler keeps at "
-            "least one, so each can only tie static peak's GPU-hours or spend more; this trace does not tell them "
-            "apart. Scale it up to need several replicas: --find-scale N (say 4) prints the --rate-scale at which N "
-            "static replicas are needed, and the command to run next.")
 
 
 def reached(row: dict, target: float) -> bool:

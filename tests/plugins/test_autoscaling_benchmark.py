@@ -125,10 +125,11 @@ def test_match_goes_toward_fewer_replicas_when_the_defaults_already_spend_more(m
     def fake_run(args, policy, n, settings=None, outcomes=None, stop_below=None):
         if policy == "slo-planner":
             return {"slo_attainment": 0.995, "gpu_hours": 10.0, "scale_events": 0, "oscillations": 0, "reversals": 0,
-                    "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.995, "wall_s": 0.0}
+                    "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.995, "plugin_errors": 0, "wall_s": 0.0}
         calls.append(settings["target"])
         return {"slo_attainment": 0.99, "gpu_hours": gpu[settings["target"]], "scale_events": 0, "oscillations": 0, "reversals": 0,
-                "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.99, "wall_s": 0.0}
+                "cost_per_1k_requests": 1.0, "slo_after_warmup": 0.99, "plugin_errors": 0,
+                "wall_s": 0.0}
 
     monkeypatch.setattr(bench, "run", fake_run)
     monkeypatch.setattr(bench, "MATCH_SWEEPS", {"hpa": [{"target": 16.0}, {"target": 12.0}]})
@@ -518,7 +519,8 @@ def test_the_replica_options_are_explained_and_a_runs_peak_is_named_as_one(capsy
     row = json.loads(out.read_text().splitlines()[0])
     assert row["peak_replicas"] >= 1 and "max_replicas" not in row
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hpa"]) == {
-        "slo_attainment", "gpu_hours", "scale_events", "oscillations", "reversals", "cost_per_1k_requests", "slo_after_warmup"}
+        "slo_attainment", "gpu_hours", "scale_events", "oscillations", "reversals", "cost_per_1k_requests", "slo_after_warmup",
+        "plugin_errors"}
 
 
 def test_a_trace_read_in_the_wrong_format_is_one_line_exit_2():

@@ -1,0 +1,76 @@
+"""benchmarks/autoscaling.py with third-party autoscalers (installed by entry point): one that raises is reported
+as such (its row, the JSON line and a warning on stderr), and one without bound settings is bounded as the
+built-in ones are (--max-replicas, by the `scaling-rules` wrapper)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("autoscaling_benchmark_3p", ROOT / "benchmarks" / "autoscaling.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+PLUGINS = '''
+from controlplane import Plugin, hookimpl
+from controlplane.decisions import ScaleDecision
+
+
+class Broken(Plugin):
+    name = "broken-scaler"
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        raise RuntimeError("bug in my forecaster")
+
+
+class Four(Plugin):
+    name = "four-scaler"  # no min_replicas / max_replicas settings
+
+    @hookimpl
+    def cp_scale(self, ctx, model, scaling):
+        return ScaleDecision(model, 4, "always 4")
+'''
+
+
+def _install(tmp_path, monkeypatch) -> None:
+    """A distribution on sys.path with the autoscalers 'broken-scaler' and 'four-scaler'."""
+    from controlplane import plugin_manager
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugin_manager, "_discovered", None)  # (restored after: later runs do not see them)
+    (site / "cp_third_party_scalers.py").write_text(PLUGINS)
+    info = site / "cp_third_party_scalers-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cp-third-party-scalers\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[controlplane]\nbroken-scaler = cp_third_party_scalers:Broken\n"
+                                           "four-scaler = cp_third_party_scalers:Four\n")
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_a_policy_that_raises_is_reported_with_its_plugin_errors(tmp_path, monkeypatch, capsys):
+    """Its row was the fallback's numbers (one fixed replica), with nothing saying the policy had raised."""
+    _install(tmp_path, monkeypatch)
+    assert bench.main(["--limit", "200", "--policies", "broken-scaler,hpa", "--no-static", "--progress", "0"]) == 0
+    out, err = capsys.readouterr()
+    summary = _last_json(out)
+    assert summary["broken-scaler"]["plugin_errors"] > 0 and summary["hpa"]["plugin_errors"] == 0
+    for key in ("slo_attainment", "gpu_hours", "scale_events", "oscillations"):  # the documented keys stay
+        assert key in summary["broken-scaler"] and key in summary["hpa"]
+    header = next(ln for ln in out.splitlines() if ln.startswith("policy "))
+    assert "plugin err" in header
+    warning = next(ln for ln in err.splitlines() if ln.startswith("warning: plugin errors"))
+    assert "broken-scaler: " in warning and "broken-scaler cp_scale" in warning and "hpa" not in warning
+
+
+def test_no_warning_when_no_plugin_raised(capsys):
+    assert bench.main(["--limit", "200", "--policies", "hpa", "--no-static", "--progress", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert _last_json(out)["hpa"]["plugin_errors"] == 0 and "plugin errors" not in err
