@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import TypedDict  # (pydantic's dependency: below Python 3.12 pydantic takes only this one)
 
 from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
@@ -220,7 +220,7 @@ class ApiKey(_Section):
     """One API key of the daemon's inference endpoints: its SHA-256 (never the key) and its tenant."""
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # `controlplane keys new|hash` prints it
-    tenant: str = Field(min_length=1, max_length=256)  # attached to every request made with the key
+    tenant: Annotated[str, BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v)] = Field(min_length=1, max_length=256)  # stripped
     name: str | None = None  # for people: who holds it
 
 

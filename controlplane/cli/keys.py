@@ -15,9 +15,10 @@ app = typer.Typer(help="API keys of the daemon's inference endpoints (the config
 
 
 def _tenant(value: str) -> str:
+    """The tenant without surrounding spaces, as traces, the config's ``auth.api_keys`` and the body's ``user`` read it."""
     if not value.strip():
         raise typer.BadParameter("the tenant must not be empty")
-    return value
+    return value.strip()
 
 
 TenantArg = Annotated[str, typer.Argument(help="The tenant the key's requests are attributed to.", callback=_tenant)]

@@ -100,6 +100,12 @@ class _Body(BaseModel):
         """``null`` is the field's default, as OpenAI types these fields (nullable) and as the other fields take it."""
         return cls.model_fields[info.field_name].default if v is None else v
 
+    @field_validator("user", mode="before")
+    @classmethod
+    def _tenant_name(cls, v: Any) -> Any:
+        """The tenant without surrounding spaces, as traces read it; a blank one is none (``null``)."""
+        return (v.strip() or None) if isinstance(v, str) else v
+
     @field_validator("stop")
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
