@@ -10,7 +10,8 @@ Every run uses the bundled run config (sim/data/default_replay.yaml: Llama-3-8B 
 profiles, Sarathi, cold starts from the weights, SLO TTFT 2 s / TPOT 0.1 s, prices) or `--config`,
 with its autoscaler replaced. Each autoscaler (every installed plugin with a `cp_scale` policy but
 `fixed-replicas` and the wrappers, or `--policies`; settings with `--set POLICY.KEY=VALUE`) replays
-the trace from `--start-replicas` (1) within 1..`--max-replicas`. `static_peak` is the fewest fixed
+the trace from `--start-replicas` (1) within 1..`--max-replicas` (its own bound settings, or for a policy without
+them the `scaling-rules` wrapper's, with a note on stderr). `static_peak` is the fewest fixed
 replicas (all ready at the start) that keep `--target` of the requests within the SLO (TTFT, TPOT
 and the end-to-end target when the config sets one): what provisioning for the peak costs. Prints a table of every run, then one JSON line mapping
 each name to `slo_attainment`, `gpu_hours`, `scale_events`, `oscillations` (scale-ups followed by a
@@ -75,8 +76,8 @@ from autoscaling_progress import progress_for  # noqa: E402
 from autoscaling_report import one_replica_note, plugin_errors_warning, print_table, table_row  # noqa: E402,F401
 from autoscaling_args import MOONCAKE, MOONCAKE_SOURCE, parser  # noqa: E402,F401
 from autoscaling_policies import (  # noqa: E402,F401
-    AUTOSCALERS, WINDOW_SETTINGS, WINDOWS_S, autoscalers, oscillations, parse_sets, reversals, scale_wrappers, takes,
-    window_s)
+    AUTOSCALERS, WINDOW_SETTINGS, WINDOWS_S, autoscalers, oscillations, parse_sets, reversals, scale_wrappers,
+    split_bounds, takes, window_s)
 
 #: The bundled default run config (`controlplane sim replay` without arguments uses it too).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "sim" / "data" / "default_replay.yaml"
@@ -171,10 +172,11 @@ def transforms_of(args) -> TraceTransforms:
 
 
 def run(args, policy: str, replicas: int, settings: dict | None = None,
-        outcomes: list | None = None, stop_below: float | None = None) -> dict:
+        outcomes: list | None = None, stop_below: float | None = None, rules: dict | None = None) -> dict:
     """One replay; ``outcomes``, when given, gets each request's (arrival s, met the SLO). With
     ``stop_below`` (and no ``outcomes``) it stops once its misses keep it below that attainment
-    (benchmarks/autoscaling_early_stop.py): the row then says so instead of the whole run's numbers."""
+    (benchmarks/autoscaling_early_stop.py): the row then says so instead of the whole run's numbers.
+    ``rules``: settings of the `scaling-rules` wrapper put around the policy (the bounds it does not take)."""
     data = base_config(args)
     plugins = data.get("plugins") or {}
     scalers = AUTOSCALERS | set(autoscalers()) | set(scale_wrappers())
@@ -190,9 +192,10 @@ def run(args, policy: str, replicas: int, settings: dict | None = None,
         **{k: v for k, v in data.items() if k not in ("plugins", "cluster", "slo", "seed")},
         "seed": args.seed,
         "cluster": cluster,
-        "plugins": {"enabled": [policy, *enabled],
+        "plugins": {"enabled": [policy, *(["scaling-rules"] if rules else []), *enabled],
                     "settings": {**{k: v for k, v in (plugins.get("settings") or {}).items() if k not in scalers},
-                                 **({policy: settings} if settings else {})}},
+                                 **({policy: settings} if settings else {}),
+                                 **({"scaling-rules": rules} if rules else {})}},
         "slo": {**(data.get("slo") or {}), **({"ttft_s": args.ttft} if args.ttft else {}),
                 **({"tpot_s": args.tpot} if args.tpot else {})},
     })
@@ -335,7 +338,13 @@ def evaluate(args) -> tuple[dict[str, dict], dict[int, dict]]:
     policies = [p.strip() for p in args.policies.split(",")] if args.policies else autoscalers()
     results: dict[str, dict] = {}
     for name in policies:
-        results[name] = run(args, name, args.start_replicas, {**takes(name, bounds), **sets.get(name, {})})
+        own, rules = split_bounds(name, bounds)
+        if rules:  # (a third-party policy without bound settings: bounded as the built-in ones bound themselves)
+            print(f"note: {name} has no {' or '.join(rules)} setting: the scaling-rules wrapper bounds it to "
+                  f"1..{args.max_replicas} (--max-replicas), as every other policy is bounded", file=sys.stderr,
+                  flush=True)
+        results[name] = run(args, name, args.start_replicas, {**own, **sets.get(name, {})},
+                            **({"rules": rules} if rules else {}))  # (only when some: a test's fake run takes none)
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
         record(args, name, results[name])
     if getattr(args, "match", False):

@@ -39,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--start-replicas", type=positive_int, default=1,
                     help="replicas each autoscaler starts from, warm (default 1); static counts start with theirs")
     ap.add_argument("--max-replicas", type=positive_int, default=16,
-                    help="each autoscaler's bound (min 1) and the most static replicas tried (default 16)")
+                    help="each autoscaler's bound (min 1; one without min_replicas/max_replicas settings gets "
+                    "them from the scaling-rules wrapper) and the most static replicas tried (default 16)")
     ap.add_argument("--warmup", type=float, default=300.0,
                     help="slo_after_warmup counts requests arriving this long after the first (default 300 s)")
     ap.add_argument("--static-from", type=positive_int, default=1,

@@ -63,6 +63,17 @@ def takes(policy: str, settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k in fields}
 
 
+def split_bounds(policy: str, bounds: dict) -> tuple[dict, dict]:
+    """``bounds`` (``min_replicas``, ``max_replicas``) as (those ``policy``'s own settings take, those the
+    `scaling-rules` wrapper applies around it instead): a third-party autoscaler without such settings is bounded
+    as the built-in ones bound themselves. `fixed-replicas` and `scheduled-replicas` get neither (their count is
+    --start-replicas, or their schedule)."""
+    own = takes(policy, bounds)
+    if policy in ("fixed-replicas", "scheduled-replicas"):
+        return own, {}
+    return own, {k: v for k, v in bounds.items() if k not in own}
+
+
 def window_s(policy: str, settings: dict) -> float:
     if policy in WINDOWS_S and not any(k in settings for k in WINDOW_SETTINGS):
         return WINDOWS_S[policy]

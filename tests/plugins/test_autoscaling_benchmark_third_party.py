@@ -74,3 +74,26 @@ def test_no_warning_when_no_plugin_raised(capsys):
     assert bench.main(["--limit", "200", "--policies", "hpa", "--no-static", "--progress", "0"]) == 0
     out, err = capsys.readouterr()
     assert _last_json(out)["hpa"]["plugin_errors"] == 0 and "plugin errors" not in err
+
+
+def test_a_policy_without_bound_settings_is_bounded_by_max_replicas(tmp_path, monkeypatch, capsys):
+    """`four-scaler` (always 4, no min/max settings) peaked at 4 with --max-replicas 2 beside hpa at 2."""
+    _install(tmp_path, monkeypatch)
+    runs = tmp_path / "runs.jsonl"
+    assert bench.main(["--limit", "200", "--speed-up", "8", "--policies", "four-scaler,hpa", "--max-replicas", "2",
+                       "--no-static", "--progress", "0", "--out", str(runs)]) == 0
+    rows = {r["policy"]: r for r in map(json.loads, runs.read_text().splitlines())}
+    assert rows["four-scaler"]["peak_replicas"] == 2 and rows["four-scaler"]["scale_events"] >= 1
+    assert rows["hpa"]["peak_replicas"] <= 2
+    err = capsys.readouterr().err
+    assert "note: four-scaler has no min_replicas or max_replicas setting: the scaling-rules wrapper bounds it " \
+           "to 1..2" in err
+    assert "note: hpa" not in err  # (the built-in ones take their bounds as settings)
+
+
+def test_bounds_go_to_the_policy_s_settings_or_to_scaling_rules(tmp_path, monkeypatch):
+    _install(tmp_path, monkeypatch)
+    bounds = {"min_replicas": 1, "max_replicas": 16}
+    assert bench.split_bounds("hpa", bounds) == (bounds, {})
+    assert bench.split_bounds("four-scaler", bounds) == ({}, bounds)
+    assert bench.split_bounds("scheduled-replicas", bounds) == ({}, {})  # (the clairvoyant bound: its schedule)
