@@ -75,6 +75,9 @@ def split_bounds(policy: str, bounds: dict) -> tuple[dict, dict]:
 
 
 def window_s(policy: str, settings: dict) -> float:
+    """The window of ``policy``'s oscillations and reversals: WINDOWS_S's for a built-in one run with none of
+    WINDOW_SETTINGS set; else the first of WINDOW_SETTINGS it has (its setting, or its default), else 300 s (a
+    third-party policy without such a setting, and `scheduled-replicas`, the clairvoyant bound)."""
     if policy in WINDOWS_S and not any(k in settings for k in WINDOW_SETTINGS):
         return WINDOWS_S[policy]
     from controlplane.plugin_manager import discover_plugins

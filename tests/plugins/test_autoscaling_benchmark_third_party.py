@@ -97,3 +97,11 @@ def test_bounds_go_to_the_policy_s_settings_or_to_scaling_rules(tmp_path, monkey
     assert bench.split_bounds("hpa", bounds) == (bounds, {})
     assert bench.split_bounds("four-scaler", bounds) == ({}, bounds)
     assert bench.split_bounds("scheduled-replicas", bounds) == ({}, {})  # (the clairvoyant bound: its schedule)
+
+
+def test_the_oscillation_window_of_a_policy_without_a_window_setting_is_300_s(tmp_path, monkeypatch):
+    """docs/autoscaling.md#benchmark: a third-party policy without a window setting, and the clairvoyant bound
+    (`scheduled-replicas`), are counted at 300 s; the first of WINDOW_SETTINGS a policy has, set or not, is its window."""
+    _install(tmp_path, monkeypatch)
+    assert bench.window_s("four-scaler", {}) == 300.0 and bench.window_s("scheduled-replicas", {}) == 300.0
+    assert bench.window_s("kpa", {}) == 60.0 and bench.window_s("kpa", {"scale_down_delay_s": 30}) == 30.0
