@@ -208,7 +208,12 @@ class ScalingContext:
         return used / blocks if blocks else 0.0
 
     def latency_percentile(self, kind: str, q: float) -> float | None:
-        """``q``-th percentile of "ttft", "tpot", "e2e" or "queue" over the window; None without requests."""
+        """The ``q``-th percentile of "ttft", "tpot", "e2e" or "queue" over the window; None without requests.
+        ``q`` is a percentile on numpy's 0-100 scale (90: p90), not a share: a ``q`` between 0 and 1 (0.9, 0.99)
+        raises ValueError rather than return about the 1st percentile (``q`` 1 is p1, 0 the minimum)."""
+        if 0 < q < 1:
+            raise ValueError(f"latency_percentile's q is a percentile from 0 to 100 (90 for p90), not a share: "
+                             f"got {q!r}; for p{q * 100:g} pass {q * 100:g}")
         return self.recent.percentile(kind, q)
 
 

@@ -96,6 +96,23 @@ def test_latency_percentiles_cover_the_window_only():
     assert empty.percentile("ttft", 99) is None
 
 
+def test_a_latency_percentile_asked_as_a_share_is_refused():
+    """q is on numpy's 0-100 scale: q=0.9 returned about the 0.9th percentile (near the fastest request), where a
+    reader of the docs' other quantile settings (shares: 0.9, 0.95) meant p90."""
+    recent = RecentLatencies(100.0)
+    for t in range(1, 101):
+        recent.add(float(t), ttft_s=float(t))
+    s = build_scaling_context(model="m", now_s=100.0, configured_replicas=1, workers=[], unrouted=[], arrivals=0,
+                              tick_s=1.0, recent=recent)
+    for q in (0.9, 0.5, 0.99):
+        with pytest.raises(ValueError, match=r"percentile from 0 to 100 .*not a share: got 0\.9"
+                           if q == 0.9 else "not a share"):
+            s.latency_percentile("ttft", q)
+    assert s.latency_percentile("ttft", 90) == pytest.approx(float(np.percentile(range(1, 101), 90)))
+    assert s.latency_percentile("ttft", 1) == pytest.approx(float(np.percentile(range(1, 101), 1)))  # p1
+    assert s.latency_percentile("ttft", 0) == 1.0 and s.latency_percentile("ttft", 100) == 100.0
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_a_window_asked_at_every_tick_answers_as_numpy_on_the_walked_window(seed):
     """Once asked, a latency's values are kept sorted as requests come and go: every answer equals numpy's linear
