@@ -185,7 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "once calibrated on the first")
     oos.add_argument("--calibration-repeats", type=int, default=3,
                      help="live calibrations of the same window (each light then heavy); the median profile is frozen "
-                          "and their spread reported (calibration_spread_pct)")
+                          "(of an even count the upper median, the dearer of the middle two) and their spread "
+                          "reported (calibration_spread_pct; null for one)")
     oos.add_argument("--calibration-arrivals", choices=("trace", "poisson"), default="trace",
                      help="the heavy calibration run's arrivals: the trace's own pattern compressed to its rate, or a "
                           "Poisson process at that rate (as the high-load slices arrive by default)")

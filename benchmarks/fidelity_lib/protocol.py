@@ -307,7 +307,8 @@ class Protocol:
                                               grid=(self.grid_rows, self.meta), run_ids=self.cal_ids, normalise=False)
         self.say(f"calibration repeats price the same {self.cal_spread.iterations} iterations at "
                  f"{', '.join(f'{x:.3f}' for x in self.cal_spread.mean_iteration_ms())} ms each: spread "
-                 f"{self.cal_spread.spread_pct:.1f}%; the median, repeat {m + 1}, is frozen")
+                 f"{'n/a (one calibration)' if self.cal_spread.spread_pct is None else f'{self.cal_spread.spread_pct:.1f}%'}; the "
+                 f"{self.cal_spread.median_label}, repeat {m + 1}, is frozen")
         digest = self.digest = sha256(self.frozen)
         self.say(f"[bold]frozen profile[/] {self.frozen} sha256 {digest}")
         self.stage = "the simulated capacity on the frozen profile (bisection)"

@@ -26,6 +26,7 @@ from fidelity_lib.metrics import (
 )
 from fidelity_lib.outcome import EvalRound, Outcome, SweepPoint
 from fidelity_lib.replay import keyed
+from sim.calibration import SINGLE_REPEAT_NOTE
 
 
 def _r(x: float, nd: int = 2) -> float | None:
@@ -222,10 +223,11 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
     noise_vals = [v for v in noise.values() if math.isfinite(v)]
     mean_noise = statistics.fmean(noise_vals) if noise_vals else math.nan
     spread = o.calibration_spread
-    cal_spread = spread.spread_pct if spread is not None else math.nan
+    cal_spread = spread.spread_pct if spread is not None and spread.spread_pct is not None else math.nan
     console.print(f"live-vs-live noise floor (E2E p50 spread between the {a.runs_per_slice} runs of a slice, mean over "
                   f"slices): {signed_pct(mean_noise, sign=False)}; calibration spread (the {a.calibration_repeats} calibrations of the same "
-                  f"window: their price for the same iterations, (max - min) / mean): {signed_pct(cal_spread, sign=False)}; per-request E2E correlation sim vs live: {corr:.3f}; frozen profile "
+                  f"window: their price for the same iterations, (max - min) / mean): {signed_pct(cal_spread, sign=False)}"
+                  f"{f' ({SINGLE_REPEAT_NOTE})' if not math.isfinite(cal_spread) else ''}; per-request E2E correlation sim vs live: {corr:.3f}; frozen profile "
                   f"sha256 {o.frozen_sha256}; {o.wall_s:.0f}s; load average {os.getloadavg()[0]:.1f}", highlight=False)
     cal_ids = o.windows[0].ids
     overlap = sum(len(cal_ids & w.ids) for w in o.windows[1:])
@@ -243,6 +245,8 @@ def report(o: Outcome, console: Console) -> dict[str, Any]:
         "tpot_p99_err_pct": _r(err["tpot"][99]),
         "live_noise_e2e_p50_pct": _r(mean_noise),
         "calibration_spread_pct": _r(cal_spread),
+        "calibration_spread_note": None if math.isfinite(cal_spread) else SINGLE_REPEAT_NOTE,
+        "calibration_frozen_as": spread.median_label if spread else None,
         "calibration_repeats": a.calibration_repeats,
         "calibration_repeat_mean_iteration_ms": [_r(x, 4) for x in spread.mean_iteration_ms()] if spread else [],
         "calibration_repeat_vs_frozen_pct": [_r(x) for x in spread.relative_to_median()] if spread else [],

@@ -308,7 +308,8 @@ def calibrate(
     runs: Annotated[list[str], typer.Argument(
         help="A recorded live run whose iterations were timed (ID); several put on one timeline (ID+ID, e.g. a light "
              "and a heavy run); or repeats of the same traffic, one argument each (3+4 5+6 7+8): each repeat is "
-             "calibrated into NAME.repeat-K.json, their spread printed, and the median one written to --output.",
+             "calibrated into NAME.repeat-K.json, their spread printed, and the median one (of an even count the "
+             "upper median, the dearer of the middle two) written to --output.",
         metavar="RUN")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write.")] = Path(
         "calibrated-profile.json"),
@@ -373,8 +374,11 @@ def calibrate(
               + (f"; {cal.stalls} stall(s) of the host or driver left out" if cal.stalls else ""))
     if spread is not None:
         out.print(_spread_table(repeats, several, spread))
+        which = ("the median" if spread.median_label == "median" else
+                 "the upper median (an even count has no middle one: the dearer of the middle two, so predictions err "
+                 "slow, not fast)")
         out.print(f"the repeats price the same {spread.iterations} iterations {spread.spread_pct:.1f}% apart "
-                  f"(max - min over mean): read it beside the live-vs-live noise of repeated runs; the median, "
+                  f"(max - min over mean): read it beside the live-vs-live noise of repeated runs; {which}, "
                   f"repeat {spread.median_index + 1}, is frozen")
     out.print(f"wrote {len(cal.rows)} rows to {output}; frozen: sha256 {file_sha256(output)} (check it "
               f"before each replay: `sha256sum {output}`); simulate with latency_model: measured, "
@@ -392,11 +396,11 @@ def _spread_table(repeats: list[list[int]], several: Any, spread: Any) -> Any:
 
     table = Table(title=f"repeats of the calibration (every repeat's iterations priced on each profile; "
                         f"files beside {several.path.name})")
-    for col in ("repeat", "runs", "ms per iteration", "vs median", "profile"):
+    for col in ("repeat", "runs", "ms per iteration", f"vs {spread.median_label}", "profile"):
         table.add_column(col, justify="left" if col in ("runs", "profile") else "right")
     per_iter = spread.mean_iteration_ms()
     for k, (ids, fit) in enumerate(zip(repeats, several.fits)):
-        mark = " (frozen)" if k == spread.median_index else ""
+        mark = f" (frozen: {spread.median_label})" if k == spread.median_index else ""
         table.add_row(f"{k + 1}{mark}", "+".join(map(str, ids)), f"{per_iter[k]:.3f}",
                       f"{spread.relative_to_median()[k]:+.1f}%", fit.path.name)
     return table

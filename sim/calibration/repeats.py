@@ -3,7 +3,9 @@
 A CPU worker's pace drifts from minute to minute, so one calibration run prices the worker at
 whatever speed the machine had in that minute. Calibrating the same window of traffic several
 times and freezing the *median* profile - the one whose price for a common set of iterations is
-the median of the repeats' - keeps one slow or fast minute from setting the prediction, and the
+the median of the repeats' (for an even count, which has no middle one, the *upper* median: the dearer
+of the two middle repeats, so a tie between a slow and a fast minute errs towards predicting the
+worker slower, capacity lower, never faster) - keeps one slow or fast minute from setting the prediction, and the
 spread of the repeats' prices is the calibration's own repeatability, to be read beside the
 live-vs-live noise floor. Each profile stays what `calibrate` wrote (a median of profiles is one
 of them: its rows, overhead and hand-off are consistent), so freezing it changes nothing about
@@ -23,7 +25,11 @@ from controlplane.live.iteration_samples import IterationSample
 from sim.calibration.grid import predict_row
 from sim.calibration.workflow import CalibratedProfile, calibrate
 
-__all__ = ["RepeatSpread", "RepeatedCalibration", "calibrate_repeats", "profile_price_s", "repeat_spread"]
+__all__ = ["SINGLE_REPEAT_NOTE", "RepeatSpread", "RepeatedCalibration", "calibrate_repeats", "profile_price_s",
+           "repeat_spread"]
+
+#: Why a single calibration has no spread: its repeatability was not measured (not: it is perfectly repeatable).
+SINGLE_REPEAT_NOTE = "one calibration: no repeats to spread, its repeatability not measured"
 
 
 def profile_price_s(profile: str | Path, rows: Sequence[Mapping[str, Any]]) -> float:
@@ -43,15 +49,22 @@ class RepeatSpread:
 
     @property
     def median_index(self) -> int:
-        """The repeat whose price is the median (the lower middle one for an even count)."""
+        """The repeat whose price is the median; for an even count the upper median, the dearer of the two
+        middle ones (`median_label`): a prediction frozen on it errs slow rather than fast."""
         order = sorted(range(len(self.prices_s)), key=lambda i: (self.prices_s[i], i))
-        return order[(len(order) - 1) // 2]
+        return order[len(order) // 2]
 
     @property
-    def spread_pct(self) -> float:
-        """(max - min) / mean of the prices, in %: 0 for a single repeat."""
+    def median_label(self) -> str:
+        """What the frozen repeat is: ``median`` (an odd count), ``upper median`` (an even one)."""
+        return "median" if len(self.prices_s) % 2 else "upper median"
+
+    @property
+    def spread_pct(self) -> float | None:
+        """(max - min) / mean of the prices, in %; None for a single repeat (nothing to spread: not known,
+        not 0 - `SINGLE_REPEAT_NOTE` says why)."""
         if len(self.prices_s) < 2:
-            return 0.0
+            return None
         return 100.0 * (max(self.prices_s) - min(self.prices_s)) / statistics.fmean(self.prices_s)
 
     def relative_to_median(self) -> list[float]:
@@ -95,7 +108,8 @@ def calibrate_repeats(repeats: Sequence[Sequence[IterationSample]], output: str 
                       run_ids: Sequence[Sequence[int | None]] = (), **options: Any) -> RepeatedCalibration:
     """Calibrate each repeat of the same traffic (``repeats``: one live run's samples, or several put on
     one timeline with `join_runs`) into a profile of its own (`repeat_path`), price every repeat's
-    iterations on each (`repeat_spread`), and copy the median one to ``output``: the profile to freeze.
+    iterations on each (`repeat_spread`), and copy the median one (the upper median of an even count) to
+    ``output``: the profile to freeze.
     ``options`` go to `calibrate` (``grid``, ``timing``, ``pace``, ``meta``) for every repeat alike."""
     if not repeats:
         raise ValueError("no repeats to calibrate")

@@ -172,7 +172,32 @@ def test_calibrate_repeats_freezes_the_median_and_prints_the_spread(timed_live_r
     rows = [s.row for s in with_handoffs_once(runs[a]) + join_runs(runs[b], runs[c]) + with_handoffs_once(runs[c])]
     spread = repeat_spread(kept, rows)
     assert out.read_bytes() == kept[spread.median_index].read_bytes()
-    assert f"{spread.spread_pct:.1f}% apart" in text and f"repeat {spread.median_index + 1}, is frozen" in text
+    assert f"{spread.spread_pct:.1f}% apart" in text and f"the median, repeat {spread.median_index + 1}, is frozen" in text
+    assert f"{spread.median_index + 1} (frozen: median)" in text and "vs median" in text
+
+
+def test_calibrate_two_repeats_freezes_the_upper_median_and_says_so(timed_live_repeats, tmp_path):
+    """Of two repeats the lower middle one - always the cheaper - was frozen and called 'the median'."""
+    from controlplane.live.iteration_log import read_live_run
+    from controlplane.live.iteration_samples import with_handoffs_once
+    from controlplane.storage import make_engine
+    from sim.calibration import repeat_spread
+
+    url, (a, b, _) = timed_live_repeats
+    out = tmp_path / "cal.json"
+    res = invoke("calibrate", a, b, "--db", url, "-o", out)
+    text = " ".join(res.output.split())
+    kept = [tmp_path / f"cal.repeat-{k}.json" for k in (1, 2)]
+    engine = make_engine(url)
+    try:
+        rows = [s.row for i in (a, b) for s in with_handoffs_once(read_live_run(engine, i).samples)]
+    finally:
+        engine.dispose()
+    spread = repeat_spread(kept, rows)
+    dearer = max(range(2), key=lambda i: (spread.prices_s[i], i))
+    assert spread.median_index == dearer and out.read_bytes() == kept[dearer].read_bytes()
+    assert f"{dearer + 1} (frozen: upper median)" in text and "vs upper median" in text
+    assert "the upper median (an even count has no middle one" in text and f"repeat {dearer + 1}, is frozen" in text
 
 
 def test_calibrate_names_a_bad_run_argument(tmp_path):

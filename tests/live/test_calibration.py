@@ -318,8 +318,23 @@ def test_repeated_calibrations_are_priced_on_the_same_iterations_and_the_median_
     mean = sum(got.prices_s) / 3
     assert got.spread_pct == pytest.approx(100 * (got.prices_s[1] - got.prices_s[2]) / mean)
     assert got.mean_iteration_ms() == pytest.approx([1e3 * p / len(rows) for p in got.prices_s])
-    assert repeat_spread(paths[:1], rows).spread_pct == 0
-    assert repeat_spread(paths[:2], rows).median_index == 0  # the lower middle of two
+    assert repeat_spread(paths[:1], rows).spread_pct is None  # one calibration: not known, not 0
+    assert got.median_label == "median"
+
+
+def test_an_even_count_of_repeats_freezes_the_upper_median_the_dearer_middle_one(tmp_path):
+    """With two (or four) repeats the lower middle one was frozen: always the cheaper, predictions biased fast."""
+    live = _live()
+    paths = [calibrate(live, tmp_path / f"r{k}.json", grid=(_grid(), {}), pace=pace).path
+             for k, pace in enumerate((1.0, 1.3, 0.9, 1.1))]
+    rows = [s.row for s in live]
+    two = repeat_spread(paths[:2], rows)
+    assert two.prices_s[1] > two.prices_s[0] and two.median_index == 1 and two.median_label == "upper median"
+    assert two.spread_pct is not None and two.spread_pct > 0
+    four = repeat_spread(paths, rows)  # prices: 0.9 < 1.0 < 1.1 < 1.3 -> the upper middle is the 1.1 one
+    assert sorted(range(4), key=lambda i: four.prices_s[i]) == [2, 0, 3, 1]
+    assert four.median_index == 3 and four.median_label == "upper median"
+    assert repeat_spread(paths[:3], rows).median_label == "median"
     with pytest.raises(ValueError, match="no calibrated profiles"):
         repeat_spread([], rows)
     with pytest.raises(ValueError, match="no iterations"):

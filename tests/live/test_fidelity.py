@@ -512,7 +512,9 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
     result = F.main([*OOS_TINY, "--low-slices", "0", "--capacity-fractions", "0.5,2", "--calibration-repeats", "1",
                      "--db", f"sqlite:///{tmp_path / 'f.db'}", "--profile-out", str(tmp_path / "p.json")])
     assert result["rounds"] == 2 and result["rounds_dropped"] == 0
-    assert result["calibration_spread_pct"] == 0 and result["calibration_repeat_runs"] == [result["calibration_runs"]]
+    # one calibration: its spread is not known (null with why), not 0 (which read as perfectly repeatable)
+    assert result["calibration_spread_pct"] is None and "one calibration" in result["calibration_spread_note"]
+    assert result["calibration_repeat_runs"] == [result["calibration_runs"]]
     assert result["err_by_calibration_repeat"] == []
     assert all(d["pace"] == 1.0 and d["pace_from"] is None for d in result["round_detail"])
     assert result["unpaced_err_pct"]["e2e_p50"] == result["e2e_p50_err_pct"]  # the same simulation
