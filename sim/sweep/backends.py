@@ -21,7 +21,7 @@ from sim.sweep.main_guard import check_main_guard
 from sim.sweep.worker import RunOutcome, RunTask, run_task
 from sim.traces import TraceRequest
 
-__all__ = ["BACKENDS", "Backend", "make_backend", "ray_available"]
+__all__ = ["BACKENDS", "Backend", "check_ray_address", "make_backend", "ray_available"]
 
 BACKENDS = ("auto", "ray", "pool", "serial")
 
@@ -181,6 +181,23 @@ def _ray_run(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
     return run_task(task, trace)
 
 
+def _no_cluster(address: str | None, why: str) -> ConnectionError:
+    # (Ray's own text names a flag of its CLI: `--address`)
+    return ConnectionError(f"no Ray cluster found at --ray-address {address} (start one with `ray start --head`, or "
+                           f"leave --ray-address out for a local Ray): {why}")
+
+
+def check_ray_address(address: str | None) -> None:
+    """Refuse an address with nothing listening (`ConnectionError`) after a short TCP connection try:
+    ``ray.init`` there retried for minutes with only Ray's warnings (`controlplane.live.ray_connect`)."""
+    from controlplane.live.ray_connect import check_reachable
+
+    try:
+        check_reachable(address)
+    except ConnectionError as exc:
+        raise _no_cluster(address, str(exc)) from None
+
+
 class RayBackend(Backend):
     """Runs as Ray tasks (one CPU each); a local Ray with this machine's cores unless ``address``."""
 
@@ -198,12 +215,12 @@ class RayBackend(Backend):
                 kwargs["address"] = address
             else:
                 kwargs["num_cpus"] = workers or os.cpu_count() or 1
+            if address:
+                check_ray_address(address)
             try:
                 ray.init(**kwargs)
-            except ConnectionError as exc:  # (Ray's own text names a flag of its CLI: `--address`)
-                raise ConnectionError(f"no Ray cluster found at --ray-address {address} (start one with `ray start "
-                                      f"--head`, or leave --ray-address out for a local Ray): "
-                                      f"{str(exc).splitlines()[0]}") from None
+            except ConnectionError as exc:
+                raise _no_cluster(address, str(exc).splitlines()[0]) from None
             self._started = True
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
         self._refs: dict[str, tuple[list[TraceRequest], Any]] = {}  # by trace id: the trace put, its reference

@@ -16,7 +16,7 @@ from controlplane.errors import ConfigError
 from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
 from sim.replay import TraceTransforms, prepared_trace, rows_left_out, trace_read
-from sim.sweep.backends import BACKENDS, Backend, PoolBackend, make_backend
+from sim.sweep.backends import BACKENDS, Backend, PoolBackend, check_ray_address, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.lock import SweepLock
 from sim.sweep.main_guard import check_main_guard
@@ -180,6 +180,8 @@ def run_sweep(
     if not Path(trace_path or loaded.trace_path()).is_file():  # (refused before the database is touched)
         where = "--trace" if trace_path else f"{loaded.path or 'sweep spec'}: trace.path"
         raise ConfigError(f"{where}: trace file not found: {trace_path or loaded.trace_path()}")
+    if ray_address and backend in ("auto", "ray"):
+        check_ray_address(ray_address)  # (no cluster there: refused before a sweep row is stored)
     tasks = make_tasks(loaded, loaded.points(), db_url, trace_path=trace_path, trace_format=trace_format)
     own_engine = engine is None  # (after every point's config is checked: a bad one touches no database)
     engine = engine or make_engine(db_url)

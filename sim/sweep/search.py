@@ -38,7 +38,7 @@ from typing import Any
 
 from controlplane.report.cost import cost_unit, estimated_cost, run_cost
 from controlplane.report.pareto import pareto_front
-from sim.sweep.backends import Backend, make_backend
+from sim.sweep.backends import Backend, check_ray_address, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of, with_rows_left_out
 from sim.sweep.seeds import same_under_every_seed
@@ -308,6 +308,8 @@ def search(
     store = None
     stored: list[int] = []  # the ids of the full-trace runs stored so far
     failed_ids: list[int] = []  # the ids of the failed runs stored (any stage)
+    if ray_address and backend in ("auto", "ray"):
+        check_ray_address(ray_address)  # (no cluster there: refused before a sweep row is stored)
     if db_url is not None:
         from controlplane.storage import ensure_schema, make_engine
 

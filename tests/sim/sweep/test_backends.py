@@ -160,3 +160,25 @@ def test_a_pool_stopped_before_its_runs_ended_prints_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-c", _STOPPED], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.split() == ["stopped"], done.stderr
     assert "Traceback" not in done.stderr and "InvalidStateError" not in done.stderr, done.stderr
+
+
+def test_a_ray_address_with_nothing_listening_is_refused_before_the_sweep_row(tmp_path):
+    """`ray.init` at an address with nothing listening retried for minutes (only Ray's C++ warnings), and the
+    sweep then stored a `failed 0/N` row; a short TCP connection try refuses it first, touching no database."""
+    import socket
+    import time
+
+    from sim.sweep import run_sweep
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loaded = load_spec(data={"trace": {"limit": 5}, "seeds": [0], "space": {"cluster.models.0.replicas": [1]}})
+    db = tmp_path / "r.db"
+    t0 = time.monotonic()
+    for backend in ("auto", "ray"):
+        with pytest.raises(ConnectionError, match=rf"no Ray cluster found at --ray-address 127.0.0.1:{port} "
+                                                  r"\(start one with `ray start --head`.*: nothing answers at"):
+            run_sweep(loaded, f"sqlite:///{db}", backend=backend, ray_address=f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 20 and not db.exists()
