@@ -93,6 +93,7 @@ class Daemon:
         if self.options.pool == "ray" and self.options.ray_address:
             pool_options["address"] = self.options.ray_address
         pool = make_pool(self.options.pool, cpu_threads=self.options.cpu_threads, **pool_options)
+        pool.on_broken = self.pool_broken
         self.driver = LiveDriver(config, pool=pool, record=record, request_timeout_s=self.options.request_timeout_s,
                                  cpu_threads=self.options.cpu_threads)
         self.metrics = self.driver.metrics
@@ -109,6 +110,7 @@ class Daemon:
         self.started = False  # `startup` done (by `serve` before it listens, else by the app's lifespan)
         self.startup_error: Exception | None = None  # why `serve` could not start the run
         self.close_error: StorageError | None = None  # the run's rows could not all be written at the close
+        self.pool_error: str | None = None  # why the pool could host no worker any more (the Ray head is gone)
         from controlplane.live.daemon_app import (
             create_app,  # the app's routes depend on this module
         )
@@ -218,6 +220,16 @@ class Daemon:
         if self.server is not None:
             self.server.should_exit = True
 
+    def pool_broken(self, reason: str) -> None:
+        """The pool can host no worker any more (`WorkerPool.on_broken`: the Ray head is gone): stop now,
+        as `stop_now` does (each client still waiting gets its 503, the run is closed ``interrupted``),
+        before Ray's client ends the process; the daemon then exits 1. Loop thread only."""
+        self.pool_error = reason
+        log.error("%s: closing the run and exiting", reason)
+        self.exiting = True  # (no drain: no worker is left to finish the requests)
+        self.driver.begin_drain()  # (not ready, new requests 503, until the server stops)
+        self.stop_now(reason)
+
     async def _drain_then_exit(self) -> None:
         self.drained_cleanly = await self._wait_drained()
         if not self.drained_cleanly:  # each client still waiting gets its 503 now, while its handler runs
@@ -307,8 +319,8 @@ def listen(host: str, port: int) -> socket.socket:
 def serve(config: RunConfig, options: DaemonOptions,
           on_started: Callable[[int | None, int], None] | None = None) -> int:
     """Run the daemon until it is drained and stopped; returns the process exit code (1: the run's
-    rows could not all be written, see the spill file the log names). ``on_started(run_id, port)``
-    is called once the run is recorded and the port serves (never, when the start fails).
+    rows could not all be written, see the spill file the log names; or the pool broke, `Daemon.pool_broken`).
+    ``on_started(run_id, port)`` is called once the run is recorded and the port serves (never, when the start fails).
 
     Raises what kept the run from starting (`ConfigError` for a port in use or a model that cannot
     be loaded, `StorageError` for a database that cannot be used...), before anything is served.
@@ -347,6 +359,9 @@ def serve(config: RunConfig, options: DaemonOptions,
         raise daemon.startup_error
     if not server.started:
         log.error("the daemon did not start")
+        return 1
+    if daemon.pool_error is not None:
+        log.error("the daemon stopped: %s", daemon.pool_error)
         return 1
     return 1 if daemon.close_error is not None else 0
 

@@ -57,6 +57,10 @@ class WorkerPool(ABC):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_failure: Callable[[str, str], None] | None = None
         self._guardian_workers: set[str] = set()
+        #: Why the pool cannot host any worker any more (the Ray pool's cluster head is gone), else None
+        self.broken: str | None = None
+        #: Told ``broken``'s reason once, on the loop, when the pool breaks (the daemon closes its run and exits)
+        self.on_broken: Callable[[str], None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop, on_failure: Callable[[str, str], None]) -> None:
         self._loop = loop

@@ -6,7 +6,17 @@ replacements), and reports a dead actor as an exception on the next call. Idle a
 every ``health_interval_s`` so a node or actor lost between batches is noticed too.
 
 Connects to ``address`` (``"auto"`` for a running cluster, ``ray://host:10001`` for a client) or,
-when none is given and Ray is not initialised yet, starts a local instance.
+when none is given and Ray is not initialised yet, starts a local instance; an address with nothing
+listening is refused at once (`ray_connect.check_reachable`: Ray itself retried for minutes).
+
+No call that may wait for Ray's GCS (creating or killing an actor, reading the cluster's resources)
+runs on the event loop: each runs in a thread. A start the cluster cannot place (its actor still
+waits for resources after ``placement_timeout_s``, while the cluster has fewer free than it needs)
+fails with `NoFreeDevice` naming what it needs and what is free. The health monitor also watches
+the GCS: when the head is unreachable ``head_lost_after`` checks in a row, every worker is failed
+with that reason and the pool's ``on_broken`` is told (the daemon then closes its run and exits 1,
+before Ray's client ends the process about 60 s after losing the GCS). Ray's implicit
+``ray.init()`` is turned off, and nothing calls Ray once it is shut down (`ray_connect.no_auto_init`).
 """
 
 from __future__ import annotations
@@ -23,8 +33,16 @@ from typing import Any
 
 from controlplane.live.guardian_models import GuardianWorkerSettings
 from controlplane.live.model_source import WorkerModelSettings
-from controlplane.live.placement import WorkerSlots
+from controlplane.live.placement import NoFreeDevice, WorkerSlots
 from controlplane.live.pool import WorkerPool
+from controlplane.live.ray_connect import (
+    CONNECT_TIMEOUT_S,
+    check_reachable,
+    gcs_address,
+    gcs_reachable,
+    host_port,
+    no_auto_init,
+)
 from controlplane.live.worker_messages import (
     StepCommand,
     StepOutOfMemory,
@@ -40,10 +58,12 @@ log = logging.getLogger(__name__)
 
 def import_ray() -> Any:
     """Ray, or a clear error saying how to get it."""
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"  # (read at Ray's import; `no_auto_init` where it is imported already)
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise WorkerStartError("the ray pool needs Ray: pip install 'ray>=2.9'") from exc
+    no_auto_init(ray)
     return ray
 
 
@@ -124,6 +144,8 @@ class RayWorkerPool(WorkerPool):
         init_kwargs: dict[str, Any] | None = None,
         health_interval_s: float = 2.0,
         start_timeout_s: float = 600.0,
+        placement_timeout_s: float = 30.0,
+        head_lost_after: int = 2,
         max_workers: int | None = None,
     ) -> None:
         super().__init__(cpu_threads=cpu_threads)
@@ -134,10 +156,14 @@ class RayWorkerPool(WorkerPool):
         self.init_kwargs = dict(init_kwargs or {})
         self.health_interval_s = health_interval_s
         self.start_timeout_s = start_timeout_s
+        self.placement_timeout_s = placement_timeout_s
+        self.head_lost_after = head_lost_after
         self._workers: dict[str, _RayWorker] = {}
         self._remote_cls: Any = None
         self._monitor: asyncio.Task | None = None
         self._started_ray = False
+        self._closed = False
+        self._gcs: tuple[str, int] | None = None  # the GCS the health monitor watches
 
     def open(self) -> None:
         """Join the cluster at ``address`` (or start a local Ray) now: an address Ray cannot use (no
@@ -145,18 +171,29 @@ class RayWorkerPool(WorkerPool):
         self._ensure_ray()
 
     def _ensure_ray(self) -> Any:
+        if self.broken:
+            raise WorkerStartError(self.broken)
+        if self._closed:  # (Ray is shut down: a start now would start another local instance)
+            raise WorkerStartError("the ray pool is closed")
         ray = import_ray()
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": True, **self.init_kwargs}
             if self.address:
                 kwargs["address"] = self.address
+            what = f"join the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
             try:
+                check_reachable(self.address)  # (nothing listening there: Ray retried for minutes)
                 with _signal_handlers_kept():
                     ray.init(**kwargs)
             except Exception as exc:  # ConnectionError (no cluster), ValueError (ray:// without ray[client])...
-                what = f"join the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
                 raise WorkerStartError(f"could not {what}: {_first_line(exc)}") from exc
             self._started_ray = True
+        if self._gcs is None:  # (the GCS Ray connected to; a ray:// client's server)
+            if (self.address or "").startswith("ray://"):
+                self._gcs = gcs_address(self.address)
+            else:
+                with contextlib.suppress(Exception):
+                    self._gcs = host_port(ray.get_runtime_context().gcs_address)
         if self._remote_cls is None:
             self._remote_cls = ray.remote(RayWorkerActor)
         return ray
@@ -175,26 +212,69 @@ class RayWorkerPool(WorkerPool):
             raise WorkerStartError(f"worker {worker_id} already exists")
         self._take_slot(self._slots, worker_id, settings)
         ray = self._ensure_ray()
-        gpus = self._gpus_for(ray, settings)
-        threads = None if gpus else self.threads_for(expected_workers)
-        if gpus:
-            device = "cuda:0" if settings.device == "auto" else settings.device
-            settings = settings.model_copy(update={"device": device})
-        actor = self._remote_cls.options(
-            num_cpus=self.num_cpus_per_worker, num_gpus=gpus, max_restarts=0, max_concurrency=1
-        ).remote(settings_payload(settings), threads)
-        w = self._workers[worker_id] = _RayWorker(actor, device="cuda" if gpus else "cpu")
+        if self._monitor is None:  # (from the first start on: a head lost while it loads is noticed too)
+            self._monitor = asyncio.get_running_loop().create_task(self._watch())
+        w = self._workers[worker_id] = _RayWorker(None)  # (its slot is taken while the actor is made)
         try:
-            facts = await asyncio.wait_for(_await_ref(actor.start.remote()), self.start_timeout_s)
-        except Exception as exc:
-            self._workers.pop(worker_id, None)
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+            # Each in a thread: they wait for the GCS (for about 60 s when the head is gone)
+            gpus = await asyncio.to_thread(self._gpus_for, ray, settings)
+            need = {"CPU": float(self.num_cpus_per_worker), "GPU": float(gpus)}
+            await self._check_fits(ray, worker_id, need)
+            threads = None if gpus else self.threads_for(expected_workers)
+            if gpus:
+                device = "cuda:0" if settings.device == "auto" else settings.device
+                settings = settings.model_copy(update={"device": device})
+            w.device = "cuda" if gpus else "cpu"
+            w.actor = await asyncio.to_thread(self._create_actor, settings, threads, gpus)
+            if w.dead:  # stopped (or its head lost) meanwhile
+                raise WorkerLost(f"worker {worker_id} was {w.dead} while it started")
+            await self._placed(ray, worker_id, w.actor, need)
+            facts = await asyncio.wait_for(_await_ref(w.actor.start.remote()), self.start_timeout_s)
+        except BaseException as exc:
+            if self._workers.get(worker_id) is w:
+                self._workers.pop(worker_id)
+            w.dead = w.dead or "did not start"
+            if w.actor is not None:
+                await asyncio.shield(self._kill(w.actor))
+            if isinstance(exc, (NoFreeDevice, asyncio.CancelledError)) or not isinstance(exc, Exception):
+                raise
             raise WorkerStartError(f"ray actor for {worker_id} did not start: {describe_error(exc)}") from exc
         w.pid = facts.get("pid")
-        if self._monitor is None:
-            self._monitor = asyncio.get_running_loop().create_task(self._watch())
         return facts
+
+    def _create_actor(self, settings: WorkerModelSettings | GuardianWorkerSettings, threads: int | None,
+                      gpus: float) -> Any:
+        return self._remote_cls.options(
+            num_cpus=self.num_cpus_per_worker, num_gpus=gpus, max_restarts=0, max_concurrency=1
+        ).remote(settings_payload(settings), threads)
+
+    async def _check_fits(self, ray: Any, worker_id: str, need: dict[str, float]) -> None:
+        """`NoFreeDevice` at once when the whole cluster has fewer CPUs or GPUs than one actor needs."""
+        total = await asyncio.to_thread(ray.cluster_resources)
+        short = _short(need, total)
+        if short:
+            raise NoFreeDevice(f"ray cannot place {worker_id}: it needs {_amounts(need, need)}, and the whole cluster has "
+                               f"{_amounts(need, total)}")
+
+    async def _placed(self, ray: Any, worker_id: str, actor: Any, need: dict[str, float]) -> None:
+        """Wait until Ray has placed the actor (its cheap ``ping`` answers). Still unplaced after
+        ``placement_timeout_s`` while the cluster has fewer free resources than it needs:
+        `NoFreeDevice` (Ray would keep it pending for as long as nothing frees up)."""
+        ping = asyncio.ensure_future(_await_ref(actor.ping.remote()))
+        try:
+            while True:
+                done, _ = await asyncio.wait([ping], timeout=self.placement_timeout_s)
+                if done:
+                    ping.result()  # (an actor that died at its creation raises here)
+                    return
+                free = await asyncio.to_thread(ray.available_resources)
+                if _short(need, free):
+                    raise NoFreeDevice(f"ray could not place {worker_id} in {self.placement_timeout_s:g} s: it "
+                                       f"needs {_amounts(need, need)}, and the cluster has {_amounts(need, free)} free")
+                # Resources are free: the actor is being created (a worker process starting), wait on
+        finally:
+            if not ping.done():
+                ping.cancel()
 
     async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
         kind, value = await self._call(worker_id, "step", cmd)
@@ -208,8 +288,9 @@ class RayWorkerPool(WorkerPool):
     async def _call(self, worker_id: str, method: str, cmd: Any) -> Any:
         ray = import_ray()
         w = self._workers.get(worker_id)
-        if w is None or w.dead:
-            raise WorkerLost(f"worker {worker_id} is not running" + (f" ({w.dead})" if w and w.dead else ""))
+        if w is None or w.dead or w.actor is None or not ray.is_initialized():
+            why = w.dead if w and w.dead else None
+            raise WorkerLost(f"worker {worker_id} is not running" + (f" ({why})" if why else ""))
         w.busy += 1
         try:
             return await _await_ref(getattr(w.actor, method).remote(cmd))
@@ -219,8 +300,7 @@ class RayWorkerPool(WorkerPool):
         except Exception as exc:  # the call raised inside the actor: retire the worker
             log.error("worker %s %s failed: %s", worker_id, method, exc)
             self._lost(worker_id, w, f"worker {method} raised {describe_error(exc)}")
-            with contextlib.suppress(Exception):
-                ray.kill(w.actor, no_restart=True)
+            await self._kill(w.actor)
             raise WorkerLost(w.dead) from None
         finally:
             w.busy -= 1
@@ -231,31 +311,66 @@ class RayWorkerPool(WorkerPool):
             self._report_failure(worker_id, reason)
 
     async def _watch(self) -> None:
-        """Ping idle actors so a worker lost between batches is reported promptly."""
+        """Ping idle actors so a worker lost between batches is reported promptly; and watch the GCS
+        (`_head_lost`), apart: a ping may wait long while the head is gone."""
+        await asyncio.gather(self._watch_head(), self._watch_actors())
+
+    async def _watch_head(self) -> None:
+        unreachable = 0
+        while self._gcs is not None and not self._closed and not self.broken:
+            await asyncio.sleep(self.health_interval_s)
+            timeout = min(CONNECT_TIMEOUT_S, max(1.0, self.health_interval_s))
+            if await asyncio.to_thread(gcs_reachable, self._gcs, timeout):
+                unreachable = 0
+                continue
+            unreachable += 1
+            if unreachable >= self.head_lost_after and not self._closed:
+                host, port = self._gcs
+                self._head_lost(f"the Ray head is gone: its GCS at {host}:{port} does not answer")
+
+    async def _watch_actors(self) -> None:
         ray = import_ray()
-        while True:
+        while not self._closed and not self.broken:
             await asyncio.sleep(self.health_interval_s)
             for wid, w in list(self._workers.items()):
-                if w.busy or w.dead:
-                    continue
+                if w.busy or w.dead or w.actor is None or w.pid is None or self.broken:
+                    continue  # (one starting answers its ping only once loaded)
                 try:
                     await asyncio.wait_for(_await_ref(w.actor.ping.remote()), max(5.0, self.health_interval_s * 5))
                 except ray.exceptions.RayActorError as exc:
                     if self._workers.get(wid) is w:
                         self._lost(wid, w, f"ray actor died: {describe_error(exc)}")
                 except TimeoutError:
-                    log.warning("ray worker %s did not answer a ping", wid)
+                    if not self.broken:
+                        log.warning("ray worker %s did not answer a ping", wid)
                 except Exception as exc:  # pragma: no cover - defensive
                     log.warning("ray worker %s ping failed: %s", wid, exc)
+
+    def _head_lost(self, reason: str) -> None:
+        """The cluster is gone: no Ray call is made any more (each would wait for the GCS, and Ray's
+        client ends the process about 60 s after losing it); every worker fails with ``reason``."""
+        log.error("%s: every ray worker is lost", reason)
+        self.broken = reason
+        for wid, w in list(self._workers.items()):
+            self._lost(wid, w, reason)
+        if self.on_broken is not None:
+            self.on_broken(reason)
+
+    async def _kill(self, actor: Any) -> None:
+        """Kill an actor, in a thread (it waits for the GCS); nothing once Ray is shut down or its head gone."""
+        ray = import_ray()
+        if self.broken or not ray.is_initialized():
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(ray.kill, actor, no_restart=True)
 
     async def stop(self, worker_id: str) -> None:
         w = self._workers.pop(worker_id, None)
         if w is None:
             return
         w.dead = w.dead or "stopped"
-        ray = import_ray()
-        with contextlib.suppress(Exception):
-            ray.kill(w.actor, no_restart=True)
+        if w.actor is not None:
+            await self._kill(w.actor)
 
     async def close(self) -> None:
         await super().close()
@@ -264,11 +379,12 @@ class RayWorkerPool(WorkerPool):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._monitor
             self._monitor = None
-        if self._started_ray:
+        self._closed = True  # (a start still running finds Ray shut down: it calls Ray no more)
+        if self._started_ray and not self.broken:  # (with the head gone, a shutdown waits for it)
             ray = import_ray()
             with contextlib.suppress(Exception):
-                ray.shutdown()
-            self._started_ray = False
+                await asyncio.to_thread(ray.shutdown)
+        self._started_ray = False
 
     def alive(self, worker_id: str) -> bool:
         w = self._workers.get(worker_id)
@@ -281,11 +397,25 @@ class RayWorkerPool(WorkerPool):
     def kill(self, worker_id: str) -> None:
         """Kill a worker's actor (chaos testing); the pool reports it as failed."""
         w = self._workers.get(worker_id)
-        if w is not None:
-            import_ray().kill(w.actor, no_restart=True)
+        ray = import_ray()
+        if w is not None and w.actor is not None and ray.is_initialized() and not self.broken:
+            ray.kill(w.actor, no_restart=True)
 
     def worker_ids(self) -> list[str]:
         return list(self._workers)
+
+
+def _short(need: dict[str, float], have: dict[str, float]) -> str:
+    """What of ``need`` ``have`` lacks ("1 GPU"), or ""."""
+    return ", ".join(f"{_n(v)} {k}" for k, v in need.items() if v > 0 and have.get(k, 0.0) < v)
+
+
+def _amounts(need: dict[str, float], have: dict[str, float]) -> str:
+    return ", ".join(f"{_n(have.get(k, 0.0))} {k}" for k, v in need.items() if v > 0)
+
+
+def _n(x: float) -> str:
+    return f"{x:g}"
 
 
 def _first_line(exc: BaseException) -> str:
