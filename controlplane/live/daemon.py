@@ -185,8 +185,7 @@ class Daemon:
             return  # the journal stays: the requests it lists are not in the database
         if self.journal is not None:  # the run is closed: its rows are in the database (or spilled)
             self.journal.close(remove=True)
-        log.info("run %s closed (%s): %s", self.driver.run_id, status,
-                 {k: (summary or {}).get(k) for k in ("num_completed", "num_failed", "num_rejected")})
+        log.info("run %s closed (%s): %s", self.driver.run_id, status, closed_counts(summary or {}))
 
     async def _wait_drained(self) -> bool:
         self.driver.begin_drain()
@@ -368,3 +367,14 @@ def serve(config: RunConfig, options: DaemonOptions,
 
 def admin_token_from_env() -> str | None:
     return os.environ.get(ADMIN_TOKEN_ENV) or None
+
+
+#: The statuses a run's requests end in, as its summary counts them (they add up to ``num_requests``).
+STATUS_COUNTS = ("completed", "blocked", "rejected", "failed", "cancelled", "in_flight")
+
+
+def closed_counts(summary: dict) -> str:
+    """The close line's counts: ``25 requests: 13 completed, 11 blocked, 1 rejected`` (every status with any, so
+    they add up; the line left blocked and cancelled requests out)."""
+    parts = [f"{summary[f'num_{s}']} {s.replace('_', ' ')}" for s in STATUS_COUNTS if summary.get(f"num_{s}")]
+    return f"{summary.get('num_requests', 0)} requests" + (f": {', '.join(parts)}" if parts else "")
