@@ -13,7 +13,7 @@ replica's queue is not walked at each arrival.
 | ``queue-depth`` | fewer requests waiting |
 | ``kv-utilization`` | more free KV blocks (1 - used / total), used as of now (``ctx.kv_blocks_used``) |
 | ``active-requests`` | fewer requests running |
-| ``estimated-work`` | less work queued, in seconds at the replica's measured speed: remaining prefill + expected output tokens (the seed's complexity estimate: the prompt and ``max_output_tokens``), over its relative speed |
+| ``estimated-work`` | less work queued, in seconds at the replica's measured speed: remaining prefill + expected output tokens (the seed's complexity estimate: the prompt and ``max_output_tokens``) as of now (``ctx.batch_progress``), over its relative speed |
 | ``session-affinity`` | 1 on the replica that served the request's session last (``params["session_id"]``, else its tenant) |
 | ``speed`` | measured speed relative to the fastest replica (heterogeneous replicas), whatever its load |
 
@@ -315,8 +315,11 @@ def work_tokens(w) -> int:
 
 
 def estimated_work(ctx, request, workers, stats) -> Scores:
+    # the work left as of now (`PolicyContext.batch_progress`): in the simulator's fast mode a running batch of many
+    # iterations has done part of its requests' work, which the core applies at its end; the exact mode has applied it
     speeds = stats.relative_speeds(workers)
-    return _inverted_minmax([work_tokens(w) / s for w, s in zip(workers, speeds)])
+    progress = ctx.batch_progress
+    return _inverted_minmax([(work_tokens(w) - progress(w)[0]) / s for w, s in zip(workers, speeds)])
 
 
 def session_affinity(ctx, request, workers, stats) -> Scores:

@@ -77,7 +77,7 @@ def test_a_replica_twice_as_slow_reads_half_as_fast_and_estimated_work_counts_it
     fast.waiting, slow.waiting = deque([Request("qa", 0.0, 1000, 0)]), deque([Request("qb", 0.0, 600, 0)])
     fast.running = slow.running = []
     # 1000 tokens at full speed beat 600 at half speed (1,200 token-equivalents)
-    assert estimated_work(None, None, [fast, slow], stats) == [1.0, 0.0]
+    assert estimated_work(ctx, None, [fast, slow], stats) == [1.0, 0.0]
 
 
 def test_a_replica_reads_as_the_pool_until_it_has_run_enough_batches():

@@ -84,7 +84,7 @@ def test_estimated_work_does_not_take_tokens_per_busy_second_for_speed():
         stats.observe(RequestFinished(1.0, r))
     assert stats.throughput(b) == 2 * stats.throughput(a)
     assert stats.relative_speeds([a, b]) == [1.0, 1.0]
-    assert estimated_work(None, _req(), [a, b], stats) == [1.0, 1.0]
+    assert estimated_work(make_context(workers=[a, b]), _req(), [a, b], stats) == [1.0, 1.0]
 
 
 def test_session_affinity_follows_the_session():
