@@ -11,7 +11,7 @@ from controlplane.events import RequestFinished, WorkerChanged
 from controlplane.types import Decision, WorkerState
 from controlplane.waiting_queue import WaitingQueue, request_tokens
 
-from plugins.routing_wait import ReadinessGate
+from plugins.routing_wait import ReadinessGate, left_out_note
 from plugins.scorers import ReplicaStats
 
 
@@ -192,8 +192,7 @@ class LeastLoaded(Plugin):
                 return RouteDecision(w.worker_id, f"starting replica: expected wait {waits[i]:.1f} s "
                                                   f"(ready in {self.gate.time_to_ready_s(ctx, w):.1f} s), {why}")
             left_out = len(workers) - len(pool)
-            note = (f"; {left_out} starting replica{'s' if left_out > 1 else ''} left out (expected wait above a "
-                    "ready replica's)")
+            note = left_out_note(left_out, self.gate.speed_known)
             workers = [workers[i] for i in pool]
         if self.by_tokens:
             keys = [(assigned_tokens(w), len(w.waiting) + len(w.running)) for w in workers]

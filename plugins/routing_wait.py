@@ -49,7 +49,15 @@ from controlplane.types import Worker, WorkerState
 
 from plugins.scorers import ReplicaStats, work_tokens
 
-__all__ = ["ReadinessGate", "work_ahead"]
+__all__ = ["ReadinessGate", "left_out_note", "work_ahead"]
+
+
+def left_out_note(left_out: int, speed_known: bool) -> str:
+    """What a route reason says of the ``left_out`` starting replicas a `ReadinessGate.pool` left out: their expected
+    wait was above a ready replica's, or, before any request of the model finished (no speed known), a ready
+    replica's queue counted as no wait and no wait was weighed."""
+    why = "expected wait above a ready replica's" if speed_known else "no speed known yet: ready replicas win"
+    return f"; {left_out} starting replica{'s' if left_out > 1 else ''} left out ({why})"
 
 
 def work_ahead(w: Worker, priority: int) -> int:
@@ -76,6 +84,9 @@ class ReadinessGate:
 
     def __init__(self) -> None:
         self._cold_start: dict[str, float] | None = None
+        #: The last `expected_waits` knew a speed (False: no request of the model had finished, queues counted as
+        #: no wait), for the route reason (`left_out_note`).
+        self.speed_known = True
         self._fed = False  # observe() has been given events: the sets below can be kept
         # per model, the ids of the replicas that accept requests / of those starting (None: not seeded)
         self._accepting: dict[str, set[str]] | None = None
@@ -186,7 +197,9 @@ class ReadinessGate:
         busy_s = [w.busy_s + p[1] for w, p in zip(workers, progress)]
         priority = request.priority if request is not None and getattr(ctx, "serves_by_priority", False) else None
         waits = []
-        for w, speed, p in zip(workers, self.speeds(workers, stats, busy_s), progress):
+        speeds = self.speeds(workers, stats, busy_s)
+        self.speed_known = speeds[0] is not None if speeds else True  # (None for all or none)
+        for w, speed, p in zip(workers, speeds, progress):
             work = (work_tokens(w) if priority is None else work_ahead(w, priority)) - p[0]
             queued = work / speed if speed else 0.0
             waits.append(self.time_to_ready_s(ctx, w) + queued)

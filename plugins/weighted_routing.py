@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import RouteDecision
 
-from plugins.routing_wait import ReadinessGate
+from plugins.routing_wait import ReadinessGate, left_out_note
 from plugins.scorers import SCORERS, SPEED_SCORERS, ReplicaStats
 
 
@@ -147,8 +147,7 @@ class WeightedRouter(Plugin):
             note += (f"; a starting replica: ready in {gate.time_to_ready_s(ctx, w):.1f} s, expected wait "
                      f"{waits[i]:.1f} s, " + ("no replica ready" if none_ready else "below every ready replica's"))
         if left_out:
-            note += (f"; {left_out} starting replica{'s' if left_out > 1 else ''} left out (expected wait above a "
-                     "ready replica's)")
+            note += left_out_note(left_out, gate.speed_known)
         return note
 
     @hookimpl

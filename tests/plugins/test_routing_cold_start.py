@@ -160,6 +160,18 @@ def test_a_weighted_routers_reason_says_which_starting_replicas_it_left_out_and_
                              "replica's")
 
 
+@pytest.mark.parametrize("router", [LeastLoaded, WeightedRouter])
+def test_a_starting_replica_left_out_before_any_speed_is_known_says_so(router):
+    # Before any request of the model finished no speed is known and a ready replica's queue counts as no wait:
+    # the reason said "expected wait above a ready replica's", a comparison of waits that was not made
+    ctx, workers = _cluster(3)
+    d = router().cp_route_request(ctx=ctx, request=_req("new", out=8), workers=workers)
+    assert d.worker_id == "default-0"
+    assert d.reason.endswith("; 1 starting replica left out (no speed known yet: ready replicas win)")
+    d = _measured(router()).cp_route_request(ctx=ctx, request=_req("new", out=8), workers=workers)
+    assert d.reason.endswith("; 1 starting replica left out (expected wait above a ready replica's)")
+
+
 def _one_ready_three_starting():
     config = make_config(cluster={"models": [{"name": "default", "replicas": 1, "cold_start_s": COLD_START_S}]})
     workers = [make_worker("default-0", busy_s=1.0, waiting=deque([_req("q0")]))]
