@@ -89,19 +89,22 @@ class WeightedRouter(Plugin):
                 totals[i] += weight * v
         return totals, parts
 
-    #: What the router does when every replica's prefix-cache-hit is 0 (the other scorers decide).
-    without_prefix_hits = "the other scorers alone decide"
+    #: What the router does when every replica's prefix-cache-hit is 0 and it weighs no other scorer: every total
+    #: ties, and ties go to the fewest queued + running requests, then cluster order.
+    only_prefix_hits = "it routes as least-loaded"
 
     @hookimpl
     def cp_run_started(self, ctx):
         """Warn when prefix-cache-hit is weighed but nothing keeps a prefix cache: every replica would score 0
         on it, all through the run, and the router would route without cache affinity unsaid."""
-        weight = self.settings.weights.get("prefix-cache-hit", 0.0)
+        weights = self.settings.weights
+        weight = weights.get("prefix-cache-hit", 0.0)
         if weight > 0 and not prefix_peekers(list(ctx.config.plugins.enabled)):
+            others = any(w > 0 for n, w in weights.items() if n != "prefix-cache-hit")
             logging.getLogger(__name__).warning(
                 "%s weighs prefix-cache-hit (%g) but no enabled plugin keeps a prefix cache: every replica scores "
                 "0 on it, so %s; add prefix-cache to plugins.enabled (with a trace that has hash_ids)",
-                self.name, weight, self.without_prefix_hits)
+                self.name, weight, "the other scorers alone decide" if others else self.only_prefix_hits)
 
     @hookimpl
     def cp_route_request(self, ctx, request, workers):
@@ -165,6 +168,8 @@ class PowerOfTwo(WeightedRouter):
         weights: dict[str, float] = Field(default_factory=lambda: {"queue-depth": 1.0, "active-requests": 1.0})
         choices: int = Field(2, ge=1)
 
+    only_prefix_hits = "it routes to the least loaded of the replicas it samples"
+
     def candidates(self, ctx, workers):
         """``choices`` of ``workers`` (the ready replicas, and the starting ones less backed up than every ready
         one): a sample of two starting replicas no longer sends a request to wait out a cold start while a
@@ -183,7 +188,6 @@ class PrefixOnly(WeightedRouter):
     """Route by the prefix-cache hit alone (least loaded among equal hits): cache affinity without load."""
 
     name = "prefix-only"
-    without_prefix_hits = "it routes as least-loaded"
 
     class Settings(WeightedRouter.Settings):
         weights: dict[str, float] = Field(default_factory=lambda: {"prefix-cache-hit": 1.0})

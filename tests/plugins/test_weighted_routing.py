@@ -195,9 +195,22 @@ def test_estimated_work_reads_the_kept_queue_work_and_routes_as_the_walk_does(mo
     assert sum(d.plugin == "work-checked-router" for d in kept.decisions) >= 1500  # (and re-routes from drains)
 
 
+def test_weighing_prefix_hits_alone_without_a_prefix_cache_routes_as_least_loaded():
+    # what the warning below says: every total ties at 0, and the tie goes to the least loaded, then cluster order
+    workers = [make_worker(f"w{i}", waiting=deque(_req(f"q{i}-{j}") for j in range(n)))
+               for i, n in enumerate((2, 1, 1))]
+    router = WeightedRouter(WeightedRouter.Settings(weights={"prefix-cache-hit": 1.0}))
+    d = router.cp_route_request(ctx=make_context(workers=workers), request=_req(hashes=(1, 2)), workers=workers)
+    assert d.worker_id == "w1" and "least loaded (1 queued+running, first of 2 in cluster order)" in d.reason
+
+
 @pytest.mark.parametrize("router,settings,says", [
     (PrefixOnly, {}, "prefix-only weighs prefix-cache-hit (1) but no enabled plugin keeps a prefix cache"),
     (WeightedRouter, {}, "so the other scorers alone decide"),
+    # weighing prefix-cache-hit alone there are no other scorers: it said "the other scorers alone decide"
+    (WeightedRouter, {"weights": {"prefix-cache-hit": 1.0}}, "scores 0 on it, so it routes as least-loaded;"),
+    (PowerOfTwo, {"weights": {"prefix-cache-hit": 1.0}}, "so it routes to the least loaded of the replicas it samples"),
+    (PrefixOnly, {"weights": {"prefix-cache-hit": 1.0, "queue-depth": 1.0}}, "so the other scorers alone decide"),
 ])
 def test_a_router_weighing_prefix_hits_warns_without_a_prefix_cache(caplog, router, settings, says):
     # prefix-only without prefix-cache routed as least-loaded, and said nothing
