@@ -335,30 +335,14 @@ _LINEAR_SMALL_KV = {"models": [{"name": "default", "replicas": 1, "latency_model
                                                                  "decode_s_per_context_token": 0}}]}
 
 
-class EvictWhenTwoDecode(Plugin):
-    """Defers to `continuous-batching` until two requests decode, then evicts the newest once: the fast mode
-    ran the built-in's batch of many iterations, never asked it inside them, and it evicted nobody (exact: one)."""
-
-    name = "evict-when-two-decode"
-
-    def __init__(self, settings=None):
-        super().__init__(settings)
-        self.done = False
-
-    @hookimpl
-    def cp_form_batch(self, ctx, worker):
-        if len(worker.running) >= 2 and not self.done and all(r.is_decoding for r in worker.running):
-            self.done = True
-            v = worker.running[-1]
-            return BatchPlan(decode=tuple(r for r in worker.running if r is not v), preempt=(v,),
-                             reason=f"evicted on purpose: {v.request_id}")
-        return None
-
-
 def test_a_batcher_that_defers_to_the_built_in_is_asked_at_every_iteration_in_the_fast_mode_too():
+    """`EvictOnce` defers to `continuous-batching` until two requests decode, then evicts the newest once: the fast
+    mode ran the built-in's batch of many iterations, never asked it inside them, and it evicted nobody (exact: one)."""
+    from tests.controlplane.test_batch_scheduling import EvictOnce
+
     trace = [TraceRequest("A", 0.0, 8, 10), TraceRequest("B", 0.0, 8, 10)]
-    fast = replay_with(EvictWhenTwoDecode(), trace=trace, cluster=_LINEAR_SMALL_KV)
-    exact = replay_with(EvictWhenTwoDecode(), trace=trace, cluster=_LINEAR_SMALL_KV, sim={"exact": True})
+    fast = replay_with(EvictOnce(), trace=trace, cluster=_LINEAR_SMALL_KV)
+    exact = replay_with(EvictOnce(), trace=trace, cluster=_LINEAR_SMALL_KV, sim={"exact": True})
     assert fast.summary["num_preemptions"] == exact.summary["num_preemptions"] == 1
     assert finish_time_mismatches(fast.requests, exact.requests) == []
     # behind it the built-in's plans run one iteration each: it is asked at every one
