@@ -21,8 +21,8 @@ def test_the_stored_line_hides_the_password_and_names_the_database(pg_url):  # n
     assert result.exit_code == 0, result.output
     assert "Sekrit68" not in result.output
     shown = url.replace(":Sekrit68@", ":***@")
-    assert (f"stored in {shown} as run 1; see `controlplane runs show 1 --db {shown}` (the password is shown as "
-            "***: put yours back)") in result.stdout
+    assert (f"stored in {shown} as run 1; see `controlplane runs show 1 --db '{shown}'` (the password is shown as "
+            "***: put yours back)") in result.stdout  # (shell-quoted: *** would glob)
     plain = CliRunner().invoke(app, ["sim", "replay", "--limit", "20", "--db", pg_url])  # no password: nothing to say
     assert plain.exit_code == 0 and "put yours back" not in plain.stdout
 
