@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from sim.sweep.backends import BACKENDS, Backend, PoolBackend, check_ray_address
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.lock import SweepLock
 from sim.sweep.main_guard import check_main_guard
+from sim.sweep.messages import said_once, say_repeats
 from sim.sweep.spec import LoadedSpec, Point
 from sim.sweep.spec_trace import point_trace, trace_overrides
 from sim.sweep.store import create_or_resume, finish_sweep, last_end, store_outcome, stored_keys, sweep_runs
@@ -204,6 +206,7 @@ def run_sweep(
     pending = [t for t in tasks if t.key not in done]
     result = SweepResult(sweep_id, resumed, len(tasks), len(tasks) - len(pending), 0, db_url=db_url)
     status, completed = "failed", False
+    said: Counter[str] = Counter()  # the runs' warnings, each said once (`sim.sweep.messages`)
     stopping = ExitStack()  # (once stopped before its end: the cleanup with a further Ctrl-C held)
     try:
         back = backend if isinstance(backend, Backend) else (
@@ -214,7 +217,7 @@ def run_sweep(
         try:
             if pending:
                 traces, left_out = read_task_traces(loaded, pending, trace_path=trace_path, trace_format=trace_format)
-                for outcome in back.run(with_rows_left_out(pending, left_out), traces):
+                for outcome in said_once(back.run(with_rows_left_out(pending, left_out), traces), said):
                     with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
                         run_id = store_outcome(engine, sweep_id, outcome)
                         result.run_ids[outcome.task.key] = run_id
@@ -223,6 +226,7 @@ def run_sweep(
                             result.failed[outcome.task.key] = outcome.summary.get("error", "")
                     if on_run is not None:
                         on_run(outcome, run_id)
+            say_repeats(said)
             completed = True
             status = "failed" if result.failed else "finished"  # (some runs raised: `runs sweeps --status failed`)
         finally:

@@ -32,6 +32,7 @@ import contextlib
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from controlplane.report.cost import cost_unit, estimated_cost, run_cost
 from controlplane.report.pareto import pareto_front
 from sim.sweep.backends import Backend, check_ray_address, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
+from sim.sweep.messages import said_once, say_repeats
 from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of, with_rows_left_out
 from sim.sweep.seeds import same_under_every_seed
 from sim.sweep.spec import LoadedSpec, point_key
@@ -153,6 +155,7 @@ class _Searcher:
         full = traces[trace_id(seed)]
         self.span_s = (full[-1].arrival_s - full[0].arrival_s) if full else 0.0
         self.runs = 0
+        self.said: Counter[str] = Counter()  # the runs' warnings: how many runs said each (`sim.sweep.messages`)
         self.stages: dict[str, dict[str, Any]] = {}
         #: the stored (full-trace) runs keep their rows only when the spec asks for them (`record: full`)
         self.record_full = (store is not None and "record" in loaded.spec.model_fields_set
@@ -173,7 +176,8 @@ class _Searcher:
         t0 = time.perf_counter()
         if self.on_progress is not None:
             self.on_progress(stage, 0, len(tasks))
-        for i, outcome in enumerate(self.backend.run(with_rows_left_out(tasks, self.left_out), self.traces), 1):
+        outcomes = said_once(self.backend.run(with_rows_left_out(tasks, self.left_out), self.traces), self.said)
+        for i, outcome in enumerate(outcomes, 1):
             out.append(outcome)
             self.runs += 1
             if self.store is not None and (outcome.status == "failed"
@@ -338,6 +342,7 @@ def search(
         best = _confirm(s, scan, cands, confirm_seeds)
         for c in scan.skipped():
             c.stage = "skipped"  # estimated above the best's cost: not replayed
+        say_repeats(s.said)
         status = "finished"
     except BaseException as exc:  # the sweep row says how it ended (not left `running`); the error goes on
         stopping.enter_context(interrupts_held_while_stopping())

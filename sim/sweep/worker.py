@@ -63,6 +63,7 @@ class RunOutcome:
     finished_at: datetime | None = None
     wall_s: float = 0.0
     sim_end_s: float | None = None
+    messages: list[str] = field(default_factory=list)  # its warnings, said once by the driver (`sim.sweep.messages`)
 
 
 class _Collector:
@@ -143,12 +144,17 @@ def run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
     """Replay ``trace`` with the task's config (not recorded in any database) and return the run;
     a run that raises (a plugin setting its plugin refuses, say) comes back ``failed`` with the
     error, so one bad point does not stop a sweep."""
+    from sim.sweep.messages import kept_messages
+
     started = datetime.now(timezone.utc)
-    try:
-        return _run_task(task, trace)
-    except Exception as exc:  # noqa: BLE001 - reported with the run, the sweep goes on
-        return RunOutcome(task, "failed", {"error": f"{type(exc).__name__}: {exc}"}, started_at=started,
-                          finished_at=datetime.now(timezone.utc))
+    with kept_messages() as messages:  # (said once by the driver, not printed here: glued onto its progress bar)
+        try:
+            outcome = _run_task(task, trace)
+        except Exception as exc:  # noqa: BLE001 - reported with the run, the sweep goes on
+            outcome = RunOutcome(task, "failed", {"error": f"{type(exc).__name__}: {exc}"}, started_at=started,
+                                 finished_at=datetime.now(timezone.utc))
+    outcome.messages = messages
+    return outcome
 
 
 def _run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:

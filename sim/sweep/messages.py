@@ -1,0 +1,68 @@
+"""What a sweep's runs warn of, said once by the driver.
+
+A run's warnings (``logging`` at WARNING and above, and ``warnings``) are kept with its outcome
+(`kept_messages`, around the run in whatever process ran it) instead of going to that process's stderr:
+from a pool's or Ray's workers they were glued onto the driver's progress bar, one line per run, and every
+run of a sweep over the same trace said the same thing (a trace longer than the model's context: 12 times
+for 12 runs). The driver says each one once, as its runs come back (`said_once`), and at the end how many
+runs said it (`say_repeats`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+__all__ = ["kept_messages", "said_once", "say_repeats"]
+
+log = logging.getLogger("controlplane.sweep")
+
+
+class _Keep(logging.Handler):
+    def __init__(self, kept: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.kept.append(record.getMessage())
+        except Exception:  # noqa: BLE001 - a message that cannot be formatted is not the run's failure
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def kept_messages() -> Iterator[list[str]]:
+    """Within it, what is logged at WARNING or above and every warning shown is kept in the yielded list (in
+    order) instead of being printed; the root logger's handlers are set back after."""
+    kept: list[str] = []
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    root.handlers = [_Keep(kept)]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield kept
+    finally:
+        root.handlers = handlers
+        kept.extend(str(w.message) for w in caught)
+
+
+def said_once(outcomes: Iterable[Any], seen: Counter[str]) -> Iterator[Any]:
+    """``outcomes`` as they come, each message of theirs not said before logged as a warning; ``seen`` counts
+    the runs that said each."""
+    for outcome in outcomes:
+        for message in dict.fromkeys(getattr(outcome, "messages", ())):
+            if not seen[message]:
+                log.warning("%s", message)
+            seen[message] += 1
+        yield outcome
+
+
+def say_repeats(seen: Counter[str]) -> None:
+    """One line for each message more than one run said (each was said once, above)."""
+    for message, runs in seen.items():
+        if runs > 1:
+            log.warning("%d runs warned the same: %s", runs, message if len(message) <= 90 else message[:89] + "…")

@@ -1,0 +1,57 @@
+"""A sweep's runs' warnings are said once by the driver, with how many runs said them (`sim.sweep.messages`):
+from a pool's workers they were printed onto the driver's progress bar, once per run."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+
+import pytest
+
+from sim.sweep import load_spec, run_sweep
+from sim.sweep.messages import kept_messages, said_once, say_repeats
+
+CONTEXT = "requests were longer (prompt + output tokens) than the 4,096-token context window"
+# The bundled trace on examples/cluster.yaml's model: 49 of its first 300 requests are past the model's context.
+SPEC = {"name": "ctx", "config": "examples/cluster.yaml", "trace": {"format": "azure", "limit": 300}, "seeds": [0],
+        "record": "summary", "space": {"cluster.models.0.replicas": [2, 4, 6]}}
+
+
+@pytest.mark.parametrize("backend", ["serial", "pool"])
+def test_a_warning_every_run_gives_is_said_once_with_how_many_runs_gave_it(tmp_path, monkeypatch, caplog, capfd,
+                                                                          backend):
+    from pathlib import Path
+
+    import controlplane
+
+    monkeypatch.chdir(Path(controlplane.__file__).parent.parent)  # (the spec names examples/cluster.yaml)
+    with caplog.at_level(logging.WARNING):
+        result = run_sweep(load_spec(data=SPEC), f"sqlite:///{tmp_path / 'runs.db'}", backend=backend, workers=2)
+    assert result.ran == 3
+    said = [r.getMessage() for r in caplog.records if CONTEXT in r.getMessage()]
+    assert len(said) == 2 and said[0].startswith("49 " + CONTEXT), said
+    assert said[1].startswith("3 runs warned the same: 49 requests were longer"), said
+    assert CONTEXT not in capfd.readouterr().err  # (nothing printed by the runs themselves, in any process)
+
+
+def test_kept_messages_keeps_logs_and_warnings_and_gives_the_handlers_back():
+    root = logging.getLogger()
+    before = root.handlers[:]
+    with kept_messages() as kept:
+        logging.getLogger("sim.x").warning("a %s", "log")
+        logging.getLogger("sim.x").info("not kept")
+        warnings.warn("a warning", RuntimeWarning, stacklevel=1)
+    assert kept == ["a log", "a warning"] and root.handlers == before
+
+
+def test_said_once_counts_runs_not_repeats_within_one(caplog):
+    class Outcome:
+        def __init__(self, *messages: str) -> None:
+            self.messages = list(messages)
+
+    seen: Counter[str] = Counter()
+    with caplog.at_level(logging.WARNING):
+        assert len(list(said_once([Outcome("x", "x"), Outcome("x", "y"), Outcome()], seen))) == 3
+        say_repeats(seen)
+    assert [r.getMessage() for r in caplog.records] == ["x", "y", "2 runs warned the same: x"]
