@@ -209,8 +209,8 @@ def compare(
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
     interval over requests (and over seeds with several runs a side), saying when it is within noise.
     Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
-    from controlplane.cli.compare_ci import (by_model_diffs_json, ci_table, cost_diffs, parse_run_ids, summary_diffs,
-                                             summary_means, sweep_run_ids)
+    from controlplane.cli.compare_ci import (COST_KEYS, by_model_diffs_json, ci_table, cost_diffs, parse_run_ids,
+                                             summary_diffs, summary_means, sweep_run_ids)
     from controlplane.cli.compare_progress import CompareProgress
     from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample
     from controlplane.storage import get_run
@@ -278,11 +278,14 @@ def compare(
             for model in sorted(set(models_a) & set(models_b)):
                 out.print(compare_table(models_a[model], models_b[model], f"{label_a}: {model}", f"{label_b}: {model}",
                                        modes))
-    elif not ci:  # (with intervals, their table has each side's values)
+    else:
         label_a, label_b = (f"{side} (run {ids[0]})" if len(ids) == 1 else f"{side} (runs {','.join(map(str, ids))}: mean)"
                             for side, ids in (("A", side_a), ("B", side_b)))
         modes = tuple("live" if all(r.get("mode") == "live" for r in rs) else None for rs in (runs_a, runs_b))
-        out.print(compare_table(summary_means(runs_a), summary_means(runs_b), label_a, label_b, modes))
+        means = (summary_means(runs_a), summary_means(runs_b))
+        if ci:  # (the intervals' table has the per-request metrics; GPU time and money are per run: their means)
+            means = tuple({k: m[k] for k in COST_KEYS if k in m} for m in means)
+        out.print(compare_table(*means, label_a, label_b, modes))
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))

@@ -92,3 +92,15 @@ def test_json_cost_has_the_guardians_and_total():
     found = cost_diffs(a, b)
     assert found["total_cost_usd"] == {"a": 3.0, "b": 5.0, "diff": 2.0, "diff_pct": pytest.approx(200 / 3)}
     assert found["guardian_cost_usd"]["diff"] == 2.0 and found["guardian_gpu_hours"]["b"] == 2.0
+
+
+def test_with_intervals_several_runs_a_side_still_show_their_gpu_time_and_money(priced_unpriced):
+    """With intervals (the default) and several runs a side, only the intervals' table was printed: no GPU-hours,
+    no cost (money is per run, not per request: no interval). Their means are a table of their own now."""
+    done = CliRunner().invoke(app, ["runs", "compare", "--a", "1,3", "--b", "2", "--db", priced_unpriced,
+                                    "--resamples", "200"])
+    assert done.exit_code == 0, done.output
+    assert _row(done.stdout, "GPU-hours")[1:3] == ["0.005556", "0.01111"]
+    assert _row(done.stdout, "cost (USD)")[1:3] == ["0.004444", "-"]
+    assert "B - A with confidence intervals" in done.stdout
+    assert not any(ln.strip("│ ").startswith("TTFT p50") for ln in done.stdout.splitlines())  # (in the intervals')
