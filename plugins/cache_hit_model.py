@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
 from plugins.cache_backends import MemoryStore
-from plugins.caching import add_false_hits, is_sampled, served_from_response_cache
+from plugins.caching import add_false_hits, is_sampled, key_params, served_from_response_cache
 
 __all__ = ["TraceHitModel"]
 
@@ -39,7 +39,7 @@ def _duplicate_key(request, shared_across_tenants: bool = False) -> str | None:
     if request.prompt is not None or not request.hash_ids:
         return None
     parts = [request.model, request.prompt_tokens, list(request.hash_ids),
-             sorted((str(k), repr(v)) for k, v in request.params)]
+             key_params(request.params)]
     if not shared_across_tenants:
         parts.append(request.tenant)  # as the exact cache: a tenant hits only on its own answers
     return hashlib.sha256(orjson.dumps(parts)).hexdigest()

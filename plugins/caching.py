@@ -32,14 +32,43 @@ def served_from_response_cache(request) -> bool:
     return request.cache_hit is not None and request.cache_hit != "prefix"
 
 
+def _by_value(value: Any) -> Any:
+    """A param value as the key compares it: a number by its value (an integral float as an int, so ``0``,
+    ``0.0`` and ``-0.0`` are one value; a bool stays a bool), a list as a tuple, a dict as its sorted items."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_by_value(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _by_value(v)) for k, v in value.items()))
+    return value
+
+
+def key_params(params) -> list[tuple[str, str]]:
+    """A request's generation params as the response caches key on them: sorted (name, repr(value)) pairs,
+    with equal requests given equal pairs. A null is no value (left out, as everywhere); numbers compare by
+    value (``{"temperature": 0}`` and ``{"temperature": 0.0}`` are one key: the daemon sends floats, a trace
+    may send ints); ``stop`` is a set of strings (a lone ``"###"`` is ``["###"]``; order and repeats do not
+    matter; an empty list is no stop)."""
+    pairs = []
+    for name, value in params:
+        if name == "stop" and (isinstance(value, str) or (
+                isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))):
+            value = tuple(sorted(set((value,) if isinstance(value, str) else value))) or None
+        if value is None:
+            continue
+        pairs.append((str(name), repr(_by_value(value))))
+    return sorted(pairs)
+
+
 def exact_key(request, *, normalise: bool = False, scope: dict[str, Any] | None = None) -> str | None:
-    """SHA-256 of (model, prompt, sorted generation params[, scope]); None when the answer is not
+    """SHA-256 of (model, prompt, generation params (`key_params`)[, scope]); None when the answer is not
     reproducible: no prompt text, or sampling (temperature > 0) without a seed. ``scope``: what else the
     entry belongs to (``{"tenant": ...}``: a tenant's own answers)."""
     if request.prompt is None or is_sampled(request):
         return None
     prompt = normalise_prompt(request.prompt) if normalise else request.prompt
-    parts = [request.model, prompt, sorted((str(k), repr(v)) for k, v in request.params)]
+    parts = [request.model, prompt, key_params(request.params)]
     if scope is not None:
         parts.append(scope)
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()

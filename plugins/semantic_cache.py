@@ -38,7 +38,7 @@ from pydantic import Field, field_validator
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import CacheHit
-from plugins.caching import add_false_hits, exact_key, served_from_response_cache
+from plugins.caching import add_false_hits, exact_key, key_params, served_from_response_cache
 from plugins.semantic_cache_index import VectorIndex
 from plugins.semantic_cache_policy import ThresholdLearner, consensus_score
 
@@ -94,7 +94,7 @@ def _partition(request, shared_across_tenants: bool = False) -> str | None:
     unless ``shared_across_tenants``, the same tenant (untenanted requests share one partition)."""
     if request.prompt is None:
         return None
-    params = sorted((str(k), repr(v)) for k, v in request.params)
+    params = key_params(request.params)
     scope = [request.model, params] if shared_across_tenants else [request.model, params, request.tenant]
     return hashlib.sha256(orjson.dumps(scope)).hexdigest()
 

@@ -90,6 +90,16 @@ def test_hash_mode_forgets_after_the_ttl_and_needs_the_same_token_count():
     assert model.cp_cache_lookup(ctx=make_context(now_s=11.0), request=Request("d", 11.0, 1024, 30, hash_ids=(7, 8))) is None
 
 
+def test_hash_mode_repeats_with_params_equal_by_value_hit():
+    # {"temperature": 0} and {"temperature": 0.0}, stop "###" and ["###"] were different keys: the repeat missed
+    model = TraceHitModel()
+    first = Request("a", 0.0, 1024, 30, hash_ids=(7, 8), params=(("temperature", 0), ("stop", "###")))
+    first.output_tokens = 30
+    model.cp_cache_store(ctx=make_context(), request=first)
+    again = Request("b", 5.0, 1024, 30, hash_ids=(7, 8), params=(("stop", ("###",)), ("temperature", 0.0)))
+    assert model.cp_cache_lookup(ctx=make_context(now_s=5.0), request=again) is not None
+
+
 def test_a_repeat_whose_traced_answer_has_another_length_is_not_served_the_cached_one():
     # Mooncake: 118 repeated prompts, 100 of them with another output length (another answer);
     # all 118 used to be "exact hits, none wrong", serving the first answer's length.

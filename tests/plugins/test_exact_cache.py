@@ -29,6 +29,27 @@ def test_the_key_is_a_sha256_of_model_prompt_and_sorted_params():
     assert exact_key(_req("e", "hi", params=(("temperature", 0.7), ("seed", 3)))) is not None
 
 
+def test_equal_params_written_differently_share_a_key():
+    # {"temperature": 0} and {"temperature": 0.0} (a trace's int, the daemon's float) were two keys, and so
+    # were stop "###" and ["###"]: a repeat missed
+    def key(*params):
+        return exact_key(_req("k", "hi", params=params))
+
+    assert key(("temperature", 0)) == key(("temperature", 0.0)) == key(("temperature", -0.0))
+    assert key(("top_p", 1), ("top_k", 40)) == key(("top_k", 40.0), ("top_p", 1.0))
+    assert key(("stop", "###")) == key(("stop", ("###",))) == key(("stop", ["###", "###"]))
+    assert key(("stop", ("a", "b"))) == key(("stop", ["b", "a"]))
+    assert key(("stop", ()), ("seed", None)) == key()  # an empty stop list and a null are no value
+    assert key(("temperature", 0)) != key(("temperature", 0.5), ("seed", 1))
+    assert key(("top_p", 0.9)) != key(("top_p", 1.0)) and key(("stop", "a")) != key(("stop", ("a", "b")))
+    assert key(("ignore_eos", True)) != key(("ignore_eos", 1))  # a bool is not a number here
+    ctx = make_context()
+    cache = ExactCache()
+    cache.cp_cache_store(ctx=ctx, request=_req("a", "hi", params=(("temperature", 0), ("stop", "###"))))
+    hit = cache.cp_cache_lookup(ctx=ctx, request=_req("b", "hi", params=(("stop", ("###",)), ("temperature", 0.0))))
+    assert hit is not None and hit.kind == "exact"
+
+
 def test_seed_normalisation_trims_and_lower_cases_only_when_asked():
     ctx = make_context()
     plain, norm = ExactCache(), ExactCache(ExactCache.Settings(normalise=True))

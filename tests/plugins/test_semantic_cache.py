@@ -186,6 +186,16 @@ def test_other_params_or_models_never_match(learned):
     assert learned.cp_cache_lookup(ctx=ctx, request=_req("s", prompt, max_out=3)) is None  # answer needs 5
 
 
+def test_params_equal_by_value_share_a_partition():
+    # {"temperature": 0} and {"temperature": 0.0}, stop "###" and ["###"] were separate partitions
+    cache = SemanticCache(SemanticCache.Settings(explore_rate=0.0))
+    ctx = make_context()
+    assert _serve(cache, ctx, "a", ARRIVAL[0], "CARD_ARRIVAL", params=(("temperature", 0), ("stop", "###"))) is None
+    hit = _serve(cache, ctx, "b", ARRIVAL[0], "x", params=(("temperature", 0.0), ("stop", ("###",))))
+    assert hit is not None and hit.kind == "exact" and hit.response_text == "CARD_ARRIVAL"
+    assert len(cache._indexes) == 1
+
+
 def test_explored_would_be_hits_are_verified_and_a_wrong_one_is_learned():
     cache = SemanticCache(SemanticCache.Settings(max_false_hit_rate=0.3, confidence=0.5, explore_rate=1.0,
                                                  band=0.3))
