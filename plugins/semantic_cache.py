@@ -17,8 +17,10 @@ blocked or has not passed never reaches ``cp_cache_store``, so it is neither cac
 The verified would-be hits (explored) and the wrong ones among them go into the run summary's
 ``cache_false_hit_rate`` at the run's end.
 
-In a live run the embedding model is loaded when the run starts, on a thread of its own (a lookup
-that comes before it is loaded waits for it), not at the first request on the event loop.
+In a live run the embedding model is loaded when the run starts, on a thread of its own, not at the
+first request on the event loop. Until it is loaded the cache stands aside instead of waiting for it on
+the loop: a lookup misses and an answer is neither cached nor learned from (``stats["skipped_loading"]``
+counts them; the first is logged).
 
 Answers match when their text is equal after whitespace is collapsed and case folded
 (``answers_match``). That suits answers that are labels, ids, tool calls or templated
@@ -140,7 +142,22 @@ class SemanticCache(Plugin):
         self._embedder = None
         self.preloading = None  # live: the thread loading the embedding model (`cp_run_started`)
         self.stats = {"lookups": 0, "hits": 0, "exact_hits": 0, "explored": 0, "explored_verified": 0,
-                      "explored_wrong": 0, "outcomes": 0}
+                      "explored_wrong": 0, "outcomes": 0, "skipped_loading": 0}
+
+    def _still_loading(self) -> bool:
+        """Live, while `cp_run_started`'s thread is still loading the embedding model: an embedding now would
+        wait for the load on the caller's thread (the event loop: 3.5 s for the first cp_cache_store). Counts
+        the call and logs the first of a run."""
+        if self.preloading is None or not self.preloading.is_alive():
+            return False
+        if not self.stats["skipped_loading"]:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "semantic-cache: the embedding model is still loading: until it is, lookups miss and answers are "
+                "not cached (counted in stats['skipped_loading'])")
+        self.stats["skipped_loading"] += 1
+        return True
 
     @property
     def embedder(self):
@@ -219,6 +236,8 @@ class SemanticCache(Plugin):
         if exact_key(request) is None:  # no text, or an unseeded sample: not a reproducible answer
             return None
         self.stats["lookups"] += 1
+        if self._still_loading():
+            return None  # (a miss; its answer will not be stored either)
         if self._partition(request) not in self._indexes:
             # nothing cached for this model and params: no neighbour to score, so no embedding yet
             self._remember(request.request_id, _Pending(None, None, None, False))
@@ -264,6 +283,8 @@ class SemanticCache(Plugin):
             return  # no answer text (the simulator generates none): nothing to serve or learn from
         if pending is None:
             pending = _Pending(None, None, None, False)
+        if pending.vector is None and self._still_loading():
+            return  # no vector without waiting for the model: neither cached nor learned from
         if pending.vector is None:
             pending.vector = self.embedder.encode([request.prompt])[0]
         if pending.score is not None:

@@ -388,6 +388,38 @@ def test_a_live_run_loads_the_embedding_model_when_it_starts_off_the_caller_s_th
     assert semantic_cache_embed._load_once.cache_info().currsize == 1  # loaded before any lookup asked
 
 
+def test_while_the_model_loads_live_lookups_miss_and_answers_are_not_stored_without_waiting(caplog):
+    # The first cp_cache_store embedded its prompt, and so waited on the event loop for the model that
+    # cp_run_started's thread was still loading (3.5 s).
+    import threading
+
+    class Counting:
+        dim = 4
+        calls = 0
+
+        def encode(self, texts):
+            Counting.calls += 1
+            return np.tile(np.array([1.0, 0, 0, 0], dtype=np.float32), (len(texts), 1))
+
+    loaded = threading.Event()
+    cache = SemanticCache(SemanticCache.Settings(explore_rate=0.0))
+    cache.embedder = Counting()
+    cache.preloading = threading.Thread(target=loaded.wait, daemon=True)  # the load, not finished
+    cache.preloading.start()
+    ctx = make_context()
+    with caplog.at_level("WARNING", logger="plugins.semantic_cache"):
+        assert _serve(cache, ctx, "a", ARRIVAL[0], "CARD_ARRIVAL") is None
+        assert _serve(cache, ctx, "b", ARRIVAL[0], "CARD_ARRIVAL") is None
+    assert Counting.calls == 0 and not cache._indexes  # nothing embedded, nothing stored
+    assert cache.stats["skipped_loading"] == 4  # two lookups, two stores
+    assert sum("still loading" in r.getMessage() for r in caplog.records) == 1
+    loaded.set()
+    cache.preloading.join(timeout=5)
+    assert _serve(cache, ctx, "c", ARRIVAL[0], "CARD_ARRIVAL") is None  # loaded: stored
+    hit = _serve(cache, ctx, "d", ARRIVAL[0], "x")
+    assert hit is not None and hit.response_text == "CARD_ARRIVAL" and cache.stats["skipped_loading"] == 4
+
+
 def test_the_false_hit_rate_of_verified_would_be_hits_goes_into_the_summary():
     cache = SemanticCache()
     summary = {"num_requests": 10}
