@@ -1,7 +1,7 @@
 """Semantic cache: hit rate and false-hit rate under the user's bound, out of sample, and lookup latency.
 
     python benchmarks/semantic_cache.py [--banking77 DIR | --dataset CSV] [--bounds 0.01,0.02,0.05,0.1]
-                                        [--sizes 10000,100000,1000000]
+                                        [--sizes 10000,100000,1000000] [--seed N | --seeds 0-8]
 
 Data: a CSV with columns ``text,category``; two texts of one category are paraphrases with the
 same answer (the cached "answer" of a text is its category). Default: banking77, learned on its
@@ -31,6 +31,9 @@ dataset are synthetic, the dataset's vectors plus Gaussian noise (sigma 0.04, re
 so they cluster like real prompts; ``--sizes ""`` skips that part. Ends with one JSON line, whose headline
 (``bound``, ``hit_rate``, ``false_hit_rate``, ``errors_per_query``) is the 2% bound's when ``--bounds`` has it (the
 default does), else the first bound given; ``sweep`` has every bound given, and no other.
+One seed's figures are one arrival order (and split, with ``--dataset``): they scatter widely between
+seeds (docs/caching.md); ``--seeds 0-8`` runs the sweep per seed and reports each seed and the spread
+(JSON ``seeds``, ``spread``: min-max per policy and the seeds over their bound).
 """
 
 from __future__ import annotations
@@ -274,6 +277,44 @@ def quality_table(rows: list[dict]) -> Table:
     return t
 
 
+def seed_list(text: str) -> list[int]:
+    """An argparse ``type=``: seeds as ``A-B`` (both included) or ``A,B,...``, each an integer >= 0."""
+    lo, dash, hi = text.partition("-")
+    items = [nonnegative_int(x) for x in ((lo, hi) if dash else text.split(","))]
+    if dash and items[1] < items[0]:
+        raise argparse.ArgumentTypeError(f"must be A-B with A <= B, got {text!r}")
+    return list(range(items[0], items[1] + 1)) if dash else list(dict.fromkeys(items))
+
+
+def spread(by_seed: dict[int, list[dict]]) -> dict[str, dict]:
+    """Per policy, over the seeds: [min, max] of the hit and false-hit rates, and the seeds whose false-hit
+    rate is over the policy's bound."""
+    out = {}
+    for i, r in enumerate(next(iter(by_seed.values()))):
+        runs = {seed: rows[i] for seed, rows in by_seed.items()}
+        hits, wrong = [x["hit_rate"] for x in runs.values()], [x["false_hit_rate"] for x in runs.values()]
+        out[r["policy"]] = {"hit_rate": [round(min(hits), 4), round(max(hits), 4)],
+                            "false_hit_rate": [round(min(wrong), 4), round(max(wrong), 4)],
+                            "over_bound": [s for s, x in runs.items() if x["bound"] and x["false_hit_rate"] > x["bound"]]}
+    return out
+
+
+def seeds_table(by_seed: dict[int, list[dict]]) -> Table:
+    """One row per seed, hit and false-hit rate of each policy, then the spread."""
+    policies = [r["policy"] for r in next(iter(by_seed.values()))]
+    t = Table(title="Semantic cache per seed, evaluation part only: hit rate (paraphrases) / false-hit rate")
+    t.add_column("seed", justify="right")
+    for name in policies:
+        t.add_column(name, justify="right")
+    for seed, rows in by_seed.items():
+        t.add_row(str(seed), *(f"{r['hit_rate']:.1%} / {r['false_hit_rate']:.2%}" for r in rows))
+    sp = spread(by_seed)
+    t.add_row("min-max", *(f"{sp[n]['hit_rate'][0]:.1%}-{sp[n]['hit_rate'][1]:.1%} / "
+                           f"{sp[n]['false_hit_rate'][0]:.2%}-{sp[n]['false_hit_rate'][1]:.2%}" for n in policies))
+    t.add_row("over bound", *(",".join(map(str, sp[n]["over_bound"])) or "-" for n in policies))
+    return t
+
+
 def latency_table(lat: list[dict]) -> Table:
     """The latency part's table: one row per index size."""
     t = Table(title="Lookup latency (search + vote + decision; embedding excluded)")
@@ -309,6 +350,10 @@ def main(argv=None) -> int:
                    help="single-query embeddings timed (default 100)")
     p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the --dataset split, the plugin's draws and the latency part (default 0)")
+    p.add_argument("--seeds", type=seed_list, default=None, metavar="A-B|A,B,...",
+                   help="run the sweep once per seed (\"0-8\", \"0,3,5\"; in place of --seed): each seed's hit and "
+                        "false-hit rates, and their spread (min-max) per policy; the headline, embedding and latency "
+                        "parts are the first seed's (default: none, --seed alone)")
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("CONTROLPLANE_CACHE_DIR") or
                    Path.home() / ".cache" / "controlplane") / "embeddings",
                    help="where the data's embeddings are cached (default: $CONTROLPLANE_CACHE_DIR/embeddings, else "
@@ -325,31 +370,36 @@ def main(argv=None) -> int:
     bounds = list(a.bounds)  # only those asked for (a 0.02 row was added when missing, and made the headline)
     headline = 0.02 if 0.02 in bounds else bounds[0]
     sizes = a.sizes
-    rng = np.random.default_rng(a.seed)
-
+    seeds = a.seeds or [a.seed]
     if a.dataset is None:
         lt, lc = read_csv(banking77 / "train.csv")
         et, ec = read_csv(banking77 / "test.csv")
         texts, cats = lt + et, lc + ec
-        learn = rng.permutation(len(lt))
-        evaluate = len(lt) + rng.permutation(len(et))
+
+        def split(seed):  # both files' orders shuffled by the seed
+            rng = np.random.default_rng(seed)
+            return rng.permutation(len(lt)), len(lt) + rng.permutation(len(et))
         source = f"{banking77} (learn: train.csv {len(lt):,}, evaluate: test.csv {len(et):,})"
     else:
         texts, cats = read_csv(a.dataset)
         if not texts:
             p.error(f"--dataset {a.dataset}: no rows with both text and category")
-        order = rng.permutation(len(texts))
         cut = int(len(texts) * a.learn_fraction)
-        learn, evaluate = order[:cut], order[cut:]
-        source = f"{a.dataset} (learn {len(learn):,}, evaluate {len(evaluate):,} rows, split by --seed {a.seed})"
+
+        def split(seed):
+            order = np.random.default_rng(seed).permutation(len(texts))
+            return order[:cut], order[cut:]
+        source = f"{a.dataset} (learn {cut:,}, evaluate {len(texts) - cut:,} rows, split by the seed)"
     console.print(f"data: {source}")
     vecs = embed_all(texts, a.cache_dir)
-    rows = run_quality(texts, cats, vecs, learn, evaluate, bounds, a.explore_rate, a.seed)
+    by_seed = {seed: run_quality(texts, cats, vecs, *split(seed), bounds, a.explore_rate, seed) for seed in seeds}
+    rows = by_seed[seeds[0]]
+    learn, evaluate = split(seeds[0])
     emb_p50, emb_p99 = embed_latency([texts[i] for i in evaluate], a.embed_queries)
-    lat = run_latency(vecs, cats, vecs[evaluate], sizes, a.seed, a.latency_queries) if sizes else []
+    lat = run_latency(vecs, cats, vecs[evaluate], sizes, seeds[0], a.latency_queries) if sizes else []
 
     out = Console(width=None if sys.stdout.isatty() else 160)  # a file or a pipe: one line a row
-    out.print(quality_table(rows))
+    out.print(quality_table(rows) if len(seeds) == 1 else seeds_table(by_seed))
     if lat:
         out.print(latency_table(lat))
     out.print(f"embedding (MiniLM-L6, one query, CPU): p50 {emb_p50:.1f} ms, p99 {emb_p99:.1f} ms")
@@ -365,6 +415,9 @@ def main(argv=None) -> int:
                       "sweep": {f"{r['bound']:g}": [round(r["hit_rate"], 4), round(r["false_hit_rate"], 4)]
                                 for r in rows if r["bound"] is not None},
                       "fixed_cosine_0.85": [round(rows[-1]["hit_rate"], 4), round(rows[-1]["false_hit_rate"], 4)],
+                      **({"seeds": {str(k): {r["policy"]: [round(r["hit_rate"], 4), round(r["false_hit_rate"], 4)]
+                                             for r in v} for k, v in by_seed.items()},
+                          "spread": spread(by_seed)} if len(seeds) > 1 else {}),
                       "latency_ms": {str(r["entries"]): [round(r["p50_ms"], 3), round(r["p99_ms"], 3),
                                                          round(r["cpu_p99_ms"], 3)] for r in lat}}))
     return 0

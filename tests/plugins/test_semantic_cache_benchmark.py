@@ -133,3 +133,31 @@ def test_only_the_bounds_asked_are_swept_and_the_headline_is_one_of_them(tmp_pat
         assert swept[-1] == [float(b) for b in bounds.split(",")]
         assert result["bound"] == headline and set(result["sweep"]) == set(bounds.split(","))
         assert result["hit_rate"] == round((100 + bounds.split(",").index(f"{headline:g}")) / 3080, 4)
+
+
+def test_seeds_runs_the_sweep_per_seed_and_reports_the_spread(tmp_path, monkeypatch, capsys):
+    """The docs' conclusions came from one seed (0); over seeds 0-8 the 1% bound's false-hit rate went over it."""
+    import numpy as np
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,category\n" + "".join(f"q{i},c{i % 3}\n" for i in range(12)))
+    splits = {}
+
+    def quality(texts, cats, vecs, learn, evaluate, bounds, explore, seed):
+        splits[seed] = (list(learn), list(evaluate))
+        wrong = {0: 5, 1: 12, 2: 8}[seed]  # seed 1: 12/1000 over the 1% bound
+        return [_row(0.01, 1000, wrong, 0.8) | {"hit_rate": 0.3 + seed / 10}, {**_row(0.02, 900, 5, 0.85), "bound": None}]
+
+    monkeypatch.setattr(bench, "embed_all", lambda texts, cache_dir: np.eye(len(texts), dtype=np.float32))
+    monkeypatch.setattr(bench, "run_quality", quality)
+    monkeypatch.setattr(bench, "embed_latency", lambda texts, n: (1.0, 2.0))
+    assert bench.main(["--dataset", str(data), "--bounds", "0.01", "--sizes", "", "--seeds", "0-2"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert sorted(splits) == [0, 1, 2] and splits[0] != splits[1]  # each seed its own split
+    assert set(result["seeds"]) == {"0", "1", "2"}
+    sp = result["spread"]["learned, bound 0.01"]
+    assert sp["hit_rate"] == [0.3, 0.5] and sp["false_hit_rate"] == [0.005, 0.012] and sp["over_bound"] == [1]
+    assert result["false_hit_rate"] == 0.005  # the headline: the first seed's
+    assert "min-max" in out and "over bound" in out
+    assert bench.seed_list("0,3,3") == [0, 3] and bench.seed_list("2-4") == [2, 3, 4]
