@@ -30,6 +30,22 @@ def wait_until_ready(client, timeout_s: float = 120) -> None:
         time.sleep(0.05)
 
 
+def posts_recorded_in(db: str, tmp_path: Path, path: str, *bodies: dict) -> tuple[list, int]:
+    """POST ``bodies`` to ``path`` of an in-process daemon (one tiny worker on the thread pool) recording into
+    ``db``, one after the other: (the responses, the run's id), the run closed."""
+    from fastapi.testclient import TestClient
+
+    from controlplane.live.daemon import Daemon, DaemonOptions
+    from controlplane.live.daemon_config import daemon_config
+
+    cfg, _ = daemon_config(None, db=db, workers=1, model_name="tiny")
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, journal_dir=tmp_path / "journal"))
+    with TestClient(daemon.app) as client:
+        wait_until_ready(client)
+        answers = [client.post(path, json=body) for body in bodies]
+        return answers, daemon.driver.run_id
+
+
 class DaemonProcess:
     """The daemon started with ``args`` (port added), its output in ``<tmp>/<name>.log``."""
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.live.daemon import Daemon, DaemonOptions
-from controlplane.live.daemon_config import daemon_config
 from controlplane.live.http_errors import INT32_MAX
-from tests.live.daemon_process import wait_until_ready
+from tests.live.daemon_process import posts_recorded_in
 from tests.storage.conftest import pg_admin, pg_url  # noqa: F401 - fixtures: a fresh PostgreSQL database
 
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
@@ -28,18 +26,11 @@ USER = [{"role": "user", "content": "hi"}]
 ])
 def test_an_integer_over_32_bits_is_a_400_and_every_row_reaches_postgresql(pg_url, tmp_path, monkeypatch, path,  # noqa: F811
                                                                             body, param):
-    from fastapi.testclient import TestClient
-
     from controlplane.testing import stored_rows
 
     monkeypatch.chdir(tmp_path)  # (where a refused-rows file went)
-    cfg, _ = daemon_config(None, db=pg_url, workers=1, model_name="tiny")
-    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, journal_dir=tmp_path / "journal"))
-    with TestClient(daemon.app) as client:
-        wait_until_ready(client)
-        refused = client.post(path, json=body)
-        too_long = client.post(path, json={**body, param: INT32_MAX})  # the largest stored: too long, recorded
-        run_id = daemon.driver.run_id
+    # the second: the largest stored, too long, recorded
+    (refused, too_long), run_id = posts_recorded_in(pg_url, tmp_path, path, body, {**body, param: INT32_MAX})
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
     assert (error["param"], error["code"]) == (param, "invalid") and str(INT32_MAX) in error["message"]
