@@ -318,6 +318,7 @@ class LiveDriver(LiveWorkers):
         if self.draining:
             raise ServiceUnavailable("the daemon is draining: no new requests")
         check_stored(model=model, tenant=tenant, request_id=request_id, max_tokens=max_tokens, priority=priority)
+        tenant = (tenant.strip() or None) if isinstance(tenant, str) else tenant  # (as traces and the API: " a " is a)
         try:
             served = self.model(model)
             p = served.prepare(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

@@ -37,3 +37,29 @@ def test_keys_prints_the_tenant_without_its_surrounding_spaces(command):
     done = CliRunner().invoke(keys.app, command)
     assert done.exit_code == 0, done.output
     assert "tenant: team-a}" in done.output, done.output
+
+
+def test_the_librarys_tenant_loses_surrounding_spaces_too(tmp_path):
+    """`LiveDriver.submit(tenant=" team-a ")` kept the spaces the API and the traces strip."""
+    import asyncio
+
+    from controlplane.live.driver import LiveDriver
+    from controlplane.live.pool_thread import LocalThreadPool
+    from controlplane.testing import stored_rows
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    cfg = make_config(storage={"url": db}, cluster={"models": [
+        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 64}}]})
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        try:
+            for rid, tenant in (("a", " team-a "), ("b", "   ")):
+                assert (await driver.generate([5] * 4, max_tokens=2, request_id=rid, tenant=tenant)).ok
+        finally:
+            await driver.close()
+        return driver.run_id
+
+    run_id = asyncio.run(main())
+    assert {r["request_id"]: r["tenant"] for r in stored_rows(db, run_id, "requests")} == {"a": "team-a", "b": None}
