@@ -46,6 +46,35 @@ def posts_recorded_in(db: str, tmp_path: Path, path: str, *bodies: dict) -> tupl
         return answers, daemon.driver.run_id
 
 
+def refused_then_served(db: str, refused: dict, served: dict) -> tuple:
+    """A `LiveDriver` (one tiny worker on the thread pool) recording into ``db``: ``submit(**refused)`` must raise
+    `InvalidRequest`, then ``generate(**served)`` (request id ``served``) runs: (the error, the result, the run's id)."""
+    import asyncio
+
+    import pytest
+
+    from controlplane.live.driver import LiveDriver
+    from controlplane.live.http_errors import InvalidRequest
+    from controlplane.live.pool_thread import LocalThreadPool
+    from controlplane.testing import make_config
+
+    cfg = make_config(storage={"url": db}, cluster={"models": [
+        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 64}}]})
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
+        await driver.start(wait_ready_s=120)
+        try:
+            with pytest.raises(InvalidRequest) as error:
+                await driver.submit([5] * 4, **{"max_tokens": 2, **refused})
+            result = await driver.generate([5] * 4, **{"max_tokens": 2, "request_id": "served", **served})
+        finally:
+            await driver.close()
+        return error.value, result, driver.run_id
+
+    return asyncio.run(main())
+
+
 class DaemonProcess:
     """The daemon started with ``args`` (port added), its output in ``<tmp>/<name>.log``."""
 

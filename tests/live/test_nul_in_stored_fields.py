@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.live.daemon_process import posts_recorded_in
+from tests.live.daemon_process import posts_recorded_in, refused_then_served
 from tests.storage.conftest import pg_admin, pg_url  # noqa: F401 - fixtures: a fresh PostgreSQL database
 
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
@@ -48,29 +48,10 @@ def test_the_library_refuses_a_nul_in_a_stored_field_before_anything_is_recorded
     """`LiveDriver.submit` (the library's door, which the HTTP guard does not cover) refused nothing: a tenant
     with a NUL was served and its row refused by PostgreSQL; an unknown model with one was recorded as rejected
     into the same refused row."""
-    import asyncio
-
-    from controlplane.live.driver import LiveDriver
-    from controlplane.live.http_errors import InvalidRequest
-    from controlplane.live.pool_thread import LocalThreadPool
-    from controlplane.testing import make_config, stored_rows
+    from controlplane.testing import stored_rows
 
     monkeypatch.chdir(tmp_path)
-    cfg = make_config(storage={"url": pg_url}, cluster={"models": [
-        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 64}}]})
-
-    async def main():
-        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
-        await driver.start(wait_ready_s=120)
-        try:
-            with pytest.raises(InvalidRequest) as refused:
-                await driver.submit([5] * 4, max_tokens=2, **{field: "a\u0000b"})
-            served = await driver.generate([5] * 4, max_tokens=2, request_id="served")
-        finally:
-            await driver.close()
-        return refused.value, served, driver.run_id
-
-    error, served, run_id = asyncio.run(main())
+    error, served, run_id = refused_then_served(pg_url, {field: "a\u0000b"}, {})
     assert error.param == field and error.http_status == 400 and "NUL character" in str(error)
     assert served.ok
     assert [r["request_id"] for r in stored_rows(pg_url, run_id, "requests")] == ["served"]
