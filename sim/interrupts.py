@@ -97,9 +97,10 @@ def stop_on_ctrl_c(driver: SimDriver) -> Iterator[CtrlC]:
 
 
 def hold_until_exit() -> None:
-    """For ``controlplane sim replay`` exiting after a Ctrl-C: drop one further Ctrl-C from now on (the next
-    raises at once), so that the summary it prints and the line on what was stored are not cut into a traceback.
-    Nothing changes outside the main thread or under a handler other than Python's own."""
+    """For a command exiting after a Ctrl-C (``sim replay``, ``sim sweep``/``search`` as
+    ``sim.sweep.interrupt.hold_interrupts_until_exit``): drop one further Ctrl-C from now on (the next raises at
+    once), so that what it prints and its cleanup are not cut into a traceback. Nothing changes outside the main
+    thread or under a handler other than Python's own."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         return

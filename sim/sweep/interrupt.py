@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sim.interrupts import hold_until_exit as hold_interrupts_until_exit  # (one rule for every command)
+
 __all__ = ["hold_interrupts_until_exit", "interrupt_deferred", "interrupts_held_while_stopping"]
 
 
@@ -79,11 +81,3 @@ def interrupts_held_while_stopping() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def hold_interrupts_until_exit() -> None:
-    """For a command that Ctrl-C stopped and that is exiting: drop a further Ctrl-C from now on (a
-    second one raises at once), so that the exit's own cleanup (its workers' and threads' joins) is
-    not cut into a traceback. Nothing changes outside the main thread or under another handler."""
-    if _default_handler_in_main_thread():
-        signal.signal(signal.SIGINT, _drop_one())
