@@ -13,7 +13,9 @@ each run against its own SLO targets, as its summary counts it).
   on both sides), which removes the trace's own variation from the difference. A paired comparison covers the
   requests that completed in both runs: when one run completed requests the other did not
   (blocked by a guardian, rejected, timed out), both sides' values, the difference and its
-  interval are all over that common set, and ``MetricDiff.covers`` says so.
+  interval are all over that common set, and ``MetricDiff.covers`` says so. When one run replayed every
+  request of the other and more (a live run that served a warm-up first), the comparison is paired over the
+  requests both replayed, the other's left out, and ``covers`` names them.
 * Several runs a side: a two-level bootstrap, runs (seeds) drawn with replacement, then
   requests within each drawn run, so seed-to-seed variation widens the interval as it should.
 
@@ -73,9 +75,13 @@ class RunSample:
 
     def of_model(self, model: str) -> RunSample:
         """The requests of one model (``models`` must be known)."""
-        keep = self.models == model
+        return self.of_requests(self.models == model)
+
+    def of_requests(self, keep: np.ndarray) -> RunSample:
+        """The requests where ``keep`` (a boolean mask over ``request_ids``) is true, in the same order."""
         return RunSample(self.run_id, self.request_ids[keep], {k: v[keep] for k, v in self.values.items()}, self.slo,
-                         None if self.prompt_tokens is None else self.prompt_tokens[keep], self.models[keep])
+                         None if self.prompt_tokens is None else self.prompt_tokens[keep],
+                         None if self.models is None else self.models[keep])
 
     def attained(self, slo: dict[str, Any]) -> np.ndarray:
         v = self.values
@@ -231,6 +237,24 @@ def same_requests(a: RunSample, b: RunSample) -> bool:
     return a.prompt_tokens is None or b.prompt_tokens is None or bool(np.all(a.prompt_tokens == b.prompt_tokens))
 
 
+def within_other(a: RunSample, b: RunSample) -> tuple[RunSample, RunSample, str] | None:
+    """When one run replayed every request of the other and more (a live run that served a warm-up before its
+    trace, a run with a longer ``--limit``): both runs restricted to the requests they share, and what that covers;
+    None otherwise (or when the runs are the same requests, or share none)."""
+    small, big = (a, b) if len(a.request_ids) <= len(b.request_ids) else (b, a)
+    if not len(small.request_ids) or len(small.request_ids) == len(big.request_ids):
+        return None
+    keep = np.isin(big.request_ids, small.request_ids)
+    inner = big.of_requests(keep)
+    if not same_requests(small, inner):
+        return None
+    extra = big.request_ids[~keep]
+    shown = ", ".join(map(str, extra[:3])) + (", ..." if len(extra) > 3 else "")
+    covers = (f"the {len(small.request_ids)} requests both runs replayed (run {big.run_id}'s {len(extra)} others "
+              f"left out: {shown})")
+    return (small, inner, covers) if small is a else (inner, small, covers)
+
+
 def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidence: float = 0.95,
                     n_resamples: int = 1000, seed: int = 0,
                     metrics: Sequence[tuple[str, str]] = METRICS,
@@ -242,6 +266,10 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
     rng = np.random.default_rng(seed)
     single = len(a) == 1 and len(b) == 1
     paired = single and same_requests(a[0], b[0])
+    shared = None if paired or not single else within_other(a[0], b[0])
+    if shared is not None:  # paired over the requests both replayed
+        (a0, b0, shared), paired = shared, True
+        a, b = [a0], [b0]
     intervals = _single_diffs(a[0], b[0], metrics, paired, confidence, n_resamples, rng, progress) if single else {}
     out = []
     for metric, stat in metrics:
@@ -250,6 +278,8 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
         covers = None
         if paired:  # the values, the difference and its interval over the same requests
             pa, pb, covers = completed_in_both(xa[0], xb[0])
+            if shared is not None:
+                covers = shared if covers is None else f"{covers}, of {shared}"
             va, vb = _point([pa], stat), _point([pb], stat)
         else:
             va, vb = _point(xa, stat), _point(xb, stat)

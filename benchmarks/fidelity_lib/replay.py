@@ -2,8 +2,10 @@
 per-request times each side reports.
 
 Live: requests are injected at their arrival times with exact prompt and output lengths on a
-fresh worker (warmed up on a few of the slice's shapes first, not timed); the live run records its
-iterations (``storage.record_iterations``) so ``controlplane calibrate RUN_ID`` works on it.
+fresh worker (warmed up on a few of the slice's shapes first, not timed: stored as ``warm-up-N``); the
+slice's requests keep their trace ids, so ``runs compare LIVE SIM`` pairs them; the live run records its
+iterations (``storage.record_iterations``) and where its traffic began (``warm_up_until_s`` in its summary)
+so ``controlplane calibrate RUN_ID`` fits the traffic's iterations.
 Simulated: the same config, the measured latency model on a profile, the arrivals as they
 reached the live core (`observed_arrivals`).
 """
@@ -107,7 +109,8 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
     # Warm the fresh worker up (allocator, lazy initialisation) on the slice's own shapes; not timed.
     warm = sorted(range(len(reqs)), key=lambda i: reqs[i].prompt_tokens)[:: max(1, len(reqs) // 6)]
     await asyncio.gather(*[(await driver.submit(prompts[i], max_tokens=min(8, reqs[i].output_tokens),
-                                                ignore_eos=True)).result() for i in warm])
+                                                ignore_eos=True, request_id=f"warm-up-{k}")).result()
+                           for k, i in enumerate(warm)])
     log.clear()
     probe_samples, probe_taken = [], None
     if probe is not None:  # the serving worker's own pace, measured before the first arrival
@@ -140,7 +143,8 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
             if delay > 0:
                 await asyncio.sleep(delay)
             submitted = time.perf_counter()
-            handle = await driver.submit(prompts[i], max_tokens=r.output_tokens, ignore_eos=True)
+            handle = await driver.submit(prompts[i], max_tokens=r.output_tokens, ignore_eos=True,
+                                         request_id=r.request_id)  # (stored under its trace id, as live-replay)
             waiters.append(asyncio.ensure_future(one(i, handle, submitted)))
         await asyncio.gather(*waiters)
         wall = time.perf_counter() - start
@@ -148,7 +152,8 @@ async def _replay_live(cfg: RunConfig, reqs: list[TraceRequest], *, threads: int
         cpu.stop()
         pauses.stop()
         gc.unfreeze()
-        await driver.close()
+        # where the traffic began: `controlplane calibrate` leaves the warm-up's and probe's iterations out
+        await driver.close(extra={"warm_up_until_s": clock[1]})
     # the host's other jobs during the run, and how much of its iterations' time the worker was on a core
     host = contention(cpu, clock, 0.0, backend_by_window(log.samples, 0.0), worker_is_child=pool == "process")
     facts = {**next(iter(driver.worker_facts.values()), {}), "gc_pauses": pauses.count,

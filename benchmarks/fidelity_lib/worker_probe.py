@@ -41,11 +41,15 @@ class WorkerProbe:
         return cls(max(8, max_prompt // 2), max(2, min(24, max_output)), max(2, min(16, max_batch)))
 
     async def serve(self, driver: Any, vocab: int, seed: int) -> None:
-        """One request alone (single-sequence decodes), then ``batch`` at once (decodes of ``batch``)."""
+        """One request alone (single-sequence decodes), then ``batch`` at once (decodes of ``batch``); stored
+        in the run as ``probe-0``, ``probe-1``, ..."""
         rng = random.Random(seed)
+        served = 0
         for group in (1, self.batch):
             prompts = [[rng.randrange(4, vocab) for _ in range(self.prompt_tokens)] for _ in range(group)]
-            handles = [await driver.submit(p, max_tokens=self.output_tokens, ignore_eos=True) for p in prompts]
+            handles = [await driver.submit(p, max_tokens=self.output_tokens, ignore_eos=True,
+                                           request_id=f"probe-{served + k}") for k, p in enumerate(prompts)]
+            served += group
             await asyncio.gather(*[h.result() for h in handles])
 
 

@@ -322,6 +322,11 @@ def calibrate(
     worker: Annotated[Optional[str], typer.Option(help="Only this worker's iterations.")] = None,
     timing: Annotated[str, typer.Option(help="wall: as the control plane saw them (with the live overhead); "
                                              "backend: the backend's own time (without --profile).")] = "wall",
+    from_s: Annotated[Optional[float], typer.Option(
+        "--from-s", min=0.0, help="Only the iterations that started at or after this run time (s). Default: a "
+                                  "run's recorded warm-up end (`warm_up_until_s`, benchmarks/fidelity.py's runs), "
+                                  "else all; 0 keeps a warm-up's iterations.")]
+    = None,
 ) -> None:
     """Fit a measured latency profile from recorded live runs' own iteration timings (repeats: freeze the median)."""
     from controlplane.live.iteration_log import read_live_run
@@ -343,11 +348,15 @@ def calibrate(
             from controlplane.output_file import check_not_read, database_files
 
             check_not_read(output, database_files(engine))  # (the profile is written over it at the end)
-            loaded = [[read_live_run(engine, run_id, worker) for run_id in ids] for ids in repeats]
+            loaded = [[read_live_run(engine, run_id, worker, from_s=from_s) for run_id in ids] for ids in repeats]
             for group in loaded:
                 for run in group:
                     if warning := unfinished_run_warning(engine, run.run_id, len(run.samples)):
                         err.print(f"[yellow]{warning}[/]", highlight=False)
+                    if run.left_out:
+                        err.print(f"run {run.run_id}: {run.left_out} iterations before {run.from_s:g} s left out"
+                                  + ("" if from_s is not None else " (its warm-up; --from-s 0 keeps them)"),
+                                  highlight=False)
         finally:
             engine.dispose()
         samples = [join_runs(*(r.samples for r in group)) if len(group) > 1 else group[0].samples

@@ -212,7 +212,7 @@ def compare(
     from controlplane.cli.compare_ci import (COST_KEYS, by_model_diffs_json, ci_table, cost_diffs, parse_run_ids,
                                              summary_diffs, summary_means, sweep_run_ids)
     from controlplane.cli.compare_progress import CompareProgress
-    from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample
+    from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample, within_other
     from controlplane.storage import get_run
 
     with user_errors():
@@ -242,6 +242,8 @@ def compare(
                                                progress=progress)
     with user_errors():
         workloads = workload_note((*runs_a, *runs_b), engine)  # (the runs replayed different requests: '' if not)
+    if ci and len(samples_a) == len(samples_b) == 1 and (shared := within_other(samples_a[0], samples_b[0])):
+        workloads = (f"note: the intervals compare {shared[2]}, paired; the side-by-side table is each run whole")
     differences = deployment_differences((*runs_a, *runs_b))  # (other models, GPUs or latency models: {} if not)
     deployments = deployments_note((*runs_a, *runs_b), differences)
     if json_out:

@@ -105,10 +105,15 @@ class LiveRunIterations:
     run_id: int
     samples: list[IterationSample]
     meta: dict[str, Any] = field(default_factory=dict)  # model, device, precision, device_name
+    from_s: float | None = None  # the iterations that started before this run time were left out
+    left_out: int = 0  # how many
 
 
-def read_live_run(engine: Any, run_id: int, worker: str | None = None) -> LiveRunIterations:
-    """A recorded live run's timed iterations (of ``worker``, or of every worker) and the labels of the worker
+def read_live_run(engine: Any, run_id: int, worker: str | None = None, *,
+                  from_s: float | None = None) -> LiveRunIterations:
+    """A recorded live run's timed iterations (of ``worker``, or of every worker; those that started at or after
+    ``from_s``, by default the run's recorded ``warm_up_until_s``: a warm-up served before the traffic left out;
+    ``from_s=0`` keeps them) and the labels of the worker
     that timed them; a `ValueError` that says why for a run that has none, and for a run whose workers are of
     several models, precisions or devices without ``worker`` (`one_kind_of_worker`)."""
     from controlplane.storage import get_run
@@ -127,4 +132,14 @@ def read_live_run(engine: Any, run_id: int, worker: str | None = None) -> LiveRu
         raise ValueError(f"run {run_id} recorded no iteration timings{of}: record them with "
                          "storage.record_iterations: true in the run's config (`controlplane live-replay` and "
                          "benchmarks/fidelity.py do)")
-    return LiveRunIterations(run_id, samples, one_kind_of_worker(run_id, samples, workers_meta(engine, run_id)))
+    if from_s is None:  # (a benchmark's warm-up before its traffic: `warm_up_until_s` in the run's summary)
+        from_s = (run.get("summary") or {}).get("warm_up_until_s")
+    left_out = 0
+    if from_s:
+        later = [s for s in samples if s.start_s >= from_s]
+        if not later:
+            raise ValueError(f"run {run_id} has no iteration from {from_s:g} s on: its {len(samples)} iterations "
+                             f"started at {samples[0].start_s:.3f}-{max(s.start_s for s in samples):.3f} s")
+        samples, left_out = later, len(samples) - len(later)
+    return LiveRunIterations(run_id, samples, one_kind_of_worker(run_id, samples, workers_meta(engine, run_id)),
+                             from_s or None, left_out)

@@ -210,3 +210,24 @@ def test_resampling_in_batches_gives_the_same_intervals(monkeypatch):
         assert abs(d.low - w.low) <= 0.25 * width and abs(d.high - w.high) <= 0.25 * width, (w, d)
     monkeypatch.setattr(resampling, "BATCH_VALUES", 2000 * 300)  # one batch: the very same draws
     assert [(d.low, d.high) for d in compare_samples([a], [b], n_resamples=300)] == [(d.low, d.high) for d in whole]
+
+
+def test_a_run_that_replayed_the_others_requests_and_more_is_compared_on_the_shared_ones():
+    """A live run that served a warm-up before its trace (benchmarks/fidelity.py's) against the simulated replay
+    of the trace: the warm-up's requests were pooled into the live side, the comparison independent."""
+    rng = np.random.default_rng(5)
+    ids = np.array([f"t{i:04d}" for i in range(300)], dtype=object)
+    base = rng.exponential(0.3, 300)
+    sim = _sample(2, base.copy(), ids)
+    warm = np.array([f"warm-up-{i}" for i in range(20)], dtype=object)
+    live = _sample(1, np.concatenate([base * 1.05, np.full(20, 9.0)]), np.concatenate([ids, warm]))
+    order = np.argsort(live.request_ids)  # (stored runs are read in request id order)
+    live = live.of_requests(order)
+    diffs = compare_samples([live], [sim], n_resamples=300)
+    p50 = _by(diffs, "ttft", "p50")
+    assert p50.method == "paired"
+    assert p50.a == pytest.approx(float(np.percentile(base * 1.05, 50)))  # the warm-up's 9 s left out
+    assert p50.covers.startswith("the 300 requests both runs replayed (run 1's 20 others left out: warm-up-0, ")
+    assert p50.high < 0  # sim 5% faster on every shared request: seen, paired
+    other = _sample(3, base.copy(), np.array([f"u{i:04d}" for i in range(300)], dtype=object))
+    assert _by(compare_samples([live], [other], n_resamples=100), "ttft", "p50").method == "independent"

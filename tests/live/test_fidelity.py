@@ -526,6 +526,20 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
     assert len(result["worker_probe_reference"]) == 2 and all(p > 0 for p in result["worker_probe_reference"])
     assert all(d["worker_probe_factor"] > 0 for d in result["round_detail"])
     assert all(math.isfinite(v) for k, v in result["worker_probe_err_pct"].items() if not k.startswith("low_"))
+    # the stored runs give the rounds' figures: the live run holds the slice under its trace ids (and the worker's
+    # warm-up and probe, left out of the comparison), so `runs compare LIVE SIM` pairs them
+    from controlplane.compare import compare_runs
+    from controlplane.storage import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
+    try:
+        for d in result["round_detail"]:
+            e2e = next(x for x in compare_runs(engine, [d["live_run"]], [d["sim_run"]], n_resamples=100)
+                       if (x.metric, x.stat) == ("e2e", "p50"))
+            assert e2e.method == "paired" and "others left out: probe-0, probe-1, " in e2e.covers
+            assert 100 * e2e.diff / e2e.a == pytest.approx(d["e2e_p50_err_pct"], abs=0.006)
+    finally:
+        engine.dispose()
 
 
 def test_with_the_worker_probe_each_round_runs_at_its_own_workers_pace_measured_before_its_first_arrival(tmp_path):
