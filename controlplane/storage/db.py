@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from controlplane.storage import jsoncodec, sqlite_schema
 from controlplane.storage.errors import StorageError, mask_password
+from controlplane.storage.url import database_url
 
 DEFAULT_URL: Final = "sqlite:///controlplane.db"
 ALEMBIC_DIR: Final = Path(__file__).resolve().parents[2] / "alembic"
@@ -45,7 +46,11 @@ def _unencoded_at(url: str) -> bool:
     return at >= 0 and "@" in rest[at + 1:]
 
 
-def _parse_url(url: str | URL) -> URL:
+def _parse_url(url: str | os.PathLike[str] | URL) -> URL:
+    if isinstance(url, os.PathLike):
+        url = os.fspath(url)
+    if isinstance(url, str):  # (a SQLite file's path made its URL, as `--db` and `storage.url` take it)
+        url = database_url(url)
     if isinstance(url, str) and _unencoded_at(url):  # (before SQLAlchemy: its error may quote a piece of it)
         raise ValueError(_AT_IN_PASSWORD.format(url=mask_password(url)))
     try:
@@ -151,8 +156,10 @@ def quiet_psycopg() -> None:
             logger.addFilter(_IgnoredErrorsToDebug())
 
 
-def make_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
-    """Create an engine for ``url`` (default ``sqlite:///controlplane.db`` in the cwd).
+def make_engine(url: str | os.PathLike[str] | URL | None = None, **engine_kwargs: Any) -> Engine:
+    """Create an engine for ``url`` (default ``sqlite:///controlplane.db`` in the cwd): a database URL, or
+    a SQLite file's path (``runs.db``, a `pathlib.Path`), made its URL as ``--db`` makes it
+    (`controlplane.storage.url.database_url`: a path's ``?``, ``%``, ``#`` and ``:`` are the file's name).
 
     For SQLite files the parent directory is created. A bare
     ``postgresql://`` URL means psycopg 3, the driver controlplane depends

@@ -59,8 +59,9 @@ def test_sqlite_transactions_roll_back(sqlite_engine: Engine) -> None:
         assert conn.execute(select(Run.__table__.c.id)).first() is None
 
 
-@pytest.mark.parametrize("url", ["not a url", "sqlite//missing-colon.db", "://nohost"])
+@pytest.mark.parametrize("url", ["postgresql:/host/db", "sqlite:x.db", "postgresql://u@h:port/db", "mysql:host"])
 def test_malformed_url_names_it(url: str) -> None:
+    """(A string that is not a URL is a SQLite file's path, as `--db` takes it: ``tests/storage/test_url.py``.)"""
     with pytest.raises(ValueError, match="malformed database URL") as info:
         make_engine(url)
     assert url in str(info.value)

@@ -61,3 +61,25 @@ def test_the_follow_up_command_line_quotes_a_path_with_a_space():
 
     option, _ = db_option(database_url("runs of mine.db"), "sqlite:///controlplane.db")
     assert shlex.split(option) == ["--db", "sqlite:///runs of mine.db"]
+
+
+@pytest.mark.parametrize("given", ["runs.db", "sub/runs.db", "ABSOLUTE", "PATH", "my?runs.db", "a:b.db", "x#y.db"])
+def test_make_engine_takes_a_sqlite_files_path_as_the_cli_does(tmp_path, monkeypatch, given):
+    """`make_engine('runs.db')` was "malformed database URL 'runs.db'" though docs/schema.md says it takes a
+    SQLite file's path, as `--db` does."""
+    from pathlib import Path
+
+    from controlplane.storage import ensure_schema, make_engine
+    from controlplane.storage.db import sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    name = "abs.db" if given in ("ABSOLUTE", "PATH") else given
+    url = {"ABSOLUTE": str(tmp_path / name), "PATH": Path(name)}.get(given, given)
+    engine = make_engine(url)
+    try:
+        assert sqlite_path(engine).resolve() == (tmp_path / name).resolve()
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
+    assert (tmp_path / name).is_file()
+    assert make_engine(database_url(str(url))).url == engine.url  # (the same URL as the CLI's --db)
