@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from typing import Any, Final, Literal, TextIO
 
 from sqlalchemy import Engine, Table, case, func, select
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.hardware.profile_format import PADDED_FIELDS, ROW_FIELDS
 from controlplane.storage.db import describe_url, plain_sqlite_file
-from controlplane.storage.errors import StorageError
+from controlplane.storage.errors import StorageError, database_error
 from controlplane.storage.jsoncodec import dumps
 from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, Sweep, WorkerEvent
 
@@ -96,18 +96,21 @@ def _order_by(what: str, table: Table) -> list[ColumnElement[Any]]:
 @contextmanager
 def _stored_runs(engine: Engine) -> Iterator[None]:
     """Reading stored runs: a SQLite file that is not there, or a database without the runs' tables, is
-    a `StorageError` saying so (not an empty file made by the read, nor SQL's "no such table: run")."""
+    a `StorageError` saying so (not an empty file made by the read, nor SQL's "no such table: run"); any
+    other database failure (a server not reachable, a database not there, a file that is not a database)
+    is a `StorageError` of one line naming the database, password hidden (`database_error`), as a replay's
+    is (SQLAlchemy's error, its cause, says more)."""
     path = plain_sqlite_file(engine.url.render_as_string(hide_password=False))
     if path is not None and not path.exists():
         raise StorageError(f"{describe_url(engine)}: no such file ({path}), so no run is stored there")
     try:
         yield
-    except (OperationalError, ProgrammingError) as exc:
+    except DBAPIError as exc:
         text = str(exc.orig)
         if "no such table" in text or getattr(exc.orig, "sqlstate", None) == "42P01":  # (PostgreSQL's undefined_table)
             raise StorageError(f"{describe_url(engine)} holds no controlplane runs (no run tables): check the URL, "
                                "or replay a trace into it first (the replay makes them)") from None
-        raise
+        raise database_error(exc, describe_url(engine)) from exc
 
 
 def list_runs(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:

@@ -215,3 +215,43 @@ def test_rows_of_a_summary_only_sweep_run_are_refused_saying_why(tmp_path):
     run_sweep(spec, url, backend="serial")
     with pytest.raises(LookupError, match="recorded with `record: summary`"):
         export_rows(make_engine(url), 1, "requests", "csv", io.StringIO())
+
+
+def _database_failure_of_each_read(url: str) -> list[str]:
+    """What each read of stored runs raises for ``url``: a `StorageError` each, its message."""
+    from controlplane.storage import StorageError, list_sweeps, make_engine
+
+    engine = make_engine(url)
+    said = []
+    try:
+        for read in (list_runs, list_sweeps, lambda e: get_run(e, 1), lambda e: iter_rows(e, 1, "requests")):
+            with pytest.raises(StorageError) as info:
+                read(engine)
+            said.append(str(info.value))
+    finally:
+        engine.dispose()
+    return said
+
+
+def test_a_server_not_answering_is_a_storage_error_naming_the_database_without_its_password():
+    """list_runs/get_run/iter_rows raised SQLAlchemy's OperationalError (statement, "Background on this error"
+    link) where a replay raised a StorageError and the CLI printed one line."""
+    for message in _database_failure_of_each_read("postgresql+psycopg://me:secret@127.0.0.1:1/runs"):
+        assert message.startswith("postgresql+psycopg://me:***@127.0.0.1:1/runs: OperationalError: ")
+        assert "secret" not in message and "sqlalche.me" not in message and "\n" not in message
+
+
+@pytest.mark.postgres
+def test_a_database_not_there_is_a_storage_error_naming_it(pg_admin):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_admin.url).set(database="cp_no_such_database").render_as_string(hide_password=False)
+    for message in _database_failure_of_each_read(url):
+        assert "cp_no_such_database" in message and 'database "cp_no_such_database" does not exist' in message
+
+
+def test_a_file_that_is_not_a_database_is_a_storage_error_naming_it(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("not a database, " * 100)
+    for message in _database_failure_of_each_read(f"sqlite:///{path}"):
+        assert message.startswith(f"sqlite:///{path}: DatabaseError: file is not a database")
