@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.hardware.profile_format import PADDED_FIELDS, ROW_FIELDS
+from controlplane.storage.columns import RUN_STATUSES
 from controlplane.storage.db import describe_url, plain_sqlite_file
 from controlplane.storage.errors import StorageError, database_error
 from controlplane.storage.jsoncodec import dumps
@@ -113,18 +114,30 @@ def _stored_runs(engine: Engine) -> Iterator[None]:
         raise database_error(exc, describe_url(engine)) from exc
 
 
+def _checked_status(status: str | None) -> str | None:
+    """``status`` if it is a run's or a sweep's (`RUN_STATUSES`: they share them) or None, else a ``ValueError``
+    naming the valid ones (a typo such as ``finshed`` matched nothing and read as no runs)."""
+    if status is None or status in RUN_STATUSES:
+        return status
+    from controlplane.errors import did_you_mean
+
+    raise ValueError(f"unknown status {status!r}{did_you_mean(str(status), RUN_STATUSES)}; "
+                     f"statuses: {', '.join(sorted(RUN_STATUSES))}")
+
+
 def list_runs(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The most recent ``limit`` runs (of that ``status``, if given: ``crashed``...), newest first: each a
-    dict of the ``run`` table's columns, as `get_run` gives it."""
-    stmt = select(_RUN) if status is None else select(_RUN).where(_RUN.c.status == status)
+    """The most recent ``limit`` runs (of that ``status``, if given: ``crashed``...; another is a ``ValueError``),
+    newest first: each a dict of the ``run`` table's columns, as `get_run` gives it."""
+    stmt = select(_RUN) if _checked_status(status) is None else select(_RUN).where(_RUN.c.status == status)
     with _stored_runs(engine), engine.connect() as conn:
         rows = conn.execute(stmt.order_by(_RUN.c.id.desc()).limit(limit)).mappings()
         return [dict(row) for row in rows]
 
 
 def list_sweeps(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The most recent ``limit`` sweeps and searches (of that ``status``, if given), newest first,
-    each with ``runs_finished`` (its runs stored ``finished``; ``num_runs`` is how many it has in all)."""
+    """The most recent ``limit`` sweeps and searches (of that ``status``, if given: a run's statuses), newest
+    first, each with ``runs_finished`` (its runs stored ``finished``; ``num_runs`` is how many it has in all)."""
+    _checked_status(status)
     s = Sweep.__table__
     finished = (select(func.count()).select_from(_RUN)
                 .where(_RUN.c.sweep_id == s.c.id, _RUN.c.status == "finished").scalar_subquery())

@@ -255,3 +255,13 @@ def test_a_file_that_is_not_a_database_is_a_storage_error_naming_it(tmp_path):
     path.write_text("not a database, " * 100)
     for message in _database_failure_of_each_read(f"sqlite:///{path}"):
         assert message.startswith(f"sqlite:///{path}: DatabaseError: file is not a database")
+
+
+def test_a_status_that_is_not_one_is_a_value_error_naming_the_statuses(engine: Engine) -> None:
+    """`list_runs(engine, status='finshed')` returned [] as if no run had finished."""
+    from controlplane.storage import list_sweeps
+
+    for listing in (list_runs, list_sweeps):
+        with pytest.raises(ValueError, match=r"unknown status 'finshed' \(did you mean 'finished'.*\); statuses: "
+                                             r"crashed, failed, finished, interrupted, running$"):
+            listing(engine, status="finshed")
