@@ -125,11 +125,19 @@ def _checked_status(status: str | None) -> str | None:
                      f"statuses: {', '.join(sorted(RUN_STATUSES))}")
 
 
-def list_runs(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The most recent ``limit`` runs (of that ``status``, if given: ``crashed``...; another is a ``ValueError``),
-    newest first: each a dict of the ``run`` table's columns, as `get_run` gives it."""
+def list_runs(engine: Engine, limit: int | None = 50, *, status: str | None = None,
+              sweep_id: int | None = None) -> list[dict[str, Any]]:
+    """The most recent ``limit`` runs (``None``: all), newest first: each a dict of the ``run`` table's columns,
+    as `get_run` gives it. Only those of that ``status``, if given (``crashed``...; another is a ``ValueError``),
+    and of the sweep or search ``sweep_id``, if given (one ``list_sweeps`` lists; a ``LookupError`` naming the
+    database for one that is not there)."""
     stmt = select(_RUN) if _checked_status(status) is None else select(_RUN).where(_RUN.c.status == status)
+    if sweep_id is not None:
+        stmt = stmt.where(_RUN.c.sweep_id == sweep_id)
     with _stored_runs(engine), engine.connect() as conn:
+        sweeps = Sweep.__table__
+        if sweep_id is not None and conn.execute(select(sweeps.c.id).where(sweeps.c.id == sweep_id)).first() is None:
+            raise LookupError(f"sweep {sweep_id} not found in {describe_url(engine)}")
         rows = conn.execute(stmt.order_by(_RUN.c.id.desc()).limit(limit)).mappings()
         return [dict(row) for row in rows]
 

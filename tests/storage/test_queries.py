@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 
 import pytest
@@ -265,3 +266,29 @@ def test_a_status_that_is_not_one_is_a_value_error_naming_the_statuses(engine: E
         with pytest.raises(ValueError, match=r"unknown status 'finshed' \(did you mean 'finished'.*\); statuses: "
                                              r"crashed, failed, finished, interrupted, running$"):
             listing(engine, status="finshed")
+
+
+def test_a_sweeps_runs_are_listed_by_its_id(engine: Engine) -> None:
+    """docs/schema.md said `list_sweeps(engine)`, `SweepResult.runs()`: from a new session, with a sweep's id
+    and no `SweepResult`, nothing listed its runs."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert, update
+
+    from controlplane.storage.models import Run, Sweep
+
+    with RunRecorder(engine) as rec:
+        ids = [start_run(rec, name=f"run{i}") for i in range(4)]
+    with engine.begin() as conn:
+        sweeps = [conn.execute(insert(Sweep.__table__).values(name=f"s{i}", kind="grid", status="finished", spec={},
+                                                               spec_hash=str(i), created_at=datetime.now(timezone.utc))
+                               ).inserted_primary_key[0] for i in range(2)]
+        for run_id, sweep_id in ((ids[0], sweeps[0]), (ids[1], sweeps[1]), (ids[2], sweeps[0])):
+            conn.execute(update(Run.__table__).where(Run.__table__.c.id == run_id).values(sweep_id=sweep_id))
+    assert [r["id"] for r in list_runs(engine, sweep_id=sweeps[0])] == [ids[2], ids[0]]
+    assert [r["id"] for r in list_runs(engine, 1, sweep_id=sweeps[0])] == [ids[2]]
+    assert [(r["id"], r["sweep_id"]) for r in list_runs(engine, None, sweep_id=sweeps[1])] == [(ids[1], sweeps[1])]
+    assert list_runs(engine, sweep_id=sweeps[1], status="finished") == []
+    with pytest.raises(LookupError, match="^" + re.escape(f"sweep 99 not found in {engine.url.render_as_string(hide_password=True)}")):
+        list_runs(engine, sweep_id=99)
+    assert len(list_runs(engine, None)) == 4
