@@ -32,7 +32,7 @@ from sim.interrupts import stop_on_ctrl_c, stopped_at
 from sim.latency.base import LatencyModel
 from sim.latency.checked import checked
 from sim.latency.estimate import iteration_estimator
-from sim.replay_args import check_trace_arguments, library_names, warn_nothing_replayed
+from sim.replay_args import checked_trace_arguments, library_names, warn_nothing_replayed
 from sim.replay_trace import BAD_ROWS_KEPT, BAD_ROWS_SKIPPED, TraceStop, context_limits, rows_left_out, trace_read
 from sim.traces import TraceReader, TraceRequest, apply_transforms, rate_profile_points, read_trace
 from sim.traces._io import not_a_trace_file
@@ -371,7 +371,7 @@ def replay(
     replays no request logs a warning (`sim.replay_args.warn_nothing_replayed`) unless ``warn_if_empty`` is false.
     """
     config = checked_config(config)  # (a config changed in code after it was made skipped its checks)
-    check_trace_arguments(trace, trace_format)  # (a format that is none; a generator read to its end already)
+    trace = checked_trace_arguments(trace, trace_format, transforms)  # (a format that is none; transforms that are not)
     transforms = transforms or NO_TRANSFORMS
     reader, requests = prepared_trace(trace, seed=config.seed, transforms=transforms, trace_format=trace_format,
                                       trace_options=trace_options)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from controlplane.errors import did_you_mean
 from sim.traces import FORMATS
 from sim.traces.transforms import TransformValueError
 
-__all__ = ["NOTHING_REPLAYED", "check_trace_arguments", "library_names", "warn_nothing_replayed"]
+__all__ = ["NOTHING_REPLAYED", "checked_trace_arguments", "library_names", "warn_nothing_replayed"]
 
 #: The logger of `warn_nothing_replayed`.
 NOTHING_REPLAYED = logging.getLogger("sim.replay.nothing_replayed")
@@ -20,9 +21,11 @@ NOTHING_REPLAYED = logging.getLogger("sim.replay.nothing_replayed")
 _TRANSFORM_FIELDS = {"start_s": "window_start_s", "end_s": "window_end_s"}
 
 
-def check_trace_arguments(trace: Any, trace_format: str | None) -> None:
-    """A ``ValueError`` for a ``trace_format`` that is not a format (a stream's was stored in the run row as
-    given) and for a generator read to its end already (a second replay of it replayed nothing, silently)."""
+def checked_trace_arguments(trace: Any, trace_format: str | None, transforms: Any) -> Any:
+    """``trace``, checked. A ``ValueError`` for a ``trace_format`` that is not a format (a stream's
+    was stored in the run row as given) and for a generator read to its end already (a second replay of it
+    replayed nothing, silently); a ``TypeError`` for ``transforms`` that are not a ``TraceTransforms`` (a dict
+    failed mid-replay: "'dict' object has no attribute 'apply'")."""
     if trace_format is not None and trace_format not in FORMATS:
         raise ValueError(f"unknown trace format {trace_format!r}{did_you_mean(str(trace_format), FORMATS)}; "
                          f"valid formats: {', '.join(FORMATS)}")
@@ -30,6 +33,13 @@ def check_trace_arguments(trace: Any, trace_format: str | None) -> None:
         raise ValueError("the trace is a generator that was read to its end already (by an earlier replay?): a "
                          "generator gives its requests once; pass a list to replay the same requests again, or make "
                          "a new generator")
+    from sim.replay import TraceTransforms  # (here: sim.replay imports this module)
+
+    if transforms is not None and not isinstance(transforms, TraceTransforms):
+        hint = " (a dict of its fields: TraceTransforms(**transforms))" if isinstance(transforms, Mapping) else ""
+        raise TypeError(f"transforms must be a sim.replay.TraceTransforms, e.g. TraceTransforms(speed_up=2, "
+                        f"limit=500), or None; got {type(transforms).__name__}{hint}")
+    return trace
 
 
 def library_names(exc: TransformValueError) -> TransformValueError:

@@ -76,3 +76,17 @@ def test_on_progress_is_called_each_simulated_minute_and_as_the_run_drains_as_do
     doc = " ".join(replay.__doc__.split())
     assert ("every 256 arrivals, at the control ticks in the first second of each simulated minute (idle gaps too), "
             "and at every tick once the trace has ended") in doc
+
+
+@pytest.mark.parametrize("transforms", [{"limit": 1}, {}, (("limit", 1),), 1])
+def test_transforms_that_are_not_trace_transforms_are_a_type_error_saying_what_to_pass(tmp_path, transforms):
+    """`replay(reqs, cfg, transforms={'limit': 1})` failed with "'dict' object has no attribute 'apply'"
+    (and `{}` replayed every request, as no transforms)."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    hint = r" \(a dict of its fields: TraceTransforms\(\*\*transforms\)\)" if isinstance(transforms, dict) else ""
+    with pytest.raises(TypeError, match=r"^transforms must be a sim.replay.TraceTransforms, e.g. "
+                                        rf"TraceTransforms\(speed_up=2, limit=500\), or None; got "
+                                        rf"{type(transforms).__name__}{hint}$"):
+        replay(make_trace(5), make_config(storage={"url": url}), transforms=transforms)
+    assert not (tmp_path / "runs.db").exists()  # (refused before the run opens)
+
