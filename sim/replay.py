@@ -359,7 +359,7 @@ def replay(
 ) -> ReplayResult:
     """Run the simulation to the end; results are in the database when ``record``.
 
-    ``trace``: a trace file or a stream of requests (see ``prepare_trace``; a ``TraceReader``
+    ``trace``: a trace file, ``bundled:NAME`` or a stream of requests (see ``prepare_trace``; a ``TraceReader``
     names its file and format in the run row). ``transforms`` and their seed (the run's
     ``config.seed`` unless ``transforms.seed``) decide what is replayed, exactly as
     ``controlplane sim replay`` does. ``trace_options`` are the reader's format options
@@ -371,7 +371,7 @@ def replay(
     replays no request logs a warning (`sim.replay_args.warn_nothing_replayed`) unless ``warn_if_empty`` is false.
     """
     config = checked_config(config)  # (a config changed in code after it was made skipped its checks)
-    trace = checked_trace_arguments(trace, trace_format, transforms)  # (a format that is none; transforms that are not)
+    trace = checked_trace_arguments(trace, trace_format, transforms)  # (a bundled trace's name made its path)
     transforms = transforms or NO_TRANSFORMS
     reader, requests = prepared_trace(trace, seed=config.seed, transforms=transforms, trace_format=trace_format,
                                       trace_options=trace_options)

@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from controlplane.errors import did_you_mean
-from sim.traces import FORMATS
+from sim.traces import FORMATS, bundled_trace_path
 from sim.traces.transforms import TransformValueError
 
-__all__ = ["NOTHING_REPLAYED", "checked_trace_arguments", "library_names", "warn_nothing_replayed"]
+__all__ = ["BUNDLED", "NOTHING_REPLAYED", "bundled_trace", "checked_trace_arguments", "library_names",
+           "warn_nothing_replayed"]
 
 #: The logger of `warn_nothing_replayed`.
 NOTHING_REPLAYED = logging.getLogger("sim.replay.nothing_replayed")
+
+#: How a bundled trace is named instead of its path (``bundled:azure_code``), as the command line takes it.
+BUNDLED = "bundled:"
 
 #: A transform's keyword (`TransformValueError`) as `sim.replay.TraceTransforms` names it.
 _TRANSFORM_FIELDS = {"start_s": "window_start_s", "end_s": "window_end_s"}
 
 
 def checked_trace_arguments(trace: Any, trace_format: str | None, transforms: Any) -> Any:
-    """``trace``, checked. A ``ValueError`` for a ``trace_format`` that is not a format (a stream's
+    """``trace``, a bundled trace's name (``bundled:azure_code``, as ``controlplane sim replay`` takes it) made
+    its file's path (`bundled_trace`). A ``ValueError`` for a ``trace_format`` that is not a format (a stream's
     was stored in the run row as given) and for a generator read to its end already (a second replay of it
     replayed nothing, silently); a ``TypeError`` for ``transforms`` that are not a ``TraceTransforms`` (a dict
     failed mid-replay: "'dict' object has no attribute 'apply'")."""
@@ -39,6 +45,15 @@ def checked_trace_arguments(trace: Any, trace_format: str | None, transforms: An
         hint = " (a dict of its fields: TraceTransforms(**transforms))" if isinstance(transforms, Mapping) else ""
         raise TypeError(f"transforms must be a sim.replay.TraceTransforms, e.g. TraceTransforms(speed_up=2, "
                         f"limit=500), or None; got {type(transforms).__name__}{hint}")
+    return bundled_trace(trace)
+
+
+def bundled_trace(trace: Any) -> Any:
+    """``trace``, or where it is a bundled trace's name (``bundled:NAME``) that trace's file
+    (`sim.traces.bundled_trace_path`; an unknown name is a ``ValueError`` naming the bundled ones)."""
+    if isinstance(trace, (str, os.PathLike)) and isinstance(text := os.fspath(trace), str) \
+            and text.startswith(BUNDLED):
+        return bundled_trace_path(text[len(BUNDLED):])
     return trace
 
 

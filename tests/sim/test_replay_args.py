@@ -90,3 +90,24 @@ def test_transforms_that_are_not_trace_transforms_are_a_type_error_saying_what_t
         replay(make_trace(5), make_config(storage={"url": url}), transforms=transforms)
     assert not (tmp_path / "runs.db").exists()  # (refused before the run opens)
 
+
+def test_a_bundled_trace_is_named_as_the_command_line_names_it(tmp_path):
+    """`replay('bundled:azure_code', cfg)` was "trace file not found: bundled:azure_code", though the command line
+    takes the name and the README says the library call gives the same run for the same arguments."""
+    from pathlib import Path
+
+    from controlplane.storage import iter_rows
+    from sim.traces import bundled_trace_path
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    config = make_config(storage={"url": url})
+    runs = [replay(trace, config, transforms=TraceTransforms(limit=20)).run_id
+            for trace in ("bundled:azure_code", Path("bundled:azure_code"), bundled_trace_path("azure_code"))]
+    engine = make_engine(url)
+    stored = [get_run(engine, run_id) for run_id in runs]
+    assert {(r["trace"], r["trace_format"]) for r in stored} == {(str(bundled_trace_path("azure_code")), "azure")}
+    assert len({tuple(map(str, iter_rows(engine, run_id, "requests"))) for run_id in runs}) == 1
+    assert [r["summary"]["num_requests"] for r in stored] == [20, 20, 20]
+    engine.dispose()
+    with pytest.raises(ValueError, match=r"^unknown bundled trace 'azure_cod'; valid names: azure_code$"):
+        replay("bundled:azure_cod", config)
