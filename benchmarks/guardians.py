@@ -58,6 +58,7 @@ from controlplane.events import RequestFinished  # noqa: E402
 from controlplane.hookspecs import hookimpl  # noqa: E402
 from controlplane.testing import EventLog  # noqa: E402
 from controlplane.types import Decision, RequestStatus  # noqa: E402
+from controlplane.verdict_after_reply import VerdictAfterReply  # noqa: E402
 from sim.guardian_labels import LabelModel, fixed_uniform  # noqa: E402
 from sim.replay import TraceTransforms, prepare_trace, replay  # noqa: E402
 from sim.traces import FORMATS  # noqa: E402
@@ -71,6 +72,7 @@ VARIANTS = ("none", "sync-all", "async-all", "uniform", "risk", "cascade")
 BASE_PLUGINS = ["queue-limit", "exact-cache", "least-loaded", "continuous-batching", "fixed-replicas",
                 "static-memory", "builtin-latency-models"]
 VERDICT_TTL_S = 3600.0
+DECISIVE = ("pass", "block")
 
 
 def guardians(args) -> list[dict]:
@@ -171,6 +173,7 @@ class Replies:
     def __init__(self) -> None:
         self.rows: list[tuple] = []
         self.log = EventLog()
+        self.after_reply: dict[str, tuple[float, str]] = {}  # request id -> (when, verdict) of a verdict after it
 
     @hookimpl
     def cp_on_event(self, event):
@@ -179,6 +182,27 @@ class Replies:
             self.rows.append((r.request_id, r.status, r.guardian_verdict, r.cache_hit, r.prompt, r.finish_s, r))
         elif type(event) is Decision:
             self.log.events.append(event)
+        elif type(event) is VerdictAfterReply and event.verdict in DECISIVE:
+            self.after_reply.setdefault(event.request_id, (event.time_s, event.verdict))
+
+
+def first_verdicts(rows, after_reply: dict[str, tuple[float, str]]) -> tuple[dict, dict]:
+    """When each text first had a decisive verdict, and when it was first blocked: a sync verdict
+    at its reply, an async one when it came (after the reply: under async-all no text has one
+    when its own reply goes out, but a cached answer, stored once it passed, has)."""
+    verdict_at, blocked_at = {}, {}
+    for rid, status, verdict, _hit, prompt, finish, _ in rows:
+        if verdict in DECISIVE:
+            at, verdict = finish, verdict
+        elif rid in after_reply:
+            at, verdict = after_reply[rid]
+        else:
+            continue
+        at = np.inf if at is None else at
+        verdict_at[prompt] = min(verdict_at.get(prompt, np.inf), at)
+        if verdict == "block" or status is RequestStatus.BLOCKED:
+            blocked_at[prompt] = min(blocked_at.get(prompt, np.inf), at)
+    return verdict_at, blocked_at
 
 
 def measure(trace, cfg, labels: LabelModel) -> dict:
@@ -187,7 +211,7 @@ def measure(trace, cfg, labels: LabelModel) -> dict:
     t0 = time.perf_counter()
     summary = replay(iter(trace), cfg, record=False, extra_plugins=[rec]).summary
     wall = time.perf_counter() - t0
-    late_blocks, verdict_at, blocked_at = set(), {}, {}
+    late_blocks = set()
     refused = 0
     for d in log.decisions:
         if d.action == "guardian_block_after_reply":
@@ -195,11 +219,7 @@ def measure(trace, cfg, labels: LabelModel) -> dict:
         elif d.action == "cache_hit_refused":
             refused += 1
     rows = rec.rows
-    for rid, status, verdict, hit, prompt, finish, _ in rows:  # when each text first had a verdict, a block
-        if status is RequestStatus.BLOCKED or rid in late_blocks:
-            blocked_at[prompt] = min(blocked_at.get(prompt, np.inf), finish or np.inf)
-        if verdict in ("pass", "block") or rid in late_blocks:
-            verdict_at[prompt] = min(verdict_at.get(prompt, np.inf), finish or np.inf)
+    verdict_at, blocked_at = first_verdicts(rows, rec.after_reply)
     answered = (RequestStatus.COMPLETED, RequestStatus.BLOCKED)
     harmful = [(rid, status) for rid, status, *_, r in rows if status in answered and labels.is_harmful(r)]
     caught_ids = {rid for rid, status in harmful if status is RequestStatus.BLOCKED or rid in late_blocks}
@@ -213,7 +233,7 @@ def measure(trace, cfg, labels: LabelModel) -> dict:
                 served_from_cache_blocked += 1
             if verdict_at.get(prompt, np.inf) > finish:
                 before += 1
-        elif verdict not in ("pass", "block"):  # unchecked, pending (async), timed out
+        elif verdict not in DECISIVE:  # unchecked, pending (async), timed out
             before += 1
     return {
         "ttft_p50_s": summary["ttft_p50_s"], "ttft_p99_s": summary["ttft_p99_s"],

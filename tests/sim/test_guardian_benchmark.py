@@ -84,3 +84,29 @@ def test_the_cascade_is_tuned_only_when_it_is_replayed(capsys, monkeypatch):
     monkeypatch.setattr(bench, "tune_threshold", never_called)
     assert bench.main(["--limit", "20", "--variants", "none"]) == 0
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == {"none"}
+
+
+def test_async_all_cache_hits_of_passed_answers_were_served_after_a_verdict(capsys, monkeypatch):
+    """Under async-all a verdict comes after its reply, and the response cache stores an answer
+    only once it passed: every cache hit had a verdict (was 100% "served before verdict": only
+    verdicts known at the reply counted)."""
+    measured = []
+    measure = bench.measure
+    monkeypatch.setattr(bench, "measure", lambda *a: measured.append(measure(*a)) or measured[-1])
+    assert bench.main(["--limit", "600", "--speed-up", "2", "--variants", "async-all"]) == 0
+    m = measured[0]
+    served = m["_requests"] - m["_blocked"]
+    assert m["_cache_hits"] > 0
+    assert m["served_before_verdict"] == round((served - m["_cache_hits"]) / served, 4) < 1
+
+
+def test_a_texts_first_verdict_is_when_it_came():
+    done, blocked = bench.RequestStatus.COMPLETED, bench.RequestStatus.BLOCKED
+    rows = [("a", done, "pending", False, "p", 1.0, None),  # async: its verdict came at 5
+            ("b", done, "pass", False, "q", 2.0, None),  # sync: at its reply
+            ("c", blocked, "block", False, "r", 3.0, None),
+            ("d", done, "pending", False, "s", 4.0, None),  # blocked after the reply, at 6
+            ("e", done, None, False, "t", 1.0, None)]  # unchecked
+    verdict_at, blocked_at = bench.first_verdicts(rows, {"a": (5.0, "pass"), "d": (6.0, "block")})
+    assert verdict_at == {"p": 5.0, "q": 2.0, "r": 3.0, "s": 6.0}
+    assert blocked_at == {"r": 3.0, "s": 6.0}
