@@ -21,7 +21,9 @@ to the last finish, computed from the run's requests (``span_s``): not the run s
 request finished, which made it a step function of the tick.
 
 Prints a table and ends with one JSON line: policy name -> throughput_rps, ttft_p50_s,
-ttft_p90_s, e2e_p99_s, prefix_hit_rate, num_lost (and a few more). ``num_lost`` counts requests
+ttft_p90_s, e2e_p99_s, prefix_hit_rate, num_lost (and a few more). ``prefix_hit_rate`` (the
+table's "prefix hit") is null ("-") on a trace without prefix information (no request has
+``hash_ids``, as the Azure traces): there is nothing to hit, not 0% hits. ``num_lost`` counts requests
 of the trace without exactly one final record (completed, rejected with a reason, failed) or
 still in flight at the end; rejections with a code are answers, listed as ``num_rejected``.
 """
@@ -157,7 +159,8 @@ def run_policy(trace, policy: str, preset: str, replicas: int, ttft_slo: float, 
         "e2e_p50_s": summary["e2e_p50_s"],
         "e2e_p99_s": summary["e2e_p99_s"],
         "slo_attainment": summary["slo_attainment"],
-        "prefix_hit_rate": summary.get("prefix_token_hit_ratio") or 0.0,
+        # (None: no request had hash_ids to look up, a trace without prefix information; not 0%)
+        "prefix_hit_rate": summary.get("prefix_token_hit_ratio"),
         "num_lost": lost,
         "num_duplicated": dup,
         "num_rejected": summary["num_rejected"],

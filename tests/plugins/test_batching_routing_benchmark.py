@@ -165,3 +165,13 @@ def test_the_documented_command_writes_the_benchmarks_default_workload(tmp_path,
         assert (a.request_id, a.prompt_tokens, a.output_tokens, a.tenant, tuple(a.hash_ids)) == (
             b.request_id, b.prompt_tokens, b.output_tokens, b.tenant, tuple(b.hash_ids))
         assert a.arrival_s == pytest.approx(b.arrival_s, abs=1e-6)
+
+
+def test_a_trace_without_prefix_information_has_no_prefix_hit_rate(capsys):
+    """The Azure trace has no hash_ids: nothing to hit, so "-" and null, not 0.0% (was 0.0)."""
+    bench.main(["--trace", "bundled:azure_code", "--limit", "60", "--policies", "weighted"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1])["weighted"]["prefix_hit_rate"] is None
+    row = next(line for line in out if line.startswith("│ weighted"))
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[11] == "-"  # the "prefix hit" column
