@@ -28,7 +28,7 @@ _WHERE: dict[str, str] = {
     "StorageError": "errors",
     **dict.fromkeys(("Base", "Decision", "Iteration", "MetricSample", "Request", "Run", "WorkerEvent"), "models"),
     **dict.fromkeys(("EXPORT_COLUMNS", "decision_counts", "export_rows", "get_run", "iter_request_rows", "iter_rows",
-                     "iteration_rows", "list_runs", "list_sweeps", "plugin_errors"), "queries"),
+                     "iteration_rows", "list_runs", "list_sweeps", "plugin_errors", "run_config"), "queries"),
     **dict.fromkeys(("FlushFailure", "RunRecorder"), "recorder"),
     "derive_latencies": "rows",
 }
@@ -74,5 +74,6 @@ __all__ = [
     "list_sweeps",
     "plugin_errors",
     "make_engine",
+    "run_config",
     "upgrade",
 ]

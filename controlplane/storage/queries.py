@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
 from sqlalchemy import Engine, Table, case, func, select
 from sqlalchemy.exc import DBAPIError
@@ -36,6 +36,9 @@ from controlplane.storage.db import describe_url, plain_sqlite_file
 from controlplane.storage.errors import StorageError, database_error
 from controlplane.storage.jsoncodec import dumps
 from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, Sweep, WorkerEvent
+
+if TYPE_CHECKING:
+    from controlplane.config import RunConfig
 
 What = Literal["requests", "decisions", "metrics", "worker_events", "iterations"]
 Format = Literal["csv", "json", "jsonl"]
@@ -169,6 +172,22 @@ def get_run(engine: Engine, run_id: int) -> dict[str, Any]:
     if row is None:
         raise LookupError(f"run {run_id} not found in {describe_url(engine)}")
     return dict(row)
+
+
+#: What a run adds to its config in its row (``controlplane.session``, ``sim.sweep.store``): how it read its trace,
+#: the latency-model files it read, and which process ran it. Not run-config keys: `run_config` leaves them out.
+RUN_FACTS: Final = ("trace_read", "latency_files", "process")
+
+
+def run_config(engine: Engine, run_id: int) -> RunConfig:
+    """The run config a stored run ran with, as ``load_config`` makes one (to replay it again, or to change it):
+    its row's ``config`` without the facts the run added (`RUN_FACTS`; ``trace_read``'s transforms are
+    ``TraceTransforms``' fields). The passwords of its URLs are ``***``, as the row keeps them. ``LookupError``
+    for a run that is not there (`get_run`); ``ConfigError`` for a config this controlplane no longer takes."""
+    from controlplane.config import load_config
+
+    stored = get_run(engine, run_id)["config"] or {}
+    return load_config(None, {key: value for key, value in stored.items() if key not in RUN_FACTS})
 
 
 def _stream(engine: Engine, what: str, run_id: int) -> Iterator[dict[str, Any]]:
