@@ -289,6 +289,7 @@ def test_a_sweeps_runs_are_listed_by_its_id(engine: Engine) -> None:
     assert [r["id"] for r in list_runs(engine, 1, sweep_id=sweeps[0])] == [ids[2]]
     assert [(r["id"], r["sweep_id"]) for r in list_runs(engine, None, sweep_id=sweeps[1])] == [(ids[1], sweeps[1])]
     assert list_runs(engine, sweep_id=sweeps[1], status="finished") == []
-    with pytest.raises(LookupError, match="^" + re.escape(f"sweep 99 not found in {engine.url.render_as_string(hide_password=True)}")):
+    where = engine.url.render_as_string(hide_password=True)
+    with pytest.raises(LookupError, match="^" + re.escape(f"sweep 99 not found in {where}")):
         list_runs(engine, sweep_id=99)
     assert len(list_runs(engine, None)) == 4
