@@ -19,9 +19,10 @@ from controlplane.context import Clock, PolicyContext, RunInfo
 from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestFinished
 from controlplane.hookspecs import hookimpl
+from controlplane.kv_cache import KVCacheManager
 from controlplane.plugin import Plugin
 from controlplane.plugin_manager import PluginSet, build_plugin_set
-from controlplane.types import Decision, Request, Worker, WorkerState
+from controlplane.types import Decision, Request, RequestStatus, Worker, WorkerState
 
 
 def make_config(**overrides: Any) -> RunConfig:
@@ -53,13 +54,69 @@ def make_requests(
 
 
 def make_worker(worker_id: str = "default-0", model: str = "default", **fields: Any) -> Worker:
-    """A ready worker; pass ``waiting=deque([...])``, ``running=[...]`` or limits as fields."""
+    """A ready worker; pass ``waiting=deque([...])``, ``running=[...]`` or limits as fields.
+
+    Its requests are put on it as a run leaves them: waiting ones as they are, running ones running
+    (`put_running`: a request fresh from `make_requests` prefilled, its first token sampled), and
+    ``num_kv_blocks_used`` counted from them as the core counts it (each running request's context in blocks,
+    where the worker has a KV budget), unless given: a prefill starting counts its blocks too, so a given count
+    may be higher, not lower. The count may pass ``num_kv_blocks``, as in a run: a context counts the token its
+    next decode computes, so a cache that filled up holds more than it has, and the batcher must preempt. A state
+    a run never reaches is a ValueError saying what is wrong (a request both waiting and running, or running
+    twice; see `put_running`), so that a batching plan tested on the worker is checked (`plan_error`) as in a
+    run."""
     w = Worker(worker_id=worker_id, model=model, **{"state": WorkerState.READY, **fields})
     for r in w.waiting:
         r.worker_id = worker_id
     for r in w.running:
-        r.worker_id = worker_id
+        put_running(r, worker_id)
+    _refuse_twice(w)
+    given = fields.get("num_kv_blocks_used")
+    KVCacheManager(None).recount(w)  # (nothing counted without a KV budget, as in a run)
+    if given is not None:
+        if w.has_kv_budget and given < w.num_kv_blocks_used:
+            raise ValueError(f"make_worker: num_kv_blocks_used={given}, fewer than the {w.num_kv_blocks_used} KV "
+                             f"blocks its running requests hold (leave it out to have them counted)")
+        w.num_kv_blocks_used = given
     return w
+
+
+def put_running(r: Request, worker_id: str = "default-0") -> Request:
+    """``r`` running on ``worker_id`` as a run leaves it: status ``RUNNING``, and a waiting one that has computed
+    none of its prompt (as `make_requests` makes it) prefilled: its prompt (and any ``recompute_tokens``) in the
+    KV cache, its first token sampled (``output_tokens`` at least 1). Progress set already is kept (a prefill part
+    done: ``num_computed_tokens`` below the prompt; tokens generated: ``output_tokens``), and so is that of a
+    request given with status ``RUNNING`` (none of its prompt computed: its prefill batch runs now).
+    ``scheduled_s`` and, once prefilled, ``first_token_s`` are its arrival where unset. A ValueError for a
+    request a run would not have running: finished, on another worker, or done generating (a run completes it; a
+    request of one output token completes with its prefill)."""
+    rid = r.request_id
+    if r.status not in (RequestStatus.WAITING, RequestStatus.RUNNING):
+        raise ValueError(f"put_running: {rid} is {r.status.value}, not waiting or running")
+    if r.worker_id not in (None, worker_id):
+        raise ValueError(f"put_running: {rid} is on worker {r.worker_id}, not {worker_id}")
+    if r.status is RequestStatus.WAITING and r.num_computed_tokens == 0:
+        r.num_computed_tokens = r.prefill_target_tokens
+        r.output_tokens = max(r.output_tokens, r.recompute_tokens + 1)  # the prefill samples a token
+    if r.is_decoding and r.output_tokens >= r.max_output_tokens:
+        raise ValueError(f"put_running: {rid} has generated {r.output_tokens} of its {r.max_output_tokens} output "
+                         "tokens: a run completes it, it is not running (give it more output_tokens)")
+    r.status, r.worker_id = RequestStatus.RUNNING, worker_id
+    if r.scheduled_s is None:
+        r.scheduled_s = r.arrival_s
+    if r.first_token_s is None and r.is_decoding:
+        r.first_token_s = r.arrival_s
+    return r
+
+
+def _refuse_twice(w: Worker) -> None:
+    """A ValueError where ``w``'s queues hold a request twice."""
+    seen: set[int] = set()
+    for r in (*w.waiting, *w.running):
+        if id(r) in seen:
+            raise ValueError(f"make_worker: {r.request_id} is on worker {w.worker_id} twice (waiting and running, "
+                             "or listed twice)")
+        seen.add(id(r))
 
 
 def make_context(

@@ -6,7 +6,7 @@ import pytest
 
 from controlplane.kv_cache import KVCacheManager
 from controlplane.testing import make_requests, make_trace, make_worker, replay_with
-from controlplane.types import UNLIMITED_KV_BLOCKS
+from controlplane.types import UNLIMITED_KV_BLOCKS, RequestStatus
 from tests.controlplane.test_exact_mode import _shared_prefix_trace
 
 
@@ -85,6 +85,8 @@ def test_a_prefill_only_batch_end_counts_its_own_requests_from_the_held_count():
     for r in (chunk, whole, single):
         r.prompt_tokens = 100
     single.max_output_tokens = 1
+    for r in (chunk, whole, single):  # joined the running set with the prefill batch that runs now
+        r.status = RequestStatus.RUNNING
     w = make_worker(running=[*held, chunk, whole, single], num_kv_blocks=1000, kv_block_size=16)
     kv.recount(w)
     prefill = ((chunk, 40), (whole, 100), (single, 100))

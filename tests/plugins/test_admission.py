@@ -65,6 +65,7 @@ def _busy_worker(**fields):
     running = make_requests(4, prefix="run", model="default")
     for r in running:
         r.max_output_tokens, r.output_tokens, r.scheduled_s = 100, 0, 0.0
+        r.num_computed_tokens = r.prompt_tokens  # prefilled (make_worker would sample its first token too)
     return mw(running=running, max_num_seqs=4, **fields)
 
 

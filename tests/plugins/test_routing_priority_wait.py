@@ -63,6 +63,7 @@ def test_a_first_come_first_served_batcher_counts_every_queued_request():
 @pytest.mark.parametrize("queue", [deque, WaitingQueue])
 def test_work_ahead_counts_running_work_and_queued_work_at_the_priority_or_above(queue):
     running = _req("r", prompt=300, priority=-5)
+    running.status = RequestStatus.RUNNING  # joined with its prefill batch, which runs now: all of it work ahead
     w = make_worker("default-0", waiting=queue([_req("lo", 100, -1), _req("hi", 10, 5), _req("eq", 1, 2)]),
                     running=[running])
     assert work_ahead(w, 2) == 300 + 10 + 1
