@@ -11,7 +11,11 @@
 (c) The daemon's overhead: the daemon (`python -m controlplane.cli.live`, OpenAI API) in its own
     process on loopback, driven by an HTTP load generator, against calling the backend directly:
     requests/s, and the latency it adds at p50/p99 for the same requests one at a time; the
-    in-process driver alone splits that into control plane + driver vs HTTP.
+    in-process driver alone splits that into control plane + driver vs HTTP. The three
+    one-at-a-time rows send ``--daemon-requests`` requests each; the ``--concurrency`` row sends
+    those prompts repeated whole until there are more than 4 per client (`concurrent_load`: 80
+    at the defaults, 40 prompts twice for 16 clients), so its clients do not spend the run
+    ramping up and down.
 
 Random weights (built from a config; nothing is downloaded). Greedy decoding, EOS ignored, so
 every request generates exactly its token budget on every path. Ends with one JSON line holding
@@ -187,6 +191,22 @@ def _stats(wall: float, latencies: list[float]) -> dict[str, float]:
             "p99_s": pct(latencies, 99)}
 
 
+#: The concurrent row sends more than this many requests per client.
+PER_CLIENT = 4
+
+
+def concurrent_repeats(prompts: int, concurrency: int) -> int:
+    """How many times the concurrent row sends each prompt: the fewest whole repeats that make more
+    than `PER_CLIENT` requests per client (40 prompts, 16 clients: 2, 80 requests; 20 prompts: 4,
+    80; 100 prompts: 1, 100)."""
+    return PER_CLIENT * concurrency // prompts + 1
+
+
+def concurrent_load(ps: list[list[int]], concurrency: int) -> list[list[int]]:
+    """The concurrent row's requests: the prompts ``ps`` repeated `concurrent_repeats` times."""
+    return ps * concurrent_repeats(len(ps), concurrency)
+
+
 def daemon_overhead(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     from controlplane.live.backend import CausalLMBackend
     from controlplane.live.model_source import WorkerModelSettings
@@ -231,7 +251,7 @@ def daemon_overhead(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     out["driver_c1"] = _stats(*asyncio.run(in_process()))
     with daemon_process(args, f"sqlite:///{tmp}/daemon.db") as base:
         out["daemon_c1"] = _stats(*asyncio.run(_http_load(base, ps, m, 1)))
-        many = ps * max(1, args.concurrency * 4 // n + 1)
+        many = concurrent_load(ps, args.concurrency)
         out[f"daemon_c{args.concurrency}"] = _stats(*asyncio.run(_http_load(base, many, m, args.concurrency)))
     out["added_p50_ms"] = (out["daemon_c1"]["p50_s"] - out["direct"]["p50_s"]) * 1e3
     out["added_p99_ms"] = (out["daemon_c1"]["p99_s"] - out["direct"]["p99_s"]) * 1e3
@@ -258,10 +278,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quant-low", default="int8", help="(b) the quantized precision (int8 is CPU-only; nf4 on CUDA; default int8)")
     ap.add_argument("--daemon-preset", default="tiny-llama", help="(c) model: small, so the overhead shows (default tiny-llama)")
     ap.add_argument("--daemon-pool", default="process", help="(c) the daemon's worker pool: process | thread (default process)")
-    ap.add_argument("--daemon-requests", type=int, default=40, help="(c) requests sent (default 40)")
+    ap.add_argument("--daemon-requests", type=int, default=40,
+                    help="(c) requests each one-at-a-time row sends (backend, driver, daemon); the --concurrency "
+                         f"row sends them repeated whole until more than {PER_CLIENT} per client (80 at the "
+                         "defaults) (default 40)")
     ap.add_argument("--daemon-prompt-tokens", type=int, default=32, help="(c) prompt length in tokens (default 32)")
     ap.add_argument("--daemon-max-tokens", type=int, default=8, help="(c) tokens generated per request (default 8)")
-    ap.add_argument("--concurrency", type=int, default=16, help="(c) concurrent HTTP clients (default 16)")
+    ap.add_argument("--concurrency", type=int, default=16,
+                    help=f"(c) concurrent HTTP clients of the last row, which sends more than {PER_CLIENT} requests "
+                         "per client (default 16)")
     ap.add_argument("--skip-daemon", action="store_true", help="skip (c), the daemon's overhead (default: run it)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and prompts (default 0)")
     args = ap.parse_args(argv)
@@ -322,7 +347,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         labels = {"direct": "backend directly (generate_one), one at a time",
                   "driver_c1": "in-process driver + control plane, one at a time",
                   "daemon_c1": "daemon over HTTP, one at a time",
-                  f"daemon_c{args.concurrency}": f"daemon over HTTP, {args.concurrency} concurrent clients"}
+                  f"daemon_c{args.concurrency}": f"daemon over HTTP, {args.concurrency} concurrent clients "
+                                                 f"(the {args.daemon_requests} requests "
+                                                 f"x{concurrent_repeats(args.daemon_requests, args.concurrency)})"}
         for key, label in labels.items():
             r = daemon[key]
             t.add_row(label, str(r["requests"]), f"{r['rps']:.1f}", f"{r['p50_s'] * 1e3:.1f} ms",

@@ -34,3 +34,16 @@ def test_without_the_daemon_the_ratio_is_the_in_process_drivers(capsys):
     assert result["batched_path"] == "driver" and result["daemon_batched_rps"] is None
     assert result["batched_over_sequential"] == result["driver_batched_over_sequential"]
     assert "daemon" not in result
+
+
+def test_the_concurrent_row_sends_more_than_four_requests_a_client_and_says_so(capsys):
+    """(c)'s concurrent row sent the --daemon-requests prompts repeated (80 of 20: 4x) while --help
+    said only "requests sent"."""
+    assert [len(B.concurrent_load([[1]] * n, 16)) for n in (40, 20, 64, 100)] == [80, 80, 128, 100]
+    assert B.concurrent_repeats(20, 16) == 4
+    try:
+        B.main(["--help"])
+    except SystemExit:
+        pass
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "each one-at-a-time row sends" in help_text and "more than 4 per client" in help_text
