@@ -214,9 +214,9 @@ def make_engine(url: str | os.PathLike[str] | URL | None = None, **engine_kwargs
     return engine
 
 
-def plain_sqlite_file(url: str | URL) -> Path | None:
-    """The file of a SQLite URL with the default driver and no options (what
-    ``controlplane.storage.sqlite_start`` can start a run in), else None (other databases,
+def plain_sqlite_file(url: str | os.PathLike[str] | URL) -> Path | None:
+    """The file of a SQLite URL (or of a path, as :func:`make_engine` takes one) with the default driver and no
+    options (what ``controlplane.storage.sqlite_start`` can start a run in), else None (other databases,
     in-memory, options, a URL that does not parse: :func:`make_engine` says what is wrong)."""
     try:
         parsed = _parse_url(url)

@@ -129,8 +129,9 @@ def test_processes_starting_on_one_new_file_make_it_once_and_get_distinct_ids(tm
 def test_only_plain_sqlite_files_are_started_this_way(tmp_path: Path) -> None:
     assert plain_sqlite_file(f"sqlite:///{tmp_path}/a.db") == Path(f"{tmp_path}/a.db")
     assert plain_sqlite_file("sqlite+pysqlite:///rel/a.db") == Path("rel/a.db")
+    assert plain_sqlite_file("rel/a b.db") == Path("rel/a b.db")  # (a path, as make_engine takes it)
     for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///a.db?timeout=1", "sqlite+aiosqlite:///a.db",
-                "postgresql://u@h/db", "not a url", "sqlite:///file:a.db?uri=true"):
+                "postgresql://u@h/db", "postgresql:/not-a-url", "sqlite:///file:a.db?uri=true"):
         assert plain_sqlite_file(url) is None, url
 
 
