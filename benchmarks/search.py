@@ -2,7 +2,7 @@
 
     python benchmarks/search.py [--spec examples/search.yaml] [--trace PATH --format azure]
                                 [--slo-ttft 2 --slo-tpot 0.2 --slo-attainment 0.99]
-                                [--backend auto|ray|pool|serial] [--check 5]
+                                [--backend auto|ray|pool|serial] [--check 5] [--quick]
 
 Runs ``controlplane sim search SPEC --trace ... --json`` as a subprocess (spawn to exit: Ray's
 start, the trace read, every run) and reads its JSON line. Then, in this process and outside
@@ -17,6 +17,13 @@ early, whose figure is only an upper bound. Prints the table and ends with one J
 ``rejected_meeting_target`` (how many of those met it on every seed: should be 0).
 
 The machine is shared with other work: ``wall_s`` is an upper bound of what the search needs.
+
+``--quick`` is a smoke run, not a measurement: the spec's trace cut to its first
+``QUICK_REQUESTS`` (1,000) requests and each listed axis of its space to its first
+``QUICK_VALUES`` (3) values (examples/search.yaml: 108 of 864 candidates), written to a temporary
+spec; the output says so first and the JSON line has ``"quick": true``. It shows that the
+search, its stages, its check and this script run, in under a minute; its figures are not those
+docs/sweeps.md reports.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,12 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import yaml  # noqa: E402
 from bench_cli import (  # noqa: E402
     check_trace, nonnegative_int, one_line, positive_float, run_main, share)
 from sim.traces.bundled import bundled_trace_path  # noqa: E402
 
 #: The Azure code trace this benchmark is about ships with the package, so a clone runs it as it is.
 DEFAULT_TRACE = bundled_trace_path()
+
+#: --quick: the first this many requests of the trace, and the first this many values of each listed axis.
+QUICK_REQUESTS = 1000
+QUICK_VALUES = 3
 
 
 def seed_list(text: str) -> list[int]:
@@ -56,6 +69,30 @@ def search_att(candidate: dict) -> str:
     if att is None:  # (a run that raised: rejected with its error)
         return "-"
     return f"<={att:.4f}" if candidate.get("stopped") else f"{att:.4f}"
+
+
+def quick_spec(spec: str | Path, out_dir: Path) -> Path:
+    """--quick's spec, written to ``out_dir``: ``spec`` with its trace cut to its first
+    `QUICK_REQUESTS` requests (or fewer, when it says so) and each listed axis of its space to its
+    first `QUICK_VALUES` values (ranges as they are); its relative file paths made absolute as
+    `sim.sweep.load_spec` resolves them (beside the spec first), since the copy lies elsewhere."""
+    src = Path(spec)
+    data = yaml.safe_load(src.read_text())
+
+    def anchored(path: str) -> str:
+        return str(src.parent / path) if not Path(path).is_absolute() and (src.parent / path).exists() else path
+
+    if data.get("config"):
+        data["config"] = anchored(data["config"])
+    trace = dict(data.get("trace") or {})
+    if trace.get("path"):
+        trace["path"] = anchored(trace["path"])
+    trace["limit"] = min(trace.get("limit") or QUICK_REQUESTS, QUICK_REQUESTS)
+    data["trace"] = trace
+    data["space"] = {k: v[:QUICK_VALUES] if isinstance(v, list) else v for k, v in (data.get("space") or {}).items()}
+    out = out_dir / f"quick-{src.name}"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,12 +114,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", type=nonnegative_int, default=5,
                     help="next-cheaper rejected candidates to replay (default 5)")
     ap.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"a smoke run, not a measurement: the trace's first {QUICK_REQUESTS:,} requests and the first "
+                         f"{QUICK_VALUES} values of each axis of the space (examples/search.yaml: 108 of 864 "
+                         "candidates), flagged as such in the output (default: off, the spec as it is)")
     args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="search-quick-") as tmp:
+        return search_and_check(ap, args, tmp)
+
+
+def search_and_check(ap: argparse.ArgumentParser, args: argparse.Namespace, tmp: str) -> int:
+    """The search (the spec as it is, or --quick's cut) and its check; ``tmp`` holds --quick's spec."""
     from controlplane.errors import ConfigError
     from sim.sweep import load_spec
 
     try:  # (checked before the search, not by its subprocess or after it)
         loaded = load_spec(args.spec)
+        if args.quick:  # (the spec checked as given first: its errors name it, not the copy)
+            args.spec = str(quick_spec(args.spec, Path(tmp)))
+            loaded = load_spec(args.spec)
     except ConfigError as exc:
         ap.error(f"--spec: {one_line(exc)}")
     check_trace(ap, args.trace, args.format)
@@ -122,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         meeting += min(att) >= args.slo_attainment
         rows.append(("rejected", c["cost"], search_att(c), min(att), c["overrides"]))
 
+    if args.quick:
+        print(f"SMOKE RUN (--quick), not a measurement: at most the trace's first {QUICK_REQUESTS:,} requests, the first "
+              f"{QUICK_VALUES} values of each axis; none of its figures is one docs/sweeps.md reports")
     print(f"search over {result['candidates']} candidates: {result['runs']} runs, command wall {wall:.1f} s "
           f"(search's own wall_s {result['wall_s']}); cost in {result['cost_unit']}; target {args.slo_attainment}")
     for s in result["stages"]:
@@ -137,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "search_wall_s": result["wall_s"], "best_cost": best["cost"] if best else None,
         "cost_unit": result["cost_unit"], "best_attainment_min": min(best_att) if best_att else None,
         "rejected_checked": len(rejected), "rejected_meeting_target": meeting,
-        "best": best["overrides"] if best else None,
+        "best": best["overrides"] if best else None, "quick": args.quick,
     }, sort_keys=True))
     return 0
 

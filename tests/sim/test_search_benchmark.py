@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tests.fixtures.benchmarks import ROOT, load_benchmark, never_called, refusal
@@ -58,3 +61,41 @@ def test_the_default_trace_is_the_bundled_one_so_a_clone_runs_it(monkeypatch):
         bench.main([])
     (cmd,) = searched
     assert cmd[cmd.index("--trace") + 1] == str(bundled_trace_path())
+
+
+def test_quick_cuts_the_trace_and_each_axis_and_keeps_the_specs_files(tmp_path):
+    import yaml
+
+    from sim.sweep import load_spec
+
+    quick = bench.quick_spec(ROOT / "examples" / "search.yaml", tmp_path)
+    data = yaml.safe_load(quick.read_text())
+    assert data["trace"]["limit"] == bench.QUICK_REQUESTS == 1000
+    assert all(len(v) <= bench.QUICK_VALUES for v in data["space"].values())
+    assert len(load_spec(quick).spec.points()) == 108  # of examples/search.yaml's 864
+    spec_dir, elsewhere = tmp_path / "spec", tmp_path / "out"
+    spec_dir.mkdir(), elsewhere.mkdir()
+    (spec_dir / "base.yaml").write_text("seed: 3\n")
+    (spec_dir / "s.yaml").write_text("config: base.yaml\ntrace: {limit: 50}\nspace:\n  cluster.models.0.replicas: [1, 2, 3, 4]\n")
+    data = yaml.safe_load(bench.quick_spec(spec_dir / "s.yaml", elsewhere).read_text())
+    assert data["config"] == str(spec_dir / "base.yaml")  # (relative to the spec, which the copy is not beside)
+    assert data["trace"]["limit"] == 50 and data["space"]["cluster.models.0.replicas"] == [1, 2, 3]
+
+
+def test_a_quick_run_says_it_is_a_smoke_run(capsys, monkeypatch):
+    """The search's figures took 102-247 s to check; --quick is short and says it measures nothing."""
+    import subprocess
+
+    searched: list[list[str]] = []
+
+    def search(cmd, **kwargs):
+        searched.append(cmd)
+        result = {"candidates": 108, "runs": 0, "wall_s": 0.1, "cost_unit": "usd", "stages": [], "best": None,
+                  "rejected_cheaper": []}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(result) + "\n", "")
+
+    monkeypatch.setattr(bench.subprocess, "run", search)
+    assert bench.main(["--quick", "--check", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("SMOKE RUN (--quick), not a measurement") and json.loads(out[-1])["quick"] is True
+    assert Path(searched[0][searched[0].index("search") + 1]).name == "quick-search.yaml"
