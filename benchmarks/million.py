@@ -19,7 +19,9 @@ command a user types, spawn to exit::
 
     controlplane sim replay TRACE [--repeat C] --rate-scale K --limit N --config run.yaml --json --no-progress
 
-with its peak RSS from ``wait4`` and its phases (``CONTROLPLANE_TIMINGS=1``). ``rows_written``
+with its peak RSS from ``wait4`` and its phases (``CONTROLPLANE_TIMINGS=1``). The title's ``xK`` is
+that ``--rate-scale`` K, ``--per-copy`` / the trace's requests + 2% (x23.13 for 200,000 of the
+bundled 8,819, not 22.68; x115.66 for the default 1,000,000), and its JSON's ``rate_scale``. ``rows_written``
 counts every row the run left in the database (requests, decisions, metric samples, worker
 events). Ends with one JSON line: ``wall_s``, ``peak_rss_mb``, ``num_requests``,
 ``rows_written``, the phases, the rows by table and the host yardstick (the machine may be shared).
@@ -68,6 +70,12 @@ def trace_rate(path: Path, trace_format: str | None) -> tuple[int, float]:
         first = r.arrival_s if first is None else first
         last = r.arrival_s
     return n, n / max(last - (first or 0.0), 1e-9)
+
+
+def scale_label(scale: float, per_copy: int, trace_requests: int) -> str:
+    """The title's scale: the ``--rate-scale`` passed, which is 2% over ``per_copy / trace_requests``
+    (``--limit`` cuts the extra requests), said so (a bare x23.13 for 200,000 of 8,819 read as a mistake)."""
+    return f"x{scale:.2f} (--rate-scale: {per_copy:,} / {trace_requests:,} requests + 2%, cut by --limit)"
 
 
 def rows_in(db: Path, run_id: int) -> dict[str, int]:
@@ -145,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
     n = summary["num_requests"]
     played = f" played {copies} times" if copies > 1 else ""
-    t = Table(title=f"{n:,}-request replay: {Path(trace).name} x{scale:.2f}{played} on {replicas} replicas "
+    t = Table(title=f"{n:,}-request replay: {Path(trace).name} {scale_label(scale, per_copy, base_n)}{played} on "
+                    f"{replicas} replicas "
                     f"(Llama-3-8B, A100)",
               caption=f"`controlplane sim replay` whole process at default settings; host yardstick "
                       f"{yard_before:.1f} / {yard_after:.1f} µs at start / end (29.5 µs idle reference); "

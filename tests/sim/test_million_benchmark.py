@@ -40,3 +40,9 @@ def test_a_relative_trace_path_is_passed_on_resolved(tmp_path, monkeypatch):
         bench.main(["--requests", "10", "--trace", "t.csv", "--format", "canonical", "--profile-requests", "0"])
     trace = seen[0][seen[0].index("replay") + 1]
     assert trace == str(tmp_path / "t.csv")
+
+
+def test_the_titles_scale_says_it_is_the_rate_scale_two_percent_over():
+    """200,000 of the bundled 8,819 requests: the title read a bare x23.13 where 200,000 / 8,819 is 22.68."""
+    assert bench.scale_label(200_000 / 8_819 * 1.02, 200_000, 8_819) == (
+        "x23.13 (--rate-scale: 200,000 / 8,819 requests + 2%, cut by --limit)")
