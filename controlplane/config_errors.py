@@ -66,6 +66,9 @@ def error_message(err: Mapping[str, Any]) -> str:
     if loc[-1:] == ("[key]",):  # a mapping's key: ('sim', 'guardian_tenant_block_rates', 0, '[key]')
         hint = _YAML_BOOLEANS if isinstance(value, bool) else "quote it" if kind == "string_type" else ""
         return f"the key {value!r}: {msg}" + (f": {hint}" if hint else "")
+    if kind == "extra_forbidden" and len(loc) == 1 and loc[0] in _RUN_FACTS:  # (a stored run's config, given back)
+        return (f"{msg}: {loc[0]} is what a run records beside its config, not a config key (a run's `config` as "
+                "`runs show --json` prints it); `controlplane runs show RUN --config` prints the config it ran with")
     if value is None and kind in _SECTIONS:
         if loc and isinstance(loc[-1], int):
             return "an empty list item (a `-` with nothing under it): give its keys or remove it"
@@ -86,6 +89,9 @@ def error_message(err: Mapping[str, Any]) -> str:
     return f"{msg}, got a {'list' if isinstance(value, list) else 'mapping' if isinstance(value, dict) else type(value).__name__}"
 
 
+#: The keys a stored run adds to its config (`controlplane.storage.queries.RUN_FACTS`; not imported: the config
+#: loads without the storage package).
+_RUN_FACTS = ("trace_read", "latency_files", "process")
 _YAML_BOOLEANS = "YAML reads off/no/yes/on (unquoted) as booleans; quote it"
 #: Errors of a value where text was expected (a string, one of some words): a boolean there may be an unquoted
 #: off/no/yes/on. Not an unknown key's (``extra_forbidden``: the key is the error, whatever its value) nor a
