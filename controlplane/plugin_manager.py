@@ -17,6 +17,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from controlplane import hookspecs
 from controlplane.errors import ConfigError, ControlPlaneError, PluginError, did_you_mean
@@ -43,8 +44,8 @@ from controlplane.plugin_checks import (
 
 __all__ = ["ALLOW_ENV", "ENTRY_POINT_GROUP", "MAX_RECORDED_ERRORS", "TRACE_ENV", "HookMonitor", "LoadedPlugin",
            "PluginErrorRecord", "PluginInfo", "PluginSet", "_Broadcast", "_FirstResult", "_PluggyPositional",
-           "build_plugin_set", "checked_plugin_names", "discover_plugins", "fast_caller", "instantiate",
-           "validated_settings"]
+           "build_plugin_set", "checked_plugin_names", "discover_plugins", "fast_caller", "instance_settings",
+           "instantiate", "validated_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ def _cached_scan() -> dict[str, PluginInfo]:
 class LoadedPlugin:
     info: PluginInfo
     instance: object
+    in_code: bool = False  # passed in code (`build_plugin_set`'s ``extra``), not loaded by name from the config
 
 
 @dataclass
@@ -240,14 +242,35 @@ class PluginSet:
     monitor: HookMonitor
     loaded: list[LoadedPlugin]
 
-    def versions(self) -> list[dict[str, str | None]]:
-        return [{"name": p.info.name, "dist": p.info.dist, "version": p.info.version} for p in self.loaded]
+    def versions(self) -> list[dict[str, Any]]:
+        """The loaded plugins in call order (a run row's ``plugins``): those passed in code first, the first passed
+        first, then the config's, the first enabled first (`build_plugin_set`), each ``{"name", "dist",
+        "version"}``; one passed in code with settings (`instance_settings`) has its ``"settings"`` too (the
+        config's are in its ``plugins.settings``), their URLs' passwords masked as the stored config's are."""
+        from controlplane.session import without_password
+
+        rows: list[dict[str, Any]] = []
+        for p in [p for p in self.loaded if p.in_code] + [p for p in self.loaded if not p.in_code]:
+            row: dict[str, Any] = {"name": p.info.name, "dist": p.info.dist, "version": p.info.version}
+            settings = instance_settings(p.instance) if p.in_code else None
+            if settings is not None:
+                masked = without_password({"plugins": {"settings": {p.info.name: settings}}})
+                row["settings"] = masked["plugins"]["settings"][p.info.name]
+            rows.append(row)
+        return rows
 
     def get(self, name: str) -> object | None:
         for p in self.loaded:
             if p.info.name == name:
                 return p.instance
         return None
+
+
+def instance_settings(instance: object) -> dict[str, Any] | None:
+    """A plugin's settings as data: its ``settings`` (a `Plugin`'s `PluginSettings`, or any pydantic model) dumped
+    to JSON types; None for a plugin without them."""
+    settings = getattr(instance, "settings", None)
+    return settings.model_dump(mode="json") if isinstance(settings, BaseModel) else None
 
 
 def instantiate(info: PluginInfo, raw_settings: Mapping[str, Any] | None, *, key: str | None = None) -> object:
@@ -418,7 +441,8 @@ def build_plugin_set(
     check_unique(names, set(enabled))
     for name, obj in reversed(list(zip(names, extras))):  # the first passed is asked first, as in plugins.enabled
         register(pm, _isolating_proxy(obj, name, monitor), name)
-    loaded.extend(LoadedPlugin(PluginInfo(name, type(obj), None, None, None), obj) for name, obj in zip(names, extras))
+    loaded.extend(LoadedPlugin(PluginInfo(name, type(obj), None, None, None), obj, in_code=True)
+                  for name, obj in zip(names, extras))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -57,7 +57,10 @@ def _check_run(engine, summary: dict, trace) -> None:
     run = get_run(engine, run_id)
     assert run["status"] == "finished" and run["mode"] == "sim"
     assert run["summary"]["num_completed"] == summary["num_completed"]
-    assert [p["name"] for p in run["plugins"]][:2] == ["queue-limit", "exact-cache"]
+    names = [p["name"] for p in run["plugins"]]  # in call order: those passed in code (the recorder first), then
+    assert names[0] == "sql-recorder"  # the config's, the first enabled first
+    assert names[names.index("queue-limit"):][:2] == ["queue-limit", "exact-cache"]
+    assert all(p["dist"] is None for p in run["plugins"][:names.index("queue-limit")])
     assert all(p["version"] == "0.1.0" for p in run["plugins"] if p["dist"] == "controlplane")
     _check_request_rows(_export(engine, run_id, "requests"), {t.request_id for t in trace})
     decisions = _export(engine, run_id, "decisions")
