@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from controlplane.errors import did_you_mean
-from sim.traces import FORMATS, bundled_trace_path
+from sim.traces import FORMATS
+from sim.traces.bundled import BUNDLED, bundled_trace
 from sim.traces.transforms import TransformValueError
 
 __all__ = ["BUNDLED", "NOTHING_REPLAYED", "bundled_trace", "checked_trace_arguments", "library_names",
@@ -18,9 +19,6 @@ __all__ = ["BUNDLED", "NOTHING_REPLAYED", "bundled_trace", "checked_trace_argume
 
 #: The logger of `warn_nothing_replayed`.
 NOTHING_REPLAYED = logging.getLogger("sim.replay.nothing_replayed")
-
-#: How a bundled trace is named instead of its path (``bundled:azure_code``), as the command line takes it.
-BUNDLED = "bundled:"
 
 #: A transform's keyword (`TransformValueError`) as `sim.replay.TraceTransforms` names it.
 _TRANSFORM_FIELDS = {"start_s": "window_start_s", "end_s": "window_end_s"}
@@ -46,15 +44,6 @@ def checked_trace_arguments(trace: Any, trace_format: str | None, transforms: An
         raise TypeError(f"transforms must be a sim.replay.TraceTransforms, e.g. TraceTransforms(speed_up=2, "
                         f"limit=500), or None; got {type(transforms).__name__}{hint}")
     return bundled_trace(trace)
-
-
-def bundled_trace(trace: Any) -> Any:
-    """``trace``, or where it is a bundled trace's name (``bundled:NAME``) that trace's file
-    (`sim.traces.bundled_trace_path`; an unknown name is a ``ValueError`` naming the bundled ones)."""
-    if isinstance(trace, (str, os.PathLike)) and isinstance(text := os.fspath(trace), str) \
-            and text.startswith(BUNDLED):
-        return bundled_trace_path(text[len(BUNDLED):])
-    return trace
 
 
 def library_names(exc: TransformValueError) -> TransformValueError:

@@ -241,10 +241,9 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
             from sim.replay import replay as run_replay
             from sim.replay_trace import failed_note
             from sim.traces import bundled_trace_path, parse_options, parse_rate_profile
+            from sim.traces.bundled import bundled_trace
             from sim.traces._io import not_a_trace_file
-        path = trace if trace is not None else bundled_trace_path()
-        if str(path).startswith("bundled:"):  # a bundled trace by name, as `python -m sim.traces` takes it
-            path = bundled_trace_path(str(path).split(":", 1)[1])
+        path = bundled_trace(str(trace)) if trace is not None else bundled_trace_path()  # (bundled:NAME: its file)
         if format is None and trace is None:
             format = "azure"
         if (error := not_a_trace_file(path)) is not None:  # (before the progress bar counts the rows of a pipe)

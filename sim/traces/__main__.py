@@ -23,7 +23,8 @@ import numpy as np
 
 from controlplane.cli.replay_args import PARAMETERS
 
-from . import bundled_trace_path, parse_options
+from . import parse_options
+from .bundled import bundled_trace
 from ._io import not_a_trace_file
 from .copies import COPIES
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:  # a missing file, an unknown name, format or option, a bad row, a bad transform: one line, exit 2
         options = parse_options(args.opt)
-        path = bundled_trace_path(args.trace.split(":", 1)[1]) if args.trace.startswith("bundled:") else args.trace
+        path = bundled_trace(args.trace)
         if (error := not_a_trace_file(path)) is not None:  # (missing, a folder, a pipe or a device: said so)
             raise error
         _vidur_options(path, args.format, args.qps, args.arrival, options)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 BUNDLED_TRACES: dict[str, str] = {
     # name -> path under sim/data; credit and license next to each file
@@ -21,6 +23,19 @@ def bundled_trace_path(name: str = "azure_code") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"bundled trace {name!r} is missing: {path}")
     return path
+
+
+#: How a bundled trace is named instead of its path (``bundled:azure_code``), as the command line takes it.
+BUNDLED = "bundled:"
+
+
+def bundled_trace(trace: Any) -> Any:
+    """``trace``, or where it is a bundled trace's name (``bundled:NAME``) that trace's file
+    (`bundled_trace_path`; an unknown name is a ``ValueError`` naming the bundled ones)."""
+    if isinstance(trace, (str, os.PathLike)) and isinstance(text := os.fspath(trace), str) \
+            and text.startswith(BUNDLED):
+        return bundled_trace_path(text[len(BUNDLED):])
+    return trace
 
 
 def bundled_default_config_path() -> Path:
