@@ -18,7 +18,7 @@ from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_
 from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_list import DbOpt
 from controlplane.cli.runs_notes import (incomplete_note, refused_line, slo_targets, stopped_line, targets_differ,
-                                         targets_note, workload_note)
+                                         targets_note, transforms_unknown, workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -442,4 +442,6 @@ def _trace_read_line(run: dict) -> str | None:
     parts += [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in read.get("options", {}).items()]
     if left_out:
         parts.append("rows left out: " + ", ".join(f"{why} {n:,}" for why, n in left_out.items()))
+    if transforms_unknown(run):  # (not "read as it is": a release that did not store how)
+        parts.append("transforms unknown (this run's release did not store how it read its trace)")
     return "trace read: " + "; ".join(parts) if parts else None

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.cli.common import DB_READ_HELP, err, fmt_value, open_stored_runs, out, user_errors
-from controlplane.cli.runs_notes import rows_refused, stopped_early
+from controlplane.cli.runs_notes import rows_refused, stopped_early, transforms_unknown
 from controlplane.cli.tables import TEXT, WHOLE, WORDS, fitted
 
 DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)]
@@ -101,9 +101,12 @@ def _run_json(run: dict, counted: dict | None) -> dict[str, Any]:
 def _trace_cell(run: dict) -> str:
     """The trace's file name, and how the run read it (``config["trace_read"]``: its transforms, then its format
     options, as `runs show`'s "trace read" line), compactly: ``code.csv (window_end_s=600, rate_scale=3)``; runs
-    that replayed other traffic from the same file are told apart."""
+    that replayed other traffic from the same file are told apart. ``(transforms unknown)`` where they were not
+    stored (`transforms_unknown`)."""
     read = (run.get("config") or {}).get("trace_read") or {}
     how = [f"{k}={_short(v)}" for k, v in {**(read.get("transforms") or {}), **(read.get("options") or {})}.items()]
+    if transforms_unknown(run):  # (a run of an old release, which did not store them: not "read as it is")
+        how.append("transforms unknown")
     return Path(run.get("trace") or "-").name + (f" ({', '.join(how)})" if how else "")
 
 

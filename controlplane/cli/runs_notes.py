@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["incomplete_note", "refused_line", "rows_refused", "same_requests", "slo_targets", "stopped_early",
-           "stopped_line", "targets_differ", "targets_note",
-           "workload_note"]
+           "stopped_line", "targets_differ", "targets_note", "transforms_unknown", "workload_note"]
 
 
 def rows_refused(run: dict[str, Any]) -> str | None:
@@ -80,9 +79,20 @@ def stopped_line(run: dict[str, Any]) -> str | None:
             f"replayed{left})")
 
 
+def transforms_unknown(run: dict[str, Any]) -> bool:
+    """Whether how the run read its trace (its transforms and format options) is not stored: a run of a trace whose
+    config holds no ``trace_read`` and none of the ``process`` that every run's has since ``trace_read`` was
+    stored (a run of revision 0002's releases, which recorded neither: it may have had ``--limit``, a window, ...).
+    A run stored since then without ``trace_read`` read its trace as it is."""
+    config = run.get("config")
+    return bool(run.get("trace")) and isinstance(config, dict) and not {"trace_read", "process"} & config.keys()
+
+
 def _workload(run: dict[str, Any]) -> str:
     read = (run.get("config") or {}).get("trace_read") or {}
     how = [f"{k}={v}" for k, v in sorted({**(read.get("transforms") or {}), **(read.get("options") or {})}.items())]
+    if transforms_unknown(run):
+        how.append("transforms unknown")
     if stopped := stopped_early(run):
         how.append(stopped)
     return f"{Path(run.get('trace') or '-').name}" + (f" ({', '.join(how)})" if how else "")
@@ -93,16 +103,21 @@ def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], engin
     run stopped early by ``--until`` or Ctrl-C): their differences then mix the policies' effect with the
     workload's ('' when they are the same). Runs whose workloads read differently but whose stored requests
     are the same ones (with ``engine``: `same_requests`), as a replay of a live run's ``--save-trace`` file
-    beside that live run, get no note."""
+    beside that live run, get no note. Where a run's transforms are not stored (`transforms_unknown`), only its
+    requests can tell: without them being the same, the note says the runs may differ."""
     seen = {r["id"]: _workload(r) for r in runs}
-    if len(set(seen.values())) <= 1:
+    unknown = any(transforms_unknown(r) for r in runs)
+    if len(set(seen.values())) <= 1 and not unknown:
         return ""
     if engine is not None:
-        ones = list({seen[r["id"]]: r for r in runs}.values())  # a run of each workload
+        ones = list(runs) if unknown else list({seen[r["id"]]: r for r in runs}.values())  # (a run of each workload)
         if all(same_requests(engine, ones[0], other) for other in ones[1:]):
             return ""
-    return ("note: the runs replayed different requests (" + "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
-            + "): their differences mix the policies' effect with the workload's")
+    listed = "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
+    if len(set(seen.values())) <= 1:
+        return (f"note: the runs may have replayed different requests ({listed}: how they read the trace is not "
+                "stored): their differences may mix the policies' effect with the workload's")
+    return f"note: the runs replayed different requests ({listed}): their differences mix the policies' effect with the workload's"
 
 
 def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | None:
@@ -124,7 +139,7 @@ def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | N
 
 def same_requests(engine: Any, a: dict[str, Any], b: dict[str, Any], *, tol_s: float = 1e-6) -> bool:
     """Whether runs ``a`` and ``b`` (`get_run` dicts) replayed the same requests: the same request ids, each
-    with the same prompt and output lengths, arriving at the same times after their run's first arrival
+    with the same prompt and output lengths (where both runs stored them: `_agree`), arriving at the same times after their run's first arrival
     (to ``tol_s``: a live run's clock starts before its first request, a replay of its saved trace at that
     arrival). False when either run's rows are not all stored (``record: summary``, a crash)."""
     if (a.get("summary") or {}).get("num_requests") != (b.get("summary") or {}).get("num_requests"):
@@ -132,7 +147,14 @@ def same_requests(engine: Any, a: dict[str, Any], b: dict[str, Any], *, tol_s: f
     rows_a, rows_b = _request_rows(engine, a), _request_rows(engine, b)
     if rows_a is None or rows_b is None:
         return False
-    return all(ra[0] == rb[0] and ra[2:] == rb[2:] and abs(ra[1] - rb[1]) <= tol_s for ra, rb in zip(rows_a, rows_b))
+    return all(ra[0] == rb[0] and all(_agree(x, y) for x, y in zip(ra[2:], rb[2:])) and abs(ra[1] - rb[1]) <= tol_s
+               for ra, rb in zip(rows_a, rows_b))
+
+
+def _agree(x: Any, y: Any) -> bool:
+    """Two stored values of a request the same, or one of them unknown (NULL: ``max_output_tokens`` of a request
+    stored before revision 0004, which added it)."""
+    return x is None or y is None or x == y
 
 
 def slo_targets(run: dict[str, Any]) -> dict[str, Any] | None:

@@ -77,3 +77,45 @@ def test_same_requests_needs_every_run_s_rows(runs):
         assert not same_requests(engine, one, {**two, "summary": unstored})
     finally:
         engine.dispose()
+
+
+def _without(url: str, folder, sql: str) -> str:
+    """A copy of the database at ``url`` with ``sql`` run in it."""
+    import shutil
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    copy = folder / "copy.db"
+    shutil.copy(make_url(url).database, copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute(sql)
+    return f"sqlite:///{copy}"
+
+
+def test_requests_stored_before_revision_0004_match_on_what_both_runs_stored(runs, tmp_path):
+    """`max_output_tokens` (revision 0004) is NULL on every request stored before it: a live run of an older release
+    beside the replay of its `--save-trace` file "replayed different requests" (NULL is not 8)."""
+    old = _without(runs, tmp_path, "UPDATE request SET max_output_tokens = NULL WHERE run_id = 1")
+    assert "different requests" not in _compare(old, 1, 2)
+    assert "note: the runs replayed different requests" in _compare(old, 1, 3)  # (its prompt lengths differ)
+
+
+def test_runs_whose_transforms_were_not_stored_are_told_apart_by_their_requests(runs, tmp_path):
+    """A run of a release of revision 0002 stored no `trace_read`: it read as having no transforms."""
+    old = _without(runs, tmp_path, "UPDATE run SET config = json_remove(config, '$.trace_read', '$.process') "
+                                   "WHERE id IN (1, 3)")
+    assert "different requests" not in _compare(old, 1, 2)  # (its requests are the same ones)
+    assert "note: the runs replayed different requests (run 1: trace.csv (transforms unknown); run 3: other.csv " \
+           "(transforms unknown))" in _compare(old, 1, 3)
+
+
+def test_runs_of_one_trace_whose_transforms_were_not_stored_may_differ():
+    """Without their requests to tell, two runs of one trace file that stored no transforms read the same workload."""
+    from controlplane.cli.runs_notes import workload_note
+
+    old = [{"id": i, "trace": "/data/code.csv", "config": {"seed": 0}, "summary": {}} for i in (1, 2)]
+    assert workload_note(old).startswith("note: the runs may have replayed different requests (run 1: code.csv "
+                                         "(transforms unknown); run 2: code.csv (transforms unknown): how they read ")
+    new = [{**r, "config": {"process": {}}} for r in old]
+    assert workload_note(new) == ""
