@@ -22,6 +22,8 @@ __all__ = ["BatchScheduling", "fusing_batchers"]
 _SCHEDULABLE = (WorkerState.READY, WorkerState.DRAINING)
 _WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
 _DRAINING = WorkerState.DRAINING
+# A wake's time as the driver's clock reads it may fall an ulp before the time asked for (now + (at - now))
+_WAKE_SLACK_S = 1e-9
 
 
 def fusing_batchers(plugins: Any, own: frozenset[str]) -> frozenset[str]:
@@ -166,6 +168,19 @@ class BatchScheduling:
                  "decode": len(plan.decode), "iterations": iterations, "then_decode": len(then_decode)},
             ))
         self._out.append(act.StartBatch(batch))
+        if plan.wake_after_s is not None and iterations > 1:
+            self._ask_again_at(wid, batch_id, now + plan.wake_after_s)
+
+    def _ask_again_at(self, wid: str, batch_id: int, at_s: float) -> None:
+        """A batch of several iterations whose plan says when to ask again (`BatchPlan.wake_after_s`): the driver
+        wakes the worker at ``at_s`` and the batch stops at its first iteration boundary at or after it
+        (`_on_wake`), where the policy is asked, as the exact mode (one iteration a batch) asks it at every
+        boundary. Kept by worker: the batch it bounds (a later batch is not stopped by this wake) and when."""
+        bounds = self.__dict__.get("_wake_bounds")  # (a mixin's optional state: a plain attribute)
+        if bounds is None:
+            bounds = self.__dict__["_wake_bounds"] = {}
+        bounds[wid] = (batch_id, at_s)
+        self._out.append(act.WakeWorker(wid, at_s))
 
     def _preempt(self, w: Worker, r: Request, plugin: str | None, reason: str) -> None:
         """Evict running ``r`` (it recomputes later): ``plugin``'s plan asked for it, with its ``reason`` (the
@@ -298,6 +313,20 @@ class BatchScheduling:
         self._schedule(w)
 
     def _on_wake(self, e: ev.WorkerWake) -> None:
-        w = self.workers.get(e.worker_id)
-        if w is not None:
-            self._schedule(w)
+        """A wake the batching policy asked for: an idle worker plans again; one running the batch whose plan asked
+        for this wake (`_ask_again_at`) stops it at its next iteration boundary, then plans."""
+        wid = e.worker_id
+        w = self.workers.get(wid)
+        if w is None:
+            return
+        bounds = self.__dict__.get("_wake_bounds")
+        bound = bounds.get(wid) if bounds else None
+        if bound is not None:
+            batch = self._batches.get(wid)
+            if batch is not None and batch.batch_id == bound[0] and e.time_s >= bound[1] - _WAKE_SLACK_S:
+                del bounds[wid]
+                if wid not in self._interrupted:
+                    self._interrupted.add(wid)
+                    self._out.append(act.InterruptBatch(wid))
+                return
+        self._schedule(w)

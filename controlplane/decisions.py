@@ -48,7 +48,10 @@ class BatchPlan:
     # iterations 2.. decode every running request, the prefilled ones included (vLLM's next
     # steps when nothing else is waiting). Drivers may stop earlier (the live one runs one).
     max_iterations: int = 1
-    wake_after_s: float | None = None  # empty plan: ask again after this delay (dynamic batching)
+    # Ask again after this delay. An empty plan: the worker idles until then (dynamic batching). A plan that
+    # runs: the core asks again at its first iteration boundary at or after it, in the simulator's fast mode
+    # too (a batch of several iterations stops there), as the exact mode asks at every boundary.
+    wake_after_s: float | None = None
     # Waiting requests to refuse now (a queue timeout), each with its reason: rejected with
     # ReasonCode.QUEUE_TIMEOUT rather than served late.
     expire: tuple[tuple[Request, str], ...] = ()
