@@ -107,16 +107,17 @@ def _running(info: Any, instance: object) -> Any:
 
 def plugin_listing(plugins: Any) -> list[dict[str, Any]]:
     """The loaded plugins: name, distribution, version, entry point, hooks and settings."""
+    from controlplane.plugin_manager import instance_settings
+
     out = []
     for p in plugins.loaded:
-        settings = getattr(p.instance, "settings", None)
         out.append({
             "name": p.info.name,
             "dist": p.info.dist,
             "version": p.info.version,
             "entry_point": p.info.entry_point,
             "hooks": sorted(n for n in dir(p.instance) if n.startswith("cp_")),
-            "settings": settings.model_dump(mode="json") if hasattr(settings, "model_dump") else None,
+            "settings": instance_settings(p.instance),
         })
     return out
 
