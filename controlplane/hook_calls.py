@@ -55,6 +55,8 @@ class HookMonitor:
 
     Each error is counted (``error_counts``) and told to every ``listeners`` callable as (plugin, hook);
     the first `MAX_RECORDED_ERRORS` of each plugin and hook are also kept for their ``error`` decisions.
+    With ``warn_first`` (a monitor built while `warn_plugin_errors` is on: the daemon's), the first error of each
+    plugin and hook is also logged as a warning; later ones are only counted.
     While ``muted`` (`PolicyCalls.drain_errors` delivering the error decision of an observer's failure), an
     observer's failure (``cp_on_event``) is neither counted nor kept: an observer failing on every event would
     fail on the decision about its own failure, and that again, filling its recorded errors with these.
@@ -66,6 +68,7 @@ class HookMonitor:
     num_errors: int = 0
     listeners: list[Callable[[str, str], None]] = field(default_factory=list)
     muted: bool = False
+    warn_first: bool = field(default_factory=lambda: _warn_errors)
 
     def record(self, plugin: str, hook: str, exc: BaseException, subject: str | None = None) -> None:
         """Count ``plugin``'s error in ``hook``; ``subject``: the request id, worker id or model the call was about,
@@ -78,6 +81,8 @@ class HookMonitor:
         key = (plugin, hook)
         n = self.error_counts.get(key, 0) + 1
         self.error_counts[key] = n
+        if n == 1 and self.warn_first:
+            _warn_first_error(plugin, hook, exc)
         if n <= MAX_RECORDED_ERRORS:
             self.errors.append(PluginErrorRecord(plugin, hook, f"{type(exc).__name__}: {exc}", subject))
 
@@ -91,6 +96,26 @@ class HookMonitor:
     def take_errors(self) -> list[PluginErrorRecord]:
         errors, self.errors = self.errors, []
         return errors
+
+
+#: Whether monitors built from now on log each plugin and hook's first error (`warn_plugin_errors`).
+_warn_errors = False
+
+
+def warn_plugin_errors(on: bool) -> None:
+    """Log, once per plugin and hook, the first error of the plugin sets built from now on in this process. Only
+    the daemon does this (as it starts; off as it stops): its log is where an operator looks, and it runs until
+    stopped. A replay (``sim replay``, ``live-replay``) stays quiet: it prints its plugin errors' count at its end."""
+    global _warn_errors
+    _warn_errors = on
+
+
+def _warn_first_error(plugin: str, hook: str, exc: BaseException) -> None:
+    lines = str(exc).strip().splitlines()
+    why = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    log.warning("plugin %r: %s failed (%s); isolated: the next plugin or the built-in policy decided. Later errors "
+                "of this plugin and hook are counted, not logged (the run's num_plugin_errors, /metrics "
+                "plugin_errors_total; `controlplane runs show RUN` lists the first of each)", plugin, hook, why)
 
 
 #: Hook calls that take longer than this many seconds are warned of, once per plugin and hook; None: hooks are not

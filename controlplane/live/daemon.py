@@ -122,9 +122,10 @@ class Daemon:
     async def startup(self) -> None:
         if self.started:
             return
-        from controlplane.hook_calls import time_hooks
+        from controlplane.hook_calls import time_hooks, warn_plugin_errors
 
         time_hooks(SLOW_HOOK_S)  # before the run's plugins are built: a slow hook stalls the event loop, warn of it
+        warn_plugin_errors(True)  # and log each plugin and hook's first error (the log is where operators look)
         try:  # a pool that cannot host any worker (a Ray address Ray cannot use) stops the start, before serving
             self.driver.pool.open()
         except WorkerStartError as exc:
@@ -170,9 +171,10 @@ class Daemon:
         self.crashed_runs = list(getattr(session, "crashed_runs", []))
 
     async def shutdown(self) -> None:
-        from controlplane.hook_calls import time_hooks
+        from controlplane.hook_calls import time_hooks, warn_plugin_errors
 
         time_hooks(None)  # plugin sets built later in this process (a test's replay) are not timed
+        warn_plugin_errors(False)  # nor log their errors (a replay counts them in its summary)
         if not self.exiting:  # stopped without a drain (uvicorn's own exit): drain now
             self.exiting = True
             self.drained_cleanly = await self._wait_drained()
@@ -185,7 +187,7 @@ class Daemon:
             return  # the journal stays: the requests it lists are not in the database
         if self.journal is not None:  # the run is closed: its rows are in the database (or spilled)
             self.journal.close(remove=True)
-        log.info("run %s closed (%s): %s", self.driver.run_id, status, closed_counts(summary or {}))
+        log.info("run %s closed (%s): %s", self.driver.run_id, status, closed_counts(summary or {}, self.driver.run_id))
 
     async def _wait_drained(self) -> bool:
         self.driver.begin_drain()
@@ -373,8 +375,13 @@ def admin_token_from_env() -> str | None:
 STATUS_COUNTS = ("completed", "blocked", "rejected", "failed", "cancelled", "in_flight")
 
 
-def closed_counts(summary: dict) -> str:
+def closed_counts(summary: dict, run_id: int | None = None) -> str:
     """The close line's counts: ``25 requests: 13 completed, 11 blocked, 1 rejected`` (every status with any, so
-    they add up; the line left blocked and cancelled requests out)."""
+    they add up; the line left blocked and cancelled requests out), then the plugin errors, if any
+    (``; 547 plugin errors (controlplane runs show 2 lists them)``)."""
     parts = [f"{summary[f'num_{s}']} {s.replace('_', ' ')}" for s in STATUS_COUNTS if summary.get(f"num_{s}")]
-    return f"{summary.get('num_requests', 0)} requests" + (f": {', '.join(parts)}" if parts else "")
+    line = f"{summary.get('num_requests', 0)} requests" + (f": {', '.join(parts)}" if parts else "")
+    errors = summary.get("num_plugin_errors")
+    if errors:
+        line += f"; {errors} plugin errors" + (f" (controlplane runs show {run_id} lists them)" if run_id else "")
+    return line
