@@ -6,7 +6,8 @@ Without it every failed write attempt and every flush that gave up logged a line
 and a give-up every eight seconds or so, for as long as the outage lasted. The failures are
 still counted (``RunRecorder.errors``, ``num_flush_failures``, ``retries``) and each one is
 logged at DEBUG. A write that fails for its data (a duplicate key, a value the column refuses)
-or for a missing privilege (a read-only role) is no outage: the recorder logs it as an error every time.
+or because it is not permitted (a read-only role, a SQLite file this process may not write) is no
+outage: the recorder logs it as an error every time.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Retrying a database write with exponential backoff, and what a write that gave up reports.
 
 Connection loss, lock timeouts and a table missing mid-migration pass; bad data (a duplicate
-key, a value the column refuses) and a role without the privilege to write (PostgreSQL's
-``permission denied``, a read-only role) fail the same way every time, so they are not retried.
+key, a value the column refuses) and a write that is not permitted (PostgreSQL's ``permission
+denied``, a read-only role; SQLite's ``attempt to write a readonly database``, a file this process
+may not write) fail the same way every time, so they are not retried.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ log = logging.getLogger("controlplane.storage.recorder")
 ROW_REFUSED: Final = (IntegrityError, DataError)
 #: SQLSTATEs no retry mends: ``insufficient_privilege`` (a read-only role's INSERT).
 _PERMANENT_SQLSTATES: Final = frozenset({"42501"})
+#: SQLite's primary result code for a write to a database it opened read-only (a file, or its folder, this process
+#: may not write; ``chattr +i``; ``?mode=ro``): SQLITE_READONLY, and its message where Python (3.10) has no code.
+_SQLITE_READONLY: Final = 8
+_SQLITE_READONLY_MESSAGE: Final = "attempt to write a readonly database"
 #: SQLSTATEs of a statement that waited its time out: ``lock_not_available`` (PostgreSQL's ``lock_timeout``,
 #: `controlplane.storage.db.LOCK_TIMEOUT_S`, on a table another session holds locked) and ``query_canceled``
 #: (``statement_timeout``). Retryable, but not at once: the try itself waited (30 s), so retries with their
@@ -46,12 +51,20 @@ def is_retryable(exc: SQLAlchemyError) -> bool:
     missing privilege are not."""
     if not isinstance(exc, DBAPIError) or isinstance(exc, ROW_REFUSED):
         return False
-    return getattr(exc.orig, "sqlstate", None) not in _PERMANENT_SQLSTATES
+    return not is_permission_denied(exc)
 
 
 def is_permission_denied(exc: SQLAlchemyError) -> bool:
-    """Whether the database refused ``exc``'s statement for a privilege the role lacks (a reader's write)."""
-    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _PERMANENT_SQLSTATES
+    """Whether the database refused ``exc``'s statement as a write it may not do: a privilege the role lacks (a
+    reader's write), or a SQLite database opened read-only."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _PERMANENT_SQLSTATES:
+        return True
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == _SQLITE_READONLY
+    return _SQLITE_READONLY_MESSAGE in str(exc.orig)
 
 
 def describe_error(exc: BaseException) -> str:

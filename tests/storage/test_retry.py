@@ -24,6 +24,31 @@ def test_other_errors_keep_their_first_line():
     assert describe_error(RuntimeError()) == "RuntimeError: RuntimeError()"
 
 
+def test_a_read_only_sqlite_file_fails_at_once_and_is_no_outage(tmp_path, caplog) -> None:
+    """A SQLite database this process may not write (``chattr +i``, a file of another user; here ``?mode=ro``):
+    it warned 'is unavailable ...; 0 rows pending are kept and retried', retried with backoff, then failed."""
+    from sqlalchemy import create_engine
+
+    from controlplane.storage.retry import is_permission_denied
+
+    db = tmp_path / "runs.db"
+    upgrade(f"sqlite:///{db}")
+    engine = create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
+    delays: list[float] = []
+    rec = RunRecorder(engine, max_retries=3, retry_backoff_s=0.01, sleep=delays.append)
+    try:
+        with caplog.at_level(logging.WARNING, logger="controlplane.storage"), pytest.raises(StorageError) as info:
+            start_run(rec)
+    finally:
+        rec.close()
+        engine.dispose()
+    assert str(info.value).endswith(": OperationalError: attempt to write a readonly database")
+    assert delays == [] and caplog.records == []
+    no_code = OperationalError("INSERT", {}, sqlite3.OperationalError("attempt to write a readonly database"))
+    assert is_permission_denied(no_code)  # (Python 3.10: no sqlite_errorcode, the message says it)
+    assert not is_permission_denied(OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error")))
+
+
 @pytest.mark.postgres
 def test_a_read_only_role_fails_at_once_and_is_no_outage(pg_url: str, pg_reader, caplog) -> None:
     """Permission denied is the same at every try: no backoff, no 'unavailable ... retried' warning."""
