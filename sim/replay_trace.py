@@ -116,8 +116,9 @@ class TraceStop:
         for name, count in self.past_context.items():
             context = self.limits[name][1]
             log.warning("%s request%s longer (prompt + output tokens) than the %s-token context window of the "
-                        "model of deployment %r: latency model %r priced %s all the same, past what the model "
-                        "serves; set that deployment's max_model_len: %s (cluster.models[].max_model_len) to refuse "
+                        "model of deployment %r: latency model %r prices %s all the same, past what the model "
+                        "serves, unless refused for another reason (one whose KV cache outgrows the worker's "
+                        "memory is: the summary's reject_reasons counts those); set that deployment's max_model_len: %s (cluster.models[].max_model_len) to refuse "
                         "such requests as too_long, or cut them with --max-prompt-tokens / --max-output-tokens",
                         f"{count:,}", " was" if count == 1 else "s were", f"{context:,}", name, latency.get(name),
                         "it" if count == 1 else "them", context)

@@ -91,6 +91,8 @@ class _AttentionScale:
 
 #: Off-grid terms a model remembers before it starts over (``VidurProfileModel._remember``).
 _MAX_REMEMBERED = 1 << 16
+#: The most steps of 8 tokens the linear ops are tabulated past the profile (`VidurProfile._lin_past_ms`).
+_LIN_PAST_MAX = 1 << 16
 
 
 # --------------------------------------------------------------------------- the model
@@ -289,10 +291,20 @@ class VidurProfileModel(LatencyModel):
 
     def _lin_past_ms(self, nr: int) -> float:
         """Linear ops at ``nr`` tokens (a multiple of 8) past the table, every 8 tokens and grown by doubling: the
-        fitted curves (their running maximum from the table's last value on, if `monotone`)."""
+        fitted curves (their running maximum from the table's last value on, if `monotone`). Past
+        ``_LIN_PAST_MAX`` steps (half a million tokens past the table) a count is priced alone, at least the
+        tabulated maximum: a request of millions of tokens costs one evaluation, not a table as long as it."""
         k = (nr - self._n_lin) // 8
+        if k >= _LIN_PAST_MAX:
+            if len(self._lin_past) < _LIN_PAST_MAX:
+                self._lin_past_ms(self._n_lin + 8 * (_LIN_PAST_MAX - 1))
+            far = self._beyond.get(("linear", nr, 0))
+            if far is None:
+                at = float(self._linear_ms(np.array([float(nr)]))[0])
+                far = self._remember(("linear", nr, 0), max(at, float(self._lin_past[-1])) if self.monotone else at)
+            return far
         if k >= len(self._lin_past):
-            count = max(k + 1, 2 * len(self._lin_past), 64)
+            count = min(max(k + 1, 2 * len(self._lin_past), 64), _LIN_PAST_MAX)
             top = self._lin_list[self._n_lin] if self.monotone else -np.inf
             self._lin_past = running_max_past(top, self._linear_ms, float(self._n_lin), 8.0, count, self.monotone)
         return float(self._lin_past[k])

@@ -82,7 +82,7 @@ def test_requests_past_the_models_context_are_counted_and_warned_of_once(caplog)
     assert summary["num_completed"] == 4 and summary["requests_past_context"] == {"default": 2}
     [warning] = [r.getMessage() for r in caplog.records if "context window" in r.getMessage()]
     assert warning.startswith("2 requests were longer (prompt + output tokens) than the 8,192-token context window "
-                              "of the model of deployment 'default': latency model 'vidur' priced them all the same")
+                              "of the model of deployment 'default': latency model 'vidur' prices them all the same")
     assert "set that deployment's max_model_len: 8192" in warning
 
 

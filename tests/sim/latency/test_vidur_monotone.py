@@ -86,3 +86,21 @@ def test_the_measured_prices_are_kept_unless_asked():
     assert dip[1] < dip[0]
     with pytest.raises(ValueError, match="monotone must be true, false or null"):
         VidurProfileModel("meta-llama/Llama-2-70b-hf", "a100", 2, monotone="yes")
+
+
+def test_a_prompt_of_millions_of_tokens_is_priced_without_a_table_as_long_as_it():
+    """A trace row of 200M prompt tokens (a request refused anyway) made the SLO planner's price of it tabulate the
+    linear ops every 8 tokens up to its length: 22 GB, and the replay was killed."""
+    from sim.latency import vidur_profile
+
+    m = _model("llama3-8b-a100-scaled")
+    cap = m._n_lin + 8 * vidur_profile._LIN_PAST_MAX
+    near = m._tokens_ms(cap - 8)  # the last count tabulated
+    far = [m._tokens_ms(n) for n in (cap, cap + 8, 5_000_000, 200_000_000, 2_147_483_647)]
+    assert len(m._lin_past) == vidur_profile._LIN_PAST_MAX
+    assert _nondecreasing([near, *far]) and far[-1] > far[0]
+    # past the table: the curve at that count, at least the tabulated maximum (what the running maximum gives
+    # when the curve rises there, as it does)
+    at = float(m._linear_ms(np.array([200_000_000.0]))[0])
+    kv = m._tokens_ms(200_000_000) - max(at, float(m._lin_past[-1]))
+    assert kv >= 0 and far[3] == pytest.approx(max(at, float(m._lin_past[-1])) + kv)
