@@ -30,6 +30,15 @@ class MixedZones(ValueError):
     has one: read as UTC, a time without its offset would be off by the offset, silently."""
 
 
+class BadOffset(ValueError):
+    """A UTC offset no time zone has (``+25:00``, ``+23:99``): read as given, it would move the row by a day or more,
+    an arrival out of order for the next row instead of an error on this one."""
+
+
+#: What a malformed timestamp's error expects (`BadOffset`'s adds why its offset is refused).
+_EXPECTED = "expected 'YYYY-MM-DD HH:MM:SS[.fffffff][+HH:MM]'"
+
+
 class _Clock:
     """Timestamp strings -> seconds since the first row, plus what the fast path may cache."""
 
@@ -59,7 +68,10 @@ class _Clock:
             suffix = "Z"
         elif len(rest) > 6 and rest[-6] in "+-" and rest[-3] == ":" and (rest[-5:-3] + rest[-2:]).isdigit():
             suffix = rest[-6:]
-            offset = (int(rest[-5:-3]) * 3600 + int(rest[-2:]) * 60) * (1 if rest[-6] == "+" else -1)
+            hours, minutes = int(rest[-5:-3]), int(rest[-2:])
+            if hours > 23 or minutes > 59:
+                raise BadOffset(ts)
+            offset = (hours * 3600 + minutes * 60) * (1 if rest[-6] == "+" else -1)
         sec_text = rest[: len(rest) - len(suffix)]
         if not _plain_seconds(sec_text):
             raise ValueError(ts)
@@ -155,11 +167,9 @@ def _read(path: PathLike, sink: ErrorSink, max_gap_s: float) -> Iterator[TraceRe
                         t, new_prefix, new_suffix, new_base = clock.parse(ts)
                     except MixedZones as exc:
                         raise TraceFormatError(path, line, TS, str(exc)) from None
-                    except ValueError:
-                        raise TraceFormatError(
-                            path, line, TS,
-                            f"malformed timestamp {ts!r} (expected 'YYYY-MM-DD HH:MM:SS[.fffffff][+HH:MM]')"
-                        ) from None
+                    except ValueError as exc:
+                        why = "offset must be within ±23:59" if isinstance(exc, BadOffset) else _EXPECTED
+                        raise TraceFormatError(path, line, TS, f"malformed timestamp {ts!r} ({why})") from None
                     if t < last:
                         if t < last - ORDER_TOLERANCE_S:
                             raise backwards(path, line, TS, t, last)

@@ -194,3 +194,19 @@ def test_timestamps_with_and_without_a_utc_offset_in_one_file_are_an_error_where
     p = write("ok.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.0+02:00,1,1\n"
                         "2024-05-10 00:00:01.0Z,1,1\n")  # (offsets that differ, each given: read as they say)
     assert [r.arrival_s for r in read_trace(p)] == [0.0, 7201.0]
+
+
+@pytest.mark.parametrize("offset", ["+25:00", "+23:99", "+99:99", "-24:00"])
+def test_a_utc_offset_no_time_zone_has_is_a_malformed_timestamp_on_its_row(write, offset):
+    # (it was read as given: a row a day off, and the next row's error a misleading "arrival goes backwards")
+    p = write("z.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00+05:30,1,1\n"
+                       f"2024-05-10 00:00:00.5{offset},1,1\n2024-05-10 00:00:01+05:30,1,1\n")
+    with pytest.raises(TraceFormatError) as info:
+        list(read_trace(p))
+    assert (info.value.line, info.value.field) == (3, "TIMESTAMP")
+    assert info.value.reason == f"malformed timestamp '2024-05-10 00:00:00.5{offset}' (offset must be within ±23:59)"
+    skipped = read_trace(p, on_error="skip")
+    assert [r.arrival_s for r in skipped] == [0.0, 1.0] and skipped.skipped == 1
+    ok = write("ok.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00+23:59,1,1\n"
+                         "2024-05-10 00:00:00-23:59,1,1\n")  # (the widest offsets there are)
+    assert [r.arrival_s for r in read_trace(ok, max_gap_s=math.inf)] == [0.0, 2 * (23 * 3600 + 59 * 60)]
