@@ -102,11 +102,14 @@ class OutageLog:
             rows, path, "" if first else f" ({self.spilled_rows} spilled in this outage)")
 
     def ended(self) -> None:
-        """Every pending row is written: an outage in progress ends (one line), else nothing."""
+        """Every pending row is written: an outage in progress ends (one line), else nothing. The line is at
+        INFO, or at WARNING where INFO is not shown (a command's log shows its warnings only: ``sim replay``'s):
+        a log that said the outage began says it ended."""
         if self.started_at is None:
             return
         lasted = self._clock() - self.started_at
-        log.info("storage: %s is back after %s; %d rows written late (%d failed writes%s)", self.target,
+        level = logging.INFO if log.isEnabledFor(logging.INFO) else logging.WARNING
+        log.log(level, "storage: %s is back after %s; %d rows written late (%d failed writes%s)", self.target,
                  _lasted(lasted), self._total_written() - self._written_at_start, self.failures,
                  f", {self.spilled_rows} rows spilled and written back" if self.spilled_rows else "")
         self.started_at, self.failures, self.spilled_rows = None, 0, 0

@@ -134,3 +134,27 @@ def test_an_outage_that_start_run_rides_out_is_said_to_end(tmp_path: Path, caplo
     assert "is back after" in messages[-1] and not rec.outage.active, messages
     rec.close()
     engine.dispose()
+
+
+def test_where_info_is_not_shown_the_outages_end_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`sim replay` shows warnings only: an outage it rode out said 'is unavailable ...' and never that it ended
+    (an INFO line), though every row was stored. The end is a warning there, as its start is."""
+    path = tmp_path / "runs.db"
+    engine = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.01})
+    upgrade(engine)
+    time = FakeTime()
+    rec = RunRecorder(engine, max_retries=0, spill_dir=tmp_path / "spill", sleep=time.sleep, clock=time)
+    start_run(rec)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    lock = WriteLock(path)
+    try:
+        _add(rec, 0)
+        assert not rec.flush()
+    finally:
+        lock.close()
+    assert rec.flush()
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == LOGGER]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.WARNING], lines
+    assert "is unavailable" in lines[0][1] and "is back after" in lines[1][1] and "2 rows written late" in lines[1][1]
+    rec.close()
+    engine.dispose()
