@@ -4,11 +4,13 @@ read, naming file, line and field) and a live replay's submission.
 
 The caches read ``temperature`` and ``seed`` to tell a sampled request from a reproducible one, so a
 ``"temperature": "hot"`` read as text was served in a replay where the live run refused it. Other params
-are free-form (a trace may carry what only its own plugins read); a null is no value.
+are free-form (a trace may carry what only its own plugins read); a null is no value. A number is finite:
+JSON's ``NaN`` and ``Infinity`` (which Python's ``json`` reads) are no temperature a server takes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["KNOWN_PARAMS", "param_problem"]
@@ -28,4 +30,6 @@ def param_problem(name: str, value: Any) -> str | None:
     else:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok = number and (name in ("temperature", "top_p") or isinstance(value, int))
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            return f"params.{name} must be a finite number, not {value!r}"
     return None if ok else f"params.{name} must be {KNOWN_PARAMS[name]}, not {value!r}"

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 
@@ -324,6 +325,10 @@ def test_rebase_keeps_the_order_check_and_a_near_first_arrival_is_not_refused(wr
     ({"top_k": 0.5}, "params.top_k", "must be an integer, not 0.5"),
     ({"seed": "7"}, "params.seed", "must be an integer"),
     ({"stop": ["a", 3]}, "params.stop", "must be a string or a list of strings"),
+    # (JSON's NaN and Infinity, which Python's json reads, were taken as a temperature)
+    ({"temperature": math.nan}, "params.temperature", "must be a finite number, not nan"),
+    ({"top_p": math.inf}, "params.top_p", "must be a finite number, not inf"),
+    ({"temperature": -math.inf}, "params.temperature", "must be a finite number, not -inf"),
 ])
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_a_known_param_of_the_wrong_type_names_its_line_and_field(tmp_path, params, field, why, suffix):
