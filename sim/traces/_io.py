@@ -122,6 +122,21 @@ def csv_header(path: PathLike, reader: Iterator[list[str]]) -> list[str]:
     raise empty_file(path)
 
 
+def blank_line(row: Sequence[str]) -> bool:
+    """Whether a CSV row is a blank line, which the readers skip: no fields, or one field of spaces. A row of
+    delimiters only (``,,,``) is not one: `check_not_empty` refuses it."""
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def check_not_empty(path: PathLike, line: int, row: Sequence[str]) -> None:
+    """A row of delimiters only (``,,,``, `` , , ``: every field empty, such as a spreadsheet's empty row) is an
+    error on its line, as a short row is: only blank lines are skipped, and a row whose every cell was lost would
+    otherwise go unseen (with ``on_error="skip"`` it is skipped and counted, as other bad rows are)."""
+    if not any(c.strip() for c in row):
+        raise TraceFormatError(path, line, None, "empty row: every field empty (only blank lines are skipped: remove "
+                               "the row, or fill it in)")
+
+
 def column_index(
     path: PathLike, header: Sequence[str], line: int, required: Iterable[str],
     optional: Iterable[str] = (), *, ignore_case: bool = False,

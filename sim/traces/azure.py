@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Iterator
 
-from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, column_index, csv_header, no_rows,
-                  open_text, parse_count)
+from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, blank_line, check_not_empty, check_row_width,
+                  column_index, csv_header, no_rows, open_text, parse_count)
 from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .gaps import FAR_S, checked_max_gap, long_gap
@@ -144,7 +144,7 @@ def _read(path: PathLike, sink: ErrorSink, max_gap_s: float) -> Iterator[TraceRe
                     raise ValueError
             except (ValueError, IndexError, TypeError):
                 # Slow path: a new minute, a blank line, or a bad row; name the bad field.
-                if not row or not any(c.strip() for c in row):
+                if blank_line(row):
                     continue
                 line = start
                 if clock.ord0 is None and its < len(row):
@@ -156,6 +156,7 @@ def _read(path: PathLike, sink: ErrorSink, max_gap_s: float) -> Iterator[TraceRe
                     except ValueError:
                         pass
                 try:
+                    check_not_empty(path, line, row)
                     if len(row) <= max(its, ictx, igen):
                         bad = next(n for n, i in zip(HEADER, (its, ictx, igen)) if i >= len(row))
                         raise TraceFormatError(path, line, bad, f"row has {len(row)} fields, expected {len(header)}")

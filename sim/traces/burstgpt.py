@@ -19,8 +19,8 @@ import logging
 import math
 from typing import Any, Iterator
 
-from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, check_row_width, check_text, column_index, csv_header,
-                  no_rows, open_text, parse_count, parse_seconds, plain)
+from ._io import (MAX_INT, ORDER_TOLERANCE_S, PathLike, backwards, blank_line, check_not_empty, check_row_width,
+                  check_text, column_index, csv_header, no_rows, open_text, parse_count, parse_seconds, plain)
 from .csv_quotes import CsvRows, open_quote, row_shape
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
 from .gaps import FAR_S, checked_max_gap, long_gap
@@ -183,7 +183,7 @@ def _read(path: PathLike, keep_models: dict[str, str] | None, keep_logs: dict[st
                     if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or not (last <= t < last + max_gap_s):
                         raise ValueError
                 except (ValueError, IndexError, TypeError):
-                    if not row or not any(c.strip() for c in row):
+                    if blank_line(row):
                         continue
                     line = start
                     try:
@@ -287,6 +287,7 @@ def _origin(row: list[str], cols: dict[str, int], last: float, models: _Filter |
 def _slow_row(path: PathLike, line: int, row: list[str], header: list[str], cols: dict[str, int],
               last: float) -> tuple[float, int, int]:
     """A row the fast path refused: its values, or the error naming its bad field."""
+    check_not_empty(path, line, row)
     needed = [c for c in (TS, MODEL, REQ, RESP, LOG) if c in cols]
     short = [c for c in needed if cols[c] >= len(row)]
     if short:

@@ -21,8 +21,8 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from controlplane.generation_params import param_problem
 
-from ._io import (MAX_INT, PathLike, base_suffix, check_row_width, check_text, check_texts, column_index, csv_header,
-                  duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
+from ._io import (MAX_INT, PathLike, base_suffix, blank_line, check_not_empty, check_row_width, check_text,
+                  check_texts, column_index, csv_header, duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
                   parse_seconds, plain, NOT_PLAIN)
 from .csv_quotes import CsvRows, open_quote, row_in_field, row_shape
 from .errors import OnError, TraceFormatError, as_sink
@@ -139,7 +139,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
                 except ValueError:
                     pass
             if req is None:  # general path: optional columns, or a row the fast path refused
-                if not row or not any(c.strip() for c in row):
+                if blank_line(row):
                     continue
                 line = start
                 try:
@@ -175,6 +175,7 @@ def _csv_row(path: PathLike, line: int, row: list[str], header: list[str], ii: i
             raise TraceFormatError(path, line, name, f"row has {len(row)} fields, expected {len(header)}")
         return row[i].strip()
 
+    check_not_empty(path, line, row)
     check_row_width(path, line, row, header)
     rid = cell("request_id", ii) and check_text(path, line, "request_id", row[ii])  # verbatim, as on the fast path
     rid = rid or str(idx)

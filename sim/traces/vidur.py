@@ -15,7 +15,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ._io import MAX_INT, PathLike, check_row_width, column_index, csv_header, no_rows, open_text, parse_count
+from ._io import (MAX_INT, PathLike, blank_line, check_not_empty, check_row_width, column_index, csv_header, no_rows,
+                  open_text, parse_count)
 from .csv_quotes import CsvRows, open_quote, row_shape
 from ._rng import require_rng
 from .errors import ErrorSink, OnError, TraceFormatError, as_sink
@@ -87,10 +88,11 @@ def _read(path: PathLike, gaps: Iterator[float], sink: ErrorSink) -> Iterator[Tr
                 if not (0 <= p <= MAX_INT and 0 <= o <= MAX_INT) or len(row) != width:
                     raise ValueError
             except (ValueError, IndexError):
-                if not row or not any(c.strip() for c in row):
+                if blank_line(row):
                     continue
                 line = start
                 try:
+                    check_not_empty(path, line, row)
                     if len(row) <= max(ip, io_):
                         bad = PREFILL if ip >= len(row) else DECODE
                         raise TraceFormatError(path, line, bad, f"row has {len(row)} fields, expected {len(header)}")

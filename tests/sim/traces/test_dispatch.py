@@ -234,3 +234,23 @@ def test_a_row_shorter_than_the_header_is_an_error_in_every_format(write, name, 
     assert info.value.reason.startswith(f"row has {text.splitlines()[2].count(',') + 1} fields, expected")
     reader = read_trace(p, on_error="skip", **options)
     assert len(list(reader)) == 1 and reader.skipped == 1
+
+
+@pytest.mark.parametrize("empty", [",,,", " , , , ", ",", "\t,\t"])
+@pytest.mark.parametrize("name, header, rows, options", [
+    ("c.csv", "request_id,arrival_s,prompt_tokens,output_tokens", ("a,0,10,5", "b,1,10,5"), {}),
+    ("a.csv", "TIMESTAMP,ContextTokens,GeneratedTokens", ("2023-11-16 18:17:03,10,5", "2023-11-16 18:17:04,10,5"), {}),
+    ("v.csv", "num_prefill_tokens,num_decode_tokens", ("10,5", "10,5"), {"rng": np.random.default_rng(0)}),
+    ("b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type",
+     ("1,A,10,5,15,API log", "2,A,10,5,15,API log"), {}),
+])
+def test_a_row_of_delimiters_only_is_a_bad_row_in_every_format(write, name, header, rows, options, empty):
+    # (every field empty: it was skipped as a blank line, silently, even with on_error=skip counting bad rows)
+    p = write(name, f"{header}\n{rows[0]}\n\n   \n{empty}\n{rows[1]}\n")
+    with pytest.raises(TraceFormatError) as info:
+        list(read_trace(p, **options))
+    assert (info.value.line, info.value.field) == (5, None)
+    assert str(info.value) == f"{p}:5: empty row: every field empty (only blank lines are skipped: remove the row, " \
+                              "or fill it in)"
+    reader = read_trace(p, on_error="skip", **options)
+    assert len(list(reader)) == 2 and reader.skipped == 1 and reader.errors[0].line == 5  # (the blank lines: skipped)
