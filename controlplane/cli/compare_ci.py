@@ -10,8 +10,10 @@ from sqlalchemy import Engine, select
 
 from controlplane.cli import common
 from controlplane.cli.common import fmt_value
+from controlplane.cli.tables import WHOLE, WORDS, fitted
 
-__all__ = ["by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "summary_diffs", "summary_means", "sweep_run_ids"]
+__all__ = ["by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "side_by_side", "summary_diffs",
+           "summary_means", "sweep_run_ids"]
 
 
 def parse_run_ids(text: str, option: str) -> list[int]:
@@ -178,7 +180,20 @@ def _fmt(x: float | None, metric: str) -> str:
     return f"{x:.4f}" if metric == "slo_attainment" else f"{x:.4g}"
 
 
-def ci_table(diffs: list[Any], title: str, confidence: float) -> Table:
+#: The intervals' table's columns as `controlplane.cli.tables.fitted` keeps them: a metric's name and the verdict
+#: wrap between words; A, B and B - A are never cut; an interval wraps between its two ends, never inside one.
+CI_KINDS = (WORDS, WHOLE, WHOLE, WHOLE, WORDS, WORDS)
+
+
+def side_by_side(t: Table, width: int) -> Table:
+    """A side-by-side table (`controlplane.cli.summary_table.compare_table`) fitted to ``width``: its labels wrap
+    between words, its values and deltas are never cut (a row's fields a line each where they do not fit)."""
+    return fitted(t, width, (WORDS, WHOLE, WHOLE, WHOLE, WHOLE))
+
+
+def ci_table(diffs: list[Any], title: str, confidence: float, width: int | None = None) -> Table:
+    """The intervals' table of ``diffs`` (`controlplane.compare.MetricDiff`); with ``width``, fitted to it
+    (`CI_KINDS`: no number cut, a row's fields a line each where even a folded row does not fit)."""
     t = Table(title=title, header_style="bold")
     for col in ("metric", "A", "B", "B - A", f"{confidence:.0%} CI", "verdict"):
         t.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
@@ -200,4 +215,4 @@ def ci_table(diffs: list[Any], title: str, confidence: float) -> Table:
                 "within noise: the interval contains 0 (to rounding)"
     for i, c in enumerate(covers, start=1):  # rows whose A, B and interval are over fewer requests than each run's
         t.caption += f"\n{'*' * i} A, B and the interval over {c} (paired)"
-    return t
+    return t if width is None else fitted(t, width, CI_KINDS)

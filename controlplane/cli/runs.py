@@ -216,7 +216,7 @@ def compare(
     interval over requests (and over seeds with several runs a side), saying when it is within noise.
     Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
     from controlplane.cli.compare_ci import (COST_KEYS, by_model_diffs_json, ci_table, cost_diffs, parse_run_ids,
-                                             summary_diffs, summary_means, sweep_run_ids)
+                                             side_by_side, summary_diffs, summary_means, sweep_run_ids)
     from controlplane.cli.compare_progress import CompareProgress
     from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample, within_other
     from controlplane.storage import get_run
@@ -280,12 +280,12 @@ def compare(
         mixed = ra.get("mode") != rb.get("mode")
         label_a, label_b = (f"run {r['id']}" + (f" ({r.get('mode')})" if mixed else "") for r in (ra, rb))
         modes = (ra.get("mode"), rb.get("mode"))
-        out.print(compare_table(ra["summary"], rb["summary"], label_a, label_b, modes))
+        out.print(side_by_side(compare_table(ra["summary"], rb["summary"], label_a, label_b, modes), out.width))
         if not ci:  # (with intervals, each model's table below has both sides' values)
             models_a, models_b = ((r["summary"] or {}).get("by_model") or {} for r in (ra, rb))
             for model in sorted(set(models_a) & set(models_b)):
-                out.print(compare_table(models_a[model], models_b[model], f"{label_a}: {model}", f"{label_b}: {model}",
-                                       modes))
+                out.print(side_by_side(compare_table(models_a[model], models_b[model], f"{label_a}: {model}",
+                                                     f"{label_b}: {model}", modes), out.width))
     else:
         label_a, label_b = (f"{side} (run {ids[0]})" if len(ids) == 1 else f"{side} (runs {','.join(map(str, ids))}: mean)"
                             for side, ids in (("A", side_a), ("B", side_b)))
@@ -293,12 +293,12 @@ def compare(
         means = (summary_means(runs_a), summary_means(runs_b))
         if ci:  # (the intervals' table has the per-request metrics; GPU time and money are per run: their means)
             means = tuple({k: m[k] for k in COST_KEYS if k in m} for m in means)
-        out.print(compare_table(*means, label_a, label_b, modes))
+        out.print(side_by_side(compare_table(*means, label_a, label_b, modes), out.width))
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
-        out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence))
+        out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence, out.width))
         for model, model_diff in model_diffs.items():
-            out.print(ci_table(model_diff, f"model {model}: B - A", confidence))
+            out.print(ci_table(model_diff, f"model {model}: B - A", confidence, out.width))
     # Notes on stderr, as every command's (stdout holds the tables alone).
     if note := targets_note((*runs_a, *runs_b)):  # (in every mode: --no-ci's SLO row too is each run's own)
         err.print(note, highlight=False, markup=False)
