@@ -34,6 +34,9 @@ TRANSFORM_PARAMETERS = ("window_start", "window_end", "speed_up", "repeat", "rat
                         "limit", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens")
 _TRANSFORM_OPTIONS = [(parameter, names[0], kind) for parameter, names, kind, _, _ in PARAMETERS
                       if parameter in TRANSFORM_PARAMETERS]
+#: The least value of each transform option that has one (``--limit`` 1), as `controlplane sim replay` refuses less.
+_LEAST = {parameter: (names[0], least) for parameter, names, _, _, least in PARAMETERS
+          if parameter in TRANSFORM_PARAMETERS and least is not None}
 #: How many of the bad rows ``on_error=skip`` skipped are shown, each with its error.
 SKIPPED_SHOWN = 3
 _METAVARS = {"rate_profile": "T:F,...", "copies": "|".join(COPIES)}
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     importlib.import_module("sim.replay")  # before the clock starts: the read is timed, not the imports
     t0 = time.perf_counter()
     try:  # a missing file, an unknown name, format or option, a bad row, a bad transform: one line, exit 2
+        _check_least(given)
         options = parse_options(args.opt)
         path = bundled_trace(args.trace)
         if (error := not_a_trace_file(path)) is not None:  # (missing, a folder, a pipe or a device: said so)
@@ -129,6 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             p50, p90, p99 = np.percentile(xs, [50, 90, 99])
             print(f"{name} tokens: p50 {p50:,.0f}, p90 {p90:,.0f}, p99 {p99:,.0f}, max {max(xs):,}")
     return 0
+
+
+def _check_least(given: dict[str, Any]) -> None:
+    """A transform option below its least value (``--limit 0``) is refused, as `controlplane sim replay` refuses it:
+    the summary would be of a replay that command does not run."""
+    for parameter, value in given.items():
+        if parameter in _LEAST and value < _LEAST[parameter][1]:
+            option, least = _LEAST[parameter]
+            raise ValueError(f"{option} must be an integer >= {least}, got {value}")
 
 
 def _vidur_options(path: str | Path, trace_format: str | None, qps: float | None, arrival: str | None,

@@ -74,12 +74,15 @@ def not_a_trace_file(path: PathLike) -> OSError | ValueError | None:
     (`IsADirectoryError`), or not a regular file (a pipe, a process substitution ``<(...)``, a device such as
     /dev/null: a `ValueError` saying so, not "not found"). A replay reads its trace more than once (its format
     detected from the first line, the rows read, the file opened again for ``repeat``), which a stream cannot
-    give: it is saved to a file first."""
+    give: it is saved to a file first. ``-`` (standard input, for many commands) is such a stream, unless a file
+    has that name."""
     import stat
 
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if str(path) == "-":
+            return _a_stream(path, "standard input (no trace is read from it)")
         return FileNotFoundError(f"trace file not found: {path}")
     except OSError as exc:  # (no permission on a folder above it, a name too long: what the system says)
         return exc
@@ -89,10 +92,14 @@ def not_a_trace_file(path: PathLike) -> OSError | ValueError | None:
         kind = ("a pipe (such as <(...) or a named pipe)" if stat.S_ISFIFO(mode) else
                 "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "not a plain file")
-        return ValueError(f"trace {path} is not a regular file but {kind}: a trace is read more than once (its "
-                          "format detected from its first line, then its rows, and again for --repeat), which a "
-                          "stream cannot give; save it to a file first (e.g. `cat ... > trace.csv`) and name that")
+        return _a_stream(path, kind)
     return None
+
+
+def _a_stream(path: PathLike, kind: str) -> ValueError:
+    return ValueError(f"trace {path} is not a regular file but {kind}: a trace is read more than once (its format "
+                      "detected from its first line, then its rows, and again for --repeat), which a stream cannot "
+                      "give; save it to a file first (e.g. `cat ... > trace.csv`) and name that")
 
 
 def base_suffix(path: PathLike) -> str:

@@ -69,6 +69,19 @@ def test_bad_input_is_one_line_and_exit_2(write, capsys, args, message):
     assert err.startswith(named(message))
 
 
+def test_a_dash_is_standard_input_which_is_a_stream_not_a_missing_file(write, capsys, monkeypatch):
+    # ("trace file not found: -"; docs/traces.md: a trace is a regular file, a stream is saved to one first)
+    monkeypatch.chdir(write("t.csv", "").parent)
+    with pytest.raises(SystemExit) as exc:
+        main(["-"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: trace - is not a regular file but standard input (no trace "
+                                                  "is read from it): a trace is read more than once")
+    assert "save it to a file first" in err
+    write("-", "request_id,arrival_s,prompt_tokens,output_tokens\na,0,10,2\n")  # (a file of that name: read)
+    assert main(["-"]) == 0 and capsys.readouterr().out.startswith("-: format canonical, 1 request,")
+
+
 TRACE = "request_id,arrival_s,prompt_tokens,output_tokens\n" + "".join(
     f"r{i},{i},{100 * (i + 1)},{10 * (i + 1)}\n" for i in range(10))
 
@@ -114,7 +127,9 @@ def test_the_summary_is_of_the_requests_the_replay_prepares(write, capsys):
     (["--speed-up", "0"], "error: --speed-up must be a finite number > 0, got 0"),
     (["--repeat", "0"], "error: --repeat must be an integer >= 1, got 0"),
     (["--window-start", "10", "--window-end", "5"], "error: --window-end (5) must be greater than --window-start (10)"),
-    (["--limit", "-1"], "error: --limit must be an integer >= 0, got -1"),
+    # (--limit 0 summarized no request, where `controlplane sim replay --limit 0` is refused: the same least value)
+    (["--limit", "0"], "error: --limit must be an integer >= 1, got 0"),
+    (["--limit", "-1"], "error: --limit must be an integer >= 1, got -1"),
     (["--max-prompt-tokens", "0"], "error: --max-prompt-tokens must be an integer >= 1"),
     (["--rate-profile", "0:1,x"], "error: --rate-profile: point 'x' is not TIME_S:FACTOR"),
 ])
