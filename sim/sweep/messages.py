@@ -6,6 +6,9 @@ from a pool's or Ray's workers they were glued onto the driver's progress bar, o
 run of a sweep over the same trace said the same thing (a trace longer than the model's context: 12 times
 for 12 runs). The driver says each one once, as its runs come back (`said_once`), and at the end how many
 runs said it (`say_repeats`).
+
+The bad trace rows ``options: {on_error: skip}`` skipped are said the same way (`skipped_rows`), as
+`controlplane sim replay` warns of them: the trace is read by the driver, not by a run, and nothing else said so.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["kept_messages", "said_once", "say_repeats"]
+from sim.replay_trace import BAD_ROWS_SKIPPED
+
+__all__ = ["kept_messages", "said_once", "say_repeats", "skipped_rows"]
 
 log = logging.getLogger("controlplane.sweep")
 
@@ -54,11 +59,23 @@ def said_once(outcomes: Iterable[Any], seen: Counter[str]) -> Iterator[Any]:
     """``outcomes`` as they come, each message of theirs not said before logged as a warning; ``seen`` counts
     the runs that said each."""
     for outcome in outcomes:
-        for message in dict.fromkeys(getattr(outcome, "messages", ())):
+        skipped = skipped_rows(getattr(getattr(outcome, "task", None), "rows_left_out", None) or {})
+        for message in dict.fromkeys([*getattr(outcome, "messages", ()), *skipped]):
             if not seen[message]:
                 log.warning("%s", message)
             seen[message] += 1
         yield outcome
+
+
+def skipped_rows(rows_left_out: dict[str, Any]) -> list[str]:
+    """The warning of a run's trace rows skipped as bad (``rows_left_out``: `sim.replay.rows_left_out` of its
+    trace's read): how many, and the first errors with their file, line and field; none when none were."""
+    skipped = (rows_left_out.get("trace_rows_left_out") or {}).get(BAD_ROWS_SKIPPED)
+    if not skipped:
+        return []
+    first = "; ".join(rows_left_out.get("trace_bad_rows") or [])
+    return [f"{skipped:,} bad trace row{'s' if skipped != 1 else ''} skipped (on_error: skip), not replayed; "
+            f"the first: {first}"]
 
 
 def say_repeats(seen: Counter[str]) -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from sim.sweep import load_spec, run_sweep
-from sim.sweep.messages import kept_messages, said_once, say_repeats
+from sim.sweep.messages import kept_messages, said_once, say_repeats, skipped_rows
 
 CONTEXT = "requests were longer (prompt + output tokens) than the 4,096-token context window"
 # The bundled trace on examples/cluster.yaml's model: 49 of its first 300 requests are past the model's context.
@@ -58,3 +58,32 @@ def test_said_once_counts_runs_not_repeats_within_one(caplog):
         assert len(list(said_once([Outcome("x", "x"), Outcome("x", "y"), Outcome()], seen))) == 3
         say_repeats(seen)
     assert [r.getMessage() for r in caplog.records] == ["x", "y", "2 runs warned the same: x"]
+
+
+def test_the_bad_trace_rows_on_error_skip_skipped_are_said_once(tmp_path, monkeypatch, caplog):
+    """A sweep over a trace read with ``on_error: skip`` printed its table only, where `controlplane sim replay` warns
+    of the rows skipped (the driver reads the trace: no run said it); now said as a run's warnings are."""
+    from pathlib import Path
+
+    import controlplane
+
+    monkeypatch.chdir(Path(controlplane.__file__).parent.parent)  # (the spec names examples/cluster.yaml)
+    trace = tmp_path / "bad.csv"
+    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens\n"
+                     + "".join(f"r{i},{i * 0.1:.1f},{'abc' if i == 3 else 100},10\n" for i in range(20)))
+    spec = {"name": "skip", "config": "examples/cluster.yaml", "trace": {"path": str(trace),
+            "options": {"on_error": "skip"}}, "seeds": [0], "record": "summary", "space": {"trace.speed_up": [1, 2]}}
+    with caplog.at_level(logging.WARNING):
+        result = run_sweep(load_spec(data=spec), f"sqlite:///{tmp_path / 'runs.db'}", backend="serial")
+    assert result.ran == 2
+    said = [r.getMessage() for r in caplog.records if "bad trace row" in r.getMessage()]
+    assert said == [f"1 bad trace row skipped (on_error: skip), not replayed; the first: {trace}:5: field "
+                    "'prompt_tokens': expected a non-negative integer, got 'abc'",
+                    f"2 runs warned the same: {said[0][:89]}…"], said
+
+
+def test_skipped_rows_says_how_many_and_the_first_errors():
+    assert skipped_rows({}) == [] and skipped_rows({"trace_rows_left_out": {"failed": 3}}) == []
+    left_out = {"trace_rows_left_out": {"bad rows skipped": 1200}, "trace_bad_rows": ["t.csv:2: x", "t.csv:9: y"]}
+    assert skipped_rows(left_out) == ["1,200 bad trace rows skipped (on_error: skip), not replayed; the first: "
+                                      "t.csv:2: x; t.csv:9: y"]
