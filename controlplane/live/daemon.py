@@ -215,7 +215,7 @@ class Daemon:
         self.drained_cleanly = False
         if self._drain_task is not None:
             self._drain_task.cancel()
-        answered = self.driver.answer_pending("the daemon stopped before the request finished")
+        answered = self.driver.answer_pending()
         log.warning("%s: stopping now, without waiting for the drain; answered %d requests still in flight "
                     "with 503 unavailable", why, answered)
         if self.server is not None:
@@ -234,7 +234,7 @@ class Daemon:
     async def _drain_then_exit(self) -> None:
         self.drained_cleanly = await self._wait_drained()
         if not self.drained_cleanly:  # each client still waiting gets its 503 now, while its handler runs
-            answered = self.driver.answer_pending("the daemon stopped before the request finished")
+            answered = self.driver.answer_pending()
             log.warning("answered %d requests still in flight with 503 unavailable", answered)
         if self.server is not None:
             self.server.should_exit = True

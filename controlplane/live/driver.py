@@ -52,7 +52,7 @@ from controlplane.live.guardian_pool import GUARDIAN_UNAVAILABLE, LiveGuardians
 from controlplane.live.http_errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable, check_stored
 from controlplane.live.pool import WorkerPool, make_pool
 from controlplane.live.prometheus import PrometheusExporter
-from controlplane.live.results import LiveRequest, LiveRequestHandle, LiveResult
+from controlplane.live.results import CUT_OFF, LiveRequest, LiveRequestHandle, LiveResult, cut_off
 from controlplane.live.served_model import ServedModel, load_served_model, served_lengths, worker_settings
 from controlplane.live.worker_messages import describe_error
 from controlplane.types import ReasonCode, Request, RequestStatus, WorkerState
@@ -255,12 +255,13 @@ class LiveDriver(LiveWorkers):
                     self._feed(ev.WorkerStopped(self.now_s(), wid))
         self.session.clock.now_s = self.now_s()
         self._finished = True
+        cut_off(lr for lr in self._live.values() if lr.request.request_id in self.core.active)  # (answer_pending)
         try:
             summary = self.core.finish()
         except Exception as exc:
             log.exception("core.finish() failed")
             summary, status = {"error": describe_error(exc)}, "failed"
-        self.answer_pending("the daemon stopped before the request finished")
+        self.answer_pending()
         self._live.clear()
         starts = set(self._starting.values())
         for t in list(self._tasks):
@@ -344,11 +345,10 @@ class LiveDriver(LiveWorkers):
         self._feed(ev.RequestArrived(now, request))
         return LiveRequestHandle(lr, self)
 
-    def answer_pending(self, reason: str) -> int:
-        """The daemon stops before these requests finish (its drain timed out): each client still waiting gets
-        its final answer now, ``in_flight`` (HTTP 503 ``unavailable``; a stream its error event and ``[DONE]``),
-        while its handler still runs. The requests stay in the core, recorded as ``in_flight`` when the run
-        closes. Returns how many were answered."""
+    def answer_pending(self, reason: str = CUT_OFF) -> int:
+        """The daemon stops before these requests finish: each client still waiting gets its final answer now,
+        ``in_flight`` (HTTP 503 ``unavailable``; a stream its error event and ``[DONE]``), while its handler still
+        runs; the close stores them so (`results.cut_off`). Returns how many were answered."""
         answered = 0
         for lr in self._live.values():
             if lr.result is None:

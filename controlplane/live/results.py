@@ -5,7 +5,7 @@ and the driver's record of the request behind it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,10 @@ class LiveResult:
     @property
     def http_status(self) -> int:
         return 200 if self.ok else http_status_for(self.status, self.reason_code)
+
+
+#: What a client still waiting when the daemon stops is told (503 ``unavailable``), and its row says.
+CUT_OFF = "the daemon stopped before the request finished"
 
 
 class _End:
@@ -158,3 +162,14 @@ class LiveRequestHandle:
             pass
         assert self._result is not None
         return self._result
+
+
+def cut_off(requests: Iterable[LiveRequest]) -> None:
+    """The run ends with these requests still in the core, which stores them ``in_flight``: each row says why as
+    its client is told (`CUT_OFF`, or the reason it was answered with, code ``unavailable``:
+    `LiveDriver.answer_pending`), unless a cause is recorded already (a timeout: its client had a 504)."""
+    for live in requests:
+        told, r = live.result, live.request
+        if r.reason_code is None:
+            r.reason = told.reason if told is not None and told.status == "in_flight" and told.reason else CUT_OFF
+            r.reason_code = ReasonCode.UNAVAILABLE
