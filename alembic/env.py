@@ -10,12 +10,13 @@ tables on SQLite, which lacks most ALTER TABLE forms.
 from __future__ import annotations
 
 import os
+import sys
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection
 
-from controlplane.storage.db import DEFAULT_URL, foreign_keys_off, make_engine
+from controlplane.storage.db import DEFAULT_URL, foreign_keys_off, make_engine, plain_sqlite_file
 from controlplane.storage.url import database_url
 from controlplane.storage.models import metadata
 
@@ -54,11 +55,22 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _say_if_new(url: str) -> None:
+    """A SQLite file that does not exist is made, empty, then migrated: say so and where, on stderr (a relative
+    path is read from the folder Alembic runs in: run from the checkout, ``sqlite:///runs.db`` was a new file
+    there, not the user's, and a downgrade "succeeded" on it)."""
+    path = plain_sqlite_file(url)
+    if path is not None and not path.exists():
+        print(f"note: {path.absolute()} does not exist: Alembic makes a new, empty database there (give the "
+              "database's absolute path, sqlite:////path/to/runs.db, to work on an existing one)", file=sys.stderr)
+
+
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         _run_with(connection)
         return
+    _say_if_new(_url())
     engine = make_engine(_url())
     try:
         with engine.connect() as connection, foreign_keys_off(connection):  # (SQLite: see revision 0005)

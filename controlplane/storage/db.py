@@ -378,10 +378,13 @@ def _refuse_downgrade(engine: Engine, current: set[str], revision: str) -> None:
     # (``base``, before the first revision, resolves to none: every database with a revision is past it; its
     # upgrade did nothing and said "database at revision 0005", rc 0)
     if not targets or targets <= behind:
+        from controlplane.storage.schema_upgrade import alembic_command
+
         raise StorageError(f"{describe_url(engine)} is at revision {', '.join(sorted(current))}, already past "
                            f"{revision!r}: an upgrade does not go back; going back drops what the later revisions "
-                           f"added, with Alembic from the source checkout: `alembic -x url={describe_url(engine)} "
-                           f"downgrade {revision}`" + (" (with the password)" if "***" in describe_url(engine) else ""))
+                           f"added, with Alembic of the source checkout (from any folder): "
+                           f"`{alembic_command(engine, f'downgrade {revision}')}`"
+                           + (" (with the password)" if "***" in describe_url(engine) else ""))
 
 
 def prepare_schema(engine: Engine) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
@@ -50,10 +52,21 @@ def test_a_target_revision_the_database_is_past_is_an_error_naming_the_downgrade
     result = _cli("db", "upgrade", "--db", db_url, "--revision", "0002")
     assert result.exit_code == 2, (result.output, result.exception)
     said = " ".join(result.stderr.split())
+    ini = Path(__file__).resolve().parents[2] / "alembic.ini"
     assert (f"is at revision {', '.join(sorted(head_revisions()))}, already past '0002': an upgrade does not go back"
-            in said and f"`alembic -x url={db_url} downgrade 0002`" in said), said
+            in said and f"(from any folder): `alembic -c {ini} -x url={db_url} downgrade 0002`" in said), said
     again = _cli("db", "upgrade", "--db", db_url, "--revision", sorted(head_revisions())[0])
     assert again.exit_code == 0 and "database at revision" in again.stdout  # (the revision it is at: nothing to do)
+
+
+def test_the_downgrade_command_names_a_relative_sqlite_path_absolutely(tmp_path, monkeypatch):
+    """`--db upg/v03.db` gave `alembic -x url=sqlite:///upg/v03.db downgrade 0004`, "from the source checkout": run
+    there, it worked on a new, empty upg/v03.db of the checkout."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "upg").mkdir()
+    upgrade("upg/v03.db")
+    said = " ".join(_cli("db", "upgrade", "--db", "upg/v03.db", "--revision", "0004").stderr.split())
+    assert f"-x url=sqlite:///{tmp_path / 'upg' / 'v03.db'} downgrade 0004`" in said, said
 
 
 @pytest.mark.parametrize("target", ["base", "0001@base"])

@@ -143,6 +143,17 @@ def test_cli_takes_a_sqlite_files_path_as_the_command_line_does(tmp_path: Path) 
     assert env_db.exists()
 
 
+def test_cli_says_where_it_makes_a_new_sqlite_file(tmp_path: Path) -> None:
+    """A relative path is read from the folder Alembic runs in: run from the checkout, as the docs said,
+    `-x url=sqlite:///upg/v03.db` made a new database there, exit 0, saying nothing."""
+    new = tmp_path / "new.db"
+    result = _alembic_cli("upgrade", "head", url=f"sqlite:///{new}")
+    assert result.returncode == 0, result.stderr
+    assert f"note: {new} does not exist: Alembic makes a new, empty database there" in result.stderr
+    again = _alembic_cli("upgrade", "head", url=f"sqlite:///{new}")
+    assert again.returncode == 0 and "does not exist" not in again.stderr
+
+
 def test_offline_sql_renders(tmp_path: Path) -> None:
     result = _alembic_cli("upgrade", "head", "--sql", url="postgresql+psycopg://nobody@localhost/none")
     assert result.returncode == 0, result.stderr
