@@ -10,9 +10,10 @@ request is a ``rejected`` row with that code. Refused at the edge, it had no row
 
 `record_refusal` is the one path for all of them: it hands the request to the core (its ``RequestArrived``), the
 core rejects it there and then with its code (its row, metrics and decision), and the error to answer gets the
-request's ``x-request-id``. A refusal with another code (a protocol error: malformed JSON, a missing field, a
-wrong type, an unsupported option, token ids outside the vocabulary: ``invalid``) is no request the core would
-see, and stays unrecorded. A driver that takes no requests now (not started, closed, draining) records nothing.
+request's ``x-request-id``; the daemon's journal (`controlplane.storage.journal`) notes it accepted and answered
+``rejected``, as every request with a row. A refusal with another code (a protocol error: malformed JSON, a missing
+field, a wrong type, an unsupported option, token ids outside the vocabulary: ``invalid``) is no request the core
+would see, and stays unrecorded. A driver that takes no requests now (not started, closed, draining) records nothing.
 
 The request's ``prompt_tokens`` is what the refusal counted (a prompt over the context), else what the caller
 counted (the daemon tokenizes the prompt of a ``max_tokens`` over the context, whose reason, the core's, states the
@@ -75,10 +76,14 @@ def record_refusal(driver: Any, error: Any, *, model: str | None, prompt: Any = 
     now = driver.now_s()
     request = Request(request_id=rid, arrival_s=now, prompt_tokens=counted if counted is not None else len(ids),
                       max_output_tokens=max(1, max_tokens or 1), model=model, tenant=tenant, priority=priority)
-    # (not in the daemon's journal: rejected at once, nothing is lost by a crash that would make a retry unsafe)
+    journal = getattr(driver, "journal", None)  # (the daemon's: a request with a row and an x-request-id is accepted)
+    if journal is not None:
+        journal.accepted(rid)
     driver._feed(ev.RequestArrived(now, request))  # the core rejects it there and then: its row and metrics
     if request.status is not RequestStatus.REJECTED:  # (cannot happen: the core makes every check in RECORDED_CODES)
         log.error("request %s refused at the edge (%s) was not rejected by the core: %s", rid, _code(error), error)
+    if journal is not None:  # and answered now: a crash before its row is written lists it as answered, not lost
+        journal.answered(rid, "rejected")
     error.headers = {**(getattr(error, "headers", None) or {}), "x-request-id": rid}
     error.recorded = request  # (the daemon's error body carries its `controlplane` object, as a response does)
     return error

@@ -172,3 +172,26 @@ def test_a_max_tokens_over_the_context_is_recorded_with_its_prompt_s_real_length
         row = rows[answer.headers["x-request-id"]]
         assert tokens > 1 and row["prompt_tokens"] == tokens
         assert row["reason"].startswith(f"too long: prompt {tokens} + max_tokens 100000 tokens > max_model_len ")
+
+
+def test_the_journal_lists_a_recorded_refusal_as_accepted_and_answered(tmp_path):
+    """A daemon killed after refusing requests it recorded (an unknown model, a max_tokens over the context): its
+    crashed run said requests_recorded 25, requests_accepted 23, for these had a row and an x-request-id and were
+    not in the journal. They are now, accepted and answered ``rejected`` (a crash before their rows: not lost)."""
+    from fastapi.testclient import TestClient
+
+    from controlplane.storage.journal import read_answered, read_journal
+
+    cfg, _ = daemon_config(None, workers=1, db=f"sqlite:///{tmp_path / 'run.db'}")
+    daemon = Daemon(cfg, DaemonOptions(pool="thread", cpu_threads=1, journal_dir=tmp_path / "journal"))
+    with TestClient(daemon.app) as client:
+        wait_until_ready(client)
+        sent = [client.post(COMPLETIONS, json={"model": "gpt-4", "prompt": "hi", "max_tokens": 2}),
+                client.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": 2147483647}),
+                client.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": 2})]
+        ids = [r.headers["x-request-id"] for r in sent]
+        path = daemon.journal.path
+        accepted, answered = read_journal(path), read_answered(path)
+    assert [r.status_code for r in sent] == [404, 400, 200]
+    assert accepted == ids
+    assert answered == dict(zip(ids, ["rejected", "rejected", "completed"]))
