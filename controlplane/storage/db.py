@@ -306,26 +306,20 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
 
     Concurrent callers (several simulator processes starting against one
     database) are serialised with a PostgreSQL advisory lock or SQLite's
-    write lock, so the second one finds the schema already upgraded.
+    write lock, so the second one finds the schema already upgraded. A failure says what the user can
+    do (a PostgreSQL lock another session holds: which, and whose; a full disk: rolled back, unchanged).
     """
-    from alembic import command
     from alembic.util import CommandError
+
+    from controlplane.storage.schema_upgrade import migrate
 
     owns_engine = not isinstance(engine_or_url, Engine)
     engine = make_engine(engine_or_url) if owns_engine else engine_or_url
-    config = _alembic_config()
     try:
         current = current_revisions(engine)
         _refuse_unknown(engine, current)
         _refuse_downgrade(engine, current, revision)
-        with engine.connect() as connection, foreign_keys_off(connection):
-            if engine.dialect.name == "sqlite":
-                connection.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
-            with connection.begin():
-                if engine.dialect.name == "postgresql":
-                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-                config.attributes["connection"] = connection
-                command.upgrade(config, revision)
+        migrate(engine, _alembic_config(), current, revision)
     except CommandError as exc:  # (a target revision no migration has)
         raise _no_such_revision(engine, revision, exc) from None
     finally:

@@ -67,7 +67,7 @@ def database_error(exc: BaseException, url: str | None = None) -> StorageError:
     """A database driver's failure (SQLAlchemy's ``DBAPIError``, or the driver's own) as one line
     that names the database (password hidden): the driver's error type and message, without
     SQLAlchemy's wrapper, the statement and its "Background on this error" link. SQLite's
-    "unable to open" names the likely cause."""
+    "unable to open", "readonly" and "disk I/O error" name the likely cause."""
     orig = getattr(exc, "orig", None) or exc
     diag = getattr(orig, "diag", None)  # psycopg's: the message without the statement's "LINE 2: ..." lines
     if diag is not None and diag.message_primary:
@@ -78,6 +78,8 @@ def database_error(exc: BaseException, url: str | None = None) -> StorageError:
         text += " (does its folder exist, and may this user write there?)"
     elif "attempt to write a readonly database" in text:
         text += " (this user may not write the file, or its folder)"
+    elif text == "disk I/O error":  # (SQLite could not make or grow its -wal or -shm file: a full disk)
+        text += " (is its disk full? SQLite writes its -wal and -shm files beside it, even to read)"
     elif getattr(orig, "sqlstate", None) == "42501":
         text += " (this role may not do that here: use a role that owns the schema's tables, or grant it the privilege)"
     where = f"{mask_password(url)}: " if url else ""

@@ -55,6 +55,13 @@ def test_sqlite_that_cannot_open_its_file_says_where_to_look():
     assert message.startswith("OperationalError: unable to open database file (does its folder exist")
 
 
+def test_sqlite_s_disk_io_error_names_a_full_disk():
+    """A file on a full disk cannot even be read (SQLite makes its -shm file to): `disk I/O error`, nothing more."""
+    message = str(database_error(sqlite3.OperationalError("disk I/O error")))
+    assert message == ("OperationalError: disk I/O error (is its disk full? SQLite writes its -wal and -shm files "
+                       "beside it, even to read)")
+
+
 @pytest.mark.parametrize(("url", "masked"), [
     ("postgresql+psycopg://u:pw@h:5432/d", "postgresql+psycopg://u:***@h:5432/d"),
     ("sqlite:///runs.db", "sqlite:///runs.db"),
