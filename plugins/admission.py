@@ -158,6 +158,6 @@ class QueueLimit(Plugin):
             wid = event.request.worker_id
             w = ctx.workers.get(wid) if wid is not None else None
             if w is not None:
-                self._finish.look(w, ctx.now_s, ctx.request_progress(w))
+                self._finish.look(w, ctx.now_s, ctx.request_progress(w), ctx)
         elif kind is WorkerChanged and event.kind in ("failed", "stopped"):
             self._finish.forget(event.worker_id)

@@ -57,19 +57,13 @@ still predict: forgetting them all made the model count as never timed, so after
 admitted blind up to the free batch slots and all of it timed out. They cannot lock a size out: an idle
 replica always takes a request (below), and the first fresh time it measures retires them.
 
-**Prefill** is priced at a second rate, the **prefill time per prompt token** ``p``, measured at the same looks
-when requests were waiting at both (a backlog: the batcher took prompts as fast as the replica could): the span's
-seconds over the prompt tokens prefilled in it. Those are the progress of the running requests' computed tokens (one
-that joined since counted less its prefix-cache hit) and of those that finished since the look (`finished`, from
-queue-limit's ``RequestFinished``: a short answer may join and leave between two looks). Spans and tokens are kept
-per model as weighted sums (the newest span weighing ``_ALPHA``) with the run time last updated, and ``p`` is their
-ratio: a simulated batch reports its prefill at its end, so a span inside a long prefill batch sees no tokens and
-the next one all of them; the ratio counts both spans' time, where a mean of the spans' ratios would drop the first
-and halve ``p``. It is forgotten after ``horizon_s`` like the iteration times (a slow ``p`` refuses, so it would
-never be corrected otherwise), and without requests waiting nothing is measured: before the first measurement, or
-once stale, prefill is not priced (the prediction is the decode one alone, as before prefill was priced). That errs
-fast, which corrects itself: ``p`` is measured within ``SAMPLE_S`` to ``SAMPLE_MAX_S`` of a queue forming, which is
-when it matters (the iteration time's "never timed" rule still holds).
+**Prefill** is priced at a second rate, the **prefill time per prompt token** ``p`` (`plugins.prefill_rate`), measured
+at the same looks over the spans in which prefill held the queue back: the batches formed in the span left prompts
+waiting although they had room for them (batch slots, KV blocks), for want of prefill budget. The span's seconds over
+the prompt tokens prefilled in it, as a ratio of weighted sums over the recent spans, forgotten after ``horizon_s``.
+Requests merely waiting do not make such a span: they may wait for batch slots or KV blocks (the decodes hold them
+back), or, live, have arrived during an iteration that the next one takes them all in. Until such a span is
+measured, or once ``p`` is forgotten, prefill is not priced (the prediction is the decode one alone): that errs fast.
 
 Both rates are wall time measured while the other work runs too: ``p`` includes the decodes mixed into the same
 iterations (Sarathi's chunks, vLLM's mixed batches) or run between prefill batches (prefill-first scheduling), and
@@ -116,7 +110,8 @@ output tokens a request) at x5 on two fixed replicas with ``max_finish_s: 60`` r
 the admitted waited 576 s at the median (2.9% finished within 60 s); with prefill priced it refuses 15,849 and 84.6%
 of the admitted finish within 60 s (queue p50 42 s, p99 65 s). Since 2026-12-07 (no looks as batches start), with the
 bundled config's plugins less ``slo-planner``: 15,903 refused, 87.98% within 60 s (queue p50 41.6 s, p99 62.3 s),
-against 15,919 and 86.91% with the looks as batches start.
+against 15,919 and 86.91% with the looks as batches start. Since 2026-12-07, with ``p`` measured only where prefill
+held the queue back (`plugins.prefill_rate`): 15,638 refused, 87.63% within 60 s (queue p50 41.7 s, p99 62.4 s).
 """
 
 from __future__ import annotations
@@ -125,6 +120,7 @@ from dataclasses import dataclass
 
 from controlplane.waiting_queue import WaitingQueue
 from plugins.output_lengths import OutputLengths
+from plugins.prefill_rate import PrefillRate, batch_room
 
 __all__ = ["HORIZON_S", "SAMPLE_MAX_S", "SAMPLE_S", "FinishTimes", "Prediction"]
 
@@ -146,6 +142,11 @@ class Prediction:
     prefill_tokens: int = 0  # prompt tokens it priced: still to prefill ahead of it, and its own
 
 
+def _kv_used(w, ctx) -> int:
+    """``w``'s KV blocks used as of now (``ctx.kv_blocks_used``: a fast-mode batch's iterations so far counted)."""
+    return ctx.kv_blocks_used(w) if ctx is not None and w.has_kv_budget else w.num_kv_blocks_used
+
+
 def _bucket(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
@@ -160,11 +161,9 @@ class FinishTimes:
         self.horizon_s = horizon_s
         # model -> batch bucket -> (iteration s, run time it was last updated)
         self._times: dict[str | None, dict[int, tuple[float, float]]] = {}
-        # model -> (span s, prompt tokens prefilled in it, run time last updated): weighted means over the spans
-        self._prefill: dict[str | None, tuple[float, float, float]] = {}
-        # worker -> (time, tokens made by request, tokens prefilled by request, requests waiting)
-        self._marks: dict[str, tuple[float, dict[str, int], dict[str, int], bool]] = {}
-        self._left: dict[str, int] = {}  # worker -> prompt tokens prefilled since its mark by requests gone since
+        self._prefill = PrefillRate(horizon_s, _ALPHA, SAMPLE_MAX_S)  # the prefill time per prompt token
+        # worker -> (time, tokens made by request)
+        self._marks: dict[str, tuple[float, dict[str, int]]] = {}
         # model -> batch bucket -> (a decode iteration's own time as its worker reported it, run time): the
         # prior used while no span was measured (`iteration_row`)
         self._rows: dict[str | None, dict[int, tuple[float, float]]] = {}
@@ -183,10 +182,11 @@ class FinishTimes:
         old = times.get(b)
         times[b] = ((1 - _ALPHA) * old[0] + _ALPHA * t if old is not None else t, now_s)
 
-    def look(self, w, now_s: float, progress=None) -> None:
-        """Measure ``w``'s iteration time and, with requests waiting throughout, its prefill time per
-        prompt token since the last look (if ``SAMPLE_S`` passed). ``progress``: its running requests'
-        progress as of now where their own fields lag (``ctx.request_progress(w)``)."""
+    def look(self, w, now_s: float, progress=None, ctx=None) -> None:
+        """Measure ``w``'s iteration time since the last look (if ``SAMPLE_S`` passed) and, where prefill held its
+        queue back, its prefill time per prompt token (`plugins.prefill_rate`). ``progress``: its running requests'
+        progress as of now where their own fields lag (``ctx.request_progress(w)``); ``ctx``: to read its KV blocks
+        used as of now (``ctx.kv_blocks_used``)."""
         wid = w.worker_id
         mark = self._marks.get(wid)
         if mark is not None and now_s - mark[0] < SAMPLE_S:
@@ -201,26 +201,11 @@ class FinishTimes:
         else:
             tokens = {r.request_id: r.output_tokens for r in running}
             computed = {r.request_id: r.num_computed_tokens for r in running}
-        backlog = len(w.waiting) > 0
-        self._marks[wid] = (now_s, tokens, computed, backlog)
-        left = self._left.pop(wid, 0)
-        if mark is None or now_s - mark[0] > SAMPLE_MAX_S:
+        self._marks[wid] = (now_s, tokens)
+        self._prefill.look(w, now_s, computed, _kv_used(w, ctx))
+        if mark is None or now_s - mark[0] > SAMPLE_MAX_S or not tokens:
             return
-        then, before, computed_before, backlog_before = mark
-        if backlog and backlog_before:  # prompts waited throughout: they were prefilled as fast as the replica could
-            prefilled = left
-            for r in running:
-                c = computed_before.get(r.request_id)
-                n = computed[r.request_id] - (r.cached_tokens if c is None else c)  # (joined since: less a prefix hit)
-                if n > 0:
-                    prefilled += n
-            dt = now_s - then  # (a span with nothing reported counts too: a batch reports its prefill at its end)
-            old = self._prefill.get(w.model)
-            if old is not None and now_s - old[2] <= self.horizon_s:
-                dt, prefilled = (1 - _ALPHA) * old[0] + _ALPHA * dt, (1 - _ALPHA) * old[1] + _ALPHA * prefilled
-            self._prefill[w.model] = (dt, prefilled, now_s)
-        if not tokens:
-            return
+        then, before = mark
         common = [rid for rid in tokens if rid in before]
         made = sum(tokens[rid] - before[rid] for rid in common)
         if made > 0:
@@ -233,35 +218,17 @@ class FinishTimes:
             times[b] = (t, now_s)
 
     def finished(self, request) -> None:
-        """Count the prompt tokens ``request`` (gone from its replica's running set) prefilled since its
-        replica's last look: the next look's sample includes them (a short answer may join and leave between
-        two looks)."""
-        wid = request.worker_id
-        mark = self._marks.get(wid) if wid is not None else None
-        if mark is None or request.scheduled_s is None:
-            return
-        c = mark[2].get(request.request_id)
-        if c is None:
-            if request.scheduled_s < mark[0]:
-                return  # it ran before the look and left since (counted then, or never seen)
-            c = request.cached_tokens
-        n = request.num_computed_tokens - c
-        if n > 0:
-            self._left[wid] = self._left.get(wid, 0) + n
+        """Count the prompt tokens ``request`` (gone from its replica's running set) prefilled since its replica's
+        last prefill mark (`PrefillRate.finished`: a short answer may join and leave between two looks)."""
+        self._prefill.finished(request)
 
     def forget(self, worker_id: str) -> None:
         self._marks.pop(worker_id, None)
-        self._left.pop(worker_id, None)
+        self._prefill.forget(worker_id)
 
     def prefill_s(self, model, now_s: float) -> float | None:
         """``model``'s prefill time per prompt token (None: none measured within ``horizon_s``)."""
-        p = self._prefill.get(model)
-        if p is None:
-            return None
-        if now_s - p[2] > self.horizon_s:
-            del self._prefill[model]  # stale: see the module's docstring
-            return None
-        return p[0] / p[1] if p[1] > 0 else None
+        return self._prefill.rate(model, now_s)
 
     def iteration_s(self, model, batch: int, now_s: float) -> float | None:
         """The iteration time of ``model`` at ``batch`` requests (None: never timed). Stale times are
@@ -295,14 +262,8 @@ class FinishTimes:
 
     def _predict_on(self, w, request, now_s: float, ctx=None) -> Prediction:
         progress = ctx.request_progress(w) if ctx is not None else None
-        self.look(w, now_s, progress)
-        free = w.max_num_seqs - len(w.running)
-        slots = w.max_num_seqs  # how many requests run at once: the batch limit, or what the KV cache holds
-        if w.has_kv_budget:  # free slots are bounded by free KV blocks too
-            used = ctx.kv_blocks_used(w) if ctx is not None else w.num_kv_blocks_used
-            fits = (w.num_kv_blocks - used) // max(1, w.blocks_for(request.prompt_tokens))
-            free = min(free, fits)
-            slots = min(slots, len(w.running) + fits)
+        self.look(w, now_s, progress, ctx)
+        free, slots = batch_room(w, request.prompt_tokens, _kv_used(w, ctx))  # slots: how many requests run at once
         waits = len(w.waiting) >= free
         batch = max(1, min(slots, len(w.running) + len(w.waiting) + 1))
         token_s = self.iteration_s(w.model, batch, now_s)

@@ -1,5 +1,6 @@
 """The finish-time prediction prices prefill: the prompt tokens still to prefill ahead of a request and its own, at
-a prefill time per prompt token measured while prompts wait (`plugins.finish_time`)."""
+a prefill time per prompt token measured while prefill holds prompts back (`plugins.finish_time`,
+`plugins.prefill_rate`; what makes such a span: `tests/plugins/test_prefill_rate.py`)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,17 @@ def _prompts(n: int, tokens: int, prefix: str = "q"):
     return rs
 
 
+def _next_batch(w) -> None:
+    """A batch formed on ``w`` (its ``current_batch_id`` changes, as the core's does)."""
+    w.current_batch_id = (w.current_batch_id or 0) + 1
+
+
 def _backlogged(ft: FinishTimes, w, span_s: float, prefilled: int, at: float = 0.0, iterations: int = 10) -> float:
-    """Two looks at ``w`` ``span_s`` apart with requests waiting at both: the running requests made ``iterations``
-    tokens each, and the head of the queue joined and prefilled ``prefilled`` prompt tokens (0: nothing joined)."""
+    """Two looks at ``w`` ``span_s`` apart, each in a batch formed since the look before, with requests waiting at
+    both and batch slots free: the running requests made ``iterations`` tokens each, and the head of the queue joined
+    and prefilled ``prefilled`` prompt tokens (0: nothing joined), the rest of the queue left waiting (prefill held it
+    back: `plugins.prefill_rate`)."""
+    _next_batch(w)
     ft.look(w, at)
     for r in w.running:
         r.output_tokens += iterations
@@ -40,6 +49,7 @@ def _backlogged(ft: FinishTimes, w, span_s: float, prefilled: int, at: float = 0
         r = w.waiting.popleft()
         r.status, r.scheduled_s, r.num_computed_tokens = RequestStatus.RUNNING, at, prefilled
         w.running.append(r)
+    _next_batch(w)
     ft.look(w, at + span_s)
     return at + span_s
 
@@ -148,17 +158,18 @@ def test_spans_in_which_nothing_was_reported_count_towards_the_prefill_time():
 
 def test_a_prompt_that_joined_and_left_between_two_looks_is_counted():
     ft = FinishTimes()
-    w = make_worker(running=_decoding(4), waiting=deque(_prompts(6, 2000)), max_num_seqs=64)
+    w = make_worker(running=_decoding(4), waiting=deque(_prompts(6, 2000)), max_num_seqs=64, current_batch_id=1)
     ft.look(w, 0.0)
     quick = w.waiting.popleft()  # joined, prefilled and finished between the looks (a one-token answer)
     quick.scheduled_s, quick.num_computed_tokens, quick.status = 0.1, 2000, RequestStatus.COMPLETED
     ft.finished(quick)
+    _next_batch(w)
     ft.look(w, 0.5)
     assert ft.prefill_s("default", 0.5) == pytest.approx(0.5 / 2000, rel=1e-12)
     old = w.running[0]  # running before the look and gone since: its prompt was prefilled before, not counted
     w.running.remove(old)
     ft.finished(old)
-    assert ft._left == {}
+    assert ft._prefill._left == {}
 
 
 def test_queue_limit_refuses_behind_a_queue_of_prompts_and_says_so():
