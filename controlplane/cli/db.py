@@ -19,9 +19,10 @@ def upgrade(
                                                 "going back is Alembic's downgrade, whose command it gives).")]
     = "head",
 ) -> None:
-    """Migrate the database schema (Alembic) to the latest revision."""
-    from controlplane.storage import current_revisions, make_engine
+    """Migrate the database schema (Alembic) to the latest revision; say which revisions it applied."""
+    from controlplane.storage import make_engine
     from controlplane.storage import upgrade as do_upgrade
+    from controlplane.storage.schema_upgrade import revisions_text
 
     from controlplane.cli.config_checks import check_database_folder
 
@@ -29,8 +30,44 @@ def upgrade(
     with user_errors(url):  # (a driver's error names the database, as every command's does)
         check_database_folder(url)  # (a typo in --db's folder made the folders, and a database there)
         engine = make_engine(url)
-        do_upgrade(engine, revision)
-        out.print(f"database at revision {', '.join(sorted(current_revisions(engine))) or '-'}")
+        applied = do_upgrade(engine, revision)
+    said = (f"{applied.line} (applied {', '.join(applied.revisions)})" if applied else
+            f"{applied.url} was at revision {revisions_text(applied.after)} already: nothing to apply")
+    out.print(f"{said}; database at revision {revisions_text(applied.after)}", highlight=False)
+
+
+@app.command()
+def current(db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None) -> None:
+    """Show the database's schema revision, and whether it is behind this controlplane (what an upgrade
+    would apply) or ahead of it, changing nothing (no upgrade, no file made)."""
+    from controlplane.storage.db import SCHEMA_HEAD
+    from controlplane.storage.schema_upgrade import schema_state
+
+    url = resolve_db(db)
+    with user_errors(url):
+        engine = read_only_engine(url)
+        try:
+            out.print(schema_state(engine, SCHEMA_HEAD, url), highlight=False)
+        finally:
+            engine.dispose()
+
+
+def read_only_engine(url: str):
+    """An engine that reads ``url`` and writes nothing: a SQLite file read-only, without the pragmas a
+    controlplane connection sets (WAL mode is a write: refused in a file that is not in it yet); one that does
+    not exist is an error, not a new file. Another database as it is (its reads wait for no upgrade's lock)."""
+    from sqlalchemy import create_engine
+
+    from controlplane.storage import make_engine
+    from controlplane.storage.db import _parse_url, _sqlite_file, plain_sqlite_file, read_only_sqlite_url
+    from controlplane.storage.errors import StorageError
+
+    parsed = _parse_url(url)
+    path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None and not path.exists():
+        raise StorageError(f"{url}: no such file ({path.absolute()}): no database there")
+    plain = plain_sqlite_file(url)
+    return create_engine(read_only_sqlite_url(plain)) if plain is not None else make_engine(url)
 
 
 @app.command("load-spill")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -22,6 +22,11 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from controlplane.storage import jsoncodec, sqlite_schema
 from controlplane.storage.errors import StorageError, mask_password
 from controlplane.storage.url import database_url
+
+if TYPE_CHECKING:
+    from controlplane.storage.schema_upgrade import Applied
+
+log = logging.getLogger("controlplane.storage")
 
 DEFAULT_URL: Final = "sqlite:///controlplane.db"
 ALEMBIC_DIR: Final = Path(__file__).resolve().parents[2] / "alembic"
@@ -301,8 +306,9 @@ def current_revisions(engine: Engine) -> set[str]:
         return set(MigrationContext.configure(connection).get_current_heads())
 
 
-def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
-    """Run the Alembic migrations up to ``revision`` in one transaction.
+def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> Applied:
+    """Run the Alembic migrations up to ``revision`` in one transaction; return what it applied
+    (`controlplane.storage.schema_upgrade.Applied`: false when the database was there already).
 
     Concurrent callers (several simulator processes starting against one
     database) are serialised with a PostgreSQL advisory lock or SQLite's
@@ -319,7 +325,7 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
         current = current_revisions(engine)
         _refuse_unknown(engine, current)
         _refuse_downgrade(engine, current, revision)
-        migrate(engine, _alembic_config(), current, revision)
+        return migrate(engine, _alembic_config(), current, revision)
     except CommandError as exc:  # (a target revision no migration has)
         raise _no_such_revision(engine, revision, exc) from None
     finally:
@@ -430,7 +436,8 @@ def ensure_schema(engine: Engine) -> bool:
 
     The check reads only ``alembic_version``, so calling this at every start
     is cheap. A database migrated by newer code is refused rather than
-    silently written with an older schema's assumptions.
+    silently written with an older schema's assumptions. An upgrade of a schema is logged as a
+    warning, on stderr (``upgraded the schema of URL from 0003 to 0005``); a new one is made quietly.
     """
     if recorded_revisions(engine) == {SCHEMA_HEAD}:
         return False
@@ -442,7 +449,8 @@ def ensure_schema(engine: Engine) -> bool:
     if current == head_revisions():
         return False
     _refuse_unknown(engine, current)
-    upgrade(engine)
+    if applied := upgrade(engine):  # (not when another process did it meanwhile)
+        log.warning("%s", applied.line)  # (on stderr: older releases may not open it now)
     return True
 
 

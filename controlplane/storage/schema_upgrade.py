@@ -1,8 +1,8 @@
-"""A schema upgrade's run and its words: why it failed, how to go back.
+"""A schema upgrade's run and its words: what it applied, why it failed, where a database stands.
 
 `controlplane.storage.db.upgrade` checks the target, then :func:`migrate` runs the Alembic migrations
-in one transaction under a lock (PostgreSQL's advisory lock, SQLite's ``BEGIN IMMEDIATE``). Its failures are
-told in the user's terms:
+in one transaction under a lock (PostgreSQL's advisory lock, SQLite's ``BEGIN IMMEDIATE``) and returns
+what they did (:class:`Applied`). Its failures are told in the user's terms:
 
 * PostgreSQL: a statement of the upgrade waits for a table another session holds (an open transaction that
   read it: ``BEGIN; SELECT count(*) FROM request; ...``) until ``lock_timeout`` (30 s, `LOCK_TIMEOUT_S`)
@@ -14,7 +14,8 @@ told in the user's terms:
   A role or a file that may not be written is left to the callers, which say that the schema needs an
   upgrade this connection may not make (`controlplane.cli.common.open_stored_runs`).
 
-:func:`alembic_command` writes an Alembic command line that works from any folder.
+:func:`schema_state` says where a database stands against this code without changing it (`controlplane db
+current`); :func:`alembic_command` writes an Alembic command line that works from any folder.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import logging
 import os
 import shlex
 import threading
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine
 
 from controlplane.storage.errors import StorageError, database_error, mask_password
 
-__all__ = ["LockWatch", "absolute_url", "alembic_command", "may_not_write", "migrate", "revisions_text"]
+__all__ = ["Applied", "LockWatch", "absolute_url", "alembic_command", "may_not_write", "migrate", "revisions_text",
+           "schema_state"]
 
 log = logging.getLogger("controlplane.storage")
 
@@ -56,9 +59,30 @@ def revisions_text(revisions: Any) -> str:
     return ", ".join(sorted(revisions)) or "none"
 
 
-def migrate(engine: Engine, config: Any, current: set[str], revision: str) -> None:
+@dataclass(frozen=True)
+class Applied:
+    """What an upgrade did: the revision(s) before and after it (read under its lock) and the revisions it
+    applied, oldest first (none: the database was there already). False when it applied none."""
+
+    url: str
+    before: frozenset[str]
+    after: frozenset[str]
+    revisions: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.revisions)
+
+    @property
+    def line(self) -> str:
+        """``upgraded the schema of URL from 0003 to 0005`` (a new schema: ``made the schema of URL at 0005``)."""
+        if not self.before:
+            return f"made the schema of {self.url} at {revisions_text(self.after)}"
+        return f"upgraded the schema of {self.url} from {revisions_text(self.before)} to {revisions_text(self.after)}"
+
+
+def migrate(engine: Engine, config: Any, current: set[str], revision: str) -> Applied:
     """Run the Alembic migrations of ``config`` up to ``revision`` in one transaction (``current``: the
-    revisions read before it, for its errors). Concurrent callers are serialised with
+    revisions read before it, for its errors); return what it did. Concurrent callers are serialised with
     a PostgreSQL advisory lock or SQLite's write lock, so the second one finds the schema upgraded."""
     from alembic import command
 
@@ -74,12 +98,21 @@ def migrate(engine: Engine, config: Any, current: set[str], revision: str) -> No
                 if engine.dialect.name == "postgresql":
                     watch.start(connection)
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                before = _heads(connection)
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
+                after = _heads(connection)
     except Exception as exc:
         raise _explained(engine, exc, current, watch) from None
     finally:
         watch.stop()
+    return Applied(describe_url(engine), frozenset(before), frozenset(after), _between(config, before, after))
+
+
+def _heads(connection: Connection) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    return set(MigrationContext.configure(connection).get_current_heads())
 
 
 def _targets(config: Any, revision: str) -> set[str]:
@@ -90,6 +123,17 @@ def _targets(config: Any, revision: str) -> set[str]:
         return {r.revision for r in ScriptDirectory.from_config(config).get_revisions(revision) if r is not None}
     except Exception:  # noqa: BLE001 - the upgrade names a revision it cannot locate
         return {revision}
+
+
+def _between(config: Any, before: set[str], after: set[str]) -> tuple[str, ...]:
+    """The revisions above ``before`` up to ``after``, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    if before == after:
+        return ()
+    script = ScriptDirectory.from_config(config)
+    found = [r.revision for r in script.iterate_revisions(tuple(after), tuple(before) or "base")]
+    return tuple(reversed(found))
 
 
 def _explained(engine: Engine, exc: BaseException, current: set[str], watch: LockWatch) -> BaseException:
@@ -208,6 +252,30 @@ def _session(blocker: tuple) -> str:
     if text:
         detail += (": " if detail else "") + text[:80] + ("..." if len(text) > 80 else "")
     return f"pid {pid}" + (f" ({detail})" if detail else "")
+
+
+def schema_state(engine: Engine, head: str, url: str | None = None) -> str:
+    """Where the database stands against this code's ``head``, read without changing anything: its revision,
+    and whether it is behind (what an upgrade applies), ahead (newer code upgraded it) or there. ``url``: the
+    database as the user named it (default: the engine's, password hidden)."""
+    from controlplane.storage.db import _known_revisions, describe_url, recorded_revisions
+
+    url, revisions = mask_password(url) if url else describe_url(engine), recorded_revisions(engine)
+    if not revisions:
+        return (f"{url}: no controlplane schema (no alembic_version table): the first command that writes to it "
+                f"makes the schema at revision {head}")
+    known = _known_revisions()
+    if revisions - known:
+        return (f"{url}: revision {revisions_text(revisions)}, ahead of this controlplane (its latest is {head}): "
+                "a newer controlplane upgraded it, and this one refuses it; upgrade controlplane")
+    if revisions == {head}:
+        return f"{url}: revision {head}, this controlplane's latest: nothing to upgrade"
+    from controlplane.storage.db import _alembic_config
+
+    pending = _between(_alembic_config(), revisions, {head})
+    return (f"{url}: revision {revisions_text(revisions)}, behind this controlplane's {head}: an upgrade applies "
+            f"{', '.join(pending)} (`controlplane db upgrade`, or any command that opens it, does it in place; "
+            "releases older than this one then refuse it)")
 
 
 def absolute_url(engine: Engine) -> str:

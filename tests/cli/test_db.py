@@ -9,7 +9,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from controlplane.cli import app
-from controlplane.storage import head_revisions, make_engine, upgrade
+from controlplane.storage import current_revisions, head_revisions, make_engine, upgrade
+from controlplane.storage.db import describe_url
 from tests.storage.conftest import db_url, pg_admin, pg_reader, pg_url, sqlite_url  # noqa: F401 (fixtures)
 
 
@@ -44,6 +45,60 @@ def test_an_older_database_is_upgraded(db_url):  # noqa: F811
     result = _cli("db", "upgrade", "--db", db_url)
     assert result.exit_code == 0, result.output
     assert f"database at revision {', '.join(sorted(head_revisions()))}" in result.stdout
+
+
+def test_db_upgrade_says_which_revisions_it_applied_or_that_it_had_none_to(db_url):  # noqa: F811
+    """It said "database at revision 0005" whether it had upgraded the database or found it there."""
+    upgrade(db_url, "0003")
+    shown = make_engine(db_url)
+    url = describe_url(shown)
+    shown.dispose()
+    result = _cli("db", "upgrade", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stdout.split()) == (f"upgraded the schema of {url} from 0003 to 0005 (applied 0004, 0005); "
+                                               "database at revision 0005")
+    again = _cli("db", "upgrade", "--db", db_url)
+    assert " ".join(again.stdout.split()) == (f"{url} was at revision 0005 already: nothing to apply; database at "
+                                              "revision 0005")
+
+
+def test_db_current_says_where_the_schema_stands_and_changes_nothing(db_url):  # noqa: F811
+    if db_url.startswith("sqlite"):
+        Path(db_url.removeprefix("sqlite:///")).touch()  # (an empty file: one that is not there is an error)
+    said = " ".join(_cli("db", "current", "--db", db_url).stdout.split())
+    assert said == (f"{db_url}: no controlplane schema (no alembic_version table): the first command that writes to "
+                    "it makes the schema at revision 0005")
+    upgrade(db_url, "0003")
+    result = _cli("db", "current", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stdout.split()) == (
+        f"{db_url}: revision 0003, behind this controlplane's 0005: an upgrade applies 0004, 0005 (`controlplane db "
+        "upgrade`, or any command that opens it, does it in place; releases older than this one then refuse it)")
+    engine = make_engine(db_url)
+    assert current_revisions(engine) == {"0003"}
+    upgrade(engine)
+    assert " ".join(_cli("db", "current", "--db", db_url).stdout.split()) == (
+        f"{db_url}: revision 0005, this controlplane's latest: nothing to upgrade")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    engine.dispose()
+    assert " ".join(_cli("db", "current", "--db", db_url).stdout.split()) == (
+        f"{db_url}: revision 0999, ahead of this controlplane (its latest is 0005): a newer controlplane upgraded it, "
+        "and this one refuses it; upgrade controlplane")
+
+
+def test_db_current_makes_no_file(tmp_path):
+    target = tmp_path / "none" / "runs.db"
+    result = _cli("db", "current", "--db", str(target))
+    assert result.exit_code == 2 and f"no such file ({target})" in result.stderr, result.output
+    assert not target.parent.exists()
+
+
+def test_db_current_reads_a_file_in_a_read_only_url(tmp_path):
+    path = tmp_path / "runs.db"
+    upgrade(str(path), "0004")
+    result = _cli("db", "current", "--db", f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert result.exit_code == 0 and ": revision 0004, behind this controlplane's 0005" in result.stdout, result.output
 
 
 def test_a_target_revision_the_database_is_past_is_an_error_naming_the_downgrade(db_url):  # noqa: F811

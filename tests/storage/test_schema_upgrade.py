@@ -1,5 +1,5 @@
-"""What a schema upgrade says (`controlplane.storage.schema_upgrade`): why it failed (a lock another PostgreSQL
-session holds; a full disk), and an Alembic command line that works from any folder."""
+"""What a schema upgrade says (`controlplane.storage.schema_upgrade`): what it applied, why it failed (a lock
+another PostgreSQL session holds; a full disk), and an Alembic command line that works from any folder."""
 
 from __future__ import annotations
 
@@ -14,11 +14,34 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from controlplane.storage import StorageError, current_revisions, make_engine, upgrade
+from controlplane.storage import StorageError, current_revisions, ensure_schema, make_engine, upgrade
 from controlplane.storage.db import SCHEMA_HEAD
 from controlplane.storage.schema_upgrade import absolute_url, alembic_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_upgrade_says_what_it_applied(db_url):
+    upgrade(db_url, "0002")
+    applied = upgrade(db_url)
+    assert applied and applied.revisions == ("0003", "0004", "0005")
+    assert applied.before == {"0002"} and applied.after == {SCHEMA_HEAD}
+    assert applied.line.startswith("upgraded the schema of ") and applied.line.endswith(f" from 0002 to {SCHEMA_HEAD}")
+    again = upgrade(db_url)
+    assert not again and again.revisions == () and again.after == {SCHEMA_HEAD}
+
+
+def test_a_command_s_upgrade_is_told_on_stderr_and_a_new_schema_is_not(sqlite_url, caplog):
+    caplog.set_level(logging.WARNING, logger="controlplane.storage")
+    engine = make_engine(sqlite_url)
+    assert ensure_schema(engine) and not caplog.records  # (a new file: made quietly)
+    engine.dispose()
+    old = sqlite_url.replace("runs.db", "old.db")
+    upgrade(old, "0003")
+    engine = make_engine(old)
+    assert ensure_schema(engine)
+    engine.dispose()
+    assert [r.getMessage() for r in caplog.records] == [f"upgraded the schema of {old} from 0003 to {SCHEMA_HEAD}"]
 
 
 def test_a_failed_upgrade_says_it_was_rolled_back_and_the_database_is_unchanged(sqlite_url, monkeypatch):
