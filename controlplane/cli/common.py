@@ -179,7 +179,9 @@ def open_stored_runs(db: str | None) -> Any:
         _refuse_foreign(engine, url)
         ensure_schema(engine)
     except Exception as exc:
-        if _database_failure(exc) and getattr(exc.orig, "sqlstate", None) == "42501":  # (a read-only role)
+        from controlplane.storage.schema_upgrade import may_not_write
+
+        if _database_failure(exc) and may_not_write(exc):  # (a read-only role; a SQLite file opened read-only)
             raise _cannot_upgrade(engine, url, exc) from None
         engine.dispose()
         if _database_failure(exc):
@@ -211,8 +213,9 @@ def _refuse_foreign(engine: Any, url: str) -> None:
 
 
 def _cannot_upgrade(engine: Any, url: str, exc: BaseException) -> StorageError:
-    """The schema needs upgrading and this role may not (PostgreSQL's ``permission denied``): say so. A role
-    that may not read even ``alembic_version`` is told that, as `database_error` says it."""
+    """The schema needs upgrading and this role may not (PostgreSQL's ``permission denied``), or this SQLite
+    connection may not write (``mode=ro``, a file this user may not write): say so. A role that may not read
+    even ``alembic_version`` is told that, as `database_error` says it."""
     from controlplane.storage.db import SCHEMA_HEAD, recorded_revisions
 
     try:
@@ -225,6 +228,11 @@ def _cannot_upgrade(engine: Any, url: str, exc: BaseException) -> StorageError:
         engine.dispose()
     orig = getattr(exc, "orig", exc)
     why = f"{type(orig).__name__}: {str(orig).splitlines()[0]}"  # (not the statement's lines that follow)
+    if engine.dialect.name == "sqlite":
+        return StorageError(f"{mask_password(url)}: its schema is at revision {sorted(revisions) or 'none'}, not "
+                            f"{SCHEMA_HEAD}, and this connection may not upgrade it ({why}: opened read-only, or this "
+                            "user may not write the file or its folder); upgrade it once where it can be written "
+                            "(`controlplane db upgrade --db FILE`, as a user who may write it)")
     return StorageError(f"{mask_password(url)}: its schema is at revision {sorted(revisions) or 'none'}, not "
                         f"{SCHEMA_HEAD}, and this role may not upgrade it ({why}); upgrade it once as a role that "
                         "owns its tables (`controlplane db upgrade --db URL`)")
