@@ -105,6 +105,10 @@ class MetricDiff:
     #: The requests the values cover when not every completed request of each side (a paired
     #: comparison of runs that completed different requests), e.g. "the 443 requests completed in both runs".
     covers: str | None = None
+    #: Where ``covers`` restricts ``a`` and ``b``: each side's value over every request it completed (its own, as
+    #: its summary has it), which the restricted ``a``/``b`` are not; None where ``covers`` is.
+    a_whole: float | None = None
+    b_whole: float | None = None
 
     @property
     def within_noise(self) -> bool | None:
@@ -118,7 +122,7 @@ class MetricDiff:
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "stat": self.stat, "a": self.a, "b": self.b, "diff": self.diff,
                 "low": self.low, "high": self.high, "method": self.method, "within_noise": self.within_noise,
-                "covers": self.covers}
+                "covers": self.covers, "a_whole": self.a_whole, "b_whole": self.b_whole}
 
 
 def load_sample(engine: Engine, run_id: int) -> RunSample:
@@ -265,6 +269,7 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
         raise ValueError("compare needs at least one run on each side")
     rng = np.random.default_rng(seed)
     single = len(a) == 1 and len(b) == 1
+    whole_a, whole_b = a[0], b[0]  # (a paired comparison restricted to fewer requests: each run's own values too)
     paired = single and same_requests(a[0], b[0])
     shared = None if paired or not single else within_other(a[0], b[0])
     if shared is not None:  # paired over the requests both replayed
@@ -289,7 +294,8 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
             (low, high), method = _hierarchical(xa, xb, stat, confidence, n_resamples, rng,
                                                 progress=progress), "hierarchical"
         diff = None if va is None or vb is None else vb - va
-        out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method, covers))
+        whole = [_point([_column(s, metric, s.slo)], stat) for s in (whole_a, whole_b)] if covers else [None, None]
+        out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method, covers, *whole))
     return out
 
 

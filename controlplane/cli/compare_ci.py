@@ -12,8 +12,8 @@ from controlplane.cli import common
 from controlplane.cli.common import fmt_value
 from controlplane.cli.tables import WHOLE, WORDS, fitted
 
-__all__ = ["by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "side_by_side", "summary_diffs",
-           "summary_means", "sweep_run_ids"]
+__all__ = ["by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "row_diffs",
+           "side_by_side", "side_by_side_diffs", "summary_diffs", "summary_means", "sweep_run_ids"]
 
 
 def parse_run_ids(text: str, option: str) -> list[int]:
@@ -126,16 +126,15 @@ def summary_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
                   metrics: Any = None) -> list[dict[str, Any]]:
     """The compared metrics (``controlplane.compare.METRICS``) from the runs' summaries, each side's
     mean over its runs, and B - A, with no interval: ``runs compare --no-ci --json``'s ``metrics``."""
-    from controlplane.compare import METRICS
+    from controlplane.compare import METRICS, MetricDiff
 
     a, b = summary_means(runs_a), summary_means(runs_b)
     out = []
     for metric, stat in metrics or METRICS:
         key = metric if metric == "slo_attainment" else f"{metric}_{stat}_s"
         va, vb = a.get(key), b.get(key)
-        out.append({"metric": metric, "stat": stat, "a": va, "b": vb,
-                    "diff": None if va is None or vb is None else vb - va, "low": None, "high": None,
-                    "method": "summary mean over runs", "within_noise": None, "covers": None})
+        diff = None if va is None or vb is None else vb - va
+        out.append(MetricDiff(metric, stat, va, vb, diff, None, None, "summary mean over runs").as_dict())
     return out
 
 
@@ -147,12 +146,26 @@ COST_KEYS = ("gpu_seconds", "gpu_busy_seconds", "peak_replicas", "gpu_hours", "c
 
 
 def cost_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each `COST_KEYS` key either side's summaries have: ``{"a", "b", "diff", "diff_pct"}``, the values the
-    side-by-side table shows (`summary_means`: a side's mean over its runs, a cost None when any run's is not
-    known), B - A and its percentage of A (None when either is None, ``diff_pct`` when A is 0)."""
+    """`row_diffs` of the `COST_KEYS`: ``runs compare --json``'s ``cost``."""
+    return row_diffs(runs_a, runs_b, COST_KEYS)
+
+
+def side_by_side_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`row_diffs` of every row of the side-by-side table (`summary_table.summary_rows`: the counts, latency
+    percentiles, throughput, SLO attainment, goodput, GPU time, money, ...): ``runs compare --json``'s
+    ``side_by_side``, each side's own values whatever requests the intervals cover."""
+    from controlplane.cli.summary_table import summary_rows
+
+    return row_diffs(runs_a, runs_b, [key for key, _ in summary_rows()])
+
+
+def row_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]], keys: Any) -> dict[str, dict[str, Any]]:
+    """Each of ``keys`` either side's summaries have: ``{"a", "b", "diff", "diff_pct"}``, the values the side-by-side
+    table shows (`summary_means`: a side's mean over its runs, a cost None when any run's is not known), B - A and
+    its percentage of A (None when either is None, ``diff_pct`` when A is 0)."""
     a, b = summary_means(runs_a), summary_means(runs_b)
     found = {}
-    for key in COST_KEYS:
+    for key in keys:
         if key not in a and key not in b:
             continue
         va, vb = a.get(key), b.get(key)

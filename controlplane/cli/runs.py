@@ -17,8 +17,8 @@ from controlplane.cli.compare_deployments import deployment_differences, deploym
 from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_list import DbOpt
-from controlplane.cli.runs_notes import (incomplete_note, refused_line, slo_targets, stopped_line, targets_differ,
-                                         targets_note, transforms_unknown, workload_note)
+from controlplane.cli.runs_notes import (incomplete_note, refused_line, stopped_line, targets_note, transforms_unknown,
+                                         workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
@@ -204,9 +204,11 @@ def compare(
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence level.")] = 0.95,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples (their time grows with them and with "
                                            "the runs' requests: ~1.5 s for 1,000 of two runs of 100,000).")] = 1000,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object (with "
-                                           "cost: GPU time and money, workloads_differ, deployments_differ, and "
-                                           "the decisions' differences with --decisions).")]
+    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object: each "
+                                           "metric's difference, the side-by-side rows (counts, throughput, "
+                                           "goodput, cost), each run's status, the notes "
+                                           "(also on stderr), and the decisions' differences with --decisions "
+                                           "(docs/sweeps.md lists every key).")]
     = False,
     decisions: Annotated[bool, typer.Option("--decisions", help="Where the scale decisions differ: A's policy "
                                             "against B's, and each shadow policy against its run's active one.")]
@@ -215,8 +217,9 @@ def compare(
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
     interval over requests (and over seeds with several runs a side), saying when it is within noise.
     Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
-    from controlplane.cli.compare_ci import (COST_KEYS, by_model_diffs_json, ci_table, cost_diffs, parse_run_ids,
-                                             side_by_side, summary_diffs, summary_means, sweep_run_ids)
+    from controlplane.cli.compare_ci import (COST_KEYS, by_model_diffs_json, ci_table, parse_run_ids, side_by_side,
+                                             summary_diffs, summary_means, sweep_run_ids)
+    from controlplane.cli.compare_json import compare_document, covers_note, status_notes
     from controlplane.cli.compare_progress import CompareProgress
     from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample, within_other
     from controlplane.storage import get_run
@@ -252,27 +255,25 @@ def compare(
         workloads = (f"note: the intervals compare {shared[2]}, paired; the side-by-side table is each run whole")
     differences = deployment_differences((*runs_a, *runs_b))  # (other models, GPUs or latency models: {} if not)
     deployments = deployments_note((*runs_a, *runs_b), differences)
+    # Notes on stderr, as every command's (stdout holds the tables, or the JSON, alone); --json has them too. The
+    # SLO targets' in every mode: --no-ci's SLO row too is each run's own.
+    notes = [n for n in (*status_notes((*runs_a, *runs_b)), targets_note((*runs_a, *runs_b)), workloads, deployments)
+             if n]
     if json_out:
-        import json
-
         metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b)  # (--no-ci: no interval)
         by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci
                     else by_model_diffs_json(runs_a, runs_b))
-        runs = (*runs_a, *runs_b)  # each run's SLO targets: its attainment is counted against its own
-        found: dict[str, Any] = {}
+        notes += [n for n in (covers_note(metrics, (*runs_a, *runs_b)),) if n]  # (the tables' caption says it)
+        found = compare_document(side_a, side_b, runs_a, runs_b, confidence=confidence, metrics=metrics,
+                                 by_model=by_model, workloads=workloads, differences=differences,
+                                 deployments=deployments, notes=notes)
         if decisions:  # (as the tables say it: A's first run against B's first, then each run's shadows)
             from controlplane.cli.runs_timeline import decision_comparisons
 
             with user_errors():
                 found["decisions"] = decision_comparisons(engine, side_a[0], side_b[0])
-        typer.echo(json.dumps({"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics,
-                               "cost": cost_diffs(runs_a, runs_b),  # (the table's GPU time and money, no interval)
-                               "slo_targets": {str(r["id"]): slo_targets(r) for r in runs},
-                               "slo_targets_differ": targets_differ(runs),
-                               "workloads_differ": bool(workloads), "workloads_note": workloads or None,
-                               "deployments_differ": bool(differences), "deployment_differences": differences,
-                               "deployments_note": deployments or None,
-                               **({"by_model": by_model} if by_model else {}), **found}, sort_keys=True))
+        typer.echo(json.dumps(found, sort_keys=True))
+        _print_notes(notes)
         return
     if len(side_a) == 1 and len(side_b) == 1:
         ra, rb = runs_a[0], runs_b[0]
@@ -299,19 +300,18 @@ def compare(
         out.print(ci_table(diffs, f"{names}: B - A with confidence intervals", confidence, out.width))
         for model, model_diff in model_diffs.items():
             out.print(ci_table(model_diff, f"model {model}: B - A", confidence, out.width))
-    # Notes on stderr, as every command's (stdout holds the tables alone).
-    if note := targets_note((*runs_a, *runs_b)):  # (in every mode: --no-ci's SLO row too is each run's own)
-        err.print(note, highlight=False, markup=False)
-    if workloads:
-        err.print(workloads, highlight=False, markup=False)
-    if deployments:
-        err.print(deployments, highlight=False, markup=False)
+    _print_notes(notes)
     if decisions:
         from controlplane.cli.runs_timeline import compare_decisions
 
         with user_errors():
             for table in compare_decisions(engine, side_a[0], side_b[0]):
                 out.print(table)
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(note, highlight=False, markup=False)
 
 
 def _show_config(db: str | None, run_id: int) -> None:

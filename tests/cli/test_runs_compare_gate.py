@@ -4,12 +4,14 @@ intervals' table in a narrow terminal cut its numbers (`-0.021…` at 60 columns
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import app, common
+from controlplane.storage import get_run, make_engine
 
 pytestmark = pytest.mark.usefixtures("no_controlplane_env")
 
@@ -46,3 +48,71 @@ def test_the_tables_cut_no_number_in_a_narrow_terminal(rejecting, monkeypatch, w
     words = set(intervals.replace("[", " ").replace("]", " ").replace(",", " ").split())
     for number in ("0.1467", "+0.1633", "-0.05622", "-0.001263"):  # (A's attainment, B - A's)
         assert number in words, (number, intervals)
+
+
+def _json(db: str, *args: str) -> dict:
+    return json.loads(_compare(db, "--json", *args).stdout)
+
+
+def test_json_has_the_side_by_side_rows_and_each_runs_status(rejecting):
+    """`--json` had no counts, throughput nor goodput, nor each run's status: run 2, which rejected half the requests,
+    read as better on every latency, over the 150 requests both completed (run 1's TTFT mean 6.82 there, 9.16 its
+    own), with nothing at the top of the document saying so."""
+    done = _compare(rejecting, "--json")
+    found = json.loads(done.stdout)
+    rows = found["side_by_side"]
+    assert (rows["num_completed"]["a"], rows["num_completed"]["b"], rows["num_completed"]["diff"]) == (300, 150, -150)
+    assert rows["num_rejected"]["b"] == 150 and rows["throughput_rps"]["diff"] < 0
+    assert {"num_requests", "num_failed", "goodput_rps", "slo_attainment", "ttft_p99_s", "gpu_hours"} <= set(rows)
+    assert found["runs"] == {"1": {"status": "finished", "error": None}, "2": {"status": "finished", "error": None}}
+    assert found["metrics_restricted"] is True
+    engine = make_engine(rejecting)
+    try:
+        own = get_run(engine, 1)["summary"]["ttft_mean_s"]
+    finally:
+        engine.dispose()
+    ttft = next(m for m in found["metrics"] if (m["metric"], m["stat"]) == ("ttft", "mean"))
+    assert ttft["covers"] == "the 150 requests completed in both runs" and ttft["a"] < own - 1
+    assert ttft["a_whole"] == pytest.approx(own, rel=1e-6) and ttft["b_whole"] == pytest.approx(ttft["b"])
+    attainment = found["metrics"][0]
+    assert attainment["covers"] is None and attainment["a_whole"] is None
+    note = next(n for n in found["notes"] if "metrics (those with `covers`" in n)
+    assert "14 of the 15 metrics" in note and "run 1: 300, run 2: 150 completed" in note
+    assert note in done.stderr.replace("\n", " ")  # (on stderr too, as every note)
+
+
+def test_the_side_by_side_rows_without_intervals_too(rejecting):
+    found = _json(rejecting, "--no-ci")
+    assert found["side_by_side"]["num_completed"]["b"] == 150 and found["metrics_restricted"] is False
+
+
+@pytest.fixture(scope="module")
+def failed(tmp_path_factory) -> str:
+    """Run 1: 60 requests replayed whole; run 2: the same trace with a bad row at request 40 (the replay fails
+    there, its run stored as failed with the 40 requests before it)."""
+    d = tmp_path_factory.mktemp("failed")
+    rows = [f"r{i:03d},{i * 0.5},500,50" for i in range(60)]
+    (d / "good.csv").write_text("request_id,arrival_s,prompt_tokens,output_tokens\n" + "\n".join(rows) + "\n")
+    rows[40] = "r040,bad,500,50"
+    (d / "bad.csv").write_text("request_id,arrival_s,prompt_tokens,output_tokens\n" + "\n".join(rows) + "\n")
+    db = f"sqlite:///{d / 'runs.db'}"
+    for trace, code in (("good.csv", 0), ("bad.csv", 2)):
+        done = CliRunner().invoke(app, ["sim", "replay", str(d / trace), "-c", str(EXAMPLE), "--db", db, "--json",
+                                        "--no-progress"])
+        assert done.exit_code == code, done.output
+    return db
+
+
+@pytest.mark.parametrize("args", [["--json"], ["--json", "--no-ci"], []])
+def test_a_failed_run_is_said_to_have_failed(failed, args):
+    """A run whose trace failed mid-replay was compared as any other: no status in the JSON, no note."""
+    done = _compare(failed, *args)
+    note = "note: run 2 failed at "
+    assert note in done.stderr and "not finished (TraceFormatError: " in done.stderr
+    assert "its figures are those of the 40 requests it replayed before it stopped" in done.stderr.replace("\n", " ")
+    if args:
+        found = json.loads(done.stdout)
+        assert found["runs"]["2"]["status"] == "failed" and found["runs"]["2"]["error"].startswith("TraceFormatError")
+        assert found["runs"]["1"] == {"status": "finished", "error": None}
+        assert found["notes"][0].startswith(note)
+

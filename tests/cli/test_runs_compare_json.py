@@ -63,3 +63,11 @@ def test_table_mode_s_notes_go_to_stderr(two_runs):
     done = _compare(two_runs, "--no-ci")
     assert "note: the runs replayed different requests" in done.stderr
     assert "note:" not in done.stdout and "run 1 vs run 2" in done.stdout
+
+
+def test_json_mode_s_notes_go_to_stderr_too(two_runs):
+    """With --json the notes were in the JSON alone, though every note goes to stderr: a CI log showed none."""
+    done = _compare(two_runs, "--json", "--no-ci")
+    found = json.loads(done.stdout)
+    assert found["notes"] == [found["workloads_note"]]
+    assert done.stderr.splitlines() == found["notes"]
