@@ -36,6 +36,7 @@ from controlplane.storage.db import describe_url, plain_sqlite_file
 from controlplane.storage.errors import StorageError, database_error
 from controlplane.storage.jsoncodec import dumps
 from controlplane.storage.models import Decision, Iteration, MetricSample, Request, Run, Sweep, WorkerEvent
+from controlplane.storage.old_summaries import completed
 
 if TYPE_CHECKING:
     from controlplane.config import RunConfig
@@ -142,7 +143,7 @@ def list_runs(engine: Engine, limit: int | None = 50, *, status: str | None = No
         if sweep_id is not None and conn.execute(select(sweeps.c.id).where(sweeps.c.id == sweep_id)).first() is None:
             raise LookupError(f"sweep {sweep_id} not found in {describe_url(engine)}")
         rows = conn.execute(stmt.order_by(_RUN.c.id.desc()).limit(limit)).mappings()
-        return [dict(row) for row in rows]
+        return [completed(dict(row)) for row in rows]
 
 
 def list_sweeps(engine: Engine, limit: int = 50, *, status: str | None = None) -> list[dict[str, Any]]:
@@ -165,13 +166,15 @@ def get_run(engine: Engine, run_id: int) -> dict[str, Any]:
     """One run's row as a dict of the ``run`` table's columns (docs/schema.md): ``id``, ``name``, ``mode``,
     ``status``, ``trace``, ``trace_format``, ``seed``, ``config`` and ``summary`` (dicts: the summary as
     ``sim replay --json`` prints it, None while running), ``plugins``, ``started_at``, ``finished_at``, ``wall_s``,
-    ``sim_end_s``, ``notes``, ``sweep_id``, ``sweep_key``. ``LookupError`` naming the database if there is no
-    such run; a `StorageError` for a database without runs (a SQLite file that is not there: none is made)."""
+    ``sim_end_s``, ``notes``, ``sweep_id``, ``sweep_key``. A summary stored by an older release gets what today's
+    has and its row can tell (`controlplane.storage.old_summaries`: GPU-hours, SLO targets; ``derived_keys``
+    names them). ``LookupError`` naming the database if there is no such run; a `StorageError` for a database
+    without runs (a SQLite file that is not there: none is made)."""
     with _stored_runs(engine), engine.connect() as conn:
         row = conn.execute(select(_RUN).where(_RUN.c.id == run_id)).mappings().first()
     if row is None:
         raise LookupError(f"run {run_id} not found in {describe_url(engine)}")
-    return dict(row)
+    return completed(dict(row))
 
 
 #: What a run adds to its config in its row (``controlplane.session``, ``sim.sweep.store``): how it read its trace,
