@@ -36,7 +36,8 @@ from sqlalchemy import Engine, select
 from controlplane.storage.models import Request
 from controlplane.storage.queries import get_run
 
-__all__ = ["BY_MODEL_METRICS", "METRICS", "ROUNDING", "MetricDiff", "RunSample", "compare_by_model", "compare_runs",
+__all__ = ["BY_MODEL_METRICS", "HIGHER_IS_BETTER", "METRICS", "ROUNDING", "MetricDiff", "RunSample", "compare_by_model",
+           "compare_runs",
            "compare_samples", "compare_steps", "load_sample",
            "resample_steps"]
 
@@ -55,6 +56,8 @@ METRICS: tuple[tuple[str, str], ...] = (
     *((m, s) for m in ("ttft", "tpot", "e2e") for s in ("mean", "p50", "p90", "p99")),
     ("queue", "mean"), ("queue", "p99"),
 )
+#: Whether a higher value of a metric is better for B: SLO attainment's is; every latency's is worse.
+HIGHER_IS_BETTER: dict[str, bool] = {"slo_attainment": True, **{m: False for m in LATENCIES}}
 #: The metrics compared per model (`compare_by_model`): a shorter list, since each model gets its own table.
 BY_MODEL_METRICS: tuple[tuple[str, str], ...] = (
     ("slo_attainment", "mean"), ("ttft", "p50"), ("ttft", "p99"), ("tpot", "p50"), ("tpot", "p99"),
@@ -119,9 +122,27 @@ class MetricDiff:
         tolerance = ROUNDING * max(abs(self.a or 0.0), abs(self.b or 0.0))
         return self.low <= tolerance and self.high >= -tolerance
 
+    @property
+    def verdict(self) -> str | None:
+        """The intervals' table's word: ``within noise``, ``B higher`` or ``B lower``; None without an interval."""
+        if self.within_noise is None:
+            return None
+        if self.within_noise:
+            return "within noise"
+        return "B higher" if (self.diff or 0.0) > 0 else "B lower"
+
+    @property
+    def outcome(self) -> str | None:
+        """What the verdict is for B, by the metric's direction (`HIGHER_IS_BETTER`): ``better``, ``worse`` or
+        ``within noise``; None without an interval."""
+        if self.verdict in (None, "within noise"):
+            return self.verdict
+        return "better" if (self.verdict == "B higher") == HIGHER_IS_BETTER[self.metric] else "worse"
+
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "stat": self.stat, "a": self.a, "b": self.b, "diff": self.diff,
                 "low": self.low, "high": self.high, "method": self.method, "within_noise": self.within_noise,
+                "verdict": self.verdict, "outcome": self.outcome, "higher_is_better": HIGHER_IS_BETTER[self.metric],
                 "covers": self.covers, "a_whole": self.a_whole, "b_whole": self.b_whole}
 
 

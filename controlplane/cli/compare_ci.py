@@ -12,7 +12,7 @@ from controlplane.cli import common
 from controlplane.cli.common import fmt_value
 from controlplane.cli.tables import WHOLE, WORDS, fitted
 
-__all__ = ["by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "row_diffs",
+__all__ = ["ROW_HIGHER_IS_BETTER", "by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "row_diffs",
            "side_by_side", "side_by_side_diffs", "summary_diffs", "summary_means", "sweep_run_ids"]
 
 
@@ -145,6 +145,18 @@ COST_KEYS = ("gpu_seconds", "gpu_busy_seconds", "peak_replicas", "gpu_hours", "c
              "total_cost_usd")
 
 
+#: Whether a higher value of a side-by-side row is better for B (``runs compare --json``'s ``higher_is_better``);
+#: a row left out (requests, the span, peak replicas, scale events, times) is neither.
+ROW_HIGHER_IS_BETTER: dict[str, bool] = {
+    "num_completed": True, "throughput_rps": True, "output_tokens_per_s": True, "slo_attainment": True,
+    "goodput_rps": True, "cache_hit_rate": True, "cache_gpu_seconds_saved": True, "prefix_token_hit_ratio": True,
+    **dict.fromkeys(("num_rejected", "num_failed", "num_cancelled", "num_blocked", "gpu_seconds", "gpu_hours",
+                     "cost_usd", "cost_per_1k_requests_usd", "guardian_cost_usd", "total_cost_usd",
+                     "cache_false_hit_rate", "num_preemptions", "num_plugin_errors"), False),
+    **{f"{m}_p{p}_s": False for m in ("ttft", "tpot", "e2e", "queue") for p in (50, 90, 99)},
+}
+
+
 def cost_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """`row_diffs` of the `COST_KEYS`: ``runs compare --json``'s ``cost``."""
     return row_diffs(runs_a, runs_b, COST_KEYS)
@@ -152,11 +164,13 @@ def cost_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> di
 
 def side_by_side_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """`row_diffs` of every row of the side-by-side table (`summary_table.summary_rows`: the counts, latency
-    percentiles, throughput, SLO attainment, goodput, GPU time, money, ...): ``runs compare --json``'s
-    ``side_by_side``, each side's own values whatever requests the intervals cover."""
+    percentiles, throughput, SLO attainment, goodput, GPU time, money, ...), each with ``higher_is_better``
+    (`ROW_HIGHER_IS_BETTER`; None: neither): ``runs compare --json``'s ``side_by_side``, each side's own values
+    whatever requests the intervals cover."""
     from controlplane.cli.summary_table import summary_rows
 
-    return row_diffs(runs_a, runs_b, [key for key, _ in summary_rows()])
+    rows = row_diffs(runs_a, runs_b, [key for key, _ in summary_rows()])
+    return {key: {**row, "higher_is_better": ROW_HIGHER_IS_BETTER.get(key)} for key, row in rows.items()}
 
 
 def row_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]], keys: Any) -> dict[str, dict[str, Any]]:
@@ -215,12 +229,7 @@ def ci_table(diffs: list[Any], title: str, confidence: float, width: int | None 
         label = "SLO attainment" if d.metric == "slo_attainment" else f"{d.metric} {d.stat} (s)"
         if d.covers:
             label += " " + "*" * (covers.index(d.covers) + 1)
-        if d.within_noise is None:
-            verdict = "-"
-        elif d.within_noise:
-            verdict = "[dim]within noise[/]"
-        else:
-            verdict = "[bold]B higher[/]" if d.diff > 0 else "[bold]B lower[/]"
+        verdict = "-" if d.verdict is None else f"[{'dim' if d.within_noise else 'bold'}]{d.verdict}[/]"
         ci = "-" if d.low is None else f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]"
         diff = "-" if d.diff is None else ("+" if d.diff >= 0 else "") + _fmt(d.diff, d.metric)
         t.add_row(label, _fmt(d.a, d.metric), _fmt(d.b, d.metric), diff, ci, verdict)

@@ -52,7 +52,7 @@ def compare_document(side_a: list[int], side_b: list[int], runs_a: list[dict[str
                      runs_b: list[dict[str, Any]], *, confidence: float, metrics: list[dict[str, Any]],
                      by_model: dict[str, list[dict[str, Any]]], workloads: str, differences: dict[str, Any],
                      deployments: str, notes: list[str]) -> dict[str, Any]:
-    """``runs compare --json``'s document: the metrics, whether any covers fewer requests than
+    """``runs compare --json``'s document: the metrics (with their verdicts), whether any covers fewer requests than
     each run completed (``metrics_restricted``), the side-by-side table's rows, each run's status and error, its
     SLO targets, the notes and what they flag."""
     runs = (*runs_a, *runs_b)

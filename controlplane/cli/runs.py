@@ -205,8 +205,8 @@ def compare(
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples (their time grows with them and with "
                                            "the runs' requests: ~1.5 s for 1,000 of two runs of 100,000).")] = 1000,
     json_out: Annotated[bool, typer.Option("--json", help="Print the differences as one JSON object: each "
-                                           "metric's difference, the side-by-side rows (counts, throughput, "
-                                           "goodput, cost), each run's status, the notes "
+                                           "metric's verdict and whether it is better for B, the side-by-side rows "
+                                           "(counts, throughput, goodput, cost), each run's status, the notes "
                                            "(also on stderr), and the decisions' differences with --decisions "
                                            "(docs/sweeps.md lists every key).")]
     = False,

@@ -62,7 +62,8 @@ def test_json_has_the_side_by_side_rows_and_each_runs_status(rejecting):
     found = json.loads(done.stdout)
     rows = found["side_by_side"]
     assert (rows["num_completed"]["a"], rows["num_completed"]["b"], rows["num_completed"]["diff"]) == (300, 150, -150)
-    assert rows["num_rejected"]["b"] == 150 and rows["throughput_rps"]["diff"] < 0
+    assert (rows["num_rejected"]["b"], rows["num_rejected"]["higher_is_better"]) == (150, False)
+    assert rows["throughput_rps"]["diff"] < 0 and rows["throughput_rps"]["higher_is_better"] is True
     assert {"num_requests", "num_failed", "goodput_rps", "slo_attainment", "ttft_p99_s", "gpu_hours"} <= set(rows)
     assert found["runs"] == {"1": {"status": "finished", "error": None}, "2": {"status": "finished", "error": None}}
     assert found["metrics_restricted"] is True
@@ -116,3 +117,22 @@ def test_a_failed_run_is_said_to_have_failed(failed, args):
         assert found["runs"]["1"] == {"status": "finished", "error": None}
         assert found["notes"][0].startswith(note)
 
+
+def test_json_metrics_have_the_tables_verdict_and_whether_it_is_better(rejecting, monkeypatch):
+    """`--json` had no verdict: a gate had to redo the table's noise test and know each metric's direction."""
+    monkeypatch.setattr(common.out, "_width", 400)
+    table = _compare(rejecting).stdout.split("runs 1 vs 2: B - A")[1]
+    found = _json(rejecting)
+    for m in found["metrics"]:
+        label = "SLO attainment" if m["metric"] == "slo_attainment" else f"{m['metric']} {m['stat']} (s)"
+        row = next(ln for ln in table.splitlines() if ln.startswith(f"│ {label} "))
+        assert m["verdict"] == row.strip("│ ").split("│")[-1].strip(), (m, row)
+        assert m["higher_is_better"] is (m["metric"] == "slo_attainment")
+        if m["verdict"] != "within noise":
+            assert m["outcome"] == ("better" if (m["verdict"] == "B higher") == m["higher_is_better"] else "worse")
+    by = {(m["metric"], m["stat"]): m for m in found["metrics"]}
+    assert (by["slo_attainment", "mean"]["verdict"], by["slo_attainment", "mean"]["outcome"]) == ("B higher", "better")
+    assert (by["ttft", "p99"]["verdict"], by["ttft", "p99"]["outcome"]) == ("B lower", "better")
+    no_ci = _json(rejecting, "--no-ci")["metrics"]
+    assert all(m["verdict"] is None and m["outcome"] is None for m in no_ci)
+    assert [m["higher_is_better"] for m in no_ci] == [m["higher_is_better"] for m in found["metrics"]]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from controlplane.compare import RunSample, compare_runs, compare_samples
+from controlplane.compare import MetricDiff, RunSample, compare_runs, compare_samples
 from controlplane.storage import make_engine
 from sim.sweep import load_spec, run_sweep
 from sim.sweep.store import sweep_runs
@@ -231,3 +231,16 @@ def test_a_run_that_replayed_the_others_requests_and_more_is_compared_on_the_sha
     assert p50.high < 0  # sim 5% faster on every shared request: seen, paired
     other = _sample(3, base.copy(), np.array([f"u{i:04d}" for i in range(300)], dtype=object))
     assert _by(compare_samples([live], [other], n_resamples=100), "ttft", "p50").method == "independent"
+
+
+@pytest.mark.parametrize(("metric", "low", "high", "verdict", "outcome"), [
+    ("ttft", 0.5, 1.5, "B higher", "worse"), ("ttft", -1.5, -0.5, "B lower", "better"),
+    ("slo_attainment", -0.2, -0.1, "B lower", "worse"), ("slo_attainment", 0.1, 0.2, "B higher", "better"),
+    ("e2e", -0.5, 0.5, "within noise", "within noise"), ("tpot", None, None, None, None)])
+def test_a_difference_says_the_tables_verdict_and_whether_it_is_better_for_b(metric, low, high, verdict, outcome):
+    """`runs compare --json` had no verdict: a gate redid the noise test and hard-coded each metric's direction."""
+    diff = None if low is None else (low + high) / 2
+    d = MetricDiff(metric, "p99", 1.0, 1.0 + (diff or 0.0), diff, low, high, "paired")
+    assert (d.verdict, d.outcome) == (verdict, outcome)
+    assert d.as_dict()["higher_is_better"] is (metric == "slo_attainment")
+    assert {"verdict", "outcome", "a_whole", "b_whole"} <= set(d.as_dict())
