@@ -117,7 +117,8 @@ def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], engin
     if len(set(seen.values())) <= 1:
         return (f"note: the runs may have replayed different requests ({listed}: how they read the trace is not "
                 "stored): their differences may mix the policies' effect with the workload's")
-    return f"note: the runs replayed different requests ({listed}): their differences mix the policies' effect with the workload's"
+    return (f"note: the runs replayed different requests ({listed}): their differences mix the policies' effect "
+            "with the workload's")
 
 
 def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | None:
@@ -139,8 +140,8 @@ def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | N
 
 def same_requests(engine: Any, a: dict[str, Any], b: dict[str, Any], *, tol_s: float = 1e-6) -> bool:
     """Whether runs ``a`` and ``b`` (`get_run` dicts) replayed the same requests: the same request ids, each
-    with the same prompt and output lengths (where both runs stored them: `_agree`), arriving at the same times after their run's first arrival
-    (to ``tol_s``: a live run's clock starts before its first request, a replay of its saved trace at that
+    with the same prompt and output lengths (where both runs stored them: `_agree`), arriving at the same times
+    after their run's first arrival (to ``tol_s``: a live run's clock starts before its first request, a replay of its saved trace at that
     arrival). False when either run's rows are not all stored (``record: summary``, a crash)."""
     if (a.get("summary") or {}).get("num_requests") != (b.get("summary") or {}).get("num_requests"):
         return False
