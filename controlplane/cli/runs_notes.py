@@ -141,8 +141,9 @@ def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | N
 def same_requests(engine: Any, a: dict[str, Any], b: dict[str, Any], *, tol_s: float = 1e-6) -> bool:
     """Whether runs ``a`` and ``b`` (`get_run` dicts) replayed the same requests: the same request ids, each
     with the same prompt and output lengths (where both runs stored them: `_agree`), arriving at the same times
-    after their run's first arrival (to ``tol_s``: a live run's clock starts before its first request, a replay of its saved trace at that
-    arrival). False when either run's rows are not all stored (``record: summary``, a crash)."""
+    after their run's first arrival (to ``tol_s``: a live run's clock starts before its first request, a replay
+    of its saved trace at that arrival). False when either run's rows are not all stored (``record: summary``, a
+    crash)."""
     if (a.get("summary") or {}).get("num_requests") != (b.get("summary") or {}).get("num_requests"):
         return False
     rows_a, rows_b = _request_rows(engine, a), _request_rows(engine, b)
