@@ -7,7 +7,9 @@ and a give-up every eight seconds or so, for as long as the outage lasted. The f
 still counted (``RunRecorder.errors``, ``num_flush_failures``, ``retries``) and each one is
 logged at DEBUG. A write that fails for its data (a duplicate key, a value the column refuses)
 or because it is not permitted (a read-only role, a SQLite file this process may not write) is no
-outage: the recorder logs it as an error every time.
+outage: the recorder logs it as an error every time. A database whose schema is gone (dropped and made
+again, its tables deleted) is none either, and will not mend: said once, as an error saying what to do
+(`OutageLog.schema_gone`: the recorder writes nothing more there and spills at its close, at once).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class OutageLog:
         self.failures = 0  # failed write attempts in this outage
         self.spilled_rows = 0  # rows spilled to files in this outage
         self.outages = 0  # outages that ended
+        self.schema_gone: str | None = None  # the error of a write that found the database's schema gone
         self._written_at_start = 0
         self._interval = first_reminder_s
         self._next_reminder = 0.0
@@ -70,6 +73,9 @@ class OutageLog:
         """A write gave up after its retries: part of the outage, or (bad data) an error of its own."""
         if failure.retryable:
             self.failed(failure.error)
+            return
+        if failure.schema_missing:
+            self._lost_schema(failure.error)
             return
         log.error("storage: flush to %s failed after %d attempt(s); %d rows kept pending: %s",
                   self.target, failure.attempts, failure.pending, failure.error)
@@ -93,9 +99,20 @@ class OutageLog:
         else:
             log.debug("storage: write to %s failed: %s", self.target, error)
 
+    def _lost_schema(self, error: str) -> None:
+        if self.schema_gone is not None:
+            log.debug("storage: write to %s failed: %s", self.target, error)
+            return
+        self.schema_gone = error
+        log.error("storage: %s lost its schema (%s): the database was dropped and made again, or its tables "
+                  "deleted. No retry mends that, so nothing more is written there: the %d rows not yet written, and "
+                  "those to come, are kept and saved to a spill file when the run closes, at once (`controlplane db "
+                  "load-spill FILE` loads it into a database that holds the run again, restored from a backup); "
+                  "start a new run (restart the daemon) to record there", self.target, error, self._pending())
+
     def spilled(self, rows: int, path: Path) -> None:
         """``rows`` waiting too long were spilled to ``path``: the outage's first spill is logged."""
-        first = self.spilled_rows == 0
+        first = self.spilled_rows == 0 and self.schema_gone is None  # (schema gone: kept, as its line said)
         self.spilled_rows += rows
         (log.warning if first else log.debug)(
             "storage: %s is unavailable; %d rows spilled to %s, to be written when it is back%s", self.target,

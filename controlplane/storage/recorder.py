@@ -332,8 +332,8 @@ class RunRecorder(RecorderSpills):
                 raise self.deleted  # type: ignore[misc]
             if not backlog.chunks and not backlog.files:
                 return True
-            impatient = not patient and self.outage.active
-            if impatient and self._clock() < self._next_attempt:
+            impatient = not patient and self.outage.active  # (a schema gone: nothing more is tried, kept to spill)
+            if self.outage.schema_gone is not None or (impatient and self._clock() < self._next_attempt):
                 if backlog.in_memory > self.max_pending_rows:
                     self._spill_overflow()
                 return False
@@ -415,9 +415,10 @@ class RunRecorder(RecorderSpills):
                             backoff_s=self.retry_backoff_s, sleep=self._sleep,
                             target=describe_url(self.engine), pending=lambda: self.pending, on_retry=self._retried)
 
-    def _retried(self, error: str) -> None:
+    def _retried(self, error: str, schema_missing: bool) -> None:
         self.retries += 1
-        self.outage.failed(error)
+        if not schema_missing:  # (a table missing is no outage: `OutageLog.gave_up` says it once, if it stays)
+            self.outage.failed(error)
 
     def _writer_loop(self) -> None:
         """The background writer: flush when woken by appends or every ``flush_interval_s``."""
