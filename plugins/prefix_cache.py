@@ -22,6 +22,12 @@ blocks when the replica still holds them, as vLLM's automatic prefix caching doe
   A starting replica is a candidate only when its expected wait (the rest of its cold start
   plus its queued work) is below every ready replica's (``plugins.routing_wait``).
 
+Tenancy: both key a request's blocks within its tenant (`request_blocks`, `controlplane.prefix_scope`): a tenant's
+prompt blocks serve, and steer the routing of, only that tenant's requests (a hit is observable: another tenant
+could test guesses of a prompt's start); untenanted requests share one space, their hashes unchanged.
+``shared_across_tenants: true`` shares blocks across tenants (prefix-cache's setting rules the live workers' KV
+store too).
+
 Simplification: a hit saves compute, not memory; the KV budget still counts each request's
 full context (shared blocks are not deduplicated), which is conservative.
 """
@@ -34,9 +40,16 @@ from pydantic import Field
 
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import RouteDecision
+from controlplane.prefix_scope import prefix_scope, scoped_hashes
 
 from plugins.routing_wait import ReadinessGate
 from plugins.scorers import ReplicaStats
+
+
+def request_blocks(request, shared_across_tenants: bool) -> tuple[int, ...]:
+    """The request's prefix-block hashes as caches and routers key them: within its tenant unless
+    ``shared_across_tenants`` (`controlplane.prefix_scope`)."""
+    return scoped_hashes(request.hash_ids, prefix_scope(request.tenant, shared_across_tenants))
 
 
 def _touch_tail_first(cache: OrderedDict, hashes) -> None:
@@ -57,6 +70,7 @@ class PrefixCache(Plugin):
     class Settings(PluginSettings):
         capacity_blocks: int | None = Field(None, ge=0)  # hash blocks per replica; None: its free KV blocks
         block_tokens: int = Field(512, ge=1)  # tokens per hash when a request does not say
+        shared_across_tenants: bool = False  # false: a tenant's prompt blocks serve only that tenant
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
@@ -67,6 +81,9 @@ class PrefixCache(Plugin):
         self.num_hits = 0  # lookups that found at least one block
         self.lookup_tokens = 0  # prompt tokens of every looked-up request
         self.hit_tokens = 0  # of which served from cache
+
+    def _blocks(self, request) -> tuple[int, ...]:
+        return request_blocks(request, self.settings.shared_across_tenants)
 
     def _block_tokens(self, request) -> int:
         return request.hash_block_tokens or self.settings.block_tokens
@@ -97,12 +114,13 @@ class PrefixCache(Plugin):
         self._as_of_now.pop(worker.worker_id, None)  # (it changes the cache)
         bt = self._block_tokens(request)
         self._trim(cache, self.capacity(worker, bt, ctx))
+        blocks = self._blocks(request)
         n = 0
-        for h in request.hash_ids:
+        for h in blocks:
             if h not in cache:
                 break
             n += 1
-        _touch_tail_first(cache, request.hash_ids[:n])
+        _touch_tail_first(cache, blocks[:n])
         # What the core applies (`KVCacheManager.prefix_hit`): one token at least is computed, its logits the first
         # output token's, so a prompt found whole counts one token less. (The summary's ``prefix_hit_tokens``
         # counted it whole: 129 tokens more than the stored rows' ``cached_tokens`` on a Mooncake run.)
@@ -127,7 +145,7 @@ class PrefixCache(Plugin):
         else:
             lost = ()
         n = 0
-        for h in request.hash_ids:
+        for h in self._blocks(request):
             if h not in cache or h in lost:
                 break
             n += 1
@@ -141,7 +159,7 @@ class PrefixCache(Plugin):
         if cache is None:
             cache = self._caches[worker.worker_id] = OrderedDict()
         self._as_of_now.pop(worker.worker_id, None)
-        _touch_tail_first(cache, request.hash_ids)
+        _touch_tail_first(cache, self._blocks(request))
         self._trim(cache, self.capacity(worker, self._block_tokens(request), ctx))
 
     def _cache_now(self, ctx, worker) -> OrderedDict | None:
@@ -160,7 +178,7 @@ class PrefixCache(Plugin):
             return seen[1]
         view = OrderedDict(cache) if cache else OrderedDict()
         for r in pending:  # as `cp_prefix_store` will: at the count of KV blocks it reads then, the batch's start's
-            _touch_tail_first(view, r.hash_ids)
+            _touch_tail_first(view, self._blocks(r))
             self._trim(view, self.capacity(worker, self._block_tokens(r)))
         self._as_of_now[wid] = (key, view)
         return view
@@ -188,6 +206,7 @@ class PrefixAffinity(Plugin):
     class Settings(PluginSettings):
         max_imbalance: int = Field(2, ge=0)  # extra queued+running requests tolerated for a cache hit
         max_entries: int = Field(1_000_000, ge=1)  # block hashes remembered (LRU)
+        shared_across_tenants: bool = False  # as prefix-cache's: false, a tenant's blocks say where only its own ran
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
@@ -210,7 +229,8 @@ class PrefixAffinity(Plugin):
         # every replica and say little; a conversation's own blocks say where it ran).
         depth: dict[str, int] = {}
         owner = self._owner
-        for i, h in enumerate(request.hash_ids, 1):
+        blocks = request_blocks(request, self.settings.shared_across_tenants)
+        for i, h in enumerate(blocks, 1):
             wid = owner.get(h)
             if wid is None:
                 break  # only a leading run of known blocks can be reused
@@ -224,7 +244,7 @@ class PrefixAffinity(Plugin):
                 best, why = w, f"prefix of {n} blocks last sent here ({w.load} queued+running)"
             else:
                 why = f"prefix owner {wid} too busy ({w.load} vs {least.load}): least loaded"
-        for h in request.hash_ids:
+        for h in blocks:
             owner[h] = best.worker_id
             owner.move_to_end(h)
         while len(owner) > self.settings.max_entries:

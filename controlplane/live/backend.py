@@ -103,6 +103,7 @@ class _Request:
     context_len: int = 0  # tokens of this request held in the KV cache
     next_input: int | None = None  # last sampled token, fed to the next decode
     error: str | None = None  # set when this request failed in a step: it leaves at the step's end
+    prefix_scope: str | None = None  # whose stored prompt prefixes it may reuse (its tenant; None: shared)
 
     @property
     def done(self) -> bool:
@@ -186,6 +187,7 @@ class CausalLMBackend:
         stop: StopCondition | None = None,
         sampling: SamplingParams | None = None,
         generated: Sequence[int] = (),
+        prefix_scope: str | None = None,
     ) -> None:
         """Queue a request; it is prefilled by the first ``step()`` that lists it in ``prefill_ids``.
 
@@ -193,6 +195,7 @@ class CausalLMBackend:
         preemption, or on another worker after a failure): it is prefilled after the prompt, and
         the request's output stream goes on after it, so text held back at the cut (half a UTF-8
         character, the start of a stop string) is not lost. ``max_new_tokens`` counts it.
+        ``prefix_scope`` (a tenant) keeps its prompt KV in the prefix store for that scope's prompts only.
         """
         if self.has_request(request_id):
             raise ValueError(f"request {request_id!r} already exists")
@@ -221,6 +224,7 @@ class CausalLMBackend:
             sampling=sampling,
             generator=sampling.make_generator(self.device),
             stream=stream,
+            prefix_scope=prefix_scope,
         )
 
     @torch.inference_mode()

@@ -114,7 +114,8 @@ class BatchRunner:
                 elif lr.registered_on is not None:
                     self.drop(lr.registered_on, r.request_id)
                 adds.append(
-                    AddSpec(r.request_id, lr.prompt_ids, lr.max_tokens, lr.stop, lr.sampling, tuple(lr.generated))
+                    AddSpec(r.request_id, lr.prompt_ids, lr.max_tokens, lr.stop, lr.sampling, tuple(lr.generated),
+                            lr.prefix_scope)
                 )
                 lr.registered_on, lr.backend_done, lr.hold, lr.held = wid, False, not final, None
                 prefill_ids.append(r.request_id)

@@ -338,7 +338,7 @@ class LiveDriver(LiveWorkers):
             model=served.name, tenant=tenant, priority=priority, prompt=p.text, params=p.params,
             hash_ids=p.hash_ids, hash_block_tokens=p.hash_block_tokens,
         )
-        lr = LiveRequest(request, p.ids, max_tokens, p.stop, p.sampling)
+        lr = LiveRequest.of(request, p, max_tokens, self.config.plugins.settings)
         self._live[rid] = lr
         if self.request_timeout_s:
             lr.timer = self._loop.call_later(self.request_timeout_s, self._expire, rid)

@@ -4,7 +4,9 @@
 one before (equal hash = equal prefix up to and including that block), as vLLM's automatic
 prefix caching does. The live driver puts them on ``Request.hash_ids`` so the core's
 ``prefix-cache`` plugin and the routers see live prefixes exactly as they see a Mooncake trace's;
-the engine uses the same hashes for its own store.
+the engine uses the same hashes for its own store, within the request's tenant unless the run shares prefixes
+across tenants (`controlplane.prefix_scope`: its ``scoped_hashes``, as the plugin keys its blocks), so one tenant's
+prompt KV never serves (and never times) another's.
 
 ``PrefixKVStore`` keeps, per engine (one per worker), the keys and values of recently prefilled
 prompts, bounded by ``capacity_tokens`` and evicted least recently used first. ``match(ids)``
@@ -20,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from controlplane.prefix_scope import scoped_hashes
 
 __all__ = ["PrefixKVStore", "PrefixMatch", "block_hashes"]
 
@@ -77,12 +81,15 @@ class PrefixKVStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def match(self, ids: Sequence[int]) -> PrefixMatch | None:
-        """The longest stored whole-block prefix of ``ids`` (at most ``len(ids) - 1`` tokens)."""
+    def _hashes(self, ids: Sequence[int], scope: str | None) -> tuple[int, ...]:
+        return scoped_hashes(block_hashes(ids, self.block_tokens), scope)
+
+    def match(self, ids: Sequence[int], scope: str | None = None) -> PrefixMatch | None:
+        """The longest stored whole-block prefix of ``ids`` in ``scope`` (at most ``len(ids) - 1`` tokens)."""
         self.lookups += 1
         self.lookup_tokens += len(ids)
         best: tuple[int, int] | None = None
-        for h in block_hashes(ids, self.block_tokens):
+        for h in self._hashes(ids, scope):
             hit = self._index.get(h)
             if hit is None:
                 break
@@ -98,13 +105,14 @@ class PrefixKVStore:
         self.hit_tokens += n
         return PrefixMatch(n, [k[:, :n] for k in entry.keys], [v[:, :n] for v in entry.values])
 
-    def store(self, ids: Sequence[int], keys: list[Any], values: list[Any]) -> bool:
-        """Keep the KV of ``ids``' whole blocks (``keys``/``values`` per layer cover at least them).
+    def store(self, ids: Sequence[int], keys: list[Any], values: list[Any], scope: str | None = None) -> bool:
+        """Keep the KV of ``ids``' whole blocks (``keys``/``values`` per layer cover at least them) in ``scope``
+        (a tenant: only its own later prompts find them; ``None``: every unscoped prompt).
 
         Nothing is stored when no block is new (a stored entry already covers this prefix) or
         when one prompt's blocks exceed the capacity.
         """
-        hashes = block_hashes(ids, self.block_tokens)
+        hashes = self._hashes(ids, scope)
         n = len(hashes) * self.block_tokens
         if not hashes or n > self.capacity_tokens:
             return False
@@ -157,7 +165,7 @@ def prefill_with_store(engine: Any, reqs: list, result: Any):
     import torch
 
     store: PrefixKVStore = engine.prefix_store
-    matches = [store.match(r.prompt_ids) for r in reqs]
+    matches = [store.match(r.prompt_ids, r.prefix_scope) for r in reqs]
     cached = [m.tokens if m is not None else 0 for m in matches]
     rest = [len(r.prompt_ids) - c for r, c in zip(reqs, cached)]
     p, w = max(cached), max(rest)
@@ -180,7 +188,7 @@ def prefill_with_store(engine: Any, reqs: list, result: Any):
     kv.commit(real)
     for i, r in enumerate(reqs):
         keys, values = kv.row_tokens(i)
-        store.store(r.prompt_ids, keys, values)
+        store.store(r.prompt_ids, keys, values, r.prefix_scope)
     result.num_prefill_seqs = len(reqs)
     result.num_prefill_tokens = sum(rest)  # computed; the reused ones are the context below
     result.sum_prefill_context = sum(cached)

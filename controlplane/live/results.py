@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane.live.http_errors import http_status_for
 from controlplane.live.sampling import SamplingParams, StopCondition
+from controlplane.prefix_scope import prefix_scope, prefixes_shared_across_tenants
 from controlplane.types import ReasonCode, Request
 
 if TYPE_CHECKING:
     from controlplane.live.driver import LiveDriver
+    from controlplane.live.served_model import PreparedPrompt
 
 __all__ = ["LiveRequest", "LiveRequestHandle", "LiveResult"]
 
@@ -84,6 +86,14 @@ class LiveRequest:
     result: LiveResult | None = None
     timer: asyncio.TimerHandle | None = None
     withheld: bool = False  # a guardian blocked it while it generated: no more text goes to the client
+    prefix_scope: str | None = None  # the tenant whose prompt prefixes its worker may reuse (None: shared)
+
+    @classmethod
+    def of(cls, request: Request, p: PreparedPrompt, max_tokens: int, plugin_settings: Any) -> LiveRequest:
+        """The record of ``request`` (its prompt prepared as ``p``); its worker reuses the prompt prefixes of
+        its tenant only, unless the run's ``plugins.settings`` share them across tenants."""
+        scope = prefix_scope(request.tenant, prefixes_shared_across_tenants(plugin_settings))
+        return cls(request, p.ids, max_tokens, p.stop, p.sampling, prefix_scope=scope)
 
     def push(self, delta: str) -> None:
         if self.result is None and not self.withheld:

@@ -44,6 +44,7 @@ class AddSpec:
     # preemption or on another worker after a failure. It is prefilled with the prompt, and the
     # request's stream resumes exactly where the client's left off.
     generated: tuple[int, ...] = ()
+    prefix_scope: str | None = None  # the tenant whose stored prompt prefixes it may reuse (None: shared)
 
 
 @dataclass(frozen=True, slots=True)

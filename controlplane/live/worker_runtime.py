@@ -207,7 +207,8 @@ class WorkerRuntime:
                 b.remove(a.request_id)
             try:
                 b.add_request(a.request_id, a.prompt_ids, max_new_tokens=a.max_new_tokens, stop=a.stop,
-                              sampling=_resumed(a.sampling, len(a.generated)), generated=a.generated)
+                              sampling=_resumed(a.sampling, len(a.generated)), generated=a.generated,
+                              prefix_scope=a.prefix_scope)
             except (ValueError, TypeError) as exc:  # this request only: the others still run
                 refused.append(TokenOut(a.request_id, -1, "", True, "error", error=f"refused by the worker: {exc}"))
         skip = {o.request_id for o in refused}
