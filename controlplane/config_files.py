@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = parse(text)
     except errors() as exc:
-        raise ConfigError(f"{path}: not valid {suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        raise ConfigError(f"{path}: not valid {suffix.lstrip('.') or 'YAML'}: {_error_text(exc, parse, errors, text)}"
+                          ) from None
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if data is None:
@@ -53,6 +56,42 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return data
+
+
+def _error_text(exc: Exception, parse: Any, errors: Any, text: str) -> str:
+    """The parser's error without the passwords of the text's URLs: PyYAML's quotes the lines at the fault (a
+    database or Redis URL with its password, cut anywhere: a ``postgresql://u:secret ...`` with no ``@`` left),
+    so it is the error of the same text with each URL's password starred out, at the same line and column."""
+    hidden = _passwords_starred(text)
+    if hidden == text:
+        return str(exc)
+    try:
+        parse(hidden)
+    except errors() as again:
+        return str(again)
+    except Exception:  # noqa: BLE001 (another refusal of the starred text: the first error, its URLs masked)
+        pass
+    return _passwords_starred(str(exc))
+
+
+_URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s\"'`]+")
+
+
+def _passwords_starred(text: str) -> str:
+    """``text`` with the password of each URL in it (what `mask_password` hides) starred out, one ``*`` a
+    character, so that what follows keeps its column."""
+    from controlplane.storage.errors import mask_password
+
+    def star(m: re.Match) -> str:
+        url = m.group(0)
+        masked = mask_password(url)
+        if masked == url:
+            return url
+        head = len(os.path.commonprefix([url, masked]))
+        tail = len(os.path.commonprefix([url[head:][::-1], masked[head:][::-1]]))
+        return url[:head] + "*" * max(0, len(url) - head - tail) + url[len(url) - tail:]
+
+    return _URL.sub(star, text)
 
 
 def _yaml_error() -> type[Exception]:
