@@ -25,16 +25,20 @@ ROUTES = frozenset({
     "/admin/plugins", "/admin/workers", "/admin/reload", "/admin/drain", "/admin/resume",
 })
 #: Paths with an id counted under their template (one label for every id, so the label set stays bounded).
-ROUTE_TEMPLATES = {"/v1/requests/": "/v1/requests/{id}"}
+ROUTE_TEMPLATES = {"/v1/requests/": "/v1/requests/{id}", "/v1/models/": "/v1/models/{id}"}
+#: Templates whose id may hold a ``/`` (a model's name: ``meta-llama/Llama-3-8B``, the route's ``{model_id:path}``).
+_SLASHED_IDS = frozenset({"/v1/models/"})
 
 
 def route_label(path: str) -> str:
     """The ``route`` label of ``path`` in ``controlplane_http_requests_total``: a known route, a route
-    template for a path with an id (``/v1/requests/req-7``: ``/v1/requests/{id}``), else "other"."""
+    template for a path with an id (``/v1/requests/req-7``: ``/v1/requests/{id}``; ``/v1/models/org/name``:
+    ``/v1/models/{id}``), else "other"."""
     if path in ROUTES:
         return path
     for prefix, template in ROUTE_TEMPLATES.items():
-        if path.startswith(prefix) and "/" not in path[len(prefix):] and len(path) > len(prefix):
+        rest = path[len(prefix):]
+        if path.startswith(prefix) and rest and (prefix in _SLASHED_IDS or "/" not in rest):
             return template
     return "other"
 

@@ -17,6 +17,9 @@ def test_a_known_route_is_its_own_label(path):
     ("/v1/requests/anything-at-all", "/v1/requests/{id}"),
     ("/v1/requests/", "other"),
     ("/v1/requests/req-7/more", "other"),
+    ("/v1/models/tiny-llama", "/v1/models/{id}"),
+    ("/v1/models/meta-llama/Llama-3-8B", "/v1/models/{id}"),  # a model's name may hold a slash
+    ("/v1/models/", "other"),
     ("/v1/nope", "other"),
     ("/", "other"),
 ])
