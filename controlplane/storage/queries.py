@@ -253,6 +253,10 @@ def iteration_rows(engine: Engine, run_id: int, worker: str | None = None) -> li
     return [r for r in rows if r["worker_id"] == worker]
 
 
+#: What a spreadsheet reads as the start of a formula in a cell (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
@@ -260,6 +264,8 @@ def _csv_value(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value  # text a client chose (a model, a tenant, a request id): never run as a formula
     return value
 
 
@@ -268,7 +274,9 @@ def export_rows(engine: Engine, run_id: int, what: What | str, fmt: Format | str
 
     ``csv``: a header then one line per row, columns as in
     :data:`EXPORT_COLUMNS`, empty cells for NULL, JSON columns as JSON text,
-    booleans as ``true``/``false``. ``json``: one array of objects.
+    booleans as ``true``/``false``, a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return prefixed with ``'`` (a spreadsheet would run it as a formula; numbers are left as they are).
+    ``json``: one array of objects.
     ``jsonl``: one object per line. NaN/inf become ``null`` in JSON output.
     Open ``out`` with ``newline=""`` for CSV, as the csv module requires.
     """
