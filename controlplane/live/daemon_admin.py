@@ -57,6 +57,7 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
             cfg = await asyncio.to_thread(load_config, opts.config_path, opts.overrides)
         cfg = with_request_deadline(cfg, opts.request_timeout_s)
         _refuse_guardians_not_running(daemon.driver, cfg)
+        keys_off = _keys_turned_off(daemon.keys, cfg)
         changed = daemon.driver.reload(cfg)
         daemon.keys = KeyRing(cfg.auth.api_keys)  # keys rotate with the config
         changed = {**changed, "api_keys": len(cfg.auth.api_keys)}
@@ -71,10 +72,27 @@ async def admin_reload(daemon: DaemonDep) -> JSONResponse:
              ", ".join(changed["restarted"]) or "none", ", ".join(changed["finished"]) or "none",
              f"; changed but needing a restart: {', '.join(changed['needs_restart'])}" if changed["needs_restart"]
              else "")
+    if keys_off:
+        log.warning("POST /admin/reload: %s", keys_off)
+        changed["warning"] = keys_off
     if opts.config_path is None:  # (the environment's CONTROLPLANE_* settings are still re-read)
         changed["note"] = ("the daemon was started without --config: only the environment's CONTROLPLANE_* "
                            "settings and the command line were re-read")
     return JSONResponse({"reloaded": True, "config": str(opts.config_path) if opts.config_path else None, **changed})
+
+
+def _keys_turned_off(keys: KeyRing, cfg: Any) -> str | None:
+    """What a reload that leaves no API keys while the daemon requires one does: refused (`ConfigError`) when the
+    config merely lacks them (an ``auth`` section removed or lost: the API would open to anyone, silently); a
+    warning to log and answer when it says ``auth: {api_keys: []}``, turning keys off deliberately."""
+    if not keys.enabled or cfg.auth.api_keys:
+        return None
+    if "api_keys" not in cfg.auth.model_fields_set:
+        raise ConfigError("the config lists no API keys (no auth.api_keys) while the daemon requires one: the "
+                          "inference endpoints would answer anyone without a key. Reload refused, old plugins and "
+                          "keys kept; to turn API keys off deliberately, write `auth: {api_keys: []}` in the config")
+    return ("API keys turned off (auth.api_keys: []): the inference endpoints answer anyone without a key from now "
+            "on")
 
 
 def _refuse_guardians_not_running(driver: Any, cfg: Any) -> None:
