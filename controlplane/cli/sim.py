@@ -137,7 +137,7 @@ def replay(
         from sim.interrupts import hold_until_exit
 
         hold_until_exit()  # (a further Ctrl-C, one sent to the process group too, cut this into a traceback)
-        _print_ended_summary(exc, json_out, "interrupted")  # (a run stopped cleanly at its next tick)
+        _print_ended_summary(exc, json_out, "interrupted", "interrupted")  # (a run stopped cleanly at its next tick)
         common.say_replay_interrupted(exc)
         if (getattr(exc, "summary", None) or {}).get("interrupted_by") == "SIGTERM":
             raise SystemExit(128 + signal.SIGTERM) from None  # (as a process ended by SIGTERM: 143)
@@ -171,13 +171,14 @@ def _check_arrival_options(qps: float | None, arrival: str | None) -> None:
         raise ValueError(f"--qps must be a finite number > 0, got {qps:g}")
 
 
-def _print_ended_summary(exc: BaseException, json_out: bool, how: str) -> None:
-    """The summary an interrupted or spilled run's error carries (``exc.summary``), as a finished run's is printed."""
+def _print_ended_summary(exc: BaseException, json_out: bool, how: str, status: str) -> None:
+    """The summary an interrupted or spilled run's error carries (``exc.summary``), as a finished run's is printed
+    (the JSON with the run's ``status``, which a gate reads: finished, failed or interrupted)."""
     summary = getattr(exc, "summary", None)
     if summary is None:
         return
     if json_out:
-        common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")
+        common.write_stdout(json.dumps({**summary, "status": status}, sort_keys=True) + "\n")
     else:
         common.out.print(summary_table(summary, f"run {summary.get('run_id')} - {how}"))
 
@@ -279,9 +280,9 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                                     on_progress=on_progress, writer=writer, warn_if_empty=False)
         except Exception as exc:  # (the database away at the run's end: its rows spilled, its summary whole)
             if getattr(exc, "spill_path", None) is not None:
-                _print_ended_summary(exc, json_out, "its rows spilled")
+                _print_ended_summary(exc, json_out, "its rows spilled", "finished")
             if getattr(exc, "failed_run_id", None) is not None:  # (the trace failed mid-replay: what it stored)
-                _print_ended_summary(exc, json_out, "failed")
+                _print_ended_summary(exc, json_out, "failed", "failed")
                 db, note = common.db_option(cfg.storage.url, type(cfg.storage).model_fields["url"].default)
                 common.err.print(failed_note(exc, f"`controlplane runs show {exc.failed_run_id}{db}`{note}"),
                                  highlight=False, soft_wrap=True)
@@ -295,7 +296,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                          "--window-start/--window-end, or --limit / --rate-scale / --rate-profile / --until left none",
                          highlight=False)
     if json_out:
-        common.write_stdout(json.dumps(summary, sort_keys=True) + "\n")  # as typer.echo writes it
+        common.write_stdout(json.dumps({**summary, "status": "finished"}, sort_keys=True) + "\n")  # (typer.echo's way)
         _warn_skipped(summary)
         _warn_refused(result)
         return

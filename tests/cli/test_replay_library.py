@@ -19,7 +19,7 @@ from sim.traces.bundled import bundled_default_config_path
 
 CONFIG = bundled_default_config_path()  # what the CLI uses without --config
 
-VOLATILE = {"run_id", "wall_s", "started_at", "finished_at"}
+VOLATILE = {"run_id", "wall_s", "started_at", "finished_at", "status"}  # (status: the CLI's JSON's alone)
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +54,7 @@ def test_cli_and_library_give_the_same_run_for_the_same_transforms_and_seed(tmp_
                     transforms=TraceTransforms(window_start_s=60, speed_up=2, rate_scale=1.5, limit=500))
     assert s_cli["num_requests"] == 500
     assert any(".r" in line.split(",")[0] for line in exported(lib_db, 1).splitlines())  # rate scaling copied some
+    assert s_cli.pop("status") == "finished"  # (the CLI's JSON says how the run ended, for a gate to read)
     assert stable(result.summary) == stable(s_cli)
     assert exported(lib_db, result.run_id) == exported(cli_db, s_cli["run_id"])
     a, b = get_run(make_engine(cli_db), s_cli["run_id"]), get_run(make_engine(lib_db), result.run_id)

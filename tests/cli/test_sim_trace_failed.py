@@ -22,6 +22,7 @@ def test_the_cli_says_which_run_holds_the_requests_and_how_to_see_them(tmp_path)
     assert "the trace failed at simulated second 5: run 1 is stored with status 'failed' and the 50 requests" in text
     assert f"(`controlplane runs show 1 --db {db}`); the error:" in text and "error: " in text
     assert '"num_requests": 50' in result.stdout and '"error": "TraceFormatError: ' in result.stdout
+    assert '"status": "failed"' in result.stdout  # (a gate reading the JSON alone sees it did not finish)
 
 
 def test_a_pipe_given_as_the_trace_is_one_line_before_anything_reads_it(tmp_path):
