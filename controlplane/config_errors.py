@@ -68,7 +68,7 @@ def error_message(err: Mapping[str, Any]) -> str:
         return f"the key {value!r}: {msg}" + (f": {hint}" if hint else "")
     if kind == "extra_forbidden" and len(loc) == 1 and loc[0] in _RUN_FACTS:  # (a stored run's config, given back)
         return (f"{msg}: {loc[0]} is what a run records beside its config, not a config key (a run's `config` as "
-                "`runs show --json` prints it); `controlplane runs show RUN --config` prints the config it ran with")
+                "`runs show --json` prints it); `controlplane runs config RUN` prints the config it ran with")
     if value is None and kind in _SECTIONS:
         if loc and isinstance(loc[-1], int):
             return "an empty list item (a `-` with nothing under it): give its keys or remove it"

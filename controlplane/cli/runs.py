@@ -44,17 +44,11 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object: the run's row (config, summary, "
                                            "plugins), its decision_counts and plugin_errors; with --timeline, its "
                                            "scale_decisions (each signal and reason whole).")] = False,
-    config: Annotated[bool, typer.Option("--config", help="Print the run config it ran with, as YAML that "
-                                         "`--config` takes (to replay it again or change it; passwords ***).")]
-    = False,
 ) -> None:
     """Show one run: its summary, plugins and decision counts (--timeline: its scale decisions)."""
     if full and not timeline:
         raise typer.BadParameter("--full goes with --timeline (every signal and the whole reason of its decisions)",
                                  param_hint="--full")
-    if config:
-        _show_config(db, run_id)
-        return
     if json_out:
         _show_json(db, run_id, timeline)
         return
@@ -314,7 +308,11 @@ def _print_notes(notes: list[str]) -> None:
         err.print(note, highlight=False, markup=False)
 
 
-def _show_config(db: str | None, run_id: int) -> None:
+@app.command("config")
+@quiet_on_closed_pipe
+def config_of_run(run_id: int, db: DbOpt = None) -> None:
+    """Print the run config a run ran with, as YAML that `--config` takes (to replay it again or change it; URL
+    passwords are ***, as the run's row keeps them)."""
     import yaml
 
     from controlplane.storage import run_config
@@ -322,7 +320,7 @@ def _show_config(db: str | None, run_id: int) -> None:
     with user_errors():
         engine = _engine(db)
         cfg = run_config(engine, run_id)
-    typer.echo(f"# the config run {run_id} ran with (`controlplane runs show {run_id} --config`)")
+    typer.echo(f"# the config run {run_id} ran with (`controlplane runs config {run_id}`)")
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
 
 

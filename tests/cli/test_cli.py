@@ -291,7 +291,7 @@ def test_runs_show(two_runs):
     out = cli("runs", "show", "1", "--db", two_runs).stdout
     assert "run 1" in out and "small" in out and "status=finished" in out
     assert re.search(r"requests\s+│\s+40 │", out)
-    assert "plugins: queue-limit 0.1.0" in out
+    assert "plugins: sql-recorder, queue-limit 0.1.0" in out  # (call order: the run's own recorder, passed in code, first)
     assert re.search(r"cp_route_request\s+│\s+least-loaded\s+│\s+route\s+│\s+40 ", out)
 
 

@@ -1,4 +1,4 @@
-"""`controlplane runs show RUN --config`: the config a stored run ran with, as YAML `--config` takes; a run's
+"""`controlplane runs config RUN`: the config a stored run ran with, as YAML `--config` takes; a run's
 `config` as `runs show --json` prints it (with the facts the run added) is refused naming what to use instead."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def test_a_runs_config_replays_it_again(tmp_path):
     runner = CliRunner()
     first = runner.invoke(app, ["sim", "replay", "--limit", "40", "--seed", "3", "--db", db, "--json"])
     assert first.exit_code == 0, first.output
-    shown = runner.invoke(app, ["runs", "show", "1", "--db", db, "--config"])
+    shown = runner.invoke(app, ["runs", "config", "1", "--db", db])
     assert shown.exit_code == 0, shown.output
     (tmp_path / "run1.yaml").write_text(shown.stdout)
     again = runner.invoke(app, ["sim", "replay", "--config", str(tmp_path / "run1.yaml"), "--limit", "40",
@@ -30,4 +30,4 @@ def test_a_runs_config_replays_it_again(tmp_path):
                                   "--db", db])
     assert refused.exit_code == 2
     assert "trace_read is what a run records beside its config" in refused.output
-    assert "runs show RUN --config" in refused.output
+    assert "controlplane runs config RUN" in refused.output
