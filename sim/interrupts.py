@@ -3,19 +3,19 @@ once."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sim.driver import SimDriver
 
-__all__ = ["CtrlC", "hold_until_exit", "stop_on_ctrl_c", "stopped_at"]
-
-#: The signals that stop a replay: Ctrl-C, and what `timeout`, `kill`, a container runtime or a batch scheduler send.
-STOPPING = (signal.SIGINT, signal.SIGTERM)
+__all__ = ["CtrlC", "TermSeen", "ctrl_c_handled_by", "ctrl_c_signals", "dropping_one", "exit_status",
+           "handlers_kept", "hold_until_exit", "noted", "sigterm_as_ctrl_c", "sigterm_cancels", "sigterm_stops",
+           "stop_on_ctrl_c", "stopped_at", "stopping_signals"]
 
 
 class CtrlC:
@@ -26,7 +26,8 @@ class CtrlC:
     signal dropped and the next raising at once: a second Ctrl-C
     landing in the write cut it in two (a SQLite statement left holding the database's lock, the writer process's
     pipe read out of step), and the run was left ``running`` (``crashed``). A signal after a loop that ended on
-    its own goes to the handler Python had (a ``KeyboardInterrupt``; SIGTERM ends the process)."""
+    its own goes to the handler Python had (a ``KeyboardInterrupt``; SIGTERM ends the process, but in a
+    `sigterm_as_ctrl_c` block, where it raises ``KeyboardInterrupt`` too)."""
 
     def __init__(self, driver: SimDriver, handlers: dict[int, Any]) -> None:
         self.driver, self.handlers = driver, handlers
@@ -44,6 +45,7 @@ class CtrlC:
 
     def on_signal(self, signum: int, frame: Any) -> None:
         driver = self.driver
+        noted(signum)
         if self.looping and not driver.stop_requested:
             driver.stop_requested = signum  # (truthy: the signal's number, for `stopped_at`)
         elif self.looping and _in_event_loop(frame):  # (not in the run's end, `core.finish`: its summary kept)
@@ -80,38 +82,185 @@ def stop_on_ctrl_c(driver: SimDriver) -> Iterator[CtrlC]:
     second Ctrl-C interrupts at once, mid-event (`SimDriver.run` still stores the requests in the system as in
     flight, and `sim.replay` closes the run with their summary). During the close of a stopped run one further
     signal is dropped (`CtrlC`). Only in the main thread, and for each signal only where it has Python's own
-    handler (SIGINT's KeyboardInterrupt, SIGTERM's default): a caller's is left alone."""
-    ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    ctrl_c = CtrlC(driver, ours)
-    if threading.current_thread() is not threading.main_thread():
-        yield ctrl_c
-        return
-    taken = [sig for sig in STOPPING if signal.getsignal(sig) is ours[sig]]  # (a caller's handler is left alone)
-    for sig in taken:
+    handler (SIGINT's KeyboardInterrupt, SIGTERM's default, or `sigterm_as_ctrl_c`'s): a caller's is left alone."""
+    signals = stopping_signals()  # (a caller's handler is left alone)
+    ctrl_c = CtrlC(driver, {sig: signal.getsignal(sig) for sig in signals})
+    for sig in signals:
         signal.signal(sig, ctrl_c.on_signal)
     try:
         yield ctrl_c
     finally:
-        for sig in taken:
-            signal.signal(sig, ours[sig])
+        for sig, previous in ctrl_c.handlers.items():
+            signal.signal(sig, previous)
 
 
-def hold_until_exit() -> None:
-    """For a command exiting after a Ctrl-C (``sim replay``, ``sim sweep``/``search`` as
-    ``sim.sweep.interrupt.hold_interrupts_until_exit``): drop one further Ctrl-C from now on (the next raises at
-    once), so that what it prints and its cleanup are not cut into a traceback. Nothing changes outside the main
-    thread or under a handler other than Python's own."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+class TermSeen:
+    """What `sigterm_as_ctrl_c` yields: ``received`` once a SIGTERM came; ``taken``: whether the block took SIGTERM
+    (not outside the main thread, nor from a handler of the caller's)."""
+
+    def __init__(self, taken: bool = False) -> None:
+        self.taken, self.received = taken, False
+
+    @property
+    def name(self) -> str:
+        """The signal that stopped the block, if one did: ``SIGTERM``, else ``SIGINT`` (Ctrl-C)."""
+        return "SIGTERM" if self.received else "SIGINT"
+
+
+_seen: TermSeen | None = None  # the `sigterm_as_ctrl_c` block running now, if one took SIGTERM
+
+
+def _sigterm_interrupts(signum: int, frame: Any) -> None:
+    """SIGTERM's handler in a `sigterm_as_ctrl_c` block: Python's Ctrl-C (``signal.default_int_handler``)."""
+    noted(signum)
+    raise KeyboardInterrupt
+
+
+def noted(signum: int) -> None:
+    """Tell the `sigterm_as_ctrl_c` block running now that ``signum`` came: each handler that takes its SIGTERM
+    (a hold, a drop, a replay's stop) calls it."""
+    if signum == signal.SIGTERM and _seen is not None:
+        _seen.received = True
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[TermSeen]:
+    """While the block runs, SIGTERM (`timeout`, `kill`, a container runtime, a batch scheduler) is handled as
+    Ctrl-C: ``KeyboardInterrupt``, and it is one of the `ctrl_c_signals` that what holds or drops a Ctrl-C takes
+    (a run being written, a stopped sweep's cleanup: `sim.sweep.interrupt`; a replay's stop: `stop_on_ctrl_c`).
+    So a sweep's or a search's driver, and a live replay (whose event loop cancels its task on it:
+    `controlplane.live.trace_replay`), stop on SIGTERM cleanly, as on Ctrl-C: it ended them at once, their
+    run or sweep left ``running`` (then ``crashed``). SIGTERM is taken as Ctrl-C even where SIGINT is ignored
+    (a script's background job). The yielded `TermSeen` says whether a SIGTERM came, as does the
+    ``interrupted_by`` given to a ``KeyboardInterrupt`` that leaves the block (``SIGTERM``, else ``SIGINT``), for
+    `exit_status`: the command then exits 143. Only in the main thread, and where SIGTERM has its default
+    handler (a block inside another shares its `TermSeen`)."""
+    global _seen
+    if _seen is not None:
+        yield _seen
         return
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield TermSeen()
+        return
+    seen = _seen = TermSeen(taken=True)
+    signal.signal(signal.SIGTERM, _sigterm_interrupts)
+    try:
+        yield seen
+    except KeyboardInterrupt as exc:
+        exc.interrupted_by = seen.name  # type: ignore[attr-defined]  (for `exit_status`)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _seen = None
+
+
+def sigterm_cancels(task: Any, seen: TermSeen) -> None:
+    """In a `sigterm_as_ctrl_c` block whose asyncio loop runs ``task`` (a live replay's): SIGTERM does what
+    ``asyncio.run``'s Ctrl-C does, the first cancelling ``task`` (which closes its run as interrupted), a further
+    one raising ``KeyboardInterrupt`` at once. (Raised from the signal's handler, the first would land in whatever
+    callback runs; and asyncio takes no Ctrl-C where SIGINT is ignored.) Call it from the loop; the loop's close
+    puts SIGTERM's default back. Nothing changes where the block did not take SIGTERM."""
+    import asyncio
+
+    if not seen.taken:
+        return
+
+    def on_sigterm() -> None:
+        if seen.received:
+            raise KeyboardInterrupt
+        seen.received = True
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+
+
+def sigterm_stops(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` run under `sigterm_as_ctrl_c`: the ``KeyboardInterrupt`` it raises (``SweepInterrupted``, say)
+    says which signal stopped it in ``interrupted_by``."""
+
+    @functools.wraps(func)
+    def stopped_by_sigterm_too(*args: Any, **kwargs: Any) -> Any:
+        with sigterm_as_ctrl_c():
+            return func(*args, **kwargs)
+
+    return stopped_by_sigterm_too
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status of a command a signal stopped: 143 (128 + SIGTERM, as a process SIGTERM ended) where
+    SIGTERM did (the exception's ``interrupted_by``, `sigterm_as_ctrl_c`, or its run's summary's), else 130 (Ctrl-C)."""
+    by = getattr(exc, "interrupted_by", None) or (getattr(exc, "summary", None) or {}).get("interrupted_by")
+    return 128 + signal.SIGTERM if by == "SIGTERM" else 128 + signal.SIGINT
+
+
+def ctrl_c_signals() -> list[int]:
+    """The signals that stop this process as Ctrl-C does, under Python's own handling: SIGINT with its
+    ``KeyboardInterrupt``, and SIGTERM in a `sigterm_as_ctrl_c` block; none outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    return ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler else []) + (
+        [signal.SIGTERM] if signal.getsignal(signal.SIGTERM) is _sigterm_interrupts else [])
+
+
+def stopping_signals() -> list[int]:
+    """The signals that stop a replay (`stop_on_ctrl_c`), and a command as it exits after one (`hold_until_exit`):
+    the `ctrl_c_signals`, and SIGTERM (what `timeout`, `kill`, a container runtime or a batch scheduler send) where
+    it has its default handler."""
+    signals = ctrl_c_signals()
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signals.append(signal.SIGTERM)
+    return signals
+
+
+@contextmanager
+def ctrl_c_handled_by(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Within it, the `ctrl_c_signals` go to ``handler`` (which calls `noted`); their handlers are put back after."""
+    taken = {sig: signal.signal(sig, handler) for sig in ctrl_c_signals()}
+    try:
+        yield
+    finally:
+        for sig, previous in taken.items():
+            signal.signal(sig, previous)
+
+
+def dropping_one() -> Callable[[int, Any], None]:
+    """A handler that drops the first signal and raises ``KeyboardInterrupt`` on the next (the user insists)."""
     dropped: list[int] = []
 
     def drop(signum: int, frame: Any) -> None:
+        noted(signum)
         if dropped:
             raise KeyboardInterrupt
         dropped.append(signum)
 
-    signal.signal(signal.SIGINT, drop)
+    return drop
+
+
+@contextmanager
+def handlers_kept(*signals: int) -> Iterator[None]:
+    """Put the handlers of ``signals`` back after the block: ``ray.init`` replaces SIGTERM's with one that exits at
+    once (`sim.sweep.backends.RayBackend`). Only in the main thread (where handlers are set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def hold_until_exit() -> None:
+    """For a command exiting after a Ctrl-C or SIGTERM (``sim replay``, ``sim sweep``/``search`` as
+    ``sim.sweep.interrupt.hold_interrupts_until_exit``): drop one further Ctrl-C or SIGTERM from now on (the
+    next raises ``KeyboardInterrupt`` at once), so that what it prints and its cleanup are not cut into a traceback
+    nor ended by SIGTERM. Nothing changes outside the main thread, nor for a signal under a handler of a caller's."""
+    drop = dropping_one()
+    for sig in stopping_signals():
+        signal.signal(sig, drop)
 
 
 def stopped_at(driver: SimDriver, now_s: float) -> dict[str, Any]:

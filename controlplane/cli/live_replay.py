@@ -129,9 +129,11 @@ def live_replay(
         try:
             result = _run(cfg, requests, pool, cpu_threads, progress and not json_out and common.err.is_terminal,
                           on_started=started, **read)
-        except KeyboardInterrupt as exc:  # (Ctrl-C, also while the workers load: say what was kept)
+        except KeyboardInterrupt as exc:  # (Ctrl-C or SIGTERM, also while the workers load: say what was kept)
+            from sim.interrupts import exit_status
+
             common.say_replay_interrupted(exc)
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_status(exc)) from None  # (130; 143 after SIGTERM)
     _report(result, path, json_out, cfg.storage.url, type(cfg.storage).model_fields["url"].default)
     if save_trace is not None:  # after the summary and where the run is stored: a file that cannot be written loses
         from sim.traces.canonical import write_canonical  # neither

@@ -80,7 +80,8 @@ def sweep(
             try:
                 result = run_sweep(loaded, url, backend=backend, workers=workers, ray_address=ray_address,
                                    fresh=fresh, on_start=on_start, on_run=on_run)
-            except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept and how to go on)
+            except KeyboardInterrupt as exc:  # (Ctrl-C or SIGTERM: say what was kept and how to go on)
+                from sim.interrupts import exit_status
                 from sim.sweep.interrupt import hold_interrupts_until_exit
 
                 hold_interrupts_until_exit()  # (a further Ctrl-C cut the exit's cleanup into a traceback)
@@ -88,7 +89,7 @@ def sweep(
                 if json_out and getattr(exc, "sweep_id", None) is not None:  # (the promised line: what was stored)
                     _print_interrupted_json(url, exc)
                 _say_interrupted(exc)
-                raise
+                raise typer.Exit(exit_status(exc)) from None  # (130; 143 after SIGTERM)
         engine = make_engine(url)
         runs = sweep_runs(engine, result.sweep_id)
         engine.dispose()
@@ -188,25 +189,31 @@ def _print_interrupted_json(url: str, exc: KeyboardInterrupt) -> None:
     typer.echo(json.dumps(line, sort_keys=True, default=str))
 
 
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    """``interrupted``, or ``interrupted by SIGTERM`` where SIGTERM stopped it (`sim.interrupts.sigterm_stops`)."""
+    return "interrupted by SIGTERM" if getattr(exc, "interrupted_by", None) == "SIGTERM" else "interrupted"
+
+
 def _say_interrupted(exc: KeyboardInterrupt) -> None:
-    """One line on stderr: the sweep Ctrl-C left, its runs stored, and how to resume it."""
+    """One line on stderr: the sweep Ctrl-C (or SIGTERM) left, its runs stored, and how to resume it."""
     if (sweep_id := getattr(exc, "sweep_id", None)) is None:  # (`sim.sweep.run.SweepInterrupted`)
-        common.err.print("interrupted before the sweep started: nothing was stored", highlight=False)
+        common.err.print(f"{_interrupted(exc)} before the sweep started: nothing was stored", highlight=False)
         return
-    common.err.print(f"interrupted: sweep {sweep_id} is stored with status 'interrupted', {exc.stored} of its "
+    common.err.print(f"{_interrupted(exc)}: sweep {sweep_id} is stored with status 'interrupted', {exc.stored} of its "
                      f"{exc.total} runs finished; run the same command again to resume it (--fresh starts over)",
                      highlight=False)
 
 
 def _say_search_interrupted(exc: KeyboardInterrupt) -> None:
-    """One line on stderr: what a search Ctrl-C stopped kept (`sim.sweep.search.SearchInterrupted`),
+    """One line on stderr: what a search Ctrl-C (or SIGTERM) stopped kept (`sim.sweep.search.SearchInterrupted`),
     and that it does not resume."""
     again = "a search does not resume: run the same command again to start afresh"
     if (sweep_id := getattr(exc, "sweep_id", None)) is None:
-        common.err.print(f"interrupted: nothing was stored; {again}", highlight=False)
+        common.err.print(f"{_interrupted(exc)}: nothing was stored; {again}", highlight=False)
         return
-    common.err.print(f"interrupted: search {sweep_id} is stored with status 'interrupted', {exc.stored} full-trace "
-                     f"runs finished (a candidate's screen and rungs are not stored); {again}", highlight=False)
+    common.err.print(f"{_interrupted(exc)}: search {sweep_id} is stored with status 'interrupted', {exc.stored} "
+                     f"full-trace runs finished (a candidate's screen and rungs are not stored); {again}",
+                     highlight=False)
 
 
 def search(
@@ -271,13 +278,14 @@ def search(
                                     ray_address=ray_address, db_url=resolve_db(db) if db else None,
                                     trace_path=str(trace) if trace else None, trace_format=format,
                                     on_progress=on_progress)
-            except KeyboardInterrupt as exc:  # (Ctrl-C: say what was kept, and that a search starts afresh)
+            except KeyboardInterrupt as exc:  # (Ctrl-C or SIGTERM: say what was kept, and that a search starts afresh)
+                from sim.interrupts import exit_status
                 from sim.sweep.interrupt import hold_interrupts_until_exit
 
                 hold_interrupts_until_exit()
                 bar.stop()
                 _say_search_interrupted(exc)
-                raise
+                raise typer.Exit(exit_status(exc)) from None  # (130; 143 after SIGTERM)
     d = result.as_dict()
     if not json_out or common.err.is_terminal:
         console = common.err if json_out else common.out

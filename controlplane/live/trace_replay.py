@@ -25,11 +25,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane.config import RunConfig
 from controlplane.errors import ReplayInterrupted
 from controlplane.generation_params import param_problem
+
+if TYPE_CHECKING:
+    from sim.interrupts import TermSeen
 
 __all__ = ["SUBMITTED_PARAMS", "LiveReplayResult", "Rejected", "as_served", "prompt_ids", "replay_trace_live",
            "run_trace_live", "submit_params", "unsubmitted_params"]
@@ -184,20 +187,23 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
     from controlplane.hook_calls import time_hooks
     from controlplane.live.daemon import SLOW_HOOK_S
     from controlplane.live.driver import LiveDriver
+    from sim.interrupts import sigterm_as_ctrl_c, sigterm_cancels
 
     storage = cfg.storage.model_copy(update={"record_iterations": True})
     cfg = cfg.model_copy(update={"storage": storage})
 
-    async def main() -> LiveReplayResult:
+    async def main(signalled: TermSeen) -> LiveReplayResult:
         driver = LiveDriver(cfg, pool=pool, cpu_threads=cpu_threads, record=True, trace_read=trace_read,
                             trace=trace, trace_format=trace_format, extra_plugins=extra_plugins)
+        sigterm_cancels(asyncio.current_task(), signalled)  # (SIGTERM as asyncio's Ctrl-C)
         try:
             await driver.start(wait_ready_s=wait_ready_s)  # (interrupted while the workers load: the same)
             if on_started is not None:
                 on_started(driver.run_id)
             result = await replay_trace_live(driver, requests, seed=cfg.seed, on_progress=on_progress)
-        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels this task
-            summary = await driver.close(status="interrupted", extra=summary_extra)
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C or SIGTERM: asyncio.run cancels this task
+            summary = await driver.close(status="interrupted",
+                                         extra={**(summary_extra or {}), "interrupted_by": signalled.name})
             raise ReplayInterrupted(driver.run_id, (summary or {}).get("num_requests", 0), cfg.storage.url) from None
         except BaseException:
             await driver.close(status="failed", extra=summary_extra)
@@ -207,6 +213,7 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
 
     time_hooks(SLOW_HOOK_S)  # before the run's plugins are built
     try:
-        return asyncio.run(main())
+        with sigterm_as_ctrl_c() as signalled:  # (SIGTERM ended the process at once, the run left running)
+            return asyncio.run(main(signalled))
     finally:
         time_hooks(None)  # plugin sets built later in this process (a simulated replay) are not timed

@@ -11,12 +11,14 @@ when it is installed.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sim.interrupts import handlers_kept
 from sim.sweep.main_guard import check_main_guard
 from sim.sweep.worker import RunOutcome, RunTask, run_task
 from sim.traces import TraceRequest
@@ -218,7 +220,8 @@ class RayBackend(Backend):
             if address:
                 check_ray_address(address)
             try:
-                ray.init(**kwargs)
+                with handlers_kept(signal.SIGTERM, signal.SIGINT):  # (Ray's SIGTERM handler exits at once)
+                    ray.init(**kwargs)
             except ConnectionError as exc:
                 raise _no_cluster(address, str(exc).splitlines()[0]) from None
             self._started = True

@@ -12,15 +12,17 @@ the database let go) and the command's exit run with a further Ctrl-C dropped
 twice from a terminal's process group and a script's own signal, and landing in that cleanup it
 printed a traceback from inside it (a connection being closed) and replaced the message on what
 was stored. A second further Ctrl-C still stops at once.
+
+SIGTERM does the same as Ctrl-C in a sweep's or a search's driver (`sim.interrupts.sigterm_as_ctrl_c`), even
+where SIGINT is ignored (a script's background job); the command then exits 143, not 130.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sim.interrupts import ctrl_c_handled_by, dropping_one, noted
 from sim.interrupts import hold_until_exit as hold_interrupts_until_exit  # (one rule for every command)
 
 __all__ = ["hold_interrupts_until_exit", "interrupt_deferred", "interrupts_held_while_stopping"]
@@ -28,56 +30,28 @@ __all__ = ["hold_interrupts_until_exit", "interrupt_deferred", "interrupts_held_
 
 @contextmanager
 def interrupt_deferred() -> Iterator[None]:
-    """Run the block with Ctrl-C (SIGINT) held: raise ``KeyboardInterrupt`` when it ends if one
-    came meanwhile. A second Ctrl-C during the block raises at once (the user insists). Outside
-    the main thread, or where SIGINT has a handler other than Python's default, nothing changes."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
+    """Run the block with Ctrl-C (SIGINT, and SIGTERM in a `sim.interrupts.sigterm_as_ctrl_c` block) held: raise
+    ``KeyboardInterrupt`` when it ends if one came meanwhile. A second one during the block raises at once (the
+    user insists). Outside the main thread, or where SIGINT has a handler other than Python's default (and SIGTERM
+    is not taken as Ctrl-C), nothing changes."""
     caught: list[int] = []
 
     def hold(signum: int, frame: object) -> None:
+        noted(signum)
         if caught:
             raise KeyboardInterrupt
         caught.append(signum)
 
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
+    with ctrl_c_handled_by(hold):
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if caught:
         raise KeyboardInterrupt
 
 
-def _default_handler_in_main_thread() -> bool:
-    return (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-
-
-def _drop_one() -> object:
-    """A SIGINT handler that drops the first Ctrl-C and raises ``KeyboardInterrupt`` on the next."""
-    dropped: list[int] = []
-
-    def drop(signum: int, frame: object) -> None:
-        if dropped:
-            raise KeyboardInterrupt
-        dropped.append(signum)
-
-    return drop
-
-
 @contextmanager
 def interrupts_held_while_stopping() -> Iterator[None]:
-    """Run a stopped sweep's cleanup with a further Ctrl-C dropped (a second one raises at once);
-    the handler is put back when it ends. Outside the main thread, or where SIGINT has a handler
-    other than Python's default, nothing changes."""
-    if not _default_handler_in_main_thread():
+    """Run a stopped sweep's cleanup with a further Ctrl-C (or SIGTERM, as `interrupt_deferred`) dropped (a second
+    one raises at once); the handlers are put back when it ends. Outside the main thread, or where SIGINT has a
+    handler other than Python's default, nothing changes."""
+    with ctrl_c_handled_by(dropping_one()):
         yield
-        return
-    previous = signal.signal(signal.SIGINT, _drop_one())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

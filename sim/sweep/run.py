@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from controlplane.errors import ConfigError
 from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
+from sim.interrupts import sigterm_stops
 from sim.replay import TraceTransforms, prepared_trace, rows_left_out, trace_read
 from sim.sweep.backends import BACKENDS, Backend, PoolBackend, check_ray_address, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
@@ -33,8 +34,9 @@ __all__ = ["SweepInterrupted", "SweepResult", "load_traces", "make_tasks", "poin
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep: it is stored as ``interrupted`` with ``stored`` of its ``total`` runs
-    finished; the same spec against the same database resumes it."""
+    """Ctrl-C (or SIGTERM: ``interrupted_by`` says which, `sim.interrupts.sigterm_stops`) during a sweep: it is
+    stored as ``interrupted`` with ``stored`` of its ``total`` runs finished; the same spec against the same database
+    resumes it."""
 
     def __init__(self, sweep_id: int, stored: int, total: int) -> None:
         super().__init__(sweep_id, stored, total)
@@ -158,6 +160,7 @@ def make_tasks(loaded: LoadedSpec, points: Iterable[Point], db_url: str | None, 
     return tasks
 
 
+@sigterm_stops  # (SIGTERM stops it as Ctrl-C does)
 def run_sweep(
     loaded: LoadedSpec,
     db_url: str,

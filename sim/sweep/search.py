@@ -39,6 +39,7 @@ from typing import Any
 
 from controlplane.report.cost import cost_unit, estimated_cost, run_cost
 from controlplane.report.pareto import pareto_front
+from sim.interrupts import sigterm_stops
 from sim.sweep.backends import Backend, check_ray_address, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.messages import said_once, say_repeats
@@ -54,9 +55,9 @@ __all__ = ["Candidate", "SearchInterrupted", "SearchResult", "search", "search_s
 
 
 class SearchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a search: with a database, its sweep ``sweep_id`` is stored ``interrupted`` with
-    the ``stored`` full-trace runs finished so far (``sweep_id`` None: nothing stored). A search
-    does not resume: running it again starts afresh."""
+    """Ctrl-C (or SIGTERM: ``interrupted_by``, `sim.interrupts.sigterm_stops`) during a search: with a
+    database, its sweep ``sweep_id`` is stored ``interrupted`` with the ``stored`` full-trace runs finished so
+    far (``sweep_id`` None: nothing stored). A search does not resume: running it again starts afresh."""
 
     def __init__(self, sweep_id: int | None, stored: int) -> None:
         super().__init__(sweep_id, stored)
@@ -279,6 +280,7 @@ def _order(cands: list[Candidate]) -> list[Candidate]:
     return sorted(cands, key=lambda c: (c.rank_cost, -(c.attainment or 0.0), c.index))
 
 
+@sigterm_stops  # (SIGTERM stops it as Ctrl-C does)
 def search(
     loaded: LoadedSpec,
     *,

@@ -148,7 +148,11 @@ def _requests_recorded(path) -> int:
         return 0
 
 
-def test_ctrl_c_stores_the_run_as_interrupted_and_says_so(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stores_the_run_as_interrupted_and_says_so(tmp_path, stop):
+    """SIGTERM (`kill`, `timeout`, a container runtime) did what SIGKILL does: exit 143 without a word, the run left
+    `running`, then marked crashed. It now closes the run as Ctrl-C does, even where SIGINT is ignored."""
+    import json
     import os
     import signal
     import subprocess
@@ -162,27 +166,28 @@ def test_ctrl_c_stores_the_run_as_interrupted_and_says_so(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "controlplane.cli", "live-replay", str(trace), "--config", str(_config(tmp_path, url)),
          "--pool", "thread", "--cpu-threads", "1", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job would ignore it
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,  # (SIGINT as a background job has it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if stop == "SIGINT" else signal.SIG_IGN))
     try:
         assert "live replay:" in proc.stdout.readline()
         deadline = time.monotonic() + 120
         while _requests_recorded(tmp_path / "runs.db") < 3:  # the workers are up and serving
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.Signals[stop])
         out = proc.communicate(timeout=120)[0]
     finally:
         proc.kill()
-    assert proc.returncode == 130, out
+    assert proc.returncode == 128 + signal.Signals[stop], out
     assert "is stored with status 'interrupted'" in " ".join(out.split()), out
     assert "(`controlplane runs show 1 --db sqlite:///" in " ".join(out.split()), out  # (not in the default database)
     engine = sa.create_engine(url)
     with engine.connect() as c:
-        status, = c.execute(sa.text("select status from run")).one()
+        status, summary = c.execute(sa.text("select status, summary from run")).one()
         served = c.execute(sa.text("select count(*) from request")).scalar()
     engine.dispose()
     assert status == "interrupted" and 0 < served < 60, out
+    assert json.loads(summary)["interrupted_by"] == stop and "resource_tracker" not in out, out
 
 
 def test_a_trace_with_a_repeated_request_id_is_refused_before_any_worker_starts(tmp_path):

@@ -182,3 +182,21 @@ def test_a_ray_address_with_nothing_listening_is_refused_before_the_sweep_row(tm
                                                   r"\(start one with `ray start --head`.*: nothing answers at"):
             run_sweep(loaded, f"sqlite:///{db}", backend=backend, ray_address=f"127.0.0.1:{port}")
     assert time.monotonic() - t0 < 20 and not db.exists()
+
+
+def test_ray_keeps_the_drivers_sigterm_handler(monkeypatch):
+    """`ray.init` put in its own SIGTERM handler, which exits at once: SIGTERM then left the sweep `failed` (a
+    SystemExit), not `interrupted` as Ctrl-C does (`sim.interrupts.sigterm_as_ctrl_c`)."""
+    import signal
+
+    from sim.interrupts import sigterm_as_ctrl_c
+
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with sigterm_as_ctrl_c():
+        ours = signal.getsignal(signal.SIGTERM)
+        back = make_backend("ray", workers=1)
+        try:
+            assert signal.getsignal(signal.SIGTERM) is ours
+        finally:
+            back.close()

@@ -157,3 +157,38 @@ def test_a_second_ctrl_c_while_a_sweep_stops_leaves_its_row_marked_and_its_messa
         assert conn.execute(select(Sweep.status)).scalar_one() == "interrupted"
     engine.dispose()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does_once_the_run_being_written_is_written(tmp_path, monkeypatch):
+    """SIGTERM (`kill`, `timeout`, a container runtime) ended the sweep's driver at once: the sweep was left
+    `running` (then `crashed`); where SIGINT is ignored (a script's background job), taken as Ctrl-C with nothing
+    holding it, it landed in a run's write and left the database locked."""
+    import os
+
+    from sqlalchemy import func, select
+
+    import sim.sweep.run
+    from controlplane.storage import make_engine
+    from controlplane.storage.models import Run, Sweep
+    from sim.sweep import load_spec, run_sweep
+    from sim.sweep.run import SweepInterrupted
+
+    real_store = sim.sweep.run.store_outcome
+
+    def store_after_a_sigterm(*args, **kwargs):  # (SIGTERM as the first run is being written)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(sim.sweep.run, "store_outcome", store_after_a_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (tests/conftest.py puts the handlers back after the test)
+    loaded = load_spec(data={"trace": {"limit": 20}, "space": {"cluster.models.0.replicas": [1, 2, 3]}})
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    stopped = _interrupt_of(lambda: run_sweep(loaded, db, backend="serial"))
+    assert isinstance(stopped, SweepInterrupted) and (stopped.sweep_id, stopped.stored) == (1, 1)
+    assert stopped.interrupted_by == "SIGTERM"
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        assert conn.execute(select(Sweep.status)).scalar_one() == "interrupted"
+        assert conn.execute(select(func.count()).select_from(Run).where(Run.status == "finished")).scalar_one() == 1
+    engine.dispose()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (given back)
