@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controlplane.config import RunConfig, load_config, read_config_file
+from controlplane.config import ModelDeployment, RunConfig, load_config, read_config_file
 from controlplane.errors import ConfigError
 from controlplane.live.model_source import WorkerModelSettings
 from controlplane.live.placement import cuda_device_count
@@ -84,6 +84,8 @@ def daemon_config(
             worker["preset"] = DEFAULT_PRESET
         if precision:
             worker["precision"] = precision
+            if "precision" in d:  # (the flag sets the model's precision: the file's deployment one too)
+                d["precision"] = precision
         settings = _worker_settings(worker, "cluster.models.0.worker")
         d["worker"] = worker
         if model_name or "name" not in d:
@@ -91,7 +93,6 @@ def daemon_config(
         if workers is not None or "replicas" not in d:
             d["replicas"] = workers if workers is not None else default_workers()
         d.setdefault("max_model_len", settings.max_seq_len)
-        d.setdefault("precision", settings.precision)
     priced = False
     for d in deployments:  # costed as the device it runs on, unless the config names it
         worker = d.get("worker") or {}
@@ -102,35 +103,52 @@ def daemon_config(
     if not models or given or priced:  # the models alone: the file's other cluster keys stay the file's, so the
         overrides["cluster"] = {"models": deployments}  # environment (CONTROLPLANE_CLUSTER__...) still outranks them
     config = load_config(config_path, overrides)
-    contexts = []
+    models = []
     for i, d in enumerate(config.cluster.models):  # the file's own models too, before anything starts
         where = f"cluster.models.{i}.worker"
         try:
-            contexts.append(_worker_settings(d.worker or {}, where).max_seq_len)
+            settings = _worker_settings(d.worker or {}, where)
+            models.append(_as_its_worker_runs(_within_worker_context(d, settings.max_seq_len), settings, i))
         except ConfigError as exc:
             in_file = f" in {config_path}" if config_path else ""
             raise ConfigError(f"invalid configuration{in_file}:\n  {exc}") from None
-    return _within_worker_context(config, contexts), overrides
+    return config.model_copy(update={"cluster": config.cluster.model_copy(update={"models": models})}), overrides
 
 
-def _within_worker_context(config: RunConfig, contexts: list[int]) -> RunConfig:
-    """Each deployment's ``max_model_len`` at most its worker's ``max_seq_len`` (and that when unset).
+def _within_worker_context(d: ModelDeployment, context: int) -> ModelDeployment:
+    """The deployment with its ``max_model_len`` at most its worker's ``max_seq_len`` (and that when unset).
 
     The core refuses a request whose prompt + max_tokens exceeds ``max_model_len`` (400 too_long)
     before it is queued; a worker cannot go beyond its context, so a longer request let through
     would be cut short there and answered 200 with finish_reason ``length``. A larger
     ``max_model_len`` is lowered with a warning rather than refused: a sim config's figure (a
     real model's context) still runs the daemon on a small worker."""
-    models = []
-    for d, context in zip(config.cluster.models, contexts, strict=True):
-        if d.max_model_len is None or d.max_model_len > context:
-            if d.max_model_len is not None:
-                log.warning("cluster.models[%s]: max_model_len %d is above the worker's max_seq_len %d: lowered to "
-                            "%d (raise worker.max_seq_len to serve longer requests)", d.name, d.max_model_len,
-                            context, context)
-            d = d.model_copy(update={"max_model_len": context})
-        models.append(d)
-    return config.model_copy(update={"cluster": config.cluster.model_copy(update={"models": models})})
+    if d.max_model_len is not None and d.max_model_len <= context:
+        return d
+    if d.max_model_len is not None:
+        log.warning("cluster.models[%s]: max_model_len %d is above the worker's max_seq_len %d: lowered to "
+                    "%d (raise worker.max_seq_len to serve longer requests)", d.name, d.max_model_len,
+                    context, context)
+    return d.model_copy(update={"max_model_len": context})
+
+
+def _as_its_worker_runs(d: ModelDeployment, settings: WorkerModelSettings, i: int) -> ModelDeployment:
+    """The deployment with the ``precision`` its workers load the model in (``worker.precision``, ``auto`` when
+    unset): what the run records, `runs compare` names and the memory plan sizes. A ``precision`` given in both
+    places that differs is refused, naming both keys; one given for the deployment alone (a simulator config's
+    figure) is replaced with the worker's, with a warning (the daemon's workers never read it)."""
+    given = d.precision if "precision" in d.model_fields_set and d.precision != "auto" else None
+    if given is None or given == settings.precision:
+        return d if d.precision == settings.precision else d.model_copy(update={"precision": settings.precision})
+    if "precision" in (d.worker or {}):
+        raise ConfigError(
+            f"cluster.models.{i}.precision ({given}) and cluster.models.{i}.worker.precision ({settings.precision}) "
+            "disagree: the workers load the model in worker.precision, and the run records it as the deployment's; "
+            "give it once, as worker.precision (precision follows it), or the same in both")
+    log.warning("cluster.models[%s]: precision %s is not what its workers run (worker.precision is not given: "
+                "auto, fp32 on the CPU, bf16 or fp16 on a GPU): the run records auto; set worker.precision: %s "
+                "to serve the model in %s", d.name, given, given, given)
+    return d.model_copy(update={"precision": settings.precision})
 
 
 #: Known GPU types (`controlplane.hardware.specs`) by a word of the name CUDA reports, most specific first.

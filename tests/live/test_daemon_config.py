@@ -120,3 +120,37 @@ def test_max_model_len_is_the_workers_context_where_that_is_smaller(tmp_path, ca
     assert [r.getMessage() for r in caplog.records] == [
         "cluster.models[chat]: max_model_len 4096 is above the worker's max_seq_len 1000: lowered to 1000 "
         "(raise worker.max_seq_len to serve longer requests)"]
+
+
+def test_the_deployments_precision_is_its_workers(tmp_path, caplog):
+    """A config's worker section alone said int8: the run stored the deployment's default fp16, and `runs
+    compare` named it. The deployment's precision is now its worker's in every case (`auto` when unset)."""
+    conf = tmp_path / "p.yaml"
+    conf.write_text(
+        "cluster:\n  models:\n"
+        "    - {name: q, replicas: 1, worker: {preset: tiny-llama, precision: int8}}\n"
+        "    - {name: same, replicas: 1, precision: bf16, worker: {preset: tiny-llama, precision: bf16}}\n"
+        "    - {name: plain, replicas: 1, worker: {preset: tiny-llama}}\n")
+    cfg, _ = daemon_config(conf)
+    assert {m.name: m.precision for m in cfg.cluster.models} == {"q": "int8", "same": "bf16", "plain": "auto"}
+    one = tmp_path / "one.yaml"
+    one.write_text("cluster:\n  models:\n    - {name: q, precision: fp16, worker: {preset: tiny-llama, "
+                   "precision: int8}}\n")
+    (m,) = daemon_config(one, precision="nf4")[0].cluster.models  # the flag sets both
+    assert (m.precision, m.worker["precision"]) == ("nf4", "nf4")
+    assert daemon_config(None, precision="int8")[0].cluster.models[0].precision == "int8"
+    with caplog.at_level("WARNING"):
+        sim = tmp_path / "sim.yaml"
+        sim.write_text("cluster:\n  models:\n    - {name: s, precision: int8, worker: {preset: tiny-llama}}\n")
+        assert daemon_config(sim)[0].cluster.models[0].precision == "auto"
+    assert "precision int8 is not what its workers run" in caplog.text and "set worker.precision: int8" in caplog.text
+
+
+def test_a_deployment_precision_that_contradicts_the_workers_is_refused_naming_both(tmp_path):
+    conf = tmp_path / "p.yaml"
+    conf.write_text("cluster:\n  models:\n    - {name: q, precision: fp16, worker: {preset: tiny-llama, "
+                    "precision: int8}}\n")
+    with pytest.raises(ConfigError) as err:
+        daemon_config(conf)
+    assert ("cluster.models.0.precision (fp16) and cluster.models.0.worker.precision (int8) disagree"
+            in str(err.value)) and str(conf) in str(err.value)
