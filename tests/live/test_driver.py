@@ -217,9 +217,9 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
             await d.submit("late", max_tokens=2)
         assert (late.value.code, late.value.http_status) == (ReasonCode.UNAVAILABLE, 503)
         assert await d.drain(timeout_s=60)  # the timed-out request is answered: nothing pending
-        return ids, slow
+        return ids, slow, [e.value.headers["x-request-id"] for e in (unknown, too_long)]
 
-    (ids, slow), summary, _ = run(cfg, body)
+    (ids, slow, refused), summary, _ = run(cfg, body)
     assert ids.ok and ids.prompt_tokens == 4 and ids.completion_tokens == 3
     assert slow.status == "timeout" and slow.http_status == 504
     # invalid submissions never reach the core; those it refuses too (a model not served, a prompt over the
@@ -236,10 +236,12 @@ def test_bad_requests_timeouts_and_drain(tmp_path):
     assert row["reason_code"] == "timeout" and slow.reason_code is ReasonCode.TIMEOUT  # not a client gone
     assert row["output_tokens"] < 400
     # Each answer is in the journal once, with its status: a kill before its row was written cannot
-    # have it listed as never answered (safe to retry).
-    assert read_journal(journal.path) == [ids.request_id, slow.request_id]
-    assert read_answered(journal.path) == {ids.request_id: "completed", slow.request_id: "timeout"}
-    assert len(journal.path.read_text().splitlines()) == 4
+    # have it listed as never answered (safe to retry). The refusals the core recorded (a row, an x-request-id)
+    # are in it too, accepted and answered at once.
+    assert read_journal(journal.path) == [*refused, ids.request_id, slow.request_id]
+    assert read_answered(journal.path) == {**dict.fromkeys(refused, "rejected"), ids.request_id: "completed",
+                                           slow.request_id: "timeout"}
+    assert len(journal.path.read_text().splitlines()) == 8
 
 
 def test_a_cancelled_request_frees_its_worker_and_is_recorded(tmp_path):
