@@ -78,6 +78,12 @@ def daemon(
                                             callback=_log_format)] = "text",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request (with its x-request-id) and each request "
                                              "that ends other than completed, whatever --log-level.")] = False,
+    limit_concurrency: Annotated[int, typer.Option(min=0, help="Open connections or requests beyond which a new "
+                                                   "request is answered 503 at once; 0: no limit.")] = 1024,
+    keep_alive_timeout: Annotated[float, typer.Option(min=0, help="A connection idle this long (s) between requests "
+                                                      "is closed.")] = 5.0,
+    body_timeout: Annotated[float, typer.Option(min=0, help="A request body not received this long (s) after its "
+                                                "headers gets 408 and its connection is closed; 0: no limit.")] = 30.0,
 ) -> None:
     """Run the daemon: OpenAI-compatible API, health, readiness, metrics, admin; drains on SIGTERM.
 
@@ -100,7 +106,8 @@ def daemon(
             overrides=overrides, config_flags=flags, drain_timeout_s=drain_timeout,
             request_timeout_s=request_timeout or None,
             cpu_threads=cpu_threads, ray_address=ray_address, log_level=log_level.lower(), log_format=log_format,
-            access_log=access_log,
+            access_log=access_log, limit_concurrency=limit_concurrency or None,
+            keep_alive_timeout_s=keep_alive_timeout, body_timeout_s=body_timeout or None,
             max_workers=max_workers,
             journal_dir=journal_dir,
         )

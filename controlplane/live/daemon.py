@@ -35,6 +35,11 @@ from controlplane.config import RunConfig
 from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
 from controlplane.live.daemon_config import with_request_deadline
+from controlplane.live.daemon_exposure import (
+    install_accept_error_log,
+    open_files_warning,
+    raise_open_file_limit,
+)
 from controlplane.live.daemon_logging import AccessLog, configure_logging
 from controlplane.live.driver import LiveDriver
 from controlplane.live.ignored_fields import IgnoredFields
@@ -74,6 +79,12 @@ class DaemonOptions:
     log_level: str = "info"
     log_format: str = "text"  # or "json" (`controlplane.live.daemon_logging`)
     access_log: bool = False  # one line per HTTP request, with its x-request-id, and the lines about requests
+    # Connections (`daemon_exposure`): beyond ``limit_concurrency`` open connections or requests, a new request is
+    # answered 503 at once (uvicorn's; None: no limit); one idle between requests is closed after
+    # ``keep_alive_timeout_s``; a POST /v1/ body not received within ``body_timeout_s`` of its headers gets 408.
+    limit_concurrency: int | None = 1024
+    keep_alive_timeout_s: float = 5.0
+    body_timeout_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.pool not in POOL_KINDS:
@@ -270,6 +281,7 @@ def _server_class() -> type:
 
         async def serve(self, sockets: Any = None) -> None:
             self._cp_loop = asyncio.get_running_loop()
+            install_accept_error_log(self._cp_loop)  # out of open files: one line a minute, not a traceback each
             # The run first (models, database, workers), before uvicorn logs its first line: a start
             # that fails is one error line alone, not one after uvicorn's `Started server process`.
             with self.capture_signals():  # (Ctrl+C meanwhile: the run starts, then stops at once)
@@ -341,12 +353,16 @@ def serve(config: RunConfig, options: DaemonOptions,
     daemon = Daemon(config, options)
     if not logging.getLogger().handlers:  # (the command line configures it: `controlplane.cli.live`)
         configure_logging(options.log_level, options.log_format, access_log=options.access_log)
+    said = open_files_warning(raise_open_file_limit(), options.limit_concurrency)
+    if said:
+        log.warning("%s", said)
     # uvicorn's lines go to the root logger's handler, in the daemon's format (no logging config of its own); the
     # access log is the daemon's (`AccessLog`: with the x-request-id, at INFO whatever the level), not uvicorn's
     uv_config = uvicorn.Config(
         AccessLog(daemon.app) if options.access_log else daemon.app, host=options.host, port=options.port,
         log_level=options.log_level, log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=ANSWER_GRACE_S,
+        timeout_graceful_shutdown=ANSWER_GRACE_S, limit_concurrency=options.limit_concurrency,
+        timeout_keep_alive=options.keep_alive_timeout_s,
     )
     server = _server_class()(uv_config)
     server.daemon = daemon

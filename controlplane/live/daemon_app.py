@@ -58,7 +58,8 @@ def create_app(daemon: Daemon) -> FastAPI:
                   exception_handlers=error_handlers)
     app.state.daemon = daemon
     # the API key, then size, JSON, depth, Unicode: before anything parses the body
-    app.add_middleware(RequestGuard, authorize=functools.partial(key_refusal, daemon))
+    app.add_middleware(RequestGuard, authorize=functools.partial(key_refusal, daemon),
+                       body_timeout_s=daemon.options.body_timeout_s)
     app.add_middleware(_Accounting, daemon=daemon)  # outermost: counts the guard's answers too
     app.include_router(daemon_probes.router)
     app.include_router(daemon_api.router)

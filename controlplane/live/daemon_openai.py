@@ -137,6 +137,7 @@ ErrorType = Literal[
 _TYPES: dict[int, ErrorType] = {
     400: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",

@@ -8,11 +8,14 @@ parses it, and answers 400 in the OpenAI error shape when it is not JSON, is nes
 that is not valid Unicode (a lone surrogate escape such as ``"\\ud800"``), or a NUL character
 (``"\\u0000"``) in a field stored with the request (`STORED_FIELDS`: PostgreSQL stores no NUL in
 text, so its row would be refused and the request, served, missing from the run). A body that
-passes is handed on unchanged, byte for byte.
+passes is handed on unchanged, byte for byte. A body that has not all arrived ``body_timeout_s`` after its
+headers (a client sending it a byte at a time, holding a connection and a handler) gets 408 and the
+connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable
@@ -121,10 +124,12 @@ class RequestGuard:
     """ASGI middleware: `check_body` for ``POST /v1/...`` before the app sees the request. With ``authorize``
     (the scope -> a response refusing it, or None), the request is authorized first, before its body is read."""
 
-    def __init__(self, app: Any, prefix: str = "/v1/", authorize: Callable[[dict], Any] | None = None) -> None:
+    def __init__(self, app: Any, prefix: str = "/v1/", authorize: Callable[[dict], Any] | None = None,
+                 body_timeout_s: float | None = None) -> None:
         self.app = app
         self.prefix = prefix
         self.authorize = authorize
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").startswith(self.prefix):
@@ -134,7 +139,7 @@ class RequestGuard:
             await refusal(scope, receive, send)
             return
         try:
-            raw = await self._read(scope, receive)
+            raw = await self._read_in_time(scope, receive)
             check_body(raw)
         except BodyProblem as exc:
             await _answer(send, exc)
@@ -149,6 +154,15 @@ class RequestGuard:
             return await receive()  # http.disconnect, when the client goes away
 
         await self.app(scope, replay, send)
+
+    async def _read_in_time(self, scope: dict, receive: Any) -> bytes:
+        if not self.body_timeout_s:
+            return await self._read(scope, receive)
+        try:
+            return await asyncio.wait_for(self._read(scope, receive), self.body_timeout_s)
+        except asyncio.TimeoutError:  # (TimeoutError from 3.11)
+            raise BodyProblem(408, f"the request body did not arrive within {self.body_timeout_s:g} s of its "
+                                   "headers") from None
 
     async def _read(self, scope: dict, receive: Any) -> bytes:
         for name, value in scope.get("headers", ()):
@@ -177,6 +191,8 @@ class RequestGuard:
 async def _answer(send: Any, problem: BodyProblem) -> None:
     payload = json.dumps(error_body(problem.status, str(problem), param=problem.param, code=_INVALID),
                          ensure_ascii=False, separators=(",", ":")).encode()  # (as the app's own JSON responses)
-    await send({"type": "http.response.start", "status": problem.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if problem.status == 408:  # the rest of the body never came: the connection serves no other request
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
