@@ -36,6 +36,7 @@ from controlplane.errors import ConfigError
 from controlplane.live.api_keys import KeyRing
 from controlplane.live.daemon_config import with_request_deadline
 from controlplane.live.daemon_exposure import (
+    exposure_warning,
     install_accept_error_log,
     open_files_warning,
     raise_open_file_limit,
@@ -353,9 +354,10 @@ def serve(config: RunConfig, options: DaemonOptions,
     daemon = Daemon(config, options)
     if not logging.getLogger().handlers:  # (the command line configures it: `controlplane.cli.live`)
         configure_logging(options.log_level, options.log_format, access_log=options.access_log)
-    said = open_files_warning(raise_open_file_limit(), options.limit_concurrency)
-    if said:
-        log.warning("%s", said)
+    for warning in (exposure_warning(options.host, config.auth.api_keys),
+                    open_files_warning(raise_open_file_limit(), options.limit_concurrency)):
+        if warning:
+            log.warning("%s", warning)
     # uvicorn's lines go to the root logger's handler, in the daemon's format (no logging config of its own); the
     # access log is the daemon's (`AccessLog`: with the x-request-id, at INFO whatever the level), not uvicorn's
     uv_config = uvicorn.Config(

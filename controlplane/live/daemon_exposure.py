@@ -1,6 +1,6 @@
 """What keeps a daemon reachable from a network usable: the connection limits it gives uvicorn, the open-files
-limit it raises, and accept errors logged once a minute instead of a traceback each
-([daemon.md](../../docs/daemon.md#exposing-the-daemon)).
+limit it raises, accept errors logged once a minute instead of a traceback each, and the start's warning when
+it listens beyond loopback with no API keys ([daemon.md](../../docs/daemon.md#exposing-the-daemon)).
 
 uvicorn closes a connection that stays idle between requests (``timeout_keep_alive``) and answers 503 beyond
 ``limit_concurrency`` connections or requests, but it has no deadline for a request's headers (a client sending
@@ -10,6 +10,7 @@ them a byte at a time holds its connection open for good); the body's deadline i
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,12 +18,32 @@ from typing import Any
 
 log = logging.getLogger("controlplane.daemon")
 
-__all__ = ["ACCEPT_ERROR", "AcceptErrorLog", "install_accept_error_log", "open_files_warning", "raise_open_file_limit"]
+__all__ = ["ACCEPT_ERROR", "AcceptErrorLog", "exposure_warning", "install_accept_error_log", "open_files_warning",
+           "raise_open_file_limit"]
 
 #: asyncio's message when ``accept()`` fails for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM).
 ACCEPT_ERROR = "socket.accept() out of system resource"
 #: File descriptors the daemon needs besides its connections (worker pipes, the database, logs, models).
 FD_HEADROOM = 128
+
+
+def exposure_warning(host: str, api_keys: Sequence[Any]) -> str | None:
+    """The start's warning when ``host`` is not a loopback address and no API key is configured: anyone who
+    reaches the port may use the inference endpoints. None otherwise."""
+    if api_keys or _loopback(host):
+        return None
+    return (f"listening on {host}, beyond loopback, with no API keys: anyone who can reach this port may use the "
+            "inference endpoints (and /metrics, /healthz, /readyz answer everyone); set auth.api_keys, and put a "
+            "reverse proxy with TLS and timeouts in front (docs/daemon.md#exposing-the-daemon)")
+
+
+def _loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def raise_open_file_limit() -> int | None:

@@ -1,5 +1,5 @@
 """A daemon reachable from a network: its connection limits, accept errors logged once a minute, the open files
-limit raised."""
+limit raised, and the start's warning when it listens beyond loopback with no API keys."""
 
 from __future__ import annotations
 
@@ -15,9 +15,22 @@ import pytest
 from controlplane.live.daemon_exposure import (
     ACCEPT_ERROR,
     AcceptErrorLog,
+    exposure_warning,
     open_files_warning,
 )
 from tests.live.daemon_process import DaemonProcess
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_loopback_needs_no_warning(host):
+    assert exposure_warning(host, []) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "gpu-box.example"])
+def test_beyond_loopback_without_keys_is_warned_of(host):
+    said = exposure_warning(host, [])
+    assert said and host in said and "no API keys" in said and "exposing-the-daemon" in said
+    assert exposure_warning(host, [object()]) is None
 
 
 def test_an_open_files_limit_below_the_connection_cap_is_warned_of():
@@ -65,12 +78,13 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit():
     assert out == [str(hard), str(hard)]
 
 
-def test_the_daemon_caps_connections_and_times_out_slow_bodies(tmp_path):
-    daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--cpu-threads", "1",
+def test_the_daemon_caps_connections_times_out_slow_bodies_and_warns_when_exposed(tmp_path):
+    daemon = DaemonProcess(tmp_path, ["--pool", "thread", "--workers", "1", "--cpu-threads", "1", "--host", "0.0.0.0",
                                       "--db", f"sqlite:///{tmp_path / 'd.db'}", "--limit-concurrency", "3",
                                       "--body-timeout", "1"])
     try:
         daemon.wait_ready()
+        assert "listening on 0.0.0.0, beyond loopback, with no API keys" in daemon.log_path.read_text()
         # a body sent a byte at a time: 408 after --body-timeout, the connection closed
         slow = socket.create_connection(("127.0.0.1", daemon.port))
         slow.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
