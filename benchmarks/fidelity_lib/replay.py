@@ -65,9 +65,11 @@ class LiveRun:
 def run_config(base: RunConfig, worker: dict[str, Any], db_url: str, *, name: str,
                profile: Path | None = None) -> RunConfig:
     """The benchmark's config: the user's plugins, one replica of the worker model, measured latency in the sim;
-    live runs record their iterations (``storage.record_iterations``) so ``controlplane calibrate`` works on them."""
+    live runs record their iterations (``storage.record_iterations``) so ``controlplane calibrate`` works on them.
+    The deployment's precision is its worker's (as the daemon's is; ``auto``: not compared with the profile's)."""
     d = base.cluster.models[0].model_dump()
-    d.update(name="fidelity", replicas=1, worker=worker, max_model_len=worker["max_seq_len"])
+    d.update(name="fidelity", replicas=1, worker=worker, max_model_len=worker["max_seq_len"],
+             precision=worker.get("precision", "auto"))
     if profile is not None:
         d.update(latency_model="measured", latency={"path": str(profile)})
     data = base.model_dump()

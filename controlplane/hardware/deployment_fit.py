@@ -12,13 +12,16 @@ deployment would otherwise be timed on one number of GPUs and billed on another,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from controlplane.hardware.memory_plan import known_model, planned_precision, weights_bytes_per_gpu
+from controlplane.hardware.profile_format import PROFILE_FORMAT
 from controlplane.hardware.specs import get_gpu, get_model, get_precision
 
-__all__ = ["FIX_TENSOR_PARALLEL", "check_deployment", "default_setting_mismatch", "default_tensor_parallel_mismatch",
-           "latency_tensor_parallel", "model_mismatch", "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
+__all__ = ["FIX_PROFILE_PRECISION", "FIX_TENSOR_PARALLEL", "check_deployment", "default_setting_mismatch",
+           "default_tensor_parallel_mismatch", "latency_tensor_parallel", "model_mismatch", "profile_precision",
+           "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
 
 GiB = 2**30
 
@@ -32,6 +35,9 @@ FIX_SETTING = {
     "gpu": "give the GPU once, as latency.gpu (gpu follows it), or the same GPU in both",
     "precision": "give the precision once, as latency.precision (precision follows it), or the same in both",
 }
+#: How to make a `measured` profile's precision and the deployment's agree.
+FIX_PROFILE_PRECISION = ("give a profile timed in {given} (controlplane profile --precision {given}, or controlplane "
+                         "calibrate a run of a worker in {given}), or leave precision out (it follows the profile's)")
 
 
 def check_deployment(deployment: Any) -> Any:
@@ -48,14 +54,15 @@ def check_deployment(deployment: Any) -> Any:
             raise PydanticCustomError("tensor_parallel", tensor_parallel_mismatch(tp, deployment.gpus_per_replica))
         _derive(deployment, "gpus_per_replica", tp)
     for key in ("gpu", "precision"):
-        timed = _catalogue(key, deployment.latency.get(key) if isinstance(deployment.latency, dict) else None)
+        setting, whose = _timed_setting(deployment, key)
+        timed = _catalogue(key, setting)
         if timed is None or _same(key, timed, getattr(deployment, key)):
             continue
         if key not in deployment.model_fields_set:
             _derive(deployment, key, timed.name)
         elif not (key == "precision" and deployment.precision == "auto"):  # (the live worker's choice)
-            raise PydanticCustomError(f"{key}_mismatch", setting_mismatch(key, deployment.latency[key],
-                                                                          getattr(deployment, key)))
+            raise PydanticCustomError(f"{key}_mismatch", setting_mismatch(
+                key, setting, getattr(deployment, key), whose, None if whose is None else FIX_PROFILE_PRECISION))
     if (why := model_mismatch(deployment)) is not None:
         raise PydanticCustomError("model_mismatch", why)
     if (why := weights_misfit(deployment)) is not None:
@@ -120,9 +127,10 @@ def _same(key: str, timed: Any, value: Any) -> bool:
         timed.bytes_per_weight, timed.kv_bytes_per_element, timed.speed_factor)
 
 
-def setting_mismatch(key: str, timed: Any, given: Any, whose: str | None = None) -> str:
+def setting_mismatch(key: str, timed: Any, given: Any, whose: str | None = None, fix: str | None = None) -> str:
     """The message of a latency model timing a replica on one ``gpu`` (or in one ``precision``) while the
-    deployment's ``key`` prices and plans it on another. ``whose``: where ``timed`` comes from."""
+    deployment's ``key`` prices and plans it on another. ``whose``: where ``timed`` comes from; ``fix``: how to
+    make them agree (`FIX_SETTING`'s by default, with ``{given}`` for the deployment's value)."""
     whose = whose or f"latency.{key}"
     if key == "gpu":
         what = (f"the latency model times a replica on {timed} GPUs, while its GPU-hours are priced, and its memory "
@@ -130,7 +138,33 @@ def setting_mismatch(key: str, timed: Any, given: Any, whose: str | None = None)
     else:
         what = (f"the latency model times a replica's weights in {timed}, while its memory plan and cold start size "
                 f"them in {given}")
-    return f"{whose} ({timed}) and {key} ({given}) disagree: {what}; {FIX_SETTING[key]}"
+    return f"{whose} ({timed}) and {key} ({given}) disagree: {what}; {(fix or FIX_SETTING[key]).format(given=given)}"
+
+
+def _timed_setting(deployment: Any, key: str) -> tuple[Any, str | None]:
+    """The ``gpu`` or ``precision`` the deployment's latency model times a replica with, and where that comes from
+    when not from ``latency.KEY`` (None): a `measured` profile's precision is its file's ``precision`` (one
+    profile per model, device, precision and compile mode; `profile_precision`)."""
+    latency = deployment.latency if isinstance(deployment.latency, dict) else {}
+    if key in latency or key != "precision" or deployment.latency_model != "measured":
+        return latency.get(key), None
+    path = latency.get("path")
+    return profile_precision(path), f"the measured profile {path}'s precision"
+
+
+def profile_precision(path: Any) -> str | None:
+    """The precision a ``controlplane-profile/1`` file says it was timed in (``fp16`` where it says none, as the
+    format's default); None where ``path`` is no readable profile (the latency model's own error says why)."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, TypeError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
+        return None
+    precision = doc.get("precision", "fp16")
+    return precision if isinstance(precision, str) else None
 
 
 def tensor_parallel_mismatch(tensor_parallel: int, gpus_per_replica: int, whose: str = "latency.tensor_parallel") -> str:

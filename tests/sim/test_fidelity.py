@@ -282,3 +282,25 @@ def test_the_sweeps_batch_log_counts_every_simulated_iteration_in_exact_mode(tmp
     assert got["mean_batch_seqs"] > 1  # at 8/s requests overlap
     fast, _ = replay_sim(cfg, at_rate(reqs, 8.0), record=False)  # the fast mode the prediction uses agrees
     assert sorted(t.finish_s for t in fast) == pytest.approx(sorted(t.finish_s for t in times), rel=1e-6, abs=1e-6)
+
+
+def test_the_benchmarks_deployment_runs_in_its_workers_precision_and_takes_a_profile_of_it(tmp_path):
+    """A calibrated CPU profile says fp32 (the worker's auto): the deployment's dumped default fp16 was refused
+    against it (a profile is of one precision); the deployment's precision is its worker's, as the daemon's is."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from controlplane.config import RunConfig, checked_config
+    from controlplane.hardware.profile_format import write_profile
+    from fidelity_lib.replay import run_config
+
+    rows = [{"num_prefill_tokens": p, "num_prefill_seqs": 1, "num_decode_seqs": 0, "sum_decode_context": 0,
+             "sum_prefill_context": 0, "iteration_s": 0.001 * p} for p in (16, 64)]
+    rows.append({"num_prefill_tokens": 0, "num_prefill_seqs": 0, "num_decode_seqs": 2, "sum_decode_context": 40,
+                 "sum_prefill_context": 0, "iteration_s": 0.004})
+    profile = write_profile(tmp_path / "p.json", rows, {"model": "tiny-llama", "device": "cpu", "precision": "fp32"})
+    worker = {"preset": "tiny-llama", "precision": "auto", "device": "cpu", "max_seq_len": 512, "seed": 0}
+    cfg = run_config(RunConfig(), worker, "sqlite://", name="fp32", profile=profile)
+    assert checked_config(cfg).cluster.models[0].precision == "auto"
+    cfg = run_config(RunConfig(), {**worker, "precision": "fp32"}, "sqlite://", name="fp32", profile=profile)
+    assert cfg.cluster.models[0].precision == "fp32"

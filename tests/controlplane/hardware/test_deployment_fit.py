@@ -173,3 +173,37 @@ def test_a_latency_models_default_model_other_than_model_spec_is_refused_at_the_
         replay(make_trace(2), config, record=False)
     config = make_config(cluster={"models": [{**deployment, "model_spec": "meta-llama/Llama-2-7b-hf"}]})
     assert replay(make_trace(2), config, record=False).summary["num_completed"] == 2
+
+
+def _profile(path, **meta):
+    from controlplane.hardware.profile_format import write_profile
+
+    rows = [{"num_prefill_tokens": p, "num_prefill_seqs": 1, "num_decode_seqs": 0, "sum_decode_context": 0,
+             "sum_prefill_context": 0, "iteration_s": 0.001 * p} for p in (16, 64)]
+    rows.append({"num_prefill_tokens": 0, "num_prefill_seqs": 0, "num_decode_seqs": 2, "sum_decode_context": 40,
+                 "sum_prefill_context": 0, "iteration_s": 0.004})
+    return write_profile(path, rows, {"model": "tiny-llama", "device": "cpu", **meta})
+
+
+def test_a_measured_profiles_precision_other_than_the_deployments_is_an_error_naming_both(tmp_path):
+    """A profile timed in fp32 priced a deployment of precision int8 silently, though a profile is of one
+    (model, device, precision, compile mode) and calibrate refuses a grid of another precision."""
+    path = _profile(tmp_path / "tiny-fp32.json", precision="fp32")
+    measured = {"latency_model": "measured", "latency": {"path": str(path)}}
+    with pytest.raises(ConfigError) as exc:
+        _deployment(**measured, precision="int8")
+    assert (f"the measured profile {path}'s precision (fp32) and precision (int8) disagree" in str(exc.value)
+            and "give a profile timed in int8 (controlplane profile --precision int8" in str(exc.value)
+            and "or leave precision out (it follows the profile's)" in str(exc.value)), str(exc.value)
+    d = _deployment(**measured)  # not given: the profile's
+    assert d.precision == "fp32" and "precision" not in d.model_fields_set
+    config = load_config(None, {"cluster": {"models": [{"name": "m", **measured}]}})
+    assert checked_config(config).cluster.models[0].precision == "fp32"  # (a dumped config reads the same)
+    assert _deployment(**measured, precision="fp32").precision == "fp32"
+    assert _deployment(**measured, precision="auto").precision == "auto"  # (the live worker's choice)
+    bf16 = _profile(tmp_path / "bf16.json", precision="bf16")  # the same size and speed, as latency.precision's
+    assert _deployment(latency_model="measured", latency={"path": str(bf16)}, precision="fp16").precision == "fp16"
+    old = _profile(tmp_path / "old.json")  # the format's default: fp16
+    assert _deployment(latency_model="measured", latency={"path": str(old)}, precision="fp16").precision == "fp16"
+    gone = _deployment(latency_model="measured", latency={"path": str(tmp_path / "gone.json")}, precision="int8")
+    assert gone.precision == "int8"  # (no file: the latency model's own error says so when the run starts)
