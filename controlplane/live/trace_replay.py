@@ -32,7 +32,7 @@ from controlplane.errors import ReplayInterrupted
 from controlplane.generation_params import param_problem
 
 if TYPE_CHECKING:
-    from sim.interrupts import TermSeen
+    from controlplane.sigterm import TermSeen
 
 __all__ = ["SUBMITTED_PARAMS", "LiveReplayResult", "Rejected", "as_served", "prompt_ids", "replay_trace_live",
            "run_trace_live", "submit_params", "unsubmitted_params"]
@@ -187,7 +187,7 @@ def run_trace_live(cfg: RunConfig, requests: Iterable[Any], *, pool: str = "proc
     from controlplane.hook_calls import time_hooks
     from controlplane.live.daemon import SLOW_HOOK_S
     from controlplane.live.driver import LiveDriver
-    from sim.interrupts import sigterm_as_ctrl_c, sigterm_cancels
+    from controlplane.sigterm import sigterm_as_ctrl_c, sigterm_cancels
 
     storage = cfg.storage.model_copy(update={"record_iterations": True})
     cfg = cfg.model_copy(update={"storage": storage})
