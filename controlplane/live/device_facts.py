@@ -1,5 +1,6 @@
 """What a started worker reports about its device and model (`WorkerReady.memory`): real memory
-readings plus the KV bytes per token the memory plan sizes batches with."""
+readings plus the KV bytes per token the memory plan sizes batches with, and how it runs the model (precision,
+compiled or not, in which compile mode)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def device_facts(backend: Any, settings: WorkerModelSettings, threads: int | Non
         "device": str(dev),
         "model": settings.source_name(),
         "precision": backend.loaded.precision,
+        "compiled": bool(backend.loaded.compiled),  # torch.compile, in compile_mode (a profile's labels: calibrate)
+        "compile_mode": settings.compile_mode if backend.loaded.compiled else None,
         "model_bytes": int(backend.loaded.model_bytes),
         "kv_bytes_per_token": kv_bytes_per_token(backend.config, elem),
         "max_seq_len": int(backend.max_seq_len),

@@ -50,7 +50,7 @@ def run_iterations(engine: Any, run_id: int, worker: str | None = None) -> list[
 
 
 #: What a worker reported about itself that a profile is labelled with (`sim.calibration.WORKER_LABELS`).
-META_KEYS = ("model", "device", "precision", "device_name")
+META_KEYS = ("model", "device", "precision", "compiled", "device_name")
 
 
 def workers_meta(engine: Any, run_id: int) -> dict[str, dict[str, Any]]:
@@ -74,14 +74,16 @@ def worker_meta(engine: Any, run_id: int, worker: str | None = None) -> dict[str
 
 
 def _kind(meta: dict[str, Any]) -> tuple:
-    """What one profile may stand for: the model, precision and device type (``cuda:0`` and ``cuda:1`` alike)."""
+    """What one profile may stand for: the model, precision, compiled or not and device type (``cuda:0`` and
+    ``cuda:1`` alike)."""
     device = meta.get("device")
-    return (meta.get("model"), meta.get("precision"), device.split(":")[0] if isinstance(device, str) else device,
-            meta.get("device_name"))
+    return (meta.get("model"), meta.get("precision"), meta.get("compiled"),
+            device.split(":")[0] if isinstance(device, str) else device, meta.get("device_name"))
 
 
 def _describe(meta: dict[str, Any]) -> str:
-    return " ".join(str(meta[k]) for k in ("model", "precision", "device") if meta.get(k) is not None) or "unknown"
+    words = [str(meta[k]) for k in ("model", "precision", "device") if meta.get(k) is not None]
+    return " ".join(words + (["compiled"] if meta.get("compiled") else [])) or "unknown"
 
 
 def one_kind_of_worker(run_id: int, samples: list[IterationSample], every: dict[str, dict[str, Any]]) -> dict[str, Any]:

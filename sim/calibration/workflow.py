@@ -76,21 +76,25 @@ def calibrate_rows(samples: Sequence[IterationSample], grid_rows: Sequence[Mappi
                        len(stalls), idle_extra, normalise)
 
 
-#: What names the worker a profile prices: a grid of another model, precision or device than the run's is refused,
-#: and the calibrated profile carries the run's own labels.
-WORKER_LABELS = ("model", "precision", "device", "device_name")
+#: What names the worker a profile prices: a grid of another model, precision, device or compile mode (compiled or
+#: not) than the run's is refused, and the calibrated profile carries the run's own labels.
+WORKER_LABELS = ("model", "precision", "compiled", "device", "device_name")
 
 
 def check_same_worker(grid_name: str | Path, grid_meta: Mapping[str, Any], meta: Mapping[str, Any], label: str) -> None:
-    """A ValueError naming the grid profile if it is of another model, precision or device (type: ``cuda:0`` is
-    ``cuda``) than the run's worker: its rows would be scaled to this run and written under the grid's labels."""
-    for key, verb in (("model", "served"), ("precision", "ran in"), ("device", "ran on")):
-        ran, profiled = meta.get(key), grid_meta.get(key)
+    """A ValueError naming the grid profile if it is of another model, precision, device (type: ``cuda:0`` is
+    ``cuda``) or compile mode (``compiled``: a grid without it is not, as the format's default) than the run's
+    worker: its rows would be scaled to this run and written under the grid's labels. A run whose workers did not
+    report a label (``compiled``: before they did) is not compared on it."""
+    for key, verb in (("model", "served"), ("precision", "ran in"), ("device", "ran on"), ("compiled", "ran with compiled")):
+        ran, profiled = meta.get(key), grid_meta.get(key, False if key == "compiled" else None)
         if key == "device" and isinstance(ran, str) and isinstance(profiled, str):
             ran, profiled = ran.split(":")[0], profiled.split(":")[0]
-        if ran and profiled and ran != profiled:
-            raise ValueError(f"the grid profile {grid_name} is of {key} {grid_meta.get(key)!r}, the {label} "
-                             f"{verb} {meta.get(key)!r}: profile the same worker")
+        if ran not in (None, "") and profiled not in (None, "") and ran != profiled:
+            raise ValueError(f"the grid profile {grid_name} is of {key} {grid_meta.get(key, profiled)!r}, the {label} "
+                             f"{verb} {meta.get(key)!r}: profile the same worker"
+                             + (" (controlplane profile --compile for a compiled worker, without it for one that is "
+                                "not)" if key == "compiled" else ""))
 
 
 @dataclass(frozen=True)

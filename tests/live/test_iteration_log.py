@@ -38,6 +38,7 @@ def test_a_workers_iterations_carry_that_workers_labels(two_kinds_run):
         assert {s.worker_id for s in b.samples} == {"b-0"}
         assert b.meta["precision"] == "bf16" and a.meta["precision"] == "fp32"  # (b's was a-0's: the first ready)
         assert worker_meta(engine, run_id, "b-0")["precision"] == "bf16"
+        assert a.meta["compiled"] is False and b.meta["compiled"] is False  # (checked against a grid's: calibrate)
         with pytest.raises(ValueError, match=r"several kinds of worker.*a-0 \(tiny-llama fp32 cpu\); "
                                              r"b-0 \(tiny-llama bf16 cpu\).*--worker"):
             read_live_run(engine, run_id)  # (both fitted into one profile under the first worker's labels)

@@ -61,6 +61,7 @@ def test_thread_pool_runs_the_backend_and_reports_device_facts(reference):
         pool.bind(asyncio.get_running_loop(), lambda w, r: failures.append((w, r)))
         facts = await pool.start("w0", TINY)
         assert facts["device"] == "cpu" and facts["precision"] == "fp32"
+        assert facts["compiled"] is False and facts["compile_mode"] is None  # (a profile's labels: calibrate)
         assert facts["vocab_size"] == 512 and facts["max_seq_len"] == 2048
         assert facts["kv_bytes_per_token"] == 2 * 4 * 2 * 64 * 4  # layers, kv heads, head dim, fp32
         assert facts["total_bytes"] >= facts["free_bytes"] > 0 and facts["model_bytes"] > 0

@@ -71,6 +71,22 @@ def test_a_grid_of_another_worker_is_refused(tmp_path, key, value, message):
         calibrate(samples(), tmp_path / "out.json", grid=path, meta=META, run_ids=[1])
 
 
+def test_a_compiled_grid_of_an_uncompiled_run_is_refused_and_the_output_says_the_runs_compile_mode(tmp_path):
+    """`calibrate --profile grid-compiled.json` of an uncompiled run was accepted and wrote "compiled": true."""
+    compiled = write_profile(tmp_path / "grid-compiled.json", DECODES + PREFILLS, {**META, "compiled": True})
+    with pytest.raises(ValueError, match=f"grid profile {compiled} is of compiled True, the live run 1 ran with "
+                                         "compiled False: profile the same worker .*--compile"):
+        calibrate(samples(), tmp_path / "out.json", grid=compiled, meta={**META, "compiled": False}, run_ids=[1])
+    plain = write_profile(tmp_path / "grid.json", DECODES + PREFILLS, META)  # (the format's default: not compiled)
+    with pytest.raises(ValueError, match="is of compiled False, the live run 1 ran with compiled True"):
+        calibrate(samples(), tmp_path / "out.json", grid=plain, meta={**META, "compiled": True}, run_ids=[1])
+    done = calibrate(samples(), tmp_path / "out.json", grid=compiled, meta={**META, "compiled": True}, run_ids=[1])
+    assert done.meta["compiled"] is True
+    done = calibrate(samples(), tmp_path / "out.json", grid=compiled, meta=META, run_ids=[1])  # (a run that did not
+    assert done.meta["compiled"] is True  # say: before workers reported it; not compared, the grid's kept)
+    assert calibrate(samples(), tmp_path / "own.json", meta={**META, "compiled": False}).meta["compiled"] is False
+
+
 def test_the_calibrated_profile_carries_the_runs_labels(tmp_path):
     path = write_profile(tmp_path / "grid.json", DECODES + PREFILLS, {**META, "device": "cpu:0", "device_name": "x86"})
     done = calibrate(samples(), tmp_path / "out.json", grid=path, meta={**META, "device_name": "cpu"}, run_ids=[1])
