@@ -75,6 +75,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+#: The modes torch.compile documents ("default", "reduce-overhead", "max-autotune" or "max-autotune-no-cudagraphs");
+#: another is checked against the installed torch's own list (`torch_compile_modes`).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -101,6 +104,18 @@ class WorkerModelSettings(BaseModel):
     def _check_device(cls, value: str) -> str:
         if not _DEVICE_RE.match(value):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("compile_mode")
+    @classmethod
+    def _check_compile_mode(cls, value: str) -> str:
+        """A mode torch.compile knows, checked when the config loads: an unknown one failed every worker's start
+        ("Unrecognized mode=turbo"), and the replacements' after it."""
+        if value in COMPILE_MODES:
+            return value
+        known = torch_compile_modes()
+        if value not in known:
+            raise ValueError(f"unknown compile_mode {value!r}; torch.compile's modes: {', '.join(known)}")
         return value
 
     @field_validator("config")
@@ -133,6 +148,18 @@ class WorkerModelSettings(BaseModel):
         if self.config is not None:
             return f"{self.config['model_type']}-custom"
         return self.preset or "tiny-llama"
+
+
+def torch_compile_modes() -> tuple[str, ...]:
+    """The modes the installed torch's ``torch.compile`` takes (its inductor's ``list_mode_options``: a newer torch
+    may add some, such as ``lite``); `COMPILE_MODES` where it cannot say. Imports the inductor (seconds): only for a
+    mode that is not one of `COMPILE_MODES`."""
+    try:
+        from torch._inductor import list_mode_options
+
+        return tuple(list_mode_options())
+    except Exception:  # (another torch's inductor: the documented ones)
+        return COMPILE_MODES
 
 
 @dataclass

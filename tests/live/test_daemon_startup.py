@@ -129,6 +129,8 @@ def test_listen_names_the_address_in_use():
     ("{config: {model_type: llama, hidden_size: '64'}}",
      "cluster.models.0.worker.config.hidden_size: Field 'hidden_size' expected int, got str"),
     ("{config: {model_type: vit}}", "cluster.models.0.worker.config.model_type: model type 'vit' has no causal"),
+    ("{preset: tiny-llama, compile: true, compile_mode: turbo}",
+     "cluster.models.0.worker.compile_mode: unknown compile_mode 'turbo'; torch.compile's modes: default, "),
 ])
 def test_a_bad_worker_key_in_the_file_names_the_key_before_anything_starts(tmp_path, worker, key):
     config = tmp_path / "cluster.yaml"
@@ -146,6 +148,17 @@ def test_a_worker_config_transformers_refuses_is_one_error_not_a_traceback(tmp_p
                       "num_attention_heads: 4, num_hidden_layers: 1, vocab_size: 512}}\n")
     done = start(tmp_path, "--port", str(free_port()), "-c", str(config), "--db", f"sqlite:///{tmp_path / 'runs.db'}")
     assert_one_clear_error(done, "cluster.models.0.worker.config: The hidden size (65) is not a multiple")
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_an_unknown_compile_mode_is_one_error_at_the_start_not_workers_failing_again_and_again(tmp_path):
+    """compile_mode: turbo loaded; every worker then failed to start ("Unrecognized mode=turbo") and was replaced."""
+    config = tmp_path / "c.yaml"
+    config.write_text("cluster:\n  models:\n    - name: m\n      worker: {preset: tiny-llama, compile: true, "
+                      "compile_mode: turbo}\n")
+    done = start(tmp_path, "--port", str(free_port()), "-c", str(config), "--db", f"sqlite:///{tmp_path / 'runs.db'}")
+    assert_one_clear_error(done, "cluster.models.0.worker.compile_mode: unknown compile_mode 'turbo'",
+                           "reduce-overhead", "max-autotune-no-cudagraphs")
     assert not (tmp_path / "runs.db").exists()
 
 

@@ -47,6 +47,19 @@ def test_settings_reject_unknown_fields_and_bad_values():
     assert WorkerModelSettings(device="cuda:1").device == "cuda:1"
 
 
+def test_compile_mode_is_one_torch_compile_knows():
+    """torch.compile's documented modes, and the installed torch's own list (its inductor's list_mode_options)."""
+    from torch._inductor import list_mode_options
+
+    from controlplane.live.model_source import COMPILE_MODES, torch_compile_modes
+
+    assert set(COMPILE_MODES) <= set(list_mode_options()) and torch_compile_modes() == tuple(list_mode_options())
+    for mode in torch_compile_modes():
+        assert WorkerModelSettings(compile=True, compile_mode=mode).compile_mode == mode
+    with pytest.raises(ValidationError, match="unknown compile_mode 'turbo'; torch.compile's modes: default, "):
+        WorkerModelSettings(compile=True, compile_mode="turbo")
+
+
 def test_presets_suit_quantization_kernels():
     for cfg in PRESETS.values():
         assert cfg["hidden_size"] % 64 == 0 and cfg["intermediate_size"] % 64 == 0
