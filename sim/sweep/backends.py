@@ -10,15 +10,20 @@ when it is installed.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
 from typing import Any
 
+from controlplane.errors import ControlPlaneError
 from sim.interrupts import handlers_kept
+from sim.sweep.lost_runs import LostRuns, ended
 from sim.sweep.main_guard import check_main_guard
 from sim.sweep.worker import RunOutcome, RunTask, run_task
 from sim.traces import TraceRequest
@@ -28,6 +33,9 @@ __all__ = ["BACKENDS", "Backend", "check_ray_address", "make_backend", "ray_avai
 BACKENDS = ("auto", "ray", "pool", "serial")
 
 Traces = Mapping[str, list[TraceRequest]]
+Death = tuple[int | None, str]  # (the token of the run a worker died running, None where none; how it ended)
+
+log = logging.getLogger("controlplane.sweep")
 
 
 def _same_trace(shipped: list[TraceRequest] | None, trace: list[TraceRequest]) -> bool:
@@ -72,9 +80,14 @@ class Backend:
 _POOL_TRACES: dict[str, list[TraceRequest]] = {}
 
 
-def _pool_init(traces: dict[str, list[TraceRequest]], driver_alive: Connection | None = None) -> None:
+_STARTED: list[Connection] = []  # (in a worker) where it says which run it starts: `_pool_run`
+
+
+def _pool_init(traces: dict[str, list[TraceRequest]], driver_alive: Connection | None = None,
+               started: Connection | None = None) -> None:
     _POOL_TRACES.clear()
     _POOL_TRACES.update(traces)
+    _STARTED[:] = [started] if started is not None else []
     if driver_alive is not None:
         threading.Thread(target=_exit_with_driver, args=(driver_alive,), name="exit-with-driver", daemon=True).start()
 
@@ -90,13 +103,34 @@ def _exit_with_driver(driver_alive: Connection) -> None:
     os._exit(1)
 
 
-def _pool_run(task: RunTask) -> RunOutcome:
+def _pool_run(task: RunTask, token: int | None = None) -> RunOutcome:
+    """Run ``task``, having told the driver that this process runs it (``token``): should the process die, the
+    driver knows which run died with it (`PoolBackend._run_pool`). (A message of a few bytes, written whole into
+    the pipe every worker shares.)"""
+    if _STARTED and token is not None:
+        _STARTED[0].send((os.getpid(), token))
     return run_task(task, _POOL_TRACES[task.trace_id])
+
+
+def _deaths(pool: ProcessPoolExecutor) -> list[tuple[int, str]]:
+    """The worker processes of a broken ``pool`` that ended on their own, and how (`ended`): not those the executor
+    then stopped (SIGTERM), nor those still stopping. Waited for a second at most (a process just dead may not be
+    reaped yet)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        processes = list((getattr(pool, "_processes", None) or {}).items())
+        deaths = [(pid, ended(pid, p.exitcode)) for pid, p in processes
+                  if p.exitcode is not None and p.exitcode != -signal.SIGTERM]
+        if deaths or time.monotonic() > deadline:
+            return deaths
+        time.sleep(0.01)
 
 
 class PoolBackend(Backend):
     """A ``ProcessPoolExecutor`` (forkserver) whose workers get the traces once, at start, and exit
-    when the driver does, even killed (`_exit_with_driver`)."""
+    when the driver does, even killed (`_exit_with_driver`). A worker that dies (SIGKILL, the OOM killer) breaks
+    the executor for good: a new one runs the runs not done, the dead worker's run among them once
+    (`sim.sweep.lost_runs`)."""
 
     name = "pool"
 
@@ -107,6 +141,7 @@ class PoolBackend(Backend):
         self._alive: Connection | None = None  # closed once the workers are shut down (`_exit_with_driver`)
         self._shipped: dict[str, list[TraceRequest]] = {}  # what the workers hold, by trace id
         self._dropped: list[Any] = []  # the processes of an executor shut down without waiting (`_drop_queued`)
+        self._started: Connection | None = None  # what the workers say they start (`_pool_run`), by pid
 
     def _pool(self, traces: Traces) -> ProcessPoolExecutor:
         """The executor whose workers hold ``traces``: started again (the traces shipped anew) when
@@ -117,26 +152,72 @@ class PoolBackend(Backend):
             import multiprocessing
 
             watched, self._alive = multiprocessing.Pipe(duplex=False)
+            self._started, started = multiprocessing.Pipe(duplex=False)
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_pool_init, initargs=(dict(traces), watched),
+                initializer=_pool_init, initargs=(dict(traces), watched, started),
             )
             self._shipped = dict(traces)
         return self._executor
 
     def run(self, tasks: Sequence[RunTask], traces: Traces) -> Iterator[RunOutcome]:
-        if not tasks:
-            return
+        todo = dict(enumerate(tasks))  # by token: the runs not come back yet
+        lost, fruitless = LostRuns(), 0
+        while todo:
+            left = len(todo)
+            deaths = yield from self._run_pool(todo, traces)
+            if deaths is None:  # (every run came back)
+                return
+            if not deaths:
+                log.warning("a worker process of the pool died (how, not known): the runs not done run on a new pool")
+            for token, how in deaths:  # (the pool broken: its runs not done run on a new one)
+                if token is None:
+                    log.warning("%s, running no run then: the runs not done run on a new pool", how)
+                elif (outcome := lost.lost(token, todo[token], how)) is not None:
+                    del todo[token]
+                    yield outcome
+            fruitless = 0 if len(todo) < left or any(t is not None for t, _ in deaths) else fruitless + 1
+            if fruitless == 3:  # (no run came back, and no run to blame: the workers die as they start)
+                raise ControlPlaneError(f"the pool's worker processes died 3 times in a row before any run came "
+                                        f"back ({deaths[-1][1] if deaths else 'none found dead'}): "
+                                        f"{len(todo)} runs not done")
+
+    def _run_pool(self, todo: dict[int, RunTask], traces: Traces) -> Generator[RunOutcome, None, list[Death] | None]:
+        """Run the runs of ``todo`` (by token) on the pool, yielding each as it comes back (and taking it off
+        ``todo``); None once every run came back. When a worker dies, the executor is broken for every run it
+        held: the pool is let go (`_drop_queued`), and how each dead worker ended is returned with the token of
+        the run it was running (None where none: it died between runs)."""
         pool = self._pool(traces)
-        futures: set[Future] = {pool.submit(_pool_run, t) for t in tasks}
+        futures = {pool.submit(_pool_run, task, token): token for token, task in todo.items()}
+        running: dict[int, int] = {}  # worker pid -> the token of the run it started last (`_pool_run`)
+        broken = False
         try:
             while futures:
-                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                self._read_started(running)  # (before waiting: a worker blocks on a full pipe)
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for f in done:
+                    token = futures.pop(f)
+                    if isinstance(f.exception(), BrokenProcessPool):
+                        broken = True
+                        continue
+                    del todo[token]
                     yield f.result()
+                if broken:
+                    self._read_started(running)
+                    return [(running[pid] if running.get(pid) in todo else None, how) for pid, how in _deaths(pool)]
+            return None
         finally:
-            if futures:  # (stopped before the end: Ctrl-C, an error, a caller done with the results)
+            if futures or broken:  # (stopped before the end: Ctrl-C, an error, a caller done with the results)
                 self._drop_queued(pool)
+
+    def _read_started(self, running: dict[int, int]) -> None:
+        """What the workers said they started since last read (`_pool_run`), into ``running`` (pid -> token)."""
+        try:
+            while self._started is not None and self._started.poll():
+                pid, token = self._started.recv()
+                running[pid] = token
+        except (EOFError, OSError):
+            pass
 
     def _drop_queued(self, pool: ProcessPoolExecutor) -> None:
         """Drop the runs not started yet: the executor is shut down without waiting, and its own
@@ -156,6 +237,9 @@ class PoolBackend(Backend):
         if self._alive is not None:
             self._alive.close()  # (the workers of a pool `_drop_queued` let go exit with it)
             self._alive = None
+        if self._started is not None:
+            self._started.close()
+            self._started = None
         self._shipped = {}
         self._dropped = []
 
@@ -181,6 +265,12 @@ class PoolBackend(Backend):
 
 def _ray_run(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
     return run_task(task, trace)
+
+
+def _ray_death(exc: Exception) -> str:
+    """How a Ray task's worker died, in words (Ray names no pid nor signal): its error's first line."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"its Ray worker process died ({type(exc).__name__}{': ' + first if first else ''})"
 
 
 def _no_cluster(address: str | None, why: str) -> ConnectionError:
@@ -225,7 +315,9 @@ class RayBackend(Backend):
             except ConnectionError as exc:
                 raise _no_cluster(address, str(exc).splitlines()[0]) from None
             self._started = True
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)  # (a dead worker's run: `LostRuns`)
+        #: a task's worker process died (killed, out of memory, its node lost), not the run raising
+        self._died = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError, ray.exceptions.NodeDiedError)
         self._refs: dict[str, tuple[list[TraceRequest], Any]] = {}  # by trace id: the trace put, its reference
 
     def run(self, tasks: Sequence[RunTask], traces: Traces) -> Iterator[RunOutcome]:
@@ -234,15 +326,27 @@ class RayBackend(Backend):
             shipped = self._refs.get(trace_id)
             if shipped is None or not _same_trace(shipped[0], trace):  # (another sweep's trace under the id)
                 self._refs[trace_id] = (trace, ray.put(trace))  # once: every run gets the reference
-        pending = [self._remote.remote(t, self._refs[t.trace_id][1]) for t in tasks]
+        tokens = {self._submit(t): token for token, t in enumerate(tasks)}  # ref -> its run's token
+        lost = LostRuns()
         try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+            while tokens:
+                done, _ = ray.wait(list(tokens), num_returns=1)
                 for ref in done:
-                    yield ray.get(ref)
+                    token = tokens.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except self._died as exc:  # (its worker process died: once, run again on another)
+                        outcome = lost.lost(token, tasks[token], _ray_death(exc))
+                        if outcome is None:
+                            tokens[self._submit(tasks[token])] = token
+                            continue
+                    yield outcome
         finally:
-            for ref in pending:
+            for ref in tokens:
                 ray.cancel(ref)
+
+    def _submit(self, task: RunTask) -> Any:
+        return self._remote.remote(task, self._refs[task.trace_id][1])
 
     def close(self) -> None:
         self._refs.clear()

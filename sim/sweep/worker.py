@@ -26,7 +26,7 @@ from controlplane.storage.rows import SPECS
 from controlplane.types import RequestStatus
 from sim.traces import TraceRequest
 
-__all__ = ["RunOutcome", "RunTask", "run_task"]
+__all__ = ["RunOutcome", "RunTask", "failed_outcome", "run_task"]
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,14 @@ def run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
         try:
             outcome = _run_task(task, trace)
         except Exception as exc:  # noqa: BLE001 - reported with the run, the sweep goes on
-            outcome = RunOutcome(task, "failed", {"error": f"{type(exc).__name__}: {exc}"}, started_at=started,
-                                 finished_at=datetime.now(timezone.utc))
+            outcome = failed_outcome(task, f"{type(exc).__name__}: {exc}", started)
     outcome.messages = messages
     return outcome
+
+
+def failed_outcome(task: RunTask, error: str, started_at: datetime | None = None) -> RunOutcome:
+    """``task`` as a failed run, ``error`` in its summary: stored ``failed``, and run again when its sweep resumes."""
+    return RunOutcome(task, "failed", {"error": error}, started_at=started_at, finished_at=datetime.now(timezone.utc))
 
 
 def _run_task(task: RunTask, trace: list[TraceRequest]) -> RunOutcome:
