@@ -5,7 +5,8 @@ A run's warnings (``logging`` at WARNING and above, and ``warnings``) are kept w
 from a pool's or Ray's workers they were glued onto the driver's progress bar, one line per run, and every
 run of a sweep over the same trace said the same thing (a trace longer than the model's context: 12 times
 for 12 runs). The driver says each one once, as its runs come back (`said_once`), and at the end how many
-runs said it (`say_repeats`).
+runs said it (`say_repeats`): on a terminal that line is cut to its width, elsewhere (a CI log, a file) it is
+whole.
 
 The bad trace rows ``options: {on_error: skip}`` skipped are said the same way (`skipped_rows`), as
 `controlplane sim replay` warns of them: the trace is read by the driver, not by a run, and nothing else said so.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -79,7 +82,17 @@ def skipped_rows(rows_left_out: dict[str, Any]) -> list[str]:
 
 
 def say_repeats(seen: Counter[str]) -> None:
-    """One line for each message more than one run said (each was said once, above)."""
+    """One line for each message more than one run said (each was said once, above): cut to the terminal's width
+    when stderr is one (`fit_terminal`), whole otherwise (a log file has no width)."""
     for message, runs in seen.items():
         if runs > 1:
-            log.warning("%d runs warned the same: %s", runs, message if len(message) <= 90 else message[:89] + "…")
+            log.warning("%s", fit_terminal(f"{runs} runs warned the same: {message}"))
+
+
+def fit_terminal(line: str) -> str:
+    """``line`` cut with "…" to the width of the terminal stderr is; whole where stderr is not a terminal."""
+    isatty = getattr(sys.stderr, "isatty", None)  # (None: no stderr; a stand-in stream may have no isatty)
+    if not (callable(isatty) and isatty()):
+        return line
+    width = shutil.get_terminal_size().columns
+    return line if len(line) <= width else line[:max(width - 1, 1)] + "…"

@@ -60,6 +60,29 @@ def test_said_once_counts_runs_not_repeats_within_one(caplog):
     assert [r.getMessage() for r in caplog.records] == ["x", "y", "2 runs warned the same: x"]
 
 
+LONG = "30 requests were longer (prompt + output tokens) than the 4,096-token context window of the model " * 3
+
+
+def test_the_summary_line_is_whole_where_stderr_is_no_terminal(caplog, monkeypatch):
+    """A CI log (stderr a file) had the line cut with "…" at 114 characters: a log file has no width."""
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    with caplog.at_level(logging.WARNING):
+        say_repeats(Counter({LONG: 2}))
+    assert [r.getMessage() for r in caplog.records] == [f"2 runs warned the same: {LONG}"]
+
+
+def test_the_summary_line_is_cut_to_the_terminal_s_width_on_a_terminal(caplog, monkeypatch):
+    import os
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", type("Tty", (), {"isatty": staticmethod(lambda: True)})())
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a, **k: os.terminal_size((80, 24)))
+    with caplog.at_level(logging.WARNING):
+        say_repeats(Counter({LONG: 2, "short": 3}))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"2 runs warned the same: {LONG}"[:79] + "…", "3 runs warned the same: short"], said
+
+
 def test_the_bad_trace_rows_on_error_skip_skipped_are_said_once(tmp_path, monkeypatch, caplog):
     """A sweep over a trace read with ``on_error: skip`` printed its table only, where `controlplane sim replay` warns
     of the rows skipped (the driver reads the trace: no run said it); now said as a run's warnings are."""
@@ -79,7 +102,7 @@ def test_the_bad_trace_rows_on_error_skip_skipped_are_said_once(tmp_path, monkey
     said = [r.getMessage() for r in caplog.records if "bad trace row" in r.getMessage()]
     assert said == [f"1 bad trace row skipped (on_error: skip), not replayed; the first: {trace}:5: field "
                     "'prompt_tokens': expected a non-negative integer, got 'abc'",
-                    f"2 runs warned the same: {said[0][:89]}…"], said
+                    f"2 runs warned the same: {said[0]}"], said  # (whole: stderr is no terminal here)
 
 
 def test_skipped_rows_says_how_many_and_the_first_errors():
