@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["TermSeen", "noted", "sigterm_as_ctrl_c", "sigterm_cancels", "sigterm_is_taken", "sigterm_stops"]
+__all__ = ["TermSeen", "handlers_kept", "noted", "sigterm_as_ctrl_c", "sigterm_cancels", "sigterm_is_taken", "sigterm_stops"]
 
 
 class TermSeen:
@@ -110,3 +110,20 @@ def sigterm_stops(func: Callable[..., Any]) -> Callable[..., Any]:
 def sigterm_is_taken() -> bool:
     """Whether a `sigterm_as_ctrl_c` block has SIGTERM now (its handler raises ``KeyboardInterrupt``)."""
     return signal.getsignal(signal.SIGTERM) is _sigterm_interrupts
+
+
+@contextmanager
+def handlers_kept(*signals: int) -> Iterator[None]:
+    """Put the handlers of ``signals`` back after the block: ``ray.init`` replaces SIGTERM's with one that exits at
+    once (a sweep's `sim.sweep.backends.RayBackend`; the daemon's Ray pool, whose drain it would cut short). Only in
+    the main thread (where handlers are set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)

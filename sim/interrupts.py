@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from controlplane.sigterm import TermSeen, noted, sigterm_as_ctrl_c, sigterm_cancels, sigterm_is_taken, sigterm_stops
+from controlplane.sigterm import (TermSeen, handlers_kept, noted, sigterm_as_ctrl_c, sigterm_cancels, sigterm_is_taken,
+                                  sigterm_stops)
 
 if TYPE_CHECKING:
     from sim.driver import SimDriver
@@ -143,22 +144,6 @@ def dropping_one() -> Callable[[int, Any], None]:
         dropped.append(signum)
 
     return drop
-
-
-@contextmanager
-def handlers_kept(*signals: int) -> Iterator[None]:
-    """Put the handlers of ``signals`` back after the block: ``ray.init`` replaces SIGTERM's with one that exits at
-    once (`sim.sweep.backends.RayBackend`). Only in the main thread (where handlers are set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    kept = {sig: signal.getsignal(sig) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in kept.items():
-            if handler is not None:
-                signal.signal(sig, handler)
 
 
 def hold_until_exit() -> None:

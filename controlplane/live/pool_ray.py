@@ -26,8 +26,6 @@ import contextlib
 import logging
 import os
 import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +50,7 @@ from controlplane.live.worker_messages import (
     describe_error,
 )
 from controlplane.live.worker_runtime import WorkerRuntime, settings_from_payload, settings_payload
+from controlplane.sigterm import handlers_kept
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +101,6 @@ def _node_ip() -> str | None:
 
         return ray.util.get_node_ip_address()
     return None
-
-
-@contextlib.contextmanager
-def _signal_handlers_kept() -> Iterator[None]:
-    """Keep the process's SIGTERM and SIGINT handlers: ``ray.init`` replaces SIGTERM's with one that
-    exits at once, which would cut the daemon's drain short (the pool's ``close`` shuts Ray down)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread sets handlers (Ray's included)
-        return
-    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in kept.items():
-            if handler is not None:
-                signal.signal(sig, handler)
 
 
 @dataclass
@@ -183,7 +166,7 @@ class RayWorkerPool(WorkerPool):
             what = f"join the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
             try:
                 check_reachable(self.address)  # (nothing listening there: Ray retried for minutes)
-                with _signal_handlers_kept():
+                with handlers_kept(signal.SIGTERM, signal.SIGINT):  # (Ray's SIGTERM handler exits at once)
                     ray.init(**kwargs)
             except Exception as exc:  # ConnectionError (no cluster), ValueError (ray:// without ray[client])...
                 raise WorkerStartError(f"could not {what}: {_first_line(exc)}") from exc
