@@ -315,14 +315,15 @@ def say_replay_interrupted(exc: KeyboardInterrupt) -> None:
         return
     db, note = db_option(exc.db_url, default_db_url()) if getattr(exc, "db_url", None) else ("", "")
     summary = getattr(exc, "summary", None)
+    by = (f" by {summary['interrupted_by']}" if summary is not None
+          and summary.get("interrupted_by", "SIGINT") != "SIGINT" else "")  # (SIGTERM; Ctrl-C goes unsaid)
     if summary is not None and summary.get("interrupted_at_s") is not None:  # stopped cleanly, at a tick
-        by = f" by {summary['interrupted_by']}" if summary.get("interrupted_by", "SIGINT") != "SIGINT" else ""
         console("err").print(f"interrupted{by} at simulated second {summary['interrupted_at_s']:g}, after "
                              f"{exc.num_arrived:,} requests arrived: run {run_id} is stored with status 'interrupted', "
                              f"its {summary.get('num_in_flight', 0):,} requests still in the system recorded in "
                              f"flight (`controlplane runs show {run_id}{db}`{note})", highlight=False)
         return
-    console("err").print(f"interrupted after {exc.num_arrived:,} requests arrived: run {run_id} is stored with "
+    console("err").print(f"interrupted{by} after {exc.num_arrived:,} requests arrived: run {run_id} is stored with "
                          f"status 'interrupted' and the rows written until then (`controlplane runs show {run_id}{db}`"
                          f"{note})", highlight=False)
 
