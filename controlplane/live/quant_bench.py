@@ -1,9 +1,13 @@
 """Benchmark precisions (fp32 / bf16 / int8 / nf4, optionally compiled) on batched generation.
 
-Each variant is loaded fresh, warmed up at every batch size (compilation and allocator warm-up
-stay out of the timings), then timed over ``repeats`` batched generations through the same
-continuous-batching engine the worker serves with. A variant the device cannot run yields a
-"skipped: <reason>" row instead of an exception.
+Each variant is measured in a fresh process of its own (spawned): there its model's code is imported and a
+small model of its kind is loaded and run first (`_warm_up`: the precision's libraries, torch's first-call
+allocations), then it is loaded, warmed up at every batch size (compilation and allocator warm-up stay out
+of the timings) and timed over ``repeats`` batched generations through the same continuous-batching engine
+the worker serves with. Its peak memory is then its own, whatever ran before it: in one process the first
+variant's peak held the process's one-time costs (nf4 105.2 MB first, 35.7 MB after another), and a later
+one reused memory an earlier one freed. A variant the device cannot run yields a "skipped: <reason>" row
+instead of an exception.
 
 Run: ``python -m controlplane.live.quant_bench --preset medium-llama --variants fp32,int8``.
 """
@@ -12,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import random
 import statistics
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,6 +34,10 @@ from controlplane.live.quantize import PrecisionUnavailable
 from controlplane.live.sampling import StopCondition
 
 DEFAULT_VARIANTS = ("fp32", "bf16", "int8", "nf4")
+#: The small model a variant's process loads and runs at the variant's precision before the measured one
+#: (`_warm_up`): sizes kernels take (multiples of 64), a vocabulary the byte tokenizer takes.
+WARM_UP_CONFIG = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+                  "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 320}
 
 
 @dataclass(frozen=True)
@@ -84,15 +95,55 @@ def run_quant_bench(
     prompt_tokens: int = 32,
     new_tokens: int = 32,
     repeats: int = 3,
+    *,
+    fresh_process: bool = True,
 ) -> list[BenchRow]:
-    """Rows for every variant x batch size; never raises for a variant the device cannot run."""
+    """Rows for every variant x batch size; never raises for a variant the device cannot run. Each variant runs in a
+    fresh process of its own (``fresh_process``; off: in this one, where a variant's peak memory depends on what ran
+    before it), with this process's torch threads, after a warm-up (`measure_variant`)."""
     if repeats < 1 or prompt_tokens < 1 or new_tokens < 1 or not batch_sizes:
         raise ValueError("repeats, prompt_tokens, new_tokens must be >= 1 and batch_sizes non-empty")
-    _import_model_code(settings_base)  # so the first variant's memory does not include imports
     rows: list[BenchRow] = []
     for spec in variants:
-        rows += _bench_variant(settings_base, BenchVariant.parse(spec), batch_sizes, prompt_tokens, new_tokens, repeats)
+        args = (settings_base, BenchVariant.parse(spec), tuple(batch_sizes), prompt_tokens, new_tokens, repeats,
+                torch.get_num_threads())
+        rows += _in_fresh_process(*args) if fresh_process else measure_variant(*args)
     return rows
+
+
+def measure_variant(base: WorkerModelSettings, variant: BenchVariant, batch_sizes: Sequence[int], prompt_tokens: int,
+                    new_tokens: int, repeats: int, threads: int | None = None) -> list[BenchRow]:
+    """One variant's rows, measured after its process is warmed up: the model's code imported, a small model of
+    the variant's kind loaded and run (`_warm_up`), so its peak memory holds what the variant itself takes."""
+    if threads:
+        torch.set_num_threads(threads)
+    _import_model_code(base)
+    _warm_up(base, variant)
+    return _bench_variant(base, variant, batch_sizes, prompt_tokens, new_tokens, repeats)
+
+
+def _in_fresh_process(base: WorkerModelSettings, variant: BenchVariant, *args) -> list[BenchRow]:
+    """`measure_variant` in a spawned process of its own; a process that died (killed for memory) is an error row."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(measure_variant, base, variant, *args).result()
+        except BrokenProcessPool as exc:
+            return [BenchRow(variant.label, variant.precision, variant.compile, base.device,
+                             f"error: its process died (killed for memory?): {exc}")]
+
+
+def _warm_up(base: WorkerModelSettings, variant: BenchVariant) -> None:
+    """Load and run a small model (`WARM_UP_CONFIG`) at the variant's precision on its device, and compile a small
+    function in its compile mode for a compiled variant: the precision's libraries (bitsandbytes for nf4) and
+    torch's one-time allocations then stay out of the variant's peak memory."""
+    small = WorkerModelSettings(config=WARM_UP_CONFIG, device=base.device, max_seq_len=16, seed=base.seed)
+    _bench_variant(small, BenchVariant(variant.precision), (1,), 4, 2, 1)  # (a variant it cannot run: a row, dropped)
+    if variant.compile:
+        try:
+            ones = torch.ones(8, device=resolve_device(base.device))
+            torch.compile(lambda x: torch.relu(x) * 2, mode=base.compile_mode, dynamic=True)(ones)
+        except Exception:  # only a warm-up: the variant's own compilation reports real problems
+            pass
 
 
 def _bench_variant(base, variant, batch_sizes, prompt_tokens, new_tokens, repeats) -> list[BenchRow]:
