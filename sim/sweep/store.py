@@ -4,12 +4,15 @@ One writer (the driver) per sweep keeps SQLite safe and makes the database reach
 nowhere else: workers return their rows, :func:`store_outcome` writes them through a
 ``RunRecorder`` (the same bulk path a replay uses) with the run's ``sweep_id`` and ``sweep_key``.
 A run is ``finished`` only once its rows are in; a resumed sweep skips those and deletes any
-other run of the sweep (a run cut off while it was being written) before doing it again.
+other run of the sweep (a run cut off while it was being written) before doing it again. A sweep whose
+finished runs were made with other plugin (or controlplane) versions than this process loads is not resumed:
+a new sweep runs every point again (`sim.sweep.resume_versions`), so no sweep mixes the runs of two versions.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,12 +23,15 @@ from controlplane.storage import RunRecorder
 from controlplane.storage.models import Run, Sweep
 from controlplane.storage.owner import process_marker
 from sim.sweep.lock import SweepBusy, SweepLock
+from sim.sweep.resume_versions import CONTROLPLANE, controlplane_version, version_changes
 from sim.sweep.worker import RunOutcome
 
 __all__ = ["create_or_resume", "finish_sweep", "last_end", "stored_keys", "store_outcome", "sweep_runs"]
 
 _SWEEP = Sweep.__table__
 _RUN = Run.__table__
+
+log = logging.getLogger("controlplane.sweep")
 
 
 def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, Any], spec_hash: str,
@@ -35,12 +41,15 @@ def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, An
     With ``lock``, the sweep is taken for this process first; one another process is running
     raises `SweepBusy` (nothing written). The row records this process as its owner (under
     ``spec["process"]``), so a sweep killed without closing it is marked ``crashed`` by the next
-    command (`controlplane.storage.crashed.mark_crashed_sweeps`)."""
+    command (`controlplane.storage.crashed.mark_crashed_sweeps`). A sweep whose finished runs were made
+    with other plugin versions than this process loads is not resumed: a new one is started, saying so."""
     spec = {**spec, "process": process_marker()}
     with engine.begin() as conn:
+        changed: list[str] = []
         if not fresh:
             row = conn.execute(_resumable(spec_hash, kind)).first()
-            if row is not None:
+            changed = _changed_versions(conn, int(row[0])) if row is not None else []
+            if row is not None and not changed:
                 if lock is not None and not lock.take(int(row[0])):
                     raise SweepBusy(f"sweep {row[0]} (this spec, this trace) is being run by another process "
                                     "right now; run it again when that one has finished (its stored runs are "
@@ -53,7 +62,29 @@ def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, An
         sweep_id = int(conn.execute(insert(_SWEEP).values(values)).inserted_primary_key[0])
         if lock is not None:
             lock.take(sweep_id)  # (before the row is committed: nobody else can have it yet)
+        if changed:
+            log.warning("sweep %d's stored runs were made with %s: not resumed (a sweep holds the runs of one set of "
+                        "plugin versions); sweep %d runs every point again, sweep %d is kept as it is", row[0],
+                        ", ".join(changed), sweep_id, row[0])
         return sweep_id, False
+
+
+def _changed_versions(conn: Any, sweep_id: int) -> list[str]:
+    """How the plugin versions the sweep's finished runs were made with differ from this process's (none: alike)."""
+    from controlplane.plugin_manager import discover_plugins
+
+    rows = conn.execute(select(_RUN.c.config, _RUN.c.plugins, _RUN.c.notes)
+                        .where(_RUN.c.sweep_id == sweep_id, _RUN.c.status == "finished"))
+    return version_changes(((config, plugins, _notes(notes)) for config, plugins, notes in rows), discover_plugins())
+
+
+def _notes(text: str | None) -> dict[str, Any]:
+    """A sweep run's notes (its point's ``overrides``, ``stage``, the controlplane version that stored it)."""
+    try:
+        notes = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return notes if isinstance(notes, dict) else {}
 
 
 def _resumable(spec_hash: str, kind: str) -> Any:
@@ -94,7 +125,8 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
             started_at=outcome.started_at or datetime.now(timezone.utc),
         )
         with engine.begin() as conn:
-            notes = json.dumps({"overrides": task.overrides, "stage": task.stage}, sort_keys=True, default=str)
+            notes = json.dumps({"overrides": task.overrides, "stage": task.stage, CONTROLPLANE: controlplane_version()},
+                               sort_keys=True, default=str)
             conn.execute(update(_RUN).where(_RUN.c.id == run_id)
                          .values(sweep_id=sweep_id, sweep_key=task.key, notes=notes))
         status = "finished" if outcome.status == "finished" else "failed"
@@ -132,7 +164,7 @@ def sweep_runs(engine: Engine, sweep_id: int) -> list[dict[str, Any]]:
         rows = [dict(r._mapping) for r in
                 conn.execute(select(*cols).where(_RUN.c.sweep_id == sweep_id).order_by(_RUN.c.id))]
     for r in rows:
-        r["overrides"] = json.loads(r.pop("notes") or "{}").get("overrides", {})
+        r["overrides"] = _notes(r.pop("notes")).get("overrides", {})
     return rows
 
 
