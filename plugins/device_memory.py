@@ -12,6 +12,7 @@ and ``static-memory`` (or the next memory plugin) decides.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import Field
@@ -19,7 +20,22 @@ from pydantic import Field
 from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import MemoryPlan
 from controlplane.events import WorkerChanged
+
+log = logging.getLogger(__name__)
+
 _GIB = 2**30
+_MIB = 2**20
+
+
+def _size(n: int) -> str:
+    """Bytes in GiB (2 decimals), or in MiB (3 digits) below a tenth of a GiB (a small share of host memory read
+    "0.00 GiB")."""
+    return f"{n / _GIB:.2f} GiB" if n >= _GIB // 10 else f"{n / _MIB:.3g} MiB"
+
+
+def _share(x: float) -> str:
+    """A share in percent with the digits a small one needs (0.0001: "0.01%", not "0%")."""
+    return f"{x * 100:.3g}%"
 
 
 class DeviceMemory(Plugin):
@@ -82,31 +98,38 @@ class DeviceMemory(Plugin):
             # What the driver reports free, plus what torch's caching allocator holds unused.
             cached = max(0, int(facts.get("reserved_bytes", 0)) - int(facts.get("allocated_bytes", 0)))
             usable = free + cached
-            where = f"{device}: {free / _GIB:.2f} GiB free + {cached / _GIB:.2f} GiB cached by torch"
+            where = f"{device}: {_size(free)} free + {_size(cached)} cached by torch"
         else:
             n = max(1, num_cpu_workers)
             usable = int(free * s.host_memory_fraction / n)
-            where = (f"{device}: {free / _GIB:.2f} GiB host memory available, {s.host_memory_fraction:.0%} "
+            where = (f"{device}: {_size(free)} host memory available, {_share(s.host_memory_fraction)} "
                      f"shared by {n} CPU worker{'s' if n > 1 else ''}")
-        budget = int(usable * s.safety)
-        kv_tokens = budget // per_token
         block = deployment.kv_block_size
-        blocks = max(1, kv_tokens // block)
+        fitting = int(usable * s.safety) // per_token  # tokens the budget holds; the cache holds whole blocks
+        blocks = max(1, fitting // block)
+        kv_tokens = blocks * block
         avg = s.avg_seq_len or deployment.max_model_len or int(facts.get("max_seq_len") or 2048)
         seqs = max(1, kv_tokens // avg)
-        tokens = max(1, kv_tokens)
+        tokens = kv_tokens  # (an iteration's tokens are all in the cache: never more than it holds)
         capped = ""
         if s.cap_to_config:
             if seqs > deployment.max_num_seqs:
                 seqs, capped = deployment.max_num_seqs, " (the configured cap)"
             tokens = min(tokens, deployment.max_batch_tokens)
         reason = (
-            f"{where}; {s.safety:.0%} of {usable / _GIB:.2f} GiB for the KV cache at {per_token / 1024:.1f} KiB "
-            f"per token = {kv_tokens:,} tokens = {blocks:,} blocks of {block}; batch {seqs} sequences{capped} of "
+            f"{where}; {_share(s.safety)} of {_size(usable)} for the KV cache at {per_token / 1024:.1f} KiB "
+            f"per token = {blocks:,} blocks of {block} = {kv_tokens:,} tokens; batch {seqs} sequences{capped} of "
             f"~{avg} tokens, {tokens:,} tokens per iteration"
         )
-        if kv_tokens < block:
+        if fitting < block:
             reason = f"not even one KV block fits: {reason}"
+        longest = deployment.max_model_len or int(facts.get("max_seq_len") or 0)
+        if kv_tokens < longest:
+            short = (f"the KV cache cannot hold one max_model_len sequence ({longest:,} tokens): a request of more "
+                     f"than {kv_tokens:,} tokens (prompt + max_tokens) is refused (does_not_fit); give the worker "
+                     "more memory (safety, host_memory_fraction) or lower max_model_len")
+            reason += f"; {short}"
+            log.warning("model %s on %s: %s", deployment.name, device, short)
         return MemoryPlan(seqs, tokens, blocks, block, reason)
 
     def _cpu_workers(self, ctx: Any, worker: Any) -> int:

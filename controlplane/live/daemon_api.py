@@ -62,7 +62,7 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 @router.get("/models")
 async def models(driver: DriverDep, tenant: TenantDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_entry(name, m) for name, m in driver.models.items()]}
+    return {"object": "list", "data": [_model_entry(name, m, driver) for name, m in driver.models.items()]}
 
 
 @router.get("/models/{model_id:path}")
@@ -72,11 +72,15 @@ async def model(model_id: str, driver: DriverDep, tenant: TenantDep) -> dict[str
     if served is None:
         raise APIError(404, f"model {model_id[:200]!r} is not served here; served: {', '.join(driver.models)}",
                        param="model", code=ReasonCode.UNKNOWN_MODEL.value)
-    return _model_entry(model_id, served)
+    return _model_entry(model_id, served, driver)
 
 
-def _model_entry(name: str, m: Any) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "controlplane", "max_model_len": m.max_seq_len,
+def _model_entry(name: str, m: Any, driver: Any) -> dict[str, Any]:
+    """A model's ``/v1/models`` entry: ``max_model_len`` the longest request (prompt + max_tokens) it serves, its
+    length, or less where no worker's KV cache holds that many tokens (its memory plan: longer is does_not_fit)."""
+    room = getattr(getattr(driver.core, "kv", None), "room", {}).get(name)
+    return {"id": name, "object": "model", "created": 0, "owned_by": "controlplane",
+            "max_model_len": m.max_seq_len if room is None else min(m.max_seq_len, room),
             "source": m.settings.source_name()}
 
 

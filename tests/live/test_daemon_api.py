@@ -150,3 +150,18 @@ def test_a_streams_last_chunks_carry_the_controlplane_object_a_response_has():
             no_usage = asyncio.run(chunks(chat, False, held))
             assert no_usage[-1]["choices"][0]["finish_reason"] == "length"
             assert no_usage[-1]["controlplane"] == expected
+
+
+def test_v1_models_says_the_longest_request_a_worker_s_kv_cache_holds_where_that_is_less():
+    """A memory plan of 3 blocks of 16 refused a 102-token request (does_not_fit) while /v1/models said 1024."""
+    from types import SimpleNamespace
+
+    from controlplane.live.daemon_api import _model_entry
+
+    served = SimpleNamespace(max_seq_len=1024, settings=SimpleNamespace(source_name=lambda: "small-llama"))
+    planned = SimpleNamespace(core=SimpleNamespace(kv=SimpleNamespace(room={"small": 48})))
+    assert _model_entry("small", served, planned)["max_model_len"] == 48
+    roomy = SimpleNamespace(core=SimpleNamespace(kv=SimpleNamespace(room={"small": 1 << 34})))
+    assert _model_entry("small", served, roomy)["max_model_len"] == 1024
+    for unplanned in (SimpleNamespace(core=SimpleNamespace(kv=SimpleNamespace(room={}))), SimpleNamespace(core=None)):
+        assert _model_entry("small", served, unplanned)["max_model_len"] == 1024  # (no plan yet, not started)

@@ -50,7 +50,7 @@ def test_cuda_budget_is_free_plus_torch_cache_times_safety_over_kv_bytes_per_tok
     assert plan.max_num_seqs == tokens // 4096  # the budget over the average sequence length
     assert plan.max_batch_tokens == 8192  # capped by the configured token budget
     assert "cuda:0: 40.00 GiB free + 2.00 GiB cached by torch" in plan.reason
-    assert f"{tokens:,} tokens" in plan.reason
+    assert f"{tokens // 16:,} blocks of 16 = {tokens // 16 * 16:,} tokens" in plan.reason
 
 
 def test_batch_size_is_capped_by_the_configuration_unless_told_otherwise():
@@ -73,6 +73,25 @@ def test_cpu_workers_share_a_fraction_of_the_host_memory():
     two = _plan(CPU_FACTS, settings={"host_memory_fraction": 0.5}, workers=[make_worker("default-1")])
     assert two.num_kv_blocks == pytest.approx(one.num_kv_blocks / 2, abs=1)
     assert "shared by 2 CPU workers" in two.reason
+
+
+def test_a_tight_plan_is_whole_blocks_its_iterations_fit_the_cache_and_it_says_what_cannot_be_served(caplog):
+    """host_memory_fraction 0.0001: the reason said "56 tokens = 3 blocks of 16" (which hold 48), max_batch_tokens
+    56 > the KV cache's tokens, the share "0%", and nothing said that a 1024-token request could never be served."""
+    per_token = 4 * KIB
+    free = int(60 * per_token / 0.8 / 0.0001)  # 60 tokens' worth: 3 whole blocks of 16
+    facts = {**CPU_FACTS, "kv_bytes_per_token": per_token, "free_bytes": free, "max_seq_len": 1024}
+    with caplog.at_level("WARNING"):
+        plan = _plan(facts, settings={"host_memory_fraction": 0.0001},
+                     deployment={"max_model_len": 1024, "max_num_seqs": 64, "max_batch_tokens": 8192})
+    assert (plan.num_kv_blocks, plan.kv_block_size, plan.max_batch_tokens, plan.max_num_seqs) == (3, 16, 48, 1)
+    assert "2.86 GiB host memory available, 0.01% shared by 1 CPU worker; 80% of 0.293 MiB" in plan.reason
+    assert "= 3 blocks of 16 = 48 tokens;" in plan.reason and "48 tokens per iteration" in plan.reason
+    assert ("cannot hold one max_model_len sequence (1,024 tokens): a request of more than 48 tokens "
+            "(prompt + max_tokens) is refused (does_not_fit)") in plan.reason
+    assert "model default on cpu: the KV cache cannot hold one max_model_len sequence" in caplog.text
+    roomy = _plan(CPU_FACTS, deployment={"max_model_len": 1024})
+    assert "cannot hold" not in roomy.reason and "50% shared by 1 CPU worker" in roomy.reason
 
 
 def test_out_of_memory_halves_the_batch_never_below_one():
