@@ -17,6 +17,7 @@ from controlplane.cli.compare_deployments import deployment_differences, deploym
 from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_list import DbOpt
+from controlplane.cli.runs_served import served_line
 from controlplane.cli.runs_notes import (incomplete_note, refused_line, stopped_line, targets_note, transforms_unknown,
                                          workload_note)
 from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
@@ -82,9 +83,12 @@ def show(
         run = get_run(engine, run_id)
         counts = decision_counts(engine, run_id)
         errors = plugin_errors(engine, run_id)
+        served = served_line(engine, run)  # (live: what its workers ran, precision and compile mode)
     out.print(f"[bold]run {run_id}[/] {escape(run.get('name') or '')} mode={run['mode']} status={run['status']} "
               f"seed={run.get('seed')} trace={escape(str(run.get('trace')))}"
               + (f" format={run['trace_format']}" if run.get("trace_format") else ""))  # (names and paths as written)
+    if served:
+        out.print(served, highlight=False, markup=False)
     if point := _sweep_point_line(run):  # (which point of its sweep: the overrides its notes hold)
         out.print(point, highlight=False, markup=False)
     if read_line := _trace_read_line(run):

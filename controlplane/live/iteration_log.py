@@ -53,15 +53,16 @@ def run_iterations(engine: Any, run_id: int, worker: str | None = None) -> list[
 META_KEYS = ("model", "device", "precision", "compiled", "device_name")
 
 
-def workers_meta(engine: Any, run_id: int) -> dict[str, dict[str, Any]]:
-    """Model, device and precision each worker of a run reported when it was first ready, by worker id."""
+def workers_meta(engine: Any, run_id: int, keys: tuple[str, ...] = META_KEYS) -> dict[str, dict[str, Any]]:
+    """Model, device and precision (``keys`` of its facts) each worker of a run reported when it was first ready, by
+    worker id."""
     from controlplane.storage import iter_rows
 
     found: dict[str, dict[str, Any]] = {}
     for e in iter_rows(engine, run_id, "worker_events"):
         if e["kind"] == "ready" and e.get("detail") and e["worker_id"] not in found:
             d = e["detail"]
-            found[e["worker_id"]] = {k: d[k] for k in META_KEYS if d.get(k) is not None}
+            found[e["worker_id"]] = {k: d[k] for k in keys if d.get(k) is not None}
     return found
 
 

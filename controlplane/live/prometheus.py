@@ -24,7 +24,7 @@ from controlplane.hookspecs import hookimpl
 from controlplane.live.prometheus_totals import CacheTotals, RefusedRows
 from controlplane.types import Decision
 
-__all__ = ["CONTENT_TYPE_LATEST", "UNKNOWN_MODEL_LABEL", "PrometheusExporter"]
+__all__ = ["CONTENT_TYPE_LATEST", "UNKNOWN_MODEL_LABEL", "WORKER_INFO_LABELS", "PrometheusExporter", "worker_info_labels"]
 
 #: TTFT, end-to-end and queue times: up to 1200 s, above the daemon's default --request-timeout (600 s).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -96,6 +96,13 @@ class PrometheusExporter:
             namespace=ns, registry=reg, buckets=BATCH_BUCKETS,
         )
         self.worker_events = Counter("worker_events", "Worker lifecycle events.", ["kind"], namespace=ns, registry=reg)
+        self.worker_info = Gauge(
+            "worker_info", "1 for each live worker that is ready, labelled with how it serves its model (as vLLM's "
+            "config info): the model it serves, its source (preset, directory or model type), device, precision, "
+            "compiled (true/false) and compile_mode (empty when not compiled); its series goes when it stops or fails.",
+            list(WORKER_INFO_LABELS), namespace=ns, registry=reg)
+        self._worker_models: dict[str, str] = {}  # worker id -> the model it was started for (its "starting" event)
+        self._info_labels: dict[str, tuple[str, ...]] = {}  # worker id -> its worker_info series' label values
         self.http_requests = Counter(
             "http_requests", "HTTP responses, by route and status code.", ["route", "code"], namespace=ns, registry=reg
         )
@@ -153,8 +160,24 @@ class PrometheusExporter:
             # A start no device or slot was free for is counted apart: "failed" reads as a crash.
             unplaced = event.kind == "failed" and (event.detail or {}).get("unplaced")
             self.worker_events.labels("unplaced" if unplaced else event.kind).inc()
+            self._worker_info(event)
             if event.kind in ("stopped", "failed"):  # (worker ids are never reused: its series would stay for good)
                 self.batch_size.remove(event.worker_id)
+
+    def _worker_info(self, event: WorkerChanged) -> None:
+        """``worker_info``'s series of a worker: set when it is ready (from the device facts it reported: a simulated
+        worker reports none), removed when it stops or fails."""
+        detail = event.detail or {}
+        if event.kind == "starting" and isinstance(detail.get("model"), str):
+            self._worker_models[event.worker_id] = detail["model"]
+        elif event.kind == "ready" and "precision" in detail:
+            labels = worker_info_labels(event.worker_id, self._worker_models.get(event.worker_id, ""), detail)
+            self._info_labels[event.worker_id] = labels
+            self.worker_info.labels(*labels).set(1)
+        elif event.kind in ("stopped", "failed"):
+            self._worker_models.pop(event.worker_id, None)
+            if (labels := self._info_labels.pop(event.worker_id, None)) is not None:
+                self.worker_info.remove(*labels)
 
     def _finished(self, r: Any) -> None:
         model = self._model(r.model)
@@ -253,6 +276,18 @@ class PrometheusExporter:
         are read as they are now)."""
         self.progress()
         return generate_latest(_WithoutCreated(self.registry))
+
+
+#: The labels of ``worker_info``.
+WORKER_INFO_LABELS = ("worker", "model", "source", "device", "precision", "compiled", "compile_mode")
+
+
+def worker_info_labels(worker_id: str, model: str, facts: dict[str, Any]) -> tuple[str, ...]:
+    """The label values of a ready worker's ``worker_info`` series, from the facts it reported (`device_facts`)."""
+    compiled = bool(facts.get("compiled"))
+    return (worker_id, model, str(facts.get("model") or ""), str(facts.get("device") or ""),
+            str(facts.get("precision") or ""), "true" if compiled else "false",
+            str(facts.get("compile_mode") or "") if compiled else "")
 
 
 class _WithoutCreated:

@@ -289,3 +289,27 @@ def test_the_metrics_table_of_docs_daemon_md_and_the_exported_families_agree():
     replay_with(exporter, trace=make_trace(20, qps=10))  # (the sampled gauges come with the core's samples)
     exported = {f"{f.name}_total" if f.type == "counter" else f.name for f in exporter.registry.collect()}
     assert {n.removeprefix("controlplane_") for n in exported} == documented
+
+
+def test_worker_info_says_how_each_ready_worker_serves_its_model():
+    """Neither /metrics nor `runs show` said which precision or compile mode a live run served (vLLM exports its
+    config as *_info gauges)."""
+    from controlplane.events import WorkerChanged
+
+    exporter = PrometheusExporter()
+    facts = {"device": "cpu", "model": "small-llama", "precision": "int8", "compiled": False, "compile_mode": None,
+             "free_bytes": 1}
+    exporter.cp_on_event(WorkerChanged(0.0, "small-0", "starting", {"model": "small", "reason": "initial replicas"}))
+    exporter.cp_on_event(WorkerChanged(1.0, "small-0", "ready", facts))
+    exporter.cp_on_event(WorkerChanged(1.0, "small-1", "ready", {**facts, "precision": "bf16", "compiled": True,
+                                                                  "compile_mode": "reduce-overhead"}))
+    exporter.cp_on_event(WorkerChanged(1.0, "sim-0", "ready", None))  # (a simulated worker: no facts, no series)
+    text = exporter.render().decode()
+    assert ('controlplane_worker_info{compile_mode="",compiled="false",device="cpu",model="small",precision="int8",'
+            'source="small-llama",worker="small-0"} 1.0') in text
+    assert ('controlplane_worker_info{compile_mode="reduce-overhead",compiled="true",device="cpu",model="",'
+            'precision="bf16",source="small-llama",worker="small-1"} 1.0') in text
+    assert 'worker="sim-0"' not in text
+    exporter.cp_on_event(WorkerChanged(2.0, "small-0", "stopped"))
+    exporter.cp_on_event(WorkerChanged(2.0, "small-1", "failed", {"reason": "killed"}))
+    assert "controlplane_worker_info{" not in exporter.render().decode()
