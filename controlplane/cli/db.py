@@ -39,7 +39,8 @@ def upgrade(
 @app.command()
 def current(db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None) -> None:
     """Show the database's schema revision, and whether it is behind this controlplane (what an upgrade
-    would apply) or ahead of it, changing nothing (no upgrade, no file made)."""
+    would apply) or ahead of it, changing nothing (no upgrade, no file made). Exit status: 0 current or no
+    schema yet, 1 behind (an upgrade would apply), 2 ahead (this controlplane refuses it) or not readable."""
     from controlplane.storage.db import SCHEMA_HEAD
     from controlplane.storage.schema_upgrade import schema_state
 
@@ -47,9 +48,12 @@ def current(db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)
     with user_errors(url):
         engine = read_only_engine(url)
         try:
-            out.print(schema_state(engine, SCHEMA_HEAD, url), highlight=False)
+            state, text = schema_state(engine, SCHEMA_HEAD, url)
         finally:
             engine.dispose()
+    out.print(text, highlight=False, soft_wrap=True)  # (one line, whole: a log keeps it, grep finds it)
+    if state in ("behind", "ahead"):
+        raise typer.Exit(1 if state == "behind" else 2)
 
 
 def read_only_engine(url: str):

@@ -81,7 +81,8 @@ def daemon(
     limit_concurrency: Annotated[int, typer.Option(min=0, help="Open connections or requests beyond which a new "
                                                    "request is answered 503 at once; 0: no limit.")] = 1024,
     keep_alive_timeout: Annotated[float, typer.Option(min=0, help="A connection idle this long (s) between requests "
-                                                      "is closed.")] = 5.0,
+                                                      "is closed (0: each is closed after its response, no "
+                                                      "keep-alive; not 'no limit' as 0 is for the other two).")] = 5.0,
     body_timeout: Annotated[float, typer.Option(min=0, help="A request body not received this long (s) after its "
                                                 "headers gets 408 and its connection is closed; 0: no limit.")] = 30.0,
 ) -> None:

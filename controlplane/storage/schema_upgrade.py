@@ -254,28 +254,29 @@ def _session(blocker: tuple) -> str:
     return f"pid {pid}" + (f" ({detail})" if detail else "")
 
 
-def schema_state(engine: Engine, head: str, url: str | None = None) -> str:
-    """Where the database stands against this code's ``head``, read without changing anything: its revision,
-    and whether it is behind (what an upgrade applies), ahead (newer code upgraded it) or there. ``url``: the
-    database as the user named it (default: the engine's, password hidden)."""
+def schema_state(engine: Engine, head: str, url: str | None = None) -> tuple[str, str]:
+    """Where the database stands against this code's ``head``, read without changing anything: ``(state, text)``,
+    state ``none`` (no schema yet), ``current``, ``behind`` (the text says what an upgrade applies) or ``ahead``
+    (newer code upgraded it: this code refuses it). ``url``: the database as the user named it (default: the
+    engine's, password hidden)."""
     from controlplane.storage.db import _known_revisions, describe_url, recorded_revisions
 
     url, revisions = mask_password(url) if url else describe_url(engine), recorded_revisions(engine)
     if not revisions:
-        return (f"{url}: no controlplane schema (no alembic_version table): the first command that writes to it "
-                f"makes the schema at revision {head}")
+        return "none", (f"{url}: no controlplane schema (no alembic_version table): the first command that writes "
+                        f"to it makes the schema at revision {head}")
     known = _known_revisions()
     if revisions - known:
-        return (f"{url}: revision {revisions_text(revisions)}, ahead of this controlplane (its latest is {head}): "
-                "a newer controlplane upgraded it, and this one refuses it; upgrade controlplane")
+        return "ahead", (f"{url}: revision {revisions_text(revisions)}, ahead of this controlplane (its latest is "
+                         f"{head}): a newer controlplane upgraded it, and this one refuses it; upgrade controlplane")
     if revisions == {head}:
-        return f"{url}: revision {head}, this controlplane's latest: nothing to upgrade"
+        return "current", f"{url}: revision {head}, this controlplane's latest: nothing to upgrade"
     from controlplane.storage.db import _alembic_config
 
     pending = _between(_alembic_config(), revisions, {head})
-    return (f"{url}: revision {revisions_text(revisions)}, behind this controlplane's {head}: an upgrade applies "
-            f"{', '.join(pending)} (`controlplane db upgrade`, or any command that opens it, does it in place; "
-            "releases older than this one then refuse it)")
+    return "behind", (f"{url}: revision {revisions_text(revisions)}, behind this controlplane's {head}: an upgrade "
+                      f"applies {', '.join(pending)} (`controlplane db upgrade`, or any command that opens it, does "
+                      "it in place; releases older than this one then refuse it)")
 
 
 def absolute_url(engine: Engine) -> str:
