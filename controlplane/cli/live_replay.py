@@ -259,4 +259,5 @@ def _report(result: Any, path: Path, json_out: bool, url: str, default_url: str)
         common.err.print(f"[yellow]the replay fell behind the trace by up to {result.late_s:.1f} s[/] (this "
                          "process could not submit at the trace's pace)", highlight=False)
     common.out.print(f"stored in {mask_password(url)} as run {result.run_id}; `controlplane runs show {result.run_id}"
-                     f"{db}`, `controlplane calibrate {result.run_id}{db} --profile GRID -o profile.json`{note}")
+                     f"{db}`, `controlplane calibrate {result.run_id}{db} --profile GRID -o profile.json`{note}",
+                     soft_wrap=True)  # (one line: a command it names is never split across two)

@@ -312,7 +312,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     url = mask_password(cfg.storage.url)  # (never the password: the line goes to logs and terminals)
     db, note = common.db_option(cfg.storage.url, type(cfg.storage).model_fields["url"].default)  # (not the default)
     common.out.print(f"stored in {url} as run {summary.get('run_id')}; "
-                     f"see `controlplane runs show {summary.get('run_id')}{db}`{note}")
+                     f"see `controlplane runs show {summary.get('run_id')}{db}`{note}",
+                     soft_wrap=True)  # (one line: the command it names is never split across two)
     if summary.get("num_plugin_errors"):
         common.err.print(f"[yellow]{summary['num_plugin_errors']:,} plugin errors[/] (each isolated, the next policy "
                          f"decided): `controlplane runs show {summary.get('run_id')}{db}` lists them with their first "
