@@ -94,6 +94,7 @@ def sweep(
         runs = sweep_runs(engine, result.sweep_id)
         engine.dispose()
     same = seeds_change_nothing(runs)
+    say_runs_stored_before(result, runs)
     if json_out:
         typer.echo(json.dumps({"sweep_id": result.sweep_id, "status": "failed" if result.failed else "finished",
                                "resumed": result.resumed, "total": result.total,
@@ -152,6 +153,37 @@ def say_cache_store_outages(runs: list[dict]) -> None:
                      "caches served misses while it was down (their hit rates and latencies measured the outage "
                      f"too): {escape('; '.join(shown))}{more}. Each outage's cause: the server's log, or the run's "
                      "cache_store_down decisions (stored with record: full)", highlight=False)
+
+
+def say_runs_stored_before(result: Any, runs: list[dict], now: Any = None) -> None:
+    """A note on stderr when a resume skipped runs: which process stored them and when the last finished (a
+    `sim sweep` of the same spec started just before this one and finished first: ``skipped`` counted its runs)."""
+    from datetime import datetime, timezone
+
+    ran_now = set(result.run_ids.values())
+    before = [r for r in runs if r["id"] not in ran_now and r["status"] == "finished"]
+    if not result.resumed or not before:
+        return
+    owners = sorted({f"pid {o.get('pid')} on {o.get('host')}" for r in before
+                     if isinstance(o := (r.get("config") or {}).get("process"), dict)})
+    last = max((r["finished_at"] for r in before if r.get("finished_at") is not None), default=None)
+    when = ""
+    if last is not None:
+        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
+        when = f", the last {_ago(((now or datetime.now(timezone.utc)) - last).total_seconds())}"
+    n = len(before)
+    common.err.print(f"note: resumed sweep {result.sweep_id}: its {n} run{'s' if n != 1 else ''} stored before, by "
+                     f"{', '.join(owners) or 'an earlier process'}{when}, {'are' if n != 1 else 'is'} not run again "
+                     "(--fresh runs every point again)", highlight=False)
+
+
+def _ago(seconds: float) -> str:
+    """``4 s ago``, ``12 min ago``, ``3 h ago``, ``2 days ago``."""
+    seconds = max(seconds, 0)
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
 
 
 def say_repeated_draws(loaded: Any) -> None:

@@ -7,6 +7,7 @@ A run is ``finished`` only once its rows are in; a resumed sweep skips those and
 other run of the sweep (a run cut off while it was being written) before doing it again. A sweep whose
 finished runs were made with other plugin (or controlplane) versions than this process loads is not resumed:
 a new sweep runs every point again (`sim.sweep.resume_versions`), so no sweep mixes the runs of two versions.
+A sweep another process runs is not resumed (PostgreSQL: `sim.sweep.lock`; SQLite: its row, `sim.sweep.resume_claim`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from controlplane.session import without_password
 from controlplane.storage import RunRecorder
 from controlplane.storage.models import Run, Sweep
 from controlplane.storage.owner import process_marker
 from sim.sweep.lock import SweepBusy, SweepLock
+from sim.sweep.resume_claim import claiming, holder, running_elsewhere
 from sim.sweep.resume_versions import CONTROLPLANE, controlplane_version, version_changes
 from sim.sweep.worker import RunOutcome
 
@@ -44,16 +47,17 @@ def create_or_resume(engine: Engine, *, name: str, kind: str, spec: dict[str, An
     command (`controlplane.storage.crashed.mark_crashed_sweeps`). A sweep whose finished runs were made
     with other plugin versions than this process loads is not resumed: a new one is started, saying so."""
     spec = {**spec, "process": process_marker()}
-    with engine.begin() as conn:
+    with claiming(engine) as conn:
         changed: list[str] = []
         if not fresh:
             row = conn.execute(_resumable(spec_hash, kind)).first()
             changed = _changed_versions(conn, int(row[0])) if row is not None else []
             if row is not None and not changed:
-                if lock is not None and not lock.take(int(row[0])):
+                other = running_elsewhere(engine, row[2], row[3]) if lock is not None else None
+                if other is not None or (lock is not None and not lock.take(int(row[0]))):
                     raise SweepBusy(f"sweep {row[0]} (this spec, this trace) is being run by another process "
-                                    "right now; run it again when that one has finished (its stored runs are "
-                                    "then skipped), or add --fresh to start a separate sweep")
+                                    f"right now{holder(other)}; run it again when that one has finished (its stored "
+                                    "runs are then skipped), or add --fresh to start a separate sweep")
                 conn.execute(update(_SWEEP).where(_SWEEP.c.id == row[0])
                              .values(status="running", finished_at=None, num_runs=num_runs, spec=spec))
                 return int(row[0]), True
@@ -88,9 +92,9 @@ def _notes(text: str | None) -> dict[str, Any]:
 
 
 def _resumable(spec_hash: str, kind: str) -> Any:
-    """The newest sweep of this spec hash and kind (the one a run of the same spec resumes): id, end."""
-    return (select(_SWEEP.c.id, _SWEEP.c.finished_at).where(_SWEEP.c.spec_hash == spec_hash, _SWEEP.c.kind == kind)
-            .order_by(_SWEEP.c.id.desc()).limit(1))
+    """The newest sweep of this spec hash and kind (the one a run of the same spec resumes): id, end, status, spec."""
+    return (select(_SWEEP.c.id, _SWEEP.c.finished_at, _SWEEP.c.status, _SWEEP.c.spec)
+            .where(_SWEEP.c.spec_hash == spec_hash, _SWEEP.c.kind == kind).order_by(_SWEEP.c.id.desc()).limit(1))
 
 
 def last_end(engine: Engine, spec_hash: str, kind: str) -> datetime | None:
@@ -124,11 +128,9 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
             plugins=outcome.plugins,
             started_at=outcome.started_at or datetime.now(timezone.utc),
         )
-        with engine.begin() as conn:
-            notes = json.dumps({"overrides": task.overrides, "stage": task.stage, CONTROLPLANE: controlplane_version()},
-                               sort_keys=True, default=str)
-            conn.execute(update(_RUN).where(_RUN.c.id == run_id)
-                         .values(sweep_id=sweep_id, sweep_key=task.key, notes=notes))
+        notes = json.dumps({"overrides": task.overrides, "stage": task.stage, CONTROLPLANE: controlplane_version()},
+                           sort_keys=True, default=str)
+        _join_sweep(engine, run_id, sweep_id, task.key, notes)
         status = "finished" if outcome.status == "finished" else "failed"
         for table, rows in outcome.rows.items():
             for values in rows:
@@ -140,6 +142,25 @@ def store_outcome(engine: Engine, sweep_id: int, outcome: RunOutcome, *, batch_s
                        finished_at=outcome.finished_at or datetime.now(timezone.utc), wall_s=outcome.wall_s,
                        sim_end_s=outcome.sim_end_s)
     return run_id
+
+
+def _join_sweep(engine: Engine, run_id: int, sweep_id: int, key: str, notes: str) -> None:
+    """Make the run just started the sweep's run of point ``key``. Where the sweep has that point stored already
+    (another process ran it meanwhile), the run is deleted in the same transaction (left ``running`` without a
+    sweep, it was later marked crashed as a lost replay) and `SweepBusy` says so."""
+    taken = False
+    with engine.begin() as conn:
+        try:
+            with conn.begin_nested():
+                conn.execute(update(_RUN).where(_RUN.c.id == run_id).values(sweep_id=sweep_id, sweep_key=key,
+                                                                            notes=notes))
+        except IntegrityError:
+            conn.execute(delete(_RUN).where(_RUN.c.id == run_id))
+            taken = True
+    if taken:  # (once the delete is committed)
+        raise SweepBusy(f"sweep {sweep_id}'s run of point {key} was stored meanwhile by another process: another "
+                        "`sim sweep` of this spec is running on this database; run it again when that one has "
+                        "finished (its stored runs are then skipped), or add --fresh to start a separate sweep")
 
 
 def finish_sweep(engine: Engine, sweep_id: int, status: str, result: dict[str, Any] | None = None, *,
@@ -157,9 +178,10 @@ def finish_sweep(engine: Engine, sweep_id: int, status: str, result: dict[str, A
 
 
 def sweep_runs(engine: Engine, sweep_id: int) -> list[dict[str, Any]]:
-    """The sweep's stored runs, whatever their status (id, sweep_key, seed, config, summary, status, and
-    overrides: the point's dotted keys), in run id order."""
-    cols = (_RUN.c.id, _RUN.c.sweep_key, _RUN.c.seed, _RUN.c.config, _RUN.c.summary, _RUN.c.status, _RUN.c.notes)
+    """The sweep's stored runs, whatever their status (id, sweep_key, seed, config, summary, status, finished_at,
+    and overrides: the point's dotted keys), in run id order."""
+    cols = (_RUN.c.id, _RUN.c.sweep_key, _RUN.c.seed, _RUN.c.config, _RUN.c.summary, _RUN.c.status,
+            _RUN.c.finished_at, _RUN.c.notes)
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in
                 conn.execute(select(*cols).where(_RUN.c.sweep_id == sweep_id).order_by(_RUN.c.id))]
