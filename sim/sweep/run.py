@@ -188,6 +188,9 @@ def run_sweep(
     if ray_address and backend in ("auto", "ray"):
         check_ray_address(ray_address)  # (no cluster there: refused before a sweep row is stored)
     tasks = make_tasks(loaded, loaded.points(), db_url, trace_path=trace_path, trace_format=trace_format)
+    # every trace the runs replay, read before the sweep is stored: a bad row is refused as a bad spec is (it
+    # stored a failed sweep of no run); a resume reads those of its stored runs too
+    all_traces, all_left_out = read_task_traces(loaded, tasks, trace_path=trace_path, trace_format=trace_format)
     own_engine = engine is None  # (after every point's config is checked: a bad one touches no database)
     engine = engine or make_engine(db_url)
     ensure_schema(engine)
@@ -219,7 +222,9 @@ def run_sweep(
             on_start(len(tasks), result.skipped, back.name)
         try:
             if pending:
-                traces, left_out = read_task_traces(loaded, pending, trace_path=trace_path, trace_format=trace_format)
+                wanted = {t.trace_id for t in pending}
+                traces = {k: v for k, v in all_traces.items() if k in wanted}
+                left_out = {k: v for k, v in all_left_out.items() if k in wanted}
                 for outcome in said_once(back.run(with_rows_left_out(pending, left_out), traces), said):
                     with interrupt_deferred():  # (Ctrl-C takes effect once the run is written whole)
                         run_id = store_outcome(engine, sweep_id, outcome)

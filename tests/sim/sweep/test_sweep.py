@@ -115,6 +115,20 @@ def test_a_missing_trace_file_is_refused_before_the_database_is_touched(tmp_path
     assert not (tmp_path / "runs.db").exists()
 
 
+def test_a_trace_with_a_bad_row_is_refused_before_the_database_is_touched(tmp_path):
+    """It stored a sweep row marked failed, no run in it, and `runs sweeps` listed it `failed 0/2`."""
+    from sim.traces import TraceFormatError
+
+    rows = [f"r{i},{i * 0.5},{200 + i},50" for i in range(50)] + ["bad,30.0,abc,50"]
+    (tmp_path / "bad.csv").write_text("request_id,arrival_s,prompt_tokens,output_tokens\n" + "\n".join(rows) + "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"trace: {{path: {tmp_path / 'bad.csv'}, format: canonical}}\n"
+                    "space:\n  cluster.models.0.replicas: [1, 2]\n")
+    with pytest.raises(TraceFormatError, match=r"bad\.csv:52: field 'prompt_tokens'"):
+        run_sweep(load_spec(spec), f"sqlite:///{tmp_path / 'runs.db'}", backend="serial")
+    assert not (tmp_path / "runs.db").exists()
+
+
 def test_samples_in_a_grid_is_refused_and_random_counts_its_repeated_draws():
     """A grid with `samples: 3` ran the whole grid without a word."""
     with pytest.raises(ConfigError, match=r"samples: 3 is for mode: random \(draw that many points\); a grid runs every "
