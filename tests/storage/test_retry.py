@@ -33,16 +33,8 @@ def test_a_read_only_sqlite_file_fails_at_once_and_is_no_outage(tmp_path, caplog
 
     db = tmp_path / "runs.db"
     upgrade(f"sqlite:///{db}")
-    engine = create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
-    delays: list[float] = []
-    rec = RunRecorder(engine, max_retries=3, retry_backoff_s=0.01, sleep=delays.append)
-    try:
-        with caplog.at_level(logging.WARNING, logger="controlplane.storage"), pytest.raises(StorageError) as info:
-            start_run(rec)
-    finally:
-        rec.close()
-        engine.dispose()
-    assert str(info.value).endswith(": OperationalError: attempt to write a readonly database")
+    error, delays = _start_refused(create_engine(f"sqlite:///file:{db}?mode=ro&uri=true"), caplog)
+    assert error.endswith(": OperationalError: attempt to write a readonly database")
     assert delays == [] and caplog.records == []
     no_code = OperationalError("INSERT", {}, sqlite3.OperationalError("attempt to write a readonly database"))
     assert is_permission_denied(no_code)  # (Python 3.10: no sqlite_errorcode, the message says it)
@@ -53,9 +45,15 @@ def test_a_read_only_sqlite_file_fails_at_once_and_is_no_outage(tmp_path, caplog
 def test_a_read_only_role_fails_at_once_and_is_no_outage(pg_url: str, pg_reader, caplog) -> None:
     """Permission denied is the same at every try: no backoff, no 'unavailable ... retried' warning."""
     upgrade(pg_url)
-    reader_url = pg_reader(pg_url)
+    error, delays = _start_refused(make_engine(pg_reader(pg_url)), caplog)
+    assert error.endswith(": ProgrammingError: permission denied for table run")
+    assert "cp_reader_" in error and ":pw@" not in error
+    assert delays == [] and caplog.records == []
+
+
+def _start_refused(engine, caplog) -> tuple[str, list[float]]:
+    """A run's start on ``engine`` refused (a `StorageError`): its message, and the backoff delays it slept."""
     delays: list[float] = []
-    engine = make_engine(reader_url)
     rec = RunRecorder(engine, max_retries=3, retry_backoff_s=0.01, sleep=delays.append)
     try:
         with caplog.at_level(logging.WARNING, logger="controlplane.storage"), pytest.raises(StorageError) as info:
@@ -63,9 +61,7 @@ def test_a_read_only_role_fails_at_once_and_is_no_outage(pg_url: str, pg_reader,
     finally:
         rec.close()
         engine.dispose()
-    assert str(info.value).endswith(": ProgrammingError: permission denied for table run")
-    assert "cp_reader_" in str(info.value) and ":pw@" not in str(info.value)
-    assert delays == [] and caplog.records == []
+    return str(info.value), delays
 
 
 @pytest.mark.postgres
