@@ -96,7 +96,8 @@ def live_config(worker: dict[str, Any], *, max_num_seqs: int, db: str | None = N
     from controlplane.config import load_config
 
     deployment = {"name": "bench", "replicas": 1, "worker": worker, "max_num_seqs": max_num_seqs,
-                  "max_model_len": worker["max_seq_len"]}
+                  "max_model_len": worker["max_seq_len"],
+                  "precision": worker.get("precision", "auto")}  # (its worker's: a config file with both must agree)
     return load_config(None, {"cluster": {"models": [deployment]}, "storage": {"url": db or "sqlite://"}})
 
 
