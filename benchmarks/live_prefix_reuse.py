@@ -65,7 +65,8 @@ def run_config(args, name: str, prompts: list[list[int]], tmp: Path) -> dict[str
               "prefix_cache_tokens": cache_tokens, "prefix_block_tokens": BLOCK}
     enabled = list(dict.fromkeys([router, *(["prefix-cache"] if reuse else []), *DEFAULT_PLUGINS]))
     cfg = load_config(None, {
-        "cluster": {"models": [{"name": "tiny", "replicas": 2, "worker": worker, "max_num_seqs": 8}]},
+        "cluster": {"models": [{"name": "tiny", "replicas": 2, "worker": worker, "max_num_seqs": 8,
+                                "precision": worker["precision"]}]},  # (its worker's: the two must agree)
         "plugins": {"enabled": enabled, "settings": {"prefix-cache": {"capacity_blocks": cache_tokens // BLOCK}}
                     if reuse else {}},
     })
