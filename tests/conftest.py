@@ -47,3 +47,19 @@ def default_sigint_handler():
     finally:
         signal.signal(signal.SIGINT, before)
         signal.signal(signal.SIGTERM, before_term)
+
+
+@pytest.fixture(autouse=True)
+def no_handlers_on_closed_streams(monkeypatch):
+    """Leave out the logging handlers an earlier test left on a stream since closed (a CliRunner's, a test's own
+    StringIO): each record they get prints '--- Logging error ---' to the stderr a later test reads (two full-suite
+    failures in two sessions, each passing alone)."""
+    import logging
+
+    loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(x, logging.Logger))]
+    for logger in loggers:
+        live = [h for h in logger.handlers if not getattr(getattr(h, "stream", None), "closed", False)]
+        if len(live) != len(logger.handlers):
+            monkeypatch.setattr(logger, "handlers", live)
+    yield

@@ -75,7 +75,13 @@ def test_the_summary_line_is_cut_to_the_terminal_s_width_on_a_terminal(caplog, m
     import os
     import sys
 
-    monkeypatch.setattr(sys, "stderr", type("Tty", (), {"isatty": staticmethod(lambda: True)})())
+    import io
+
+    class Tty(io.StringIO):  # (a stream: a handler an earlier test left on sys.stderr may write to it)
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
     monkeypatch.setattr("shutil.get_terminal_size", lambda *a, **k: os.terminal_size((80, 24)))
     with caplog.at_level(logging.WARNING):
         say_repeats(Counter({LONG: 2, "short": 3}))
