@@ -46,6 +46,14 @@ def posts_recorded_in(db: str, tmp_path: Path, path: str, *bodies: dict) -> tupl
         return answers, daemon.driver.run_id
 
 
+def tiny_live_config(db: str):
+    """A run config of one tiny-llama worker (64-token context) recording into ``db``."""
+    from controlplane.testing import make_config
+
+    return make_config(storage={"url": db}, cluster={"models": [
+        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 64}}]})
+
+
 def refused_then_served(db: str, refused: dict, served: dict) -> tuple:
     """A `LiveDriver` (one tiny worker on the thread pool) recording into ``db``: ``submit(**refused)`` must raise
     `InvalidRequest`, then ``generate(**served)`` (request id ``served``) runs: (the error, the result, the run's id)."""
@@ -56,10 +64,8 @@ def refused_then_served(db: str, refused: dict, served: dict) -> tuple:
     from controlplane.live.driver import LiveDriver
     from controlplane.live.http_errors import InvalidRequest
     from controlplane.live.pool_thread import LocalThreadPool
-    from controlplane.testing import make_config
 
-    cfg = make_config(storage={"url": db}, cluster={"models": [
-        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 64}}]})
+    cfg = tiny_live_config(db)
 
     async def main():
         driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))

@@ -11,6 +11,7 @@ from controlplane.cli import keys
 from controlplane.config import ApiKey
 from controlplane.live.daemon_requests import ChatCompletionRequest, CompletionRequest
 from controlplane.testing import make_config
+from tests.live.daemon_process import tiny_live_config
 
 DIGEST = "a" * 64
 
@@ -48,8 +49,7 @@ def test_the_librarys_tenant_loses_surrounding_spaces_too(tmp_path):
     from controlplane.testing import stored_rows
 
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    cfg = make_config(storage={"url": db}, cluster={"models": [
-        {"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 64}}]})
+    cfg = tiny_live_config(db)
 
     async def main():
         driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1))
