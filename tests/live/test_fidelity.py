@@ -540,6 +540,21 @@ def test_without_pace_correction_every_round_runs_on_the_frozen_profile_as_it_is
             assert 100 * e2e.diff / e2e.a == pytest.approx(d["e2e_p50_err_pct"], abs=0.006)
     finally:
         engine.dispose()
+    # and the user's `controlplane calibrate LIGHT+HEAVY --profile GRID` on them, with the grid profile the finished
+    # run keeps in its folder (the JSON's grid_profile), writes the frozen profile's rows and overhead again
+    from typer.testing import CliRunner
+
+    from controlplane.cli import bench
+
+    light, heavy = result["calibration_runs"]
+    again = tmp_path / "again.json"
+    res = CliRunner().invoke(bench.app, ["calibrate", f"{light}+{heavy}", "--db", f"sqlite:///{tmp_path / 'f.db'}",
+                                         "--profile", result["grid_profile"], "-o", str(again)])
+    assert res.exit_code == 0, res.output
+    frozen, refit = json.loads((tmp_path / "p.json").read_text()), json.loads(again.read_text())
+    assert refit["rows"] == frozen["rows"]
+    for key in ("overhead_base_s", "overhead_per_seq_s", "overhead_per_prompt_s", "handoff_s", "live_slowdown"):
+        assert refit[key] == frozen[key], key
 
 
 def test_with_the_worker_probe_each_round_runs_at_its_own_workers_pace_measured_before_its_first_arrival(tmp_path):
