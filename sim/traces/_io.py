@@ -53,6 +53,34 @@ def open_text(path: PathLike) -> TextIO:
     return open(Path(path), "r", encoding="utf-8-sig", newline="", buffering=1 << 18)
 
 
+def compressed_writer(path: PathLike, raw: BinaryIO) -> BinaryIO:
+    """``raw`` (a file being written as ``path``), compressed as ``path``'s extension says (gzip, bzip2, xz:
+    `compression`, what `open_binary` reads back); ``raw`` as is for a plain name. Closing what it returns ends
+    the compressed stream and leaves ``raw`` open."""
+    module = compression(path)
+    if module == "gzip":
+        import gzip
+
+        return gzip.GzipFile(filename=Path(path).with_suffix("").name, mode="wb", fileobj=raw)
+    if module == "bz2":
+        import bz2
+
+        return bz2.BZ2File(raw, "wb")
+    if module == "lzma":
+        import lzma
+
+        return lzma.LZMAFile(raw, "wb", format=lzma.FORMAT_XZ)
+    return raw
+
+
+def unwritten_compression(path: PathLike) -> tuple[str, str] | None:
+    """(extension, compression) of a name whose compression no reader reads, so nothing writes it (``x.jsonl.zst``:
+    ('.zst', 'zstd')); None for a plain name or one ending in .gz, .bz2 or .xz."""
+    suffix = Path(path).suffix.lower()
+    kind = _OTHER_COMPRESSED.get(suffix)
+    return None if kind is None else (suffix, kind)
+
+
 def compressed_as(path: PathLike) -> str | None:
     """The compression of a file no reader decompresses (zstd, zip, ...: by extension or first
     bytes), or of a file named as plain text that is compressed (a .csv holding gzip); None else."""

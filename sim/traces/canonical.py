@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 from controlplane.generation_params import param_problem
 
 from ._io import (MAX_INT, PathLike, base_suffix, blank_line, check_not_empty, check_row_width, check_text,
-                  check_texts, column_index, csv_header, duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
+                  check_texts, compressed_writer, unwritten_compression, column_index, csv_header, duplicate_id, in_order, json_column, empty_file, no_rows, open_text, parse_count, parse_int,
                   parse_seconds, plain, NOT_PLAIN)
 from .csv_quotes import CsvRows, open_quote, row_in_field, row_shape
 from .errors import OnError, TraceFormatError, as_sink
@@ -334,8 +334,11 @@ def write_canonical(reqs: Iterable[TraceRequest], path: PathLike, *,
     Streams in O(1) memory. A CSV header must be known before the first row, so its optional
     `columns` default to those the first request sets (a length-only trace stays in the fast
     four-column form); a later request setting another optional field raises ValueError — pass
-    `columns` or write JSONL then. A trailing .gz compresses.
+    `columns` or write JSONL then. A trailing .gz, .bz2 or .xz compresses (gzip, bzip2, xz: what the
+    readers decompress), the extension before it naming the format (``x.jsonl.xz``: JSONL); a
+    compression the readers do not read (.zst, .zip, ...) is a ValueError before any file is made.
     """
+    check_writable_name(path)
     if base_suffix(path) in JSONL_SUFFIXES:
         return _write_jsonl(reqs, path)
     if columns is not None:
@@ -343,6 +346,20 @@ def write_canonical(reqs: Iterable[TraceRequest], path: PathLike, *,
         if unknown:
             raise ValueError(f"unknown canonical column(s) {', '.join(unknown)}; optional columns: {', '.join(OPTIONAL)}")
     return _write_csv(reqs, path, columns)
+
+
+#: What `write_canonical` writes, as its errors say it.
+WRITTEN = ".csv, .jsonl, .ndjson or .json (anything else: CSV), each with .gz, .bz2 or .xz added to compress it"
+
+
+def check_writable_name(path: PathLike) -> None:
+    """A ValueError for a file name whose compression `write_canonical` does not write (``x.jsonl.zst``,
+    ``x.csv.zip``): text under it would be a file no reader reads (the readers name such a file's compression
+    and refuse it), and the format would be taken from the compression's extension."""
+    refused = unwritten_compression(path)
+    if refused is not None:
+        suffix, kind = refused
+        raise ValueError(f"{path}: write_canonical does not write {suffix} files ({kind}); it writes {WRITTEN}")
 
 
 def _write_jsonl(reqs: Iterable[TraceRequest], path: PathLike) -> int:
@@ -423,11 +440,10 @@ def _csv_value(r: TraceRequest, name: str) -> object:
 
 @contextlib.contextmanager
 def _open_write(path: PathLike) -> Iterator[TextIO]:
-    """``path`` opened for writing text (gzip for .gz), written as a temporary file beside it and
-    renamed to it on success (`controlplane.output_file.replaced_on_success`): a write that raises (a
+    """``path`` opened for writing text (compressed for .gz, .bz2 and .xz: `compressed_writer`, as the readers
+    open it), written as a temporary file beside it and renamed to it on success (`controlplane.output_file.replaced_on_success`): a write that raises (a
     request with no CSV column, a full disk) leaves no partial file, and an earlier file of that name
     stays as it was."""
-    import gzip
     import io
     from pathlib import Path
 
@@ -435,7 +451,6 @@ def _open_write(path: PathLike) -> Iterator[TextIO]:
 
     p = Path(path)
     with replaced_on_success(p, option=None) as temporary, open(temporary, "wb") as raw:
-        binary = gzip.GzipFile(filename=p.with_suffix("").name, mode="wb", fileobj=raw) \
-            if p.suffix.lower() == ".gz" else raw
-        with io.TextIOWrapper(binary, encoding="utf-8", newline="") as f:
+        with io.TextIOWrapper(compressed_writer(p, raw), encoding="utf-8", newline="") as f:
             yield f
+

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     d = SharedPrefixWorkload()
     ap = argparse.ArgumentParser(prog="python -m sim.traces.shared_prefix", description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", help="canonical trace file to write (.jsonl or .csv)")
+    ap.add_argument("out", help="canonical trace file to write (.jsonl or .csv; .gz, .bz2 or .xz added compresses it)")
     ap.add_argument("--requests", type=int, default=d.num_requests)
     ap.add_argument("--qps", type=float, default=d.qps)
     ap.add_argument("--tenants", type=int, default=d.num_tenants)
@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                                   tenant_skew=a.skew, seed=a.seed)
     except ValueError as exc:
         ap.error(str(exc))
-    n = write_canonical(shared_prefix_trace(wl), a.out)
+    try:
+        n = write_canonical(shared_prefix_trace(wl), a.out)
+    except ValueError as exc:  # (a name of a compression it does not write: before any file is made)
+        ap.error(str(exc))
     print(f"wrote {n} requests to {a.out}")
     return 0
 

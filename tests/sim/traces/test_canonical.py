@@ -61,7 +61,7 @@ def test_a_duplicate_request_id_is_the_row_error_naming_file_line_and_field(writ
     assert len(list(reader)) == rows - 1 and reader.skipped == 1
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".csv.gz"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".csv.gz", ".csv.bz2", ".jsonl.xz", ".ndjson.bz2", ".csv.XZ"])
 def test_round_trip(tmp_path, suffix):
     reqs = [
         TraceRequest("a", 0.0, 10, 2, model="m", tenant="t", priority=2, prompt="p, \"q\"\nr",
@@ -73,6 +73,30 @@ def test_round_trip(tmp_path, suffix):
     assert write_canonical(reqs, p) == 2
     assert detect_format(p) == "canonical"
     assert list(read_trace(p)) == reqs
+
+
+@pytest.mark.parametrize("name, magic, jsonl", [("x.csv.gz", b"\x1f\x8b", False), ("x.csv.bz2", b"BZh", False),
+                                                ("y.jsonl.xz", b"\xfd7zXZ\x00", True), ("y.jsonl.bz2", b"BZh", True)])
+def test_a_compressed_name_is_written_compressed_in_the_format_before_its_compression(tmp_path, name, magic, jsonl):
+    # (.bz2 and .xz were written as plain text, which the readers, decompressing by extension, refused)
+    reqs = [TraceRequest("a", 0.0, 10, 2), TraceRequest("b", 0.5, 3, 4)]
+    p = tmp_path / name
+    write_canonical(reqs, p)
+    assert p.read_bytes().startswith(magic)
+    from sim.traces._io import open_text
+
+    with open_text(p) as f:
+        first = f.readline()
+    assert first.startswith("{") if jsonl else first == HEADER
+    assert list(read_trace(p)) == reqs
+
+
+@pytest.mark.parametrize("name", ["x.jsonl.zst", "x.csv.zip", "x.csv.lz4", "x.zstd"])
+def test_a_compression_no_reader_reads_is_refused_before_any_file_is_made(tmp_path, name):
+    # ('x.jsonl.zst' was written as plain CSV: the format taken from .zst, no compression)
+    with pytest.raises(ValueError, match=r"does not write \.(zst|zip|lz4|zstd) files .*\.gz, \.bz2 or \.xz"):
+        write_canonical([TraceRequest("a", 0.0, 10, 2)], tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_csv_writer_keeps_four_columns_for_length_only_traces(tmp_path):

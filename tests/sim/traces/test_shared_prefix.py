@@ -47,3 +47,17 @@ def test_the_command_writes_a_canonical_trace(tmp_path, capsys):
     back = list(read_trace(out, "canonical"))
     assert len(back) == 50 and {r.tenant for r in back} <= {"tenant-0", "tenant-1", "tenant-2"}
     assert back[0].hash_ids == shared_prefix_trace(num_requests=50, num_tenants=3, system_prompt_tokens=64)[0].hash_ids
+
+
+@pytest.mark.parametrize("name", ["sp.jsonl.xz", "sp.csv.bz2"])
+def test_the_command_compresses_as_the_output_name_says(tmp_path, name):
+    out = tmp_path / name
+    assert main([str(out), "--requests", "20", "--tenants", "2"]) == 0
+    assert len(list(read_trace(out, "canonical"))) == 20
+
+
+def test_the_command_refuses_an_output_compression_no_reader_reads(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "sp.jsonl.zst"), "--requests", "20"])
+    assert exit_.value.code == 2 and "does not write .zst files" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
