@@ -173,9 +173,10 @@ def check_meta(meta: Mapping[str, Any]) -> None:
 
 
 def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    """A profile file's rows and metadata, validated; every error names the file."""
+    """A profile file's rows and metadata, validated; every error names the file. UTF-8, with or without the
+    byte-order mark an editor may put first (as configs are read)."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (a trace or a config given by mistake)
         raise ValueError(f"{path}: not a {PROFILE_FORMAT} file (not JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:

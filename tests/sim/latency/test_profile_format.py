@@ -56,6 +56,14 @@ def test_a_well_formed_profile_reads_and_whole_floats_are_counts(tmp_path):
     assert rows[1]["num_decode_seqs"] == 2 and rows[2]["iteration_s"] == 0.02 and meta["batching"] == "unpadded"
 
 
+def test_a_profile_saved_with_a_utf8_byte_order_mark_reads(tmp_path):
+    # (refused as "not JSON: Unexpected UTF-8 BOM", where a config with one reads)
+    path = profile(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    rows, meta = read_profile(path)
+    assert len(rows) == 2 and meta["model"] == "tiny-llama"
+
+
 def test_write_profile_refuses_what_read_profile_would(tmp_path):
     with pytest.raises(ValueError, match="batching='padd' must be one of"):
         write_profile(tmp_path / "x.json", [ROW], {**META, "batching": "padd"})
