@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from controlplane.cli.common import DB_READ_HELP, open_stored_runs, out, user_errors
+from controlplane.cli.common import DB_READ_HELP, err, open_stored_runs, out, user_errors
 
 
 def report(
@@ -17,7 +17,8 @@ def report(
     html: Annotated[Path, typer.Option("--html", "--output", "-o",
                                        help="The HTML file to write; an existing one is replaced once the report is "
                                             "complete; an -o naming the database being read (--db) is "
-                                            "refused.")]
+                                            "refused. - (or /dev/stdout) writes it to stdout, after what "
+                                            "a shell's >> or { ...; } > FILE put there.")]
     = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded, no network needed to view it).
@@ -26,6 +27,7 @@ def report(
     time, the decision timeline. A sweep: the Pareto front of cost against SLO attainment and a
     sortable table of its runs.
     """
+    from controlplane.output_file import writes_to_stdout
     from controlplane.report import write_report
 
     if (run_id is None) == (sweep is None):
@@ -37,4 +39,5 @@ def report(
         finally:
             engine.dispose()
     what = f"run {run_id}" if run_id is not None else f"sweep {sweep}"
-    out.print(f"wrote the report of {what} to {path}", highlight=False)
+    said = err if writes_to_stdout(path) else out  # (stdout holds the report alone)
+    said.print(f"wrote the report of {what} to {'stdout' if str(path) == '-' else path}", highlight=False)

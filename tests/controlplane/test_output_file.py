@@ -108,3 +108,42 @@ def test_an_error_writing_the_temporary_file_names_the_file_asked_for(tmp_path):
         raise OSError(28, "No space left on device", str(temp))
     assert refused.value.filename == str(output) and refused.value.errno == 28
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, fd", [("-", 1), ("/dev/stdout", 1), ("/dev/stderr", 2), ("/dev/fd/5", 5),
+                                      ("/proc/self/fd/3", 3), (f"/proc/{os.getpid()}/fd/4", 4)])
+def test_a_stream_is_known_by_its_name_or_a_link_to_it(tmp_path, name, fd):
+    from controlplane.output_file import Stream, stream_of
+
+    assert stream_of(name) == Stream(fd)
+    (tmp_path / "link").symlink_to(name)
+    assert stream_of(tmp_path / "link") == (Stream(fd) if name != "-" else None)  # (a link to a file named -)
+    assert stream_of("/proc/1/fd/1") == Stream(1, "/proc/1/fd/1") and stream_of(tmp_path / "x.csv") is None
+
+
+def test_dev_stdout_is_written_into_the_open_stream_after_what_it_holds(tmp_path):
+    """The link /dev/stdout -> /proc/self/fd/1 -> log.csv was resolved and log.csv replaced: a shell's
+    ``>> log.csv`` lost the file's lines, ``{ echo head; cmd; echo foot; } > log`` its head."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.csv"
+    log.write_text("a\nb\n")
+    script = ("import sys\nfrom controlplane.output_file import replaced_on_success\n"
+              "print('before', flush=True)\n"
+              "with replaced_on_success(sys.argv[1]) as partial:\n    partial.write_text('x,y\\n')\n"
+              "try:\n    with replaced_on_success(sys.argv[1]) as partial:\n"
+              "        partial.write_text('half')\n        raise RuntimeError\nexcept RuntimeError:\n    pass\n"
+              "print('after')\n")
+    for name in ("/dev/stdout", "-", "/dev/fd/1"):
+        with open(log, "a") as appended:
+            subprocess.run([sys.executable, "-c", script, name], stdout=appended, check=True, timeout=60)
+    assert log.read_text() == "a\nb\n" + "before\nx,y\nafter\n" * 3  # (nothing of the failed one)
+    assert list(tmp_path.iterdir()) == [log]
+
+
+def test_a_descriptor_not_open_is_an_error_before_the_work(tmp_path):
+    with pytest.raises(OSError, match="no file descriptor 97 is open") as refused:
+        with replaced_on_success("/dev/fd/97"):
+            raise AssertionError("not reached")
+    assert refused.value.filename == "/dev/fd/97"

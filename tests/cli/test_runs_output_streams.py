@@ -1,0 +1,43 @@
+"""`controlplane runs export|report|plot -o` into a stream (``-``, ``/dev/stdout``, ``/dev/fd/N``), as a shell
+runs them: written into the open stream where it stands, never over what the shell's redirection holds
+(`controlplane.output_file.stream_of`)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from controlplane.cli import app
+
+pytestmark = pytest.mark.usefixtures("wide_consoles", "no_controlplane_env")
+CONTROLPLANE = f"{shlex.quote(sys.executable)} -m controlplane.cli"
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory) -> str:
+    db = tmp_path_factory.mktemp("streams") / "runs.db"
+    done = CliRunner().invoke(app, ["sim", "replay", "--limit", "30", "--db", f"sqlite:///{db}", "--json",
+                                    "--no-progress"])
+    assert done.exit_code == 0, done.output
+    return str(db)
+
+
+def _shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    done = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_report_to_dev_stdout_appended_to_a_file_keeps_what_the_file_held(one_run, tmp_path):
+    _shell(f"echo '<!-- before -->' > rep.html; {CONTROLPLANE} runs report 1 --db {shlex.quote(one_run)} "
+           f"-o /dev/stdout >> rep.html", tmp_path)
+    text = (tmp_path / "rep.html").read_text()
+    assert text.startswith("<!-- before -->\n<!DOCTYPE html>") or text.startswith("<!-- before -->\n<")
+    assert "wrote the report" not in text and text.rstrip().endswith("</html>")
