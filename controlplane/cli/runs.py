@@ -16,6 +16,7 @@ from controlplane.cli import runs_list
 from controlplane.cli.compare_deployments import deployment_differences, deployments_note
 from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
+from controlplane.cli.runs_copy import copied_line
 from controlplane.cli.runs_list import DbOpt
 from controlplane.cli.runs_served import served_line
 from controlplane.cli.runs_notes import (incomplete_note, refused_line, stopped_line, targets_note, transforms_unknown,
@@ -91,6 +92,8 @@ def show(
         out.print(served, highlight=False, markup=False)
     if point := _sweep_point_line(run):  # (which point of its sweep: the overrides its notes hold)
         out.print(point, highlight=False, markup=False)
+    if origin := copied_line(run):  # (`runs copy`: which run of which database)
+        out.print(origin, highlight=False, markup=False)
     if read_line := _trace_read_line(run):
         out.print(read_line, highlight=False)
     if stopped := stopped_line(run):  # (--until, a Ctrl-C: not the whole trace)
@@ -409,6 +412,11 @@ app.command("report")(quiet_on_closed_pipe(_report))
 from controlplane.cli.runs_delete import delete as _delete  # noqa: E402
 
 app.command("delete")(_delete)
+
+# Copying runs with all their rows into another database (to compare across databases), in its own module.
+from controlplane.cli.runs_copy import copy as _copy  # noqa: E402
+
+app.command("copy")(_copy)
 
 
 def _typed(value: object) -> str:
