@@ -18,6 +18,7 @@ from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_
 from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_copy import copied_line
 from controlplane.cli.runs_list import DbOpt
+from controlplane.cli.runs_running import running_line
 from controlplane.cli.runs_served import served_line
 from controlplane.cli.runs_notes import (incomplete_note, refused_line, stopped_line, targets_note, transforms_unknown,
                                          workload_note)
@@ -85,6 +86,7 @@ def show(
         counts = decision_counts(engine, run_id)
         errors = plugin_errors(engine, run_id)
         served = served_line(engine, run)  # (live: what its workers ran, precision and compile mode)
+        still = running_line(engine, run)  # (no summary until it ends: say so, with the rows stored so far)
     out.print(f"[bold]run {run_id}[/] {escape(run.get('name') or '')} mode={run['mode']} status={run['status']} "
               f"seed={run.get('seed')} trace={escape(str(run.get('trace')))}"
               + (f" format={run['trace_format']}" if run.get("trace_format") else ""))  # (names and paths as written)
@@ -106,6 +108,8 @@ def show(
         out.print(f"latency profile of {model}: {f['path']} sha256 {f['sha256']}", highlight=False)
     if (error := (run.get("summary") or {}).get("error")) is not None:
         out.print(f"[bold red]{run['status']}:[/] {escape(error.rstrip(': '))}", highlight=False)
+    if still:
+        out.print(still, highlight=False, markup=False, soft_wrap=True)
     if (run.get("summary") or {}).get("crashed"):
         out.print(_crashed(run), highlight=False)
     elif run.get("summary"):
