@@ -375,11 +375,11 @@ def replay(
     transforms = transforms or NO_TRANSFORMS
     reader, requests = prepared_trace(trace, seed=config.seed, transforms=transforms, trace_format=trace_format,
                                       trace_options=trace_options)
-    if isinstance(trace, (str, os.PathLike)):  # the file as named, the format as read
-        trace_name = trace_name if trace_name is not None else str(trace)
-        trace_format = reader.format
-    elif reader is not None:  # a reader: its file, the format given else its own
-        trace_name = trace_name if trace_name is not None else str(reader.path)
+    if isinstance(trace, (str, os.PathLike)):  # the file where it is (absolute: not the folder's it was named from)
+        trace_name = trace_name if trace_name is not None else os.path.abspath(trace)
+        trace_format = reader.format  # (the format as read)
+    elif reader is not None:  # a reader: its file (absolute, as a file's), the format given else its own
+        trace_name = trace_name if trace_name is not None else os.path.abspath(reader.path)
         trace_format = trace_format if trace_format is not None else reader.format
     started: list[Any] = []  # the session and the driver, as they are made
     try:

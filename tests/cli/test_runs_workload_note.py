@@ -119,3 +119,16 @@ def test_runs_of_one_trace_whose_transforms_were_not_stored_may_differ():
                                          "(transforms unknown); run 2: code.csv (transforms unknown): how they read ")
     new = [{**r, "config": {"process": {}}} for r in old]
     assert workload_note(new) == ""
+
+
+def test_a_run_stored_with_its_trace_as_typed_reads_the_same_workload_as_one_stored_absolute():
+    """Runs stored before replays kept their trace's absolute path hold it as typed ("az trace.csv"): the note
+    tells workloads by the trace file's name, so such a run and a later one of the same file pair."""
+    from controlplane.cli.runs_notes import workload_note
+
+    read = {"process": {}, "trace_read": {"transforms": {"limit": 10}}}
+    runs = [{"id": 1, "trace": "az trace.csv", "config": read, "summary": {}},
+            {"id": 2, "trace": "/home/me/proj dir/az trace.csv", "config": read, "summary": {}}]
+    assert workload_note(runs) == ""
+    other = {**runs[1], "id": 3, "config": {"process": {}, "trace_read": {"transforms": {"limit": 20}}}}
+    assert "run 1: az trace.csv (limit=10); run 3: az trace.csv (limit=20)" in workload_note([runs[0], other])

@@ -310,6 +310,21 @@ def test_a_trace_file_is_read_by_the_library_and_named_in_the_run(tmp_path):
     assert (run["trace"], run["trace_format"]) == (str(bundled_trace_path()), "azure")
 
 
+def test_a_trace_named_relatively_is_stored_where_it_is_not_as_typed(tmp_path, monkeypatch):
+    # (stored as typed, "az trace.csv": `runs show` from another folder lost where the run's trace was)
+    folder = tmp_path / "proj dir"
+    folder.mkdir()
+    (folder / "az trace.csv").write_text("".join(bundled_trace_path().read_text().splitlines(True)[:21]))
+    monkeypatch.chdir(folder)
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    by_name = replay("az trace.csv", make_config(storage={"url": url}), transforms=TraceTransforms(limit=5))
+    by_reader = replay(read_trace("./az trace.csv"), make_config(storage={"url": url}))
+    engine = make_engine(url)
+    for result in (by_name, by_reader):
+        run = get_run(engine, result.run_id)
+        assert (run["trace"], run["trace_format"]) == (str(folder / "az trace.csv"), "azure")
+
+
 def test_reader_options_need_a_file_and_a_missing_file_is_named():
     with pytest.raises(ValueError, match="trace_options apply to a trace file"):
         replay(make_trace(2), make_config(), record=False, trace_options={"qps": 2})
