@@ -3,7 +3,9 @@
 ``.csv``, ``.json`` and ``.jsonl`` (or ``.ndjson``) name the format, and ``.gz`` after one of them
 (``rows.jsonl.gz``) compresses it with gzip. ``--format`` that contradicts the name is an error, as is
 a name whose extension is none of these (``rows.parquet``, ``rows.jsonl.bz2``): both before the file
-is made. A name without one of these extensions (``rows``, ``rows.txt``) takes ``--format``.
+is made. A name without one of these extensions (``rows``, ``rows.txt``) takes ``--format``. A stream (``-o -``,
+``-o /dev/stdout``, `controlplane.output_file.stream_of`) takes ``--format`` too, and is CSV without one, as
+stdout is without ``-o``.
 """
 
 from __future__ import annotations
@@ -34,14 +36,16 @@ class ExportTarget(NamedTuple):
 
 def export_target(given: str | None, output: Path | None) -> ExportTarget:
     """``runs export``'s format and compression: the ones ``output``'s name gives, else ``--format``
-    (``given``; csv on stdout without one). ``ValueError`` for an unknown ``--format``, one its name
-    contradicts (``--format csv -o x.json``), a name of a format or compression it does not write
-    (``x.parquet``, ``x.csv.bz2``), and a name without a format's extension and no ``--format``."""
+    (``given``; csv on stdout, or a stream such as ``-o -``, without one). ``ValueError`` for an unknown
+    ``--format``, one its name contradicts (``--format csv -o x.json``), a name of a format or compression it
+    does not write (``x.parquet``, ``x.csv.bz2``), and a name without a format's extension and no ``--format``."""
     from controlplane.storage.queries import FORMATS
 
     if given is not None and given not in FORMATS:
         raise ValueError(f"--format: unknown export format {given!r}; expected one of {', '.join(FORMATS)}")
-    if output is None:
+    from controlplane.output_file import stream_of
+
+    if output is None or stream_of(output) is not None:  # (no name to tell a format by: stdout's default)
         return ExportTarget(given or "csv")
     if output.is_dir():  # (what is in the way first, as `runs plot -o FOLDER` says it)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(output))

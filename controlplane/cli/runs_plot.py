@@ -2,7 +2,8 @@
 every scale decision (active and shadow) marked, so "why did it scale at 18:32?" is one picture. The replica
 lines change at the workers' own times (`controlplane.report.worker_replicas`), the load and queue at each
 metrics sample's.
-Drawn with matplotlib without a display, as PNG, SVG or PDF by the output's extension."""
+Drawn with matplotlib without a display, as PNG, SVG or PDF by the output's extension or ``--format`` (a
+stream, ``-o -`` or ``-o /dev/stdout``, has no extension: PNG without ``--format``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from controlplane.cli.runs_timeline import scale_decisions
-from controlplane.output_file import check_folder, check_not_read, database_files, replaced_on_success
+from controlplane.output_file import check_folder, check_not_read, database_files, replaced_on_success, stream_of
 from controlplane.report.worker_replicas import worker_replicas
 from controlplane.storage.models import MetricSample, Request
 from controlplane.storage.queries import get_run
@@ -26,16 +27,29 @@ SERIES = ("replicas", "replicas_starting", "queue_length", "running", "arrivals_
 PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 
-def plot_format(output: Path) -> str:
-    """The format ``output``'s extension names; another extension is an error naming those there are (``-o
-    run.svg`` wrote a PNG under that name)."""
+def plot_format(output: Path, given: str | None = None) -> str:
+    """The format ``output``'s extension names, or ``given`` (``--format``); another extension is an error
+    naming those there are (``-o run.svg`` wrote a PNG under that name), as is a ``--format`` the extension
+    contradicts. A stream (``-o -``, ``-o /dev/stdout``) has no extension: ``given``, else PNG."""
+    if given is not None and given.lower() not in PLOT_FORMATS.values():
+        raise ValueError(f"--format: unknown picture format {given!r}; expected one of "
+                         f"{', '.join(PLOT_FORMATS.values())}")
+    given = given.lower() if given is not None else None
+    if stream_of(output) is not None:
+        return given or "png"
     if Path(output).is_dir():
         raise IsADirectoryError(21, "Is a directory", str(output))  # (said as an export's -o FOLDER is)
-    fmt = PLOT_FORMATS.get(Path(output).suffix.lower())
+    ext = Path(output).suffix
+    fmt = PLOT_FORMATS.get(ext.lower())
+    if fmt is None and given is not None and not ext:
+        return given  # (a name without an extension, as `runs export --format` writes one)
     if fmt is None:
-        ext = Path(output).suffix
         why = f"{ext} is not a picture format `runs plot` writes" if ext else "no extension to tell the format by"
-        raise ValueError(f"-o {output}: {why}; supported: {', '.join(PLOT_FORMATS)}")
+        raise ValueError(f"-o {output}: {why}; supported: {', '.join(PLOT_FORMATS)} (or give --format "
+                         f"{'|'.join(PLOT_FORMATS.values())} for a name without an extension, or - for stdout)")
+    if given is not None and given != fmt:
+        raise ValueError(f"--format {given} draws {given.upper()}, but -o {output} names {fmt.upper()} by its "
+                         "extension: give a matching extension, or leave --format out")
     return fmt
 
 
@@ -153,10 +167,11 @@ def _pyplot():
     return plt
 
 
-def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.0) -> dict[str, Any]:
-    """Write the picture, in the format ``output``'s extension names (`PLOT_FORMATS`); returns what it drew
-    (series names, decision counts, the run's row) for the caller to report."""
-    fmt = plot_format(output)  # (before anything is read or made: a refused extension leaves no file)
+def plot_run(engine: Engine, run_id: int, output: Path, *, window_s: float = 30.0,
+             format: str | None = None) -> dict[str, Any]:
+    """Write the picture, in the format ``output``'s extension names (`PLOT_FORMATS`), or ``format`` (`plot_format`);
+    returns what it drew (series names, decision counts, the run's row) for the caller to report."""
+    fmt = plot_format(output, format)  # (before anything is read or made: a refused extension leaves no file)
     check_not_read(output, database_files(engine))  # (nor a minute's drawing to find out)
     check_folder(output)  # (a missing folder is refused, as runs export -o refuses it: no folders made)
     run = get_run(engine, run_id)

@@ -65,7 +65,8 @@ def replay(
     db: Annotated[Optional[str], typer.Option(help=common.DB_OPTION_HELP)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the run's random generator (default: the config's "
                                                      "seed, 0 where it sets none).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON). Default: "
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON; - reads "
+                                                   "YAML or JSON from stdin). Default: "
                                                    "the bundled sim/data/default_replay.yaml (Llama-3-8B on "
                                                    "A100s, SLO planner, cold starts).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
@@ -222,6 +223,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     with common.gc_paused():  # the config's imports: only long-lived objects
         from controlplane.config import load_config
 
+    if config is not None and str(config) == "-":  # (the config piped in: `... | controlplane sim replay -c -`)
+        config = Path("/dev/stdin")
     with user_errors(options=common.TRANSFORM_OPTIONS):
         if config is None:  # a realistic cluster that scales to its SLO, for the bundled trace or the user's
             from sim.traces.bundled import bundled_default_config_path

@@ -41,3 +41,28 @@ def test_report_to_dev_stdout_appended_to_a_file_keeps_what_the_file_held(one_ru
     text = (tmp_path / "rep.html").read_text()
     assert text.startswith("<!-- before -->\n<!DOCTYPE html>") or text.startswith("<!-- before -->\n<")
     assert "wrote the report" not in text and text.rstrip().endswith("</html>")
+
+
+def test_report_to_dash_writes_the_html_to_stdout_and_no_file_named_dash(one_run, tmp_path, monkeypatch):
+    """`runs report 1 -o -` wrote a file named `-`."""
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["runs", "report", "1", "--db", one_run, "-o", "-"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("<!DOCTYPE html>") and done.stdout.rstrip().endswith("</html>")
+    assert done.stderr.strip() == "wrote the report of run 1 to stdout"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plot_s_format_is_its_extension_s_or_format_s_and_png_on_a_stream(tmp_path):
+    """`runs plot -o /dev/stdout` said "no extension to tell the format by", and plot had no --format."""
+    from controlplane.cli.runs_plot import plot_format
+
+    assert plot_format(Path("-")) == plot_format(Path("/dev/stdout")) == "png"
+    assert plot_format(Path("-"), "SVG") == "svg" and plot_format(tmp_path / "run", "pdf") == "pdf"
+    assert plot_format(tmp_path / "run.svg", "svg") == plot_format(tmp_path / "run.svg") == "svg"
+    with pytest.raises(ValueError, match="--format png draws PNG, but -o .*run.svg names SVG"):
+        plot_format(tmp_path / "run.svg", "png")
+    with pytest.raises(ValueError, match="--format: unknown picture format 'gif'"):
+        plot_format(Path("-"), "gif")
+    with pytest.raises(ValueError, match=r"no extension to tell the format by; .*or - for stdout"):
+        plot_format(tmp_path / "run")
