@@ -14,10 +14,11 @@ from controlplane.errors import ConfigError
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML, TOML or JSON config file into a dict, with errors naming the file. A key given twice in one
-    mapping is an error (YAML and JSON parsers would keep the last silently)."""
+    mapping is an error (YAML and JSON parsers would keep the last silently). ``~`` is the user's home, as an
+    unquoted one is in a shell (a quoted ``-c "~/run.yaml"`` reached the command as typed)."""
     if str(path) == "-":  # (not a file of that name: stdin, as `controlplane sim replay -c -` reads it)
         raise ConfigError("config file not found: - (a config on stdin is read with -c /dev/stdin, as YAML or JSON)")
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder, not a file")
     if not path.exists():

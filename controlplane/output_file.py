@@ -9,6 +9,8 @@
   extensions as NAME, which some writers read the format from), renamed over the output once it is complete.
   A failed or interrupted command leaves the previous file as it was and no partial one; an existing file is
   replaced (as ``cp``, ``curl -o`` and ``sort -o`` do), keeping its permissions.
+* ``~`` (``-o "~/rows.csv"``, quoted so the shell left it) is the user's home, as ``--db`` and ``storage.url``
+  take it.
 * A folder that does not exist is an error naming it (`check_folder`), checked before the command's work: no
   folder is made (a typo in its name made a tree of them).
 * An output that exists and is not a regular file (``/dev/null``, a named pipe) is written directly: there is
@@ -136,6 +138,7 @@ def check_not_read(output: Path, reads: Iterable[tuple[str, Path]], *, option: s
     for the message; its path) pairs (`database_files`). The same file by its resolved name (the folder's
     symbolic links followed), or, for files that exist, by device and inode. ``option``: the command-line
     option that named ``output``, for the message (None: the path alone)."""
+    output = Path(output).expanduser()
     stream = stream_of(output)
     mine = _resolved(output) if stream is None else None  # (a stream: by the file behind its descriptor)
     try:
@@ -160,7 +163,7 @@ def check_folder(output: Path) -> None:
     """``output``'s folder exists (after a symbolic link ``output`` is): else an error naming both, as every
     command that writes a file says it (``runs export -o``, ``runs plot -o``, ``runs report --html``): a
     typo in a folder's name makes no folders. Called before the work, and again by `replaced_on_success`."""
-    output = Path(output)
+    output = Path(output).expanduser()
     if stream_of(output) is not None:  # (a stream: no folder of its own)
         return
     folder = (Path(os.path.realpath(output)) if output.is_symlink() else output).parent
@@ -181,8 +184,9 @@ def replaced_on_success(output: Path, *, reads: Iterable[tuple[str, Path]] = (),
     ``make_folder``: make ``output``'s missing folders (else a missing folder is an error naming it).
     An existing ``output`` that is not a regular file (``/dev/null``, a named pipe) is yielded itself, written in
     place. A stream (`stream_of`: ``-``, ``/dev/stdout``, ``/dev/fd/N``) gets a temporary file, copied into the
-    open stream when the block ends without an exception (nothing of a failed command's content there)."""
-    output = Path(output)
+    open stream when the block ends without an exception (nothing of a failed command's content there).
+    ``~`` is the user's home, as an unquoted one is in a shell (``-o "~/rows.csv"`` reaches a command as typed)."""
+    output = Path(output).expanduser()
     check_not_read(output, reads, option=option)
     if (stream := stream_of(output)) is not None:
         with _into_stream(stream, output) as temp:

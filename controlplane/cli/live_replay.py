@@ -89,6 +89,8 @@ def live_replay(
     from sim.replay import TraceTransforms
     from sim.traces import parse_rate_profile
 
+    if trace is not None:  # (a quoted '~/t.csv' reaches the command as typed: the shell expands only a bare ~)
+        trace = trace.expanduser()
     with user_errors(options=common.TRANSFORM_OPTIONS):
         from controlplane.live.pool import POOL_KINDS
 

@@ -47,7 +47,7 @@ def export_target(given: str | None, output: Path | None) -> ExportTarget:
 
     if output is None or stream_of(output) is not None:  # (no name to tell a format by: stdout's default)
         return ExportTarget(given or "csv")
-    if output.is_dir():  # (what is in the way first, as `runs plot -o FOLDER` says it)
+    if output.expanduser().is_dir():  # (what is in the way first, as `runs plot -o FOLDER` says it)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(output))
     suffixes = [s.lower() for s in output.suffixes[-2:]]
     gz = bool(suffixes) and suffixes[-1] == ".gz"

@@ -37,7 +37,7 @@ def plot_format(output: Path, given: str | None = None) -> str:
     given = given.lower() if given is not None else None
     if stream_of(output) is not None:
         return given or "png"
-    if Path(output).is_dir():
+    if Path(output).expanduser().is_dir():
         raise IsADirectoryError(21, "Is a directory", str(output))  # (said as an export's -o FOLDER is)
     ext = Path(output).suffix
     fmt = PLOT_FORMATS.get(ext.lower())

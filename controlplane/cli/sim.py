@@ -223,6 +223,8 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     with common.gc_paused():  # the config's imports: only long-lived objects
         from controlplane.config import load_config
 
+    if trace is not None:  # (a quoted '~/t.csv' reaches the command as typed: the shell expands only a bare ~)
+        trace = trace.expanduser()
     if config is not None and str(config) == "-":  # (the config piped in: `... | controlplane sim replay -c -`)
         config = Path("/dev/stdin")
     with user_errors(options=common.TRANSFORM_OPTIONS):

@@ -62,7 +62,7 @@ def sweep(
     from sim.sweep.store import sweep_runs
 
     with user_errors(db):
-        loaded = load_spec(spec)
+        loaded = load_spec(spec.expanduser())  # (a quoted "~/spec.yaml" reaches the command as typed)
     say_repeated_draws(loaded)
     url = resolve_db(db or (loaded.base_config.get("storage") or {}).get("url"))  # (as `sim replay --config`)
     with user_errors(url):
@@ -282,8 +282,9 @@ def search(
     from sim.sweep.search import search as run_search
     from sim.sweep.search import unused_seeds_note
 
+    trace = trace.expanduser() if trace is not None else None  # (quoted, "~/t.csv" reaches it as typed)
     with user_errors():
-        loaded = load_spec(spec)
+        loaded = load_spec(spec.expanduser())
         say_repeated_draws(loaded)
         base: dict = {}
         if slo_ttft is not None:

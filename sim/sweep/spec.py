@@ -370,7 +370,7 @@ class LoadedSpec:
         t = self.spec.trace
         if t.path is None:
             return str(bundled_trace_path())
-        p = Path(t.path)
+        p = Path(t.path).expanduser()  # (~ as the user's home, as `sim replay`'s trace argument takes it)
         if not p.is_absolute() and self.path is not None and (self.path.parent / p).exists():
             p = self.path.parent / p  # relative to the spec first, then to the working directory
         return str(p)
