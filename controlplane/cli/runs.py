@@ -323,15 +323,21 @@ def _print_notes(notes: list[str]) -> None:
 @quiet_on_closed_pipe
 def config_of_run(run_id: int, db: DbOpt = None) -> None:
     """Print the run config a run ran with, as YAML that `--config` takes (to replay it again or change it; URL
-    passwords are ***, as the run's row keeps them)."""
+    passwords are ***, as the run's row keeps them). Comments above it say what the YAML does not hold: the trace,
+    its format, how the run read it (--limit, a window, --opt ...), and the command line that replays the run with
+    the YAML saved as run1.yaml (for run 1)."""
     import yaml
 
-    from controlplane.storage import run_config
+    from controlplane.cli.runs_replay_command import replay_header
+    from controlplane.storage import get_run, run_config
 
     with user_errors():
         engine = _engine(db)
         cfg = run_config(engine, run_id)
+        run = get_run(engine, run_id)
     typer.echo(f"# the config run {run_id} ran with (`controlplane runs config {run_id}`)")
+    for line in replay_header(run, f"run{run_id}.yaml"):
+        typer.echo(line)
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
 
 
