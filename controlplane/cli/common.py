@@ -167,8 +167,12 @@ def open_stored_runs(db: str | None) -> Any:
     from controlplane.storage import ensure_schema, make_engine
     from controlplane.storage.db import plain_sqlite_file, sqlite_read_only
 
+    from controlplane.storage.url import sqlite_path_too_long
+
     url = resolve_db(db)
     path = plain_sqlite_file(url)
+    if path is not None and (too_long := sqlite_path_too_long(path)) is not None:  # (before exists(): too long)
+        raise StorageError(f"{mask_password(url)}: {too_long}")
     if path is not None and not path.exists():
         raise StorageError(f"{url}: no such file ({path}), so no run is stored there; check --db, or replay "
                            f"a trace into it first (`controlplane sim replay --db {url}`)")

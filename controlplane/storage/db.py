@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from controlplane.storage import jsoncodec, sqlite_schema
 from controlplane.storage.errors import StorageError, mask_password
-from controlplane.storage.url import database_url
+from controlplane.storage.url import database_url, sqlite_path_too_long
 
 if TYPE_CHECKING:
     from controlplane.storage.schema_upgrade import Applied
@@ -201,6 +201,8 @@ def make_engine(url: str | os.PathLike[str] | URL | None = None, **engine_kwargs
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     kwargs.update(engine_kwargs)
     if is_sqlite and (path := _sqlite_file(parsed)) is not None:
+        if (too_long := sqlite_path_too_long(path)) is not None:  # (SQLite: only "unable to open database file")
+            raise StorageError(f"{mask_password(parsed.render_as_string(hide_password=True))}: {too_long}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, no permission: one line naming the folder

@@ -16,6 +16,10 @@ _DIALECT: Final = re.compile(r"^(sqlite|postgres|postgresql|mysql|mariadb|oracle
 _WINDOWS_DRIVE: Final = re.compile(r"^[A-Za-z]:[\\/]")
 #: What SQLAlchemy reads as more than a path in ``sqlite:///PATH`` (a query, a fragment, a percent-escape).
 _NOT_PATH: Final = {"%": "%25", "?": "%3F", "#": "%23"}
+#: The longest path SQLite's Unix VFS opens (``MAX_PATHNAME``), in bytes; its rollback journal's name adds
+#: `JOURNAL_SUFFIX` to the database's, which must fit too (the first write makes it).
+SQLITE_MAX_PATH: Final = 512
+JOURNAL_SUFFIX: Final = "-journal"
 
 
 def database_url(text: str) -> str:
@@ -30,3 +34,27 @@ def database_url(text: str) -> str:
         return text
     path = os.path.expanduser(text)
     return "sqlite:///" + "".join(_NOT_PATH.get(c, c) for c in path)
+
+
+def sqlite_path_too_long(path: str | os.PathLike[str]) -> str | None:
+    """Why SQLite cannot open the database file ``path`` for its length, else None: a file name over the
+    folder's limit (255 bytes on most file systems) once SQLite's ``-journal`` is added, or a whole path over
+    `SQLITE_MAX_PATH` with it. SQLite says only "unable to open database file" there, which reads as a missing
+    folder or a permission."""
+    full = os.path.abspath(os.path.expanduser(path))
+    folder, name = os.path.split(full)
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # (a folder that does not exist, a system without pathconf)
+        name_max = 255
+    name_bytes, full_bytes = len(os.fsencode(name)), len(os.fsencode(full))
+    most_name, most_path = name_max - len(JOURNAL_SUFFIX), SQLITE_MAX_PATH - len(JOURNAL_SUFFIX)
+    if name_bytes > most_name:
+        return (f"the SQLite file's name is too long ({name_bytes} bytes): a file name here may have {name_max} "
+                f"bytes, and SQLite's {JOURNAL_SUFFIX} file beside it adds {len(JOURNAL_SUFFIX)}, so at most "
+                f"{most_name}; choose a shorter name")
+    if full_bytes > most_path:
+        return (f"the SQLite file's path is too long ({full_bytes} bytes as an absolute path): SQLite opens paths "
+                f"of at most {SQLITE_MAX_PATH} bytes, its {JOURNAL_SUFFIX} file's included, so at most {most_path}; "
+                "choose a shorter path (a folder nearer /)")
+    return None
