@@ -6,23 +6,24 @@ Every declared guardian runs in workers of the same `WorkerPool` as the generati
 (`GuardianCheck` in, `GuardianVerdict` out: verdict, score, reason and the worker's busy seconds).
 
 * ``placement: own``: ``replicas`` guardian workers of its own (``guardian-NAME-I``), started
-  with the driver from `GuardianWorkerSettings`; a check goes to the live replica with the fewest
-  checks in flight (ties: the one that took the fewest so far) and queues there behind the others.
+  with the driver from `GuardianWorkerSettings`.
 * ``placement: shared``: the guardian loads into every generation worker of the pool (whatever
-  its model) when the worker starts, before it is ready (`LoadGuardian`); a check goes to the
-  ready generation worker with the fewest checks in flight. A worker runs one command at a time,
-  so a check runs between two of its iterations: it delays that worker's next iteration by its
-  own time. ``replicas`` is not used.
+  its model) when the worker starts, before it is ready (`LoadGuardian`). A worker runs one
+  command at a time, so a check runs between two of its iterations: it delays that worker's next
+  iteration by its own time. ``replicas`` is not used.
 
-A check still unanswered after the guardian's ``timeout_s`` answers ``timeout`` (its worker
-finishes it and the verdict is dropped; its time counts in ``busy_s`` when it ends, before the run
-closes); a model that raises answers ``error`` (the worker goes
-on); a worker that dies answers ``error`` for every check it held, is reported (log, the run
-summary's ``worker_failures``, a ``guardian_worker_failed`` decision row) and, for a guardian
-worker of its own, started again up to `MAX_RESTARTS` times (``guardian_worker_restarted``);
-while no worker hosts the guardian its checks answer ``error`` at once. All of them then follow
-the guardian's ``on_error`` in the core. A guardian a plan names that is not declared answers
-``unavailable``. No check ever waits longer than its timeout.
+Either way a guardian's checks wait in one queue of the driver's and a free worker that hosts it
+takes the next, one check at a time (`controlplane.live.guardian_queue`): a check still unanswered
+after the guardian's ``timeout_s`` answers ``timeout``; one still queued then never runs, one
+running runs to its end (its worker stays in flight with it; its time counts in ``busy_s`` when it
+ends, before the run closes) and its verdict is dropped, as in the simulator. A model that raises
+answers ``error`` (the worker goes on); a worker that dies answers ``error`` for the check it ran,
+is reported (log, the run summary's ``worker_failures``, a ``guardian_worker_failed`` decision row)
+and, for a guardian worker of its own, started again up to `MAX_RESTARTS` times
+(``guardian_worker_restarted``); while no worker hosts the guardian its checks (the queued ones
+too) answer ``error`` at once. All of them then follow the guardian's ``on_error`` in the core. A
+guardian a plan names that is not declared answers ``unavailable``. No check ever waits longer
+than its timeout.
 
 A clean end of the run (`LiveDriver.drain`, `LiveDriver.close` with status ``finished``) waits
 for the checks still in flight (`settle`), so an async check's verdict, or its ``timeout``,
@@ -48,6 +49,7 @@ from controlplane.guardian_checks import add_answers_share, retracted
 from controlplane.guardian_config import GuardiansConfig, GuardianSpec
 from controlplane.hardware.cost import add_guardian_cost
 from controlplane.live.guardian_models import GuardianWorkerSettings
+from controlplane.live.guardian_queue import GuardianQueue, Host, NoHost, QueuedCheck
 from controlplane.live.guardian_verdicts import GuardianLedger, LateVerdicts
 from controlplane.live.pool import WorkerPool
 from controlplane.live.worker_messages import GuardianCheck, GuardianVerdict, LoadGuardian, WorkerLost, describe_error
@@ -72,34 +74,25 @@ class _Stats:
     timeouts: int = 0
     errors: int = 0
     busy_s: float = 0.0  # the workers' own time on checks (any device)
+    checks_run: int = 0  # checks a worker ran to their end (timed out while running included): busy_s over these
     gpu_seconds: float = 0.0  # of which on a GPU
     worker_failures: int = 0
     restarts: int = 0
 
 
 @dataclass
-class _Host:
-    """A worker that hosts a guardian: one of its own, or a generation worker (shared)."""
-
-    worker_id: str
-    inflight: int = 0
-    checks: int = 0
-    busy_s: float = 0.0  # its own time on this guardian's checks
-    facts: dict[str, Any] | None = None  # what a worker of its own reported when it started
-
-
-@dataclass
 class _Guardian:
     spec: GuardianSpec
-    hosts: dict[str, _Host] = field(default_factory=dict)  # live workers that host it
+    hosts: dict[str, Host] = field(default_factory=dict)  # live workers that host it
     stats: _Stats = field(default_factory=_Stats)
+    queue: GuardianQueue = field(default_factory=GuardianQueue)  # its checks no worker took yet
     trouble: str | None = None  # why no worker hosts it (the last failure or load error)
-    seen: dict[str, _Host] = field(default_factory=dict)  # every worker that hosted it
+    seen: dict[str, Host] = field(default_factory=dict)  # every worker that hosted it
     clocks: dict[str, float] = field(default_factory=dict)  # its own workers on a GPU: held since
     held_gpu_s: float = 0.0  # GPU-seconds its own workers on a GPU held, from their start to their stop
 
     def add(self, wid: str, facts: dict[str, Any] | None = None) -> None:
-        self.hosts[wid] = self.seen[wid] = _Host(wid, facts=facts)
+        self.hosts[wid] = self.seen[wid] = Host(wid, facts=facts)
 
 
 class LiveGuardians:
@@ -117,7 +110,6 @@ class LiveGuardians:
         self._owner: dict[str, tuple[str, int, int]] = {}  # own worker id -> (guardian, replica, restarts)
         self._tasks: set[asyncio.Task] = set()
         self._checking: set[asyncio.Task] = set()  # checks in flight (of `_tasks`)
-        self._late: set[asyncio.Future] = set()  # checks that timed out, still running on their worker
         self.blocks_after_reply = 0  # answers served, then retracted by an async check's block
         self._closing = False
         self._warned = False
@@ -169,6 +161,7 @@ class LiveGuardians:
         if str((facts or {}).get("device", "")).startswith("cuda"):
             g.clocks[wid] = asked_s
         log.info("guardian %s: worker %s ready on %s", g.spec.name, wid, facts.get("device"))
+        self._dispatch(g)  # a worker started again takes the checks queued meanwhile
 
     def worker_failed(self, wid: str, reason: str) -> bool:
         """The pool reported a dead worker. True when it was a guardian's own (handled here: its
@@ -184,6 +177,7 @@ class LiveGuardians:
         self._stop_clock(g, wid)
         g.stats.worker_failures += 1
         g.trouble = f"guardian worker {wid} failed: {reason}"
+        self._lost_host(g)
         self._record("guardian_worker_failed", wid, reason, {"guardian": name, "restarts": restarts})
         self._spawn(self._replace(g, wid, replica, restarts))
         return True
@@ -223,12 +217,19 @@ class LiveGuardians:
                 self._record("guardian_load_failed", wid, loaded.error, {"guardian": g.spec.name})
                 continue
             g.add(wid)
+            self._dispatch(g)
 
     def unhost(self, wid: str, reason: str = "stopped") -> None:
         """A generation worker stopped or died: shared guardians stop sending it checks."""
         for g in self.guardians.values():
             if g.spec.placement == "shared" and g.hosts.pop(wid, None) is not None:
                 g.trouble = f"its worker {wid} left: {reason}"
+                self._lost_host(g)
+
+    def _lost_host(self, g: _Guardian) -> None:
+        """A worker stopped hosting ``g``: with none left, its queued checks answer ``error`` now."""
+        if not g.hosts:
+            g.queue.fail_all(f"no worker hosts guardian {g.spec.name} ({g.trouble})")
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -268,52 +269,69 @@ class LiveGuardians:
         if text is None:
             stats.errors += 1
             return "error", None, "no text to check (the request was given as token ids)"
-        host = min(g.hosts.values(), key=lambda h: (h.inflight, h.checks), default=None)  # then turn about
-        if host is None:
+        if not g.hosts:
             stats.errors += 1
             return "error", None, f"no worker hosts guardian {name} ({g.trouble or 'none started'})"
-        host.inflight += 1
-        host.checks += 1
-        # Shielded: a check that times out still runs on its worker, and its time counts when it ends.
-        call = asyncio.ensure_future(self.pool.command(host.worker_id, GuardianCheck(name, text)))
+        job = g.queue.add(text)
+        self._dispatch(g)
         try:
-            v: GuardianVerdict = await asyncio.wait_for(asyncio.shield(call), g.spec.timeout_s)
+            # Shielded: a check that times out while a worker runs it runs to its end (`_run_on`).
+            v: GuardianVerdict = await asyncio.wait_for(asyncio.shield(job.answer), g.spec.timeout_s)
         except TimeoutError:
             stats.timeouts += 1
-            self._late.add(call)
-            call.add_done_callback(lambda f: self._finished_late(g, host, f))
+            g.queue.give_up(job, g.spec.timeout_s)  # still queued: it leaves the queue, never to run
             return "timeout", None, f"no verdict within {g.spec.timeout_s:g} s"
         except asyncio.CancelledError:
-            call.cancel()
+            g.queue.give_up(job, asyncio.get_running_loop().time() - job.asked_s)
             raise
+        except NoHost as exc:
+            stats.errors += 1
+            return "error", None, str(exc)
         except WorkerLost as exc:
             stats.errors += 1
-            return "error", None, f"its worker {host.worker_id} was lost: {exc}"
+            return "error", None, f"its worker {job.host.worker_id if job.host else '?'} was lost: {exc}"
         except Exception as exc:  # anything else a pool raises: this check answers "error"
             stats.errors += 1
-            log.warning("guardian %s failed on %s: %s", name, host.worker_id, exc)
+            log.warning("guardian %s failed on %s: %s", name, job.host.worker_id if job.host else "?", exc)
             return "error", None, describe_error(exc)
-        finally:
-            host.inflight -= 1
-        self._count_busy(g, host, v)
         if v.verdict not in ("pass", "block"):
             stats.errors += 1
         return v.verdict, v.score, v.reason
 
+    def _dispatch(self, g: _Guardian) -> None:
+        """Give ``g``'s queued checks to its free workers, one each."""
+        if self._closing:
+            return
+        while (taken := g.queue.next_for(g.hosts)) is not None:
+            self._spawn(self._run_on(g, *taken))
+
+    async def _run_on(self, g: _Guardian, job: QueuedCheck, host: Host) -> None:
+        """Run one check on the worker that took it; its time counts whether or not its asker
+        still waits (a timed-out check's verdict is dropped). Then the worker takes the next."""
+        try:
+            v = await self.pool.command(host.worker_id, GuardianCheck(g.spec.name, job.text))
+        except asyncio.CancelledError:  # the run closes
+            if not job.answer.done():
+                job.answer.cancel()
+            raise
+        except Exception as exc:
+            if not job.answer.done() and not job.abandoned:
+                job.answer.set_exception(exc)
+        else:
+            self._count_busy(g, host, v)
+            if not job.answer.done() and not job.abandoned:
+                job.answer.set_result(v)
+        finally:
+            host.inflight = 0
+            self._dispatch(g)
+
     @staticmethod
-    def _count_busy(g: _Guardian, host: _Host, v: GuardianVerdict) -> None:
+    def _count_busy(g: _Guardian, host: Host, v: GuardianVerdict) -> None:
         host.busy_s += v.busy_s
         g.stats.busy_s += v.busy_s
+        g.stats.checks_run += 1
         if v.device.startswith("cuda"):
             g.stats.gpu_seconds += v.busy_s
-
-    def _finished_late(self, g: _Guardian, host: _Host, call: asyncio.Future) -> None:
-        """A check that answered ``timeout`` ended on its worker: its time counts (busy and GPU
-        seconds, as the simulator counts a batch whose checks timed out); its verdict is dropped."""
-        self._late.discard(call)
-        if call.cancelled() or call.exception() is not None:
-            return  # the worker died or the run closed: it reported no time
-        self._count_busy(g, host, call.result())
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -344,7 +362,8 @@ class LiveGuardians:
 
     def worker_listing(self, pool: WorkerPool) -> list[dict[str, Any]]:
         """``GET /admin/workers``: every guardian worker of its own (``role: guardian``), live or
-        gone, with its guardian, checks, checks in flight and busy seconds."""
+        gone, with its guardian, checks, checks in flight (0 or 1: the one it runs, timed out or not),
+        the guardian's checks queued for a free worker and busy seconds."""
         out = []
         for name, g in self.guardians.items():
             if g.spec.placement != "own":
@@ -353,19 +372,25 @@ class LiveGuardians:
                 alive = wid in g.hosts and pool.alive(wid)
                 out.append({"worker_id": wid, "role": "guardian", "guardian": name, "kind": g.spec.kind,
                             "model": g.spec.model, "state": "ready" if alive else "stopped",
-                            "checks": h.checks, "inflight": h.inflight, "busy_s": round(h.busy_s, 6),
+                            "checks": h.checks, "inflight": h.inflight, "queued": len(g.queue),
+                            "busy_s": round(h.busy_s, 6),
                             "alive": alive, **pool.info(wid), "facts": h.facts})
         return out
 
     def hosted(self, wid: str) -> list[dict[str, Any]]:
         """The shared guardians a generation worker hosts (or hosted), with its checks and busy seconds."""
-        return [{"guardian": name, "checks": h.checks, "inflight": h.inflight, "busy_s": round(h.busy_s, 6)}
+        return [{"guardian": name, "checks": h.checks, "inflight": h.inflight, "queued": len(g.queue),
+                 "busy_s": round(h.busy_s, 6)}
                 for name, g in self.guardians.items() if g.spec.placement == "shared"
                 for h in (g.seen.get(wid),) if h is not None]
 
     def summary(self) -> dict[str, Any]:
         """Per guardian: its workers (with the checks each took), checks (and by stage), timeouts,
-        errors, busy and GPU seconds, worker failures and restarts; plus the run's
+        errors, busy and GPU seconds, worker failures and restarts, ``checks_run`` (checks a worker
+        ran to their end), ``mean_check_s`` (``busy_s`` over those: a worker's time per check, what
+        the simulator's ``latency.base_s`` prices) and ``mean_wait_s`` (the time a check waited in
+        the guardian's queue until a worker took it, or its whole ``timeout_s`` when none did, as
+        the simulator's); plus the run's
         ``guardian_gpu_seconds``, ``guardian_busy_s`` and ``guardian_blocks_after_reply`` (as the
         simulator's)."""
         per = {}
@@ -373,7 +398,9 @@ class LiveGuardians:
             s = g.stats
             per[name] = {"placement": g.spec.placement, "workers": {w: h.checks for w, h in g.seen.items()}, **vars(s),
                          "busy_s": round(s.busy_s, 6), "gpu_seconds": round(s.gpu_seconds, 6),
-                         "held_gpu_seconds": round(g.held_gpu_s, 6)}
+                         "held_gpu_seconds": round(g.held_gpu_s, 6),
+                         "mean_check_s": round(s.busy_s / s.checks_run, 6) if s.checks_run else None,
+                         "mean_wait_s": g.queue.mean_wait_s}
         return {"guardian_gpu_seconds": round(sum(g.stats.gpu_seconds for g in self.guardians.values()), 6),
                 "guardian_busy_s": round(sum(g.stats.busy_s for g in self.guardians.values()), 6),
                 "guardian_blocks_after_reply": self.blocks_after_reply, "guardians": per}
@@ -391,7 +418,7 @@ class LiveGuardians:
     async def close(self) -> None:
         """Stop the guardian workers of their own (checks still running answer ``error``)."""
         self._closing = True
-        for t in [*self._tasks, *self._late]:
+        for t in list(self._tasks):
             t.cancel()
         for wid in list(self._owner):
             self._owner.pop(wid, None)

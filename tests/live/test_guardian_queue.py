@@ -1,0 +1,101 @@
+"""A guardian past its capacity, live as simulated (`controlplane.live.guardian_queue`,
+`sim.guardian_pool`): its checks wait in one queue; one that times out still queued never runs, one
+that times out running runs to its end, its worker in flight with it meanwhile; the live summary has
+each guardian's mean check time and mean wait."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from controlplane.live.driver import LiveDriver
+from controlplane.live.pool_thread import LocalThreadPool
+from controlplane.testing import make_config, replay_with
+from sim.traces.record import TraceRequest
+
+pytest.importorskip("torch")
+
+N = 5  # checks asked at once of a guardian whose one worker is busy past their timeout
+TIMEOUT_S = 0.2
+
+
+class _CountingPool(LocalThreadPool):
+    """The thread pool, counting the guardian checks its workers answered."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.answered = 0
+
+    async def command(self, worker_id: str, cmd: Any) -> Any:
+        out = await super().command(worker_id, cmd)
+        if type(out).__name__ == "GuardianVerdict":
+            self.answered += 1
+        return out
+
+
+def _hold(pool: LocalThreadPool, wid: str) -> threading.Event:
+    """Keep a thread-pool worker busy (as a slow model would) until the event is set."""
+    release = threading.Event()
+    pool._workers[wid].executor.submit(release.wait, 120)
+    return release
+
+
+def test_live_checks_that_time_out_queued_never_run_and_the_running_one_stays_in_flight(tmp_path):
+    # Before, every check went to the worker at once: the 5 that timed out left `inflight` at 0 at
+    # their timeout while all 5 stayed queued on the worker and ran there, one after the other.
+    cfg = make_config(
+        storage={"url": f"sqlite:///{tmp_path / 'live.db'}"},
+        cluster={"models": [{"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 256}}]},
+        guardians={"models": [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"],
+                               "timeout_s": TIMEOUT_S}]})
+    pool = _CountingPool(cpu_threads=1)
+
+    async def main():
+        async with LiveDriver(cfg, pool=pool) as driver:
+            await driver.wait_ready(120)
+            guardians = driver.guardians
+            g = guardians.guardians["rules"]
+            host = g.hosts["guardian-rules-0"]
+            release = _hold(pool, "guardian-rules-0")
+            try:
+                answers = await asyncio.gather(*(guardians.check("rules", f"text {i}") for i in range(N)))
+                held = (host.inflight, len(g.queue), guardians.worker_listing(pool)[0]["inflight"])
+            finally:
+                release.set()
+            deadline = time.monotonic() + 30
+            while host.inflight:  # the timed-out check that reached the worker ends now
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            ran_after_release = pool.answered
+            later = await guardians.check("rules", "a forbidden text")
+            return answers, held, ran_after_release, later, guardians.summary()["guardians"]["rules"]
+
+    answers, held, ran, later, summary = asyncio.run(main())
+    assert [a[0] for a in answers] == ["timeout"] * N
+    assert held == (1, 0, 1)  # the one the worker took stays in flight; the queued ones left the queue
+    assert ran == 1  # only the check the worker had taken ran
+    assert later[0] == "block"  # the worker is free again: the next check gets its verdict
+    assert pool.answered == 2
+    assert summary["timeouts"] == N and summary["checks_run"] == 2
+    assert summary["mean_check_s"] == pytest.approx(summary["busy_s"] / 2)
+    # waits: ~0 (the first, taken at once), the whole timeout for the 4 never taken, ~0 for the later one
+    assert summary["mean_wait_s"] == pytest.approx((N - 1) * TIMEOUT_S / (N + 1), abs=0.02)
+
+
+def test_the_simulator_runs_only_the_check_a_replica_took_of_those_that_timed_out():
+    # The same guardian in the simulator: N checks asked at one instant of one replica that takes one
+    # at a time and runs it for 3 s, past the 0.2 s timeout: one runs to its end, the others never run.
+    trace = [TraceRequest(str(i), 0.0, 16, 1) for i in range(N)]
+    slow = {"name": "slow", "replicas": 1, "timeout_s": TIMEOUT_S, "gpus_per_replica": 0,
+            "latency": {"base_s": 3.0, "max_batch": 1}}
+    res = replay_with(trace=trace, cluster={"models": [{"name": "default", "replicas": N}]},
+                      guardians={"models": [slow]},
+                      plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "slow"}}})
+    g = res.summary["guardians"]["slow"]
+    assert [r.guardian_verdict for r in res.requests] == ["timeout"] * N
+    assert g["timeouts"] == N and g["batches"] == 1 and g["busy_s"] == pytest.approx(3.0)
+    assert g["mean_wait_s"] == pytest.approx((N - 1) * TIMEOUT_S / N, abs=0.01)
