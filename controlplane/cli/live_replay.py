@@ -9,6 +9,7 @@ config and plugins, the run stored with its iterations. Step 2 of the calibratio
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -98,6 +99,13 @@ def live_replay(
             raise ConfigError(f"unknown pool {pool!r}; choose one of {', '.join(POOL_KINDS)}")
         if save_trace is not None and not save_trace.parent.is_dir():  # (not found out after the whole run)
             raise ConfigError(f"--save-trace: {save_trace.parent} is not a folder")
+        if save_trace is not None:  # (a compression no reader reads, x.jsonl.zst: refused now, not after the run)
+            from sim.traces.canonical import check_writable_name
+
+            try:
+                check_writable_name(save_trace)
+            except ValueError as exc:
+                raise ConfigError(f"--save-trace: {exc}") from None
         cfg, _ = daemon_config(config, db=db, workers=workers, preset=preset, model_path=model_path,
                                precision=precision,
                                extra={k: v for k, v in (("seed", seed), ("name", name)) if v is not None})
@@ -177,7 +185,7 @@ def _requests(cfg: Any, trace: Optional[Path], format: Optional[str], transforms
                               "ids, which must be unique")
         seen.add(r.request_id)
     return requests, Path(path), {"trace_read": trace_read(transforms, options), "summary_extra": rows_left_out(reader),
-                                  "trace": str(path), "trace_format": reader.format if reader is not None else format}
+                                  "trace": os.path.abspath(path), "trace_format": reader.format if reader is not None else format}
 
 
 def check_fits(cfg: Any, requests: list[Any], path: Path) -> None:

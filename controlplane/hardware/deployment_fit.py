@@ -158,7 +158,7 @@ def profile_precision(path: Any) -> str | None:
     import json
 
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # (a byte-order mark read as the profile is)
     except (OSError, TypeError, ValueError):
         return None
     if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:

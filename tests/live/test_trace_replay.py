@@ -206,8 +206,9 @@ def test_trace_format_options_choose_the_requests_before_any_worker_starts(tmp_p
     trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
                      "0,GPT-4,200,5,205,API log\n1,ChatGPT,200,5,205,API log\n"
                      "2,GPT-4,200,0,200,API log\n3,ChatGPT,200,5,205,API log\n")
+    monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(build_app(), [
-        "live-replay", str(trace), "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
+        "live-replay", trace.name, "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
         "--config", str(_config(tmp_path, url)), "--pool", "thread"])
     assert res.exit_code == 2  # (too long for the tiny model: refused, and counted after the options)
     assert "1 of 1 requests" in " ".join(res.output.split()), res.output
@@ -229,16 +230,18 @@ def test_a_rate_profile_chooses_the_requests_before_any_worker_starts(tmp_path):
     (["--save-trace", "/proc/nope/out.csv"], "--save-trace: /proc/nope is not a folder"),
     (["--save-trace", "{db}"], "--save-trace {db}: that is the SQLite database {db}, which this command uses"),
     (["--save-trace", "{db}-wal"], "--save-trace {db}-wal: that is the wal file of the SQLite database {db}"),
+    (["--save-trace", "{dir}/served.jsonl.zst"], "--save-trace: {dir}/served.jsonl.zst: write_canonical does not "
+                                                 "write .zst files"),
 ])
 def test_a_bad_pool_or_save_trace_folder_is_refused_before_the_run(tmp_path, options, message):
     """The pool was refused after the banner had said the run was recorded; a --save-trace folder that does not
     exist was found out after the whole real-time run, and its error replaced the summary; a --save-trace naming
     the run's database replaced it with the trace after the run."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    options = [o.format(db=tmp_path / "runs.db") for o in options]
+    options = [o.format(db=tmp_path / "runs.db", dir=tmp_path) for o in options]
     res = CliRunner().invoke(build_app(), ["live-replay", str(_trace(tmp_path)), *options,
                                            "--config", str(_config(tmp_path, url))])
-    message = message.format(db=tmp_path / "runs.db")
+    message = message.format(db=tmp_path / "runs.db", dir=tmp_path)
     assert res.exit_code == 2 and f"error: {message}" in " ".join(res.output.split()), res.output
     assert "run recorded in" not in res.output and not (tmp_path / "runs.db").exists()
 
@@ -256,17 +259,18 @@ def test_a_bad_transform_names_its_option_before_any_worker_starts(tmp_path):
     assert not (tmp_path / "runs.db").exists()
 
 
-def test_a_live_run_says_how_its_trace_was_read_as_a_simulated_one_does(tmp_path):
+def test_a_live_run_says_how_its_trace_was_read_as_a_simulated_one_does(tmp_path, monkeypatch):
     """The transforms and format options go into the run's config (``trace_read``), the rows the options
     left out into its summary (``trace_rows_left_out``), through `sim.replay`'s functions: `runs show`
-    prints them in one line."""
+    prints them in one line. A trace named relative to the working folder is stored by its absolute path."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     trace = tmp_path / "small_burstgpt.csv"  # BurstGPT's layout: 3 GPT-4 rows (1 failed), 1 ChatGPT row
     trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
                      "0,GPT-4,10,3,13,API log\n0.2,ChatGPT,10,3,13,API log\n"
                      "0.4,GPT-4,12,0,12,API log\n0.6,GPT-4,11,4,15,API log\n")
+    monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(build_app(), [
-        "live-replay", str(trace), "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
+        "live-replay", trace.name, "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
         "--speed-up", "2", "--prompt-scale", "0.5", "--max-output-tokens", "2", "--config", str(_config(tmp_path, url)), "--pool", "thread",
         "--cpu-threads", "1", "--json"])
     assert res.exit_code == 0, res.output

@@ -207,3 +207,13 @@ def test_a_measured_profiles_precision_other_than_the_deployments_is_an_error_na
     assert _deployment(latency_model="measured", latency={"path": str(old)}, precision="fp16").precision == "fp16"
     gone = _deployment(latency_model="measured", latency={"path": str(tmp_path / "gone.json")}, precision="int8")
     assert gone.precision == "int8"  # (no file: the latency model's own error says so when the run starts)
+
+
+def test_a_measured_profile_with_a_byte_order_mark_is_checked_as_it_is_read(tmp_path):
+    """The profile reader takes a UTF-8 byte-order mark; the precision check read the file without it, found no
+    profile and skipped the check (an fp32 profile priced an int8 deployment)."""
+    plain = _profile(tmp_path / "plain.json", precision="fp32")
+    marked = tmp_path / "marked.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    with pytest.raises(ConfigError, match=r"precision \(fp32\) and precision \(int8\) disagree"):
+        _deployment(latency_model="measured", latency={"path": str(marked)}, precision="int8")
