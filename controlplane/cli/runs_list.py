@@ -66,9 +66,10 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
         s = r.get("summary") or {}
         figures = [fmt_value(s.get("num_requests", s.get("requests_recorded"))),  # (a crashed run: the rows it wrote)
                    fmt_value(s.get("num_completed")), fmt_value(s.get("e2e_p50_s"))]
-        if r["id"] in counted:
+        if r["id"] in counted:  # (each of the three counted from its rows: marked *, as --help says)
             c = counted[r["id"]]
-            figures[1:] = [f"{fmt_value(c[k])}*" if c[k] is not None else "-" for k in ("num_completed", "e2e_p50_s")]
+            figures = [f"{fmt_value(c[k])}*" if c[k] is not None else "-"
+                       for k in ("num_requests", "num_completed", "e2e_p50_s")]
         t.add_row(
             str(r["id"]), Text(fmt_value(r.get("name"))), r["mode"], _status_cell(r),
             Text(_trace_cell(r)), *figures,
@@ -80,9 +81,9 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
     # (on a narrow terminal the name and trace fold: numbers, ids and dates are never cut)
     out.print(fitted(t, out.width, (WHOLE, TEXT, WHOLE, WORDS, TEXT, WHOLE, WHOLE, WHOLE, WORDS)))
     if counted:
-        out.print("* a crashed run: completed and e2e p50 counted from the request rows it recorded (its summary "
-                  "was never written; requests it had not recorded when its process died are not among them)",
-                  highlight=False)
+        out.print("* a crashed run: requests, completed and e2e p50 counted from the request rows it recorded (its "
+                  "summary was never written; requests it had not recorded when its process died are not among "
+                  "them)", highlight=False)
 
 
 def _run_json(run: dict, counted: dict | None) -> dict[str, Any]:
@@ -94,7 +95,8 @@ def _run_json(run: dict, counted: dict | None) -> dict[str, Any]:
                  e2e_p50_s=s.get("e2e_p50_s"), counted_from_rows=counted is not None,
                  status_notes=_status_notes(run), trace_read=(run.get("config") or {}).get("trace_read"))
     if counted is not None:
-        found.update(num_completed=counted["num_completed"], e2e_p50_s=counted["e2e_p50_s"])
+        found.update(num_requests=counted["num_requests"], num_completed=counted["num_completed"],
+                     e2e_p50_s=counted["e2e_p50_s"])
     return found
 
 

@@ -37,9 +37,9 @@ def test_a_crashed_live_runs_completed_and_p50_are_counted_from_its_rows(tmp_pat
     res = CliRunner().invoke(app, ["runs", "list", "--db", url])  # (it marks the run crashed first)
     assert res.exit_code == 0, res.output
     [row] = [line for line in res.output.splitlines() if re.search(r"│ \d+ +│", line)]
-    assert re.search(r"│ crashed +│ +- +│ 11 +│ 10\* +│ 1\.45\* +│", row), row
+    assert re.search(r"│ crashed +│ +- +│ 11\* +│ 10\* +│ 1\.45\* +│", row), row  # (requests marked too: --help)
     text = " ".join(res.output.split())
-    assert "* a crashed run: completed and e2e p50 counted from the request rows it recorded" in text
+    assert "* a crashed run: requests, completed and e2e p50 counted from the request rows it recorded" in text
 
 
 def test_a_crashed_run_without_completed_rows_has_no_p50_and_finished_runs_are_unmarked(tmp_path) -> None:
@@ -55,5 +55,5 @@ def test_a_crashed_run_without_completed_rows_has_no_p50_and_finished_runs_are_u
     engine.dispose()
     res = CliRunner().invoke(app, ["runs", "list", "--db", url])
     rows = {line.split("│")[1].strip(): line for line in res.output.splitlines() if re.search(r"│ \d+ +│", line)}
-    assert re.search(r"│ crashed +│ +- +│ 0 +│ 0\* +│ - +│", rows[str(run_id)]), rows[str(run_id)]
+    assert re.search(r"│ crashed +│ +- +│ 0\* +│ 0\* +│ - +│", rows[str(run_id)]), rows[str(run_id)]
     assert "*" not in rows["1"]
