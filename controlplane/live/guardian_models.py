@@ -3,7 +3,8 @@
 * `RuleGuardian` (kind ``rules``): regular expressions and plain phrases (case-insensitive); the
   cheapest real tier. Score 1.0 on a match, 0.0 otherwise.
 * `ClassifierGuardian` (``classifier``): any local sequence-classification model
-  (``AutoModelForSequenceClassification``); score = the softmax probability of ``block_label``.
+  (``AutoModelForSequenceClassification``); score = the softmax probability of ``block_label``,
+  which must be one of the model's labels (checked when it loads).
 * `JudgeGuardian` (``causal-lm``): any local causal LM used as a judge, Llama-Guard style: the text
   goes into ``prompt_template`` and the verdict is read from the model's own likelihood of
   answering ``unsafe_word`` rather than ``safe_word`` (score = P(unsafe) / (P(safe) + P(unsafe)),
@@ -169,16 +170,21 @@ class _TorchGuardian(GuardianModel):
 class ClassifierGuardian(_TorchGuardian):
     auto_class = "AutoModelForSequenceClassification"
 
+    def __init__(self, spec: GuardianSpec) -> None:
+        super().__init__(spec)
+        labels = int(getattr(self.model.config, "num_labels", 0) or 0)
+        if spec.block_label >= labels:  # else every check raised, each answering "error" (then on_error)
+            raise ValueError(f"guardians.models[{spec.name}].block_label: {spec.block_label} is not a label of "
+                             f"{spec.model!r}, which has {labels} (0 to {labels - 1}); give the index of the label "
+                             "that means harmful")
+
     def score(self, text: str) -> tuple[float, str]:
         torch = self.torch
         ids = self._ids(text) or [0]
         with torch.inference_mode():
             logits = self.model(input_ids=torch.tensor([ids], device=self.spec.device)).logits[0].float()
         probs = torch.softmax(logits, dim=-1)
-        label = self.spec.block_label
-        if label >= probs.numel():
-            raise ValueError(f"guardians.models[{self.spec.name}].block_label {label}: the model has "
-                             f"{probs.numel()} labels")
+        label = self.spec.block_label  # one of the model's labels (checked at load)
         p = float(probs[label])
         return p, f"P(label {label}) = {p:.3f}"
 

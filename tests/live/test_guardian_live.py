@@ -96,6 +96,15 @@ def test_a_checkpoint_without_the_kinds_head_is_refused_at_load(model_dirs):
         JudgeGuardian(GuardianSpec(name="j", kind="causal-lm", model=model_dirs["classifier"]))
 
 
+def test_a_block_label_the_classifier_lacks_is_refused_at_load(model_dirs):
+    # it loaded, and every check then raised (the model has 2 labels): each answered "error"
+    with pytest.raises(ValueError, match=r"guardians.models\[c\].block_label: 7 is not a label of '.*classifier', "
+                                         r"which has 2 \(0 to 1\)"):
+        ClassifierGuardian(GuardianSpec(name="c", kind="classifier", model=model_dirs["classifier"], block_label=7))
+    ok = ClassifierGuardian(GuardianSpec(name="c", kind="classifier", model=model_dirs["classifier"], block_label=0))
+    assert ok.check("text")[2].startswith("P(label 0) = ")
+
+
 def test_bad_guardian_declarations_name_the_guardian(tmp_path):
     with pytest.raises(ValueError, match=r"guardians.models\[j\].model: cannot load"):
         load_guardian(GuardianSpec(name="j", kind="causal-lm", model=str(tmp_path / "missing")))

@@ -238,14 +238,34 @@ def test_a_guardian_worker_that_dies_fails_its_checks_as_configured_and_comes_ba
                        ("guardian_worker_restarted", "guardian-judge-0-r1")]
 
 
-def test_a_guardian_that_raises_answers_error_and_its_worker_goes_on(tmp_path, judge_dir):
-    bad = {"name": "clf", "kind": "classifier", "model": str(Path(judge_dir).parent / "classifier"),
-           "block_label": 5}  # the model has 2 labels: every check raises inside the worker
-    cfg = config(tmp_path, [bad])
+def test_a_guardian_that_raises_answers_error_and_its_worker_goes_on(tmp_path, monkeypatch):
+    from controlplane.live.guardian_models import RuleGuardian
+
+    def broken(self, text):
+        raise RuntimeError("the model broke on this text")
+
+    monkeypatch.setattr(RuleGuardian, "score", broken)  # every check raises inside the (thread) worker
+    cfg = config(tmp_path, [{"name": "rules", "kind": "rules"}])
     _, _, results, summary, _ = drive(cfg, LocalThreadPool(cpu_threads=1), ["one", "two"])
     assert all(r.status == "completed" and r.guardian_verdict == "error" for r in results)  # on_error: open
-    clf = summary["guardians"]["clf"]
-    assert clf["errors"] == 2 and clf["worker_failures"] == 0 and clf["workers"] == {"guardian-clf-0": 2}
+    rules = summary["guardians"]["rules"]
+    assert rules["errors"] == 2 and rules["worker_failures"] == 0 and rules["workers"] == {"guardian-rules-0": 2}
+
+
+def test_a_classifier_whose_block_label_is_not_a_label_stops_the_start_naming_its_key(tmp_path, judge_dir):
+    # It started, then every check raised "the model has 2 labels": with on_error closed, every request blocked.
+    bad = {"name": "broken", "kind": "classifier", "model": str(Path(judge_dir).parent / "classifier"),
+           "block_label": 7, "on_error": "closed"}
+    cfg = config(tmp_path, [bad])
+
+    async def main():
+        driver = LiveDriver(cfg, pool=LocalThreadPool(cpu_threads=1), record=False)
+        with pytest.raises(ValueError, match=r"^guardians.models\[broken\].block_label: 7 is not a label of "
+                                             r"'.*classifier', which has 2 \(0 to 1\)"):
+            await driver.start()
+        assert driver.pool.worker_ids() == []
+
+    asyncio.run(main())
 
 
 def test_guardian_workers_take_no_generation_slot(tmp_path):
