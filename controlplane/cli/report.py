@@ -15,10 +15,10 @@ def report(
     sweep: Annotated[Optional[int], typer.Option("--sweep", help="Report on a sweep or search instead.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
     html: Annotated[Path, typer.Option("--html", "--output", "-o",
-                                       help="The HTML file to write; an existing one is replaced once the report is "
-                                            "complete; an -o naming the database being read (--db) is "
-                                            "refused. - (or /dev/stdout) writes it to stdout, after what "
-                                            "a shell's >> or { ...; } > FILE put there.")]
+                                       help="The HTML file to write (- or /dev/stdout: to stdout, after what a "
+                                            "shell's >> or { ...; } > FILE put there); an existing one is replaced "
+                                            "once the report is complete; an -o naming the database being read "
+                                            "(--db) is refused.")]
     = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded, no network needed to view it).

@@ -358,18 +358,25 @@ def plot(
     db: DbOpt = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="File to write; its extension picks the format: .png, .svg or .pdf (another is an "
-                               "error) (default: run-RUN.png). An existing file is replaced once the picture is "
-                               "drawn; an -o naming the database being read (--db) is refused.")]
+                               "error; a name without one takes --format) (default: run-RUN.png); - (or /dev/stdout) "
+                               "writes the picture to stdout (--format, else PNG). An existing file is replaced once "
+                               "the picture is drawn; an -o naming the database being read (--db) is refused.")]
     = None,
     window_s: Annotated[float, typer.Option(min=1.0, help="Latency percentile window (s).")] = 30.0,
+    format: Annotated[Optional[str], typer.Option(
+        "--format", "-f", help="png | svg | pdf (default: the one -o's extension names; PNG on stdout)")] = None,
 ) -> None:
     """Plot a run's replicas (with every scale decision), load, queue and TTFT/TPOT p90 over time (PNG, SVG or PDF).
     A run still running, or crashed, is plotted as far as its rows go, with a note on stderr saying so."""
     from controlplane.cli.runs_plot import plot_run
+    from controlplane.output_file import writes_to_stdout
 
+    output = output or Path(f"run-{run_id}.{(format or 'png').lower()}")
     with user_errors():
-        drawn = plot_run(_engine(db), run_id, output or Path(f"run-{run_id}.png"), window_s=window_s)
-    out.print(f"wrote {drawn['path']} ({drawn['decisions']} scale decisions; series: {', '.join(drawn['series'])})")
+        drawn = plot_run(_engine(db), run_id, output, window_s=window_s, format=format)
+    said = err if writes_to_stdout(output) else out  # (stdout holds the picture alone)
+    said.print(f"wrote {'stdout' if str(output) == '-' else drawn['path']} ({drawn['decisions']} scale decisions; "
+               f"series: {', '.join(drawn['series'])})", highlight=False)
     if note := incomplete_note(drawn["run"]):
         err.print(note, highlight=False, soft_wrap=True)
 
@@ -383,7 +390,8 @@ def export(
     format: Annotated[Optional[str], typer.Option(
         "--format", "-f", help="csv | json | jsonl (default: the one -o's extension names; on stdout, csv)")] = None,
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="File to write (default: stdout); its extension picks the format: .csv, .json, "
+        "--output", "-o", help="File to write (default: stdout; - or /dev/stdout too, after what a shell's >> put "
+                               "there); its extension picks the format: .csv, .json, "
                                ".jsonl or .ndjson, each with .gz added for gzip (rows.jsonl.gz); another extension "
                                "is an error (a name without one takes --format). An existing file is replaced once "
                                "the export is complete (a failed one leaves it as it was); an -o naming the "
@@ -393,7 +401,7 @@ def export(
     running, or crashed, exports the rows stored so far, with a note on stderr saying so (stdout holds
     the rows alone)."""
     from controlplane.cli.runs_export import export_target, open_export
-    from controlplane.output_file import database_files, replaced_on_success
+    from controlplane.output_file import database_files, replaced_on_success, writes_to_stdout
     from controlplane.storage import export_rows, get_run
     from controlplane.storage.queries import check_rows_stored
 
@@ -410,7 +418,8 @@ def export(
             with replaced_on_success(output, reads=database_files(engine)) as partial, \
                     open_export(partial, target) as f:
                 n = export_rows(engine, run_id, what, target.format, f)
-            out.print(f"wrote {n} rows to {output}", highlight=False)
+            said = err if writes_to_stdout(output) else out  # (stdout holds the rows alone)
+            said.print(f"wrote {n} rows to {'stdout' if str(output) == '-' else output}", highlight=False)
 
 
 # HTML reports of a run or a sweep (controlplane.report), in their own module.

@@ -4,6 +4,9 @@ runs them: written into the open stream where it stands, never over what the she
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import shlex
 import subprocess
@@ -33,6 +36,26 @@ def _shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
     done = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done
+
+
+def test_export_to_dev_stdout_appended_to_a_file_keeps_what_the_file_held(one_run, tmp_path):
+    """`-o /dev/stdout >> log.csv` replaced log.csv with the export (the link resolved to log.csv, written
+    beside and renamed over it): its lines 'a' and 'b' were gone."""
+    _shell(f"printf 'a\\nb\\n' > log.csv; {CONTROLPLANE} runs export 1 --db {shlex.quote(one_run)} "
+           f"-o /dev/stdout -f csv >> log.csv", tmp_path)
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert lines[:2] == ["a", "b"]
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines[2:]))))
+    assert len(rows) == 30 and rows[0]["request_id"] == "0" and "wrote" not in lines[-1]
+
+
+def test_export_to_dev_stdout_inside_a_group_keeps_the_lines_around_it(one_run, tmp_path):
+    _shell(f"{{ echo head; {CONTROLPLANE} runs export 1 --db {shlex.quote(one_run)} -o /dev/stdout -f jsonl; "
+           f"echo foot; }} > log2.txt", tmp_path)
+    lines = (tmp_path / "log2.txt").read_text().splitlines()
+    assert lines[0] == "head" and lines[-1] == "foot"
+    # (and no "wrote ..." line among them)
+    assert [str(json.loads(line)["request_id"]) for line in lines[1:-1]] == [str(i) for i in range(30)]
 
 
 def test_report_to_dev_stdout_appended_to_a_file_keeps_what_the_file_held(one_run, tmp_path):
@@ -66,3 +89,33 @@ def test_a_plot_s_format_is_its_extension_s_or_format_s_and_png_on_a_stream(tmp_
         plot_format(Path("-"), "gif")
     with pytest.raises(ValueError, match=r"no extension to tell the format by; .*or - for stdout"):
         plot_format(tmp_path / "run")
+
+
+def test_export_to_dash_writes_the_rows_to_stdout_and_no_file_named_dash(one_run, tmp_path):
+    """`runs export 1 -o -` said "it has no extension"; with --format csv it wrote a file named `-`."""
+    done = _shell(f"{CONTROLPLANE} runs export 1 --db {shlex.quote(one_run)} -o - > rows.csv && "
+                  f"{CONTROLPLANE} runs export 1 --db {shlex.quote(one_run)} -o - -f jsonl > rows.jsonl", tmp_path)
+    assert done.stderr.splitlines() == ["wrote 30 rows to stdout"] * 2
+    assert len(list(csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text())))) == 30
+    assert len([json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]) == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv", "rows.jsonl"]
+
+
+@pytest.mark.parametrize("options, magic", [([], b"\x89PNG"), (["--format", "svg"], b"<?xml"),
+                                            (["-f", "pdf"], b"%PDF")])
+def test_plot_to_dash_writes_the_picture_to_stdout(one_run, tmp_path, monkeypatch, options, magic):
+    """`runs plot -o /dev/stdout` said "no extension to tell the format by", and plot had no --format."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["runs", "plot", "1", "--db", one_run, "-o", "-", *options])
+    assert done.exit_code == 0, done.output
+    assert done.stdout_bytes.startswith(magic) and done.stderr.startswith("wrote stdout (")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_without_o_takes_its_default_name_from_format(one_run, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["runs", "plot", "1", "--db", one_run, "--format", "svg"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "run-1.svg").read_text().startswith("<?xml")
