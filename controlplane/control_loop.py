@@ -39,6 +39,9 @@ class ControlLoop:
     _cold_start_by_model: dict[str, float] | None = None
     _advisory_last: dict[tuple[str, str], tuple[int, bool]] | None = None  # (shadow, model) -> (last target, failing)
     _extras: dict[str, tuple[Any, tuple[Any, float | None]]] | None = None  # model -> (estimator, extras)
+    # model -> when its last scale decision was applied (`ScalingContext.last_scale_s`); None until one is
+    _last_scale_s: dict[str, float] | None = None
+    _unplaced_held: dict[str, tuple[float, int]] | None = None  # model -> (its retry's time, the target held back)
 
     def set_iteration_estimator(self, estimate: Callable[..., float] | None) -> None:
         """Bind ``estimate(model, prefill_tokens, decode_seqs, decode_context_tokens[, prefill_context_tokens])
@@ -107,6 +110,7 @@ class ControlLoop:
         configured, queue_gauges = self._configured_replicas, self._queue_gauges
         extras_by_model, est = self._extras, self._iteration_estimator
         since_sample = self._arrivals_since_sample
+        last_scale = self._last_scale_s
         kv_now = self.ctx._kv_now  # a mid-batch KV count, where the driver has one (`kv_utilization_now`)
         for model, model_workers, n in groups:
             since_sample[model] = since_sample.get(model, 0) + n
@@ -117,8 +121,9 @@ class ControlLoop:
                 continue
             cached = extras_by_model.get(model) if extras_by_model is not None else None
             extras = cached[1] if cached is not None and cached[0] is est else self._scaling_extras(model)
-            scaling = build_scaling_context(model, now, configured[model], model_workers, unrouted,
-                                            n, tick_s, recent[model], extras[0], extras[1], kv_now)
+            scaling = build_scaling_context(model, now, configured[model], model_workers, unrouted, n, tick_s,
+                                            recent[model], extras[0], extras[1], kv_now,
+                                            last_scale.get(model) if last_scale else None)
             gauges[queue_gauges[model]] = scaling.num_queued
             if sample:
                 self._sample(now, scaling, since_sample[model] / sample)
@@ -159,6 +164,24 @@ class ControlLoop:
         held[model] = decision.held_target
         self._decision("cp_scale", plugin, "scale_held", model, decision.reason,
                        {"from": current, "to": current, "wanted": decision.held_target})
+
+    def _record_unplaced_wait(self, model: str, current: int, decision: ScaleDecision, retry_s: float) -> None:
+        """A scale-up the core held back because the model's last one could not be placed (`UNPLACED_RETRY_S`):
+        recorded once per wait and target (action ``scale_held``, plugin ``core``), naming the wait, rather than
+        dropped without a row (a cooldown's row was then the only trace, blaming the cooldown)."""
+        held = self._unplaced_held
+        if held is None:
+            held = self._unplaced_held = {}
+        if held.get(model) == (retry_s, decision.target_replicas):
+            return
+        held[model] = (retry_s, decision.target_replicas)
+        now = self.clock.now_s
+        reason = (f"{decision.reason} | core: {decision.target_replicas} -> {current} (unplaced: the last scale-up "
+                  f"found no free device or worker slot; the next one waits until {retry_s:.1f}s, "
+                  f"{retry_s - now:.1f}s left)")
+        self._decision("cp_scale", "core", "scale_held", model, reason,
+                       {"from": current, "to": current, "wanted": decision.target_replicas,
+                        "unplaced_retry_s": round(retry_s, 3)})
 
     def _record_advisory(self, model: str, current: int, decision: ScaleDecision) -> None:
         """Shadow policies' would-be decisions, recorded (action ``shadow_scale``) when one's target changes from its
@@ -209,7 +232,8 @@ class ControlLoop:
             n, arrivals[model] = arrivals[model], 0
             est, cold_start = self._scaling_extras(model)
             scaling = build_scaling_context(model, now, self._configured_replicas[model], model_workers, self.unrouted,
-                                            n, self._tick_s, self._recent[model], est, cold_start, self.ctx._kv_now)
+                                            n, self._tick_s, self._recent[model], est, cold_start, self.ctx._kv_now,
+                                            (self._last_scale_s or {}).get(model))
             self._sample(now, scaling, (since.get(model, 0) + n) / window)
             since[model] = 0
 
@@ -235,8 +259,16 @@ class ControlLoop:
         if target == num_current:
             return
         current = [w for w in scaling.workers if w.state in _ACCEPTING]
-        if target > len(current) and self.__dict__.get("_unplaced_until", {}).get(model, -1.0) > self.clock.now_s:
-            return  # the last scale-up could not be placed: asked again after UNPLACED_RETRY_S
+        if target > len(current):
+            retry_s = self.__dict__.get("_unplaced_until", {}).get(model, -1.0)
+            if retry_s > self.clock.now_s:  # the last scale-up could not be placed: asked again after UNPLACED_RETRY_S
+                self._record_unplaced_wait(model, len(current), decision, retry_s)
+                return
+        if self._unplaced_held:
+            self._unplaced_held.pop(model, None)
+        if self._last_scale_s is None:
+            self._last_scale_s = {}
+        self._last_scale_s[model] = scaling.now_s  # (what `scaling-rules`' cooldown starts from)
         self.stats.num_scale_events += 1
         payload: dict[str, Any] = {"from": len(current), "to": target}
         if decision.confidence is not None:

@@ -172,6 +172,10 @@ class ScalingContext:
     cold_start_s: float | None = None  # seconds from a scale-up to a ready replica (None: not known)
     # a worker's KV blocks held now, where a driver counts them mid-batch (`PolicyContext.kv_blocks_used`)
     kv_blocks_now: Callable[[Worker], int] | None = field(default=None, repr=False, compare=False)
+    # the run time at which the core last applied a scale decision of this model, starting or draining replicas
+    # (None: none yet). A decision the core did not apply (a scale-up while the last one is unplaced) leaves it:
+    # a rule that counts from changes (`scaling-rules`' cooldown) reads here which of its decisions took effect.
+    last_scale_s: float | None = None
 
     @property
     def num_current(self) -> int:
@@ -233,7 +237,7 @@ class SteadyScaleDecision(ScaleDecision):
 
 # --- fast construction -------------------------------------------------------------------
 # The core builds one ScalingContext per model at every tick. A frozen dataclass __init__ goes
-# through object.__setattr__ once per field (about 2.5 us for these 15), and each slot's
+# through object.__setattr__ once per field (about 2.5 us for these 16), and each slot's
 # descriptor called directly is still a call per field (~530 instructions each: ~8,000 of a
 # tick's ~51,000). `build_scaling_context` fills an instance of `_Filling` instead, a class with
 # the same slots and no frozen __setattr__ (plain slot stores), then makes it a ScalingContext by
@@ -264,6 +268,7 @@ def build_scaling_context(
     iteration_s: IterationEstimate | None = None,
     cold_start_s: float | None = None,
     kv_blocks_now: Callable[[Worker], int] | None = None,
+    last_scale_s: float | None = None,
 ) -> ScalingContext:
     """Count one model's replicas, queue and KV use in one pass (this runs every tick; the core
     passes the arguments by position, in this order: a call with ten keywords is not inlined)."""
@@ -304,6 +309,7 @@ def build_scaling_context(
     s.iteration_s = iteration_s
     s.cold_start_s = cold_start_s
     s.kv_blocks_now = kv_blocks_now
+    s.last_scale_s = last_scale_s
     s.__class__ = ScalingContext
     return s
 

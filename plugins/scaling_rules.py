@@ -12,6 +12,11 @@ from controlplane import Plugin, PluginSettings, hookimpl
 from controlplane.decisions import ScaleDecision
 
 
+#: `ScalingRules.clamp`'s ``last_scale_s`` when its caller cannot say what the core applied: every change the rules
+#: let through is taken as applied (a direct call, as the tests make).
+EVERY_CHANGE_APPLIED = object()
+
+
 class ScalingRules(Plugin):
     """Clamp whatever autoscaler decides: min/max replicas, max step, cooldown, scale-down stabilisation."""
 
@@ -33,12 +38,22 @@ class ScalingRules(Plugin):
 
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
-        self._last_change_s: dict[str, float] = {}  # per model
+        self._last_change_s: dict[str, float] = {}  # per model: the last change the core applied
+        # per model: when the rules last let a change through, until the next context says whether the core applied
+        # it (`ScalingContext.last_scale_s`): a scale-up the core held back (its last one unplaced) starts no cooldown
+        self._let_through_s: dict[str, float] = {}
         self._wanted: dict[str, deque[tuple[float, int]]] = {}  # per model: (time, policy's target)
 
-    def clamp(self, now_s: float, model: str, current: int, decision: ScaleDecision) -> ScaleDecision:
-        """The decision after the rules, with each clamp that changed it named in the reason."""
+    def clamp(self, now_s: float, model: str, current: int, decision: ScaleDecision,
+              last_scale_s: float | None | object = EVERY_CHANGE_APPLIED) -> ScaleDecision:
+        """The decision after the rules, with each clamp that changed it named in the reason. ``last_scale_s``: when
+        the core last applied a scale decision of ``model`` (`ScalingContext.last_scale_s`); the cooldown runs from
+        the last change the rules let through that the core applied."""
         s = self.settings
+        let_through = self._let_through_s.pop(model, None)
+        if let_through is not None and (last_scale_s is EVERY_CHANGE_APPLIED or (
+                last_scale_s is not None and last_scale_s >= let_through)):
+            self._last_change_s[model] = let_through
         wanted = target = decision.target_replicas
         notes: list[str] = []
         if s.scale_down_stabilization_s > 0:
@@ -83,7 +98,7 @@ class ScalingRules(Plugin):
         # A change to the bound alone (the configured count corrected, not the policy's reaction to load) starts no
         # cooldown: a start at 1 raised to min_replicas 2 held the planner's first scale-up back for the cooldown.
         if target != current and target != bound:
-            self._last_change_s[model] = now_s
+            self._let_through_s[model] = now_s  # the cooldown's start once the core applied it
         if not notes:
             return decision
         reason = f"{decision.reason} | rules: {wanted} -> {target} ({'; '.join(notes)})"
@@ -96,6 +111,6 @@ class ScalingRules(Plugin):
         if decision is None:
             return None
         try:
-            return self.clamp(ctx.now_s, model, scaling.num_current, decision)
+            return self.clamp(ctx.now_s, model, scaling.num_current, decision, scaling.last_scale_s)
         except Exception as exc:  # noqa: BLE001 - keep the wrapped policy's decision rather than lose it
             return replace(decision, reason=f"{decision.reason} | rules skipped: {type(exc).__name__}: {exc}")

@@ -344,3 +344,40 @@ def test_a_live_run_ending_with_requests_in_flight_stops_its_replicas_once():
     assert summary["gpu_seconds"] == 9.0 and summary["num_in_flight"] == 1
     run.handle(ev.WorkerFailed(10.0, "m-0", "killed as the daemon closed"))  # a late report: ignored
     assert not [e for e in run.log.events if isinstance(e, ev.WorkerChanged) and e.kind == "failed"]
+
+
+def test_a_scale_up_held_back_after_an_unplaced_one_is_stored_naming_the_wait_and_starts_no_cooldown():
+    """After an unplaced scale-up the core dropped the next ones for UNPLACED_RETRY_S without a row, while
+    `scaling-rules` started its cooldown at each one it let through: the stored holds blamed a cooldown that did not
+    exist (``cooldown: 3s left`` at 16.5 s with a 5 s cooldown and the last change at 7.0 s), and the retry came
+    21 s after the unplaced start rather than 15. The core now stores the wait as a ``scale_held`` row, and the cooldown runs from changes
+    the core applied (`ScalingContext.last_scale_s`)."""
+    from plugins.scaling_rules import ScalingRules
+    from controlplane.worker_lifecycle import UNPLACEABLE, UNPLACED_RETRY_S
+
+    class Three(Plugin):
+        name = "three"
+
+        @hookimpl
+        def cp_scale(self, ctx, model, scaling):
+            return ScaleDecision(model, 3, "wants 3")
+
+    run = Run(1, Three(), ScalingRules(ScalingRules.Settings(cooldown_s=4.0)))
+    (w0,) = run.started()
+    run.handle(ev.WorkerReady(0.1, w0))
+    run.handle(ev.Tick(7.0))
+    for w in run.started()[1:]:
+        run.handle(ev.WorkerFailed(7.0, w, f"{UNPLACEABLE}: no free slot for {w}"))
+    t = 7.0
+    while t < 7.0 + UNPLACED_RETRY_S + 1.0:
+        t += 0.5
+        run.handle(ev.Tick(t))
+    scales = [d for d in run.log.decisions if d.hook == "cp_scale"]
+    held = [(d.time_s, d.plugin, d.reason) for d in scales if d.action == "scale_held"]
+    assert held[0][:2] == (7.5, "three") and "cooldown: 4s left" in held[0][2]  # the cooldown of the change at 7 s
+    assert [h[:2] for h in held[1:]] == [(11.0, "core")]  # then the wait alone, once, naming itself
+    assert "unplaced" in held[1][2] and f"waits until {7.0 + UNPLACED_RETRY_S:.1f}s" in held[1][2]
+    assert [d.payload for d in scales if d.action == "scale_held"][1] == {
+        "from": 1, "to": 1, "wanted": 3, "unplaced_retry_s": 7.0 + UNPLACED_RETRY_S}
+    ups = [d.time_s for d in scales if d.action == "scale"]
+    assert ups == [7.0, 7.0 + UNPLACED_RETRY_S]  # the retry after the wait, not a cooldown later

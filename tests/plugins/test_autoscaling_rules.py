@@ -203,3 +203,18 @@ def test_the_docs_example_config_runs():
     assert_conserved(result.summary, result.requests)
     scale = [d for d in result.decisions if d.action == "scale"]
     assert scale and {d.plugin for d in scale} == {"hpa"} and all(d.payload["to"] <= 12 for d in scale)
+
+
+def test_the_cooldown_runs_from_changes_the_core_applied():
+    """A change the rules let through but the core did not apply (a scale-up held back while the last one is
+    unplaced) started the cooldown: the next holds blamed a cooldown that never was. The cooldown now starts at a
+    change only once the core's ``last_scale_s`` says it was applied."""
+    r = _rules(cooldown_s=5)
+    assert r.clamp(7.0, "default", 1, _d(3), None).target_replicas == 3  # applied: the next context says 7.0
+    d = r.clamp(9.0, "default", 1, _d(3), 7.0)
+    assert d.target_replicas == 1 and "cooldown: 3s left" in d.reason
+    assert r.clamp(12.0, "default", 1, _d(3), 7.0).target_replicas == 3  # let through, not applied by the core
+    d = r.clamp(12.5, "default", 1, _d(3), 7.0)
+    assert d.target_replicas == 3 and "cooldown" not in d.reason
+    d = r.clamp(14.0, "default", 3, _d(5), 12.5)  # 12.5 was applied: held from then
+    assert d.target_replicas == 3 and "cooldown: 4s left" in d.reason
