@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("controlplane.storage")
 
 DEFAULT_URL: Final = "sqlite:///controlplane.db"
-ALEMBIC_DIR: Final = Path(__file__).resolve().parents[2] / "alembic"
+
+
+def migrations_dir(checkout: Path = Path(__file__).resolve().parents[2] / "alembic") -> Path:
+    """The schema's Alembic migrations: the checkout's ``alembic/`` (a source checkout, an editable install), else
+    where a wheel installed them (``<prefix>/share/controlplane/alembic``: pyproject's data-files; the user
+    scheme's prefix for ``pip install --user``); the checkout's path when neither is there (the error names it)."""
+    if (checkout / "env.py").is_file():
+        return checkout
+    import site
+    import sysconfig
+
+    for prefix in (sysconfig.get_path("data"), sys.prefix, getattr(site, "USER_BASE", None)):
+        installed = Path(prefix or "") / "share" / "controlplane" / "alembic"
+        if prefix and (installed / "env.py").is_file():
+            return installed
+    return checkout
+
+
+ALEMBIC_DIR: Final = migrations_dir()
 
 _PG_MIGRATION_LOCK: Final = 0x636F6E74726F6C  # any constant shared by all controlplane processes
 _SQLITE_BEGIN_OPTION: Final = "controlplane_sqlite_begin"
@@ -276,8 +295,8 @@ def sqlite_path(engine: Engine) -> Path | None:
 def _alembic_config() -> Config:
     if not (ALEMBIC_DIR / "env.py").is_file():
         raise StorageError(
-            f"Alembic migrations not found at {ALEMBIC_DIR}; "
-            "controlplane must be installed from a source checkout (pip install -e)"
+            f"Alembic migrations not found at {ALEMBIC_DIR} nor under {sys.prefix}/share/controlplane/alembic "
+            "(where a wheel installs them); reinstall controlplane (pip install -e CHECKOUT, or its wheel)"
         )
     from alembic.config import Config
 
