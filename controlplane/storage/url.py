@@ -33,7 +33,29 @@ def database_url(text: str) -> str:
     if not text or ((_URL.match(text) or _DIALECT.match(text)) and not _WINDOWS_DRIVE.match(text)):
         return text
     path = os.path.expanduser(text)
+    if (why := windows_path_note(path)) is not None:
+        import warnings
+
+        warnings.warn(WindowsPathWarning(why), stacklevel=2)
     return "sqlite:///" + "".join(_NOT_PATH.get(c, c) for c in path)
+
+
+class WindowsPathWarning(UserWarning):
+    """A SQLite file's path written as on Windows (``C:\\runs\\win.db``), given on another system, where it
+    names a file of that whole name in the working folder. Shown by the commands as one ``warning:`` line."""
+
+    one_line = True
+
+
+def windows_path_note(path: str) -> str | None:
+    """What is wrong with ``path`` as a SQLite file's path on this system when it is written as on Windows (a
+    drive, ``C:\\`` or ``C:/``, or a backslash, which only Windows reads as a folder's separator), else None."""
+    if os.sep == "\\" or not (_WINDOWS_DRIVE.match(path) or "\\" in path):
+        return None
+    here = os.path.join(os.getcwd(), path) if not os.path.isabs(path) else path
+    return (f"the SQLite file {path} looks like a Windows path: on this system it is the file {here} (no drive "
+            "letters here, and a backslash is part of a file's name, not a folder separator); give a path of this "
+            "system (runs/win.db, /data/runs/win.db) if another file is meant")
 
 
 def sqlite_path_too_long(path: str | os.PathLike[str]) -> str | None:
