@@ -44,17 +44,27 @@ def jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, (datetime, date)) else str(value)
 
 
-def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
-          status: StatusOpt = None, json_out: JsonOpt = False) -> None:
-    """List recent runs (--status crashed: those whose process was killed). A crashed run's requests,
-    completed and e2e p50 (marked *) are counted from the request rows it recorded (its summary was
-    never written)."""
+LimitOpt = Annotated[int, typer.Option(min=0, help="How many, newest first (0: all).")]
+
+
+def list_(db: DbOpt = None, limit: LimitOpt = 20, status: StatusOpt = None,
+          sweep: Annotated[Optional[int], typer.Option("--sweep", help="Only the runs of this sweep or search "
+                                                                      "(`runs sweeps`).")] = None,
+          name: Annotated[Optional[str], typer.Option("--name", help="Only the runs whose name holds this text "
+                                                                     "(any case).")] = None,
+          json_out: JsonOpt = False) -> None:
+    """List recent runs (--status crashed: those whose process was killed; --sweep, --name: of a sweep, by name;
+    --limit 0: all). A crashed run's requests, completed and e2e p50 (marked *) are counted from the request rows
+    it recorded (its summary was never written)."""
     from controlplane.storage import list_runs
     from controlplane.storage.queries import recorded_figures
 
     with user_errors():
         engine = open_stored_runs(db)
-        rows = list_runs(engine, limit=limit, status=status)
+        rows = list_runs(engine, limit=None if limit == 0 or name is not None else limit, status=status,
+                         sweep_id=sweep)
+        if name is not None:  # (the newest `limit` of those named so: the name is matched here, then cut)
+            rows = [r for r in rows if name.casefold() in (r.get("name") or "").casefold()][:limit or None]
         counted = {r["id"]: recorded_figures(engine, r["id"]) for r in rows if _unsummarised_crash(r)}
     if json_out:
         typer.echo(json.dumps([_run_json(r, counted.get(r["id"])) for r in rows], default=jsonable))
@@ -76,7 +86,9 @@ def list_(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How 
             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r.get("started_at") else "-",
         )
     if not rows:  # (not an empty table's frame)
-        err.print(f"no {status} runs stored" if status else "no runs stored", highlight=False)
+        which = [f"of sweep {sweep}"] if sweep is not None else []
+        which += [f"named *{name}*"] if name is not None else []
+        err.print(" ".join(["no", *([status] if status else []), "runs", *which, "stored"]), highlight=False)
         return
     # (on a narrow terminal the name and trace fold: numbers, ids and dates are never cut)
     out.print(fitted(t, out.width, (WHOLE, TEXT, WHOLE, WORDS, TEXT, WHOLE, WHOLE, WHOLE, WORDS)))
@@ -136,15 +148,14 @@ def _status_cell(run: dict) -> str:
     return f"{run['status']} ({'; '.join(notes)})" if notes else run["status"]
 
 
-def sweeps(db: DbOpt = None, limit: Annotated[int, typer.Option(min=1, help="How many sweeps, newest first.")] = 20,
-           status: StatusOpt = None, json_out: JsonOpt = False) -> None:
+def sweeps(db: DbOpt = None, limit: LimitOpt = 20, status: StatusOpt = None, json_out: JsonOpt = False) -> None:
     """List recent sweeps and searches: status ("failed": stopped on an error, or some of its runs
     failed, each listed by `runs report --sweep`; "crashed": its process was killed; run the same
     spec again to resume a sweep, or to start a search afresh) and runs finished."""
     from controlplane.storage import list_sweeps
 
     with user_errors():
-        rows = list_sweeps(open_stored_runs(db), limit=limit, status=status)
+        rows = list_sweeps(open_stored_runs(db), limit=limit or None, status=status)
     if json_out:  # (each sweep's row: id, name, kind, status, num_runs, runs_finished, created_at, finished_at)
         typer.echo(json.dumps(rows, default=jsonable))
         return

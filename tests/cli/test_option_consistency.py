@@ -21,14 +21,14 @@ def one_run(tmp_path_factory) -> str:
     return db
 
 
-def test_sim_replay_refuses_a_limit_of_0_as_runs_list_does(tmp_path):
-    """`sim replay --limit 0` stored an empty run, while `runs list`, `live-replay` and `sim sweep` refuse 0."""
+def test_sim_replay_refuses_a_limit_of_0(tmp_path):
+    """`sim replay --limit 0` stored an empty run, while `live-replay` and `sim sweep` refuse 0 (`runs list --limit
+    0` lists every run: a listing's limit, not a trace's)."""
     db = tmp_path / "runs.db"
     assert replay_args.parse(["--limit", "0"]) is None  # (the plain command line hands it to typer)
-    for command in (["sim", "replay", "--limit", "0", "--db", str(db), "--json"], ["runs", "list", "--limit", "0"]):
-        done = CliRunner().invoke(app, command)
-        assert done.exit_code == 2 and "Invalid value for '--limit': Input should be greater than or equal to 1" in " ".join(
-            done.stderr.replace("│", " ").split()), done.output
+    done = CliRunner().invoke(app, ["sim", "replay", "--limit", "0", "--db", str(db), "--json"])
+    assert done.exit_code == 2 and "Invalid value for '--limit': Input should be greater than or equal to 1" in " ".join(
+        done.stderr.replace("│", " ").split()), done.output
     assert not db.exists()
 
 
