@@ -14,18 +14,20 @@ through, so Ctrl-C still stops a run, and the recorder's `RunDeleted` (`NOT_PLUG
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane import hookspecs
 from controlplane.hook_results import FIELD_CHECKS, RESULT_TYPES, wrong_result
 from controlplane.plugin_checks import check_observes, hook_methods
+from controlplane.plugin_error_origin import ErrorOrigin, error_origin
 from controlplane.storage.errors import RunDeleted
 
 TRACE_ENV = "CONTROLPLANE_TRACE_HOOKS"  # set to 1 to print every hook call to stderr
@@ -33,12 +35,26 @@ MAX_RECORDED_ERRORS = 100  # per (plugin, hook); later ones are only counted
 
 log = logging.getLogger("controlplane.plugin_manager")
 
+
+class PluginHookError(Exception):
+    """A plugin's error, raised rather than isolated because the plugin set was built inside `plugin_errors_raised`
+    (a test's ``replay_with(..., raise_plugin_errors=True)``): ``plugin`` failed in ``hook`` with ``error`` (its
+    ``__cause__``: the plugin's own exception with its traceback, or the core's `TypeError`/`ValueError` about its
+    answer). Every hook caller lets it through (`NOT_PLUGIN_FAILURES`), so no other plugin or fallback decides."""
+
+    def __init__(self, plugin: str, hook: str, error: BaseException, where: str | None = None) -> None:
+        at = f" (raised at {where})" if where else ""
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {type(error).__name__}: {error}{at}")
+        self.plugin, self.hook, self.error, self.where = plugin, hook, error, where
+
+
 #: What a hook implementation raising is not the plugin's error but is let through: Ctrl-C, and the run's recorder
 #: finding its run deleted while being written (`controlplane.storage.deleted_runs`: the run cannot be recorded,
 #: so it stops; isolated, the replay went on to its end, every later row an error). Every other exception,
 #: `BaseException`s included (`SystemExit`, `asyncio.CancelledError`, `GeneratorExit`), is recorded as the plugin's
-#: error and the next implementation, or the built-in fallback, decides.
-NOT_PLUGIN_FAILURES: tuple[type[BaseException], ...] = (KeyboardInterrupt, RunDeleted)
+#: error and the next implementation, or the built-in fallback, decides. And a test's `PluginHookError`: a plugin's
+#: error raised where it was caught (`plugin_errors_raised`), on its way out of the run.
+NOT_PLUGIN_FAILURES: tuple[type[BaseException], ...] = (KeyboardInterrupt, RunDeleted, PluginHookError)
 
 
 @dataclass
@@ -47,6 +63,13 @@ class PluginErrorRecord:
     hook: str
     error: str
     subject: str | None = None  # what the call was about (request id, worker id, model), where the recorder knew it
+    #: Where it was raised in the plugin's code (the first error of each plugin and hook only; None for an error
+    #: the core found in a result): its ``error`` decision's payload (`ErrorOrigin.as_payload`).
+    origin: ErrorOrigin | None = None
+
+    @property
+    def payload(self) -> dict[str, str] | None:
+        return None if self.origin is None else self.origin.as_payload()
 
 
 @dataclass
@@ -55,8 +78,12 @@ class HookMonitor:
 
     Each error is counted (``error_counts``) and told to every ``listeners`` callable as (plugin, hook);
     the first `MAX_RECORDED_ERRORS` of each plugin and hook are also kept for their ``error`` decisions.
-    With ``warn_first`` (a monitor built while `warn_plugin_errors` is on: the daemon's), the first error of each
-    plugin and hook is also logged as a warning; later ones are only counted.
+    The first error of each plugin and hook keeps where it was raised (`controlplane.plugin_error_origin`): its
+    reason ends with ``(raised at FILE:LINE in FUNCTION)``, its decision's payload holds that and the traceback.
+    With ``warn_first`` (a monitor built while `warn_plugin_errors` is on: the daemon's), that first error is also
+    logged as a warning, with its traceback; later ones are only counted.
+    With ``raise_errors`` (a monitor built inside `plugin_errors_raised`: a test's), a plugin's error is raised
+    where it was caught instead of recorded, so a test fails on it with its traceback.
     While ``muted`` (`PolicyCalls.drain_errors` delivering the error decision of an observer's failure), an
     observer's failure (``cp_on_event``) is neither counted nor kept: an observer failing on every event would
     fail on the decision about its own failure, and that again, filling its recorded errors with these.
@@ -69,22 +96,31 @@ class HookMonitor:
     listeners: list[Callable[[str, str], None]] = field(default_factory=list)
     muted: bool = False
     warn_first: bool = field(default_factory=lambda: _warn_errors)
+    raise_errors: bool = field(default_factory=lambda: _raise_errors)
 
     def record(self, plugin: str, hook: str, exc: BaseException, subject: str | None = None) -> None:
         """Count ``plugin``'s error in ``hook``; ``subject``: the request id, worker id or model the call was about,
         when the caller knows it (else the one `PolicyCalls.drain_errors` is given, if any)."""
         if self.muted and hook == "cp_on_event":
             return
+        if self.raise_errors:
+            _raise_for_test(plugin, hook, exc)
         self.num_errors += 1
         for listener in self.listeners:
             listener(plugin, hook)
         key = (plugin, hook)
         n = self.error_counts.get(key, 0) + 1
         self.error_counts[key] = n
-        if n == 1 and self.warn_first:
-            _warn_first_error(plugin, hook, exc)
-        if n <= MAX_RECORDED_ERRORS:
-            self.errors.append(PluginErrorRecord(plugin, hook, f"{type(exc).__name__}: {exc}", subject))
+        if n > MAX_RECORDED_ERRORS:
+            return
+        error, origin = f"{type(exc).__name__}: {exc}", None
+        if n == 1:  # (where it was raised: for the first only, so a plugin failing on every call costs no more)
+            origin = error_origin(exc)
+            if origin is not None:
+                error = f"{error} (raised at {origin.where})"
+            if self.warn_first:
+                _warn_first_error(plugin, hook, exc, origin)
+        self.errors.append(PluginErrorRecord(plugin, hook, error, subject, origin))
 
     def counts_by_plugin(self) -> dict[str, dict[str, int]]:
         """Every error counted so far, recorded as a decision or not: ``{plugin: {hook: n}}``."""
@@ -110,12 +146,39 @@ def warn_plugin_errors(on: bool) -> None:
     _warn_errors = on
 
 
-def _warn_first_error(plugin: str, hook: str, exc: BaseException) -> None:
+def _warn_first_error(plugin: str, hook: str, exc: BaseException, origin: ErrorOrigin | None) -> None:
     lines = str(exc).strip().splitlines()
     why = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    log.warning("plugin %r: %s failed (%s); isolated: the next plugin or the built-in policy decided. Later errors "
+    at = f" at {origin.where}" if origin is not None else ""
+    log.warning("plugin %r: %s failed (%s)%s; isolated: the next plugin or the built-in policy decided. Later errors "
                 "of this plugin and hook are counted, not logged (the run's num_plugin_errors, /metrics "
-                "plugin_errors_total; `controlplane runs show RUN` lists the first of each)", plugin, hook, why)
+                "plugin_errors_total; `controlplane runs show RUN` lists the first of each)", plugin, hook, why, at,
+                exc_info=(type(exc), exc, exc.__traceback__) if origin is not None else None)
+
+
+#: Whether monitors built from now on raise plugin errors rather than record them (`plugin_errors_raised`).
+_raise_errors = False
+
+
+@contextlib.contextmanager
+def plugin_errors_raised() -> Iterator[None]:
+    """While in it, the plugin sets built raise each plugin error where the core caught it, instead of recording it
+    and asking the next plugin: for tests (`controlplane.testing.replay_with(..., raise_plugin_errors=True)`,
+    ``make_plugin_set(..., raise_plugin_errors=True)``). Never in a run that serves: isolation is what keeps one
+    plugin's bug from failing every request."""
+    global _raise_errors
+    before, _raise_errors = _raise_errors, True
+    try:
+        yield
+    finally:
+        _raise_errors = before
+
+
+def _raise_for_test(plugin: str, hook: str, exc: BaseException) -> None:
+    """Raise `PluginHookError` for ``exc`` (the plugin's own, or the core's `TypeError`/`ValueError` about its
+    answer), from it: its traceback is shown first."""
+    origin = error_origin(exc)
+    raise PluginHookError(plugin, hook, exc, origin.where if origin is not None else None) from exc
 
 
 #: Hook calls that take longer than this many seconds are warned of, once per plugin and hook; None: hooks are not

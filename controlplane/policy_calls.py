@@ -262,7 +262,7 @@ class PolicyCalls:
                     self._emit_hook(
                         self.ctx,
                         Decision(self.clock.now_s, err.hook, err.plugin, "error", err.subject or subject, err.error,
-                                 None, True),
+                                 err.payload, True),  # (the first of each plugin and hook: where it was raised)
                     )
                 finally:
                     monitor.muted = False

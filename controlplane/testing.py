@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from controlplane.config import RunConfig, load_config
 from controlplane.context import Clock, PolicyContext, RunInfo
 from controlplane.decisions import ScaleDecision
 from controlplane.events import RequestFinished
+from controlplane.hook_calls import PluginHookError, plugin_errors_raised  # noqa: F401 (PluginHookError: re-exported)
 from controlplane.hookspecs import hookimpl
 from controlplane.kv_cache import KVCacheManager
 from controlplane.plugin import Plugin
@@ -139,13 +141,20 @@ def make_context(
     )
 
 
-def make_plugin_set(*plugins: object, enabled: Sequence[str] | None = None, **settings: Any) -> PluginSet:
+def make_plugin_set(*plugins: object, enabled: Sequence[str] | None = None, raise_plugin_errors: bool = False,
+                    **settings: Any) -> PluginSet:
     """A fresh plugin manager: the default (or ``enabled``) built-ins plus ``plugins`` asked first. ``settings``
     by plugin name are those of the ``enabled`` ones (``**{"least-loaded": {"by": "tokens"}}``); a plugin passed
     as an instance takes its settings in its constructor (``MyRouter({"choices": 3})``): settings given here by
-    its name are a `ConfigError` saying so."""
+    its name are a `ConfigError` saying so.
+
+    Call a hook through ``.hook`` by keyword (``ps.hook.cp_route_request(ctx=ctx, request=r, workers=ws)``): the
+    first non-None answer in call order, each implementation isolated as in a run; a plugin's errors are kept in
+    ``ps.monitor`` (``.take_errors()``: plugin, hook, error; ``.error_counts``), not raised, unless
+    ``raise_plugin_errors``. ``.loaded``: the plugins in it (``.info.name``, ``.instance``)."""
     config = make_config()
-    return build_plugin_set(enabled if enabled is not None else config.plugins.enabled, settings, extra=plugins)
+    with plugin_errors_raised() if raise_plugin_errors else nullcontext():
+        return build_plugin_set(enabled if enabled is not None else config.plugins.enabled, settings, extra=plugins)
 
 
 def make_trace(n: int = 100, *, qps: float = 2.0, prompt_tokens: int = 512, output_tokens: int = 64, seed: int = 0):
@@ -258,6 +267,7 @@ def replay_with(
     config: RunConfig | None = None,
     db_url: str | None = None,
     transforms: Any = None,
+    raise_plugin_errors: bool = False,
     **config_overrides: Any,
 ) -> ReplayResult:
     """Replay a small trace with ``plugins`` asked before the configured ones, the first passed first.
@@ -267,6 +277,9 @@ def replay_with(
     Returns the summary and every event and decision. Nothing is stored unless ``db_url`` is given.
     ``config`` (a `RunConfig`, e.g. from ``load_config``) is the base: ``db_url`` and the keyword overrides
     (``cluster={...}``) apply on top of it, as on top of the defaults without it.
+    ``raise_plugin_errors``: a plugin's error (an exception, or an answer the core refuses) fails the replay with a
+    `PluginHookError` naming the plugin, the hook and where it was raised, from the plugin's exception (its
+    traceback shown first), instead of being isolated and recorded as an ``error`` decision.
     """
     from sim.replay import replay
 
@@ -286,8 +299,9 @@ def replay_with(
     if log is None:
         log = EventLog()
         extra.append(log)
-    result = replay(trace if trace is not None else make_trace(), config, transforms=transforms,
-                    record=db_url is not None, extra_plugins=extra)
+    with plugin_errors_raised() if raise_plugin_errors else nullcontext():
+        result = replay(trace if trace is not None else make_trace(), config, transforms=transforms,
+                        record=db_url is not None, extra_plugins=extra)
     return ReplayResult(result.summary, log.events, result.run_id)
 
 

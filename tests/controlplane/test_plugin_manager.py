@@ -337,7 +337,10 @@ def test_a_raising_policy_is_recorded_and_the_next_implementation_decides():
     errors = [d for d in res.decisions if d.is_error]
     assert len(errors) == 12
     assert {(d.hook, d.plugin, d.action) for d in errors} == {("cp_route_request", "exploding-router", "error")}
-    assert errors[0].reason == "RuntimeError: cannot route 0"
+    # the first of each plugin and hook says where it was raised; later ones only what
+    assert errors[0].reason == ("RuntimeError: cannot route 0 (raised at tests/controlplane/test_plugin_manager.py:"
+                                f"{ExplodingRouter.cp_route_request.__code__.co_firstlineno + 2} in cp_route_request)")
+    assert errors[1].reason == "RuntimeError: cannot route 1" and errors[1].payload is None
     assert {d.plugin for d in res.decisions if d.action == "route"} == {"least-loaded"}
     assert res.summary["num_completed"] == 12 and res.summary["num_plugin_errors"] == 12
 

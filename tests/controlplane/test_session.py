@@ -93,7 +93,9 @@ def test_an_entry_point_registering_a_factory_that_is_not_callable_is_a_config_e
     assert str(exc.value) == (
         "plugin 'not-callable-latency' (entry point tests.controlplane.test_session:NotCallableLatency) failed to "
         "register latency models: TypeError: latency model 'slow-gpu': the factory must be callable "
-        "(a LatencyModel class or a function returning one), got float 4.0")
+        "(a LatencyModel class or a function returning one), got float 4.0 (raised at "
+        f"tests/controlplane/test_session.py:{NotCallableLatency.cp_register_latency_models.__code__.co_firstlineno + 2} "
+        "in cp_register_latency_models)")  # (the plugin's line that registered it)
 
 
 def test_a_latency_model_name_that_is_not_a_string_is_a_config_error():

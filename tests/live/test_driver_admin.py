@@ -235,4 +235,5 @@ def test_a_plugin_failing_in_its_reload_finish_is_its_error_and_the_reload_goes_
     assert changed["finished"] == ["failing-finish"]
     errors = session.plugins.monitor.take_errors()
     assert [(e.plugin, e.hook, e.error) for e in errors] == [
-        ("failing-finish", "cp_run_finished", "RuntimeError: flush failed")]
+        ("failing-finish", "cp_run_finished", "RuntimeError: flush failed (raised at cp_admin_flusher.py:33 in "
+                                              "cp_run_finished)")]
