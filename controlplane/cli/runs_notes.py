@@ -75,7 +75,8 @@ def stopped_line(run: dict[str, Any]) -> str | None:
     if stopped.startswith("until="):
         return (f"stopped at --until: simulated second {stopped.removeprefix('until=').removesuffix(' s')} (requests "
                 f"arriving later were not replayed{left})")
-    return (f"stopped by Ctrl-C at simulated second {summary['interrupted_at_s']:g} (requests arriving later were not "
+    by = "SIGTERM" if summary.get("interrupted_by") == "SIGTERM" else "Ctrl-C"  # (what the replay's own line said)
+    return (f"stopped by {by} at simulated second {summary['interrupted_at_s']:g} (requests arriving later were not "
             f"replayed{left})")
 
 

@@ -60,3 +60,15 @@ def test_one_request_cut_off_is_said_in_the_singular():
 
     one, two = line(1), line(2)
     assert "1 request in flight was cut off" in one and "2 requests in flight were cut off" in two
+
+
+def test_a_run_stopped_by_sigterm_is_not_said_to_be_stopped_by_ctrl_c():
+    """The replay said 'interrupted by SIGTERM' and its summary held interrupted_by SIGTERM; runs show said Ctrl-C."""
+    from controlplane.cli.runs_notes import stopped_line
+
+    def line(**by):
+        return stopped_line({"id": 1, "config": {}, "summary": {"interrupted_at_s": 646.0, "sim_end_s": 646.0, **by}})
+
+    assert line(interrupted_by="SIGTERM").startswith("stopped by SIGTERM at simulated second 646 ")
+    assert line(interrupted_by="SIGINT").startswith("stopped by Ctrl-C at simulated second 646 ")
+    assert line().startswith("stopped by Ctrl-C")  # (a run stored before the signal was recorded)
