@@ -195,10 +195,12 @@ class SLOPlanner(Plugin):
             carried = scaling.arrivals_per_s / scaling.num_ready
             ttft = scaling.latency_percentile("ttft", 90) or 0.0
             tpot = scaling.latency_percentile("tpot", 90) or 0.0
+            rate = st.learned_rate
             if (ttft > ttft_t or tpot > tpot_t) and carried:
                 st.learned_rate = max(0.05, min(st.learned_rate, 0.9 * carried))
             elif carried > st.learned_rate and scaling.num_queued <= scaling.num_ready:
                 st.learned_rate = carried
+            st.rate_learned = st.rate_learned or st.learned_rate != rate
         return st.learned_rate
 
     @staticmethod
@@ -437,8 +439,8 @@ class SLOPlanner(Plugin):
             basis = (f"(batch {capacity.concurrency}, iteration {capacity.iteration_s * 1e3:.0f} ms, "
                      f"limit {capacity.limit}{charged})")
         else:
-            basis = "(learned from observed load" + (f"; the latency model failed: {estimate_error})"
-                                                     if estimate_error else ")")
+            basis = ("(learned from observed load" if st.rate_learned else "(starting value, not yet learned") + (
+                f"; the latency model failed: {estimate_error})" if estimate_error else ")")
         how = f"1 replica serves {per_replica:.2f}/s within TTFT/TPOT targets {basis}"
         if capacity is not None and spread is not None:
             how += (f"; prefill queue: prices' E[S²]/E[S]² {spread:.1f}, mean wait {capacity.wait_s:.1f}s"

@@ -50,6 +50,7 @@ class ModelState:
         self.chunk_context: tuple | None = None  # (the estimate asked, whether it takes a prefill context)
         self.outputs: deque[int] = deque(maxlen=256)  # the last finished requests' outputs (long_prefill_miss_budget)
         self.learned_rate: float = s.initial_capacity_rps
+        self.rate_learned = False  # whether observed load moved `learned_rate` from initial_capacity_rps yet
         self.idle_since: float | None = None
         self.started = False  # whether the replicas the run started with were recorded as wanted (the first tick)
         self.tick_work = 0.0  # prompt tokens arrived since the last tick (work_unit: tokens)

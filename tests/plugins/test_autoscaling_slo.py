@@ -552,3 +552,27 @@ def test_a_burst_into_batch_slots_asks_for_what_it_adds_to_them():
     assert 0 < slots.signals["burst_per_s"] < rate.signals["burst_per_s"]
     with pytest.raises(ValueError):
         SLOPlanner.Settings(burst_model="fluid")
+
+
+def test_the_reason_says_the_rate_is_a_starting_value_until_observed_load_moved_it():
+    """Without a latency model the reason said ``(learned from observed load)`` from the first decision, before any
+    request completed: it now says ``(starting value, not yet learned)`` until observed load moved the rate."""
+    from controlplane.testing import make_worker
+    from controlplane.types import WorkerState
+
+    p = _planner(initial_capacity_rps=1.0)
+    ctx = make_context()
+    recent = RecentLatencies(600.0)
+    workers = [make_worker("default-0", state=WorkerState.READY)]
+
+    def decide(t: float, arrivals: int):
+        s = build_scaling_context(model="default", now_s=t, configured_replicas=1, workers=workers, unrouted=[],
+                                  arrivals=arrivals, tick_s=1.0, recent=recent)
+        return p.cp_scale(ctx, "default", s)
+
+    first = decide(1.0, 3)
+    assert "1 replica serves 1.00/s within TTFT/TPOT targets (starting value, not yet learned)" in first.reason
+    for i in range(10):  # ten requests within the targets, while the replica carried 3/s
+        recent.add(1.5 + i * 0.01, ttft_s=0.1, e2e_s=0.5, queue_s=0.0, tpot_s=0.01)
+    later = decide(2.0, 3)
+    assert "1 replica serves 3.00/s within TTFT/TPOT targets (learned from observed load)" in later.reason
