@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -274,7 +276,9 @@ def replay_with(
 
     ``trace`` is a stream of requests or a trace file; ``transforms`` a ``sim.replay.TraceTransforms``
     (window, speed-up, rate, limit), seeded by the run, as ``controlplane sim replay`` applies them.
-    Returns the summary and every event and decision. Nothing is stored unless ``db_url`` is given.
+    A stream is read once: a reader (``read_trace``) or generator already read to its end is a ValueError (pass a
+    list, ``list(read_trace(...))``, to replay one trace several times). Returns the summary and every event and
+    decision. Nothing is stored unless ``db_url`` is given.
     ``config`` (a `RunConfig`, e.g. from ``load_config``) is the base: ``db_url`` and the keyword overrides
     (``cluster={...}``) apply on top of it, as on top of the defaults without it.
     ``raise_plugin_errors``: a plugin's error (an exception, or an answer the core refuses) fails the replay with a
@@ -285,6 +289,7 @@ def replay_with(
 
     for i, p in enumerate(plugins):
         _refuse_a_trace(p, i)
+    _refuse_a_read_stream(trace)
     overrides = dict(config_overrides)
     if db_url:
         overrides.setdefault("storage", {})["url"] = db_url
@@ -319,3 +324,17 @@ def _refuse_a_trace(obj: object, position: int) -> None:
         article = "an" if kind[:1] in "aeiou" else "a"
         raise TypeError(f"replay_with: argument #{position + 1} is {article} {kind}, not a plugin; pass the trace by "
                         "keyword, after the plugins: replay_with(MyPlugin(), trace=make_trace(n=200))")
+
+
+def _refuse_a_read_stream(trace: object) -> None:
+    """A trace reader (or any generator) already read to its end, as one `replay_with` replayed before, is a
+    ValueError: it would replay no request, silently."""
+    if trace is None or isinstance(trace, (str, bytes, os.PathLike)) or not hasattr(trace, "__iter__"):
+        return
+    stream = iter(trace)  # (a reader's own generator; a list's fresh iterator)
+    if inspect.isgenerator(stream) and inspect.getgeneratorstate(stream) == inspect.GEN_CLOSED:
+        kind = type(trace).__name__
+        raise ValueError(f"replay_with: the trace (a {kind}) was already read to its end or closed (by an earlier "
+                         "replay_with?), and a reader is read once: it would replay no request. To replay one trace "
+                         "several times, pass a list read once (trace=list(read_trace(path))), the file's path "
+                         "(trace=path) or a fresh reader")

@@ -58,3 +58,21 @@ def test_settings_by_name_for_a_plugin_passed_as_an_instance_say_to_give_them_to
         "give them to its constructor instead: Choosy({'choices': 3}) (or Choosy(Choosy.Settings(...)))")
     made = make_plugin_set(Choosy({"choices": 3}), **{"least-loaded": {"by": "tokens"}})
     assert made.get("choosy").settings.choices == 3 and made.get("least-loaded").settings.by == "tokens"
+
+
+def test_replay_with_refuses_a_trace_reader_an_earlier_replay_read(tmp_path):
+    """The second replay_with of one read_trace(...) replayed no request, silently: a reader is read once."""
+    from controlplane.testing import make_trace, replay_with
+    from sim.traces import read_trace, write_canonical
+
+    path = tmp_path / "t.jsonl"
+    write_canonical(make_trace(5), path)
+    reader = read_trace(path)
+    assert replay_with(trace=reader).summary["num_requests"] == 5
+    with pytest.raises(ValueError, match=r"already read to its end.*trace=list\(read_trace\(path\)\)"):
+        replay_with(trace=reader)
+    requests = list(read_trace(path))  # read once: replayed as often as wanted
+    assert [replay_with(trace=requests).summary["num_requests"] for _ in range(2)] == [5, 5]
+    assert replay_with(trace=str(path)).summary["num_requests"] == 5  # (a path opens the file each time)
+    stream = iter(make_trace(3))  # a list's iterator: not a generator, left alone
+    assert replay_with(trace=stream).summary["num_requests"] == 3
