@@ -447,10 +447,15 @@ def load_spec(path: str | Path | None = None, data: dict[str, Any] | None = None
     spec_path = Path(path) if path is not None else None
     config_path = None
     if spec.config is not None:
-        config_path = Path(spec.config)
+        config_path = Path(spec.config).expanduser()
         if not config_path.is_absolute() and spec_path is not None and (spec_path.parent / config_path).exists():
             config_path = spec_path.parent / config_path  # relative to the spec first
-        read_config_file(config_path)  # a clear error for a missing or broken file
+        elif not config_path.exists():  # (the spec and its key named, and where it looked, as for trace.path)
+            looked = [config_path] if config_path.is_absolute() or spec_path is None else [
+                spec_path.parent / config_path, Path.cwd() / config_path]
+            raise ConfigError(f"{where}: config: config file not found: {spec.config} (looked for "
+                              f"{' and '.join(str(p) for p in looked)})")
+        read_config_file(config_path)  # a clear error for a broken file
     try:
         config = load_config(config_path)
         loaded = LoadedSpec(spec, spec_path, config.model_dump(mode="json"), _given(config)).with_base(flatten(spec.base))

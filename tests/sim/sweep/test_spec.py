@@ -198,3 +198,19 @@ def test_an_allow_list_is_applied_to_each_points_stored_config_and_makes_another
     for point in allowed.points():
         enabled = allowed.run_config(point.overrides, point.seed)["plugins"]["enabled"]
         assert "power-of-two" not in enabled and "least-loaded" not in enabled and "queue-limit" in enabled
+
+
+def test_a_missing_config_file_names_the_spec_its_key_and_where_it_looked(tmp_path, monkeypatch):
+    """It said only "config file not found: nothere.yaml" (a missing trace names the spec and `trace.path`)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "win2 spec.yaml"
+    spec.write_text("config: nothere.yaml\nspace: {cluster.models.0.replicas: [1]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_spec(spec)
+    assert str(caught.value) == (f"{spec}: config: config file not found: nothere.yaml (looked for "
+                                 f"{tmp_path / 'specs' / 'nothere.yaml'} and {tmp_path / 'nothere.yaml'})")
+    spec.write_text(f"config: {tmp_path / 'gone.yaml'}\nspace: {{cluster.models.0.replicas: [1]}}\n")
+    with pytest.raises(ConfigError, match=f"^{spec}: config: config file not found: {tmp_path / 'gone.yaml'} "
+                                          rf"\(looked for {tmp_path / 'gone.yaml'}\)$"):
+        load_spec(spec)
