@@ -174,8 +174,10 @@ def open_stored_runs(db: str | None) -> Any:
     if path is not None and (too_long := sqlite_path_too_long(path)) is not None:  # (before exists(): too long)
         raise StorageError(f"{mask_password(url)}: {too_long}")
     if path is not None and not path.exists():
+        import shlex
+
         raise StorageError(f"{url}: no such file ({path}), so no run is stored there; check --db, or replay "
-                           f"a trace into it first (`controlplane sim replay --db {url}`)")
+                           f"a trace into it first (`controlplane sim replay --db {shlex.quote(url)}`)")
     if path is not None and sqlite_read_only(path):
         return _open_read_only(url, path)
     engine = make_engine(url)

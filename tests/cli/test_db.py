@@ -201,3 +201,17 @@ def test_upgrade_into_a_folder_that_does_not_exist_is_refused_and_makes_none(tmp
     assert result.exit_code == 2, (result.output, result.exception)
     assert f"{target.parent}: no such folder" in " ".join(result.stderr.split())
     assert not target.parent.exists()
+
+
+def test_the_replay_a_missing_database_suggests_is_shell_quoted(tmp_path):
+    """`runs list --db "no dir/x.db"` suggested `controlplane sim replay --db sqlite:///no dir/x.db`: pasted,
+    two arguments."""
+    import shlex
+
+    target = tmp_path / "no dir" / "it's.db"
+    result = _cli("runs", "list", "--db", str(target))
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.split())
+    suggested = said[said.index("(`") + 2:said.rindex("`)")]
+    assert suggested == f"controlplane sim replay --db {shlex.quote(f'sqlite:///{target}')}"
+    assert shlex.split(suggested)[-1] == f"sqlite:///{target}"
