@@ -576,3 +576,17 @@ def test_the_reason_says_the_rate_is_a_starting_value_until_observed_load_moved_
         recent.add(1.5 + i * 0.01, ttft_s=0.1, e2e_s=0.5, queue_s=0.0, tpot_s=0.01)
     later = decide(2.0, 3)
     assert "1 replica serves 3.00/s within TTFT/TPOT targets (learned from observed load)" in later.reason
+
+
+def test_the_upper_bound_rises_in_the_quiet_after_a_burst_as_docs_autoscaling_says():
+    """docs/autoscaling.md ("The upper bound can rise while the load is idle"): the over-forecasts after a burst
+    widen the default absolute band once three errors are seen; the signed band leaves it at the point."""
+    bounds = {}
+    for errors in ("absolute", "signed"):
+        f = RateForecaster(30.0, 0.5, 0.2, 0.9, 60, first_band="poisson", errors=errors)
+        for t in range(1, 131):
+            f.add(float(t), 3.0 if 5 <= t < 40 else 0.0)  # 3 req/s for 35 s, then silence
+            if t in (100, 130):
+                bounds[errors, t] = tuple(round(v, 2) for v in f.forecast(40.0))
+    assert bounds["absolute", 100] == (0.79, 1.10) and bounds["absolute", 130] == (0.23, 2.19)
+    assert bounds["signed", 130] == (0.23, 0.23)
