@@ -19,6 +19,14 @@ itself (``unavailable``, ``timeout``, ``error``), never a made-up ``pass``.
 A blocked group's reason names no guardian: the outcome's ``guardian`` does (the request's reason
 reads ``blocked by GUARDIAN: WHY``; several blockers: ``blocked by G1,G2: WHY1; WHY2``, in the plan's order), so each
 is named once.
+
+Scores: the recorded outcome (`outcome_payload`, the ``guardian_outcome`` decision, and so a cached
+verdict's ``guardian_cached`` row) pairs the guardians it names with *their* highest score
+(``score``) and gives every guardian's own (``scores``); a blocked outcome's `Outcome.score` is its
+blockers' highest. A group that is not blocked keeps the highest score of all its guardians in
+`Outcome.score`, which is what a cascade's ``then_above`` compares (an outvoted blocker's high score
+escalates). (Before, a majority's pass recorded ``"guardian": "rules,judge"`` with the score of
+``clf``, the guardian it outvoted.)
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from controlplane.decisions import GuardianPlan
 from controlplane.guardian_config import GuardiansConfig
 from controlplane.types import Request, RequestStatus
 
-__all__ = ["DECISIVE", "CheckGroup", "Outcome", "add_answers_share", "combine", "holds_answers", "retracted"]
+__all__ = ["DECISIVE", "CheckGroup", "Outcome", "add_answers_share", "combine", "highest_score", "holds_answers",
+           "outcome_payload", "retracted"]
 
 #: Verdicts that say something about the text; anything else is a failure to check it.
 DECISIVE = frozenset({"pass", "block"})
@@ -42,7 +51,7 @@ class Outcome:
 
     verdict: str  # "pass" | "block" | a failure verdict when every guardian failed open
     guardian: str  # who decided: the blocking guardian(s), or every guardian that answered
-    score: float | None
+    score: float | None  # blocked: the blockers' highest; else the group's highest (a cascade's then_above)
     reason: str
 
 
@@ -108,7 +117,8 @@ def combine(config: GuardiansConfig, rule: str | None,
     else:
         raise ValueError(f"unknown guardian combine rule {rule!r} (any, majority, weighted)")
     if blocked:  # "blocked by GUARDIAN: WHY" names each blocker once (several: their whys in the same order)
-        return Outcome("block", ",".join(blockers), score, "; ".join(_why(*verdicts[g]) for g in blockers))
+        return Outcome("block", ",".join(blockers), highest_score(verdicts, blockers),
+                       "; ".join(_why(*verdicts[g]) for g in blockers))
     passed = [g for g, (v, _, _) in verdicts.items() if v == "pass"]
     if not passed:  # no guardian passed it: its guardians' failures let it through, say so
         failures = sorted({v for v, _, _ in verdicts.values() if v not in DECISIVE})
@@ -118,10 +128,21 @@ def combine(config: GuardiansConfig, rule: str | None,
                    (verdicts[passed[0]][2] or "passed"))
 
 
+def highest_score(verdicts: dict[str, tuple[str, float | None, str | None]], names: list[str]) -> float | None:
+    """The highest score among the guardians ``names`` (None when none of them scored)."""
+    scores = [verdicts[g][1] for g in names if g in verdicts and verdicts[g][1] is not None]
+    return max(scores) if scores else None
+
+
 def outcome_payload(group: CheckGroup, out: Outcome) -> dict[str, Any]:
-    return {"guardian": out.guardian, "verdict": out.verdict, "score": out.score, "stage": group.stage,
+    """The ``guardian_outcome`` decision's payload: ``score`` is the highest of the guardians named
+    in ``guardian`` (those that decided), ``scores`` each guardian's own, in the plan's order."""
+    verdicts = group.in_plan_order()
+    return {"guardian": out.guardian, "verdict": out.verdict,
+            "score": highest_score(verdicts, out.guardian.split(",")), "stage": group.stage,
             "mode": group.mode, "tier": group.tier,
-            "verdicts": {g: v for g, (v, _, _) in group.in_plan_order().items()}}
+            "verdicts": {g: v for g, (v, _, _) in verdicts.items()},
+            "scores": {g: s for g, (_, s, _) in verdicts.items()}}
 
 
 def holds_answers(plugins: Any) -> bool:

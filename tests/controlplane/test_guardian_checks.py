@@ -102,3 +102,46 @@ def test_blockers_are_named_in_the_plans_order_with_their_reasons_in_the_same_or
     outcome = next(d for d in res.decisions if d.action == "guardian_outcome")
     assert check.payload["guardian"] == outcome.payload["guardian"] == "zeta,alpha"
     assert list(outcome.payload["verdicts"]) == ["zeta", "alpha"]
+
+
+def test_a_recorded_outcome_pairs_the_guardians_it_names_with_their_own_score():
+    # A majority's pass read {"guardian": "rules,judge", "score": 0.5279}: the score of clf, the
+    # guardian the majority outvoted; the cached verdict's guardian_cached row repeated it.
+    from controlplane.decisions import GuardianPlan
+    from controlplane.guardian_checks import CheckGroup, outcome_payload
+
+    config = GuardiansConfig(models=[{"name": "rules"}, {"name": "judge"}, {"name": "clf"}])
+    verdicts = {"rules": ("pass", 0.0, "no rule matched"), "judge": ("pass", 0.31, "P(unsafe) = 0.310"),
+                "clf": ("block", 0.5279, "P(label 1) = 0.528")}
+    group = CheckGroup(None, "output", "sync", GuardianPlan(True, guardians=("rules", "judge", "clf")), set(),
+                       verdicts=verdicts)
+    out = combine(config, "majority", group.in_plan_order())
+    payload = outcome_payload(group, out)
+    assert (payload["guardian"], payload["verdict"], payload["score"]) == ("rules,judge", "pass", 0.31)
+    assert payload["scores"] == {"rules": 0.0, "judge": 0.31, "clf": 0.5279}
+    assert out.score == 0.5279  # the group's highest: what a cascade's then_above compares, as before
+    blocked = combine(config, "any", {"rules": ("pass", 0.9, "ok"), "clf": ("block", 0.6, "P(label 1) = 0.600")})
+    assert (blocked.guardian, blocked.score) == ("clf", 0.6)  # the blocker's, not the passing guardian's 0.9
+
+
+def test_a_replays_outcome_and_cached_rows_carry_the_named_guardians_score():
+    from controlplane.testing import replay_with
+    from sim.traces.record import TraceRequest
+
+    # clf blocks everything, the two others almost nothing: a majority passes, clf outvoted
+    models = [{"name": "rules", "threshold": 0.99, "quality": {"noise": 0.5}},
+              {"name": "judge", "threshold": 0.99, "quality": {"noise": 0.5}},
+              {"name": "clf", "threshold": 0.0, "quality": {"separation": 0.0}}]  # scores 0.5, blocks all
+    trace = [TraceRequest(f"r{i}", i * 2.0, 12, 8, prompt=f"prompt {i % 3}") for i in range(6)]
+    res = replay_with(trace=trace, guardians={"models": models}, plugins={
+        "enabled": ["queue-limit", "least-loaded", "continuous-batching", "fixed-replicas", "static-memory",
+                    "sampled-guardian", "builtin-latency-models"],
+        "settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", "guardians": ["rules", "judge", "clf"],
+                                          "combine": "majority", "verdict_ttl_s": 60.0}}})
+    outcomes = [d.payload for d in res.decisions if d.action == "guardian_outcome"]
+    cached = [d.payload for d in res.decisions if d.action == "guardian_cached"]
+    assert len(outcomes) == 3 and len(cached) == 3  # each prompt checked once, then its verdict cached
+    for p in outcomes:
+        assert p["guardian"] == "rules,judge" and p["verdict"] == "pass"
+        assert p["score"] == max(p["scores"]["rules"], p["scores"]["judge"]) < p["scores"]["clf"]
+    assert {(c["guardian"], c["score"]) for c in cached} == {(p["guardian"], p["score"]) for p in outcomes}
