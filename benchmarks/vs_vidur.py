@@ -46,12 +46,13 @@ shorter than its whole process by its import, init and write phases, which are n
 **Fidelity** (per request against ``vidur_request_metrics.csv``) comes from one more, untimed
 in-process replay of the same config with an observer that keeps each request's timings
 (the CLI's rows do not hold Vidur's TPOT definition's recompute count); its summary is checked
-to be identical to the CLI's. TPOT in both definitions: ours, (finish - first token) /
-(output tokens - 1), and Vidur's, (finish - first token) / num_decode_tokens, where Vidur
-counts the prefill's token as a decode token and, after a restart, only the tokens still to
-generate (see docs/simulator.md). ``--check-exact`` replays the first N requests of each
-workload in both the fast (multi-iteration) and the exact (one core round trip per iteration)
-modes and compares them (with ``--no-fidelity`` too: its replays are its own).
+to be identical to the CLI's (less the run id, the wall time and the ``status`` the CLI adds).
+TPOT in both definitions: ours, (finish - first token) / (output tokens - 1), and Vidur's,
+(finish - first token) / num_decode_tokens, where Vidur counts the prefill's token as a decode
+token and, after a restart, only the tokens still to generate (see docs/simulator.md).
+``--check-exact`` replays the first N requests of each workload in both the fast
+(multi-iteration) and the exact (one core round trip per iteration) modes and compares them
+(with ``--no-fidelity`` too: its replays are its own).
 
 The timed processes get this process's environment less ``PYTHONDONTWRITEBYTECODE`` (set in
 some shells and CI: with it no bytecode is written, and every run would compile ~90 modules from
@@ -469,8 +470,15 @@ def fidelity(run: str, anchors: Path, config: Path) -> dict:
     return out
 
 
+#: What differs between two replays of the same requests without their numbers differing: the run's id,
+#: its wall time, and the ``status`` the CLI's ``--json`` adds (the library's ``result.summary`` has none).
+_NOT_COMPARED = ("run_id", "wall_s", "status")
+
+
 def _comparable(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k not in ("run_id", "wall_s")}
+    """A summary as the CLI's ``--json`` writes it (JSON's types: lists, string keys), less ``_NOT_COMPARED``:
+    the CLI's and the library's alike."""
+    return {k: v for k, v in json.loads(json.dumps(summary)).items() if k not in _NOT_COMPARED}
 
 
 def _speed_table(run: str, reps: list[dict], vidur_scaled: float, n: int):

@@ -96,3 +96,25 @@ def test_deterministic_compares_the_repetitions(completed, same, tmp_path, monke
     summaries = [{"num_requests": 10, "num_completed": c} for c in completed]
     out, _ = _main(["--repeats", "2"], tmp_path, monkeypatch, capsys, summaries)
     assert out["deterministic"] is same and out["runs"][RUN]["deterministic"] is same
+
+
+def test_the_cli_summary_and_the_library_replay_compare_alike(tmp_path):
+    """(The CLI's --json adds the run's "status" to the summary, so every workload read "deterministic":
+    false though the numbers were the same.) A real `sim replay --json` process, as the benchmark times it,
+    against the in-process replay of the same trace and config."""
+    import yaml
+
+    from controlplane.config import load_config
+    from sim.replay import replay
+    from tests.fixtures.common import VIDUR_ANCHOR_CONFIG
+
+    workload = tmp_path / "workload.csv"
+    workload.write_text("request_id,arrival_s,prompt_tokens,output_tokens\n"
+                        + "".join(f"{i},{0.25 * i:.3f},{100 + 37 * i},{5 + i % 7}\n" for i in range(30)))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(VIDUR_ANCHOR_CONFIG))
+    cli = bench.time_cli(bench.cli_command(workload, config), tmp_path)["summary"]
+    library = replay(workload, load_config(config, {"storage": {"url": "sqlite://"}}), trace_format="canonical",
+                     record=False).summary
+    assert cli["status"] == "finished" and "status" not in library
+    assert bench._comparable(cli) == bench._comparable(library)
