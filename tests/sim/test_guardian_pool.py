@@ -157,3 +157,18 @@ def test_a_run_stopped_at_until_leaves_no_answered_row_pending(tmp_path):
     assert res.summary["guardian_sampling"]["sampled-guardian"]["answers_served_without_verdict"] >= cut
     from controlplane.cli.summary_table import guardian_rows
     assert ("guardian judge: checks cut off at --until", (cut,)) in guardian_rows(res.summary)
+
+
+def test_a_cache_hit_under_a_check_every_answer_plan_reads_no_verdict_and_is_told_apart_by_cache_hit():
+    # docs/guardians.md, "A cache hit's row": the hit is not checked (guardian_verdict NULL, as an unchecked
+    # answer's); its cache_hit column tells it apart; the answer it serves was stored by an earlier request
+    # whose check passed or failed open (an answer whose check timed out open is cached too).
+    trace = [TraceRequest(f"r{i}", i * 5.0, 12, 8, prompt="the same prompt") for i in range(3)]
+    plan = {"plugins": {"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "g"}}}}
+    for spec, first in (({"name": "g"}, "pass"),
+                        ({"name": "g", "timeout_s": 0.001, "latency": {"base_s": 0.5}}, "timeout")):
+        res = replay_with(trace=trace, guardians={"models": [spec]}, **plan)
+        assert [(r.cache_hit, r.guardian_verdict) for r in res.requests] == [(None, first), ("exact", None),
+                                                                             ("exact", None)]
+        assert [d.subject for d in res.decisions if d.action == "guardian_check"] == ["r0"]
+        assert res.summary["guardian_sampling"]["sampled-guardian"]["answers"] == 1  # generated answers only
