@@ -16,7 +16,8 @@ from typing import Any, Callable, Final
 
 from controlplane.storage.errors import StorageError
 
-__all__ = ["CHILD_TABLES", "OrphanRows", "delete_run", "refuse_orphans", "tables_with_rows"]
+__all__ = ["CHILD_TABLES", "OrphanRows", "delete_run", "delete_sweep_row", "refuse_orphans", "sweep_of",
+           "tables_with_rows"]
 
 #: The tables whose ``run_id`` names a run: each run's rows (``ON DELETE CASCADE``).
 CHILD_TABLES: Final = ("request", "decision", "metric_sample", "worker_event", "iteration")
@@ -78,3 +79,25 @@ def count_rows(engine: Any, run_id: int) -> dict[str, int]:
                   for t in CHILD_TABLES}
         counts["run"] = connection.execute(text("SELECT count(*) FROM run WHERE id = :id"), {"id": run_id}).scalar()
     return counts
+
+
+def sweep_of(engine: Any, sweep_id: int) -> tuple[dict[str, Any] | None, list[int]]:
+    """Sweep (or search) ``sweep_id``'s row (``id``, ``name``, ``kind``, ``status``, ``num_runs``; None where it is
+    not there) and the ids of the runs naming it (``run.sweep_id``), in order."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT id, name, kind, status, num_runs FROM sweep WHERE id = :id"),
+                                 {"id": sweep_id}).mappings().first()
+        runs = list(connection.execute(text("SELECT id FROM run WHERE sweep_id = :id ORDER BY id"),
+                                       {"id": sweep_id}).scalars())
+    return (dict(row) if row is not None else None), runs
+
+
+def delete_sweep_row(engine: Any, sweep_id: int) -> int:
+    """Delete sweep ``sweep_id``'s row (its runs deleted first, each with `delete_run`); return 1, or 0 where it
+    was not there. Its id is never given again (``AUTOINCREMENT``, PostgreSQL's sequence)."""
+    from sqlalchemy import text
+
+    with engine.begin() as connection:
+        return connection.execute(text("DELETE FROM sweep WHERE id = :id"), {"id": sweep_id}).rowcount
