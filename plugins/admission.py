@@ -12,6 +12,8 @@ prediction had ruled out, and they finished late.
 A request's output length is expected from the model's finished answers (`plugins.output_lengths`,
 settings ``output_quantile``, ``output_window``, ``output_min_finished``), not its ``max_tokens``;
 an iteration time (or prefill time per prompt token) not updated for ``iteration_horizon_s`` is forgotten.
+Before any iteration was timed (a cold start), a replica takes its free batch slots and
+``untimed_waiting_per_slot`` waiting requests per slot, and refuses more.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class QueueLimit(Plugin):
         output_min_finished: int = Field(20, ge=1)
         # an iteration or prefill time not updated for this long (run time) is forgotten (plugins.finish_time)
         iteration_horizon_s: float = Field(60.0, gt=0)
+        # before any iteration of the model was timed (a cold start: until a replica has run), a replica whose batch
+        # slots are all taken still takes this many waiting requests per batch slot (max_num_seqs; 0: none)
+        untimed_waiting_per_slot: float = Field(1.0, ge=0)
 
         @model_validator(mode="after")
         def _min_within_window(self):
@@ -95,19 +100,29 @@ class QueueLimit(Plugin):
 
     def _too_late(self, ctx, workers, request) -> Admission | None:
         """The refusal of a request no replica is predicted to finish within ``max_finish_s`` (None:
-        one is, one is idle, or one has a free batch slot and no iteration was timed yet)."""
-        limit = self.settings.max_finish_s
+        one is, one is idle, or no iteration was timed yet and one has a free batch slot or a free place of
+        the ``untimed_waiting_per_slot`` it may hold waiting)."""
+        s = self.settings
+        limit = s.max_finish_s
         predictions = self._finish.predict(workers, request, ctx.now_s, ctx)  # (as of now: ctx's progress)
         known = [p for p in predictions if p.finish_s is not None]
-        on_time = [p for p in predictions if p.idle or (not p.waits if p.finish_s is None else p.finish_s <= limit)]
+        # (untimed: the places each replica has left for waiting requests, beyond its free batch slots)
+        per_slot = s.untimed_waiting_per_slot
+        room = {w.worker_id: int(per_slot * w.max_num_seqs) + max(0, w.max_num_seqs - len(w.running)) - len(w.waiting)
+                for w in workers}
+        on_time = [p for p in predictions if p.idle or (
+            p.finish_s <= limit if p.finish_s is not None else not p.waits or room[p.worker_id] > 0)]
         if on_time:
             if len(on_time) < len(predictions):
                 on_time.sort(key=lambda p: (not p.idle, p.finish_s if p.finish_s is not None else 0.0))
                 self._on_time[request.request_id] = tuple(p.worker_id for p in on_time)
             return None
         if not known:
-            return Admission(False, f"overloaded: every batch slot is taken and no iteration was timed yet "
-                                    f"to predict a finish within {limit:g} s", code=ReasonCode.ADMISSION_DENIED)
+            most = max(len(w.waiting) for w in workers)
+            return Admission(False, f"overloaded: every batch slot is taken and no iteration was timed yet to "
+                                    f"predict a finish within {limit:g} s; each replica already holds the waiting "
+                                    f"requests untimed_waiting_per_slot {per_slot:g} allows "
+                                    f"until then (up to {most} waiting)", code=ReasonCode.ADMISSION_DENIED)
         best = min(known, key=lambda p: p.finish_s)
         tokens = f"{best.tokens} tokens"
         if best.tokens < request.max_output_tokens:  # the length the run's answers suggest

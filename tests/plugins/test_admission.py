@@ -101,7 +101,8 @@ def test_max_finish_s_admits_to_free_slots_before_any_time_and_always_to_an_idle
     plugin = QueueLimit(QueueLimit.Settings(max_finish_s=8))
     new = make_requests(1, prefix="new", model="default")[0]
     w = _busy_worker()
-    d = plugin.cp_admit_request(ctx=make_context(workers=[w]), request=new)  # full batch, nothing timed
+    strict = QueueLimit(QueueLimit.Settings(max_finish_s=8, untimed_waiting_per_slot=0))
+    d = strict.cp_admit_request(ctx=make_context(workers=[w]), request=new)  # full batch, nothing timed
     assert not d.admit and "no iteration was timed yet" in d.reason
     w.max_num_seqs = 8
     assert plugin.cp_admit_request(ctx=make_context(workers=[w]), request=new) is None
@@ -164,7 +165,7 @@ def test_max_finish_s_times_a_lone_long_request_from_its_iterations():
     """A live worker running one long request, nothing arriving or finishing for 120 s (past
     ``iteration_horizon_s``): its iterations (``IterationTimed``) keep its time measured, so a
     request arriving then is predicted, not refused as if nothing had been timed."""
-    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=8))
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=8, untimed_waiting_per_slot=0))
     lone = make_requests(1, prefix="lone", model="default")[0]
     lone.max_output_tokens, lone.output_tokens, lone.scheduled_s = 100_000, 0, 0.0
     w = make_worker(running=[lone], max_num_seqs=1)
@@ -297,3 +298,25 @@ def test_a_request_admitted_for_the_replicas_in_time_is_not_routed_to_a_late_one
     d = moved[0]
     assert d.plugin == "round-robin" and d.payload["worker"] in d.reason.split("max_finish_s")[1]
     assert "predicted to finish it after max_finish_s 10 s" in d.reason
+
+
+def test_before_any_time_a_full_replica_still_takes_a_batch_of_waiting_requests():
+    """At a daemon's cold start 31 of 60 requests got 429 for the ~28 s of the first worker's load: before any
+    iteration was timed, a request was refused as soon as the batch slots were taken, however long the timeout.
+    Until then a replica (starting ones too) now takes ``untimed_waiting_per_slot`` (1) waiting requests per
+    batch slot; beyond them the refusal says so."""
+    from controlplane.testing import make_worker as mw
+
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=480))
+    starting = mw(max_num_seqs=4, state=WorkerState.STARTING)
+    ctx = make_context(workers=[starting])
+    admitted = 0
+    for r in make_requests(20, prefix="cold", model="default"):
+        if plugin.cp_admit_request(ctx=ctx, request=r) is None:
+            admitted += 1
+            starting.waiting.append(r)
+    assert admitted == 8  # its 4 batch slots, then 4 waiting behind them
+    d = plugin.cp_admit_request(ctx=ctx, request=make_requests(1, prefix="late", model="default")[0])
+    assert not d.admit and "untimed_waiting_per_slot 1 allows until then (up to 8 waiting)" in d.reason
+    half = QueueLimit(QueueLimit.Settings(max_finish_s=480, untimed_waiting_per_slot=0.5))
+    assert half.cp_admit_request(ctx=ctx, request=make_requests(1, prefix="x", model="default")[0]) is not None
