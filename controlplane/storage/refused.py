@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -242,6 +243,6 @@ def refusal_message(refusal: Refusal, path: Path | None) -> str:
     if path is not None:
         mend = ", e.g. give a repeated request id a new one there" if DUPLICATE in refusal.causes else " (as said)"
         return (f"{text}; the refused rows were saved to {path} (mend what refused them{mend}, then load them with "
-                f"`controlplane db load-spill {path}`)")
+                f"`controlplane db load-spill {shlex.quote(str(path))}`)")
     quoted = [json.dumps({"table": t, "row": r}, default=encode_default) for t, r, _ in refusal.entries[:_MAX_QUOTED]]
     return f"{text}; they could not be saved to a file, so here they are: " + " ".join(quoted)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -153,7 +154,8 @@ def load_advice(path: Path, source: str) -> str:
     the command, with ``--db`` where the file's header cannot give the URL (a hidden password)."""
     db = f" --db {source}" if "***" in source else ""
     hint = " (with its password)" if db else ""
-    return f"load them with `controlplane db load-spill {path}{db}`{hint} once the database is back"
+    return (f"load them with `controlplane db load-spill {shlex.quote(str(path))}{db}`{hint} once the database is "
+            "back")
 
 
 def read_spill(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -178,6 +179,8 @@ def read_trace(path: PathLike, format: str | None = None, *,
     the reader then keeps the ids read (about 100 bytes a request), else it holds one row. Other
     options are format-specific (see FORMAT_OPTIONS).
     """
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith("~"):  # (no shell expanded it: a path
+        path = type(path)(os.path.expanduser(os.fspath(path)))  # in code or a YAML file) the home folder, as the CLI's
     fmt = detect_format(path) if format is None else format
     spec = _READERS.get(fmt)
     if spec is None:

@@ -269,3 +269,13 @@ def test_an_id_sequence_behind_its_table_is_named_with_its_fix_not_a_repeated_id
     assert load_spill(url, _refused_file(rec)) == 3
     assert sorted(_request_ids(pg_engine)) == [f"req-{i:06d}" for i in range(203)]
     assert _summary(pg_engine, run_id) == {"num_completed": 203}
+
+
+def test_the_load_spill_commands_suggested_are_quoted_for_a_shell(tmp_path):
+    """A spill or refused file in a folder with a space: the suggested command broke on it when pasted."""
+    from controlplane.storage.refused import Refusal, refusal_message
+
+    path = tmp_path / "my runs" / "x.refused.jsonl"
+    assert f"`controlplane db load-spill '{path}'`" in spill.load_advice(path, "sqlite:///x.db")
+    assert f"`controlplane db load-spill '{path}'`" in refusal_message(
+        Refusal(), path)

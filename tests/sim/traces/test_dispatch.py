@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -254,3 +256,14 @@ def test_a_row_of_delimiters_only_is_a_bad_row_in_every_format(write, name, head
                               "or fill it in)"
     reader = read_trace(p, on_error="skip", **options)
     assert len(list(reader)) == 2 and reader.skipped == 1 and reader.errors[0].line == 5  # (the blank lines: skipped)
+
+
+def test_a_path_starting_with_a_tilde_is_read_from_the_home_folder(tmp_path, monkeypatch):
+    """A path in code or a YAML file reaches read_trace as written (no shell expands ``~``): 'trace file not
+    found: ~/t.csv' where the CLI, which expands it, read the file."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "t.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                                    "2023-11-16 18:15:46.6805900,374,44\n")
+    for path in ("~/t.csv", Path("~/t.csv")):
+        reader = read_trace(path, "azure")
+        assert [r.prompt_tokens for r in reader] == [374] and str(reader.path) == str(tmp_path / "t.csv")
