@@ -263,8 +263,8 @@ def schema_state(engine: Engine, head: str, url: str | None = None) -> tuple[str
 
     url, revisions = mask_password(url) if url else describe_url(engine), recorded_revisions(engine)
     if not revisions:
-        return "none", (f"{url}: no controlplane schema (no alembic_version table): the first command that writes "
-                        f"to it makes the schema at revision {head}")
+        return "none", (f"{url}: no controlplane schema (no alembic_version table): the first command that opens it "
+                        f"(a replay, `runs list`, `db upgrade`: any but `db current`) makes the schema at revision {head}")
     known = _known_revisions()
     if revisions - known:
         return "ahead", (f"{url}: revision {revisions_text(revisions)}, ahead of this controlplane (its latest is "

@@ -66,8 +66,8 @@ def test_db_current_says_where_the_schema_stands_and_changes_nothing(db_url):  #
     if db_url.startswith("sqlite"):
         Path(db_url.removeprefix("sqlite:///")).touch()  # (an empty file: one that is not there is an error)
     said = " ".join(_cli("db", "current", "--db", db_url).stdout.split())
-    assert said == (f"{db_url}: no controlplane schema (no alembic_version table): the first command that writes to "
-                    "it makes the schema at revision 0005")
+    assert said == (f"{db_url}: no controlplane schema (no alembic_version table): the first command that opens it (a "
+                    "replay, `runs list`, `db upgrade`: any but `db current`) makes the schema at revision 0005")
     upgrade(db_url, "0003")
     result = _cli("db", "current", "--db", db_url)
     assert result.exit_code == 1, result.output  # (behind: an upgrade would apply)
