@@ -4,10 +4,12 @@
 
     decisions = replay_with(MyRouter(), trace=make_trace(n=200, qps=5)).decisions
     assert all(d.plugin == "my-router" for d in decisions if d.hook == "cp_route_request")
+    assert_reproducible(MyRouter(), trace=make_trace(n=200, qps=5))  # two replays, the same decisions
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +28,7 @@ from controlplane.hookspecs import hookimpl
 from controlplane.kv_cache import KVCacheManager
 from controlplane.plugin import Plugin
 from controlplane.plugin_manager import PluginSet, build_plugin_set
+from controlplane.replay_differences import first_difference
 from controlplane.types import Decision, Request, RequestStatus, Worker, WorkerState
 
 
@@ -308,6 +311,41 @@ def replay_with(
         result = replay(trace if trace is not None else make_trace(), config, transforms=transforms,
                         record=db_url is not None, extra_plugins=extra)
     return ReplayResult(result.summary, log.events, result.run_id)
+
+
+def assert_reproducible(*plugins: object, trace: Iterable[Any] | None = None, **replay_args: Any) -> ReplayResult:
+    """Replay ``trace`` twice with ``plugins`` (as `replay_with`, which takes ``replay_args``) and raise an
+    AssertionError naming the first decision, else the first request, where the two replays differ. A replay is
+    deterministic, so a difference is a policy that reads the wall clock, the global random module or state kept
+    outside the run (a module global, a class attribute): `controlplane runs compare` would read that noise as a
+    difference between runs. Each replay gets its own copy of each plugin (``copy.deepcopy`` of an instance, a new
+    instance of a class), as it was before the first; a stream trace is read into a list once. Returns the first
+    replay's result."""
+    if trace is not None and not isinstance(trace, (str, bytes, os.PathLike, Sequence)):
+        _refuse_a_read_stream(trace)
+        trace = list(trace)
+    results = [replay_with(*(_fresh(p, i) for i, p in enumerate(plugins)), trace=trace, **replay_args)
+               for _ in range(2)]
+    first, second = results
+    difference = first_difference(first.decisions, second.decisions, first.requests, second.requests)
+    if difference is not None:
+        raise AssertionError(f"not reproducible: two replays of the same trace, config and seed differ; {difference}. "
+                             "A policy reads the wall clock, the global random module or state kept outside the run "
+                             "(use ctx.now_s and ctx.rng, keep state on the plugin)")
+    return first
+
+
+def _fresh(plugin: object, position: int) -> object:
+    """A copy of ``plugin`` as it is now: a new instance of a class (no arguments), a deep copy of an instance."""
+    if isinstance(plugin, type):
+        return plugin()
+    if isinstance(plugin, EventLog):
+        return EventLog()
+    try:
+        return copy.deepcopy(plugin)
+    except Exception as exc:  # noqa: BLE001 (a lock, a client, a thread: said so)
+        raise TypeError(f"assert_reproducible: plugin #{position + 1} ({type(plugin).__name__}) cannot be copied "
+                        f"for each replay ({type(exc).__name__}: {exc}); pass its class instead") from None
 
 
 def _refuse_a_trace(obj: object, position: int) -> None:

@@ -1,6 +1,7 @@
-"""What `controlplane runs compare` says for a script or a CI gate: the notes on runs that did not finish and on
-intervals over fewer requests than each run completed (on stderr, as every note, and in ``--json``'s ``notes``),
-and the ``--json`` document (docs/sweeps.md lists its keys)."""
+"""What `controlplane runs compare` says for a script or a CI gate: the notes on runs that did not finish, on
+intervals over fewer requests than each run completed and on two replays that should have been the same and differ
+(a plugin that is not reproducible) (on stderr, as every note, and in ``--json``'s ``notes``), and the ``--json``
+document (docs/sweeps.md lists its keys)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from controlplane.cli.compare_ci import cost_diffs, side_by_side_diffs
-from controlplane.cli.runs_notes import slo_targets, targets_differ
+from controlplane.cli.runs_notes import same_requests, slo_targets, targets_differ
 
-__all__ = ["compare_document", "covers_note", "status_notes"]
+__all__ = ["compare_document", "covers_note", "reproducibility_note", "status_notes"]
 
 _STOPPED = {"failed": "failed", "crashed": "crashed", "interrupted": "was interrupted"}
 
@@ -48,13 +49,60 @@ def covers_note(metrics: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]
             "those it did")
 
 
+#: A run config's sections that do not decide a simulated run's results: its name, where it is stored, its process.
+_NOT_RESULTS = frozenset({"name", "storage", "process"})
+#: Observers the core itself registers (the run's recorder, `controlplane.testing`'s event log): controlplane's code,
+#: stored without a version.
+_CORE_OBSERVERS = frozenset({"sql-recorder", "event-log"})
+#: The summary figures that tell whether two replays came out the same, in the order the note names the first.
+_RESULTS = ("num_completed", "num_rejected", "num_failed", "num_blocked", "num_cancelled", "num_preemptions",
+            "num_plugin_errors", "cache_hits", "num_scale_events", "slo_attainment", "ttft_mean_s", "ttft_p99_s",
+            "tpot_mean_s", "tpot_p99_s", "e2e_mean_s", "e2e_p99_s", "queue_mean_s", "queue_p99_s", "output_tokens",
+            "gpu_seconds", "gpu_busy_seconds")
+
+
+def reproducibility_note(runs_a: Sequence[dict[str, Any]], runs_b: Sequence[dict[str, Any]], engine: Any) -> str:
+    """A note when one simulated run a side had everything that decides its results the same (config, seed, trace
+    and how it was read, the same stored requests, plugins with their versions and settings: the built-ins'
+    version is controlplane's) and the results still differ: a replay is deterministic, so some plugin read the wall
+    clock, the global random module or state outside the run, and the comparison's verdicts are that noise. ''
+    otherwise (checked in that order, the stored requests last: a query of both runs')."""
+    if len(runs_a) != 1 or len(runs_b) != 1:
+        return ""
+    a, b = runs_a[0], runs_b[0]
+    if a["id"] == b["id"] or not all(r.get("mode") == "sim" and r.get("status") == "finished" for r in (a, b)):
+        return ""
+    if (a.get("seed"), a.get("trace"), a.get("trace_format"), a.get("plugins")) != (
+            b.get("seed"), b.get("trace"), b.get("trace_format"), b.get("plugins")):
+        return ""
+    config_a, config_b = ({k: v for k, v in (r.get("config") or {}).items() if k not in _NOT_RESULTS} for r in (a, b))
+    if not config_a or config_a != config_b:
+        return ""
+    summary_a, summary_b = a.get("summary") or {}, b.get("summary") or {}
+    differ = [k for k in _RESULTS if summary_a.get(k) != summary_b.get(k)]
+    if not differ or not same_requests(engine, a, b):
+        return ""
+    first = differ[0]
+    unversioned = sorted({p["name"] for p in a.get("plugins") or [] if not p.get("version")} - _CORE_OBSERVERS)
+    code = (f"; plugins without a version ({', '.join(unversioned)}) may also have changed between the runs"
+            if unversioned else "")
+    return (f"note: runs {a['id']} and {b['id']} have the same config, seed, trace, transforms and requests, and the "
+            f"same plugins and versions, yet their results differ ({first} {summary_a.get(first)} against "
+            f"{summary_b.get(first)}; {len(differ)} of {len(_RESULTS)} figures differ): a simulated replay is "
+            "deterministic, so a plugin is not reproducible (it reads the wall clock, the global random module or "
+            "state kept outside the run: use ctx.now_s and ctx.rng), or the code changed under the same version (an "
+            f"editable install){code}. The comparison's differences are that noise, not an effect: "
+            "controlplane.testing.assert_reproducible(plugin, trace=...) names the first request where two replays "
+            "part")
+
+
 def compare_document(side_a: list[int], side_b: list[int], runs_a: list[dict[str, Any]],
                      runs_b: list[dict[str, Any]], *, confidence: float, metrics: list[dict[str, Any]],
                      by_model: dict[str, list[dict[str, Any]]], workloads: str, differences: dict[str, Any],
-                     deployments: str, notes: list[str]) -> dict[str, Any]:
+                     deployments: str, notes: list[str], reproducibility: str = "") -> dict[str, Any]:
     """``runs compare --json``'s document: the metrics (with their verdicts), whether any covers fewer requests than
     each run completed (``metrics_restricted``), the side-by-side table's rows, each run's status and error, its
-    SLO targets, the notes and what they flag."""
+    SLO targets, the notes and what they flag (``reproducibility``: `reproducibility_note`'s)."""
     runs = (*runs_a, *runs_b)
     every = [*metrics, *(m for ms in by_model.values() for m in ms)]
     return {"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics,
@@ -67,5 +115,6 @@ def compare_document(side_a: list[int], side_b: list[int], runs_a: list[dict[str
             "slo_targets_differ": targets_differ(runs),
             "workloads_differ": bool(workloads), "workloads_note": workloads or None,
             "deployments_differ": bool(differences), "deployment_differences": differences,
-            "deployments_note": deployments or None, "notes": notes,
+            "deployments_note": deployments or None, "not_reproducible": bool(reproducibility),
+            "reproducibility_note": reproducibility or None, "notes": notes,
             **({"by_model": by_model} if by_model else {})}

@@ -224,7 +224,7 @@ def compare(
     Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
     from controlplane.cli.compare_ci import (COST_KEYS, by_model_diffs_json, ci_table, parse_run_ids, side_by_side,
                                              summary_diffs, summary_means, sweep_run_ids)
-    from controlplane.cli.compare_json import compare_document, covers_note, status_notes
+    from controlplane.cli.compare_json import compare_document, covers_note, reproducibility_note, status_notes
     from controlplane.cli.compare_progress import CompareProgress
     from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample, within_other
     from controlplane.storage import get_run
@@ -256,14 +256,16 @@ def compare(
                                                progress=progress)
     with user_errors():
         workloads = workload_note((*runs_a, *runs_b), engine)  # (the runs replayed different requests: '' if not)
+        # (two replays the same in all that decides them, whose results differ: a plugin is not reproducible)
+        reproducibility = reproducibility_note(runs_a, runs_b, engine)
     if ci and len(samples_a) == len(samples_b) == 1 and (shared := within_other(samples_a[0], samples_b[0])):
         workloads = (f"note: the intervals compare {shared[2]}, paired; the side-by-side table is each run whole")
     differences = deployment_differences((*runs_a, *runs_b))  # (other models, GPUs or latency models: {} if not)
     deployments = deployments_note((*runs_a, *runs_b), differences)
     # Notes on stderr, as every command's (stdout holds the tables, or the JSON, alone); --json has them too. The
     # SLO targets' in every mode: --no-ci's SLO row too is each run's own.
-    notes = [n for n in (*status_notes((*runs_a, *runs_b)), targets_note((*runs_a, *runs_b)), workloads, deployments)
-             if n]
+    notes = [n for n in (*status_notes((*runs_a, *runs_b)), targets_note((*runs_a, *runs_b)), workloads, deployments,
+                         reproducibility) if n]
     if json_out:
         metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b)  # (--no-ci: no interval)
         by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci
@@ -271,7 +273,7 @@ def compare(
         notes += [n for n in (covers_note(metrics, (*runs_a, *runs_b)),) if n]  # (the tables' caption says it)
         found = compare_document(side_a, side_b, runs_a, runs_b, confidence=confidence, metrics=metrics,
                                  by_model=by_model, workloads=workloads, differences=differences,
-                                 deployments=deployments, notes=notes)
+                                 deployments=deployments, notes=notes, reproducibility=reproducibility)
         if decisions:  # (as the tables say it: A's first run against B's first, then each run's shadows)
             from controlplane.cli.runs_timeline import decision_comparisons
 
