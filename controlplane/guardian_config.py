@@ -91,6 +91,15 @@ class GuardianSpec(_Section):
     block_label: int = Field(1, ge=0)
     max_input_tokens: int = Field(512, ge=8)  # live: longer texts are cut (from the start)
 
+    @property
+    def latency_calibrated(self) -> bool:
+        """Whether the simulator's price of a check differs from the default (``latency.base_s``
+        0.02, ``per_token_s`` 0): at the default it is 20 ms a batch, whatever the guardian really
+        takes (a replay says so: `sim.guardian_pool`). Read from the values, not from which keys
+        were set: a run's config is checked again from its dump, which sets every key."""
+        default = GuardianLatency()
+        return (self.latency.base_s, self.latency.per_token_s) != (default.base_s, default.per_token_s)
+
     @field_validator("patterns")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:

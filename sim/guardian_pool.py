@@ -20,6 +20,12 @@ through the guardian's ``on_error`` as any timeout (so the request's row is not 
 finished run); the summary counts them (``guardian_checks_cut_off``, and per guardian ``cut_off``).
 Checks of requests still in the system at the cutoff stay with them (their rows are ``in_flight``).
 
+A guardian whose ``latency`` sets neither ``base_s`` nor ``per_token_s`` is priced at the default
+(20 ms a batch), which says nothing of what the real guardian takes (a causal-LM judge measured
+0.39 s a check live): the run warns once (`UncalibratedLatencyWarning`, a ``warning:`` line of
+``sim replay``) and its summary names them (``guardian_latency_uncalibrated``); docs/guardians.md
+says how to set it from a live run's ``mean_check_s``.
+
 A guardian a plan names but the config does not declare runs as the old fixed delay
 (``sim.guardian_latency_s``, no capacity limit, no GPU cost) with a perfect verdict (the label),
 when ``guardians.models`` declares none. When it declares some, an undeclared name is most likely a
@@ -30,6 +36,7 @@ and the first one is warned about, whichever plugin's plan named it.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +50,14 @@ from controlplane.hardware.cost import add_guardian_cost
 from controlplane.types import RequestStatus
 from sim.guardian_labels import LabelModel
 
-__all__ = ["SimGuardianPool"]
+__all__ = ["SimGuardianPool", "UncalibratedLatencyWarning"]
+
+
+class UncalibratedLatencyWarning(UserWarning):
+    """Declared guardians priced at the default latency. ``one_line``: the command line shows it as
+    one ``warning:`` line (`controlplane.cli.shown_warnings`)."""
+
+    one_line = True
 
 #: deliver(request id, verdict, guardian, score, reason, stage)
 Deliver = Callable[[str, str, str, "float | None", "str | None", str], None]
@@ -100,6 +114,14 @@ class SimGuardianPool:
                 "checks is served to another unchecked (see docs/guardians.md)", " and ".join(caches))
         self.default_latency_s = config.sim.guardian_latency_s
         self.guardians = {g.name: _Guardian(g) for g in config.guardians.models}
+        default = [(i, g) for i, g in enumerate(config.guardians.models) if not g.latency_calibrated]
+        self.uncalibrated = [g.name for _, g in default]
+        if default:  # (keys as config errors name them: a command line's warning line reads [..] as markup)
+            keys = ", ".join(f"guardians.models.{i}.latency ({g.name})" for i, g in default)
+            warnings.warn(UncalibratedLatencyWarning(
+                f"{keys}: the default, so the simulator prices each batch of checks at {default[0][1].latency.base_s:g} "
+                "s, whatever the guardian really takes; set latency.base_s from a live run's "
+                "guardians.NAME.mean_check_s (docs/guardians.md, Calibrating a guardian's latency)"), stacklevel=2)
         models = config.cluster.models
         self.default_gpu = models[0].gpu if models else "a100-80gb"  # for a guardian that names no `gpu`
         self.prices = config.cluster.gpu_prices
@@ -286,4 +308,5 @@ class SimGuardianPool:
         return {"guardian_gpu_seconds": round(sum(g.gpu_s for g in self.guardians.values()), 6),
                 "guardian_busy_s": round(sum(g.busy_s for g in self.guardians.values()), 6),
                 "guardian_blocks_after_reply": self.num_blocks_after_reply,
-                "guardian_checks_cut_off": self.num_cut_off, "guardians": per}
+                "guardian_checks_cut_off": self.num_cut_off, "guardians": per,
+                **({"guardian_latency_uncalibrated": self.uncalibrated} if self.uncalibrated else {})}

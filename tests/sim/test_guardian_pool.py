@@ -172,3 +172,26 @@ def test_a_cache_hit_under_a_check_every_answer_plan_reads_no_verdict_and_is_tol
                                                                              ("exact", None)]
         assert [d.subject for d in res.decisions if d.action == "guardian_check"] == ["r0"]
         assert res.summary["guardian_sampling"]["sampled-guardian"]["answers"] == 1  # generated answers only
+
+
+def test_guardians_priced_at_the_default_latency_are_warned_of_once_and_named_in_the_summary():
+    # A rules guardian read 20 ms a check and a causal-lm judge 0.02 s where live measured ~0.39 s: nothing said so.
+    import warnings
+
+    from sim.guardian_pool import UncalibratedLatencyWarning
+
+    models = [{"name": "rules", "kind": "rules", "gpus_per_replica": 0},
+              {"name": "judge", "latency": {"base_s": 0.39, "max_batch": 1}}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = replay_with(trace=[TraceRequest(str(i), i * 1.0, 16, 1) for i in range(3)], guardians={"models": models},
+                          plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync",
+                                                                     "guardians": ["rules", "judge"]}}})
+    (w,) = [w for w in caught if w.category is UncalibratedLatencyWarning]  # once for the run
+    assert str(w.message).startswith("guardians.models.0.latency (rules): the default, so the simulator prices each "
+                                     "batch of checks at 0.02 s")
+    assert "mean_check_s" in str(w.message)
+    assert res.summary["guardian_latency_uncalibrated"] == ["rules"]  # the judge's latency was set
+    calibrated = replay_with(trace=[TraceRequest("0", 0.0, 16, 1)], guardians={"models": models[1:]}, plugins={
+        "settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "judge"}}})
+    assert "guardian_latency_uncalibrated" not in calibrated.summary
