@@ -79,8 +79,13 @@ def load_spill(
     file: Annotated[Path, typer.Argument(help="A controlplane-spill-run*.jsonl file (its run's error named it).")],
     db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: the one the file's header "
                                                            "names; give it where that URL's password is hidden). "
-                                                           "Another database than the header's is refused.")]
+                                                           "Another database than the header's is refused; "
+                                                           "another port of its host is taken (pgbouncer, a "
+                                                           "port-forward).")]
     = None,
+    same_database: Annotated[bool, typer.Option(
+        "--same-database", help="--db reaches the header's database under another host name (a tunnel's "
+                                "localhost:15432): take it; the runs there must still be the file's own.")] = False,
 ) -> None:
     """Write a spill file's rows to its database (the rows of a run whose database was away when it
     ended, its end among them: the run gets its rows, summary and status), then delete the file.
@@ -88,8 +93,11 @@ def load_spill(
     from controlplane.storage.errors import mask_password
     from controlplane.storage.load_spill import load_spill as load, spill_database
 
+    if same_database and not db:
+        raise typer.BadParameter("--same-database goes with --db (the URL that reaches the file's database)",
+                                 param_hint="--same-database")
     with user_errors():
-        url = spill_database(file, resolve_db(db) if db else None)
+        url = spill_database(file, resolve_db(db) if db else None, same_database=same_database)
     with user_errors(url):
         written = load(url, file)
     out.print(f"{written:,} rows from {file} written to {mask_password(url)}; the file is deleted", highlight=False)

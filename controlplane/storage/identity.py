@@ -1,7 +1,9 @@
 """Which database a URL names, whatever its spelling: the driver (``postgresql`` or
 ``postgresql+psycopg``), the user, the password (given or hidden as ``***``) and ``localhost`` for
 ``127.0.0.1`` do not change the database. What a spill file and a spill's note are matched on
-(`controlplane.storage.load_spill`, `controlplane.storage.spill_notes`)."""
+(`controlplane.storage.load_spill`, `controlplane.storage.spill_notes`), there with ``any_port``: the same
+server's database reached through another port (pgbouncer, a port-forward: ``127.0.0.1:18120`` for ``:5432``) is
+the same database; the runs a spill holds are then checked by their names and starts."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any, Final
 
 from sqlalchemy.engine import URL, make_url
 
-__all__ = ["database_identity", "same_database"]
+__all__ = ["database_identity", "same_database", "without_port"]
 
 #: Names of this host's loopback interface: the same server, however the URL spells it.
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "0:0:0:0:0:0:0:1", "localhost.localdomain"})
@@ -45,6 +47,18 @@ def database_identity(url: str | URL) -> str:
     return f"{backend}://{host}:{port}/{parsed.database or ''}"
 
 
-def same_database(a: str | URL, b: str | URL) -> bool:
-    """Whether the URLs ``a`` and ``b`` name one database (`database_identity`)."""
-    return database_identity(a) == database_identity(b)
+def without_port(identity: str) -> str:
+    """A `database_identity` with its port left out (``postgresql://localhost/name``); a SQLite file's as it is."""
+    backend, sep, rest = identity.partition("://")
+    if not sep:
+        return identity
+    netloc, slash, name = rest.partition("/")
+    host, colon, _ = netloc.rpartition(":")
+    return f"{backend}://{host if colon else netloc}{slash}{name}"
+
+
+def same_database(a: str | URL, b: str | URL, *, any_port: bool = False) -> bool:
+    """Whether the URLs ``a`` and ``b`` name one database (`database_identity`); with ``any_port``, whatever their
+    ports (the same host's database of that name, reached through pgbouncer or a port-forward)."""
+    ia, ib = database_identity(a), database_identity(b)
+    return ia == ib or (any_port and without_port(ia) == without_port(ib))

@@ -6,8 +6,10 @@ A spill file holds rows a recorder could not write (the database was away when i
 them, so a run left ``running`` (or marked ``crashed`` meanwhile) gets its rows, its summary and
 its status. ``--db`` defaults to the database the file names in its header (where that URL has no
 hidden password); one given must be that database (its URL may be spelt otherwise: another user, a
-password, ``localhost`` for ``127.0.0.1``; `controlplane.storage.identity`), and the runs there must
-be the file's own (their names and starts): else nothing is written and the file is kept, checked before
+password, ``localhost`` for ``127.0.0.1``, another port of that host, as pgbouncer's or a port-forward's;
+`controlplane.storage.identity`; ``--same-database`` says a URL of another host reaches it, as a tunnel's
+``localhost:15432`` does), and the runs there must be the file's own (their names and starts, whatever the
+URL): else nothing is written and the file is kept, checked before
 the schema is made or upgraded (a database made anew, empty, gets none). The file
 is deleted once its rows are written, as the recorder deletes the spill files it writes back itself:
 loading it twice would write its rows twice.
@@ -87,13 +89,16 @@ def _check_runs_there(engine: Any, path: Path, run_ids: set[int], url: str) -> N
                            "load the file into the database whose runs it holds")
 
 
-def spill_database(path: Path, db: str | None) -> str:
+def spill_database(path: Path, db: str | None, *, same_database: bool = False) -> str:
     """The database to load ``path`` into: ``db``, else the one its header names (not one with a hidden
-    password). A ``db`` that is another database than the header's is refused (``StorageError``)."""
+    password). A ``db`` that is another database than the header's (another host or database name; another port
+    of the same host is taken) is refused (``StorageError``), unless ``same_database`` says it is that database
+    (reached through a tunnel of another host name). `load_spill` checks the runs there all the same."""
     header = spill.read_header(path)
     source = header.get("source")
     if db is not None:
-        _check_same_database(path, header, db)
+        if not same_database:
+            _check_same_database(path, header, db)
         return db
     if not isinstance(source, str) or "***" in source:
         raise StorageError(f"{path} names no database this can connect to ({source!r}): give --db URL")
@@ -101,16 +106,18 @@ def spill_database(path: Path, db: str | None) -> str:
 
 
 def _check_same_database(path: Path, header: dict, db: str) -> None:
-    from controlplane.storage.identity import database_identity
+    from controlplane.storage.identity import database_identity, without_port
 
     source = header.get("source")
     if not isinstance(source, str):
         return  # (a header without its database: nothing to compare)
     own = header.get("database") if isinstance(header.get("database"), str) else database_identity(source)
-    if database_identity(db) != own:
+    given = database_identity(db)
+    if given != own and without_port(given) != without_port(own):  # (another port of its host: pgbouncer's)
         raise StorageError(f"{path} holds rows of the database {mask_password(source)}, and --db names another one "
                            f"({mask_password(db)}): nothing was written, and the file is kept; give --db the URL "
-                           "of its own database (with its password, where that is hidden)")
+                           "of its own database (with its password, where that is hidden; any port of its host), "
+                           "or add --same-database where this URL reaches it under another host name (a tunnel)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Write a spill file's rows to its database, then delete the file.")
     parser.add_argument("file", type=Path, help="a controlplane-spill-run*.jsonl file")
     parser.add_argument("--db", help="the database URL (default: the one in the file's header)")
+    parser.add_argument("--same-database", action="store_true",
+                        help="--db reaches the header's database under another host name (a tunnel)")
     args = parser.parse_args(argv)
     url = args.db
     try:
-        url = spill_database(args.file, args.db)
+        url = spill_database(args.file, args.db, same_database=args.same_database)
         written = load_spill(url, args.file)
     except (StorageError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from controlplane.storage.identity import database_identity
+from controlplane.storage.identity import database_identity, same_database
 from controlplane.storage.journal import journal_dir
 
 __all__ = ["database_key", "forget", "note_spill", "remember_journal", "spills_of"]
@@ -56,7 +56,8 @@ def _directories(extra: Iterable[Path] = ()) -> list[Path]:
 def database_key(url: str, sqlite_file: Path | None) -> str:
     """What names a database in a note: a SQLite file's absolute path, else the database its URL names
     (`controlplane.storage.identity.database_identity`: not the URL's spelling, so a command that gives
-    ``localhost`` for ``127.0.0.1``, or another user, finds the note of a run that spilled)."""
+    ``localhost`` for ``127.0.0.1``, another user, or another port of the same host, finds the note of a run that
+    spilled: `spills_of`)."""
     return str(sqlite_file.resolve()) if sqlite_file is not None else database_identity(url)
 
 
@@ -114,7 +115,8 @@ def spills_of(run_id: int, database: str, since: datetime | None = None,
         noted = note.get("database")
         if not isinstance(noted, str) or run_id not in (note.get("run_ids") or []):
             continue
-        if noted != database and database_identity(noted) != database_identity(database):  # (an older note: a URL)
+        # (the same database through another port too, as `db load-spill` takes it; an older note names a URL)
+        if noted != database and not same_database(noted, database, any_port=True):
             continue
         try:
             created = datetime.fromisoformat(note["created_at"])

@@ -87,6 +87,11 @@ def test_database_identity_ignores_the_spelling(tmp_path, monkeypatch) -> None:
     for other in ("postgresql+psycopg://postgres@127.0.0.1:5432/t_b", "postgresql+psycopg://postgres@db:5432/t_a",
                   "postgresql+psycopg://postgres@127.0.0.1:5433/t_a", "sqlite:///t_a"):
         assert not same_database(a, other), other
+    # (another port of the same host: pgbouncer's, a port-forward's; another host or database still another one)
+    assert same_database(a, "postgresql+psycopg://postgres@localhost:18120/t_a", any_port=True)
+    for other in ("postgresql+psycopg://postgres@127.0.0.1:18120/t_b", "postgresql+psycopg://postgres@db:5432/t_a",
+                  "sqlite:///t_a"):
+        assert not same_database(a, other, any_port=True), other
     monkeypatch.chdir(tmp_path)
     assert database_identity("sqlite:///runs.db") == database_identity(f"sqlite:///{tmp_path}/runs.db")
     assert database_identity(make_url("sqlite://")) == "sqlite::memory:"
@@ -118,6 +123,40 @@ def test_a_postgres_spill_loads_with_a_url_spelt_otherwise_and_not_into_another(
     assert main([str(path), "--db", spelt]) == 0 and not path.exists()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM request")).scalar() == 1
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgres_spill_loads_through_another_port_and_host_name_with_same_database(pg_url, tmp_path,
+                                                                                     capsys) -> None:
+    """A run that spilled through pgbouncer (:18120) was refused loading at :5432, 'holds rows of the database
+    ...:18120/..., and --db names another one'; a tunnel's other host name is taken with --same-database."""
+    from typer.testing import CliRunner
+
+    from controlplane.cli import app
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    rec = RunRecorder(engine)
+    run_id = start_run(rec)
+    paths = []
+    for host, port in (("127.0.0.1", 18120), ("db.internal", 5432)):
+        source = make_url(pg_url).set(host=host, port=port).render_as_string(hide_password=False)
+        paths.append(spill.write_spill([("request", request_row(len(paths), run_id=run_id), None)],
+                                       directories=[tmp_path], run_ids=[run_id], source=source,
+                                       runs=rec.run_identities))
+    rec.close()
+    through_port, through_tunnel = paths
+    assert main([str(through_port), "--db", pg_url]) == 0 and not through_port.exists()
+    assert main([str(through_tunnel), "--db", pg_url]) == 2 and through_tunnel.exists()
+    assert "add --same-database" in capsys.readouterr().err
+    alone = CliRunner().invoke(app, ["db", "load-spill", str(through_tunnel), "--same-database"])
+    assert alone.exit_code == 2 and "--same-database goes with --db" in alone.output
+    done = CliRunner().invoke(app, ["db", "load-spill", str(through_tunnel), "--db", pg_url, "--same-database"])
+    assert done.exit_code == 0, done.output
+    assert not through_tunnel.exists()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM request WHERE run_id = :id"), {"id": run_id}).scalar() == 2
     engine.dispose()
 
 

@@ -13,7 +13,8 @@ def test_a_note_is_found_by_a_url_spelt_otherwise(tmp_path) -> None:
     spilled.write_text("{}\n")
     note_spill(spilled, [3], database_key("postgresql+psycopg://t_partial:***@127.0.0.1:5432/t_a", None), 10)
     for url in ("postgresql+psycopg://t_partial@localhost:5432/t_a", "postgresql://postgres:pw@localhost/t_a",
-                "postgresql+psycopg://other@127.0.0.1/t_a"):
+                "postgresql+psycopg://other@127.0.0.1/t_a",
+                "postgresql+psycopg://t_partial@127.0.0.1:18120/t_a"):  # (another port: pgbouncer, a port-forward)
         assert spills_of(3, database_key(url, None)) == [spilled], url
     for url in ("postgresql+psycopg://t_partial@127.0.0.1:5432/t_b", "postgresql+psycopg://t_partial@db:5432/t_a"):
         assert spills_of(3, database_key(url, None)) == [], url
