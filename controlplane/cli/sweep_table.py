@@ -5,6 +5,7 @@ once, in the caption. A terminal too narrow for a run a row gets a key and value
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from controlplane.cli.common import fmt_value
@@ -75,8 +76,10 @@ def _vertical(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...],
 def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], overrides: range, width: int) -> bool:
     """Fit the table ``t`` into ``width`` when it is wider: every column but the overrides' as wide as
     its widest value (its header wraps between words), the overrides' values folded into what is
-    left, the widest first (each at least 3 characters). False where even that is wider than
-    ``width`` (a value would be cut or a column dropped: `_vertical` then)."""
+    left, the widest first, each at least as wide as its header's longest word (a header wraps
+    between words or after a dot of a dotted key, never inside a word); where the overrides have
+    not that much room, at least 3 characters, their headers folded too. False where even that is
+    wider than ``width`` (a value would be cut or a column dropped: `_vertical` then)."""
     from rich.console import Console
     from rich.measure import Measurement
 
@@ -85,22 +88,51 @@ def _fit(t: Any, rows: list[tuple[str, ...]], columns: tuple[str, ...], override
     try:
         if Measurement.get(console, console.options, t).maximum <= width:
             return True
-        widths = [max([len(row[j]) for row in rows] + [max(len(w) for w in columns[j].split())])
-                  for j in range(len(columns))]
+        longest_word = [max(len(w) for w in _header_words(column)) for column in columns]
+        widths = [max([len(row[j]) for row in rows] + [longest_word[j]]) for j in range(len(columns))]
         natural = {j: max([len(row[j]) for row in rows] + [len(columns[j])]) for j in overrides}
         for j, column in enumerate(t.columns):
             column.min_width = column.max_width = widths[j]
         chrome = Measurement.get(console, console.options, t).maximum - sum(widths)  # (edges, padding, rules)
         room = width - chrome - sum(w for j, w in enumerate(widths) if j not in overrides)
+        narrowest = {j: min(natural[j], max(longest_word[j], 3)) for j in overrides}
+        whole_words = sum(narrowest.values()) <= room
+        if not whole_words:
+            narrowest = {j: min(natural[j], 3) for j in overrides}
+
+        def capped(j: int, cap: int) -> int:
+            return max(narrowest[j], min(natural[j], cap))
+
         cap = max(natural.values(), default=0)
-        while cap > 3 and sum(min(n, cap) for n in natural.values()) > room:
+        while cap > 3 and sum(capped(j, cap) for j in overrides) > room:
             cap -= 1
         for j in overrides:
             t.columns[j].overflow = "fold"
-            t.columns[j].min_width = t.columns[j].max_width = min(natural[j], cap)
+            t.columns[j].min_width = t.columns[j].max_width = capped(j, cap)
+            if whole_words:
+                t.columns[j].header = _wrapped_header(columns[j], capped(j, cap))
         return Measurement.get(console, console.options, t).maximum <= width
     finally:
         t.caption = caption
+
+
+def _header_words(header: str) -> list[str]:
+    """Where a header may wrap: between its words, and after each dot of a dotted key
+    (``latency.gpu`` -> ``latency.``, ``gpu``)."""
+    return [w for w in re.split(r"(?<=\.)|\s+", header) if w]
+
+
+def _wrapped_header(header: str, width: int) -> str:
+    """``header`` in lines of at most ``width`` characters, broken only where `_header_words` allows (Rich
+    itself would break a dotted key inside a word: ``latenc`` over ``y.gpu``)."""
+    lines: list[str] = []
+    for word in _header_words(header):
+        glue = "" if not lines or lines[-1].endswith(".") else " "
+        if lines and len(lines[-1]) + len(glue) + len(word) <= width:
+            lines[-1] += glue + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
 
 
 def short_names(keys: list[str]) -> dict[str, str]:

@@ -524,3 +524,45 @@ def test_a_terminal_too_narrow_for_a_run_a_row_gets_a_key_and_value_a_line(width
     wide = Console(width=120, record=True)  # (a table that fits: a run a row, as before)
     wide.print(sweep_table(runs, "sweep 1", width=120))
     assert re.search(r" 1 +0 +h100-80gb +2 +0\.9833 +1\.234 +0\.05678 +0\.2133 +0\.2133", wide.export_text())
+
+
+def test_in_80_columns_an_override_header_wraps_between_words_not_inside_one():
+    """examples/sweep.yaml at 80 columns headed its replicas column 'replica' over 's': the overrides' columns
+    were narrowed below their header's longest word."""
+    from controlplane.cli.sweep import sweep_table
+    from rich.console import Console
+
+    base = ["queue-limit", "continuous-batching", "fixed-replicas"]
+    runs = [{"id": 10 * i + 1, "seed": i % 2, "overrides": {"cluster.models.0.replicas": replicas,
+                                                            "plugins.enabled": [base[0], router, *base[1:]],
+                                                            "plugins.settings.continuous-batching.policy": policy},
+             "summary": {"slo_attainment": 0.001333, "ttft_p99_s": 165.9, "tpot_p99_s": 0.2143,
+                         "gpu_seconds": 3412.0, "cost_usd": 2.558}}
+            for i, (replicas, router, policy) in enumerate([(2, "least-loaded", "vllm"), (4, "round-robin", "sarathi"),
+                                                            (8, "least-loaded", "sarathi")])]
+    console = Console(width=80, record=True)
+    console.print(sweep_table(runs, "sweep 1 (replicas-batching-routing)", width=80))
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    header = text[:text.index("───")].split()
+    for word in ("replicas", "enabled", "policy", "attainment", "gpu-h"):
+        assert word in header, text
+    assert len(_metric_rows(text)) == 3
+
+
+def test_a_dotted_override_header_wraps_after_a_dot():
+    """(Rich folds a one-word header inside the word: '0.replicas' read '0.replica' over 's'.)"""
+    from controlplane.cli.sweep import sweep_table
+    from rich.console import Console
+
+    runs = [{"id": 10 * i + 1, "seed": 0, "overrides": {"cluster.models.0.replicas": n, "cluster.models.1.replicas": n,
+                                                        "plugins.settings.continuous-batching.policy": policy},
+             "summary": {"slo_attainment": 0.001333, "ttft_p99_s": 165.9, "tpot_p99_s": 0.2143,
+                         "gpu_seconds": 3412.0, "cost_usd": 2.558}}
+            for i, (n, policy) in enumerate([(2, "vllm"), (4, "sarathi-serve-chunked"), (8, "sarathi")])]
+    console = Console(width=82, record=True)
+    console.print(sweep_table(runs, "sweep 1", width=82))
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 82 and len(_metric_rows(text)) == 3
+    header = text[:text.index("───")].split()
+    assert header.count("0.") == header.count("1.") == 1 and header.count("replicas") == 2, text
