@@ -112,7 +112,6 @@ class LiveDriver(LiveWorkers):
         self._failed_workers: set[str] = set()
         self.last_worker_failure: str | None = None  # "worker: reason" of the latest, for /readyz
         self._starting: dict[str, asyncio.Task] = {}
-        self._unplaced_logged: set[str] = set()
         self.batches = BatchRunner(self.pool, self._live, now_s=self.now_s, feed=self._feed,
                                    worker_failed=self._worker_failed, is_current=self._is_current,
                                    max_retries=config.cluster.max_retries)

@@ -42,7 +42,6 @@ class LiveWorkers:
     _closed: bool
     _finished: bool
     draining: bool
-    _unplaced_logged: set[str]  # models whose unplaced start was logged (at WARNING) since one was placed
 
     def _start_worker(self, a: act.StartWorker) -> None:
         if self.draining and self._has_worker(a.model, besides=a.worker_id):
@@ -83,7 +82,6 @@ class LiveWorkers:
             return
         finally:
             self._starting.pop(wid, None)
-        self._unplaced_logged.discard(model)
         self.worker_facts[wid] = facts
         if not self._closed:
             await self.guardians.host(wid)  # shared guardians load before the worker takes requests
@@ -100,14 +98,11 @@ class LiveWorkers:
         if self._is_current(wid):
             self._feed(ev.WorkerPlaced(self.now_s(), wid))
 
-    def _log_unplaced(self, wid: str, model: str, why: str) -> None:
-        """A warning for a model's first unplaced start; its retries (every 15 s while the pool is full)
-        at DEBUG, until one of its workers is placed or one stops (its target went down)."""
-        first = model not in self._unplaced_logged
-        self._unplaced_logged.add(model)
-        log.log(logging.WARNING if first else logging.DEBUG,
-                "worker %s not started: no device or worker slot was free (%s)%s", wid, why,
-                "; retried while the autoscaler wants it (retries logged at DEBUG)" if first else "")
+    @staticmethod
+    def _log_unplaced(wid: str, model: str, why: str) -> None:
+        """An unplaced start, at DEBUG: the scale-up's own line names every replica it could not place
+        (`controlplane.live.event_log`, at WARNING for a model's first since one was placed)."""
+        log.debug("worker %s of %s not started: no device or worker slot was free (%s)", wid, model, why)
 
     async def _settle_starts(self, timeout_s: float = 2.0) -> None:
         """Wait (a little) for the starts of workers the pool just stopped: their start ends with the
@@ -121,9 +116,6 @@ class LiveWorkers:
             t.cancel()
 
     def _stop_worker(self, a: act.StopWorker) -> None:
-        w = self.core.workers.get(a.worker_id)
-        if w is not None:
-            self._unplaced_logged.discard(w.model)  # its target went down
         self._spawn(self._run_stop_worker(a.worker_id), f"cp-stop-{a.worker_id}")
 
     async def _run_stop_worker(self, wid: str) -> None:

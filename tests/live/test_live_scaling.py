@@ -85,10 +85,33 @@ def test_an_unplaceable_scale_up_is_a_decision_row_and_loses_nothing(tmp_path, c
     # retried after a pause, not at every tick
     assert len(unplaced) <= 2 * (1 + int(d.now_s() // 15))
     assert summary["peak_replicas"] == 1  # the replicas that found no slot never existed (they read 3)
-    # a warning saying why, not an ERROR "could not start" as if the worker had failed
-    unstarted = [r for r in caplog.records if "not started: no device or worker slot was free" in r.getMessage()]
-    assert unstarted and {r.levelname for r in unstarted} == {"WARNING"}
+    # a warning saying why, naming every replica not placed, not an ERROR "could not start" as if the worker had
+    # failed; nor "scale 1 -> 3 replicas" as if they were placed (and a WARNING for the first unplaced one alone)
+    scaled = [r for r in caplog.records if r.getMessage().startswith("model tiny: scale 1 -> 3 replicas")]
+    assert scaled[0].levelname == "WARNING", [r.getMessage() for r in scaled]
+    assert scaled[0].getMessage().startswith(
+        "model tiny: scale 1 -> 3 replicas asked, 0 of 2 placed: tiny-1, tiny-2 were not placed (no free slot for "
+        "tiny-1: all 1 worker slots of this pool are in use; no free slot for tiny-2: "), scaled[0].getMessage()
     assert not [r for r in caplog.records if r.levelname == "ERROR" and "could not start" in r.getMessage()]
+
+
+def test_a_scale_up_placed_in_part_logs_what_was_placed(tmp_path, caplog):
+    """``model tiny: scale 1 -> 3 replicas`` was logged when one of the two new replicas found no slot: the line
+    now comes once the pool placed or refused them, saying which were placed."""
+    cfg = config(tmp_path, model={"cold_start_s": 0})
+    pool = LocalThreadPool(cpu_threads=1, max_workers=2)
+    steps = _Steps([0.0], [3])
+
+    async def body(d: LiveDriver):
+        steps.t0 = d.now_s()
+        await asyncio.sleep(1.0)
+        return await _complete(d, 1)
+
+    with caplog.at_level("INFO", logger="controlplane.live.driver"):
+        _run(cfg, steps, pool, body)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model tiny: scale 1 -> 3")]
+    assert lines and lines[0].startswith("model tiny: scale 1 -> 3 replicas asked, 1 of 2 placed: tiny-2 was not "
+                                         "placed (no free slot for tiny-2: all 2 worker slots"), lines
 
 
 def test_worker_slots_refuse_beyond_the_limit():
@@ -148,8 +171,9 @@ def test_unplaced_retries_are_logged_once_and_never_as_loading(tmp_path, caplog,
         _replies, _summary, d = _run(cfg, steps, pool, body)
     unplaced = [r for r in rows(cfg.storage.url, d.run_id, "decisions") if r["action"] == "scale_unplaced"]
     said = [r for r in caplog.records if "not started: no device or worker slot" in r.getMessage()]
-    assert len(unplaced) >= 2 and len(said) == len(unplaced)
-    assert [r.levelname for r in said] == ["WARNING"] + ["DEBUG"] * (len(said) - 1)
+    assert len(unplaced) >= 2 and len(said) == len(unplaced) and {r.levelname for r in said} == {"DEBUG"}
+    asked = [r for r in caplog.records if "replicas asked, 0 of 1 placed" in r.getMessage()]  # each retry, one line
+    assert len(asked) == len(unplaced) and [r.levelname for r in asked] == ["WARNING"] + ["INFO"] * (len(asked) - 1)
     loading = [r.getMessage() for r in caplog.records if "starting: loading" in r.getMessage()]
     assert len(loading) == 1  # the one placed worker only
 
