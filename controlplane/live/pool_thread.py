@@ -68,10 +68,13 @@ class LocalThreadPool(WorkerPool):
         loop = asyncio.get_running_loop()
         try:
             w.runtime = await loop.run_in_executor(ex, WorkerRuntime.create, settings, threads)
-            return await loop.run_in_executor(ex, w.runtime.facts)
+            facts = await loop.run_in_executor(ex, w.runtime.facts)
         except Exception as exc:
             self._discard(worker_id)
             raise WorkerStartError(describe_error(exc)) from exc
+        if facts.get("device"):  # the device "auto" resolved to (`info`: what /admin/workers shows, as other pools)
+            w.device = str(facts["device"])
+        return facts
 
     async def step(self, worker_id: str, cmd: StepCommand) -> StepReply:
         return await self.command(worker_id, cmd)

@@ -65,6 +65,8 @@ def test_thread_pool_runs_the_backend_and_reports_device_facts(reference):
         assert facts["vocab_size"] == 512 and facts["max_seq_len"] == 2048
         assert facts["kv_bytes_per_token"] == 2 * 4 * 2 * 64 * 4  # layers, kv heads, head dim, fp32
         assert facts["total_bytes"] >= facts["free_bytes"] > 0 and facts["model_bytes"] > 0
+        # the device it runs on, as the process pool says it (/admin/workers read "auto", the setting, here)
+        assert pool.info("w0")["device"] == facts["device"] == "cpu"
         assert pool.alive("w0") and pool.worker_ids() == ["w0"]
         assert await _generate(pool, "w0", "a", ids, 6) == expected
         # A request registered then removed before its prefill leaves nothing behind.
