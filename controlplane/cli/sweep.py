@@ -15,7 +15,7 @@ from controlplane.cli.sweep_table import short_names, sweep_table  # noqa: F401 
 BACKEND_HELP = "ray | pool | serial; default: ray when installed, else a local process pool."
 
 SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (YAML): base config, trace, space of keys, seeds. "
-                                              "See docs/sweeps.md.")]
+                                              "See docs/sweeps.md.", metavar="SPEC")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL, or a SQLite file's path (default: "
                                                              "$CONTROLPLANE_STORAGE__URL, else storage.url of the "
                                                              "spec's config, else sqlite:///controlplane.db).")]

@@ -136,6 +136,14 @@ def test_a_usage_line_names_its_arguments_plainly(path):
     assert "{<" not in usage and "...}" not in usage, usage
 
 
+@pytest.mark.parametrize("path", [("sim", "sweep"), ("sim", "search")], ids=" ".join)
+def test_a_spec_argument_is_named_in_capitals_as_the_other_metavars(path):
+    """`sim search -h` read `Usage: ... [OPTIONS] {spec}`: the argument had no metavar, so typer named it by its
+    parameter (the check above looks only for `{<` and `...}`)."""
+    usage = next(line for line in _help(path, 200).splitlines() if "Usage:" in line)
+    assert "SPEC" in usage and "spec" not in usage, usage
+
+
 def test_an_option_s_default_follows_its_help_on_the_same_flow():
     """typer set an option's help and its default side by side as columns: after a help of two lines,
     `[default: small]` stood alone on the next line of `profile --help`."""
