@@ -41,7 +41,7 @@ TAIL = [
     ("cache_gpu_seconds_saved_upper", "  at most (hits computed one at a time)"),
     ("cache_store_outages", "cache store (Redis) outages"),
     ("cache_store_down_s", "  seconds down (caches served misses)"),
-    ("prefix_token_hit_ratio", "prefix cache: prompt tokens reused"),
+    ("prefix_token_hit_ratio", "prefix cache: share of prompt tokens reused"),
     ("prefix_hits", "prefix cache: lookups with a hit"),
     ("num_preemptions", "preemptions"),
     ("num_scale_events", "scale events"),

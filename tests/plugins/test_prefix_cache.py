@@ -108,7 +108,10 @@ def test_a_hit_skips_the_cached_part_of_the_prefill_and_the_model_sees_it_as_con
     console = Console(width=200, record=True)
     console.print(summary_table(res.summary, "run"))
     text = console.export_text()
-    assert "response cache hit rate" in text and "prefix cache: prompt tokens reused" in text
+    assert "response cache hit rate" in text
+    # (a share, labelled as one: it read "prefix cache: prompt tokens reused │ 0.25", a count's label)
+    reused = next(line for line in text.splitlines() if "prompt tokens reused" in line)
+    assert "prefix cache: share of prompt tokens reused" in reused and "0.25" in reused
 
 
 def test_a_fully_cached_prompt_still_computes_its_last_token():
