@@ -95,6 +95,9 @@ def sweep(
         engine.dispose()
     same = seeds_change_nothing(runs)
     say_runs_stored_before(result, runs)
+    if same:  # (on stderr, --json or not: stdout stays the JSON line)
+        common.err.print("note: " + SAME_RUN_NOTE.format(what="every point's seeds"), highlight=False)
+    say_cache_store_outages(runs)
     if json_out:
         typer.echo(json.dumps({"sweep_id": result.sweep_id, "status": "failed" if result.failed else "finished",
                                "resumed": result.resumed, "total": result.total,
@@ -112,9 +115,6 @@ def sweep(
         common.err.print(f"[bold red]run {result.run_ids.get(key)} failed:[/] {escape(error)}", highlight=False)
     if result.failed:
         common.err.print(f"{len(result.failed)} runs failed (stored as failed; a resumed sweep runs them again)")
-    if same:
-        common.err.print("note: " + SAME_RUN_NOTE.format(what="every point's seeds"), highlight=False)
-    say_cache_store_outages(runs)
     verb = "resumed" if result.resumed else "ran"
     done = (f"{result.ran} runs now on {result.backend}, {result.skipped} already stored" if result.ran
             else f"nothing to run, all {result.total} runs already stored")
@@ -323,10 +323,10 @@ def search(
     if not json_out or common.err.is_terminal:
         console = common.err if json_out else common.out
         _print_search(d, console)
-        if d["seeds_change_nothing"]:
-            common.err.print("note: " + SAME_RUN_NOTE.format(what="each confirmed candidate's seeds"), highlight=False)
         if d.get("sweep_id") is not None:  # (--db: where its full-trace runs are, and how to see them)
             _say_stored(d, db, console)
+    if d["seeds_change_nothing"]:  # (on stderr, --json or not: stdout stays the JSON line)
+        common.err.print("note: " + SAME_RUN_NOTE.format(what="each confirmed candidate's seeds"), highlight=False)
     if note := unused_seeds_note(loaded):  # (once the search ran: a spec it refuses says only why)
         common.err.print(f"note: {note}", highlight=False)
     if json_out:

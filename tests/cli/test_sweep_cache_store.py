@@ -33,5 +33,6 @@ def test_a_sweep_names_the_runs_whose_cache_store_failed(tmp_path):
     assert "run 1 " not in err
     as_json = CliRunner().invoke(app, ["sim", "sweep", str(spec), "--db", db, "--backend", "serial", "--json"])
     runs = json.loads(as_json.stdout)["runs"]  # (resumed: the stored summaries carry it)
+    assert "warning: the cache store failed in 1 of 2 runs" in " ".join(as_json.stderr.split())  # (--json too)
     assert [(r["summary"]["cache_store_outages"], r["summary"]["cache_store_down_s"]) for r in runs] == [
         (0, 0.0), (1, 20.0)]
