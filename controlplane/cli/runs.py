@@ -388,7 +388,9 @@ def plot(
 def export(
     run_id: int,
     db: DbOpt = None,
-    what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events | iterations")] = "requests",
+    what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events | iterations | trace "
+                                           "(the run's requests as a canonical trace, CSV or JSONL, that `sim "
+                                           "replay --format canonical` replays: docs/traces.md)")] = "requests",
     format: Annotated[Optional[str], typer.Option(
         "--format", "-f", help="csv | json | jsonl (default: the one -o's extension names; on stdout, csv)")] = None,
     output: Annotated[Optional[Path], typer.Option(
@@ -399,27 +401,28 @@ def export(
                                "the export is complete (a failed one leaves it as it was); an -o naming the "
                                "database being read (--db) is refused.")] = None,
 ) -> None:
-    """Export one run's rows as CSV, JSON or JSON Lines (gzip-compressed for a .gz file). A run still
+    """Export one run's rows as CSV, JSON or JSON Lines (gzip-compressed for a .gz file); --what trace: its
+    requests as a trace to replay (each with the tokens it was to generate, its text as stored). A run still
     running, or crashed, exports the rows stored so far, with a note on stderr saying so (stdout holds
     the rows alone)."""
-    from controlplane.cli.runs_export import export_target, open_export
+    from controlplane.cli.runs_export import export_target, open_export, write_export
     from controlplane.output_file import database_files, replaced_on_success, writes_to_stdout
-    from controlplane.storage import export_rows, get_run
+    from controlplane.storage import get_run
     from controlplane.storage.queries import check_rows_stored
 
     with user_errors():
-        target = export_target(format, output)  # (before the file is made: a refused format leaves none)
+        target = export_target(format, output, what)  # (before the file is made: a refused format leaves none)
         engine = _engine(db)
         run = get_run(engine, run_id)
         check_rows_stored(engine, run)  # (before the file is made: a refused export leaves none)
         if note := incomplete_note(run):
             err.print(note, highlight=False, soft_wrap=True)
         if output is None:
-            export_rows(engine, run_id, what, target.format, sys.stdout)
+            write_export(engine, run_id, what, target.format, sys.stdout)
         else:  # (never over the database it reads; the file appears, or is replaced, only once complete)
             with replaced_on_success(output, reads=database_files(engine)) as partial, \
                     open_export(partial, target) as f:
-                n = export_rows(engine, run_id, what, target.format, f)
+                n = write_export(engine, run_id, what, target.format, f)
             said = err if writes_to_stdout(output) else out  # (stdout holds the rows alone)
             said.print(f"wrote {n} rows to {'stdout' if str(output) == '-' else output}", highlight=False)
 

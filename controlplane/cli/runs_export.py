@@ -6,6 +6,9 @@ a name whose extension is none of these (``rows.parquet``, ``rows.jsonl.bz2``): 
 is made. A name without one of these extensions (``rows``, ``rows.txt``) takes ``--format``. A stream (``-o -``,
 ``-o /dev/stdout``, `controlplane.output_file.stream_of`) takes ``--format`` too, and is CSV without one, as
 stdout is without ``-o``.
+
+``--what trace`` (`controlplane.cli.runs_export_trace`) writes the run's requests as a canonical trace: CSV or JSON
+Lines (with .gz), the formats the canonical reader reads; JSON (one array) is refused.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import errno
 import gzip
 import os
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
-__all__ = ["EXPORT_SUFFIXES", "ExportTarget", "export_target", "open_export"]
+__all__ = ["EXPORT_SUFFIXES", "ExportTarget", "export_target", "open_export", "write_export"]
 
 #: The export format an output file's extension names (``-o rows.json``), as `write_canonical` takes a trace's.
 EXPORT_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -34,11 +37,43 @@ class ExportTarget(NamedTuple):
     gzip: bool = False
 
 
-def export_target(given: str | None, output: Path | None) -> ExportTarget:
+def export_target(given: str | None, output: Path | None, what: str = "requests") -> ExportTarget:
     """``runs export``'s format and compression: the ones ``output``'s name gives, else ``--format``
     (``given``; csv on stdout, or a stream such as ``-o -``, without one). ``ValueError`` for an unknown
     ``--format``, one its name contradicts (``--format csv -o x.json``), a name of a format or compression it
-    does not write (``x.parquet``, ``x.csv.bz2``), and a name without a format's extension and no ``--format``."""
+    does not write (``x.parquet``, ``x.csv.bz2``), a name without a format's extension and no ``--format``, and
+    JSON for ``what`` ``trace`` (a canonical trace is CSV or JSON Lines)."""
+    target = _target(given, output)
+    if what == "trace" and target.format == "json":
+        named = f"-o {output} names JSON" if given is None else "--format json is JSON"
+        raise ValueError(f"--what trace writes a canonical trace, CSV or JSON Lines, which `sim replay --format "
+                         f"canonical` reads; {named} (one array), which it does not: name the file .csv or .jsonl "
+                         "(.gz added for gzip), or give --format csv or jsonl")
+    return target
+
+
+def write_export(engine: Any, run_id: int, what: str, fmt: str, out: TextIO) -> int:
+    """Write run ``run_id``'s rows of ``what`` (a table's, `controlplane.storage.export_rows`; ``trace``: its
+    requests as a canonical trace, `write_run_trace`, with a note on stderr for lengths it does not know) to
+    ``out``; return how many rows."""
+    from controlplane.storage.queries import EXPORT_COLUMNS
+
+    if what not in EXPORT_COLUMNS and what != "trace":
+        raise ValueError(f"--what: unknown export {what!r}; expected one of {', '.join([*EXPORT_COLUMNS, 'trace'])}")
+    if what != "trace":
+        from controlplane.storage import export_rows
+
+        return export_rows(engine, run_id, what, fmt, out)
+    from controlplane.cli.common import err
+    from controlplane.cli.runs_export_trace import lengths_unknown_note, write_run_trace
+
+    written = write_run_trace(engine, run_id, fmt, out)
+    if note := lengths_unknown_note(written):
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
+    return written.requests
+
+
+def _target(given: str | None, output: Path | None) -> ExportTarget:
     from controlplane.storage.queries import FORMATS
 
     if given is not None and given not in FORMATS:

@@ -33,9 +33,14 @@ def replay_header(run: dict[str, Any], config_file: str) -> list[str]:
     from controlplane.cli.runs_notes import transforms_unknown
 
     trace = run.get("trace")
-    if not trace:
-        return ["# trace: none stored (the run replayed requests given in code, not a file): a replay with this",
-                "# config needs them, or a trace file given on the command line"]
+    if not trace:  # (a daemon's run: its clients' requests; a replay of requests given in code)
+        saved = f"run{run.get('id', 'N')}.csv"
+        whose = "a daemon's run: its clients' requests" if run.get("mode") == "live" else "requests given in code"
+        return [f"# trace: none stored ({whose}, not a file); to replay its requests in the simulator, with",
+                f"# this config saved as {config_file}, write them as a trace first:",
+                f"#   controlplane runs export {run.get('id', 'N')} --what trace -o {saved}",
+                "#   " + shlex.join(["controlplane", "sim", "replay", saved, "--format", "canonical", "--config",
+                                     config_file])]
     read = (run.get("config") or {}).get("trace_read") or {}
     fmt = run.get("trace_format")
     about = "; ".join(([f"format {fmt}"] if fmt else []) + ([where] if (where := _where(trace)) else []))

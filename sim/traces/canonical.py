@@ -26,6 +26,7 @@ from ._io import (MAX_INT, PathLike, base_suffix, blank_line, check_not_empty, c
                   parse_seconds, plain, NOT_PLAIN)
 from .csv_quotes import CsvRows, open_quote, row_in_field, row_shape
 from .errors import OnError, TraceFormatError, as_sink
+from .export_not_trace import warn_if_export
 from .gaps import FAR_S, checked_max_gap, idle_text, long_gap, seconds_text
 from .record import TraceRequest, new_basic, params_from_mapping, thaw, with_arrival
 
@@ -106,6 +107,7 @@ def read_canonical_csv(path: PathLike, *, on_error: OnError = "raise", errors: l
         reader = rows.reader
         header = csv_header(path, reader)
         cols = column_index(path, header, reader.line_num, REQUIRED, OPTIONAL, ignore_case=True)
+        warn_if_export(path, header, csv=True)  # (a run's requests export: read, with a warning)
         ii, ia, ip, io_ = (cols[c] for c in REQUIRED)
         extra = [(name, cols[name]) for name in OPTIONAL if name in cols]
         basic = not extra and (ii, ia, ip, io_) == (0, 1, 2, 3) and len(header) == 4
@@ -264,6 +266,8 @@ def read_canonical_jsonl(path: PathLike, *, on_error: OnError = "raise", errors:
                     obj = loads(text)
                 except json.JSONDecodeError as e:
                     raise TraceFormatError(path, lineno, None, f"invalid JSON: {e.msg} (column {json_column(text, e)})") from None
+                if idx == 0 and isinstance(obj, dict):
+                    warn_if_export(path, obj, csv=False)  # (a run's requests export: read, with a warning)
                 req = _json_obj(path, lineno, obj, idx)
                 req = in_order(path, lineno, req, last)
                 if seen is not None and req.request_id in seen:

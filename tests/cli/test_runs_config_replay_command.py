@@ -76,6 +76,11 @@ def test_the_header_of_rows_that_cannot_say_everything():
         "# trace read: not stored (this run's release did not store its transforms and format options: the command "
         "below reads the whole trace)"]
     assert replay_header({"id": 2, "trace": None, "config": {}}, "run2.yaml")[0].startswith("# trace: none stored")
+    assert replay_header({"id": 2, "mode": "live", "trace": None, "config": {}}, "run2.yaml") == [  # (a daemon's run)
+        "# trace: none stored (a daemon's run: its clients' requests, not a file); to replay its requests in the "
+        "simulator, with", "# this config saved as run2.yaml, write them as a trace first:",
+        "#   controlplane runs export 2 --what trace -o run2.csv",
+        "#   controlplane sim replay run2.csv --format canonical --config run2.yaml"]
     live = {"id": 3, "mode": "live", "trace": bundled, "trace_format": "azure",
             "config": {"seed": 0, "process": {}, "trace_read": {"transforms": {"window_end_s": 60.0, "rate_scale": 0.5,
                                                                               "rate_profile": "0:1,30:2"}}}}

@@ -199,7 +199,7 @@ def test_a_failed_export_leaves_the_previous_file_as_it_was(own_db, tmp_path):
     assert res.exit_code == 0, res.output
     before = out.read_bytes()
     res = CliRunner().invoke(app, ["runs", "export", "1", "--db", own_db, "-o", str(out), "--what", "requestz"])
-    assert res.exit_code == 2 and "unknown row kind 'requestz'" in res.stderr, res.output
+    assert res.exit_code == 2 and "--what: unknown export 'requestz'" in res.stderr, res.output
     assert out.read_bytes() == before and not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     res = CliRunner().invoke(app, ["runs", "export", "1", "--db", own_db, "-o", str(out), "--what", "decisions"])
     assert res.exit_code == 0 and out.read_bytes() != before  # (an existing file is replaced, as --help says)
