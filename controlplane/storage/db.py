@@ -460,6 +460,9 @@ def ensure_schema(engine: Engine) -> bool:
     silently written with an older schema's assumptions. An upgrade of a schema is logged as a
     warning, on stderr (``upgraded the schema of URL from 0003 to 0005``); a new one is made quietly.
     """
+    from controlplane.storage.schema_upgrade import refuse_upgrade, upgrades_allowed
+
+    allowed = upgrades_allowed()  # ($CONTROLPLANE_SCHEMA_UPGRADE=never: a schema behind is refused, not upgraded)
     if recorded_revisions(engine) == {SCHEMA_HEAD}:
         return False
     if sqlite_path(engine) is not None:  # a new SQLite file: the migrated schema without Alembic
@@ -470,6 +473,8 @@ def ensure_schema(engine: Engine) -> bool:
     if current == head_revisions():
         return False
     _refuse_unknown(engine, current)
+    if current and not allowed:  # (a new database gets its schema whatever the setting)
+        refuse_upgrade(engine, current, head_revisions())
     if applied := upgrade(engine):  # (not when another process did it meanwhile)
         log.warning("%s", applied.line)  # (on stderr: older releases may not open it now)
     return True

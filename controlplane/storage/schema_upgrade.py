@@ -303,3 +303,29 @@ def alembic_command(engine: Engine, action: str) -> str:
     ini = ALEMBIC_DIR.parent / "alembic.ini"
     return f"alembic -c {shlex.quote(str(ini))} -x {shlex.quote('url=' + absolute_url(engine))} {action}"
 
+
+
+#: ``never``: no command upgrades a database's schema on its own (only `controlplane db upgrade` does): for a
+#: database shared by processes of several releases, which an upgrade by the newest would lock out.
+UPGRADE_ENV: Final = "CONTROLPLANE_SCHEMA_UPGRADE"
+_UPGRADE_CHOICES: Final = ("auto", "never")
+
+
+def upgrades_allowed() -> bool:
+    """Whether a command may upgrade a database's schema on its own (``$CONTROLPLANE_SCHEMA_UPGRADE``: ``auto``,
+    the default, or ``never``); a StorageError for another value, whatever the database's state."""
+    choice = os.environ.get(UPGRADE_ENV, "auto").strip().lower() or "auto"
+    if choice not in _UPGRADE_CHOICES:
+        raise StorageError(f"{UPGRADE_ENV}={os.environ[UPGRADE_ENV]!r}: give auto (the default: a command upgrades a "
+                           "database whose schema is behind) or never (only `controlplane db upgrade` does)")
+    return choice == "auto"
+
+
+def refuse_upgrade(engine: Engine, current: set[str], head: set[str]) -> None:
+    """The StorageError of a database whose schema (``current``) is behind ``head`` where upgrades are off."""
+    url = mask_password(engine.url.render_as_string(hide_password=True))
+    raise StorageError(
+        f"{url} is at revision {revisions_text(current)}, behind this controlplane's {revisions_text(head)}, and "
+        f"{UPGRADE_ENV}=never: nothing was changed. Upgrade it once every process using it runs this release "
+        f"(`controlplane db upgrade --db {shlex.quote(url)}`; older releases refuse it then), or use the release "
+        "that wrote it")

@@ -215,3 +215,27 @@ def test_the_replay_a_missing_database_suggests_is_shell_quoted(tmp_path):
     suggested = said[said.index("(`") + 2:said.rindex("`)")]
     assert suggested == f"controlplane sim replay --db {shlex.quote(f'sqlite:///{target}')}"
     assert shlex.split(suggested)[-1] == f"sqlite:///{target}"
+
+
+def test_with_schema_upgrades_off_no_command_upgrades_a_database_behind_it(db_url, monkeypatch):  # noqa: F811
+    """A team's shared database read by a newer release's `runs list` was upgraded, and the older release's jobs
+    writing to it were refused from then on: CONTROLPLANE_SCHEMA_UPGRADE=never leaves that to `db upgrade`."""
+    upgrade(db_url, "0003")
+    monkeypatch.setenv("CONTROLPLANE_SCHEMA_UPGRADE", "never")
+    for args in (("runs", "list"), ("sim", "replay", "--limit", "5")):
+        res = _cli(*args, "--db", db_url)
+        said = " ".join(res.output.split())
+        assert res.exit_code == 2 and "is at revision 0003, behind this controlplane's 0005, and " \
+            "CONTROLPLANE_SCHEMA_UPGRADE=never: nothing was changed" in said, said
+        assert current_revisions(make_engine(db_url)) == {"0003"}
+    assert _cli("db", "upgrade", "--db", db_url).exit_code == 0  # (the explicit upgrade is the way)
+    assert _cli("runs", "list", "--db", db_url).exit_code == 0
+    monkeypatch.setenv("CONTROLPLANE_SCHEMA_UPGRADE", "sometimes")
+    bad = _cli("sim", "replay", "--limit", "5", "--db", db_url)
+    assert bad.exit_code == 2 and "CONTROLPLANE_SCHEMA_UPGRADE='sometimes': give auto" in " ".join(bad.output.split())
+
+
+def test_with_schema_upgrades_off_a_new_database_still_gets_its_schema(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTROLPLANE_SCHEMA_UPGRADE", "never")
+    res = _cli("sim", "replay", "--limit", "5", "--db", f"sqlite:///{tmp_path / 'new.db'}")
+    assert res.exit_code == 0, res.output
