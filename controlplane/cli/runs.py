@@ -222,11 +222,12 @@ def compare(
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
     interval over requests (and over seeds with several runs a side), saying when it is within noise.
     Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
-    from controlplane.cli.compare_ci import (COST_KEYS, by_model_diffs_json, ci_table, parse_run_ids, side_by_side,
-                                             summary_diffs, summary_means, sweep_run_ids)
-    from controlplane.cli.compare_json import compare_document, covers_note, reproducibility_note, status_notes
+    from controlplane.cli.compare_ci import (COST_KEYS, COUNT_KEYS, by_model_diffs_json, ci_table, parse_run_ids,
+                                             side_by_side, summary_diffs, summary_means, sweep_run_ids)
+    from controlplane.cli.compare_json import (compare_document, covers_note, mixed_side_notes, replayed_note,
+                                               reproducibility_note, status_notes)
     from controlplane.cli.compare_progress import CompareProgress
-    from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample, within_other
+    from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample
     from controlplane.storage import get_run
 
     with user_errors():
@@ -258,14 +259,14 @@ def compare(
         workloads = workload_note((*runs_a, *runs_b), engine)  # (the runs replayed different requests: '' if not)
         # (two replays the same in all that decides them, whose results differ: a plugin is not reproducible)
         reproducibility = reproducibility_note(runs_a, runs_b, engine)
-    if ci and len(samples_a) == len(samples_b) == 1 and (shared := within_other(samples_a[0], samples_b[0])):
-        workloads = (f"note: the intervals compare {shared[2]}, paired; the side-by-side table is each run whole")
+    if ci and (shared := replayed_note(samples_a, samples_b)):  # (the intervals over the requests every run replayed)
+        workloads = shared
     differences = deployment_differences((*runs_a, *runs_b))  # (other models, GPUs or latency models: {} if not)
     deployments = deployments_note((*runs_a, *runs_b), differences)
     # Notes on stderr, as every command's (stdout holds the tables, or the JSON, alone); --json has them too. The
     # SLO targets' in every mode: --no-ci's SLO row too is each run's own.
     notes = [n for n in (*status_notes((*runs_a, *runs_b)), targets_note((*runs_a, *runs_b)), workloads, deployments,
-                         reproducibility) if n]
+                         reproducibility, *mixed_side_notes(runs_a, runs_b)) if n]
     if json_out:
         metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b)  # (--no-ci: no interval)
         by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci
@@ -299,8 +300,8 @@ def compare(
                             for side, ids in (("A", side_a), ("B", side_b)))
         modes = tuple("live" if all(r.get("mode") == "live" for r in rs) else None for rs in (runs_a, runs_b))
         means = (summary_means(runs_a), summary_means(runs_b))
-        if ci:  # (the intervals' table has the per-request metrics; GPU time and money are per run: their means)
-            means = tuple({k: m[k] for k in COST_KEYS if k in m} for m in means)
+        if ci:  # (the intervals' table has the per-request metrics; counts, GPU time and money are per run: their means)
+            means = tuple({k: m[k] for k in (*COUNT_KEYS, *COST_KEYS) if k in m} for m in means)
         out.print(side_by_side(compare_table(*means, label_a, label_b, modes), out.width))
     if diffs:
         names = f"runs {','.join(map(str, side_a))} vs {','.join(map(str, side_b))}"
@@ -326,21 +327,23 @@ def _print_notes(notes: list[str]) -> None:
 def config_of_run(run_id: int, db: DbOpt = None) -> None:
     """Print the run config a run ran with, as YAML that `--config` takes (to replay it again or change it; URL
     passwords are ***, as the run's row keeps them). Comments above it say what the YAML does not hold: the trace,
-    its format, how the run read it (--limit, a window, --opt ...), and the command line that replays the run with
-    the YAML saved as run1.yaml (for run 1)."""
+    its format, how the run read it (--limit, a window, --opt ...), the command line that replays the run with
+    the YAML saved as run1.yaml (for run 1), and that storage.url is left out (a replay with it stores its run
+    in --db's database, or the default one, not in the one the run was read from)."""
     import yaml
 
-    from controlplane.cli.runs_replay_command import replay_header
+    from controlplane.cli.runs_replay_command import replay_header, without_storage_url
     from controlplane.storage import get_run, run_config
 
     with user_errors():
         engine = _engine(db)
         cfg = run_config(engine, run_id)
         run = get_run(engine, run_id)
+    printed = cfg.model_dump(mode="json")
     typer.echo(f"# the config run {run_id} ran with (`controlplane runs config {run_id}`)")
-    for line in replay_header(run, f"run{run_id}.yaml"):
+    for line in (*replay_header(run, f"run{run_id}.yaml"), *without_storage_url(printed, run_id)):
         typer.echo(line)
-    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
+    typer.echo(yaml.safe_dump(printed, sort_keys=False), nl=False)
 
 
 def _check_comparable(run: dict) -> None:

@@ -15,7 +15,7 @@ import shlex
 from pathlib import Path, PurePath
 from typing import Any
 
-__all__ = ["TRANSFORM_OPTIONS", "replay_command", "replay_header"]
+__all__ = ["TRANSFORM_OPTIONS", "replay_command", "replay_header", "without_storage_url"]
 
 #: Each stored transform (`sim.replay.TraceTransforms`' fields, as ``trace_read["transforms"]`` keeps them) and the
 #: `controlplane sim replay` option that sets it, in that command's order.
@@ -59,6 +59,18 @@ def replay_header(run: dict[str, Any], config_file: str) -> list[str]:
     lines.append(f"# to replay it again, with this config saved as {config_file}:")
     lines.append("#   " + replay_command(run, config_file))
     return lines
+
+
+def without_storage_url(config: dict[str, Any], run_id: int) -> list[str]:
+    """Take ``storage.url`` out of ``config`` (a run config as `runs config` prints it), and return the comment lines
+    saying so: a replay with the YAML would store its run in the database the run was read from (a CI job's
+    artifact, a colleague's database), not in ``--db``'s or the default one, as a config without it does."""
+    url = (config.get("storage") or {}).pop("url", None)
+    if url is None:
+        return []
+    return [f"# storage.url is left out (run {run_id} is stored in {url}): a replay with this config stores its run",
+            "# in --db's database, else $CONTROLPLANE_STORAGE__URL's, else sqlite:///controlplane.db; add",
+            "# storage: {url: ...} to choose one"]
 
 
 def replay_command(run: dict[str, Any], config_file: str) -> str:
