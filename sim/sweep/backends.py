@@ -10,6 +10,7 @@ when it is installed.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from sim.sweep.main_guard import check_main_guard
 from sim.sweep.worker import RunOutcome, RunTask, run_task
 from sim.traces import TraceRequest
 
-__all__ = ["BACKENDS", "Backend", "check_ray_address", "make_backend", "ray_available"]
+__all__ = ["BACKENDS", "Backend", "backend_name", "check_ray_address", "make_backend", "ray_available"]
 
 BACKENDS = ("auto", "ray", "pool", "serial")
 
@@ -353,6 +354,15 @@ class RayBackend(Backend):
         if self._started:
             self.ray.shutdown()
             self._started = False
+
+
+def backend_name(name: str, ray_address: str | None = None) -> str:
+    """The backend ``name`` runs on, ``auto`` resolved as `make_backend` resolves it (Ray where it is installed or
+    ``ray_address`` is given, else the pool), without importing or starting it: what a resumed sweep with nothing
+    left to run reports, having started none."""
+    if name == "auto":
+        return "ray" if ray_address or importlib.util.find_spec("ray") is not None else "pool"
+    return name
 
 
 def make_backend(name: str = "auto", *, workers: int | None = None, ray_address: str | None = None) -> Backend:

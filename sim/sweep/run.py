@@ -18,7 +18,7 @@ from controlplane.storage import ensure_schema, make_engine
 from controlplane.storage.crashed import mark_crashed_quietly
 from sim.interrupts import sigterm_stops
 from sim.replay import TraceTransforms, prepared_trace, rows_left_out, trace_read
-from sim.sweep.backends import BACKENDS, Backend, PoolBackend, check_ray_address, make_backend
+from sim.sweep.backends import BACKENDS, Backend, PoolBackend, backend_name, check_ray_address, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.lock import SweepLock
 from sim.sweep.main_guard import check_main_guard
@@ -217,9 +217,10 @@ def run_sweep(
     try:
         back = backend if isinstance(backend, Backend) else (
             make_backend(backend, workers=workers, ray_address=ray_address) if pending else Backend())
-        result.backend = back.name
+        # (nothing to run: none is started, and the one asked for is reported, not the stand-in's "serial")
+        result.backend = back.name if pending or isinstance(backend, Backend) else backend_name(backend, ray_address)
         if on_start is not None:
-            on_start(len(tasks), result.skipped, back.name)
+            on_start(len(tasks), result.skipped, result.backend)
         try:
             if pending:
                 wanted = {t.trace_id for t in pending}

@@ -42,3 +42,22 @@ def test_the_note_counts_only_the_runs_stored_before(capsys):
             "(--fresh runs every point again)") in capsys.readouterr().err.replace("\n", " ")
     say_runs_stored_before(SimpleNamespace(resumed=False, sweep_id=5, run_ids={}), runs, now=now)
     assert "stored before" not in capsys.readouterr().err
+
+
+def test_a_resume_with_nothing_to_run_reports_the_backend_asked_for(tmp_path):
+    """(`sim sweep --json` said "backend": "serial" on a resume that had nothing to run, started with the default
+    backend, Ray: the backend it would have run on is reported, and "ran": 0 says none was started.)"""
+    import importlib.util
+    import json
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("trace: {limit: 20}\nspace:\n  cluster.models.0.replicas: [1, 2]\n")
+    args = ["sim", "sweep", str(spec), "--db", f"sqlite:///{tmp_path / 'runs.db'}", "--json"]
+    first = CliRunner().invoke(app, [*args, "--backend", "serial"])
+    assert first.exit_code == 0, first.output
+    auto = "ray" if importlib.util.find_spec("ray") is not None else "pool"
+    for asked, reported in (([], auto), (["--backend", "pool"], "pool"), (["--backend", "serial"], "serial")):
+        again = CliRunner().invoke(app, [*args, *asked])
+        assert again.exit_code == 0, again.output
+        line = json.loads(again.stdout)
+        assert (line["backend"], line["ran"], line["skipped"], line["resumed"]) == (reported, 0, 2, True), asked
