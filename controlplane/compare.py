@@ -17,7 +17,12 @@ each run against its own SLO targets, as its summary counts it).
   request of the other and more (a live run that served a warm-up first), the comparison is paired over the
   requests both replayed, the other's left out, and ``covers`` names them.
 * Several runs a side: a two-level bootstrap, runs (seeds) drawn with replacement, then
-  requests within each drawn run, so seed-to-seed variation widens the interval as it should.
+  requests within each drawn run, so seed-to-seed variation widens the interval as it should. The restrictions of
+  one run a side apply to every run of both sides at once (`every_run_replayed`, `completed_in_every_run`): when
+  every run replayed every request of the run that replayed fewest, all are restricted to those; when the runs
+  replayed the same requests, each metric is over the requests with a value in every run (not per pair: the
+  bootstrap draws runs apart, so only a set common to all of them keeps each draw over the same requests on both
+  sides). The requests are still drawn apart in each run (not paired): a conservative interval.
 
 A difference whose interval contains 0 is reported as within noise, 0 to floating-point rounding:
 an interval within ``ROUNDING`` of the values' magnitude (two runs that agree to 1e-12, e.g. the
@@ -38,7 +43,7 @@ from controlplane.storage.queries import get_run
 
 __all__ = ["BY_MODEL_METRICS", "HIGHER_IS_BETTER", "METRICS", "ROUNDING", "MetricDiff", "RunSample", "compare_by_model",
            "compare_runs",
-           "compare_samples", "compare_steps", "load_sample",
+           "compare_samples", "compare_steps", "completed_in_every_run", "every_run_replayed", "load_sample",
            "resample_steps"]
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue")
@@ -105,8 +110,9 @@ class MetricDiff:
     low: float | None  # the confidence interval of the difference
     high: float | None
     method: str  # paired | independent | hierarchical
-    #: The requests the values cover when not every completed request of each side (a paired
-    #: comparison of runs that completed different requests), e.g. "the 443 requests completed in both runs".
+    #: The requests the values cover when not every completed request of each side (runs that completed, or
+    #: replayed, different requests), e.g. "the 443 requests completed in both runs" ("in every run" with several
+    #: runs a side).
     covers: str | None = None
     #: Where ``covers`` restricts ``a`` and ``b``: each side's value over every request it completed (its own, as
     #: its summary has it), which the restricted ``a``/``b`` are not; None where ``covers`` is.
@@ -280,6 +286,46 @@ def within_other(a: RunSample, b: RunSample) -> tuple[RunSample, RunSample, str]
     return (small, inner, covers) if small is a else (inner, small, covers)
 
 
+def every_run_replayed(a: Sequence[RunSample], b: Sequence[RunSample]
+                       ) -> tuple[list[RunSample], list[RunSample], str] | None:
+    """`within_other` of several runs a side: when the runs did not all replay the same requests but every run
+    replayed every request of the one that replayed fewest (runs of a longer ``--limit``), every run restricted to
+    those, and what that covers; None otherwise (the same requests everywhere, or requests not nested: the runs are
+    then compared whole). One run a side: `within_other`'s."""
+    if len(a) == 1 and len(b) == 1:
+        shared = within_other(a[0], b[0])
+        return None if shared is None else ([shared[0]], [shared[1]], shared[2])
+    runs = [*a, *b]
+    small = min(runs, key=lambda s: len(s.request_ids))
+    if not len(small.request_ids) or all(same_requests(small, s) for s in runs):
+        return None
+    restricted, left_out = [], []
+    for s in runs:
+        keep = np.isin(s.request_ids, small.request_ids)
+        inner = s.of_requests(keep) if not keep.all() else s
+        if not same_requests(small, inner):
+            return None
+        restricted.append(inner)
+        if not keep.all():
+            left_out.append((s.run_id, s.request_ids[~keep]))
+    first = left_out[0][1]
+    shown = ", ".join(map(str, first[:3])) + (", ..." if len(first) > 3 else "")
+    others = ", ".join(f"run {rid}'s {len(extra)}" for rid, extra in left_out)
+    covers = f"the {len(small.request_ids)} requests every run replayed ({others} others left out: {shown})"
+    return restricted[:len(a)], restricted[len(a):], covers
+
+
+def completed_in_every_run(xs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
+    """`completed_in_both` of several runs a side (runs of the same requests, in the same order): each run's values
+    of the requests with a value in every run, and what they cover when it is not every value of each run (None when
+    it is)."""
+    keep = np.logical_and.reduce([~np.isnan(x) for x in xs])
+    n = int(keep.sum())
+    if all(n == int((~np.isnan(x)).sum()) for x in xs):
+        return [x[keep] for x in xs], None
+    return [x[keep] for x in xs], f"the {n} requests completed in every run"
+
+
 def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidence: float = 0.95,
                     n_resamples: int = 1000, seed: int = 0,
                     metrics: Sequence[tuple[str, str]] = METRICS,
@@ -290,12 +336,14 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
         raise ValueError("compare needs at least one run on each side")
     rng = np.random.default_rng(seed)
     single = len(a) == 1 and len(b) == 1
-    whole_a, whole_b = a[0], b[0]  # (a paired comparison restricted to fewer requests: each run's own values too)
+    whole_a, whole_b = a, b  # (values restricted to fewer requests: each side's own values too)
     paired = single and same_requests(a[0], b[0])
-    shared = None if paired or not single else within_other(a[0], b[0])
-    if shared is not None:  # paired over the requests both replayed
-        (a0, b0, shared), paired = shared, True
-        a, b = [a0], [b0]
+    shared = None if paired else every_run_replayed(a, b)
+    if shared is not None:  # over the requests every run replayed (one run a side: paired)
+        a, b, shared = shared
+        paired = single
+    # Several runs a side, of the same requests: each metric over those with a value in every run.
+    aligned = not single and all(same_requests(a[0], s) for s in (*a, *b))
     intervals = _single_diffs(a[0], b[0], metrics, paired, confidence, n_resamples, rng, progress) if single else {}
     out = []
     for metric, stat in metrics:
@@ -308,6 +356,11 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
                 covers = shared if covers is None else f"{covers}, of {shared}"
             va, vb = _point([pa], stat), _point([pb], stat)
         else:
+            if aligned:
+                kept, covers = completed_in_every_run([*xa, *xb])
+                xa, xb = kept[:len(xa)], kept[len(xa):]
+            if shared is not None and not single:
+                covers = shared if covers is None else f"{covers}, of {shared}"
             va, vb = _point(xa, stat), _point(xb, stat)
         if single:
             (low, high), method = intervals[metric, stat], "paired" if paired else "independent"
@@ -315,7 +368,8 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
             (low, high), method = _hierarchical(xa, xb, stat, confidence, n_resamples, rng,
                                                 progress=progress), "hierarchical"
         diff = None if va is None or vb is None else vb - va
-        whole = [_point([_column(s, metric, s.slo)], stat) for s in (whole_a, whole_b)] if covers else [None, None]
+        whole = ([_point([_column(s, metric, s.slo) for s in side], stat) for side in (whole_a, whole_b)] if covers
+                 else [None, None])
         out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method, covers, *whole))
     return out
 

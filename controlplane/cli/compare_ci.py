@@ -12,8 +12,8 @@ from controlplane.cli import common
 from controlplane.cli.common import fmt_value
 from controlplane.cli.tables import WHOLE, WORDS, fitted
 
-__all__ = ["ROW_HIGHER_IS_BETTER", "by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids", "row_diffs",
-           "side_by_side", "side_by_side_diffs", "summary_diffs", "summary_means", "sweep_run_ids"]
+__all__ = ["COUNT_KEYS", "ROW_HIGHER_IS_BETTER", "by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids",
+           "row_diffs", "side_by_side", "side_by_side_diffs", "summary_diffs", "summary_means", "sweep_run_ids"]
 
 
 def parse_run_ids(text: str, option: str) -> list[int]:
@@ -138,6 +138,11 @@ def summary_diffs(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
     return out
 
 
+#: The summary's counts of requests (`summary_table.HEADLINE`: requests, completed, rejected, ...), a table's first rows:
+#: with several runs a side, the side-by-side table beside the intervals has them (their means), as it has one run's.
+COUNT_KEYS = ("num_requests", "num_completed", "num_rejected", "num_failed", "num_in_flight", "num_cancelled",
+              "num_blocked", "guardian_blocks_after_reply")
+
 #: The summary's GPU time and money, as the side-by-side table's rows (`summary_table.TAIL`): ``runs compare
 #: --json``'s ``cost``.
 COST_KEYS = ("gpu_seconds", "gpu_busy_seconds", "peak_replicas", "gpu_hours", "cost_usd", "cost_per_1k_requests_usd",
@@ -236,5 +241,6 @@ def ci_table(diffs: list[Any], title: str, confidence: float, width: int | None 
     t.caption = f"bootstrap over requests ({fmt_value(diffs[0].method) if diffs else '-'}); " \
                 "within noise: the interval contains 0 (to rounding)"
     for i, c in enumerate(covers, start=1):  # rows whose A, B and interval are over fewer requests than each run's
-        t.caption += f"\n{'*' * i} A, B and the interval over {c} (paired)"
+        how = next(d.method for d in diffs if d.covers == c)  # (several runs a side: each run over them, not paired)
+        t.caption += f"\n{'*' * i} A, B and the interval over {c}" + (" (paired)" if how == "paired" else "")
     return t if width is None else fitted(t, width, CI_KINDS)

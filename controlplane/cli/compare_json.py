@@ -1,7 +1,7 @@
 """What `controlplane runs compare` says for a script or a CI gate: the notes on runs that did not finish, on
-intervals over fewer requests than each run completed and on two replays that should have been the same and differ
-(a plugin that is not reproducible) (on stderr, as every note, and in ``--json``'s ``notes``), and the ``--json``
-document (docs/sweeps.md lists its keys)."""
+intervals over fewer requests than each run completed (or replayed) and on two replays that should have been the
+same and differ (a plugin that is not reproducible) (on stderr, as every note, and in ``--json``'s ``notes``), and
+the ``--json`` document (docs/sweeps.md lists its keys)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from controlplane.cli.compare_ci import cost_diffs, side_by_side_diffs
 from controlplane.cli.runs_notes import same_requests, slo_targets, targets_differ
 
-__all__ = ["compare_document", "covers_note", "reproducibility_note", "status_notes"]
+__all__ = ["compare_document", "covers_note", "replayed_note", "reproducibility_note", "status_notes"]
 
 _STOPPED = {"failed": "failed", "crashed": "crashed", "interrupted": "was interrupted"}
 
@@ -42,15 +42,33 @@ def covers_note(metrics: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]
     if not marked:
         return ""
     completed = ", ".join(f"run {r['id']}: {(r.get('summary') or {}).get('num_completed', 0):,}" for r in runs)
+    several = any(m.get("method") == "hierarchical" for m in marked)  # (several runs a side: every run's, not paired)
+    over, how, own = (("every run", "each run's values over them", "each side's runs' own values") if several
+                      else ("both runs", "paired", "the runs' own values"))
     return (f"note: {len(marked)} of the {len(metrics)} metrics (those with `covers`, which says which requests) "
-            f"are over the requests both runs completed (or replayed), not every request each run completed "
-            f"({completed} completed), paired: their a, b and intervals are not the runs' own values (those are "
+            f"are over the requests {over} completed (or replayed), not every request each run completed "
+            f"({completed} completed), {how}: their a, b and intervals are not {own} (those are "
             "their a_whole and b_whole, and side_by_side); a run that completed fewer requests can read faster over "
             "those it did")
 
 
 #: A run config's sections that do not decide a simulated run's results: its name, where it is stored, its process.
 _NOT_RESULTS = frozenset({"name", "storage", "process"})
+
+
+def replayed_note(samples_a: Sequence[Any], samples_b: Sequence[Any]) -> str:
+    """The note in place of the workloads' when the intervals are over the requests every run replayed
+    (`controlplane.compare.every_run_replayed`: a run of a longer ``--limit`` beside a shorter one), not each run's
+    own; '' when they are not."""
+    from controlplane.compare import every_run_replayed
+
+    shared = every_run_replayed(samples_a, samples_b)
+    if shared is None:
+        return ""
+    if len(samples_a) == len(samples_b) == 1:
+        return f"note: the intervals compare {shared[2]}, paired; the side-by-side table is each run whole"
+    return (f"note: the intervals compare {shared[2]}, each run over them; the side-by-side table is each side's "
+            "runs whole (their mean)")
 #: Observers the core itself registers (the run's recorder, `controlplane.testing`'s event log): controlplane's code,
 #: stored without a version.
 _CORE_OBSERVERS = frozenset({"sql-recorder", "event-log"})

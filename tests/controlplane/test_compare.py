@@ -244,3 +244,42 @@ def test_a_difference_says_the_tables_verdict_and_whether_it_is_better_for_b(met
     assert (d.verdict, d.outcome) == (verdict, outcome)
     assert d.as_dict()["higher_is_better"] is (metric == "slo_attainment")
     assert {"verdict", "outcome", "a_whole", "b_whole"} <= set(d.as_dict())
+
+
+def test_several_runs_a_side_are_compared_over_the_requests_completed_in_every_run():
+    """`--a 33,34 --b 35,36`, B's config rejecting 47% of the requests (its slowest): with one run a side the values
+    were over the requests completed in both, with several over every request each run completed: B read faster
+    on every latency (TTFT p50 33.65 -> 0.795), metrics_restricted false, covers null."""
+    rng = np.random.default_rng(6)
+    ids = np.array([f"r{i:04d}" for i in range(600)], dtype=object)
+    base = rng.exponential(0.5, 600)
+    side_a = [_sample(1 + i, base * (1 + 0.01 * i), ids) for i in range(2)]
+    side_b = [_sample(3 + i, base * (1.2 + 0.01 * i), ids) for i in range(2)]  # each request 20% slower ...
+    for s in side_b:  # ... but the slowest half rejected
+        for m in ("ttft", "e2e", "queue"):
+            s.values[m][base > np.median(base)] = np.nan
+    diffs = compare_samples(side_a, side_b, n_resamples=200)
+    p50 = _by(diffs, "ttft", "p50")
+    assert p50.method == "hierarchical" and p50.covers == "the 300 requests completed in every run"
+    assert p50.outcome == "worse" and p50.low > 0  # over the same requests B is slower
+    assert p50.a_whole > p50.b_whole  # each side's own values, over every request it completed: B "faster"
+    assert p50.a == pytest.approx(float(np.percentile(np.concatenate([s.values["ttft"][base <= np.median(base)]
+                                                                      for s in side_a]), 50)))
+    assert _by(diffs, "tpot", "p50").covers is None  # every request has one in every run
+
+
+def test_several_runs_a_side_of_nested_requests_are_compared_over_those_every_run_replayed():
+    """`--a 2,3,4,5 --b 13,14,15`, A of 1,200 requests and B of 800 of them: the 400 more (here, fast ones) were
+    pooled into A and B read "worse", where the 800 shared ones show no difference."""
+    rng = np.random.default_rng(7)
+    ids = np.array([f"r{i:04d}" for i in range(1200)], dtype=object)
+    base = np.concatenate([rng.exponential(0.5, 800), np.full(400, 0.01)])
+    side_a = [_sample(2 + i, base * (1 + 0.01 * (i - 1)), ids) for i in range(4)]
+    side_b = [_sample(13 + i, base[:800] * (1 + 0.01 * (i - 1)), ids[:800]) for i in range(3)]
+    p50 = _by(compare_samples(side_a, side_b, n_resamples=200), "ttft", "p50")
+    assert p50.covers.startswith("the 800 requests every run replayed (run 2's 400, run 3's 400, run 4's 400, "
+                                 "run 5's 400 others left out: r0800, r0801, r0802, ...)")
+    assert p50.within_noise and p50.a == pytest.approx(float(np.median(np.concatenate(
+        [s.values["ttft"][:800] for s in side_a]))))
+    other = [_sample(20, base[:800], np.array([f"x{i}" for i in range(800)], dtype=object))]
+    assert _by(compare_samples(side_a, other + side_b[:1], n_resamples=100), "ttft", "p50").covers is None
