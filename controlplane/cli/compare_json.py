@@ -1,7 +1,8 @@
 """What `controlplane runs compare` says for a script or a CI gate: the notes on runs that did not finish, on
-intervals over fewer requests than each run completed (or replayed) and on two replays that should have been the
-same and differ (a plugin that is not reproducible) (on stderr, as every note, and in ``--json``'s ``notes``), and
-the ``--json`` document (docs/sweeps.md lists its keys)."""
+intervals over fewer requests than each run completed (or replayed), on a side of several runs that is not one
+configuration over seeds and on two replays that should have been the same and differ (a plugin that is not
+reproducible) (on stderr, as every note, and in ``--json``'s ``notes``), and the ``--json`` document (docs/sweeps.md
+lists its keys)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from controlplane.cli.compare_ci import cost_diffs, side_by_side_diffs
 from controlplane.cli.runs_notes import same_requests, slo_targets, targets_differ
 
-__all__ = ["compare_document", "covers_note", "replayed_note", "reproducibility_note", "status_notes"]
+__all__ = ["compare_document", "covers_note", "mixed_side_notes", "replayed_note", "reproducibility_note",
+           "status_notes"]
 
 _STOPPED = {"failed": "failed", "crashed": "crashed", "interrupted": "was interrupted"}
 
@@ -54,6 +56,9 @@ def covers_note(metrics: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]
 
 #: A run config's sections that do not decide a simulated run's results: its name, where it is stored, its process.
 _NOT_RESULTS = frozenset({"name", "storage", "process"})
+#: What may differ between the runs of one side, one configuration over seeds: its seed, and how it read its trace
+#: (the workload's note says when the runs replayed different requests).
+_NOT_CONFIGURATION = _NOT_RESULTS | {"seed", "trace_read"}
 
 
 def replayed_note(samples_a: Sequence[Any], samples_b: Sequence[Any]) -> str:
@@ -69,6 +74,48 @@ def replayed_note(samples_a: Sequence[Any], samples_b: Sequence[Any]) -> str:
         return f"note: the intervals compare {shared[2]}, paired; the side-by-side table is each run whole"
     return (f"note: the intervals compare {shared[2]}, each run over them; the side-by-side table is each side's "
             "runs whole (their mean)")
+
+
+def mixed_side_notes(runs_a: Sequence[dict[str, Any]], runs_b: Sequence[dict[str, Any]]) -> list[str]:
+    """A note for each side of several runs that is not one configuration over seeds, as the intervals over seeds
+    take it to be: runs whose configs differ beyond their seed, name, storage, process and trace reading (another
+    policy, setting or cluster), and a seed run more than once."""
+    from controlplane.config_dotted import flat_keys
+
+    def settings(run: dict[str, Any]) -> dict[str, Any]:
+        config = run.get("config") or {}
+        return {key: value for k, v in config.items() if k not in _NOT_CONFIGURATION
+                for key, value in (flat_keys(v, k) if isinstance(v, dict) and v else {k: v}).items()}
+
+    notes = []
+    for side, runs in (("A", runs_a), ("B", runs_b)):
+        if len(runs) < 2:
+            continue
+        first = settings(runs[0])
+        for run in runs[1:]:
+            other = settings(run)
+            keys = sorted(k for k in first.keys() | other.keys() if first.get(k, _ABSENT) != other.get(k, _ABSENT))
+            if keys:
+                shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+                notes.append(f"note: side {side}'s runs are not one configuration over seeds: run {run['id']}'s config "
+                             f"differs from run {runs[0]['id']}'s ({shown}); the intervals over seeds take them for "
+                             "seeds of one configuration, so they mix the configurations' effects: compare one "
+                             "configuration's runs a side")
+                break
+        seeds: dict[Any, list[int]] = {}
+        for run in runs:
+            if run.get("seed") is not None:
+                seeds.setdefault(run["seed"], []).append(run["id"])
+        for seed, ids in seeds.items():
+            if len(ids) > 1:
+                notes.append(f"note: side {side} runs seed {seed} more than once (runs {', '.join(map(str, ids))}): "
+                             "the intervals over seeds take its runs for independent seeds, which runs of one seed "
+                             "are not (a simulated replay of one configuration and seed repeats its results), so "
+                             "they are narrower than the seeds' variation warrants")
+    return notes
+
+
+_ABSENT = object()
 #: Observers the core itself registers (the run's recorder, `controlplane.testing`'s event log): controlplane's code,
 #: stored without a version.
 _CORE_OBSERVERS = frozenset({"sql-recorder", "event-log"})

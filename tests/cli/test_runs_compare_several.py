@@ -100,6 +100,19 @@ def test_one_run_a_side_keeps_its_paired_restriction(runs):
     assert "(paired)" in _compare(runs, "--a", "1", "--b", "3").stdout
 
 
+def test_a_side_that_mixes_configurations_or_repeats_a_seed_is_noted(runs):
+    """`--a 1,2,3`: runs of another routing policy, and two of seed 0, were taken for seeds of one configuration."""
+    done = _compare(runs, "--a", "3,4,5", "--b", "1,2", "--json")
+    notes = json.loads(done.stdout)["notes"]
+    assert ("note: side A's runs are not one configuration over seeds: run 5's config differs from run 3's "
+            "(plugins.enabled); the intervals over seeds take them for seeds of one configuration") in "\n".join(notes)
+    assert any(n.startswith("note: side A runs seed 0 more than once (runs 3, 5): ") for n in notes)
+    assert not any("side B" in n for n in notes)
+    assert done.stderr.splitlines() == notes
+    table = _compare(runs, "--a", "3,4,5", "--b", "1,2", "--no-ci")
+    assert "note: side A's runs are not one configuration over seeds" in table.stderr
+
+
 def test_sweeps_a_side_are_compared_over_the_requests_every_run_completed(tmp_path):
     """`--a-sweep`/`--b-sweep` take the same path as `--a`/`--b`: restricted as several runs a side are."""
     from sim.sweep import load_spec, run_sweep
