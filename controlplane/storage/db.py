@@ -34,14 +34,17 @@ DEFAULT_URL: Final = "sqlite:///controlplane.db"
 
 def migrations_dir(checkout: Path = Path(__file__).resolve().parents[2] / "alembic") -> Path:
     """The schema's Alembic migrations: the checkout's ``alembic/`` (a source checkout, an editable install), else
-    where a wheel installed them (``<prefix>/share/controlplane/alembic``: pyproject's data-files; the user
-    scheme's prefix for ``pip install --user``); the checkout's path when neither is there (the error names it)."""
+    where a wheel installed them (``<prefix>/share/controlplane/alembic``: pyproject's data-files), the prefix being
+    the install's: beside the packages for ``pip install --target DIR`` (``DIR/share/...``), the environment's, or
+    the user scheme's for ``pip install --user``; the checkout's path when none is there (the error names it).
+    (In a non-editable install ``checkout`` is ``site-packages/alembic``, the Alembic library, which has no
+    ``env.py``.)"""
     if (checkout / "env.py").is_file():
         return checkout
     import site
     import sysconfig
 
-    for prefix in (sysconfig.get_path("data"), sys.prefix, getattr(site, "USER_BASE", None)):
+    for prefix in (checkout.parent, sysconfig.get_path("data"), sys.prefix, getattr(site, "USER_BASE", None)):
         installed = Path(prefix or "") / "share" / "controlplane" / "alembic"
         if prefix and (installed / "env.py").is_file():
             return installed
@@ -403,7 +406,7 @@ def _refuse_downgrade(engine: Engine, current: set[str], revision: str) -> None:
 
         raise StorageError(f"{describe_url(engine)} is at revision {', '.join(sorted(current))}, already past "
                            f"{revision!r}: an upgrade does not go back; going back drops what the later revisions "
-                           f"added, with Alembic of the source checkout (from any folder): "
+                           f"added, with Alembic (from any folder): "
                            f"`{alembic_command(engine, f'downgrade {revision}')}`"
                            + (" (with the password)" if "***" in describe_url(engine) else ""))
 
@@ -484,7 +487,9 @@ def _refuse_unknown(engine: Engine, current: set[str]) -> None:
     """A database migrated by newer code (a revision none of these migrations has) is an error."""
     unknown = current - _known_revisions()
     if unknown:
+        from controlplane.storage.schema_upgrade import revisions_text
+
         raise StorageError(
-            f"database {describe_url(engine)} is at revision {sorted(unknown)}, "
-            f"unknown to this controlplane (expects {sorted(head_revisions())}); upgrade controlplane"
-        )
+            f"{describe_url(engine)} is at revision {revisions_text(current)}, ahead of this controlplane (its latest "
+            f"is {revisions_text(head_revisions())}; {revisions_text(unknown)} unknown to it): a newer controlplane "
+            "upgraded it, and this one refuses it; upgrade controlplane")

@@ -37,7 +37,10 @@ def test_a_database_newer_than_the_code_says_to_upgrade_controlplane(db_url):  #
     result = _cli("db", "upgrade", "--db", db_url)
     assert result.exit_code == 2, (result.output, result.exception)
     assert result.stderr.count("\n") == 1
-    assert f"is at revision ['0999'], unknown to this controlplane (expects {sorted(head_revisions())}); upgrade controlplane" in result.stderr
+    assert (f"is at revision 0999, ahead of this controlplane (its latest is {', '.join(sorted(head_revisions()))}; "
+            "0999 unknown to it): a newer controlplane upgraded it, and this one refuses it; upgrade controlplane"
+            in result.stderr)
+    assert "['" not in result.stderr and "database: database" not in result.stderr
 
 
 def test_an_older_database_is_upgraded(db_url):  # noqa: F811

@@ -110,7 +110,7 @@ def test_ensure_schema_upgrades_once(db_url: str) -> None:
 def test_ensure_schema_refuses_newer_database(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
-    with pytest.raises(StorageError, match=r"ffff_future.*unknown to this controlplane"):
+    with pytest.raises(StorageError, match=r"ffff_future.*ahead of this controlplane"):
         ensure_schema(engine)
 
 

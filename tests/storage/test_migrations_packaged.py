@@ -39,3 +39,15 @@ def test_an_install_without_the_checkout_finds_the_installed_migrations(tmp_path
     assert migrations_dir(tmp_path / "no-checkout" / "alembic") == installed
     (installed / "env.py").unlink()  # neither: the checkout's path, which the error names
     assert migrations_dir(tmp_path / "no-checkout" / "alembic") == tmp_path / "no-checkout" / "alembic"
+
+
+def test_an_install_with_pip_install_target_finds_the_migrations_beside_its_packages(tmp_path, monkeypatch):
+    """`pip install --target DIR` puts the packages and share/ in DIR: the migrations were looked for under the
+    environment's prefix alone ('not found ... reinstall'), so PostgreSQL and `db` commands failed."""
+    target = tmp_path / "tgt"
+    installed = target / "share" / "controlplane" / "alembic"
+    installed.mkdir(parents=True)
+    (installed / "env.py").write_text("")
+    (target / "alembic").mkdir()  # (the Alembic library's own package, beside controlplane: no env.py)
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(tmp_path / "elsewhere"))
+    assert migrations_dir(target / "alembic") == installed
