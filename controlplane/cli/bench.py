@@ -175,12 +175,16 @@ def profile(
     """
     import dataclasses
 
-    import torch
+    from controlplane.extras import extra_needed
 
-    from controlplane.live.backend import CausalLMBackend
-    from controlplane.hardware.profile_format import write_profile
-    from controlplane.live.profiling import profile_backend, profile_meta
-    from sim.latency.measured import MeasuredProfileModel
+    # without the `live` extra: one line naming the install, exit 2 (not a traceback ending in "No module named")
+    with user_errors(), extra_needed("controlplane profile", "live", "torch and transformers"):
+        import torch
+
+        from controlplane.live.backend import CausalLMBackend
+        from controlplane.hardware.profile_format import write_profile
+        from controlplane.live.profiling import profile_backend, profile_meta
+        from sim.latency.measured import MeasuredProfileModel
 
     with user_errors():
         from controlplane.cli.profile_worker import config_worker, with_options

@@ -91,10 +91,14 @@ def daemon(
     Admin endpoints need CONTROLPLANE_ADMIN_TOKEN in the environment (they are off without it).
     """
     from controlplane.cli.config_checks import check_database_folder
-    from controlplane.live.daemon import DaemonOptions, admin_token_from_env, serve
+    from controlplane.extras import extra_needed
     from controlplane.storage.errors import mask_password
-    from controlplane.live.daemon_config import daemon_config
-    from controlplane.live.daemon_logging import configure_logging
+
+    # without the `live` extra: one line naming the install, exit 2 (not a traceback ending in "No module named")
+    with user_errors(), extra_needed("controlplane daemon", "live", "torch and transformers"):
+        from controlplane.live.daemon import DaemonOptions, admin_token_from_env, serve
+        from controlplane.live.daemon_config import daemon_config
+        from controlplane.live.daemon_logging import configure_logging
 
     configure_logging(log_level, log_format, access_log=access_log)
     with user_errors():
@@ -122,7 +126,8 @@ def daemon(
         else:
             err.print(said, highlight=False, soft_wrap=True)
 
-    with user_errors(cfg.storage.url):  # a port in use, a model or database that cannot be used: one line, exit 2
+    # a port in use, a model or database that cannot be used, a module of the `live` extra: one line, exit 2
+    with user_errors(cfg.storage.url), extra_needed("controlplane daemon", "live", "torch and transformers"):
         code = serve(cfg, options, on_started=started)
     raise typer.Exit(code)
 

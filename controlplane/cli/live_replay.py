@@ -86,7 +86,11 @@ def live_replay(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Replay a trace against live workers in real time, store the run (with its iterations), print its summary."""
-    from controlplane.live.daemon_config import daemon_config
+    from controlplane.extras import extra_needed
+
+    # without the `live` extra: one line naming the install, exit 2 (not a traceback ending in "No module named")
+    with user_errors(), extra_needed("controlplane live-replay", "live", "torch and transformers"):
+        from controlplane.live.daemon_config import daemon_config
     from sim.replay import TraceTransforms
     from sim.traces import parse_rate_profile
 
