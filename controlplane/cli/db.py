@@ -76,7 +76,7 @@ def read_only_engine(url: str):
 
 @app.command("load-spill")
 def load_spill(
-    file: Annotated[Path, typer.Argument(help="A controlplane-spill-run*.jsonl file (its run's error named it).")],
+    file: Annotated[Path, typer.Argument(help="A controlplane-spill-run*.jsonl file (its run's error named it).", metavar="FILE")],
     db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: the one the file's header "
                                                            "names; give it where that URL's password is hidden). "
                                                            "Another database than the header's is refused; "

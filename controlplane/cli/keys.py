@@ -21,7 +21,7 @@ def _tenant(value: str) -> str:
     return value.strip()
 
 
-TenantArg = Annotated[str, typer.Argument(help="The tenant the key's requests are attributed to.", callback=_tenant)]
+TenantArg = Annotated[str, typer.Argument(help="The tenant the key's requests are attributed to.", callback=_tenant, metavar="TENANT")]
 
 
 def _yaml_scalar(text: str) -> str:

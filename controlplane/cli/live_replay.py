@@ -29,7 +29,8 @@ MAX_REQUESTS = 1_000_000
 
 def live_replay(
     trace: Annotated[Optional[Path], typer.Argument(
-        help="Trace file. Default: the bundled Azure LLM code trace (give --limit or a window: it runs in real time).")
+        help="Trace file. Default: the bundled Azure LLM code trace (give --limit or a window: it runs in real time).",
+        metavar="TRACE")
     ] = None,
     format: Annotated[
         Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian "

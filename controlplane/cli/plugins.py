@@ -91,7 +91,7 @@ def list_(json_out: Annotated[bool, typer.Option(
 
 
 @app.command("show")
-def show(name: Annotated[str, typer.Argument(help="The plugin's name, as `plugins list` shows it.")]) -> None:
+def show(name: Annotated[str, typer.Argument(help="The plugin's name, as `plugins list` shows it.", metavar="NAME")]) -> None:
     """Show one installed plugin: what it does, its hooks, and each of its settings with its type (and bounds),
     its default and its description: what a run config may give under plugins.settings.NAME.
 

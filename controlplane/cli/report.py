@@ -11,7 +11,7 @@ from controlplane.cli.common import DB_READ_HELP, err, open_stored_runs, out, us
 
 
 def report(
-    run_id: Annotated[Optional[int], typer.Argument(help="The run to report on (or --sweep).")] = None,
+    run_id: Annotated[Optional[int], typer.Argument(help="The run to report on (or --sweep).", metavar="RUN")] = None,
     sweep: Annotated[Optional[int], typer.Option("--sweep", help="Report on a sweep or search instead.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)] = None,
     html: Annotated[Path, typer.Option("--html", "--output", "-o",

@@ -17,7 +17,7 @@ from controlplane.cli.compare_deployments import deployment_differences, deploym
 from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_copy import copied_line
-from controlplane.cli.runs_list import DbOpt
+from controlplane.cli.runs_list import DbOpt, RunArg
 from controlplane.cli.runs_running import running_line
 from controlplane.cli.runs_served import served_line
 from controlplane.cli.runs_notes import (incomplete_note, refused_line, stopped_line, targets_note, transforms_unknown,
@@ -38,7 +38,7 @@ def _engine(db: str | None):
 @app.command()
 @quiet_on_closed_pipe
 def show(
-    run_id: int,
+    run_id: RunArg,
     db: DbOpt = None,
     timeline: Annotated[bool, typer.Option("--timeline", help="Print the scale decision timeline (time, policy, "
                                            "action, target, confidence, signals, reason), shadows included.")]
@@ -196,8 +196,8 @@ def _crashed(run: dict) -> str:
 @app.command()
 @quiet_on_closed_pipe
 def compare(
-    run_a: Annotated[Optional[int], typer.Argument(help="Run A (or use --a).")] = None,
-    run_b: Annotated[Optional[int], typer.Argument(help="Run B (or use --b).")] = None,
+    run_a: Annotated[Optional[int], typer.Argument(help="Run A (or use --a).", metavar="RUN_A")] = None,
+    run_b: Annotated[Optional[int], typer.Argument(help="Run B (or use --b).", metavar="RUN_B")] = None,
     db: DbOpt = None,
     a: Annotated[Optional[str], typer.Option("--a", help="Side A: run ids, e.g. 1,2,3 (one config over seeds).")]
     = None,
@@ -324,7 +324,7 @@ def _print_notes(notes: list[str]) -> None:
 
 @app.command("config")
 @quiet_on_closed_pipe
-def config_of_run(run_id: int, db: DbOpt = None) -> None:
+def config_of_run(run_id: RunArg, db: DbOpt = None) -> None:
     """Print the run config a run ran with, as YAML that `--config` takes (to replay it again or change it; URL
     passwords are ***, as the run's row keeps them). Comments above it say what the YAML does not hold: the trace,
     its format, how the run read it (--limit, a window, --opt ...), the command line that replays the run with
@@ -359,7 +359,7 @@ def _check_comparable(run: dict) -> None:
 @app.command()
 @quiet_on_closed_pipe
 def plot(
-    run_id: int,
+    run_id: RunArg,
     db: DbOpt = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="File to write; its extension picks the format: .png, .svg or .pdf (another is an "
@@ -389,7 +389,7 @@ def plot(
 @app.command()
 @quiet_on_closed_pipe
 def export(
-    run_id: int,
+    run_id: RunArg,
     db: DbOpt = None,
     what: Annotated[str, typer.Option(help="requests | decisions | metrics | worker_events | iterations | trace "
                                            "(the run's requests as a canonical trace, CSV or JSONL, that `sim "

@@ -17,6 +17,7 @@ from controlplane.cli.runs_notes import rows_refused, stopped_early, transforms_
 from controlplane.cli.tables import TEXT, WHOLE, WORDS, fitted
 
 DbOpt = Annotated[Optional[str], typer.Option("--db", help=DB_READ_HELP)]
+RunArg = Annotated[int, typer.Argument(help="The run's id (`runs list`).", metavar="RUN", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON array (an object a row) instead of the table.")]
 
 

@@ -56,7 +56,7 @@ def _overrides(
 def replay(
     trace: Annotated[
         Optional[Path], typer.Argument(help="Trace file, or bundled:NAME. Default: the bundled Azure LLM code trace "
-                                             "(bundled:azure_code, 8,819 requests).")
+                                             "(bundled:azure_code, 8,819 requests).", metavar="TRACE")
     ] = None,
     format: Annotated[
         Optional[str], typer.Option("--format", "-f", help="azure | mooncake | vidur | canonical | burstgpt | bailian "

@@ -144,6 +144,16 @@ def test_a_spec_argument_is_named_in_capitals_as_the_other_metavars(path):
     assert "SPEC" in usage and "spec" not in usage, usage
 
 
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "controlplane")
+def test_a_usage_line_names_its_arguments_in_capitals(path):
+    """`runs show --help` said `{run_id}`, `sim search` `{spec}`, `plugins show` `{name}`: a parameter's name, not
+    the placeholder the docs use (RUN, SPEC, NAME)."""
+    import re
+
+    usage = next(line for line in _help(path, 200).splitlines() if "Usage:" in line)
+    assert not re.findall(r"[\[{][a-z_]+[\]}]", usage), usage
+
+
 def test_an_option_s_default_follows_its_help_on_the_same_flow():
     """typer set an option's help and its default side by side as columns: after a help of two lines,
     `[default: small]` stood alone on the next line of `profile --help`."""
