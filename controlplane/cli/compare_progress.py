@@ -37,7 +37,7 @@ class CompareProgress:
         if self.said or elapsed < _MEASURE_S:
             return
         projected = elapsed / self.done * self.total
-        if projected - elapsed < SLOW_S:
+        if elapsed * (self.total - self.done) / self.done < SLOW_S:  # (its time left: 0 when done, never under)
             return
         self.said = True
         err = common.console("err")

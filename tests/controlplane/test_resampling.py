@@ -109,3 +109,17 @@ def test_a_slow_compare_says_how_long_and_names_resamples_and_no_ci(tmp_path, mo
     assert "note: 200 bootstrap resamples of 400 requests take about" in said, said
     assert "--resamples 100 is about" in said and "--no-ci compares the summaries without intervals" in said
     assert "B - A with confidence intervals" in slow.stdout
+
+
+def test_a_compare_projected_past_slow_s_says_so_whatever_the_rounding_of_its_projection(monkeypatch):
+    """The note's test failed 1 time in 20: a bootstrap done in one step projected elapsed / 200 * 200, a hair under
+    its elapsed time (0.0591775... s), so its time left read below a `SLOW_S` of 0."""
+    from controlplane.cli import compare_progress
+
+    clock = iter([0.0, 59 / 997])  # (started, then after the one step: 0.05917753259779338 s)
+    monkeypatch.setattr(compare_progress.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(compare_progress, "SLOW_S", 0.0)
+    monkeypatch.setattr(compare_progress, "_MEASURE_S", 0.0)
+    progress = compare_progress.CompareProgress(200, 200, 400)
+    progress(200)
+    assert progress.said
