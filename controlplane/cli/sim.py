@@ -328,7 +328,10 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
 
 
 def _warn(text: str) -> None:
-    common.err.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+    """A warning line; ``text`` is plain (``guardians.models[rules]``, a path with brackets), not markup."""
+    from rich.markup import escape
+
+    common.err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _caps_line(url: str, run_id: Any, max_prompt_tokens: int | None, max_output_tokens: int | None) -> str:

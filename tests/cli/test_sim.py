@@ -99,3 +99,12 @@ def test_a_run_whose_rows_were_spilled_at_its_end_still_prints_its_summary(tmp_p
     else:
         assert "run 1 - its rows spilled" in result.stdout and "SLO attainment" in result.stdout
     assert result.stderr.count(str(spill)) == 2  # (the message's own, once, and the command to load it)
+
+
+def test_a_warning_s_brackets_are_text_not_markup(capsys):
+    """A config warning naming `guardians.models[rules]` printed `guardians.models`: the brackets read as a markup
+    tag and vanished."""
+    from controlplane.cli.sim import _warn
+
+    _warn("guardians.models[rules].latency: the default; see /data/[run 1]/p.json")
+    assert "guardians.models[rules].latency: the default; see /data/[run 1]/p.json" in capsys.readouterr().err
