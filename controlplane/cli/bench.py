@@ -177,10 +177,8 @@ def profile(
 
     from controlplane.extras import extra_needed
 
-    # without the `live` extra: one line naming the install, exit 2 (not a traceback ending in "No module named")
-    with user_errors(), extra_needed("controlplane profile", "live", "torch and transformers"):
+    with user_errors(), extra_needed("controlplane profile", "live", "torch and transformers"):  # (one line, exit 2)
         import torch
-
         from controlplane.live.backend import CausalLMBackend
         from controlplane.hardware.profile_format import write_profile
         from controlplane.live.profiling import profile_backend, profile_meta
