@@ -255,7 +255,14 @@ class RedisStore(CacheStore):
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "cp",
                  socket_timeout_s: float = 0.05, retry_after_s: float = 1.0) -> None:
-        import redis  # the `redis` extra
+        try:
+            import redis
+        except ModuleNotFoundError as exc:  # (not installed: one line naming the extra, not "No module named")
+            if exc.name != "redis":
+                raise
+            from controlplane.extras import install_hint
+
+            raise ImportError(f"backend: redis needs the Redis client: {install_hint('redis')}") from None
 
         self._redis_errors = (redis.exceptions.RedisError, OSError)  # every one: a miss (a database index out of
         # range too: it raised on every call, each a plugin error, with no back-off)

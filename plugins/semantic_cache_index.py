@@ -20,7 +20,14 @@ class VectorIndex:
         # faiss's loader logs each CPU-specific build it could not load at INFO, with a
         # ModuleNotFoundError: a daemon logging at INFO showed three "errors" that are not.
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-        import faiss  # the `semantic` extra
+        try:
+            import faiss
+        except ModuleNotFoundError as exc:  # (not installed: one line naming the extra, not "No module named")
+            if exc.name != "faiss":
+                raise
+            from controlplane.extras import install_hint
+
+            raise ImportError(f"the semantic cache's index needs faiss: {install_hint('semantic')}") from None
 
         self._faiss = faiss
         # Lookups and inserts are one vector each: an OpenMP team costs more than it gives

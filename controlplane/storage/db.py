@@ -233,8 +233,12 @@ def make_engine(url: str | os.PathLike[str] | URL | None = None, **engine_kwargs
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
+        from controlplane.extras import extra_of, install_hint, missing_module
+
+        extra = extra_of(missing_module(exc))  # (psycopg: the `postgres` extra; that is how to install it)
         raise ValueError(
             f"unknown or uninstalled database driver in URL {mask_password(parsed.render_as_string(hide_password=True))!r}: {exc}"
+            + (f" ({install_hint(extra)})" if extra else "")
         ) from exc
     if is_sqlite:
         _install_sqlite_hooks(engine)

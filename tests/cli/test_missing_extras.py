@@ -53,3 +53,43 @@ def test_another_module_of_the_extra_is_named_and_one_of_no_extra_is_raised_as_i
 
 def test_install_hint_names_the_extra():
     assert install_hint("postgres") == "pip install 'controlplane[postgres]'"
+
+
+def test_a_postgresql_url_without_psycopg_names_the_postgres_extra(tmp_path):
+    proc = _without("psycopg", "sim", "replay", "--db", "postgresql+psycopg://u@127.0.0.1:1/d", "--limit", "5",
+                    "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: unknown or uninstalled database driver in URL 'postgresql+psycopg://u@127.0.0.1:1/d': import of "
+        "psycopg halted; None in sys.modules (pip install 'controlplane[postgres]')")
+
+
+def test_a_redis_store_without_redis_names_the_redis_extra(monkeypatch):
+    from plugins.cache_backends import RedisStore
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ImportError, match=r"^backend: redis needs the Redis client: pip install "
+                                          r"'controlplane\[redis\]'$"):
+        RedisStore()
+
+
+def test_the_semantic_index_without_faiss_names_the_semantic_extra(monkeypatch):
+    from plugins.semantic_cache_index import VectorIndex
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(ImportError, match=r"^the semantic cache's index needs faiss: pip install "
+                                          r"'controlplane\[semantic\]'$"):
+        VectorIndex(8)
+
+
+def test_a_replay_with_a_redis_backed_cache_without_redis_says_so_in_one_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("plugins:\n  enabled: [queue-limit, exact-cache, least-loaded, continuous-batching, "
+                      "fixed-replicas, static-memory, builtin-latency-models]\n"
+                      "  settings:\n    exact-cache: {backend: redis}\n")
+    proc = _without("redis", "sim", "replay", "-c", str(config), "--db", "r.db", "--limit", "5", "--no-progress",
+                    cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == ("error: plugin 'exact-cache' failed to start: ImportError: "
+                                                    "backend: redis needs the Redis client: pip install "
+                                                    "'controlplane[redis]'")
