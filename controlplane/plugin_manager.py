@@ -89,8 +89,11 @@ class PluginInfo:
             ep = self._ep
             try:
                 target = ep.load()
-            except Exception as exc:  # a broken third-party install names itself
-                raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            except Exception as exc:  # a broken third-party install names itself (and a package of ours hidden)
+                from controlplane.shadowed_packages import shadowing_note
+
+                raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
+                                  f"{shadowing_note(exc, ep.module)}") from exc
             if not isinstance(target, (type, types.ModuleType)):  # a function, an instance: would do nothing
                 raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) loads a {type(target).__name__}, "
                                   "not a plugin class or a module of hook functions")
