@@ -21,8 +21,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder, not a file")
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
+    if not path.exists():  # (a path of the source repository: where that file is, `missing_path_note`)
+        from controlplane.checkout_paths import missing_path_note
+
+        raise ConfigError(f"config file not found: {path}{missing_path_note(path)}")
     try:  # (a regular file, or any other that reads as text: /dev/null, a pipe such as bash's <(...))
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

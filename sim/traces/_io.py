@@ -111,7 +111,11 @@ def not_a_trace_file(path: PathLike) -> OSError | ValueError | None:
     except FileNotFoundError:
         if str(path) == "-":
             return _a_stream(path, "standard input (no trace is read from it)")
-        return FileNotFoundError(f"trace file not found: {path}")
+        from controlplane.checkout_paths import missing_path_note  # (a path of the source repository: where it is)
+        from sim.traces.bundled import BUNDLED_TRACES
+
+        bundled = {f"sim/data/{rel}": f"bundled:{name}" for name, rel in BUNDLED_TRACES.items()}
+        return FileNotFoundError(f"trace file not found: {path}{missing_path_note(path, bundled)}")
     except OSError as exc:  # (no permission on a folder above it, a name too long: what the system says)
         return exc
     if stat.S_ISDIR(mode):
