@@ -53,19 +53,35 @@ def _canonical(gpu: str) -> str:
         return gpu
 
 
+def _same_gpu_key(gpu: str) -> str:
+    """What two names of one GPU share: the catalogue's name of it, else the name in lower case (``L40S`` and
+    ``l40s`` are one GPU of one's own, as ``H100`` and ``h100`` are one of the catalogue)."""
+    name = _canonical(gpu)
+    return name if name != gpu else gpu.lower()
+
+
 def canonical_prices(prices: Mapping[str, float]) -> dict[str, float]:
     """A config's ``cluster.gpu_prices`` over the defaults, each under the catalogue's name of its GPU (``h100``,
     ``H100`` and ``h100-80gb`` are one GPU, priced ``h100-80gb``): a price given under an alias replaces the
     default's (merged under the given key, the default's exact key won every lookup). Names the catalogue lacks stay
-    as given. ValueError where two keys of one GPU give it two prices."""
+    as given (matched in any case: `gpu_price_per_hour`). ValueError where two keys of one GPU give it two
+    prices."""
     given: dict[str, tuple[str, float]] = {}
+    first_key: dict[str, str] = {}
     for key, price in prices.items():
-        name = _canonical(key)
+        name = _same_gpu_key(key)
+        first_key.setdefault(name, key)
         if name in given and given[name][1] != price:
-            first, first_price = given[name]
-            raise ValueError(f"{first!r} ({first_price}) and {key!r} ({price}) price one GPU, {name}: give one price")
-        given[name] = (key, price)
-    return {**DEFAULT_GPU_PRICES, **{name: price for name, (_, price) in given.items()}}
+            raise ValueError(f"{first_key[name]!r} ({given[name][1]}) and {key!r} ({price}) price one GPU, "
+                             f"{_canonical(key)}: give one price")
+        given[name] = (_canonical(key), price)
+    return {**DEFAULT_GPU_PRICES, **{key: price for key, price in given.values()}}
+
+
+def _priced(gpu: str, prices: Mapping[str, float]) -> bool:
+    """Whether ``prices`` has a price of ``gpu`` (by any of its names, in any case)."""
+    name = _same_gpu_key(gpu)
+    return any(_same_gpu_key(key) == name for key in prices)
 
 
 def unknown_gpu_names(prices: Mapping[str, float], used: Mapping[str, str]) -> list[str]:
@@ -80,13 +96,13 @@ def unknown_gpu_names(prices: Mapping[str, float], used: Mapping[str, str]) -> l
     out = []
     names = set()
     for key, gpu in used.items():
-        names.add(_canonical(gpu))
-        if _canonical(gpu) not in GPUS and gpu not in prices:
+        names.add(_same_gpu_key(gpu))
+        if _canonical(gpu) not in GPUS and not _priced(gpu, prices):
             out.append(f"{key}: unknown gpu {gpu!r}{did_you_mean(gpu, known, cutoff=0.85)}: neither the GPU "
                        f"catalogue ({', '.join(sorted(GPUS))}) nor cluster.gpu_prices has it, so the run's cost is "
                        f"unknown; give a catalogue GPU, or its price as cluster.gpu_prices.{gpu}")
     for gpu in prices:
-        if gpu not in GPUS and gpu not in names:
+        if gpu not in GPUS and _same_gpu_key(gpu) not in names:
             out.append(f"cluster.gpu_prices.{gpu}: unknown gpu{did_you_mean(gpu, known, cutoff=0.85)}, and no model "
                        "or guardian of this config runs on it: the price prices nothing")
     return out
@@ -94,17 +110,23 @@ def unknown_gpu_names(prices: Mapping[str, float], used: Mapping[str, str]) -> l
 
 def gpu_price_per_hour(gpu: str, prices: Mapping[str, float] | None = None) -> float:
     """Price of one hour of one ``gpu``: from ``prices`` (a run's ``cluster.gpu_prices``), else the
-    defaults. Raises `NoPriceError` (a KeyError) naming the GPU and the config key when neither has it."""
+    defaults; by any name of the GPU (the catalogue's aliases), in any case (``l40s`` is priced by ``L40S``).
+    Raises `NoPriceError` (a KeyError) naming the GPU, the config key and the GPU of one's own priced in ``prices``
+    it is probably a typo of, when neither has it."""
     for table in (prices or {}, DEFAULT_GPU_PRICES):
         if gpu in table:
             return float(table[gpu])
-        name = _canonical(gpu)
-        if name in table:
-            return float(table[name])
+        name = _same_gpu_key(gpu)
         for key, value in table.items():
-            if _canonical(key) == name:
+            if _same_gpu_key(key) == name:
                 return float(value)
-    raise NoPriceError(f"no price for GPU {gpu!r}: set cluster.gpu_prices.{gpu} (USD per GPU-hour) in the config")
+    import difflib
+
+    own = {key.lower(): key for key in prices or {} if key not in DEFAULT_GPU_PRICES}  # (prices of one's own GPUs)
+    close = [own[k] for k in difflib.get_close_matches(gpu.lower(), sorted(own), n=3, cutoff=0.75)]
+    meant = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    raise NoPriceError(f"no price for GPU {gpu!r}{meant}: set cluster.gpu_prices.{gpu} (USD per GPU-hour) in the "
+                       "config")
 
 
 def run_cost(gpu_seconds_by_gpu: Mapping[str, float], prices: Mapping[str, float] | None = None) -> float:

@@ -120,3 +120,20 @@ def test_gpu_names_the_catalogue_lacks_are_named_with_the_one_probably_meant():
         "give a catalogue GPU, or its price as cluster.gpu_prices.h10-80gb",
         "cluster.gpu_prices.h100-80g: unknown gpu (did you mean 'h100-80gb'?), and no model or guardian of this "
         "config runs on it: the price prices nothing"]
+
+
+def test_a_price_of_a_gpu_of_ones_own_matches_in_any_case_and_a_missing_one_names_the_price_meant():
+    """``gpu: l40s`` with ``gpu_prices: {L40S: 1.8}`` was 'no price for GPU l40s', while the catalogue's GPUs match in
+    any case (``H100``): a GPU of one's own does too, and two prices of it in two cases are refused."""
+    from controlplane.hardware.cost import unknown_gpu_names
+
+    prices = load_config(None, {"cluster": {"gpu_prices": {"L40S": 1.8, "l40s-48gb": 1.9}}}).cluster.gpu_prices
+    assert gpu_price_per_hour("l40s", prices) == 1.8 and gpu_price_per_hour("L40s", prices) == 1.8
+    assert run_cost({"l40s": 3600.0}, prices) == pytest.approx(1.8)
+    assert unknown_gpu_names(prices, {"cluster.models.0.gpu": "l40s"}) == [
+        "cluster.gpu_prices.l40s-48gb: unknown gpu, and no model or guardian of this config runs on it: the price "
+        "prices nothing"]
+    with pytest.raises(KeyError, match=r"no price for GPU 'l40' \(did you mean 'L40S'"):
+        gpu_price_per_hour("l40", prices)
+    with pytest.raises(ConfigError, match=r"'L40S' \(1.8\) and 'l40s' \(1.9\) price one GPU"):
+        load_config(None, {"cluster": {"gpu_prices": {"L40S": 1.8, "l40s": 1.9}}})
