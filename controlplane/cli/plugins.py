@@ -13,11 +13,15 @@ from controlplane.cli.tables import TEXT, WHOLE, WORDS, fitted
 
 app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 
-#: What the two "enabled by" columns mean: two defaults a user meets, which differ (the bundled run config scales
-#: with `slo-planner`, the library's default set keeps fixed replicas).
-CAPTION = ("default: enabled when a config does not set plugins.enabled (the daemon, load_config(None)); "
-           "replay: enabled by the bundled run config sim/data/default_replay.yaml, which `controlplane sim replay` "
-           "uses without --config")
+def caption() -> str:
+    """What the two "enabled by" columns mean: two defaults a user meets, which differ (the bundled run config
+    scales with `slo-planner`, the library's default set keeps fixed replicas). The bundled config is named by its
+    installed path: ``sim/data/default_replay.yaml`` is relative to a checkout, not found elsewhere."""
+    from sim.traces.bundled import bundled_default_config_path
+
+    return ("default: enabled when a config does not set plugins.enabled (the daemon, load_config(None)); "
+            f"replay: enabled by the bundled run config {bundled_default_config_path()}, which `controlplane sim "
+            "replay` uses without --config")
 
 
 def _bundled_replay_plugins() -> list[str]:
@@ -48,7 +52,7 @@ def list_(json_out: Annotated[bool, typer.Option(
     with user_errors():
         found = discover_plugins(refresh=True)
         replay = _bundled_replay_plugins()
-    t = Table(header_style="bold", caption=CAPTION, caption_justify="left")
+    t = Table(header_style="bold", caption=caption(), caption_justify="left")
     for col in ("name", "distribution", "version", "hooks", "default", "replay", "description"):
         t.add_column(col)
     broken: list[str] = []

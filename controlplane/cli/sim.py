@@ -67,8 +67,8 @@ def replay(
                                                      "seed, 0 where it sets none).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (YAML, TOML or JSON; - reads "
                                                    "YAML or JSON from stdin). Default: "
-                                                   "the bundled sim/data/default_replay.yaml (Llama-3-8B on "
-                                                   "A100s, SLO planner, cold starts).")] = None,
+                                                   "the bundled run config (sim/data/default_replay.yaml in the "
+                                                   "package; Llama-3-8B on A100s, SLO planner, cold starts).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
     window_start: Annotated[Optional[float], typer.Option(help="Keep requests arriving at or after this second.")] = None,

@@ -61,3 +61,10 @@ def test_sim_replay_says_it_in_its_one_error_line(tmp_path):
     assert proc.stderr.strip() == ("error: config file not found: sim/data/default_replay.yaml (relative to the "
                                    "working folder; the installed package's copy is "
                                    f"{bundled_default_config_path()})")
+
+
+def test_sim_replay_help_names_the_bundled_config_as_the_packages():
+    proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "replay", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert "Default: the bundled run config (sim/data/default_replay.yaml in the package;" in " ".join(
+        proc.stdout.split())
