@@ -88,7 +88,7 @@ class ModelDeployment(_Section):
     latency: dict[str, Any] = Field(default_factory=dict)  # its settings
     gpu: str = "a100-80gb"
     gpus_per_replica: int = Field(1, ge=1)  # tensor-parallel degree; not given: latency.tensor_parallel, else 1
-    precision: str = "fp16"  # weight format: fp16 | bf16 | int8 | nf4 (changes weight memory, so KV room)
+    precision: str = "fp16"  # weight format: fp16 | bf16 | int8 | fp8 | nf4 (changes weight memory, so KV room)
     # The model's shape for memory planning, a catalogue name (controlplane.hardware.specs.MODELS) such as
     # "meta-llama/Llama-2-70b-hf"; None: the latency settings' "model", if any.
     model_spec: str | None = None

@@ -56,6 +56,8 @@ def check_deployment(deployment: Any) -> Any:
     for key in ("gpu", "precision"):
         setting, whose = _timed_setting(deployment, key)
         timed = _catalogue(key, setting)
+        if timed is None and whose is not None and setting is not None and key not in deployment.model_fields_set:
+            raise PydanticCustomError(f"unknown_{key}", unknown_profile_setting(key, setting, whose))
         if timed is None or _same(key, timed, getattr(deployment, key)):
             continue
         if key not in deployment.model_fields_set:
@@ -117,14 +119,29 @@ def _catalogue(key: str, name: Any) -> Any:
 
 def _same(key: str, timed: Any, value: Any) -> bool:
     """Whether the deployment's ``gpu`` / ``precision`` ``value`` is the catalogue's ``timed``: the same GPU (its
-    aliases: ``a100`` is ``a100-80gb``), or a precision of the same size and speed (``bf16`` is ``fp16``)."""
+    aliases: ``a100`` is ``a100-80gb``), or the same precision (``bf16`` is ``fp16``: `_SAME_PRECISION`)."""
     mine = _catalogue(key, value)
     if mine is None:
         return False
     if key == "gpu":
         return mine.name == timed.name
-    return (mine.bytes_per_weight, mine.kv_bytes_per_element, mine.speed_factor) == (
-        timed.bytes_per_weight, timed.kv_bytes_per_element, timed.speed_factor)
+    return _SAME_PRECISION.get(mine.name, mine.name) == _SAME_PRECISION.get(timed.name, timed.name)
+
+
+#: Two names of one precision to the simulator: the same size and speed (``int8`` and ``fp8`` are one size too, but
+#: two formats a profile is timed in).
+_SAME_PRECISION = {"bf16": "fp16"}
+
+
+def unknown_profile_setting(key: str, setting: str, whose: str) -> str:
+    """The message of a `measured` profile timed in a ``precision`` the catalogue does not know, with the
+    deployment's own not given: it would have planned and started the replica as ``fp16`` (the field's default),
+    whatever the weights' size."""
+    from controlplane.hardware.specs import PRECISIONS
+
+    return (f"{whose} ({setting}) is not a {key} the catalogue knows ({', '.join(sorted(PRECISIONS))}): the memory "
+            f"plan and cold start cannot size the weights in it; give the {key} whose size the weights have "
+            f"(precision: int8 for 8-bit weights, nf4 for 4-bit ones)")
 
 
 def setting_mismatch(key: str, timed: Any, given: Any, whose: str | None = None, fix: str | None = None) -> str:

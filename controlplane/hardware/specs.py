@@ -170,7 +170,9 @@ class Precision:
     """Weight storage format: bytes per weight, KV element size and relative speed.
 
     ``speed_factor`` scales achievable matmul throughput relative to fp16 (fp32 runs on
-    TF32 at half rate; int8 W8A8 doubles it; nf4 pays dequantisation).
+    TF32 at half rate; int8 and fp8 W8A8 double it, less the quantisation's overhead; nf4 pays
+    dequantisation). ``kv_bytes_per_element``: the KV cache stays in 16 bits under 8- and 4-bit
+    weights (an engine's own fp8 KV cache, vLLM's ``kv_cache_dtype``, is not modelled).
     """
 
     name: str
@@ -184,6 +186,7 @@ PRECISIONS: dict[str, Precision] = {
     "fp16": Precision("fp16", 2.0, 2.0, 1.0),
     "bf16": Precision("bf16", 2.0, 2.0, 1.0),
     "int8": Precision("int8", 1.0, 2.0, 1.6),
+    "fp8": Precision("fp8", 1.0, 2.0, 1.6),  # (e4m3 weights and activations; simulated only: no live worker runs it)
     # 4 bits + double-quantised absmax: 8 bits per 64 weights + fp32 per 256 blocks.
     "nf4": Precision("nf4", (4 + 8 / 64 + 32 / (64 * 256)) / 8, 2.0, 0.6),
 }

@@ -23,7 +23,7 @@ def _replay(tmp_path: Path, config: Path) -> tuple[int, str]:
 
 @pytest.mark.parametrize(("text", "line"), [
     ("cluster: {models: [{name: default, precision: fp61, model_spec: meta-llama/Llama-2-7b-hf}]}\n",
-     "cluster.models.0.precision: unknown precision 'fp61'; known: auto, bf16, fp16, fp32, int8, nf4"),
+     "cluster.models.0.precision: unknown precision 'fp61'; known: auto, bf16, fp16, fp32, fp8, int8, nf4"),
     ("cluster: {models: [{name: default, model_spec: meta-llama/Llama-2-7b}]}\n",
      "cluster.models.0.model_spec: unknown model 'meta-llama/Llama-2-7b'; known: Qwen/Qwen-72B, "),
     ("sim: {guardian_tenant_block_rates: {a: 1.5}}\n",

@@ -496,11 +496,11 @@ def test_precision_and_model_spec_are_checked_against_the_catalogue_when_the_con
     with pytest.raises(ConfigError) as bad:
         load_config(None, {"cluster": {"models": [{"precision": "fp61"}]}})
     # `auto` is accepted (and documented), so the error lists it with the catalogue's precisions
-    assert ("cluster.models.0.precision: unknown precision 'fp61'; known: auto, bf16, fp16, fp32, int8, nf4"
+    assert ("cluster.models.0.precision: unknown precision 'fp61'; known: auto, bf16, fp16, fp32, fp8, int8, nf4"
             in str(bad.value))
     with pytest.raises(UnknownSpecError) as exc:
         get_precision("fp61")
-    assert str(exc.value) == "unknown precision 'fp61'; known: bf16, fp16, fp32, int8, nf4"  # (not quoted)
+    assert str(exc.value) == "unknown precision 'fp61'; known: bf16, fp16, fp32, fp8, int8, nf4"  # (not quoted)
     with pytest.raises(ConfigError, match=r"sim\.guardian_tenant_block_rates\.a: Input should be greater than or "):
         load_config(None, {"sim": {"guardian_tenant_block_rates": {"a": -0.1}}})
 
