@@ -109,7 +109,7 @@ def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], engin
     seen = {r["id"]: _workload(r) for r in runs}
     unknown = any(transforms_unknown(r) for r in runs)
     if len(set(seen.values())) <= 1 and not unknown:
-        return ""
+        return _drawn_note(runs, seen, engine)
     if engine is not None:
         ones = list(runs) if unknown else list({seen[r["id"]]: r for r in runs}.values())  # (a run of each workload)
         if all(same_requests(engine, ones[0], other) for other in ones[1:]):
@@ -120,6 +120,20 @@ def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], engin
                 "stored): their differences may mix the policies' effect with the workload's")
     return (f"note: the runs replayed different requests ({listed}): their differences mix the policies' effect "
             "with the workload's")
+
+
+def _drawn_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], seen: dict[Any, str], engine: Any) -> str:
+    """The note of runs that read one trace the same way yet replayed different requests (with ``engine``: the
+    stored ids, lengths or arrivals differ): a transform or arrival process drawn by each run's seed (``rate_scale``
+    thinning, a Vidur trace's Poisson arrivals) or a trace file changed under its name; '' when they are the same."""
+    if engine is None or len(runs) < 2 or all(same_requests(engine, runs[0], other) for other in runs[1:]):
+        return ""
+    listed = "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
+    return (f"note: the runs read the trace the same way but replayed different requests ({listed}; other ids, "
+            "lengths or arrivals: drawn by each run's seed, as rate_scale's thinning or a trace's Poisson arrivals "
+            "are, or the file changed): with one run a side their differences mix the policies' effect with the "
+            "workload's, and the intervals compare them independently, not paired; with several seeds a side the "
+            "intervals over seeds hold that variation")
 
 
 def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | None:

@@ -132,3 +132,24 @@ def test_a_run_stored_with_its_trace_as_typed_reads_the_same_workload_as_one_sto
     assert workload_note(runs) == ""
     other = {**runs[1], "id": 3, "config": {"process": {}, "trace_read": {"transforms": {"limit": 20}}}}
     assert "run 1: az trace.csv (limit=10); run 3: az trace.csv (limit=20)" in workload_note([runs[0], other])
+
+
+def test_runs_whose_seeds_drew_different_requests_of_one_trace_read_one_way_get_a_note(tmp_path):
+    """`--rate-scale 0.8` with seeds 1 and 2: each seed thins its own 80% (801 of 1,000 ids shared), yet the runs'
+    workloads read the same (the same transforms), so no note said they replayed different requests."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    for seed in ("1", "2", "1"):
+        done = CliRunner().invoke(app, ["sim", "replay", "--limit", "120", "--rate-scale", "0.8", "--seed", seed,
+                                        "--db", url, "--json", "--no-progress"])
+        assert done.exit_code == 0, done.output
+    res = CliRunner().invoke(app, ["runs", "compare", "1", "2", "--db", url, "--json", "--resamples", "100"])
+    found = json.loads(res.stdout)
+    assert found["workloads_differ"] is True
+    assert found["workloads_note"].startswith("note: the runs read the trace the same way but replayed different "
+                                              "requests (run 1: AzureLLMInferenceTrace_code.csv (limit=120, "
+                                              "rate_scale=0.8); run 2: ")
+    assert {m["method"] for m in found["metrics"]} == {"independent"}
+    same = json.loads(CliRunner().invoke(app, ["runs", "compare", "1", "3", "--db", url, "--json", "--no-ci"]).stdout)
+    assert same["workloads_differ"] is False  # (one seed: the same requests)
